@@ -1,0 +1,397 @@
+// The GEMM driver: Goto/BLIS blocking around the per-ISA micro-kernel.
+//
+//   for jc in N by nc:                 B block kc x nc, packed into nr-wide panels (L3)
+//     for pc in K by kc:
+//       for ic in M by mc:             A block mc x kc, packed into mr-tall panels (L2)
+//         for jr in nc by nr:          one kc x nr B panel stays in L1 ...
+//           for ir in mc by mr:        ... while the A panels stream past it
+//             micro-kernel on the mr x nr tile of C
+//
+// Threads split C into a grid of blocks (rows x columns chosen from the shape) and each runs the
+// loops above on its own block with its own packing buffers, so they never synchronise inside a
+// call. Packing buffers are per thread, bounded by the cache blocks, and reused across calls.
+// A single row or column of C goes to the GEMV kernels; problems too small to share run on the calling
+// thread alone.
+#include "cpu/gemm/gemm.h"
+
+#include <emmintrin.h>
+#include <xmmintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+#include <cstdlib>
+#include <new>
+#include <vector>
+
+#include "core/cpu_features.h"
+#include "core/threading.h"
+#include "cpu/gemm/portable_kernels.h"
+
+namespace deepkern::cpu {
+namespace {
+
+// Below this many multiply-adds a problem runs on one thread (thread start-up would cost more).
+constexpr int64_t kMinParallelMacs = int64_t(1) << 18;
+// GEMV: elements of y computed per chunk (stays in L1).
+constexpr int64_t kGemvChunk = 1024;
+
+template <class T>
+const GemmKernels<T>& kernels_for(Isa isa);
+
+template <>
+const GemmKernels<float>& kernels_for<float>(Isa isa) {
+  switch (isa) {
+    case Isa::avx512: return avx512::kernels_f32;
+    case Isa::avx2: return avx2::kernels_f32;
+    default: return generic::kernels_f32;
+  }
+}
+
+template <>
+const GemmKernels<double>& kernels_for<double>(Isa isa) {
+  switch (isa) {
+    case Isa::avx512: return avx512::kernels_f64;
+    case Isa::avx2: return avx2::kernels_f64;
+    default: return generic::kernels_f64;
+  }
+}
+
+// 64-byte aligned scratch memory that grows on demand and is kept for the next call.
+class Scratch {
+ public:
+  Scratch() = default;
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  ~Scratch() { std::free(data_); }
+  void* get(size_t bytes) {
+    if (bytes > capacity_) {
+      std::free(data_);
+      capacity_ = 0;
+      const size_t rounded = (bytes + 63) / 64 * 64;
+      data_ = std::aligned_alloc(64, rounded);
+      if (!data_) throw std::bad_alloc();
+      capacity_ = rounded;
+    }
+    return data_;
+  }
+
+ private:
+  void* data_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+enum ScratchSlot { kPackA, kPackB, kTile, kSlotCount };
+
+template <class T>
+T* scratch(ScratchSlot slot, int64_t count) {
+  thread_local Scratch buffers[kSlotCount];
+  return static_cast<T*>(buffers[slot].get(sizeof(T) * static_cast<size_t>(count)));
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+template <class T>
+struct Problem {
+  int64_t m, n, k;
+  T alpha;
+  StridedMatrix<const T> a, b;
+  T beta;
+  StridedMatrix<T> c;
+  GemmEpilogue<T> epilogue;
+};
+
+// The same product seen as C^T = B^T A^T.
+template <class T>
+Problem<T> transposed(const Problem<T>& p) {
+  Problem<T> t = p;
+  t.m = p.n;
+  t.n = p.m;
+  t.a = {p.b.data, p.b.col_stride, p.b.row_stride};
+  t.b = {p.a.data, p.a.col_stride, p.a.row_stride};
+  t.c = {p.c.data, p.c.col_stride, p.c.row_stride};
+  if (p.epilogue.bias_axis == BiasAxis::rows) t.epilogue.bias_axis = BiasAxis::cols;
+  if (p.epilogue.bias_axis == BiasAxis::cols) t.epilogue.bias_axis = BiasAxis::rows;
+  return t;
+}
+
+// The epilogue of the tile whose first element is C(i0, j0); empty unless this is the last
+// kc block of K.
+template <class T>
+TileEpilogue<T> tile_epilogue(const GemmEpilogue<T>& ep, int64_t i0, int64_t j0, bool last) {
+  TileEpilogue<T> t;
+  if (!last) return t;
+  t.relu = ep.relu;
+  t.axis = ep.bias_axis;
+  if (ep.bias) t.bias = ep.bias + (ep.bias_axis == BiasAxis::rows ? i0 : j0);
+  return t;
+}
+
+// dst[d * ld + w] = x[w * ws + d] for w < width, d < depth: rows of x are contiguous and become
+// columns of dst. 4 x 4 SSE transposes for float (SSE2 is the x86-64 baseline).
+template <class T>
+void pack_transposed(int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ld, T* dst) {
+  int64_t w = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    for (; w + 4 <= width; w += 4) {
+      const float* r0 = x + w * ws;
+      const float* r1 = r0 + ws;
+      const float* r2 = r1 + ws;
+      const float* r3 = r2 + ws;
+      int64_t d = 0;
+      for (; d + 4 <= depth; d += 4) {
+        __m128 x0 = _mm_loadu_ps(r0 + d), x1 = _mm_loadu_ps(r1 + d);
+        __m128 x2 = _mm_loadu_ps(r2 + d), x3 = _mm_loadu_ps(r3 + d);
+        _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
+        _mm_storeu_ps(dst + d * ld + w, x0);
+        _mm_storeu_ps(dst + (d + 1) * ld + w, x1);
+        _mm_storeu_ps(dst + (d + 2) * ld + w, x2);
+        _mm_storeu_ps(dst + (d + 3) * ld + w, x3);
+      }
+      for (; d < depth; ++d) {
+        dst[d * ld + w] = r0[d];
+        dst[d * ld + w + 1] = r1[d];
+        dst[d * ld + w + 2] = r2[d];
+        dst[d * ld + w + 3] = r3[d];
+      }
+    }
+  }
+  for (; w < width; ++w)
+    for (int64_t d = 0; d < depth; ++d) dst[d * ld + w] = x[w * ws + d];
+}
+
+// Packs one micro-panel: dst[d * panel + w] = X(w, d) = x[w * ws + d * ds] for w < width <=
+// panel, d < depth, and zero for w in [width, panel). For A, w runs over rows and d over K; for
+// B, w runs over columns and d over K. Whichever stride is 1 decides the copy loop.
+template <class T>
+void pack_panel(int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ds, int panel, T* dst) {
+  if (ws == 1) {
+    for (int64_t d = 0; d < depth; ++d) std::memcpy(dst + d * panel, x + d * ds, sizeof(T) * width);
+  } else if (ds == 1) {
+    pack_transposed(width, depth, x, ws, panel, dst);
+  } else {
+    for (int64_t d = 0; d < depth; ++d)
+      for (int64_t w = 0; w < width; ++w) dst[d * panel + w] = x[w * ws + d * ds];
+  }
+  if (width < panel)
+    for (int64_t d = 0; d < depth; ++d)
+      for (int64_t w = width; w < panel; ++w) dst[d * panel + w] = T(0);
+}
+
+// Packs the mc x kc block A(i, p) = a[i * rs + p * cs] into mr-tall panels, each kc x mr
+// (element (i, p) at panel[p * mr + i]), zero-padded past mc.
+template <class T>
+void pack_a(int64_t mc, int64_t kc, const T* a, int64_t rs, int64_t cs, int mr, T* dst) {
+  for (int64_t i0 = 0; i0 < mc; i0 += mr)
+    pack_panel(std::min<int64_t>(mr, mc - i0), kc, a + i0 * rs, rs, cs, mr, dst + i0 * kc);
+}
+
+// Packs the kc x nc block B(p, j) = b[p * rs + j * cs] into nr-wide panels, each kc x nr
+// (element (p, j) at panel[p * nr + j]), zero-padded past nc.
+template <class T>
+void pack_b(int64_t kc, int64_t nc, const T* b, int64_t rs, int64_t cs, int nr, T* dst) {
+  for (int64_t j0 = 0; j0 < nc; j0 += nr)
+    pack_panel(std::min<int64_t>(nr, nc - j0), kc, b + j0 * cs, cs, rs, nr, dst + j0 * kc);
+}
+
+// The serial blocked algorithm on the block C[m0:m1, n0:n1] (see the top of this file).
+// When the block's rows fit one mc block, every B panel is used by that block alone: it is
+// then packed just before use into an L1-sized buffer instead of a kc x nc block (same copy
+// work, but the panel never leaves L1, whatever B's strides).
+template <class T>
+void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int64_t m1,
+                int64_t n0, int64_t n1) {
+  const int mr = kern.mr, nr = kern.nr;
+  const int64_t rows = m1 - m0;
+  const bool pack_b_per_panel = rows <= kern.mc;
+  const bool unit_c = P.c.col_stride == 1;
+  const int64_t kc_max = std::min<int64_t>(kern.kc, P.k);
+  const int64_t mc_max = std::min<int64_t>(kern.mc, ceil_div(rows, mr) * mr);
+  const int64_t nc_max = std::min<int64_t>(kern.nc, ceil_div(n1 - n0, nr) * nr);
+
+  T* a_pack = scratch<T>(kPackA, mc_max * kc_max);
+  T* b_pack = scratch<T>(kPackB, (pack_b_per_panel ? nr : nc_max) * kc_max);
+  T* edge_tile = scratch<T>(kTile, int64_t(mr) * nr);
+
+  for (int64_t jc = n0; jc < n1; jc += kern.nc) {
+    const int64_t nc = std::min<int64_t>(kern.nc, n1 - jc);
+    for (int64_t pc = 0; pc < P.k; pc += kern.kc) {
+      const int64_t kc = std::min<int64_t>(kern.kc, P.k - pc);
+      const T beta = pc == 0 ? P.beta : T(1);
+      const bool last = pc + kc == P.k;
+      const T* b_block = P.b.data + pc * P.b.row_stride + jc * P.b.col_stride;
+      if (!pack_b_per_panel) pack_b(kc, nc, b_block, P.b.row_stride, P.b.col_stride, nr, b_pack);
+
+      for (int64_t ic = m0; ic < m1; ic += kern.mc) {
+        const int64_t mc = std::min<int64_t>(kern.mc, m1 - ic);
+        pack_a(mc, kc, P.a.data + ic * P.a.row_stride + pc * P.a.col_stride, P.a.row_stride,
+               P.a.col_stride, mr, a_pack);
+        for (int64_t jr = 0; jr < nc; jr += nr) {
+          const int64_t ncols = std::min<int64_t>(nr, nc - jr);
+          const T* b_panel = b_pack + jr * kc;
+          if (pack_b_per_panel) {
+            pack_b(kc, ncols, b_block + jr * P.b.col_stride, P.b.row_stride, P.b.col_stride, nr, b_pack);
+            b_panel = b_pack;
+          }
+          for (int64_t ir = 0; ir < mc; ir += mr) {
+            const int64_t nrows = std::min<int64_t>(mr, mc - ir);
+            const int64_t i = ic + ir, j = jc + jr;
+            T* c_tile = P.c.data + i * P.c.row_stride + j * P.c.col_stride;
+            const TileEpilogue<T> ep = tile_epilogue(P.epilogue, i, j, last);
+            const T* a_panel = a_pack + ir * kc;
+            if (nrows == mr && ncols == nr && unit_c) {
+              kern.tile(kc, a_panel, b_panel, nr, c_tile, P.c.row_stride, P.alpha, beta, ep);
+            } else {
+              kern.tile(kc, a_panel, b_panel, nr, edge_tile, nr, T(1), T(0), TileEpilogue<T>{});
+              merge_tile(nrows, ncols, edge_tile, nr, c_tile, P.c.row_stride, P.c.col_stride,
+                         P.alpha, beta, ep);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// Splits C over `threads` threads as a grid of blocks, choosing the grid that minimises the
+// busiest thread's estimated cycles (multiply-adds at full SIMD width plus packing).
+template <class T>
+void gemm_parallel(const GemmKernels<T>& kern, const Problem<T>& P, int threads) {
+  const int64_t row_panels = ceil_div(P.m, kern.mr), col_panels = ceil_div(P.n, kern.nr);
+  threads = static_cast<int>(std::min<int64_t>(threads, row_panels * col_panels));
+  if (threads <= 1) {
+    gemm_block(kern, P, 0, P.m, 0, P.n);
+    return;
+  }
+  int64_t best_rows = 1;
+  double best_cost = 0;
+  for (int64_t grid_rows = 1; grid_rows <= threads; ++grid_rows) {
+    if (threads % grid_rows) continue;
+    const int64_t grid_cols = threads / grid_rows;
+    const int64_t block_m = ceil_div(row_panels, grid_rows) * kern.mr;
+    const int64_t block_n = ceil_div(col_panels, grid_cols) * kern.nr;
+    const double macs = double(block_m) * block_n * P.k / (2.0 * kern.nr);
+    const double packing = double(block_m + block_n) * P.k;
+    const double cost = macs + packing;
+    if (grid_rows == 1 || cost < best_cost) {
+      best_cost = cost;
+      best_rows = grid_rows;
+    }
+  }
+  const int64_t grid_cols = threads / best_rows;
+  const int64_t block_m = ceil_div(row_panels, best_rows) * kern.mr;
+  const int64_t block_n = ceil_div(col_panels, grid_cols) * kern.nr;
+  run_on_threads(threads, [&](int t) {
+    const int64_t m0 = std::min(P.m, (t / grid_cols) * block_m);
+    const int64_t n0 = std::min(P.n, (t % grid_cols) * block_n);
+    const int64_t m1 = std::min(P.m, m0 + block_m), n1 = std::min(P.n, n0 + block_n);
+    if (m0 < m1 && n0 < n1) gemm_block(kern, P, m0, m1, n0, n1);
+  });
+}
+
+// C is a single row (m == 1): y = x B with the GEMV kernels, when B has a unit stride.
+// Returns false (nothing done) when it has none.
+template <class T>
+bool gemv(const GemmKernels<T>& kern, const Problem<T>& P, int threads) {
+  const bool rows_contiguous = P.b.col_stride == 1;
+  if (!rows_contiguous && P.b.row_stride != 1) return false;
+  const T* x = P.a.data;
+  std::vector<T> x_contiguous;
+  if (P.a.col_stride != 1) {
+    x_contiguous.resize(static_cast<size_t>(P.k));
+    for (int64_t p = 0; p < P.k; ++p) x_contiguous[p] = P.a.data[p * P.a.col_stride];
+    x = x_contiguous.data();
+  }
+  const int64_t chunks = ceil_div(P.n, kGemvChunk);
+  if (P.n * P.k < kMinParallelMacs) threads = 1;
+  threads = static_cast<int>(std::min<int64_t>(threads, chunks));
+  run_on_threads(threads, [&](int t) {
+    T* y = scratch<T>(kTile, kGemvChunk);
+    for (int64_t q = chunks * t / threads; q < chunks * (t + 1) / threads; ++q) {
+      const int64_t j0 = q * kGemvChunk, nj = std::min(kGemvChunk, P.n - j0);
+      if (rows_contiguous)
+        kern.gemv_rows(P.k, nj, x, P.b.data + j0, P.b.row_stride, y);
+      else
+        kern.gemv_cols(P.k, nj, x, P.b.data + j0 * P.b.col_stride, P.b.col_stride, y);
+      merge_tile(int64_t(1), nj, y, nj, P.c.data + j0 * P.c.col_stride, P.c.row_stride,
+                 P.c.col_stride, P.alpha, P.beta, tile_epilogue(P.epilogue, 0, j0, true));
+    }
+  });
+  return true;
+}
+
+// k == 0: C = epilogue(beta * C), as NumPy's empty sum gives zeros.
+template <class T>
+void gemm_empty_k(const Problem<T>& P) {
+  const std::vector<T> zeros(static_cast<size_t>(P.n), T(0));
+  merge_tile(P.m, P.n, zeros.data(), int64_t(0), P.c.data, P.c.row_stride, P.c.col_stride, T(1),
+             P.beta, tile_epilogue(P.epilogue, 0, 0, true));
+}
+
+template <class T>
+void run_gemm(Problem<T> P, int threads) {
+  if (P.m == 0 || P.n == 0) return;
+  // Column-major C: compute its transpose, which is row-major, so the tiles store whole rows.
+  if (P.c.col_stride != 1 && P.c.row_stride == 1) P = transposed(P);
+  if (P.k == 0) return gemm_empty_k(P);
+  const GemmKernels<T>& kern = kernels_for<T>(active_isa());
+  if (P.m * P.n * P.k < kMinParallelMacs) threads = 1;
+  if (P.m == 1 && gemv(kern, P, threads)) return;
+  if (P.n == 1 && gemv(kern, transposed(P), threads)) return;
+  gemm_parallel(kern, P, threads);
+}
+
+}  // namespace
+
+template <class T>
+void gemm(int64_t m, int64_t n, int64_t k, T alpha, StridedMatrix<const T> a,
+          StridedMatrix<const T> b, T beta, StridedMatrix<T> c, const GemmEpilogue<T>& epilogue) {
+  run_gemm(Problem<T>{m, n, k, alpha, a, b, beta, c, epilogue}, num_threads());
+}
+
+template <class T>
+void gemm_batched(int64_t batch, const int64_t* a_offsets, const int64_t* b_offsets,
+                  const int64_t* c_offsets, int64_t m, int64_t n, int64_t k, T alpha,
+                  StridedMatrix<const T> a, StridedMatrix<const T> b, T beta, StridedMatrix<T> c,
+                  const GemmEpilogue<T>& epilogue) {
+  auto problem = [&](int64_t i) {
+    Problem<T> P{m, n, k, alpha, a, b, beta, c, epilogue};
+    P.a.data += a_offsets[i];
+    P.b.data += b_offsets[i];
+    P.c.data += c_offsets[i];
+    return P;
+  };
+  const int threads = num_threads();
+  // Many small problems: one thread per problem beats splitting each one.
+  const bool across_batch = batch > 1 && threads > 1 && m * n * k < 64 * kMinParallelMacs;
+  if (across_batch) {
+    const int team = static_cast<int>(std::min<int64_t>(threads, batch));
+    run_on_threads(team, [&](int t) {
+      for (int64_t i = batch * t / team; i < batch * (t + 1) / team; ++i) run_gemm(problem(i), 1);
+    });
+  } else {
+    for (int64_t i = 0; i < batch; ++i) run_gemm(problem(i), threads);
+  }
+}
+
+const char* gemm_kernel_name(bool double_precision) {
+  return double_precision ? kernels_for<double>(active_isa()).name
+                          : kernels_for<float>(active_isa()).name;
+}
+
+template void gemm<float>(int64_t, int64_t, int64_t, float, StridedMatrix<const float>,
+                          StridedMatrix<const float>, float, StridedMatrix<float>,
+                          const GemmEpilogue<float>&);
+template void gemm<double>(int64_t, int64_t, int64_t, double, StridedMatrix<const double>,
+                           StridedMatrix<const double>, double, StridedMatrix<double>,
+                           const GemmEpilogue<double>&);
+template void gemm_batched<float>(int64_t, const int64_t*, const int64_t*, const int64_t*, int64_t,
+                                  int64_t, int64_t, float, StridedMatrix<const float>,
+                                  StridedMatrix<const float>, float, StridedMatrix<float>,
+                                  const GemmEpilogue<float>&);
+template void gemm_batched<double>(int64_t, const int64_t*, const int64_t*, const int64_t*,
+                                   int64_t, int64_t, int64_t, double, StridedMatrix<const double>,
+                                   StridedMatrix<const double>, double, StridedMatrix<double>,
+                                   const GemmEpilogue<double>&);
+
+}  // namespace deepkern::cpu

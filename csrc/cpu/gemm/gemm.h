@@ -1,0 +1,46 @@
+// General matrix multiply on the CPU: C = epilogue(alpha * A @ B + beta * C).
+//
+// Every matrix is a pointer plus element strides, so transposed, sliced and negative-stride
+// NumPy views are read in place (the packing routines absorb the strides). float is the fast
+// path (hand-written AVX-512 / AVX2 micro-kernels); double runs the same blocked algorithm with
+// the portable micro-kernel.
+#pragma once
+#include <cstdint>
+
+namespace deepkern::cpu {
+
+enum class BiasAxis : int { none = 0, rows = 1, cols = 2 };
+
+template <class T>
+struct GemmEpilogue {
+  const T* bias = nullptr;            // contiguous; length m (rows) or n (cols)
+  BiasAxis bias_axis = BiasAxis::none;
+  bool relu = false;                  // max(x, 0) after the bias; NaN stays NaN
+};
+
+template <class T>
+struct StridedMatrix {
+  T* data;
+  int64_t row_stride;  // in elements; may be negative (or zero for an input)
+  int64_t col_stride;
+};
+
+// C (m x n) = epilogue(alpha * A (m x k) @ B (k x n) + beta * C). C is not read when beta == 0.
+// C must not overlap A, B or the bias.
+template <class T>
+void gemm(int64_t m, int64_t n, int64_t k, T alpha, StridedMatrix<const T> a,
+          StridedMatrix<const T> b, T beta, StridedMatrix<T> c, const GemmEpilogue<T>& epilogue);
+
+// `batch` independent problems of one shape: problem i reads a.data + a_offsets[i] and
+// b.data + b_offsets[i] and writes c.data + c_offsets[i] (offsets in elements; broadcasting
+// repeats an offset). The bias is shared by every problem.
+template <class T>
+void gemm_batched(int64_t batch, const int64_t* a_offsets, const int64_t* b_offsets,
+                  const int64_t* c_offsets, int64_t m, int64_t n, int64_t k, T alpha,
+                  StridedMatrix<const T> a, StridedMatrix<const T> b, T beta, StridedMatrix<T> c,
+                  const GemmEpilogue<T>& epilogue);
+
+// Name of the micro-kernel gemm<T> uses now ("avx512 12x32", ...), for show_config().
+const char* gemm_kernel_name(bool double_precision);
+
+}  // namespace deepkern::cpu

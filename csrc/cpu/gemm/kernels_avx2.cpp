@@ -1,0 +1,51 @@
+// AVX2 + FMA kernels (compiled with -mavx2 -mfma; used when CPUID reports them).
+#include <immintrin.h>
+
+#include "cpu/gemm/portable_kernels.h"
+#include "cpu/gemm/simd_tile.h"
+
+namespace deepkern::cpu {
+namespace {
+
+struct F32x8 {
+  using scalar = float;
+  using reg = __m256;
+  static constexpr int width = 8;
+  static reg zero() { return _mm256_setzero_ps(); }
+  static reg set1(float x) { return _mm256_set1_ps(x); }
+  static reg load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, reg x) { _mm256_storeu_ps(p, x); }
+  static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
+  static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
+  static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
+  // max(0, x) with 0 first: a NaN in x is passed through, like NumPy and PyTorch.
+  static reg relu(reg x) { return _mm256_max_ps(_mm256_setzero_ps(), x); }
+};
+
+struct F64x4 {
+  using scalar = double;
+  using reg = __m256d;
+  static constexpr int width = 4;
+  static reg zero() { return _mm256_setzero_pd(); }
+  static reg set1(double x) { return _mm256_set1_pd(x); }
+  static reg load(const double* p) { return _mm256_loadu_pd(p); }
+  static void store(double* p, reg x) { _mm256_storeu_pd(p, x); }
+  static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_pd(a, b, c); }
+  static reg mul(reg a, reg b) { return _mm256_mul_pd(a, b); }
+  static reg add(reg a, reg b) { return _mm256_add_pd(a, b); }
+  static reg relu(reg x) { return _mm256_max_pd(_mm256_setzero_pd(), x); }
+};
+
+}  // namespace
+
+namespace avx2 {
+// 6 x 16 floats: 12 accumulators + 2 B vectors + 1 broadcast of the 16 ymm registers.
+const GemmKernels<float> kernels_f32 = {
+    "avx2 6x16", 6, 16, 192, 256, 3072,
+    &tile_simd<F32x8, 6, 2>, &gemv_rows_portable<float>, &gemv_cols_portable<float>};
+const GemmKernels<double> kernels_f64 = {
+    "avx2 6x8", 6, 8, 192, 256, 2048,
+    &tile_simd<F64x4, 6, 2>, &gemv_rows_portable<double>, &gemv_cols_portable<double>};
+}  // namespace avx2
+
+}  // namespace deepkern::cpu

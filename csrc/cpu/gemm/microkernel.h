@@ -1,0 +1,70 @@
+// The GEMM micro-kernel contract, the per-ISA kernel table, and the portable kernels.
+//
+// Micro-kernel contract (BLIS style; row-major C, vectors run along N):
+//   tile(kc, a_panel, b_rows, ldb, c, ldc, alpha, beta, epilogue)
+//   - a_panel: an MR x kc block of A packed column by column: A(i, p) = a_panel[p * MR + i].
+//     Rows past the edge of A are zero-filled by the packing routine.
+//   - b_rows:  kc rows of NR contiguous elements: B(p, j) = b_rows[p * ldb + j]. ldb is NR for
+//     a packed panel, or B's own row stride when B is read in place (unit column stride).
+//   - c:       a full MR x NR tile, C(i, j) = c[i * ldc + j].
+//   - computes C = alpha * A B + beta * C, never reading C when beta == 0; then, if
+//     epilogue.bias is set, adds bias[i] (rows) or bias[j] (cols); then ReLU if asked.
+//     The driver passes the epilogue only with the last kc block of K.
+//   - kc may be 0. The tile is always full: partial tiles at the edges of C are computed
+//     into a local MR x NR buffer by the driver and merged with merge_tile(), so the kernel
+//     has no edge cases.
+// Kernels only compute: no allocation, no threads, no validation.
+#pragma once
+#include <cstdint>
+
+#include "core/cpu_features.h"
+#include "cpu/gemm/gemm.h"
+
+namespace deepkern::cpu {
+
+template <class T>
+struct TileEpilogue {
+  const T* bias = nullptr;  // already offset to the tile's first row (rows) or column (cols)
+  BiasAxis axis = BiasAxis::none;
+  bool relu = false;
+};
+
+template <class T>
+using TileKernel = void (*)(int64_t kc, const T* a_panel, const T* b_rows, int64_t ldb, T* c,
+                            int64_t ldc, T alpha, T beta, TileEpilogue<T> epilogue);
+
+// y[j] = sum_p x[p] * B(p, j) for j < n, with B(p, j) = b[p * ldb + j] (rows contiguous).
+template <class T>
+using GemvRowsKernel = void (*)(int64_t k, int64_t n, const T* x, const T* b, int64_t ldb, T* y);
+
+// y[j] = sum_p x[p] * B(p, j) for j < n, with B(p, j) = bt[j * ldbt + p] (columns contiguous).
+template <class T>
+using GemvColsKernel = void (*)(int64_t k, int64_t n, const T* x, const T* bt, int64_t ldbt,
+                                T* y);
+
+// One ISA's kernels and the cache blocking chosen for them.
+template <class T>
+struct GemmKernels {
+  const char* name;
+  int mr, nr;           // register tile of the micro-kernel
+  int64_t mc, kc, nc;   // cache blocks: A block mc x kc (L2), B block kc x nc (L3), kc x nr in L1
+  TileKernel<T> tile;
+  GemvRowsKernel<T> gemv_rows;
+  GemvColsKernel<T> gemv_cols;
+};
+
+// Kernel tables, one per ISA translation unit.
+namespace avx512 {
+extern const GemmKernels<float> kernels_f32;
+extern const GemmKernels<double> kernels_f64;
+}  // namespace avx512
+namespace avx2 {
+extern const GemmKernels<float> kernels_f32;
+extern const GemmKernels<double> kernels_f64;
+}  // namespace avx2
+namespace generic {
+extern const GemmKernels<float> kernels_f32;
+extern const GemmKernels<double> kernels_f64;
+}  // namespace generic
+
+}  // namespace deepkern::cpu

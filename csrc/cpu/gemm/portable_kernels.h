@@ -1,0 +1,106 @@
+// Portable kernels: the edge merge, the portable micro-kernel and the GEMV kernels.
+//
+// Each kernels_<isa>.cpp includes this file and so compiles it for its own ISA (the compiler
+// vectorizes these loops). Everything here sits in an unnamed namespace: each translation unit
+// keeps its own copy, so the linker can never hand an AVX-512 build of a function to a caller
+// that runs on a CPU without AVX-512.
+#pragma once
+#include <cstdint>
+
+#include "cpu/gemm/microkernel.h"
+
+namespace deepkern::cpu {
+namespace {
+
+// C(i, j) = epilogue(alpha * acc(i, j) + beta * C(i, j)) for i < m, j < n, with acc(i, j) =
+// acc[i * ld_acc + j] and C(i, j) = c[i * rs_c + j * cs_c]; C is not read when beta == 0.
+// Used for the edges of C, for strided C, and by the GEMV path.
+template <class T>
+inline void merge_tile(int64_t m, int64_t n, const T* acc, int64_t ld_acc, T* c, int64_t rs_c,
+                       int64_t cs_c, T alpha, T beta, const TileEpilogue<T>& ep) {
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      T* dst = c + i * rs_c + j * cs_c;
+      T v = alpha * acc[i * ld_acc + j];
+      if (beta != T(0)) v += beta * *dst;
+      if (ep.bias) v += ep.axis == BiasAxis::rows ? ep.bias[i] : ep.bias[j];
+      if (ep.relu && v < T(0)) v = T(0);
+      *dst = v;
+    }
+  }
+}
+
+// The portable micro-kernel, written so the compiler vectorizes it for whatever ISA the
+// including translation unit is compiled for (the accumulators stay in registers for small
+// MR x NR).
+template <class T, int MR, int NR>
+void tile_portable(int64_t kc, const T* a_panel, const T* b_rows, int64_t ldb, T* c, int64_t ldc,
+                   T alpha, T beta, TileEpilogue<T> ep) {
+  T acc[MR * NR] = {};
+  for (int64_t p = 0; p < kc; ++p) {
+    const T* a = a_panel + p * MR;
+    const T* b = b_rows + p * ldb;
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const T ai = a[i];
+#pragma omp simd
+      for (int j = 0; j < NR; ++j) acc[i * NR + j] += ai * b[j];
+    }
+  }
+  merge_tile<T>(MR, NR, acc, NR, c, ldc, 1, alpha, beta, ep);
+}
+
+template <class T>
+void gemv_rows_portable(int64_t k, int64_t n, const T* x, const T* b, int64_t ldb, T* y) {
+  for (int64_t j = 0; j < n; ++j) y[j] = T(0);
+  int64_t p = 0;
+  for (; p + 4 <= k; p += 4) {  // four rows of B per pass over y
+    const T x0 = x[p], x1 = x[p + 1], x2 = x[p + 2], x3 = x[p + 3];
+    const T* b0 = b + p * ldb;
+    const T* b1 = b0 + ldb;
+    const T* b2 = b1 + ldb;
+    const T* b3 = b2 + ldb;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) y[j] += x0 * b0[j] + x1 * b1[j] + x2 * b2[j] + x3 * b3[j];
+  }
+  for (; p < k; ++p) {
+    const T xp = x[p];
+    const T* bp = b + p * ldb;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) y[j] += xp * bp[j];
+  }
+}
+
+template <class T>
+void gemv_cols_portable(int64_t k, int64_t n, const T* x, const T* bt, int64_t ldbt, T* y) {
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) {  // four dot products share each load of x
+    const T* c0 = bt + j * ldbt;
+    const T* c1 = c0 + ldbt;
+    const T* c2 = c1 + ldbt;
+    const T* c3 = c2 + ldbt;
+    T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+    for (int64_t p = 0; p < k; ++p) {
+      const T xp = x[p];
+      s0 += xp * c0[p];
+      s1 += xp * c1[p];
+      s2 += xp * c2[p];
+      s3 += xp * c3[p];
+    }
+    y[j] = s0;
+    y[j + 1] = s1;
+    y[j + 2] = s2;
+    y[j + 3] = s3;
+  }
+  for (; j < n; ++j) {
+    const T* col = bt + j * ldbt;
+    T s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t p = 0; p < k; ++p) s += x[p] * col[p];
+    y[j] = s;
+  }
+}
+
+}  // namespace
+}  // namespace deepkern::cpu

@@ -1,0 +1,64 @@
+// The register-blocked micro-kernel, written once over a SIMD vector type V and instantiated
+// per ISA by kernels_avx512.cpp (V = 16 floats / 8 doubles) and kernels_avx2.cpp (8 / 4).
+//
+// Blocking: MR rows x NV vectors of C live in MR * NV registers for the whole kc loop. Each
+// step loads NV vectors of one B row and broadcasts MR elements of the packed A column, then
+// issues MR * NV independent FMAs (AVX-512 12 x 2: 24 FMAs per 2 loads + 12 broadcasts). The
+// contract is the one in microkernel.h; this file is in an unnamed namespace for the same
+// reason as portable_kernels.h.
+#pragma once
+#include <cstdint>
+
+#include "cpu/gemm/microkernel.h"
+
+namespace deepkern::cpu {
+namespace {
+
+template <class V, int MR, int NV>
+void tile_simd(int64_t kc, const typename V::scalar* a_panel, const typename V::scalar* b_rows,
+               int64_t ldb, typename V::scalar* c, int64_t ldc, typename V::scalar alpha,
+               typename V::scalar beta, TileEpilogue<typename V::scalar> ep) {
+  using R = typename V::reg;
+  constexpr int W = V::width;
+  R acc[MR][NV];
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[i][v] = V::zero();
+
+  const auto* a = a_panel;
+  const auto* b = b_rows;
+#pragma GCC unroll 2
+  for (int64_t p = 0; p < kc; ++p) {
+    R bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) bv[v] = V::load(b + v * W);
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) {
+      const R ai = V::set1(a[i]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] = V::fmadd(ai, bv[v], acc[i][v]);
+    }
+    a += MR;
+    b += ldb;
+  }
+
+  const R valpha = V::set1(alpha);
+  const R vbeta = V::set1(beta);
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i) {
+    auto* row = c + i * ldc;
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      R out = V::mul(acc[i][v], valpha);
+      if (beta != 0) out = V::fmadd(vbeta, V::load(row + v * W), out);
+      if (ep.bias)
+        out = V::add(out, ep.axis == BiasAxis::rows ? V::set1(ep.bias[i]) : V::load(ep.bias + v * W));
+      if (ep.relu) out = V::relu(out);
+      V::store(row + v * W, out);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace deepkern::cpu

@@ -1,0 +1,114 @@
+// deepkern._C: pybind11 bindings of the CPU kernels. Binding only: the Python layer
+// (python/deepkern/ops) validates shapes and dtypes; here arrays become pointers and strides,
+// the GIL is released, and the kernel runs.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "core/cpu_features.h"
+#include "core/threading.h"
+#include "cpu/gemm/gemm.h"
+#include "cpu/roofline/roofline.h"
+
+namespace py = pybind11;
+using namespace deepkern;
+
+namespace {
+
+// Element strides of the last two axes of `arr`.
+std::pair<int64_t, int64_t> matrix_strides(const py::array& arr) {
+  const auto nd = arr.ndim();
+  const int64_t item = static_cast<int64_t>(arr.itemsize());
+  const int64_t rs = static_cast<int64_t>(arr.strides(nd - 2)), cs = static_cast<int64_t>(arr.strides(nd - 1));
+  if (rs % item || cs % item)
+    throw std::invalid_argument("array strides must be multiples of the item size");
+  return {rs / item, cs / item};
+}
+
+template <class T>
+void gemm_typed(const py::array& a, const py::array& b, py::array& c, const py::array_t<int64_t>& a_off,
+                const py::array_t<int64_t>& b_off, const py::array_t<int64_t>& c_off, int64_t k,
+                double alpha, double beta, const py::object& bias, int bias_axis, bool relu) {
+  const auto [ars, acs] = matrix_strides(a);
+  const auto [brs, bcs] = matrix_strides(b);
+  const auto [crs, ccs] = matrix_strides(c);
+  const int64_t m = c.shape(c.ndim() - 2), n = c.shape(c.ndim() - 1);
+  const int64_t batch = a_off.size();
+  if (b_off.size() != batch || c_off.size() != batch)
+    throw std::invalid_argument("batch offsets must have equal lengths");
+  cpu::GemmEpilogue<T> ep;
+  ep.relu = relu;
+  if (!bias.is_none()) {
+    auto bias_arr = bias.cast<py::array>();
+    ep.bias = static_cast<const T*>(bias_arr.data());
+    ep.bias_axis = static_cast<cpu::BiasAxis>(bias_axis);
+  }
+  cpu::StridedMatrix<const T> A{static_cast<const T*>(a.data()), ars, acs};
+  cpu::StridedMatrix<const T> B{static_cast<const T*>(b.data()), brs, bcs};
+  cpu::StridedMatrix<T> C{static_cast<T*>(c.mutable_data()), crs, ccs};
+  const int64_t* ao = a_off.data();
+  const int64_t* bo = b_off.data();
+  const int64_t* co = c_off.data();
+  py::gil_scoped_release release;
+  cpu::gemm_batched<T>(batch, ao, bo, co, m, n, k, static_cast<T>(alpha), A, B, static_cast<T>(beta), C, ep);
+}
+
+// C[batch] = epilogue(alpha * A[batch] @ B[batch] + beta * C[batch]); the matrices are the
+// last two axes of a, b, c, problem i at element offsets a_offsets[i], b_offsets[i],
+// c_offsets[i] from each array's first element. Shapes, dtypes and offsets were validated by
+// deepkern.ops.
+void gemm(const py::array& a, const py::array& b, py::array& c, const py::array_t<int64_t>& a_offsets,
+          const py::array_t<int64_t>& b_offsets, const py::array_t<int64_t>& c_offsets, int64_t k,
+          double alpha, double beta, const py::object& bias, int bias_axis, bool relu) {
+  if (c.dtype().is(py::dtype::of<float>()))
+    gemm_typed<float>(a, b, c, a_offsets, b_offsets, c_offsets, k, alpha, beta, bias, bias_axis, relu);
+  else if (c.dtype().is(py::dtype::of<double>()))
+    gemm_typed<double>(a, b, c, a_offsets, b_offsets, c_offsets, k, alpha, beta, bias, bias_axis, relu);
+  else
+    throw py::type_error("gemm supports float32 and float64");
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "deepkern CPU kernels";
+  m.attr("__version__") = DEEPKERN_VERSION;
+  m.attr("compiler") = DEEPKERN_COMPILER;
+
+  m.def("cpu_brand", &cpu_brand);
+  m.def("detected_isa", [] { return std::string(isa_name(detected_isa())); },
+        "Best kernel ISA this CPU supports.");
+  m.def("active_isa", [] { return std::string(isa_name(active_isa())); },
+        "Kernel ISA in use.");
+  m.def("set_active_isa", [](const std::string& name) { set_active_isa(isa_from_name(name)); },
+        py::arg("isa"), "Choose the kernel ISA ('avx512', 'avx2', 'generic').");
+  m.def("get_num_threads", &num_threads);
+  m.def("set_num_threads", &set_num_threads, py::arg("n"));
+  m.def("gemm_kernel_name", &cpu::gemm_kernel_name, py::arg("double_precision") = false);
+
+  m.def("gemm", &gemm, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("a_offsets"),
+        py::arg("b_offsets"), py::arg("c_offsets"), py::arg("k"), py::arg("alpha"),
+        py::arg("beta"), py::arg("bias"), py::arg("bias_axis"), py::arg("relu"));
+
+  m.def("measure_fma_gflops",
+        [](const std::string& isa, int threads, double seconds) {
+          const Isa chosen = isa_from_name(isa);
+          if (static_cast<int>(chosen) > static_cast<int>(detected_isa()))
+            throw std::invalid_argument("isa '" + isa + "' is not supported by this CPU");
+          if (threads < 1) throw std::invalid_argument("threads must be >= 1");
+          py::gil_scoped_release release;
+          return cpu::measure_fma_gflops(chosen, threads, seconds);
+        },
+        py::arg("isa"), py::arg("threads"), py::arg("seconds") = 0.2);
+  m.def("measure_copy_gbps",
+        [](int64_t bytes, int threads, int repeats) {
+          if (bytes < 64 || threads < 1) throw std::invalid_argument("bytes must be >= 64 and threads >= 1");
+          py::gil_scoped_release release;
+          return cpu::measure_copy_gbps(bytes, threads, repeats);
+        },
+        py::arg("bytes"), py::arg("threads"), py::arg("repeats") = 5);
+}

@@ -1,0 +1,61 @@
+"""deepkern: hand-written C++/CUDA deep-learning kernels with a PyTorch-shaped Python API."""
+
+from __future__ import annotations
+
+from . import _backend, cuda, ops
+from ._backend import _C
+
+__version__ = _C.__version__
+__all__ = ["__version__", "cuda", "ops", "get_num_threads", "set_num_threads", "show_config", "config"]
+
+
+def get_num_threads() -> int:
+    """Threads deepkern's CPU kernels use."""
+    return _C.get_num_threads()
+
+
+def set_num_threads(n: int) -> None:
+    """Set the threads deepkern's CPU kernels use (default: OMP_NUM_THREADS or usable cores)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads: n must be an int >= 1, got {n!r}")
+    _C.set_num_threads(n)
+
+
+def config() -> dict:
+    """The build and run-time configuration as a dict (what :func:`show_config` prints)."""
+    gpus = []
+    for i in range(cuda.device_count()):
+        props = cuda.get_device_properties(i)
+        gpus.append(f"{props['name']} (sm_{props['capability'][0]}{props['capability'][1]})")
+    return {
+        "version": __version__,
+        "compiler": _C.compiler,
+        "cpu": _C.cpu_brand(),
+        "cpu_isa_detected": _C.detected_isa(),
+        "cpu_isa_active": _C.active_isa(),
+        "gemm_kernel_f32": _C.gemm_kernel_name(False),
+        "gemm_kernel_f64": _C.gemm_kernel_name(True),
+        "threads": get_num_threads(),
+        "cuda_compiled": cuda.is_compiled(),
+        "cuda_archs": cuda.compiled_archs(),
+        "cuda_devices": gpus,
+        "cuda_status": "available" if gpus else cuda.unavailable_reason(),
+    }
+
+
+def show_config() -> None:
+    """Print version, compiler, CPU ISA in use, threads, and the CUDA build and GPUs."""
+    cfg = config()
+    archs = ", ".join(f"sm_{a}" for a in cfg["cuda_archs"]) or "-"
+    lines = [
+        f"deepkern {cfg['version']}",
+        f"  compiler:        {cfg['compiler']}",
+        f"  cpu:             {cfg['cpu']}",
+        f"  cpu isa:         {cfg['cpu_isa_active']} (detected: {cfg['cpu_isa_detected']})",
+        f"  gemm kernels:    float32 {cfg['gemm_kernel_f32']}, float64 {cfg['gemm_kernel_f64']}",
+        f"  threads:         {cfg['threads']}",
+        f"  cuda compiled:   {'yes' if cfg['cuda_compiled'] else 'no'} (archs: {archs})",
+        f"  cuda devices:    {', '.join(cfg['cuda_devices']) or 'none'}"
+        + ("" if cfg["cuda_devices"] else f" ({cfg['cuda_status']})"),
+    ]
+    print("\n".join(lines))

@@ -1,0 +1,61 @@
+"""Argument checks shared by the ops: each error names the argument and the shapes or values."""
+
+from __future__ import annotations
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_float_array(x, name: str, op: str) -> np.ndarray:
+    """``x`` as a float32 or float64 ndarray, without copying one that already is.
+
+    Non-native byte order and strides that are not multiples of the item size are converted
+    once (same values); any other dtype is a TypeError.
+    """
+    arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if arr.dtype.kind != "f" or arr.dtype.itemsize not in (4, 8):
+        raise TypeError(f"{op}: {name} must be float32 or float64, got dtype {arr.dtype}")
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if any(s % arr.itemsize for s in arr.strides):
+        arr = np.array(arr)
+    return arr
+
+
+def check_output(out, name: str, op: str, shape: tuple, dtype: np.dtype, inputs: dict) -> np.ndarray:
+    """``out`` must be a writeable ndarray of exactly ``shape`` and ``dtype`` that overlaps none
+    of ``inputs`` (name -> array) and none of its own elements."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"{op}: {name} must have dtype {dtype}, got {out.dtype}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{op}: {name} must have shape {tuple(shape)}, got {out.shape}")
+    if not out.flags.writeable:
+        raise ValueError(f"{op}: {name} is read-only")
+    if any(st == 0 and n > 1 for st, n in zip(out.strides, out.shape)):
+        raise ValueError(f"{op}: {name} has a zero stride (elements that alias each other)")
+    for other_name, other in inputs.items():
+        if other is not None and overlaps(out, other):
+            raise ValueError(
+                f"{op}: {name} (shape {out.shape}) overlaps input {other_name} (shape {other.shape})"
+            )
+    return out
+
+
+def overlaps(x: np.ndarray, y: np.ndarray) -> bool:
+    """True when x and y share memory (or when that is too costly to rule out)."""
+    if not np.may_share_memory(x, y):
+        return False
+    try:
+        return bool(np.shares_memory(x, y, max_work=100_000))
+    except np.exceptions.TooHardError if hasattr(np, "exceptions") else Exception:
+        return True
+
+
+def check_scalar(value, name: str, op: str) -> float:
+    """A real, finite-or-not Python/NumPy number as float; anything else is a TypeError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{op}: {name} must be a real number, got {type(value).__name__}")
+    return float(value)
