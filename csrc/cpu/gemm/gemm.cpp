@@ -32,9 +32,11 @@ namespace deepkern::cpu {
 namespace {
 
 // Below this many multiply-adds a problem runs on one thread (thread start-up would cost more).
-constexpr int64_t kMinParallelMacs = int64_t(1) << 18;
-// GEMV: elements of y computed per chunk (stays in L1).
+constexpr int64_t kMinParallelMacs = int64_t(1) << 20;
+// GEMV: elements of y computed per chunk (stays in L1), and the matrix size (elements) from
+// which it is split over threads (it is bound by memory bandwidth, so it pays early).
 constexpr int64_t kGemvChunk = 1024;
+constexpr int64_t kMinParallelGemv = int64_t(1) << 16;
 
 template <class T>
 const GemmKernels<T>& kernels_for(Isa isa);
@@ -302,13 +304,15 @@ bool gemv(const GemmKernels<T>& kern, const Problem<T>& P, int threads) {
     for (int64_t p = 0; p < P.k; ++p) x_contiguous[p] = P.a.data[p * P.a.col_stride];
     x = x_contiguous.data();
   }
-  const int64_t chunks = ceil_div(P.n, kGemvChunk);
-  if (P.n * P.k < kMinParallelMacs) threads = 1;
-  threads = static_cast<int>(std::min<int64_t>(threads, chunks));
+  if (P.n * P.k < kMinParallelGemv) threads = 1;
+  threads = static_cast<int>(std::min<int64_t>(threads, ceil_div(P.n, 64)));
+  // Each thread takes a contiguous range of y (64-element aligned), in L1-sized chunks.
+  const int64_t per_thread = ceil_div(ceil_div(P.n, threads), 64) * 64;
   run_on_threads(threads, [&](int t) {
     T* y = scratch<T>(kTile, kGemvChunk);
-    for (int64_t q = chunks * t / threads; q < chunks * (t + 1) / threads; ++q) {
-      const int64_t j0 = q * kGemvChunk, nj = std::min(kGemvChunk, P.n - j0);
+    const int64_t end = std::min(P.n, (t + 1) * per_thread);
+    for (int64_t j0 = t * per_thread; j0 < end; j0 += kGemvChunk) {
+      const int64_t nj = std::min(kGemvChunk, end - j0);
       if (rows_contiguous)
         kern.gemv_rows(P.k, nj, x, P.b.data + j0, P.b.row_stride, y);
       else
@@ -335,10 +339,9 @@ void run_gemm(Problem<T> P, int threads) {
   if (P.c.col_stride != 1 && P.c.row_stride == 1) P = transposed(P);
   if (P.k == 0) return gemm_empty_k(P);
   const GemmKernels<T>& kern = kernels_for<T>(active_isa());
-  if (P.m * P.n * P.k < kMinParallelMacs) threads = 1;
   if (P.m == 1 && gemv(kern, P, threads)) return;
   if (P.n == 1 && gemv(kern, transposed(P), threads)) return;
-  gemm_parallel(kern, P, threads);
+  gemm_parallel(kern, P, P.m * P.n * P.k < kMinParallelMacs ? 1 : threads);
 }
 
 }  // namespace

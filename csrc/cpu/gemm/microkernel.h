@@ -4,8 +4,8 @@
 //   tile(kc, a_panel, b_rows, ldb, c, ldc, alpha, beta, epilogue)
 //   - a_panel: an MR x kc block of A packed column by column: A(i, p) = a_panel[p * MR + i].
 //     Rows past the edge of A are zero-filled by the packing routine.
-//   - b_rows:  kc rows of NR contiguous elements: B(p, j) = b_rows[p * ldb + j]. ldb is NR for
-//     a packed panel, or B's own row stride when B is read in place (unit column stride).
+//   - b_rows:  kc rows of NR contiguous elements: B(p, j) = b_rows[p * ldb + j] (the driver
+//     passes packed panels, ldb = NR; columns past the edge of B are zero-filled).
 //   - c:       a full MR x NR tile, C(i, j) = c[i * ldc + j].
 //   - computes C = alpha * A B + beta * C, never reading C when beta == 0; then, if
 //     epilogue.bias is set, adds bias[i] (rows) or bias[j] (cols); then ReLU if asked.

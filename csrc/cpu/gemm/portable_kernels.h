@@ -54,14 +54,14 @@ template <class T>
 void gemv_rows_portable(int64_t k, int64_t n, const T* x, const T* b, int64_t ldb, T* y) {
   for (int64_t j = 0; j < n; ++j) y[j] = T(0);
   int64_t p = 0;
-  for (; p + 4 <= k; p += 4) {  // four rows of B per pass over y
+  for (; p + 8 <= k; p += 8) {  // eight rows of B per pass over y (y stays in L1)
+    const T* r = b + p * ldb;
     const T x0 = x[p], x1 = x[p + 1], x2 = x[p + 2], x3 = x[p + 3];
-    const T* b0 = b + p * ldb;
-    const T* b1 = b0 + ldb;
-    const T* b2 = b1 + ldb;
-    const T* b3 = b2 + ldb;
+    const T x4 = x[p + 4], x5 = x[p + 5], x6 = x[p + 6], x7 = x[p + 7];
 #pragma omp simd
-    for (int64_t j = 0; j < n; ++j) y[j] += x0 * b0[j] + x1 * b1[j] + x2 * b2[j] + x3 * b3[j];
+    for (int64_t j = 0; j < n; ++j)
+      y[j] += (x0 * r[j] + x1 * r[ldb + j] + x2 * r[2 * ldb + j] + x3 * r[3 * ldb + j]) +
+              (x4 * r[4 * ldb + j] + x5 * r[5 * ldb + j] + x6 * r[6 * ldb + j] + x7 * r[7 * ldb + j]);
   }
   for (; p < k; ++p) {
     const T xp = x[p];

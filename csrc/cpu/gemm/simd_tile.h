@@ -26,10 +26,18 @@ void tile_simd(int64_t kc, const typename V::scalar* a_panel, const typename V::
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[i][v] = V::zero();
 
+  // C is touched only after the kc loop: start bringing its rows in now.
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i) {
+    __builtin_prefetch(c + i * ldc, 1);
+    __builtin_prefetch(c + i * ldc + NV * W - 1, 1);
+  }
+
   const auto* a = a_panel;
   const auto* b = b_rows;
 #pragma GCC unroll 2
   for (int64_t p = 0; p < kc; ++p) {
+    __builtin_prefetch(a + 8 * MR);  // the A panel streams from L2: fetch 8 steps ahead
     R bv[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) bv[v] = V::load(b + v * W);

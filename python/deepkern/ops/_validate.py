@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 def as_float_array(x, name: str, op: str) -> np.ndarray:
@@ -14,13 +14,14 @@ def as_float_array(x, name: str, op: str) -> np.ndarray:
     once (same values); any other dtype is a TypeError.
     """
     arr = x if isinstance(x, np.ndarray) else np.asarray(x)
-    if arr.dtype.kind != "f" or arr.dtype.itemsize not in (4, 8):
-        raise TypeError(f"{op}: {name} must be float32 or float64, got dtype {arr.dtype}")
-    if not arr.dtype.isnative:
-        arr = arr.astype(arr.dtype.newbyteorder("="))
-    if any(s % arr.itemsize for s in arr.strides):
-        arr = np.array(arr)
-    return arr
+    dtype = arr.dtype
+    if dtype == _F32 or dtype == _F64:
+        if arr.flags.aligned:  # native float32/float64 whose strides are multiples of the item size
+            return arr
+    elif dtype.kind != "f" or dtype.itemsize not in (4, 8):
+        raise TypeError(f"{op}: {name} must be float32 or float64, got dtype {dtype}")
+    # Non-native byte order or unaligned data: the same values, converted once.
+    return np.array(arr, dtype=dtype.newbyteorder("="))
 
 
 def check_output(out, name: str, op: str, shape: tuple, dtype: np.dtype, inputs: dict) -> np.ndarray:

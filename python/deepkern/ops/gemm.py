@@ -15,8 +15,14 @@ from ._validate import as_float_array, check_output, check_scalar
 _BIAS_NONE, _BIAS_ROWS, _BIAS_COLS = 0, 1, 2
 
 
+_SINGLE_PROBLEM = np.zeros(1, dtype=np.int64)
+_SINGLE_PROBLEM.flags.writeable = False
+
+
 def _batch_offsets(arr: np.ndarray, batch_shape: tuple) -> np.ndarray:
     """Element offset of each matrix of ``arr`` (batch axes broadcast to ``batch_shape``)."""
+    if not batch_shape:
+        return _SINGLE_PROBLEM
     offsets = np.zeros(batch_shape, dtype=np.int64)
     lead = len(batch_shape) - (arr.ndim - 2)
     for axis, (size, stride) in enumerate(zip(arr.shape[:-2], arr.strides[:-2])):
@@ -39,10 +45,6 @@ def _run(a, b, c, k, *, alpha=1.0, beta=0.0, bias=None, bias_axis=_BIAS_NONE, re
     )
 
 
-def _result_dtype(a: np.ndarray, b: np.ndarray) -> np.dtype:
-    return np.result_type(a.dtype, b.dtype)
-
-
 def matmul(a, b, *, out=None):
     """``a @ b`` with NumPy's matmul semantics, on deepkern's kernels.
 
@@ -56,9 +58,11 @@ def matmul(a, b, *, out=None):
     b = as_float_array(b, "b", "matmul")
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: a and b must have at least 1 dimension, got shapes {a.shape} and {b.shape}")
-    dtype = _result_dtype(a, b)
-    a = a.astype(dtype, copy=False)
-    b = b.astype(dtype, copy=False)
+    dtype = a.dtype
+    if b.dtype != dtype:  # mixed float32/float64: float64, as NumPy
+        dtype = np.result_type(a.dtype, b.dtype)
+        a = a.astype(dtype, copy=False)
+        b = b.astype(dtype, copy=False)
     a2 = a[None, :] if a.ndim == 1 else a
     b2 = b[:, None] if b.ndim == 1 else b
     m, k = a2.shape[-2:]
@@ -67,12 +71,14 @@ def matmul(a, b, *, out=None):
         raise ValueError(
             f"matmul: inner dimensions differ: a has shape {a.shape} (K={k}), b has shape {b.shape} (K={k_b})"
         )
-    try:
-        batch_shape = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
-    except ValueError:
-        raise ValueError(
-            f"matmul: batch dimensions of a {a.shape} and b {b.shape} do not broadcast"
-        ) from None
+    batch_shape = ()
+    if a2.ndim > 2 or b2.ndim > 2:
+        try:
+            batch_shape = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+        except ValueError:
+            raise ValueError(
+                f"matmul: batch dimensions of a {a.shape} and b {b.shape} do not broadcast"
+            ) from None
     shape2 = batch_shape + (m, n)
     shape = batch_shape + ((m,) if a.ndim > 1 else ()) + ((n,) if b.ndim > 1 else ())
     if out is None:
@@ -81,7 +87,7 @@ def matmul(a, b, *, out=None):
         result = check_output(out, "out", "matmul", shape, dtype, {"a": a, "b": b})
     # A view of the result with both matrix axes, even where a or b was 1-D.
     added_axes = ((-2,) if a.ndim == 1 else ()) + ((-1,) if b.ndim == 1 else ())
-    _run(a2, b2, np.expand_dims(result, added_axes), k, batch_shape=batch_shape)
+    _run(a2, b2, np.expand_dims(result, added_axes) if added_axes else result, k, batch_shape=batch_shape)
     return result[()] if result.ndim == 0 and out is None else result
 
 

@@ -1,0 +1,696 @@
+"""Timing, references and reports for ``deepkern bench`` and the pytest-benchmark suites in bench/.
+
+Every kernel is timed beside the reference a user would otherwise call (NumPy/OpenBLAS always,
+PyTorch when it is installed), on the same inputs and at the same thread count, and reported as
+time, GFLOP/s, the throughput ratio to the reference and the fraction of this machine's measured
+peak (an FMA-throughput loop and a memory-copy loop from ``deepkern._C``).
+
+How the numbers are taken (and why):
+
+* Each library runs in its own block: a short pause, one warm-up call, then the timed repeats,
+  each timed alone with :func:`time.perf_counter`; the median is reported with the min and max.
+  The pause matters on small machines: OpenBLAS's and OpenMP's worker threads keep spinning for
+  ~0.1-0.2 s after a call and steal the cores from whichever library runs next.
+* When one set of inputs would fit in cache (< ~64 MB), the timed calls rotate among several
+  copies so every call reads its operands from memory, as in a real network.
+* deepkern, NumPy's BLAS (through threadpoolctl) and PyTorch run at the same thread count. Without
+  threadpoolctl NumPy's threads cannot be set, so only the default thread count is compared.
+
+The suites are a registry (:data:`SUITES`, :func:`register_suite`): ``deepkern bench --op NAME``
+runs one, and each op family (conv, lstm, optim, ...) adds its own next to ``gemm``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import gc
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ._backend import _C
+
+__all__ = [
+    "Peak", "Timing", "Backend", "Case", "Suite", "Row", "Report", "SUITES",
+    "measure_peak", "time_fn", "rotation_copies", "make_gemm_inputs", "gemm_cases",
+    "backends", "get_backend", "limit_threads", "threadpoolctl_available", "register_suite",
+    "get_suite", "run_suite", "summarize", "format_table", "format_summary", "to_json", "machine_info",
+]
+
+#: Inputs smaller than this are replicated so that the timed calls do not run from cache.
+CACHE_BYTES = 64 << 20
+#: At most this many copies, and at most this many bytes, of one case's inputs.
+MAX_COPIES = 256
+MAX_ROTATION_BYTES = 256 << 20
+#: Pause before each library's block when more than one thread was or will be busy (s).
+PAUSE_S = 0.3
+#: Pause between single-threaded blocks: no worker threads are left spinning.
+PAUSE_1T_S = 0.05
+
+
+# --------------------------------------------------------------------------------------------
+# Machine peak
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Peak:
+    """This machine's measured FMA throughput and copy bandwidth at ``threads`` threads."""
+
+    threads: int
+    isa: str
+    fma_gflops: float
+    copy_gbps: float
+    copy_bytes: int
+
+    def roofline_gflops(self, flops: float, nbytes: float) -> float:
+        """Attainable GFLOP/s for ``flops`` over ``nbytes`` of compulsory memory traffic."""
+        if nbytes <= 0:
+            return self.fma_gflops
+        return min(self.fma_gflops, flops / nbytes * self.copy_gbps)
+
+
+_PEAKS: Dict[int, Peak] = {}
+
+
+def measure_peak(threads: int, *, copy_bytes: int = 512 << 20, fma_seconds: float = 0.2,
+                 fma_runs: int = 3, copy_repeats: int = 5) -> Peak:
+    """FMA GFLOP/s (best of ``fma_runs``, active ISA) and copy GB/s at ``threads`` threads.
+
+    Cached per thread count for the life of the process (the first measurement wins).
+    """
+    threads = int(threads)
+    if threads in _PEAKS:
+        return _PEAKS[threads]
+    isa = _C.active_isa()
+    time.sleep(PAUSE_S)  # let other libraries' worker threads go idle first
+    fma = max(_C.measure_fma_gflops(isa, threads, fma_seconds) for _ in range(max(1, fma_runs)))
+    time.sleep(PAUSE_S if threads > 1 else PAUSE_1T_S)
+    copy = _C.measure_copy_gbps(int(copy_bytes), threads, copy_repeats)
+    _PEAKS[threads] = Peak(threads, isa, float(fma), float(copy), int(copy_bytes))
+    return _PEAKS[threads]
+
+
+# --------------------------------------------------------------------------------------------
+# Timer
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Seconds per call: median, min and max over ``repeats`` timed calls."""
+
+    median: float
+    min: float
+    max: float
+    repeats: int
+
+    @classmethod
+    def from_times(cls, times: Sequence[float]) -> "Timing":
+        return cls(statistics.median(times), min(times), max(times), len(times))
+
+
+def time_fn(fn: Callable, inputs: Sequence[tuple], *, repeats: Optional[int] = None, warmup: int = 1,
+            target_s: float = 0.2, min_repeats: int = 3, max_repeats: int = 100,
+            max_block_s: float = 2.0, pause_s: float = 0.0) -> Timing:
+    """Time ``fn(*inputs[i % len(inputs)])``: ``pause_s`` sleep, ``warmup`` calls, timed repeats.
+
+    The calls rotate through ``inputs`` (see :func:`rotation_copies`). With ``repeats=None`` the
+    count follows the warm-up call's time: about ``target_s`` of timed calls, at least
+    ``min_repeats`` (fewer, down to 2, when that would take more than ``max_block_s``) and at most
+    ``max_repeats``. The garbage collector is off inside the block.
+    """
+    if not inputs:
+        raise ValueError("time_fn: inputs must hold at least one set of arguments")
+    if pause_s > 0:
+        time.sleep(pause_s)
+    n_sets = len(inputs)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        first = None
+        for i in range(max(0, warmup)):
+            t0 = time.perf_counter()
+            fn(*inputs[i % n_sets])
+            elapsed = time.perf_counter() - t0
+            first = elapsed if first is None else min(first, elapsed)
+        if repeats is None:
+            if first is None:  # no warm-up: time one call to size the block
+                t0 = time.perf_counter()
+                fn(*inputs[0])
+                first = time.perf_counter() - t0
+            est = max(first, 1e-7)
+            count = min(max_repeats, max(min_repeats, int(target_s / est)))
+            count = min(count, max(2, int(max_block_s / est)))
+        else:
+            count = int(repeats)
+            if count < 1:
+                raise ValueError(f"time_fn: repeats must be >= 1, got {repeats}")
+        times = []
+        start = max(0, warmup)
+        for i in range(count):
+            args = inputs[(start + i) % n_sets]
+            t0 = time.perf_counter()
+            fn(*args)
+            times.append(time.perf_counter() - t0)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return Timing.from_times(times)
+
+
+def rotation_copies(set_bytes: int, *, cache_bytes: int = CACHE_BYTES, max_copies: int = MAX_COPIES,
+                    max_bytes: int = MAX_ROTATION_BYTES) -> int:
+    """How many copies of one input set (``set_bytes``) to rotate through so calls miss the cache.
+
+    One when a set is already >= ``cache_bytes``; otherwise enough to exceed it, bounded by
+    ``max_copies`` and ``max_bytes`` in all.
+    """
+    set_bytes = max(1, int(set_bytes))
+    if set_bytes >= cache_bytes:
+        return 1
+    copies = math.ceil(cache_bytes / set_bytes) + 1
+    return int(max(1, min(copies, max_copies, max_bytes // set_bytes)))
+
+
+# --------------------------------------------------------------------------------------------
+# Libraries and thread control
+# --------------------------------------------------------------------------------------------
+
+
+def threadpoolctl_available() -> bool:
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _torch():
+    """PyTorch if it is installed (imported lazily; never a dependency of deepkern), else None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+@dataclasses.dataclass
+class Backend:
+    """One library an op is timed on: how to check it is there, set its threads, convert inputs."""
+
+    name: str
+    available: Callable[[], bool]
+    threads: Callable[[int], contextlib.AbstractContextManager]
+    convert: Callable[[np.ndarray], object] = lambda x: x
+    version: Callable[[], str] = lambda: ""
+    #: False when this library's thread count cannot be set (it runs at its default).
+    controls_threads: Callable[[], bool] = lambda: True
+
+
+@contextlib.contextmanager
+def _deepkern_threads(n: int) -> Iterator[None]:
+    from . import get_num_threads, set_num_threads
+
+    old = get_num_threads()
+    set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        set_num_threads(old)
+
+
+@contextlib.contextmanager
+def _numpy_threads(n: int) -> Iterator[None]:
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # runs at OpenBLAS's default; callers compare only the default count
+        yield
+        return
+    with threadpool_limits(limits=int(n), user_api="blas"):
+        yield
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    torch = _torch()
+    if torch is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _numpy_blas_version() -> str:
+    version = f"numpy {np.__version__}"
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return version
+    for info in threadpool_info():
+        if info.get("user_api") == "blas":
+            return f"{version}, {info.get('internal_api')} {info.get('version')} ({info.get('architecture')})"
+    return version
+
+
+def _torch_from_numpy(x: np.ndarray):
+    return _torch().from_numpy(x)  # zero copy; transposed views keep their strides
+
+
+def backends() -> List[Backend]:
+    """deepkern and the references, in the order they are timed."""
+    from . import __version__
+
+    return [
+        Backend("deepkern", lambda: True, _deepkern_threads, version=lambda: f"deepkern {__version__}"),
+        Backend("numpy", lambda: True, _numpy_threads, version=_numpy_blas_version,
+                controls_threads=threadpoolctl_available),
+        Backend("torch", lambda: _torch() is not None, _torch_threads, convert=_torch_from_numpy,
+                version=lambda: f"torch {_torch().__version__}"),
+    ]
+
+
+def get_backend(name: str) -> Backend:
+    for backend in backends():
+        if backend.name == name:
+            return backend
+    raise ValueError(f"unknown backend {name!r}; known: {[b.name for b in backends()]}")
+
+
+@contextlib.contextmanager
+def limit_threads(n: int, names: Iterable[str] = ("deepkern", "numpy", "torch")) -> Iterator[None]:
+    """Run deepkern and the references (those installed) at ``n`` threads inside the block."""
+    with contextlib.ExitStack() as stack:
+        for name in names:
+            backend = get_backend(name)
+            if backend.available():
+                stack.enter_context(backend.threads(n))
+        yield
+
+
+# --------------------------------------------------------------------------------------------
+# Cases and suites
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Case:
+    """One benchmark case: its inputs and, per backend name, the call to time."""
+
+    op: str
+    name: str                      # e.g. "n=1024" or "M=64 N=4096 K=1024"
+    layout: str                    # e.g. "NN"
+    group: str                     # geomean summaries are taken per group
+    shape: Tuple[int, ...]
+    flops: float
+    nbytes: float                  # compulsory memory traffic, for the roofline
+    make_inputs: Callable[[], List[tuple]]   # rotation sets of NumPy arrays
+    impls: Dict[str, Callable]     # backend name -> fn(*converted inputs)
+    check: Optional[Callable[[tuple], float]] = None  # relative error of deepkern vs reference
+    label: str = ""                # what the shape is (e.g. "ResNet conv1 im2col")
+
+
+@dataclasses.dataclass
+class Suite:
+    """A family of cases for ``deepkern bench --op NAME``."""
+
+    name: str
+    description: str
+    cases: Callable[[bool], List[Case]]      # cases(quick)
+    summary_groups: Sequence[str] = ()       # groups whose geomean is printed (all when empty)
+
+
+SUITES: Dict[str, Suite] = {}
+
+
+def register_suite(suite: Suite) -> Suite:
+    SUITES[suite.name] = suite
+    return suite
+
+
+def get_suite(name: str) -> Suite:
+    if name not in SUITES:
+        raise ValueError(f"unknown op {name!r}; available: {', '.join(sorted(SUITES))}")
+    return SUITES[name]
+
+
+# ---- GEMM ----------------------------------------------------------------------------------
+
+GEMM_LAYOUTS = ("NN", "NT", "TN")
+GEMM_SQUARE = (256, 512, 1024, 2048, 4096)
+GEMM_SQUARE_QUICK = (256, 512)
+#: (M, N, K, what it is) for the shapes deep-learning layers run.
+GEMM_DL_SHAPES = (
+    (32, 1024, 256, "linear, batch 32"),
+    (64, 4096, 1024, "MLP, batch 64"),
+    (128, 4096, 1024, "MLP, batch 128"),
+    (1, 4096, 4096, "batch-1 inference (GEMV)"),
+    (4096, 64, 576, "conv 3x3x64 im2col, 64x64"),
+    (12544, 64, 147, "ResNet conv1 7x7x3 im2col"),
+)
+GEMM_DL_SHAPES_QUICK = (GEMM_DL_SHAPES[0], GEMM_DL_SHAPES[4])
+GROUP_SQUARE_BIG = "square n>=512"
+GROUP_SQUARE_SMALL = "square n<512"
+GROUP_DL = "DL shapes"
+
+
+def make_gemm_inputs(m: int, n: int, k: int, layout: str = "NN", *, dtype=np.float32,
+                     copies: Optional[int] = None, seed: int = 0) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """Rotation sets ``[(a, b), ...]`` of views with ``a`` (M, K) and ``b`` (K, N).
+
+    ``layout`` is two letters, for A then B: ``N`` a C-contiguous array, ``T`` the transpose view
+    of a C-contiguous array (so ``"NT"`` is ``a @ w.T`` with ``w`` stored (N, K)). ``copies``
+    defaults to :func:`rotation_copies` of one set's bytes; the copies hold the same values.
+    """
+    layout = layout.upper()
+    if len(layout) != 2 or any(ch not in "NT" for ch in layout):
+        raise ValueError(f"make_gemm_inputs: layout must be two of 'N'/'T' (e.g. 'NT'), got {layout!r}")
+    dtype = np.dtype(dtype)
+    rng = np.random.default_rng(seed)
+    a_store = rng.standard_normal((k, m) if layout[0] == "T" else (m, k), dtype=np.float32).astype(dtype, copy=False)
+    b_store = rng.standard_normal((n, k) if layout[1] == "T" else (k, n), dtype=np.float32).astype(dtype, copy=False)
+    if copies is None:
+        copies = rotation_copies(a_store.nbytes + b_store.nbytes)
+    sets = []
+    for i in range(max(1, int(copies))):
+        a = a_store if i == 0 else a_store.copy()
+        b = b_store if i == 0 else b_store.copy()
+        sets.append((a.T if layout[0] == "T" else a, b.T if layout[1] == "T" else b))
+    return sets
+
+
+def _gemm_check(inputs: tuple) -> float:
+    from .ops import matmul
+
+    a, b = inputs
+    out = matmul(a, b)
+    # A float64 reference on a sample of rows keeps the check cheap for n = 4096.
+    rows = np.unique(np.linspace(0, a.shape[0] - 1, num=min(a.shape[0], 64)).astype(np.int64))
+    ref = a[rows].astype(np.float64) @ b.astype(np.float64)
+    denom = float(np.linalg.norm(ref)) or 1.0
+    return float(np.linalg.norm(out[rows].astype(np.float64) - ref)) / denom
+
+
+def _gemm_case(m: int, n: int, k: int, layout: str, name: str, group: str, label: str = "") -> Case:
+    from .ops import matmul
+
+    torch = _torch()
+    impls = {"deepkern": matmul, "numpy": np.matmul}
+    if torch is not None:
+        impls["torch"] = torch.matmul
+    return Case(
+        op="gemm", name=name, layout=layout, group=group, shape=(m, n, k),
+        flops=2.0 * m * n * k, nbytes=4.0 * (m * k + k * n + m * n),
+        make_inputs=lambda: make_gemm_inputs(m, n, k, layout),
+        impls=impls, check=_gemm_check, label=label,
+    )
+
+
+def gemm_cases(quick: bool = False) -> List[Case]:
+    """float32 square GEMMs in layouts NN, NT, TN, then the deep-learning shapes (NN)."""
+    cases = []
+    for size in (GEMM_SQUARE_QUICK if quick else GEMM_SQUARE):
+        group = GROUP_SQUARE_BIG if size >= 512 else GROUP_SQUARE_SMALL
+        for layout in GEMM_LAYOUTS:
+            cases.append(_gemm_case(size, size, size, layout, f"n={size}", group, "square"))
+    for m, n, k, label in (GEMM_DL_SHAPES_QUICK if quick else GEMM_DL_SHAPES):
+        cases.append(_gemm_case(m, n, k, "NN", f"M={m} N={n} K={k}", GROUP_DL, label))
+    return cases
+
+
+register_suite(Suite(
+    name="gemm",
+    description="float32 matrix multiply: square NN/NT/TN and deep-learning shapes vs NumPy and PyTorch",
+    cases=gemm_cases,
+    summary_groups=(GROUP_SQUARE_BIG, GROUP_DL),
+))
+
+
+# --------------------------------------------------------------------------------------------
+# Running and reporting
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Row:
+    """deepkern against one reference on one case at one thread count (times in seconds)."""
+
+    op: str
+    case: str
+    shape: Tuple[int, ...]
+    layout: str
+    group: str
+    threads: int
+    deepkern_s: float
+    deepkern_min_s: float
+    deepkern_max_s: float
+    reference: str
+    reference_s: float
+    reference_min_s: float
+    reference_max_s: float
+    ratio: float            # reference_s / deepkern_s: > 1 means deepkern is faster
+    gflops: float           # deepkern
+    reference_gflops: float
+    peak_gflops: float      # measured FMA peak at `threads`
+    pct_peak: float         # deepkern GFLOP/s as % of the FMA peak
+    roofline_gflops: float  # min(FMA peak, intensity x copy GB/s)
+    pct_roofline: float
+    repeats: int
+    rel_err: Optional[float] = None
+    label: str = ""
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+
+@dataclasses.dataclass
+class Report:
+    rows: List[Row]
+    machine: dict
+    peaks: Dict[int, Peak]
+    notes: List[str]
+    wall_s: float = 0.0
+
+
+def machine_info() -> dict:
+    """CPU, ISA, library versions, date: the context a benchmark result needs."""
+    from . import __version__
+
+    info = {
+        "cpu": _C.cpu_brand(),
+        "isa": _C.active_isa(),
+        "isa_detected": _C.detected_isa(),
+        "gemm_kernel_f32": _C.gemm_kernel_name(False),
+        "cores": os.cpu_count(),
+        "default_threads": _C.get_num_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "deepkern": __version__,
+        "numpy": _numpy_blas_version(),
+        "torch": (_torch().__version__ if _torch() is not None else None),
+        "threadpoolctl": threadpoolctl_available(),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]) if sys.argv else "",
+    }
+    return info
+
+
+def _log(progress, msg: str) -> None:
+    if progress:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def run_suite(suite: Suite, threads: Sequence[int], *, quick: bool = False, repeats: Optional[int] = None,
+              references: Optional[Sequence[str]] = None, progress: bool = True,
+              peak_copy_bytes: Optional[int] = None, check: bool = True) -> Report:
+    """Time every case of ``suite`` at each thread count on deepkern and each reference.
+
+    Loops case by case (inputs are made once per case), then thread count, then library, so each
+    comparison is taken at nearly the same moment. ``references`` defaults to every installed one.
+    """
+    start = time.perf_counter()
+    notes: List[str] = []
+    threads = [int(t) for t in threads]
+    all_backends = [b for b in backends() if b.available()]
+    ref_names = [b.name for b in all_backends if b.name != "deepkern"]
+    if references is not None:
+        ref_names = [r for r in ref_names if r in references]
+    if _torch() is None:
+        notes.append("PyTorch is not installed: comparing with NumPy only (pip install deepkern[bench]).")
+    if not threadpoolctl_available():
+        default = _C.get_num_threads()
+        skipped = [t for t in threads if t != default]
+        if skipped:
+            notes.append(
+                f"threadpoolctl is not installed, so NumPy's BLAS threads cannot be set: only the default "
+                f"thread count ({default}) is compared fairly; skipped threads={skipped} (pip install threadpoolctl)."
+            )
+        else:
+            notes.append("threadpoolctl is not installed: NumPy runs at its default thread count.")
+        threads = [t for t in threads if t == default] or [default]
+    names = ["deepkern"] + ref_names
+    used = {b.name: b for b in all_backends if b.name in names}
+
+    copy_bytes = peak_copy_bytes if peak_copy_bytes is not None else ((128 << 20) if quick else (512 << 20))
+    peaks = {}
+    for t in threads:
+        _log(progress, f"measuring peak at {t} thread(s) ...")
+        peaks[t] = measure_peak(t, copy_bytes=copy_bytes, fma_seconds=0.1 if quick else 0.2)
+
+    rows: List[Row] = []
+    cases = suite.cases(quick)
+    timer_kw = dict(target_s=0.05, max_repeats=20, max_block_s=1.0) if quick else {}
+    prev_threads = max(threads)
+    for index, case in enumerate(cases, 1):
+        np_inputs = case.make_inputs()
+        converted = {name: [tuple(used[name].convert(x) for x in s) for s in np_inputs] for name in names}
+        rel_err = None
+        if check and case.check is not None:
+            with limit_threads(max(threads), ["deepkern"]):
+                rel_err = case.check(np_inputs[0])
+            if rel_err > 1e-4:
+                notes.append(f"{case.op} {case.name} {case.layout}: deepkern's relative error {rel_err:.2e} vs float64")
+        for t in threads:
+            timings: Dict[str, Timing] = {}
+            for name in names:
+                if name not in case.impls:
+                    continue
+                pause = PAUSE_S if max(t, prev_threads) > 1 else PAUSE_1T_S
+                with used[name].threads(t):
+                    timings[name] = time_fn(case.impls[name], converted[name], repeats=repeats,
+                                            pause_s=pause, **timer_kw)
+                prev_threads = t
+            dk = timings["deepkern"]
+            peak = peaks[t]
+            gflops = case.flops / dk.median / 1e9
+            roof = peak.roofline_gflops(case.flops, case.nbytes)
+            for ref in ref_names:
+                if ref not in timings:
+                    continue
+                rt = timings[ref]
+                rows.append(Row(
+                    op=case.op, case=case.name, shape=tuple(case.shape), layout=case.layout, group=case.group,
+                    threads=t, deepkern_s=dk.median, deepkern_min_s=dk.min, deepkern_max_s=dk.max,
+                    reference=ref, reference_s=rt.median, reference_min_s=rt.min, reference_max_s=rt.max,
+                    ratio=rt.median / dk.median, gflops=gflops, reference_gflops=case.flops / rt.median / 1e9,
+                    peak_gflops=peak.fma_gflops, pct_peak=100.0 * gflops / peak.fma_gflops,
+                    roofline_gflops=roof, pct_roofline=100.0 * gflops / roof, repeats=dk.repeats,
+                    rel_err=rel_err, label=case.label,
+                ))
+            parts = ", ".join(f"{name} {timings[name].median * 1e3:.3f} ms" for name in timings)
+            _log(progress, f"[{index}/{len(cases)}] {case.op} {case.name} {case.layout} threads={t}: {parts}")
+        del np_inputs, converted
+    return Report(rows=rows, machine=machine_info(), peaks=peaks, notes=notes,
+                  wall_s=time.perf_counter() - start)
+
+
+def _geomean(values: Sequence[float]) -> float:
+    return float(math.exp(sum(math.log(v) for v in values) / len(values))) if values else float("nan")
+
+
+def summarize(rows: Sequence[Row], groups: Optional[Sequence[str]] = None) -> List[dict]:
+    """Geomean throughput ratio (reference time / deepkern time) per op, group, threads, reference."""
+    buckets: Dict[tuple, List[Row]] = {}
+    for row in rows:
+        if groups and row.group not in groups:
+            continue
+        buckets.setdefault((row.op, row.group, row.threads, row.reference), []).append(row)
+    out = []
+    for (op, group, threads, ref), rs in buckets.items():
+        out.append({
+            "op": op, "group": group, "threads": threads, "reference": ref, "cases": len(rs),
+            "geomean_ratio": _geomean([r.ratio for r in rs]),
+            "geomean_gflops": _geomean([r.gflops for r in rs]),
+            "geomean_pct_peak": _geomean([r.pct_peak for r in rs]),
+        })
+    order = {g: i for i, g in enumerate(groups or [])}
+    out.sort(key=lambda d: (d["op"], order.get(d["group"], len(order)), d["group"], d["threads"], d["reference"]))
+    return out
+
+
+def _fmt_ms(seconds: float) -> str:
+    ms = seconds * 1e3
+    return f"{ms:.4f}" if ms < 0.1 else f"{ms:.3f}" if ms < 100 else f"{ms:.1f}"
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    """Plain-text table: one line per case and thread count, the references side by side."""
+    refs: List[str] = []
+    for row in rows:
+        if row.reference not in refs:
+            refs.append(row.reference)
+    lines: Dict[tuple, Dict[str, Row]] = {}
+    for row in rows:
+        lines.setdefault((row.op, row.case, row.layout, row.threads), {})[row.reference] = row
+    header = ["op", "case", "layout", "thr", "deepkern ms", "GFLOP/s", "%peak", "%roof"]
+    for ref in refs:
+        header += [f"{ref} ms", f"x{ref}"]
+    table = [header]
+    for (op, case, layout, threads), by_ref in lines.items():
+        first = next(iter(by_ref.values()))
+        cells = [op, case, layout, str(threads), _fmt_ms(first.deepkern_s), f"{first.gflops:.1f}",
+                 f"{first.pct_peak:.0f}", f"{first.pct_roofline:.0f}"]
+        for ref in refs:
+            r = by_ref.get(ref)
+            cells += ([_fmt_ms(r.reference_s), f"{r.ratio:.2f}"] if r else ["-", "-"])
+        table.append(cells)
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    left = {0, 1, 2}
+    out = []
+    for j, line in enumerate(table):
+        out.append("  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
+        if j == 0:
+            out.append("  ".join("-" * w for w in widths))
+    legend = ("x<ref> = <ref> time / deepkern time (>1: deepkern faster); %peak = deepkern GFLOP/s as % of the "
+              "measured FMA peak; %roof = as % of min(FMA peak, intensity x copy GB/s)")
+    return "\n".join(out + [legend])
+
+
+def format_peaks(peaks: Dict[int, Peak]) -> str:
+    return "\n".join(
+        f"peak at {p.threads} thread(s): FMA {p.fma_gflops:.1f} GFLOP/s ({p.isa}), copy {p.copy_gbps:.1f} GB/s "
+        f"({p.copy_bytes >> 20} MB buffers)"
+        for _, p in sorted(peaks.items())
+    )
+
+
+def format_summary(summary: Sequence[dict]) -> str:
+    if not summary:
+        return ""
+    lines = ["geomean throughput ratio (reference time / deepkern time; >1: deepkern faster):"]
+    keys: Dict[tuple, List[dict]] = {}
+    for s in summary:
+        keys.setdefault((s["op"], s["group"], s["threads"]), []).append(s)
+    for (op, group, threads), ss in keys.items():
+        parts = "  ".join(f"vs {s['reference']} {s['geomean_ratio']:.2f}x" for s in ss)
+        lines.append(f"  {op:5s} {group:14s} threads={threads}  {parts}  "
+                     f"({ss[0]['cases']} cases, deepkern {ss[0]['geomean_gflops']:.0f} GFLOP/s, "
+                     f"{ss[0]['geomean_pct_peak']:.0f}% of peak)")
+    return "\n".join(lines)
+
+
+def to_json(report: Report, groups: Optional[Sequence[str]] = None) -> dict:
+    """The report as JSON-able dicts: machine (with the peaks), rows, summary, notes."""
+    machine = dict(report.machine)
+    machine["peaks"] = [dataclasses.asdict(p) for _, p in sorted(report.peaks.items())]
+    return {
+        "machine": machine,
+        "rows": [r.to_dict() for r in report.rows],
+        "summary": summarize(report.rows, groups),
+        "notes": list(report.notes),
+        "wall_s": report.wall_s,
+    }

@@ -1,0 +1,189 @@
+"""The ``deepkern`` command: ``deepkern info`` and ``deepkern bench``.
+
+``deepkern bench`` times deepkern's kernels beside NumPy (and PyTorch when installed) at equal thread
+counts and prints a table, the machine's measured peak and geomean ratios; ``--json PATH`` also
+writes every row with the machine information. The op families come from the suite registry in
+:mod:`deepkern.benchmark` (``--op gemm``; more families register their own suites there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import List, Optional, Sequence
+
+
+def _parse_threads(text: str) -> List[int]:
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            value = int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--threads must be a comma-separated list of integers, got {text!r}")
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"--threads values must be >= 1, got {value}")
+        if value not in out:
+            out.append(value)
+    if not out:
+        raise argparse.ArgumentTypeError(f"--threads needs at least one thread count, got {text!r}")
+    return out
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from . import benchmark
+
+    parser = argparse.ArgumentParser(
+        prog="deepkern",
+        description="deepkern: hand-written C++/CUDA deep-learning kernels.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    sub.add_parser("info", help="print the version, compiler, CPU ISA, threads and CUDA build",
+                   description="Print deepkern's build and run-time configuration.")
+
+    ops = ", ".join(sorted(benchmark.SUITES))
+    bench = sub.add_parser(
+        "bench", help="time deepkern's kernels against NumPy and PyTorch",
+        description="Time deepkern's kernels beside NumPy/OpenBLAS (and PyTorch when installed) on the same "
+                    "inputs at the same thread count; report ms, GFLOP/s, the ratio to each reference and "
+                    "the % of this machine's measured peak.",
+    )
+    bench.add_argument("--op", default="all", metavar="OP",
+                       help=f"op family to benchmark: one of {ops}, or 'all' (default: all)")
+    bench.add_argument("--quick", action="store_true", help="small sizes and few repeats (seconds)")
+    bench.add_argument("--threads", type=_parse_threads, default=None, metavar="N[,N...]",
+                       help="thread counts, e.g. 1,2 (default: deepkern's default thread count, "
+                            "plus 1 when threadpoolctl is installed)")
+    bench.add_argument("--repeats", type=_positive_int, default=None, metavar="N",
+                       help="timed calls per library and case (default: adaptive, ~0.2 s per block, "
+                            "at least 3, 2 for the largest sizes)")
+    bench.add_argument("--json", default=None, metavar="PATH",
+                       help="also write all rows and the machine information (cpu, isa, peaks, date, command)")
+    bench.add_argument("--no-check", action="store_true",
+                       help="skip the accuracy check of deepkern's result before timing")
+    return parser
+
+
+def _cmd_info(_args) -> int:
+    import deepkern
+
+    deepkern.show_config()
+    return 0
+
+
+def _default_threads() -> List[int]:
+    from . import _C, benchmark
+
+    default = _C.get_num_threads()
+    threads = [default]
+    if benchmark.threadpoolctl_available() and default != 1:
+        threads.insert(0, 1)
+    return threads
+
+
+def _cmd_bench(args, parser: argparse.ArgumentParser) -> int:
+    from . import benchmark
+
+    if args.op == "all":
+        names = sorted(benchmark.SUITES)
+    elif args.op in benchmark.SUITES:
+        names = [args.op]
+    else:
+        parser.error(f"unknown op {args.op!r}; available: {', '.join(sorted(benchmark.SUITES))} (or 'all')")
+    threads = sorted(args.threads) if args.threads else _default_threads()
+
+    start = time.perf_counter()
+    reports = []
+    for name in names:
+        suite = benchmark.get_suite(name)
+        print(f"deepkern bench --op {name}{' --quick' if args.quick else ''}: {suite.description}",
+              file=sys.stderr, flush=True)
+        reports.append((suite, benchmark.run_suite(
+            suite, threads, quick=args.quick, repeats=args.repeats, progress=True, check=not args.no_check)))
+    wall = time.perf_counter() - start
+
+    machine = reports[0][1].machine
+    peaks = {}
+    for _, report in reports:
+        peaks.update(report.peaks)
+    print(f"deepkern {machine['deepkern']} on {machine['cpu']} ({machine['isa']}, {machine['cores']} cores), "
+          f"{machine['numpy']}" + (f", torch {machine['torch']}" if machine["torch"] else ""))
+    print(benchmark.format_peaks(peaks))
+    for suite, report in reports:
+        print()
+        print(benchmark.format_table(report.rows))
+        summary = benchmark.format_summary(benchmark.summarize(report.rows, suite.summary_groups or None))
+        if summary:
+            print()
+            print(summary)
+        for note in report.notes:
+            print(f"note: {note}")
+    print(f"\nwall time: {wall:.1f} s")
+
+    if args.json:
+        doc = {
+            "machine": dict(machine),
+            "suites": {},
+            "rows": [],
+            "summary": [],
+            "notes": [],
+            "wall_s": wall,
+        }
+        doc["machine"]["command"] = " ".join(["deepkern"] + list(args._argv))
+        doc["machine"]["peaks"] = [
+            {"threads": p.threads, "isa": p.isa, "fma_gflops": p.fma_gflops, "copy_gbps": p.copy_gbps,
+             "copy_bytes": p.copy_bytes}
+            for _, p in sorted(peaks.items())
+        ]
+        for suite, report in reports:
+            part = benchmark.to_json(report, suite.summary_groups or None)
+            doc["suites"][suite.name] = {"description": suite.description, "wall_s": report.wall_s}
+            doc["rows"] += part["rows"]
+            doc["summary"] += part["summary"]
+            doc["notes"] += part["notes"]
+        directory = os.path.dirname(os.path.abspath(args.json))
+        os.makedirs(directory, exist_ok=True)
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=2)
+            f.write("\n")
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the ``deepkern`` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+        args._argv = argv
+        if args.command == "info":
+            return _cmd_info(args)
+        if args.command == "bench":
+            return _cmd_bench(args, parser)
+    except SystemExit as exc:  # argparse's errors (exit 2) and --help (exit 0)
+        if exc.code is None:
+            return 0
+        return exc.code if isinstance(exc.code, int) else 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    parser.print_help(sys.stderr)
+    return 2
