@@ -35,7 +35,7 @@ def check_output(out, name: str, op: str, shape: tuple, dtype: np.dtype, inputs:
         raise ValueError(f"{op}: {name} must have shape {tuple(shape)}, got {out.shape}")
     if not out.flags.writeable:
         raise ValueError(f"{op}: {name} is read-only")
-    if any(st == 0 and n > 1 for st, n in zip(out.strides, out.shape)):
+    if out.size and any(st == 0 and n > 1 for st, n in zip(out.strides, out.shape)):
         raise ValueError(f"{op}: {name} has a zero stride (elements that alias each other)")
     for other_name, other in inputs.items():
         if other is not None and overlaps(out, other):

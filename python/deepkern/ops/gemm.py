@@ -147,12 +147,13 @@ def linear(x, weight, bias=None, *, relu=False, out=None):
     n = weight.shape[0]
     bias_arr = _check_bias(bias, n, x.dtype, "linear")
     shape = x.shape[:-1] + (n,)
-    x2 = x.reshape(-1, x.shape[-1])
+    rows = int(np.prod(x.shape[:-1]))
+    x2 = x.reshape(rows, x.shape[-1])
     if out is None:
         result = np.empty(shape, dtype=x.dtype)
     else:
         result = check_output(out, "out", "linear", shape, x.dtype, {"x": x, "weight": weight, "bias": bias_arr})
-    c2 = result.reshape(-1, n)  # a copy only for an `out` whose leading axes do not merge
+    c2 = result.reshape(rows, n)  # a copy only for an `out` whose leading axes do not merge
     _run(x2, weight.T, c2, weight.shape[1], bias=bias_arr,
          bias_axis=_BIAS_NONE if bias_arr is None else _BIAS_COLS, relu=bool(relu))
     if not np.shares_memory(c2, result) and c2.size:
