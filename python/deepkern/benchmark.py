@@ -470,6 +470,7 @@ class Row:
     repeats: int
     rel_err: Optional[float] = None
     label: str = ""
+    other_cores: Optional[float] = None  # cores other processes kept busy while this line was timed
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -484,6 +485,58 @@ class Report:
     peaks: Dict[int, Peak]
     notes: List[str]
     wall_s: float = 0.0
+
+
+def _load_average() -> Optional[float]:
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return None
+
+
+class OtherLoad:
+    """CPU time that other processes take while this one benchmarks (Linux ``/proc/stat``).
+
+    ``cores()`` is the average number of cores kept busy by everything but this process since
+    ``start()`` (None where it cannot be read): a measure of how noisy the timings were.
+    """
+
+    def __init__(self) -> None:
+        self.start()
+
+    @staticmethod
+    def _machine_busy_s() -> Optional[float]:
+        try:
+            with open("/proc/stat", encoding="ascii") as f:
+                fields = f.readline().split()
+        except OSError:
+            return None
+        if not fields or fields[0] != "cpu":
+            return None
+        ticks = [int(x) for x in fields[1:]]
+        busy = sum(ticks[:3]) + sum(ticks[5:8])  # user nice system | irq softirq steal
+        return busy / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _self_s() -> float:
+        t = os.times()
+        return t.user + t.system
+
+    def start(self) -> None:
+        self._wall = time.perf_counter()
+        self._busy = self._machine_busy_s()
+        self._self = self._self_s()
+
+    def cores(self) -> Optional[float]:
+        busy = self._machine_busy_s()
+        wall = time.perf_counter() - self._wall
+        if busy is None or self._busy is None or wall <= 0:
+            return None
+        return max(0.0, (busy - self._busy) - (self._self_s() - self._self)) / wall
+
+
+#: Lines timed while other processes kept more than this many cores busy are marked noisy.
+NOISY_CORES = 0.25
 
 
 def machine_info() -> dict:
@@ -503,6 +556,7 @@ def machine_info() -> dict:
         "numpy": _numpy_blas_version(),
         "torch": (_torch().__version__ if _torch() is not None else None),
         "threadpoolctl": threadpoolctl_available(),
+        "load_average": _load_average(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]) if sys.argv else "",
     }
@@ -524,6 +578,8 @@ def run_suite(suite: Suite, threads: Sequence[int], *, quick: bool = False, repe
     """
     start = time.perf_counter()
     notes: List[str] = []
+    whole_run = OtherLoad()
+    machine = machine_info()  # dated when the run starts
     threads = [int(t) for t in threads]
     all_backends = [b for b in backends() if b.available()]
     ref_names = [b.name for b in all_backends if b.name != "deepkern"]
@@ -565,6 +621,7 @@ def run_suite(suite: Suite, threads: Sequence[int], *, quick: bool = False, repe
             if rel_err > 1e-4:
                 notes.append(f"{case.op} {case.name} {case.layout}: deepkern's relative error {rel_err:.2e} vs float64")
         for t in threads:
+            line_load = OtherLoad()
             timings: Dict[str, Timing] = {}
             for name in names:
                 if name not in case.impls:
@@ -574,6 +631,7 @@ def run_suite(suite: Suite, threads: Sequence[int], *, quick: bool = False, repe
                     timings[name] = time_fn(case.impls[name], converted[name], repeats=repeats,
                                             pause_s=pause, **timer_kw)
                 prev_threads = t
+            other = line_load.cores()
             dk = timings["deepkern"]
             peak = peaks[t]
             gflops = case.flops / dk.median / 1e9
@@ -589,13 +647,21 @@ def run_suite(suite: Suite, threads: Sequence[int], *, quick: bool = False, repe
                     ratio=rt.median / dk.median, gflops=gflops, reference_gflops=case.flops / rt.median / 1e9,
                     peak_gflops=peak.fma_gflops, pct_peak=100.0 * gflops / peak.fma_gflops,
                     roofline_gflops=roof, pct_roofline=100.0 * gflops / roof, repeats=dk.repeats,
-                    rel_err=rel_err, label=case.label,
+                    rel_err=rel_err, label=case.label, other_cores=other,
                 ))
             parts = ", ".join(f"{name} {timings[name].median * 1e3:.3f} ms" for name in timings)
-            _log(progress, f"[{index}/{len(cases)}] {case.op} {case.name} {case.layout} threads={t}: {parts}")
+            noisy = f" (noisy: other processes used {other:.2f} cores)" if other and other > NOISY_CORES else ""
+            _log(progress, f"[{index}/{len(cases)}] {case.op} {case.name} {case.layout} threads={t}: {parts}{noisy}")
         del np_inputs, converted
-    return Report(rows=rows, machine=machine_info(), peaks=peaks, notes=notes,
-                  wall_s=time.perf_counter() - start)
+    other = whole_run.cores()
+    machine["other_processes_cores"] = other
+    noisy_lines = len({(r.case, r.layout, r.threads) for r in rows
+                       if r.other_cores is not None and r.other_cores > NOISY_CORES})
+    if other is not None and (other > 0.1 or noisy_lines):
+        notes.append(f"other processes kept {other:.2f} of {os.cpu_count()} cores busy on average during the run; "
+                     f"{noisy_lines} line(s) marked * were timed while they used more than {NOISY_CORES} core: "
+                     f"those times are noisy.")
+    return Report(rows=rows, machine=machine, peaks=peaks, notes=notes, wall_s=time.perf_counter() - start)
 
 
 def _geomean(values: Sequence[float]) -> float:
@@ -639,6 +705,7 @@ def format_table(rows: Sequence[Row]) -> str:
     header = ["op", "case", "layout", "thr", "deepkern ms", "GFLOP/s", "%peak", "%roof"]
     for ref in refs:
         header += [f"{ref} ms", f"x{ref}"]
+    header.append("")
     table = [header]
     for (op, case, layout, threads), by_ref in lines.items():
         first = next(iter(by_ref.values()))
@@ -647,16 +714,20 @@ def format_table(rows: Sequence[Row]) -> str:
         for ref in refs:
             r = by_ref.get(ref)
             cells += ([_fmt_ms(r.reference_s), f"{r.ratio:.2f}"] if r else ["-", "-"])
+        noisy = first.other_cores is not None and first.other_cores > NOISY_CORES
+        cells.append("*" if noisy else "")
         table.append(cells)
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     left = {0, 1, 2}
     out = []
     for j, line in enumerate(table):
-        out.append("  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
+        text = "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+        out.append(text.rstrip())
         if j == 0:
-            out.append("  ".join("-" * w for w in widths))
+            out.append("  ".join("-" * w for w in widths).rstrip())
     legend = ("x<ref> = <ref> time / deepkern time (>1: deepkern faster); %peak = deepkern GFLOP/s as % of the "
-              "measured FMA peak; %roof = as % of min(FMA peak, intensity x copy GB/s)")
+              "measured FMA peak; %roof = as % of min(FMA peak, intensity x copy GB/s); * = timed while other processes "
+              f"used > {NOISY_CORES} core (noisy)")
     return "\n".join(out + [legend])
 
 

@@ -78,6 +78,7 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="also write all rows and the machine information (cpu, isa, peaks, date, command)")
     bench.add_argument("--no-check", action="store_true",
                        help="skip the accuracy check of deepkern's result before timing")
+    bench.set_defaults(_parser=bench)
     return parser
 
 
@@ -177,7 +178,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "info":
             return _cmd_info(args)
         if args.command == "bench":
-            return _cmd_bench(args, parser)
+            return _cmd_bench(args, args._parser)
     except SystemExit as exc:  # argparse's errors (exit 2) and --help (exit 0)
         if exc.code is None:
             return 0
