@@ -16,25 +16,6 @@ import time
 from typing import List, Optional, Sequence
 
 
-def _parse_threads(text: str) -> List[int]:
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            value = int(part)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"--threads must be a comma-separated list of integers, got {text!r}")
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"--threads values must be >= 1, got {value}")
-        if value not in out:
-            out.append(value)
-    if not out:
-        raise argparse.ArgumentTypeError(f"--threads needs at least one thread count, got {text!r}")
-    return out
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -43,6 +24,18 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def _parse_threads(text: str) -> List[int]:
+    """'1,2' -> [1, 2]: distinct positive thread counts, in the order given."""
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        value = _positive_int(part)
+        if value not in out:
+            out.append(value)
+    if not out:
+        raise argparse.ArgumentTypeError(f"--threads needs at least one thread count, got {text!r}")
+    return out
 
 
 def _build_parser() -> argparse.ArgumentParser:
