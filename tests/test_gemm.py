@@ -139,14 +139,29 @@ def test_matmul_sizes(isa, dtype, m, n, k, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("m,n,k", [(300, 3100, 600), (500, 70, 1100), (70, 2200, 300)])
+@pytest.mark.parametrize("m,n,k", [(300, 3100, 600), (500, 70, 1100), (70, 2200, 300), (250, 3090, 1030)])
 def test_matmul_several_cache_blocks(isa, threads, dtype, m, n, k, rng):
-    # Larger than mc (<= 240), kc (256) and nc (<= 3072 for float32, 2048 for float64) on every ISA,
-    # so every blocking loop runs more than once (with 1 thread; with 2 the threads split C).
+    # Larger than mc (<= 240), kc (<= 1024) and nc (<= 3072 for float32, 2048 for float64) on every
+    # ISA, so every blocking loop runs more than once (with 1 thread; with 2 the threads split C).
     a, b = rand(rng, (m, k), dtype), rand(rng, (k, n), dtype)
     out = np.full((m, n), np.nan, dtype=dtype)
     matmul(a, b, out=out)
     check(out, matmul_ref(a, b), dtype, f"matmul {isa} threads={threads} M={m} N={n} K={k}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("m", [2, 4, 6, 8, 10, 16, 20, 64, 68, 128])
+def test_matmul_last_row_panel(isa, dtype, m, rng):
+    # The last row panel of C goes to a short micro-kernel (4 or 8 rows of 12 on AVX-512, 2 or 4
+    # of 6 on AVX2): written straight into C when its rows match, else through the edge tile.
+    for n, k in ((64, 37), (70, 300)):
+        a, b = rand(rng, (m, k), dtype), rand(rng, (k, n), dtype)
+        out = np.full((m, n), np.nan, dtype=dtype)
+        matmul(a, b, out=out)
+        check(out, matmul_ref(a, b), dtype, f"matmul {isa} M={m} N={n} K={k}")
+        bias = rand(rng, (n,), dtype)
+        check(gemm(a, b, bias=bias, relu=True), gemm_ref(a, b, bias=bias, relu=True), dtype,
+              f"gemm bias relu {isa} M={m} N={n} K={k}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

@@ -3,15 +3,18 @@
 //   for jc in N by nc:                 B block kc x nc, packed into nr-wide panels (L3)
 //     for pc in K by kc:
 //       for ic in M by mc:             A block mc x kc, packed into mr-tall panels (L2)
-//         for jr in nc by nr:          one kc x nr B panel stays in L1 ...
-//           for ir in mc by mr:        ... while the A panels stream past it
+//         for jr in nc by nr:          one kc x nr B panel is reused by ...
+//           for ir in mc by mr:        ... every A panel of the block
 //             micro-kernel on the mr x nr tile of C
+//
+// kc is deep (1024 for AVX-512 float): C is read and written once per kc block, so a shallow kc
+// makes large problems bound by C's memory traffic; the panels stream from L2 instead.
 //
 // Threads split C into a grid of blocks (rows x columns chosen from the shape) and each runs the
 // loops above on its own block with its own packing buffers, so they never synchronise inside a
 // call. Packing buffers are per thread, bounded by the cache blocks, and reused across calls.
-// A single row or column of C goes to the GEMV kernels; problems too small to share run on the calling
-// thread alone.
+// A single row or column of C goes to the GEMV kernels; problems too small to share run on the
+// calling thread alone.
 #include "cpu/gemm/gemm.h"
 
 #include <emmintrin.h>
@@ -20,6 +23,7 @@
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 #include <cstdlib>
 #include <new>
 #include <vector>
@@ -196,6 +200,15 @@ void pack_b(int64_t kc, int64_t nc, const T* b, int64_t rs, int64_t cs, int nr, 
     pack_panel(std::min<int64_t>(nr, nc - j0), kc, b + j0 * cs, cs, rs, nr, dst + j0 * kc);
 }
 
+// The fastest micro-kernel covering `rows` rows of a tile: a short one for the last row panel
+// when the table has one, else the full one; with the rows it computes.
+template <class T>
+std::pair<TileKernel<T>, int> tile_for_rows(const GemmKernels<T>& kern, int64_t rows) {
+  for (const ShortTile<T>& short_tile : kern.short_tiles)
+    if (short_tile.kernel && rows <= short_tile.rows) return {short_tile.kernel, short_tile.rows};
+  return {kern.tile, kern.mr};
+}
+
 // The serial blocked algorithm on the block C[m0:m1, n0:n1] (see the top of this file).
 // When the block's rows fit one mc block, every B panel is used by that block alone: it is
 // then packed just before use into an L1-sized buffer instead of a kc x nc block (same copy
@@ -241,10 +254,11 @@ void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int
             T* c_tile = P.c.data + i * P.c.row_stride + j * P.c.col_stride;
             const TileEpilogue<T> ep = tile_epilogue(P.epilogue, i, j, last);
             const T* a_panel = a_pack + ir * kc;
-            if (nrows == mr && ncols == nr && unit_c) {
-              kern.tile(kc, a_panel, b_panel, nr, c_tile, P.c.row_stride, P.alpha, beta, ep);
+            const auto [kernel, kernel_rows] = tile_for_rows(kern, nrows);
+            if (nrows == kernel_rows && ncols == nr && unit_c) {
+              kernel(kc, a_panel, b_panel, nr, c_tile, P.c.row_stride, P.alpha, beta, ep);
             } else {
-              kern.tile(kc, a_panel, b_panel, nr, edge_tile, nr, T(1), T(0), TileEpilogue<T>{});
+              kernel(kc, a_panel, b_panel, nr, edge_tile, nr, T(1), T(0), TileEpilogue<T>{});
               merge_tile(nrows, ncols, edge_tile, nr, c_tile, P.c.row_stride, P.c.col_stride,
                          P.alpha, beta, ep);
             }

@@ -42,10 +42,14 @@ namespace avx2 {
 // 6 x 16 floats: 12 accumulators + 2 B vectors + 1 broadcast of the 16 ymm registers.
 const GemmKernels<float> kernels_f32 = {
     "avx2 6x16", 6, 16, 192, 256, 3072,
-    &tile_simd<F32x8, 6, 2>, &gemv_rows_portable<float>, &gemv_cols_portable<float>};
+    &tile_simd<F32x8, 6, 2>,
+    {{2, &tile_simd<F32x8, 2, 2, 6>}, {4, &tile_simd<F32x8, 4, 2, 6>}},
+    &gemv_rows_portable<float>, &gemv_cols_portable<float>};
 const GemmKernels<double> kernels_f64 = {
     "avx2 6x8", 6, 8, 192, 256, 2048,
-    &tile_simd<F64x4, 6, 2>, &gemv_rows_portable<double>, &gemv_cols_portable<double>};
+    &tile_simd<F64x4, 6, 2>,
+    {{2, &tile_simd<F64x4, 2, 2, 6>}, {4, &tile_simd<F64x4, 4, 2, 6>}},
+    &gemv_rows_portable<double>, &gemv_cols_portable<double>};
 }  // namespace avx2
 
 }  // namespace deepkern::cpu

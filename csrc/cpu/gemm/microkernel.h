@@ -12,7 +12,8 @@
 //     The driver passes the epilogue only with the last kc block of K.
 //   - kc may be 0. The tile is always full: partial tiles at the edges of C are computed
 //     into a local MR x NR buffer by the driver and merged with merge_tile(), so the kernel
-//     has no edge cases.
+//     has no edge cases. A kernel table may add short kernels (fewer rows, same panels) so
+//     that the last row panel of C does not compute rows that are only padding.
 // Kernels only compute: no allocation, no threads, no validation.
 #pragma once
 #include <cstdint>
@@ -42,13 +43,21 @@ template <class T>
 using GemvColsKernel = void (*)(int64_t k, int64_t n, const T* x, const T* bt, int64_t ldbt,
                                 T* y);
 
+// A micro-kernel computing only the first `rows` rows of an MR x NR tile.
+template <class T>
+struct ShortTile {
+  int rows;              // 0: no such kernel
+  TileKernel<T> kernel;
+};
+
 // One ISA's kernels and the cache blocking chosen for them.
 template <class T>
 struct GemmKernels {
   const char* name;
   int mr, nr;           // register tile of the micro-kernel
-  int64_t mc, kc, nc;   // cache blocks: A block mc x kc (L2), B block kc x nc (L3), kc x nr in L1
+  int64_t mc, kc, nc;   // cache blocks: A block mc x kc (L2), B block kc x nc (L3)
   TileKernel<T> tile;
+  ShortTile<T> short_tiles[2];  // by rows ascending, each rows < mr; for the last row panel
   GemvRowsKernel<T> gemv_rows;
   GemvColsKernel<T> gemv_cols;
 };

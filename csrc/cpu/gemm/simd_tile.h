@@ -14,7 +14,9 @@
 namespace deepkern::cpu {
 namespace {
 
-template <class V, int MR, int NV>
+// MR rows of C from an A panel packed A_STRIDE rows tall (A_STRIDE > MR: a short kernel for the
+// last row panel of C, reading the first MR rows of a full-height panel).
+template <class V, int MR, int NV, int A_STRIDE = MR>
 void tile_simd(int64_t kc, const typename V::scalar* a_panel, const typename V::scalar* b_rows,
                int64_t ldb, typename V::scalar* c, int64_t ldc, typename V::scalar alpha,
                typename V::scalar beta, TileEpilogue<typename V::scalar> ep) {
@@ -37,7 +39,7 @@ void tile_simd(int64_t kc, const typename V::scalar* a_panel, const typename V::
   const auto* b = b_rows;
 #pragma GCC unroll 2
   for (int64_t p = 0; p < kc; ++p) {
-    __builtin_prefetch(a + 8 * MR);  // the A panel streams from L2: fetch 8 steps ahead
+    __builtin_prefetch(a + 8 * A_STRIDE);  // the A panel streams from L2: fetch 8 steps ahead
     R bv[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) bv[v] = V::load(b + v * W);
@@ -47,7 +49,7 @@ void tile_simd(int64_t kc, const typename V::scalar* a_panel, const typename V::
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[i][v] = V::fmadd(ai, bv[v], acc[i][v]);
     }
-    a += MR;
+    a += A_STRIDE;
     b += ldb;
   }
 
