@@ -37,9 +37,10 @@ namespace {
 
 // Below this many multiply-adds a problem runs on one thread (thread start-up would cost more).
 constexpr int64_t kMinParallelMacs = int64_t(1) << 20;
-// GEMV: elements of y computed per chunk (stays in L1), and the matrix size (elements) from
+// GEMV: elements of y computed per chunk (16 KB of float: stays in L1 while whole rows of B
+// stream through, so the prefetcher never stops at a page edge), and the matrix size from
 // which it is split over threads (it is bound by memory bandwidth, so it pays early).
-constexpr int64_t kGemvChunk = 1024;
+constexpr int64_t kGemvChunk = 4096;
 constexpr int64_t kMinParallelGemv = int64_t(1) << 16;
 
 template <class T>
