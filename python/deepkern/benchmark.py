@@ -586,7 +586,7 @@ def run_suite(suite: Suite, threads: Sequence[int], *, quick: bool = False, repe
     if references is not None:
         ref_names = [r for r in ref_names if r in references]
     if _torch() is None:
-        notes.append("PyTorch is not installed: comparing with NumPy only (install the bench extra: pip install ".[bench]").")
+        notes.append('PyTorch is not installed: comparing with NumPy only (install the bench extra: pip install ".[bench]").')
     if not threadpoolctl_available():
         default = _C.get_num_threads()
         skipped = [t for t in threads if t != default]
