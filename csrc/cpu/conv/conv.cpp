@@ -20,6 +20,8 @@
 
 #include "core/scratch.h"
 #include "core/threading.h"
+#include "cpu/conv/depthwise.h"
+#include "cpu/conv/taps.h"
 #include "cpu/gemm/gemm.h"
 
 namespace deepkern::cpu {
@@ -76,14 +78,6 @@ template <class T>
 T* thread_buffer(int which, int64_t count) {
   thread_local Scratch buffers[2];
   return static_cast<T*>(buffers[which].get(sizeof(T) * static_cast<size_t>(std::max<int64_t>(count, 1))));
-}
-
-// For kernel column offset `w_offset` (= s*dw - pw), the output columns [q_lo, q_hi) whose input
-// column q*sw + w_offset lies inside [0, W).
-void valid_columns(const Conv2dShape& s, int64_t w_offset, int64_t& q_lo, int64_t& q_hi) {
-  q_lo = w_offset >= 0 ? 0 : (-w_offset + s.stride_w - 1) / s.stride_w;
-  q_hi = s.in_w - 1 - w_offset < 0 ? 0 : std::min(s.out_w, (s.in_w - 1 - w_offset) / s.stride_w + 1);
-  q_lo = std::min(q_lo, q_hi);
 }
 
 // Visits, for every row (c, r, s) of col and every output row p in [p0, p1), the offset of that
@@ -215,10 +209,32 @@ StridedMatrix<const T> block_columns(const Conv2dShape& s, const Plan& plan, con
   return {col, cols, 1};
 }
 
+bool is_depthwise(const Conv2dShape& s) { return s.groups > 1 && s.groups == s.in_channels; }
+
+// grad_bias[k] = sum of grad_y over images and pixels, channels spread over the threads.
+template <class T>
+void bias_gradient(const Conv2dShape& s, const T* grad_y, T* grad_bias) {
+  const int64_t pixels = s.out_h * s.out_w;
+  const bool small = s.batch * s.out_channels * pixels < (int64_t(1) << 16);
+  const int team = small ? 1 : static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(s.out_channels, 1)));
+  run_on_threads(team, [&](int t) {
+    for (int64_t k = t; k < s.out_channels; k += team) {
+      T sum = 0;
+      for (int64_t n = 0; n < s.batch; ++n) {
+        const T* dy = grad_y + (n * s.out_channels + k) * pixels;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = 0; i < pixels; ++i) sum += dy[i];
+      }
+      grad_bias[k] = sum;
+    }
+  });
+}
+
 }  // namespace
 
 template <class T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
+  if (is_depthwise(s)) return depthwise_forward(s, x, w, bias, y);
   const Plan plan = make_plan<T>(s);
   for_each_block(s, plan, [&](const Block& b, int, int gemm_threads) {
     const int64_t cols = b.columns(s);
@@ -242,6 +258,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
 
 template <class T>
 void conv2d_backward_data(const Conv2dShape& s, const T* grad_y, const T* w, T* grad_x) {
+  if (is_depthwise(s)) return depthwise_backward_data(s, grad_y, w, grad_x);
   const Plan plan = make_plan<T>(s);
   if (!plan.direct) std::fill(grad_x, grad_x + s.batch * s.in_channels * plan.in_plane, T(0));
   for_each_block(s, plan, [&](const Block& b, int, int gemm_threads) {
@@ -273,6 +290,8 @@ void conv2d_backward_data(const Conv2dShape& s, const T* grad_y, const T* w, T* 
 template <class T>
 void conv2d_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x, T* grad_w,
                             T* grad_bias) {
+  if (grad_bias) bias_gradient(s, grad_y, grad_bias);
+  if (is_depthwise(s)) return depthwise_backward_weight(s, grad_y, x, grad_w);
   const Plan plan = make_plan<T>(s);
   const int64_t weight_size = s.out_channels * plan.col_rows;
   // Slot 0 accumulates into grad_w; the others into zeroed partial sums, added at the end.
@@ -300,21 +319,6 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x, T
     const T* partial = partials.data() + part * weight_size;
 #pragma omp simd
     for (int64_t i = 0; i < weight_size; ++i) grad_w[i] += partial[i];
-  }
-  if (grad_bias) {
-    const bool small = s.batch * s.out_channels * plan.pixels < (int64_t(1) << 16);
-    const int team = small ? 1 : static_cast<int>(std::min<int64_t>(plan.slots, std::max<int64_t>(s.out_channels, 1)));
-    run_on_threads(team, [&](int t) {
-      for (int64_t k = t; k < s.out_channels; k += team) {
-        T sum = 0;
-        for (int64_t n = 0; n < s.batch; ++n) {
-          const T* dy = grad_y + (n * s.out_channels + k) * plan.pixels;
-#pragma omp simd reduction(+ : sum)
-          for (int64_t i = 0; i < plan.pixels; ++i) sum += dy[i];
-        }
-        grad_bias[k] = sum;
-      }
-    });
   }
 }
 
