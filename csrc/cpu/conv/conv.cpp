@@ -108,14 +108,17 @@ template <class T>
 void im2col(const Conv2dShape& s, const T* x, int64_t group_in, int64_t p0, int64_t p1, T* col, int64_t ld) {
   const int64_t sw = s.stride_w;
   for_each_tap_row(s, group_in, p0, p1, ld, [&](int64_t dst, int64_t src, int64_t q_lo, int64_t q_hi) {
+    // Plain loops, not memcpy/fill: rows are often a few elements long (7 x 7 layers).
     T* out = col + dst;
-    std::fill(out, out + q_lo, T(0));
+    const T* in = x + src;
+    for (int64_t q = 0; q < q_lo; ++q) out[q] = T(0);
     if (sw == 1) {
-      std::memcpy(out + q_lo, x + src + q_lo, sizeof(T) * (q_hi - q_lo));
+#pragma omp simd
+      for (int64_t q = q_lo; q < q_hi; ++q) out[q] = in[q];
     } else {
-      for (int64_t q = q_lo; q < q_hi; ++q) out[q] = x[src + q * sw];
+      for (int64_t q = q_lo; q < q_hi; ++q) out[q] = in[q * sw];
     }
-    std::fill(out + q_hi, out + s.out_w, T(0));
+    for (int64_t q = q_hi; q < s.out_w; ++q) out[q] = T(0);
   });
 }
 
