@@ -20,8 +20,9 @@ def as_float_array(x, name: str, op: str) -> np.ndarray:
             return arr
     elif dtype.kind != "f" or dtype.itemsize not in (4, 8):
         raise TypeError(f"{op}: {name} must be float32 or float64, got dtype {dtype}")
-    # Non-native byte order or unaligned data: the same values, converted once.
-    return np.array(arr, dtype=dtype.newbyteorder("="))
+    # Non-native byte order or unaligned data: the same values, converted once (to NumPy's own
+    # float32/float64 dtype objects, which the bindings recognise).
+    return np.array(arr, dtype=_F32 if dtype.itemsize == 4 else _F64)
 
 
 def check_output(out, name: str, op: str, shape: tuple, dtype: np.dtype, inputs: dict) -> np.ndarray:
