@@ -16,9 +16,11 @@ void set_num_threads(int n);
 
 namespace deepkern {
 
-// Runs body(thread_index) on `threads` OpenMP threads (inline when threads == 1, so small
-// problems pay no thread start-up). An exception thrown by any thread is re-thrown here
-// after the team joins, instead of terminating the process.
+// Runs body(i) for every i in [0, threads) on up to `threads` OpenMP threads (inline when
+// threads == 1, so small problems pay no thread start-up). When OpenMP grants a smaller team
+// (a call from inside another parallel region, a thread limit) each thread runs several i, so
+// every body still runs. An exception thrown by any body is re-thrown here after the team
+// joins, instead of terminating the process.
 template <class Body>
 void run_on_threads(int threads, Body&& body) {
   if (threads <= 1) {
@@ -30,7 +32,7 @@ void run_on_threads(int threads, Body&& body) {
 #pragma omp parallel num_threads(threads)
   {
     try {
-      body(omp_get_thread_num());
+      for (int i = omp_get_thread_num(); i < threads; i += omp_get_num_threads()) body(i);
     } catch (...) {
       std::lock_guard<std::mutex> guard(error_lock);
       if (!error) error = std::current_exception();

@@ -8,9 +8,12 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <tuple>
+#include <utility>
 
 #include "core/cpu_features.h"
 #include "core/threading.h"
+#include "cpu/conv/conv.h"
 #include "cpu/gemm/gemm.h"
 #include "cpu/roofline/roofline.h"
 
@@ -72,6 +75,88 @@ void gemm(const py::array& a, const py::array& b, py::array& c, const py::array_
     throw py::type_error("gemm supports float32 and float64");
 }
 
+// ---- convolution ------------------------------------------------------------------------------
+// Arrays arrive C-contiguous with matching dtypes and shapes checked by deepkern.ops.conv; the
+// shape of the convolution is read off them: input (N, C, H, W), weight (K, C/groups, R, S),
+// output (N, K, P, Q).
+using Pair = std::pair<int64_t, int64_t>;
+
+cpu::Conv2dShape conv_shape(const py::array& input, const py::array& weight, const py::array& output,
+                            Pair stride, Pair padding, Pair dilation, int64_t groups) {
+  cpu::Conv2dShape s;
+  s.batch = input.shape(0);
+  s.in_channels = input.shape(1);
+  s.in_h = input.shape(2);
+  s.in_w = input.shape(3);
+  s.out_channels = weight.shape(0);
+  s.kernel_h = weight.shape(2);
+  s.kernel_w = weight.shape(3);
+  s.groups = groups;
+  std::tie(s.stride_h, s.stride_w) = stride;
+  std::tie(s.pad_h, s.pad_w) = padding;
+  std::tie(s.dilation_h, s.dilation_w) = dilation;
+  s.out_h = output.shape(2);
+  s.out_w = output.shape(3);
+  return s;
+}
+
+bool is_float32(const py::array& arr) {
+  if (arr.dtype().is(py::dtype::of<float>())) return true;
+  if (arr.dtype().is(py::dtype::of<double>())) return false;
+  throw py::type_error("convolution supports float32 and float64");
+}
+
+void conv2d_forward(const py::array& x, const py::array& w, const py::object& bias, py::array& y,
+                    Pair stride, Pair padding, Pair dilation, int64_t groups) {
+  const cpu::Conv2dShape s = conv_shape(x, w, y, stride, padding, dilation, groups);
+  const bool f32 = is_float32(x);
+  const void* xp = x.data();
+  const void* wp = w.data();
+  void* yp = y.mutable_data();
+  const void* bp = bias.is_none() ? nullptr : bias.cast<py::array>().data();
+  py::gil_scoped_release release;
+  if (f32)
+    cpu::conv2d_forward<float>(s, static_cast<const float*>(xp), static_cast<const float*>(wp),
+                               static_cast<const float*>(bp), static_cast<float*>(yp));
+  else
+    cpu::conv2d_forward<double>(s, static_cast<const double*>(xp), static_cast<const double*>(wp),
+                                static_cast<const double*>(bp), static_cast<double*>(yp));
+}
+
+void conv2d_backward_data(const py::array& grad_y, const py::array& w, py::array& grad_x,
+                          Pair stride, Pair padding, Pair dilation, int64_t groups) {
+  const cpu::Conv2dShape s = conv_shape(grad_x, w, grad_y, stride, padding, dilation, groups);
+  const bool f32 = is_float32(grad_y);
+  const void* gyp = grad_y.data();
+  const void* wp = w.data();
+  void* gxp = grad_x.mutable_data();
+  py::gil_scoped_release release;
+  if (f32)
+    cpu::conv2d_backward_data<float>(s, static_cast<const float*>(gyp), static_cast<const float*>(wp),
+                                     static_cast<float*>(gxp));
+  else
+    cpu::conv2d_backward_data<double>(s, static_cast<const double*>(gyp), static_cast<const double*>(wp),
+                                      static_cast<double*>(gxp));
+}
+
+void conv2d_backward_weight(const py::array& grad_y, const py::array& x, py::array& grad_w,
+                            const py::object& grad_bias, Pair stride, Pair padding, Pair dilation,
+                            int64_t groups) {
+  const cpu::Conv2dShape s = conv_shape(x, grad_w, grad_y, stride, padding, dilation, groups);
+  const bool f32 = is_float32(grad_y);
+  const void* gyp = grad_y.data();
+  const void* xp = x.data();
+  void* gwp = grad_w.mutable_data();
+  void* gbp = grad_bias.is_none() ? nullptr : grad_bias.cast<py::array>().mutable_data();
+  py::gil_scoped_release release;
+  if (f32)
+    cpu::conv2d_backward_weight<float>(s, static_cast<const float*>(gyp), static_cast<const float*>(xp),
+                                       static_cast<float*>(gwp), static_cast<float*>(gbp));
+  else
+    cpu::conv2d_backward_weight<double>(s, static_cast<const double*>(gyp), static_cast<const double*>(xp),
+                                        static_cast<double*>(gwp), static_cast<double*>(gbp));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -93,6 +178,14 @@ PYBIND11_MODULE(_C, m) {
   m.def("gemm", &gemm, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("a_offsets"),
         py::arg("b_offsets"), py::arg("c_offsets"), py::arg("k"), py::arg("alpha"),
         py::arg("beta"), py::arg("bias"), py::arg("bias_axis"), py::arg("relu"));
+
+  m.def("conv2d_forward", &conv2d_forward, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"),
+        py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"));
+  m.def("conv2d_backward_data", &conv2d_backward_data, py::arg("grad_y"), py::arg("w"),
+        py::arg("grad_x"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"));
+  m.def("conv2d_backward_weight", &conv2d_backward_weight, py::arg("grad_y"), py::arg("x"),
+        py::arg("grad_w"), py::arg("grad_bias"), py::arg("stride"), py::arg("padding"),
+        py::arg("dilation"), py::arg("groups"));
 
   m.def("measure_fma_gflops",
         [](const std::string& isa, int threads, double seconds) {

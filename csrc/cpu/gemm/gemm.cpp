@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "core/cpu_features.h"
+#include "core/scratch.h"
 #include "core/threading.h"
 #include "cpu/gemm/portable_kernels.h"
 
@@ -63,30 +64,6 @@ const GemmKernels<double>& kernels_for<double>(Isa isa) {
     default: return generic::kernels_f64;
   }
 }
-
-// 64-byte aligned scratch memory that grows on demand and is kept for the next call.
-class Scratch {
- public:
-  Scratch() = default;
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  ~Scratch() { std::free(data_); }
-  void* get(size_t bytes) {
-    if (bytes > capacity_) {
-      std::free(data_);
-      capacity_ = 0;
-      const size_t rounded = (bytes + 63) / 64 * 64;
-      data_ = std::aligned_alloc(64, rounded);
-      if (!data_) throw std::bad_alloc();
-      capacity_ = rounded;
-    }
-    return data_;
-  }
-
- private:
-  void* data_ = nullptr;
-  size_t capacity_ = 0;
-};
 
 enum ScratchSlot { kPackA, kPackB, kTile, kSlotCount };
 
@@ -363,8 +340,9 @@ void run_gemm(Problem<T> P, int threads) {
 
 template <class T>
 void gemm(int64_t m, int64_t n, int64_t k, T alpha, StridedMatrix<const T> a,
-          StridedMatrix<const T> b, T beta, StridedMatrix<T> c, const GemmEpilogue<T>& epilogue) {
-  run_gemm(Problem<T>{m, n, k, alpha, a, b, beta, c, epilogue}, num_threads());
+          StridedMatrix<const T> b, T beta, StridedMatrix<T> c, const GemmEpilogue<T>& epilogue,
+          int threads) {
+  run_gemm(Problem<T>{m, n, k, alpha, a, b, beta, c, epilogue}, threads > 0 ? threads : num_threads());
 }
 
 template <class T>
@@ -399,10 +377,10 @@ const char* gemm_kernel_name(bool double_precision) {
 
 template void gemm<float>(int64_t, int64_t, int64_t, float, StridedMatrix<const float>,
                           StridedMatrix<const float>, float, StridedMatrix<float>,
-                          const GemmEpilogue<float>&);
+                          const GemmEpilogue<float>&, int);
 template void gemm<double>(int64_t, int64_t, int64_t, double, StridedMatrix<const double>,
                            StridedMatrix<const double>, double, StridedMatrix<double>,
-                           const GemmEpilogue<double>&);
+                           const GemmEpilogue<double>&, int);
 template void gemm_batched<float>(int64_t, const int64_t*, const int64_t*, const int64_t*, int64_t,
                                   int64_t, int64_t, float, StridedMatrix<const float>,
                                   StridedMatrix<const float>, float, StridedMatrix<float>,

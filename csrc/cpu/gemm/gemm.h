@@ -26,10 +26,12 @@ struct StridedMatrix {
 };
 
 // C (m x n) = epilogue(alpha * A (m x k) @ B (k x n) + beta * C). C is not read when beta == 0.
-// C must not overlap A, B or the bias.
+// C must not overlap A, B or the bias. Runs on `threads` threads (0: num_threads(); other op
+// families pass 1 when they already run one problem per thread).
 template <class T>
 void gemm(int64_t m, int64_t n, int64_t k, T alpha, StridedMatrix<const T> a,
-          StridedMatrix<const T> b, T beta, StridedMatrix<T> c, const GemmEpilogue<T>& epilogue);
+          StridedMatrix<const T> b, T beta, StridedMatrix<T> c, const GemmEpilogue<T>& epilogue,
+          int threads = 0);
 
 // `batch` independent problems of one shape: problem i reads a.data + a_offsets[i] and
 // b.data + b_offsets[i] and writes c.data + c_offsets[i] (offsets in elements; broadcasting

@@ -1,0 +1,335 @@
+// Convolution as GEMM per image and group (the blocked GEMM of csrc/cpu/gemm does the work):
+//
+//   forward      Y_g (Kg x PQ)    = W_g (Kg x CgRS) @ col(X_g) (CgRS x PQ)   + bias (per row)
+//   grad data    dX_g             = col2im(W_g^T (CgRS x Kg) @ dY_g (Kg x PQ))
+//   grad weight  dW_g (Kg x CgRS) = sum over images of dY_g @ col(X_g)^T
+//
+// col(X) is the im2col matrix: row (c, r, s), column (p, q) holds x[c][p*sh - ph + r*dh]
+// [q*sw - pw + s*dw], zero outside the image. It is built per thread for one block of columns at
+// a time (at most kMaxColumnBytes), so no full-size im2col buffer is ever allocated: a block is
+// a range of output rows of one image, or, for small images, several whole images side by side
+// (so the GEMM has enough columns; Y and dY of such blocks pass through a per-thread buffer).
+// A 1x1 convolution with stride 1 and no padding needs no im2col: the input planes are col(X).
+// Blocks are spread over threads (one single-threaded GEMM each) when there are at least as many
+// blocks as threads; otherwise they run one at a time with the threads inside each GEMM.
+#include "cpu/conv/conv.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "core/scratch.h"
+#include "core/threading.h"
+#include "cpu/conv/depthwise.h"
+#include "cpu/conv/taps.h"
+#include "cpu/gemm/gemm.h"
+
+namespace deepkern::cpu {
+namespace {
+
+// Bound on each thread's im2col block.
+constexpr int64_t kMaxColumnBytes = int64_t(8) << 20;
+// Small images are batched until a GEMM has about this many columns (16 AVX-512 panels), so a
+// 7x7 layer does not run 49-column GEMMs that leave a third of the last panel empty.
+constexpr int64_t kTargetColumns = 512;
+
+// How the batch is cut into GEMMs: blocks of `images` whole images, or (images == 1) of `rows`
+// output rows of one image; blocks are spread over `slots` threads.
+struct Plan {
+  int64_t group_in, group_out;  // Cg, Kg
+  int64_t col_rows;             // Cg * R * S
+  int64_t pixels;               // P * Q
+  int64_t in_plane;             // H * W
+  bool direct;                  // 1x1, stride 1, no padding, one image per block: col(X) is X
+  int64_t images, rows;         // block size
+  int slots;
+};
+
+template <class T>
+Plan make_plan(const Conv2dShape& s) {
+  Plan plan;
+  plan.group_in = s.in_channels / s.groups;
+  plan.group_out = s.out_channels / s.groups;
+  plan.col_rows = plan.group_in * s.kernel_h * s.kernel_w;
+  plan.pixels = s.out_h * s.out_w;
+  plan.in_plane = s.in_h * s.in_w;
+  plan.slots = num_threads();
+  const int64_t column_bytes = std::max<int64_t>(1, plan.col_rows * int64_t(sizeof(T)));
+  plan.images = 1;
+  if (plan.pixels < kTargetColumns && s.batch > 1) {
+    const int64_t per_slot = (s.batch + plan.slots - 1) / plan.slots;
+    int64_t images = std::min(per_slot, (kTargetColumns + plan.pixels - 1) / plan.pixels);
+    images = std::max<int64_t>(1, std::min(images, kMaxColumnBytes / (column_bytes * std::max<int64_t>(plan.pixels, 1))));
+    const int64_t blocks_per_slot = (per_slot + images - 1) / images;
+    plan.images = (per_slot + blocks_per_slot - 1) / blocks_per_slot;  // equal blocks per slot
+  }
+  plan.direct = plan.images == 1 && s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 &&
+                s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0 && s.out_h == s.in_h &&
+                s.out_w == s.in_w;
+  const int64_t row_bytes = column_bytes * std::max<int64_t>(s.out_w, 1);
+  plan.rows = plan.images > 1 || plan.direct
+                  ? s.out_h
+                  : std::clamp<int64_t>(kMaxColumnBytes / row_bytes, 1, std::max<int64_t>(s.out_h, 1));
+  return plan;
+}
+
+// Per-thread scratch: the im2col block and the block of Y (or dY) when it has several images.
+template <class T>
+T* thread_buffer(int which, int64_t count) {
+  thread_local Scratch buffers[2];
+  return static_cast<T*>(buffers[which].get(sizeof(T) * static_cast<size_t>(std::max<int64_t>(count, 1))));
+}
+
+// Visits, for every row (c, r, s) of col and every output row p in [p0, p1), the offset of that
+// stretch of Q columns in col (row stride ld), the offset of its input row plus the kernel's
+// column offset in x (the group's channels of one image), and the valid columns [q_lo, q_hi)
+// (empty when the input row is padding). Shared by im2col and its adjoint col2im.
+template <class Visit>
+void for_each_tap_row(const Conv2dShape& s, int64_t group_in, int64_t p0, int64_t p1, int64_t ld,
+                      Visit visit) {
+  for (int64_t c = 0; c < group_in; ++c)
+    for (int64_t r = 0; r < s.kernel_h; ++r)
+      for (int64_t t = 0; t < s.kernel_w; ++t) {
+        const int64_t row = (c * s.kernel_h + r) * s.kernel_w + t;
+        const int64_t w_offset = t * s.dilation_w - s.pad_w;
+        int64_t q_lo, q_hi;
+        valid_columns(s, w_offset, q_lo, q_hi);
+        for (int64_t p = p0; p < p1; ++p) {
+          const int64_t ih = p * s.stride_h - s.pad_h + r * s.dilation_h;
+          const bool inside = ih >= 0 && ih < s.in_h;
+          visit(row * ld + (p - p0) * s.out_w, c * s.in_h * s.in_w + ih * s.in_w + w_offset,
+                inside ? q_lo : 0, inside ? q_hi : 0);
+        }
+      }
+}
+
+// col[(c, r, s)][(p - p0) * Q + q] (row stride ld) for output rows [p0, p1) of one image's group.
+template <class T>
+void im2col(const Conv2dShape& s, const T* x, int64_t group_in, int64_t p0, int64_t p1, T* col, int64_t ld) {
+  const int64_t sw = s.stride_w;
+  for_each_tap_row(s, group_in, p0, p1, ld, [&](int64_t dst, int64_t src, int64_t q_lo, int64_t q_hi) {
+    // Plain loops, not memcpy/fill: rows are often a few elements long (7 x 7 layers).
+    T* out = col + dst;
+    const T* in = x + src;
+    for (int64_t q = 0; q < q_lo; ++q) out[q] = T(0);
+    if (sw == 1) {
+#pragma omp simd
+      for (int64_t q = q_lo; q < q_hi; ++q) out[q] = in[q];
+    } else {
+      for (int64_t q = q_lo; q < q_hi; ++q) out[q] = in[q * sw];
+    }
+    for (int64_t q = q_hi; q < s.out_w; ++q) out[q] = T(0);
+  });
+}
+
+// The adjoint of im2col: x[...] += col[...] over the same positions.
+template <class T>
+void col2im_add(const Conv2dShape& s, const T* col, int64_t group_in, int64_t p0, int64_t p1, int64_t ld, T* x) {
+  const int64_t sw = s.stride_w;
+  for_each_tap_row(s, group_in, p0, p1, ld, [&](int64_t src, int64_t dst, int64_t q_lo, int64_t q_hi) {
+    const T* in = col + src;
+    T* out = x + dst;
+    if (sw == 1) {
+#pragma omp simd
+      for (int64_t q = q_lo; q < q_hi; ++q) out[q] += in[q];
+    } else {
+      for (int64_t q = q_lo; q < q_hi; ++q) out[q * sw] += in[q];
+    }
+  });
+}
+
+// One block of the batch: images [n0, n1), output rows [p0, p1) (all rows when n1 - n0 > 1).
+struct Block {
+  int64_t n0, n1, p0, p1;
+  int64_t columns(const Conv2dShape& s) const { return (n1 - n0) * (p1 - p0) * s.out_w; }
+};
+
+// True when the blocks are spread over the slots (see for_each_block).
+bool spread_over_slots(const Conv2dShape& s, const Plan& plan) {
+  const int64_t blocks = (s.batch + plan.images - 1) / plan.images * ((s.out_h + plan.rows - 1) / plan.rows);
+  return plan.slots > 1 && blocks >= plan.slots;
+}
+
+// Runs body(block, slot, gemm_threads) for every block of the plan. With at least as many blocks
+// as slots, slot t takes blocks t, t + slots, ... with single-threaded GEMMs; otherwise blocks run
+// in order in slot 0 with every thread inside each GEMM.
+template <class Body>
+void for_each_block(const Conv2dShape& s, const Plan& plan, Body body) {
+  std::vector<Block> blocks;
+  for (int64_t n0 = 0; n0 < s.batch; n0 += plan.images)
+    for (int64_t p0 = 0; p0 < s.out_h; p0 += plan.rows)
+      blocks.push_back({n0, std::min(s.batch, n0 + plan.images), p0, std::min(s.out_h, p0 + plan.rows)});
+  const int64_t count = static_cast<int64_t>(blocks.size());
+  if (spread_over_slots(s, plan)) {
+    run_on_threads(plan.slots, [&](int slot) {
+      for (int64_t i = slot; i < count; i += plan.slots) body(blocks[i], slot, 1);
+    });
+  } else {
+    for (const Block& block : blocks) body(block, 0, plan.slots);
+  }
+}
+
+// Pointer to channel `channel`, output row p0 of image n in an (N, channels, P*Q) array.
+template <class T>
+T* plane_at(T* base, const Conv2dShape& s, int64_t channels, int64_t n, int64_t channel, int64_t p0) {
+  return base + ((n * channels + channel) * s.out_h + p0) * s.out_w;
+}
+
+// Copies `rows` channel rows of a block of several whole images between the (N, K, P*Q) tensor
+// and the block matrix (rows x images*P*Q).
+template <class T>
+void gather_images(const Conv2dShape& s, const Block& b, const T* tensor, int64_t channels,
+                   int64_t channel0, int64_t rows, T* block, int64_t ld) {
+  const int64_t pixels = s.out_h * s.out_w;
+  for (int64_t n = b.n0; n < b.n1; ++n)
+    for (int64_t k = 0; k < rows; ++k)
+      std::memcpy(block + k * ld + (n - b.n0) * pixels, plane_at(tensor, s, channels, n, channel0 + k, 0),
+                  sizeof(T) * pixels);
+}
+
+template <class T>
+void scatter_images(const Conv2dShape& s, const Block& b, const T* block, int64_t ld, int64_t rows,
+                    T* tensor, int64_t channels, int64_t channel0) {
+  const int64_t pixels = s.out_h * s.out_w;
+  for (int64_t n = b.n0; n < b.n1; ++n)
+    for (int64_t k = 0; k < rows; ++k)
+      std::memcpy(plane_at(tensor, s, channels, n, channel0 + k, 0), block + k * ld + (n - b.n0) * pixels,
+                  sizeof(T) * pixels);
+}
+
+// col(X) of a block for one group: the input planes themselves when the plan is direct, else
+// im2col into the thread's buffer.
+template <class T>
+StridedMatrix<const T> block_columns(const Conv2dShape& s, const Plan& plan, const Block& b,
+                                     const T* x, int64_t group) {
+  const int64_t channel0 = group * plan.group_in;
+  if (plan.direct) return {x + (b.n0 * s.in_channels + channel0) * plan.in_plane + b.p0 * s.out_w, plan.in_plane, 1};
+  const int64_t cols = b.columns(s), per_image = (b.p1 - b.p0) * s.out_w;
+  T* col = thread_buffer<T>(0, plan.col_rows * cols);
+  for (int64_t n = b.n0; n < b.n1; ++n)
+    im2col(s, x + (n * s.in_channels + channel0) * plan.in_plane, plan.group_in, b.p0, b.p1,
+           col + (n - b.n0) * per_image, cols);
+  return {col, cols, 1};
+}
+
+bool is_depthwise(const Conv2dShape& s) { return s.groups > 1 && s.groups == s.in_channels; }
+
+// grad_bias[k] = sum of grad_y over images and pixels, channels spread over the threads.
+template <class T>
+void bias_gradient(const Conv2dShape& s, const T* grad_y, T* grad_bias) {
+  const int64_t pixels = s.out_h * s.out_w;
+  const bool small = s.batch * s.out_channels * pixels < (int64_t(1) << 16);
+  const int team = small ? 1 : static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(s.out_channels, 1)));
+  run_on_threads(team, [&](int t) {
+    for (int64_t k = t; k < s.out_channels; k += team) {
+      T sum = 0;
+      for (int64_t n = 0; n < s.batch; ++n) {
+        const T* dy = grad_y + (n * s.out_channels + k) * pixels;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = 0; i < pixels; ++i) sum += dy[i];
+      }
+      grad_bias[k] = sum;
+    }
+  });
+}
+
+}  // namespace
+
+template <class T>
+void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
+  if (is_depthwise(s)) return depthwise_forward(s, x, w, bias, y);
+  const Plan plan = make_plan<T>(s);
+  for_each_block(s, plan, [&](const Block& b, int, int gemm_threads) {
+    const int64_t cols = b.columns(s);
+    for (int64_t group = 0; group < s.groups; ++group) {
+      const int64_t k0 = group * plan.group_out;
+      GemmEpilogue<T> epilogue;
+      if (bias) {
+        epilogue.bias = bias + k0;
+        epilogue.bias_axis = BiasAxis::rows;
+      }
+      const StridedMatrix<const T> columns = block_columns(s, plan, b, x, group);
+      const bool one_image = b.n1 - b.n0 == 1;
+      StridedMatrix<T> out{plane_at(y, s, s.out_channels, b.n0, k0, b.p0), plan.pixels, 1};
+      if (!one_image) out = {thread_buffer<T>(1, plan.group_out * cols), cols, 1};
+      gemm<T>(plan.group_out, cols, plan.col_rows, T(1), {w + k0 * plan.col_rows, plan.col_rows, 1},
+              columns, T(0), out, epilogue, gemm_threads);
+      if (!one_image) scatter_images(s, b, out.data, cols, plan.group_out, y, s.out_channels, k0);
+    }
+  });
+}
+
+template <class T>
+void conv2d_backward_data(const Conv2dShape& s, const T* grad_y, const T* w, T* grad_x) {
+  if (is_depthwise(s)) return depthwise_backward_data(s, grad_y, w, grad_x);
+  const Plan plan = make_plan<T>(s);
+  if (!plan.direct) std::fill(grad_x, grad_x + s.batch * s.in_channels * plan.in_plane, T(0));
+  for_each_block(s, plan, [&](const Block& b, int, int gemm_threads) {
+    const int64_t cols = b.columns(s), per_image = (b.p1 - b.p0) * s.out_w;
+    for (int64_t group = 0; group < s.groups; ++group) {
+      const int64_t k0 = group * plan.group_out, c0 = group * plan.group_in;
+      const StridedMatrix<const T> w_t{w + k0 * plan.col_rows, 1, plan.col_rows};
+      StridedMatrix<const T> dy{plane_at(grad_y, s, s.out_channels, b.n0, k0, b.p0), plan.pixels, 1};
+      if (b.n1 - b.n0 > 1) {
+        T* gathered = thread_buffer<T>(1, plan.group_out * cols);
+        gather_images(s, b, grad_y, s.out_channels, k0, plan.group_out, gathered, cols);
+        dy = {gathered, cols, 1};
+      }
+      T* dx_g = grad_x + (b.n0 * s.in_channels + c0) * plan.in_plane;
+      if (plan.direct) {
+        gemm<T>(plan.group_in, cols, plan.group_out, T(1), w_t, dy, T(0),
+                {dx_g + b.p0 * s.out_w, plan.in_plane, 1}, {}, gemm_threads);
+        continue;
+      }
+      T* dcol = thread_buffer<T>(0, plan.col_rows * cols);
+      gemm<T>(plan.col_rows, cols, plan.group_out, T(1), w_t, dy, T(0), {dcol, cols, 1}, {}, gemm_threads);
+      for (int64_t n = b.n0; n < b.n1; ++n)
+        col2im_add(s, dcol + (n - b.n0) * per_image, plan.group_in, b.p0, b.p1, cols,
+                   grad_x + (n * s.in_channels + c0) * plan.in_plane);
+    }
+  });
+}
+
+template <class T>
+void conv2d_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x, T* grad_w,
+                            T* grad_bias) {
+  if (grad_bias) bias_gradient(s, grad_y, grad_bias);
+  if (is_depthwise(s)) return depthwise_backward_weight(s, grad_y, x, grad_w);
+  const Plan plan = make_plan<T>(s);
+  const int64_t weight_size = s.out_channels * plan.col_rows;
+  // Slot 0 accumulates into grad_w; the others into zeroed partial sums, added at the end.
+  const int partial_count = spread_over_slots(s, plan) ? plan.slots - 1 : 0;
+  std::vector<T> partials(static_cast<size_t>(partial_count * weight_size), T(0));
+  std::fill(grad_w, grad_w + weight_size, T(0));
+  for_each_block(s, plan, [&](const Block& b, int slot, int gemm_threads) {
+    T* dw = slot == 0 ? grad_w : partials.data() + (slot - 1) * weight_size;
+    const int64_t cols = b.columns(s);
+    for (int64_t group = 0; group < s.groups; ++group) {
+      const int64_t k0 = group * plan.group_out;
+      const StridedMatrix<const T> columns = block_columns(s, plan, b, x, group);
+      StridedMatrix<const T> dy{plane_at(grad_y, s, s.out_channels, b.n0, k0, b.p0), plan.pixels, 1};
+      if (b.n1 - b.n0 > 1) {
+        T* gathered = thread_buffer<T>(1, plan.group_out * cols);
+        gather_images(s, b, grad_y, s.out_channels, k0, plan.group_out, gathered, cols);
+        dy = {gathered, cols, 1};
+      }
+      const StridedMatrix<const T> columns_t{columns.data, columns.col_stride, columns.row_stride};
+      gemm<T>(plan.group_out, plan.col_rows, cols, T(1), dy, columns_t, T(1),
+              {dw + k0 * plan.col_rows, plan.col_rows, 1}, {}, gemm_threads);
+    }
+  });
+  for (int part = 0; part < partial_count; ++part) {
+    const T* partial = partials.data() + part * weight_size;
+#pragma omp simd
+    for (int64_t i = 0; i < weight_size; ++i) grad_w[i] += partial[i];
+  }
+}
+
+template void conv2d_forward<float>(const Conv2dShape&, const float*, const float*, const float*, float*);
+template void conv2d_forward<double>(const Conv2dShape&, const double*, const double*, const double*, double*);
+template void conv2d_backward_data<float>(const Conv2dShape&, const float*, const float*, float*);
+template void conv2d_backward_data<double>(const Conv2dShape&, const double*, const double*, double*);
+template void conv2d_backward_weight<float>(const Conv2dShape&, const float*, const float*, float*, float*);
+template void conv2d_backward_weight<double>(const Conv2dShape&, const double*, const double*, double*, double*);
+
+}  // namespace deepkern::cpu

@@ -1,0 +1,34 @@
+// 2-D convolution on the CPU (NCHW activations, KCRS weights, PyTorch's semantics), forward and
+// both backward passes, built on the blocked GEMM (csrc/cpu/gemm).
+#pragma once
+#include <cstdint>
+
+namespace deepkern::cpu {
+
+// Shapes and options of one convolution; the caller (deepkern.ops) validated them and computed
+// the output size. Padding is given at the start of each axis; the end padding is implied by
+// out_h/out_w (PyTorch's padding="same" pads one more at the end for even windows).
+struct Conv2dShape {
+  int64_t batch, in_channels, in_h, in_w;
+  int64_t out_channels, kernel_h, kernel_w;
+  int64_t groups;
+  int64_t stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
+  int64_t out_h, out_w;
+};
+
+// y = conv(x, w) + bias. x (N, C, H, W), w (K, C/groups, R, S), bias (K) or null, y (N, K, P, Q);
+// all C-contiguous. y is written, never read.
+template <class T>
+void conv2d_forward(const Conv2dShape& shape, const T* x, const T* w, const T* bias, T* y);
+
+// grad_x (N, C, H, W) = the gradient of sum(grad_y * conv(x, w)) with respect to x. Written, never read.
+template <class T>
+void conv2d_backward_data(const Conv2dShape& shape, const T* grad_y, const T* w, T* grad_x);
+
+// grad_w (K, C/groups, R, S) and, when not null, grad_bias (K): the gradients with respect to w
+// and the bias. Written, never read.
+template <class T>
+void conv2d_backward_weight(const Conv2dShape& shape, const T* grad_y, const T* x, T* grad_w,
+                            T* grad_bias);
+
+}  // namespace deepkern::cpu

@@ -1,0 +1,130 @@
+// Depthwise convolution as direct loops over (image, channel) planes.
+//
+// Each output row is accumulated in place (it stays in L1) from the R x S input rows it reads:
+// for stride 1 every tap is one vectorized multiply-add over the row's valid columns. Threads
+// take contiguous ranges of planes; the backward passes are split so that no two threads ever
+// write the same element (data: by input plane; weight: by output channel).
+#include "cpu/conv/depthwise.h"
+
+#include <algorithm>
+
+#include "core/threading.h"
+#include "cpu/conv/taps.h"
+
+namespace deepkern::cpu {
+namespace {
+
+// Calls tap(out_row p, kernel row r, kernel col t, input row ih, w_offset, q_lo, q_hi) for every
+// tap of every output row that reads inside the image.
+template <class Tap>
+void for_each_tap(const Conv2dShape& s, Tap tap) {
+  for (int64_t p = 0; p < s.out_h; ++p)
+    for (int64_t r = 0; r < s.kernel_h; ++r) {
+      const int64_t ih = p * s.stride_h - s.pad_h + r * s.dilation_h;
+      if (ih < 0 || ih >= s.in_h) continue;
+      for (int64_t t = 0; t < s.kernel_w; ++t) {
+        const int64_t w_offset = t * s.dilation_w - s.pad_w;
+        int64_t q_lo, q_hi;
+        valid_columns(s, w_offset, q_lo, q_hi);
+        tap(p, r, t, ih, w_offset, q_lo, q_hi);
+      }
+    }
+}
+
+// body(i) for i in [0, count), in contiguous ranges over the threads.
+template <class Body>
+void parallel_ranges(int64_t count, int64_t work_per_item, Body body) {
+  const int threads = count * work_per_item < (int64_t(1) << 15)
+                          ? 1
+                          : static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(count, 1)));
+  run_on_threads(threads, [&](int t) {
+    for (int64_t i = count * t / threads; i < count * (t + 1) / threads; ++i) body(i);
+  });
+}
+
+}  // namespace
+
+template <class T>
+void depthwise_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
+  const int64_t multiplier = s.out_channels / s.in_channels, taps = s.kernel_h * s.kernel_w;
+  const int64_t sw = s.stride_w;
+  parallel_ranges(s.batch * s.out_channels, s.out_h * s.out_w * taps, [&](int64_t plane) {
+    const int64_t n = plane / s.out_channels, k = plane % s.out_channels;
+    const T* x_plane = x + (n * s.in_channels + k / multiplier) * s.in_h * s.in_w;
+    const T* w_k = w + k * taps;
+    T* y_plane = y + plane * s.out_h * s.out_w;
+    std::fill(y_plane, y_plane + s.out_h * s.out_w, bias ? bias[k] : T(0));
+    for_each_tap(s, [&](int64_t p, int64_t r, int64_t t, int64_t ih, int64_t w_offset, int64_t q_lo, int64_t q_hi) {
+      const T weight = w_k[r * s.kernel_w + t];
+      const T* in = x_plane + ih * s.in_w + w_offset;
+      T* out = y_plane + p * s.out_w;
+      if (sw == 1) {
+#pragma omp simd
+        for (int64_t q = q_lo; q < q_hi; ++q) out[q] += weight * in[q];
+      } else {
+        for (int64_t q = q_lo; q < q_hi; ++q) out[q] += weight * in[q * sw];
+      }
+    });
+  });
+}
+
+template <class T>
+void depthwise_backward_data(const Conv2dShape& s, const T* grad_y, const T* w, T* grad_x) {
+  const int64_t multiplier = s.out_channels / s.in_channels, taps = s.kernel_h * s.kernel_w;
+  const int64_t sw = s.stride_w;
+  parallel_ranges(s.batch * s.in_channels, s.out_h * s.out_w * taps * multiplier, [&](int64_t plane) {
+    const int64_t n = plane / s.in_channels, c = plane % s.in_channels;
+    T* dx_plane = grad_x + plane * s.in_h * s.in_w;
+    std::fill(dx_plane, dx_plane + s.in_h * s.in_w, T(0));
+    for (int64_t k = c * multiplier; k < (c + 1) * multiplier; ++k) {
+      const T* dy_plane = grad_y + (n * s.out_channels + k) * s.out_h * s.out_w;
+      const T* w_k = w + k * taps;
+      for_each_tap(s, [&](int64_t p, int64_t r, int64_t t, int64_t ih, int64_t w_offset, int64_t q_lo, int64_t q_hi) {
+        const T weight = w_k[r * s.kernel_w + t];
+        const T* dy = dy_plane + p * s.out_w;
+        T* dx = dx_plane + ih * s.in_w + w_offset;
+        if (sw == 1) {
+#pragma omp simd
+          for (int64_t q = q_lo; q < q_hi; ++q) dx[q] += weight * dy[q];
+        } else {
+          for (int64_t q = q_lo; q < q_hi; ++q) dx[q * sw] += weight * dy[q];
+        }
+      });
+    }
+  });
+}
+
+template <class T>
+void depthwise_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x, T* grad_w) {
+  const int64_t multiplier = s.out_channels / s.in_channels, taps = s.kernel_h * s.kernel_w;
+  const int64_t sw = s.stride_w;
+  parallel_ranges(s.out_channels, s.batch * s.out_h * s.out_w * taps, [&](int64_t k) {
+    T* dw_k = grad_w + k * taps;
+    std::fill(dw_k, dw_k + taps, T(0));
+    for (int64_t n = 0; n < s.batch; ++n) {
+      const T* x_plane = x + (n * s.in_channels + k / multiplier) * s.in_h * s.in_w;
+      const T* dy_plane = grad_y + (n * s.out_channels + k) * s.out_h * s.out_w;
+      for_each_tap(s, [&](int64_t p, int64_t r, int64_t t, int64_t ih, int64_t w_offset, int64_t q_lo, int64_t q_hi) {
+        const T* dy = dy_plane + p * s.out_w;
+        const T* in = x_plane + ih * s.in_w + w_offset;
+        T sum = 0;
+        if (sw == 1) {
+#pragma omp simd reduction(+ : sum)
+          for (int64_t q = q_lo; q < q_hi; ++q) sum += dy[q] * in[q];
+        } else {
+          for (int64_t q = q_lo; q < q_hi; ++q) sum += dy[q] * in[q * sw];
+        }
+        dw_k[r * s.kernel_w + t] += sum;
+      });
+    }
+  });
+}
+
+template void depthwise_forward<float>(const Conv2dShape&, const float*, const float*, const float*, float*);
+template void depthwise_forward<double>(const Conv2dShape&, const double*, const double*, const double*, double*);
+template void depthwise_backward_data<float>(const Conv2dShape&, const float*, const float*, float*);
+template void depthwise_backward_data<double>(const Conv2dShape&, const double*, const double*, double*);
+template void depthwise_backward_weight<float>(const Conv2dShape&, const float*, const float*, float*);
+template void depthwise_backward_weight<double>(const Conv2dShape&, const double*, const double*, double*);
+
+}  // namespace deepkern::cpu
