@@ -706,3 +706,68 @@ def test_mixed_dtypes():
         conv2d(x32.astype(np.float64), w64.astype(np.float32))
     with raises_naming(TypeError, "conv2d", "float32", "float64"):
         conv2d_backward(np.ones((1, 4, 3, 3), np.float32), x32, w64)
+
+
+# ----------------------------------------------------------------------------------------------
+# the benchmark suite (deepkern.benchmark): its cases, flop counts and the check run before timing
+
+
+def test_bench_conv_cases():
+    from deepkern import benchmark as dkb
+
+    assert "gemm" in dkb.SUITES
+    suite = dkb.get_suite("conv")
+    assert set(suite.summary_groups) == {dkb.GROUP_CONV_FWD, dkb.GROUP_CONV_FWD_BWD}
+    layers = [(c, h, w, k, r, s, st, p, g) for c, h, w, k, r, s, st, p, g in LAYERS]
+    assert [(l.c, l.h, l.w, l.k, l.r, l.s, l.stride, l.padding, l.groups) for l in dkb.CONV_LAYERS] == layers
+    for quick, batch in ((False, 32), (True, dkb.CONV_BATCH_QUICK)):
+        cases = suite.cases(quick)
+        assert len(cases) == 2 * len(LAYERS)
+        assert 2 <= dkb.CONV_BATCH_QUICK <= 4
+        for case in cases:
+            n, c, h, w, k, r, s, stride, pad, groups = case.shape
+            assert n == batch and (c, h, w, k, r, s, stride, pad, groups) in layers
+            p, q = conv2d_out_size((h, w), (r, s), stride, pad, 1)
+            fwd = 2.0 * n * k * p * q * (c // groups) * r * s
+            assert case.flops == (fwd if case.layout == "fwd" else 3 * fwd), case.name
+            assert case.group == (dkb.GROUP_CONV_FWD if case.layout == "fwd" else dkb.GROUP_CONV_FWD_BWD)
+            assert "deepkern" in case.impls and case.check is not None
+
+
+@pytest.mark.parametrize("conv_pass", ["fwd", "fwd+bwd"])
+def test_bench_conv_check_and_impls(conv_pass, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from deepkern import benchmark as dkb
+
+    for layer in [dkb.ConvLayer(4, 9, 8, 6, 3, 3, 2, 1, label="tiny"), dkb.ConvLayer(6, 7, 7, 6, 3, 3, 1, 1, 6)]:
+        sets = dkb.make_conv_inputs(layer, 3, conv_pass, copies=2)
+        assert len(sets) == 2 and all(a.dtype == F32 and a.flags.c_contiguous for s in sets for a in s)
+        assert dkb.conv_check(layer, conv_pass, sets[0]) < 1e-5
+        impls = dkb.conv_impls(layer, conv_pass)
+        ours = impls["deepkern"](*sets[1])
+        theirs = impls["torch"](*[torch.from_numpy(a) for a in sets[1]])
+        if conv_pass == "fwd":
+            ours, theirs = [ours], [theirs]
+        else:
+            assert ours[2] is None and theirs[2] is None  # grad_b is not part of the timed backward
+            ours, theirs = ours[:2], theirs[:2]
+        for a, b in zip(ours, theirs):
+            check(a, b.numpy().astype(np.float64), F32, f"bench impls {layer} {conv_pass}", tol=1e-4)
+
+    # The check must see a wrong result.
+    layer = dkb.ConvLayer(4, 9, 8, 6, 3, 3, 2, 1)
+    sets = dkb.make_conv_inputs(layer, 3, conv_pass, copies=1)
+    real_fwd, real_bwd = deepkern.ops.conv2d, deepkern.ops.conv2d_backward
+    monkeypatch.setattr(deepkern.ops, "conv2d", lambda *a, **k: real_fwd(*a, **k) * np.float32(1.01))
+    monkeypatch.setattr(deepkern.ops, "conv2d_backward",
+                        lambda *a, **k: tuple(None if v is None else v * np.float32(1.01) for v in real_bwd(*a, **k)))
+    assert dkb.conv_check(layer, conv_pass, sets[0]) > 1e-3
+
+
+def test_bench_conv_skipped_without_torch(monkeypatch):
+    from deepkern import benchmark as dkb
+
+    monkeypatch.setattr(dkb, "_torch", lambda: None)
+    report = dkb.run_suite(dkb.get_suite("conv"), [1], quick=True, progress=False)
+    assert report.rows == []
+    assert any("conv skipped" in note and "PyTorch" in note for note in report.notes), report.notes
