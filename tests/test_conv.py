@@ -485,6 +485,34 @@ def test_conv2d_backward_unbatched(dtype, rng):
 
 
 # ----------------------------------------------------------------------------------------------
+# how the work is cut: small images batched into one GEMM, row blocks of big im2col matrices,
+# blocks spread over threads (per-thread partial grad_w summed), at 1 and 2 threads
+
+BLOCKING_CONFIGS = [
+    Cfg(13, 5, 6, 7, 7, 3, 3, padding=1),                    # 42 pixels: up to 13 images per GEMM, uneven split
+    Cfg(7, 4, 10, 10, 6, 3, 3, stride=2, padding=1, groups=2),
+    Cfg(9, 6, 5, 4, 6, 3, 3, padding=1, groups=6),           # depthwise over a batch
+    Cfg(5, 8, 24, 24, 12, 1, 1),                             # 576 pixels, 1x1: im2col-free path, one image per block
+    Cfg(3, 1024, 10, 37, 4, 3, 3, padding=1, bias=False),    # im2col rows of 37 KB (float32) / 74 KB: several row blocks
+    Cfg(2, 16, 37, 37, 8, 5, 5, padding=2, dilation=(2, 1)),  # >= 512 pixels per image
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cfg", BLOCKING_CONFIGS, ids=Cfg.id)
+def test_conv2d_blocking(cfg, dtype, threads, rng):
+    x, w, b = make_inputs(rng, cfg, dtype)
+    g = rand(rng, cfg.out_shape, dtype)
+    ref = conv2d_ref(x, w, b, **cfg.kwargs)
+    refs = conv2d_backward_ref(g, x, w, **cfg.kwargs)
+    what = f"{cfg} {dtype} threads={threads}"
+    poison_heap((ref.shape, dtype))
+    check(conv2d(x, w, b, **cfg.kwargs), ref, dtype, "conv2d " + what)
+    for name, got, exp in zip(("grad_x", "grad_w", "grad_b"), run_backward(g, x, w, cfg.kwargs), refs):
+        check(got, exp, dtype, f"conv2d_backward {what}: {name}")
+
+
+# ----------------------------------------------------------------------------------------------
 # the benchmark's layers at batch 1 (float32 fast paths)
 
 
