@@ -90,3 +90,134 @@ def magnitude_floor(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, c=N
     if bias is not None:
         mag = mag + np.abs(_f64(bias))
     return 0.5 * float(np.linalg.norm(np.ravel(mag)))
+
+
+# ----------------------------------------------------------------------------------------------
+# 2-D convolution (PyTorch's F.conv2d: NCHW activations, OIHW weights, cross-correlation)
+
+
+def _pair(v, name):
+    if isinstance(v, (tuple, list)):
+        assert len(v) == 2, f"{name} must be an int or a pair, got {v!r}"
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def conv2d_pads(padding, kernel, dilation):
+    """``((top, bottom), (left, right))`` zero padding for ``padding`` = int, pair, "valid" or "same".
+
+    "same" pads ``dilation * (k - 1)`` in all along each axis, the odd one at the end (bottom,
+    right), as PyTorch does.
+    """
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0), (0, 0)
+        assert padding == "same", padding
+        pads = []
+        for k, d in zip(kernel, dilation):
+            total = d * (k - 1)
+            pads.append((total // 2, total - total // 2))
+        return tuple(pads)
+    ph, pw = _pair(padding, "padding")
+    return (ph, ph), (pw, pw)
+
+
+def conv2d_out_size(in_hw, kernel, stride, padding, dilation):
+    """``(P, Q)`` (may be <= 0 for an input too small for the kernel)."""
+    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    pads = conv2d_pads(padding, kernel, dilation)
+    return tuple(
+        (n + lo + hi - d * (k - 1) - 1) // s + 1
+        for n, (lo, hi), k, s, d in zip(in_hw, pads, kernel, stride, dilation)
+    )
+
+
+def _conv2d_geometry(x_shape, w_shape, stride, padding, dilation, groups):
+    n, c, h, wd = x_shape
+    k, cg, r, s = w_shape
+    assert c == cg * groups and k % groups == 0, f"x {x_shape}, w {w_shape}, groups {groups}"
+    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    pads = conv2d_pads(padding, (r, s), dilation)
+    p, q = conv2d_out_size((h, wd), (r, s), stride, padding, dilation)
+    assert p > 0 and q > 0, f"empty output {p}x{q}"
+    return stride, dilation, pads, (p, q)
+
+
+def _tap_index(tap, out_len, stride, dilation):
+    """Rows (or columns) of the padded input that kernel tap ``tap`` reads for outputs 0..out_len-1:
+    ``o * stride + tap * dilation``."""
+    return np.arange(out_len) * stride + tap * dilation
+
+
+def conv2d_ref(x, w, b=None, stride=1, padding=0, dilation=1, groups=1) -> np.ndarray:
+    """PyTorch's ``F.conv2d`` in float64 by direct summation over kernel taps and input channels.
+
+    ``out[n, k, p, q] = b[k] + sum_{c in group(k), r, s} xpad[n, g*Cg + c, p*sh + r*dh, q*sw + s*dw] * w[k, c, r, s]``.
+    ``x`` is (N, C, H, W) or unbatched (C, H, W); the result has the matching rank.
+    """
+    x64, w64 = _f64(x), _f64(w)
+    unbatched = x64.ndim == 3
+    if unbatched:
+        x64 = x64[None]
+    n, c, h, wd = x64.shape
+    k, cg, r, s = w64.shape
+    (sh, sw), (dh, dw), ((pt, pb), (pl, pr)), (p, q) = _conv2d_geometry(
+        x64.shape, w64.shape, stride, padding, dilation, groups)
+    xpad = np.zeros((n, c, h + pt + pb, wd + pl + pr))
+    xpad[:, :, pt:pt + h, pl:pl + wd] = x64
+    kg = k // groups
+    out = np.zeros((n, k, p, q))
+    for g in range(groups):
+        xg = xpad[:, g * cg:(g + 1) * cg]
+        wg = w64[g * kg:(g + 1) * kg]
+        for i in range(r):
+            rows = _tap_index(i, p, sh, dh)
+            for j in range(s):
+                cols = _tap_index(j, q, sw, dw)
+                patch = xg[:, :, rows[:, None], cols[None, :]]            # (N, Cg, P, Q)
+                # sum over the group's input channels: (Kg, Cg) @ (N, Cg, P*Q) -> (N, Kg, P*Q)
+                out[:, g * kg:(g + 1) * kg] += np.matmul(wg[:, :, i, j], patch.reshape(n, cg, p * q)).reshape(
+                    n, kg, p, q)
+    if b is not None:
+        out += _f64(b)[None, :, None, None]
+    return out[0] if unbatched else out
+
+
+def conv2d_backward_ref(grad_out, x, w, stride=1, padding=0, dilation=1, groups=1):
+    """``(grad_x, grad_w, grad_b)`` of ``sum(grad_out * conv2d(x, w, b))`` in float64.
+
+    grad_x scatters each output's gradient back through every tap it read (then drops the padding),
+    grad_w sums ``grad_out * input`` over N, P, Q per tap, grad_b sums grad_out over N, P, Q.
+    Unbatched (C, H, W) inputs give an unbatched grad_x.
+    """
+    g64, x64, w64 = _f64(grad_out), _f64(x), _f64(w)
+    unbatched = x64.ndim == 3
+    if unbatched:
+        x64, g64 = x64[None], g64[None]
+    n, c, h, wd = x64.shape
+    k, cg, r, s = w64.shape
+    (sh, sw), (dh, dw), ((pt, pb), (pl, pr)), (p, q) = _conv2d_geometry(
+        x64.shape, w64.shape, stride, padding, dilation, groups)
+    assert g64.shape == (n, k, p, q), f"grad_out {g64.shape} != output {(n, k, p, q)}"
+    xpad = np.zeros((n, c, h + pt + pb, wd + pl + pr))
+    xpad[:, :, pt:pt + h, pl:pl + wd] = x64
+    gxpad = np.zeros_like(xpad)
+    gw = np.zeros_like(w64)
+    kg = k // groups
+    for g in range(groups):
+        xg = xpad[:, g * cg:(g + 1) * cg]
+        gog = g64[:, g * kg:(g + 1) * kg].reshape(n, kg, p * q)
+        wg = w64[g * kg:(g + 1) * kg]
+        for i in range(r):
+            rows = _tap_index(i, p, sh, dh)
+            for j in range(s):
+                cols = _tap_index(j, q, sw, dw)
+                # One tap reads each padded-input position at most once, so += on the fancy index is safe.
+                contrib = np.matmul(wg[:, :, i, j].T, gog).reshape(n, cg, p, q)   # (N, Cg, P, Q)
+                gxpad[:, g * cg:(g + 1) * cg, rows[:, None], cols[None, :]] += contrib
+                patch = xg[:, :, rows[:, None], cols[None, :]].reshape(n, cg, p * q)
+                # sum over N and P*Q: sum_n (Kg, PQ) @ (PQ, Cg)
+                gw[g * kg:(g + 1) * kg, :, i, j] = np.matmul(gog, patch.transpose(0, 2, 1)).sum(axis=0)
+    gx = gxpad[:, :, pt:pt + h, pl:pl + wd]
+    gb = g64.sum(axis=(0, 2, 3))
+    return (gx[0] if unbatched else gx), gw, gb

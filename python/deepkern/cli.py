@@ -122,7 +122,8 @@ def _cmd_bench(args, parser: argparse.ArgumentParser) -> int:
     print(benchmark.format_peaks(peaks))
     for suite, report in reports:
         print()
-        print(benchmark.format_table(report.rows))
+        if report.rows:
+            print(benchmark.format_table(report.rows))
         summary = benchmark.format_summary(benchmark.summarize(report.rows, suite.summary_groups or None))
         if summary:
             print()

@@ -1,0 +1,801 @@
+"""The contract of deepkern.ops.conv2d and deepkern.ops.conv2d_backward (PyTorch's F.conv2d).
+
+Every result is compared with the float64 references in tests/reference.py computed from the same
+inputs: ||out - ref|| / ||ref|| below 1e-5 for float32 and 1e-12 for float64. The gradients are also
+checked against central finite differences in float64 and, where PyTorch is installed, against
+torch.nn.functional.conv2d + autograd.
+
+The configurations are a seeded random draw over the space (batch 1 and 3; C and K from 1, odd and
+even; H and W from 1 to 37; kernels 1x1, 3x3, 5x5, 7x7, 1x3, 3x1, 5x3; stride 1-3; padding 0-3, pairs,
+"same" and "valid"; dilation 1-2; groups 1, 2 and depthwise with K == C and K == 2C) plus named corner
+cases. Each one runs on every kernel ISA this CPU supports. conv2d has no ``out`` argument, so before
+each call a NaN-filled block of the result's size is freed (NumPy and malloc tend to hand it back to
+the next allocation of that size): an element the kernel forgets to write then shows up as NaN.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import math
+import re
+
+import numpy as np
+import pytest
+
+import deepkern
+from deepkern.ops import conv2d, conv2d_backward
+
+from conftest import SUPPORTED_ISAS
+from reference import conv2d_backward_ref, conv2d_out_size, conv2d_ref, rel_error
+
+F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
+DTYPES = [F32, F64]
+TOL = {F32: 1e-5, F64: 1e-12}
+
+
+# ----------------------------------------------------------------------------------------------
+# configurations
+
+
+@dataclasses.dataclass(frozen=True)
+class Cfg:
+    n: int
+    c: int
+    h: int
+    w: int
+    k: int
+    r: int
+    s: int
+    stride: object = 1
+    padding: object = 0
+    dilation: object = 1
+    groups: int = 1
+    bias: bool = True
+
+    @property
+    def kwargs(self) -> dict:
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
+
+    @property
+    def x_shape(self):
+        return (self.n, self.c, self.h, self.w)
+
+    @property
+    def w_shape(self):
+        return (self.k, self.c // self.groups, self.r, self.s)
+
+    @property
+    def out_hw(self):
+        return conv2d_out_size((self.h, self.w), (self.r, self.s), self.stride, self.padding, self.dilation)
+
+    @property
+    def out_shape(self):
+        return (self.n, self.k) + tuple(self.out_hw)
+
+    @property
+    def macs(self) -> int:
+        p, q = self.out_hw
+        return self.n * self.k * (self.c // self.groups) * self.r * self.s * max(p, 0) * max(q, 0)
+
+    def id(self) -> str:
+        def fmt(v):
+            return f"{v[0]}x{v[1]}" if isinstance(v, tuple) else str(v)
+
+        return (f"n{self.n}-c{self.c}-{self.h}x{self.w}-k{self.k}-{self.r}x{self.s}-st{fmt(self.stride)}"
+                f"-pad{fmt(self.padding)}-dil{fmt(self.dilation)}-g{self.groups}" + ("" if self.bias else "-nobias"))
+
+    def __str__(self) -> str:
+        return (f"x {self.x_shape}, w {self.w_shape}, stride={self.stride!r}, padding={self.padding!r}, "
+                f"dilation={self.dilation!r}, groups={self.groups}, bias={self.bias}")
+
+
+KERNELS = [(1, 1), (3, 3), (5, 5), (7, 7), (1, 3), (3, 1), (5, 3)]
+MAX_MACS = 300_000  # keeps the float64 references and the whole file fast
+
+
+def _draw(rng) -> Cfg:
+    def pick(values):
+        return values[int(rng.integers(len(values)))]
+
+    kind = pick(["dense", "dense", "groups2", "depthwise", "depthwise2"])
+    if kind == "dense":
+        groups, c, k = 1, pick([1, 2, 3, 4, 5, 7, 8, 13, 16]), pick([1, 2, 3, 5, 8, 16, 17])
+    elif kind == "groups2":
+        groups, c, k = 2, 2 * pick([1, 2, 3, 5]), 2 * pick([1, 2, 3, 4])
+    else:
+        c = pick([1, 2, 3, 5, 8, 16])
+        groups, k = c, (c if kind == "depthwise" else 2 * c)
+    r, s = pick(KERNELS)
+
+    def small_int_or_pair(lo, hi):
+        if rng.random() < 0.6:
+            return int(rng.integers(lo, hi + 1))
+        return (int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1)))
+
+    stride = small_int_or_pair(1, 3)
+    dilation = small_int_or_pair(1, 2)
+    mode = pick(["int", "int", "pair", "same", "valid"])
+    if mode == "same":
+        padding, stride = "same", 1
+    elif mode == "valid":
+        padding = "valid"
+    elif mode == "int":
+        padding = int(rng.integers(0, 4))
+    else:
+        padding = (int(rng.integers(0, 4)), int(rng.integers(0, 4)))
+
+    def extent(kernel_len):
+        # Often small (down to 1, smaller than the kernel), else anything up to 37.
+        if rng.random() < 0.35:
+            return int(rng.integers(1, kernel_len + 3))
+        return int(rng.integers(1, 38))
+
+    return Cfg(n=pick([1, 3]), c=c, h=extent(r), w=extent(s), k=k, r=r, s=s, stride=stride, padding=padding,
+               dilation=dilation, groups=groups, bias=bool(rng.random() < 0.75))
+
+
+def _random_configs(count: int, seed: int):
+    rng = np.random.default_rng(seed)
+    configs, seen = [], set()
+    while len(configs) < count:
+        cfg = _draw(rng)
+        p, q = cfg.out_hw
+        if p <= 0 or q <= 0 or cfg.macs > MAX_MACS or cfg.id() in seen:
+            continue  # an empty output is an error (tested below), not a configuration
+        seen.add(cfg.id())
+        configs.append(cfg)
+    return configs
+
+
+#: Named corner cases, each for a reason.
+CORNERS = [
+    Cfg(1, 3, 1, 1, 4, 3, 3, padding=1),                               # 1x1 image, 3x3 kernel all padding but one tap
+    Cfg(3, 2, 2, 3, 5, 5, 5, padding=2),                               # image smaller than the kernel
+    Cfg(1, 4, 1, 37, 3, 1, 3, padding=(0, 1)),                         # one row
+    Cfg(3, 3, 37, 1, 2, 3, 1, stride=2),                               # one column, stride 2
+    Cfg(1, 3, 37, 37, 8, 7, 7, stride=2, padding=3),                   # ResNet conv1 shape, odd image
+    Cfg(3, 8, 15, 15, 16, 1, 1, stride=2),                             # 1x1 downsample
+    Cfg(1, 5, 10, 11, 3, 1, 1, stride=3),                              # stride > kernel: inputs never read
+    Cfg(3, 2, 5, 4, 3, 1, 1, padding=3),                               # border outputs are the bias only
+    Cfg(3, 7, 5, 5, 5, 5, 5),                                          # output exactly 1x1
+    Cfg(1, 1, 6, 7, 1, 3, 3, padding=1),                               # C = K = 1
+    Cfg(3, 5, 17, 19, 4, 5, 3, stride=(1, 3), padding=(0, 2), dilation=(2, 1)),  # nothing square
+    Cfg(3, 3, 9, 8, 4, 2, 2, padding="same"),                          # "same", odd total padding (extra at the end)
+    Cfg(1, 2, 7, 6, 3, 4, 1, padding="same"),                          # "same", 4x1: pads 1 top, 2 bottom
+    Cfg(3, 4, 7, 6, 4, 3, 3, padding="same", dilation=2),              # "same" with dilation
+    Cfg(1, 3, 11, 9, 2, 5, 3, padding="same", dilation=(1, 2)),        # "same" 5x3 with a dilation pair
+    Cfg(3, 4, 6, 4, 5, 5, 3, padding="valid"),                         # "valid"
+    Cfg(3, 4, 4, 4, 3, 3, 3, padding=1, dilation=2),                   # dilated kernel larger than the image
+    Cfg(1, 4, 8, 8, 2, 3, 3, stride=2, padding=1, groups=2),           # groups 2, one output channel per group
+    Cfg(3, 8, 13, 11, 8, 3, 3, padding=1, groups=8),                   # depthwise K == C
+    Cfg(1, 5, 9, 12, 10, 3, 3, stride=2, padding=1, groups=5),         # depthwise K == 2C
+    Cfg(3, 1, 9, 9, 3, 3, 3, padding=1, groups=1),                     # C == 1 (depthwise and dense at once)
+    Cfg(1, 33, 9, 9, 17, 3, 3, padding=1),                             # channel counts off every vector width
+    Cfg(1, 64, 12, 12, 48, 3, 3, padding=1),                           # many channels (the fast paths)
+    Cfg(3, 16, 37, 37, 16, 3, 3, padding=1, bias=False),               # biggest image, no bias
+    Cfg(3, 17, 37, 37, 32, 1, 1),                                      # 1x1 over an odd image
+    Cfg(1, 16, 37, 37, 16, 3, 3, padding=1, groups=16),                # depthwise on the biggest image
+    Cfg(1, 6, 16, 16, 9, 7, 7, stride=3, padding=3, dilation=2, groups=3),  # all at once
+]
+
+CONFIGS = CORNERS + _random_configs(200, seed=20240607)
+BACKWARD_CONFIGS = CORNERS + CONFIGS[len(CORNERS)::2]
+
+#: The benchmark's layers (deepkern.benchmark's conv suite) at batch 1: (C, H, W, K, R, S, stride, padding, groups).
+LAYERS = [
+    (64, 56, 56, 64, 3, 3, 1, 1, 1),
+    (128, 28, 28, 128, 3, 3, 1, 1, 1),
+    (256, 14, 14, 256, 3, 3, 1, 1, 1),
+    (3, 224, 224, 64, 7, 7, 2, 3, 1),
+    (64, 56, 56, 256, 1, 1, 1, 0, 1),
+    (256, 56, 56, 64, 1, 1, 1, 0, 1),
+    (128, 56, 56, 128, 3, 3, 1, 1, 128),
+    (512, 7, 7, 512, 3, 3, 1, 1, 1),
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def rand(rng, shape, dtype):
+    """Random normal values (never all zeros) of ``dtype``."""
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def make_inputs(rng, cfg: Cfg, dtype):
+    x = rand(rng, cfg.x_shape, dtype)
+    w = rand(rng, cfg.w_shape, dtype)
+    b = rand(rng, (cfg.k,), dtype) if cfg.bias else None
+    return x, w, b
+
+
+@contextlib.contextmanager
+def active_isa(isa):
+    previous = deepkern._C.active_isa()
+    deepkern._C.set_active_isa(isa)
+    try:
+        yield
+    finally:
+        deepkern._C.set_active_isa(previous)
+
+
+def poison_heap(*shapes_dtypes):
+    """Allocate and free NaN-filled blocks of the results' sizes, so the kernel's output buffers are
+    likely to start as NaN (conv2d has no ``out`` to pre-fill)."""
+    blocks = [np.full(shape, np.nan, dtype) for shape, dtype in shapes_dtypes]
+    del blocks
+
+
+def check(got, ref, dtype, what="", floor=0.0, tol=None):
+    """``got`` is an ndarray of ``dtype`` and ``ref``'s shape, NaN-free, within the tolerance."""
+    dtype = np.dtype(dtype)
+    tol = TOL[dtype] if tol is None else tol
+    assert isinstance(got, np.ndarray), f"{what}: got {type(got).__name__}, not an ndarray"
+    assert got.dtype == dtype, f"{what}: dtype {got.dtype}, expected {dtype}"
+    assert got.shape == ref.shape, f"{what}: shape {got.shape}, expected {ref.shape}"
+    n_nan = int(np.isnan(got).sum())
+    assert n_nan == 0, f"{what}: {n_nan} of {got.size} elements are NaN (not written?)"
+    err = rel_error(got, ref, floor)
+    if not err < tol:
+        diff = np.abs(got.astype(np.float64) - ref)
+        worst = np.unravel_index(int(np.argmax(diff)), diff.shape)
+        raise AssertionError(f"{what}: relative error {err:.3g} >= {tol:g}; worst at index {tuple(map(int, worst))}: "
+                             f"got {got[worst]!r}, expected {ref[worst]!r}")
+
+
+def check_unread_zero(gx, ref_gx, what):
+    """Input positions no output reads (stride > kernel extent) have a gradient of exactly 0."""
+    unread = ref_gx == 0.0  # random normal gradients never sum to exactly 0 where something is read
+    bad = int(np.count_nonzero(gx[unread] != 0.0))
+    assert bad == 0, f"{what}: {bad} grad_x elements at input positions no output reads are not 0"
+
+
+def small_floors(cfg, x, w, b, g=None):
+    """For results of a few elements that may cancel: half the norm each has without cancellation,
+    at random-sign scale (see reference.magnitude_floor); 0 for larger results."""
+    cg = cfg.c // cfg.groups
+    taps = cg * cfg.r * cfg.s
+    absx, absw = np.abs(x.astype(np.float64)), np.abs(w.astype(np.float64))
+    absb = None if b is None else np.abs(b.astype(np.float64))
+    if g is None:
+        if int(np.prod(cfg.out_shape)) > 64:
+            return 0.0
+        return 0.5 * float(np.linalg.norm(conv2d_ref(absx, absw, absb, **cfg.kwargs))) / math.sqrt(taps)
+    absg = np.abs(g.astype(np.float64))
+    npq = g.shape[0] * g.shape[2] * g.shape[3]
+    kg_taps = (cfg.k // cfg.groups) * cfg.r * cfg.s
+    floor_b = 0.5 * float(np.linalg.norm(absg.sum(axis=(0, 2, 3)))) / math.sqrt(npq)
+    if x.size > 64 and w.size > 64:
+        return 0.0, 0.0, floor_b
+    gx, gw, _ = conv2d_backward_ref(absg, absx, absw, **cfg.kwargs)
+    return (0.5 * float(np.linalg.norm(gx)) / math.sqrt(kg_taps), 0.5 * float(np.linalg.norm(gw)) / math.sqrt(npq),
+            floor_b)
+
+
+def run_backward(g, x, w, kwargs, needs=(True, True, True)):
+    poison_heap((x.shape, x.dtype), (w.shape, w.dtype), ((w.shape[0],), x.dtype))
+    result = conv2d_backward(g, x, w, needs=needs, **kwargs)
+    assert isinstance(result, tuple) and len(result) == 3, f"conv2d_backward returned {type(result).__name__} " \
+        f"of length {len(result) if hasattr(result, '__len__') else '?'}, expected a tuple (grad_x, grad_w, grad_b)"
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# forward and backward against the float64 references
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cfg", CONFIGS, ids=Cfg.id)
+def test_conv2d_forward(cfg, dtype, rng):
+    x, w, b = make_inputs(rng, cfg, dtype)
+    before = [a.copy() for a in (x, w, b) if a is not None]
+    ref = conv2d_ref(x, w, b, **cfg.kwargs)
+    floor = small_floors(cfg, x, w, b)
+    for isa in SUPPORTED_ISAS:
+        with active_isa(isa):
+            poison_heap((ref.shape, dtype))
+            got = conv2d(x, w, b, **cfg.kwargs)
+        check(got, ref, dtype, f"conv2d {cfg} {dtype} isa={isa}", floor)
+    for a, a0 in zip([a for a in (x, w, b) if a is not None], before):
+        np.testing.assert_array_equal(a, a0, err_msg="conv2d modified an input")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cfg", BACKWARD_CONFIGS, ids=Cfg.id)
+def test_conv2d_backward(cfg, dtype, rng):
+    x, w, _ = make_inputs(rng, cfg, dtype)
+    g = rand(rng, cfg.out_shape, dtype)
+    before = [a.copy() for a in (g, x, w)]
+    ref_gx, ref_gw, ref_gb = conv2d_backward_ref(g, x, w, **cfg.kwargs)
+    fx, fw, fb = small_floors(cfg, x, w, None, g)
+    for isa in SUPPORTED_ISAS:
+        with active_isa(isa):
+            gx, gw, gb = run_backward(g, x, w, cfg.kwargs)
+        what = f"conv2d_backward {cfg} {dtype} isa={isa}"
+        check(gx, ref_gx, dtype, what + " grad_x", fx)
+        check_unread_zero(gx, ref_gx, what)
+        check(gw, ref_gw, dtype, what + " grad_w", fw)
+        check(gb, ref_gb, dtype, what + " grad_b", fb)
+    for a, a0 in zip((g, x, w), before):
+        np.testing.assert_array_equal(a, a0, err_msg="conv2d_backward modified an input")
+
+
+def test_configurations_cover_the_space():
+    """The drawn list really contains what the module docstring promises (guards edits to _draw)."""
+    assert {(c.r, c.s) for c in CONFIGS} >= set(KERNELS)
+    strides = {v for c in CONFIGS for v in (c.stride if isinstance(c.stride, tuple) else (c.stride,))}
+    assert strides == {1, 2, 3}
+    dilations = {v for c in CONFIGS for v in (c.dilation if isinstance(c.dilation, tuple) else (c.dilation,))}
+    assert dilations == {1, 2}
+    paddings = {type(c.padding).__name__ if not isinstance(c.padding, str) else c.padding for c in CONFIGS}
+    assert paddings >= {"int", "tuple", "same", "valid"}
+    assert {c.padding for c in CONFIGS if isinstance(c.padding, int)} >= {0, 1, 2, 3}
+    assert {c.n for c in CONFIGS} == {1, 3}
+    assert any(c.groups == 2 for c in CONFIGS)
+    assert any(c.groups == c.c > 1 and c.k == c.c for c in CONFIGS)
+    assert any(c.groups == c.c > 1 and c.k == 2 * c.c for c in CONFIGS)
+    assert {1, 37} <= {c.h for c in CONFIGS} and {1, 37} <= {c.w for c in CONFIGS}
+    assert any(c.h < c.r or c.w < c.s for c in CONFIGS)
+    assert 1 in {c.c for c in CONFIGS} and 1 in {c.k for c in CONFIGS}
+    assert any(c.c % 2 and c.c > 1 for c in CONFIGS) and any(c.k % 2 and c.k > 1 for c in CONFIGS)
+
+
+# ----------------------------------------------------------------------------------------------
+# finite differences (float64)
+
+FD_CONFIGS = [
+    Cfg(2, 3, 5, 6, 4, 3, 3, padding=1),
+    Cfg(2, 2, 7, 6, 3, 3, 1, stride=2, padding=(1, 2), dilation=2),
+    Cfg(1, 4, 6, 5, 6, 3, 3, stride=(2, 1), padding=1, groups=2),
+    Cfg(2, 3, 5, 5, 6, 3, 3, padding=1, groups=3),                      # depthwise K == 2C
+    Cfg(2, 2, 5, 6, 3, 2, 2, padding="same"),                           # asymmetric "same"
+    Cfg(1, 2, 7, 8, 2, 5, 3, padding="same", dilation=(1, 2)),
+    Cfg(2, 3, 7, 7, 2, 1, 1, stride=3),                                 # unread inputs
+    Cfg(1, 2, 3, 4, 3, 1, 1, padding=3),                                # padding only
+    Cfg(1, 2, 3, 2, 2, 5, 5, padding=2, stride=2),                      # image smaller than the kernel
+]
+
+
+@pytest.mark.parametrize("cfg", FD_CONFIGS, ids=Cfg.id)
+def test_conv2d_backward_finite_differences(cfg, rng):
+    """Central differences of loss = sum(grad_out * conv2d(x, w, b)) at a few random entries of x, w
+    and b match conv2d_backward (the loss is linear in each, so only rounding separates them)."""
+    x, w, _ = make_inputs(rng, cfg, F64)
+    b = rand(rng, (cfg.k,), F64)
+    g = rand(rng, cfg.out_shape, F64)
+
+    def loss(x_, w_, b_):
+        return float(np.sum(g * conv2d(x_, w_, b_, **cfg.kwargs)))
+
+    grads = dict(zip("xwb", run_backward(g, x, w, cfg.kwargs)))
+    args = dict(x=x, w=w, b=b)
+    h = 1e-3
+    for name, arr in args.items():
+        grad = grads[name]
+        assert grad is not None and grad.shape == arr.shape, f"grad_{name}: {grad!r} for shape {arr.shape}"
+        for flat in rng.choice(arr.size, size=min(4, arr.size), replace=False):
+            idx = np.unravel_index(int(flat), arr.shape)
+            plus = {k: v.copy() for k, v in args.items()}
+            minus = {k: v.copy() for k, v in args.items()}
+            plus[name][idx] += h
+            minus[name][idx] -= h
+            fd = (loss(**{k + "_": v for k, v in plus.items()}) - loss(**{k + "_": v for k, v in minus.items()})) / (2 * h)
+            assert abs(fd - grad[idx]) <= 1e-7 * (1.0 + abs(fd)), (
+                f"conv2d_backward {cfg}: grad_{name}{tuple(map(int, idx))} = {grad[idx]!r}, "
+                f"finite difference {fd!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# needs flags, views, unbatched input
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_conv2d_backward_needs(dtype, rng):
+    cfg = Cfg(3, 4, 9, 8, 6, 3, 3, stride=2, padding=1, groups=2)
+    x, w, _ = make_inputs(rng, cfg, dtype)
+    g = rand(rng, cfg.out_shape, dtype)
+    refs = conv2d_backward_ref(g, x, w, **cfg.kwargs)
+    for needs in itertools.product((False, True), repeat=3):
+        got = run_backward(g, x, w, cfg.kwargs, needs=needs)
+        for name, need, gr, ref in zip(("grad_x", "grad_w", "grad_b"), needs, got, refs):
+            what = f"conv2d_backward {cfg} {dtype} needs={needs} {name}"
+            if need:
+                check(gr, ref, dtype, what)
+            else:
+                assert gr is None, f"{what}: not asked for, got {type(gr).__name__} instead of None"
+
+
+def _x_view(rng, shape, layout, dtype):
+    n, c, h, w = shape
+    if layout == "nhwc":  # channels-last storage seen as NCHW
+        return rand(rng, (n, h, w, c), dtype).transpose(0, 3, 1, 2)
+    if layout == "sliced":
+        return rand(rng, (n, 2 * c, h + 3, 2 * w), dtype)[:, ::2, 3:, 1::2]
+    if layout == "negative":
+        return rand(rng, shape, dtype)[::-1, :, ::-1, ::-1]
+    if layout == "fortran":
+        return np.asfortranarray(rand(rng, shape, dtype))
+    if layout == "swapped":  # non-native byte order
+        return rand(rng, shape, dtype).astype(np.dtype(dtype).newbyteorder("S"))
+    raise AssertionError(layout)
+
+
+def _w_view(rng, shape, layout, dtype):
+    k, c, r, s = shape
+    if layout == "hwio":
+        return rand(rng, (r, s, c, k), dtype).transpose(3, 2, 0, 1)
+    if layout == "negative":
+        return rand(rng, shape, dtype)[:, :, ::-1, ::-1]
+    if layout == "sliced":
+        return rand(rng, (2 * k, c, r, s + 1), dtype)[::2, :, :, 1:]
+    if layout == "fortran":
+        return np.asfortranarray(rand(rng, shape, dtype))
+    raise AssertionError(layout)
+
+
+VIEW_PAIRS = [("nhwc", "hwio"), ("sliced", "negative"), ("negative", "sliced"), ("fortran", "fortran"),
+              ("swapped", "hwio"), ("nhwc", "negative")]
+VIEW_CONFIGS = [Cfg(3, 5, 11, 9, 6, 3, 3, padding=1), Cfg(2, 6, 10, 13, 4, 5, 3, stride=2, padding=(2, 1), groups=2),
+                Cfg(2, 4, 9, 9, 8, 3, 3, padding="same", dilation=2, groups=4), Cfg(1, 16, 12, 12, 24, 1, 1)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("x_layout,w_layout", VIEW_PAIRS, ids=lambda v: v)
+def test_conv2d_views(x_layout, w_layout, dtype, rng):
+    for cfg in VIEW_CONFIGS:
+        x = _x_view(rng, cfg.x_shape, x_layout, dtype)
+        w = _w_view(rng, cfg.w_shape, w_layout, dtype)
+        b = rand(rng, (2 * cfg.k,), dtype)[::-2]
+        g = rand(rng, cfg.out_shape[:2] + cfg.out_shape[:1:-1], dtype).transpose(0, 1, 3, 2)[:, ::-1]
+        assert g.shape == cfg.out_shape
+        before = [a.copy() for a in (x, w, b, g)]
+        what = f"{cfg} x {x_layout} strides {x.strides}, w {w_layout} strides {w.strides} {dtype}"
+        check(conv2d(x, w, b, **cfg.kwargs), conv2d_ref(x, w, b, **cfg.kwargs), dtype, "conv2d " + what)
+        refs = conv2d_backward_ref(g, x, w, **cfg.kwargs)
+        for name, got, ref in zip(("grad_x", "grad_w", "grad_b"), run_backward(g, x, w, cfg.kwargs), refs):
+            check(got, ref, dtype, f"conv2d_backward {what}, grad_out strides {g.strides}: {name}")
+        for a, a0 in zip((x, w, b, g), before):
+            np.testing.assert_array_equal(a, a0, err_msg=f"an input was modified ({what})")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_conv2d_unbatched(dtype, rng):
+    for cfg in [Cfg(1, 3, 9, 8, 4, 3, 3, padding=1), Cfg(1, 4, 7, 6, 4, 2, 2, padding="same", groups=2),
+                Cfg(1, 3, 12, 11, 6, 5, 3, stride=2, dilation=(1, 2), groups=3)]:
+        x, w, b = make_inputs(rng, cfg, dtype)
+        x3 = x[0]
+        ref = conv2d_ref(x3, w, b, **cfg.kwargs)
+        assert ref.shape == cfg.out_shape[1:]
+        check(conv2d(x3, w, b, **cfg.kwargs), ref, dtype, f"conv2d unbatched {cfg} {dtype}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_conv2d_backward_unbatched(dtype, rng):
+    """PyTorch's autograd gives an unbatched (C, H, W) gradient for an unbatched input."""
+    cfg = Cfg(1, 4, 9, 8, 6, 3, 3, stride=2, padding=1, groups=2)
+    x, w, _ = make_inputs(rng, cfg, dtype)
+    g = rand(rng, cfg.out_shape[1:], dtype)
+    refs = conv2d_backward_ref(g, x[0], w, **cfg.kwargs)
+    assert refs[0].shape == x[0].shape
+    for name, got, ref in zip(("grad_x", "grad_w", "grad_b"), run_backward(g, x[0], w, cfg.kwargs), refs):
+        check(got, ref, dtype, f"conv2d_backward unbatched x {x[0].shape} grad_out {g.shape} {dtype}: {name}")
+
+
+# ----------------------------------------------------------------------------------------------
+# how the work is cut: small images batched into one GEMM, row blocks of big im2col matrices,
+# blocks spread over threads (per-thread partial grad_w summed), at 1 and 2 threads
+
+BLOCKING_CONFIGS = [
+    Cfg(13, 5, 6, 7, 7, 3, 3, padding=1),                    # 42 pixels: up to 13 images per GEMM, uneven split
+    Cfg(7, 4, 10, 10, 6, 3, 3, stride=2, padding=1, groups=2),
+    Cfg(9, 6, 5, 4, 6, 3, 3, padding=1, groups=6),           # depthwise over a batch
+    Cfg(5, 8, 24, 24, 12, 1, 1),                             # 576 pixels, 1x1: im2col-free path, one image per block
+    Cfg(3, 1024, 10, 37, 4, 3, 3, padding=1, bias=False),    # im2col rows of 37 KB (float32) / 74 KB: several row blocks
+    Cfg(2, 16, 37, 37, 8, 5, 5, padding=2, dilation=(2, 1)),  # >= 512 pixels per image
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cfg", BLOCKING_CONFIGS, ids=Cfg.id)
+def test_conv2d_blocking(cfg, dtype, threads, rng):
+    x, w, b = make_inputs(rng, cfg, dtype)
+    g = rand(rng, cfg.out_shape, dtype)
+    ref = conv2d_ref(x, w, b, **cfg.kwargs)
+    refs = conv2d_backward_ref(g, x, w, **cfg.kwargs)
+    what = f"{cfg} {dtype} threads={threads}"
+    poison_heap((ref.shape, dtype))
+    check(conv2d(x, w, b, **cfg.kwargs), ref, dtype, "conv2d " + what)
+    for name, got, exp in zip(("grad_x", "grad_w", "grad_b"), run_backward(g, x, w, cfg.kwargs), refs):
+        check(got, exp, dtype, f"conv2d_backward {what}: {name}")
+
+
+# ----------------------------------------------------------------------------------------------
+# the benchmark's layers at batch 1 (float32 fast paths)
+
+
+def _layer_id(layer):
+    c, h, w, k, r, s, stride, pad, groups = layer
+    return f"c{c}-{h}x{w}-k{k}-{r}x{s}-st{stride}-pad{pad}" + (f"-g{groups}" if groups > 1 else "")
+
+
+@pytest.mark.parametrize("layer", LAYERS, ids=_layer_id)
+def test_conv2d_benchmark_layers(layer, threads, rng):
+    c, h, w_, k, r, s, stride, pad, groups = layer
+    cfg = Cfg(1, c, h, w_, k, r, s, stride=stride, padding=pad, groups=groups)
+    x, w, b = make_inputs(rng, cfg, F32)
+    g = rand(rng, cfg.out_shape, F32)
+    ref = conv2d_ref(x, w, b, **cfg.kwargs)
+    ref_gx, ref_gw, ref_gb = conv2d_backward_ref(g, x, w, **cfg.kwargs)
+    p, q = cfg.out_hw
+    # grad_w and grad_b sum over N*P*Q terms: up to 12544 here, past the 4096 the float32 tolerance is
+    # stated for, so their bound grows with sqrt(terms / 4096) like a rounding error does.
+    reduce_tol = TOL[F32] * max(1.0, math.sqrt(p * q / 4096))
+    for isa in SUPPORTED_ISAS:
+        with active_isa(isa):
+            poison_heap((ref.shape, F32))
+            out = conv2d(x, w, b, **cfg.kwargs)
+            gx, gw, gb = run_backward(g, x, w, cfg.kwargs)
+        what = f"{cfg} float32 isa={isa} threads={threads}"
+        check(out, ref, F32, "conv2d " + what)
+        check(gx, ref_gx, F32, "conv2d_backward grad_x " + what)
+        check(gw, ref_gw, F32, "conv2d_backward grad_w " + what, tol=reduce_tol)
+        check(gb, ref_gb, F32, "conv2d_backward grad_b " + what, tol=reduce_tol)
+
+
+# ----------------------------------------------------------------------------------------------
+# against PyTorch (where it is installed)
+
+TORCH_CONFIGS = [
+    Cfg(3, 5, 13, 11, 7, 3, 3, padding=1),
+    Cfg(2, 3, 23, 21, 8, 7, 7, stride=2, padding=3),
+    Cfg(2, 6, 12, 10, 4, 5, 3, stride=(2, 1), padding=(2, 0), dilation=(1, 2), groups=2),
+    Cfg(3, 8, 10, 10, 16, 3, 3, padding="same", dilation=2, groups=8),
+    Cfg(1, 4, 9, 8, 6, 2, 2, padding="same"),
+    Cfg(3, 12, 9, 9, 10, 1, 1, stride=2, padding="valid", bias=False),
+]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
+@pytest.mark.parametrize("cfg", TORCH_CONFIGS, ids=Cfg.id)
+def test_conv2d_matches_torch(cfg, rng):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x, w, b = make_inputs(rng, cfg, F64)
+    g = rand(rng, cfg.out_shape, F64)
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    bt = torch.tensor(b if b is not None else np.zeros(cfg.k), requires_grad=True)
+    out_t = F.conv2d(xt, wt, bt if cfg.bias else None, **cfg.kwargs)
+    if not cfg.bias:  # grad_b of an absent bias is still the sum of grad_out: ask torch for it this way
+        out_t = out_t + bt[None, :, None, None]
+    out_t.backward(torch.tensor(g))
+    torch_results = [out_t.detach().numpy(), xt.grad.numpy(), wt.grad.numpy(), bt.grad.numpy()]
+    names = ("output", "grad_x", "grad_w", "grad_b")
+    for dtype in DTYPES:  # float32 against torch's float64 numbers: the float32 tolerance
+        xd, wd, gd = x.astype(dtype), w.astype(dtype), g.astype(dtype)
+        bd = None if b is None else b.astype(dtype)
+        if dtype == F32:  # float64 torch on the same float32-rounded inputs
+            xt2, wt2 = torch.tensor(xd.astype(F64), requires_grad=True), torch.tensor(wd.astype(F64), requires_grad=True)
+            bt2 = torch.tensor(bd.astype(F64) if bd is not None else np.zeros(cfg.k), requires_grad=True)
+            o = F.conv2d(xt2, wt2, bt2 if cfg.bias else None, **cfg.kwargs)
+            if not cfg.bias:
+                o = o + bt2[None, :, None, None]
+            o.backward(torch.tensor(gd.astype(F64)))
+            expected = [o.detach().numpy(), xt2.grad.numpy(), wt2.grad.numpy(), bt2.grad.numpy()]
+        else:
+            expected = torch_results
+        ours = [conv2d(xd, wd, bd, **cfg.kwargs)] + list(run_backward(gd, xd, wd, cfg.kwargs))
+        for name, got, exp in zip(names, ours, expected):
+            check(got, exp, dtype, f"{cfg} {dtype}: deepkern {name} vs torch")
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input: the right exception, a message naming the argument and the shapes or values
+
+
+@contextlib.contextmanager
+def raises_naming(exc_type, *needles):
+    """``exc_type`` whose message contains every regex in ``needles`` (in any order)."""
+    pattern = "(?s)" + "".join(f"(?=.*(?:{n}))" for n in needles)
+    with pytest.raises(exc_type, match=pattern) as info:
+        yield info
+
+
+def _s(shape):
+    return re.escape(str(tuple(shape)))
+
+
+W_NAME = r"\bw\b|weight"
+B_NAME = r"\bb\b|bias"
+
+
+def _x_channels(shape):
+    """x named by its shape or by its channel count ("C=3")."""
+    c = shape[-3]
+    return _s(shape) + rf"|\bC\s*=\s*{c}\b"
+
+
+def test_channel_mismatch():
+    x, w = np.ones((2, 3, 5, 5)), np.ones((4, 2, 3, 3))
+    with raises_naming(ValueError, "conv2d", r"\bx\b|input", _x_channels(x.shape), _s(w.shape)):
+        conv2d(x, w)
+    with raises_naming(ValueError, "conv2d", r"\bx\b|input", _x_channels(x.shape), _s(w.shape)):
+        conv2d_backward(np.ones((2, 4, 3, 3)), x, w)
+    x6 = np.ones((2, 6, 5, 5))
+    with raises_naming(ValueError, "conv2d", _x_channels(x6.shape), _s(w.shape), r"groups\s*=?\s*2"):
+        conv2d(x6, w, groups=2)  # 6 != 2 * 2
+    with raises_naming(ValueError, "conv2d", _x_channels((3, 5, 5)), _s(w.shape)):
+        conv2d(np.ones((3, 5, 5)), w)  # unbatched
+
+
+def test_groups_must_divide_channels():
+    with raises_naming(ValueError, "conv2d", "groups", r"\b2\b", r"\b5\b"):
+        conv2d(np.ones((1, 5, 6, 6)), np.ones((4, 2, 3, 3)), groups=2)  # C = 5
+    with raises_naming(ValueError, "conv2d", "groups", r"\b2\b", r"\b3\b"):
+        conv2d(np.ones((1, 4, 6, 6)), np.ones((3, 2, 3, 3)), groups=2)  # K = 3
+    with raises_naming(ValueError, "conv2d", "groups", r"\b2\b", r"\b3\b"):
+        conv2d_backward(np.ones((1, 3, 4, 4)), np.ones((1, 4, 6, 6)), np.ones((3, 2, 3, 3)), groups=2)
+    for bad in (0, -1):
+        with raises_naming(ValueError, "conv2d", "groups", re.escape(str(bad))):
+            conv2d(np.ones((1, 4, 6, 6)), np.ones((4, 4, 3, 3)), groups=bad)
+
+
+@pytest.mark.parametrize("kwargs,x_shape,w_shape", [
+    (dict(), (1, 3, 2, 2), (4, 3, 3, 3)),
+    (dict(), (2, 3, 5, 2), (4, 3, 3, 3)),
+    (dict(dilation=3), (1, 3, 6, 6), (4, 3, 3, 3)),
+    (dict(padding="valid"), (1, 2, 4, 9), (2, 2, 5, 5)),
+    (dict(padding=(1, 0)), (1, 2, 4, 1), (2, 2, 3, 3)),
+], ids=["small", "narrow", "dilated", "valid", "pad-pair"])
+def test_empty_output(kwargs, x_shape, w_shape):
+    x, w = np.ones(x_shape), np.ones(w_shape)
+    with raises_naming(ValueError, "conv2d", "output", _s(x_shape) + "|" + _s(x_shape[2:]) + "|"
+                       + f"{x_shape[2]}x{x_shape[3]}"):
+        conv2d(x, w, **kwargs)
+    with raises_naming(ValueError, "conv2d", "output"):
+        conv2d_backward(np.ones((x_shape[0], w_shape[0], 1, 1)), x, w, **kwargs)
+
+
+def test_wrong_ndim():
+    w = np.ones((4, 3, 3, 3))
+    for shape in [(5, 5), (1, 1, 3, 5, 5), (3,)]:
+        with raises_naming(ValueError, "conv2d", r"\bx\b|input", _s(shape)):
+            conv2d(np.ones(shape), w)
+    for shape in [(4, 3, 3), (4, 3, 3, 3, 1), (4, 27)]:
+        with raises_naming(ValueError, "conv2d", W_NAME, _s(shape)):
+            conv2d(np.ones((1, 3, 5, 5)), np.ones(shape))
+    with raises_naming(ValueError, "conv2d", r"\bx\b|input", _s(())):
+        conv2d(np.array(1.0), w)
+
+
+@pytest.mark.parametrize("name,value", [
+    ("stride", 0), ("stride", -1), ("stride", (1, 0)), ("stride", (-2, 1)),
+    ("dilation", 0), ("dilation", -1), ("dilation", (0, 1)),
+    ("padding", -1), ("padding", (0, -2)),
+], ids=str)
+def test_bad_stride_padding_dilation(name, value):
+    x, w = np.ones((1, 3, 8, 8)), np.ones((4, 3, 3, 3))
+    bad = value if isinstance(value, int) else [v for v in value if v <= 0 and not (name == "padding" and v == 0)][0]
+    with raises_naming(ValueError, "conv2d", name, re.escape(str(bad))):
+        conv2d(x, w, **{name: value})
+    with raises_naming(ValueError, "conv2d", name, re.escape(str(bad))):
+        conv2d_backward(np.ones((1, 4, 6, 6)), x, w, **{name: value})
+
+
+def test_bad_padding_string_and_same_with_stride():
+    x, w = np.ones((1, 3, 8, 8)), np.ones((4, 3, 3, 3))
+    with raises_naming(ValueError, "conv2d", "padding", "full"):
+        conv2d(x, w, padding="full")
+    for stride in (2, (1, 2)):
+        with raises_naming(ValueError, "conv2d", "same", "stride"):
+            conv2d(x, w, padding="same", stride=stride)
+        with raises_naming(ValueError, "conv2d", "same", "stride"):
+            conv2d_backward(np.ones((1, 4, 8, 8)), x, w, padding="same", stride=stride)
+
+
+def test_bias_shape():
+    x, w = np.ones((1, 3, 8, 8)), np.ones((4, 3, 3, 3))
+    for shape in [(5,), (1, 4), (3,), ()]:
+        with raises_naming(ValueError, "conv2d", B_NAME, _s(shape), r"\(4,\)|\b4\b"):
+            conv2d(x, w, np.ones(shape))
+
+
+def test_grad_out_shape():
+    x, w = np.ones((2, 3, 8, 8)), np.ones((4, 3, 3, 3))  # output (2, 4, 6, 6)
+    for shape in [(2, 4, 6, 5), (2, 3, 6, 6), (1, 4, 6, 6), (4, 6, 6), (2, 4, 36)]:
+        with raises_naming(ValueError, "conv2d_backward", "grad_out", _s(shape), _s((2, 4, 6, 6))):
+            conv2d_backward(np.ones(shape), x, w)
+
+
+@pytest.mark.parametrize("bad", [np.int32, np.int64, np.float16, np.complex64, np.complex128, np.bool_],
+                         ids=lambda t: np.dtype(t).name)
+def test_unsupported_dtypes(bad):
+    x, w, b = np.ones((1, 3, 5, 5), np.float32), np.ones((4, 3, 3, 3), np.float32), np.ones(4, np.float32)
+    name = np.dtype(bad).name
+    with raises_naming(TypeError, "conv2d", r"\bx\b|input", name):
+        conv2d(x.astype(bad), w)
+    with raises_naming(TypeError, "conv2d", W_NAME, name):
+        conv2d(x, w.astype(bad))
+    with raises_naming(TypeError, "conv2d", B_NAME, name):
+        conv2d(x, w, b.astype(bad))
+    with raises_naming(TypeError, "conv2d", "grad_out", name):
+        conv2d_backward(np.ones((1, 4, 3, 3), bad), x, w)
+    with raises_naming(TypeError, "conv2d", r"\bx\b|input", name):
+        conv2d_backward(np.ones((1, 4, 3, 3), np.float32), x.astype(bad), w)
+
+
+def test_mixed_dtypes():
+    x32, w64 = np.ones((1, 3, 5, 5), np.float32), np.ones((4, 3, 3, 3))
+    with raises_naming(TypeError, "conv2d", "float32", "float64"):
+        conv2d(x32, w64)
+    with raises_naming(TypeError, "conv2d", "float32", "float64"):
+        conv2d(x32.astype(np.float64), w64.astype(np.float32))
+    with raises_naming(TypeError, "conv2d", "float32", "float64"):
+        conv2d_backward(np.ones((1, 4, 3, 3), np.float32), x32, w64)
+
+
+# ----------------------------------------------------------------------------------------------
+# the benchmark suite (deepkern.benchmark): its cases, flop counts and the check run before timing
+
+
+def test_bench_conv_cases():
+    from deepkern import benchmark as dkb
+
+    assert "gemm" in dkb.SUITES
+    suite = dkb.get_suite("conv")
+    assert set(suite.summary_groups) == {dkb.GROUP_CONV_FWD, dkb.GROUP_CONV_FWD_BWD}
+    layers = [(c, h, w, k, r, s, st, p, g) for c, h, w, k, r, s, st, p, g in LAYERS]
+    assert [(l.c, l.h, l.w, l.k, l.r, l.s, l.stride, l.padding, l.groups) for l in dkb.CONV_LAYERS] == layers
+    for quick, batch in ((False, 32), (True, dkb.CONV_BATCH_QUICK)):
+        cases = suite.cases(quick)
+        assert len(cases) == 2 * len(LAYERS)
+        assert 2 <= dkb.CONV_BATCH_QUICK <= 4
+        for case in cases:
+            n, c, h, w, k, r, s, stride, pad, groups = case.shape
+            assert n == batch and (c, h, w, k, r, s, stride, pad, groups) in layers
+            p, q = conv2d_out_size((h, w), (r, s), stride, pad, 1)
+            fwd = 2.0 * n * k * p * q * (c // groups) * r * s
+            assert case.flops == (fwd if case.layout == "fwd" else 3 * fwd), case.name
+            assert case.group == (dkb.GROUP_CONV_FWD if case.layout == "fwd" else dkb.GROUP_CONV_FWD_BWD)
+            assert "deepkern" in case.impls and case.check is not None
+
+
+@pytest.mark.parametrize("conv_pass", ["fwd", "fwd+bwd"])
+def test_bench_conv_check_and_impls(conv_pass, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from deepkern import benchmark as dkb
+
+    for layer in [dkb.ConvLayer(4, 9, 8, 6, 3, 3, 2, 1, label="tiny"), dkb.ConvLayer(6, 7, 7, 6, 3, 3, 1, 1, 6)]:
+        sets = dkb.make_conv_inputs(layer, 3, conv_pass, copies=2)
+        assert len(sets) == 2 and all(a.dtype == F32 and a.flags.c_contiguous for s in sets for a in s)
+        assert dkb.conv_check(layer, conv_pass, sets[0]) < 1e-5
+        impls = dkb.conv_impls(layer, conv_pass)
+        ours = impls["deepkern"](*sets[1])
+        theirs = impls["torch"](*[torch.from_numpy(a) for a in sets[1]])
+        if conv_pass == "fwd":
+            ours, theirs = [ours], [theirs]
+        else:
+            assert ours[2] is None and theirs[2] is None  # grad_b is not part of the timed backward
+            ours, theirs = ours[:2], theirs[:2]
+        for a, b in zip(ours, theirs):
+            check(a, b.numpy().astype(np.float64), F32, f"bench impls {layer} {conv_pass}", tol=1e-4)
+
+    # The check must see a wrong result.
+    layer = dkb.ConvLayer(4, 9, 8, 6, 3, 3, 2, 1)
+    sets = dkb.make_conv_inputs(layer, 3, conv_pass, copies=1)
+    real_fwd, real_bwd = deepkern.ops.conv2d, deepkern.ops.conv2d_backward
+    monkeypatch.setattr(deepkern.ops, "conv2d", lambda *a, **k: real_fwd(*a, **k) * np.float32(1.01))
+    monkeypatch.setattr(deepkern.ops, "conv2d_backward",
+                        lambda *a, **k: tuple(None if v is None else v * np.float32(1.01) for v in real_bwd(*a, **k)))
+    assert dkb.conv_check(layer, conv_pass, sets[0]) > 1e-3
+
+
+def test_bench_conv_skipped_without_torch(monkeypatch):
+    from deepkern import benchmark as dkb
+
+    monkeypatch.setattr(dkb, "_torch", lambda: None)
+    report = dkb.run_suite(dkb.get_suite("conv"), [1], quick=True, progress=False)
+    assert report.rows == []
+    assert any("conv skipped" in note and "PyTorch" in note for note in report.notes), report.notes
