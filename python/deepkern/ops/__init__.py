@@ -1,5 +1,17 @@
 """Functional ops on NumPy arrays (CPU). See each op's docstring for its contract."""
 
 from .gemm import gemm, linear, matmul
+from .pool import (
+    adaptive_avg_pool2d,
+    adaptive_avg_pool2d_backward,
+    avg_pool2d,
+    avg_pool2d_backward,
+    max_pool2d,
+    max_pool2d_backward,
+)
 
-__all__ = ["gemm", "linear", "matmul"]
+__all__ = [
+    "gemm", "linear", "matmul",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
+]

@@ -1,0 +1,295 @@
+// Pooling kernels. A forward output row is built tap by tap: for each in-bounds kernel row and
+// kernel column, one pass over the output positions that tap keeps inside the input, so the
+// inner loop reads the input row at a fixed stride and updates the output row elementwise
+// (compiled as vector code; the rows stay in L1). The backward passes scatter the same way.
+#include "cpu/pool/pool.h"
+
+#include <algorithm>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "core/threading.h"
+
+namespace deepkern::cpu {
+namespace {
+
+// Below this many elements touched a call runs on the calling thread alone.
+constexpr int64_t kMinParallelElements = int64_t(1) << 15;
+// Output positions scaled at a time in the average-pool backward pass (a stack buffer).
+constexpr int64_t kChunk = 256;
+
+int threads_for(int64_t elements, int64_t units) {
+  if (elements < kMinParallelElements) return 1;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), units)));
+}
+
+// Runs body(begin, end) on contiguous shares of [0, units) on `threads` threads.
+template <class Body>
+void split(int64_t units, int threads, Body&& body) {
+  run_on_threads(threads, [&](int t) {
+    body(units * t / threads, units * (t + 1) / threads);
+  });
+}
+
+// Calls f with the stride as a compile-time constant for 1 and 2 (so the loop that uses it
+// vectorizes with contiguous or de-interleaving loads), as a plain integer otherwise.
+template <class F>
+void with_stride(int64_t stride, F&& f) {
+  if (stride == 1) f(std::integral_constant<int64_t, 1>{});
+  else if (stride == 2) f(std::integral_constant<int64_t, 2>{});
+  else f(stride);
+}
+
+// The output positions [lo, hi) of [0, n_out) whose tap o * stride + offset lies in [0, n_in).
+struct Range {
+  int64_t lo, hi;
+};
+Range valid_range(int64_t n_out, int64_t n_in, int64_t stride, int64_t offset) {
+  const int64_t lo = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+  const int64_t last = n_in - 1 - offset;  // o * stride <= last
+  const int64_t hi = last < 0 ? 0 : std::min(n_out, last / stride + 1);
+  return {lo, std::max(lo, hi)};
+}
+
+// The first in-bounds tap start + j * dilation (j < kernel) of a window, or -1 if none is.
+int64_t first_tap(int64_t start, int64_t n_in, int64_t kernel, int64_t dilation) {
+  const int64_t j = start >= 0 ? 0 : (-start + dilation - 1) / dilation;
+  const int64_t pos = start + j * dilation;
+  return j < kernel && pos < n_in ? pos : -1;
+}
+
+// ---- max ---------------------------------------------------------------------------------
+
+template <class T, bool kIndices>
+void max_pool_row(const Pool2dShape& s, const T* plane, int64_t oh, T* out, int64_t* ind) {
+  const int64_t ow_n = s.out_w, w = s.in_w;
+  std::fill(out, out + ow_n, -std::numeric_limits<T>::infinity());
+  const int64_t h_start = oh * s.stride_h - s.pad_h;
+  if constexpr (kIndices) {  // PyTorch's starting index: the window's first in-bounds tap
+    const int64_t ih0 = first_tap(h_start, s.in_h, s.kernel_h, s.dilation_h);
+    for (int64_t ow = 0; ow < ow_n; ++ow) {
+      const int64_t iw0 = first_tap(ow * s.stride_w - s.pad_w, w, s.kernel_w, s.dilation_w);
+      ind[ow] = ih0 < 0 || iw0 < 0 ? -1 : ih0 * w + iw0;
+    }
+  }
+  for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
+    const int64_t ih = h_start + kh * s.dilation_h;
+    if (ih < 0 || ih >= s.in_h) continue;
+    const T* in = plane + ih * w;
+    for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
+      const int64_t off = kw * s.dilation_w - s.pad_w;
+      const Range r = valid_range(ow_n, w, s.stride_w, off);
+      with_stride(s.stride_w, [&](auto sw) {
+        for (int64_t ow = r.lo; ow < r.hi; ++ow) {
+          const int64_t iw = ow * sw + off;
+          const T v = in[iw];
+          const bool take = (v > out[ow]) | (v != v);  // a NaN always takes over
+          out[ow] = take ? v : out[ow];
+          if constexpr (kIndices) ind[ow] = take ? ih * w + iw : ind[ow];
+        }
+      });
+    }
+  }
+}
+
+// ---- average -----------------------------------------------------------------------------
+
+// The divisor's factor along one axis for the window starting at `start` (PyTorch's rule).
+int64_t window_extent(int64_t start, int64_t n_in, int64_t kernel, int64_t pad, bool count_include_pad) {
+  const int64_t end = std::min(start + kernel, n_in + pad);
+  if (count_include_pad) return end - start;
+  return std::min(end, n_in) - std::max<int64_t>(start, 0);
+}
+
+// dst[ow - begin] = src[ow] / divisor(oh, ow) for ow in [begin, end). Windows wholly inside the
+// input along W share one divisor, so the middle of the row is a plain vector loop.
+template <class T>
+void divide_row(const Pool2dShape& s, int64_t oh, bool count_include_pad, int64_t divisor_override,
+                const T* src, T* dst, int64_t begin, int64_t end) {
+  if (divisor_override) {
+    const T d = static_cast<T>(divisor_override);
+    for (int64_t ow = begin; ow < end; ++ow) dst[ow - begin] = src[ow] / d;
+    return;
+  }
+  const int64_t fh = window_extent(oh * s.stride_h - s.pad_h, s.in_h, s.kernel_h, s.pad_h, count_include_pad);
+  // Inner windows: ow * stride_w - pad_w >= 0 and ow * stride_w - pad_w + kernel_w <= in_w.
+  const int64_t inner_lo = std::min(end, std::max(begin, (s.pad_w + s.stride_w - 1) / s.stride_w));
+  const int64_t last = s.in_w - s.kernel_w + s.pad_w;
+  const int64_t inner_hi = std::max(inner_lo, std::min(end, last < 0 ? 0 : last / s.stride_w + 1));
+  auto edge = [&](int64_t ow) {
+    const int64_t fw = window_extent(ow * s.stride_w - s.pad_w, s.in_w, s.kernel_w, s.pad_w, count_include_pad);
+    dst[ow - begin] = src[ow] / static_cast<T>(fh * fw);
+  };
+  for (int64_t ow = begin; ow < inner_lo; ++ow) edge(ow);
+  const T d = static_cast<T>(fh * s.kernel_w);
+  for (int64_t ow = inner_lo; ow < inner_hi; ++ow) dst[ow - begin] = src[ow] / d;
+  for (int64_t ow = inner_hi; ow < end; ++ow) edge(ow);
+}
+
+template <class T>
+void avg_pool_row(const Pool2dShape& s, const T* plane, int64_t oh, T* out, bool count_include_pad,
+                  int64_t divisor_override) {
+  const int64_t ow_n = s.out_w, w = s.in_w;
+  std::fill(out, out + ow_n, T(0));
+  const int64_t h_start = oh * s.stride_h - s.pad_h;
+  for (int64_t kh = std::max<int64_t>(0, -h_start); kh < s.kernel_h && h_start + kh < s.in_h; ++kh) {
+    const T* in = plane + (h_start + kh) * w;
+    for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
+      const int64_t off = kw - s.pad_w;
+      const Range r = valid_range(ow_n, w, s.stride_w, off);
+      with_stride(s.stride_w, [&](auto sw) {
+        for (int64_t ow = r.lo; ow < r.hi; ++ow) out[ow] += in[ow * sw + off];
+      });
+    }
+  }
+  divide_row(s, oh, count_include_pad, divisor_override, out, out, 0, ow_n);
+}
+
+template <class T>
+void avg_pool_backward_plane(const Pool2dShape& s, const T* g, T* gx, bool count_include_pad,
+                             int64_t divisor_override) {
+  const int64_t w = s.in_w;
+  std::fill(gx, gx + s.in_h * w, T(0));
+  T scaled[kChunk];
+  for (int64_t oh = 0; oh < s.out_h; ++oh) {
+    const T* g_row = g + oh * s.out_w;
+    const int64_t h_start = oh * s.stride_h - s.pad_h;
+    for (int64_t begin = 0; begin < s.out_w; begin += kChunk) {
+      const int64_t end = std::min(s.out_w, begin + kChunk);
+      divide_row(s, oh, count_include_pad, divisor_override, g_row, scaled, begin, end);
+      for (int64_t kh = std::max<int64_t>(0, -h_start); kh < s.kernel_h && h_start + kh < s.in_h; ++kh) {
+        T* gx_row = gx + (h_start + kh) * w;
+        for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
+          const int64_t off = kw - s.pad_w;
+          const Range r = valid_range(end, w, s.stride_w, off);
+          const int64_t lo = std::max(r.lo, begin);
+          with_stride(s.stride_w, [&](auto sw) {
+            for (int64_t ow = lo; ow < r.hi; ++ow) gx_row[ow * sw + off] += scaled[ow - begin];
+          });
+        }
+      }
+    }
+  }
+}
+
+// ---- adaptive average --------------------------------------------------------------------
+
+int64_t adaptive_start(int64_t i, int64_t n_in, int64_t n_out) { return i * n_in / n_out; }
+int64_t adaptive_end(int64_t i, int64_t n_in, int64_t n_out) { return ((i + 1) * n_in + n_out - 1) / n_out; }
+
+}  // namespace
+
+template <class T>
+void max_pool2d(const Pool2dShape& s, const T* x, T* out, int64_t* indices) {
+  const int64_t rows = s.planes * s.out_h, in_plane = s.in_h * s.in_w;
+  split(rows, threads_for(s.planes * in_plane, rows), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const T* plane = x + (r / s.out_h) * in_plane;
+      if (indices)
+        max_pool_row<T, true>(s, plane, r % s.out_h, out + r * s.out_w, indices + r * s.out_w);
+      else
+        max_pool_row<T, false>(s, plane, r % s.out_h, out + r * s.out_w, nullptr);
+    }
+  });
+}
+
+template <class T>
+void max_pool2d_backward(const Pool2dShape& s, const T* grad_out, const int64_t* indices, T* grad_x) {
+  const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
+  split(s.planes, threads_for(s.planes * in_plane, s.planes), [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      T* gx = grad_x + p * in_plane;
+      const T* g = grad_out + p * out_plane;
+      const int64_t* ind = indices + p * out_plane;
+      std::fill(gx, gx + in_plane, T(0));
+      for (int64_t i = 0; i < out_plane; ++i) {
+        const int64_t at = ind[i];
+        if (at >= 0 && at < in_plane) {
+          gx[at] += g[i];
+        } else if (at != -1) {
+          throw std::invalid_argument("index " + std::to_string(at) + " at flat position " +
+                                      std::to_string(p * out_plane + i) + " is outside [0, " +
+                                      std::to_string(in_plane) + ") (H*W of the input)");
+        }
+      }
+    }
+  });
+}
+
+template <class T>
+void avg_pool2d(const Pool2dShape& s, const T* x, T* out, bool count_include_pad, int64_t divisor_override) {
+  const int64_t rows = s.planes * s.out_h, in_plane = s.in_h * s.in_w;
+  split(rows, threads_for(s.planes * in_plane, rows), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r)
+      avg_pool_row(s, x + (r / s.out_h) * in_plane, r % s.out_h, out + r * s.out_w, count_include_pad,
+                   divisor_override);
+  });
+}
+
+template <class T>
+void avg_pool2d_backward(const Pool2dShape& s, const T* grad_out, T* grad_x, bool count_include_pad,
+                         int64_t divisor_override) {
+  const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
+  split(s.planes, threads_for(s.planes * in_plane, s.planes), [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p)
+      avg_pool_backward_plane(s, grad_out + p * out_plane, grad_x + p * in_plane, count_include_pad,
+                              divisor_override);
+  });
+}
+
+template <class T>
+void adaptive_avg_pool2d(const Pool2dShape& s, const T* x, T* out) {
+  const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
+  split(s.planes, threads_for(s.planes * in_plane, s.planes), [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const T* plane = x + p * in_plane;
+      T* o = out + p * out_plane;
+      for (int64_t oh = 0; oh < s.out_h; ++oh) {
+        const int64_t h0 = adaptive_start(oh, s.in_h, s.out_h), h1 = adaptive_end(oh, s.in_h, s.out_h);
+        for (int64_t ow = 0; ow < s.out_w; ++ow) {
+          const int64_t w0 = adaptive_start(ow, s.in_w, s.out_w), w1 = adaptive_end(ow, s.in_w, s.out_w);
+          T sum = 0;
+          for (int64_t ih = h0; ih < h1; ++ih)
+            for (int64_t iw = w0; iw < w1; ++iw) sum += plane[ih * s.in_w + iw];
+          o[oh * s.out_w + ow] = sum / static_cast<T>((h1 - h0) * (w1 - w0));
+        }
+      }
+    }
+  });
+}
+
+template <class T>
+void adaptive_avg_pool2d_backward(const Pool2dShape& s, const T* grad_out, T* grad_x) {
+  const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
+  split(s.planes, threads_for(s.planes * in_plane, s.planes), [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const T* g = grad_out + p * out_plane;
+      T* gx = grad_x + p * in_plane;
+      std::fill(gx, gx + in_plane, T(0));
+      for (int64_t oh = 0; oh < s.out_h; ++oh) {
+        const int64_t h0 = adaptive_start(oh, s.in_h, s.out_h), h1 = adaptive_end(oh, s.in_h, s.out_h);
+        for (int64_t ow = 0; ow < s.out_w; ++ow) {
+          const int64_t w0 = adaptive_start(ow, s.in_w, s.out_w), w1 = adaptive_end(ow, s.in_w, s.out_w);
+          const T share = g[oh * s.out_w + ow] / static_cast<T>((h1 - h0) * (w1 - w0));
+          for (int64_t ih = h0; ih < h1; ++ih)
+            for (int64_t iw = w0; iw < w1; ++iw) gx[ih * s.in_w + iw] += share;
+        }
+      }
+    }
+  });
+}
+
+#define DEEPKERN_POOL_INSTANTIATE(T)                                                                \
+  template void max_pool2d<T>(const Pool2dShape&, const T*, T*, int64_t*);                          \
+  template void max_pool2d_backward<T>(const Pool2dShape&, const T*, const int64_t*, T*);           \
+  template void avg_pool2d<T>(const Pool2dShape&, const T*, T*, bool, int64_t);                     \
+  template void avg_pool2d_backward<T>(const Pool2dShape&, const T*, T*, bool, int64_t);            \
+  template void adaptive_avg_pool2d<T>(const Pool2dShape&, const T*, T*);                           \
+  template void adaptive_avg_pool2d_backward<T>(const Pool2dShape&, const T*, T*);
+DEEPKERN_POOL_INSTANTIATE(float)
+DEEPKERN_POOL_INSTANTIATE(double)
+#undef DEEPKERN_POOL_INSTANTIATE
+
+}  // namespace deepkern::cpu
