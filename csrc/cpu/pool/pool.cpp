@@ -46,7 +46,8 @@ void with_stride(int64_t stride, F&& f) {
 struct Range {
   int64_t lo, hi;
 };
-Range valid_range(int64_t n_out, int64_t n_in, int64_t stride, int64_t offset) {
+template <class S>
+Range valid_range(int64_t n_out, int64_t n_in, S stride, int64_t offset) {
   const int64_t lo = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
   const int64_t last = n_in - 1 - offset;  // o * stride <= last
   const int64_t hi = last < 0 ? 0 : std::min(n_out, last / stride + 1);
@@ -62,34 +63,38 @@ int64_t first_tap(int64_t start, int64_t n_in, int64_t kernel, int64_t dilation)
 
 // ---- max ---------------------------------------------------------------------------------
 
-template <class T, bool kIndices>
-void max_pool_row(const Pool2dShape& s, const T* plane, int64_t oh, T* out, int64_t* ind) {
+// One tap's pass over the output positions [lo, hi) it keeps in bounds: input in[ow * sw + off].
+template <class T, bool kIndices, class S>
+void max_tap(const T* __restrict in, T* __restrict out, int64_t* __restrict ind, int64_t lo, int64_t hi, S sw,
+             int64_t off, int64_t row_base) {
+  for (int64_t ow = lo; ow < hi; ++ow) {
+    const int64_t iw = ow * sw + off;
+    const T v = in[iw];
+    const bool take = (v > out[ow]) | (v != v);  // a NaN always takes over
+    out[ow] = take ? v : out[ow];
+    if constexpr (kIndices) ind[ow] = take ? row_base + iw : ind[ow];
+  }
+}
+
+template <class T, bool kIndices, class S>
+void max_pool_row(const Pool2dShape& s, S sw, const T* plane, int64_t oh, T* out, int64_t* ind) {
   const int64_t ow_n = s.out_w, w = s.in_w;
   std::fill(out, out + ow_n, -std::numeric_limits<T>::infinity());
   const int64_t h_start = oh * s.stride_h - s.pad_h;
   if constexpr (kIndices) {  // PyTorch's starting index: the window's first in-bounds tap
     const int64_t ih0 = first_tap(h_start, s.in_h, s.kernel_h, s.dilation_h);
     for (int64_t ow = 0; ow < ow_n; ++ow) {
-      const int64_t iw0 = first_tap(ow * s.stride_w - s.pad_w, w, s.kernel_w, s.dilation_w);
+      const int64_t iw0 = first_tap(ow * sw - s.pad_w, w, s.kernel_w, s.dilation_w);
       ind[ow] = ih0 < 0 || iw0 < 0 ? -1 : ih0 * w + iw0;
     }
   }
   for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
     const int64_t ih = h_start + kh * s.dilation_h;
     if (ih < 0 || ih >= s.in_h) continue;
-    const T* in = plane + ih * w;
     for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
       const int64_t off = kw * s.dilation_w - s.pad_w;
-      const Range r = valid_range(ow_n, w, s.stride_w, off);
-      with_stride(s.stride_w, [&](auto sw) {
-        for (int64_t ow = r.lo; ow < r.hi; ++ow) {
-          const int64_t iw = ow * sw + off;
-          const T v = in[iw];
-          const bool take = (v > out[ow]) | (v != v);  // a NaN always takes over
-          out[ow] = take ? v : out[ow];
-          if constexpr (kIndices) ind[ow] = take ? ih * w + iw : ind[ow];
-        }
-      });
+      const Range r = valid_range(ow_n, w, sw, off);
+      max_tap<T, kIndices>(plane + ih * w, out, ind, r.lo, r.hi, sw, off, ih * w);
     }
   }
 }
@@ -105,8 +110,8 @@ int64_t window_extent(int64_t start, int64_t n_in, int64_t kernel, int64_t pad, 
 
 // dst[ow - begin] = src[ow] / divisor(oh, ow) for ow in [begin, end). Windows wholly inside the
 // input along W share one divisor, so the middle of the row is a plain vector loop.
-template <class T>
-void divide_row(const Pool2dShape& s, int64_t oh, bool count_include_pad, int64_t divisor_override,
+template <class T, class S>
+void divide_row(const Pool2dShape& s, S sw, int64_t oh, bool count_include_pad, int64_t divisor_override,
                 const T* src, T* dst, int64_t begin, int64_t end) {
   if (divisor_override) {
     const T d = static_cast<T>(divisor_override);
@@ -114,12 +119,12 @@ void divide_row(const Pool2dShape& s, int64_t oh, bool count_include_pad, int64_
     return;
   }
   const int64_t fh = window_extent(oh * s.stride_h - s.pad_h, s.in_h, s.kernel_h, s.pad_h, count_include_pad);
-  // Inner windows: ow * stride_w - pad_w >= 0 and ow * stride_w - pad_w + kernel_w <= in_w.
-  const int64_t inner_lo = std::min(end, std::max(begin, (s.pad_w + s.stride_w - 1) / s.stride_w));
+  // Inner windows: ow * sw - pad_w >= 0 and ow * sw - pad_w + kernel_w <= in_w.
+  const int64_t inner_lo = std::min(end, std::max(begin, (s.pad_w + sw - 1) / sw));
   const int64_t last = s.in_w - s.kernel_w + s.pad_w;
-  const int64_t inner_hi = std::max(inner_lo, std::min(end, last < 0 ? 0 : last / s.stride_w + 1));
+  const int64_t inner_hi = std::max(inner_lo, std::min(end, last < 0 ? 0 : last / sw + 1));
   auto edge = [&](int64_t ow) {
-    const int64_t fw = window_extent(ow * s.stride_w - s.pad_w, s.in_w, s.kernel_w, s.pad_w, count_include_pad);
+    const int64_t fw = window_extent(ow * sw - s.pad_w, s.in_w, s.kernel_w, s.pad_w, count_include_pad);
     dst[ow - begin] = src[ow] / static_cast<T>(fh * fw);
   };
   for (int64_t ow = begin; ow < inner_lo; ++ow) edge(ow);
@@ -128,46 +133,50 @@ void divide_row(const Pool2dShape& s, int64_t oh, bool count_include_pad, int64_
   for (int64_t ow = inner_hi; ow < end; ++ow) edge(ow);
 }
 
-template <class T>
-void avg_pool_row(const Pool2dShape& s, const T* plane, int64_t oh, T* out, bool count_include_pad,
+template <class T, class S>
+void avg_tap(const T* __restrict in, T* __restrict out, int64_t lo, int64_t hi, S sw, int64_t off) {
+  for (int64_t ow = lo; ow < hi; ++ow) out[ow] += in[ow * sw + off];
+}
+
+template <class T, class S>
+void avg_pool_row(const Pool2dShape& s, S sw, const T* plane, int64_t oh, T* out, bool count_include_pad,
                   int64_t divisor_override) {
   const int64_t ow_n = s.out_w, w = s.in_w;
   std::fill(out, out + ow_n, T(0));
   const int64_t h_start = oh * s.stride_h - s.pad_h;
   for (int64_t kh = std::max<int64_t>(0, -h_start); kh < s.kernel_h && h_start + kh < s.in_h; ++kh) {
-    const T* in = plane + (h_start + kh) * w;
     for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
       const int64_t off = kw - s.pad_w;
-      const Range r = valid_range(ow_n, w, s.stride_w, off);
-      with_stride(s.stride_w, [&](auto sw) {
-        for (int64_t ow = r.lo; ow < r.hi; ++ow) out[ow] += in[ow * sw + off];
-      });
+      const Range r = valid_range(ow_n, w, sw, off);
+      avg_tap(plane + (h_start + kh) * w, out, r.lo, r.hi, sw, off);
     }
   }
-  divide_row(s, oh, count_include_pad, divisor_override, out, out, 0, ow_n);
+  divide_row(s, sw, oh, count_include_pad, divisor_override, out, out, 0, ow_n);
 }
 
-template <class T>
-void avg_pool_backward_plane(const Pool2dShape& s, const T* g, T* gx, bool count_include_pad,
+// The scatter of one tap: gx[ow * sw + off] += scaled[ow - begin] for ow in [lo, hi).
+template <class T, class S>
+void avg_tap_backward(const T* __restrict scaled, T* __restrict gx, int64_t begin, int64_t lo, int64_t hi, S sw,
+                      int64_t off) {
+  for (int64_t ow = lo; ow < hi; ++ow) gx[ow * sw + off] += scaled[ow - begin];
+}
+
+template <class T, class S>
+void avg_pool_backward_plane(const Pool2dShape& s, S sw, const T* g, T* gx, bool count_include_pad,
                              int64_t divisor_override) {
   const int64_t w = s.in_w;
   std::fill(gx, gx + s.in_h * w, T(0));
   T scaled[kChunk];
   for (int64_t oh = 0; oh < s.out_h; ++oh) {
-    const T* g_row = g + oh * s.out_w;
     const int64_t h_start = oh * s.stride_h - s.pad_h;
     for (int64_t begin = 0; begin < s.out_w; begin += kChunk) {
       const int64_t end = std::min(s.out_w, begin + kChunk);
-      divide_row(s, oh, count_include_pad, divisor_override, g_row, scaled, begin, end);
+      divide_row(s, sw, oh, count_include_pad, divisor_override, g + oh * s.out_w, scaled, begin, end);
       for (int64_t kh = std::max<int64_t>(0, -h_start); kh < s.kernel_h && h_start + kh < s.in_h; ++kh) {
-        T* gx_row = gx + (h_start + kh) * w;
         for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
           const int64_t off = kw - s.pad_w;
-          const Range r = valid_range(end, w, s.stride_w, off);
-          const int64_t lo = std::max(r.lo, begin);
-          with_stride(s.stride_w, [&](auto sw) {
-            for (int64_t ow = lo; ow < r.hi; ++ow) gx_row[ow * sw + off] += scaled[ow - begin];
-          });
+          const Range r = valid_range(end, w, sw, off);
+          avg_tap_backward(scaled, gx + (h_start + kh) * w, begin, std::max(r.lo, begin), r.hi, sw, off);
         }
       }
     }
@@ -181,17 +190,29 @@ int64_t adaptive_end(int64_t i, int64_t n_in, int64_t n_out) { return ((i + 1) *
 
 }  // namespace
 
+// Runs row(plane, oh, r) for the output rows r in [0, planes * out_h) on the threads, with the
+// W stride as a compile-time constant where it is 1 or 2.
+template <class Row>
+void for_each_output_row(const Pool2dShape& s, Row&& row) {
+  const int64_t rows = s.planes * s.out_h;
+  with_stride(s.stride_w, [&](auto sw) {
+    split(rows, threads_for(s.planes * s.in_h * s.in_w, rows), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin, p = begin / s.out_h, oh = begin % s.out_h; r < end; ++r) {
+        row(sw, p, oh, r);
+        if (++oh == s.out_h) oh = 0, ++p;
+      }
+    });
+  });
+}
+
 template <class T>
 void max_pool2d(const Pool2dShape& s, const T* x, T* out, int64_t* indices) {
-  const int64_t rows = s.planes * s.out_h, in_plane = s.in_h * s.in_w;
-  split(rows, threads_for(s.planes * in_plane, rows), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const T* plane = x + (r / s.out_h) * in_plane;
-      if (indices)
-        max_pool_row<T, true>(s, plane, r % s.out_h, out + r * s.out_w, indices + r * s.out_w);
-      else
-        max_pool_row<T, false>(s, plane, r % s.out_h, out + r * s.out_w, nullptr);
-    }
+  const int64_t in_plane = s.in_h * s.in_w;
+  for_each_output_row(s, [&](auto sw, int64_t p, int64_t oh, int64_t r) {
+    if (indices)
+      max_pool_row<T, true>(s, sw, x + p * in_plane, oh, out + r * s.out_w, indices + r * s.out_w);
+    else
+      max_pool_row<T, false>(s, sw, x + p * in_plane, oh, out + r * s.out_w, nullptr);
   });
 }
 
@@ -220,11 +241,9 @@ void max_pool2d_backward(const Pool2dShape& s, const T* grad_out, const int64_t*
 
 template <class T>
 void avg_pool2d(const Pool2dShape& s, const T* x, T* out, bool count_include_pad, int64_t divisor_override) {
-  const int64_t rows = s.planes * s.out_h, in_plane = s.in_h * s.in_w;
-  split(rows, threads_for(s.planes * in_plane, rows), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r)
-      avg_pool_row(s, x + (r / s.out_h) * in_plane, r % s.out_h, out + r * s.out_w, count_include_pad,
-                   divisor_override);
+  const int64_t in_plane = s.in_h * s.in_w;
+  for_each_output_row(s, [&](auto sw, int64_t p, int64_t oh, int64_t r) {
+    avg_pool_row(s, sw, x + p * in_plane, oh, out + r * s.out_w, count_include_pad, divisor_override);
   });
 }
 
@@ -232,10 +251,12 @@ template <class T>
 void avg_pool2d_backward(const Pool2dShape& s, const T* grad_out, T* grad_x, bool count_include_pad,
                          int64_t divisor_override) {
   const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
-  split(s.planes, threads_for(s.planes * in_plane, s.planes), [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p)
-      avg_pool_backward_plane(s, grad_out + p * out_plane, grad_x + p * in_plane, count_include_pad,
-                              divisor_override);
+  with_stride(s.stride_w, [&](auto sw) {
+    split(s.planes, threads_for(s.planes * in_plane, s.planes), [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p)
+        avg_pool_backward_plane(s, sw, grad_out + p * out_plane, grad_x + p * in_plane, count_include_pad,
+                                divisor_override);
+    });
   });
 }
 
