@@ -5,6 +5,7 @@
 #include "cpu/pool/pool.h"
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -63,6 +64,21 @@ int64_t first_tap(int64_t start, int64_t n_in, int64_t kernel, int64_t dilation)
 
 // ---- max ---------------------------------------------------------------------------------
 
+// take ? a : b as a bit mask, so that the compiler's scalar loop tails have no data-dependent
+// branch (random data would mispredict half of them); vector loops compile it to a blend.
+template <class T>
+T select(bool take, T a, T b) {
+  using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;  // T: float, double, int64_t
+  U ua, ub;
+  std::memcpy(&ua, &a, sizeof(T));
+  std::memcpy(&ub, &b, sizeof(T));
+  const U mask = U(0) - U(take);
+  const U r = (ua & mask) | (ub & ~mask);
+  T out;
+  std::memcpy(&out, &r, sizeof(T));
+  return out;
+}
+
 // One tap's pass over the output positions [lo, hi) it keeps in bounds: input in[ow * sw + off].
 template <class T, bool kIndices, class S>
 void max_tap(const T* __restrict in, T* __restrict out, int64_t* __restrict ind, int64_t lo, int64_t hi, S sw,
@@ -71,8 +87,8 @@ void max_tap(const T* __restrict in, T* __restrict out, int64_t* __restrict ind,
     const int64_t iw = ow * sw + off;
     const T v = in[iw];
     const bool take = (v > out[ow]) | (v != v);  // a NaN always takes over
-    out[ow] = take ? v : out[ow];
-    if constexpr (kIndices) ind[ow] = take ? row_base + iw : ind[ow];
+    out[ow] = select(take, v, out[ow]);
+    if constexpr (kIndices) ind[ow] = select(take, row_base + iw, ind[ow]);
   }
 }
 
