@@ -18,6 +18,8 @@ namespace {
 
 // Below this many elements touched a call runs on the calling thread alone.
 constexpr int64_t kMinParallelElements = int64_t(1) << 15;
+// Average-pool output rows shorter than this are summed window by window (avg_pool_row_narrow).
+constexpr int64_t kNarrowRow = 5;
 // Output positions scaled at a time in the average-pool backward pass (a stack buffer).
 constexpr int64_t kChunk = 256;
 
@@ -170,6 +172,25 @@ void avg_pool_row(const Pool2dShape& s, S sw, const T* plane, int64_t oh, T* out
   divide_row(s, sw, oh, count_include_pad, divisor_override, out, out, 0, ow_n);
 }
 
+// avg_pool_row for rows of fewer than kNarrowRow outputs: one window at a time, since tap-by-tap
+// passes over a few outputs would be mostly loop overhead. (Max pooling keeps the tap passes: its
+// select chain per window is bound by latency.)
+template <class T, class S>
+void avg_pool_row_narrow(const Pool2dShape& s, S sw, const T* plane, int64_t oh, T* out, bool count_include_pad,
+                         int64_t divisor_override) {
+  const int64_t h_start = oh * s.stride_h - s.pad_h, w = s.in_w;
+  const int64_t h0 = std::max<int64_t>(h_start, 0), h1 = std::min(h_start + s.kernel_h, s.in_h);
+  for (int64_t ow = 0; ow < s.out_w; ++ow) {
+    const int64_t w_start = ow * sw - s.pad_w;
+    const int64_t w0 = std::max<int64_t>(w_start, 0), w1 = std::min(w_start + s.kernel_w, w);
+    T sum = 0;
+    for (int64_t ih = h0; ih < h1; ++ih)
+      for (int64_t iw = w0; iw < w1; ++iw) sum += plane[ih * w + iw];
+    out[ow] = sum;
+  }
+  divide_row(s, sw, oh, count_include_pad, divisor_override, out, out, 0, s.out_w);
+}
+
 // The scatter of one tap: gx[ow * sw + off] += scaled[ow - begin] for ow in [lo, hi).
 template <class T, class S>
 void avg_tap_backward(const T* __restrict scaled, T* __restrict gx, int64_t begin, int64_t lo, int64_t hi, S sw,
@@ -258,8 +279,12 @@ void max_pool2d_backward(const Pool2dShape& s, const T* grad_out, const int64_t*
 template <class T>
 void avg_pool2d(const Pool2dShape& s, const T* x, T* out, bool count_include_pad, int64_t divisor_override) {
   const int64_t in_plane = s.in_h * s.in_w;
+  const bool narrow = s.out_w < kNarrowRow;
   for_each_output_row(s, [&](auto sw, int64_t p, int64_t oh, int64_t r) {
-    avg_pool_row(s, sw, x + p * in_plane, oh, out + r * s.out_w, count_include_pad, divisor_override);
+    if (narrow)
+      avg_pool_row_narrow(s, sw, x + p * in_plane, oh, out + r * s.out_w, count_include_pad, divisor_override);
+    else
+      avg_pool_row(s, sw, x + p * in_plane, oh, out + r * s.out_w, count_include_pad, divisor_override);
   });
 }
 
