@@ -2,6 +2,8 @@
 // kernel column, one pass over the output positions that tap keeps inside the input, so the
 // inner loop reads the input row at a fixed stride and updates the output row elementwise
 // (compiled as vector code; the rows stay in L1). The backward passes scatter the same way.
+// Average pooling sums rows of very few outputs window by window instead; the adaptive windows
+// have no fixed stride and are summed window by window.
 #include "cpu/pool/pool.h"
 
 #include <algorithm>
@@ -94,6 +96,7 @@ void max_tap(const T* __restrict in, T* __restrict out, int64_t* __restrict ind,
   }
 }
 
+// out[0, out_w) = output row oh of one plane, and ind its indices when kIndices.
 template <class T, bool kIndices, class S>
 void max_pool_row(const Pool2dShape& s, S sw, const T* plane, int64_t oh, T* out, int64_t* ind) {
   const int64_t ow_n = s.out_w, w = s.in_w;
@@ -156,6 +159,7 @@ void avg_tap(const T* __restrict in, T* __restrict out, int64_t lo, int64_t hi, 
   for (int64_t ow = lo; ow < hi; ++ow) out[ow] += in[ow * sw + off];
 }
 
+// out[0, out_w) = output row oh of one plane.
 template <class T, class S>
 void avg_pool_row(const Pool2dShape& s, S sw, const T* plane, int64_t oh, T* out, bool count_include_pad,
                   int64_t divisor_override) {
@@ -198,6 +202,7 @@ void avg_tap_backward(const T* __restrict scaled, T* __restrict gx, int64_t begi
   for (int64_t ow = lo; ow < hi; ++ow) gx[ow * sw + off] += scaled[ow - begin];
 }
 
+// gx = the gradient of one input plane from its output plane's gradient g.
 template <class T, class S>
 void avg_pool_backward_plane(const Pool2dShape& s, S sw, const T* g, T* gx, bool count_include_pad,
                              int64_t divisor_override) {
@@ -225,10 +230,8 @@ void avg_pool_backward_plane(const Pool2dShape& s, S sw, const T* g, T* gx, bool
 int64_t adaptive_start(int64_t i, int64_t n_in, int64_t n_out) { return i * n_in / n_out; }
 int64_t adaptive_end(int64_t i, int64_t n_in, int64_t n_out) { return ((i + 1) * n_in + n_out - 1) / n_out; }
 
-}  // namespace
-
-// Runs row(plane, oh, r) for the output rows r in [0, planes * out_h) on the threads, with the
-// W stride as a compile-time constant where it is 1 or 2.
+// Runs row(sw, p, oh, r) for the output rows r = p * out_h + oh in [0, planes * out_h) on the
+// threads, with the W stride sw as a compile-time constant where it is 1 or 2.
 template <class Row>
 void for_each_output_row(const Pool2dShape& s, Row&& row) {
   const int64_t rows = s.planes * s.out_h;
@@ -241,6 +244,8 @@ void for_each_output_row(const Pool2dShape& s, Row&& row) {
     });
   });
 }
+
+}  // namespace
 
 template <class T>
 void max_pool2d(const Pool2dShape& s, const T* x, T* out, int64_t* indices) {
