@@ -484,3 +484,30 @@ def test_ops_exported():
     for name in ("max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
                  "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward"):
         assert name in deepkern.ops.__all__ and callable(getattr(deepkern.ops, name))
+
+
+# ----------------------------------------------------------------------------------------------
+# the benchmark suite (deepkern bench --op pool) on small layers: its checks, references, GB/s rows
+
+
+def test_bench_pool_suite_small_layers():
+    from deepkern import benchmark as dkb
+
+    cases = [dkb._pool_case(3, 9, kind, k, s, p, backward)
+             for kind, k, s, p in dkb.POOL_WINDOWS for backward in (False, True)]
+    for case in cases:
+        sets = case.make_inputs()
+        assert case.check(sets[0]) < 1e-5, f"{case.name} {case.layout}"
+        if "numpy" in case.impls:  # the reference without PyTorch: strided windows of the padded input
+            x = sets[0][0]
+            np.testing.assert_allclose(case.impls["numpy"](x), case.impls["deepkern"](x), rtol=1e-5, atol=1e-6)
+    kind, k, s, p = dkb.POOL_WINDOWS[1]
+    x = np.random.default_rng(0).standard_normal((2, 3, 9, 9)).astype(np.float32)
+    np.testing.assert_array_equal(dkb.pool_numpy(x, kind, k, s, p), max_pool2d(x, k, s, p))
+    suite = dkb.Suite("pool-test", "small pooling cases", lambda quick: cases[:2])
+    report = dkb.run_suite(suite, [1], quick=True, repeats=1, progress=False, peak_copy_bytes=1 << 20)
+    assert report.rows and all(r.unit == "GB/s" and r.ratio > 0 and r.rel_err < 1e-5 for r in report.rows)
+    row = report.rows[0]
+    assert row.pct_peak == pytest.approx(100 * row.gflops / report.peaks[1].copy_gbps)
+    assert "GB/s" in dkb.format_table(report.rows).splitlines()[0] and "%copy" in dkb.format_table(report.rows)
+    assert "GB/s" in dkb.format_summary(dkb.summarize(report.rows))
