@@ -104,10 +104,13 @@ void max_pool_row(const Pool2dShape& s, S sw, const T* plane, int64_t oh, T* out
   const int64_t h_start = oh * s.stride_h - s.pad_h;
   if constexpr (kIndices) {  // PyTorch's starting index: the window's first in-bounds tap
     const int64_t ih0 = first_tap(h_start, s.in_h, s.kernel_h, s.dilation_h);
-    for (int64_t ow = 0; ow < ow_n; ++ow) {
+    // Windows from left_end on start inside the input (and every window starts before in_w).
+    const int64_t left_end = std::min(ow_n, (s.pad_w + sw - 1) / sw);
+    for (int64_t ow = 0; ow < left_end; ++ow) {
       const int64_t iw0 = first_tap(ow * sw - s.pad_w, w, s.kernel_w, s.dilation_w);
       ind[ow] = ih0 < 0 || iw0 < 0 ? -1 : ih0 * w + iw0;
     }
+    for (int64_t ow = left_end; ow < ow_n; ++ow) ind[ow] = ih0 < 0 ? -1 : ih0 * w + ow * sw - s.pad_w;
   }
   for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
     const int64_t ih = h_start + kh * s.dilation_h;
