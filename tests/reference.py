@@ -221,3 +221,146 @@ def conv2d_backward_ref(grad_out, x, w, stride=1, padding=0, dilation=1, groups=
     gx = gxpad[:, :, pt:pt + h, pl:pl + wd]
     gb = g64.sum(axis=(0, 2, 3))
     return (gx[0] if unbatched else gx), gw, gb
+
+# ---- pooling (NCHW or CHW; PyTorch's torch.nn.functional semantics) -----------------------------
+
+
+def _pool_pair(v):
+    return (v, v) if np.isscalar(v) else tuple(v)
+
+
+def pool_output_size_ref(size, kernel, stride, pad, dilation, ceil_mode):
+    """PyTorch's pooled size along one axis: floor or ceil of the window count, where with
+    ceil_mode the last window must start inside the input or the left padding."""
+    span = size + 2 * pad - dilation * (kernel - 1) - 1
+    out = -(-span // stride) + 1 if ceil_mode else span // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def _pool_windows(shape, kernel_size, stride, padding, dilation, ceil_mode):
+    """For every tap (kh, kw): the input row and column of each output position (arrays of shape
+    (OH,) and (OW,)), as a list in PyTorch's row-major tap order, and the output (OH, OW)."""
+    (kh, kw), (ph, pw), (dh, dw) = _pool_pair(kernel_size), _pool_pair(padding), _pool_pair(dilation)
+    sh, sw = _pool_pair(kernel_size if stride is None else stride)
+    h, w = shape[-2:]
+    oh = pool_output_size_ref(h, kh, sh, ph, dh, ceil_mode)
+    ow = pool_output_size_ref(w, kw, sw, pw, dw, ceil_mode)
+    taps = [(np.arange(oh) * sh - ph + i * dh, np.arange(ow) * sw - pw + j * dw)
+            for i in range(kh) for j in range(kw)]
+    return taps, (oh, ow)
+
+
+def _gather_tap(x64, rows, cols):
+    """x[..., rows, cols] with positions outside the input clamped, and the in-bounds mask."""
+    h, w = x64.shape[-2:]
+    valid = ((rows >= 0) & (rows < h))[:, None] & ((cols >= 0) & (cols < w))[None, :]
+    r, c = np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)
+    return x64[..., r[:, None], c[None, :]], valid, r[:, None] * w + c[None, :]
+
+
+def max_pool2d_ref(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """(out, indices): the max of each window's in-bounds taps, visited in row-major order; a tap
+    replaces the running max when it is larger or NaN, and the first in-bounds tap sets the index
+    (PyTorch's rule). A window with no in-bounds tap gives -inf and index -1."""
+    x64 = _f64(x)
+    taps, (oh, ow) = _pool_windows(x64.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    out = np.full(x64.shape[:-2] + (oh, ow), -np.inf)
+    idx = np.full(out.shape, -1, dtype=np.int64)
+    for rows, cols in taps:
+        v, valid, flat = _gather_tap(x64, rows, cols)
+        take = valid & ((v > out) | np.isnan(v) | (idx == -1))
+        out = np.where(take, v, out)
+        idx = np.where(take, flat, idx)
+    return out, idx
+
+
+def avg_pool2d_ref(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                   divisor_override=None):
+    """The sum of each window's in-bounds taps over the divisor: divisor_override, else the
+    window clipped to the padded input (count_include_pad) or to the input."""
+    x64 = _f64(x)
+    taps, (oh, ow) = _pool_windows(x64.shape, kernel_size, stride, padding, 1, ceil_mode)
+    total = np.zeros(x64.shape[:-2] + (oh, ow))
+    for rows, cols in taps:
+        v, valid, _ = _gather_tap(x64, rows, cols)
+        total += np.where(valid, v, 0.0)
+    return total / _avg_divisor(x64.shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                divisor_override, (oh, ow))
+
+
+def _avg_divisor(shape, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, out_hw):
+    if divisor_override is not None:
+        return float(divisor_override)
+    (kh, kw), (ph, pw) = _pool_pair(kernel_size), _pool_pair(padding)
+    sh, sw = _pool_pair(kernel_size if stride is None else stride)
+    factors = []
+    for n_out, n_in, k, s, p in ((out_hw[0], shape[-2], kh, sh, ph), (out_hw[1], shape[-1], kw, sw, pw)):
+        start = np.arange(n_out) * s - p
+        end = np.minimum(start + k, n_in + p)
+        if count_include_pad:
+            factors.append(end - start)
+        else:
+            factors.append(np.minimum(end, n_in) - np.maximum(start, 0))
+    return (factors[0][:, None] * factors[1][None, :]).astype(np.float64)
+
+
+def adaptive_avg_pool2d_ref(x, output_size):
+    """Output (i, j) is the mean of rows floor(i*H/OH) .. ceil((i+1)*H/OH) and columns likewise."""
+    x64 = _f64(x)
+    h, w = x64.shape[-2:]
+    oh, ow = _pool_pair(output_size)
+    oh, ow = h if oh is None else oh, w if ow is None else ow
+    out = np.empty(x64.shape[:-2] + (oh, ow))
+    for i in range(oh):
+        r0, r1 = (i * h) // oh, -(-((i + 1) * h) // oh)
+        for j in range(ow):
+            c0, c1 = (j * w) // ow, -(-((j + 1) * w) // ow)
+            out[..., i, j] = x64[..., r0:r1, c0:c1].mean(axis=(-2, -1))
+    return out
+
+
+def max_pool2d_backward_ref(grad_out, x_shape, indices) -> np.ndarray:
+    """Zeros of x_shape plus each grad_out element added at its index in its (H, W) plane
+    (index -1: a window over padding only, no gradient)."""
+    g = _f64(grad_out)
+    h, w = x_shape[-2:]
+    planes = int(np.prod(x_shape[:-2]))
+    gx = np.zeros((planes, h * w))
+    g2, i2 = g.reshape(planes, -1), np.asarray(indices).reshape(planes, -1)
+    for p in range(planes):
+        keep = i2[p] >= 0
+        np.add.at(gx[p], i2[p][keep], g2[p][keep])
+    return gx.reshape(x_shape)
+
+
+def avg_pool2d_backward_ref(grad_out, x_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
+                            count_include_pad=True, divisor_override=None) -> np.ndarray:
+    """Each grad_out element divided by its window's divisor and added to the window's in-bounds
+    taps (the transpose of avg_pool2d_ref)."""
+    taps, out_hw = _pool_windows(x_shape, kernel_size, stride, padding, 1, ceil_mode)
+    share = _f64(grad_out) / _avg_divisor(x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                          divisor_override, out_hw)
+    h, w = x_shape[-2:]
+    gx = np.zeros(tuple(x_shape[:-2]) + (h * w,))
+    for rows, cols in taps:
+        valid = ((rows >= 0) & (rows < h))[:, None] & ((cols >= 0) & (cols < w))[None, :]
+        flat = (np.clip(rows, 0, h - 1)[:, None] * w + np.clip(cols, 0, w - 1)[None, :])[valid]
+        for lead in np.ndindex(*gx.shape[:-1]):
+            np.add.at(gx[lead], flat, share[lead][valid])
+    return gx.reshape(x_shape)
+
+
+def adaptive_avg_pool2d_backward_ref(grad_out, x_shape) -> np.ndarray:
+    """Each grad_out element divided by its window's size and added to the window."""
+    g = _f64(grad_out)
+    h, w = x_shape[-2:]
+    oh, ow = g.shape[-2:]
+    gx = np.zeros(x_shape)
+    for i in range(oh):
+        r0, r1 = (i * h) // oh, -(-((i + 1) * h) // oh)
+        for j in range(ow):
+            c0, c1 = (j * w) // ow, -(-((j + 1) * w) // ow)
+            gx[..., r0:r1, c0:c1] += (g[..., i, j] / ((r1 - r0) * (c1 - c0)))[..., None, None]
+    return gx

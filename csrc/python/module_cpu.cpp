@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <array>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -15,6 +16,7 @@
 #include "core/threading.h"
 #include "cpu/conv/conv.h"
 #include "cpu/gemm/gemm.h"
+#include "cpu/pool/pool.h"
 #include "cpu/roofline/roofline.h"
 
 namespace py = pybind11;
@@ -157,6 +159,106 @@ void conv2d_backward_weight(const py::array& grad_y, const py::array& x, py::arr
                                         static_cast<double*>(gwp), static_cast<double*>(gbp));
 }
 
+// ---- pooling -------------------------------------------------------------------------------
+// Arrays are C-contiguous NCHW; `shape` is (planes, in_h, in_w, out_h, out_w, kernel_h, kernel_w,
+// stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w), validated by deepkern.ops.pool. The
+// checks here only keep a direct call of deepkern._C from writing outside an array.
+
+using PoolShapeTuple = std::array<int64_t, 13>;
+
+cpu::Pool2dShape pool_shape(const PoolShapeTuple& t) {
+  return {t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12]};
+}
+
+// `arr` is a C-contiguous array of `count` elements of `dtype`.
+template <class T>
+T* pool_data(const py::array& arr, int64_t count, const char* name) {
+  if (!arr.dtype().is(py::dtype::of<T>()) || !(arr.flags() & py::array::c_style) || arr.size() != count)
+    throw std::invalid_argument(std::string(name) + " must be a C-contiguous array of " + std::to_string(count) +
+                                " elements of the pooling dtype");
+  return static_cast<T*>(const_cast<void*>(arr.data()));
+}
+
+// Calls f(T{}) with T = float or double, the dtype of `x`.
+template <class F>
+void pool_dispatch(const py::array& x, const char* op, F&& f) {
+  if (x.dtype().is(py::dtype::of<float>())) f(float{});
+  else if (x.dtype().is(py::dtype::of<double>())) f(double{});
+  else throw py::type_error(std::string(op) + " supports float32 and float64");
+}
+
+void max_pool2d(const py::array& x, py::array& out, const py::object& indices, const PoolShapeTuple& shape) {
+  const cpu::Pool2dShape s = pool_shape(shape);
+  pool_dispatch(x, "max_pool2d", [&](auto zero) {
+    using T = decltype(zero);
+    const T* xp = pool_data<T>(x, s.planes * s.in_h * s.in_w, "x");
+    T* op = pool_data<T>(out, s.planes * s.out_h * s.out_w, "out");
+    int64_t* ip = indices.is_none() ? nullptr
+        : pool_data<int64_t>(indices.cast<py::array>(), s.planes * s.out_h * s.out_w, "indices");
+    py::gil_scoped_release release;
+    cpu::max_pool2d<T>(s, xp, op, ip);
+  });
+}
+
+void max_pool2d_backward(const py::array& grad_out, const py::array& indices, py::array& grad_x,
+                         const PoolShapeTuple& shape) {
+  const cpu::Pool2dShape s = pool_shape(shape);
+  pool_dispatch(grad_out, "max_pool2d_backward", [&](auto zero) {
+    using T = decltype(zero);
+    const T* gp = pool_data<T>(grad_out, s.planes * s.out_h * s.out_w, "grad_out");
+    const int64_t* ip = pool_data<int64_t>(indices, s.planes * s.out_h * s.out_w, "indices");
+    T* gxp = pool_data<T>(grad_x, s.planes * s.in_h * s.in_w, "grad_x");
+    py::gil_scoped_release release;
+    cpu::max_pool2d_backward<T>(s, gp, ip, gxp);
+  });
+}
+
+void avg_pool2d(const py::array& x, py::array& out, const PoolShapeTuple& shape, bool count_include_pad,
+                int64_t divisor_override) {
+  const cpu::Pool2dShape s = pool_shape(shape);
+  pool_dispatch(x, "avg_pool2d", [&](auto zero) {
+    using T = decltype(zero);
+    const T* xp = pool_data<T>(x, s.planes * s.in_h * s.in_w, "x");
+    T* op = pool_data<T>(out, s.planes * s.out_h * s.out_w, "out");
+    py::gil_scoped_release release;
+    cpu::avg_pool2d<T>(s, xp, op, count_include_pad, divisor_override);
+  });
+}
+
+void avg_pool2d_backward(const py::array& grad_out, py::array& grad_x, const PoolShapeTuple& shape,
+                         bool count_include_pad, int64_t divisor_override) {
+  const cpu::Pool2dShape s = pool_shape(shape);
+  pool_dispatch(grad_out, "avg_pool2d_backward", [&](auto zero) {
+    using T = decltype(zero);
+    const T* gp = pool_data<T>(grad_out, s.planes * s.out_h * s.out_w, "grad_out");
+    T* gxp = pool_data<T>(grad_x, s.planes * s.in_h * s.in_w, "grad_x");
+    py::gil_scoped_release release;
+    cpu::avg_pool2d_backward<T>(s, gp, gxp, count_include_pad, divisor_override);
+  });
+}
+
+void adaptive_avg_pool2d(const py::array& x, py::array& out, const PoolShapeTuple& shape) {
+  const cpu::Pool2dShape s = pool_shape(shape);
+  pool_dispatch(x, "adaptive_avg_pool2d", [&](auto zero) {
+    using T = decltype(zero);
+    const T* xp = pool_data<T>(x, s.planes * s.in_h * s.in_w, "x");
+    T* op = pool_data<T>(out, s.planes * s.out_h * s.out_w, "out");
+    py::gil_scoped_release release;
+    cpu::adaptive_avg_pool2d<T>(s, xp, op);
+  });
+}
+
+void adaptive_avg_pool2d_backward(const py::array& grad_out, py::array& grad_x, const PoolShapeTuple& shape) {
+  const cpu::Pool2dShape s = pool_shape(shape);
+  pool_dispatch(grad_out, "adaptive_avg_pool2d_backward", [&](auto zero) {
+    using T = decltype(zero);
+    const T* gp = pool_data<T>(grad_out, s.planes * s.out_h * s.out_w, "grad_out");
+    T* gxp = pool_data<T>(grad_x, s.planes * s.in_h * s.in_w, "grad_x");
+    py::gil_scoped_release release;
+    cpu::adaptive_avg_pool2d_backward<T>(s, gp, gxp);
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -186,6 +288,18 @@ PYBIND11_MODULE(_C, m) {
   m.def("conv2d_backward_weight", &conv2d_backward_weight, py::arg("grad_y"), py::arg("x"),
         py::arg("grad_w"), py::arg("grad_bias"), py::arg("stride"), py::arg("padding"),
         py::arg("dilation"), py::arg("groups"));
+
+  // pooling (deepkern.ops.pool)
+  m.def("max_pool2d", &max_pool2d, py::arg("x"), py::arg("out"), py::arg("indices"), py::arg("shape"));
+  m.def("max_pool2d_backward", &max_pool2d_backward, py::arg("grad_out"), py::arg("indices"),
+        py::arg("grad_x"), py::arg("shape"));
+  m.def("avg_pool2d", &avg_pool2d, py::arg("x"), py::arg("out"), py::arg("shape"),
+        py::arg("count_include_pad"), py::arg("divisor_override"));
+  m.def("avg_pool2d_backward", &avg_pool2d_backward, py::arg("grad_out"), py::arg("grad_x"), py::arg("shape"),
+        py::arg("count_include_pad"), py::arg("divisor_override"));
+  m.def("adaptive_avg_pool2d", &adaptive_avg_pool2d, py::arg("x"), py::arg("out"), py::arg("shape"));
+  m.def("adaptive_avg_pool2d_backward", &adaptive_avg_pool2d_backward, py::arg("grad_out"),
+        py::arg("grad_x"), py::arg("shape"));
 
   m.def("measure_fma_gflops",
         [](const std::string& isa, int threads, double seconds) {

@@ -2,8 +2,9 @@
 
 Every kernel is timed beside the reference a user would otherwise call (NumPy/OpenBLAS always,
 PyTorch when it is installed), on the same inputs and at the same thread count, and reported as
-time, GFLOP/s, the throughput ratio to the reference and the fraction of this machine's measured
-peak (an FMA-throughput loop and a memory-copy loop from ``deepkern._C``).
+time, GFLOP/s (GB/s for memory-bound ops such as pooling), the throughput ratio to the reference and
+the fraction of this machine's measured peak (an FMA-throughput loop and a memory-copy loop from
+``deepkern._C``).
 
 How the numbers are taken (and why):
 
@@ -42,6 +43,7 @@ __all__ = [
     "Peak", "Timing", "Backend", "Case", "Suite", "Row", "Report", "SUITES",
     "measure_peak", "time_fn", "rotation_copies", "make_gemm_inputs", "gemm_cases",
     "ConvLayer", "CONV_LAYERS", "conv_cases", "conv_flops", "conv_impls", "conv_check", "make_conv_inputs",
+    "pool_cases", "pool_numpy",
     "backends", "get_backend", "limit_threads", "threadpoolctl_available", "register_suite",
     "get_suite", "run_suite", "summarize", "format_table", "format_summary", "to_json", "machine_info",
 ]
@@ -321,6 +323,9 @@ class Case:
     impls: Dict[str, Callable]     # backend name -> fn(*converted inputs)
     check: Optional[Callable[[tuple], float]] = None  # relative error of deepkern vs reference
     label: str = ""                # what the shape is (e.g. "ResNet conv1 im2col")
+    #: "flops": throughput in GFLOP/s against the FMA peak and the roofline; "bytes": memory-bound
+    #: ops, throughput in GB/s (nbytes / time) against the measured copy bandwidth.
+    metric: str = "flops"
 
 
 @dataclasses.dataclass
@@ -652,6 +657,141 @@ register_suite(Suite(
     unavailable=_conv_unavailable,
 ))
 
+# ---- pooling -------------------------------------------------------------------------------
+
+#: (C, H = W) of the pooling layers of ResNet/VGG-style CNNs, batch POOL_BATCH, float32 NCHW.
+POOL_LAYERS = ((64, 56), (128, 28), (256, 14), (64, 112), (512, 7))
+POOL_LAYERS_QUICK = ((128, 28), (512, 7))
+POOL_BATCH = 32
+#: (kind, kernel, stride, padding): the 2x2/2 pool of VGG and the 3x3/2 pad 1 pool of ResNet.
+POOL_WINDOWS = (("max", 2, 2, 0), ("max", 3, 2, 1), ("avg", 2, 2, 0), ("avg", 3, 2, 1))
+GROUP_POOL_FWD = "forward"
+GROUP_POOL_BWD = "backward"
+
+
+def pool_numpy(x: np.ndarray, kind: str, kernel: int, stride: int, padding: int) -> np.ndarray:
+    """max_pool2d or avg_pool2d (count_include_pad, floor mode) in NumPy: the reduction over
+    strided windows of the padded input (the reference when PyTorch is not installed)."""
+    fill = -np.inf if kind == "max" else 0.0
+    pad = ((0, 0), (0, 0), (padding, padding), (padding, padding))
+    xp = np.pad(x, pad, constant_values=fill) if padding else x
+    windows = np.lib.stride_tricks.sliding_window_view(xp, (kernel, kernel), axis=(2, 3))[:, :, ::stride, ::stride]
+    return windows.max(axis=(-2, -1)) if kind == "max" else windows.mean(axis=(-2, -1))
+
+
+def _pool_rotation(arrays: tuple) -> List[tuple]:
+    copies = rotation_copies(sum(a.nbytes for a in arrays))
+    return [arrays] + [tuple(a.copy() for a in arrays) for _ in range(copies - 1)]
+
+
+def _pool_check_forward(kind, kernel, stride, padding):
+    from .ops import avg_pool2d, max_pool2d
+
+    fn = max_pool2d if kind == "max" else avg_pool2d
+
+    def check(inputs: tuple) -> float:
+        x = inputs[0][:2]  # two images keep the float64 reference cheap
+        ref = pool_numpy(x.astype(np.float64), kind, kernel, stride, padding)
+        return float(np.linalg.norm(fn(x, kernel, stride, padding) - ref) / np.linalg.norm(ref))
+    return check
+
+
+def _pool_check_backward(kind, kernel, stride, padding):
+    from .ops import avg_pool2d_backward, max_pool2d_backward
+
+    def check(inputs: tuple) -> float:
+        g, x = inputs[0][:2].astype(np.float64), inputs[1][:2]
+        if kind == "max":  # grad_x = grad_out added at the indices, plane by plane
+            idx = inputs[2][:2]
+            got = max_pool2d_backward(inputs[0][:2], x.shape, idx)
+            planes = np.arange(idx.shape[0] * idx.shape[1]).reshape(idx.shape[:2] + (1, 1))
+            ref = np.zeros(x.size)
+            np.add.at(ref, (idx + planes * x.shape[2] * x.shape[3]).ravel(), g.ravel())
+            ref = ref.reshape(x.shape)
+        else:  # grad_x = each grad_out / k^2 added over its window (count_include_pad)
+            got = avg_pool2d_backward(inputs[0][:2], x.shape, kernel, stride, padding)
+            h, w = x.shape[2] + 2 * padding, x.shape[3] + 2 * padding
+            ref = np.zeros(x.shape[:2] + (h, w))
+            oh, ow = g.shape[2:]
+            for i in range(kernel):
+                for j in range(kernel):
+                    ref[:, :, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride] += g / kernel ** 2
+            ref = ref[:, :, padding:h - padding, padding:w - padding]
+        return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+    return check
+
+
+def _pool_case(channels: int, size: int, kind: str, kernel: int, stride: int, padding: int,
+               backward: bool) -> Case:
+    from .ops import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
+
+    shape = (POOL_BATCH, channels, size, size)
+    out_size = (size + 2 * padding - kernel) // stride + 1
+    out_shape = shape[:2] + (out_size, out_size)
+    x_bytes, out_bytes = 4.0 * np.prod(shape), 4.0 * np.prod(out_shape)
+    window = f"{kernel}x{kernel} s{stride}" + (f" p{padding}" if padding else "")
+    torch = _torch()
+    k2, s2, p2 = [kernel, kernel], [stride, stride], [padding, padding]
+
+    def make_x():
+        return np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+
+    if not backward:  # inputs (x,); bytes: x read, output written
+        nbytes = x_bytes + out_bytes
+        make_inputs = lambda: _pool_rotation((make_x(),))  # noqa: E731
+        dk_fn = max_pool2d if kind == "max" else avg_pool2d
+        impls = {"deepkern": lambda x: dk_fn(x, kernel, stride, padding)}
+        if torch is not None:
+            t_fn = torch.nn.functional.max_pool2d if kind == "max" else torch.nn.functional.avg_pool2d
+            impls["torch"] = lambda x: t_fn(x, kernel, stride, padding)
+        else:
+            impls["numpy"] = lambda x: pool_numpy(x, kind, kernel, stride, padding)
+        check = _pool_check_forward(kind, kernel, stride, padding)
+    elif kind == "max":  # inputs (grad_out, x, indices); bytes: grad_out and indices read, grad_x written
+        nbytes = out_bytes + 2 * out_bytes + x_bytes
+
+        def make_inputs():
+            x = make_x()
+            _, idx = max_pool2d(x, kernel, stride, padding, return_indices=True)
+            g = np.random.default_rng(1).standard_normal(out_shape, dtype=np.float32)
+            return _pool_rotation((g, x, idx))
+        impls = {"deepkern": lambda g, x, idx: max_pool2d_backward(g, x.shape, idx)}
+        if torch is not None:
+            impls["torch"] = lambda g, x, idx: torch.ops.aten.max_pool2d_with_indices_backward(
+                g, x, k2, s2, p2, [1, 1], False, idx)
+        check = _pool_check_backward(kind, kernel, stride, padding)
+    else:  # inputs (grad_out, x); bytes: grad_out read, grad_x written
+        nbytes = out_bytes + x_bytes
+
+        def make_inputs():
+            g = np.random.default_rng(1).standard_normal(out_shape, dtype=np.float32)
+            return _pool_rotation((g, make_x()))
+        impls = {"deepkern": lambda g, x: avg_pool2d_backward(g, x.shape, kernel, stride, padding)}
+        if torch is not None:
+            impls["torch"] = lambda g, x: torch.ops.aten.avg_pool2d_backward(g, x, k2, s2, p2, False, True, None)
+        check = _pool_check_backward(kind, kernel, stride, padding)
+    return Case(
+        op="pool", name=f"C={channels} {size}x{size}", layout=f"{kind}{' bwd' if backward else ''} {window}",
+        group=GROUP_POOL_BWD if backward else GROUP_POOL_FWD, shape=shape, flops=0.0, nbytes=float(nbytes),
+        make_inputs=make_inputs, impls=impls, check=check, label=f"batch {POOL_BATCH} float32 NCHW", metric="bytes",
+    )
+
+
+def pool_cases(quick: bool = False) -> List[Case]:
+    """Batch-32 float32 max and average pooling (2x2/2 and 3x3/2 pad 1), forward then backward."""
+    layers = POOL_LAYERS_QUICK if quick else POOL_LAYERS
+    return [_pool_case(c, hw, kind, k, s, p, backward)
+            for backward in (False, True) for c, hw in layers for kind, k, s, p in POOL_WINDOWS]
+
+
+register_suite(Suite(
+    name="pool",
+    description="float32 max/avg 2-D pooling of CNN layers (batch 32 NCHW), forward and backward, vs PyTorch "
+                "(NumPy strided windows without it); GB/s of bytes read + written",
+    cases=pool_cases,
+    summary_groups=(GROUP_POOL_FWD, GROUP_POOL_BWD),
+))
+
 
 # --------------------------------------------------------------------------------------------
 # Running and reporting
@@ -686,6 +826,9 @@ class Row:
     rel_err: Optional[float] = None
     label: str = ""
     other_cores: Optional[float] = None  # cores other processes kept busy while this line was timed
+    #: The unit of gflops, reference_gflops, peak_gflops and roofline_gflops: "GFLOP/s", or "GB/s" for a
+    #: memory-bound case (then the peak and the roofline are the measured copy bandwidth).
+    unit: str = "GFLOP/s"
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -853,8 +996,12 @@ def run_suite(suite: Suite, threads: Sequence[int], *, quick: bool = False, repe
             other = line_load.cores()
             dk = timings["deepkern"]
             peak = peaks[t]
-            gflops = case.flops / dk.median / 1e9
-            roof = peak.roofline_gflops(case.flops, case.nbytes)
+            if case.metric == "bytes":
+                work, unit, peak_rate, roof = case.nbytes, "GB/s", peak.copy_gbps, peak.copy_gbps
+            else:
+                work, unit, peak_rate = case.flops, "GFLOP/s", peak.fma_gflops
+                roof = peak.roofline_gflops(case.flops, case.nbytes)
+            gflops = work / dk.median / 1e9
             for ref in ref_names:
                 if ref not in timings:
                     continue
@@ -863,10 +1010,10 @@ def run_suite(suite: Suite, threads: Sequence[int], *, quick: bool = False, repe
                     op=case.op, case=case.name, shape=tuple(case.shape), layout=case.layout, group=case.group,
                     threads=t, deepkern_s=dk.median, deepkern_min_s=dk.min, deepkern_max_s=dk.max,
                     reference=ref, reference_s=rt.median, reference_min_s=rt.min, reference_max_s=rt.max,
-                    ratio=rt.median / dk.median, gflops=gflops, reference_gflops=case.flops / rt.median / 1e9,
-                    peak_gflops=peak.fma_gflops, pct_peak=100.0 * gflops / peak.fma_gflops,
+                    ratio=rt.median / dk.median, gflops=gflops, reference_gflops=work / rt.median / 1e9,
+                    peak_gflops=peak_rate, pct_peak=100.0 * gflops / peak_rate,
                     roofline_gflops=roof, pct_roofline=100.0 * gflops / roof, repeats=dk.repeats,
-                    rel_err=rel_err, label=case.label, other_cores=other,
+                    rel_err=rel_err, label=case.label, other_cores=other, unit=unit,
                 ))
             parts = ", ".join(f"{name} {timings[name].median * 1e3:.3f} ms" for name in timings)
             noisy = f" (noisy: other processes used {other:.2f} cores)" if other and other > NOISY_CORES else ""
@@ -901,6 +1048,7 @@ def summarize(rows: Sequence[Row], groups: Optional[Sequence[str]] = None) -> Li
             "geomean_ratio": _geomean([r.ratio for r in rs]),
             "geomean_gflops": _geomean([r.gflops for r in rs]),
             "geomean_pct_peak": _geomean([r.pct_peak for r in rs]),
+            "unit": rs[0].unit,
         })
     order = {g: i for i, g in enumerate(groups or [])}
     out.sort(key=lambda d: (d["op"], order.get(d["group"], len(order)), d["group"], d["threads"], d["reference"]))
@@ -921,7 +1069,10 @@ def format_table(rows: Sequence[Row]) -> str:
     lines: Dict[tuple, Dict[str, Row]] = {}
     for row in rows:
         lines.setdefault((row.op, row.case, row.layout, row.threads), {})[row.reference] = row
-    header = ["op", "case", "layout", "thr", "deepkern ms", "GFLOP/s", "%peak", "%roof"]
+    # Memory-bound suites (every row in GB/s) show % of the copy bandwidth; the roofline is the same.
+    by_bytes = bool(rows) and all(row.unit == "GB/s" for row in rows)
+    header = ["op", "case", "layout", "thr", "deepkern ms"] + (["GB/s", "%copy"] if by_bytes else
+                                                               ["GFLOP/s", "%peak", "%roof"])
     for ref in refs:
         header += [f"{ref} ms", f"x{ref}"]
     header.append("")
@@ -929,7 +1080,7 @@ def format_table(rows: Sequence[Row]) -> str:
     for (op, case, layout, threads), by_ref in lines.items():
         first = next(iter(by_ref.values()))
         cells = [op, case, layout, str(threads), _fmt_ms(first.deepkern_s), f"{first.gflops:.1f}",
-                 f"{first.pct_peak:.0f}", f"{first.pct_roofline:.0f}"]
+                 f"{first.pct_peak:.0f}"] + ([] if by_bytes else [f"{first.pct_roofline:.0f}"])
         for ref in refs:
             r = by_ref.get(ref)
             cells += ([_fmt_ms(r.reference_s), f"{r.ratio:.2f}"] if r else ["-", "-"])
@@ -944,9 +1095,11 @@ def format_table(rows: Sequence[Row]) -> str:
         out.append(text.rstrip())
         if j == 0:
             out.append("  ".join("-" * w for w in widths).rstrip())
-    legend = ("x<ref> = <ref> time / deepkern time (>1: deepkern faster); %peak = deepkern GFLOP/s as % of the "
-              "measured FMA peak; %roof = as % of min(FMA peak, intensity x copy GB/s); * = timed while other processes "
-              f"used > {NOISY_CORES} core (noisy)")
+    legend = ("x<ref> = <ref> time / deepkern time (>1: deepkern faster); " +
+              ("GB/s = bytes read + written / time; %copy = as % of the measured copy bandwidth; " if by_bytes else
+               "%peak = deepkern GFLOP/s as % of the measured FMA peak; %roof = as % of min(FMA peak, intensity x "
+               "copy GB/s); ") +
+              f"* = timed while other processes used > {NOISY_CORES} core (noisy)")
     return "\n".join(out + [legend])
 
 
@@ -968,8 +1121,8 @@ def format_summary(summary: Sequence[dict]) -> str:
     for (op, group, threads), ss in keys.items():
         parts = "  ".join(f"vs {s['reference']} {s['geomean_ratio']:.2f}x" for s in ss)
         lines.append(f"  {op:5s} {group:14s} threads={threads}  {parts}  "
-                     f"({ss[0]['cases']} cases, deepkern {ss[0]['geomean_gflops']:.0f} GFLOP/s, "
-                     f"{ss[0]['geomean_pct_peak']:.0f}% of peak)")
+                     f"({ss[0]['cases']} cases, deepkern {ss[0]['geomean_gflops']:.0f} {ss[0]['unit']}, "
+                     f"{ss[0]['geomean_pct_peak']:.0f}% of {'copy bandwidth' if ss[0]['unit'] == 'GB/s' else 'peak'})")
     return "\n".join(lines)
 
 

@@ -146,26 +146,28 @@ struct Block {
 
 // True when the blocks are spread over the slots (see for_each_block).
 bool spread_over_slots(const Conv2dShape& s, const Plan& plan) {
-  const int64_t blocks = (s.batch + plan.images - 1) / plan.images * ((s.out_h + plan.rows - 1) / plan.rows);
-  return plan.slots > 1 && blocks >= plan.slots;
+  const int64_t image_blocks = (s.batch + plan.images - 1) / plan.images;
+  return plan.slots > 1 && image_blocks >= plan.slots;
 }
 
 // Runs body(block, slot, gemm_threads) for every block of the plan. With at least as many blocks
-// as slots, slot t takes blocks t, t + slots, ... with single-threaded GEMMs; otherwise blocks run
-// in order in slot 0 with every thread inside each GEMM.
+// of images as slots, slot t takes image blocks t, t + slots, ... (each with all its row blocks,
+// so two threads never add into the same image's grad_x) with single-threaded GEMMs; otherwise
+// blocks run in order in slot 0 with every thread inside each GEMM.
 template <class Body>
 void for_each_block(const Conv2dShape& s, const Plan& plan, Body body) {
-  std::vector<Block> blocks;
-  for (int64_t n0 = 0; n0 < s.batch; n0 += plan.images)
+  auto run_image_block = [&](int64_t n0, int slot, int gemm_threads) {
     for (int64_t p0 = 0; p0 < s.out_h; p0 += plan.rows)
-      blocks.push_back({n0, std::min(s.batch, n0 + plan.images), p0, std::min(s.out_h, p0 + plan.rows)});
-  const int64_t count = static_cast<int64_t>(blocks.size());
+      body(Block{n0, std::min(s.batch, n0 + plan.images), p0, std::min(s.out_h, p0 + plan.rows)}, slot,
+           gemm_threads);
+  };
   if (spread_over_slots(s, plan)) {
     run_on_threads(plan.slots, [&](int slot) {
-      for (int64_t i = slot; i < count; i += plan.slots) body(blocks[i], slot, 1);
+      for (int64_t n0 = slot * plan.images; n0 < s.batch; n0 += plan.slots * plan.images)
+        run_image_block(n0, slot, 1);
     });
   } else {
-    for (const Block& block : blocks) body(block, 0, plan.slots);
+    for (int64_t n0 = 0; n0 < s.batch; n0 += plan.images) run_image_block(n0, 0, plan.slots);
   }
 }
 

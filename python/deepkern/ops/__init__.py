@@ -2,5 +2,18 @@
 
 from .conv import conv2d, conv2d_backward
 from .gemm import gemm, linear, matmul
+from .pool import (
+    adaptive_avg_pool2d,
+    adaptive_avg_pool2d_backward,
+    avg_pool2d,
+    avg_pool2d_backward,
+    max_pool2d,
+    max_pool2d_backward,
+)
 
-__all__ = ["conv2d", "conv2d_backward", "gemm", "linear", "matmul"]
+__all__ = [
+    "conv2d", "conv2d_backward",
+    "gemm", "linear", "matmul",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
+]

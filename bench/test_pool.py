@@ -1,0 +1,61 @@
+"""Pooling: deepkern.ops max/avg pooling (forward and backward) beside PyTorch, same group.
+
+The cases are deepkern.benchmark's pool suite: batch 32 float32 NCHW at CNN layer sizes, max and
+average 2x2 stride 2 and 3x3 stride 2 pad 1, forward and backward, inputs rotated when one set
+would fit in cache. Without PyTorch the reference is NumPy's strided-window implementation.
+
+    pytest bench/test_pool.py --benchmark-only
+    pytest bench/test_pool.py --benchmark-only -k "28x28 and max"
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from deepkern import benchmark as dkb
+
+CASES = dkb.pool_cases()
+LIBRARIES = ("deepkern", "torch", "numpy")
+PARAMS = [
+    pytest.param(index, library, id=f"{case.name}-{case.layout}-{library}".replace(" ", "-"))
+    for index, case in enumerate(CASES)
+    for library in LIBRARIES
+]
+
+_INPUTS = {}
+
+
+def _inputs(index):
+    """One cached set of rotation inputs per case (the last one only, to bound memory)."""
+    if index not in _INPUTS:
+        _INPUTS.clear()
+        _INPUTS[index] = CASES[index].make_inputs()
+    return _INPUTS[index]
+
+
+@pytest.mark.parametrize("index,library", PARAMS)
+def test_pool(benchmark, bench_threads, index, library):
+    case = CASES[index]
+    if library not in case.impls:
+        pytest.skip(f"{library} is not this case's reference")
+    sets = _inputs(index)
+    if library == "deepkern":
+        err = case.check(sets[0])
+        assert err < 1e-5, f"deepkern's relative error {err:.2e} vs the float64 reference"
+    elif library == "torch":
+        torch = pytest.importorskip("torch")
+        sets = [tuple(torch.from_numpy(a) for a in s) for s in sets]
+    fn = case.impls[library]
+    benchmark.group = f"pool {case.name} {case.layout} threads={bench_threads}"
+    benchmark.extra_info.update(library=library, threads=bench_threads, bytes=case.nbytes, copies=len(sets))
+    # Size the rounds like the CLI: one call to measure, then ~0.5 s of calls (3 to 100 rounds).
+    timing = dkb.time_fn(fn, sets, repeats=1, warmup=1)
+    rounds = int(min(100, max(3, 0.5 / max(timing.median, 1e-7))))
+    rotation = itertools.cycle(sets)
+    benchmark.pedantic(fn, setup=lambda: (next(rotation), {}), rounds=rounds, iterations=1, warmup_rounds=1)
+    stats = getattr(benchmark, "stats", None)  # None under --benchmark-disable
+    median = stats.stats.median if stats is not None else 0.0
+    if median > 0:
+        benchmark.extra_info["gbps"] = case.nbytes / median / 1e9

@@ -1,0 +1,513 @@
+"""The contract of deepkern.ops' pooling: max_pool2d, avg_pool2d, adaptive_avg_pool2d and their
+backward passes.
+
+Every result is compared with the float64 references in tests/reference.py (max: exactly, values
+and indices; averages: ||out - ref|| / ||ref|| below 1e-5 for float32, 1e-12 for float64), every
+backward also with finite differences in float64, and, where PyTorch is installed, everything
+with torch.nn.functional on the same inputs. Outputs are pre-filled with NaN (some as views of a
+bigger NaN array whose other elements must stay untouched). The cases are drawn once from a fixed
+seed over batch 1/3 (and 3-D input), C 1/odd, H and W 1..37 (some smaller than the window),
+square and non-square kernels 1..5, stride 1..3, padding 0..k/2, dilation 1..2 and ceil_mode.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import deepkern
+from deepkern.ops import (
+    adaptive_avg_pool2d,
+    adaptive_avg_pool2d_backward,
+    avg_pool2d,
+    avg_pool2d_backward,
+    max_pool2d,
+    max_pool2d_backward,
+)
+
+from reference import (
+    adaptive_avg_pool2d_backward_ref,
+    adaptive_avg_pool2d_ref,
+    avg_pool2d_backward_ref,
+    avg_pool2d_ref,
+    max_pool2d_backward_ref,
+    max_pool2d_ref,
+    pool_output_size_ref,
+    rel_error,
+)
+
+F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
+DTYPES = [F32, F64]
+TOL = {F32: 1e-5, F64: 1e-12}
+
+
+# ----------------------------------------------------------------------------------------------
+# cases
+
+
+def _pair(v):
+    return (v, v) if np.isscalar(v) else tuple(v)
+
+
+def _draw_cases(kind: str, count: int, seed: int) -> list:
+    """``count`` valid pooling configurations (dicts), drawn from a fixed seed."""
+    rng = np.random.default_rng(seed)
+    kernels = [1, 2, 3, 5, (2, 3), (3, 1), (1, 5), (5, 2), 2, 3]
+    strides = [None, 1, 2, 3, (1, 2), (3, 2), 2]
+    sizes = [1, 2, 3, 4, 5, 7, 8, 13, 16, 31, 37]
+    cases = []
+    while len(cases) < count:
+        kernel = kernels[len(cases) % len(kernels)]
+        kh, kw = _pair(kernel)
+        ph, pw = int(rng.integers(0, kh // 2 + 1)), int(rng.integers(0, kw // 2 + 1))
+        case = dict(
+            batch=[None, 1, 3][int(rng.integers(3))], channels=[1, 3, 5][int(rng.integers(3))],
+            h=int(rng.choice(sizes)), w=int(rng.choice(sizes)), kernel_size=kernel,
+            stride=strides[int(rng.integers(len(strides)))], padding=ph if ph == pw else (ph, pw),
+            ceil_mode=bool(rng.integers(2)),
+        )
+        if kind == "max":
+            case["dilation"] = [1, 2, (1, 2), 1][int(rng.integers(4))]
+        else:
+            case["count_include_pad"] = bool(rng.integers(2))
+            case["divisor_override"] = None if rng.integers(6) else int(rng.integers(1, 10))
+        dh, dw = _pair(case.get("dilation", 1))
+        sh, sw = _pair(kernel if case["stride"] is None else case["stride"])
+        if min(pool_output_size_ref(case["h"], kh, sh, ph, dh, case["ceil_mode"]),
+               pool_output_size_ref(case["w"], kw, sw, pw, dw, case["ceil_mode"])) >= 1:
+            cases.append(case)
+    return cases
+
+
+MAX_CASES = _draw_cases("max", 40, 1)
+AVG_CASES = _draw_cases("avg", 40, 2)
+LAYOUTS = ["C", "T", "slice", "F"]
+
+
+def _case_id(case) -> str:
+    parts = [f"{'' if case['batch'] is None else str(case['batch']) + 'x'}{case['channels']}x{case['h']}x{case['w']}",
+             f"k{case['kernel_size']}", f"s{case['stride']}", f"p{case['padding']}"]
+    for key, tag in (("dilation", "d"), ("ceil_mode", "ceil"), ("count_include_pad", "cip"),
+                     ("divisor_override", "div")):
+        if key in case:
+            parts.append(f"{tag}{case[key]}")
+    return "-".join(parts).replace(" ", "")
+
+
+def _params(case) -> dict:
+    return {k: v for k, v in case.items() if k not in ("batch", "channels", "h", "w")}
+
+
+def _shape(case) -> tuple:
+    lead = () if case["batch"] is None else (case["batch"],)
+    return lead + (case["channels"], case["h"], case["w"])
+
+
+def make_input(rng, shape, dtype, layout="C"):
+    """Random normal values of ``shape`` in a C-contiguous array or a non-contiguous view."""
+    if layout == "C":
+        return rng.standard_normal(shape).astype(dtype)
+    if layout == "T":  # the first two axes swapped
+        swapped = (shape[1], shape[0]) + shape[2:]
+        return rng.standard_normal(swapped).astype(dtype).swapaxes(0, 1)
+    if layout == "slice":  # every other row, columns from an offset
+        big = shape[:-2] + (2 * shape[-2], shape[-1] + 3)
+        return rng.standard_normal(big).astype(dtype)[..., ::2, 2:-1]
+    if layout == "F":
+        return np.asfortranarray(rng.standard_normal(shape).astype(dtype))
+    raise AssertionError(layout)
+
+
+def make_out(shape, dtype, strided: bool):
+    """A NaN-filled output: C-contiguous, or a strided view of a bigger NaN array (returned too)."""
+    if not strided:
+        out = np.full(shape, np.nan, dtype=dtype)
+        return out, out
+    big = np.full(shape[:-1] + (2 * shape[-1] + 1,), np.nan, dtype=dtype)
+    return big[..., 1::2], big
+
+
+def check(got, ref, dtype, what=""):
+    dtype = np.dtype(dtype)
+    assert isinstance(got, np.ndarray) and got.dtype == dtype, f"{what}: got {type(got).__name__} {getattr(got, 'dtype', '')}"
+    assert got.shape == ref.shape, f"{what}: shape {got.shape}, expected {ref.shape}"
+    assert not np.isnan(got[~np.isnan(ref)]).any(), f"{what}: NaN where the reference is not (not written?)"
+    assert (np.isnan(got) == np.isnan(ref)).all(), f"{what}: NaN positions differ from the reference"
+    err = rel_error(np.nan_to_num(got, nan=0.0), np.nan_to_num(ref, nan=0.0))
+    assert err < TOL[dtype], f"{what}: relative error {err:.3g} >= {TOL[dtype]:g}"
+
+
+def check_untouched(big, out, what=""):
+    mask = np.ones(big.shape, dtype=bool)
+    if out is not big:
+        mask[..., 1::2] = False
+        assert np.isnan(big[mask]).all(), f"{what}: elements outside the output view were written"
+
+
+# ----------------------------------------------------------------------------------------------
+# max_pool2d
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("index,case", list(enumerate(MAX_CASES)), ids=[_case_id(c) for c in MAX_CASES])
+def test_max_pool2d(index, case, dtype, rng):
+    x = make_input(rng, _shape(case), dtype, LAYOUTS[index % len(LAYOUTS)])
+    ref, ref_idx = max_pool2d_ref(x, **_params(case))
+    out, big = make_out(ref.shape, dtype, strided=index % 3 == 2)
+    got, idx = max_pool2d(x, **_params(case), return_indices=True, out=out)
+    assert got is out
+    assert idx.dtype == np.int64 and idx.shape == ref.shape
+    np.testing.assert_array_equal(got, ref.astype(dtype), err_msg=_case_id(case))
+    np.testing.assert_array_equal(idx, ref_idx, err_msg=_case_id(case))
+    check_untouched(big, out, _case_id(case))
+    np.testing.assert_array_equal(max_pool2d(x, **_params(case)), got)  # without indices, new array
+
+    g = rng.standard_normal(ref.shape).astype(dtype)
+    gx_out, gx_big = make_out(x.shape, dtype, strided=index % 3 == 1)
+    gx = max_pool2d_backward(g, x.shape, idx, out=gx_out)
+    assert gx is gx_out
+    check(gx, max_pool2d_backward_ref(g, x.shape, ref_idx), dtype, f"backward {_case_id(case)}")
+    check_untouched(gx_big, gx_out, _case_id(case))
+
+
+def test_max_pool2d_nan_propagates(rng):
+    x = rng.standard_normal((2, 3, 9, 11)).astype(np.float32)
+    x[0, 0, 2, 3] = x[1, 2, 8, 10] = x[0, 1, 4, 4] = x[0, 1, 4, 5] = np.nan
+    x[1, 1] = np.nan  # a whole plane
+    for params in (dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=2, ceil_mode=True),
+                   dict(kernel_size=(3, 2), stride=1, dilation=2)):
+        ref, ref_idx = max_pool2d_ref(x, **params)
+        got, idx = max_pool2d(x, **params, return_indices=True)
+        assert np.isnan(got).sum() > 0
+        np.testing.assert_array_equal(got, ref.astype(np.float32))  # NaN positions equal too
+        np.testing.assert_array_equal(idx, ref_idx)  # the window's last NaN
+        assert np.isnan(max_pool2d(x.astype(np.float64), **params)).sum() == np.isnan(ref).sum()
+
+
+def test_max_pool2d_minus_inf_and_empty_windows():
+    # All -inf: the index is the window's first in-bounds tap (PyTorch).
+    x = np.full((1, 1, 1, 4), -np.inf, dtype=np.float32)
+    got, idx = max_pool2d(x, (1, 2), stride=1, padding=(0, 1), return_indices=True)
+    np.testing.assert_array_equal(got, np.full((1, 1, 1, 5), -np.inf))
+    np.testing.assert_array_equal(idx.ravel(), [0, 0, 1, 2, 3])
+    # A window over padding only (dilation 2 on a 1x1 input): -inf and index -1, no gradient.
+    x = np.ones((1, 1, 1, 1))
+    got, idx = max_pool2d(x, 2, padding=1, dilation=2, return_indices=True)
+    assert got.shape == (1, 1, 1, 1) and got[0, 0, 0, 0] == -np.inf and idx[0, 0, 0, 0] == -1
+    np.testing.assert_array_equal(max_pool2d_backward(np.ones_like(got), x.shape, idx), np.zeros_like(x))
+
+
+def test_max_pool2d_backward_rejects_bad_indices(rng):
+    x = rng.standard_normal((2, 3, 6, 6))
+    out, idx = max_pool2d(x, 2, return_indices=True)
+    g = np.ones_like(out)
+    for bad in (36, -2):
+        wrong = idx.copy()
+        wrong[1, 2, 0, 1] = bad
+        with pytest.raises(ValueError, match=re.escape(f"index {bad}") + ".*outside"):
+            max_pool2d_backward(g, x.shape, wrong)
+    with pytest.raises(TypeError, match="indices"):
+        max_pool2d_backward(g, x.shape, idx.astype(np.float64))
+    with pytest.raises(ValueError, match=r"indices must have grad_out's shape \(2, 3, 3, 3\)"):
+        max_pool2d_backward(g, x.shape, idx[:, :, :2])
+
+
+# ----------------------------------------------------------------------------------------------
+# avg_pool2d
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("index,case", list(enumerate(AVG_CASES)), ids=[_case_id(c) for c in AVG_CASES])
+def test_avg_pool2d(index, case, dtype, rng):
+    x = make_input(rng, _shape(case), dtype, LAYOUTS[index % len(LAYOUTS)])
+    ref = avg_pool2d_ref(x, **_params(case))
+    out, big = make_out(ref.shape, dtype, strided=index % 3 == 2)
+    got = avg_pool2d(x, **_params(case), out=out)
+    assert got is out
+    check(got, ref, dtype, _case_id(case))
+    check_untouched(big, out, _case_id(case))
+
+    g = rng.standard_normal(ref.shape).astype(dtype)
+    gx_out, gx_big = make_out(x.shape, dtype, strided=index % 3 == 1)
+    gx = avg_pool2d_backward(g, x.shape, **_params(case), out=gx_out)
+    assert gx is gx_out
+    check(gx, avg_pool2d_backward_ref(g, x.shape, **_params(case)), dtype, f"backward {_case_id(case)}")
+    check_untouched(gx_big, gx_out, _case_id(case))
+
+
+def test_avg_pool2d_wide_rows(rng):
+    # Output rows longer than the backward pass's 256-element chunks, with edges on both sides.
+    x = rng.standard_normal((1, 2, 3, 700))
+    for params in (dict(kernel_size=3, stride=1, padding=1, count_include_pad=False),
+                   dict(kernel_size=(1, 5), stride=(1, 2), padding=(0, 2), ceil_mode=True)):
+        got = avg_pool2d(x, **params)
+        check(got, avg_pool2d_ref(x, **params), F64, str(params))
+        g = rng.standard_normal(got.shape)
+        check(avg_pool2d_backward(g, x.shape, **params), avg_pool2d_backward_ref(g, x.shape, **params), F64, str(params))
+
+
+# ----------------------------------------------------------------------------------------------
+# adaptive_avg_pool2d
+
+ADAPTIVE_CASES = [
+    ((2, 3, 7, 7), 1), ((1, 1, 1, 1), 1), ((3, 5, 37, 29), (5, 4)), ((2, 3, 5, 7), (None, 3)),
+    ((2, 3, 5, 7), (4, None)), ((3, 6, 6), (9, 13)), ((1, 3, 13, 17), (13, 17)), ((3, 1, 10, 10), (3, 7)),
+    ((1, 5, 2, 31), (2, 1)), ((4, 8, 8), (3, 3)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("index,shape,size", [(i, s, o) for i, (s, o) in enumerate(ADAPTIVE_CASES)])
+def test_adaptive_avg_pool2d(index, shape, size, dtype, rng):
+    x = make_input(rng, shape, dtype, LAYOUTS[index % len(LAYOUTS)])
+    ref = adaptive_avg_pool2d_ref(x, size)
+    out, big = make_out(ref.shape, dtype, strided=index % 2 == 1)
+    got = adaptive_avg_pool2d(x, size, out=out)
+    assert got is out
+    check(got, ref, dtype, f"{shape} -> {size}")
+    check_untouched(big, out)
+    g = rng.standard_normal(ref.shape).astype(dtype)
+    gx = adaptive_avg_pool2d_backward(g, x.shape, out=np.full(x.shape, np.nan, dtype=dtype))
+    check(gx, adaptive_avg_pool2d_backward_ref(g, x.shape), dtype, f"backward {shape} -> {size}")
+
+
+def test_adaptive_avg_pool2d_empty_output():
+    x = np.ones((2, 3, 4, 4), dtype=np.float32)
+    assert adaptive_avg_pool2d(x, (0, 3)).shape == (2, 3, 0, 3)
+    np.testing.assert_array_equal(adaptive_avg_pool2d_backward(np.ones((2, 3, 0, 3), np.float32), x.shape),
+                                  np.zeros_like(x))
+
+
+# ----------------------------------------------------------------------------------------------
+# threads: shapes big enough to be split (planes and output rows over 2 threads)
+
+
+def test_pool_threads(threads, rng):
+    x = rng.standard_normal((3, 7, 37, 33)).astype(np.float32)
+    for params in (dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)):
+        ref, ref_idx = max_pool2d_ref(x, **params)
+        got, idx = max_pool2d(x, **params, return_indices=True)
+        np.testing.assert_array_equal(got, ref.astype(np.float32))
+        np.testing.assert_array_equal(idx, ref_idx)
+        g = rng.standard_normal(got.shape).astype(np.float32)
+        check(max_pool2d_backward(g, x.shape, idx), max_pool2d_backward_ref(g, x.shape, ref_idx), F32, "max bw")
+        check(avg_pool2d(x, **params), avg_pool2d_ref(x, **params), F32, "avg")
+        check(avg_pool2d_backward(g, x.shape, **params), avg_pool2d_backward_ref(g, x.shape, **params), F32, "avg bw")
+    check(adaptive_avg_pool2d(x, (5, 3)), adaptive_avg_pool2d_ref(x, (5, 3)), F32, "adaptive")
+    g = rng.standard_normal((3, 7, 5, 3)).astype(np.float32)
+    check(adaptive_avg_pool2d_backward(g, x.shape), adaptive_avg_pool2d_backward_ref(g, x.shape), F32, "adaptive bw")
+
+
+# ----------------------------------------------------------------------------------------------
+# finite differences (float64): d/dt <g, f(x + t v)> at t = 0 equals <backward(g), v>, and for a
+# small input every element's partial derivative.
+
+
+def _directional(f, x, g, v, eps):
+    return (np.vdot(g, f(x + eps * v)) - np.vdot(g, f(x - eps * v))) / (2 * eps)
+
+
+def _distinct_input(rng, shape):
+    """Values at least 1 apart (shuffled), so a perturbation of 1e-3 never changes a window's max."""
+    return rng.permutation(np.arange(np.prod(shape), dtype=np.float64)).reshape(shape) - np.prod(shape) / 2
+
+
+FD_MAX = [c for c in MAX_CASES if (max_pool2d_ref(np.zeros(_shape(c)), **_params(c))[1] >= 0).all()][:12]
+
+
+@pytest.mark.parametrize("case", FD_MAX, ids=[_case_id(c) for c in FD_MAX])
+def test_max_pool2d_backward_finite_differences(case, rng):
+    x = _distinct_input(rng, _shape(case))
+    out, idx = max_pool2d(x, **_params(case), return_indices=True)
+    g, v = rng.standard_normal(out.shape), rng.standard_normal(x.shape)
+    gx = max_pool2d_backward(g, x.shape, idx)
+    fd = _directional(lambda z: max_pool2d(z, **_params(case)), x, g, v, 1e-3)
+    assert abs(fd - np.vdot(gx, v)) <= 1e-7 * (1 + abs(fd))  # rounding of x +- eps v at |x| ~ size
+
+
+@pytest.mark.parametrize("case", AVG_CASES[:12], ids=[_case_id(c) for c in AVG_CASES[:12]])
+def test_avg_pool2d_backward_finite_differences(case, rng):
+    x = rng.standard_normal(_shape(case))
+    out = avg_pool2d(x, **_params(case))
+    g, v = rng.standard_normal(out.shape), rng.standard_normal(x.shape)
+    gx = avg_pool2d_backward(g, x.shape, **_params(case))
+    fd = _directional(lambda z: avg_pool2d(z, **_params(case)), x, g, v, 1e-4)
+    assert abs(fd - np.vdot(gx, v)) <= 1e-8 * (1 + abs(fd))
+
+
+@pytest.mark.parametrize("shape,size", ADAPTIVE_CASES)
+def test_adaptive_avg_pool2d_backward_finite_differences(shape, size, rng):
+    x = rng.standard_normal(shape)
+    out = adaptive_avg_pool2d(x, size)
+    g, v = rng.standard_normal(out.shape), rng.standard_normal(shape)
+    fd = _directional(lambda z: adaptive_avg_pool2d(z, size), x, g, v, 1e-4)
+    assert abs(fd - np.vdot(adaptive_avg_pool2d_backward(g, shape), v)) <= 1e-8 * (1 + abs(fd))
+
+
+def test_backward_finite_differences_every_element(rng):
+    shape = (1, 2, 5, 6)
+    x = _distinct_input(rng, shape)
+    ops = [
+        (lambda z: max_pool2d(z, 3, 2, 1, ceil_mode=True),
+         lambda g: max_pool2d_backward(g, shape, max_pool2d(x, 3, 2, 1, ceil_mode=True, return_indices=True)[1])),
+        (lambda z: avg_pool2d(z, (3, 2), 2, (1, 0), ceil_mode=True, count_include_pad=False),
+         lambda g: avg_pool2d_backward(g, shape, (3, 2), 2, (1, 0), ceil_mode=True, count_include_pad=False)),
+        (lambda z: adaptive_avg_pool2d(z, (3, 4)), lambda g: adaptive_avg_pool2d_backward(g, shape)),
+    ]
+    for forward, backward in ops:
+        g = rng.standard_normal(forward(x).shape)
+        gx = backward(g)
+        numeric = np.empty(shape)
+        for i in np.ndindex(*shape):
+            e = np.zeros(shape)
+            e[i] = 1.0
+            numeric[i] = _directional(forward, x, g, e, 1e-3)
+        np.testing.assert_allclose(gx, numeric, rtol=1e-9, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------
+# PyTorch on the same inputs
+
+
+def _torch_max(torch, x, params, g):
+    F = torch.nn.functional
+    tx = torch.from_numpy(x).requires_grad_()
+    out, idx = F.max_pool2d(tx, **params, return_indices=True)
+    out.backward(torch.from_numpy(g))
+    return out.detach().numpy(), idx.numpy(), tx.grad.numpy()
+
+
+@pytest.mark.parametrize("index,case", list(enumerate(MAX_CASES)), ids=[_case_id(c) for c in MAX_CASES])
+def test_max_pool2d_matches_torch(index, case, rng):
+    torch = pytest.importorskip("torch")
+    x = make_input(rng, _shape(case), np.float32, "C")
+    got, idx = max_pool2d(x, **_params(case), return_indices=True)
+    if (idx < 0).any():  # PyTorch's index for a window over padding only points outside the plane
+        pytest.skip("windows over padding only: PyTorch gives no usable index")
+    g = rng.standard_normal(got.shape).astype(np.float32)
+    t_out, t_idx, t_gx = _torch_max(torch, x, _params(case), g)
+    np.testing.assert_array_equal(got, t_out)
+    np.testing.assert_array_equal(idx, t_idx)
+    np.testing.assert_allclose(max_pool2d_backward(g, x.shape, idx), t_gx, rtol=1e-6, atol=1e-6)
+
+
+def test_max_pool2d_nan_matches_torch(rng):
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    x[rng.random(x.shape) < 0.05] = np.nan
+    got, idx = max_pool2d(x, 3, 2, 1, return_indices=True)
+    t_out, t_idx, _ = _torch_max(torch, x, dict(kernel_size=3, stride=2, padding=1), np.ones(got.shape, np.float32))
+    np.testing.assert_array_equal(got, t_out)
+    np.testing.assert_array_equal(idx, t_idx)
+
+
+@pytest.mark.parametrize("index,case", list(enumerate(AVG_CASES)), ids=[_case_id(c) for c in AVG_CASES])
+def test_avg_pool2d_matches_torch(index, case, rng):
+    torch = pytest.importorskip("torch")
+    x = make_input(rng, _shape(case), np.float32, "C")
+    tx = torch.from_numpy(x).requires_grad_()
+    t_out = torch.nn.functional.avg_pool2d(tx, **_params(case))
+    g = rng.standard_normal(tuple(t_out.shape)).astype(np.float32)
+    t_out.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(avg_pool2d(x, **_params(case)), t_out.detach().numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(avg_pool2d_backward(g, x.shape, **_params(case)), tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,size", ADAPTIVE_CASES)
+def test_adaptive_avg_pool2d_matches_torch(shape, size, rng):
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal(shape).astype(np.float32)
+    tx = torch.from_numpy(x).requires_grad_()
+    t_out = torch.nn.functional.adaptive_avg_pool2d(tx, size)
+    g = rng.standard_normal(tuple(t_out.shape)).astype(np.float32)
+    t_out.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(adaptive_avg_pool2d(x, size), t_out.detach().numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(adaptive_avg_pool2d_backward(g, shape), tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input
+
+X4 = np.zeros((2, 3, 8, 8), dtype=np.float32)
+G4 = np.zeros((2, 3, 4, 4), dtype=np.float32)
+
+BAD = [
+    (lambda: max_pool2d(np.zeros((8, 8), np.float32), 2), ValueError, r"x must be 3-D .* got shape \(8, 8\)"),
+    (lambda: max_pool2d(np.zeros((1, 2, 3, 8, 8), np.float32), 2), ValueError, r"x must be .*\(1, 2, 3, 8, 8\)"),
+    (lambda: max_pool2d(np.zeros((2, 0, 8, 8), np.float32), 2), ValueError, r"non-zero C, H and W.*\(2, 0, 8, 8\)"),
+    (lambda: max_pool2d(X4.astype(np.int32), 2), TypeError, r"x must be float32 or float64, got dtype int32"),
+    (lambda: avg_pool2d(X4.astype(np.float16), 2), TypeError, r"x must be float32 or float64, got dtype float16"),
+    (lambda: max_pool2d(X4, 0), ValueError, r"kernel_size must be positive, got \(0, 0\)"),
+    (lambda: max_pool2d(X4, (2, -1)), ValueError, r"kernel_size must be positive, got \(2, -1\)"),
+    (lambda: max_pool2d(X4, 2, stride=0), ValueError, r"stride must be positive, got \(0, 0\)"),
+    (lambda: max_pool2d(X4, 2, dilation=(1, 0)), ValueError, r"dilation must be positive, got \(1, 0\)"),
+    (lambda: max_pool2d(X4, 2, padding=2), ValueError, r"padding must be between 0 and half of kernel_size, got padding=\(2, 2\) and kernel_size=\(2, 2\)"),
+    (lambda: avg_pool2d(X4, 3, padding=(1, -1)), ValueError, r"padding must be between .*\(1, -1\)"),
+    (lambda: max_pool2d(X4, 9), ValueError, r"output would be empty: input \(2, 3, 8, 8\) gives output size \(0, 0\)"),
+    (lambda: avg_pool2d(X4, (9, 1)), ValueError, r"output would be empty"),
+    (lambda: max_pool2d(X4, 2.0), TypeError, r"kernel_size must be an int or a pair of ints, got 2.0"),
+    (lambda: max_pool2d(X4, (2, 2, 2)), ValueError, r"kernel_size must be an int or a pair \(H, W\), got \(2, 2, 2\)"),
+    (lambda: max_pool2d(X4, True), TypeError, r"kernel_size must be an int"),
+    (lambda: avg_pool2d(X4, 2, divisor_override=0), ValueError, r"divisor_override must be nonzero"),
+    (lambda: max_pool2d(X4, 2, out=np.zeros((2, 3, 4, 5), np.float32)), ValueError, r"out must have shape \(2, 3, 4, 4\), got \(2, 3, 4, 5\)"),
+    (lambda: avg_pool2d(X4, 2, out=np.zeros((2, 3, 4, 4))), TypeError, r"out must have dtype float32, got float64"),
+    (lambda: max_pool2d_backward(G4, (2, 3, 8), np.zeros(G4.shape, np.int64)), ValueError, r"x_shape \(2, 3, 8\) must be .* grad_out \(2, 3, 4, 4\)"),
+    (lambda: max_pool2d_backward(G4, (2, 4, 8, 8), np.zeros(G4.shape, np.int64)), ValueError, r"x_shape \(2, 4, 8, 8\)"),
+    (lambda: max_pool2d_backward(G4, "2,3,8,8", np.zeros(G4.shape, np.int64)), TypeError, r"x_shape must be a tuple of ints"),
+    (lambda: max_pool2d_backward(G4.astype(np.int64), X4.shape, np.zeros(G4.shape, np.int64)), TypeError, r"grad_out must be float32 or float64"),
+    (lambda: avg_pool2d_backward(G4, X4.shape, 3), ValueError, r"grad_out must have shape \(2, 3, 2, 2\) .*x_shape \(2, 3, 8, 8\)\), got \(2, 3, 4, 4\)"),
+    (lambda: avg_pool2d_backward(G4, X4.shape, 2, padding=3), ValueError, r"padding must be between"),
+    (lambda: avg_pool2d_backward(G4[0, 0], X4.shape, 2), ValueError, r"grad_out must be 3-D or 4-D .* got shape \(4, 4\)"),
+    (lambda: adaptive_avg_pool2d(X4, (2, 2, 2)), ValueError, r"output_size must be an int or a pair \(H, W\), got \(2, 2, 2\)"),
+    (lambda: adaptive_avg_pool2d(X4, (-1, 2)), ValueError, r"output_size must be non-negative, got \(-1, 2\) for input \(2, 3, 8, 8\)"),
+    (lambda: adaptive_avg_pool2d(X4, 1.5), TypeError, r"output_size must be an int"),
+    (lambda: adaptive_avg_pool2d_backward(G4, (2, 3, 0, 8)), ValueError, r"x_shape \(2, 3, 0, 8\)"),
+]
+
+
+@pytest.mark.parametrize("call,error,message", BAD, ids=[m[:40] for _, _, m in BAD])
+def test_bad_input(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_errors_name_the_op():
+    with pytest.raises(ValueError, match=r"^avg_pool2d: "):
+        avg_pool2d(X4, 0)
+    with pytest.raises(ValueError, match=r"^max_pool2d_backward: "):
+        max_pool2d_backward(G4, (2, 3, 8, 8), np.full(G4.shape, 99, np.int64))
+
+
+def test_ops_exported():
+    for name in ("max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+                 "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward"):
+        assert name in deepkern.ops.__all__ and callable(getattr(deepkern.ops, name))
+
+
+# ----------------------------------------------------------------------------------------------
+# the benchmark suite (deepkern bench --op pool) on small layers: its checks, references, GB/s rows
+
+
+def test_bench_pool_suite_small_layers():
+    from deepkern import benchmark as dkb
+
+    cases = [dkb._pool_case(3, 9, kind, k, s, p, backward)
+             for kind, k, s, p in dkb.POOL_WINDOWS for backward in (False, True)]
+    for case in cases:
+        sets = case.make_inputs()
+        assert case.check(sets[0]) < 1e-5, f"{case.name} {case.layout}"
+        if "numpy" in case.impls:  # the reference without PyTorch: strided windows of the padded input
+            x = sets[0][0]
+            np.testing.assert_allclose(case.impls["numpy"](x), case.impls["deepkern"](x), rtol=1e-5, atol=1e-6)
+    kind, k, s, p = dkb.POOL_WINDOWS[1]
+    x = np.random.default_rng(0).standard_normal((2, 3, 9, 9)).astype(np.float32)
+    np.testing.assert_array_equal(dkb.pool_numpy(x, kind, k, s, p), max_pool2d(x, k, s, p))
+    suite = dkb.Suite("pool-test", "small pooling cases", lambda quick: cases[:2])
+    report = dkb.run_suite(suite, [1], quick=True, repeats=1, progress=False, peak_copy_bytes=1 << 20)
+    assert report.rows and all(r.unit == "GB/s" and r.ratio > 0 and r.rel_err < 1e-5 for r in report.rows)
+    row = report.rows[0]
+    assert row.pct_peak == pytest.approx(100 * row.gflops / report.peaks[1].copy_gbps)
+    assert "GB/s" in dkb.format_table(report.rows).splitlines()[0] and "%copy" in dkb.format_table(report.rows)
+    assert "GB/s" in dkb.format_summary(dkb.summarize(report.rows))
