@@ -7,6 +7,7 @@ when named). ``DEEPKERN_BENCH_THREADS`` sets the thread count of deepkern, NumPy
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 
@@ -44,3 +45,17 @@ def _idle_cores(bench_threads):
     """Let the previous library's spinning worker threads go idle before the next benchmark."""
     time.sleep(dkb.PAUSE_S if bench_threads > 1 else dkb.PAUSE_1T_S)
     yield
+
+
+def run_rounds(benchmark, fn, sets, work: float, per_second_key: str) -> None:
+    """Times fn over rotating input sets the way the CLI does: one call to measure, then about
+    0.5 s of calls (3 to 100 rounds); records work / median time in extra_info[per_second_key]
+    (work in GFLOP or GB gives GFLOP/s or GB/s)."""
+    timing = dkb.time_fn(fn, sets, repeats=1, warmup=1)
+    rounds = int(min(100, max(3, 0.5 / max(timing.median, 1e-7))))
+    rotation = itertools.cycle(sets)
+    benchmark.pedantic(fn, setup=lambda: (next(rotation), {}), rounds=rounds, iterations=1, warmup_rounds=1)
+    stats = getattr(benchmark, "stats", None)  # None under --benchmark-disable
+    median = stats.stats.median if stats is not None else 0.0
+    if median > 0:
+        benchmark.extra_info[per_second_key] = work / median

@@ -15,12 +15,13 @@ backward counts twice the forward.
 
 from __future__ import annotations
 
-import itertools
 import os
 
 import pytest
 
 from deepkern import benchmark as dkb
+
+from conftest import run_rounds
 
 LIBRARIES = ("deepkern", "torch")
 BATCH = int(os.environ.get("DEEPKERN_BENCH_CONV_BATCH", "") or dkb.CONV_BATCH)
@@ -64,12 +65,4 @@ def test_conv(benchmark, bench_threads, layer, conv_pass, library):
     benchmark.group = f"conv {layer.name()} {conv_pass} N={BATCH} threads={bench_threads}"
     benchmark.extra_info.update(library=library, threads=bench_threads, batch=BATCH, flops=flops,
                                 copies=len(sets), label=layer.label)
-    # Size the rounds like the CLI: one call to measure, then ~0.5 s of calls (3 to 100 rounds).
-    timing = dkb.time_fn(fn, sets, repeats=1, warmup=1)
-    rounds = int(min(100, max(3, 0.5 / max(timing.median, 1e-7))))
-    rotation = itertools.cycle(sets)
-    benchmark.pedantic(fn, setup=lambda: (next(rotation), {}), rounds=rounds, iterations=1, warmup_rounds=1)
-    stats = getattr(benchmark, "stats", None)  # None under --benchmark-disable
-    median = stats.stats.median if stats is not None else 0.0
-    if median > 0:
-        benchmark.extra_info["gflops"] = flops / median / 1e9
+    run_rounds(benchmark, fn, sets, flops / 1e9, "gflops")

@@ -9,13 +9,14 @@ deep-learning shapes in NN, float32, inputs rotated when one set would fit in ca
 
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 import pytest
 
 import deepkern
 from deepkern import benchmark as dkb
+
+from conftest import run_rounds
 
 LIBRARIES = ("deepkern", "numpy", "torch")
 SHAPES = [(n, n, n, layout, f"n{n}-{layout}") for n in dkb.GEMM_SQUARE for layout in dkb.GEMM_LAYOUTS] + [
@@ -43,15 +44,7 @@ def _inputs(m, n, k, layout):
 def _run(benchmark, fn, sets, threads, m, n, k, layout, library):
     benchmark.group = f"gemm M={m} N={n} K={k} {layout} threads={threads}"
     benchmark.extra_info.update(library=library, threads=threads, flops=2.0 * m * n * k, copies=len(sets))
-    # Size the rounds like the CLI: one call to measure, then ~0.5 s of calls (3 to 100 rounds).
-    timing = dkb.time_fn(fn, sets, repeats=1, warmup=1)
-    rounds = int(min(100, max(3, 0.5 / max(timing.median, 1e-7))))
-    rotation = itertools.cycle(sets)
-    benchmark.pedantic(fn, setup=lambda: (next(rotation), {}), rounds=rounds, iterations=1, warmup_rounds=1)
-    stats = getattr(benchmark, "stats", None)  # None under --benchmark-disable
-    median = stats.stats.median if stats is not None else 0.0
-    if median > 0:
-        benchmark.extra_info["gflops"] = 2.0 * m * n * k / median / 1e9
+    run_rounds(benchmark, fn, sets, 2.0 * m * n * k / 1e9, "gflops")
 
 
 @pytest.mark.parametrize("m,n,k,layout,library", CASES)

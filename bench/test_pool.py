@@ -10,11 +10,12 @@ would fit in cache. Without PyTorch the reference is NumPy's strided-window impl
 
 from __future__ import annotations
 
-import itertools
 
 import pytest
 
 from deepkern import benchmark as dkb
+
+from conftest import run_rounds
 
 CASES = dkb.pool_cases()
 LIBRARIES = ("deepkern", "torch", "numpy")
@@ -50,12 +51,4 @@ def test_pool(benchmark, bench_threads, index, library):
     fn = case.impls[library]
     benchmark.group = f"pool {case.name} {case.layout} threads={bench_threads}"
     benchmark.extra_info.update(library=library, threads=bench_threads, bytes=case.nbytes, copies=len(sets))
-    # Size the rounds like the CLI: one call to measure, then ~0.5 s of calls (3 to 100 rounds).
-    timing = dkb.time_fn(fn, sets, repeats=1, warmup=1)
-    rounds = int(min(100, max(3, 0.5 / max(timing.median, 1e-7))))
-    rotation = itertools.cycle(sets)
-    benchmark.pedantic(fn, setup=lambda: (next(rotation), {}), rounds=rounds, iterations=1, warmup_rounds=1)
-    stats = getattr(benchmark, "stats", None)  # None under --benchmark-disable
-    median = stats.stats.median if stats is not None else 0.0
-    if median > 0:
-        benchmark.extra_info["gbps"] = case.nbytes / median / 1e9
+    run_rounds(benchmark, fn, sets, case.nbytes / 1e9, "gbps")

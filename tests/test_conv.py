@@ -27,12 +27,11 @@ import pytest
 import deepkern
 from deepkern.ops import conv2d, conv2d_backward
 
+from checks import F32, F64, TOL, check
 from conftest import SUPPORTED_ISAS
-from reference import conv2d_backward_ref, conv2d_out_size, conv2d_ref, rel_error
+from reference import conv2d_backward_ref, conv2d_out_size, conv2d_ref
 
-F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 DTYPES = [F32, F64]
-TOL = {F32: 1e-5, F64: 1e-12}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,23 +226,6 @@ def poison_heap(*shapes_dtypes):
     likely to start as NaN (conv2d has no ``out`` to pre-fill)."""
     blocks = [np.full(shape, np.nan, dtype) for shape, dtype in shapes_dtypes]
     del blocks
-
-
-def check(got, ref, dtype, what="", floor=0.0, tol=None):
-    """``got`` is an ndarray of ``dtype`` and ``ref``'s shape, NaN-free, within the tolerance."""
-    dtype = np.dtype(dtype)
-    tol = TOL[dtype] if tol is None else tol
-    assert isinstance(got, np.ndarray), f"{what}: got {type(got).__name__}, not an ndarray"
-    assert got.dtype == dtype, f"{what}: dtype {got.dtype}, expected {dtype}"
-    assert got.shape == ref.shape, f"{what}: shape {got.shape}, expected {ref.shape}"
-    n_nan = int(np.isnan(got).sum())
-    assert n_nan == 0, f"{what}: {n_nan} of {got.size} elements are NaN (not written?)"
-    err = rel_error(got, ref, floor)
-    if not err < tol:
-        diff = np.abs(got.astype(np.float64) - ref)
-        worst = np.unravel_index(int(np.argmax(diff)), diff.shape)
-        raise AssertionError(f"{what}: relative error {err:.3g} >= {tol:g}; worst at index {tuple(map(int, worst))}: "
-                             f"got {got[worst]!r}, expected {ref[worst]!r}")
 
 
 def check_unread_zero(gx, ref_gx, what):

@@ -19,12 +19,11 @@ from hypothesis import strategies as st
 import deepkern
 from deepkern.ops import gemm, linear, matmul
 
+from checks import F32, F64, TOL, check
 from conftest import SUPPORTED_ISAS
 from reference import gemm_ref, linear_ref, magnitude_floor, matmul_ref, rel_error
 
-F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 DTYPES = [F32, F64]
-TOL = {F32: 1e-5, F64: 1e-12}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -34,19 +33,6 @@ TOL = {F32: 1e-5, F64: 1e-12}
 def rand(rng, shape, dtype):
     """Random normal values (never all zeros) of ``dtype``."""
     return rng.standard_normal(shape).astype(dtype)
-
-
-def check(got, ref, dtype, what="", floor=0.0):
-    """``got`` is an ndarray of ``dtype`` and ``ref``'s shape, finite, within the tolerance
-    (``floor``: see reference.rel_error; only for results of a few elements that may cancel)."""
-    dtype = np.dtype(dtype)
-    assert isinstance(got, np.ndarray), f"{what}: got {type(got).__name__}, not an ndarray"
-    assert got.dtype == dtype, f"{what}: dtype {got.dtype}, expected {dtype}"
-    assert got.shape == ref.shape, f"{what}: shape {got.shape}, expected {ref.shape}"
-    n_nan = int(np.isnan(got).sum())
-    assert n_nan == 0, f"{what}: {n_nan} of {got.size} elements are NaN (not written?)"
-    err = rel_error(got, ref, floor)
-    assert err < TOL[dtype], f"{what}: relative error {err:.3g} >= {TOL[dtype]:g}"
 
 
 # Layouts of a logical 2-D operand of shape (rows, cols), each built from fresh random data.

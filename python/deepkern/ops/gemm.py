@@ -79,7 +79,6 @@ def matmul(a, b, *, out=None):
             raise ValueError(
                 f"matmul: batch dimensions of a {a.shape} and b {b.shape} do not broadcast"
             ) from None
-    shape2 = batch_shape + (m, n)
     shape = batch_shape + ((m,) if a.ndim > 1 else ()) + ((n,) if b.ndim > 1 else ())
     if out is None:
         result = np.empty(shape, dtype=dtype)
