@@ -22,6 +22,7 @@
 #include "core/threading.h"
 #include "cpu/conv/depthwise.h"
 #include "cpu/conv/taps.h"
+#include "cpu/conv/winograd.h"
 #include "cpu/gemm/gemm.h"
 
 namespace deepkern::cpu {
@@ -240,6 +241,7 @@ void bias_gradient(const Conv2dShape& s, const T* grad_y, T* grad_bias) {
 template <class T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
   if (is_depthwise(s)) return depthwise_forward(s, x, w, bias, y);
+  if (winograd_applies(s)) return winograd_forward(s, x, w, bias, y);
   const Plan plan = make_plan<T>(s);
   for_each_block(s, plan, [&](const Block& b, int, int gemm_threads) {
     const int64_t cols = b.columns(s);
@@ -264,6 +266,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
 template <class T>
 void conv2d_backward_data(const Conv2dShape& s, const T* grad_y, const T* w, T* grad_x) {
   if (is_depthwise(s)) return depthwise_backward_data(s, grad_y, w, grad_x);
+  if (winograd_applies(s)) return winograd_backward_data(s, grad_y, w, grad_x);
   const Plan plan = make_plan<T>(s);
   if (!plan.direct) std::fill(grad_x, grad_x + s.batch * s.in_channels * plan.in_plane, T(0));
   for_each_block(s, plan, [&](const Block& b, int, int gemm_threads) {
