@@ -781,3 +781,32 @@ def test_bench_conv_skipped_without_torch(monkeypatch):
     report = dkb.run_suite(dkb.get_suite("conv"), [1], quick=True, progress=False)
     assert report.rows == []
     assert any("conv skipped" in note and "PyTorch" in note for note in report.notes), report.notes
+
+
+# ----------------------------------------------------------------------------------------------
+# Winograd F(2x2, 3x3): 3x3 stride-1 layers with >= 64 channels in and out and outputs whose
+# partial edge tiles still save >= 2x (csrc/cpu/conv/winograd.cpp), forward and data gradient.
+
+WINOGRAD_CFGS = [
+    Cfg(2, 64, 9, 11, 64, 3, 3, padding=1),
+    Cfg(3, 64, 8, 8, 70, 3, 3, padding=0),
+    Cfg(1, 65, 12, 13, 64, 3, 3, padding=2),
+    Cfg(5, 64, 16, 17, 66, 3, 3, padding=1, bias=False),
+    Cfg(4, 64, 10, 10, 64, 3, 3, padding=(0, 2)),
+    Cfg(2, 64, 14, 14, 64, 3, 3, padding="same"),
+    Cfg(3, 80, 6, 30, 64, 3, 3, padding=(2, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cfg", WINOGRAD_CFGS, ids=str)
+def test_conv2d_winograd_layers(cfg, dtype, threads, rng):
+    x, w, b = make_inputs(rng, cfg, dtype)
+    g = rand(rng, cfg.out_shape, dtype)
+    what = f"{cfg} {dtype} threads={threads}"
+    poison_heap((cfg.out_shape, dtype))
+    check(conv2d(x, w, b, **cfg.kwargs), conv2d_ref(x, w, b, **cfg.kwargs), dtype, "conv2d " + what)
+    ref_gx, ref_gw, _ = conv2d_backward_ref(g, x, w, **cfg.kwargs)
+    gx, gw, _ = run_backward(g, x, w, cfg.kwargs, needs=(True, True, False))
+    check(gx, ref_gx, dtype, "conv2d_backward grad_x " + what)
+    check(gw, ref_gw, dtype, "conv2d_backward grad_w " + what)
