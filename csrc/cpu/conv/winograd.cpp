@@ -53,32 +53,41 @@ Tiling make_tiling(const Conv2dShape& s) {
 template <class T>
 DEEPKERN_ISA_CLONES void transform_weights(const T* __restrict w, int64_t plane, int64_t lo, int64_t hi,
                                            T* __restrict u) {
+  // The 9 taps of each (k, c) are 9 apart in w, a stride the compiler does not vectorize: copy
+  // a chunk of pairs into 9 unit-stride tap rows first, then transform across the chunk.
+  constexpr int64_t kChunk = 256;
+  T taps[9][kChunk];
   const T h = T(0.5);
+  for (int64_t c0 = lo; c0 < hi; c0 += kChunk) {
+    const int64_t count = std::min(kChunk, hi - c0);
+    for (int64_t i = 0; i < count; ++i)
+      for (int j = 0; j < 9; ++j) taps[j][i] = w[(c0 + i) * 9 + j];
+    T* out = u + c0;
 #pragma omp simd
-  for (int64_t kc = lo; kc < hi; ++kc) {
-    const T* g = w + kc * 9;
-    // Rows of G g: (g0 g1 g2), ((g0+g3+g6)/2 ...), ((g0-g3+g6)/2 ...), (g6 g7 g8); each row
-    // (x0, x1, x2) times G^T is (x0, (x0 + x1 + x2) / 2, (x0 - x1 + x2) / 2, x2).
-    const T a0 = g[0], a1 = g[1], a2 = g[2];
-    const T b0 = h * (g[0] + g[3] + g[6]), b1 = h * (g[1] + g[4] + g[7]), b2 = h * (g[2] + g[5] + g[8]);
-    const T c0 = h * (g[0] - g[3] + g[6]), c1 = h * (g[1] - g[4] + g[7]), c2 = h * (g[2] - g[5] + g[8]);
-    const T d0 = g[6], d1 = g[7], d2 = g[8];
-    u[0 * plane + kc] = a0;
-    u[1 * plane + kc] = h * (a0 + a1 + a2);
-    u[2 * plane + kc] = h * (a0 - a1 + a2);
-    u[3 * plane + kc] = a2;
-    u[4 * plane + kc] = b0;
-    u[5 * plane + kc] = h * (b0 + b1 + b2);
-    u[6 * plane + kc] = h * (b0 - b1 + b2);
-    u[7 * plane + kc] = b2;
-    u[8 * plane + kc] = c0;
-    u[9 * plane + kc] = h * (c0 + c1 + c2);
-    u[10 * plane + kc] = h * (c0 - c1 + c2);
-    u[11 * plane + kc] = c2;
-    u[12 * plane + kc] = d0;
-    u[13 * plane + kc] = h * (d0 + d1 + d2);
-    u[14 * plane + kc] = h * (d0 - d1 + d2);
-    u[15 * plane + kc] = d2;
+    for (int64_t i = 0; i < count; ++i) {
+      // Rows of G g: (g0 g1 g2), ((g0+g3+g6)/2 ...), ((g0-g3+g6)/2 ...), (g6 g7 g8); each row
+      // (x0, x1, x2) times G^T is (x0, (x0 + x1 + x2) / 2, (x0 - x1 + x2) / 2, x2).
+      const T g0 = taps[0][i], g1 = taps[1][i], g2 = taps[2][i], g3 = taps[3][i], g4 = taps[4][i];
+      const T g5 = taps[5][i], g6 = taps[6][i], g7 = taps[7][i], g8 = taps[8][i];
+      const T b0 = h * (g0 + g3 + g6), b1 = h * (g1 + g4 + g7), b2 = h * (g2 + g5 + g8);
+      const T c0v = h * (g0 - g3 + g6), c1 = h * (g1 - g4 + g7), c2 = h * (g2 - g5 + g8);
+      out[0 * plane + i] = g0;
+      out[1 * plane + i] = h * (g0 + g1 + g2);
+      out[2 * plane + i] = h * (g0 - g1 + g2);
+      out[3 * plane + i] = g2;
+      out[4 * plane + i] = b0;
+      out[5 * plane + i] = h * (b0 + b1 + b2);
+      out[6 * plane + i] = h * (b0 - b1 + b2);
+      out[7 * plane + i] = b2;
+      out[8 * plane + i] = c0v;
+      out[9 * plane + i] = h * (c0v + c1 + c2);
+      out[10 * plane + i] = h * (c0v - c1 + c2);
+      out[11 * plane + i] = c2;
+      out[12 * plane + i] = g6;
+      out[13 * plane + i] = h * (g6 + g7 + g8);
+      out[14 * plane + i] = h * (g6 - g7 + g8);
+      out[15 * plane + i] = g8;
+    }
   }
 }
 
