@@ -300,6 +300,7 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x, T
                             T* grad_bias) {
   if (grad_bias) bias_gradient(s, grad_y, grad_bias);
   if (is_depthwise(s)) return depthwise_backward_weight(s, grad_y, x, grad_w);
+  if (winograd_applies_to_weight_grad(s)) return winograd_backward_weight(s, grad_y, x, grad_w);
   const Plan plan = make_plan<T>(s);
   const int64_t weight_size = s.out_channels * plan.col_rows;
   // Slot 0 accumulates into grad_w; the others into zeroed partial sums, added at the end.

@@ -191,23 +191,101 @@ DEEPKERN_ISA_CLONES void transform_output(const Conv2dShape& s, const Tiling& t,
     }
 }
 
+// dbar[xi][k][tile] (row stride ld) = (A dY A^T)[xi] for the 2x2 tiles of dY of images [n0, n1)
+// (the gradient of the tile sums S = U .* V; positions past the output are zero), with A =
+// A^T's transpose. `rows` is a scratch of 4 rows of tiles_w elements.
+template <class T>
+DEEPKERN_ISA_CLONES void transform_grad_output(const Conv2dShape& s, const Tiling& t, const T* grad_y,
+                                               int64_t n0, int64_t n1, T* dbar, int64_t ld, T* rows) {
+  const int64_t K = s.out_channels, xi_stride = K * ld, tiles_w = t.tiles_w;
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t k = 0; k < K; ++k) {
+      const T* plane = grad_y + (n * K + k) * s.out_h * s.out_w;
+      for (int64_t th = 0; th < t.tiles_h; ++th) {
+        // rows: even and odd columns of the tile row's two dY rows (zero past the output).
+        std::fill(rows, rows + 4 * tiles_w, T(0));
+        for (int64_t p = 0; p < 2 && 2 * th + p < s.out_h; ++p)
+          for (int64_t q = 0; q < s.out_w; ++q)
+            rows[(2 * p + q % 2) * tiles_w + q / 2] = plane[(2 * th + p) * s.out_w + q];
+        const T* y0e = rows;
+        const T* y0o = rows + tiles_w;
+        const T* y1e = rows + 2 * tiles_w;
+        const T* y1o = rows + 3 * tiles_w;
+        T* out = dbar + k * ld + (n - n0) * t.per_image + th * tiles_w;
+#pragma omp simd
+        for (int64_t tw = 0; tw < tiles_w; ++tw) {
+          // A dY: rows (y00, y01), (y00 + y10, y01 + y11), (y00 - y10, y01 - y11), (-y10, -y11);
+          // each row (a, b) times A^T: (a, a + b, a - b, -b).
+          const T y00 = y0e[tw], y01 = y0o[tw], y10 = y1e[tw], y11 = y1o[tw];
+          const T a[4] = {y00, y00 + y10, y00 - y10, -y10};
+          const T b[4] = {y01, y01 + y11, y01 - y11, -y11};
+          for (int p = 0; p < 4; ++p) {
+            out[(4 * p + 0) * xi_stride + tw] = a[p];
+            out[(4 * p + 1) * xi_stride + tw] = a[p] + b[p];
+            out[(4 * p + 2) * xi_stride + tw] = a[p] - b[p];
+            out[(4 * p + 3) * xi_stride + tw] = -b[p];
+          }
+        }
+      }
+    }
+}
+
+// grad_w[k][c] = G^T dU_kc G for the (k, c) pairs [lo, hi), du[xi][k][c].
+template <class T>
+DEEPKERN_ISA_CLONES void transform_weight_grad(const T* __restrict du, int64_t plane, int64_t lo,
+                                               int64_t hi, T* __restrict grad_w) {
+  const T h = T(0.5);
+  for (int64_t kc = lo; kc < hi; ++kc) {
+    T x[4][4];
+    for (int xi = 0; xi < 16; ++xi) x[xi / 4][xi % 4] = du[xi * plane + kc];
+    // G^T X: rows X0 + (X1 + X2) / 2, (X1 - X2) / 2, (X1 + X2) / 2 + X3; then the same on columns.
+    T z[3][4];
+    for (int q = 0; q < 4; ++q) {
+      z[0][q] = x[0][q] + h * (x[1][q] + x[2][q]);
+      z[1][q] = h * (x[1][q] - x[2][q]);
+      z[2][q] = h * (x[1][q] + x[2][q]) + x[3][q];
+    }
+    T* g = grad_w + kc * 9;
+    for (int r = 0; r < 3; ++r) {
+      g[3 * r + 0] = z[r][0] + h * (z[r][1] + z[r][2]);
+      g[3 * r + 1] = h * (z[r][1] - z[r][2]);
+      g[3 * r + 2] = h * (z[r][1] + z[r][2]) + z[r][3];
+    }
+  }
+}
+
 template <class T>
 T* thread_buffer(int which, int64_t count) {
-  thread_local Scratch buffers[3];
+  thread_local Scratch buffers[3];  // tiles of x (V), of the output or dY (M), rows
   return static_cast<T*>(buffers[which].get(sizeof(T) * static_cast<size_t>(std::max<int64_t>(count, 1))));
 }
 
 }  // namespace
 
-bool winograd_applies(const Conv2dShape& s) {
-  // Multiplies saved against direct convolution, counting the partial tiles at odd edges: 2.25x
-  // for even outputs, 1.72x for 7 x 7 (measured: 512 channels at 7 x 7, 2 threads, 29.5 ms
-  // against 31.6-34.7 ms for im2col + GEMM).
+namespace {
+
+// Multiplies saved against direct convolution, counting the partial tiles at odd edges: 2.25x
+// for even outputs, 1.72x for 7 x 7.
+double winograd_saving(const Conv2dShape& s) {
   const double tiles = double((s.out_h + 1) / 2) * double((s.out_w + 1) / 2);
-  const double saving = 9.0 * double(s.out_h) * double(s.out_w) / (16.0 * std::max(tiles, 1.0));
+  return 9.0 * double(s.out_h) * double(s.out_w) / (16.0 * std::max(tiles, 1.0));
+}
+
+}  // namespace
+
+bool winograd_applies(const Conv2dShape& s) {
+  // 7 x 7 pays too (measured: 512 channels at 7 x 7, 2 threads, 29.5 ms against 31.6-34.7 ms for
+  // im2col + GEMM, before the weight transform was vectorized).
   return s.kernel_h == 3 && s.kernel_w == 3 && s.stride_h == 1 && s.stride_w == 1 &&
          s.dilation_h == 1 && s.dilation_w == 1 && s.groups == 1 && s.pad_h <= 2 && s.pad_w <= 2 &&
-         s.in_channels >= 64 && s.out_channels >= 64 && saving >= 1.7;
+         s.in_channels >= 64 && s.out_channels >= 64 && winograd_saving(s) >= 1.7;
+}
+
+bool winograd_applies_to_weight_grad(const Conv2dShape& s) {
+  // The weight gradient accumulates 16 K x C sums per thread over few tiles per block: at 7 x 7
+  // (1.72x saving) that traffic loses to im2col + GEMM (512 channels, 2 threads: 0.61x against
+  // 0.75x of PyTorch's backward), at 14 x 14 and larger it wins (256 channels: 0.82x -> 0.89x).
+  return winograd_applies(s) && winograd_saving(s) >= 2.0;
 }
 
 template <class T>
@@ -262,9 +340,50 @@ void winograd_backward_data(const Conv2dShape& s, const T* grad_y, const T* w, T
   winograd_forward(t, grad_y, flipped.data(), static_cast<const T*>(nullptr), grad_x);
 }
 
+template <class T>
+void winograd_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x, T* grad_w) {
+  // dU_xi (K x C) = sum over tiles of dbar_xi (K x tiles) @ V_xi^T (tiles x C): 16 GEMMs per
+  // block of images, accumulated per thread; then grad_w = G^T dU G.
+  const int64_t K = s.out_channels, C = s.in_channels, plane = K * C;
+  const Tiling t = make_tiling<T>(s);
+  const int64_t blocks = (s.batch + t.images - 1) / t.images;
+  const bool spread = t.slots > 1 && blocks >= t.slots;
+  const int sums = spread ? t.slots : 1;
+  std::vector<T> du(static_cast<size_t>(sums * 16 * plane), T(0));
+  auto run_block = [&](int64_t n0, int slot, int gemm_threads) {
+    const int64_t n1 = std::min(s.batch, n0 + t.images), tiles = (n1 - n0) * t.per_image;
+    T* v = thread_buffer<T>(0, 16 * C * tiles);
+    T* dbar = thread_buffer<T>(1, 16 * K * tiles);
+    T* rows = thread_buffer<T>(2, 8 * (t.tiles_w + 1));
+    transform_input(s, t, x, n0, n1, v, tiles, rows);
+    transform_grad_output(s, t, grad_y, n0, n1, dbar, tiles, rows);
+    T* du_slot = du.data() + slot * 16 * plane;
+    for (int xi = 0; xi < 16; ++xi)
+      gemm<T>(K, C, tiles, T(1), {dbar + xi * K * tiles, tiles, 1}, {v + xi * C * tiles, 1, tiles}, T(1),
+              {du_slot + xi * plane, C, 1}, {}, gemm_threads);
+  };
+  if (spread) {
+    run_on_threads(t.slots, [&](int slot) {
+      for (int64_t b = slot; b < blocks; b += t.slots) run_block(b * t.images, slot, 1);
+    });
+  } else {
+    for (int64_t b = 0; b < blocks; ++b) run_block(b * t.images, 0, t.slots);
+  }
+  for (int slot = 1; slot < sums; ++slot) {
+    const T* part = du.data() + slot * 16 * plane;
+#pragma omp simd
+    for (int64_t i = 0; i < 16 * plane; ++i) du[i] += part[i];
+  }
+  run_on_threads(t.slots, [&](int part) {
+    transform_weight_grad(du.data(), plane, plane * part / t.slots, plane * (part + 1) / t.slots, grad_w);
+  });
+}
+
 template void winograd_forward<float>(const Conv2dShape&, const float*, const float*, const float*, float*);
 template void winograd_forward<double>(const Conv2dShape&, const double*, const double*, const double*, double*);
 template void winograd_backward_data<float>(const Conv2dShape&, const float*, const float*, float*);
 template void winograd_backward_data<double>(const Conv2dShape&, const double*, const double*, double*);
+template void winograd_backward_weight<float>(const Conv2dShape&, const float*, const float*, float*);
+template void winograd_backward_weight<double>(const Conv2dShape&, const double*, const double*, double*);
 
 }  // namespace deepkern::cpu

@@ -6,7 +6,8 @@
 namespace deepkern::cpu {
 
 // True for the shapes winograd_forward handles and where it pays: 3x3, stride 1, dilation 1,
-// one group, padding <= 2, and enough channels on both sides to feed the GEMMs.
+// one group, padding <= 2, enough channels on both sides to feed the GEMMs, and outputs whose
+// partial edge tiles still leave a 1.7x saving.
 bool winograd_applies(const Conv2dShape& s);
 
 // The contract of conv2d_forward (conv.h) for shapes where winograd_applies().
@@ -18,5 +19,13 @@ void winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bia
 // padding 2 - pad).
 template <class T>
 void winograd_backward_data(const Conv2dShape& s, const T* grad_y, const T* w, T* grad_x);
+
+// True where the Winograd weight gradient beats im2col + GEMM (a subset of winograd_applies).
+bool winograd_applies_to_weight_grad(const Conv2dShape& s);
+
+// The weight gradient of conv2d_backward_weight (without the bias) for shapes where
+// winograd_applies_to_weight_grad(): dU = sum over tiles of (A dY A^T) .* (B^T d B), then G^T dU G.
+template <class T>
+void winograd_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x, T* grad_w);
 
 }  // namespace deepkern::cpu
