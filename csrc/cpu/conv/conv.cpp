@@ -1,4 +1,7 @@
-// Convolution as GEMM per image and group (the blocked GEMM of csrc/cpu/gemm does the work):
+// 2-D convolution: the entry points of conv.h. Depthwise layers go to direct loops
+// (depthwise.cpp), 3x3 stride-1 layers with enough channels to Winograd F(2x2, 3x3)
+// (winograd.cpp); everything else runs here as GEMMs per image and group (the blocked GEMM of
+// csrc/cpu/gemm does the work):
 //
 //   forward      Y_g (Kg x PQ)    = W_g (Kg x CgRS) @ col(X_g) (CgRS x PQ)   + bias (per row)
 //   grad data    dX_g             = col2im(W_g^T (CgRS x Kg) @ dY_g (Kg x PQ))
