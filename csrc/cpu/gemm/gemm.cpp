@@ -18,6 +18,7 @@
 #include "cpu/gemm/gemm.h"
 
 #include <emmintrin.h>
+#include <stdexcept>
 #include <xmmintrin.h>
 
 #include <algorithm>
@@ -193,17 +194,17 @@ std::pair<TileKernel<T>, int> tile_for_rows(const GemmKernels<T>& kern, int64_t 
 // work, but the panel never leaves L1, whatever B's strides).
 template <class T>
 void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int64_t m1,
-                int64_t n0, int64_t n1) {
+                int64_t n0, int64_t n1, const T* prepacked_b) {
   const int mr = kern.mr, nr = kern.nr;
   const int64_t rows = m1 - m0;
-  const bool pack_b_per_panel = rows <= kern.mc;
+  const bool pack_b_per_panel = !prepacked_b && rows <= kern.mc;
   const bool unit_c = P.c.col_stride == 1;
   const int64_t kc_max = std::min<int64_t>(kern.kc, P.k);
   const int64_t mc_max = std::min<int64_t>(kern.mc, ceil_div(rows, mr) * mr);
   const int64_t nc_max = std::min<int64_t>(kern.nc, ceil_div(n1 - n0, nr) * nr);
 
   T* a_pack = scratch<T>(kPackA, mc_max * kc_max);
-  T* b_pack = scratch<T>(kPackB, (pack_b_per_panel ? nr : nc_max) * kc_max);
+  T* b_pack = prepacked_b ? nullptr : scratch<T>(kPackB, (pack_b_per_panel ? nr : nc_max) * kc_max);
   T* edge_tile = scratch<T>(kTile, int64_t(mr) * nr);
 
   for (int64_t jc = n0; jc < n1; jc += kern.nc) {
@@ -213,7 +214,8 @@ void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int
       const T beta = pc == 0 ? P.beta : T(1);
       const bool last = pc + kc == P.k;
       const T* b_block = P.b.data + pc * P.b.row_stride + jc * P.b.col_stride;
-      if (!pack_b_per_panel) pack_b(kc, nc, b_block, P.b.row_stride, P.b.col_stride, nr, b_pack);
+      if (!prepacked_b && !pack_b_per_panel)
+        pack_b(kc, nc, b_block, P.b.row_stride, P.b.col_stride, nr, b_pack);
 
       for (int64_t ic = m0; ic < m1; ic += kern.mc) {
         const int64_t mc = std::min<int64_t>(kern.mc, m1 - ic);
@@ -222,7 +224,9 @@ void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int
         for (int64_t jr = 0; jr < nc; jr += nr) {
           const int64_t ncols = std::min<int64_t>(nr, nc - jr);
           const T* b_panel = b_pack + jr * kc;
-          if (pack_b_per_panel) {
+          if (prepacked_b) {  // panel (jc + jr) / nr, rows from pc (jc and jr are multiples of nr)
+            b_panel = prepacked_b + (jc + jr) / nr * P.k * nr + pc * nr;
+          } else if (pack_b_per_panel) {
             pack_b(kc, ncols, b_block + jr * P.b.col_stride, P.b.row_stride, P.b.col_stride, nr, b_pack);
             b_panel = b_pack;
           }
@@ -250,11 +254,11 @@ void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int
 // Splits C over `threads` threads as a grid of blocks, choosing the grid that minimises the
 // busiest thread's estimated cycles (multiply-adds at full SIMD width plus packing).
 template <class T>
-void gemm_parallel(const GemmKernels<T>& kern, const Problem<T>& P, int threads) {
+void gemm_parallel(const GemmKernels<T>& kern, const Problem<T>& P, int threads, const T* prepacked_b) {
   const int64_t row_panels = ceil_div(P.m, kern.mr), col_panels = ceil_div(P.n, kern.nr);
   threads = static_cast<int>(std::min<int64_t>(threads, row_panels * col_panels));
   if (threads <= 1) {
-    gemm_block(kern, P, 0, P.m, 0, P.n);
+    gemm_block(kern, P, 0, P.m, 0, P.n, prepacked_b);
     return;
   }
   int64_t best_rows = 1;
@@ -279,7 +283,7 @@ void gemm_parallel(const GemmKernels<T>& kern, const Problem<T>& P, int threads)
     const int64_t m0 = std::min(P.m, (t / grid_cols) * block_m);
     const int64_t n0 = std::min(P.n, (t % grid_cols) * block_n);
     const int64_t m1 = std::min(P.m, m0 + block_m), n1 = std::min(P.n, n0 + block_n);
-    if (m0 < m1 && n0 < n1) gemm_block(kern, P, m0, m1, n0, n1);
+    if (m0 < m1 && n0 < n1) gemm_block(kern, P, m0, m1, n0, n1, prepacked_b);
   });
 }
 
@@ -333,7 +337,7 @@ void run_gemm(Problem<T> P, int threads) {
   const GemmKernels<T>& kern = kernels_for<T>(active_isa());
   if (P.m == 1 && gemv(kern, P, threads)) return;
   if (P.n == 1 && gemv(kern, transposed(P), threads)) return;
-  gemm_parallel(kern, P, P.m * P.n * P.k < kMinParallelMacs ? 1 : threads);
+  gemm_parallel(kern, P, P.m * P.n * P.k < kMinParallelMacs ? 1 : threads, static_cast<const T*>(nullptr));
 }
 
 }  // namespace
@@ -370,6 +374,29 @@ void gemm_batched(int64_t batch, const int64_t* a_offsets, const int64_t* b_offs
   }
 }
 
+template <class T>
+void pack_b_matrix(int64_t k, int64_t n, StridedMatrix<const T> b, PackedB<T>& packed) {
+  const GemmKernels<T>& kern = kernels_for<T>(active_isa());
+  packed.k = k;
+  packed.n = n;
+  packed.nr = kern.nr;
+  packed.kernel = kern.name;
+  packed.panels.resize(static_cast<size_t>(ceil_div(n, kern.nr) * kern.nr * k));
+  pack_b(k, n, b.data, b.row_stride, b.col_stride, kern.nr, packed.panels.data());
+}
+
+template <class T>
+void gemm_prepacked(int64_t m, T alpha, StridedMatrix<const T> a, const PackedB<T>& b, T beta,
+                    StridedMatrix<T> c, const GemmEpilogue<T>& epilogue, int threads) {
+  const GemmKernels<T>& kern = kernels_for<T>(active_isa());
+  if (kern.name != b.kernel) throw std::runtime_error("gemm_prepacked: B was packed for another kernel ISA");
+  const Problem<T> P{m, b.n, b.k, alpha, a, {nullptr, 0, 0}, beta, c, epilogue};
+  if (P.m == 0 || P.n == 0) return;
+  if (P.k == 0) return gemm_empty_k(P);
+  if (threads <= 0) threads = num_threads();
+  gemm_parallel(kern, P, P.m * P.n * P.k < kMinParallelMacs ? 1 : threads, b.panels.data());
+}
+
 const char* gemm_kernel_name(bool double_precision) {
   return double_precision ? kernels_for<double>(active_isa()).name
                           : kernels_for<float>(active_isa()).name;
@@ -381,6 +408,12 @@ template void gemm<float>(int64_t, int64_t, int64_t, float, StridedMatrix<const 
 template void gemm<double>(int64_t, int64_t, int64_t, double, StridedMatrix<const double>,
                            StridedMatrix<const double>, double, StridedMatrix<double>,
                            const GemmEpilogue<double>&, int);
+template void pack_b_matrix<float>(int64_t, int64_t, StridedMatrix<const float>, PackedB<float>&);
+template void pack_b_matrix<double>(int64_t, int64_t, StridedMatrix<const double>, PackedB<double>&);
+template void gemm_prepacked<float>(int64_t, float, StridedMatrix<const float>, const PackedB<float>&, float,
+                                    StridedMatrix<float>, const GemmEpilogue<float>&, int);
+template void gemm_prepacked<double>(int64_t, double, StridedMatrix<const double>, const PackedB<double>&,
+                                     double, StridedMatrix<double>, const GemmEpilogue<double>&, int);
 template void gemm_batched<float>(int64_t, const int64_t*, const int64_t*, const int64_t*, int64_t,
                                   int64_t, int64_t, float, StridedMatrix<const float>,
                                   StridedMatrix<const float>, float, StridedMatrix<float>,

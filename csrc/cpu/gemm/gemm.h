@@ -6,6 +6,7 @@
 // the portable micro-kernel.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 namespace deepkern::cpu {
 
@@ -41,6 +42,26 @@ void gemm_batched(int64_t batch, const int64_t* a_offsets, const int64_t* b_offs
                   const int64_t* c_offsets, int64_t m, int64_t n, int64_t k, T alpha,
                   StridedMatrix<const T> a, StridedMatrix<const T> b, T beta, StridedMatrix<T> c,
                   const GemmEpilogue<T>& epilogue);
+
+// B (k x n) packed once into the micro-kernel's panels, for many products with the same B (an
+// RNN's recurrent weights multiply every step): panel q holds columns q*nr .. q*nr+nr-1 over all
+// k rows, zero-padded past n. Valid for the kernel (ISA) that was active when it was packed.
+template <class T>
+struct PackedB {
+  int64_t k = 0, n = 0;
+  int nr = 0;
+  const char* kernel = nullptr;
+  std::vector<T> panels;
+};
+
+template <class T>
+void pack_b_matrix(int64_t k, int64_t n, StridedMatrix<const T> b, PackedB<T>& packed);
+
+// gemm() with B from pack_b_matrix: C (m x n) = epilogue(alpha * A (m x k) @ B + beta * C).
+// Throws std::runtime_error if the active ISA changed since B was packed.
+template <class T>
+void gemm_prepacked(int64_t m, T alpha, StridedMatrix<const T> a, const PackedB<T>& b, T beta,
+                    StridedMatrix<T> c, const GemmEpilogue<T>& epilogue, int threads = 0);
 
 // Name of the micro-kernel gemm<T> uses now ("avx512 12x32", ...), for show_config().
 const char* gemm_kernel_name(bool double_precision);

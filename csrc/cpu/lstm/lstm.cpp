@@ -113,6 +113,28 @@ void over_batch(int64_t batch, int64_t hidden, Fn fn) {
 // Index of the step processed s-th.
 int64_t step_at(const LstmShape& s, int64_t order) { return s.reverse ? s.steps - 1 - order : order; }
 
+// The recurrent product C (B x n) += or = A (B x k) @ W for every step: W is packed once per call
+// (re-packing it every step cost more than the product at small B), except for B == 1, where the
+// GEMV kernel reads W as it is.
+template <class T>
+class StepProduct {
+ public:
+  StepProduct(int64_t batch, int64_t k, int64_t n, StridedMatrix<const T> w) : batch_(batch), k_(k), n_(n), w_(w) {
+    if (batch_ > 1) pack_b_matrix(k, n, w, packed_);
+  }
+  void operator()(const T* a, T beta, T* c) const {
+    if (batch_ > 1)
+      gemm_prepacked<T>(batch_, T(1), {a, k_, 1}, packed_, beta, {c, n_, 1}, {});
+    else
+      gemm<T>(batch_, n_, k_, T(1), {a, k_, 1}, w_, beta, {c, n_, 1}, {});
+  }
+
+ private:
+  int64_t batch_, k_, n_;
+  StridedMatrix<const T> w_;
+  PackedB<T> packed_;
+};
+
 template <class T>
 void copy_or_zero(const T* src, int64_t count, T* dst) {
   if (src)
@@ -138,12 +160,13 @@ void lstm_forward(const LstmShape& s, const T* x, const T* h0, const T* c0, cons
   with_bias.bias_axis = bias ? BiasAxis::cols : BiasAxis::none;
   // Input projection of every step: gates (T*B x 4H) = x (T*B x I) @ w_ih^T + bias.
   gemm<T>(s.steps * B, G, s.input, T(1), {x, s.input, 1}, {w_ih, 1, s.input}, T(0), {gates, G, 1}, with_bias);
+  const StepProduct<T> recurrent(B, H, G, {w_hh, 1, H});  // h_{t-1} @ w_hh^T
   for (int64_t order = 0; order < s.steps; ++order) {
     const int64_t t = step_at(s, order);
     const T* h_prev = order == 0 ? h0 : hidden + step_at(s, order - 1) * state;
     const T* c_prev = order == 0 ? c0 : cells + step_at(s, order - 1) * state;
     T* g_t = gates + t * B * G;
-    if (h_prev) gemm<T>(B, G, H, T(1), {h_prev, H, 1}, {w_hh, 1, H}, T(1), {g_t, G, 1}, {});
+    if (h_prev) recurrent(h_prev, T(1), g_t);
     over_batch(B, H, [&](int64_t b0, int64_t rows) {
       cell_forward(rows, H, g_t + b0 * G, c_prev ? c_prev + b0 * H : nullptr, cells + t * state + b0 * H,
                    hidden + t * state + b0 * H, y + t * state + b0 * H);
@@ -169,6 +192,7 @@ void lstm_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, co
     return;
   }
   std::vector<T> dgates(static_cast<size_t>(rows * G));
+  const StepProduct<T> recurrent(B, G, H, {w_hh, H, 1});  // dG_t @ w_hh
   T* dh = grad_h0;
   T* dc = grad_c0;
   for (int64_t order = s.steps - 1; order >= 0; --order) {
@@ -181,8 +205,7 @@ void lstm_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, co
       cell_backward(n, H, gates + t * B * G + b0 * G, cells + t * state + b0 * H,
                     c_prev ? c_prev + b0 * H : nullptr, dh + b0 * H, dc + b0 * H, dg_t + b0 * G);
     });
-    // Gradient of h_{t-1}: dG_t (B x 4H) @ w_hh (4H x H).
-    gemm<T>(B, H, G, T(1), {dg_t, G, 1}, {w_hh, H, 1}, T(0), {dh, H, 1}, {});
+    recurrent(dg_t, T(0), dh);  // gradient of h_{t-1}: dG_t (B x 4H) @ w_hh (4H x H)
   }
   const T* dg = dgates.data();
   // All steps at once: grad_x = dG @ w_ih, grad_w_ih = dG^T @ x.
