@@ -16,6 +16,7 @@
 #include "core/threading.h"
 #include "cpu/conv/conv.h"
 #include "cpu/gemm/gemm.h"
+#include "cpu/lstm/lstm.h"
 #include "cpu/pool/pool.h"
 #include "cpu/roofline/roofline.h"
 
@@ -105,7 +106,7 @@ cpu::Conv2dShape conv_shape(const py::array& input, const py::array& weight, con
 bool is_float32(const py::array& arr) {
   if (arr.dtype().is(py::dtype::of<float>())) return true;
   if (arr.dtype().is(py::dtype::of<double>())) return false;
-  throw py::type_error("convolution supports float32 and float64");
+  throw py::type_error("deepkern kernels support float32 and float64 arrays");
 }
 
 void conv2d_forward(const py::array& x, const py::array& w, const py::object& bias, py::array& y,
@@ -157,6 +158,62 @@ void conv2d_backward_weight(const py::array& grad_y, const py::array& x, py::arr
   else
     cpu::conv2d_backward_weight<double>(s, static_cast<const double*>(gyp), static_cast<const double*>(xp),
                                         static_cast<double*>(gwp), static_cast<double*>(gbp));
+}
+
+// ---- LSTM ---------------------------------------------------------------------------------------
+// Arrays arrive C-contiguous, of one float dtype, with shapes checked by deepkern.ops.lstm:
+// x (T, B, I), w_hh (4H, H); optional arrays are None.
+
+template <class T>
+const T* optional_data(const py::object& arr) {
+  return arr.is_none() ? nullptr : static_cast<const T*>(arr.cast<py::array>().data());
+}
+
+template <class T>
+T* data_of(py::array& arr) {
+  return static_cast<T*>(arr.mutable_data());
+}
+
+cpu::LstmShape lstm_shape(const py::array& x, const py::array& w_hh, bool reverse) {
+  return {x.shape(0), x.shape(1), x.shape(2), w_hh.shape(1), reverse};
+}
+
+void lstm_forward(const py::array& x, const py::object& h0, const py::object& c0, const py::array& w_ih,
+                  const py::array& w_hh, const py::object& bias, py::array& y, py::array& h_last,
+                  py::array& c_last, py::array& gates, py::array& cells, py::array& hidden, bool reverse) {
+  const cpu::LstmShape s = lstm_shape(x, w_hh, reverse);
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    const T *xp = static_cast<const T*>(x.data()), *h0p = optional_data<T>(h0), *c0p = optional_data<T>(c0);
+    const T *wip = static_cast<const T*>(w_ih.data()), *whp = static_cast<const T*>(w_hh.data());
+    const T* bp = optional_data<T>(bias);
+    T *yp = data_of<T>(y), *hp = data_of<T>(h_last), *cp = data_of<T>(c_last);
+    T *gp = data_of<T>(gates), *cellp = data_of<T>(cells), *hidp = data_of<T>(hidden);
+    py::gil_scoped_release release;
+    cpu::lstm_forward<T>(s, xp, h0p, c0p, wip, whp, bp, yp, hp, cp, gp, cellp, hidp);
+  };
+  if (is_float32(x)) run(0.0f); else run(0.0);
+}
+
+void lstm_backward(const py::object& grad_y, const py::object& grad_h_last, const py::object& grad_c_last,
+                   const py::array& x, const py::object& h0, const py::object& c0, const py::array& w_ih,
+                   const py::array& w_hh, const py::array& gates, const py::array& cells,
+                   const py::array& hidden, py::array& grad_x, py::array& grad_h0, py::array& grad_c0,
+                   py::array& grad_w_ih, py::array& grad_w_hh, py::array& grad_bias, bool reverse) {
+  const cpu::LstmShape s = lstm_shape(x, w_hh, reverse);
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    const T *gy = optional_data<T>(grad_y), *ghl = optional_data<T>(grad_h_last), *gcl = optional_data<T>(grad_c_last);
+    const T *xp = static_cast<const T*>(x.data()), *h0p = optional_data<T>(h0), *c0p = optional_data<T>(c0);
+    const T *wip = static_cast<const T*>(w_ih.data()), *whp = static_cast<const T*>(w_hh.data());
+    const T *gp = static_cast<const T*>(gates.data()), *cellp = static_cast<const T*>(cells.data());
+    const T* hidp = static_cast<const T*>(hidden.data());
+    T *gx = data_of<T>(grad_x), *gh0 = data_of<T>(grad_h0), *gc0 = data_of<T>(grad_c0);
+    T *gwi = data_of<T>(grad_w_ih), *gwh = data_of<T>(grad_w_hh), *gb = data_of<T>(grad_bias);
+    py::gil_scoped_release release;
+    cpu::lstm_backward<T>(s, gy, ghl, gcl, xp, h0p, c0p, wip, whp, gp, cellp, hidp, gx, gh0, gc0, gwi, gwh, gb);
+  };
+  if (is_float32(x)) run(0.0f); else run(0.0);
 }
 
 // ---- pooling -------------------------------------------------------------------------------
@@ -300,6 +357,14 @@ PYBIND11_MODULE(_C, m) {
   m.def("adaptive_avg_pool2d", &adaptive_avg_pool2d, py::arg("x"), py::arg("out"), py::arg("shape"));
   m.def("adaptive_avg_pool2d_backward", &adaptive_avg_pool2d_backward, py::arg("grad_out"),
         py::arg("grad_x"), py::arg("shape"));
+
+  m.def("lstm_forward", &lstm_forward, py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"),
+        py::arg("w_hh"), py::arg("bias"), py::arg("y"), py::arg("h_last"), py::arg("c_last"),
+        py::arg("gates"), py::arg("cells"), py::arg("hidden"), py::arg("reverse"));
+  m.def("lstm_backward", &lstm_backward, py::arg("grad_y"), py::arg("grad_h_last"), py::arg("grad_c_last"),
+        py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("gates"),
+        py::arg("cells"), py::arg("hidden"), py::arg("grad_x"), py::arg("grad_h0"), py::arg("grad_c0"),
+        py::arg("grad_w_ih"), py::arg("grad_w_hh"), py::arg("grad_bias"), py::arg("reverse"));
 
   m.def("measure_fma_gflops",
         [](const std::string& isa, int threads, double seconds) {

@@ -2,6 +2,7 @@
 
 from .conv import conv2d, conv2d_backward
 from .gemm import gemm, linear, matmul
+from .lstm import LSTMCache, lstm, lstm_backward, lstm_cell, lstm_cell_backward
 from .pool import (
     adaptive_avg_pool2d,
     adaptive_avg_pool2d_backward,
@@ -14,6 +15,7 @@ from .pool import (
 __all__ = [
     "conv2d", "conv2d_backward",
     "gemm", "linear", "matmul",
+    "LSTMCache", "lstm", "lstm_backward", "lstm_cell", "lstm_cell_backward",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
 ]

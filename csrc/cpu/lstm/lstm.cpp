@@ -1,0 +1,220 @@
+// LSTM layer: the input projection of all steps is one GEMM; each step adds the recurrent GEMM
+// h_{t-1} @ W_hh^T into its gate rows and one fused pointwise pass applies the activations and the
+// cell update (gates are written once, already activated, for backward). Backward walks the steps
+// in reverse with one fused pointwise pass and one GEMM (dG_t @ W_hh) per step, then gets the
+// weight and input gradients of all steps from three large GEMMs over T * B rows.
+#include "cpu/lstm/lstm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "core/cpu_features.h"
+#include "core/threading.h"
+#include "cpu/gemm/gemm.h"
+
+namespace deepkern::cpu {
+namespace {
+
+// e^x for float with a polynomial the compiler vectorizes (Cephes expf: x = n ln2 + r,
+// |r| <= ln2 / 2, degree-6 polynomial, 2^n through the exponent bits; about 1 ulp), clamped to
+// float's range. double (the gradient-check path) calls std::exp.
+inline float exp_of(float x) {
+  x = std::min(std::max(x, -87.3f), 88.7f);
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float e = p * r * r + r + 1.0f;
+  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return e * scale;
+}
+inline double exp_of(double x) { return std::exp(x); }
+
+template <class T>
+inline T sigmoid(T x) {
+  return T(1) / (T(1) + exp_of(-x));
+}
+template <class T>
+inline T tanh_of(T x) {  // 2 sigmoid(2x) - 1
+  return T(2) / (T(1) + exp_of(T(-2) * x)) - T(1);
+}
+
+// One step's gates of `rows` batch rows: pre-activations in, activations (i, f, g, o) out; the new
+// cell and hidden states. c_prev null means zero.
+template <class T>
+DEEPKERN_ISA_CLONES void cell_forward(int64_t rows, int64_t H, T* __restrict gates, const T* c_prev,
+                                      T* __restrict c, T* __restrict h, T* __restrict y) {
+  for (int64_t b = 0; b < rows; ++b) {
+    T* g = gates + b * 4 * H;
+    const T* cp = c_prev ? c_prev + b * H : nullptr;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T i = sigmoid(g[j]), f = sigmoid(g[H + j]), gg = tanh_of(g[2 * H + j]), o = sigmoid(g[3 * H + j]);
+      const T cn = (cp ? f * cp[j] : T(0)) + i * gg;
+      const T hn = o * tanh_of(cn);
+      g[j] = i;
+      g[H + j] = f;
+      g[2 * H + j] = gg;
+      g[3 * H + j] = o;
+      c[b * H + j] = cn;
+      h[b * H + j] = hn;
+      y[b * H + j] = hn;
+    }
+  }
+}
+
+// One step backward for `rows` batch rows: dh is the full gradient of h_t, dc comes in as the
+// gradient of c_t from later steps and leaves as the gradient of c_{t-1}; dgates receives the
+// gradient of the gate pre-activations.
+template <class T>
+DEEPKERN_ISA_CLONES void cell_backward(int64_t rows, int64_t H, const T* __restrict gates,
+                                       const T* __restrict c, const T* c_prev, const T* __restrict dh,
+                                       T* __restrict dc, T* __restrict dgates) {
+  for (int64_t b = 0; b < rows; ++b) {
+    const T* g = gates + b * 4 * H;
+    const T* cp = c_prev ? c_prev + b * H : nullptr;
+    T* dg = dgates + b * 4 * H;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
+      const T tc = tanh_of(c[b * H + j]);
+      const T dhj = dh[b * H + j];
+      const T dct = dc[b * H + j] + dhj * o * (T(1) - tc * tc);
+      dg[j] = dct * gg * i * (T(1) - i);
+      dg[H + j] = (cp ? dct * cp[j] : T(0)) * f * (T(1) - f);
+      dg[2 * H + j] = dct * i * (T(1) - gg * gg);
+      dg[3 * H + j] = dhj * tc * o * (T(1) - o);
+      dc[b * H + j] = dct * f;
+    }
+  }
+}
+
+// Runs fn(row0, rows) over the batch, split over threads when the step is big enough to pay.
+template <class Fn>
+void over_batch(int64_t batch, int64_t hidden, Fn fn) {
+  const int threads = batch * hidden < (int64_t(1) << 14)
+                          ? 1
+                          : static_cast<int>(std::min<int64_t>(num_threads(), batch));
+  run_on_threads(threads, [&](int t) {
+    const int64_t b0 = batch * t / threads, b1 = batch * (t + 1) / threads;
+    if (b1 > b0) fn(b0, b1 - b0);
+  });
+}
+
+// Index of the step processed s-th.
+int64_t step_at(const LstmShape& s, int64_t order) { return s.reverse ? s.steps - 1 - order : order; }
+
+template <class T>
+void copy_or_zero(const T* src, int64_t count, T* dst) {
+  if (src)
+    std::copy(src, src + count, dst);
+  else
+    std::fill(dst, dst + count, T(0));
+}
+
+}  // namespace
+
+template <class T>
+void lstm_forward(const LstmShape& s, const T* x, const T* h0, const T* c0, const T* w_ih,
+                  const T* w_hh, const T* bias, T* y, T* h_last, T* c_last, T* gates, T* cells,
+                  T* hidden) {
+  const int64_t B = s.batch, H = s.hidden, G = 4 * H, state = B * H;
+  if (s.steps == 0) {
+    copy_or_zero(h0, state, h_last);
+    copy_or_zero(c0, state, c_last);
+    return;
+  }
+  GemmEpilogue<T> with_bias;
+  with_bias.bias = bias;
+  with_bias.bias_axis = bias ? BiasAxis::cols : BiasAxis::none;
+  // Input projection of every step: gates (T*B x 4H) = x (T*B x I) @ w_ih^T + bias.
+  gemm<T>(s.steps * B, G, s.input, T(1), {x, s.input, 1}, {w_ih, 1, s.input}, T(0), {gates, G, 1}, with_bias);
+  for (int64_t order = 0; order < s.steps; ++order) {
+    const int64_t t = step_at(s, order);
+    const T* h_prev = order == 0 ? h0 : hidden + step_at(s, order - 1) * state;
+    const T* c_prev = order == 0 ? c0 : cells + step_at(s, order - 1) * state;
+    T* g_t = gates + t * B * G;
+    if (h_prev) gemm<T>(B, G, H, T(1), {h_prev, H, 1}, {w_hh, 1, H}, T(1), {g_t, G, 1}, {});
+    over_batch(B, H, [&](int64_t b0, int64_t rows) {
+      cell_forward(rows, H, g_t + b0 * G, c_prev ? c_prev + b0 * H : nullptr, cells + t * state + b0 * H,
+                   hidden + t * state + b0 * H, y + t * state + b0 * H);
+    });
+  }
+  const int64_t last = step_at(s, s.steps - 1);
+  std::copy(hidden + last * state, hidden + (last + 1) * state, h_last);
+  std::copy(cells + last * state, cells + (last + 1) * state, c_last);
+}
+
+template <class T>
+void lstm_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, const T* grad_c_last,
+                   const T* x, const T* h0, const T* c0, const T* w_ih, const T* w_hh,
+                   const T* gates, const T* cells, const T* hidden, T* grad_x, T* grad_h0,
+                   T* grad_c0, T* grad_w_ih, T* grad_w_hh, T* grad_bias) {
+  const int64_t B = s.batch, H = s.hidden, G = 4 * H, state = B * H, rows = s.steps * B;
+  copy_or_zero(grad_h_last, state, grad_h0);  // dh and dc of the step being processed
+  copy_or_zero(grad_c_last, state, grad_c0);
+  if (s.steps == 0) {
+    std::fill(grad_w_ih, grad_w_ih + G * s.input, T(0));
+    std::fill(grad_w_hh, grad_w_hh + G * H, T(0));
+    std::fill(grad_bias, grad_bias + G, T(0));
+    return;
+  }
+  std::vector<T> dgates(static_cast<size_t>(rows * G));
+  T* dh = grad_h0;
+  T* dc = grad_c0;
+  for (int64_t order = s.steps - 1; order >= 0; --order) {
+    const int64_t t = step_at(s, order);
+    const T* c_prev = order == 0 ? c0 : cells + step_at(s, order - 1) * state;
+    if (grad_y)
+      for (int64_t k = 0; k < state; ++k) dh[k] += grad_y[t * state + k];
+    T* dg_t = dgates.data() + t * B * G;
+    over_batch(B, H, [&](int64_t b0, int64_t n) {
+      cell_backward(n, H, gates + t * B * G + b0 * G, cells + t * state + b0 * H,
+                    c_prev ? c_prev + b0 * H : nullptr, dh + b0 * H, dc + b0 * H, dg_t + b0 * G);
+    });
+    // Gradient of h_{t-1}: dG_t (B x 4H) @ w_hh (4H x H).
+    gemm<T>(B, H, G, T(1), {dg_t, G, 1}, {w_hh, H, 1}, T(0), {dh, H, 1}, {});
+  }
+  const T* dg = dgates.data();
+  // All steps at once: grad_x = dG @ w_ih, grad_w_ih = dG^T @ x.
+  gemm<T>(rows, s.input, G, T(1), {dg, G, 1}, {w_ih, s.input, 1}, T(0), {grad_x, s.input, 1}, {});
+  gemm<T>(G, s.input, rows, T(1), {dg, 1, G}, {x, s.input, 1}, T(0), {grad_w_ih, s.input, 1}, {});
+  // grad_w_hh = sum over steps of dG_t^T @ h_{t-1}: the steps whose h_{t-1} is a stored hidden
+  // state form one contiguous range, paired with hidden states one step away; the first step
+  // processed pairs with h0.
+  const int64_t first = step_at(s, 0);
+  const int64_t dg_from = s.reverse ? 0 : 1, h_from = s.reverse ? 1 : 0;
+  gemm<T>(G, H, (s.steps - 1) * B, T(1), {dg + dg_from * B * G, 1, G}, {hidden + h_from * state, H, 1},
+          T(0), {grad_w_hh, H, 1}, {});
+  if (h0) gemm<T>(G, H, B, T(1), {dg + first * B * G, 1, G}, {h0, H, 1}, T(1), {grad_w_hh, H, 1}, {});
+  std::fill(grad_bias, grad_bias + G, T(0));
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* row = dg + r * G;
+#pragma omp simd
+    for (int64_t j = 0; j < G; ++j) grad_bias[j] += row[j];
+  }
+}
+
+template void lstm_forward<float>(const LstmShape&, const float*, const float*, const float*, const float*,
+                                  const float*, const float*, float*, float*, float*, float*, float*, float*);
+template void lstm_forward<double>(const LstmShape&, const double*, const double*, const double*,
+                                   const double*, const double*, const double*, double*, double*, double*,
+                                   double*, double*, double*);
+template void lstm_backward<float>(const LstmShape&, const float*, const float*, const float*, const float*,
+                                   const float*, const float*, const float*, const float*, const float*,
+                                   const float*, const float*, float*, float*, float*, float*, float*, float*);
+template void lstm_backward<double>(const LstmShape&, const double*, const double*, const double*,
+                                    const double*, const double*, const double*, const double*, const double*,
+                                    const double*, const double*, const double*, double*, double*, double*,
+                                    double*, double*, double*);
+
+}  // namespace deepkern::cpu

@@ -1,0 +1,163 @@
+"""LSTM: the cell and one layer over a sequence, forward and backward (BPTT).
+
+PyTorch's layout and gate order (i, f, g, o): ``w_ih`` (4H, I), ``w_hh`` (4H, H), ``b_ih`` and
+``b_hh`` (4H,). The kernels (csrc/cpu/lstm) run the input projection of all steps as one GEMM, one
+recurrent GEMM and one fused pointwise pass per step; backward gets the weight and input gradients
+of all steps from single large GEMMs. Multi-layer, bidirectional and batch_first models compose
+these (reverse=True runs a sequence backwards in time, as the reverse direction of a
+bidirectional layer).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from .._backend import _C
+from ._validate import as_float_array
+
+
+class LSTMCache(NamedTuple):
+    """What :func:`lstm_backward` needs from the forward: the activated gates (T, B, 4H) and the
+    cell and hidden states after each step (T, B, H). Keep it unchanged between the two calls."""
+
+    gates: np.ndarray
+    cells: np.ndarray
+    hidden: np.ndarray
+    reverse: bool
+
+
+def _arrays(op: str, x, h, c, w_ih, w_hh, b_ih, b_hh, *, sequence: bool):
+    """Validated, C-contiguous arrays of one float dtype, and (T, B, I, H)."""
+    x = as_float_array(x, "x", op)
+    w_ih = as_float_array(w_ih, "w_ih", op)
+    w_hh = as_float_array(w_hh, "w_hh", op)
+    want = 3 if sequence else 2
+    if x.ndim != want:
+        layout = "(T, B, I)" if sequence else "(B, I)"
+        raise ValueError(f"{op}: x must be {want}-D {layout}, got shape {x.shape}")
+    if w_hh.ndim != 2 or w_hh.shape[0] != 4 * w_hh.shape[1]:
+        raise ValueError(f"{op}: w_hh must have shape (4H, H), got {w_hh.shape}")
+    hidden = w_hh.shape[1]
+    batch, inputs = x.shape[-2], x.shape[-1]
+    if w_ih.shape != (4 * hidden, inputs):
+        raise ValueError(
+            f"{op}: w_ih must have shape (4H, I) = ({4 * hidden}, {inputs}) for x {x.shape} and w_hh "
+            f"{w_hh.shape}, got {w_ih.shape}"
+        )
+    dtype = x.dtype
+    named = {"w_ih": w_ih, "w_hh": w_hh}
+    states = {}
+    for name, value in (("h", h), ("c", c)):
+        if value is None:
+            states[name] = None
+            continue
+        value = as_float_array(value, name, op)
+        if value.shape != (batch, hidden):
+            raise ValueError(f"{op}: {name} must have shape (B, H) = ({batch}, {hidden}), got {value.shape}")
+        states[name] = named[name] = value
+    biases = {}
+    for name, value in (("b_ih", b_ih), ("b_hh", b_hh)):
+        if value is None:
+            biases[name] = None
+            continue
+        value = as_float_array(value, name, op)
+        if value.shape != (4 * hidden,):
+            raise ValueError(f"{op}: {name} must have shape (4H,) = ({4 * hidden},), got {value.shape}")
+        biases[name] = named[name] = value
+    for name, value in named.items():
+        if value.dtype != dtype:
+            raise TypeError(f"{op}: {name} has dtype {value.dtype} but x has {dtype}; use one dtype")
+    if biases["b_ih"] is None and biases["b_hh"] is None:
+        bias = None
+    else:
+        bias = sum(b for b in biases.values() if b is not None).astype(dtype, copy=False)
+    contiguous = np.ascontiguousarray
+    h, c = (None if v is None else contiguous(v) for v in (states["h"], states["c"]))
+    return contiguous(x), h, c, contiguous(w_ih), contiguous(w_hh), bias, hidden
+
+
+def lstm(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, reverse=False, return_cache=False):
+    """One LSTM layer over ``x`` (T, B, I) from states ``h0``, ``c0`` (B, H; None: zeros).
+
+    Returns ``(y, h_T, c_T)``: ``y`` (T, B, H) is the hidden state after each step, ``h_T`` and
+    ``c_T`` the states after the last step processed (step 0 when ``reverse``). With
+    ``return_cache=True`` also returns the :class:`LSTMCache` that :func:`lstm_backward` needs.
+    """
+    x, h0, c0, w_ih, w_hh, bias, hidden = _arrays("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh, sequence=True)
+    steps, batch, _ = x.shape
+    dtype = x.dtype
+    y = np.empty((steps, batch, hidden), dtype)
+    h_last = np.empty((batch, hidden), dtype)
+    c_last = np.empty((batch, hidden), dtype)
+    cache = LSTMCache(np.empty((steps, batch, 4 * hidden), dtype), np.empty((steps, batch, hidden), dtype),
+                      np.empty((steps, batch, hidden), dtype), bool(reverse))
+    _C.lstm_forward(x, h0, c0, w_ih, w_hh, bias, y, h_last, c_last, cache.gates, cache.cells, cache.hidden,
+                    bool(reverse))
+    return (y, h_last, c_last, cache) if return_cache else (y, h_last, c_last)
+
+
+def lstm_backward(grad_y, grad_h_T, grad_c_T, x, h0, c0, w_ih, w_hh, cache: LSTMCache, *, reverse=False):
+    """Backpropagation through time for :func:`lstm`.
+
+    ``grad_y`` (T, B, H), ``grad_h_T`` and ``grad_c_T`` (B, H) are the gradients of the forward's
+    outputs (None: zero). Returns ``(grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih,
+    grad_b_hh)``; the two bias gradients are equal (each bias enters every gate sum once).
+    """
+    x, h0, c0, w_ih, w_hh, _, hidden = _arrays("lstm_backward", x, h0, c0, w_ih, w_hh, None, None, sequence=True)
+    steps, batch, inputs = x.shape
+    dtype = x.dtype
+    if not isinstance(cache, LSTMCache):
+        raise TypeError(f"lstm_backward: cache must be the LSTMCache from lstm(..., return_cache=True), "
+                        f"got {type(cache).__name__}")
+    if cache.gates.shape != (steps, batch, 4 * hidden) or cache.gates.dtype != dtype:
+        raise ValueError(f"lstm_backward: cache holds gates {cache.gates.shape} {cache.gates.dtype}, which do not "
+                         f"fit x {x.shape} and w_hh {w_hh.shape}")
+    if bool(cache.reverse) != bool(reverse):
+        raise ValueError(f"lstm_backward: reverse={reverse} but the cache was made with reverse={cache.reverse}")
+    grads = {}
+    for name, value, shape in (("grad_y", grad_y, (steps, batch, hidden)), ("grad_h_T", grad_h_T, (batch, hidden)),
+                               ("grad_c_T", grad_c_T, (batch, hidden))):
+        if value is None:
+            grads[name] = None
+            continue
+        value = as_float_array(value, name, "lstm_backward")
+        if value.shape != shape:
+            raise ValueError(f"lstm_backward: {name} must have shape {shape}, got {value.shape}")
+        if value.dtype != dtype:
+            raise TypeError(f"lstm_backward: {name} has dtype {value.dtype} but x has {dtype}")
+        grads[name] = np.ascontiguousarray(value)
+    grad_x = np.empty((steps, batch, inputs), dtype)
+    grad_h0 = np.empty((batch, hidden), dtype)
+    grad_c0 = np.empty((batch, hidden), dtype)
+    grad_w_ih = np.empty((4 * hidden, inputs), dtype)
+    grad_w_hh = np.empty((4 * hidden, hidden), dtype)
+    grad_b = np.empty(4 * hidden, dtype)
+    _C.lstm_backward(grads["grad_y"], grads["grad_h_T"], grads["grad_c_T"], x, h0, c0, w_ih, w_hh,
+                     cache.gates, cache.cells, cache.hidden, grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh,
+                     grad_b, bool(reverse))
+    return grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b, grad_b.copy()
+
+
+def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
+    """One LSTM step (torch.nn.LSTMCell): x (B, I), h and c (B, H) -> (h_next, c_next)."""
+    x = as_float_array(x, "x", "lstm_cell")
+    if x.ndim != 2:
+        raise ValueError(f"lstm_cell: x must be 2-D (B, I), got shape {x.shape}")
+    _, h_next, c_next = lstm(x[None], h, c, w_ih, w_hh, b_ih, b_hh)
+    return h_next, c_next
+
+
+def lstm_cell_backward(grad_h_next, grad_c_next, x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
+    """Gradients of :func:`lstm_cell` given those of ``h_next`` and ``c_next`` (None: zero).
+
+    Returns ``(grad_x, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh)``; a bias
+    gradient is None when that bias is None.
+    """
+    x = as_float_array(x, "x", "lstm_cell_backward")
+    if x.ndim != 2:
+        raise ValueError(f"lstm_cell_backward: x must be 2-D (B, I), got shape {x.shape}")
+    *_, cache = lstm(x[None], h, c, w_ih, w_hh, b_ih, b_hh, return_cache=True)
+    gx, gh, gc, gwi, gwh, gbi, gbh = lstm_backward(None, grad_h_next, grad_c_next, x[None], h, c, w_ih, w_hh, cache)
+    return (gx[0], gh, gc, gwi, gwh, None if b_ih is None else gbi, None if b_hh is None else gbh)
