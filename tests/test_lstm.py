@@ -660,7 +660,9 @@ def test_hidden_size_mismatch():
     bad = np.ones((B_, H_ + 1))
     for which in ("h", "c"):
         for op, call in _all_calls(cell, x, **{which: bad}):
-            with raises_naming(ValueError, rf"\b{which}0?\b", _s(bad.shape), _s(cell[4].shape) + rf"|\bH\s*=\s*{H_}\b"):
+            # the other shape: w_hh's, H, or the (B, H) that was expected
+            with raises_naming(ValueError, rf"\b{which}0?\b", _s(bad.shape),
+                               _s(cell[4].shape) + rf"|\bH\s*=\s*{H_}\b|" + _s((B_, H_))):
                 call()
 
 
@@ -673,7 +675,8 @@ def test_weight_shapes():
     # w_hh (4H', H') consistent by itself but not with h / c: named with h's shape or w_hh's
     for op, call in _all_calls(cell, x, w_hh=np.ones((4 * (H_ + 1), H_ + 1)), w_ih=np.ones((4 * (H_ + 1), I_)),
                                b_ih=np.ones(4 * (H_ + 1)), b_hh=np.ones(4 * (H_ + 1))):
-        with raises_naming(ValueError, _s((B_, H_)), _s((4 * (H_ + 1), H_ + 1)) + rf"|\bH\s*=\s*{H_ + 1}\b"):
+        with raises_naming(ValueError, _s((B_, H_)),
+                           _s((4 * (H_ + 1), H_ + 1)) + rf"|\bH\s*=\s*{H_ + 1}\b|" + _s((B_, H_ + 1))):
             call()
 
 
