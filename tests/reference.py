@@ -364,3 +364,113 @@ def adaptive_avg_pool2d_backward_ref(grad_out, x_shape) -> np.ndarray:
             c0, c1 = (j * w) // ow, -(-((j + 1) * w) // ow)
             gx[..., r0:r1, c0:c1] += (g[..., i, j] / ((r1 - r0) * (c1 - c0)))[..., None, None]
     return gx
+
+
+# ---- LSTM (PyTorch's torch.nn.LSTMCell / one layer of torch.nn.LSTM; gate order i, f, g, o) --------
+
+
+def _sigmoid(v: np.ndarray) -> np.ndarray:
+    # 1 / (1 + exp(-v)) without overflow warnings for large |v|.
+    e = np.exp(-np.abs(v))
+    return np.where(v >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _lstm_gates(x64, h64, w_ih, w_hh, b_ih, b_hh):
+    """The activated gates (i, f, g, o), each (B, H), of one step."""
+    pre = x64 @ _f64(w_ih).T + h64 @ _f64(w_hh).T
+    if b_ih is not None:
+        pre = pre + _f64(b_ih)
+    if b_hh is not None:
+        pre = pre + _f64(b_hh)
+    hid = pre.shape[1] // 4
+    i, f, g, o = (pre[:, k * hid:(k + 1) * hid] for k in range(4))
+    return _sigmoid(i), _sigmoid(f), np.tanh(g), _sigmoid(o)
+
+
+def lstm_cell_ref(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
+    """``(h_next, c_next)`` of torch.nn.LSTMCell in float64:
+    ``gates = x @ w_ih.T + b_ih + h @ w_hh.T + b_hh`` split in four H-wide slices i, f, g, o;
+    ``c_next = sigmoid(f) * c + sigmoid(i) * tanh(g)``, ``h_next = sigmoid(o) * tanh(c_next)``."""
+    i, f, g, o = _lstm_gates(_f64(x), _f64(h), w_ih, w_hh, b_ih, b_hh)
+    c_next = f * _f64(c) + i * g
+    return o * np.tanh(c_next), c_next
+
+
+def _lstm_states(x, h0, c0, w_hh):
+    """Float64 x and the initial states (zeros for None)."""
+    x64 = _f64(x)
+    hid = _f64(w_hh).shape[1]
+    zeros = np.zeros((x64.shape[1], hid))
+    h = zeros.copy() if h0 is None else _f64(h0).copy()
+    c = zeros.copy() if c0 is None else _f64(c0).copy()
+    return x64, h, c
+
+
+def lstm_ref(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
+    """``(y, h_T, c_T)`` of one LSTM layer over x (T, B, I) in float64; h0, c0 (B, H) or None (zeros).
+
+    Steps t = 0 .. T-1 (T-1 .. 0 with ``reverse``, as the reverse direction of a bidirectional
+    torch.nn.LSTM); ``y[t]`` is the hidden state after step t and (h_T, c_T) the state after the last
+    step processed (after step 0 with ``reverse``)."""
+    x64, h, c = _lstm_states(x, h0, c0, w_hh)
+    steps = range(x64.shape[0] - 1, -1, -1) if reverse else range(x64.shape[0])
+    y = np.zeros((x64.shape[0],) + h.shape)
+    for t in steps:
+        h, c = lstm_cell_ref(x64[t], h, c, w_ih, w_hh, b_ih, b_hh)
+        y[t] = h
+    return y, h, c
+
+
+def lstm_cell_backward_ref(grad_h_next, grad_c_next, x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
+    """``(grad_x, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_b, grad_b)`` of
+    ``sum(grad_h_next * h_next) + sum(grad_c_next * c_next)`` for one lstm_cell_ref step, in float64
+    (None gradients are zeros; both bias gradients are the batch sum of the pre-activation gradient).
+
+    With a = pre-activations and i, f, g, o the activated gates:
+    ``dc_next = grad_c_next + grad_h_next * o * (1 - tanh(c_next)^2)``,
+    ``da_i = dc_next * g * i (1 - i)``, ``da_f = dc_next * c * f (1 - f)``, ``da_g = dc_next * i * (1 - g^2)``,
+    ``da_o = grad_h_next * tanh(c_next) * o (1 - o)``; then ``grad_x = da @ w_ih``, ``grad_h = da @ w_hh``,
+    ``grad_c = dc_next * f``, ``grad_w_ih = da.T @ x``, ``grad_w_hh = da.T @ h``, ``grad_b = sum_B da``."""
+    x64, h64, c64 = _f64(x), _f64(h), _f64(c)
+    i, f, g, o = _lstm_gates(x64, h64, w_ih, w_hh, b_ih, b_hh)
+    c_next = f * c64 + i * g
+    tc = np.tanh(c_next)
+    gh = np.zeros_like(c_next) if grad_h_next is None else _f64(grad_h_next)
+    gc = np.zeros_like(c_next) if grad_c_next is None else _f64(grad_c_next)
+    dc = gc + gh * o * (1.0 - tc * tc)
+    da = np.concatenate([dc * g * i * (1.0 - i),
+                         dc * c64 * f * (1.0 - f),
+                         dc * i * (1.0 - g * g),
+                         gh * tc * o * (1.0 - o)], axis=1)
+    w_ih64, w_hh64 = _f64(w_ih), _f64(w_hh)
+    gb = da.sum(axis=0)
+    return da @ w_ih64, da @ w_hh64, dc * f, da.T @ x64, da.T @ h64, gb, gb.copy()
+
+
+def lstm_backward_ref(grad_y, grad_h_T, grad_c_T, x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
+    """``(grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh)`` of
+    ``sum(grad_y * y) + sum(grad_h_T * h_T) + sum(grad_c_T * c_T)`` for lstm_ref, in float64, by
+    backpropagation through time: the forward states are recomputed and kept, then the steps are
+    walked in the opposite order, each step's incoming hidden gradient being grad_y[t] plus what the
+    next step sent back. None gradients are zeros; grad_b_ih == grad_b_hh (returned also without biases)."""
+    x64, h, c = _lstm_states(x, h0, c0, w_hh)
+    steps = list(range(x64.shape[0] - 1, -1, -1) if reverse else range(x64.shape[0]))
+    states = {}  # t -> (h, c) entering step t
+    for t in steps:
+        states[t] = (h, c)
+        h, c = lstm_cell_ref(x64[t], h, c, w_ih, w_hh, b_ih, b_hh)
+    gh = np.zeros_like(h) if grad_h_T is None else _f64(grad_h_T).copy()
+    gc = np.zeros_like(c) if grad_c_T is None else _f64(grad_c_T).copy()
+    gy = None if grad_y is None else _f64(grad_y)
+    gx = np.zeros_like(x64)
+    gw_ih, gw_hh = np.zeros(_f64(w_ih).shape), np.zeros(_f64(w_hh).shape)
+    gb = np.zeros(gw_ih.shape[0])
+    for t in reversed(steps):
+        if gy is not None:
+            gh = gh + gy[t]
+        h_in, c_in = states[t]
+        gx[t], gh, gc, dw_ih, dw_hh, db, _ = lstm_cell_backward_ref(gh, gc, x64[t], h_in, c_in, w_ih, w_hh, b_ih, b_hh)
+        gw_ih += dw_ih
+        gw_hh += dw_hh
+        gb += db
+    return gx, gh, gc, gw_ih, gw_hh, gb, gb.copy()

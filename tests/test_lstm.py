@@ -1,0 +1,839 @@
+"""The contract of deepkern.ops.lstm_cell, lstm_cell_backward, lstm and lstm_backward
+(torch.nn.LSTMCell and one layer of torch.nn.LSTM: weights w_ih (4H, I), w_hh (4H, H), biases (4H,),
+gate order i, f, g, o).
+
+Every result is compared with the float64 references in tests/reference.py computed from the same
+inputs: ||out - ref|| / ||ref|| below 1e-5 for float32 and 1e-12 for float64. Weights are drawn as
+PyTorch initialises them, U(-1/sqrt(H), 1/sqrt(H)), inputs and states ~N(0, 1); with that scale the
+recurrence is contractive and float32 rounding does not grow with the sequence length (measured:
+about 3e-7 for T = 100, for PyTorch's float32 LSTM as well), so the long sequences keep the 1e-5 bound.
+
+The gradients are checked against central finite differences in float64 through whole sequences
+(every input, state, weight and bias), against the step-by-step BPTT reference on bigger cases, and,
+where PyTorch is installed, against torch.nn.LSTMCell / torch.nn.LSTM (both directions of a
+bidirectional one) + autograd. Before each call a NaN-filled block of the results' sizes is freed
+(see test_conv.poison_heap) so an element the kernel forgets to write shows up as NaN.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import re
+
+import numpy as np
+import pytest
+
+import deepkern
+from deepkern.ops import lstm, lstm_backward, lstm_cell, lstm_cell_backward
+
+from checks import F32, F64, check
+from conftest import SUPPORTED_ISAS
+from reference import lstm_backward_ref, lstm_cell_backward_ref, lstm_cell_ref, lstm_ref
+
+DTYPES = [F32, F64]
+GRAD_NAMES = ("grad_x", "grad_h0", "grad_c0", "grad_w_ih", "grad_w_hh", "grad_b_ih", "grad_b_hh")
+CELL_GRAD_NAMES = ("grad_x", "grad_h", "grad_c", "grad_w_ih", "grad_w_hh", "grad_b_ih", "grad_b_hh")
+
+
+# ----------------------------------------------------------------------------------------------
+# configurations
+
+
+@dataclasses.dataclass(frozen=True)
+class Cfg:
+    """One LSTM layer call: x (T, B, I), hidden size H; ``bias``: b_ih and b_hh given (else None);
+    ``state``: h0 and c0 given (else None, zeros); ``reverse``: steps T-1 .. 0."""
+
+    t: int
+    b: int
+    i: int
+    h: int
+    bias: bool = True
+    state: bool = True
+    reverse: bool = False
+
+    def id(self) -> str:
+        return (f"T{self.t}-B{self.b}-I{self.i}-H{self.h}" + ("" if self.bias else "-nobias")
+                + ("" if self.state else "-nostate") + ("-rev" if self.reverse else ""))
+
+    def __str__(self) -> str:
+        return (f"x ({self.t}, {self.b}, {self.i}), H={self.h}, bias={self.bias}, "
+                f"h0/c0={'given' if self.state else 'None'}, reverse={self.reverse}")
+
+    @property
+    def macs(self) -> int:
+        return self.t * self.b * 4 * self.h * (self.i + self.h)
+
+
+SIZES = (1, 3, 7, 17, 33)
+MAX_MACS = 2_000_000  # keeps the float64 references (one NumPy step per t) and the file fast
+
+
+def _random_configs(count: int, seed: int):
+    rng = np.random.default_rng(seed)
+    configs, seen = [], set()
+    while len(configs) < count:
+        cfg = Cfg(t=int(rng.choice([1, 2, 3, 5, 8, 13])), b=int(rng.choice(SIZES)), i=int(rng.choice(SIZES)),
+                  h=int(rng.choice(SIZES)), bias=bool(rng.random() < 0.7), state=bool(rng.random() < 0.7),
+                  reverse=bool(rng.random() < 0.5))
+        if cfg.macs > MAX_MACS or cfg.id() in seen:
+            continue
+        seen.add(cfg.id())
+        configs.append(cfg)
+    return configs
+
+
+#: Named corner cases, each for a reason.
+CORNERS = [
+    Cfg(1, 1, 1, 1),                                      # everything 1
+    Cfg(1, 1, 1, 1, bias=False, state=False, reverse=True),
+    Cfg(1, 3, 7, 17),                                     # one step
+    Cfg(1, 3, 7, 17, reverse=True),                       # one step reversed: same as forward
+    Cfg(5, 1, 33, 1),                                     # H = 1: gates are 4 single columns
+    Cfg(5, 17, 1, 7, reverse=True),                       # I = 1
+    Cfg(4, 1, 17, 33, bias=False, state=False),           # batch 1, zero initial state
+    Cfg(6, 7, 3, 33, state=False, reverse=True),
+    Cfg(9, 33, 17, 3, bias=False),
+    Cfg(20, 8, 64, 64),                                   # vector-width multiples
+    Cfg(12, 5, 65, 63, reverse=True),                     # one off the vector widths
+    Cfg(8, 16, 256, 128, state=False),                    # the benchmark's fast path
+    Cfg(100, 2, 16, 17),                                  # a long sequence (see the module docstring)
+    Cfg(100, 3, 9, 33, bias=False, reverse=True),
+]
+
+CONFIGS = CORNERS + _random_configs(30, seed=20240611)
+
+CELL_CONFIGS = [  # (B, I, H, bias)
+    (1, 1, 1, True), (1, 33, 1, False), (3, 7, 17, True), (7, 1, 3, True), (17, 33, 7, False), (33, 17, 33, True),
+    (2, 3, 64, True), (5, 65, 63, True), (32, 256, 256, True), (1, 512, 129, False),
+]
+
+
+def _cell_id(c):
+    b, i, h, bias = c
+    return f"B{b}-I{i}-H{h}" + ("" if bias else "-nobias")
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def rand(rng, shape, dtype):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def make_weights(rng, i, h, dtype, bias=True):
+    """PyTorch's LSTM initialisation: every weight and bias ~U(-1/sqrt(H), 1/sqrt(H))."""
+    k = 1.0 / math.sqrt(h)
+    w_ih = rng.uniform(-k, k, (4 * h, i)).astype(dtype)
+    w_hh = rng.uniform(-k, k, (4 * h, h)).astype(dtype)
+    if not bias:
+        return w_ih, w_hh, None, None
+    return w_ih, w_hh, rng.uniform(-k, k, 4 * h).astype(dtype), rng.uniform(-k, k, 4 * h).astype(dtype)
+
+
+def make_inputs(rng, cfg: Cfg, dtype):
+    """(x, h0, c0, w_ih, w_hh, b_ih, b_hh) for ``cfg``."""
+    x = rand(rng, (cfg.t, cfg.b, cfg.i), dtype)
+    h0 = rand(rng, (cfg.b, cfg.h), dtype) if cfg.state else None
+    c0 = rand(rng, (cfg.b, cfg.h), dtype) if cfg.state else None
+    return (x, h0, c0) + make_weights(rng, cfg.i, cfg.h, dtype, cfg.bias)
+
+
+def make_cell_inputs(rng, b, i, h, dtype, bias=True):
+    """(x, h, c, w_ih, w_hh, b_ih, b_hh) for one cell step."""
+    return (rand(rng, (b, i), dtype), rand(rng, (b, h), dtype), rand(rng, (b, h), dtype)) + make_weights(
+        rng, i, h, dtype, bias)
+
+
+@contextlib.contextmanager
+def active_isa(isa):
+    previous = deepkern._C.active_isa()
+    deepkern._C.set_active_isa(isa)
+    try:
+        yield
+    finally:
+        deepkern._C.set_active_isa(previous)
+
+
+def poison_heap(*shapes_dtypes):
+    """Allocate and free NaN-filled blocks of the results' sizes, so the kernel's output buffers are
+    likely to start as NaN (the ops have no ``out`` to pre-fill)."""
+    blocks = [np.full(shape, np.nan, dtype) for shape, dtype in shapes_dtypes]
+    del blocks
+
+
+def _copies(arrays):
+    return [None if a is None else a.copy() for a in arrays]
+
+
+def assert_unmodified(arrays, before, what):
+    for k, (a, a0) in enumerate(zip(arrays, before)):
+        if a is not None:
+            np.testing.assert_array_equal(a, a0, err_msg=f"{what}: input {k} was modified")
+
+
+def run_lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, return_cache=False):
+    t, b = x.shape[:2]
+    hid = w_hh.shape[1]
+    poison_heap(((t, b, hid), x.dtype), ((b, hid), x.dtype), ((b, hid), x.dtype))
+    out = lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse=reverse, return_cache=return_cache)
+    n = 4 if return_cache else 3
+    assert isinstance(out, tuple) and len(out) == n, (
+        f"lstm(return_cache={return_cache}) returned {type(out).__name__} of length "
+        f"{len(out) if hasattr(out, '__len__') else '?'}, expected a tuple of {n}")
+    return out
+
+
+def run_lstm_backward(gy, gh, gc, x, h0, c0, w_ih, w_hh, cache, reverse):
+    hid = w_hh.shape[1]
+    poison_heap((x.shape, x.dtype), ((x.shape[1], hid), x.dtype), (w_ih.shape, x.dtype), (w_hh.shape, x.dtype),
+                ((4 * hid,), x.dtype))
+    out = lstm_backward(gy, gh, gc, x, h0, c0, w_ih, w_hh, cache, reverse=reverse)
+    assert isinstance(out, tuple) and len(out) == 7, (
+        f"lstm_backward returned {type(out).__name__} of length {len(out) if hasattr(out, '__len__') else '?'}, "
+        f"expected the tuple {GRAD_NAMES}")
+    return out
+
+
+def run_cell_backward(gh, gc, x, h, c, w_ih, w_hh, b_ih, b_hh):
+    poison_heap((x.shape, x.dtype), (h.shape, x.dtype), (w_ih.shape, x.dtype), (w_hh.shape, x.dtype))
+    out = lstm_cell_backward(gh, gc, x, h, c, w_ih, w_hh, b_ih, b_hh)
+    assert isinstance(out, tuple) and len(out) == 7, (
+        f"lstm_cell_backward returned {type(out).__name__} of length "
+        f"{len(out) if hasattr(out, '__len__') else '?'}, expected the tuple {CELL_GRAD_NAMES}")
+    return out
+
+
+def check_grads(got, refs, dtype, what, names=GRAD_NAMES, tol=None):
+    for name, g, r in zip(names, got, refs):
+        if r is None:
+            assert g is None, f"{what}: {name} should be None (no such bias), got {type(g).__name__}"
+        else:
+            assert g is not None, f"{what}: {name} is None"
+            check(g, r, dtype, f"{what}: {name}", tol=tol)
+
+
+def forward_and_backward(args, cfg_reverse, gy, gh, gc):
+    """deepkern's (y, h_T, c_T) and its seven gradients, the forward run with return_cache=True."""
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = args
+    y, h_t, c_t, cache = run_lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, cfg_reverse, return_cache=True)
+    return (y, h_t, c_t), run_lstm_backward(gy, gh, gc, x, h0, c0, w_ih, w_hh, cache, cfg_reverse)
+
+
+# ----------------------------------------------------------------------------------------------
+# the cell against the float64 references
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cell", CELL_CONFIGS, ids=_cell_id)
+def test_lstm_cell_forward(cell, dtype, rng):
+    b, i, h, bias = cell
+    args = make_cell_inputs(rng, b, i, h, dtype, bias)
+    before = _copies(args)
+    ref_h, ref_c = lstm_cell_ref(*args)
+    poison_heap(((b, h), dtype), ((b, h), dtype))
+    out = lstm_cell(*args)
+    assert isinstance(out, tuple) and len(out) == 2, f"lstm_cell returned {type(out).__name__}, expected (h_next, c_next)"
+    what = f"lstm_cell B={b} I={i} H={h} bias={bias} {dtype}"
+    check(out[0], ref_h, dtype, what + " h_next")
+    check(out[1], ref_c, dtype, what + " c_next")
+    assert_unmodified(args, before, what)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cell", CELL_CONFIGS, ids=_cell_id)
+def test_lstm_cell_backward(cell, dtype, rng):
+    b, i, h, bias = cell
+    args = make_cell_inputs(rng, b, i, h, dtype, bias)
+    gh, gc = rand(rng, (b, h), dtype), rand(rng, (b, h), dtype)
+    for grads in ((gh, gc), (gh, None), (None, gc)):
+        before = _copies(args + grads)
+        refs = list(lstm_cell_backward_ref(*grads, *args))
+        if not bias:
+            refs[5] = refs[6] = None
+        got = run_cell_backward(*grads, *args)
+        what = (f"lstm_cell_backward B={b} I={i} H={h} bias={bias} {dtype} grad_h_next "
+                f"{'None' if grads[0] is None else 'given'}, grad_c_next {'None' if grads[1] is None else 'given'}")
+        check_grads(got, refs, dtype, what, CELL_GRAD_NAMES)
+        assert_unmodified(args + grads, before, what)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_lstm_cell_backward_one_bias(dtype, rng):
+    """Each bias gradient is None exactly when that bias is None."""
+    x, h, c, w_ih, w_hh, b_ih, b_hh = make_cell_inputs(rng, 3, 5, 7, dtype)
+    gh, gc = rand(rng, (3, 7), dtype), rand(rng, (3, 7), dtype)
+    refs = lstm_cell_backward_ref(gh, gc, x, h, c, w_ih, w_hh, b_ih, None)
+    got = run_cell_backward(gh, gc, x, h, c, w_ih, w_hh, b_ih, None)
+    check_grads(got, refs[:6] + (None,), dtype, f"lstm_cell_backward b_ih given, b_hh None {dtype}", CELL_GRAD_NAMES)
+    refs = lstm_cell_backward_ref(gh, gc, x, h, c, w_ih, w_hh, None, b_hh)
+    got = run_cell_backward(gh, gc, x, h, c, w_ih, w_hh, None, b_hh)
+    check_grads(got, refs[:5] + (None, refs[6]), dtype, f"lstm_cell_backward b_ih None, b_hh given {dtype}",
+                CELL_GRAD_NAMES)
+    check(lstm_cell(x, h, c, w_ih, w_hh, None, b_hh)[0], lstm_cell_ref(x, h, c, w_ih, w_hh, None, b_hh)[0], dtype,
+          f"lstm_cell b_ih None, b_hh given {dtype}")
+
+
+# ----------------------------------------------------------------------------------------------
+# the layer against the float64 references
+
+
+def test_configurations_cover_the_space():
+    """The list really contains what the module promises (guards edits to the draw)."""
+    assert {1} <= {c.t for c in CONFIGS} and max(c.t for c in CONFIGS) >= 100
+    for field in ("b", "i", "h"):
+        values = {getattr(c, field) for c in CONFIGS}
+        assert {1, 3, 7, 17, 33} <= values, (field, values)
+    for flags in [(b, s, r) for b in (False, True) for s in (False, True) for r in (False, True)]:
+        assert any((c.bias, c.state, c.reverse) == flags for c in CONFIGS), flags
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cfg", CONFIGS, ids=Cfg.id)
+def test_lstm_forward(cfg, dtype, rng):
+    args = make_inputs(rng, cfg, dtype)
+    before = _copies(args)
+    refs = lstm_ref(*args, reverse=cfg.reverse)
+    what = f"lstm {cfg} {dtype}"
+    for return_cache in (False, True):
+        out = run_lstm(*args, cfg.reverse, return_cache=return_cache)
+        for name, got, ref in zip(("y", "h_T", "c_T"), out, refs):
+            check(got, ref, dtype, f"{what} return_cache={return_cache}: {name}")
+    assert_unmodified(args, before, what)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cfg", CONFIGS, ids=Cfg.id)
+def test_lstm_backward(cfg, dtype, rng):
+    args = make_inputs(rng, cfg, dtype)
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = args
+    gy = rand(rng, (cfg.t, cfg.b, cfg.h), dtype)
+    gh, gc = rand(rng, (cfg.b, cfg.h), dtype), rand(rng, (cfg.b, cfg.h), dtype)
+    # All three output gradients, then each of them alone (the others None).
+    for grads in ((gy, gh, gc), (gy, None, None), (None, gh, None), (None, None, gc)):
+        before = _copies(args + grads)
+        refs = lstm_backward_ref(*grads, *args, reverse=cfg.reverse)
+        _, got = forward_and_backward(args, cfg.reverse, *grads)
+        given = "/".join(n for n, g in zip(("grad_y", "grad_h_T", "grad_c_T"), grads) if g is not None)
+        what = f"lstm_backward {cfg} {dtype} given {given}"
+        check_grads(got, refs, dtype, what)
+        assert_unmodified(args + grads, before, what)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_lstm_reverse_is_the_flipped_sequence(dtype, rng):
+    """reverse=True equals the forward direction over x[::-1], with y flipped back."""
+    cfg = Cfg(7, 3, 5, 9)
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = make_inputs(rng, cfg, dtype)
+    y_r, h_r, c_r = run_lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, True)
+    y_f, h_f, c_f = run_lstm(np.ascontiguousarray(x[::-1]), h0, c0, w_ih, w_hh, b_ih, b_hh, False)
+    what = f"lstm {cfg} {dtype}: reverse vs forward over x[::-1]"
+    check(y_r, y_f[::-1].astype(np.float64), dtype, what + " y")
+    check(h_r, h_f.astype(np.float64), dtype, what + " h_T")
+    check(c_r, c_f.astype(np.float64), dtype, what + " c_T")
+
+
+# ----------------------------------------------------------------------------------------------
+# finite differences (float64) through whole sequences
+
+FD_CONFIGS = [
+    Cfg(1, 1, 1, 1),
+    Cfg(3, 2, 3, 3),
+    Cfg(4, 2, 2, 3, reverse=True),
+    Cfg(4, 1, 3, 2, bias=False),
+    Cfg(3, 2, 1, 3, state=False, reverse=True),
+    Cfg(2, 2, 3, 1),
+]
+FD_STEP = 1e-5
+#: Central differences of a smooth loss: truncation ~ FD_STEP^2 and rounding ~ 1e-16 / FD_STEP.
+FD_TOL = 1e-7
+
+
+def _fd_entries(rng, arr):
+    return [np.unravel_index(int(k), arr.shape) for k in rng.choice(arr.size, size=min(5, arr.size), replace=False)]
+
+
+@pytest.mark.parametrize("cfg", FD_CONFIGS, ids=Cfg.id)
+def test_lstm_backward_finite_differences(cfg, rng):
+    """loss = sum(gy * y) + sum(gh * h_T) + sum(gc * c_T): central differences at a few random entries
+    of x, h0, c0, w_ih, w_hh, b_ih, b_hh match lstm_backward. Without given initial states the
+    perturbed h0 and c0 start from zeros (what None means); without biases the bias gradient is taken
+    at zero biases."""
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = make_inputs(rng, cfg, F64)
+    gy = rand(rng, (cfg.t, cfg.b, cfg.h), F64)
+    gh, gc = rand(rng, (cfg.b, cfg.h), F64), rand(rng, (cfg.b, cfg.h), F64)
+    _, grads = forward_and_backward((x, h0, c0, w_ih, w_hh, b_ih, b_hh), cfg.reverse, gy, gh, gc)
+    zeros_state = np.zeros((cfg.b, cfg.h))
+    zeros_bias = np.zeros(4 * cfg.h)
+    point = dict(x=x, h0=zeros_state if h0 is None else h0, c0=zeros_state if c0 is None else c0, w_ih=w_ih,
+                 w_hh=w_hh, b_ih=zeros_bias if b_ih is None else b_ih, b_hh=zeros_bias if b_hh is None else b_hh)
+
+    def loss(p):
+        y, h_t, c_t = lstm(p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], reverse=cfg.reverse)
+        return float(np.sum(gy * y) + np.sum(gh * h_t) + np.sum(gc * c_t))
+
+    for name, grad in zip(point, grads):
+        arr = point[name]
+        assert grad is not None and grad.shape == arr.shape, f"lstm_backward {cfg}: grad_{name} = {grad!r}"
+        for idx in _fd_entries(rng, arr):
+            plus = {k: v.copy() for k, v in point.items()}
+            minus = {k: v.copy() for k, v in point.items()}
+            plus[name][idx] += FD_STEP
+            minus[name][idx] -= FD_STEP
+            fd = (loss(plus) - loss(minus)) / (2 * FD_STEP)
+            assert abs(fd - grad[idx]) <= FD_TOL * (1.0 + abs(fd)), (
+                f"lstm_backward {cfg}: grad_{name}{tuple(map(int, idx))} = {grad[idx]!r}, finite difference {fd!r}")
+
+
+@pytest.mark.parametrize("cell", [(1, 1, 1, True), (2, 3, 3, True), (2, 2, 3, False)], ids=_cell_id)
+def test_lstm_cell_backward_finite_differences(cell, rng):
+    b, i, h, bias = cell
+    args = dict(zip(("x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh"), make_cell_inputs(rng, b, i, h, F64, True)))
+    if not bias:  # the bias gradients must then be None; the rest is taken without biases
+        args["b_ih"] = args["b_hh"] = None
+    gh, gc = rand(rng, (b, h), F64), rand(rng, (b, h), F64)
+    grads = dict(zip(args, run_cell_backward(gh, gc, *args.values())))
+
+    def loss(p):
+        h_next, c_next = lstm_cell(*p.values())
+        return float(np.sum(gh * h_next) + np.sum(gc * c_next))
+
+    for name, arr in args.items():
+        if arr is None:
+            assert grads[name] is None, f"lstm_cell_backward {cell}: grad_{name} should be None without that bias"
+            continue
+        grad = grads[name]
+        assert grad is not None and grad.shape == arr.shape, f"lstm_cell_backward {cell}: grad_{name} = {grad!r}"
+        for idx in _fd_entries(rng, arr):
+            plus = {k: (None if v is None else v.copy()) for k, v in args.items()}
+            minus = {k: (None if v is None else v.copy()) for k, v in args.items()}
+            plus[name][idx] += FD_STEP
+            minus[name][idx] -= FD_STEP
+            fd = (loss(plus) - loss(minus)) / (2 * FD_STEP)
+            assert abs(fd - grad[idx]) <= FD_TOL * (1.0 + abs(fd)), (
+                f"lstm_cell_backward {cell}: grad_{name}{tuple(map(int, idx))} = {grad[idx]!r}, finite difference {fd!r}")
+
+
+def test_lstm_cell_is_a_one_step_lstm(rng):
+    """lstm over T = 1 is lstm_cell, and its backward is lstm_cell_backward (float64)."""
+    x, h, c, w_ih, w_hh, b_ih, b_hh = make_cell_inputs(rng, 3, 4, 5, F64)
+    gh, gc = rand(rng, (3, 5), F64), rand(rng, (3, 5), F64)
+    h1, c1 = lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    (y, h_t, c_t), seq = forward_and_backward((x[None], h, c, w_ih, w_hh, b_ih, b_hh), False, None, gh, gc)
+    check(y[0], h1.astype(F64), F64, "lstm T=1 y[0] vs lstm_cell h_next")
+    check(c_t, c1.astype(F64), F64, "lstm T=1 c_T vs lstm_cell c_next")
+    cell = run_cell_backward(gh, gc, x, h, c, w_ih, w_hh, b_ih, b_hh)
+    check(seq[0][0], cell[0], F64, "lstm_backward T=1 grad_x[0] vs lstm_cell_backward")
+    for name, a, b in zip(GRAD_NAMES[1:], seq[1:], cell[1:]):
+        check(a, b, F64, f"lstm_backward T=1 {name} vs lstm_cell_backward")
+
+
+# ----------------------------------------------------------------------------------------------
+# non-contiguous inputs: transposed and sliced views
+
+
+def _view(rng, shape, kind, dtype, scale=1.0):
+    """An array of ``shape`` (values ~N(0, scale^2)) whose storage is not C-contiguous."""
+    def store(s):
+        return (rng.standard_normal(s) * scale).astype(dtype)
+
+    if kind == "transposed":  # reversed axes of a C array (Fortran order)
+        return store(shape[::-1]).T
+    if kind == "sliced":      # every other element of a larger array, offset by one
+        big = store(tuple(2 * n + 1 for n in shape))
+        return big[tuple(slice(1, 1 + 2 * n, 2) for n in shape)]
+    assert kind == "negative"
+    return store(shape)[(slice(None, None, -1),) * len(shape)]
+
+
+def _weights_view(rng, i, h, kind, dtype):
+    """w_ih, w_hh, b_ih, b_hh as views, at about PyTorch's init scale."""
+    scale = 1.0 / math.sqrt(3 * h)  # the standard deviation of U(-1/sqrt(H), 1/sqrt(H))
+    return [_view(rng, s, kind, dtype, scale) for s in ((4 * h, i), (4 * h, h), (4 * h,), (4 * h,))]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kind", ["transposed", "sliced", "negative"])
+def test_lstm_views(kind, dtype, rng):
+    """x as (B, T, I) storage seen as (T, B, I), and every other argument a non-contiguous view."""
+    for cfg in (Cfg(5, 3, 7, 9), Cfg(4, 2, 17, 33, reverse=True), Cfg(2, 5, 3, 1)):
+        x = rand(rng, (cfg.b, cfg.t, cfg.i), dtype).transpose(1, 0, 2) if kind == "transposed" else \
+            _view(rng, (cfg.t, cfg.b, cfg.i), kind, dtype)
+        h0, c0 = _view(rng, (cfg.b, cfg.h), kind, dtype), _view(rng, (cfg.b, cfg.h), kind, dtype)
+        w_ih, w_hh, b_ih, b_hh = _weights_view(rng, cfg.i, cfg.h, kind, dtype)
+        gy = _view(rng, (cfg.t, cfg.b, cfg.h), kind, dtype)
+        gh, gc = _view(rng, (cfg.b, cfg.h), kind, dtype), _view(rng, (cfg.b, cfg.h), kind, dtype)
+        args = (x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+        assert not x.flags.c_contiguous and not w_ih.flags.c_contiguous
+        before = _copies(args + (gy, gh, gc))
+        what = f"lstm {cfg} {dtype}, {kind} views (x strides {x.strides}, w_ih strides {w_ih.strides})"
+        (y, h_t, c_t), grads = forward_and_backward(args, cfg.reverse, gy, gh, gc)
+        for name, got, ref in zip(("y", "h_T", "c_T"), (y, h_t, c_t), lstm_ref(*args, reverse=cfg.reverse)):
+            check(got, ref, dtype, f"{what}: {name}")
+        check_grads(grads, lstm_backward_ref(gy, gh, gc, *args, reverse=cfg.reverse), dtype, "lstm_backward " + what)
+        # the cell on views of one step
+        xc = x[0]
+        hn, cn = lstm_cell(xc, h0, c0, w_ih, w_hh, b_ih, b_hh)
+        ref_h, ref_c = lstm_cell_ref(xc, h0, c0, w_ih, w_hh, b_ih, b_hh)
+        check(hn, ref_h, dtype, f"lstm_cell {what}: h_next")
+        check(cn, ref_c, dtype, f"lstm_cell {what}: c_next")
+        check_grads(run_cell_backward(gh, gc, xc, h0, c0, w_ih, w_hh, b_ih, b_hh),
+                    lstm_cell_backward_ref(gh, gc, xc, h0, c0, w_ih, w_hh, b_ih, b_hh), dtype,
+                    f"lstm_cell_backward {what}", CELL_GRAD_NAMES)
+        assert_unmodified(args + (gy, gh, gc), before, what)
+
+
+# ----------------------------------------------------------------------------------------------
+# every kernel ISA at 1 and 2 threads
+
+ISA_CONFIGS = [Cfg(6, 5, 33, 17), Cfg(4, 32, 128, 64, state=False, reverse=True), Cfg(3, 1, 256, 129, bias=False)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_lstm_isa_threads(isa, threads, dtype, rng):
+    for cfg in ISA_CONFIGS:
+        args = make_inputs(rng, cfg, dtype)
+        gy = rand(rng, (cfg.t, cfg.b, cfg.h), dtype)
+        gh, gc = rand(rng, (cfg.b, cfg.h), dtype), rand(rng, (cfg.b, cfg.h), dtype)
+        what = f"lstm {cfg} {dtype} isa={isa} threads={threads}"
+        (y, h_t, c_t), grads = forward_and_backward(args, cfg.reverse, gy, gh, gc)
+        for name, got, ref in zip(("y", "h_T", "c_T"), (y, h_t, c_t), lstm_ref(*args, reverse=cfg.reverse)):
+            check(got, ref, dtype, f"{what}: {name}")
+        check_grads(grads, lstm_backward_ref(gy, gh, gc, *args, reverse=cfg.reverse), dtype, "lstm_backward " + what)
+        # the cell on the first step's shapes
+        cell_args = (args[0][0], rand(rng, (cfg.b, cfg.h), dtype), rand(rng, (cfg.b, cfg.h), dtype)) + args[3:]
+        for name, got, ref in zip(("h_next", "c_next"), lstm_cell(*cell_args), lstm_cell_ref(*cell_args)):
+            check(got, ref, dtype, f"lstm_cell {what}: {name}")
+        refs = list(lstm_cell_backward_ref(gh, gc, *cell_args))
+        if not cfg.bias:
+            refs[5] = refs[6] = None
+        check_grads(run_cell_backward(gh, gc, *cell_args), refs, dtype, f"lstm_cell_backward {what}", CELL_GRAD_NAMES)
+
+
+# ----------------------------------------------------------------------------------------------
+# against PyTorch (where it is installed)
+
+
+def _torch_grads(torch, tensors):
+    return [None if t is None else t.grad.detach().numpy() for t in tensors]
+
+
+@pytest.mark.parametrize("cell", [(3, 7, 17, True), (1, 33, 1, True), (5, 4, 6, False)], ids=_cell_id)
+def test_lstm_cell_matches_torch(cell, rng):
+    torch = pytest.importorskip("torch")
+    b, i, h, bias = cell
+    for dtype in DTYPES:
+        x, hx, cx, w_ih, w_hh, b_ih, b_hh = make_cell_inputs(rng, b, i, h, dtype, bias)
+        gh, gc = rand(rng, (b, h), dtype), rand(rng, (b, h), dtype)
+        mod = torch.nn.LSTMCell(i, h, bias=bias, dtype=torch.float64)
+        with torch.no_grad():  # float64 torch on the same (float32-rounded) values
+            mod.weight_ih.copy_(torch.from_numpy(w_ih.astype(F64)))
+            mod.weight_hh.copy_(torch.from_numpy(w_hh.astype(F64)))
+            if bias:
+                mod.bias_ih.copy_(torch.from_numpy(b_ih.astype(F64)))
+                mod.bias_hh.copy_(torch.from_numpy(b_hh.astype(F64)))
+        xt, ht, ct = (torch.tensor(a.astype(F64), requires_grad=True) for a in (x, hx, cx))
+        h_next, c_next = mod(xt, (ht, ct))
+        ((h_next * torch.from_numpy(gh.astype(F64))).sum() + (c_next * torch.from_numpy(gc.astype(F64))).sum()).backward()
+        what = f"lstm_cell B={b} I={i} H={h} bias={bias} {dtype} vs torch.nn.LSTMCell"
+        ours_h, ours_c = lstm_cell(x, hx, cx, w_ih, w_hh, b_ih, b_hh)
+        check(ours_h, h_next.detach().numpy(), dtype, what + " h_next")
+        check(ours_c, c_next.detach().numpy(), dtype, what + " c_next")
+        params = [mod.weight_ih, mod.weight_hh] + ([mod.bias_ih, mod.bias_hh] if bias else [None, None])
+        expected = _torch_grads(torch, [xt, ht, ct] + params)
+        check_grads(run_cell_backward(gh, gc, x, hx, cx, w_ih, w_hh, b_ih, b_hh), expected, dtype, what,
+                    CELL_GRAD_NAMES)
+
+
+TORCH_CONFIGS = [Cfg(6, 3, 7, 17), Cfg(5, 2, 33, 3, bias=False), Cfg(1, 4, 5, 6), Cfg(9, 1, 16, 33, state=False)]
+
+
+@pytest.mark.parametrize("cfg", TORCH_CONFIGS, ids=Cfg.id)
+def test_lstm_matches_torch(cfg, rng):
+    """One layer against torch.nn.LSTM, and reverse=True against the reverse direction of a
+    bidirectional torch.nn.LSTM (its *_l0_reverse parameters, the second half of y and h_n[1])."""
+    torch = pytest.importorskip("torch")
+    T, B, I, H = cfg.t, cfg.b, cfg.i, cfg.h
+    for dtype in DTYPES:
+        mod = torch.nn.LSTM(I, H, bias=cfg.bias, bidirectional=True, dtype=torch.float64)
+        x = rand(rng, (T, B, I), dtype)
+        states = rand(rng, (2, 2, B, H), dtype) if cfg.state else np.zeros((2, 2, B, H), dtype)
+        gy = rand(rng, (T, B, 2 * H), dtype)
+        gh, gc = rand(rng, (2, B, H), dtype), rand(rng, (2, B, H), dtype)
+        params = {}
+        with torch.no_grad():  # the module's weights rounded to dtype, so both sides see the same values
+            for name, p in mod.named_parameters():
+                p.copy_(torch.from_numpy(p.detach().numpy().astype(dtype).astype(F64)))
+                params[name] = p.detach().numpy().astype(dtype)
+        xt = torch.tensor(x.astype(F64), requires_grad=True)
+        h0t = torch.tensor(states[0].astype(F64), requires_grad=True)
+        c0t = torch.tensor(states[1].astype(F64), requires_grad=True)
+        y, (h_n, c_n) = mod(xt, (h0t, c0t)) if cfg.state else mod(xt)
+        loss = ((y * torch.from_numpy(gy.astype(F64))).sum() + (h_n * torch.from_numpy(gh.astype(F64))).sum()
+                + (c_n * torch.from_numpy(gc.astype(F64))).sum())
+        loss.backward()
+        grad_x_total = np.zeros((T, B, I))
+        for d, suffix in enumerate(("", "_reverse")):
+            names = [f"weight_ih_l0{suffix}", f"weight_hh_l0{suffix}", f"bias_ih_l0{suffix}", f"bias_hh_l0{suffix}"]
+            w = [params.get(n) for n in names]
+            h0, c0 = (states[0][d], states[1][d]) if cfg.state else (None, None)
+            reverse = d == 1
+            what = f"lstm {cfg.__class__(T, B, I, H, cfg.bias, cfg.state, reverse)} {dtype} vs torch.nn.LSTM direction {d}"
+            (oy, oh, oc), grads = forward_and_backward((x, h0, c0) + tuple(w), reverse, gy[:, :, d * H:(d + 1) * H],
+                                                       gh[d], gc[d])
+            check(oy, y.detach().numpy()[:, :, d * H:(d + 1) * H], dtype, what + " y")
+            check(oh, h_n.detach().numpy()[d], dtype, what + " h_T")
+            check(oc, c_n.detach().numpy()[d], dtype, what + " c_T")
+            tparams = [getattr(mod, n) for n in names[:2]]
+            expected = [None, None, None] + _torch_grads(torch, tparams)
+            if cfg.bias:
+                expected += _torch_grads(torch, [getattr(mod, n) for n in names[2:]])
+            else:  # no bias in torch: both bias gradients are the batch sum of the gate gradients (the reference's)
+                ref = lstm_backward_ref(gy[:, :, d * H:(d + 1) * H], gh[d], gc[d], x, h0, c0, *w, reverse=reverse)
+                expected += [ref[5], ref[6]]
+            if cfg.state:
+                expected[1], expected[2] = h0t.grad.numpy()[d], c0t.grad.numpy()[d]
+            else:
+                ref = lstm_backward_ref(gy[:, :, d * H:(d + 1) * H], gh[d], gc[d], x, None, None, *w, reverse=reverse)
+                expected[1], expected[2] = ref[1], ref[2]
+            expected[0] = grads[0].astype(F64)  # compared as the sum of both directions below
+            check_grads(grads, expected, dtype, what)
+            grad_x_total += grads[0].astype(F64)
+        check(grad_x_total.astype(dtype), xt.grad.numpy(), dtype,
+              f"lstm {cfg} {dtype}: grad_x of both directions vs torch.nn.LSTM bidirectional")
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input: the right exception, a message naming the argument and the shapes or dtypes
+
+
+@contextlib.contextmanager
+def raises_naming(exc_type, *needles):
+    """``exc_type`` whose message contains every regex in ``needles`` (in any order)."""
+    pattern = "(?s)" + "".join(f"(?=.*(?:{n}))" for n in needles)
+    with pytest.raises(exc_type, match=pattern) as info:
+        yield info
+
+
+def _s(shape):
+    return re.escape(str(tuple(shape)))
+
+
+def _n(name):
+    return rf"\b{name}\b"
+
+
+B_, I_, H_, T_ = 2, 3, 4, 5
+
+
+def _good(dtype=np.float64):
+    """Valid cell and layer arguments: cell (x, h, c, w_ih, w_hh, b_ih, b_hh), layer x (T, B, I)."""
+    rng = np.random.default_rng(0)
+    cell = [rng.standard_normal(s).astype(dtype) for s in
+            ((B_, I_), (B_, H_), (B_, H_), (4 * H_, I_), (4 * H_, H_), (4 * H_,), (4 * H_,))]
+    x = rng.standard_normal((T_, B_, I_)).astype(dtype)
+    return cell, x
+
+
+def _all_calls(cell, x_seq, **swap):
+    """(name, callable) for the four ops with the arguments in ``swap`` replaced (keys: x, h, c,
+    w_ih, w_hh, b_ih, b_hh; ``x`` is the layer's (T, B, I), ``xc`` the cell's (B, I)). The output
+    gradients are None (zeros) so that only the swapped argument is wrong; lstm_backward gets the
+    cache of a valid forward call."""
+    a = dict(xc=cell[0], h=cell[1], c=cell[2], w_ih=cell[3], w_hh=cell[4], b_ih=cell[5], b_hh=cell[6], x=x_seq)
+    cache = lstm(x_seq, *cell[1:], return_cache=True)[3]
+    a.update(swap)
+    return [
+        ("lstm_cell", lambda: lstm_cell(a["xc"], a["h"], a["c"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"])),
+        ("lstm_cell_backward", lambda: lstm_cell_backward(None, None, a["xc"], a["h"], a["c"], a["w_ih"], a["w_hh"],
+                                                          a["b_ih"], a["b_hh"])),
+        ("lstm", lambda: lstm(a["x"], a["h"], a["c"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"])),
+        ("lstm_backward", lambda: lstm_backward(None, None, None, a["x"], a["h"], a["c"], a["w_ih"], a["w_hh"], cache)),
+    ]
+
+
+def test_hidden_size_mismatch():
+    cell, x = _good()
+    bad = np.ones((B_, H_ + 1))
+    for which in ("h", "c"):
+        for op, call in _all_calls(cell, x, **{which: bad}):
+            # the other shape: w_hh's, H, or the (B, H) that was expected
+            with raises_naming(ValueError, rf"\b{which}0?\b", _s(bad.shape),
+                               _s(cell[4].shape) + rf"|\bH\s*=\s*{H_}\b|" + _s((B_, H_))):
+                call()
+
+
+def test_weight_shapes():
+    cell, x = _good()
+    for bad in [(4 * H_, I_ + 1), (4 * H_ + 4, I_), (H_, I_), (4 * H_, I_, 1), (4 * H_ * I_,)]:
+        for op, call in _all_calls(cell, x, w_ih=np.ones(bad)):
+            with raises_naming(ValueError, "w_ih", _s(bad)):
+                call()
+    # w_hh (4H', H') consistent by itself but not with h / c: named with h's shape or w_hh's
+    for op, call in _all_calls(cell, x, w_hh=np.ones((4 * (H_ + 1), H_ + 1)), w_ih=np.ones((4 * (H_ + 1), I_)),
+                               b_ih=np.ones(4 * (H_ + 1)), b_hh=np.ones(4 * (H_ + 1))):
+        with raises_naming(ValueError, _s((B_, H_)),
+                           _s((4 * (H_ + 1), H_ + 1)) + rf"|\bH\s*=\s*{H_ + 1}\b|" + _s((B_, H_ + 1))):
+            call()
+
+
+def test_hidden_size_not_inferable():
+    """w_hh must be (4H, H): H is w_hh.shape[1]."""
+    cell, x = _good()
+    for bad in [(4 * H_, H_ + 1), (4 * H_ + 1, H_), (H_, H_), (4 * H_,), (4 * H_, H_, 1)]:
+        for op, call in _all_calls(cell, x, w_hh=np.ones(bad)):
+            with raises_naming(ValueError, "w_hh", _s(bad)):
+                call()
+
+
+def test_wrong_ndim():
+    cell, x = _good()
+    for bad in [(B_, I_), (T_, B_, I_, 1), (I_,)]:
+        for op, call in _all_calls(cell, x, x=np.ones(bad))[2:]:
+            with raises_naming(ValueError, _n("x"), _s(bad)):
+                call()
+    for bad in [(T_, B_, I_), (I_,)]:
+        for op, call in _all_calls(cell, x, xc=np.ones(bad))[:2]:
+            with raises_naming(ValueError, _n("x"), _s(bad)):
+                call()
+    for which in ("h", "c"):
+        for bad in [(1, B_, H_), (H_,)]:
+            for op, call in _all_calls(cell, x, **{which: np.ones(bad)}):
+                with raises_naming(ValueError, rf"\b{which}0?\b", _s(bad)):
+                    call()
+
+
+def test_batch_mismatch():
+    cell, x = _good()
+    for which in ("h", "c"):
+        bad = np.ones((B_ + 1, H_))
+        for op, call in _all_calls(cell, x, **{which: bad}):
+            with raises_naming(ValueError, rf"\b{which}0?\b", _s(bad.shape)):
+                call()
+
+
+def test_bias_shape():
+    cell, x = _good()
+    for which in ("b_ih", "b_hh"):
+        for bad in [(4 * H_ + 1,), (H_,), (1, 4 * H_), ()]:
+            for op, call in _all_calls(cell, x, **{which: np.ones(bad)})[:3]:  # lstm_backward takes no bias
+                with raises_naming(ValueError, which, _s(bad)):
+                    call()
+
+
+def test_grad_shapes():
+    """lstm_backward / lstm_cell_backward: output gradients must have the outputs' shapes."""
+    cell, x = _good()
+    xc, h, c, w_ih, w_hh, b_ih, b_hh = cell
+    y, h_t, c_t, cache = lstm(x, h, c, w_ih, w_hh, b_ih, b_hh, return_cache=True)
+    for bad in [(T_ + 1, B_, H_), (T_, B_, H_ + 1), (B_, H_)]:
+        with raises_naming(ValueError, "grad_y", _s(bad)):
+            lstm_backward(np.ones(bad), None, None, x, h, c, w_ih, w_hh, cache)
+    for name, pos in (("grad_h_T", 1), ("grad_c_T", 2)):
+        args = [None, None, None]
+        args[pos] = np.ones((B_, H_ + 1))
+        with raises_naming(ValueError, name, _s((B_, H_ + 1))):
+            lstm_backward(*args, x, h, c, w_ih, w_hh, cache)
+    for name, pos in (("grad_h_next", 0), ("grad_c_next", 1)):
+        args = [None, None]
+        args[pos] = np.ones((B_ + 1, H_))
+        with raises_naming(ValueError, name, _s((B_ + 1, H_))):
+            lstm_cell_backward(*args, *cell)
+
+
+@pytest.mark.parametrize("bad", [np.int32, np.int64, np.float16, np.complex64, np.bool_],
+                         ids=lambda t: np.dtype(t).name)
+def test_unsupported_dtypes(bad):
+    cell, x = _good(np.float32)
+    name = np.dtype(bad).name
+    for which in ("x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh"):
+        swap = {which: (x if which == "x" else cell[("x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh").index(which)]
+                        ).astype(bad)}
+        calls = _all_calls(cell, x, **swap)
+        if which == "x":
+            calls = calls[2:] + [(op, c) for op, c in _all_calls(cell, x, xc=cell[0].astype(bad))[:2]]
+        if which.startswith("b_"):
+            calls = calls[:3]
+        for op, call in calls:
+            with raises_naming(TypeError, rf"\b{which}0?\b", name):
+                call()
+
+
+def test_mixed_dtypes():
+    cell32, x32 = _good(np.float32)
+    for which in ("x", "h", "w_ih", "w_hh", "b_hh"):
+        swap = {which: (x32 if which == "x" else cell32[("x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh").index(which)]
+                        ).astype(np.float64)}
+        if which == "x":
+            swap["xc"] = cell32[0].astype(np.float64)
+        calls = _all_calls(cell32, x32, **swap)
+        if which.startswith("b_"):
+            calls = calls[:3]
+        for op, call in calls:
+            with raises_naming(TypeError, "float32", "float64"):
+                call()
+
+
+# ----------------------------------------------------------------------------------------------
+# the benchmark suite (deepkern.benchmark): its cases, flop counts and the check run before timing
+
+BENCH_SHAPES = [(100, 32, 256, 256), (50, 64, 512, 512), (100, 1, 128, 128), (200, 8, 64, 512), (35, 20, 650, 650)]
+
+
+def test_bench_lstm_cases():
+    from deepkern import benchmark as dkb
+
+    for name in ("gemm", "conv", "pool"):
+        assert name in dkb.SUITES
+    suite = dkb.get_suite("lstm")
+    assert [tuple(s[:4]) for s in dkb.LSTM_SHAPES] == BENCH_SHAPES
+    for quick in (False, True):
+        cases = suite.cases(quick)
+        assert len(cases) == 2 * len(BENCH_SHAPES)
+        assert {c.layout for c in cases} == {"fwd", "fwd+bwd"}
+        for case in cases:
+            t, b, i, h = case.shape
+            assert (b, i, h) in [s[1:] for s in BENCH_SHAPES], case.shape
+            full_t = [s[0] for s in BENCH_SHAPES if s[1:] == (b, i, h)][0]
+            assert (t < full_t) if quick else (t == full_t)
+            fwd = 2.0 * t * b * 4 * h * (i + h)
+            assert case.flops == (fwd if case.layout == "fwd" else 3 * fwd), case.name
+            assert case.group in suite.summary_groups
+            assert ("batch 1" in case.group) == (b == 1), case.group
+            assert "deepkern" in case.impls and case.check is not None
+
+
+@pytest.mark.parametrize("lstm_pass", ["fwd", "fwd+bwd"])
+def test_bench_lstm_check_and_impls(lstm_pass, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from deepkern import benchmark as dkb
+
+    shape = (7, 3, 16, 24)
+    sets = dkb.make_lstm_inputs(shape, lstm_pass, copies=2)
+    assert len(sets) == 2 and all(a.dtype == F32 for s in sets for a in s)
+    assert dkb.lstm_check(shape, lstm_pass, sets[0]) < 1e-5
+    impls = dkb.lstm_impls(shape, lstm_pass)
+    ours = impls["deepkern"](*sets[1])
+    theirs = impls["torch"](*[torch.from_numpy(a) for a in sets[1]])
+    if lstm_pass == "fwd":
+        ours, theirs = [ours], [theirs]
+    names = ("y", "grad_x", "grad_w_ih", "grad_w_hh")
+    assert len(ours) == len(theirs) == (1 if lstm_pass == "fwd" else len(names))
+    for name, a, b in zip(names, ours, theirs):
+        check(a, b.detach().numpy().astype(np.float64), F32, f"bench impls lstm {shape} {lstm_pass} {name}", tol=1e-4)
+
+    real = deepkern.ops.lstm
+    monkeypatch.setattr(deepkern.ops, "lstm", lambda *a, **k: (lambda r: (r[0] * np.float32(1.01),) + r[1:])(real(*a, **k)))
+    assert dkb.lstm_check(shape, lstm_pass, sets[0]) > 1e-3
+
+
+def test_bench_lstm_skipped_without_torch(monkeypatch):
+    from deepkern import benchmark as dkb
+
+    monkeypatch.setattr(dkb, "_torch", lambda: None)
+    report = dkb.run_suite(dkb.get_suite("lstm"), [1], quick=True, progress=False)
+    assert report.rows == []
+    assert any("lstm skipped" in note and "PyTorch" in note for note in report.notes), report.notes
