@@ -142,9 +142,7 @@ def lstm_backward(grad_y, grad_h_T, grad_c_T, x, h0, c0, w_ih, w_hh, cache: LSTM
 
 def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
     """One LSTM step (torch.nn.LSTMCell): x (B, I), h and c (B, H) -> (h_next, c_next)."""
-    x = as_float_array(x, "x", "lstm_cell")
-    if x.ndim != 2:
-        raise ValueError(f"lstm_cell: x must be 2-D (B, I), got shape {x.shape}")
+    x, h, c, w_ih, w_hh, _, _ = _arrays("lstm_cell", x, h, c, w_ih, w_hh, b_ih, b_hh, sequence=False)
     _, h_next, c_next = lstm(x[None], h, c, w_ih, w_hh, b_ih, b_hh)
     return h_next, c_next
 
@@ -155,9 +153,12 @@ def lstm_cell_backward(grad_h_next, grad_c_next, x, h, c, w_ih, w_hh, b_ih=None,
     Returns ``(grad_x, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh)``; a bias
     gradient is None when that bias is None.
     """
-    x = as_float_array(x, "x", "lstm_cell_backward")
-    if x.ndim != 2:
-        raise ValueError(f"lstm_cell_backward: x must be 2-D (B, I), got shape {x.shape}")
+    op = "lstm_cell_backward"
+    x, h, c, w_ih, w_hh, _, hidden = _arrays(op, x, h, c, w_ih, w_hh, b_ih, b_hh, sequence=False)
+    shape = (x.shape[0], hidden)
+    for name, grad in (("grad_h_next", grad_h_next), ("grad_c_next", grad_c_next)):
+        if grad is not None and np.shape(grad) != shape:
+            raise ValueError(f"{op}: {name} must have the shape of h_next (B, H) = {shape}, got {np.shape(grad)}")
     *_, cache = lstm(x[None], h, c, w_ih, w_hh, b_ih, b_hh, return_cache=True)
     gx, gh, gc, gwi, gwh, gbi, gbh = lstm_backward(None, grad_h_next, grad_c_next, x[None], h, c, w_ih, w_hh, cache)
     return (gx[0], gh, gc, gwi, gwh, None if b_ih is None else gbi, None if b_hh is None else gbh)
