@@ -29,7 +29,6 @@ import deepkern
 from deepkern.ops import lstm, lstm_backward, lstm_cell, lstm_cell_backward
 
 from checks import F32, F64, check
-from conftest import SUPPORTED_ISAS
 from reference import lstm_backward_ref, lstm_cell_backward_ref, lstm_cell_ref, lstm_ref
 
 DTYPES = [F32, F64]
