@@ -836,25 +836,3 @@ def test_bench_lstm_skipped_without_torch(monkeypatch):
     report = dkb.run_suite(dkb.get_suite("lstm"), [1], quick=True, progress=False)
     assert report.rows == []
     assert any("lstm skipped" in note and "PyTorch" in note for note in report.notes), report.notes
-
-
-# ----------------------------------------------------------------------------------------------
-# batches of 1-4 with H >= 64 on 2 threads run the whole sequence in one thread team, each thread
-# owning a slice of the hidden units (csrc/cpu/lstm, forward_small_batch)
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("t,b,i,h,reverse,state", [
-    (5, 1, 8, 64, False, True), (7, 3, 5, 70, True, False), (4, 4, 9, 96, False, False),
-    (3, 2, 6, 130, True, True), (2, 1, 1, 65, False, True),
-])
-def test_lstm_small_batch_thread_team(t, b, i, h, reverse, state, dtype, threads, rng):
-    x = rand(rng, (t, b, i), dtype)
-    h0 = rand(rng, (b, h), dtype) if state else None
-    c0 = rand(rng, (b, h), dtype) if state else None
-    args = (x, h0, c0) + make_weights(rng, i, h, dtype)
-    gy, gh, gc = rand(rng, (t, b, h), dtype), rand(rng, (b, h), dtype), rand(rng, (b, h), dtype)
-    what = f"T={t} B={b} I={i} H={h} reverse={reverse} state={state} {dtype} threads={threads}"
-    outs, grads = forward_and_backward(args, reverse, gy, gh, gc)
-    for name, got, ref in zip(("y", "h_T", "c_T"), outs, lstm_ref(*args, reverse=reverse)):
-        check(got, ref, dtype, f"{what}: {name}")
-    check_grads(grads, lstm_backward_ref(gy, gh, gc, *args, reverse=reverse), dtype, what)

@@ -11,17 +11,12 @@
 #include <cstring>
 #include <vector>
 
-#include <omp.h>
-
 #include "core/cpu_features.h"
 #include "core/threading.h"
 #include "cpu/gemm/gemm.h"
 
 namespace deepkern::cpu {
 namespace {
-
-// Batches up to this size run the whole sequence in one persistent thread team.
-constexpr int64_t kSmallBatch = 4;
 
 // e^x for float with a polynomial the compiler vectorizes (Cephes expf: x = n ln2 + r,
 // |r| <= ln2 / 2, degree-6 polynomial, 2^n through the exponent bits; about 1 ulp), clamped to
@@ -54,21 +49,15 @@ inline T tanh_of(T x) {  // 2 sigmoid(2x) - 1
 }
 
 // One step's gates of `rows` batch rows: pre-activations in, activations (i, f, g, o) out; the new
-// cell and hidden states. Row b's gate q of unit j is gates[b * gate_stride + q * gate_block + j];
-// states have row stride state_stride. c_prev null means zero.
+// cell and hidden states. c_prev null means zero.
 template <class T>
-DEEPKERN_ISA_CLONES void cell_forward(int64_t rows, int64_t units, T* __restrict gates, int64_t gate_stride,
-                                      int64_t gate_block, const T* c_prev, T* __restrict c, T* __restrict h,
-                                      T* __restrict y, int64_t state_stride) {
-  const int64_t H = gate_block;
+DEEPKERN_ISA_CLONES void cell_forward(int64_t rows, int64_t H, T* __restrict gates, const T* c_prev,
+                                      T* __restrict c, T* __restrict h, T* __restrict y) {
   for (int64_t b = 0; b < rows; ++b) {
-    T* g = gates + b * gate_stride;
-    const T* cp = c_prev ? c_prev + b * state_stride : nullptr;
-    T* cb = c + b * state_stride;
-    T* hb = h + b * state_stride;
-    T* yb = y + b * state_stride;
+    T* g = gates + b * 4 * H;
+    const T* cp = c_prev ? c_prev + b * H : nullptr;
 #pragma omp simd
-    for (int64_t j = 0; j < units; ++j) {
+    for (int64_t j = 0; j < H; ++j) {
       const T i = sigmoid(g[j]), f = sigmoid(g[H + j]), gg = tanh_of(g[2 * H + j]), o = sigmoid(g[3 * H + j]);
       const T cn = (cp ? f * cp[j] : T(0)) + i * gg;
       const T hn = o * tanh_of(cn);
@@ -76,22 +65,10 @@ DEEPKERN_ISA_CLONES void cell_forward(int64_t rows, int64_t units, T* __restrict
       g[H + j] = f;
       g[2 * H + j] = gg;
       g[3 * H + j] = o;
-      cb[j] = cn;
-      hb[j] = hn;
-      yb[j] = hn;
+      c[b * H + j] = cn;
+      h[b * H + j] = hn;
+      y[b * H + j] = hn;
     }
-  }
-}
-
-// y[j] += sum over p < k of x[p] * w[p * n + j], j < n (rows of w streamed, y in L1).
-template <class T>
-DEEPKERN_ISA_CLONES void add_row_products(int64_t k, int64_t n, const T* __restrict x, const T* __restrict w,
-                                          T* __restrict y) {
-  for (int64_t p = 0; p < k; ++p) {
-    const T xp = x[p];
-    const T* row = w + p * n;
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) y[j] += xp * row[j];
   }
 }
 
@@ -169,55 +146,6 @@ class StepProduct {
   std::vector<T> rows_;
 };
 
-// Small batches are latency-bound: one thread team runs all steps. Thread t owns hidden units
-// [j0, j1) and keeps the W_hh rows of their four gates, transposed, in its own slice (in its L2 for
-// the whole sequence); per step it computes its gate columns and cell update, then meets the others
-// at one barrier before the next step reads the whole h_{t-1}. Returns false (nothing done) when
-// it does not apply or OpenMP grants a smaller team.
-template <class T>
-bool forward_small_batch(const LstmShape& s, const T* h0, const T* c0, const T* w_hh, T* y, T* gates,
-                         T* cells, T* hidden) {
-  const int64_t B = s.batch, H = s.hidden, G = 4 * H, state = B * H;
-  const int threads = static_cast<int>(std::min<int64_t>(num_threads(), H / 32));
-  if (threads < 2 || B > kSmallBatch || s.steps < 2 || omp_in_parallel()) return false;
-  std::vector<T> slices(static_cast<size_t>(G * H));  // thread t's slice at 4 * j0 * H
-  std::vector<T> sums(static_cast<size_t>(B * G));    // thread t's gate sums at B * 4 * j0
-  bool complete = true;
-#pragma omp parallel num_threads(threads)
-  {
-    if (omp_get_num_threads() != threads) {
-#pragma omp single
-      complete = false;
-    } else {
-      const int t = omp_get_thread_num();
-      const int64_t j0 = H * t / threads, j1 = H * (t + 1) / threads, nj = j1 - j0, width = 4 * nj;
-      T* slice = slices.data() + 4 * j0 * H;  // slice[p * width + q * nj + u] = w_hh[q*H + j0 + u][p]
-      for (int64_t p = 0; p < H; ++p)
-        for (int q = 0; q < 4; ++q)
-          for (int64_t u = 0; u < nj; ++u) slice[p * width + q * nj + u] = w_hh[(q * H + j0 + u) * H + p];
-      T* sum = sums.data() + B * 4 * j0;
-      for (int64_t order = 0; order < s.steps; ++order) {
-        const int64_t step = step_at(s, order);
-        const T* h_prev = order == 0 ? h0 : hidden + step_at(s, order - 1) * state;
-        const T* c_prev = order == 0 ? c0 : cells + step_at(s, order - 1) * state;
-        T* g_t = gates + step * B * G;
-        for (int64_t b = 0; b < B; ++b) {
-          for (int q = 0; q < 4; ++q)
-            std::copy(g_t + b * G + q * H + j0, g_t + b * G + q * H + j1, sum + b * width + q * nj);
-          if (h_prev) add_row_products(H, width, h_prev + b * H, slice, sum + b * width);
-        }
-        cell_forward(B, nj, sum, width, nj, c_prev ? c_prev + j0 : nullptr, cells + step * state + j0,
-                     hidden + step * state + j0, y + step * state + j0, H);
-        for (int64_t b = 0; b < B; ++b)  // the activated gates, for backward
-          for (int q = 0; q < 4; ++q)
-            std::copy(sum + b * width + q * nj, sum + b * width + (q + 1) * nj, g_t + b * G + q * H + j0);
-#pragma omp barrier
-      }
-    }
-  }
-  return complete;
-}
-
 template <class T>
 void copy_or_zero(const T* src, int64_t count, T* dst) {
   if (src)
@@ -243,12 +171,6 @@ void lstm_forward(const LstmShape& s, const T* x, const T* h0, const T* c0, cons
   with_bias.bias_axis = bias ? BiasAxis::cols : BiasAxis::none;
   // Input projection of every step: gates (T*B x 4H) = x (T*B x I) @ w_ih^T + bias.
   gemm<T>(s.steps * B, G, s.input, T(1), {x, s.input, 1}, {w_ih, 1, s.input}, T(0), {gates, G, 1}, with_bias);
-  if (forward_small_batch(s, h0, c0, w_hh, y, gates, cells, hidden)) {
-    const int64_t last = step_at(s, s.steps - 1);
-    std::copy(hidden + last * state, hidden + (last + 1) * state, h_last);
-    std::copy(cells + last * state, cells + (last + 1) * state, c_last);
-    return;
-  }
   const StepProduct<T> recurrent(B, H, G, {w_hh, 1, H});  // h_{t-1} @ w_hh^T
   for (int64_t order = 0; order < s.steps; ++order) {
     const int64_t t = step_at(s, order);
@@ -257,8 +179,8 @@ void lstm_forward(const LstmShape& s, const T* x, const T* h0, const T* c0, cons
     T* g_t = gates + t * B * G;
     if (h_prev) recurrent(h_prev, T(1), g_t);
     over_batch(B, H, [&](int64_t b0, int64_t rows) {
-      cell_forward(rows, H, g_t + b0 * G, G, H, c_prev ? c_prev + b0 * H : nullptr, cells + t * state + b0 * H,
-                   hidden + t * state + b0 * H, y + t * state + b0 * H, H);
+      cell_forward(rows, H, g_t + b0 * G, c_prev ? c_prev + b0 * H : nullptr, cells + t * state + b0 * H,
+                   hidden + t * state + b0 * H, y + t * state + b0 * H);
     });
   }
   const int64_t last = step_at(s, s.steps - 1);
