@@ -101,7 +101,7 @@ DEEPKERN_ISA_CLONES void cell_backward(int64_t rows, int64_t H, const T* __restr
 // Runs fn(row0, rows) over the batch, split over threads when the step is big enough to pay.
 template <class Fn>
 void over_batch(int64_t batch, int64_t hidden, Fn fn) {
-  const int threads = batch * hidden < (int64_t(1) << 14)
+  const int threads = batch * hidden < (int64_t(1) << 12)
                           ? 1
                           : static_cast<int>(std::min<int64_t>(num_threads(), batch));
   run_on_threads(threads, [&](int t) {
