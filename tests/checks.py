@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
+import deepkern
 from reference import rel_error
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -28,3 +31,26 @@ def check(got, ref, dtype, what="", floor=0.0, tol=None):
         worst = np.unravel_index(int(np.argmax(diff)), diff.shape)
         raise AssertionError(f"{what}: relative error {err:.3g} >= {tol:g}; worst at index {tuple(map(int, worst))}: "
                              f"got {got[worst]!r}, expected {ref[worst]!r}")
+
+
+def rand(rng, shape, dtype):
+    """Random normal values (never all zeros) of ``dtype``."""
+    return rng.standard_normal(shape).astype(dtype)
+
+
+@contextlib.contextmanager
+def active_isa(isa):
+    """Runs the block with the kernels of ``isa`` ('avx512', 'avx2', 'generic')."""
+    previous = deepkern._C.active_isa()
+    deepkern._C.set_active_isa(isa)
+    try:
+        yield
+    finally:
+        deepkern._C.set_active_isa(previous)
+
+
+def poison_heap(*shapes_dtypes):
+    """Allocate and free NaN-filled blocks of the results' sizes, so a kernel's freshly allocated
+    output is likely to start as NaN (for ops that take no ``out`` to pre-fill)."""
+    blocks = [np.full(shape, np.nan, dtype) for shape, dtype in shapes_dtypes]
+    del blocks

@@ -27,7 +27,7 @@ import pytest
 import deepkern
 from deepkern.ops import conv2d, conv2d_backward
 
-from checks import F32, F64, TOL, check
+from checks import F32, F64, TOL, active_isa, check, poison_heap, rand
 from conftest import SUPPORTED_ISAS
 from reference import conv2d_backward_ref, conv2d_out_size, conv2d_ref
 
@@ -199,33 +199,11 @@ LAYERS = [
 # helpers
 
 
-def rand(rng, shape, dtype):
-    """Random normal values (never all zeros) of ``dtype``."""
-    return rng.standard_normal(shape).astype(dtype)
-
-
 def make_inputs(rng, cfg: Cfg, dtype):
     x = rand(rng, cfg.x_shape, dtype)
     w = rand(rng, cfg.w_shape, dtype)
     b = rand(rng, (cfg.k,), dtype) if cfg.bias else None
     return x, w, b
-
-
-@contextlib.contextmanager
-def active_isa(isa):
-    previous = deepkern._C.active_isa()
-    deepkern._C.set_active_isa(isa)
-    try:
-        yield
-    finally:
-        deepkern._C.set_active_isa(previous)
-
-
-def poison_heap(*shapes_dtypes):
-    """Allocate and free NaN-filled blocks of the results' sizes, so the kernel's output buffers are
-    likely to start as NaN (conv2d has no ``out`` to pre-fill)."""
-    blocks = [np.full(shape, np.nan, dtype) for shape, dtype in shapes_dtypes]
-    del blocks
 
 
 def check_unread_zero(gx, ref_gx, what):

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import deepkern
 from deepkern.ops import gemm, linear, matmul
 
-from checks import F32, F64, TOL, check
+from checks import F32, F64, TOL, check, rand
 from conftest import SUPPORTED_ISAS
 from reference import gemm_ref, linear_ref, magnitude_floor, matmul_ref, rel_error
 
@@ -28,11 +28,6 @@ DTYPES = [F32, F64]
 
 # ----------------------------------------------------------------------------------------------
 # helpers
-
-
-def rand(rng, shape, dtype):
-    """Random normal values (never all zeros) of ``dtype``."""
-    return rng.standard_normal(shape).astype(dtype)
 
 
 # Layouts of a logical 2-D operand of shape (rows, cols), each built from fresh random data.

@@ -28,7 +28,7 @@ import pytest
 import deepkern
 from deepkern.ops import lstm, lstm_backward, lstm_cell, lstm_cell_backward
 
-from checks import F32, F64, check
+from checks import F32, F64, check, poison_heap, rand
 from reference import lstm_backward_ref, lstm_cell_backward_ref, lstm_cell_ref, lstm_ref
 
 DTYPES = [F32, F64]
@@ -119,10 +119,6 @@ def _cell_id(c):
 # helpers
 
 
-def rand(rng, shape, dtype):
-    return rng.standard_normal(shape).astype(dtype)
-
-
 def make_weights(rng, i, h, dtype, bias=True):
     """PyTorch's LSTM initialisation: every weight and bias ~U(-1/sqrt(H), 1/sqrt(H))."""
     k = 1.0 / math.sqrt(h)
@@ -145,23 +141,6 @@ def make_cell_inputs(rng, b, i, h, dtype, bias=True):
     """(x, h, c, w_ih, w_hh, b_ih, b_hh) for one cell step."""
     return (rand(rng, (b, i), dtype), rand(rng, (b, h), dtype), rand(rng, (b, h), dtype)) + make_weights(
         rng, i, h, dtype, bias)
-
-
-@contextlib.contextmanager
-def active_isa(isa):
-    previous = deepkern._C.active_isa()
-    deepkern._C.set_active_isa(isa)
-    try:
-        yield
-    finally:
-        deepkern._C.set_active_isa(previous)
-
-
-def poison_heap(*shapes_dtypes):
-    """Allocate and free NaN-filled blocks of the results' sizes, so the kernel's output buffers are
-    likely to start as NaN (the ops have no ``out`` to pre-fill)."""
-    blocks = [np.full(shape, np.nan, dtype) for shape, dtype in shapes_dtypes]
-    del blocks
 
 
 def _copies(arrays):
