@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import re
 
 import numpy as np
+import pytest
 
 import deepkern
 from reference import rel_error
@@ -54,3 +56,16 @@ def poison_heap(*shapes_dtypes):
     output is likely to start as NaN (for ops that take no ``out`` to pre-fill)."""
     blocks = [np.full(shape, np.nan, dtype) for shape, dtype in shapes_dtypes]
     del blocks
+
+
+@contextlib.contextmanager
+def raises_naming(exc_type, *needles):
+    """``exc_type`` whose message contains every regex in ``needles`` (in any order)."""
+    pattern = "(?s)" + "".join(f"(?=.*(?:{n}))" for n in needles)
+    with pytest.raises(exc_type, match=pattern) as info:
+        yield info
+
+
+def shape_pattern(shape):
+    """A regex matching ``shape`` printed as a tuple."""
+    return re.escape(str(tuple(shape)))

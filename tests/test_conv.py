@@ -15,7 +15,6 @@ the next allocation of that size): an element the kernel forgets to write then s
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import math
@@ -27,7 +26,7 @@ import pytest
 import deepkern
 from deepkern.ops import conv2d, conv2d_backward
 
-from checks import F32, F64, TOL, active_isa, check, poison_heap, rand
+from checks import F32, F64, TOL, active_isa, check, poison_heap, raises_naming, rand, shape_pattern
 from conftest import SUPPORTED_ISAS
 from reference import conv2d_backward_ref, conv2d_out_size, conv2d_ref
 
@@ -555,18 +554,6 @@ def test_conv2d_matches_torch(cfg, rng):
 # bad input: the right exception, a message naming the argument and the shapes or values
 
 
-@contextlib.contextmanager
-def raises_naming(exc_type, *needles):
-    """``exc_type`` whose message contains every regex in ``needles`` (in any order)."""
-    pattern = "(?s)" + "".join(f"(?=.*(?:{n}))" for n in needles)
-    with pytest.raises(exc_type, match=pattern) as info:
-        yield info
-
-
-def _s(shape):
-    return re.escape(str(tuple(shape)))
-
-
 W_NAME = r"\bw\b|weight"
 B_NAME = r"\bb\b|bias"
 
@@ -574,19 +561,19 @@ B_NAME = r"\bb\b|bias"
 def _x_channels(shape):
     """x named by its shape or by its channel count ("C=3")."""
     c = shape[-3]
-    return _s(shape) + rf"|\bC\s*=\s*{c}\b"
+    return shape_pattern(shape) + rf"|\bC\s*=\s*{c}\b"
 
 
 def test_channel_mismatch():
     x, w = np.ones((2, 3, 5, 5)), np.ones((4, 2, 3, 3))
-    with raises_naming(ValueError, "conv2d", r"\bx\b|input", _x_channels(x.shape), _s(w.shape)):
+    with raises_naming(ValueError, "conv2d", r"\bx\b|input", _x_channels(x.shape), shape_pattern(w.shape)):
         conv2d(x, w)
-    with raises_naming(ValueError, "conv2d", r"\bx\b|input", _x_channels(x.shape), _s(w.shape)):
+    with raises_naming(ValueError, "conv2d", r"\bx\b|input", _x_channels(x.shape), shape_pattern(w.shape)):
         conv2d_backward(np.ones((2, 4, 3, 3)), x, w)
     x6 = np.ones((2, 6, 5, 5))
-    with raises_naming(ValueError, "conv2d", _x_channels(x6.shape), _s(w.shape), r"groups\s*=?\s*2"):
+    with raises_naming(ValueError, "conv2d", _x_channels(x6.shape), shape_pattern(w.shape), r"groups\s*=?\s*2"):
         conv2d(x6, w, groups=2)  # 6 != 2 * 2
-    with raises_naming(ValueError, "conv2d", _x_channels((3, 5, 5)), _s(w.shape)):
+    with raises_naming(ValueError, "conv2d", _x_channels((3, 5, 5)), shape_pattern(w.shape)):
         conv2d(np.ones((3, 5, 5)), w)  # unbatched
 
 
@@ -611,7 +598,7 @@ def test_groups_must_divide_channels():
 ], ids=["small", "narrow", "dilated", "valid", "pad-pair"])
 def test_empty_output(kwargs, x_shape, w_shape):
     x, w = np.ones(x_shape), np.ones(w_shape)
-    with raises_naming(ValueError, "conv2d", "output", _s(x_shape) + "|" + _s(x_shape[2:]) + "|"
+    with raises_naming(ValueError, "conv2d", "output", shape_pattern(x_shape) + "|" + shape_pattern(x_shape[2:]) + "|"
                        + f"{x_shape[2]}x{x_shape[3]}"):
         conv2d(x, w, **kwargs)
     with raises_naming(ValueError, "conv2d", "output"):
@@ -621,12 +608,12 @@ def test_empty_output(kwargs, x_shape, w_shape):
 def test_wrong_ndim():
     w = np.ones((4, 3, 3, 3))
     for shape in [(5, 5), (1, 1, 3, 5, 5), (3,)]:
-        with raises_naming(ValueError, "conv2d", r"\bx\b|input", _s(shape)):
+        with raises_naming(ValueError, "conv2d", r"\bx\b|input", shape_pattern(shape)):
             conv2d(np.ones(shape), w)
     for shape in [(4, 3, 3), (4, 3, 3, 3, 1), (4, 27)]:
-        with raises_naming(ValueError, "conv2d", W_NAME, _s(shape)):
+        with raises_naming(ValueError, "conv2d", W_NAME, shape_pattern(shape)):
             conv2d(np.ones((1, 3, 5, 5)), np.ones(shape))
-    with raises_naming(ValueError, "conv2d", r"\bx\b|input", _s(())):
+    with raises_naming(ValueError, "conv2d", r"\bx\b|input", shape_pattern(())):
         conv2d(np.array(1.0), w)
 
 
@@ -658,14 +645,14 @@ def test_bad_padding_string_and_same_with_stride():
 def test_bias_shape():
     x, w = np.ones((1, 3, 8, 8)), np.ones((4, 3, 3, 3))
     for shape in [(5,), (1, 4), (3,), ()]:
-        with raises_naming(ValueError, "conv2d", B_NAME, _s(shape), r"\(4,\)|\b4\b"):
+        with raises_naming(ValueError, "conv2d", B_NAME, shape_pattern(shape), r"\(4,\)|\b4\b"):
             conv2d(x, w, np.ones(shape))
 
 
 def test_grad_out_shape():
     x, w = np.ones((2, 3, 8, 8)), np.ones((4, 3, 3, 3))  # output (2, 4, 6, 6)
     for shape in [(2, 4, 6, 5), (2, 3, 6, 6), (1, 4, 6, 6), (4, 6, 6), (2, 4, 36)]:
-        with raises_naming(ValueError, "conv2d_backward", "grad_out", _s(shape), _s((2, 4, 6, 6))):
+        with raises_naming(ValueError, "conv2d_backward", "grad_out", shape_pattern(shape), shape_pattern((2, 4, 6, 6))):
             conv2d_backward(np.ones(shape), x, w)
 
 

@@ -17,10 +17,8 @@ bidirectional one) + autograd. Before each call a NaN-filled block of the result
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import re
 
 import numpy as np
 import pytest
@@ -28,7 +26,7 @@ import pytest
 import deepkern
 from deepkern.ops import lstm, lstm_backward, lstm_cell, lstm_cell_backward
 
-from checks import F32, F64, check, poison_heap, rand
+from checks import F32, F64, check, poison_heap, raises_naming, rand, shape_pattern
 from reference import lstm_backward_ref, lstm_cell_backward_ref, lstm_cell_ref, lstm_ref
 
 DTYPES = [F32, F64]
@@ -588,18 +586,6 @@ def test_lstm_matches_torch(cfg, rng):
 # bad input: the right exception, a message naming the argument and the shapes or dtypes
 
 
-@contextlib.contextmanager
-def raises_naming(exc_type, *needles):
-    """``exc_type`` whose message contains every regex in ``needles`` (in any order)."""
-    pattern = "(?s)" + "".join(f"(?=.*(?:{n}))" for n in needles)
-    with pytest.raises(exc_type, match=pattern) as info:
-        yield info
-
-
-def _s(shape):
-    return re.escape(str(tuple(shape)))
-
-
 def _n(name):
     return rf"\b{name}\b"
 
@@ -639,8 +625,8 @@ def test_hidden_size_mismatch():
     for which in ("h", "c"):
         for op, call in _all_calls(cell, x, **{which: bad}):
             # the other shape: w_hh's, H, or the (B, H) that was expected
-            with raises_naming(ValueError, rf"\b{which}0?\b", _s(bad.shape),
-                               _s(cell[4].shape) + rf"|\bH\s*=\s*{H_}\b|" + _s((B_, H_))):
+            with raises_naming(ValueError, rf"\b{which}0?\b", shape_pattern(bad.shape),
+                               shape_pattern(cell[4].shape) + rf"|\bH\s*=\s*{H_}\b|" + shape_pattern((B_, H_))):
                 call()
 
 
@@ -648,13 +634,13 @@ def test_weight_shapes():
     cell, x = _good()
     for bad in [(4 * H_, I_ + 1), (4 * H_ + 4, I_), (H_, I_), (4 * H_, I_, 1), (4 * H_ * I_,)]:
         for op, call in _all_calls(cell, x, w_ih=np.ones(bad)):
-            with raises_naming(ValueError, "w_ih", _s(bad)):
+            with raises_naming(ValueError, "w_ih", shape_pattern(bad)):
                 call()
     # w_hh (4H', H') consistent by itself but not with h / c: named with h's shape or w_hh's
     for op, call in _all_calls(cell, x, w_hh=np.ones((4 * (H_ + 1), H_ + 1)), w_ih=np.ones((4 * (H_ + 1), I_)),
                                b_ih=np.ones(4 * (H_ + 1)), b_hh=np.ones(4 * (H_ + 1))):
-        with raises_naming(ValueError, _s((B_, H_)),
-                           _s((4 * (H_ + 1), H_ + 1)) + rf"|\bH\s*=\s*{H_ + 1}\b|" + _s((B_, H_ + 1))):
+        with raises_naming(ValueError, shape_pattern((B_, H_)),
+                           shape_pattern((4 * (H_ + 1), H_ + 1)) + rf"|\bH\s*=\s*{H_ + 1}\b|" + shape_pattern((B_, H_ + 1))):
             call()
 
 
@@ -663,7 +649,7 @@ def test_hidden_size_not_inferable():
     cell, x = _good()
     for bad in [(4 * H_, H_ + 1), (4 * H_ + 1, H_), (H_, H_), (4 * H_,), (4 * H_, H_, 1)]:
         for op, call in _all_calls(cell, x, w_hh=np.ones(bad)):
-            with raises_naming(ValueError, "w_hh", _s(bad)):
+            with raises_naming(ValueError, "w_hh", shape_pattern(bad)):
                 call()
 
 
@@ -671,16 +657,16 @@ def test_wrong_ndim():
     cell, x = _good()
     for bad in [(B_, I_), (T_, B_, I_, 1), (I_,)]:
         for op, call in _all_calls(cell, x, x=np.ones(bad))[2:]:
-            with raises_naming(ValueError, _n("x"), _s(bad)):
+            with raises_naming(ValueError, _n("x"), shape_pattern(bad)):
                 call()
     for bad in [(T_, B_, I_), (I_,)]:
         for op, call in _all_calls(cell, x, xc=np.ones(bad))[:2]:
-            with raises_naming(ValueError, _n("x"), _s(bad)):
+            with raises_naming(ValueError, _n("x"), shape_pattern(bad)):
                 call()
     for which in ("h", "c"):
         for bad in [(1, B_, H_), (H_,)]:
             for op, call in _all_calls(cell, x, **{which: np.ones(bad)}):
-                with raises_naming(ValueError, rf"\b{which}0?\b", _s(bad)):
+                with raises_naming(ValueError, rf"\b{which}0?\b", shape_pattern(bad)):
                     call()
 
 
@@ -689,7 +675,7 @@ def test_batch_mismatch():
     for which in ("h", "c"):
         bad = np.ones((B_ + 1, H_))
         for op, call in _all_calls(cell, x, **{which: bad}):
-            with raises_naming(ValueError, rf"\b{which}0?\b", _s(bad.shape)):
+            with raises_naming(ValueError, rf"\b{which}0?\b", shape_pattern(bad.shape)):
                 call()
 
 
@@ -698,7 +684,7 @@ def test_bias_shape():
     for which in ("b_ih", "b_hh"):
         for bad in [(4 * H_ + 1,), (H_,), (1, 4 * H_), ()]:
             for op, call in _all_calls(cell, x, **{which: np.ones(bad)})[:3]:  # lstm_backward takes no bias
-                with raises_naming(ValueError, which, _s(bad)):
+                with raises_naming(ValueError, which, shape_pattern(bad)):
                     call()
 
 
@@ -708,17 +694,17 @@ def test_grad_shapes():
     xc, h, c, w_ih, w_hh, b_ih, b_hh = cell
     y, h_t, c_t, cache = lstm(x, h, c, w_ih, w_hh, b_ih, b_hh, return_cache=True)
     for bad in [(T_ + 1, B_, H_), (T_, B_, H_ + 1), (B_, H_)]:
-        with raises_naming(ValueError, "grad_y", _s(bad)):
+        with raises_naming(ValueError, "grad_y", shape_pattern(bad)):
             lstm_backward(np.ones(bad), None, None, x, h, c, w_ih, w_hh, cache)
     for name, pos in (("grad_h_T", 1), ("grad_c_T", 2)):
         args = [None, None, None]
         args[pos] = np.ones((B_, H_ + 1))
-        with raises_naming(ValueError, name, _s((B_, H_ + 1))):
+        with raises_naming(ValueError, name, shape_pattern((B_, H_ + 1))):
             lstm_backward(*args, x, h, c, w_ih, w_hh, cache)
     for name, pos in (("grad_h_next", 0), ("grad_c_next", 1)):
         args = [None, None]
         args[pos] = np.ones((B_ + 1, H_))
-        with raises_naming(ValueError, name, _s((B_ + 1, H_))):
+        with raises_naming(ValueError, name, shape_pattern((B_ + 1, H_))):
             lstm_cell_backward(*args, *cell)
 
 

@@ -1,7 +1,9 @@
 // Per-thread scratch memory for kernels: 64-byte aligned, grows on demand, kept for the next
 // call (so steady-state calls allocate nothing), freed when the thread ends.
 #pragma once
+#include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <new>
 
@@ -32,5 +34,13 @@ class Scratch {
   void* data_ = nullptr;
   size_t capacity_ = 0;
 };
+
+// This thread's scratch `slot` (of Slots) for the op family Family, as at least `count` T's. Each
+// family names its own tag type, so two families never hand out the same memory.
+template <class Family, int Slots, class T>
+T* thread_scratch(int slot, int64_t count) {
+  thread_local Scratch buffers[Slots];
+  return static_cast<T*>(buffers[slot].get(sizeof(T) * static_cast<size_t>(std::max<int64_t>(count, 1))));
+}
 
 }  // namespace deepkern

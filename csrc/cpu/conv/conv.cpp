@@ -77,11 +77,11 @@ Plan make_plan(const Conv2dShape& s) {
   return plan;
 }
 
-// Per-thread scratch: the im2col block and the block of Y (or dY) when it has several images.
+// Per-thread scratch: the im2col block (0) and the block of Y or dY when it has several images (1).
+struct ConvScratch;
 template <class T>
 T* thread_buffer(int which, int64_t count) {
-  thread_local Scratch buffers[2];
-  return static_cast<T*>(buffers[which].get(sizeof(T) * static_cast<size_t>(std::max<int64_t>(count, 1))));
+  return thread_scratch<ConvScratch, 2, T>(which, count);
 }
 
 // Visits, for every row (c, r, s) of col and every output row p in [p0, p1), the offset of that

@@ -254,10 +254,12 @@ DEEPKERN_ISA_CLONES void transform_weight_grad(const T* __restrict du, int64_t p
   }
 }
 
+// Per-thread scratch: tiles of x (V, 0), of the output or dY (M, 1), transform rows (2), and the
+// transformed weights (3), kept for the next call (no page faults).
+struct WinogradScratch;
 template <class T>
 T* thread_buffer(int which, int64_t count) {
-  thread_local Scratch buffers[3];  // tiles of x (V), of the output or dY (M), rows
-  return static_cast<T*>(buffers[which].get(sizeof(T) * static_cast<size_t>(std::max<int64_t>(count, 1))));
+  return thread_scratch<WinogradScratch, 4, T>(which, count);
 }
 
 }  // namespace
@@ -292,9 +294,7 @@ template <class T>
 void winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
   const int64_t K = s.out_channels, C = s.in_channels;
   const Tiling t = make_tiling<T>(s);
-  // The transformed weights, kept (like every scratch here) for the next call: no page faults.
-  thread_local Scratch u_buffer;
-  T* u = static_cast<T*>(u_buffer.get(sizeof(T) * static_cast<size_t>(16 * K * C)));
+  T* u = thread_buffer<T>(3, 16 * K * C);
   const int64_t plane = K * C;
   run_on_threads(t.slots, [&](int part) {
     transform_weights(w, plane, plane * part / t.slots, plane * (part + 1) / t.slots, u);

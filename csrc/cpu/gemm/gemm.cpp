@@ -67,11 +67,11 @@ const GemmKernels<double>& kernels_for<double>(Isa isa) {
 }
 
 enum ScratchSlot { kPackA, kPackB, kTile, kSlotCount };
+struct GemmScratch;  // this family's thread_scratch tag
 
 template <class T>
 T* scratch(ScratchSlot slot, int64_t count) {
-  thread_local Scratch buffers[kSlotCount];
-  return static_cast<T*>(buffers[slot].get(sizeof(T) * static_cast<size_t>(count)));
+  return thread_scratch<GemmScratch, kSlotCount, T>(slot, count);
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
