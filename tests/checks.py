@@ -69,3 +69,47 @@ def raises_naming(exc_type, *needles):
 def shape_pattern(shape):
     """A regex matching ``shape`` printed as a tuple."""
     return re.escape(str(tuple(shape)))
+
+
+def gradcheck(fn, *inputs, eps=1e-6, tol=1e-6, rng=None):
+    """Finite-difference check of autograd: for float64 Tensors ``inputs`` (those that require
+    grad are checked), compares d sum(w * fn(*inputs)) / d input from ``backward`` with central
+    differences, w a fixed random weighting of the output(s)."""
+    import deepkern
+
+    rng = rng or np.random.default_rng(0)
+    outs = fn(*inputs)
+    outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+    weights = [rng.standard_normal(o.shape) for o in outs]
+
+    def objective():
+        with deepkern.no_grad():
+            res = fn(*inputs)
+        res = res if isinstance(res, (tuple, list)) else (res,)
+        return sum(float(np.sum(w * r.numpy())) for w, r in zip(weights, res))
+
+    for t in inputs:
+        if isinstance(t, deepkern.Tensor):
+            t.grad = None
+    outs = fn(*inputs)
+    outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+    total = sum((o * deepkern.tensor(w)).sum() for o, w in zip(outs, weights) if o.requires_grad)
+    total.backward()
+    for k, t in enumerate(inputs):
+        if not (isinstance(t, deepkern.Tensor) and t.requires_grad):
+            continue
+        assert t.dtype == np.float64, "gradcheck needs float64 inputs"
+        numeric = np.zeros(t.shape)
+        flat = t._array.reshape(-1)  # a view: perturbs the tensor in place
+        for i in range(flat.size):
+            old = flat[i]
+            flat[i] = old + eps
+            up = objective()
+            flat[i] = old - eps
+            down = objective()
+            flat[i] = old
+            numeric.reshape(-1)[i] = (up - down) / (2 * eps)
+        analytic = np.zeros(t.shape) if t.grad is None else t.grad.numpy()
+        err = np.linalg.norm(analytic - numeric) / max(np.linalg.norm(numeric), 1e-12)
+        assert err < tol, f"input {k} (shape {t.shape}): gradient relative error {err:.3g}\n" \
+                          f"analytic {analytic}\nnumeric {numeric}"

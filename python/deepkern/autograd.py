@@ -1,0 +1,205 @@
+"""Reverse-mode automatic differentiation: ``Function`` (a forward plus its backward), the graph
+of ``Node``s that ``Function.apply`` records, and the engine that ``Tensor.backward`` runs.
+
+A Function's ``forward(ctx, *args, **kwargs)`` receives NumPy arrays where the caller passed
+Tensors (and everything else unchanged) and returns an array or a tuple of arrays; its
+``backward(ctx, *grad_outputs)`` receives one gradient array per output and returns one gradient
+(array or None) per positional argument of ``forward``. Arrays in, arrays out: the heavy
+Functions call the deepkern kernels directly, and the graph bookkeeping stays in this file.
+
+Gradients are not themselves differentiable (no ``create_graph``); ``no_grad()`` records nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import numpy as np
+
+__all__ = ["Function", "Context", "no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled"]
+
+_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    """Whether operations on Tensors that require grad are recorded (per thread)."""
+    return getattr(_state, "enabled", True)
+
+
+class set_grad_enabled(contextlib.ContextDecorator):
+    """Context manager / decorator that turns recording on or off, restoring it on exit."""
+
+    def __init__(self, mode: bool):
+        self.mode = bool(mode)
+
+    def __enter__(self):
+        self.previous = is_grad_enabled()
+        _state.enabled = self.mode
+
+    def __exit__(self, *exc):
+        _state.enabled = self.previous
+        return False
+
+
+class no_grad(set_grad_enabled):
+    """``with deepkern.no_grad():`` (or ``@deepkern.no_grad()``) records no graph."""
+
+    def __init__(self):
+        super().__init__(False)
+
+
+class enable_grad(set_grad_enabled):
+    """Turns recording back on inside a ``no_grad`` block."""
+
+    def __init__(self):
+        super().__init__(True)
+
+
+class Context:
+    """What a Function's forward leaves for its backward.
+
+    ``save_for_backward(*arrays)`` / ``saved_tensors``; ``needs_input_grad`` has one bool per
+    positional argument of forward (True where that argument is a Tensor that requires grad);
+    any other attribute may be set freely. ``mark_non_differentiable(*outputs)`` marks outputs
+    (e.g. argmax indices) that get no gradient.
+    """
+
+    def __init__(self, needs_input_grad):
+        self.needs_input_grad = needs_input_grad
+        self._saved = ()
+        self._non_differentiable = ()
+        self._released = False
+
+    def save_for_backward(self, *arrays):
+        self._saved = arrays
+
+    @property
+    def saved_tensors(self):
+        if self._released:
+            raise RuntimeError(
+                "backward through the graph a second time: its saved values were freed after the "
+                "first backward; pass retain_graph=True to the first backward to keep them")
+        return self._saved
+
+    def mark_non_differentiable(self, *outputs):
+        self._non_differentiable = tuple(id(o) for o in outputs)
+
+    def release(self):
+        self._saved = ()
+        self._released = True
+        for name in list(vars(self)):
+            if name not in ("needs_input_grad", "_saved", "_non_differentiable", "_released"):
+                delattr(self, name)
+
+
+class Node:
+    """One recorded Function call: its backward, context, the Tensors it reads (None where an
+    argument needs no gradient) and the shapes/dtypes of its outputs."""
+
+    __slots__ = ("function", "ctx", "inputs", "output_meta", "__weakref__")
+
+    def __init__(self, function, ctx, inputs, output_meta):
+        self.function = function
+        self.ctx = ctx
+        self.inputs = inputs
+        self.output_meta = output_meta
+
+    def name(self) -> str:
+        return self.function.__name__ + "Backward"
+
+    def __repr__(self):
+        return f"<{self.name()}>"
+
+
+class Function:
+    """Subclass with static ``forward(ctx, *args, **kwargs)`` and ``backward(ctx, *grads)``;
+    call ``YourFunction.apply(*args, **kwargs)``."""
+
+    @staticmethod
+    def forward(ctx, *args, **kwargs):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *args, **kwargs):
+        from .tensor import Tensor
+
+        record = False
+        if is_grad_enabled():
+            needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+            record = any(needs)
+        arrays = [a._array if isinstance(a, Tensor) else a for a in args]
+        ctx = Context(needs if record else (False,) * len(args))
+        out = cls.forward(ctx, *arrays, **kwargs)
+        single = not isinstance(out, tuple)
+        outs = (out,) if single else out
+        if not record:
+            wrapped = tuple(Tensor._wrap(o) for o in outs)
+        else:
+            node = Node(cls, ctx, tuple(a if n else None for a, n in zip(args, needs)),
+                        tuple((o.shape, o.dtype) for o in outs))
+            skip = ctx._non_differentiable
+            wrapped = tuple(Tensor._wrap(o) if id(o) in skip else Tensor._wrap(o, node, i)
+                            for i, o in enumerate(outs))
+        return wrapped[0] if single else wrapped
+
+
+def _topological_order(root: Node) -> list:
+    """Nodes reachable from ``root``, each before every node it reads from."""
+    order, visited, stack = [], {id(root)}, [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        stack.append((node, True))
+        for inp in node.inputs:
+            parent = None if inp is None else inp._node
+            if parent is not None and id(parent) not in visited:
+                visited.add(id(parent))
+                stack.append((parent, False))
+    order.reverse()
+    return order
+
+
+def backward(root, gradient: np.ndarray, retain_graph: bool = False) -> None:
+    """Propagates ``gradient`` (d loss / d root) to every leaf Tensor that requires grad,
+    accumulating into their ``.grad``."""
+    if root._node is None:  # a leaf: its gradient is the given one
+        root._accumulate_grad(gradient)
+        return
+    pending = {id(root._node): [None] * len(root._node.output_meta)}
+    pending[id(root._node)][root._output_index] = gradient
+    for node in _topological_order(root._node):
+        grads = pending.pop(id(node), None)
+        if grads is None:
+            continue
+        grads = [np.zeros(shape, dtype) if g is None else g
+                 for g, (shape, dtype) in zip(grads, node.output_meta)]
+        with no_grad():
+            in_grads = node.function.backward(node.ctx, *grads)
+        if not isinstance(in_grads, tuple):
+            in_grads = (in_grads,)
+        if len(in_grads) < len(node.inputs):
+            raise RuntimeError(f"{node.name()} returned {len(in_grads)} gradients for "
+                               f"{len(node.inputs)} inputs")
+        if not retain_graph:
+            node.ctx.release()
+        for inp, g in zip(node.inputs, in_grads):
+            if inp is None or g is None:
+                continue
+            g = np.asarray(g)
+            if g.shape != inp.shape:
+                raise RuntimeError(f"{node.name()} returned a gradient of shape {g.shape} for an "
+                                   f"input of shape {inp.shape}")
+            if inp._node is None:
+                inp._accumulate_grad(g)
+                continue
+            slots = pending.setdefault(id(inp._node), [None] * len(inp._node.output_meta))
+            prev = slots[inp._output_index]
+            slots[inp._output_index] = g if prev is None else prev + g
+

@@ -1,0 +1,645 @@
+"""``deepkern.Tensor``: an array on a device (a NumPy array on the CPU) that records the
+Functions applied to it when it requires grad, so ``.backward()`` can fill ``.grad``.
+
+Names, defaults and semantics follow PyTorch: ``tensor`` copies its data, ``from_numpy`` shares
+it; Python floats become float32 and Python ints int64; ``numpy()`` shares memory and refuses a
+tensor that requires grad (``detach().numpy()``).
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numpy as np
+
+from . import autograd
+from . import tensor_ops as F
+from .random import get_generator
+
+__all__ = [
+    "Tensor", "Device", "device", "tensor", "from_numpy", "from_dlpack", "as_tensor",
+    "zeros", "ones", "full", "empty", "zeros_like", "ones_like", "arange", "randn", "rand",
+    "randint", "cat", "stack", "where", "float32", "float64", "int64", "int32", "bool_",
+]
+
+float32, float64 = np.dtype(np.float32), np.dtype(np.float64)
+int32, int64, bool_ = np.dtype(np.int32), np.dtype(np.int64), np.dtype(np.bool_)
+
+MaxResult = namedtuple("MaxResult", ["values", "indices"])
+
+
+class Device:
+    """Where a tensor's data lives: ``Device("cpu")`` or ``Device("cuda", 0)``."""
+
+    __slots__ = ("type", "index")
+
+    def __init__(self, spec="cpu", index=None):
+        if isinstance(spec, Device):
+            spec, index = spec.type, spec.index
+        kind, _, num = str(spec).partition(":")
+        if kind not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {spec!r}")
+        self.type = kind
+        self.index = int(num) if num else index
+
+    def __eq__(self, other):
+        try:
+            other = Device(other)
+        except ValueError:
+            return False
+        return self.type == other.type and (self.index or 0) == (other.index or 0)
+
+    def __hash__(self):
+        return hash((self.type, self.index or 0))
+
+    def __str__(self):
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def __repr__(self):
+        return f"device(type='{self.type}'" + ("" if self.index is None else f", index={self.index}") + ")"
+
+
+device = Device
+_CPU = Device("cpu")
+
+
+def _default_dtype(arr: np.ndarray) -> np.ndarray:
+    """PyTorch's defaults for data given as Python values: float32 and int64."""
+    if arr.dtype == np.float64:
+        return arr.astype(np.float32)
+    if arr.dtype.kind in "iu" and arr.dtype != np.int64:
+        return arr.astype(np.int64)
+    return arr
+
+
+def _array_of(x):
+    return x._array if isinstance(x, Tensor) else x
+
+
+class Tensor:
+    """A NumPy array plus autograd state. Create with :func:`tensor`, :func:`from_numpy`, the
+    factory functions, or as the result of operations."""
+
+    __slots__ = ("_array", "_node", "_output_index", "_requires_grad", "grad", "__weakref__")
+    __array_priority__ = 1000  # ndarray <op> Tensor defers to Tensor's reflected operators
+
+    def __init__(self, data, requires_grad: bool = False):
+        arr = data._array if isinstance(data, Tensor) else np.asarray(data)
+        self._array = arr
+        self._node = None
+        self._output_index = 0
+        self._requires_grad = False
+        self.grad = None
+        self.requires_grad = requires_grad
+
+    @classmethod
+    def _wrap(cls, arr, node=None, index=0):
+        t = cls.__new__(cls)
+        t._array = arr if isinstance(arr, np.ndarray) else np.asarray(arr)
+        t._node = node
+        t._output_index = index
+        t._requires_grad = node is not None
+        t.grad = None
+        return t
+
+    # -- autograd state ------------------------------------------------------------------------
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, flag: bool):
+        flag = bool(flag)
+        if self._node is not None and not flag:
+            raise RuntimeError("requires_grad can only be turned off on leaf tensors; use detach()")
+        if flag and self._array.dtype.kind not in "fc":
+            raise RuntimeError(f"only floating-point tensors can require grad, got dtype {self.dtype}")
+        self._requires_grad = flag
+
+    def requires_grad_(self, flag: bool = True) -> "Tensor":
+        self.requires_grad = flag
+        return self
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._node is None
+
+    @property
+    def grad_fn(self):
+        return self._node
+
+    def backward(self, gradient=None, retain_graph: bool = False) -> None:
+        """Accumulates d self / d leaf into the ``.grad`` of every leaf that requires grad.
+        ``gradient`` (d loss / d self) may be omitted for a one-element tensor."""
+        if not self._requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad (no graph was recorded)")
+        if gradient is None:
+            if self._array.size != 1:
+                raise RuntimeError(f"backward() without a gradient needs a one-element tensor, got shape {self.shape}")
+            grad = np.ones(self.shape, self.dtype)
+        else:
+            grad = np.asarray(_array_of(gradient), dtype=self.dtype)
+            if grad.shape != self.shape:
+                raise ValueError(f"backward: gradient has shape {grad.shape} but the tensor has shape {self.shape}")
+        autograd.backward(self, grad, retain_graph)
+
+    def _accumulate_grad(self, g: np.ndarray) -> None:
+        if self.grad is None:
+            self.grad = Tensor._wrap(np.array(g, dtype=self.dtype, copy=True))
+        else:
+            self.grad._array = self.grad._array + g
+
+    def detach(self) -> "Tensor":
+        """The same data, outside the graph."""
+        return Tensor._wrap(self._array)
+
+    def detach_(self) -> "Tensor":
+        self._node, self._requires_grad = None, False
+        return self
+
+    # -- data and metadata ---------------------------------------------------------------------
+
+    @property
+    def data(self) -> "Tensor":
+        return self.detach()
+
+    @data.setter
+    def data(self, value):
+        self._array = np.asarray(_array_of(value))
+
+    @property
+    def shape(self) -> tuple:
+        return self._array.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._array.dtype
+
+    @property
+    def device(self) -> Device:
+        return _CPU
+
+    @property
+    def ndim(self) -> int:
+        return self._array.ndim
+
+    def dim(self) -> int:
+        return self._array.ndim
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def numel(self) -> int:
+        return self._array.size
+
+    def __len__(self):
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def numpy(self) -> np.ndarray:
+        """The data as a NumPy array sharing memory (refused while the tensor requires grad)."""
+        if self._requires_grad:
+            raise RuntimeError("can't call numpy() on a tensor that requires grad; use tensor.detach().numpy()")
+        return self._array
+
+    def __array__(self, dtype=None, copy=None):
+        return self._array if dtype is None else self._array.astype(dtype)
+
+    def item(self):
+        if self._array.size != 1:
+            raise ValueError(f"item() needs a one-element tensor, got shape {self.shape}")
+        return self._array.reshape(()).item()
+
+    def tolist(self):
+        return self._array.tolist()
+
+    def __repr__(self):
+        body = np.array2string(self._array, separator=", ", prefix="tensor(")
+        extra = f", dtype={self.dtype}" if self.dtype not in (float32, int64) else ""
+        if self._node is not None:
+            extra += f", grad_fn={self._node!r}"
+        elif self._requires_grad:
+            extra += ", requires_grad=True"
+        return f"tensor({body}{extra})"
+
+    def __dlpack__(self, *args, **kwargs):
+        return self.detach()._array.__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self):
+        return self._array.__dlpack_device__()
+
+    # -- conversions ---------------------------------------------------------------------------
+
+    def to(self, *args, dtype=None, device=None) -> "Tensor":
+        """``to(device)``, ``to(dtype)`` or both; a no-op returns ``self``."""
+        for a in args:
+            if isinstance(a, (Device, str)) and not _looks_like_dtype(a):
+                device = a
+            else:
+                dtype = a
+        if device is not None:
+            target = Device(device)
+            if target.type != "cpu":
+                raise RuntimeError(f"to({target}): deepkern tensors live on the CPU in this version; "
+                                   "the CUDA kernels are reached through deepkern.cuda")
+        if dtype is None or np.dtype(dtype) == self.dtype:
+            return self
+        return _Cast.apply(self, np.dtype(dtype))
+
+    def cpu(self) -> "Tensor":
+        return self
+
+    def float(self) -> "Tensor":
+        return self.to(float32)
+
+    def double(self) -> "Tensor":
+        return self.to(float64)
+
+    def long(self) -> "Tensor":
+        return self.to(int64)
+
+    def clone(self) -> "Tensor":
+        return _Clone.apply(self)
+
+    # -- in-place updates (data only; refused on a leaf that requires grad while recording) ---
+
+    def _check_inplace(self, what):
+        if self._requires_grad and autograd.is_grad_enabled():
+            raise RuntimeError(f"{what} on a tensor that requires grad; wrap it in deepkern.no_grad()")
+
+    def zero_(self) -> "Tensor":
+        self._check_inplace("zero_()")
+        self._array[...] = 0
+        return self
+
+    def fill_(self, value) -> "Tensor":
+        self._check_inplace("fill_()")
+        self._array[...] = value
+        return self
+
+    def copy_(self, src) -> "Tensor":
+        self._check_inplace("copy_()")
+        src = np.asarray(_array_of(src))
+        try:
+            np.copyto(self._array, np.broadcast_to(src, self.shape), casting="same_kind")
+        except ValueError:
+            raise ValueError(f"copy_: source of shape {src.shape} does not broadcast to {self.shape}") from None
+        return self
+
+    def add_(self, other, alpha=1) -> "Tensor":
+        self._check_inplace("add_()")
+        self._array += alpha * np.asarray(_array_of(other)) if alpha != 1 else np.asarray(_array_of(other))
+        return self
+
+    def mul_(self, other) -> "Tensor":
+        self._check_inplace("mul_()")
+        self._array *= np.asarray(_array_of(other))
+        return self
+
+    # -- arithmetic ----------------------------------------------------------------------------
+
+    def __add__(self, other):
+        return F.Add.apply(self, other)
+
+    def __radd__(self, other):
+        return F.Add.apply(other, self)
+
+    def __sub__(self, other):
+        return F.Sub.apply(self, other)
+
+    def __rsub__(self, other):
+        return F.Sub.apply(other, self)
+
+    def __mul__(self, other):
+        return F.Mul.apply(self, other)
+
+    def __rmul__(self, other):
+        return F.Mul.apply(other, self)
+
+    def __truediv__(self, other):
+        return F.Div.apply(self, other)
+
+    def __rtruediv__(self, other):
+        return F.Div.apply(other, self)
+
+    def __pow__(self, other):
+        return F.Pow.apply(self, other)
+
+    def __rpow__(self, other):
+        return F.Pow.apply(other, self)
+
+    def __matmul__(self, other):
+        return F.MatMul.apply(self, other)
+
+    def __rmatmul__(self, other):
+        return F.MatMul.apply(other, self)
+
+    def __neg__(self):
+        return F.Neg.apply(self)
+
+    add, sub, mul, div, pow, matmul, neg = __add__, __sub__, __mul__, __truediv__, __pow__, __matmul__, __neg__
+
+    # Comparisons give bool tensors outside the graph.
+    def __eq__(self, other):
+        return Tensor._wrap(self._array == _array_of(other))
+
+    def __ne__(self, other):
+        return Tensor._wrap(self._array != _array_of(other))
+
+    def __lt__(self, other):
+        return Tensor._wrap(self._array < _array_of(other))
+
+    def __le__(self, other):
+        return Tensor._wrap(self._array <= _array_of(other))
+
+    def __gt__(self, other):
+        return Tensor._wrap(self._array > _array_of(other))
+
+    def __ge__(self, other):
+        return Tensor._wrap(self._array >= _array_of(other))
+
+    __hash__ = object.__hash__
+
+    def __bool__(self):
+        return bool(self.item())
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    # -- elementwise math ----------------------------------------------------------------------
+
+    def exp(self):
+        return F.Exp.apply(self)
+
+    def log(self):
+        return F.Log.apply(self)
+
+    def sqrt(self):
+        return F.Sqrt.apply(self)
+
+    def abs(self):
+        return F.Abs.apply(self)
+
+    def tanh(self):
+        return F.Tanh.apply(self)
+
+    def sigmoid(self):
+        return F.Sigmoid.apply(self)
+
+    def relu(self):
+        return F.Relu.apply(self)
+
+    def clamp(self, min=None, max=None):
+        return F.Clamp.apply(self, min, max)
+
+    clip = clamp
+
+    # -- reductions ----------------------------------------------------------------------------
+
+    def sum(self, dim=None, keepdim=False):
+        return F.Sum.apply(self, dim=dim, keepdim=keepdim)
+
+    def mean(self, dim=None, keepdim=False):
+        return F.Mean.apply(self, dim=dim, keepdim=keepdim)
+
+    def max(self, dim=None, keepdim=False):
+        """The largest element, or ``(values, indices)`` along ``dim``."""
+        out = F.Max.apply(self, dim=dim, keepdim=keepdim)
+        return out if dim is None else MaxResult(*out)
+
+    def min(self, dim=None, keepdim=False):
+        out = F.Max.apply(self, dim=dim, keepdim=keepdim, minimum=True)
+        return out if dim is None else MaxResult(*out)
+
+    def argmax(self, dim=None, keepdim=False):
+        if dim is None:
+            return Tensor._wrap(np.asarray(np.argmax(self._array), dtype=np.int64))
+        return self.max(dim, keepdim).indices
+
+    # -- shape ---------------------------------------------------------------------------------
+
+    def reshape(self, *shape):
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return F.Reshape.apply(self, _resolve_shape(self.shape, shape))
+
+    view = reshape
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        if self.ndim == 0:
+            return self.reshape(1)
+        start, end = start_dim % self.ndim, end_dim % self.ndim
+        return self.reshape(self.shape[:start] + (-1,) + self.shape[end + 1:])
+
+    def permute(self, *dims):
+        dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
+        if sorted(d % self.ndim for d in dims) != list(range(self.ndim)):
+            raise ValueError(f"permute: dims {tuple(dims)} are not a permutation of {self.ndim} dimensions")
+        return F.Permute.apply(self, tuple(d % self.ndim for d in dims))
+
+    def transpose(self, dim0, dim1):
+        dims = list(range(self.ndim))
+        dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
+        return F.Permute.apply(self, tuple(dims))
+
+    @property
+    def T(self):
+        return F.Permute.apply(self, tuple(reversed(range(self.ndim))))
+
+    def t(self):
+        return self.T
+
+    def squeeze(self, dim=None):
+        if dim is None:
+            return self.reshape(tuple(n for n in self.shape if n != 1))
+        dim %= max(self.ndim, 1)
+        if self.ndim == 0 or self.shape[dim] != 1:
+            return self
+        return self.reshape(self.shape[:dim] + self.shape[dim + 1:])
+
+    def unsqueeze(self, dim):
+        dim = dim % (self.ndim + 1)
+        return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
+
+    def expand(self, *shape):
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        shape = tuple(self.shape[i - (len(shape) - self.ndim)] if n == -1 else n for i, n in enumerate(shape))
+        return F.Expand.apply(self, shape)
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            key = tuple(_array_of(k) for k in key)
+        else:
+            key = _array_of(key)
+        return F.Index.apply(self, key)
+
+    def __setitem__(self, key, value):
+        self._check_inplace("item assignment")
+        self._array[key if not isinstance(key, Tensor) else key._array] = _array_of(value)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
+def _resolve_shape(old: tuple, new) -> tuple:
+    """``new`` with a -1 filled in; a ValueError naming both shapes when the counts differ."""
+    new = tuple(int(n) for n in new)
+    total = int(np.prod(old))
+    known = int(np.prod([n for n in new if n != -1]))
+    bad = new.count(-1) > 1 or any(n < -1 for n in new)
+    if not bad and -1 in new:
+        bad = known == 0 or total % known != 0
+        new = tuple(total // known if n == -1 else n for n in new) if not bad else new
+    if bad or int(np.prod(new)) != total:
+        raise ValueError(f"reshape: cannot reshape a tensor of shape {old} into {new}")
+    return new
+
+
+def _looks_like_dtype(x) -> bool:
+    if isinstance(x, Device):
+        return False
+    try:
+        np.dtype(x)
+    except TypeError:
+        return False
+    return not str(x).startswith(("cpu", "cuda"))
+
+
+class _Cast(autograd.Function):
+    @staticmethod
+    def forward(ctx, a, dtype):
+        ctx.dtype = a.dtype
+        return a.astype(dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.astype(ctx.dtype) if ctx.needs_input_grad[0] else None, None
+
+
+class _Clone(autograd.Function):
+    @staticmethod
+    def forward(ctx, a):
+        return a.copy()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+# ---------------------------------------------------------------------------------------------
+# Creation
+# ---------------------------------------------------------------------------------------------
+
+
+def tensor(data, dtype=None, requires_grad: bool = False, device=None) -> Tensor:
+    """A new tensor holding a copy of ``data`` (array, Tensor, nested lists, numbers)."""
+    if isinstance(data, Tensor):
+        arr = np.array(data._array, copy=True)
+    elif isinstance(data, np.ndarray):
+        arr = np.array(data, copy=True)
+    else:
+        arr = _default_dtype(np.array(data))
+    if dtype is not None:
+        arr = arr.astype(dtype, copy=False)
+    return Tensor(arr, requires_grad=requires_grad).to(device or _CPU)
+
+
+def as_tensor(data, dtype=None) -> Tensor:
+    """``data`` as a tensor, sharing memory when it already is an array of ``dtype``."""
+    if isinstance(data, Tensor):
+        return data.to(dtype) if dtype is not None else data
+    arr = np.asarray(data) if isinstance(data, np.ndarray) else _default_dtype(np.asarray(data))
+    return Tensor(arr if dtype is None else arr.astype(dtype, copy=False))
+
+
+def from_numpy(arr: np.ndarray) -> Tensor:
+    """A tensor sharing ``arr``'s memory."""
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(arr).__name__}")
+    return Tensor(arr)
+
+
+def from_dlpack(obj) -> Tensor:
+    """A tensor sharing the memory of any CPU object with ``__dlpack__`` (NumPy, PyTorch, ...)."""
+    return Tensor(np.from_dlpack(obj))
+
+
+def _shape_args(shape):
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
+
+
+def zeros(*shape, dtype=float32, requires_grad=False) -> Tensor:
+    return Tensor(np.zeros(_shape_args(shape), dtype), requires_grad)
+
+
+def ones(*shape, dtype=float32, requires_grad=False) -> Tensor:
+    return Tensor(np.ones(_shape_args(shape), dtype), requires_grad)
+
+
+def empty(*shape, dtype=float32, requires_grad=False) -> Tensor:
+    return Tensor(np.empty(_shape_args(shape), dtype), requires_grad)
+
+
+def full(shape, fill_value, dtype=float32, requires_grad=False) -> Tensor:
+    return Tensor(np.full(_shape_args((shape,)), fill_value, dtype), requires_grad)
+
+
+def zeros_like(t, dtype=None, requires_grad=False) -> Tensor:
+    return Tensor(np.zeros(t.shape, dtype or t.dtype), requires_grad)
+
+
+def ones_like(t, dtype=None, requires_grad=False) -> Tensor:
+    return Tensor(np.ones(t.shape, dtype or t.dtype), requires_grad)
+
+
+def arange(start, end=None, step=1, dtype=None) -> Tensor:
+    arr = np.arange(start, end, step) if end is not None else np.arange(start)
+    return Tensor(_default_dtype(arr) if dtype is None else arr.astype(dtype))
+
+
+def randn(*shape, dtype=float32, requires_grad=False, generator=None) -> Tensor:
+    """Standard normal values from ``generator`` (default: the one ``manual_seed`` seeds)."""
+    rng = generator or get_generator()
+    return Tensor(rng.standard_normal(_shape_args(shape), dtype=np.float64).astype(dtype), requires_grad)
+
+
+def rand(*shape, dtype=float32, requires_grad=False, generator=None) -> Tensor:
+    """Uniform values in [0, 1)."""
+    rng = generator or get_generator()
+    return Tensor(rng.random(_shape_args(shape)).astype(dtype), requires_grad)
+
+
+def randint(low, high, size, dtype=int64, generator=None) -> Tensor:
+    rng = generator or get_generator()
+    return Tensor(rng.integers(low, high, size=size).astype(dtype))
+
+
+def cat(tensors, dim=0) -> Tensor:
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("cat: expected a non-empty list of tensors")
+    ndim = np.ndim(_array_of(tensors[0]))
+    _check_join("cat", tensors, lambda s: s[:dim % ndim] + s[dim % ndim + 1:])
+    return F.Cat.apply(*tensors, dim=dim % ndim)
+
+
+def stack(tensors, dim=0) -> Tensor:
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("stack: expected a non-empty list of tensors")
+    _check_join("stack", tensors, lambda s: s)
+    return F.Stack.apply(*tensors, dim=dim % (np.ndim(_array_of(tensors[0])) + 1))
+
+
+def _check_join(op, tensors, key):
+    shapes = [np.shape(_array_of(t)) for t in tensors]
+    if len({len(s) for s in shapes}) != 1 or len({key(s) for s in shapes}) != 1:
+        raise ValueError(f"{op}: tensors must match in every dimension but the joined one, got shapes {shapes}")
+
+
+def where(condition, a, b) -> Tensor:
+    return F.Where.apply(np.asarray(_array_of(condition), bool), a, b)

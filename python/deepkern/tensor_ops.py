@@ -1,0 +1,442 @@
+"""The Functions behind Tensor's operators and methods: arithmetic with NumPy broadcasting,
+elementwise math, reductions, shape changes, indexing, cat/stack and matmul.
+
+Each is a forward on arrays plus its backward (see autograd.py). Broadcast inputs get their
+gradient summed back to their own shape (``unbroadcast``). matmul runs on deepkern's GEMM.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import ops
+from .autograd import Function
+
+
+def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
+    """Sums ``grad`` over the axes along which an input of ``shape`` was broadcast."""
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    axes = tuple(range(extra)) + tuple(
+        extra + i for i, n in enumerate(shape) if n == 1 and grad.shape[extra + i] != 1)
+    return grad.sum(axis=axes, keepdims=True).reshape(shape) if axes else grad.reshape(shape)
+
+
+def _shape(x):
+    return np.shape(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Arithmetic (either operand may be a Python/NumPy scalar)
+# ---------------------------------------------------------------------------------------------
+
+
+class Add(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = (_shape(a), _shape(b))
+        return np.add(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        sa, sb = ctx.shapes
+        return (unbroadcast(g, sa) if ctx.needs_input_grad[0] else None,
+                unbroadcast(g, sb) if ctx.needs_input_grad[1] else None)
+
+
+class Sub(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = (_shape(a), _shape(b))
+        return np.subtract(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        sa, sb = ctx.shapes
+        return (unbroadcast(g, sa) if ctx.needs_input_grad[0] else None,
+                unbroadcast(-g, sb) if ctx.needs_input_grad[1] else None)
+
+
+class Mul(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return np.multiply(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        return (unbroadcast(g * b, _shape(a)) if ctx.needs_input_grad[0] else None,
+                unbroadcast(g * a, _shape(b)) if ctx.needs_input_grad[1] else None)
+
+
+class Div(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return np.divide(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        ga = unbroadcast(g / b, _shape(a)) if ctx.needs_input_grad[0] else None
+        gb = unbroadcast(-g * a / (b * b), _shape(b)) if ctx.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Pow(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        out = np.power(a, b)
+        ctx.save_for_backward(a, b, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b, out = ctx.saved_tensors
+        ga = gb = None
+        if ctx.needs_input_grad[0]:
+            ga = unbroadcast(g * b * np.power(a, b - 1), _shape(a))
+        if ctx.needs_input_grad[1]:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                log_a = np.where(a > 0, np.log(np.where(a > 0, a, 1)), 0)
+            gb = unbroadcast(g * out * log_a, _shape(b))
+        return ga, gb
+
+
+class Neg(Function):
+    @staticmethod
+    def forward(ctx, a):
+        return np.negative(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return -g
+
+
+class MatMul(Function):
+    """NumPy's matmul semantics (1-D operands, batched broadcast) on deepkern's GEMM."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return ops.matmul(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        g2 = g
+        if a.ndim == 1:
+            g2 = np.expand_dims(g2, -2)
+        if b.ndim == 1:
+            g2 = np.expand_dims(g2, -1)
+        ga = gb = None
+        if ctx.needs_input_grad[0]:
+            ga = unbroadcast(ops.matmul(g2, np.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape)
+        if ctx.needs_input_grad[1]:
+            gb = unbroadcast(ops.matmul(np.swapaxes(a2, -1, -2), g2), b2.shape).reshape(b.shape)
+        return ga, gb
+
+
+# ---------------------------------------------------------------------------------------------
+# Elementwise math
+# ---------------------------------------------------------------------------------------------
+
+
+class Exp(Function):
+    @staticmethod
+    def forward(ctx, a):
+        out = np.exp(a)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        (out,) = ctx.saved_tensors
+        return g * out
+
+
+class Log(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return np.log(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        return g / a
+
+
+class Sqrt(Function):
+    @staticmethod
+    def forward(ctx, a):
+        out = np.sqrt(a)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        (out,) = ctx.saved_tensors
+        return g / (2 * out)
+
+
+class Abs(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return np.abs(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        return g * np.sign(a)
+
+
+class Tanh(Function):
+    @staticmethod
+    def forward(ctx, a):
+        out = np.tanh(a)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        (out,) = ctx.saved_tensors
+        return g * (1 - out * out)
+
+
+class Sigmoid(Function):
+    @staticmethod
+    def forward(ctx, a):
+        # exp of a non-positive argument only: no overflow for large |a|.
+        e = np.exp(-np.abs(a))
+        out = np.where(a >= 0, 1 / (1 + e), e / (1 + e)).astype(a.dtype, copy=False)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        (out,) = ctx.saved_tensors
+        return g * out * (1 - out)
+
+
+class Relu(Function):
+    @staticmethod
+    def forward(ctx, a):
+        out = np.maximum(a, 0)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        (out,) = ctx.saved_tensors
+        return g * (out > 0)
+
+
+class Clamp(Function):
+    @staticmethod
+    def forward(ctx, a, low=None, high=None):
+        ctx.save_for_backward(a)
+        ctx.bounds = (low, high)
+        return np.clip(a, low, high)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        low, high = ctx.bounds
+        inside = np.ones(a.shape, bool)
+        if low is not None:
+            inside &= a >= low
+        if high is not None:
+            inside &= a <= high
+        return g * inside, None, None
+
+
+# ---------------------------------------------------------------------------------------------
+# Reductions
+# ---------------------------------------------------------------------------------------------
+
+
+def _axes(dim, ndim):
+    if dim is None:
+        return tuple(range(ndim))
+    dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
+    for d in dims:
+        if not -ndim <= d < max(ndim, 1):
+            raise IndexError(f"dim {d} is out of range for a tensor of {ndim} dimensions")
+    return tuple(sorted(d % max(ndim, 1) for d in dims))
+
+
+def _expand_reduced(g, shape, axes, keepdim):
+    """``g`` (a reduction over ``axes``) broadcastable against the input's ``shape``."""
+    if not keepdim:
+        for ax in axes:
+            g = np.expand_dims(g, ax)
+    return np.broadcast_to(g, shape)
+
+
+class Sum(Function):
+    @staticmethod
+    def forward(ctx, a, dim=None, keepdim=False):
+        ctx.meta = (a.shape, _axes(dim, a.ndim), keepdim)
+        return np.asarray(np.sum(a, axis=ctx.meta[1], keepdims=keepdim))
+
+    @staticmethod
+    def backward(ctx, g):
+        shape, axes, keepdim = ctx.meta
+        return np.ascontiguousarray(_expand_reduced(g, shape, axes, keepdim))
+
+
+class Mean(Function):
+    @staticmethod
+    def forward(ctx, a, dim=None, keepdim=False):
+        axes = _axes(dim, a.ndim)
+        ctx.meta = (a.shape, axes, keepdim)
+        ctx.count = int(np.prod([a.shape[ax] for ax in axes])) if a.ndim else 1
+        return np.asarray(np.mean(a, axis=axes, keepdims=keepdim), dtype=a.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        shape, axes, keepdim = ctx.meta
+        return np.ascontiguousarray(_expand_reduced(g / ctx.count, shape, axes, keepdim))
+
+
+class Max(Function):
+    """``max()`` over everything (the gradient shared evenly among ties, as PyTorch does) or
+    ``max(dim)`` returning (values, indices) with the gradient going to the index taken."""
+
+    @staticmethod
+    def forward(ctx, a, dim=None, keepdim=False, minimum=False):
+        ctx.shape = a.shape
+        if dim is None:
+            out = np.asarray(a.min() if minimum else a.max())
+            ctx.save_for_backward(a, out)
+            ctx.dim = None
+            return out
+        (axis,) = _axes(dim, a.ndim)
+        idx = np.argmin(a, axis=axis) if minimum else np.argmax(a, axis=axis)
+        idx = np.expand_dims(idx, axis)
+        values = np.take_along_axis(a, idx, axis)
+        ctx.dim = axis
+        ctx.save_for_backward(idx)
+        if not keepdim:
+            values, idx = values.squeeze(axis), idx.squeeze(axis)
+        idx = idx.astype(np.int64)
+        ctx.mark_non_differentiable(idx)
+        return values, idx
+
+    @staticmethod
+    def backward(ctx, g, g_idx=None):
+        if ctx.dim is None:
+            a, out = ctx.saved_tensors
+            ties = a == out
+            return ties * (g / ties.sum())
+        (idx,) = ctx.saved_tensors
+        grad = np.zeros(ctx.shape, g.dtype)
+        np.put_along_axis(grad, idx, g.reshape(idx.shape), ctx.dim)
+        return grad
+
+
+# ---------------------------------------------------------------------------------------------
+# Shape changes, indexing, joining
+# ---------------------------------------------------------------------------------------------
+
+
+class Reshape(Function):
+    @staticmethod
+    def forward(ctx, a, shape):
+        ctx.shape = a.shape
+        return np.reshape(a, shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        return np.reshape(g, ctx.shape)
+
+
+class Permute(Function):
+    @staticmethod
+    def forward(ctx, a, dims):
+        ctx.dims = dims
+        return np.transpose(a, dims)
+
+    @staticmethod
+    def backward(ctx, g):
+        return np.transpose(g, np.argsort(ctx.dims))
+
+
+class Expand(Function):
+    @staticmethod
+    def forward(ctx, a, shape):
+        ctx.shape = a.shape
+        return np.broadcast_to(a, shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        return unbroadcast(g, ctx.shape)
+
+
+class Index(Function):
+    @staticmethod
+    def forward(ctx, a, key):
+        ctx.meta = (a.shape, a.dtype, key)
+        return np.asarray(a[key])
+
+    @staticmethod
+    def backward(ctx, g):
+        shape, dtype, key = ctx.meta
+        grad = np.zeros(shape, dtype)
+        if _is_basic_index(key):
+            grad[key] = g
+        else:
+            np.add.at(grad, key, g)  # repeated integer-array indices accumulate
+        return grad
+
+
+def _is_basic_index(key) -> bool:
+    """Slices, integers, None and Ellipsis only: every element is selected at most once."""
+    parts = key if isinstance(key, tuple) else (key,)
+    return all(k is None or k is Ellipsis or isinstance(k, (slice, int, np.integer)) for k in parts)
+
+
+class Cat(Function):
+    @staticmethod
+    def forward(ctx, *arrays, dim=0):
+        ctx.dim = dim
+        ctx.sizes = [a.shape[dim] for a in arrays]
+        return np.concatenate(arrays, axis=dim)
+
+    @staticmethod
+    def backward(ctx, g):
+        cuts = np.cumsum(ctx.sizes)[:-1]
+        return tuple(np.split(g, cuts, axis=ctx.dim))
+
+
+class Stack(Function):
+    @staticmethod
+    def forward(ctx, *arrays, dim=0):
+        ctx.dim = dim
+        return np.stack(arrays, axis=dim)
+
+    @staticmethod
+    def backward(ctx, g):
+        return tuple(np.moveaxis(g, ctx.dim, 0))
+
+
+class Where(Function):
+    @staticmethod
+    def forward(ctx, cond, a, b):
+        ctx.save_for_backward(cond)
+        ctx.shapes = (_shape(a), _shape(b))
+        return np.where(cond, a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        (cond,) = ctx.saved_tensors
+        sa, sb = ctx.shapes
+        return (None,
+                unbroadcast(np.where(cond, g, 0), sa) if ctx.needs_input_grad[1] else None,
+                unbroadcast(np.where(cond, 0, g), sb) if ctx.needs_input_grad[2] else None)
