@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import _backend, cuda, ops
+from . import _backend, cuda, nn, ops
 from ._backend import _C
 from .autograd import Function, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .random import manual_seed
@@ -14,7 +14,7 @@ from .tensor import (
 
 __version__ = _C.__version__
 __all__ = [
-    "__version__", "cuda", "ops", "get_num_threads", "set_num_threads", "show_config", "config",
+    "__version__", "cuda", "nn", "ops", "get_num_threads", "set_num_threads", "show_config", "config",
     "Function", "no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled", "manual_seed",
     "Tensor", "Device", "device", "tensor", "as_tensor", "from_numpy", "from_dlpack", "zeros",
     "ones", "empty", "full", "zeros_like", "ones_like", "arange", "randn", "rand", "randint", "cat",

@@ -1,0 +1,286 @@
+"""``Module`` (parameters, buffers, children, state dicts, train/eval), ``Parameter`` and the
+containers ``Sequential`` and ``ModuleList``, with PyTorch's names and semantics."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from .. import autograd
+from ..tensor import Tensor
+
+__all__ = ["Parameter", "Module", "Sequential", "ModuleList"]
+
+
+class Parameter(Tensor):
+    """A Tensor that a Module registers as a learnable parameter (requires grad by default)."""
+
+    __slots__ = ()
+
+    def __init__(self, data, requires_grad: bool = True):
+        arr = data._array if isinstance(data, Tensor) else np.asarray(data)
+        super().__init__(arr, requires_grad=requires_grad)
+
+    def __repr__(self):
+        return "Parameter containing:\n" + super().__repr__()
+
+
+class Module:
+    """Base class of layers and models: assign Parameters, buffers (``register_buffer``) and
+    Modules as attributes; override ``forward``; call the module to run it."""
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_non_persistent", set())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    # -- registration --------------------------------------------------------------------------
+
+    def __setattr__(self, name, value):
+        d = self.__dict__
+        if "_parameters" not in d:
+            raise RuntimeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
+        params, buffers, modules = d["_parameters"], d["_buffers"], d["_modules"]
+        if isinstance(value, (Parameter, Module)):
+            for store in (params, buffers, modules, d):
+                store.pop(name, None)
+            (params if isinstance(value, Parameter) else modules)[name] = value
+        elif name in buffers:
+            buffers[name] = value
+        elif name in params or name in modules:
+            if value is not None:
+                kind = "Parameter" if name in params else "Module"
+                raise TypeError(f"cannot assign {type(value).__name__} to {name!r} (a {kind} or None is expected)")
+            (params if name in params else modules)[name] = None
+        else:
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name):
+        d = self.__dict__
+        for store in ("_parameters", "_buffers", "_modules"):
+            if store in d and name in d[store]:
+                return d[store][name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def __delattr__(self, name):
+        for store in (self._parameters, self._buffers, self._modules):
+            if name in store:
+                del store[name]
+                return
+        object.__delattr__(self, name)
+
+    def register_parameter(self, name: str, param) -> None:
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"register_parameter: {name!r} must be a Parameter or None, got {type(param).__name__}")
+        self.__dict__.pop(name, None)
+        self._parameters[name] = param
+
+    def register_buffer(self, name: str, tensor, persistent: bool = True) -> None:
+        """A state tensor that is not a parameter (e.g. BatchNorm's running mean); saved in the
+        state dict when ``persistent``."""
+        self.__dict__.pop(name, None)
+        self._buffers[name] = tensor
+        (self._non_persistent.discard if persistent else self._non_persistent.add)(name)
+
+    def add_module(self, name: str, module) -> None:
+        self._modules[name] = module
+
+    # -- traversal -----------------------------------------------------------------------------
+
+    def named_modules(self, prefix: str = ""):
+        yield prefix, self
+        for name, child in self._modules.items():
+            if child is not None:
+                yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        return (m for _, m in self.named_modules())
+
+    def named_children(self):
+        return ((n, m) for n, m in self._modules.items() if m is not None)
+
+    def children(self):
+        return (m for _, m in self.named_children())
+
+    def _named_members(self, store: str, prefix: str, recurse: bool):
+        seen = set()
+        modules = self.named_modules(prefix) if recurse else [(prefix, self)]
+        for mod_prefix, module in modules:
+            for name, value in getattr(module, store).items():
+                if value is None or id(value) in seen:
+                    continue
+                seen.add(id(value))
+                yield (f"{mod_prefix}.{name}" if mod_prefix else name), value
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True):
+        return self._named_members("_parameters", prefix, recurse)
+
+    def parameters(self, recurse: bool = True):
+        return (p for _, p in self.named_parameters(recurse=recurse))
+
+    def named_buffers(self, prefix: str = "", recurse: bool = True):
+        return self._named_members("_buffers", prefix, recurse)
+
+    def buffers(self, recurse: bool = True):
+        return (b for _, b in self.named_buffers(recurse=recurse))
+
+    # -- modes and gradients -------------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> "Module":
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self) -> "Module":
+        return self.train(False)
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Module":
+        for p in self.parameters():
+            p.requires_grad = requires_grad
+        return self
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.parameters():
+            if p.grad is None:
+                continue
+            if set_to_none:
+                p.grad = None
+            else:
+                p.grad._array[...] = 0
+
+    def apply(self, fn) -> "Module":
+        """Calls ``fn`` on every submodule (children first) and on self."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
+
+    def to(self, *args, **kwargs) -> "Module":
+        """Moves/casts every parameter and buffer in place (``to(device)``, ``to(dtype)``)."""
+        with autograd.no_grad():
+            for m in self.modules():
+                for name, p in m._parameters.items():
+                    if p is not None:
+                        p._array = p.to(*args, **kwargs)._array
+                for name, b in m._buffers.items():
+                    if b is not None and b.dtype.kind == "f":
+                        m._buffers[name] = b.to(*args, **kwargs)
+        return self
+
+    def float(self) -> "Module":
+        return self.to(np.float32)
+
+    def double(self) -> "Module":
+        return self.to(np.float64)
+
+    # -- state dicts ---------------------------------------------------------------------------
+
+    def state_dict(self, prefix: str = "") -> "OrderedDict[str, Tensor]":
+        """Parameters and persistent buffers by dotted name, as detached tensors sharing memory."""
+        out = OrderedDict()
+        for mod_prefix, module in self.named_modules(prefix.rstrip(".")):
+            dot = f"{mod_prefix}." if mod_prefix else ""
+            for name, p in module._parameters.items():
+                if p is not None:
+                    out[dot + name] = p.detach()
+            for name, b in module._buffers.items():
+                if b is not None and name not in module._non_persistent:
+                    out[dot + name] = b.detach()
+        return out
+
+    def load_state_dict(self, state_dict, strict: bool = True):
+        """Copies arrays (NumPy arrays or Tensors, e.g. a PyTorch model's state dict converted
+        with ``.numpy()``) into the parameters and buffers. Every name, shape and dtype kind is
+        checked before anything is written; returns (missing_keys, unexpected_keys)."""
+        own = self.state_dict()
+        given = {k: np.asarray(v._array if isinstance(v, Tensor) else v) for k, v in state_dict.items()}
+        missing = [k for k in own if k not in given]
+        unexpected = [k for k in given if k not in own]
+        bad = [f"  {k}: expected shape {own[k].shape}, got {given[k].shape}"
+               for k in own if k in given and given[k].shape != own[k].shape]
+        bad += [f"  {k}: expected a {own[k].dtype.kind!r}-kind dtype ({own[k].dtype}), got {given[k].dtype}"
+                for k in own if k in given and given[k].shape == own[k].shape
+                and not np.can_cast(given[k].dtype, own[k].dtype, "same_kind")]
+        problems = bad + ([f"  missing keys: {missing}"] if strict and missing else []) + \
+            ([f"  unexpected keys: {unexpected}"] if strict and unexpected else [])
+        if problems:
+            raise ValueError(f"load_state_dict for {type(self).__name__}: the state dict does not fit "
+                             "the model:\n" + "\n".join(problems))
+        for k, target in own.items():
+            if k in given:
+                np.copyto(target._array, given[k], casting="same_kind")
+        return missing, unexpected
+
+    # -- calling -------------------------------------------------------------------------------
+
+    def forward(self, *args, **kwargs):  # pragma: no cover - interface
+        raise NotImplementedError(f"{type(self).__name__} has no forward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self):
+        lines = [f"({name}): " + repr(child).replace("\n", "\n  ") for name, child in self.named_children()]
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        return head + (")" if not lines else "\n  " + "\n  ".join(lines) + "\n)")
+
+
+class Sequential(Module):
+    """Runs its modules in order; indexable and iterable."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], (dict, OrderedDict)):
+            for name, m in modules[0].items():
+                self.add_module(name, m)
+        else:
+            for i, m in enumerate(modules):
+                self.add_module(str(i), m)
+
+    def forward(self, x):
+        for m in self._modules.values():
+            x = m(x)
+        return x
+
+    def __getitem__(self, idx):
+        mods = list(self._modules.values())
+        return Sequential(*mods[idx]) if isinstance(idx, slice) else mods[idx]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module) -> "Sequential":
+        self.add_module(str(len(self._modules)), module)
+        return self
+
+
+class ModuleList(Module):
+    """A list of modules whose parameters the owner registers."""
+
+    def __init__(self, modules=()):
+        super().__init__()
+        for m in modules:
+            self.append(m)
+
+    def append(self, module) -> "ModuleList":
+        self.add_module(str(len(self._modules)), module)
+        return self
+
+    def __getitem__(self, idx):
+        mods = list(self._modules.values())
+        return ModuleList(mods[idx]) if isinstance(idx, slice) else mods[idx]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
