@@ -180,11 +180,14 @@ def backward(root, gradient: np.ndarray, retain_graph: bool = False) -> None:
             continue
         grads = [np.zeros(shape, dtype) if g is None else g
                  for g, (shape, dtype) in zip(grads, node.output_meta)]
+        if node.ctx._released:
+            node.ctx.saved_tensors  # raises: this part of the graph was already freed
         with no_grad():
             in_grads = node.function.backward(node.ctx, *grads)
         if not isinstance(in_grads, tuple):
             in_grads = (in_grads,)
-        if len(in_grads) < len(node.inputs):
+        # Trailing arguments that are not Tensors needing grad may be left out.
+        if len(in_grads) < len(node.inputs) and any(i is not None for i in node.inputs[len(in_grads):]):
             raise RuntimeError(f"{node.name()} returned {len(in_grads)} gradients for "
                                f"{len(node.inputs)} inputs")
         if not retain_graph:

@@ -539,7 +539,7 @@ def tensor(data, dtype=None, requires_grad: bool = False, device=None) -> Tensor
     """A new tensor holding a copy of ``data`` (array, Tensor, nested lists, numbers)."""
     if isinstance(data, Tensor):
         arr = np.array(data._array, copy=True)
-    elif isinstance(data, np.ndarray):
+    elif isinstance(data, (np.ndarray, np.generic)):
         arr = np.array(data, copy=True)
     else:
         arr = _default_dtype(np.array(data))
@@ -552,7 +552,7 @@ def as_tensor(data, dtype=None) -> Tensor:
     """``data`` as a tensor, sharing memory when it already is an array of ``dtype``."""
     if isinstance(data, Tensor):
         return data.to(dtype) if dtype is not None else data
-    arr = np.asarray(data) if isinstance(data, np.ndarray) else _default_dtype(np.asarray(data))
+    arr = np.asarray(data) if isinstance(data, (np.ndarray, np.generic)) else _default_dtype(np.asarray(data))
     return Tensor(arr if dtype is None else arr.astype(dtype, copy=False))
 
 

@@ -128,11 +128,8 @@ class MatMul(Function):
         a, b = ctx.saved_tensors
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
-        g2 = g
-        if a.ndim == 1:
-            g2 = np.expand_dims(g2, -2)
-        if b.ndim == 1:
-            g2 = np.expand_dims(g2, -1)
+        batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+        g2 = g.reshape(batch + (a2.shape[-2], b2.shape[-1]))  # restores dims a 1-D operand dropped
         ga = gb = None
         if ctx.needs_input_grad[0]:
             ga = unbroadcast(ops.matmul(g2, np.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape)
@@ -288,7 +285,7 @@ class Sum(Function):
     @staticmethod
     def backward(ctx, g):
         shape, axes, keepdim = ctx.meta
-        return np.ascontiguousarray(_expand_reduced(g, shape, axes, keepdim))
+        return _expand_reduced(g, shape, axes, keepdim).copy()
 
 
 class Mean(Function):
@@ -302,7 +299,7 @@ class Mean(Function):
     @staticmethod
     def backward(ctx, g):
         shape, axes, keepdim = ctx.meta
-        return np.ascontiguousarray(_expand_reduced(g / ctx.count, shape, axes, keepdim))
+        return _expand_reduced(g / ctx.count, shape, axes, keepdim).copy()
 
 
 class Max(Function):

@@ -1,0 +1,315 @@
+"""Tensor and autograd: every tensor op's gradient by finite differences in float64, broadcasting,
+accumulation, no_grad, graph freeing, creation semantics and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import deepkern as dk
+from checks import gradcheck, raises_naming
+
+
+def t64(rng, *shape, positive=False):
+    a = rng.standard_normal(shape)
+    return dk.tensor(np.abs(a) + 0.5 if positive else a, requires_grad=True)
+
+
+BINARY = {
+    "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
+    "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / b,
+    "pow": lambda a, b: a ** b,
+}
+SHAPE_PAIRS = [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 4), (3, 1)), ((), (2, 3)), ((5, 1), (1, 6))]
+
+
+@pytest.mark.parametrize("op", sorted(BINARY))
+@pytest.mark.parametrize("shapes", SHAPE_PAIRS, ids=str)
+def test_binary_ops_broadcast_gradients(op, shapes, rng):
+    a = t64(rng, *shapes[0], positive=op == "pow")
+    b = t64(rng, *shapes[1], positive=op in ("div", "pow"))
+    expected = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
+                "pow": np.power}[op](a.detach().numpy(), b.detach().numpy())
+    out = BINARY[op](a, b)
+    np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-12)
+    gradcheck(BINARY[op], a, b)
+
+
+@pytest.mark.parametrize("op", sorted(BINARY))
+def test_binary_ops_with_python_scalars(op, rng):
+    a = t64(rng, 3, 2, positive=True)
+    gradcheck(lambda x: BINARY[op](x, 1.7), a)
+    gradcheck(lambda x: BINARY[op](2.5, x), a)
+
+
+UNARY = {
+    "neg": (lambda x: -x, np.negative, False),
+    "exp": (lambda x: x.exp(), np.exp, False),
+    "log": (lambda x: x.log(), np.log, True),
+    "sqrt": (lambda x: x.sqrt(), np.sqrt, True),
+    "abs": (lambda x: x.abs(), np.abs, False),
+    "tanh": (lambda x: x.tanh(), np.tanh, False),
+    "sigmoid": (lambda x: x.sigmoid(), lambda a: 1 / (1 + np.exp(-a)), False),
+    "relu": (lambda x: x.relu(), lambda a: np.maximum(a, 0), False),
+    "clamp": (lambda x: x.clamp(-0.3, 0.4), lambda a: np.clip(a, -0.3, 0.4), False),
+}
+
+
+@pytest.mark.parametrize("op", sorted(UNARY))
+def test_unary_ops(op, rng):
+    fn, ref, positive = UNARY[op]
+    x = t64(rng, 4, 5, positive=positive)
+    np.testing.assert_allclose(fn(x).detach().numpy(), ref(x.detach().numpy()), rtol=1e-12)
+    gradcheck(fn, x)
+
+
+def test_sigmoid_saturates_without_overflow():
+    x = dk.tensor(np.array([-1000.0, -30.0, 0.0, 30.0, 1000.0], np.float32), requires_grad=True)
+    with np.errstate(over="raise", invalid="raise"):
+        y = x.sigmoid()
+        y.sum().backward()
+    assert np.all(np.isfinite(y.detach().numpy())) and np.all(np.isfinite(x.grad.numpy()))
+
+
+@pytest.mark.parametrize("shapes", [((3, 4), (4, 5)), ((4,), (4, 3)), ((3, 4), (4,)), ((4,), (4,)),
+                                    ((2, 3, 4), (4, 5)), ((2, 1, 3, 4), (5, 4, 2)), ((7, 1), (1, 9))],
+                         ids=str)
+def test_matmul(shapes, rng):
+    a, b = t64(rng, *shapes[0]), t64(rng, *shapes[1])
+    np.testing.assert_allclose((a @ b).detach().numpy(), a.detach().numpy() @ b.detach().numpy(), rtol=1e-12)
+    gradcheck(lambda x, y: x @ y, a, b)
+
+
+@pytest.mark.parametrize("dim,keepdim", [(None, False), (0, False), (1, True), ((0, 2), False), (-1, True)])
+@pytest.mark.parametrize("op", ["sum", "mean"])
+def test_sum_mean(op, dim, keepdim, rng):
+    x = t64(rng, 3, 4, 5)
+    out = getattr(x, op)(dim=dim, keepdim=keepdim)
+    ref = getattr(np, op)(x.detach().numpy(), axis=dim, keepdims=keepdim)
+    np.testing.assert_allclose(out.detach().numpy(), ref, rtol=1e-12)
+    gradcheck(lambda t: getattr(t, op)(dim=dim, keepdim=keepdim), x)
+
+
+@pytest.mark.parametrize("op", ["max", "min"])
+def test_max_min(op, rng):
+    x = t64(rng, 3, 5)
+    res = getattr(x, op)(dim=1)
+    ref = getattr(np, op)(x.detach().numpy(), axis=1)
+    np.testing.assert_array_equal(res.values.detach().numpy(), ref)
+    arg = np.argmax if op == "max" else np.argmin
+    np.testing.assert_array_equal(res.indices.numpy(), arg(x.detach().numpy(), axis=1))
+    assert res.indices.dtype == np.int64 and not res.indices.requires_grad
+    gradcheck(lambda t: getattr(t, op)(dim=1, keepdim=True).values, x)
+    gradcheck(lambda t: getattr(t, op)(), x)
+
+
+def test_max_shares_gradient_among_ties():
+    x = dk.tensor(np.array([1.0, 3.0, 3.0, 2.0]), requires_grad=True)
+    x.max().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0, 0.5, 0.5, 0])
+
+
+def test_shape_ops(rng):
+    x = t64(rng, 2, 3, 4)
+    assert x.reshape(6, 4).shape == (6, 4) and x.view(-1).shape == (24,)
+    assert x.permute(2, 0, 1).shape == (4, 2, 3) and x.transpose(0, 2).shape == (4, 3, 2)
+    assert x.flatten(1).shape == (2, 12) and x.unsqueeze(1).shape == (2, 1, 3, 4)
+    assert x.unsqueeze(-1).squeeze(-1).shape == (2, 3, 4)
+    assert x[:, :1].squeeze().shape == (2, 4)
+    gradcheck(lambda t: t.reshape(4, -1) * 2, x)
+    gradcheck(lambda t: t.permute(1, 2, 0), x)
+    gradcheck(lambda t: t.T, x)
+    gradcheck(lambda t: t.flatten(), x)
+    gradcheck(lambda t: t[:, None, 1:].expand(2, 5, 2, 4), x)
+
+
+@pytest.mark.parametrize("key", [
+    (slice(None), 1), (0,), (Ellipsis, slice(1, None, 2)), (np.array([0, 1, 1, 0]),),
+    (slice(None), np.array([2, 0, 2])), (np.array([[True, False, True], [False, True, True]]),),
+], ids=str)
+def test_indexing(key, rng):
+    x = t64(rng, 2, 3, 4)
+    key = key if len(key) > 1 else key[0]
+    np.testing.assert_array_equal(x[key].detach().numpy(), x.detach().numpy()[key])
+    gradcheck(lambda t: t[key], x)
+
+
+def test_indexing_with_a_tensor_accumulates_repeats():
+    w = dk.tensor(np.ones((4, 2)), requires_grad=True)
+    w[dk.tensor([1, 1, 3])].sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy()[:, 0], [0, 2, 0, 1])
+
+
+@pytest.mark.parametrize("dim", [0, 1, -1])
+def test_cat_stack(dim, rng):
+    a, b = t64(rng, 2, 3), t64(rng, 2, 3)
+    c = t64(rng, 2, 3)
+    np.testing.assert_array_equal(dk.cat([a, b], dim).detach().numpy(),
+                                  np.concatenate([a.detach().numpy(), b.detach().numpy()], dim))
+    np.testing.assert_array_equal(dk.stack([a, b, c], dim).detach().numpy(),
+                                  np.stack([a.detach().numpy(), b.detach().numpy(), c.detach().numpy()], dim))
+    gradcheck(lambda x, y: dk.cat([x, y * 2], dim), a, b)
+    gradcheck(lambda x, y, z: dk.stack([x, y, z], dim), a, b, c)
+
+
+def test_where(rng):
+    a, b = t64(rng, 3, 4), t64(rng, 4)
+    cond = rng.random((3, 4)) > 0.5
+    np.testing.assert_array_equal(dk.where(cond, a, b).detach().numpy(),
+                                  np.where(cond, a.detach().numpy(), b.detach().numpy()))
+    gradcheck(lambda x, y: dk.where(cond, x, y), a, b)
+
+
+def test_a_graph_used_twice_accumulates(rng):
+    x = t64(rng, 3)
+    y = x * 2
+    (y * y + y).sum().backward()  # y read three times
+    np.testing.assert_allclose(x.grad.numpy(), 8 * x.detach().numpy() + 2, rtol=1e-12)
+    (x * 3).sum().backward()  # a second backward adds to .grad
+    np.testing.assert_allclose(x.grad.numpy(), 8 * x.detach().numpy() + 5, rtol=1e-12)
+
+
+def test_grad_is_not_an_alias_of_another_grad(rng):
+    a, b = t64(rng, 3), t64(rng, 3)
+    (a + b).sum().backward()  # Add returns the same gradient array to both
+    a.grad._array += 1
+    np.testing.assert_array_equal(b.grad.numpy(), np.ones(3))
+
+
+def test_no_grad_records_nothing(rng):
+    x = t64(rng, 3)
+    with dk.no_grad():
+        y = x * 2 + 1
+        assert not dk.is_grad_enabled()
+        with dk.enable_grad():
+            z = x * 2
+    assert dk.is_grad_enabled()
+    assert not y.requires_grad and y.grad_fn is None and z.requires_grad
+
+    @dk.no_grad()
+    def f(t):
+        return t * t
+
+    assert not f(x).requires_grad
+
+
+def test_detach_and_leaf_semantics(rng):
+    x = t64(rng, 3)
+    y = x * 2
+    assert x.is_leaf and not y.is_leaf and y.grad_fn is not None
+    d = y.detach()
+    assert d.is_leaf and not d.requires_grad and np.shares_memory(d.numpy(), y.detach().numpy())
+    with pytest.raises(RuntimeError, match="detach"):
+        x.numpy()
+    with pytest.raises(RuntimeError, match="leaf"):
+        y.requires_grad = False
+
+
+def test_backward_twice_needs_retain_graph(rng):
+    x = t64(rng, 3)
+    y = (x * x).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    np.testing.assert_allclose(x.grad.numpy(), 4 * x.detach().numpy(), rtol=1e-12)
+    with pytest.raises(RuntimeError, match="retain_graph"):
+        y.backward()
+
+
+def test_backward_needs_a_gradient_for_non_scalars(rng):
+    x = t64(rng, 3)
+    y = x * 2
+    with raises_naming(RuntimeError, "one-element", r"\(3,\)"):
+        y.backward()
+    with raises_naming(ValueError, r"\(2,\)", r"\(3,\)"):
+        y.backward(np.ones(2))
+    y.backward(np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_array_equal(x.grad.numpy(), [2, 4, 6])
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        dk.tensor([1.0]).backward()
+
+
+def test_deep_chain_does_not_recurse(rng):
+    x = t64(rng, 2)
+    y = x
+    for _ in range(5000):
+        y = y * 1.0
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.ones(2))
+
+
+def test_creation_dtypes_and_copies():
+    assert dk.tensor([1.0, 2.0]).dtype == np.float32
+    assert dk.tensor([1, 2]).dtype == np.int64
+    assert dk.tensor(np.zeros(2)).dtype == np.float64
+    arr = np.zeros(3, np.float32)
+    assert not np.shares_memory(dk.tensor(arr).numpy(), arr)
+    assert np.shares_memory(dk.from_numpy(arr).numpy(), arr)
+    assert dk.zeros(2, 3).shape == (2, 3) and dk.ones((4,)).dtype == np.float32
+    assert dk.arange(5).dtype == np.int64 and dk.full((2,), 7.0).numpy().tolist() == [7, 7]
+    with pytest.raises(RuntimeError, match="floating-point"):
+        dk.tensor([1, 2], requires_grad=True)
+
+
+def test_manual_seed_repeats_random_tensors():
+    dk.manual_seed(3)
+    a = dk.randn(4, 5)
+    dk.manual_seed(3)
+    np.testing.assert_array_equal(a.numpy(), dk.randn(4, 5).numpy())
+    assert dk.rand(100).numpy().min() >= 0
+
+
+def test_device_and_to():
+    x = dk.tensor([1.0, 2.0])
+    assert x.device == "cpu" and str(x.device) == "cpu" and x.to("cpu") is x
+    assert x.to(dk.float64).dtype == np.float64 and x.double().float().dtype == np.float32
+    with raises_naming(RuntimeError, "cuda"):
+        x.to("cuda")
+    with raises_naming(ValueError, "tpu"):
+        dk.device("tpu")
+
+
+def test_to_dtype_is_differentiable(rng):
+    x = t64(rng, 3)
+    (x.float() * 2).sum().backward()
+    assert x.grad.dtype == np.float64
+    np.testing.assert_array_equal(x.grad.numpy(), [2, 2, 2])
+
+
+def test_dlpack_round_trip():
+    x = dk.tensor(np.arange(6, dtype=np.float32).reshape(2, 3))
+    y = dk.from_dlpack(x)
+    assert np.shares_memory(x.numpy(), y.numpy())
+    z = np.from_dlpack(x)
+    np.testing.assert_array_equal(z, x.numpy())
+
+
+def test_in_place_updates_are_refused_while_recording(rng):
+    x = t64(rng, 3)
+    with pytest.raises(RuntimeError, match="no_grad"):
+        x.zero_()
+    with dk.no_grad():
+        x.add_(dk.tensor(np.ones(3)), alpha=2).mul_(0.5)
+        x.copy_(np.arange(3.0))
+    np.testing.assert_array_equal(x.detach().numpy(), [0, 1, 2])
+
+
+def test_bad_reshape_and_join_name_the_shapes(rng):
+    x = t64(rng, 2, 3)
+    with raises_naming(ValueError, r"\(2, 3\)", r"\(4, -1\)|\(4,"):
+        x.reshape(4, -1)
+    with raises_naming(ValueError, r"\(2, 3\)", r"\(2, 4\)"):
+        dk.cat([x, t64(rng, 2, 4)], 0)
+    with raises_naming(ValueError, "permutation"):
+        x.permute(0, 0)
+
+
+def test_item_repr_and_comparisons(rng):
+    x = dk.tensor([1.0, 5.0, 3.0])
+    assert (x > 2).numpy().tolist() == [False, True, True]
+    assert x.sum().item() == 9.0 and float(x.max()) == 5.0
+    assert "requires_grad=True" in repr(dk.tensor([1.0], requires_grad=True))
+    assert "grad_fn" in repr(dk.tensor([1.0], requires_grad=True) * 2)
+    with raises_naming(ValueError, r"\(3,\)"):
+        x.item()
