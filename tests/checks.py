@@ -101,6 +101,7 @@ def gradcheck(fn, *inputs, eps=1e-6, tol=1e-6, rng=None):
         assert t.dtype == np.float64, "gradcheck needs float64 inputs"
         numeric = np.zeros(t.shape)
         flat = t._array.reshape(-1)  # a view: perturbs the tensor in place
+        assert np.shares_memory(flat, t._array), "gradcheck needs contiguous inputs"
         for i in range(flat.size):
             old = flat[i]
             flat[i] = old + eps
