@@ -1,4 +1,4 @@
-"""The ``deepkern`` command: ``deepkern info`` and ``deepkern bench``.
+"""The ``deepkern`` command: ``deepkern info``, ``deepkern bench`` and ``deepkern train``.
 
 ``deepkern bench`` times deepkern's kernels beside NumPy (and PyTorch when installed) at equal thread
 counts and prints a table, the machine's measured peak and geomean ratios; ``--json PATH`` also
@@ -23,6 +23,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
     return value
 
 
@@ -73,6 +83,24 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-check", action="store_true",
                        help="skip the accuracy check of deepkern's result before timing")
     bench.set_defaults(_parser=bench)
+
+    from .training import RECIPES
+
+    train = sub.add_parser(
+        "train", help="train a real model end to end (digits CNN, sunspots LSTM, char LSTM, digits GAN)",
+        description="Train one of deepkern's recipes on data that ships inside installed packages "
+                    "(pip install \"deepkern[train]\"): " + "; ".join(
+                        f"{name}: {cls.description}" for name, cls in RECIPES.items()) + ".")
+    train.add_argument("recipe", choices=list(RECIPES), metavar="RECIPE", help=", ".join(RECIPES))
+    train.add_argument("--epochs", type=_positive_int, default=None, help="epochs (default: the recipe's)")
+    train.add_argument("--batch-size", type=_positive_int, default=None, help="batch size (default: the recipe's)")
+    train.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: the recipe's)")
+    train.add_argument("--seed", type=int, default=0, help="seed of the data order, initialisation and sampling (default: 0)")
+    train.add_argument("--device", default="cpu", help="cpu (the default; the only one in this version)")
+    train.add_argument("--checkpoint", default=None, metavar="PATH", help="save model and optimizer state after every epoch")
+    train.add_argument("--resume", default=None, metavar="PATH", help="continue from a checkpoint")
+    train.add_argument("--plot", default=None, metavar="PATH", help="write the curves (GAN: a grid of samples) as PNG")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -163,6 +191,21 @@ def _cmd_bench(args, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from .training import TrainConfig, train
+
+    cfg = TrainConfig(recipe=args.recipe, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      seed=args.seed, device=args.device, checkpoint=args.checkpoint, resume=args.resume,
+                      plot=args.plot, progress=not args.no_progress)
+    try:
+        result = train(cfg)
+    except (ValueError, ImportError, OSError) as exc:
+        print(f"deepkern train: {exc}", file=sys.stderr)
+        return 1
+    print(f"trained {args.recipe} in {result['seconds']:.1f} s")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the ``deepkern`` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -174,6 +217,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _cmd_info(args)
         if args.command == "bench":
             return _cmd_bench(args, args._parser)
+        if args.command == "train":
+            return _cmd_train(args)
     except SystemExit as exc:  # argparse's errors (exit 2) and --help (exit 0)
         if exc.code is None:
             return 0

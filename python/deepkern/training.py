@@ -1,0 +1,481 @@
+"""``deepkern train``: four recipes that train real models on data shipped inside installed
+packages (nothing is downloaded), on deepkern's network API end to end.
+
+* ``digits-cnn``: a small CNN on scikit-learn's 8x8 handwritten digits (test accuracy).
+* ``sunspots-lstm``: an LSTM forecasting statsmodels' yearly sunspot numbers one year ahead
+  (test MSE beside the persistence baseline, "next year = this year").
+* ``char-lstm``: a character-level LSTM language model on the Python reference's help topics
+  (validation loss beside the corpus's unigram entropy, and a generated sample).
+* ``digits-gan``: an MLP GAN on the digits (a grid of generated samples).
+
+Each recipe is a class with ``build`` (models, optimizers, data), ``train_epoch`` and
+``evaluate``; :func:`train` runs the epochs with a progress bar and a line of metrics per
+epoch, checkpoints (``deepkern.save``) after every epoch, resumes from a checkpoint so the run
+continues the same trajectory, and plots the curves (or the GAN's samples) with matplotlib.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from . import data, io, nn, optim
+from .autograd import no_grad
+from .random import get_generator, manual_seed
+from .tensor import Tensor, from_numpy, randn
+
+__all__ = ["RECIPES", "TrainConfig", "train"]
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Options of one run; ``None`` takes the recipe's default."""
+
+    recipe: str
+    epochs: Optional[int] = None
+    batch_size: Optional[int] = None
+    lr: Optional[float] = None
+    seed: int = 0
+    device: str = "cpu"
+    checkpoint: Optional[str] = None
+    resume: Optional[str] = None
+    plot: Optional[str] = None
+    progress: bool = True
+
+
+class Recipe:
+    """A model, its data and its training step. Subclasses set ``name``, ``defaults`` and
+    implement ``build``, ``train_epoch`` and ``evaluate``; ``models`` and ``optimizers`` (dicts
+    by name) are what a checkpoint holds."""
+
+    name = ""
+    description = ""
+    defaults: Dict[str, float] = {}
+    plot_metrics: List[List[str]] = []
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.models: Dict[str, nn.Module] = {}
+        self.optimizers: Dict[str, optim.Optimizer] = {}
+        self.loaders: List[data.DataLoader] = []
+
+    def build(self) -> None:
+        raise NotImplementedError
+
+    def train_epoch(self, progress: Callable) -> Dict[str, float]:
+        raise NotImplementedError
+
+    def evaluate(self) -> Dict[str, float]:
+        return {}
+
+    def summary(self, history: List[Dict[str, float]]) -> List[str]:
+        return []
+
+    def plot(self, history: List[Dict[str, float]], path: str) -> None:
+        _plot_curves(history, self.plot_metrics, f"deepkern train {self.name}", path)
+
+
+def _batches(loader):
+    """The loader's batches as Tensors (x, y)."""
+    for fields in loader:
+        yield tuple(from_numpy(np.ascontiguousarray(f)) for f in fields)
+
+
+# ---------------------------------------------------------------------------------------------
+# digits-cnn
+# ---------------------------------------------------------------------------------------------
+
+
+class DigitsCNN(Recipe):
+    name = "digits-cnn"
+    description = "CNN on scikit-learn's 8x8 digits; reports test accuracy"
+    defaults = {"epochs": 15, "batch_size": 32, "lr": 2e-3}
+    plot_metrics = [["train_loss", "test_loss"], ["test_acc"]]
+
+    @staticmethod
+    def model() -> nn.Module:
+        return nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Dropout(0.25), nn.Linear(64 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, 10),
+        )
+
+    def build(self):
+        self.train_set = data.digits(train=True, seed=self.cfg.seed)
+        self.test_set = data.digits(train=False, seed=self.cfg.seed)
+        self.loader = data.DataLoader(self.train_set, self.cfg.batch_size, shuffle=True, seed=self.cfg.seed)
+        self.loaders = [self.loader]
+        self.models["model"] = self.model()
+        self.optimizers["model"] = optim.Adam(self.models["model"].parameters(), lr=self.cfg.lr)
+        self.loss = nn.CrossEntropyLoss()
+
+    def train_epoch(self, progress):
+        model, opt = self.models["model"], self.optimizers["model"]
+        model.train()
+        total, count = 0.0, 0
+        for x, y in progress(_batches(self.loader), len(self.loader)):
+            opt.zero_grad()
+            loss = self.loss(model(x), y)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(y)
+            count += len(y)
+        return {"train_loss": total / count}
+
+    def evaluate(self):
+        model = self.models["model"]
+        model.eval()
+        x, y = (from_numpy(a) for a in self.test_set.arrays)
+        with no_grad():
+            logits = model(x)
+            loss = self.loss(logits, y).item()
+        acc = float((logits.argmax(1).numpy() == y.numpy()).mean())
+        return {"test_loss": loss, "test_acc": acc}
+
+    def summary(self, history):
+        return [f"test accuracy {history[-1]['test_acc'] * 100:.2f}% on {len(self.test_set)} held-out digits"]
+
+
+# ---------------------------------------------------------------------------------------------
+# sunspots-lstm
+# ---------------------------------------------------------------------------------------------
+
+
+class SunspotsModel(nn.Module):
+    """LSTM over a window of yearly values, a linear head on its last output."""
+
+    def __init__(self, hidden: int = 32):
+        super().__init__()
+        self.lstm = nn.LSTM(1, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, 1)
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        return self.head(out[:, -1])
+
+
+class SunspotsLSTM(Recipe):
+    name = "sunspots-lstm"
+    description = "LSTM forecasting yearly sunspots one year ahead; test MSE vs persistence"
+    defaults = {"epochs": 60, "batch_size": 16, "lr": 5e-3}
+    plot_metrics = [["train_mse", "test_mse", "persistence_mse"]]
+
+    def build(self):
+        self.series = data.sunspots(window=20)
+        self.loader = data.DataLoader(self.series.train, self.cfg.batch_size, shuffle=True, seed=self.cfg.seed)
+        self.loaders = [self.loader]
+        self.models["model"] = SunspotsModel()
+        self.optimizers["model"] = optim.Adam(self.models["model"].parameters(), lr=self.cfg.lr)
+        self.loss = nn.MSELoss()
+
+    def train_epoch(self, progress):
+        model, opt = self.models["model"], self.optimizers["model"]
+        model.train()
+        total, count = 0.0, 0
+        for x, y in progress(_batches(self.loader), len(self.loader)):
+            opt.zero_grad()
+            loss = self.loss(model(x), y)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(y)
+            count += len(y)
+        return {"train_mse": total / count}
+
+    def evaluate(self):
+        model = self.models["model"]
+        model.eval()
+        x, y = (from_numpy(a) for a in self.series.test.arrays)
+        with no_grad():
+            mse = self.loss(model(x), y).item()
+        return {"test_mse": mse, "persistence_mse": self.series.persistence_mse("test")}
+
+    def summary(self, history):
+        last = history[-1]
+        units = self.series.std ** 2
+        return [f"test MSE {last['test_mse']:.4f} vs persistence baseline {last['persistence_mse']:.4f} "
+                f"(normalised units; {last['test_mse'] * units:.0f} vs {last['persistence_mse'] * units:.0f} "
+                f"in sunspot numbers squared): {last['test_mse'] / last['persistence_mse']:.2f}x the baseline"]
+
+
+# ---------------------------------------------------------------------------------------------
+# char-lstm
+# ---------------------------------------------------------------------------------------------
+
+
+class CharModel(nn.Module):
+    """Embedding -> LSTM -> linear logits over the vocabulary, at every position."""
+
+    def __init__(self, vocab: int, embed: int = 48, hidden: int = 256):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, embed)
+        self.lstm = nn.LSTM(embed, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, vocab)
+
+    def forward(self, ids, state=None):
+        out, state = self.lstm(self.embed(ids), state)
+        return self.head(out), state
+
+
+class CharLSTM(Recipe):
+    name = "char-lstm"
+    description = "character-level LSTM on the Python docs' help topics; loss vs unigram entropy, sample"
+    defaults = {"epochs": 4, "batch_size": 32, "lr": 4e-3}
+    plot_metrics = [["train_loss", "val_loss", "unigram_entropy"]]
+    seq_len = 64
+    sample_chars = 400
+
+    def build(self):
+        self.corpus = data.char_corpus(seq_len=self.seq_len)
+        self.loader = data.DataLoader(self.corpus.train, self.cfg.batch_size, shuffle=True, drop_last=True,
+                                      seed=self.cfg.seed)
+        self.loaders = [self.loader]
+        self.models["model"] = CharModel(self.corpus.vocab_size)
+        self.optimizers["model"] = optim.Adam(self.models["model"].parameters(), lr=self.cfg.lr)
+        self.loss = nn.CrossEntropyLoss()
+
+    def _loss(self, ids, targets):
+        logits, _ = self.models["model"](ids)
+        return self.loss(logits.reshape(-1, self.corpus.vocab_size), targets.reshape(-1))
+
+    def train_epoch(self, progress):
+        model, opt = self.models["model"], self.optimizers["model"]
+        model.train()
+        total, count = 0.0, 0
+        for ids, targets in progress(_batches(self.loader), len(self.loader)):
+            opt.zero_grad()
+            loss = self._loss(ids, targets)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            total += loss.item()
+            count += 1
+        return {"train_loss": total / count}
+
+    def evaluate(self):
+        self.models["model"].eval()
+        ids, targets = (from_numpy(np.ascontiguousarray(a)) for a in self.corpus.val.arrays)
+        losses = []
+        with no_grad():
+            for start in range(0, len(ids), 256):
+                losses.append(self._loss(ids[start:start + 256], targets[start:start + 256]).item()
+                              * len(ids[start:start + 256]))
+        return {"val_loss": sum(losses) / len(ids), "unigram_entropy": self.corpus.unigram_entropy()}
+
+    def sample(self, prompt: str = "The ", n: int = 400, temperature: float = 0.8) -> str:
+        """``n`` characters generated after ``prompt``, one step of the LSTM per character."""
+        model = self.models["model"]
+        model.eval()
+        rng = np.random.default_rng(self.cfg.seed)
+        out = list(prompt)
+        with no_grad():
+            logits, state = model(from_numpy(self.corpus.encode(prompt)[None]))
+            for _ in range(n):
+                z = logits.numpy()[0, -1].astype(np.float64) / temperature
+                p = np.exp(z - z.max())
+                nxt = int(rng.choice(len(p), p=p / p.sum()))
+                out.append(self.corpus.vocab[nxt])
+                logits, state = model(from_numpy(np.array([[nxt]], np.int64)), state)
+        return "".join(out)
+
+    def summary(self, history):
+        last = history[-1]
+        return [f"validation loss {last['val_loss']:.3f} nats/char vs unigram entropy "
+                f"{last['unigram_entropy']:.3f} ({last['val_loss'] / last['unigram_entropy']:.2f}x)",
+                "sample:\n" + self.sample(n=self.sample_chars)]
+
+
+# ---------------------------------------------------------------------------------------------
+# digits-gan
+# ---------------------------------------------------------------------------------------------
+
+
+class DigitsGAN(Recipe):
+    name = "digits-gan"
+    description = "MLP GAN on the 8x8 digits; --plot draws a grid of generated samples"
+    defaults = {"epochs": 150, "batch_size": 64, "lr": 1e-3}
+    latent = 32
+
+    def build(self):
+        images = np.concatenate([data.digits(train=True, seed=self.cfg.seed).arrays[0],
+                                 data.digits(train=False, seed=self.cfg.seed).arrays[0]])
+        self.images = images.reshape(len(images), 64) * 2 - 1  # [-1, 1], the generator's tanh range
+        self.loader = data.DataLoader(data.TensorDataset(self.images), self.cfg.batch_size, shuffle=True,
+                                      drop_last=True, seed=self.cfg.seed)
+        self.loaders = [self.loader]
+        self.models["generator"] = nn.Sequential(
+            nn.Linear(self.latent, 128), nn.LeakyReLU(0.2), nn.Linear(128, 256), nn.LeakyReLU(0.2),
+            nn.Linear(256, 64), nn.Tanh())
+        self.models["discriminator"] = nn.Sequential(
+            nn.Linear(64, 256), nn.LeakyReLU(0.2), nn.Dropout(0.3), nn.Linear(256, 128), nn.LeakyReLU(0.2),
+            nn.Linear(128, 1))
+        for name, model in self.models.items():
+            self.optimizers[name] = optim.Adam(model.parameters(), lr=self.cfg.lr, betas=(0.5, 0.999))
+        self.loss = nn.BCEWithLogitsLoss()
+        self.fixed_noise = randn(64, self.latent, generator=np.random.default_rng(self.cfg.seed))
+
+    def train_epoch(self, progress):
+        gen, disc = self.models["generator"], self.models["discriminator"]
+        opt_g, opt_d = self.optimizers["generator"], self.optimizers["discriminator"]
+        gen.train()
+        disc.train()
+        sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0}
+        steps = 0
+        for (real,) in progress(_batches(self.loader), len(self.loader)):
+            n = len(real)
+            ones, zeros = Tensor(np.full((n, 1), 0.9, np.float32)), Tensor(np.zeros((n, 1), np.float32))
+            fake = gen(randn(n, self.latent))
+            # Discriminator: real -> 0.9 (one-sided label smoothing), generated -> 0.
+            opt_d.zero_grad()
+            d_real, d_fake = disc(real), disc(fake.detach())
+            d_loss = self.loss(d_real, ones) + self.loss(d_fake, zeros)
+            d_loss.backward()
+            opt_d.step()
+            # Generator: make the discriminator call its samples real.
+            opt_g.zero_grad()
+            g_loss = self.loss(disc(fake), Tensor(np.ones((n, 1), np.float32)))
+            g_loss.backward()
+            opt_g.step()
+            sums["d_loss"] += d_loss.item()
+            sums["g_loss"] += g_loss.item()
+            sums["d_real"] += float(_sigmoid(d_real.detach().numpy()).mean())
+            sums["d_fake"] += float(_sigmoid(d_fake.detach().numpy()).mean())
+            steps += 1
+        return {k: v / steps for k, v in sums.items()}
+
+    def samples(self) -> np.ndarray:
+        """64 generated digits (64, 8, 8) in [0, 1] from a fixed set of latent vectors."""
+        gen = self.models["generator"]
+        gen.eval()
+        with no_grad():
+            return (gen(self.fixed_noise).numpy().reshape(-1, 8, 8) + 1) / 2
+
+    def plot(self, history, path):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(8, 8, figsize=(6, 6))
+        for img, ax in zip(self.samples(), axes.flat):
+            ax.imshow(img, cmap="gray_r", vmin=0, vmax=1)
+            ax.axis("off")
+        fig.suptitle(f"deepkern train digits-gan: samples after {len(history)} epochs")
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+
+    def summary(self, history):
+        last = history[-1]
+        return [f"discriminator: D(real) {last['d_real']:.2f}, D(generated) {last['d_fake']:.2f}; "
+                "--plot PATH draws the generated digits"]
+
+
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+RECIPES: Dict[str, type] = {r.name: r for r in (DigitsCNN, SunspotsLSTM, CharLSTM, DigitsGAN)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop: epochs, progress, checkpoints, plots
+# ---------------------------------------------------------------------------------------------
+
+
+def _plot_curves(history, panels, title, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, names in zip(axes[0], panels):
+        for name in names:
+            ax.plot(epochs, [h[name] for h in history], label=name, marker="." if len(epochs) < 30 else None)
+        ax.set_xlabel("epoch")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _state(recipe: Recipe, epoch: int, history) -> dict:
+    return {
+        "recipe": recipe.name,
+        "epoch": epoch,
+        "models": {k: m.state_dict() for k, m in recipe.models.items()},
+        "optimizers": {k: o.state_dict() for k, o in recipe.optimizers.items()},
+        "generator": get_generator().bit_generator.state,
+        "history": history,
+        "config": {"batch_size": recipe.cfg.batch_size, "lr": recipe.cfg.lr, "seed": recipe.cfg.seed},
+    }
+
+
+def _restore(recipe: Recipe, path: str) -> tuple:
+    """Loads a checkpoint into the recipe's models and optimizers; returns (epochs done, history)."""
+    state = io.load(path)
+    if state.get("recipe") != recipe.name:
+        raise ValueError(f"--resume {path}: the checkpoint is for recipe {state.get('recipe')!r}, not {recipe.name!r}")
+    for k, model in recipe.models.items():
+        model.load_state_dict(state["models"][k])
+    for k, opt in recipe.optimizers.items():
+        opt.load_state_dict(state["optimizers"][k])
+    get_generator().bit_generator.state = state["generator"]
+    for loader in recipe.loaders:
+        loader.epoch = state["epoch"]
+    return state["epoch"], list(state["history"])
+
+
+def train(cfg: TrainConfig, out=sys.stdout) -> dict:
+    """Runs ``cfg.recipe``; prints a line per epoch and a summary; returns
+    ``{"history": [...], "summary": [...], "seconds": ...}``."""
+    if cfg.recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {cfg.recipe!r}; available: {', '.join(RECIPES)}")
+    if cfg.device != "cpu":
+        raise ValueError(f"--device {cfg.device}: training runs on the CPU in this version "
+                         "(the CUDA kernels are reached through deepkern.cuda)")
+    cls = RECIPES[cfg.recipe]
+    for key, value in cls.defaults.items():
+        if getattr(cfg, key) is None:
+            setattr(cfg, key, type(value)(value))
+    manual_seed(cfg.seed)
+    recipe = cls(cfg)
+    recipe.build()
+    done, history = _restore(recipe, cfg.resume) if cfg.resume else (0, [])
+
+    def progress(iterable, total, epoch):
+        if not cfg.progress:
+            return iterable
+        from tqdm import tqdm
+
+        return tqdm(iterable, total=total, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr)
+
+    start = time.perf_counter()
+    for epoch in range(done + 1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        metrics = recipe.train_epoch(lambda it, n: progress(it, n, epoch))
+        metrics.update(recipe.evaluate())
+        metrics = {"epoch": epoch, **{k: float(v) for k, v in metrics.items()}, "seconds": time.perf_counter() - t0}
+        history.append(metrics)
+        print(f"epoch {epoch:3d}/{cfg.epochs}  " + "  ".join(
+            f"{k} {v:.4f}" for k, v in metrics.items() if k not in ("epoch", "seconds"))
+            + f"  ({metrics['seconds']:.1f} s)", file=out, flush=True)
+        if cfg.checkpoint:
+            io.save(_state(recipe, epoch, history), cfg.checkpoint)
+    seconds = time.perf_counter() - start
+    summary = recipe.summary(history) if history else []
+    for line in summary:
+        print(line, file=out)
+    if cfg.plot and history:
+        recipe.plot(history, cfg.plot)
+        print(f"wrote {cfg.plot}", file=out)
+    if not math.isfinite(sum(v for h in history for v in h.values())):
+        print("warning: a metric is not finite", file=out)
+    return {"history": history, "summary": summary, "seconds": seconds, "recipe": recipe}
