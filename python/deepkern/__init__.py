@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from . import _backend, cuda, ops
 from ._backend import _C
+from . import data, io
+from .io import load, save
 
 __version__ = _C.__version__
 __all__ = ["__version__", "cuda", "ops", "get_num_threads", "set_num_threads", "show_config", "config"]
+__all__ += ["data", "io", "save", "load"]
 
 
 def get_num_threads() -> int:
