@@ -91,7 +91,10 @@ def load(path) -> dict:
         raise ValueError(f"load: {path!r} has deepkern checkpoint version {metadata.get('deepkern.version')!r}; "
                          f"this deepkern reads version {VERSION}")
     try:
-        return _decode(json.loads(metadata["deepkern.tree"]), tensors)
+        tree = json.loads(metadata["deepkern.tree"])
+        if not (isinstance(tree, dict) and "dict" in tree):
+            raise ValueError("the root is not a dict")
+        return _decode(tree, tensors)
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise ValueError(f"load: {path!r} has a damaged deepkern tree in its metadata ({e!r})") from None
 
@@ -159,9 +162,11 @@ def _encode(node, keys: tuple, tensors: dict):
 
 def _decode(node: dict, tensors: dict):
     """The value the JSON tree ``node`` stands for, its arrays taken from ``tensors``."""
+    if not (isinstance(node, dict) and len(node) == 1):
+        raise ValueError(f"a node must be a dict of one entry, got {node!r:.80}")
     (kind, value), = node.items()
     if kind == "dict":
-        return {key: _decode(child, tensors) for key, child in value}
+        return {_key(key): _decode(child, tensors) for key, child in value}
     if kind == "list":
         return [_decode(child, tensors) for child in value]
     if kind == "tuple":
@@ -171,6 +176,12 @@ def _decode(node: dict, tensors: dict):
     if kind == "value" and isinstance(value, _JSON_SCALARS):
         return value
     raise ValueError(f"unknown node {node!r}")
+
+
+def _key(key):
+    if isinstance(key, bool) or not isinstance(key, (str, int)):
+        raise ValueError(f"a dict key must be a str or an int, got {key!r}")
+    return key
 
 
 def _where(keys: tuple) -> str:
