@@ -243,3 +243,41 @@ def test_saved_checkpoint_that_does_not_fit_names_the_shapes(tmp_path):
     with raises_naming(ValueError, "fc.weight", shape_pattern((4, 3)), shape_pattern((8, 3)),
                        "fc.bias", shape_pattern((4,)), shape_pattern((8,))):
         io.check_state_dict(EXPECTED, deepkern.load(path))
+
+
+def test_resumed_training_continues_the_same_trajectory(tmp_path, rng):
+    """Model, optimizer state (int-keyed, with a step count) and the loader's epoch saved after
+    one epoch and loaded into a fresh run give, after the second epoch, bitwise the parameters of
+    an uninterrupted run (plain NumPy SGD with momentum stands for deepkern.optim here)."""
+    x = rng.standard_normal((40, 3)).astype(np.float32)
+    y = x @ np.array([1.0, -2.0, 0.5], np.float32)
+    dataset = deepkern.data.TensorDataset(x, y)
+
+    def fresh():
+        model = {"linear.weight": np.zeros(3, np.float32)}
+        optimizer = {"state": {}, "param_groups": [{"lr": 0.05, "momentum": 0.9, "params": [0]}]}
+        return model, optimizer, deepkern.data.DataLoader(dataset, batch_size=8, shuffle=True, seed=7)
+
+    def epoch(model, optimizer, loader):
+        w = model["linear.weight"]
+        group = optimizer["param_groups"][0]
+        for xb, yb in loader:
+            grad = 2 * xb.T @ (xb @ w - yb) / len(xb)
+            state = optimizer["state"].setdefault(0, {"step": 0, "momentum_buffer": np.zeros_like(w)})
+            state["momentum_buffer"] = group["momentum"] * state["momentum_buffer"] + grad
+            state["step"] += 1
+            w -= group["lr"] * state["momentum_buffer"]
+
+    model, optimizer, loader = fresh()
+    epoch(model, optimizer, loader)
+    path = tmp_path / "resume.safetensors"
+    deepkern.save({"model": model, "optimizer": optimizer, "epoch": loader.epoch}, path)
+    epoch(model, optimizer, loader)
+
+    checkpoint = deepkern.load(path)
+    model2, optimizer2, loader2 = fresh()
+    io.check_state_dict({k: (v.shape, v.dtype) for k, v in model2.items()}, checkpoint["model"])
+    model2, optimizer2, loader2.epoch = checkpoint["model"], checkpoint["optimizer"], checkpoint["epoch"]
+    epoch(model2, optimizer2, loader2)
+    assert optimizer2["state"][0]["step"] == optimizer["state"][0]["step"] == 10
+    np.testing.assert_array_equal(model2["linear.weight"], model["linear.weight"])
