@@ -23,10 +23,11 @@ from .dataset import TensorDataset
 __all__ = ["digits", "stratified_split", "sunspots", "sliding_windows", "Windows", "char_corpus", "CharCorpus"]
 
 
-def _bundled_csv(package: str, pip_name: str, relative_path: str, loader: str, fallback) -> np.ndarray:
-    """The numbers (float64, one row a line) of the CSV file ``relative_path`` inside the installed
-    ``package``, read without importing the package (importing scikit-learn or statsmodels takes a
-    second); ``fallback(module)`` builds the same array through the package's own loader when the
+def _bundled_csv(package: str, pip_name: str, relative_path: str, loader: str, fallback,
+                 header: bool = False) -> np.ndarray:
+    """The numbers (float64, one row a line, after a header line when ``header``) of the CSV file
+    ``relative_path`` inside the installed ``package``, read without importing the package
+    (importing scikit-learn or statsmodels takes a second); ``fallback()`` builds the same array through the package's own loader when the
     file is not where it was. Raises ImportError naming the pip extra when ``package`` is missing."""
     spec = importlib.util.find_spec(package)
     if spec is None:
@@ -35,7 +36,7 @@ def _bundled_csv(package: str, pip_name: str, relative_path: str, loader: str, f
     path = os.path.join(spec.submodule_search_locations[0], *relative_path.split("/"))
     if not os.path.isfile(path):
         return fallback()
-    return np.loadtxt(path, delimiter=",", skiprows=1 if path.endswith(".csv") else 0, ndmin=2)
+    return np.loadtxt(path, delimiter=",", skiprows=int(header), ndmin=2)
 
 
 def _check_int(value, name: str, loader: str, low: int = 1, high: int | None = None, why: str = "") -> int:
@@ -110,7 +111,7 @@ def digits(train: bool = True, test_fraction: float = 0.2, seed: int = 0) -> Ten
 def _sunspots_series():
     """Years (N,) int64 and yearly sunspot numbers (N,) float64 (read-only)."""
     table = _bundled_csv("statsmodels", "statsmodels", "datasets/sunspots/sunspots.csv", "sunspots",
-                         _statsmodels_sunspots)
+                         _statsmodels_sunspots, header=True)
     years = table[:, 0].astype(np.int64)
     values = table[:, 1].copy()
     years.flags.writeable = values.flags.writeable = False
