@@ -199,11 +199,17 @@ def _new_file_mode(path: str) -> int:
 
 
 def _fsync_directory(directory: str) -> None:
-    """Make a rename in ``directory`` durable (POSIX; a no-op where directories cannot be opened)."""
+    """Make a rename in ``directory`` durable where the system allows it (POSIX). Best effort: the
+    new file is already in place, so a file system that cannot sync a directory is not an error."""
     if not hasattr(os, "O_DIRECTORY"):
         return
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
     try:
         os.fsync(fd)
+    except OSError:
+        pass
     finally:
         os.close(fd)
