@@ -11,10 +11,13 @@ from .tensor import (
     from_numpy, full, int32, int64, ones, ones_like, rand, randint, randn, stack, tensor, where,
     zeros, zeros_like,
 )
+from . import data, io  # noqa: E402  (data batches are Tensors)
+from .io import load, save
 
 __version__ = _C.__version__
 __all__ = [
-    "__version__", "cuda", "nn", "ops", "get_num_threads", "set_num_threads", "show_config", "config",
+    "__version__", "cuda", "data", "io", "nn", "ops", "get_num_threads", "set_num_threads",
+    "show_config", "config", "save", "load",
     "Function", "no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled", "manual_seed",
     "Tensor", "Device", "device", "tensor", "as_tensor", "from_numpy", "from_dlpack", "zeros",
     "ones", "empty", "full", "zeros_like", "ones_like", "arange", "randn", "rand", "randint", "cat",

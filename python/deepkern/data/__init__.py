@@ -1,0 +1,15 @@
+"""deepkern.data: datasets, DataLoader, and real data that ships inside installed packages.
+
+- :class:`Dataset`, :class:`TensorDataset`, :class:`Subset`, :func:`random_split`
+- :class:`DataLoader` (batch_size, shuffle with a seed, drop_last), :func:`default_collate`
+- :func:`digits` (scikit-learn), :func:`sunspots` (statsmodels), :func:`char_corpus` (the
+  standard library's pydoc_data): never downloaded; scikit-learn and statsmodels come with
+  ``pip install "deepkern[train]"``.
+"""
+
+from .dataset import Dataset, Subset, TensorDataset, random_split
+from .datasets import CharCorpus, Windows, char_corpus, digits, sliding_windows, stratified_split, sunspots
+from .loader import DataLoader, default_collate
+
+__all__ = ["Dataset", "TensorDataset", "Subset", "random_split", "DataLoader", "default_collate",
+           "digits", "stratified_split", "sunspots", "sliding_windows", "Windows", "char_corpus", "CharCorpus"]

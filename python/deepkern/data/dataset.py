@@ -1,0 +1,101 @@
+"""Datasets: the abstract :class:`Dataset`, :class:`TensorDataset` over whole arrays,
+:class:`Subset` and :func:`random_split` (``torch.utils.data`` semantics)."""
+
+from __future__ import annotations
+
+import abc
+import operator
+
+import numpy as np
+
+__all__ = ["Dataset", "TensorDataset", "Subset", "random_split"]
+
+
+class Dataset(abc.ABC):
+    """A sized collection of samples: ``dataset[i]`` for ``0 <= i < len(dataset)``."""
+
+    @abc.abstractmethod
+    def __getitem__(self, index):
+        """The sample at ``index`` (a tuple of fields, or a single value)."""
+
+    @abc.abstractmethod
+    def __len__(self) -> int:
+        """The number of samples."""
+
+
+class TensorDataset(Dataset):
+    """Samples ``(a[i], b[i], ...)`` of arrays that share their first dimension.
+
+    Each argument is a NumPy array or an object with a ``.numpy()`` method (a deepkern Tensor);
+    the arrays are kept as given (no copy) in ``self.arrays``. Raises ValueError naming the
+    shapes when the first dimensions differ, TypeError naming an argument that is not an array.
+    """
+
+    def __init__(self, *arrays):
+        if not arrays:
+            raise ValueError("TensorDataset: needs at least one array")
+        self.arrays = tuple(_as_array(a, f"arrays[{i}]") for i, a in enumerate(arrays))
+        shapes = [a.shape for a in self.arrays]
+        if any(len(s) == 0 for s in shapes) or len({s[0] for s in shapes}) != 1:
+            raise ValueError(f"TensorDataset: the arrays must share their first dimension, got shapes "
+                             f"{', '.join(map(str, shapes))}")
+
+    def __getitem__(self, index):
+        return tuple(a[index] for a in self.arrays)
+
+    def __len__(self) -> int:
+        return len(self.arrays[0])
+
+
+class Subset(Dataset):
+    """The samples of ``dataset`` at ``indices`` (in that order): ``subset[i] = dataset[indices[i]]``.
+
+    Raises ValueError naming an index outside ``[0, len(dataset))``.
+    """
+
+    def __init__(self, dataset, indices):
+        self.dataset = dataset
+        self.indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(dataset)
+        bad = self.indices[(self.indices < 0) | (self.indices >= n)]
+        if bad.size:
+            raise ValueError(f"Subset: indices must lie in [0, {n}) (len(dataset) = {n}), got {int(bad[0])}")
+
+    def __getitem__(self, index):
+        return self.dataset[int(self.indices[index])]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def random_split(dataset, lengths, seed: int = 0) -> list:
+    """Split ``dataset`` into disjoint random :class:`Subset` s of the given ``lengths``.
+
+    ``lengths`` are ints summing to ``len(dataset)``, or fractions summing to 1 (each gets
+    ``floor(f * len)`` samples; the rest go one each to the first subsets, as in PyTorch). The
+    same ``seed`` gives the same split. Raises ValueError naming the lengths and ``len(dataset)``.
+    """
+    n = len(dataset)
+    lengths = list(lengths)
+    if lengths and all(isinstance(x, float) for x in lengths):
+        if any(not 0 <= x <= 1 for x in lengths) or abs(sum(lengths) - 1) > 1e-6:
+            raise ValueError(f"random_split: fractional lengths must lie in [0, 1] and sum to 1, got {lengths}")
+        counts = [int(np.floor(f * n)) for f in lengths]
+        for i in range(n - sum(counts)):
+            counts[i % len(counts)] += 1
+    else:
+        counts = [operator.index(x) for x in lengths]
+        if any(x < 0 for x in counts) or sum(counts) != n:
+            raise ValueError(f"random_split: lengths must be >= 0 and sum to len(dataset) = {n}, got {lengths}")
+    order = np.random.default_rng(seed).permutation(n)
+    ends = np.cumsum(counts)
+    return [Subset(dataset, order[end - count:end]) for count, end in zip(counts, ends)]
+
+
+def _as_array(x, name: str) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "numpy"):
+        return np.asarray(x.numpy())
+    raise TypeError(f"TensorDataset: {name} must be a numpy.ndarray or have a .numpy() method, "
+                    f"got {type(x).__name__}")

@@ -1,0 +1,81 @@
+"""DataLoader: batches of a dataset, in order or shuffled reproducibly (``torch.utils.data.DataLoader``
+semantics, single process)."""
+
+from __future__ import annotations
+
+import numbers
+import operator
+
+import numpy as np
+
+from .dataset import Subset, TensorDataset
+
+__all__ = ["DataLoader", "default_collate"]
+
+
+def default_collate(samples: list):
+    """One batch from a list of samples: samples that are tuples (or lists) give a tuple of
+    batched fields; arrays and Python numbers are stacked along a new first axis into NumPy
+    arrays; anything else (e.g. str) is returned as a list."""
+    first = samples[0]
+    if isinstance(first, (tuple, list)):
+        return tuple(default_collate([s[i] for s in samples]) for i in range(len(first)))
+    if isinstance(first, (np.ndarray, np.generic, numbers.Number)):
+        return np.stack([np.asarray(s) for s in samples])
+    return list(samples)
+
+
+class DataLoader:
+    """Iterates over ``dataset`` in batches of ``batch_size`` samples.
+
+    ``len(loader)`` batches per epoch; the last one is smaller unless ``drop_last``. With
+    ``shuffle``, each epoch (each ``iter(loader)``) visits every sample once in a new random
+    order, drawn from (``seed``, ``epoch``): the same ``seed`` gives the same sequence of orders
+    in every run (``seed=None`` draws a seed once, at construction). ``epoch`` counts the epochs
+    started; set it to resume a run where it stopped.
+
+    Batches are ``collate_fn(list of samples)``, by default :func:`default_collate` (NumPy
+    arrays). A :class:`TensorDataset` (or a :class:`Subset` of one) with the default collate
+    is batched by indexing its whole arrays at once, with the same result and no per-sample loop.
+    """
+
+    def __init__(self, dataset, batch_size: int = 1, shuffle: bool = False, drop_last: bool = False,
+                 seed: int | None = None, collate_fn=None):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"DataLoader: batch_size must be an int >= 1, got {batch_size!r}")
+        if seed is not None:
+            seed = operator.index(seed)
+        if collate_fn is not None and not callable(collate_fn):
+            raise TypeError(f"DataLoader: collate_fn must be callable or None, got {type(collate_fn).__name__}")
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.seed = int(np.random.SeedSequence().entropy) if seed is None else seed
+        self.collate_fn = collate_fn
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.dataset)
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(n)
+        else:
+            order = np.arange(n)
+        self.epoch += 1
+        return (self._batch(order[start:start + self.batch_size])
+                for start in range(0, len(self) * self.batch_size, self.batch_size))
+
+    def _batch(self, indices: np.ndarray):
+        """The batch of the samples at ``indices``."""
+        if self.collate_fn is None:
+            base, base_indices = self.dataset, indices
+            while isinstance(base, Subset):
+                base, base_indices = base.dataset, base.indices[base_indices]
+            if isinstance(base, TensorDataset):
+                return tuple(a[base_indices] for a in base.arrays)
+        collate = default_collate if self.collate_fn is None else self.collate_fn
+        return collate([self.dataset[int(i)] for i in indices])

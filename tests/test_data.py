@@ -1,0 +1,347 @@
+"""The contract of deepkern.data: TensorDataset, Subset, random_split and DataLoader
+(torch.utils.data semantics: lengths, batch shapes, drop_last, every sample once per epoch,
+reproducible shuffles that change every epoch), and the loaders of bundled real data (digits,
+sunspots, the pydoc character corpus): shapes, dtypes, ranges, disjoint splits, normalisation
+from the training part only, the persistence baseline, encode/decode and the unigram entropy."""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+
+import numpy as np
+import pytest
+
+from deepkern import data
+from deepkern.data import DataLoader, Dataset, Subset, TensorDataset, default_collate, random_split
+
+from checks import raises_naming, shape_pattern
+
+
+class Squares(Dataset):
+    """A dataset that is not a TensorDataset: (array of i, i squared, a label str)."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __getitem__(self, i):
+        return np.full(3, i, np.float32), i * i, f"item{i}"
+
+    def __len__(self):
+        return self.n
+
+
+class FakeTensor:
+    def __init__(self, array):
+        self._array = array
+
+    def numpy(self):
+        return self._array
+
+
+def ids_of(loader):
+    """The first field of every batch (its first column), concatenated: the sample ids in the order seen."""
+    return np.concatenate([batch[0].reshape(len(batch[0]), -1)[:, 0] for batch in loader])
+
+
+# --- datasets -----------------------------------------------------------------------------------
+
+
+def test_tensor_dataset(rng):
+    x = rng.standard_normal((7, 3)).astype(np.float32)
+    y = np.arange(7)
+    ds = TensorDataset(x, FakeTensor(y))
+    assert len(ds) == 7 and ds.arrays[0] is x
+    xi, yi = ds[4]
+    np.testing.assert_array_equal(xi, x[4])
+    assert yi == 4
+
+
+def test_tensor_dataset_rejects_bad_input():
+    with raises_naming(ValueError, "first dimension", shape_pattern((5, 2)), shape_pattern((4,))):
+        TensorDataset(np.zeros((5, 2)), np.zeros(4))
+    with raises_naming(ValueError, "first dimension", r"\(\)"):
+        TensorDataset(np.zeros(()))
+    with raises_naming(TypeError, r"arrays\[1\]", "list"):
+        TensorDataset(np.zeros(3), [1, 2, 3])
+    with raises_naming(ValueError, "at least one"):
+        TensorDataset()
+
+
+def test_subset_and_random_split():
+    ds = TensorDataset(np.arange(10))
+    sub = Subset(ds, [9, 0, 3])
+    assert len(sub) == 3 and sub[0][0] == 9 and sub[2][0] == 3
+    with raises_naming(ValueError, "indices", r"\[0, 10\)", "10"):
+        Subset(ds, [0, 10])
+
+    parts = random_split(ds, [6, 3, 1], seed=5)
+    assert [len(p) for p in parts] == [6, 3, 1]
+    seen = np.concatenate([p.indices for p in parts])
+    assert sorted(seen) == list(range(10))  # disjoint and complete
+    again = random_split(ds, [6, 3, 1], seed=5)
+    assert all(np.array_equal(a.indices, b.indices) for a, b in zip(parts, again))
+    assert not np.array_equal(random_split(ds, [6, 3, 1], seed=6)[0].indices, parts[0].indices)
+
+    assert [len(p) for p in random_split(ds, [0.5, 0.25, 0.25])] == [6, 2, 2]  # 5, 2, 2 and one left over
+    with raises_naming(ValueError, "lengths", "sum to len\\(dataset\\) = 10", r"\[6, 3\]"):
+        random_split(ds, [6, 3])
+    with raises_naming(ValueError, "fractional lengths", r"0\.5, 0\.6"):
+        random_split(ds, [0.5, 0.6])
+
+
+# --- DataLoader ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n, batch_size, drop_last", [(10, 3, False), (10, 3, True), (9, 3, False),
+                                                      (9, 3, True), (2, 5, False), (2, 5, True), (1, 1, False)])
+def test_loader_lengths_and_batch_shapes(n, batch_size, drop_last):
+    ds = TensorDataset(np.arange(n), np.zeros((n, 2, 3), np.float32))
+    loader = DataLoader(ds, batch_size=batch_size, drop_last=drop_last)
+    batches = list(loader)
+    assert len(batches) == len(loader) == (n // batch_size if drop_last else math.ceil(n / batch_size))
+    sizes = [len(b[0]) for b in batches]
+    assert all(s == batch_size for s in sizes[:-1])
+    if batches:
+        assert sizes[-1] == (batch_size if drop_last else n - batch_size * (len(batches) - 1))
+    for ids, x in batches:
+        assert ids.dtype == np.int64 and x.shape == (len(ids), 2, 3) and x.dtype == np.float32
+    np.testing.assert_array_equal(ids_of(loader) if batches else [], np.arange(sum(sizes)))
+
+
+@pytest.mark.parametrize("make", [lambda n: TensorDataset(np.arange(n)),
+                                  lambda n: Subset(TensorDataset(np.arange(n)[::-1].copy()), np.arange(n)[::-1]),
+                                  Squares], ids=["tensor_dataset", "subset", "generic"])
+def test_shuffle_each_sample_once_reproducible_and_new_each_epoch(make):
+    n = 103
+    ds = make(n)
+    first = DataLoader(ds, batch_size=10, shuffle=True, seed=42)
+    epochs = [ids_of(first) for _ in range(3)]
+    for order in epochs:
+        assert sorted(order.astype(int)) == list(range(n))  # every sample exactly once
+    assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
+    assert not np.array_equal(epochs[0], np.arange(n))
+    second = DataLoader(ds, batch_size=7, shuffle=True, seed=42)  # same seed: same orders
+    assert all(np.array_equal(ids_of(second), order) for order in epochs)
+    other = DataLoader(ds, batch_size=10, shuffle=True, seed=43)
+    assert not np.array_equal(ids_of(other), epochs[0])
+    resumed = DataLoader(ds, batch_size=10, shuffle=True, seed=42)
+    resumed.epoch = 2  # resuming at the third epoch gives the third epoch's order
+    np.testing.assert_array_equal(ids_of(resumed), epochs[2])
+
+
+def test_shuffle_with_drop_last_sees_each_sample_at_most_once():
+    loader = DataLoader(TensorDataset(np.arange(50)), batch_size=8, shuffle=True, drop_last=True, seed=0)
+    for _ in range(3):
+        order = ids_of(loader)
+        assert len(order) == 48 and len(set(order)) == 48
+
+
+def test_shuffle_without_seed_still_changes_each_epoch():
+    loader = DataLoader(TensorDataset(np.arange(100)), batch_size=100, shuffle=True)
+    assert not np.array_equal(ids_of(loader), ids_of(loader))
+
+
+def test_fast_path_matches_the_per_sample_collate(rng):
+    x = rng.standard_normal((23, 4)).astype(np.float32)
+    y = rng.integers(0, 5, 23)
+    ds = TensorDataset(x, y)
+    fast = list(DataLoader(ds, batch_size=5, shuffle=True, seed=3))
+    slow = list(DataLoader(ds, batch_size=5, shuffle=True, seed=3, collate_fn=default_collate))
+    assert len(fast) == len(slow)
+    for (fx, fy), (sx, sy) in zip(fast, slow):
+        np.testing.assert_array_equal(fx, sx)
+        np.testing.assert_array_equal(fy, sy)
+        assert fx.dtype == sx.dtype and fy.dtype == sy.dtype
+
+
+def test_default_collate_of_a_generic_dataset():
+    (x, sq, names), = list(DataLoader(Squares(4), batch_size=4))
+    assert x.shape == (4, 3) and x.dtype == np.float32
+    np.testing.assert_array_equal(sq, [0, 1, 4, 9])
+    assert names == ["item0", "item1", "item2", "item3"]
+
+
+def test_custom_collate_fn():
+    loader = DataLoader(TensorDataset(np.arange(6)), batch_size=4, collate_fn=len)
+    assert list(loader) == [4, 2]
+
+
+def test_loader_rejects_bad_arguments():
+    ds = TensorDataset(np.arange(4))
+    for bad in (0, -1, 2.0, True, "8"):
+        with raises_naming(ValueError, "batch_size", "int >= 1", repr(bad)):
+            DataLoader(ds, batch_size=bad)
+    with raises_naming(TypeError, "collate_fn", "int"):
+        DataLoader(ds, collate_fn=3)
+    with pytest.raises(TypeError):
+        DataLoader(ds, seed=1.5)
+
+
+# --- digits -------------------------------------------------------------------------------------
+
+
+def test_digits_shapes_dtypes_ranges_and_split():
+    start = time.perf_counter()
+    train, test = data.digits(train=True), data.digits(train=False)
+    x, y = train.arrays
+    assert x.shape == (len(train), 1, 8, 8) and x.dtype == np.float32
+    assert y.shape == (len(train),) and y.dtype == np.int64
+    assert len(train) + len(test) == 1797 and abs(len(test) - 0.2 * 1797) <= 10
+    for images, labels in (train.arrays, test.arrays):
+        assert images.min() == 0 and images.max() == 1
+        assert set(np.unique(labels)) == set(range(10))
+    # Stratified: every class has about 20% of its samples in the test part.
+    counts_train, counts_test = np.bincount(y, minlength=10), np.bincount(test.arrays[1], minlength=10)
+    assert np.all(np.abs(counts_test / (counts_train + counts_test) - 0.2) < 0.01)
+    assert time.perf_counter() - start < 2  # read once, no heavy import
+
+
+def test_digits_split_is_disjoint_deterministic_and_seeded():
+    labels = data.digits(train=True).arrays[1]
+    all_labels = np.concatenate([labels, data.digits(train=False).arrays[1]])
+    train_idx, test_idx = data.stratified_split(np.sort(all_labels), 0.2, seed=0)
+    assert not set(train_idx) & set(test_idx) and len(train_idx) + len(test_idx) == 1797
+    np.testing.assert_array_equal(data.digits(seed=1).arrays[0], data.digits(seed=1).arrays[0])
+    assert not np.array_equal(data.digits(seed=1).arrays[1], data.digits(seed=0).arrays[1])
+    with raises_naming(ValueError, "test_fraction", "1.5"):
+        data.digits(test_fraction=1.5)
+
+
+def test_digits_read_from_the_csv_equal_scikit_learns_loader():
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    raw = sklearn_datasets.load_digits()
+    images, labels = data.datasets._digits_arrays()
+    np.testing.assert_array_equal(images[:, 0] * 16, raw.images)
+    np.testing.assert_array_equal(labels, raw.target)
+
+
+def test_sunspots_read_from_the_csv_equal_statsmodels_loader():
+    pytest.importorskip("statsmodels.datasets.sunspots")
+    years, values = data.datasets._sunspots_series()
+    np.testing.assert_array_equal(np.column_stack([years, values]), data.datasets._statsmodels_sunspots())
+
+
+def test_package_loader_is_the_fallback_when_the_file_moved():
+    table = data.datasets._bundled_csv("numpy", "numpy", "no/such/file.csv", "test", lambda: np.eye(2))
+    np.testing.assert_array_equal(table, np.eye(2))
+
+
+def test_digits_returned_arrays_are_private_copies():
+    x = data.digits().arrays[0]
+    x[:] = -1
+    assert data.digits().arrays[0].min() == 0
+
+
+def test_missing_package_names_the_extra(monkeypatch):
+    monkeypatch.setattr(data.datasets.importlib.util, "find_spec", lambda name: None)
+    with raises_naming(ImportError, "scikit-learn", r"deepkern\[train\]"):
+        data.datasets._bundled_csv("sklearn", "scikit-learn", "datasets/data/digits.csv.gz", "digits", None)
+
+
+# --- sunspots -----------------------------------------------------------------------------------
+
+
+def test_sliding_windows_against_a_loop(rng):
+    series = rng.standard_normal(12)
+    x, y = data.sliding_windows(series, 4)
+    assert x.shape == (8, 4, 1) and y.shape == (8, 1) and x.dtype == y.dtype == np.float32
+    for i in range(8):
+        np.testing.assert_array_equal(x[i, :, 0], series[i:i + 4].astype(np.float32))
+        assert y[i, 0] == np.float32(series[i + 4])
+    with raises_naming(ValueError, "window", r"\[1, 12\)", "12"):
+        data.sliding_windows(series, 12)
+    with raises_naming(ValueError, "series must be 1-D", shape_pattern((3, 4))):
+        data.sliding_windows(series.reshape(3, 4), 2)
+
+
+def test_sunspots_windows_split_and_normalisation():
+    years, values = data.datasets._sunspots_series()
+    assert len(values) == 309 and years[0] == 1700 and years[-1] == 2008
+    w = data.sunspots(window=10, test_fraction=0.2)
+    n_test_years = round(0.2 * 309)
+    n_train_years = 309 - n_test_years
+    x_train, y_train = w.train.arrays
+    x_test, y_test = w.test.arrays
+    assert x_train.shape == (n_train_years - 10, 10, 1) and y_train.shape == (n_train_years - 10, 1)
+    assert x_test.shape == (n_test_years, 10, 1) and y_test.shape == (n_test_years, 1)
+    assert x_train.dtype == y_train.dtype == np.float32
+    # Statistics of the training years only.
+    assert w.mean == pytest.approx(values[:n_train_years].mean())
+    assert w.std == pytest.approx(values[:n_train_years].std())
+    assert w.mean != pytest.approx(values.mean())
+    # Targets: training targets are the training years after the first window, test targets the test years.
+    np.testing.assert_allclose(w.denormalize(y_train[:, 0]), values[10:n_train_years], rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(w.denormalize(y_test[:, 0]), values[n_train_years:], rtol=1e-5, atol=1e-3)
+    np.testing.assert_array_equal(w.test_years, years[n_train_years:])
+    # The first test window's inputs are the last training years.
+    np.testing.assert_allclose(w.denormalize(x_test[0, :, 0]), values[n_train_years - 10:n_train_years],
+                               rtol=1e-5, atol=1e-3)
+
+
+def test_sunspots_persistence_baseline_against_a_loop():
+    w = data.sunspots(window=5)
+    for split in ("train", "test"):
+        x, y = getattr(w, split).arrays
+        total = 0.0
+        for i in range(len(x)):
+            total += (float(x[i, -1, 0]) - float(y[i, 0])) ** 2
+        assert w.persistence_mse(split) == pytest.approx(total / len(x), rel=1e-9)
+    assert w.persistence(w.test.arrays[0]).shape == (len(w.test), 1)
+    with raises_naming(ValueError, "split", "'val'"):
+        w.persistence_mse("val")
+
+
+def test_sunspots_rejects_bad_window():
+    with raises_naming(ValueError, "window", r"\[1, 247\)", "247 of 309 years", "500"):
+        data.sunspots(window=500)
+    with raises_naming(ValueError, "window", "0"):
+        data.sunspots(window=0)
+
+
+# --- character corpus ---------------------------------------------------------------------------
+
+
+def test_char_corpus_vocab_windows_and_round_trip():
+    start = time.perf_counter()
+    corpus = data.char_corpus(seq_len=32)
+    assert time.perf_counter() - start < 2
+    assert len(corpus.text) > 100_000
+    assert corpus.vocab == sorted(set(corpus.text)) and corpus.vocab_size == len(corpus.vocab)
+    assert corpus.decode(corpus.ids) == corpus.text
+    sample = "def f(x):\n    return x"
+    np.testing.assert_array_equal(corpus.encode(sample), [corpus.vocab.index(c) for c in sample])
+    assert corpus.decode(corpus.encode(sample)) == sample
+    n_val = round(0.1 * len(corpus.text))
+    n_train = len(corpus.text) - n_val
+    assert len(corpus.train) == (n_train - 1 - 32) // 32 + 1
+    assert len(corpus.val) == (n_val - 1 - 32) // 32 + 1
+    (x, y), = [next(iter(DataLoader(corpus.train, batch_size=4)))]
+    assert x.shape == y.shape == (4, 32) and x.dtype == np.int64
+    np.testing.assert_array_equal(x[1], corpus.ids[32:64])
+    np.testing.assert_array_equal(y[1], corpus.ids[33:65])  # targets: the next character
+    assert corpus.decode(corpus.val[0][0]) == corpus.text[n_train:n_train + 32]  # val: after train
+    with raises_naming(ValueError, "character '\u2603'", "position 2"):
+        corpus.encode("ab\u2603")
+
+
+def test_char_corpus_entropy_against_a_direct_count():
+    corpus = data.CharCorpus("abracadabra, said the wizard " * 3, seq_len=4, val_fraction=0.25)
+    counts = collections.Counter(corpus.text)
+    total = len(corpus.text)
+    expected = -sum(c / total * math.log(c / total) for c in counts.values())
+    assert corpus.unigram_entropy() == pytest.approx(expected, rel=1e-12)
+    assert corpus.unigram_entropy() < math.log(corpus.vocab_size)
+
+
+def test_char_corpus_stride_and_bad_arguments():
+    text = "".join(chr(97 + i % 26) for i in range(200))
+    corpus = data.CharCorpus(text, seq_len=10, val_fraction=0.2, stride=1)
+    assert len(corpus.train) == 160 - 10 and len(corpus.val) == 40 - 10
+    with raises_naming(ValueError, "seq_len", r"\[1, 40\)", "40 of 200", "50"):
+        data.CharCorpus(text, seq_len=50, val_fraction=0.2)
+    with raises_naming(ValueError, "stride", ">= 1", "0"):
+        data.CharCorpus(text, seq_len=5, stride=0)
+    with raises_naming(ValueError, "val_fraction", "0"):
+        data.CharCorpus(text, seq_len=5, val_fraction=0)
