@@ -80,12 +80,6 @@ class Recipe:
         _plot_curves(history, self.plot_metrics, f"deepkern train {self.name}", path)
 
 
-def _batches(loader):
-    """The loader's batches as Tensors (x, y)."""
-    for fields in loader:
-        yield tuple(from_numpy(np.ascontiguousarray(f)) for f in fields)
-
-
 # ---------------------------------------------------------------------------------------------
 # digits-cnn
 # ---------------------------------------------------------------------------------------------
@@ -118,7 +112,7 @@ class DigitsCNN(Recipe):
         model, opt = self.models["model"], self.optimizers["model"]
         model.train()
         total, count = 0.0, 0
-        for x, y in progress(_batches(self.loader), len(self.loader)):
+        for x, y in progress(self.loader, len(self.loader)):
             opt.zero_grad()
             loss = self.loss(model(x), y)
             loss.backward()
@@ -177,7 +171,7 @@ class SunspotsLSTM(Recipe):
         model, opt = self.models["model"], self.optimizers["model"]
         model.train()
         total, count = 0.0, 0
-        for x, y in progress(_batches(self.loader), len(self.loader)):
+        for x, y in progress(self.loader, len(self.loader)):
             opt.zero_grad()
             loss = self.loss(model(x), y)
             loss.backward()
@@ -246,7 +240,7 @@ class CharLSTM(Recipe):
         model, opt = self.models["model"], self.optimizers["model"]
         model.train()
         total, count = 0.0, 0
-        for ids, targets in progress(_batches(self.loader), len(self.loader)):
+        for ids, targets in progress(self.loader, len(self.loader)):
             opt.zero_grad()
             loss = self._loss(ids, targets)
             loss.backward()
@@ -325,7 +319,7 @@ class DigitsGAN(Recipe):
         disc.train()
         sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0}
         steps = 0
-        for (real,) in progress(_batches(self.loader), len(self.loader)):
+        for (real,) in progress(self.loader, len(self.loader)):
             n = len(real)
             ones, zeros = Tensor(np.full((n, 1), 0.9, np.float32)), Tensor(np.zeros((n, 1), np.float32))
             fake = gen(randn(n, self.latent))

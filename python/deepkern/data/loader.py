@@ -8,6 +8,7 @@ import operator
 
 import numpy as np
 
+from ..tensor import Tensor
 from .dataset import Subset, TensorDataset
 
 __all__ = ["DataLoader", "default_collate"]
@@ -15,13 +16,13 @@ __all__ = ["DataLoader", "default_collate"]
 
 def default_collate(samples: list):
     """One batch from a list of samples: samples that are tuples (or lists) give a tuple of
-    batched fields; arrays and Python numbers are stacked along a new first axis into NumPy
-    arrays; anything else (e.g. str) is returned as a list."""
+    batched fields; arrays, Tensors and Python numbers are stacked along a new first axis into a
+    Tensor; anything else (e.g. str) is returned as a list."""
     first = samples[0]
     if isinstance(first, (tuple, list)):
         return tuple(default_collate([s[i] for s in samples]) for i in range(len(first)))
-    if isinstance(first, (np.ndarray, np.generic, numbers.Number)):
-        return np.stack([np.asarray(s) for s in samples])
+    if isinstance(first, (np.ndarray, np.generic, numbers.Number, Tensor)):
+        return Tensor(np.stack([np.asarray(s) for s in samples]))
     return list(samples)
 
 
@@ -34,8 +35,8 @@ class DataLoader:
     in every run (``seed=None`` draws a seed once, at construction). ``epoch`` counts the epochs
     started; set it to resume a run where it stopped.
 
-    Batches are ``collate_fn(list of samples)``, by default :func:`default_collate` (NumPy
-    arrays). A :class:`TensorDataset` (or a :class:`Subset` of one) with the default collate
+    Batches are ``collate_fn(list of samples)``, by default :func:`default_collate` (Tensors,
+    as in PyTorch). A :class:`TensorDataset` (or a :class:`Subset` of one) with the default collate
     is batched by indexing its whole arrays at once, with the same result and no per-sample loop.
     """
 
@@ -76,6 +77,6 @@ class DataLoader:
             while isinstance(base, Subset):
                 base, base_indices = base.dataset, base.indices[base_indices]
             if isinstance(base, TensorDataset):
-                return tuple(a[base_indices] for a in base.arrays)
+                return tuple(Tensor(a[base_indices]) for a in base.arrays)
         collate = default_collate if self.collate_fn is None else self.collate_fn
         return collate([self.dataset[int(i)] for i in indices])
