@@ -171,6 +171,16 @@ def test_a_graph_used_twice_accumulates(rng):
     np.testing.assert_allclose(x.grad.numpy(), 8 * x.detach().numpy() + 5, rtol=1e-12)
 
 
+def test_a_node_read_by_consumers_at_different_depths_gets_every_contribution():
+    a = dk.ones(3, requires_grad=True)
+    b = a * 2
+    c = b * 3
+    dk.stack([b, c]).sum().backward()  # b is read by Stack and by c's Mul
+    np.testing.assert_array_equal(a.grad.numpy(), [8, 8, 8])
+    x = dk.tensor(np.array([1.5]), requires_grad=True)
+    gradcheck(lambda t: dk.cat([t, t * t, (t * t).exp() * t]), x)
+
+
 def test_grad_is_not_an_alias_of_another_grad(rng):
     a, b = t64(rng, 3), t64(rng, 3)
     (a + b).sum().backward()  # Add returns the same gradient array to both

@@ -149,19 +149,24 @@ class Function:
 
 
 def _topological_order(root: Node) -> list:
-    """Nodes reachable from ``root``, each before every node it reads from."""
-    order, visited, stack = [], {id(root)}, [(root, False)]
+    """Nodes reachable from ``root``, each before every node it reads from (a depth-first
+    post-order, reversed; iterative, so long chains do not hit the recursion limit)."""
+
+    def parents(node):
+        return (i._node for i in node.inputs if i is not None and i._node is not None)
+
+    order, visited = [], {id(root)}
+    stack = [(root, parents(root))]
     while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            order.append(node)
-            continue
-        stack.append((node, True))
-        for inp in node.inputs:
-            parent = None if inp is None else inp._node
-            if parent is not None and id(parent) not in visited:
+        node, pending = stack[-1]
+        for parent in pending:
+            if id(parent) not in visited:
                 visited.add(id(parent))
-                stack.append((parent, False))
+                stack.append((parent, parents(parent)))
+                break
+        else:  # every parent is done: the node follows them
+            stack.pop()
+            order.append(node)
     order.reverse()
     return order
 
