@@ -80,52 +80,41 @@ def _reduce_tensor(loss, reduction):
 # ---------------------------------------------------------------------------------------------
 
 
-class _MSELoss(Function):
+class _DifferenceLoss(Function):
+    """(input - target)^2 (``squared``, MSE) or |input - target| (L1; gradient 0 at 0), reduced."""
+
     @staticmethod
-    def forward(ctx, input, target, reduction="mean"):
+    def forward(ctx, input, target, reduction="mean", squared=True):
         diff = input - target.astype(input.dtype, copy=False)
         ctx.save_for_backward(diff)
-        ctx.reduction = reduction
-        return _reduce(diff * diff, reduction)
+        ctx.meta = (reduction, squared)
+        return _reduce(diff * diff if squared else np.abs(diff), reduction)
 
     @staticmethod
     def backward(ctx, g):
         (diff,) = ctx.saved_tensors
-        grad = (2 * _grad_scale(g, ctx.reduction, diff.size)) * diff
+        reduction, squared = ctx.meta
+        scale = _grad_scale(g, reduction, diff.size)
+        grad = (2 * scale) * diff if squared else scale * np.sign(diff)
         return grad, (-grad if ctx.needs_input_grad[1] else None)
 
 
-class _L1Loss(Function):
-    @staticmethod
-    def forward(ctx, input, target, reduction="mean"):
-        diff = input - target.astype(input.dtype, copy=False)
-        ctx.save_for_backward(diff)
-        ctx.reduction = reduction
-        return _reduce(np.abs(diff), reduction)
-
-    @staticmethod
-    def backward(ctx, g):
-        (diff,) = ctx.saved_tensors
-        grad = _grad_scale(g, ctx.reduction, diff.size) * np.sign(diff)
-        return grad, (-grad if ctx.needs_input_grad[1] else None)
-
-
-def _pointwise(function, name, input, target, reduction):
+def _difference(name, input, target, reduction, squared):
     _check_reduction(name, reduction)
     x, t = _arr(input), _arr(target)
     _float_input(name, "input", x)
     _same_shape(name, x, t)
-    return function.apply(input, target, reduction=reduction)
+    return _DifferenceLoss.apply(input, target, reduction=reduction, squared=squared)
 
 
 def mse_loss(input, target, reduction="mean"):
     """Mean squared error: (input - target)^2, reduced. Shapes must match."""
-    return _pointwise(_MSELoss, "mse_loss", input, target, reduction)
+    return _difference("mse_loss", input, target, reduction, True)
 
 
 def l1_loss(input, target, reduction="mean"):
     """Mean absolute error: |input - target|, reduced (gradient sign(input - target), 0 at 0)."""
-    return _pointwise(_L1Loss, "l1_loss", input, target, reduction)
+    return _difference("l1_loss", input, target, reduction, False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -498,14 +487,14 @@ class MSELoss(_Loss):
     """Mean squared error (torch.nn.MSELoss)."""
 
     def forward(self, input, target):
-        return _pointwise(_MSELoss, "MSELoss", input, target, self.reduction)
+        return _difference("MSELoss", input, target, self.reduction, True)
 
 
 class L1Loss(_Loss):
     """Mean absolute error (torch.nn.L1Loss)."""
 
     def forward(self, input, target):
-        return _pointwise(_L1Loss, "L1Loss", input, target, self.reduction)
+        return _difference("L1Loss", input, target, self.reduction, False)
 
 
 class CrossEntropyLoss(_Loss):
