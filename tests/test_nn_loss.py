@@ -272,6 +272,12 @@ def test_loss_backpropagates_into_a_graph(rng):
     x = rng.standard_normal((5, 3))
     t = rng.integers(0, 4, 5)
     gradcheck(lambda w: L.cross_entropy(deepkern.tensor(x) @ w, t, label_smoothing=0.1), w)
+    # Embeddings computed in the graph (non-leaf inputs read by several nodes of a composed loss).
+    a, b, c = (deepkern.tensor(v, requires_grad=True) for v in rng.standard_normal((3, 5, 4)))
+    y01, ypm = rng.integers(0, 2, 5), np.where(rng.random(5) < 0.5, 1, -1)
+    gradcheck(lambda a, b, c: L.triplet_margin_loss(a * 2, b * 2, c * 2, margin=3.0, swap=True), a, b, c)
+    gradcheck(lambda a, b: L.contrastive_loss(a * 2, b.tanh(), y01, margin=2.0), a, b)
+    gradcheck(lambda a, b: L.cosine_embedding_loss(a * 2, b.tanh(), ypm, margin=0.1), a, b)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -186,6 +186,9 @@ class LSTM(Module):
                 s += f", {flag}={getattr(self, flag)}"
         return s + (f", dropout={self.dropout}" if self.dropout else "")
 
+    def flatten_parameters(self):
+        """A no-op kept for code written for torch.nn.LSTM (the kernels take each weight as it is)."""
+
     def _name(self):
         return f"LSTM(input_size={self.input_size}, hidden_size={self.hidden_size})"
 
