@@ -20,7 +20,7 @@ from .. import ops
 from ..autograd import Function
 from ..random import get_generator
 from ..tensor import Tensor
-from ..tensor_ops import Cat
+from ..tensor_ops import Cat, Stack
 from .module import Module, Parameter
 
 __all__ = ["LSTM", "LSTMCell"]
@@ -78,22 +78,6 @@ class _Unbind(Function):
     @staticmethod
     def backward(ctx, *grads):
         return np.stack(grads)
-
-
-class _StackReversed(Function):
-    """``np.stack(arrays[::-1])``: the final states of every layer and direction, given last
-    layer first. The reversed argument order is a workaround for the autograd engine's
-    traversal (autograd._topological_order marks a node visited when it is pushed, so a
-    consumer reached later can be ordered after its producer): listing the deeper layers first
-    makes the engine expand the first layer before the layers that read its output."""
-
-    @staticmethod
-    def forward(ctx, *arrays):
-        return np.stack(arrays[::-1])
-
-    @staticmethod
-    def backward(ctx, g):
-        return tuple(g[::-1])
 
 
 class _Dropout(Function):
@@ -254,7 +238,7 @@ class LSTM(Module):
             x = outs[0] if dirs == 1 else Cat.apply(*outs, dim=2)
             if drop and layer < self.num_layers - 1:
                 x = _Dropout.apply(x, self.dropout)
-        h_n, c_n = _StackReversed.apply(*h_n[::-1]), _StackReversed.apply(*c_n[::-1])
+        h_n, c_n = Stack.apply(*h_n, dim=0), Stack.apply(*c_n, dim=0)
         if unbatched:
             return x.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))
         if self.batch_first:
