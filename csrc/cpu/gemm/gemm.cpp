@@ -35,6 +35,43 @@
 #include "cpu/gemm/portable_kernels.h"
 
 namespace deepkern::cpu {
+
+// dst[d * ld + w] = x[w * ws + d] for w < width, d < depth: rows of x are contiguous and become
+// columns of dst. 4 x 4 SSE transposes for float (SSE2 is the x86-64 baseline).
+template <class T>
+void transpose_copy(int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ld, T* dst) {
+  int64_t w = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    for (; w + 4 <= width; w += 4) {
+      const float* r0 = x + w * ws;
+      const float* r1 = r0 + ws;
+      const float* r2 = r1 + ws;
+      const float* r3 = r2 + ws;
+      int64_t d = 0;
+      for (; d + 4 <= depth; d += 4) {
+        __m128 x0 = _mm_loadu_ps(r0 + d), x1 = _mm_loadu_ps(r1 + d);
+        __m128 x2 = _mm_loadu_ps(r2 + d), x3 = _mm_loadu_ps(r3 + d);
+        _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
+        _mm_storeu_ps(dst + d * ld + w, x0);
+        _mm_storeu_ps(dst + (d + 1) * ld + w, x1);
+        _mm_storeu_ps(dst + (d + 2) * ld + w, x2);
+        _mm_storeu_ps(dst + (d + 3) * ld + w, x3);
+      }
+      for (; d < depth; ++d) {
+        dst[d * ld + w] = r0[d];
+        dst[d * ld + w + 1] = r1[d];
+        dst[d * ld + w + 2] = r2[d];
+        dst[d * ld + w + 3] = r3[d];
+      }
+    }
+  }
+  for (; w < width; ++w)
+    for (int64_t d = 0; d < depth; ++d) dst[d * ld + w] = x[w * ws + d];
+}
+
+template void transpose_copy<float>(int64_t, int64_t, const float*, int64_t, int64_t, float*);
+template void transpose_copy<double>(int64_t, int64_t, const double*, int64_t, int64_t, double*);
+
 namespace {
 
 // Below this many multiply-adds a problem runs on one thread (thread start-up would cost more).
@@ -112,39 +149,6 @@ TileEpilogue<T> tile_epilogue(const GemmEpilogue<T>& ep, int64_t i0, int64_t j0,
   return t;
 }
 
-// dst[d * ld + w] = x[w * ws + d] for w < width, d < depth: rows of x are contiguous and become
-// columns of dst. 4 x 4 SSE transposes for float (SSE2 is the x86-64 baseline).
-template <class T>
-void pack_transposed(int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ld, T* dst) {
-  int64_t w = 0;
-  if constexpr (std::is_same_v<T, float>) {
-    for (; w + 4 <= width; w += 4) {
-      const float* r0 = x + w * ws;
-      const float* r1 = r0 + ws;
-      const float* r2 = r1 + ws;
-      const float* r3 = r2 + ws;
-      int64_t d = 0;
-      for (; d + 4 <= depth; d += 4) {
-        __m128 x0 = _mm_loadu_ps(r0 + d), x1 = _mm_loadu_ps(r1 + d);
-        __m128 x2 = _mm_loadu_ps(r2 + d), x3 = _mm_loadu_ps(r3 + d);
-        _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
-        _mm_storeu_ps(dst + d * ld + w, x0);
-        _mm_storeu_ps(dst + (d + 1) * ld + w, x1);
-        _mm_storeu_ps(dst + (d + 2) * ld + w, x2);
-        _mm_storeu_ps(dst + (d + 3) * ld + w, x3);
-      }
-      for (; d < depth; ++d) {
-        dst[d * ld + w] = r0[d];
-        dst[d * ld + w + 1] = r1[d];
-        dst[d * ld + w + 2] = r2[d];
-        dst[d * ld + w + 3] = r3[d];
-      }
-    }
-  }
-  for (; w < width; ++w)
-    for (int64_t d = 0; d < depth; ++d) dst[d * ld + w] = x[w * ws + d];
-}
-
 // Packs one micro-panel: dst[d * panel + w] = X(w, d) = x[w * ws + d * ds] for w < width <=
 // panel, d < depth, and zero for w in [width, panel). For A, w runs over rows and d over K; for
 // B, w runs over columns and d over K. Whichever stride is 1 decides the copy loop.
@@ -153,7 +157,7 @@ void pack_panel(int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ds
   if (ws == 1) {
     for (int64_t d = 0; d < depth; ++d) std::memcpy(dst + d * panel, x + d * ds, sizeof(T) * width);
   } else if (ds == 1) {
-    pack_transposed(width, depth, x, ws, panel, dst);
+    transpose_copy(width, depth, x, ws, panel, dst);
   } else {
     for (int64_t d = 0; d < depth; ++d)
       for (int64_t w = 0; w < width; ++w) dst[d * panel + w] = x[w * ws + d * ds];

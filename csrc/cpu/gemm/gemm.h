@@ -63,6 +63,11 @@ template <class T>
 void gemm_prepacked(int64_t m, T alpha, StridedMatrix<const T> a, const PackedB<T>& b, T beta,
                     StridedMatrix<T> c, const GemmEpilogue<T>& epilogue, int threads = 0);
 
+// dst[d * ld + w] = x[w * ws + d] for w < width, d < depth: a transposing copy (the packer's;
+// 4 x 4 SSE blocks for float), for other families that lay out a matrix once.
+template <class T>
+void transpose_copy(int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ld, T* dst);
+
 // Name of the micro-kernel gemm<T> uses now ("avx512 12x32", ...), for show_config().
 const char* gemm_kernel_name(bool double_precision);
 

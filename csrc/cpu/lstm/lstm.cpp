@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/cpu_features.h"
+#include "core/scratch.h"
 #include "core/threading.h"
 #include "cpu/gemm/gemm.h"
 
@@ -113,21 +114,27 @@ void over_batch(int64_t batch, int64_t hidden, Fn fn) {
 // Index of the step processed s-th.
 int64_t step_at(const LstmShape& s, int64_t order) { return s.reverse ? s.steps - 1 - order : order; }
 
+struct LstmScratch;  // this family's thread_scratch tag
+
 // The recurrent product C (B x n) = A (B x k) @ W (+ C) of every step, with W laid out once per
 // call for the kernel that reads it fastest: packed panels for the blocked GEMM (re-packing W in
-// every step's GEMM cost more than the product at small B); for B == 1, W as a row-major k x n copy
-// so the GEMV streams its rows (no per-output dot-product reductions), on one thread below
-// kParallelGemv multiply-adds (a thread hand-off per step costs more than it saves there).
+// every step's GEMM cost more than the product at small B); for B == 1, W row-major (k x n) so
+// the GEMV streams its rows (no per-output dot-product reductions): read in place when it already
+// is, else transposed once into this thread's scratch (no page faults on repeated calls). The
+// GEMV runs on one thread below kParallelGemv multiply-adds (a thread hand-off per step costs
+// more than it saves there).
 template <class T>
 class StepProduct {
  public:
   StepProduct(int64_t batch, int64_t k, int64_t n, StridedMatrix<const T> w) : batch_(batch), k_(k), n_(n) {
     if (batch_ > 1) {
       pack_b_matrix(k, n, w, packed_);
+    } else if (w.col_stride == 1) {
+      rows_ = {w.data, w.row_stride, 1};
     } else {
-      rows_.resize(static_cast<size_t>(k * n));
-      for (int64_t p = 0; p < k; ++p)
-        for (int64_t j = 0; j < n; ++j) rows_[p * n + j] = w.data[p * w.row_stride + j * w.col_stride];
+      T* copy = thread_scratch<LstmScratch, 1, T>(0, k * n);
+      transpose_copy(n, k, w.data, w.col_stride, n, copy);  // w.row_stride == 1 here
+      rows_ = {copy, n, 1};
     }
   }
   void operator()(const T* a, T beta, T* c) const {
@@ -135,7 +142,7 @@ class StepProduct {
       gemm_prepacked<T>(batch_, T(1), {a, k_, 1}, packed_, beta, {c, n_, 1}, {});
     } else {
       const int threads = k_ * n_ < kParallelGemv ? 1 : 0;
-      gemm<T>(1, n_, k_, T(1), {a, k_, 1}, {rows_.data(), n_, 1}, beta, {c, n_, 1}, {}, threads);
+      gemm<T>(1, n_, k_, T(1), {a, k_, 1}, rows_, beta, {c, n_, 1}, {}, threads);
     }
   }
 
@@ -143,7 +150,7 @@ class StepProduct {
   static constexpr int64_t kParallelGemv = int64_t(1) << 18;
   int64_t batch_, k_, n_;
   PackedB<T> packed_;
-  std::vector<T> rows_;
+  StridedMatrix<const T> rows_{nullptr, 0, 0};
 };
 
 template <class T>
