@@ -1,7 +1,8 @@
 """Batch normalisation layers ``BatchNorm1d`` and ``BatchNorm2d`` with PyTorch's parameters
 (weight, bias), buffers (running_mean, running_var, num_batches_tracked) and update rules:
 biased variance to normalise, unbiased for the running variance, ``momentum=None`` for a
-cumulative average over the batches seen."""
+cumulative average over the batches seen. ``bias=False`` (keyword) keeps the scale without the
+shift, as in torch 2.13."""
 
 from __future__ import annotations
 
@@ -20,14 +21,17 @@ class _BatchNorm(Module):
     _ndims: tuple = ()
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum=0.1, affine: bool = True,
-                 track_running_stats: bool = True, device=None, dtype=None):
+                 track_running_stats: bool = True, device=None, dtype=None, *, bias: bool = True):
         super().__init__()
         dtype = param_dtype(type(self).__name__, dtype, device)
         self.num_features, self.eps, self.momentum = int(num_features), eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         if affine:
             self.weight = empty_parameter((self.num_features,), dtype)
-            self.bias = empty_parameter((self.num_features,), dtype)
+            if bias:
+                self.bias = empty_parameter((self.num_features,), dtype)
+            else:
+                self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
@@ -50,7 +54,8 @@ class _BatchNorm(Module):
         self.reset_running_stats()
         if self.affine:
             init.ones_(self.weight)
-            init.zeros_(self.bias)
+            if self.bias is not None:
+                init.zeros_(self.bias)
 
     def _expected_shape(self) -> str:  # pragma: no cover - interface
         raise NotImplementedError
@@ -74,7 +79,7 @@ class _BatchNorm(Module):
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}")
+                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
 
 
 class BatchNorm1d(_BatchNorm):
