@@ -3,9 +3,12 @@ whose messages name the layer (as its repr) and the shapes."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..tensor import Device
+from . import init
 from .module import Parameter
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -29,6 +32,25 @@ def param_dtype(module_name: str, dtype=None, device=None) -> np.dtype:
 def empty_parameter(shape, dtype) -> Parameter:
     """An uninitialised Parameter (the layer's ``reset_parameters`` fills it)."""
     return Parameter(np.empty(shape, dtype))
+
+
+def add_weight_and_bias(module, weight_shape: tuple, bias: bool, dtype) -> None:
+    """Registers ``weight`` and ``bias`` (one per output, dimension 0 of the weight, or None)."""
+    module.weight = empty_parameter(weight_shape, dtype)
+    if bias:
+        module.bias = empty_parameter(weight_shape[:1], dtype)
+    else:
+        module.register_parameter("bias", None)
+
+
+def reset_weight_and_bias(module) -> None:
+    """PyTorch's Linear/Conv initialisation: kaiming_uniform_(a=sqrt(5)) for the weight and
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the bias."""
+    init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+    if module.bias is not None:
+        fan_in, _ = init._calculate_fan_in_and_fan_out(module.weight)
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+        init.uniform_(module.bias, -bound, bound)
 
 
 def check_float(module, x, dtype=None) -> None:

@@ -4,16 +4,20 @@ initialisation and reprs)."""
 
 from __future__ import annotations
 
-import math
-
 from . import functional as F
-from . import init
-from ._layer import bad_shape, check_float, check_ndim, empty_parameter, param_dtype, run_op
+from ._layer import add_weight_and_bias, bad_shape, check_float, check_ndim, param_dtype, reset_weight_and_bias, run_op
 from .module import Module
 
 __all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"]
 
 _NCHW = "(N, C, H, W) or (C, H, W)"
+
+
+def _pool(module, function, input, *args):
+    """A pooling layer's forward: float (N, C, H, W) or (C, H, W) input, errors naming it."""
+    check_float(module, input)
+    check_ndim(module, input, (3, 4), _NCHW)
+    return run_op(module, function, input, *args)
 
 
 def _pair(value) -> tuple:
@@ -48,20 +52,12 @@ class Conv2d(Module):
         else:
             self.padding = _pair(padding)
         self.padding_mode = padding_mode
-        self.weight = empty_parameter((self.out_channels, self.in_channels // self.groups) + self.kernel_size, dtype)
-        if bias:
-            self.bias = empty_parameter((self.out_channels,), dtype)
-        else:
-            self.register_parameter("bias", None)
+        weight_shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
+        add_weight_and_bias(self, weight_shape, bias, dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            if fan_in != 0:
-                bound = 1 / math.sqrt(fan_in)
-                init.uniform_(self.bias, -bound, bound)
+        reset_weight_and_bias(self)
 
     def forward(self, input):
         check_float(self, input, self.weight.dtype)
@@ -96,10 +92,8 @@ class MaxPool2d(Module):
         self.return_indices, self.ceil_mode = return_indices, ceil_mode
 
     def forward(self, input):
-        check_float(self, input)
-        check_ndim(self, input, (3, 4), _NCHW)
-        return run_op(self, F.max_pool2d, input, self.kernel_size, self.stride, self.padding, self.dilation,
-                      self.ceil_mode, self.return_indices)
+        return _pool(self, F.max_pool2d, input, self.kernel_size, self.stride, self.padding, self.dilation,
+                     self.ceil_mode, self.return_indices)
 
     def extra_repr(self) -> str:
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
@@ -118,10 +112,8 @@ class AvgPool2d(Module):
         self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
 
     def forward(self, input):
-        check_float(self, input)
-        check_ndim(self, input, (3, 4), _NCHW)
-        return run_op(self, F.avg_pool2d, input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
-                      self.count_include_pad, self.divisor_override)
+        return _pool(self, F.avg_pool2d, input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                     self.count_include_pad, self.divisor_override)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -135,9 +127,7 @@ class AdaptiveAvgPool2d(Module):
         self.output_size = output_size
 
     def forward(self, input):
-        check_float(self, input)
-        check_ndim(self, input, (3, 4), _NCHW)
-        return run_op(self, F.adaptive_avg_pool2d, input, self.output_size)
+        return _pool(self, F.adaptive_avg_pool2d, input, self.output_size)
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"

@@ -3,13 +3,13 @@ parameter names and initialisation)."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from . import functional as F
 from . import init
-from ._layer import bad_shape, check_float, empty_parameter, param_dtype, run_op
+from ._layer import (
+    add_weight_and_bias, bad_shape, check_float, empty_parameter, param_dtype, reset_weight_and_bias, run_op,
+)
 from .module import Module, Parameter
 
 __all__ = ["Linear", "Embedding", "Flatten"]
@@ -25,19 +25,11 @@ class Linear(Module):
         dtype = param_dtype("Linear", dtype, device)
         self.in_features = int(in_features)
         self.out_features = int(out_features)
-        self.weight = empty_parameter((self.out_features, self.in_features), dtype)
-        if bias:
-            self.bias = empty_parameter((self.out_features,), dtype)
-        else:
-            self.register_parameter("bias", None)
+        add_weight_and_bias(self, (self.out_features, self.in_features), bias, dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = self.in_features
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            init.uniform_(self.bias, -bound, bound)
+        reset_weight_and_bias(self)
 
     def forward(self, input):
         check_float(self, input, self.weight.dtype)
