@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import deepkern as dk
-from checks import check, raises_naming, shape_pattern
+from checks import check, gradcheck, raises_naming, shape_pattern
 from deepkern import nn
 from reference import adaptive_avg_pool2d_ref, avg_pool2d_ref, conv2d_ref, linear_ref, max_pool2d_ref
 from reference_nn import batch_norm_ref, gelu_ref, leaky_relu_ref, log_softmax_ref, sigmoid_ref, softmax_ref
@@ -180,6 +180,17 @@ def test_cnn_and_mlp_load_torch_models_and_match(rng):
             theirs.zero_grad()
         for key, value in theirs.state_dict().items():
             np.testing.assert_allclose(ours.state_dict()[key].numpy(), value.numpy(), rtol=1e-10, err_msg=key)
+
+
+def test_layer_stack_gradients_by_finite_differences(rng):
+    # (a bias straight before a BatchNorm in training has gradient 0: nothing to compare)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.GELU(), nn.BatchNorm2d(3), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(12, 5), nn.Tanh(), nn.BatchNorm1d(5), nn.Linear(5, 4),
+                          nn.LogSoftmax(dim=1)).double()
+    x = dk.tensor(rng.standard_normal((3, 2, 4, 4)), requires_grad=True)
+    gradcheck(lambda x, *params: model(x), x, *model.parameters())
+    model.eval()
+    gradcheck(lambda x, *params: model(x), x, *model.parameters())
 
 
 # ---- construction -----------------------------------------------------------------------------
