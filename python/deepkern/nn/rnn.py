@@ -21,6 +21,7 @@ from ..autograd import Function
 from ..random import get_generator
 from ..tensor import Tensor
 from ..tensor_ops import Cat, Stack
+from .functional import dropout
 from .module import Module, Parameter
 
 __all__ = ["LSTM", "LSTMCell"]
@@ -78,24 +79,6 @@ class _Unbind(Function):
     @staticmethod
     def backward(ctx, *grads):
         return np.stack(grads)
-
-
-class _Dropout(Function):
-    """``x * mask / (1 - p)`` with a Bernoulli(1 - p) mask from deepkern's generator.
-
-    A private helper for dropout between LSTM layers (nn.functional.dropout is the public one)."""
-
-    @staticmethod
-    def forward(ctx, x, p):
-        mask = get_generator().random(x.shape, dtype=x.dtype) >= p
-        scaled = mask * x.dtype.type(1.0 / (1.0 - p) if p < 1 else 0.0)
-        ctx.save_for_backward(scaled)
-        return x * scaled
-
-    @staticmethod
-    def backward(ctx, g):
-        (scaled,) = ctx.saved_tensors
-        return g * scaled, None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +220,7 @@ class LSTM(Module):
                 c_n.append(c)
             x = outs[0] if dirs == 1 else Cat.apply(*outs, dim=2)
             if drop and layer < self.num_layers - 1:
-                x = _Dropout.apply(x, self.dropout)
+                x = dropout(x, self.dropout, training=True)
         h_n, c_n = Stack.apply(*h_n, dim=0), Stack.apply(*c_n, dim=0)
         if unbatched:
             return x.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))

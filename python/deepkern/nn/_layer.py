@@ -1,0 +1,82 @@
+"""What the layers share: parameter creation from PyTorch's factory arguments, and input checks
+whose messages name the layer (as its repr) and the shapes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..tensor import Device
+from . import init
+from .module import Parameter
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def describe(module) -> str:
+    """The layer as PyTorch prints it, e.g. ``Linear(in_features=3, out_features=2, bias=True)``."""
+    return f"{type(module).__name__}({module.extra_repr()})"
+
+
+def param_dtype(module_name: str, dtype=None, device=None) -> np.dtype:
+    """The parameters' dtype from a layer's ``dtype``/``device`` arguments (float32 by default)."""
+    if device is not None and Device(device).type != "cpu":
+        raise RuntimeError(f"{module_name}: parameters live on the CPU in this version, got device={device!r}")
+    dtype = np.dtype(np.float32 if dtype is None else dtype)
+    if dtype not in _FLOATS:
+        raise TypeError(f"{module_name}: dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def empty_parameter(shape, dtype) -> Parameter:
+    """An uninitialised Parameter (the layer's ``reset_parameters`` fills it)."""
+    return Parameter(np.empty(shape, dtype))
+
+
+def add_weight_and_bias(module, weight_shape: tuple, bias: bool, dtype) -> None:
+    """Registers ``weight`` and ``bias`` (one per output, dimension 0 of the weight, or None)."""
+    module.weight = empty_parameter(weight_shape, dtype)
+    if bias:
+        module.bias = empty_parameter(weight_shape[:1], dtype)
+    else:
+        module.register_parameter("bias", None)
+
+
+def reset_weight_and_bias(module) -> None:
+    """PyTorch's Linear/Conv initialisation: kaiming_uniform_(a=sqrt(5)) for the weight and
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the bias."""
+    init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+    if module.bias is not None:
+        fan_in, _ = init._calculate_fan_in_and_fan_out(module.weight)
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+        init.uniform_(module.bias, -bound, bound)
+
+
+def check_float(module, x, dtype=None) -> None:
+    """``x`` is float32/float64 (and of ``dtype``, the layer's parameters', when given)."""
+    got = x.dtype
+    if dtype is not None and got != dtype:
+        raise TypeError(f"{describe(module)}: input has dtype {got} but the layer's parameters are {dtype}; "
+                        f"convert one of them (.float(), .double() or .to(dtype))")
+    if got not in _FLOATS:
+        raise TypeError(f"{describe(module)}: input must be float32 or float64, got dtype {got}")
+
+
+def check_ndim(module, x, ndims, expected: str) -> None:
+    """``x`` has one of ``ndims`` dimensions; ``expected`` spells the accepted shapes."""
+    if x.ndim not in ndims:
+        bad_shape(module, x, expected)
+
+
+def bad_shape(module, x, expected: str):
+    raise ValueError(f"{describe(module)}: input has shape {tuple(x.shape)}, expected {expected}")
+
+
+def run_op(module, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with the layer named in front of an op's ValueError, TypeError or
+    IndexError (an input the layer's own checks let through, e.g. smaller than the window)."""
+    try:
+        return fn(*args, **kwargs)
+    except (ValueError, TypeError, IndexError) as err:
+        raise type(err)(f"{describe(module)}: {err}") from None

@@ -1,0 +1,119 @@
+"""Dense layers: ``Linear``, ``Embedding`` and ``Flatten`` (PyTorch's signatures, defaults,
+parameter names and initialisation)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import functional as F
+from . import init
+from ._layer import (
+    add_weight_and_bias, bad_shape, check_float, empty_parameter, param_dtype, reset_weight_and_bias, run_op,
+)
+from .module import Module, Parameter
+
+__all__ = ["Linear", "Embedding", "Flatten"]
+
+
+class Linear(Module):
+    """``y = x @ weight.T + bias`` for input ``(..., in_features)``; weight
+    ``(out_features, in_features)`` and bias ``(out_features,)`` initialised as PyTorch does:
+    kaiming_uniform_(a=sqrt(5)) and U(-1/sqrt(in_features), 1/sqrt(in_features))."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
+        super().__init__()
+        dtype = param_dtype("Linear", dtype, device)
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        add_weight_and_bias(self, (self.out_features, self.in_features), bias, dtype)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        reset_weight_and_bias(self)
+
+    def forward(self, input):
+        check_float(self, input, self.weight.dtype)
+        if input.ndim < 1 or input.shape[-1] != self.in_features:
+            bad_shape(self, input, f"(..., {self.in_features})")
+        return F.linear(input, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Embedding(Module):
+    """A lookup table: integer indices of any shape give rows of ``weight``
+    ``(num_embeddings, embedding_dim)``, initialised N(0, 1) with the ``padding_idx`` row zero
+    (that row gets no gradient)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None, max_norm=None,
+                 norm_type: float = 2.0, scale_grad_by_freq: bool = False, sparse: bool = False,
+                 _weight=None, _freeze: bool = False, device=None, dtype=None):
+        super().__init__()
+        for name, value in (("max_norm", max_norm is not None), ("scale_grad_by_freq", scale_grad_by_freq),
+                            ("sparse", sparse)):
+            if value:
+                raise NotImplementedError(f"Embedding: {name} is not supported in this version")
+        dtype = param_dtype("Embedding", dtype, device)
+        self.num_embeddings = int(num_embeddings)
+        self.embedding_dim = int(embedding_dim)
+        if padding_idx is not None:
+            if not -self.num_embeddings <= padding_idx < self.num_embeddings:
+                raise ValueError(f"Embedding: padding_idx={padding_idx} must be within num_embeddings="
+                                 f"{self.num_embeddings}")
+            padding_idx %= self.num_embeddings
+        self.padding_idx = padding_idx
+        self.max_norm, self.norm_type = max_norm, norm_type
+        self.scale_grad_by_freq, self.sparse = scale_grad_by_freq, sparse
+        if _weight is None:
+            self.weight = empty_parameter((self.num_embeddings, self.embedding_dim), dtype)
+            self.reset_parameters()
+        else:
+            weight = np.array(getattr(_weight, "_array", _weight), dtype=dtype)
+            if weight.shape != (self.num_embeddings, self.embedding_dim):
+                raise ValueError(f"Embedding: _weight has shape {weight.shape}, expected "
+                                 f"{(self.num_embeddings, self.embedding_dim)}")
+            self.weight = Parameter(weight, requires_grad=not _freeze)
+
+    def reset_parameters(self) -> None:
+        init.normal_(self.weight)
+        if self.padding_idx is not None:
+            self.weight._array[self.padding_idx] = 0
+
+    @classmethod
+    def from_pretrained(cls, embeddings, freeze: bool = True, padding_idx=None, **kwargs) -> "Embedding":
+        """An Embedding holding a copy of the 2-D ``embeddings`` (not trained when ``freeze``)."""
+        shape = np.shape(getattr(embeddings, "_array", embeddings))
+        if len(shape) != 2:
+            raise ValueError(f"Embedding.from_pretrained: embeddings must be 2-D, got shape {shape}")
+        dtype = getattr(embeddings, "dtype", None)
+        return cls(shape[0], shape[1], padding_idx=padding_idx, _weight=embeddings, _freeze=freeze,
+                   dtype=dtype if dtype in (np.float32, np.float64) else None, **kwargs)
+
+    def forward(self, input):
+        return run_op(self, F.embedding, input, self.weight, self.padding_idx)
+
+    def extra_repr(self) -> str:
+        s = f"{self.num_embeddings}, {self.embedding_dim}"
+        if self.padding_idx is not None:
+            s += f", padding_idx={self.padding_idx}"
+        return s
+
+
+class Flatten(Module):
+    """Merges dimensions ``start_dim`` to ``end_dim`` (default: all but the batch dimension)."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, input):
+        needed = max(d + 1 if d >= 0 else -d for d in (self.start_dim, self.end_dim))
+        ndim = max(input.ndim, 1)
+        if ndim < needed or self.start_dim % ndim > self.end_dim % ndim:
+            bad_shape(self, input, f"at least {needed} dimensions, with start_dim no later than end_dim")
+        return F.flatten(input, self.start_dim, self.end_dim)
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+

@@ -1,0 +1,101 @@
+"""Batch normalisation layers ``BatchNorm1d`` and ``BatchNorm2d`` with PyTorch's parameters
+(weight, bias), buffers (running_mean, running_var, num_batches_tracked) and update rules:
+biased variance to normalise, unbiased for the running variance, ``momentum=None`` for a
+cumulative average over the batches seen. ``bias=False`` (keyword) keeps the scale without the
+shift, as in torch 2.13."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import functional as F
+from . import init
+from ._layer import bad_shape, check_float, describe, empty_parameter, param_dtype
+from .module import Module
+from ..tensor import Tensor
+
+__all__ = ["BatchNorm1d", "BatchNorm2d"]
+
+
+class _BatchNorm(Module):
+    _ndims: tuple = ()
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum=0.1, affine: bool = True,
+                 track_running_stats: bool = True, device=None, dtype=None, *, bias: bool = True):
+        super().__init__()
+        dtype = param_dtype(type(self).__name__, dtype, device)
+        self.num_features, self.eps, self.momentum = int(num_features), eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        if affine:
+            self.weight = empty_parameter((self.num_features,), dtype)
+            if bias:
+                self.bias = empty_parameter((self.num_features,), dtype)
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", Tensor(np.zeros(self.num_features, dtype)))
+            self.register_buffer("running_var", Tensor(np.ones(self.num_features, dtype)))
+            self.register_buffer("num_batches_tracked", Tensor(np.array(0, np.int64)))
+        else:
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                self.register_buffer(name, None)
+        self.reset_parameters()
+
+    def reset_running_stats(self) -> None:
+        if self.track_running_stats:
+            self.running_mean._array[...] = 0
+            self.running_var._array[...] = 1
+            self.num_batches_tracked._array[...] = 0
+
+    def reset_parameters(self) -> None:
+        self.reset_running_stats()
+        if self.affine:
+            init.ones_(self.weight)
+            if self.bias is not None:
+                init.zeros_(self.bias)
+
+    def _expected_shape(self) -> str:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def forward(self, input):
+        check_float(self, input, None if self.weight is None else self.weight.dtype)
+        if input.ndim not in self._ndims or input.shape[1] != self.num_features:
+            bad_shape(self, input, self._expected_shape())
+        if self.training and input.shape[0] * int(np.prod(input.shape[2:])) <= 1:
+            raise ValueError(f"{describe(self)}: expected more than 1 value per channel when training, "
+                             f"got input of shape {tuple(input.shape)}")
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked._array += 1
+            if self.momentum is None:  # cumulative moving average
+                factor = 1.0 / float(self.num_batches_tracked._array)
+        use_batch_stats = self.training or self.running_mean is None
+        track = not self.training or self.track_running_stats
+        return F.batch_norm(input, self.running_mean if track else None, self.running_var if track else None,
+                            self.weight, self.bias, use_batch_stats, factor, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """Over input ``(N, C)`` or ``(N, C, L)``."""
+
+    _ndims = (2, 3)
+
+    def _expected_shape(self) -> str:
+        c = self.num_features
+        return f"(N, {c}) or (N, {c}, L)"
+
+
+class BatchNorm2d(_BatchNorm):
+    """Over input ``(N, C, H, W)``."""
+
+    _ndims = (4,)
+
+    def _expected_shape(self) -> str:
+        return f"(N, {self.num_features}, H, W)"

@@ -1,0 +1,75 @@
+"""Plain float64 NumPy references for deepkern.nn's layers and functions that are not kernels
+(the kernels' references, linear/conv/pooling, are in reference.py). Inputs are converted to
+float64 first, as there."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def _f64(x):
+    return np.asarray(x, dtype=np.float64)
+
+
+def leaky_relu_ref(x, negative_slope=0.01):
+    x = _f64(x)
+    return np.where(x > 0, x, negative_slope * x)
+
+
+def sigmoid_ref(x):
+    return 1 / (1 + np.exp(-_f64(x)))
+
+
+def gelu_ref(x, approximate="none"):
+    x = _f64(x)
+    if approximate == "tanh":
+        return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1 + _erf(x / math.sqrt(2)))
+
+
+def softmax_ref(x, dim):
+    x = _f64(x)
+    e = np.exp(x - x.max(axis=dim, keepdims=True))
+    return e / e.sum(axis=dim, keepdims=True)
+
+
+def log_softmax_ref(x, dim):
+    return np.log(softmax_ref(x, dim))
+
+
+def batch_norm_ref(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+                   eps=1e-5):
+    """``(out, new_running_mean, new_running_var)`` of PyTorch's batch norm in float64 (the
+    running values are returned unchanged when not training or when None)."""
+    x = _f64(x)
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    new_mean, new_var = running_mean, running_var
+    if training:
+        mean, var = x.mean(axis=axes), x.var(axis=axes)
+        n = x.size // x.shape[1]
+        if running_mean is not None:
+            new_mean = (1 - momentum) * _f64(running_mean) + momentum * mean
+            new_var = (1 - momentum) * _f64(running_var) + momentum * var * n / (n - 1)
+    else:
+        mean, var = _f64(running_mean), _f64(running_var)
+    out = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps)
+    if weight is not None:
+        out = out * _f64(weight).reshape(shape)
+    if bias is not None:
+        out = out + _f64(bias).reshape(shape)
+    return out, new_mean, new_var
+
+
+def embedding_backward_ref(grad_out, indices, num_embeddings, padding_idx=None):
+    """The weight's gradient: row r is the sum of grad_out over the positions holding index r."""
+    g = _f64(grad_out).reshape(-1, grad_out.shape[-1])
+    grad = np.zeros((num_embeddings, g.shape[1]))
+    for pos, r in enumerate(np.asarray(indices).reshape(-1)):
+        if r != padding_idx:
+            grad[r] += g[pos]
+    return grad

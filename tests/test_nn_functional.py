@@ -1,0 +1,283 @@
+"""deepkern.nn.functional: every Function's gradient by finite differences in float64, every
+forward against its float64 NumPy reference in float32 and float64, and forward plus backward
+against torch.nn.functional where PyTorch is installed; dropout's statistics, batch norm's
+running statistics, embedding's accumulation, and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import deepkern as dk
+import deepkern.nn.functional as F
+from checks import check, gradcheck, raises_naming
+from reference import adaptive_avg_pool2d_ref, avg_pool2d_ref, conv2d_ref, linear_ref, max_pool2d_ref
+from reference_nn import (
+    batch_norm_ref, embedding_backward_ref, gelu_ref, leaky_relu_ref, log_softmax_ref, sigmoid_ref, softmax_ref,
+)
+
+F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
+def leaf(rng, *shape, dtype=F64, positive=False):
+    a = rng.standard_normal(shape)
+    return dk.tensor((np.abs(a) + 0.5 if positive else a).astype(dtype), requires_grad=True)
+
+
+def seeded_dropout(x, p):
+    dk.manual_seed(7)  # the same mask on every call, so finite differences see one function
+    return F.dropout(x, p)
+
+
+# name -> (function of the tensors, their shapes (first: the input), float64 reference or None,
+#          positive-only inputs)
+CASES = {
+    "linear": (lambda x, w, b: F.linear(x, w, b), [(4, 5), (3, 5), (3,)], linear_ref),
+    "linear_3d_nobias": (lambda x, w: F.linear(x, w), [(2, 3, 5), (4, 5)], linear_ref),
+    "linear_relu": (lambda x, w, b: F.linear(x, w, b, relu=True), [(6, 5), (3, 5), (3,)],
+                    lambda x, w, b: linear_ref(x, w, b, relu=True)),
+    "linear_1d": (lambda x, w, b: F.linear(x, w, b), [(5,), (3, 5), (3,)], linear_ref),
+    "conv2d": (lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1), [(2, 3, 7, 6), (4, 3, 3, 3), (4,)],
+               lambda x, w, b: conv2d_ref(x, w, b, stride=2, padding=1)),
+    "conv2d_groups_dilation": (lambda x, w: F.conv2d(x, w, None, 1, "same", 2, 2), [(1, 4, 6, 7), (6, 2, 3, 2)],
+                               lambda x, w: conv2d_ref(x, w, None, 1, "same", 2, 2)),
+    "conv2d_unbatched": (lambda x, w, b: F.conv2d(x, w, b), [(2, 5, 5), (3, 2, 2, 2), (3,)], conv2d_ref),
+    "max_pool2d": (lambda x: F.max_pool2d(x, 3, 2, 1), [(2, 3, 7, 8)],
+                   lambda x: max_pool2d_ref(x, 3, 2, 1)[0]),
+    "max_pool2d_ceil_dilation": (lambda x: F.max_pool2d(x, 2, 2, 0, 2, ceil_mode=True), [(1, 2, 7, 6)],
+                                 lambda x: max_pool2d_ref(x, 2, 2, 0, 2, True)[0]),
+    "avg_pool2d": (lambda x: F.avg_pool2d(x, 3, 2, 1, count_include_pad=False), [(2, 3, 7, 8)],
+                   lambda x: avg_pool2d_ref(x, 3, 2, 1, count_include_pad=False)),
+    "avg_pool2d_divisor": (lambda x: F.avg_pool2d(x, 2, ceil_mode=True, divisor_override=3), [(3, 5, 5)],
+                           lambda x: avg_pool2d_ref(x, 2, ceil_mode=True, divisor_override=3)),
+    "adaptive_avg_pool2d": (lambda x: F.adaptive_avg_pool2d(x, (3, 2)), [(2, 2, 7, 5)],
+                            lambda x: adaptive_avg_pool2d_ref(x, (3, 2))),
+    "relu": (F.relu, [(3, 7)], lambda x: np.maximum(x, 0)),
+    "leaky_relu": (lambda x: F.leaky_relu(x, 0.2), [(3, 7)], lambda x: leaky_relu_ref(x, 0.2)),
+    "tanh": (F.tanh, [(3, 7)], np.tanh),
+    "sigmoid": (F.sigmoid, [(3, 7)], sigmoid_ref),
+    "gelu": (F.gelu, [(4, 9)], gelu_ref),
+    "gelu_tanh": (lambda x: F.gelu(x, approximate="tanh"), [(4, 9)], lambda x: gelu_ref(x, "tanh")),
+    "softmax": (lambda x: F.softmax(x, dim=1), [(3, 5, 2)], lambda x: softmax_ref(x, 1)),
+    "softmax_last": (lambda x: F.softmax(x, -1), [(4, 6)], lambda x: softmax_ref(x, -1)),
+    "log_softmax": (lambda x: F.log_softmax(x, dim=0), [(5, 3)], lambda x: log_softmax_ref(x, 0)),
+    "log_softmax_last": (lambda x: F.log_softmax(x, -1), [(2, 3, 6)], lambda x: log_softmax_ref(x, -1)),
+    "dropout": (lambda x: seeded_dropout(x, 0.3), [(5, 8)], None),
+    "batch_norm_train": (lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True), [(4, 3, 2, 3), (3,), (3,)],
+                         lambda x, w, b: batch_norm_ref(x, None, None, w, b, training=True)[0]),
+    "batch_norm_train_1d": (lambda x: F.batch_norm(x, None, None, training=True), [(5, 4)],
+                            lambda x: batch_norm_ref(x, None, None, training=True)[0]),
+    "batch_norm_eval": (lambda x, w, b: F.batch_norm(x, np.linspace(-1, 1, 3), np.linspace(0.5, 2, 3), w, b),
+                        [(4, 3, 5), (3,), (3,)],
+                        lambda x, w, b: batch_norm_ref(x, np.linspace(-1, 1, 3), np.linspace(0.5, 2, 3), w, b)[0]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_gradient_by_finite_differences(name, rng):
+    fn, shapes, _ = CASES[name]
+    gradcheck(fn, *(leaf(rng, *s) for s in shapes))
+
+
+# batch_norm_eval's running statistics are float64 constants: test_batch_norm_eval_forward_float32
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+@pytest.mark.parametrize("name", sorted(n for n in CASES if CASES[n][2] is not None and n != "batch_norm_eval"))
+def test_forward_matches_reference(name, dtype, rng):
+    fn, shapes, ref = CASES[name]
+    arrays = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    out = fn(*(dk.tensor(a) for a in arrays))
+    assert isinstance(out, dk.Tensor)
+    check(out.numpy(), ref(*arrays), dtype, name)
+
+
+def test_batch_norm_eval_forward_float32(rng):
+    x, w, b = (rng.standard_normal(s).astype(F32) for s in [(4, 3, 5), (3,), (3,)])
+    rm, rv = rng.standard_normal(3).astype(F32), rng.random(3).astype(F32) + 0.5
+    out = F.batch_norm(dk.tensor(x), dk.tensor(rm), dk.tensor(rv), dk.tensor(w), dk.tensor(b))
+    check(out.numpy(), batch_norm_ref(x, rm, rv, w, b)[0], F32, "batch_norm eval")
+
+
+@pytest.mark.parametrize("name", sorted(n for n in CASES if n != "dropout"))
+def test_forward_and_backward_match_torch(name, rng):
+    torch = pytest.importorskip("torch")
+    fn, shapes, _ = CASES[name]
+    tf = torch.nn.functional
+    torch_fns = {
+        "linear": tf.linear, "linear_3d_nobias": tf.linear,
+        "linear_relu": lambda x, w, b: tf.relu(tf.linear(x, w, b)), "linear_1d": tf.linear,
+        "conv2d": lambda x, w, b: tf.conv2d(x, w, b, stride=2, padding=1),
+        "conv2d_groups_dilation": lambda x, w: tf.conv2d(x, w, None, 1, "same", 2, 2),
+        "conv2d_unbatched": tf.conv2d,
+        "max_pool2d": lambda x: tf.max_pool2d(x, 3, 2, 1),
+        "max_pool2d_ceil_dilation": lambda x: tf.max_pool2d(x, 2, 2, 0, 2, ceil_mode=True),
+        "avg_pool2d": lambda x: tf.avg_pool2d(x, 3, 2, 1, count_include_pad=False),
+        "avg_pool2d_divisor": lambda x: tf.avg_pool2d(x, 2, ceil_mode=True, divisor_override=3),
+        "adaptive_avg_pool2d": lambda x: tf.adaptive_avg_pool2d(x, (3, 2)),
+        "relu": tf.relu, "leaky_relu": lambda x: tf.leaky_relu(x, 0.2), "tanh": torch.tanh,
+        "sigmoid": torch.sigmoid, "gelu": tf.gelu, "gelu_tanh": lambda x: tf.gelu(x, approximate="tanh"),
+        "softmax": lambda x: tf.softmax(x, dim=1), "softmax_last": lambda x: tf.softmax(x, -1),
+        "log_softmax": lambda x: tf.log_softmax(x, dim=0), "log_softmax_last": lambda x: tf.log_softmax(x, -1),
+        "batch_norm_train": lambda x, w, b: tf.batch_norm(x, None, None, w, b, training=True),
+        "batch_norm_train_1d": lambda x: tf.batch_norm(x, None, None, training=True),
+        "batch_norm_eval": lambda x, w, b: tf.batch_norm(x, torch.linspace(-1, 1, 3, dtype=torch.float64),
+                                                         torch.linspace(0.5, 2, 3, dtype=torch.float64), w, b),
+    }
+    arrays = [rng.standard_normal(s) for s in shapes]
+    ours = [dk.tensor(a, requires_grad=True) for a in arrays]
+    theirs = [torch.tensor(a, requires_grad=True) for a in arrays]
+    out, out_t = fn(*ours), torch_fns[name](*theirs)
+    g = rng.standard_normal(out.shape)
+    out.backward(g)
+    out_t.backward(torch.tensor(g))
+    check(out.detach().numpy(), out_t.detach().numpy(), F64, f"{name} forward")
+    for k, (a, b) in enumerate(zip(ours, theirs)):
+        check(a.grad.numpy(), b.grad.numpy(), F64, f"{name} gradient of input {k}", tol=1e-10)
+
+
+def test_linear_fused_relu_equals_linear_then_relu(rng):
+    x, w, b = leaf(rng, 6, 5), leaf(rng, 4, 5), leaf(rng, 4)
+    fused = F.linear(x, w, b, relu=True)
+    (fused * dk.tensor(np.arange(24.0).reshape(6, 4))).sum().backward()
+    grads = [t.grad.numpy().copy() for t in (x, w, b)]
+    for t in (x, w, b):
+        t.grad = None
+    plain = F.relu(F.linear(x, w, b))
+    (plain * dk.tensor(np.arange(24.0).reshape(6, 4))).sum().backward()
+    np.testing.assert_allclose(fused.detach().numpy(), plain.detach().numpy(), rtol=1e-14)
+    for got, t in zip(grads, (x, w, b)):
+        np.testing.assert_allclose(got, t.grad.numpy(), rtol=1e-12)
+
+
+def test_gradients_only_where_asked(rng):
+    x = dk.tensor(rng.standard_normal((2, 3, 5, 5)))  # no grad: only the weight's is computed
+    w = leaf(rng, 4, 3, 3, 3)
+    F.conv2d(x, w).sum().backward()
+    assert w.grad.shape == w.shape and x.grad is None
+    xl, wl = leaf(rng, 3, 5), dk.tensor(rng.standard_normal((2, 5)))
+    F.linear(xl, wl).sum().backward()
+    assert xl.grad.shape == (3, 5) and wl.grad is None
+
+
+def test_max_pool2d_return_indices(rng):
+    x = rng.standard_normal((2, 3, 6, 6)).astype(F32)
+    out, idx = F.max_pool2d(dk.tensor(x, requires_grad=True), 2, return_indices=True)
+    ref, ref_idx = max_pool2d_ref(x, 2)
+    np.testing.assert_array_equal(out.detach().numpy(), ref.astype(F32))
+    np.testing.assert_array_equal(idx.numpy(), ref_idx)
+    assert not idx.requires_grad and idx.dtype == np.int64
+
+
+# ---- dropout --------------------------------------------------------------------------------
+
+
+def test_dropout_statistics_and_scaling(rng):
+    x = dk.ones(200, 500)
+    dk.manual_seed(3)
+    out = F.dropout(x, 0.3).numpy()
+    kept = out != 0
+    assert abs(kept.mean() - 0.7) < 0.01
+    np.testing.assert_allclose(out[kept], 1 / 0.7, rtol=1e-6)
+    assert out.dtype == F32
+
+
+def test_dropout_repeatable_with_manual_seed_and_identity_in_eval():
+    x = dk.randn(10, 10)
+    dk.manual_seed(11)
+    a = F.dropout(x, 0.5).numpy()
+    dk.manual_seed(11)
+    b = F.dropout(x, 0.5).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert F.dropout(x, 0.5, training=False) is x
+    assert np.all(F.dropout(x, 1.0).numpy() == 0)
+    np.testing.assert_array_equal(F.dropout(x, 0.0).numpy(), x.numpy())
+
+
+def test_dropout_gradient_uses_the_forward_mask():
+    x = dk.ones(20, 20, requires_grad=True)
+    out = F.dropout(x, 0.4)
+    out.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), out.detach().numpy())
+
+
+# ---- batch norm -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+def test_batch_norm_updates_running_statistics(dtype, rng):
+    x = rng.standard_normal((6, 3, 4, 5)).astype(dtype) * 2 + 1
+    rm, rv = np.zeros(3, dtype), np.ones(3, dtype)
+    _, ref_m, ref_v = batch_norm_ref(x, rm, rv, training=True, momentum=0.3)
+    F.batch_norm(dk.tensor(x), rm, rv, training=True, momentum=0.3)
+    check(rm, ref_m, dtype, "running_mean")
+    check(rv, ref_v, dtype, "running_var (unbiased)")
+    before = rm.copy()
+    F.batch_norm(dk.tensor(x), rm, rv, training=False)
+    np.testing.assert_array_equal(rm, before)
+
+
+def test_batch_norm_needs_more_than_one_value_per_channel():
+    with raises_naming(ValueError, "more than 1 value per channel", r"\(1, 3\)"):
+        F.batch_norm(dk.randn(1, 3), None, None, training=True)
+    with raises_naming(ValueError, "running_mean and running_var"):
+        F.batch_norm(dk.randn(4, 3), None, None, training=False)
+
+
+# ---- embedding ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("padding_idx", [None, 2, -1])
+def test_embedding_gradient_accumulates_repeats_and_skips_padding(padding_idx, rng):
+    weight = leaf(rng, 6, 4)
+    idx = np.array([[1, 2, 1], [5, 2, 1]])
+    out = F.embedding(dk.tensor(idx), weight, padding_idx=padding_idx)
+    np.testing.assert_array_equal(out.detach().numpy(), weight.detach().numpy()[idx])
+    g = rng.standard_normal(out.shape)
+    out.backward(g)
+    pad = None if padding_idx is None else padding_idx % 6
+    check(weight.grad.numpy(), embedding_backward_ref(g, idx, 6, pad), F64, "embedding weight grad")
+    if padding_idx is None:  # the padding row's output does depend on it: no finite differences
+        gradcheck(lambda w: F.embedding(idx, w), leaf(rng, 6, 4))
+
+
+def test_embedding_bad_indices():
+    w = dk.randn(5, 3)
+    with raises_naming(IndexError, "index 5", "5 rows"):
+        F.embedding(dk.tensor([0, 5]), w)
+    with raises_naming(IndexError, "index -1"):
+        F.embedding(dk.tensor([-1, 2]), w)
+    with raises_naming(TypeError, "integer", "float32"):
+        F.embedding(dk.tensor([0.0, 1.0]), w)
+
+
+# ---- bad arguments ----------------------------------------------------------------------------
+
+
+def test_bad_arguments_are_named():
+    x = dk.randn(2, 3)
+    with raises_naming(IndexError, "softmax", "dim 2", "2 dimensions"):
+        F.softmax(x, 2)
+    with raises_naming(IndexError, "log_softmax", "dim -3"):
+        F.log_softmax(x, -3)
+    with raises_naming(ValueError, "gelu", "'exact'"):
+        F.gelu(x, approximate="exact")
+    with raises_naming(ValueError, "dropout", "1.5"):
+        F.dropout(x, 1.5)
+    with raises_naming(ValueError, "linear", r"\(2, 3\)", r"\(4, 5\)"):
+        F.linear(x, dk.randn(4, 5))
+
+
+def test_implicit_softmax_dim_follows_pytorch(rng):
+    for shape, dim in (((5,), 0), ((3, 4), 1), ((2, 3, 4), 0), ((2, 3, 4, 5), 1)):
+        x = rng.standard_normal(shape)
+        check(F.softmax(dk.tensor(x)).numpy(), softmax_ref(x, dim), F64, f"softmax {shape}")
+
+
+def test_results_keep_float32(rng):
+    x = dk.tensor(rng.standard_normal((4, 3, 6, 6)).astype(F32), requires_grad=True)
+    w = dk.tensor(rng.standard_normal(3).astype(F32), requires_grad=True)
+    outs = [F.gelu(x), F.leaky_relu(x), F.softmax(x, 1), F.log_softmax(x, 1), F.dropout(x, 0.2),
+            F.batch_norm(x, None, None, w, w, training=True), F.avg_pool2d(x, 2), F.max_pool2d(x, 2)]
+    for out in outs:
+        assert out.dtype == F32
+        out.sum().backward()
+        assert x.grad.dtype == F32
