@@ -147,7 +147,7 @@ CASES = [
     ("sgd", "SGD", dict(lr=0.05), ref_sgd),
     ("sgd-momentum", "SGD", dict(lr=0.05, momentum=0.9), ref_sgd),
     ("sgd-dampening-wd", "SGD", dict(lr=0.03, momentum=0.8, dampening=0.3, weight_decay=0.1), ref_sgd),
-    ("sgd-nesterov-max", "SGD", dict(lr=0.02, momentum=0.9, nesterov=True, maximize=True), ref_sgd),
+    ("sgd-nesterov-max", "SGD", dict(lr=0.005, momentum=0.9, nesterov=True, maximize=True), ref_sgd),
     ("adam", "Adam", dict(lr=0.01), ref_adam),
     ("adam-wd-amsgrad", "Adam", dict(lr=0.02, betas=(0.8, 0.99), weight_decay=0.1, amsgrad=True), ref_adam),
     ("adam-maximize", "Adam", dict(lr=0.01, eps=1e-6, maximize=True), ref_adam),
@@ -176,12 +176,15 @@ def ref_options(cls_name, options):
 
 # -- trajectories --------------------------------------------------------------------------------
 
-# float32 against torch: each step rounds every updated value (parameter and state) once or a few
-# times, ~6e-8 relative each; two implementations that order the same operations differently
-# (fused kernel vs torch's for-loop) differ by a few ulp per step, and over 100 steps of a
-# contracting problem these add up to at most ~100 * 4 ulp ~ 2.4e-5 relative. atol covers
-# values that pass near zero, where the same absolute error is a large relative one.
-F32_RTOL, F32_ATOL = 3e-5, 3e-6
+# float32 against torch: the kernels perform torch's operations in torch's order, so most runs agree
+# bit for bit (measured: <= 3e-7 relative, 2.4e-7 absolute on AVX-512). Where a kernel contracts a
+# multiply-add into one FMA (or a narrower ISA does not) the two differ by ~1 ulp (6e-8) in that step;
+# on these bounded trajectories such differences add up rather than grow: <= 100 steps x 1 ulp = 6e-6
+# relative. atol covers values that pass near zero, where the same absolute error is a large relative one.
+F32_RTOL, F32_ATOL = 1e-5, 1e-6
+# float32 against the float64 reference: float32 rounding of every stored value, amplified by the
+# adaptive methods' division by sqrt(v) where v is small (measured: <= 2.4e-5 relative away from zero).
+F32_F64_RTOL, F32_F64_ATOL = 1e-4, 1e-5
 
 
 @needs_torch
@@ -210,7 +213,7 @@ def test_float32_trajectory_near_float64_reference(name, cls_name, options, ref)
     arrays = start_params(np.float32)
     got, _ = run_deepkern(deepkern_maker(cls_name, options), arrays)
     want = ref([a.astype(np.float64) for a in arrays], STEPS, **ref_options(cls_name, options))
-    assert_trajectories_close(got, [w.astype(np.float32) for w in want], 2 * F32_RTOL, 2 * F32_ATOL, name)
+    assert_trajectories_close(got, [w.astype(np.float32) for w in want], F32_F64_RTOL, F32_F64_ATOL, name)
 
 
 def two_groups(params):

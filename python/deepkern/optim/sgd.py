@@ -5,6 +5,7 @@ when momentum != 0), stepping each param group with one call of the fused kernel
 from __future__ import annotations
 
 from .. import ops
+from ..tensor import Tensor
 from .optimizer import Optimizer, _check_nonnegative
 
 __all__ = ["SGD"]
@@ -32,6 +33,8 @@ class SGD(Optimizer):
             params, param_arrays, grad_arrays = self._with_grad(group)
             if not params:
                 continue
+            # momentum: each parameter's buffer, None before its first step (torch's
+            # momentum_buffer_list); the op sets a None entry to a new buffer holding the gradient.
             buffers = None
             if group["momentum"] != 0:
                 buffers = [self.state[p].get("momentum_buffer") for p in params]
@@ -40,5 +43,9 @@ class SGD(Optimizer):
                 ops.sgd_step_multi(pa, ga, ba, lr=group["lr"], momentum=group["momentum"],
                                    dampening=group["dampening"], weight_decay=group["weight_decay"],
                                    nesterov=group["nesterov"], maximize=group["maximize"])
-                self._keep_new_buffers(params if idx is None else [params[i] for i in idx], ba)
+                if ba is not None:
+                    for p, buf in zip(params if idx is None else [params[i] for i in idx], ba):
+                        state = self.state[p]
+                        if "momentum_buffer" not in state:
+                            state["momentum_buffer"] = Tensor._wrap(buf)
         return loss
