@@ -686,3 +686,18 @@ def test_scheduler_bad_input():
 class _NoMomentum(optim.Optimizer):
     def __init__(self, params):
         super().__init__(params, {"lr": 0.1})
+
+
+def test_failed_step_leaves_state_as_it_was():
+    params = deepkern_params(start_params()[:2])
+    for cls_name, options in RESUME_CASES:
+        opt = deepkern_maker(cls_name, options)(params)
+        set_grads(params)
+        params[1].grad = deepkern.tensor(np.zeros((4, 4), np.float32))  # wrong shape
+        before = [p._array.copy() for p in params]
+        with raises_naming(ValueError, "shape"):
+            opt.step()
+        assert all(len(opt.state[p]) == 0 or opt.state[p].get("step", 0.0) == 0.0 for p in params), cls_name
+        assert all("momentum_buffer" not in opt.state[p] for p in params if cls_name == "SGD")
+        for p, b in zip(params, before):
+            np.testing.assert_array_equal(p._array, b)

@@ -40,8 +40,7 @@ class Adam(Optimizer):
             exp_avgs, exp_avg_sqs, max_sqs, steps = [], [], [] if amsgrad else None, []
             for p in params:
                 state = self.state[p]
-                state["step"] = step = state.get("step", 0.0) + 1.0
-                steps.append(int(step))
+                steps.append(int(state.setdefault("step", 0.0)) + 1)
                 exp_avgs.append(self._state_array(state, "exp_avg", p))
                 exp_avg_sqs.append(self._state_array(state, "exp_avg_sq", p))
                 if amsgrad:
@@ -52,6 +51,7 @@ class Adam(Optimizer):
                                     eps=group["eps"], weight_decay=group["weight_decay"], amsgrad=amsgrad,
                                     max_exp_avg_sqs=ma, maximize=group["maximize"],
                                     decoupled_weight_decay=group["decoupled_weight_decay"])
+            self._count_step(params)
         return loss
 
 

@@ -160,6 +160,13 @@ class Optimizer:
                 grad_arrays.append(g._array)
         return params, param_arrays, grad_arrays
 
+    def _count_step(self, params) -> None:
+        """Adds the step just taken to each parameter's ``state["step"]`` (after the kernel
+        succeeded, so a step that raised leaves the counts as they were)."""
+        state = self.state
+        for p in params:
+            state[p]["step"] += 1.0
+
     @staticmethod
     def _state_array(state: dict, name: str, p: Tensor) -> np.ndarray:
         """The array of ``state[name]``, created as zeros of ``p``'s shape and dtype (C order)

@@ -36,7 +36,7 @@ class RMSprop(Optimizer):
             square_avgs, buffers, grad_avgs = [], [] if with_momentum else None, [] if centered else None
             for p in params:
                 state = self.state[p]
-                state["step"] = state.get("step", 0.0) + 1.0
+                state.setdefault("step", 0.0)
                 square_avgs.append(self._state_array(state, "square_avg", p))
                 if with_momentum:
                     buffers.append(self._state_array(state, "momentum_buffer", p))
@@ -47,4 +47,5 @@ class RMSprop(Optimizer):
                                        weight_decay=group["weight_decay"], momentum=group["momentum"],
                                        centered=centered, momentum_buffers=ba, grad_avgs=aa,
                                        maximize=group["maximize"])
+            self._count_step(params)
         return loss

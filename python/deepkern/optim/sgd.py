@@ -4,6 +4,8 @@ when momentum != 0), stepping each param group with one call of the fused kernel
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import ops
 from ..tensor import Tensor
 from .optimizer import Optimizer, _check_nonnegative
@@ -33,19 +35,26 @@ class SGD(Optimizer):
             params, param_arrays, grad_arrays = self._with_grad(group)
             if not params:
                 continue
-            # momentum: each parameter's buffer, None before its first step (torch's
-            # momentum_buffer_list); the op sets a None entry to a new buffer holding the gradient.
-            buffers = None
-            if group["momentum"] != 0:
-                buffers = [self.state[p].get("momentum_buffer") for p in params]
-                buffers = [None if b is None else b._array for b in buffers]
-            for idx, (pa, ga, ba) in self._by_dtype(param_arrays, grad_arrays, buffers):
-                ops.sgd_step_multi(pa, ga, ba, lr=group["lr"], momentum=group["momentum"],
-                                   dampening=group["dampening"], weight_decay=group["weight_decay"],
-                                   nesterov=group["nesterov"], maximize=group["maximize"])
-                if ba is not None:
-                    for p, buf in zip(params if idx is None else [params[i] for i in idx], ba):
-                        state = self.state[p]
-                        if "momentum_buffer" not in state:
-                            state["momentum_buffer"] = Tensor._wrap(buf)
+            # momentum: torch creates a parameter's buffer on its first step, as the gradient; the
+            # op is given an uninitialised buffer and first_step=True for it, and writes it. New
+            # buffers join the state once the step has succeeded.
+            buffers = first = None
+            new = []
+            momentum = group["momentum"]
+            if momentum != 0:
+                buffers, first = [], []
+                for p in params:
+                    state = self.state[p]
+                    buf = state.get("momentum_buffer")
+                    first.append(buf is None)
+                    if buf is None:
+                        buf = Tensor._wrap(np.empty(p.shape, p.dtype))
+                        new.append((state, buf))
+                    buffers.append(buf._array)
+            for _, (pa, ga, ba, fs) in self._by_dtype(param_arrays, grad_arrays, buffers, first):
+                ops.sgd_step_multi(pa, ga, ba, lr=group["lr"], momentum=momentum, dampening=group["dampening"],
+                                   weight_decay=group["weight_decay"], nesterov=group["nesterov"],
+                                   maximize=group["maximize"], first_step=False if fs is None else fs)
+            for state, buf in new:
+                state["momentum_buffer"] = buf
         return loss
