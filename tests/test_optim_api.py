@@ -80,14 +80,18 @@ def assert_trajectories_close(got, want, rtol, atol, what=""):
 
 # -- float64 reference loops (torch.optim's single-tensor algorithms, written out) ----------------
 
+def ref_grad(i, p, maximize=False, weight_decay=0):
+    """The gradient the update uses: negated for maximize, plus L2 weight decay."""
+    g = grad_of(i, p)
+    g = -g if maximize else g
+    return g + weight_decay * p if weight_decay else g
+
+
 def ref_sgd(ps, steps, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, maximize=False):
     bufs = [None] * len(ps)
     for _ in range(steps):
         for i, p in enumerate(ps):
-            g = grad_of(i, p)
-            g = -g if maximize else g
-            if weight_decay:
-                g = g + weight_decay * p
+            g = ref_grad(i, p, maximize, weight_decay)
             if momentum:
                 bufs[i] = g.copy() if bufs[i] is None else momentum * bufs[i] + (1 - dampening) * g
                 g = g + momentum * bufs[i] if nesterov else bufs[i]
@@ -103,12 +107,9 @@ def ref_adam(ps, steps, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, a
     vmax = [np.zeros_like(p) for p in ps]
     for t in range(1, steps + 1):
         for i, p in enumerate(ps):
-            g = grad_of(i, p)
-            g = -g if maximize else g
-            if weight_decay and decoupled_weight_decay:
+            g = ref_grad(i, p, maximize, 0 if decoupled_weight_decay else weight_decay)
+            if decoupled_weight_decay:
                 p *= 1 - lr * weight_decay
-            elif weight_decay:
-                g = g + weight_decay * p
             m[i] = b1 * m[i] + (1 - b1) * g
             v[i] = b2 * v[i] + (1 - b2) * g * g
             vmax[i] = np.maximum(vmax[i], v[i])
@@ -124,10 +125,7 @@ def ref_rmsprop(ps, steps, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, moment
     buf = [np.zeros_like(p) for p in ps]
     for _ in range(steps):
         for i, p in enumerate(ps):
-            g = grad_of(i, p)
-            g = -g if maximize else g
-            if weight_decay:
-                g = g + weight_decay * p
+            g = ref_grad(i, p, maximize, weight_decay)
             sq[i] = alpha * sq[i] + (1 - alpha) * g * g
             if centered:
                 gavg[i] = alpha * gavg[i] + (1 - alpha) * g
@@ -246,7 +244,7 @@ def test_param_groups_with_different_options_float64():
     bufs = [None] * len(second)
     for _ in range(STEPS):
         for k, p in enumerate(second):
-            g = grad_of(k + 2, p) + 0.2 * p
+            g = ref_grad(k + 2, p, weight_decay=0.2)
             bufs[k] = g.copy() if bufs[k] is None else 0.9 * bufs[k] + g
             p -= 0.005 * bufs[k]
     assert_trajectories_close(got, first + second, 1e-12, 1e-13, "two groups")
@@ -417,10 +415,6 @@ def test_bad_params_raise():
 
 
 # -- state dicts ---------------------------------------------------------------------------------
-
-def state_dict_case(cls_name, options):
-    return deepkern_maker(cls_name, options)
-
 
 RESUME_CASES = [("SGD", dict(lr=0.05, momentum=0.9, nesterov=True)),
                 ("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.1)),

@@ -29,30 +29,23 @@ class Adam(Optimizer):
                     "decoupled_weight_decay": decoupled_weight_decay}
         super().__init__(params, defaults)
 
-    def step(self, closure=None):
-        """One Adam step of every parameter that has a gradient; returns ``closure()``'s loss."""
-        loss = self._evaluate(closure)
-        for group in self.param_groups:
-            params, param_arrays, grad_arrays = self._with_grad(group)
-            if not params:
-                continue
-            amsgrad = group["amsgrad"]
-            exp_avgs, exp_avg_sqs, max_sqs, steps = [], [], [] if amsgrad else None, []
-            for p in params:
-                state = self.state[p]
-                steps.append(int(state.setdefault("step", 0.0)) + 1)
-                exp_avgs.append(self._state_array(state, "exp_avg", p))
-                exp_avg_sqs.append(self._state_array(state, "exp_avg_sq", p))
-                if amsgrad:
-                    max_sqs.append(self._state_array(state, "max_exp_avg_sq", p))
-            for _, (pa, ga, ea, sa, ma, st) in self._by_dtype(param_arrays, grad_arrays, exp_avgs, exp_avg_sqs,
-                                                              max_sqs, steps):
-                ops.adam_step_multi(pa, ga, ea, sa, steps=st, lr=group["lr"], betas=group["betas"],
-                                    eps=group["eps"], weight_decay=group["weight_decay"], amsgrad=amsgrad,
-                                    max_exp_avg_sqs=ma, maximize=group["maximize"],
-                                    decoupled_weight_decay=group["decoupled_weight_decay"])
-            self._count_step(params)
-        return loss
+    def _step_group(self, group, params, param_arrays, grad_arrays):
+        amsgrad = group["amsgrad"]
+        exp_avgs, exp_avg_sqs, max_sqs, steps = [], [], [] if amsgrad else None, []
+        for p in params:
+            state = self.state[p]
+            steps.append(int(state.setdefault("step", 0.0)) + 1)
+            exp_avgs.append(self._state_array(state, "exp_avg", p))
+            exp_avg_sqs.append(self._state_array(state, "exp_avg_sq", p))
+            if amsgrad:
+                max_sqs.append(self._state_array(state, "max_exp_avg_sq", p))
+        for pa, ga, ea, sa, ma, st in self._by_dtype(param_arrays, grad_arrays, exp_avgs, exp_avg_sqs,
+                                                          max_sqs, steps):
+            ops.adam_step_multi(pa, ga, ea, sa, steps=st, lr=group["lr"], betas=group["betas"],
+                                eps=group["eps"], weight_decay=group["weight_decay"], amsgrad=amsgrad,
+                                max_exp_avg_sqs=ma, maximize=group["maximize"],
+                                decoupled_weight_decay=group["decoupled_weight_decay"])
+        self._count_step(params)
 
 
 class AdamW(Adam):

@@ -136,29 +136,29 @@ class Optimizer:
                     p.grad._array[...] = 0
 
     def step(self, closure=None):
-        """One optimization step; ``closure`` (optional) re-evaluates the model with grad
+        """One optimization step of every parameter that has a gradient (torch.optim skips a
+        parameter whose grad is None); ``closure`` (optional) re-evaluates the model with grad
         enabled and returns the loss, which ``step`` returns."""
+        loss = None
+        if closure is not None:
+            with autograd.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, param_arrays, grad_arrays = [], [], []
+            for p in group["params"]:
+                g = p.grad
+                if g is not None:
+                    params.append(p)
+                    param_arrays.append(p._array)
+                    grad_arrays.append(g._array)
+            if params:
+                self._step_group(group, params, param_arrays, grad_arrays)
+        return loss
+
+    def _step_group(self, group: dict, params: list, param_arrays: list, grad_arrays: list) -> None:
+        """Steps ``params`` (the group's parameters with a gradient; their arrays and their
+        gradients' arrays beside them) with one fused kernel call per dtype."""
         raise NotImplementedError
-
-    @staticmethod
-    def _evaluate(closure):
-        if closure is None:
-            return None
-        with autograd.enable_grad():
-            return closure()
-
-    @staticmethod
-    def _with_grad(group):
-        """The group's parameters that have a gradient, and the arrays of both (the kernels'
-        inputs): torch.optim skips a parameter whose grad is None."""
-        params, param_arrays, grad_arrays = [], [], []
-        for p in group["params"]:
-            g = p.grad
-            if g is not None:
-                params.append(p)
-                param_arrays.append(p._array)
-                grad_arrays.append(g._array)
-        return params, param_arrays, grad_arrays
 
     def _count_step(self, params) -> None:
         """Adds the step just taken to each parameter's ``state["step"]`` (after the kernel
@@ -178,17 +178,16 @@ class Optimizer:
 
     @staticmethod
     def _by_dtype(param_arrays, *lists):
-        """Splits the kernel's lists by the parameters' dtype (one kernel call takes one dtype):
-        yields (index list or None for "all", the lists). Almost every group has one dtype."""
+        """The kernel's lists (params first), split by the parameters' dtype since one kernel call
+        takes one dtype; ``None`` lists stay None. Almost every group has one dtype: one split."""
         first = param_arrays[0].dtype
         if all(a.dtype == first for a in param_arrays):
-            yield None, (param_arrays, *lists)
-            return
+            return [(param_arrays, *lists)]
         buckets = defaultdict(list)
         for i, a in enumerate(param_arrays):
             buckets[a.dtype].append(i)
-        for idx in buckets.values():
-            yield idx, tuple(None if lst is None else [lst[i] for i in idx] for lst in (param_arrays, *lists))
+        return [tuple(None if lst is None else [lst[i] for i in idx] for lst in (param_arrays, *lists))
+                for idx in buckets.values()]
 
     # -- state dicts ---------------------------------------------------------------------------
 

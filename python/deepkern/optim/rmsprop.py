@@ -25,27 +25,20 @@ class RMSprop(Optimizer):
                     "weight_decay": weight_decay, "maximize": maximize}
         super().__init__(params, defaults)
 
-    def step(self, closure=None):
-        """One RMSprop step of every parameter that has a gradient; returns ``closure()``'s loss."""
-        loss = self._evaluate(closure)
-        for group in self.param_groups:
-            params, param_arrays, grad_arrays = self._with_grad(group)
-            if not params:
-                continue
-            with_momentum, centered = group["momentum"] > 0, group["centered"]
-            square_avgs, buffers, grad_avgs = [], [] if with_momentum else None, [] if centered else None
-            for p in params:
-                state = self.state[p]
-                state.setdefault("step", 0.0)
-                square_avgs.append(self._state_array(state, "square_avg", p))
-                if with_momentum:
-                    buffers.append(self._state_array(state, "momentum_buffer", p))
-                if centered:
-                    grad_avgs.append(self._state_array(state, "grad_avg", p))
-            for _, (pa, ga, sa, ba, aa) in self._by_dtype(param_arrays, grad_arrays, square_avgs, buffers, grad_avgs):
-                ops.rmsprop_step_multi(pa, ga, sa, lr=group["lr"], alpha=group["alpha"], eps=group["eps"],
-                                       weight_decay=group["weight_decay"], momentum=group["momentum"],
-                                       centered=centered, momentum_buffers=ba, grad_avgs=aa,
-                                       maximize=group["maximize"])
-            self._count_step(params)
-        return loss
+    def _step_group(self, group, params, param_arrays, grad_arrays):
+        with_momentum, centered = group["momentum"] > 0, group["centered"]
+        square_avgs, buffers, grad_avgs = [], [] if with_momentum else None, [] if centered else None
+        for p in params:
+            state = self.state[p]
+            state.setdefault("step", 0.0)
+            square_avgs.append(self._state_array(state, "square_avg", p))
+            if with_momentum:
+                buffers.append(self._state_array(state, "momentum_buffer", p))
+            if centered:
+                grad_avgs.append(self._state_array(state, "grad_avg", p))
+        for pa, ga, sa, ba, aa in self._by_dtype(param_arrays, grad_arrays, square_avgs, buffers, grad_avgs):
+            ops.rmsprop_step_multi(pa, ga, sa, lr=group["lr"], alpha=group["alpha"], eps=group["eps"],
+                                   weight_decay=group["weight_decay"], momentum=group["momentum"],
+                                   centered=centered, momentum_buffers=ba, grad_avgs=aa,
+                                   maximize=group["maximize"])
+        self._count_step(params)

@@ -28,33 +28,26 @@ class SGD(Optimizer):
                     "nesterov": nesterov, "maximize": maximize}
         super().__init__(params, defaults)
 
-    def step(self, closure=None):
-        """One SGD step of every parameter that has a gradient; returns ``closure()``'s loss."""
-        loss = self._evaluate(closure)
-        for group in self.param_groups:
-            params, param_arrays, grad_arrays = self._with_grad(group)
-            if not params:
-                continue
-            # momentum: torch creates a parameter's buffer on its first step, as the gradient; the
-            # op is given an uninitialised buffer and first_step=True for it, and writes it. New
-            # buffers join the state once the step has succeeded.
-            buffers = first = None
-            new = []
-            momentum = group["momentum"]
-            if momentum != 0:
-                buffers, first = [], []
-                for p in params:
-                    state = self.state[p]
-                    buf = state.get("momentum_buffer")
-                    first.append(buf is None)
-                    if buf is None:
-                        buf = Tensor._wrap(np.empty(p.shape, p.dtype))
-                        new.append((state, buf))
-                    buffers.append(buf._array)
-            for _, (pa, ga, ba, fs) in self._by_dtype(param_arrays, grad_arrays, buffers, first):
-                ops.sgd_step_multi(pa, ga, ba, lr=group["lr"], momentum=momentum, dampening=group["dampening"],
-                                   weight_decay=group["weight_decay"], nesterov=group["nesterov"],
-                                   maximize=group["maximize"], first_step=False if fs is None else fs)
-            for state, buf in new:
-                state["momentum_buffer"] = buf
-        return loss
+    def _step_group(self, group, params, param_arrays, grad_arrays):
+        # momentum: torch creates a parameter's buffer on its first step, as the gradient; the
+        # op is given an uninitialised buffer and first_step=True for it, and writes it. New
+        # buffers join the state once the step has succeeded.
+        buffers = first = None
+        new = []
+        momentum = group["momentum"]
+        if momentum != 0:
+            buffers, first = [], []
+            for p in params:
+                state = self.state[p]
+                buf = state.get("momentum_buffer")
+                first.append(buf is None)
+                if buf is None:
+                    buf = Tensor._wrap(np.empty(p.shape, p.dtype))
+                    new.append((state, buf))
+                buffers.append(buf._array)
+        for pa, ga, ba, fs in self._by_dtype(param_arrays, grad_arrays, buffers, first):
+            ops.sgd_step_multi(pa, ga, ba, lr=group["lr"], momentum=momentum, dampening=group["dampening"],
+                               weight_decay=group["weight_decay"], nesterov=group["nesterov"],
+                               maximize=group["maximize"], first_step=False if fs is None else fs)
+        for state, buf in new:
+            state["momentum_buffer"] = buf
