@@ -18,6 +18,7 @@ import deepkern
 from checks import raises_naming
 from deepkern import optim
 from deepkern.optim import lr_scheduler
+from reference import adam_step_ref, rmsprop_step_ref, sgd_step_ref
 
 try:
     import torch
@@ -78,65 +79,31 @@ def assert_trajectories_close(got, want, rtol, atol, what=""):
         np.testing.assert_allclose(g, w, rtol=rtol, atol=atol, err_msg=f"{what}: parameter {i}")
 
 
-# -- float64 reference loops (torch.optim's single-tensor algorithms, written out) ----------------
+# -- float64 reference loops: tests/reference.py's single steps, 100 times ---------------------------
 
-def ref_grad(i, p, maximize=False, weight_decay=0):
-    """The gradient the update uses: negated for maximize, plus L2 weight decay."""
-    g = grad_of(i, p)
-    g = -g if maximize else g
-    return g + weight_decay * p if weight_decay else g
-
-
-def ref_sgd(ps, steps, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, maximize=False):
+def ref_sgd(ps, steps, **options):
     bufs = [None] * len(ps)
     for _ in range(steps):
         for i, p in enumerate(ps):
-            g = ref_grad(i, p, maximize, weight_decay)
-            if momentum:
-                bufs[i] = g.copy() if bufs[i] is None else momentum * bufs[i] + (1 - dampening) * g
-                g = g + momentum * bufs[i] if nesterov else bufs[i]
-            p -= lr * g
+            ps[i], bufs[i] = sgd_step_ref(p, grad_of(i, p), bufs[i], first_step=bufs[i] is None, **options)
     return ps
 
 
-def ref_adam(ps, steps, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, maximize=False,
-             decoupled_weight_decay=False):
-    b1, b2 = betas
-    m = [np.zeros_like(p) for p in ps]
-    v = [np.zeros_like(p) for p in ps]
-    vmax = [np.zeros_like(p) for p in ps]
+def ref_adam(ps, steps, amsgrad=False, **options):
+    m, v, vmax = ([np.zeros_like(p) for p in ps] for _ in range(3))
     for t in range(1, steps + 1):
         for i, p in enumerate(ps):
-            g = ref_grad(i, p, maximize, 0 if decoupled_weight_decay else weight_decay)
-            if decoupled_weight_decay:
-                p *= 1 - lr * weight_decay
-            m[i] = b1 * m[i] + (1 - b1) * g
-            v[i] = b2 * v[i] + (1 - b2) * g * g
-            vmax[i] = np.maximum(vmax[i], v[i])
-            denom = np.sqrt((vmax[i] if amsgrad else v[i]) / (1 - b2 ** t)) + eps
-            p -= lr / (1 - b1 ** t) * m[i] / denom
+            ps[i], m[i], v[i], vmax[i] = adam_step_ref(p, grad_of(i, p), m[i], v[i], step=t, amsgrad=amsgrad,
+                                                       max_exp_avg_sq=vmax[i], **options)
     return ps
 
 
-def ref_rmsprop(ps, steps, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
-                maximize=False):
-    sq = [np.zeros_like(p) for p in ps]
-    gavg = [np.zeros_like(p) for p in ps]
-    buf = [np.zeros_like(p) for p in ps]
+def ref_rmsprop(ps, steps, **options):
+    sq, buf, gavg = ([np.zeros_like(p) for p in ps] for _ in range(3))
     for _ in range(steps):
         for i, p in enumerate(ps):
-            g = ref_grad(i, p, maximize, weight_decay)
-            sq[i] = alpha * sq[i] + (1 - alpha) * g * g
-            if centered:
-                gavg[i] = alpha * gavg[i] + (1 - alpha) * g
-                avg = np.sqrt(sq[i] - gavg[i] * gavg[i]) + eps
-            else:
-                avg = np.sqrt(sq[i]) + eps
-            if momentum > 0:
-                buf[i] = momentum * buf[i] + g / avg
-                p -= lr * buf[i]
-            else:
-                p -= lr * g / avg
+            ps[i], sq[i], buf[i], gavg[i] = rmsprop_step_ref(p, grad_of(i, p), sq[i], momentum_buffer=buf[i],
+                                                             grad_avg=gavg[i], **options)
     return ps
 
 
@@ -244,9 +211,8 @@ def test_param_groups_with_different_options_float64():
     bufs = [None] * len(second)
     for _ in range(STEPS):
         for k, p in enumerate(second):
-            g = ref_grad(k + 2, p, weight_decay=0.2)
-            bufs[k] = g.copy() if bufs[k] is None else 0.9 * bufs[k] + g
-            p -= 0.005 * bufs[k]
+            second[k], bufs[k] = sgd_step_ref(p, grad_of(k + 2, p), bufs[k], first_step=bufs[k] is None, lr=0.005,
+                                              momentum=0.9, weight_decay=0.2)
     assert_trajectories_close(got, first + second, 1e-12, 1e-13, "two groups")
 
 
