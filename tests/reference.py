@@ -474,3 +474,65 @@ def lstm_backward_ref(grad_y, grad_h_T, grad_c_T, x, h0, c0, w_ih, w_hh, b_ih=No
         gw_hh += dw_hh
         gb += db
     return gx, gh, gc, gw_ih, gw_hh, gb, gb.copy()
+
+
+# ---- optimizer steps (torch.optim's SGD, Adam/AdamW, RMSprop; one step, new arrays returned) ------
+
+
+def sgd_step_ref(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                 nesterov=False, maximize=False, first_step=False):
+    """``(param, momentum_buffer)`` after one torch.optim.SGD step, in float64 (the buffer is None
+    without momentum; ``first_step``: torch's buffer is None, so it becomes the gradient)."""
+    p, g = _f64(param), _f64(grad)
+    g = -g if maximize else g
+    if weight_decay != 0:
+        g = g + weight_decay * p
+    buf = None
+    if momentum != 0:
+        buf = g.copy() if first_step else momentum * _f64(momentum_buffer) + (1 - dampening) * g
+        g = g + momentum * buf if nesterov else buf
+    return p - lr * g, buf
+
+
+def adam_step_ref(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+                  weight_decay=0.0, amsgrad=False, max_exp_avg_sq=None, maximize=False, decoupled_weight_decay=False):
+    """``(param, exp_avg, exp_avg_sq, max_exp_avg_sq)`` after one torch.optim.Adam step (AdamW with
+    ``decoupled_weight_decay``), in float64; ``step`` counts this step. max_exp_avg_sq is None
+    without amsgrad."""
+    beta1, beta2 = betas
+    p, g = _f64(param), _f64(grad)
+    g = -g if maximize else g
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            p = p * (1 - lr * weight_decay)
+        else:
+            g = g + weight_decay * p
+    m = beta1 * _f64(exp_avg) + (1 - beta1) * g
+    v = beta2 * _f64(exp_avg_sq) + (1 - beta2) * g * g
+    vmax = np.maximum(_f64(max_exp_avg_sq), v) if amsgrad else None
+    denom = np.sqrt(vmax if amsgrad else v) / np.sqrt(1 - beta2 ** step) + eps
+    return p - lr / (1 - beta1 ** step) * m / denom, m, v, vmax
+
+
+def rmsprop_step_ref(param, grad, square_avg, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                     centered=False, momentum_buffer=None, grad_avg=None, maximize=False):
+    """``(param, square_avg, momentum_buffer, grad_avg)`` after one torch.optim.RMSprop step, in
+    float64 (a state the options do not use is None)."""
+    p, g = _f64(param), _f64(grad)
+    g = -g if maximize else g
+    if weight_decay != 0:
+        g = g + weight_decay * p
+    sq = alpha * _f64(square_avg) + (1 - alpha) * g * g
+    ga = None
+    if centered:
+        ga = alpha * _f64(grad_avg) + (1 - alpha) * g
+        avg = np.sqrt(sq - ga * ga) + eps
+    else:
+        avg = np.sqrt(sq) + eps
+    buf = None
+    if momentum > 0:
+        buf = momentum * _f64(momentum_buffer) + g / avg
+        p = p - lr * buf
+    else:
+        p = p - lr * g / avg
+    return p, sq, buf, ga

@@ -11,12 +11,14 @@
 #include <string>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "core/cpu_features.h"
 #include "core/threading.h"
 #include "cpu/conv/conv.h"
 #include "cpu/gemm/gemm.h"
 #include "cpu/lstm/lstm.h"
+#include "cpu/optim/optim.h"
 #include "cpu/pool/pool.h"
 #include "cpu/roofline/roofline.h"
 
@@ -316,6 +318,135 @@ void adaptive_avg_pool2d_backward(const py::array& grad_out, py::array& grad_x, 
   });
 }
 
+// ---- optimizer steps ---------------------------------------------------------------------------
+// Lists with one entry per parameter tensor, validated by deepkern.ops.optim (arrays of one float
+// dtype and one shape per tensor, C-contiguous, param and states writeable); a state list the
+// options do not use is None. `steps` holds one int per tensor (Adam: the step count; SGD: nonzero
+// on the first step) or is None. The checks here read only pointers and sizes: they keep a direct
+// call of deepkern._C from writing outside an array, and reject arrays of one tensor that share
+// memory (which the ops cannot see cheaply for long lists), naming both.
+
+// Names of the lists, in the order params, grads, state[0..2].
+using OptimNames = std::array<const char*, 5>;
+
+template <class T>
+py::array optim_array(const py::handle& item, const char* name, size_t i, bool write) {
+  if (!py::isinstance<py::array>(item))
+    throw py::type_error(std::string(name) + "[" + std::to_string(i) + "] must be a numpy.ndarray");
+  auto arr = py::reinterpret_borrow<py::array>(item);
+  if (!arr.dtype().is(py::dtype::of<T>()))
+    throw py::type_error(std::string(name) + "[" + std::to_string(i) + "] has a dtype other than params[0]'s");
+  if (!(arr.flags() & py::array::c_style) || (write && !arr.writeable()))
+    throw py::value_error(std::string(name) + "[" + std::to_string(i) + "] must be C-contiguous" +
+                          (write ? " and writeable" : ""));
+  return arr;
+}
+
+template <class T>
+std::vector<cpu::OptimTensor<T>> optim_tensors(const py::list& params, const py::list& grads,
+                                               const std::array<py::object, 3>& states, const py::object& steps,
+                                               const OptimNames& names) {
+  const size_t count = params.size();
+  std::array<py::list, 3> state_lists;
+  bool used[3] = {false, false, false};
+  for (int k = 0; k < 3; ++k) {
+    if (states[k].is_none()) continue;
+    state_lists[k] = states[k].cast<py::list>();
+    used[k] = true;
+    if (state_lists[k].size() != count) throw py::value_error(std::string(names[k + 2]) + " and params differ in length");
+  }
+  if (grads.size() != count) throw py::value_error("grads and params differ in length");
+  std::vector<int64_t> step_values;
+  if (!steps.is_none()) {
+    step_values = steps.cast<std::vector<int64_t>>();
+    if (step_values.size() != count) throw py::value_error("steps and params differ in length");
+  }
+  std::vector<cpu::OptimTensor<T>> tensors(count);
+  for (size_t i = 0; i < count; ++i) {
+    py::array arrays[5] = {optim_array<T>(params[i], names[0], i, true), optim_array<T>(grads[i], names[1], i, false)};
+    const bool present[5] = {true, true, used[0], used[1], used[2]};
+    for (int k = 0; k < 3; ++k)
+      if (used[k]) arrays[k + 2] = optim_array<T>(state_lists[k][i], names[k + 2], i, true);
+    const int64_t size = arrays[0].size();
+    const char* lo[5] = {};
+    for (int a = 0; a < 5; ++a) {
+      if (!present[a]) continue;
+      if (arrays[a].size() != size)
+        throw py::value_error(std::string(names[a]) + "[" + std::to_string(i) + "] and params[" +
+                              std::to_string(i) + "] differ in size");
+      lo[a] = static_cast<const char*>(arrays[a].data());
+      for (int b = 0; b < a && size > 0; ++b)
+        if (lo[b] && lo[a] < lo[b] + size * sizeof(T) && lo[b] < lo[a] + size * sizeof(T))
+          throw py::value_error(std::string(names[a]) + "[" + std::to_string(i) + "] overlaps " + names[b] + "[" +
+                                std::to_string(i) + "]");
+    }
+    auto& t = tensors[i];
+    t.param = static_cast<T*>(arrays[0].mutable_data());
+    t.grad = static_cast<const T*>(arrays[1].data());
+    for (int k = 0; k < 3; ++k) t.state[k] = used[k] ? static_cast<T*>(arrays[k + 2].mutable_data()) : nullptr;
+    t.size = size;
+    t.step = step_values.empty() ? 0 : step_values[i];
+  }
+  return tensors;
+}
+
+// Calls run(T{}) with T = the dtype of params[0] (float32 or float64); an empty list does nothing.
+template <class Run>
+void optim_dispatch(const py::list& params, Run&& run) {
+  if (params.size() == 0) return;
+  py::handle first = params[0];
+  if (py::isinstance<py::array>(first) && py::reinterpret_borrow<py::array>(first).dtype().is(py::dtype::of<double>()))
+    run(0.0);
+  else if (py::isinstance<py::array>(first) && py::reinterpret_borrow<py::array>(first).dtype().is(py::dtype::of<float>()))
+    run(0.0f);
+  else
+    throw py::type_error("params[0] must be a float32 or float64 numpy.ndarray");
+}
+
+void sgd_step(const py::list& params, const py::list& grads, const py::object& momentum_buffers,
+              const py::object& first_steps, double lr, double momentum, double dampening, double weight_decay,
+              bool nesterov, bool maximize) {
+  const cpu::SgdOptions o{lr, momentum, dampening, weight_decay, nesterov, maximize};
+  const py::object none = py::none();
+  optim_dispatch(params, [&](auto zero) {
+    using T = decltype(zero);
+    const auto tensors = optim_tensors<T>(params, grads, {momentum != 0 ? momentum_buffers : none, none, none},
+                                          first_steps, {"params", "grads", "momentum_buffers", "", ""});
+    py::gil_scoped_release release;
+    cpu::sgd_step<T>(o, tensors.data(), static_cast<int64_t>(tensors.size()));
+  });
+}
+
+void adam_step(const py::list& params, const py::list& grads, const py::list& exp_avgs, const py::list& exp_avg_sqs,
+               const py::object& max_exp_avg_sqs, const py::object& steps, double lr, double beta1, double beta2,
+               double eps, double weight_decay, bool amsgrad, bool maximize, bool decoupled_weight_decay) {
+  const cpu::AdamOptions o{lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay};
+  optim_dispatch(params, [&](auto zero) {
+    using T = decltype(zero);
+    const auto tensors = optim_tensors<T>(params, grads, {exp_avgs, exp_avg_sqs, amsgrad ? max_exp_avg_sqs : py::none()},
+                                          steps, {"params", "grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"});
+    for (const auto& t : tensors)
+      if (t.step < 1) throw py::value_error("steps must be >= 1 (the count including this step)");
+    py::gil_scoped_release release;
+    cpu::adam_step<T>(o, tensors.data(), static_cast<int64_t>(tensors.size()));
+  });
+}
+
+void rmsprop_step(const py::list& params, const py::list& grads, const py::list& square_avgs,
+                  const py::object& momentum_buffers, const py::object& grad_avgs, double lr, double alpha, double eps,
+                  double weight_decay, double momentum, bool centered, bool maximize) {
+  const cpu::RmspropOptions o{lr, alpha, eps, weight_decay, momentum, centered, maximize};
+  const py::object none = py::none();
+  optim_dispatch(params, [&](auto zero) {
+    using T = decltype(zero);
+    const auto tensors = optim_tensors<T>(
+        params, grads, {square_avgs, momentum > 0 ? momentum_buffers : none, centered ? grad_avgs : none}, none,
+        {"params", "grads", "square_avgs", "momentum_buffers", "grad_avgs"});
+    py::gil_scoped_release release;
+    cpu::rmsprop_step<T>(o, tensors.data(), static_cast<int64_t>(tensors.size()));
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -365,6 +496,18 @@ PYBIND11_MODULE(_C, m) {
         py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("gates"),
         py::arg("cells"), py::arg("hidden"), py::arg("grad_x"), py::arg("grad_h0"), py::arg("grad_c0"),
         py::arg("grad_w_ih"), py::arg("grad_w_hh"), py::arg("grad_bias"), py::arg("reverse"));
+
+  // optimizer steps (deepkern.ops.optim): lists of arrays, one entry per parameter tensor
+  m.def("sgd_step", &sgd_step, py::arg("params"), py::arg("grads"), py::arg("momentum_buffers"),
+        py::arg("first_steps"), py::arg("lr"), py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"),
+        py::arg("nesterov"), py::arg("maximize"));
+  m.def("adam_step", &adam_step, py::arg("params"), py::arg("grads"), py::arg("exp_avgs"), py::arg("exp_avg_sqs"),
+        py::arg("max_exp_avg_sqs"), py::arg("steps"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"),
+        py::arg("eps"), py::arg("weight_decay"), py::arg("amsgrad"), py::arg("maximize"),
+        py::arg("decoupled_weight_decay"));
+  m.def("rmsprop_step", &rmsprop_step, py::arg("params"), py::arg("grads"), py::arg("square_avgs"),
+        py::arg("momentum_buffers"), py::arg("grad_avgs"), py::arg("lr"), py::arg("alpha"), py::arg("eps"),
+        py::arg("weight_decay"), py::arg("momentum"), py::arg("centered"), py::arg("maximize"));
 
   m.def("measure_fma_gflops",
         [](const std::string& isa, int threads, double seconds) {

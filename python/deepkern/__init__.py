@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import _backend, cuda, nn, ops
+from . import optim
 from ._backend import _C
 from .autograd import Function, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .random import manual_seed
@@ -22,6 +23,7 @@ __all__ = [
     "Tensor", "Device", "device", "tensor", "as_tensor", "from_numpy", "from_dlpack", "zeros",
     "ones", "empty", "full", "zeros_like", "ones_like", "arange", "randn", "rand", "randint", "cat",
     "stack", "where", "float32", "float64", "int32", "int64", "bool_",
+    "optim",
 ]
 
 

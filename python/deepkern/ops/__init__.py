@@ -3,6 +3,16 @@
 from .conv import conv2d, conv2d_backward
 from .gemm import gemm, linear, matmul
 from .lstm import LSTMCache, lstm, lstm_backward, lstm_cell, lstm_cell_backward
+from .optim import (
+    adam_step,
+    adam_step_multi,
+    adamw_step,
+    adamw_step_multi,
+    rmsprop_step,
+    rmsprop_step_multi,
+    sgd_step,
+    sgd_step_multi,
+)
 from .pool import (
     adaptive_avg_pool2d,
     adaptive_avg_pool2d_backward,
@@ -18,4 +28,6 @@ __all__ = [
     "LSTMCache", "lstm", "lstm_backward", "lstm_cell", "lstm_cell_backward",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
+    "sgd_step", "sgd_step_multi", "adam_step", "adam_step_multi", "adamw_step", "adamw_step_multi",
+    "rmsprop_step", "rmsprop_step_multi",
 ]

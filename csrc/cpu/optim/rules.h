@@ -1,0 +1,195 @@
+// The update rules of SGD, Adam/AdamW and RMSprop, one element at a time, in loops the compiler
+// vectorizes (#pragma omp simd) with the flags of the file that includes this one: kernels_<isa>.cpp
+// defines DEEPKERN_OPTIM_ISA and is compiled once per ISA with -ffp-contract=off, so every
+// multiply-add below is fused exactly where written (madd), as in PyTorch's vectorized CPU code:
+// a true FMA where the ISA has one (at::vec::fmadd on AVX2 / AVX-512), a multiply then an add
+// where it does not (the portable build). Each loop reads every input element once and writes
+// every output once: param, grad and the states are each one stream.
+//
+// Contract of every kernel: updates elements [begin, end) of one OptimTensor in place; options
+// are already validated; nothing is allocated.
+#ifndef DEEPKERN_OPTIM_ISA
+#error "rules.h is included by kernels_<isa>.cpp, which defines DEEPKERN_OPTIM_ISA"
+#endif
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#include "cpu/optim/kernels.h"
+
+namespace deepkern::cpu::optim::DEEPKERN_OPTIM_ISA {
+namespace {
+
+template <class T>
+inline T madd(T a, T b, T c) {  // a * b + c
+#ifdef __FMA__
+  return std::fma(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+// torch.lerp(start, end, weight) for a scalar weight, as ATen computes it: start + w (end - start)
+// when |w| < 0.5, else end - (1 - w)(end - start), each as one multiply-add.
+template <class T>
+struct Lerp {
+  explicit Lerp(double weight)
+      : coeff(std::abs(T(weight)) < T(0.5) ? T(weight) : T(weight) - T(1)), small(std::abs(T(weight)) < T(0.5)) {}
+  T operator()(T start, T end) const { return madd(coeff, end - start, small ? start : end); }
+  T coeff;
+  bool small;
+};
+
+// max(a, b) that returns a NaN from either side (torch.maximum).
+template <class T>
+inline T maximum(T a, T b) {
+  return a != a ? a : (a > b ? a : b);
+}
+
+// Calls f(std::true_type / std::false_type): a run-time flag becomes a template argument, so each
+// combination of options gets its own branch-free loop.
+template <class F>
+inline void with_flag(bool flag, F&& f) {
+  if (flag) f(std::true_type{});
+  else f(std::false_type{});
+}
+
+// ---- SGD (ATen's fused CPU SGD) ----------------------------------------------------------------
+// g = ±grad (+ wd p); buf = first ? g : momentum buf + (1 - dampening) g; g = nesterov ? g + momentum
+// buf : buf; p -= lr g.
+template <class T, bool kWd, bool kMomentum, bool kFirst, bool kNesterov>
+void sgd_loop(const SgdOptions& o, T* __restrict p, const T* __restrict grad, T* __restrict buf, int64_t n) {
+  const T sign = o.maximize ? T(-1) : T(1), wd = T(o.weight_decay), mom = T(o.momentum);
+  const T keep = T(1 - o.dampening), neg_lr = T(-o.lr);
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    T g = grad[i] * sign;
+    if constexpr (kWd) g = madd(p[i], wd, g);
+    if constexpr (kMomentum) {
+      const T b = kFirst ? g : madd(keep, g, buf[i] * mom);
+      buf[i] = b;
+      g = kNesterov ? madd(b, mom, g) : b;
+    }
+    p[i] = madd(g, neg_lr, p[i]);
+  }
+}
+
+template <class T>
+void sgd(const SgdOptions& o, const OptimTensor<T>& t, int64_t begin, int64_t end) {
+  T* p = t.param + begin;
+  const T* g = t.grad + begin;
+  const int64_t n = end - begin;
+  with_flag(o.weight_decay != 0, [&](auto wd) {
+    if (o.momentum == 0) {
+      sgd_loop<T, wd, false, false, false>(o, p, g, nullptr, n);
+      return;
+    }
+    T* buf = t.state[0] + begin;
+    with_flag(t.step != 0, [&](auto first) {
+      with_flag(o.nesterov, [&](auto nesterov) { sgd_loop<T, wd, true, first, nesterov>(o, p, g, buf, n); });
+    });
+  });
+}
+
+// ---- Adam / AdamW (ATen's fused CPU Adam) --------------------------------------------------------
+// g = ±grad (+ wd p: Adam's L2); p *= 1 - lr wd (AdamW); m = lerp(m, g, 1 - beta1);
+// v = beta2 v + (1 - beta2) g g; vmax = max(vmax, v) (amsgrad);
+// p += (-lr / (1 - beta1^step)) m / (sqrt(v or vmax) / sqrt(1 - beta2^step) + eps).
+template <class T, bool kL2, bool kAmsgrad>
+void adam_loop(const AdamOptions& o, int64_t step, T* __restrict p, const T* __restrict grad, T* __restrict m,
+               T* __restrict v, T* __restrict vmax, int64_t n) {
+  const double bias_correction1 = 1 - std::pow(o.beta1, double(step));
+  const double bias_correction2 = 1 - std::pow(o.beta2, double(step));
+  const T sign = o.maximize ? T(-1) : T(1), wd = T(o.weight_decay);
+  const T decay = T(o.decoupled_weight_decay ? 1 - o.lr * o.weight_decay : 1.0);
+  const Lerp<T> lerp(1 - o.beta1);
+  const T beta2 = T(o.beta2), one_minus_beta2 = T(1 - o.beta2), eps = T(o.eps);
+  const T neg_step_size = T(-(o.lr / bias_correction1)), bias_correction2_sqrt = T(std::sqrt(bias_correction2));
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    T g = grad[i] * sign;
+    T param = p[i];
+    if constexpr (kL2) g = madd(param, wd, g);
+    param = param * decay;
+    const T mi = lerp(m[i], g);
+    const T vi = madd(one_minus_beta2 * g, g, v[i] * beta2);
+    m[i] = mi;
+    v[i] = vi;
+    T vd = vi;
+    if constexpr (kAmsgrad) {
+      vd = maximum(vmax[i], vi);
+      vmax[i] = vd;
+    }
+    const T denom = std::sqrt(vd) / bias_correction2_sqrt + eps;
+    p[i] = param + neg_step_size * mi / denom;
+  }
+}
+
+template <class T>
+void adam(const AdamOptions& o, const OptimTensor<T>& t, int64_t begin, int64_t end) {
+  T* vmax = o.amsgrad ? t.state[2] + begin : nullptr;
+  with_flag(o.weight_decay != 0 && !o.decoupled_weight_decay, [&](auto l2) {
+    with_flag(o.amsgrad, [&](auto amsgrad) {
+      adam_loop<T, l2, amsgrad>(o, t.step, t.param + begin, t.grad + begin, t.state[0] + begin, t.state[1] + begin,
+                                vmax, end - begin);
+    });
+  });
+}
+
+// ---- RMSprop (torch.optim.RMSprop's foreach ops, fused) ------------------------------------------
+// g = ±grad (+ wd p); sq = alpha sq + (1 - alpha) g g; centered: ga = lerp(ga, g, 1 - alpha),
+// avg = sqrt(sq - ga ga) + eps, else avg = sqrt(sq) + eps; momentum: buf = momentum buf + g / avg,
+// p -= lr buf; else p -= lr g / avg.
+template <class T, bool kWd, bool kCentered, bool kMomentum>
+void rmsprop_loop(const RmspropOptions& o, T* __restrict p, const T* __restrict grad, T* __restrict sq,
+                  T* __restrict buf, T* __restrict ga, int64_t n) {
+  const T sign = o.maximize ? T(-1) : T(1), wd = T(o.weight_decay), alpha = T(o.alpha);
+  const T one_minus_alpha = T(1 - o.alpha), eps = T(o.eps), mom = T(o.momentum), neg_lr = T(-o.lr);
+  const Lerp<T> lerp(1 - o.alpha);
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    T g = grad[i] * sign;
+    if constexpr (kWd) g = madd(p[i], wd, g);
+    T s = sq[i] * alpha;
+    s = madd(one_minus_alpha * g, g, s);  // addcmul
+    sq[i] = s;
+    T avg;
+    if constexpr (kCentered) {
+      const T a = lerp(ga[i], g);
+      ga[i] = a;
+      avg = std::sqrt(madd(-a, a, s)) + eps;  // addcmul(value=-1)
+    } else {
+      avg = std::sqrt(s) + eps;
+    }
+    if constexpr (kMomentum) {
+      T b = buf[i] * mom;
+      b = b + g / avg;
+      buf[i] = b;
+      p[i] = madd(b, neg_lr, p[i]);
+    } else {
+      p[i] = p[i] + neg_lr * g / avg;
+    }
+  }
+}
+
+template <class T>
+void rmsprop(const RmspropOptions& o, const OptimTensor<T>& t, int64_t begin, int64_t end) {
+  T* buf = o.momentum > 0 ? t.state[1] + begin : nullptr;
+  T* ga = o.centered ? t.state[2] + begin : nullptr;
+  with_flag(o.weight_decay != 0, [&](auto wd) {
+    with_flag(o.centered, [&](auto centered) {
+      with_flag(o.momentum > 0, [&](auto momentum) {
+        rmsprop_loop<T, wd, centered, momentum>(o, t.param + begin, t.grad + begin, t.state[0] + begin, buf, ga,
+                                                end - begin);
+      });
+    });
+  });
+}
+
+}  // namespace
+
+const Kernels<float> kernels_f32 = {&sgd<float>, &adam<float>, &rmsprop<float>};
+const Kernels<double> kernels_f64 = {&sgd<double>, &adam<double>, &rmsprop<double>};
+
+}  // namespace deepkern::cpu::optim::DEEPKERN_OPTIM_ISA

@@ -1,0 +1,247 @@
+"""``Optimizer``: the base class of deepkern's optimizers, with ``torch.optim.Optimizer``'s
+param groups, per-parameter ``state``, ``state_dict``/``load_state_dict``, ``zero_grad`` and
+``add_param_group``. Subclasses implement ``step`` as one fused multi-tensor kernel call per
+param group (``deepkern.ops``).
+
+State dicts have torch's layout: ``{"state": {index: {name: value}}, "param_groups": [{option:
+value, ..., "params": [index, ...]}]}``, the indices numbering the parameters in group order.
+State arrays are copies (``Tensor``), steps are Python floats, options JSON values, so a state dict
+can be written with ``deepkern.save``.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections import defaultdict
+
+import numpy as np
+
+from .. import autograd
+from ..tensor import Tensor
+
+__all__ = ["Optimizer"]
+
+
+def _check_nonnegative(value, what: str) -> None:
+    """torch's constructor checks: ``Invalid <what>: <value>`` unless ``0 <= value``."""
+    if not 0.0 <= value:
+        raise ValueError(f"Invalid {what}: {value}")
+
+
+def _array_of_state(value, param: Tensor, where: str) -> np.ndarray:
+    """A copy of a loaded state array (ndarray, deepkern Tensor, or an object with ``.numpy()``
+    such as a torch tensor) with ``param``'s shape, cast to its dtype like torch does."""
+    if isinstance(value, Tensor):
+        arr = value._array
+    elif isinstance(value, np.ndarray):
+        arr = value
+    elif hasattr(value, "numpy"):
+        arr = np.asarray(value.detach().numpy() if hasattr(value, "detach") else value.numpy())
+    else:
+        arr = np.asarray(value)
+    if arr.shape != param.shape:
+        raise ValueError(f"load_state_dict: {where} has shape {arr.shape} but its parameter has shape {param.shape}")
+    return np.array(arr, dtype=param.dtype, order="C", copy=True)
+
+
+class Optimizer:
+    """Base class of optimizers.
+
+    Args:
+        params: an iterable of Tensors, of ``(name, Tensor)`` pairs, or of dicts (param groups:
+            ``{"params": ..., option: value}``, options missing from a group taken from
+            ``defaults``).
+        defaults: the optimizer's options and their default values.
+    """
+
+    def __init__(self, params, defaults: dict):
+        self.defaults = defaults
+        if isinstance(params, Tensor):
+            raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
+                            f"but got {type(params).__name__}")
+        self.state: defaultdict = defaultdict(dict)
+        self.param_groups: list = []
+        param_groups = list(params)
+        if len(param_groups) == 0:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(param_groups[0], dict):
+            param_groups = [{"params": param_groups}]
+        for group in param_groups:
+            self.add_param_group(group)
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__} ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            lines += [f"    {k}: {group[k]}" for k in sorted(group) if k != "params"]
+        return "\n".join(lines) + "\n)"
+
+    # -- param groups --------------------------------------------------------------------------
+
+    def add_param_group(self, param_group: dict) -> None:
+        """Adds a group (``{"params": ..., option: value}``) with its own options, e.g. layers
+        unfrozen while training; options it does not give come from ``defaults``."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
+        params = param_group["params"]
+        if isinstance(params, Tensor):
+            params = [params]
+        elif isinstance(params, set):
+            raise TypeError("optimizer parameters need to be organized in ordered collections, but the ordering "
+                            "of tensors in sets will change between runs. Please use a list instead.")
+        else:
+            params = list(params)
+        names = [p[0] for p in params if isinstance(p, tuple)]
+        params = [p[1] if isinstance(p, tuple) else p for p in params]
+        if names and len(names) != len(params):
+            raise ValueError("all optimizer params should be with/without names. Some param names are missing")
+        for p in params:
+            if not isinstance(p, Tensor):
+                raise TypeError(f"optimizer can only optimize Tensors, but one of the params is {type(p).__name__}")
+            if not p.is_leaf:
+                raise ValueError("can't optimize a non-leaf Tensor")
+        param_group["params"] = params
+        if names:
+            param_group["param_names"] = names
+        for name, default in self.defaults.items():
+            param_group.setdefault(name, default)
+
+        ids = {id(p) for p in params}
+        if len(ids) != len(params):
+            warnings.warn("optimizer contains a parameter group with duplicate parameters; in future, this will "
+                          "cause an error", stacklevel=3)
+        for group in self.param_groups:
+            if ("param_names" in param_group) != ("param_names" in group):
+                which = "with names" if "param_names" in param_group else "without names"
+                raise ValueError("all optimizer param groups should be with/without names. "
+                                 f"cannot add param group {which} to the optimizer")
+            if any(id(p) in ids for p in group["params"]):
+                raise ValueError("some parameters appear in more than one parameter group")
+        self.param_groups.append(param_group)
+
+    # -- gradients and steps -------------------------------------------------------------------
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Sets every parameter's ``.grad`` to None (default; the next ``step`` skips a parameter
+        whose grad stays None) or, with ``set_to_none=False``, fills it with zeros in place."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad.detach_()
+                    p.grad._array[...] = 0
+
+    def step(self, closure=None):
+        """One optimization step of every parameter that has a gradient (torch.optim skips a
+        parameter whose grad is None); ``closure`` (optional) re-evaluates the model with grad
+        enabled and returns the loss, which ``step`` returns."""
+        loss = None
+        if closure is not None:
+            with autograd.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, param_arrays, grad_arrays = [], [], []
+            for p in group["params"]:
+                g = p.grad
+                if g is not None:
+                    params.append(p)
+                    param_arrays.append(p._array)
+                    grad_arrays.append(g._array)
+            if params:
+                self._step_group(group, params, param_arrays, grad_arrays)
+        return loss
+
+    def _step_group(self, group: dict, params: list, param_arrays: list, grad_arrays: list) -> None:
+        """Steps ``params`` (the group's parameters with a gradient; their arrays and their
+        gradients' arrays beside them) with one fused kernel call per dtype."""
+        raise NotImplementedError
+
+    def _count_step(self, params) -> None:
+        """Adds the step just taken to each parameter's ``state["step"]`` (after the kernel
+        succeeded, so a step that raised leaves the counts as they were)."""
+        state = self.state
+        for p in params:
+            state[p]["step"] += 1.0
+
+    @staticmethod
+    def _state_array(state: dict, name: str, p: Tensor) -> np.ndarray:
+        """The array of ``state[name]``, created as zeros of ``p``'s shape and dtype (C order)
+        when missing: on the first step, or when an option that needs it was turned on later."""
+        t = state.get(name)
+        if t is None:
+            t = state[name] = Tensor._wrap(np.zeros(p.shape, p.dtype))
+        return t._array
+
+    @staticmethod
+    def _by_dtype(param_arrays, *lists):
+        """The kernel's lists (params first), split by the parameters' dtype since one kernel call
+        takes one dtype; ``None`` lists stay None. Almost every group has one dtype: one split."""
+        first = param_arrays[0].dtype
+        if all(a.dtype == first for a in param_arrays):
+            return [(param_arrays, *lists)]
+        buckets = defaultdict(list)
+        for i, a in enumerate(param_arrays):
+            buckets[a.dtype].append(i)
+        return [tuple(None if lst is None else [lst[i] for i in idx] for lst in (param_arrays, *lists))
+                for idx in buckets.values()]
+
+    # -- state dicts ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """``{"state": {index: {name: value}}, "param_groups": [{..., "params": [index, ...]}]}``
+        (torch's layout); state arrays are copies, so the dict does not change as training goes on."""
+        index = {}
+        groups = []
+        for group in self.param_groups:
+            packed = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
+            for p in group["params"]:
+                index.setdefault(id(p), len(index))
+            packed["params"] = [index[id(p)] for p in group["params"]]
+            groups.append(packed)
+        state = {}
+        for p, entry in self.state.items():
+            if id(p) in index:
+                state[index[id(p)]] = {k: (Tensor._wrap(v._array.copy()) if isinstance(v, Tensor) else copy.deepcopy(v))
+                                       for k, v in entry.items()}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Loads a state dict from :meth:`state_dict` (or torch's, arrays converted or not): the
+        groups' options and a copy of every parameter's state, cast to the parameter's dtype.
+        The number of groups and each group's size must match this optimizer's."""
+        groups = self.param_groups
+        saved_groups = copy.deepcopy(state_dict["param_groups"])
+        if len(groups) != len(saved_groups):
+            raise ValueError(f"loaded state dict has a different number of parameter groups: {len(saved_groups)}, "
+                             f"the optimizer has {len(groups)}")
+        for i, (g, s) in enumerate(zip(groups, saved_groups)):
+            if len(g["params"]) != len(s["params"]):
+                raise ValueError(f"loaded state dict contains a parameter group that doesn't match the size of "
+                                 f"optimizer's group: group {i} has {len(s['params'])} parameters in the state dict, "
+                                 f"{len(g['params'])} in the optimizer")
+        id_map = {saved: p for s, g in zip(saved_groups, groups) for saved, p in zip(s["params"], g["params"])}
+        state = defaultdict(dict)
+        for key, entry in state_dict["state"].items():
+            if key not in id_map:
+                state[key] = copy.deepcopy(entry)
+                continue
+            param = id_map[key]
+            loaded = {}
+            for name, value in entry.items():
+                if name == "step":
+                    loaded[name] = float(np.asarray(value.numpy() if hasattr(value, "numpy") else value))
+                elif value is None or isinstance(value, (bool, int, float, str)):
+                    loaded[name] = value
+                else:
+                    loaded[name] = Tensor._wrap(_array_of_state(value, param, f"state[{key}][{name!r}]"))
+            state[param] = loaded
+        for g, s in zip(groups, saved_groups):
+            s["params"] = g["params"]
+            if "param_names" in g and "param_names" not in s:
+                s["param_names"] = g["param_names"]
+        self.state = state
+        self.param_groups = saved_groups
