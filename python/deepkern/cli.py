@@ -70,7 +70,8 @@ def _build_parser() -> argparse.ArgumentParser:
                     "(FMA throughput, or copy bandwidth).",
     )
     bench.add_argument("--op", default="all", metavar="OP",
-                       help=f"op family to benchmark: one of {ops}, or 'all' (default: all)")
+                       help=f"op family to benchmark: one of {ops}, or 'all' (default: all; 'all' leaves out "
+                            f"the long {', '.join(sorted(n for n, s in benchmark.SUITES.items() if not s.in_all))})")
     bench.add_argument("--quick", action="store_true", help="small sizes and few repeats (seconds)")
     bench.add_argument("--threads", type=_parse_threads, default=None, metavar="N[,N...]",
                        help="thread counts, e.g. 1,2 (default: deepkern's default thread count, "
@@ -125,7 +126,7 @@ def _cmd_bench(args, parser: argparse.ArgumentParser) -> int:
     from . import benchmark
 
     if args.op == "all":
-        names = sorted(benchmark.SUITES)
+        names = sorted(name for name, suite in benchmark.SUITES.items() if suite.in_all)
     elif args.op in benchmark.SUITES:
         names = [args.op]
     else:
