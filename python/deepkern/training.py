@@ -220,7 +220,7 @@ class CharModel(nn.Module):
 class CharLSTM(Recipe):
     name = "char-lstm"
     description = "character-level LSTM on the Python docs' help topics; loss vs unigram entropy, sample"
-    defaults = {"epochs": 3, "batch_size": 32, "lr": 4e-3}
+    defaults = {"epochs": 6, "batch_size": 32, "lr": 4e-3}
     plot_metrics = [["train_loss", "val_loss", "unigram_entropy"]]
     seq_len = 64
     sample_chars = 400
