@@ -99,12 +99,15 @@ def load(path) -> dict:
         raise ValueError(f"load: {path!r} has a damaged deepkern tree in its metadata ({e!r})") from None
 
 
-def check_state_dict(expected: dict, loaded: dict, strict: bool = True, where: str = "model") -> None:
+def check_state_dict(expected: dict, loaded: dict, strict: bool = True, where: str = "model",
+                     casting: str = "no") -> None:
     """Check that ``loaded`` (name -> array) fits ``expected`` (name -> (shape, dtype)).
 
     Raises one ValueError, starting with ``where``, that lists the missing keys, the unexpected
-    keys (only when ``strict``) and every name whose shape or dtype differs, with the expected and
-    the found shape and dtype. Returns None when everything fits.
+    keys (only when ``strict``) and every name whose shape differs or whose dtype cannot be cast
+    to the expected one under NumPy's ``casting`` rule ("no": the same dtype; "same_kind": e.g.
+    float64 into float32, as ``load_state_dict`` copies), with the expected and the found shape
+    and dtype. Returns None when everything fits.
     """
     missing = [name for name in expected if name not in loaded]
     unexpected = [name for name in loaded if name not in expected] if strict else []
@@ -114,7 +117,7 @@ def check_state_dict(expected: dict, loaded: dict, strict: bool = True, where: s
             found = loaded[name]
             want = (tuple(shape), np.dtype(dtype))
             got = (tuple(found.shape), np.dtype(found.dtype))
-            if want != got:
+            if want[0] != got[0] or not np.can_cast(got[1], want[1], casting):
                 mismatched.append(f"  {name}: expected shape {want[0]} {want[1]}, found shape {got[0]} {got[1]}")
     if not (missing or unexpected or mismatched):
         return

@@ -8,6 +8,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import autograd
+from ..io import check_state_dict
 from ..tensor import Tensor
 
 __all__ = ["Parameter", "Module", "Sequential", "ModuleList"]
@@ -193,26 +194,17 @@ class Module:
 
     def load_state_dict(self, state_dict, strict: bool = True):
         """Copies arrays (NumPy arrays or Tensors, e.g. a PyTorch model's state dict converted
-        with ``.numpy()``) into the parameters and buffers. Every name, shape and dtype kind is
-        checked before anything is written; returns (missing_keys, unexpected_keys)."""
+        with ``.numpy()``) into the parameters and buffers. Every name, shape and dtype is
+        checked (io.check_state_dict; a dtype of the same kind is cast, as PyTorch does) before
+        anything is written; returns (missing_keys, unexpected_keys)."""
         own = self.state_dict()
         given = {k: np.asarray(v._array if isinstance(v, Tensor) else v) for k, v in state_dict.items()}
-        missing = [k for k in own if k not in given]
-        unexpected = [k for k in given if k not in own]
-        bad = [f"  {k}: expected shape {own[k].shape}, got {given[k].shape}"
-               for k in own if k in given and given[k].shape != own[k].shape]
-        bad += [f"  {k}: expected a {own[k].dtype.kind!r}-kind dtype ({own[k].dtype}), got {given[k].dtype}"
-                for k in own if k in given and given[k].shape == own[k].shape
-                and not np.can_cast(given[k].dtype, own[k].dtype, "same_kind")]
-        problems = bad + ([f"  missing keys: {missing}"] if strict and missing else []) + \
-            ([f"  unexpected keys: {unexpected}"] if strict and unexpected else [])
-        if problems:
-            raise ValueError(f"load_state_dict for {type(self).__name__}: the state dict does not fit "
-                             "the model:\n" + "\n".join(problems))
+        check_state_dict({k: (t.shape, t.dtype) for k, t in own.items()}, given, strict=strict,
+                         where=f"load_state_dict for {type(self).__name__}", casting="same_kind")
         for k, target in own.items():
             if k in given:
                 np.copyto(target._array, given[k], casting="same_kind")
-        return missing, unexpected
+        return [k for k in own if k not in given], [k for k in given if k not in own]
 
     # -- calling -------------------------------------------------------------------------------
 
