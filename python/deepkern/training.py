@@ -71,6 +71,23 @@ class Recipe:
     def train_epoch(self, progress: Callable) -> Dict[str, float]:
         raise NotImplementedError
 
+    def fit_epoch(self, progress: Callable, batch_loss: Callable, clip_norm: Optional[float] = None) -> float:
+        """One pass of ``models["model"]`` over ``self.loader`` (zero_grad, ``batch_loss(x, y)``,
+        backward, optional gradient-norm clipping, optimizer step); the mean loss per sample."""
+        model, opt = self.models["model"], self.optimizers["model"]
+        model.train()
+        total, count = 0.0, 0
+        for x, y in progress(self.loader, len(self.loader)):
+            opt.zero_grad()
+            loss = batch_loss(x, y)
+            loss.backward()
+            if clip_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+            opt.step()
+            total += loss.item() * len(y)
+            count += len(y)
+        return total / count
+
     def evaluate(self) -> Dict[str, float]:
         return {}
 
@@ -111,17 +128,7 @@ class DigitsCNN(Recipe):
         self.loss = nn.CrossEntropyLoss()
 
     def train_epoch(self, progress):
-        model, opt = self.models["model"], self.optimizers["model"]
-        model.train()
-        total, count = 0.0, 0
-        for x, y in progress(self.loader, len(self.loader)):
-            opt.zero_grad()
-            loss = self.loss(model(x), y)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(y)
-            count += len(y)
-        return {"train_loss": total / count}
+        return {"train_loss": self.fit_epoch(progress, lambda x, y: self.loss(self.models["model"](x), y))}
 
     def evaluate(self):
         model = self.models["model"]
@@ -170,17 +177,7 @@ class SunspotsLSTM(Recipe):
         self.loss = nn.MSELoss()
 
     def train_epoch(self, progress):
-        model, opt = self.models["model"], self.optimizers["model"]
-        model.train()
-        total, count = 0.0, 0
-        for x, y in progress(self.loader, len(self.loader)):
-            opt.zero_grad()
-            loss = self.loss(model(x), y)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(y)
-            count += len(y)
-        return {"train_mse": total / count}
+        return {"train_mse": self.fit_epoch(progress, lambda x, y: self.loss(self.models["model"](x), y))}
 
     def evaluate(self):
         model = self.models["model"]
@@ -239,18 +236,7 @@ class CharLSTM(Recipe):
         return self.loss(logits.reshape(-1, self.corpus.vocab_size), targets.reshape(-1))
 
     def train_epoch(self, progress):
-        model, opt = self.models["model"], self.optimizers["model"]
-        model.train()
-        total, count = 0.0, 0
-        for ids, targets in progress(self.loader, len(self.loader)):
-            opt.zero_grad()
-            loss = self._loss(ids, targets)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            total += loss.item()
-            count += 1
-        return {"train_loss": total / count}
+        return {"train_loss": self.fit_epoch(progress, self._loss, clip_norm=1.0)}
 
     def evaluate(self):
         self.models["model"].eval()
