@@ -126,14 +126,18 @@ class Function:
 
     @classmethod
     def apply(cls, *args, **kwargs):
-        from .tensor import Tensor
-
-        record = False
-        if is_grad_enabled():
-            needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
-            record = any(needs)
-        arrays = [a._array if isinstance(a, Tensor) else a for a in args]
-        ctx = Context(needs if record else (False,) * len(args))
+        Tensor = _tensor_class()
+        # One pass over the arguments: the arrays the forward gets and which of them need grad.
+        arrays, needs = [], []
+        for a in args:
+            if isinstance(a, Tensor):
+                arrays.append(a._array)
+                needs.append(a._requires_grad)
+            else:
+                arrays.append(a)
+                needs.append(False)
+        record = True in needs and is_grad_enabled()
+        ctx = Context(tuple(needs) if record else (False,) * len(args))
         out = cls.forward(ctx, *arrays, **kwargs)
         single = not isinstance(out, tuple)
         outs = (out,) if single else out
@@ -146,6 +150,19 @@ class Function:
             wrapped = tuple(Tensor._wrap(o) if id(o) in skip else Tensor._wrap(o, node, i)
                             for i, o in enumerate(outs))
         return wrapped[0] if single else wrapped
+
+
+_TENSOR = None
+
+
+def _tensor_class():
+    """deepkern.tensor.Tensor (imported on first use: tensor.py imports this module)."""
+    global _TENSOR
+    if _TENSOR is None:
+        from .tensor import Tensor
+
+        _TENSOR = Tensor
+    return _TENSOR
 
 
 def _topological_order(root: Node) -> list:
@@ -179,6 +196,11 @@ def backward(root, gradient: np.ndarray, retain_graph: bool = False) -> None:
         return
     pending = {id(root._node): [None] * len(root._node.output_meta)}
     pending[id(root._node)][root._output_index] = gradient
+    with no_grad():  # the backward functions record nothing (one switch for the whole pass)
+        _run_backward(root, pending, retain_graph)
+
+
+def _run_backward(root, pending: dict, retain_graph: bool) -> None:
     for node in _topological_order(root._node):
         grads = pending.pop(id(node), None)
         if grads is None:
@@ -187,8 +209,7 @@ def backward(root, gradient: np.ndarray, retain_graph: bool = False) -> None:
                  for g, (shape, dtype) in zip(grads, node.output_meta)]
         if node.ctx._released:
             node.ctx.saved_tensors  # raises: this part of the graph was already freed
-        with no_grad():
-            in_grads = node.function.backward(node.ctx, *grads)
+        in_grads = node.function.backward(node.ctx, *grads)
         if not isinstance(in_grads, tuple):
             in_grads = (in_grads,)
         # Trailing arguments that are not Tensors needing grad may be left out.
@@ -200,7 +221,8 @@ def backward(root, gradient: np.ndarray, retain_graph: bool = False) -> None:
         for inp, g in zip(node.inputs, in_grads):
             if inp is None or g is None:
                 continue
-            g = np.asarray(g)
+            if not isinstance(g, np.ndarray):
+                g = np.asarray(g)
             if g.shape != inp.shape:
                 raise RuntimeError(f"{node.name()} returned a gradient of shape {g.shape} for an "
                                    f"input of shape {inp.shape}")

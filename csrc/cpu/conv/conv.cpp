@@ -107,9 +107,48 @@ void for_each_tap_row(const Conv2dShape& s, int64_t group_in, int64_t p0, int64_
       }
 }
 
+// im2col when stride is 1 in both directions, dilation_w is 1 and Q == W ("same" width): then one
+// tap's row of col is its input plane shifted, so the valid output rows are ONE contiguous copy
+// (the positions between rows that wrapped around are set to zero after it). Small images (8 x 8)
+// would otherwise cost a loop per output row for 8 elements.
+template <class T>
+void im2col_shifted_planes(const Conv2dShape& s, const T* x, int64_t group_in, int64_t p0, int64_t p1, T* col,
+                           int64_t ld) {
+  const int64_t q_count = s.out_w, plane = s.in_h * s.in_w, n = (p1 - p0) * q_count;
+  for (int64_t c = 0; c < group_in; ++c)
+    for (int64_t r = 0; r < s.kernel_h; ++r) {
+      const int64_t h_offset = r * s.dilation_h - s.pad_h;  // ih = p + h_offset
+      const int64_t p_lo = std::clamp<int64_t>(-h_offset, p0, p1);
+      const int64_t p_hi = std::clamp<int64_t>(s.in_h - h_offset, p_lo, p1);
+      for (int64_t t = 0; t < s.kernel_w; ++t) {
+        T* out = col + ((c * s.kernel_h + r) * s.kernel_w + t) * ld;
+        const int64_t w_offset = t - s.pad_w;
+        int64_t q_lo, q_hi;
+        valid_columns(s, w_offset, q_lo, q_hi);
+        if (p_lo == p_hi || q_lo == q_hi) {
+          std::fill(out, out + n, T(0));
+          continue;
+        }
+        const int64_t first = (p_lo - p0) * q_count + q_lo, last = (p_hi - 1 - p0) * q_count + q_hi;
+        const T* in = x + c * plane + (p_lo + h_offset) * s.in_w + w_offset + q_lo;
+        std::fill(out, out + first, T(0));
+        std::memcpy(out + first, in, sizeof(T) * (last - first));
+        std::fill(out + last, out + n, T(0));
+        if (q_lo > 0 || q_hi < q_count)
+          for (int64_t p = p_lo; p < p_hi; ++p) {
+            T* row = out + (p - p0) * q_count;
+            for (int64_t q = 0; q < q_lo; ++q) row[q] = T(0);
+            for (int64_t q = q_hi; q < q_count; ++q) row[q] = T(0);
+          }
+      }
+    }
+}
+
 // col[(c, r, s)][(p - p0) * Q + q] (row stride ld) for output rows [p0, p1) of one image's group.
 template <class T>
 void im2col(const Conv2dShape& s, const T* x, int64_t group_in, int64_t p0, int64_t p1, T* col, int64_t ld) {
+  if (s.stride_h == 1 && s.stride_w == 1 && s.dilation_w == 1 && s.out_w == s.in_w)
+    return im2col_shifted_planes(s, x, group_in, p0, p1, col, ld);
   const int64_t sw = s.stride_w;
   for_each_tap_row(s, group_in, p0, p1, ld, [&](int64_t dst, int64_t src, int64_t q_lo, int64_t q_hi) {
     // Plain loops, not memcpy/fill: rows are often a few elements long (7 x 7 layers).
