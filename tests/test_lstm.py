@@ -299,6 +299,25 @@ def test_lstm_backward(cfg, dtype, rng):
         assert_unmodified(args + grads, before, what)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("state", [True, False])
+def test_lstm_inference_projects_in_chunks(dtype, reverse, state, rng):
+    """Without return_cache the kernel projects the input a few steps at a time (about 4 MB of
+    gates per chunk: 7 steps here in float64, 8 in float32, so 17 / 21 steps end in a partial
+    chunk) and keeps no per-step cache: the same y, h_T, c_T as the cached path, bit for bit (the
+    same kernels sum over K in the same order), and as the float64 reference."""
+    t, b, i, h = (17, 131, 5, 129) if dtype == F64 else (21, 160, 9, 200)
+    cfg = Cfg(t, b, i, h, state=state, reverse=reverse)
+    args = make_inputs(rng, cfg, dtype)
+    refs = lstm_ref(*args, reverse=reverse)
+    fast = lstm(*args, reverse=reverse)
+    cached = lstm(*args, reverse=reverse, return_cache=True)
+    for name, got, same, ref in zip(("y", "h_T", "c_T"), fast, cached, refs):
+        check(got, ref, dtype, f"{cfg}: {name}")
+        np.testing.assert_array_equal(got, same, err_msg=f"{cfg}: {name} differs from the cached path")
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_lstm_reverse_is_the_flipped_sequence(dtype, rng):
     """reverse=True equals the forward direction over x[::-1], with y flipped back."""

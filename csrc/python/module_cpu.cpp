@@ -176,13 +176,21 @@ T* data_of(py::array& arr) {
   return static_cast<T*>(arr.mutable_data());
 }
 
+template <class T>
+T* optional_output(const py::object& arr) {
+  return arr.is_none() ? nullptr : static_cast<T*>(arr.cast<py::array>().mutable_data());
+}
+
 cpu::LstmShape lstm_shape(const py::array& x, const py::array& w_hh, bool reverse) {
   return {x.shape(0), x.shape(1), x.shape(2), w_hh.shape(1), reverse};
 }
 
 void lstm_forward(const py::array& x, const py::object& h0, const py::object& c0, const py::array& w_ih,
                   const py::array& w_hh, const py::object& bias, py::array& y, py::array& h_last,
-                  py::array& c_last, py::array& gates, py::array& cells, py::array& hidden, bool reverse) {
+                  py::array& c_last, const py::object& gates, const py::object& cells,
+                  const py::object& hidden, bool reverse) {
+  if (gates.is_none() != cells.is_none() || gates.is_none() != hidden.is_none())
+    throw std::invalid_argument("lstm_forward: gates, cells and hidden are all arrays (a cache) or all None");
   const cpu::LstmShape s = lstm_shape(x, w_hh, reverse);
   auto run = [&](auto zero) {
     using T = decltype(zero);
@@ -190,7 +198,7 @@ void lstm_forward(const py::array& x, const py::object& h0, const py::object& c0
     const T *wip = static_cast<const T*>(w_ih.data()), *whp = static_cast<const T*>(w_hh.data());
     const T* bp = optional_data<T>(bias);
     T *yp = data_of<T>(y), *hp = data_of<T>(h_last), *cp = data_of<T>(c_last);
-    T *gp = data_of<T>(gates), *cellp = data_of<T>(cells), *hidp = data_of<T>(hidden);
+    T *gp = optional_output<T>(gates), *cellp = optional_output<T>(cells), *hidp = optional_output<T>(hidden);
     py::gil_scoped_release release;
     cpu::lstm_forward<T>(s, xp, h0p, c0p, wip, whp, bp, yp, hp, cp, gp, cellp, hidp);
   };

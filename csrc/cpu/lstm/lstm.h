@@ -13,7 +13,8 @@ struct LstmShape {
 // x (T, B, I); h0, c0 (B, H) or null (zeros); w_ih (4H, I); w_hh (4H, H); bias (4H) = b_ih + b_hh
 // or null. Writes y (T, B, H), h_last and c_last (B, H: the states after the last step processed)
 // and the cache backward needs: gates (T, B, 4H) after their activations, cells (T, B, H) and
-// hidden (T, B, H), the cell and hidden state after each step. All C-contiguous.
+// hidden (T, B, H), the cell and hidden state after each step. All C-contiguous. gates, cells
+// and hidden all null: inference (no cache kept, no memory of size T used beyond x and y).
 template <class T>
 void lstm_forward(const LstmShape& s, const T* x, const T* h0, const T* c0, const T* w_ih,
                   const T* w_hh, const T* bias, T* y, T* h_last, T* c_last, T* gates, T* cells,

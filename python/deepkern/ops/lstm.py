@@ -91,10 +91,12 @@ def lstm(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, reverse=False, return_c
     y = np.empty((steps, batch, hidden), dtype)
     h_last = np.empty((batch, hidden), dtype)
     c_last = np.empty((batch, hidden), dtype)
-    cache = LSTMCache(np.empty((steps, batch, 4 * hidden), dtype), np.empty((steps, batch, hidden), dtype),
-                      np.empty((steps, batch, hidden), dtype), bool(reverse))
-    _C.lstm_forward(x, h0, c0, w_ih, w_hh, bias, y, h_last, c_last, cache.gates, cache.cells, cache.hidden,
-                    bool(reverse))
+    cache, kept = None, (None, None, None)  # inference: the kernel keeps no per-step state beyond y
+    if return_cache:
+        cache = LSTMCache(np.empty((steps, batch, 4 * hidden), dtype), np.empty((steps, batch, hidden), dtype),
+                          np.empty((steps, batch, hidden), dtype), bool(reverse))
+        kept = cache[:3]
+    _C.lstm_forward(x, h0, c0, w_ih, w_hh, bias, y, h_last, c_last, *kept, bool(reverse))
     return (y, h_last, c_last, cache) if return_cache else (y, h_last, c_last)
 
 
