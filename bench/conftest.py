@@ -59,3 +59,21 @@ def run_rounds(benchmark, fn, sets, work: float, per_second_key: str) -> None:
     median = stats.stats.median if stats is not None else 0.0
     if median > 0:
         benchmark.extra_info[per_second_key] = work / median
+
+
+_LAST_INPUTS: dict = {}
+
+
+def cached_inputs(key, make):
+    """The rotation input sets for ``key`` (include the suite's name), made by ``make()`` on first
+    use; only the last key's sets are kept, to bound memory."""
+    if key not in _LAST_INPUTS:
+        _LAST_INPUTS.clear()
+        _LAST_INPUTS[key] = make()
+    return _LAST_INPUTS[key]
+
+
+def case_params(cases, libraries):
+    """pytest params (case index, library) for every case of a suite and every library."""
+    return [pytest.param(index, library, id=f"{case.name}-{case.layout}-{library}".replace(" ", "-"))
+            for index, case in enumerate(cases) for library in libraries]

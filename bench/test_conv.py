@@ -21,7 +21,7 @@ import pytest
 
 from deepkern import benchmark as dkb
 
-from conftest import run_rounds
+from conftest import cached_inputs, run_rounds
 
 LIBRARIES = ("deepkern", "torch")
 BATCH = int(os.environ.get("DEEPKERN_BENCH_CONV_BATCH", "") or dkb.CONV_BATCH)
@@ -39,16 +39,9 @@ CASES = [
     for library in LIBRARIES
 ]
 
-_INPUTS = {}
-
 
 def _inputs(layer, conv_pass):
-    """One cached set of rotation inputs per case (the last one only, to bound memory)."""
-    key = (layer, conv_pass, BATCH)
-    if key not in _INPUTS:
-        _INPUTS.clear()
-        _INPUTS[key] = dkb.make_conv_inputs(layer, BATCH, conv_pass)
-    return _INPUTS[key]
+    return cached_inputs(("conv", layer, conv_pass), lambda: dkb.make_conv_inputs(layer, BATCH, conv_pass))
 
 
 @pytest.mark.parametrize("layer,conv_pass,library", CASES)

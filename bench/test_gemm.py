@@ -16,7 +16,7 @@ import pytest
 import deepkern
 from deepkern import benchmark as dkb
 
-from conftest import run_rounds
+from conftest import cached_inputs, run_rounds
 
 LIBRARIES = ("deepkern", "numpy", "torch")
 SHAPES = [(n, n, n, layout, f"n{n}-{layout}") for n in dkb.GEMM_SQUARE for layout in dkb.GEMM_LAYOUTS] + [
@@ -29,16 +29,9 @@ CASES = [
     for library in LIBRARIES
 ]
 
-_INPUTS = {}
-
 
 def _inputs(m, n, k, layout):
-    """One cached set of rotation inputs per case (the last one only, to bound memory)."""
-    key = (m, n, k, layout)
-    if key not in _INPUTS:
-        _INPUTS.clear()
-        _INPUTS[key] = dkb.make_gemm_inputs(m, n, k, layout)
-    return _INPUTS[key]
+    return cached_inputs(("gemm", m, n, k, layout), lambda: dkb.make_gemm_inputs(m, n, k, layout))
 
 
 def _run(benchmark, fn, sets, threads, m, n, k, layout, library):

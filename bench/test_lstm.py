@@ -21,7 +21,7 @@ import pytest
 
 from deepkern import benchmark as dkb
 
-from conftest import run_rounds
+from conftest import cached_inputs, run_rounds
 
 LIBRARIES = ("deepkern", "torch")
 QUICK = bool(os.environ.get("DEEPKERN_BENCH_LSTM_QUICK", "").strip())
@@ -44,16 +44,9 @@ CASES = [
     for library in LIBRARIES
 ]
 
-_INPUTS = {}
-
 
 def _inputs(shape, lstm_pass):
-    """One cached set of rotation inputs per case (the last one only, to bound memory)."""
-    key = (shape, lstm_pass)
-    if key not in _INPUTS:
-        _INPUTS.clear()
-        _INPUTS[key] = dkb.make_lstm_inputs(shape, lstm_pass)
-    return _INPUTS[key]
+    return cached_inputs(("lstm", shape, lstm_pass), lambda: dkb.make_lstm_inputs(shape, lstm_pass))
 
 
 @pytest.mark.parametrize("shape,lstm_pass,library,label", CASES)

@@ -20,26 +20,16 @@ import pytest
 
 from deepkern import benchmark as dkb
 
-from conftest import run_rounds
+from conftest import cached_inputs, case_params, run_rounds
 
 QUICK = bool(os.environ.get("DEEPKERN_BENCH_OPTIM_QUICK", "").strip())
 CASES = dkb.optim_cases(quick=QUICK)
 LIBRARIES = ("deepkern", "torch")
-PARAMS = [
-    pytest.param(index, library, id=f"{case.name}-{case.layout}-{library}".replace(" ", "-"))
-    for index, case in enumerate(CASES)
-    for library in LIBRARIES
-]
-
-_INPUTS = {}
+PARAMS = case_params(CASES, LIBRARIES)
 
 
 def _inputs(index):
-    """One cached set of rotation inputs per case (the last one only, to bound memory)."""
-    if index not in _INPUTS:
-        _INPUTS.clear()
-        _INPUTS[index] = CASES[index].make_inputs()
-    return _INPUTS[index]
+    return cached_inputs(("optim", index), lambda: CASES[index].make_inputs())
 
 
 @pytest.mark.parametrize("index,library", PARAMS)

@@ -15,25 +15,15 @@ import pytest
 
 from deepkern import benchmark as dkb
 
-from conftest import run_rounds
+from conftest import cached_inputs, case_params, run_rounds
 
 CASES = dkb.pool_cases()
 LIBRARIES = ("deepkern", "torch", "numpy")
-PARAMS = [
-    pytest.param(index, library, id=f"{case.name}-{case.layout}-{library}".replace(" ", "-"))
-    for index, case in enumerate(CASES)
-    for library in LIBRARIES
-]
-
-_INPUTS = {}
+PARAMS = case_params(CASES, LIBRARIES)
 
 
 def _inputs(index):
-    """One cached set of rotation inputs per case (the last one only, to bound memory)."""
-    if index not in _INPUTS:
-        _INPUTS.clear()
-        _INPUTS[index] = CASES[index].make_inputs()
-    return _INPUTS[index]
+    return cached_inputs(("pool", index), lambda: CASES[index].make_inputs())
 
 
 @pytest.mark.parametrize("index,library", PARAMS)
