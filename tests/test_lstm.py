@@ -300,6 +300,27 @@ def test_lstm_backward(cfg, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cfg", [Cfg(9, 1, 7, 64), Cfg(7, 1, 5, 65, reverse=True), Cfg(6, 1, 33, 129, state=False),
+                                 Cfg(5, 1, 3, 200, bias=False, reverse=True)], ids=Cfg.id)
+def test_lstm_batch1_team(cfg, dtype, threads, rng):
+    """Batch 1 with H >= 64 on 2 threads runs every step inside one parallel region, each thread
+    owning a share of the hidden units (odd H: unequal shares): forward with and without the
+    cache, and the backward from that cache, against the float64 references."""
+    args = make_inputs(rng, cfg, dtype)
+    refs = lstm_ref(*args, reverse=cfg.reverse)
+    for got_all in (lstm(*args, reverse=cfg.reverse), lstm(*args, reverse=cfg.reverse, return_cache=True)[:3]):
+        for name, got, ref in zip(("y", "h_T", "c_T"), got_all, refs):
+            check(got, ref, dtype, f"{cfg}, {threads} threads: {name}")
+    y, _, _, cache = lstm(*args, reverse=cfg.reverse, return_cache=True)
+    grad_y = rand(rng, y.shape, dtype)
+    grads = lstm_backward(grad_y, None, None, *args[:5], cache, reverse=cfg.reverse)
+    ref_grads = lstm_backward_ref(grad_y, None, None, *args, reverse=cfg.reverse)
+    for name, got, ref in zip(GRAD_NAMES, grads, ref_grads):
+        if ref is not None:
+            check(got, ref, dtype, f"{cfg}, {threads} threads: {name}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("state", [True, False])
 def test_lstm_inference_projects_in_chunks(dtype, reverse, state, rng):

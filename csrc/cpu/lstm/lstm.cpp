@@ -5,8 +5,12 @@
 // weight and input gradients of all steps from three large GEMMs over T * B rows.
 #include "cpu/lstm/lstm.h"
 
+#include <omp.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <new>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -51,14 +55,16 @@ inline T tanh_of(T x) {  // 2 sigmoid(2x) - 1
 
 // One step's gates of `rows` batch rows: pre-activations in, activations (i, f, g, o) out; the new
 // cell and hidden states (the hidden state also into y unless y is null). c_prev null means zero.
+// Covers `units` hidden units from the given pointers (all H, or one thread's share at batch 1);
+// rows are 4H (gates) and H (states) apart.
 template <class T>
-DEEPKERN_ISA_CLONES void cell_forward(int64_t rows, int64_t H, T* __restrict gates, const T* c_prev,
-                                      T* __restrict c, T* __restrict h, T* __restrict y) {
+DEEPKERN_ISA_CLONES void cell_forward(int64_t rows, int64_t H, int64_t units, T* __restrict gates,
+                                      const T* c_prev, T* __restrict c, T* __restrict h, T* __restrict y) {
   for (int64_t b = 0; b < rows; ++b) {
     T* g = gates + b * 4 * H;
     const T* cp = c_prev ? c_prev + b * H : nullptr;
 #pragma omp simd
-    for (int64_t j = 0; j < H; ++j) {
+    for (int64_t j = 0; j < units; ++j) {
       const T i = sigmoid(g[j]), f = sigmoid(g[H + j]), gg = tanh_of(g[2 * H + j]), o = sigmoid(g[3 * H + j]);
       const T cn = (cp ? f * cp[j] : T(0)) + i * gg;
       const T hn = o * tanh_of(cn);
@@ -115,7 +121,7 @@ void over_batch(int64_t batch, int64_t hidden, Fn fn) {
 int64_t step_at(const LstmShape& s, int64_t order) { return s.reverse ? s.steps - 1 - order : order; }
 
 struct LstmScratch;  // this family's thread_scratch tag
-enum LstmSlot { kRowsSlot, kGateSlot, kCellSlot, kSlotCount };
+enum LstmSlot { kRowsSlot, kGateSlot, kCellSlot, kTeamSlot, kSlotCount };
 
 template <class T>
 T* scratch(LstmSlot slot, int64_t count) {
@@ -126,6 +132,8 @@ T* scratch(LstmSlot slot, int64_t count) {
 // AVX-512 machine (T=50 B=64 I=H=512, 2 threads): 1 MB chunks 57 ms, 4 MB 50 ms, 16 MB 70 ms; the
 // one-GEMM projection of the cached path 52 ms.
 constexpr int64_t kGateChunkBytes = int64_t(4) << 20;
+// Batch 1: the smallest hidden size whose steps run on a team of threads (forward_batch1_team).
+constexpr int64_t kTeamMinHidden = 64;
 
 // The recurrent product C (B x n) = A (B x k) @ W (+ C) of every step, with W laid out once per
 // call for the kernel that reads it fastest: packed panels for the blocked GEMM (re-packing W in
@@ -172,6 +180,74 @@ void copy_or_zero(const T* src, int64_t count, T* dst) {
     std::fill(dst, dst + count, T(0));
 }
 
+// Batch 1 on a team of threads: the sequence's steps run inside one parallel region. Thread t owns
+// hidden units [j0, j1): it keeps its rows of W_hh (four gate blocks of j1 - j0 rows, transposed
+// side by side for one GEMV) in its own scratch, so they stay in its core's L2, and each step runs
+// its part of the recurrent GEMV, adds it to the gates, the cell update of its units, then one barrier (every thread
+// reads all of h_{t-1}). A step then streams 1/team of W_hh per core and costs one barrier instead
+// of a thread hand-off per product. gate_rows (T, 4H) hold the input projection; cells null
+// (inference) keeps c in two rolling rows and h only in y.
+template <class T>
+void forward_batch1_team(const LstmShape& s, int team, const T* h0, const T* c0, const T* w_hh,
+                         T* gate_rows, T* cells, T* hidden_rows, T* y, T* h_last, T* c_last) {
+  const int64_t H = s.hidden, G = 4 * H;
+  const bool keep = cells != nullptr;
+  T* rolling = keep ? nullptr : scratch<T>(kCellSlot, 2 * H);
+  std::atomic<bool> failed{false};
+#pragma omp parallel num_threads(team)
+  {
+    const int threads = omp_get_num_threads(), id = omp_get_thread_num();
+    const int64_t share = (H + threads - 1) / threads;
+    const int64_t j0 = std::min(H, id * share), n = std::min(H, j0 + share) - j0;
+    T* slices = nullptr;
+    try {
+      // Row p of slices: this thread's columns of W_hh^T for gates i, f, g, o side by side (4n),
+      // followed by room for the GEMV's 4n results.
+      slices = scratch<T>(kTeamSlot, (H + 1) * 4 * std::max<int64_t>(n, 1));
+      for (int q = 0; q < 4; ++q) transpose_copy(n, H, w_hh + (q * H + j0) * H, H, 4 * n, slices + q * n);
+      T probe_out = 0;
+      const T probe = 1;  // the GEMV's own scratch is allocated here, not inside the step loop
+      gemm<T>(1, 1, 1, T(1), {&probe, 1, 1}, {&probe, 1, 1}, T(0), {&probe_out, 1, 1}, {}, 1);
+    } catch (...) {
+      failed = true;
+    }
+#pragma omp barrier
+    if (!failed) {
+      for (int64_t order = 0; order < s.steps; ++order) {
+        const int64_t t = step_at(s, order), prev = order == 0 ? 0 : step_at(s, order - 1);
+        const T* h_prev = order == 0 ? h0 : hidden_rows + prev * H;
+        const T* c_prev = order == 0 ? c0 : keep ? cells + prev * H : rolling + ((order - 1) & 1) * H;
+        T* c_t = keep ? cells + t * H : rolling + (order & 1) * H;
+        T* g_t = gate_rows + t * G;
+        if (n > 0) {
+          if (h_prev) {
+            T* product = slices + H * 4 * n;
+            gemm<T>(1, 4 * n, H, T(1), {h_prev, H, 1}, {slices, 4 * n, 1}, T(0), {product, 4 * n, 1}, {}, 1);
+            for (int q = 0; q < 4; ++q)
+              for (int64_t i = 0; i < n; ++i) g_t[q * H + j0 + i] += product[q * n + i];
+          }
+          cell_forward(int64_t(1), H, n, g_t + j0, c_prev ? c_prev + j0 : nullptr, c_t + j0,
+                       hidden_rows + t * H + j0, keep ? y + t * H + j0 : nullptr);
+        }
+#pragma omp barrier
+      }
+    }
+  }
+  if (failed) throw std::bad_alloc();
+  const int64_t last = step_at(s, s.steps - 1);
+  std::copy(hidden_rows + last * H, hidden_rows + (last + 1) * H, h_last);
+  const T* c_end = keep ? cells + last * H : rolling + ((s.steps - 1) & 1) * H;
+  std::copy(c_end, c_end + H, c_last);
+}
+
+// Threads for forward_batch1_team: batch 1 with a W_hh worth sharing (H >= kTeamMinHidden) and
+// the input projection of every step in one buffer (a cache, or a sequence within one chunk).
+int batch1_team(const LstmShape& s, bool keep, int64_t chunk) {
+  if (s.batch != 1 || s.hidden < kTeamMinHidden || !(keep || chunk >= s.steps)) return 0;
+  const int threads = static_cast<int>(std::min<int64_t>(num_threads(), s.hidden / 16));
+  return threads > 1 ? threads : 0;
+}
+
 }  // namespace
 
 template <class T>
@@ -193,14 +269,17 @@ void lstm_forward(const LstmShape& s, const T* x, const T* h0, const T* c0, cons
   const bool keep = gates != nullptr;
   const int64_t chunk = keep ? s.steps
                              : std::clamp<int64_t>(kGateChunkBytes / int64_t(sizeof(T) * B * G), 1, s.steps);
+  const int team = batch1_team(s, keep, chunk);
+  T* gate_rows = keep ? gates : scratch<T>(kGateSlot, chunk * B * G);
+  T* hidden_rows = keep ? hidden : y;
   PackedB<T> w_ih_packed;
-  if (keep)
-    gemm<T>(s.steps * B, G, s.input, T(1), {x, s.input, 1}, {w_ih, 1, s.input}, T(0), {gates, G, 1}, with_bias);
+  if (keep || team)
+    gemm<T>(s.steps * B, G, s.input, T(1), {x, s.input, 1}, {w_ih, 1, s.input}, T(0), {gate_rows, G, 1}, with_bias);
   else
     pack_b_matrix<T>(s.input, G, {w_ih, 1, s.input}, w_ih_packed);
-  T* gate_rows = keep ? gates : scratch<T>(kGateSlot, chunk * B * G);
+  if (team)
+    return forward_batch1_team(s, team, h0, c0, w_hh, gate_rows, cells, hidden_rows, y, h_last, c_last);
   T* cell_rows = keep ? cells : scratch<T>(kCellSlot, 2 * state);  // inference: c_{t-1} and c_t
-  T* hidden_rows = keep ? hidden : y;
   int64_t first = 0;  // the first step (in memory order) of the projected chunk
   const StepProduct<T> recurrent(B, H, G, {w_hh, 1, H});  // h_{t-1} @ w_hh^T
   for (int64_t order = 0; order < s.steps; ++order) {
@@ -218,7 +297,7 @@ void lstm_forward(const LstmShape& s, const T* x, const T* h0, const T* c0, cons
     T* g_t = gate_rows + (t - first) * B * G;
     if (h_prev) recurrent(h_prev, T(1), g_t);
     over_batch(B, H, [&](int64_t b0, int64_t rows) {
-      cell_forward(rows, H, g_t + b0 * G, c_prev ? c_prev + b0 * H : nullptr, c_t + b0 * H,
+      cell_forward(rows, H, H, g_t + b0 * G, c_prev ? c_prev + b0 * H : nullptr, c_t + b0 * H,
                    hidden_rows + t * state + b0 * H, keep ? y + t * state + b0 * H : nullptr);
     });
     if (order == s.steps - 1) {
