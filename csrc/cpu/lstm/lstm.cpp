@@ -53,29 +53,50 @@ inline T tanh_of(T x) {  // 2 sigmoid(2x) - 1
   return T(2) / (T(1) + exp_of(T(-2) * x)) - T(1);
 }
 
+// One row of cell_forward; kAdd: add the recurrent product r first (a separate instantiation, so
+// the batched path's loop carries no per-element test).
+template <bool kAdd, class T>
+[[gnu::always_inline]] inline void cell_row(int64_t H, int64_t units, T* __restrict g, const T* __restrict r,
+                                            const T* cp, T* __restrict c, T* __restrict h, T* __restrict y) {
+#pragma omp simd
+  for (int64_t j = 0; j < units; ++j) {
+    T pi = g[j], pf = g[H + j], pg = g[2 * H + j], po = g[3 * H + j];
+    if constexpr (kAdd) {
+      pi += r[j];
+      pf += r[units + j];
+      pg += r[2 * units + j];
+      po += r[3 * units + j];
+    }
+    const T i = sigmoid(pi), f = sigmoid(pf), gg = tanh_of(pg), o = sigmoid(po);
+    const T cn = (cp ? f * cp[j] : T(0)) + i * gg;
+    const T hn = o * tanh_of(cn);
+    g[j] = i;
+    g[H + j] = f;
+    g[2 * H + j] = gg;
+    g[3 * H + j] = o;
+    c[j] = cn;
+    h[j] = hn;
+    if (y) y[j] = hn;
+  }
+}
+
 // One step's gates of `rows` batch rows: pre-activations in, activations (i, f, g, o) out; the new
 // cell and hidden states (the hidden state also into y unless y is null). c_prev null means zero.
 // Covers `units` hidden units from the given pointers (all H, or one thread's share at batch 1);
-// rows are 4H (gates) and H (states) apart.
+// rows are 4H (gates) and H (states) apart. `recurrent`, when given (batch 1: rows == 1), holds
+// the recurrent product of these units, gate blocks of `units` side by side, added to the gates.
 template <class T>
 DEEPKERN_ISA_CLONES void cell_forward(int64_t rows, int64_t H, int64_t units, T* __restrict gates,
-                                      const T* c_prev, T* __restrict c, T* __restrict h, T* __restrict y) {
+                                      const T* __restrict recurrent, const T* c_prev, T* __restrict c,
+                                      T* __restrict h, T* __restrict y) {
   for (int64_t b = 0; b < rows; ++b) {
     T* g = gates + b * 4 * H;
     const T* cp = c_prev ? c_prev + b * H : nullptr;
-#pragma omp simd
-    for (int64_t j = 0; j < units; ++j) {
-      const T i = sigmoid(g[j]), f = sigmoid(g[H + j]), gg = tanh_of(g[2 * H + j]), o = sigmoid(g[3 * H + j]);
-      const T cn = (cp ? f * cp[j] : T(0)) + i * gg;
-      const T hn = o * tanh_of(cn);
-      g[j] = i;
-      g[H + j] = f;
-      g[2 * H + j] = gg;
-      g[3 * H + j] = o;
-      c[b * H + j] = cn;
-      h[b * H + j] = hn;
-      if (y) y[b * H + j] = hn;
-    }
+    T* yb = y ? y + b * H : nullptr;
+    if (recurrent)
+      cell_row<true>(H, units, g, recurrent, cp, c + b * H, h + b * H, yb);
+    else
+      cell_row<false>(H, units, g, recurrent, cp, c + b * H, h + b * H, yb);
   }
 }
 
@@ -220,13 +241,10 @@ void forward_batch1_team(const LstmShape& s, int team, const T* h0, const T* c0,
         T* c_t = keep ? cells + t * H : rolling + (order & 1) * H;
         T* g_t = gate_rows + t * G;
         if (n > 0) {
-          if (h_prev) {
-            T* product = slices + H * 4 * n;
+          T* product = h_prev ? slices + H * 4 * n : nullptr;
+          if (h_prev)
             gemm<T>(1, 4 * n, H, T(1), {h_prev, H, 1}, {slices, 4 * n, 1}, T(0), {product, 4 * n, 1}, {}, 1);
-            for (int q = 0; q < 4; ++q)
-              for (int64_t i = 0; i < n; ++i) g_t[q * H + j0 + i] += product[q * n + i];
-          }
-          cell_forward(int64_t(1), H, n, g_t + j0, c_prev ? c_prev + j0 : nullptr, c_t + j0,
+          cell_forward(int64_t(1), H, n, g_t + j0, product, c_prev ? c_prev + j0 : nullptr, c_t + j0,
                        hidden_rows + t * H + j0, keep ? y + t * H + j0 : nullptr);
         }
 #pragma omp barrier
@@ -297,7 +315,7 @@ void lstm_forward(const LstmShape& s, const T* x, const T* h0, const T* c0, cons
     T* g_t = gate_rows + (t - first) * B * G;
     if (h_prev) recurrent(h_prev, T(1), g_t);
     over_batch(B, H, [&](int64_t b0, int64_t rows) {
-      cell_forward(rows, H, H, g_t + b0 * G, c_prev ? c_prev + b0 * H : nullptr, c_t + b0 * H,
+      cell_forward(rows, H, H, g_t + b0 * G, static_cast<const T*>(nullptr), c_prev ? c_prev + b0 * H : nullptr, c_t + b0 * H,
                    hidden_rows + t * state + b0 * H, keep ? y + t * state + b0 * H : nullptr);
     });
     if (order == s.steps - 1) {
