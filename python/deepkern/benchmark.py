@@ -1361,6 +1361,12 @@ def _train_unavailable() -> Optional[str]:
     if _torch() is None:
         return ('its reference is the same models in PyTorch (torch.nn, torch.optim.Adam), which is not '
                 'installed (install the bench extra: pip install ".[bench]")')
+    import importlib.util
+
+    missing = [name for name in ("sklearn", "statsmodels") if importlib.util.find_spec(name) is None]
+    if missing:
+        return (f"the recipes' data ship with scikit-learn and statsmodels; missing: {', '.join(missing)} "
+                '(pip install ".[train]")')
     return None
 
 
