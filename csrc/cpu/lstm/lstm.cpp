@@ -201,13 +201,41 @@ void copy_or_zero(const T* src, int64_t count, T* dst) {
     std::fill(dst, dst + count, T(0));
 }
 
+// The states step `order` reads and writes: h_{t-1} from hidden rows (the cache, or y), c_{t-1}
+// and c_t in the cache or, for inference (cells null), in two rolling rows.
+template <class T>
+struct StepStates {
+  const LstmShape& s;
+  int64_t state;  // B * H
+  const T *h0, *c0;
+  const T* hidden_rows;
+  T *cells, *rolling;
+  int64_t t = 0;
+  const T* h_prev = nullptr;
+  const T* c_prev = nullptr;
+  T* c_t = nullptr;
+
+  void at(int64_t order) {
+    t = step_at(s, order);
+    const int64_t prev = order == 0 ? 0 : step_at(s, order - 1);
+    h_prev = order == 0 ? h0 : hidden_rows + prev * state;
+    c_prev = order == 0 ? c0 : cells ? cells + prev * state : rolling + ((order - 1) & 1) * state;
+    c_t = cells ? cells + t * state : rolling + (order & 1) * state;
+  }
+  // h_last, c_last: the states after the last step (call after at(s.steps - 1)).
+  void copy_last(T* h_last, T* c_last) const {
+    std::copy(hidden_rows + t * state, hidden_rows + (t + 1) * state, h_last);
+    std::copy(c_t, c_t + state, c_last);
+  }
+};
+
 // Batch 1 on a team of threads: the sequence's steps run inside one parallel region. Thread t owns
 // hidden units [j0, j1): it keeps its rows of W_hh (four gate blocks of j1 - j0 rows, transposed
 // side by side for one GEMV) in its own scratch, so they stay in its core's L2, and each step runs
-// its part of the recurrent GEMV, adds it to the gates, the cell update of its units, then one barrier (every thread
-// reads all of h_{t-1}). A step then streams 1/team of W_hh per core and costs one barrier instead
-// of a thread hand-off per product. gate_rows (T, 4H) hold the input projection; cells null
-// (inference) keeps c in two rolling rows and h only in y.
+// its part of the recurrent GEMV, the cell update of its units (which adds the product to the
+// gates), then one barrier (every thread reads all of h_{t-1}). A step then streams 1/team of
+// W_hh per core and costs one barrier instead of a thread hand-off per product. gate_rows (T, 4H)
+// hold the input projection; cells null (inference) keeps c in two rolling rows and h only in y.
 template <class T>
 void forward_batch1_team(const LstmShape& s, int team, const T* h0, const T* c0, const T* w_hh,
                          T* gate_rows, T* cells, T* hidden_rows, T* y, T* h_last, T* c_last) {
@@ -234,28 +262,25 @@ void forward_batch1_team(const LstmShape& s, int team, const T* h0, const T* c0,
     }
 #pragma omp barrier
     if (!failed) {
+      StepStates<T> st{s, H, h0, c0, hidden_rows, cells, rolling};
+      T* product = slices + H * 4 * n;
       for (int64_t order = 0; order < s.steps; ++order) {
-        const int64_t t = step_at(s, order), prev = order == 0 ? 0 : step_at(s, order - 1);
-        const T* h_prev = order == 0 ? h0 : hidden_rows + prev * H;
-        const T* c_prev = order == 0 ? c0 : keep ? cells + prev * H : rolling + ((order - 1) & 1) * H;
-        T* c_t = keep ? cells + t * H : rolling + (order & 1) * H;
-        T* g_t = gate_rows + t * G;
+        st.at(order);
         if (n > 0) {
-          T* product = h_prev ? slices + H * 4 * n : nullptr;
-          if (h_prev)
-            gemm<T>(1, 4 * n, H, T(1), {h_prev, H, 1}, {slices, 4 * n, 1}, T(0), {product, 4 * n, 1}, {}, 1);
-          cell_forward(int64_t(1), H, n, g_t + j0, product, c_prev ? c_prev + j0 : nullptr, c_t + j0,
-                       hidden_rows + t * H + j0, keep ? y + t * H + j0 : nullptr);
+          if (st.h_prev)
+            gemm<T>(1, 4 * n, H, T(1), {st.h_prev, H, 1}, {slices, 4 * n, 1}, T(0), {product, 4 * n, 1}, {}, 1);
+          cell_forward(int64_t(1), H, n, gate_rows + st.t * G + j0, st.h_prev ? product : nullptr,
+                       st.c_prev ? st.c_prev + j0 : nullptr, st.c_t + j0, hidden_rows + st.t * H + j0,
+                       keep ? y + st.t * H + j0 : nullptr);
         }
 #pragma omp barrier
       }
     }
   }
   if (failed) throw std::bad_alloc();
-  const int64_t last = step_at(s, s.steps - 1);
-  std::copy(hidden_rows + last * H, hidden_rows + (last + 1) * H, h_last);
-  const T* c_end = keep ? cells + last * H : rolling + ((s.steps - 1) & 1) * H;
-  std::copy(c_end, c_end + H, c_last);
+  StepStates<T> st{s, H, h0, c0, hidden_rows, cells, rolling};
+  st.at(s.steps - 1);
+  st.copy_last(h_last, c_last);
 }
 
 // Threads for forward_batch1_team: batch 1 with a W_hh worth sharing (H >= kTeamMinHidden) and
@@ -297,32 +322,28 @@ void lstm_forward(const LstmShape& s, const T* x, const T* h0, const T* c0, cons
     pack_b_matrix<T>(s.input, G, {w_ih, 1, s.input}, w_ih_packed);
   if (team)
     return forward_batch1_team(s, team, h0, c0, w_hh, gate_rows, cells, hidden_rows, y, h_last, c_last);
-  T* cell_rows = keep ? cells : scratch<T>(kCellSlot, 2 * state);  // inference: c_{t-1} and c_t
+  StepStates<T> st{s, state, h0, c0, hidden_rows, cells,
+                    keep ? nullptr : scratch<T>(kCellSlot, 2 * state)};  // inference: c_{t-1}, c_t
   int64_t first = 0;  // the first step (in memory order) of the projected chunk
   const StepProduct<T> recurrent(B, H, G, {w_hh, 1, H});  // h_{t-1} @ w_hh^T
   for (int64_t order = 0; order < s.steps; ++order) {
-    const int64_t t = step_at(s, order);
+    st.at(order);
+    const int64_t t = st.t;
     if (!keep && order % chunk == 0) {
       const int64_t n = std::min(chunk, s.steps - order);
       first = s.reverse ? t - n + 1 : t;
       gemm_prepacked<T>(n * B, T(1), {x + first * B * s.input, s.input, 1}, w_ih_packed, T(0),
                         {gate_rows, G, 1}, with_bias);
     }
-    const int64_t prev = order == 0 ? 0 : step_at(s, order - 1);
-    const T* h_prev = order == 0 ? h0 : hidden_rows + prev * state;
-    const T* c_prev = order == 0 ? c0 : keep ? cells + prev * state : cell_rows + ((order - 1) & 1) * state;
-    T* c_t = keep ? cells + t * state : cell_rows + (order & 1) * state;
     T* g_t = gate_rows + (t - first) * B * G;
-    if (h_prev) recurrent(h_prev, T(1), g_t);
+    if (st.h_prev) recurrent(st.h_prev, T(1), g_t);
     over_batch(B, H, [&](int64_t b0, int64_t rows) {
-      cell_forward(rows, H, H, g_t + b0 * G, static_cast<const T*>(nullptr), c_prev ? c_prev + b0 * H : nullptr, c_t + b0 * H,
-                   hidden_rows + t * state + b0 * H, keep ? y + t * state + b0 * H : nullptr);
+      cell_forward(rows, H, H, g_t + b0 * G, static_cast<const T*>(nullptr),
+                   st.c_prev ? st.c_prev + b0 * H : nullptr, st.c_t + b0 * H, hidden_rows + t * state + b0 * H,
+                   keep ? y + t * state + b0 * H : nullptr);
     });
-    if (order == s.steps - 1) {
-      std::copy(hidden_rows + t * state, hidden_rows + (t + 1) * state, h_last);
-      std::copy(c_t, c_t + state, c_last);
-    }
   }
+  st.copy_last(h_last, c_last);
 }
 
 template <class T>
