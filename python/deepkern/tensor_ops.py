@@ -23,10 +23,6 @@ def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
     return grad.sum(axis=axes, keepdims=True).reshape(shape) if axes else grad.reshape(shape)
 
 
-def _shape(x):
-    return np.shape(x)
-
-
 # ---------------------------------------------------------------------------------------------
 # Arithmetic (either operand may be a Python/NumPy scalar)
 # ---------------------------------------------------------------------------------------------
@@ -35,7 +31,7 @@ def _shape(x):
 class Add(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.shapes = (_shape(a), _shape(b))
+        ctx.shapes = (np.shape(a), np.shape(b))
         return np.add(a, b)
 
     @staticmethod
@@ -48,7 +44,7 @@ class Add(Function):
 class Sub(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.shapes = (_shape(a), _shape(b))
+        ctx.shapes = (np.shape(a), np.shape(b))
         return np.subtract(a, b)
 
     @staticmethod
@@ -67,8 +63,8 @@ class Mul(Function):
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
-        return (unbroadcast(g * b, _shape(a)) if ctx.needs_input_grad[0] else None,
-                unbroadcast(g * a, _shape(b)) if ctx.needs_input_grad[1] else None)
+        return (unbroadcast(g * b, np.shape(a)) if ctx.needs_input_grad[0] else None,
+                unbroadcast(g * a, np.shape(b)) if ctx.needs_input_grad[1] else None)
 
 
 class Div(Function):
@@ -80,8 +76,8 @@ class Div(Function):
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
-        ga = unbroadcast(g / b, _shape(a)) if ctx.needs_input_grad[0] else None
-        gb = unbroadcast(-g * a / (b * b), _shape(b)) if ctx.needs_input_grad[1] else None
+        ga = unbroadcast(g / b, np.shape(a)) if ctx.needs_input_grad[0] else None
+        gb = unbroadcast(-g * a / (b * b), np.shape(b)) if ctx.needs_input_grad[1] else None
         return ga, gb
 
 
@@ -97,11 +93,11 @@ class Pow(Function):
         a, b, out = ctx.saved_tensors
         ga = gb = None
         if ctx.needs_input_grad[0]:
-            ga = unbroadcast(g * b * np.power(a, b - 1), _shape(a))
+            ga = unbroadcast(g * b * np.power(a, b - 1), np.shape(a))
         if ctx.needs_input_grad[1]:
             with np.errstate(divide="ignore", invalid="ignore"):
                 log_a = np.where(a > 0, np.log(np.where(a > 0, a, 1)), 0)
-            gb = unbroadcast(g * out * log_a, _shape(b))
+            gb = unbroadcast(g * out * log_a, np.shape(b))
         return ga, gb
 
 
@@ -427,7 +423,7 @@ class Where(Function):
     @staticmethod
     def forward(ctx, cond, a, b):
         ctx.save_for_backward(cond)
-        ctx.shapes = (_shape(a), _shape(b))
+        ctx.shapes = (np.shape(a), np.shape(b))
         return np.where(cond, a, b)
 
     @staticmethod
