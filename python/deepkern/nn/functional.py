@@ -10,6 +10,7 @@ compatibility and computes out of place (the returned value is the same).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -26,13 +27,20 @@ __all__ = [
     "flatten",
 ]
 
-try:  # scipy's erf is vectorised; the standard library's is exact too, one element at a time
-    from scipy.special import erf as _erf
-except ImportError:  # pragma: no cover - depends on the environment
-    _erf_scalar = np.vectorize(math.erf, otypes=[np.float64])
+@functools.lru_cache(maxsize=1)
+def _erf_function():
+    """scipy's vectorised erf, imported on first use (importing scipy costs ~0.3 s, so not at
+    ``import deepkern``); without scipy, the standard library's, exact too, one element at a time."""
+    try:
+        from scipy.special import erf
+        return erf
+    except ImportError:  # pragma: no cover - depends on the environment
+        erf_scalar = np.vectorize(math.erf, otypes=[np.float64])
+        return lambda x: erf_scalar(x).astype(x.dtype, copy=False)
 
-    def _erf(x):
-        return _erf_scalar(x).astype(x.dtype, copy=False)
+
+def _erf(x):
+    return _erf_function()(x)
 
 
 def _array(x):
