@@ -379,14 +379,16 @@ void gemm_batched(int64_t batch, const int64_t* a_offsets, const int64_t* b_offs
 }
 
 template <class T>
-void pack_b_matrix(int64_t k, int64_t n, StridedMatrix<const T> b, PackedB<T>& packed) {
+int64_t packed_b_size(int64_t k, int64_t n) {
+  const int nr = kernels_for<T>(active_isa()).nr;
+  return ceil_div(n, nr) * nr * k;
+}
+
+template <class T>
+PackedB<T> pack_b_matrix(int64_t k, int64_t n, StridedMatrix<const T> b, T* panels) {
   const GemmKernels<T>& kern = kernels_for<T>(active_isa());
-  packed.k = k;
-  packed.n = n;
-  packed.nr = kern.nr;
-  packed.kernel = kern.name;
-  packed.panels.resize(static_cast<size_t>(ceil_div(n, kern.nr) * kern.nr * k));
-  pack_b(k, n, b.data, b.row_stride, b.col_stride, kern.nr, packed.panels.data());
+  pack_b(k, n, b.data, b.row_stride, b.col_stride, kern.nr, panels);
+  return {k, n, kern.nr, kern.name, panels};
 }
 
 template <class T>
@@ -398,7 +400,7 @@ void gemm_prepacked(int64_t m, T alpha, StridedMatrix<const T> a, const PackedB<
   if (P.m == 0 || P.n == 0) return;
   if (P.k == 0) return gemm_empty_k(P);
   if (threads <= 0) threads = num_threads();
-  gemm_parallel(kern, P, P.m * P.n * P.k < kMinParallelMacs ? 1 : threads, b.panels.data());
+  gemm_parallel(kern, P, P.m * P.n * P.k < kMinParallelMacs ? 1 : threads, b.panels);
 }
 
 const char* gemm_kernel_name(bool double_precision) {
@@ -412,8 +414,10 @@ template void gemm<float>(int64_t, int64_t, int64_t, float, StridedMatrix<const 
 template void gemm<double>(int64_t, int64_t, int64_t, double, StridedMatrix<const double>,
                            StridedMatrix<const double>, double, StridedMatrix<double>,
                            const GemmEpilogue<double>&, int);
-template void pack_b_matrix<float>(int64_t, int64_t, StridedMatrix<const float>, PackedB<float>&);
-template void pack_b_matrix<double>(int64_t, int64_t, StridedMatrix<const double>, PackedB<double>&);
+template int64_t packed_b_size<float>(int64_t, int64_t);
+template int64_t packed_b_size<double>(int64_t, int64_t);
+template PackedB<float> pack_b_matrix<float>(int64_t, int64_t, StridedMatrix<const float>, float*);
+template PackedB<double> pack_b_matrix<double>(int64_t, int64_t, StridedMatrix<const double>, double*);
 template void gemm_prepacked<float>(int64_t, float, StridedMatrix<const float>, const PackedB<float>&, float,
                                     StridedMatrix<float>, const GemmEpilogue<float>&, int);
 template void gemm_prepacked<double>(int64_t, double, StridedMatrix<const double>, const PackedB<double>&,

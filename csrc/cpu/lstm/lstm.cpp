@@ -13,7 +13,6 @@
 #include <new>
 #include <cstdint>
 #include <cstring>
-#include <vector>
 
 #include "core/cpu_features.h"
 #include "core/scratch.h"
@@ -142,7 +141,9 @@ void over_batch(int64_t batch, int64_t hidden, Fn fn) {
 int64_t step_at(const LstmShape& s, int64_t order) { return s.reverse ? s.steps - 1 - order : order; }
 
 struct LstmScratch;  // this family's thread_scratch tag
-enum LstmSlot { kRowsSlot, kGateSlot, kCellSlot, kTeamSlot, kSlotCount };
+// Slots: W_hh laid out for the step products; W_ih packed (inference); gate rows (an inference
+// chunk, or backward's gate gradients); the rolling cell rows of inference; a team thread's W_hh rows.
+enum LstmSlot { kRecurrentSlot, kInputSlot, kGateSlot, kCellSlot, kTeamSlot, kSlotCount };
 
 template <class T>
 T* scratch(LstmSlot slot, int64_t count) {
@@ -160,19 +161,19 @@ constexpr int64_t kTeamMinHidden = 64;
 // call for the kernel that reads it fastest: packed panels for the blocked GEMM (re-packing W in
 // every step's GEMM cost more than the product at small B); for B == 1, W row-major (k x n) so
 // the GEMV streams its rows (no per-output dot-product reductions): read in place when it already
-// is, else transposed once into this thread's scratch (no page faults on repeated calls). The
-// GEMV runs on one thread below kParallelGemv multiply-adds (a thread hand-off per step costs
+// is, else transposed once. Either layout goes to this thread's scratch (no page faults on
+// repeated calls). The GEMV runs on one thread below kParallelGemv multiply-adds (a thread hand-off per step costs
 // more than it saves there).
 template <class T>
 class StepProduct {
  public:
   StepProduct(int64_t batch, int64_t k, int64_t n, StridedMatrix<const T> w) : batch_(batch), k_(k), n_(n) {
     if (batch_ > 1) {
-      pack_b_matrix(k, n, w, packed_);
+      packed_ = pack_b_matrix(k, n, w, scratch<T>(kRecurrentSlot, packed_b_size<T>(k, n)));
     } else if (w.col_stride == 1) {
       rows_ = {w.data, w.row_stride, 1};
     } else {
-      T* copy = scratch<T>(kRowsSlot, k * n);
+      T* copy = scratch<T>(kRecurrentSlot, k * n);
       transpose_copy(n, k, w.data, w.col_stride, n, copy);  // w.row_stride == 1 here
       rows_ = {copy, n, 1};
     }
@@ -319,7 +320,7 @@ void lstm_forward(const LstmShape& s, const T* x, const T* h0, const T* c0, cons
   if (keep || team)
     gemm<T>(s.steps * B, G, s.input, T(1), {x, s.input, 1}, {w_ih, 1, s.input}, T(0), {gate_rows, G, 1}, with_bias);
   else
-    pack_b_matrix<T>(s.input, G, {w_ih, 1, s.input}, w_ih_packed);
+    w_ih_packed = pack_b_matrix<T>(s.input, G, {w_ih, 1, s.input}, scratch<T>(kInputSlot, packed_b_size<T>(s.input, G)));
   if (team)
     return forward_batch1_team(s, team, h0, c0, w_hh, gate_rows, cells, hidden_rows, y, h_last, c_last);
   StepStates<T> st{s, state, h0, c0, hidden_rows, cells,
@@ -360,7 +361,7 @@ void lstm_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, co
     std::fill(grad_bias, grad_bias + G, T(0));
     return;
   }
-  std::vector<T> dgates(static_cast<size_t>(rows * G));
+  T* const dgates = scratch<T>(kGateSlot, rows * G);  // kept for the next call: no page faults
   const StepProduct<T> recurrent(B, G, H, {w_hh, H, 1});  // dG_t @ w_hh
   T* dh = grad_h0;
   T* dc = grad_c0;
@@ -369,14 +370,14 @@ void lstm_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, co
     const T* c_prev = order == 0 ? c0 : cells + step_at(s, order - 1) * state;
     if (grad_y)
       for (int64_t k = 0; k < state; ++k) dh[k] += grad_y[t * state + k];
-    T* dg_t = dgates.data() + t * B * G;
+    T* dg_t = dgates + t * B * G;
     over_batch(B, H, [&](int64_t b0, int64_t n) {
       cell_backward(n, H, gates + t * B * G + b0 * G, cells + t * state + b0 * H,
                     c_prev ? c_prev + b0 * H : nullptr, dh + b0 * H, dc + b0 * H, dg_t + b0 * G);
     });
     recurrent(dg_t, T(0), dh);  // gradient of h_{t-1}: dG_t (B x 4H) @ w_hh (4H x H)
   }
-  const T* dg = dgates.data();
+  const T* dg = dgates;
   // All steps at once: grad_x = dG @ w_ih, grad_w_ih = dG^T @ x.
   gemm<T>(rows, s.input, G, T(1), {dg, G, 1}, {w_ih, s.input, 1}, T(0), {grad_x, s.input, 1}, {});
   gemm<T>(G, s.input, rows, T(1), {dg, 1, G}, {x, s.input, 1}, T(0), {grad_w_ih, s.input, 1}, {});
