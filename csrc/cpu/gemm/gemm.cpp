@@ -293,17 +293,21 @@ void gemm_parallel(const GemmKernels<T>& kern, const Problem<T>& P, int threads,
 
 // C is a single row (m == 1): y = x B with the GEMV kernels, when B has a unit stride.
 // Returns false (nothing done) when it has none.
+// The row x of a GEMV as a contiguous vector: in place, or gathered into `storage`.
+template <class T>
+const T* contiguous_row(const Problem<T>& P, std::vector<T>& storage) {
+  if (P.a.col_stride == 1) return P.a.data;
+  storage.resize(static_cast<size_t>(P.k));
+  for (int64_t p = 0; p < P.k; ++p) storage[p] = P.a.data[p * P.a.col_stride];
+  return storage.data();
+}
+
 template <class T>
 bool gemv(const GemmKernels<T>& kern, const Problem<T>& P, int threads) {
   const bool rows_contiguous = P.b.col_stride == 1;
   if (!rows_contiguous && P.b.row_stride != 1) return false;
-  const T* x = P.a.data;
-  std::vector<T> x_contiguous;
-  if (P.a.col_stride != 1) {
-    x_contiguous.resize(static_cast<size_t>(P.k));
-    for (int64_t p = 0; p < P.k; ++p) x_contiguous[p] = P.a.data[p * P.a.col_stride];
-    x = x_contiguous.data();
-  }
+  std::vector<T> x_storage;
+  const T* x = contiguous_row(P, x_storage);
   if (P.n * P.k < kMinParallelGemv) threads = 1;
   threads = static_cast<int>(std::min<int64_t>(threads, ceil_div(P.n, 64)));
   // Each thread takes a contiguous range of y (64-element aligned), in L1-sized chunks.
@@ -322,6 +326,28 @@ bool gemv(const GemmKernels<T>& kern, const Problem<T>& P, int threads) {
     }
   });
   return true;
+}
+
+// A single row against packed B (gemm_prepacked with m == 1): the packed GEMV kernel reads each
+// panel front to back; threads take contiguous runs of panels, each in chunks whose y stays in L1.
+template <class T>
+void gemv_prepacked(const GemmKernels<T>& kern, const Problem<T>& P, const PackedB<T>& b, int threads) {
+  std::vector<T> x_storage;
+  const T* x = contiguous_row(P, x_storage);
+  const int64_t panels = ceil_div(P.n, b.nr), chunk = kGemvChunk / b.nr;
+  if (P.n * P.k < kMinParallelGemv) threads = 1;
+  threads = static_cast<int>(std::min<int64_t>(threads, panels));
+  const int64_t per_thread = ceil_div(panels, threads);
+  run_on_threads(threads, [&](int t) {
+    T* y = scratch<T>(kTile, kGemvChunk);
+    const int64_t end = std::min(panels, (t + 1) * per_thread);
+    for (int64_t q0 = t * per_thread; q0 < end; q0 += chunk) {
+      const int64_t nq = std::min(chunk, end - q0), j0 = q0 * b.nr;
+      kern.gemv_packed(P.k, nq, x, b.panels + j0 * P.k, y);
+      merge_tile(int64_t(1), std::min(nq * b.nr, P.n - j0), y, nq * b.nr, P.c.data + j0 * P.c.col_stride,
+                 P.c.row_stride, P.c.col_stride, P.alpha, P.beta, tile_epilogue(P.epilogue, 0, j0, true));
+    }
+  });
 }
 
 // k == 0: C = epilogue(beta * C), as NumPy's empty sum gives zeros.
@@ -400,6 +426,7 @@ void gemm_prepacked(int64_t m, T alpha, StridedMatrix<const T> a, const PackedB<
   if (P.m == 0 || P.n == 0) return;
   if (P.k == 0) return gemm_empty_k(P);
   if (threads <= 0) threads = num_threads();
+  if (P.m == 1) return gemv_prepacked(kern, P, b, threads);
   gemm_parallel(kern, P, P.m * P.n * P.k < kMinParallelMacs ? 1 : threads, b.panels);
 }
 

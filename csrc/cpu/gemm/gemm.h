@@ -62,7 +62,8 @@ template <class T>
 PackedB<T> pack_b_matrix(int64_t k, int64_t n, StridedMatrix<const T> b, T* panels);
 
 // gemm() with B from pack_b_matrix: C (m x n) = epilogue(alpha * A (m x k) @ B + beta * C).
-// Throws std::runtime_error if the active ISA changed since B was packed.
+// m == 1 runs a GEMV that streams each panel in order. Throws std::runtime_error if the active
+// ISA changed since B was packed.
 template <class T>
 void gemm_prepacked(int64_t m, T alpha, StridedMatrix<const T> a, const PackedB<T>& b, T beta,
                     StridedMatrix<T> c, const GemmEpilogue<T>& epilogue, int threads = 0);

@@ -6,9 +6,11 @@ namespace deepkern::cpu::generic {
 // 4 x 8 floats: 8 xmm accumulators of the 16 SSE registers.
 const GemmKernels<float> kernels_f32 = {
     "generic 4x8", 4, 8, 128, 256, 2048,
-    &tile_portable<float, 4, 8>, {}, &gemv_rows_portable<float>, &gemv_cols_portable<float>};
+    &tile_portable<float, 4, 8>, {}, &gemv_rows_portable<float>, &gemv_cols_portable<float>,
+    &gemv_packed_portable<float, 8>};
 const GemmKernels<double> kernels_f64 = {
     "generic 4x4", 4, 4, 128, 256, 2048,
-    &tile_portable<double, 4, 4>, {}, &gemv_rows_portable<double>, &gemv_cols_portable<double>};
+    &tile_portable<double, 4, 4>, {}, &gemv_rows_portable<double>, &gemv_cols_portable<double>,
+    &gemv_packed_portable<double, 4>};
 
 }  // namespace deepkern::cpu::generic

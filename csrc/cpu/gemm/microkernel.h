@@ -43,6 +43,11 @@ template <class T>
 using GemvColsKernel = void (*)(int64_t k, int64_t n, const T* x, const T* bt, int64_t ldbt,
                                 T* y);
 
+// y[j] = sum_p x[p] * B(p, j) for j < panels * nr, B as pack_b_matrix lays it out: panel q holds
+// columns q*nr .. q*nr+nr-1, its k rows of nr elements contiguous (one sequential stream).
+template <class T>
+using GemvPackedKernel = void (*)(int64_t k, int64_t panels, const T* x, const T* b, T* y);
+
 // A micro-kernel computing only the first `rows` rows of an MR x NR tile.
 template <class T>
 struct ShortTile {
@@ -60,6 +65,7 @@ struct GemmKernels {
   ShortTile<T> short_tiles[2];  // by rows ascending, each rows < mr; for the last row panel
   GemvRowsKernel<T> gemv_rows;
   GemvColsKernel<T> gemv_cols;
+  GemvPackedKernel<T> gemv_packed;
 };
 
 // Kernel tables, one per ISA translation unit.

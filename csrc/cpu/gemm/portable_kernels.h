@@ -79,6 +79,19 @@ void gemv_rows_portable(int64_t k, int64_t n, const T* x, const T* b, int64_t ld
   }
 }
 
+template <class T, int NR>
+void gemv_packed_portable(int64_t k, int64_t panels, const T* x, const T* b, T* y) {
+  for (int64_t q = 0; q < panels; ++q) {
+    const T* panel = b + q * k * NR;
+    T acc[NR] = {};
+    for (int64_t p = 0; p < k; ++p) {
+#pragma omp simd
+      for (int j = 0; j < NR; ++j) acc[j] += x[p] * panel[p * NR + j];
+    }
+    for (int j = 0; j < NR; ++j) y[q * NR + j] = acc[j];
+  }
+}
+
 template <class T>
 void gemv_cols_portable(int64_t k, int64_t n, const T* x, const T* bt, int64_t ldbt, T* y) {
   int64_t j = 0;

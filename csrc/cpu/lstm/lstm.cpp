@@ -56,15 +56,16 @@ inline T tanh_of(T x) {  // 2 sigmoid(2x) - 1
 // the batched path's loop carries no per-element test).
 template <bool kAdd, class T>
 [[gnu::always_inline]] inline void cell_row(int64_t H, int64_t units, T* __restrict g, const T* __restrict r,
-                                            const T* cp, T* __restrict c, T* __restrict h, T* __restrict y) {
+                                            int64_t rb, const T* cp, T* __restrict c, T* __restrict h,
+                                            T* __restrict y) {
 #pragma omp simd
   for (int64_t j = 0; j < units; ++j) {
     T pi = g[j], pf = g[H + j], pg = g[2 * H + j], po = g[3 * H + j];
     if constexpr (kAdd) {
       pi += r[j];
-      pf += r[units + j];
-      pg += r[2 * units + j];
-      po += r[3 * units + j];
+      pf += r[rb + j];
+      pg += r[2 * rb + j];
+      po += r[3 * rb + j];
     }
     const T i = sigmoid(pi), f = sigmoid(pf), gg = tanh_of(pg), o = sigmoid(po);
     const T cn = (cp ? f * cp[j] : T(0)) + i * gg;
@@ -83,19 +84,19 @@ template <bool kAdd, class T>
 // cell and hidden states (the hidden state also into y unless y is null). c_prev null means zero.
 // Covers `units` hidden units from the given pointers (all H, or one thread's share at batch 1);
 // rows are 4H (gates) and H (states) apart. `recurrent`, when given (batch 1: rows == 1), holds
-// the recurrent product of these units, gate blocks of `units` side by side, added to the gates.
+// the recurrent product of these units, gate blocks `recurrent_block` apart, added to the gates.
 template <class T>
 DEEPKERN_ISA_CLONES void cell_forward(int64_t rows, int64_t H, int64_t units, T* __restrict gates,
-                                      const T* __restrict recurrent, const T* c_prev, T* __restrict c,
-                                      T* __restrict h, T* __restrict y) {
+                                      const T* __restrict recurrent, int64_t recurrent_block, const T* c_prev,
+                                      T* __restrict c, T* __restrict h, T* __restrict y) {
   for (int64_t b = 0; b < rows; ++b) {
     T* g = gates + b * 4 * H;
     const T* cp = c_prev ? c_prev + b * H : nullptr;
     T* yb = y ? y + b * H : nullptr;
     if (recurrent)
-      cell_row<true>(H, units, g, recurrent, cp, c + b * H, h + b * H, yb);
+      cell_row<true>(H, units, g, recurrent, recurrent_block, cp, c + b * H, h + b * H, yb);
     else
-      cell_row<false>(H, units, g, recurrent, cp, c + b * H, h + b * H, yb);
+      cell_row<false>(H, units, g, recurrent, recurrent_block, cp, c + b * H, h + b * H, yb);
   }
 }
 
@@ -157,41 +158,25 @@ constexpr int64_t kGateChunkBytes = int64_t(4) << 20;
 // Batch 1: the smallest hidden size whose steps run on a team of threads (forward_batch1_team).
 constexpr int64_t kTeamMinHidden = 64;
 
-// The recurrent product C (B x n) = A (B x k) @ W (+ C) of every step, with W laid out once per
-// call for the kernel that reads it fastest: packed panels for the blocked GEMM (re-packing W in
-// every step's GEMM cost more than the product at small B); for B == 1, W row-major (k x n) so
-// the GEMV streams its rows (no per-output dot-product reductions): read in place when it already
-// is, else transposed once. Either layout goes to this thread's scratch (no page faults on
-// repeated calls). The GEMV runs on one thread below kParallelGemv multiply-adds (a thread hand-off per step costs
-// more than it saves there).
+// The recurrent product C (B x n) = A (B x k) @ W (+ C) of every step, with W packed once per call
+// into this thread's scratch (re-packing W in every step's GEMM cost more than the product at
+// small B; kept scratch costs no page faults on repeated calls). At B == 1 the packed GEMV reads
+// it as one sequential stream, on one thread below kParallelGemv multiply-adds (a thread hand-off
+// per step costs more than it saves there).
 template <class T>
 class StepProduct {
  public:
-  StepProduct(int64_t batch, int64_t k, int64_t n, StridedMatrix<const T> w) : batch_(batch), k_(k), n_(n) {
-    if (batch_ > 1) {
-      packed_ = pack_b_matrix(k, n, w, scratch<T>(kRecurrentSlot, packed_b_size<T>(k, n)));
-    } else if (w.col_stride == 1) {
-      rows_ = {w.data, w.row_stride, 1};
-    } else {
-      T* copy = scratch<T>(kRecurrentSlot, k * n);
-      transpose_copy(n, k, w.data, w.col_stride, n, copy);  // w.row_stride == 1 here
-      rows_ = {copy, n, 1};
-    }
-  }
+  StepProduct(int64_t batch, int64_t k, int64_t n, StridedMatrix<const T> w)
+      : batch_(batch), k_(k), packed_(pack_b_matrix(k, n, w, scratch<T>(kRecurrentSlot, packed_b_size<T>(k, n)))) {}
   void operator()(const T* a, T beta, T* c) const {
-    if (batch_ > 1) {
-      gemm_prepacked<T>(batch_, T(1), {a, k_, 1}, packed_, beta, {c, n_, 1}, {});
-    } else {
-      const int threads = k_ * n_ < kParallelGemv ? 1 : 0;
-      gemm<T>(1, n_, k_, T(1), {a, k_, 1}, rows_, beta, {c, n_, 1}, {}, threads);
-    }
+    const int threads = batch_ == 1 && k_ * packed_.n < kParallelGemv ? 1 : 0;
+    gemm_prepacked<T>(batch_, T(1), {a, k_, 1}, packed_, beta, {c, packed_.n, 1}, {}, threads);
   }
 
  private:
   static constexpr int64_t kParallelGemv = int64_t(1) << 18;
-  int64_t batch_, k_, n_;
+  int64_t batch_, k_;
   PackedB<T> packed_;
-  StridedMatrix<const T> rows_{nullptr, 0, 0};
 };
 
 template <class T>
@@ -231,8 +216,8 @@ struct StepStates {
 };
 
 // Batch 1 on a team of threads: the sequence's steps run inside one parallel region. Thread t owns
-// hidden units [j0, j1): it keeps its rows of W_hh (four gate blocks of j1 - j0 rows, transposed
-// side by side for one GEMV) in its own scratch, so they stay in its core's L2, and each step runs
+// hidden units [j0, j1): it keeps its rows of W_hh (four gate blocks of j1 - j0 rows, packed for
+// one GEMV) in its own scratch, so they stay in its core's L2, and each step runs
 // its part of the recurrent GEMV, the cell update of its units (which adds the product to the
 // gates), then one barrier (every thread reads all of h_{t-1}). A step then streams 1/team of
 // W_hh per core and costs one barrier instead of a thread hand-off per product. gate_rows (T, 4H)
@@ -249,12 +234,19 @@ void forward_batch1_team(const LstmShape& s, int team, const T* h0, const T* c0,
     const int threads = omp_get_num_threads(), id = omp_get_thread_num();
     const int64_t share = (H + threads - 1) / threads;
     const int64_t j0 = std::min(H, id * share), n = std::min(H, j0 + share) - j0;
-    T* slices = nullptr;
+    // This thread's columns of W_hh^T, gate blocks i, f, g, o packed one after another, each
+    // padded to whole panels (`block` columns): together one packed B of 4 * block columns, whose
+    // product (gate blocks `block` apart) follows the panels in the same scratch.
+    PackedB<T> slice;
+    T* product = nullptr;
     try {
-      // Row p of slices: this thread's columns of W_hh^T for gates i, f, g, o side by side (4n),
-      // followed by room for the GEMV's 4n results.
-      slices = scratch<T>(kTeamSlot, (H + 1) * 4 * std::max<int64_t>(n, 1));
-      for (int q = 0; q < 4; ++q) transpose_copy(n, H, w_hh + (q * H + j0) * H, H, 4 * n, slices + q * n);
+      const int64_t block_size = packed_b_size<T>(H, std::max<int64_t>(n, 1)), block = block_size / H;
+      T* panels = scratch<T>(kTeamSlot, 4 * block_size + 4 * block);
+      for (int q = 0; q < 4; ++q)
+        slice = pack_b_matrix<T>(H, n, {w_hh + (q * H + j0) * H, 1, H}, panels + q * block_size);
+      slice.panels = panels;
+      slice.n = 4 * block;
+      product = panels + 4 * block_size;
       T probe_out = 0;
       const T probe = 1;  // the GEMV's own scratch is allocated here, not inside the step loop
       gemm<T>(1, 1, 1, T(1), {&probe, 1, 1}, {&probe, 1, 1}, T(0), {&probe_out, 1, 1}, {}, 1);
@@ -264,13 +256,11 @@ void forward_batch1_team(const LstmShape& s, int team, const T* h0, const T* c0,
 #pragma omp barrier
     if (!failed) {
       StepStates<T> st{s, H, h0, c0, hidden_rows, cells, rolling};
-      T* product = slices + H * 4 * n;
       for (int64_t order = 0; order < s.steps; ++order) {
         st.at(order);
         if (n > 0) {
-          if (st.h_prev)
-            gemm<T>(1, 4 * n, H, T(1), {st.h_prev, H, 1}, {slices, 4 * n, 1}, T(0), {product, 4 * n, 1}, {}, 1);
-          cell_forward(int64_t(1), H, n, gate_rows + st.t * G + j0, st.h_prev ? product : nullptr,
+          if (st.h_prev) gemm_prepacked<T>(1, T(1), {st.h_prev, H, 1}, slice, T(0), {product, slice.n, 1}, {}, 1);
+          cell_forward(int64_t(1), H, n, gate_rows + st.t * G + j0, st.h_prev ? product : nullptr, slice.n / 4,
                        st.c_prev ? st.c_prev + j0 : nullptr, st.c_t + j0, hidden_rows + st.t * H + j0,
                        keep ? y + st.t * H + j0 : nullptr);
         }
@@ -339,7 +329,7 @@ void lstm_forward(const LstmShape& s, const T* x, const T* h0, const T* c0, cons
     T* g_t = gate_rows + (t - first) * B * G;
     if (st.h_prev) recurrent(st.h_prev, T(1), g_t);
     over_batch(B, H, [&](int64_t b0, int64_t rows) {
-      cell_forward(rows, H, H, g_t + b0 * G, static_cast<const T*>(nullptr),
+      cell_forward(rows, H, H, g_t + b0 * G, static_cast<const T*>(nullptr), int64_t(0),
                    st.c_prev ? st.c_prev + b0 * H : nullptr, st.c_t + b0 * H, hidden_rows + t * state + b0 * H,
                    keep ? y + t * state + b0 * H : nullptr);
     });
