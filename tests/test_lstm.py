@@ -301,11 +301,14 @@ def test_lstm_backward(cfg, dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cfg", [Cfg(9, 1, 7, 64), Cfg(7, 1, 5, 65, reverse=True), Cfg(6, 1, 33, 129, state=False),
-                                 Cfg(5, 1, 3, 200, bias=False, reverse=True)], ids=Cfg.id)
-def test_lstm_batch1_team(cfg, dtype, threads, rng):
-    """Batch 1 with H >= 64 on 2 threads runs every step inside one parallel region, each thread
-    owning a share of the hidden units (odd H: unequal shares): forward with and without the
-    cache, and the backward from that cache, against the float64 references."""
+                                 Cfg(5, 1, 3, 200, bias=False, reverse=True), Cfg(6, 3, 7, 64),
+                                 Cfg(5, 17, 4, 97, state=False, reverse=True), Cfg(4, 9, 1, 70, bias=False),
+                                 Cfg(3, 40, 6, 31)], ids=Cfg.id)
+def test_lstm_forward_team(cfg, dtype, threads, rng):
+    """The forward runs every step inside one parallel region, each thread owning a share of the
+    hidden units (H >= 64 on 2 threads; odd H: unequal shares whose four gate blocks cross panel
+    edges; H = 31: a team of one): forward with and without the cache, and the backward from that
+    cache, against the float64 references."""
     args = make_inputs(rng, cfg, dtype)
     refs = lstm_ref(*args, reverse=cfg.reverse)
     for got_all in (lstm(*args, reverse=cfg.reverse), lstm(*args, reverse=cfg.reverse, return_cache=True)[:3]):
@@ -323,20 +326,26 @@ def test_lstm_batch1_team(cfg, dtype, threads, rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("state", [True, False])
-def test_lstm_inference_projects_in_chunks(dtype, reverse, state, rng):
-    """Without return_cache the kernel projects the input a few steps at a time (about 4 MB of
-    gates per chunk: 7 steps here in float64, 8 in float32, so 17 / 21 steps end in a partial
-    chunk) and keeps no per-step cache: the same y, h_T, c_T as the cached path, bit for bit (the
-    same kernels sum over K in the same order), and as the float64 reference."""
+def test_lstm_forward_projects_in_chunks(dtype, reverse, state, rng):
+    """The forward projects the input a few steps at a time (about 4 MB of gates per chunk: 7 steps
+    here in float64, 8 in float32, so 17 / 21 steps end in a partial chunk); without return_cache
+    it keeps no per-step cache: the same y, h_T, c_T as the cached path, bit for bit (the same
+    kernels sum over K in the same order), and as the float64 reference; the backward from the
+    chunked cache matches its reference too."""
     t, b, i, h = (17, 131, 5, 129) if dtype == F64 else (21, 160, 9, 200)
     cfg = Cfg(t, b, i, h, state=state, reverse=reverse)
     args = make_inputs(rng, cfg, dtype)
     refs = lstm_ref(*args, reverse=reverse)
     fast = lstm(*args, reverse=reverse)
-    cached = lstm(*args, reverse=reverse, return_cache=True)
+    *cached, cache = lstm(*args, reverse=reverse, return_cache=True)
     for name, got, same, ref in zip(("y", "h_T", "c_T"), fast, cached, refs):
         check(got, ref, dtype, f"{cfg}: {name}")
         np.testing.assert_array_equal(got, same, err_msg=f"{cfg}: {name} differs from the cached path")
+    grad_y = rand(rng, (t, b, h), dtype)
+    grads = lstm_backward(grad_y, None, None, *args[:5], cache, reverse=reverse)
+    for name, got, ref in zip(GRAD_NAMES, grads, lstm_backward_ref(grad_y, None, None, *args, reverse=reverse)):
+        if ref is not None:
+            check(got, ref, dtype, f"{cfg}: {name}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

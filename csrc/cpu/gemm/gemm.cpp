@@ -153,7 +153,7 @@ TileEpilogue<T> tile_epilogue(const GemmEpilogue<T>& ep, int64_t i0, int64_t j0,
 // panel, d < depth, and zero for w in [width, panel). For A, w runs over rows and d over K; for
 // B, w runs over columns and d over K. Whichever stride is 1 decides the copy loop.
 template <class T>
-void pack_panel(int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ds, int panel, T* dst) {
+void copy_to_panel(int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ds, int panel, T* dst) {
   if (ws == 1) {
     for (int64_t d = 0; d < depth; ++d) std::memcpy(dst + d * panel, x + d * ds, sizeof(T) * width);
   } else if (ds == 1) {
@@ -162,9 +162,19 @@ void pack_panel(int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ds
     for (int64_t d = 0; d < depth; ++d)
       for (int64_t w = 0; w < width; ++w) dst[d * panel + w] = x[w * ws + d * ds];
   }
+}
+
+template <class T>
+void zero_panel_tail(int64_t width, int64_t depth, int panel, T* dst) {
   if (width < panel)
     for (int64_t d = 0; d < depth; ++d)
       for (int64_t w = width; w < panel; ++w) dst[d * panel + w] = T(0);
+}
+
+template <class T>
+void pack_panel(int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ds, int panel, T* dst) {
+  copy_to_panel(width, depth, x, ws, ds, panel, dst);
+  zero_panel_tail(width, depth, panel, dst);
 }
 
 // Packs the mc x kc block A(i, p) = a[i * rs + p * cs] into mr-tall panels, each kc x mr
@@ -411,10 +421,29 @@ int64_t packed_b_size(int64_t k, int64_t n) {
 }
 
 template <class T>
-PackedB<T> pack_b_matrix(int64_t k, int64_t n, StridedMatrix<const T> b, T* panels) {
+PackedB<T> pack_b_groups(int64_t k, int64_t n, int groups, int64_t group_offset, StridedMatrix<const T> b,
+                         T* panels) {
   const GemmKernels<T>& kern = kernels_for<T>(active_isa());
-  pack_b(k, n, b.data, b.row_stride, b.col_stride, kern.nr, panels);
-  return {k, n, kern.nr, kern.name, panels};
+  const int nr = kern.nr;
+  const int64_t total = groups * n;
+  for (int64_t j0 = 0; j0 < total; j0 += nr) {  // one panel, filled from as many groups as it spans
+    T* dst = panels + j0 * k;
+    int64_t filled = 0;
+    while (filled < nr && j0 + filled < total) {
+      const int64_t j = j0 + filled, within = j % n;
+      const int64_t run = std::min<int64_t>(nr - filled, n - within);
+      copy_to_panel(run, k, b.data + j / n * group_offset + within * b.col_stride, b.col_stride, b.row_stride,
+                    nr, dst + filled);
+      filled += run;
+    }
+    zero_panel_tail(filled, k, nr, dst);
+  }
+  return {k, total, nr, kern.name, panels};
+}
+
+template <class T>
+PackedB<T> pack_b_matrix(int64_t k, int64_t n, StridedMatrix<const T> b, T* panels) {
+  return pack_b_groups(k, n, 1, 0, b, panels);
 }
 
 template <class T>
@@ -445,6 +474,9 @@ template int64_t packed_b_size<float>(int64_t, int64_t);
 template int64_t packed_b_size<double>(int64_t, int64_t);
 template PackedB<float> pack_b_matrix<float>(int64_t, int64_t, StridedMatrix<const float>, float*);
 template PackedB<double> pack_b_matrix<double>(int64_t, int64_t, StridedMatrix<const double>, double*);
+template PackedB<float> pack_b_groups<float>(int64_t, int64_t, int, int64_t, StridedMatrix<const float>, float*);
+template PackedB<double> pack_b_groups<double>(int64_t, int64_t, int, int64_t, StridedMatrix<const double>,
+                                               double*);
 template void gemm_prepacked<float>(int64_t, float, StridedMatrix<const float>, const PackedB<float>&, float,
                                     StridedMatrix<float>, const GemmEpilogue<float>&, int);
 template void gemm_prepacked<double>(int64_t, double, StridedMatrix<const double>, const PackedB<double>&,

@@ -61,6 +61,13 @@ int64_t packed_b_size(int64_t k, int64_t n);
 template <class T>
 PackedB<T> pack_b_matrix(int64_t k, int64_t n, StridedMatrix<const T> b, T* panels);
 
+// pack_b_matrix of a B whose columns come in `groups` groups of n, group g's first column at
+// b.data + g * group_offset (one LSTM thread's columns of the four gate blocks): packed as one B
+// of groups * n columns, into packed_b_size(k, groups * n) elements.
+template <class T>
+PackedB<T> pack_b_groups(int64_t k, int64_t n, int groups, int64_t group_offset, StridedMatrix<const T> b,
+                         T* panels);
+
 // gemm() with B from pack_b_matrix: C (m x n) = epilogue(alpha * A (m x k) @ B + beta * C).
 // m == 1 runs a GEMV that streams each panel in order. Throws std::runtime_error if the active
 // ISA changed since B was packed.

@@ -10,9 +10,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <new>
 #include <cstdint>
 #include <cstring>
+#include <exception>
+#include <mutex>
 
 #include "core/cpu_features.h"
 #include "core/scratch.h"
@@ -52,51 +53,44 @@ inline T tanh_of(T x) {  // 2 sigmoid(2x) - 1
   return T(2) / (T(1) + exp_of(T(-2) * x)) - T(1);
 }
 
-// One row of cell_forward; kAdd: add the recurrent product r first (a separate instantiation, so
-// the batched path's loop carries no per-element test).
-template <bool kAdd, class T>
-[[gnu::always_inline]] inline void cell_row(int64_t H, int64_t units, T* __restrict g, const T* __restrict r,
-                                            int64_t rb, const T* cp, T* __restrict c, T* __restrict h,
+// One row of cell_forward. kKeep: also store the activations to `act` (gate blocks H apart) and
+// h to y, for backward (a separate instantiation: inference's loop stores no more than it needs).
+template <bool kKeep, class T>
+[[gnu::always_inline]] inline void cell_row(int64_t units, const T* __restrict pre, int64_t pb, T* __restrict act,
+                                            int64_t H, const T* cp, T* __restrict c, T* __restrict h,
                                             T* __restrict y) {
 #pragma omp simd
   for (int64_t j = 0; j < units; ++j) {
-    T pi = g[j], pf = g[H + j], pg = g[2 * H + j], po = g[3 * H + j];
-    if constexpr (kAdd) {
-      pi += r[j];
-      pf += r[rb + j];
-      pg += r[2 * rb + j];
-      po += r[3 * rb + j];
-    }
-    const T i = sigmoid(pi), f = sigmoid(pf), gg = tanh_of(pg), o = sigmoid(po);
+    const T i = sigmoid(pre[j]), f = sigmoid(pre[pb + j]), gg = tanh_of(pre[2 * pb + j]), o = sigmoid(pre[3 * pb + j]);
     const T cn = (cp ? f * cp[j] : T(0)) + i * gg;
     const T hn = o * tanh_of(cn);
-    g[j] = i;
-    g[H + j] = f;
-    g[2 * H + j] = gg;
-    g[3 * H + j] = o;
+    if constexpr (kKeep) {
+      act[j] = i;
+      act[H + j] = f;
+      act[2 * H + j] = gg;
+      act[3 * H + j] = o;
+      y[j] = hn;
+    }
     c[j] = cn;
     h[j] = hn;
-    if (y) y[j] = hn;
   }
 }
 
-// One step's gates of `rows` batch rows: pre-activations in, activations (i, f, g, o) out; the new
-// cell and hidden states (the hidden state also into y unless y is null). c_prev null means zero.
-// Covers `units` hidden units from the given pointers (all H, or one thread's share at batch 1);
-// rows are 4H (gates) and H (states) apart. `recurrent`, when given (batch 1: rows == 1), holds
-// the recurrent product of these units, gate blocks `recurrent_block` apart, added to the gates.
+// The cell update of one step for `rows` batch rows and `units` hidden units (one thread's share):
+// gate pre-activations `pre` in (gate blocks i, f, g, o `pre_block` apart, rows 4 * pre_block
+// apart); the new cell and hidden states out (rows H apart; c_prev null means zero). With `act`
+// (rows 4H apart, blocks H apart) the activations and y are written too (a cached forward).
 template <class T>
-DEEPKERN_ISA_CLONES void cell_forward(int64_t rows, int64_t H, int64_t units, T* __restrict gates,
-                                      const T* __restrict recurrent, int64_t recurrent_block, const T* c_prev,
-                                      T* __restrict c, T* __restrict h, T* __restrict y) {
+DEEPKERN_ISA_CLONES void cell_forward(int64_t rows, int64_t units, const T* __restrict pre, int64_t pre_block,
+                                      T* __restrict act, int64_t H, const T* c_prev, T* __restrict c,
+                                      T* __restrict h, T* __restrict y) {
   for (int64_t b = 0; b < rows; ++b) {
-    T* g = gates + b * 4 * H;
+    const T* pb = pre + b * 4 * pre_block;
     const T* cp = c_prev ? c_prev + b * H : nullptr;
-    T* yb = y ? y + b * H : nullptr;
-    if (recurrent)
-      cell_row<true>(H, units, g, recurrent, recurrent_block, cp, c + b * H, h + b * H, yb);
+    if (act)
+      cell_row<true>(units, pb, pre_block, act + b * 4 * H, H, cp, c + b * H, h + b * H, y + b * H);
     else
-      cell_row<false>(H, units, g, recurrent, recurrent_block, cp, c + b * H, h + b * H, yb);
+      cell_row<false>(units, pb, pre_block, act, H, cp, c + b * H, h + b * H, y);
   }
 }
 
@@ -142,23 +136,25 @@ void over_batch(int64_t batch, int64_t hidden, Fn fn) {
 int64_t step_at(const LstmShape& s, int64_t order) { return s.reverse ? s.steps - 1 - order : order; }
 
 struct LstmScratch;  // this family's thread_scratch tag
-// Slots: W_hh laid out for the step products; W_ih packed (inference); gate rows (an inference
-// chunk, or backward's gate gradients); the rolling cell rows of inference; a team thread's W_hh rows.
-enum LstmSlot { kRecurrentSlot, kInputSlot, kGateSlot, kCellSlot, kTeamSlot, kSlotCount };
+// Slots: W_hh packed for backward's step products; backward's gate gradients; the rolling cell rows
+// of inference; a forward team thread's packed weights and gate rows.
+enum LstmSlot { kRecurrentSlot, kGateSlot, kCellSlot, kTeamSlot, kSlotCount };
 
 template <class T>
 T* scratch(LstmSlot slot, int64_t count) {
   return thread_scratch<LstmScratch, kSlotCount, T>(slot, count);
 }
 
-// Inference: bytes of gate pre-activations projected per chunk of steps. Measured on the 2-core
-// AVX-512 machine (T=50 B=64 I=H=512, 2 threads): 1 MB chunks 57 ms, 4 MB 50 ms, 16 MB 70 ms; the
-// one-GEMM projection of the cached path 52 ms.
+// Forward: bytes of gate pre-activations projected per chunk of steps. Measured on the 2-core
+// AVX-512 machine (T=50 B=64 I=H=512, 2 threads, inference): 1 MB chunks 57 ms, 4 MB 50 ms, 16 MB
+// 70 ms; one GEMM for all steps 52 ms.
 constexpr int64_t kGateChunkBytes = int64_t(4) << 20;
-// Batch 1: the smallest hidden size whose steps run on a team of threads (forward_batch1_team).
-constexpr int64_t kTeamMinHidden = 64;
+// Forward team: hidden units per thread at least, and recurrent multiply-adds per step from which
+// a barrier per step pays (batch 1 at H = 64).
+constexpr int64_t kTeamMinUnits = 32;
+constexpr int64_t kTeamMinStepMacs = int64_t(1) << 14;
 
-// The recurrent product C (B x n) = A (B x k) @ W (+ C) of every step, with W packed once per call
+// Backward's recurrent product C (B x n) = A (B x k) @ W (+ C) of every step, with W packed once per call
 // into this thread's scratch (re-packing W in every step's GEMM cost more than the product at
 // small B; kept scratch costs no page faults on repeated calls). At B == 1 the packed GEMV reads
 // it as one sequential stream, on one thread below kParallelGemv multiply-adds (a thread hand-off
@@ -215,71 +211,89 @@ struct StepStates {
   }
 };
 
-// Batch 1 on a team of threads: the sequence's steps run inside one parallel region. Thread t owns
-// hidden units [j0, j1): it keeps its rows of W_hh (four gate blocks of j1 - j0 rows, packed for
-// one GEMV) in its own scratch, so they stay in its core's L2, and each step runs
-// its part of the recurrent GEMV, the cell update of its units (which adds the product to the
-// gates), then one barrier (every thread reads all of h_{t-1}). A step then streams 1/team of
-// W_hh per core and costs one barrier instead of a thread hand-off per product. gate_rows (T, 4H)
-// hold the input projection; cells null (inference) keeps c in two rolling rows and h only in y.
+// The forward runs on a team of threads, the whole sequence inside one parallel region. Thread t
+// owns hidden units [j0, j0 + n) and packs, into its own scratch, its 4n columns of W_ih^T and of
+// W_hh^T (n from each gate block), so its share of W_hh stays in its core's cache from step to
+// step. Per chunk of steps it projects the inputs onto its own gate columns, bias included, into
+// its own rows (one GEMM; no other thread reads them, so no barrier); per step it adds
+// h_{t-1} @ its W_hh share into that step's rows (a GEMV at batch 1), applies the cell update to
+// its units and meets the others at one barrier (the next step reads all of h_t). A step costs one
+// barrier instead of a thread hand-off per GEMM and per pointwise pass, and its gates never leave
+// the core that uses them. A thread that fails (out of memory) keeps meeting the barriers without
+// computing; the error is re-thrown after the region.
 template <class T>
-void forward_batch1_team(const LstmShape& s, int team, const T* h0, const T* c0, const T* w_hh,
-                         T* gate_rows, T* cells, T* hidden_rows, T* y, T* h_last, T* c_last) {
-  const int64_t H = s.hidden, G = 4 * H;
-  const bool keep = cells != nullptr;
-  T* rolling = keep ? nullptr : scratch<T>(kCellSlot, 2 * H);
+void forward_team(const LstmShape& s, int team, const T* x, const T* h0, const T* c0, const T* w_ih,
+                  const T* w_hh, const T* bias, T* y, T* gates, T* cells, T* hidden, T* h_last, T* c_last) {
+  const int64_t B = s.batch, I = s.input, H = s.hidden, G = 4 * H, state = B * H;
+  const bool keep = gates != nullptr;
+  const int64_t chunk = std::clamp<int64_t>(kGateChunkBytes / int64_t(sizeof(T) * B * G), 1, s.steps);
+  // Inference keeps c in two rolling rows and h only in y.
+  T* rolling = keep ? nullptr : scratch<T>(kCellSlot, 2 * state);
+  T* hidden_rows = keep ? hidden : y;
   std::atomic<bool> failed{false};
+  std::exception_ptr error;
+  std::mutex error_lock;
 #pragma omp parallel num_threads(team)
   {
     const int threads = omp_get_num_threads(), id = omp_get_thread_num();
     const int64_t share = (H + threads - 1) / threads;
-    const int64_t j0 = std::min(H, id * share), n = std::min(H, j0 + share) - j0;
-    // This thread's columns of W_hh^T, gate blocks i, f, g, o packed one after another, each
-    // padded to whole panels (`block` columns): together one packed B of 4 * block columns, whose
-    // product (gate blocks `block` apart) follows the panels in the same scratch.
-    PackedB<T> slice;
-    T* product = nullptr;
-    try {
-      const int64_t block_size = packed_b_size<T>(H, std::max<int64_t>(n, 1)), block = block_size / H;
-      T* panels = scratch<T>(kTeamSlot, 4 * block_size + 4 * block);
-      for (int q = 0; q < 4; ++q)
-        slice = pack_b_matrix<T>(H, n, {w_hh + (q * H + j0) * H, 1, H}, panels + q * block_size);
-      slice.panels = panels;
-      slice.n = 4 * block;
-      product = panels + 4 * block_size;
-      T probe_out = 0;
-      const T probe = 1;  // the GEMV's own scratch is allocated here, not inside the step loop
-      gemm<T>(1, 1, 1, T(1), {&probe, 1, 1}, {&probe, 1, 1}, T(0), {&probe_out, 1, 1}, {}, 1);
-    } catch (...) {
-      failed = true;
-    }
-#pragma omp barrier
-    if (!failed) {
-      StepStates<T> st{s, H, h0, c0, hidden_rows, cells, rolling};
-      for (int64_t order = 0; order < s.steps; ++order) {
-        st.at(order);
-        if (n > 0) {
-          if (st.h_prev) gemm_prepacked<T>(1, T(1), {st.h_prev, H, 1}, slice, T(0), {product, slice.n, 1}, {}, 1);
-          cell_forward(int64_t(1), H, n, gate_rows + st.t * G + j0, st.h_prev ? product : nullptr, slice.n / 4,
-                       st.c_prev ? st.c_prev + j0 : nullptr, st.c_t + j0, hidden_rows + st.t * H + j0,
-                       keep ? y + st.t * H + j0 : nullptr);
-        }
-#pragma omp barrier
+    const int64_t j0 = std::min(H, id * share), n = std::min(H, j0 + share) - j0, cols = 4 * n;
+    PackedB<T> w_ih_share, w_hh_share;
+    T* pre_rows = nullptr;  // this thread's gate pre-activations of the projected chunk
+    GemmEpilogue<T> with_bias;
+    StepStates<T> st{s, state, h0, c0, hidden_rows, cells, rolling};
+    int64_t first = 0;  // the first step (in memory order) of the projected chunk
+    auto guarded = [&](auto&& work) {
+      if (n == 0 || failed.load(std::memory_order_relaxed)) return;
+      try {
+        work();
+      } catch (...) {
+        std::lock_guard<std::mutex> guard(error_lock);
+        if (!error) error = std::current_exception();
+        failed = true;
       }
+    };
+    guarded([&] {
+      const int64_t ih_size = packed_b_size<T>(I, cols), hh_size = packed_b_size<T>(H, cols);
+      T* mem = scratch<T>(kTeamSlot, ih_size + hh_size + chunk * B * cols + cols);
+      w_ih_share = pack_b_groups<T>(I, n, 4, H * I, {w_ih + j0 * I, 1, I}, mem);
+      w_hh_share = pack_b_groups<T>(H, n, 4, H * H, {w_hh + j0 * H, 1, H}, mem + ih_size);
+      pre_rows = mem + ih_size + hh_size;
+      if (bias) {
+        T* share_bias = pre_rows + chunk * B * cols;
+        for (int q = 0; q < 4; ++q) std::copy(bias + q * H + j0, bias + q * H + j0 + n, share_bias + q * n);
+        with_bias.bias = share_bias;
+        with_bias.bias_axis = BiasAxis::cols;
+      }
+    });
+    for (int64_t order = 0; order < s.steps; ++order) {
+      guarded([&] {
+        st.at(order);
+        if (order % chunk == 0) {
+          const int64_t count = std::min(chunk, s.steps - order);
+          first = s.reverse ? st.t - count + 1 : st.t;
+          gemm_prepacked<T>(count * B, T(1), {x + first * B * I, I, 1}, w_ih_share, T(0), {pre_rows, cols, 1},
+                            with_bias, 1);
+        }
+        T* pre = pre_rows + (st.t - first) * B * cols;
+        if (st.h_prev) gemm_prepacked<T>(B, T(1), {st.h_prev, H, 1}, w_hh_share, T(1), {pre, cols, 1}, {}, 1);
+        cell_forward(B, n, pre, n, keep ? gates + st.t * B * G + j0 : nullptr, H, st.c_prev ? st.c_prev + j0 : nullptr,
+                     st.c_t + j0, hidden_rows + st.t * state + j0, keep ? y + st.t * state + j0 : nullptr);
+      });
+#pragma omp barrier
     }
   }
-  if (failed) throw std::bad_alloc();
-  StepStates<T> st{s, H, h0, c0, hidden_rows, cells, rolling};
+  if (error) std::rethrow_exception(error);
+  StepStates<T> st{s, state, h0, c0, hidden_rows, cells, rolling};
   st.at(s.steps - 1);
   st.copy_last(h_last, c_last);
 }
 
-// Threads for forward_batch1_team: batch 1 with a W_hh worth sharing (H >= kTeamMinHidden) and
-// the input projection of every step in one buffer (a cache, or a sequence within one chunk).
-int batch1_team(const LstmShape& s, bool keep, int64_t chunk) {
-  if (s.batch != 1 || s.hidden < kTeamMinHidden || !(keep || chunk >= s.steps)) return 0;
-  const int threads = static_cast<int>(std::min<int64_t>(num_threads(), s.hidden / 16));
-  return threads > 1 ? threads : 0;
+// Threads for forward_team: up to one per kTeamMinUnits hidden units, when a step has enough
+// multiply-adds to pay for its barrier.
+int forward_team_size(const LstmShape& s) {
+  if (s.batch * 4 * s.hidden * s.hidden < kTeamMinStepMacs) return 1;
+  return static_cast<int>(std::clamp<int64_t>(s.hidden / kTeamMinUnits, 1, num_threads()));
 }
 
 }  // namespace
@@ -288,53 +302,12 @@ template <class T>
 void lstm_forward(const LstmShape& s, const T* x, const T* h0, const T* c0, const T* w_ih,
                   const T* w_hh, const T* bias, T* y, T* h_last, T* c_last, T* gates, T* cells,
                   T* hidden) {
-  const int64_t B = s.batch, H = s.hidden, G = 4 * H, state = B * H;
   if (s.steps == 0) {
-    copy_or_zero(h0, state, h_last);
-    copy_or_zero(c0, state, c_last);
+    copy_or_zero(h0, s.batch * s.hidden, h_last);
+    copy_or_zero(c0, s.batch * s.hidden, c_last);
     return;
   }
-  GemmEpilogue<T> with_bias;
-  with_bias.bias = bias;
-  with_bias.bias_axis = bias ? BiasAxis::cols : BiasAxis::none;
-  // Input projection: gates (steps x B x 4H) = x @ w_ih^T + bias. With a cache, all steps in one
-  // GEMM; for inference, `chunk` steps at a time into scratch (w_ih packed once), so the gates
-  // stay in cache for their step and nothing of size T is allocated.
-  const bool keep = gates != nullptr;
-  const int64_t chunk = keep ? s.steps
-                             : std::clamp<int64_t>(kGateChunkBytes / int64_t(sizeof(T) * B * G), 1, s.steps);
-  const int team = batch1_team(s, keep, chunk);
-  T* gate_rows = keep ? gates : scratch<T>(kGateSlot, chunk * B * G);
-  T* hidden_rows = keep ? hidden : y;
-  PackedB<T> w_ih_packed;
-  if (keep || team)
-    gemm<T>(s.steps * B, G, s.input, T(1), {x, s.input, 1}, {w_ih, 1, s.input}, T(0), {gate_rows, G, 1}, with_bias);
-  else
-    w_ih_packed = pack_b_matrix<T>(s.input, G, {w_ih, 1, s.input}, scratch<T>(kInputSlot, packed_b_size<T>(s.input, G)));
-  if (team)
-    return forward_batch1_team(s, team, h0, c0, w_hh, gate_rows, cells, hidden_rows, y, h_last, c_last);
-  StepStates<T> st{s, state, h0, c0, hidden_rows, cells,
-                    keep ? nullptr : scratch<T>(kCellSlot, 2 * state)};  // inference: c_{t-1}, c_t
-  int64_t first = 0;  // the first step (in memory order) of the projected chunk
-  const StepProduct<T> recurrent(B, H, G, {w_hh, 1, H});  // h_{t-1} @ w_hh^T
-  for (int64_t order = 0; order < s.steps; ++order) {
-    st.at(order);
-    const int64_t t = st.t;
-    if (!keep && order % chunk == 0) {
-      const int64_t n = std::min(chunk, s.steps - order);
-      first = s.reverse ? t - n + 1 : t;
-      gemm_prepacked<T>(n * B, T(1), {x + first * B * s.input, s.input, 1}, w_ih_packed, T(0),
-                        {gate_rows, G, 1}, with_bias);
-    }
-    T* g_t = gate_rows + (t - first) * B * G;
-    if (st.h_prev) recurrent(st.h_prev, T(1), g_t);
-    over_batch(B, H, [&](int64_t b0, int64_t rows) {
-      cell_forward(rows, H, H, g_t + b0 * G, static_cast<const T*>(nullptr), int64_t(0),
-                   st.c_prev ? st.c_prev + b0 * H : nullptr, st.c_t + b0 * H, hidden_rows + t * state + b0 * H,
-                   keep ? y + t * state + b0 * H : nullptr);
-    });
-  }
-  st.copy_last(h_last, c_last);
+  forward_team(s, forward_team_size(s), x, h0, c0, w_ih, w_hh, bias, y, gates, cells, hidden, h_last, c_last);
 }
 
 template <class T>
