@@ -303,12 +303,13 @@ def test_lstm_backward(cfg, dtype, rng):
 @pytest.mark.parametrize("cfg", [Cfg(9, 1, 7, 64), Cfg(7, 1, 5, 65, reverse=True), Cfg(6, 1, 33, 129, state=False),
                                  Cfg(5, 1, 3, 200, bias=False, reverse=True), Cfg(6, 3, 7, 64),
                                  Cfg(5, 17, 4, 97, state=False, reverse=True), Cfg(4, 9, 1, 70, bias=False),
-                                 Cfg(3, 40, 6, 31)], ids=Cfg.id)
+                                 Cfg(3, 40, 6, 31), Cfg(3, 2, 3, 800, reverse=True)], ids=Cfg.id)
 def test_lstm_forward_team(cfg, dtype, threads, rng):
     """The forward runs every step inside one parallel region, each thread owning a share of the
     hidden units (H >= 64 on 2 threads; odd H: unequal shares whose four gate blocks cross panel
-    edges; H = 31: a team of one): forward with and without the cache, and the backward from that
-    cache, against the float64 references."""
+    edges; H = 31: a team of one; H = 800 on one thread: a W_hh share of several column blocks,
+    walked in alternating directions): forward with and without the cache, and the backward from
+    that cache, against the float64 references."""
     args = make_inputs(rng, cfg, dtype)
     refs = lstm_ref(*args, reverse=cfg.reverse)
     for got_all in (lstm(*args, reverse=cfg.reverse), lstm(*args, reverse=cfg.reverse, return_cache=True)[:3]):

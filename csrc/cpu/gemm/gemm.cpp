@@ -121,6 +121,7 @@ struct Problem {
   T beta;
   StridedMatrix<T> c;
   GemmEpilogue<T> epilogue;
+  PanelOrder order = PanelOrder::ascending;
 };
 
 // The same product seen as C^T = B^T A^T.
@@ -221,8 +222,11 @@ void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int
   T* b_pack = prepacked_b ? nullptr : scratch<T>(kPackB, (pack_b_per_panel ? nr : nc_max) * kc_max);
   T* edge_tile = scratch<T>(kTile, int64_t(mr) * nr);
 
-  for (int64_t jc = n0; jc < n1; jc += kern.nc) {
-    const int64_t nc = std::min<int64_t>(kern.nc, n1 - jc);
+  const bool descending = P.order == PanelOrder::descending;
+  const int64_t col_blocks = ceil_div(n1 - n0, kern.nc);
+  for (int64_t block = 0; block < col_blocks; ++block) {
+    const int64_t jc = n0 + (descending ? col_blocks - 1 - block : block) * kern.nc;
+    const int64_t nc = std::min<int64_t>(kern.nc, n1 - jc), col_panels = ceil_div(nc, nr);
     for (int64_t pc = 0; pc < P.k; pc += kern.kc) {
       const int64_t kc = std::min<int64_t>(kern.kc, P.k - pc);
       const T beta = pc == 0 ? P.beta : T(1);
@@ -235,7 +239,8 @@ void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int
         const int64_t mc = std::min<int64_t>(kern.mc, m1 - ic);
         pack_a(mc, kc, P.a.data + ic * P.a.row_stride + pc * P.a.col_stride, P.a.row_stride,
                P.a.col_stride, mr, a_pack);
-        for (int64_t jr = 0; jr < nc; jr += nr) {
+        for (int64_t panel = 0; panel < col_panels; ++panel) {
+          const int64_t jr = (descending ? col_panels - 1 - panel : panel) * nr;
           const int64_t ncols = std::min<int64_t>(nr, nc - jr);
           const T* b_panel = b_pack + jr * kc;
           if (prepacked_b) {  // panel (jc + jr) / nr, rows from pc (jc and jr are multiples of nr)
@@ -448,10 +453,10 @@ PackedB<T> pack_b_matrix(int64_t k, int64_t n, StridedMatrix<const T> b, T* pane
 
 template <class T>
 void gemm_prepacked(int64_t m, T alpha, StridedMatrix<const T> a, const PackedB<T>& b, T beta,
-                    StridedMatrix<T> c, const GemmEpilogue<T>& epilogue, int threads) {
+                    StridedMatrix<T> c, const GemmEpilogue<T>& epilogue, int threads, PanelOrder order) {
   const GemmKernels<T>& kern = kernels_for<T>(active_isa());
   if (kern.name != b.kernel) throw std::runtime_error("gemm_prepacked: B was packed for another kernel ISA");
-  const Problem<T> P{m, b.n, b.k, alpha, a, {nullptr, 0, 0}, beta, c, epilogue};
+  const Problem<T> P{m, b.n, b.k, alpha, a, {nullptr, 0, 0}, beta, c, epilogue, order};
   if (P.m == 0 || P.n == 0) return;
   if (P.k == 0) return gemm_empty_k(P);
   if (threads <= 0) threads = num_threads();
@@ -478,9 +483,9 @@ template PackedB<float> pack_b_groups<float>(int64_t, int64_t, int, int64_t, Str
 template PackedB<double> pack_b_groups<double>(int64_t, int64_t, int, int64_t, StridedMatrix<const double>,
                                                double*);
 template void gemm_prepacked<float>(int64_t, float, StridedMatrix<const float>, const PackedB<float>&, float,
-                                    StridedMatrix<float>, const GemmEpilogue<float>&, int);
+                                    StridedMatrix<float>, const GemmEpilogue<float>&, int, PanelOrder);
 template void gemm_prepacked<double>(int64_t, double, StridedMatrix<const double>, const PackedB<double>&,
-                                     double, StridedMatrix<double>, const GemmEpilogue<double>&, int);
+                                     double, StridedMatrix<double>, const GemmEpilogue<double>&, int, PanelOrder);
 template void gemm_batched<float>(int64_t, const int64_t*, const int64_t*, const int64_t*, int64_t,
                                   int64_t, int64_t, float, StridedMatrix<const float>,
                                   StridedMatrix<const float>, float, StridedMatrix<float>,

@@ -68,12 +68,19 @@ template <class T>
 PackedB<T> pack_b_groups(int64_t k, int64_t n, int groups, int64_t group_offset, StridedMatrix<const T> b,
                          T* panels);
 
+// The order in which gemm_prepacked walks B's panels (m > 1). A B slightly larger than a cache
+// that is multiplied again and again misses on every panel when walked the same way each time (the
+// least recently used panel is always the next one); alternating the order re-uses, first, the
+// panels still in cache.
+enum class PanelOrder { ascending, descending };
+
 // gemm() with B from pack_b_matrix: C (m x n) = epilogue(alpha * A (m x k) @ B + beta * C).
 // m == 1 runs a GEMV that streams each panel in order. Throws std::runtime_error if the active
 // ISA changed since B was packed.
 template <class T>
 void gemm_prepacked(int64_t m, T alpha, StridedMatrix<const T> a, const PackedB<T>& b, T beta,
-                    StridedMatrix<T> c, const GemmEpilogue<T>& epilogue, int threads = 0);
+                    StridedMatrix<T> c, const GemmEpilogue<T>& epilogue, int threads = 0,
+                    PanelOrder order = PanelOrder::ascending);
 
 // dst[d * ld + w] = x[w * ws + d] for w < width, d < depth: a transposing copy (the packer's;
 // 4 x 4 SSE blocks for float), for other families that lay out a matrix once.

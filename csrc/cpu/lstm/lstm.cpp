@@ -154,7 +154,7 @@ constexpr int64_t kGateChunkBytes = int64_t(4) << 20;
 constexpr int64_t kTeamMinUnits = 32;
 constexpr int64_t kTeamMinStepMacs = int64_t(1) << 14;
 
-// Backward's recurrent product C (B x n) = A (B x k) @ W (+ C) of every step, with W packed once per call
+// Backward's recurrent product C (B x n) = A (B x k) @ W of every step, with W packed once per call
 // into this thread's scratch (re-packing W in every step's GEMM cost more than the product at
 // small B; kept scratch costs no page faults on repeated calls). At B == 1 the packed GEMV reads
 // it as one sequential stream, on one thread below kParallelGemv multiply-adds (a thread hand-off
@@ -164,9 +164,12 @@ class StepProduct {
  public:
   StepProduct(int64_t batch, int64_t k, int64_t n, StridedMatrix<const T> w)
       : batch_(batch), k_(k), packed_(pack_b_matrix(k, n, w, scratch<T>(kRecurrentSlot, packed_b_size<T>(k, n)))) {}
-  void operator()(const T* a, T beta, T* c) const {
+  // C = A @ W for the step processed `order`-th: W's panels are walked in alternating directions
+  // from step to step (see PanelOrder).
+  void operator()(const T* a, T* c, int64_t order) const {
     const int threads = batch_ == 1 && k_ * packed_.n < kParallelGemv ? 1 : 0;
-    gemm_prepacked<T>(batch_, T(1), {a, k_, 1}, packed_, beta, {c, packed_.n, 1}, {}, threads);
+    gemm_prepacked<T>(batch_, T(1), {a, k_, 1}, packed_, T(0), {c, packed_.n, 1}, {}, threads,
+                      order % 2 ? PanelOrder::descending : PanelOrder::ascending);
   }
 
  private:
@@ -276,7 +279,9 @@ void forward_team(const LstmShape& s, int team, const T* x, const T* h0, const T
                             with_bias, 1);
         }
         T* pre = pre_rows + (st.t - first) * B * cols;
-        if (st.h_prev) gemm_prepacked<T>(B, T(1), {st.h_prev, H, 1}, w_hh_share, T(1), {pre, cols, 1}, {}, 1);
+        if (st.h_prev)
+          gemm_prepacked<T>(B, T(1), {st.h_prev, H, 1}, w_hh_share, T(1), {pre, cols, 1}, {}, 1,
+                            order % 2 ? PanelOrder::descending : PanelOrder::ascending);
         cell_forward(B, n, pre, n, keep ? gates + st.t * B * G + j0 : nullptr, H, st.c_prev ? st.c_prev + j0 : nullptr,
                      st.c_t + j0, hidden_rows + st.t * state + j0, keep ? y + st.t * state + j0 : nullptr);
       });
@@ -338,7 +343,7 @@ void lstm_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, co
       cell_backward(n, H, gates + t * B * G + b0 * G, cells + t * state + b0 * H,
                     c_prev ? c_prev + b0 * H : nullptr, dh + b0 * H, dc + b0 * H, dg_t + b0 * G);
     });
-    recurrent(dg_t, T(0), dh);  // gradient of h_{t-1}: dG_t (B x 4H) @ w_hh (4H x H)
+    recurrent(dg_t, dh, order);  // gradient of h_{t-1}: dG_t (B x 4H) @ w_hh (4H x H)
   }
   const T* dg = dgates;
   // All steps at once: grad_x = dG @ w_ih, grad_w_ih = dG^T @ x.
