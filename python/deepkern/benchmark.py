@@ -58,8 +58,13 @@ MAX_COPIES = 256
 MAX_ROTATION_BYTES = 256 << 20
 #: Pause before each library's block when more than one thread was or will be busy (s).
 PAUSE_S = 0.3
-#: Pause between single-threaded blocks: no worker threads are left spinning.
+#: Pause between single-threaded blocks, and between libraries that leave no worker threads
+#: spinning (deepkern and PyTorch share one OpenMP runtime; OpenBLAS's threads spin on their own).
 PAUSE_1T_S = 0.05
+#: ``deepkern bench`` times each line's libraries in this many rounds, in alternating order, and takes
+#: each library's median over all its calls: a slow spell of a shared machine then falls on both
+#: sides instead of on one library's block.
+ROUNDS = 3
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,10 +123,16 @@ class Timing:
     min: float
     max: float
     repeats: int
+    times: Tuple[float, ...] = ()
 
     @classmethod
     def from_times(cls, times: Sequence[float]) -> "Timing":
-        return cls(statistics.median(times), min(times), max(times), len(times))
+        return cls(statistics.median(times), min(times), max(times), len(times), tuple(times))
+
+    @classmethod
+    def merged(cls, timings: Sequence["Timing"]) -> "Timing":
+        """One Timing over all the calls of several blocks."""
+        return cls.from_times([t for timing in timings for t in timing.times])
 
 
 def time_fn(fn: Callable, inputs: Sequence[tuple], *, repeats: Optional[int] = None, warmup: int = 1,
@@ -1533,8 +1544,9 @@ def run_suite(suite: Suite, threads: Sequence[int], *, quick: bool = False, repe
               peak_copy_bytes: Optional[int] = None, check: bool = True) -> Report:
     """Time every case of ``suite`` at each thread count on deepkern and each reference.
 
-    Loops case by case (inputs are made once per case), then thread count, then library, so each
-    comparison is taken at nearly the same moment. ``references`` defaults to every installed one.
+    Loops case by case (inputs are made once per case), then thread count, then :data:`ROUNDS` rounds
+    of every library in alternating order (one round with ``quick``), so each comparison is taken
+    at nearly the same moments. ``references`` defaults to every installed one.
     """
     start = time.perf_counter()
     notes: List[str] = []
@@ -1573,7 +1585,10 @@ def run_suite(suite: Suite, threads: Sequence[int], *, quick: bool = False, repe
 
     rows: List[Row] = []
     cases = suite.cases(quick)
-    timer_kw = dict(target_s=0.05, max_repeats=20, max_block_s=1.0) if quick else {}
+    rounds = 1 if quick else ROUNDS
+    timer_kw = (dict(target_s=0.05, max_repeats=20, max_block_s=1.0) if quick else
+                dict(target_s=0.2 / rounds, min_repeats=1, max_repeats=100 // rounds, max_block_s=2.0 / rounds))
+    block_repeats = None if repeats is None else max(1, -(-int(repeats) // rounds))
     prev_threads = max(threads)
     # A suite that does not time NumPy keeps its BLAS at one thread: re-sized OpenBLAS workers
     # otherwise spin on the cores the timed libraries use (measured: LSTM batch 1 at 2 threads
@@ -1593,15 +1608,19 @@ def run_suite(suite: Suite, threads: Sequence[int], *, quick: bool = False, repe
                     notes.append(f"{case.op} {case.name} {case.layout}: deepkern's relative error {rel_err:.2e} vs float64")
             for t in threads:
                 line_load = OtherLoad()
-                timings: Dict[str, Timing] = {}
-                for name in names:
-                    if name not in case.impls:
-                        continue
-                    pause = PAUSE_S if max(t, prev_threads) > 1 else PAUSE_1T_S
-                    with used[name].threads(t):
-                        timings[name] = time_fn(case.impls[name], converted[name], repeats=repeats,
-                                                pause_s=pause, **timer_kw)
-                    prev_threads = t
+                timed = [name for name in names if name in case.impls]
+                blocks: Dict[str, List[Timing]] = {name: [] for name in timed}
+                prev_name = None
+                for r in range(rounds):
+                    for name in (timed if r % 2 == 0 else timed[::-1]):
+                        spinning = prev_name is None or prev_name == "numpy" or t != prev_threads
+                        pause = PAUSE_S if max(t, prev_threads) > 1 and spinning else PAUSE_1T_S
+                        count = block_repeats if r == 0 else blocks[name][0].repeats  # later rounds: as many
+                        with used[name].threads(t):
+                            blocks[name].append(time_fn(case.impls[name], converted[name], repeats=count,
+                                                        warmup=1 if r == 0 else 0, pause_s=pause, **timer_kw))
+                        prev_threads, prev_name = t, name
+                timings: Dict[str, Timing] = {name: Timing.merged(b) for name, b in blocks.items()}
                 other = line_load.cores()
                 dk = timings["deepkern"]
                 peak = peaks[t]
