@@ -17,9 +17,7 @@
 // calling thread alone.
 #include "cpu/gemm/gemm.h"
 
-#include <emmintrin.h>
 #include <stdexcept>
-#include <xmmintrin.h>
 
 #include <algorithm>
 #include <cstring>
@@ -35,42 +33,6 @@
 #include "cpu/gemm/portable_kernels.h"
 
 namespace deepkern::cpu {
-
-// dst[d * ld + w] = x[w * ws + d] for w < width, d < depth: rows of x are contiguous and become
-// columns of dst. 4 x 4 SSE transposes for float (SSE2 is the x86-64 baseline).
-template <class T>
-void transpose_copy(int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ld, T* dst) {
-  int64_t w = 0;
-  if constexpr (std::is_same_v<T, float>) {
-    for (; w + 4 <= width; w += 4) {
-      const float* r0 = x + w * ws;
-      const float* r1 = r0 + ws;
-      const float* r2 = r1 + ws;
-      const float* r3 = r2 + ws;
-      int64_t d = 0;
-      for (; d + 4 <= depth; d += 4) {
-        __m128 x0 = _mm_loadu_ps(r0 + d), x1 = _mm_loadu_ps(r1 + d);
-        __m128 x2 = _mm_loadu_ps(r2 + d), x3 = _mm_loadu_ps(r3 + d);
-        _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
-        _mm_storeu_ps(dst + d * ld + w, x0);
-        _mm_storeu_ps(dst + (d + 1) * ld + w, x1);
-        _mm_storeu_ps(dst + (d + 2) * ld + w, x2);
-        _mm_storeu_ps(dst + (d + 3) * ld + w, x3);
-      }
-      for (; d < depth; ++d) {
-        dst[d * ld + w] = r0[d];
-        dst[d * ld + w + 1] = r1[d];
-        dst[d * ld + w + 2] = r2[d];
-        dst[d * ld + w + 3] = r3[d];
-      }
-    }
-  }
-  for (; w < width; ++w)
-    for (int64_t d = 0; d < depth; ++d) dst[d * ld + w] = x[w * ws + d];
-}
-
-template void transpose_copy<float>(int64_t, int64_t, const float*, int64_t, int64_t, float*);
-template void transpose_copy<double>(int64_t, int64_t, const double*, int64_t, int64_t, double*);
 
 namespace {
 
@@ -464,6 +426,11 @@ void gemm_prepacked(int64_t m, T alpha, StridedMatrix<const T> a, const PackedB<
   gemm_parallel(kern, P, P.m * P.n * P.k < kMinParallelMacs ? 1 : threads, b.panels);
 }
 
+template <class T>
+void transpose_copy(int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ld, T* dst) {
+  kernels_for<T>(active_isa()).transpose(width, depth, x, ws, ld, dst);
+}
+
 const char* gemm_kernel_name(bool double_precision) {
   return double_precision ? kernels_for<double>(active_isa()).name
                           : kernels_for<float>(active_isa()).name;
@@ -475,6 +442,8 @@ template void gemm<float>(int64_t, int64_t, int64_t, float, StridedMatrix<const 
 template void gemm<double>(int64_t, int64_t, int64_t, double, StridedMatrix<const double>,
                            StridedMatrix<const double>, double, StridedMatrix<double>,
                            const GemmEpilogue<double>&, int);
+template void transpose_copy<float>(int64_t, int64_t, const float*, int64_t, int64_t, float*);
+template void transpose_copy<double>(int64_t, int64_t, const double*, int64_t, int64_t, double*);
 template int64_t packed_b_size<float>(int64_t, int64_t);
 template int64_t packed_b_size<double>(int64_t, int64_t);
 template PackedB<float> pack_b_matrix<float>(int64_t, int64_t, StridedMatrix<const float>, float*);

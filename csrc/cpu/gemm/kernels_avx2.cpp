@@ -46,12 +46,14 @@ const GemmKernels<float> kernels_f32 = {
     "avx2 6x16", 6, 16, 96, 512, 3072,
     &tile_simd<F32x8, 6, 2>,
     {{2, &tile_simd<F32x8, 2, 2, 6>}, {4, &tile_simd<F32x8, 4, 2, 6>}},
-    &gemv_rows_portable<float>, &gemv_cols_portable<float>, &gemv_packed_simd<F32x8, 2>};
+    &gemv_rows_portable<float>, &gemv_cols_portable<float>, &gemv_packed_simd<F32x8, 2>,
+    &transpose_portable<float>};
 const GemmKernels<double> kernels_f64 = {
     "avx2 6x8", 6, 8, 192, 256, 2048,
     &tile_simd<F64x4, 6, 2>,
     {{2, &tile_simd<F64x4, 2, 2, 6>}, {4, &tile_simd<F64x4, 4, 2, 6>}},
-    &gemv_rows_portable<double>, &gemv_cols_portable<double>, &gemv_packed_simd<F64x4, 2>};
+    &gemv_rows_portable<double>, &gemv_cols_portable<double>, &gemv_packed_simd<F64x4, 2>,
+    &transpose_portable<double>};
 }  // namespace avx2
 
 }  // namespace deepkern::cpu

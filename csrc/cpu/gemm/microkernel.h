@@ -48,6 +48,10 @@ using GemvColsKernel = void (*)(int64_t k, int64_t n, const T* x, const T* bt, i
 template <class T>
 using GemvPackedKernel = void (*)(int64_t k, int64_t panels, const T* x, const T* b, T* y);
 
+// dst[d * ld + w] = x[w * ws + d] for w < width, d < depth (transpose_copy's contract, gemm.h).
+template <class T>
+using TransposeKernel = void (*)(int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ld, T* dst);
+
 // A micro-kernel computing only the first `rows` rows of an MR x NR tile.
 template <class T>
 struct ShortTile {
@@ -66,6 +70,7 @@ struct GemmKernels {
   GemvRowsKernel<T> gemv_rows;
   GemvColsKernel<T> gemv_cols;
   GemvPackedKernel<T> gemv_packed;
+  TransposeKernel<T> transpose;  // the packing routines' transposing copy
 };
 
 // Kernel tables, one per ISA translation unit.

@@ -1,11 +1,15 @@
-// Portable kernels: the edge merge, the portable micro-kernel and the GEMV kernels.
+// Portable kernels: the edge merge, the portable micro-kernel, the GEMV kernels and the
+// transposing copy.
 //
 // Each kernels_<isa>.cpp includes this file and so compiles it for its own ISA (the compiler
 // vectorizes these loops). Everything here sits in an unnamed namespace: each translation unit
 // keeps its own copy, so the linker can never hand an AVX-512 build of a function to a caller
 // that runs on a CPU without AVX-512.
 #pragma once
+#include <xmmintrin.h>
+
 #include <cstdint>
+#include <type_traits>
 
 #include "cpu/gemm/microkernel.h"
 
@@ -77,6 +81,38 @@ void gemv_rows_portable(int64_t k, int64_t n, const T* x, const T* b, int64_t ld
 #pragma omp simd
     for (int64_t j = 0; j < n; ++j) y[j] += xp * bp[j];
   }
+}
+
+// transpose_copy's contract: 4 x 4 SSE transposes for float (SSE2 is the x86-64 baseline).
+template <class T>
+void transpose_portable(int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ld, T* dst) {
+  int64_t w = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    for (; w + 4 <= width; w += 4) {
+      const float* r0 = x + w * ws;
+      const float* r1 = r0 + ws;
+      const float* r2 = r1 + ws;
+      const float* r3 = r2 + ws;
+      int64_t d = 0;
+      for (; d + 4 <= depth; d += 4) {
+        __m128 x0 = _mm_loadu_ps(r0 + d), x1 = _mm_loadu_ps(r1 + d);
+        __m128 x2 = _mm_loadu_ps(r2 + d), x3 = _mm_loadu_ps(r3 + d);
+        _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
+        _mm_storeu_ps(dst + d * ld + w, x0);
+        _mm_storeu_ps(dst + (d + 1) * ld + w, x1);
+        _mm_storeu_ps(dst + (d + 2) * ld + w, x2);
+        _mm_storeu_ps(dst + (d + 3) * ld + w, x3);
+      }
+      for (; d < depth; ++d) {
+        dst[d * ld + w] = r0[d];
+        dst[d * ld + w + 1] = r1[d];
+        dst[d * ld + w + 2] = r2[d];
+        dst[d * ld + w + 3] = r3[d];
+      }
+    }
+  }
+  for (; w < width; ++w)
+    for (int64_t d = 0; d < depth; ++d) dst[d * ld + w] = x[w * ws + d];
 }
 
 template <class T, int NR>
