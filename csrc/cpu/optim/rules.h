@@ -12,8 +12,10 @@
 #error "rules.h is included by kernels_<isa>.cpp, which defines DEEPKERN_OPTIM_ISA"
 #endif
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <type_traits>
 
 #include "cpu/optim/kernels.h"
@@ -47,6 +49,23 @@ inline T maximum(T a, T b) {
   return a != a ? a : (a > b ? a : b);
 }
 
+// Runs loop(b0, b1) over [begin, end) in blocks of kBlock elements, first prefetching the block
+// kAhead elements further on, line by line across every non-null stream: the hardware prefetchers
+// alone left a large step short of the DRAM bandwidth (100M-parameter Adam at 2 threads: 61-63 ->
+// 57-59 ms; 2 KB to 4 KB ahead was best, 16 KB ahead slower than none, and one stream's lines
+// after another's gained half as much as this interleaved order).
+template <class T, class Loop>
+inline void in_prefetched_blocks(int64_t begin, int64_t end, std::initializer_list<const T*> streams, Loop loop) {
+  constexpr int64_t kBlock = 128, kAhead = 1024, kLine = 64 / sizeof(T);
+  for (int64_t b0 = begin; b0 < end; b0 += kBlock) {
+    const int64_t ahead = b0 + kAhead, ahead_end = std::min(end, ahead + kBlock);
+    for (int64_t e = ahead; e < ahead_end; e += kLine)
+      for (const T* stream : streams)
+        if (stream) __builtin_prefetch(stream + e);
+    loop(b0, std::min(end, b0 + kBlock));
+  }
+}
+
 // Calls f(std::true_type / std::false_type): a run-time flag becomes a template argument, so each
 // combination of options gets its own branch-free loop.
 template <class F>
@@ -77,17 +96,17 @@ void sgd_loop(const SgdOptions& o, T* __restrict p, const T* __restrict grad, T*
 
 template <class T>
 void sgd(const SgdOptions& o, const OptimTensor<T>& t, int64_t begin, int64_t end) {
-  T* p = t.param + begin;
-  const T* g = t.grad + begin;
-  const int64_t n = end - begin;
+  T* buf = o.momentum != 0 ? t.state[0] : nullptr;
   with_flag(o.weight_decay != 0, [&](auto wd) {
-    if (o.momentum == 0) {
-      sgd_loop<T, wd, false, false, false>(o, p, g, nullptr, n);
-      return;
-    }
-    T* buf = t.state[0] + begin;
-    with_flag(t.step != 0, [&](auto first) {
-      with_flag(o.nesterov, [&](auto nesterov) { sgd_loop<T, wd, true, first, nesterov>(o, p, g, buf, n); });
+    with_flag(o.momentum != 0, [&](auto momentum) {
+      with_flag(t.step != 0, [&](auto first) {
+        with_flag(o.nesterov, [&](auto nesterov) {
+          in_prefetched_blocks<T>(begin, end, {t.param, t.grad, buf}, [&](int64_t b0, int64_t b1) {
+            sgd_loop<T, wd, momentum, momentum && first, momentum && nesterov>(o, t.param + b0, t.grad + b0,
+                                                                               buf ? buf + b0 : nullptr, b1 - b0);
+          });
+        });
+      });
     });
   });
 }
@@ -128,11 +147,13 @@ void adam_loop(const AdamOptions& o, int64_t step, T* __restrict p, const T* __r
 
 template <class T>
 void adam(const AdamOptions& o, const OptimTensor<T>& t, int64_t begin, int64_t end) {
-  T* vmax = o.amsgrad ? t.state[2] + begin : nullptr;
+  T* vmax = o.amsgrad ? t.state[2] : nullptr;
   with_flag(o.weight_decay != 0 && !o.decoupled_weight_decay, [&](auto l2) {
     with_flag(o.amsgrad, [&](auto amsgrad) {
-      adam_loop<T, l2, amsgrad>(o, t.step, t.param + begin, t.grad + begin, t.state[0] + begin, t.state[1] + begin,
-                                vmax, end - begin);
+      in_prefetched_blocks<T>(begin, end, {t.param, t.grad, t.state[0], t.state[1], vmax}, [&](int64_t b0, int64_t b1) {
+        adam_loop<T, l2, amsgrad>(o, t.step, t.param + b0, t.grad + b0, t.state[0] + b0, t.state[1] + b0,
+                                  vmax ? vmax + b0 : nullptr, b1 - b0);
+      });
     });
   });
 }
@@ -175,13 +196,15 @@ void rmsprop_loop(const RmspropOptions& o, T* __restrict p, const T* __restrict 
 
 template <class T>
 void rmsprop(const RmspropOptions& o, const OptimTensor<T>& t, int64_t begin, int64_t end) {
-  T* buf = o.momentum > 0 ? t.state[1] + begin : nullptr;
-  T* ga = o.centered ? t.state[2] + begin : nullptr;
+  T* buf = o.momentum > 0 ? t.state[1] : nullptr;
+  T* ga = o.centered ? t.state[2] : nullptr;
   with_flag(o.weight_decay != 0, [&](auto wd) {
     with_flag(o.centered, [&](auto centered) {
       with_flag(o.momentum > 0, [&](auto momentum) {
-        rmsprop_loop<T, wd, centered, momentum>(o, t.param + begin, t.grad + begin, t.state[0] + begin, buf, ga,
-                                                end - begin);
+        in_prefetched_blocks<T>(begin, end, {t.param, t.grad, t.state[0], buf, ga}, [&](int64_t b0, int64_t b1) {
+          rmsprop_loop<T, wd, centered, momentum>(o, t.param + b0, t.grad + b0, t.state[0] + b0, buf ? buf + b0 : nullptr,
+                                                  ga ? ga + b0 : nullptr, b1 - b0);
+        });
       });
     });
   });
