@@ -304,8 +304,8 @@ def test_lstm_backward(cfg, dtype, rng):
                                  Cfg(5, 1, 3, 200, bias=False, reverse=True), Cfg(6, 3, 7, 64),
                                  Cfg(5, 17, 4, 97, state=False, reverse=True), Cfg(4, 9, 1, 70, bias=False),
                                  Cfg(3, 40, 6, 31), Cfg(3, 2, 3, 800, reverse=True)], ids=Cfg.id)
-def test_lstm_forward_team(cfg, dtype, threads, rng):
-    """The forward runs every step inside one parallel region, each thread owning a share of the
+def test_lstm_team(cfg, dtype, threads, rng):
+    """Forward and backward run every step inside one parallel region, each thread owning a share of the
     hidden units (H >= 64 on 2 threads; odd H: unequal shares whose four gate blocks cross panel
     edges; H = 31: a team of one; H = 800 on one thread: a W_hh share of several column blocks,
     walked in alternating directions): forward with and without the cache, and the backward from

@@ -1,8 +1,9 @@
-// LSTM layer: the input projection of all steps is one GEMM; each step adds the recurrent GEMM
-// h_{t-1} @ W_hh^T into its gate rows and one fused pointwise pass applies the activations and the
-// cell update (gates are written once, already activated, for backward). Backward walks the steps
-// in reverse with one fused pointwise pass and one GEMM (dG_t @ W_hh) per step, then gets the
-// weight and input gradients of all steps from three large GEMMs over T * B rows.
+// LSTM layer on a team of threads, each owning a share of the hidden units (forward_team,
+// backward_team). Forward: the input projection a chunk of steps at a time as one GEMM per thread;
+// each step adds the recurrent GEMM h_{t-1} @ W_hh^T into its gate rows and one fused pass applies
+// the activations and the cell update (gates are written once, already activated, for backward).
+// Backward walks the steps in reverse with one fused pass and one GEMM (dG_t @ W_hh) per step, then
+// gets the weight and input gradients of all steps from three large GEMMs over T * B rows.
 #include "cpu/lstm/lstm.h"
 
 #include <omp.h>
@@ -94,11 +95,12 @@ DEEPKERN_ISA_CLONES void cell_forward(int64_t rows, int64_t units, const T* __re
   }
 }
 
-// One step backward for `rows` batch rows: dh is the full gradient of h_t, dc comes in as the
-// gradient of c_t from later steps and leaves as the gradient of c_{t-1}; dgates receives the
-// gradient of the gate pre-activations.
+// One step backward for `rows` batch rows and `units` hidden units (one thread's share of H; rows
+// 4H and H apart): dh is the full gradient of h_t, dc comes in as the gradient of c_t from later
+// steps and leaves as the gradient of c_{t-1}; dgates receives the gradient of the gate
+// pre-activations.
 template <class T>
-DEEPKERN_ISA_CLONES void cell_backward(int64_t rows, int64_t H, const T* __restrict gates,
+DEEPKERN_ISA_CLONES void cell_backward(int64_t rows, int64_t H, int64_t units, const T* __restrict gates,
                                        const T* __restrict c, const T* c_prev, const T* __restrict dh,
                                        T* __restrict dc, T* __restrict dgates) {
   for (int64_t b = 0; b < rows; ++b) {
@@ -106,7 +108,7 @@ DEEPKERN_ISA_CLONES void cell_backward(int64_t rows, int64_t H, const T* __restr
     const T* cp = c_prev ? c_prev + b * H : nullptr;
     T* dg = dgates + b * 4 * H;
 #pragma omp simd
-    for (int64_t j = 0; j < H; ++j) {
+    for (int64_t j = 0; j < units; ++j) {
       const T i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
       const T tc = tanh_of(c[b * H + j]);
       const T dhj = dh[b * H + j];
@@ -120,25 +122,13 @@ DEEPKERN_ISA_CLONES void cell_backward(int64_t rows, int64_t H, const T* __restr
   }
 }
 
-// Runs fn(row0, rows) over the batch, split over threads when the step is big enough to pay.
-template <class Fn>
-void over_batch(int64_t batch, int64_t hidden, Fn fn) {
-  const int threads = batch * hidden < (int64_t(1) << 12)
-                          ? 1
-                          : static_cast<int>(std::min<int64_t>(num_threads(), batch));
-  run_on_threads(threads, [&](int t) {
-    const int64_t b0 = batch * t / threads, b1 = batch * (t + 1) / threads;
-    if (b1 > b0) fn(b0, b1 - b0);
-  });
-}
-
 // Index of the step processed s-th.
 int64_t step_at(const LstmShape& s, int64_t order) { return s.reverse ? s.steps - 1 - order : order; }
 
 struct LstmScratch;  // this family's thread_scratch tag
-// Slots: W_hh packed for backward's step products; backward's gate gradients; the rolling cell rows
-// of inference; a forward team thread's packed weights and gate rows.
-enum LstmSlot { kRecurrentSlot, kGateSlot, kCellSlot, kTeamSlot, kSlotCount };
+// Slots: backward's gate gradients; the rolling cell rows of inference; a team thread's packed
+// weights (and the forward's gate rows).
+enum LstmSlot { kGateSlot, kCellSlot, kTeamSlot, kSlotCount };
 
 template <class T>
 T* scratch(LstmSlot slot, int64_t count) {
@@ -154,29 +144,42 @@ constexpr int64_t kGateChunkBytes = int64_t(4) << 20;
 constexpr int64_t kTeamMinUnits = 32;
 constexpr int64_t kTeamMinStepMacs = int64_t(1) << 14;
 
-// Backward's recurrent product C (B x n) = A (B x k) @ W of every step, with W packed once per call
-// into this thread's scratch (re-packing W in every step's GEMM cost more than the product at
-// small B; kept scratch costs no page faults on repeated calls). At B == 1 the packed GEMV reads
-// it as one sequential stream, on one thread below kParallelGemv multiply-adds (a thread hand-off
-// per step costs more than it saves there).
-template <class T>
-class StepProduct {
- public:
-  StepProduct(int64_t batch, int64_t k, int64_t n, StridedMatrix<const T> w)
-      : batch_(batch), k_(k), packed_(pack_b_matrix(k, n, w, scratch<T>(kRecurrentSlot, packed_b_size<T>(k, n)))) {}
-  // C = A @ W for the step processed `order`-th: W's panels are walked in alternating directions
-  // from step to step (see PanelOrder).
-  void operator()(const T* a, T* c, int64_t order) const {
-    const int threads = batch_ == 1 && k_ * packed_.n < kParallelGemv ? 1 : 0;
-    gemm_prepacked<T>(batch_, T(1), {a, k_, 1}, packed_, T(0), {c, packed_.n, 1}, {}, threads,
-                      order % 2 ? PanelOrder::descending : PanelOrder::ascending);
-  }
+// Runs body(id, threads, guarded) on a team of `team` threads (one parallel region) whose bodies
+// meet at `#pragma omp barrier`s. Work wrapped in guarded(work) is skipped once any thread has
+// failed (out of memory), while every thread keeps meeting the barriers; the first error is
+// re-thrown after the region.
+template <class Body>
+void run_team(int team, Body&& body) {
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;
+  std::mutex error_lock;
+  auto guarded = [&](auto&& work) {
+    if (failed.load(std::memory_order_relaxed)) return;
+    try {
+      work();
+    } catch (...) {
+      std::lock_guard<std::mutex> guard(error_lock);
+      if (!error) error = std::current_exception();
+      failed = true;
+    }
+  };
+#pragma omp parallel num_threads(team)
+  body(omp_get_thread_num(), omp_get_num_threads(), guarded);
+  if (error) std::rethrow_exception(error);
+}
 
- private:
-  static constexpr int64_t kParallelGemv = int64_t(1) << 18;
-  int64_t batch_, k_;
-  PackedB<T> packed_;
+// Thread `id` of `threads` owns hidden units [first, first + count) of H.
+struct UnitShare {
+  int64_t first, count;
+  UnitShare(int64_t H, int threads, int id) {
+    const int64_t share = (H + threads - 1) / threads;
+    first = std::min(H, id * share);
+    count = std::min(H, first + share) - first;
+  }
 };
+
+// Alternate directions over W's panels from step to step (see PanelOrder).
+inline PanelOrder order_of_step(int64_t order) { return order % 2 ? PanelOrder::descending : PanelOrder::ascending; }
 
 template <class T>
 void copy_or_zero(const T* src, int64_t count, T* dst) {
@@ -222,8 +225,7 @@ struct StepStates {
 // h_{t-1} @ its W_hh share into that step's rows (a GEMV at batch 1), applies the cell update to
 // its units and meets the others at one barrier (the next step reads all of h_t). A step costs one
 // barrier instead of a thread hand-off per GEMM and per pointwise pass, and its gates never leave
-// the core that uses them. A thread that fails (out of memory) keeps meeting the barriers without
-// computing; the error is re-thrown after the region.
+// the core that uses them.
 template <class T>
 void forward_team(const LstmShape& s, int team, const T* x, const T* h0, const T* c0, const T* w_ih,
                   const T* w_hh, const T* bias, T* y, T* gates, T* cells, T* hidden, T* h_last, T* c_last) {
@@ -233,30 +235,16 @@ void forward_team(const LstmShape& s, int team, const T* x, const T* h0, const T
   // Inference keeps c in two rolling rows and h only in y.
   T* rolling = keep ? nullptr : scratch<T>(kCellSlot, 2 * state);
   T* hidden_rows = keep ? hidden : y;
-  std::atomic<bool> failed{false};
-  std::exception_ptr error;
-  std::mutex error_lock;
-#pragma omp parallel num_threads(team)
-  {
-    const int threads = omp_get_num_threads(), id = omp_get_thread_num();
-    const int64_t share = (H + threads - 1) / threads;
-    const int64_t j0 = std::min(H, id * share), n = std::min(H, j0 + share) - j0, cols = 4 * n;
+  run_team(team, [&](int id, int threads, auto& guarded) {
+    const UnitShare units(H, threads, id);
+    const int64_t j0 = units.first, n = units.count, cols = 4 * n;
     PackedB<T> w_ih_share, w_hh_share;
     T* pre_rows = nullptr;  // this thread's gate pre-activations of the projected chunk
     GemmEpilogue<T> with_bias;
     StepStates<T> st{s, state, h0, c0, hidden_rows, cells, rolling};
     int64_t first = 0;  // the first step (in memory order) of the projected chunk
-    auto guarded = [&](auto&& work) {
-      if (n == 0 || failed.load(std::memory_order_relaxed)) return;
-      try {
-        work();
-      } catch (...) {
-        std::lock_guard<std::mutex> guard(error_lock);
-        if (!error) error = std::current_exception();
-        failed = true;
-      }
-    };
     guarded([&] {
+      if (n == 0) return;
       const int64_t ih_size = packed_b_size<T>(I, cols), hh_size = packed_b_size<T>(H, cols);
       T* mem = scratch<T>(kTeamSlot, ih_size + hh_size + chunk * B * cols + cols);
       w_ih_share = pack_b_groups<T>(I, n, 4, H * I, {w_ih + j0 * I, 1, I}, mem);
@@ -271,6 +259,7 @@ void forward_team(const LstmShape& s, int team, const T* x, const T* h0, const T
     });
     for (int64_t order = 0; order < s.steps; ++order) {
       guarded([&] {
+        if (n == 0) return;
         st.at(order);
         if (order % chunk == 0) {
           const int64_t count = std::min(chunk, s.steps - order);
@@ -280,23 +269,59 @@ void forward_team(const LstmShape& s, int team, const T* x, const T* h0, const T
         }
         T* pre = pre_rows + (st.t - first) * B * cols;
         if (st.h_prev)
-          gemm_prepacked<T>(B, T(1), {st.h_prev, H, 1}, w_hh_share, T(1), {pre, cols, 1}, {}, 1,
-                            order % 2 ? PanelOrder::descending : PanelOrder::ascending);
+          gemm_prepacked<T>(B, T(1), {st.h_prev, H, 1}, w_hh_share, T(1), {pre, cols, 1}, {}, 1, order_of_step(order));
         cell_forward(B, n, pre, n, keep ? gates + st.t * B * G + j0 : nullptr, H, st.c_prev ? st.c_prev + j0 : nullptr,
                      st.c_t + j0, hidden_rows + st.t * state + j0, keep ? y + st.t * state + j0 : nullptr);
       });
 #pragma omp barrier
     }
-  }
-  if (error) std::rethrow_exception(error);
+  });
   StepStates<T> st{s, state, h0, c0, hidden_rows, cells, rolling};
   st.at(s.steps - 1);
   st.copy_last(h_last, c_last);
 }
 
-// Threads for forward_team: up to one per kTeamMinUnits hidden units, when a step has enough
-// multiply-adds to pay for its barrier.
-int forward_team_size(const LstmShape& s) {
+// Backpropagation through the steps on a team of threads (the counterpart of forward_team): thread
+// t owns hidden units [j0, j0 + n) and packs W_hh's columns of them (4H x n). Per step, latest
+// first, it adds grad_y into its part of dh, runs the cell backward of its units (writing its
+// columns of dG_t and its part of dc), meets the others at one barrier (dG_t is then whole), and
+// multiplies dG_t by its W_hh columns into its part of dh, the gradient of h_{t-1}: the next step
+// reads only its own units of dh, so that needs no barrier. dh and dc enter as the gradients of
+// the final states and leave as those of h0 and c0.
+template <class T>
+void backward_team(const LstmShape& s, int team, const T* grad_y, const T* c0, const T* w_hh, const T* gates,
+                   const T* cells, T* dh, T* dc, T* dgates) {
+  const int64_t B = s.batch, H = s.hidden, G = 4 * H, state = B * H;
+  run_team(team, [&](int id, int threads, auto& guarded) {
+    const UnitShare units(H, threads, id);
+    const int64_t j0 = units.first, n = units.count;
+    PackedB<T> w_hh_share;
+    guarded([&] {
+      if (n > 0) w_hh_share = pack_b_matrix<T>(G, n, {w_hh + j0, H, 1}, scratch<T>(kTeamSlot, packed_b_size<T>(G, n)));
+    });
+    for (int64_t order = s.steps - 1; order >= 0; --order) {
+      const int64_t t = step_at(s, order);
+      T* dg_t = dgates + t * B * G;
+      guarded([&] {
+        if (n == 0) return;
+        const T* c_prev = order == 0 ? c0 : cells + step_at(s, order - 1) * state;
+        if (grad_y)
+          for (int64_t b = 0; b < B; ++b)
+            for (int64_t j = j0; j < j0 + n; ++j) dh[b * H + j] += grad_y[t * state + b * H + j];
+        cell_backward(B, H, n, gates + t * B * G + j0, cells + t * state + j0, c_prev ? c_prev + j0 : nullptr,
+                      dh + j0, dc + j0, dg_t + j0);
+      });
+#pragma omp barrier
+      guarded([&] {
+        if (n > 0) gemm_prepacked<T>(B, T(1), {dg_t, G, 1}, w_hh_share, T(0), {dh + j0, H, 1}, {}, 1, order_of_step(order));
+      });
+    }
+  });
+}
+
+// Threads for forward_team and backward_team: up to one per kTeamMinUnits hidden units, when a
+// step has enough multiply-adds to pay for its barrier.
+int team_size(const LstmShape& s) {
   if (s.batch * 4 * s.hidden * s.hidden < kTeamMinStepMacs) return 1;
   return static_cast<int>(std::clamp<int64_t>(s.hidden / kTeamMinUnits, 1, num_threads()));
 }
@@ -312,7 +337,7 @@ void lstm_forward(const LstmShape& s, const T* x, const T* h0, const T* c0, cons
     copy_or_zero(c0, s.batch * s.hidden, c_last);
     return;
   }
-  forward_team(s, forward_team_size(s), x, h0, c0, w_ih, w_hh, bias, y, gates, cells, hidden, h_last, c_last);
+  forward_team(s, team_size(s), x, h0, c0, w_ih, w_hh, bias, y, gates, cells, hidden, h_last, c_last);
 }
 
 template <class T>
@@ -330,21 +355,7 @@ void lstm_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, co
     return;
   }
   T* const dgates = scratch<T>(kGateSlot, rows * G);  // kept for the next call: no page faults
-  const StepProduct<T> recurrent(B, G, H, {w_hh, H, 1});  // dG_t @ w_hh
-  T* dh = grad_h0;
-  T* dc = grad_c0;
-  for (int64_t order = s.steps - 1; order >= 0; --order) {
-    const int64_t t = step_at(s, order);
-    const T* c_prev = order == 0 ? c0 : cells + step_at(s, order - 1) * state;
-    if (grad_y)
-      for (int64_t k = 0; k < state; ++k) dh[k] += grad_y[t * state + k];
-    T* dg_t = dgates + t * B * G;
-    over_batch(B, H, [&](int64_t b0, int64_t n) {
-      cell_backward(n, H, gates + t * B * G + b0 * G, cells + t * state + b0 * H,
-                    c_prev ? c_prev + b0 * H : nullptr, dh + b0 * H, dc + b0 * H, dg_t + b0 * G);
-    });
-    recurrent(dg_t, dh, order);  // gradient of h_{t-1}: dG_t (B x 4H) @ w_hh (4H x H)
-  }
+  backward_team(s, team_size(s), grad_y, c0, w_hh, gates, cells, grad_h0, grad_c0, dgates);
   const T* dg = dgates;
   // All steps at once: grad_x = dG @ w_ih, grad_w_ih = dG^T @ x.
   gemm<T>(rows, s.input, G, T(1), {dg, G, 1}, {w_ih, s.input, 1}, T(0), {grad_x, s.input, 1}, {});
