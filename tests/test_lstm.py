@@ -303,13 +303,16 @@ def test_lstm_backward(cfg, dtype, rng):
 @pytest.mark.parametrize("cfg", [Cfg(9, 1, 7, 64), Cfg(7, 1, 5, 65, reverse=True), Cfg(6, 1, 33, 129, state=False),
                                  Cfg(5, 1, 3, 200, bias=False, reverse=True), Cfg(6, 3, 7, 64),
                                  Cfg(5, 17, 4, 97, state=False, reverse=True), Cfg(4, 9, 1, 70, bias=False),
-                                 Cfg(3, 40, 6, 31), Cfg(3, 2, 3, 800, reverse=True)], ids=Cfg.id)
+                                 Cfg(3, 40, 6, 31), Cfg(3, 2, 3, 800, reverse=True), Cfg(5, 5, 3, 40),
+                                 Cfg(4, 70, 5, 40, state=False), Cfg(3, 67, 9, 96, reverse=True),
+                                 Cfg(3, 3, 4, 20)], ids=Cfg.id)
 def test_lstm_team(cfg, dtype, threads, rng):
-    """Forward and backward run every step inside one parallel region, each thread owning a share of the
-    hidden units (H >= 64 on 2 threads; odd H: unequal shares whose four gate blocks cross panel
-    edges; H = 31: a team of one; H = 800 on one thread: a W_hh share of several column blocks,
-    walked in alternating directions): forward with and without the cache, and the backward from
-    that cache, against the float64 references."""
+    """Forward and backward run every step inside one parallel region, each thread owning a block
+    of the work: a share of the hidden units (H >= 64 on 2 threads; odd H: unequal shares whose
+    four gate blocks cross panel edges; H = 800 on one thread: a W_hh share of several column
+    blocks, walked in alternating directions), or of the batch rows (H < 64, or 32+ rows per
+    thread with a small W_hh; odd B: unequal shares); H = 20 with B = 3: a team of one. Forward
+    with and without the cache, and the backward from that cache, against the float64 references."""
     args = make_inputs(rng, cfg, dtype)
     refs = lstm_ref(*args, reverse=cfg.reverse)
     for got_all in (lstm(*args, reverse=cfg.reverse), lstm(*args, reverse=cfg.reverse, return_cache=True)[:3]):

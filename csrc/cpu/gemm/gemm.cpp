@@ -222,7 +222,7 @@ void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int
               kernel(kc, a_panel, b_panel, nr, c_tile, P.c.row_stride, P.alpha, beta, ep);
             } else {
               kernel(kc, a_panel, b_panel, nr, edge_tile, nr, T(1), T(0), TileEpilogue<T>{});
-              merge_tile(nrows, ncols, edge_tile, nr, c_tile, P.c.row_stride, P.c.col_stride,
+              kern.merge(nrows, ncols, edge_tile, nr, c_tile, P.c.row_stride, P.c.col_stride,
                          P.alpha, beta, ep);
             }
           }
@@ -298,7 +298,7 @@ bool gemv(const GemmKernels<T>& kern, const Problem<T>& P, int threads) {
         kern.gemv_rows(P.k, nj, x, P.b.data + j0, P.b.row_stride, y);
       else
         kern.gemv_cols(P.k, nj, x, P.b.data + j0 * P.b.col_stride, P.b.col_stride, y);
-      merge_tile(int64_t(1), nj, y, nj, P.c.data + j0 * P.c.col_stride, P.c.row_stride,
+      kern.merge(int64_t(1), nj, y, nj, P.c.data + j0 * P.c.col_stride, P.c.row_stride,
                  P.c.col_stride, P.alpha, P.beta, tile_epilogue(P.epilogue, 0, j0, true));
     }
   });
@@ -321,7 +321,7 @@ void gemv_prepacked(const GemmKernels<T>& kern, const Problem<T>& P, const Packe
     for (int64_t q0 = t * per_thread; q0 < end; q0 += chunk) {
       const int64_t nq = std::min(chunk, end - q0), j0 = q0 * b.nr;
       kern.gemv_packed(P.k, nq, x, b.panels + j0 * P.k, y);
-      merge_tile(int64_t(1), std::min(nq * b.nr, P.n - j0), y, nq * b.nr, P.c.data + j0 * P.c.col_stride,
+      kern.merge(int64_t(1), std::min(nq * b.nr, P.n - j0), y, nq * b.nr, P.c.data + j0 * P.c.col_stride,
                  P.c.row_stride, P.c.col_stride, P.alpha, P.beta, tile_epilogue(P.epilogue, 0, j0, true));
     }
   });

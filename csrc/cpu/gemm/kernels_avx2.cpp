@@ -47,13 +47,13 @@ const GemmKernels<float> kernels_f32 = {
     &tile_simd<F32x8, 6, 2>,
     {{2, &tile_simd<F32x8, 2, 2, 6>}, {4, &tile_simd<F32x8, 4, 2, 6>}},
     &gemv_rows_portable<float>, &gemv_cols_portable<float>, &gemv_packed_simd<F32x8, 2>,
-    &transpose_portable<float>};
+    &transpose_portable<float>, &merge_tile<float>};
 const GemmKernels<double> kernels_f64 = {
     "avx2 6x8", 6, 8, 192, 256, 2048,
     &tile_simd<F64x4, 6, 2>,
     {{2, &tile_simd<F64x4, 2, 2, 6>}, {4, &tile_simd<F64x4, 4, 2, 6>}},
     &gemv_rows_portable<double>, &gemv_cols_portable<double>, &gemv_packed_simd<F64x4, 2>,
-    &transpose_portable<double>};
+    &transpose_portable<double>, &merge_tile<double>};
 }  // namespace avx2
 
 }  // namespace deepkern::cpu

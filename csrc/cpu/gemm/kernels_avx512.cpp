@@ -95,13 +95,13 @@ const GemmKernels<float> kernels_f32 = {
     "avx512 12x32", 12, 32, 240, 1024, 3072,
     &tile_simd<F32x16, 12, 2>,
     {{4, &tile_simd<F32x16, 4, 2, 12>}, {8, &tile_simd<F32x16, 8, 2, 12>}},
-    &gemv_rows_portable<float>, &gemv_cols_portable<float>, &gemv_packed_simd<F32x16, 2>, &transpose_f32};
+    &gemv_rows_portable<float>, &gemv_cols_portable<float>, &gemv_packed_simd<F32x16, 2>, &transpose_f32, &merge_tile<float>};
 const GemmKernels<double> kernels_f64 = {
     "avx512 12x16", 12, 16, 240, 512, 2048,
     &tile_simd<F64x8, 12, 2>,
     {{4, &tile_simd<F64x8, 4, 2, 12>}, {8, &tile_simd<F64x8, 8, 2, 12>}},
     &gemv_rows_portable<double>, &gemv_cols_portable<double>, &gemv_packed_simd<F64x8, 2>,
-    &transpose_portable<double>};
+    &transpose_portable<double>, &merge_tile<double>};
 }  // namespace avx512
 
 }  // namespace deepkern::cpu

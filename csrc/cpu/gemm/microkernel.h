@@ -52,6 +52,11 @@ using GemvPackedKernel = void (*)(int64_t k, int64_t panels, const T* x, const T
 template <class T>
 using TransposeKernel = void (*)(int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ld, T* dst);
 
+// merge_tile (portable_kernels.h): C = epilogue(alpha * acc + beta * C) on an m x n block.
+template <class T>
+using MergeKernel = void (*)(int64_t m, int64_t n, const T* acc, int64_t ld_acc, T* c, int64_t rs_c, int64_t cs_c,
+                             T alpha, T beta, const TileEpilogue<T>& ep);
+
 // A micro-kernel computing only the first `rows` rows of an MR x NR tile.
 template <class T>
 struct ShortTile {
@@ -71,6 +76,7 @@ struct GemmKernels {
   GemvColsKernel<T> gemv_cols;
   GemvPackedKernel<T> gemv_packed;
   TransposeKernel<T> transpose;  // the packing routines' transposing copy
+  MergeKernel<T> merge;          // edge tiles, strided C and GEMV rows into C
 };
 
 // Kernel tables, one per ISA translation unit.

@@ -143,6 +143,12 @@ constexpr int64_t kGateChunkBytes = int64_t(4) << 20;
 // a barrier per step pays (batch 1 at H = 64).
 constexpr int64_t kTeamMinUnits = 32;
 constexpr int64_t kTeamMinStepMacs = int64_t(1) << 14;
+// Batch rows per thread, and W_hh bytes at most, for a team to split rows rather than units.
+// Measured (2 threads, forward / forward+backward): T=100 B=64 H=64 units 2.46 / 9.5 ms, rows 1.97
+// / 6.9; B=128 H=128 14.2 / 53.3 against 13.3 / 46.6; B=32 H=256 (16 rows each) 12.1 / 40.4
+// against 12.3 / 38.7; B=64 H=512 (4 MB) 46.0 / 150.4 against 47.5 / 150.2.
+constexpr int64_t kRowSplitRows = 32;
+constexpr int64_t kRowSplitWeightBytes = int64_t(1) << 20;
 
 // Runs body(id, threads, guarded) on a team of `team` threads (one parallel region) whose bodies
 // meet at `#pragma omp barrier`s. Work wrapped in guarded(work) is skipped once any thread has
@@ -168,15 +174,51 @@ void run_team(int team, Body&& body) {
   if (error) std::rethrow_exception(error);
 }
 
-// Thread `id` of `threads` owns hidden units [first, first + count) of H.
-struct UnitShare {
-  int64_t first, count;
-  UnitShare(int64_t H, int threads, int id) {
-    const int64_t share = (H + threads - 1) / threads;
-    first = std::min(H, id * share);
-    count = std::min(H, first + share) - first;
-  }
+// How a team splits a layer: `unit_groups` groups of threads own the hidden units (they meet at a
+// barrier every step, since each step reads all of h_{t-1}), `row_groups` groups own batch rows
+// (rows never read each other's states, so those need no barrier). team_layout picks it.
+struct TeamLayout {
+  int row_groups = 1, unit_groups = 1;
+  bool barrier() const { return unit_groups > 1; }
 };
+
+// Thread `id`'s block of a layout: batch rows [row0, row0 + rows), hidden units [unit0, unit0 + units).
+struct TeamBlock {
+  int64_t row0, rows, unit0, units;
+  TeamBlock(const LstmShape& s, TeamLayout layout, int id) {
+    const auto part = [](int64_t total, int parts, int index, int64_t& first, int64_t& count) {
+      const int64_t share = (total + parts - 1) / parts;
+      first = std::min(total, index * share);
+      count = std::min(total, first + share) - first;
+    };
+    part(s.batch, layout.row_groups, id / layout.unit_groups, row0, rows);
+    part(s.hidden, layout.unit_groups, id % layout.unit_groups, unit0, units);
+  }
+  bool empty() const { return rows == 0 || units == 0; }
+};
+
+// The layout of a team of `threads` (from team_threads): hidden units split while every thread
+// keeps kTeamMinUnits of them, and batch rows otherwise (small H, or kRowSplitRows rows per thread
+// with a W_hh that fits a core's L2: then every thread reads all of it from its own cache and no
+// step needs a barrier).
+template <class T>
+TeamLayout team_layout(const LstmShape& s, int threads) {
+  TeamLayout layout;
+  if (threads <= 1) return layout;
+  const bool rows_pay = s.batch >= kRowSplitRows * threads &&
+                        4 * s.hidden * s.hidden * int64_t(sizeof(T)) <= kRowSplitWeightBytes;
+  if (!rows_pay && s.hidden >= kTeamMinUnits * threads) layout.unit_groups = threads;
+  else layout.row_groups = static_cast<int>(std::min<int64_t>(threads, s.batch));
+  return layout;
+}
+
+// Threads for forward_team and backward_team: all of them when a step has enough multiply-adds to
+// pay for a barrier or a thread start, and there is a unit or row block for each.
+int team_threads(const LstmShape& s) {
+  if (s.batch * 4 * s.hidden * s.hidden < kTeamMinStepMacs) return 1;
+  const int64_t blocks = std::max(s.hidden / kTeamMinUnits, s.batch);
+  return static_cast<int>(std::clamp<int64_t>(blocks, 1, num_threads()));
+}
 
 // Alternate directions over W's panels from step to step (see PanelOrder).
 inline PanelOrder order_of_step(int64_t order) { return order % 2 ? PanelOrder::descending : PanelOrder::ascending; }
@@ -236,22 +278,23 @@ void forward_team(const LstmShape& s, int team, const T* x, const T* h0, const T
   T* rolling = keep ? nullptr : scratch<T>(kCellSlot, 2 * state);
   T* hidden_rows = keep ? hidden : y;
   run_team(team, [&](int id, int threads, auto& guarded) {
-    const UnitShare units(H, threads, id);
-    const int64_t j0 = units.first, n = units.count, cols = 4 * n;
+    const TeamLayout layout = team_layout<T>(s, threads);
+    const TeamBlock block(s, layout, id);
+    const int64_t r0 = block.row0, rows = block.rows, j0 = block.unit0, n = block.units, cols = 4 * n;
     PackedB<T> w_ih_share, w_hh_share;
     T* pre_rows = nullptr;  // this thread's gate pre-activations of the projected chunk
     GemmEpilogue<T> with_bias;
     StepStates<T> st{s, state, h0, c0, hidden_rows, cells, rolling};
     int64_t first = 0;  // the first step (in memory order) of the projected chunk
     guarded([&] {
-      if (n == 0) return;
+      if (block.empty()) return;
       const int64_t ih_size = packed_b_size<T>(I, cols), hh_size = packed_b_size<T>(H, cols);
-      T* mem = scratch<T>(kTeamSlot, ih_size + hh_size + chunk * B * cols + cols);
+      T* mem = scratch<T>(kTeamSlot, ih_size + hh_size + chunk * rows * cols + cols);
       w_ih_share = pack_b_groups<T>(I, n, 4, H * I, {w_ih + j0 * I, 1, I}, mem);
       w_hh_share = pack_b_groups<T>(H, n, 4, H * H, {w_hh + j0 * H, 1, H}, mem + ih_size);
       pre_rows = mem + ih_size + hh_size;
       if (bias) {
-        T* share_bias = pre_rows + chunk * B * cols;
+        T* share_bias = pre_rows + chunk * rows * cols;
         for (int q = 0; q < 4; ++q) std::copy(bias + q * H + j0, bias + q * H + j0 + n, share_bias + q * n);
         with_bias.bias = share_bias;
         with_bias.bias_axis = BiasAxis::cols;
@@ -259,21 +302,27 @@ void forward_team(const LstmShape& s, int team, const T* x, const T* h0, const T
     });
     for (int64_t order = 0; order < s.steps; ++order) {
       guarded([&] {
-        if (n == 0) return;
+        if (block.empty()) return;
         st.at(order);
-        if (order % chunk == 0) {
+        if (order % chunk == 0) {  // own rows of each step: one GEMM when they are all of them
           const int64_t count = std::min(chunk, s.steps - order);
           first = s.reverse ? st.t - count + 1 : st.t;
-          gemm_prepacked<T>(count * B, T(1), {x + first * B * I, I, 1}, w_ih_share, T(0), {pre_rows, cols, 1},
-                            with_bias, 1);
+          for (int64_t step = 0; step < (rows == B ? 1 : count); ++step)
+            gemm_prepacked<T>(rows == B ? count * B : rows, T(1), {x + ((first + step) * B + r0) * I, I, 1}, w_ih_share,
+                              T(0), {pre_rows + step * rows * cols, cols, 1}, with_bias, 1);
         }
-        T* pre = pre_rows + (st.t - first) * B * cols;
+        T* pre = pre_rows + (st.t - first) * rows * cols;
+        const int64_t at = st.t * state + r0 * H + j0;  // this block's first element of a step's states
         if (st.h_prev)
-          gemm_prepacked<T>(B, T(1), {st.h_prev, H, 1}, w_hh_share, T(1), {pre, cols, 1}, {}, 1, order_of_step(order));
-        cell_forward(B, n, pre, n, keep ? gates + st.t * B * G + j0 : nullptr, H, st.c_prev ? st.c_prev + j0 : nullptr,
-                     st.c_t + j0, hidden_rows + st.t * state + j0, keep ? y + st.t * state + j0 : nullptr);
+          gemm_prepacked<T>(rows, T(1), {st.h_prev + r0 * H, H, 1}, w_hh_share, T(1), {pre, cols, 1}, {}, 1,
+                            order_of_step(order));
+        cell_forward(rows, n, pre, n, keep ? gates + (st.t * B + r0) * G + j0 : nullptr, H,
+                     st.c_prev ? st.c_prev + r0 * H + j0 : nullptr, st.c_t + r0 * H + j0, hidden_rows + at,
+                     keep ? y + at : nullptr);
       });
+      if (layout.barrier()) {
 #pragma omp barrier
+      }
     }
   });
   StepStates<T> st{s, state, h0, c0, hidden_rows, cells, rolling};
@@ -293,37 +342,36 @@ void backward_team(const LstmShape& s, int team, const T* grad_y, const T* c0, c
                    const T* cells, T* dh, T* dc, T* dgates) {
   const int64_t B = s.batch, H = s.hidden, G = 4 * H, state = B * H;
   run_team(team, [&](int id, int threads, auto& guarded) {
-    const UnitShare units(H, threads, id);
-    const int64_t j0 = units.first, n = units.count;
+    const TeamLayout layout = team_layout<T>(s, threads);
+    const TeamBlock block(s, layout, id);
+    const int64_t r0 = block.row0, rows = block.rows, j0 = block.unit0, n = block.units;
     PackedB<T> w_hh_share;
     guarded([&] {
-      if (n > 0) w_hh_share = pack_b_matrix<T>(G, n, {w_hh + j0, H, 1}, scratch<T>(kTeamSlot, packed_b_size<T>(G, n)));
+      if (!block.empty())
+        w_hh_share = pack_b_matrix<T>(G, n, {w_hh + j0, H, 1}, scratch<T>(kTeamSlot, packed_b_size<T>(G, n)));
     });
     for (int64_t order = s.steps - 1; order >= 0; --order) {
       const int64_t t = step_at(s, order);
-      T* dg_t = dgates + t * B * G;
+      T* dg_t = dgates + (t * B + r0) * G;  // this block's rows of dG_t
+      const int64_t at = r0 * H + j0;       // this block's first element of a state
       guarded([&] {
-        if (n == 0) return;
+        if (block.empty()) return;
         const T* c_prev = order == 0 ? c0 : cells + step_at(s, order - 1) * state;
         if (grad_y)
-          for (int64_t b = 0; b < B; ++b)
-            for (int64_t j = j0; j < j0 + n; ++j) dh[b * H + j] += grad_y[t * state + b * H + j];
-        cell_backward(B, H, n, gates + t * B * G + j0, cells + t * state + j0, c_prev ? c_prev + j0 : nullptr,
-                      dh + j0, dc + j0, dg_t + j0);
+          for (int64_t b = 0; b < rows; ++b)
+            for (int64_t j = 0; j < n; ++j) dh[at + b * H + j] += grad_y[t * state + at + b * H + j];
+        cell_backward(rows, H, n, gates + (t * B + r0) * G + j0, cells + t * state + at, c_prev ? c_prev + at : nullptr,
+                      dh + at, dc + at, dg_t + j0);
       });
+      if (layout.barrier()) {
 #pragma omp barrier
+      }
       guarded([&] {
-        if (n > 0) gemm_prepacked<T>(B, T(1), {dg_t, G, 1}, w_hh_share, T(0), {dh + j0, H, 1}, {}, 1, order_of_step(order));
+        if (!block.empty())
+          gemm_prepacked<T>(rows, T(1), {dg_t, G, 1}, w_hh_share, T(0), {dh + at, H, 1}, {}, 1, order_of_step(order));
       });
     }
   });
-}
-
-// Threads for forward_team and backward_team: up to one per kTeamMinUnits hidden units, when a
-// step has enough multiply-adds to pay for its barrier.
-int team_size(const LstmShape& s) {
-  if (s.batch * 4 * s.hidden * s.hidden < kTeamMinStepMacs) return 1;
-  return static_cast<int>(std::clamp<int64_t>(s.hidden / kTeamMinUnits, 1, num_threads()));
 }
 
 }  // namespace
@@ -337,7 +385,7 @@ void lstm_forward(const LstmShape& s, const T* x, const T* h0, const T* c0, cons
     copy_or_zero(c0, s.batch * s.hidden, c_last);
     return;
   }
-  forward_team(s, team_size(s), x, h0, c0, w_ih, w_hh, bias, y, gates, cells, hidden, h_last, c_last);
+  forward_team(s, team_threads(s), x, h0, c0, w_ih, w_hh, bias, y, gates, cells, hidden, h_last, c_last);
 }
 
 template <class T>
@@ -355,7 +403,7 @@ void lstm_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, co
     return;
   }
   T* const dgates = scratch<T>(kGateSlot, rows * G);  // kept for the next call: no page faults
-  backward_team(s, team_size(s), grad_y, c0, w_hh, gates, cells, grad_h0, grad_c0, dgates);
+  backward_team(s, team_threads(s), grad_y, c0, w_hh, gates, cells, grad_h0, grad_c0, dgates);
   const T* dg = dgates;
   // All steps at once: grad_x = dG @ w_ih, grad_w_ih = dG^T @ x.
   gemm<T>(rows, s.input, G, T(1), {dg, G, 1}, {w_ih, s.input, 1}, T(0), {grad_x, s.input, 1}, {});
