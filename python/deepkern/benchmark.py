@@ -44,7 +44,7 @@ __all__ = [
     "measure_peak", "time_fn", "rotation_copies", "make_gemm_inputs", "gemm_cases",
     "ConvLayer", "CONV_LAYERS", "conv_cases", "conv_flops", "conv_impls", "conv_check", "make_conv_inputs",
     "pool_cases", "pool_numpy",
-    "LSTM_SHAPES", "lstm_cases", "lstm_flops", "lstm_impls", "lstm_check", "make_lstm_inputs",
+    "LSTM_SHAPES", "LSTM_SHAPES_MORE", "lstm_cases", "lstm_flops", "lstm_impls", "lstm_check", "make_lstm_inputs",
     "OPTIM_RULES", "OPTIM_SIZES", "optim_cases", "optim_impls", "optim_check", "make_optim_inputs",
     "TRAIN_RECIPES", "train_cases", "train_check", "train_flops",
     "backends", "get_backend", "limit_threads", "threadpoolctl_available", "register_suite",
@@ -825,6 +825,14 @@ GROUP_LSTM_FWD_BWD = "forward+backward"
 #: The batch-1 shape has its own groups, so its ratio (the issue asks >= 2.0 there) is printed on its own.
 GROUP_LSTM_FWD_B1 = "fwd batch 1"
 GROUP_LSTM_FWD_BWD_B1 = "fwd+bwd batch 1"
+#: Shapes outside the goal's list, summarised apart: a small H with a large batch (the team splits
+#: batch rows) and a wide H (each thread's W_hh share, 8 MB, streams from L3 every step).
+LSTM_SHAPES_MORE = (
+    (100, 256, 32, 32, "small H, batch 256"),
+    (20, 16, 1024, 1024, "wide H=1024, batch 16"),
+)
+GROUP_LSTM_FWD_MORE = "fwd more shapes"
+GROUP_LSTM_FWD_BWD_MORE = "fwd+bwd more shapes"
 
 
 def lstm_quick_t(t: int) -> int:
@@ -978,9 +986,11 @@ def lstm_check(shape: Tuple[int, int, int, int], lstm_pass: str, inputs: tuple) 
     return max(rel(a, b) for a, b in refs)
 
 
-def _lstm_case(shape: Tuple[int, int, int, int], lstm_pass: str, label: str) -> Case:
+def _lstm_case(shape: Tuple[int, int, int, int], lstm_pass: str, label: str, more: bool = False) -> Case:
     t, b, i, h = shape
-    if b == 1:
+    if more:
+        group = GROUP_LSTM_FWD_MORE if lstm_pass == "fwd" else GROUP_LSTM_FWD_BWD_MORE
+    elif b == 1:
         group = GROUP_LSTM_FWD_B1 if lstm_pass == "fwd" else GROUP_LSTM_FWD_BWD_B1
     else:
         group = GROUP_LSTM_FWD if lstm_pass == "fwd" else GROUP_LSTM_FWD_BWD
@@ -995,9 +1005,11 @@ def _lstm_case(shape: Tuple[int, int, int, int], lstm_pass: str, label: str) -> 
 
 
 def lstm_cases(quick: bool = False) -> List[Case]:
-    """float32 single-layer LSTMs (LSTM_SHAPES; ``quick``: T / 5), each forward then forward+backward."""
-    return [_lstm_case((lstm_quick_t(t) if quick else t, b, i, h), lstm_pass, label)
-            for t, b, i, h, label in LSTM_SHAPES for lstm_pass in LSTM_PASSES]
+    """float32 single-layer LSTMs (LSTM_SHAPES, then LSTM_SHAPES_MORE; ``quick``: T / 5), each forward
+    then forward+backward."""
+    return [_lstm_case((lstm_quick_t(t) if quick else t, b, i, h), lstm_pass, label, more)
+            for more, shapes in ((False, LSTM_SHAPES), (True, LSTM_SHAPES_MORE))
+            for t, b, i, h, label in shapes for lstm_pass in LSTM_PASSES]
 
 
 def _lstm_unavailable() -> Optional[str]:
@@ -1010,9 +1022,10 @@ def _lstm_unavailable() -> Optional[str]:
 register_suite(Suite(
     name="lstm",
     description=("float32 one-layer LSTM (T, B, I, H), forward and forward+backward (BPTT), vs torch.nn.LSTM; "
-                 "the batch-1 case summarised on its own (--quick: T / 5)"),
+                 "the batch-1 case and two more shapes summarised on their own (--quick: T / 5)"),
     cases=lstm_cases,
-    summary_groups=(GROUP_LSTM_FWD, GROUP_LSTM_FWD_BWD, GROUP_LSTM_FWD_B1, GROUP_LSTM_FWD_BWD_B1),
+    summary_groups=(GROUP_LSTM_FWD, GROUP_LSTM_FWD_BWD, GROUP_LSTM_FWD_B1, GROUP_LSTM_FWD_BWD_B1,
+                    GROUP_LSTM_FWD_MORE, GROUP_LSTM_FWD_BWD_MORE),
     unavailable=_lstm_unavailable,
 ))
 
@@ -1587,7 +1600,7 @@ def run_suite(suite: Suite, threads: Sequence[int], *, quick: bool = False, repe
     cases = suite.cases(quick)
     rounds = 1 if quick else ROUNDS
     timer_kw = (dict(target_s=0.05, max_repeats=20, max_block_s=1.0) if quick else
-                dict(target_s=0.2 / rounds, min_repeats=1, max_repeats=100 // rounds, max_block_s=2.0 / rounds))
+                dict(target_s=0.2 / rounds, min_repeats=2, max_repeats=100 // rounds, max_block_s=2.0 / rounds))
     block_repeats = None if repeats is None else max(1, -(-int(repeats) // rounds))
     prev_threads = max(threads)
     # A suite that does not time NumPy keeps its BLAS at one thread: re-sized OpenBLAS workers

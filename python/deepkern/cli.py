@@ -77,8 +77,8 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="thread counts, e.g. 1,2 (default: deepkern's default thread count, "
                             "plus 1 when threadpoolctl is installed)")
     bench.add_argument("--repeats", type=_positive_int, default=None, metavar="N",
-                       help="timed calls per library and case (default: adaptive, ~0.2 s per block, "
-                            "at least 3, 2 for the largest sizes)")
+                       help="timed calls per library and case, over 3 interleaved rounds (default: "
+                            "adaptive, ~0.2 s per library, at least 2 calls per round)")
     bench.add_argument("--json", default=None, metavar="PATH",
                        help="also write all rows and the machine information (cpu, isa, peaks, date, command)")
     bench.add_argument("--no-check", action="store_true",
