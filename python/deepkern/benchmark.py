@@ -58,8 +58,8 @@ MAX_COPIES = 256
 MAX_ROTATION_BYTES = 256 << 20
 #: Pause before each library's block when more than one thread was or will be busy (s).
 PAUSE_S = 0.3
-#: Pause between single-threaded blocks, and between libraries that leave no worker threads
-#: spinning (deepkern and PyTorch share one OpenMP runtime; OpenBLAS's threads spin on their own).
+#: Pause between single-threaded blocks. Between deepkern's and PyTorch's blocks at one thread count
+#: there is none: they share one OpenMP runtime (OpenBLAS's threads spin on their own).
 PAUSE_1T_S = 0.05
 #: ``deepkern bench`` times each line's libraries in this many rounds, in alternating order, and takes
 #: each library's median over all its calls: a slow spell of a shared machine then falls on both
@@ -1627,7 +1627,7 @@ def run_suite(suite: Suite, threads: Sequence[int], *, quick: bool = False, repe
                 for r in range(rounds):
                     for name in (timed if r % 2 == 0 else timed[::-1]):
                         spinning = prev_name is None or prev_name == "numpy" or t != prev_threads
-                        pause = PAUSE_S if max(t, prev_threads) > 1 and spinning else PAUSE_1T_S
+                        pause = (PAUSE_S if max(t, prev_threads) > 1 else PAUSE_1T_S) if spinning else 0.0
                         count = block_repeats if r == 0 else blocks[name][0].repeats  # later rounds: as many
                         with used[name].threads(t):
                             blocks[name].append(time_fn(case.impls[name], converted[name], repeats=count,
