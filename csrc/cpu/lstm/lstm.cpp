@@ -139,8 +139,8 @@ T* scratch(LstmSlot slot, int64_t count) {
 // AVX-512 machine (T=50 B=64 I=H=512, 2 threads, inference): 1 MB chunks 57 ms, 4 MB 50 ms, 16 MB
 // 70 ms; one GEMM for all steps 52 ms.
 constexpr int64_t kGateChunkBytes = int64_t(4) << 20;
-// Forward team: hidden units per thread at least, and recurrent multiply-adds per step from which
-// a barrier per step pays (batch 1 at H = 64).
+// Teams: hidden units per thread at least (when they split units), and recurrent multiply-adds per
+// step from which more than one thread pays (batch 1 at H = 64).
 constexpr int64_t kTeamMinUnits = 32;
 constexpr int64_t kTeamMinStepMacs = int64_t(1) << 14;
 // Batch rows per thread, and W_hh bytes at most, for a team to split rows rather than units.
