@@ -801,28 +801,33 @@ def test_mixed_dtypes():
 # the benchmark suite (deepkern.benchmark): its cases, flop counts and the check run before timing
 
 BENCH_SHAPES = [(100, 32, 256, 256), (50, 64, 512, 512), (100, 1, 128, 128), (200, 8, 64, 512), (35, 20, 650, 650)]
+BENCH_SHAPES_MORE = [(100, 256, 32, 32), (20, 16, 1024, 1024)]
 
 
 def test_bench_lstm_cases():
+    """The goal's five shapes (batch 1 summarised on its own), then two more summarised apart."""
     from deepkern import benchmark as dkb
 
     for name in ("gemm", "conv", "pool"):
         assert name in dkb.SUITES
     suite = dkb.get_suite("lstm")
     assert [tuple(s[:4]) for s in dkb.LSTM_SHAPES] == BENCH_SHAPES
+    assert [tuple(s[:4]) for s in dkb.LSTM_SHAPES_MORE] == BENCH_SHAPES_MORE
+    every = BENCH_SHAPES + BENCH_SHAPES_MORE
     for quick in (False, True):
         cases = suite.cases(quick)
-        assert len(cases) == 2 * len(BENCH_SHAPES)
+        assert len(cases) == 2 * len(every)
         assert {c.layout for c in cases} == {"fwd", "fwd+bwd"}
         for case in cases:
             t, b, i, h = case.shape
-            assert (b, i, h) in [s[1:] for s in BENCH_SHAPES], case.shape
-            full_t = [s[0] for s in BENCH_SHAPES if s[1:] == (b, i, h)][0]
+            assert (b, i, h) in [s[1:] for s in every], case.shape
+            full_t = [s[0] for s in every if s[1:] == (b, i, h)][0]
             assert (t < full_t) if quick else (t == full_t)
             fwd = 2.0 * t * b * 4 * h * (i + h)
             assert case.flops == (fwd if case.layout == "fwd" else 3 * fwd), case.name
             assert case.group in suite.summary_groups
             assert ("batch 1" in case.group) == (b == 1), case.group
+            assert ("more shapes" in case.group) == ((t if not quick else full_t, b, i, h) in BENCH_SHAPES_MORE)
             assert "deepkern" in case.impls and case.check is not None
 
 
