@@ -115,6 +115,12 @@ TileEpilogue<T> tile_epilogue(const GemmEpilogue<T>& ep, int64_t i0, int64_t j0,
 // Packs one micro-panel: dst[d * panel + w] = X(w, d) = x[w * ws + d * ds] for w < width <=
 // panel, d < depth, and zero for w in [width, panel). For A, w runs over rows and d over K; for
 // B, w runs over columns and d over K. Whichever stride is 1 decides the copy loop.
+// dst[d * ld + w] = x[w * ws + d] for w < width, d < depth: the active ISA's transposing copy.
+template <class T>
+void transpose_copy(int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ld, T* dst) {
+  kernels_for<T>(active_isa()).transpose(width, depth, x, ws, ld, dst);
+}
+
 template <class T>
 void copy_to_panel(int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ds, int panel, T* dst) {
   if (ws == 1) {
@@ -426,11 +432,6 @@ void gemm_prepacked(int64_t m, T alpha, StridedMatrix<const T> a, const PackedB<
   gemm_parallel(kern, P, P.m * P.n * P.k < kMinParallelMacs ? 1 : threads, b.panels);
 }
 
-template <class T>
-void transpose_copy(int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ld, T* dst) {
-  kernels_for<T>(active_isa()).transpose(width, depth, x, ws, ld, dst);
-}
-
 const char* gemm_kernel_name(bool double_precision) {
   return double_precision ? kernels_for<double>(active_isa()).name
                           : kernels_for<float>(active_isa()).name;
@@ -442,8 +443,6 @@ template void gemm<float>(int64_t, int64_t, int64_t, float, StridedMatrix<const 
 template void gemm<double>(int64_t, int64_t, int64_t, double, StridedMatrix<const double>,
                            StridedMatrix<const double>, double, StridedMatrix<double>,
                            const GemmEpilogue<double>&, int);
-template void transpose_copy<float>(int64_t, int64_t, const float*, int64_t, int64_t, float*);
-template void transpose_copy<double>(int64_t, int64_t, const double*, int64_t, int64_t, double*);
 template int64_t packed_b_size<float>(int64_t, int64_t);
 template int64_t packed_b_size<double>(int64_t, int64_t);
 template PackedB<float> pack_b_matrix<float>(int64_t, int64_t, StridedMatrix<const float>, float*);

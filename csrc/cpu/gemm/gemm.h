@@ -82,11 +82,6 @@ void gemm_prepacked(int64_t m, T alpha, StridedMatrix<const T> a, const PackedB<
                     StridedMatrix<T> c, const GemmEpilogue<T>& epilogue, int threads = 0,
                     PanelOrder order = PanelOrder::ascending);
 
-// dst[d * ld + w] = x[w * ws + d] for w < width, d < depth: a transposing copy (the packers'; for
-// float 16 x 16 AVX-512 blocks, or 4 x 4 SSE ones), for other families that lay out a matrix once.
-template <class T>
-void transpose_copy(int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ld, T* dst);
-
 // Name of the micro-kernel gemm<T> uses now ("avx512 12x32", ...), for show_config().
 const char* gemm_kernel_name(bool double_precision);
 

@@ -63,7 +63,7 @@ inline void transpose16(__m512 r[16]) {
   }
 }
 
-// transpose_copy for float in 16 x 16 blocks (masked loads and stores at the edges). Each block
+// TransposeKernel for float in 16 x 16 blocks (masked loads and stores at the edges). Each block
 // of depth is finished across the whole width before the next, so every line of dst is written
 // whole while it is in L1 (the SSE 4 x 4 version wrote each line of a 32-wide B panel in eight
 // pieces far apart: a W_hh of 2048 x 512 packed at 1.4 elements/ns).

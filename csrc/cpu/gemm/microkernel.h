@@ -48,7 +48,7 @@ using GemvColsKernel = void (*)(int64_t k, int64_t n, const T* x, const T* bt, i
 template <class T>
 using GemvPackedKernel = void (*)(int64_t k, int64_t panels, const T* x, const T* b, T* y);
 
-// dst[d * ld + w] = x[w * ws + d] for w < width, d < depth (transpose_copy's contract, gemm.h).
+// dst[d * ld + w] = x[w * ws + d] for w < width, d < depth: the packers' transposing copy.
 template <class T>
 using TransposeKernel = void (*)(int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ld, T* dst);
 

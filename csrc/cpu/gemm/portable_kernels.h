@@ -83,7 +83,8 @@ void gemv_rows_portable(int64_t k, int64_t n, const T* x, const T* b, int64_t ld
   }
 }
 
-// transpose_copy's contract: 4 x 4 SSE transposes for float (SSE2 is the x86-64 baseline).
+// TransposeKernel's contract (microkernel.h): 4 x 4 SSE transposes for float (SSE2 is the x86-64
+// baseline).
 template <class T>
 void transpose_portable(int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ld, T* dst) {
   int64_t w = 0;
