@@ -4,7 +4,9 @@ PyTorch's layout and gate order (i, f, g, o): ``w_ih`` (4H, I), ``w_hh`` (4H, H)
 ``b_hh`` (4H,). The kernels (csrc/cpu/lstm) run the forward on one team of threads, each owning a
 share of the hidden units: the input projection a chunk of steps at a time as one GEMM, then per
 step one recurrent GEMM into the gates and one fused cell update, one barrier per step; backward
-gets the weight and input gradients of all steps from single large GEMMs. Multi-layer, bidirectional and batch_first models compose
+gets the weight and input gradients of all steps from single large GEMMs. Each thread keeps its
+working memory (its packed share of the weights; backward's gate gradients) between calls, sized by
+the largest layer run so far, so repeated calls do not fault fresh pages in. Multi-layer, bidirectional and batch_first models compose
 these (reverse=True runs a sequence backwards in time, as the reverse direction of a
 bidirectional layer).
 """
