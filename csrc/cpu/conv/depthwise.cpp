@@ -8,6 +8,7 @@
 
 #include <algorithm>
 
+#include "core/cpu_features.h"
 #include "core/threading.h"
 #include "cpu/conv/taps.h"
 
@@ -15,9 +16,10 @@ namespace deepkern::cpu {
 namespace {
 
 // Calls tap(out_row p, kernel row r, kernel col t, input row ih, w_offset, q_lo, q_hi) for every
-// tap of every output row that reads inside the image.
+// tap of every output row that reads inside the image. Inlined, with the taps, into the per-plane
+// functions below, so their per-ISA clones vectorize the taps' loops for that ISA.
 template <class Tap>
-void for_each_tap(const Conv2dShape& s, Tap tap) {
+[[gnu::always_inline]] inline void for_each_tap(const Conv2dShape& s, Tap tap) {
   for (int64_t p = 0; p < s.out_h; ++p)
     for (int64_t r = 0; r < s.kernel_h; ++r) {
       const int64_t ih = p * s.stride_h - s.pad_h + r * s.dilation_h;
@@ -42,81 +44,95 @@ void parallel_ranges(int64_t count, int64_t work_per_item, Body body) {
   });
 }
 
+// y_plane = bias + the taps of w_k over x_plane (one output plane).
+template <class T>
+DEEPKERN_ISA_CLONES void forward_plane(const Conv2dShape& s, const T* x_plane, const T* w_k, T bias, T* y_plane) {
+  const int64_t sw = s.stride_w;
+  std::fill(y_plane, y_plane + s.out_h * s.out_w, bias);
+  for_each_tap(s, [&](int64_t p, int64_t r, int64_t t, int64_t ih, int64_t w_offset, int64_t q_lo,
+                      int64_t q_hi) __attribute__((always_inline)) {
+    const T weight = w_k[r * s.kernel_w + t];
+    const T* __restrict in = x_plane + ih * s.in_w + w_offset;
+    T* __restrict out = y_plane + p * s.out_w;
+    if (sw == 1) {
+#pragma omp simd
+      for (int64_t q = q_lo; q < q_hi; ++q) out[q] += weight * in[q];
+    } else {
+      for (int64_t q = q_lo; q < q_hi; ++q) out[q] += weight * in[q * sw];
+    }
+  });
+}
+
+// dx_plane += the taps of w_k over dy_plane (one output plane's share of an input plane's gradient).
+template <class T>
+DEEPKERN_ISA_CLONES void backward_data_plane(const Conv2dShape& s, const T* dy_plane, const T* w_k, T* dx_plane) {
+  const int64_t sw = s.stride_w;
+  for_each_tap(s, [&](int64_t p, int64_t r, int64_t t, int64_t ih, int64_t w_offset, int64_t q_lo,
+                      int64_t q_hi) __attribute__((always_inline)) {
+    const T weight = w_k[r * s.kernel_w + t];
+    const T* __restrict dy = dy_plane + p * s.out_w;
+    T* __restrict dx = dx_plane + ih * s.in_w + w_offset;
+    if (sw == 1) {
+#pragma omp simd
+      for (int64_t q = q_lo; q < q_hi; ++q) dx[q] += weight * dy[q];
+    } else {
+      for (int64_t q = q_lo; q < q_hi; ++q) dx[q * sw] += weight * dy[q];
+    }
+  });
+}
+
+// dw_k += the taps' sums of dy_plane * x_plane (one image's share of a channel's weight gradient).
+template <class T>
+DEEPKERN_ISA_CLONES void backward_weight_plane(const Conv2dShape& s, const T* dy_plane, const T* x_plane, T* dw_k) {
+  const int64_t sw = s.stride_w;
+  for_each_tap(s, [&](int64_t p, int64_t r, int64_t t, int64_t ih, int64_t w_offset, int64_t q_lo,
+                      int64_t q_hi) __attribute__((always_inline)) {
+    const T* dy = dy_plane + p * s.out_w;
+    const T* in = x_plane + ih * s.in_w + w_offset;
+    T sum = 0;
+    if (sw == 1) {
+#pragma omp simd reduction(+ : sum)
+      for (int64_t q = q_lo; q < q_hi; ++q) sum += dy[q] * in[q];
+    } else {
+      for (int64_t q = q_lo; q < q_hi; ++q) sum += dy[q] * in[q * sw];
+    }
+    dw_k[r * s.kernel_w + t] += sum;
+  });
+}
+
 }  // namespace
 
 template <class T>
 void depthwise_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
   const int64_t multiplier = s.out_channels / s.in_channels, taps = s.kernel_h * s.kernel_w;
-  const int64_t sw = s.stride_w;
   parallel_ranges(s.batch * s.out_channels, s.out_h * s.out_w * taps, [&](int64_t plane) {
     const int64_t n = plane / s.out_channels, k = plane % s.out_channels;
-    const T* x_plane = x + (n * s.in_channels + k / multiplier) * s.in_h * s.in_w;
-    const T* w_k = w + k * taps;
-    T* y_plane = y + plane * s.out_h * s.out_w;
-    std::fill(y_plane, y_plane + s.out_h * s.out_w, bias ? bias[k] : T(0));
-    for_each_tap(s, [&](int64_t p, int64_t r, int64_t t, int64_t ih, int64_t w_offset, int64_t q_lo, int64_t q_hi) {
-      const T weight = w_k[r * s.kernel_w + t];
-      const T* in = x_plane + ih * s.in_w + w_offset;
-      T* out = y_plane + p * s.out_w;
-      if (sw == 1) {
-#pragma omp simd
-        for (int64_t q = q_lo; q < q_hi; ++q) out[q] += weight * in[q];
-      } else {
-        for (int64_t q = q_lo; q < q_hi; ++q) out[q] += weight * in[q * sw];
-      }
-    });
+    forward_plane(s, x + (n * s.in_channels + k / multiplier) * s.in_h * s.in_w, w + k * taps,
+                  bias ? bias[k] : T(0), y + plane * s.out_h * s.out_w);
   });
 }
 
 template <class T>
 void depthwise_backward_data(const Conv2dShape& s, const T* grad_y, const T* w, T* grad_x) {
   const int64_t multiplier = s.out_channels / s.in_channels, taps = s.kernel_h * s.kernel_w;
-  const int64_t sw = s.stride_w;
   parallel_ranges(s.batch * s.in_channels, s.out_h * s.out_w * taps * multiplier, [&](int64_t plane) {
     const int64_t n = plane / s.in_channels, c = plane % s.in_channels;
     T* dx_plane = grad_x + plane * s.in_h * s.in_w;
     std::fill(dx_plane, dx_plane + s.in_h * s.in_w, T(0));
-    for (int64_t k = c * multiplier; k < (c + 1) * multiplier; ++k) {
-      const T* dy_plane = grad_y + (n * s.out_channels + k) * s.out_h * s.out_w;
-      const T* w_k = w + k * taps;
-      for_each_tap(s, [&](int64_t p, int64_t r, int64_t t, int64_t ih, int64_t w_offset, int64_t q_lo, int64_t q_hi) {
-        const T weight = w_k[r * s.kernel_w + t];
-        const T* dy = dy_plane + p * s.out_w;
-        T* dx = dx_plane + ih * s.in_w + w_offset;
-        if (sw == 1) {
-#pragma omp simd
-          for (int64_t q = q_lo; q < q_hi; ++q) dx[q] += weight * dy[q];
-        } else {
-          for (int64_t q = q_lo; q < q_hi; ++q) dx[q * sw] += weight * dy[q];
-        }
-      });
-    }
+    for (int64_t k = c * multiplier; k < (c + 1) * multiplier; ++k)
+      backward_data_plane(s, grad_y + (n * s.out_channels + k) * s.out_h * s.out_w, w + k * taps, dx_plane);
   });
 }
 
 template <class T>
 void depthwise_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x, T* grad_w) {
   const int64_t multiplier = s.out_channels / s.in_channels, taps = s.kernel_h * s.kernel_w;
-  const int64_t sw = s.stride_w;
   parallel_ranges(s.out_channels, s.batch * s.out_h * s.out_w * taps, [&](int64_t k) {
     T* dw_k = grad_w + k * taps;
     std::fill(dw_k, dw_k + taps, T(0));
-    for (int64_t n = 0; n < s.batch; ++n) {
-      const T* x_plane = x + (n * s.in_channels + k / multiplier) * s.in_h * s.in_w;
-      const T* dy_plane = grad_y + (n * s.out_channels + k) * s.out_h * s.out_w;
-      for_each_tap(s, [&](int64_t p, int64_t r, int64_t t, int64_t ih, int64_t w_offset, int64_t q_lo, int64_t q_hi) {
-        const T* dy = dy_plane + p * s.out_w;
-        const T* in = x_plane + ih * s.in_w + w_offset;
-        T sum = 0;
-        if (sw == 1) {
-#pragma omp simd reduction(+ : sum)
-          for (int64_t q = q_lo; q < q_hi; ++q) sum += dy[q] * in[q];
-        } else {
-          for (int64_t q = q_lo; q < q_hi; ++q) sum += dy[q] * in[q * sw];
-        }
-        dw_k[r * s.kernel_w + t] += sum;
-      });
-    }
+    for (int64_t n = 0; n < s.batch; ++n)
+      backward_weight_plane(s, grad_y + (n * s.out_channels + k) * s.out_h * s.out_w,
+                            x + (n * s.in_channels + k / multiplier) * s.in_h * s.in_w, dw_k);
   });
 }
 
