@@ -9,6 +9,7 @@
 #include <algorithm>
 
 #include "core/cpu_features.h"
+#include "core/scratch.h"
 #include "core/threading.h"
 #include "cpu/conv/taps.h"
 
@@ -44,11 +45,62 @@ void parallel_ranges(int64_t count, int64_t work_per_item, Body body) {
   });
 }
 
+struct DepthwiseScratch;  // this file's thread_scratch tag
+
+// Stride 1 without dilation (unit_steps) takes a faster path in the forward and the data gradient:
+// the plane read tap by tap is copied once into a zero-bordered buffer, so each tap of each row is
+// one unconditional vectorized multiply-add over the whole row, without per-tap column bounds.
+// Measured, C=128 56x56 3x3, 2 threads: batch 32 forward 17.1 -> 13.4-14.3 ms, batch 2 0.83 ->
+// 0.46-0.50 ms. (The weight gradient's dot products over the bordered plane, one long reduction
+// per tap, were slower than its row-by-row sums: 34 -> 40 ms for the backward.)
+inline bool unit_steps(const Conv2dShape& s) {
+  return s.stride_h == 1 && s.stride_w == 1 && s.dilation_h == 1 && s.dilation_w == 1;
+}
+
+// dst (rows x cols) = src (src_rows x src_cols) shifted down by `top` and right by `left`, zero
+// outside it; in this thread's scratch.
+template <class T>
+[[gnu::always_inline]] inline const T* bordered_copy(const T* src, int64_t src_rows, int64_t src_cols, int64_t top,
+                                                     int64_t left, int64_t rows, int64_t cols) {
+  T* dst = thread_scratch<DepthwiseScratch, 1, T>(0, rows * cols);
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t from = i - top;
+    const bool inside = from >= 0 && from < src_rows;
+    const T* in = src + from * src_cols - left;
+    T* __restrict row = dst + i * cols;
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) row[j] = inside && j >= left && j - left < src_cols ? in[j] : T(0);
+  }
+  return dst;
+}
+
+// out (out_h x out_w) += sum over taps (r, t) of w[r][t] (w[R-1-r][S-1-t] when kFlip) times the
+// bordered plane shifted by (r, t); bordered rows are out_w + S - 1 wide.
+template <bool kFlip, class T>
+[[gnu::always_inline]] inline void accumulate_taps(int64_t out_h, int64_t out_w, int64_t R, int64_t S, const T* w,
+                                                   const T* bordered, T* out) {
+  const int64_t pw = out_w + S - 1;
+  for (int64_t p = 0; p < out_h; ++p)
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t t = 0; t < S; ++t) {
+        const T weight = kFlip ? w[(R - 1 - r) * S + (S - 1 - t)] : w[r * S + t];
+        const T* __restrict in = bordered + (p + r) * pw + t;
+        T* __restrict row = out + p * out_w;
+#pragma omp simd
+        for (int64_t q = 0; q < out_w; ++q) row[q] += weight * in[q];
+      }
+}
+
 // y_plane = bias + the taps of w_k over x_plane (one output plane).
 template <class T>
 DEEPKERN_ISA_CLONES void forward_plane(const Conv2dShape& s, const T* x_plane, const T* w_k, T bias, T* y_plane) {
-  const int64_t sw = s.stride_w;
   std::fill(y_plane, y_plane + s.out_h * s.out_w, bias);
+  if (unit_steps(s)) {
+    const int64_t R = s.kernel_h, S = s.kernel_w;
+    const T* bordered = bordered_copy(x_plane, s.in_h, s.in_w, s.pad_h, s.pad_w, s.out_h + R - 1, s.out_w + S - 1);
+    return accumulate_taps<false>(s.out_h, s.out_w, R, S, w_k, bordered, y_plane);
+  }
+  const int64_t sw = s.stride_w;
   for_each_tap(s, [&](int64_t p, int64_t r, int64_t t, int64_t ih, int64_t w_offset, int64_t q_lo,
                       int64_t q_hi) __attribute__((always_inline)) {
     const T weight = w_k[r * s.kernel_w + t];
@@ -66,6 +118,12 @@ DEEPKERN_ISA_CLONES void forward_plane(const Conv2dShape& s, const T* x_plane, c
 // dx_plane += the taps of w_k over dy_plane (one output plane's share of an input plane's gradient).
 template <class T>
 DEEPKERN_ISA_CLONES void backward_data_plane(const Conv2dShape& s, const T* dy_plane, const T* w_k, T* dx_plane) {
+  if (unit_steps(s)) {  // dx(i, j) = sum w(r, t) dy(i + pad - r, j + pad - t): the flipped kernel
+    const int64_t R = s.kernel_h, S = s.kernel_w;
+    const T* bordered = bordered_copy(dy_plane, s.out_h, s.out_w, R - 1 - s.pad_h, S - 1 - s.pad_w, s.in_h + R - 1,
+                                      s.in_w + S - 1);
+    return accumulate_taps<true>(s.in_h, s.in_w, R, S, w_k, bordered, dx_plane);
+  }
   const int64_t sw = s.stride_w;
   for_each_tap(s, [&](int64_t p, int64_t r, int64_t t, int64_t ih, int64_t w_offset, int64_t q_lo,
                       int64_t q_hi) __attribute__((always_inline)) {
