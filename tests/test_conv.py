@@ -175,6 +175,8 @@ CORNERS = [
     Cfg(3, 16, 37, 37, 16, 3, 3, padding=1, bias=False),               # biggest image, no bias
     Cfg(3, 17, 37, 37, 32, 1, 1),                                      # 1x1 over an odd image
     Cfg(1, 16, 37, 37, 16, 3, 3, padding=1, groups=16),                # depthwise on the biggest image
+    Cfg(3, 3, 6, 5, 6, 3, 5, padding=(3, 4), groups=3),                # depthwise stride 1, pads beyond the kernel
+    Cfg(1, 4, 5, 7, 4, 1, 5, padding=(0, 2), groups=4),                # depthwise 1x5, stride 1
     Cfg(1, 6, 16, 16, 9, 7, 7, stride=3, padding=3, dilation=2, groups=3),  # all at once
 ]
 
