@@ -232,6 +232,15 @@ def _require(op: str, multi: bool, name: str, value, reason: str) -> None:
         raise ValueError(f"{op}: {plural} is required when {reason}")
 
 
+def _state_if(op: str, multi: bool, name: str, value, used: bool, reason: str):
+    """An optional state: required when ``used`` (``reason`` says when), else None: not read or
+    written, as in PyTorch."""
+    if not used:
+        return None
+    _require(op, multi, name, value, reason)
+    return value
+
+
 # ---- SGD --------------------------------------------------------------------------------------
 
 
@@ -245,11 +254,8 @@ def _sgd(op, multi, params, grads, momentum_buffer, lr, momentum, dampening, wei
                          f"got momentum = {momentum}, dampening = {dampening}")
     params, grads = _param_lists(op, multi, params, grads)
     first = _per_tensor(first_step, len(params), "first_step", op, "flag")
-    if momentum != 0:
-        _require(op, multi, "momentum_buffer", momentum_buffer,
-                 "momentum != 0 (on the first step pass np.empty_like(param) with first_step=True)")
-    else:
-        momentum_buffer = None  # not read or written, as in PyTorch
+    momentum_buffer = _state_if(op, multi, "momentum_buffer", momentum_buffer, momentum != 0,
+                                "momentum != 0 (on the first step pass np.empty_like(param) with first_step=True)")
     states = _state_lists(op, multi, len(params), momentum_buffer=momentum_buffer)
     if params:
         _run(op, _Names(multi), _C.sgd_step, params, grads, states, first, lr, momentum, dampening, weight_decay,
@@ -289,10 +295,7 @@ def _adam(op, multi, params, grads, exp_avg, exp_avg_sq, step, lr, betas, eps, w
     steps = _per_tensor(step, len(params), "steps" if multi else "step", op, "step")
     _require(op, multi, "exp_avg", exp_avg, "stepping Adam")
     _require(op, multi, "exp_avg_sq", exp_avg_sq, "stepping Adam")
-    if amsgrad:
-        _require(op, multi, "max_exp_avg_sq", max_exp_avg_sq, "amsgrad=True")
-    else:
-        max_exp_avg_sq = None
+    max_exp_avg_sq = _state_if(op, multi, "max_exp_avg_sq", max_exp_avg_sq, amsgrad, "amsgrad=True")
     states = _state_lists(op, multi, len(params), exp_avg=exp_avg, exp_avg_sq=exp_avg_sq,
                           max_exp_avg_sq=max_exp_avg_sq)
     if params:
@@ -347,14 +350,8 @@ def _rmsprop(op, multi, params, grads, square_avg, lr, alpha, eps, weight_decay,
     centered, maximize = _flag(centered, "centered", op), _flag(maximize, "maximize", op)
     params, grads = _param_lists(op, multi, params, grads)
     _require(op, multi, "square_avg", square_avg, "stepping RMSprop")
-    if momentum > 0:
-        _require(op, multi, "momentum_buffer", momentum_buffer, "momentum > 0")
-    else:
-        momentum_buffer = None
-    if centered:
-        _require(op, multi, "grad_avg", grad_avg, "centered=True")
-    else:
-        grad_avg = None
+    momentum_buffer = _state_if(op, multi, "momentum_buffer", momentum_buffer, momentum > 0, "momentum > 0")
+    grad_avg = _state_if(op, multi, "grad_avg", grad_avg, centered, "centered=True")
     states = _state_lists(op, multi, len(params), square_avg=square_avg, momentum_buffer=momentum_buffer,
                           grad_avg=grad_avg)
     if params:
