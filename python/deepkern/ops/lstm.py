@@ -51,33 +51,28 @@ def _arrays(op: str, x, h, c, w_ih, w_hh, b_ih, b_hh, *, sequence: bool):
         )
     dtype = x.dtype
     named = {"w_ih": w_ih, "w_hh": w_hh}
-    states = {}
-    for name, value in (("h", h), ("c", c)):
+
+    def optional(name, value, shape, layout):  # an optional input of a fixed shape, or None
         if value is None:
-            states[name] = None
-            continue
+            return None
         value = as_float_array(value, name, op)
-        if value.shape != (batch, hidden):
-            raise ValueError(f"{op}: {name} must have shape (B, H) = ({batch}, {hidden}), got {value.shape}")
-        states[name] = named[name] = value
-    biases = {}
-    for name, value in (("b_ih", b_ih), ("b_hh", b_hh)):
-        if value is None:
-            biases[name] = None
-            continue
-        value = as_float_array(value, name, op)
-        if value.shape != (4 * hidden,):
-            raise ValueError(f"{op}: {name} must have shape (4H,) = ({4 * hidden},), got {value.shape}")
-        biases[name] = named[name] = value
+        if value.shape != shape:
+            raise ValueError(f"{op}: {name} must have shape {layout} = {shape}, got {value.shape}")
+        named[name] = value
+        return value
+
+    h, c = (optional(name, value, (batch, hidden), "(B, H)") for name, value in (("h", h), ("c", c)))
+    b_ih, b_hh = (optional(name, value, (4 * hidden,), "(4H,)") for name, value in (("b_ih", b_ih), ("b_hh", b_hh)))
     for name, value in named.items():
         if value.dtype != dtype:
             raise TypeError(f"{op}: {name} has dtype {value.dtype} but x has {dtype}; use one dtype")
-    if biases["b_ih"] is None and biases["b_hh"] is None:
-        bias = None
-    else:
-        bias = sum(b for b in biases.values() if b is not None).astype(dtype, copy=False)
     contiguous = np.ascontiguousarray
-    h, c = (None if v is None else contiguous(v) for v in (states["h"], states["c"]))
+    if b_ih is None or b_hh is None:  # the kernel takes one bias: their sum
+        bias = b_hh if b_ih is None else b_ih
+        bias = None if bias is None else contiguous(bias)
+    else:
+        bias = b_ih + b_hh
+    h, c = (None if v is None else contiguous(v) for v in (h, c))
     return contiguous(x), h, c, contiguous(w_ih), contiguous(w_hh), bias, hidden
 
 
