@@ -274,8 +274,6 @@ void gemm_parallel(const GemmKernels<T>& kern, const Problem<T>& P, int threads,
   });
 }
 
-// C is a single row (m == 1): y = x B with the GEMV kernels, when B has a unit stride.
-// Returns false (nothing done) when it has none.
 // The row x of a GEMV as a contiguous vector: in place, or gathered into `storage`.
 template <class T>
 const T* contiguous_row(const Problem<T>& P, std::vector<T>& storage) {
@@ -285,51 +283,49 @@ const T* contiguous_row(const Problem<T>& P, std::vector<T>& storage) {
   return storage.data();
 }
 
+// The driver of both GEMVs: y = x B for a single row of C, its columns split over threads in
+// runs of whole `unit`s (64 columns, or B's packed panels) and each run computed in L1-sized chunks
+// by product(x, j0, columns, y), then merged into C.
+template <class T, class Product>
+void gemv_split(const GemmKernels<T>& kern, const Problem<T>& P, int threads, int64_t unit, Product product) {
+  std::vector<T> x_storage;
+  const T* x = contiguous_row(P, x_storage);
+  if (P.n * P.k < kMinParallelGemv) threads = 1;
+  threads = static_cast<int>(std::min<int64_t>(threads, ceil_div(P.n, unit)));
+  const int64_t per_thread = ceil_div(ceil_div(P.n, unit), threads) * unit, chunk = kGemvChunk / unit * unit;
+  run_on_threads(threads, [&](int t) {
+    T* y = scratch<T>(kTile, kGemvChunk);
+    const int64_t end = std::min(P.n, (t + 1) * per_thread);
+    for (int64_t j0 = t * per_thread; j0 < end; j0 += chunk) {
+      const int64_t nj = std::min(chunk, end - j0);
+      product(x, j0, nj, y);
+      kern.merge(int64_t(1), nj, y, nj, P.c.data + j0 * P.c.col_stride, P.c.row_stride, P.c.col_stride, P.alpha,
+                 P.beta, tile_epilogue(P.epilogue, 0, j0, true));
+    }
+  });
+}
+
+// C is a single row (m == 1): y = x B with the GEMV kernels, when B has a unit stride.
+// Returns false (nothing done) when it has none.
 template <class T>
 bool gemv(const GemmKernels<T>& kern, const Problem<T>& P, int threads) {
   const bool rows_contiguous = P.b.col_stride == 1;
   if (!rows_contiguous && P.b.row_stride != 1) return false;
-  std::vector<T> x_storage;
-  const T* x = contiguous_row(P, x_storage);
-  if (P.n * P.k < kMinParallelGemv) threads = 1;
-  threads = static_cast<int>(std::min<int64_t>(threads, ceil_div(P.n, 64)));
-  // Each thread takes a contiguous range of y (64-element aligned), in L1-sized chunks.
-  const int64_t per_thread = ceil_div(ceil_div(P.n, threads), 64) * 64;
-  run_on_threads(threads, [&](int t) {
-    T* y = scratch<T>(kTile, kGemvChunk);
-    const int64_t end = std::min(P.n, (t + 1) * per_thread);
-    for (int64_t j0 = t * per_thread; j0 < end; j0 += kGemvChunk) {
-      const int64_t nj = std::min(kGemvChunk, end - j0);
-      if (rows_contiguous)
-        kern.gemv_rows(P.k, nj, x, P.b.data + j0, P.b.row_stride, y);
-      else
-        kern.gemv_cols(P.k, nj, x, P.b.data + j0 * P.b.col_stride, P.b.col_stride, y);
-      kern.merge(int64_t(1), nj, y, nj, P.c.data + j0 * P.c.col_stride, P.c.row_stride,
-                 P.c.col_stride, P.alpha, P.beta, tile_epilogue(P.epilogue, 0, j0, true));
-    }
+  gemv_split(kern, P, threads, 64, [&](const T* x, int64_t j0, int64_t nj, T* y) {
+    if (rows_contiguous)
+      kern.gemv_rows(P.k, nj, x, P.b.data + j0, P.b.row_stride, y);
+    else
+      kern.gemv_cols(P.k, nj, x, P.b.data + j0 * P.b.col_stride, P.b.col_stride, y);
   });
   return true;
 }
 
 // A single row against packed B (gemm_prepacked with m == 1): the packed GEMV kernel reads each
-// panel front to back; threads take contiguous runs of panels, each in chunks whose y stays in L1.
+// panel front to back; threads take runs of whole panels.
 template <class T>
 void gemv_prepacked(const GemmKernels<T>& kern, const Problem<T>& P, const PackedB<T>& b, int threads) {
-  std::vector<T> x_storage;
-  const T* x = contiguous_row(P, x_storage);
-  const int64_t panels = ceil_div(P.n, b.nr), chunk = kGemvChunk / b.nr;
-  if (P.n * P.k < kMinParallelGemv) threads = 1;
-  threads = static_cast<int>(std::min<int64_t>(threads, panels));
-  const int64_t per_thread = ceil_div(panels, threads);
-  run_on_threads(threads, [&](int t) {
-    T* y = scratch<T>(kTile, kGemvChunk);
-    const int64_t end = std::min(panels, (t + 1) * per_thread);
-    for (int64_t q0 = t * per_thread; q0 < end; q0 += chunk) {
-      const int64_t nq = std::min(chunk, end - q0), j0 = q0 * b.nr;
-      kern.gemv_packed(P.k, nq, x, b.panels + j0 * P.k, y);
-      kern.merge(int64_t(1), std::min(nq * b.nr, P.n - j0), y, nq * b.nr, P.c.data + j0 * P.c.col_stride,
-                 P.c.row_stride, P.c.col_stride, P.alpha, P.beta, tile_epilogue(P.epilogue, 0, j0, true));
-    }
+  gemv_split(kern, P, threads, b.nr, [&](const T* x, int64_t j0, int64_t nj, T* y) {
+    kern.gemv_packed(P.k, ceil_div(nj, b.nr), x, b.panels + j0 * P.k, y);
   });
 }
 
