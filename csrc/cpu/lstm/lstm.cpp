@@ -259,15 +259,15 @@ struct StepStates {
   }
 };
 
-// The forward runs on a team of threads, the whole sequence inside one parallel region. Thread t
-// owns hidden units [j0, j0 + n) and packs, into its own scratch, its 4n columns of W_ih^T and of
-// W_hh^T (n from each gate block), so its share of W_hh stays in its core's cache from step to
-// step. Per chunk of steps it projects the inputs onto its own gate columns, bias included, into
-// its own rows (one GEMM; no other thread reads them, so no barrier); per step it adds
-// h_{t-1} @ its W_hh share into that step's rows (a GEMV at batch 1), applies the cell update to
-// its units and meets the others at one barrier (the next step reads all of h_t). A step costs one
-// barrier instead of a thread hand-off per GEMM and per pointwise pass, and its gates never leave
-// the core that uses them.
+// The forward runs on a team of threads, the whole sequence inside one parallel region. Each thread
+// owns a TeamBlock: batch rows [r0, r0 + rows) and hidden units [j0, j0 + n). It packs, into its own
+// scratch, its 4n columns of W_ih^T and of W_hh^T (n from each gate block), so its share of W_hh
+// stays in its core's cache from step to step. Per chunk of steps it projects its rows of the
+// inputs onto its own gate columns, bias included (no other thread reads them, so no barrier); per
+// step it adds h_{t-1} @ its W_hh share into that step's pre-activations (a GEMV at batch 1),
+// applies the cell update to its block and, when the units are split, meets the others at one
+// barrier (the next step reads all of h_t). A step costs at most one barrier instead of a thread
+// hand-off per GEMM and per pointwise pass, and its gates never leave the core that uses them.
 template <class T>
 void forward_team(const LstmShape& s, int team, const T* x, const T* h0, const T* c0, const T* w_ih,
                   const T* w_hh, const T* bias, T* y, T* gates, T* cells, T* hidden, T* h_last, T* c_last) {
@@ -330,13 +330,13 @@ void forward_team(const LstmShape& s, int team, const T* x, const T* h0, const T
   st.copy_last(h_last, c_last);
 }
 
-// Backpropagation through the steps on a team of threads (the counterpart of forward_team): thread
-// t owns hidden units [j0, j0 + n) and packs W_hh's columns of them (4H x n). Per step, latest
-// first, it adds grad_y into its part of dh, runs the cell backward of its units (writing its
-// columns of dG_t and its part of dc), meets the others at one barrier (dG_t is then whole), and
-// multiplies dG_t by its W_hh columns into its part of dh, the gradient of h_{t-1}: the next step
-// reads only its own units of dh, so that needs no barrier. dh and dc enter as the gradients of
-// the final states and leave as those of h0 and c0.
+// Backpropagation through the steps on a team of threads (the counterpart of forward_team, with the
+// same TeamBlocks): each thread packs W_hh's columns of its units (4H x n). Per step, latest first,
+// it adds grad_y into its block of dh, runs the cell backward of its block (writing its part of
+// dG_t and of dc), meets the others at one barrier when the units are split (its rows of dG_t are
+// then whole), and multiplies its rows of dG_t by its W_hh columns into its block of dh, the
+// gradient of h_{t-1}: the next step reads only its own block of dh, so that needs no barrier. dh
+// and dc enter as the gradients of the final states and leave as those of h0 and c0.
 template <class T>
 void backward_team(const LstmShape& s, int team, const T* grad_y, const T* c0, const T* w_hh, const T* gates,
                    const T* cells, T* dh, T* dc, T* dgates) {
