@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/cpu_features.h"
+#include "core/isa_dispatch.h"
 #include "core/threading.h"
 #include "cpu/conv/conv.h"
 #include "cpu/gemm/gemm.h"
@@ -469,6 +470,20 @@ PYBIND11_MODULE(_C, m) {
         "Kernel ISA in use.");
   m.def("set_active_isa", [](const std::string& name) { set_active_isa(isa_from_name(name)); },
         py::arg("isa"), "Choose the kernel ISA ('avx512', 'avx2', 'generic').");
+  m.def("isa_families", [] {
+          std::vector<std::string> names;
+          for (int f = 0; f < static_cast<int>(IsaFamily::count); ++f)
+            names.emplace_back(family_name(static_cast<IsaFamily>(f)));
+          return names;
+        },
+        "The kernel families with per-ISA code.");
+  m.def("last_isa",
+        [](const std::string& family) -> py::object {
+          const char* isa = last_isa_used(family_from_name(family.c_str()));
+          return isa ? py::object(py::str(isa)) : py::object(py::none());
+        },
+        py::arg("family"), "The ISA the family's last kernel call ran on (None if it has not run).");
+  m.def("reset_isa_records", &reset_isa_records, "Forget which ISA each family ran on last.");
   m.def("get_num_threads", &num_threads);
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
   m.def("gemm_kernel_name", &cpu::gemm_kernel_name, py::arg("double_precision") = false);

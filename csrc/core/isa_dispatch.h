@@ -1,0 +1,58 @@
+// The one run-time ISA dispatch of every per-ISA code path.
+//
+// A family's per-ISA code is compiled once per ISA (CMake: DEEPKERN_PER_ISA_SOURCES, compiled with
+// each ISA's flags and DEEPKERN_ISA_NS defined as avx512, avx2 or generic; or one source per ISA in
+// DEEPKERN_ISA_ONLY_SOURCES_<isa>). Each ISA's translation unit defines the family's kernel table in
+// namespace DEEPKERN_ISA_NS, filled by field name. The family's code picks a table with dispatch(),
+// which follows active_isa() (CPUID, DEEPKERN_ISA, set_active_isa) and records which ISA ran, so
+// tests and `deepkern info` can see that forcing an ISA steers every family.
+#pragma once
+#include <atomic>
+
+#include "core/cpu_features.h"
+
+namespace deepkern {
+
+// Families with per-ISA code. Add one here (and its name in isa_dispatch.cpp) with a new family.
+enum class IsaFamily : int { gemm, conv_winograd, conv_depthwise, lstm, optim, pool, roofline, count };
+
+// "gemm", "conv_winograd", ...: the names last_isa_used() and deepkern._C.last_isa() take.
+const char* family_name(IsaFamily family);
+// Parses a name from family_name(); throws std::invalid_argument for an unknown one.
+IsaFamily family_from_name(const char* name);
+
+// The ISA the family's last dispatch() chose, or nullptr if it has not run since start-up or
+// since reset_isa_records().
+const char* last_isa_used(IsaFamily family);
+void reset_isa_records();
+
+namespace detail {
+// A family's record: 0 before its first dispatch, else 1 + the ISA.
+std::atomic<int>& isa_record(IsaFamily family);
+inline int record_code(Isa isa) { return 1 + static_cast<int>(isa); }
+}  // namespace detail
+
+// One family's kernel tables, one per ISA.
+template <class Table>
+struct IsaTables {
+  const Table& generic;
+  const Table& avx2;
+  const Table& avx512;
+};
+
+// The table for the active ISA. Records the choice (a relaxed load, and a store only when it
+// changes, so calls from many threads do not contend for the line).
+template <class Table>
+const Table& dispatch(IsaFamily family, const IsaTables<Table>& tables) {
+  const Isa isa = active_isa();
+  std::atomic<int>& record = detail::isa_record(family);
+  const int code = detail::record_code(isa);
+  if (record.load(std::memory_order_relaxed) != code) record.store(code, std::memory_order_relaxed);
+  switch (isa) {
+    case Isa::avx512: return tables.avx512;
+    case Isa::avx2: return tables.avx2;
+    default: return tables.generic;
+  }
+}
+
+}  // namespace deepkern
