@@ -1,0 +1,112 @@
+// deepkern._C, LSTM: one layer over a sequence, forward and backpropagation through time
+// (deepkern.ops.lstm).
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+
+#include "cpu/lstm/lstm.h"
+#include "python/boundary.h"
+
+namespace deepkern::python {
+namespace {
+
+// T, B, I read off x (T, B, I) and H off w_hh (4H, H).
+cpu::LstmShape lstm_shape(const char* op, py::handle x, py::handle w_hh, bool reverse) {
+  const Shape xs = shape_with_ndim(x, op, "x", 3, "(T, B, I)");
+  const Shape ws = shape_with_ndim(w_hh, op, "w_hh", 2, "(4H, H)");
+  if (ws[0] % 4 || ws[0] / 4 != ws[1])
+    throw py::value_error(std::string(op) + ": w_hh must have shape (4H, H), got " + shape_str(ws));
+  return {xs[0], xs[1], xs[2], ws[1], reverse};
+}
+
+// Both bindings' contract: C-contiguous arrays of one float dtype, of the shapes named below; an
+// optional array is None (h0, c0: zeros; grad_y, grad_h_last, grad_c_last: zero; bias: none). The
+// outputs are written, never read, and overlap no other argument. reverse runs t = T-1 down to 0.
+
+// x (T, B, I), h0 and c0 (B, H), w_ih (4H, I), w_hh (4H, H), bias (4H,) = b_ih + b_hh. Writes y
+// (T, B, H), h_last and c_last (B, H) and, unless all three are None, the cache backward reads:
+// gates (T, B, 4H), cells and hidden (T, B, H). A sequence (T > 0) needs B >= 1 and H >= 1.
+void lstm_forward(const py::object& x, const py::object& h0, const py::object& c0, const py::object& w_ih,
+                  const py::object& w_hh, const py::object& bias, const py::object& y, const py::object& h_last,
+                  const py::object& c_last, const py::object& gates, const py::object& cells,
+                  const py::object& hidden, bool reverse) {
+  constexpr const char* op = "lstm_forward";
+  if (gates.is_none() != cells.is_none() || gates.is_none() != hidden.is_none())
+    throw py::value_error(std::string(op) + ": gates, cells and hidden are all arrays (a cache) or all None");
+  dispatch_float(x, op, "x", [&](auto zero) {
+    using T = decltype(zero);
+    const cpu::LstmShape s = lstm_shape(op, x, w_hh, reverse);
+    const int64_t steps = s.steps, batch = s.batch, units = s.hidden, gate_rows = 4 * s.hidden;
+    // The forward's team divides its work by B and 4H.
+    if (steps > 0 && (batch == 0 || units == 0))
+      throw py::value_error(std::string(op) + ": a sequence needs B >= 1 and H >= 1, got x " +
+                            shape_str({steps, batch, s.input}) + " and w_hh " + shape_str({gate_rows, units}));
+    KernelArrays<T> arrays(op, "x");
+    const T* xp = arrays.input(x, "x", {steps, batch, s.input});
+    const T* h0p = arrays.optional_input(h0, "h0", {batch, units});
+    const T* c0p = arrays.optional_input(c0, "c0", {batch, units});
+    const T* wip = arrays.input(w_ih, "w_ih", {gate_rows, s.input});
+    const T* whp = arrays.input(w_hh, "w_hh", {gate_rows, units});
+    const T* bp = arrays.optional_input(bias, "bias", {gate_rows});
+    T* yp = arrays.output(y, "y", {steps, batch, units});
+    T* hp = arrays.output(h_last, "h_last", {batch, units});
+    T* cp = arrays.output(c_last, "c_last", {batch, units});
+    T* gp = arrays.optional_output(gates, "gates", {steps, batch, gate_rows});
+    T* cellp = arrays.optional_output(cells, "cells", {steps, batch, units});
+    T* hidp = arrays.optional_output(hidden, "hidden", {steps, batch, units});
+    py::gil_scoped_release release;
+    cpu::lstm_forward<T>(s, xp, h0p, c0p, wip, whp, bp, yp, hp, cp, gp, cellp, hidp);
+  });
+}
+
+// grad_y (T, B, H), grad_h_last and grad_c_last (B, H); x, h0, c0, w_ih, w_hh and the forward's
+// cache gates (T, B, 4H), cells and hidden (T, B, H) as the forward had them. Writes grad_x
+// (T, B, I), grad_h0 and grad_c0 (B, H), grad_w_ih (4H, I), grad_w_hh (4H, H) and grad_bias (4H,).
+void lstm_backward(const py::object& grad_y, const py::object& grad_h_last, const py::object& grad_c_last,
+                   const py::object& x, const py::object& h0, const py::object& c0, const py::object& w_ih,
+                   const py::object& w_hh, const py::object& gates, const py::object& cells,
+                   const py::object& hidden, const py::object& grad_x, const py::object& grad_h0,
+                   const py::object& grad_c0, const py::object& grad_w_ih, const py::object& grad_w_hh,
+                   const py::object& grad_bias, bool reverse) {
+  constexpr const char* op = "lstm_backward";
+  dispatch_float(x, op, "x", [&](auto zero) {
+    using T = decltype(zero);
+    const cpu::LstmShape s = lstm_shape(op, x, w_hh, reverse);
+    const int64_t steps = s.steps, batch = s.batch, units = s.hidden, gate_rows = 4 * s.hidden;
+    KernelArrays<T> arrays(op, "x");
+    const T* gy = arrays.optional_input(grad_y, "grad_y", {steps, batch, units});
+    const T* ghl = arrays.optional_input(grad_h_last, "grad_h_last", {batch, units});
+    const T* gcl = arrays.optional_input(grad_c_last, "grad_c_last", {batch, units});
+    const T* xp = arrays.input(x, "x", {steps, batch, s.input});
+    const T* h0p = arrays.optional_input(h0, "h0", {batch, units});
+    const T* c0p = arrays.optional_input(c0, "c0", {batch, units});
+    const T* wip = arrays.input(w_ih, "w_ih", {gate_rows, s.input});
+    const T* whp = arrays.input(w_hh, "w_hh", {gate_rows, units});
+    const T* gp = arrays.input(gates, "gates", {steps, batch, gate_rows});
+    const T* cellp = arrays.input(cells, "cells", {steps, batch, units});
+    const T* hidp = arrays.input(hidden, "hidden", {steps, batch, units});
+    T* gx = arrays.output(grad_x, "grad_x", {steps, batch, s.input});
+    T* gh0 = arrays.output(grad_h0, "grad_h0", {batch, units});
+    T* gc0 = arrays.output(grad_c0, "grad_c0", {batch, units});
+    T* gwi = arrays.output(grad_w_ih, "grad_w_ih", {gate_rows, s.input});
+    T* gwh = arrays.output(grad_w_hh, "grad_w_hh", {gate_rows, units});
+    T* gb = arrays.output(grad_bias, "grad_bias", {gate_rows});
+    py::gil_scoped_release release;
+    cpu::lstm_backward<T>(s, gy, ghl, gcl, xp, h0p, c0p, wip, whp, gp, cellp, hidp, gx, gh0, gc0, gwi, gwh, gb);
+  });
+}
+
+}  // namespace
+
+void bind_lstm(py::module_& m) {
+  m.def("lstm_forward", &lstm_forward, py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"),
+        py::arg("w_hh"), py::arg("bias"), py::arg("y"), py::arg("h_last"), py::arg("c_last"),
+        py::arg("gates"), py::arg("cells"), py::arg("hidden"), py::arg("reverse"));
+  m.def("lstm_backward", &lstm_backward, py::arg("grad_y"), py::arg("grad_h_last"), py::arg("grad_c_last"),
+        py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("gates"),
+        py::arg("cells"), py::arg("hidden"), py::arg("grad_x"), py::arg("grad_h0"), py::arg("grad_c0"),
+        py::arg("grad_w_ih"), py::arg("grad_w_hh"), py::arg("grad_bias"), py::arg("reverse"));
+}
+
+}  // namespace deepkern::python
