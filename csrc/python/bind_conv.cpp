@@ -52,26 +52,27 @@ cpu::Conv2dShape conv_shape(const char* op, Named x, Named w, Named y, const Con
   const Shape xs = shape_with_ndim(x.array, op, x.name, 4, "(N, C, H, W)");
   const Shape ws = shape_with_ndim(w.array, op, w.name, 4, "(K, C/groups, R, S)");
   const Shape ys = shape_with_ndim(y.array, op, y.name, 4, "(N, K, P, Q)");
-  const std::string where = std::string(op) + ": ";
+  auto where = [&] { return std::string(op) + ": "; };
   for (const auto& [name, value, minimum] : {std::tuple{"stride", o.stride, 1}, std::tuple{"padding", o.padding, 0},
                                              std::tuple{"dilation", o.dilation, 1}})
     if (value.first < minimum || value.second < minimum)
-      throw py::value_error(where + name + " must be >= " + std::to_string(minimum) + ", got " + pair_str(value));
+      throw py::value_error(where() + name + " must be >= " + std::to_string(minimum) + ", got " + pair_str(value));
   if (o.groups < 1 || xs[1] % o.groups || ws[0] % o.groups || ws[1] != xs[1] / o.groups)
-    throw py::value_error(where + "groups=" + std::to_string(o.groups) + " must divide " + x.name + "'s C and " +
+    throw py::value_error(where() + "groups=" + std::to_string(o.groups) + " must divide " + x.name + "'s C and " +
                           w.name + "'s K, with C/groups in " + w.name + "'s second axis: " + x.name + " " +
                           shape_str(xs) + ", " + w.name + " " + shape_str(ws));
-  const std::string options = " for " + std::string(x.name) + " " + shape_str(xs) + ", " + w.name + " " +
-                              shape_str(ws) + ", stride " + pair_str(o.stride) + ", padding " + pair_str(o.padding) +
-                              ", dilation " + pair_str(o.dilation);
+  auto options = [&] {  // for the errors below
+    return " for " + std::string(x.name) + " " + shape_str(xs) + ", " + w.name + " " + shape_str(ws) + ", stride " +
+           pair_str(o.stride) + ", padding " + pair_str(o.padding) + ", dilation " + pair_str(o.dilation);
+  };
   if (!window_indices_fit(xs[2], ys[2], ws[2], o.stride.first, o.padding.first, o.dilation.first) ||
       !window_indices_fit(xs[3], ys[3], ws[3], o.stride.second, o.padding.second, o.dilation.second))
-    throw py::value_error(where + "stride, padding or dilation too large to index" + options);
+    throw py::value_error(where() + "stride, padding or dilation too large to index" + options());
   const Shape expected = {
       xs[0], ws[0], output_size(xs[2], ws[2], o.stride.first, o.padding.first, o.dilation.first, ys[2]),
       output_size(xs[3], ws[3], o.stride.second, o.padding.second, o.dilation.second, ys[3])};
   if (ys != expected)
-    throw py::value_error(where + y.name + " must have shape " + shape_str(expected) + options +
+    throw py::value_error(where() + y.name + " must have shape " + shape_str(expected) + options() +
                           " (P or Q may be one more, for one more padding at the end), got " + shape_str(ys));
   cpu::Conv2dShape s;
   s.batch = xs[0];

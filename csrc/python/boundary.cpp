@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 
 namespace deepkern::python {
@@ -102,17 +103,26 @@ bool window_indices_fit(int64_t in, int64_t out, int64_t kernel, int64_t stride,
   return reach < (__int128(1) << 62);
 }
 
+Extent::Extent(std::initializer_list<int64_t> shape) : ndim_(shape.size()) {
+  if (ndim_ > kMaxAxes) throw std::logic_error("Extent: more than " + str(kMaxAxes) + " axes");
+  std::copy(shape.begin(), shape.end(), dims_.begin());
+}
+
 Extent Extent::elements(int64_t count) {
   Extent extent;
   extent.count_ = count;
   return extent;
 }
 
-bool Extent::fits(const Shape& shape, int64_t size) const { return count_ >= 0 ? size == count_ : shape == shape_; }
+bool Extent::fits(const py::array& arr) const {
+  if (count_ >= 0) return arr.size() == count_;
+  return static_cast<size_t>(arr.ndim()) == ndim_ && std::equal(dims_.begin(), dims_.begin() + ndim_, arr.shape());
+}
 
-std::string Extent::mismatch(const Shape& shape, int64_t size) const {
-  if (count_ < 0) return "must have shape " + shape_str(shape_) + ", got shape " + shape_str(shape);
-  return "must have " + str(count_) + " elements, got shape " + shape_str(shape) + " (" + str(size) + " elements)";
+std::string Extent::mismatch(const py::array& arr) const {
+  const std::string got = ", got shape " + shape_str(shape_of(arr));
+  if (count_ < 0) return "must have shape " + shape_str(Shape(dims_.begin(), dims_.begin() + ndim_)) + got;
+  return "must have " + str(count_) + " elements" + got + " (" + str(arr.size()) + " elements)";
 }
 
 py::array CallArrays::checked(py::handle obj, const std::string& name, const py::dtype& dtype) const {
@@ -127,16 +137,15 @@ py::array CallArrays::checked(py::handle obj, const std::string& name, const py:
 void* CallArrays::contiguous(py::handle obj, const std::string& name, const py::dtype& dtype, const Extent& extent,
                              Access access) {
   const py::array arr = checked(obj, name, dtype);
-  const Shape shape = shape_of(arr);
-  const std::string where = std::string(op_) + ": " + name;
-  if (!extent.fits(shape, arr.size()))
-    throw py::value_error(where + " " + extent.mismatch(shape, arr.size()));
+  auto where = [&] { return std::string(op_) + ": " + name; };
+  if (!extent.fits(arr)) throw py::value_error(where() + " " + extent.mismatch(arr));
   if (!(arr.flags() & py::array::c_style))
-    throw py::value_error(where + " must be C-contiguous, got strides " + shape_str(strides_of(arr)) +
-                          " for shape " + shape_str(shape));
+    throw py::value_error(where() + " must be C-contiguous, got strides " + shape_str(strides_of(arr)) +
+                          " for shape " + shape_str(shape_of(arr)));
   if (reinterpret_cast<uintptr_t>(arr.data()) % arr.itemsize())
-    throw py::value_error(where + " is not aligned to its item size (" + str(arr.itemsize()) + " bytes)");
-  if (access == Access::write && !arr.writeable()) throw py::value_error(where + " is read-only; the kernel writes it");
+    throw py::value_error(where() + " is not aligned to its item size (" + str(arr.itemsize()) + " bytes)");
+  if (access == Access::write && !arr.writeable())
+    throw py::value_error(where() + " is read-only; the kernel writes it");
   remember(arr, name, access);
   return const_cast<void*>(arr.data());
 }
@@ -145,27 +154,26 @@ StridedMatrices CallArrays::strided(py::handle obj, const std::string& name, con
                                     int64_t cols, const int64_t* offsets, int64_t count,
                                     const std::string& offsets_name, Access access) {
   const py::array arr = checked(obj, name, dtype);
-  const Shape shape = shape_of(arr), strides = strides_of(arr);
-  const size_t nd = shape.size();
-  const std::string where = std::string(op_) + ": " + name;
-  const std::string layout = "(..., " + str(rows) + ", " + str(cols) + ")";
-  if (nd < 2 || shape[nd - 2] != rows || shape[nd - 1] != cols)
-    throw py::value_error(where + " must have shape " + layout + ", got shape " + shape_str(shape));
+  auto where = [&] { return std::string(op_) + ": " + name; };
+  auto layout = [&] { return "shape " + shape_str(shape_of(arr)) + ", strides " + shape_str(strides_of(arr)); };
+  const py::ssize_t nd = arr.ndim();
+  if (nd < 2 || arr.shape(nd - 2) != rows || arr.shape(nd - 1) != cols)
+    throw py::value_error(where() + " must have shape (..., " + str(rows) + ", " + str(cols) + "), got shape " +
+                          shape_str(shape_of(arr)));
   const int64_t item = arr.itemsize();
-  for (size_t axis = 0; axis < nd; ++axis)
-    if (shape[axis] > 1 && strides[axis] % item)
-      throw py::value_error(where + " has strides " + shape_str(strides) + " that are not multiples of its item size (" +
+  for (py::ssize_t axis = 0; axis < nd; ++axis)
+    if (arr.shape(axis) > 1 && arr.strides(axis) % item)
+      throw py::value_error(where() + " (" + layout() + ") has strides that are not multiples of its item size (" +
                             str(item) + " bytes)");
   const auto first = reinterpret_cast<intptr_t>(arr.data());
-  if (first % item) throw py::value_error(where + " is not aligned to its item size (" + str(item) + " bytes)");
+  if (first % item) throw py::value_error(where() + " is not aligned to its item size (" + str(item) + " bytes)");
   const ByteSpan span = byte_span(arr);
   if (access == Access::write) {
-    if (!arr.writeable()) throw py::value_error(where + " is read-only; the kernel writes it");
+    if (!arr.writeable()) throw py::value_error(where() + " is read-only; the kernel writes it");
     if (span.hi - span.lo < arr.size() * item)
-      throw py::value_error(where + " (shape " + shape_str(shape) + ", strides " + shape_str(strides) +
-                            ") has elements that share memory; the kernel writes each once");
+      throw py::value_error(where() + " (" + layout() + ") has elements that share memory; the kernel writes each once");
   }
-  const int64_t row_stride = strides[nd - 2] / item, col_stride = strides[nd - 1] / item;
+  const int64_t row_stride = arr.strides(nd - 2) / item, col_stride = arr.strides(nd - 1) / item;
   if (rows > 0 && cols > 0) {
     // Matrix i touches elements offsets[i] + [low, high] of the array's [lowest, highest].
     const int64_t low = std::min<int64_t>(0, (rows - 1) * row_stride) + std::min<int64_t>(0, (cols - 1) * col_stride);
@@ -175,8 +183,8 @@ StridedMatrices CallArrays::strided(py::handle obj, const std::string& name, con
       if (offsets[i] < lowest - low || offsets[i] > highest - high)
         throw py::value_error(std::string(op_) + ": " + offsets_name + "[" + str(i) + "] = " + str(offsets[i]) +
                               " puts a " + str(rows) + " x " + str(cols) + " matrix of " + name +
-                              " (element strides (" + str(row_stride) + ", " + str(col_stride) +
-                              ")) outside its shape " + shape_str(shape) + ", strides " + shape_str(strides) +
+                              " (element strides (" + str(row_stride) + ", " + str(col_stride) + ")) outside its " +
+                              layout() +
                               (lowest - low <= highest - high
                                    ? ": offsets " + str(lowest - low) + " to " + str(highest - high) + " keep it inside"
                                    : ": no offset keeps it inside"));
@@ -189,12 +197,13 @@ void CallArrays::remember(const py::array& arr, const std::string& name, Access 
   const ByteSpan span = byte_span(arr);
   const bool dense = span.hi - span.lo == arr.size() * arr.itemsize();
   const bool written = access == Access::write;
-  Taken now{name, arr, shape_of(arr), span.lo, span.hi, dense, written};
+  Taken now{name, arr, span.lo, span.hi, dense, written};
   for (const Taken& other : taken_) {
     if (!(written || other.written) || now.lo >= other.hi || other.lo >= now.hi) continue;
     if ((now.dense && other.dense) || share_memory(now.array, other.array))
       throw py::value_error(std::string(op_) + ": " + name + " overlaps " + other.name + " (shapes " +
-                            shape_str(now.shape) + " and " + shape_str(other.shape) + ")");
+                            shape_str(shape_of(arr)) + " and " +
+                            shape_str(shape_of(py::reinterpret_borrow<py::array>(other.array))) + ")");
   }
   taken_.push_back(std::move(now));
 }

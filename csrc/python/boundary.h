@@ -13,6 +13,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <array>
 #include <cstdint>
 #include <initializer_list>
 #include <string>
@@ -62,19 +63,21 @@ int64_t checked_product(const char* op, const char* what, std::initializer_list<
 // dilation) stays well inside int64.
 bool window_indices_fit(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation);
 
-// What of an array a kernel touches: exactly `shape`, or (kernels that see an array as flat
-// memory: pooling planes, optimizer tensors) `count` elements of any shape.
+// What of an array a kernel touches: exactly `shape` (at most kMaxAxes axes), or (kernels that see
+// an array as flat memory: pooling planes, optimizer tensors) `count` elements of any shape.
 class Extent {
  public:
-  Extent(std::initializer_list<int64_t> shape) : shape_(shape) {}
+  static constexpr size_t kMaxAxes = 4;
+  Extent(std::initializer_list<int64_t> shape);
   static Extent elements(int64_t count);
-  bool fits(const Shape& shape, int64_t size) const;
+  bool fits(const py::array& arr) const;
   // "must have shape (2, 3), got shape (2, 4)" or "must have 12 elements, got shape (5,) (5 elements)".
-  std::string mismatch(const Shape& shape, int64_t size) const;
+  std::string mismatch(const py::array& arr) const;
 
  private:
   Extent() = default;
-  Shape shape_;
+  std::array<int64_t, kMaxAxes> dims_{};
+  size_t ndim_ = 0;
   int64_t count_ = -1;  // >= 0: any shape of this many elements
 };
 
@@ -93,7 +96,9 @@ struct StridedMatrices {
 class CallArrays {
  public:
   // `op` names the call in errors; `dtype_from`, the argument whose dtype chose the call's.
-  CallArrays(const char* op, std::string dtype_from) : op_(op), dtype_from_(std::move(dtype_from)) {}
+  CallArrays(const char* op, std::string dtype_from) : op_(op), dtype_from_(std::move(dtype_from)) {
+    taken_.reserve(kTypicalArrays);
+  }
 
  protected:
   // `obj`, a C-contiguous, aligned array of `dtype` and `extent`, writeable for Access::write.
@@ -113,13 +118,14 @@ class CallArrays {
   struct Taken {
     std::string name;
     py::handle array;
-    Shape shape;
     intptr_t lo, hi;  // bytes [lo, hi) between its first and last element; lo == hi when empty
     bool dense;       // no gaps: memory shared with [lo, hi) is memory shared with the array
     bool written;
   };
   py::array checked(py::handle obj, const std::string& name, const py::dtype& dtype) const;
   void remember(const py::array& arr, const std::string& name, Access access);
+
+  static constexpr size_t kTypicalArrays = 18;  // lstm_backward's, the most of any call
 
   const char* op_;
   std::string dtype_from_;
