@@ -17,8 +17,8 @@ constexpr const char* kGemm = "gemm";
 // per column).
 cpu::BiasAxis bias_axis_of(int bias_axis, bool has_bias) {
   if (bias_axis < 0 || bias_axis > 2 || (bias_axis == 0) == has_bias)
-    throw py::value_error(std::string(kGemm) + ": bias_axis must be 1 (rows) or 2 (cols) with a bias and 0 without, got " +
-                          std::to_string(bias_axis) + (has_bias ? " with a bias" : " without one"));
+    throw py::value_error(std::string(kGemm) + ": bias_axis must be 1 (rows) or 2 (cols) with a bias and 0 without, " +
+                          "got " + std::to_string(bias_axis) + (has_bias ? " with a bias" : " without one"));
   return static_cast<cpu::BiasAxis>(bias_axis);
 }
 

@@ -37,8 +37,8 @@ void optim_step(const char* op, const py::list& params, const py::list& grads, c
   if (count == 0) return;
   auto same_length = [&](size_t length, const char* name) {
     if (length != count)
-      throw py::value_error(std::string(op) + ": " + name + " has " + std::to_string(length) + " entries but params has " +
-                            std::to_string(count));
+      throw py::value_error(std::string(op) + ": " + name + " has " + std::to_string(length) +
+                            " entries but params has " + std::to_string(count));
   };
   same_length(grads.size(), names.lists[1]);
   std::array<std::optional<py::list>, 3> state_lists;

@@ -146,7 +146,9 @@ void adaptive_avg_pool2d(const py::object& x, const py::object& out, const PoolS
 void adaptive_avg_pool2d_backward(const py::object& grad_out, const py::object& grad_x, const PoolShapeTuple& shape) {
   constexpr const char* op = "adaptive_avg_pool2d_backward";
   pool_read_write(op, pool_shape(op, shape), Pass::backward, grad_out, "grad_out", grad_x, "grad_x",
-                  [](const auto& pool, const auto* gp, auto* gxp) { cpu::adaptive_avg_pool2d_backward(pool, gp, gxp); });
+                  [](const auto& pool, const auto* gp, auto* gxp) {
+                    cpu::adaptive_avg_pool2d_backward(pool, gp, gxp);
+                  });
 }
 
 }  // namespace

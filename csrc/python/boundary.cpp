@@ -171,7 +171,7 @@ StridedMatrices CallArrays::strided(py::handle obj, const std::string& name, con
   if (access == Access::write) {
     if (!arr.writeable()) throw py::value_error(where() + " is read-only; the kernel writes it");
     if (span.hi - span.lo < arr.size() * item)
-      throw py::value_error(where() + " (" + layout() + ") has elements that share memory; the kernel writes each once");
+      throw py::value_error(where() + " (" + layout() + ") has elements that share memory");
   }
   const int64_t row_stride = arr.strides(nd - 2) / item, col_stride = arr.strides(nd - 1) / item;
   if (rows > 0 && cols > 0) {
