@@ -87,7 +87,7 @@ class _Unbind(Function):
 
 
 def _as_tensor(x):
-    return x if isinstance(x, Tensor) else Tensor._wrap(np.asarray(x))
+    return x if isinstance(x, Tensor) else Tensor._wrap(x)
 
 
 def _uniform_parameter(shape, bound, dtype):
