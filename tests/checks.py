@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import deepkern
+from conftest import to_host
 from reference import rel_error
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -17,9 +18,10 @@ TOL = {F32: 1e-5, F64: 1e-12}
 
 
 def check(got, ref, dtype, what="", floor=0.0, tol=None):
-    """``got`` is an ndarray of ``dtype`` and ``ref``'s shape, NaN-free (every element written),
-    within the tolerance (``floor``: see reference.rel_error; only for results of a few elements
-    that may cancel)."""
+    """``got`` (an array on any device, compared in host memory) is an array of ``dtype`` and
+    ``ref``'s shape, NaN-free (every element written), within the tolerance (``floor``: see
+    reference.rel_error; only for results of a few elements that may cancel)."""
+    got = to_host(got)
     dtype = np.dtype(dtype)
     tol = TOL[dtype] if tol is None else tol
     assert isinstance(got, np.ndarray), f"{what}: got {type(got).__name__}, not an ndarray"
