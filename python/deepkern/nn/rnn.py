@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import ops
 from ..autograd import Function
+from ..backends import backend_of
 from ..random import get_generator
 from ..tensor import Tensor
 from ..tensor_ops import Cat, Stack
@@ -39,7 +40,7 @@ class _LSTMLayer(Function):
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse=False):
         if not any(ctx.needs_input_grad):  # inference: no cache to keep
             return ops.lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse=reverse)
-        x = np.ascontiguousarray(x)  # batch_first's transposed view: copied once, for both passes
+        x = backend_of(x, op="LSTM").ascontiguousarray(x)  # batch_first's transposed view: copied once, for both passes
         y, h_t, c_t, cache = ops.lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse=reverse, return_cache=True)
         ctx.save_for_backward(x, h0, c0, w_ih, w_hh, cache)
         return y, h_t, c_t
