@@ -30,9 +30,17 @@ SUPPORTED_ISAS = supported_isas()
 
 
 def usable_devices() -> list:
-    """'cpu', and 'cuda' when deepkern has a CUDA backend and a GPU it can use."""
-    with_gpu = "cuda" in deepkern.backends.names() and deepkern.cuda.is_available()
-    return ["cpu", "cuda"] if with_gpu else ["cpu"]
+    """'cpu'; 'cuda' when deepkern has a CUDA backend and a GPU it can use; 'fake' (tests/fake_device.py,
+    registered here) when the environment sets DEEPKERN_TEST_FAKE_DEVICE=1."""
+    devices = ["cpu"]
+    if "cuda" in deepkern.backends.names() and deepkern.cuda.is_available():
+        devices.append("cuda")
+    if os.environ.get("DEEPKERN_TEST_FAKE_DEVICE") == "1":
+        from fake_device import FakeBackend
+
+        deepkern.backends.register(FakeBackend())
+        devices.append("fake")
+    return devices
 
 
 DEVICES = usable_devices()
@@ -40,8 +48,8 @@ DEVICES = usable_devices()
 
 @pytest.fixture(params=[pytest.param(d, marks=pytest.mark.cuda) if d == "cuda" else d for d in DEVICES])
 def device(request):
-    """Runs the test on each device deepkern can use here: 'cpu' always, 'cuda' with a CUDA
-    backend and a GPU (the cuda cases are not generated without one)."""
+    """Runs the test on each device of :func:`usable_devices`: 'cpu' always, 'cuda' with a CUDA
+    backend and a GPU (the cuda cases are not generated without one), 'fake' on request."""
     return request.param
 
 

@@ -1,11 +1,9 @@
 """The backend seam: the registry, the choice of backend from the arrays, and a second device.
 
-The second device is a fake registered for the test: its arrays are NumPy arrays whose
-``__dlpack_device__`` reports DLPack's extension device type, and its kernels run the CPU's
-kernels on them (recording each call). Whatever the ops, tensors, layers and optimizers allocate
-for its arrays must come from its backend: a NumPy array mixed in is a device error, so the
-end-to-end runs below (a training recipe included) would fail on any allocation that bypassed
-the backend.
+The second device is the fake of fake_device.py, registered for the test: whatever the ops,
+tensors, layers and optimizers allocate for its arrays must come from its backend, since a NumPy
+array mixed in is a device error, so the end-to-end runs below (training recipes included) fail on
+any allocation that bypasses the backend.
 """
 
 from __future__ import annotations
@@ -17,95 +15,18 @@ import pytest
 
 import deepkern as dk
 from deepkern import backends, nn, ops, optim
-from deepkern.backends import KERNELS, Backend, Device
+from deepkern.backends import Device
 from deepkern.backends.cpu import CPUBackend
 
 from checks import F32, F64, check, raises_naming, rand
 from conftest import DEVICES
+from fake_device import FAKE_TYPE, FakeArray, FakeBackend, fake
 from reference import conv2d_ref, matmul_ref
-
-FAKE_TYPE = 12  # DLPack's kDLExtDev: "reserved extension device type, used for quickly testing extension devices"
-
-
-class FakeArray(np.ndarray):
-    """Host memory that says it is on the fake device. As a device array library's arrays do (CuPy's),
-    NumPy functions given one return arrays on its device; allocations that start from no array
-    (``np.zeros(shape)``) and ``np.ascontiguousarray`` give host arrays, as they would there."""
-
-    def __dlpack_device__(self):
-        return FAKE_TYPE, 0
-
-    def __array_function__(self, func, types, args, kwargs):
-        return _on_fake(super().__array_function__(func, types, args, kwargs))
-
-
-def _on_fake(result):
-    if isinstance(result, (tuple, list)):
-        return type(result)(_on_fake(r) for r in result)
-    return result.view(FakeArray) if type(result) is np.ndarray else result
-
-
-def fake(array) -> FakeArray:
-    """A copy of ``array`` on the fake device."""
-    return np.array(array).view(FakeArray)
-
-
-class FakeBackend(Backend):
-    """The fake device: FakeArray storage and, of ``kernels``, the CPU's kernels; ``calls`` lists
-    the kernels run. Every float array a kernel gets must be a FakeArray."""
-
-    name = "fake"
-    device_type = FAKE_TYPE
-    array_type = FakeArray
-
-    def __init__(self, kernels=KERNELS):
-        self.calls = []
-        for name in kernels:
-            setattr(self, name, self._delegate(name))
-
-    def _delegate(self, name):
-        cpu_kernel = getattr(CPUBackend, name)
-
-        def run(*args):
-            self.calls.append(name)
-            arrays = [a for arg in args for a in (arg if isinstance(arg, list) else [arg])
-                      if isinstance(a, np.ndarray) and a.dtype.kind == "f"]
-            strays = [a.shape for a in arrays if not isinstance(a, FakeArray)]
-            assert not strays, f"{name} got host arrays of shapes {strays} beside fake-device ones"
-            cpu_kernel(*[_as_host(arg) for arg in args])
-
-        return run
-
-    def empty(self, shape, dtype):
-        return np.empty(shape, dtype).view(FakeArray)
-
-    def zeros(self, shape, dtype):
-        return np.zeros(shape, dtype).view(FakeArray)
-
-    def full(self, shape, value, dtype):
-        return np.full(shape, value, dtype).view(FakeArray)
-
-    def ascontiguousarray(self, array):
-        return np.ascontiguousarray(array).view(FakeArray)
-
-    def to_cpu(self, array):
-        return np.array(array)
-
-    def from_cpu(self, array, index=None):
-        return fake(array)
-
-
-def _as_host(arg):
-    """A kernel argument with FakeArrays seen as the NumPy arrays (same memory) the CPU kernel takes."""
-    if isinstance(arg, list):
-        return [_as_host(a) for a in arg]
-    return arg.view(np.ndarray) if isinstance(arg, FakeArray) else arg
-
 
 @pytest.fixture
 def registry(monkeypatch):
-    """The registry as it is, restored after the test (which may register backends)."""
-    monkeypatch.setattr(backends, "_BACKENDS", dict(backends._BACKENDS))
+    """The registry without the fake device, restored after the test (which may register backends)."""
+    monkeypatch.setattr(backends, "_BACKENDS", {n: b for n, b in backends._BACKENDS.items() if n != FakeBackend.name})
 
 
 @pytest.fixture
@@ -126,7 +47,7 @@ def test_registry_lookups():
     assert Device("cuda", 1) == "cuda:1" and Device("cpu") != "cuda"
 
 
-def test_a_device_without_a_backend_is_a_clear_error():
+def test_a_device_without_a_backend_is_a_clear_error(registry):
     if "cuda" in backends.names():
         pytest.skip("this build registers a CUDA backend")
     with raises_naming(RuntimeError, "no deepkern backend", "cuda", "available: cpu"):
@@ -169,7 +90,7 @@ def test_backend_of_numpy_scalars_lists_and_tensors():
     assert backends.device_of(a) == "cpu" and backends.device_of(dk.tensor([1.0])) == "cpu"
 
 
-def test_an_unregistered_device_type_is_a_clear_error():
+def test_an_unregistered_device_type_is_a_clear_error(registry):
     with raises_naming(RuntimeError, "matmul", "no deepkern backend", "DLPack device type 12"):
         backends.backend_of(np.ones(2).view(FakeArray), op="matmul")
 
@@ -333,13 +254,20 @@ def test_a_model_trains_on_the_second_device(fake_backend, opt_class):
     assert all(p.device == "fake:0" for p in model.parameters())
 
 
-def test_lstm_module_on_the_second_device(fake_backend, rng):
-    lstm = nn.LSTM(3, 5, num_layers=2, bidirectional=True, batch_first=True).to("fake")
+def test_lstm_modules_on_the_second_device(fake_backend, rng):
+    dk.manual_seed(1)
+    lstm = nn.LSTM(3, 5, num_layers=2, bidirectional=True, batch_first=True, device="fake")
+    dk.manual_seed(1)
+    same_on_cpu = nn.LSTM(3, 5, num_layers=2, bidirectional=True, batch_first=True)
     x = dk.tensor(rand(rng, (2, 4, 3), F32), device="fake", requires_grad=True)
     out, (h, c) = lstm(x)
     (out.sum() + h.sum()).backward()
     assert out.device == h.device == x.grad.device == "fake:0"
     assert all(p.grad.device == "fake:0" for p in lstm.parameters())
+    np.testing.assert_allclose(out.detach().cpu().numpy(), same_on_cpu(x.detach().cpu())[0].detach().numpy(), rtol=1e-6)
+    cell = nn.LSTMCell(3, 5, device="fake")
+    h_next, c_next = cell(x[:, 0])
+    assert h_next.device == c_next.device == cell.weight_ih.device == "fake:0"
 
 
 @pytest.mark.parametrize("recipe", ["sunspots-lstm", "digits-cnn", "digits-gan"])
