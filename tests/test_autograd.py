@@ -79,7 +79,8 @@ def test_sigmoid_saturates_without_overflow(device):
                          ids=str)
 def test_matmul(device, shapes, rng):
     a, b = t64(device, rng, *shapes[0]), t64(device, rng, *shapes[1])
-    np.testing.assert_allclose((a @ b).detach().cpu().numpy(), a.detach().cpu().numpy() @ b.detach().cpu().numpy(), rtol=1e-12)
+    host_a, host_b = a.detach().cpu().numpy(), b.detach().cpu().numpy()
+    np.testing.assert_allclose((a @ b).detach().cpu().numpy(), host_a @ host_b, rtol=1e-12)
     gradcheck(lambda x, y: x @ y, a, b)
 
 
@@ -150,7 +151,7 @@ def test_cat_stack(device, dim, rng):
     np.testing.assert_array_equal(dk.cat([a, b], dim).detach().cpu().numpy(),
                                   np.concatenate([a.detach().cpu().numpy(), b.detach().cpu().numpy()], dim))
     np.testing.assert_array_equal(dk.stack([a, b, c], dim).detach().cpu().numpy(),
-                                  np.stack([a.detach().cpu().numpy(), b.detach().cpu().numpy(), c.detach().cpu().numpy()], dim))
+                                  np.stack([t.detach().cpu().numpy() for t in (a, b, c)], dim))
     gradcheck(lambda x, y: dk.cat([x, y * 2], dim), a, b)
     gradcheck(lambda x, y, z: dk.stack([x, y, z], dim), a, b, c)
 

@@ -20,7 +20,7 @@ from deepkern.backends.cpu import CPUBackend
 
 from checks import F32, F64, check, raises_naming, rand
 from conftest import DEVICES
-from fake_device import FAKE_TYPE, FakeArray, FakeBackend, fake
+from fake_device import FakeArray, FakeBackend, fake
 from reference import conv2d_ref, matmul_ref
 
 @pytest.fixture

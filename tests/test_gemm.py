@@ -463,7 +463,8 @@ def _with_isa(isa):
 
 
 # The device fixture is one value per test, the same for every example.
-PROPERTY_SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTY_SETTINGS = settings(max_examples=300, deadline=None,
+                             suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @PROPERTY_SETTINGS

@@ -353,7 +353,8 @@ def test_lstm_forward_projects_in_chunks(device, dtype, reverse, state, rng):
     *cached, cache = lstm(*on_dev, reverse=reverse, return_cache=True)
     for name, got, same, ref in zip(("y", "h_T", "c_T"), fast, cached, refs):
         check(got, ref, dtype, f"{cfg}: {name}")
-        np.testing.assert_array_equal(to_host(got), to_host(same), err_msg=f"{cfg}: {name} differs from the cached path")
+        np.testing.assert_array_equal(to_host(got), to_host(same),
+                                      err_msg=f"{cfg}: {name} differs from the cached path")
     grad_y = rand(rng, (t, b, h), dtype)
     grads = lstm_backward(on_device(device, grad_y), None, None, *on_dev[:5], cache, reverse=reverse)
     for name, got, ref in zip(GRAD_NAMES, grads, lstm_backward_ref(grad_y, None, None, *args, reverse=reverse)):
@@ -711,7 +712,8 @@ def test_weight_shapes(device):
             with raises_naming(ValueError, "w_ih", shape_pattern(bad)):
                 call()
     # w_hh (4H', H') consistent by itself but not with h / c: named with h's shape or w_hh's
-    for op, call in _all_calls(cell, x, w_hh=ones_on(device, (4 * (H_ + 1), H_ + 1)), w_ih=ones_on(device, (4 * (H_ + 1), I_)),
+    for op, call in _all_calls(cell, x, w_hh=ones_on(device, (4 * (H_ + 1), H_ + 1)),
+                               w_ih=ones_on(device, (4 * (H_ + 1), I_)),
                                b_ih=ones_on(device, 4 * (H_ + 1)), b_hh=ones_on(device, 4 * (H_ + 1))):
         with raises_naming(ValueError, shape_pattern((B_, H_)),
                            shape_pattern((4 * (H_ + 1), H_ + 1)) + rf"|\bH\s*=\s*{H_ + 1}\b|" + shape_pattern((B_, H_ + 1))):

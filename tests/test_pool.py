@@ -255,8 +255,8 @@ def test_avg_pool2d_wide_rows(device, rng):
         got = avg_pool2d(on_device(device, x), **params)
         check(got, avg_pool2d_ref(x, **params), F64, str(params))
         g = rng.standard_normal(got.shape)
-        check(avg_pool2d_backward(on_device(device, g), x.shape, **params), avg_pool2d_backward_ref(g, x.shape, **params),
-              F64, str(params))
+        check(avg_pool2d_backward(on_device(device, g), x.shape, **params),
+              avg_pool2d_backward_ref(g, x.shape, **params), F64, str(params))
 
 
 # ----------------------------------------------------------------------------------------------
