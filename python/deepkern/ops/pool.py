@@ -122,12 +122,6 @@ def _kernel_shape(in_shape, out_hw, kernel=(1, 1), stride=(1, 1), padding=(0, 0)
     return (planes, *in_shape[-2:], *out_hw, *kernel, *stride, *padding, *dilation)
 
 
-def _on_backend(op: str, out, *arrays) -> tuple:
-    """The backend of ``arrays`` and ``out`` (one device), and ``arrays`` C-contiguous on it."""
-    backend = backend_of(*arrays, out, op=op)
-    return (backend, *(backend.ascontiguousarray(a) for a in arrays))
-
-
 def _target(backend, out, op: str, shape: tuple, dtype, inputs: dict):
     """(array the kernel writes, array returned): ``out`` itself when it is C-contiguous."""
     if out is None:
@@ -159,7 +153,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     kernel, stride, padding, dilation, out_hw = _window(op, x.shape, kernel_size, stride, padding, dilation,
                                                         ceil_mode)
     shape = x.shape[:-2] + out_hw
-    backend, x = _on_backend(op, out, x)
+    backend = backend_of(x, out, op=op)
+    x = backend.ascontiguousarray(x)
     written, result = _target(backend, out, op, shape, x.dtype, {"x": x})
     indices = backend.empty(shape, np.int64) if return_indices else None
     backend.max_pool2d(x, written, indices, _kernel_shape(x.shape, out_hw, kernel, stride, padding, dilation))
@@ -178,7 +173,8 @@ def max_pool2d_backward(grad_out, x_shape, indices, *, out=None):
         raise TypeError(f"{op}: indices must be an integer array (int64 from max_pool2d), got dtype {ind.dtype}")
     if ind.shape != g.shape:
         raise ValueError(f"{op}: indices must have grad_out's shape {g.shape}, got {ind.shape}")
-    backend, g, ind = _on_backend(op, out, g, ind.astype(np.int64, copy=False))
+    backend = backend_of(g, ind, out, op=op)
+    g, ind = backend.ascontiguousarray(g), backend.ascontiguousarray(ind.astype(np.int64, copy=False))
     written, result = _target(backend, out, op, shape, g.dtype, {"grad_out": g, "indices": ind})
     try:
         backend.max_pool2d_backward(g, ind, written, _kernel_shape(shape, g.shape[-2:]))
@@ -211,7 +207,8 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     kernel, stride, padding, _, out_hw = _window(op, x.shape, kernel_size, stride, padding, 1, ceil_mode)
     divisor = _divisor(divisor_override, op)
     shape = x.shape[:-2] + out_hw
-    backend, x = _on_backend(op, out, x)
+    backend = backend_of(x, out, op=op)
+    x = backend.ascontiguousarray(x)
     written, result = _target(backend, out, op, shape, x.dtype, {"x": x})
     backend.avg_pool2d(x, written, _kernel_shape(x.shape, out_hw, kernel, stride, padding), bool(count_include_pad),
                   divisor)
@@ -229,7 +226,8 @@ def avg_pool2d_backward(grad_out, x_shape, kernel_size, stride=None, padding=0, 
         raise ValueError(f"{op}: grad_out must have shape {shape[:-2] + out_hw} (the forward's output for "
                          f"x_shape {shape}), got {g.shape}")
     divisor = _divisor(divisor_override, op)
-    backend, g = _on_backend(op, out, g)
+    backend = backend_of(g, out, op=op)
+    g = backend.ascontiguousarray(g)
     written, result = _target(backend, out, op, shape, g.dtype, {"grad_out": g})
     backend.avg_pool2d_backward(g, written, _kernel_shape(shape, out_hw, kernel, stride, padding),
                                 bool(count_include_pad), divisor)
@@ -259,7 +257,8 @@ def adaptive_avg_pool2d(x, output_size, *, out=None):
     x = _input(x, "x", op)
     out_hw = _adaptive_size(output_size, x.shape, op)
     shape = x.shape[:-2] + out_hw
-    backend, x = _on_backend(op, out, x)
+    backend = backend_of(x, out, op=op)
+    x = backend.ascontiguousarray(x)
     written, result = _target(backend, out, op, shape, x.dtype, {"x": x})
     if written.size:
         backend.adaptive_avg_pool2d(x, written, _kernel_shape(x.shape, out_hw))
@@ -272,7 +271,8 @@ def adaptive_avg_pool2d_backward(grad_out, x_shape, *, out=None):
     op = "adaptive_avg_pool2d_backward"
     g = _grad_out(grad_out, op)
     shape = _x_shape(x_shape, g, op)
-    backend, g = _on_backend(op, out, g)
+    backend = backend_of(g, out, op=op)
+    g = backend.ascontiguousarray(g)
     written, result = _target(backend, out, op, shape, g.dtype, {"grad_out": g})
     if g.size:
         backend.adaptive_avg_pool2d_backward(g, written, _kernel_shape(shape, g.shape[-2:]))
