@@ -300,9 +300,8 @@ def log_softmax(input, dim=None, dtype=None):
 class Dropout(Function):
     @staticmethod
     def forward(ctx, x, p=0.5):
-        backend = backends.backend_of(x, op="dropout")
         if p == 1:
-            mask = backend.zeros(x.shape, x.dtype)
+            mask = backends.backend_of(x, op="dropout").zeros(x.shape, x.dtype)
         else:  # drawn in host memory (deepkern's generator), then copied to x's device
             mask = (get_generator().random(x.shape, dtype=np.float32) >= p).astype(x.dtype)
             mask *= 1 / (1 - p)
