@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import deepkern
+from conftest import to_host
 from reference import rel_error
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -17,9 +18,10 @@ TOL = {F32: 1e-5, F64: 1e-12}
 
 
 def check(got, ref, dtype, what="", floor=0.0, tol=None):
-    """``got`` is an ndarray of ``dtype`` and ``ref``'s shape, NaN-free (every element written),
-    within the tolerance (``floor``: see reference.rel_error; only for results of a few elements
-    that may cancel)."""
+    """``got`` (an array on any device, compared in host memory) is an array of ``dtype`` and
+    ``ref``'s shape, NaN-free (every element written), within the tolerance (``floor``: see
+    reference.rel_error; only for results of a few elements that may cancel)."""
+    got = to_host(got)
     dtype = np.dtype(dtype)
     tol = TOL[dtype] if tol is None else tol
     assert isinstance(got, np.ndarray), f"{what}: got {type(got).__name__}, not an ndarray"
@@ -73,10 +75,8 @@ def shape_pattern(shape):
 
 def gradcheck(fn, *inputs, eps=1e-6, tol=1e-6, rng=None):
     """Finite-difference check of autograd: for float64 Tensors ``inputs`` (those that require
-    grad are checked), compares d sum(w * fn(*inputs)) / d input from ``backward`` with central
-    differences, w a fixed random weighting of the output(s)."""
-    import deepkern
-
+    grad are checked; on any device), compares d sum(w * fn(*inputs)) / d input from ``backward``
+    with central differences, w a fixed random weighting of the output(s)."""
     rng = rng or np.random.default_rng(0)
     outs = fn(*inputs)
     outs = outs if isinstance(outs, (tuple, list)) else (outs,)
@@ -86,14 +86,14 @@ def gradcheck(fn, *inputs, eps=1e-6, tol=1e-6, rng=None):
         with deepkern.no_grad():
             res = fn(*inputs)
         res = res if isinstance(res, (tuple, list)) else (res,)
-        return sum(float(np.sum(w * r.numpy())) for w, r in zip(weights, res))
+        return sum(float(np.sum(w * r.cpu().numpy())) for w, r in zip(weights, res))
 
     for t in inputs:
         if isinstance(t, deepkern.Tensor):
             t.grad = None
     outs = fn(*inputs)
     outs = outs if isinstance(outs, (tuple, list)) else (outs,)
-    total = sum((o * deepkern.tensor(w)).sum() for o, w in zip(outs, weights) if o.requires_grad)
+    total = sum((o * deepkern.tensor(w, device=o.device)).sum() for o, w in zip(outs, weights) if o.requires_grad)
     total.backward()
     for k, t in enumerate(inputs):
         if not (isinstance(t, deepkern.Tensor) and t.requires_grad):
@@ -110,7 +110,7 @@ def gradcheck(fn, *inputs, eps=1e-6, tol=1e-6, rng=None):
             down = objective()
             flat[i] = old
             numeric.reshape(-1)[i] = (up - down) / (2 * eps)
-        analytic = np.zeros(t.shape) if t.grad is None else t.grad.numpy()
+        analytic = np.zeros(t.shape) if t.grad is None else t.grad.cpu().numpy()
         err = np.linalg.norm(analytic - numeric) / max(np.linalg.norm(numeric), 1e-12)
         assert err < tol, f"input {k} (shape {t.shape}): gradient relative error {err:.3g}\n" \
                           f"analytic {analytic}\nnumeric {numeric}"

@@ -1,4 +1,5 @@
-"""Shared fixtures: kernel ISA, thread count and a seeded random generator per test."""
+"""Shared fixtures: device, kernel ISA, thread count and a seeded random generator per test; the
+helpers that put a test's NumPy arrays on a device and bring results back."""
 
 from __future__ import annotations
 
@@ -28,6 +29,48 @@ def supported_isas() -> list:
 SUPPORTED_ISAS = supported_isas()
 
 
+def usable_devices() -> list:
+    """'cpu'; 'cuda' when deepkern has a CUDA backend and a GPU it can use; 'fake' (tests/fake_device.py,
+    registered here) when the environment sets DEEPKERN_TEST_FAKE_DEVICE=1."""
+    devices = ["cpu"]
+    if "cuda" in deepkern.backends.names() and deepkern.cuda.is_available():
+        devices.append("cuda")
+    if os.environ.get("DEEPKERN_TEST_FAKE_DEVICE") == "1":
+        from fake_device import FakeBackend
+
+        deepkern.backends.register(FakeBackend())
+        devices.append("fake")
+    return devices
+
+
+DEVICES = usable_devices()
+
+
+@pytest.fixture(params=[pytest.param(d, marks=pytest.mark.cuda) if d == "cuda" else d for d in DEVICES])
+def device(request):
+    """Runs the test on each device of :func:`usable_devices`: 'cpu' always, 'cuda' with a CUDA
+    backend and a GPU (the cuda cases are not generated without one), 'fake' on request."""
+    return request.param
+
+
+def on_device(device, *arrays):
+    """The NumPy ``arrays`` (None stays None) on ``device``: the arrays themselves on the CPU, copies
+    elsewhere. One array gives one result, several a tuple."""
+    moved = tuple(None if a is None else deepkern.backends.to_device(a, device) for a in arrays)
+    return moved[0] if len(moved) == 1 else moved
+
+
+def ones_on(device, shape, dtype=np.float64):
+    """``np.ones(shape, dtype)`` on ``device``."""
+    return on_device(device, np.ones(shape, dtype))
+
+
+def to_host(result):
+    """``result`` (an array on any device) as a NumPy array: itself on the CPU, a copy from elsewhere;
+    anything that is not an array (None, numbers, lists) unchanged."""
+    return result if result is None else deepkern.backends.to_device(result, "cpu")
+
+
 @pytest.fixture(params=SUPPORTED_ISAS)
 def isa(request):
     """Runs the test with each kernel ISA this CPU supports, restoring the active one after."""
@@ -52,7 +95,19 @@ def threads(request):
         deepkern.set_num_threads(previous)
 
 
+def _id_without_device(node) -> str:
+    """The test's id with its device parameter left out."""
+    callspec = getattr(node, "callspec", None)
+    if callspec is None or "device" not in callspec.params:
+        return node.nodeid
+    params, device = f"[{callspec.id}]", str(callspec.params["device"])
+    rest = params[1:-1].split("-")
+    rest.remove(device)
+    return node.nodeid.replace(params, f"[{'-'.join(rest)}]" if rest else "")
+
+
 @pytest.fixture
 def rng(request):
-    """A generator seeded from the test's id: fixed for a test, different between tests."""
-    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+    """A generator seeded from the test's id without its device: fixed for a test, the same on every
+    device, different between tests."""
+    return np.random.default_rng(zlib.crc32(_id_without_device(request.node).encode()))

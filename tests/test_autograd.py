@@ -10,9 +10,10 @@ import deepkern as dk
 from checks import gradcheck, raises_naming
 
 
-def t64(rng, *shape, positive=False):
+def t64(device, rng, *shape, positive=False):
+    """A float64 leaf tensor on ``device`` that requires grad, of random values (> 0.5 if ``positive``)."""
     a = rng.standard_normal(shape)
-    return dk.tensor(np.abs(a) + 0.5 if positive else a, requires_grad=True)
+    return dk.tensor(np.abs(a) + 0.5 if positive else a, requires_grad=True, device=device)
 
 
 BINARY = {
@@ -27,19 +28,19 @@ SHAPE_PAIRS = [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 4), (3, 1)), ((), (2, 3
 
 @pytest.mark.parametrize("op", sorted(BINARY))
 @pytest.mark.parametrize("shapes", SHAPE_PAIRS, ids=str)
-def test_binary_ops_broadcast_gradients(op, shapes, rng):
-    a = t64(rng, *shapes[0], positive=op == "pow")
-    b = t64(rng, *shapes[1], positive=op in ("div", "pow"))
+def test_binary_ops_broadcast_gradients(device, op, shapes, rng):
+    a = t64(device, rng, *shapes[0], positive=op == "pow")
+    b = t64(device, rng, *shapes[1], positive=op in ("div", "pow"))
     expected = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
-                "pow": np.power}[op](a.detach().numpy(), b.detach().numpy())
+                "pow": np.power}[op](a.detach().cpu().numpy(), b.detach().cpu().numpy())
     out = BINARY[op](a, b)
-    np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(out.detach().cpu().numpy(), expected, rtol=1e-12)
     gradcheck(BINARY[op], a, b)
 
 
 @pytest.mark.parametrize("op", sorted(BINARY))
-def test_binary_ops_with_python_scalars(op, rng):
-    a = t64(rng, 3, 2, positive=True)
+def test_binary_ops_with_python_scalars(device, op, rng):
+    a = t64(device, rng, 3, 2, positive=True)
     gradcheck(lambda x: BINARY[op](x, 1.7), a)
     gradcheck(lambda x: BINARY[op](2.5, x), a)
 
@@ -58,61 +59,62 @@ UNARY = {
 
 
 @pytest.mark.parametrize("op", sorted(UNARY))
-def test_unary_ops(op, rng):
+def test_unary_ops(device, op, rng):
     fn, ref, positive = UNARY[op]
-    x = t64(rng, 4, 5, positive=positive)
-    np.testing.assert_allclose(fn(x).detach().numpy(), ref(x.detach().numpy()), rtol=1e-12)
+    x = t64(device, rng, 4, 5, positive=positive)
+    np.testing.assert_allclose(fn(x).detach().cpu().numpy(), ref(x.detach().cpu().numpy()), rtol=1e-12)
     gradcheck(fn, x)
 
 
-def test_sigmoid_saturates_without_overflow():
-    x = dk.tensor(np.array([-1000.0, -30.0, 0.0, 30.0, 1000.0], np.float32), requires_grad=True)
+def test_sigmoid_saturates_without_overflow(device):
+    x = dk.tensor(np.array([-1000.0, -30.0, 0.0, 30.0, 1000.0], np.float32), requires_grad=True, device=device)
     with np.errstate(over="raise", invalid="raise"):
         y = x.sigmoid()
         y.sum().backward()
-    assert np.all(np.isfinite(y.detach().numpy())) and np.all(np.isfinite(x.grad.numpy()))
+    assert np.all(np.isfinite(y.detach().cpu().numpy())) and np.all(np.isfinite(x.grad.cpu().numpy()))
 
 
 @pytest.mark.parametrize("shapes", [((3, 4), (4, 5)), ((4,), (4, 3)), ((3, 4), (4,)), ((4,), (4,)),
                                     ((2, 3, 4), (4, 5)), ((2, 1, 3, 4), (5, 4, 2)), ((7, 1), (1, 9))],
                          ids=str)
-def test_matmul(shapes, rng):
-    a, b = t64(rng, *shapes[0]), t64(rng, *shapes[1])
-    np.testing.assert_allclose((a @ b).detach().numpy(), a.detach().numpy() @ b.detach().numpy(), rtol=1e-12)
+def test_matmul(device, shapes, rng):
+    a, b = t64(device, rng, *shapes[0]), t64(device, rng, *shapes[1])
+    host_a, host_b = a.detach().cpu().numpy(), b.detach().cpu().numpy()
+    np.testing.assert_allclose((a @ b).detach().cpu().numpy(), host_a @ host_b, rtol=1e-12)
     gradcheck(lambda x, y: x @ y, a, b)
 
 
 @pytest.mark.parametrize("dim,keepdim", [(None, False), (0, False), (1, True), ((0, 2), False), (-1, True)])
 @pytest.mark.parametrize("op", ["sum", "mean"])
-def test_sum_mean(op, dim, keepdim, rng):
-    x = t64(rng, 3, 4, 5)
+def test_sum_mean(device, op, dim, keepdim, rng):
+    x = t64(device, rng, 3, 4, 5)
     out = getattr(x, op)(dim=dim, keepdim=keepdim)
-    ref = getattr(np, op)(x.detach().numpy(), axis=dim, keepdims=keepdim)
-    np.testing.assert_allclose(out.detach().numpy(), ref, rtol=1e-12)
+    ref = getattr(np, op)(x.detach().cpu().numpy(), axis=dim, keepdims=keepdim)
+    np.testing.assert_allclose(out.detach().cpu().numpy(), ref, rtol=1e-12)
     gradcheck(lambda t: getattr(t, op)(dim=dim, keepdim=keepdim), x)
 
 
 @pytest.mark.parametrize("op", ["max", "min"])
-def test_max_min(op, rng):
-    x = t64(rng, 3, 5)
+def test_max_min(device, op, rng):
+    x = t64(device, rng, 3, 5)
     res = getattr(x, op)(dim=1)
-    ref = getattr(np, op)(x.detach().numpy(), axis=1)
-    np.testing.assert_array_equal(res.values.detach().numpy(), ref)
+    ref = getattr(np, op)(x.detach().cpu().numpy(), axis=1)
+    np.testing.assert_array_equal(res.values.detach().cpu().numpy(), ref)
     arg = np.argmax if op == "max" else np.argmin
-    np.testing.assert_array_equal(res.indices.numpy(), arg(x.detach().numpy(), axis=1))
+    np.testing.assert_array_equal(res.indices.cpu().numpy(), arg(x.detach().cpu().numpy(), axis=1))
     assert res.indices.dtype == np.int64 and not res.indices.requires_grad
     gradcheck(lambda t: getattr(t, op)(dim=1, keepdim=True).values, x)
     gradcheck(lambda t: getattr(t, op)(), x)
 
 
-def test_max_shares_gradient_among_ties():
-    x = dk.tensor(np.array([1.0, 3.0, 3.0, 2.0]), requires_grad=True)
+def test_max_shares_gradient_among_ties(device):
+    x = dk.tensor(np.array([1.0, 3.0, 3.0, 2.0]), requires_grad=True, device=device)
     x.max().backward()
-    np.testing.assert_array_equal(x.grad.numpy(), [0, 0.5, 0.5, 0])
+    np.testing.assert_array_equal(x.grad.cpu().numpy(), [0, 0.5, 0.5, 0])
 
 
-def test_shape_ops(rng):
-    x = t64(rng, 2, 3, 4)
+def test_shape_ops(device, rng):
+    x = t64(device, rng, 2, 3, 4)
     assert x.reshape(6, 4).shape == (6, 4) and x.view(-1).shape == (24,)
     assert x.permute(2, 0, 1).shape == (4, 2, 3) and x.transpose(0, 2).shape == (4, 3, 2)
     assert x.flatten(1).shape == (2, 12) and x.unsqueeze(1).shape == (2, 1, 3, 4)
@@ -129,67 +131,68 @@ def test_shape_ops(rng):
     (slice(None), 1), (0,), (Ellipsis, slice(1, None, 2)), (np.array([0, 1, 1, 0]),),
     (slice(None), np.array([2, 0, 2])), (np.array([[True, False, True], [False, True, True]]),),
 ], ids=str)
-def test_indexing(key, rng):
-    x = t64(rng, 2, 3, 4)
+def test_indexing(device, key, rng):
+    x = t64(device, rng, 2, 3, 4)
     key = key if len(key) > 1 else key[0]
-    np.testing.assert_array_equal(x[key].detach().numpy(), x.detach().numpy()[key])
+    np.testing.assert_array_equal(x[key].detach().cpu().numpy(), x.detach().cpu().numpy()[key])
     gradcheck(lambda t: t[key], x)
 
 
-def test_indexing_with_a_tensor_accumulates_repeats():
-    w = dk.tensor(np.ones((4, 2)), requires_grad=True)
-    w[dk.tensor([1, 1, 3])].sum().backward()
-    np.testing.assert_array_equal(w.grad.numpy()[:, 0], [0, 2, 0, 1])
+def test_indexing_with_a_tensor_accumulates_repeats(device):
+    w = dk.tensor(np.ones((4, 2)), requires_grad=True, device=device)
+    w[dk.tensor([1, 1, 3], device=device)].sum().backward()
+    np.testing.assert_array_equal(w.grad.cpu().numpy()[:, 0], [0, 2, 0, 1])
 
 
 @pytest.mark.parametrize("dim", [0, 1, -1])
-def test_cat_stack(dim, rng):
-    a, b = t64(rng, 2, 3), t64(rng, 2, 3)
-    c = t64(rng, 2, 3)
-    np.testing.assert_array_equal(dk.cat([a, b], dim).detach().numpy(),
-                                  np.concatenate([a.detach().numpy(), b.detach().numpy()], dim))
-    np.testing.assert_array_equal(dk.stack([a, b, c], dim).detach().numpy(),
-                                  np.stack([a.detach().numpy(), b.detach().numpy(), c.detach().numpy()], dim))
+def test_cat_stack(device, dim, rng):
+    a, b = t64(device, rng, 2, 3), t64(device, rng, 2, 3)
+    c = t64(device, rng, 2, 3)
+    np.testing.assert_array_equal(dk.cat([a, b], dim).detach().cpu().numpy(),
+                                  np.concatenate([a.detach().cpu().numpy(), b.detach().cpu().numpy()], dim))
+    np.testing.assert_array_equal(dk.stack([a, b, c], dim).detach().cpu().numpy(),
+                                  np.stack([t.detach().cpu().numpy() for t in (a, b, c)], dim))
     gradcheck(lambda x, y: dk.cat([x, y * 2], dim), a, b)
     gradcheck(lambda x, y, z: dk.stack([x, y, z], dim), a, b, c)
 
 
-def test_where(rng):
-    a, b = t64(rng, 3, 4), t64(rng, 4)
+def test_where(device, rng):
+    a, b = t64(device, rng, 3, 4), t64(device, rng, 4)
     cond = rng.random((3, 4)) > 0.5
-    np.testing.assert_array_equal(dk.where(cond, a, b).detach().numpy(),
-                                  np.where(cond, a.detach().numpy(), b.detach().numpy()))
-    gradcheck(lambda x, y: dk.where(cond, x, y), a, b)
+    cond_on_device = dk.tensor(cond, device=device)
+    np.testing.assert_array_equal(dk.where(cond_on_device, a, b).detach().cpu().numpy(),
+                                  np.where(cond, a.detach().cpu().numpy(), b.detach().cpu().numpy()))
+    gradcheck(lambda x, y: dk.where(cond_on_device, x, y), a, b)
 
 
-def test_a_graph_used_twice_accumulates(rng):
-    x = t64(rng, 3)
+def test_a_graph_used_twice_accumulates(device, rng):
+    x = t64(device, rng, 3)
     y = x * 2
     (y * y + y).sum().backward()  # y read three times
-    np.testing.assert_allclose(x.grad.numpy(), 8 * x.detach().numpy() + 2, rtol=1e-12)
+    np.testing.assert_allclose(x.grad.cpu().numpy(), 8 * x.detach().cpu().numpy() + 2, rtol=1e-12)
     (x * 3).sum().backward()  # a second backward adds to .grad
-    np.testing.assert_allclose(x.grad.numpy(), 8 * x.detach().numpy() + 5, rtol=1e-12)
+    np.testing.assert_allclose(x.grad.cpu().numpy(), 8 * x.detach().cpu().numpy() + 5, rtol=1e-12)
 
 
-def test_a_node_read_by_consumers_at_different_depths_gets_every_contribution():
-    a = dk.ones(3, requires_grad=True)
+def test_a_node_read_by_consumers_at_different_depths_gets_every_contribution(device):
+    a = dk.ones(3, requires_grad=True, device=device)
     b = a * 2
     c = b * 3
     dk.stack([b, c]).sum().backward()  # b is read by Stack and by c's Mul
-    np.testing.assert_array_equal(a.grad.numpy(), [8, 8, 8])
-    x = dk.tensor(np.array([1.5]), requires_grad=True)
+    np.testing.assert_array_equal(a.grad.cpu().numpy(), [8, 8, 8])
+    x = dk.tensor(np.array([1.5]), requires_grad=True, device=device)
     gradcheck(lambda t: dk.cat([t, t * t, (t * t).exp() * t]), x)
 
 
-def test_grad_is_not_an_alias_of_another_grad(rng):
-    a, b = t64(rng, 3), t64(rng, 3)
+def test_grad_is_not_an_alias_of_another_grad(device, rng):
+    a, b = t64(device, rng, 3), t64(device, rng, 3)
     (a + b).sum().backward()  # Add returns the same gradient array to both
     a.grad._array += 1
-    np.testing.assert_array_equal(b.grad.numpy(), np.ones(3))
+    np.testing.assert_array_equal(b.grad.cpu().numpy(), np.ones(3))
 
 
 def test_no_grad_records_nothing(rng):
-    x = t64(rng, 3)
+    x = t64("cpu", rng, 3)
     with dk.no_grad():
         y = x * 2 + 1
         assert not dk.is_grad_enabled()
@@ -206,7 +209,7 @@ def test_no_grad_records_nothing(rng):
 
 
 def test_detach_and_leaf_semantics(rng):
-    x = t64(rng, 3)
+    x = t64("cpu", rng, 3)
     y = x * 2
     assert x.is_leaf and not y.is_leaf and y.grad_fn is not None
     d = y.detach()
@@ -218,7 +221,7 @@ def test_detach_and_leaf_semantics(rng):
 
 
 def test_backward_twice_needs_retain_graph(rng):
-    x = t64(rng, 3)
+    x = t64("cpu", rng, 3)
     y = (x * x).sum()
     y.backward(retain_graph=True)
     y.backward()
@@ -228,7 +231,7 @@ def test_backward_twice_needs_retain_graph(rng):
 
 
 def test_backward_needs_a_gradient_for_non_scalars(rng):
-    x = t64(rng, 3)
+    x = t64("cpu", rng, 3)
     y = x * 2
     with raises_naming(RuntimeError, "one-element", r"\(3,\)"):
         y.backward()
@@ -241,7 +244,7 @@ def test_backward_needs_a_gradient_for_non_scalars(rng):
 
 
 def test_deep_chain_does_not_recurse(rng):
-    x = t64(rng, 2)
+    x = t64("cpu", rng, 2)
     y = x
     for _ in range(5000):
         y = y * 1.0
@@ -281,7 +284,7 @@ def test_device_and_to():
 
 
 def test_to_dtype_is_differentiable(rng):
-    x = t64(rng, 3)
+    x = t64("cpu", rng, 3)
     (x.float() * 2).sum().backward()
     assert x.grad.dtype == np.float64
     np.testing.assert_array_equal(x.grad.numpy(), [2, 2, 2])
@@ -296,7 +299,7 @@ def test_dlpack_round_trip():
 
 
 def test_in_place_updates_are_refused_while_recording(rng):
-    x = t64(rng, 3)
+    x = t64("cpu", rng, 3)
     with pytest.raises(RuntimeError, match="no_grad"):
         x.zero_()
     with dk.no_grad():
@@ -306,11 +309,11 @@ def test_in_place_updates_are_refused_while_recording(rng):
 
 
 def test_bad_reshape_and_join_name_the_shapes(rng):
-    x = t64(rng, 2, 3)
+    x = t64("cpu", rng, 2, 3)
     with raises_naming(ValueError, r"\(2, 3\)", r"\(4, -1\)|\(4,"):
         x.reshape(4, -1)
     with raises_naming(ValueError, r"\(2, 3\)", r"\(2, 4\)"):
-        dk.cat([x, t64(rng, 2, 4)], 0)
+        dk.cat([x, t64("cpu", rng, 2, 4)], 0)
     with raises_naming(ValueError, "permutation"):
         x.permute(0, 0)
 

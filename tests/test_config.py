@@ -139,7 +139,7 @@ def test_cuda_bad_device_index(index):
 def test_cuda_device_roundtrip():
     if not deepkern.cuda.is_available():
         pytest.skip(f"no usable CUDA device: {deepkern.cuda.unavailable_reason()}")
-    got = np.asarray(deepkern._backend._cuda.iota_on_device(1000))
+    got = np.asarray(deepkern.backends.cuda._cuda.iota_on_device(1000))
     assert got.shape == (1000,)
     np.testing.assert_array_equal(got, np.arange(1000))
     for i in range(deepkern.cuda.device_count()):

@@ -8,7 +8,8 @@ torch.nn.functional.conv2d + autograd.
 The configurations are a seeded random draw over the space (batch 1 and 3; C and K from 1, odd and
 even; H and W from 1 to 37; kernels 1x1, 3x3, 5x5, 7x7, 1x3, 3x1, 5x3; stride 1-3; padding 0-3, pairs,
 "same" and "valid"; dilation 1-2; groups 1, 2 and depthwise with K == C and K == 2C) plus named corner
-cases. Each one runs on every kernel ISA this CPU supports. conv2d has no ``out`` argument, so before
+cases. Each one runs on every device (the ``device`` fixture) and every kernel ISA this CPU supports.
+conv2d has no ``out`` argument, so before
 each call a NaN-filled block of the result's size is freed (NumPy and malloc tend to hand it back to
 the next allocation of that size): an element the kernel forgets to write then shows up as NaN.
 """
@@ -27,7 +28,7 @@ import deepkern
 from deepkern.ops import conv2d, conv2d_backward
 
 from checks import F32, F64, TOL, active_isa, check, poison_heap, raises_naming, rand, shape_pattern
-from conftest import SUPPORTED_ISAS
+from conftest import SUPPORTED_ISAS, on_device, ones_on, to_host
 from reference import conv2d_backward_ref, conv2d_out_size, conv2d_ref
 
 DTYPES = [F32, F64]
@@ -210,7 +211,7 @@ def make_inputs(rng, cfg: Cfg, dtype):
 def check_unread_zero(gx, ref_gx, what):
     """Input positions no output reads (stride > kernel extent) have a gradient of exactly 0."""
     unread = ref_gx == 0.0  # random normal gradients never sum to exactly 0 where something is read
-    bad = int(np.count_nonzero(gx[unread] != 0.0))
+    bad = int(np.count_nonzero(to_host(gx)[unread] != 0.0))
     assert bad == 0, f"{what}: {bad} grad_x elements at input positions no output reads are not 0"
 
 
@@ -250,38 +251,38 @@ def run_backward(g, x, w, kwargs, needs=(True, True, True)):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("cfg", CONFIGS, ids=Cfg.id)
-def test_conv2d_forward(cfg, dtype, rng):
+def test_conv2d_forward(device, cfg, dtype, rng):
     x, w, b = make_inputs(rng, cfg, dtype)
-    before = [a.copy() for a in (x, w, b) if a is not None]
+    inputs = on_device(device, x, w, b)
     ref = conv2d_ref(x, w, b, **cfg.kwargs)
     floor = small_floors(cfg, x, w, b)
     for isa in SUPPORTED_ISAS:
         with active_isa(isa):
             poison_heap((ref.shape, dtype))
-            got = conv2d(x, w, b, **cfg.kwargs)
+            got = conv2d(*inputs, **cfg.kwargs)
         check(got, ref, dtype, f"conv2d {cfg} {dtype} isa={isa}", floor)
-    for a, a0 in zip([a for a in (x, w, b) if a is not None], before):
-        np.testing.assert_array_equal(a, a0, err_msg="conv2d modified an input")
+    for a, a0 in zip(inputs, (x, w, b)):
+        np.testing.assert_array_equal(to_host(a), a0, err_msg="conv2d modified an input")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("cfg", BACKWARD_CONFIGS, ids=Cfg.id)
-def test_conv2d_backward(cfg, dtype, rng):
+def test_conv2d_backward(device, cfg, dtype, rng):
     x, w, _ = make_inputs(rng, cfg, dtype)
     g = rand(rng, cfg.out_shape, dtype)
-    before = [a.copy() for a in (g, x, w)]
+    inputs = on_device(device, g, x, w)
     ref_gx, ref_gw, ref_gb = conv2d_backward_ref(g, x, w, **cfg.kwargs)
     fx, fw, fb = small_floors(cfg, x, w, None, g)
     for isa in SUPPORTED_ISAS:
         with active_isa(isa):
-            gx, gw, gb = run_backward(g, x, w, cfg.kwargs)
+            gx, gw, gb = run_backward(*inputs, cfg.kwargs)
         what = f"conv2d_backward {cfg} {dtype} isa={isa}"
         check(gx, ref_gx, dtype, what + " grad_x", fx)
         check_unread_zero(gx, ref_gx, what)
         check(gw, ref_gw, dtype, what + " grad_w", fw)
         check(gb, ref_gb, dtype, what + " grad_b", fb)
-    for a, a0 in zip((g, x, w), before):
-        np.testing.assert_array_equal(a, a0, err_msg="conv2d_backward modified an input")
+    for a, a0 in zip(inputs, (g, x, w)):
+        np.testing.assert_array_equal(to_host(a), a0, err_msg="conv2d_backward modified an input")
 
 
 def test_configurations_cover_the_space():
@@ -321,7 +322,7 @@ FD_CONFIGS = [
 
 
 @pytest.mark.parametrize("cfg", FD_CONFIGS, ids=Cfg.id)
-def test_conv2d_backward_finite_differences(cfg, rng):
+def test_conv2d_backward_finite_differences(device, cfg, rng):
     """Central differences of loss = sum(grad_out * conv2d(x, w, b)) at a few random entries of x, w
     and b match conv2d_backward (the loss is linear in each, so only rounding separates them)."""
     x, w, _ = make_inputs(rng, cfg, F64)
@@ -329,9 +330,9 @@ def test_conv2d_backward_finite_differences(cfg, rng):
     g = rand(rng, cfg.out_shape, F64)
 
     def loss(x_, w_, b_):
-        return float(np.sum(g * conv2d(x_, w_, b_, **cfg.kwargs)))
+        return float(np.sum(g * to_host(conv2d(*on_device(device, x_, w_, b_), **cfg.kwargs))))
 
-    grads = dict(zip("xwb", run_backward(g, x, w, cfg.kwargs)))
+    grads = {name: to_host(grad) for name, grad in zip("xwb", run_backward(*on_device(device, g, x, w), cfg.kwargs))}
     args = dict(x=x, w=w, b=b)
     h = 1e-3
     for name, arr in args.items():
@@ -354,13 +355,13 @@ def test_conv2d_backward_finite_differences(cfg, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_conv2d_backward_needs(dtype, rng):
+def test_conv2d_backward_needs(device, dtype, rng):
     cfg = Cfg(3, 4, 9, 8, 6, 3, 3, stride=2, padding=1, groups=2)
     x, w, _ = make_inputs(rng, cfg, dtype)
     g = rand(rng, cfg.out_shape, dtype)
     refs = conv2d_backward_ref(g, x, w, **cfg.kwargs)
     for needs in itertools.product((False, True), repeat=3):
-        got = run_backward(g, x, w, cfg.kwargs, needs=needs)
+        got = run_backward(*on_device(device, g, x, w), cfg.kwargs, needs=needs)
         for name, need, gr, ref in zip(("grad_x", "grad_w", "grad_b"), needs, got, refs):
             what = f"conv2d_backward {cfg} {dtype} needs={needs} {name}"
             if need:
@@ -369,31 +370,40 @@ def test_conv2d_backward_needs(dtype, rng):
                 assert gr is None, f"{what}: not asked for, got {type(gr).__name__} instead of None"
 
 
-def _x_view(rng, shape, layout, dtype):
+def _stored(rng, shape, dtype, device):
+    return on_device(device, rand(rng, shape, dtype))
+
+
+def _fortran(rng, shape, dtype, device):
+    """Column-major: the transpose of a C-contiguous array holding it, on ``device``."""
+    return on_device(device, rand(rng, shape, dtype).T.copy()).T
+
+
+def _x_view(rng, shape, layout, dtype, device):
     n, c, h, w = shape
     if layout == "nhwc":  # channels-last storage seen as NCHW
-        return rand(rng, (n, h, w, c), dtype).transpose(0, 3, 1, 2)
+        return _stored(rng, (n, h, w, c), dtype, device).transpose(0, 3, 1, 2)
     if layout == "sliced":
-        return rand(rng, (n, 2 * c, h + 3, 2 * w), dtype)[:, ::2, 3:, 1::2]
+        return _stored(rng, (n, 2 * c, h + 3, 2 * w), dtype, device)[:, ::2, 3:, 1::2]
     if layout == "negative":
-        return rand(rng, shape, dtype)[::-1, :, ::-1, ::-1]
+        return _stored(rng, shape, dtype, device)[::-1, :, ::-1, ::-1]
     if layout == "fortran":
-        return np.asfortranarray(rand(rng, shape, dtype))
+        return _fortran(rng, shape, dtype, device)
     if layout == "swapped":  # non-native byte order
-        return rand(rng, shape, dtype).astype(np.dtype(dtype).newbyteorder("S"))
+        return on_device(device, rand(rng, shape, dtype).astype(np.dtype(dtype).newbyteorder("S")))
     raise AssertionError(layout)
 
 
-def _w_view(rng, shape, layout, dtype):
+def _w_view(rng, shape, layout, dtype, device):
     k, c, r, s = shape
     if layout == "hwio":
-        return rand(rng, (r, s, c, k), dtype).transpose(3, 2, 0, 1)
+        return _stored(rng, (r, s, c, k), dtype, device).transpose(3, 2, 0, 1)
     if layout == "negative":
-        return rand(rng, shape, dtype)[:, :, ::-1, ::-1]
+        return _stored(rng, shape, dtype, device)[:, :, ::-1, ::-1]
     if layout == "sliced":
-        return rand(rng, (2 * k, c, r, s + 1), dtype)[::2, :, :, 1:]
+        return _stored(rng, (2 * k, c, r, s + 1), dtype, device)[::2, :, :, 1:]
     if layout == "fortran":
-        return np.asfortranarray(rand(rng, shape, dtype))
+        return _fortran(rng, shape, dtype, device)
     raise AssertionError(layout)
 
 
@@ -405,43 +415,44 @@ VIEW_CONFIGS = [Cfg(3, 5, 11, 9, 6, 3, 3, padding=1), Cfg(2, 6, 10, 13, 4, 5, 3,
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("x_layout,w_layout", VIEW_PAIRS, ids=lambda v: v)
-def test_conv2d_views(x_layout, w_layout, dtype, rng):
+def test_conv2d_views(device, x_layout, w_layout, dtype, rng):
     for cfg in VIEW_CONFIGS:
-        x = _x_view(rng, cfg.x_shape, x_layout, dtype)
-        w = _w_view(rng, cfg.w_shape, w_layout, dtype)
-        b = rand(rng, (2 * cfg.k,), dtype)[::-2]
-        g = rand(rng, cfg.out_shape[:2] + cfg.out_shape[:1:-1], dtype).transpose(0, 1, 3, 2)[:, ::-1]
+        x = _x_view(rng, cfg.x_shape, x_layout, dtype, device)
+        w = _w_view(rng, cfg.w_shape, w_layout, dtype, device)
+        b = _stored(rng, (2 * cfg.k,), dtype, device)[::-2]
+        g = _stored(rng, cfg.out_shape[:2] + cfg.out_shape[:1:-1], dtype, device).transpose(0, 1, 3, 2)[:, ::-1]
         assert g.shape == cfg.out_shape
-        before = [a.copy() for a in (x, w, b, g)]
+        hx, hw, hb, hg = before = [to_host(a).copy() for a in (x, w, b, g)]
         what = f"{cfg} x {x_layout} strides {x.strides}, w {w_layout} strides {w.strides} {dtype}"
-        check(conv2d(x, w, b, **cfg.kwargs), conv2d_ref(x, w, b, **cfg.kwargs), dtype, "conv2d " + what)
-        refs = conv2d_backward_ref(g, x, w, **cfg.kwargs)
+        check(conv2d(x, w, b, **cfg.kwargs), conv2d_ref(hx, hw, hb, **cfg.kwargs), dtype, "conv2d " + what)
+        refs = conv2d_backward_ref(hg, hx, hw, **cfg.kwargs)
         for name, got, ref in zip(("grad_x", "grad_w", "grad_b"), run_backward(g, x, w, cfg.kwargs), refs):
             check(got, ref, dtype, f"conv2d_backward {what}, grad_out strides {g.strides}: {name}")
         for a, a0 in zip((x, w, b, g), before):
-            np.testing.assert_array_equal(a, a0, err_msg=f"an input was modified ({what})")
+            np.testing.assert_array_equal(to_host(a), a0, err_msg=f"an input was modified ({what})")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_conv2d_unbatched(dtype, rng):
+def test_conv2d_unbatched(device, dtype, rng):
     for cfg in [Cfg(1, 3, 9, 8, 4, 3, 3, padding=1), Cfg(1, 4, 7, 6, 4, 2, 2, padding="same", groups=2),
                 Cfg(1, 3, 12, 11, 6, 5, 3, stride=2, dilation=(1, 2), groups=3)]:
         x, w, b = make_inputs(rng, cfg, dtype)
         x3 = x[0]
         ref = conv2d_ref(x3, w, b, **cfg.kwargs)
         assert ref.shape == cfg.out_shape[1:]
-        check(conv2d(x3, w, b, **cfg.kwargs), ref, dtype, f"conv2d unbatched {cfg} {dtype}")
+        check(conv2d(*on_device(device, x3, w, b), **cfg.kwargs), ref, dtype, f"conv2d unbatched {cfg} {dtype}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_conv2d_backward_unbatched(dtype, rng):
+def test_conv2d_backward_unbatched(device, dtype, rng):
     """PyTorch's autograd gives an unbatched (C, H, W) gradient for an unbatched input."""
     cfg = Cfg(1, 4, 9, 8, 6, 3, 3, stride=2, padding=1, groups=2)
     x, w, _ = make_inputs(rng, cfg, dtype)
     g = rand(rng, cfg.out_shape[1:], dtype)
     refs = conv2d_backward_ref(g, x[0], w, **cfg.kwargs)
     assert refs[0].shape == x[0].shape
-    for name, got, ref in zip(("grad_x", "grad_w", "grad_b"), run_backward(g, x[0], w, cfg.kwargs), refs):
+    grads = run_backward(*on_device(device, g, x[0], w), cfg.kwargs)
+    for name, got, ref in zip(("grad_x", "grad_w", "grad_b"), grads, refs):
         check(got, ref, dtype, f"conv2d_backward unbatched x {x[0].shape} grad_out {g.shape} {dtype}: {name}")
 
 
@@ -461,15 +472,16 @@ BLOCKING_CONFIGS = [
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("cfg", BLOCKING_CONFIGS, ids=Cfg.id)
-def test_conv2d_blocking(cfg, dtype, threads, rng):
+def test_conv2d_blocking(device, cfg, dtype, threads, rng):
     x, w, b = make_inputs(rng, cfg, dtype)
     g = rand(rng, cfg.out_shape, dtype)
     ref = conv2d_ref(x, w, b, **cfg.kwargs)
     refs = conv2d_backward_ref(g, x, w, **cfg.kwargs)
     what = f"{cfg} {dtype} threads={threads}"
+    dx, dw, db, dg = on_device(device, x, w, b, g)
     poison_heap((ref.shape, dtype))
-    check(conv2d(x, w, b, **cfg.kwargs), ref, dtype, "conv2d " + what)
-    for name, got, exp in zip(("grad_x", "grad_w", "grad_b"), run_backward(g, x, w, cfg.kwargs), refs):
+    check(conv2d(dx, dw, db, **cfg.kwargs), ref, dtype, "conv2d " + what)
+    for name, got, exp in zip(("grad_x", "grad_w", "grad_b"), run_backward(dg, dx, dw, cfg.kwargs), refs):
         check(got, exp, dtype, f"conv2d_backward {what}: {name}")
 
 
@@ -483,13 +495,14 @@ def _layer_id(layer):
 
 
 @pytest.mark.parametrize("layer", LAYERS, ids=_layer_id)
-def test_conv2d_benchmark_layers(layer, threads, rng):
+def test_conv2d_benchmark_layers(device, layer, threads, rng):
     c, h, w_, k, r, s, stride, pad, groups = layer
     cfg = Cfg(1, c, h, w_, k, r, s, stride=stride, padding=pad, groups=groups)
     x, w, b = make_inputs(rng, cfg, F32)
     g = rand(rng, cfg.out_shape, F32)
     ref = conv2d_ref(x, w, b, **cfg.kwargs)
     ref_gx, ref_gw, ref_gb = conv2d_backward_ref(g, x, w, **cfg.kwargs)
+    x, w, b, g = on_device(device, x, w, b, g)
     p, q = cfg.out_hw
     # grad_w and grad_b sum over N*P*Q terms: up to 12544 here, past the 4096 the float32 tolerance is
     # stated for, so their bound grows with sqrt(terms / 4096) like a rounding error does.
@@ -521,7 +534,7 @@ TORCH_CONFIGS = [
 
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
 @pytest.mark.parametrize("cfg", TORCH_CONFIGS, ids=Cfg.id)
-def test_conv2d_matches_torch(cfg, rng):
+def test_conv2d_matches_torch(device, cfg, rng):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
     x, w, b = make_inputs(rng, cfg, F64)
@@ -547,6 +560,7 @@ def test_conv2d_matches_torch(cfg, rng):
             expected = [o.detach().numpy(), xt2.grad.numpy(), wt2.grad.numpy(), bt2.grad.numpy()]
         else:
             expected = torch_results
+        xd, wd, bd, gd = on_device(device, xd, wd, bd, gd)
         ours = [conv2d(xd, wd, bd, **cfg.kwargs)] + list(run_backward(gd, xd, wd, cfg.kwargs))
         for name, got, exp in zip(names, ours, expected):
             check(got, exp, dtype, f"{cfg} {dtype}: deepkern {name} vs torch")
@@ -566,29 +580,30 @@ def _x_channels(shape):
     return shape_pattern(shape) + rf"|\bC\s*=\s*{c}\b"
 
 
-def test_channel_mismatch():
-    x, w = np.ones((2, 3, 5, 5)), np.ones((4, 2, 3, 3))
+def test_channel_mismatch(device):
+    x, w = ones_on(device, (2, 3, 5, 5)), ones_on(device, (4, 2, 3, 3))
     with raises_naming(ValueError, "conv2d", r"\bx\b|input", _x_channels(x.shape), shape_pattern(w.shape)):
         conv2d(x, w)
     with raises_naming(ValueError, "conv2d", r"\bx\b|input", _x_channels(x.shape), shape_pattern(w.shape)):
-        conv2d_backward(np.ones((2, 4, 3, 3)), x, w)
-    x6 = np.ones((2, 6, 5, 5))
+        conv2d_backward(ones_on(device, (2, 4, 3, 3)), x, w)
+    x6 = ones_on(device, (2, 6, 5, 5))
     with raises_naming(ValueError, "conv2d", _x_channels(x6.shape), shape_pattern(w.shape), r"groups\s*=?\s*2"):
         conv2d(x6, w, groups=2)  # 6 != 2 * 2
     with raises_naming(ValueError, "conv2d", _x_channels((3, 5, 5)), shape_pattern(w.shape)):
-        conv2d(np.ones((3, 5, 5)), w)  # unbatched
+        conv2d(ones_on(device, (3, 5, 5)), w)  # unbatched
 
 
-def test_groups_must_divide_channels():
+def test_groups_must_divide_channels(device):
     with raises_naming(ValueError, "conv2d", "groups", r"\b2\b", r"\b5\b"):
-        conv2d(np.ones((1, 5, 6, 6)), np.ones((4, 2, 3, 3)), groups=2)  # C = 5
+        conv2d(ones_on(device, (1, 5, 6, 6)), ones_on(device, (4, 2, 3, 3)), groups=2)  # C = 5
     with raises_naming(ValueError, "conv2d", "groups", r"\b2\b", r"\b3\b"):
-        conv2d(np.ones((1, 4, 6, 6)), np.ones((3, 2, 3, 3)), groups=2)  # K = 3
+        conv2d(ones_on(device, (1, 4, 6, 6)), ones_on(device, (3, 2, 3, 3)), groups=2)  # K = 3
     with raises_naming(ValueError, "conv2d", "groups", r"\b2\b", r"\b3\b"):
-        conv2d_backward(np.ones((1, 3, 4, 4)), np.ones((1, 4, 6, 6)), np.ones((3, 2, 3, 3)), groups=2)
+        conv2d_backward(ones_on(device, (1, 3, 4, 4)), ones_on(device, (1, 4, 6, 6)), ones_on(device, (3, 2, 3, 3)),
+                        groups=2)
     for bad in (0, -1):
         with raises_naming(ValueError, "conv2d", "groups", re.escape(str(bad))):
-            conv2d(np.ones((1, 4, 6, 6)), np.ones((4, 4, 3, 3)), groups=bad)
+            conv2d(ones_on(device, (1, 4, 6, 6)), ones_on(device, (4, 4, 3, 3)), groups=bad)
 
 
 @pytest.mark.parametrize("kwargs,x_shape,w_shape", [
@@ -598,25 +613,25 @@ def test_groups_must_divide_channels():
     (dict(padding="valid"), (1, 2, 4, 9), (2, 2, 5, 5)),
     (dict(padding=(1, 0)), (1, 2, 4, 1), (2, 2, 3, 3)),
 ], ids=["small", "narrow", "dilated", "valid", "pad-pair"])
-def test_empty_output(kwargs, x_shape, w_shape):
-    x, w = np.ones(x_shape), np.ones(w_shape)
+def test_empty_output(device, kwargs, x_shape, w_shape):
+    x, w = ones_on(device, x_shape), ones_on(device, w_shape)
     with raises_naming(ValueError, "conv2d", "output", shape_pattern(x_shape) + "|" + shape_pattern(x_shape[2:]) + "|"
                        + f"{x_shape[2]}x{x_shape[3]}"):
         conv2d(x, w, **kwargs)
     with raises_naming(ValueError, "conv2d", "output"):
-        conv2d_backward(np.ones((x_shape[0], w_shape[0], 1, 1)), x, w, **kwargs)
+        conv2d_backward(ones_on(device, (x_shape[0], w_shape[0], 1, 1)), x, w, **kwargs)
 
 
-def test_wrong_ndim():
-    w = np.ones((4, 3, 3, 3))
+def test_wrong_ndim(device):
+    w = ones_on(device, (4, 3, 3, 3))
     for shape in [(5, 5), (1, 1, 3, 5, 5), (3,)]:
         with raises_naming(ValueError, "conv2d", r"\bx\b|input", shape_pattern(shape)):
-            conv2d(np.ones(shape), w)
+            conv2d(ones_on(device, shape), w)
     for shape in [(4, 3, 3), (4, 3, 3, 3, 1), (4, 27)]:
         with raises_naming(ValueError, "conv2d", W_NAME, shape_pattern(shape)):
-            conv2d(np.ones((1, 3, 5, 5)), np.ones(shape))
+            conv2d(ones_on(device, (1, 3, 5, 5)), ones_on(device, shape))
     with raises_naming(ValueError, "conv2d", r"\bx\b|input", shape_pattern(())):
-        conv2d(np.array(1.0), w)
+        conv2d(on_device(device, np.array(1.0)), w)
 
 
 @pytest.mark.parametrize("name,value", [
@@ -624,44 +639,44 @@ def test_wrong_ndim():
     ("dilation", 0), ("dilation", -1), ("dilation", (0, 1)),
     ("padding", -1), ("padding", (0, -2)),
 ], ids=str)
-def test_bad_stride_padding_dilation(name, value):
-    x, w = np.ones((1, 3, 8, 8)), np.ones((4, 3, 3, 3))
+def test_bad_stride_padding_dilation(device, name, value):
+    x, w = ones_on(device, (1, 3, 8, 8)), ones_on(device, (4, 3, 3, 3))
     bad = value if isinstance(value, int) else [v for v in value if v <= 0 and not (name == "padding" and v == 0)][0]
     with raises_naming(ValueError, "conv2d", name, re.escape(str(bad))):
         conv2d(x, w, **{name: value})
     with raises_naming(ValueError, "conv2d", name, re.escape(str(bad))):
-        conv2d_backward(np.ones((1, 4, 6, 6)), x, w, **{name: value})
+        conv2d_backward(ones_on(device, (1, 4, 6, 6)), x, w, **{name: value})
 
 
-def test_bad_padding_string_and_same_with_stride():
-    x, w = np.ones((1, 3, 8, 8)), np.ones((4, 3, 3, 3))
+def test_bad_padding_string_and_same_with_stride(device):
+    x, w = ones_on(device, (1, 3, 8, 8)), ones_on(device, (4, 3, 3, 3))
     with raises_naming(ValueError, "conv2d", "padding", "full"):
         conv2d(x, w, padding="full")
     for stride in (2, (1, 2)):
         with raises_naming(ValueError, "conv2d", "same", "stride"):
             conv2d(x, w, padding="same", stride=stride)
         with raises_naming(ValueError, "conv2d", "same", "stride"):
-            conv2d_backward(np.ones((1, 4, 8, 8)), x, w, padding="same", stride=stride)
+            conv2d_backward(ones_on(device, (1, 4, 8, 8)), x, w, padding="same", stride=stride)
 
 
-def test_bias_shape():
-    x, w = np.ones((1, 3, 8, 8)), np.ones((4, 3, 3, 3))
+def test_bias_shape(device):
+    x, w = ones_on(device, (1, 3, 8, 8)), ones_on(device, (4, 3, 3, 3))
     for shape in [(5,), (1, 4), (3,), ()]:
         with raises_naming(ValueError, "conv2d", B_NAME, shape_pattern(shape), r"\(4,\)|\b4\b"):
-            conv2d(x, w, np.ones(shape))
+            conv2d(x, w, ones_on(device, shape))
 
 
-def test_grad_out_shape():
-    x, w = np.ones((2, 3, 8, 8)), np.ones((4, 3, 3, 3))  # output (2, 4, 6, 6)
+def test_grad_out_shape(device):
+    x, w = ones_on(device, (2, 3, 8, 8)), ones_on(device, (4, 3, 3, 3))  # output (2, 4, 6, 6)
     for shape in [(2, 4, 6, 5), (2, 3, 6, 6), (1, 4, 6, 6), (4, 6, 6), (2, 4, 36)]:
         with raises_naming(ValueError, "conv2d_backward", "grad_out", shape_pattern(shape), shape_pattern((2, 4, 6, 6))):
-            conv2d_backward(np.ones(shape), x, w)
+            conv2d_backward(ones_on(device, shape), x, w)
 
 
 @pytest.mark.parametrize("bad", [np.int32, np.int64, np.float16, np.complex64, np.complex128, np.bool_],
                          ids=lambda t: np.dtype(t).name)
-def test_unsupported_dtypes(bad):
-    x, w, b = np.ones((1, 3, 5, 5), np.float32), np.ones((4, 3, 3, 3), np.float32), np.ones(4, np.float32)
+def test_unsupported_dtypes(device, bad):
+    x, w, b = (ones_on(device, shape, np.float32) for shape in ((1, 3, 5, 5), (4, 3, 3, 3), 4))
     name = np.dtype(bad).name
     with raises_naming(TypeError, "conv2d", r"\bx\b|input", name):
         conv2d(x.astype(bad), w)
@@ -670,19 +685,19 @@ def test_unsupported_dtypes(bad):
     with raises_naming(TypeError, "conv2d", B_NAME, name):
         conv2d(x, w, b.astype(bad))
     with raises_naming(TypeError, "conv2d", "grad_out", name):
-        conv2d_backward(np.ones((1, 4, 3, 3), bad), x, w)
+        conv2d_backward(ones_on(device, (1, 4, 3, 3), bad), x, w)
     with raises_naming(TypeError, "conv2d", r"\bx\b|input", name):
-        conv2d_backward(np.ones((1, 4, 3, 3), np.float32), x.astype(bad), w)
+        conv2d_backward(ones_on(device, (1, 4, 3, 3), np.float32), x.astype(bad), w)
 
 
-def test_mixed_dtypes():
-    x32, w64 = np.ones((1, 3, 5, 5), np.float32), np.ones((4, 3, 3, 3))
+def test_mixed_dtypes(device):
+    x32, w64 = ones_on(device, (1, 3, 5, 5), np.float32), ones_on(device, (4, 3, 3, 3))
     with raises_naming(TypeError, "conv2d", "float32", "float64"):
         conv2d(x32, w64)
     with raises_naming(TypeError, "conv2d", "float32", "float64"):
         conv2d(x32.astype(np.float64), w64.astype(np.float32))
     with raises_naming(TypeError, "conv2d", "float32", "float64"):
-        conv2d_backward(np.ones((1, 4, 3, 3), np.float32), x32, w64)
+        conv2d_backward(ones_on(device, (1, 4, 3, 3), np.float32), x32, w64)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -767,13 +782,14 @@ WINOGRAD_CFGS = [
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("cfg", WINOGRAD_CFGS, ids=str)
-def test_conv2d_winograd_layers(cfg, dtype, threads, rng):
+def test_conv2d_winograd_layers(device, cfg, dtype, threads, rng):
     x, w, b = make_inputs(rng, cfg, dtype)
     g = rand(rng, cfg.out_shape, dtype)
+    dx, dw, db, dg = on_device(device, x, w, b, g)
     what = f"{cfg} {dtype} threads={threads}"
     poison_heap((cfg.out_shape, dtype))
-    check(conv2d(x, w, b, **cfg.kwargs), conv2d_ref(x, w, b, **cfg.kwargs), dtype, "conv2d " + what)
+    check(conv2d(dx, dw, db, **cfg.kwargs), conv2d_ref(x, w, b, **cfg.kwargs), dtype, "conv2d " + what)
     ref_gx, ref_gw, _ = conv2d_backward_ref(g, x, w, **cfg.kwargs)
-    gx, gw, _ = run_backward(g, x, w, cfg.kwargs, needs=(True, True, False))
+    gx, gw, _ = run_backward(dg, dx, dw, cfg.kwargs, needs=(True, True, False))
     check(gx, ref_gx, dtype, "conv2d_backward grad_x " + what)
     check(gw, ref_gw, dtype, "conv2d_backward grad_w " + what)

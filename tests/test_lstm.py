@@ -12,7 +12,9 @@ The gradients are checked against central finite differences in float64 through 
 (every input, state, weight and bias), against the step-by-step BPTT reference on bigger cases, and,
 where PyTorch is installed, against torch.nn.LSTMCell / torch.nn.LSTM (both directions of a
 bidirectional one) + autograd. Before each call a NaN-filled block of the results' sizes is freed
-(see test_conv.poison_heap) so an element the kernel forgets to write shows up as NaN.
+(see test_conv.poison_heap) so an element the kernel forgets to write shows up as NaN. The cases run
+on every device (the ``device`` fixture): the references are computed from the host arrays, the ops
+run on copies on the device.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import deepkern
 from deepkern.ops import lstm, lstm_backward, lstm_cell, lstm_cell_backward
 
 from checks import F32, F64, check, poison_heap, raises_naming, rand, shape_pattern
+from conftest import on_device, ones_on, to_host
 from reference import lstm_backward_ref, lstm_cell_backward_ref, lstm_cell_ref, lstm_ref
 
 DTYPES = [F32, F64]
@@ -148,7 +151,7 @@ def _copies(arrays):
 def assert_unmodified(arrays, before, what):
     for k, (a, a0) in enumerate(zip(arrays, before)):
         if a is not None:
-            np.testing.assert_array_equal(a, a0, err_msg=f"{what}: input {k} was modified")
+            np.testing.assert_array_equal(to_host(a), a0, err_msg=f"{what}: input {k} was modified")
 
 
 def run_lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, return_cache=False):
@@ -205,11 +208,12 @@ def forward_and_backward(args, cfg_reverse, gy, gh, gc):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("cell", CELL_CONFIGS, ids=_cell_id)
-def test_lstm_cell_forward(cell, dtype, rng):
+def test_lstm_cell_forward(device, cell, dtype, rng):
     b, i, h, bias = cell
     args = make_cell_inputs(rng, b, i, h, dtype, bias)
     before = _copies(args)
     ref_h, ref_c = lstm_cell_ref(*args)
+    args = on_device(device, *args)
     poison_heap(((b, h), dtype), ((b, h), dtype))
     out = lstm_cell(*args)
     assert isinstance(out, tuple) and len(out) == 2, f"lstm_cell returned {type(out).__name__}, expected (h_next, c_next)"
@@ -221,7 +225,7 @@ def test_lstm_cell_forward(cell, dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("cell", CELL_CONFIGS, ids=_cell_id)
-def test_lstm_cell_backward(cell, dtype, rng):
+def test_lstm_cell_backward(device, cell, dtype, rng):
     b, i, h, bias = cell
     args = make_cell_inputs(rng, b, i, h, dtype, bias)
     gh, gc = rand(rng, (b, h), dtype), rand(rng, (b, h), dtype)
@@ -230,26 +234,28 @@ def test_lstm_cell_backward(cell, dtype, rng):
         refs = list(lstm_cell_backward_ref(*grads, *args))
         if not bias:
             refs[5] = refs[6] = None
-        got = run_cell_backward(*grads, *args)
+        on_dev = on_device(device, *args, *grads)
+        got = run_cell_backward(*on_dev[7:], *on_dev[:7])
         what = (f"lstm_cell_backward B={b} I={i} H={h} bias={bias} {dtype} grad_h_next "
                 f"{'None' if grads[0] is None else 'given'}, grad_c_next {'None' if grads[1] is None else 'given'}")
         check_grads(got, refs, dtype, what, CELL_GRAD_NAMES)
-        assert_unmodified(args + grads, before, what)
+        assert_unmodified(on_dev, before, what)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_lstm_cell_backward_one_bias(dtype, rng):
+def test_lstm_cell_backward_one_bias(device, dtype, rng):
     """Each bias gradient is None exactly when that bias is None."""
-    x, h, c, w_ih, w_hh, b_ih, b_hh = make_cell_inputs(rng, 3, 5, 7, dtype)
+    x, h, c, w_ih, w_hh, b_ih, b_hh = args = make_cell_inputs(rng, 3, 5, 7, dtype)
     gh, gc = rand(rng, (3, 7), dtype), rand(rng, (3, 7), dtype)
+    dgh, dgc, dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh = on_device(device, gh, gc, *args)
     refs = lstm_cell_backward_ref(gh, gc, x, h, c, w_ih, w_hh, b_ih, None)
-    got = run_cell_backward(gh, gc, x, h, c, w_ih, w_hh, b_ih, None)
+    got = run_cell_backward(dgh, dgc, dx, dh, dc, dw_ih, dw_hh, db_ih, None)
     check_grads(got, refs[:6] + (None,), dtype, f"lstm_cell_backward b_ih given, b_hh None {dtype}", CELL_GRAD_NAMES)
     refs = lstm_cell_backward_ref(gh, gc, x, h, c, w_ih, w_hh, None, b_hh)
-    got = run_cell_backward(gh, gc, x, h, c, w_ih, w_hh, None, b_hh)
+    got = run_cell_backward(dgh, dgc, dx, dh, dc, dw_ih, dw_hh, None, db_hh)
     check_grads(got, refs[:5] + (None, refs[6]), dtype, f"lstm_cell_backward b_ih None, b_hh given {dtype}",
                 CELL_GRAD_NAMES)
-    check(lstm_cell(x, h, c, w_ih, w_hh, None, b_hh)[0], lstm_cell_ref(x, h, c, w_ih, w_hh, None, b_hh)[0], dtype,
+    check(lstm_cell(dx, dh, dc, dw_ih, dw_hh, None, db_hh)[0], lstm_cell_ref(x, h, c, w_ih, w_hh, None, b_hh)[0], dtype,
           f"lstm_cell b_ih None, b_hh given {dtype}")
 
 
@@ -269,10 +275,11 @@ def test_configurations_cover_the_space():
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("cfg", CONFIGS, ids=Cfg.id)
-def test_lstm_forward(cfg, dtype, rng):
+def test_lstm_forward(device, cfg, dtype, rng):
     args = make_inputs(rng, cfg, dtype)
     before = _copies(args)
     refs = lstm_ref(*args, reverse=cfg.reverse)
+    args = on_device(device, *args)
     what = f"lstm {cfg} {dtype}"
     for return_cache in (False, True):
         out = run_lstm(*args, cfg.reverse, return_cache=return_cache)
@@ -283,20 +290,20 @@ def test_lstm_forward(cfg, dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("cfg", CONFIGS, ids=Cfg.id)
-def test_lstm_backward(cfg, dtype, rng):
+def test_lstm_backward(device, cfg, dtype, rng):
     args = make_inputs(rng, cfg, dtype)
-    x, h0, c0, w_ih, w_hh, b_ih, b_hh = args
     gy = rand(rng, (cfg.t, cfg.b, cfg.h), dtype)
     gh, gc = rand(rng, (cfg.b, cfg.h), dtype), rand(rng, (cfg.b, cfg.h), dtype)
     # All three output gradients, then each of them alone (the others None).
     for grads in ((gy, gh, gc), (gy, None, None), (None, gh, None), (None, None, gc)):
         before = _copies(args + grads)
         refs = lstm_backward_ref(*grads, *args, reverse=cfg.reverse)
-        _, got = forward_and_backward(args, cfg.reverse, *grads)
+        on_dev = on_device(device, *args, *grads)
+        _, got = forward_and_backward(on_dev[:7], cfg.reverse, *on_dev[7:])
         given = "/".join(n for n, g in zip(("grad_y", "grad_h_T", "grad_c_T"), grads) if g is not None)
         what = f"lstm_backward {cfg} {dtype} given {given}"
         check_grads(got, refs, dtype, what)
-        assert_unmodified(args + grads, before, what)
+        assert_unmodified(on_dev, before, what)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -306,7 +313,7 @@ def test_lstm_backward(cfg, dtype, rng):
                                  Cfg(3, 40, 6, 31), Cfg(3, 2, 3, 800, reverse=True), Cfg(5, 5, 3, 40),
                                  Cfg(4, 70, 5, 40, state=False), Cfg(3, 67, 9, 96, reverse=True),
                                  Cfg(3, 3, 4, 20)], ids=Cfg.id)
-def test_lstm_team(cfg, dtype, threads, rng):
+def test_lstm_team(device, cfg, dtype, threads, rng):
     """Forward and backward run every step inside one parallel region, each thread owning a block
     of the work: a share of the hidden units (H >= 64 on 2 threads; odd H: unequal shares whose
     four gate blocks cross panel edges; H = 800 on one thread: a W_hh share of several column
@@ -315,12 +322,13 @@ def test_lstm_team(cfg, dtype, threads, rng):
     with and without the cache, and the backward from that cache, against the float64 references."""
     args = make_inputs(rng, cfg, dtype)
     refs = lstm_ref(*args, reverse=cfg.reverse)
-    for got_all in (lstm(*args, reverse=cfg.reverse), lstm(*args, reverse=cfg.reverse, return_cache=True)[:3]):
+    on_dev = on_device(device, *args)
+    for got_all in (lstm(*on_dev, reverse=cfg.reverse), lstm(*on_dev, reverse=cfg.reverse, return_cache=True)[:3]):
         for name, got, ref in zip(("y", "h_T", "c_T"), got_all, refs):
             check(got, ref, dtype, f"{cfg}, {threads} threads: {name}")
-    y, _, _, cache = lstm(*args, reverse=cfg.reverse, return_cache=True)
+    y, _, _, cache = lstm(*on_dev, reverse=cfg.reverse, return_cache=True)
     grad_y = rand(rng, y.shape, dtype)
-    grads = lstm_backward(grad_y, None, None, *args[:5], cache, reverse=cfg.reverse)
+    grads = lstm_backward(on_device(device, grad_y), None, None, *on_dev[:5], cache, reverse=cfg.reverse)
     ref_grads = lstm_backward_ref(grad_y, None, None, *args, reverse=cfg.reverse)
     for name, got, ref in zip(GRAD_NAMES, grads, ref_grads):
         if ref is not None:
@@ -330,7 +338,7 @@ def test_lstm_team(cfg, dtype, threads, rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("state", [True, False])
-def test_lstm_forward_projects_in_chunks(dtype, reverse, state, rng):
+def test_lstm_forward_projects_in_chunks(device, dtype, reverse, state, rng):
     """The forward projects the input a few steps at a time (about 4 MB of gates per chunk: 7 steps
     here in float64, 8 in float32, so 17 / 21 steps end in a partial chunk); without return_cache
     it keeps no per-step cache: the same y, h_T, c_T as the cached path, bit for bit (the same
@@ -340,25 +348,28 @@ def test_lstm_forward_projects_in_chunks(dtype, reverse, state, rng):
     cfg = Cfg(t, b, i, h, state=state, reverse=reverse)
     args = make_inputs(rng, cfg, dtype)
     refs = lstm_ref(*args, reverse=reverse)
-    fast = lstm(*args, reverse=reverse)
-    *cached, cache = lstm(*args, reverse=reverse, return_cache=True)
+    on_dev = on_device(device, *args)
+    fast = lstm(*on_dev, reverse=reverse)
+    *cached, cache = lstm(*on_dev, reverse=reverse, return_cache=True)
     for name, got, same, ref in zip(("y", "h_T", "c_T"), fast, cached, refs):
         check(got, ref, dtype, f"{cfg}: {name}")
-        np.testing.assert_array_equal(got, same, err_msg=f"{cfg}: {name} differs from the cached path")
+        np.testing.assert_array_equal(to_host(got), to_host(same),
+                                      err_msg=f"{cfg}: {name} differs from the cached path")
     grad_y = rand(rng, (t, b, h), dtype)
-    grads = lstm_backward(grad_y, None, None, *args[:5], cache, reverse=reverse)
+    grads = lstm_backward(on_device(device, grad_y), None, None, *on_dev[:5], cache, reverse=reverse)
     for name, got, ref in zip(GRAD_NAMES, grads, lstm_backward_ref(grad_y, None, None, *args, reverse=reverse)):
         if ref is not None:
             check(got, ref, dtype, f"{cfg}: {name}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_lstm_reverse_is_the_flipped_sequence(dtype, rng):
+def test_lstm_reverse_is_the_flipped_sequence(device, dtype, rng):
     """reverse=True equals the forward direction over x[::-1], with y flipped back."""
     cfg = Cfg(7, 3, 5, 9)
-    x, h0, c0, w_ih, w_hh, b_ih, b_hh = make_inputs(rng, cfg, dtype)
-    y_r, h_r, c_r = run_lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, True)
-    y_f, h_f, c_f = run_lstm(np.ascontiguousarray(x[::-1]), h0, c0, w_ih, w_hh, b_ih, b_hh, False)
+    x, *rest = make_inputs(rng, cfg, dtype)
+    x, flipped, *rest = on_device(device, x, np.ascontiguousarray(x[::-1]), *rest)
+    y_r, h_r, c_r = run_lstm(x, *rest, True)
+    y_f, h_f, c_f = (to_host(r) for r in run_lstm(flipped, *rest, False))
     what = f"lstm {cfg} {dtype}: reverse vs forward over x[::-1]"
     check(y_r, y_f[::-1].astype(np.float64), dtype, what + " y")
     check(h_r, h_f.astype(np.float64), dtype, what + " h_T")
@@ -386,7 +397,7 @@ def _fd_entries(rng, arr):
 
 
 @pytest.mark.parametrize("cfg", FD_CONFIGS, ids=Cfg.id)
-def test_lstm_backward_finite_differences(cfg, rng):
+def test_lstm_backward_finite_differences(device, cfg, rng):
     """loss = sum(gy * y) + sum(gh * h_T) + sum(gc * c_T): central differences at a few random entries
     of x, h0, c0, w_ih, w_hh, b_ih, b_hh match lstm_backward. Without given initial states the
     perturbed h0 and c0 start from zeros (what None means); without biases the bias gradient is taken
@@ -394,14 +405,15 @@ def test_lstm_backward_finite_differences(cfg, rng):
     x, h0, c0, w_ih, w_hh, b_ih, b_hh = make_inputs(rng, cfg, F64)
     gy = rand(rng, (cfg.t, cfg.b, cfg.h), F64)
     gh, gc = rand(rng, (cfg.b, cfg.h), F64), rand(rng, (cfg.b, cfg.h), F64)
-    _, grads = forward_and_backward((x, h0, c0, w_ih, w_hh, b_ih, b_hh), cfg.reverse, gy, gh, gc)
+    on_dev = on_device(device, x, h0, c0, w_ih, w_hh, b_ih, b_hh, gy, gh, gc)
+    grads = [to_host(g) for g in forward_and_backward(on_dev[:7], cfg.reverse, *on_dev[7:])[1]]
     zeros_state = np.zeros((cfg.b, cfg.h))
     zeros_bias = np.zeros(4 * cfg.h)
     point = dict(x=x, h0=zeros_state if h0 is None else h0, c0=zeros_state if c0 is None else c0, w_ih=w_ih,
                  w_hh=w_hh, b_ih=zeros_bias if b_ih is None else b_ih, b_hh=zeros_bias if b_hh is None else b_hh)
 
     def loss(p):
-        y, h_t, c_t = lstm(p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], reverse=cfg.reverse)
+        y, h_t, c_t = (to_host(r) for r in lstm(*on_device(device, *p.values()), reverse=cfg.reverse))
         return float(np.sum(gy * y) + np.sum(gh * h_t) + np.sum(gc * c_t))
 
     for name, grad in zip(point, grads):
@@ -418,16 +430,16 @@ def test_lstm_backward_finite_differences(cfg, rng):
 
 
 @pytest.mark.parametrize("cell", [(1, 1, 1, True), (2, 3, 3, True), (2, 2, 3, False)], ids=_cell_id)
-def test_lstm_cell_backward_finite_differences(cell, rng):
+def test_lstm_cell_backward_finite_differences(device, cell, rng):
     b, i, h, bias = cell
     args = dict(zip(("x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh"), make_cell_inputs(rng, b, i, h, F64, True)))
     if not bias:  # the bias gradients must then be None; the rest is taken without biases
         args["b_ih"] = args["b_hh"] = None
     gh, gc = rand(rng, (b, h), F64), rand(rng, (b, h), F64)
-    grads = dict(zip(args, run_cell_backward(gh, gc, *args.values())))
+    grads = dict(zip(args, (to_host(g) for g in run_cell_backward(*on_device(device, gh, gc, *args.values())))))
 
     def loss(p):
-        h_next, c_next = lstm_cell(*p.values())
+        h_next, c_next = (to_host(r) for r in lstm_cell(*on_device(device, *p.values())))
         return float(np.sum(gh * h_next) + np.sum(gc * c_next))
 
     for name, arr in args.items():
@@ -446,15 +458,15 @@ def test_lstm_cell_backward_finite_differences(cell, rng):
                 f"lstm_cell_backward {cell}: grad_{name}{tuple(map(int, idx))} = {grad[idx]!r}, finite difference {fd!r}")
 
 
-def test_lstm_cell_is_a_one_step_lstm(rng):
+def test_lstm_cell_is_a_one_step_lstm(device, rng):
     """lstm over T = 1 is lstm_cell, and its backward is lstm_cell_backward (float64)."""
-    x, h, c, w_ih, w_hh, b_ih, b_hh = make_cell_inputs(rng, 3, 4, 5, F64)
-    gh, gc = rand(rng, (3, 5), F64), rand(rng, (3, 5), F64)
-    h1, c1 = lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    x, h, c, w_ih, w_hh, b_ih, b_hh = on_device(device, *make_cell_inputs(rng, 3, 4, 5, F64))
+    gh, gc = on_device(device, rand(rng, (3, 5), F64), rand(rng, (3, 5), F64))
+    h1, c1 = (to_host(r) for r in lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh))
     (y, h_t, c_t), seq = forward_and_backward((x[None], h, c, w_ih, w_hh, b_ih, b_hh), False, None, gh, gc)
     check(y[0], h1.astype(F64), F64, "lstm T=1 y[0] vs lstm_cell h_next")
     check(c_t, c1.astype(F64), F64, "lstm T=1 c_T vs lstm_cell c_next")
-    cell = run_cell_backward(gh, gc, x, h, c, w_ih, w_hh, b_ih, b_hh)
+    cell = [to_host(g) for g in run_cell_backward(gh, gc, x, h, c, w_ih, w_hh, b_ih, b_hh)]
     check(seq[0][0], cell[0], F64, "lstm_backward T=1 grad_x[0] vs lstm_cell_backward")
     for name, a, b in zip(GRAD_NAMES[1:], seq[1:], cell[1:]):
         check(a, b, F64, f"lstm_backward T=1 {name} vs lstm_cell_backward")
@@ -464,10 +476,10 @@ def test_lstm_cell_is_a_one_step_lstm(rng):
 # non-contiguous inputs: transposed and sliced views
 
 
-def _view(rng, shape, kind, dtype, scale=1.0):
-    """An array of ``shape`` (values ~N(0, scale^2)) whose storage is not C-contiguous."""
+def _view(rng, shape, kind, dtype, scale=1.0, device="cpu"):
+    """An array of ``shape`` (values ~N(0, scale^2)) on ``device`` whose storage is not C-contiguous."""
     def store(s):
-        return (rng.standard_normal(s) * scale).astype(dtype)
+        return on_device(device, (rng.standard_normal(s) * scale).astype(dtype))
 
     if kind == "transposed":  # reversed axes of a C array (Fortran order)
         return store(shape[::-1]).T
@@ -478,40 +490,44 @@ def _view(rng, shape, kind, dtype, scale=1.0):
     return store(shape)[(slice(None, None, -1),) * len(shape)]
 
 
-def _weights_view(rng, i, h, kind, dtype):
-    """w_ih, w_hh, b_ih, b_hh as views, at about PyTorch's init scale."""
+def _weights_view(rng, i, h, kind, dtype, device):
+    """w_ih, w_hh, b_ih, b_hh as views on ``device``, at about PyTorch's init scale."""
     scale = 1.0 / math.sqrt(3 * h)  # the standard deviation of U(-1/sqrt(H), 1/sqrt(H))
-    return [_view(rng, s, kind, dtype, scale) for s in ((4 * h, i), (4 * h, h), (4 * h,), (4 * h,))]
+    return [_view(rng, s, kind, dtype, scale, device) for s in ((4 * h, i), (4 * h, h), (4 * h,), (4 * h,))]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("kind", ["transposed", "sliced", "negative"])
-def test_lstm_views(kind, dtype, rng):
+def test_lstm_views(device, kind, dtype, rng):
     """x as (B, T, I) storage seen as (T, B, I), and every other argument a non-contiguous view."""
     for cfg in (Cfg(5, 3, 7, 9), Cfg(4, 2, 17, 33, reverse=True), Cfg(2, 5, 3, 1)):
-        x = rand(rng, (cfg.b, cfg.t, cfg.i), dtype).transpose(1, 0, 2) if kind == "transposed" else \
-            _view(rng, (cfg.t, cfg.b, cfg.i), kind, dtype)
-        h0, c0 = _view(rng, (cfg.b, cfg.h), kind, dtype), _view(rng, (cfg.b, cfg.h), kind, dtype)
-        w_ih, w_hh, b_ih, b_hh = _weights_view(rng, cfg.i, cfg.h, kind, dtype)
-        gy = _view(rng, (cfg.t, cfg.b, cfg.h), kind, dtype)
-        gh, gc = _view(rng, (cfg.b, cfg.h), kind, dtype), _view(rng, (cfg.b, cfg.h), kind, dtype)
+        if kind == "transposed":
+            x = on_device(device, rand(rng, (cfg.b, cfg.t, cfg.i), dtype)).transpose(1, 0, 2)
+        else:
+            x = _view(rng, (cfg.t, cfg.b, cfg.i), kind, dtype, device=device)
+        h0, c0 = (_view(rng, (cfg.b, cfg.h), kind, dtype, device=device) for _ in range(2))
+        w_ih, w_hh, b_ih, b_hh = _weights_view(rng, cfg.i, cfg.h, kind, dtype, device)
+        gy = _view(rng, (cfg.t, cfg.b, cfg.h), kind, dtype, device=device)
+        gh, gc = (_view(rng, (cfg.b, cfg.h), kind, dtype, device=device) for _ in range(2))
         args = (x, h0, c0, w_ih, w_hh, b_ih, b_hh)
         assert not x.flags.c_contiguous and not w_ih.flags.c_contiguous
-        before = _copies(args + (gy, gh, gc))
+        before = [to_host(a).copy() for a in args + (gy, gh, gc)]
+        host_args, (host_gy, host_gh, host_gc) = before[:7], before[7:]
         what = f"lstm {cfg} {dtype}, {kind} views (x strides {x.strides}, w_ih strides {w_ih.strides})"
         (y, h_t, c_t), grads = forward_and_backward(args, cfg.reverse, gy, gh, gc)
-        for name, got, ref in zip(("y", "h_T", "c_T"), (y, h_t, c_t), lstm_ref(*args, reverse=cfg.reverse)):
+        for name, got, ref in zip(("y", "h_T", "c_T"), (y, h_t, c_t), lstm_ref(*host_args, reverse=cfg.reverse)):
             check(got, ref, dtype, f"{what}: {name}")
-        check_grads(grads, lstm_backward_ref(gy, gh, gc, *args, reverse=cfg.reverse), dtype, "lstm_backward " + what)
+        check_grads(grads, lstm_backward_ref(host_gy, host_gh, host_gc, *host_args, reverse=cfg.reverse), dtype,
+                    "lstm_backward " + what)
         # the cell on views of one step
-        xc = x[0]
-        hn, cn = lstm_cell(xc, h0, c0, w_ih, w_hh, b_ih, b_hh)
-        ref_h, ref_c = lstm_cell_ref(xc, h0, c0, w_ih, w_hh, b_ih, b_hh)
+        cell_args = (x[0],) + args[1:]
+        host_cell_args = (host_args[0][0],) + tuple(host_args[1:])
+        hn, cn = lstm_cell(*cell_args)
+        ref_h, ref_c = lstm_cell_ref(*host_cell_args)
         check(hn, ref_h, dtype, f"lstm_cell {what}: h_next")
         check(cn, ref_c, dtype, f"lstm_cell {what}: c_next")
-        check_grads(run_cell_backward(gh, gc, xc, h0, c0, w_ih, w_hh, b_ih, b_hh),
-                    lstm_cell_backward_ref(gh, gc, xc, h0, c0, w_ih, w_hh, b_ih, b_hh), dtype,
-                    f"lstm_cell_backward {what}", CELL_GRAD_NAMES)
+        check_grads(run_cell_backward(gh, gc, *cell_args), lstm_cell_backward_ref(host_gh, host_gc, *host_cell_args),
+                    dtype, f"lstm_cell_backward {what}", CELL_GRAD_NAMES)
         assert_unmodified(args + (gy, gh, gc), before, what)
 
 
@@ -525,24 +541,26 @@ ISA_CONFIGS = [Cfg(6, 5, 33, 17), Cfg(4, 32, 128, 64, state=False, reverse=True)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_lstm_isa_threads(isa, threads, dtype, rng):
+def test_lstm_isa_threads(device, isa, threads, dtype, rng):
     for cfg in ISA_CONFIGS:
         args = make_inputs(rng, cfg, dtype)
         gy = rand(rng, (cfg.t, cfg.b, cfg.h), dtype)
         gh, gc = rand(rng, (cfg.b, cfg.h), dtype), rand(rng, (cfg.b, cfg.h), dtype)
         what = f"lstm {cfg} {dtype} isa={isa} threads={threads}"
-        (y, h_t, c_t), grads = forward_and_backward(args, cfg.reverse, gy, gh, gc)
+        on_dev = on_device(device, *args, gy, gh, gc)
+        (y, h_t, c_t), grads = forward_and_backward(on_dev[:7], cfg.reverse, *on_dev[7:])
         for name, got, ref in zip(("y", "h_T", "c_T"), (y, h_t, c_t), lstm_ref(*args, reverse=cfg.reverse)):
             check(got, ref, dtype, f"{what}: {name}")
         check_grads(grads, lstm_backward_ref(gy, gh, gc, *args, reverse=cfg.reverse), dtype, "lstm_backward " + what)
         # the cell on the first step's shapes
         cell_args = (args[0][0], rand(rng, (cfg.b, cfg.h), dtype), rand(rng, (cfg.b, cfg.h), dtype)) + args[3:]
-        for name, got, ref in zip(("h_next", "c_next"), lstm_cell(*cell_args), lstm_cell_ref(*cell_args)):
+        on_dev = on_device(device, gh, gc, *cell_args)
+        for name, got, ref in zip(("h_next", "c_next"), lstm_cell(*on_dev[2:]), lstm_cell_ref(*cell_args)):
             check(got, ref, dtype, f"lstm_cell {what}: {name}")
         refs = list(lstm_cell_backward_ref(gh, gc, *cell_args))
         if not cfg.bias:
             refs[5] = refs[6] = None
-        check_grads(run_cell_backward(gh, gc, *cell_args), refs, dtype, f"lstm_cell_backward {what}", CELL_GRAD_NAMES)
+        check_grads(run_cell_backward(*on_dev), refs, dtype, f"lstm_cell_backward {what}", CELL_GRAD_NAMES)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -554,7 +572,7 @@ def _torch_grads(torch, tensors):
 
 
 @pytest.mark.parametrize("cell", [(3, 7, 17, True), (1, 33, 1, True), (5, 4, 6, False)], ids=_cell_id)
-def test_lstm_cell_matches_torch(cell, rng):
+def test_lstm_cell_matches_torch(device, cell, rng):
     torch = pytest.importorskip("torch")
     b, i, h, bias = cell
     for dtype in DTYPES:
@@ -571,20 +589,20 @@ def test_lstm_cell_matches_torch(cell, rng):
         h_next, c_next = mod(xt, (ht, ct))
         ((h_next * torch.from_numpy(gh.astype(F64))).sum() + (c_next * torch.from_numpy(gc.astype(F64))).sum()).backward()
         what = f"lstm_cell B={b} I={i} H={h} bias={bias} {dtype} vs torch.nn.LSTMCell"
-        ours_h, ours_c = lstm_cell(x, hx, cx, w_ih, w_hh, b_ih, b_hh)
+        on_dev = on_device(device, gh, gc, x, hx, cx, w_ih, w_hh, b_ih, b_hh)
+        ours_h, ours_c = lstm_cell(*on_dev[2:])
         check(ours_h, h_next.detach().numpy(), dtype, what + " h_next")
         check(ours_c, c_next.detach().numpy(), dtype, what + " c_next")
         params = [mod.weight_ih, mod.weight_hh] + ([mod.bias_ih, mod.bias_hh] if bias else [None, None])
         expected = _torch_grads(torch, [xt, ht, ct] + params)
-        check_grads(run_cell_backward(gh, gc, x, hx, cx, w_ih, w_hh, b_ih, b_hh), expected, dtype, what,
-                    CELL_GRAD_NAMES)
+        check_grads(run_cell_backward(*on_dev), expected, dtype, what, CELL_GRAD_NAMES)
 
 
 TORCH_CONFIGS = [Cfg(6, 3, 7, 17), Cfg(5, 2, 33, 3, bias=False), Cfg(1, 4, 5, 6), Cfg(9, 1, 16, 33, state=False)]
 
 
 @pytest.mark.parametrize("cfg", TORCH_CONFIGS, ids=Cfg.id)
-def test_lstm_matches_torch(cfg, rng):
+def test_lstm_matches_torch(device, cfg, rng):
     """One layer against torch.nn.LSTM, and reverse=True against the reverse direction of a
     bidirectional torch.nn.LSTM (its *_l0_reverse parameters, the second half of y and h_n[1])."""
     torch = pytest.importorskip("torch")
@@ -614,8 +632,9 @@ def test_lstm_matches_torch(cfg, rng):
             h0, c0 = (states[0][d], states[1][d]) if cfg.state else (None, None)
             reverse = d == 1
             what = f"lstm {cfg.__class__(T, B, I, H, cfg.bias, cfg.state, reverse)} {dtype} vs torch.nn.LSTM direction {d}"
-            (oy, oh, oc), grads = forward_and_backward((x, h0, c0) + tuple(w), reverse, gy[:, :, d * H:(d + 1) * H],
-                                                       gh[d], gc[d])
+            on_dev = on_device(device, x, h0, c0, *w, gy[:, :, d * H:(d + 1) * H], gh[d], gc[d])
+            (oy, oh, oc), grads = forward_and_backward(on_dev[:7], reverse, *on_dev[7:])
+            grads = [to_host(g) for g in grads]
             check(oy, y.detach().numpy()[:, :, d * H:(d + 1) * H], dtype, what + " y")
             check(oh, h_n.detach().numpy()[d], dtype, what + " h_T")
             check(oc, c_n.detach().numpy()[d], dtype, what + " c_T")
@@ -649,12 +668,12 @@ def _n(name):
 B_, I_, H_, T_ = 2, 3, 4, 5
 
 
-def _good(dtype=np.float64):
-    """Valid cell and layer arguments: cell (x, h, c, w_ih, w_hh, b_ih, b_hh), layer x (T, B, I)."""
+def _good(device, dtype=np.float64):
+    """Valid cell and layer arguments on ``device``: cell (x, h, c, w_ih, w_hh, b_ih, b_hh), layer x (T, B, I)."""
     rng = np.random.default_rng(0)
-    cell = [rng.standard_normal(s).astype(dtype) for s in
+    cell = [on_device(device, rng.standard_normal(s).astype(dtype)) for s in
             ((B_, I_), (B_, H_), (B_, H_), (4 * H_, I_), (4 * H_, H_), (4 * H_,), (4 * H_,))]
-    x = rng.standard_normal((T_, B_, I_)).astype(dtype)
+    x = on_device(device, rng.standard_normal((T_, B_, I_)).astype(dtype))
     return cell, x
 
 
@@ -675,9 +694,9 @@ def _all_calls(cell, x_seq, **swap):
     ]
 
 
-def test_hidden_size_mismatch():
-    cell, x = _good()
-    bad = np.ones((B_, H_ + 1))
+def test_hidden_size_mismatch(device):
+    cell, x = _good(device)
+    bad = ones_on(device, (B_, H_ + 1))
     for which in ("h", "c"):
         for op, call in _all_calls(cell, x, **{which: bad}):
             # the other shape: w_hh's, H, or the (B, H) that was expected
@@ -686,88 +705,89 @@ def test_hidden_size_mismatch():
                 call()
 
 
-def test_weight_shapes():
-    cell, x = _good()
+def test_weight_shapes(device):
+    cell, x = _good(device)
     for bad in [(4 * H_, I_ + 1), (4 * H_ + 4, I_), (H_, I_), (4 * H_, I_, 1), (4 * H_ * I_,)]:
-        for op, call in _all_calls(cell, x, w_ih=np.ones(bad)):
+        for op, call in _all_calls(cell, x, w_ih=ones_on(device, bad)):
             with raises_naming(ValueError, "w_ih", shape_pattern(bad)):
                 call()
     # w_hh (4H', H') consistent by itself but not with h / c: named with h's shape or w_hh's
-    for op, call in _all_calls(cell, x, w_hh=np.ones((4 * (H_ + 1), H_ + 1)), w_ih=np.ones((4 * (H_ + 1), I_)),
-                               b_ih=np.ones(4 * (H_ + 1)), b_hh=np.ones(4 * (H_ + 1))):
+    for op, call in _all_calls(cell, x, w_hh=ones_on(device, (4 * (H_ + 1), H_ + 1)),
+                               w_ih=ones_on(device, (4 * (H_ + 1), I_)),
+                               b_ih=ones_on(device, 4 * (H_ + 1)), b_hh=ones_on(device, 4 * (H_ + 1))):
         with raises_naming(ValueError, shape_pattern((B_, H_)),
                            shape_pattern((4 * (H_ + 1), H_ + 1)) + rf"|\bH\s*=\s*{H_ + 1}\b|" + shape_pattern((B_, H_ + 1))):
             call()
 
 
-def test_hidden_size_not_inferable():
+def test_hidden_size_not_inferable(device):
     """w_hh must be (4H, H): H is w_hh.shape[1]."""
-    cell, x = _good()
+    cell, x = _good(device)
     for bad in [(4 * H_, H_ + 1), (4 * H_ + 1, H_), (H_, H_), (4 * H_,), (4 * H_, H_, 1)]:
-        for op, call in _all_calls(cell, x, w_hh=np.ones(bad)):
+        for op, call in _all_calls(cell, x, w_hh=ones_on(device, bad)):
             with raises_naming(ValueError, "w_hh", shape_pattern(bad)):
                 call()
 
 
-def test_wrong_ndim():
-    cell, x = _good()
+def test_wrong_ndim(device):
+    cell, x = _good(device)
     for bad in [(B_, I_), (T_, B_, I_, 1), (I_,)]:
-        for op, call in _all_calls(cell, x, x=np.ones(bad))[2:]:
+        for op, call in _all_calls(cell, x, x=ones_on(device, bad))[2:]:
             with raises_naming(ValueError, _n("x"), shape_pattern(bad)):
                 call()
     for bad in [(T_, B_, I_), (I_,)]:
-        for op, call in _all_calls(cell, x, xc=np.ones(bad))[:2]:
+        for op, call in _all_calls(cell, x, xc=ones_on(device, bad))[:2]:
             with raises_naming(ValueError, _n("x"), shape_pattern(bad)):
                 call()
     for which in ("h", "c"):
         for bad in [(1, B_, H_), (H_,)]:
-            for op, call in _all_calls(cell, x, **{which: np.ones(bad)}):
+            for op, call in _all_calls(cell, x, **{which: ones_on(device, bad)}):
                 with raises_naming(ValueError, rf"\b{which}0?\b", shape_pattern(bad)):
                     call()
 
 
-def test_batch_mismatch():
-    cell, x = _good()
+def test_batch_mismatch(device):
+    cell, x = _good(device)
     for which in ("h", "c"):
-        bad = np.ones((B_ + 1, H_))
+        bad = ones_on(device, (B_ + 1, H_))
         for op, call in _all_calls(cell, x, **{which: bad}):
             with raises_naming(ValueError, rf"\b{which}0?\b", shape_pattern(bad.shape)):
                 call()
 
 
-def test_bias_shape():
-    cell, x = _good()
+def test_bias_shape(device):
+    cell, x = _good(device)
     for which in ("b_ih", "b_hh"):
         for bad in [(4 * H_ + 1,), (H_,), (1, 4 * H_), ()]:
-            for op, call in _all_calls(cell, x, **{which: np.ones(bad)})[:3]:  # lstm_backward takes no bias
+            for op, call in _all_calls(cell, x, **{which: ones_on(device, bad)})[:3]:  # lstm_backward takes no bias
                 with raises_naming(ValueError, which, shape_pattern(bad)):
                     call()
 
 
-def test_grad_shapes():
+def test_grad_shapes(device):
     """lstm_backward / lstm_cell_backward: output gradients must have the outputs' shapes."""
-    cell, x = _good()
+    cell, x = _good(device)
     xc, h, c, w_ih, w_hh, b_ih, b_hh = cell
     y, h_t, c_t, cache = lstm(x, h, c, w_ih, w_hh, b_ih, b_hh, return_cache=True)
     for bad in [(T_ + 1, B_, H_), (T_, B_, H_ + 1), (B_, H_)]:
         with raises_naming(ValueError, "grad_y", shape_pattern(bad)):
-            lstm_backward(np.ones(bad), None, None, x, h, c, w_ih, w_hh, cache)
+            lstm_backward(ones_on(device, bad), None, None, x, h, c, w_ih, w_hh, cache)
     for name, pos in (("grad_h_T", 1), ("grad_c_T", 2)):
         args = [None, None, None]
-        args[pos] = np.ones((B_, H_ + 1))
+        args[pos] = ones_on(device, (B_, H_ + 1))
         with raises_naming(ValueError, name, shape_pattern((B_, H_ + 1))):
             lstm_backward(*args, x, h, c, w_ih, w_hh, cache)
     for name, pos in (("grad_h_next", 0), ("grad_c_next", 1)):
         args = [None, None]
-        args[pos] = np.ones((B_ + 1, H_))
+        args[pos] = ones_on(device, (B_ + 1, H_))
         with raises_naming(ValueError, name, shape_pattern((B_ + 1, H_))):
             lstm_cell_backward(*args, *cell)
 
 
 @pytest.mark.parametrize("bad", [np.int32, np.int64, np.float16, np.complex64, np.bool_],
                          ids=lambda t: np.dtype(t).name)
-def test_unsupported_dtypes(bad):
-    cell, x = _good(np.float32)
+def test_unsupported_dtypes(device, bad):
+    cell, x = _good(device, np.float32)
     name = np.dtype(bad).name
     for which in ("x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh"):
         swap = {which: (x if which == "x" else cell[("x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh").index(which)]
@@ -782,8 +802,8 @@ def test_unsupported_dtypes(bad):
                 call()
 
 
-def test_mixed_dtypes():
-    cell32, x32 = _good(np.float32)
+def test_mixed_dtypes(device):
+    cell32, x32 = _good(device, np.float32)
     for which in ("x", "h", "w_ih", "w_hh", "b_hh"):
         swap = {which: (x32 if which == "x" else cell32[("x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh").index(which)]
                         ).astype(np.float64)}

@@ -19,6 +19,9 @@ of the displacement against the float64 reference (on every ISA), and against to
 PyTorch's to the last FMA; RMSprop differs from PyTorch only because PyTorch's sqrt is MKL's, not
 the correctly rounded one). tol = 5e-5 (float32) and 1e-12 (float64) leaves a margin and still
 catches a wrong term, which moves the result by orders of magnitude more.
+
+The cases run on every device (the ``device`` fixture): parameters, gradients and states live there
+and are compared in host memory.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import deepkern
 from deepkern import ops
 
 from checks import F32, F64, raises_naming, shape_pattern
+from conftest import on_device, to_host
 from reference import adam_step_ref, rmsprop_step_ref, sgd_step_ref
 
 STEPS = 100
@@ -79,10 +83,15 @@ def state_names(rule, o):
             + (["grad_avg"] if o["centered"] else []))
 
 
-def fresh_states(rule, o, shape, dtype):
-    """The states torch.optim starts from: zeros; SGD's buffer is NaN, which first_step must not read."""
+def fresh_states(rule, o, shape, dtype, device="cpu"):
+    """The states torch.optim starts from, on ``device``: zeros; SGD's buffer is NaN, which first_step
+    must not read."""
     fill = np.nan if rule == "sgd" else 0.0
-    return {name: np.full(shape, fill, dtype) for name in state_names(rule, o)}
+    return {name: on_device(device, np.full(shape, fill, dtype)) for name in state_names(rule, o)}
+
+
+def states_on(device, states: dict) -> dict:
+    return {name: on_device(device, value) for name, value in states.items()}
 
 
 def dk_step(rule, p, g, st, step, o):
@@ -146,6 +155,8 @@ def state_error(got, ref):
 
 
 def assert_close(p, p_ref, p0, st, st_ref, dtype, steps, what):
+    """``p`` and the states ``st`` (on any device) against the reference trajectory's."""
+    p, st = to_host(p), {name: to_host(value) for name, value in st.items()}
     assert not np.isnan(p).any(), f"{what}: NaN in param"
     err = param_error(p, p_ref, p0, dtype, steps)
     assert err < 1, (f"{what}: param error is {err:.3g} times its allowance (||p - p_ref|| = "
@@ -166,14 +177,14 @@ def grads_for(rng, steps, shape, dtype):
 
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 @pytest.mark.parametrize("dtype", [F32, F64], ids=["f32", "f64"])
-def test_trajectory_matches_float64_reference(case, dtype, rng):
+def test_trajectory_matches_float64_reference(device, case, dtype, rng):
     rule, o = case
     shape = (37, 29)  # 1073 elements: SIMD body and tail
     p0 = rng.standard_normal(shape).astype(dtype)
-    p, st = p0.copy(), fresh_states(rule, o, shape, dtype)
-    p_ref, st_ref = p0.astype(np.float64), {k: v.astype(np.float64) for k, v in st.items()}
+    p, st = on_device(device, p0.copy()), fresh_states(rule, o, shape, dtype, device)
+    p_ref, st_ref = p0.astype(np.float64), {k: to_host(v).astype(np.float64) for k, v in st.items()}
     for step, g in enumerate(grads_for(rng, STEPS, shape, dtype), 1):
-        dk_step(rule, p, g, st, step, o)
+        dk_step(rule, p, on_device(device, g), st, step, o)
         p_ref, st_ref = ref_step(rule, p_ref, g, st_ref, step, o)
     assert p.dtype == dtype and all(s.dtype == dtype for s in st.values())
     assert_close(p, p_ref, p0, st, st_ref, dtype, STEPS, f"{_case_id(case)} {dtype}")
@@ -194,19 +205,19 @@ def _torch_optimizer(torch, rule, o, tp):
 
 
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
-def test_trajectory_matches_torch(case, isa, rng):
+def test_trajectory_matches_torch(device, case, isa, rng):
     torch = pytest.importorskip("torch", reason="compares with torch.optim (PyTorch is not installed)")
     rule, o = case
     shape = (1037,)
     p0 = rng.standard_normal(shape).astype(np.float32)
-    p, st = p0.copy(), fresh_states(rule, o, shape, F32)
+    p, st = on_device(device, p0.copy()), fresh_states(rule, o, shape, F32, device)
     tp = torch.nn.Parameter(torch.from_numpy(p0.copy()))
     opt = _torch_optimizer(torch, rule, o, tp)
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny step: PyTorch's thread team only waits on a busy shared machine
     try:
         for step, g in enumerate(grads_for(rng, STEPS, shape, F32), 1):
-            dk_step(rule, p, g, st, step, o)
+            dk_step(rule, p, on_device(device, g), st, step, o)
             tp.grad = torch.from_numpy(g.copy())
             opt.step()
     finally:
@@ -238,38 +249,40 @@ def _random_states(rule, o, shape, dtype, rng):
     return st
 
 
-def _guarded(values, guard=37):
-    """A C-contiguous view of ``values`` in the middle of a NaN-guarded buffer, and the buffer."""
+def _guarded(values, device, guard=37):
+    """A C-contiguous view of ``values`` in the middle of a NaN-guarded buffer on ``device``, and the
+    buffer."""
     buf = np.full(values.size + 2 * guard, np.nan, values.dtype)
-    view = buf[guard:guard + values.size].reshape(values.shape)
-    view[...] = values
-    return view, buf
+    buf[guard:guard + values.size] = values.reshape(-1)
+    buf = on_device(device, buf)
+    return buf[guard:guard + values.size].reshape(values.shape), buf
 
 
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("case", ONE_OF_EACH, ids=_case_id)
 @pytest.mark.parametrize("dtype", [F32, F64], ids=["f32", "f64"])
-def test_sizes_and_guards(size, case, dtype, isa, threads, rng):
+def test_sizes_and_guards(device, size, case, dtype, isa, threads, rng):
     rule, o = case
     p0 = rng.standard_normal(size).astype(dtype)
     g = rng.standard_normal(size).astype(dtype)
     st0 = _random_states(rule, o, (size,), dtype, rng)
-    p, p_buf = _guarded(p0)
-    guarded = {name: _guarded(v) for name, v in st0.items()}
+    p, p_buf = _guarded(p0, device)
+    guarded = {name: _guarded(v, device) for name, v in st0.items()}
     st = {name: view for name, (view, _) in guarded.items()}
-    g_view, g_buf = _guarded(g)
-    g_before = g_buf.copy()
+    g_view, g_buf = _guarded(g, device)
+    g_before = to_host(g_buf).copy()
     step = 7
     dk_step(rule, p, g_view, st, step, o)
     p_ref, st_ref = ref_step(rule, p0, g, st0, step, o)
     if size:
         assert_close(p, p_ref, p0, st, st_ref, dtype, 1, f"{_case_id(case)} n={size}")
     for buf in [p_buf] + [b for _, b in guarded.values()]:
+        buf = to_host(buf)
         assert np.isnan(buf[:37]).all() and np.isnan(buf[37 + size:]).all(), "a write outside the array"
-    np.testing.assert_array_equal(g_buf, g_before)  # grad is only read
+    np.testing.assert_array_equal(to_host(g_buf), g_before)  # grad is only read
 
 
-def test_threads_give_identical_results(rng):
+def test_threads_give_identical_results(device, rng):
     """The split over threads changes nothing: each element's update is the same arithmetic."""
     size = 1_000_003
     results = []
@@ -278,33 +291,34 @@ def test_threads_give_identical_results(rng):
         deepkern.set_num_threads(n_threads)
         try:
             r = np.random.default_rng(5)
-            p, g = r.standard_normal(size).astype(np.float32), r.standard_normal(size).astype(np.float32)
-            m, v = np.zeros(size, np.float32), np.zeros(size, np.float32)
+            p, g, m, v = on_device(device, r.standard_normal(size).astype(np.float32),
+                                   r.standard_normal(size).astype(np.float32), np.zeros(size, np.float32),
+                                   np.zeros(size, np.float32))
             for step in (1, 2, 3):
                 ops.adam_step(p, g, m, v, step=step, weight_decay=0.1)
             results.append((p, m, v))
         finally:
             deepkern.set_num_threads(previous)
     for a, b in zip(*results):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(to_host(a), to_host(b))
 
 
-def test_unused_states_are_not_touched(rng):
+def test_unused_states_are_not_touched(device, rng):
     """A state the options do not use is neither read nor written, as in PyTorch."""
-    p, g = rng.standard_normal(64).astype(np.float32), rng.standard_normal(64).astype(np.float32)
-    spare = np.full(64, 3.0, np.float32)
+    p, g = on_device(device, rng.standard_normal(64).astype(np.float32), rng.standard_normal(64).astype(np.float32))
+    spare, m, v, sq = on_device(device, np.full(64, 3.0, np.float32), *(np.zeros(64, np.float32) for _ in range(3)))
     ops.sgd_step(p, g, spare, lr=0.1)  # momentum = 0
-    ops.adam_step(p, g, np.zeros(64, np.float32), np.zeros(64, np.float32), step=1, max_exp_avg_sq=spare)
-    ops.rmsprop_step(p, g, np.zeros(64, np.float32), momentum_buffer=spare, grad_avg=spare)
-    np.testing.assert_array_equal(spare, 3.0)
+    ops.adam_step(p, g, m, v, step=1, max_exp_avg_sq=spare)
+    ops.rmsprop_step(p, g, sq, momentum_buffer=spare, grad_avg=spare)
+    np.testing.assert_array_equal(to_host(spare), 3.0)
 
 
-def test_first_step_writes_the_buffer_without_reading_it(rng):
+def test_first_step_writes_the_buffer_without_reading_it(device, rng):
     p0, g = rng.standard_normal(40).astype(np.float32), rng.standard_normal(40).astype(np.float32)
-    p, buf = p0.copy(), np.full(40, np.nan, np.float32)
-    ops.sgd_step(p, g, buf, lr=0.1, momentum=0.9, dampening=0.5, first_step=True)
-    np.testing.assert_array_equal(buf, g)  # no dampening on the first step, as in PyTorch
-    np.testing.assert_allclose(p, p0 - np.float32(0.1) * g, rtol=1e-6)
+    p, dg, buf = on_device(device, p0.copy(), g, np.full(40, np.nan, np.float32))
+    ops.sgd_step(p, dg, buf, lr=0.1, momentum=0.9, dampening=0.5, first_step=True)
+    np.testing.assert_array_equal(to_host(buf), g)  # no dampening on the first step, as in PyTorch
+    np.testing.assert_allclose(to_host(p), p0 - np.float32(0.1) * g, rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -315,32 +329,34 @@ MIXED_SIZES = [(3, 5), (0,), (1,), (17,), (1023,), (40_000,), (7, 11, 13), (100_
 
 
 @pytest.mark.parametrize("case", ONE_OF_EACH, ids=_case_id)
-def test_multi_equals_single_steps(case, threads, rng):
+def test_multi_equals_single_steps(device, case, threads, rng):
     """One multi call over mixed sizes (per-tensor steps) gives exactly the single-tensor results."""
     rule, o = case
-    ps = [rng.standard_normal(s).astype(np.float32) for s in MIXED_SIZES]
-    gs = [rng.standard_normal(s).astype(np.float32) for s in MIXED_SIZES]
-    sts = [_random_states(rule, o, s, np.float32, rng) for s in MIXED_SIZES]
+    ps = [on_device(device, rng.standard_normal(s).astype(np.float32)) for s in MIXED_SIZES]
+    gs = [on_device(device, rng.standard_normal(s).astype(np.float32)) for s in MIXED_SIZES]
+    sts = [states_on(device, _random_states(rule, o, s, np.float32, rng)) for s in MIXED_SIZES]
     steps = [1 + (i * 3) % 7 for i in range(len(ps))]
     single = [(p.copy(), {k: v.copy() for k, v in st.items()}) for p, st in zip(ps, sts)]
     for (p, st), g, step in zip(single, gs, steps):
         dk_step(rule, p, g, st, step, o)
     dk_step_multi(rule, ps, gs, sts, steps, o)
     for i, ((p_single, st_single), p, st) in enumerate(zip(single, ps, sts)):
-        np.testing.assert_array_equal(p, p_single, err_msg=f"params[{i}]")
+        np.testing.assert_array_equal(to_host(p), to_host(p_single), err_msg=f"params[{i}]")
         for name in st:
-            np.testing.assert_array_equal(st[name], st_single[name], err_msg=f"{name}s[{i}]")
+            np.testing.assert_array_equal(to_host(st[name]), to_host(st_single[name]), err_msg=f"{name}s[{i}]")
 
 
-def test_multi_trajectory_matches_reference(rng):
+def test_multi_trajectory_matches_reference(device, rng):
     o = dict(lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1, amsgrad=True, maximize=False)
-    ps = [rng.standard_normal(s).astype(np.float32) for s in MIXED_SIZES]
-    p0s = [p.copy() for p in ps]
-    sts = [fresh_states("adamw", o, s, np.float32) for s in MIXED_SIZES]
-    refs = [(p.astype(np.float64), {k: v.astype(np.float64) for k, v in st.items()}) for p, st in zip(ps, sts)]
+    p0s = [rng.standard_normal(s).astype(np.float32) for s in MIXED_SIZES]
+    ps = [on_device(device, p.copy()) for p in p0s]
+    sts = [fresh_states("adamw", o, s, np.float32, device) for s in MIXED_SIZES]
+    refs = [(p.astype(np.float64), {k: to_host(v).astype(np.float64) for k, v in st.items()})
+            for p, st in zip(p0s, sts)]
     for step in range(1, 31):
         gs = [rng.standard_normal(s).astype(np.float32) for s in MIXED_SIZES]
-        ops.adamw_step_multi(ps, gs, [st["exp_avg"] for st in sts], [st["exp_avg_sq"] for st in sts], steps=step,
+        ops.adamw_step_multi(ps, [on_device(device, g) for g in gs], [st["exp_avg"] for st in sts],
+                             [st["exp_avg_sq"] for st in sts], steps=step,
                              max_exp_avg_sqs=[st["max_exp_avg_sq"] for st in sts], **o)
         refs = [ref_step("adamw", pr, g, sr, step, o) for (pr, sr), g in zip(refs, gs)]
     for p, p0, st, (p_ref, st_ref) in zip(ps, p0s, sts, refs):
@@ -354,51 +370,60 @@ def test_multi_empty_list_is_a_no_op():
     ops.rmsprop_step_multi([], [], [])
 
 
-def test_multi_accepts_tuples_and_non_contiguous_grads(rng):
+def test_multi_accepts_tuples_and_non_contiguous_grads(device, rng):
     p = rng.standard_normal(10).astype(np.float32)
     g_full = rng.standard_normal(20).astype(np.float32)
     expected = p - np.float32(0.5) * g_full[::2]
+    p, g_full = on_device(device, p, g_full)
     ops.sgd_step_multi((p,), (g_full[::2],), lr=0.5)
-    np.testing.assert_allclose(p, expected, rtol=1e-6)
+    np.testing.assert_allclose(to_host(p), expected, rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------
 # bad input: the error names the argument, and nothing is written
 
 
-def _adam_arrays(n=4, dtype=np.float32):
+def _adam_arrays(device, n=4, dtype=np.float32):
     r = np.random.default_rng(0)
-    return dict(param=r.standard_normal(n).astype(dtype), grad=r.standard_normal(n).astype(dtype),
-                exp_avg=np.zeros(n, dtype), exp_avg_sq=np.zeros(n, dtype))
+    return dict(zip(("param", "grad", "exp_avg", "exp_avg_sq"),
+                    on_device(device, r.standard_normal(n).astype(dtype), r.standard_normal(n).astype(dtype),
+                              np.zeros(n, dtype), np.zeros(n, dtype))))
 
 
 def _snapshot(arrays):
-    return [(a, a.copy()) for a in arrays if isinstance(a, np.ndarray)]
+    """(array, a host copy of it) for each array (on any device) among ``arrays``."""
+    return [(a, to_host(a).copy()) for a in arrays if hasattr(a, "dtype")]
 
 
 def _untouched(snapshot):
     for a, before in snapshot:
-        np.testing.assert_array_equal(a, before)
+        np.testing.assert_array_equal(to_host(a), before)
 
 
-def _bad_adam(**change):
-    a = _adam_arrays()
+def _bad_adam(device, **change):
+    """adam_step's arrays on ``device`` and its keywords, with ``change`` applied: a value that is a
+    function is called with the function putting a NumPy array on ``device``."""
+    a = _adam_arrays(device)
     kw = dict(step=1)
     for k, v in change.items():
-        (a if k in a else kw).__setitem__(k, v)
+        (a if k in a else kw).__setitem__(k, v(lambda array: on_device(device, array)) if callable(v) else v)
     return a, kw
 
 
+def _zeros(*shape, dtype=np.float32):
+    """A function putting zeros of ``shape`` on the device it is given."""
+    return lambda on: on(np.zeros(shape, dtype))
+
+
 BAD_ADAM = [
-    (dict(grad=np.zeros(5, np.float32)), ValueError, ["grad", r"\(5,\)", r"\(4,\)"]),
-    (dict(exp_avg=np.zeros(3, np.float32)), ValueError, ["exp_avg has shape", r"\(3,\)", r"\(4,\)"]),
-    (dict(exp_avg_sq=np.zeros((2, 2), np.float32)), ValueError, ["exp_avg_sq", r"\(2, 2\)"]),
-    (dict(exp_avg=np.zeros(4, np.float64)), TypeError, ["exp_avg", "float64", "float32"]),
-    (dict(grad=np.zeros(4, np.float64)), TypeError, ["grad", "float64"]),
-    (dict(param=np.zeros(4, np.int64)), TypeError, ["param", "int64"]),
-    (dict(param=np.zeros(8, np.float32)[::2]), ValueError, ["param", "contiguous", "in place"]),
-    (dict(exp_avg_sq=np.zeros(8, np.float32)[::2]), ValueError, ["exp_avg_sq", "contiguous"]),
-    (dict(exp_avg=[0.0] * 4), TypeError, ["exp_avg", "ndarray"]),
+    (dict(grad=_zeros(5)), ValueError, ["grad", r"\(5,\)", r"\(4,\)"]),
+    (dict(exp_avg=_zeros(3)), ValueError, ["exp_avg has shape", r"\(3,\)", r"\(4,\)"]),
+    (dict(exp_avg_sq=_zeros(2, 2)), ValueError, ["exp_avg_sq", r"\(2, 2\)"]),
+    (dict(exp_avg=_zeros(4, dtype=np.float64)), TypeError, ["exp_avg", "float64", "float32"]),
+    (dict(grad=_zeros(4, dtype=np.float64)), TypeError, ["grad", "float64"]),
+    (dict(param=_zeros(4, dtype=np.int64)), TypeError, ["param", "int64"]),
+    (dict(param=lambda on: _zeros(8)(on)[::2]), ValueError, ["param", "contiguous", "in place"]),
+    (dict(exp_avg_sq=lambda on: _zeros(8)(on)[::2]), ValueError, ["exp_avg_sq", "contiguous"]),
     (dict(lr=-1e-3), ValueError, ["lr", "-0.001"]),
     (dict(lr=float("nan")), ValueError, ["lr"]),
     (dict(lr="0.1"), TypeError, ["lr"]),
@@ -411,35 +436,42 @@ BAD_ADAM = [
     (dict(step=0), ValueError, ["step", ">= 1"]),
     (dict(step=1.5), TypeError, ["step", "int"]),
     (dict(amsgrad=True), ValueError, ["max_exp_avg_sq", "amsgrad"]),
-    (dict(amsgrad=True, max_exp_avg_sq=np.zeros(2, np.float32)), ValueError, ["max_exp_avg_sq", r"\(2,\)"]),
+    (dict(amsgrad=True, max_exp_avg_sq=_zeros(2)), ValueError, ["max_exp_avg_sq", r"\(2,\)"]),
 ]
 
 
 @pytest.mark.parametrize("change,exc,needles", BAD_ADAM, ids=["-".join(change) for change, _, _ in BAD_ADAM])
-def test_adam_bad_input(change, exc, needles):
-    a, kw = _bad_adam(**change)
+def test_adam_bad_input(device, change, exc, needles):
+    a, kw = _bad_adam(device, **change)
     snapshot = _snapshot(list(a.values()) + list(kw.values()))
     with raises_naming(exc, "adam_step", *needles):
         ops.adam_step(a["param"], a["grad"], a["exp_avg"], a["exp_avg_sq"], **kw)
     _untouched(snapshot)
 
 
-def test_read_only_param_and_overlaps_are_rejected():
-    a = _adam_arrays()
+def test_adam_bad_numpy_state():
+    """What only host memory can hold where an array is updated in place: a list, a read-only array."""
+    a, kw = _bad_adam("cpu", exp_avg=[0.0] * 4)
+    with raises_naming(TypeError, "adam_step", "exp_avg", "ndarray"):
+        ops.adam_step(a["param"], a["grad"], a["exp_avg"], a["exp_avg_sq"], **kw)
+    a = _adam_arrays("cpu")
     a["param"].flags.writeable = False
     with raises_naming(ValueError, "param", "read-only"):
         ops.adam_step(a["param"], a["grad"], a["exp_avg"], a["exp_avg_sq"], step=1)
-    a = _adam_arrays()
+
+
+def test_overlaps_are_rejected(device):
+    a = _adam_arrays(device)
     snapshot = _snapshot(a.values())
     with raises_naming(ValueError, "adam_step: exp_avg_sq overlaps exp_avg"):
         ops.adam_step(a["param"], a["grad"], a["exp_avg"], a["exp_avg"], step=1)
     with raises_naming(ValueError, "exp_avg overlaps param"):
         ops.adam_step(a["param"], a["grad"], a["param"], a["exp_avg_sq"], step=1)
-    buf = np.zeros(7, np.float32)
+    buf = on_device(device, np.zeros(7, np.float32))
     with raises_naming(ValueError, "exp_avg overlaps param"):  # partial overlap of two views
         ops.adam_step(buf[:4], a["grad"], buf[3:], a["exp_avg_sq"], step=1)
     _untouched(snapshot)
-    np.testing.assert_array_equal(buf, 0)
+    np.testing.assert_array_equal(to_host(buf), 0)
 
 
 @pytest.mark.parametrize("kw,needles", [
@@ -450,16 +482,16 @@ def test_read_only_param_and_overlaps_are_rejected():
     (dict(lr=0.1, momentum=0.9, dampening=0.1, nesterov=True), ["nesterov", "dampening"]),
     (dict(lr=0.1, momentum=0.9), ["momentum_buffer", "required"]),
 ])
-def test_sgd_bad_hyperparameters(kw, needles):
-    p, g = np.ones(4, np.float32), np.ones(4, np.float32)
+def test_sgd_bad_hyperparameters(device, kw, needles):
+    p, g = on_device(device, np.ones(4, np.float32), np.ones(4, np.float32))
     with raises_naming(ValueError, "sgd_step", *needles):
         ops.sgd_step(p, g, **kw)
-    np.testing.assert_array_equal(p, 1)
+    np.testing.assert_array_equal(to_host(p), 1)
 
 
-def test_sgd_needs_lr():
+def test_sgd_needs_lr(device):
     with pytest.raises(TypeError, match="lr"):
-        ops.sgd_step(np.ones(4, np.float32), np.ones(4, np.float32))
+        ops.sgd_step(*on_device(device, np.ones(4, np.float32), np.ones(4, np.float32)))
 
 
 @pytest.mark.parametrize("kw,exc,needles", [
@@ -474,21 +506,22 @@ def test_sgd_needs_lr():
     (dict(momentum=0.9, momentum_buffer=np.zeros(4, np.float64)), TypeError, ["momentum_buffer", "float64"]),
     (dict(centered=1), TypeError, ["centered", "bool"]),
 ])
-def test_rmsprop_bad_input(kw, exc, needles):
-    p, g, sq = np.ones(4, np.float32), np.ones(4, np.float32), np.zeros(4, np.float32)
+def test_rmsprop_bad_input(device, kw, exc, needles):
+    p, g, sq = on_device(device, np.ones(4, np.float32), np.ones(4, np.float32), np.zeros(4, np.float32))
+    kw = {k: on_device(device, v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
     snapshot = _snapshot([p, g, sq] + list(kw.values()))
     with raises_naming(exc, "rmsprop_step", *needles):
         ops.rmsprop_step(p, g, sq, **kw)
     _untouched(snapshot)
 
 
-def test_multi_bad_input_names_the_entry_and_writes_nothing():
+def test_multi_bad_input_names_the_entry_and_writes_nothing(device):
     r = np.random.default_rng(1)
-    ps = [r.standard_normal(n).astype(np.float32) for n in (4, 5, 6)]
+    ps = [on_device(device, r.standard_normal(n).astype(np.float32)) for n in (4, 5, 6)]
     gs = [np.ones_like(p) for p in ps]
     ms, vs = [np.zeros_like(p) for p in ps], [np.zeros_like(p) for p in ps]
     snapshot = _snapshot(ps + gs + ms + vs)
-    bad_vs = vs[:2] + [np.zeros(7, np.float32)]
+    bad_vs = vs[:2] + [on_device(device, np.zeros(7, np.float32))]
     with raises_naming(ValueError, "adam_step_multi", r"exp_avg_sqs\[2\]", shape_pattern((7,)), shape_pattern((6,))):
         ops.adam_step_multi(ps, gs, ms, bad_vs, steps=1)
     with raises_naming(TypeError, r"params\[1\]", "float64", r"params\[0\]"):
@@ -506,7 +539,7 @@ def test_multi_bad_input_names_the_entry_and_writes_nothing():
     with raises_naming(TypeError, "params", "list"):
         ops.adam_step_multi(ps[0], gs, ms, vs, steps=1)
     with raises_naming(ValueError, r"momentum_buffers\[0\]", "contiguous"):
-        ops.sgd_step_multi(ps, gs, [np.zeros(8, np.float32)[::2]] + ms[1:], lr=0.1, momentum=0.9)
+        ops.sgd_step_multi(ps, gs, [on_device(device, np.zeros(8, np.float32))[::2]] + ms[1:], lr=0.1, momentum=0.9)
     with raises_naming(TypeError, r"first_step\[1\]", "bool"):
         ops.sgd_step_multi(ps, gs, ms, lr=0.1, momentum=0.9, first_step=[True, 1, False])
     _untouched(snapshot)

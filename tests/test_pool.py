@@ -7,7 +7,8 @@ backward also with finite differences in float64, and, where PyTorch is installe
 with torch.nn.functional on the same inputs. Outputs are pre-filled with NaN (some as views of a
 bigger NaN array whose other elements must stay untouched). The cases are drawn once from a fixed
 seed over batch 1/3 (and 3-D input), C 1/odd, H and W 1..37 (some smaller than the window),
-square and non-square kernels 1..5, stride 1..3, padding 0..k/2, dilation 1..2 and ceil_mode.
+square and non-square kernels 1..5, stride 1..3, padding 0..k/2, dilation 1..2 and ceil_mode. The
+cases run on every device (the ``device`` fixture): inputs, outputs and their views live there.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from deepkern.ops import (
     max_pool2d_backward,
 )
 
+from conftest import on_device, to_host
 from reference import (
     adaptive_avg_pool2d_backward_ref,
     adaptive_avg_pool2d_ref,
@@ -105,31 +107,37 @@ def _shape(case) -> tuple:
     return lead + (case["channels"], case["h"], case["w"])
 
 
-def make_input(rng, shape, dtype, layout="C"):
-    """Random normal values of ``shape`` in a C-contiguous array or a non-contiguous view."""
+def make_input(rng, shape, dtype, layout="C", device="cpu"):
+    """Random normal values of ``shape`` on ``device``, in a C-contiguous array or a non-contiguous
+    view (taken there)."""
+
+    def stored(storage_shape):
+        return on_device(device, rng.standard_normal(storage_shape).astype(dtype))
+
     if layout == "C":
-        return rng.standard_normal(shape).astype(dtype)
+        return stored(shape)
     if layout == "T":  # the first two axes swapped
-        swapped = (shape[1], shape[0]) + shape[2:]
-        return rng.standard_normal(swapped).astype(dtype).swapaxes(0, 1)
+        return stored((shape[1], shape[0]) + shape[2:]).swapaxes(0, 1)
     if layout == "slice":  # every other row, columns from an offset
-        big = shape[:-2] + (2 * shape[-2], shape[-1] + 3)
-        return rng.standard_normal(big).astype(dtype)[..., ::2, 2:-1]
-    if layout == "F":
-        return np.asfortranarray(rng.standard_normal(shape).astype(dtype))
+        return stored(shape[:-2] + (2 * shape[-2], shape[-1] + 3))[..., ::2, 2:-1]
+    if layout == "F":  # the transpose of a C-contiguous array holding it
+        return on_device(device, rng.standard_normal(shape).astype(dtype).T.copy()).T
     raise AssertionError(layout)
 
 
-def make_out(shape, dtype, strided: bool):
-    """A NaN-filled output: C-contiguous, or a strided view of a bigger NaN array (returned too)."""
+def make_out(shape, dtype, strided: bool, device="cpu"):
+    """A NaN-filled output on ``device``: C-contiguous, or a strided view of a bigger NaN array
+    (returned too)."""
     if not strided:
-        out = np.full(shape, np.nan, dtype=dtype)
+        out = on_device(device, np.full(shape, np.nan, dtype=dtype))
         return out, out
-    big = np.full(shape[:-1] + (2 * shape[-1] + 1,), np.nan, dtype=dtype)
+    big = on_device(device, np.full(shape[:-1] + (2 * shape[-1] + 1,), np.nan, dtype=dtype))
     return big[..., 1::2], big
 
 
 def check(got, ref, dtype, what=""):
+    """``got`` (on any device) equals ``ref`` to the tolerance, NaN where ``ref`` is NaN only."""
+    got = to_host(got)
     dtype = np.dtype(dtype)
     assert isinstance(got, np.ndarray) and got.dtype == dtype, f"{what}: got {type(got).__name__} {getattr(got, 'dtype', '')}"
     assert got.shape == ref.shape, f"{what}: shape {got.shape}, expected {ref.shape}"
@@ -143,7 +151,7 @@ def check_untouched(big, out, what=""):
     mask = np.ones(big.shape, dtype=bool)
     if out is not big:
         mask[..., 1::2] = False
-        assert np.isnan(big[mask]).all(), f"{what}: elements outside the output view were written"
+        assert np.isnan(to_host(big)[mask]).all(), f"{what}: elements outside the output view were written"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -152,66 +160,68 @@ def check_untouched(big, out, what=""):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("index,case", list(enumerate(MAX_CASES)), ids=[_case_id(c) for c in MAX_CASES])
-def test_max_pool2d(index, case, dtype, rng):
-    x = make_input(rng, _shape(case), dtype, LAYOUTS[index % len(LAYOUTS)])
-    ref, ref_idx = max_pool2d_ref(x, **_params(case))
-    out, big = make_out(ref.shape, dtype, strided=index % 3 == 2)
+def test_max_pool2d(device, index, case, dtype, rng):
+    x = make_input(rng, _shape(case), dtype, LAYOUTS[index % len(LAYOUTS)], device)
+    ref, ref_idx = max_pool2d_ref(to_host(x), **_params(case))
+    out, big = make_out(ref.shape, dtype, index % 3 == 2, device)
     got, idx = max_pool2d(x, **_params(case), return_indices=True, out=out)
     assert got is out
     assert idx.dtype == np.int64 and idx.shape == ref.shape
-    np.testing.assert_array_equal(got, ref.astype(dtype), err_msg=_case_id(case))
-    np.testing.assert_array_equal(idx, ref_idx, err_msg=_case_id(case))
+    np.testing.assert_array_equal(to_host(got), ref.astype(dtype), err_msg=_case_id(case))
+    np.testing.assert_array_equal(to_host(idx), ref_idx, err_msg=_case_id(case))
     check_untouched(big, out, _case_id(case))
-    np.testing.assert_array_equal(max_pool2d(x, **_params(case)), got)  # without indices, new array
+    np.testing.assert_array_equal(to_host(max_pool2d(x, **_params(case))), to_host(got))  # no indices, new array
 
     g = rng.standard_normal(ref.shape).astype(dtype)
-    gx_out, gx_big = make_out(x.shape, dtype, strided=index % 3 == 1)
-    gx = max_pool2d_backward(g, x.shape, idx, out=gx_out)
+    gx_out, gx_big = make_out(x.shape, dtype, index % 3 == 1, device)
+    gx = max_pool2d_backward(on_device(device, g), x.shape, idx, out=gx_out)
     assert gx is gx_out
     check(gx, max_pool2d_backward_ref(g, x.shape, ref_idx), dtype, f"backward {_case_id(case)}")
     check_untouched(gx_big, gx_out, _case_id(case))
 
 
-def test_max_pool2d_nan_propagates(rng):
+def test_max_pool2d_nan_propagates(device, rng):
     x = rng.standard_normal((2, 3, 9, 11)).astype(np.float32)
     x[0, 0, 2, 3] = x[1, 2, 8, 10] = x[0, 1, 4, 4] = x[0, 1, 4, 5] = np.nan
     x[1, 1] = np.nan  # a whole plane
+    dx, dx64 = on_device(device, x, x.astype(np.float64))
     for params in (dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=2, ceil_mode=True),
                    dict(kernel_size=(3, 2), stride=1, dilation=2)):
         ref, ref_idx = max_pool2d_ref(x, **params)
-        got, idx = max_pool2d(x, **params, return_indices=True)
+        got, idx = (to_host(r) for r in max_pool2d(dx, **params, return_indices=True))
         assert np.isnan(got).sum() > 0
         np.testing.assert_array_equal(got, ref.astype(np.float32))  # NaN positions equal too
         np.testing.assert_array_equal(idx, ref_idx)  # the window's last NaN
-        assert np.isnan(max_pool2d(x.astype(np.float64), **params)).sum() == np.isnan(ref).sum()
+        assert np.isnan(to_host(max_pool2d(dx64, **params))).sum() == np.isnan(ref).sum()
 
 
-def test_max_pool2d_minus_inf_and_empty_windows():
+def test_max_pool2d_minus_inf_and_empty_windows(device):
     # All -inf: the index is the window's first in-bounds tap (PyTorch).
-    x = np.full((1, 1, 1, 4), -np.inf, dtype=np.float32)
-    got, idx = max_pool2d(x, (1, 2), stride=1, padding=(0, 1), return_indices=True)
+    x = on_device(device, np.full((1, 1, 1, 4), -np.inf, dtype=np.float32))
+    got, idx = (to_host(r) for r in max_pool2d(x, (1, 2), stride=1, padding=(0, 1), return_indices=True))
     np.testing.assert_array_equal(got, np.full((1, 1, 1, 5), -np.inf))
     np.testing.assert_array_equal(idx.ravel(), [0, 0, 1, 2, 3])
     # A window over padding only (dilation 2 on a 1x1 input): -inf and index -1, no gradient.
-    x = np.ones((1, 1, 1, 1))
+    x = on_device(device, np.ones((1, 1, 1, 1)))
     got, idx = max_pool2d(x, 2, padding=1, dilation=2, return_indices=True)
-    assert got.shape == (1, 1, 1, 1) and got[0, 0, 0, 0] == -np.inf and idx[0, 0, 0, 0] == -1
-    np.testing.assert_array_equal(max_pool2d_backward(np.ones_like(got), x.shape, idx), np.zeros_like(x))
+    assert got.shape == (1, 1, 1, 1) and to_host(got)[0, 0, 0, 0] == -np.inf and to_host(idx)[0, 0, 0, 0] == -1
+    gx = max_pool2d_backward(on_device(device, np.ones(got.shape)), x.shape, idx)
+    np.testing.assert_array_equal(to_host(gx), np.zeros(x.shape))
 
 
-def test_max_pool2d_backward_rejects_bad_indices(rng):
+def test_max_pool2d_backward_rejects_bad_indices(device, rng):
     x = rng.standard_normal((2, 3, 6, 6))
     out, idx = max_pool2d(x, 2, return_indices=True)
-    g = np.ones_like(out)
+    g = on_device(device, np.ones_like(out))
     for bad in (36, -2):
         wrong = idx.copy()
         wrong[1, 2, 0, 1] = bad
         with pytest.raises(ValueError, match=re.escape(f"index {bad}") + ".*outside"):
-            max_pool2d_backward(g, x.shape, wrong)
+            max_pool2d_backward(g, x.shape, on_device(device, wrong))
     with pytest.raises(TypeError, match="indices"):
-        max_pool2d_backward(g, x.shape, idx.astype(np.float64))
+        max_pool2d_backward(g, x.shape, on_device(device, idx.astype(np.float64)))
     with pytest.raises(ValueError, match=r"indices must have grad_out's shape \(2, 3, 3, 3\)"):
-        max_pool2d_backward(g, x.shape, idx[:, :, :2])
+        max_pool2d_backward(g, x.shape, on_device(device, idx[:, :, :2]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,32 +230,33 @@ def test_max_pool2d_backward_rejects_bad_indices(rng):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("index,case", list(enumerate(AVG_CASES)), ids=[_case_id(c) for c in AVG_CASES])
-def test_avg_pool2d(index, case, dtype, rng):
-    x = make_input(rng, _shape(case), dtype, LAYOUTS[index % len(LAYOUTS)])
-    ref = avg_pool2d_ref(x, **_params(case))
-    out, big = make_out(ref.shape, dtype, strided=index % 3 == 2)
+def test_avg_pool2d(device, index, case, dtype, rng):
+    x = make_input(rng, _shape(case), dtype, LAYOUTS[index % len(LAYOUTS)], device)
+    ref = avg_pool2d_ref(to_host(x), **_params(case))
+    out, big = make_out(ref.shape, dtype, index % 3 == 2, device)
     got = avg_pool2d(x, **_params(case), out=out)
     assert got is out
     check(got, ref, dtype, _case_id(case))
     check_untouched(big, out, _case_id(case))
 
     g = rng.standard_normal(ref.shape).astype(dtype)
-    gx_out, gx_big = make_out(x.shape, dtype, strided=index % 3 == 1)
-    gx = avg_pool2d_backward(g, x.shape, **_params(case), out=gx_out)
+    gx_out, gx_big = make_out(x.shape, dtype, index % 3 == 1, device)
+    gx = avg_pool2d_backward(on_device(device, g), x.shape, **_params(case), out=gx_out)
     assert gx is gx_out
     check(gx, avg_pool2d_backward_ref(g, x.shape, **_params(case)), dtype, f"backward {_case_id(case)}")
     check_untouched(gx_big, gx_out, _case_id(case))
 
 
-def test_avg_pool2d_wide_rows(rng):
+def test_avg_pool2d_wide_rows(device, rng):
     # Output rows longer than the backward pass's 256-element chunks, with edges on both sides.
     x = rng.standard_normal((1, 2, 3, 700))
     for params in (dict(kernel_size=3, stride=1, padding=1, count_include_pad=False),
                    dict(kernel_size=(1, 5), stride=(1, 2), padding=(0, 2), ceil_mode=True)):
-        got = avg_pool2d(x, **params)
+        got = avg_pool2d(on_device(device, x), **params)
         check(got, avg_pool2d_ref(x, **params), F64, str(params))
         g = rng.standard_normal(got.shape)
-        check(avg_pool2d_backward(g, x.shape, **params), avg_pool2d_backward_ref(g, x.shape, **params), F64, str(params))
+        check(avg_pool2d_backward(on_device(device, g), x.shape, **params),
+              avg_pool2d_backward_ref(g, x.shape, **params), F64, str(params))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -260,44 +271,47 @@ ADAPTIVE_CASES = [
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("index,shape,size", [(i, s, o) for i, (s, o) in enumerate(ADAPTIVE_CASES)])
-def test_adaptive_avg_pool2d(index, shape, size, dtype, rng):
-    x = make_input(rng, shape, dtype, LAYOUTS[index % len(LAYOUTS)])
-    ref = adaptive_avg_pool2d_ref(x, size)
-    out, big = make_out(ref.shape, dtype, strided=index % 2 == 1)
+def test_adaptive_avg_pool2d(device, index, shape, size, dtype, rng):
+    x = make_input(rng, shape, dtype, LAYOUTS[index % len(LAYOUTS)], device)
+    ref = adaptive_avg_pool2d_ref(to_host(x), size)
+    out, big = make_out(ref.shape, dtype, index % 2 == 1, device)
     got = adaptive_avg_pool2d(x, size, out=out)
     assert got is out
     check(got, ref, dtype, f"{shape} -> {size}")
     check_untouched(big, out)
     g = rng.standard_normal(ref.shape).astype(dtype)
-    gx = adaptive_avg_pool2d_backward(g, x.shape, out=np.full(x.shape, np.nan, dtype=dtype))
+    dg, gx_out = on_device(device, g, np.full(x.shape, np.nan, dtype=dtype))
+    gx = adaptive_avg_pool2d_backward(dg, x.shape, out=gx_out)
     check(gx, adaptive_avg_pool2d_backward_ref(g, x.shape), dtype, f"backward {shape} -> {size}")
 
 
-def test_adaptive_avg_pool2d_empty_output():
-    x = np.ones((2, 3, 4, 4), dtype=np.float32)
+def test_adaptive_avg_pool2d_empty_output(device):
+    x, g = on_device(device, np.ones((2, 3, 4, 4), dtype=np.float32), np.ones((2, 3, 0, 3), np.float32))
     assert adaptive_avg_pool2d(x, (0, 3)).shape == (2, 3, 0, 3)
-    np.testing.assert_array_equal(adaptive_avg_pool2d_backward(np.ones((2, 3, 0, 3), np.float32), x.shape),
-                                  np.zeros_like(x))
+    np.testing.assert_array_equal(to_host(adaptive_avg_pool2d_backward(g, x.shape)), np.zeros(x.shape, np.float32))
 
 
 # ----------------------------------------------------------------------------------------------
 # threads: shapes big enough to be split (planes and output rows over 2 threads)
 
 
-def test_pool_threads(threads, rng):
+def test_pool_threads(device, threads, rng):
     x = rng.standard_normal((3, 7, 37, 33)).astype(np.float32)
+    dx = on_device(device, x)
     for params in (dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)):
         ref, ref_idx = max_pool2d_ref(x, **params)
-        got, idx = max_pool2d(x, **params, return_indices=True)
-        np.testing.assert_array_equal(got, ref.astype(np.float32))
-        np.testing.assert_array_equal(idx, ref_idx)
+        got, idx = max_pool2d(dx, **params, return_indices=True)
+        np.testing.assert_array_equal(to_host(got), ref.astype(np.float32))
+        np.testing.assert_array_equal(to_host(idx), ref_idx)
         g = rng.standard_normal(got.shape).astype(np.float32)
-        check(max_pool2d_backward(g, x.shape, idx), max_pool2d_backward_ref(g, x.shape, ref_idx), F32, "max bw")
-        check(avg_pool2d(x, **params), avg_pool2d_ref(x, **params), F32, "avg")
-        check(avg_pool2d_backward(g, x.shape, **params), avg_pool2d_backward_ref(g, x.shape, **params), F32, "avg bw")
-    check(adaptive_avg_pool2d(x, (5, 3)), adaptive_avg_pool2d_ref(x, (5, 3)), F32, "adaptive")
+        dg = on_device(device, g)
+        check(max_pool2d_backward(dg, x.shape, idx), max_pool2d_backward_ref(g, x.shape, ref_idx), F32, "max bw")
+        check(avg_pool2d(dx, **params), avg_pool2d_ref(x, **params), F32, "avg")
+        check(avg_pool2d_backward(dg, x.shape, **params), avg_pool2d_backward_ref(g, x.shape, **params), F32, "avg bw")
+    check(adaptive_avg_pool2d(dx, (5, 3)), adaptive_avg_pool2d_ref(x, (5, 3)), F32, "adaptive")
     g = rng.standard_normal((3, 7, 5, 3)).astype(np.float32)
-    check(adaptive_avg_pool2d_backward(g, x.shape), adaptive_avg_pool2d_backward_ref(g, x.shape), F32, "adaptive bw")
+    check(adaptive_avg_pool2d_backward(on_device(device, g), x.shape), adaptive_avg_pool2d_backward_ref(g, x.shape),
+          F32, "adaptive bw")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -306,7 +320,12 @@ def test_pool_threads(threads, rng):
 
 
 def _directional(f, x, g, v, eps):
-    return (np.vdot(g, f(x + eps * v)) - np.vdot(g, f(x - eps * v))) / (2 * eps)
+    return (np.vdot(g, to_host(f(x + eps * v))) - np.vdot(g, to_host(f(x - eps * v)))) / (2 * eps)
+
+
+def _on(device, op):
+    """``op`` with its first argument (a NumPy array) put on ``device`` first."""
+    return lambda first, *args, **kwargs: op(on_device(device, first), *args, **kwargs)
 
 
 def _distinct_input(rng, shape):
@@ -318,47 +337,53 @@ FD_MAX = [c for c in MAX_CASES if (max_pool2d_ref(np.zeros(_shape(c)), **_params
 
 
 @pytest.mark.parametrize("case", FD_MAX, ids=[_case_id(c) for c in FD_MAX])
-def test_max_pool2d_backward_finite_differences(case, rng):
+def test_max_pool2d_backward_finite_differences(device, case, rng):
+    forward, backward = _on(device, max_pool2d), _on(device, max_pool2d_backward)
     x = _distinct_input(rng, _shape(case))
-    out, idx = max_pool2d(x, **_params(case), return_indices=True)
+    out, idx = forward(x, **_params(case), return_indices=True)
     g, v = rng.standard_normal(out.shape), rng.standard_normal(x.shape)
-    gx = max_pool2d_backward(g, x.shape, idx)
-    fd = _directional(lambda z: max_pool2d(z, **_params(case)), x, g, v, 1e-3)
+    gx = to_host(backward(g, x.shape, idx))
+    fd = _directional(lambda z: forward(z, **_params(case)), x, g, v, 1e-3)
     assert abs(fd - np.vdot(gx, v)) <= 1e-7 * (1 + abs(fd))  # rounding of x +- eps v at |x| ~ size
 
 
 @pytest.mark.parametrize("case", AVG_CASES[:12], ids=[_case_id(c) for c in AVG_CASES[:12]])
-def test_avg_pool2d_backward_finite_differences(case, rng):
+def test_avg_pool2d_backward_finite_differences(device, case, rng):
+    forward, backward = _on(device, avg_pool2d), _on(device, avg_pool2d_backward)
     x = rng.standard_normal(_shape(case))
-    out = avg_pool2d(x, **_params(case))
+    out = forward(x, **_params(case))
     g, v = rng.standard_normal(out.shape), rng.standard_normal(x.shape)
-    gx = avg_pool2d_backward(g, x.shape, **_params(case))
-    fd = _directional(lambda z: avg_pool2d(z, **_params(case)), x, g, v, 1e-4)
+    gx = to_host(backward(g, x.shape, **_params(case)))
+    fd = _directional(lambda z: forward(z, **_params(case)), x, g, v, 1e-4)
     assert abs(fd - np.vdot(gx, v)) <= 1e-8 * (1 + abs(fd))
 
 
 @pytest.mark.parametrize("shape,size", ADAPTIVE_CASES)
-def test_adaptive_avg_pool2d_backward_finite_differences(shape, size, rng):
+def test_adaptive_avg_pool2d_backward_finite_differences(device, shape, size, rng):
+    forward, backward = _on(device, adaptive_avg_pool2d), _on(device, adaptive_avg_pool2d_backward)
     x = rng.standard_normal(shape)
-    out = adaptive_avg_pool2d(x, size)
+    out = forward(x, size)
     g, v = rng.standard_normal(out.shape), rng.standard_normal(shape)
-    fd = _directional(lambda z: adaptive_avg_pool2d(z, size), x, g, v, 1e-4)
-    assert abs(fd - np.vdot(adaptive_avg_pool2d_backward(g, shape), v)) <= 1e-8 * (1 + abs(fd))
+    fd = _directional(lambda z: forward(z, size), x, g, v, 1e-4)
+    assert abs(fd - np.vdot(to_host(backward(g, shape)), v)) <= 1e-8 * (1 + abs(fd))
 
 
-def test_backward_finite_differences_every_element(rng):
+def test_backward_finite_differences_every_element(device, rng):
     shape = (1, 2, 5, 6)
     x = _distinct_input(rng, shape)
+    max_fw, max_bw = _on(device, max_pool2d), _on(device, max_pool2d_backward)
+    avg_fw, avg_bw = _on(device, avg_pool2d), _on(device, avg_pool2d_backward)
+    adaptive_fw, adaptive_bw = _on(device, adaptive_avg_pool2d), _on(device, adaptive_avg_pool2d_backward)
     ops = [
-        (lambda z: max_pool2d(z, 3, 2, 1, ceil_mode=True),
-         lambda g: max_pool2d_backward(g, shape, max_pool2d(x, 3, 2, 1, ceil_mode=True, return_indices=True)[1])),
-        (lambda z: avg_pool2d(z, (3, 2), 2, (1, 0), ceil_mode=True, count_include_pad=False),
-         lambda g: avg_pool2d_backward(g, shape, (3, 2), 2, (1, 0), ceil_mode=True, count_include_pad=False)),
-        (lambda z: adaptive_avg_pool2d(z, (3, 4)), lambda g: adaptive_avg_pool2d_backward(g, shape)),
+        (lambda z: max_fw(z, 3, 2, 1, ceil_mode=True),
+         lambda g: max_bw(g, shape, max_fw(x, 3, 2, 1, ceil_mode=True, return_indices=True)[1])),
+        (lambda z: avg_fw(z, (3, 2), 2, (1, 0), ceil_mode=True, count_include_pad=False),
+         lambda g: avg_bw(g, shape, (3, 2), 2, (1, 0), ceil_mode=True, count_include_pad=False)),
+        (lambda z: adaptive_fw(z, (3, 4)), lambda g: adaptive_bw(g, shape)),
     ]
     for forward, backward in ops:
         g = rng.standard_normal(forward(x).shape)
-        gx = backward(g)
+        gx = to_host(backward(g))
         numeric = np.empty(shape)
         for i in np.ndindex(*shape):
             e = np.zeros(shape)
@@ -380,51 +405,55 @@ def _torch_max(torch, x, params, g):
 
 
 @pytest.mark.parametrize("index,case", list(enumerate(MAX_CASES)), ids=[_case_id(c) for c in MAX_CASES])
-def test_max_pool2d_matches_torch(index, case, rng):
+def test_max_pool2d_matches_torch(device, index, case, rng):
     torch = pytest.importorskip("torch")
-    x = make_input(rng, _shape(case), np.float32, "C")
-    got, idx = max_pool2d(x, **_params(case), return_indices=True)
-    if (idx < 0).any():  # PyTorch's index for a window over padding only points outside the plane
+    x = rng.standard_normal(_shape(case)).astype(np.float32)
+    got, idx = max_pool2d(on_device(device, x), **_params(case), return_indices=True)
+    if (to_host(idx) < 0).any():  # PyTorch's index for a window over padding only points outside the plane
         pytest.skip("windows over padding only: PyTorch gives no usable index")
     g = rng.standard_normal(got.shape).astype(np.float32)
     t_out, t_idx, t_gx = _torch_max(torch, x, _params(case), g)
-    np.testing.assert_array_equal(got, t_out)
-    np.testing.assert_array_equal(idx, t_idx)
-    np.testing.assert_allclose(max_pool2d_backward(g, x.shape, idx), t_gx, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(to_host(got), t_out)
+    np.testing.assert_array_equal(to_host(idx), t_idx)
+    np.testing.assert_allclose(to_host(max_pool2d_backward(on_device(device, g), x.shape, idx)), t_gx, rtol=1e-6,
+                               atol=1e-6)
 
 
-def test_max_pool2d_nan_matches_torch(rng):
+def test_max_pool2d_nan_matches_torch(device, rng):
     torch = pytest.importorskip("torch")
     x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
     x[rng.random(x.shape) < 0.05] = np.nan
-    got, idx = max_pool2d(x, 3, 2, 1, return_indices=True)
+    got, idx = (to_host(r) for r in max_pool2d(on_device(device, x), 3, 2, 1, return_indices=True))
     t_out, t_idx, _ = _torch_max(torch, x, dict(kernel_size=3, stride=2, padding=1), np.ones(got.shape, np.float32))
     np.testing.assert_array_equal(got, t_out)
     np.testing.assert_array_equal(idx, t_idx)
 
 
 @pytest.mark.parametrize("index,case", list(enumerate(AVG_CASES)), ids=[_case_id(c) for c in AVG_CASES])
-def test_avg_pool2d_matches_torch(index, case, rng):
+def test_avg_pool2d_matches_torch(device, index, case, rng):
     torch = pytest.importorskip("torch")
-    x = make_input(rng, _shape(case), np.float32, "C")
+    x = rng.standard_normal(_shape(case)).astype(np.float32)
     tx = torch.from_numpy(x).requires_grad_()
     t_out = torch.nn.functional.avg_pool2d(tx, **_params(case))
     g = rng.standard_normal(tuple(t_out.shape)).astype(np.float32)
     t_out.backward(torch.from_numpy(g))
-    np.testing.assert_allclose(avg_pool2d(x, **_params(case)), t_out.detach().numpy(), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(avg_pool2d_backward(g, x.shape, **_params(case)), tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+    dx, dg = on_device(device, x, g)
+    np.testing.assert_allclose(to_host(avg_pool2d(dx, **_params(case))), t_out.detach().numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(to_host(avg_pool2d_backward(dg, x.shape, **_params(case))), tx.grad.numpy(), rtol=1e-6,
+                               atol=1e-6)
 
 
 @pytest.mark.parametrize("shape,size", ADAPTIVE_CASES)
-def test_adaptive_avg_pool2d_matches_torch(shape, size, rng):
+def test_adaptive_avg_pool2d_matches_torch(device, shape, size, rng):
     torch = pytest.importorskip("torch")
     x = rng.standard_normal(shape).astype(np.float32)
     tx = torch.from_numpy(x).requires_grad_()
     t_out = torch.nn.functional.adaptive_avg_pool2d(tx, size)
     g = rng.standard_normal(tuple(t_out.shape)).astype(np.float32)
     t_out.backward(torch.from_numpy(g))
-    np.testing.assert_allclose(adaptive_avg_pool2d(x, size), t_out.detach().numpy(), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(adaptive_avg_pool2d_backward(g, shape), tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+    dx, dg = on_device(device, x, g)
+    np.testing.assert_allclose(to_host(adaptive_avg_pool2d(dx, size)), t_out.detach().numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(to_host(adaptive_avg_pool2d_backward(dg, shape)), tx.grad.numpy(), rtol=1e-6, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -434,50 +463,51 @@ X4 = np.zeros((2, 3, 8, 8), dtype=np.float32)
 G4 = np.zeros((2, 3, 4, 4), dtype=np.float32)
 
 BAD = [
-    (lambda: max_pool2d(np.zeros((8, 8), np.float32), 2), ValueError, r"x must be 3-D .* got shape \(8, 8\)"),
-    (lambda: max_pool2d(np.zeros((1, 2, 3, 8, 8), np.float32), 2), ValueError, r"x must be .*\(1, 2, 3, 8, 8\)"),
-    (lambda: max_pool2d(np.zeros((2, 0, 8, 8), np.float32), 2), ValueError, r"non-zero C, H and W.*\(2, 0, 8, 8\)"),
-    (lambda: max_pool2d(X4.astype(np.int32), 2), TypeError, r"x must be float32 or float64, got dtype int32"),
-    (lambda: avg_pool2d(X4.astype(np.float16), 2), TypeError, r"x must be float32 or float64, got dtype float16"),
-    (lambda: max_pool2d(X4, 0), ValueError, r"kernel_size must be positive, got \(0, 0\)"),
-    (lambda: max_pool2d(X4, (2, -1)), ValueError, r"kernel_size must be positive, got \(2, -1\)"),
-    (lambda: max_pool2d(X4, 2, stride=0), ValueError, r"stride must be positive, got \(0, 0\)"),
-    (lambda: max_pool2d(X4, 2, dilation=(1, 0)), ValueError, r"dilation must be positive, got \(1, 0\)"),
-    (lambda: max_pool2d(X4, 2, padding=2), ValueError, r"padding must be between 0 and half of kernel_size, got padding=\(2, 2\) and kernel_size=\(2, 2\)"),
-    (lambda: avg_pool2d(X4, 3, padding=(1, -1)), ValueError, r"padding must be between .*\(1, -1\)"),
-    (lambda: max_pool2d(X4, 9), ValueError, r"output would be empty: input \(2, 3, 8, 8\) gives output size \(0, 0\)"),
-    (lambda: avg_pool2d(X4, (9, 1)), ValueError, r"output would be empty"),
-    (lambda: max_pool2d(X4, 2.0), TypeError, r"kernel_size must be an int or a pair of ints, got 2.0"),
-    (lambda: max_pool2d(X4, (2, 2, 2)), ValueError, r"kernel_size must be an int or a pair \(H, W\), got \(2, 2, 2\)"),
-    (lambda: max_pool2d(X4, True), TypeError, r"kernel_size must be an int"),
-    (lambda: avg_pool2d(X4, 2, divisor_override=0), ValueError, r"divisor_override must be nonzero"),
-    (lambda: max_pool2d(X4, 2, out=np.zeros((2, 3, 4, 5), np.float32)), ValueError, r"out must have shape \(2, 3, 4, 4\), got \(2, 3, 4, 5\)"),
-    (lambda: avg_pool2d(X4, 2, out=np.zeros((2, 3, 4, 4))), TypeError, r"out must have dtype float32, got float64"),
-    (lambda: max_pool2d_backward(G4, (2, 3, 8), np.zeros(G4.shape, np.int64)), ValueError, r"x_shape \(2, 3, 8\) must be .* grad_out \(2, 3, 4, 4\)"),
-    (lambda: max_pool2d_backward(G4, (2, 4, 8, 8), np.zeros(G4.shape, np.int64)), ValueError, r"x_shape \(2, 4, 8, 8\)"),
-    (lambda: max_pool2d_backward(G4, "2,3,8,8", np.zeros(G4.shape, np.int64)), TypeError, r"x_shape must be a tuple of ints"),
-    (lambda: max_pool2d_backward(G4.astype(np.int64), X4.shape, np.zeros(G4.shape, np.int64)), TypeError, r"grad_out must be float32 or float64"),
-    (lambda: avg_pool2d_backward(G4, X4.shape, 3), ValueError, r"grad_out must have shape \(2, 3, 2, 2\) .*x_shape \(2, 3, 8, 8\)\), got \(2, 3, 4, 4\)"),
-    (lambda: avg_pool2d_backward(G4, X4.shape, 2, padding=3), ValueError, r"padding must be between"),
-    (lambda: avg_pool2d_backward(G4[0, 0], X4.shape, 2), ValueError, r"grad_out must be 3-D or 4-D .* got shape \(4, 4\)"),
-    (lambda: adaptive_avg_pool2d(X4, (2, 2, 2)), ValueError, r"output_size must be an int or a pair \(H, W\), got \(2, 2, 2\)"),
-    (lambda: adaptive_avg_pool2d(X4, (-1, 2)), ValueError, r"output_size must be non-negative, got \(-1, 2\) for input \(2, 3, 8, 8\)"),
-    (lambda: adaptive_avg_pool2d(X4, 1.5), TypeError, r"output_size must be an int"),
-    (lambda: adaptive_avg_pool2d_backward(G4, (2, 3, 0, 8)), ValueError, r"x_shape \(2, 3, 0, 8\)"),
+    (lambda on: max_pool2d(on(np.zeros((8, 8), np.float32)), 2), ValueError, r"x must be 3-D .* got shape \(8, 8\)"),
+    (lambda on: max_pool2d(on(np.zeros((1, 2, 3, 8, 8), np.float32)), 2), ValueError, r"x must be .*\(1, 2, 3, 8, 8\)"),
+    (lambda on: max_pool2d(on(np.zeros((2, 0, 8, 8), np.float32)), 2), ValueError, r"non-zero C, H and W.*\(2, 0, 8, 8\)"),
+    (lambda on: max_pool2d(on(X4).astype(np.int32), 2), TypeError, r"x must be float32 or float64, got dtype int32"),
+    (lambda on: avg_pool2d(on(X4).astype(np.float16), 2), TypeError, r"x must be float32 or float64, got dtype float16"),
+    (lambda on: max_pool2d(on(X4), 0), ValueError, r"kernel_size must be positive, got \(0, 0\)"),
+    (lambda on: max_pool2d(on(X4), (2, -1)), ValueError, r"kernel_size must be positive, got \(2, -1\)"),
+    (lambda on: max_pool2d(on(X4), 2, stride=0), ValueError, r"stride must be positive, got \(0, 0\)"),
+    (lambda on: max_pool2d(on(X4), 2, dilation=(1, 0)), ValueError, r"dilation must be positive, got \(1, 0\)"),
+    (lambda on: max_pool2d(on(X4), 2, padding=2), ValueError, r"padding must be between 0 and half of kernel_size, got padding=\(2, 2\) and kernel_size=\(2, 2\)"),
+    (lambda on: avg_pool2d(on(X4), 3, padding=(1, -1)), ValueError, r"padding must be between .*\(1, -1\)"),
+    (lambda on: max_pool2d(on(X4), 9), ValueError, r"output would be empty: input \(2, 3, 8, 8\) gives output size \(0, 0\)"),
+    (lambda on: avg_pool2d(on(X4), (9, 1)), ValueError, r"output would be empty"),
+    (lambda on: max_pool2d(on(X4), 2.0), TypeError, r"kernel_size must be an int or a pair of ints, got 2.0"),
+    (lambda on: max_pool2d(on(X4), (2, 2, 2)), ValueError, r"kernel_size must be an int or a pair \(H, W\), got \(2, 2, 2\)"),
+    (lambda on: max_pool2d(on(X4), True), TypeError, r"kernel_size must be an int"),
+    (lambda on: avg_pool2d(on(X4), 2, divisor_override=0), ValueError, r"divisor_override must be nonzero"),
+    (lambda on: max_pool2d(on(X4), 2, out=on(np.zeros((2, 3, 4, 5), np.float32))), ValueError, r"out must have shape \(2, 3, 4, 4\), got \(2, 3, 4, 5\)"),
+    (lambda on: avg_pool2d(on(X4), 2, out=on(np.zeros((2, 3, 4, 4)))), TypeError, r"out must have dtype float32, got float64"),
+    (lambda on: max_pool2d_backward(on(G4), (2, 3, 8), on(np.zeros(G4.shape, np.int64))), ValueError, r"x_shape \(2, 3, 8\) must be .* grad_out \(2, 3, 4, 4\)"),
+    (lambda on: max_pool2d_backward(on(G4), (2, 4, 8, 8), on(np.zeros(G4.shape, np.int64))), ValueError, r"x_shape \(2, 4, 8, 8\)"),
+    (lambda on: max_pool2d_backward(on(G4), "2,3,8,8", on(np.zeros(G4.shape, np.int64))), TypeError, r"x_shape must be a tuple of ints"),
+    (lambda on: max_pool2d_backward(on(G4).astype(np.int64), X4.shape, on(np.zeros(G4.shape, np.int64))), TypeError, r"grad_out must be float32 or float64"),
+    (lambda on: avg_pool2d_backward(on(G4), X4.shape, 3), ValueError, r"grad_out must have shape \(2, 3, 2, 2\) .*x_shape \(2, 3, 8, 8\)\), got \(2, 3, 4, 4\)"),
+    (lambda on: avg_pool2d_backward(on(G4), X4.shape, 2, padding=3), ValueError, r"padding must be between"),
+    (lambda on: avg_pool2d_backward(on(G4)[0, 0], X4.shape, 2), ValueError, r"grad_out must be 3-D or 4-D .* got shape \(4, 4\)"),
+    (lambda on: adaptive_avg_pool2d(on(X4), (2, 2, 2)), ValueError, r"output_size must be an int or a pair \(H, W\), got \(2, 2, 2\)"),
+    (lambda on: adaptive_avg_pool2d(on(X4), (-1, 2)), ValueError, r"output_size must be non-negative, got \(-1, 2\) for input \(2, 3, 8, 8\)"),
+    (lambda on: adaptive_avg_pool2d(on(X4), 1.5), TypeError, r"output_size must be an int"),
+    (lambda on: adaptive_avg_pool2d_backward(on(G4), (2, 3, 0, 8)), ValueError, r"x_shape \(2, 3, 0, 8\)"),
 ]
 
 
 @pytest.mark.parametrize("call,error,message", BAD, ids=[m[:40] for _, _, m in BAD])
-def test_bad_input(call, error, message):
+def test_bad_input(device, call, error, message):
     with pytest.raises(error, match=message):
-        call()
+        call(lambda array: on_device(device, array))
 
 
-def test_errors_name_the_op():
+def test_errors_name_the_op(device):
+    x4, g4, indices = on_device(device, X4, G4, np.full(G4.shape, 99, np.int64))
     with pytest.raises(ValueError, match=r"^avg_pool2d: "):
-        avg_pool2d(X4, 0)
+        avg_pool2d(x4, 0)
     with pytest.raises(ValueError, match=r"^max_pool2d_backward: "):
-        max_pool2d_backward(G4, (2, 3, 8, 8), np.full(G4.shape, 99, np.int64))
+        max_pool2d_backward(g4, (2, 3, 8, 8), indices)
 
 
 def test_ops_exported():

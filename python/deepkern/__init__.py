@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from . import _backend, cuda, nn, ops
+from . import _C, backends, cuda, nn, ops
 from . import optim
-from ._backend import _C
 from .autograd import Function, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .random import manual_seed
 from .tensor import (
@@ -17,7 +16,7 @@ from .io import load, save
 
 __version__ = _C.__version__
 __all__ = [
-    "__version__", "cuda", "data", "io", "nn", "ops", "get_num_threads", "set_num_threads",
+    "__version__", "backends", "cuda", "data", "io", "nn", "ops", "get_num_threads", "set_num_threads",
     "show_config", "config", "save", "load",
     "Function", "no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled", "manual_seed",
     "Tensor", "Device", "device", "tensor", "as_tensor", "from_numpy", "from_dlpack", "zeros",

@@ -1,8 +1,9 @@
 """Reverse-mode automatic differentiation: ``Function`` (a forward plus its backward), the graph
 of ``Node``s that ``Function.apply`` records, and the engine that ``Tensor.backward`` runs.
 
-A Function's ``forward(ctx, *args, **kwargs)`` receives NumPy arrays where the caller passed
-Tensors (and everything else unchanged) and returns an array or a tuple of arrays; its
+A Function's ``forward(ctx, *args, **kwargs)`` receives the Tensors' arrays (NumPy arrays on the
+CPU, a backend's arrays on another device; all Tensors of one call on one device) where the caller
+passed Tensors (and everything else unchanged) and returns an array or a tuple of arrays; its
 ``backward(ctx, *grad_outputs)`` receives one gradient array per output and returns one gradient
 (array or None) per positional argument of ``forward``. Arrays in, arrays out: the heavy
 Functions call the deepkern kernels directly, and the graph bookkeeping stays in this file.
@@ -16,6 +17,8 @@ import contextlib
 import threading
 
 import numpy as np
+
+from .backends import as_array, backend_of
 
 __all__ = ["Function", "Context", "no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled"]
 
@@ -129,13 +132,17 @@ class Function:
         Tensor = _tensor_class()
         # One pass over the arguments: the arrays the forward gets and which of them need grad.
         arrays, needs = [], []
+        on_cpu = True
         for a in args:
             if isinstance(a, Tensor):
                 arrays.append(a._array)
                 needs.append(a._requires_grad)
+                on_cpu = on_cpu and type(a._array) is _NDARRAY
             else:
                 arrays.append(a)
                 needs.append(False)
+        if not on_cpu:  # the Tensors must share one device
+            backend_of(*(a._array for a in args if isinstance(a, Tensor)), op=cls.__name__)
         record = True in needs and is_grad_enabled()
         ctx = Context(tuple(needs) if record else (False,) * len(args))
         out = cls.forward(ctx, *arrays, **kwargs)
@@ -153,6 +160,7 @@ class Function:
 
 
 _TENSOR = None
+_NDARRAY = np.ndarray
 
 
 def _tensor_class():
@@ -205,8 +213,10 @@ def _run_backward(root, pending: dict, retain_graph: bool) -> None:
         grads = pending.pop(id(node), None)
         if grads is None:
             continue
-        grads = [np.zeros(shape, dtype) if g is None else g
-                 for g, (shape, dtype) in zip(grads, node.output_meta)]
+        if any(g is None for g in grads):  # outputs that got no gradient: zeros, on the device of those that did
+            backend = backend_of(*grads, op=node.name())
+            grads = [backend.zeros(shape, dtype) if g is None else g
+                     for g, (shape, dtype) in zip(grads, node.output_meta)]
         if node.ctx._released:
             node.ctx.saved_tensors  # raises: this part of the graph was already freed
         in_grads = node.function.backward(node.ctx, *grads)
@@ -221,8 +231,8 @@ def _run_backward(root, pending: dict, retain_graph: bool) -> None:
         for inp, g in zip(node.inputs, in_grads):
             if inp is None or g is None:
                 continue
-            if not isinstance(g, np.ndarray):
-                g = np.asarray(g)
+            if not isinstance(g, _NDARRAY):
+                g = as_array(g)
             if g.shape != inp.shape:
                 raise RuntimeError(f"{node.name()} returned a gradient of shape {g.shape} for an "
                                    f"input of shape {inp.shape}")

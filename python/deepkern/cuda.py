@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-from . import _backend
+from .backends.cuda import _cuda, import_error
 
 
 def is_compiled() -> bool:
     """True when the package was built with its CUDA module."""
-    return _backend._cuda is not None
+    return _cuda is not None
 
 
 def compiled_archs() -> list[str]:
     """CUDA architectures the module was compiled for, e.g. ``['80', '90']``."""
-    if _backend._cuda is None:
+    if _cuda is None:
         return []
-    return [a for a in _backend._cuda.compiled_archs.split(",") if a]
+    return [a for a in _cuda.compiled_archs.split(",") if a]
 
 
 def device_count() -> int:
     """Number of visible GPUs; 0 without the CUDA module, a driver or a device."""
-    if _backend._cuda is None:
+    if _cuda is None:
         return 0
     try:
-        return int(_backend._cuda.device_count())
+        return int(_cuda.device_count())
     except Exception:  # a broken driver must not break the CPU package
         return 0
 
@@ -34,10 +34,10 @@ def is_available() -> bool:
 
 def unavailable_reason() -> str:
     """Why :func:`is_available` is False ('' when it is True)."""
-    if _backend._cuda is None:
-        return f"deepkern was built without CUDA ({_backend.cuda_import_error})"
+    if _cuda is None:
+        return f"deepkern was built without CUDA ({import_error})"
     try:
-        return _backend._cuda.unavailable_reason()
+        return _cuda.unavailable_reason()
     except Exception as exc:
         return str(exc)
 
@@ -52,4 +52,4 @@ def get_device_properties(index: int = 0) -> dict:
     count = device_count()
     if not 0 <= index < count:
         raise ValueError(f"device index {index} is out of range: {count} CUDA device(s) visible")
-    return dict(_backend._cuda.device_info(index))
+    return dict(_cuda.device_info(index))

@@ -1,5 +1,6 @@
-"""``deepkern.Tensor``: an array on a device (a NumPy array on the CPU) that records the
-Functions applied to it when it requires grad, so ``.backward()`` can fill ``.grad``.
+"""``deepkern.Tensor``: an array on a device (a NumPy array on the CPU; see ``deepkern.backends``)
+that records the Functions applied to it when it requires grad, so ``.backward()`` can fill
+``.grad``.
 
 Names, defaults and semantics follow PyTorch: ``tensor`` copies its data, ``from_numpy`` shares
 it; Python floats become float32 and Python ints int64; ``numpy()`` shares memory and refuses a
@@ -8,12 +9,14 @@ tensor that requires grad (``detach().numpy()``).
 
 from __future__ import annotations
 
+import numbers
 from collections import namedtuple
 
 import numpy as np
 
-from . import autograd
+from . import autograd, backends
 from . import tensor_ops as F
+from .backends import CPU_DEVICE, Device, as_array
 from .random import get_generator
 
 __all__ = [
@@ -28,39 +31,8 @@ int32, int64, bool_ = np.dtype(np.int32), np.dtype(np.int64), np.dtype(np.bool_)
 MaxResult = namedtuple("MaxResult", ["values", "indices"])
 
 
-class Device:
-    """Where a tensor's data lives: ``Device("cpu")`` or ``Device("cuda", 0)``."""
-
-    __slots__ = ("type", "index")
-
-    def __init__(self, spec="cpu", index=None):
-        if isinstance(spec, Device):
-            spec, index = spec.type, spec.index
-        kind, _, num = str(spec).partition(":")
-        if kind not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {spec!r}")
-        self.type = kind
-        self.index = int(num) if num else index
-
-    def __eq__(self, other):
-        try:
-            other = Device(other)
-        except ValueError:
-            return False
-        return self.type == other.type and (self.index or 0) == (other.index or 0)
-
-    def __hash__(self):
-        return hash((self.type, self.index or 0))
-
-    def __str__(self):
-        return self.type if self.index is None else f"{self.type}:{self.index}"
-
-    def __repr__(self):
-        return f"device(type='{self.type}'" + ("" if self.index is None else f", index={self.index}") + ")"
-
-
 device = Device
-_CPU = Device("cpu")
+_NDARRAY = np.ndarray
 
 
 def _default_dtype(arr: np.ndarray) -> np.ndarray:
@@ -76,15 +48,26 @@ def _array_of(x):
     return x._array if isinstance(x, Tensor) else x
 
 
+def _on_device_of(t: "Tensor", value, op: str):
+    """``value`` (a Tensor, an array, or host data such as numbers and lists, which is copied) as an
+    array on ``t``'s device; an array on another device is a RuntimeError naming ``op``."""
+    data = _array_of(value)
+    if isinstance(data, (numbers.Number, np.generic, list, tuple)):
+        data = backends.to_device(np.asarray(data), t.device)
+    arr = as_array(data)
+    backends.backend_of(t._array, arr, op=op)
+    return arr
+
+
 class Tensor:
-    """A NumPy array plus autograd state. Create with :func:`tensor`, :func:`from_numpy`, the
-    factory functions, or as the result of operations."""
+    """An array of a device's backend (a NumPy array on the CPU) plus autograd state. Create with
+    :func:`tensor`, :func:`from_numpy`, the factory functions, or as the result of operations."""
 
     __slots__ = ("_array", "_node", "_output_index", "_requires_grad", "grad", "__weakref__")
     __array_priority__ = 1000  # ndarray <op> Tensor defers to Tensor's reflected operators
 
     def __init__(self, data, requires_grad: bool = False):
-        arr = data._array if isinstance(data, Tensor) else np.asarray(data)
+        arr = data._array if isinstance(data, Tensor) else as_array(data)
         self._array = arr
         self._node = None
         self._output_index = 0
@@ -95,7 +78,7 @@ class Tensor:
     @classmethod
     def _wrap(cls, arr, node=None, index=0):
         t = cls.__new__(cls)
-        t._array = arr if isinstance(arr, np.ndarray) else np.asarray(arr)
+        t._array = arr if isinstance(arr, _NDARRAY) else as_array(arr)
         t._node = node
         t._output_index = index
         t._requires_grad = node is not None
@@ -137,16 +120,16 @@ class Tensor:
         if gradient is None:
             if self._array.size != 1:
                 raise RuntimeError(f"backward() without a gradient needs a one-element tensor, got shape {self.shape}")
-            grad = np.ones(self.shape, self.dtype)
+            grad = self._backend().full(self.shape, 1, self.dtype)
         else:
-            grad = np.asarray(_array_of(gradient), dtype=self.dtype)
+            grad = _on_device_of(self, gradient, "backward").astype(self.dtype, copy=False)
             if grad.shape != self.shape:
                 raise ValueError(f"backward: gradient has shape {grad.shape} but the tensor has shape {self.shape}")
         autograd.backward(self, grad, retain_graph)
 
-    def _accumulate_grad(self, g: np.ndarray) -> None:
+    def _accumulate_grad(self, g) -> None:
         if self.grad is None:
-            self.grad = Tensor._wrap(np.array(g, dtype=self.dtype, copy=True))
+            self.grad = Tensor._wrap(g.astype(self.dtype))
         else:
             self.grad._array = self.grad._array + g
 
@@ -166,7 +149,7 @@ class Tensor:
 
     @data.setter
     def data(self, value):
-        self._array = np.asarray(_array_of(value))
+        self._array = as_array(_array_of(value))
 
     @property
     def shape(self) -> tuple:
@@ -178,7 +161,11 @@ class Tensor:
 
     @property
     def device(self) -> Device:
-        return _CPU
+        """The device the data is on, as its backend reports it."""
+        return CPU_DEVICE if type(self._array) is _NDARRAY else backends.device_of(self._array)
+
+    def _backend(self):
+        return backends.backend_of(self._array, op="Tensor")
 
     @property
     def ndim(self) -> int:
@@ -199,13 +186,22 @@ class Tensor:
         return self.shape[0]
 
     def numpy(self) -> np.ndarray:
-        """The data as a NumPy array sharing memory (refused while the tensor requires grad)."""
+        """The data as a NumPy array sharing memory (refused while the tensor requires grad, and
+        for a tensor on another device than the CPU: ``.cpu().numpy()`` copies it)."""
         if self._requires_grad:
             raise RuntimeError("can't call numpy() on a tensor that requires grad; use tensor.detach().numpy()")
+        return self._host_array()
+
+    def _host_array(self) -> np.ndarray:
+        """The data, which must be in host memory, as the NumPy array it is."""
+        if type(self._array) is not _NDARRAY and self.device != CPU_DEVICE:
+            raise TypeError(f"can't convert a tensor on {self.device} to a NumPy array; use .cpu() to copy it to "
+                            "host memory first")
         return self._array
 
     def __array__(self, dtype=None, copy=None):
-        return self._array if dtype is None else self._array.astype(dtype)
+        arr = self._host_array()
+        return arr if dtype is None else arr.astype(dtype)
 
     def item(self):
         if self._array.size != 1:
@@ -216,8 +212,10 @@ class Tensor:
         return self._array.tolist()
 
     def __repr__(self):
-        body = np.array2string(self._array, separator=", ", prefix="tensor(")
-        extra = f", dtype={self.dtype}" if self.dtype not in (float32, int64) else ""
+        host = self._backend().to_cpu(self._array)
+        body = np.array2string(host, separator=", ", prefix="tensor(")
+        extra = "" if self.device == CPU_DEVICE else f", device='{self.device}'"
+        extra += f", dtype={self.dtype}" if self.dtype not in (float32, int64) else ""
         if self._node is not None:
             extra += f", grad_fn={self._node!r}"
         elif self._requires_grad:
@@ -233,23 +231,24 @@ class Tensor:
     # -- conversions ---------------------------------------------------------------------------
 
     def to(self, *args, dtype=None, device=None) -> "Tensor":
-        """``to(device)``, ``to(dtype)`` or both; a no-op returns ``self``."""
+        """``to(device)``, ``to(dtype)`` or both; a no-op returns ``self``. Moving to another
+        device copies the data through the backends (RuntimeError when deepkern has no backend
+        for that device); the copy is differentiable, as the cast is."""
         for a in args:
             if isinstance(a, (Device, str)) and not _looks_like_dtype(a):
                 device = a
             else:
                 dtype = a
-        if device is not None:
-            target = Device(device)
-            if target.type != "cpu":
-                raise RuntimeError(f"to({target}): deepkern tensors live on the CPU in this version; "
-                                   "the CUDA kernels are reached through deepkern.cuda")
-        if dtype is None or np.dtype(dtype) == self.dtype:
-            return self
-        return _Cast.apply(self, np.dtype(dtype))
+        moved = self
+        if device is not None and not backends.is_on(self._array, Device(device)):
+            moved = _ToDevice.apply(self, Device(device))
+        if dtype is None or np.dtype(dtype) == moved.dtype:
+            return moved
+        return _Cast.apply(moved, np.dtype(dtype))
 
     def cpu(self) -> "Tensor":
-        return self
+        """The tensor in host memory (itself when it is there)."""
+        return self.to(CPU_DEVICE)
 
     def float(self) -> "Tensor":
         return self.to(float32)
@@ -280,8 +279,9 @@ class Tensor:
         return self
 
     def copy_(self, src) -> "Tensor":
+        """Writes ``src`` (broadcast; from any device) into this tensor's data."""
         self._check_inplace("copy_()")
-        src = np.asarray(_array_of(src))
+        src = backends.to_device(as_array(_array_of(src)), self.device)
         try:
             np.copyto(self._array, np.broadcast_to(src, self.shape), casting="same_kind")
         except ValueError:
@@ -290,12 +290,13 @@ class Tensor:
 
     def add_(self, other, alpha=1) -> "Tensor":
         self._check_inplace("add_()")
-        self._array += alpha * np.asarray(_array_of(other)) if alpha != 1 else np.asarray(_array_of(other))
+        other = _on_device_of(self, other, "add_")
+        self._array += alpha * other if alpha != 1 else other
         return self
 
     def mul_(self, other) -> "Tensor":
         self._check_inplace("mul_()")
-        self._array *= np.asarray(_array_of(other))
+        self._array *= _on_device_of(self, other, "mul_")
         return self
 
     # -- arithmetic ----------------------------------------------------------------------------
@@ -418,7 +419,7 @@ class Tensor:
 
     def argmax(self, dim=None, keepdim=False):
         if dim is None:
-            return Tensor._wrap(np.asarray(np.argmax(self._array), dtype=np.int64))
+            return Tensor._wrap(as_array(self._array.argmax()).astype(np.int64))
         return self.max(dim, keepdim).indices
 
     # -- shape ---------------------------------------------------------------------------------
@@ -520,6 +521,19 @@ class _Cast(autograd.Function):
         return g.astype(ctx.dtype) if ctx.needs_input_grad[0] else None, None
 
 
+class _ToDevice(autograd.Function):
+    """A copy on another device; the gradient is copied back."""
+
+    @staticmethod
+    def forward(ctx, a, device):
+        ctx.source = backends.device_of(a)
+        return backends.to_device(a, device)
+
+    @staticmethod
+    def backward(ctx, g):
+        return backends.to_device(g, ctx.source), None
+
+
 class _Clone(autograd.Function):
     @staticmethod
     def forward(ctx, a):
@@ -536,23 +550,29 @@ class _Clone(autograd.Function):
 
 
 def tensor(data, dtype=None, requires_grad: bool = False, device=None) -> Tensor:
-    """A new tensor holding a copy of ``data`` (array, Tensor, nested lists, numbers)."""
+    """A new tensor holding a copy of ``data`` (array, Tensor, nested lists, numbers) on ``device``
+    (default: the CPU, or the device of a Tensor given as ``data``)."""
     if isinstance(data, Tensor):
-        arr = np.array(data._array, copy=True)
+        arr = data._array.copy()
+        device = device or data.device
     elif isinstance(data, (np.ndarray, np.generic)):
         arr = np.array(data, copy=True)
     else:
         arr = _default_dtype(np.array(data))
     if dtype is not None:
         arr = arr.astype(dtype, copy=False)
-    return Tensor(arr, requires_grad=requires_grad).to(device or _CPU)
+    return _created(arr, device, requires_grad)
 
 
 def as_tensor(data, dtype=None) -> Tensor:
     """``data`` as a tensor, sharing memory when it already is an array of ``dtype``."""
     if isinstance(data, Tensor):
         return data.to(dtype) if dtype is not None else data
-    arr = np.asarray(data) if isinstance(data, (np.ndarray, np.generic)) else _default_dtype(np.asarray(data))
+    if isinstance(data, (np.ndarray, np.generic)):
+        arr = np.asarray(data)
+    else:
+        arr = as_array(data)
+        arr = arr if arr is data else _default_dtype(arr)  # Python data: PyTorch's default dtypes
     return Tensor(arr if dtype is None else arr.astype(dtype, copy=False))
 
 
@@ -572,50 +592,62 @@ def _shape_args(shape):
     return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
 
 
-def zeros(*shape, dtype=float32, requires_grad=False) -> Tensor:
-    return Tensor(np.zeros(_shape_args(shape), dtype), requires_grad)
+def _created(array, device, requires_grad: bool = False) -> Tensor:
+    """A tensor of ``array`` (host data, or allocated by the backend of ``device``) on ``device``
+    (a Device, a string or None: the CPU), copied there when it is elsewhere."""
+    return Tensor(backends.to_device(array, device or CPU_DEVICE), requires_grad)
 
 
-def ones(*shape, dtype=float32, requires_grad=False) -> Tensor:
-    return Tensor(np.ones(_shape_args(shape), dtype), requires_grad)
+def zeros(*shape, dtype=float32, requires_grad=False, device=None) -> Tensor:
+    return _created(backends.get(device or "cpu").zeros(_shape_args(shape), dtype), device, requires_grad)
 
 
-def empty(*shape, dtype=float32, requires_grad=False) -> Tensor:
-    return Tensor(np.empty(_shape_args(shape), dtype), requires_grad)
+def ones(*shape, dtype=float32, requires_grad=False, device=None) -> Tensor:
+    return _created(backends.get(device or "cpu").full(_shape_args(shape), 1, dtype), device, requires_grad)
 
 
-def full(shape, fill_value, dtype=float32, requires_grad=False) -> Tensor:
-    return Tensor(np.full(_shape_args((shape,)), fill_value, dtype), requires_grad)
+def empty(*shape, dtype=float32, requires_grad=False, device=None) -> Tensor:
+    return _created(backends.get(device or "cpu").empty(_shape_args(shape), dtype), device, requires_grad)
 
 
-def zeros_like(t, dtype=None, requires_grad=False) -> Tensor:
-    return Tensor(np.zeros(t.shape, dtype or t.dtype), requires_grad)
+def full(shape, fill_value, dtype=float32, requires_grad=False, device=None) -> Tensor:
+    return _created(backends.get(device or "cpu").full(_shape_args((shape,)), fill_value, dtype), device,
+                    requires_grad)
 
 
-def ones_like(t, dtype=None, requires_grad=False) -> Tensor:
-    return Tensor(np.ones(t.shape, dtype or t.dtype), requires_grad)
+def zeros_like(t, dtype=None, requires_grad=False, device=None) -> Tensor:
+    """Zeros of ``t``'s shape, and of its dtype and device unless given."""
+    device = device or backends.device_of(_array_of(t))
+    return zeros(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad, device=device)
 
 
-def arange(start, end=None, step=1, dtype=None) -> Tensor:
+def ones_like(t, dtype=None, requires_grad=False, device=None) -> Tensor:
+    """Ones of ``t``'s shape, and of its dtype and device unless given."""
+    device = device or backends.device_of(_array_of(t))
+    return ones(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad, device=device)
+
+
+def arange(start, end=None, step=1, dtype=None, device=None) -> Tensor:
     arr = np.arange(start, end, step) if end is not None else np.arange(start)
-    return Tensor(_default_dtype(arr) if dtype is None else arr.astype(dtype))
+    return _created(_default_dtype(arr) if dtype is None else arr.astype(dtype), device)
 
 
-def randn(*shape, dtype=float32, requires_grad=False, generator=None) -> Tensor:
-    """Standard normal values from ``generator`` (default: the one ``manual_seed`` seeds)."""
+def randn(*shape, dtype=float32, requires_grad=False, generator=None, device=None) -> Tensor:
+    """Standard normal values from ``generator`` (default: the one ``manual_seed`` seeds), drawn in
+    host memory and copied to ``device``."""
     rng = generator or get_generator()
-    return Tensor(rng.standard_normal(_shape_args(shape), dtype=np.float64).astype(dtype), requires_grad)
+    return _created(rng.standard_normal(_shape_args(shape), dtype=np.float64).astype(dtype), device, requires_grad)
 
 
-def rand(*shape, dtype=float32, requires_grad=False, generator=None) -> Tensor:
-    """Uniform values in [0, 1)."""
+def rand(*shape, dtype=float32, requires_grad=False, generator=None, device=None) -> Tensor:
+    """Uniform values in [0, 1), drawn as :func:`randn`'s."""
     rng = generator or get_generator()
-    return Tensor(rng.random(_shape_args(shape)).astype(dtype), requires_grad)
+    return _created(rng.random(_shape_args(shape)).astype(dtype), device, requires_grad)
 
 
-def randint(low, high, size, dtype=int64, generator=None) -> Tensor:
+def randint(low, high, size, dtype=int64, generator=None, device=None) -> Tensor:
     rng = generator or get_generator()
-    return Tensor(rng.integers(low, high, size=size).astype(dtype))
+    return _created(rng.integers(low, high, size=size).astype(dtype), device)
 
 
 def cat(tensors, dim=0) -> Tensor:
@@ -642,4 +674,4 @@ def _check_join(op, tensors, key):
 
 
 def where(condition, a, b) -> Tensor:
-    return F.Where.apply(np.asarray(_array_of(condition), bool), a, b)
+    return F.Where.apply(as_array(_array_of(condition)).astype(bool, copy=False), a, b)

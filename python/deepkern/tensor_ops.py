@@ -2,7 +2,9 @@
 elementwise math, reductions, shape changes, indexing, cat/stack and matmul.
 
 Each is a forward on arrays plus its backward (see autograd.py). Broadcast inputs get their
-gradient summed back to their own shape (``unbroadcast``). matmul runs on deepkern's GEMM.
+gradient summed back to their own shape (``unbroadcast``). matmul runs on the GEMM of the arrays'
+backend; the rest is NumPy's array arithmetic, and what they allocate comes from the backend of
+the arrays they work on.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import numpy as np
 
 from . import ops
 from .autograd import Function
+from .backends import as_array, backend_of
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
@@ -241,7 +244,7 @@ class Clamp(Function):
     def backward(ctx, g):
         (a,) = ctx.saved_tensors
         low, high = ctx.bounds
-        inside = np.ones(a.shape, bool)
+        inside = backend_of(a, op="ClampBackward").full(a.shape, True, bool)
         if low is not None:
             inside &= a >= low
         if high is not None:
@@ -276,7 +279,7 @@ class Sum(Function):
     @staticmethod
     def forward(ctx, a, dim=None, keepdim=False):
         ctx.meta = (a.shape, _axes(dim, a.ndim), keepdim)
-        return np.asarray(np.sum(a, axis=ctx.meta[1], keepdims=keepdim))
+        return as_array(np.sum(a, axis=ctx.meta[1], keepdims=keepdim))
 
     @staticmethod
     def backward(ctx, g):
@@ -290,7 +293,7 @@ class Mean(Function):
         axes = _axes(dim, a.ndim)
         ctx.meta = (a.shape, axes, keepdim)
         ctx.count = int(np.prod([a.shape[ax] for ax in axes])) if a.ndim else 1
-        return np.asarray(np.mean(a, axis=axes, keepdims=keepdim), dtype=a.dtype)
+        return as_array(np.mean(a, axis=axes, keepdims=keepdim)).astype(a.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
@@ -306,7 +309,7 @@ class Max(Function):
     def forward(ctx, a, dim=None, keepdim=False, minimum=False):
         ctx.shape = a.shape
         if dim is None:
-            out = np.asarray(a.min() if minimum else a.max())
+            out = as_array(a.min() if minimum else a.max())
             ctx.save_for_backward(a, out)
             ctx.dim = None
             return out
@@ -329,7 +332,7 @@ class Max(Function):
             ties = a == out
             return ties * (g / ties.sum())
         (idx,) = ctx.saved_tensors
-        grad = np.zeros(ctx.shape, g.dtype)
+        grad = backend_of(g, op="MaxBackward").zeros(ctx.shape, g.dtype)
         np.put_along_axis(grad, idx, g.reshape(idx.shape), ctx.dim)
         return grad
 
@@ -376,12 +379,12 @@ class Index(Function):
     @staticmethod
     def forward(ctx, a, key):
         ctx.meta = (a.shape, a.dtype, key)
-        return np.asarray(a[key])
+        return as_array(a[key])
 
     @staticmethod
     def backward(ctx, g):
         shape, dtype, key = ctx.meta
-        grad = np.zeros(shape, dtype)
+        grad = backend_of(g, op="IndexBackward").zeros(shape, dtype)
         if _is_basic_index(key):
             grad[key] = g
         else:

@@ -9,9 +9,11 @@ packages (nothing is downloaded), on deepkern's network API end to end.
 * ``digits-gan``: an MLP GAN on the digits (a grid of generated samples).
 
 Each recipe is a class with ``build`` (models, optimizers, data), ``train_epoch`` and
-``evaluate``; :func:`train` runs the epochs with a progress bar and a line of metrics per
-epoch, checkpoints (``deepkern.save``) after every epoch, resumes from a checkpoint so the run
-continues the same trajectory, and plots the curves (or the GAN's samples) with matplotlib.
+``evaluate``, and runs on ``cfg.device`` (any device deepkern has a backend for: the models are
+moved there after ``build`` and each batch as it is drawn); :func:`train` runs the epochs with a
+progress bar and a line of metrics per epoch, checkpoints (``deepkern.save``) after every epoch,
+resumes from a checkpoint so the run continues the same trajectory, and plots the curves (or the
+GAN's samples) with matplotlib.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from . import data, io, nn, optim
+from . import backends, data, io, nn, optim
 from .autograd import no_grad
+from .backends import Device
 from .random import get_generator, manual_seed
-from .tensor import Tensor, from_numpy, randn
+from .tensor import from_numpy, full, randn, zeros
 
 __all__ = ["RECIPES", "TrainConfig", "train"]
 
@@ -60,6 +63,7 @@ class Recipe:
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
+        self.device = Device(cfg.device)
         self.models: Dict[str, nn.Module] = {}
         self.optimizers: Dict[str, optim.Optimizer] = {}
         self.schedulers: Dict[str, optim.lr_scheduler.LRScheduler] = {}
@@ -78,6 +82,7 @@ class Recipe:
         model.train()
         total, count = 0.0, 0
         for x, y in progress(self.loader, len(self.loader)):
+            x, y = x.to(self.device), y.to(self.device)
             opt.zero_grad()
             loss = batch_loss(x, y)
             loss.backward()
@@ -133,11 +138,11 @@ class DigitsCNN(Recipe):
     def evaluate(self):
         model = self.models["model"]
         model.eval()
-        x, y = (from_numpy(a) for a in self.test_set.arrays)
+        x, y = (from_numpy(a).to(self.device) for a in self.test_set.arrays)
         with no_grad():
             logits = model(x)
             loss = self.loss(logits, y).item()
-        acc = float((logits.argmax(1).numpy() == y.numpy()).mean())
+        acc = float((logits.argmax(1).cpu().numpy() == y.cpu().numpy()).mean())
         return {"test_loss": loss, "test_acc": acc}
 
     def summary(self, history):
@@ -182,7 +187,7 @@ class SunspotsLSTM(Recipe):
     def evaluate(self):
         model = self.models["model"]
         model.eval()
-        x, y = (from_numpy(a) for a in self.series.test.arrays)
+        x, y = (from_numpy(a).to(self.device) for a in self.series.test.arrays)
         with no_grad():
             mse = self.loss(model(x), y).item()
         return {"test_mse": mse, "persistence_mse": self.series.persistence_mse("test")}
@@ -240,7 +245,7 @@ class CharLSTM(Recipe):
 
     def evaluate(self):
         self.models["model"].eval()
-        ids, targets = (from_numpy(np.ascontiguousarray(a)) for a in self.corpus.val.arrays)
+        ids, targets = (from_numpy(np.ascontiguousarray(a)).to(self.device) for a in self.corpus.val.arrays)
         losses = []
         with no_grad():
             for start in range(0, len(ids), 256):
@@ -255,13 +260,13 @@ class CharLSTM(Recipe):
         rng = np.random.default_rng(self.cfg.seed)
         out = list(prompt)
         with no_grad():
-            logits, state = model(from_numpy(self.corpus.encode(prompt)[None]))
+            logits, state = model(from_numpy(self.corpus.encode(prompt)[None]).to(self.device))
             for _ in range(n):
-                z = logits.numpy()[0, -1].astype(np.float64) / temperature
+                z = logits.cpu().numpy()[0, -1].astype(np.float64) / temperature
                 p = np.exp(z - z.max())
                 nxt = int(rng.choice(len(p), p=p / p.sum()))
                 out.append(self.corpus.vocab[nxt])
-                logits, state = model(from_numpy(np.array([[nxt]], np.int64)), state)
+                logits, state = model(from_numpy(np.array([[nxt]], np.int64)).to(self.device), state)
         return "".join(out)
 
     def summary(self, history):
@@ -298,7 +303,7 @@ class DigitsGAN(Recipe):
         for name, model in self.models.items():
             self.optimizers[name] = optim.Adam(model.parameters(), lr=self.cfg.lr, betas=(0.5, 0.999))
         self.loss = nn.BCEWithLogitsLoss()
-        self.fixed_noise = randn(64, self.latent, generator=np.random.default_rng(self.cfg.seed))
+        self.fixed_noise = randn(64, self.latent, generator=np.random.default_rng(self.cfg.seed), device=self.device)
 
     def train_epoch(self, progress):
         gen, disc = self.models["generator"], self.models["discriminator"]
@@ -308,24 +313,25 @@ class DigitsGAN(Recipe):
         sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0}
         steps = 0
         for (real,) in progress(self.loader, len(self.loader)):
+            real = real.to(self.device)
             n = len(real)
-            ones, zeros = Tensor(np.full((n, 1), 0.9, np.float32)), Tensor(np.zeros((n, 1), np.float32))
-            fake = gen(randn(n, self.latent))
+            real_labels, fake_labels = full((n, 1), 0.9, device=self.device), zeros(n, 1, device=self.device)
+            fake = gen(randn(n, self.latent, device=self.device))
             # Discriminator: real -> 0.9 (one-sided label smoothing), generated -> 0.
             opt_d.zero_grad()
             d_real, d_fake = disc(real), disc(fake.detach())
-            d_loss = self.loss(d_real, ones) + self.loss(d_fake, zeros)
+            d_loss = self.loss(d_real, real_labels) + self.loss(d_fake, fake_labels)
             d_loss.backward()
             opt_d.step()
             # Generator: make the discriminator call its samples real.
             opt_g.zero_grad()
-            g_loss = self.loss(disc(fake), Tensor(np.ones((n, 1), np.float32)))
+            g_loss = self.loss(disc(fake), full((n, 1), 1.0, device=self.device))
             g_loss.backward()
             opt_g.step()
             sums["d_loss"] += d_loss.item()
             sums["g_loss"] += g_loss.item()
-            sums["d_real"] += float(_sigmoid(d_real.detach().numpy()).mean())
-            sums["d_fake"] += float(_sigmoid(d_fake.detach().numpy()).mean())
+            sums["d_real"] += float(_sigmoid(d_real.detach().cpu().numpy()).mean())
+            sums["d_fake"] += float(_sigmoid(d_fake.detach().cpu().numpy()).mean())
             steps += 1
         return {k: v / steps for k, v in sums.items()}
 
@@ -334,7 +340,7 @@ class DigitsGAN(Recipe):
         gen = self.models["generator"]
         gen.eval()
         with no_grad():
-            return (gen(self.fixed_noise).numpy().reshape(-1, 8, 8) + 1) / 2
+            return (gen(self.fixed_noise).cpu().numpy().reshape(-1, 8, 8) + 1) / 2
 
     def plot(self, history, path):
         import matplotlib
@@ -424,9 +430,10 @@ def train(cfg: TrainConfig, out=None) -> dict:
     out = out or sys.stdout
     if cfg.recipe not in RECIPES:
         raise ValueError(f"unknown recipe {cfg.recipe!r}; available: {', '.join(RECIPES)}")
-    if cfg.device != "cpu":
-        raise ValueError(f"--device {cfg.device}: training runs on the CPU in this version "
-                         "(the CUDA kernels are reached through deepkern.cuda)")
+    try:
+        backends.get(Device(cfg.device))
+    except (ValueError, RuntimeError) as err:
+        raise ValueError(f"--device {cfg.device}: {err}") from None
     cls = RECIPES[cfg.recipe]
     for key, value in cls.defaults.items():
         if getattr(cfg, key) is None:
@@ -434,6 +441,8 @@ def train(cfg: TrainConfig, out=None) -> dict:
     manual_seed(cfg.seed)
     recipe = cls(cfg)
     recipe.build()
+    for model in recipe.models.values():
+        model.to(recipe.device)
     done, history = _restore(recipe, cfg.resume) if cfg.resume else (0, [])
 
     def progress(iterable, total, epoch):

@@ -7,7 +7,9 @@ import math
 
 import numpy as np
 
-from ..tensor import Device
+from .. import backends
+from ..backends import CPU_DEVICE, Device
+from ..tensor import empty
 from . import init
 from .module import Parameter
 
@@ -19,26 +21,30 @@ def describe(module) -> str:
     return f"{type(module).__name__}({module.extra_repr()})"
 
 
-def param_dtype(module_name: str, dtype=None, device=None) -> np.dtype:
-    """The parameters' dtype from a layer's ``dtype``/``device`` arguments (float32 by default)."""
-    if device is not None and Device(device).type != "cpu":
-        raise RuntimeError(f"{module_name}: parameters live on the CPU in this version, got device={device!r}")
+def factory_kwargs(module_name: str, dtype=None, device=None) -> dict:
+    """The parameters' ``dtype`` (float32 by default) and ``device`` (the CPU by default) from a
+    layer's arguments, checked: a device deepkern has no backend for is a RuntimeError."""
+    try:
+        device = CPU_DEVICE if device is None else Device(device)
+        backends.get(device)
+    except (ValueError, RuntimeError) as err:
+        raise type(err)(f"{module_name}: {err}") from None
     dtype = np.dtype(np.float32 if dtype is None else dtype)
     if dtype not in _FLOATS:
         raise TypeError(f"{module_name}: dtype must be float32 or float64, got {dtype}")
-    return dtype
+    return {"dtype": dtype, "device": device}
 
 
-def empty_parameter(shape, dtype) -> Parameter:
-    """An uninitialised Parameter (the layer's ``reset_parameters`` fills it)."""
-    return Parameter(np.empty(shape, dtype))
+def empty_parameter(shape, dtype, device) -> Parameter:
+    """An uninitialised Parameter on ``device`` (the layer's ``reset_parameters`` fills it)."""
+    return Parameter(empty(shape, dtype=dtype, device=device))
 
 
-def add_weight_and_bias(module, weight_shape: tuple, bias: bool, dtype) -> None:
+def add_weight_and_bias(module, weight_shape: tuple, bias: bool, dtype, device) -> None:
     """Registers ``weight`` and ``bias`` (one per output, dimension 0 of the weight, or None)."""
-    module.weight = empty_parameter(weight_shape, dtype)
+    module.weight = empty_parameter(weight_shape, dtype, device)
     if bias:
-        module.bias = empty_parameter(weight_shape[:1], dtype)
+        module.bias = empty_parameter(weight_shape[:1], dtype, device)
     else:
         module.register_parameter("bias", None)
 

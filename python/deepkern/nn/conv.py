@@ -5,7 +5,9 @@ initialisation and reprs)."""
 from __future__ import annotations
 
 from . import functional as F
-from ._layer import add_weight_and_bias, bad_shape, check_float, check_ndim, param_dtype, reset_weight_and_bias, run_op
+from ._layer import (
+    add_weight_and_bias, bad_shape, check_float, check_ndim, factory_kwargs, reset_weight_and_bias, run_op,
+)
 from .module import Module
 
 __all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"]
@@ -35,7 +37,7 @@ class Conv2d(Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None):
         super().__init__()
-        dtype = param_dtype("Conv2d", dtype, device)
+        factory = factory_kwargs("Conv2d", dtype, device)
         if groups < 1 or in_channels % groups or out_channels % groups:
             raise ValueError(f"Conv2d: groups={groups} must be positive and divide in_channels={in_channels} "
                              f"and out_channels={out_channels}")
@@ -53,7 +55,7 @@ class Conv2d(Module):
             self.padding = _pair(padding)
         self.padding_mode = padding_mode
         weight_shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
-        add_weight_and_bias(self, weight_shape, bias, dtype)
+        add_weight_and_bias(self, weight_shape, bias, **factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

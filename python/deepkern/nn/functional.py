@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from .. import ops
+from .. import backends, ops
 from .. import tensor_ops as _T
 from ..autograd import Function
 from ..random import get_generator
@@ -277,7 +277,7 @@ class LogSoftmax(Function):
 def _cast(input, dtype):
     if dtype is None:
         return input
-    return input.to(dtype) if isinstance(input, Tensor) else np.asarray(input, dtype=dtype)
+    return input.to(dtype) if isinstance(input, Tensor) else backends.as_array(input).astype(dtype, copy=False)
 
 
 def softmax(input, dim=None, dtype=None):
@@ -301,10 +301,11 @@ class Dropout(Function):
     @staticmethod
     def forward(ctx, x, p=0.5):
         if p == 1:
-            mask = np.zeros(x.shape, x.dtype)
-        else:
+            mask = backends.backend_of(x, op="dropout").zeros(x.shape, x.dtype)
+        else:  # drawn in host memory (deepkern's generator), then copied to x's device
             mask = (get_generator().random(x.shape, dtype=np.float32) >= p).astype(x.dtype)
             mask *= 1 / (1 - p)
+            mask = backends.to_device(mask, backends.device_of(x))
         ctx.save_for_backward(mask)
         return x * mask
 
@@ -321,7 +322,7 @@ def dropout(input, p=0.5, training=True, inplace=False):
     if not 0 <= p <= 1:
         raise ValueError(f"dropout: p must be between 0 and 1, got {p}")
     if not training or p == 0:
-        return input if isinstance(input, Tensor) else Tensor._wrap(np.asarray(input))
+        return input if isinstance(input, Tensor) else Tensor._wrap(input)
     return Dropout.apply(input, p=p)
 
 
@@ -399,7 +400,7 @@ class Embedding(Function):
     def backward(ctx, g):
         (indices,) = ctx.saved_tensors
         shape, padding_idx = ctx.meta
-        grad = np.zeros(shape, g.dtype)
+        grad = backends.backend_of(g, op="EmbeddingBackward").zeros(shape, g.dtype)
         np.add.at(grad, indices.reshape(-1), g.reshape(-1, shape[1]))  # repeated rows accumulate
         if padding_idx is not None:
             grad[padding_idx] = 0
@@ -409,7 +410,7 @@ class Embedding(Function):
 def embedding(input, weight, padding_idx=None):
     """Rows ``weight[input]`` for integer indices ``input`` of any shape; the gradient of a row
     is the sum over its occurrences, and the ``padding_idx`` row gets none."""
-    idx = np.asarray(_array(input))
+    idx = backends.as_array(_array(input))
     if idx.dtype.kind not in "iu":
         raise TypeError(f"embedding: indices must be an integer tensor, got dtype {idx.dtype}")
     rows = np.shape(_array(weight))[0]
@@ -423,7 +424,7 @@ def embedding(input, weight, padding_idx=None):
 
 def flatten(input, start_dim=0, end_dim=-1):
     """Merges dimensions ``start_dim`` to ``end_dim`` (``torch.flatten``)."""
-    t = input if isinstance(input, Tensor) else Tensor._wrap(np.asarray(input))
+    t = input if isinstance(input, Tensor) else Tensor._wrap(input)
     return t.flatten(start_dim, end_dim)
 
 

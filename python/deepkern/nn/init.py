@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 
+from .. import backends
 from ..random import get_generator
 
 __all__ = [
@@ -64,7 +65,10 @@ def _calculate_correct_fan(tensor, mode: str) -> int:
 
 
 def _fill(tensor, values):
-    """Writes ``values`` into the tensor's array in place (its dtype kept), outside autograd."""
+    """Writes ``values`` (a number, or host values of the tensor's shape, copied to its device) into
+    the tensor's array in place (its dtype kept), outside autograd."""
+    if isinstance(values, np.ndarray):
+        values = backends.to_device(values, tensor.device)
     tensor._array[...] = values
     return tensor
 

@@ -8,8 +8,9 @@ import numpy as np
 from . import functional as F
 from . import init
 from ._layer import (
-    add_weight_and_bias, bad_shape, check_float, empty_parameter, param_dtype, reset_weight_and_bias, run_op,
+    add_weight_and_bias, bad_shape, check_float, empty_parameter, factory_kwargs, reset_weight_and_bias, run_op,
 )
+from ..tensor import tensor
 from .module import Module, Parameter
 
 __all__ = ["Linear", "Embedding", "Flatten"]
@@ -22,10 +23,10 @@ class Linear(Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
         super().__init__()
-        dtype = param_dtype("Linear", dtype, device)
+        factory = factory_kwargs("Linear", dtype, device)
         self.in_features = int(in_features)
         self.out_features = int(out_features)
-        add_weight_and_bias(self, (self.out_features, self.in_features), bias, dtype)
+        add_weight_and_bias(self, (self.out_features, self.in_features), bias, **factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -54,7 +55,7 @@ class Embedding(Module):
                             ("sparse", sparse)):
             if value:
                 raise NotImplementedError(f"Embedding: {name} is not supported in this version")
-        dtype = param_dtype("Embedding", dtype, device)
+        factory = factory_kwargs("Embedding", dtype, device)
         self.num_embeddings = int(num_embeddings)
         self.embedding_dim = int(embedding_dim)
         if padding_idx is not None:
@@ -66,10 +67,10 @@ class Embedding(Module):
         self.max_norm, self.norm_type = max_norm, norm_type
         self.scale_grad_by_freq, self.sparse = scale_grad_by_freq, sparse
         if _weight is None:
-            self.weight = empty_parameter((self.num_embeddings, self.embedding_dim), dtype)
+            self.weight = empty_parameter((self.num_embeddings, self.embedding_dim), **factory)
             self.reset_parameters()
         else:
-            weight = np.array(getattr(_weight, "_array", _weight), dtype=dtype)
+            weight = tensor(_weight, dtype=factory["dtype"], device=factory["device"])
             if weight.shape != (self.num_embeddings, self.embedding_dim):
                 raise ValueError(f"Embedding: _weight has shape {weight.shape}, expected "
                                  f"{(self.num_embeddings, self.embedding_dim)}")

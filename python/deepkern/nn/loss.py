@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function
+from ..backends import as_array, backend_of
 from ..tensor import Tensor, where
 from ..tensor_ops import unbroadcast
 from .module import Module
@@ -34,7 +35,7 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 
 def _arr(x):
-    return x._array if isinstance(x, Tensor) else np.asarray(x)
+    return x._array if isinstance(x, Tensor) else as_array(x)
 
 
 def _check_reduction(name, reduction):
@@ -60,7 +61,7 @@ def _reduce(loss, reduction, denom=None):
     if reduction == "mean":
         with np.errstate(invalid="ignore", divide="ignore"):
             total = total / (loss.size if denom is None else denom)
-    return np.asarray(total, dtype=loss.dtype)
+    return as_array(total).astype(loss.dtype, copy=False)
 
 
 def _grad_scale(g, reduction, denom):
@@ -191,7 +192,7 @@ class _CrossEntropy(Function):
             denom = logp.size // classes if classes else 0
         else:
             w, index = _index_weights(t, weight, ignore_index, dtype)
-            q = np.zeros_like(logp)
+            q = backend_of(logp, op="cross_entropy").zeros_like(logp)
             np.put_along_axis(q, index[..., None], ((1 - eps) * w)[..., None], axis=-1)
             if label_smoothing:
                 valid = (t != ignore_index)[..., None]
@@ -234,7 +235,7 @@ class _NLLLoss(Function):
     def backward(ctx, g):
         w, index = ctx.saved_tensors
         shape, dtype, reduction, denom = ctx.meta
-        grad = np.zeros(shape, dtype)
+        grad = backend_of(g, op="NLLLossBackward").zeros(shape, dtype)
         values = -w * _grad_scale(g, reduction, denom)
         np.put_along_axis(_class_last(grad), index[..., None], values[..., None], axis=-1)
         return grad, None, None
@@ -457,7 +458,7 @@ def _cosine_embedding(name, x1, x2, target, margin, reduction):
     y = _arr(target)
     _check_embeddings(name, [("x1", _arr(x1).shape), ("x2", _arr(x2).shape)], ("target", y.shape))
     _check_labels(name, "target", y, (1, -1))
-    a, b = (x if isinstance(x, Tensor) else Tensor._wrap(np.asarray(x)) for x in (x1, x2))
+    a, b = (x if isinstance(x, Tensor) else Tensor._wrap(x) for x in (x1, x2))
     cos = (a * b).sum(-1) / (((a * a).sum(-1) + 1e-12) * ((b * b).sum(-1) + 1e-12)).sqrt()
     return _reduce_tensor(where(y == 1, 1 - cos, (cos - float(margin)).relu()), reduction)
 
@@ -480,7 +481,7 @@ class _Loss(Module):
 
 
 def _as_buffer(value):
-    return None if value is None else value if isinstance(value, Tensor) else Tensor(np.asarray(value))
+    return None if value is None else value if isinstance(value, Tensor) else Tensor(value)
 
 
 class MSELoss(_Loss):

@@ -8,6 +8,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import autograd
+from ..backends import as_array, to_device
 from ..io import check_state_dict
 from ..tensor import Tensor
 
@@ -20,7 +21,7 @@ class Parameter(Tensor):
     __slots__ = ()
 
     def __init__(self, data, requires_grad: bool = True):
-        arr = data._array if isinstance(data, Tensor) else np.asarray(data)
+        arr = data._array if isinstance(data, Tensor) else as_array(data)
         super().__init__(arr, requires_grad=requires_grad)
 
     def __repr__(self):
@@ -193,17 +194,17 @@ class Module:
         return out
 
     def load_state_dict(self, state_dict, strict: bool = True):
-        """Copies arrays (NumPy arrays or Tensors, e.g. a PyTorch model's state dict converted
-        with ``.numpy()``) into the parameters and buffers. Every name, shape and dtype is
-        checked (io.check_state_dict; a dtype of the same kind is cast, as PyTorch does) before
-        anything is written; returns (missing_keys, unexpected_keys)."""
+        """Copies arrays (NumPy arrays or Tensors on any device, e.g. a PyTorch model's state dict
+        converted with ``.numpy()``) into the parameters and buffers, on their devices. Every name,
+        shape and dtype is checked (io.check_state_dict; a dtype of the same kind is cast, as
+        PyTorch does) before anything is written; returns (missing_keys, unexpected_keys)."""
         own = self.state_dict()
-        given = {k: np.asarray(v._array if isinstance(v, Tensor) else v) for k, v in state_dict.items()}
+        given = {k: as_array(v._array if isinstance(v, Tensor) else v) for k, v in state_dict.items()}
         check_state_dict({k: (t.shape, t.dtype) for k, t in own.items()}, given, strict=strict,
                          where=f"load_state_dict for {type(self).__name__}", casting="same_kind")
         for k, target in own.items():
             if k in given:
-                np.copyto(target._array, given[k], casting="same_kind")
+                target._array[...] = to_device(given[k], target.device)
         return [k for k in own if k not in given], [k for k in given if k not in own]
 
     # -- calling -------------------------------------------------------------------------------

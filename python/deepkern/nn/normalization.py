@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..tensor import ones, zeros
 from . import functional as F
 from . import init
-from ._layer import bad_shape, check_float, describe, empty_parameter, param_dtype
+from ._layer import bad_shape, check_float, describe, empty_parameter, factory_kwargs
 from .module import Module
-from ..tensor import Tensor
 
 __all__ = ["BatchNorm1d", "BatchNorm2d"]
 
@@ -23,22 +23,22 @@ class _BatchNorm(Module):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum=0.1, affine: bool = True,
                  track_running_stats: bool = True, device=None, dtype=None, *, bias: bool = True):
         super().__init__()
-        dtype = param_dtype(type(self).__name__, dtype, device)
+        factory = factory_kwargs(type(self).__name__, dtype, device)
         self.num_features, self.eps, self.momentum = int(num_features), eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         if affine:
-            self.weight = empty_parameter((self.num_features,), dtype)
+            self.weight = empty_parameter((self.num_features,), **factory)
             if bias:
-                self.bias = empty_parameter((self.num_features,), dtype)
+                self.bias = empty_parameter((self.num_features,), **factory)
             else:
                 self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
         if track_running_stats:
-            self.register_buffer("running_mean", Tensor(np.zeros(self.num_features, dtype)))
-            self.register_buffer("running_var", Tensor(np.ones(self.num_features, dtype)))
-            self.register_buffer("num_batches_tracked", Tensor(np.array(0, np.int64)))
+            self.register_buffer("running_mean", zeros(self.num_features, **factory))
+            self.register_buffer("running_var", ones(self.num_features, **factory))
+            self.register_buffer("num_batches_tracked", zeros((), dtype=np.int64, device=factory["device"]))
         else:
             for name in ("running_mean", "running_var", "num_batches_tracked"):
                 self.register_buffer(name, None)

@@ -18,9 +18,11 @@ import numpy as np
 
 from .. import ops
 from ..autograd import Function
+from ..backends import backend_of
 from ..random import get_generator
-from ..tensor import Tensor
+from ..tensor import Tensor, tensor
 from ..tensor_ops import Cat, Stack
+from ._layer import factory_kwargs
 from .functional import dropout
 from .module import Module, Parameter
 
@@ -39,7 +41,8 @@ class _LSTMLayer(Function):
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse=False):
         if not any(ctx.needs_input_grad):  # inference: no cache to keep
             return ops.lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse=reverse)
-        x = np.ascontiguousarray(x)  # batch_first's transposed view: copied once, for both passes
+        # batch_first's transposed view: copied once, for both passes
+        x = backend_of(x, op="LSTM").ascontiguousarray(x)
         y, h_t, c_t, cache = ops.lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse=reverse, return_cache=True)
         ctx.save_for_backward(x, h0, c0, w_ih, w_hh, cache)
         return y, h_t, c_t
@@ -87,11 +90,12 @@ class _Unbind(Function):
 
 
 def _as_tensor(x):
-    return x if isinstance(x, Tensor) else Tensor._wrap(np.asarray(x))
+    return x if isinstance(x, Tensor) else Tensor._wrap(x)
 
 
-def _uniform_parameter(shape, bound, dtype):
-    return Parameter(get_generator().uniform(-bound, bound, shape).astype(dtype))
+def _uniform_parameter(shape, bound, dtype, device):
+    """U(-bound, bound) values from deepkern's generator, as a Parameter on ``device``."""
+    return Parameter(tensor(get_generator().uniform(-bound, bound, shape).astype(dtype), device=device))
 
 
 class LSTM(Module):
@@ -112,7 +116,7 @@ class LSTM(Module):
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, proj_size=0, dtype=None):
+                 bidirectional=False, proj_size=0, dtype=None, device=None):
         super().__init__()
         for name, value, low in (("input_size", input_size, 1), ("hidden_size", hidden_size, 1),
                                  ("num_layers", num_layers, 1)):
@@ -129,7 +133,7 @@ class LSTM(Module):
         self.bias, self.batch_first, self.dropout = bool(bias), bool(batch_first), float(dropout)
         self.bidirectional, self.proj_size = bool(bidirectional), 0
         dirs = 2 if bidirectional else 1
-        dtype = np.dtype(np.float32 if dtype is None else dtype)
+        factory = factory_kwargs("LSTM", dtype, device)
         bound = 1.0 / math.sqrt(hidden_size)
         h4 = 4 * self.hidden_size
         names = []
@@ -140,7 +144,7 @@ class LSTM(Module):
                 group = [f"weight_ih{sfx}", f"weight_hh{sfx}"] + ([f"bias_ih{sfx}", f"bias_hh{sfx}"] if bias else [])
                 shapes = [(h4, layer_in), (h4, self.hidden_size), (h4,), (h4,)]
                 for name, shape in zip(group, shapes):
-                    self.register_parameter(name, _uniform_parameter(shape, bound, dtype))
+                    self.register_parameter(name, _uniform_parameter(shape, bound, **factory))
                 names.append(tuple(group) + (None, None) * (not bias))
         self._layer_names = names  # per layer-direction: (w_ih, w_hh, b_ih, b_hh) parameter names
 
@@ -235,20 +239,20 @@ class LSTMCell(Module):
     returns ``(h', c')``. Parameters ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias_ih``,
     ``bias_hh`` (4H,), initialised U(-1/sqrt(H), 1/sqrt(H))."""
 
-    def __init__(self, input_size, hidden_size, bias=True, dtype=None):
+    def __init__(self, input_size, hidden_size, bias=True, dtype=None, device=None):
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"LSTMCell: {name} must be an int >= 1, got {value!r}")
         self.input_size, self.hidden_size, self.bias = int(input_size), int(hidden_size), bool(bias)
-        dtype = np.dtype(np.float32 if dtype is None else dtype)
+        factory = factory_kwargs("LSTMCell", dtype, device)
         bound = 1.0 / math.sqrt(hidden_size)
         h4 = 4 * self.hidden_size
-        self.weight_ih = _uniform_parameter((h4, self.input_size), bound, dtype)
-        self.weight_hh = _uniform_parameter((h4, self.hidden_size), bound, dtype)
+        self.weight_ih = _uniform_parameter((h4, self.input_size), bound, **factory)
+        self.weight_hh = _uniform_parameter((h4, self.hidden_size), bound, **factory)
         if bias:
-            self.bias_ih = _uniform_parameter((h4,), bound, dtype)
-            self.bias_hh = _uniform_parameter((h4,), bound, dtype)
+            self.bias_ih = _uniform_parameter((h4,), bound, **factory)
+            self.bias_hh = _uniform_parameter((h4,), bound, **factory)
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)

@@ -1,4 +1,6 @@
-"""Functional ops on NumPy arrays (CPU). See each op's docstring for its contract."""
+"""Functional ops on arrays: NumPy arrays run deepkern's CPU kernels; arrays of another registered
+device (``deepkern.backends``) run that device's, and results stay on the inputs' device. Each op
+checks its arguments first, then dispatches. See each op's docstring for its contract."""
 
 from .conv import conv2d, conv2d_backward
 from .gemm import gemm, linear, matmul

@@ -4,32 +4,34 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backends import as_array
+
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
-def as_float_array(x, name: str, op: str) -> np.ndarray:
-    """``x`` as a float32 or float64 ndarray, without copying one that already is.
+def as_float_array(x, name: str, op: str):
+    """``x`` as a float32 or float64 array (on its device; other data as an ndarray), without
+    copying one that already is.
 
     Non-native byte order and strides that are not multiples of the item size are converted
     once (same values); any other dtype is a TypeError.
     """
-    arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+    arr = x if isinstance(x, np.ndarray) else as_array(x)
     dtype = arr.dtype
     if dtype == _F32 or dtype == _F64:
-        if arr.flags.aligned:  # native float32/float64 whose strides are multiples of the item size
+        if not isinstance(arr, np.ndarray) or arr.flags.aligned:  # strides are multiples of the item size
             return arr
     elif dtype.kind != "f" or dtype.itemsize not in (4, 8):
         raise TypeError(f"{op}: {name} must be float32 or float64, got dtype {dtype}")
     # Non-native byte order or unaligned data: the same values, converted once (to NumPy's own
     # float32/float64 dtype objects, which the bindings recognise).
-    return np.array(arr, dtype=_F32 if dtype.itemsize == 4 else _F64)
+    return arr.astype(_F32 if dtype.itemsize == 4 else _F64)
 
 
-def check_output(out, name: str, op: str, shape: tuple, dtype: np.dtype, inputs: dict) -> np.ndarray:
-    """``out`` must be a writeable ndarray of exactly ``shape`` and ``dtype`` that overlaps none
-    of ``inputs`` (name -> array) and none of its own elements."""
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(out).__name__}")
+def check_output(out, name: str, op: str, shape: tuple, dtype: np.dtype, inputs: dict, backend):
+    """``out`` must be a writeable array of ``backend`` of exactly ``shape`` and ``dtype`` that
+    overlaps none of ``inputs`` (name -> array) and none of its own elements."""
+    check_array_type(out, name, op, backend)
     if out.dtype != dtype:
         raise TypeError(f"{op}: {name} must have dtype {dtype}, got {out.dtype}")
     if out.shape != tuple(shape):
@@ -44,6 +46,14 @@ def check_output(out, name: str, op: str, shape: tuple, dtype: np.dtype, inputs:
                 f"{op}: {name} (shape {out.shape}) overlaps input {other_name} (shape {other.shape})"
             )
     return out
+
+
+def check_array_type(array, name: str, op: str, backend, why: str = "") -> None:
+    """TypeError unless ``array`` is an array of ``backend`` (e.g. a numpy.ndarray on the CPU)."""
+    kind = backend.array_type
+    if not isinstance(array, kind):
+        raise TypeError(f"{op}: {name} must be a {kind.__module__}.{kind.__qualname__}{why}, "
+                        f"got {type(array).__name__}")
 
 
 def overlaps(x: np.ndarray, y: np.ndarray) -> bool:

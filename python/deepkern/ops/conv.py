@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._backend import _C
+from ..backends import backend_of
 from ._validate import as_float_array
 
 
@@ -96,7 +96,7 @@ def _bias(b, k: int, dtype, op: str):
         raise ValueError(f"{op}: b must have shape ({k},) (one per output channel), got {b.shape}")
     if b.dtype != dtype:
         raise TypeError(f"{op}: b must have dtype {dtype}, got {b.dtype}")
-    return np.ascontiguousarray(b)
+    return b
 
 
 def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
@@ -112,8 +112,11 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
     w = as_float_array(w, "w", "conv2d")
     geo = _Geometry("conv2d", x, w, stride, padding, dilation, groups)
     bias = _bias(b, w.shape[0], x.dtype, "conv2d")
-    y = np.empty(geo.out_shape, dtype=x.dtype)
-    _C.conv2d_forward(np.ascontiguousarray(geo.batched(x)), np.ascontiguousarray(w), bias, y, *geo.options())
+    backend = backend_of(x, w, bias, op="conv2d")
+    contiguous = backend.ascontiguousarray
+    y = backend.empty(geo.out_shape, x.dtype)
+    backend.conv2d_forward(contiguous(geo.batched(x)), contiguous(w), None if bias is None else contiguous(bias), y,
+                           *geo.options())
     return geo.unbatch(y)
 
 
@@ -138,17 +141,19 @@ def conv2d_backward(grad_out, x, w, *, stride=1, padding=0, dilation=1, groups=1
         )
     if grad_out.dtype != x.dtype:
         raise TypeError(f"conv2d_backward: grad_out must have dtype {x.dtype}, got {grad_out.dtype}")
-    dy = np.ascontiguousarray(geo.batched(grad_out))
+    backend = backend_of(grad_out, x, w, op="conv2d_backward")
+    contiguous = backend.ascontiguousarray
+    dy = contiguous(geo.batched(grad_out))
     grad_x = grad_w = grad_b = None
     if need_x:
-        grad_x = np.empty(geo.x_shape, dtype=x.dtype)
-        _C.conv2d_backward_data(dy, np.ascontiguousarray(w), grad_x, *geo.options())
+        grad_x = backend.empty(geo.x_shape, x.dtype)
+        backend.conv2d_backward_data(dy, contiguous(w), grad_x, *geo.options())
         grad_x = geo.unbatch(grad_x)
     if need_w or need_b:
-        grad_b = np.empty(w.shape[0], dtype=x.dtype) if need_b else None
+        grad_b = backend.empty(w.shape[0], x.dtype) if need_b else None
         if need_w:
-            grad_w = np.empty(w.shape, dtype=x.dtype)
-            _C.conv2d_backward_weight(dy, np.ascontiguousarray(geo.batched(x)), grad_w, grad_b, *geo.options())
+            grad_w = backend.empty(w.shape, x.dtype)
+            backend.conv2d_backward_weight(dy, contiguous(geo.batched(x)), grad_w, grad_b, *geo.options())
         else:
             grad_b[...] = dy.sum(axis=(0, 2, 3))
     return grad_x, grad_w, grad_b

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._backend import _C
+from ..backends import backend_of
 from ._validate import as_float_array, check_output, check_scalar
 
 _BIAS_NONE, _BIAS_ROWS, _BIAS_COLS = 0, 1, 2
@@ -34,11 +34,12 @@ def _batch_offsets(arr: np.ndarray, batch_shape: tuple) -> np.ndarray:
     return np.ascontiguousarray(offsets.reshape(-1))
 
 
-def _run(a, b, c, k, *, alpha=1.0, beta=0.0, bias=None, bias_axis=_BIAS_NONE, relu=False, batch_shape=()):
-    """C = epilogue(alpha * A @ B + beta * C) over the batch; arrays already validated."""
+def _run(backend, a, b, c, k, *, alpha=1.0, beta=0.0, bias=None, bias_axis=_BIAS_NONE, relu=False,
+         batch_shape=()):
+    """C = epilogue(alpha * A @ B + beta * C) over the batch on ``backend``; arrays already validated."""
     if c.size == 0:
         return
-    _C.gemm(
+    backend.gemm(
         a, b, c,
         _batch_offsets(a, batch_shape), _batch_offsets(b, batch_shape), _batch_offsets(c, batch_shape),
         k, alpha, beta, bias, bias_axis, relu,
@@ -80,13 +81,14 @@ def matmul(a, b, *, out=None):
                 f"matmul: batch dimensions of a {a.shape} and b {b.shape} do not broadcast"
             ) from None
     shape = batch_shape + ((m,) if a.ndim > 1 else ()) + ((n,) if b.ndim > 1 else ())
+    backend = backend_of(a, b, out, op="matmul")
     if out is None:
-        result = np.empty(shape, dtype=dtype)
+        result = backend.empty(shape, dtype)
     else:
-        result = check_output(out, "out", "matmul", shape, dtype, {"a": a, "b": b})
+        result = check_output(out, "out", "matmul", shape, dtype, {"a": a, "b": b}, backend)
     # A view of the result with both matrix axes, even where a or b was 1-D.
     added_axes = ((-2,) if a.ndim == 1 else ()) + ((-1,) if b.ndim == 1 else ())
-    _run(a2, b2, np.expand_dims(result, added_axes) if added_axes else result, k, batch_shape=batch_shape)
+    _run(backend, a2, b2, np.expand_dims(result, added_axes) if added_axes else result, k, batch_shape=batch_shape)
     return result[()] if result.ndim == 0 and out is None else result
 
 
@@ -115,13 +117,16 @@ def gemm(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, c=None, bia
             f"(a {a.shape}, trans_a={bool(trans_a)}; b {b.shape}, trans_b={bool(trans_b)})"
         )
     bias_arr = _check_bias(bias, n, a.dtype, "gemm")
+    if c is None and beta != 0.0:
+        raise ValueError(f"gemm: beta={beta} needs c (the matrix it scales)")
+    backend = backend_of(a, b, bias_arr, c, op="gemm")
+    if bias_arr is not None:
+        bias_arr = backend.ascontiguousarray(bias_arr)
     if c is None:
-        if beta != 0.0:
-            raise ValueError(f"gemm: beta={beta} needs c (the matrix it scales)")
-        c = np.empty((m, n), dtype=a.dtype)
+        c = backend.empty((m, n), a.dtype)
     else:
-        check_output(c, "c", "gemm", (m, n), a.dtype, {"a": a, "b": b, "bias": bias_arr})
-    _run(op_a, op_b, c, k, alpha=alpha, beta=beta, bias=bias_arr,
+        check_output(c, "c", "gemm", (m, n), a.dtype, {"a": a, "b": b, "bias": bias_arr}, backend)
+    _run(backend, op_a, op_b, c, k, alpha=alpha, beta=beta, bias=bias_arr,
          bias_axis=_BIAS_NONE if bias_arr is None else _BIAS_COLS, relu=bool(relu))
     return c
 
@@ -148,12 +153,16 @@ def linear(x, weight, bias=None, *, relu=False, out=None):
     shape = x.shape[:-1] + (n,)
     rows = int(np.prod(x.shape[:-1]))
     x2 = x.reshape(rows, x.shape[-1])
+    backend = backend_of(x, weight, bias_arr, out, op="linear")
+    if bias_arr is not None:
+        bias_arr = backend.ascontiguousarray(bias_arr)
     if out is None:
-        result = np.empty(shape, dtype=x.dtype)
+        result = backend.empty(shape, x.dtype)
     else:
-        result = check_output(out, "out", "linear", shape, x.dtype, {"x": x, "weight": weight, "bias": bias_arr})
+        result = check_output(out, "out", "linear", shape, x.dtype, {"x": x, "weight": weight, "bias": bias_arr},
+                              backend)
     c2 = result.reshape(rows, n)  # a copy only for an `out` whose leading axes do not merge
-    _run(x2, weight.T, c2, weight.shape[1], bias=bias_arr,
+    _run(backend, x2, weight.T, c2, weight.shape[1], bias=bias_arr,
          bias_axis=_BIAS_NONE if bias_arr is None else _BIAS_COLS, relu=bool(relu))
     if not np.shares_memory(c2, result) and c2.size:
         result[...] = c2.reshape(shape)
@@ -168,5 +177,5 @@ def _check_bias(bias, n: int, dtype: np.dtype, op: str):
         raise ValueError(f"{op}: bias must have shape ({n},), got {bias.shape}")
     if bias.dtype != dtype:
         raise TypeError(f"{op}: bias must have dtype {dtype}, got {bias.dtype}")
-    return np.ascontiguousarray(bias)
+    return bias
 

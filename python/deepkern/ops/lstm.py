@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._backend import _C
+from ..backends import backend_of
 from ._validate import as_float_array
 
 
@@ -32,7 +32,8 @@ class LSTMCache(NamedTuple):
 
 
 def _arrays(op: str, x, h, c, w_ih, w_hh, b_ih, b_hh, *, sequence: bool):
-    """Validated, C-contiguous arrays of one float dtype, and (T, B, I, H)."""
+    """Their backend, then the validated arrays of one float dtype, C-contiguous on it (the two
+    biases as their sum), and H."""
     x = as_float_array(x, "x", op)
     w_ih = as_float_array(w_ih, "w_ih", op)
     w_hh = as_float_array(w_hh, "w_hh", op)
@@ -66,14 +67,15 @@ def _arrays(op: str, x, h, c, w_ih, w_hh, b_ih, b_hh, *, sequence: bool):
     for name, value in named.items():
         if value.dtype != dtype:
             raise TypeError(f"{op}: {name} has dtype {value.dtype} but x has {dtype}; use one dtype")
-    contiguous = np.ascontiguousarray
+    backend = backend_of(x, h, c, w_ih, w_hh, b_ih, b_hh, op=op)
+    contiguous = backend.ascontiguousarray
     if b_ih is None or b_hh is None:  # the kernel takes one bias: their sum
         bias = b_hh if b_ih is None else b_ih
         bias = None if bias is None else contiguous(bias)
     else:
         bias = b_ih + b_hh
     h, c = (None if v is None else contiguous(v) for v in (h, c))
-    return contiguous(x), h, c, contiguous(w_ih), contiguous(w_hh), bias, hidden
+    return backend, contiguous(x), h, c, contiguous(w_ih), contiguous(w_hh), bias, hidden
 
 
 def lstm(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, reverse=False, return_cache=False):
@@ -83,18 +85,20 @@ def lstm(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, reverse=False, return_c
     ``c_T`` the states after the last step processed (step 0 when ``reverse``). With
     ``return_cache=True`` also returns the :class:`LSTMCache` that :func:`lstm_backward` needs.
     """
-    x, h0, c0, w_ih, w_hh, bias, hidden = _arrays("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh, sequence=True)
+    backend, x, h0, c0, w_ih, w_hh, bias, hidden = _arrays("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                                                            sequence=True)
     steps, batch, _ = x.shape
     dtype = x.dtype
-    y = np.empty((steps, batch, hidden), dtype)
-    h_last = np.empty((batch, hidden), dtype)
-    c_last = np.empty((batch, hidden), dtype)
+    empty = backend.empty
+    y = empty((steps, batch, hidden), dtype)
+    h_last = empty((batch, hidden), dtype)
+    c_last = empty((batch, hidden), dtype)
     cache, kept = None, (None, None, None)  # inference: the kernel keeps no per-step state beyond y
     if return_cache:
-        cache = LSTMCache(np.empty((steps, batch, 4 * hidden), dtype), np.empty((steps, batch, hidden), dtype),
-                          np.empty((steps, batch, hidden), dtype), bool(reverse))
+        cache = LSTMCache(empty((steps, batch, 4 * hidden), dtype), empty((steps, batch, hidden), dtype),
+                          empty((steps, batch, hidden), dtype), bool(reverse))
         kept = cache[:3]
-    _C.lstm_forward(x, h0, c0, w_ih, w_hh, bias, y, h_last, c_last, *kept, bool(reverse))
+    backend.lstm_forward(x, h0, c0, w_ih, w_hh, bias, y, h_last, c_last, *kept, bool(reverse))
     return (y, h_last, c_last, cache) if return_cache else (y, h_last, c_last)
 
 
@@ -105,7 +109,7 @@ def lstm_backward(grad_y, grad_h_T, grad_c_T, x, h0, c0, w_ih, w_hh, cache: LSTM
     outputs (None: zero). Returns ``(grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih,
     grad_b_hh)``; the two bias gradients are equal (each bias enters every gate sum once).
     """
-    x, h0, c0, w_ih, w_hh, _, hidden = _arrays("lstm_backward", x, h0, c0, w_ih, w_hh, None, None, sequence=True)
+    _, x, h0, c0, w_ih, w_hh, _, hidden = _arrays("lstm_backward", x, h0, c0, w_ih, w_hh, None, None, sequence=True)
     steps, batch, inputs = x.shape
     dtype = x.dtype
     if not isinstance(cache, LSTMCache):
@@ -127,22 +131,24 @@ def lstm_backward(grad_y, grad_h_T, grad_c_T, x, h0, c0, w_ih, w_hh, cache: LSTM
             raise ValueError(f"lstm_backward: {name} must have shape {shape}, got {value.shape}")
         if value.dtype != dtype:
             raise TypeError(f"lstm_backward: {name} has dtype {value.dtype} but x has {dtype}")
-        grads[name] = np.ascontiguousarray(value)
-    grad_x = np.empty((steps, batch, inputs), dtype)
-    grad_h0 = np.empty((batch, hidden), dtype)
-    grad_c0 = np.empty((batch, hidden), dtype)
-    grad_w_ih = np.empty((4 * hidden, inputs), dtype)
-    grad_w_hh = np.empty((4 * hidden, hidden), dtype)
-    grad_b = np.empty(4 * hidden, dtype)
-    _C.lstm_backward(grads["grad_y"], grads["grad_h_T"], grads["grad_c_T"], x, h0, c0, w_ih, w_hh,
-                     cache.gates, cache.cells, cache.hidden, grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh,
-                     grad_b, bool(reverse))
+        grads[name] = value
+    backend = backend_of(*grads.values(), x, *cache[:3], op="lstm_backward")
+    grad_y, grad_h_T, grad_c_T = (None if g is None else backend.ascontiguousarray(g) for g in grads.values())
+    empty = backend.empty
+    grad_x = empty((steps, batch, inputs), dtype)
+    grad_h0 = empty((batch, hidden), dtype)
+    grad_c0 = empty((batch, hidden), dtype)
+    grad_w_ih = empty((4 * hidden, inputs), dtype)
+    grad_w_hh = empty((4 * hidden, hidden), dtype)
+    grad_b = empty(4 * hidden, dtype)
+    backend.lstm_backward(grad_y, grad_h_T, grad_c_T, x, h0, c0, w_ih, w_hh, cache.gates, cache.cells, cache.hidden,
+                          grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b, bool(reverse))
     return grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b, grad_b.copy()
 
 
 def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
     """One LSTM step (torch.nn.LSTMCell): x (B, I), h and c (B, H) -> (h_next, c_next)."""
-    x, h, c, w_ih, w_hh, _, _ = _arrays("lstm_cell", x, h, c, w_ih, w_hh, b_ih, b_hh, sequence=False)
+    _, x, h, c, w_ih, w_hh, _, _ = _arrays("lstm_cell", x, h, c, w_ih, w_hh, b_ih, b_hh, sequence=False)
     _, h_next, c_next = lstm(x[None], h, c, w_ih, w_hh, b_ih, b_hh)
     return h_next, c_next
 
@@ -154,7 +160,7 @@ def lstm_cell_backward(grad_h_next, grad_c_next, x, h, c, w_ih, w_hh, b_ih=None,
     gradient is None when that bias is None.
     """
     op = "lstm_cell_backward"
-    x, h, c, w_ih, w_hh, _, hidden = _arrays(op, x, h, c, w_ih, w_hh, b_ih, b_hh, sequence=False)
+    _, x, h, c, w_ih, w_hh, _, hidden = _arrays(op, x, h, c, w_ih, w_hh, b_ih, b_hh, sequence=False)
     shape = (x.shape[0], hidden)
     for name, grad in (("grad_h_next", grad_h_next), ("grad_c_next", grad_c_next)):
         if grad is not None and np.shape(grad) != shape:

@@ -31,8 +31,8 @@ import re
 
 import numpy as np
 
-from .._backend import _C
-from ._validate import as_float_array, check_scalar
+from .. import backends
+from ._validate import as_float_array, check_array_type, check_scalar
 
 __all__ = [
     "sgd_step", "sgd_step_multi", "adam_step", "adam_step_multi", "adamw_step", "adamw_step_multi",
@@ -41,6 +41,7 @@ __all__ = [
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 _NDARRAY = np.ndarray
+_CPU = backends.get("cpu")
 
 
 # ---- hyperparameters ------------------------------------------------------------------------
@@ -138,9 +139,8 @@ def _all_fine(dtype, params, grads, states) -> bool:
     return True
 
 
-def _check_in_place(arr, what: str, op: str) -> None:
-    if not isinstance(arr, _NDARRAY):
-        raise TypeError(f"{op}: {what} must be a numpy.ndarray (it is updated in place), got {type(arr).__name__}")
+def _check_in_place(arr, what: str, op: str, backend) -> None:
+    check_array_type(arr, what, op, backend, " (it is updated in place)")
     if not arr.flags.c_contiguous:
         raise ValueError(f"{op}: {what} (shape {arr.shape}, strides {arr.strides}) is not C-contiguous, so it cannot "
                          f"be updated in place; pass a contiguous array (np.ascontiguousarray) and keep that one")
@@ -149,20 +149,22 @@ def _check_in_place(arr, what: str, op: str) -> None:
 
 
 def _checked(op: str, names: _Names, params: list, grads: list, states: dict) -> tuple:
-    """``(params, grads, states)`` as the kernel takes them, or the error naming the first bad array.
+    """``(backend, params, grads, states)`` as the backend's kernel takes them, or the error naming
+    the first bad array.
 
     grads are converted where needed; arrays updated in place are at most re-viewed (same memory)
     with NumPy's own dtype object, which the binding recognises.
     """
-    dtype = params[0].dtype if isinstance(params[0], _NDARRAY) else None
-    if _all_fine(dtype, params, grads, states):
-        return params, grads, states
+    dtype = getattr(params[0], "dtype", None)
+    if _all_fine(dtype, params, grads, states):  # NumPy arrays only, so the CPU's
+        return _CPU, params, grads, states
+    backend = backends.backend_of(*params, *grads, *(s for arrays in states.values() for s in arrays), op=op)
     params, grads = list(params), list(grads)
     states = {name: list(arrays) for name, arrays in states.items()}
     canonical = None
     for i, p in enumerate(params):
         what = names("param", i)
-        _check_in_place(p, what, op)
+        _check_in_place(p, what, op, backend)
         if p.dtype != _F32 and p.dtype != _F64:
             raise TypeError(f"{op}: {what} must be float32 or float64 (native byte order), got dtype {p.dtype}")
         if p.dtype != dtype:
@@ -175,25 +177,26 @@ def _checked(op: str, names: _Names, params: list, grads: list, states: dict) ->
             raise TypeError(f"{op}: {g_what} has dtype {g.dtype} but {what} has {p.dtype}; use one dtype")
         if g.shape != p.shape:
             raise ValueError(f"{op}: {g_what} has shape {g.shape} but {what} has shape {p.shape}")
-        grads[i] = np.ascontiguousarray(g).view(canonical)
+        grads[i] = backend.ascontiguousarray(g).view(canonical)
         for name, arrays in states.items():
             s, s_what = arrays[i], names(name, i)
-            _check_in_place(s, s_what, op)
+            _check_in_place(s, s_what, op, backend)
             if s.dtype != p.dtype:
                 raise TypeError(f"{op}: {s_what} has dtype {s.dtype} but {what} has {p.dtype}; use one dtype")
             if s.shape != p.shape:
                 raise ValueError(f"{op}: {s_what} has shape {s.shape} but {what} has shape {p.shape}")
             arrays[i] = s.view(canonical)
-    return params, grads, states
+    return backend, params, grads, states
 
 
-def _run(op: str, names: _Names, kernel, params, grads, states: dict, *args) -> None:
-    """Checks the arrays, then runs ``kernel(params, grads, *state lists, *args)``; an overlap of two
-    arrays of one tensor, found by the binding before anything is written, is re-raised naming them."""
+def _run(op: str, names: _Names, kernel: str, params, grads, states: dict, *args) -> None:
+    """Checks the arrays, then runs the backend's ``kernel(params, grads, *state lists, *args)``; an
+    overlap of two arrays of one tensor, found by the binding before anything is written, is
+    re-raised naming them."""
     used = {name: arrays for name, arrays in states.items() if arrays is not None}
-    params, grads, used = _checked(op, names, params, grads, used)
+    backend, params, grads, used = _checked(op, names, params, grads, used)
     try:
-        kernel(params, grads, *(used.get(name) for name in states), *args)
+        getattr(backend, kernel)(params, grads, *(used.get(name) for name in states), *args)
     except ValueError as err:
         message = str(err)
         if not names.multi:  # "exp_avgs[0] overlaps params[0]" -> "exp_avg overlaps param"
@@ -258,7 +261,7 @@ def _sgd(op, multi, params, grads, momentum_buffer, lr, momentum, dampening, wei
                                 "momentum != 0 (on the first step pass np.empty_like(param) with first_step=True)")
     states = _state_lists(op, multi, len(params), momentum_buffer=momentum_buffer)
     if params:
-        _run(op, _Names(multi), _C.sgd_step, params, grads, states, first, lr, momentum, dampening, weight_decay,
+        _run(op, _Names(multi), "sgd_step", params, grads, states, first, lr, momentum, dampening, weight_decay,
              nesterov, maximize)
 
 
@@ -299,7 +302,7 @@ def _adam(op, multi, params, grads, exp_avg, exp_avg_sq, step, lr, betas, eps, w
     states = _state_lists(op, multi, len(params), exp_avg=exp_avg, exp_avg_sq=exp_avg_sq,
                           max_exp_avg_sq=max_exp_avg_sq)
     if params:
-        _run(op, _Names(multi), _C.adam_step, params, grads, states, steps, lr, beta1, beta2, eps, weight_decay,
+        _run(op, _Names(multi), "adam_step", params, grads, states, steps, lr, beta1, beta2, eps, weight_decay,
              amsgrad, maximize, decoupled)
 
 
@@ -355,7 +358,7 @@ def _rmsprop(op, multi, params, grads, square_avg, lr, alpha, eps, weight_decay,
     states = _state_lists(op, multi, len(params), square_avg=square_avg, momentum_buffer=momentum_buffer,
                           grad_avg=grad_avg)
     if params:
-        _run(op, _Names(multi), _C.rmsprop_step, params, grads, states, lr, alpha, eps, weight_decay, momentum,
+        _run(op, _Names(multi), "rmsprop_step", params, grads, states, lr, alpha, eps, weight_decay, momentum,
              centered, maximize)
 
 

@@ -18,7 +18,7 @@ import operator
 
 import numpy as np
 
-from .._backend import _C
+from ..backends import as_array, backend_of
 from ._validate import as_float_array, check_output
 
 __all__ = [
@@ -51,14 +51,14 @@ def _pair(value, name: str, op: str) -> tuple:
     return v, v
 
 
-def _input(x, name: str, op: str) -> np.ndarray:
-    """``x`` as a C-contiguous float32/float64 array of shape (N, C, H, W) or (C, H, W)."""
+def _input(x, name: str, op: str):
+    """``x`` as a float32/float64 array of shape (N, C, H, W) or (C, H, W)."""
     x = as_float_array(x, name, op)
     if x.ndim not in (3, 4):
         raise ValueError(f"{op}: {name} must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape {x.shape}")
     if 0 in x.shape[-3:]:
         raise ValueError(f"{op}: {name} must have non-zero C, H and W, got shape {x.shape}")
-    return np.ascontiguousarray(x)
+    return x
 
 
 def _x_shape(x_shape, grad_out: np.ndarray, op: str) -> tuple:
@@ -75,11 +75,11 @@ def _x_shape(x_shape, grad_out: np.ndarray, op: str) -> tuple:
     return shape
 
 
-def _grad_out(grad_out, op: str) -> np.ndarray:
+def _grad_out(grad_out, op: str):
     g = as_float_array(grad_out, "grad_out", op)
     if g.ndim not in (3, 4):
         raise ValueError(f"{op}: grad_out must be 3-D or 4-D like the forward's output, got shape {g.shape}")
-    return np.ascontiguousarray(g)
+    return g
 
 
 def pool_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil_mode: bool) -> int:
@@ -122,16 +122,16 @@ def _kernel_shape(in_shape, out_hw, kernel=(1, 1), stride=(1, 1), padding=(0, 0)
     return (planes, *in_shape[-2:], *out_hw, *kernel, *stride, *padding, *dilation)
 
 
-def _target(out, op: str, shape: tuple, dtype, inputs: dict):
+def _target(backend, out, op: str, shape: tuple, dtype, inputs: dict):
     """(array the kernel writes, array returned): ``out`` itself when it is C-contiguous."""
     if out is None:
-        result = np.empty(shape, dtype=dtype)
+        result = backend.empty(shape, dtype)
         return result, result
-    check_output(out, "out", op, shape, dtype, inputs)
-    return (out if out.flags.c_contiguous else np.empty(shape, dtype=dtype)), out
+    check_output(out, "out", op, shape, dtype, inputs, backend)
+    return (out if out.flags.c_contiguous else backend.empty(shape, dtype)), out
 
 
-def _finish(written: np.ndarray, result: np.ndarray) -> np.ndarray:
+def _finish(written, result):
     if written is not result:
         result[...] = written
     return result
@@ -153,9 +153,11 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     kernel, stride, padding, dilation, out_hw = _window(op, x.shape, kernel_size, stride, padding, dilation,
                                                         ceil_mode)
     shape = x.shape[:-2] + out_hw
-    written, result = _target(out, op, shape, x.dtype, {"x": x})
-    indices = np.empty(shape, dtype=np.int64) if return_indices else None
-    _C.max_pool2d(x, written, indices, _kernel_shape(x.shape, out_hw, kernel, stride, padding, dilation))
+    backend = backend_of(x, out, op=op)
+    x = backend.ascontiguousarray(x)
+    written, result = _target(backend, out, op, shape, x.dtype, {"x": x})
+    indices = backend.empty(shape, np.int64) if return_indices else None
+    backend.max_pool2d(x, written, indices, _kernel_shape(x.shape, out_hw, kernel, stride, padding, dilation))
     result = _finish(written, result)
     return (result, indices) if return_indices else result
 
@@ -166,15 +168,16 @@ def max_pool2d_backward(grad_out, x_shape, indices, *, out=None):
     op = "max_pool2d_backward"
     g = _grad_out(grad_out, op)
     shape = _x_shape(x_shape, g, op)
-    ind = indices if isinstance(indices, np.ndarray) else np.asarray(indices)
+    ind = indices if isinstance(indices, np.ndarray) else as_array(indices)
     if ind.dtype.kind not in "iu":
         raise TypeError(f"{op}: indices must be an integer array (int64 from max_pool2d), got dtype {ind.dtype}")
     if ind.shape != g.shape:
         raise ValueError(f"{op}: indices must have grad_out's shape {g.shape}, got {ind.shape}")
-    ind = np.ascontiguousarray(ind, dtype=np.int64)
-    written, result = _target(out, op, shape, g.dtype, {"grad_out": g, "indices": ind})
+    backend = backend_of(g, ind, out, op=op)
+    g, ind = backend.ascontiguousarray(g), backend.ascontiguousarray(ind.astype(np.int64, copy=False))
+    written, result = _target(backend, out, op, shape, g.dtype, {"grad_out": g, "indices": ind})
     try:
-        _C.max_pool2d_backward(g, ind, written, _kernel_shape(shape, g.shape[-2:]))
+        backend.max_pool2d_backward(g, ind, written, _kernel_shape(shape, g.shape[-2:]))
     except ValueError as err:
         raise ValueError(f"{op}: indices {ind.shape} for x_shape {shape}: {err}") from None
     return _finish(written, result)
@@ -204,8 +207,10 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     kernel, stride, padding, _, out_hw = _window(op, x.shape, kernel_size, stride, padding, 1, ceil_mode)
     divisor = _divisor(divisor_override, op)
     shape = x.shape[:-2] + out_hw
-    written, result = _target(out, op, shape, x.dtype, {"x": x})
-    _C.avg_pool2d(x, written, _kernel_shape(x.shape, out_hw, kernel, stride, padding), bool(count_include_pad),
+    backend = backend_of(x, out, op=op)
+    x = backend.ascontiguousarray(x)
+    written, result = _target(backend, out, op, shape, x.dtype, {"x": x})
+    backend.avg_pool2d(x, written, _kernel_shape(x.shape, out_hw, kernel, stride, padding), bool(count_include_pad),
                   divisor)
     return _finish(written, result)
 
@@ -221,9 +226,11 @@ def avg_pool2d_backward(grad_out, x_shape, kernel_size, stride=None, padding=0, 
         raise ValueError(f"{op}: grad_out must have shape {shape[:-2] + out_hw} (the forward's output for "
                          f"x_shape {shape}), got {g.shape}")
     divisor = _divisor(divisor_override, op)
-    written, result = _target(out, op, shape, g.dtype, {"grad_out": g})
-    _C.avg_pool2d_backward(g, written, _kernel_shape(shape, out_hw, kernel, stride, padding),
-                           bool(count_include_pad), divisor)
+    backend = backend_of(g, out, op=op)
+    g = backend.ascontiguousarray(g)
+    written, result = _target(backend, out, op, shape, g.dtype, {"grad_out": g})
+    backend.avg_pool2d_backward(g, written, _kernel_shape(shape, out_hw, kernel, stride, padding),
+                                bool(count_include_pad), divisor)
     return _finish(written, result)
 
 
@@ -250,9 +257,11 @@ def adaptive_avg_pool2d(x, output_size, *, out=None):
     x = _input(x, "x", op)
     out_hw = _adaptive_size(output_size, x.shape, op)
     shape = x.shape[:-2] + out_hw
-    written, result = _target(out, op, shape, x.dtype, {"x": x})
+    backend = backend_of(x, out, op=op)
+    x = backend.ascontiguousarray(x)
+    written, result = _target(backend, out, op, shape, x.dtype, {"x": x})
     if written.size:
-        _C.adaptive_avg_pool2d(x, written, _kernel_shape(x.shape, out_hw))
+        backend.adaptive_avg_pool2d(x, written, _kernel_shape(x.shape, out_hw))
     return _finish(written, result)
 
 
@@ -262,9 +271,11 @@ def adaptive_avg_pool2d_backward(grad_out, x_shape, *, out=None):
     op = "adaptive_avg_pool2d_backward"
     g = _grad_out(grad_out, op)
     shape = _x_shape(x_shape, g, op)
-    written, result = _target(out, op, shape, g.dtype, {"grad_out": g})
+    backend = backend_of(g, out, op=op)
+    g = backend.ascontiguousarray(g)
+    written, result = _target(backend, out, op, shape, g.dtype, {"grad_out": g})
     if g.size:
-        _C.adaptive_avg_pool2d_backward(g, written, _kernel_shape(shape, g.shape[-2:]))
+        backend.adaptive_avg_pool2d_backward(g, written, _kernel_shape(shape, g.shape[-2:]))
     else:
         written[...] = 0
     return _finish(written, result)

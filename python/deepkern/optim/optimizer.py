@@ -18,6 +18,7 @@ from collections import defaultdict
 import numpy as np
 
 from .. import autograd
+from ..backends import as_array, to_device
 from ..tensor import Tensor
 
 __all__ = ["Optimizer"]
@@ -29,9 +30,9 @@ def _check_nonnegative(value, what: str) -> None:
         raise ValueError(f"Invalid {what}: {value}")
 
 
-def _array_of_state(value, param: Tensor, where: str) -> np.ndarray:
+def _array_of_state(value, param: Tensor, where: str):
     """A copy of a loaded state array (ndarray, deepkern Tensor, or an object with ``.numpy()``
-    such as a torch tensor) with ``param``'s shape, cast to its dtype like torch does."""
+    such as a torch tensor) with ``param``'s shape, cast to its dtype like torch does, on its device."""
     if isinstance(value, Tensor):
         arr = value._array
     elif isinstance(value, np.ndarray):
@@ -39,10 +40,10 @@ def _array_of_state(value, param: Tensor, where: str) -> np.ndarray:
     elif hasattr(value, "numpy"):
         arr = np.asarray(value.detach().numpy() if hasattr(value, "detach") else value.numpy())
     else:
-        arr = np.asarray(value)
+        arr = as_array(value)
     if arr.shape != param.shape:
         raise ValueError(f"load_state_dict: {where} has shape {arr.shape} but its parameter has shape {param.shape}")
-    return np.array(arr, dtype=param.dtype, order="C", copy=True)
+    return to_device(arr, param.device).astype(param.dtype, order="C", copy=True)
 
 
 class Optimizer:
@@ -168,12 +169,12 @@ class Optimizer:
             state[p]["step"] += 1.0
 
     @staticmethod
-    def _state_array(state: dict, name: str, p: Tensor) -> np.ndarray:
-        """The array of ``state[name]``, created as zeros of ``p``'s shape and dtype (C order)
-        when missing: on the first step, or when an option that needs it was turned on later."""
+    def _state_array(state: dict, name: str, p: Tensor):
+        """The array of ``state[name]``, created as zeros of ``p``'s shape and dtype (C order) on its
+        device when missing: on the first step, or when an option that needs it was turned on later."""
         t = state.get(name)
         if t is None:
-            t = state[name] = Tensor._wrap(np.zeros(p.shape, p.dtype))
+            t = state[name] = Tensor._wrap(p._backend().zeros(p.shape, p.dtype))
         return t._array
 
     @staticmethod

@@ -4,8 +4,6 @@ when momentum != 0), stepping each param group with one call of the fused kernel
 
 from __future__ import annotations
 
-import numpy as np
-
 from .. import ops
 from ..tensor import Tensor
 from .optimizer import Optimizer, _check_nonnegative
@@ -42,7 +40,7 @@ class SGD(Optimizer):
                 buf = state.get("momentum_buffer")
                 first.append(buf is None)
                 if buf is None:
-                    buf = Tensor._wrap(np.empty(p.shape, p.dtype))
+                    buf = Tensor._wrap(p._backend().empty(p.shape, p.dtype))
                     new.append((state, buf))
                 buffers.append(buf._array)
         for pa, ga, ba, fs in self._by_dtype(param_arrays, grad_arrays, buffers, first):
