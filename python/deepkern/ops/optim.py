@@ -198,7 +198,7 @@ def _run(op: str, names: _Names, kernel: str, params, grads, states: dict, *args
     try:
         getattr(backend, kernel)(params, grads, *(used.get(name) for name in states), *args)
     except ValueError as err:
-        message = str(err)
+        message = str(err).removeprefix(f"{kernel}: ")  # the binding names its kernel; name the op
         if not names.multi:  # "exp_avgs[0] overlaps params[0]" -> "exp_avg overlaps param"
             message = re.sub(r"(\w+)s\[0\]", r"\1", message)
         raise ValueError(f"{op}: {message}") from None
