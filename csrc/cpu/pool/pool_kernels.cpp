@@ -273,11 +273,11 @@ void avg_pool_band(const Pool2dShape& s, const PoolBands& bands, S sw, const T* 
 }
 
 // grad_x += the band's gradient: sub-plane (a, b) at grad_planes + (a * sw + b) * sub_size (the
-// layout of split_band). A plane's first band zeroes it first (so it is still in cache for the
-// sums).
-template <class T, class S>
+// layout of split_band), sub_size a SubSize (0 when every sub-plane is the same one). A plane's
+// first band zeroes it first (so it is still in cache for the sums).
+template <class T, class S, class SubSize>
 DEEPKERN_ROW_LOOPS void merge_band(const Pool2dShape& s, const PoolBands& bands, S sw, const Band& band,
-                                   const T* grad_planes, int64_t sub_size, T* grad_x) {
+                                   const T* grad_planes, SubSize sub_size, T* grad_x) {
   const int64_t in_plane = s.in_h * s.in_w;
   for (int64_t q = 0; q < band.planes; ++q) {
     T* plane = grad_x + (band.p0 + q) * in_plane;
@@ -311,7 +311,10 @@ void avg_pool_backward_band(const Pool2dShape& s, const PoolBands& bands, S sw, 
   T* __restrict scaled = scratch.outputs;
   std::fill(scaled, scaled + n, T(0));  // the dropped lanes add zeros
   divide_band(s, bands, sw, band, count_include_pad, divisor_override, g, scaled, true);
-  if (tiling) return merge_band(s, bands, sw, band, static_cast<const T*>(scaled), int64_t(0), grad_x);
+  if (tiling) {
+    constexpr std::integral_constant<int64_t, 0> one_plane{};
+    return merge_band(s, bands, sw, band, static_cast<const T*>(scaled), one_plane, grad_x);
+  }
   const int64_t sub_size = sub_plane_size(bands);
   std::fill(scratch.sub_planes, scratch.sub_planes + s.stride_h * sw * sub_size, T(0));
   for (int64_t kh = 0; kh < s.kernel_h; ++kh)
