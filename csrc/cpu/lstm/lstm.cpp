@@ -240,10 +240,11 @@ void forward_team(const LstmShape& s, int team, const T* x, const T* h0, const T
 
 // Backpropagation through the steps on a team of threads (the counterpart of forward_team, with the
 // same TeamBlocks): each thread packs W_hh's columns of its units (4H x n). Per step, latest first,
-// it runs the cell backward of its block on dh + grad_y (writing its part of dG_t and of dc), meets the others at one barrier when the units are split (its rows of dG_t are
-// then whole), and multiplies its rows of dG_t by its W_hh columns into its block of dh, the
-// gradient of h_{t-1}: the next step reads only its own block of dh, so that needs no barrier. dh
-// and dc enter as the gradients of the final states and leave as those of h0 and c0.
+// it runs the cell backward of its block on dh + grad_y (writing its part of dG_t and of dc), meets
+// the others at one barrier when the units are split (its rows of dG_t are then whole), and
+// multiplies its rows of dG_t by its W_hh columns into its block of dh, the gradient of h_{t-1}:
+// the next step reads only its own block of dh, so that needs no barrier. dh and dc enter as the
+// gradients of the final states and leave as those of h0 and c0.
 template <class T>
 void backward_team(const LstmShape& s, int team, const T* grad_y, const T* c0, const T* w_hh, const T* gates,
                    const T* cells, T* dh, T* dc, T* dgates) {

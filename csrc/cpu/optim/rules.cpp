@@ -2,8 +2,9 @@
 // vectorizes (#pragma omp simd). A per-ISA source (compiled once per ISA, in DEEPKERN_ISA_NS),
 // always with -ffp-contract=off, so every multiply-add below is fused exactly where written
 // (madd), as in PyTorch's vectorized CPU code: a true FMA where the ISA has one (at::vec::fmadd
-// on AVX2 / AVX-512), a multiply then an add where it does not (the portable build). Each loop reads every input element once and writes
-// every output once: param, grad and the states are each one stream.
+// on AVX2 / AVX-512), a multiply then an add where it does not (the portable build). Each loop
+// reads every input element once and writes every output once: param, grad and the states are
+// each one stream.
 //
 // Contract of every kernel: updates elements [begin, end) of one OptimTensor in place; options
 // are already validated; nothing is allocated.
