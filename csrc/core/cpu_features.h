@@ -2,12 +2,6 @@
 #pragma once
 #include <string>
 
-// Compiles a function once per ISA (AVX-512, AVX2, the x86-64 baseline); the loader picks the
-// clone this CPU supports from CPUID (set_active_isa / DEEPKERN_ISA do not steer it). For loops
-// the compiler vectorizes (Winograd transforms, the LSTM's pointwise passes) that need no
-// hand-written kernel; lambdas inside such a function are not cloned.
-#define DEEPKERN_ISA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-
 namespace deepkern {
 
 // Kernel instruction sets, ordered from most portable to fastest.

@@ -27,7 +27,7 @@
 #include <new>
 #include <vector>
 
-#include "core/cpu_features.h"
+#include "core/isa_dispatch.h"
 #include "core/scratch.h"
 #include "core/threading.h"
 #include "cpu/gemm/portable_kernels.h"
@@ -44,25 +44,19 @@ constexpr int64_t kMinParallelMacs = int64_t(1) << 20;
 constexpr int64_t kGemvChunk = 4096;
 constexpr int64_t kMinParallelGemv = int64_t(1) << 16;
 
-template <class T>
-const GemmKernels<T>& kernels_for(Isa isa);
+const IsaTables<KernelsByType<GemmKernels>> kGemmTables{generic::gemm_kernels, avx2::gemm_kernels,
+                                                         avx512::gemm_kernels};
 
-template <>
-const GemmKernels<float>& kernels_for<float>(Isa isa) {
-  switch (isa) {
-    case Isa::avx512: return avx512::kernels_f32;
-    case Isa::avx2: return avx2::kernels_f32;
-    default: return generic::kernels_f32;
-  }
+// The active ISA's kernels, for running them (recorded as the ISA gemm ran on).
+template <class T>
+const GemmKernels<T>& dispatched_kernels() {
+  return dispatch(IsaFamily::gemm, kGemmTables).of<T>();
 }
 
-template <>
-const GemmKernels<double>& kernels_for<double>(Isa isa) {
-  switch (isa) {
-    case Isa::avx512: return avx512::kernels_f64;
-    case Isa::avx2: return avx2::kernels_f64;
-    default: return generic::kernels_f64;
-  }
+// The active ISA's kernels, for their blocking or name only (not recorded).
+template <class T>
+const GemmKernels<T>& active_kernels() {
+  return table_for(active_isa(), kGemmTables).of<T>();
 }
 
 enum ScratchSlot { kPackA, kPackB, kTile, kSlotCount };
@@ -114,19 +108,15 @@ TileEpilogue<T> tile_epilogue(const GemmEpilogue<T>& ep, int64_t i0, int64_t j0,
 
 // Packs one micro-panel: dst[d * panel + w] = X(w, d) = x[w * ws + d * ds] for w < width <=
 // panel, d < depth, and zero for w in [width, panel). For A, w runs over rows and d over K; for
-// B, w runs over columns and d over K. Whichever stride is 1 decides the copy loop.
-// dst[d * ld + w] = x[w * ws + d] for w < width, d < depth: the active ISA's transposing copy.
+// B, w runs over columns and d over K. Whichever stride is 1 decides the copy loop (ds == 1: the
+// kernels' transposing copy).
 template <class T>
-void transpose_copy(int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ld, T* dst) {
-  kernels_for<T>(active_isa()).transpose(width, depth, x, ws, ld, dst);
-}
-
-template <class T>
-void copy_to_panel(int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ds, int panel, T* dst) {
+void copy_to_panel(const GemmKernels<T>& kern, int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ds,
+                   int panel, T* dst) {
   if (ws == 1) {
     for (int64_t d = 0; d < depth; ++d) std::memcpy(dst + d * panel, x + d * ds, sizeof(T) * width);
   } else if (ds == 1) {
-    transpose_copy(width, depth, x, ws, panel, dst);
+    kern.transpose(width, depth, x, ws, panel, dst);
   } else {
     for (int64_t d = 0; d < depth; ++d)
       for (int64_t w = 0; w < width; ++w) dst[d * panel + w] = x[w * ws + d * ds];
@@ -141,25 +131,28 @@ void zero_panel_tail(int64_t width, int64_t depth, int panel, T* dst) {
 }
 
 template <class T>
-void pack_panel(int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ds, int panel, T* dst) {
-  copy_to_panel(width, depth, x, ws, ds, panel, dst);
+void pack_panel(const GemmKernels<T>& kern, int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ds,
+                int panel, T* dst) {
+  copy_to_panel(kern, width, depth, x, ws, ds, panel, dst);
   zero_panel_tail(width, depth, panel, dst);
 }
 
 // Packs the mc x kc block A(i, p) = a[i * rs + p * cs] into mr-tall panels, each kc x mr
 // (element (i, p) at panel[p * mr + i]), zero-padded past mc.
 template <class T>
-void pack_a(int64_t mc, int64_t kc, const T* a, int64_t rs, int64_t cs, int mr, T* dst) {
+void pack_a(const GemmKernels<T>& kern, int64_t mc, int64_t kc, const T* a, int64_t rs, int64_t cs, T* dst) {
+  const int mr = kern.mr;
   for (int64_t i0 = 0; i0 < mc; i0 += mr)
-    pack_panel(std::min<int64_t>(mr, mc - i0), kc, a + i0 * rs, rs, cs, mr, dst + i0 * kc);
+    pack_panel(kern, std::min<int64_t>(mr, mc - i0), kc, a + i0 * rs, rs, cs, mr, dst + i0 * kc);
 }
 
 // Packs the kc x nc block B(p, j) = b[p * rs + j * cs] into nr-wide panels, each kc x nr
 // (element (p, j) at panel[p * nr + j]), zero-padded past nc.
 template <class T>
-void pack_b(int64_t kc, int64_t nc, const T* b, int64_t rs, int64_t cs, int nr, T* dst) {
+void pack_b(const GemmKernels<T>& kern, int64_t kc, int64_t nc, const T* b, int64_t rs, int64_t cs, T* dst) {
+  const int nr = kern.nr;
   for (int64_t j0 = 0; j0 < nc; j0 += nr)
-    pack_panel(std::min<int64_t>(nr, nc - j0), kc, b + j0 * cs, cs, rs, nr, dst + j0 * kc);
+    pack_panel(kern, std::min<int64_t>(nr, nc - j0), kc, b + j0 * cs, cs, rs, nr, dst + j0 * kc);
 }
 
 // The fastest micro-kernel covering `rows` rows of a tile: a short one for the last row panel
@@ -201,12 +194,12 @@ void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int
       const bool last = pc + kc == P.k;
       const T* b_block = P.b.data + pc * P.b.row_stride + jc * P.b.col_stride;
       if (!prepacked_b && !pack_b_per_panel)
-        pack_b(kc, nc, b_block, P.b.row_stride, P.b.col_stride, nr, b_pack);
+        pack_b(kern, kc, nc, b_block, P.b.row_stride, P.b.col_stride, b_pack);
 
       for (int64_t ic = m0; ic < m1; ic += kern.mc) {
         const int64_t mc = std::min<int64_t>(kern.mc, m1 - ic);
-        pack_a(mc, kc, P.a.data + ic * P.a.row_stride + pc * P.a.col_stride, P.a.row_stride,
-               P.a.col_stride, mr, a_pack);
+        pack_a(kern, mc, kc, P.a.data + ic * P.a.row_stride + pc * P.a.col_stride, P.a.row_stride,
+               P.a.col_stride, a_pack);
         for (int64_t panel = 0; panel < col_panels; ++panel) {
           const int64_t jr = (descending ? col_panels - 1 - panel : panel) * nr;
           const int64_t ncols = std::min<int64_t>(nr, nc - jr);
@@ -214,7 +207,7 @@ void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int
           if (prepacked_b) {  // panel (jc + jr) / nr, rows from pc (jc and jr are multiples of nr)
             b_panel = prepacked_b + (jc + jr) / nr * P.k * nr + pc * nr;
           } else if (pack_b_per_panel) {
-            pack_b(kc, ncols, b_block + jr * P.b.col_stride, P.b.row_stride, P.b.col_stride, nr, b_pack);
+            pack_b(kern, kc, ncols, b_block + jr * P.b.col_stride, P.b.row_stride, P.b.col_stride, b_pack);
             b_panel = b_pack;
           }
           for (int64_t ir = 0; ir < mc; ir += mr) {
@@ -343,7 +336,7 @@ void run_gemm(Problem<T> P, int threads) {
   // Column-major C: compute its transpose, which is row-major, so the tiles store whole rows.
   if (P.c.col_stride != 1 && P.c.row_stride == 1) P = transposed(P);
   if (P.k == 0) return gemm_empty_k(P);
-  const GemmKernels<T>& kern = kernels_for<T>(active_isa());
+  const GemmKernels<T>& kern = dispatched_kernels<T>();
   if (P.m == 1 && gemv(kern, P, threads)) return;
   if (P.n == 1 && gemv(kern, transposed(P), threads)) return;
   gemm_parallel(kern, P, P.m * P.n * P.k < kMinParallelMacs ? 1 : threads, static_cast<const T*>(nullptr));
@@ -385,14 +378,14 @@ void gemm_batched(int64_t batch, const int64_t* a_offsets, const int64_t* b_offs
 
 template <class T>
 int64_t packed_b_size(int64_t k, int64_t n) {
-  const int nr = kernels_for<T>(active_isa()).nr;
+  const int nr = active_kernels<T>().nr;
   return ceil_div(n, nr) * nr * k;
 }
 
 template <class T>
 PackedB<T> pack_b_groups(int64_t k, int64_t n, int groups, int64_t group_offset, StridedMatrix<const T> b,
                          T* panels) {
-  const GemmKernels<T>& kern = kernels_for<T>(active_isa());
+  const GemmKernels<T>& kern = dispatched_kernels<T>();
   const int nr = kern.nr;
   const int64_t total = groups * n;
   for (int64_t j0 = 0; j0 < total; j0 += nr) {  // one panel, filled from as many groups as it spans
@@ -401,7 +394,7 @@ PackedB<T> pack_b_groups(int64_t k, int64_t n, int groups, int64_t group_offset,
     while (filled < nr && j0 + filled < total) {
       const int64_t j = j0 + filled, within = j % n;
       const int64_t run = std::min<int64_t>(nr - filled, n - within);
-      copy_to_panel(run, k, b.data + j / n * group_offset + within * b.col_stride, b.col_stride, b.row_stride,
+      copy_to_panel(kern, run, k, b.data + j / n * group_offset + within * b.col_stride, b.col_stride, b.row_stride,
                     nr, dst + filled);
       filled += run;
     }
@@ -418,7 +411,7 @@ PackedB<T> pack_b_matrix(int64_t k, int64_t n, StridedMatrix<const T> b, T* pane
 template <class T>
 void gemm_prepacked(int64_t m, T alpha, StridedMatrix<const T> a, const PackedB<T>& b, T beta,
                     StridedMatrix<T> c, const GemmEpilogue<T>& epilogue, int threads, PanelOrder order) {
-  const GemmKernels<T>& kern = kernels_for<T>(active_isa());
+  const GemmKernels<T>& kern = dispatched_kernels<T>();
   if (kern.name != b.kernel) throw std::runtime_error("gemm_prepacked: B was packed for another kernel ISA");
   const Problem<T> P{m, b.n, b.k, alpha, a, {nullptr, 0, 0}, beta, c, epilogue, order};
   if (P.m == 0 || P.n == 0) return;
@@ -429,8 +422,7 @@ void gemm_prepacked(int64_t m, T alpha, StridedMatrix<const T> a, const PackedB<
 }
 
 const char* gemm_kernel_name(bool double_precision) {
-  return double_precision ? kernels_for<double>(active_isa()).name
-                          : kernels_for<float>(active_isa()).name;
+  return double_precision ? active_kernels<double>().name : active_kernels<float>().name;
 }
 
 template void gemm<float>(int64_t, int64_t, int64_t, float, StridedMatrix<const float>,

@@ -42,18 +42,26 @@ namespace avx2 {
 // 6 x 16 floats: 12 accumulators + 2 B vectors + 1 broadcast of the 16 ymm registers. The
 // 96 x 512 A block (192 KB) fits even a 256 KB L2; kc = 512 halves C's memory traffic against
 // kc = 256 (here, forced to AVX2: 80 -> 84-86 GFLOP/s on one core at n = 2048-4096).
-const GemmKernels<float> kernels_f32 = {
-    "avx2 6x16", 6, 16, 96, 512, 3072,
-    &tile_simd<F32x8, 6, 2>,
-    {{2, &tile_simd<F32x8, 2, 2, 6>}, {4, &tile_simd<F32x8, 4, 2, 6>}},
-    &gemv_rows_portable<float>, &gemv_cols_portable<float>, &gemv_packed_simd<F32x8, 2>,
-    &transpose_portable<float>, &merge_tile<float>};
-const GemmKernels<double> kernels_f64 = {
-    "avx2 6x8", 6, 8, 192, 256, 2048,
-    &tile_simd<F64x4, 6, 2>,
-    {{2, &tile_simd<F64x4, 2, 2, 6>}, {4, &tile_simd<F64x4, 4, 2, 6>}},
-    &gemv_rows_portable<double>, &gemv_cols_portable<double>, &gemv_packed_simd<F64x4, 2>,
-    &transpose_portable<double>, &merge_tile<double>};
+const KernelsByType<GemmKernels> gemm_kernels = {
+    .f32 = {.name = "avx2 6x16", .mr = 6, .nr = 16, .mc = 96, .kc = 512, .nc = 3072,
+            .tile = &tile_simd<F32x8, 6, 2>,
+            .short_tiles = {{.rows = 2, .kernel = &tile_simd<F32x8, 2, 2, 6>},
+                            {.rows = 4, .kernel = &tile_simd<F32x8, 4, 2, 6>}},
+            .gemv_rows = &gemv_rows_portable<float>,
+            .gemv_cols = &gemv_cols_portable<float>,
+            .gemv_packed = &gemv_packed_simd<F32x8, 2>,
+            .transpose = &transpose_portable<float>,
+            .merge = &merge_tile<float>},
+    .f64 = {.name = "avx2 6x8", .mr = 6, .nr = 8, .mc = 192, .kc = 256, .nc = 2048,
+            .tile = &tile_simd<F64x4, 6, 2>,
+            .short_tiles = {{.rows = 2, .kernel = &tile_simd<F64x4, 2, 2, 6>},
+                            {.rows = 4, .kernel = &tile_simd<F64x4, 4, 2, 6>}},
+            .gemv_rows = &gemv_rows_portable<double>,
+            .gemv_cols = &gemv_cols_portable<double>,
+            .gemv_packed = &gemv_packed_simd<F64x4, 2>,
+            .transpose = &transpose_portable<double>,
+            .merge = &merge_tile<double>},
+};
 }  // namespace avx2
 
 }  // namespace deepkern::cpu

@@ -91,17 +91,26 @@ namespace avx512 {
 // is read and written only K / 1024 times (measured: kc 256 -> 1024 took n = 4096 from 0.87x to
 // 0.97x of OpenBLAS on one core). Short 4- and 8-row kernels finish M = 32, 64, 128 without
 // computing padding rows.
-const GemmKernels<float> kernels_f32 = {
-    "avx512 12x32", 12, 32, 240, 1024, 3072,
-    &tile_simd<F32x16, 12, 2>,
-    {{4, &tile_simd<F32x16, 4, 2, 12>}, {8, &tile_simd<F32x16, 8, 2, 12>}},
-    &gemv_rows_portable<float>, &gemv_cols_portable<float>, &gemv_packed_simd<F32x16, 2>, &transpose_f32, &merge_tile<float>};
-const GemmKernels<double> kernels_f64 = {
-    "avx512 12x16", 12, 16, 240, 512, 2048,
-    &tile_simd<F64x8, 12, 2>,
-    {{4, &tile_simd<F64x8, 4, 2, 12>}, {8, &tile_simd<F64x8, 8, 2, 12>}},
-    &gemv_rows_portable<double>, &gemv_cols_portable<double>, &gemv_packed_simd<F64x8, 2>,
-    &transpose_portable<double>, &merge_tile<double>};
+const KernelsByType<GemmKernels> gemm_kernels = {
+    .f32 = {.name = "avx512 12x32", .mr = 12, .nr = 32, .mc = 240, .kc = 1024, .nc = 3072,
+            .tile = &tile_simd<F32x16, 12, 2>,
+            .short_tiles = {{.rows = 4, .kernel = &tile_simd<F32x16, 4, 2, 12>},
+                            {.rows = 8, .kernel = &tile_simd<F32x16, 8, 2, 12>}},
+            .gemv_rows = &gemv_rows_portable<float>,
+            .gemv_cols = &gemv_cols_portable<float>,
+            .gemv_packed = &gemv_packed_simd<F32x16, 2>,
+            .transpose = &transpose_f32,
+            .merge = &merge_tile<float>},
+    .f64 = {.name = "avx512 12x16", .mr = 12, .nr = 16, .mc = 240, .kc = 512, .nc = 2048,
+            .tile = &tile_simd<F64x8, 12, 2>,
+            .short_tiles = {{.rows = 4, .kernel = &tile_simd<F64x8, 4, 2, 12>},
+                            {.rows = 8, .kernel = &tile_simd<F64x8, 8, 2, 12>}},
+            .gemv_rows = &gemv_rows_portable<double>,
+            .gemv_cols = &gemv_cols_portable<double>,
+            .gemv_packed = &gemv_packed_simd<F64x8, 2>,
+            .transpose = &transpose_portable<double>,
+            .merge = &merge_tile<double>},
+};
 }  // namespace avx512
 
 }  // namespace deepkern::cpu

@@ -18,7 +18,7 @@
 #pragma once
 #include <cstdint>
 
-#include "core/cpu_features.h"
+#include "core/isa_dispatch.h"
 #include "cpu/gemm/gemm.h"
 
 namespace deepkern::cpu {
@@ -79,18 +79,7 @@ struct GemmKernels {
   MergeKernel<T> merge;          // edge tiles, strided C and GEMV rows into C
 };
 
-// Kernel tables, one per ISA translation unit.
-namespace avx512 {
-extern const GemmKernels<float> kernels_f32;
-extern const GemmKernels<double> kernels_f64;
-}  // namespace avx512
-namespace avx2 {
-extern const GemmKernels<float> kernels_f32;
-extern const GemmKernels<double> kernels_f64;
-}  // namespace avx2
-namespace generic {
-extern const GemmKernels<float> kernels_f32;
-extern const GemmKernels<double> kernels_f64;
-}  // namespace generic
+// The kernel tables, one per ISA (kernels_<isa>.cpp).
+DEEPKERN_DECLARE_ISA_TABLES(KernelsByType<GemmKernels>, gemm_kernels)
 
 }  // namespace deepkern::cpu

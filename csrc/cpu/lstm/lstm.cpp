@@ -3,123 +3,30 @@
 // each step adds the recurrent GEMM h_{t-1} @ W_hh^T into its gate rows and one fused pass applies
 // the activations and the cell update (gates are written once, already activated, for backward).
 // Backward walks the steps in reverse with one fused pass and one GEMM (dG_t @ W_hh) per step, then
-// gets the weight and input gradients of all steps from three large GEMMs over T * B rows.
+// gets the weight and input gradients of all steps from three large GEMMs over T * B rows. The
+// fused passes are the active ISA's cell kernels (cell_kernels.cpp).
 #include "cpu/lstm/lstm.h"
 
 #include <omp.h>
 
 #include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <exception>
 #include <mutex>
 
-#include "core/cpu_features.h"
 #include "core/scratch.h"
 #include "core/threading.h"
 #include "cpu/gemm/gemm.h"
+#include "cpu/lstm/cell_kernels.h"
 
 namespace deepkern::cpu {
 namespace {
 
-// e^x for float with a polynomial the compiler vectorizes (Cephes expf: x = n ln2 + r,
-// |r| <= ln2 / 2, degree-6 polynomial, 2^n through the exponent bits; about 1 ulp), clamped to
-// float's range. double (the gradient-check path) calls std::exp.
-inline float exp_of(float x) {
-  x = std::min(std::max(x, -87.3f), 88.7f);
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
-  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float e = p * r * r + r + 1.0f;
-  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return e * scale;
-}
-inline double exp_of(double x) { return std::exp(x); }
-
 template <class T>
-inline T sigmoid(T x) {
-  return T(1) / (T(1) + exp_of(-x));
-}
-template <class T>
-inline T tanh_of(T x) {  // 2 sigmoid(2x) - 1
-  return T(2) / (T(1) + exp_of(T(-2) * x)) - T(1);
-}
-
-// One row of cell_forward. kKeep: also store the activations to `act` (gate blocks H apart) and
-// h to y, for backward (a separate instantiation: inference's loop stores no more than it needs).
-template <bool kKeep, class T>
-[[gnu::always_inline]] inline void cell_row(int64_t units, const T* __restrict pre, int64_t pb, T* __restrict act,
-                                            int64_t H, const T* cp, T* __restrict c, T* __restrict h,
-                                            T* __restrict y) {
-#pragma omp simd
-  for (int64_t j = 0; j < units; ++j) {
-    const T i = sigmoid(pre[j]), f = sigmoid(pre[pb + j]), gg = tanh_of(pre[2 * pb + j]), o = sigmoid(pre[3 * pb + j]);
-    const T cn = (cp ? f * cp[j] : T(0)) + i * gg;
-    const T hn = o * tanh_of(cn);
-    if constexpr (kKeep) {
-      act[j] = i;
-      act[H + j] = f;
-      act[2 * H + j] = gg;
-      act[3 * H + j] = o;
-      y[j] = hn;
-    }
-    c[j] = cn;
-    h[j] = hn;
-  }
-}
-
-// The cell update of one step for `rows` batch rows and `units` hidden units (one thread's share):
-// gate pre-activations `pre` in (gate blocks i, f, g, o `pre_block` apart, rows 4 * pre_block
-// apart); the new cell and hidden states out (rows H apart; c_prev null means zero). With `act`
-// (rows 4H apart, blocks H apart) the activations and y are written too (a cached forward).
-template <class T>
-DEEPKERN_ISA_CLONES void cell_forward(int64_t rows, int64_t units, const T* __restrict pre, int64_t pre_block,
-                                      T* __restrict act, int64_t H, const T* c_prev, T* __restrict c,
-                                      T* __restrict h, T* __restrict y) {
-  for (int64_t b = 0; b < rows; ++b) {
-    const T* pb = pre + b * 4 * pre_block;
-    const T* cp = c_prev ? c_prev + b * H : nullptr;
-    if (act)
-      cell_row<true>(units, pb, pre_block, act + b * 4 * H, H, cp, c + b * H, h + b * H, y + b * H);
-    else
-      cell_row<false>(units, pb, pre_block, act, H, cp, c + b * H, h + b * H, y);
-  }
-}
-
-// One step backward for `rows` batch rows and `units` hidden units (one thread's share of H; rows
-// 4H and H apart): dh is the full gradient of h_t, dc comes in as the gradient of c_t from later
-// steps and leaves as the gradient of c_{t-1}; dgates receives the gradient of the gate
-// pre-activations.
-template <class T>
-DEEPKERN_ISA_CLONES void cell_backward(int64_t rows, int64_t H, int64_t units, const T* __restrict gates,
-                                       const T* __restrict c, const T* c_prev, const T* __restrict dh,
-                                       T* __restrict dc, T* __restrict dgates) {
-  for (int64_t b = 0; b < rows; ++b) {
-    const T* g = gates + b * 4 * H;
-    const T* cp = c_prev ? c_prev + b * H : nullptr;
-    T* dg = dgates + b * 4 * H;
-#pragma omp simd
-    for (int64_t j = 0; j < units; ++j) {
-      const T i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
-      const T tc = tanh_of(c[b * H + j]);
-      const T dhj = dh[b * H + j];
-      const T dct = dc[b * H + j] + dhj * o * (T(1) - tc * tc);
-      dg[j] = dct * gg * i * (T(1) - i);
-      dg[H + j] = (cp ? dct * cp[j] : T(0)) * f * (T(1) - f);
-      dg[2 * H + j] = dct * i * (T(1) - gg * gg);
-      dg[3 * H + j] = dhj * tc * o * (T(1) - o);
-      dc[b * H + j] = dct * f;
-    }
-  }
+const CellKernels<T>& dispatched_kernels() {
+  return dispatch(IsaFamily::lstm, IsaTables{generic::cell_kernels, avx2::cell_kernels, avx512::cell_kernels})
+      .of<T>();
 }
 
 // Index of the step processed s-th.
@@ -273,6 +180,7 @@ void forward_team(const LstmShape& s, int team, const T* x, const T* h0, const T
                   const T* w_hh, const T* bias, T* y, T* gates, T* cells, T* hidden, T* h_last, T* c_last) {
   const int64_t B = s.batch, I = s.input, H = s.hidden, G = 4 * H, state = B * H;
   const bool keep = gates != nullptr;
+  const CellKernels<T>& cell = dispatched_kernels<T>();
   const int64_t chunk = std::clamp<int64_t>(kGateChunkBytes / int64_t(sizeof(T) * B * G), 1, s.steps);
   // Inference keeps c in two rolling rows and h only in y.
   T* rolling = keep ? nullptr : scratch<T>(kCellSlot, 2 * state);
@@ -316,7 +224,7 @@ void forward_team(const LstmShape& s, int team, const T* x, const T* h0, const T
         if (st.h_prev)
           gemm_prepacked<T>(rows, T(1), {st.h_prev + r0 * H, H, 1}, w_hh_share, T(1), {pre, cols, 1}, {}, 1,
                             order_of_step(order));
-        cell_forward(rows, n, pre, n, keep ? gates + (st.t * B + r0) * G + j0 : nullptr, H,
+        cell.forward(rows, n, pre, n, keep ? gates + (st.t * B + r0) * G + j0 : nullptr, H,
                      st.c_prev ? st.c_prev + r0 * H + j0 : nullptr, st.c_t + r0 * H + j0, hidden_rows + at,
                      keep ? y + at : nullptr);
       });
@@ -332,15 +240,16 @@ void forward_team(const LstmShape& s, int team, const T* x, const T* h0, const T
 
 // Backpropagation through the steps on a team of threads (the counterpart of forward_team, with the
 // same TeamBlocks): each thread packs W_hh's columns of its units (4H x n). Per step, latest first,
-// it adds grad_y into its block of dh, runs the cell backward of its block (writing its part of
-// dG_t and of dc), meets the others at one barrier when the units are split (its rows of dG_t are
-// then whole), and multiplies its rows of dG_t by its W_hh columns into its block of dh, the
-// gradient of h_{t-1}: the next step reads only its own block of dh, so that needs no barrier. dh
-// and dc enter as the gradients of the final states and leave as those of h0 and c0.
+// it runs the cell backward of its block on dh + grad_y (writing its part of dG_t and of dc), meets
+// the others at one barrier when the units are split (its rows of dG_t are then whole), and
+// multiplies its rows of dG_t by its W_hh columns into its block of dh, the gradient of h_{t-1}:
+// the next step reads only its own block of dh, so that needs no barrier. dh and dc enter as the
+// gradients of the final states and leave as those of h0 and c0.
 template <class T>
 void backward_team(const LstmShape& s, int team, const T* grad_y, const T* c0, const T* w_hh, const T* gates,
                    const T* cells, T* dh, T* dc, T* dgates) {
   const int64_t B = s.batch, H = s.hidden, G = 4 * H, state = B * H;
+  const CellKernels<T>& cell = dispatched_kernels<T>();
   run_team(team, [&](int id, int threads, auto& guarded) {
     const TeamLayout layout = team_layout<T>(s, threads);
     const TeamBlock block(s, layout, id);
@@ -357,11 +266,8 @@ void backward_team(const LstmShape& s, int team, const T* grad_y, const T* c0, c
       guarded([&] {
         if (block.empty()) return;
         const T* c_prev = order == 0 ? c0 : cells + step_at(s, order - 1) * state;
-        if (grad_y)
-          for (int64_t b = 0; b < rows; ++b)
-            for (int64_t j = 0; j < n; ++j) dh[at + b * H + j] += grad_y[t * state + at + b * H + j];
-        cell_backward(rows, H, n, gates + (t * B + r0) * G + j0, cells + t * state + at, c_prev ? c_prev + at : nullptr,
-                      dh + at, dc + at, dg_t + j0);
+        cell.backward(rows, H, n, gates + (t * B + r0) * G + j0, cells + t * state + at, c_prev ? c_prev + at : nullptr,
+                      grad_y ? grad_y + t * state + at : nullptr, dh + at, dc + at, dg_t + j0);
       });
       if (layout.barrier()) {
 #pragma omp barrier

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 
+#include "core/isa_dispatch.h"
 #include "cpu/optim/optim.h"
 
 namespace deepkern::cpu::optim {
@@ -14,9 +15,7 @@ struct Kernels {
   void (*rmsprop)(const RmspropOptions&, const OptimTensor<T>&, int64_t begin, int64_t end);
 };
 
-// Defined in kernels_<isa>.cpp, each compiled with that ISA's flags from rules.h.
-namespace avx512 { extern const Kernels<float> kernels_f32; extern const Kernels<double> kernels_f64; }
-namespace avx2 { extern const Kernels<float> kernels_f32; extern const Kernels<double> kernels_f64; }
-namespace generic { extern const Kernels<float> kernels_f32; extern const Kernels<double> kernels_f64; }
+// Defined by rules.cpp, compiled once per ISA.
+DEEPKERN_DECLARE_ISA_TABLES(KernelsByType<Kernels>, kernels)
 
 }  // namespace deepkern::cpu::optim

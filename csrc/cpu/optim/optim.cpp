@@ -1,4 +1,4 @@
-// Optimizer steps: picks the active ISA's kernels (kernels.h) and splits the work over threads.
+// Optimizer steps: dispatches to the active ISA's kernels (kernels.h) and splits the work over threads.
 //
 // How work is split: the tensors of one call are laid end to end as one index space of `total`
 // elements, cut into `threads` equal ranges on 16-element (64-byte float) boundaries; each thread
@@ -23,7 +23,6 @@
 #define DEEPKERN_HAVE_MXCSR 1
 #endif
 
-#include "core/cpu_features.h"
 #include "core/threading.h"
 #include "cpu/optim/kernels.h"
 
@@ -46,24 +45,9 @@ class FlushDenormals {
 constexpr int64_t kAlign = 16;
 
 template <class T>
-const optim::Kernels<T>& kernels_for(Isa isa);
-
-template <>
-const optim::Kernels<float>& kernels_for<float>(Isa isa) {
-  switch (isa) {
-    case Isa::avx512: return optim::avx512::kernels_f32;
-    case Isa::avx2: return optim::avx2::kernels_f32;
-    default: return optim::generic::kernels_f32;
-  }
-}
-
-template <>
-const optim::Kernels<double>& kernels_for<double>(Isa isa) {
-  switch (isa) {
-    case Isa::avx512: return optim::avx512::kernels_f64;
-    case Isa::avx2: return optim::avx2::kernels_f64;
-    default: return optim::generic::kernels_f64;
-  }
+const optim::Kernels<T>& dispatched_kernels() {
+  return dispatch(IsaFamily::optim, IsaTables{optim::generic::kernels, optim::avx2::kernels, optim::avx512::kernels})
+      .of<T>();
 }
 
 // Runs kernel(options, tensor, begin, end) over every element of every tensor, split as above.
@@ -90,17 +74,17 @@ void run_split(void (*kernel)(const Options&, const OptimTensor<T>&, int64_t, in
 
 template <class T>
 void sgd_step(const SgdOptions& options, const OptimTensor<T>* tensors, int64_t count) {
-  run_split(kernels_for<T>(active_isa()).sgd, options, tensors, count);
+  run_split(dispatched_kernels<T>().sgd, options, tensors, count);
 }
 
 template <class T>
 void adam_step(const AdamOptions& options, const OptimTensor<T>* tensors, int64_t count) {
-  run_split(kernels_for<T>(active_isa()).adam, options, tensors, count);
+  run_split(dispatched_kernels<T>().adam, options, tensors, count);
 }
 
 template <class T>
 void rmsprop_step(const RmspropOptions& options, const OptimTensor<T>* tensors, int64_t count) {
-  run_split(kernels_for<T>(active_isa()).rmsprop, options, tensors, count);
+  run_split(dispatched_kernels<T>().rmsprop, options, tensors, count);
 }
 
 template void sgd_step<float>(const SgdOptions&, const OptimTensor<float>*, int64_t);

@@ -3,8 +3,8 @@
 // Every array is C-contiguous NCHW seen as `planes` = N*C independent (H, W) planes; the Python
 // layer (deepkern.ops.pool) checks the arguments and computes the output size (PyTorch's formula,
 // ceil_mode included). Threads split the planes (forward: the planes' output rows). T is float or
-// double; the inner loops run over the output width and are written so the compiler vectorizes
-// them (strides 1 and 2 are compiled as constants).
+// double; the loops are the active ISA's kernels (pool_kernels.h: bands of rows or of whole planes,
+// each tap one vectorized pass over a band).
 #pragma once
 #include <cstdint>
 

@@ -1,17 +1,13 @@
 // The update rules of SGD, Adam/AdamW and RMSprop, one element at a time, in loops the compiler
-// vectorizes (#pragma omp simd) with the flags of the file that includes this one: kernels_<isa>.cpp
-// defines DEEPKERN_OPTIM_ISA and is compiled once per ISA with -ffp-contract=off, so every
-// multiply-add below is fused exactly where written (madd), as in PyTorch's vectorized CPU code:
-// a true FMA where the ISA has one (at::vec::fmadd on AVX2 / AVX-512), a multiply then an add
-// where it does not (the portable build). Each loop reads every input element once and writes
-// every output once: param, grad and the states are each one stream.
+// vectorizes (#pragma omp simd). A per-ISA source (compiled once per ISA, in DEEPKERN_ISA_NS),
+// always with -ffp-contract=off, so every multiply-add below is fused exactly where written
+// (madd), as in PyTorch's vectorized CPU code: a true FMA where the ISA has one (at::vec::fmadd
+// on AVX2 / AVX-512), a multiply then an add where it does not (the portable build). Each loop
+// reads every input element once and writes every output once: param, grad and the states are
+// each one stream.
 //
 // Contract of every kernel: updates elements [begin, end) of one OptimTensor in place; options
 // are already validated; nothing is allocated.
-#ifndef DEEPKERN_OPTIM_ISA
-#error "rules.h is included by kernels_<isa>.cpp, which defines DEEPKERN_OPTIM_ISA"
-#endif
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -20,7 +16,7 @@
 
 #include "cpu/optim/kernels.h"
 
-namespace deepkern::cpu::optim::DEEPKERN_OPTIM_ISA {
+namespace deepkern::cpu::optim::DEEPKERN_ISA_NS {
 namespace {
 
 template <class T>
@@ -210,9 +206,11 @@ void rmsprop(const RmspropOptions& o, const OptimTensor<T>& t, int64_t begin, in
   });
 }
 
+template <class T>
+constexpr Kernels<T> kernels_of = {.sgd = &sgd<T>, .adam = &adam<T>, .rmsprop = &rmsprop<T>};
+
 }  // namespace
 
-const Kernels<float> kernels_f32 = {&sgd<float>, &adam<float>, &rmsprop<float>};
-const Kernels<double> kernels_f64 = {&sgd<double>, &adam<double>, &rmsprop<double>};
+const KernelsByType<Kernels> kernels = {.f32 = kernels_of<float>, .f64 = kernels_of<double>};
 
-}  // namespace deepkern::cpu::optim::DEEPKERN_OPTIM_ISA
+}  // namespace deepkern::cpu::optim::DEEPKERN_ISA_NS

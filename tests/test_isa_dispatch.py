@@ -1,0 +1,143 @@
+"""Every family of per-ISA kernels follows the active ISA.
+
+For each family (but roofline, which measures the machine rather than computing a result), each
+ISA this CPU supports (the ``isa`` fixture) and float32/float64: the ISA records are reset, public
+ops that reach the family run, ``deepkern._C.last_isa(family)`` must then name the active ISA, and
+every result must match its float64 NumPy reference (tests/reference.py). The ops cover the
+family's kernels: forward and backward passes, both depthwise paths (stride 1 through a bordered
+copy, stride 2 direct), each pooling kind.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import deepkern
+from deepkern import ops
+
+from checks import F32, F64, TOL, check, rand
+from reference import (
+    adam_step_ref,
+    adaptive_avg_pool2d_backward_ref,
+    adaptive_avg_pool2d_ref,
+    avg_pool2d_backward_ref,
+    avg_pool2d_ref,
+    conv2d_backward_ref,
+    conv2d_ref,
+    lstm_backward_ref,
+    lstm_ref,
+    matmul_ref,
+    max_pool2d_backward_ref,
+    max_pool2d_ref,
+)
+
+# Optimizer steps are compared by their displacement p - p0 (the bound of tests/test_optim.py):
+# float32 rounds each new parameter to its own magnitude, not to the step's.
+OPTIM_TOL = {F32: 5e-5, F64: 1e-12}
+
+
+def _gemm(rng, dtype):
+    a, b = rand(rng, (37, 53), dtype), rand(rng, (53, 29), dtype)
+    yield "matmul", ops.matmul(a, b), matmul_ref(a, b), None
+
+
+def _conv(rng, dtype, x_shape, w_shape, **options):
+    """conv2d with a bias and its three gradients, each with its reference."""
+    x, w, b = rand(rng, x_shape, dtype), rand(rng, w_shape, dtype), rand(rng, w_shape[0], dtype)
+    y = ops.conv2d(x, w, b, **options)
+    yield "conv2d", y, conv2d_ref(x, w, b, **options), None
+    grad_y = rand(rng, y.shape, dtype)
+    got = ops.conv2d_backward(grad_y, x, w, **options)
+    for name, g, ref in zip(("grad_x", "grad_w", "grad_b"), got, conv2d_backward_ref(grad_y, x, w, **options)):
+        yield f"conv2d_backward {name}", g, ref, None
+
+
+def _conv_winograd(rng, dtype):
+    # 3x3, stride 1, 64 channels in and out, 8x8 output: Winograd for forward, data and weight
+    # gradients (csrc/cpu/conv/winograd.cpp's winograd_applies and winograd_applies_to_weight_grad).
+    yield from _conv(rng, dtype, (2, 64, 8, 8), (64, 64, 3, 3), padding=1)
+
+
+def _conv_depthwise(rng, dtype):
+    yield from _conv(rng, dtype, (2, 6, 9, 11), (12, 1, 3, 3), padding=1, groups=6)  # bordered path
+    yield from _conv(rng, dtype, (2, 6, 9, 11), (6, 1, 3, 3), stride=2, padding=1, groups=6)  # direct taps
+
+
+def _lstm(rng, dtype):
+    steps, batch, inputs, hidden = 4, 3, 5, 7
+    x = rand(rng, (steps, batch, inputs), dtype)
+    h0, c0 = rand(rng, (batch, hidden), dtype), rand(rng, (batch, hidden), dtype)
+    w_ih, w_hh = rand(rng, (4 * hidden, inputs), dtype) * 0.5, rand(rng, (4 * hidden, hidden), dtype) * 0.5
+    b_ih, b_hh = rand(rng, 4 * hidden, dtype), rand(rng, 4 * hidden, dtype)
+    y, h_t, c_t, cache = ops.lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, return_cache=True)
+    for name, got, ref in zip(("y", "h_T", "c_T"), (y, h_t, c_t), lstm_ref(x, h0, c0, w_ih, w_hh, b_ih, b_hh)):
+        yield f"lstm {name}", got, ref, None
+    grad_y, grad_h, grad_c = rand(rng, y.shape, dtype), rand(rng, h_t.shape, dtype), rand(rng, c_t.shape, dtype)
+    got = ops.lstm_backward(grad_y, grad_h, grad_c, x, h0, c0, w_ih, w_hh, cache)
+    refs = lstm_backward_ref(grad_y, grad_h, grad_c, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    names = ("grad_x", "grad_h0", "grad_c0", "grad_w_ih", "grad_w_hh", "grad_b_ih", "grad_b_hh")
+    for name, g, ref in zip(names, got, refs):
+        yield f"lstm_backward {name}", g, ref, None
+
+
+def _optim(rng, dtype):
+    n = 1000
+    p0, grad = rand(rng, n, dtype), rand(rng, n, dtype)
+    exp_avg, exp_avg_sq = rand(rng, n, dtype) * 0.1, np.abs(rand(rng, n, dtype)) * 0.01
+    options = dict(step=3, lr=0.01, weight_decay=0.1)
+    ref_p, ref_m, ref_v, _ = adam_step_ref(p0, grad, exp_avg, exp_avg_sq, **options)
+    p = p0.copy()
+    ops.adam_step(p, grad, exp_avg, exp_avg_sq, **options)
+    displacement = p.astype(np.float64) - p0
+    yield "adam_step param - p0", displacement.astype(dtype), ref_p - p0, OPTIM_TOL[np.dtype(dtype)]
+    yield "adam_step exp_avg", exp_avg, ref_m, None
+    yield "adam_step exp_avg_sq", exp_avg_sq, ref_v, None
+
+
+def _pool(rng, dtype):
+    x = rand(rng, (2, 3, 11, 10), dtype)
+    out, indices = ops.max_pool2d(x, 3, 2, 1, return_indices=True)
+    ref_out, ref_indices = max_pool2d_ref(x, 3, 2, 1)
+    yield "max_pool2d", out, ref_out, None
+    assert (indices == ref_indices).all(), "max_pool2d indices"
+    grad = rand(rng, out.shape, dtype)
+    yield "max_pool2d_backward", ops.max_pool2d_backward(grad, x.shape, indices), \
+        max_pool2d_backward_ref(grad, x.shape, indices), None
+    avg = dict(kernel_size=3, stride=2, padding=1, count_include_pad=False)
+    out = ops.avg_pool2d(x, **avg)
+    yield "avg_pool2d", out, avg_pool2d_ref(x, **avg), None
+    grad = rand(rng, out.shape, dtype)
+    yield "avg_pool2d_backward", ops.avg_pool2d_backward(grad, x.shape, **avg), \
+        avg_pool2d_backward_ref(grad, x.shape, **avg), None
+    out = ops.adaptive_avg_pool2d(x, (4, 3))
+    yield "adaptive_avg_pool2d", out, adaptive_avg_pool2d_ref(x, (4, 3)), None
+    grad = rand(rng, out.shape, dtype)
+    yield "adaptive_avg_pool2d_backward", ops.adaptive_avg_pool2d_backward(grad, x.shape), \
+        adaptive_avg_pool2d_backward_ref(grad, x.shape), None
+
+
+# family -> generator of (what, result, float64 reference, tolerance or None for checks.TOL).
+FAMILY_OPS = {
+    "gemm": _gemm,
+    "conv_winograd": _conv_winograd,
+    "conv_depthwise": _conv_depthwise,
+    "lstm": _lstm,
+    "optim": _optim,
+    "pool": _pool,
+}
+
+
+def test_every_family_but_roofline_is_covered():
+    assert set(FAMILY_OPS) == set(deepkern._C.isa_families()) - {"roofline"}
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+@pytest.mark.parametrize("family", sorted(FAMILY_OPS))
+def test_family_runs_on_the_active_isa(isa, family, dtype, rng):
+    deepkern._C.reset_isa_records()
+    assert deepkern._C.last_isa(family) is None
+    results = list(FAMILY_OPS[family](rng, dtype))  # runs every op before the record is read
+    assert deepkern._C.last_isa(family) == isa
+    for what, got, ref, tol in results:
+        check(got, ref, dtype, f"{family} on {isa}: {what}", tol=tol if tol is not None else TOL[dtype])
