@@ -26,6 +26,8 @@
 namespace py = pybind11;
 using namespace deepkern;
 
+void bind_activation(py::module_& m);  // bind_activation.cpp
+
 namespace {
 
 // Element strides of the last two axes of `arr`.
@@ -531,6 +533,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("rmsprop_step", &rmsprop_step, py::arg("params"), py::arg("grads"), py::arg("square_avgs"),
         py::arg("momentum_buffers"), py::arg("grad_avgs"), py::arg("lr"), py::arg("alpha"), py::arg("eps"),
         py::arg("weight_decay"), py::arg("momentum"), py::arg("centered"), py::arg("maximize"));
+
+  bind_activation(m);
 
   m.def("measure_fma_gflops",
         [](const std::string& isa, int threads, double seconds) {
