@@ -1,5 +1,6 @@
 """Functional ops on NumPy arrays (CPU). See each op's docstring for its contract."""
 
+from .activation import gelu, gelu_backward, relu, relu_backward
 from .conv import conv2d, conv2d_backward
 from .gemm import gemm, linear, matmul
 from .lstm import LSTMCache, lstm, lstm_backward, lstm_cell, lstm_cell_backward
@@ -23,6 +24,7 @@ from .pool import (
 )
 
 __all__ = [
+    "relu", "relu_backward", "gelu", "gelu_backward",
     "conv2d", "conv2d_backward",
     "gemm", "linear", "matmul",
     "LSTMCache", "lstm", "lstm_backward", "lstm_cell", "lstm_cell_backward",
