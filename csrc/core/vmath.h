@@ -3,8 +3,8 @@
 //
 // e^v for float is split as e^v = 2^n e^r, n = round(v / ln 2), |r| <= ln 2 / 2 (the idea of
 // Cephes expf). The parts are separate functions so a caller can keep the extra precision it has:
-// an argument given as an unevaluated sum hi + lo, a reduction done in double, or a result whose
-// 2^n must be applied last (subnormal results rounded once).
+// an argument known better than to float precision (a double, or -x^2/2 split exactly), and 2^n
+// applied after the caller's own factors (a subnormal result rounded once).
 //
 // Everything sits in an unnamed namespace: a source compiled once per ISA keeps its own copy, so
 // the linker never hands an AVX-512 build of a function to a caller on another CPU.
