@@ -239,6 +239,20 @@ def test_strided_inputs_and_outputs(op, dtype, rng):
                                   equal_nan=True)
 
 
+@pytest.mark.parametrize("op", ["relu", "gelu", "gelu_tanh_backward"])
+def test_outputs_at_any_offset_split_over_threads(op, threads, rng):
+    """Contiguous outputs starting anywhere in a cache line (the threads' ranges are cut on `out`'s
+    64-byte boundaries): every element written once, nothing around it."""
+    n = 70001
+    x = _values(rng, n, F32)
+    grad = _grads(rng, n, F32) if op in BACKWARD else None
+    for offset in (1, 5, 15):
+        buffer = np.full(n + 32, np.nan, np.float32)
+        out = buffer[offset:offset + n]
+        _check(op, _run(op, grad, x, out=out), grad, x, f"{op} offset {offset}")
+        assert np.isnan(buffer[:offset]).all() and np.isnan(buffer[offset + n:]).all()
+
+
 @pytest.mark.parametrize("shape", [(), (0,), (3, 0, 2), (1,), (2, 1, 3)])
 @pytest.mark.parametrize("op", OPS)
 def test_shapes_including_empty_and_0d(op, shape, rng):
