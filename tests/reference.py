@@ -6,6 +6,8 @@ exact product of the same float32 values, not with a float32 computation that sh
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -536,3 +538,53 @@ def rmsprop_step_ref(param, grad, square_avg, *, lr=1e-2, alpha=0.99, eps=1e-8, 
     else:
         p = p - lr * g / avg
     return p, sq, buf, ga
+
+
+# ---- activations (torch.relu, torch.nn.functional.gelu and their autograd gradients) ----------------
+
+_GELU_W1 = 2.0 * math.sqrt(2.0 / math.pi)  # tanh form: w = _GELU_W1 (x + 0.044715 x^3), twice torch's argument
+_GELU_KAPPA = 0.044715
+
+
+def _normal_cdf(v: np.ndarray) -> np.ndarray:
+    """Phi(v) with relative accuracy in the lower tail (erfc, not 1 + erf)."""
+    try:
+        from scipy.special import ndtr  # scipy comes with the test extras (scikit-learn, statsmodels)
+    except ImportError:
+        return np.frompyfunc(lambda t: 0.5 * math.erfc(-t / math.sqrt(2.0)), 1, 1)(v).astype(np.float64)
+    return ndtr(v)
+
+
+def relu_ref(x) -> np.ndarray:
+    """``torch.relu`` in float64: NaN stays NaN, -0 stays -0."""
+    return _relu(_f64(x))
+
+
+def relu_backward_ref(grad, x) -> np.ndarray:
+    """``threshold_backward(grad, x, 0)``: 0 where x <= 0, grad elsewhere (NaN x included)."""
+    return np.where(_f64(x) <= 0, 0.0, _f64(grad))
+
+
+def gelu_ref(x, approximate: str = "none") -> np.ndarray:
+    """``torch.nn.functional.gelu`` in float64: x Phi(x), or x sigmoid(w) for the tanh form
+    (0.5 x (1 + tanh(w / 2)) without the cancellation of 1 + tanh for x < 0)."""
+    v = _f64(x)
+    with np.errstate(invalid="ignore", over="ignore"):  # -inf * 0 = NaN, as PyTorch
+        if approximate == "tanh":
+            return v * _sigmoid(_GELU_W1 * (v + _GELU_KAPPA * v ** 3))
+        return v * _normal_cdf(v)
+
+
+def gelu_backward_ref(grad, x, approximate: str = "none") -> np.ndarray:
+    """``grad * d gelu / dx`` in float64, PyTorch's derivative: Phi(x) + x phi(x), or for the tanh
+    form (1 + tanh u) / 2 + x (1 - tanh^2 u) du/dx / 2 written with s = e^-|w| (w = 2u):
+    (1 + s + s m) / (1 + s)^2 for x >= 0, s (1 + s + m) / (1 + s)^2 for x < 0, m = x dw/dx."""
+    v = _f64(x)
+    with np.errstate(invalid="ignore", over="ignore"):  # +-inf * 0 = NaN, as PyTorch
+        if approximate == "tanh":
+            s = np.exp(-np.abs(_GELU_W1 * (v + _GELU_KAPPA * v ** 3)))
+            m = _GELU_W1 * v * (1.0 + 3.0 * _GELU_KAPPA * v * v)
+            d = np.where(v < 0, s * (1.0 + s + m), 1.0 + s + s * m) / (1.0 + s) ** 2
+        else:
+            d = _normal_cdf(v) + v * np.exp(-0.5 * v * v) / math.sqrt(2.0 * math.pi)
+    return _f64(grad) * d

@@ -16,7 +16,7 @@ from deepkern import _C
 
 from checks import F32, F64, check, raises_naming
 from reference import (
-    adam_step_ref, adaptive_avg_pool2d_backward_ref, adaptive_avg_pool2d_ref, avg_pool2d_backward_ref,
+    adam_step_ref, adaptive_avg_pool2d_backward_ref, gelu_backward_ref, gelu_ref, relu_backward_ref, relu_ref, adaptive_avg_pool2d_ref, avg_pool2d_backward_ref,
     avg_pool2d_ref, conv2d_backward_ref, conv2d_out_size, conv2d_ref, lstm_backward_ref, lstm_ref,
     matmul_ref, max_pool2d_backward_ref, max_pool2d_ref, rmsprop_step_ref, sgd_step_ref,
 )
@@ -223,7 +223,29 @@ def _rmsprop(rng, dtype):
     return "rmsprop_step", kw, expected
 
 
+def _relu(rng, dtype):
+    x = _rand(rng, (3, 5), dtype)
+    return "relu", dict(x=x, out=_nan((3, 5), dtype)), {"out": relu_ref(x)}
+
+
+def _relu_backward(rng, dtype):
+    grad, x = _rand(rng, 15, dtype), _rand(rng, (3, 5), dtype)  # any shapes of one element count
+    return "relu_backward", dict(grad=grad, x=x, out=_nan(15, dtype)), {"out": relu_backward_ref(grad, x.ravel())}
+
+
+def _gelu(rng, dtype):
+    x = _rand(rng, 17, dtype)
+    return "gelu", dict(x=x, out=_nan(17, dtype), approximate_tanh=False), {"out": gelu_ref(x)}
+
+
+def _gelu_backward(rng, dtype):
+    grad, x = _rand(rng, 17, dtype), _rand(rng, 17, dtype)
+    kw = dict(grad=grad, x=x, out=_nan(17, dtype), approximate_tanh=True)
+    return "gelu_backward", kw, {"out": gelu_backward_ref(grad, x, "tanh")}
+
+
 CALLS = {f.__name__.lstrip("_"): f for f in (
+    _relu, _relu_backward, _gelu, _gelu_backward,
     _gemm, _gemm_shared_a, _conv_forward, _conv_forward_same, _conv_backward_data, _conv_backward_weight,
     _lstm_forward, _lstm_backward, _max_pool, _max_pool_backward, _avg_pool, _avg_pool_backward, _adaptive_pool,
     _adaptive_pool_backward, _sgd, _adam, _rmsprop,
@@ -510,6 +532,19 @@ BAD = [
      [r"rmsprop_step: square_avgs\[0\] must have 4 elements"]),
     ("rmsprop", "grad_avgs longer", _set("grad_avgs", lambda g: g + g[:1]), ValueError,
      ["rmsprop_step: grad_avgs has 3"]),
+    # activations
+    ("relu", "x int32", _as("x", np.int32), TypeError, ["relu: x must be float32 or float64, got dtype int32"]),
+    ("relu", "out other float", _as("out", np.float16), TypeError, ["relu: out must have dtype"]),
+    ("relu", "out too small", _resized("out", -1), ValueError, ["relu: out must have 15 elements"]),
+    ("relu", "x strided", _strided("x"), ValueError, ["relu: x must be C-contiguous"]),
+    ("relu", "out read-only", _read_only("out"), ValueError, ["relu: out is read-only"]),
+    ("relu", "out overlaps x", _overlapping("out", "x"), ValueError, ["relu: out overlaps x"]),
+    ("relu_backward", "grad too small", _resized("grad", -1), ValueError, ["relu_backward: grad must have 15 elements"]),
+    ("gelu", "x not an array", _value("x", [0.5] * 17), TypeError, ["gelu: x must be a numpy.ndarray"]),
+    ("gelu", "out misaligned", _misaligned("out"), ValueError, ["gelu: out is not aligned"]),
+    ("gelu_backward", "grad other float", _as("grad", np.float16), TypeError, ["gelu_backward: grad must have dtype"]),
+    ("gelu_backward", "out overlaps grad", _overlapping("out", "grad"), ValueError,
+     ["gelu_backward: out overlaps grad"]),
 ]
 
 

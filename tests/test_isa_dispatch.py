@@ -25,11 +25,15 @@ from reference import (
     avg_pool2d_ref,
     conv2d_backward_ref,
     conv2d_ref,
+    gelu_backward_ref,
+    gelu_ref,
     lstm_backward_ref,
     lstm_ref,
     matmul_ref,
     max_pool2d_backward_ref,
     max_pool2d_ref,
+    relu_backward_ref,
+    relu_ref,
 )
 
 # Optimizer steps are compared by their displacement p - p0 (the bound of tests/test_optim.py):
@@ -117,8 +121,19 @@ def _pool(rng, dtype):
         adaptive_avg_pool2d_backward_ref(grad, x.shape), None
 
 
+def _activation(rng, dtype):
+    x, grad = rand(rng, 37, dtype), rand(rng, 37, dtype)
+    yield "relu", ops.relu(x), relu_ref(x), None
+    yield "relu_backward", ops.relu_backward(grad, x), relu_backward_ref(grad, x), None
+    for approximate in ("none", "tanh"):
+        yield f"gelu {approximate}", ops.gelu(x, approximate=approximate), gelu_ref(x, approximate), None
+        yield f"gelu_backward {approximate}", ops.gelu_backward(grad, x, approximate=approximate), \
+            gelu_backward_ref(grad, x, approximate), None
+
+
 # family -> generator of (what, result, float64 reference, tolerance or None for checks.TOL).
 FAMILY_OPS = {
+    "activation": _activation,
     "gemm": _gemm,
     "conv_winograd": _conv_winograd,
     "conv_depthwise": _conv_depthwise,

@@ -9,7 +9,7 @@ namespace {
 
 constexpr int kFamilies = static_cast<int>(IsaFamily::count);
 constexpr const char* kNames[kFamilies] = {"gemm", "conv_winograd", "conv_depthwise", "lstm",
-                                           "optim", "pool", "roofline"};
+                                           "optim", "pool", "roofline", "activation"};
 constexpr int kNotRun = 0;
 
 std::atomic<int> records[kFamilies] = {};  // zero: not run

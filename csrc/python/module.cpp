@@ -5,6 +5,7 @@
 namespace deepkern::python {
 namespace py = pybind11;
 void bind_core(py::module_& m);
+void bind_activation(py::module_& m);
 void bind_gemm(py::module_& m);
 void bind_conv(py::module_& m);
 void bind_pool(py::module_& m);
@@ -17,6 +18,7 @@ PYBIND11_MODULE(_C, m) {
   using namespace deepkern::python;
   m.doc() = "deepkern CPU kernels";
   bind_core(m);
+  bind_activation(m);
   bind_gemm(m);
   bind_conv(m);
   bind_pool(m);

@@ -221,16 +221,19 @@ class Sigmoid(Function):
 
 
 class Relu(Function):
+    """float32/float64 on deepkern's kernels; other dtypes (integers) with NumPy."""
+
     @staticmethod
     def forward(ctx, a):
-        out = np.maximum(a, 0)
+        out = ops.relu(a) if _kernel_dtype(a) else np.maximum(a, 0)
         ctx.save_for_backward(out)
         return out
 
     @staticmethod
     def backward(ctx, g):
         (out,) = ctx.saved_tensors
-        return g * (out > 0)
+        # PyTorch's threshold_backward on the result: g where out > 0 or NaN, else 0
+        return ops.relu_backward(g, out) if _kernel_dtype(g, out) else g * (out > 0)
 
 
 class Clamp(Function):
@@ -255,6 +258,12 @@ class Clamp(Function):
 # ---------------------------------------------------------------------------------------------
 # Reductions
 # ---------------------------------------------------------------------------------------------
+
+
+def _kernel_dtype(*arrays) -> bool:
+    """True when the arrays share one dtype that deepkern's kernels take (float32 or float64)."""
+    dtype = arrays[0].dtype
+    return dtype in (np.float32, np.float64) and all(a.dtype == dtype for a in arrays)
 
 
 def _axes(dim, ndim):

@@ -20,6 +20,7 @@ KERNELS = frozenset({
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
     "lstm_forward", "lstm_backward",
     "sgd_step", "adam_step", "rmsprop_step",
+    "relu", "relu_backward", "gelu", "gelu_backward",
 })
 
 #: Array functions every backend provides (``*_like`` have defaults below).

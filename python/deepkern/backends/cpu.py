@@ -51,3 +51,7 @@ class CPUBackend(Backend):
     sgd_step = staticmethod(_C.sgd_step)
     adam_step = staticmethod(_C.adam_step)
     rmsprop_step = staticmethod(_C.rmsprop_step)
+    relu = staticmethod(_C.relu)
+    relu_backward = staticmethod(_C.relu_backward)
+    gelu = staticmethod(_C.gelu)
+    gelu_backward = staticmethod(_C.gelu_backward)

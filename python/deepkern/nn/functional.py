@@ -10,8 +10,6 @@ compatibility and computes out of place (the returned value is the same).
 
 from __future__ import annotations
 
-import functools
-import math
 
 import numpy as np
 
@@ -26,22 +24,6 @@ __all__ = [
     "tanh", "sigmoid", "gelu", "softmax", "log_softmax", "dropout", "batch_norm", "embedding",
     "flatten",
 ]
-
-@functools.lru_cache(maxsize=1)
-def _erf_function():
-    """scipy's vectorised erf, imported on first use (importing scipy costs ~0.3 s, so not at
-    ``import deepkern``); without scipy, the standard library's, exact too, one element at a time."""
-    try:
-        from scipy.special import erf
-        return erf
-    except ImportError:  # pragma: no cover - depends on the environment
-        erf_scalar = np.vectorize(math.erf, otypes=[np.float64])
-        return lambda x: erf_scalar(x).astype(x.dtype, copy=False)
-
-
-def _erf(x):
-    return _erf_function()(x)
-
 
 def _array(x):
     return x._array if isinstance(x, Tensor) else x
@@ -203,32 +185,20 @@ def leaky_relu(input, negative_slope=0.01, inplace=False):
     return LeakyRelu.apply(input, negative_slope=negative_slope)
 
 
-_SQRT_HALF = math.sqrt(0.5)
-_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
-_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
-
-
 class Gelu(Function):
-    """``x * Phi(x)`` (Phi the standard normal CDF), or PyTorch's tanh approximation."""
+    """``x * Phi(x)`` (Phi the standard normal CDF), or PyTorch's tanh approximation, on the
+    single-pass kernels of :mod:`deepkern.ops.activation`."""
 
     @staticmethod
     def forward(ctx, x, approximate="none"):
         ctx.save_for_backward(x)
         ctx.approximate = approximate
-        if approximate == "tanh":
-            t = np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
-            return 0.5 * x * (1 + t)
-        return 0.5 * x * (1 + _erf(x * _SQRT_HALF))
+        return ops.gelu(x, approximate=approximate)
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
-        if ctx.approximate == "tanh":
-            t = np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
-            dt = (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
-            return g * (0.5 * (1 + t) + 0.5 * x * dt)
-        cdf = 0.5 * (1 + _erf(x * _SQRT_HALF))
-        return g * (cdf + x * _INV_SQRT_2PI * np.exp(-0.5 * x * x))
+        return ops.gelu_backward(g, x, approximate=ctx.approximate)
 
 
 def gelu(input, approximate="none"):

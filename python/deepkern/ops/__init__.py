@@ -2,6 +2,7 @@
 device (``deepkern.backends``) run that device's, and results stay on the inputs' device. Each op
 checks its arguments first, then dispatches. See each op's docstring for its contract."""
 
+from .activation import gelu, gelu_backward, relu, relu_backward
 from .conv import conv2d, conv2d_backward
 from .gemm import gemm, linear, matmul
 from .lstm import LSTMCache, lstm, lstm_backward, lstm_cell, lstm_cell_backward
@@ -25,6 +26,7 @@ from .pool import (
 )
 
 __all__ = [
+    "relu", "relu_backward", "gelu", "gelu_backward",
     "conv2d", "conv2d_backward",
     "gemm", "linear", "matmul",
     "LSTMCache", "lstm", "lstm_backward", "lstm_cell", "lstm_cell_backward",
