@@ -14,7 +14,8 @@ import time
 import pytest
 
 import deepkern
-from deepkern import benchmark as dkb
+from deepkern import bench as dkb
+from deepkern.bench.libraries import idle_pause_s
 
 
 def _bench_threads() -> int:
@@ -43,7 +44,7 @@ def bench_threads():
 @pytest.fixture(autouse=True)
 def _idle_cores(bench_threads):
     """Let the previous library's spinning worker threads go idle before the next benchmark."""
-    time.sleep(dkb.PAUSE_S if bench_threads > 1 else dkb.PAUSE_1T_S)
+    time.sleep(idle_pause_s(bench_threads))
     yield
 
 

@@ -1,11 +1,11 @@
 """2-D convolution: deepkern.ops.conv2d (+ conv2d_backward) beside PyTorch, same group.
 
-The layers are deepkern.benchmark's (CONV_LAYERS: ResNet 3x3 and 1x1 layers, the 7x7/2 stem, a
+The layers are deepkern.bench's (CONV_LAYERS: ResNet 3x3 and 1x1 layers, the 7x7/2 stem, a
 depthwise 3x3), float32 NCHW at batch 32, each timed as a forward pass (``fwd``: conv2d vs
 F.conv2d) and as a forward plus the grad_x and grad_w backward (``fwd+bwd``: conv2d then
 conv2d_backward(needs=(True, True, False)) vs F.conv2d then aten.convolution_backward), both
 libraries at the same thread count. Before deepkern is timed its result is compared with PyTorch
-in float64 (deepkern.benchmark.conv_check). GFLOP/s count 2*N*K*P*Q*C/groups*R*S per pass; the
+in float64 (deepkern.bench.conv_check). GFLOP/s count 2*N*K*P*Q*C/groups*R*S per pass; the
 backward counts twice the forward.
 
     pytest bench/test_conv.py --benchmark-only
@@ -19,7 +19,7 @@ import os
 
 import pytest
 
-from deepkern import benchmark as dkb
+from deepkern.bench import conv as dkb
 
 from conftest import cached_inputs, run_rounds
 

@@ -1,6 +1,6 @@
 """GEMM: deepkern.ops.matmul beside NumPy (``a @ b``) and PyTorch (``torch.matmul``), same group.
 
-The cases are deepkern.benchmark's: square n = 256 ... 4096 in layouts NN, NT, TN and the
+The cases are deepkern.bench's: square n = 256 ... 4096 in layouts NN, NT, TN and the
 deep-learning shapes in NN, float32, inputs rotated when one set would fit in cache.
 
     pytest bench/test_gemm.py --benchmark-only
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import deepkern
-from deepkern import benchmark as dkb
+from deepkern.bench import gemm as dkb
 
 from conftest import cached_inputs, run_rounds
 

@@ -1,12 +1,12 @@
 """LSTM: deepkern.ops.lstm (+ lstm_backward) beside torch.nn.LSTM, same group.
 
-The shapes are deepkern.benchmark's (LSTM_SHAPES: (T, B, I, H) = (100, 32, 256, 256), (50, 64, 512, 512),
+The shapes are deepkern.bench's (LSTM_SHAPES: (T, B, I, H) = (100, 32, 256, 256), (50, 64, 512, 512),
 (100, 1, 128, 128), (200, 8, 64, 512), (35, 20, 650, 650)), float32, one layer, each timed as a forward
 pass (``fwd``: ops.lstm vs torch.nn.LSTM under torch.no_grad()) and as a forward plus BPTT (``fwd+bwd``:
 lstm(return_cache=True) then lstm_backward vs the module's forward and y.backward(grad_y) with its
 parameters, x, h0 and c0 requiring grad), both libraries at the same thread count. Before deepkern is
 timed its y (and gradients for fwd+bwd) is compared with torch.nn.LSTM in float64
-(deepkern.benchmark.lstm_check). GFLOP/s count 2*T*B*4H*(I+H) per forward; the backward counts twice that.
+(deepkern.bench.lstm_check). GFLOP/s count 2*T*B*4H*(I+H) per forward; the backward counts twice that.
 
     pytest bench/test_lstm.py --benchmark-only
     pytest bench/test_lstm.py --benchmark-only -k "B1-" --benchmark-group-by=group     # the batch-1 case
@@ -19,7 +19,7 @@ import os
 
 import pytest
 
-from deepkern import benchmark as dkb
+from deepkern.bench import lstm as dkb
 
 from conftest import cached_inputs, run_rounds
 

@@ -1,11 +1,11 @@
 """Optimizer steps: deepkern.ops' fused in-place steps beside torch.optim, same group.
 
-The cases are deepkern.benchmark's optim suite: SGD with momentum, Adam, AdamW and RMSprop on one
+The cases are deepkern.bench's optim suite: SGD with momentum, Adam, AdamW and RMSprop on one
 float32 tensor of 1M, 10M and 100M parameters and on 200 tensors of 10k (deepkern: one *_step_multi
 call), against torch.optim's ``opt.step()`` with fused=True (foreach=True for RMSprop, which has no
 fused CPU kernel), inputs rotated when one set would fit in cache. GB/s count the bytes each step
 must read and write: 28 per parameter for Adam/AdamW, 20 for SGD with momentum and RMSprop. Before
-deepkern is timed, one step is compared with torch.optim in float64 (deepkern.benchmark.optim_check).
+deepkern is timed, one step is compared with torch.optim in float64 (deepkern.bench.optim_check).
 
     pytest bench/test_optim.py --benchmark-only
     pytest bench/test_optim.py --benchmark-only -k "adam and 200x10k"
@@ -18,7 +18,7 @@ import os
 
 import pytest
 
-from deepkern import benchmark as dkb
+from deepkern.bench import optim as dkb
 
 from conftest import cached_inputs, case_params, run_rounds
 

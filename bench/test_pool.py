@@ -1,6 +1,6 @@
 """Pooling: deepkern.ops max/avg pooling (forward and backward) beside PyTorch, same group.
 
-The cases are deepkern.benchmark's pool suite: batch 32 float32 NCHW at CNN layer sizes, max and
+The cases are deepkern.bench's pool suite: batch 32 float32 NCHW at CNN layer sizes, max and
 average 2x2 stride 2 and 3x3 stride 2 pad 1, forward and backward, inputs rotated when one set
 would fit in cache. Without PyTorch the reference is NumPy's strided-window implementation.
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from deepkern import benchmark as dkb
+from deepkern.bench import pool as dkb
 
 from conftest import cached_inputs, case_params, run_rounds
 

@@ -5,8 +5,8 @@ step over the whole training set, at the recipe's batch size) in deepkern (the r
 ``train_epoch``) and in PyTorch (the same layers in torch.nn, weights copied from the deepkern model's
 state_dict, torch.optim.Adam, the same batches in the same order), both at the same thread count, in
 the same group. Before deepkern is timed, its loss and torch's on one batch from the same weights, before
-and after one Adam step, must agree to float32 rounding (deepkern.benchmark.train_check). ``gflops`` in
-extra_info is an estimate (deepkern.benchmark.train_flops: conv/LSTM/linear multiply-adds, backward twice
+and after one Adam step, must agree to float32 rounding (deepkern.bench.train_check). ``gflops`` in
+extra_info is an estimate (deepkern.bench.train_flops: conv/LSTM/linear multiply-adds, backward twice
 the forward).
 
     pytest bench/test_train.py --benchmark-only
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pytest
 
-from deepkern import benchmark as dkb
+from deepkern.bench import train as dkb
 
 from conftest import run_rounds
 
