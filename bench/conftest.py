@@ -33,7 +33,7 @@ def pytest_report_header(config):
 
 @pytest.fixture(scope="session")
 def bench_threads():
-    """The thread count every library runs at (set for the whole session)."""
+    """The thread count every library runs at (set once for the whole run)."""
     threads = _bench_threads()
     if not bench.threadpoolctl_available() and threads != deepkern.get_num_threads():
         pytest.skip("threadpoolctl is not installed: only the default thread count compares fairly")
