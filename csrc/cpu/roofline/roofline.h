@@ -8,7 +8,8 @@
 namespace deepkern::cpu {
 
 // Single-precision GFLOP/s (an FMA counts 2) of independent FMA chains in registers on
-// `threads` threads, using `isa`'s widest vectors; runs for about `seconds`.
+// `threads` threads, using the widest vectors of the active ISA (the roofline family's dispatch);
+// runs for about `seconds`. `isa` must be the active ISA (std::invalid_argument otherwise).
 double measure_fma_gflops(Isa isa, int threads, double seconds);
 
 // GB/s of memcpy between two `bytes`-sized buffers on `threads` threads, counting bytes read
