@@ -29,7 +29,7 @@ def test_bench_quick_writes_json(tmp_path, capsys):
         assert row["ratio"] == pytest.approx(row["reference_s"] / row["deepkern_s"])
         assert row["rel_err"] < 1e-5  # the harness checked deepkern's result before timing it
     peaks = report["machine"]["peaks"]
-    assert peaks and all(p["fma_gflops"] > 0 and p["copy_gbps"] > 0 for p in peaks)
+    assert peaks and all(p["fma_gflops"] > 0 and p["stream_gbps"] > 0 for p in peaks)
 
 
 @pytest.mark.parametrize("argv", [["bench", "--op", "no-such-op"], ["bench", "--threads", "0"], []])
@@ -52,7 +52,7 @@ def test_bench_interleaves_rounds_of_each_library():
                           impls={"deepkern": lambda x: calls.append("deepkern"), "numpy": lambda x: calls.append("numpy")})
     suite = bench.Suite("fake", "a fake suite", lambda quick: [case])
     report = bench.run_suite(suite, [1], repeats=2 * bench.ROUNDS, references=["numpy"], progress=False,
-                                 peak_copy_bytes=1 << 20, check=False)
+                                 peak_stream_bytes=1 << 20, check=False)
     def runs(names):  # consecutive calls of one library as one entry
         return [name for i, name in enumerate(names) if i == 0 or names[i - 1] != name]
 

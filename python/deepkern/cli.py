@@ -67,7 +67,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Time deepkern's kernels beside NumPy/OpenBLAS (and PyTorch when installed) on the same "
                     "inputs at the same thread count; report ms, GFLOP/s (GB/s for memory-bound ops such as "
                     "pooling), the ratio to each reference and the % of this machine's measured peak "
-                    "(FMA throughput, or copy bandwidth).",
+                    "(FMA throughput, or memory stream bandwidth).",
     )
     bench_parser.add_argument("--op", default="all", metavar="OP",
                               help=f"op family to benchmark: one of {ops}, or 'all' (default: all; 'all' leaves out "

@@ -24,6 +24,7 @@ constexpr int kChains = 12;
 const PeakLoops peak_loops = {
     .multiply_add_chains = &multiply_add_chains<F32x8, kChains>,
     .flops_per_iteration = kChains * F32x8::lanes * 2,
+    .update_in_place = &update_in_place,
 };
 
 }  // namespace deepkern::cpu::roofline::avx2

@@ -24,6 +24,7 @@ constexpr int kChains = 16;
 const PeakLoops peak_loops = {
     .multiply_add_chains = &multiply_add_chains<F32x16, kChains>,
     .flops_per_iteration = kChains * F32x16::lanes * 2,
+    .update_in_place = &update_in_place,
 };
 
 }  // namespace deepkern::cpu::roofline::avx512

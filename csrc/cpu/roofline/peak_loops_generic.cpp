@@ -24,6 +24,7 @@ constexpr int kChains = 8;
 const PeakLoops peak_loops = {
     .multiply_add_chains = &multiply_add_chains<F32x4, kChains>,
     .flops_per_iteration = kChains * F32x4::lanes * 2,
+    .update_in_place = &update_in_place,
 };
 
 }  // namespace deepkern::cpu::roofline::generic

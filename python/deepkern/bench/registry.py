@@ -31,7 +31,7 @@ class Case:
     check: Optional[Callable[[tuple], float]] = None  # relative error of deepkern vs reference
     label: str = ""                # what the shape is (e.g. "ResNet conv1 im2col")
     #: "flops": throughput in GFLOP/s against the FMA peak and the roofline; "bytes": memory-bound
-    #: ops, throughput in GB/s (nbytes / time) against the measured memory bandwidth.
+    #: ops, throughput in GB/s (nbytes / time) against the measured stream bandwidth.
     metric: str = "flops"
 
 

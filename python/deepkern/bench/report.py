@@ -8,7 +8,7 @@ import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .machine import NOISY_CORES
-from .peak import Peak
+from .peak import STREAM_DEFINITION, Peak
 
 
 @dataclasses.dataclass
@@ -33,14 +33,14 @@ class Row:
     reference_gflops: float
     peak_gflops: float      # measured FMA peak at `threads`
     pct_peak: float         # deepkern GFLOP/s as % of the FMA peak
-    roofline_gflops: float  # min(FMA peak, intensity x copy GB/s)
+    roofline_gflops: float  # min(FMA peak, intensity x stream GB/s)
     pct_roofline: float
     repeats: int
     rel_err: Optional[float] = None
     label: str = ""
     other_cores: Optional[float] = None  # cores other processes kept busy while this line was timed
     #: The unit of gflops, reference_gflops, peak_gflops and roofline_gflops: "GFLOP/s", or "GB/s" for a
-    #: memory-bound case (then the peak and the roofline are the measured copy bandwidth).
+    #: memory-bound case (then the peak and the roofline are the measured stream bandwidth).
     unit: str = "GFLOP/s"
 
     def to_dict(self) -> dict:
@@ -97,9 +97,9 @@ def format_table(rows: Sequence[Row]) -> str:
     lines: Dict[tuple, Dict[str, Row]] = {}
     for row in rows:
         lines.setdefault((row.op, row.case, row.layout, row.threads), {})[row.reference] = row
-    # Memory-bound suites (every row in GB/s) show % of the copy bandwidth; the roofline is the same.
+    # Memory-bound suites (every row in GB/s) show % of the stream bandwidth; the roofline is the same.
     by_bytes = bool(rows) and all(row.unit == "GB/s" for row in rows)
-    header = ["op", "case", "layout", "thr", "deepkern ms"] + (["GB/s", "%copy"] if by_bytes else
+    header = ["op", "case", "layout", "thr", "deepkern ms"] + (["GB/s", "%stream"] if by_bytes else
                                                                ["GFLOP/s", "%peak", "%roof"])
     for ref in refs:
         header += [f"{ref} ms", f"x{ref}"]
@@ -124,19 +124,23 @@ def format_table(rows: Sequence[Row]) -> str:
         if j == 0:
             out.append("  ".join("-" * w for w in widths).rstrip())
     legend = ("x<ref> = <ref> time / deepkern time (>1: deepkern faster); " +
-              ("GB/s = bytes read + written / time; %copy = as % of the measured copy bandwidth; " if by_bytes else
+              ("GB/s = bytes read + written / time; %stream = as % of the measured stream bandwidth; "
+               if by_bytes else
                "%peak = deepkern GFLOP/s as % of the measured FMA peak; %roof = as % of min(FMA peak, intensity x "
-               "copy GB/s); ") +
+               "stream GB/s); ") +
               f"* = timed while other processes used > {NOISY_CORES} core (noisy)")
     return "\n".join(out + [legend])
 
 
 def format_peaks(peaks: Dict[int, Peak]) -> str:
+    """One line per thread count, then how the stream bandwidth is measured ("" without peaks)."""
+    if not peaks:
+        return ""
     return "\n".join(
-        f"peak at {p.threads} thread(s): FMA {p.fma_gflops:.1f} GFLOP/s ({p.isa}), copy {p.copy_gbps:.1f} GB/s "
-        f"({p.copy_bytes >> 20} MB buffers)"
+        f"peak at {p.threads} thread(s): FMA {p.fma_gflops:.1f} GFLOP/s ({p.isa}), stream {p.stream_gbps:.1f} GB/s "
+        f"(2 x {p.stream_bytes >> 20} MB)"
         for _, p in sorted(peaks.items())
-    )
+    ) + f"\nstream = {STREAM_DEFINITION}"
 
 
 def peaks_json(peaks: Dict[int, Peak]) -> List[dict]:
@@ -153,9 +157,10 @@ def format_summary(summary: Sequence[dict]) -> str:
         keys.setdefault((s["op"], s["group"], s["threads"]), []).append(s)
     for (op, group, threads), ss in keys.items():
         parts = "  ".join(f"vs {s['reference']} {s['geomean_ratio']:.2f}x" for s in ss)
+        ceiling = "stream bandwidth" if ss[0]["unit"] == "GB/s" else "peak"
         lines.append(f"  {op:5s} {group:14s} threads={threads}  {parts}  "
                      f"({ss[0]['cases']} cases, deepkern {ss[0]['geomean_gflops']:.0f} {ss[0]['unit']}, "
-                     f"{ss[0]['geomean_pct_peak']:.0f}% of {'copy bandwidth' if ss[0]['unit'] == 'GB/s' else 'peak'})")
+                     f"{ss[0]['geomean_pct_peak']:.0f}% of {ceiling})")
     return "\n".join(lines)
 
 

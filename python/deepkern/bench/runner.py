@@ -30,7 +30,7 @@ def _log(progress, msg: str) -> None:
 
 def run_suite(suite: Suite, threads: Sequence[int], *, quick: bool = False, repeats: Optional[int] = None,
               references: Optional[Sequence[str]] = None, progress: bool = True,
-              peak_copy_bytes: Optional[int] = None, check: bool = True) -> Report:
+              peak_stream_bytes: Optional[int] = None, check: bool = True) -> Report:
     """Time every case of ``suite`` at each thread count on deepkern and each reference.
 
     Loops case by case (inputs are made once per case), then thread count, then :data:`ROUNDS` rounds
@@ -66,11 +66,11 @@ def run_suite(suite: Suite, threads: Sequence[int], *, quick: bool = False, repe
     names = ["deepkern"] + ref_names
     used = {b.name: b for b in all_backends if b.name in names}
 
-    copy_bytes = peak_copy_bytes if peak_copy_bytes is not None else ((128 << 20) if quick else (512 << 20))
+    stream_bytes = peak_stream_bytes if peak_stream_bytes is not None else ((128 << 20) if quick else (512 << 20))
     peaks = {}
     for t in threads:
         _log(progress, f"measuring peak at {t} thread(s) ...")
-        peaks[t] = measure_peak(t, copy_bytes=copy_bytes, fma_seconds=0.1 if quick else 0.2)
+        peaks[t] = measure_peak(t, stream_bytes=stream_bytes, fma_seconds=0.1 if quick else 0.2)
 
     rows: List[Row] = []
     cases = suite.cases(quick)
@@ -114,7 +114,7 @@ def run_suite(suite: Suite, threads: Sequence[int], *, quick: bool = False, repe
                 dk = timings["deepkern"]
                 peak = peaks[t]
                 if case.metric == "bytes":
-                    work, unit, peak_rate, roof = case.nbytes, "GB/s", peak.copy_gbps, peak.copy_gbps
+                    work, unit, peak_rate, roof = case.nbytes, "GB/s", peak.stream_gbps, peak.stream_gbps
                 else:
                     work, unit, peak_rate = case.flops, "GFLOP/s", peak.fma_gflops
                     roof = peak.roofline_gflops(case.flops, case.nbytes)
