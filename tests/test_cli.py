@@ -29,7 +29,7 @@ def test_bench_quick_writes_json(tmp_path, capsys):
         assert row["ratio"] == pytest.approx(row["reference_s"] / row["deepkern_s"])
         assert row["rel_err"] < 1e-5  # the harness checked deepkern's result before timing it
     peaks = report["machine"]["peaks"]
-    assert peaks and all(p["fma_gflops"] > 0 and p["copy_gbps"] > 0 for p in peaks)
+    assert peaks and all(p["fma_gflops"] > 0 and p["stream_gbps"] > 0 for p in peaks)
 
 
 @pytest.mark.parametrize("argv", [["bench", "--op", "no-such-op"], ["bench", "--threads", "0"], []])
@@ -43,21 +43,21 @@ def test_bad_arguments_exit_2(argv, capsys):
 def test_bench_interleaves_rounds_of_each_library():
     """Each line times the libraries in ROUNDS rounds of alternating order (so a slow spell of a
     shared machine does not fall on one library's block), and each median is over all the calls."""
-    from deepkern import benchmark
+    from deepkern import bench
 
     calls = []
     inputs = [(np.ones(4, np.float32),)]
-    case = benchmark.Case(op="fake", name="n=4", layout="-", group="fake", shape=(4,), flops=8.0, nbytes=16.0,
+    case = bench.Case(op="fake", name="n=4", layout="-", group="fake", shape=(4,), flops=8.0, nbytes=16.0,
                           make_inputs=lambda: inputs,
                           impls={"deepkern": lambda x: calls.append("deepkern"), "numpy": lambda x: calls.append("numpy")})
-    suite = benchmark.Suite("fake", "a fake suite", lambda quick: [case])
-    report = benchmark.run_suite(suite, [1], repeats=2 * benchmark.ROUNDS, references=["numpy"], progress=False,
-                                 peak_copy_bytes=1 << 20, check=False)
+    suite = bench.Suite("fake", "a fake suite", lambda quick: [case])
+    report = bench.run_suite(suite, [1], repeats=2 * bench.ROUNDS, references=["numpy"], progress=False,
+                                 peak_stream_bytes=1 << 20, check=False)
     def runs(names):  # consecutive calls of one library as one entry
         return [name for i, name in enumerate(names) if i == 0 or names[i - 1] != name]
 
-    blocks = [n for r in range(benchmark.ROUNDS) for n in (("deepkern", "numpy") if r % 2 == 0 else ("numpy", "deepkern"))]
+    blocks = [n for r in range(bench.ROUNDS) for n in (("deepkern", "numpy") if r % 2 == 0 else ("numpy", "deepkern"))]
     assert runs(calls) == runs(blocks)
     (row,) = report.rows
-    assert row.repeats == 2 * benchmark.ROUNDS
-    assert calls.count("deepkern") == calls.count("numpy") == 2 * benchmark.ROUNDS + 1  # + the warm-up
+    assert row.repeats == 2 * bench.ROUNDS
+    assert calls.count("deepkern") == calls.count("numpy") == 2 * bench.ROUNDS + 1  # + the warm-up

@@ -20,6 +20,7 @@ import dataclasses
 import itertools
 import math
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -184,7 +185,7 @@ CORNERS = [
 CONFIGS = CORNERS + _random_configs(200, seed=20240607)
 BACKWARD_CONFIGS = CORNERS + CONFIGS[len(CORNERS)::2]
 
-#: The benchmark's layers (deepkern.benchmark's conv suite) at batch 1: (C, H, W, K, R, S, stride, padding, groups).
+#: The benchmark's layers (deepkern.bench.conv's suite) at batch 1: (C, H, W, K, R, S, stride, padding, groups).
 LAYERS = [
     (64, 56, 56, 64, 3, 3, 1, 1, 1),
     (128, 28, 28, 128, 3, 3, 1, 1, 1),
@@ -701,14 +702,15 @@ def test_mixed_dtypes(device):
 
 
 # ----------------------------------------------------------------------------------------------
-# the benchmark suite (deepkern.benchmark): its cases, flop counts and the check run before timing
+# the benchmark suite (deepkern.bench.conv): its cases, flop counts and the check run before timing
 
 
 def test_bench_conv_cases():
-    from deepkern import benchmark as dkb
+    from deepkern import bench
+    from deepkern.bench import conv as dkb
 
-    assert "gemm" in dkb.SUITES
-    suite = dkb.get_suite("conv")
+    assert "gemm" in bench.SUITES
+    suite = bench.get_suite("conv")
     assert set(suite.summary_groups) == {dkb.GROUP_CONV_FWD, dkb.GROUP_CONV_FWD_BWD}
     layers = [(c, h, w, k, r, s, st, p, g) for c, h, w, k, r, s, st, p, g in LAYERS]
     assert [(l.c, l.h, l.w, l.k, l.r, l.s, l.stride, l.padding, l.groups) for l in dkb.CONV_LAYERS] == layers
@@ -729,7 +731,7 @@ def test_bench_conv_cases():
 @pytest.mark.parametrize("conv_pass", ["fwd", "fwd+bwd"])
 def test_bench_conv_check_and_impls(conv_pass, monkeypatch):
     torch = pytest.importorskip("torch")
-    from deepkern import benchmark as dkb
+    from deepkern.bench import conv as dkb
 
     for layer in [dkb.ConvLayer(4, 9, 8, 6, 3, 3, 2, 1, label="tiny"), dkb.ConvLayer(6, 7, 7, 6, 3, 3, 1, 1, 6)]:
         sets = dkb.make_conv_inputs(layer, 3, conv_pass, copies=2)
@@ -757,10 +759,10 @@ def test_bench_conv_check_and_impls(conv_pass, monkeypatch):
 
 
 def test_bench_conv_skipped_without_torch(monkeypatch):
-    from deepkern import benchmark as dkb
+    from deepkern import bench
 
-    monkeypatch.setattr(dkb, "_torch", lambda: None)
-    report = dkb.run_suite(dkb.get_suite("conv"), [1], quick=True, progress=False)
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` fails: PyTorch is not installed
+    report = bench.run_suite(bench.get_suite("conv"), [1], quick=True, progress=False)
     assert report.rows == []
     assert any("conv skipped" in note and "PyTorch" in note for note in report.notes), report.notes
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -818,7 +819,7 @@ def test_mixed_dtypes(device):
 
 
 # ----------------------------------------------------------------------------------------------
-# the benchmark suite (deepkern.benchmark): its cases, flop counts and the check run before timing
+# the benchmark suite (deepkern.bench.lstm): its cases, flop counts and the check run before timing
 
 BENCH_SHAPES = [(100, 32, 256, 256), (50, 64, 512, 512), (100, 1, 128, 128), (200, 8, 64, 512), (35, 20, 650, 650)]
 BENCH_SHAPES_MORE = [(100, 256, 32, 32), (20, 16, 1024, 1024)]
@@ -826,11 +827,12 @@ BENCH_SHAPES_MORE = [(100, 256, 32, 32), (20, 16, 1024, 1024)]
 
 def test_bench_lstm_cases():
     """The goal's five shapes (batch 1 summarised on its own), then two more summarised apart."""
-    from deepkern import benchmark as dkb
+    from deepkern import bench
+    from deepkern.bench import lstm as dkb
 
     for name in ("gemm", "conv", "pool"):
-        assert name in dkb.SUITES
-    suite = dkb.get_suite("lstm")
+        assert name in bench.SUITES
+    suite = bench.get_suite("lstm")
     assert [tuple(s[:4]) for s in dkb.LSTM_SHAPES] == BENCH_SHAPES
     assert [tuple(s[:4]) for s in dkb.LSTM_SHAPES_MORE] == BENCH_SHAPES_MORE
     every = BENCH_SHAPES + BENCH_SHAPES_MORE
@@ -854,7 +856,7 @@ def test_bench_lstm_cases():
 @pytest.mark.parametrize("lstm_pass", ["fwd", "fwd+bwd"])
 def test_bench_lstm_check_and_impls(lstm_pass, monkeypatch):
     torch = pytest.importorskip("torch")
-    from deepkern import benchmark as dkb
+    from deepkern.bench import lstm as dkb
 
     shape = (7, 3, 16, 24)
     sets = dkb.make_lstm_inputs(shape, lstm_pass, copies=2)
@@ -876,9 +878,9 @@ def test_bench_lstm_check_and_impls(lstm_pass, monkeypatch):
 
 
 def test_bench_lstm_skipped_without_torch(monkeypatch):
-    from deepkern import benchmark as dkb
+    from deepkern import bench
 
-    monkeypatch.setattr(dkb, "_torch", lambda: None)
-    report = dkb.run_suite(dkb.get_suite("lstm"), [1], quick=True, progress=False)
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` fails: PyTorch is not installed
+    report = bench.run_suite(bench.get_suite("lstm"), [1], quick=True, progress=False)
     assert report.rows == []
     assert any("lstm skipped" in note and "PyTorch" in note for note in report.notes), report.notes

@@ -3,7 +3,7 @@
 ``deepkern bench`` times deepkern's kernels beside NumPy (and PyTorch when installed) at equal thread
 counts and prints a table, the machine's measured peak and geomean ratios; ``--json PATH`` also
 writes every row with the machine information. The op families come from the suite registry in
-:mod:`deepkern.benchmark` (``--op gemm``; more families register their own suites there).
+:mod:`deepkern.bench` (``--op gemm``; each op family registers its own suite there).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def _parse_threads(text: str) -> List[int]:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from . import benchmark
+    from . import bench
 
     parser = argparse.ArgumentParser(
         prog="deepkern",
@@ -61,29 +61,29 @@ def _build_parser() -> argparse.ArgumentParser:
     sub.add_parser("info", help="print the version, compiler, CPU ISA, threads and CUDA build",
                    description="Print deepkern's build and run-time configuration.")
 
-    ops = ", ".join(sorted(benchmark.SUITES))
-    bench = sub.add_parser(
+    ops = ", ".join(sorted(bench.SUITES))
+    bench_parser = sub.add_parser(
         "bench", help="time deepkern's kernels against NumPy and PyTorch",
         description="Time deepkern's kernels beside NumPy/OpenBLAS (and PyTorch when installed) on the same "
                     "inputs at the same thread count; report ms, GFLOP/s (GB/s for memory-bound ops such as "
                     "pooling), the ratio to each reference and the % of this machine's measured peak "
-                    "(FMA throughput, or copy bandwidth).",
+                    "(FMA throughput, or memory stream bandwidth).",
     )
-    bench.add_argument("--op", default="all", metavar="OP",
-                       help=f"op family to benchmark: one of {ops}, or 'all' (default: all; 'all' leaves out "
-                            f"the long {', '.join(sorted(n for n, s in benchmark.SUITES.items() if not s.in_all))})")
-    bench.add_argument("--quick", action="store_true", help="small sizes and few repeats (seconds)")
-    bench.add_argument("--threads", type=_parse_threads, default=None, metavar="N[,N...]",
-                       help="thread counts, e.g. 1,2 (default: deepkern's default thread count, "
-                            "plus 1 when threadpoolctl is installed)")
-    bench.add_argument("--repeats", type=_positive_int, default=None, metavar="N",
-                       help="timed calls per library and case, over 3 interleaved rounds (default: "
-                            "adaptive, ~0.2 s per library, at least 2 calls per round)")
-    bench.add_argument("--json", default=None, metavar="PATH",
-                       help="also write all rows and the machine information (cpu, isa, peaks, date, command)")
-    bench.add_argument("--no-check", action="store_true",
-                       help="skip the accuracy check of deepkern's result before timing")
-    bench.set_defaults(_parser=bench)
+    bench_parser.add_argument("--op", default="all", metavar="OP",
+                              help=f"op family to benchmark: one of {ops}, or 'all' (default: all; 'all' leaves out "
+                                   f"the long {', '.join(sorted(n for n, s in bench.SUITES.items() if not s.in_all))})")
+    bench_parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (seconds)")
+    bench_parser.add_argument("--threads", type=_parse_threads, default=None, metavar="N[,N...]",
+                              help="thread counts, e.g. 1,2 (default: deepkern's default thread count, "
+                                   "plus 1 when threadpoolctl is installed)")
+    bench_parser.add_argument("--repeats", type=_positive_int, default=None, metavar="N",
+                              help="timed calls per library and case, over 3 interleaved rounds (default: "
+                                   "adaptive, ~0.2 s per library, at least 2 calls per round)")
+    bench_parser.add_argument("--json", default=None, metavar="PATH",
+                              help="also write all rows and the machine information (cpu, isa, peaks, date, command)")
+    bench_parser.add_argument("--no-check", action="store_true",
+                              help="skip the accuracy check of deepkern's result before timing")
+    bench_parser.set_defaults(_parser=bench_parser)
 
     from .training import RECIPES
 
@@ -113,33 +113,33 @@ def _cmd_info(_args) -> int:
 
 
 def _default_threads() -> List[int]:
-    from . import _C, benchmark
+    from . import _C, bench
 
     default = _C.get_num_threads()
     threads = [default]
-    if benchmark.threadpoolctl_available() and default != 1:
+    if bench.threadpoolctl_available() and default != 1:
         threads.insert(0, 1)
     return threads
 
 
 def _cmd_bench(args, parser: argparse.ArgumentParser) -> int:
-    from . import benchmark
+    from . import bench
 
     if args.op == "all":
-        names = sorted(name for name, suite in benchmark.SUITES.items() if suite.in_all)
-    elif args.op in benchmark.SUITES:
+        names = sorted(name for name, suite in bench.SUITES.items() if suite.in_all)
+    elif args.op in bench.SUITES:
         names = [args.op]
     else:
-        parser.error(f"unknown op {args.op!r}; available: {', '.join(sorted(benchmark.SUITES))} (or 'all')")
+        parser.error(f"unknown op {args.op!r}; available: {', '.join(sorted(bench.SUITES))} (or 'all')")
     threads = sorted(args.threads) if args.threads else _default_threads()
 
     start = time.perf_counter()
     reports = []
     for name in names:
-        suite = benchmark.get_suite(name)
+        suite = bench.get_suite(name)
         print(f"deepkern bench --op {name}{' --quick' if args.quick else ''}: {suite.description}",
               file=sys.stderr, flush=True)
-        reports.append((suite, benchmark.run_suite(
+        reports.append((suite, bench.run_suite(
             suite, threads, quick=args.quick, repeats=args.repeats, progress=True, check=not args.no_check)))
     wall = time.perf_counter() - start
 
@@ -149,12 +149,12 @@ def _cmd_bench(args, parser: argparse.ArgumentParser) -> int:
         peaks.update(report.peaks)
     print(f"deepkern {machine['deepkern']} on {machine['cpu']} ({machine['isa']}, {machine['cores']} cores), "
           f"{machine['numpy']}" + (f", torch {machine['torch']}" if machine["torch"] else ""))
-    print(benchmark.format_peaks(peaks))
+    print(bench.format_peaks(peaks))
     for suite, report in reports:
         print()
         if report.rows:
-            print(benchmark.format_table(report.rows))
-        summary = benchmark.format_summary(benchmark.summarize(report.rows, suite.summary_groups or None))
+            print(bench.format_table(report.rows))
+        summary = bench.format_summary(bench.summarize(report.rows, suite.summary_groups or None))
         if summary:
             print()
             print(summary)
@@ -172,13 +172,9 @@ def _cmd_bench(args, parser: argparse.ArgumentParser) -> int:
             "wall_s": wall,
         }
         doc["machine"]["command"] = " ".join(["deepkern"] + list(args._argv))
-        doc["machine"]["peaks"] = [
-            {"threads": p.threads, "isa": p.isa, "fma_gflops": p.fma_gflops, "copy_gbps": p.copy_gbps,
-             "copy_bytes": p.copy_bytes}
-            for _, p in sorted(peaks.items())
-        ]
+        doc["machine"]["peaks"] = bench.peaks_json(peaks)
         for suite, report in reports:
-            part = benchmark.to_json(report, suite.summary_groups or None)
+            part = bench.to_json(report, suite.summary_groups or None)
             doc["suites"][suite.name] = {"description": suite.description, "wall_s": report.wall_s}
             doc["rows"] += part["rows"]
             doc["summary"] += part["summary"]

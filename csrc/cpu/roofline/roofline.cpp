@@ -1,72 +1,32 @@
 #include "cpu/roofline/roofline.h"
 
-#include <immintrin.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
-#include <cstring>
+#include <memory>
 #include <new>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+#include "core/isa_dispatch.h"
 #include "core/threading.h"
+#include "cpu/roofline/peak_loops.h"
 
 namespace deepkern::cpu {
 namespace {
 
-// Each loop keeps 16 independent accumulator chains in flight: enough to cover the FMA latency
-// (4 cycles) on two FMA ports. Returns a value that depends on every chain so nothing is elided.
-__attribute__((target("avx512f"))) float fma_chains_avx512(int64_t iters) {
-  __m512 acc[16];
-  for (int i = 0; i < 16; ++i) acc[i] = _mm512_set1_ps(1.0f + i * 1e-3f);
-  const __m512 mul = _mm512_set1_ps(0.9999999f), add = _mm512_set1_ps(1e-7f);
-  for (int64_t it = 0; it < iters; ++it)
-    for (int i = 0; i < 16; ++i) acc[i] = _mm512_fmadd_ps(acc[i], mul, add);
-  __m512 sum = acc[0];
-  for (int i = 1; i < 16; ++i) sum = _mm512_add_ps(sum, acc[i]);
-  return _mm512_reduce_add_ps(sum);
-}
-
-__attribute__((target("avx2,fma"))) float fma_chains_avx2(int64_t iters) {
-  __m256 acc[12];
-  for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_ps(1.0f + i * 1e-3f);
-  const __m256 mul = _mm256_set1_ps(0.9999999f), add = _mm256_set1_ps(1e-7f);
-  for (int64_t it = 0; it < iters; ++it)
-    for (int i = 0; i < 12; ++i) acc[i] = _mm256_fmadd_ps(acc[i], mul, add);
-  float lanes[8];
-  __m256 sum = acc[0];
-  for (int i = 1; i < 12; ++i) sum = _mm256_add_ps(sum, acc[i]);
-  _mm256_storeu_ps(lanes, sum);
-  return lanes[0] + lanes[7];
-}
-
-float mul_add_chains_sse(int64_t iters) {
-  __m128 acc[8];
-  for (int i = 0; i < 8; ++i) acc[i] = _mm_set1_ps(1.0f + i * 1e-3f);
-  const __m128 mul = _mm_set1_ps(0.9999999f), add = _mm_set1_ps(1e-7f);
-  for (int64_t it = 0; it < iters; ++it)
-    for (int i = 0; i < 8; ++i) acc[i] = _mm_add_ps(_mm_mul_ps(acc[i], mul), add);
-  __m128 sum = acc[0];
-  for (int i = 1; i < 8; ++i) sum = _mm_add_ps(sum, acc[i]);
-  return _mm_cvtss_f32(sum);
-}
-
-// Floating-point operations per iteration of each loop above.
-double flops_per_iteration(Isa isa) {
-  switch (isa) {
-    case Isa::avx512: return 16 * 16 * 2;
-    case Isa::avx2: return 12 * 8 * 2;
-    default: return 8 * 4 * 2;
-  }
-}
-
-float run_chains(Isa isa, int64_t iters) {
-  switch (isa) {
-    case Isa::avx512: return fma_chains_avx512(iters);
-    case Isa::avx2: return fma_chains_avx2(iters);
-    default: return mul_add_chains_sse(iters);
-  }
+const roofline::PeakLoops& peak_loops() {
+  return dispatch(IsaFamily::roofline, IsaTables<roofline::PeakLoops>{
+                                           .generic = roofline::generic::peak_loops,
+                                           .avx2 = roofline::avx2::peak_loops,
+                                           .avx512 = roofline::avx512::peak_loops,
+                                       });
 }
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
@@ -75,49 +35,70 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 std::atomic<float> sink{0};
 
+// Bytes the stream moves per element: a and b read, a written.
+constexpr double kStreamBytesPerElement = 3 * sizeof(float);
+
+using Buffer = std::unique_ptr<float, decltype(&std::free)>;
+
+// `n` floats placed as the kernel rows' NumPy arrays are: 2 MB-aligned and, on Linux, backed by
+// transparent huge pages where the system allows them (madvise, as NumPy asks for arrays of 4 MB
+// or more), so the stream and the kernels pay the same TLB misses.
+Buffer stream_buffer(int64_t n) {
+  constexpr size_t kHugePage = size_t(2) << 20;
+  const size_t bytes = (n * sizeof(float) + kHugePage - 1) / kHugePage * kHugePage;
+  Buffer buffer(static_cast<float*>(std::aligned_alloc(kHugePage, bytes)), &std::free);
+  if (!buffer) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+  madvise(buffer.get(), bytes, MADV_HUGEPAGE);  // a hint; without huge pages the stream runs on small ones
+#endif
+  return buffer;
+}
+
 }  // namespace
 
 double measure_fma_gflops(Isa isa, int threads, double seconds) {
+  if (isa != active_isa())
+    throw std::invalid_argument(std::string("measure_fma_gflops measures the active ISA ('") +
+                                isa_name(active_isa()) + "'), got '" + isa_name(isa) + "'");
+  const roofline::PeakLoops& loops = peak_loops();
   // Calibrate the iteration count on one thread, then time all threads together.
   int64_t iters = 1 << 16;
   for (;;) {
     const auto start = std::chrono::steady_clock::now();
-    sink = sink + run_chains(isa, iters);
+    sink = sink + loops.multiply_add_chains(iters);
     if (seconds_since(start) > seconds / 4 || iters > (int64_t(1) << 40)) break;
     iters *= 2;
   }
   const auto start = std::chrono::steady_clock::now();
-  run_on_threads(threads, [&](int) { sink = sink + run_chains(isa, iters); });
+  run_on_threads(threads, [&](int) { sink = sink + loops.multiply_add_chains(iters); });
   const double elapsed = seconds_since(start);
-  return flops_per_iteration(isa) * double(iters) * threads / elapsed / 1e9;
+  return loops.flops_per_iteration * double(iters) * threads / elapsed / 1e9;
 }
 
 double measure_copy_gbps(int64_t bytes, int threads, int repeats) {
-  const size_t size = static_cast<size_t>(bytes) / 64 * 64;
-  char* src = static_cast<char*>(std::aligned_alloc(64, size));
-  char* dst = static_cast<char*>(std::aligned_alloc(64, size));
-  if (!src || !dst) {
-    std::free(src);
-    std::free(dst);
-    throw std::bad_alloc();
-  }
-  auto slice = [&](int t, char* base) { return base + size / 64 * t / threads * 64; };
-  auto slice_bytes = [&](int t) { return (size / 64 * (t + 1) / threads - size / 64 * t / threads) * 64; };
-  // Each thread first touches the pages it will copy.
+  const roofline::PeakLoops& loops = peak_loops();
+  constexpr int64_t kLine = 64 / sizeof(float);  // each thread's slice starts on a cache line
+  const int64_t n = bytes / 64 * kLine;
+  const Buffer a_buffer = stream_buffer(n), b_buffer = stream_buffer(n);
+  float* a = a_buffer.get();
+  float* b = b_buffer.get();
+  const auto slice_begin = [&](int t) { return n / kLine * t / threads * kLine; };
+  // Each thread first touches the pages it will stream. a = 2 and b = 1 is the fixed point of
+  // a * 0.5 + 1: the values stay put over any number of passes.
   run_on_threads(threads, [&](int t) {
-    std::memset(slice(t, src), 1, slice_bytes(t));
-    std::memset(slice(t, dst), 0, slice_bytes(t));
+    std::fill(a + slice_begin(t), a + slice_begin(t + 1), 2.0f);
+    std::fill(b + slice_begin(t), b + slice_begin(t + 1), 1.0f);
   });
   std::vector<double> times;
   for (int r = 0; r < std::max(repeats, 1); ++r) {
     const auto start = std::chrono::steady_clock::now();
-    run_on_threads(threads, [&](int t) { std::memcpy(slice(t, dst), slice(t, src), slice_bytes(t)); });
+    run_on_threads(threads, [&](int t) {
+      loops.update_in_place(a + slice_begin(t), b + slice_begin(t), 0.5f, slice_begin(t + 1) - slice_begin(t));
+    });
     times.push_back(seconds_since(start));
   }
-  std::free(src);
-  std::free(dst);
   std::sort(times.begin(), times.end());
-  return 2.0 * double(size) / times[times.size() / 2] / 1e9;
+  return kStreamBytesPerElement * double(n) / times[times.size() / 2] / 1e9;
 }
 
 }  // namespace deepkern::cpu

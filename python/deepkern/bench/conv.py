@@ -1,0 +1,215 @@
+"""The ``conv`` suite: float32 NCHW ``conv2d`` of ResNet-50 / MobileNet layers, forward and forward +
+backward (grad_x, grad_w), beside PyTorch."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .libraries import installed_torch, torch_missing
+from .registry import Case, Suite, register_suite
+from .timing import rotation_copies
+
+@dataclasses.dataclass(frozen=True)
+class ConvLayer:
+    """One convolution layer (float32, NCHW, no bias, dilation 1), timed at some batch size."""
+
+    c: int
+    h: int
+    w: int
+    k: int
+    r: int
+    s: int
+    stride: int = 1
+    padding: int = 0
+    groups: int = 1
+    label: str = ""
+
+    @property
+    def out_hw(self) -> Tuple[int, int]:
+        p = (self.h + 2 * self.padding - self.r) // self.stride + 1
+        q = (self.w + 2 * self.padding - self.s) // self.stride + 1
+        return p, q
+
+    @property
+    def kwargs(self) -> dict:
+        return dict(stride=self.stride, padding=self.padding, dilation=1, groups=self.groups)
+
+    def name(self) -> str:
+        text = f"C={self.c} {self.h}x{self.w} K={self.k} {self.r}x{self.s}"
+        if self.stride != 1:
+            text += f" s{self.stride}"
+        if self.padding:
+            text += f" p{self.padding}"
+        if self.groups != 1:
+            text += f" g{self.groups}"
+        return text
+
+    def forward_flops(self, batch: int) -> float:
+        """2 * N * K * P * Q * (C / groups) * R * S (one multiply-add = 2 FLOP)."""
+        p, q = self.out_hw
+        return 2.0 * batch * self.k * p * q * (self.c // self.groups) * self.r * self.s
+
+
+#: The layers timed by ``deepkern bench --op conv`` and bench/test_suites.py (ResNet-50 / MobileNet shapes).
+CONV_LAYERS = (
+    ConvLayer(64, 56, 56, 64, 3, 3, 1, 1, label="ResNet 3x3, 56x56"),
+    ConvLayer(128, 28, 28, 128, 3, 3, 1, 1, label="ResNet 3x3, 28x28"),
+    ConvLayer(256, 14, 14, 256, 3, 3, 1, 1, label="ResNet 3x3, 14x14"),
+    ConvLayer(3, 224, 224, 64, 7, 7, 2, 3, label="ResNet conv1 7x7/2"),
+    ConvLayer(64, 56, 56, 256, 1, 1, label="bottleneck 1x1 expand"),
+    ConvLayer(256, 56, 56, 64, 1, 1, label="bottleneck 1x1 reduce"),
+    ConvLayer(128, 56, 56, 128, 3, 3, 1, 1, groups=128, label="depthwise 3x3"),
+    ConvLayer(512, 7, 7, 512, 3, 3, 1, 1, label="ResNet 3x3, 7x7"),
+)
+CONV_BATCH = 32
+CONV_BATCH_QUICK = 2
+CONV_PASSES = ("fwd", "fwd+bwd")
+GROUP_CONV_FWD = "forward"
+GROUP_CONV_FWD_BWD = "forward+backward"
+
+
+def conv_flops(layer: ConvLayer, batch: int, conv_pass: str) -> float:
+    """FLOP of one call: the forward, or the forward plus grad_x and grad_w (each as many as the forward)."""
+    return layer.forward_flops(batch) * (3.0 if conv_pass == "fwd+bwd" else 1.0)
+
+
+def conv_bytes(layer: ConvLayer, batch: int, conv_pass: str) -> float:
+    """Compulsory float32 traffic: read x and w, write y (and for the backward read grad_out, x and w,
+    write grad_x and grad_w)."""
+    p, q = layer.out_hw
+    x = batch * layer.c * layer.h * layer.w
+    w = layer.k * (layer.c // layer.groups) * layer.r * layer.s
+    y = batch * layer.k * p * q
+    total = x + w + y
+    if conv_pass == "fwd+bwd":
+        total += y + x + w + x + w
+    return 4.0 * total
+
+
+def make_conv_inputs(layer: ConvLayer, batch: int, conv_pass: str, *, copies: Optional[int] = None,
+                     seed: int = 0) -> List[tuple]:
+    """Rotation sets of C-contiguous float32 arrays: ``(x, w)`` for ``"fwd"``, ``(x, w, grad_out)`` for
+    ``"fwd+bwd"``. ``copies`` defaults to :func:`rotation_copies` of one set's bytes."""
+    if conv_pass not in CONV_PASSES:
+        raise ValueError(f"make_conv_inputs: conv_pass must be one of {CONV_PASSES}, got {conv_pass!r}")
+    rng = np.random.default_rng(seed)
+    p, q = layer.out_hw
+    base = [rng.standard_normal((batch, layer.c, layer.h, layer.w), dtype=np.float32),
+            rng.standard_normal((layer.k, layer.c // layer.groups, layer.r, layer.s), dtype=np.float32)]
+    base[1] *= np.float32(1.0 / math.sqrt(base[1][0].size))  # unit-scale outputs, as with He init
+    if conv_pass == "fwd+bwd":
+        base.append(rng.standard_normal((batch, layer.k, p, q), dtype=np.float32))
+    if copies is None:
+        copies = rotation_copies(sum(a.nbytes for a in base))
+    return [tuple(base) if i == 0 else tuple(a.copy() for a in base) for i in range(max(1, int(copies)))]
+
+
+def conv_impls(layer: ConvLayer, conv_pass: str) -> Dict[str, Callable]:
+    """Backend name -> the call to time, on the (converted) inputs of :func:`make_conv_inputs`.
+
+    deepkern: ``ops.conv2d`` (then ``ops.conv2d_backward(needs=(True, True, False))``); PyTorch:
+    ``F.conv2d`` (then ``aten.convolution_backward`` for grad_x and grad_w), when installed.
+    """
+    from ..ops import conv2d, conv2d_backward
+
+    kw = layer.kwargs
+    impls: Dict[str, Callable] = {}
+    if conv_pass == "fwd":
+        impls["deepkern"] = lambda x, w: conv2d(x, w, None, **kw)
+    else:
+        def deepkern_fwd_bwd(x, w, g):
+            conv2d(x, w, None, **kw)
+            return conv2d_backward(g, x, w, needs=(True, True, False), **kw)
+
+        impls["deepkern"] = deepkern_fwd_bwd
+    torch = installed_torch()
+    if torch is not None:
+        conv = torch.nn.functional.conv2d
+        backward = torch.ops.aten.convolution_backward.default
+        stride, padding, dilation = [layer.stride] * 2, [layer.padding] * 2, [1, 1]
+        if conv_pass == "fwd":
+            impls["torch"] = lambda x, w: conv(x, w, None, stride, padding, dilation, layer.groups)
+        else:
+            def torch_fwd_bwd(x, w, g):
+                conv(x, w, None, stride, padding, dilation, layer.groups)
+                return backward(g, x, w, None, stride, padding, dilation, False, [0, 0], layer.groups,
+                                [True, True, False])
+
+            impls["torch"] = torch_fwd_bwd
+    return impls
+
+
+#: Images of the batch whose output and grad_x are compared with the float64 reference.
+CONV_CHECK_IMAGES = 2
+
+
+def conv_check(layer: ConvLayer, conv_pass: str, inputs: tuple) -> float:
+    """Largest relative error ``||out - ref|| / ||ref||`` of deepkern's results on ``inputs`` against
+    PyTorch in float64: the output (``"fwd"``) or grad_x and grad_w (``"fwd+bwd"``).
+
+    The whole batch runs through deepkern (the call that is timed); output and grad_x are compared on
+    the first images, grad_w (a sum over the batch) on the whole batch.
+    """
+    from ..ops import conv2d, conv2d_backward
+
+    torch = installed_torch()
+    if torch is None:
+        raise RuntimeError("conv_check needs PyTorch for its float64 reference")
+    kw = layer.kwargs
+    stride, padding, dilation = [layer.stride] * 2, [layer.padding] * 2, [1, 1]
+    x, w = inputs[0], inputs[1]
+    head = slice(0, min(CONV_CHECK_IMAGES, x.shape[0]))
+    x64, w64 = torch.from_numpy(x.astype(np.float64)), torch.from_numpy(w.astype(np.float64))
+
+    def rel(got, ref) -> float:
+        ref = ref.numpy()
+        denom = float(np.linalg.norm(ref)) or 1.0
+        return float(np.linalg.norm(got.astype(np.float64) - ref)) / denom
+
+    with torch.no_grad():
+        if conv_pass == "fwd":
+            out = conv2d(x, w, None, **kw)
+            ref = torch.nn.functional.conv2d(x64[head], w64, None, stride, padding, dilation, layer.groups)
+            return rel(out[head], ref)
+        g = inputs[2]
+        grad_x, grad_w, _ = conv2d_backward(g, x, w, needs=(True, True, False), **kw)
+        g64 = torch.from_numpy(g.astype(np.float64))
+        backward = torch.ops.aten.convolution_backward.default
+        ref_x = backward(g64[head], x64[head], w64, None, stride, padding, dilation, False, [0, 0], layer.groups,
+                         [True, False, False])[0]
+        ref_w = backward(g64, x64, w64, None, stride, padding, dilation, False, [0, 0], layer.groups,
+                         [False, True, False])[1]
+        return max(rel(grad_x[head], ref_x), rel(grad_w, ref_w))
+
+
+def _conv_case(layer: ConvLayer, batch: int, conv_pass: str) -> Case:
+    return Case(
+        op="conv", name=layer.name(), layout=conv_pass,
+        group=GROUP_CONV_FWD if conv_pass == "fwd" else GROUP_CONV_FWD_BWD,
+        shape=(batch, layer.c, layer.h, layer.w, layer.k, layer.r, layer.s, layer.stride, layer.padding, layer.groups),
+        flops=conv_flops(layer, batch, conv_pass), nbytes=conv_bytes(layer, batch, conv_pass),
+        make_inputs=lambda: make_conv_inputs(layer, batch, conv_pass),
+        impls=conv_impls(layer, conv_pass),
+        check=lambda inputs: conv_check(layer, conv_pass, inputs),
+        label=f"{layer.label}, N={batch}",
+    )
+
+
+def conv_cases(quick: bool = False) -> List[Case]:
+    """float32 NCHW convolutions at batch 32 (2 with ``quick``): each layer forward, then forward+backward."""
+    batch = CONV_BATCH_QUICK if quick else CONV_BATCH
+    return [_conv_case(layer, batch, conv_pass) for layer in CONV_LAYERS for conv_pass in CONV_PASSES]
+
+
+register_suite(Suite(
+    name="conv",
+    description=(f"float32 NCHW conv2d, forward and forward+backward (grad_x, grad_w), batch {CONV_BATCH} "
+                 f"(--quick: {CONV_BATCH_QUICK}), vs PyTorch"),
+    cases=conv_cases,
+    summary_groups=(GROUP_CONV_FWD, GROUP_CONV_FWD_BWD),
+    unavailable=lambda: torch_missing("torch.nn.functional.conv2d"),
+))

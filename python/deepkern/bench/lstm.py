@@ -1,0 +1,224 @@
+"""The ``lstm`` suite: a float32 one-layer LSTM, forward and forward + backward (BPTT), beside
+``torch.nn.LSTM`` on the same weights."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .libraries import installed_torch, torch_missing
+from .registry import Case, Suite, register_suite
+from .timing import rotation_copies
+
+#: (T, B, I, H, what it is) of the LSTM layers timed by ``deepkern bench --op lstm`` and bench/test_suites.py.
+LSTM_SHAPES = (
+    (100, 32, 256, 256, "small LM layer, batch 32"),
+    (50, 64, 512, 512, "batch 64, H=512"),
+    (100, 1, 128, 128, "batch-1 inference / online"),
+    (200, 8, 64, 512, "long sequence, I < H"),
+    (35, 20, 650, 650, "PTB medium LM (Zaremba et al.)"),
+)
+LSTM_PASSES = ("fwd", "fwd+bwd")
+GROUP_LSTM_FWD = "forward"
+GROUP_LSTM_FWD_BWD = "forward+backward"
+#: The batch-1 shape has its own groups, so its ratio is printed on its own.
+GROUP_LSTM_FWD_B1 = "fwd batch 1"
+GROUP_LSTM_FWD_BWD_B1 = "fwd+bwd batch 1"
+#: Two more shapes, summarised apart: a small H with a large batch (the team splits
+#: batch rows) and a wide H (each thread's W_hh share, 8 MB, streams from L3 every step).
+LSTM_SHAPES_MORE = (
+    (100, 256, 32, 32, "small H, batch 256"),
+    (20, 16, 1024, 1024, "wide H=1024, batch 16"),
+)
+GROUP_LSTM_FWD_MORE = "fwd more shapes"
+GROUP_LSTM_FWD_BWD_MORE = "fwd+bwd more shapes"
+
+
+def lstm_quick_t(t: int) -> int:
+    """The shorter sequence of ``--quick``."""
+    return max(5, t // 5)
+
+
+def lstm_flops(shape: Tuple[int, int, int, int], lstm_pass: str) -> float:
+    """2 * T * B * 4H * (I + H) per forward (the two GEMMs per step); the backward counts twice that."""
+    t, b, i, h = shape[:4]
+    fwd = 2.0 * t * b * 4 * h * (i + h)
+    return fwd * (3.0 if lstm_pass == "fwd+bwd" else 1.0)
+
+
+def lstm_bytes(shape: Tuple[int, int, int, int], lstm_pass: str) -> float:
+    """Compulsory float32 traffic: read x, the weights, biases and initial states, write y and the final
+    states; the backward also reads grad_y and the forward's cache (gates and states: 6H per step and
+    row) and writes grad_x and the weight gradients."""
+    t, b, i, h = shape[:4]
+    w = 4 * h * (i + h) + 8 * h
+    total = t * b * i + w + 2 * b * h + t * b * h + 2 * b * h
+    if lstm_pass == "fwd+bwd":
+        total += 6 * t * b * h            # the cache, written by the forward
+        total += t * b * h + 6 * t * b * h + t * b * i + w + 2 * b * h   # grad_y, cache read; grads written
+    return 4.0 * total
+
+
+def make_lstm_inputs(shape: Tuple[int, int, int, int], lstm_pass: str, *, copies: Optional[int] = None,
+                     seed: int = 0) -> List[tuple]:
+    """Rotation sets of C-contiguous float32 arrays ``(x, h0, c0, w_ih, w_hh, b_ih, b_hh)`` (and ``grad_y``
+    for ``"fwd+bwd"``): x, h0, c0 ~N(0, 1), weights and biases PyTorch's U(-1/sqrt(H), 1/sqrt(H)).
+
+    Only x, h0, c0 (and grad_y) are copied between sets: the weights are the same arrays in every set,
+    as in a network, where one layer's weights serve every step and every batch (and stay in cache
+    when they fit)."""
+    if lstm_pass not in LSTM_PASSES:
+        raise ValueError(f"make_lstm_inputs: lstm_pass must be one of {LSTM_PASSES}, got {lstm_pass!r}")
+    t, b, i, h = shape[:4]
+    rng = np.random.default_rng(seed)
+    k = 1.0 / math.sqrt(h)
+    weights = tuple(rng.uniform(-k, k, s).astype(np.float32) for s in ((4 * h, i), (4 * h, h), (4 * h,), (4 * h,)))
+    data = [rng.standard_normal((t, b, i), dtype=np.float32), rng.standard_normal((b, h), dtype=np.float32),
+            rng.standard_normal((b, h), dtype=np.float32)]
+    if lstm_pass == "fwd+bwd":
+        grad_y = rng.standard_normal((t, b, h), dtype=np.float32)
+    if copies is None:
+        copies = rotation_copies(sum(a.nbytes for a in data) + (grad_y.nbytes if lstm_pass == "fwd+bwd" else 0))
+    sets = []
+    for n in range(max(1, int(copies))):
+        xs = tuple(data) if n == 0 else tuple(a.copy() for a in data)
+        tail = () if lstm_pass == "fwd" else ((grad_y if n == 0 else grad_y.copy()),)
+        sets.append(xs + weights + tail)
+    return sets
+
+
+def _torch_lstm_module(torch, w_ih, w_hh, b_ih, b_hh, requires_grad: bool):
+    """A float32 torch.nn.LSTM (one layer, seq-first) whose parameters share memory with the given tensors."""
+    h, i = w_hh.shape[1], w_ih.shape[1]
+    with torch.device("meta"):  # no allocation or initialisation: the parameters are replaced next
+        module = torch.nn.LSTM(i, h)
+    for name, value in (("weight_ih_l0", w_ih), ("weight_hh_l0", w_hh), ("bias_ih_l0", b_ih), ("bias_hh_l0", b_hh)):
+        setattr(module, name, torch.nn.Parameter(value, requires_grad=requires_grad))
+    module.flatten_parameters()
+    return module
+
+
+def lstm_impls(shape: Tuple[int, int, int, int], lstm_pass: str) -> Dict[str, Callable]:
+    """Backend name -> the call to time, on the (converted) inputs of :func:`make_lstm_inputs`.
+
+    deepkern: ``ops.lstm`` (``"fwd+bwd"``: ``lstm(return_cache=True)`` then ``lstm_backward`` with grad_y);
+    PyTorch: a ``torch.nn.LSTM`` over the same weights (built on the first call, the warm-up), forward under
+    ``torch.no_grad()``; for ``"fwd+bwd"`` its parameters and x, h0, c0 require grad (deepkern's backward
+    gives grad_x, grad_h0 and grad_c0 too, so both compute the same gradients), gradients are set to None
+    before each call (``zero_grad(set_to_none=True)``) and ``y.backward(grad_y)``.
+    Both return y for ``"fwd"`` and ``(y, grad_x, grad_w_ih, grad_w_hh)`` for ``"fwd+bwd"``.
+    """
+    from .. import ops
+
+    impls: Dict[str, Callable] = {}
+    if lstm_pass == "fwd":
+        impls["deepkern"] = lambda x, h0, c0, w_ih, w_hh, b_ih, b_hh: ops.lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh)[0]
+    else:
+        def deepkern_fwd_bwd(x, h0, c0, w_ih, w_hh, b_ih, b_hh, grad_y):
+            y, _, _, cache = ops.lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, return_cache=True)
+            grads = ops.lstm_backward(grad_y, None, None, x, h0, c0, w_ih, w_hh, cache)
+            return y, grads[0], grads[3], grads[4]
+
+        impls["deepkern"] = deepkern_fwd_bwd
+    torch = installed_torch()
+    if torch is None:
+        return impls
+    modules: Dict[tuple, object] = {}
+
+    def module_for(w_ih, w_hh, b_ih, b_hh):
+        key = tuple(int(w.data_ptr()) for w in (w_ih, w_hh, b_ih, b_hh))
+        if key not in modules:
+            modules[key] = _torch_lstm_module(torch, w_ih, w_hh, b_ih, b_hh, requires_grad=lstm_pass != "fwd")
+        return modules[key]
+
+    if lstm_pass == "fwd":
+        def torch_fwd(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+            module = module_for(w_ih, w_hh, b_ih, b_hh)
+            with torch.no_grad():
+                return module(x, (h0[None], c0[None]))[0]
+
+        impls["torch"] = torch_fwd
+    else:
+        def torch_fwd_bwd(x, h0, c0, w_ih, w_hh, b_ih, b_hh, grad_y):
+            module = module_for(w_ih, w_hh, b_ih, b_hh)
+            module.zero_grad(set_to_none=True)
+            for a in (x, h0, c0):
+                a.requires_grad_(True)
+                a.grad = None
+            y, _ = module(x, (h0[None], c0[None]))
+            y.backward(grad_y)
+            return y, x.grad, module.weight_ih_l0.grad, module.weight_hh_l0.grad
+
+        impls["torch"] = torch_fwd_bwd
+    return impls
+
+
+def lstm_check(shape: Tuple[int, int, int, int], lstm_pass: str, inputs: tuple) -> float:
+    """Largest relative error ``||out - ref|| / ||ref||`` of deepkern's y (and for ``"fwd+bwd"`` of grad_x,
+    grad_w_ih, grad_w_hh, grad_b) on ``inputs`` against torch.nn.LSTM in float64 on the same values."""
+    from .. import ops
+
+    torch = installed_torch()
+    if torch is None:
+        raise RuntimeError("lstm_check needs PyTorch for its float64 reference")
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = inputs[:7]
+    t64 = [torch.from_numpy(a.astype(np.float64)) for a in (x, h0, c0, w_ih, w_hh, b_ih, b_hh)]
+    backward = lstm_pass == "fwd+bwd"
+    module = _torch_lstm_module(torch, *t64[3:], requires_grad=backward)
+    xt, h0t, c0t = (a.requires_grad_(backward) for a in t64[:3])
+
+    def rel(got, ref) -> float:
+        ref = ref.detach().numpy()
+        denom = float(np.linalg.norm(ref)) or 1.0
+        return float(np.linalg.norm(np.asarray(got, dtype=np.float64) - ref)) / denom
+
+    with torch.set_grad_enabled(backward):
+        y_ref = module(xt, (h0t[None], c0t[None]))[0]
+    if not backward:
+        return rel(ops.lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh)[0], y_ref)
+    grad_y = inputs[7]
+    y_ref.backward(torch.from_numpy(grad_y.astype(np.float64)))
+    y, _, _, cache = ops.lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, return_cache=True)
+    grads = ops.lstm_backward(grad_y, None, None, x, h0, c0, w_ih, w_hh, cache)
+    refs = [(y, y_ref), (grads[0], xt.grad), (grads[3], module.weight_ih_l0.grad),
+            (grads[4], module.weight_hh_l0.grad), (grads[5], module.bias_ih_l0.grad)]
+    return max(rel(a, b) for a, b in refs)
+
+
+def _lstm_case(shape: Tuple[int, int, int, int], lstm_pass: str, label: str, more: bool = False) -> Case:
+    t, b, i, h = shape
+    if more:
+        group = GROUP_LSTM_FWD_MORE if lstm_pass == "fwd" else GROUP_LSTM_FWD_BWD_MORE
+    elif b == 1:
+        group = GROUP_LSTM_FWD_B1 if lstm_pass == "fwd" else GROUP_LSTM_FWD_BWD_B1
+    else:
+        group = GROUP_LSTM_FWD if lstm_pass == "fwd" else GROUP_LSTM_FWD_BWD
+    return Case(
+        op="lstm", name=f"T={t} B={b} I={i} H={h}", layout=lstm_pass, group=group, shape=shape,
+        flops=lstm_flops(shape, lstm_pass), nbytes=lstm_bytes(shape, lstm_pass),
+        make_inputs=lambda: make_lstm_inputs(shape, lstm_pass),
+        impls=lstm_impls(shape, lstm_pass),
+        check=lambda inputs: lstm_check(shape, lstm_pass, inputs),
+        label=label,
+    )
+
+
+def lstm_cases(quick: bool = False) -> List[Case]:
+    """float32 single-layer LSTMs (LSTM_SHAPES, then LSTM_SHAPES_MORE; ``quick``: T / 5), each forward
+    then forward+backward."""
+    return [_lstm_case((lstm_quick_t(t) if quick else t, b, i, h), lstm_pass, label, more)
+            for more, shapes in ((False, LSTM_SHAPES), (True, LSTM_SHAPES_MORE))
+            for t, b, i, h, label in shapes for lstm_pass in LSTM_PASSES]
+
+
+register_suite(Suite(
+    name="lstm",
+    description=("float32 one-layer LSTM (T, B, I, H), forward and forward+backward (BPTT), vs torch.nn.LSTM; "
+                 "the batch-1 case and two more shapes summarised on their own (--quick: T / 5)"),
+    cases=lstm_cases,
+    summary_groups=(GROUP_LSTM_FWD, GROUP_LSTM_FWD_BWD, GROUP_LSTM_FWD_B1, GROUP_LSTM_FWD_BWD_B1,
+                    GROUP_LSTM_FWD_MORE, GROUP_LSTM_FWD_BWD_MORE),
+    unavailable=lambda: torch_missing("torch.nn.LSTM"),
+))

@@ -1,0 +1,220 @@
+"""The ``train`` suite: one training epoch of ``deepkern train digits-cnn`` and ``sunspots-lstm`` beside the
+same models in PyTorch, from the same weights over the same batches."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import List, Optional
+
+import numpy as np
+
+from .libraries import installed_torch, torch_missing
+from .registry import Case, Suite, register_suite
+
+#: The recipes of ``deepkern bench --op train`` (names in :data:`deepkern.training.RECIPES`).
+TRAIN_RECIPES = ("digits-cnn", "sunspots-lstm")
+GROUP_TRAIN = "epoch"
+#: Seed of the recipes' data split, shuffling and initial weights.
+TRAIN_SEED = 0
+
+
+def _train_recipe(name: str):
+    """The recipe ``name`` built as ``deepkern train`` builds it (its default batch size, lr, data and
+    optimizer; weights drawn after ``manual_seed(TRAIN_SEED)``), without a progress bar."""
+    from .. import training
+    from ..random import manual_seed
+
+    cls = training.RECIPES[name]
+    cfg = training.TrainConfig(recipe=name, seed=TRAIN_SEED, progress=False)
+    for key, value in cls.defaults.items():
+        setattr(cfg, key, type(value)(value))
+    manual_seed(TRAIN_SEED)
+    recipe = cls(cfg)
+    recipe.build()
+    return recipe
+
+
+def _torch_train_model(torch, name: str, recipe):
+    """The recipe's model rebuilt with torch.nn (same layers, same parameter names), its weights copied
+    from the deepkern model's state_dict so both start equal; with its loss."""
+    nn = torch.nn
+    if name == "digits-cnn":
+        model = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Dropout(0.25), nn.Linear(64 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, 10))
+        loss = nn.CrossEntropyLoss()
+    elif name == "sunspots-lstm":
+        hidden = recipe.models["model"].lstm.hidden_size
+
+        class Sunspots(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lstm = nn.LSTM(1, hidden, batch_first=True)
+                self.head = nn.Linear(hidden, 1)
+
+            def forward(self, x):
+                out, _ = self.lstm(x)
+                return self.head(out[:, -1])
+
+        model, loss = Sunspots(), nn.MSELoss()
+    else:
+        raise ValueError(f"no PyTorch twin for recipe {name!r}; known: {TRAIN_RECIPES}")
+    state = {k: torch.from_numpy(np.array(v.numpy())) for k, v in recipe.models["model"].state_dict().items()}
+    model.load_state_dict(state, strict=True)
+    return model, loss
+
+
+def _train_arrays(recipe):
+    """The recipe's training arrays (inputs, targets) and its DataLoader."""
+    loader = recipe.loader
+    return loader.dataset.arrays, loader
+
+
+def _epoch_order(loader, epoch: int) -> np.ndarray:
+    """The sample order of the deepkern DataLoader's ``epoch`` (the same draw as ``iter(loader)``)."""
+    return np.random.default_rng([loader.seed, epoch]).permutation(len(loader.dataset))
+
+
+class _TrainPair:
+    """One recipe in deepkern and its twin in PyTorch, built once (on the first call: the warm-up).
+
+    Each ``deepkern()`` / ``torch()`` call trains one epoch: the recipe's ``train_epoch`` (its
+    DataLoader, forward, loss, backward, Adam step per batch) and the same loop in PyTorch over the
+    same batches in the same order (the k-th torch epoch visits the samples in the k-th deepkern
+    epoch's order, batches indexed out of the same arrays, torch.optim.Adam with the recipe's lr).
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self.recipe = None
+        self.torch_parts = None
+        self.torch_epoch = 0
+
+    def _build(self):
+        if self.recipe is None:
+            self.recipe = _train_recipe(self.name)
+        return self.recipe
+
+    def deepkern(self):
+        recipe = self._build()
+        return recipe.train_epoch(lambda it, n: it)
+
+    def torch(self):
+        torch = installed_torch()
+        recipe = self._build()
+        if self.torch_parts is None:
+            model, loss_fn = _torch_train_model(torch, self.name, recipe)
+            opt = torch.optim.Adam(model.parameters(), lr=recipe.cfg.lr)
+            self.torch_parts = (model, loss_fn, opt)
+        model, loss_fn, opt = self.torch_parts
+        (xs, ys), loader = _train_arrays(recipe)
+        order = _epoch_order(loader, self.torch_epoch)
+        self.torch_epoch += 1
+        model.train()
+        total, count, bs = 0.0, 0, loader.batch_size
+        for start in range(0, len(order), bs):
+            idx = order[start:start + bs]
+            x, y = torch.from_numpy(xs[idx]), torch.from_numpy(ys[idx])
+            opt.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(y)
+            count += len(y)
+        return {"train_loss": total / count}
+
+
+def train_check(name: str) -> float:
+    """Relative difference of deepkern's and PyTorch's losses on one batch (the recipe's first, dropout
+    off) from the same weights: before a step, and after one Adam step on that batch (the larger of the
+    two). float32 rounding gives ~1e-6."""
+    from ..tensor import Tensor
+
+    torch = installed_torch()
+    if torch is None:
+        raise RuntimeError("train_check needs PyTorch")
+    recipe = _train_recipe(name)
+    model, loss_fn = recipe.models["model"], recipe.loss
+    opt = recipe.optimizers["model"]
+    t_model, t_loss_fn = _torch_train_model(torch, name, recipe)
+    t_opt = torch.optim.Adam(t_model.parameters(), lr=recipe.cfg.lr)
+    (xs, ys), loader = _train_arrays(recipe)
+    idx = _epoch_order(loader, 0)[:loader.batch_size]
+    x, y = xs[idx], ys[idx]
+    model.eval()
+    t_model.eval()
+    errs = []
+    for step in range(2):
+        opt.zero_grad()
+        loss = loss_fn(model(Tensor(x)), Tensor(y))
+        t_opt.zero_grad()
+        t_loss = t_loss_fn(t_model(torch.from_numpy(x)), torch.from_numpy(y))
+        errs.append(abs(loss.item() - t_loss.item()) / max(abs(t_loss.item()), 1e-12))
+        if step == 0:
+            loss.backward()
+            opt.step()
+            t_loss.backward()
+            t_opt.step()
+    return max(errs)
+
+
+def train_flops(name: str, recipe) -> float:
+    """An estimate of one epoch's FLOP: the multiply-adds of the convolutions, the LSTM's two GEMMs per
+    step and the linear layers, forward counted once and the backward twice (grad input and grad
+    weight); pointwise ops, pooling, the loss and the optimizer are left out."""
+    (xs, _), _ = _train_arrays(recipe)
+    if name == "digits-cnn":  # 8x8 images: conv 1->32 and 32->64 3x3, 2x2 pool, linear 1024->128->10
+        hw = xs.shape[2] * xs.shape[3]
+        fwd = 2 * (hw * 32 * 1 * 9 + hw * 64 * 32 * 9 + (hw // 4) * 64 * 128 + 128 * 10)
+    elif name == "sunspots-lstm":  # T steps of I inputs, hidden H; linear H->1
+        t, i = xs.shape[1], xs.shape[2]
+        h = recipe.models["model"].lstm.hidden_size
+        fwd = 2 * (t * 4 * h * (i + h) + h)
+    else:
+        raise ValueError(f"train_flops: unknown recipe {name!r}")
+    return 3.0 * fwd * len(xs)
+
+
+def _train_case(name: str) -> Case:
+    pair = _TrainPair(name)
+    recipe = pair._build()  # the data and the model, drawn once with fixed seeds
+    samples = len(recipe.loader.dataset)
+    return Case(
+        op="train", name=name, layout=f"batch {recipe.cfg.batch_size}", group=GROUP_TRAIN, shape=(samples,),
+        flops=train_flops(name, recipe), nbytes=0.0,
+        make_inputs=lambda: [()],
+        impls={"deepkern": pair.deepkern, "torch": pair.torch},
+        check=lambda inputs: train_check(name),
+        label=f"one epoch of deepkern train {name}: {samples} samples, Adam lr {recipe.cfg.lr}",
+    )
+
+
+def train_cases(quick: bool = False) -> List[Case]:
+    """One case per recipe of TRAIN_RECIPES: one training epoch (``quick`` changes only the repeats)."""
+    return [_train_case(name) for name in TRAIN_RECIPES]
+
+
+def _train_unavailable() -> Optional[str]:
+    reason = torch_missing("the same models in torch.nn, trained with torch.optim.Adam")
+    if reason:
+        return reason
+    missing = [name for name in ("sklearn", "statsmodels") if importlib.util.find_spec(name) is None]
+    if missing:
+        return (f"the recipes' data ship with scikit-learn and statsmodels; missing: {', '.join(missing)} "
+                '(pip install ".[train]")')
+    return None
+
+
+register_suite(Suite(
+    name="train",
+    description=("seconds per training epoch (forward, loss, backward, Adam step over the training set, the "
+                 "recipe's batch size and data order) of `deepkern train digits-cnn` and `sunspots-lstm` vs the "
+                 "same models in torch.nn/torch.optim from the same weights; the table's 'ms' is ms per epoch "
+                 "and xtorch = torch epoch / deepkern epoch (> 1: deepkern trains faster); GFLOP/s from an "
+                 "estimate of the epoch's conv/LSTM/linear FLOP (deepkern.bench.train.train_flops), %peak/%roof "
+                 "against the FMA peak"),
+    cases=train_cases,
+    summary_groups=(GROUP_TRAIN,),
+    unavailable=_train_unavailable,
+))
