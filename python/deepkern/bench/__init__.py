@@ -21,7 +21,7 @@ How the numbers are taken (and why):
 The modules: :mod:`.timing`, :mod:`.libraries`, :mod:`.peak` (the machine's ceilings),
 :mod:`.machine` (the context of a result), :mod:`.registry` (cases and suites), :mod:`.runner`,
 :mod:`.report` (table, geomeans, JSON), and one module per op family (:mod:`.gemm`, :mod:`.conv`,
-:mod:`.pool`, :mod:`.lstm`, :mod:`.optim`, :mod:`.train`) that registers its suite when imported:
+:mod:`.pool`, :mod:`.lstm`, :mod:`.optim`, :mod:`.train`, :mod:`.activation`) that registers its suite when imported:
 ``deepkern bench --op NAME`` runs one, and bench/test_suites.py times them all.
 """
 
@@ -35,7 +35,7 @@ from .runner import ROUNDS, run_suite
 from .timing import Timing, time_fn
 
 # Each op family's module registers its suite when imported (in this order in the registry).
-from . import gemm, conv, pool, lstm, optim, train  # noqa: F401
+from . import gemm, conv, pool, lstm, optim, train, activation  # noqa: F401
 
 __all__ = [
     "SUITES", "Case", "Suite", "get_suite", "register_suite", "run_suite", "ROUNDS",
