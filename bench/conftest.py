@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 import time
 
-import pytest
-
 import deepkern
+import pytest
 from deepkern import bench
 from deepkern.bench.libraries import idle_pause_s
 

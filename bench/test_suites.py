@@ -19,7 +19,6 @@ import itertools
 import os
 
 import pytest
-
 from deepkern import bench
 from deepkern.bench.libraries import backends, get_backend
 from deepkern.bench.registry import CHECK_TOLERANCE
@@ -40,11 +39,18 @@ def _params() -> list:
     for suite in bench.SUITES.values():
         reason = suite.unavailable()
         if reason:
-            params.append(pytest.param(None, None, id=f"{suite.name}-unavailable",
-                                       marks=pytest.mark.skip(reason=f"{suite.name}: {reason}")))
+            params.append(
+                pytest.param(
+                    None, None, id=f"{suite.name}-unavailable", marks=pytest.mark.skip(reason=f"{suite.name}: {reason}")
+                )
+            )
             continue
-        params += [pytest.param(case, library, id=_case_id(case, library))
-                   for case in suite.cases(QUICK) for library in libraries if library in case.impls]
+        params += [
+            pytest.param(case, library, id=_case_id(case, library))
+            for case in suite.cases(QUICK)
+            for library in libraries
+            if library in case.impls
+        ]
     return params
 
 
@@ -86,6 +92,13 @@ def test_suite(benchmark, bench_threads, case, library):
     by_bytes = case.metric == "bytes"
     work = case.nbytes if by_bytes else case.flops
     benchmark.group = f"{case.op} {case.name} {case.layout} threads={bench_threads}"
-    benchmark.extra_info.update({"library": library, "threads": bench_threads, "bytes" if by_bytes else "flops": work,
-                                 "copies": len(sets), "label": case.label})
+    benchmark.extra_info.update(
+        {
+            "library": library,
+            "threads": bench_threads,
+            "bytes" if by_bytes else "flops": work,
+            "copies": len(sets),
+            "label": case.label,
+        }
+    )
     _run_rounds(benchmark, case.impls[library], sets, work / 1e9, "gbps" if by_bytes else "gflops")

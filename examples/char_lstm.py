@@ -1,11 +1,10 @@
 """A character-level LSTM language model on the Python documentation's help topics (in the standard library).
 
-    python examples/char_lstm.py         # a few minutes on 2 cores; prints generated text
+python examples/char_lstm.py         # a few minutes on 2 cores; prints generated text
 """
 
-import numpy as np
-
 import deepkern as dk
+import numpy as np
 from deepkern import nn, optim
 from deepkern.data import DataLoader, char_corpus
 

@@ -1,6 +1,6 @@
 """Train a small CNN on scikit-learn's 8x8 handwritten digits with deepkern (pip install "deepkern[train]").
 
-    python examples/digits_cnn.py        # ~98% test accuracy in well under a minute on 2 cores
+python examples/digits_cnn.py        # ~98% test accuracy in well under a minute on 2 cores
 """
 
 import deepkern as dk
@@ -12,9 +12,15 @@ train_set, test_set = digits(train=True), digits(train=False)
 loader = DataLoader(train_set, batch_size=32, shuffle=True, seed=0)
 
 model = nn.Sequential(
-    nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
-    nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),      # 64 x 4 x 4
-    nn.Flatten(), nn.Linear(64 * 16, 128), nn.ReLU(), nn.Linear(128, 10),
+    nn.Conv2d(1, 32, 3, padding=1),
+    nn.ReLU(),
+    nn.Conv2d(32, 64, 3, padding=1),
+    nn.ReLU(),
+    nn.MaxPool2d(2),  # 64 x 4 x 4
+    nn.Flatten(),
+    nn.Linear(64 * 16, 128),
+    nn.ReLU(),
+    nn.Linear(128, 10),
 )
 opt = optim.Adam(model.parameters(), lr=2e-3)
 loss_fn = nn.CrossEntropyLoss()
@@ -32,4 +38,4 @@ for epoch in range(10):
         accuracy = (model(images).argmax(1) == labels).numpy().mean()
     print(f"epoch {epoch + 1}: last batch loss {loss.item():.3f}, test accuracy {accuracy:.3f}")
 
-dk.save(model.state_dict(), "digits_cnn.safetensors")   # model.load_state_dict(dk.load(...)) restores it
+dk.save(model.state_dict(), "digits_cnn.safetensors")  # model.load_state_dict(dk.load(...)) restores it

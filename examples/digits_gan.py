@@ -1,27 +1,27 @@
 """A small GAN that learns to draw 8x8 digits; writes a grid of samples to digits_gan.png (matplotlib).
 
-    python examples/digits_gan.py
+python examples/digits_gan.py
 """
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import numpy as np
-
 import deepkern as dk
+import matplotlib.pyplot as plt
 from deepkern import nn, optim
 from deepkern.data import DataLoader, TensorDataset, digits
 
 dk.manual_seed(0)
-images = digits(train=True).arrays[0].reshape(-1, 64) * 2 - 1          # pixels in [-1, 1]
+images = digits(train=True).arrays[0].reshape(-1, 64) * 2 - 1  # pixels in [-1, 1]
 loader = DataLoader(TensorDataset(images), batch_size=64, shuffle=True, drop_last=True, seed=0)
 
 latent = 32
-G = nn.Sequential(nn.Linear(latent, 128), nn.LeakyReLU(0.2), nn.Linear(128, 256), nn.LeakyReLU(0.2),
-                  nn.Linear(256, 64), nn.Tanh())
-D = nn.Sequential(nn.Linear(64, 256), nn.LeakyReLU(0.2), nn.Dropout(0.3), nn.Linear(256, 128),
-                  nn.LeakyReLU(0.2), nn.Linear(128, 1))
+G = nn.Sequential(
+    nn.Linear(latent, 128), nn.LeakyReLU(0.2), nn.Linear(128, 256), nn.LeakyReLU(0.2), nn.Linear(256, 64), nn.Tanh()
+)
+D = nn.Sequential(
+    nn.Linear(64, 256), nn.LeakyReLU(0.2), nn.Dropout(0.3), nn.Linear(256, 128), nn.LeakyReLU(0.2), nn.Linear(128, 1)
+)
 opt_g = optim.Adam(G.parameters(), lr=1e-3, betas=(0.5, 0.999))
 opt_d = optim.Adam(D.parameters(), lr=1e-3, betas=(0.5, 0.999))
 bce = nn.BCEWithLogitsLoss()
@@ -30,11 +30,11 @@ for epoch in range(150):
     for (real,) in loader:
         n = len(real)
         fake = G(dk.randn(n, latent))
-        opt_d.zero_grad()                 # D: real -> 0.9 (label smoothing), fake -> 0
+        opt_d.zero_grad()  # D: real -> 0.9 (label smoothing), fake -> 0
         d_loss = bce(D(real), dk.full((n, 1), 0.9)) + bce(D(fake.detach()), dk.zeros(n, 1))
         d_loss.backward()
         opt_d.step()
-        opt_g.zero_grad()                 # G: make D call the fakes real
+        opt_g.zero_grad()  # G: make D call the fakes real
         g_loss = bce(D(fake), dk.ones(n, 1))
         g_loss.backward()
         opt_g.step()

@@ -1,6 +1,6 @@
 """Forecast next year's sunspot number from the previous 20 years with an LSTM (statsmodels' series).
 
-    python examples/sunspots_lstm.py     # compares the test MSE with the persistence baseline
+python examples/sunspots_lstm.py     # compares the test MSE with the persistence baseline
 """
 
 import deepkern as dk
@@ -14,19 +14,19 @@ class Forecaster(nn.Module):
         self.lstm = nn.LSTM(input_size=1, hidden_size=hidden, batch_first=True)
         self.head = nn.Linear(hidden, 1)
 
-    def forward(self, x):                 # x: (batch, 20 years, 1), normalised
+    def forward(self, x):  # x: (batch, 20 years, 1), normalised
         out, (h_n, c_n) = self.lstm(x)
-        return self.head(out[:, -1])      # the next year
+        return self.head(out[:, -1])  # the next year
 
 
 dk.manual_seed(0)
-series = sunspots(window=20)              # chronological split; normalised with training statistics
+series = sunspots(window=20)  # chronological split; normalised with training statistics
 loader = DataLoader(series.train, batch_size=16, shuffle=True, seed=0)
 model = Forecaster()
 opt = optim.Adam(model.parameters(), lr=5e-3)
 mse = nn.MSELoss()
 
-for epoch in range(60):
+for _epoch in range(60):
     model.train()
     for x, y in loader:
         opt.zero_grad()

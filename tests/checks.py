@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import re
 
+import deepkern
 import numpy as np
 import pytest
 
-import deepkern
 from conftest import to_host
 from reference import rel_error
 
@@ -33,8 +33,10 @@ def check(got, ref, dtype, what="", floor=0.0, tol=None):
     if not err < tol:
         diff = np.abs(got.astype(np.float64) - ref)
         worst = np.unravel_index(int(np.argmax(diff)), diff.shape)
-        raise AssertionError(f"{what}: relative error {err:.3g} >= {tol:g}; worst at index {tuple(map(int, worst))}: "
-                             f"got {got[worst]!r}, expected {ref[worst]!r}")
+        raise AssertionError(
+            f"{what}: relative error {err:.3g} >= {tol:g}; worst at index {tuple(map(int, worst))}: "
+            f"got {got[worst]!r}, expected {ref[worst]!r}"
+        )
 
 
 def rand(rng, shape, dtype):
@@ -112,5 +114,6 @@ def gradcheck(fn, *inputs, eps=1e-6, tol=1e-6, rng=None):
             numeric.reshape(-1)[i] = (up - down) / (2 * eps)
         analytic = np.zeros(t.shape) if t.grad is None else t.grad.cpu().numpy()
         err = np.linalg.norm(analytic - numeric) / max(np.linalg.norm(numeric), 1e-12)
-        assert err < tol, f"input {k} (shape {t.shape}): gradient relative error {err:.3g}\n" \
-                          f"analytic {analytic}\nnumeric {numeric}"
+        assert err < tol, (
+            f"input {k} (shape {t.shape}): gradient relative error {err:.3g}\nanalytic {analytic}\nnumeric {numeric}"
+        )

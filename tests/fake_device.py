@@ -9,7 +9,6 @@ backend therefore mixes devices, which the ops refuse.
 from __future__ import annotations
 
 import numpy as np
-
 from deepkern.backends import KERNELS, Backend
 from deepkern.backends.cpu import CPUBackend
 
@@ -65,8 +64,12 @@ class FakeBackend(Backend):
 
         def run(*args):
             self.calls.append(name)
-            arrays = [a for arg in args for a in (arg if isinstance(arg, list) else [arg])
-                      if isinstance(a, np.ndarray) and a.dtype.kind == "f"]
+            arrays = [
+                a
+                for arg in args
+                for a in (arg if isinstance(arg, list) else [arg])
+                if isinstance(a, np.ndarray) and a.dtype.kind == "f"
+            ]
             strays = [a.shape for a in arrays if not isinstance(a, FakeArray)]
             assert not strays, f"{name} got host arrays of shapes {strays} beside fake-device ones"
             cpu_kernel(*[_as_host(arg) for arg in args])

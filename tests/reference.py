@@ -129,8 +129,7 @@ def conv2d_out_size(in_hw, kernel, stride, padding, dilation):
     stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
     pads = conv2d_pads(padding, kernel, dilation)
     return tuple(
-        (n + lo + hi - d * (k - 1) - 1) // s + 1
-        for n, (lo, hi), k, s, d in zip(in_hw, pads, kernel, stride, dilation)
+        (n + lo + hi - d * (k - 1) - 1) // s + 1 for n, (lo, hi), k, s, d in zip(in_hw, pads, kernel, stride, dilation)
     )
 
 
@@ -164,22 +163,24 @@ def conv2d_ref(x, w, b=None, stride=1, padding=0, dilation=1, groups=1) -> np.nd
     n, c, h, wd = x64.shape
     k, cg, r, s = w64.shape
     (sh, sw), (dh, dw), ((pt, pb), (pl, pr)), (p, q) = _conv2d_geometry(
-        x64.shape, w64.shape, stride, padding, dilation, groups)
+        x64.shape, w64.shape, stride, padding, dilation, groups
+    )
     xpad = np.zeros((n, c, h + pt + pb, wd + pl + pr))
-    xpad[:, :, pt:pt + h, pl:pl + wd] = x64
+    xpad[:, :, pt : pt + h, pl : pl + wd] = x64
     kg = k // groups
     out = np.zeros((n, k, p, q))
     for g in range(groups):
-        xg = xpad[:, g * cg:(g + 1) * cg]
-        wg = w64[g * kg:(g + 1) * kg]
+        xg = xpad[:, g * cg : (g + 1) * cg]
+        wg = w64[g * kg : (g + 1) * kg]
         for i in range(r):
             rows = _tap_index(i, p, sh, dh)
             for j in range(s):
                 cols = _tap_index(j, q, sw, dw)
-                patch = xg[:, :, rows[:, None], cols[None, :]]            # (N, Cg, P, Q)
+                patch = xg[:, :, rows[:, None], cols[None, :]]  # (N, Cg, P, Q)
                 # sum over the group's input channels: (Kg, Cg) @ (N, Cg, P*Q) -> (N, Kg, P*Q)
-                out[:, g * kg:(g + 1) * kg] += np.matmul(wg[:, :, i, j], patch.reshape(n, cg, p * q)).reshape(
-                    n, kg, p, q)
+                out[:, g * kg : (g + 1) * kg] += np.matmul(wg[:, :, i, j], patch.reshape(n, cg, p * q)).reshape(
+                    n, kg, p, q
+                )
     if b is not None:
         out += _f64(b)[None, :, None, None]
     return out[0] if unbatched else out
@@ -199,30 +200,32 @@ def conv2d_backward_ref(grad_out, x, w, stride=1, padding=0, dilation=1, groups=
     n, c, h, wd = x64.shape
     k, cg, r, s = w64.shape
     (sh, sw), (dh, dw), ((pt, pb), (pl, pr)), (p, q) = _conv2d_geometry(
-        x64.shape, w64.shape, stride, padding, dilation, groups)
+        x64.shape, w64.shape, stride, padding, dilation, groups
+    )
     assert g64.shape == (n, k, p, q), f"grad_out {g64.shape} != output {(n, k, p, q)}"
     xpad = np.zeros((n, c, h + pt + pb, wd + pl + pr))
-    xpad[:, :, pt:pt + h, pl:pl + wd] = x64
+    xpad[:, :, pt : pt + h, pl : pl + wd] = x64
     gxpad = np.zeros_like(xpad)
     gw = np.zeros_like(w64)
     kg = k // groups
     for g in range(groups):
-        xg = xpad[:, g * cg:(g + 1) * cg]
-        gog = g64[:, g * kg:(g + 1) * kg].reshape(n, kg, p * q)
-        wg = w64[g * kg:(g + 1) * kg]
+        xg = xpad[:, g * cg : (g + 1) * cg]
+        gog = g64[:, g * kg : (g + 1) * kg].reshape(n, kg, p * q)
+        wg = w64[g * kg : (g + 1) * kg]
         for i in range(r):
             rows = _tap_index(i, p, sh, dh)
             for j in range(s):
                 cols = _tap_index(j, q, sw, dw)
                 # One tap reads each padded-input position at most once, so += on the fancy index is safe.
-                contrib = np.matmul(wg[:, :, i, j].T, gog).reshape(n, cg, p, q)   # (N, Cg, P, Q)
-                gxpad[:, g * cg:(g + 1) * cg, rows[:, None], cols[None, :]] += contrib
+                contrib = np.matmul(wg[:, :, i, j].T, gog).reshape(n, cg, p, q)  # (N, Cg, P, Q)
+                gxpad[:, g * cg : (g + 1) * cg, rows[:, None], cols[None, :]] += contrib
                 patch = xg[:, :, rows[:, None], cols[None, :]].reshape(n, cg, p * q)
                 # sum over N and P*Q: sum_n (Kg, PQ) @ (PQ, Cg)
-                gw[g * kg:(g + 1) * kg, :, i, j] = np.matmul(gog, patch.transpose(0, 2, 1)).sum(axis=0)
-    gx = gxpad[:, :, pt:pt + h, pl:pl + wd]
+                gw[g * kg : (g + 1) * kg, :, i, j] = np.matmul(gog, patch.transpose(0, 2, 1)).sum(axis=0)
+    gx = gxpad[:, :, pt : pt + h, pl : pl + wd]
     gb = g64.sum(axis=(0, 2, 3))
     return (gx[0] if unbatched else gx), gw, gb
+
 
 # ---- pooling (NCHW or CHW; PyTorch's torch.nn.functional semantics) -----------------------------
 
@@ -249,8 +252,7 @@ def _pool_windows(shape, kernel_size, stride, padding, dilation, ceil_mode):
     h, w = shape[-2:]
     oh = pool_output_size_ref(h, kh, sh, ph, dh, ceil_mode)
     ow = pool_output_size_ref(w, kw, sw, pw, dw, ceil_mode)
-    taps = [(np.arange(oh) * sh - ph + i * dh, np.arange(ow) * sw - pw + j * dw)
-            for i in range(kh) for j in range(kw)]
+    taps = [(np.arange(oh) * sh - ph + i * dh, np.arange(ow) * sw - pw + j * dw) for i in range(kh) for j in range(kw)]
     return taps, (oh, ow)
 
 
@@ -278,8 +280,9 @@ def max_pool2d_ref(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return out, idx
 
 
-def avg_pool2d_ref(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-                   divisor_override=None):
+def avg_pool2d_ref(
+    x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+):
     """The sum of each window's in-bounds taps over the divisor: divisor_override, else the
     window clipped to the padded input (count_include_pad) or to the input."""
     x64 = _f64(x)
@@ -288,8 +291,9 @@ def avg_pool2d_ref(x, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     for rows, cols in taps:
         v, valid, _ = _gather_tap(x64, rows, cols)
         total += np.where(valid, v, 0.0)
-    return total / _avg_divisor(x64.shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                                divisor_override, (oh, ow))
+    return total / _avg_divisor(
+        x64.shape, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, (oh, ow)
+    )
 
 
 def _avg_divisor(shape, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, out_hw):
@@ -337,13 +341,22 @@ def max_pool2d_backward_ref(grad_out, x_shape, indices) -> np.ndarray:
     return gx.reshape(x_shape)
 
 
-def avg_pool2d_backward_ref(grad_out, x_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
-                            count_include_pad=True, divisor_override=None) -> np.ndarray:
+def avg_pool2d_backward_ref(
+    grad_out,
+    x_shape,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode=False,
+    count_include_pad=True,
+    divisor_override=None,
+) -> np.ndarray:
     """Each grad_out element divided by its window's divisor and added to the window's in-bounds
     taps (the transpose of avg_pool2d_ref)."""
     taps, out_hw = _pool_windows(x_shape, kernel_size, stride, padding, 1, ceil_mode)
-    share = _f64(grad_out) / _avg_divisor(x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                                          divisor_override, out_hw)
+    share = _f64(grad_out) / _avg_divisor(
+        x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, out_hw
+    )
     h, w = x_shape[-2:]
     gx = np.zeros(tuple(x_shape[:-2]) + (h * w,))
     for rows, cols in taps:
@@ -385,7 +398,7 @@ def _lstm_gates(x64, h64, w_ih, w_hh, b_ih, b_hh):
     if b_hh is not None:
         pre = pre + _f64(b_hh)
     hid = pre.shape[1] // 4
-    i, f, g, o = (pre[:, k * hid:(k + 1) * hid] for k in range(4))
+    i, f, g, o = (pre[:, k * hid : (k + 1) * hid] for k in range(4))
     return _sigmoid(i), _sigmoid(f), np.tanh(g), _sigmoid(o)
 
 
@@ -440,10 +453,9 @@ def lstm_cell_backward_ref(grad_h_next, grad_c_next, x, h, c, w_ih, w_hh, b_ih=N
     gh = np.zeros_like(c_next) if grad_h_next is None else _f64(grad_h_next)
     gc = np.zeros_like(c_next) if grad_c_next is None else _f64(grad_c_next)
     dc = gc + gh * o * (1.0 - tc * tc)
-    da = np.concatenate([dc * g * i * (1.0 - i),
-                         dc * c64 * f * (1.0 - f),
-                         dc * i * (1.0 - g * g),
-                         gh * tc * o * (1.0 - o)], axis=1)
+    da = np.concatenate(
+        [dc * g * i * (1.0 - i), dc * c64 * f * (1.0 - f), dc * i * (1.0 - g * g), gh * tc * o * (1.0 - o)], axis=1
+    )
     w_ih64, w_hh64 = _f64(w_ih), _f64(w_hh)
     gb = da.sum(axis=0)
     return da @ w_ih64, da @ w_hh64, dc * f, da.T @ x64, da.T @ h64, gb, gb.copy()
@@ -481,8 +493,19 @@ def lstm_backward_ref(grad_y, grad_h_T, grad_c_T, x, h0, c0, w_ih, w_hh, b_ih=No
 # ---- optimizer steps (torch.optim's SGD, Adam/AdamW, RMSprop; one step, new arrays returned) ------
 
 
-def sgd_step_ref(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False, maximize=False, first_step=False):
+def sgd_step_ref(
+    param,
+    grad,
+    momentum_buffer=None,
+    *,
+    lr,
+    momentum=0.0,
+    dampening=0.0,
+    weight_decay=0.0,
+    nesterov=False,
+    maximize=False,
+    first_step=False,
+):
     """``(param, momentum_buffer)`` after one torch.optim.SGD step, in float64 (the buffer is None
     without momentum; ``first_step``: torch's buffer is None, so it becomes the gradient)."""
     p, g = _f64(param), _f64(grad)
@@ -496,8 +519,22 @@ def sgd_step_ref(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampeni
     return p - lr * g, buf
 
 
-def adam_step_ref(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
-                  weight_decay=0.0, amsgrad=False, max_exp_avg_sq=None, maximize=False, decoupled_weight_decay=False):
+def adam_step_ref(
+    param,
+    grad,
+    exp_avg,
+    exp_avg_sq,
+    *,
+    step,
+    lr=1e-3,
+    betas=(0.9, 0.999),
+    eps=1e-8,
+    weight_decay=0.0,
+    amsgrad=False,
+    max_exp_avg_sq=None,
+    maximize=False,
+    decoupled_weight_decay=False,
+):
     """``(param, exp_avg, exp_avg_sq, max_exp_avg_sq)`` after one torch.optim.Adam step (AdamW with
     ``decoupled_weight_decay``), in float64; ``step`` counts this step. max_exp_avg_sq is None
     without amsgrad."""
@@ -512,12 +549,25 @@ def adam_step_ref(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9
     m = beta1 * _f64(exp_avg) + (1 - beta1) * g
     v = beta2 * _f64(exp_avg_sq) + (1 - beta2) * g * g
     vmax = np.maximum(_f64(max_exp_avg_sq), v) if amsgrad else None
-    denom = np.sqrt(vmax if amsgrad else v) / np.sqrt(1 - beta2 ** step) + eps
-    return p - lr / (1 - beta1 ** step) * m / denom, m, v, vmax
+    denom = np.sqrt(vmax if amsgrad else v) / np.sqrt(1 - beta2**step) + eps
+    return p - lr / (1 - beta1**step) * m / denom, m, v, vmax
 
 
-def rmsprop_step_ref(param, grad, square_avg, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                     centered=False, momentum_buffer=None, grad_avg=None, maximize=False):
+def rmsprop_step_ref(
+    param,
+    grad,
+    square_avg,
+    *,
+    lr=1e-2,
+    alpha=0.99,
+    eps=1e-8,
+    weight_decay=0.0,
+    momentum=0.0,
+    centered=False,
+    momentum_buffer=None,
+    grad_avg=None,
+    maximize=False,
+):
     """``(param, square_avg, momentum_buffer, grad_avg)`` after one torch.optim.RMSprop step, in
     float64 (a state the options do not use is None)."""
     p, g = _f64(param), _f64(grad)
@@ -571,7 +621,7 @@ def gelu_ref(x, approximate: str = "none") -> np.ndarray:
     v = _f64(x)
     with np.errstate(invalid="ignore", over="ignore"):  # -inf * 0 = NaN, as PyTorch
         if approximate == "tanh":
-            return v * _sigmoid(_GELU_W1 * (v + _GELU_KAPPA * v ** 3))
+            return v * _sigmoid(_GELU_W1 * (v + _GELU_KAPPA * v**3))
         return v * _normal_cdf(v)
 
 
@@ -582,7 +632,7 @@ def gelu_backward_ref(grad, x, approximate: str = "none") -> np.ndarray:
     v = _f64(x)
     with np.errstate(invalid="ignore", over="ignore"):  # +-inf * 0 = NaN, as PyTorch
         if approximate == "tanh":
-            s = np.exp(-np.abs(_GELU_W1 * (v + _GELU_KAPPA * v ** 3)))
+            s = np.exp(-np.abs(_GELU_W1 * (v + _GELU_KAPPA * v**3)))
             m = _GELU_W1 * v * (1.0 + 3.0 * _GELU_KAPPA * v * v)
             d = np.where(v < 0, s * (1.0 + s + m), 1.0 + s + s * m) / (1.0 + s) ** 2
         else:

@@ -27,7 +27,7 @@ def sigmoid_ref(x):
 def gelu_ref(x, approximate="none"):
     x = _f64(x)
     if approximate == "tanh":
-        return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+        return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
     return 0.5 * x * (1 + _erf(x / math.sqrt(2)))
 
 
@@ -41,8 +41,7 @@ def log_softmax_ref(x, dim):
     return np.log(softmax_ref(x, dim))
 
 
-def batch_norm_ref(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
-                   eps=1e-5):
+def batch_norm_ref(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
     """``(out, new_running_mean, new_running_var)`` of PyTorch's batch norm in float64 (the
     running values are returned unchanged when not training or when None)."""
     x = _f64(x)

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import math
 
+import deepkern
 import numpy as np
 import pytest
-
-import deepkern
 from deepkern.ops import gelu, gelu_backward, relu, relu_backward
 
 from checks import raises_naming
@@ -75,8 +74,30 @@ def _values(rng, n: int, dtype) -> np.ndarray:
         rng.choice(GELU_GRAD_ZEROS, n) + rng.uniform(-0.3, 0.3, n) * 10.0 ** rng.uniform(-7, 0, n),
     ]
     x = np.stack(parts, axis=1)[np.arange(n), rng.integers(0, 4, n)]
-    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1e-39, -3e-39, 3e38, -3e38,
-                         -14.3, -13.5, -10.7, -15.0, 15.0, -16.0, 16.0, 1e19, -1e19])
+    specials = np.array(
+        [
+            0.0,
+            -0.0,
+            np.inf,
+            -np.inf,
+            np.nan,
+            1e-45,
+            -1e-45,
+            1e-39,
+            -3e-39,
+            3e38,
+            -3e38,
+            -14.3,
+            -13.5,
+            -10.7,
+            -15.0,
+            15.0,
+            -16.0,
+            16.0,
+            1e19,
+            -1e19,
+        ]
+    )
     pick = rng.random(n) < 1 / 30
     x[pick] = rng.choice(specials, int(pick.sum()))
     return x.astype(dtype)
@@ -106,7 +127,7 @@ def _f64_tolerance(op: str, grad, x, ref) -> np.ndarray:
     v = x.astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         scale = np.abs(ref)
-        w = 2.0 * math.sqrt(2.0 / math.pi) * (v + 0.044715 * v ** 3)
+        w = 2.0 * math.sqrt(2.0 / math.pi) * (v + 0.044715 * v**3)
         if op == "gelu_backward":
             scale = np.maximum(scale, np.abs(grad * v * np.exp(-0.5 * v * v)) / math.sqrt(2 * math.pi))
         if op == "gelu_tanh_backward":
@@ -124,8 +145,10 @@ def _check(op: str, got: np.ndarray, grad, x, what: str = ""):
     nan_got, nan_ref = np.isnan(got), np.isnan(ref)
     if np.any(nan_got != nan_ref):
         i = np.flatnonzero((nan_got != nan_ref).ravel())[0]
-        raise AssertionError(f"{what}: NaN mismatch at flat index {i}: x={x.ravel()[i]!r} got "
-                             f"{got.ravel()[i]!r}, expected {ref.ravel()[i]!r}")
+        raise AssertionError(
+            f"{what}: NaN mismatch at flat index {i}: x={x.ravel()[i]!r} got "
+            f"{got.ravel()[i]!r}, expected {ref.ravel()[i]!r}"
+        )
     if op.startswith("relu"):
         expected = ref.astype(x.dtype)
         same = (got == expected) | nan_got
@@ -142,10 +165,12 @@ def _check(op: str, got: np.ndarray, grad, x, what: str = ""):
             bad = ~ok & ~(err <= _f64_tolerance(op, grad, x, ref)) & ~(got == ref)
     if bad.any():
         i = int(np.argmax(np.where(bad, err, -1)))
-        raise AssertionError(f"{what}: {int(bad.sum())} elements off, worst x={x.ravel()[i]!r} "
-                             f"(grad {None if grad is None else grad.ravel()[i]!r}): got {got.ravel()[i]!r}, "
-                             f"expected {ref.ravel()[i]!r} (error {err.ravel()[i]:.3g}"
-                             f"{' ulp' if x.dtype == F32 else ''})")
+        raise AssertionError(
+            f"{what}: {int(bad.sum())} elements off, worst x={x.ravel()[i]!r} "
+            f"(grad {None if grad is None else grad.ravel()[i]!r}): got {got.ravel()[i]!r}, "
+            f"expected {ref.ravel()[i]!r} (error {err.ravel()[i]:.3g}"
+            f"{' ulp' if x.dtype == F32 else ''})"
+        )
 
 
 # ---- results against the references ---------------------------------------------------------------
@@ -172,8 +197,9 @@ def test_every_float_near_the_hard_places(op, dtype, isa):
     """Dense runs of consecutive floats where the float32 GELUs are hardest: results turning
     subnormal, the zeros of gelu', the tanh form's tail, and small |x|."""
     starts = [-14.4, -13.3, -10.8, -10.3, *GELU_GRAD_ZEROS, -1e-3, 0.0]
-    x = np.concatenate([np.float32(s) + np.arange(-3000, 3000, dtype=np.float32) * np.spacing(np.float32(s))
-                        for s in starts]).astype(dtype)
+    x = np.concatenate(
+        [np.float32(s) + np.arange(-3000, 3000, dtype=np.float32) * np.spacing(np.float32(s)) for s in starts]
+    ).astype(dtype)
     grad = np.ones_like(x) if op in BACKWARD else None
     _check(op, _run(op, grad, x), grad, x, f"{op} {dtype} {isa}")
 
@@ -182,8 +208,15 @@ def test_tails_are_accurate_in_float32():
     """Where 0.5 x (1 + erf(x / sqrt 2)) has no correct digit, gelu is still within a few ulp
     (float64: correctly rounded to float32): values from mpmath."""
     x = np.array([-5.0, -8.0, -10.0, -12.0, -13.5], np.float32)
-    exact = np.array([-1.4332578593959695e-06, -4.976768459417427e-15, -7.619853024160526e-23,
-                      -2.1317785344932147e-32, -1.0555389862638154e-40])
+    exact = np.array(
+        [
+            -1.4332578593959695e-06,
+            -4.976768459417427e-15,
+            -7.619853024160526e-23,
+            -2.1317785344932147e-32,
+            -1.0555389862638154e-40,
+        ]
+    )
     assert np.all(_ulp_errors(gelu(x), exact) <= ULP_BOUND)
     assert np.all(_ulp_errors(gelu(x.astype(np.float64)).astype(np.float32), exact) <= 0.5)
 
@@ -192,14 +225,46 @@ def test_float64_matches_mpmath():
     """float64 results against mpmath (40 digits), deep tails included: within 1e-15 relative."""
     x = np.array([-30.0, -12.0, -5.0, -0.5, 0.0, 0.3, 2.0, 9.0])
     exact = {
-        "gelu": [-1.472014178144456e-196, -2.1317785344932147e-32, -1.4332578593959695e-06,
-                 -0.15426876936299344, 0.0, 0.1853734266566858, 1.9544997361036416, 9.0],
-        "gelu_tanh": [-0.0, -1.635985449353481e-61, -2.291796196629506e-07, -0.15428599017485609, 0.0,
-                      0.18537092354275925, 1.954597694087775, 9.0],
-        "gelu_backward": [-4.416031690708495e-195, -2.5578956616748956e-31, -7.146946001792295e-06,
-                          0.13250487534383715, 0.5, 0.7323277668271099, 1.085231801078197, 1.0],
-        "gelu_tanh_backward": [-0.0, -5.290403352522559e-60, -1.5463619875325946e-06, 0.1326300964653577,
-                               0.5, 0.7322954516388018, 1.0860992566236183, 1.0],
+        "gelu": [
+            -1.472014178144456e-196,
+            -2.1317785344932147e-32,
+            -1.4332578593959695e-06,
+            -0.15426876936299344,
+            0.0,
+            0.1853734266566858,
+            1.9544997361036416,
+            9.0,
+        ],
+        "gelu_tanh": [
+            -0.0,
+            -1.635985449353481e-61,
+            -2.291796196629506e-07,
+            -0.15428599017485609,
+            0.0,
+            0.18537092354275925,
+            1.954597694087775,
+            9.0,
+        ],
+        "gelu_backward": [
+            -4.416031690708495e-195,
+            -2.5578956616748956e-31,
+            -7.146946001792295e-06,
+            0.13250487534383715,
+            0.5,
+            0.7323277668271099,
+            1.085231801078197,
+            1.0,
+        ],
+        "gelu_tanh_backward": [
+            -0.0,
+            -5.290403352522559e-60,
+            -1.5463619875325946e-06,
+            0.1326300964653577,
+            0.5,
+            0.7322954516388018,
+            1.0860992566236183,
+            1.0,
+        ],
     }
     for op, values in exact.items():
         got = _run(op, np.ones_like(x), x)
@@ -256,9 +321,9 @@ def test_outputs_at_any_offset_split_over_threads(op, threads, rng):
     grad = _grads(rng, n, F32) if op in BACKWARD else None
     for offset in (1, 5, 15):
         buffer = np.full(n + 32, np.nan, np.float32)
-        out = buffer[offset:offset + n]
+        out = buffer[offset : offset + n]
         _check(op, _run(op, grad, x, out=out), grad, x, f"{op} offset {offset}")
-        assert np.isnan(buffer[:offset]).all() and np.isnan(buffer[offset + n:]).all()
+        assert np.isnan(buffer[:offset]).all() and np.isnan(buffer[offset + n :]).all()
 
 
 @pytest.mark.parametrize("shape", [(), (0,), (3, 0, 2), (1,), (2, 1, 3)])
@@ -349,8 +414,10 @@ def test_backward_matches_finite_differences(op, rng):
     backward = relu_backward if op == "relu" else (lambda g, v: gelu_backward(g, v, approximate=_approximate(op)))
     analytic = backward(grad, x)
     err = np.abs(analytic - grad * numeric)
-    assert np.all(err <= 1e-8 * np.abs(grad) * np.maximum(1.0, np.abs(numeric))), \
-        f"{op}: worst at x={x[np.argmax(err)]!r}: {analytic[np.argmax(err)]!r} vs {grad[np.argmax(err)] * numeric[np.argmax(err)]!r}"
+    assert np.all(err <= 1e-8 * np.abs(grad) * np.maximum(1.0, np.abs(numeric))), (
+        f"{op}: worst at x={x[np.argmax(err)]!r}: {analytic[np.argmax(err)]!r} "
+        f"vs {grad[np.argmax(err)] * numeric[np.argmax(err)]!r}"
+    )
 
 
 # ---- PyTorch ----------------------------------------------------------------------------------

@@ -3,10 +3,10 @@ accumulation, no_grad, graph freeing, creation semantics and bad input."""
 
 from __future__ import annotations
 
+import deepkern as dk
 import numpy as np
 import pytest
 
-import deepkern as dk
 from checks import gradcheck, raises_naming
 
 
@@ -21,7 +21,7 @@ BINARY = {
     "sub": lambda a, b: a - b,
     "mul": lambda a, b: a * b,
     "div": lambda a, b: a / b,
-    "pow": lambda a, b: a ** b,
+    "pow": lambda a, b: a**b,
 }
 SHAPE_PAIRS = [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 4), (3, 1)), ((), (2, 3)), ((5, 1), (1, 6))]
 
@@ -31,8 +31,9 @@ SHAPE_PAIRS = [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 4), (3, 1)), ((), (2, 3
 def test_binary_ops_broadcast_gradients(device, op, shapes, rng):
     a = t64(device, rng, *shapes[0], positive=op == "pow")
     b = t64(device, rng, *shapes[1], positive=op in ("div", "pow"))
-    expected = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
-                "pow": np.power}[op](a.detach().cpu().numpy(), b.detach().cpu().numpy())
+    expected = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "pow": np.power}[op](
+        a.detach().cpu().numpy(), b.detach().cpu().numpy()
+    )
     out = BINARY[op](a, b)
     np.testing.assert_allclose(out.detach().cpu().numpy(), expected, rtol=1e-12)
     gradcheck(BINARY[op], a, b)
@@ -74,9 +75,19 @@ def test_sigmoid_saturates_without_overflow(device):
     assert np.all(np.isfinite(y.detach().cpu().numpy())) and np.all(np.isfinite(x.grad.cpu().numpy()))
 
 
-@pytest.mark.parametrize("shapes", [((3, 4), (4, 5)), ((4,), (4, 3)), ((3, 4), (4,)), ((4,), (4,)),
-                                    ((2, 3, 4), (4, 5)), ((2, 1, 3, 4), (5, 4, 2)), ((7, 1), (1, 9))],
-                         ids=str)
+@pytest.mark.parametrize(
+    "shapes",
+    [
+        ((3, 4), (4, 5)),
+        ((4,), (4, 3)),
+        ((3, 4), (4,)),
+        ((4,), (4,)),
+        ((2, 3, 4), (4, 5)),
+        ((2, 1, 3, 4), (5, 4, 2)),
+        ((7, 1), (1, 9)),
+    ],
+    ids=str,
+)
 def test_matmul(device, shapes, rng):
     a, b = t64(device, rng, *shapes[0]), t64(device, rng, *shapes[1])
     host_a, host_b = a.detach().cpu().numpy(), b.detach().cpu().numpy()
@@ -127,10 +138,18 @@ def test_shape_ops(device, rng):
     gradcheck(lambda t: t[:, None, 1:].expand(2, 5, 2, 4), x)
 
 
-@pytest.mark.parametrize("key", [
-    (slice(None), 1), (0,), (Ellipsis, slice(1, None, 2)), (np.array([0, 1, 1, 0]),),
-    (slice(None), np.array([2, 0, 2])), (np.array([[True, False, True], [False, True, True]]),),
-], ids=str)
+@pytest.mark.parametrize(
+    "key",
+    [
+        (slice(None), 1),
+        (0,),
+        (Ellipsis, slice(1, None, 2)),
+        (np.array([0, 1, 1, 0]),),
+        (slice(None), np.array([2, 0, 2])),
+        (np.array([[True, False, True], [False, True, True]]),),
+    ],
+    ids=str,
+)
 def test_indexing(device, key, rng):
     x = t64(device, rng, 2, 3, 4)
     key = key if len(key) > 1 else key[0]
@@ -148,10 +167,13 @@ def test_indexing_with_a_tensor_accumulates_repeats(device):
 def test_cat_stack(device, dim, rng):
     a, b = t64(device, rng, 2, 3), t64(device, rng, 2, 3)
     c = t64(device, rng, 2, 3)
-    np.testing.assert_array_equal(dk.cat([a, b], dim).detach().cpu().numpy(),
-                                  np.concatenate([a.detach().cpu().numpy(), b.detach().cpu().numpy()], dim))
-    np.testing.assert_array_equal(dk.stack([a, b, c], dim).detach().cpu().numpy(),
-                                  np.stack([t.detach().cpu().numpy() for t in (a, b, c)], dim))
+    np.testing.assert_array_equal(
+        dk.cat([a, b], dim).detach().cpu().numpy(),
+        np.concatenate([a.detach().cpu().numpy(), b.detach().cpu().numpy()], dim),
+    )
+    np.testing.assert_array_equal(
+        dk.stack([a, b, c], dim).detach().cpu().numpy(), np.stack([t.detach().cpu().numpy() for t in (a, b, c)], dim)
+    )
     gradcheck(lambda x, y: dk.cat([x, y * 2], dim), a, b)
     gradcheck(lambda x, y, z: dk.stack([x, y, z], dim), a, b, c)
 
@@ -160,8 +182,10 @@ def test_where(device, rng):
     a, b = t64(device, rng, 3, 4), t64(device, rng, 4)
     cond = rng.random((3, 4)) > 0.5
     cond_on_device = dk.tensor(cond, device=device)
-    np.testing.assert_array_equal(dk.where(cond_on_device, a, b).detach().cpu().numpy(),
-                                  np.where(cond, a.detach().cpu().numpy(), b.detach().cpu().numpy()))
+    np.testing.assert_array_equal(
+        dk.where(cond_on_device, a, b).detach().cpu().numpy(),
+        np.where(cond, a.detach().cpu().numpy(), b.detach().cpu().numpy()),
+    )
     gradcheck(lambda x, y: dk.where(cond_on_device, x, y), a, b)
 
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import io
 
+import deepkern as dk
 import numpy as np
 import pytest
-
-import deepkern as dk
 from deepkern import backends, nn, ops, optim
 from deepkern.backends import Device
 from deepkern.backends.cpu import CPUBackend
@@ -22,6 +21,7 @@ from checks import F32, F64, check, raises_naming, rand
 from conftest import DEVICES
 from fake_device import FakeArray, FakeBackend, fake
 from reference import conv2d_ref, matmul_ref
+
 
 @pytest.fixture
 def registry(monkeypatch):
@@ -70,8 +70,14 @@ def test_register_refuses_a_second_backend_for_a_device_type(registry):
 def test_cpu_backend_allocates_numpy_arrays():
     cpu = backends.get("cpu")
     prototype = np.ones((2, 3), np.float32)
-    for array in (cpu.empty((2, 3), F64), cpu.zeros((2, 3), F64), cpu.full((2, 3), 7.0, F64),
-                  cpu.zeros_like(prototype, F64), cpu.full_like(prototype, 7.0, F64), cpu.empty_like(prototype, F64)):
+    for array in (
+        cpu.empty((2, 3), F64),
+        cpu.zeros((2, 3), F64),
+        cpu.full((2, 3), 7.0, F64),
+        cpu.zeros_like(prototype, F64),
+        cpu.full_like(prototype, 7.0, F64),
+        cpu.empty_like(prototype, F64),
+    ):
         assert type(array) is np.ndarray and array.shape == (2, 3) and array.dtype == F64
     assert cpu.zeros_like(prototype).dtype == F32 and not cpu.zeros((2,), F32).any()
     assert (cpu.full_like(prototype, 7.0) == 7).all()
@@ -160,14 +166,24 @@ def test_ops_run_the_second_devices_kernels_and_leave_results_there(fake_backend
     seq, w_ih, w_hh = rand(rng, (4, 2, 3), F32), rand(rng, (8, 3), F32), rand(rng, (8, 2), F32)
     hidden, h_t, c_t, cache = ops.lstm(fake(seq), None, None, fake(w_ih), fake(w_hh), return_cache=True)
     assert all(type(r) is FakeArray for r in (hidden, h_t, c_t, *cache[:3]))
-    grads = ops.lstm_backward(fake(np.ones(hidden.shape, F32)), None, None, fake(seq), None, None, fake(w_ih),
-                              fake(w_hh), cache)
+    grads = ops.lstm_backward(
+        fake(np.ones(hidden.shape, F32)), None, None, fake(seq), None, None, fake(w_ih), fake(w_hh), cache
+    )
     assert all(type(g) is FakeArray for g in grads)
     param, moment, square = fake(np.ones(3)), fake(np.zeros(3)), fake(np.zeros(3))
     ops.adam_step(param, fake(np.ones(3)), moment, square, step=1, lr=0.5)
     assert np.allclose(param, 0.5) and type(param) is FakeArray
-    assert {"gemm", "max_pool2d", "max_pool2d_backward", "adaptive_avg_pool2d_backward", "lstm_forward",
-            "lstm_backward", "adam_step", "conv2d_backward_data", "conv2d_backward_weight"} <= set(fake_backend.calls)
+    assert {
+        "gemm",
+        "max_pool2d",
+        "max_pool2d_backward",
+        "adaptive_avg_pool2d_backward",
+        "lstm_forward",
+        "lstm_backward",
+        "adam_step",
+        "conv2d_backward_data",
+        "conv2d_backward_weight",
+    } <= set(fake_backend.calls)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -226,9 +242,15 @@ def test_autograd_stays_on_the_second_device(fake_backend, rng):
 def test_a_model_trains_on_the_second_device(fake_backend, opt_class):
     def run(device):
         dk.manual_seed(0)
-        model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, device=device), nn.BatchNorm2d(4, device=device),
-                              nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.2),
-                              nn.Linear(16, 3, device=device))
+        model = nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1, device=device),
+            nn.BatchNorm2d(4, device=device),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Dropout(0.2),
+            nn.Linear(16, 3, device=device),
+        )
         extra = {"momentum": 0.9} if opt_class is not optim.Adam else {}
         opt = opt_class(model.parameters(), lr=0.05, **extra)
         x = dk.randn(5, 1, 4, 4, device=device)
@@ -243,8 +265,9 @@ def test_a_model_trains_on_the_second_device(fake_backend, opt_class):
     model, opt, loss = run("fake")
     assert all(p.device == "fake:0" for p in model.parameters())
     assert all(b.device == "fake:0" for b in model.buffers())
-    assert all(type(s._array) is FakeArray for state in opt.state.values() for s in state.values()
-               if isinstance(s, dk.Tensor))
+    assert all(
+        type(s._array) is FakeArray for state in opt.state.values() for s in state.values() if isinstance(s, dk.Tensor)
+    )
     cpu_model, _, cpu_loss = run("cpu")
     assert loss == pytest.approx(cpu_loss, rel=1e-6)
     for (name, p), q in zip(model.state_dict().items(), cpu_model.state_dict().values()):

@@ -3,9 +3,8 @@ the memory stream bandwidth is a positive, finite rate."""
 
 import math
 
-import pytest
-
 import deepkern
+import pytest
 from deepkern import bench
 
 from conftest import SUPPORTED_ISAS

@@ -10,15 +10,30 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from numpy.lib.stride_tricks import as_strided
-
 from deepkern import _C
+from numpy.lib.stride_tricks import as_strided
 
 from checks import F32, F64, check, raises_naming
 from reference import (
-    adam_step_ref, adaptive_avg_pool2d_backward_ref, gelu_backward_ref, gelu_ref, relu_backward_ref, relu_ref, adaptive_avg_pool2d_ref, avg_pool2d_backward_ref,
-    avg_pool2d_ref, conv2d_backward_ref, conv2d_out_size, conv2d_ref, lstm_backward_ref, lstm_ref,
-    matmul_ref, max_pool2d_backward_ref, max_pool2d_ref, rmsprop_step_ref, sgd_step_ref,
+    adam_step_ref,
+    adaptive_avg_pool2d_backward_ref,
+    adaptive_avg_pool2d_ref,
+    avg_pool2d_backward_ref,
+    avg_pool2d_ref,
+    conv2d_backward_ref,
+    conv2d_out_size,
+    conv2d_ref,
+    gelu_backward_ref,
+    gelu_ref,
+    lstm_backward_ref,
+    lstm_ref,
+    matmul_ref,
+    max_pool2d_backward_ref,
+    max_pool2d_ref,
+    relu_backward_ref,
+    relu_ref,
+    rmsprop_step_ref,
+    sgd_step_ref,
 )
 
 
@@ -46,8 +61,20 @@ def _gemm(rng, dtype):
     b = _rand(rng, (2, 4, 5), dtype).transpose(0, 2, 1)
     c = _nan((2, 3, 4), dtype)
     bias = _rand(rng, 4, dtype)
-    kw = dict(a=a, b=b, c=c, a_offsets=_offsets(a), b_offsets=_offsets(b), c_offsets=_offsets(c), k=5,
-              alpha=1.5, beta=0.0, bias=bias, bias_axis=2, relu=False)
+    kw = dict(
+        a=a,
+        b=b,
+        c=c,
+        a_offsets=_offsets(a),
+        b_offsets=_offsets(b),
+        c_offsets=_offsets(c),
+        k=5,
+        alpha=1.5,
+        beta=0.0,
+        bias=bias,
+        bias_axis=2,
+        relu=False,
+    )
     return "gemm", kw, {"c": 1.5 * matmul_ref(a, b) + bias}
 
 
@@ -56,8 +83,20 @@ def _gemm_shared_a(rng, dtype):
     a, b, c = _rand(rng, (3, 5), dtype), _rand(rng, (2, 5, 4), dtype), _rand(rng, (2, 3, 4), dtype)
     bias = _rand(rng, 3, dtype)
     ref = np.maximum(matmul_ref(a, b) + 0.5 * c.astype(np.float64) + bias[:, None], 0.0)
-    kw = dict(a=a, b=b, c=c, a_offsets=np.zeros(2, np.int64), b_offsets=_offsets(b), c_offsets=_offsets(c), k=5,
-              alpha=1.0, beta=0.5, bias=bias, bias_axis=1, relu=True)
+    kw = dict(
+        a=a,
+        b=b,
+        c=c,
+        a_offsets=np.zeros(2, np.int64),
+        b_offsets=_offsets(b),
+        c_offsets=_offsets(c),
+        k=5,
+        alpha=1.0,
+        beta=0.5,
+        bias=bias,
+        bias_axis=1,
+        relu=True,
+    )
     return "gemm", kw, {"c": ref}
 
 
@@ -75,8 +114,9 @@ def _conv_forward(rng, dtype):
 def _conv_forward_same(rng, dtype):
     """padding='same' with an even kernel: one more padding at the end, so P and Q are one more."""
     x, w = _rand(rng, (1, 2, 5, 6), dtype), _rand(rng, (3, 2, 2, 2), dtype)
-    kw = dict(x=x, w=w, bias=None, y=_nan((1, 3, 5, 6), dtype), stride=(1, 1), padding=(0, 0), dilation=(1, 1),
-              groups=1)
+    kw = dict(
+        x=x, w=w, bias=None, y=_nan((1, 3, 5, 6), dtype), stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1
+    )
     return "conv2d_forward", kw, {"y": conv2d_ref(x, w, padding="same")}
 
 
@@ -97,15 +137,27 @@ _T, _B, _I, _H = 3, 2, 4, 5
 
 
 def _lstm_inputs(rng, dtype):
-    return dict(x=_rand(rng, (_T, _B, _I), dtype), h0=_rand(rng, (_B, _H), dtype), c0=_rand(rng, (_B, _H), dtype),
-                w_ih=_rand(rng, (4 * _H, _I), dtype) / 2, w_hh=_rand(rng, (4 * _H, _H), dtype) / 2)
+    return dict(
+        x=_rand(rng, (_T, _B, _I), dtype),
+        h0=_rand(rng, (_B, _H), dtype),
+        c0=_rand(rng, (_B, _H), dtype),
+        w_ih=_rand(rng, (4 * _H, _I), dtype) / 2,
+        w_hh=_rand(rng, (4 * _H, _H), dtype) / 2,
+    )
 
 
 def _lstm_forward_kwargs(rng, dtype):
     kw = _lstm_inputs(rng, dtype)
-    kw.update(bias=_rand(rng, 4 * _H, dtype), y=_nan((_T, _B, _H), dtype), h_last=_nan((_B, _H), dtype),
-              c_last=_nan((_B, _H), dtype), gates=_nan((_T, _B, 4 * _H), dtype), cells=_nan((_T, _B, _H), dtype),
-              hidden=_nan((_T, _B, _H), dtype), reverse=False)
+    kw.update(
+        bias=_rand(rng, 4 * _H, dtype),
+        y=_nan((_T, _B, _H), dtype),
+        h_last=_nan((_B, _H), dtype),
+        c_last=_nan((_B, _H), dtype),
+        gates=_nan((_T, _B, 4 * _H), dtype),
+        cells=_nan((_T, _B, _H), dtype),
+        hidden=_nan((_T, _B, _H), dtype),
+        reverse=False,
+    )
     return kw
 
 
@@ -120,12 +172,21 @@ def _lstm_backward(rng, dtype):
     forward["bias"] = None
     _C.lstm_forward(**forward)
     kw = {name: forward[name] for name in ("x", "h0", "c0", "w_ih", "w_hh", "gates", "cells", "hidden")}
-    kw.update(grad_y=_rand(rng, (_T, _B, _H), dtype), grad_h_last=_rand(rng, (_B, _H), dtype),
-              grad_c_last=_rand(rng, (_B, _H), dtype), grad_x=_nan((_T, _B, _I), dtype),
-              grad_h0=_nan((_B, _H), dtype), grad_c0=_nan((_B, _H), dtype), grad_w_ih=_nan((4 * _H, _I), dtype),
-              grad_w_hh=_nan((4 * _H, _H), dtype), grad_bias=_nan(4 * _H, dtype), reverse=False)
-    refs = lstm_backward_ref(kw["grad_y"], kw["grad_h_last"], kw["grad_c_last"], kw["x"], kw["h0"], kw["c0"],
-                             kw["w_ih"], kw["w_hh"])
+    kw.update(
+        grad_y=_rand(rng, (_T, _B, _H), dtype),
+        grad_h_last=_rand(rng, (_B, _H), dtype),
+        grad_c_last=_rand(rng, (_B, _H), dtype),
+        grad_x=_nan((_T, _B, _I), dtype),
+        grad_h0=_nan((_B, _H), dtype),
+        grad_c0=_nan((_B, _H), dtype),
+        grad_w_ih=_nan((4 * _H, _I), dtype),
+        grad_w_hh=_nan((4 * _H, _H), dtype),
+        grad_bias=_nan(4 * _H, dtype),
+        reverse=False,
+    )
+    refs = lstm_backward_ref(
+        kw["grad_y"], kw["grad_h_last"], kw["grad_c_last"], kw["x"], kw["h0"], kw["c0"], kw["w_ih"], kw["w_hh"]
+    )
     names = ("grad_x", "grad_h0", "grad_c0", "grad_w_ih", "grad_w_hh", "grad_bias")
     return "lstm_backward", kw, dict(zip(names, refs))
 
@@ -188,7 +249,8 @@ def _sgd(rng, dtype):
     expected = {}
     for i, first in enumerate((0, 1)):
         expected["params", i], expected["momentum_buffers", i] = sgd_step_ref(
-            params[i], grads[i], buffers[i], first_step=bool(first), **options)
+            params[i], grads[i], buffers[i], first_step=bool(first), **options
+        )
     kw = dict(params=params, grads=grads, momentum_buffers=buffers, first_steps=[0, 1], **options)
     return "sgd_step", kw, expected
 
@@ -200,12 +262,29 @@ def _adam(rng, dtype):
     options = dict(lr=0.01, eps=1e-8, weight_decay=0.1, amsgrad=True, maximize=False, decoupled_weight_decay=True)
     expected = {}
     for i, step in enumerate((1, 3)):
-        (expected["params", i], expected["exp_avgs", i], expected["exp_avg_sqs", i],
-         expected["max_exp_avg_sqs", i]) = adam_step_ref(
-            params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], step=step, betas=(0.8, 0.9),
-            max_exp_avg_sq=max_sqs[i], **options)
-    kw = dict(params=params, grads=grads, exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs, max_exp_avg_sqs=max_sqs,
-              steps=[1, 3], beta1=0.8, beta2=0.9, **options)
+        (expected["params", i], expected["exp_avgs", i], expected["exp_avg_sqs", i], expected["max_exp_avg_sqs", i]) = (
+            adam_step_ref(
+                params[i],
+                grads[i],
+                exp_avgs[i],
+                exp_avg_sqs[i],
+                step=step,
+                betas=(0.8, 0.9),
+                max_exp_avg_sq=max_sqs[i],
+                **options,
+            )
+        )
+    kw = dict(
+        params=params,
+        grads=grads,
+        exp_avgs=exp_avgs,
+        exp_avg_sqs=exp_avg_sqs,
+        max_exp_avg_sqs=max_sqs,
+        steps=[1, 3],
+        beta1=0.8,
+        beta2=0.9,
+        **options,
+    )
     return "adam_step", kw, expected
 
 
@@ -215,11 +294,17 @@ def _rmsprop(rng, dtype):
     options = dict(lr=0.01, alpha=0.9, eps=1e-8, weight_decay=0.0, momentum=0.5, centered=True, maximize=False)
     expected = {}
     for i in range(2):
-        (expected["params", i], expected["square_avgs", i], expected["momentum_buffers", i],
-         expected["grad_avgs", i]) = rmsprop_step_ref(params[i], grads[i], square_avgs[i],
-                                                      momentum_buffer=buffers[i], grad_avg=grad_avgs[i], **options)
-    kw = dict(params=params, grads=grads, square_avgs=square_avgs, momentum_buffers=buffers, grad_avgs=grad_avgs,
-              **options)
+        (
+            expected["params", i],
+            expected["square_avgs", i],
+            expected["momentum_buffers", i],
+            expected["grad_avgs", i],
+        ) = rmsprop_step_ref(
+            params[i], grads[i], square_avgs[i], momentum_buffer=buffers[i], grad_avg=grad_avgs[i], **options
+        )
+    kw = dict(
+        params=params, grads=grads, square_avgs=square_avgs, momentum_buffers=buffers, grad_avgs=grad_avgs, **options
+    )
     return "rmsprop_step", kw, expected
 
 
@@ -244,12 +329,32 @@ def _gelu_backward(rng, dtype):
     return "gelu_backward", kw, {"out": gelu_backward_ref(grad, x, "tanh")}
 
 
-CALLS = {f.__name__.lstrip("_"): f for f in (
-    _relu, _relu_backward, _gelu, _gelu_backward,
-    _gemm, _gemm_shared_a, _conv_forward, _conv_forward_same, _conv_backward_data, _conv_backward_weight,
-    _lstm_forward, _lstm_backward, _max_pool, _max_pool_backward, _avg_pool, _avg_pool_backward, _adaptive_pool,
-    _adaptive_pool_backward, _sgd, _adam, _rmsprop,
-)}
+CALLS = {
+    f.__name__.lstrip("_"): f
+    for f in (
+        _relu,
+        _relu_backward,
+        _gelu,
+        _gelu_backward,
+        _gemm,
+        _gemm_shared_a,
+        _conv_forward,
+        _conv_forward_same,
+        _conv_backward_data,
+        _conv_backward_weight,
+        _lstm_forward,
+        _lstm_backward,
+        _max_pool,
+        _max_pool_backward,
+        _avg_pool,
+        _avg_pool_backward,
+        _adaptive_pool,
+        _adaptive_pool_backward,
+        _sgd,
+        _adam,
+        _rmsprop,
+    )
+}
 
 
 def _get(kw, key):
@@ -319,20 +424,23 @@ def _read_only(key):
         a = a.copy()
         a.flags.writeable = False
         return a
+
     return _set(key, make)
 
 
 def _overlapping(written, other):
     """`written` and `other` (values kept) as views of one buffer, `written` starting one element
     later; each keeps its dtype (the buffer is bytes)."""
+
     def change(kw):
         w, o = _get(kw, written), _get(kw, other)
         buf = np.zeros(w.nbytes + o.nbytes, np.uint8)
-        o_view = buf[:o.nbytes].view(o.dtype).reshape(o.shape)
+        o_view = buf[: o.nbytes].view(o.dtype).reshape(o.shape)
         o_view[...] = o
         start = w.itemsize
         _put(kw, other, o_view)
-        _put(kw, written, buf[start:start + w.nbytes].view(w.dtype).reshape(w.shape))
+        _put(kw, written, buf[start : start + w.nbytes].view(w.dtype).reshape(w.shape))
+
     return change
 
 
@@ -342,11 +450,13 @@ def _value(key, value):
 
 def _misaligned(key):
     """The same values one byte past an aligned address."""
+
     def make(a):
         buf = np.zeros(a.nbytes + 1, np.uint8)
         view = buf[1:].view(a.dtype).reshape(a.shape)
         view[...] = a
         return view
+
     return _set(key, make)
 
 
@@ -367,39 +477,94 @@ BAD = [
     ("gemm", "a not an array", _value("a", [[1.0]]), TypeError, ["gemm: a must be a numpy.ndarray"]),
     ("gemm", "a int32", _as("a", np.int32), TypeError, ["gemm: a must be float32 or float64, got dtype int32"]),
     ("gemm", "b other float", _as("b", np.float16), TypeError, ["gemm: b must have dtype", "got float16"]),
-    ("gemm", "c other float", _set("c", lambda c: c.astype(F64 if c.dtype == F32 else F32)), TypeError,
-     ["gemm: c must have dtype"]),
+    (
+        "gemm",
+        "c other float",
+        _set("c", lambda c: c.astype(F64 if c.dtype == F32 else F32)),
+        TypeError,
+        ["gemm: c must have dtype"],
+    ),
     ("gemm", "bias other float", _as("bias", np.float16), TypeError, ["gemm: bias must have dtype"]),
     ("gemm", "offsets int32", _as("a_offsets", np.int32), TypeError, ["gemm: a_offsets must have dtype int64"]),
     ("gemm", "a's k too large", _reshaped("a", (2, 3, 6)), ValueError, [r"gemm: a must have shape \(\.\.\., 3, 5\)"]),
     ("gemm", "b's k too small", _reshaped("b", (2, 4, 4)), ValueError, [r"gemm: b must have shape \(\.\.\., 5, 4\)"]),
     ("gemm", "c 1-D", _reshaped("c", (4,)), ValueError, ["gemm: c must have at least 2 dimensions"]),
     ("gemm", "offsets 2-D", _reshaped("a_offsets", (2, 1)), ValueError, ["gemm: a_offsets must be 1-D"]),
-    ("gemm", "offsets of other lengths", _value("b_offsets", np.zeros(1, np.int64)), ValueError,
-     [r"gemm: b_offsets must have shape \(2,\)", r"got shape \(1,\)"]),
-    ("gemm", "offsets strided", _value("c_offsets", np.array([0, 99, 12], np.int64)[::2]), ValueError,
-     ["gemm: c_offsets must be C-contiguous"]),
-    ("gemm", "offset past the end", _value("b_offsets", np.array([0, 10 ** 6], np.int64)), ValueError,
-     [r"gemm: b_offsets\[1\] = 1000000", "outside", r"offsets 0 to 20 keep it inside"]),
-    ("gemm", "offset before the start", _value("c_offsets", np.array([-1, 12], np.int64)), ValueError,
-     [r"c_offsets\[0\] = -1", "outside"]),
-    ("gemm", "offset near int64's end", _value("c_offsets", np.array([0, 2 ** 63 - 1], np.int64)), ValueError,
-     [r"c_offsets\[1\]"]),
-    ("gemm", "reversed rows read before the start", _value("a_offsets", np.array([-1, 15], np.int64)), ValueError,
-     [r"a_offsets\[0\] = -1", r"strides \(-5, 1\)", "offsets 0 to 15 keep it inside"]),
-    ("gemm", "reversed rows read past the end", _value("a_offsets", np.array([0, 16], np.int64)), ValueError,
-     [r"a_offsets\[1\] = 16"]),
-    ("gemm", "strides not multiples of the item size", _odd_strides, ValueError,
-     ["gemm: a", r"strides \(1, 21, 4\)", "not multiples of its item size"]),
+    (
+        "gemm",
+        "offsets of other lengths",
+        _value("b_offsets", np.zeros(1, np.int64)),
+        ValueError,
+        [r"gemm: b_offsets must have shape \(2,\)", r"got shape \(1,\)"],
+    ),
+    (
+        "gemm",
+        "offsets strided",
+        _value("c_offsets", np.array([0, 99, 12], np.int64)[::2]),
+        ValueError,
+        ["gemm: c_offsets must be C-contiguous"],
+    ),
+    (
+        "gemm",
+        "offset past the end",
+        _value("b_offsets", np.array([0, 10**6], np.int64)),
+        ValueError,
+        [r"gemm: b_offsets\[1\] = 1000000", "outside", r"offsets 0 to 20 keep it inside"],
+    ),
+    (
+        "gemm",
+        "offset before the start",
+        _value("c_offsets", np.array([-1, 12], np.int64)),
+        ValueError,
+        [r"c_offsets\[0\] = -1", "outside"],
+    ),
+    (
+        "gemm",
+        "offset near int64's end",
+        _value("c_offsets", np.array([0, 2**63 - 1], np.int64)),
+        ValueError,
+        [r"c_offsets\[1\]"],
+    ),
+    (
+        "gemm",
+        "reversed rows read before the start",
+        _value("a_offsets", np.array([-1, 15], np.int64)),
+        ValueError,
+        [r"a_offsets\[0\] = -1", r"strides \(-5, 1\)", "offsets 0 to 15 keep it inside"],
+    ),
+    (
+        "gemm",
+        "reversed rows read past the end",
+        _value("a_offsets", np.array([0, 16], np.int64)),
+        ValueError,
+        [r"a_offsets\[1\] = 16"],
+    ),
+    (
+        "gemm",
+        "strides not multiples of the item size",
+        _odd_strides,
+        ValueError,
+        ["gemm: a", r"strides \(1, 21, 4\)", "not multiples of its item size"],
+    ),
     ("gemm", "a misaligned", _misaligned("a"), ValueError, ["gemm: a is not aligned"]),
     ("gemm", "c read-only", _read_only("c"), ValueError, ["gemm: c is read-only"]),
     ("gemm", "c aliases itself", _aliasing_rows, ValueError, ["gemm: c", "elements that share memory"]),
     ("gemm", "c overlaps a", _overlapping("c", "a"), ValueError, [r"gemm: c overlaps a \(shapes"]),
     ("gemm", "c overlaps its offsets", _overlapping("c", "c_offsets"), ValueError, ["gemm: c overlaps c_offsets"]),
-    ("gemm", "bias too long", _resized("bias", 1), ValueError,
-     [r"gemm: bias must have shape \(4,\)", r"got shape \(5,\)"]),
-    ("gemm_shared_a", "bias per column for rows", _resized("bias", 1), ValueError,
-     [r"gemm: bias must have shape \(3,\)"]),
+    (
+        "gemm",
+        "bias too long",
+        _resized("bias", 1),
+        ValueError,
+        [r"gemm: bias must have shape \(4,\)", r"got shape \(5,\)"],
+    ),
+    (
+        "gemm_shared_a",
+        "bias per column for rows",
+        _resized("bias", 1),
+        ValueError,
+        [r"gemm: bias must have shape \(3,\)"],
+    ),
     ("gemm", "bias strided", _strided("bias"), ValueError, ["gemm: bias must be C-contiguous"]),
     ("gemm", "bias overlaps c", _overlapping("bias", "c"), ValueError, ["gemm: bias overlaps c"]),
     ("gemm", "bias_axis out of range", _value("bias_axis", 3), ValueError, ["gemm: bias_axis", "got 3"]),
@@ -412,126 +577,336 @@ BAD = [
     ("conv_forward", "y other float", _as("y", np.float16), TypeError, ["conv2d_forward: y must have dtype"]),
     ("conv_forward", "x 3-D", _reshaped("x", _X[1:]), ValueError, [r"conv2d_forward: x must be 4-D \(N, C, H, W\)"]),
     ("conv_forward", "w for other groups", _reshaped("w", (6, 4, 3, 3)), ValueError, ["conv2d_forward: groups=2", "w"]),
-    ("conv_forward", "groups not dividing C", _value("groups", 3), ValueError,
-     ["conv2d_forward: groups=3 must divide"]),
-    ("conv_forward", "stride 0", _value("stride", (0, 1)), ValueError,
-     [r"conv2d_forward: stride must be >= 1, got \(0, 1\)"]),
-    ("conv_forward", "padding negative", _value("padding", (1, -1)), ValueError,
-     ["conv2d_forward: padding must be >= 0"]),
+    (
+        "conv_forward",
+        "groups not dividing C",
+        _value("groups", 3),
+        ValueError,
+        ["conv2d_forward: groups=3 must divide"],
+    ),
+    (
+        "conv_forward",
+        "stride 0",
+        _value("stride", (0, 1)),
+        ValueError,
+        [r"conv2d_forward: stride must be >= 1, got \(0, 1\)"],
+    ),
+    (
+        "conv_forward",
+        "padding negative",
+        _value("padding", (1, -1)),
+        ValueError,
+        ["conv2d_forward: padding must be >= 0"],
+    ),
     ("conv_forward", "dilation 0", _value("dilation", (1, 0)), ValueError, ["conv2d_forward: dilation must be >= 1"]),
-    ("conv_forward", "padding past int64", _value("padding", (2 ** 62, 0)), ValueError,
-     ["conv2d_forward: ", "too large"]),
-    ("conv_forward", "y a row short", _reshaped("y", (2, 6, 3, 3)), ValueError,
-     [r"conv2d_forward: y must have shape \(2, 6, 4, 3\)", r"got \(2, 6, 3, 3\)"]),
+    (
+        "conv_forward",
+        "padding past int64",
+        _value("padding", (2**62, 0)),
+        ValueError,
+        ["conv2d_forward: ", "too large"],
+    ),
+    (
+        "conv_forward",
+        "y a row short",
+        _reshaped("y", (2, 6, 3, 3)),
+        ValueError,
+        [r"conv2d_forward: y must have shape \(2, 6, 4, 3\)", r"got \(2, 6, 3, 3\)"],
+    ),
     ("conv_forward", "y a row long", _reshaped("y", (2, 6, 5, 3)), ValueError, [r"y must have shape \(2, 6, 4, 3\)"]),
-    ("conv_forward", "y other channels", _reshaped("y", (2, 5, 4, 3)), ValueError,
-     [r"y must have shape \(2, 6, 4, 3\)"]),
-    ("conv_forward", "bias too short", _resized("bias", -1), ValueError,
-     [r"conv2d_forward: bias must have shape \(6,\)"]),
+    (
+        "conv_forward",
+        "y other channels",
+        _reshaped("y", (2, 5, 4, 3)),
+        ValueError,
+        [r"y must have shape \(2, 6, 4, 3\)"],
+    ),
+    (
+        "conv_forward",
+        "bias too short",
+        _resized("bias", -1),
+        ValueError,
+        [r"conv2d_forward: bias must have shape \(6,\)"],
+    ),
     ("conv_forward", "x strided", _strided("x"), ValueError, ["conv2d_forward: x must be C-contiguous"]),
     ("conv_forward", "x misaligned", _misaligned("x"), ValueError, ["conv2d_forward: x is not aligned"]),
     ("conv_forward", "y read-only", _read_only("y"), ValueError, ["conv2d_forward: y is read-only"]),
     ("conv_forward", "y overlaps x", _overlapping("y", "x"), ValueError, ["conv2d_forward: y overlaps x"]),
     ("conv_forward", "y overlaps bias", _overlapping("y", "bias"), ValueError, ["conv2d_forward: y overlaps bias"]),
     ("conv_backward_data", "grad_y too small", _resized("grad_y", -1), ValueError, ["conv2d_backward_data: grad_y"]),
-    ("conv_backward_data", "grad_x strided", _strided("grad_x"), ValueError,
-     ["conv2d_backward_data: grad_x must be C-contig"]),
-    ("conv_backward_data", "grad_x read-only", _read_only("grad_x"), ValueError,
-     ["conv2d_backward_data: grad_x is read-only"]),
+    (
+        "conv_backward_data",
+        "grad_x strided",
+        _strided("grad_x"),
+        ValueError,
+        ["conv2d_backward_data: grad_x must be C-contig"],
+    ),
+    (
+        "conv_backward_data",
+        "grad_x read-only",
+        _read_only("grad_x"),
+        ValueError,
+        ["conv2d_backward_data: grad_x is read-only"],
+    ),
     ("conv_backward_data", "grad_x overlaps w", _overlapping("grad_x", "w"), ValueError, ["grad_x overlaps w"]),
-    ("conv_backward_weight", "grad_w other float", _as("grad_w", np.float16), TypeError,
-     ["conv2d_backward_weight: grad_w"]),
-    ("conv_backward_weight", "grad_bias too long", _resized("grad_bias", 1), ValueError,
-     [r"conv2d_backward_weight: grad_bias must have shape \(6,\)"]),
-    ("conv_backward_weight", "grad_bias overlaps grad_w", _overlapping("grad_bias", "grad_w"), ValueError,
-     ["grad_bias overlaps grad_w"]),
-    ("conv_backward_weight", "x too large", _resized("x", 1), ValueError,
-     [r"conv2d_backward_weight: grad_y must have shape"]),
+    (
+        "conv_backward_weight",
+        "grad_w other float",
+        _as("grad_w", np.float16),
+        TypeError,
+        ["conv2d_backward_weight: grad_w"],
+    ),
+    (
+        "conv_backward_weight",
+        "grad_bias too long",
+        _resized("grad_bias", 1),
+        ValueError,
+        [r"conv2d_backward_weight: grad_bias must have shape \(6,\)"],
+    ),
+    (
+        "conv_backward_weight",
+        "grad_bias overlaps grad_w",
+        _overlapping("grad_bias", "grad_w"),
+        ValueError,
+        ["grad_bias overlaps grad_w"],
+    ),
+    (
+        "conv_backward_weight",
+        "x too large",
+        _resized("x", 1),
+        ValueError,
+        [r"conv2d_backward_weight: grad_y must have shape"],
+    ),
     # lstm
     ("lstm_forward", "x int64", _as("x", np.int64), TypeError, ["lstm_forward: x must be float32 or float64"]),
     ("lstm_forward", "w_ih other float", _as("w_ih", np.float16), TypeError, ["lstm_forward: w_ih must have dtype"]),
-    ("lstm_forward", "h0 not an array", _value("h0", [[0.0] * _H] * _B), TypeError,
-     ["lstm_forward: h0 must be a numpy"]),
-    ("lstm_forward", "w_hh not (4H, H)", _reshaped("w_hh", (4 * _H, _H + 1)), ValueError,
-     [r"lstm_forward: w_hh must have shape \(4H, H\)"]),
-    ("lstm_forward", "w_ih for other inputs", _reshaped("w_ih", (4 * _H, _I + 1)), ValueError,
-     [r"lstm_forward: w_ih must have shape \(20, 4\)"]),
-    ("lstm_forward", "h0 too wide", _reshaped("h0", (_B, _H + 1)), ValueError,
-     [r"lstm_forward: h0 must have shape \(2, 5\)"]),
-    ("lstm_forward", "bias too short", _resized("bias", -1), ValueError,
-     [r"lstm_forward: bias must have shape \(20,\)"]),
+    (
+        "lstm_forward",
+        "h0 not an array",
+        _value("h0", [[0.0] * _H] * _B),
+        TypeError,
+        ["lstm_forward: h0 must be a numpy"],
+    ),
+    (
+        "lstm_forward",
+        "w_hh not (4H, H)",
+        _reshaped("w_hh", (4 * _H, _H + 1)),
+        ValueError,
+        [r"lstm_forward: w_hh must have shape \(4H, H\)"],
+    ),
+    (
+        "lstm_forward",
+        "w_ih for other inputs",
+        _reshaped("w_ih", (4 * _H, _I + 1)),
+        ValueError,
+        [r"lstm_forward: w_ih must have shape \(20, 4\)"],
+    ),
+    (
+        "lstm_forward",
+        "h0 too wide",
+        _reshaped("h0", (_B, _H + 1)),
+        ValueError,
+        [r"lstm_forward: h0 must have shape \(2, 5\)"],
+    ),
+    (
+        "lstm_forward",
+        "bias too short",
+        _resized("bias", -1),
+        ValueError,
+        [r"lstm_forward: bias must have shape \(20,\)"],
+    ),
     ("lstm_forward", "y a step short", _resized("y", -1), ValueError, [r"lstm_forward: y must have shape \(3, 2, 5\)"]),
-    ("lstm_forward", "gates a unit short", _reshaped("gates", (_T, _B, 4 * _H - 1)), ValueError,
-     [r"lstm_forward: gates must have shape \(3, 2, 20\)"]),
+    (
+        "lstm_forward",
+        "gates a unit short",
+        _reshaped("gates", (_T, _B, 4 * _H - 1)),
+        ValueError,
+        [r"lstm_forward: gates must have shape \(3, 2, 20\)"],
+    ),
     ("lstm_forward", "cache incomplete", _value("cells", None), ValueError, ["lstm_forward: gates, cells and hidden"]),
     ("lstm_forward", "empty batch", _value("x", np.zeros((_T, 0, _I))), ValueError, ["lstm_forward: ", "B >= 1"]),
     ("lstm_forward", "h_last strided", _strided("h_last"), ValueError, ["lstm_forward: h_last must be C-contiguous"]),
     ("lstm_forward", "c_last read-only", _read_only("c_last"), ValueError, ["lstm_forward: c_last is read-only"]),
     ("lstm_forward", "y overlaps x", _overlapping("y", "x"), ValueError, ["lstm_forward: y overlaps x"]),
     ("lstm_forward", "hidden overlaps y", _overlapping("hidden", "y"), ValueError, ["lstm_forward: hidden overlaps y"]),
-    ("lstm_backward", "cells a step short", _resized("cells", -1), ValueError,
-     [r"lstm_backward: cells must have shape"]),
-    ("lstm_backward", "hidden other float", _as("hidden", np.float16), TypeError,
-     ["lstm_backward: hidden must have dtype"]),
+    (
+        "lstm_backward",
+        "cells a step short",
+        _resized("cells", -1),
+        ValueError,
+        [r"lstm_backward: cells must have shape"],
+    ),
+    (
+        "lstm_backward",
+        "hidden other float",
+        _as("hidden", np.float16),
+        TypeError,
+        ["lstm_backward: hidden must have dtype"],
+    ),
     ("lstm_backward", "grad_y strided", _strided("grad_y"), ValueError, ["lstm_backward: grad_y must be C-contiguous"]),
-    ("lstm_backward", "grad_bias read-only", _read_only("grad_bias"), ValueError,
-     ["lstm_backward: grad_bias is read-only"]),
-    ("lstm_backward", "grad_w_hh overlaps w_hh", _overlapping("grad_w_hh", "w_hh"), ValueError,
-     ["grad_w_hh overlaps w_hh"]),
+    (
+        "lstm_backward",
+        "grad_bias read-only",
+        _read_only("grad_bias"),
+        ValueError,
+        ["lstm_backward: grad_bias is read-only"],
+    ),
+    (
+        "lstm_backward",
+        "grad_w_hh overlaps w_hh",
+        _overlapping("grad_w_hh", "w_hh"),
+        ValueError,
+        ["grad_w_hh overlaps w_hh"],
+    ),
     # pooling
     ("max_pool", "x float16", _as("x", np.float16), TypeError, ["max_pool2d: x must be float32 or float64"]),
     ("max_pool", "out other float", _as("out", np.float16), TypeError, ["max_pool2d: out must have dtype"]),
     ("max_pool", "indices int32", _as("indices", np.int32), TypeError, ["max_pool2d: indices must have dtype int64"]),
-    ("max_pool", "x a plane short", _resized("x", -1), ValueError,
-     ["max_pool2d: x must have 216 elements", "108 elements"]),
+    (
+        "max_pool",
+        "x a plane short",
+        _resized("x", -1),
+        ValueError,
+        ["max_pool2d: x must have 216 elements", "108 elements"],
+    ),
     ("max_pool", "x a plane long", _resized("x", 1), ValueError, ["max_pool2d: x must have 216 elements"]),
     ("max_pool", "out too small", _resized("out", -1), ValueError, ["max_pool2d: out must have 54 elements"]),
     ("max_pool", "x strided", _strided("x"), ValueError, ["max_pool2d: x must be C-contiguous"]),
     ("max_pool", "out read-only", _read_only("out"), ValueError, ["max_pool2d: out is read-only"]),
     ("max_pool", "out overlaps x", _overlapping("out", "x"), ValueError, ["max_pool2d: out overlaps x"]),
-    ("max_pool", "indices overlaps out", _overlapping("indices", "out"), ValueError,
-     ["max_pool2d: indices overlaps out"]),
-    ("max_pool", "stride 0", _value("shape", _POOL[:7] + (0,) + _POOL[8:]), ValueError,
-     [r"max_pool2d: shape\[7\] \(stride_h\) must be >= 1, got 0"]),
+    (
+        "max_pool",
+        "indices overlaps out",
+        _overlapping("indices", "out"),
+        ValueError,
+        ["max_pool2d: indices overlaps out"],
+    ),
+    (
+        "max_pool",
+        "stride 0",
+        _value("shape", _POOL[:7] + (0,) + _POOL[8:]),
+        ValueError,
+        [r"max_pool2d: shape\[7\] \(stride_h\) must be >= 1, got 0"],
+    ),
     ("max_pool", "planes negative", _value("shape", (-1,) + _POOL[1:]), ValueError, [r"shape\[0\] \(planes\)"]),
-    ("max_pool", "sizes past int64", _value("shape", (2 ** 40, 2 ** 40, 2 ** 40) + _POOL[3:]), ValueError,
-     ["max_pool2d: in_h \\* in_w \\* planes overflows"]),
-    ("max_pool_backward", "indices too small", _resized("indices", -1), ValueError,
-     ["max_pool2d_backward: indices must have 54 elements"]),
-    ("max_pool_backward", "grad_x overlaps grad_out", _overlapping("grad_x", "grad_out"), ValueError,
-     ["grad_x overlaps grad_out"]),
-    ("avg_pool", "dilation", _value("shape", _POOL[:11] + (2, 1)), ValueError,
-     ["avg_pool2d: ", "dilation_h and dilation_w"]),
+    (
+        "max_pool",
+        "sizes past int64",
+        _value("shape", (2**40, 2**40, 2**40) + _POOL[3:]),
+        ValueError,
+        ["max_pool2d: in_h \\* in_w \\* planes overflows"],
+    ),
+    (
+        "max_pool_backward",
+        "indices too small",
+        _resized("indices", -1),
+        ValueError,
+        ["max_pool2d_backward: indices must have 54 elements"],
+    ),
+    (
+        "max_pool_backward",
+        "grad_x overlaps grad_out",
+        _overlapping("grad_x", "grad_out"),
+        ValueError,
+        ["grad_x overlaps grad_out"],
+    ),
+    (
+        "avg_pool",
+        "dilation",
+        _value("shape", _POOL[:11] + (2, 1)),
+        ValueError,
+        ["avg_pool2d: ", "dilation_h and dilation_w"],
+    ),
     ("avg_pool", "out strided", _strided("out"), ValueError, ["avg_pool2d: out must be C-contiguous"]),
-    ("avg_pool_backward", "grad_out too large", _resized("grad_out", 1), ValueError,
-     ["avg_pool2d_backward: grad_out must"]),
-    ("adaptive_pool", "out too large", _resized("out", 1), ValueError,
-     ["adaptive_avg_pool2d: out must have 72 elements"]),
-    ("adaptive_pool_backward", "grad_x read-only", _read_only("grad_x"), ValueError,
-     ["adaptive_avg_pool2d_backward: grad_x is read-only"]),
+    (
+        "avg_pool_backward",
+        "grad_out too large",
+        _resized("grad_out", 1),
+        ValueError,
+        ["avg_pool2d_backward: grad_out must"],
+    ),
+    (
+        "adaptive_pool",
+        "out too large",
+        _resized("out", 1),
+        ValueError,
+        ["adaptive_avg_pool2d: out must have 72 elements"],
+    ),
+    (
+        "adaptive_pool_backward",
+        "grad_x read-only",
+        _read_only("grad_x"),
+        ValueError,
+        ["adaptive_avg_pool2d_backward: grad_x is read-only"],
+    ),
     # optimizer steps
-    ("sgd", "params[0] not an array", _value(("params", 0), [1.0] * 4), TypeError,
-     [r"sgd_step: params\[0\] must be a numpy.ndarray"]),
+    (
+        "sgd",
+        "params[0] not an array",
+        _value(("params", 0), [1.0] * 4),
+        TypeError,
+        [r"sgd_step: params\[0\] must be a numpy.ndarray"],
+    ),
     ("sgd", "params[0] int32", _as(("params", 0), np.int32), TypeError, [r"sgd_step: params\[0\] must be float32 or"]),
-    ("sgd", "grads[1] other float", _as(("grads", 1), np.float16), TypeError,
-     [r"sgd_step: grads\[1\] must have dtype .* \(as params\[0\]\)"]),
-    ("sgd", "grads[1] too small", _reshaped(("grads", 1), (5,)), ValueError,
-     [r"sgd_step: grads\[1\] must have 6 elements"]),
-    ("sgd", "momentum_buffers[0] strided", _strided(("momentum_buffers", 0)), ValueError,
-     [r"sgd_step: momentum_buffers\[0\] must be C-contiguous"]),
+    (
+        "sgd",
+        "grads[1] other float",
+        _as(("grads", 1), np.float16),
+        TypeError,
+        [r"sgd_step: grads\[1\] must have dtype .* \(as params\[0\]\)"],
+    ),
+    (
+        "sgd",
+        "grads[1] too small",
+        _reshaped(("grads", 1), (5,)),
+        ValueError,
+        [r"sgd_step: grads\[1\] must have 6 elements"],
+    ),
+    (
+        "sgd",
+        "momentum_buffers[0] strided",
+        _strided(("momentum_buffers", 0)),
+        ValueError,
+        [r"sgd_step: momentum_buffers\[0\] must be C-contiguous"],
+    ),
     ("sgd", "params[1] read-only", _read_only(("params", 1)), ValueError, [r"sgd_step: params\[1\] is read-only"]),
-    ("sgd", "grads shorter", _set("grads", lambda g: g[:1]), ValueError,
-     ["sgd_step: grads has 1 entries but params has 2"]),
+    (
+        "sgd",
+        "grads shorter",
+        _set("grads", lambda g: g[:1]),
+        ValueError,
+        ["sgd_step: grads has 1 entries but params has 2"],
+    ),
     ("sgd", "first_steps not ints", _value("first_steps", ["yes", 0]), TypeError, ["sgd_step: first_steps"]),
-    ("adam", "exp_avgs[1] is params[1]", lambda kw: _put(kw, ("exp_avgs", 1), kw["params"][1]), ValueError,
-     [r"adam_step: exp_avgs\[1\] overlaps params\[1\]"]),
-    ("adam", "max_exp_avg_sqs[0] overlaps grads[0]", _overlapping(("max_exp_avg_sqs", 0), ("grads", 0)), ValueError,
-     [r"max_exp_avg_sqs\[0\] overlaps grads\[0\]"]),
+    (
+        "adam",
+        "exp_avgs[1] is params[1]",
+        lambda kw: _put(kw, ("exp_avgs", 1), kw["params"][1]),
+        ValueError,
+        [r"adam_step: exp_avgs\[1\] overlaps params\[1\]"],
+    ),
+    (
+        "adam",
+        "max_exp_avg_sqs[0] overlaps grads[0]",
+        _overlapping(("max_exp_avg_sqs", 0), ("grads", 0)),
+        ValueError,
+        [r"max_exp_avg_sqs\[0\] overlaps grads\[0\]"],
+    ),
     ("adam", "steps below 1", _value("steps", [1, 0]), ValueError, ["adam_step: steps must be >= 1"]),
-    ("rmsprop", "square_avgs[0] too large", _reshaped(("square_avgs", 0), (5,)), ValueError,
-     [r"rmsprop_step: square_avgs\[0\] must have 4 elements"]),
-    ("rmsprop", "grad_avgs longer", _set("grad_avgs", lambda g: g + g[:1]), ValueError,
-     ["rmsprop_step: grad_avgs has 3"]),
+    (
+        "rmsprop",
+        "square_avgs[0] too large",
+        _reshaped(("square_avgs", 0), (5,)),
+        ValueError,
+        [r"rmsprop_step: square_avgs\[0\] must have 4 elements"],
+    ),
+    (
+        "rmsprop",
+        "grad_avgs longer",
+        _set("grad_avgs", lambda g: g + g[:1]),
+        ValueError,
+        ["rmsprop_step: grad_avgs has 3"],
+    ),
     # activations
     ("relu", "x int32", _as("x", np.int32), TypeError, ["relu: x must be float32 or float64, got dtype int32"]),
     ("relu", "out other float", _as("out", np.float16), TypeError, ["relu: out must have dtype"]),
@@ -539,12 +914,23 @@ BAD = [
     ("relu", "x strided", _strided("x"), ValueError, ["relu: x must be C-contiguous"]),
     ("relu", "out read-only", _read_only("out"), ValueError, ["relu: out is read-only"]),
     ("relu", "out overlaps x", _overlapping("out", "x"), ValueError, ["relu: out overlaps x"]),
-    ("relu_backward", "grad too small", _resized("grad", -1), ValueError, ["relu_backward: grad must have 15 elements"]),
+    (
+        "relu_backward",
+        "grad too small",
+        _resized("grad", -1),
+        ValueError,
+        ["relu_backward: grad must have 15 elements"],
+    ),
     ("gelu", "x not an array", _value("x", [0.5] * 17), TypeError, ["gelu: x must be a numpy.ndarray"]),
     ("gelu", "out misaligned", _misaligned("out"), ValueError, ["gelu: out is not aligned"]),
     ("gelu_backward", "grad other float", _as("grad", np.float16), TypeError, ["gelu_backward: grad must have dtype"]),
-    ("gelu_backward", "out overlaps grad", _overlapping("out", "grad"), ValueError,
-     ["gelu_backward: out overlaps grad"]),
+    (
+        "gelu_backward",
+        "out overlaps grad",
+        _overlapping("out", "grad"),
+        ValueError,
+        ["gelu_backward: out overlaps grad"],
+    ),
 ]
 
 
@@ -556,8 +942,9 @@ def _arrays(kw):
                 yield item
 
 
-@pytest.mark.parametrize("case,change,error,needles", [bad[:1] + bad[2:] for bad in BAD],
-                         ids=[f"{bad[0]}: {bad[1]}" for bad in BAD])
+@pytest.mark.parametrize(
+    "case,change,error,needles", [bad[:1] + bad[2:] for bad in BAD], ids=[f"{bad[0]}: {bad[1]}" for bad in BAD]
+)
 def test_bad_argument_raises_naming_it_and_writes_nothing(case, change, error, needles, rng):
     binding, kw, _ = CALLS[case](rng, F32)
     change(kw)

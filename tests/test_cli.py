@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-
 from deepkern import cli
 
 
@@ -16,8 +15,7 @@ def test_info_prints_config(capsys):
 
 def test_bench_quick_writes_json(tmp_path, capsys):
     path = tmp_path / "bench.json"
-    assert cli.main(["bench", "--op", "gemm", "--quick", "--threads", "1", "--repeats", "1",
-                     "--json", str(path)]) == 0
+    assert cli.main(["bench", "--op", "gemm", "--quick", "--threads", "1", "--repeats", "1", "--json", str(path)]) == 0
     printed = capsys.readouterr().out
     assert "gemm" in printed and "geomean" in printed
     report = json.loads(path.read_text())
@@ -47,12 +45,28 @@ def test_bench_interleaves_rounds_of_each_library():
 
     calls = []
     inputs = [(np.ones(4, np.float32),)]
-    case = bench.Case(op="fake", name="n=4", layout="-", group="fake", shape=(4,), flops=8.0, nbytes=16.0,
-                          make_inputs=lambda: inputs,
-                          impls={"deepkern": lambda x: calls.append("deepkern"), "numpy": lambda x: calls.append("numpy")})
+    case = bench.Case(
+        op="fake",
+        name="n=4",
+        layout="-",
+        group="fake",
+        shape=(4,),
+        flops=8.0,
+        nbytes=16.0,
+        make_inputs=lambda: inputs,
+        impls={"deepkern": lambda x: calls.append("deepkern"), "numpy": lambda x: calls.append("numpy")},
+    )
     suite = bench.Suite("fake", "a fake suite", lambda quick: [case])
-    report = bench.run_suite(suite, [1], repeats=2 * bench.ROUNDS, references=["numpy"], progress=False,
-                                 peak_stream_bytes=1 << 20, check=False)
+    report = bench.run_suite(
+        suite,
+        [1],
+        repeats=2 * bench.ROUNDS,
+        references=["numpy"],
+        progress=False,
+        peak_stream_bytes=1 << 20,
+        check=False,
+    )
+
     def runs(names):  # consecutive calls of one library as one entry
         return [name for i, name in enumerate(names) if i == 0 or names[i - 1] != name]
 

@@ -5,15 +5,25 @@ from __future__ import annotations
 import importlib.metadata
 import re
 
+import deepkern
 import numpy as np
 import pytest
 
-import deepkern
 from conftest import ISA_ORDER, SUPPORTED_ISAS
 
 CONFIG_KEYS = {
-    "version", "compiler", "cpu", "cpu_isa_detected", "cpu_isa_active", "gemm_kernel_f32",
-    "gemm_kernel_f64", "threads", "cuda_compiled", "cuda_archs", "cuda_devices", "cuda_status",
+    "version",
+    "compiler",
+    "cpu",
+    "cpu_isa_detected",
+    "cpu_isa_active",
+    "gemm_kernel_f32",
+    "gemm_kernel_f64",
+    "threads",
+    "cuda_compiled",
+    "cuda_archs",
+    "cuda_devices",
+    "cuda_status",
 }
 
 
@@ -85,7 +95,9 @@ def test_num_threads_round_trip():
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", None])
 def test_set_num_threads_rejects(bad):
     previous = deepkern.get_num_threads()
-    with pytest.raises(ValueError, match=r"set_num_threads: n must be an int >= 1, got " + repr(bad).replace(".", r"\.")):
+    with pytest.raises(
+        ValueError, match=r"set_num_threads: n must be an int >= 1, got " + repr(bad).replace(".", r"\.")
+    ):
         deepkern.set_num_threads(bad)
     assert deepkern.get_num_threads() == previous
 
@@ -105,7 +117,7 @@ def test_set_active_isa_rejects_unknown_and_unsupported():
         deepkern._C.set_active_isa("AVX2")
     assert deepkern._C.active_isa() == previous
     # ISAs above the detected one (none on an AVX-512 machine) are refused too.
-    for name in ISA_ORDER[len(SUPPORTED_ISAS):]:
+    for name in ISA_ORDER[len(SUPPORTED_ISAS) :]:
         with pytest.raises(ValueError, match=f"isa '{name}' is not supported by this CPU"):
             deepkern._C.set_active_isa(name)
         assert deepkern._C.active_isa() == previous

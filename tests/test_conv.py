@@ -22,10 +22,9 @@ import math
 import re
 import sys
 
+import deepkern
 import numpy as np
 import pytest
-
-import deepkern
 from deepkern.ops import conv2d, conv2d_backward
 
 from checks import F32, F64, TOL, active_isa, check, poison_heap, raises_naming, rand, shape_pattern
@@ -83,12 +82,16 @@ class Cfg:
         def fmt(v):
             return f"{v[0]}x{v[1]}" if isinstance(v, tuple) else str(v)
 
-        return (f"n{self.n}-c{self.c}-{self.h}x{self.w}-k{self.k}-{self.r}x{self.s}-st{fmt(self.stride)}"
-                f"-pad{fmt(self.padding)}-dil{fmt(self.dilation)}-g{self.groups}" + ("" if self.bias else "-nobias"))
+        return (
+            f"n{self.n}-c{self.c}-{self.h}x{self.w}-k{self.k}-{self.r}x{self.s}-st{fmt(self.stride)}"
+            f"-pad{fmt(self.padding)}-dil{fmt(self.dilation)}-g{self.groups}" + ("" if self.bias else "-nobias")
+        )
 
     def __str__(self) -> str:
-        return (f"x {self.x_shape}, w {self.w_shape}, stride={self.stride!r}, padding={self.padding!r}, "
-                f"dilation={self.dilation!r}, groups={self.groups}, bias={self.bias}")
+        return (
+            f"x {self.x_shape}, w {self.w_shape}, stride={self.stride!r}, padding={self.padding!r}, "
+            f"dilation={self.dilation!r}, groups={self.groups}, bias={self.bias}"
+        )
 
 
 KERNELS = [(1, 1), (3, 3), (5, 5), (7, 7), (1, 3), (3, 1), (5, 3)]
@@ -132,8 +135,20 @@ def _draw(rng) -> Cfg:
             return int(rng.integers(1, kernel_len + 3))
         return int(rng.integers(1, 38))
 
-    return Cfg(n=pick([1, 3]), c=c, h=extent(r), w=extent(s), k=k, r=r, s=s, stride=stride, padding=padding,
-               dilation=dilation, groups=groups, bias=bool(rng.random() < 0.75))
+    return Cfg(
+        n=pick([1, 3]),
+        c=c,
+        h=extent(r),
+        w=extent(s),
+        k=k,
+        r=r,
+        s=s,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        bias=bool(rng.random() < 0.75),
+    )
 
 
 def _random_configs(count: int, seed: int):
@@ -151,39 +166,39 @@ def _random_configs(count: int, seed: int):
 
 #: Named corner cases, each for a reason.
 CORNERS = [
-    Cfg(1, 3, 1, 1, 4, 3, 3, padding=1),                               # 1x1 image, 3x3 kernel all padding but one tap
-    Cfg(3, 2, 2, 3, 5, 5, 5, padding=2),                               # image smaller than the kernel
-    Cfg(1, 4, 1, 37, 3, 1, 3, padding=(0, 1)),                         # one row
-    Cfg(3, 3, 37, 1, 2, 3, 1, stride=2),                               # one column, stride 2
-    Cfg(1, 3, 37, 37, 8, 7, 7, stride=2, padding=3),                   # ResNet conv1 shape, odd image
-    Cfg(3, 8, 15, 15, 16, 1, 1, stride=2),                             # 1x1 downsample
-    Cfg(1, 5, 10, 11, 3, 1, 1, stride=3),                              # stride > kernel: inputs never read
-    Cfg(3, 2, 5, 4, 3, 1, 1, padding=3),                               # border outputs are the bias only
-    Cfg(3, 7, 5, 5, 5, 5, 5),                                          # output exactly 1x1
-    Cfg(1, 1, 6, 7, 1, 3, 3, padding=1),                               # C = K = 1
+    Cfg(1, 3, 1, 1, 4, 3, 3, padding=1),  # 1x1 image, 3x3 kernel all padding but one tap
+    Cfg(3, 2, 2, 3, 5, 5, 5, padding=2),  # image smaller than the kernel
+    Cfg(1, 4, 1, 37, 3, 1, 3, padding=(0, 1)),  # one row
+    Cfg(3, 3, 37, 1, 2, 3, 1, stride=2),  # one column, stride 2
+    Cfg(1, 3, 37, 37, 8, 7, 7, stride=2, padding=3),  # ResNet conv1 shape, odd image
+    Cfg(3, 8, 15, 15, 16, 1, 1, stride=2),  # 1x1 downsample
+    Cfg(1, 5, 10, 11, 3, 1, 1, stride=3),  # stride > kernel: inputs never read
+    Cfg(3, 2, 5, 4, 3, 1, 1, padding=3),  # border outputs are the bias only
+    Cfg(3, 7, 5, 5, 5, 5, 5),  # output exactly 1x1
+    Cfg(1, 1, 6, 7, 1, 3, 3, padding=1),  # C = K = 1
     Cfg(3, 5, 17, 19, 4, 5, 3, stride=(1, 3), padding=(0, 2), dilation=(2, 1)),  # nothing square
-    Cfg(3, 3, 9, 8, 4, 2, 2, padding="same"),                          # "same", odd total padding (extra at the end)
-    Cfg(1, 2, 7, 6, 3, 4, 1, padding="same"),                          # "same", 4x1: pads 1 top, 2 bottom
-    Cfg(3, 4, 7, 6, 4, 3, 3, padding="same", dilation=2),              # "same" with dilation
-    Cfg(1, 3, 11, 9, 2, 5, 3, padding="same", dilation=(1, 2)),        # "same" 5x3 with a dilation pair
-    Cfg(3, 4, 6, 4, 5, 5, 3, padding="valid"),                         # "valid"
-    Cfg(3, 4, 4, 4, 3, 3, 3, padding=1, dilation=2),                   # dilated kernel larger than the image
-    Cfg(1, 4, 8, 8, 2, 3, 3, stride=2, padding=1, groups=2),           # groups 2, one output channel per group
-    Cfg(3, 8, 13, 11, 8, 3, 3, padding=1, groups=8),                   # depthwise K == C
-    Cfg(1, 5, 9, 12, 10, 3, 3, stride=2, padding=1, groups=5),         # depthwise K == 2C
-    Cfg(3, 1, 9, 9, 3, 3, 3, padding=1, groups=1),                     # C == 1 (depthwise and dense at once)
-    Cfg(1, 33, 9, 9, 17, 3, 3, padding=1),                             # channel counts off every vector width
-    Cfg(1, 64, 12, 12, 48, 3, 3, padding=1),                           # many channels (the fast paths)
-    Cfg(3, 16, 37, 37, 16, 3, 3, padding=1, bias=False),               # biggest image, no bias
-    Cfg(3, 17, 37, 37, 32, 1, 1),                                      # 1x1 over an odd image
-    Cfg(1, 16, 37, 37, 16, 3, 3, padding=1, groups=16),                # depthwise on the biggest image
-    Cfg(3, 3, 6, 5, 6, 3, 5, padding=(3, 4), groups=3),                # depthwise stride 1, pads beyond the kernel
-    Cfg(1, 4, 5, 7, 4, 1, 5, padding=(0, 2), groups=4),                # depthwise 1x5, stride 1
+    Cfg(3, 3, 9, 8, 4, 2, 2, padding="same"),  # "same", odd total padding (extra at the end)
+    Cfg(1, 2, 7, 6, 3, 4, 1, padding="same"),  # "same", 4x1: pads 1 top, 2 bottom
+    Cfg(3, 4, 7, 6, 4, 3, 3, padding="same", dilation=2),  # "same" with dilation
+    Cfg(1, 3, 11, 9, 2, 5, 3, padding="same", dilation=(1, 2)),  # "same" 5x3 with a dilation pair
+    Cfg(3, 4, 6, 4, 5, 5, 3, padding="valid"),  # "valid"
+    Cfg(3, 4, 4, 4, 3, 3, 3, padding=1, dilation=2),  # dilated kernel larger than the image
+    Cfg(1, 4, 8, 8, 2, 3, 3, stride=2, padding=1, groups=2),  # groups 2, one output channel per group
+    Cfg(3, 8, 13, 11, 8, 3, 3, padding=1, groups=8),  # depthwise K == C
+    Cfg(1, 5, 9, 12, 10, 3, 3, stride=2, padding=1, groups=5),  # depthwise K == 2C
+    Cfg(3, 1, 9, 9, 3, 3, 3, padding=1, groups=1),  # C == 1 (depthwise and dense at once)
+    Cfg(1, 33, 9, 9, 17, 3, 3, padding=1),  # channel counts off every vector width
+    Cfg(1, 64, 12, 12, 48, 3, 3, padding=1),  # many channels (the fast paths)
+    Cfg(3, 16, 37, 37, 16, 3, 3, padding=1, bias=False),  # biggest image, no bias
+    Cfg(3, 17, 37, 37, 32, 1, 1),  # 1x1 over an odd image
+    Cfg(1, 16, 37, 37, 16, 3, 3, padding=1, groups=16),  # depthwise on the biggest image
+    Cfg(3, 3, 6, 5, 6, 3, 5, padding=(3, 4), groups=3),  # depthwise stride 1, pads beyond the kernel
+    Cfg(1, 4, 5, 7, 4, 1, 5, padding=(0, 2), groups=4),  # depthwise 1x5, stride 1
     Cfg(1, 6, 16, 16, 9, 7, 7, stride=3, padding=3, dilation=2, groups=3),  # all at once
 ]
 
 CONFIGS = CORNERS + _random_configs(200, seed=20240607)
-BACKWARD_CONFIGS = CORNERS + CONFIGS[len(CORNERS)::2]
+BACKWARD_CONFIGS = CORNERS + CONFIGS[len(CORNERS) :: 2]
 
 #: The benchmark's layers (deepkern.bench.conv's suite) at batch 1: (C, H, W, K, R, S, stride, padding, groups).
 LAYERS = [
@@ -234,15 +249,20 @@ def small_floors(cfg, x, w, b, g=None):
     if x.size > 64 and w.size > 64:
         return 0.0, 0.0, floor_b
     gx, gw, _ = conv2d_backward_ref(absg, absx, absw, **cfg.kwargs)
-    return (0.5 * float(np.linalg.norm(gx)) / math.sqrt(kg_taps), 0.5 * float(np.linalg.norm(gw)) / math.sqrt(npq),
-            floor_b)
+    return (
+        0.5 * float(np.linalg.norm(gx)) / math.sqrt(kg_taps),
+        0.5 * float(np.linalg.norm(gw)) / math.sqrt(npq),
+        floor_b,
+    )
 
 
 def run_backward(g, x, w, kwargs, needs=(True, True, True)):
     poison_heap((x.shape, x.dtype), (w.shape, w.dtype), ((w.shape[0],), x.dtype))
     result = conv2d_backward(g, x, w, needs=needs, **kwargs)
-    assert isinstance(result, tuple) and len(result) == 3, f"conv2d_backward returned {type(result).__name__} " \
+    assert isinstance(result, tuple) and len(result) == 3, (
+        f"conv2d_backward returned {type(result).__name__} "
         f"of length {len(result) if hasattr(result, '__len__') else '?'}, expected a tuple (grad_x, grad_w, grad_b)"
+    )
     return result
 
 
@@ -313,12 +333,12 @@ FD_CONFIGS = [
     Cfg(2, 3, 5, 6, 4, 3, 3, padding=1),
     Cfg(2, 2, 7, 6, 3, 3, 1, stride=2, padding=(1, 2), dilation=2),
     Cfg(1, 4, 6, 5, 6, 3, 3, stride=(2, 1), padding=1, groups=2),
-    Cfg(2, 3, 5, 5, 6, 3, 3, padding=1, groups=3),                      # depthwise K == 2C
-    Cfg(2, 2, 5, 6, 3, 2, 2, padding="same"),                           # asymmetric "same"
+    Cfg(2, 3, 5, 5, 6, 3, 3, padding=1, groups=3),  # depthwise K == 2C
+    Cfg(2, 2, 5, 6, 3, 2, 2, padding="same"),  # asymmetric "same"
     Cfg(1, 2, 7, 8, 2, 5, 3, padding="same", dilation=(1, 2)),
-    Cfg(2, 3, 7, 7, 2, 1, 1, stride=3),                                 # unread inputs
-    Cfg(1, 2, 3, 4, 3, 1, 1, padding=3),                                # padding only
-    Cfg(1, 2, 3, 2, 2, 5, 5, padding=2, stride=2),                      # image smaller than the kernel
+    Cfg(2, 3, 7, 7, 2, 1, 1, stride=3),  # unread inputs
+    Cfg(1, 2, 3, 4, 3, 1, 1, padding=3),  # padding only
+    Cfg(1, 2, 3, 2, 2, 5, 5, padding=2, stride=2),  # image smaller than the kernel
 ]
 
 
@@ -345,10 +365,12 @@ def test_conv2d_backward_finite_differences(device, cfg, rng):
             minus = {k: v.copy() for k, v in args.items()}
             plus[name][idx] += h
             minus[name][idx] -= h
-            fd = (loss(**{k + "_": v for k, v in plus.items()}) - loss(**{k + "_": v for k, v in minus.items()})) / (2 * h)
+            fd = (loss(**{k + "_": v for k, v in plus.items()}) - loss(**{k + "_": v for k, v in minus.items()})) / (
+                2 * h
+            )
             assert abs(fd - grad[idx]) <= 1e-7 * (1.0 + abs(fd)), (
-                f"conv2d_backward {cfg}: grad_{name}{tuple(map(int, idx))} = {grad[idx]!r}, "
-                f"finite difference {fd!r}")
+                f"conv2d_backward {cfg}: grad_{name}{tuple(map(int, idx))} = {grad[idx]!r}, finite difference {fd!r}"
+            )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -408,10 +430,20 @@ def _w_view(rng, shape, layout, dtype, device):
     raise AssertionError(layout)
 
 
-VIEW_PAIRS = [("nhwc", "hwio"), ("sliced", "negative"), ("negative", "sliced"), ("fortran", "fortran"),
-              ("swapped", "hwio"), ("nhwc", "negative")]
-VIEW_CONFIGS = [Cfg(3, 5, 11, 9, 6, 3, 3, padding=1), Cfg(2, 6, 10, 13, 4, 5, 3, stride=2, padding=(2, 1), groups=2),
-                Cfg(2, 4, 9, 9, 8, 3, 3, padding="same", dilation=2, groups=4), Cfg(1, 16, 12, 12, 24, 1, 1)]
+VIEW_PAIRS = [
+    ("nhwc", "hwio"),
+    ("sliced", "negative"),
+    ("negative", "sliced"),
+    ("fortran", "fortran"),
+    ("swapped", "hwio"),
+    ("nhwc", "negative"),
+]
+VIEW_CONFIGS = [
+    Cfg(3, 5, 11, 9, 6, 3, 3, padding=1),
+    Cfg(2, 6, 10, 13, 4, 5, 3, stride=2, padding=(2, 1), groups=2),
+    Cfg(2, 4, 9, 9, 8, 3, 3, padding="same", dilation=2, groups=4),
+    Cfg(1, 16, 12, 12, 24, 1, 1),
+]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -435,8 +467,11 @@ def test_conv2d_views(device, x_layout, w_layout, dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_conv2d_unbatched(device, dtype, rng):
-    for cfg in [Cfg(1, 3, 9, 8, 4, 3, 3, padding=1), Cfg(1, 4, 7, 6, 4, 2, 2, padding="same", groups=2),
-                Cfg(1, 3, 12, 11, 6, 5, 3, stride=2, dilation=(1, 2), groups=3)]:
+    for cfg in [
+        Cfg(1, 3, 9, 8, 4, 3, 3, padding=1),
+        Cfg(1, 4, 7, 6, 4, 2, 2, padding="same", groups=2),
+        Cfg(1, 3, 12, 11, 6, 5, 3, stride=2, dilation=(1, 2), groups=3),
+    ]:
         x, w, b = make_inputs(rng, cfg, dtype)
         x3 = x[0]
         ref = conv2d_ref(x3, w, b, **cfg.kwargs)
@@ -462,11 +497,11 @@ def test_conv2d_backward_unbatched(device, dtype, rng):
 # blocks spread over threads (per-thread partial grad_w summed), at 1 and 2 threads
 
 BLOCKING_CONFIGS = [
-    Cfg(13, 5, 6, 7, 7, 3, 3, padding=1),                    # 42 pixels: up to 13 images per GEMM, uneven split
+    Cfg(13, 5, 6, 7, 7, 3, 3, padding=1),  # 42 pixels: up to 13 images per GEMM, uneven split
     Cfg(7, 4, 10, 10, 6, 3, 3, stride=2, padding=1, groups=2),
-    Cfg(9, 6, 5, 4, 6, 3, 3, padding=1, groups=6),           # depthwise over a batch
-    Cfg(5, 8, 24, 24, 12, 1, 1),                             # 576 pixels, 1x1: im2col-free path, one image per block
-    Cfg(3, 1024, 10, 37, 4, 3, 3, padding=1, bias=False),    # im2col rows of 37 KB (float32) / 74 KB: several row blocks
+    Cfg(9, 6, 5, 4, 6, 3, 3, padding=1, groups=6),  # depthwise over a batch
+    Cfg(5, 8, 24, 24, 12, 1, 1),  # 576 pixels, 1x1: im2col-free path, one image per block
+    Cfg(3, 1024, 10, 37, 4, 3, 3, padding=1, bias=False),  # im2col rows of 37 KB (float32) / 74 KB: several row blocks
     Cfg(2, 16, 37, 37, 8, 5, 5, padding=2, dilation=(2, 1)),  # >= 512 pixels per image
 ]
 
@@ -552,7 +587,10 @@ def test_conv2d_matches_torch(device, cfg, rng):
         xd, wd, gd = x.astype(dtype), w.astype(dtype), g.astype(dtype)
         bd = None if b is None else b.astype(dtype)
         if dtype == F32:  # float64 torch on the same float32-rounded inputs
-            xt2, wt2 = torch.tensor(xd.astype(F64), requires_grad=True), torch.tensor(wd.astype(F64), requires_grad=True)
+            xt2, wt2 = (
+                torch.tensor(xd.astype(F64), requires_grad=True),
+                torch.tensor(wd.astype(F64), requires_grad=True),
+            )
             bt2 = torch.tensor(bd.astype(F64) if bd is not None else np.zeros(cfg.k), requires_grad=True)
             o = F.conv2d(xt2, wt2, bt2 if cfg.bias else None, **cfg.kwargs)
             if not cfg.bias:
@@ -600,24 +638,33 @@ def test_groups_must_divide_channels(device):
     with raises_naming(ValueError, "conv2d", "groups", r"\b2\b", r"\b3\b"):
         conv2d(ones_on(device, (1, 4, 6, 6)), ones_on(device, (3, 2, 3, 3)), groups=2)  # K = 3
     with raises_naming(ValueError, "conv2d", "groups", r"\b2\b", r"\b3\b"):
-        conv2d_backward(ones_on(device, (1, 3, 4, 4)), ones_on(device, (1, 4, 6, 6)), ones_on(device, (3, 2, 3, 3)),
-                        groups=2)
+        conv2d_backward(
+            ones_on(device, (1, 3, 4, 4)), ones_on(device, (1, 4, 6, 6)), ones_on(device, (3, 2, 3, 3)), groups=2
+        )
     for bad in (0, -1):
         with raises_naming(ValueError, "conv2d", "groups", re.escape(str(bad))):
             conv2d(ones_on(device, (1, 4, 6, 6)), ones_on(device, (4, 4, 3, 3)), groups=bad)
 
 
-@pytest.mark.parametrize("kwargs,x_shape,w_shape", [
-    (dict(), (1, 3, 2, 2), (4, 3, 3, 3)),
-    (dict(), (2, 3, 5, 2), (4, 3, 3, 3)),
-    (dict(dilation=3), (1, 3, 6, 6), (4, 3, 3, 3)),
-    (dict(padding="valid"), (1, 2, 4, 9), (2, 2, 5, 5)),
-    (dict(padding=(1, 0)), (1, 2, 4, 1), (2, 2, 3, 3)),
-], ids=["small", "narrow", "dilated", "valid", "pad-pair"])
+@pytest.mark.parametrize(
+    "kwargs,x_shape,w_shape",
+    [
+        (dict(), (1, 3, 2, 2), (4, 3, 3, 3)),
+        (dict(), (2, 3, 5, 2), (4, 3, 3, 3)),
+        (dict(dilation=3), (1, 3, 6, 6), (4, 3, 3, 3)),
+        (dict(padding="valid"), (1, 2, 4, 9), (2, 2, 5, 5)),
+        (dict(padding=(1, 0)), (1, 2, 4, 1), (2, 2, 3, 3)),
+    ],
+    ids=["small", "narrow", "dilated", "valid", "pad-pair"],
+)
 def test_empty_output(device, kwargs, x_shape, w_shape):
     x, w = ones_on(device, x_shape), ones_on(device, w_shape)
-    with raises_naming(ValueError, "conv2d", "output", shape_pattern(x_shape) + "|" + shape_pattern(x_shape[2:]) + "|"
-                       + f"{x_shape[2]}x{x_shape[3]}"):
+    with raises_naming(
+        ValueError,
+        "conv2d",
+        "output",
+        shape_pattern(x_shape) + "|" + shape_pattern(x_shape[2:]) + "|" + f"{x_shape[2]}x{x_shape[3]}",
+    ):
         conv2d(x, w, **kwargs)
     with raises_naming(ValueError, "conv2d", "output"):
         conv2d_backward(ones_on(device, (x_shape[0], w_shape[0], 1, 1)), x, w, **kwargs)
@@ -635,11 +682,21 @@ def test_wrong_ndim(device):
         conv2d(on_device(device, np.array(1.0)), w)
 
 
-@pytest.mark.parametrize("name,value", [
-    ("stride", 0), ("stride", -1), ("stride", (1, 0)), ("stride", (-2, 1)),
-    ("dilation", 0), ("dilation", -1), ("dilation", (0, 1)),
-    ("padding", -1), ("padding", (0, -2)),
-], ids=str)
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("stride", 0),
+        ("stride", -1),
+        ("stride", (1, 0)),
+        ("stride", (-2, 1)),
+        ("dilation", 0),
+        ("dilation", -1),
+        ("dilation", (0, 1)),
+        ("padding", -1),
+        ("padding", (0, -2)),
+    ],
+    ids=str,
+)
 def test_bad_stride_padding_dilation(device, name, value):
     x, w = ones_on(device, (1, 3, 8, 8)), ones_on(device, (4, 3, 3, 3))
     bad = value if isinstance(value, int) else [v for v in value if v <= 0 and not (name == "padding" and v == 0)][0]
@@ -670,12 +727,15 @@ def test_bias_shape(device):
 def test_grad_out_shape(device):
     x, w = ones_on(device, (2, 3, 8, 8)), ones_on(device, (4, 3, 3, 3))  # output (2, 4, 6, 6)
     for shape in [(2, 4, 6, 5), (2, 3, 6, 6), (1, 4, 6, 6), (4, 6, 6), (2, 4, 36)]:
-        with raises_naming(ValueError, "conv2d_backward", "grad_out", shape_pattern(shape), shape_pattern((2, 4, 6, 6))):
+        with raises_naming(
+            ValueError, "conv2d_backward", "grad_out", shape_pattern(shape), shape_pattern((2, 4, 6, 6))
+        ):
             conv2d_backward(ones_on(device, shape), x, w)
 
 
-@pytest.mark.parametrize("bad", [np.int32, np.int64, np.float16, np.complex64, np.complex128, np.bool_],
-                         ids=lambda t: np.dtype(t).name)
+@pytest.mark.parametrize(
+    "bad", [np.int32, np.int64, np.float16, np.complex64, np.complex128, np.bool_], ids=lambda t: np.dtype(t).name
+)
 def test_unsupported_dtypes(device, bad):
     x, w, b = (ones_on(device, shape, np.float32) for shape in ((1, 3, 5, 5), (4, 3, 3, 3), 4))
     name = np.dtype(bad).name
@@ -713,7 +773,7 @@ def test_bench_conv_cases():
     suite = bench.get_suite("conv")
     assert set(suite.summary_groups) == {dkb.GROUP_CONV_FWD, dkb.GROUP_CONV_FWD_BWD}
     layers = [(c, h, w, k, r, s, st, p, g) for c, h, w, k, r, s, st, p, g in LAYERS]
-    assert [(l.c, l.h, l.w, l.k, l.r, l.s, l.stride, l.padding, l.groups) for l in dkb.CONV_LAYERS] == layers
+    assert [(l.c, l.h, l.w, l.k, l.r, l.s, l.stride, l.padding, l.groups) for l in dkb.CONV_LAYERS] == layers  # noqa: E741
     for quick, batch in ((False, 32), (True, dkb.CONV_BATCH_QUICK)):
         cases = suite.cases(quick)
         assert len(cases) == 2 * len(LAYERS)
@@ -753,8 +813,11 @@ def test_bench_conv_check_and_impls(conv_pass, monkeypatch):
     sets = dkb.make_conv_inputs(layer, 3, conv_pass, copies=1)
     real_fwd, real_bwd = deepkern.ops.conv2d, deepkern.ops.conv2d_backward
     monkeypatch.setattr(deepkern.ops, "conv2d", lambda *a, **k: real_fwd(*a, **k) * np.float32(1.01))
-    monkeypatch.setattr(deepkern.ops, "conv2d_backward",
-                        lambda *a, **k: tuple(None if v is None else v * np.float32(1.01) for v in real_bwd(*a, **k)))
+    monkeypatch.setattr(
+        deepkern.ops,
+        "conv2d_backward",
+        lambda *a, **k: tuple(None if v is None else v * np.float32(1.01) for v in real_bwd(*a, **k)),
+    )
     assert dkb.conv_check(layer, conv_pass, sets[0]) > 1e-3
 
 

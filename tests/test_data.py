@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import pytest
-
 from deepkern import data
 from deepkern.data import DataLoader, Dataset, Subset, TensorDataset, default_collate, random_split
 
@@ -94,8 +93,10 @@ def test_subset_and_random_split():
 # --- DataLoader ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("n, batch_size, drop_last", [(10, 3, False), (10, 3, True), (9, 3, False),
-                                                      (9, 3, True), (2, 5, False), (2, 5, True), (1, 1, False)])
+@pytest.mark.parametrize(
+    "n, batch_size, drop_last",
+    [(10, 3, False), (10, 3, True), (9, 3, False), (9, 3, True), (2, 5, False), (2, 5, True), (1, 1, False)],
+)
 def test_loader_lengths_and_batch_shapes(n, batch_size, drop_last):
     ds = TensorDataset(np.arange(n), np.zeros((n, 2, 3), np.float32))
     loader = DataLoader(ds, batch_size=batch_size, drop_last=drop_last)
@@ -110,9 +111,15 @@ def test_loader_lengths_and_batch_shapes(n, batch_size, drop_last):
     np.testing.assert_array_equal(ids_of(loader) if batches else [], np.arange(sum(sizes)))
 
 
-@pytest.mark.parametrize("make", [lambda n: TensorDataset(np.arange(n)),
-                                  lambda n: Subset(TensorDataset(np.arange(n)[::-1].copy()), np.arange(n)[::-1]),
-                                  Squares], ids=["tensor_dataset", "subset", "generic"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda n: TensorDataset(np.arange(n)),
+        lambda n: Subset(TensorDataset(np.arange(n)[::-1].copy()), np.arange(n)[::-1]),
+        Squares,
+    ],
+    ids=["tensor_dataset", "subset", "generic"],
+)
 def test_shuffle_each_sample_once_reproducible_and_new_each_epoch(make):
     n = 103
     ds = make(n)
@@ -157,7 +164,7 @@ def test_fast_path_matches_the_per_sample_collate(rng):
 
 
 def test_default_collate_of_a_generic_dataset():
-    (x, sq, names), = list(DataLoader(Squares(4), batch_size=4))
+    ((x, sq, names),) = list(DataLoader(Squares(4), batch_size=4))
     assert x.shape == (4, 3) and x.dtype == np.float32
     np.testing.assert_array_equal(sq, [0, 1, 4, 9])
     assert names == ["item0", "item1", "item2", "item3"]
@@ -248,7 +255,7 @@ def test_sliding_windows_against_a_loop(rng):
     x, y = data.sliding_windows(series, 4)
     assert x.shape == (8, 4, 1) and y.shape == (8, 1) and x.dtype == y.dtype == np.float32
     for i in range(8):
-        np.testing.assert_array_equal(x[i, :, 0], series[i:i + 4].astype(np.float32))
+        np.testing.assert_array_equal(x[i, :, 0], series[i : i + 4].astype(np.float32))
         assert y[i, 0] == np.float32(series[i + 4])
     with raises_naming(ValueError, "window", r"\[1, 12\)", "12"):
         data.sliding_windows(series, 12)
@@ -276,8 +283,9 @@ def test_sunspots_windows_split_and_normalisation():
     np.testing.assert_allclose(w.denormalize(y_test[:, 0]), values[n_train_years:], rtol=1e-5, atol=1e-3)
     np.testing.assert_array_equal(w.test_years, years[n_train_years:])
     # The first test window's inputs are the last training years.
-    np.testing.assert_allclose(w.denormalize(x_test[0, :, 0]), values[n_train_years - 10:n_train_years],
-                               rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(
+        w.denormalize(x_test[0, :, 0]), values[n_train_years - 10 : n_train_years], rtol=1e-5, atol=1e-3
+    )
 
 
 def test_sunspots_persistence_baseline_against_a_loop():
@@ -317,11 +325,11 @@ def test_char_corpus_vocab_windows_and_round_trip():
     n_train = len(corpus.text) - n_val
     assert len(corpus.train) == (n_train - 1 - 32) // 32 + 1
     assert len(corpus.val) == (n_val - 1 - 32) // 32 + 1
-    (x, y), = [next(iter(DataLoader(corpus.train, batch_size=4)))]
+    ((x, y),) = [next(iter(DataLoader(corpus.train, batch_size=4)))]
     assert x.shape == y.shape == (4, 32) and x.dtype == np.int64
     np.testing.assert_array_equal(x[1], corpus.ids[32:64])
     np.testing.assert_array_equal(y[1], corpus.ids[33:65])  # targets: the next character
-    assert corpus.decode(corpus.val[0][0]) == corpus.text[n_train:n_train + 32]  # val: after train
+    assert corpus.decode(corpus.val[0][0]) == corpus.text[n_train : n_train + 32]  # val: after train
     with raises_naming(ValueError, "character '\u2603'", "position 2"):
         corpus.encode("ab\u2603")
 

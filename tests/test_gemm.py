@@ -12,13 +12,12 @@ from __future__ import annotations
 import concurrent.futures
 import re
 
+import deepkern
 import numpy as np
 import pytest
+from deepkern.ops import gemm, linear, matmul
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import deepkern
-from deepkern.ops import gemm, linear, matmul
 
 from checks import F32, F64, TOL, check, rand
 from conftest import SUPPORTED_ISAS, on_device, ones_on, to_host
@@ -149,8 +148,12 @@ def test_matmul_last_row_panel(device, isa, dtype, m, rng):
         da, db, dbias, out = on_device(device, a, b, bias, np.full((m, n), np.nan, dtype=dtype))
         matmul(da, db, out=out)
         check(out, matmul_ref(a, b), dtype, f"matmul {isa} M={m} N={n} K={k}")
-        check(gemm(da, db, bias=dbias, relu=True), gemm_ref(a, b, bias=bias, relu=True), dtype,
-              f"gemm bias relu {isa} M={m} N={n} K={k}")
+        check(
+            gemm(da, db, bias=dbias, relu=True),
+            gemm_ref(a, b, bias=bias, relu=True),
+            dtype,
+            f"gemm bias relu {isa} M={m} N={n} K={k}",
+        )
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -164,8 +167,12 @@ def test_matmul_long_k(device, isa, dtype, m, n, k, rng):
 # ----------------------------------------------------------------------------------------------
 # layouts
 
-LAYOUT_PAIRS = sorted({(la, "C") for la in LAYOUTS} | {("C", lb) for lb in LAYOUTS}
-                      | {(la, la) for la in LAYOUTS} | {("T", "C"), ("C", "T"), ("T", "T"), ("F", "T")})
+LAYOUT_PAIRS = sorted(
+    {(la, "C") for la in LAYOUTS}
+    | {("C", lb) for lb in LAYOUTS}
+    | {(la, la) for la in LAYOUTS}
+    | {("T", "C"), ("C", "T"), ("T", "T"), ("F", "T")}
+)
 LAYOUT_SHAPES = [(37, 41, 29), (1, 45, 33), (45, 1, 33), (1, 1, 9), (130, 70, 300)]
 
 
@@ -178,8 +185,12 @@ def test_matmul_layouts(device, isa, dtype, layout_a, layout_b, rng):
         a_before, b_before = to_host(a).copy(), to_host(b).copy()
         out = on_device(device, np.full((m, n), np.nan, dtype=dtype))
         matmul(a, b, out=out)
-        check(out, matmul_ref(a_before, b_before), dtype,
-              f"matmul {isa} a {layout_a} {a.shape} strides {a.strides}, b {layout_b} {b.shape} strides {b.strides}")
+        check(
+            out,
+            matmul_ref(a_before, b_before),
+            dtype,
+            f"matmul {isa} a {layout_a} {a.shape} strides {a.strides}, b {layout_b} {b.shape} strides {b.strides}",
+        )
         np.testing.assert_array_equal(to_host(a), a_before)
         np.testing.assert_array_equal(to_host(b), b_before)
 
@@ -206,8 +217,12 @@ def test_gemm_transposes(device, isa, dtype, trans_a, trans_b, storage, rng):
         a = make_operand(rng, (k, m) if trans_a else (m, k), storage, dtype, device)
         b = make_operand(rng, (n, k) if trans_b else (k, n), storage, dtype, device)
         got = gemm(a, b, trans_a=trans_a, trans_b=trans_b)
-        check(got, gemm_ref(to_host(a), to_host(b), trans_a, trans_b), dtype,
-              f"gemm {isa} trans_a={trans_a} trans_b={trans_b} {storage} a {a.shape} b {b.shape}")
+        check(
+            got,
+            gemm_ref(to_host(a), to_host(b), trans_a, trans_b),
+            dtype,
+            f"gemm {isa} trans_a={trans_a} trans_b={trans_b} {storage} a {a.shape} b {b.shape}",
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -242,8 +257,9 @@ def test_gemm_without_c(device, isa, dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("relu", [False, True])
-@pytest.mark.parametrize("c_layout,beta", [("none", 0.0)] + [(lay, beta) for lay in ("C", "F", "strided")
-                                                              for beta in (0.0, 0.5)])
+@pytest.mark.parametrize(
+    "c_layout,beta", [("none", 0.0)] + [(lay, beta) for lay in ("C", "F", "strided") for beta in (0.0, 0.5)]
+)
 def test_gemm_bias_relu(device, isa, dtype, relu, c_layout, beta, rng):
     for m, n, k in GEMM_SHAPES + [(7, 5, 0), (1, 1, 0), (0, 4, 3)]:
         a, b = rand(rng, (m, k), dtype), rand(rng, (k, n), dtype)
@@ -319,16 +335,25 @@ def test_linear(device, isa, dtype, with_bias, relu, x_shape, n_out, rng):
 def test_linear_views(device, isa, dtype, rng):
     # Non-contiguous x (leading axes that do not merge) and weight, and an `out` view whose
     # leading axes do not merge either.
-    x, w, bias, big = on_device(device, rand(rng, (3, 8, 13), dtype), rand(rng, (13, 9), dtype),
-                                rand(rng, (18,), dtype), np.full((3, 8, 12), np.nan, dtype))
+    x, w, bias, big = on_device(
+        device,
+        rand(rng, (3, 8, 13), dtype),
+        rand(rng, (13, 9), dtype),
+        rand(rng, (18,), dtype),
+        np.full((3, 8, 12), np.nan, dtype),
+    )
     x, w, bias = x[:, ::2, :], w.T, bias[::2]  # w: (9, 13), a transposed view
     out = big[:, ::2, 1:10]
     mask = np.zeros(big.shape, bool)
     mask[:, ::2, 1:10] = True
     got = linear(x, w, bias, relu=True, out=out)
     assert got is out
-    check(out, linear_ref(to_host(x), to_host(w), to_host(bias), True), dtype,
-          "linear with strided x, weight.T and out view")
+    check(
+        out,
+        linear_ref(to_host(x), to_host(w), to_host(bias), True),
+        dtype,
+        "linear with strided x, weight.T and out view",
+    )
     check_untouched(big, mask, "linear out view")
 
 
@@ -351,8 +376,9 @@ def test_matmul_1d(device, isa, dtype, rng):
         dv, dmat, dv_storage, out = on_device(device, v, mat, v_storage, np.full((n,), np.nan, dtype))
         check(matmul(dv, dmat), matmul_ref(v, mat), dtype, f"1-D ({k},) @ ({k}, {n})")
         check(matmul(dmat.T, dv), matmul_ref(mat.T, v), dtype, f"2-D ({n}, {k}) @ 1-D ({k},)")
-        check(matmul(dv_storage[::-2], dmat), matmul_ref(v_storage[::-2], mat), dtype,
-              f"strided 1-D ({k},) @ ({k}, {n})")
+        check(
+            matmul(dv_storage[::-2], dmat), matmul_ref(v_storage[::-2], mat), dtype, f"strided 1-D ({k},) @ ({k}, {n})"
+        )
         assert matmul(dv, dmat, out=out) is out
         check(out, matmul_ref(v, mat), dtype, "1-D @ 2-D out=")
 
@@ -407,8 +433,9 @@ def test_matmul_batched(device, isa, threads, dtype, shape_a, shape_b, rng):
 def test_matmul_batched_views(device, isa, threads, dtype, rng):
     # Batch axes with negative strides, transposed matrices, broadcast (stride-0) batch axes and an
     # output whose batch and matrix axes are all strided.
-    a, b, big = on_device(device, rand(rng, (4, 3, 9, 6), dtype), rand(rng, (18, 5), dtype),
-                          np.full((5, 3, 13, 7), np.nan, dtype))
+    a, b, big = on_device(
+        device, rand(rng, (4, 3, 9, 6), dtype), rand(rng, (18, 5), dtype), np.full((5, 3, 13, 7), np.nan, dtype)
+    )
     a = a[::-1, :, :, ::-1].transpose(0, 1, 3, 2)  # (4, 3, 6, 9)
     b = np.broadcast_to(b[::2], (3, 9, 5))  # batch stride 0
     out = big[::-1][:4][:, :, 1::2, 1:6]
@@ -437,8 +464,12 @@ def test_python_lists(rng):
     check(got, matmul_ref(a, b), F64, "matmul of lists")
     check(gemm(a.tolist(), b.T.tolist(), trans_b=True), gemm_ref(a, b), F64, "gemm of lists")
     bias = rng.standard_normal(2)
-    check(linear(a.tolist(), b.T.tolist(), bias.tolist(), relu=True), linear_ref(a, b.T, bias, True), F64,
-          "linear of lists")
+    check(
+        linear(a.tolist(), b.T.tolist(), bias.tolist(), relu=True),
+        linear_ref(a, b.T, bias, True),
+        F64,
+        "linear of lists",
+    )
     dot = matmul(a[0].tolist(), b[:, 0].tolist())
     assert isinstance(dot, np.float64)
     check(np.asarray(dot), matmul_ref(a[0], b[:, 0]), F64, "matmul of 1-D lists")
@@ -463,15 +494,23 @@ def _with_isa(isa):
 
 
 # The device fixture is one value per test, the same for every example.
-PROPERTY_SETTINGS = settings(max_examples=300, deadline=None,
-                             suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTY_SETTINGS = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @PROPERTY_SETTINGS
-@given(m=shape_dim, n=shape_dim, k=shape_dim, layout_a=st.sampled_from(LAYOUTS),
-       layout_b=st.sampled_from(LAYOUTS), out_layout=st.sampled_from(list(OUT_LAYOUTS)),
-       dtype=st.sampled_from(DTYPES), isa=st.sampled_from(SUPPORTED_ISAS),
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    m=shape_dim,
+    n=shape_dim,
+    k=shape_dim,
+    layout_a=st.sampled_from(LAYOUTS),
+    layout_b=st.sampled_from(LAYOUTS),
+    out_layout=st.sampled_from(list(OUT_LAYOUTS)),
+    dtype=st.sampled_from(DTYPES),
+    isa=st.sampled_from(SUPPORTED_ISAS),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_matmul_property(device, m, n, k, layout_a, layout_b, out_layout, dtype, isa, seed):
     rng = np.random.default_rng(seed)
     a = make_operand(rng, (m, k), layout_a, dtype, device)
@@ -479,21 +518,35 @@ def test_matmul_property(device, m, n, k, layout_a, layout_b, out_layout, dtype,
     out, big, mask = make_out(m, n, out_layout, dtype, device)
     with _with_isa(isa):
         assert matmul(a, b, out=out) is out
-    what = (f"matmul {isa} M={m} N={n} K={k} a {layout_a} strides {a.strides} b {layout_b} "
-            f"strides {b.strides} out {out_layout} strides {out.strides}")
+    what = (
+        f"matmul {isa} M={m} N={n} K={k} a {layout_a} strides {a.strides} b {layout_b} "
+        f"strides {b.strides} out {out_layout} strides {out.strides}"
+    )
     a, b = to_host(a), to_host(b)
     check(out, matmul_ref(a, b), dtype, what, magnitude_floor(a, b))
     check_untouched(big, mask, what)
 
 
 @PROPERTY_SETTINGS
-@given(m=shape_dim, n=shape_dim, k=shape_dim, trans_a=st.booleans(), trans_b=st.booleans(),
-       layout=st.sampled_from(["C", "F", "slice", "neg_both"]), c_layout=st.sampled_from(list(OUT_LAYOUTS)),
-       alpha=st.sampled_from([1.0, -0.5, 2.0]), beta=st.sampled_from([0.0, 1.0, -0.25]),
-       with_bias=st.booleans(), relu=st.booleans(), dtype=st.sampled_from(DTYPES),
-       isa=st.sampled_from(SUPPORTED_ISAS), seed=st.integers(0, 2**32 - 1))
-def test_gemm_property(device, m, n, k, trans_a, trans_b, layout, c_layout, alpha, beta, with_bias, relu, dtype,
-                       isa, seed):
+@given(
+    m=shape_dim,
+    n=shape_dim,
+    k=shape_dim,
+    trans_a=st.booleans(),
+    trans_b=st.booleans(),
+    layout=st.sampled_from(["C", "F", "slice", "neg_both"]),
+    c_layout=st.sampled_from(list(OUT_LAYOUTS)),
+    alpha=st.sampled_from([1.0, -0.5, 2.0]),
+    beta=st.sampled_from([0.0, 1.0, -0.25]),
+    with_bias=st.booleans(),
+    relu=st.booleans(),
+    dtype=st.sampled_from(DTYPES),
+    isa=st.sampled_from(SUPPORTED_ISAS),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_gemm_property(
+    device, m, n, k, trans_a, trans_b, layout, c_layout, alpha, beta, with_bias, relu, dtype, isa, seed
+):
     rng = np.random.default_rng(seed)
     a = make_operand(rng, (k, m) if trans_a else (m, k), layout, dtype, device)
     b = make_operand(rng, (n, k) if trans_b else (k, n), layout, dtype, device)
@@ -501,13 +554,16 @@ def test_gemm_property(device, m, n, k, trans_a, trans_b, layout, c_layout, alph
     c, big, mask = make_out(m, n, c_layout, dtype, device, rand(rng, (m, n), dtype) if beta != 0 else None)
     c_before = to_host(c).copy()
     with _with_isa(isa):
-        got = gemm(a, b, trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta, c=c,
-                   bias=on_device(device, bias), relu=relu)
+        got = gemm(
+            a, b, trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta, c=c, bias=on_device(device, bias), relu=relu
+        )
     assert got is c
     a, b = to_host(a), to_host(b)
     ref = gemm_ref(a, b, trans_a, trans_b, alpha, beta, c_before, bias, relu)
-    what = (f"gemm {isa} M={m} N={n} K={k} trans_a={trans_a} trans_b={trans_b} {layout} alpha={alpha} "
-            f"beta={beta} bias={with_bias} relu={relu} c {c_layout} strides {c.strides}")
+    what = (
+        f"gemm {isa} M={m} N={n} K={k} trans_a={trans_a} trans_b={trans_b} {layout} alpha={alpha} "
+        f"beta={beta} bias={with_bias} relu={relu} c {c_layout} strides {c.strides}"
+    )
     check(c, ref, dtype, what, magnitude_floor(a, b, trans_a, trans_b, alpha, beta, c_before, bias))
     check_untouched(big, mask, what)
 
@@ -554,7 +610,9 @@ def _m(text):
 
 def test_matmul_rank_errors(device):
     a, scalar = on_device(device, np.ones((3, 3)), np.array(2.0))
-    with pytest.raises(ValueError, match=_m("matmul: a and b must have at least 1 dimension, got shapes () and (3, 3)")):
+    with pytest.raises(
+        ValueError, match=_m("matmul: a and b must have at least 1 dimension, got shapes () and (3, 3)")
+    ):
         matmul(scalar, a)
     with pytest.raises(ValueError, match=_m("got shapes (3, 3) and ()")):
         matmul(a, scalar)
@@ -569,13 +627,19 @@ def test_gemm_rank_errors(device):
 
 
 def test_inner_dimension_errors(device):
-    with pytest.raises(ValueError, match=r"matmul: inner dimensions differ: a has shape \(2, 3\).*b has shape \(4, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"matmul: inner dimensions differ: a has shape \(2, 3\).*b has shape \(4, 5\)"
+    ):
         matmul(ones_on(device, (2, 3)), ones_on(device, (4, 5)))
     with pytest.raises(ValueError, match=r"inner dimensions differ: a has shape \(3,\).*b has shape \(4,\)"):
         matmul(ones_on(device, (3,)), ones_on(device, (4,)))
-    with pytest.raises(ValueError, match=r"matmul: batch dimensions of a \(2, 3, 4\) and b \(3, 4, 5\) do not broadcast"):
+    with pytest.raises(
+        ValueError, match=r"matmul: batch dimensions of a \(2, 3, 4\) and b \(3, 4, 5\) do not broadcast"
+    ):
         matmul(ones_on(device, (2, 3, 4)), ones_on(device, (3, 4, 5)))
-    with pytest.raises(ValueError, match=r"gemm: inner dimensions differ: op\(a\) has shape \(3, 2\), op\(b\) has shape \(3, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"gemm: inner dimensions differ: op\(a\) has shape \(3, 2\), op\(b\) has shape \(3, 5\)"
+    ):
         gemm(ones_on(device, (2, 3)), ones_on(device, (3, 5)), trans_a=True)
     with pytest.raises(ValueError, match=r"gemm: inner dimensions differ.*b \(5, 4\), trans_b=True"):
         gemm(ones_on(device, (2, 3)), ones_on(device, (5, 4)), trans_b=True)
@@ -703,8 +767,10 @@ def test_bias_shape_errors(device):
 
 
 def test_linear_shape_errors(device):
-    with pytest.raises(ValueError, match=_m("linear: x's last dimension must equal in_features=7 of weight (5, 7), "
-                                            "got x of shape (3, 6)")):
+    with pytest.raises(
+        ValueError,
+        match=_m("linear: x's last dimension must equal in_features=7 of weight (5, 7), got x of shape (3, 6)"),
+    ):
         linear(ones_on(device, (3, 6)), ones_on(device, (5, 7)))
     with pytest.raises(ValueError, match=_m("got x of shape ()")):
         linear(on_device(device, np.array(1.0)), ones_on(device, (5, 1)))

@@ -8,11 +8,10 @@ from __future__ import annotations
 import json
 import os
 
+import deepkern
 import numpy as np
 import pytest
 import safetensors.numpy
-
-import deepkern
 from deepkern import io
 
 from checks import raises_naming, shape_pattern
@@ -54,8 +53,9 @@ def round_trip(obj, tmp_path):
     return deepkern.load(path)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int64, np.int32, np.int8,
-                                   np.uint8, np.uint64, np.bool_])
+@pytest.mark.parametrize(
+    "dtype", [np.float32, np.float64, np.float16, np.int64, np.int32, np.int8, np.uint8, np.uint64, np.bool_]
+)
 def test_round_trip_dtypes(dtype, tmp_path, rng):
     a = (rng.standard_normal((3, 5)) * 50).astype(dtype)
     assert_same(round_trip({"a": a}, tmp_path), {"a": a})
@@ -72,8 +72,10 @@ def test_round_trip_shapes_and_layouts(tmp_path, rng):
         "big_endian": np.arange(5, dtype=">i8"),
         "fortran": np.asfortranarray(base[0]),
     }
-    want = {k: np.ascontiguousarray(v).astype(np.asarray(v).dtype.newbyteorder("=")).reshape(np.shape(v))
-            for k, v in obj.items()}
+    want = {
+        k: np.ascontiguousarray(v).astype(np.asarray(v).dtype.newbyteorder("=")).reshape(np.shape(v))
+        for k, v in obj.items()
+    }
     got = round_trip(obj, tmp_path)
     assert_same(got, want)
 
@@ -85,8 +87,17 @@ def test_round_trip_nested_state(tmp_path, rng):
         "model.layer": {"weight": weight + 1},  # the same dotted path as model -> "layer.weight"
         "optimizer": {
             "state": {0: {"step": 7, "exp_avg": weight * 2}, 1: {"step": 7, "exp_avg": weight * 3}},
-            "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "amsgrad": False,
-                              "params": [0, 1], "name": "all", "foreign": None}],
+            "param_groups": [
+                {
+                    "lr": 1e-3,
+                    "betas": (0.9, 0.999),
+                    "eps": 1e-8,
+                    "amsgrad": False,
+                    "params": [0, 1],
+                    "name": "all",
+                    "foreign": None,
+                }
+            ],
         },
         "mixed": [1, "two", 3.0, np.arange(3), (True, None)],
         "tensor": FakeTensor(np.arange(6, dtype=np.int64).reshape(2, 3)),
@@ -199,9 +210,14 @@ def test_load_rejects_bad_trees(tmp_path):
     write_with_metadata(path, dict(base, **{"deepkern.version": "99"}))
     with raises_naming(ValueError, "t.safetensors", "version '99'"):
         deepkern.load(path)
-    for tree in ["{not json", json.dumps({"dict": [["w", {"array": "missing"}]]}),
-                 json.dumps({"dict": [["w", {"code": "import os"}]]}), json.dumps([1, 2]),
-                 json.dumps({"value": 1}), json.dumps({"dict": [[None, {"value": 1}]]})]:
+    for tree in [
+        "{not json",
+        json.dumps({"dict": [["w", {"array": "missing"}]]}),
+        json.dumps({"dict": [["w", {"code": "import os"}]]}),
+        json.dumps([1, 2]),
+        json.dumps({"value": 1}),
+        json.dumps({"dict": [[None, {"value": 1}]]}),
+    ]:
         write_with_metadata(path, dict(base, **{"deepkern.tree": tree}))
         with raises_naming(ValueError, "t.safetensors", "damaged deepkern tree"):
             deepkern.load(path)
@@ -216,13 +232,24 @@ def test_check_state_dict_accepts_a_fitting_dict():
 
 
 def test_check_state_dict_names_every_problem():
-    loaded = {"fc.weight": np.zeros((3, 4), np.float32), "fc.bias": np.zeros(4, np.float64),
-              "extra": np.zeros(1), "another": np.zeros(2)}
-    with raises_naming(ValueError, "^classifier: the state dict does not fit", "missing keys: emb",
-                       "unexpected keys: extra, another",
-                       r"fc\.weight: expected shape " + shape_pattern((4, 3)) + " float32, found shape "
-                       + shape_pattern((3, 4)) + " float32",
-                       r"fc\.bias: expected shape \(4,\) float32, found shape \(4,\) float64"):
+    loaded = {
+        "fc.weight": np.zeros((3, 4), np.float32),
+        "fc.bias": np.zeros(4, np.float64),
+        "extra": np.zeros(1),
+        "another": np.zeros(2),
+    }
+    with raises_naming(
+        ValueError,
+        "^classifier: the state dict does not fit",
+        "missing keys: emb",
+        "unexpected keys: extra, another",
+        r"fc\.weight: expected shape "
+        + shape_pattern((4, 3))
+        + " float32, found shape "
+        + shape_pattern((3, 4))
+        + " float32",
+        r"fc\.bias: expected shape \(4,\) float32, found shape \(4,\) float64",
+    ):
         io.check_state_dict(EXPECTED, loaded, where="classifier")
 
 
@@ -238,10 +265,23 @@ def test_check_state_dict_not_strict_ignores_unexpected_keys_only():
 def test_saved_checkpoint_that_does_not_fit_names_the_shapes(tmp_path):
     """The issue's case: a checkpoint from another model is rejected naming both shapes."""
     path = tmp_path / "other.safetensors"
-    deepkern.save({"fc.weight": np.zeros((8, 3), np.float32), "fc.bias": np.zeros(8, np.float32),
-                   "emb": np.zeros((10, 2), np.float32)}, path)
-    with raises_naming(ValueError, "fc.weight", shape_pattern((4, 3)), shape_pattern((8, 3)),
-                       "fc.bias", shape_pattern((4,)), shape_pattern((8,))):
+    deepkern.save(
+        {
+            "fc.weight": np.zeros((8, 3), np.float32),
+            "fc.bias": np.zeros(8, np.float32),
+            "emb": np.zeros((10, 2), np.float32),
+        },
+        path,
+    )
+    with raises_naming(
+        ValueError,
+        "fc.weight",
+        shape_pattern((4, 3)),
+        shape_pattern((8, 3)),
+        "fc.bias",
+        shape_pattern((4,)),
+        shape_pattern((8,)),
+    ):
         io.check_state_dict(EXPECTED, deepkern.load(path))
 
 

@@ -10,10 +10,9 @@ copy, stride 2 direct), each pooling kind.
 
 from __future__ import annotations
 
+import deepkern
 import numpy as np
 import pytest
-
-import deepkern
 from deepkern import ops
 
 from checks import F32, F64, TOL, check, rand
@@ -106,19 +105,31 @@ def _pool(rng, dtype):
     yield "max_pool2d", out, ref_out, None
     assert (indices == ref_indices).all(), "max_pool2d indices"
     grad = rand(rng, out.shape, dtype)
-    yield "max_pool2d_backward", ops.max_pool2d_backward(grad, x.shape, indices), \
-        max_pool2d_backward_ref(grad, x.shape, indices), None
+    yield (
+        "max_pool2d_backward",
+        ops.max_pool2d_backward(grad, x.shape, indices),
+        max_pool2d_backward_ref(grad, x.shape, indices),
+        None,
+    )
     avg = dict(kernel_size=3, stride=2, padding=1, count_include_pad=False)
     out = ops.avg_pool2d(x, **avg)
     yield "avg_pool2d", out, avg_pool2d_ref(x, **avg), None
     grad = rand(rng, out.shape, dtype)
-    yield "avg_pool2d_backward", ops.avg_pool2d_backward(grad, x.shape, **avg), \
-        avg_pool2d_backward_ref(grad, x.shape, **avg), None
+    yield (
+        "avg_pool2d_backward",
+        ops.avg_pool2d_backward(grad, x.shape, **avg),
+        avg_pool2d_backward_ref(grad, x.shape, **avg),
+        None,
+    )
     out = ops.adaptive_avg_pool2d(x, (4, 3))
     yield "adaptive_avg_pool2d", out, adaptive_avg_pool2d_ref(x, (4, 3)), None
     grad = rand(rng, out.shape, dtype)
-    yield "adaptive_avg_pool2d_backward", ops.adaptive_avg_pool2d_backward(grad, x.shape), \
-        adaptive_avg_pool2d_backward_ref(grad, x.shape), None
+    yield (
+        "adaptive_avg_pool2d_backward",
+        ops.adaptive_avg_pool2d_backward(grad, x.shape),
+        adaptive_avg_pool2d_backward_ref(grad, x.shape),
+        None,
+    )
 
 
 def _activation(rng, dtype):
@@ -127,8 +138,12 @@ def _activation(rng, dtype):
     yield "relu_backward", ops.relu_backward(grad, x), relu_backward_ref(grad, x), None
     for approximate in ("none", "tanh"):
         yield f"gelu {approximate}", ops.gelu(x, approximate=approximate), gelu_ref(x, approximate), None
-        yield f"gelu_backward {approximate}", ops.gelu_backward(grad, x, approximate=approximate), \
-            gelu_backward_ref(grad, x, approximate), None
+        yield (
+            f"gelu_backward {approximate}",
+            ops.gelu_backward(grad, x, approximate=approximate),
+            gelu_backward_ref(grad, x, approximate),
+            None,
+        )
 
 
 # family -> generator of (what, result, float64 reference, tolerance or None for checks.TOL).

@@ -23,10 +23,9 @@ import dataclasses
 import math
 import sys
 
+import deepkern
 import numpy as np
 import pytest
-
-import deepkern
 from deepkern.ops import lstm, lstm_backward, lstm_cell, lstm_cell_backward
 
 from checks import F32, F64, check, poison_heap, raises_naming, rand, shape_pattern
@@ -56,12 +55,18 @@ class Cfg:
     reverse: bool = False
 
     def id(self) -> str:
-        return (f"T{self.t}-B{self.b}-I{self.i}-H{self.h}" + ("" if self.bias else "-nobias")
-                + ("" if self.state else "-nostate") + ("-rev" if self.reverse else ""))
+        return (
+            f"T{self.t}-B{self.b}-I{self.i}-H{self.h}"
+            + ("" if self.bias else "-nobias")
+            + ("" if self.state else "-nostate")
+            + ("-rev" if self.reverse else "")
+        )
 
     def __str__(self) -> str:
-        return (f"x ({self.t}, {self.b}, {self.i}), H={self.h}, bias={self.bias}, "
-                f"h0/c0={'given' if self.state else 'None'}, reverse={self.reverse}")
+        return (
+            f"x ({self.t}, {self.b}, {self.i}), H={self.h}, bias={self.bias}, "
+            f"h0/c0={'given' if self.state else 'None'}, reverse={self.reverse}"
+        )
 
     @property
     def macs(self) -> int:
@@ -76,9 +81,15 @@ def _random_configs(count: int, seed: int):
     rng = np.random.default_rng(seed)
     configs, seen = [], set()
     while len(configs) < count:
-        cfg = Cfg(t=int(rng.choice([1, 2, 3, 5, 8, 13])), b=int(rng.choice(SIZES)), i=int(rng.choice(SIZES)),
-                  h=int(rng.choice(SIZES)), bias=bool(rng.random() < 0.7), state=bool(rng.random() < 0.7),
-                  reverse=bool(rng.random() < 0.5))
+        cfg = Cfg(
+            t=int(rng.choice([1, 2, 3, 5, 8, 13])),
+            b=int(rng.choice(SIZES)),
+            i=int(rng.choice(SIZES)),
+            h=int(rng.choice(SIZES)),
+            bias=bool(rng.random() < 0.7),
+            state=bool(rng.random() < 0.7),
+            reverse=bool(rng.random() < 0.5),
+        )
         if cfg.macs > MAX_MACS or cfg.id() in seen:
             continue
         seen.add(cfg.id())
@@ -88,27 +99,35 @@ def _random_configs(count: int, seed: int):
 
 #: Named corner cases, each for a reason.
 CORNERS = [
-    Cfg(1, 1, 1, 1),                                      # everything 1
+    Cfg(1, 1, 1, 1),  # everything 1
     Cfg(1, 1, 1, 1, bias=False, state=False, reverse=True),
-    Cfg(1, 3, 7, 17),                                     # one step
-    Cfg(1, 3, 7, 17, reverse=True),                       # one step reversed: same as forward
-    Cfg(5, 1, 33, 1),                                     # H = 1: gates are 4 single columns
-    Cfg(5, 17, 1, 7, reverse=True),                       # I = 1
-    Cfg(4, 1, 17, 33, bias=False, state=False),           # batch 1, zero initial state
+    Cfg(1, 3, 7, 17),  # one step
+    Cfg(1, 3, 7, 17, reverse=True),  # one step reversed: same as forward
+    Cfg(5, 1, 33, 1),  # H = 1: gates are 4 single columns
+    Cfg(5, 17, 1, 7, reverse=True),  # I = 1
+    Cfg(4, 1, 17, 33, bias=False, state=False),  # batch 1, zero initial state
     Cfg(6, 7, 3, 33, state=False, reverse=True),
     Cfg(9, 33, 17, 3, bias=False),
-    Cfg(20, 8, 64, 64),                                   # vector-width multiples
-    Cfg(12, 5, 65, 63, reverse=True),                     # one off the vector widths
-    Cfg(8, 16, 256, 128, state=False),                    # the benchmark's fast path
-    Cfg(100, 2, 16, 17),                                  # a long sequence (see the module docstring)
+    Cfg(20, 8, 64, 64),  # vector-width multiples
+    Cfg(12, 5, 65, 63, reverse=True),  # one off the vector widths
+    Cfg(8, 16, 256, 128, state=False),  # the benchmark's fast path
+    Cfg(100, 2, 16, 17),  # a long sequence (see the module docstring)
     Cfg(100, 3, 9, 33, bias=False, reverse=True),
 ]
 
 CONFIGS = CORNERS + _random_configs(30, seed=20240611)
 
 CELL_CONFIGS = [  # (B, I, H, bias)
-    (1, 1, 1, True), (1, 33, 1, False), (3, 7, 17, True), (7, 1, 3, True), (17, 33, 7, False), (33, 17, 33, True),
-    (2, 3, 64, True), (5, 65, 63, True), (32, 256, 256, True), (1, 512, 129, False),
+    (1, 1, 1, True),
+    (1, 33, 1, False),
+    (3, 7, 17, True),
+    (7, 1, 3, True),
+    (17, 33, 7, False),
+    (33, 17, 33, True),
+    (2, 3, 64, True),
+    (5, 65, 63, True),
+    (32, 256, 256, True),
+    (1, 512, 129, False),
 ]
 
 
@@ -142,7 +161,8 @@ def make_inputs(rng, cfg: Cfg, dtype):
 def make_cell_inputs(rng, b, i, h, dtype, bias=True):
     """(x, h, c, w_ih, w_hh, b_ih, b_hh) for one cell step."""
     return (rand(rng, (b, i), dtype), rand(rng, (b, h), dtype), rand(rng, (b, h), dtype)) + make_weights(
-        rng, i, h, dtype, bias)
+        rng, i, h, dtype, bias
+    )
 
 
 def _copies(arrays):
@@ -163,18 +183,25 @@ def run_lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, return_cache=False):
     n = 4 if return_cache else 3
     assert isinstance(out, tuple) and len(out) == n, (
         f"lstm(return_cache={return_cache}) returned {type(out).__name__} of length "
-        f"{len(out) if hasattr(out, '__len__') else '?'}, expected a tuple of {n}")
+        f"{len(out) if hasattr(out, '__len__') else '?'}, expected a tuple of {n}"
+    )
     return out
 
 
 def run_lstm_backward(gy, gh, gc, x, h0, c0, w_ih, w_hh, cache, reverse):
     hid = w_hh.shape[1]
-    poison_heap((x.shape, x.dtype), ((x.shape[1], hid), x.dtype), (w_ih.shape, x.dtype), (w_hh.shape, x.dtype),
-                ((4 * hid,), x.dtype))
+    poison_heap(
+        (x.shape, x.dtype),
+        ((x.shape[1], hid), x.dtype),
+        (w_ih.shape, x.dtype),
+        (w_hh.shape, x.dtype),
+        ((4 * hid,), x.dtype),
+    )
     out = lstm_backward(gy, gh, gc, x, h0, c0, w_ih, w_hh, cache, reverse=reverse)
     assert isinstance(out, tuple) and len(out) == 7, (
         f"lstm_backward returned {type(out).__name__} of length {len(out) if hasattr(out, '__len__') else '?'}, "
-        f"expected the tuple {GRAD_NAMES}")
+        f"expected the tuple {GRAD_NAMES}"
+    )
     return out
 
 
@@ -183,7 +210,8 @@ def run_cell_backward(gh, gc, x, h, c, w_ih, w_hh, b_ih, b_hh):
     out = lstm_cell_backward(gh, gc, x, h, c, w_ih, w_hh, b_ih, b_hh)
     assert isinstance(out, tuple) and len(out) == 7, (
         f"lstm_cell_backward returned {type(out).__name__} of length "
-        f"{len(out) if hasattr(out, '__len__') else '?'}, expected the tuple {CELL_GRAD_NAMES}")
+        f"{len(out) if hasattr(out, '__len__') else '?'}, expected the tuple {CELL_GRAD_NAMES}"
+    )
     return out
 
 
@@ -217,7 +245,9 @@ def test_lstm_cell_forward(device, cell, dtype, rng):
     args = on_device(device, *args)
     poison_heap(((b, h), dtype), ((b, h), dtype))
     out = lstm_cell(*args)
-    assert isinstance(out, tuple) and len(out) == 2, f"lstm_cell returned {type(out).__name__}, expected (h_next, c_next)"
+    assert isinstance(out, tuple) and len(out) == 2, (
+        f"lstm_cell returned {type(out).__name__}, expected (h_next, c_next)"
+    )
     what = f"lstm_cell B={b} I={i} H={h} bias={bias} {dtype}"
     check(out[0], ref_h, dtype, what + " h_next")
     check(out[1], ref_c, dtype, what + " c_next")
@@ -237,8 +267,10 @@ def test_lstm_cell_backward(device, cell, dtype, rng):
             refs[5] = refs[6] = None
         on_dev = on_device(device, *args, *grads)
         got = run_cell_backward(*on_dev[7:], *on_dev[:7])
-        what = (f"lstm_cell_backward B={b} I={i} H={h} bias={bias} {dtype} grad_h_next "
-                f"{'None' if grads[0] is None else 'given'}, grad_c_next {'None' if grads[1] is None else 'given'}")
+        what = (
+            f"lstm_cell_backward B={b} I={i} H={h} bias={bias} {dtype} grad_h_next "
+            f"{'None' if grads[0] is None else 'given'}, grad_c_next {'None' if grads[1] is None else 'given'}"
+        )
         check_grads(got, refs, dtype, what, CELL_GRAD_NAMES)
         assert_unmodified(on_dev, before, what)
 
@@ -254,10 +286,15 @@ def test_lstm_cell_backward_one_bias(device, dtype, rng):
     check_grads(got, refs[:6] + (None,), dtype, f"lstm_cell_backward b_ih given, b_hh None {dtype}", CELL_GRAD_NAMES)
     refs = lstm_cell_backward_ref(gh, gc, x, h, c, w_ih, w_hh, None, b_hh)
     got = run_cell_backward(dgh, dgc, dx, dh, dc, dw_ih, dw_hh, None, db_hh)
-    check_grads(got, refs[:5] + (None, refs[6]), dtype, f"lstm_cell_backward b_ih None, b_hh given {dtype}",
-                CELL_GRAD_NAMES)
-    check(lstm_cell(dx, dh, dc, dw_ih, dw_hh, None, db_hh)[0], lstm_cell_ref(x, h, c, w_ih, w_hh, None, b_hh)[0], dtype,
-          f"lstm_cell b_ih None, b_hh given {dtype}")
+    check_grads(
+        got, refs[:5] + (None, refs[6]), dtype, f"lstm_cell_backward b_ih None, b_hh given {dtype}", CELL_GRAD_NAMES
+    )
+    check(
+        lstm_cell(dx, dh, dc, dw_ih, dw_hh, None, db_hh)[0],
+        lstm_cell_ref(x, h, c, w_ih, w_hh, None, b_hh)[0],
+        dtype,
+        f"lstm_cell b_ih None, b_hh given {dtype}",
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -308,12 +345,25 @@ def test_lstm_backward(device, cfg, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("cfg", [Cfg(9, 1, 7, 64), Cfg(7, 1, 5, 65, reverse=True), Cfg(6, 1, 33, 129, state=False),
-                                 Cfg(5, 1, 3, 200, bias=False, reverse=True), Cfg(6, 3, 7, 64),
-                                 Cfg(5, 17, 4, 97, state=False, reverse=True), Cfg(4, 9, 1, 70, bias=False),
-                                 Cfg(3, 40, 6, 31), Cfg(3, 2, 3, 800, reverse=True), Cfg(5, 5, 3, 40),
-                                 Cfg(4, 70, 5, 40, state=False), Cfg(3, 67, 9, 96, reverse=True),
-                                 Cfg(3, 3, 4, 20)], ids=Cfg.id)
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        Cfg(9, 1, 7, 64),
+        Cfg(7, 1, 5, 65, reverse=True),
+        Cfg(6, 1, 33, 129, state=False),
+        Cfg(5, 1, 3, 200, bias=False, reverse=True),
+        Cfg(6, 3, 7, 64),
+        Cfg(5, 17, 4, 97, state=False, reverse=True),
+        Cfg(4, 9, 1, 70, bias=False),
+        Cfg(3, 40, 6, 31),
+        Cfg(3, 2, 3, 800, reverse=True),
+        Cfg(5, 5, 3, 40),
+        Cfg(4, 70, 5, 40, state=False),
+        Cfg(3, 67, 9, 96, reverse=True),
+        Cfg(3, 3, 4, 20),
+    ],
+    ids=Cfg.id,
+)
 def test_lstm_team(device, cfg, dtype, threads, rng):
     """Forward and backward run every step inside one parallel region, each thread owning a block
     of the work: a share of the hidden units (H >= 64 on 2 threads; odd H: unequal shares whose
@@ -354,8 +404,9 @@ def test_lstm_forward_projects_in_chunks(device, dtype, reverse, state, rng):
     *cached, cache = lstm(*on_dev, reverse=reverse, return_cache=True)
     for name, got, same, ref in zip(("y", "h_T", "c_T"), fast, cached, refs):
         check(got, ref, dtype, f"{cfg}: {name}")
-        np.testing.assert_array_equal(to_host(got), to_host(same),
-                                      err_msg=f"{cfg}: {name} differs from the cached path")
+        np.testing.assert_array_equal(
+            to_host(got), to_host(same), err_msg=f"{cfg}: {name} differs from the cached path"
+        )
     grad_y = rand(rng, (t, b, h), dtype)
     grads = lstm_backward(on_device(device, grad_y), None, None, *on_dev[:5], cache, reverse=reverse)
     for name, got, ref in zip(GRAD_NAMES, grads, lstm_backward_ref(grad_y, None, None, *args, reverse=reverse)):
@@ -410,8 +461,15 @@ def test_lstm_backward_finite_differences(device, cfg, rng):
     grads = [to_host(g) for g in forward_and_backward(on_dev[:7], cfg.reverse, *on_dev[7:])[1]]
     zeros_state = np.zeros((cfg.b, cfg.h))
     zeros_bias = np.zeros(4 * cfg.h)
-    point = dict(x=x, h0=zeros_state if h0 is None else h0, c0=zeros_state if c0 is None else c0, w_ih=w_ih,
-                 w_hh=w_hh, b_ih=zeros_bias if b_ih is None else b_ih, b_hh=zeros_bias if b_hh is None else b_hh)
+    point = dict(
+        x=x,
+        h0=zeros_state if h0 is None else h0,
+        c0=zeros_state if c0 is None else c0,
+        w_ih=w_ih,
+        w_hh=w_hh,
+        b_ih=zeros_bias if b_ih is None else b_ih,
+        b_hh=zeros_bias if b_hh is None else b_hh,
+    )
 
     def loss(p):
         y, h_t, c_t = (to_host(r) for r in lstm(*on_device(device, *p.values()), reverse=cfg.reverse))
@@ -427,7 +485,8 @@ def test_lstm_backward_finite_differences(device, cfg, rng):
             minus[name][idx] -= FD_STEP
             fd = (loss(plus) - loss(minus)) / (2 * FD_STEP)
             assert abs(fd - grad[idx]) <= FD_TOL * (1.0 + abs(fd)), (
-                f"lstm_backward {cfg}: grad_{name}{tuple(map(int, idx))} = {grad[idx]!r}, finite difference {fd!r}")
+                f"lstm_backward {cfg}: grad_{name}{tuple(map(int, idx))} = {grad[idx]!r}, finite difference {fd!r}"
+            )
 
 
 @pytest.mark.parametrize("cell", [(1, 1, 1, True), (2, 3, 3, True), (2, 2, 3, False)], ids=_cell_id)
@@ -456,7 +515,9 @@ def test_lstm_cell_backward_finite_differences(device, cell, rng):
             minus[name][idx] -= FD_STEP
             fd = (loss(plus) - loss(minus)) / (2 * FD_STEP)
             assert abs(fd - grad[idx]) <= FD_TOL * (1.0 + abs(fd)), (
-                f"lstm_cell_backward {cell}: grad_{name}{tuple(map(int, idx))} = {grad[idx]!r}, finite difference {fd!r}")
+                f"lstm_cell_backward {cell}: grad_{name}{tuple(map(int, idx))} = {grad[idx]!r}, "
+                f"finite difference {fd!r}"
+            )
 
 
 def test_lstm_cell_is_a_one_step_lstm(device, rng):
@@ -479,12 +540,13 @@ def test_lstm_cell_is_a_one_step_lstm(device, rng):
 
 def _view(rng, shape, kind, dtype, scale=1.0, device="cpu"):
     """An array of ``shape`` (values ~N(0, scale^2)) on ``device`` whose storage is not C-contiguous."""
+
     def store(s):
         return on_device(device, (rng.standard_normal(s) * scale).astype(dtype))
 
     if kind == "transposed":  # reversed axes of a C array (Fortran order)
         return store(shape[::-1]).T
-    if kind == "sliced":      # every other element of a larger array, offset by one
+    if kind == "sliced":  # every other element of a larger array, offset by one
         big = store(tuple(2 * n + 1 for n in shape))
         return big[tuple(slice(1, 1 + 2 * n, 2) for n in shape)]
     assert kind == "negative"
@@ -518,8 +580,12 @@ def test_lstm_views(device, kind, dtype, rng):
         (y, h_t, c_t), grads = forward_and_backward(args, cfg.reverse, gy, gh, gc)
         for name, got, ref in zip(("y", "h_T", "c_T"), (y, h_t, c_t), lstm_ref(*host_args, reverse=cfg.reverse)):
             check(got, ref, dtype, f"{what}: {name}")
-        check_grads(grads, lstm_backward_ref(host_gy, host_gh, host_gc, *host_args, reverse=cfg.reverse), dtype,
-                    "lstm_backward " + what)
+        check_grads(
+            grads,
+            lstm_backward_ref(host_gy, host_gh, host_gc, *host_args, reverse=cfg.reverse),
+            dtype,
+            "lstm_backward " + what,
+        )
         # the cell on views of one step
         cell_args = (x[0],) + args[1:]
         host_cell_args = (host_args[0][0],) + tuple(host_args[1:])
@@ -527,8 +593,13 @@ def test_lstm_views(device, kind, dtype, rng):
         ref_h, ref_c = lstm_cell_ref(*host_cell_args)
         check(hn, ref_h, dtype, f"lstm_cell {what}: h_next")
         check(cn, ref_c, dtype, f"lstm_cell {what}: c_next")
-        check_grads(run_cell_backward(gh, gc, *cell_args), lstm_cell_backward_ref(host_gh, host_gc, *host_cell_args),
-                    dtype, f"lstm_cell_backward {what}", CELL_GRAD_NAMES)
+        check_grads(
+            run_cell_backward(gh, gc, *cell_args),
+            lstm_cell_backward_ref(host_gh, host_gc, *host_cell_args),
+            dtype,
+            f"lstm_cell_backward {what}",
+            CELL_GRAD_NAMES,
+        )
         assert_unmodified(args + (gy, gh, gc), before, what)
 
 
@@ -537,8 +608,12 @@ def test_lstm_views(device, kind, dtype, rng):
 
 # Batch 1: H = 129 splits unevenly over a team (gate blocks padded to whole panels); H = 260 makes
 # backward's packed GEMV (4H x H) large enough to split over threads, with an odd panel count.
-ISA_CONFIGS = [Cfg(6, 5, 33, 17), Cfg(4, 32, 128, 64, state=False, reverse=True), Cfg(3, 1, 256, 129, bias=False),
-               Cfg(2, 1, 5, 260)]
+ISA_CONFIGS = [
+    Cfg(6, 5, 33, 17),
+    Cfg(4, 32, 128, 64, state=False, reverse=True),
+    Cfg(3, 1, 256, 129, bias=False),
+    Cfg(2, 1, 5, 260),
+]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -588,7 +663,9 @@ def test_lstm_cell_matches_torch(device, cell, rng):
                 mod.bias_hh.copy_(torch.from_numpy(b_hh.astype(F64)))
         xt, ht, ct = (torch.tensor(a.astype(F64), requires_grad=True) for a in (x, hx, cx))
         h_next, c_next = mod(xt, (ht, ct))
-        ((h_next * torch.from_numpy(gh.astype(F64))).sum() + (c_next * torch.from_numpy(gc.astype(F64))).sum()).backward()
+        (
+            (h_next * torch.from_numpy(gh.astype(F64))).sum() + (c_next * torch.from_numpy(gc.astype(F64))).sum()
+        ).backward()
         what = f"lstm_cell B={b} I={i} H={h} bias={bias} {dtype} vs torch.nn.LSTMCell"
         on_dev = on_device(device, gh, gc, x, hx, cx, w_ih, w_hh, b_ih, b_hh)
         ours_h, ours_c = lstm_cell(*on_dev[2:])
@@ -607,7 +684,7 @@ def test_lstm_matches_torch(device, cfg, rng):
     """One layer against torch.nn.LSTM, and reverse=True against the reverse direction of a
     bidirectional torch.nn.LSTM (its *_l0_reverse parameters, the second half of y and h_n[1])."""
     torch = pytest.importorskip("torch")
-    T, B, I, H = cfg.t, cfg.b, cfg.i, cfg.h
+    T, B, I, H = cfg.t, cfg.b, cfg.i, cfg.h  # noqa: E741
     for dtype in DTYPES:
         mod = torch.nn.LSTM(I, H, bias=cfg.bias, bidirectional=True, dtype=torch.float64)
         x = rand(rng, (T, B, I), dtype)
@@ -623,8 +700,11 @@ def test_lstm_matches_torch(device, cfg, rng):
         h0t = torch.tensor(states[0].astype(F64), requires_grad=True)
         c0t = torch.tensor(states[1].astype(F64), requires_grad=True)
         y, (h_n, c_n) = mod(xt, (h0t, c0t)) if cfg.state else mod(xt)
-        loss = ((y * torch.from_numpy(gy.astype(F64))).sum() + (h_n * torch.from_numpy(gh.astype(F64))).sum()
-                + (c_n * torch.from_numpy(gc.astype(F64))).sum())
+        loss = (
+            (y * torch.from_numpy(gy.astype(F64))).sum()
+            + (h_n * torch.from_numpy(gh.astype(F64))).sum()
+            + (c_n * torch.from_numpy(gc.astype(F64))).sum()
+        )
         loss.backward()
         grad_x_total = np.zeros((T, B, I))
         for d, suffix in enumerate(("", "_reverse")):
@@ -632,11 +712,13 @@ def test_lstm_matches_torch(device, cfg, rng):
             w = [params.get(n) for n in names]
             h0, c0 = (states[0][d], states[1][d]) if cfg.state else (None, None)
             reverse = d == 1
-            what = f"lstm {cfg.__class__(T, B, I, H, cfg.bias, cfg.state, reverse)} {dtype} vs torch.nn.LSTM direction {d}"
-            on_dev = on_device(device, x, h0, c0, *w, gy[:, :, d * H:(d + 1) * H], gh[d], gc[d])
+            what = (
+                f"lstm {cfg.__class__(T, B, I, H, cfg.bias, cfg.state, reverse)} {dtype} vs torch.nn.LSTM direction {d}"
+            )
+            on_dev = on_device(device, x, h0, c0, *w, gy[:, :, d * H : (d + 1) * H], gh[d], gc[d])
             (oy, oh, oc), grads = forward_and_backward(on_dev[:7], reverse, *on_dev[7:])
             grads = [to_host(g) for g in grads]
-            check(oy, y.detach().numpy()[:, :, d * H:(d + 1) * H], dtype, what + " y")
+            check(oy, y.detach().numpy()[:, :, d * H : (d + 1) * H], dtype, what + " y")
             check(oh, h_n.detach().numpy()[d], dtype, what + " h_T")
             check(oc, c_n.detach().numpy()[d], dtype, what + " c_T")
             tparams = [getattr(mod, n) for n in names[:2]]
@@ -644,18 +726,22 @@ def test_lstm_matches_torch(device, cfg, rng):
             if cfg.bias:
                 expected += _torch_grads(torch, [getattr(mod, n) for n in names[2:]])
             else:  # no bias in torch: both bias gradients are the batch sum of the gate gradients (the reference's)
-                ref = lstm_backward_ref(gy[:, :, d * H:(d + 1) * H], gh[d], gc[d], x, h0, c0, *w, reverse=reverse)
+                ref = lstm_backward_ref(gy[:, :, d * H : (d + 1) * H], gh[d], gc[d], x, h0, c0, *w, reverse=reverse)
                 expected += [ref[5], ref[6]]
             if cfg.state:
                 expected[1], expected[2] = h0t.grad.numpy()[d], c0t.grad.numpy()[d]
             else:
-                ref = lstm_backward_ref(gy[:, :, d * H:(d + 1) * H], gh[d], gc[d], x, None, None, *w, reverse=reverse)
+                ref = lstm_backward_ref(gy[:, :, d * H : (d + 1) * H], gh[d], gc[d], x, None, None, *w, reverse=reverse)
                 expected[1], expected[2] = ref[1], ref[2]
             expected[0] = grads[0].astype(F64)  # compared as the sum of both directions below
             check_grads(grads, expected, dtype, what)
             grad_x_total += grads[0].astype(F64)
-        check(grad_x_total.astype(dtype), xt.grad.numpy(), dtype,
-              f"lstm {cfg} {dtype}: grad_x of both directions vs torch.nn.LSTM bidirectional")
+        check(
+            grad_x_total.astype(dtype),
+            xt.grad.numpy(),
+            dtype,
+            f"lstm {cfg} {dtype}: grad_x of both directions vs torch.nn.LSTM bidirectional",
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -672,8 +758,10 @@ B_, I_, H_, T_ = 2, 3, 4, 5
 def _good(device, dtype=np.float64):
     """Valid cell and layer arguments on ``device``: cell (x, h, c, w_ih, w_hh, b_ih, b_hh), layer x (T, B, I)."""
     rng = np.random.default_rng(0)
-    cell = [on_device(device, rng.standard_normal(s).astype(dtype)) for s in
-            ((B_, I_), (B_, H_), (B_, H_), (4 * H_, I_), (4 * H_, H_), (4 * H_,), (4 * H_,))]
+    cell = [
+        on_device(device, rng.standard_normal(s).astype(dtype))
+        for s in ((B_, I_), (B_, H_), (B_, H_), (4 * H_, I_), (4 * H_, H_), (4 * H_,), (4 * H_,))
+    ]
     x = on_device(device, rng.standard_normal((T_, B_, I_)).astype(dtype))
     return cell, x
 
@@ -688,8 +776,10 @@ def _all_calls(cell, x_seq, **swap):
     a.update(swap)
     return [
         ("lstm_cell", lambda: lstm_cell(a["xc"], a["h"], a["c"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"])),
-        ("lstm_cell_backward", lambda: lstm_cell_backward(None, None, a["xc"], a["h"], a["c"], a["w_ih"], a["w_hh"],
-                                                          a["b_ih"], a["b_hh"])),
+        (
+            "lstm_cell_backward",
+            lambda: lstm_cell_backward(None, None, a["xc"], a["h"], a["c"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"]),
+        ),
         ("lstm", lambda: lstm(a["x"], a["h"], a["c"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"])),
         ("lstm_backward", lambda: lstm_backward(None, None, None, a["x"], a["h"], a["c"], a["w_ih"], a["w_hh"], cache)),
     ]
@@ -699,25 +789,37 @@ def test_hidden_size_mismatch(device):
     cell, x = _good(device)
     bad = ones_on(device, (B_, H_ + 1))
     for which in ("h", "c"):
-        for op, call in _all_calls(cell, x, **{which: bad}):
+        for _op, call in _all_calls(cell, x, **{which: bad}):
             # the other shape: w_hh's, H, or the (B, H) that was expected
-            with raises_naming(ValueError, rf"\b{which}0?\b", shape_pattern(bad.shape),
-                               shape_pattern(cell[4].shape) + rf"|\bH\s*=\s*{H_}\b|" + shape_pattern((B_, H_))):
+            with raises_naming(
+                ValueError,
+                rf"\b{which}0?\b",
+                shape_pattern(bad.shape),
+                shape_pattern(cell[4].shape) + rf"|\bH\s*=\s*{H_}\b|" + shape_pattern((B_, H_)),
+            ):
                 call()
 
 
 def test_weight_shapes(device):
     cell, x = _good(device)
     for bad in [(4 * H_, I_ + 1), (4 * H_ + 4, I_), (H_, I_), (4 * H_, I_, 1), (4 * H_ * I_,)]:
-        for op, call in _all_calls(cell, x, w_ih=ones_on(device, bad)):
+        for _op, call in _all_calls(cell, x, w_ih=ones_on(device, bad)):
             with raises_naming(ValueError, "w_ih", shape_pattern(bad)):
                 call()
     # w_hh (4H', H') consistent by itself but not with h / c: named with h's shape or w_hh's
-    for op, call in _all_calls(cell, x, w_hh=ones_on(device, (4 * (H_ + 1), H_ + 1)),
-                               w_ih=ones_on(device, (4 * (H_ + 1), I_)),
-                               b_ih=ones_on(device, 4 * (H_ + 1)), b_hh=ones_on(device, 4 * (H_ + 1))):
-        with raises_naming(ValueError, shape_pattern((B_, H_)),
-                           shape_pattern((4 * (H_ + 1), H_ + 1)) + rf"|\bH\s*=\s*{H_ + 1}\b|" + shape_pattern((B_, H_ + 1))):
+    for _op, call in _all_calls(
+        cell,
+        x,
+        w_hh=ones_on(device, (4 * (H_ + 1), H_ + 1)),
+        w_ih=ones_on(device, (4 * (H_ + 1), I_)),
+        b_ih=ones_on(device, 4 * (H_ + 1)),
+        b_hh=ones_on(device, 4 * (H_ + 1)),
+    ):
+        with raises_naming(
+            ValueError,
+            shape_pattern((B_, H_)),
+            shape_pattern((4 * (H_ + 1), H_ + 1)) + rf"|\bH\s*=\s*{H_ + 1}\b|" + shape_pattern((B_, H_ + 1)),
+        ):
             call()
 
 
@@ -725,7 +827,7 @@ def test_hidden_size_not_inferable(device):
     """w_hh must be (4H, H): H is w_hh.shape[1]."""
     cell, x = _good(device)
     for bad in [(4 * H_, H_ + 1), (4 * H_ + 1, H_), (H_, H_), (4 * H_,), (4 * H_, H_, 1)]:
-        for op, call in _all_calls(cell, x, w_hh=ones_on(device, bad)):
+        for _op, call in _all_calls(cell, x, w_hh=ones_on(device, bad)):
             with raises_naming(ValueError, "w_hh", shape_pattern(bad)):
                 call()
 
@@ -733,16 +835,16 @@ def test_hidden_size_not_inferable(device):
 def test_wrong_ndim(device):
     cell, x = _good(device)
     for bad in [(B_, I_), (T_, B_, I_, 1), (I_,)]:
-        for op, call in _all_calls(cell, x, x=ones_on(device, bad))[2:]:
+        for _op, call in _all_calls(cell, x, x=ones_on(device, bad))[2:]:
             with raises_naming(ValueError, _n("x"), shape_pattern(bad)):
                 call()
     for bad in [(T_, B_, I_), (I_,)]:
-        for op, call in _all_calls(cell, x, xc=ones_on(device, bad))[:2]:
+        for _op, call in _all_calls(cell, x, xc=ones_on(device, bad))[:2]:
             with raises_naming(ValueError, _n("x"), shape_pattern(bad)):
                 call()
     for which in ("h", "c"):
         for bad in [(1, B_, H_), (H_,)]:
-            for op, call in _all_calls(cell, x, **{which: ones_on(device, bad)}):
+            for _op, call in _all_calls(cell, x, **{which: ones_on(device, bad)}):
                 with raises_naming(ValueError, rf"\b{which}0?\b", shape_pattern(bad)):
                     call()
 
@@ -751,7 +853,7 @@ def test_batch_mismatch(device):
     cell, x = _good(device)
     for which in ("h", "c"):
         bad = ones_on(device, (B_ + 1, H_))
-        for op, call in _all_calls(cell, x, **{which: bad}):
+        for _op, call in _all_calls(cell, x, **{which: bad}):
             with raises_naming(ValueError, rf"\b{which}0?\b", shape_pattern(bad.shape)):
                 call()
 
@@ -760,7 +862,7 @@ def test_bias_shape(device):
     cell, x = _good(device)
     for which in ("b_ih", "b_hh"):
         for bad in [(4 * H_ + 1,), (H_,), (1, 4 * H_), ()]:
-            for op, call in _all_calls(cell, x, **{which: ones_on(device, bad)})[:3]:  # lstm_backward takes no bias
+            for _op, call in _all_calls(cell, x, **{which: ones_on(device, bad)})[:3]:  # lstm_backward takes no bias
                 with raises_naming(ValueError, which, shape_pattern(bad)):
                     call()
 
@@ -785,20 +887,24 @@ def test_grad_shapes(device):
             lstm_cell_backward(*args, *cell)
 
 
-@pytest.mark.parametrize("bad", [np.int32, np.int64, np.float16, np.complex64, np.bool_],
-                         ids=lambda t: np.dtype(t).name)
+@pytest.mark.parametrize(
+    "bad", [np.int32, np.int64, np.float16, np.complex64, np.bool_], ids=lambda t: np.dtype(t).name
+)
 def test_unsupported_dtypes(device, bad):
     cell, x = _good(device, np.float32)
     name = np.dtype(bad).name
     for which in ("x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh"):
-        swap = {which: (x if which == "x" else cell[("x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh").index(which)]
-                        ).astype(bad)}
+        swap = {
+            which: (x if which == "x" else cell[("x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh").index(which)]).astype(
+                bad
+            )
+        }
         calls = _all_calls(cell, x, **swap)
         if which == "x":
             calls = calls[2:] + [(op, c) for op, c in _all_calls(cell, x, xc=cell[0].astype(bad))[:2]]
         if which.startswith("b_"):
             calls = calls[:3]
-        for op, call in calls:
+        for _op, call in calls:
             with raises_naming(TypeError, rf"\b{which}0?\b", name):
                 call()
 
@@ -806,14 +912,17 @@ def test_unsupported_dtypes(device, bad):
 def test_mixed_dtypes(device):
     cell32, x32 = _good(device, np.float32)
     for which in ("x", "h", "w_ih", "w_hh", "b_hh"):
-        swap = {which: (x32 if which == "x" else cell32[("x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh").index(which)]
-                        ).astype(np.float64)}
+        swap = {
+            which: (
+                x32 if which == "x" else cell32[("x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh").index(which)]
+            ).astype(np.float64)
+        }
         if which == "x":
             swap["xc"] = cell32[0].astype(np.float64)
         calls = _all_calls(cell32, x32, **swap)
         if which.startswith("b_"):
             calls = calls[:3]
-        for op, call in calls:
+        for _op, call in calls:
             with raises_naming(TypeError, "float32", "float64"):
                 call()
 
@@ -873,7 +982,9 @@ def test_bench_lstm_check_and_impls(lstm_pass, monkeypatch):
         check(a, b.detach().numpy().astype(np.float64), F32, f"bench impls lstm {shape} {lstm_pass} {name}", tol=1e-4)
 
     real = deepkern.ops.lstm
-    monkeypatch.setattr(deepkern.ops, "lstm", lambda *a, **k: (lambda r: (r[0] * np.float32(1.01),) + r[1:])(real(*a, **k)))
+    monkeypatch.setattr(
+        deepkern.ops, "lstm", lambda *a, **k: (lambda r: (r[0] * np.float32(1.01),) + r[1:])(real(*a, **k))
+    )
     assert dkb.lstm_check(shape, lstm_pass, sets[0]) > 1e-3
 
 

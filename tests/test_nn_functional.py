@@ -5,15 +5,21 @@ running statistics, embedding's accumulation, and bad input."""
 
 from __future__ import annotations
 
+import deepkern as dk
+import deepkern.nn.functional as F
 import numpy as np
 import pytest
 
-import deepkern as dk
-import deepkern.nn.functional as F
 from checks import check, gradcheck, raises_naming
 from reference import adaptive_avg_pool2d_ref, avg_pool2d_ref, conv2d_ref, linear_ref, max_pool2d_ref
 from reference_nn import (
-    batch_norm_ref, embedding_backward_ref, gelu_ref, leaky_relu_ref, log_softmax_ref, sigmoid_ref, softmax_ref,
+    batch_norm_ref,
+    embedding_backward_ref,
+    gelu_ref,
+    leaky_relu_ref,
+    log_softmax_ref,
+    sigmoid_ref,
+    softmax_ref,
 )
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -34,24 +40,44 @@ def seeded_dropout(x, p):
 CASES = {
     "linear": (lambda x, w, b: F.linear(x, w, b), [(4, 5), (3, 5), (3,)], linear_ref),
     "linear_3d_nobias": (lambda x, w: F.linear(x, w), [(2, 3, 5), (4, 5)], linear_ref),
-    "linear_relu": (lambda x, w, b: F.linear(x, w, b, relu=True), [(6, 5), (3, 5), (3,)],
-                    lambda x, w, b: linear_ref(x, w, b, relu=True)),
+    "linear_relu": (
+        lambda x, w, b: F.linear(x, w, b, relu=True),
+        [(6, 5), (3, 5), (3,)],
+        lambda x, w, b: linear_ref(x, w, b, relu=True),
+    ),
     "linear_1d": (lambda x, w, b: F.linear(x, w, b), [(5,), (3, 5), (3,)], linear_ref),
-    "conv2d": (lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1), [(2, 3, 7, 6), (4, 3, 3, 3), (4,)],
-               lambda x, w, b: conv2d_ref(x, w, b, stride=2, padding=1)),
-    "conv2d_groups_dilation": (lambda x, w: F.conv2d(x, w, None, 1, "same", 2, 2), [(1, 4, 6, 7), (6, 2, 3, 2)],
-                               lambda x, w: conv2d_ref(x, w, None, 1, "same", 2, 2)),
+    "conv2d": (
+        lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1),
+        [(2, 3, 7, 6), (4, 3, 3, 3), (4,)],
+        lambda x, w, b: conv2d_ref(x, w, b, stride=2, padding=1),
+    ),
+    "conv2d_groups_dilation": (
+        lambda x, w: F.conv2d(x, w, None, 1, "same", 2, 2),
+        [(1, 4, 6, 7), (6, 2, 3, 2)],
+        lambda x, w: conv2d_ref(x, w, None, 1, "same", 2, 2),
+    ),
     "conv2d_unbatched": (lambda x, w, b: F.conv2d(x, w, b), [(2, 5, 5), (3, 2, 2, 2), (3,)], conv2d_ref),
-    "max_pool2d": (lambda x: F.max_pool2d(x, 3, 2, 1), [(2, 3, 7, 8)],
-                   lambda x: max_pool2d_ref(x, 3, 2, 1)[0]),
-    "max_pool2d_ceil_dilation": (lambda x: F.max_pool2d(x, 2, 2, 0, 2, ceil_mode=True), [(1, 2, 7, 6)],
-                                 lambda x: max_pool2d_ref(x, 2, 2, 0, 2, True)[0]),
-    "avg_pool2d": (lambda x: F.avg_pool2d(x, 3, 2, 1, count_include_pad=False), [(2, 3, 7, 8)],
-                   lambda x: avg_pool2d_ref(x, 3, 2, 1, count_include_pad=False)),
-    "avg_pool2d_divisor": (lambda x: F.avg_pool2d(x, 2, ceil_mode=True, divisor_override=3), [(3, 5, 5)],
-                           lambda x: avg_pool2d_ref(x, 2, ceil_mode=True, divisor_override=3)),
-    "adaptive_avg_pool2d": (lambda x: F.adaptive_avg_pool2d(x, (3, 2)), [(2, 2, 7, 5)],
-                            lambda x: adaptive_avg_pool2d_ref(x, (3, 2))),
+    "max_pool2d": (lambda x: F.max_pool2d(x, 3, 2, 1), [(2, 3, 7, 8)], lambda x: max_pool2d_ref(x, 3, 2, 1)[0]),
+    "max_pool2d_ceil_dilation": (
+        lambda x: F.max_pool2d(x, 2, 2, 0, 2, ceil_mode=True),
+        [(1, 2, 7, 6)],
+        lambda x: max_pool2d_ref(x, 2, 2, 0, 2, True)[0],
+    ),
+    "avg_pool2d": (
+        lambda x: F.avg_pool2d(x, 3, 2, 1, count_include_pad=False),
+        [(2, 3, 7, 8)],
+        lambda x: avg_pool2d_ref(x, 3, 2, 1, count_include_pad=False),
+    ),
+    "avg_pool2d_divisor": (
+        lambda x: F.avg_pool2d(x, 2, ceil_mode=True, divisor_override=3),
+        [(3, 5, 5)],
+        lambda x: avg_pool2d_ref(x, 2, ceil_mode=True, divisor_override=3),
+    ),
+    "adaptive_avg_pool2d": (
+        lambda x: F.adaptive_avg_pool2d(x, (3, 2)),
+        [(2, 2, 7, 5)],
+        lambda x: adaptive_avg_pool2d_ref(x, (3, 2)),
+    ),
     "relu": (F.relu, [(3, 7)], lambda x: np.maximum(x, 0)),
     "leaky_relu": (lambda x: F.leaky_relu(x, 0.2), [(3, 7)], lambda x: leaky_relu_ref(x, 0.2)),
     "tanh": (F.tanh, [(3, 7)], np.tanh),
@@ -63,13 +89,21 @@ CASES = {
     "log_softmax": (lambda x: F.log_softmax(x, dim=0), [(5, 3)], lambda x: log_softmax_ref(x, 0)),
     "log_softmax_last": (lambda x: F.log_softmax(x, -1), [(2, 3, 6)], lambda x: log_softmax_ref(x, -1)),
     "dropout": (lambda x: seeded_dropout(x, 0.3), [(5, 8)], None),
-    "batch_norm_train": (lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True), [(4, 3, 2, 3), (3,), (3,)],
-                         lambda x, w, b: batch_norm_ref(x, None, None, w, b, training=True)[0]),
-    "batch_norm_train_1d": (lambda x: F.batch_norm(x, None, None, training=True), [(5, 4)],
-                            lambda x: batch_norm_ref(x, None, None, training=True)[0]),
-    "batch_norm_eval": (lambda x, w, b: F.batch_norm(x, np.linspace(-1, 1, 3), np.linspace(0.5, 2, 3), w, b),
-                        [(4, 3, 5), (3,), (3,)],
-                        lambda x, w, b: batch_norm_ref(x, np.linspace(-1, 1, 3), np.linspace(0.5, 2, 3), w, b)[0]),
+    "batch_norm_train": (
+        lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
+        [(4, 3, 2, 3), (3,), (3,)],
+        lambda x, w, b: batch_norm_ref(x, None, None, w, b, training=True)[0],
+    ),
+    "batch_norm_train_1d": (
+        lambda x: F.batch_norm(x, None, None, training=True),
+        [(5, 4)],
+        lambda x: batch_norm_ref(x, None, None, training=True)[0],
+    ),
+    "batch_norm_eval": (
+        lambda x, w, b: F.batch_norm(x, np.linspace(-1, 1, 3), np.linspace(0.5, 2, 3), w, b),
+        [(4, 3, 5), (3,), (3,)],
+        lambda x, w, b: batch_norm_ref(x, np.linspace(-1, 1, 3), np.linspace(0.5, 2, 3), w, b)[0],
+    ),
 }
 
 
@@ -103,8 +137,10 @@ def test_forward_and_backward_match_torch(name, rng):
     fn, shapes, _ = CASES[name]
     tf = torch.nn.functional
     torch_fns = {
-        "linear": tf.linear, "linear_3d_nobias": tf.linear,
-        "linear_relu": lambda x, w, b: tf.relu(tf.linear(x, w, b)), "linear_1d": tf.linear,
+        "linear": tf.linear,
+        "linear_3d_nobias": tf.linear,
+        "linear_relu": lambda x, w, b: tf.relu(tf.linear(x, w, b)),
+        "linear_1d": tf.linear,
         "conv2d": lambda x, w, b: tf.conv2d(x, w, b, stride=2, padding=1),
         "conv2d_groups_dilation": lambda x, w: tf.conv2d(x, w, None, 1, "same", 2, 2),
         "conv2d_unbatched": tf.conv2d,
@@ -113,14 +149,21 @@ def test_forward_and_backward_match_torch(name, rng):
         "avg_pool2d": lambda x: tf.avg_pool2d(x, 3, 2, 1, count_include_pad=False),
         "avg_pool2d_divisor": lambda x: tf.avg_pool2d(x, 2, ceil_mode=True, divisor_override=3),
         "adaptive_avg_pool2d": lambda x: tf.adaptive_avg_pool2d(x, (3, 2)),
-        "relu": tf.relu, "leaky_relu": lambda x: tf.leaky_relu(x, 0.2), "tanh": torch.tanh,
-        "sigmoid": torch.sigmoid, "gelu": tf.gelu, "gelu_tanh": lambda x: tf.gelu(x, approximate="tanh"),
-        "softmax": lambda x: tf.softmax(x, dim=1), "softmax_last": lambda x: tf.softmax(x, -1),
-        "log_softmax": lambda x: tf.log_softmax(x, dim=0), "log_softmax_last": lambda x: tf.log_softmax(x, -1),
+        "relu": tf.relu,
+        "leaky_relu": lambda x: tf.leaky_relu(x, 0.2),
+        "tanh": torch.tanh,
+        "sigmoid": torch.sigmoid,
+        "gelu": tf.gelu,
+        "gelu_tanh": lambda x: tf.gelu(x, approximate="tanh"),
+        "softmax": lambda x: tf.softmax(x, dim=1),
+        "softmax_last": lambda x: tf.softmax(x, -1),
+        "log_softmax": lambda x: tf.log_softmax(x, dim=0),
+        "log_softmax_last": lambda x: tf.log_softmax(x, -1),
         "batch_norm_train": lambda x, w, b: tf.batch_norm(x, None, None, w, b, training=True),
         "batch_norm_train_1d": lambda x: tf.batch_norm(x, None, None, training=True),
-        "batch_norm_eval": lambda x, w, b: tf.batch_norm(x, torch.linspace(-1, 1, 3, dtype=torch.float64),
-                                                         torch.linspace(0.5, 2, 3, dtype=torch.float64), w, b),
+        "batch_norm_eval": lambda x, w, b: tf.batch_norm(
+            x, torch.linspace(-1, 1, 3, dtype=torch.float64), torch.linspace(0.5, 2, 3, dtype=torch.float64), w, b
+        ),
     }
     arrays = [rng.standard_normal(s) for s in shapes]
     ours = [dk.tensor(a, requires_grad=True) for a in arrays]
@@ -275,8 +318,16 @@ def test_implicit_softmax_dim_follows_pytorch(rng):
 def test_results_keep_float32(rng):
     x = dk.tensor(rng.standard_normal((4, 3, 6, 6)).astype(F32), requires_grad=True)
     w = dk.tensor(rng.standard_normal(3).astype(F32), requires_grad=True)
-    outs = [F.gelu(x), F.leaky_relu(x), F.softmax(x, 1), F.log_softmax(x, 1), F.dropout(x, 0.2),
-            F.batch_norm(x, None, None, w, w, training=True), F.avg_pool2d(x, 2), F.max_pool2d(x, 2)]
+    outs = [
+        F.gelu(x),
+        F.leaky_relu(x),
+        F.softmax(x, 1),
+        F.log_softmax(x, 1),
+        F.dropout(x, 0.2),
+        F.batch_norm(x, None, None, w, w, training=True),
+        F.avg_pool2d(x, 2),
+        F.max_pool2d(x, 2),
+    ]
     for out in outs:
         assert out.dtype == F32
         out.sum().backward()

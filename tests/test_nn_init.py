@@ -6,18 +6,25 @@ from __future__ import annotations
 
 import math
 
+import deepkern as dk
 import numpy as np
 import pytest
-
-import deepkern as dk
-from checks import raises_naming
 from deepkern import nn
 from deepkern.nn import init
 
-GAINS = [("linear", None, 1.0), ("conv2d", None, 1.0), ("sigmoid", None, 1.0), ("tanh", None, 5 / 3),
-         ("relu", None, math.sqrt(2)), ("leaky_relu", None, math.sqrt(2 / (1 + 0.01 ** 2))),
-         ("leaky_relu", 0.2, math.sqrt(2 / 1.04)), ("leaky_relu", math.sqrt(5), math.sqrt(1 / 3)),
-         ("selu", None, 0.75)]
+from checks import raises_naming
+
+GAINS = [
+    ("linear", None, 1.0),
+    ("conv2d", None, 1.0),
+    ("sigmoid", None, 1.0),
+    ("tanh", None, 5 / 3),
+    ("relu", None, math.sqrt(2)),
+    ("leaky_relu", None, math.sqrt(2 / (1 + 0.01**2))),
+    ("leaky_relu", 0.2, math.sqrt(2 / 1.04)),
+    ("leaky_relu", math.sqrt(5), math.sqrt(1 / 3)),
+    ("selu", None, 0.75),
+]
 
 
 @pytest.mark.parametrize("name, param, gain", GAINS)
@@ -28,8 +35,9 @@ def test_calculate_gain(name, param, gain):
 def test_calculate_gain_matches_torch():
     torch = pytest.importorskip("torch")
     for name, param, _ in GAINS:
-        assert init.calculate_gain(name, param) == pytest.approx(torch.nn.init.calculate_gain(name, param),
-                                                                 rel=1e-15), (name, param)
+        assert init.calculate_gain(name, param) == pytest.approx(
+            torch.nn.init.calculate_gain(name, param), rel=1e-15
+        ), (name, param)
 
 
 def _std_close(arr, std, rel=0.03):

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import re
 
+import deepkern as dk
 import numpy as np
 import pytest
-
-import deepkern as dk
-from checks import check, gradcheck, raises_naming, shape_pattern
 from deepkern import nn
+
+from checks import check, gradcheck, raises_naming, shape_pattern
 from reference import adaptive_avg_pool2d_ref, avg_pool2d_ref, conv2d_ref, linear_ref, max_pool2d_ref
 from reference_nn import batch_norm_ref, gelu_ref, leaky_relu_ref, log_softmax_ref, sigmoid_ref, softmax_ref
 
@@ -27,8 +27,15 @@ def _w(m, name):
 
 def _bn_ref(m, x):
     track = m.track_running_stats
-    out, _, _ = batch_norm_ref(x, _w(m, "running_mean") if track else None, _w(m, "running_var") if track else None,
-                               _w(m, "weight"), _w(m, "bias"), training=m.training or not track, eps=m.eps)
+    out, _, _ = batch_norm_ref(
+        x,
+        _w(m, "running_mean") if track else None,
+        _w(m, "running_var") if track else None,
+        _w(m, "weight"),
+        _w(m, "bias"),
+        training=m.training or not track,
+        eps=m.eps,
+    )
     return out
 
 
@@ -36,23 +43,46 @@ def _bn_ref(m, x):
 #          Embedding's integer input), float64 reference of the layer's output from its parameters)
 LAYERS = {
     "Linear": (lambda nn: nn.Linear(5, 3), (4, 5), lambda m, x: linear_ref(x, _w(m, "weight"), _w(m, "bias"))),
-    "Linear_nobias_3d": (lambda nn: nn.Linear(5, 3, bias=False), (2, 3, 5),
-                         lambda m, x: linear_ref(x, _w(m, "weight"))),
-    "Conv2d": (lambda nn: nn.Conv2d(3, 4, 3, stride=2, padding=1), (2, 3, 7, 6),
-               lambda m, x: conv2d_ref(x, _w(m, "weight"), _w(m, "bias"), stride=2, padding=1)),
-    "Conv2d_groups": (lambda nn: nn.Conv2d(4, 6, (3, 2), padding=(2, 1), dilation=2, groups=2, bias=False),
-                      (2, 4, 8, 7),
-                      lambda m, x: conv2d_ref(x, _w(m, "weight"), None, padding=(2, 1), dilation=2, groups=2)),
-    "Conv2d_same_unbatched": (lambda nn: nn.Conv2d(3, 4, 3, padding="same"), (3, 6, 5),
-                              lambda m, x: conv2d_ref(x, _w(m, "weight"), _w(m, "bias"), padding="same")),
-    "MaxPool2d": (lambda nn: nn.MaxPool2d(3, stride=2, padding=1), (2, 3, 7, 8),
-                  lambda m, x: max_pool2d_ref(x, 3, 2, 1)[0]),
-    "MaxPool2d_ceil": (lambda nn: nn.MaxPool2d(2, ceil_mode=True), (2, 3, 7, 7),
-                       lambda m, x: max_pool2d_ref(x, 2, ceil_mode=True)[0]),
-    "AvgPool2d": (lambda nn: nn.AvgPool2d(3, 2, 1, count_include_pad=False), (2, 3, 7, 8),
-                  lambda m, x: avg_pool2d_ref(x, 3, 2, 1, count_include_pad=False)),
-    "AdaptiveAvgPool2d": (lambda nn: nn.AdaptiveAvgPool2d((2, 3)), (2, 3, 7, 8),
-                          lambda m, x: adaptive_avg_pool2d_ref(x, (2, 3))),
+    "Linear_nobias_3d": (
+        lambda nn: nn.Linear(5, 3, bias=False),
+        (2, 3, 5),
+        lambda m, x: linear_ref(x, _w(m, "weight")),
+    ),
+    "Conv2d": (
+        lambda nn: nn.Conv2d(3, 4, 3, stride=2, padding=1),
+        (2, 3, 7, 6),
+        lambda m, x: conv2d_ref(x, _w(m, "weight"), _w(m, "bias"), stride=2, padding=1),
+    ),
+    "Conv2d_groups": (
+        lambda nn: nn.Conv2d(4, 6, (3, 2), padding=(2, 1), dilation=2, groups=2, bias=False),
+        (2, 4, 8, 7),
+        lambda m, x: conv2d_ref(x, _w(m, "weight"), None, padding=(2, 1), dilation=2, groups=2),
+    ),
+    "Conv2d_same_unbatched": (
+        lambda nn: nn.Conv2d(3, 4, 3, padding="same"),
+        (3, 6, 5),
+        lambda m, x: conv2d_ref(x, _w(m, "weight"), _w(m, "bias"), padding="same"),
+    ),
+    "MaxPool2d": (
+        lambda nn: nn.MaxPool2d(3, stride=2, padding=1),
+        (2, 3, 7, 8),
+        lambda m, x: max_pool2d_ref(x, 3, 2, 1)[0],
+    ),
+    "MaxPool2d_ceil": (
+        lambda nn: nn.MaxPool2d(2, ceil_mode=True),
+        (2, 3, 7, 7),
+        lambda m, x: max_pool2d_ref(x, 2, ceil_mode=True)[0],
+    ),
+    "AvgPool2d": (
+        lambda nn: nn.AvgPool2d(3, 2, 1, count_include_pad=False),
+        (2, 3, 7, 8),
+        lambda m, x: avg_pool2d_ref(x, 3, 2, 1, count_include_pad=False),
+    ),
+    "AdaptiveAvgPool2d": (
+        lambda nn: nn.AdaptiveAvgPool2d((2, 3)),
+        (2, 3, 7, 8),
+        lambda m, x: adaptive_avg_pool2d_ref(x, (2, 3)),
+    ),
     "Flatten": (lambda nn: nn.Flatten(), (2, 3, 4, 5), lambda m, x: x.reshape(2, -1).astype(F64)),
     "ReLU": (lambda nn: nn.ReLU(), (4, 6), lambda m, x: np.maximum(x, 0).astype(F64)),
     "LeakyReLU": (lambda nn: nn.LeakyReLU(0.2), (4, 6), lambda m, x: leaky_relu_ref(x, 0.2)),
@@ -69,8 +99,11 @@ LAYERS = {
     "BatchNorm2d": (lambda nn: nn.BatchNorm2d(3, momentum=0.2, eps=1e-3), (4, 3, 5, 5), _bn_ref),
     "BatchNorm2d_no_bias": (lambda nn: nn.BatchNorm2d(3, bias=False), (4, 3, 5, 5), _bn_ref),
     "BatchNorm2d_no_running_stats": (lambda nn: nn.BatchNorm2d(3, track_running_stats=False), (4, 3, 5, 5), _bn_ref),
-    "Embedding": (lambda nn: nn.Embedding(10, 4, padding_idx=2), "idx",
-                  lambda m, idx: _w(m, "weight")[idx].astype(F64)),
+    "Embedding": (
+        lambda nn: nn.Embedding(10, 4, padding_idx=2),
+        "idx",
+        lambda m, idx: _w(m, "weight")[idx].astype(F64),
+    ),
 }
 
 
@@ -100,8 +133,7 @@ def _sync_grads(ours, theirs, x, xt, what, dtype):
         check(x.grad.numpy(), xt.grad.numpy(), dtype, f"{what}: input gradient", tol=_TOL[dtype])
     params = dict(ours.named_parameters())
     for pname, p in theirs.named_parameters():
-        check(params[pname].grad.numpy(), p.grad.numpy(), dtype, f"{what}: {pname}.grad", tol=_TOL[dtype],
-              floor=1e-3)
+        check(params[pname].grad.numpy(), p.grad.numpy(), dtype, f"{what}: {pname}.grad", tol=_TOL[dtype], floor=1e-3)
 
 
 # float32 against torch's float32: both round, so their difference is twice a rounding error
@@ -149,13 +181,30 @@ def test_cnn_and_mlp_load_torch_models_and_match(rng):
 
     def cnn(nn):
         return nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.GELU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.5), nn.Linear(16, 10), nn.LogSoftmax(dim=1))
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(16),
+            nn.GELU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(0.5),
+            nn.Linear(16, 10),
+            nn.LogSoftmax(dim=1),
+        )
 
     def mlp(nn):
-        return nn.Sequential(nn.Linear(12, 32), nn.BatchNorm1d(32), nn.LeakyReLU(), nn.Linear(32, 16),
-                             nn.Tanh(), nn.Linear(16, 4), nn.Softmax(dim=-1))
+        return nn.Sequential(
+            nn.Linear(12, 32),
+            nn.BatchNorm1d(32),
+            nn.LeakyReLU(),
+            nn.Linear(32, 16),
+            nn.Tanh(),
+            nn.Linear(16, 4),
+            nn.Softmax(dim=-1),
+        )
 
     for make, shape in ((cnn, (4, 3, 16, 16)), (mlp, (8, 12))):
         torch.manual_seed(1)
@@ -184,9 +233,18 @@ def test_cnn_and_mlp_load_torch_models_and_match(rng):
 
 def test_layer_stack_gradients_by_finite_differences(rng):
     # (a bias straight before a BatchNorm in training has gradient 0: nothing to compare)
-    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.GELU(), nn.BatchNorm2d(3), nn.MaxPool2d(2),
-                          nn.Flatten(), nn.Linear(12, 5), nn.Tanh(), nn.BatchNorm1d(5), nn.Linear(5, 4),
-                          nn.LogSoftmax(dim=1)).double()
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.GELU(),
+        nn.BatchNorm2d(3),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(12, 5),
+        nn.Tanh(),
+        nn.BatchNorm1d(5),
+        nn.Linear(5, 4),
+        nn.LogSoftmax(dim=1),
+    ).double()
     x = dk.tensor(rng.standard_normal((3, 2, 4, 4)), requires_grad=True)
     gradcheck(lambda x, *params: model(x), x, *model.parameters())
     model.eval()
@@ -209,10 +267,14 @@ def test_parameters_are_float32_by_default_and_follow_dtype():
 
 def test_reprs():
     assert repr(nn.Linear(3, 2)) == "Linear(in_features=3, out_features=2, bias=True)"
-    assert repr(nn.Conv2d(3, 8, 3, stride=2, padding=1, groups=1, bias=False)) == \
-        "Conv2d(3, 8, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), bias=False)"
-    assert repr(nn.BatchNorm1d(4)) == \
-        "BatchNorm1d(4, eps=1e-05, momentum=0.1, affine=True, bias=True, track_running_stats=True)"
+    assert (
+        repr(nn.Conv2d(3, 8, 3, stride=2, padding=1, groups=1, bias=False))
+        == "Conv2d(3, 8, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), bias=False)"
+    )
+    assert (
+        repr(nn.BatchNorm1d(4))
+        == "BatchNorm1d(4, eps=1e-05, momentum=0.1, affine=True, bias=True, track_running_stats=True)"
+    )
     assert repr(nn.Embedding(10, 3, padding_idx=-1)) == "Embedding(10, 3, padding_idx=9)"
     assert repr(nn.Dropout()) == "Dropout(p=0.5, inplace=False)"
     assert repr(nn.GELU()) == "GELU(approximate='none')"
@@ -243,8 +305,7 @@ def test_batch_norm_momentum_none_is_a_cumulative_average(rng):
     for b in batches:
         bn(dk.tensor(b))
     np.testing.assert_allclose(bn.running_mean.numpy(), np.mean([b.mean(0) for b in batches], axis=0), rtol=1e-5)
-    np.testing.assert_allclose(bn.running_var.numpy(), np.mean([b.var(0, ddof=1) for b in batches], axis=0),
-                               rtol=1e-5)
+    np.testing.assert_allclose(bn.running_var.numpy(), np.mean([b.var(0, ddof=1) for b in batches], axis=0), rtol=1e-5)
     assert int(bn.num_batches_tracked) == 4
     bn.eval()
     bn(dk.tensor(batches[0]))
@@ -258,20 +319,52 @@ _NCHW = re.escape("(N, C, H, W) or (C, H, W)")
 BAD_INPUT = [
     (lambda: nn.Linear(3, 2), (4, 5), F32, ValueError, [_LIN, shape_pattern((4, 5)), re.escape("(..., 3)")]),
     (lambda: nn.Linear(3, 2), (4, 3), F64, TypeError, [_LIN, "float64", "float32"]),
-    (lambda: nn.Conv2d(3, 8, 3), (2, 4, 8, 8), F32, ValueError,
-     [re.escape("Conv2d(3, 8, kernel_size=(3, 3)"), shape_pattern((2, 4, 8, 8)), re.escape("(N, 3, H, W)")]),
+    (
+        lambda: nn.Conv2d(3, 8, 3),
+        (2, 4, 8, 8),
+        F32,
+        ValueError,
+        [re.escape("Conv2d(3, 8, kernel_size=(3, 3)"), shape_pattern((2, 4, 8, 8)), re.escape("(N, 3, H, W)")],
+    ),
     (lambda: nn.Conv2d(3, 8, 3), (8, 8), F32, ValueError, [r"Conv2d\(3, 8", shape_pattern((8, 8))]),
     (lambda: nn.Conv2d(3, 8, 3), (1, 3, 2, 2), F32, ValueError, [r"Conv2d\(3, 8", "output size", "2x2"]),
     (lambda: nn.MaxPool2d(2), (4, 5), F32, ValueError, [r"MaxPool2d\(kernel_size=2", shape_pattern((4, 5)), _NCHW]),
-    (lambda: nn.MaxPool2d(5), (1, 2, 3, 3), F32, ValueError, [r"MaxPool2d\(kernel_size=5", shape_pattern((1, 2, 3, 3))]),
+    (
+        lambda: nn.MaxPool2d(5),
+        (1, 2, 3, 3),
+        F32,
+        ValueError,
+        [r"MaxPool2d\(kernel_size=5", shape_pattern((1, 2, 3, 3))],
+    ),
     (lambda: nn.AvgPool2d(2), (1, 2, 4, 4), np.int64, TypeError, [r"AvgPool2d\(kernel_size=2", "int64"]),
-    (lambda: nn.AdaptiveAvgPool2d(2), (1, 1, 2, 4, 4), F32, ValueError,
-     [r"AdaptiveAvgPool2d\(output_size=2\)", shape_pattern((1, 1, 2, 4, 4))]),
-    (lambda: nn.BatchNorm1d(4), (6, 5), F32, ValueError,
-     [r"BatchNorm1d\(4, eps", shape_pattern((6, 5)), re.escape("(N, 4) or (N, 4, L)")]),
-    (lambda: nn.BatchNorm1d(4), (1, 4), F32, ValueError, [r"BatchNorm1d\(4", "more than 1 value", shape_pattern((1, 4))]),
-    (lambda: nn.BatchNorm2d(3), (2, 3, 4), F32, ValueError,
-     [r"BatchNorm2d\(3", shape_pattern((2, 3, 4)), re.escape("(N, 3, H, W)")]),
+    (
+        lambda: nn.AdaptiveAvgPool2d(2),
+        (1, 1, 2, 4, 4),
+        F32,
+        ValueError,
+        [r"AdaptiveAvgPool2d\(output_size=2\)", shape_pattern((1, 1, 2, 4, 4))],
+    ),
+    (
+        lambda: nn.BatchNorm1d(4),
+        (6, 5),
+        F32,
+        ValueError,
+        [r"BatchNorm1d\(4, eps", shape_pattern((6, 5)), re.escape("(N, 4) or (N, 4, L)")],
+    ),
+    (
+        lambda: nn.BatchNorm1d(4),
+        (1, 4),
+        F32,
+        ValueError,
+        [r"BatchNorm1d\(4", "more than 1 value", shape_pattern((1, 4))],
+    ),
+    (
+        lambda: nn.BatchNorm2d(3),
+        (2, 3, 4),
+        F32,
+        ValueError,
+        [r"BatchNorm2d\(3", shape_pattern((2, 3, 4)), re.escape("(N, 3, H, W)")],
+    ),
     (lambda: nn.Softmax(dim=3), (2, 3), F32, IndexError, [re.escape("Softmax(dim=3)"), "dim 3", "2 dimensions"]),
     (lambda: nn.Flatten(start_dim=2), (4, 5), F32, ValueError, ["Flatten", shape_pattern((4, 5)), "at least 3"]),
     (lambda: nn.ReLU(), (3,), np.int64, TypeError, [r"ReLU\(\)", "int64"]),

@@ -5,14 +5,12 @@ float64, the loss Modules, and clear errors on bad input."""
 
 from __future__ import annotations
 
+import deepkern
 import numpy as np
 import pytest
-
-import deepkern
 from deepkern.nn import loss as L
 
 from checks import F32, F64, check, gradcheck, raises_naming, shape_pattern
-
 
 # ----------------------------------------------------------------------------------------------
 # float64 references
@@ -90,11 +88,11 @@ def triplet_ref(a, pos, neg, margin=1.0, p=2.0, eps=1e-6, swap=False, reduction=
 
 def contrastive_ref(x1, x2, y, margin=1.0, eps=1e-6, reduction="mean"):
     d = _dist_ref(x1, x2, 2, eps)
-    return _reduce(y * d ** 2 + (1 - y) * np.maximum(margin - d, 0) ** 2, reduction)
+    return _reduce(y * d**2 + (1 - y) * np.maximum(margin - d, 0) ** 2, reduction)
 
 
 def cosine_embedding_ref(x1, x2, y, margin=0.0, reduction="mean"):
-    cos = (x1 * x2).sum(-1) / np.sqrt(((x1 ** 2).sum(-1) + 1e-12) * ((x2 ** 2).sum(-1) + 1e-12))
+    cos = (x1 * x2).sum(-1) / np.sqrt(((x1**2).sum(-1) + 1e-12) * ((x2**2).sum(-1) + 1e-12))
     return _reduce(np.where(y == 1, 1 - cos, np.maximum(cos - margin, 0)), reduction)
 
 
@@ -130,6 +128,7 @@ def _triplet_inputs(rng, shape=(7, 4)):
 def _pairs_and_labels(values):
     def make(rng, shape=(8, 3)):
         return [rng.standard_normal(shape), rng.standard_normal(shape), rng.choice(values, shape[:-1])]
+
     return make
 
 
@@ -138,43 +137,110 @@ W4 = np.array([0.3, 1.7, 0.9, 1.2])
 CASES = [
     ("mse_loss", _pair, [{}, {"reduction": "sum"}, {"reduction": "none"}], (0, 1)),
     ("l1_loss", _pair, [{}, {"reduction": "sum"}, {"reduction": "none"}], (0, 1)),
-    ("cross_entropy", _logits_and_classes,
-     [{}, {"weight": W4}, {"label_smoothing": 0.2}, {"weight": W4, "label_smoothing": 0.3, "reduction": "sum"},
-      {"reduction": "none", "weight": W4, "label_smoothing": 0.1}], (0,)),
-    ("cross_entropy", lambda rng: _logits_and_classes(rng, ignore=False),
-     [{"ignore_index": 2}, {"ignore_index": 1, "weight": W4, "label_smoothing": 0.2}], (0,)),
-    ("cross_entropy", lambda rng: _logits_and_classes(rng, (3, 4, 2, 3)),
-     [{}, {"weight": W4, "label_smoothing": 0.25}, {"reduction": "none"}], (0,)),
+    (
+        "cross_entropy",
+        _logits_and_classes,
+        [
+            {},
+            {"weight": W4},
+            {"label_smoothing": 0.2},
+            {"weight": W4, "label_smoothing": 0.3, "reduction": "sum"},
+            {"reduction": "none", "weight": W4, "label_smoothing": 0.1},
+        ],
+        (0,),
+    ),
+    (
+        "cross_entropy",
+        lambda rng: _logits_and_classes(rng, ignore=False),
+        [{"ignore_index": 2}, {"ignore_index": 1, "weight": W4, "label_smoothing": 0.2}],
+        (0,),
+    ),
+    (
+        "cross_entropy",
+        lambda rng: _logits_and_classes(rng, (3, 4, 2, 3)),
+        [{}, {"weight": W4, "label_smoothing": 0.25}, {"reduction": "none"}],
+        (0,),
+    ),
     ("cross_entropy", lambda rng: _logits_and_classes(rng, (4,)), [{}, {"label_smoothing": 0.1}], (0,)),
-    ("cross_entropy", _logits_and_probs,
-     [{}, {"weight": W4}, {"label_smoothing": 0.2, "reduction": "sum"}, {"reduction": "none", "weight": W4}],
-     (0, 1)),
+    (
+        "cross_entropy",
+        _logits_and_probs,
+        [{}, {"weight": W4}, {"label_smoothing": 0.2, "reduction": "sum"}, {"reduction": "none", "weight": W4}],
+        (0, 1),
+    ),
     ("cross_entropy", lambda rng: _logits_and_probs(rng, (2, 4, 3)), [{"label_smoothing": 0.1}], (0, 1)),
-    ("nll_loss", _logits_and_classes,
-     [{}, {"weight": W4}, {"reduction": "sum", "weight": W4}, {"reduction": "none"}], (0,)),
+    (
+        "nll_loss",
+        _logits_and_classes,
+        [{}, {"weight": W4}, {"reduction": "sum", "weight": W4}, {"reduction": "none"}],
+        (0,),
+    ),
     ("nll_loss", lambda rng: _logits_and_classes(rng, ignore=False), [{"ignore_index": 0, "weight": W4}], (0,)),
     ("nll_loss", lambda rng: _logits_and_classes(rng, (3, 4, 5)), [{"weight": W4}], (0,)),
-    ("binary_cross_entropy_with_logits", _bce_inputs,
-     [{}, {"reduction": "sum"}, {"reduction": "none"}, {"weight": np.array([0.5, 2.0, 1.5])},
-      {"pos_weight": np.array([3.0, 0.5, 1.0])},
-      {"weight": np.array([[0.2], [1], [2], [1], [3]]), "pos_weight": np.array([2.0, 1, 0.3])}], (0, 1)),
-    ("triplet_margin_loss", _triplet_inputs,
-     [{}, {"margin": 3.0}, {"swap": True, "margin": 2.5}, {"p": 1.0, "margin": 2.0}, {"p": 3.0, "eps": 1e-3},
-      {"reduction": "none", "margin": 2.0}, {"reduction": "sum", "margin": 2.0}], (0, 1, 2)),
+    (
+        "binary_cross_entropy_with_logits",
+        _bce_inputs,
+        [
+            {},
+            {"reduction": "sum"},
+            {"reduction": "none"},
+            {"weight": np.array([0.5, 2.0, 1.5])},
+            {"pos_weight": np.array([3.0, 0.5, 1.0])},
+            {"weight": np.array([[0.2], [1], [2], [1], [3]]), "pos_weight": np.array([2.0, 1, 0.3])},
+        ],
+        (0, 1),
+    ),
+    (
+        "triplet_margin_loss",
+        _triplet_inputs,
+        [
+            {},
+            {"margin": 3.0},
+            {"swap": True, "margin": 2.5},
+            {"p": 1.0, "margin": 2.0},
+            {"p": 3.0, "eps": 1e-3},
+            {"reduction": "none", "margin": 2.0},
+            {"reduction": "sum", "margin": 2.0},
+        ],
+        (0, 1, 2),
+    ),
     ("triplet_margin_loss", lambda rng: _triplet_inputs(rng, (5,)), [{"margin": 4.0}], (0, 1, 2)),
-    ("contrastive_loss", _pairs_and_labels([0, 1]),
-     [{}, {"margin": 3.0}, {"margin": 2.0, "reduction": "sum"}, {"reduction": "none", "margin": 2.5}], (0, 1)),
-    ("cosine_embedding_loss", _pairs_and_labels([1, -1]),
-     [{}, {"margin": -0.3}, {"margin": 0.2, "reduction": "sum"}, {"reduction": "none"}], (0, 1)),
+    (
+        "contrastive_loss",
+        _pairs_and_labels([0, 1]),
+        [{}, {"margin": 3.0}, {"margin": 2.0, "reduction": "sum"}, {"reduction": "none", "margin": 2.5}],
+        (0, 1),
+    ),
+    (
+        "cosine_embedding_loss",
+        _pairs_and_labels([1, -1]),
+        [{}, {"margin": -0.3}, {"margin": 0.2, "reduction": "sum"}, {"reduction": "none"}],
+        (0, 1),
+    ),
 ]
 
-REFS = {"mse_loss": mse_ref, "l1_loss": l1_ref, "cross_entropy": cross_entropy_ref, "nll_loss": nll_ref,
-        "binary_cross_entropy_with_logits": bce_with_logits_ref, "triplet_margin_loss": triplet_ref,
-        "contrastive_loss": contrastive_ref, "cosine_embedding_loss": cosine_embedding_ref}
+REFS = {
+    "mse_loss": mse_ref,
+    "l1_loss": l1_ref,
+    "cross_entropy": cross_entropy_ref,
+    "nll_loss": nll_ref,
+    "binary_cross_entropy_with_logits": bce_with_logits_ref,
+    "triplet_margin_loss": triplet_ref,
+    "contrastive_loss": contrastive_ref,
+    "cosine_embedding_loss": cosine_embedding_ref,
+}
 
-PARAMS = [pytest.param(name, make, kw, diff, id=f"{name}-{i}-" + "-".join(f"{k}={v if np.isscalar(v) else 'arr'}"
-                                                                        for k, v in kw.items()))
-          for i, (name, make, options, diff) in enumerate(CASES) for kw in options]
+PARAMS = [
+    pytest.param(
+        name,
+        make,
+        kw,
+        diff,
+        id=f"{name}-{i}-" + "-".join(f"{k}={v if np.isscalar(v) else 'arr'}" for k, v in kw.items()),
+    )
+    for i, (name, make, options, diff) in enumerate(CASES)
+    for kw in options
+]
 
 
 @pytest.mark.parametrize("name, make, kw, diff", PARAMS)
@@ -253,8 +319,10 @@ def test_modules_match_functional_forms(rng):
         (L.L1Loss()(a, b), L.l1_loss(a, b)),
         (L.CrossEntropyLoss(weight=W4, label_smoothing=0.1)(x, t), L.cross_entropy(x, t, W4, label_smoothing=0.1)),
         (L.NLLLoss(ignore_index=2)(x, t), L.nll_loss(x, t, ignore_index=2)),
-        (L.BCEWithLogitsLoss(pos_weight=W4)(a, np.abs(b) / 3), L.binary_cross_entropy_with_logits(
-            a, np.abs(b) / 3, pos_weight=W4)),
+        (
+            L.BCEWithLogitsLoss(pos_weight=W4)(a, np.abs(b) / 3),
+            L.binary_cross_entropy_with_logits(a, np.abs(b) / 3, pos_weight=W4),
+        ),
         (L.TripletMarginLoss(margin=2.0, swap=True)(a, b, x), L.triplet_margin_loss(a, b, x, margin=2.0, swap=True)),
         (L.ContrastiveLoss(margin=2.0)(a, b, y01), L.contrastive_loss(a, b, y01, margin=2.0)),
         (L.CosineEmbeddingLoss(margin=0.1)(a, b, ypm), L.cosine_embedding_loss(a, b, ypm, margin=0.1)),
@@ -292,8 +360,9 @@ def test_bad_input_names_the_loss_and_the_shapes_or_values():
         L.cross_entropy(x10, np.array([1, -3, 2, 3]))
     with raises_naming(ValueError, "NLLLoss", "target 10 is out of range for 10 classes"):
         L.NLLLoss()(x10, np.array([1, 10, 2, 3]))
-    with raises_naming(ValueError, "CrossEntropyLoss", shape_pattern((4, 10)), shape_pattern((3,)),
-                       shape_pattern((4,))):
+    with raises_naming(
+        ValueError, "CrossEntropyLoss", shape_pattern((4, 10)), shape_pattern((3,)), shape_pattern((4,))
+    ):
         L.CrossEntropyLoss()(x10, np.array([1, 2, 3]))
     with raises_naming(ValueError, "cross_entropy", shape_pattern((4, 9))):
         L.cross_entropy(x10, np.zeros((4, 9)))

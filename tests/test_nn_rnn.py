@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import math
 
+import deepkern
 import numpy as np
 import pytest
-
-import deepkern
 from deepkern.nn.rnn import LSTM, LSTMCell
 
 from checks import F32, F64, check, gradcheck, raises_naming, shape_pattern
@@ -44,9 +43,16 @@ def _lstm_model_ref(model, x, h0=None, c0=None):
         for d in range(dirs):
             sfx = f"_l{layer}" + ("_reverse" if d else "")
             k = layer * dirs + d
-            y, h, c = lstm_ref(x, None if h0 is None else h0[k], None if c0 is None else c0[k],
-                               params[f"weight_ih{sfx}"], params[f"weight_hh{sfx}"],
-                               params.get(f"bias_ih{sfx}"), params.get(f"bias_hh{sfx}"), reverse=bool(d))
+            y, h, c = lstm_ref(
+                x,
+                None if h0 is None else h0[k],
+                None if c0 is None else c0[k],
+                params[f"weight_ih{sfx}"],
+                params[f"weight_hh{sfx}"],
+                params.get(f"bias_ih{sfx}"),
+                params.get(f"bias_hh{sfx}"),
+                reverse=bool(d),
+            )
             outs.append(y)
             hs.append(h)
             cs.append(c)
@@ -65,8 +71,12 @@ def test_parameter_names_shapes_and_init():
     deepkern.manual_seed(0)
     m = LSTM(3, 5, num_layers=2, bidirectional=True)
     names = [n for n, _ in m.named_parameters()]
-    expected = [f"{kind}_{w}_l{k}{sfx}" for k in range(2) for sfx in ("", "_reverse")
-                for kind, w in (("weight", "ih"), ("weight", "hh"), ("bias", "ih"), ("bias", "hh"))]
+    expected = [
+        f"{kind}_{w}_l{k}{sfx}"
+        for k in range(2)
+        for sfx in ("", "_reverse")
+        for kind, w in (("weight", "ih"), ("weight", "hh"), ("bias", "ih"), ("bias", "hh"))
+    ]
     assert names == expected
     shapes = dict((n, p.shape) for n, p in m.named_parameters())
     assert shapes["weight_ih_l0"] == (20, 3) and shapes["weight_ih_l1_reverse"] == (20, 10)
@@ -82,7 +92,11 @@ def test_parameter_names_shapes_and_init():
     assert [n for n, _ in LSTM(3, 5, bias=False).named_parameters()] == ["weight_ih_l0", "weight_hh_l0"]
     cell = LSTMCell(4, 6)
     assert [(n, p.shape) for n, p in cell.named_parameters()] == [
-        ("weight_ih", (24, 4)), ("weight_hh", (24, 6)), ("bias_ih", (24,)), ("bias_hh", (24,))]
+        ("weight_ih", (24, 4)),
+        ("weight_hh", (24, 6)),
+        ("bias_ih", (24,)),
+        ("bias_hh", (24,)),
+    ]
     assert [n for n, _ in LSTMCell(4, 6, bias=False).named_parameters()] == ["weight_ih", "weight_hh"]
     assert repr(m) == "LSTM(3, 5, num_layers=2, bidirectional=True)"
 
@@ -93,8 +107,9 @@ def test_parameter_names_match_torch():
         ours = {n: p.shape for n, p in LSTM(4, 6, **kw).named_parameters()}
         theirs = {n: tuple(p.shape) for n, p in torch.nn.LSTM(4, 6, **kw).named_parameters()}
         assert ours == theirs
-    assert {n: p.shape for n, p in LSTMCell(4, 6).named_parameters()} == \
-        {n: tuple(p.shape) for n, p in torch.nn.LSTMCell(4, 6).named_parameters()}
+    assert {n: p.shape for n, p in LSTMCell(4, 6).named_parameters()} == {
+        n: tuple(p.shape) for n, p in torch.nn.LSTMCell(4, 6).named_parameters()
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -154,16 +169,23 @@ def test_no_grad_records_nothing_and_gives_the_same_result(rng):
 # gradients by finite differences (float64)
 
 
-@pytest.mark.parametrize("kw", [dict(num_layers=2, bidirectional=True),
-                                dict(num_layers=2, batch_first=True, bias=False),
-                                dict(num_layers=1, bidirectional=True, batch_first=True)],
-                         ids=["2layers-bidir", "2layers-batch_first-nobias", "bidir-batch_first"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(num_layers=2, bidirectional=True),
+        dict(num_layers=2, batch_first=True, bias=False),
+        dict(num_layers=1, bidirectional=True, batch_first=True),
+    ],
+    ids=["2layers-bidir", "2layers-batch_first-nobias", "bidir-batch_first"],
+)
 def test_gradcheck_every_input_and_parameter(rng, kw):
     m = LSTM(3, 2, **kw, dtype=F64)
     dirs = 2 if m.bidirectional else 1
     x = deepkern.tensor(rng.standard_normal((2, 3, 3)), requires_grad=True)
-    h0, c0 = (deepkern.tensor(rng.standard_normal((m.num_layers * dirs, 2 if m.batch_first else 3, 2)),
-                              requires_grad=True) for _ in range(2))
+    h0, c0 = (
+        deepkern.tensor(rng.standard_normal((m.num_layers * dirs, 2 if m.batch_first else 3, 2)), requires_grad=True)
+        for _ in range(2)
+    )
 
     def fn(x, h0, c0, *params):
         out, (h_n, c_n) = m(x, (h0, c0))
@@ -196,12 +218,14 @@ def test_cell_gradcheck(rng):
     h, c = (deepkern.tensor(rng.standard_normal((2, 4)), requires_grad=True) for _ in range(2))
     gradcheck(lambda x, h, c, *ps: cell(x, (h, c)), x, h, c, *_params(cell))
     gradcheck(lambda x, *ps: cell(x), x, *_params(cell))
+
     # Unrolled over three steps, as a user writes a loop.
     def unrolled(x, h, c, *ps):
         state = (h, c)
         for _ in range(3):
             state = cell(x, state)
         return state
+
     gradcheck(unrolled, x, h, c, *_params(cell))
 
 
@@ -244,10 +268,16 @@ def test_dropout_only_in_training(rng):
 # PyTorch interop: load torch.nn.LSTM's state dict, same outputs and gradients
 
 
-@pytest.mark.parametrize("kw", [dict(num_layers=2), dict(num_layers=2, bidirectional=True),
-                                dict(num_layers=3, bidirectional=True, batch_first=True),
-                                dict(num_layers=1, batch_first=True, bias=False)],
-                         ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(num_layers=2),
+        dict(num_layers=2, bidirectional=True),
+        dict(num_layers=3, bidirectional=True, batch_first=True),
+        dict(num_layers=1, batch_first=True, bias=False),
+    ],
+    ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()),
+)
 @pytest.mark.parametrize("states", [False, True], ids=["no-hx", "hx"])
 def test_matches_torch_lstm(rng, kw, states):
     torch = _torch()
@@ -260,8 +290,10 @@ def test_matches_torch_lstm(rng, kw, states):
     t, b = 7, 4
     x = rng.standard_normal((b, t, 6) if ours.batch_first else (t, b, 6)).astype(F32)
     hx = [rng.standard_normal((ours.num_layers * dirs, b, 9)).astype(F32) for _ in range(2)]
-    weights = [rng.standard_normal(s).astype(F32) for s in
-               ((b, t, dirs * 9) if ours.batch_first else (t, b, dirs * 9), hx[0].shape, hx[0].shape)]
+    weights = [
+        rng.standard_normal(s).astype(F32)
+        for s in ((b, t, dirs * 9) if ours.batch_first else (t, b, dirs * 9), hx[0].shape, hx[0].shape)
+    ]
     x_d, x_t = deepkern.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
     hx_d = [deepkern.tensor(s, requires_grad=True) for s in hx]
     hx_t = [torch.tensor(s, requires_grad=True) for s in hx]
@@ -289,8 +321,9 @@ def test_cell_matches_torch(rng):
     h_t, c_t = theirs(x_t, (torch.tensor(h), torch.tensor(c)))
     (h_d.sum() + (c_d * 2).sum()).backward()
     (h_t.sum() + (c_t * 2).sum()).backward()
-    for what, got, want in [("h", h_d, h_t), ("c", c_d, c_t), ("grad x", x_d.grad, x_t.grad)] + \
-            [(n, getattr(ours, n).grad, p.grad) for n, p in theirs.named_parameters()]:
+    for what, got, want in [("h", h_d, h_t), ("c", c_d, c_t), ("grad x", x_d.grad, x_t.grad)] + [
+        (n, getattr(ours, n).grad, p.grad) for n, p in theirs.named_parameters()
+    ]:
         check(got.detach().numpy(), want.detach().double().numpy(), F32, what, tol=2e-5)
 
 
@@ -365,7 +398,7 @@ def test_learns_to_predict_a_sine_wave():
             g = p.grad.numpy()
             m1 += 0.1 * (g - m1)
             m2 += 0.001 * (g * g - m2)
-            p.data = p.detach().numpy() - 0.02 * (m1 / (1 - 0.9 ** step)) / (np.sqrt(m2 / (1 - 0.999 ** step)) + 1e-8)
+            p.data = p.detach().numpy() - 0.02 * (m1 / (1 - 0.9**step)) / (np.sqrt(m2 / (1 - 0.999**step)) + 1e-8)
     x, y = batch()
     baseline = float(np.mean((x - y) ** 2))  # predicting "no change"
     first, last = np.mean(losses[:5]), np.mean(losses[-10:])

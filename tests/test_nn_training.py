@@ -5,10 +5,9 @@ computed as log_softmax + gather (the losses live in deepkern.nn.loss)."""
 
 from __future__ import annotations
 
-import numpy as np
-
 import deepkern as dk
 import deepkern.nn.functional as F
+import numpy as np
 from deepkern import nn
 
 
@@ -47,8 +46,15 @@ def test_mlp_learns_gaussian_blobs(rng):
     centers = rng.standard_normal((3, 10)) * 2
     y = rng.integers(0, 3, 300)
     x = dk.tensor((centers[y] + rng.standard_normal((300, 10))).astype(np.float32))
-    model = nn.Sequential(nn.Linear(10, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Dropout(0.1),
-                          nn.Linear(32, 32), nn.GELU(), nn.Linear(32, 3))
+    model = nn.Sequential(
+        nn.Linear(10, 32),
+        nn.BatchNorm1d(32),
+        nn.ReLU(),
+        nn.Dropout(0.1),
+        nn.Linear(32, 32),
+        nn.GELU(),
+        nn.Linear(32, 3),
+    )
     losses = train(model, x, y, steps=60, lr=0.2)
     assert losses[-1] < 0.3 * losses[0], losses[::10]
     assert accuracy(model, x, y) > 0.9
@@ -61,11 +67,20 @@ def test_cnn_learns_where_the_blob_is(rng):
     images = rng.standard_normal((n, 1, 12, 12)).astype(np.float32) * 0.5
     for i, label in enumerate(y):  # a bright 3x3 square in the left or the right half
         r, c = rng.integers(0, 9), rng.integers(0, 3) + 6 * label
-        images[i, 0, r:r + 3, c:c + 3] += 2
+        images[i, 0, r : r + 3, c : c + 3] += 2
     x = dk.tensor(images)
-    model = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Conv2d(6, 8, 3, padding=1), nn.LeakyReLU(0.1), nn.AvgPool2d(2),
-                          nn.AdaptiveAvgPool2d((1, 2)), nn.Flatten(), nn.Linear(16, 2))
+    model = nn.Sequential(
+        nn.Conv2d(1, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 8, 3, padding=1),
+        nn.LeakyReLU(0.1),
+        nn.AvgPool2d(2),
+        nn.AdaptiveAvgPool2d((1, 2)),
+        nn.Flatten(),
+        nn.Linear(16, 2),
+    )
     losses = train(model, x, y, steps=60, lr=0.2)
     assert losses[-1] < 0.3 * losses[0], losses[::5]
     assert accuracy(model, x, y) > 0.9

@@ -28,10 +28,9 @@ from __future__ import annotations
 
 import itertools
 
+import deepkern
 import numpy as np
 import pytest
-
-import deepkern
 from deepkern import ops
 
 from checks import F32, F64, raises_naming, shape_pattern
@@ -40,7 +39,7 @@ from reference import adam_step_ref, rmsprop_step_ref, sgd_step_ref
 
 STEPS = 100
 TOL = {F32: 5e-5, F64: 1e-12}
-UNIT_ROUNDOFF = {F32: 2.0 ** -24, F64: 2.0 ** -53}
+UNIT_ROUNDOFF = {F32: 2.0**-24, F64: 2.0**-53}
 
 # ----------------------------------------------------------------------------------------------
 # the rules and their option combinations
@@ -51,21 +50,41 @@ def _combos(**choices):
     return [dict(zip(keys, values)) for values in itertools.product(*choices.values())]
 
 
-SGD_OPTIONS = [o for o in _combos(lr=[0.01], momentum=[0.0, 0.9], dampening=[0.0, 0.1], weight_decay=[0.0, 0.01],
-                                  nesterov=[False, True], maximize=[False, True])
-               if not (o["nesterov"] and (o["momentum"] == 0 or o["dampening"] != 0))
-               and not (o["momentum"] == 0 and o["dampening"] != 0)]
-ADAM_OPTIONS = _combos(lr=[0.01], betas=[(0.9, 0.999)], eps=[1e-8], weight_decay=[0.0, 0.1], amsgrad=[False, True],
-                       maximize=[False, True])
-RMSPROP_OPTIONS = _combos(lr=[0.01], alpha=[0.99], eps=[1e-8], weight_decay=[0.0, 0.1], momentum=[0.0, 0.9],
-                          centered=[False, True], maximize=[False, True])
+SGD_OPTIONS = [
+    o
+    for o in _combos(
+        lr=[0.01],
+        momentum=[0.0, 0.9],
+        dampening=[0.0, 0.1],
+        weight_decay=[0.0, 0.01],
+        nesterov=[False, True],
+        maximize=[False, True],
+    )
+    if not (o["nesterov"] and (o["momentum"] == 0 or o["dampening"] != 0))
+    and not (o["momentum"] == 0 and o["dampening"] != 0)
+]
+ADAM_OPTIONS = _combos(
+    lr=[0.01], betas=[(0.9, 0.999)], eps=[1e-8], weight_decay=[0.0, 0.1], amsgrad=[False, True], maximize=[False, True]
+)
+RMSPROP_OPTIONS = _combos(
+    lr=[0.01],
+    alpha=[0.99],
+    eps=[1e-8],
+    weight_decay=[0.0, 0.1],
+    momentum=[0.0, 0.9],
+    centered=[False, True],
+    maximize=[False, True],
+)
 # lerp's other branch (weight >= 0.5) and other constants
 ADAM_OPTIONS += [dict(lr=0.003, betas=(0.3, 0.5), eps=1e-6, weight_decay=0.05, amsgrad=True, maximize=False)]
-RMSPROP_OPTIONS += [dict(lr=0.003, alpha=0.4, eps=1e-6, weight_decay=0.0, momentum=0.5, centered=True,
-                         maximize=False)]
+RMSPROP_OPTIONS += [dict(lr=0.003, alpha=0.4, eps=1e-6, weight_decay=0.0, momentum=0.5, centered=True, maximize=False)]
 
-CASES = ([("sgd", o) for o in SGD_OPTIONS] + [("adam", o) for o in ADAM_OPTIONS]
-         + [("adamw", o) for o in ADAM_OPTIONS] + [("rmsprop", o) for o in RMSPROP_OPTIONS])
+CASES = (
+    [("sgd", o) for o in SGD_OPTIONS]
+    + [("adam", o) for o in ADAM_OPTIONS]
+    + [("adamw", o) for o in ADAM_OPTIONS]
+    + [("rmsprop", o) for o in RMSPROP_OPTIONS]
+)
 
 
 def _case_id(case):
@@ -79,8 +98,7 @@ def state_names(rule, o):
         return ["momentum_buffer"] if o["momentum"] != 0 else []
     if rule in ("adam", "adamw"):
         return ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if o["amsgrad"] else [])
-    return (["square_avg"] + (["momentum_buffer"] if o["momentum"] > 0 else [])
-            + (["grad_avg"] if o["centered"] else []))
+    return ["square_avg"] + (["momentum_buffer"] if o["momentum"] > 0 else []) + (["grad_avg"] if o["centered"] else [])
 
 
 def fresh_states(rule, o, shape, dtype, device="cpu"):
@@ -102,8 +120,9 @@ def dk_step(rule, p, g, st, step, o):
         fn = ops.adam_step if rule == "adam" else ops.adamw_step
         fn(p, g, st["exp_avg"], st["exp_avg_sq"], step=step, max_exp_avg_sq=st.get("max_exp_avg_sq"), **o)
     else:
-        ops.rmsprop_step(p, g, st["square_avg"], momentum_buffer=st.get("momentum_buffer"),
-                         grad_avg=st.get("grad_avg"), **o)
+        ops.rmsprop_step(
+            p, g, st["square_avg"], momentum_buffer=st.get("momentum_buffer"), grad_avg=st.get("grad_avg"), **o
+        )
 
 
 def dk_step_multi(rule, ps, gs, sts, steps, o):
@@ -113,11 +132,16 @@ def dk_step_multi(rule, ps, gs, sts, steps, o):
         ops.sgd_step_multi(ps, gs, lists.get("momentum_buffer"), first_step=[s == 1 for s in steps], **o)
     elif rule in ("adam", "adamw"):
         fn = ops.adam_step_multi if rule == "adam" else ops.adamw_step_multi
-        fn(ps, gs, lists["exp_avg"], lists["exp_avg_sq"], steps=steps, max_exp_avg_sqs=lists.get("max_exp_avg_sq"),
-           **o)
+        fn(ps, gs, lists["exp_avg"], lists["exp_avg_sq"], steps=steps, max_exp_avg_sqs=lists.get("max_exp_avg_sq"), **o)
     else:
-        ops.rmsprop_step_multi(ps, gs, lists["square_avg"], momentum_buffers=lists.get("momentum_buffer"),
-                               grad_avgs=lists.get("grad_avg"), **o)
+        ops.rmsprop_step_multi(
+            ps,
+            gs,
+            lists["square_avg"],
+            momentum_buffers=lists.get("momentum_buffer"),
+            grad_avgs=lists.get("grad_avg"),
+            **o,
+        )
 
 
 def ref_step(rule, p, g, st, step, o):
@@ -126,15 +150,23 @@ def ref_step(rule, p, g, st, step, o):
         p, buf = sgd_step_ref(p, g, st.get("momentum_buffer"), first_step=step == 1, **o)
         return p, ({"momentum_buffer": buf} if buf is not None else {})
     if rule in ("adam", "adamw"):
-        p, m, v, vmax = adam_step_ref(p, g, st["exp_avg"], st["exp_avg_sq"], step=step,
-                                      max_exp_avg_sq=st.get("max_exp_avg_sq"),
-                                      decoupled_weight_decay=rule == "adamw", **o)
+        p, m, v, vmax = adam_step_ref(
+            p,
+            g,
+            st["exp_avg"],
+            st["exp_avg_sq"],
+            step=step,
+            max_exp_avg_sq=st.get("max_exp_avg_sq"),
+            decoupled_weight_decay=rule == "adamw",
+            **o,
+        )
         out = {"exp_avg": m, "exp_avg_sq": v}
         if vmax is not None:
             out["max_exp_avg_sq"] = vmax
         return p, out
-    p, sq, buf, ga = rmsprop_step_ref(p, g, st["square_avg"], momentum_buffer=st.get("momentum_buffer"),
-                                      grad_avg=st.get("grad_avg"), **o)
+    p, sq, buf, ga = rmsprop_step_ref(
+        p, g, st["square_avg"], momentum_buffer=st.get("momentum_buffer"), grad_avg=st.get("grad_avg"), **o
+    )
     out = {"square_avg": sq, "momentum_buffer": buf, "grad_avg": ga}
     return p, {k: v for k, v in out.items() if v is not None}
 
@@ -159,8 +191,10 @@ def assert_close(p, p_ref, p0, st, st_ref, dtype, steps, what):
     p, st = to_host(p), {name: to_host(value) for name, value in st.items()}
     assert not np.isnan(p).any(), f"{what}: NaN in param"
     err = param_error(p, p_ref, p0, dtype, steps)
-    assert err < 1, (f"{what}: param error is {err:.3g} times its allowance (||p - p_ref|| = "
-                     f"{np.linalg.norm(p - p_ref):.3g}, displacement {np.linalg.norm(p_ref - p0):.3g})")
+    assert err < 1, (
+        f"{what}: param error is {err:.3g} times its allowance (||p - p_ref|| = "
+        f"{np.linalg.norm(p - p_ref):.3g}, displacement {np.linalg.norm(p_ref - p0):.3g})"
+    )
     for name, ref in st_ref.items():
         assert not np.isnan(st[name]).any(), f"{what}: NaN in {name}"
         err = state_error(st[name], ref)
@@ -230,12 +264,13 @@ def test_trajectory_matches_torch(device, case, isa, rng):
 # sizes (SIMD tails, the split over threads), writes stay inside the arrays
 
 SIZES = [0, 1, 15, 16, 17, 1023, 100_003]
-ONE_OF_EACH = [("sgd", dict(lr=0.01, momentum=0.9, dampening=0.1, weight_decay=0.01, nesterov=False, maximize=True)),
-               ("sgd", dict(lr=0.01, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=True, maximize=False)),
-               ("adam", dict(lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1, amsgrad=True, maximize=False)),
-               ("adamw", dict(lr=0.01, betas=(0.8, 0.99), eps=1e-8, weight_decay=0.1, amsgrad=False, maximize=True)),
-               ("rmsprop", dict(lr=0.01, alpha=0.9, eps=1e-8, weight_decay=0.1, momentum=0.9, centered=True,
-                                maximize=False))]
+ONE_OF_EACH = [
+    ("sgd", dict(lr=0.01, momentum=0.9, dampening=0.1, weight_decay=0.01, nesterov=False, maximize=True)),
+    ("sgd", dict(lr=0.01, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=True, maximize=False)),
+    ("adam", dict(lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1, amsgrad=True, maximize=False)),
+    ("adamw", dict(lr=0.01, betas=(0.8, 0.99), eps=1e-8, weight_decay=0.1, amsgrad=False, maximize=True)),
+    ("rmsprop", dict(lr=0.01, alpha=0.9, eps=1e-8, weight_decay=0.1, momentum=0.9, centered=True, maximize=False)),
+]
 
 
 def _random_states(rule, o, shape, dtype, rng):
@@ -253,9 +288,9 @@ def _guarded(values, device, guard=37):
     """A C-contiguous view of ``values`` in the middle of a NaN-guarded buffer on ``device``, and the
     buffer."""
     buf = np.full(values.size + 2 * guard, np.nan, values.dtype)
-    buf[guard:guard + values.size] = values.reshape(-1)
+    buf[guard : guard + values.size] = values.reshape(-1)
     buf = on_device(device, buf)
-    return buf[guard:guard + values.size].reshape(values.shape), buf
+    return buf[guard : guard + values.size].reshape(values.shape), buf
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -278,7 +313,7 @@ def test_sizes_and_guards(device, size, case, dtype, isa, threads, rng):
         assert_close(p, p_ref, p0, st, st_ref, dtype, 1, f"{_case_id(case)} n={size}")
     for buf in [p_buf] + [b for _, b in guarded.values()]:
         buf = to_host(buf)
-        assert np.isnan(buf[:37]).all() and np.isnan(buf[37 + size:]).all(), "a write outside the array"
+        assert np.isnan(buf[:37]).all() and np.isnan(buf[37 + size :]).all(), "a write outside the array"
     np.testing.assert_array_equal(to_host(g_buf), g_before)  # grad is only read
 
 
@@ -291,9 +326,13 @@ def test_threads_give_identical_results(device, rng):
         deepkern.set_num_threads(n_threads)
         try:
             r = np.random.default_rng(5)
-            p, g, m, v = on_device(device, r.standard_normal(size).astype(np.float32),
-                                   r.standard_normal(size).astype(np.float32), np.zeros(size, np.float32),
-                                   np.zeros(size, np.float32))
+            p, g, m, v = on_device(
+                device,
+                r.standard_normal(size).astype(np.float32),
+                r.standard_normal(size).astype(np.float32),
+                np.zeros(size, np.float32),
+                np.zeros(size, np.float32),
+            )
             for step in (1, 2, 3):
                 ops.adam_step(p, g, m, v, step=step, weight_decay=0.1)
             results.append((p, m, v))
@@ -351,13 +390,20 @@ def test_multi_trajectory_matches_reference(device, rng):
     p0s = [rng.standard_normal(s).astype(np.float32) for s in MIXED_SIZES]
     ps = [on_device(device, p.copy()) for p in p0s]
     sts = [fresh_states("adamw", o, s, np.float32, device) for s in MIXED_SIZES]
-    refs = [(p.astype(np.float64), {k: to_host(v).astype(np.float64) for k, v in st.items()})
-            for p, st in zip(p0s, sts)]
+    refs = [
+        (p.astype(np.float64), {k: to_host(v).astype(np.float64) for k, v in st.items()}) for p, st in zip(p0s, sts)
+    ]
     for step in range(1, 31):
         gs = [rng.standard_normal(s).astype(np.float32) for s in MIXED_SIZES]
-        ops.adamw_step_multi(ps, [on_device(device, g) for g in gs], [st["exp_avg"] for st in sts],
-                             [st["exp_avg_sq"] for st in sts], steps=step,
-                             max_exp_avg_sqs=[st["max_exp_avg_sq"] for st in sts], **o)
+        ops.adamw_step_multi(
+            ps,
+            [on_device(device, g) for g in gs],
+            [st["exp_avg"] for st in sts],
+            [st["exp_avg_sq"] for st in sts],
+            steps=step,
+            max_exp_avg_sqs=[st["max_exp_avg_sq"] for st in sts],
+            **o,
+        )
         refs = [ref_step("adamw", pr, g, sr, step, o) for (pr, sr), g in zip(refs, gs)]
     for p, p0, st, (p_ref, st_ref) in zip(ps, p0s, sts, refs):
         if p.size:
@@ -385,9 +431,18 @@ def test_multi_accepts_tuples_and_non_contiguous_grads(device, rng):
 
 def _adam_arrays(device, n=4, dtype=np.float32):
     r = np.random.default_rng(0)
-    return dict(zip(("param", "grad", "exp_avg", "exp_avg_sq"),
-                    on_device(device, r.standard_normal(n).astype(dtype), r.standard_normal(n).astype(dtype),
-                              np.zeros(n, dtype), np.zeros(n, dtype))))
+    return dict(
+        zip(
+            ("param", "grad", "exp_avg", "exp_avg_sq"),
+            on_device(
+                device,
+                r.standard_normal(n).astype(dtype),
+                r.standard_normal(n).astype(dtype),
+                np.zeros(n, dtype),
+                np.zeros(n, dtype),
+            ),
+        )
+    )
 
 
 def _snapshot(arrays):
@@ -474,14 +529,17 @@ def test_overlaps_are_rejected(device):
     np.testing.assert_array_equal(to_host(buf), 0)
 
 
-@pytest.mark.parametrize("kw,needles", [
-    (dict(lr=-0.1), ["lr"]),
-    (dict(lr=0.1, momentum=-0.9), ["momentum"]),
-    (dict(lr=0.1, weight_decay=-1.0), ["weight_decay"]),
-    (dict(lr=0.1, nesterov=True), ["nesterov", "momentum"]),
-    (dict(lr=0.1, momentum=0.9, dampening=0.1, nesterov=True), ["nesterov", "dampening"]),
-    (dict(lr=0.1, momentum=0.9), ["momentum_buffer", "required"]),
-])
+@pytest.mark.parametrize(
+    "kw,needles",
+    [
+        (dict(lr=-0.1), ["lr"]),
+        (dict(lr=0.1, momentum=-0.9), ["momentum"]),
+        (dict(lr=0.1, weight_decay=-1.0), ["weight_decay"]),
+        (dict(lr=0.1, nesterov=True), ["nesterov", "momentum"]),
+        (dict(lr=0.1, momentum=0.9, dampening=0.1, nesterov=True), ["nesterov", "dampening"]),
+        (dict(lr=0.1, momentum=0.9), ["momentum_buffer", "required"]),
+    ],
+)
 def test_sgd_bad_hyperparameters(device, kw, needles):
     p, g = on_device(device, np.ones(4, np.float32), np.ones(4, np.float32))
     with raises_naming(ValueError, "sgd_step", *needles):
@@ -494,18 +552,21 @@ def test_sgd_needs_lr(device):
         ops.sgd_step(*on_device(device, np.ones(4, np.float32), np.ones(4, np.float32)))
 
 
-@pytest.mark.parametrize("kw,exc,needles", [
-    (dict(lr=-0.1), ValueError, ["lr"]),
-    (dict(eps=-1.0), ValueError, ["eps"]),
-    (dict(alpha=-0.5), ValueError, ["alpha"]),
-    (dict(momentum=-0.5), ValueError, ["momentum"]),
-    (dict(weight_decay=-0.5), ValueError, ["weight_decay"]),
-    (dict(momentum=0.9), ValueError, ["momentum_buffer", "required"]),
-    (dict(centered=True), ValueError, ["grad_avg", "centered"]),
-    (dict(centered=True, grad_avg=np.zeros(3, np.float32)), ValueError, ["grad_avg", r"\(3,\)", r"\(4,\)"]),
-    (dict(momentum=0.9, momentum_buffer=np.zeros(4, np.float64)), TypeError, ["momentum_buffer", "float64"]),
-    (dict(centered=1), TypeError, ["centered", "bool"]),
-])
+@pytest.mark.parametrize(
+    "kw,exc,needles",
+    [
+        (dict(lr=-0.1), ValueError, ["lr"]),
+        (dict(eps=-1.0), ValueError, ["eps"]),
+        (dict(alpha=-0.5), ValueError, ["alpha"]),
+        (dict(momentum=-0.5), ValueError, ["momentum"]),
+        (dict(weight_decay=-0.5), ValueError, ["weight_decay"]),
+        (dict(momentum=0.9), ValueError, ["momentum_buffer", "required"]),
+        (dict(centered=True), ValueError, ["grad_avg", "centered"]),
+        (dict(centered=True, grad_avg=np.zeros(3, np.float32)), ValueError, ["grad_avg", r"\(3,\)", r"\(4,\)"]),
+        (dict(momentum=0.9, momentum_buffer=np.zeros(4, np.float64)), TypeError, ["momentum_buffer", "float64"]),
+        (dict(centered=1), TypeError, ["centered", "bool"]),
+    ],
+)
 def test_rmsprop_bad_input(device, kw, exc, needles):
     p, g, sq = on_device(device, np.ones(4, np.float32), np.ones(4, np.float32), np.zeros(4, np.float32))
     kw = {k: on_device(device, v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}

@@ -11,13 +11,13 @@ from __future__ import annotations
 import copy
 import math
 
+import deepkern
 import numpy as np
 import pytest
-
-import deepkern
-from checks import raises_naming
 from deepkern import optim
 from deepkern.optim import lr_scheduler
+
+from checks import raises_naming
 from reference import adam_step_ref, rmsprop_step_ref, sgd_step_ref
 
 try:
@@ -32,6 +32,7 @@ STEPS = 100
 
 
 # -- problem: parameters and a gradient that is a fixed function of them -------------------------
+
 
 def start_params(dtype=np.float32, seed=0):
     rng = np.random.default_rng(seed)
@@ -81,6 +82,7 @@ def assert_trajectories_close(got, want, rtol, atol, what=""):
 
 # -- float64 reference loops: tests/reference.py's single steps, 100 times ---------------------------
 
+
 def ref_sgd(ps, steps, **options):
     bufs = [None] * len(ps)
     for _ in range(steps):
@@ -93,8 +95,9 @@ def ref_adam(ps, steps, amsgrad=False, **options):
     m, v, vmax = ([np.zeros_like(p) for p in ps] for _ in range(3))
     for t in range(1, steps + 1):
         for i, p in enumerate(ps):
-            ps[i], m[i], v[i], vmax[i] = adam_step_ref(p, grad_of(i, p), m[i], v[i], step=t, amsgrad=amsgrad,
-                                                       max_exp_avg_sq=vmax[i], **options)
+            ps[i], m[i], v[i], vmax[i] = adam_step_ref(
+                p, grad_of(i, p), m[i], v[i], step=t, amsgrad=amsgrad, max_exp_avg_sq=vmax[i], **options
+            )
     return ps
 
 
@@ -102,8 +105,9 @@ def ref_rmsprop(ps, steps, **options):
     sq, buf, gavg = ([np.zeros_like(p) for p in ps] for _ in range(3))
     for _ in range(steps):
         for i, p in enumerate(ps):
-            ps[i], sq[i], buf[i], gavg[i] = rmsprop_step_ref(p, grad_of(i, p), sq[i], momentum_buffer=buf[i],
-                                                             grad_avg=gavg[i], **options)
+            ps[i], sq[i], buf[i], gavg[i] = rmsprop_step_ref(
+                p, grad_of(i, p), sq[i], momentum_buffer=buf[i], grad_avg=gavg[i], **options
+            )
     return ps
 
 
@@ -119,8 +123,12 @@ CASES = [
     ("adamw", "AdamW", dict(lr=0.01), ref_adam),
     ("adamw-amsgrad", "AdamW", dict(lr=0.03, weight_decay=0.3, amsgrad=True, maximize=True), ref_adam),
     ("rmsprop", "RMSprop", dict(lr=0.01), ref_rmsprop),
-    ("rmsprop-centered-momentum", "RMSprop", dict(lr=0.003, momentum=0.9, centered=True, weight_decay=0.05),
-     ref_rmsprop),
+    (
+        "rmsprop-centered-momentum",
+        "RMSprop",
+        dict(lr=0.003, momentum=0.9, centered=True, weight_decay=0.05),
+        ref_rmsprop,
+    ),
     ("rmsprop-alpha-max", "RMSprop", dict(lr=0.01, alpha=0.9, eps=1e-4, maximize=True), ref_rmsprop),
 ]
 CASE_IDS = [c[0] for c in CASES]
@@ -135,8 +143,11 @@ def torch_maker(cls_name, options):
 
 
 def ref_options(cls_name, options):
-    return dict(options, decoupled_weight_decay=True, weight_decay=options.get("weight_decay", 1e-2)) \
-        if cls_name == "AdamW" else options
+    return (
+        dict(options, decoupled_weight_decay=True, weight_decay=options.get("weight_decay", 1e-2))
+        if cls_name == "AdamW"
+        else options
+    )
 
 
 # -- trajectories --------------------------------------------------------------------------------
@@ -183,15 +194,19 @@ def test_float32_trajectory_near_float64_reference(name, cls_name, options, ref)
 
 def two_groups(params):
     """Groups with different options (the second overrides lr and more)."""
-    return [{"params": params[:2]},
-            {"params": params[2:], "lr": 0.005, "weight_decay": 0.2}]
+    return [{"params": params[:2]}, {"params": params[2:], "lr": 0.005, "weight_decay": 0.2}]
 
 
 @needs_torch
-@pytest.mark.parametrize("cls_name, options", [
-    ("SGD", dict(lr=0.05, momentum=0.9)), ("Adam", dict(lr=0.01, amsgrad=True)),
-    ("AdamW", dict(lr=0.01)), ("RMSprop", dict(lr=0.01, centered=True, momentum=0.5)),
-])
+@pytest.mark.parametrize(
+    "cls_name, options",
+    [
+        ("SGD", dict(lr=0.05, momentum=0.9)),
+        ("Adam", dict(lr=0.01, amsgrad=True)),
+        ("AdamW", dict(lr=0.01)),
+        ("RMSprop", dict(lr=0.01, centered=True, momentum=0.5)),
+    ],
+)
 def test_param_groups_with_different_options_match_torch(cls_name, options):
     arrays = start_params(np.float32)
     got, opt = run_deepkern(deepkern_maker(cls_name, options), arrays, groups=two_groups)
@@ -211,14 +226,20 @@ def test_param_groups_with_different_options_float64():
     bufs = [None] * len(second)
     for _ in range(STEPS):
         for k, p in enumerate(second):
-            second[k], bufs[k] = sgd_step_ref(p, grad_of(k + 2, p), bufs[k], first_step=bufs[k] is None, lr=0.005,
-                                              momentum=0.9, weight_decay=0.2)
+            second[k], bufs[k] = sgd_step_ref(
+                p, grad_of(k + 2, p), bufs[k], first_step=bufs[k] is None, lr=0.005, momentum=0.9, weight_decay=0.2
+            )
     assert_trajectories_close(got, first + second, 1e-12, 1e-13, "two groups")
 
 
-@pytest.mark.parametrize("cls_name, options", [
-    ("SGD", dict(lr=0.05, momentum=0.9)), ("Adam", dict(lr=0.01)), ("RMSprop", dict(lr=0.01, momentum=0.5)),
-])
+@pytest.mark.parametrize(
+    "cls_name, options",
+    [
+        ("SGD", dict(lr=0.05, momentum=0.9)),
+        ("Adam", dict(lr=0.01)),
+        ("RMSprop", dict(lr=0.01, momentum=0.5)),
+    ],
+)
 def test_params_without_grad_are_skipped(cls_name, options):
     arrays = start_params(np.float32)
     got, opt = run_deepkern(deepkern_maker(cls_name, options), arrays, steps=10, skip={1, 3})
@@ -247,6 +268,7 @@ def test_mixed_dtypes_in_one_group():
 
 
 # -- step(closure), zero_grad --------------------------------------------------------------------
+
 
 def test_step_closure_runs_with_grad_enabled_and_returns_loss():
     w = deepkern.nn.Parameter(np.array([1.0, -2.0], np.float32))
@@ -297,12 +319,14 @@ def test_zero_grad_to_zero_still_steps_like_torch():
             topt.zero_grad(set_to_none=False)
         opt.step()
         topt.step()
-    assert_trajectories_close([p._array for p in params], [p.detach().numpy() for p in tparams],
-                              F32_RTOL, F32_ATOL, "zeroed grads")
+    assert_trajectories_close(
+        [p._array for p in params], [p.detach().numpy() for p in tparams], F32_RTOL, F32_ATOL, "zeroed grads"
+    )
     assert opt.state[params[0]]["step"] == 6.0
 
 
 # -- construction, param groups, bad input --------------------------------------------------------
+
 
 def test_defaults_and_group_options_follow_torch():
     p = [deepkern.nn.Parameter(np.zeros(3, np.float32))]
@@ -345,21 +369,24 @@ def test_add_param_group():
         opt.add_param_group({"params": [a]})
 
 
-@pytest.mark.parametrize("make, needles", [
-    (lambda p: optim.SGD(p, lr=-1), ["Invalid learning rate: -1"]),
-    (lambda p: optim.SGD(p, momentum=-0.5), ["Invalid momentum value: -0.5"]),
-    (lambda p: optim.SGD(p, weight_decay=-1e-4), ["Invalid weight_decay value"]),
-    (lambda p: optim.SGD(p, nesterov=True), ["Nesterov momentum requires a momentum and zero dampening"]),
-    (lambda p: optim.SGD(p, momentum=0.9, dampening=0.1, nesterov=True), ["Nesterov"]),
-    (lambda p: optim.Adam(p, lr=-0.01), ["Invalid learning rate: -0.01"]),
-    (lambda p: optim.Adam(p, betas=(1.0, 0.999)), ["Invalid beta parameter at index 0: 1.0"]),
-    (lambda p: optim.Adam(p, betas=(0.9, -0.1)), ["Invalid beta parameter at index 1: -0.1"]),
-    (lambda p: optim.AdamW(p, eps=-1e-8), ["Invalid epsilon value"]),
-    (lambda p: optim.AdamW(p, weight_decay=-1), ["Invalid weight_decay value: -1"]),
-    (lambda p: optim.RMSprop(p, alpha=-0.9), ["Invalid alpha value: -0.9"]),
-    (lambda p: optim.RMSprop(p, momentum=-1), ["Invalid momentum value"]),
-    (lambda p: optim.SGD([], lr=0.1), ["empty parameter list"]),
-])
+@pytest.mark.parametrize(
+    "make, needles",
+    [
+        (lambda p: optim.SGD(p, lr=-1), ["Invalid learning rate: -1"]),
+        (lambda p: optim.SGD(p, momentum=-0.5), ["Invalid momentum value: -0.5"]),
+        (lambda p: optim.SGD(p, weight_decay=-1e-4), ["Invalid weight_decay value"]),
+        (lambda p: optim.SGD(p, nesterov=True), ["Nesterov momentum requires a momentum and zero dampening"]),
+        (lambda p: optim.SGD(p, momentum=0.9, dampening=0.1, nesterov=True), ["Nesterov"]),
+        (lambda p: optim.Adam(p, lr=-0.01), ["Invalid learning rate: -0.01"]),
+        (lambda p: optim.Adam(p, betas=(1.0, 0.999)), ["Invalid beta parameter at index 0: 1.0"]),
+        (lambda p: optim.Adam(p, betas=(0.9, -0.1)), ["Invalid beta parameter at index 1: -0.1"]),
+        (lambda p: optim.AdamW(p, eps=-1e-8), ["Invalid epsilon value"]),
+        (lambda p: optim.AdamW(p, weight_decay=-1), ["Invalid weight_decay value: -1"]),
+        (lambda p: optim.RMSprop(p, alpha=-0.9), ["Invalid alpha value: -0.9"]),
+        (lambda p: optim.RMSprop(p, momentum=-1), ["Invalid momentum value"]),
+        (lambda p: optim.SGD([], lr=0.1), ["empty parameter list"]),
+    ],
+)
 def test_bad_hyperparameters_raise_naming_them(make, needles):
     params = deepkern_params(start_params()[:1])
     with raises_naming(ValueError, *needles):
@@ -382,10 +409,12 @@ def test_bad_params_raise():
 
 # -- state dicts ---------------------------------------------------------------------------------
 
-RESUME_CASES = [("SGD", dict(lr=0.05, momentum=0.9, nesterov=True)),
-                ("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.1)),
-                ("AdamW", dict(lr=0.01)),
-                ("RMSprop", dict(lr=0.01, momentum=0.5, centered=True))]
+RESUME_CASES = [
+    ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True)),
+    ("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.1)),
+    ("AdamW", dict(lr=0.01)),
+    ("RMSprop", dict(lr=0.01, momentum=0.5, centered=True)),
+]
 
 
 def resumed_run(make, arrays, through=lambda sd: sd, groups=two_groups):
@@ -460,8 +489,9 @@ def test_load_state_dict_rejects_mismatches_naming_sizes():
     sd = opt.state_dict()
     with raises_naming(ValueError, "number of parameter groups", "2", "1"):
         optim.Adam(params).load_state_dict(sd)
-    with raises_naming(ValueError, "doesn't match the size", "group 0 has 2 parameters in the state dict, 3 in "
-                       "the optimizer"):
+    with raises_naming(
+        ValueError, "doesn't match the size", "group 0 has 2 parameters in the state dict, 3 in the optimizer"
+    ):
         optim.Adam([{"params": params[:3]}, {"params": params[3:]}]).load_state_dict(sd)
     bad = copy.deepcopy(sd)
     bad["state"][1]["exp_avg"] = np.zeros((5, 3), np.float32)
@@ -504,11 +534,13 @@ def test_loads_torch_state_dict_and_continues_like_torch():
             p.grad = torch.from_numpy(grad_of(i, p.detach().numpy()))
         opt.step()
         topt.step()
-    assert_trajectories_close([p._array for p in params], [p.detach().numpy() for p in tparams],
-                              F32_RTOL, F32_ATOL, "from torch's state dict")
+    assert_trajectories_close(
+        [p._array for p in params], [p.detach().numpy() for p in tparams], F32_RTOL, F32_ATOL, "from torch's state dict"
+    )
 
 
 # -- learning-rate schedulers ----------------------------------------------------------------------
+
 
 def lr_sequences(make_sched, cls_name="SGD", options=None, steps=40, groups=True, key=None):
     """The learning rates (and ``key``'s values, e.g. momentum) of every group after each step,
@@ -534,6 +566,7 @@ def lr_sequences(make_sched, cls_name="SGD", options=None, steps=40, groups=True
 
 class _OptimModule:
     """``deepkern.optim`` seen with the attributes lr_sequences uses."""
+
     SGD, Adam, AdamW, RMSprop, lr_scheduler = optim.SGD, optim.Adam, optim.AdamW, optim.RMSprop, lr_scheduler
 
 
@@ -544,15 +577,38 @@ SCHEDULERS = [
     ("cosine", lambda m, o: m.CosineAnnealingLR(o, T_max=12, eta_min=0.001), "SGD", None, None),
     ("cosine-no-min", lambda m, o: m.CosineAnnealingLR(o, T_max=5), "Adam", dict(lr=0.01), None),
     ("onecycle-cos", lambda m, o: m.OneCycleLR(o, max_lr=0.5, total_steps=40), "SGD", None, "momentum"),
-    ("onecycle-linear", lambda m, o: m.OneCycleLR(o, max_lr=[0.5, 0.2], epochs=4, steps_per_epoch=10,
-                                                  anneal_strategy="linear", pct_start=0.25), "SGD", None, "momentum"),
-    ("onecycle-three-phase", lambda m, o: m.OneCycleLR(o, max_lr=0.3, total_steps=40, three_phase=True,
-                                                       div_factor=10.0, final_div_factor=100.0), "RMSprop",
-     dict(lr=0.01, momentum=0.5), "momentum"),
-    ("onecycle-betas", lambda m, o: m.OneCycleLR(o, max_lr=0.01, total_steps=40, base_momentum=0.8,
-                                                 max_momentum=0.9), "Adam", dict(lr=0.01), "betas"),
-    ("onecycle-no-momentum", lambda m, o: m.OneCycleLR(o, max_lr=0.01, total_steps=40, cycle_momentum=False),
-     "AdamW", dict(lr=0.01), "betas"),
+    (
+        "onecycle-linear",
+        lambda m, o: m.OneCycleLR(
+            o, max_lr=[0.5, 0.2], epochs=4, steps_per_epoch=10, anneal_strategy="linear", pct_start=0.25
+        ),
+        "SGD",
+        None,
+        "momentum",
+    ),
+    (
+        "onecycle-three-phase",
+        lambda m, o: m.OneCycleLR(
+            o, max_lr=0.3, total_steps=40, three_phase=True, div_factor=10.0, final_div_factor=100.0
+        ),
+        "RMSprop",
+        dict(lr=0.01, momentum=0.5),
+        "momentum",
+    ),
+    (
+        "onecycle-betas",
+        lambda m, o: m.OneCycleLR(o, max_lr=0.01, total_steps=40, base_momentum=0.8, max_momentum=0.9),
+        "Adam",
+        dict(lr=0.01),
+        "betas",
+    ),
+    (
+        "onecycle-no-momentum",
+        lambda m, o: m.OneCycleLR(o, max_lr=0.01, total_steps=40, cycle_momentum=False),
+        "AdamW",
+        dict(lr=0.01),
+        "betas",
+    ),
 ]
 
 
@@ -577,8 +633,9 @@ def test_step_lr_and_cosine_values():
 
 
 def test_one_cycle_phases():
-    (seq, _, opt), _ = lr_sequences(lambda m, o: m.OneCycleLR(o, max_lr=0.5, total_steps=40), key="momentum",
-                                    steps=39, groups=False)
+    (seq, _, opt), _ = lr_sequences(
+        lambda m, o: m.OneCycleLR(o, max_lr=0.5, total_steps=40), key="momentum", steps=39, groups=False
+    )
     lrs = [s[0][0] for s in seq]
     moms = [s[1][0] for s in seq]
     peak = int(np.argmax(lrs))

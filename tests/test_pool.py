@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import re
 
+import deepkern
 import numpy as np
 import pytest
-
-import deepkern
 from deepkern.ops import (
     adaptive_avg_pool2d,
     adaptive_avg_pool2d_backward,
@@ -65,9 +64,13 @@ def _draw_cases(kind: str, count: int, seed: int) -> list:
         kh, kw = _pair(kernel)
         ph, pw = int(rng.integers(0, kh // 2 + 1)), int(rng.integers(0, kw // 2 + 1))
         case = dict(
-            batch=[None, 1, 3][int(rng.integers(3))], channels=[1, 3, 5][int(rng.integers(3))],
-            h=int(rng.choice(sizes)), w=int(rng.choice(sizes)), kernel_size=kernel,
-            stride=strides[int(rng.integers(len(strides)))], padding=ph if ph == pw else (ph, pw),
+            batch=[None, 1, 3][int(rng.integers(3))],
+            channels=[1, 3, 5][int(rng.integers(3))],
+            h=int(rng.choice(sizes)),
+            w=int(rng.choice(sizes)),
+            kernel_size=kernel,
+            stride=strides[int(rng.integers(len(strides)))],
+            padding=ph if ph == pw else (ph, pw),
             ceil_mode=bool(rng.integers(2)),
         )
         if kind == "max":
@@ -77,8 +80,13 @@ def _draw_cases(kind: str, count: int, seed: int) -> list:
             case["divisor_override"] = None if rng.integers(6) else int(rng.integers(1, 10))
         dh, dw = _pair(case.get("dilation", 1))
         sh, sw = _pair(kernel if case["stride"] is None else case["stride"])
-        if min(pool_output_size_ref(case["h"], kh, sh, ph, dh, case["ceil_mode"]),
-               pool_output_size_ref(case["w"], kw, sw, pw, dw, case["ceil_mode"])) >= 1:
+        if (
+            min(
+                pool_output_size_ref(case["h"], kh, sh, ph, dh, case["ceil_mode"]),
+                pool_output_size_ref(case["w"], kw, sw, pw, dw, case["ceil_mode"]),
+            )
+            >= 1
+        ):
             cases.append(case)
     return cases
 
@@ -89,10 +97,18 @@ LAYOUTS = ["C", "T", "slice", "F"]
 
 
 def _case_id(case) -> str:
-    parts = [f"{'' if case['batch'] is None else str(case['batch']) + 'x'}{case['channels']}x{case['h']}x{case['w']}",
-             f"k{case['kernel_size']}", f"s{case['stride']}", f"p{case['padding']}"]
-    for key, tag in (("dilation", "d"), ("ceil_mode", "ceil"), ("count_include_pad", "cip"),
-                     ("divisor_override", "div")):
+    parts = [
+        f"{'' if case['batch'] is None else str(case['batch']) + 'x'}{case['channels']}x{case['h']}x{case['w']}",
+        f"k{case['kernel_size']}",
+        f"s{case['stride']}",
+        f"p{case['padding']}",
+    ]
+    for key, tag in (
+        ("dilation", "d"),
+        ("ceil_mode", "ceil"),
+        ("count_include_pad", "cip"),
+        ("divisor_override", "div"),
+    ):
         if key in case:
             parts.append(f"{tag}{case[key]}")
     return "-".join(parts).replace(" ", "")
@@ -139,7 +155,9 @@ def check(got, ref, dtype, what=""):
     """``got`` (on any device) equals ``ref`` to the tolerance, NaN where ``ref`` is NaN only."""
     got = to_host(got)
     dtype = np.dtype(dtype)
-    assert isinstance(got, np.ndarray) and got.dtype == dtype, f"{what}: got {type(got).__name__} {getattr(got, 'dtype', '')}"
+    assert isinstance(got, np.ndarray) and got.dtype == dtype, (
+        f"{what}: got {type(got).__name__} {getattr(got, 'dtype', '')}"
+    )
     assert got.shape == ref.shape, f"{what}: shape {got.shape}, expected {ref.shape}"
     assert not np.isnan(got[~np.isnan(ref)]).any(), f"{what}: NaN where the reference is not (not written?)"
     assert (np.isnan(got) == np.isnan(ref)).all(), f"{what}: NaN positions differ from the reference"
@@ -185,8 +203,11 @@ def test_max_pool2d_nan_propagates(device, rng):
     x[0, 0, 2, 3] = x[1, 2, 8, 10] = x[0, 1, 4, 4] = x[0, 1, 4, 5] = np.nan
     x[1, 1] = np.nan  # a whole plane
     dx, dx64 = on_device(device, x, x.astype(np.float64))
-    for params in (dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=2, ceil_mode=True),
-                   dict(kernel_size=(3, 2), stride=1, dilation=2)):
+    for params in (
+        dict(kernel_size=3, stride=2, padding=1),
+        dict(kernel_size=2, ceil_mode=True),
+        dict(kernel_size=(3, 2), stride=1, dilation=2),
+    ):
         ref, ref_idx = max_pool2d_ref(x, **params)
         got, idx = (to_host(r) for r in max_pool2d(dx, **params, return_indices=True))
         assert np.isnan(got).sum() > 0
@@ -250,22 +271,35 @@ def test_avg_pool2d(device, index, case, dtype, rng):
 def test_avg_pool2d_wide_rows(device, rng):
     # Output rows longer than the backward pass's 256-element chunks, with edges on both sides.
     x = rng.standard_normal((1, 2, 3, 700))
-    for params in (dict(kernel_size=3, stride=1, padding=1, count_include_pad=False),
-                   dict(kernel_size=(1, 5), stride=(1, 2), padding=(0, 2), ceil_mode=True)):
+    for params in (
+        dict(kernel_size=3, stride=1, padding=1, count_include_pad=False),
+        dict(kernel_size=(1, 5), stride=(1, 2), padding=(0, 2), ceil_mode=True),
+    ):
         got = avg_pool2d(on_device(device, x), **params)
         check(got, avg_pool2d_ref(x, **params), F64, str(params))
         g = rng.standard_normal(got.shape)
-        check(avg_pool2d_backward(on_device(device, g), x.shape, **params),
-              avg_pool2d_backward_ref(g, x.shape, **params), F64, str(params))
+        check(
+            avg_pool2d_backward(on_device(device, g), x.shape, **params),
+            avg_pool2d_backward_ref(g, x.shape, **params),
+            F64,
+            str(params),
+        )
 
 
 # ----------------------------------------------------------------------------------------------
 # adaptive_avg_pool2d
 
 ADAPTIVE_CASES = [
-    ((2, 3, 7, 7), 1), ((1, 1, 1, 1), 1), ((3, 5, 37, 29), (5, 4)), ((2, 3, 5, 7), (None, 3)),
-    ((2, 3, 5, 7), (4, None)), ((3, 6, 6), (9, 13)), ((1, 3, 13, 17), (13, 17)), ((3, 1, 10, 10), (3, 7)),
-    ((1, 5, 2, 31), (2, 1)), ((4, 8, 8), (3, 3)),
+    ((2, 3, 7, 7), 1),
+    ((1, 1, 1, 1), 1),
+    ((3, 5, 37, 29), (5, 4)),
+    ((2, 3, 5, 7), (None, 3)),
+    ((2, 3, 5, 7), (4, None)),
+    ((3, 6, 6), (9, 13)),
+    ((1, 3, 13, 17), (13, 17)),
+    ((3, 1, 10, 10), (3, 7)),
+    ((1, 5, 2, 31), (2, 1)),
+    ((4, 8, 8), (3, 3)),
 ]
 
 
@@ -310,8 +344,12 @@ def test_pool_threads(device, threads, rng):
         check(avg_pool2d_backward(dg, x.shape, **params), avg_pool2d_backward_ref(g, x.shape, **params), F32, "avg bw")
     check(adaptive_avg_pool2d(dx, (5, 3)), adaptive_avg_pool2d_ref(x, (5, 3)), F32, "adaptive")
     g = rng.standard_normal((3, 7, 5, 3)).astype(np.float32)
-    check(adaptive_avg_pool2d_backward(on_device(device, g), x.shape), adaptive_avg_pool2d_backward_ref(g, x.shape),
-          F32, "adaptive bw")
+    check(
+        adaptive_avg_pool2d_backward(on_device(device, g), x.shape),
+        adaptive_avg_pool2d_backward_ref(g, x.shape),
+        F32,
+        "adaptive bw",
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -375,10 +413,14 @@ def test_backward_finite_differences_every_element(device, rng):
     avg_fw, avg_bw = _on(device, avg_pool2d), _on(device, avg_pool2d_backward)
     adaptive_fw, adaptive_bw = _on(device, adaptive_avg_pool2d), _on(device, adaptive_avg_pool2d_backward)
     ops = [
-        (lambda z: max_fw(z, 3, 2, 1, ceil_mode=True),
-         lambda g: max_bw(g, shape, max_fw(x, 3, 2, 1, ceil_mode=True, return_indices=True)[1])),
-        (lambda z: avg_fw(z, (3, 2), 2, (1, 0), ceil_mode=True, count_include_pad=False),
-         lambda g: avg_bw(g, shape, (3, 2), 2, (1, 0), ceil_mode=True, count_include_pad=False)),
+        (
+            lambda z: max_fw(z, 3, 2, 1, ceil_mode=True),
+            lambda g: max_bw(g, shape, max_fw(x, 3, 2, 1, ceil_mode=True, return_indices=True)[1]),
+        ),
+        (
+            lambda z: avg_fw(z, (3, 2), 2, (1, 0), ceil_mode=True, count_include_pad=False),
+            lambda g: avg_bw(g, shape, (3, 2), 2, (1, 0), ceil_mode=True, count_include_pad=False),
+        ),
         (lambda z: adaptive_fw(z, (3, 4)), lambda g: adaptive_bw(g, shape)),
     ]
     for forward, backward in ops:
@@ -415,8 +457,9 @@ def test_max_pool2d_matches_torch(device, index, case, rng):
     t_out, t_idx, t_gx = _torch_max(torch, x, _params(case), g)
     np.testing.assert_array_equal(to_host(got), t_out)
     np.testing.assert_array_equal(to_host(idx), t_idx)
-    np.testing.assert_allclose(to_host(max_pool2d_backward(on_device(device, g), x.shape, idx)), t_gx, rtol=1e-6,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        to_host(max_pool2d_backward(on_device(device, g), x.shape, idx)), t_gx, rtol=1e-6, atol=1e-6
+    )
 
 
 def test_max_pool2d_nan_matches_torch(device, rng):
@@ -439,8 +482,9 @@ def test_avg_pool2d_matches_torch(device, index, case, rng):
     t_out.backward(torch.from_numpy(g))
     dx, dg = on_device(device, x, g)
     np.testing.assert_allclose(to_host(avg_pool2d(dx, **_params(case))), t_out.detach().numpy(), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(to_host(avg_pool2d_backward(dg, x.shape, **_params(case))), tx.grad.numpy(), rtol=1e-6,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        to_host(avg_pool2d_backward(dg, x.shape, **_params(case))), tx.grad.numpy(), rtol=1e-6, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("shape,size", ADAPTIVE_CASES)
@@ -465,32 +509,92 @@ G4 = np.zeros((2, 3, 4, 4), dtype=np.float32)
 BAD = [
     (lambda on: max_pool2d(on(np.zeros((8, 8), np.float32)), 2), ValueError, r"x must be 3-D .* got shape \(8, 8\)"),
     (lambda on: max_pool2d(on(np.zeros((1, 2, 3, 8, 8), np.float32)), 2), ValueError, r"x must be .*\(1, 2, 3, 8, 8\)"),
-    (lambda on: max_pool2d(on(np.zeros((2, 0, 8, 8), np.float32)), 2), ValueError, r"non-zero C, H and W.*\(2, 0, 8, 8\)"),
+    (
+        lambda on: max_pool2d(on(np.zeros((2, 0, 8, 8), np.float32)), 2),
+        ValueError,
+        r"non-zero C, H and W.*\(2, 0, 8, 8\)",
+    ),
     (lambda on: max_pool2d(on(X4).astype(np.int32), 2), TypeError, r"x must be float32 or float64, got dtype int32"),
-    (lambda on: avg_pool2d(on(X4).astype(np.float16), 2), TypeError, r"x must be float32 or float64, got dtype float16"),
+    (
+        lambda on: avg_pool2d(on(X4).astype(np.float16), 2),
+        TypeError,
+        r"x must be float32 or float64, got dtype float16",
+    ),
     (lambda on: max_pool2d(on(X4), 0), ValueError, r"kernel_size must be positive, got \(0, 0\)"),
     (lambda on: max_pool2d(on(X4), (2, -1)), ValueError, r"kernel_size must be positive, got \(2, -1\)"),
     (lambda on: max_pool2d(on(X4), 2, stride=0), ValueError, r"stride must be positive, got \(0, 0\)"),
     (lambda on: max_pool2d(on(X4), 2, dilation=(1, 0)), ValueError, r"dilation must be positive, got \(1, 0\)"),
-    (lambda on: max_pool2d(on(X4), 2, padding=2), ValueError, r"padding must be between 0 and half of kernel_size, got padding=\(2, 2\) and kernel_size=\(2, 2\)"),
+    (
+        lambda on: max_pool2d(on(X4), 2, padding=2),
+        ValueError,
+        r"padding must be between 0 and half of kernel_size, got padding=\(2, 2\) and kernel_size=\(2, 2\)",
+    ),
     (lambda on: avg_pool2d(on(X4), 3, padding=(1, -1)), ValueError, r"padding must be between .*\(1, -1\)"),
-    (lambda on: max_pool2d(on(X4), 9), ValueError, r"output would be empty: input \(2, 3, 8, 8\) gives output size \(0, 0\)"),
+    (
+        lambda on: max_pool2d(on(X4), 9),
+        ValueError,
+        r"output would be empty: input \(2, 3, 8, 8\) gives output size \(0, 0\)",
+    ),
     (lambda on: avg_pool2d(on(X4), (9, 1)), ValueError, r"output would be empty"),
     (lambda on: max_pool2d(on(X4), 2.0), TypeError, r"kernel_size must be an int or a pair of ints, got 2.0"),
-    (lambda on: max_pool2d(on(X4), (2, 2, 2)), ValueError, r"kernel_size must be an int or a pair \(H, W\), got \(2, 2, 2\)"),
+    (
+        lambda on: max_pool2d(on(X4), (2, 2, 2)),
+        ValueError,
+        r"kernel_size must be an int or a pair \(H, W\), got \(2, 2, 2\)",
+    ),
     (lambda on: max_pool2d(on(X4), True), TypeError, r"kernel_size must be an int"),
     (lambda on: avg_pool2d(on(X4), 2, divisor_override=0), ValueError, r"divisor_override must be nonzero"),
-    (lambda on: max_pool2d(on(X4), 2, out=on(np.zeros((2, 3, 4, 5), np.float32))), ValueError, r"out must have shape \(2, 3, 4, 4\), got \(2, 3, 4, 5\)"),
-    (lambda on: avg_pool2d(on(X4), 2, out=on(np.zeros((2, 3, 4, 4)))), TypeError, r"out must have dtype float32, got float64"),
-    (lambda on: max_pool2d_backward(on(G4), (2, 3, 8), on(np.zeros(G4.shape, np.int64))), ValueError, r"x_shape \(2, 3, 8\) must be .* grad_out \(2, 3, 4, 4\)"),
-    (lambda on: max_pool2d_backward(on(G4), (2, 4, 8, 8), on(np.zeros(G4.shape, np.int64))), ValueError, r"x_shape \(2, 4, 8, 8\)"),
-    (lambda on: max_pool2d_backward(on(G4), "2,3,8,8", on(np.zeros(G4.shape, np.int64))), TypeError, r"x_shape must be a tuple of ints"),
-    (lambda on: max_pool2d_backward(on(G4).astype(np.int64), X4.shape, on(np.zeros(G4.shape, np.int64))), TypeError, r"grad_out must be float32 or float64"),
-    (lambda on: avg_pool2d_backward(on(G4), X4.shape, 3), ValueError, r"grad_out must have shape \(2, 3, 2, 2\) .*x_shape \(2, 3, 8, 8\)\), got \(2, 3, 4, 4\)"),
+    (
+        lambda on: max_pool2d(on(X4), 2, out=on(np.zeros((2, 3, 4, 5), np.float32))),
+        ValueError,
+        r"out must have shape \(2, 3, 4, 4\), got \(2, 3, 4, 5\)",
+    ),
+    (
+        lambda on: avg_pool2d(on(X4), 2, out=on(np.zeros((2, 3, 4, 4)))),
+        TypeError,
+        r"out must have dtype float32, got float64",
+    ),
+    (
+        lambda on: max_pool2d_backward(on(G4), (2, 3, 8), on(np.zeros(G4.shape, np.int64))),
+        ValueError,
+        r"x_shape \(2, 3, 8\) must be .* grad_out \(2, 3, 4, 4\)",
+    ),
+    (
+        lambda on: max_pool2d_backward(on(G4), (2, 4, 8, 8), on(np.zeros(G4.shape, np.int64))),
+        ValueError,
+        r"x_shape \(2, 4, 8, 8\)",
+    ),
+    (
+        lambda on: max_pool2d_backward(on(G4), "2,3,8,8", on(np.zeros(G4.shape, np.int64))),
+        TypeError,
+        r"x_shape must be a tuple of ints",
+    ),
+    (
+        lambda on: max_pool2d_backward(on(G4).astype(np.int64), X4.shape, on(np.zeros(G4.shape, np.int64))),
+        TypeError,
+        r"grad_out must be float32 or float64",
+    ),
+    (
+        lambda on: avg_pool2d_backward(on(G4), X4.shape, 3),
+        ValueError,
+        r"grad_out must have shape \(2, 3, 2, 2\) .*x_shape \(2, 3, 8, 8\)\), got \(2, 3, 4, 4\)",
+    ),
     (lambda on: avg_pool2d_backward(on(G4), X4.shape, 2, padding=3), ValueError, r"padding must be between"),
-    (lambda on: avg_pool2d_backward(on(G4)[0, 0], X4.shape, 2), ValueError, r"grad_out must be 3-D or 4-D .* got shape \(4, 4\)"),
-    (lambda on: adaptive_avg_pool2d(on(X4), (2, 2, 2)), ValueError, r"output_size must be an int or a pair \(H, W\), got \(2, 2, 2\)"),
-    (lambda on: adaptive_avg_pool2d(on(X4), (-1, 2)), ValueError, r"output_size must be non-negative, got \(-1, 2\) for input \(2, 3, 8, 8\)"),
+    (
+        lambda on: avg_pool2d_backward(on(G4)[0, 0], X4.shape, 2),
+        ValueError,
+        r"grad_out must be 3-D or 4-D .* got shape \(4, 4\)",
+    ),
+    (
+        lambda on: adaptive_avg_pool2d(on(X4), (2, 2, 2)),
+        ValueError,
+        r"output_size must be an int or a pair \(H, W\), got \(2, 2, 2\)",
+    ),
+    (
+        lambda on: adaptive_avg_pool2d(on(X4), (-1, 2)),
+        ValueError,
+        r"output_size must be non-negative, got \(-1, 2\) for input \(2, 3, 8, 8\)",
+    ),
     (lambda on: adaptive_avg_pool2d(on(X4), 1.5), TypeError, r"output_size must be an int"),
     (lambda on: adaptive_avg_pool2d_backward(on(G4), (2, 3, 0, 8)), ValueError, r"x_shape \(2, 3, 0, 8\)"),
 ]
@@ -511,8 +615,14 @@ def test_errors_name_the_op(device):
 
 
 def test_ops_exported():
-    for name in ("max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
-                 "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward"):
+    for name in (
+        "max_pool2d",
+        "max_pool2d_backward",
+        "avg_pool2d",
+        "avg_pool2d_backward",
+        "adaptive_avg_pool2d",
+        "adaptive_avg_pool2d_backward",
+    ):
         assert name in deepkern.ops.__all__ and callable(getattr(deepkern.ops, name))
 
 
@@ -524,8 +634,11 @@ def test_bench_pool_suite_small_layers():
     from deepkern import bench
     from deepkern.bench import pool as dkb
 
-    cases = [dkb._pool_case(3, 9, kind, k, s, p, backward)
-             for kind, k, s, p in dkb.POOL_WINDOWS for backward in (False, True)]
+    cases = [
+        dkb._pool_case(3, 9, kind, k, s, p, backward)
+        for kind, k, s, p in dkb.POOL_WINDOWS
+        for backward in (False, True)
+    ]
     for case in cases:
         sets = case.make_inputs()
         assert case.check(sets[0]) < 1e-5, f"{case.name} {case.layout}"

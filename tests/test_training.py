@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import io
 
+import deepkern
 import numpy as np
 import pytest
-
-import deepkern
 from deepkern import cli, data, training
 from deepkern.training import TrainConfig, train
 
@@ -113,7 +112,19 @@ def test_cli_train_reports_bad_options(capsys):
 
 
 def test_cli_train_runs_a_recipe(capsys, tmp_path):
-    assert cli.main(["train", "sunspots-lstm", "--epochs", "2", "--no-progress",
-                     "--checkpoint", str(tmp_path / "c.safetensors")]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "sunspots-lstm",
+                "--epochs",
+                "2",
+                "--no-progress",
+                "--checkpoint",
+                str(tmp_path / "c.safetensors"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "epoch   2/2" in out and "persistence baseline" in out and "trained sunspots-lstm" in out

@@ -24,14 +24,13 @@ Isa probe_isa() {
   const bool avx = ecx & bit_AVX;
   if (!osxsave || !avx) return Isa::generic;
   const uint64_t xcr0 = read_xcr0();
-  const bool os_ymm = (xcr0 & 0x6) == 0x6;            // SSE and AVX state
-  const bool os_zmm = (xcr0 & 0xe6) == 0xe6;          // + opmask, ZMM_Hi256, Hi16_ZMM
+  const bool os_ymm = (xcr0 & 0x6) == 0x6;    // SSE and AVX state
+  const bool os_zmm = (xcr0 & 0xe6) == 0xe6;  // + opmask, ZMM_Hi256, Hi16_ZMM
   if (!os_ymm) return Isa::generic;
   if (__get_cpuid_max(0, nullptr) < 7) return Isa::generic;
   __cpuid_count(7, 0, eax, ebx, ecx, edx);
   const bool avx2 = ebx & bit_AVX2;
-  const bool avx512 = (ebx & bit_AVX512F) && (ebx & bit_AVX512VL) && (ebx & bit_AVX512DQ) &&
-                      (ebx & bit_AVX512BW);
+  const bool avx512 = (ebx & bit_AVX512F) && (ebx & bit_AVX512VL) && (ebx & bit_AVX512DQ) && (ebx & bit_AVX512BW);
   if (avx512 && fma && os_zmm) return Isa::avx512;
   if (avx2 && fma) return Isa::avx2;
   return Isa::generic;
@@ -81,8 +80,7 @@ Isa active_isa() { return static_cast<Isa>(active_isa_slot().load(std::memory_or
 
 void set_active_isa(Isa isa) {
   if (static_cast<int>(isa) > static_cast<int>(detected_isa()))
-    throw std::invalid_argument(std::string("isa '") + isa_name(isa) +
-                                "' is not supported by this CPU (best: '" +
+    throw std::invalid_argument(std::string("isa '") + isa_name(isa) + "' is not supported by this CPU (best: '" +
                                 isa_name(detected_isa()) + "')");
   active_isa_slot().store(static_cast<int>(isa), std::memory_order_relaxed);
 }

@@ -71,8 +71,10 @@ struct KernelsByType {
   template <class T>
   const Kernels<T>& of() const {
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
-    if constexpr (std::is_same_v<T, float>) return f32;
-    else return f64;
+    if constexpr (std::is_same_v<T, float>)
+      return f32;
+    else
+      return f64;
   }
 };
 

@@ -9,8 +9,7 @@ namespace deepkern::cuda {
 namespace {
 
 void check(cudaError_t status, const char* call) {
-  if (status != cudaSuccess)
-    throw std::runtime_error(std::string(call) + " failed: " + cudaGetErrorString(status));
+  if (status != cudaSuccess) throw std::runtime_error(std::string(call) + " failed: " + cudaGetErrorString(status));
 }
 
 __global__ void iota_kernel(float* out, int n) {

@@ -12,9 +12,7 @@
 namespace deepkern::python {
 namespace {
 
-cpu::GeluApproximate approximation(bool tanh) {
-  return tanh ? cpu::GeluApproximate::tanh : cpu::GeluApproximate::none;
-}
+cpu::GeluApproximate approximation(bool tanh) { return tanh ? cpu::GeluApproximate::tanh : cpu::GeluApproximate::none; }
 
 // Runs kernel(grad or nullptr, x, out, n) on the checked arrays of a call named `op`, without the GIL.
 template <class Kernel>

@@ -53,8 +53,8 @@ cpu::Conv2dShape conv_shape(const char* op, Named x, Named w, Named y, const Con
   const Shape ws = shape_with_ndim(w.array, op, w.name, 4, "(K, C/groups, R, S)");
   const Shape ys = shape_with_ndim(y.array, op, y.name, 4, "(N, K, P, Q)");
   auto where = [&] { return std::string(op) + ": "; };
-  for (const auto& [name, value, minimum] : {std::tuple{"stride", o.stride, 1}, std::tuple{"padding", o.padding, 0},
-                                             std::tuple{"dilation", o.dilation, 1}})
+  for (const auto& [name, value, minimum] :
+       {std::tuple{"stride", o.stride, 1}, std::tuple{"padding", o.padding, 0}, std::tuple{"dilation", o.dilation, 1}})
     if (value.first < minimum || value.second < minimum)
       throw py::value_error(where() + name + " must be >= " + std::to_string(minimum) + ", got " + pair_str(value));
   if (o.groups < 1 || xs[1] % o.groups || ws[0] % o.groups || ws[1] != xs[1] / o.groups)
@@ -68,9 +68,9 @@ cpu::Conv2dShape conv_shape(const char* op, Named x, Named w, Named y, const Con
   if (!window_indices_fit(xs[2], ys[2], ws[2], o.stride.first, o.padding.first, o.dilation.first) ||
       !window_indices_fit(xs[3], ys[3], ws[3], o.stride.second, o.padding.second, o.dilation.second))
     throw py::value_error(where() + "stride, padding or dilation too large to index" + options());
-  const Shape expected = {
-      xs[0], ws[0], output_size(xs[2], ws[2], o.stride.first, o.padding.first, o.dilation.first, ys[2]),
-      output_size(xs[3], ws[3], o.stride.second, o.padding.second, o.dilation.second, ys[3])};
+  const Shape expected = {xs[0], ws[0],
+                          output_size(xs[2], ws[2], o.stride.first, o.padding.first, o.dilation.first, ys[2]),
+                          output_size(xs[3], ws[3], o.stride.second, o.padding.second, o.dilation.second, ys[3])};
   if (ys != expected)
     throw py::value_error(where() + y.name + " must have shape " + shape_str(expected) + options() +
                           " (P or Q may be one more, for one more padding at the end), got " + shape_str(ys));
@@ -115,8 +115,8 @@ void conv_call(const char* op, Named dtype_from, Named x, Named w, Named y, cons
 }
 
 // y = conv(x, w) + bias.
-void conv2d_forward(const py::object& x, const py::object& w, const py::object& bias, const py::object& y,
-                    Pair stride, Pair padding, Pair dilation, int64_t groups) {
+void conv2d_forward(const py::object& x, const py::object& w, const py::object& bias, const py::object& y, Pair stride,
+                    Pair padding, Pair dilation, int64_t groups) {
   conv_call("conv2d_forward", {"x", x}, {"x", x}, {"w", w}, {"y", y}, {stride, padding, dilation, groups},
             [&](const cpu::Conv2dShape& s, auto& arrays) {
               const auto* xp = arrays.input(x, "x", input_extent(s));
@@ -158,13 +158,12 @@ void conv2d_backward_weight(const py::object& grad_y, const py::object& x, const
 }  // namespace
 
 void bind_conv(py::module_& m) {
-  m.def("conv2d_forward", &conv2d_forward, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"),
+  m.def("conv2d_forward", &conv2d_forward, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"), py::arg("stride"),
+        py::arg("padding"), py::arg("dilation"), py::arg("groups"));
+  m.def("conv2d_backward_data", &conv2d_backward_data, py::arg("grad_y"), py::arg("w"), py::arg("grad_x"),
         py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"));
-  m.def("conv2d_backward_data", &conv2d_backward_data, py::arg("grad_y"), py::arg("w"),
-        py::arg("grad_x"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"));
-  m.def("conv2d_backward_weight", &conv2d_backward_weight, py::arg("grad_y"), py::arg("x"),
-        py::arg("grad_w"), py::arg("grad_bias"), py::arg("stride"), py::arg("padding"),
-        py::arg("dilation"), py::arg("groups"));
+  m.def("conv2d_backward_weight", &conv2d_backward_weight, py::arg("grad_y"), py::arg("x"), py::arg("grad_w"),
+        py::arg("grad_bias"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"));
 }
 
 }  // namespace deepkern::python

@@ -18,26 +18,28 @@ void bind_core(py::module_& m) {
   m.attr("compiler") = DEEPKERN_COMPILER;
 
   m.def("cpu_brand", &cpu_brand);
-  m.def("detected_isa", [] { return std::string(isa_name(detected_isa())); },
-        "Best kernel ISA this CPU supports.");
-  m.def("active_isa", [] { return std::string(isa_name(active_isa())); },
-        "Kernel ISA in use.");
+  m.def("detected_isa", [] { return std::string(isa_name(detected_isa())); }, "Best kernel ISA this CPU supports.");
+  m.def("active_isa", [] { return std::string(isa_name(active_isa())); }, "Kernel ISA in use.");
   // An unknown name is a ValueError (std::invalid_argument) and keeps the active ISA.
-  m.def("set_active_isa", [](const std::string& name) { set_active_isa(isa_from_name(name)); },
-        py::arg("isa"), "Choose the kernel ISA ('avx512', 'avx2', 'generic').");
-  m.def("isa_families", [] {
-          std::vector<std::string> names;
-          for (int f = 0; f < static_cast<int>(IsaFamily::count); ++f)
-            names.emplace_back(family_name(static_cast<IsaFamily>(f)));
-          return names;
-        },
-        "The kernel families with per-ISA code.");
-  m.def("last_isa",
-        [](const std::string& family) -> py::object {
-          const char* isa = last_isa_used(family_from_name(family.c_str()));
-          return isa ? py::object(py::str(isa)) : py::object(py::none());
-        },
-        py::arg("family"), "The ISA the family's last kernel call ran on (None if it has not run).");
+  m.def(
+      "set_active_isa", [](const std::string& name) { set_active_isa(isa_from_name(name)); }, py::arg("isa"),
+      "Choose the kernel ISA ('avx512', 'avx2', 'generic').");
+  m.def(
+      "isa_families",
+      [] {
+        std::vector<std::string> names;
+        for (int f = 0; f < static_cast<int>(IsaFamily::count); ++f)
+          names.emplace_back(family_name(static_cast<IsaFamily>(f)));
+        return names;
+      },
+      "The kernel families with per-ISA code.");
+  m.def(
+      "last_isa",
+      [](const std::string& family) -> py::object {
+        const char* isa = last_isa_used(family_from_name(family.c_str()));
+        return isa ? py::object(py::str(isa)) : py::object(py::none());
+      },
+      py::arg("family"), "The ISA the family's last kernel call ran on (None if it has not run).");
   m.def("reset_isa_records", &reset_isa_records, "Forget which ISA each family ran on last.");
   // n < 1 is a ValueError.
   m.def("get_num_threads", &num_threads);

@@ -61,9 +61,9 @@ void gemm(const py::object& a, const py::object& b, const py::object& c, const p
 void bind_gemm(py::module_& m) {
   // The micro-kernel gemm runs now ("avx512 12x32", ...), for show_config().
   m.def("gemm_kernel_name", &cpu::gemm_kernel_name, py::arg("double_precision") = false);
-  m.def("gemm", &gemm, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("a_offsets"),
-        py::arg("b_offsets"), py::arg("c_offsets"), py::arg("k"), py::arg("alpha"),
-        py::arg("beta"), py::arg("bias"), py::arg("bias_axis"), py::arg("relu"));
+  m.def("gemm", &gemm, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("a_offsets"), py::arg("b_offsets"),
+        py::arg("c_offsets"), py::arg("k"), py::arg("alpha"), py::arg("beta"), py::arg("bias"), py::arg("bias_axis"),
+        py::arg("relu"));
 }
 
 }  // namespace deepkern::python

@@ -29,8 +29,8 @@ cpu::LstmShape lstm_shape(const char* op, py::handle x, py::handle w_hh, bool re
 // gates (T, B, 4H), cells and hidden (T, B, H). A sequence (T > 0) needs B >= 1 and H >= 1.
 void lstm_forward(const py::object& x, const py::object& h0, const py::object& c0, const py::object& w_ih,
                   const py::object& w_hh, const py::object& bias, const py::object& y, const py::object& h_last,
-                  const py::object& c_last, const py::object& gates, const py::object& cells,
-                  const py::object& hidden, bool reverse) {
+                  const py::object& c_last, const py::object& gates, const py::object& cells, const py::object& hidden,
+                  bool reverse) {
   constexpr const char* op = "lstm_forward";
   if (gates.is_none() != cells.is_none() || gates.is_none() != hidden.is_none())
     throw py::value_error(std::string(op) + ": gates, cells and hidden are all arrays (a cache) or all None");
@@ -65,10 +65,10 @@ void lstm_forward(const py::object& x, const py::object& h0, const py::object& c
 // (T, B, I), grad_h0 and grad_c0 (B, H), grad_w_ih (4H, I), grad_w_hh (4H, H) and grad_bias (4H,).
 void lstm_backward(const py::object& grad_y, const py::object& grad_h_last, const py::object& grad_c_last,
                    const py::object& x, const py::object& h0, const py::object& c0, const py::object& w_ih,
-                   const py::object& w_hh, const py::object& gates, const py::object& cells,
-                   const py::object& hidden, const py::object& grad_x, const py::object& grad_h0,
-                   const py::object& grad_c0, const py::object& grad_w_ih, const py::object& grad_w_hh,
-                   const py::object& grad_bias, bool reverse) {
+                   const py::object& w_hh, const py::object& gates, const py::object& cells, const py::object& hidden,
+                   const py::object& grad_x, const py::object& grad_h0, const py::object& grad_c0,
+                   const py::object& grad_w_ih, const py::object& grad_w_hh, const py::object& grad_bias,
+                   bool reverse) {
   constexpr const char* op = "lstm_backward";
   dispatch_float(x, op, "x", [&](auto zero) {
     using T = decltype(zero);
@@ -100,9 +100,9 @@ void lstm_backward(const py::object& grad_y, const py::object& grad_h_last, cons
 }  // namespace
 
 void bind_lstm(py::module_& m) {
-  m.def("lstm_forward", &lstm_forward, py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"),
-        py::arg("w_hh"), py::arg("bias"), py::arg("y"), py::arg("h_last"), py::arg("c_last"),
-        py::arg("gates"), py::arg("cells"), py::arg("hidden"), py::arg("reverse"));
+  m.def("lstm_forward", &lstm_forward, py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"), py::arg("w_hh"),
+        py::arg("bias"), py::arg("y"), py::arg("h_last"), py::arg("c_last"), py::arg("gates"), py::arg("cells"),
+        py::arg("hidden"), py::arg("reverse"));
   m.def("lstm_backward", &lstm_backward, py::arg("grad_y"), py::arg("grad_h_last"), py::arg("grad_c_last"),
         py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("gates"),
         py::arg("cells"), py::arg("hidden"), py::arg("grad_x"), py::arg("grad_h0"), py::arg("grad_c0"),

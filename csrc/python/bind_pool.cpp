@@ -26,15 +26,15 @@ struct PoolCounts {
 
 // The kernel's shape from `shape`, checked as the contract says.
 cpu::Pool2dShape pool_shape(const char* op, const PoolShapeTuple& shape) {
-  static constexpr const char* kNames[13] = {"planes",   "in_h",     "in_w",  "out_h", "out_w",
-                                             "kernel_h", "kernel_w", "stride_h", "stride_w",
-                                             "pad_h",    "pad_w",    "dilation_h", "dilation_w"};
+  static constexpr const char* kNames[13] = {"planes",   "in_h",       "in_w",      "out_h",    "out_w",
+                                             "kernel_h", "kernel_w",   "stride_h",  "stride_w", "pad_h",
+                                             "pad_w",    "dilation_h", "dilation_w"};
   static constexpr int64_t kMinimum[13] = {0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 1, 1};
   for (int i = 0; i < 13; ++i)
     if (shape[i] < kMinimum[i])
-      throw py::value_error(std::string(op) + ": shape[" + std::to_string(i) + "] (" + kNames[i] + ") must be >= " +
-                            std::to_string(kMinimum[i]) + ", got " + std::to_string(shape[i]));
-  const cpu::Pool2dShape s{shape[0], shape[1], shape[2],  shape[3],  shape[4],  shape[5], shape[6],
+      throw py::value_error(std::string(op) + ": shape[" + std::to_string(i) + "] (" + kNames[i] +
+                            ") must be >= " + std::to_string(kMinimum[i]) + ", got " + std::to_string(shape[i]));
+  const cpu::Pool2dShape s{shape[0], shape[1], shape[2], shape[3],  shape[4],  shape[5], shape[6],
                            shape[7], shape[8], shape[9], shape[10], shape[11], shape[12]};
   if (!window_indices_fit(s.in_h, s.out_h, s.kernel_h, s.stride_h, s.pad_h, s.dilation_h) ||
       !window_indices_fit(s.in_w, s.out_w, s.kernel_w, s.stride_w, s.pad_w, s.dilation_w))
@@ -145,25 +145,24 @@ void adaptive_avg_pool2d(const py::object& x, const py::object& out, const PoolS
 // grad_x = the gradient of adaptive_avg_pool2d from grad_out.
 void adaptive_avg_pool2d_backward(const py::object& grad_out, const py::object& grad_x, const PoolShapeTuple& shape) {
   constexpr const char* op = "adaptive_avg_pool2d_backward";
-  pool_read_write(op, pool_shape(op, shape), Pass::backward, grad_out, "grad_out", grad_x, "grad_x",
-                  [](const auto& pool, const auto* gp, auto* gxp) {
-                    cpu::adaptive_avg_pool2d_backward(pool, gp, gxp);
-                  });
+  pool_read_write(
+      op, pool_shape(op, shape), Pass::backward, grad_out, "grad_out", grad_x, "grad_x",
+      [](const auto& pool, const auto* gp, auto* gxp) { cpu::adaptive_avg_pool2d_backward(pool, gp, gxp); });
 }
 
 }  // namespace
 
 void bind_pool(py::module_& m) {
   m.def("max_pool2d", &max_pool2d, py::arg("x"), py::arg("out"), py::arg("indices"), py::arg("shape"));
-  m.def("max_pool2d_backward", &max_pool2d_backward, py::arg("grad_out"), py::arg("indices"),
-        py::arg("grad_x"), py::arg("shape"));
-  m.def("avg_pool2d", &avg_pool2d, py::arg("x"), py::arg("out"), py::arg("shape"),
-        py::arg("count_include_pad"), py::arg("divisor_override"));
+  m.def("max_pool2d_backward", &max_pool2d_backward, py::arg("grad_out"), py::arg("indices"), py::arg("grad_x"),
+        py::arg("shape"));
+  m.def("avg_pool2d", &avg_pool2d, py::arg("x"), py::arg("out"), py::arg("shape"), py::arg("count_include_pad"),
+        py::arg("divisor_override"));
   m.def("avg_pool2d_backward", &avg_pool2d_backward, py::arg("grad_out"), py::arg("grad_x"), py::arg("shape"),
         py::arg("count_include_pad"), py::arg("divisor_override"));
   m.def("adaptive_avg_pool2d", &adaptive_avg_pool2d, py::arg("x"), py::arg("out"), py::arg("shape"));
-  m.def("adaptive_avg_pool2d_backward", &adaptive_avg_pool2d_backward, py::arg("grad_out"),
-        py::arg("grad_x"), py::arg("shape"));
+  m.def("adaptive_avg_pool2d_backward", &adaptive_avg_pool2d_backward, py::arg("grad_out"), py::arg("grad_x"),
+        py::arg("shape"));
 }
 
 }  // namespace deepkern::python

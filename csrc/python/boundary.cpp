@@ -73,10 +73,9 @@ Shape shape_with_ndim(py::handle obj, const char* op, const std::string& name, i
   const py::array arr = as_array(obj, op, name);
   const Shape shape = shape_of(arr);
   if (arr.ndim() < min_ndim || arr.ndim() > max_ndim) {
-    const std::string rank = min_ndim == max_ndim ? "be " + str(min_ndim) + "-D "
-                                                  : "have at least " + str(min_ndim) + " dimensions ";
-    throw py::value_error(std::string(op) + ": " + name + " must " + rank + layout + ", got shape " +
-                          shape_str(shape));
+    const std::string rank =
+        min_ndim == max_ndim ? "be " + str(min_ndim) + "-D " : "have at least " + str(min_ndim) + " dimensions ";
+    throw py::value_error(std::string(op) + ": " + name + " must " + rank + layout + ", got shape " + shape_str(shape));
   }
   return shape;
 }
@@ -129,8 +128,7 @@ py::array CallArrays::checked(py::handle obj, const std::string& name, const py:
   py::array arr = as_array(obj, op_, name);
   if (!has_dtype(arr, dtype))
     throw py::type_error(std::string(op_) + ": " + name + " must have dtype " + dtype_str(dtype) +
-                         (dtype.kind() == 'f' ? " (as " + dtype_from_ + ")" : "") + ", got " +
-                         dtype_str(arr.dtype()));
+                         (dtype.kind() == 'f' ? " (as " + dtype_from_ + ")" : "") + ", got " + dtype_str(arr.dtype()));
   return arr;
 }
 
@@ -140,8 +138,8 @@ void* CallArrays::contiguous(py::handle obj, const std::string& name, const py::
   auto where = [&] { return std::string(op_) + ": " + name; };
   if (!extent.fits(arr)) throw py::value_error(where() + " " + extent.mismatch(arr));
   if (!(arr.flags() & py::array::c_style))
-    throw py::value_error(where() + " must be C-contiguous, got strides " + shape_str(strides_of(arr)) +
-                          " for shape " + shape_str(shape_of(arr)));
+    throw py::value_error(where() + " must be C-contiguous, got strides " + shape_str(strides_of(arr)) + " for shape " +
+                          shape_str(shape_of(arr)));
   if (reinterpret_cast<uintptr_t>(arr.data()) % arr.itemsize())
     throw py::value_error(where() + " is not aligned to its item size (" + str(arr.itemsize()) + " bytes)");
   if (access == Access::write && !arr.writeable())

@@ -110,9 +110,8 @@ class CallArrays {
   // element. Checks the dtype, the two axes' sizes, that the strides (of axes longer than 1) and the
   // data pointer are multiples of the item size and that every matrix lies within the array's memory;
   // for Access::write also that the array is writeable and no two of its elements share memory.
-  StridedMatrices strided(py::handle obj, const std::string& name, const py::dtype& dtype, int64_t rows,
-                          int64_t cols, const int64_t* offsets, int64_t count, const std::string& offsets_name,
-                          Access access);
+  StridedMatrices strided(py::handle obj, const std::string& name, const py::dtype& dtype, int64_t rows, int64_t cols,
+                          const int64_t* offsets, int64_t count, const std::string& offsets_name, Access access);
 
  private:
   struct Taken {
@@ -158,8 +157,8 @@ class KernelArrays : public CallArrays {
     return obj.is_none() ? nullptr : output<E>(obj, name, extent);
   }
   // gemm's operands (see CallArrays::strided).
-  StridedMatrices matrices(py::handle obj, const std::string& name, int64_t rows, int64_t cols,
-                           const int64_t* offsets, int64_t count, const std::string& offsets_name, Access access) {
+  StridedMatrices matrices(py::handle obj, const std::string& name, int64_t rows, int64_t cols, const int64_t* offsets,
+                           int64_t count, const std::string& offsets_name, Access access) {
     return strided(obj, name, py::dtype::of<T>(), rows, cols, offsets, count, offsets_name, access);
   }
 };

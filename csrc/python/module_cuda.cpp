@@ -14,16 +14,22 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("device_count", &dkc::device_count);
   m.def("unavailable_reason", &dkc::unavailable_reason);
   m.def("runtime_version", &dkc::runtime_version);
-  m.def("device_info", [](int index) {
-    const dkc::DeviceInfo info = dkc::device_info(index);
-    py::dict d;
-    d["name"] = info.name;
-    d["capability"] = py::make_tuple(info.major, info.minor);
-    d["total_memory"] = info.total_memory;
-    return d;
-  }, py::arg("index"));
-  m.def("iota_on_device", [](int n) {
-    py::gil_scoped_release release;
-    return dkc::iota_on_device(n);
-  }, py::arg("n"));
+  m.def(
+      "device_info",
+      [](int index) {
+        const dkc::DeviceInfo info = dkc::device_info(index);
+        py::dict d;
+        d["name"] = info.name;
+        d["capability"] = py::make_tuple(info.major, info.minor);
+        d["total_memory"] = info.total_memory;
+        return d;
+      },
+      py::arg("index"));
+  m.def(
+      "iota_on_device",
+      [](int n) {
+        py::gil_scoped_release release;
+        return dkc::iota_on_device(n);
+      },
+      py::arg("n"));
 }

@@ -2,26 +2,84 @@
 
 from __future__ import annotations
 
-from . import _C, backends, cuda, nn, ops
-from . import optim
+from . import _C, backends, cuda, data, io, nn, ops, optim  # noqa: E402  (data batches are Tensors)
 from .autograd import Function, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .io import load, save
 from .random import manual_seed
 from .tensor import (
-    Device, Tensor, arange, as_tensor, bool_, cat, device, empty, float32, float64, from_dlpack,
-    from_numpy, full, int32, int64, ones, ones_like, rand, randint, randn, stack, tensor, where,
-    zeros, zeros_like,
+    Device,
+    Tensor,
+    arange,
+    as_tensor,
+    bool_,
+    cat,
+    device,
+    empty,
+    float32,
+    float64,
+    from_dlpack,
+    from_numpy,
+    full,
+    int32,
+    int64,
+    ones,
+    ones_like,
+    rand,
+    randint,
+    randn,
+    stack,
+    tensor,
+    where,
+    zeros,
+    zeros_like,
 )
-from . import data, io  # noqa: E402  (data batches are Tensors)
-from .io import load, save
 
 __version__ = _C.__version__
 __all__ = [
-    "__version__", "backends", "cuda", "data", "io", "nn", "ops", "get_num_threads", "set_num_threads",
-    "show_config", "config", "save", "load",
-    "Function", "no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled", "manual_seed",
-    "Tensor", "Device", "device", "tensor", "as_tensor", "from_numpy", "from_dlpack", "zeros",
-    "ones", "empty", "full", "zeros_like", "ones_like", "arange", "randn", "rand", "randint", "cat",
-    "stack", "where", "float32", "float64", "int32", "int64", "bool_",
+    "__version__",
+    "backends",
+    "cuda",
+    "data",
+    "io",
+    "nn",
+    "ops",
+    "get_num_threads",
+    "set_num_threads",
+    "show_config",
+    "config",
+    "save",
+    "load",
+    "Function",
+    "no_grad",
+    "enable_grad",
+    "is_grad_enabled",
+    "set_grad_enabled",
+    "manual_seed",
+    "Tensor",
+    "Device",
+    "device",
+    "tensor",
+    "as_tensor",
+    "from_numpy",
+    "from_dlpack",
+    "zeros",
+    "ones",
+    "empty",
+    "full",
+    "zeros_like",
+    "ones_like",
+    "arange",
+    "randn",
+    "rand",
+    "randint",
+    "cat",
+    "stack",
+    "where",
+    "float32",
+    "float64",
+    "int32",
+    "int64",
+    "bool_",
     "optim",
 ]
 

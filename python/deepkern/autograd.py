@@ -82,7 +82,8 @@ class Context:
         if self._released:
             raise RuntimeError(
                 "backward through the graph a second time: its saved values were freed after the "
-                "first backward; pass retain_graph=True to the first backward to keep them")
+                "first backward; pass retain_graph=True to the first backward to keep them"
+            )
         return self._saved
 
     def mark_non_differentiable(self, *outputs):
@@ -151,11 +152,11 @@ class Function:
         if not record:
             wrapped = tuple(Tensor._wrap(o) for o in outs)
         else:
-            node = Node(cls, ctx, tuple(a if n else None for a, n in zip(args, needs)),
-                        tuple((o.shape, o.dtype) for o in outs))
+            node = Node(
+                cls, ctx, tuple(a if n else None for a, n in zip(args, needs)), tuple((o.shape, o.dtype) for o in outs)
+            )
             skip = ctx._non_differentiable
-            wrapped = tuple(Tensor._wrap(o) if id(o) in skip else Tensor._wrap(o, node, i)
-                            for i, o in enumerate(outs))
+            wrapped = tuple(Tensor._wrap(o) if id(o) in skip else Tensor._wrap(o, node, i) for i, o in enumerate(outs))
         return wrapped[0] if single else wrapped
 
 
@@ -215,17 +216,17 @@ def _run_backward(root, pending: dict, retain_graph: bool) -> None:
             continue
         if any(g is None for g in grads):  # outputs that got no gradient: zeros, on the device of those that did
             backend = backend_of(*grads, op=node.name())
-            grads = [backend.zeros(shape, dtype) if g is None else g
-                     for g, (shape, dtype) in zip(grads, node.output_meta)]
+            grads = [
+                backend.zeros(shape, dtype) if g is None else g for g, (shape, dtype) in zip(grads, node.output_meta)
+            ]
         if node.ctx._released:
-            node.ctx.saved_tensors  # raises: this part of the graph was already freed
+            _ = node.ctx.saved_tensors  # raises: this part of the graph was already freed
         in_grads = node.function.backward(node.ctx, *grads)
         if not isinstance(in_grads, tuple):
             in_grads = (in_grads,)
         # Trailing arguments that are not Tensors needing grad may be left out.
-        if len(in_grads) < len(node.inputs) and any(i is not None for i in node.inputs[len(in_grads):]):
-            raise RuntimeError(f"{node.name()} returned {len(in_grads)} gradients for "
-                               f"{len(node.inputs)} inputs")
+        if len(in_grads) < len(node.inputs) and any(i is not None for i in node.inputs[len(in_grads) :]):
+            raise RuntimeError(f"{node.name()} returned {len(in_grads)} gradients for {len(node.inputs)} inputs")
         if not retain_graph:
             node.ctx.release()
         for inp, g in zip(node.inputs, in_grads):
@@ -234,12 +235,12 @@ def _run_backward(root, pending: dict, retain_graph: bool) -> None:
             if not isinstance(g, _NDARRAY):
                 g = as_array(g)
             if g.shape != inp.shape:
-                raise RuntimeError(f"{node.name()} returned a gradient of shape {g.shape} for an "
-                                   f"input of shape {inp.shape}")
+                raise RuntimeError(
+                    f"{node.name()} returned a gradient of shape {g.shape} for an input of shape {inp.shape}"
+                )
             if inp._node is None:
                 inp._accumulate_grad(g)
                 continue
             slots = pending.setdefault(id(inp._node), [None] * len(inp._node.output_meta))
             prev = slots[inp._output_index]
             slots[inp._output_index] = g if prev is None else prev + g
-

@@ -20,7 +20,7 @@ def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
@@ -30,7 +30,7 @@ def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
     return value
@@ -58,47 +58,77 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    sub.add_parser("info", help="print the version, compiler, CPU ISA, threads and CUDA build",
-                   description="Print deepkern's build and run-time configuration.")
+    sub.add_parser(
+        "info",
+        help="print the version, compiler, CPU ISA, threads and CUDA build",
+        description="Print deepkern's build and run-time configuration.",
+    )
 
     ops = ", ".join(sorted(bench.SUITES))
     bench_parser = sub.add_parser(
-        "bench", help="time deepkern's kernels against NumPy and PyTorch",
+        "bench",
+        help="time deepkern's kernels against NumPy and PyTorch",
         description="Time deepkern's kernels beside NumPy/OpenBLAS (and PyTorch when installed) on the same "
-                    "inputs at the same thread count; report ms, GFLOP/s (GB/s for memory-bound ops such as "
-                    "pooling), the ratio to each reference and the % of this machine's measured peak "
-                    "(FMA throughput, or memory stream bandwidth).",
+        "inputs at the same thread count; report ms, GFLOP/s (GB/s for memory-bound ops such as "
+        "pooling), the ratio to each reference and the % of this machine's measured peak "
+        "(FMA throughput, or memory stream bandwidth).",
     )
-    bench_parser.add_argument("--op", default="all", metavar="OP",
-                              help=f"op family to benchmark: one of {ops}, or 'all' (default: all; 'all' leaves out "
-                                   f"the long {', '.join(sorted(n for n, s in bench.SUITES.items() if not s.in_all))})")
+    bench_parser.add_argument(
+        "--op",
+        default="all",
+        metavar="OP",
+        help=f"op family to benchmark: one of {ops}, or 'all' (default: all; 'all' leaves out "
+        f"the long {', '.join(sorted(n for n, s in bench.SUITES.items() if not s.in_all))})",
+    )
     bench_parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (seconds)")
-    bench_parser.add_argument("--threads", type=_parse_threads, default=None, metavar="N[,N...]",
-                              help="thread counts, e.g. 1,2 (default: deepkern's default thread count, "
-                                   "plus 1 when threadpoolctl is installed)")
-    bench_parser.add_argument("--repeats", type=_positive_int, default=None, metavar="N",
-                              help="timed calls per library and case, over 3 interleaved rounds (default: "
-                                   "adaptive, ~0.2 s per library, at least 2 calls per round)")
-    bench_parser.add_argument("--json", default=None, metavar="PATH",
-                              help="also write all rows and the machine information (cpu, isa, peaks, date, command)")
-    bench_parser.add_argument("--no-check", action="store_true",
-                              help="skip the accuracy check of deepkern's result before timing")
+    bench_parser.add_argument(
+        "--threads",
+        type=_parse_threads,
+        default=None,
+        metavar="N[,N...]",
+        help="thread counts, e.g. 1,2 (default: deepkern's default thread count, "
+        "plus 1 when threadpoolctl is installed)",
+    )
+    bench_parser.add_argument(
+        "--repeats",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="timed calls per library and case, over 3 interleaved rounds (default: "
+        "adaptive, ~0.2 s per library, at least 2 calls per round)",
+    )
+    bench_parser.add_argument(
+        "--json",
+        default=None,
+        metavar="PATH",
+        help="also write all rows and the machine information (cpu, isa, peaks, date, command)",
+    )
+    bench_parser.add_argument(
+        "--no-check", action="store_true", help="skip the accuracy check of deepkern's result before timing"
+    )
     bench_parser.set_defaults(_parser=bench_parser)
 
     from .training import RECIPES
 
     train = sub.add_parser(
-        "train", help="train a real model end to end (digits CNN, sunspots LSTM, char LSTM, digits GAN)",
+        "train",
+        help="train a real model end to end (digits CNN, sunspots LSTM, char LSTM, digits GAN)",
         description="Train one of deepkern's recipes on data that ships inside installed packages "
-                    "(pip install \"deepkern[train]\"): " + "; ".join(
-                        f"{name}: {cls.description}" for name, cls in RECIPES.items()) + ".")
+        '(pip install "deepkern[train]"): '
+        + "; ".join(f"{name}: {cls.description}" for name, cls in RECIPES.items())
+        + ".",
+    )
     train.add_argument("recipe", choices=list(RECIPES), metavar="RECIPE", help=", ".join(RECIPES))
     train.add_argument("--epochs", type=_positive_int, default=None, help="epochs (default: the recipe's)")
     train.add_argument("--batch-size", type=_positive_int, default=None, help="batch size (default: the recipe's)")
     train.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: the recipe's)")
-    train.add_argument("--seed", type=int, default=0, help="seed of the data order, initialisation and sampling (default: 0)")
+    train.add_argument(
+        "--seed", type=int, default=0, help="seed of the data order, initialisation and sampling (default: 0)"
+    )
     train.add_argument("--device", default="cpu", help="cpu (the default; the only one in this version)")
-    train.add_argument("--checkpoint", default=None, metavar="PATH", help="save model and optimizer state after every epoch")
+    train.add_argument(
+        "--checkpoint", default=None, metavar="PATH", help="save model and optimizer state after every epoch"
+    )
     train.add_argument("--resume", default=None, metavar="PATH", help="continue from a checkpoint")
     train.add_argument("--plot", default=None, metavar="PATH", help="write the curves (GAN: a grid of samples) as PNG")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -137,18 +167,29 @@ def _cmd_bench(args, parser: argparse.ArgumentParser) -> int:
     reports = []
     for name in names:
         suite = bench.get_suite(name)
-        print(f"deepkern bench --op {name}{' --quick' if args.quick else ''}: {suite.description}",
-              file=sys.stderr, flush=True)
-        reports.append((suite, bench.run_suite(
-            suite, threads, quick=args.quick, repeats=args.repeats, progress=True, check=not args.no_check)))
+        print(
+            f"deepkern bench --op {name}{' --quick' if args.quick else ''}: {suite.description}",
+            file=sys.stderr,
+            flush=True,
+        )
+        reports.append(
+            (
+                suite,
+                bench.run_suite(
+                    suite, threads, quick=args.quick, repeats=args.repeats, progress=True, check=not args.no_check
+                ),
+            )
+        )
     wall = time.perf_counter() - start
 
     machine = reports[0][1].machine
     peaks = {}
     for _, report in reports:
         peaks.update(report.peaks)
-    print(f"deepkern {machine['deepkern']} on {machine['cpu']} ({machine['isa']}, {machine['cores']} cores), "
-          f"{machine['numpy']}" + (f", torch {machine['torch']}" if machine["torch"] else ""))
+    print(
+        f"deepkern {machine['deepkern']} on {machine['cpu']} ({machine['isa']}, {machine['cores']} cores), "
+        f"{machine['numpy']}" + (f", torch {machine['torch']}" if machine["torch"] else "")
+    )
     print(bench.format_peaks(peaks))
     for suite, report in reports:
         print()
@@ -191,9 +232,18 @@ def _cmd_bench(args, parser: argparse.ArgumentParser) -> int:
 def _cmd_train(args) -> int:
     from .training import TrainConfig, train
 
-    cfg = TrainConfig(recipe=args.recipe, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      seed=args.seed, device=args.device, checkpoint=args.checkpoint, resume=args.resume,
-                      plot=args.plot, progress=not args.no_progress)
+    cfg = TrainConfig(
+        recipe=args.recipe,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        checkpoint=args.checkpoint,
+        resume=args.resume,
+        plot=args.plot,
+        progress=not args.no_progress,
+    )
     try:
         result = train(cfg)
     except (ValueError, ImportError, OSError) as exc:

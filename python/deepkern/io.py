@@ -32,8 +32,23 @@ VERSION = 1
 
 _JSON_SCALARS = (type(None), bool, int, float, str)
 # The NumPy dtypes safetensors stores.
-_DTYPES = {np.dtype(t) for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
-                                 np.uint32, np.uint64, np.float16, np.float32, np.float64)}
+_DTYPES = {
+    np.dtype(t)
+    for t in (
+        np.bool_,
+        np.int8,
+        np.int16,
+        np.int32,
+        np.int64,
+        np.uint8,
+        np.uint16,
+        np.uint32,
+        np.uint64,
+        np.float16,
+        np.float32,
+        np.float64,
+    )
+}
 
 
 def save(obj: dict, path) -> None:
@@ -88,8 +103,10 @@ def load(path) -> dict:
     if metadata.get("deepkern.format") != FORMAT:
         return tensors
     if metadata.get("deepkern.version") != str(VERSION):
-        raise ValueError(f"load: {path!r} has deepkern checkpoint version {metadata.get('deepkern.version')!r}; "
-                         f"this deepkern reads version {VERSION}")
+        raise ValueError(
+            f"load: {path!r} has deepkern checkpoint version {metadata.get('deepkern.version')!r}; "
+            f"this deepkern reads version {VERSION}"
+        )
     try:
         tree = json.loads(metadata["deepkern.tree"])
         if not (isinstance(tree, dict) and "dict" in tree):
@@ -99,8 +116,9 @@ def load(path) -> dict:
         raise ValueError(f"load: {path!r} has a damaged deepkern tree in its metadata ({e!r})") from None
 
 
-def check_state_dict(expected: dict, loaded: dict, strict: bool = True, where: str = "model",
-                     casting: str = "no") -> None:
+def check_state_dict(
+    expected: dict, loaded: dict, strict: bool = True, where: str = "model", casting: str = "no"
+) -> None:
     """Check that ``loaded`` (name -> array) fits ``expected`` (name -> (shape, dtype)).
 
     Raises one ValueError, starting with ``where``, that lists the missing keys, the unexpected
@@ -149,12 +167,16 @@ def _encode(node, keys: tuple, tensors: dict):
     if not isinstance(node, (np.ndarray, np.generic)):
         if isinstance(node, _JSON_SCALARS):
             return {"value": node}
-        raise TypeError(f"save: cannot store a {type(node).__name__} at {_where(keys)}; leaves must be arrays, "
-                        "objects with .numpy(), None, bool, int, float, str, or lists/tuples of those")
+        raise TypeError(
+            f"save: cannot store a {type(node).__name__} at {_where(keys)}; leaves must be arrays, "
+            "objects with .numpy(), None, bool, int, float, str, or lists/tuples of those"
+        )
     array = np.asarray(node)
     if array.dtype not in _DTYPES and array.dtype.newbyteorder("=") not in _DTYPES:
-        raise TypeError(f"save: the array at {_where(keys)} has dtype {array.dtype}, which safetensors "
-                        f"cannot store (bool, int8..int64, uint8..uint64, float16/32/64)")
+        raise TypeError(
+            f"save: the array at {_where(keys)} has dtype {array.dtype}, which safetensors "
+            f"cannot store (bool, int8..int64, uint8..uint64, float16/32/64)"
+        )
     name = ".".join(map(str, keys))
     unique, n = name, 1
     while unique in tensors:
@@ -167,7 +189,7 @@ def _decode(node: dict, tensors: dict):
     """The value the JSON tree ``node`` stands for, its arrays taken from ``tensors``."""
     if not (isinstance(node, dict) and len(node) == 1):
         raise ValueError(f"a node must be a dict of one entry, got {node!r:.80}")
-    (kind, value), = node.items()
+    ((kind, value),) = node.items()
     if kind == "dict":
         return {_key(key): _decode(child, tensors) for key, child in value}
     if kind == "list":

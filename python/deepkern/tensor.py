@@ -20,9 +20,31 @@ from .backends import CPU_DEVICE, Device, as_array
 from .random import get_generator
 
 __all__ = [
-    "Tensor", "Device", "device", "tensor", "from_numpy", "from_dlpack", "as_tensor",
-    "zeros", "ones", "full", "empty", "zeros_like", "ones_like", "arange", "randn", "rand",
-    "randint", "cat", "stack", "where", "float32", "float64", "int64", "int32", "bool_",
+    "Tensor",
+    "Device",
+    "device",
+    "tensor",
+    "from_numpy",
+    "from_dlpack",
+    "as_tensor",
+    "zeros",
+    "ones",
+    "full",
+    "empty",
+    "zeros_like",
+    "ones_like",
+    "arange",
+    "randn",
+    "rand",
+    "randint",
+    "cat",
+    "stack",
+    "where",
+    "float32",
+    "float64",
+    "int64",
+    "int32",
+    "bool_",
 ]
 
 float32, float64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -195,8 +217,9 @@ class Tensor:
     def _host_array(self) -> np.ndarray:
         """The data, which must be in host memory, as the NumPy array it is."""
         if type(self._array) is not _NDARRAY and self.device != CPU_DEVICE:
-            raise TypeError(f"can't convert a tensor on {self.device} to a NumPy array; use .cpu() to copy it to "
-                            "host memory first")
+            raise TypeError(
+                f"can't convert a tensor on {self.device} to a NumPy array; use .cpu() to copy it to host memory first"
+            )
         return self._array
 
     def __array__(self, dtype=None, copy=None):
@@ -434,7 +457,7 @@ class Tensor:
         if self.ndim == 0:
             return self.reshape(1)
         start, end = start_dim % self.ndim, end_dim % self.ndim
-        return self.reshape(self.shape[:start] + (-1,) + self.shape[end + 1:])
+        return self.reshape(self.shape[:start] + (-1,) + self.shape[end + 1 :])
 
     def permute(self, *dims):
         dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
@@ -460,7 +483,7 @@ class Tensor:
         dim %= max(self.ndim, 1)
         if self.ndim == 0 or self.shape[dim] != 1:
             return self
-        return self.reshape(self.shape[:dim] + self.shape[dim + 1:])
+        return self.reshape(self.shape[:dim] + self.shape[dim + 1 :])
 
     def unsqueeze(self, dim):
         dim = dim % (self.ndim + 1)
@@ -611,8 +634,7 @@ def empty(*shape, dtype=float32, requires_grad=False, device=None) -> Tensor:
 
 
 def full(shape, fill_value, dtype=float32, requires_grad=False, device=None) -> Tensor:
-    return _created(backends.get(device or "cpu").full(_shape_args((shape,)), fill_value, dtype), device,
-                    requires_grad)
+    return _created(backends.get(device or "cpu").full(_shape_args((shape,)), fill_value, dtype), device, requires_grad)
 
 
 def zeros_like(t, dtype=None, requires_grad=False, device=None) -> Tensor:
@@ -655,7 +677,7 @@ def cat(tensors, dim=0) -> Tensor:
     if not tensors:
         raise ValueError("cat: expected a non-empty list of tensors")
     ndim = np.ndim(_array_of(tensors[0]))
-    _check_join("cat", tensors, lambda s: s[:dim % ndim] + s[dim % ndim + 1:])
+    _check_join("cat", tensors, lambda s: s[: dim % ndim] + s[dim % ndim + 1 :])
     return F.Cat.apply(*tensors, dim=dim % ndim)
 
 

@@ -21,8 +21,7 @@ def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
     if grad.shape == shape:
         return grad
     extra = grad.ndim - len(shape)
-    axes = tuple(range(extra)) + tuple(
-        extra + i for i, n in enumerate(shape) if n == 1 and grad.shape[extra + i] != 1)
+    axes = tuple(range(extra)) + tuple(extra + i for i, n in enumerate(shape) if n == 1 and grad.shape[extra + i] != 1)
     return grad.sum(axis=axes, keepdims=True).reshape(shape) if axes else grad.reshape(shape)
 
 
@@ -40,8 +39,10 @@ class Add(Function):
     @staticmethod
     def backward(ctx, g):
         sa, sb = ctx.shapes
-        return (unbroadcast(g, sa) if ctx.needs_input_grad[0] else None,
-                unbroadcast(g, sb) if ctx.needs_input_grad[1] else None)
+        return (
+            unbroadcast(g, sa) if ctx.needs_input_grad[0] else None,
+            unbroadcast(g, sb) if ctx.needs_input_grad[1] else None,
+        )
 
 
 class Sub(Function):
@@ -53,8 +54,10 @@ class Sub(Function):
     @staticmethod
     def backward(ctx, g):
         sa, sb = ctx.shapes
-        return (unbroadcast(g, sa) if ctx.needs_input_grad[0] else None,
-                unbroadcast(-g, sb) if ctx.needs_input_grad[1] else None)
+        return (
+            unbroadcast(g, sa) if ctx.needs_input_grad[0] else None,
+            unbroadcast(-g, sb) if ctx.needs_input_grad[1] else None,
+        )
 
 
 class Mul(Function):
@@ -66,8 +69,10 @@ class Mul(Function):
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
-        return (unbroadcast(g * b, np.shape(a)) if ctx.needs_input_grad[0] else None,
-                unbroadcast(g * a, np.shape(b)) if ctx.needs_input_grad[1] else None)
+        return (
+            unbroadcast(g * b, np.shape(a)) if ctx.needs_input_grad[0] else None,
+            unbroadcast(g * a, np.shape(b)) if ctx.needs_input_grad[1] else None,
+        )
 
 
 class Div(Function):
@@ -442,6 +447,8 @@ class Where(Function):
     def backward(ctx, g):
         (cond,) = ctx.saved_tensors
         sa, sb = ctx.shapes
-        return (None,
-                unbroadcast(np.where(cond, g, 0), sa) if ctx.needs_input_grad[1] else None,
-                unbroadcast(np.where(cond, 0, g), sb) if ctx.needs_input_grad[2] else None)
+        return (
+            None,
+            unbroadcast(np.where(cond, g, 0), sa) if ctx.needs_input_grad[1] else None,
+            unbroadcast(np.where(cond, 0, g), sb) if ctx.needs_input_grad[2] else None,
+        )

@@ -117,9 +117,16 @@ class DigitsCNN(Recipe):
     @staticmethod
     def model() -> nn.Module:
         return nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Dropout(0.25), nn.Linear(64 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, 10),
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Dropout(0.25),
+            nn.Linear(64 * 4 * 4, 128),
+            nn.ReLU(),
+            nn.Linear(128, 10),
         )
 
     def build(self):
@@ -194,10 +201,12 @@ class SunspotsLSTM(Recipe):
 
     def summary(self, history):
         last = history[-1]
-        units = self.series.std ** 2
-        return [f"test MSE {last['test_mse']:.4f} vs persistence baseline {last['persistence_mse']:.4f} "
-                f"(normalised units; {last['test_mse'] * units:.0f} vs {last['persistence_mse'] * units:.0f} "
-                f"in sunspot numbers squared): {last['test_mse'] / last['persistence_mse']:.2f}x the baseline"]
+        units = self.series.std**2
+        return [
+            f"test MSE {last['test_mse']:.4f} vs persistence baseline {last['persistence_mse']:.4f} "
+            f"(normalised units; {last['test_mse'] * units:.0f} vs {last['persistence_mse'] * units:.0f} "
+            f"in sunspot numbers squared): {last['test_mse'] / last['persistence_mse']:.2f}x the baseline"
+        ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,8 +238,9 @@ class CharLSTM(Recipe):
 
     def build(self):
         self.corpus = data.char_corpus(seq_len=self.seq_len)
-        self.loader = data.DataLoader(self.corpus.train, self.cfg.batch_size, shuffle=True, drop_last=True,
-                                      seed=self.cfg.seed)
+        self.loader = data.DataLoader(
+            self.corpus.train, self.cfg.batch_size, shuffle=True, drop_last=True, seed=self.cfg.seed
+        )
         self.loaders = [self.loader]
         self.models["model"] = CharModel(self.corpus.vocab_size)
         self.optimizers["model"] = optim.Adam(self.models["model"].parameters(), lr=self.cfg.lr)
@@ -249,8 +259,10 @@ class CharLSTM(Recipe):
         losses = []
         with no_grad():
             for start in range(0, len(ids), 256):
-                losses.append(self._loss(ids[start:start + 256], targets[start:start + 256]).item()
-                              * len(ids[start:start + 256]))
+                losses.append(
+                    self._loss(ids[start : start + 256], targets[start : start + 256]).item()
+                    * len(ids[start : start + 256])
+                )
         return {"val_loss": sum(losses) / len(ids), "unigram_entropy": self.corpus.unigram_entropy()}
 
     def sample(self, prompt: str = "The ", n: int = 400, temperature: float = 0.8) -> str:
@@ -271,9 +283,11 @@ class CharLSTM(Recipe):
 
     def summary(self, history):
         last = history[-1]
-        return [f"validation loss {last['val_loss']:.3f} nats/char vs unigram entropy "
-                f"{last['unigram_entropy']:.3f} ({last['val_loss'] / last['unigram_entropy']:.2f}x)",
-                "sample:\n" + self.sample(n=self.sample_chars)]
+        return [
+            f"validation loss {last['val_loss']:.3f} nats/char vs unigram entropy "
+            f"{last['unigram_entropy']:.3f} ({last['val_loss'] / last['unigram_entropy']:.2f}x)",
+            "sample:\n" + self.sample(n=self.sample_chars),
+        ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,18 +302,33 @@ class DigitsGAN(Recipe):
     latent = 32
 
     def build(self):
-        images = np.concatenate([data.digits(train=True, seed=self.cfg.seed).arrays[0],
-                                 data.digits(train=False, seed=self.cfg.seed).arrays[0]])
+        images = np.concatenate(
+            [
+                data.digits(train=True, seed=self.cfg.seed).arrays[0],
+                data.digits(train=False, seed=self.cfg.seed).arrays[0],
+            ]
+        )
         self.images = images.reshape(len(images), 64) * 2 - 1  # [-1, 1], the generator's tanh range
-        self.loader = data.DataLoader(data.TensorDataset(self.images), self.cfg.batch_size, shuffle=True,
-                                      drop_last=True, seed=self.cfg.seed)
+        self.loader = data.DataLoader(
+            data.TensorDataset(self.images), self.cfg.batch_size, shuffle=True, drop_last=True, seed=self.cfg.seed
+        )
         self.loaders = [self.loader]
         self.models["generator"] = nn.Sequential(
-            nn.Linear(self.latent, 128), nn.LeakyReLU(0.2), nn.Linear(128, 256), nn.LeakyReLU(0.2),
-            nn.Linear(256, 64), nn.Tanh())
+            nn.Linear(self.latent, 128),
+            nn.LeakyReLU(0.2),
+            nn.Linear(128, 256),
+            nn.LeakyReLU(0.2),
+            nn.Linear(256, 64),
+            nn.Tanh(),
+        )
         self.models["discriminator"] = nn.Sequential(
-            nn.Linear(64, 256), nn.LeakyReLU(0.2), nn.Dropout(0.3), nn.Linear(256, 128), nn.LeakyReLU(0.2),
-            nn.Linear(128, 1))
+            nn.Linear(64, 256),
+            nn.LeakyReLU(0.2),
+            nn.Dropout(0.3),
+            nn.Linear(256, 128),
+            nn.LeakyReLU(0.2),
+            nn.Linear(128, 1),
+        )
         for name, model in self.models.items():
             self.optimizers[name] = optim.Adam(model.parameters(), lr=self.cfg.lr, betas=(0.5, 0.999))
         self.loss = nn.BCEWithLogitsLoss()
@@ -358,8 +387,10 @@ class DigitsGAN(Recipe):
 
     def summary(self, history):
         last = history[-1]
-        return [f"discriminator: D(real) {last['d_real']:.2f}, D(generated) {last['d_fake']:.2f}; "
-                "--plot PATH draws the generated digits"]
+        return [
+            f"discriminator: D(real) {last['d_real']:.2f}, D(generated) {last['d_fake']:.2f}; "
+            "--plot PATH draws the generated digits"
+        ]
 
 
 def _sigmoid(z):
@@ -455,15 +486,19 @@ def train(cfg: TrainConfig, out=None) -> dict:
     start = time.perf_counter()
     for epoch in range(done + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        metrics = recipe.train_epoch(lambda it, n: progress(it, n, epoch))
+        metrics = recipe.train_epoch(lambda it, n, epoch=epoch: progress(it, n, epoch))
         for sched in recipe.schedulers.values():
             sched.step()
         metrics.update(recipe.evaluate())
         metrics = {"epoch": epoch, **{k: float(v) for k, v in metrics.items()}, "seconds": time.perf_counter() - t0}
         history.append(metrics)
-        print(f"epoch {epoch:3d}/{cfg.epochs}  " + "  ".join(
-            f"{k} {v:.4f}" for k, v in metrics.items() if k not in ("epoch", "seconds"))
-            + f"  ({metrics['seconds']:.1f} s)", file=out, flush=True)
+        print(
+            f"epoch {epoch:3d}/{cfg.epochs}  "
+            + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k not in ("epoch", "seconds"))
+            + f"  ({metrics['seconds']:.1f} s)",
+            file=out,
+            flush=True,
+        )
         if cfg.checkpoint:
             io.save(_state(recipe, epoch, history), cfg.checkpoint)
     seconds = time.perf_counter() - start

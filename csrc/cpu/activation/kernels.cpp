@@ -72,10 +72,9 @@ void relu_backward(const T* __restrict grad, const T* __restrict x, T* __restric
 constexpr float kGeluLimit = 15.0f;
 constexpr float kA0Hi = 0.75179154f, kA0Lo = -1.211445e-08f;
 constexpr float kTailP[] = {0.5f, 4.392894804e-01f, 1.839733869e-01f, 4.088249058e-02f, 4.153406713e-03f};
-constexpr float kTailQ[] = {1.0f,           1.676463962e+00f, 1.205566406e+00f,
-                            4.714198411e-01f, 1.024833173e-01f, 1.041093562e-02f};
-constexpr float kSlopeP[] = {6.650779843e-01f, 7.541841269e-01f, 3.784891665e-01f, 9.587685764e-02f,
-                             1.047033910e-02f};
+constexpr float kTailQ[] = {
+    1.0f, 1.676463962e+00f, 1.205566406e+00f, 4.714198411e-01f, 1.024833173e-01f, 1.041093562e-02f};
+constexpr float kSlopeP[] = {6.650779843e-01f, 7.541841269e-01f, 3.784891665e-01f, 9.587685764e-02f, 1.047033910e-02f};
 constexpr float kSlopeQ[] = {1.0f, 1.399591088e+00f, 7.941515446e-01f, 2.206038237e-01f, 2.624510229e-02f};
 
 // |x| limited to kGeluLimit; NaN -> the limit (a number for the exponential's bit tricks; the
@@ -151,8 +150,7 @@ constexpr float kRootP[] = {2.460656881e+00f, -9.991146624e-02f, 4.004395306e-01
   const float b = std::fabs(t) < kRootWindow ? t * polynomial(t, kRootP) : one_m + s;  // 1 + s + m
   const float m = x * (kM1 + kM3 * (x * x));
   const float q = (x < 0.0f ? e.m * b : one_s + s * m) / (one_s * one_s);
-  const float d = std::fabs(w) >= kTanhLimit ? (x < 0.0f ? 0.0f : 1.0f)
-                                             : (x < 0.0f ? (q * e.s) * kScaleDown : q);
+  const float d = std::fabs(w) >= kTanhLimit ? (x < 0.0f ? 0.0f : 1.0f) : (x < 0.0f ? (q * e.s) * kScaleDown : q);
   return std::fabs(x) < kInf ? d : kNaN;  // +-inf: NaN (+-inf * 0), as PyTorch
 }
 

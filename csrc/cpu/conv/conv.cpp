@@ -63,13 +63,13 @@ Plan make_plan(const Conv2dShape& s) {
   if (plan.pixels < kTargetColumns && s.batch > 1) {
     const int64_t per_slot = (s.batch + plan.slots - 1) / plan.slots;
     int64_t images = std::min(per_slot, (kTargetColumns + plan.pixels - 1) / plan.pixels);
-    images = std::max<int64_t>(1, std::min(images, kMaxColumnBytes / (column_bytes * std::max<int64_t>(plan.pixels, 1))));
+    images =
+        std::max<int64_t>(1, std::min(images, kMaxColumnBytes / (column_bytes * std::max<int64_t>(plan.pixels, 1))));
     const int64_t blocks_per_slot = (per_slot + images - 1) / images;
     plan.images = (per_slot + blocks_per_slot - 1) / blocks_per_slot;  // equal blocks per slot
   }
-  plan.direct = plan.images == 1 && s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 &&
-                s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0 && s.out_h == s.in_h &&
-                s.out_w == s.in_w;
+  plan.direct = plan.images == 1 && s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 &&
+                s.pad_h == 0 && s.pad_w == 0 && s.out_h == s.in_h && s.out_w == s.in_w;
   const int64_t row_bytes = column_bytes * std::max<int64_t>(s.out_w, 1);
   plan.rows = plan.images > 1 || plan.direct
                   ? s.out_h
@@ -89,8 +89,7 @@ T* thread_buffer(int which, int64_t count) {
 // column offset in x (the group's channels of one image), and the valid columns [q_lo, q_hi)
 // (empty when the input row is padding). Shared by im2col and its adjoint col2im.
 template <class Visit>
-void for_each_tap_row(const Conv2dShape& s, int64_t group_in, int64_t p0, int64_t p1, int64_t ld,
-                      Visit visit) {
+void for_each_tap_row(const Conv2dShape& s, int64_t group_in, int64_t p0, int64_t p1, int64_t ld, Visit visit) {
   for (int64_t c = 0; c < group_in; ++c)
     for (int64_t r = 0; r < s.kernel_h; ++r)
       for (int64_t t = 0; t < s.kernel_w; ++t) {
@@ -101,8 +100,8 @@ void for_each_tap_row(const Conv2dShape& s, int64_t group_in, int64_t p0, int64_
         for (int64_t p = p0; p < p1; ++p) {
           const int64_t ih = p * s.stride_h - s.pad_h + r * s.dilation_h;
           const bool inside = ih >= 0 && ih < s.in_h;
-          visit(row * ld + (p - p0) * s.out_w, c * s.in_h * s.in_w + ih * s.in_w + w_offset,
-                inside ? q_lo : 0, inside ? q_hi : 0);
+          visit(row * ld + (p - p0) * s.out_w, c * s.in_h * s.in_w + ih * s.in_w + w_offset, inside ? q_lo : 0,
+                inside ? q_hi : 0);
         }
       }
 }
@@ -201,13 +200,11 @@ template <class Body>
 void for_each_block(const Conv2dShape& s, const Plan& plan, Body body) {
   auto run_image_block = [&](int64_t n0, int slot, int gemm_threads) {
     for (int64_t p0 = 0; p0 < s.out_h; p0 += plan.rows)
-      body(Block{n0, std::min(s.batch, n0 + plan.images), p0, std::min(s.out_h, p0 + plan.rows)}, slot,
-           gemm_threads);
+      body(Block{n0, std::min(s.batch, n0 + plan.images), p0, std::min(s.out_h, p0 + plan.rows)}, slot, gemm_threads);
   };
   if (spread_over_slots(s, plan)) {
     run_on_threads(plan.slots, [&](int slot) {
-      for (int64_t n0 = slot * plan.images; n0 < s.batch; n0 += plan.slots * plan.images)
-        run_image_block(n0, slot, 1);
+      for (int64_t n0 = slot * plan.images; n0 < s.batch; n0 += plan.slots * plan.images) run_image_block(n0, slot, 1);
     });
   } else {
     for (int64_t n0 = 0; n0 < s.batch; n0 += plan.images) run_image_block(n0, 0, plan.slots);
@@ -223,8 +220,8 @@ T* plane_at(T* base, const Conv2dShape& s, int64_t channels, int64_t n, int64_t 
 // Copies `rows` channel rows of a block of several whole images between the (N, K, P*Q) tensor
 // and the block matrix (rows x images*P*Q).
 template <class T>
-void gather_images(const Conv2dShape& s, const Block& b, const T* tensor, int64_t channels,
-                   int64_t channel0, int64_t rows, T* block, int64_t ld) {
+void gather_images(const Conv2dShape& s, const Block& b, const T* tensor, int64_t channels, int64_t channel0,
+                   int64_t rows, T* block, int64_t ld) {
   const int64_t pixels = s.out_h * s.out_w;
   for (int64_t n = b.n0; n < b.n1; ++n)
     for (int64_t k = 0; k < rows; ++k)
@@ -233,8 +230,8 @@ void gather_images(const Conv2dShape& s, const Block& b, const T* tensor, int64_
 }
 
 template <class T>
-void scatter_images(const Conv2dShape& s, const Block& b, const T* block, int64_t ld, int64_t rows,
-                    T* tensor, int64_t channels, int64_t channel0) {
+void scatter_images(const Conv2dShape& s, const Block& b, const T* block, int64_t ld, int64_t rows, T* tensor,
+                    int64_t channels, int64_t channel0) {
   const int64_t pixels = s.out_h * s.out_w;
   for (int64_t n = b.n0; n < b.n1; ++n)
     for (int64_t k = 0; k < rows; ++k)
@@ -245,8 +242,8 @@ void scatter_images(const Conv2dShape& s, const Block& b, const T* block, int64_
 // col(X) of a block for one group: the input planes themselves when the plan is direct, else
 // im2col into the thread's buffer.
 template <class T>
-StridedMatrix<const T> block_columns(const Conv2dShape& s, const Plan& plan, const Block& b,
-                                     const T* x, int64_t group) {
+StridedMatrix<const T> block_columns(const Conv2dShape& s, const Plan& plan, const Block& b, const T* x,
+                                     int64_t group) {
   const int64_t channel0 = group * plan.group_in;
   if (plan.direct) return {x + (b.n0 * s.in_channels + channel0) * plan.in_plane + b.p0 * s.out_w, plan.in_plane, 1};
   const int64_t cols = b.columns(s), per_image = (b.p1 - b.p0) * s.out_w;
@@ -298,8 +295,8 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
       const bool one_image = b.n1 - b.n0 == 1;
       StridedMatrix<T> out{plane_at(y, s, s.out_channels, b.n0, k0, b.p0), plan.pixels, 1};
       if (!one_image) out = {thread_buffer<T>(1, plan.group_out * cols), cols, 1};
-      gemm<T>(plan.group_out, cols, plan.col_rows, T(1), {w + k0 * plan.col_rows, plan.col_rows, 1},
-              columns, T(0), out, epilogue, gemm_threads);
+      gemm<T>(plan.group_out, cols, plan.col_rows, T(1), {w + k0 * plan.col_rows, plan.col_rows, 1}, columns, T(0), out,
+              epilogue, gemm_threads);
       if (!one_image) scatter_images(s, b, out.data, cols, plan.group_out, y, s.out_channels, k0);
     }
   });
@@ -324,8 +321,8 @@ void conv2d_backward_data(const Conv2dShape& s, const T* grad_y, const T* w, T* 
       }
       T* dx_g = grad_x + (b.n0 * s.in_channels + c0) * plan.in_plane;
       if (plan.direct) {
-        gemm<T>(plan.group_in, cols, plan.group_out, T(1), w_t, dy, T(0),
-                {dx_g + b.p0 * s.out_w, plan.in_plane, 1}, {}, gemm_threads);
+        gemm<T>(plan.group_in, cols, plan.group_out, T(1), w_t, dy, T(0), {dx_g + b.p0 * s.out_w, plan.in_plane, 1}, {},
+                gemm_threads);
         continue;
       }
       T* dcol = thread_buffer<T>(0, plan.col_rows * cols);
@@ -338,8 +335,7 @@ void conv2d_backward_data(const Conv2dShape& s, const T* grad_y, const T* w, T* 
 }
 
 template <class T>
-void conv2d_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x, T* grad_w,
-                            T* grad_bias) {
+void conv2d_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x, T* grad_w, T* grad_bias) {
   if (grad_bias) bias_gradient(s, grad_y, grad_bias);
   if (is_depthwise(s)) return depthwise_backward_weight(s, grad_y, x, grad_w);
   if (winograd_applies_to_weight_grad(s)) return winograd_backward_weight(s, grad_y, x, grad_w);

@@ -28,7 +28,6 @@ void conv2d_backward_data(const Conv2dShape& shape, const T* grad_y, const T* w,
 // grad_w (K, C/groups, R, S) and, when not null, grad_bias (K): the gradients with respect to w
 // and the bias. Written, never read.
 template <class T>
-void conv2d_backward_weight(const Conv2dShape& shape, const T* grad_y, const T* x, T* grad_w,
-                            T* grad_bias);
+void conv2d_backward_weight(const Conv2dShape& shape, const T* grad_y, const T* x, T* grad_w, T* grad_bias);
 
 }  // namespace deepkern::cpu

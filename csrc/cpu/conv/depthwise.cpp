@@ -26,8 +26,8 @@ void parallel_ranges(int64_t count, int64_t work_per_item, Body body) {
 
 template <class T>
 const DepthwiseKernels<T>& dispatched_kernels() {
-  return dispatch(IsaFamily::conv_depthwise, IsaTables{generic::depthwise_kernels, avx2::depthwise_kernels,
-                                                       avx512::depthwise_kernels})
+  return dispatch(IsaFamily::conv_depthwise,
+                  IsaTables{generic::depthwise_kernels, avx2::depthwise_kernels, avx512::depthwise_kernels})
       .of<T>();
 }
 

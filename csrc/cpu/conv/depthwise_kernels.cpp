@@ -71,18 +71,18 @@ void forward_plane(const Conv2dShape& s, const T* x_plane, const T* w_k, T bias,
     return accumulate_taps<false>(s.out_h, s.out_w, R, S, w_k, bordered, y_plane);
   }
   const int64_t sw = s.stride_w;
-  for_each_tap(s, [&](int64_t p, int64_t r, int64_t t, int64_t ih, int64_t w_offset, int64_t q_lo,
-                      int64_t q_hi) __attribute__((always_inline)) {
-    const T weight = w_k[r * s.kernel_w + t];
-    const T* __restrict in = x_plane + ih * s.in_w + w_offset;
-    T* __restrict out = y_plane + p * s.out_w;
-    if (sw == 1) {
+  for_each_tap(s, [&](int64_t p, int64_t r, int64_t t, int64_t ih, int64_t w_offset, int64_t q_lo, int64_t q_hi)
+                      __attribute__((always_inline)) {
+                        const T weight = w_k[r * s.kernel_w + t];
+                        const T* __restrict in = x_plane + ih * s.in_w + w_offset;
+                        T* __restrict out = y_plane + p * s.out_w;
+                        if (sw == 1) {
 #pragma omp simd
-      for (int64_t q = q_lo; q < q_hi; ++q) out[q] += weight * in[q];
-    } else {
-      for (int64_t q = q_lo; q < q_hi; ++q) out[q] += weight * in[q * sw];
-    }
-  });
+                          for (int64_t q = q_lo; q < q_hi; ++q) out[q] += weight * in[q];
+                        } else {
+                          for (int64_t q = q_lo; q < q_hi; ++q) out[q] += weight * in[q * sw];
+                        }
+                      });
 }
 
 template <class T>
@@ -94,18 +94,18 @@ void backward_data_plane(const Conv2dShape& s, const T* dy_plane, const T* w_k, 
     return accumulate_taps<true>(s.in_h, s.in_w, R, S, w_k, bordered, dx_plane);
   }
   const int64_t sw = s.stride_w;
-  for_each_tap(s, [&](int64_t p, int64_t r, int64_t t, int64_t ih, int64_t w_offset, int64_t q_lo,
-                      int64_t q_hi) __attribute__((always_inline)) {
-    const T weight = w_k[r * s.kernel_w + t];
-    const T* __restrict dy = dy_plane + p * s.out_w;
-    T* __restrict dx = dx_plane + ih * s.in_w + w_offset;
-    if (sw == 1) {
+  for_each_tap(s, [&](int64_t p, int64_t r, int64_t t, int64_t ih, int64_t w_offset, int64_t q_lo, int64_t q_hi)
+                      __attribute__((always_inline)) {
+                        const T weight = w_k[r * s.kernel_w + t];
+                        const T* __restrict dy = dy_plane + p * s.out_w;
+                        T* __restrict dx = dx_plane + ih * s.in_w + w_offset;
+                        if (sw == 1) {
 #pragma omp simd
-      for (int64_t q = q_lo; q < q_hi; ++q) dx[q] += weight * dy[q];
-    } else {
-      for (int64_t q = q_lo; q < q_hi; ++q) dx[q * sw] += weight * dy[q];
-    }
-  });
+                          for (int64_t q = q_lo; q < q_hi; ++q) dx[q] += weight * dy[q];
+                        } else {
+                          for (int64_t q = q_lo; q < q_hi; ++q) dx[q * sw] += weight * dy[q];
+                        }
+                      });
 }
 
 // Row by row: one dot product per tap and output row. (Dot products over the whole bordered plane,
@@ -113,19 +113,19 @@ void backward_data_plane(const Conv2dShape& s, const T* dy_plane, const T* w_k, 
 template <class T>
 void backward_weight_plane(const Conv2dShape& s, const T* dy_plane, const T* x_plane, T* dw_k) {
   const int64_t sw = s.stride_w;
-  for_each_tap(s, [&](int64_t p, int64_t r, int64_t t, int64_t ih, int64_t w_offset, int64_t q_lo,
-                      int64_t q_hi) __attribute__((always_inline)) {
-    const T* dy = dy_plane + p * s.out_w;
-    const T* in = x_plane + ih * s.in_w + w_offset;
-    T sum = 0;
-    if (sw == 1) {
+  for_each_tap(s, [&](int64_t p, int64_t r, int64_t t, int64_t ih, int64_t w_offset, int64_t q_lo, int64_t q_hi)
+                      __attribute__((always_inline)) {
+                        const T* dy = dy_plane + p * s.out_w;
+                        const T* in = x_plane + ih * s.in_w + w_offset;
+                        T sum = 0;
+                        if (sw == 1) {
 #pragma omp simd reduction(+ : sum)
-      for (int64_t q = q_lo; q < q_hi; ++q) sum += dy[q] * in[q];
-    } else {
-      for (int64_t q = q_lo; q < q_hi; ++q) sum += dy[q] * in[q * sw];
-    }
-    dw_k[r * s.kernel_w + t] += sum;
-  });
+                          for (int64_t q = q_lo; q < q_hi; ++q) sum += dy[q] * in[q];
+                        } else {
+                          for (int64_t q = q_lo; q < q_hi; ++q) sum += dy[q] * in[q * sw];
+                        }
+                        dw_k[r * s.kernel_w + t] += sum;
+                      });
 }
 
 template <class T>

@@ -29,8 +29,8 @@ constexpr int64_t kTargetTiles = 512;                  // GEMM columns per block
 
 template <class T>
 const WinogradKernels<T>& dispatched_kernels() {
-  return dispatch(IsaFamily::conv_winograd, IsaTables{generic::winograd_kernels, avx2::winograd_kernels,
-                                                      avx512::winograd_kernels})
+  return dispatch(IsaFamily::conv_winograd,
+                  IsaTables{generic::winograd_kernels, avx2::winograd_kernels, avx512::winograd_kernels})
       .of<T>();
 }
 
@@ -70,9 +70,9 @@ double winograd_saving(const Conv2dShape& s) {
 bool winograd_applies(const Conv2dShape& s) {
   // 7 x 7 pays too (measured: 512 channels at 7 x 7, 2 threads, 29.5 ms against 31.6-34.7 ms for
   // im2col + GEMM, before the weight transform was vectorized).
-  return s.kernel_h == 3 && s.kernel_w == 3 && s.stride_h == 1 && s.stride_w == 1 &&
-         s.dilation_h == 1 && s.dilation_w == 1 && s.groups == 1 && s.pad_h <= 2 && s.pad_w <= 2 &&
-         s.in_channels >= 64 && s.out_channels >= 64 && winograd_saving(s) >= 1.7;
+  return s.kernel_h == 3 && s.kernel_w == 3 && s.stride_h == 1 && s.stride_w == 1 && s.dilation_h == 1 &&
+         s.dilation_w == 1 && s.groups == 1 && s.pad_h <= 2 && s.pad_w <= 2 && s.in_channels >= 64 &&
+         s.out_channels >= 64 && winograd_saving(s) >= 1.7;
 }
 
 bool winograd_applies_to_weight_grad(const Conv2dShape& s) {

@@ -116,8 +116,8 @@ void transform_input(const Conv2dShape& s, const WinogradTiling& t, const T* x, 
 // WinogradKernels::transform_output: A^T M A across a row of tiles into the 4 scratch rows (the
 // even and odd columns of the tile row's two output rows), then interleaved into y.
 template <class T>
-void transform_output(const Conv2dShape& s, const WinogradTiling& t, const T* m, int64_t ld, const T* bias,
-                      int64_t n0, int64_t n1, T* y, T* rows) {
+void transform_output(const Conv2dShape& s, const WinogradTiling& t, const T* m, int64_t ld, const T* bias, int64_t n0,
+                      int64_t n1, T* y, T* rows) {
   const int64_t K = s.out_channels, xi_stride = K * ld, tiles_w = t.tiles_w;
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t k = 0; k < K; ++k) {
@@ -153,8 +153,8 @@ void transform_output(const Conv2dShape& s, const WinogradTiling& t, const T* m,
 // (positions past the output are zero), with A = A^T's transpose; the tile row's two dY rows are
 // split into even and odd columns (the 4 scratch rows) first, so the transform runs across tiles.
 template <class T>
-void transform_grad_output(const Conv2dShape& s, const WinogradTiling& t, const T* grad_y, int64_t n0,
-                           int64_t n1, T* dbar, int64_t ld, T* rows) {
+void transform_grad_output(const Conv2dShape& s, const WinogradTiling& t, const T* grad_y, int64_t n0, int64_t n1,
+                           T* dbar, int64_t ld, T* rows) {
   const int64_t K = s.out_channels, xi_stride = K * ld, tiles_w = t.tiles_w;
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t k = 0; k < K; ++k) {

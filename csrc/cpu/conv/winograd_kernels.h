@@ -33,8 +33,8 @@ struct WinogradKernels {
                            int64_t n0, int64_t n1, T* y, T* rows);
   // dbar[xi][k][tile] (row stride ld) = (A dY A^T)[xi] for the tiles of images [n0, n1); `rows` is
   // a scratch of 4 rows of tiles_w elements.
-  void (*transform_grad_output)(const Conv2dShape& s, const WinogradTiling& t, const T* grad_y, int64_t n0,
-                                int64_t n1, T* dbar, int64_t ld, T* rows);
+  void (*transform_grad_output)(const Conv2dShape& s, const WinogradTiling& t, const T* grad_y, int64_t n0, int64_t n1,
+                                T* dbar, int64_t ld, T* rows);
   // grad_w[k][c] = G^T dU_kc G for the (k, c) pairs [lo, hi), du[xi][k][c] (planes `plane` apart).
   void (*transform_weight_grad)(const T* du, int64_t plane, int64_t lo, int64_t hi, T* grad_w);
 };

@@ -45,7 +45,7 @@ constexpr int64_t kGemvChunk = 4096;
 constexpr int64_t kMinParallelGemv = int64_t(1) << 16;
 
 const IsaTables<KernelsByType<GemmKernels>> kGemmTables{generic::gemm_kernels, avx2::gemm_kernels,
-                                                         avx512::gemm_kernels};
+                                                        avx512::gemm_kernels};
 
 // The active ISA's kernels, for running them (recorded as the ISA gemm ran on).
 template <class T>
@@ -131,8 +131,8 @@ void zero_panel_tail(int64_t width, int64_t depth, int panel, T* dst) {
 }
 
 template <class T>
-void pack_panel(const GemmKernels<T>& kern, int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ds,
-                int panel, T* dst) {
+void pack_panel(const GemmKernels<T>& kern, int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ds, int panel,
+                T* dst) {
   copy_to_panel(kern, width, depth, x, ws, ds, panel, dst);
   zero_panel_tail(width, depth, panel, dst);
 }
@@ -169,8 +169,8 @@ std::pair<TileKernel<T>, int> tile_for_rows(const GemmKernels<T>& kern, int64_t 
 // then packed just before use into an L1-sized buffer instead of a kc x nc block (same copy
 // work, but the panel never leaves L1, whatever B's strides).
 template <class T>
-void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int64_t m1,
-                int64_t n0, int64_t n1, const T* prepacked_b) {
+void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
+                const T* prepacked_b) {
   const int mr = kern.mr, nr = kern.nr;
   const int64_t rows = m1 - m0;
   const bool pack_b_per_panel = !prepacked_b && rows <= kern.mc;
@@ -193,13 +193,12 @@ void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int
       const T beta = pc == 0 ? P.beta : T(1);
       const bool last = pc + kc == P.k;
       const T* b_block = P.b.data + pc * P.b.row_stride + jc * P.b.col_stride;
-      if (!prepacked_b && !pack_b_per_panel)
-        pack_b(kern, kc, nc, b_block, P.b.row_stride, P.b.col_stride, b_pack);
+      if (!prepacked_b && !pack_b_per_panel) pack_b(kern, kc, nc, b_block, P.b.row_stride, P.b.col_stride, b_pack);
 
       for (int64_t ic = m0; ic < m1; ic += kern.mc) {
         const int64_t mc = std::min<int64_t>(kern.mc, m1 - ic);
-        pack_a(kern, mc, kc, P.a.data + ic * P.a.row_stride + pc * P.a.col_stride, P.a.row_stride,
-               P.a.col_stride, a_pack);
+        pack_a(kern, mc, kc, P.a.data + ic * P.a.row_stride + pc * P.a.col_stride, P.a.row_stride, P.a.col_stride,
+               a_pack);
         for (int64_t panel = 0; panel < col_panels; ++panel) {
           const int64_t jr = (descending ? col_panels - 1 - panel : panel) * nr;
           const int64_t ncols = std::min<int64_t>(nr, nc - jr);
@@ -221,8 +220,7 @@ void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int
               kernel(kc, a_panel, b_panel, nr, c_tile, P.c.row_stride, P.alpha, beta, ep);
             } else {
               kernel(kc, a_panel, b_panel, nr, edge_tile, nr, T(1), T(0), TileEpilogue<T>{});
-              kern.merge(nrows, ncols, edge_tile, nr, c_tile, P.c.row_stride, P.c.col_stride,
-                         P.alpha, beta, ep);
+              kern.merge(nrows, ncols, edge_tile, nr, c_tile, P.c.row_stride, P.c.col_stride, P.alpha, beta, ep);
             }
           }
         }
@@ -292,8 +290,8 @@ void gemv_split(const GemmKernels<T>& kern, const Problem<T>& P, int threads, in
     for (int64_t j0 = t * per_thread; j0 < end; j0 += chunk) {
       const int64_t nj = std::min(chunk, end - j0);
       product(x, j0, nj, y);
-      kern.merge(int64_t(1), nj, y, nj, P.c.data + j0 * P.c.col_stride, P.c.row_stride, P.c.col_stride, P.alpha,
-                 P.beta, tile_epilogue(P.epilogue, 0, j0, true));
+      kern.merge(int64_t(1), nj, y, nj, P.c.data + j0 * P.c.col_stride, P.c.row_stride, P.c.col_stride, P.alpha, P.beta,
+                 tile_epilogue(P.epilogue, 0, j0, true));
     }
   });
 }
@@ -326,8 +324,8 @@ void gemv_prepacked(const GemmKernels<T>& kern, const Problem<T>& P, const Packe
 template <class T>
 void gemm_empty_k(const Problem<T>& P) {
   const std::vector<T> zeros(static_cast<size_t>(P.n), T(0));
-  merge_tile(P.m, P.n, zeros.data(), int64_t(0), P.c.data, P.c.row_stride, P.c.col_stride, T(1),
-             P.beta, tile_epilogue(P.epilogue, 0, 0, true));
+  merge_tile(P.m, P.n, zeros.data(), int64_t(0), P.c.data, P.c.row_stride, P.c.col_stride, T(1), P.beta,
+             tile_epilogue(P.epilogue, 0, 0, true));
 }
 
 template <class T>
@@ -345,17 +343,15 @@ void run_gemm(Problem<T> P, int threads) {
 }  // namespace
 
 template <class T>
-void gemm(int64_t m, int64_t n, int64_t k, T alpha, StridedMatrix<const T> a,
-          StridedMatrix<const T> b, T beta, StridedMatrix<T> c, const GemmEpilogue<T>& epilogue,
-          int threads) {
+void gemm(int64_t m, int64_t n, int64_t k, T alpha, StridedMatrix<const T> a, StridedMatrix<const T> b, T beta,
+          StridedMatrix<T> c, const GemmEpilogue<T>& epilogue, int threads) {
   run_gemm(Problem<T>{m, n, k, alpha, a, b, beta, c, epilogue}, threads > 0 ? threads : num_threads());
 }
 
 template <class T>
-void gemm_batched(int64_t batch, const int64_t* a_offsets, const int64_t* b_offsets,
-                  const int64_t* c_offsets, int64_t m, int64_t n, int64_t k, T alpha,
-                  StridedMatrix<const T> a, StridedMatrix<const T> b, T beta, StridedMatrix<T> c,
-                  const GemmEpilogue<T>& epilogue) {
+void gemm_batched(int64_t batch, const int64_t* a_offsets, const int64_t* b_offsets, const int64_t* c_offsets,
+                  int64_t m, int64_t n, int64_t k, T alpha, StridedMatrix<const T> a, StridedMatrix<const T> b, T beta,
+                  StridedMatrix<T> c, const GemmEpilogue<T>& epilogue) {
   auto problem = [&](int64_t i) {
     Problem<T> P{m, n, k, alpha, a, b, beta, c, epilogue};
     P.a.data += a_offsets[i];
@@ -383,8 +379,7 @@ int64_t packed_b_size(int64_t k, int64_t n) {
 }
 
 template <class T>
-PackedB<T> pack_b_groups(int64_t k, int64_t n, int groups, int64_t group_offset, StridedMatrix<const T> b,
-                         T* panels) {
+PackedB<T> pack_b_groups(int64_t k, int64_t n, int groups, int64_t group_offset, StridedMatrix<const T> b, T* panels) {
   const GemmKernels<T>& kern = dispatched_kernels<T>();
   const int nr = kern.nr;
   const int64_t total = groups * n;
@@ -394,8 +389,8 @@ PackedB<T> pack_b_groups(int64_t k, int64_t n, int groups, int64_t group_offset,
     while (filled < nr && j0 + filled < total) {
       const int64_t j = j0 + filled, within = j % n;
       const int64_t run = std::min<int64_t>(nr - filled, n - within);
-      copy_to_panel(kern, run, k, b.data + j / n * group_offset + within * b.col_stride, b.col_stride, b.row_stride,
-                    nr, dst + filled);
+      copy_to_panel(kern, run, k, b.data + j / n * group_offset + within * b.col_stride, b.col_stride, b.row_stride, nr,
+                    dst + filled);
       filled += run;
     }
     zero_panel_tail(filled, k, nr, dst);
@@ -409,8 +404,8 @@ PackedB<T> pack_b_matrix(int64_t k, int64_t n, StridedMatrix<const T> b, T* pane
 }
 
 template <class T>
-void gemm_prepacked(int64_t m, T alpha, StridedMatrix<const T> a, const PackedB<T>& b, T beta,
-                    StridedMatrix<T> c, const GemmEpilogue<T>& epilogue, int threads, PanelOrder order) {
+void gemm_prepacked(int64_t m, T alpha, StridedMatrix<const T> a, const PackedB<T>& b, T beta, StridedMatrix<T> c,
+                    const GemmEpilogue<T>& epilogue, int threads, PanelOrder order) {
   const GemmKernels<T>& kern = dispatched_kernels<T>();
   if (kern.name != b.kernel) throw std::runtime_error("gemm_prepacked: B was packed for another kernel ISA");
   const Problem<T> P{m, b.n, b.k, alpha, a, {nullptr, 0, 0}, beta, c, epilogue, order};
@@ -425,30 +420,25 @@ const char* gemm_kernel_name(bool double_precision) {
   return double_precision ? active_kernels<double>().name : active_kernels<float>().name;
 }
 
-template void gemm<float>(int64_t, int64_t, int64_t, float, StridedMatrix<const float>,
-                          StridedMatrix<const float>, float, StridedMatrix<float>,
-                          const GemmEpilogue<float>&, int);
-template void gemm<double>(int64_t, int64_t, int64_t, double, StridedMatrix<const double>,
-                           StridedMatrix<const double>, double, StridedMatrix<double>,
-                           const GemmEpilogue<double>&, int);
+template void gemm<float>(int64_t, int64_t, int64_t, float, StridedMatrix<const float>, StridedMatrix<const float>,
+                          float, StridedMatrix<float>, const GemmEpilogue<float>&, int);
+template void gemm<double>(int64_t, int64_t, int64_t, double, StridedMatrix<const double>, StridedMatrix<const double>,
+                           double, StridedMatrix<double>, const GemmEpilogue<double>&, int);
 template int64_t packed_b_size<float>(int64_t, int64_t);
 template int64_t packed_b_size<double>(int64_t, int64_t);
 template PackedB<float> pack_b_matrix<float>(int64_t, int64_t, StridedMatrix<const float>, float*);
 template PackedB<double> pack_b_matrix<double>(int64_t, int64_t, StridedMatrix<const double>, double*);
 template PackedB<float> pack_b_groups<float>(int64_t, int64_t, int, int64_t, StridedMatrix<const float>, float*);
-template PackedB<double> pack_b_groups<double>(int64_t, int64_t, int, int64_t, StridedMatrix<const double>,
-                                               double*);
+template PackedB<double> pack_b_groups<double>(int64_t, int64_t, int, int64_t, StridedMatrix<const double>, double*);
 template void gemm_prepacked<float>(int64_t, float, StridedMatrix<const float>, const PackedB<float>&, float,
                                     StridedMatrix<float>, const GemmEpilogue<float>&, int, PanelOrder);
-template void gemm_prepacked<double>(int64_t, double, StridedMatrix<const double>, const PackedB<double>&,
-                                     double, StridedMatrix<double>, const GemmEpilogue<double>&, int, PanelOrder);
-template void gemm_batched<float>(int64_t, const int64_t*, const int64_t*, const int64_t*, int64_t,
-                                  int64_t, int64_t, float, StridedMatrix<const float>,
-                                  StridedMatrix<const float>, float, StridedMatrix<float>,
-                                  const GemmEpilogue<float>&);
-template void gemm_batched<double>(int64_t, const int64_t*, const int64_t*, const int64_t*,
-                                   int64_t, int64_t, int64_t, double, StridedMatrix<const double>,
-                                   StridedMatrix<const double>, double, StridedMatrix<double>,
-                                   const GemmEpilogue<double>&);
+template void gemm_prepacked<double>(int64_t, double, StridedMatrix<const double>, const PackedB<double>&, double,
+                                     StridedMatrix<double>, const GemmEpilogue<double>&, int, PanelOrder);
+template void gemm_batched<float>(int64_t, const int64_t*, const int64_t*, const int64_t*, int64_t, int64_t, int64_t,
+                                  float, StridedMatrix<const float>, StridedMatrix<const float>, float,
+                                  StridedMatrix<float>, const GemmEpilogue<float>&);
+template void gemm_batched<double>(int64_t, const int64_t*, const int64_t*, const int64_t*, int64_t, int64_t, int64_t,
+                                   double, StridedMatrix<const double>, StridedMatrix<const double>, double,
+                                   StridedMatrix<double>, const GemmEpilogue<double>&);
 
 }  // namespace deepkern::cpu

@@ -13,9 +13,9 @@ enum class BiasAxis : int { none = 0, rows = 1, cols = 2 };
 
 template <class T>
 struct GemmEpilogue {
-  const T* bias = nullptr;            // contiguous; length m (rows) or n (cols)
+  const T* bias = nullptr;  // contiguous; length m (rows) or n (cols)
   BiasAxis bias_axis = BiasAxis::none;
-  bool relu = false;                  // max(x, 0) after the bias; NaN stays NaN
+  bool relu = false;  // max(x, 0) after the bias; NaN stays NaN
 };
 
 template <class T>
@@ -29,18 +29,16 @@ struct StridedMatrix {
 // C must not overlap A, B or the bias. Runs on `threads` threads (0: num_threads(); other op
 // families pass 1 when they already run one problem per thread).
 template <class T>
-void gemm(int64_t m, int64_t n, int64_t k, T alpha, StridedMatrix<const T> a,
-          StridedMatrix<const T> b, T beta, StridedMatrix<T> c, const GemmEpilogue<T>& epilogue,
-          int threads = 0);
+void gemm(int64_t m, int64_t n, int64_t k, T alpha, StridedMatrix<const T> a, StridedMatrix<const T> b, T beta,
+          StridedMatrix<T> c, const GemmEpilogue<T>& epilogue, int threads = 0);
 
 // `batch` independent problems of one shape: problem i reads a.data + a_offsets[i] and
 // b.data + b_offsets[i] and writes c.data + c_offsets[i] (offsets in elements; broadcasting
 // repeats an offset). The bias is shared by every problem.
 template <class T>
-void gemm_batched(int64_t batch, const int64_t* a_offsets, const int64_t* b_offsets,
-                  const int64_t* c_offsets, int64_t m, int64_t n, int64_t k, T alpha,
-                  StridedMatrix<const T> a, StridedMatrix<const T> b, T beta, StridedMatrix<T> c,
-                  const GemmEpilogue<T>& epilogue);
+void gemm_batched(int64_t batch, const int64_t* a_offsets, const int64_t* b_offsets, const int64_t* c_offsets,
+                  int64_t m, int64_t n, int64_t k, T alpha, StridedMatrix<const T> a, StridedMatrix<const T> b, T beta,
+                  StridedMatrix<T> c, const GemmEpilogue<T>& epilogue);
 
 // B (k x n) packed once into the micro-kernel's panels, for many products with the same B (an
 // RNN's recurrent weights multiply every step): panel q holds columns q*nr .. q*nr+nr-1 over all
@@ -65,8 +63,7 @@ PackedB<T> pack_b_matrix(int64_t k, int64_t n, StridedMatrix<const T> b, T* pane
 // b.data + g * group_offset (one LSTM thread's columns of the four gate blocks): packed as one B
 // of groups * n columns, into packed_b_size(k, groups * n) elements.
 template <class T>
-PackedB<T> pack_b_groups(int64_t k, int64_t n, int groups, int64_t group_offset, StridedMatrix<const T> b,
-                         T* panels);
+PackedB<T> pack_b_groups(int64_t k, int64_t n, int groups, int64_t group_offset, StridedMatrix<const T> b, T* panels);
 
 // The order in which gemm_prepacked walks B's panels (m > 1). A B slightly larger than a cache
 // that is multiplied again and again misses on every panel when walked the same way each time (the
@@ -78,9 +75,8 @@ enum class PanelOrder { ascending, descending };
 // m == 1 runs a GEMV that streams each panel in order. Throws std::runtime_error if the active
 // ISA changed since B was packed.
 template <class T>
-void gemm_prepacked(int64_t m, T alpha, StridedMatrix<const T> a, const PackedB<T>& b, T beta,
-                    StridedMatrix<T> c, const GemmEpilogue<T>& epilogue, int threads = 0,
-                    PanelOrder order = PanelOrder::ascending);
+void gemm_prepacked(int64_t m, T alpha, StridedMatrix<const T> a, const PackedB<T>& b, T beta, StridedMatrix<T> c,
+                    const GemmEpilogue<T>& epilogue, int threads = 0, PanelOrder order = PanelOrder::ascending);
 
 // Name of the micro-kernel gemm<T> uses now ("avx512 12x32", ...), for show_config().
 const char* gemm_kernel_name(bool double_precision);

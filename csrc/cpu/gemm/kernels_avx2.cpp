@@ -43,7 +43,12 @@ namespace avx2 {
 // 96 x 512 A block (192 KB) fits even a 256 KB L2; kc = 512 halves C's memory traffic against
 // kc = 256 (here, forced to AVX2: 80 -> 84-86 GFLOP/s on one core at n = 2048-4096).
 const KernelsByType<GemmKernels> gemm_kernels = {
-    .f32 = {.name = "avx2 6x16", .mr = 6, .nr = 16, .mc = 96, .kc = 512, .nc = 3072,
+    .f32 = {.name = "avx2 6x16",
+            .mr = 6,
+            .nr = 16,
+            .mc = 96,
+            .kc = 512,
+            .nc = 3072,
             .tile = &tile_simd<F32x8, 6, 2>,
             .short_tiles = {{.rows = 2, .kernel = &tile_simd<F32x8, 2, 2, 6>},
                             {.rows = 4, .kernel = &tile_simd<F32x8, 4, 2, 6>}},
@@ -52,7 +57,12 @@ const KernelsByType<GemmKernels> gemm_kernels = {
             .gemv_packed = &gemv_packed_simd<F32x8, 2>,
             .transpose = &transpose_portable<float>,
             .merge = &merge_tile<float>},
-    .f64 = {.name = "avx2 6x8", .mr = 6, .nr = 8, .mc = 192, .kc = 256, .nc = 2048,
+    .f64 = {.name = "avx2 6x8",
+            .mr = 6,
+            .nr = 8,
+            .mc = 192,
+            .kc = 256,
+            .nc = 2048,
             .tile = &tile_simd<F64x4, 6, 2>,
             .short_tiles = {{.rows = 2, .kernel = &tile_simd<F64x4, 2, 2, 6>},
                             {.rows = 4, .kernel = &tile_simd<F64x4, 4, 2, 6>}},

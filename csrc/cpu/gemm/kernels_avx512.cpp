@@ -92,7 +92,12 @@ namespace avx512 {
 // 0.97x of OpenBLAS on one core). Short 4- and 8-row kernels finish M = 32, 64, 128 without
 // computing padding rows.
 const KernelsByType<GemmKernels> gemm_kernels = {
-    .f32 = {.name = "avx512 12x32", .mr = 12, .nr = 32, .mc = 240, .kc = 1024, .nc = 3072,
+    .f32 = {.name = "avx512 12x32",
+            .mr = 12,
+            .nr = 32,
+            .mc = 240,
+            .kc = 1024,
+            .nc = 3072,
             .tile = &tile_simd<F32x16, 12, 2>,
             .short_tiles = {{.rows = 4, .kernel = &tile_simd<F32x16, 4, 2, 12>},
                             {.rows = 8, .kernel = &tile_simd<F32x16, 8, 2, 12>}},
@@ -101,7 +106,12 @@ const KernelsByType<GemmKernels> gemm_kernels = {
             .gemv_packed = &gemv_packed_simd<F32x16, 2>,
             .transpose = &transpose_f32,
             .merge = &merge_tile<float>},
-    .f64 = {.name = "avx512 12x16", .mr = 12, .nr = 16, .mc = 240, .kc = 512, .nc = 2048,
+    .f64 = {.name = "avx512 12x16",
+            .mr = 12,
+            .nr = 16,
+            .mc = 240,
+            .kc = 512,
+            .nc = 2048,
             .tile = &tile_simd<F64x8, 12, 2>,
             .short_tiles = {{.rows = 4, .kernel = &tile_simd<F64x8, 4, 2, 12>},
                             {.rows = 8, .kernel = &tile_simd<F64x8, 8, 2, 12>}},

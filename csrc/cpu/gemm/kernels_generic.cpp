@@ -5,7 +5,12 @@ namespace deepkern::cpu::generic {
 
 // 4 x 8 floats: 8 xmm accumulators of the 16 SSE registers. No short tiles.
 const KernelsByType<GemmKernels> gemm_kernels = {
-    .f32 = {.name = "generic 4x8", .mr = 4, .nr = 8, .mc = 128, .kc = 256, .nc = 2048,
+    .f32 = {.name = "generic 4x8",
+            .mr = 4,
+            .nr = 8,
+            .mc = 128,
+            .kc = 256,
+            .nc = 2048,
             .tile = &tile_portable<float, 4, 8>,
             .short_tiles = {},
             .gemv_rows = &gemv_rows_portable<float>,
@@ -13,7 +18,12 @@ const KernelsByType<GemmKernels> gemm_kernels = {
             .gemv_packed = &gemv_packed_portable<float, 8>,
             .transpose = &transpose_portable<float>,
             .merge = &merge_tile<float>},
-    .f64 = {.name = "generic 4x4", .mr = 4, .nr = 4, .mc = 128, .kc = 256, .nc = 2048,
+    .f64 = {.name = "generic 4x4",
+            .mr = 4,
+            .nr = 4,
+            .mc = 128,
+            .kc = 256,
+            .nc = 2048,
             .tile = &tile_portable<double, 4, 4>,
             .short_tiles = {},
             .gemv_rows = &gemv_rows_portable<double>,

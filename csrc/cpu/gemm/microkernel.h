@@ -31,8 +31,8 @@ struct TileEpilogue {
 };
 
 template <class T>
-using TileKernel = void (*)(int64_t kc, const T* a_panel, const T* b_rows, int64_t ldb, T* c,
-                            int64_t ldc, T alpha, T beta, TileEpilogue<T> epilogue);
+using TileKernel = void (*)(int64_t kc, const T* a_panel, const T* b_rows, int64_t ldb, T* c, int64_t ldc, T alpha,
+                            T beta, TileEpilogue<T> epilogue);
 
 // y[j] = sum_p x[p] * B(p, j) for j < n, with B(p, j) = b[p * ldb + j] (rows contiguous).
 template <class T>
@@ -40,8 +40,7 @@ using GemvRowsKernel = void (*)(int64_t k, int64_t n, const T* x, const T* b, in
 
 // y[j] = sum_p x[p] * B(p, j) for j < n, with B(p, j) = bt[j * ldbt + p] (columns contiguous).
 template <class T>
-using GemvColsKernel = void (*)(int64_t k, int64_t n, const T* x, const T* bt, int64_t ldbt,
-                                T* y);
+using GemvColsKernel = void (*)(int64_t k, int64_t n, const T* x, const T* bt, int64_t ldbt, T* y);
 
 // y[j] = sum_p x[p] * B(p, j) for j < panels * nr, B as pack_b_matrix lays it out: panel q holds
 // columns q*nr .. q*nr+nr-1, its k rows of nr elements contiguous (one sequential stream).
@@ -60,7 +59,7 @@ using MergeKernel = void (*)(int64_t m, int64_t n, const T* acc, int64_t ld_acc,
 // A micro-kernel computing only the first `rows` rows of an MR x NR tile.
 template <class T>
 struct ShortTile {
-  int rows;              // 0: no such kernel
+  int rows;  // 0: no such kernel
   TileKernel<T> kernel;
 };
 
@@ -68,8 +67,8 @@ struct ShortTile {
 template <class T>
 struct GemmKernels {
   const char* name;
-  int mr, nr;           // register tile of the micro-kernel
-  int64_t mc, kc, nc;   // cache blocks: A block mc x kc (L2), B block kc x nc (L3)
+  int mr, nr;          // register tile of the micro-kernel
+  int64_t mc, kc, nc;  // cache blocks: A block mc x kc (L2), B block kc x nc (L3)
   TileKernel<T> tile;
   ShortTile<T> short_tiles[2];  // by rows ascending, each rows < mr; for the last row panel
   GemvRowsKernel<T> gemv_rows;

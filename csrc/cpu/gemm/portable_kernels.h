@@ -20,8 +20,8 @@ namespace {
 // acc[i * ld_acc + j] and C(i, j) = c[i * rs_c + j * cs_c]; C is not read when beta == 0.
 // Used for the edges of C, for strided C, and by the GEMV path.
 template <class T>
-inline void merge_tile(int64_t m, int64_t n, const T* acc, int64_t ld_acc, T* c, int64_t rs_c,
-                       int64_t cs_c, T alpha, T beta, const TileEpilogue<T>& ep) {
+inline void merge_tile(int64_t m, int64_t n, const T* acc, int64_t ld_acc, T* c, int64_t rs_c, int64_t cs_c, T alpha,
+                       T beta, const TileEpilogue<T>& ep) {
   const bool read_c = beta != T(0);
   const T* col_bias = ep.bias && ep.axis == BiasAxis::cols ? ep.bias : nullptr;
   for (int64_t i = 0; i < m; ++i) {
@@ -46,8 +46,8 @@ inline void merge_tile(int64_t m, int64_t n, const T* acc, int64_t ld_acc, T* c,
 // including translation unit is compiled for (the accumulators stay in registers for small
 // MR x NR).
 template <class T, int MR, int NR>
-void tile_portable(int64_t kc, const T* a_panel, const T* b_rows, int64_t ldb, T* c, int64_t ldc,
-                   T alpha, T beta, TileEpilogue<T> ep) {
+void tile_portable(int64_t kc, const T* a_panel, const T* b_rows, int64_t ldb, T* c, int64_t ldc, T alpha, T beta,
+                   TileEpilogue<T> ep) {
   T acc[MR * NR] = {};
   for (int64_t p = 0; p < kc; ++p) {
     const T* a = a_panel + p * MR;

@@ -17,9 +17,9 @@ namespace {
 // MR rows of C from an A panel packed A_STRIDE rows tall (A_STRIDE > MR: a short kernel for the
 // last row panel of C, reading the first MR rows of a full-height panel).
 template <class V, int MR, int NV, int A_STRIDE = MR>
-void tile_simd(int64_t kc, const typename V::scalar* a_panel, const typename V::scalar* b_rows,
-               int64_t ldb, typename V::scalar* c, int64_t ldc, typename V::scalar alpha,
-               typename V::scalar beta, TileEpilogue<typename V::scalar> ep) {
+void tile_simd(int64_t kc, const typename V::scalar* a_panel, const typename V::scalar* b_rows, int64_t ldb,
+               typename V::scalar* c, int64_t ldc, typename V::scalar alpha, typename V::scalar beta,
+               TileEpilogue<typename V::scalar> ep) {
   using R = typename V::reg;
   constexpr int W = V::width;
   R acc[MR][NV];
@@ -62,8 +62,7 @@ void tile_simd(int64_t kc, const typename V::scalar* a_panel, const typename V::
     for (int v = 0; v < NV; ++v) {
       R out = V::mul(acc[i][v], valpha);
       if (beta != 0) out = V::fmadd(vbeta, V::load(row + v * W), out);
-      if (ep.bias)
-        out = V::add(out, ep.axis == BiasAxis::rows ? V::set1(ep.bias[i]) : V::load(ep.bias + v * W));
+      if (ep.bias) out = V::add(out, ep.axis == BiasAxis::rows ? V::set1(ep.bias[i]) : V::load(ep.bias + v * W));
       if (ep.relu) out = V::relu(out);
       V::store(row + v * W, out);
     }
@@ -108,7 +107,8 @@ void gemv_packed_simd(int64_t k, int64_t panels, const typename V::scalar* x, co
 #pragma GCC unroll 2
         for (int s = 0; s < PAIR; ++s)
 #pragma GCC unroll 4
-          for (int v = 0; v < NV; ++v) acc[0][s][v] = V::fmadd(xv, V::load(bq + s * k * NR + p * NR + v * W), acc[0][s][v]);
+          for (int v = 0; v < NV; ++v)
+            acc[0][s][v] = V::fmadd(xv, V::load(bq + s * k * NR + p * NR + v * W), acc[0][s][v]);
       }
     } else {  // the last, odd panel
       for (int64_t p = 0; p < k; ++p) {

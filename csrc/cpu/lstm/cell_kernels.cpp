@@ -45,8 +45,7 @@ inline T tanh_of(T x) {  // 2 sigmoid(2x) - 1
 // h to y, for backward (a separate instantiation: inference's loop stores no more than it needs).
 template <bool kKeep, class T>
 [[gnu::always_inline]] inline void cell_row(int64_t units, const T* __restrict pre, int64_t pb, T* __restrict act,
-                                            int64_t H, const T* cp, T* __restrict c, T* __restrict h,
-                                            T* __restrict y) {
+                                            int64_t H, const T* cp, T* __restrict c, T* __restrict h, T* __restrict y) {
 #pragma omp simd
   for (int64_t j = 0; j < units; ++j) {
     const T i = sigmoid(pre[j]), f = sigmoid(pre[pb + j]), gg = tanh_of(pre[2 * pb + j]), o = sigmoid(pre[3 * pb + j]);
@@ -65,8 +64,8 @@ template <bool kKeep, class T>
 }
 
 template <class T>
-void cell_forward(int64_t rows, int64_t units, const T* __restrict pre, int64_t pre_block, T* __restrict act,
-                  int64_t H, const T* c_prev, T* __restrict c, T* __restrict h, T* __restrict y) {
+void cell_forward(int64_t rows, int64_t units, const T* __restrict pre, int64_t pre_block, T* __restrict act, int64_t H,
+                  const T* c_prev, T* __restrict c, T* __restrict h, T* __restrict y) {
   for (int64_t b = 0; b < rows; ++b) {
     const T* pb = pre + b * 4 * pre_block;
     const T* cp = c_prev ? c_prev + b * H : nullptr;
@@ -79,8 +78,7 @@ void cell_forward(int64_t rows, int64_t units, const T* __restrict pre, int64_t 
 
 template <class T>
 void cell_backward(int64_t rows, int64_t H, int64_t units, const T* __restrict gates, const T* __restrict c,
-                   const T* c_prev, const T* grad_y, const T* __restrict dh, T* __restrict dc,
-                   T* __restrict dgates) {
+                   const T* c_prev, const T* grad_y, const T* __restrict dh, T* __restrict dc, T* __restrict dgates) {
   for (int64_t b = 0; b < rows; ++b) {
     const T* g = gates + b * 4 * H;
     const T* cp = c_prev ? c_prev + b * H : nullptr;

@@ -21,8 +21,8 @@ struct CellKernels {
   // c_prev (rows H apart; c_prev null means zero): the gradient of h_t is dh + grad_y (grad_y may be
   // null); dc comes in as the gradient of c_t from later steps and leaves as the gradient of
   // c_{t-1}; dgates (rows 4H apart) receives the gradient of the gate pre-activations.
-  void (*backward)(int64_t rows, int64_t H, int64_t units, const T* gates, const T* c, const T* c_prev,
-                   const T* grad_y, const T* dh, T* dc, T* dgates);
+  void (*backward)(int64_t rows, int64_t H, int64_t units, const T* gates, const T* c, const T* c_prev, const T* grad_y,
+                   const T* dh, T* dc, T* dgates);
 };
 
 DEEPKERN_DECLARE_ISA_TABLES(KernelsByType<CellKernels>, cell_kernels)

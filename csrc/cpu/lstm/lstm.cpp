@@ -25,8 +25,7 @@ namespace {
 
 template <class T>
 const CellKernels<T>& dispatched_kernels() {
-  return dispatch(IsaFamily::lstm, IsaTables{generic::cell_kernels, avx2::cell_kernels, avx512::cell_kernels})
-      .of<T>();
+  return dispatch(IsaFamily::lstm, IsaTables{generic::cell_kernels, avx2::cell_kernels, avx512::cell_kernels}).of<T>();
 }
 
 // Index of the step processed s-th.
@@ -112,10 +111,12 @@ template <class T>
 TeamLayout team_layout(const LstmShape& s, int threads) {
   TeamLayout layout;
   if (threads <= 1) return layout;
-  const bool rows_pay = s.batch >= kRowSplitRows * threads &&
-                        4 * s.hidden * s.hidden * int64_t(sizeof(T)) <= kRowSplitWeightBytes;
-  if (!rows_pay && s.hidden >= kTeamMinUnits * threads) layout.unit_groups = threads;
-  else layout.row_groups = static_cast<int>(std::min<int64_t>(threads, s.batch));
+  const bool rows_pay =
+      s.batch >= kRowSplitRows * threads && 4 * s.hidden * s.hidden * int64_t(sizeof(T)) <= kRowSplitWeightBytes;
+  if (!rows_pay && s.hidden >= kTeamMinUnits * threads)
+    layout.unit_groups = threads;
+  else
+    layout.row_groups = static_cast<int>(std::min<int64_t>(threads, s.batch));
   return layout;
 }
 
@@ -176,8 +177,8 @@ struct StepStates {
 // barrier (the next step reads all of h_t). A step costs at most one barrier instead of a thread
 // hand-off per GEMM and per pointwise pass, and its gates never leave the core that uses them.
 template <class T>
-void forward_team(const LstmShape& s, int team, const T* x, const T* h0, const T* c0, const T* w_ih,
-                  const T* w_hh, const T* bias, T* y, T* gates, T* cells, T* hidden, T* h_last, T* c_last) {
+void forward_team(const LstmShape& s, int team, const T* x, const T* h0, const T* c0, const T* w_ih, const T* w_hh,
+                  const T* bias, T* y, T* gates, T* cells, T* hidden, T* h_last, T* c_last) {
   const int64_t B = s.batch, I = s.input, H = s.hidden, G = 4 * H, state = B * H;
   const bool keep = gates != nullptr;
   const CellKernels<T>& cell = dispatched_kernels<T>();
@@ -283,9 +284,8 @@ void backward_team(const LstmShape& s, int team, const T* grad_y, const T* c0, c
 }  // namespace
 
 template <class T>
-void lstm_forward(const LstmShape& s, const T* x, const T* h0, const T* c0, const T* w_ih,
-                  const T* w_hh, const T* bias, T* y, T* h_last, T* c_last, T* gates, T* cells,
-                  T* hidden) {
+void lstm_forward(const LstmShape& s, const T* x, const T* h0, const T* c0, const T* w_ih, const T* w_hh, const T* bias,
+                  T* y, T* h_last, T* c_last, T* gates, T* cells, T* hidden) {
   if (s.steps == 0) {
     copy_or_zero(h0, s.batch * s.hidden, h_last);
     copy_or_zero(c0, s.batch * s.hidden, c_last);
@@ -295,10 +295,9 @@ void lstm_forward(const LstmShape& s, const T* x, const T* h0, const T* c0, cons
 }
 
 template <class T>
-void lstm_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, const T* grad_c_last,
-                   const T* x, const T* h0, const T* c0, const T* w_ih, const T* w_hh,
-                   const T* gates, const T* cells, const T* hidden, T* grad_x, T* grad_h0,
-                   T* grad_c0, T* grad_w_ih, T* grad_w_hh, T* grad_bias) {
+void lstm_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, const T* grad_c_last, const T* x,
+                   const T* h0, const T* c0, const T* w_ih, const T* w_hh, const T* gates, const T* cells,
+                   const T* hidden, T* grad_x, T* grad_h0, T* grad_c0, T* grad_w_ih, T* grad_w_hh, T* grad_bias) {
   const int64_t B = s.batch, H = s.hidden, G = 4 * H, state = B * H, rows = s.steps * B;
   copy_or_zero(grad_h_last, state, grad_h0);  // dh and dc of the step being processed
   copy_or_zero(grad_c_last, state, grad_c0);
@@ -319,8 +318,8 @@ void lstm_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, co
   // processed pairs with h0.
   const int64_t first = step_at(s, 0);
   const int64_t dg_from = s.reverse ? 0 : 1, h_from = s.reverse ? 1 : 0;
-  gemm<T>(G, H, (s.steps - 1) * B, T(1), {dg + dg_from * B * G, 1, G}, {hidden + h_from * state, H, 1},
-          T(0), {grad_w_hh, H, 1}, {});
+  gemm<T>(G, H, (s.steps - 1) * B, T(1), {dg + dg_from * B * G, 1, G}, {hidden + h_from * state, H, 1}, T(0),
+          {grad_w_hh, H, 1}, {});
   if (h0) gemm<T>(G, H, B, T(1), {dg + first * B * G, 1, G}, {h0, H, 1}, T(1), {grad_w_hh, H, 1}, {});
   std::fill(grad_bias, grad_bias + G, T(0));
   for (int64_t r = 0; r < rows; ++r) {
@@ -332,15 +331,13 @@ void lstm_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, co
 
 template void lstm_forward<float>(const LstmShape&, const float*, const float*, const float*, const float*,
                                   const float*, const float*, float*, float*, float*, float*, float*, float*);
-template void lstm_forward<double>(const LstmShape&, const double*, const double*, const double*,
-                                   const double*, const double*, const double*, double*, double*, double*,
-                                   double*, double*, double*);
+template void lstm_forward<double>(const LstmShape&, const double*, const double*, const double*, const double*,
+                                   const double*, const double*, double*, double*, double*, double*, double*, double*);
 template void lstm_backward<float>(const LstmShape&, const float*, const float*, const float*, const float*,
-                                   const float*, const float*, const float*, const float*, const float*,
-                                   const float*, const float*, float*, float*, float*, float*, float*, float*);
-template void lstm_backward<double>(const LstmShape&, const double*, const double*, const double*,
+                                   const float*, const float*, const float*, const float*, const float*, const float*,
+                                   const float*, float*, float*, float*, float*, float*, float*);
+template void lstm_backward<double>(const LstmShape&, const double*, const double*, const double*, const double*,
                                     const double*, const double*, const double*, const double*, const double*,
-                                    const double*, const double*, const double*, double*, double*, double*,
-                                    double*, double*, double*);
+                                    const double*, const double*, double*, double*, double*, double*, double*, double*);
 
 }  // namespace deepkern::cpu

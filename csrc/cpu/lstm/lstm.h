@@ -16,17 +16,15 @@ struct LstmShape {
 // hidden (T, B, H), the cell and hidden state after each step. All C-contiguous. gates, cells
 // and hidden all null: inference (no cache kept, no memory of size T used beyond x and y).
 template <class T>
-void lstm_forward(const LstmShape& s, const T* x, const T* h0, const T* c0, const T* w_ih,
-                  const T* w_hh, const T* bias, T* y, T* h_last, T* c_last, T* gates, T* cells,
-                  T* hidden);
+void lstm_forward(const LstmShape& s, const T* x, const T* h0, const T* c0, const T* w_ih, const T* w_hh, const T* bias,
+                  T* y, T* h_last, T* c_last, T* gates, T* cells, T* hidden);
 
 // Backpropagation through time from the forward's cache. grad_y (T, B, H), grad_h_last and
 // grad_c_last (B, H) may be null (zero). Writes grad_x (T, B, I), grad_h0 and grad_c0 (B, H),
 // grad_w_ih (4H, I), grad_w_hh (4H, H) and grad_bias (4H): the gradient of each of b_ih and b_hh.
 template <class T>
-void lstm_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, const T* grad_c_last,
-                   const T* x, const T* h0, const T* c0, const T* w_ih, const T* w_hh,
-                   const T* gates, const T* cells, const T* hidden, T* grad_x, T* grad_h0,
-                   T* grad_c0, T* grad_w_ih, T* grad_w_hh, T* grad_bias);
+void lstm_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, const T* grad_c_last, const T* x,
+                   const T* h0, const T* c0, const T* w_ih, const T* w_hh, const T* gates, const T* cells,
+                   const T* hidden, T* grad_x, T* grad_h0, T* grad_c0, T* grad_w_ih, T* grad_w_hh, T* grad_bias);
 
 }  // namespace deepkern::cpu

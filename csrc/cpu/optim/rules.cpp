@@ -66,8 +66,10 @@ inline void in_prefetched_blocks(int64_t begin, int64_t end, std::initializer_li
 // combination of options gets its own branch-free loop.
 template <class F>
 inline void with_flag(bool flag, F&& f) {
-  if (flag) f(std::true_type{});
-  else f(std::false_type{});
+  if (flag)
+    f(std::true_type{});
+  else
+    f(std::false_type{});
 }
 
 // ---- SGD (ATen's fused CPU SGD) ----------------------------------------------------------------
@@ -198,8 +200,8 @@ void rmsprop(const RmspropOptions& o, const OptimTensor<T>& t, int64_t begin, in
     with_flag(o.centered, [&](auto centered) {
       with_flag(o.momentum > 0, [&](auto momentum) {
         in_prefetched_blocks<T>(begin, end, {t.param, t.grad, t.state[0], buf, ga}, [&](int64_t b0, int64_t b1) {
-          rmsprop_loop<T, wd, centered, momentum>(o, t.param + b0, t.grad + b0, t.state[0] + b0, buf ? buf + b0 : nullptr,
-                                                  ga ? ga + b0 : nullptr, b1 - b0);
+          rmsprop_loop<T, wd, centered, momentum>(o, t.param + b0, t.grad + b0, t.state[0] + b0,
+                                                  buf ? buf + b0 : nullptr, ga ? ga + b0 : nullptr, b1 - b0);
         });
       });
     });

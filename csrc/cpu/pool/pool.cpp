@@ -18,8 +18,7 @@ constexpr int64_t kMinParallelElements = int64_t(1) << 15;
 
 template <class T>
 const PoolKernels<T>& dispatched_kernels() {
-  return dispatch(IsaFamily::pool, IsaTables{generic::pool_kernels, avx2::pool_kernels, avx512::pool_kernels})
-      .of<T>();
+  return dispatch(IsaFamily::pool, IsaTables{generic::pool_kernels, avx2::pool_kernels, avx512::pool_kernels}).of<T>();
 }
 
 // Elements of a band's sub-planes (pool_kernels.h: PoolBands): 16 KB of float, so that a band stays
@@ -89,9 +88,8 @@ void max_pool2d_backward(const Pool2dShape& s, const T* grad_out, const int64_t*
   split(s, s.planes, [&](int64_t begin, int64_t end) {
     const int64_t bad = kern.max_pool_backward_planes(s, grad_out, indices, grad_x, begin, end);
     if (bad >= 0)
-      throw std::invalid_argument("index " + std::to_string(indices[bad]) + " at flat position " +
-                                  std::to_string(bad) + " is outside [0, " + std::to_string(s.in_h * s.in_w) +
-                                  ") (H*W of the input)");
+      throw std::invalid_argument("index " + std::to_string(indices[bad]) + " at flat position " + std::to_string(bad) +
+                                  " is outside [0, " + std::to_string(s.in_h * s.in_w) + ") (H*W of the input)");
   });
 }
 
@@ -129,12 +127,12 @@ void adaptive_avg_pool2d_backward(const Pool2dShape& s, const T* grad_out, T* gr
         [&](int64_t begin, int64_t end) { kern.adaptive_avg_pool_backward_planes(s, grad_out, grad_x, begin, end); });
 }
 
-#define DEEPKERN_POOL_INSTANTIATE(T)                                                                \
-  template void max_pool2d<T>(const Pool2dShape&, const T*, T*, int64_t*);                          \
-  template void max_pool2d_backward<T>(const Pool2dShape&, const T*, const int64_t*, T*);           \
-  template void avg_pool2d<T>(const Pool2dShape&, const T*, T*, bool, int64_t);                     \
-  template void avg_pool2d_backward<T>(const Pool2dShape&, const T*, T*, bool, int64_t);            \
-  template void adaptive_avg_pool2d<T>(const Pool2dShape&, const T*, T*);                           \
+#define DEEPKERN_POOL_INSTANTIATE(T)                                                      \
+  template void max_pool2d<T>(const Pool2dShape&, const T*, T*, int64_t*);                \
+  template void max_pool2d_backward<T>(const Pool2dShape&, const T*, const int64_t*, T*); \
+  template void avg_pool2d<T>(const Pool2dShape&, const T*, T*, bool, int64_t);           \
+  template void avg_pool2d_backward<T>(const Pool2dShape&, const T*, T*, bool, int64_t);  \
+  template void adaptive_avg_pool2d<T>(const Pool2dShape&, const T*, T*);                 \
   template void adaptive_avg_pool2d_backward<T>(const Pool2dShape&, const T*, T*);
 DEEPKERN_POOL_INSTANTIATE(float)
 DEEPKERN_POOL_INSTANTIATE(double)

@@ -27,9 +27,12 @@ namespace {
 // the stride phases vectorize with (de-)interleaving accesses), as a plain integer otherwise.
 template <class F>
 void with_stride(int64_t stride, F&& f) {
-  if (stride == 1) f(std::integral_constant<int64_t, 1>{});
-  else if (stride == 2) f(std::integral_constant<int64_t, 2>{});
-  else f(stride);
+  if (stride == 1)
+    f(std::integral_constant<int64_t, 1>{});
+  else if (stride == 2)
+    f(std::integral_constant<int64_t, 2>{});
+  else
+    f(stride);
 }
 
 // One band (pool_kernels.h: PoolBands): output rows [oh0, oh0 + rows) of planes [p0, p0 + planes).
@@ -42,9 +45,8 @@ template <class F>
 void for_each_band(const Pool2dShape& s, const PoolBands& bands, int64_t begin, int64_t end, F&& f) {
   for (int64_t r = begin; r < end;) {
     const int64_t p = r / s.out_h, oh0 = r % s.out_h;
-    const Band band = bands.planes > 1
-                          ? Band{p, std::min(bands.planes, (end - r) / s.out_h), 0, s.out_h}
-                          : Band{p, 1, oh0, std::min({bands.rows, s.out_h - oh0, end - r})};
+    const Band band = bands.planes > 1 ? Band{p, std::min(bands.planes, (end - r) / s.out_h), 0, s.out_h}
+                                       : Band{p, 1, oh0, std::min({bands.rows, s.out_h - oh0, end - r})};
     f(band);
     r += band.planes * band.rows;
   }
@@ -71,8 +73,8 @@ T* tap_input(const Pool2dShape& s, const PoolBands& bands, int64_t kh, int64_t k
 // phase b < sw, iw = c * sw + b - pad_w its input column: inside() where the columns of every phase
 // lie inside the input (a plain loop, vectorized with (de-)interleaving accesses), edge() elsewhere.
 template <class S, class Edge, class Inside>
-[[gnu::always_inline]] inline void for_each_row_column(const Pool2dShape& s, const PoolBands& bands, S sw,
-                                                       Edge&& edge, Inside&& inside) {
+[[gnu::always_inline]] inline void for_each_row_column(const Pool2dShape& s, const PoolBands& bands, S sw, Edge&& edge,
+                                                       Inside&& inside) {
   const int64_t lo = std::min(bands.pitch, (s.pad_w + sw - 1) / sw);
   const int64_t hi = std::clamp<int64_t>((s.in_w + s.pad_w) / sw, lo, bands.pitch);
   auto at_edge = [&](int64_t c) {
@@ -87,13 +89,14 @@ template <class S, class Edge, class Inside>
 // Calls row(a, r, ih) for every sub-plane row r and row phase a of a band's plane whose padded row
 // lies inside the input (ih: its input row), and outside(a, r) for the others.
 template <class Row, class Outside>
-void for_each_plane_row(const Pool2dShape& s, const PoolBands& bands, const Band& band, Row&& row,
-                        Outside&& outside) {
+void for_each_plane_row(const Pool2dShape& s, const PoolBands& bands, const Band& band, Row&& row, Outside&& outside) {
   for (int64_t r = 0; r < bands.sub_rows; ++r)
     for (int64_t a = 0; a < s.stride_h; ++a) {
       const int64_t ih = (band.oh0 + r) * s.stride_h + a - s.pad_h;
-      if (ih >= 0 && ih < s.in_h) row(a, r, ih);
-      else outside(a, r);
+      if (ih >= 0 && ih < s.in_h)
+        row(a, r, ih);
+      else
+        outside(a, r);
     }
 }
 
@@ -221,8 +224,8 @@ int64_t window_extent(int64_t start, int64_t n_in, int64_t kernel, int64_t pad, 
 // dst[ow] = src[ow] / divisor(oh, ow) for ow < out_w. Windows wholly inside the input along W share
 // one divisor, so the middle of the row is a plain vector loop.
 template <class T, class S>
-void divide_row(const Pool2dShape& s, S sw, int64_t oh, bool count_include_pad, int64_t divisor_override,
-                const T* src, T* dst) {
+void divide_row(const Pool2dShape& s, S sw, int64_t oh, bool count_include_pad, int64_t divisor_override, const T* src,
+                T* dst) {
   const int64_t end = s.out_w;
   if (divisor_override) {
     const T d = static_cast<T>(divisor_override);
@@ -251,8 +254,10 @@ DEEPKERN_ROW_LOOPS void divide_band(const Pool2dShape& s, const PoolBands& bands
                                     bool count_include_pad, int64_t divisor_override, const T* src, T* dst,
                                     bool into_band) {
   for_each_band_output(s, bands, band, [&](int64_t, int64_t i, int64_t at, int64_t from) {
-    if (into_band) divide_row(s, sw, band.oh0 + i, count_include_pad, divisor_override, src + at, dst + from);
-    else divide_row(s, sw, band.oh0 + i, count_include_pad, divisor_override, src + from, dst + at);
+    if (into_band)
+      divide_row(s, sw, band.oh0 + i, count_include_pad, divisor_override, src + at, dst + from);
+    else
+      divide_row(s, sw, band.oh0 + i, count_include_pad, divisor_override, src + from, dst + at);
   });
 }
 
@@ -303,9 +308,8 @@ DEEPKERN_ROW_LOOPS void merge_band(const Pool2dShape& s, const PoolBands& bands,
 // every sub-plane exactly one tap at offset 0, so the scaled gradients themselves are each
 // sub-plane's gradient and the tap passes are skipped.
 template <class T, class S>
-void avg_pool_backward_band(const Pool2dShape& s, const PoolBands& bands, S sw, const T* g, T* grad_x,
-                            const Band& band, bool count_include_pad, int64_t divisor_override,
-                            const PoolBandScratch<T>& scratch) {
+void avg_pool_backward_band(const Pool2dShape& s, const PoolBands& bands, S sw, const T* g, T* grad_x, const Band& band,
+                            bool count_include_pad, int64_t divisor_override, const PoolBandScratch<T>& scratch) {
   const int64_t n = band_extent(s, bands, band);
   const bool tiling = s.kernel_h == s.stride_h && s.kernel_w == sw && s.dilation_h == 1 && s.dilation_w == 1;
   T* __restrict scaled = scratch.outputs;
@@ -337,8 +341,10 @@ void max_pool_rows(const Pool2dShape& s, const PoolBands& bands, const T* x, T* 
                    int64_t end, const PoolBandScratch<T>& scratch) {
   with_stride(s.stride_w, [&](auto sw) {
     for_each_band(s, bands, begin, end, [&](const Band& band) {
-      if (indices) max_pool_band<T, true>(s, bands, sw, x, band, out, indices, scratch);
-      else max_pool_band<T, false>(s, bands, sw, x, band, out, nullptr, scratch);
+      if (indices)
+        max_pool_band<T, true>(s, bands, sw, x, band, out, indices, scratch);
+      else
+        max_pool_band<T, false>(s, bands, sw, x, band, out, nullptr, scratch);
     });
   });
 }
@@ -354,8 +360,10 @@ int64_t max_pool_backward_planes(const Pool2dShape& s, const T* grad_out, const 
     std::fill(gx, gx + in_plane, T(0));
     for (int64_t i = 0; i < out_plane; ++i) {
       const int64_t at = ind[i];
-      if (at >= 0 && at < in_plane) gx[at] += g[i];
-      else if (at != -1) return p * out_plane + i;
+      if (at >= 0 && at < in_plane)
+        gx[at] += g[i];
+      else if (at != -1)
+        return p * out_plane + i;
     }
   }
   return -1;
@@ -402,8 +410,7 @@ void adaptive_avg_pool_planes(const Pool2dShape& s, const T* x, T* out, int64_t 
 }
 
 template <class T>
-void adaptive_avg_pool_backward_planes(const Pool2dShape& s, const T* grad_out, T* grad_x, int64_t begin,
-                                       int64_t end) {
+void adaptive_avg_pool_backward_planes(const Pool2dShape& s, const T* grad_out, T* grad_x, int64_t begin, int64_t end) {
   const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
   for (int64_t p = begin; p < end; ++p) {
     const T* g = grad_out + p * out_plane;

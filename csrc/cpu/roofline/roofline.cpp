@@ -58,8 +58,8 @@ Buffer stream_buffer(int64_t n) {
 
 double measure_fma_gflops(Isa isa, int threads, double seconds) {
   if (isa != active_isa())
-    throw std::invalid_argument(std::string("measure_fma_gflops measures the active ISA ('") +
-                                isa_name(active_isa()) + "'), got '" + isa_name(isa) + "'");
+    throw std::invalid_argument(std::string("measure_fma_gflops measures the active ISA ('") + isa_name(active_isa()) +
+                                "'), got '" + isa_name(isa) + "'");
   const roofline::PeakLoops& loops = peak_loops();
   // Calibrate the iteration count on one thread, then time all threads together.
   int64_t iters = 1 << 16;

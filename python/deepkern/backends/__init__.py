@@ -16,8 +16,18 @@ from .base import DLPACK_CPU, DLPACK_CUDA, KERNELS, Backend
 from .cpu import CPUBackend
 
 __all__ = [
-    "Backend", "KERNELS", "Device", "CPU_DEVICE", "register", "get", "names", "backend_of", "device_of", "is_on",
-    "to_device", "as_array",
+    "Backend",
+    "KERNELS",
+    "Device",
+    "CPU_DEVICE",
+    "register",
+    "get",
+    "names",
+    "backend_of",
+    "device_of",
+    "is_on",
+    "to_device",
+    "as_array",
 ]
 
 _NDARRAY = np.ndarray
@@ -66,8 +76,10 @@ def register(backend: Backend) -> Backend:
     returns it. A device type has one backend."""
     for other in _BACKENDS.values():
         if other.name == backend.name or other.device_type == backend.device_type:
-            raise ValueError(f"register: {backend!r} (DLPack device type {backend.device_type}) clashes with the "
-                             f"registered {other!r} (DLPack device type {other.device_type})")
+            raise ValueError(
+                f"register: {backend!r} (DLPack device type {backend.device_type}) clashes with the "
+                f"registered {other!r} (DLPack device type {other.device_type})"
+            )
     _BACKENDS[backend.name] = backend
     return backend
 
@@ -126,13 +138,15 @@ def backend_of(*arrays, op: str) -> Backend:
         if first is None:
             first, first_array = device, array
         elif device != first:
-            raise RuntimeError(f"{op}: expected all arrays on the same device, found {_describe(first_array)} "
-                               f"and {_describe(array)}")
+            raise RuntimeError(
+                f"{op}: expected all arrays on the same device, found {_describe(first_array)} and {_describe(array)}"
+            )
     for backend in _BACKENDS.values():
         if backend.device_type == first[0]:
             return backend
-    raise RuntimeError(f"{op}: no deepkern backend for arrays on {_device_name(*first)} "
-                       f"(available: {', '.join(_BACKENDS)})")
+    raise RuntimeError(
+        f"{op}: no deepkern backend for arrays on {_device_name(*first)} (available: {', '.join(_BACKENDS)})"
+    )
 
 
 def device_of(array) -> Device:

@@ -13,15 +13,29 @@ from __future__ import annotations
 DLPACK_CPU, DLPACK_CUDA = 1, 2
 
 #: The kernel entries a backend may provide, by the ``deepkern._C`` function they mirror.
-KERNELS = frozenset({
-    "gemm",
-    "conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight",
-    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
-    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
-    "lstm_forward", "lstm_backward",
-    "sgd_step", "adam_step", "rmsprop_step",
-    "relu", "relu_backward", "gelu", "gelu_backward",
-})
+KERNELS = frozenset(
+    {
+        "gemm",
+        "conv2d_forward",
+        "conv2d_backward_data",
+        "conv2d_backward_weight",
+        "max_pool2d",
+        "max_pool2d_backward",
+        "avg_pool2d",
+        "avg_pool2d_backward",
+        "adaptive_avg_pool2d",
+        "adaptive_avg_pool2d_backward",
+        "lstm_forward",
+        "lstm_backward",
+        "sgd_step",
+        "adam_step",
+        "rmsprop_step",
+        "relu",
+        "relu_backward",
+        "gelu",
+        "gelu_backward",
+    }
+)
 
 #: Array functions every backend provides (``*_like`` have defaults below).
 ARRAY_FUNCTIONS = frozenset({"empty", "zeros", "full", "ascontiguousarray", "to_cpu", "from_cpu"})
@@ -55,8 +69,9 @@ class Backend:
 
     def __getattr__(self, name):  # reached only for what the subclass does not define
         if name in KERNELS or name in ARRAY_FUNCTIONS:
-            raise NotImplementedError(f"{name} is not implemented on device '{self.name}' "
-                                      f"(deepkern's {self.name} backend has no {name})")
+            raise NotImplementedError(
+                f"{name} is not implemented on device '{self.name}' (deepkern's {self.name} backend has no {name})"
+            )
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
     def __repr__(self):

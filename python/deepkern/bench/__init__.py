@@ -27,6 +27,8 @@ The modules: :mod:`.timing`, :mod:`.libraries`, :mod:`.peak` (the machine's ceil
 
 from __future__ import annotations
 
+# Each op family's module registers its suite when imported (in this order in the registry).
+from . import activation, conv, gemm, lstm, optim, pool, train  # noqa: F401
 from .libraries import limit_threads, threadpoolctl_available
 from .peak import Peak, measure_peak
 from .registry import SUITES, Case, Suite, get_suite, register_suite
@@ -34,12 +36,32 @@ from .report import Report, Row, format_peaks, format_summary, format_table, pea
 from .runner import ROUNDS, run_suite
 from .timing import Timing, time_fn
 
-# Each op family's module registers its suite when imported (in this order in the registry).
-from . import gemm, conv, pool, lstm, optim, train, activation  # noqa: F401
-
 __all__ = [
-    "SUITES", "Case", "Suite", "get_suite", "register_suite", "run_suite", "ROUNDS",
-    "Peak", "measure_peak", "Timing", "time_fn", "limit_threads", "threadpoolctl_available",
-    "Report", "Row", "format_peaks", "format_summary", "format_table", "peaks_json", "summarize", "to_json",
-    "gemm", "conv", "pool", "lstm", "optim", "train",
+    "SUITES",
+    "Case",
+    "Suite",
+    "get_suite",
+    "register_suite",
+    "run_suite",
+    "ROUNDS",
+    "Peak",
+    "measure_peak",
+    "Timing",
+    "time_fn",
+    "limit_threads",
+    "threadpoolctl_available",
+    "Report",
+    "Row",
+    "format_peaks",
+    "format_summary",
+    "format_table",
+    "peaks_json",
+    "summarize",
+    "to_json",
+    "gemm",
+    "conv",
+    "pool",
+    "lstm",
+    "optim",
+    "train",
 ]

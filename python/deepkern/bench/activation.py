@@ -43,7 +43,7 @@ def _reference(op: str, inputs: tuple) -> np.ndarray:
         cdf = 0.5 * (1.0 + _erf(x / math.sqrt(2.0)))
         result = cdf + x * np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi) if backward else x * cdf
     else:
-        t = np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3))
+        t = np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3))
         if backward:
             result = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * math.sqrt(2.0 / math.pi) * (1.0 + 3 * 0.044715 * x * x)
         else:
@@ -92,9 +92,18 @@ def _activation_case(op: str, n: int, size_name: str) -> Case:
     if torch is not None:
         impls["torch"] = _torch_fn(torch, op)
     return Case(
-        op="activation", name=f"n={size_name}", layout=op, group=GROUP_ACT_BWD if backward else GROUP_ACT_FWD,
-        shape=(n,), flops=0.0, nbytes=4.0 * n * (arrays + 1), make_inputs=make_inputs, impls=impls, check=check,
-        label="float32, inputs read + output written", metric="bytes",
+        op="activation",
+        name=f"n={size_name}",
+        layout=op,
+        group=GROUP_ACT_BWD if backward else GROUP_ACT_FWD,
+        shape=(n,),
+        flops=0.0,
+        nbytes=4.0 * n * (arrays + 1),
+        make_inputs=make_inputs,
+        impls=impls,
+        check=check,
+        label="float32, inputs read + output written",
+        metric="bytes",
     )
 
 
@@ -104,12 +113,14 @@ def activation_cases(quick: bool = False) -> List[Case]:
     return [_activation_case(op, n, name) for op in ACTIVATION_OPS for n, name in sizes]
 
 
-register_suite(Suite(
-    name="activation",
-    description="float32 relu and gelu (exact and tanh), forward and backward, on 1M and 16M elements vs PyTorch; "
-                "GB/s of bytes read + written",
-    cases=activation_cases,
-    summary_groups=(GROUP_ACT_FWD, GROUP_ACT_BWD),
-    unavailable=lambda: torch_missing("torch.nn.functional.gelu"),
-    in_all=False,
-))
+register_suite(
+    Suite(
+        name="activation",
+        description="float32 relu and gelu (exact and tanh), forward and backward, on 1M and 16M elements vs PyTorch; "
+        "GB/s of bytes read + written",
+        cases=activation_cases,
+        summary_groups=(GROUP_ACT_FWD, GROUP_ACT_BWD),
+        unavailable=lambda: torch_missing("torch.nn.functional.gelu"),
+        in_all=False,
+    )
+)

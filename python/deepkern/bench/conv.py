@@ -13,6 +13,7 @@ from .libraries import installed_torch, torch_missing
 from .registry import Case, Suite, register_suite
 from .timing import rotation_copies
 
+
 @dataclasses.dataclass(frozen=True)
 class ConvLayer:
     """One convolution layer (float32, NCHW, no bias, dilation 1), timed at some batch size."""
@@ -90,16 +91,19 @@ def conv_bytes(layer: ConvLayer, batch: int, conv_pass: str) -> float:
     return 4.0 * total
 
 
-def make_conv_inputs(layer: ConvLayer, batch: int, conv_pass: str, *, copies: Optional[int] = None,
-                     seed: int = 0) -> List[tuple]:
+def make_conv_inputs(
+    layer: ConvLayer, batch: int, conv_pass: str, *, copies: Optional[int] = None, seed: int = 0
+) -> List[tuple]:
     """Rotation sets of C-contiguous float32 arrays: ``(x, w)`` for ``"fwd"``, ``(x, w, grad_out)`` for
     ``"fwd+bwd"``. ``copies`` defaults to :func:`rotation_copies` of one set's bytes."""
     if conv_pass not in CONV_PASSES:
         raise ValueError(f"make_conv_inputs: conv_pass must be one of {CONV_PASSES}, got {conv_pass!r}")
     rng = np.random.default_rng(seed)
     p, q = layer.out_hw
-    base = [rng.standard_normal((batch, layer.c, layer.h, layer.w), dtype=np.float32),
-            rng.standard_normal((layer.k, layer.c // layer.groups, layer.r, layer.s), dtype=np.float32)]
+    base = [
+        rng.standard_normal((batch, layer.c, layer.h, layer.w), dtype=np.float32),
+        rng.standard_normal((layer.k, layer.c // layer.groups, layer.r, layer.s), dtype=np.float32),
+    ]
     base[1] *= np.float32(1.0 / math.sqrt(base[1][0].size))  # unit-scale outputs, as with He init
     if conv_pass == "fwd+bwd":
         base.append(rng.standard_normal((batch, layer.k, p, q), dtype=np.float32))
@@ -121,6 +125,7 @@ def conv_impls(layer: ConvLayer, conv_pass: str) -> Dict[str, Callable]:
     if conv_pass == "fwd":
         impls["deepkern"] = lambda x, w: conv2d(x, w, None, **kw)
     else:
+
         def deepkern_fwd_bwd(x, w, g):
             conv2d(x, w, None, **kw)
             return conv2d_backward(g, x, w, needs=(True, True, False), **kw)
@@ -134,10 +139,12 @@ def conv_impls(layer: ConvLayer, conv_pass: str) -> Dict[str, Callable]:
         if conv_pass == "fwd":
             impls["torch"] = lambda x, w: conv(x, w, None, stride, padding, dilation, layer.groups)
         else:
+
             def torch_fwd_bwd(x, w, g):
                 conv(x, w, None, stride, padding, dilation, layer.groups)
-                return backward(g, x, w, None, stride, padding, dilation, False, [0, 0], layer.groups,
-                                [True, True, False])
+                return backward(
+                    g, x, w, None, stride, padding, dilation, False, [0, 0], layer.groups, [True, True, False]
+                )
 
             impls["torch"] = torch_fwd_bwd
     return impls
@@ -179,19 +186,34 @@ def conv_check(layer: ConvLayer, conv_pass: str, inputs: tuple) -> float:
         grad_x, grad_w, _ = conv2d_backward(g, x, w, needs=(True, True, False), **kw)
         g64 = torch.from_numpy(g.astype(np.float64))
         backward = torch.ops.aten.convolution_backward.default
-        ref_x = backward(g64[head], x64[head], w64, None, stride, padding, dilation, False, [0, 0], layer.groups,
-                         [True, False, False])[0]
-        ref_w = backward(g64, x64, w64, None, stride, padding, dilation, False, [0, 0], layer.groups,
-                         [False, True, False])[1]
+        ref_x = backward(
+            g64[head],
+            x64[head],
+            w64,
+            None,
+            stride,
+            padding,
+            dilation,
+            False,
+            [0, 0],
+            layer.groups,
+            [True, False, False],
+        )[0]
+        ref_w = backward(
+            g64, x64, w64, None, stride, padding, dilation, False, [0, 0], layer.groups, [False, True, False]
+        )[1]
         return max(rel(grad_x[head], ref_x), rel(grad_w, ref_w))
 
 
 def _conv_case(layer: ConvLayer, batch: int, conv_pass: str) -> Case:
     return Case(
-        op="conv", name=layer.name(), layout=conv_pass,
+        op="conv",
+        name=layer.name(),
+        layout=conv_pass,
         group=GROUP_CONV_FWD if conv_pass == "fwd" else GROUP_CONV_FWD_BWD,
         shape=(batch, layer.c, layer.h, layer.w, layer.k, layer.r, layer.s, layer.stride, layer.padding, layer.groups),
-        flops=conv_flops(layer, batch, conv_pass), nbytes=conv_bytes(layer, batch, conv_pass),
+        flops=conv_flops(layer, batch, conv_pass),
+        nbytes=conv_bytes(layer, batch, conv_pass),
         make_inputs=lambda: make_conv_inputs(layer, batch, conv_pass),
         impls=conv_impls(layer, conv_pass),
         check=lambda inputs: conv_check(layer, conv_pass, inputs),
@@ -205,11 +227,15 @@ def conv_cases(quick: bool = False) -> List[Case]:
     return [_conv_case(layer, batch, conv_pass) for layer in CONV_LAYERS for conv_pass in CONV_PASSES]
 
 
-register_suite(Suite(
-    name="conv",
-    description=(f"float32 NCHW conv2d, forward and forward+backward (grad_x, grad_w), batch {CONV_BATCH} "
-                 f"(--quick: {CONV_BATCH_QUICK}), vs PyTorch"),
-    cases=conv_cases,
-    summary_groups=(GROUP_CONV_FWD, GROUP_CONV_FWD_BWD),
-    unavailable=lambda: torch_missing("torch.nn.functional.conv2d"),
-))
+register_suite(
+    Suite(
+        name="conv",
+        description=(
+            f"float32 NCHW conv2d, forward and forward+backward (grad_x, grad_w), batch {CONV_BATCH} "
+            f"(--quick: {CONV_BATCH_QUICK}), vs PyTorch"
+        ),
+        cases=conv_cases,
+        summary_groups=(GROUP_CONV_FWD, GROUP_CONV_FWD_BWD),
+        unavailable=lambda: torch_missing("torch.nn.functional.conv2d"),
+    )
+)

@@ -29,8 +29,9 @@ GROUP_SQUARE_SMALL = "square n<512"
 GROUP_DL = "DL shapes"
 
 
-def make_gemm_inputs(m: int, n: int, k: int, layout: str = "NN", *, dtype=np.float32,
-                     copies: Optional[int] = None, seed: int = 0) -> List[Tuple[np.ndarray, np.ndarray]]:
+def make_gemm_inputs(
+    m: int, n: int, k: int, layout: str = "NN", *, dtype=np.float32, copies: Optional[int] = None, seed: int = 0
+) -> List[Tuple[np.ndarray, np.ndarray]]:
     """Rotation sets ``[(a, b), ...]`` of views with ``a`` (M, K) and ``b`` (K, N).
 
     ``layout`` is two letters, for A then B: ``N`` a C-contiguous array, ``T`` the transpose view
@@ -74,28 +75,37 @@ def _gemm_case(m: int, n: int, k: int, layout: str, name: str, group: str, label
     if torch is not None:
         impls["torch"] = torch.matmul
     return Case(
-        op="gemm", name=name, layout=layout, group=group, shape=(m, n, k),
-        flops=2.0 * m * n * k, nbytes=4.0 * (m * k + k * n + m * n),
+        op="gemm",
+        name=name,
+        layout=layout,
+        group=group,
+        shape=(m, n, k),
+        flops=2.0 * m * n * k,
+        nbytes=4.0 * (m * k + k * n + m * n),
         make_inputs=lambda: make_gemm_inputs(m, n, k, layout),
-        impls=impls, check=_gemm_check, label=label,
+        impls=impls,
+        check=_gemm_check,
+        label=label,
     )
 
 
 def gemm_cases(quick: bool = False) -> List[Case]:
     """float32 square GEMMs in layouts NN, NT, TN, then the deep-learning shapes (NN)."""
     cases = []
-    for size in (GEMM_SQUARE_QUICK if quick else GEMM_SQUARE):
+    for size in GEMM_SQUARE_QUICK if quick else GEMM_SQUARE:
         group = GROUP_SQUARE_BIG if size >= 512 else GROUP_SQUARE_SMALL
         for layout in GEMM_LAYOUTS:
             cases.append(_gemm_case(size, size, size, layout, f"n={size}", group, "square"))
-    for m, n, k, label in (GEMM_DL_SHAPES_QUICK if quick else GEMM_DL_SHAPES):
+    for m, n, k, label in GEMM_DL_SHAPES_QUICK if quick else GEMM_DL_SHAPES:
         cases.append(_gemm_case(m, n, k, "NN", f"M={m} N={n} K={k}", GROUP_DL, label))
     return cases
 
 
-register_suite(Suite(
-    name="gemm",
-    description="float32 matrix multiply: square NN/NT/TN and deep-learning shapes vs NumPy and PyTorch",
-    cases=gemm_cases,
-    summary_groups=(GROUP_SQUARE_BIG, GROUP_DL),
-))
+register_suite(
+    Suite(
+        name="gemm",
+        description="float32 matrix multiply: square NN/NT/TN and deep-learning shapes vs NumPy and PyTorch",
+        cases=gemm_cases,
+        summary_groups=(GROUP_SQUARE_BIG, GROUP_DL),
+    )
+)

@@ -115,10 +115,16 @@ def backends() -> List[Backend]:
 
     return [
         Backend("deepkern", lambda: True, _deepkern_threads, version=lambda: f"deepkern {__version__}"),
-        Backend("numpy", lambda: True, _numpy_threads, version=numpy_blas_version,
-                controls_threads=threadpoolctl_available),
-        Backend("torch", lambda: installed_torch() is not None, _torch_threads, convert=_torch_from_numpy,
-                version=lambda: f"torch {installed_torch().__version__}"),
+        Backend(
+            "numpy", lambda: True, _numpy_threads, version=numpy_blas_version, controls_threads=threadpoolctl_available
+        ),
+        Backend(
+            "torch",
+            lambda: installed_torch() is not None,
+            _torch_threads,
+            convert=_torch_from_numpy,
+            version=lambda: f"torch {installed_torch().__version__}",
+        ),
     ]
 
 
@@ -144,6 +150,8 @@ def torch_missing(reference: str) -> Optional[str]:
     """Why a suite whose only reference is PyTorch's ``reference`` cannot run here, or None when
     PyTorch is installed (a :attr:`Suite.unavailable <deepkern.bench.registry.Suite.unavailable>`)."""
     if installed_torch() is None:
-        return (f'its reference is PyTorch ({reference}), which is not installed '
-                f'(install the bench extra: pip install ".[bench]")')
+        return (
+            f"its reference is PyTorch ({reference}), which is not installed "
+            f'(install the bench extra: pip install ".[bench]")'
+        )
     return None

@@ -56,13 +56,14 @@ def lstm_bytes(shape: Tuple[int, int, int, int], lstm_pass: str) -> float:
     w = 4 * h * (i + h) + 8 * h
     total = t * b * i + w + 2 * b * h + t * b * h + 2 * b * h
     if lstm_pass == "fwd+bwd":
-        total += 6 * t * b * h            # the cache, written by the forward
-        total += t * b * h + 6 * t * b * h + t * b * i + w + 2 * b * h   # grad_y, cache read; grads written
+        total += 6 * t * b * h  # the cache, written by the forward
+        total += t * b * h + 6 * t * b * h + t * b * i + w + 2 * b * h  # grad_y, cache read; grads written
     return 4.0 * total
 
 
-def make_lstm_inputs(shape: Tuple[int, int, int, int], lstm_pass: str, *, copies: Optional[int] = None,
-                     seed: int = 0) -> List[tuple]:
+def make_lstm_inputs(
+    shape: Tuple[int, int, int, int], lstm_pass: str, *, copies: Optional[int] = None, seed: int = 0
+) -> List[tuple]:
     """Rotation sets of C-contiguous float32 arrays ``(x, h0, c0, w_ih, w_hh, b_ih, b_hh)`` (and ``grad_y``
     for ``"fwd+bwd"``): x, h0, c0 ~N(0, 1), weights and biases PyTorch's U(-1/sqrt(H), 1/sqrt(H)).
 
@@ -75,8 +76,11 @@ def make_lstm_inputs(shape: Tuple[int, int, int, int], lstm_pass: str, *, copies
     rng = np.random.default_rng(seed)
     k = 1.0 / math.sqrt(h)
     weights = tuple(rng.uniform(-k, k, s).astype(np.float32) for s in ((4 * h, i), (4 * h, h), (4 * h,), (4 * h,)))
-    data = [rng.standard_normal((t, b, i), dtype=np.float32), rng.standard_normal((b, h), dtype=np.float32),
-            rng.standard_normal((b, h), dtype=np.float32)]
+    data = [
+        rng.standard_normal((t, b, i), dtype=np.float32),
+        rng.standard_normal((b, h), dtype=np.float32),
+        rng.standard_normal((b, h), dtype=np.float32),
+    ]
     if lstm_pass == "fwd+bwd":
         grad_y = rng.standard_normal((t, b, h), dtype=np.float32)
     if copies is None:
@@ -116,6 +120,7 @@ def lstm_impls(shape: Tuple[int, int, int, int], lstm_pass: str) -> Dict[str, Ca
     if lstm_pass == "fwd":
         impls["deepkern"] = lambda x, h0, c0, w_ih, w_hh, b_ih, b_hh: ops.lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh)[0]
     else:
+
         def deepkern_fwd_bwd(x, h0, c0, w_ih, w_hh, b_ih, b_hh, grad_y):
             y, _, _, cache = ops.lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, return_cache=True)
             grads = ops.lstm_backward(grad_y, None, None, x, h0, c0, w_ih, w_hh, cache)
@@ -134,6 +139,7 @@ def lstm_impls(shape: Tuple[int, int, int, int], lstm_pass: str) -> Dict[str, Ca
         return modules[key]
 
     if lstm_pass == "fwd":
+
         def torch_fwd(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
             module = module_for(w_ih, w_hh, b_ih, b_hh)
             with torch.no_grad():
@@ -141,6 +147,7 @@ def lstm_impls(shape: Tuple[int, int, int, int], lstm_pass: str) -> Dict[str, Ca
 
         impls["torch"] = torch_fwd
     else:
+
         def torch_fwd_bwd(x, h0, c0, w_ih, w_hh, b_ih, b_hh, grad_y):
             module = module_for(w_ih, w_hh, b_ih, b_hh)
             module.zero_grad(set_to_none=True)
@@ -182,8 +189,13 @@ def lstm_check(shape: Tuple[int, int, int, int], lstm_pass: str, inputs: tuple) 
     y_ref.backward(torch.from_numpy(grad_y.astype(np.float64)))
     y, _, _, cache = ops.lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, return_cache=True)
     grads = ops.lstm_backward(grad_y, None, None, x, h0, c0, w_ih, w_hh, cache)
-    refs = [(y, y_ref), (grads[0], xt.grad), (grads[3], module.weight_ih_l0.grad),
-            (grads[4], module.weight_hh_l0.grad), (grads[5], module.bias_ih_l0.grad)]
+    refs = [
+        (y, y_ref),
+        (grads[0], xt.grad),
+        (grads[3], module.weight_ih_l0.grad),
+        (grads[4], module.weight_hh_l0.grad),
+        (grads[5], module.bias_ih_l0.grad),
+    ]
     return max(rel(a, b) for a, b in refs)
 
 
@@ -196,8 +208,13 @@ def _lstm_case(shape: Tuple[int, int, int, int], lstm_pass: str, label: str, mor
     else:
         group = GROUP_LSTM_FWD if lstm_pass == "fwd" else GROUP_LSTM_FWD_BWD
     return Case(
-        op="lstm", name=f"T={t} B={b} I={i} H={h}", layout=lstm_pass, group=group, shape=shape,
-        flops=lstm_flops(shape, lstm_pass), nbytes=lstm_bytes(shape, lstm_pass),
+        op="lstm",
+        name=f"T={t} B={b} I={i} H={h}",
+        layout=lstm_pass,
+        group=group,
+        shape=shape,
+        flops=lstm_flops(shape, lstm_pass),
+        nbytes=lstm_bytes(shape, lstm_pass),
         make_inputs=lambda: make_lstm_inputs(shape, lstm_pass),
         impls=lstm_impls(shape, lstm_pass),
         check=lambda inputs: lstm_check(shape, lstm_pass, inputs),
@@ -208,17 +225,30 @@ def _lstm_case(shape: Tuple[int, int, int, int], lstm_pass: str, label: str, mor
 def lstm_cases(quick: bool = False) -> List[Case]:
     """float32 single-layer LSTMs (LSTM_SHAPES, then LSTM_SHAPES_MORE; ``quick``: T / 5), each forward
     then forward+backward."""
-    return [_lstm_case((lstm_quick_t(t) if quick else t, b, i, h), lstm_pass, label, more)
-            for more, shapes in ((False, LSTM_SHAPES), (True, LSTM_SHAPES_MORE))
-            for t, b, i, h, label in shapes for lstm_pass in LSTM_PASSES]
+    return [
+        _lstm_case((lstm_quick_t(t) if quick else t, b, i, h), lstm_pass, label, more)
+        for more, shapes in ((False, LSTM_SHAPES), (True, LSTM_SHAPES_MORE))
+        for t, b, i, h, label in shapes
+        for lstm_pass in LSTM_PASSES
+    ]
 
 
-register_suite(Suite(
-    name="lstm",
-    description=("float32 one-layer LSTM (T, B, I, H), forward and forward+backward (BPTT), vs torch.nn.LSTM; "
-                 "the batch-1 case and two more shapes summarised on their own (--quick: T / 5)"),
-    cases=lstm_cases,
-    summary_groups=(GROUP_LSTM_FWD, GROUP_LSTM_FWD_BWD, GROUP_LSTM_FWD_B1, GROUP_LSTM_FWD_BWD_B1,
-                    GROUP_LSTM_FWD_MORE, GROUP_LSTM_FWD_BWD_MORE),
-    unavailable=lambda: torch_missing("torch.nn.LSTM"),
-))
+register_suite(
+    Suite(
+        name="lstm",
+        description=(
+            "float32 one-layer LSTM (T, B, I, H), forward and forward+backward (BPTT), vs torch.nn.LSTM; "
+            "the batch-1 case and two more shapes summarised on their own (--quick: T / 5)"
+        ),
+        cases=lstm_cases,
+        summary_groups=(
+            GROUP_LSTM_FWD,
+            GROUP_LSTM_FWD_BWD,
+            GROUP_LSTM_FWD_B1,
+            GROUP_LSTM_FWD_BWD_B1,
+            GROUP_LSTM_FWD_MORE,
+            GROUP_LSTM_FWD_BWD_MORE,
+        ),
+        unavailable=lambda: torch_missing("torch.nn.LSTM"),
+    )
+)

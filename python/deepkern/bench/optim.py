@@ -32,12 +32,17 @@ _OPTIM_TORCH: Dict[tuple, object] = {}
 
 
 def _optim_state_names(rule: str) -> Tuple[str, ...]:
-    return {"sgd-momentum": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"),
-            "adamw": ("exp_avg", "exp_avg_sq"), "rmsprop": ("square_avg",)}[rule]
+    return {
+        "sgd-momentum": ("momentum_buffer",),
+        "adam": ("exp_avg", "exp_avg_sq"),
+        "adamw": ("exp_avg", "exp_avg_sq"),
+        "rmsprop": ("square_avg",),
+    }[rule]
 
 
-def make_optim_inputs(rule: str, tensors: int, size: int, *, copies: Optional[int] = None,
-                      seed: int = 0) -> List[tuple]:
+def make_optim_inputs(
+    rule: str, tensors: int, size: int, *, copies: Optional[int] = None, seed: int = 0
+) -> List[tuple]:
     """Rotation sets, each one flat tuple: ``tensors`` params, then as many grads, then each state's
     list (the momentum buffer and the averages as after a few steps: random, squares positive)."""
     rng = np.random.default_rng(seed)
@@ -52,11 +57,12 @@ def make_optim_inputs(rule: str, tensors: int, size: int, *, copies: Optional[in
                 s = rng.standard_normal(size, dtype=np.float32)
                 arrays.append(np.abs(s) if "sq" in name or name == "square_avg" else s)
         return tuple(arrays)
+
     return [one_set() for _ in range(copies)]
 
 
 def _optim_split(arrays: tuple, tensors: int) -> List[list]:
-    return [list(arrays[k:k + tensors]) for k in range(0, len(arrays), tensors)]
+    return [list(arrays[k : k + tensors]) for k in range(0, len(arrays), tensors)]
 
 
 def _torch_optimizer(torch, rule: str, params: list, grads: list):
@@ -150,7 +156,12 @@ def _optim_case(rule: str, tensors: int, size: int, label: str) -> Case:
     per_param, _ = OPTIM_RULES[rule]
     name = f"{label} params"
     return Case(
-        op="optim", name=name, layout=rule, group=GROUP_OPTIM, shape=(tensors, size), flops=0.0,
+        op="optim",
+        name=name,
+        layout=rule,
+        group=GROUP_OPTIM,
+        shape=(tensors, size),
+        flops=0.0,
         nbytes=float(per_param * tensors * size),
         make_inputs=lambda: make_optim_inputs(rule, tensors, size),
         impls=optim_impls(rule, tensors, f"{rule} {name}"),
@@ -167,12 +178,16 @@ def optim_cases(quick: bool = False) -> List[Case]:
     return [_optim_case(rule, tensors, size, label) for tensors, size, label in sizes for rule in OPTIM_RULES]
 
 
-register_suite(Suite(
-    name="optim",
-    description=("float32 optimizer steps in place (SGD with momentum, Adam, AdamW, RMSprop) on 1M/10M/100M "
-                 "parameters and 200 x 10k, vs torch.optim (fused=True; RMSprop foreach=True); GB/s of bytes "
-                 "read + written (--quick: 1M and 200 x 10k)"),
-    cases=optim_cases,
-    unavailable=lambda: torch_missing("torch.optim"),
-    in_all=False,
-))
+register_suite(
+    Suite(
+        name="optim",
+        description=(
+            "float32 optimizer steps in place (SGD with momentum, Adam, AdamW, RMSprop) on 1M/10M/100M "
+            "parameters and 200 x 10k, vs torch.optim (fused=True; RMSprop foreach=True); GB/s of bytes "
+            "read + written (--quick: 1M and 200 x 10k)"
+        ),
+        cases=optim_cases,
+        unavailable=lambda: torch_missing("torch.optim"),
+        in_all=False,
+    )
+)

@@ -18,8 +18,9 @@ from .._backend import _C
 from .libraries import PAUSE_S, idle_pause_s
 
 #: How the stream bandwidth is measured, for the report's header.
-STREAM_DEFINITION = ("a[i] = a[i] * s + b[i] in place on each thread's slice of two float32 buffers, "
-                     "12 bytes read + written per element")
+STREAM_DEFINITION = (
+    "a[i] = a[i] * s + b[i] in place on each thread's slice of two float32 buffers, 12 bytes read + written per element"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +44,9 @@ class Peak:
 _PEAKS: Dict[int, Peak] = {}
 
 
-def measure_peak(threads: int, *, stream_bytes: int = 512 << 20, fma_seconds: float = 0.2,
-                 fma_runs: int = 3, stream_repeats: int = 5) -> Peak:
+def measure_peak(
+    threads: int, *, stream_bytes: int = 512 << 20, fma_seconds: float = 0.2, fma_runs: int = 3, stream_repeats: int = 5
+) -> Peak:
     """FMA GFLOP/s (best of ``fma_runs``, active ISA) and stream GB/s (median of ``stream_repeats``
     passes over two buffers of ``stream_bytes``) at ``threads`` threads.
 

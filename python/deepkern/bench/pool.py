@@ -45,6 +45,7 @@ def _pool_check_forward(kind, kernel, stride, padding):
         x = inputs[0][:2]  # two images keep the float64 reference cheap
         ref = pool_numpy(x.astype(np.float64), kind, kernel, stride, padding)
         return float(np.linalg.norm(fn(x, kernel, stride, padding) - ref) / np.linalg.norm(ref))
+
     return check
 
 
@@ -67,14 +68,16 @@ def _pool_check_backward(kind, kernel, stride, padding):
             oh, ow = g.shape[2:]
             for i in range(kernel):
                 for j in range(kernel):
-                    ref[:, :, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride] += g / kernel ** 2
-            ref = ref[:, :, padding:h - padding, padding:w - padding]
+                    ref[:, :, i : i + stride * (oh - 1) + 1 : stride, j : j + stride * (ow - 1) + 1 : stride] += (
+                        g / kernel**2
+                    )
+            ref = ref[:, :, padding : h - padding, padding : w - padding]
         return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+
     return check
 
 
-def _pool_case(channels: int, size: int, kind: str, kernel: int, stride: int, padding: int,
-               backward: bool) -> Case:
+def _pool_case(channels: int, size: int, kind: str, kernel: int, stride: int, padding: int, backward: bool) -> Case:
     from ..ops import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
     shape = (POOL_BATCH, channels, size, size)
@@ -107,10 +110,12 @@ def _pool_case(channels: int, size: int, kind: str, kernel: int, stride: int, pa
             _, idx = max_pool2d(x, kernel, stride, padding, return_indices=True)
             g = np.random.default_rng(1).standard_normal(out_shape, dtype=np.float32)
             return _pool_rotation((g, x, idx))
+
         impls = {"deepkern": lambda g, x, idx: max_pool2d_backward(g, x.shape, idx)}
         if torch is not None:
             impls["torch"] = lambda g, x, idx: torch.ops.aten.max_pool2d_with_indices_backward(
-                g, x, k2, s2, p2, [1, 1], False, idx)
+                g, x, k2, s2, p2, [1, 1], False, idx
+            )
         check = _pool_check_backward(kind, kernel, stride, padding)
     else:  # inputs (grad_out, x); bytes: grad_out read, grad_x written
         nbytes = out_bytes + x_bytes
@@ -118,28 +123,44 @@ def _pool_case(channels: int, size: int, kind: str, kernel: int, stride: int, pa
         def make_inputs():
             g = np.random.default_rng(1).standard_normal(out_shape, dtype=np.float32)
             return _pool_rotation((g, make_x()))
+
         impls = {"deepkern": lambda g, x: avg_pool2d_backward(g, x.shape, kernel, stride, padding)}
         if torch is not None:
             impls["torch"] = lambda g, x: torch.ops.aten.avg_pool2d_backward(g, x, k2, s2, p2, False, True, None)
         check = _pool_check_backward(kind, kernel, stride, padding)
     return Case(
-        op="pool", name=f"C={channels} {size}x{size}", layout=f"{kind}{' bwd' if backward else ''} {window}",
-        group=GROUP_POOL_BWD if backward else GROUP_POOL_FWD, shape=shape, flops=0.0, nbytes=float(nbytes),
-        make_inputs=make_inputs, impls=impls, check=check, label=f"batch {POOL_BATCH} float32 NCHW", metric="bytes",
+        op="pool",
+        name=f"C={channels} {size}x{size}",
+        layout=f"{kind}{' bwd' if backward else ''} {window}",
+        group=GROUP_POOL_BWD if backward else GROUP_POOL_FWD,
+        shape=shape,
+        flops=0.0,
+        nbytes=float(nbytes),
+        make_inputs=make_inputs,
+        impls=impls,
+        check=check,
+        label=f"batch {POOL_BATCH} float32 NCHW",
+        metric="bytes",
     )
 
 
 def pool_cases(quick: bool = False) -> List[Case]:
     """Batch-32 float32 max and average pooling (2x2/2 and 3x3/2 pad 1), forward then backward."""
     layers = POOL_LAYERS_QUICK if quick else POOL_LAYERS
-    return [_pool_case(c, hw, kind, k, s, p, backward)
-            for backward in (False, True) for c, hw in layers for kind, k, s, p in POOL_WINDOWS]
+    return [
+        _pool_case(c, hw, kind, k, s, p, backward)
+        for backward in (False, True)
+        for c, hw in layers
+        for kind, k, s, p in POOL_WINDOWS
+    ]
 
 
-register_suite(Suite(
-    name="pool",
-    description="float32 max/avg 2-D pooling of CNN layers (batch 32 NCHW), forward and backward, vs PyTorch "
-                "(NumPy strided windows without it); GB/s of bytes read + written",
-    cases=pool_cases,
-    summary_groups=(GROUP_POOL_FWD, GROUP_POOL_BWD),
-))
+register_suite(
+    Suite(
+        name="pool",
+        description="float32 max/avg 2-D pooling of CNN layers (batch 32 NCHW), forward and backward, vs PyTorch "
+        "(NumPy strided windows without it); GB/s of bytes read + written",
+        cases=pool_cases,
+        summary_groups=(GROUP_POOL_FWD, GROUP_POOL_BWD),
+    )
+)

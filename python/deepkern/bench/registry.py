@@ -20,16 +20,16 @@ class Case:
     """One benchmark case: its inputs and, per backend name, the call to time."""
 
     op: str
-    name: str                      # e.g. "n=1024" or "M=64 N=4096 K=1024"
-    layout: str                    # e.g. "NN"
-    group: str                     # geomean summaries are taken per group
+    name: str  # e.g. "n=1024" or "M=64 N=4096 K=1024"
+    layout: str  # e.g. "NN"
+    group: str  # geomean summaries are taken per group
     shape: Tuple[int, ...]
     flops: float
-    nbytes: float                  # compulsory memory traffic, for the roofline
-    make_inputs: Callable[[], List[tuple]]   # rotation sets of NumPy arrays
-    impls: Dict[str, Callable]     # backend name -> fn(*converted inputs)
+    nbytes: float  # compulsory memory traffic, for the roofline
+    make_inputs: Callable[[], List[tuple]]  # rotation sets of NumPy arrays
+    impls: Dict[str, Callable]  # backend name -> fn(*converted inputs)
     check: Optional[Callable[[tuple], float]] = None  # relative error of deepkern vs reference
-    label: str = ""                # what the shape is (e.g. "ResNet conv1 im2col")
+    label: str = ""  # what the shape is (e.g. "ResNet conv1 im2col")
     #: "flops": throughput in GFLOP/s against the FMA peak and the roofline; "bytes": memory-bound
     #: ops, throughput in GB/s (nbytes / time) against the measured stream bandwidth.
     metric: str = "flops"
@@ -41,8 +41,8 @@ class Suite:
 
     name: str
     description: str
-    cases: Callable[[bool], List[Case]]      # cases(quick)
-    summary_groups: Sequence[str] = ()       # groups whose geomean is printed (all when empty)
+    cases: Callable[[bool], List[Case]]  # cases(quick)
+    summary_groups: Sequence[str] = ()  # groups whose geomean is printed (all when empty)
     #: Why the suite cannot run here (e.g. its only reference is not installed), or None when it can.
     unavailable: Callable[[], Optional[str]] = lambda: None
     #: False for a suite too long for ``deepkern bench`` (``--op all``); it runs when named.

@@ -28,11 +28,11 @@ class Row:
     reference_s: float
     reference_min_s: float
     reference_max_s: float
-    ratio: float            # reference_s / deepkern_s: > 1 means deepkern is faster
-    gflops: float           # deepkern
+    ratio: float  # reference_s / deepkern_s: > 1 means deepkern is faster
+    gflops: float  # deepkern
     reference_gflops: float
-    peak_gflops: float      # measured FMA peak at `threads`
-    pct_peak: float         # deepkern GFLOP/s as % of the FMA peak
+    peak_gflops: float  # measured FMA peak at `threads`
+    pct_peak: float  # deepkern GFLOP/s as % of the FMA peak
     roofline_gflops: float  # min(FMA peak, intensity x stream GB/s)
     pct_roofline: float
     repeats: int
@@ -71,13 +71,19 @@ def summarize(rows: Sequence[Row], groups: Optional[Sequence[str]] = None) -> Li
         buckets.setdefault((row.op, row.group, row.threads, row.reference), []).append(row)
     out = []
     for (op, group, threads, ref), rs in buckets.items():
-        out.append({
-            "op": op, "group": group, "threads": threads, "reference": ref, "cases": len(rs),
-            "geomean_ratio": _geomean([r.ratio for r in rs]),
-            "geomean_gflops": _geomean([r.gflops for r in rs]),
-            "geomean_pct_peak": _geomean([r.pct_peak for r in rs]),
-            "unit": rs[0].unit,
-        })
+        out.append(
+            {
+                "op": op,
+                "group": group,
+                "threads": threads,
+                "reference": ref,
+                "cases": len(rs),
+                "geomean_ratio": _geomean([r.ratio for r in rs]),
+                "geomean_gflops": _geomean([r.gflops for r in rs]),
+                "geomean_pct_peak": _geomean([r.pct_peak for r in rs]),
+                "unit": rs[0].unit,
+            }
+        )
     order = {g: i for i, g in enumerate(groups or [])}
     out.sort(key=lambda d: (d["op"], order.get(d["group"], len(order)), d["group"], d["threads"], d["reference"]))
     return out
@@ -99,19 +105,27 @@ def format_table(rows: Sequence[Row]) -> str:
         lines.setdefault((row.op, row.case, row.layout, row.threads), {})[row.reference] = row
     # Memory-bound suites (every row in GB/s) show % of the stream bandwidth; the roofline is the same.
     by_bytes = bool(rows) and all(row.unit == "GB/s" for row in rows)
-    header = ["op", "case", "layout", "thr", "deepkern ms"] + (["GB/s", "%stream"] if by_bytes else
-                                                               ["GFLOP/s", "%peak", "%roof"])
+    header = ["op", "case", "layout", "thr", "deepkern ms"] + (
+        ["GB/s", "%stream"] if by_bytes else ["GFLOP/s", "%peak", "%roof"]
+    )
     for ref in refs:
         header += [f"{ref} ms", f"x{ref}"]
     header.append("")
     table = [header]
     for (op, case, layout, threads), by_ref in lines.items():
         first = next(iter(by_ref.values()))
-        cells = [op, case, layout, str(threads), _fmt_ms(first.deepkern_s), f"{first.gflops:.1f}",
-                 f"{first.pct_peak:.0f}"] + ([] if by_bytes else [f"{first.pct_roofline:.0f}"])
+        cells = [
+            op,
+            case,
+            layout,
+            str(threads),
+            _fmt_ms(first.deepkern_s),
+            f"{first.gflops:.1f}",
+            f"{first.pct_peak:.0f}",
+        ] + ([] if by_bytes else [f"{first.pct_roofline:.0f}"])
         for ref in refs:
             r = by_ref.get(ref)
-            cells += ([_fmt_ms(r.reference_s), f"{r.ratio:.2f}"] if r else ["-", "-"])
+            cells += [_fmt_ms(r.reference_s), f"{r.ratio:.2f}"] if r else ["-", "-"]
         noisy = first.other_cores is not None and first.other_cores > NOISY_CORES
         cells.append("*" if noisy else "")
         table.append(cells)
@@ -123,12 +137,16 @@ def format_table(rows: Sequence[Row]) -> str:
         out.append(text.rstrip())
         if j == 0:
             out.append("  ".join("-" * w for w in widths).rstrip())
-    legend = ("x<ref> = <ref> time / deepkern time (>1: deepkern faster); " +
-              ("GB/s = bytes read + written / time; %stream = as % of the measured stream bandwidth; "
-               if by_bytes else
-               "%peak = deepkern GFLOP/s as % of the measured FMA peak; %roof = as % of min(FMA peak, intensity x "
-               "stream GB/s); ") +
-              f"* = timed while other processes used > {NOISY_CORES} core (noisy)")
+    legend = (
+        "x<ref> = <ref> time / deepkern time (>1: deepkern faster); "
+        + (
+            "GB/s = bytes read + written / time; %stream = as % of the measured stream bandwidth; "
+            if by_bytes
+            else "%peak = deepkern GFLOP/s as % of the measured FMA peak; %roof = as % of min(FMA peak, intensity x "
+            "stream GB/s); "
+        )
+        + f"* = timed while other processes used > {NOISY_CORES} core (noisy)"
+    )
     return "\n".join(out + [legend])
 
 
@@ -136,11 +154,14 @@ def format_peaks(peaks: Dict[int, Peak]) -> str:
     """One line per thread count, then how the stream bandwidth is measured ("" without peaks)."""
     if not peaks:
         return ""
-    return "\n".join(
-        f"peak at {p.threads} thread(s): FMA {p.fma_gflops:.1f} GFLOP/s ({p.isa}), stream {p.stream_gbps:.1f} GB/s "
-        f"(2 x {p.stream_bytes >> 20} MB)"
-        for _, p in sorted(peaks.items())
-    ) + f"\nstream = {STREAM_DEFINITION}"
+    return (
+        "\n".join(
+            f"peak at {p.threads} thread(s): FMA {p.fma_gflops:.1f} GFLOP/s ({p.isa}), stream {p.stream_gbps:.1f} GB/s "
+            f"(2 x {p.stream_bytes >> 20} MB)"
+            for _, p in sorted(peaks.items())
+        )
+        + f"\nstream = {STREAM_DEFINITION}"
+    )
 
 
 def peaks_json(peaks: Dict[int, Peak]) -> List[dict]:
@@ -158,9 +179,11 @@ def format_summary(summary: Sequence[dict]) -> str:
     for (op, group, threads), ss in keys.items():
         parts = "  ".join(f"vs {s['reference']} {s['geomean_ratio']:.2f}x" for s in ss)
         ceiling = "stream bandwidth" if ss[0]["unit"] == "GB/s" else "peak"
-        lines.append(f"  {op:5s} {group:14s} threads={threads}  {parts}  "
-                     f"({ss[0]['cases']} cases, deepkern {ss[0]['geomean_gflops']:.0f} {ss[0]['unit']}, "
-                     f"{ss[0]['geomean_pct_peak']:.0f}% of {ceiling})")
+        lines.append(
+            f"  {op:5s} {group:14s} threads={threads}  {parts}  "
+            f"({ss[0]['cases']} cases, deepkern {ss[0]['geomean_gflops']:.0f} {ss[0]['unit']}, "
+            f"{ss[0]['geomean_pct_peak']:.0f}% of {ceiling})"
+        )
     return "\n".join(lines)
 
 

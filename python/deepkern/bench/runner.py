@@ -28,9 +28,17 @@ def _log(progress, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def run_suite(suite: Suite, threads: Sequence[int], *, quick: bool = False, repeats: Optional[int] = None,
-              references: Optional[Sequence[str]] = None, progress: bool = True,
-              peak_stream_bytes: Optional[int] = None, check: bool = True) -> Report:
+def run_suite(
+    suite: Suite,
+    threads: Sequence[int],
+    *,
+    quick: bool = False,
+    repeats: Optional[int] = None,
+    references: Optional[Sequence[str]] = None,
+    progress: bool = True,
+    peak_stream_bytes: Optional[int] = None,
+    check: bool = True,
+) -> Report:
     """Time every case of ``suite`` at each thread count on deepkern and each reference.
 
     Loops case by case (inputs are made once per case), then thread count, then :data:`ROUNDS` rounds
@@ -43,15 +51,22 @@ def run_suite(suite: Suite, threads: Sequence[int], *, quick: bool = False, repe
     machine = machine_info()  # dated when the run starts
     reason = suite.unavailable()
     if reason:
-        return Report(rows=[], machine=machine, peaks={}, notes=[f"{suite.name} skipped: {reason}"],
-                      wall_s=time.perf_counter() - start)
+        return Report(
+            rows=[],
+            machine=machine,
+            peaks={},
+            notes=[f"{suite.name} skipped: {reason}"],
+            wall_s=time.perf_counter() - start,
+        )
     threads = [int(t) for t in threads]
     all_backends = [b for b in backends() if b.available()]
     ref_names = [b.name for b in all_backends if b.name != "deepkern"]
     if references is not None:
         ref_names = [r for r in ref_names if r in references]
     if installed_torch() is None:
-        notes.append('PyTorch is not installed: comparing with NumPy only (install the bench extra: pip install ".[bench]").')
+        notes.append(
+            'PyTorch is not installed: comparing with NumPy only (install the bench extra: pip install ".[bench]").'
+        )
     if not threadpoolctl_available():
         default = _C.get_num_threads()
         skipped = [t for t in threads if t != default]
@@ -75,8 +90,11 @@ def run_suite(suite: Suite, threads: Sequence[int], *, quick: bool = False, repe
     rows: List[Row] = []
     cases = suite.cases(quick)
     rounds = 1 if quick else ROUNDS
-    timer_kw = (dict(target_s=0.05, max_repeats=20, max_block_s=1.0) if quick else
-                dict(target_s=0.2 / rounds, min_repeats=2, max_repeats=100 // rounds, max_block_s=2.0 / rounds))
+    timer_kw = (
+        dict(target_s=0.05, max_repeats=20, max_block_s=1.0)
+        if quick
+        else dict(target_s=0.2 / rounds, min_repeats=2, max_repeats=100 // rounds, max_block_s=2.0 / rounds)
+    )
     block_repeats = None if repeats is None else max(1, -(-int(repeats) // rounds))
     prev_threads = max(threads)
     # A suite that does not time NumPy keeps its BLAS at one thread: re-sized OpenBLAS workers
@@ -94,20 +112,30 @@ def run_suite(suite: Suite, threads: Sequence[int], *, quick: bool = False, repe
                 with limit_threads(max(threads), ["deepkern"]):
                     rel_err = case.check(np_inputs[0])
                 if rel_err > CHECK_TOLERANCE:
-                    notes.append(f"{case.op} {case.name} {case.layout}: deepkern's relative error {rel_err:.2e} vs float64")
+                    notes.append(
+                        f"{case.op} {case.name} {case.layout}: deepkern's relative error {rel_err:.2e} vs float64"
+                    )
             for t in threads:
                 line_load = OtherLoad()
                 timed = [name for name in names if name in case.impls]
                 blocks: Dict[str, List[Timing]] = {name: [] for name in timed}
                 prev_name = None
                 for r in range(rounds):
-                    for name in (timed if r % 2 == 0 else timed[::-1]):
+                    for name in timed if r % 2 == 0 else timed[::-1]:
                         spinning = prev_name is None or prev_name == "numpy" or t != prev_threads
                         pause = idle_pause_s(max(t, prev_threads)) if spinning else 0.0
                         count = block_repeats if r == 0 else blocks[name][0].repeats  # later rounds: as many
                         with used[name].threads(t):
-                            blocks[name].append(time_fn(case.impls[name], converted[name], repeats=count,
-                                                        warmup=1 if r == 0 else 0, pause_s=pause, **timer_kw))
+                            blocks[name].append(
+                                time_fn(
+                                    case.impls[name],
+                                    converted[name],
+                                    repeats=count,
+                                    warmup=1 if r == 0 else 0,
+                                    pause_s=pause,
+                                    **timer_kw,
+                                )
+                            )
                         prev_threads, prev_name = t, name
                 timings: Dict[str, Timing] = {name: Timing.merged(b) for name, b in blocks.items()}
                 other = line_load.cores()
@@ -123,25 +151,50 @@ def run_suite(suite: Suite, threads: Sequence[int], *, quick: bool = False, repe
                     if ref not in timings:
                         continue
                     rt = timings[ref]
-                    rows.append(Row(
-                        op=case.op, case=case.name, shape=tuple(case.shape), layout=case.layout, group=case.group,
-                        threads=t, deepkern_s=dk.median, deepkern_min_s=dk.min, deepkern_max_s=dk.max,
-                        reference=ref, reference_s=rt.median, reference_min_s=rt.min, reference_max_s=rt.max,
-                        ratio=rt.median / dk.median, gflops=gflops, reference_gflops=work / rt.median / 1e9,
-                        peak_gflops=peak_rate, pct_peak=100.0 * gflops / peak_rate,
-                        roofline_gflops=roof, pct_roofline=100.0 * gflops / roof, repeats=dk.repeats,
-                        rel_err=rel_err, label=case.label, other_cores=other, unit=unit,
-                    ))
+                    rows.append(
+                        Row(
+                            op=case.op,
+                            case=case.name,
+                            shape=tuple(case.shape),
+                            layout=case.layout,
+                            group=case.group,
+                            threads=t,
+                            deepkern_s=dk.median,
+                            deepkern_min_s=dk.min,
+                            deepkern_max_s=dk.max,
+                            reference=ref,
+                            reference_s=rt.median,
+                            reference_min_s=rt.min,
+                            reference_max_s=rt.max,
+                            ratio=rt.median / dk.median,
+                            gflops=gflops,
+                            reference_gflops=work / rt.median / 1e9,
+                            peak_gflops=peak_rate,
+                            pct_peak=100.0 * gflops / peak_rate,
+                            roofline_gflops=roof,
+                            pct_roofline=100.0 * gflops / roof,
+                            repeats=dk.repeats,
+                            rel_err=rel_err,
+                            label=case.label,
+                            other_cores=other,
+                            unit=unit,
+                        )
+                    )
                 parts = ", ".join(f"{name} {timings[name].median * 1e3:.3f} ms" for name in timings)
                 noisy = f" (noisy: other processes used {other:.2f} cores)" if other and other > NOISY_CORES else ""
-                _log(progress, f"[{index}/{len(cases)}] {case.op} {case.name} {case.layout} threads={t}: {parts}{noisy}")
+                _log(
+                    progress, f"[{index}/{len(cases)}] {case.op} {case.name} {case.layout} threads={t}: {parts}{noisy}"
+                )
             del np_inputs, converted
     other = whole_run.cores()
     machine["other_processes_cores"] = other
-    noisy_lines = len({(r.case, r.layout, r.threads) for r in rows
-                       if r.other_cores is not None and r.other_cores > NOISY_CORES})
+    noisy_lines = len(
+        {(r.case, r.layout, r.threads) for r in rows if r.other_cores is not None and r.other_cores > NOISY_CORES}
+    )
     if other is not None and (other > 0.1 or noisy_lines):
-        notes.append(f"other processes kept {other:.2f} of {os.cpu_count()} cores busy on average during the run; "
-                     f"{noisy_lines} line(s) marked * were timed while they used more than {NOISY_CORES} core: "
-                     f"those times are noisy.")
+        notes.append(
+            f"other processes kept {other:.2f} of {os.cpu_count()} cores busy on average during the run; "
+            f"{noisy_lines} line(s) marked * were timed while they used more than {NOISY_CORES} core: "
+            f"those times are noisy."
+        )
     return Report(rows=rows, machine=machine, peaks=peaks, notes=notes, wall_s=time.perf_counter() - start)

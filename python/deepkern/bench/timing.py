@@ -37,9 +37,18 @@ class Timing:
         return cls.from_times([t for timing in timings for t in timing.times])
 
 
-def time_fn(fn: Callable, inputs: Sequence[tuple], *, repeats: Optional[int] = None, warmup: int = 1,
-            target_s: float = 0.2, min_repeats: int = 3, max_repeats: int = 100,
-            max_block_s: float = 2.0, pause_s: float = 0.0) -> Timing:
+def time_fn(
+    fn: Callable,
+    inputs: Sequence[tuple],
+    *,
+    repeats: Optional[int] = None,
+    warmup: int = 1,
+    target_s: float = 0.2,
+    min_repeats: int = 3,
+    max_repeats: int = 100,
+    max_block_s: float = 2.0,
+    pause_s: float = 0.0,
+) -> Timing:
     """Time ``fn(*inputs[i % len(inputs)])``: ``pause_s`` sleep, ``warmup`` calls, timed repeats.
 
     The calls rotate through ``inputs`` (see :func:`rotation_copies`). With ``repeats=None`` the
@@ -86,8 +95,9 @@ def time_fn(fn: Callable, inputs: Sequence[tuple], *, repeats: Optional[int] = N
     return Timing.from_times(times)
 
 
-def rotation_copies(set_bytes: int, *, cache_bytes: int = CACHE_BYTES, max_copies: int = MAX_COPIES,
-                    max_bytes: int = MAX_ROTATION_BYTES) -> int:
+def rotation_copies(
+    set_bytes: int, *, cache_bytes: int = CACHE_BYTES, max_copies: int = MAX_COPIES, max_bytes: int = MAX_ROTATION_BYTES
+) -> int:
     """How many copies of one input set (``set_bytes``) to rotate through so calls miss the cache.
 
     One when a set is already >= ``cache_bytes``; otherwise enough to exceed it, bounded by

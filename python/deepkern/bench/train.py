@@ -40,9 +40,17 @@ def _torch_train_model(torch, name: str, recipe):
     nn = torch.nn
     if name == "digits-cnn":
         model = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Dropout(0.25), nn.Linear(64 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, 10))
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Dropout(0.25),
+            nn.Linear(64 * 4 * 4, 128),
+            nn.ReLU(),
+            nn.Linear(128, 10),
+        )
         loss = nn.CrossEntropyLoss()
     elif name == "sunspots-lstm":
         hidden = recipe.models["model"].lstm.hidden_size
@@ -114,7 +122,7 @@ class _TrainPair:
         model.train()
         total, count, bs = 0.0, 0, loader.batch_size
         for start in range(0, len(order), bs):
-            idx = order[start:start + bs]
+            idx = order[start : start + bs]
             x, y = torch.from_numpy(xs[idx]), torch.from_numpy(ys[idx])
             opt.zero_grad()
             loss = loss_fn(model(x), y)
@@ -140,7 +148,7 @@ def train_check(name: str) -> float:
     t_model, t_loss_fn = _torch_train_model(torch, name, recipe)
     t_opt = torch.optim.Adam(t_model.parameters(), lr=recipe.cfg.lr)
     (xs, ys), loader = _train_arrays(recipe)
-    idx = _epoch_order(loader, 0)[:loader.batch_size]
+    idx = _epoch_order(loader, 0)[: loader.batch_size]
     x, y = xs[idx], ys[idx]
     model.eval()
     t_model.eval()
@@ -181,8 +189,13 @@ def _train_case(name: str) -> Case:
     recipe = pair._build()  # the data and the model, drawn once with fixed seeds
     samples = len(recipe.loader.dataset)
     return Case(
-        op="train", name=name, layout=f"batch {recipe.cfg.batch_size}", group=GROUP_TRAIN, shape=(samples,),
-        flops=train_flops(name, recipe), nbytes=0.0,
+        op="train",
+        name=name,
+        layout=f"batch {recipe.cfg.batch_size}",
+        group=GROUP_TRAIN,
+        shape=(samples,),
+        flops=train_flops(name, recipe),
+        nbytes=0.0,
         make_inputs=lambda: [()],
         impls={"deepkern": pair.deepkern, "torch": pair.torch},
         check=lambda inputs: train_check(name),
@@ -201,20 +214,26 @@ def _train_unavailable() -> Optional[str]:
         return reason
     missing = [name for name in ("sklearn", "statsmodels") if importlib.util.find_spec(name) is None]
     if missing:
-        return (f"the recipes' data ship with scikit-learn and statsmodels; missing: {', '.join(missing)} "
-                '(pip install ".[train]")')
+        return (
+            f"the recipes' data ship with scikit-learn and statsmodels; missing: {', '.join(missing)} "
+            '(pip install ".[train]")'
+        )
     return None
 
 
-register_suite(Suite(
-    name="train",
-    description=("seconds per training epoch (forward, loss, backward, Adam step over the training set, the "
-                 "recipe's batch size and data order) of `deepkern train digits-cnn` and `sunspots-lstm` vs the "
-                 "same models in torch.nn/torch.optim from the same weights; the table's 'ms' is ms per epoch "
-                 "and xtorch = torch epoch / deepkern epoch (> 1: deepkern trains faster); GFLOP/s from an "
-                 "estimate of the epoch's conv/LSTM/linear FLOP (deepkern.bench.train.train_flops), %peak/%roof "
-                 "against the FMA peak"),
-    cases=train_cases,
-    summary_groups=(GROUP_TRAIN,),
-    unavailable=_train_unavailable,
-))
+register_suite(
+    Suite(
+        name="train",
+        description=(
+            "seconds per training epoch (forward, loss, backward, Adam step over the training set, the "
+            "recipe's batch size and data order) of `deepkern train digits-cnn` and `sunspots-lstm` vs the "
+            "same models in torch.nn/torch.optim from the same weights; the table's 'ms' is ms per epoch "
+            "and xtorch = torch epoch / deepkern epoch (> 1: deepkern trains faster); GFLOP/s from an "
+            "estimate of the epoch's conv/LSTM/linear FLOP (deepkern.bench.train.train_flops), %peak/%roof "
+            "against the FMA peak"
+        ),
+        cases=train_cases,
+        summary_groups=(GROUP_TRAIN,),
+        unavailable=_train_unavailable,
+    )
+)

@@ -11,5 +11,18 @@ from .dataset import Dataset, Subset, TensorDataset, random_split
 from .datasets import CharCorpus, Windows, char_corpus, digits, sliding_windows, stratified_split, sunspots
 from .loader import DataLoader, default_collate
 
-__all__ = ["Dataset", "TensorDataset", "Subset", "random_split", "DataLoader", "default_collate",
-           "digits", "stratified_split", "sunspots", "sliding_windows", "Windows", "char_corpus", "CharCorpus"]
+__all__ = [
+    "Dataset",
+    "TensorDataset",
+    "Subset",
+    "random_split",
+    "DataLoader",
+    "default_collate",
+    "digits",
+    "stratified_split",
+    "sunspots",
+    "sliding_windows",
+    "Windows",
+    "char_corpus",
+    "CharCorpus",
+]

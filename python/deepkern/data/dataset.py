@@ -37,8 +37,9 @@ class TensorDataset(Dataset):
         self.arrays = tuple(_as_array(a, f"arrays[{i}]") for i, a in enumerate(arrays))
         shapes = [a.shape for a in self.arrays]
         if any(len(s) == 0 for s in shapes) or len({s[0] for s in shapes}) != 1:
-            raise ValueError(f"TensorDataset: the arrays must share their first dimension, got shapes "
-                             f"{', '.join(map(str, shapes))}")
+            raise ValueError(
+                f"TensorDataset: the arrays must share their first dimension, got shapes {', '.join(map(str, shapes))}"
+            )
 
     def __getitem__(self, index):
         return tuple(a[index] for a in self.arrays)
@@ -89,7 +90,7 @@ def random_split(dataset, lengths, seed: int = 0) -> list:
             raise ValueError(f"random_split: lengths must be >= 0 and sum to len(dataset) = {n}, got {lengths}")
     order = np.random.default_rng(seed).permutation(n)
     ends = np.cumsum(counts)
-    return [Subset(dataset, order[end - count:end]) for count, end in zip(counts, ends)]
+    return [Subset(dataset, order[end - count : end]) for count, end in zip(counts, ends)]
 
 
 def _as_array(x, name: str) -> np.ndarray:
@@ -97,5 +98,4 @@ def _as_array(x, name: str) -> np.ndarray:
         return x
     if hasattr(x, "numpy"):
         return np.asarray(x.numpy())
-    raise TypeError(f"TensorDataset: {name} must be a numpy.ndarray or have a .numpy() method, "
-                    f"got {type(x).__name__}")
+    raise TypeError(f"TensorDataset: {name} must be a numpy.ndarray or have a .numpy() method, got {type(x).__name__}")

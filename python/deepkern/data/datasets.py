@@ -23,16 +23,20 @@ from .dataset import TensorDataset
 __all__ = ["digits", "stratified_split", "sunspots", "sliding_windows", "Windows", "char_corpus", "CharCorpus"]
 
 
-def _bundled_csv(package: str, pip_name: str, relative_path: str, loader: str, fallback,
-                 header: bool = False) -> np.ndarray:
+def _bundled_csv(
+    package: str, pip_name: str, relative_path: str, loader: str, fallback, header: bool = False
+) -> np.ndarray:
     """The numbers (float64, one row a line, after a header line when ``header``) of the CSV file
     ``relative_path`` inside the installed ``package``, read without importing the package
-    (importing scikit-learn or statsmodels takes a second); ``fallback()`` builds the same array through the package's own loader when the
-    file is not where it was. Raises ImportError naming the pip extra when ``package`` is missing."""
+    (importing scikit-learn or statsmodels takes a second); ``fallback()`` builds the same array
+    through the package's own loader when the file is not where it was. Raises ImportError naming
+    the pip extra when ``package`` is missing."""
     spec = importlib.util.find_spec(package)
     if spec is None:
-        raise ImportError(f"deepkern.data.{loader} needs {pip_name}, which is not installed: "
-                          f"pip install \"deepkern[train]\" (or pip install {pip_name})")
+        raise ImportError(
+            f"deepkern.data.{loader} needs {pip_name}, which is not installed: "
+            f'pip install "deepkern[train]" (or pip install {pip_name})'
+        )
     path = os.path.join(spec.submodule_search_locations[0], *relative_path.split("/"))
     if not os.path.isfile(path):
         return fallback()
@@ -110,8 +114,9 @@ def digits(train: bool = True, test_fraction: float = 0.2, seed: int = 0) -> Ten
 @functools.lru_cache(maxsize=1)
 def _sunspots_series():
     """Years (N,) int64 and yearly sunspot numbers (N,) float64 (read-only)."""
-    table = _bundled_csv("statsmodels", "statsmodels", "datasets/sunspots/sunspots.csv", "sunspots",
-                         _statsmodels_sunspots, header=True)
+    table = _bundled_csv(
+        "statsmodels", "statsmodels", "datasets/sunspots/sunspots.csv", "sunspots", _statsmodels_sunspots, header=True
+    )
     years = table[:, 0].astype(np.int64)
     values = table[:, 1].copy()
     years.flags.writeable = values.flags.writeable = False
@@ -146,8 +151,9 @@ class Windows:
     ``window``, ``test_years`` (the year of each test target).
     """
 
-    def __init__(self, train: TensorDataset, test: TensorDataset, mean: float, std: float,
-                 window: int, test_years: np.ndarray):
+    def __init__(
+        self, train: TensorDataset, test: TensorDataset, mean: float, std: float, window: int, test_years: np.ndarray
+    ):
         self.train, self.test = train, test
         self.mean, self.std = mean, std
         self.window = window
@@ -183,13 +189,18 @@ def sunspots(window: int = 20, test_fraction: float = 0.2) -> Windows:
     test_fraction = _check_fraction(test_fraction, "test_fraction", "sunspots")
     years, values = _sunspots_series()
     n_train = len(values) - int(round(test_fraction * len(values)))
-    _check_int(window, "window", "sunspots", 1, n_train,
-               f" (the training part has {n_train} of {len(values)} years)")
+    _check_int(window, "window", "sunspots", 1, n_train, f" (the training part has {n_train} of {len(values)} years)")
     mean, std = float(values[:n_train].mean()), float(values[:n_train].std())
     x, y = sliding_windows((values - mean) / std, window)
     split = n_train - window  # windows before it predict training years
-    return Windows(TensorDataset(x[:split], y[:split]), TensorDataset(x[split:], y[split:]),
-                   mean, std, window, years[n_train:].copy())
+    return Windows(
+        TensorDataset(x[:split], y[:split]),
+        TensorDataset(x[split:], y[split:]),
+        mean,
+        std,
+        window,
+        years[n_train:].copy(),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,8 +213,10 @@ def _topics_text() -> str:
     try:
         from pydoc_data.topics import topics
     except ImportError as e:  # a trimmed Python (some distributions and containers drop it)
-        raise ImportError("deepkern.data.char_corpus needs the standard library's pydoc_data module, "
-                          "which this Python installation lacks") from e
+        raise ImportError(
+            "deepkern.data.char_corpus needs the standard library's pydoc_data module, "
+            "which this Python installation lacks"
+        ) from e
     return "\n\n".join(topics[key] for key in sorted(topics))
 
 
@@ -222,8 +235,14 @@ class CharCorpus:
         val_fraction = _check_fraction(val_fraction, "val_fraction", "CharCorpus")
         n_val = int(round(val_fraction * len(text)))
         shortest = min(len(text) - n_val, n_val)
-        _check_int(seq_len, "seq_len", "CharCorpus", 1, shortest,
-                   f" (the shorter part has {shortest} of {len(text)} characters, val_fraction={val_fraction})")
+        _check_int(
+            seq_len,
+            "seq_len",
+            "CharCorpus",
+            1,
+            shortest,
+            f" (the shorter part has {shortest} of {len(text)} characters, val_fraction={val_fraction})",
+        )
         stride = _check_int(seq_len if stride is None else stride, "stride", "CharCorpus")
         self.text = text
         self.vocab = sorted(set(text))
@@ -231,8 +250,8 @@ class CharCorpus:
         self.ids = self.encode(text)
         self.ids.flags.writeable = False
         self.seq_len, self.stride = seq_len, stride
-        self.train = self._windows(self.ids[:len(text) - n_val])
-        self.val = self._windows(self.ids[len(text) - n_val:])
+        self.train = self._windows(self.ids[: len(text) - n_val])
+        self.val = self._windows(self.ids[len(text) - n_val :])
 
     @property
     def vocab_size(self) -> int:
@@ -244,8 +263,10 @@ class CharCorpus:
         ids = np.minimum(np.searchsorted(self._codes, codes), len(self._codes) - 1)
         unknown = np.flatnonzero(self._codes[ids] != codes)
         if unknown.size:
-            raise ValueError(f"CharCorpus.encode: character {text[unknown[0]]!r} (position {unknown[0]} of "
-                             f"text) is not in the vocabulary")
+            raise ValueError(
+                f"CharCorpus.encode: character {text[unknown[0]]!r} (position {unknown[0]} of "
+                f"text) is not in the vocabulary"
+            )
         return ids.astype(np.int64)
 
     def decode(self, ids) -> str:
@@ -262,7 +283,7 @@ class CharCorpus:
 
     def _windows(self, ids: np.ndarray) -> TensorDataset:
         view = np.lib.stride_tricks.sliding_window_view
-        return TensorDataset(view(ids[:-1], self.seq_len)[::self.stride], view(ids[1:], self.seq_len)[::self.stride])
+        return TensorDataset(view(ids[:-1], self.seq_len)[:: self.stride], view(ids[1:], self.seq_len)[:: self.stride])
 
 
 def _code_points(chars) -> np.ndarray:

@@ -40,8 +40,15 @@ class DataLoader:
     is batched by indexing its whole arrays at once, with the same result and no per-sample loop.
     """
 
-    def __init__(self, dataset, batch_size: int = 1, shuffle: bool = False, drop_last: bool = False,
-                 seed: int | None = None, collate_fn=None):
+    def __init__(
+        self,
+        dataset,
+        batch_size: int = 1,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int | None = None,
+        collate_fn=None,
+    ):
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be an int >= 1, got {batch_size!r}")
         if seed is not None:
@@ -67,8 +74,10 @@ class DataLoader:
         else:
             order = np.arange(n)
         self.epoch += 1
-        return (self._batch(order[start:start + self.batch_size])
-                for start in range(0, len(self) * self.batch_size, self.batch_size))
+        return (
+            self._batch(order[start : start + self.batch_size])
+            for start in range(0, len(self) * self.batch_size, self.batch_size)
+        )
 
     def _batch(self, indices: np.ndarray):
         """The batch of the samples at ``indices``."""

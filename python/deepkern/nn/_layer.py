@@ -63,8 +63,10 @@ def check_float(module, x, dtype=None) -> None:
     """``x`` is float32/float64 (and of ``dtype``, the layer's parameters', when given)."""
     got = x.dtype
     if dtype is not None and got != dtype:
-        raise TypeError(f"{describe(module)}: input has dtype {got} but the layer's parameters are {dtype}; "
-                        f"convert one of them (.float(), .double() or .to(dtype))")
+        raise TypeError(
+            f"{describe(module)}: input has dtype {got} but the layer's parameters are {dtype}; "
+            f"convert one of them (.float(), .double() or .to(dtype))"
+        )
     if got not in _FLOATS:
         raise TypeError(f"{describe(module)}: input must be float32 or float64, got dtype {got}")
 

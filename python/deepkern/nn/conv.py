@@ -6,7 +6,13 @@ from __future__ import annotations
 
 from . import functional as F
 from ._layer import (
-    add_weight_and_bias, bad_shape, check_float, check_ndim, factory_kwargs, reset_weight_and_bias, run_op,
+    add_weight_and_bias,
+    bad_shape,
+    check_float,
+    check_ndim,
+    factory_kwargs,
+    reset_weight_and_bias,
+    run_op,
 )
 from .module import Module
 
@@ -34,13 +40,27 @@ class Conv2d(Module):
     (kaiming_uniform_(a=sqrt(5)); bias U(-1/sqrt(fan_in), 1/sqrt(fan_in))). Only
     ``padding_mode='zeros'`` is supported."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         factory = factory_kwargs("Conv2d", dtype, device)
         if groups < 1 or in_channels % groups or out_channels % groups:
-            raise ValueError(f"Conv2d: groups={groups} must be positive and divide in_channels={in_channels} "
-                             f"and out_channels={out_channels}")
+            raise ValueError(
+                f"Conv2d: groups={groups} must be positive and divide in_channels={in_channels} "
+                f"and out_channels={out_channels}"
+            )
         if padding_mode != "zeros":
             raise NotImplementedError(f"Conv2d: padding_mode={padding_mode!r} is not supported, only 'zeros'")
         self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
@@ -66,8 +86,9 @@ class Conv2d(Module):
         if input.ndim not in (3, 4) or input.shape[-3] != self.in_channels:
             c = self.in_channels
             bad_shape(self, input, f"(N, {c}, H, W) or ({c}, H, W)")
-        return run_op(self, F.conv2d, input, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                      self.groups)
+        return run_op(
+            self, F.conv2d, input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+        )
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
@@ -85,8 +106,9 @@ class Conv2d(Module):
 class MaxPool2d(Module):
     """Max over each window; ``return_indices=True`` also returns the flat (H*W) positions."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False,
-                 ceil_mode: bool = False):
+    def __init__(
+        self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False, ceil_mode: bool = False
+    ):
         super().__init__()
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size
@@ -94,19 +116,37 @@ class MaxPool2d(Module):
         self.return_indices, self.ceil_mode = return_indices, ceil_mode
 
     def forward(self, input):
-        return _pool(self, F.max_pool2d, input, self.kernel_size, self.stride, self.padding, self.dilation,
-                     self.ceil_mode, self.return_indices)
+        return _pool(
+            self,
+            F.max_pool2d,
+            input,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.ceil_mode,
+            self.return_indices,
+        )
 
     def extra_repr(self) -> str:
-        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+        return (
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+            f"dilation={self.dilation}, ceil_mode={self.ceil_mode}"
+        )
 
 
 class AvgPool2d(Module):
     """Mean over each window (``count_include_pad``, ``divisor_override`` as in PyTorch)."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
-                 count_include_pad: bool = True, divisor_override=None):
+    def __init__(
+        self,
+        kernel_size,
+        stride=None,
+        padding=0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+        divisor_override=None,
+    ):
         super().__init__()
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size
@@ -114,8 +154,17 @@ class AvgPool2d(Module):
         self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
 
     def forward(self, input):
-        return _pool(self, F.avg_pool2d, input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
-                     self.count_include_pad, self.divisor_override)
+        return _pool(
+            self,
+            F.avg_pool2d,
+            input,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.ceil_mode,
+            self.count_include_pad,
+            self.divisor_override,
+        )
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"

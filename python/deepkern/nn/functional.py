@@ -10,7 +10,6 @@ compatibility and computes out of place (the returned value is the same).
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from .. import backends, ops
@@ -20,10 +19,24 @@ from ..random import get_generator
 from ..tensor import Tensor
 
 __all__ = [
-    "linear", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "relu", "leaky_relu",
-    "tanh", "sigmoid", "gelu", "softmax", "log_softmax", "dropout", "batch_norm", "embedding",
+    "linear",
+    "conv2d",
+    "max_pool2d",
+    "avg_pool2d",
+    "adaptive_avg_pool2d",
+    "relu",
+    "leaky_relu",
+    "tanh",
+    "sigmoid",
+    "gelu",
+    "softmax",
+    "log_softmax",
+    "dropout",
+    "batch_norm",
+    "embedding",
     "flatten",
 ]
+
 
 def _array(x):
     return x._array if isinstance(x, Tensor) else x
@@ -111,8 +124,15 @@ class MaxPool2d(Function):
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """Max over each window; with ``return_indices`` also the int64 flat (H*W) positions."""
-    return MaxPool2d.apply(input, return_indices=return_indices, kernel_size=kernel_size, stride=stride,
-                           padding=padding, dilation=dilation, ceil_mode=ceil_mode)
+    return MaxPool2d.apply(
+        input,
+        return_indices=return_indices,
+        kernel_size=kernel_size,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        ceil_mode=ceil_mode,
+    )
 
 
 class AvgPool2d(Function):
@@ -127,11 +147,19 @@ class AvgPool2d(Function):
         return ops.avg_pool2d_backward(g, ctx.x_shape, **ctx.window)
 
 
-def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-               divisor_override=None):
+def avg_pool2d(
+    input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+):
     """Mean over each window (divisor: see ``deepkern.ops.avg_pool2d``)."""
-    return AvgPool2d.apply(input, kernel_size=kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
-                           count_include_pad=count_include_pad, divisor_override=divisor_override)
+    return AvgPool2d.apply(
+        input,
+        kernel_size=kernel_size,
+        stride=stride,
+        padding=padding,
+        ceil_mode=ceil_mode,
+        count_include_pad=count_include_pad,
+        divisor_override=divisor_override,
+    )
 
 
 class AdaptiveAvgPool2d(Function):
@@ -301,15 +329,17 @@ class BatchNorm(Function):
     are used (biased variance) and the running ones updated in place (unbiased variance)."""
 
     @staticmethod
-    def forward(ctx, x, weight=None, bias=None, running_mean=None, running_var=None, training=False,
-                momentum=0.1, eps=1e-5):
+    def forward(
+        ctx, x, weight=None, bias=None, running_mean=None, running_var=None, training=False, momentum=0.1, eps=1e-5
+    ):
         axes = (0,) + tuple(range(2, x.ndim))
         shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
         if training:
             n = x.size // x.shape[1]
             if n <= 1:
-                raise ValueError(f"batch_norm: expected more than 1 value per channel when training, "
-                                 f"got input of shape {x.shape}")
+                raise ValueError(
+                    f"batch_norm: expected more than 1 value per channel when training, got input of shape {x.shape}"
+                )
             mean = x.mean(axis=axes)
             centered = x - mean.reshape(shape)
             var = (centered * centered).mean(axis=axes)
@@ -348,15 +378,22 @@ class BatchNorm(Function):
         return gx, gw if need_w else None, gb if need_b else None
 
 
-def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
-               eps=1e-5):
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
     """PyTorch's ``F.batch_norm`` over input ``(N, C, ...)``: batch statistics when ``training``
     (updating ``running_mean``/``running_var`` in place when given, by ``momentum``), else the
     running ones."""
     if not training and (running_mean is None or running_var is None):
         raise ValueError("batch_norm: running_mean and running_var are needed when not training")
-    return BatchNorm.apply(input, weight, bias, running_mean=_array(running_mean),
-                           running_var=_array(running_var), training=training, momentum=momentum, eps=eps)
+    return BatchNorm.apply(
+        input,
+        weight,
+        bias,
+        running_mean=_array(running_mean),
+        running_var=_array(running_var),
+        training=training,
+        momentum=momentum,
+        eps=eps,
+    )
 
 
 class Embedding(Function):
@@ -400,11 +437,25 @@ def flatten(input, start_dim=0, end_dim=-1):
 
 # The losses' functional forms live beside their modules (loss.py).
 from .loss import (  # noqa: E402
-    binary_cross_entropy_with_logits, contrastive_loss, cosine_embedding_loss, cross_entropy, l1_loss,
-    mse_loss, nll_loss, pairwise_distance, triplet_margin_loss,
+    binary_cross_entropy_with_logits,
+    contrastive_loss,
+    cosine_embedding_loss,
+    cross_entropy,
+    l1_loss,
+    mse_loss,
+    nll_loss,
+    pairwise_distance,
+    triplet_margin_loss,
 )
 
 __all__ += [
-    "mse_loss", "l1_loss", "cross_entropy", "nll_loss", "binary_cross_entropy_with_logits",
-    "pairwise_distance", "triplet_margin_loss", "contrastive_loss", "cosine_embedding_loss",
+    "mse_loss",
+    "l1_loss",
+    "cross_entropy",
+    "nll_loss",
+    "binary_cross_entropy_with_logits",
+    "pairwise_distance",
+    "triplet_margin_loss",
+    "contrastive_loss",
+    "cosine_embedding_loss",
 ]

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..tensor import tensor
 from . import functional as F
 from . import init
 from ._layer import (
-    add_weight_and_bias, bad_shape, check_float, empty_parameter, factory_kwargs, reset_weight_and_bias, run_op,
+    add_weight_and_bias,
+    bad_shape,
+    check_float,
+    empty_parameter,
+    factory_kwargs,
+    reset_weight_and_bias,
+    run_op,
 )
-from ..tensor import tensor
 from .module import Module, Parameter
 
 __all__ = ["Linear", "Embedding", "Flatten"]
@@ -47,12 +53,26 @@ class Embedding(Module):
     ``(num_embeddings, embedding_dim)``, initialised N(0, 1) with the ``padding_idx`` row zero
     (that row gets no gradient)."""
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None, max_norm=None,
-                 norm_type: float = 2.0, scale_grad_by_freq: bool = False, sparse: bool = False,
-                 _weight=None, _freeze: bool = False, device=None, dtype=None):
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        padding_idx=None,
+        max_norm=None,
+        norm_type: float = 2.0,
+        scale_grad_by_freq: bool = False,
+        sparse: bool = False,
+        _weight=None,
+        _freeze: bool = False,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
-        for name, value in (("max_norm", max_norm is not None), ("scale_grad_by_freq", scale_grad_by_freq),
-                            ("sparse", sparse)):
+        for name, value in (
+            ("max_norm", max_norm is not None),
+            ("scale_grad_by_freq", scale_grad_by_freq),
+            ("sparse", sparse),
+        ):
             if value:
                 raise NotImplementedError(f"Embedding: {name} is not supported in this version")
         factory = factory_kwargs("Embedding", dtype, device)
@@ -60,8 +80,9 @@ class Embedding(Module):
         self.embedding_dim = int(embedding_dim)
         if padding_idx is not None:
             if not -self.num_embeddings <= padding_idx < self.num_embeddings:
-                raise ValueError(f"Embedding: padding_idx={padding_idx} must be within num_embeddings="
-                                 f"{self.num_embeddings}")
+                raise ValueError(
+                    f"Embedding: padding_idx={padding_idx} must be within num_embeddings={self.num_embeddings}"
+                )
             padding_idx %= self.num_embeddings
         self.padding_idx = padding_idx
         self.max_norm, self.norm_type = max_norm, norm_type
@@ -72,8 +93,9 @@ class Embedding(Module):
         else:
             weight = tensor(_weight, dtype=factory["dtype"], device=factory["device"])
             if weight.shape != (self.num_embeddings, self.embedding_dim):
-                raise ValueError(f"Embedding: _weight has shape {weight.shape}, expected "
-                                 f"{(self.num_embeddings, self.embedding_dim)}")
+                raise ValueError(
+                    f"Embedding: _weight has shape {weight.shape}, expected {(self.num_embeddings, self.embedding_dim)}"
+                )
             self.weight = Parameter(weight, requires_grad=not _freeze)
 
     def reset_parameters(self) -> None:
@@ -88,8 +110,15 @@ class Embedding(Module):
         if len(shape) != 2:
             raise ValueError(f"Embedding.from_pretrained: embeddings must be 2-D, got shape {shape}")
         dtype = getattr(embeddings, "dtype", None)
-        return cls(shape[0], shape[1], padding_idx=padding_idx, _weight=embeddings, _freeze=freeze,
-                   dtype=dtype if dtype in (np.float32, np.float64) else None, **kwargs)
+        return cls(
+            shape[0],
+            shape[1],
+            padding_idx=padding_idx,
+            _weight=embeddings,
+            _freeze=freeze,
+            dtype=dtype if dtype in (np.float32, np.float64) else None,
+            **kwargs,
+        )
 
     def forward(self, input):
         return run_op(self, F.embedding, input, self.weight, self.padding_idx)
@@ -117,4 +146,3 @@ class Flatten(Module):
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
-

@@ -20,10 +20,23 @@ from ..tensor_ops import unbroadcast
 from .module import Module
 
 __all__ = [
-    "mse_loss", "l1_loss", "cross_entropy", "nll_loss", "binary_cross_entropy_with_logits",
-    "pairwise_distance", "triplet_margin_loss", "contrastive_loss", "cosine_embedding_loss",
-    "MSELoss", "L1Loss", "CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss", "TripletMarginLoss",
-    "ContrastiveLoss", "CosineEmbeddingLoss",
+    "mse_loss",
+    "l1_loss",
+    "cross_entropy",
+    "nll_loss",
+    "binary_cross_entropy_with_logits",
+    "pairwise_distance",
+    "triplet_margin_loss",
+    "contrastive_loss",
+    "cosine_embedding_loss",
+    "MSELoss",
+    "L1Loss",
+    "CrossEntropyLoss",
+    "NLLLoss",
+    "BCEWithLogitsLoss",
+    "TripletMarginLoss",
+    "ContrastiveLoss",
+    "CosineEmbeddingLoss",
 ]
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -143,20 +156,25 @@ def _check_classes(name, x, t, weight, ignore_index, allow_probs):
     probs = allow_probs and t.dtype.kind == "f" and t.shape == x.shape
     if not probs:
         if t.shape != index_shape:
-            expected = f"class indices of shape {index_shape}" + (f" or probabilities of shape {x.shape}"
-                                                                 if allow_probs else "")
+            expected = f"class indices of shape {index_shape}" + (
+                f" or probabilities of shape {x.shape}" if allow_probs else ""
+            )
             raise ValueError(f"{name}: input has shape {x.shape} but target has shape {t.shape}; expected {expected}")
         if t.dtype.kind not in "iu":
             raise TypeError(f"{name}: class-index target must have an integer dtype, got {t.dtype}")
         bad = (t != ignore_index) & ((t < 0) | (t >= classes))
         if bad.any():
-            raise ValueError(f"{name}: target {int(t[bad].flat[0])} is out of range for {classes} classes "
-                             f"(ignore_index={ignore_index})")
+            raise ValueError(
+                f"{name}: target {int(t[bad].flat[0])} is out of range for {classes} classes "
+                f"(ignore_index={ignore_index})"
+            )
     if weight is not None:
         weight = _arr(weight)
         if weight.shape != (classes,):
-            raise ValueError(f"{name}: weight must have shape ({classes},) (one per class) for input of shape "
-                             f"{x.shape}, got {weight.shape}")
+            raise ValueError(
+                f"{name}: weight must have shape ({classes},) (one per class) for input of shape "
+                f"{x.shape}, got {weight.shape}"
+            )
         weight = weight.astype(x.dtype, copy=False)
     return weight, probs
 
@@ -267,8 +285,9 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
 def _cross_entropy(name, input, target, weight, ignore_index, reduction, label_smoothing):
     if not (isinstance(label_smoothing, (int, float)) and 0.0 <= label_smoothing <= 1.0):
         raise ValueError(f"{name}: label_smoothing must be in [0, 1], got {label_smoothing!r}")
-    return _classification(_CrossEntropy, name, input, target, weight, ignore_index, reduction,
-                           label_smoothing=float(label_smoothing))
+    return _classification(
+        _CrossEntropy, name, input, target, weight, ignore_index, reduction, label_smoothing=float(label_smoothing)
+    )
 
 
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
@@ -332,8 +351,9 @@ def _bce_with_logits(name, input, target, weight, reduction, pos_weight):
             if np.broadcast_shapes(value.shape, x.shape) != x.shape:
                 raise ValueError
         except ValueError:
-            raise ValueError(f"{name}: {what} of shape {value.shape} does not broadcast to input shape {x.shape}") \
-                from None
+            raise ValueError(
+                f"{name}: {what} of shape {value.shape} does not broadcast to input shape {x.shape}"
+            ) from None
         extras[what] = value.astype(x.dtype, copy=False)
     return _BCEWithLogits.apply(input, target, reduction=reduction, **extras)
 
@@ -372,8 +392,10 @@ class _PairwiseDistance(Function):
         else:
             d = np.sign(diff) * (np.abs(diff) / safe) ** (p - 1)
         d = np.where(norm == 0, 0, d) * g
-        return (unbroadcast(d, shape1) if ctx.needs_input_grad[0] else None,
-                unbroadcast(-d, shape2) if ctx.needs_input_grad[1] else None)
+        return (
+            unbroadcast(d, shape1) if ctx.needs_input_grad[0] else None,
+            unbroadcast(-d, shape2) if ctx.needs_input_grad[1] else None,
+        )
 
 
 def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
@@ -405,8 +427,9 @@ def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2.0, eps=1e-6,
 
 def _triplet(name, anchor, positive, negative, margin, p, eps, swap, reduction):
     _check_reduction(name, reduction)
-    _check_embeddings(name, [("anchor", _arr(anchor).shape), ("positive", _arr(positive).shape),
-                             ("negative", _arr(negative).shape)])
+    _check_embeddings(
+        name, [("anchor", _arr(anchor).shape), ("positive", _arr(positive).shape), ("negative", _arr(negative).shape)]
+    )
     if not p > 0:
         raise ValueError(f"{name}: p must be > 0, got {p!r}")
     d_pos = pairwise_distance(anchor, positive, p, eps)
@@ -507,8 +530,9 @@ class CrossEntropyLoss(_Loss):
         self.ignore_index, self.label_smoothing = int(ignore_index), float(label_smoothing)
 
     def forward(self, input, target):
-        return _cross_entropy("CrossEntropyLoss", input, target, self.weight, self.ignore_index, self.reduction,
-                              self.label_smoothing)
+        return _cross_entropy(
+            "CrossEntropyLoss", input, target, self.weight, self.ignore_index, self.reduction, self.label_smoothing
+        )
 
 
 class NLLLoss(_Loss):
@@ -520,8 +544,7 @@ class NLLLoss(_Loss):
         self.ignore_index = int(ignore_index)
 
     def forward(self, input, target):
-        return _classification(_NLLLoss, "NLLLoss", input, target, self.weight, self.ignore_index,
-                               self.reduction)
+        return _classification(_NLLLoss, "NLLLoss", input, target, self.weight, self.ignore_index, self.reduction)
 
 
 class BCEWithLogitsLoss(_Loss):
@@ -544,8 +567,9 @@ class TripletMarginLoss(_Loss):
         self.margin, self.p, self.eps, self.swap = float(margin), float(p), float(eps), bool(swap)
 
     def forward(self, anchor, positive, negative):
-        return _triplet("TripletMarginLoss", anchor, positive, negative, self.margin, self.p, self.eps,
-                        self.swap, self.reduction)
+        return _triplet(
+            "TripletMarginLoss", anchor, positive, negative, self.margin, self.p, self.eps, self.swap, self.reduction
+        )
 
 
 class ContrastiveLoss(_Loss):

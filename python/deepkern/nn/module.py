@@ -164,7 +164,7 @@ class Module:
         """Moves/casts every parameter and buffer in place (``to(device)``, ``to(dtype)``)."""
         with autograd.no_grad():
             for m in self.modules():
-                for name, p in m._parameters.items():
+                for p in m._parameters.values():
                     if p is not None:
                         p._array = p.to(*args, **kwargs)._array
                 for name, b in m._buffers.items():
@@ -200,8 +200,13 @@ class Module:
         PyTorch does) before anything is written; returns (missing_keys, unexpected_keys)."""
         own = self.state_dict()
         given = {k: as_array(v._array if isinstance(v, Tensor) else v) for k, v in state_dict.items()}
-        check_state_dict({k: (t.shape, t.dtype) for k, t in own.items()}, given, strict=strict,
-                         where=f"load_state_dict for {type(self).__name__}", casting="same_kind")
+        check_state_dict(
+            {k: (t.shape, t.dtype) for k, t in own.items()},
+            given,
+            strict=strict,
+            where=f"load_state_dict for {type(self).__name__}",
+            casting="same_kind",
+        )
         for k, target in own.items():
             if k in given:
                 target._array[...] = to_device(given[k], target.device)

@@ -20,8 +20,18 @@ __all__ = ["BatchNorm1d", "BatchNorm2d"]
 class _BatchNorm(Module):
     _ndims: tuple = ()
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum=0.1, affine: bool = True,
-                 track_running_stats: bool = True, device=None, dtype=None, *, bias: bool = True):
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum=0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        device=None,
+        dtype=None,
+        *,
+        bias: bool = True,
+    ):
         super().__init__()
         factory = factory_kwargs(type(self).__name__, dtype, device)
         self.num_features, self.eps, self.momentum = int(num_features), eps, momentum
@@ -65,8 +75,10 @@ class _BatchNorm(Module):
         if input.ndim not in self._ndims or input.shape[1] != self.num_features:
             bad_shape(self, input, self._expected_shape())
         if self.training and input.shape[0] * int(np.prod(input.shape[2:])) <= 1:
-            raise ValueError(f"{describe(self)}: expected more than 1 value per channel when training, "
-                             f"got input of shape {tuple(input.shape)}")
+            raise ValueError(
+                f"{describe(self)}: expected more than 1 value per channel when training, "
+                f"got input of shape {tuple(input.shape)}"
+            )
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked._array += 1
@@ -74,12 +86,22 @@ class _BatchNorm(Module):
                 factor = 1.0 / float(self.num_batches_tracked._array)
         use_batch_stats = self.training or self.running_mean is None
         track = not self.training or self.track_running_stats
-        return F.batch_norm(input, self.running_mean if track else None, self.running_var if track else None,
-                            self.weight, self.bias, use_batch_stats, factor, self.eps)
+        return F.batch_norm(
+            input,
+            self.running_mean if track else None,
+            self.running_var if track else None,
+            self.weight,
+            self.bias,
+            use_batch_stats,
+            factor,
+            self.eps,
+        )
 
     def extra_repr(self) -> str:
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+            f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}"
+        )
 
 
 class BatchNorm1d(_BatchNorm):

@@ -115,11 +115,25 @@ class LSTM(Module):
     training mode only.
     """
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, proj_size=0, dtype=None, device=None):
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        num_layers=1,
+        bias=True,
+        batch_first=False,
+        dropout=0.0,
+        bidirectional=False,
+        proj_size=0,
+        dtype=None,
+        device=None,
+    ):
         super().__init__()
-        for name, value, low in (("input_size", input_size, 1), ("hidden_size", hidden_size, 1),
-                                 ("num_layers", num_layers, 1)):
+        for name, value, low in (
+            ("input_size", input_size, 1),
+            ("hidden_size", hidden_size, 1),
+            ("num_layers", num_layers, 1),
+        ):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"LSTM: {name} must be an int >= {low}, got {value!r}")
         if not (isinstance(dropout, (int, float)) and 0 <= dropout <= 1) or isinstance(dropout, bool):
@@ -127,8 +141,9 @@ class LSTM(Module):
         if proj_size:
             raise NotImplementedError("LSTM: proj_size is not supported by deepkern's LSTM kernels")
         if dropout > 0 and num_layers == 1:
-            warnings.warn(f"LSTM: dropout={dropout} has no effect with num_layers=1 (it applies between "
-                          "layers)", stacklevel=2)
+            warnings.warn(
+                f"LSTM: dropout={dropout} has no effect with num_layers=1 (it applies between layers)", stacklevel=2
+            )
         self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
         self.bias, self.batch_first, self.dropout = bool(bias), bool(batch_first), float(dropout)
         self.bidirectional, self.proj_size = bool(bidirectional), 0
@@ -172,12 +187,16 @@ class LSTM(Module):
         shape, size = tuple(x.shape), self.input_size
         batched = f"(B, T, {size})" if self.batch_first else f"(T, B, {size})"
         if x.ndim not in (2, 3) or shape[-1] != size:
-            expected = batched if x.ndim == 3 else f"(T, {size})" if x.ndim == 2 else f"{batched} or unbatched (T, {size})"
+            expected = (
+                batched if x.ndim == 3 else f"(T, {size})" if x.ndim == 2 else f"{batched} or unbatched (T, {size})"
+            )
             raise ValueError(f"{self._name()}: input has shape {shape}, expected {expected}")
         dtype = self._parameters[self._layer_names[0][0]].dtype
         if x.dtype != dtype:
-            raise TypeError(f"{self._name()}: input has dtype {x.dtype} but the parameters have {dtype}; "
-                            "convert the input or the module (.float() / .double())")
+            raise TypeError(
+                f"{self._name()}: input has dtype {x.dtype} but the parameters have {dtype}; "
+                "convert the input or the module (.float() / .double())"
+            )
         unbatched = x.ndim == 2
         if hx is None:
             return unbatched
@@ -188,8 +207,10 @@ class LSTM(Module):
         want = (ld, self.hidden_size) if unbatched else (ld, batch, self.hidden_size)
         for name, state in zip(("h_0", "c_0"), hx):
             if tuple(np.shape(state)) != want:
-                raise ValueError(f"{self._name()}: {name} has shape {tuple(np.shape(state))}, expected {want} "
-                                 f"for input of shape {shape}")
+                raise ValueError(
+                    f"{self._name()}: {name} has shape {tuple(np.shape(state))}, expected {want} "
+                    f"for input of shape {shape}"
+                )
             if state.dtype != dtype:
                 raise TypeError(f"{self._name()}: {name} has dtype {state.dtype} but the parameters have {dtype}")
         return unbatched
@@ -269,8 +290,10 @@ class LSTMCell(Module):
         if x.ndim not in (1, 2) or x.shape[-1] != size:
             raise ValueError(f"{self._name()}: input has shape {tuple(x.shape)}, expected (B, {size}) or ({size},)")
         if x.dtype != dtype:
-            raise TypeError(f"{self._name()}: input has dtype {x.dtype} but the parameters have {dtype}; "
-                            "convert the input or the module (.float() / .double())")
+            raise TypeError(
+                f"{self._name()}: input has dtype {x.dtype} but the parameters have {dtype}; "
+                "convert the input or the module (.float() / .double())"
+            )
         unbatched = x.ndim == 1
         h = c = None
         if hx is not None:
@@ -280,8 +303,10 @@ class LSTMCell(Module):
             want = x.shape[:-1] + (self.hidden_size,)
             for name, state in (("h", h), ("c", c)):
                 if tuple(state.shape) != want:
-                    raise ValueError(f"{self._name()}: {name} has shape {tuple(state.shape)}, expected {want} "
-                                     f"for input of shape {tuple(x.shape)}")
+                    raise ValueError(
+                        f"{self._name()}: {name} has shape {tuple(state.shape)}, expected {want} "
+                        f"for input of shape {tuple(x.shape)}"
+                    )
                 if state.dtype != dtype:
                     raise TypeError(f"{self._name()}: {name} has dtype {state.dtype} but the parameters have {dtype}")
             if unbatched:

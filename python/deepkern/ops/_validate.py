@@ -42,9 +42,7 @@ def check_output(out, name: str, op: str, shape: tuple, dtype: np.dtype, inputs:
         raise ValueError(f"{op}: {name} has a zero stride (elements that alias each other)")
     for other_name, other in inputs.items():
         if other is not None and overlaps(out, other):
-            raise ValueError(
-                f"{op}: {name} (shape {out.shape}) overlaps input {other_name} (shape {other.shape})"
-            )
+            raise ValueError(f"{op}: {name} (shape {out.shape}) overlaps input {other_name} (shape {other.shape})")
     return out
 
 
@@ -52,8 +50,12 @@ def check_array_type(array, name: str, op: str, backend, why: str = "") -> None:
     """TypeError unless ``array`` is an array of ``backend`` (e.g. a numpy.ndarray on the CPU)."""
     kind = backend.array_type
     if not isinstance(array, kind):
-        raise TypeError(f"{op}: {name} must be a {kind.__module__}.{kind.__qualname__}{why}, "
-                        f"got {type(array).__name__}")
+        raise TypeError(
+            f"{op}: {name} must be a {kind.__module__}.{kind.__qualname__}{why}, got {type(array).__name__}"
+        )
+
+
+_TOO_HARD = getattr(np, "exceptions", np).TooHardError  # numpy.TooHardError before NumPy 1.25
 
 
 def overlaps(x: np.ndarray, y: np.ndarray) -> bool:
@@ -62,7 +64,7 @@ def overlaps(x: np.ndarray, y: np.ndarray) -> bool:
         return False
     try:
         return bool(np.shares_memory(x, y, max_work=100_000))
-    except np.exceptions.TooHardError if hasattr(np, "exceptions") else Exception:
+    except _TOO_HARD:
         return True
 
 

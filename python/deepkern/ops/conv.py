@@ -115,8 +115,9 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
     backend = backend_of(x, w, bias, op="conv2d")
     contiguous = backend.ascontiguousarray
     y = backend.empty(geo.out_shape, x.dtype)
-    backend.conv2d_forward(contiguous(geo.batched(x)), contiguous(w), None if bias is None else contiguous(bias), y,
-                           *geo.options())
+    backend.conv2d_forward(
+        contiguous(geo.batched(x)), contiguous(w), None if bias is None else contiguous(bias), y, *geo.options()
+    )
     return geo.unbatch(y)
 
 

@@ -34,15 +34,23 @@ def _batch_offsets(arr: np.ndarray, batch_shape: tuple) -> np.ndarray:
     return np.ascontiguousarray(offsets.reshape(-1))
 
 
-def _run(backend, a, b, c, k, *, alpha=1.0, beta=0.0, bias=None, bias_axis=_BIAS_NONE, relu=False,
-         batch_shape=()):
+def _run(backend, a, b, c, k, *, alpha=1.0, beta=0.0, bias=None, bias_axis=_BIAS_NONE, relu=False, batch_shape=()):
     """C = epilogue(alpha * A @ B + beta * C) over the batch on ``backend``; arrays already validated."""
     if c.size == 0:
         return
     backend.gemm(
-        a, b, c,
-        _batch_offsets(a, batch_shape), _batch_offsets(b, batch_shape), _batch_offsets(c, batch_shape),
-        k, alpha, beta, bias, bias_axis, relu,
+        a,
+        b,
+        c,
+        _batch_offsets(a, batch_shape),
+        _batch_offsets(b, batch_shape),
+        _batch_offsets(c, batch_shape),
+        k,
+        alpha,
+        beta,
+        bias,
+        bias_axis,
+        relu,
     )
 
 
@@ -77,9 +85,7 @@ def matmul(a, b, *, out=None):
         try:
             batch_shape = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
         except ValueError:
-            raise ValueError(
-                f"matmul: batch dimensions of a {a.shape} and b {b.shape} do not broadcast"
-            ) from None
+            raise ValueError(f"matmul: batch dimensions of a {a.shape} and b {b.shape} do not broadcast") from None
     shape = batch_shape + ((m,) if a.ndim > 1 else ()) + ((n,) if b.ndim > 1 else ())
     backend = backend_of(a, b, out, op="matmul")
     if out is None:
@@ -126,8 +132,18 @@ def gemm(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, c=None, bia
         c = backend.empty((m, n), a.dtype)
     else:
         check_output(c, "c", "gemm", (m, n), a.dtype, {"a": a, "b": b, "bias": bias_arr}, backend)
-    _run(backend, op_a, op_b, c, k, alpha=alpha, beta=beta, bias=bias_arr,
-         bias_axis=_BIAS_NONE if bias_arr is None else _BIAS_COLS, relu=bool(relu))
+    _run(
+        backend,
+        op_a,
+        op_b,
+        c,
+        k,
+        alpha=alpha,
+        beta=beta,
+        bias=bias_arr,
+        bias_axis=_BIAS_NONE if bias_arr is None else _BIAS_COLS,
+        relu=bool(relu),
+    )
     return c
 
 
@@ -159,11 +175,20 @@ def linear(x, weight, bias=None, *, relu=False, out=None):
     if out is None:
         result = backend.empty(shape, x.dtype)
     else:
-        result = check_output(out, "out", "linear", shape, x.dtype, {"x": x, "weight": weight, "bias": bias_arr},
-                              backend)
+        result = check_output(
+            out, "out", "linear", shape, x.dtype, {"x": x, "weight": weight, "bias": bias_arr}, backend
+        )
     c2 = result.reshape(rows, n)  # a copy only for an `out` whose leading axes do not merge
-    _run(backend, x2, weight.T, c2, weight.shape[1], bias=bias_arr,
-         bias_axis=_BIAS_NONE if bias_arr is None else _BIAS_COLS, relu=bool(relu))
+    _run(
+        backend,
+        x2,
+        weight.T,
+        c2,
+        weight.shape[1],
+        bias=bias_arr,
+        bias_axis=_BIAS_NONE if bias_arr is None else _BIAS_COLS,
+        relu=bool(relu),
+    )
     if not np.shares_memory(c2, result) and c2.size:
         result[...] = c2.reshape(shape)
     return result
@@ -178,4 +203,3 @@ def _check_bias(bias, n: int, dtype: np.dtype, op: str):
     if bias.dtype != dtype:
         raise TypeError(f"{op}: bias must have dtype {dtype}, got {bias.dtype}")
     return bias
-

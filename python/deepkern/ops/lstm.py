@@ -6,9 +6,9 @@ share of the hidden units: the input projection a chunk of steps at a time as on
 step one recurrent GEMM into the gates and one fused cell update, one barrier per step; backward
 gets the weight and input gradients of all steps from single large GEMMs. Each thread keeps its
 working memory (its packed share of the weights; backward's gate gradients) between calls, sized by
-the largest layer run so far, so repeated calls do not fault fresh pages in. Multi-layer, bidirectional and batch_first models compose
-these (reverse=True runs a sequence backwards in time, as the reverse direction of a
-bidirectional layer).
+the largest layer run so far, so repeated calls do not fault fresh pages in. Multi-layer,
+bidirectional and batch_first models compose these (reverse=True runs a sequence backwards in
+time, as the reverse direction of a bidirectional layer).
 """
 
 from __future__ import annotations
@@ -85,8 +85,7 @@ def lstm(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, reverse=False, return_c
     ``c_T`` the states after the last step processed (step 0 when ``reverse``). With
     ``return_cache=True`` also returns the :class:`LSTMCache` that :func:`lstm_backward` needs.
     """
-    backend, x, h0, c0, w_ih, w_hh, bias, hidden = _arrays("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh,
-                                                            sequence=True)
+    backend, x, h0, c0, w_ih, w_hh, bias, hidden = _arrays("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh, sequence=True)
     steps, batch, _ = x.shape
     dtype = x.dtype
     empty = backend.empty
@@ -95,8 +94,12 @@ def lstm(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, reverse=False, return_c
     c_last = empty((batch, hidden), dtype)
     cache, kept = None, (None, None, None)  # inference: the kernel keeps no per-step state beyond y
     if return_cache:
-        cache = LSTMCache(empty((steps, batch, 4 * hidden), dtype), empty((steps, batch, hidden), dtype),
-                          empty((steps, batch, hidden), dtype), bool(reverse))
+        cache = LSTMCache(
+            empty((steps, batch, 4 * hidden), dtype),
+            empty((steps, batch, hidden), dtype),
+            empty((steps, batch, hidden), dtype),
+            bool(reverse),
+        )
         kept = cache[:3]
     backend.lstm_forward(x, h0, c0, w_ih, w_hh, bias, y, h_last, c_last, *kept, bool(reverse))
     return (y, h_last, c_last, cache) if return_cache else (y, h_last, c_last)
@@ -113,16 +116,22 @@ def lstm_backward(grad_y, grad_h_T, grad_c_T, x, h0, c0, w_ih, w_hh, cache: LSTM
     steps, batch, inputs = x.shape
     dtype = x.dtype
     if not isinstance(cache, LSTMCache):
-        raise TypeError(f"lstm_backward: cache must be the LSTMCache from lstm(..., return_cache=True), "
-                        f"got {type(cache).__name__}")
+        raise TypeError(
+            f"lstm_backward: cache must be the LSTMCache from lstm(..., return_cache=True), got {type(cache).__name__}"
+        )
     if cache.gates.shape != (steps, batch, 4 * hidden) or cache.gates.dtype != dtype:
-        raise ValueError(f"lstm_backward: cache holds gates {cache.gates.shape} {cache.gates.dtype}, which do not "
-                         f"fit x {x.shape} and w_hh {w_hh.shape}")
+        raise ValueError(
+            f"lstm_backward: cache holds gates {cache.gates.shape} {cache.gates.dtype}, which do not "
+            f"fit x {x.shape} and w_hh {w_hh.shape}"
+        )
     if bool(cache.reverse) != bool(reverse):
         raise ValueError(f"lstm_backward: reverse={reverse} but the cache was made with reverse={cache.reverse}")
     grads = {}
-    for name, value, shape in (("grad_y", grad_y, (steps, batch, hidden)), ("grad_h_T", grad_h_T, (batch, hidden)),
-                               ("grad_c_T", grad_c_T, (batch, hidden))):
+    for name, value, shape in (
+        ("grad_y", grad_y, (steps, batch, hidden)),
+        ("grad_h_T", grad_h_T, (batch, hidden)),
+        ("grad_c_T", grad_c_T, (batch, hidden)),
+    ):
         if value is None:
             grads[name] = None
             continue
@@ -141,8 +150,26 @@ def lstm_backward(grad_y, grad_h_T, grad_c_T, x, h0, c0, w_ih, w_hh, cache: LSTM
     grad_w_ih = empty((4 * hidden, inputs), dtype)
     grad_w_hh = empty((4 * hidden, hidden), dtype)
     grad_b = empty(4 * hidden, dtype)
-    backend.lstm_backward(grad_y, grad_h_T, grad_c_T, x, h0, c0, w_ih, w_hh, cache.gates, cache.cells, cache.hidden,
-                          grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b, bool(reverse))
+    backend.lstm_backward(
+        grad_y,
+        grad_h_T,
+        grad_c_T,
+        x,
+        h0,
+        c0,
+        w_ih,
+        w_hh,
+        cache.gates,
+        cache.cells,
+        cache.hidden,
+        grad_x,
+        grad_h0,
+        grad_c0,
+        grad_w_ih,
+        grad_w_hh,
+        grad_b,
+        bool(reverse),
+    )
     return grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b, grad_b.copy()
 
 

@@ -35,8 +35,14 @@ from .. import backends
 from ._validate import as_float_array, check_array_type, check_scalar
 
 __all__ = [
-    "sgd_step", "sgd_step_multi", "adam_step", "adam_step_multi", "adamw_step", "adamw_step_multi",
-    "rmsprop_step", "rmsprop_step_multi",
+    "sgd_step",
+    "sgd_step_multi",
+    "adam_step",
+    "adam_step_multi",
+    "adamw_step",
+    "adamw_step_multi",
+    "rmsprop_step",
+    "rmsprop_step_multi",
 ]
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -79,21 +85,27 @@ def _flag(value, name: str, op: str) -> bool:
 def _per_tensor(value, n: int, name: str, op: str, kind: str) -> list:
     """``value`` (one int / bool, or a sequence of n of them) as a list of n ints."""
     if kind == "step":
+
         def one(v, what):
             if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
-                raise TypeError(f"{op}: {what} must be an int (the step count including this step), "
-                                f"got {type(v).__name__}")
+                raise TypeError(
+                    f"{op}: {what} must be an int (the step count including this step), got {type(v).__name__}"
+                )
             if v < 1:
                 raise ValueError(f"{op}: {what} = {v} must be >= 1 (the step count including this step)")
             return int(v)
     else:
+
         def one(v, what):
             return int(_flag(v, what, op))
+
     if isinstance(value, (numbers.Integral, bool, np.bool_)):
         return [one(value, name)] * n
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
-        raise TypeError(f"{op}: {name} must be {'an int' if kind == 'step' else 'a bool'} or a sequence of them, "
-                        f"got {type(value).__name__}")
+        raise TypeError(
+            f"{op}: {name} must be {'an int' if kind == 'step' else 'a bool'} or a sequence of them, "
+            f"got {type(value).__name__}"
+        )
     if len(value) != n:
         raise ValueError(f"{op}: {name} has {len(value)} entries but params has {n}")
     return [one(v, f"{name}[{i}]") for i, v in enumerate(value)]
@@ -142,8 +154,10 @@ def _all_fine(dtype, params, grads, states) -> bool:
 def _check_in_place(arr, what: str, op: str, backend) -> None:
     check_array_type(arr, what, op, backend, " (it is updated in place)")
     if not arr.flags.c_contiguous:
-        raise ValueError(f"{op}: {what} (shape {arr.shape}, strides {arr.strides}) is not C-contiguous, so it cannot "
-                         f"be updated in place; pass a contiguous array (np.ascontiguousarray) and keep that one")
+        raise ValueError(
+            f"{op}: {what} (shape {arr.shape}, strides {arr.strides}) is not C-contiguous, so it cannot "
+            f"be updated in place; pass a contiguous array (np.ascontiguousarray) and keep that one"
+        )
     if not arr.flags.writeable:
         raise ValueError(f"{op}: {what} is read-only, so it cannot be updated in place")
 
@@ -247,49 +261,132 @@ def _state_if(op: str, multi: bool, name: str, value, used: bool, reason: str):
 # ---- SGD --------------------------------------------------------------------------------------
 
 
-def _sgd(op, multi, params, grads, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov, maximize,
-         first_step):
+def _sgd(
+    op, multi, params, grads, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step
+):
     lr, momentum, weight_decay = _at_least_zero(op, lr=lr, momentum=momentum, weight_decay=weight_decay)
     dampening = check_scalar(dampening, "dampening", op)
     nesterov, maximize = _flag(nesterov, "nesterov", op), _flag(maximize, "maximize", op)
     if nesterov and (momentum <= 0 or dampening != 0):
-        raise ValueError(f"{op}: nesterov=True requires momentum > 0 and dampening = 0, "
-                         f"got momentum = {momentum}, dampening = {dampening}")
+        raise ValueError(
+            f"{op}: nesterov=True requires momentum > 0 and dampening = 0, "
+            f"got momentum = {momentum}, dampening = {dampening}"
+        )
     params, grads = _param_lists(op, multi, params, grads)
     first = _per_tensor(first_step, len(params), "first_step", op, "flag")
-    momentum_buffer = _state_if(op, multi, "momentum_buffer", momentum_buffer, momentum != 0,
-                                "momentum != 0 (on the first step pass np.empty_like(param) with first_step=True)")
+    momentum_buffer = _state_if(
+        op,
+        multi,
+        "momentum_buffer",
+        momentum_buffer,
+        momentum != 0,
+        "momentum != 0 (on the first step pass np.empty_like(param) with first_step=True)",
+    )
     states = _state_lists(op, multi, len(params), momentum_buffer=momentum_buffer)
     if params:
-        _run(op, _Names(multi), "sgd_step", params, grads, states, first, lr, momentum, dampening, weight_decay,
-             nesterov, maximize)
+        _run(
+            op,
+            _Names(multi),
+            "sgd_step",
+            params,
+            grads,
+            states,
+            first,
+            lr,
+            momentum,
+            dampening,
+            weight_decay,
+            nesterov,
+            maximize,
+        )
 
 
-def sgd_step(param, grad, momentum_buffer=None, *, lr, momentum=0, dampening=0, weight_decay=0, nesterov=False,
-             maximize=False, first_step=False) -> None:
+def sgd_step(
+    param,
+    grad,
+    momentum_buffer=None,
+    *,
+    lr,
+    momentum=0,
+    dampening=0,
+    weight_decay=0,
+    nesterov=False,
+    maximize=False,
+    first_step=False,
+) -> None:
     """One ``torch.optim.SGD`` step on ``param``, in place (and on ``momentum_buffer``).
 
     g = grad (-grad if maximize) + weight_decay * param; with momentum, buf = g on the first step
     (``first_step=True``: ``momentum_buffer``'s contents are not read), else buf = momentum * buf +
     (1 - dampening) * g, and g = g + momentum * buf (nesterov) or buf; then param -= lr * g.
     """
-    _sgd("sgd_step", False, param, grad, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov, maximize,
-         first_step)
+    _sgd(
+        "sgd_step",
+        False,
+        param,
+        grad,
+        momentum_buffer,
+        lr,
+        momentum,
+        dampening,
+        weight_decay,
+        nesterov,
+        maximize,
+        first_step,
+    )
 
 
-def sgd_step_multi(params, grads, momentum_buffers=None, *, lr, momentum=0, dampening=0, weight_decay=0,
-                   nesterov=False, maximize=False, first_step=False) -> None:
+def sgd_step_multi(
+    params,
+    grads,
+    momentum_buffers=None,
+    *,
+    lr,
+    momentum=0,
+    dampening=0,
+    weight_decay=0,
+    nesterov=False,
+    maximize=False,
+    first_step=False,
+) -> None:
     """:func:`sgd_step` on every tensor of the lists in one call; ``first_step`` is one bool or one
     per tensor."""
-    _sgd("sgd_step_multi", True, params, grads, momentum_buffers, lr, momentum, dampening, weight_decay, nesterov,
-         maximize, first_step)
+    _sgd(
+        "sgd_step_multi",
+        True,
+        params,
+        grads,
+        momentum_buffers,
+        lr,
+        momentum,
+        dampening,
+        weight_decay,
+        nesterov,
+        maximize,
+        first_step,
+    )
 
 
 # ---- Adam / AdamW -----------------------------------------------------------------------------
 
 
-def _adam(op, multi, params, grads, exp_avg, exp_avg_sq, step, lr, betas, eps, weight_decay, amsgrad,
-          max_exp_avg_sq, maximize, decoupled):
+def _adam(
+    op,
+    multi,
+    params,
+    grads,
+    exp_avg,
+    exp_avg_sq,
+    step,
+    lr,
+    betas,
+    eps,
+    weight_decay,
+    amsgrad,
+    max_exp_avg_sq,
+    maximize,
+    decoupled,
+):
     lr, eps, weight_decay = _at_least_zero(op, lr=lr, eps=eps, weight_decay=weight_decay)
     beta1, beta2 = _betas(op, betas)
     amsgrad, maximize = _flag(amsgrad, "amsgrad", op), _flag(maximize, "maximize", op)
@@ -299,15 +396,43 @@ def _adam(op, multi, params, grads, exp_avg, exp_avg_sq, step, lr, betas, eps, w
     _require(op, multi, "exp_avg", exp_avg, "stepping Adam")
     _require(op, multi, "exp_avg_sq", exp_avg_sq, "stepping Adam")
     max_exp_avg_sq = _state_if(op, multi, "max_exp_avg_sq", max_exp_avg_sq, amsgrad, "amsgrad=True")
-    states = _state_lists(op, multi, len(params), exp_avg=exp_avg, exp_avg_sq=exp_avg_sq,
-                          max_exp_avg_sq=max_exp_avg_sq)
+    states = _state_lists(op, multi, len(params), exp_avg=exp_avg, exp_avg_sq=exp_avg_sq, max_exp_avg_sq=max_exp_avg_sq)
     if params:
-        _run(op, _Names(multi), "adam_step", params, grads, states, steps, lr, beta1, beta2, eps, weight_decay,
-             amsgrad, maximize, decoupled)
+        _run(
+            op,
+            _Names(multi),
+            "adam_step",
+            params,
+            grads,
+            states,
+            steps,
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            amsgrad,
+            maximize,
+            decoupled,
+        )
 
 
-def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-              amsgrad=False, max_exp_avg_sq=None, maximize=False, decoupled_weight_decay=False) -> None:
+def adam_step(
+    param,
+    grad,
+    exp_avg,
+    exp_avg_sq,
+    *,
+    step,
+    lr=1e-3,
+    betas=(0.9, 0.999),
+    eps=1e-8,
+    weight_decay=0,
+    amsgrad=False,
+    max_exp_avg_sq=None,
+    maximize=False,
+    decoupled_weight_decay=False,
+) -> None:
     """One ``torch.optim.Adam`` step (``decoupled_weight_decay=True``: ``torch.optim.AdamW``) on
     ``param``, ``exp_avg``, ``exp_avg_sq`` (and ``max_exp_avg_sq`` with amsgrad), in place.
 
@@ -317,53 +442,194 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.
     exp_avg_sq); param -= lr / (1 - beta1^step) * exp_avg / (sqrt(v) / sqrt(1 - beta2^step) + eps),
     v = max_exp_avg_sq with amsgrad, else exp_avg_sq.
     """
-    _adam("adam_step", False, param, grad, exp_avg, exp_avg_sq, step, lr, betas, eps, weight_decay, amsgrad,
-          max_exp_avg_sq, maximize, decoupled_weight_decay)
+    _adam(
+        "adam_step",
+        False,
+        param,
+        grad,
+        exp_avg,
+        exp_avg_sq,
+        step,
+        lr,
+        betas,
+        eps,
+        weight_decay,
+        amsgrad,
+        max_exp_avg_sq,
+        maximize,
+        decoupled_weight_decay,
+    )
 
 
-def adam_step_multi(params, grads, exp_avgs, exp_avg_sqs, *, steps, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
-                    weight_decay=0, amsgrad=False, max_exp_avg_sqs=None, maximize=False,
-                    decoupled_weight_decay=False) -> None:
+def adam_step_multi(
+    params,
+    grads,
+    exp_avgs,
+    exp_avg_sqs,
+    *,
+    steps,
+    lr=1e-3,
+    betas=(0.9, 0.999),
+    eps=1e-8,
+    weight_decay=0,
+    amsgrad=False,
+    max_exp_avg_sqs=None,
+    maximize=False,
+    decoupled_weight_decay=False,
+) -> None:
     """:func:`adam_step` on every tensor of the lists in one call; ``steps`` is one int or one per tensor."""
-    _adam("adam_step_multi", True, params, grads, exp_avgs, exp_avg_sqs, steps, lr, betas, eps, weight_decay,
-          amsgrad, max_exp_avg_sqs, maximize, decoupled_weight_decay)
+    _adam(
+        "adam_step_multi",
+        True,
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        steps,
+        lr,
+        betas,
+        eps,
+        weight_decay,
+        amsgrad,
+        max_exp_avg_sqs,
+        maximize,
+        decoupled_weight_decay,
+    )
 
 
-def adamw_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-               amsgrad=False, max_exp_avg_sq=None, maximize=False) -> None:
+def adamw_step(
+    param,
+    grad,
+    exp_avg,
+    exp_avg_sq,
+    *,
+    step,
+    lr=1e-3,
+    betas=(0.9, 0.999),
+    eps=1e-8,
+    weight_decay=1e-2,
+    amsgrad=False,
+    max_exp_avg_sq=None,
+    maximize=False,
+) -> None:
     """One ``torch.optim.AdamW`` step: :func:`adam_step` with decoupled weight decay (default 1e-2)."""
-    _adam("adamw_step", False, param, grad, exp_avg, exp_avg_sq, step, lr, betas, eps, weight_decay, amsgrad,
-          max_exp_avg_sq, maximize, True)
+    _adam(
+        "adamw_step",
+        False,
+        param,
+        grad,
+        exp_avg,
+        exp_avg_sq,
+        step,
+        lr,
+        betas,
+        eps,
+        weight_decay,
+        amsgrad,
+        max_exp_avg_sq,
+        maximize,
+        True,
+    )
 
 
-def adamw_step_multi(params, grads, exp_avgs, exp_avg_sqs, *, steps, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
-                     weight_decay=1e-2, amsgrad=False, max_exp_avg_sqs=None, maximize=False) -> None:
+def adamw_step_multi(
+    params,
+    grads,
+    exp_avgs,
+    exp_avg_sqs,
+    *,
+    steps,
+    lr=1e-3,
+    betas=(0.9, 0.999),
+    eps=1e-8,
+    weight_decay=1e-2,
+    amsgrad=False,
+    max_exp_avg_sqs=None,
+    maximize=False,
+) -> None:
     """:func:`adamw_step` on every tensor of the lists in one call."""
-    _adam("adamw_step_multi", True, params, grads, exp_avgs, exp_avg_sqs, steps, lr, betas, eps, weight_decay,
-          amsgrad, max_exp_avg_sqs, maximize, True)
+    _adam(
+        "adamw_step_multi",
+        True,
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        steps,
+        lr,
+        betas,
+        eps,
+        weight_decay,
+        amsgrad,
+        max_exp_avg_sqs,
+        maximize,
+        True,
+    )
 
 
 # ---- RMSprop ----------------------------------------------------------------------------------
 
 
-def _rmsprop(op, multi, params, grads, square_avg, lr, alpha, eps, weight_decay, momentum, centered,
-             momentum_buffer, grad_avg, maximize):
-    lr, alpha, eps, weight_decay, momentum = _at_least_zero(op, lr=lr, alpha=alpha, eps=eps,
-                                                            weight_decay=weight_decay, momentum=momentum)
+def _rmsprop(
+    op,
+    multi,
+    params,
+    grads,
+    square_avg,
+    lr,
+    alpha,
+    eps,
+    weight_decay,
+    momentum,
+    centered,
+    momentum_buffer,
+    grad_avg,
+    maximize,
+):
+    lr, alpha, eps, weight_decay, momentum = _at_least_zero(
+        op, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum
+    )
     centered, maximize = _flag(centered, "centered", op), _flag(maximize, "maximize", op)
     params, grads = _param_lists(op, multi, params, grads)
     _require(op, multi, "square_avg", square_avg, "stepping RMSprop")
     momentum_buffer = _state_if(op, multi, "momentum_buffer", momentum_buffer, momentum > 0, "momentum > 0")
     grad_avg = _state_if(op, multi, "grad_avg", grad_avg, centered, "centered=True")
-    states = _state_lists(op, multi, len(params), square_avg=square_avg, momentum_buffer=momentum_buffer,
-                          grad_avg=grad_avg)
+    states = _state_lists(
+        op, multi, len(params), square_avg=square_avg, momentum_buffer=momentum_buffer, grad_avg=grad_avg
+    )
     if params:
-        _run(op, _Names(multi), "rmsprop_step", params, grads, states, lr, alpha, eps, weight_decay, momentum,
-             centered, maximize)
+        _run(
+            op,
+            _Names(multi),
+            "rmsprop_step",
+            params,
+            grads,
+            states,
+            lr,
+            alpha,
+            eps,
+            weight_decay,
+            momentum,
+            centered,
+            maximize,
+        )
 
 
-def rmsprop_step(param, grad, square_avg, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
-                 centered=False, momentum_buffer=None, grad_avg=None, maximize=False) -> None:
+def rmsprop_step(
+    param,
+    grad,
+    square_avg,
+    *,
+    lr=1e-2,
+    alpha=0.99,
+    eps=1e-8,
+    weight_decay=0,
+    momentum=0,
+    centered=False,
+    momentum_buffer=None,
+    grad_avg=None,
+    maximize=False,
+) -> None:
     """One ``torch.optim.RMSprop`` step on ``param`` and its states, in place.
 
     g = grad (-grad if maximize) + weight_decay * param; square_avg = alpha * square_avg +
@@ -371,12 +637,53 @@ def rmsprop_step(param, grad, square_avg, *, lr=1e-2, alpha=0.99, eps=1e-8, weig
     1 - alpha) (centered), else sqrt(square_avg) + eps; with momentum, buf = momentum * buf + g / avg
     and param -= lr * buf, else param -= lr * g / avg.
     """
-    _rmsprop("rmsprop_step", False, param, grad, square_avg, lr, alpha, eps, weight_decay, momentum, centered,
-             momentum_buffer, grad_avg, maximize)
+    _rmsprop(
+        "rmsprop_step",
+        False,
+        param,
+        grad,
+        square_avg,
+        lr,
+        alpha,
+        eps,
+        weight_decay,
+        momentum,
+        centered,
+        momentum_buffer,
+        grad_avg,
+        maximize,
+    )
 
 
-def rmsprop_step_multi(params, grads, square_avgs, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
-                       centered=False, momentum_buffers=None, grad_avgs=None, maximize=False) -> None:
+def rmsprop_step_multi(
+    params,
+    grads,
+    square_avgs,
+    *,
+    lr=1e-2,
+    alpha=0.99,
+    eps=1e-8,
+    weight_decay=0,
+    momentum=0,
+    centered=False,
+    momentum_buffers=None,
+    grad_avgs=None,
+    maximize=False,
+) -> None:
     """:func:`rmsprop_step` on every tensor of the lists in one call."""
-    _rmsprop("rmsprop_step_multi", True, params, grads, square_avgs, lr, alpha, eps, weight_decay, momentum,
-             centered, momentum_buffers, grad_avgs, maximize)
+    _rmsprop(
+        "rmsprop_step_multi",
+        True,
+        params,
+        grads,
+        square_avgs,
+        lr,
+        alpha,
+        eps,
+        weight_decay,
+        momentum,
+        centered,
+        momentum_buffers,
+        grad_avgs,
+        maximize,
+    )

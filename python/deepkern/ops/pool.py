@@ -22,8 +22,13 @@ from ..backends import as_array, backend_of
 from ._validate import as_float_array, check_output
 
 __all__ = [
-    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
-    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "pool_output_size",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool2d_backward",
+    "pool_output_size",
 ]
 
 
@@ -95,23 +100,30 @@ def pool_output_size(size: int, kernel: int, stride: int, pad: int, dilation: in
 def _window(op: str, in_shape: tuple, kernel_size, stride, padding, dilation, ceil_mode) -> tuple:
     """Checked (kernel, stride, padding, dilation) pairs and the output (H, W)."""
     kernel = _pair(kernel_size, "kernel_size", op)
-    stride = kernel if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) \
+    stride = (
+        kernel
+        if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0)
         else _pair(stride, "stride", op)
+    )
     padding = _pair(padding, "padding", op)
     dilation = _pair(dilation, "dilation", op)
     for name, value in (("kernel_size", kernel), ("stride", stride), ("dilation", dilation)):
         if min(value) < 1:
             raise ValueError(f"{op}: {name} must be positive, got {value}")
     if min(padding) < 0 or padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
-        raise ValueError(f"{op}: padding must be between 0 and half of kernel_size, got padding={padding} "
-                         f"and kernel_size={kernel}")
+        raise ValueError(
+            f"{op}: padding must be between 0 and half of kernel_size, got padding={padding} and kernel_size={kernel}"
+        )
     h, w = in_shape[-2:]
-    out_hw = tuple(pool_output_size(n, k, s, p, d, bool(ceil_mode))
-                   for n, k, s, p, d in zip((h, w), kernel, stride, padding, dilation))
+    out_hw = tuple(
+        pool_output_size(n, k, s, p, d, bool(ceil_mode))
+        for n, k, s, p, d in zip((h, w), kernel, stride, padding, dilation)
+    )
     if min(out_hw) < 1:
         raise ValueError(
             f"{op}: the output would be empty: input {in_shape} gives output size {out_hw} with "
-            f"kernel_size={kernel}, stride={stride}, padding={padding}, dilation={dilation}, ceil_mode={bool(ceil_mode)}"
+            f"kernel_size={kernel}, stride={stride}, padding={padding}, dilation={dilation}, "
+            f"ceil_mode={bool(ceil_mode)}"
         )
     return kernel, stride, padding, dilation, out_hw
 
@@ -140,8 +152,7 @@ def _finish(written, result):
 # ---- max -------------------------------------------------------------------------------------
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False,
-               *, out=None):
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False, *, out=None):
     """Max over each window (PyTorch's ``F.max_pool2d``); padding never wins.
 
     A window holding a NaN gives NaN. With ``return_indices`` returns ``(out, indices)``: int64,
@@ -150,8 +161,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     """
     op = "max_pool2d"
     x = _input(x, "x", op)
-    kernel, stride, padding, dilation, out_hw = _window(op, x.shape, kernel_size, stride, padding, dilation,
-                                                        ceil_mode)
+    kernel, stride, padding, dilation, out_hw = _window(op, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     shape = x.shape[:-2] + out_hw
     backend = backend_of(x, out, op=op)
     x = backend.ascontiguousarray(x)
@@ -195,8 +205,9 @@ def _divisor(divisor_override, op: str) -> int:
     return d
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-               divisor_override=None, *, out=None):
+def avg_pool2d(
+    x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None, *, out=None
+):
     """Mean over each window (PyTorch's ``F.avg_pool2d``).
 
     The divisor is ``divisor_override`` when given, else the window's size: counting the zero
@@ -210,27 +221,41 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     backend = backend_of(x, out, op=op)
     x = backend.ascontiguousarray(x)
     written, result = _target(backend, out, op, shape, x.dtype, {"x": x})
-    backend.avg_pool2d(x, written, _kernel_shape(x.shape, out_hw, kernel, stride, padding), bool(count_include_pad),
-                  divisor)
+    backend.avg_pool2d(
+        x, written, _kernel_shape(x.shape, out_hw, kernel, stride, padding), bool(count_include_pad), divisor
+    )
     return _finish(written, result)
 
 
-def avg_pool2d_backward(grad_out, x_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
-                        count_include_pad=True, divisor_override=None, *, out=None):
+def avg_pool2d_backward(
+    grad_out,
+    x_shape,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode=False,
+    count_include_pad=True,
+    divisor_override=None,
+    *,
+    out=None,
+):
     """Gradient of ``avg_pool2d`` (same arguments) with respect to ``x`` of shape ``x_shape``."""
     op = "avg_pool2d_backward"
     g = _grad_out(grad_out, op)
     shape = _x_shape(x_shape, g, op)
     kernel, stride, padding, _, out_hw = _window(op, shape, kernel_size, stride, padding, 1, ceil_mode)
     if g.shape[-2:] != out_hw:
-        raise ValueError(f"{op}: grad_out must have shape {shape[:-2] + out_hw} (the forward's output for "
-                         f"x_shape {shape}), got {g.shape}")
+        raise ValueError(
+            f"{op}: grad_out must have shape {shape[:-2] + out_hw} (the forward's output for "
+            f"x_shape {shape}), got {g.shape}"
+        )
     divisor = _divisor(divisor_override, op)
     backend = backend_of(g, out, op=op)
     g = backend.ascontiguousarray(g)
     written, result = _target(backend, out, op, shape, g.dtype, {"grad_out": g})
-    backend.avg_pool2d_backward(g, written, _kernel_shape(shape, out_hw, kernel, stride, padding),
-                                bool(count_include_pad), divisor)
+    backend.avg_pool2d_backward(
+        g, written, _kernel_shape(shape, out_hw, kernel, stride, padding), bool(count_include_pad), divisor
+    )
     return _finish(written, result)
 
 

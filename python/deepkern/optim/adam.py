@@ -14,8 +14,18 @@ class Adam(Optimizer):
     """Adam (Kingma & Ba); with ``decoupled_weight_decay=True`` it is AdamW (weight decay
     applied to the parameter, ``p *= 1 - lr * weight_decay``, instead of added to the gradient)."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
-                 maximize=False, decoupled_weight_decay=False):
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0,
+        amsgrad=False,
+        *,
+        maximize=False,
+        decoupled_weight_decay=False,
+    ):
         _check_nonnegative(lr, "learning rate")
         _check_nonnegative(eps, "epsilon value")
         if len(betas) != 2:
@@ -24,9 +34,15 @@ class Adam(Optimizer):
             if not 0.0 <= beta < 1.0:
                 raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
         _check_nonnegative(weight_decay, "weight_decay value")
-        defaults = {"lr": lr, "betas": (float(betas[0]), float(betas[1])), "eps": eps,
-                    "weight_decay": weight_decay, "amsgrad": amsgrad, "maximize": maximize,
-                    "decoupled_weight_decay": decoupled_weight_decay}
+        defaults = {
+            "lr": lr,
+            "betas": (float(betas[0]), float(betas[1])),
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": amsgrad,
+            "maximize": maximize,
+            "decoupled_weight_decay": decoupled_weight_decay,
+        }
         super().__init__(params, defaults)
 
     def _step_group(self, group, params, param_arrays, grad_arrays):
@@ -39,22 +55,32 @@ class Adam(Optimizer):
             exp_avg_sqs.append(self._state_array(state, "exp_avg_sq", p))
             if amsgrad:
                 max_sqs.append(self._state_array(state, "max_exp_avg_sq", p))
-        for pa, ga, ea, sa, ma, st in self._by_dtype(param_arrays, grad_arrays, exp_avgs, exp_avg_sqs,
-                                                          max_sqs, steps):
-            ops.adam_step_multi(pa, ga, ea, sa, steps=st, lr=group["lr"], betas=group["betas"],
-                                eps=group["eps"], weight_decay=group["weight_decay"], amsgrad=amsgrad,
-                                max_exp_avg_sqs=ma, maximize=group["maximize"],
-                                decoupled_weight_decay=group["decoupled_weight_decay"])
+        for pa, ga, ea, sa, ma, st in self._by_dtype(param_arrays, grad_arrays, exp_avgs, exp_avg_sqs, max_sqs, steps):
+            ops.adam_step_multi(
+                pa,
+                ga,
+                ea,
+                sa,
+                steps=st,
+                lr=group["lr"],
+                betas=group["betas"],
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                amsgrad=amsgrad,
+                max_exp_avg_sqs=ma,
+                maximize=group["maximize"],
+                decoupled_weight_decay=group["decoupled_weight_decay"],
+            )
         self._count_step(params)
 
 
 class AdamW(Adam):
     """AdamW (Loshchilov & Hutter): Adam with decoupled weight decay (default 1e-2)."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
-                 maximize=False):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
-                         decoupled_weight_decay=True)
+    def __init__(
+        self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *, maximize=False
+    ):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize, decoupled_weight_decay=True)
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)

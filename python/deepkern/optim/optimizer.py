@@ -59,8 +59,10 @@ class Optimizer:
     def __init__(self, params, defaults: dict):
         self.defaults = defaults
         if isinstance(params, Tensor):
-            raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
-                            f"but got {type(params).__name__}")
+            raise TypeError(
+                "params argument given to the optimizer should be an iterable of Tensors or dicts, "
+                f"but got {type(params).__name__}"
+            )
         self.state: defaultdict = defaultdict(dict)
         self.param_groups: list = []
         param_groups = list(params)
@@ -89,8 +91,10 @@ class Optimizer:
         if isinstance(params, Tensor):
             params = [params]
         elif isinstance(params, set):
-            raise TypeError("optimizer parameters need to be organized in ordered collections, but the ordering "
-                            "of tensors in sets will change between runs. Please use a list instead.")
+            raise TypeError(
+                "optimizer parameters need to be organized in ordered collections, but the ordering "
+                "of tensors in sets will change between runs. Please use a list instead."
+            )
         else:
             params = list(params)
         names = [p[0] for p in params if isinstance(p, tuple)]
@@ -110,13 +114,17 @@ class Optimizer:
 
         ids = {id(p) for p in params}
         if len(ids) != len(params):
-            warnings.warn("optimizer contains a parameter group with duplicate parameters; in future, this will "
-                          "cause an error", stacklevel=3)
+            warnings.warn(
+                "optimizer contains a parameter group with duplicate parameters; in future, this will cause an error",
+                stacklevel=3,
+            )
         for group in self.param_groups:
             if ("param_names" in param_group) != ("param_names" in group):
                 which = "with names" if "param_names" in param_group else "without names"
-                raise ValueError("all optimizer param groups should be with/without names. "
-                                 f"cannot add param group {which} to the optimizer")
+                raise ValueError(
+                    "all optimizer param groups should be with/without names. "
+                    f"cannot add param group {which} to the optimizer"
+                )
             if any(id(p) in ids for p in group["params"]):
                 raise ValueError("some parameters appear in more than one parameter group")
         self.param_groups.append(param_group)
@@ -187,8 +195,10 @@ class Optimizer:
         buckets = defaultdict(list)
         for i, a in enumerate(param_arrays):
             buckets[a.dtype].append(i)
-        return [tuple(None if lst is None else [lst[i] for i in idx] for lst in (param_arrays, *lists))
-                for idx in buckets.values()]
+        return [
+            tuple(None if lst is None else [lst[i] for i in idx] for lst in (param_arrays, *lists))
+            for idx in buckets.values()
+        ]
 
     # -- state dicts ---------------------------------------------------------------------------
 
@@ -206,8 +216,10 @@ class Optimizer:
         state = {}
         for p, entry in self.state.items():
             if id(p) in index:
-                state[index[id(p)]] = {k: (Tensor._wrap(v._array.copy()) if isinstance(v, Tensor) else copy.deepcopy(v))
-                                       for k, v in entry.items()}
+                state[index[id(p)]] = {
+                    k: (Tensor._wrap(v._array.copy()) if isinstance(v, Tensor) else copy.deepcopy(v))
+                    for k, v in entry.items()
+                }
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -217,13 +229,17 @@ class Optimizer:
         groups = self.param_groups
         saved_groups = copy.deepcopy(state_dict["param_groups"])
         if len(groups) != len(saved_groups):
-            raise ValueError(f"loaded state dict has a different number of parameter groups: {len(saved_groups)}, "
-                             f"the optimizer has {len(groups)}")
+            raise ValueError(
+                f"loaded state dict has a different number of parameter groups: {len(saved_groups)}, "
+                f"the optimizer has {len(groups)}"
+            )
         for i, (g, s) in enumerate(zip(groups, saved_groups)):
             if len(g["params"]) != len(s["params"]):
-                raise ValueError(f"loaded state dict contains a parameter group that doesn't match the size of "
-                                 f"optimizer's group: group {i} has {len(s['params'])} parameters in the state dict, "
-                                 f"{len(g['params'])} in the optimizer")
+                raise ValueError(
+                    f"loaded state dict contains a parameter group that doesn't match the size of "
+                    f"optimizer's group: group {i} has {len(s['params'])} parameters in the state dict, "
+                    f"{len(g['params'])} in the optimizer"
+                )
         id_map = {saved: p for s, g in zip(saved_groups, groups) for saved, p in zip(s["params"], g["params"])}
         state = defaultdict(dict)
         for key, entry in state_dict["state"].items():

@@ -14,15 +14,23 @@ class RMSprop(Optimizer):
     """RMSprop (Hinton): divides the gradient by a running root mean square of its recent values;
     ``centered`` subtracts the running mean first; ``momentum`` > 0 adds a velocity buffer."""
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False, *,
-                 maximize=False):
+    def __init__(
+        self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False, *, maximize=False
+    ):
         _check_nonnegative(lr, "learning rate")
         _check_nonnegative(eps, "epsilon value")
         _check_nonnegative(momentum, "momentum value")
         _check_nonnegative(weight_decay, "weight_decay value")
         _check_nonnegative(alpha, "alpha value")
-        defaults = {"lr": lr, "momentum": momentum, "alpha": alpha, "eps": eps, "centered": centered,
-                    "weight_decay": weight_decay, "maximize": maximize}
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "alpha": alpha,
+            "eps": eps,
+            "centered": centered,
+            "weight_decay": weight_decay,
+            "maximize": maximize,
+        }
         super().__init__(params, defaults)
 
     def _step_group(self, group, params, param_arrays, grad_arrays):
@@ -37,8 +45,18 @@ class RMSprop(Optimizer):
             if centered:
                 grad_avgs.append(self._state_array(state, "grad_avg", p))
         for pa, ga, sa, ba, aa in self._by_dtype(param_arrays, grad_arrays, square_avgs, buffers, grad_avgs):
-            ops.rmsprop_step_multi(pa, ga, sa, lr=group["lr"], alpha=group["alpha"], eps=group["eps"],
-                                   weight_decay=group["weight_decay"], momentum=group["momentum"],
-                                   centered=centered, momentum_buffers=ba, grad_avgs=aa,
-                                   maximize=group["maximize"])
+            ops.rmsprop_step_multi(
+                pa,
+                ga,
+                sa,
+                lr=group["lr"],
+                alpha=group["alpha"],
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                momentum=group["momentum"],
+                centered=centered,
+                momentum_buffers=ba,
+                grad_avgs=aa,
+                maximize=group["maximize"],
+            )
         self._count_step(params)

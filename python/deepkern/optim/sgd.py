@@ -15,15 +15,20 @@ class SGD(Optimizer):
     """Stochastic gradient descent, optionally with momentum (dampened or Nesterov), weight
     decay and ``maximize``."""
 
-    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
-                 maximize=False):
+    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *, maximize=False):
         _check_nonnegative(lr, "learning rate")
         _check_nonnegative(momentum, "momentum value")
         _check_nonnegative(weight_decay, "weight_decay value")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-        defaults = {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay,
-                    "nesterov": nesterov, "maximize": maximize}
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "dampening": dampening,
+            "weight_decay": weight_decay,
+            "nesterov": nesterov,
+            "maximize": maximize,
+        }
         super().__init__(params, defaults)
 
     def _step_group(self, group, params, param_arrays, grad_arrays):
@@ -44,8 +49,17 @@ class SGD(Optimizer):
                     new.append((state, buf))
                 buffers.append(buf._array)
         for pa, ga, ba, fs in self._by_dtype(param_arrays, grad_arrays, buffers, first):
-            ops.sgd_step_multi(pa, ga, ba, lr=group["lr"], momentum=momentum, dampening=group["dampening"],
-                               weight_decay=group["weight_decay"], nesterov=group["nesterov"],
-                               maximize=group["maximize"], first_step=False if fs is None else fs)
+            ops.sgd_step_multi(
+                pa,
+                ga,
+                ba,
+                lr=group["lr"],
+                momentum=momentum,
+                dampening=group["dampening"],
+                weight_decay=group["weight_decay"],
+                nesterov=group["nesterov"],
+                maximize=group["maximize"],
+                first_step=False if fs is None else fs,
+            )
         for state, buf in new:
             state["momentum_buffer"] = buf
