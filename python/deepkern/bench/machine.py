@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Optional
 
-from .._backend import _C
+from .. import _C
 from .libraries import installed_torch, numpy_blas_version, threadpoolctl_available
 
 #: Lines timed while other processes kept more than this many cores busy are marked noisy.

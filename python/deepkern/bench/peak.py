@@ -14,7 +14,7 @@ import dataclasses
 import time
 from typing import Dict
 
-from .._backend import _C
+from .. import _C
 from .libraries import PAUSE_S, idle_pause_s
 
 #: How the stream bandwidth is measured, for the report's header.

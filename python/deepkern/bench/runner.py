@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
-from .._backend import _C
+from .. import _C
 from .libraries import backends, idle_pause_s, installed_torch, limit_threads, threadpoolctl_available
 from .machine import NOISY_CORES, OtherLoad, machine_info
 from .peak import measure_peak
