@@ -263,7 +263,7 @@ def test_check_state_dict_not_strict_ignores_unexpected_keys_only():
 
 
 def test_saved_checkpoint_that_does_not_fit_names_the_shapes(tmp_path):
-    """The issue's case: a checkpoint from another model is rejected naming both shapes."""
+    """A checkpoint from another model is rejected naming both shapes."""
     path = tmp_path / "other.safetensors"
     deepkern.save(
         {
