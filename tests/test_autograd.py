@@ -232,6 +232,47 @@ def test_no_grad_records_nothing(rng):
     assert not f(x).requires_grad
 
 
+@pytest.mark.parametrize("mode", ["no_grad", "enable_grad"])
+def test_decorated_recursion_restores_each_level(mode, rng):
+    """A decorated function that calls itself (one decorator object, entered once per level) leaves
+    the caller's grad mode as it found it, and every level runs in the decorator's mode."""
+    decorator, inside = (dk.no_grad(), False) if mode == "no_grad" else (dk.enable_grad(), True)
+    seen = []
+
+    @decorator
+    def walk(depth):
+        seen.append(dk.is_grad_enabled())
+        if depth:
+            walk(depth - 1)
+        seen.append(dk.is_grad_enabled())
+
+    for outer in (True, False):
+        with dk.set_grad_enabled(outer):
+            walk(3)
+            assert dk.is_grad_enabled() is outer
+        assert seen == [inside] * 8
+        seen.clear()
+    assert dk.is_grad_enabled()
+
+
+def test_one_context_object_entered_twice(rng):
+    block = dk.no_grad()
+    with block:
+        with block:
+            assert not dk.is_grad_enabled()
+        assert not dk.is_grad_enabled()
+        with dk.enable_grad():
+            assert dk.is_grad_enabled()
+    assert dk.is_grad_enabled()
+    x = t64("cpu", rng, 3)
+
+    @dk.no_grad()
+    def double(t):
+        return t * 2
+
+    assert double.__name__ == "double" and not double(x).requires_grad and (x * 2).requires_grad
+
+
 def test_detach_and_leaf_semantics(rng):
     x = t64("cpu", rng, 3)
     y = x * 2

@@ -13,7 +13,7 @@ Gradients are not themselves differentiable (no ``create_graph``); ``no_grad()``
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import threading
 
 import numpy as np
@@ -30,19 +30,34 @@ def is_grad_enabled() -> bool:
     return getattr(_state, "enabled", True)
 
 
-class set_grad_enabled(contextlib.ContextDecorator):
-    """Context manager / decorator that turns recording on or off, restoring it on exit."""
+class set_grad_enabled:
+    """Context manager / decorator that turns recording on or off, restoring it on exit.
+
+    Re-entrant: one instance may be entered again before it exits (nested ``with`` blocks of the
+    same object), and a decorated function enters a fresh one per call, so recursion restores the
+    mode of each level."""
 
     def __init__(self, mode: bool):
         self.mode = bool(mode)
+        self._previous = []
 
     def __enter__(self):
-        self.previous = is_grad_enabled()
+        self._previous.append(is_grad_enabled())
         _state.enabled = self.mode
 
     def __exit__(self, *exc):
-        _state.enabled = self.previous
+        _state.enabled = self._previous.pop()
         return False
+
+    def __call__(self, func):
+        mode = self.mode
+
+        @functools.wraps(func)
+        def with_grad_mode(*args, **kwargs):
+            with set_grad_enabled(mode):
+                return func(*args, **kwargs)
+
+        return with_grad_mode
 
 
 class no_grad(set_grad_enabled):
