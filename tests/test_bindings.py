@@ -382,6 +382,19 @@ def test_correct_call_matches_reference(case, dtype, rng):
             check(got, ref, dtype, f"{case}: {key}")
 
 
+def test_optimizer_tensors_may_share_what_is_only_read(rng):
+    """Two tensors whose gradients overlap (read by both, written by neither) are updated as if apart."""
+    shared = _rand(rng, 6, F64)
+    grads = [shared[:4], shared.reshape(2, 3)]
+    params, buffers = _tensors(rng, F64), _tensors(rng, F64)
+    options = dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False)
+    expected = [sgd_step_ref(p, g, b, first_step=False, **options) for p, g, b in zip(params, grads, buffers)]
+    _C.sgd_step(params=params, grads=grads, momentum_buffers=buffers, first_steps=[0, 0], **options)
+    for i, (p_ref, b_ref) in enumerate(expected):
+        check(params[i], p_ref, F64, f"params[{i}]")
+        check(buffers[i], b_ref, F64, f"momentum_buffers[{i}]")
+
+
 def test_gemm_output_interleaved_with_an_input_is_no_overlap(rng):
     # The spans of a and c intersect but no element is shared: numpy.shares_memory decides.
     buf = _nan((3, 10), F64)
@@ -893,6 +906,28 @@ BAD = [
         [r"max_exp_avg_sqs\[0\] overlaps grads\[0\]"],
     ),
     ("adam", "steps below 1", _value("steps", [1, 0]), ValueError, ["adam_step: steps must be >= 1"]),
+    # across tensors: threads update the tensors at once
+    (
+        "adam",
+        "params[1] overlaps params[0]",
+        _overlapping(("params", 1), ("params", 0)),
+        ValueError,
+        [r"adam_step: params\[1\] overlaps params\[0\]"],
+    ),
+    (
+        "adam",
+        "exp_avgs[0] overlaps grads[1]",
+        _overlapping(("exp_avgs", 0), ("grads", 1)),
+        ValueError,
+        [r"adam_step: exp_avgs\[0\] overlaps grads\[1\]"],
+    ),
+    (
+        "sgd",
+        "grads[0] overlaps momentum_buffers[1]",
+        _overlapping(("grads", 0), ("momentum_buffers", 1)),
+        ValueError,
+        [r"sgd_step: (grads\[0\] overlaps momentum_buffers\[1\]|momentum_buffers\[1\] overlaps grads\[0\])"],
+    ),
     (
         "rmsprop",
         "square_avgs[0] too large",

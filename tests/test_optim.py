@@ -597,6 +597,13 @@ def test_multi_bad_input_names_the_entry_and_writes_nothing(device):
         ops.adam_step_multi(ps, gs, ms, vs, steps=[1, 0, 2])
     with raises_naming(ValueError, r"exp_avgs\[1\] overlaps params\[1\]"):
         ops.adam_step_multi(ps, gs, [ms[0], ps[1], ms[2]], vs, steps=1)
+    # across tensors (threads update them at once): one array as two params, two params sharing a buffer
+    same = [ms[0], np.zeros_like(ps[0]), ms[2]], [vs[0], np.zeros_like(ps[0]), vs[2]]
+    with raises_naming(ValueError, "adam_step_multi", r"params\[1\] overlaps params\[0\]"):
+        ops.adam_step_multi([ps[0], ps[0], ps[2]], [gs[0], gs[0], gs[2]], *same, steps=1)
+    buf = on_device(device, np.zeros(10, np.float32))
+    with raises_naming(ValueError, "adam_step_multi", r"params\[1\] overlaps params\[0\]"):
+        ops.adam_step_multi([buf[:4], buf[3:8], ps[2]], gs, ms, vs, steps=1)
     with raises_naming(TypeError, "params", "list"):
         ops.adam_step_multi(ps[0], gs, ms, vs, steps=1)
     with raises_naming(ValueError, r"momentum_buffers\[0\]", "contiguous"):

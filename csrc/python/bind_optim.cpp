@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <optional>
@@ -17,8 +18,9 @@ namespace {
 
 // Every optimizer binding's contract: lists with one entry per parameter tensor. params[i], grads[i]
 // and entry i of each state list the options use are C-contiguous arrays of params[0]'s float dtype
-// and of params[i]'s element count; params and the states are updated in place, and no two arrays of
-// one tensor share memory (deepkern.ops cannot see that cheaply for long lists). A state list the
+// and of params[i]'s element count; params and the states are updated in place, and no array that is
+// written shares memory with any other array of the call, of its own tensor or of another (threads
+// update the tensors at once; deepkern.ops cannot see that cheaply for long lists). A state list the
 // options do not use is not read (None is fine). The per-tensor ints (Adam: the step count including
 // this step, >= 1; SGD: nonzero on the first step) are a list or None. An empty params does nothing.
 
@@ -72,8 +74,50 @@ void optim_step(const char* op, const py::list& params, const py::list& grads, c
       t.size = size;
       t.step = int_values[i];
     }
+    check_tensors_apart(op, tensors, names);
     run(tensors);
   });
+}
+
+// One array of an optimizer call: its bytes [lo, hi), whether the kernel writes it, its name.
+struct OptimSpan {
+  uintptr_t lo, hi;
+  bool written;
+  size_t tensor;
+  int list;  // index into OptimNames::lists
+};
+
+// Throws naming two arrays of different tensors that share memory where either is written (arrays
+// of one tensor were compared as they were taken). Sorted by start, an array overlaps an earlier one
+// exactly when it starts before the largest end so far: of all earlier arrays if it is written, of
+// the earlier written arrays if it is only read.
+template <class T>
+void check_tensors_apart(const char* op, const std::vector<cpu::OptimTensor<T>>& tensors, const OptimNames& names) {
+  std::vector<OptimSpan> spans;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const auto& t = tensors[i];
+    const auto add = [&](const void* data, bool written, int list) {
+      const auto lo = reinterpret_cast<uintptr_t>(data);
+      if (data && t.size > 0) spans.push_back({lo, lo + t.size * sizeof(T), written, i, list});
+    };
+    add(t.param, true, 0);
+    add(t.grad, false, 1);
+    for (int k = 0; k < 3; ++k) add(t.state[k], true, k + 2);
+  }
+  std::sort(spans.begin(), spans.end(), [](const OptimSpan& a, const OptimSpan& b) { return a.lo < b.lo; });
+  const OptimSpan* reaching = nullptr;          // the earlier array that ends last
+  const OptimSpan* reaching_written = nullptr;  // the earlier written array that ends last
+  auto name = [&](const OptimSpan& s) {
+    return std::string(names.lists[s.list]) + "[" + std::to_string(s.tensor) + "]";
+  };
+  for (const OptimSpan& now : spans) {
+    const OptimSpan* other = now.written ? reaching : reaching_written;
+    if (other && now.lo < other->hi && other->tensor != now.tensor)
+      throw py::value_error(std::string(op) + ": " + name(now) + " overlaps " + name(*other) +
+                            " (the tensors are updated at the same time)");
+    if (!reaching || now.hi > reaching->hi) reaching = &now;
+    if (now.written && (!reaching_written || now.hi > reaching_written->hi)) reaching_written = &now;
+  }
 }
 
 template <class T>
