@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import re
+import subprocess
+import sys
 
 import deepkern
 import numpy as np
@@ -162,3 +165,23 @@ def test_cuda_device_roundtrip():
         major, minor = props["capability"]
         assert major >= 1 and minor >= 0
         assert props["total_memory"] > 0
+
+
+def _import_with_isa(value: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, DEEPKERN_ISA=value)
+    code = "import deepkern; print(deepkern._C.active_isa())"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("value", ["AVX2", "avx-512", "", "sse2"])
+def test_an_isa_request_that_cannot_be_followed_is_reported(value):
+    run = _import_with_isa(value)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == deepkern._C.detected_isa()
+    assert "RuntimeWarning" in run.stderr and f"DEEPKERN_ISA={value!r} is not one of" in run.stderr
+
+
+@pytest.mark.parametrize("isa", SUPPORTED_ISAS)
+def test_a_supported_isa_request_is_followed_quietly(isa):
+    run = _import_with_isa(isa)
+    assert run.returncode == 0 and run.stdout.strip() == isa and "DEEPKERN_ISA" not in run.stderr, run.stderr

@@ -7,10 +7,31 @@ kernel runs without the GIL.
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import numpy as np
 
 from .. import _C
 from .base import DLPACK_CPU, Backend
+
+ISAS = ("avx512", "avx2", "generic")
+
+
+def _warn_unused_isa_request() -> None:
+    """``DEEPKERN_ISA`` is read when the kernels load; a value they could not follow (a typo, or an
+    ISA this CPU lacks) leaves the detected ISA active, which this says instead of staying silent."""
+    wanted = os.environ.get("DEEPKERN_ISA")
+    if wanted is None or wanted == _C.active_isa():
+        return
+    if wanted not in ISAS:
+        why = f"is not one of {', '.join(repr(isa) for isa in ISAS)}"
+    else:
+        why = f"is not supported by this CPU (best: {_C.detected_isa()!r})"
+    warnings.warn(f"DEEPKERN_ISA={wanted!r} {why}; the kernels use {_C.active_isa()!r}", RuntimeWarning, stacklevel=2)
+
+
+_warn_unused_isa_request()
 
 
 class CPUBackend(Backend):
