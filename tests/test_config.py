@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 
 import deepkern
 import numpy as np
@@ -85,13 +86,20 @@ def test_show_config_follows_active_isa(isa, capsys):
 def test_num_threads_round_trip():
     previous = deepkern.get_num_threads()
     assert isinstance(previous, int) and previous >= 1
+    cpus = deepkern.usable_cpus()
     try:
-        for n in (1, 3, 2):
+        for n in (1, cpus, 1):
             deepkern.set_num_threads(n)
             assert deepkern.get_num_threads() == n
             assert deepkern.config()["threads"] == n
+        # more threads than CPUs: allowed (as in PyTorch), and said
+        with pytest.warns(RuntimeWarning, match=rf"set_num_threads\({cpus + 1}\): .* {cpus} CPU"):
+            deepkern.set_num_threads(cpus + 1)
+        assert deepkern.get_num_threads() == cpus + 1
     finally:
-        deepkern.set_num_threads(previous)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            deepkern.set_num_threads(previous)
     assert deepkern.get_num_threads() == previous
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+
 from . import _C, backends, cuda, data, io, nn, ops, optim  # noqa: E402  (data batches are Tensors)
 from .autograd import Function, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .io import load, save
@@ -45,6 +48,7 @@ __all__ = [
     "ops",
     "get_num_threads",
     "set_num_threads",
+    "usable_cpus",
     "show_config",
     "config",
     "save",
@@ -90,10 +94,28 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Set the threads deepkern's CPU kernels use (default: OMP_NUM_THREADS or usable cores)."""
+    """Set the threads deepkern's CPU kernels use (default: OMP_NUM_THREADS or usable cores). More
+    threads than the CPUs this process may run on are allowed, as in PyTorch, with a RuntimeWarning:
+    they take turns on the CPUs and slow the kernels down."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"set_num_threads: n must be an int >= 1, got {n!r}")
+    cpus = usable_cpus()
+    if n > cpus:
+        warnings.warn(
+            f"set_num_threads({n}): this process may run on {cpus} CPU(s); more threads than CPUs take "
+            "turns on them and slow the kernels down",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     _C.set_num_threads(n)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity mask on this OS
+        return os.cpu_count() or 1
 
 
 def config() -> dict:
