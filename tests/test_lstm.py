@@ -995,3 +995,31 @@ def test_bench_lstm_skipped_without_torch(monkeypatch):
     report = bench.run_suite(bench.get_suite("lstm"), [1], quick=True, progress=False)
     assert report.rows == []
     assert any("lstm skipped" in note and "PyTorch" in note for note in report.notes), report.notes
+
+
+@pytest.mark.parametrize("name", ["gates", "cells", "hidden"])
+@pytest.mark.parametrize("change", ["float64", "strided", "a step short", "read-only view"])
+def test_a_changed_cache_array_is_refused_or_gives_the_same_gradients(name, change, rng):
+    """An LSTMCache array replaced by one of another dtype, layout or size is refused naming it; a
+    read-only view of the same values gives the same gradients (the cache is only read)."""
+    T, B, I, H = 3, 2, 4, 5  # noqa: E741
+    x = rand(rng, (T, B, I), np.float32)
+    w_ih, w_hh = rand(rng, (4 * H, I), np.float32), rand(rng, (4 * H, H), np.float32)
+    y, _, _, cache = lstm(x, None, None, w_ih, w_hh, return_cache=True)
+    grad_y = rand(rng, y.shape, np.float32)
+    expected = lstm_backward(grad_y, None, None, x, None, None, w_ih, w_hh, cache)
+    arr = getattr(cache, name)
+    if change == "read-only view":
+        view = arr.view()
+        view.flags.writeable = False
+        got = lstm_backward(grad_y, None, None, x, None, None, w_ih, w_hh, cache._replace(**{name: view}))
+        for g, e in zip(got, expected):
+            assert (g is None and e is None) or np.array_equal(g, e)
+        return
+    bad = {
+        "float64": arr.astype(np.float64),
+        "strided": np.repeat(arr, 2, axis=-1)[..., ::2],
+        "a step short": arr[:-1],
+    }[change]
+    with pytest.raises((TypeError, ValueError), match=rf"lstm_backward: .*{name}"):
+        lstm_backward(grad_y, None, None, x, None, None, w_ih, w_hh, cache._replace(**{name: bad}))
