@@ -38,6 +38,25 @@ def test_bad_arguments_exit_2(argv, capsys):
     assert exit_info.value.code == 2
 
 
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["bench", "--op", "gemm", "--json", "{tmp}"], "--json {tmp}: is a directory"),
+        (["bench", "--op", "gemm", "--json", "{tmp}/file/inside/a/file.json"], "cannot write in {tmp}/file"),
+        (["train", "digits-cnn", "--plot", "{tmp}"], "--plot {tmp}: is a directory"),
+        (["train", "digits-cnn", "--checkpoint", "{tmp}/file/x.safetensors"], "cannot write in {tmp}/file"),
+    ],
+)
+def test_output_paths_are_checked_before_the_work(argv, needle, tmp_path, capsys):
+    """A path that could not be written is refused at once (exit 2), not after minutes of work."""
+    (tmp_path / "file").write_text("")
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        raise SystemExit(cli.main(argv))
+    assert exit_info.value.code == 2
+    assert needle.format(tmp=tmp_path) in capsys.readouterr().err
+
+
 def test_bench_interleaves_rounds_of_each_library():
     """Each line times the libraries in ROUNDS rounds of alternating order (so a slow spell of a
     shared machine does not fall on one library's block), and each median is over all the calls."""

@@ -125,13 +125,18 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--seed", type=int, default=0, help="seed of the data order, initialisation and sampling (default: 0)"
     )
-    train.add_argument("--device", default="cpu", help="cpu (the default; the only one in this version)")
+    train.add_argument(
+        "--device",
+        default="cpu",
+        help="the device to train on: cpu (the default), or another with a deepkern backend in this build",
+    )
     train.add_argument(
         "--checkpoint", default=None, metavar="PATH", help="save model and optimizer state after every epoch"
     )
     train.add_argument("--resume", default=None, metavar="PATH", help="continue from a checkpoint")
     train.add_argument("--plot", default=None, metavar="PATH", help="write the curves (GAN: a grid of samples) as PNG")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(_parser=train)
     return parser
 
 
@@ -150,6 +155,22 @@ def _default_threads() -> List[int]:
     if bench.threadpoolctl_available() and default != 1:
         threads.insert(0, 1)
     return threads
+
+
+def _check_output_paths(parser: argparse.ArgumentParser, paths: dict) -> None:
+    """Fails at once (exit 2) for an output path that could not be written after the work: an
+    existing directory, or a file whose nearest existing folder is not a writable folder."""
+    for option, path in paths.items():
+        if path is None:
+            continue
+        full = os.path.abspath(path)
+        if os.path.isdir(full):
+            parser.error(f"{option} {path}: is a directory; give a file path")
+        folder = os.path.dirname(full)
+        while not os.path.exists(folder):
+            folder = os.path.dirname(folder)
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+            parser.error(f"{option} {path}: cannot write in {folder}")
 
 
 def _cmd_bench(args, parser: argparse.ArgumentParser) -> int:
@@ -263,8 +284,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "info":
             return _cmd_info(args)
         if args.command == "bench":
+            _check_output_paths(args._parser, {"--json": args.json})
             return _cmd_bench(args, args._parser)
         if args.command == "train":
+            _check_output_paths(args._parser, {"--checkpoint": args.checkpoint, "--plot": args.plot})
             return _cmd_train(args)
     except SystemExit as exc:  # argparse's errors (exit 2) and --help (exit 0)
         if exc.code is None:
