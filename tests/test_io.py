@@ -223,6 +223,39 @@ def test_load_rejects_bad_trees(tmp_path):
             deepkern.load(path)
 
 
+@pytest.mark.parametrize("name", ["w", "b", "bits"])
+def test_damaged_tensor_data_is_an_error_naming_the_tensor(name, tmp_path, rng):
+    """One flipped bit anywhere in a tensor's bytes fails its checksum (stored in the metadata)."""
+    path = tmp_path / "c.safetensors"
+    deepkern.save(
+        {"w": rng.standard_normal((7, 5)), "b": np.arange(3, dtype=np.int32), "bits": np.eye(3, dtype=bool)}, path
+    )
+    raw = path.read_bytes()  # safetensors: 8-byte header length, JSON header, then the data
+    header_len = int.from_bytes(raw[:8], "little")
+    start, end = json.loads(raw[8 : 8 + header_len])[name]["data_offsets"]
+    for offset in (start, (start + end) // 2, end - 1):
+        data = bytearray(path.read_bytes())
+        data[8 + header_len + offset] ^= 0x01
+        (tmp_path / "bad.safetensors").write_bytes(bytes(data))
+        with raises_naming(ValueError, "bad.safetensors", repr(name), "checksum"):
+            deepkern.load(tmp_path / "bad.safetensors")
+    assert set(deepkern.load(path)) == {"w", "b", "bits"}  # the undamaged file loads
+
+
+def test_damaged_or_missing_checksums(tmp_path):
+    path = tmp_path / "t.safetensors"
+    tree = json.dumps({"dict": [["w", {"array": "w"}]]})
+    base = {"deepkern.format": io.FORMAT, "deepkern.version": str(io.VERSION), "deepkern.tree": tree}
+    write_with_metadata(path, dict(base, **{"deepkern.crc32": "{not json"}))
+    with raises_naming(ValueError, "t.safetensors", "damaged checksums"):
+        deepkern.load(path)
+    write_with_metadata(path, dict(base, **{"deepkern.crc32": json.dumps({"other": 1})}))
+    with raises_naming(ValueError, "t.safetensors", "'w' has no checksum"):
+        deepkern.load(path)
+    write_with_metadata(path, base)  # written before checksums were stored: nothing to check
+    assert set(deepkern.load(path)) == {"w"}
+
+
 EXPECTED = {"fc.weight": ((4, 3), np.float32), "fc.bias": ((4,), np.float32), "emb": ((10, 2), "float32")}
 
 

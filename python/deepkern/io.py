@@ -10,7 +10,10 @@ File layout: every array is one safetensors tensor, named by its path of keys jo
 that two paths would share gets a '#n' suffix. The tree itself (dict keys with their types, lists,
 tuples, JSON values and the name of each array) is JSON in the header's metadata under
 ``deepkern.tree``, beside ``deepkern.format`` = :data:`FORMAT` and ``deepkern.version`` =
-:data:`VERSION`, so nested dicts and dotted names never collide and int keys stay ints.
+:data:`VERSION`, so nested dicts and dotted names never collide and int keys stay ints. The CRC-32
+of every tensor's bytes is JSON under ``deepkern.crc32`` (name -> checksum), checked by
+:func:`load`, so damaged data is an error instead of silently wrong weights; any safetensors reader
+still reads the file.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zlib
 
 import numpy as np
 import safetensors
@@ -65,7 +69,12 @@ def save(obj: dict, path) -> None:
     path = os.fspath(path)
     tensors: dict = {}
     tree = _encode(obj, (), tensors)
-    metadata = {"deepkern.format": FORMAT, "deepkern.version": str(VERSION), "deepkern.tree": json.dumps(tree)}
+    metadata = {
+        "deepkern.format": FORMAT,
+        "deepkern.version": str(VERSION),
+        "deepkern.tree": json.dumps(tree),
+        "deepkern.crc32": json.dumps({name: _crc32(array) for name, array in tensors.items()}),
+    }
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
@@ -88,8 +97,9 @@ def load(path) -> dict:
     tensors by name.
 
     Only JSON and raw array bytes are read; nothing is executed. A file that is missing raises
-    FileNotFoundError; one that is not a safetensors file, is truncated, has a bad header or a
-    deepkern tree of another version raises ValueError naming ``path``.
+    FileNotFoundError; one that is not a safetensors file, is truncated, has a bad header, a
+    deepkern tree of another version or a tensor whose bytes fail their checksum raises ValueError
+    naming ``path`` (and the tensor).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -107,6 +117,7 @@ def load(path) -> dict:
             f"load: {path!r} has deepkern checkpoint version {metadata.get('deepkern.version')!r}; "
             f"this deepkern reads version {VERSION}"
         )
+    _verify_checksums(path, metadata, tensors)
     try:
         tree = json.loads(metadata["deepkern.tree"])
         if not (isinstance(tree, dict) and "dict" in tree):
@@ -114,6 +125,33 @@ def load(path) -> dict:
         return _decode(tree, tensors)
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise ValueError(f"load: {path!r} has a damaged deepkern tree in its metadata ({e!r})") from None
+
+
+def _crc32(array: np.ndarray) -> int:
+    """CRC-32 of a C-contiguous array's bytes, without copying them."""
+    return zlib.crc32(array.reshape(-1).view(np.uint8)) if array.size else 0
+
+
+def _verify_checksums(path: str, metadata: dict, tensors: dict) -> None:
+    """Every tensor listed under ``deepkern.crc32`` must have its bytes' checksum (files written
+    before checksums were stored have none to check)."""
+    if "deepkern.crc32" not in metadata:
+        return
+    try:
+        checksums = json.loads(metadata["deepkern.crc32"])
+        expected = {str(name): int(value) for name, value in checksums.items()}
+    except (TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"load: {path!r} has damaged checksums in its metadata ({e!r})") from None
+    for name, array in tensors.items():
+        if name not in expected:
+            raise ValueError(
+                f"load: {path!r}: tensor {name!r} has no checksum; the file was changed after it was saved"
+            )
+        if _crc32(array) != expected[name]:
+            raise ValueError(
+                f"load: {path!r}: the data of tensor {name!r} (shape {array.shape}, {array.dtype}) fails its "
+                "checksum: the file is damaged"
+            )
 
 
 def check_state_dict(
