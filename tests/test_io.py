@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import deepkern
 import numpy as np
@@ -168,6 +170,24 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     assert path.read_bytes() == old_bytes
     assert os.listdir(tmp_path) == ["ckpt.safetensors"]
     assert_same(deepkern.load(path), {"w": np.arange(4.0)})
+
+
+def test_save_removes_temporaries_of_killed_saves(tmp_path):
+    """A save killed mid-write leaves its temporary; the next save of that path removes it, and
+    keeps a temporary whose process still runs (a save in progress) and every other file."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(done.stdout)
+    path = tmp_path / "ckpt.safetensors"
+    stale = tmp_path / f".ckpt.safetensors.{dead_pid}.abc123.tmp"
+    in_progress = tmp_path / f".ckpt.safetensors.{os.getpid()}.def456.tmp"
+    others = [tmp_path / ".other.safetensors.1.x.tmp", tmp_path / "ckpt.safetensors.notes"]
+    for f in [stale, in_progress, *others]:
+        f.write_bytes(b"partial")
+    deepkern.save({"w": np.arange(3.0)}, path)
+    assert not stale.exists()
+    assert in_progress.exists() and all(f.exists() for f in others)
+    assert sorted(os.listdir(tmp_path)) == sorted(p.name for p in [path, in_progress, *others])
+    assert_same(deepkern.load(path), {"w": np.arange(3.0)})
 
 
 def test_save_replaces_and_keeps_permissions(tmp_path):

@@ -61,6 +61,8 @@ def save(obj: dict, path) -> None:
     The file is written to a temporary file in the same directory, flushed to disk and renamed
     onto ``path``, so ``path`` holds either the old file or the complete new one, never part of
     one; on any error the temporary file is removed and an existing ``path`` is left untouched.
+    Temporaries that an earlier save of ``path`` left behind when its process was killed (each
+    names the process that wrote it) are removed first.
     Non-contiguous and non-native-byte-order arrays are stored as their values (C order).
     Raises TypeError naming the key path of a leaf that cannot be stored.
     """
@@ -76,7 +78,10 @@ def save(obj: dict, path) -> None:
         "deepkern.crc32": json.dumps({name: _crc32(array) for name, array in tensors.items()}),
     }
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    _remove_stale_temporaries(directory, os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(
+        prefix=f"{_temporary_prefix(os.path.basename(path))}{os.getpid()}.", suffix=".tmp", dir=directory
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(safetensors.numpy.save(tensors, metadata=metadata))
@@ -125,6 +130,41 @@ def load(path) -> dict:
         return _decode(tree, tensors)
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise ValueError(f"load: {path!r} has a damaged deepkern tree in its metadata ({e!r})") from None
+
+
+def _temporary_prefix(name: str) -> str:
+    """Temporaries of a save of ``name`` are ``.<name>.<pid>.<random>.tmp`` beside it."""
+    return f".{name}."
+
+
+def _remove_stale_temporaries(directory: str, name: str) -> None:
+    """Removes the temporaries of saves of ``name`` whose process no longer runs (killed mid-write);
+    a save in progress in another process keeps its own."""
+    prefix = _temporary_prefix(name)
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return
+    for entry in entries:
+        if not (entry.startswith(prefix) and entry.endswith(".tmp")):
+            continue
+        pid_text = entry[len(prefix) :].split(".", 1)[0]
+        if not pid_text.isdigit() or _process_runs(int(pid_text)):
+            continue
+        try:
+            os.unlink(os.path.join(directory, entry))
+        except OSError:
+            pass  # removed meanwhile, or not ours to remove
+
+
+def _process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _crc32(array: np.ndarray) -> int:
