@@ -858,3 +858,11 @@ def test_conv2d_winograd_layers(device, cfg, dtype, threads, rng):
     gx, gw, _ = run_backward(dg, dx, dw, cfg.kwargs, needs=(True, True, False))
     check(gx, ref_gx, dtype, "conv2d_backward grad_x " + what)
     check(gw, ref_gw, dtype, "conv2d_backward grad_w " + what)
+
+
+@pytest.mark.parametrize("name", ["stride", "padding", "dilation"])
+def test_integers_past_int64_are_named(name):
+    """An integer argument too large for the kernels' int64 indexing is a short ValueError naming it."""
+    x, w = np.ones((1, 2, 6, 6), np.float32), np.ones((3, 2, 3, 3), np.float32)
+    with pytest.raises(ValueError, match=rf"^conv2d: {name} must be between -2\*\*62 and 2\*\*62, got \d+$"):
+        conv2d(x, w, **{name: 2**64})

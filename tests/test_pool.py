@@ -655,3 +655,21 @@ def test_bench_pool_suite_small_layers():
     assert row.pct_peak == pytest.approx(100 * row.gflops / report.peaks[1].stream_gbps)
     assert "GB/s" in bench.format_table(report.rows).splitlines()[0] and "%stream" in bench.format_table(report.rows)
     assert "GB/s" in bench.format_summary(bench.summarize(report.rows))
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda x: max_pool2d(x, 2, stride=2**64), "stride"),
+        (lambda x: max_pool2d(x, (2, 2**70)), "kernel_size"),
+        (lambda x: avg_pool2d(x, 2, padding=-(2**63)), "padding"),
+        (lambda x: avg_pool2d(x, 2, divisor_override=2**70), "divisor_override"),
+        (lambda x: adaptive_avg_pool2d(x, (2**64, 1)), "output_size"),
+        (lambda x: max_pool2d_backward(x[..., :3, :3], (1, 2, 2**64, 6), np.zeros((1, 2, 3, 3), np.int64)), "x_shape"),
+    ],
+)
+def test_integers_past_int64_are_named(call, name):
+    """An integer argument too large for the kernels' int64 indexing is a short ValueError naming it."""
+    x = np.ones((1, 2, 6, 6), np.float32)
+    with pytest.raises(ValueError, match=rf"^\w+: {name} must be between -2\*\*62 and 2\*\*62, got -?\d+$"):
+        call(x)

@@ -68,6 +68,18 @@ def overlaps(x: np.ndarray, y: np.ndarray) -> bool:
         return True
 
 
+#: Bound of the integer arguments (sizes, strides, paddings, counts): the kernels index in int64,
+#: so a larger value could not mean anything they can do.
+INDEX_LIMIT = 2**62
+
+
+def check_index(value: int, name: str, op: str) -> int:
+    """``value`` (a Python int) if its magnitude is below INDEX_LIMIT, else a ValueError naming it."""
+    if not -INDEX_LIMIT < value < INDEX_LIMIT:
+        raise ValueError(f"{op}: {name} must be between -2**62 and 2**62, got {value}")
+    return value
+
+
 def check_scalar(value, name: str, op: str) -> float:
     """A real, finite-or-not Python/NumPy number as float; anything else is a TypeError."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):

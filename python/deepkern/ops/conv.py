@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends import backend_of
-from ._validate import as_float_array
+from ._validate import as_float_array, check_index
 
 
 def _pair(value, name: str, op: str, minimum: int) -> tuple:
@@ -23,7 +23,7 @@ def _pair(value, name: str, op: str, minimum: int) -> tuple:
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
     if any(v < minimum for v in values):
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
-    return int(values[0]), int(values[1])
+    return check_index(int(values[0]), name, op), check_index(int(values[1]), name, op)
 
 
 class _Geometry:

@@ -19,7 +19,7 @@ import operator
 import numpy as np
 
 from ..backends import as_array, backend_of
-from ._validate import as_float_array, check_output
+from ._validate import as_float_array, check_index, check_output
 
 __all__ = [
     "max_pool2d",
@@ -39,7 +39,7 @@ def _int(value, name: str, op: str) -> int:
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
     try:
-        return operator.index(value)
+        return check_index(operator.index(value), name, op)
     except TypeError:
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}") from None
 
