@@ -27,6 +27,7 @@ from deepkern.ops import (
     max_pool2d_backward,
 )
 
+from checks import rand
 from conftest import on_device, to_host
 from reference import (
     adaptive_avg_pool2d_backward_ref,
@@ -673,3 +674,51 @@ def test_integers_past_int64_are_named(call, name):
     x = np.ones((1, 2, 6, 6), np.float32)
     with pytest.raises(ValueError, match=rf"^\w+: {name} must be between -2\*\*62 and 2\*\*62, got -?\d+$"):
         call(x)
+
+
+# Windows that are mostly padding: the taps that never reach the input are dropped before the kernel
+# runs (exact for max pooling and for averages whose divisor does not count the padding).
+MOSTLY_PADDING = [  # (H, W, kernel, stride, padding, dilation)
+    (3, 4, 9, 1, 4, 1),
+    (5, 2, (11, 7), (2, 1), (5, 3), 1),
+    (4, 6, 7, 3, 3, 1),
+    (5, 6, 5, 1, 2, 2),
+    (6, 1, (13, 3), (1, 2), (6, 1), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("h, w, kernel, stride, padding, dilation", MOSTLY_PADDING)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_windows_mostly_padding_match_the_reference(h, w, kernel, stride, padding, dilation, dtype, rng):
+    x = rand(rng, (2, 3, h, w), dtype)
+    out, idx = max_pool2d(x, kernel, stride, padding, dilation, return_indices=True)
+    ref_out, ref_idx = max_pool2d_ref(x, kernel, stride, padding, dilation)
+    check(out, ref_out, dtype, "max_pool2d")
+    np.testing.assert_array_equal(idx, ref_idx)
+    g = rand(rng, out.shape, dtype)
+    check(max_pool2d_backward(g, x.shape, idx), max_pool2d_backward_ref(g, x.shape, idx), dtype, "max backward")
+    if dilation not in (1, (1, 1)):
+        return
+    for avg in (dict(count_include_pad=False), dict(divisor_override=7), dict(count_include_pad=True)):
+        got = avg_pool2d(x, kernel, stride, padding, **avg)
+        check(got, avg_pool2d_ref(x, kernel, stride, padding, **avg), dtype, f"avg_pool2d {avg}")
+        g = rand(rng, got.shape, dtype)
+        check(
+            avg_pool2d_backward(g, x.shape, kernel, stride, padding, **avg),
+            avg_pool2d_backward_ref(g, x.shape, kernel, stride, padding, **avg),
+            dtype,
+            f"avg_pool2d_backward {avg}",
+        )
+
+
+def test_a_huge_window_over_a_small_input_is_cheap(rng):
+    """kernel_size 2**20 with padding 2**19 on 5x5 planes: every window covers the whole plane (the
+    work is bounded by the input, as in PyTorch, not by the window)."""
+    x = rand(rng, (2, 3, 5, 5), F64)
+    k, p = 2**20, 2**19
+    out, idx = max_pool2d(x, k, 1, p, return_indices=True)
+    assert out.shape == (2, 3, 6, 6)
+    np.testing.assert_array_equal(out, np.broadcast_to(x.max(axis=(2, 3))[..., None, None], out.shape))
+    np.testing.assert_array_equal(idx, np.broadcast_to(x.reshape(2, 3, 25).argmax(-1)[..., None, None], idx.shape))
+    mean = avg_pool2d(x, k, 1, p, count_include_pad=False)
+    check(mean, np.broadcast_to(x.mean(axis=(2, 3))[..., None, None], mean.shape), F64, "avg")
