@@ -40,6 +40,31 @@ PoolBands plan_bands(const Pool2dShape& s) {
   return {1, rows, pitch, rows + extra_rows};
 }
 
+// `s` with the taps that reach no input element of any window dropped from both ends of each axis,
+// so the work and the band scratch follow the input, not a window that is mostly padding. Exact
+// where a result does not depend on the padded window's size: max pooling, and averages whose
+// divisor is an override or counts only input elements. Tap t of an axis reads input positions
+// o * stride - pad + t * dilation (o < out): inside [0, in) for some o only if t lies in
+// [first, last]; first is kept <= pad / dilation so that the padding stays >= 0.
+Pool2dShape clip_taps_to_input(Pool2dShape s) {
+  const auto clip = [](int64_t in, int64_t out, int64_t& kernel, int64_t stride, int64_t& pad, int64_t dilation) {
+    const int64_t reach = pad - (out - 1) * stride;  // tap t reaches the input only if t * dilation >= reach
+    const int64_t first = std::min(reach > 0 ? (reach + dilation - 1) / dilation : 0, pad / dilation);
+    const int64_t last = std::min(kernel - 1, (in - 1 + pad) / dilation);
+    if (in <= 0 || out <= 0 || last < first) return;
+    kernel = last - first + 1;
+    pad -= first * dilation;
+  };
+  clip(s.in_h, s.out_h, s.kernel_h, s.stride_h, s.pad_h, s.dilation_h);
+  clip(s.in_w, s.out_w, s.kernel_w, s.stride_w, s.pad_w, s.dilation_w);
+  return s;
+}
+
+// Average pooling's shape for the kernels: clipped where the divisor allows it.
+Pool2dShape avg_shape(const Pool2dShape& s, bool count_include_pad, int64_t divisor_override) {
+  return divisor_override != 0 || !count_include_pad ? clip_taps_to_input(s) : s;
+}
+
 struct PoolScratch;  // this family's thread_scratch tag
 
 // The calling thread's buffers for the band kernels (taps: for max pooling with indices).
@@ -74,7 +99,8 @@ void split_output_rows(const Pool2dShape& s, const PoolBands& bands, Body&& body
 }  // namespace
 
 template <class T>
-void max_pool2d(const Pool2dShape& s, const T* x, T* out, int64_t* indices) {
+void max_pool2d(const Pool2dShape& shape, const T* x, T* out, int64_t* indices) {
+  const Pool2dShape s = clip_taps_to_input(shape);
   const PoolKernels<T>& kern = dispatched_kernels<T>();
   const PoolBands bands = plan_bands(s);
   split_output_rows(s, bands, [&](int64_t begin, int64_t end) {
@@ -94,7 +120,8 @@ void max_pool2d_backward(const Pool2dShape& s, const T* grad_out, const int64_t*
 }
 
 template <class T>
-void avg_pool2d(const Pool2dShape& s, const T* x, T* out, bool count_include_pad, int64_t divisor_override) {
+void avg_pool2d(const Pool2dShape& shape, const T* x, T* out, bool count_include_pad, int64_t divisor_override) {
+  const Pool2dShape s = avg_shape(shape, count_include_pad, divisor_override);
   const PoolKernels<T>& kern = dispatched_kernels<T>();
   const PoolBands bands = plan_bands(s);
   split_output_rows(s, bands, [&](int64_t begin, int64_t end) {
@@ -104,8 +131,9 @@ void avg_pool2d(const Pool2dShape& s, const T* x, T* out, bool count_include_pad
 }
 
 template <class T>
-void avg_pool2d_backward(const Pool2dShape& s, const T* grad_out, T* grad_x, bool count_include_pad,
+void avg_pool2d_backward(const Pool2dShape& shape, const T* grad_out, T* grad_x, bool count_include_pad,
                          int64_t divisor_override) {
+  const Pool2dShape s = avg_shape(shape, count_include_pad, divisor_override);
   const PoolKernels<T>& kern = dispatched_kernels<T>();
   const PoolBands bands = plan_bands(s);
   split(s, s.planes, [&](int64_t begin, int64_t end) {

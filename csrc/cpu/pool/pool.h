@@ -18,7 +18,8 @@ struct Pool2dShape {
 // out[p, oh, ow] = max over the window's in-bounds taps (padding never wins). A NaN in the window
 // gives NaN (the window's last NaN, in row-major tap order); ties keep the first maximum, as
 // PyTorch. indices (may be null) receives the flat position ih * in_w + iw of that tap in its
-// plane; a window that covers only padding (possible with dilation) gives -inf and index -1.
+// plane; a window that covers only padding (possible with dilation) gives -inf and index -1. Taps
+// that reach no input element of any window are skipped, so the work follows the input.
 template <class T>
 void max_pool2d(const Pool2dShape& s, const T* x, T* out, int64_t* indices);
 

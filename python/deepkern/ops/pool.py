@@ -134,22 +134,6 @@ def _kernel_shape(in_shape, out_hw, kernel=(1, 1), stride=(1, 1), padding=(0, 0)
     return (planes, *in_shape[-2:], *out_hw, *kernel, *stride, *padding, *dilation)
 
 
-def _clip_to_input(in_hw, out_hw, kernel, stride, padding, dilation) -> tuple:
-    """(kernel, padding) of the same pooling with the taps that reach no input element of any window
-    dropped from both ends, so the kernels' work and memory follow the input, not a window that is
-    mostly padding. Exact for max pooling and for averages whose divisor does not count the padding
-    (a divisor_override, or count_include_pad=False): the dropped taps only ever read padding."""
-    kernels, paddings = [], []
-    for n, out, k, s, p, d in zip(in_hw, out_hw, kernel, stride, padding, dilation):
-        # tap t reads input rows o*s - p + t*d for o < out: some fall inside [0, n) only for
-        # t in [first, last] (every tap outside reads padding for every o)
-        first = min(max(0, -(-(p - (out - 1) * s) // d)), p // d)  # keeps the padding >= 0
-        last = min(k - 1, (n - 1 + p) // d)
-        kernels.append(last - first + 1)
-        paddings.append(p - first * d)
-    return tuple(kernels), tuple(paddings)
-
-
 def _target(backend, out, op: str, shape: tuple, dtype, inputs: dict):
     """(array the kernel writes, array returned): ``out`` itself when it is C-contiguous."""
     if out is None:
@@ -183,7 +167,6 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     x = backend.ascontiguousarray(x)
     written, result = _target(backend, out, op, shape, x.dtype, {"x": x})
     indices = backend.empty(shape, np.int64) if return_indices else None
-    kernel, padding = _clip_to_input(x.shape[-2:], out_hw, kernel, stride, padding, dilation)
     backend.max_pool2d(x, written, indices, _kernel_shape(x.shape, out_hw, kernel, stride, padding, dilation))
     result = _finish(written, result)
     return (result, indices) if return_indices else result
@@ -234,8 +217,6 @@ def avg_pool2d(
     x = _input(x, "x", op)
     kernel, stride, padding, _, out_hw = _window(op, x.shape, kernel_size, stride, padding, 1, ceil_mode)
     divisor = _divisor(divisor_override, op)
-    if divisor or not count_include_pad:
-        kernel, padding = _clip_to_input(x.shape[-2:], out_hw, kernel, stride, padding, (1, 1))
     shape = x.shape[:-2] + out_hw
     backend = backend_of(x, out, op=op)
     x = backend.ascontiguousarray(x)
@@ -269,8 +250,6 @@ def avg_pool2d_backward(
             f"x_shape {shape}), got {g.shape}"
         )
     divisor = _divisor(divisor_override, op)
-    if divisor or not count_include_pad:
-        kernel, padding = _clip_to_input(shape[-2:], out_hw, kernel, stride, padding, (1, 1))
     backend = backend_of(g, out, op=op)
     g = backend.ascontiguousarray(g)
     written, result = _target(backend, out, op, shape, g.dtype, {"grad_out": g})
