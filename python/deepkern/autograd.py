@@ -9,12 +9,18 @@ passed Tensors (and everything else unchanged) and returns an array or a tuple o
 Functions call the deepkern kernels directly, and the graph bookkeeping stays in this file.
 
 Gradients are not themselves differentiable (no ``create_graph``); ``no_grad()`` records nothing.
+
+In-place writes are checked as PyTorch checks them, with a version counter per buffer (the array
+that owns the memory; views share their owner's counter) that every in-place write through deepkern
+bumps: a saved array changed before the backward that reads it, and a view whose buffer changed
+after the view was recorded, raise instead of giving a wrong gradient.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
+import weakref
 
 import numpy as np
 
@@ -23,6 +29,40 @@ from .backends import as_array, backend_of
 __all__ = ["Function", "Context", "no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled"]
 
 _state = threading.local()
+
+# -- version counters ----------------------------------------------------------------------------
+
+_versions: dict = {}  # id(buffer) -> writes so far; a buffer never written in place has no entry
+
+
+def buffer_of(arr):
+    """The array that owns ``arr``'s memory: ``arr`` itself, or the array its view chain starts at."""
+    base = getattr(arr, "base", None)
+    while isinstance(base, np.ndarray) or (base is not None and type(base) is type(arr)):
+        arr, base = base, getattr(base, "base", None)
+    return arr
+
+
+def version_of(arr) -> int:
+    """How many in-place writes through deepkern ``arr``'s buffer has had."""
+    return _versions.get(id(buffer_of(arr)), 0)
+
+
+def bump_version(arr) -> None:
+    """Records one in-place write to ``arr``'s buffer (call it for every write deepkern makes to a
+    Tensor's existing memory: in-place operators, optimizer steps, loading into parameters)."""
+    owner = buffer_of(arr)
+    key = id(owner)
+    if key not in _versions:
+        try:  # the entry goes with the buffer, so a later array at the same address starts at 0
+            weakref.finalize(owner, _versions.pop, key, None)
+        except TypeError:  # a buffer type without weak references: counted for the process's life
+            pass
+    _versions[key] = _versions.get(key, 0) + 1
+
+
+def _describe(arr) -> str:
+    return f"an array of shape {tuple(arr.shape)} and dtype {arr.dtype}"
 
 
 def is_grad_enabled() -> bool:
@@ -83,14 +123,22 @@ class Context:
     (e.g. argmax indices) that get no gradient.
     """
 
+    _KEPT = frozenset(
+        {"needs_input_grad", "_saved", "_saved_versions", "_non_differentiable", "_released", "_function"}
+    )
+
     def __init__(self, needs_input_grad):
         self.needs_input_grad = needs_input_grad
         self._saved = ()
+        self._saved_versions = ()
         self._non_differentiable = ()
         self._released = False
+        self._function = ""
 
     def save_for_backward(self, *arrays):
         self._saved = arrays
+        if True in self.needs_input_grad:  # a backward will read them: note their buffers' versions
+            self._saved_versions = tuple(None if getattr(a, "shape", None) is None else version_of(a) for a in arrays)
 
     @property
     def saved_tensors(self):
@@ -99,7 +147,22 @@ class Context:
                 "backward through the graph a second time: its saved values were freed after the "
                 "first backward; pass retain_graph=True to the first backward to keep them"
             )
+        for a, saved_at in zip(self._saved, self._saved_versions):
+            if saved_at is not None and version_of(a) != saved_at:
+                raise RuntimeError(
+                    "one of the variables needed for gradient computation has been modified by an inplace "
+                    f"operation: {_describe(a)}, saved by {self._function}Backward, is at version "
+                    f"{version_of(a)}; expected version {saved_at} instead. Compute the in-place change out "
+                    "of place (y = y + 1 instead of y += 1), or clone() the tensor before changing it"
+                )
         return self._saved
+
+    def _unshare_saved(self, buffer) -> None:
+        """Replaces the saved arrays that live in ``buffer`` by copies: an in-place operator saves
+        the value it is about to overwrite (``y *= w`` needs the old ``y`` for ``w``'s gradient)."""
+        in_buffer = [s is not None and buffer_of(a) is buffer for a, s in zip(self._saved, self._saved_versions)]
+        if any(in_buffer):
+            self.save_for_backward(*(a.copy() if inside else a for a, inside in zip(self._saved, in_buffer)))
 
     def mark_non_differentiable(self, *outputs):
         self._non_differentiable = tuple(id(o) for o in outputs)
@@ -108,21 +171,43 @@ class Context:
         self._saved = ()
         self._released = True
         for name in list(vars(self)):
-            if name not in ("needs_input_grad", "_saved", "_non_differentiable", "_released"):
+            if name not in self._KEPT:
                 delattr(self, name)
 
 
+class _Edge:
+    """A non-leaf input as it was when read: the node that made it and which of its outputs it is.
+    An in-place operation gives the Tensor a new history later; the edge keeps the one that was read."""
+
+    __slots__ = ("_node", "_output_index", "shape")
+
+    def __init__(self, tensor):
+        self._node, self._output_index, self.shape = tensor._node, tensor._output_index, tensor.shape
+
+
 class Node:
-    """One recorded Function call: its backward, context, the Tensors it reads (None where an
-    argument needs no gradient) and the shapes/dtypes of its outputs."""
+    """One recorded Function call: its backward, context, what it reads (per argument: a leaf Tensor,
+    an ``_Edge`` to a non-leaf's history, or None where no gradient is needed), the shapes/dtypes of
+    its outputs and, when an output is a view of an input's memory, ``view`` = (that input Tensor,
+    its buffer, the buffer's version when the view was taken); None otherwise."""
 
-    __slots__ = ("function", "ctx", "inputs", "output_meta", "__weakref__")
+    __slots__ = ("function", "ctx", "inputs", "output_meta", "view", "__weakref__")
 
-    def __init__(self, function, ctx, inputs, output_meta):
+    def __init__(self, function, ctx, inputs, output_meta, view=None):
         self.function = function
         self.ctx = ctx
         self.inputs = inputs
         self.output_meta = output_meta
+        self.view = view
+
+    def check_view_current(self) -> None:
+        """Raises when this node's output is a view whose memory was written in place after the view
+        was recorded: its graph no longer describes its values."""
+        if self.view is not None and version_of(self.view[1]) != self.view[2]:
+            raise RuntimeError(
+                f"a view ({self.name()}) is used after its base tensor was modified by an inplace operation; "
+                "its gradient would miss that change. Take the view again after the in-place operation"
+            )
 
     def name(self) -> str:
         return self.function.__name__ + "Backward"
@@ -161,6 +246,11 @@ class Function:
             backend_of(*(a._array for a in args if isinstance(a, Tensor)), op=cls.__name__)
         record = True in needs and is_grad_enabled()
         ctx = Context(tuple(needs) if record else (False,) * len(args))
+        if record:
+            ctx._function = cls.__name__
+            for a, n in zip(args, needs):
+                if n and a._node is not None and a._node.view is not None:
+                    a._node.check_view_current()
         out = cls.forward(ctx, *arrays, **kwargs)
         single = not isinstance(out, tuple)
         outs = (out,) if single else out
@@ -168,7 +258,11 @@ class Function:
             wrapped = tuple(Tensor._wrap(o) for o in outs)
         else:
             node = Node(
-                cls, ctx, tuple(a if n else None for a, n in zip(args, needs)), tuple((o.shape, o.dtype) for o in outs)
+                cls,
+                ctx,
+                tuple((a if a._node is None else _Edge(a)) if n else None for a, n in zip(args, needs)),
+                tuple((o.shape, o.dtype) for o in outs),
+                _view_of(outs, args, arrays),
             )
             skip = ctx._non_differentiable
             wrapped = tuple(Tensor._wrap(o) if id(o) in skip else Tensor._wrap(o, node, i) for i, o in enumerate(outs))
@@ -177,6 +271,19 @@ class Function:
 
 _TENSOR = None
 _NDARRAY = np.ndarray
+
+
+def _view_of(outs, args, arrays):
+    """``(input, buffer, version)`` when one of ``outs`` is a view into the memory of the argument
+    ``input`` (reshape, indexing, transposes; ``arrays`` are the arguments' arrays), else None."""
+    for o in outs:
+        if getattr(o, "base", None) is None:
+            continue
+        owner = buffer_of(o)
+        for arg, a in zip(args, arrays):
+            if getattr(a, "shape", None) is not None and buffer_of(a) is owner:
+                return arg, owner, version_of(owner)
+    return None
 
 
 def _tensor_class():
@@ -218,6 +325,7 @@ def backward(root, gradient: np.ndarray, retain_graph: bool = False) -> None:
     if root._node is None:  # a leaf: its gradient is the given one
         root._accumulate_grad(gradient)
         return
+    root._node.check_view_current()
     pending = {id(root._node): [None] * len(root._node.output_meta)}
     pending[id(root._node)][root._output_index] = gradient
     with no_grad():  # the backward functions record nothing (one switch for the whole pass)

@@ -285,42 +285,149 @@ class Tensor:
     def clone(self) -> "Tensor":
         return _Clone.apply(self)
 
-    # -- in-place updates (data only; refused on a leaf that requires grad while recording) ---
+    # -- in-place operations ------------------------------------------------------------------
+    # Each writes into this tensor's memory (views of it and tensors sharing it see the change) and
+    # bumps that buffer's version. While recording, the value comes from the out-of-place Function and
+    # the tensor's history becomes that Function's node, as in PyTorch; otherwise the write is direct.
 
-    def _check_inplace(self, what):
-        if self._requires_grad and autograd.is_grad_enabled():
-            raise RuntimeError(f"{what} on a tensor that requires grad; wrap it in deepkern.no_grad()")
+    def _recording_inplace(self, what: str, args) -> bool:
+        """Whether an in-place ``what`` with ``args`` must be recorded; raises where PyTorch refuses."""
+        if not autograd.is_grad_enabled():
+            return False
+        if not (self._requires_grad or any(isinstance(a, Tensor) and a._requires_grad for a in args)):
+            return False
+        if self._requires_grad and self._node is None:
+            raise RuntimeError(
+                f"{what}: a leaf tensor that requires grad is being used in an in-place operation; "
+                "do it under deepkern.no_grad() (as an optimizer step does)"
+            )
+        return True
+
+    def _inplace(self, what: str, function, *args, direct=None):
+        """Sets this tensor to ``function(self, *args)`` in place. ``direct()`` (optional) does the
+        same write when nothing is recorded, without the out-of-place temporary."""
+        if not self._recording_inplace(what, args):
+            if direct is None:
+                self._store(what, function.apply(self, *args)._array)
+            else:
+                self._write(what, direct)
+            return self
+        node = self._node
+        if node is not None and node.view is not None:
+            return self._inplace_on_view(what, function, args)
+        result = function.apply(self, *args)  # its node keeps this tensor's history so far
+        result._node.ctx._unshare_saved(autograd.buffer_of(self._array))
+        self._store(what, result._array)
+        self._take_history(result)
+        return self
+
+    def _inplace_on_view(self, what: str, function, args):
+        """An in-place change of a recorded view: written through its base (``base[key] = new``), so the
+        base's history records it too, and the view is taken again from the new base."""
+        node = self._node
+        base = node.view[0]
+        if node.function is not F.Index:
+            raise RuntimeError(
+                f"{what}: in-place change of a {node.name()[: -len('Backward')]} view of a tensor in the autograd "
+                "graph is not supported; index the base tensor instead, or compute the change out of place"
+            )
+        if base.is_leaf:
+            raise RuntimeError(
+                f"{what}: a view of a leaf tensor that requires grad is being used in an in-place operation; "
+                "do it under deepkern.no_grad() (as an optimizer step does)"
+            )
+        key = node.ctx.meta[2]
+        base[key] = function.apply(self, *args)
+        self._take_history(F.Index.apply(base, key))
+        return self
+
+    def _take_history(self, result: "Tensor") -> None:
+        node = result._node
+        self._node, self._output_index, self._requires_grad = node, result._output_index, True
+        meta = list(node.output_meta)
+        meta[result._output_index] = (self.shape, self.dtype)  # the value is stored in this tensor's dtype
+        node.output_meta = tuple(meta)
+
+    def _store(self, what: str, result) -> None:
+        """Writes ``result`` (an array of this tensor's shape, on its device) into this tensor."""
+        if result.shape != self.shape:
+            raise RuntimeError(
+                f"{what}: output with shape {self.shape} doesn't match the broadcast shape {result.shape}"
+            )
+        if not np.can_cast(result.dtype, self.dtype, "same_kind"):
+            raise RuntimeError(
+                f"{what}: result type {result.dtype} can't be cast to the desired output type {self.dtype}"
+            )
+        self._write(what, lambda: self._array.__setitem__(Ellipsis, result))
+
+    def _write(self, what: str, write) -> None:
+        flags = getattr(self._array, "flags", None)
+        if flags is not None and not flags.writeable:
+            raise RuntimeError(
+                f"{what}: the tensor's memory is read-only (an expand()ed view, or a read-only array given to "
+                "from_numpy); clone() it first"
+            )
+        write()
+        autograd.bump_version(self._array)
+
+    def _operand(self, value, what: str):
+        """``value`` for an in-place operator: Python/NumPy scalars as they are, a Tensor checked to be on
+        this tensor's device, other host data and arrays as an array on this tensor's device."""
+        if isinstance(value, (numbers.Number, np.generic)):
+            return value
+        if isinstance(value, Tensor):
+            backends.backend_of(self._array, value._array, op=what)
+            return value
+        return _on_device_of(self, value, what)
 
     def zero_(self) -> "Tensor":
-        self._check_inplace("zero_()")
-        self._array[...] = 0
-        return self
+        return self.fill_(0)
 
     def fill_(self, value) -> "Tensor":
-        self._check_inplace("fill_()")
-        self._array[...] = value
-        return self
+        value = self._operand(value, "fill_")
+        direct = lambda: self._array.__setitem__(Ellipsis, _array_of(value))  # noqa: E731
+        return self._inplace("fill_", _Overwrite, value, direct=direct)
 
     def copy_(self, src) -> "Tensor":
         """Writes ``src`` (broadcast; from any device) into this tensor's data."""
-        self._check_inplace("copy_()")
-        src = backends.to_device(as_array(_array_of(src)), self.device)
+        if isinstance(src, Tensor) and src.device != self.device:
+            src = src.to(self.device)
+        src = src if isinstance(src, Tensor) else Tensor._wrap(backends.to_device(as_array(src), self.device))
         try:
-            np.copyto(self._array, np.broadcast_to(src, self.shape), casting="same_kind")
+            fits = np.broadcast_shapes(src.shape, self.shape) == self.shape
         except ValueError:
-            raise ValueError(f"copy_: source of shape {src.shape} does not broadcast to {self.shape}") from None
-        return self
+            fits = False
+        if not fits:
+            raise ValueError(f"copy_: source of shape {src.shape} does not broadcast to {self.shape}")
+        if not np.can_cast(src.dtype, self.dtype, "same_kind"):
+            raise TypeError(f"copy_: can't copy a source of dtype {src.dtype} into a tensor of dtype {self.dtype}")
+        return self._inplace("copy_", _Overwrite, src, direct=lambda: self._array.__setitem__(Ellipsis, src._array))
 
     def add_(self, other, alpha=1) -> "Tensor":
-        self._check_inplace("add_()")
-        other = _on_device_of(self, other, "add_")
-        self._array += alpha * other if alpha != 1 else other
-        return self
+        other = self._operand(other, "add_")
+        return self._inplace("add_", F.Add, other if alpha == 1 else other * alpha)
+
+    def sub_(self, other, alpha=1) -> "Tensor":
+        other = self._operand(other, "sub_")
+        return self._inplace("sub_", F.Sub, other if alpha == 1 else other * alpha)
 
     def mul_(self, other) -> "Tensor":
-        self._check_inplace("mul_()")
-        self._array *= _on_device_of(self, other, "mul_")
-        return self
+        return self._inplace("mul_", F.Mul, self._operand(other, "mul_"))
+
+    def div_(self, other) -> "Tensor":
+        return self._inplace("div_", F.Div, self._operand(other, "div_"))
+
+    def __iadd__(self, other):
+        return self._inplace("+=", F.Add, self._operand(other, "+="))
+
+    def __isub__(self, other):
+        return self._inplace("-=", F.Sub, self._operand(other, "-="))
+
+    def __imul__(self, other):
+        return self._inplace("*=", F.Mul, self._operand(other, "*="))
+
+    def __itruediv__(self, other):
+        return self._inplace("/=", F.Div, self._operand(other, "/="))
 
     # -- arithmetic ----------------------------------------------------------------------------
 
@@ -495,18 +602,21 @@ class Tensor:
         return F.Expand.apply(self, shape)
 
     def __getitem__(self, key):
-        if isinstance(key, tuple):
-            key = tuple(_array_of(k) for k in key)
-        else:
-            key = _array_of(key)
-        return F.Index.apply(self, key)
+        return F.Index.apply(self, _index_key(key))
 
     def __setitem__(self, key, value):
-        self._check_inplace("item assignment")
-        self._array[key if not isinstance(key, Tensor) else key._array] = _array_of(value)
+        key = _index_key(key)
+        value = self._operand(value, "item assignment")
+        direct = lambda: self._array.__setitem__(key, _array_of(value))  # noqa: E731
+        self._inplace("item assignment", _SetItem, value, key, direct=direct)
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
+
+
+def _index_key(key):
+    """An indexing key with its Tensors replaced by their arrays."""
+    return tuple(_array_of(k) for k in key) if isinstance(key, tuple) else _array_of(key)
 
 
 def _resolve_shape(old: tuple, new) -> tuple:
@@ -555,6 +665,46 @@ class _ToDevice(autograd.Function):
     @staticmethod
     def backward(ctx, g):
         return backends.to_device(g, ctx.source), None
+
+
+class _Overwrite(autograd.Function):
+    """``a``'s memory filled with ``src`` (broadcast, cast to ``a``'s dtype): fill_, zero_ and copy_."""
+
+    @staticmethod
+    def forward(ctx, a, src):
+        ctx.shape = np.shape(src)
+        out = backends.backend_of(a, op="copy_").empty(a.shape, a.dtype)
+        out[...] = src
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        return None, (F.unbroadcast(g, ctx.shape) if ctx.needs_input_grad[1] else None)
+
+
+class _SetItem(autograd.Function):
+    """``a`` with ``a[key] = value``: the gradient of the overwritten elements goes to ``value``."""
+
+    @staticmethod
+    def forward(ctx, a, value, key):
+        ctx.meta = (key, np.shape(value))
+        out = a.copy()
+        out[key] = value
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        key, value_shape = ctx.meta
+        grad_a = grad_value = None
+        if ctx.needs_input_grad[0]:
+            grad_a = g.copy()
+            grad_a[key] = 0
+        if ctx.needs_input_grad[1]:
+            selected = as_array(g[key])
+            if len(value_shape) > selected.ndim:  # NumPy assigns a value with extra leading ones
+                selected = selected.reshape((1,) * (len(value_shape) - selected.ndim) + selected.shape)
+            grad_value = F.unbroadcast(selected, value_shape)
+        return grad_a, grad_value, None
 
 
 class _Clone(autograd.Function):

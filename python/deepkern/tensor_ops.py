@@ -61,31 +61,41 @@ class Sub(Function):
 
 
 class Mul(Function):
+    """Saves only what the gradients asked for need (``b`` for ``a``'s, ``a`` for ``b``'s), so that an
+    in-place change of an operand whose value no gradient reads stays allowed, as in PyTorch."""
+
     @staticmethod
     def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
+        need_a, need_b = ctx.needs_input_grad
+        ctx.shapes = (np.shape(a), np.shape(b))
+        ctx.save_for_backward(a if need_b else None, b if need_a else None)
         return np.multiply(a, b)
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
+        sa, sb = ctx.shapes
         return (
-            unbroadcast(g * b, np.shape(a)) if ctx.needs_input_grad[0] else None,
-            unbroadcast(g * a, np.shape(b)) if ctx.needs_input_grad[1] else None,
+            unbroadcast(g * b, sa) if ctx.needs_input_grad[0] else None,
+            unbroadcast(g * a, sb) if ctx.needs_input_grad[1] else None,
         )
 
 
 class Div(Function):
+    """Saves ``b``, and ``a`` only when ``b``'s gradient is asked for (see Mul)."""
+
     @staticmethod
     def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
+        ctx.shapes = (np.shape(a), np.shape(b))
+        ctx.save_for_backward(a if ctx.needs_input_grad[1] else None, b)
         return np.divide(a, b)
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
-        ga = unbroadcast(g / b, np.shape(a)) if ctx.needs_input_grad[0] else None
-        gb = unbroadcast(-g * a / (b * b), np.shape(b)) if ctx.needs_input_grad[1] else None
+        sa, sb = ctx.shapes
+        ga = unbroadcast(g / b, sa) if ctx.needs_input_grad[0] else None
+        gb = unbroadcast(-g * a / (b * b), sb) if ctx.needs_input_grad[1] else None
         return ga, gb
 
 

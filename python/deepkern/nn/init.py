@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 
-from .. import backends
+from .. import autograd, backends
 from ..random import get_generator
 
 __all__ = [
@@ -88,6 +88,7 @@ def _fill(tensor, values):
     if isinstance(values, np.ndarray):
         values = backends.to_device(values, tensor.device)
     tensor._array[...] = values
+    autograd.bump_version(tensor._array)
     return tensor
 
 

@@ -210,6 +210,7 @@ class Module:
         for k, target in own.items():
             if k in given:
                 target._array[...] = to_device(given[k], target.device)
+                autograd.bump_version(target._array)
         return [k for k in own if k not in given], [k for k in given if k not in own]
 
     # -- calling -------------------------------------------------------------------------------

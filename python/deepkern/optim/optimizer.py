@@ -162,6 +162,8 @@ class Optimizer:
                     grad_arrays.append(g._array)
             if params:
                 self._step_group(group, params, param_arrays, grad_arrays)
+                for a in param_arrays:  # written in place: graphs that saved them must not reuse them
+                    autograd.bump_version(a)
         return loss
 
     def _step_group(self, group: dict, params: list, param_arrays: list, grad_arrays: list) -> None:

@@ -1,0 +1,296 @@
+"""In-place operations on Tensors: ``+= -= *= /=``, ``add_/sub_/mul_/div_/fill_/zero_/copy_`` and item
+assignment write into the tensor's memory (views and shared arrays see it), are recorded in the graph
+where PyTorch records them (gradients by finite differences in float64), are refused where PyTorch
+refuses, and the version counters turn a saved value changed before backward into an error instead
+of a wrong gradient."""
+
+from __future__ import annotations
+
+import deepkern as dk
+import numpy as np
+import pytest
+
+from checks import gradcheck, raises_naming
+from conftest import on_device, to_host
+
+# name -> (in-place form, NumPy reference); each applies ``other`` to ``t`` in place
+UPDATES = {
+    "+=": (lambda t, o: t.__iadd__(o), np.add),
+    "-=": (lambda t, o: t.__isub__(o), np.subtract),
+    "*=": (lambda t, o: t.__imul__(o), np.multiply),
+    "/=": (lambda t, o: t.__itruediv__(o), np.divide),
+    "add_": (lambda t, o: t.add_(o), np.add),
+    "add_ alpha": (lambda t, o: t.add_(o, alpha=-2.5), lambda a, b: a - 2.5 * b),
+    "sub_ alpha": (lambda t, o: t.sub_(o, alpha=0.5), lambda a, b: a - 0.5 * b),
+    "mul_": (lambda t, o: t.mul_(o), np.multiply),
+    "div_": (lambda t, o: t.div_(o), np.divide),
+}
+OTHER_SHAPES = [(3, 4), (4,), (1, 4), (3, 1), ()]
+
+
+def host(t):
+    return to_host(t.detach()._array)
+
+
+def positive(rng, shape):
+    return np.abs(rng.standard_normal(shape)) + 0.5
+
+
+@pytest.mark.parametrize("name", sorted(UPDATES))
+@pytest.mark.parametrize("other_shape", OTHER_SHAPES, ids=str)
+@pytest.mark.parametrize("kind", ["tensor", "array", "scalar"])
+def test_updates_write_into_the_tensor_and_its_views(device, name, other_shape, kind, rng):
+    inplace, reference = UPDATES[name]
+    start = rng.standard_normal((3, 4))
+    other = positive(rng, other_shape)
+    t = dk.tensor(start, device=device)
+    alias = t[1:]  # a view: sees the write
+    operand = {
+        "tensor": dk.tensor(other, device=device),
+        "array": on_device(device, other),
+        "scalar": float(other.reshape(-1)[0]),
+    }[kind]
+    same = inplace(t, operand)
+    assert same is t
+    expected = reference(start, other if kind != "scalar" else float(other.reshape(-1)[0]))
+    np.testing.assert_allclose(host(t), expected, rtol=1e-15)
+    np.testing.assert_allclose(host(alias), expected[1:], rtol=1e-15)
+
+
+def test_hand_written_sgd_loop_updates_the_model(rng):
+    x, y = rng.standard_normal((16, 5)), rng.standard_normal((16, 1))
+    w0 = rng.standard_normal((5, 1))
+    w = dk.tensor(w0, requires_grad=True)
+    b = dk.zeros(1, dtype=np.float64, requires_grad=True)
+    lr, ref_w, ref_b = 0.1, w0.copy(), np.zeros(1)
+    for _ in range(3):
+        loss = ((dk.tensor(x) @ w + b - dk.tensor(y)) ** 2).mean()
+        loss.backward()
+        residual = x @ ref_w + ref_b - y
+        ref_gw, ref_gb = 2 * x.T @ residual / len(x), 2 * residual.mean(0)
+        with dk.no_grad():
+            w -= lr * w.grad
+            b[0] -= lr * b.grad[0]  # on a view
+        ref_w, ref_b = ref_w - lr * ref_gw, ref_b - lr * ref_gb
+        w.grad = b.grad = None
+        np.testing.assert_allclose(w.detach().numpy(), ref_w, rtol=1e-12)
+        np.testing.assert_allclose(b.detach().numpy(), ref_b, rtol=1e-12, atol=1e-15)
+    assert w.is_leaf and w.requires_grad
+
+
+def test_from_numpy_memory_sees_the_update():
+    arr = np.arange(6.0).reshape(2, 3)
+    t = dk.from_numpy(arr)
+    t *= 2
+    t[0, 1] = -1.0
+    np.testing.assert_array_equal(arr, [[0, -1, 4], [6, 8, 10]])
+
+
+# -- recorded in the graph -------------------------------------------------------------------------
+
+
+def _chain(x, w, v):
+    """A non-leaf updated in place by every operator, each with a differentiable operand."""
+    y = x * 1.5
+    y += w
+    y *= v
+    y -= w * w
+    y /= v + 2.0
+    y.add_(x, alpha=0.5).mul_(w)
+    return y.tanh()
+
+
+def test_recorded_updates_have_finite_difference_gradients(device, rng):
+    x = dk.tensor(rng.standard_normal((3, 4)), requires_grad=True, device=device)
+    w = dk.tensor(rng.standard_normal(4), requires_grad=True, device=device)
+    v = dk.tensor(positive(rng, (3, 1)), requires_grad=True, device=device)
+    gradcheck(_chain, x, w, v)
+
+
+def test_an_update_with_a_grad_operand_makes_a_plain_tensor_part_of_the_graph(rng):
+    w = dk.tensor(rng.standard_normal(3), requires_grad=True)
+    acc = dk.zeros(3, dtype=np.float64)
+    acc += w * 2
+    assert acc.requires_grad and not acc.is_leaf
+    acc.sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), [2, 2, 2])
+
+
+def test_item_assignment_is_recorded(device, rng):
+    def assign(x, w):
+        y = x * 2
+        y[0] = w[:4] * 3  # row 0 of y no longer depends on x
+        y[1:, ::2] = 5.0
+        y[2, 1] = w[4]
+        return y * y
+
+    x = dk.tensor(rng.standard_normal((3, 4)), requires_grad=True, device=device)
+    w = dk.tensor(rng.standard_normal(5), requires_grad=True, device=device)
+    gradcheck(assign, x, w)
+
+
+def test_fill_zero_and_copy_are_recorded(device, rng):
+    def overwrite(x, w, s):
+        y = x * 3
+        y[0].zero_()
+        y[1].fill_(s)
+        y[2].copy_(w)
+        return y.exp()
+
+    x = dk.tensor(rng.standard_normal((4, 3)), requires_grad=True, device=device)
+    w = dk.tensor(rng.standard_normal(3), requires_grad=True, device=device)
+    s = dk.tensor(rng.standard_normal(()), requires_grad=True, device=device)
+    gradcheck(overwrite, x, w, s)
+
+
+def test_update_of_a_recorded_view_goes_through_its_base(device, rng):
+    def through_view(x, w):
+        y = x * 2
+        v = y[1:3]
+        v += w  # changes y too, as in PyTorch
+        return y.tanh(), (v * v)
+
+    x = dk.tensor(rng.standard_normal((4, 3)), requires_grad=True, device=device)
+    w = dk.tensor(rng.standard_normal(3), requires_grad=True, device=device)
+    y_sin, v_sq = through_view(x, w)
+    expected = 2 * host(x)
+    expected[1:3] += host(w)
+    np.testing.assert_allclose(host(y_sin), np.tanh(expected), rtol=1e-14)
+    np.testing.assert_allclose(host(v_sq), expected[1:3] ** 2, rtol=1e-14)
+    gradcheck(through_view, x, w)
+
+
+def test_update_that_overwrites_a_value_its_own_backward_needs(rng):
+    # y *= w needs the old y for w's gradient: it is kept, as PyTorch keeps it
+    def scale(x, w):
+        y = x + 0.0
+        y *= w
+        y /= w + 3.0
+        return y
+
+    x = dk.tensor(rng.standard_normal(5), requires_grad=True)
+    w = dk.tensor(positive(rng, 5), requires_grad=True)
+    gradcheck(scale, x, w)
+
+
+# -- refused ---------------------------------------------------------------------------------------
+
+
+def test_leaf_that_requires_grad_and_its_views_are_refused_while_recording(rng):
+    p = dk.tensor(rng.standard_normal((2, 3)), requires_grad=True)
+    before = p.detach().numpy().copy()
+    for update in (
+        lambda: p.__iadd__(1.0),
+        lambda: p.zero_(),
+        lambda: p.copy_(np.ones(3)),
+        lambda: p.__setitem__(0, 1.0),
+        lambda: p[0].__imul__(2.0),
+        lambda: p[:, 1].fill_(0.0),
+    ):
+        with raises_naming(RuntimeError, "leaf", "no_grad"):
+            update()
+    np.testing.assert_array_equal(p.detach().numpy(), before)
+    with dk.no_grad():
+        p += 1.0
+    np.testing.assert_array_equal(p.detach().numpy(), before + 1)
+
+
+@pytest.mark.parametrize(
+    "update, needles",
+    [
+        (lambda t: t.__iadd__(1.5), ("float64", "int64")),
+        (lambda t: t.__iadd__(np.ones((2, 3))), (r"\(3,\)", r"\(2, 3\)")),
+        (lambda t: t.copy_(np.ones(4)), (r"\(4,\)", r"\(3,\)")),
+        (lambda t: t.expand(2, 3).__iadd__(1), ("read-only",)),
+    ],
+)
+def test_bad_updates_raise_and_leave_the_tensor_unchanged(update, needles):
+    t = dk.tensor([1, 2, 3])
+    with raises_naming((RuntimeError, ValueError, TypeError), *needles):
+        update(t)
+    np.testing.assert_array_equal(t.numpy(), [1, 2, 3])
+
+
+def test_update_of_a_reshaped_view_in_the_graph_is_refused(rng):
+    y = dk.tensor(rng.standard_normal((2, 3)), requires_grad=True) * 2
+    with raises_naming(RuntimeError, "Reshape", "view"):
+        y.reshape(6).__iadd__(1.0)
+
+
+# -- version counters ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "forward",
+    [
+        lambda x: x.exp(),  # saves its output
+        lambda x: x.sigmoid(),
+        lambda x: (x * 1).tanh(),
+        lambda x: x * 1,  # leaves a value another op saves
+    ],
+)
+def test_changing_a_saved_value_before_backward_raises(forward, rng):
+    x = dk.tensor(rng.standard_normal(4), requires_grad=True)
+    y = forward(x)
+    z = y * y  # saves y
+    y += 1
+    with raises_naming(RuntimeError, "modified by an inplace operation", "version 1", "version 0"):
+        z.sum().backward()
+
+
+def test_changing_a_saved_value_through_a_view_or_shared_memory_raises(rng):
+    x = dk.tensor(rng.standard_normal((3, 2)), requires_grad=True)
+    y = x.exp()
+    with dk.no_grad():
+        y[0] += 1.0  # writes y's memory through a view
+    with raises_naming(RuntimeError, "modified by an inplace operation", "ExpBackward"):
+        y.sum().backward()
+
+
+def test_optimizer_step_before_backward_raises(rng):
+    layer = dk.nn.Linear(3, 2)
+    loss = layer(dk.tensor(rng.standard_normal((4, 3)).astype(np.float32))).pow(2).sum()
+    layer.weight.grad = dk.zeros_like(layer.weight)
+    layer.bias.grad = dk.zeros_like(layer.bias)
+    opt = dk.optim.SGD(layer.parameters(), lr=0.1, momentum=0.0)
+    opt.step()
+    with raises_naming(RuntimeError, "modified by an inplace operation"):
+        loss.backward()
+
+
+def test_updates_that_touch_nothing_saved_keep_backward_working(rng):
+    x = dk.tensor(rng.standard_normal(4), requires_grad=True)
+    y = x * 2  # saves x and 2, not y
+    y += 1
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [2, 2, 2, 2])
+
+
+def test_a_view_taken_before_its_base_changed_is_refused_when_used(rng):
+    x = dk.tensor(rng.standard_normal(4), requires_grad=True)
+    y = x * 2
+    v = y[:2]
+    early = v * 3  # used before the change: fine
+    y += x
+    with raises_naming(RuntimeError, "view", "inplace"):
+        _ = v * 3
+    early.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [6, 6, 0, 0])
+
+
+def test_in_place_matches_pytorch(rng):
+    torch = pytest.importorskip("torch")
+    x0, w0 = rng.standard_normal((3, 4)), rng.standard_normal(4)
+    grads = []
+    for lib, make in ((dk, dk.tensor), (torch, torch.tensor)):
+        x, w = make(x0, requires_grad=True), make(w0, requires_grad=True)
+        y = x * 2
+        y[1:] += w
+        y *= w
+        v = y[:, 1:3]
+        v -= x[:, :2] * 0.5
+        (y * y).sum().backward()
+        grads.append((np.asarray(y.detach()), np.asarray(x.grad), np.asarray(w.grad)))
+        del lib
+    for ours, theirs in zip(*grads):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-13)
