@@ -119,11 +119,19 @@ def _build_parser() -> argparse.ArgumentParser:
         + ".",
     )
     train.add_argument("recipe", choices=list(RECIPES), metavar="RECIPE", help=", ".join(RECIPES))
-    train.add_argument("--epochs", type=_positive_int, default=None, help="epochs (default: the recipe's)")
-    train.add_argument("--batch-size", type=_positive_int, default=None, help="batch size (default: the recipe's)")
-    train.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: the recipe's)")
     train.add_argument(
-        "--seed", type=int, default=0, help="seed of the data order, initialisation and sampling (default: 0)"
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        help="total epochs (default: the recipe's; with --resume, the checkpoint's run's)",
+    )
+    kept = "; with --resume, the checkpoint's, and another value is refused"
+    train.add_argument(
+        "--batch-size", type=_positive_int, default=None, help=f"batch size (default: the recipe's{kept})"
+    )
+    train.add_argument("--lr", type=_positive_float, default=None, help=f"learning rate (default: the recipe's{kept})")
+    train.add_argument(
+        "--seed", type=int, default=None, help=f"seed of the data order, initialisation and sampling (default: 0{kept})"
     )
     train.add_argument(
         "--device",
@@ -133,7 +141,13 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--checkpoint", default=None, metavar="PATH", help="save model and optimizer state after every epoch"
     )
-    train.add_argument("--resume", default=None, metavar="PATH", help="continue from a checkpoint")
+    train.add_argument(
+        "--resume",
+        default=None,
+        metavar="PATH",
+        help="continue the run of a checkpoint of the same recipe, up to --epochs in all; the learning-rate "
+        "schedule spans the new total",
+    )
     train.add_argument("--plot", default=None, metavar="PATH", help="write the curves (GAN: a grid of samples) as PNG")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(_parser=train)
@@ -250,8 +264,8 @@ def _cmd_bench(args, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def _cmd_train(args) -> int:
-    from .training import TrainConfig, train
+def _cmd_train(args, parser: argparse.ArgumentParser) -> int:
+    from .training import ResumeError, TrainConfig, train
 
     cfg = TrainConfig(
         recipe=args.recipe,
@@ -267,6 +281,8 @@ def _cmd_train(args) -> int:
     )
     try:
         result = train(cfg)
+    except ResumeError as exc:
+        parser.error(str(exc))
     except (ValueError, ImportError, OSError) as exc:
         print(f"deepkern train: {exc}", file=sys.stderr)
         return 1
@@ -288,7 +304,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _cmd_bench(args, args._parser)
         if args.command == "train":
             _check_output_paths(args._parser, {"--checkpoint": args.checkpoint, "--plot": args.plot})
-            return _cmd_train(args)
+            return _cmd_train(args, args._parser)
     except SystemExit as exc:  # argparse's errors (exit 2) and --help (exit 0)
         if exc.code is None:
             return 0

@@ -14,6 +14,12 @@ moved there after ``build`` and each batch as it is drawn); :func:`train` runs t
 progress bar and a line of metrics per epoch, checkpoints (``deepkern.save``) after every epoch,
 resumes from a checkpoint so the run continues the same trajectory, and plots the curves (or the
 GAN's samples) with matplotlib.
+
+A resume keeps what defines the run from the checkpoint (recipe, batch size, learning rate, seed:
+the model, the data and its order, the optimizer) and refuses a different value with
+:class:`ResumeError`; it may change the number of epochs (more than those done), the device and the
+output paths. Learning-rate schedules are a function of the total number of epochs: a resumed run
+uses, from the epoch reached on, the learning rates a run of the new total uses at those epochs.
 """
 
 from __future__ import annotations
@@ -32,18 +38,19 @@ from .backends import Device
 from .random import get_generator, manual_seed
 from .tensor import from_numpy, full, randn, zeros
 
-__all__ = ["RECIPES", "TrainConfig", "train"]
+__all__ = ["RECIPES", "ResumeError", "TrainConfig", "train"]
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Options of one run; ``None`` takes the recipe's default."""
+    """Options of one run; ``None`` takes the checkpoint's value when resuming, else the recipe's
+    default (seed: 0)."""
 
     recipe: str
     epochs: Optional[int] = None
     batch_size: Optional[int] = None
     lr: Optional[float] = None
-    seed: int = 0
+    seed: Optional[int] = None
     device: str = "cpu"
     checkpoint: Optional[str] = None
     resume: Optional[str] = None
@@ -53,8 +60,9 @@ class TrainConfig:
 
 class Recipe:
     """A model, its data and its training step. Subclasses set ``name``, ``defaults`` and
-    implement ``build``, ``train_epoch`` and ``evaluate``; ``models``, ``optimizers`` and
-    ``schedulers`` (dicts by name; schedulers step once per epoch) are what a checkpoint holds."""
+    implement ``build``, ``train_epoch`` and ``evaluate``, and ``schedule`` if they have a
+    learning-rate schedule; ``models`` and ``optimizers`` (dicts by name) are what a checkpoint
+    holds, with the random generator's state, the epoch reached, the history and the config."""
 
     name = ""
     description = ""
@@ -70,7 +78,13 @@ class Recipe:
         self.loaders: List[data.DataLoader] = []
 
     def build(self) -> None:
+        """Creates ``models``, ``optimizers``, the data and ``loaders`` from ``cfg``."""
         raise NotImplementedError
+
+    def schedule(self) -> Dict[str, optim.lr_scheduler.LRScheduler]:
+        """The learning-rate schedulers by optimizer name, spanning ``cfg.epochs`` epochs and
+        stepped once per epoch, created on optimizers whose learning rate is the initial one."""
+        return {}
 
     def train_epoch(self, progress: Callable) -> Dict[str, float]:
         raise NotImplementedError
@@ -136,8 +150,10 @@ class DigitsCNN(Recipe):
         self.loaders = [self.loader]
         self.models["model"] = self.model()
         self.optimizers["model"] = optim.Adam(self.models["model"].parameters(), lr=self.cfg.lr)
-        self.schedulers["model"] = optim.lr_scheduler.CosineAnnealingLR(self.optimizers["model"], self.cfg.epochs)
         self.loss = nn.CrossEntropyLoss()
+
+    def schedule(self):
+        return {"model": optim.lr_scheduler.CosineAnnealingLR(self.optimizers["model"], self.cfg.epochs)}
 
     def train_epoch(self, progress):
         return {"train_loss": self.fit_epoch(progress, lambda x, y: self.loss(self.models["model"](x), y))}
@@ -425,39 +441,117 @@ def _plot_curves(history, panels, title, path):
     plt.close(fig)
 
 
+class ResumeError(ValueError):
+    """``--resume`` with options that the checkpoint contradicts (another recipe, another batch
+    size, learning rate or seed, no epochs left to train); the command exits with code 2."""
+
+
+#: What a resume keeps from the checkpoint: the options that define the model's data and its
+#: order, the optimizer and the schedule's base. Given with ``--resume``, they must be equal.
+KEPT_OPTIONS = ("batch_size", "lr", "seed")
+#: The keys of a checkpoint that :func:`train` writes.
+CHECKPOINT_KEYS = ("recipe", "epoch", "models", "optimizers", "generator", "history", "config")
+
+
 def _state(recipe: Recipe, epoch: int, history) -> dict:
+    """The checkpoint after ``epoch``: everything a resume restores (schedulers are rebuilt from
+    the config and the epoch, see :func:`_schedulers`)."""
+    cfg = recipe.cfg
     return {
         "recipe": recipe.name,
         "epoch": epoch,
         "models": {k: m.state_dict() for k, m in recipe.models.items()},
         "optimizers": {k: o.state_dict() for k, o in recipe.optimizers.items()},
-        "schedulers": {k: s.state_dict() for k, s in recipe.schedulers.items()},
         "generator": get_generator().bit_generator.state,
         "history": history,
-        "config": {"batch_size": recipe.cfg.batch_size, "lr": recipe.cfg.lr, "seed": recipe.cfg.seed},
+        "config": {"epochs": cfg.epochs, "device": cfg.device, **{k: getattr(cfg, k) for k in KEPT_OPTIONS}},
     }
 
 
-def _restore(recipe: Recipe, path: str) -> tuple:
-    """Loads a checkpoint into the recipe's models and optimizers; returns (epochs done, history)."""
+def _load_checkpoint(cfg: TrainConfig) -> tuple:
+    """Reads ``cfg.resume`` and settles ``cfg`` against it before anything is built: options left
+    to None take the checkpoint's values; a kept option with another value, another recipe or no
+    epochs left raise :class:`ResumeError`. Returns (the checkpoint, the line announcing the
+    resume: what it keeps and what changed)."""
+    path = cfg.resume
     state = io.load(path)
-    if state.get("recipe") != recipe.name:
-        raise ValueError(f"--resume {path}: the checkpoint is for recipe {state.get('recipe')!r}, not {recipe.name!r}")
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if not missing:
+        missing = [f"config.{k}" for k in KEPT_OPTIONS if k not in state["config"]]
+    if missing:
+        raise ValueError(f"--resume {path}: not a checkpoint of deepkern train (missing {', '.join(missing)})")
+    if state["recipe"] != cfg.recipe:
+        raise ResumeError(
+            f"--resume {path}: the checkpoint is of recipe {state['recipe']!r}, not {cfg.recipe!r}; "
+            f"resume it with `deepkern train {state['recipe']} --resume {path}`"
+        )
+    saved, done = state["config"], int(state["epoch"])
+    for key in KEPT_OPTIONS:
+        given = getattr(cfg, key)
+        if given is not None and given != saved[key]:
+            option = "--" + key.replace("_", "-")
+            raise ResumeError(
+                f"{option} {given}: the checkpoint {path} was trained with {option} {saved[key]}, which a "
+                f"resumed run keeps; leave out {option}, or start a new run without --resume"
+            )
+        setattr(cfg, key, saved[key])
+    planned = saved.get("epochs", done)
+    if cfg.epochs is not None and cfg.epochs <= done:
+        raise ResumeError(
+            f"--epochs {cfg.epochs}: the checkpoint {path} has trained {done} epochs already; "
+            f"give --epochs above {done} to train further"
+        )
+    if cfg.epochs is None and planned <= done:
+        raise ResumeError(
+            f"--resume {path}: the checkpoint has trained all its {planned} epochs; "
+            f"give --epochs above {done} to train further"
+        )
+    cfg.epochs = cfg.epochs or planned
+    changed = [
+        f"{name} {saved[name]} -> {now}"
+        for name, now in (("epochs", cfg.epochs), ("device", cfg.device))
+        if saved.get(name, now) != now
+    ]
+    kept = ", ".join(f"{k} {saved[k]}" for k in KEPT_OPTIONS)
+    announce = (
+        f"resuming {cfg.recipe} from {path} after epoch {done}: kept {kept}; "
+        f"changed {', '.join(changed) if changed else 'nothing'}"
+    )
+    return state, announce
+
+
+def _restore(recipe: Recipe, state: dict) -> tuple:
+    """Loads a checkpoint into the recipe's models, optimizers, random generator and data
+    loaders; returns (epochs done, history)."""
     for k, model in recipe.models.items():
         model.load_state_dict(state["models"][k])
     for k, opt in recipe.optimizers.items():
         opt.load_state_dict(state["optimizers"][k])
-    for k, sched in recipe.schedulers.items():
-        sched.load_state_dict(state["schedulers"][k])
     get_generator().bit_generator.state = state["generator"]
+    done = int(state["epoch"])
     for loader in recipe.loaders:
-        loader.epoch = state["epoch"]
-    return state["epoch"], list(state["history"])
+        loader.epoch = done
+    return done, list(state["history"])
+
+
+def _schedulers(recipe: Recipe, done: int) -> dict:
+    """The recipe's schedulers over ``cfg.epochs`` epochs, stepped ``done`` times: the learning
+    rates that a run of ``cfg.epochs`` epochs uses from epoch ``done + 1`` on, computed by the same
+    steps (so a resume with the planned epochs continues the run bit for bit)."""
+    for opt in recipe.optimizers.values():
+        for group in opt.param_groups:
+            group["lr"] = group.pop("initial_lr", group["lr"])
+    schedulers = recipe.schedule()
+    for sched in schedulers.values():
+        for _ in range(done):
+            sched.step()
+    return schedulers
 
 
 def train(cfg: TrainConfig, out=None) -> dict:
-    """Runs ``cfg.recipe``; prints a line per epoch and a summary; returns
-    ``{"history": [...], "summary": [...], "seconds": ...}``."""
+    """Runs ``cfg.recipe``, or resumes ``cfg.resume``; prints a line per epoch and a summary;
+    returns ``{"history": [...], "summary": [...], "seconds": ..., "recipe": ...}``. Raises
+    :class:`ResumeError` (a ValueError) for options that contradict the checkpoint."""
     out = out or sys.stdout
     if cfg.recipe not in RECIPES:
         raise ValueError(f"unknown recipe {cfg.recipe!r}; available: {', '.join(RECIPES)}")
@@ -465,16 +559,23 @@ def train(cfg: TrainConfig, out=None) -> dict:
         backends.get(Device(cfg.device))
     except (ValueError, RuntimeError) as err:
         raise ValueError(f"--device {cfg.device}: {err}") from None
+    checkpoint, announce = _load_checkpoint(cfg) if cfg.resume else (None, "")
     cls = RECIPES[cfg.recipe]
     for key, value in cls.defaults.items():
         if getattr(cfg, key) is None:
             setattr(cfg, key, type(value)(value))
+    if cfg.seed is None:
+        cfg.seed = 0
     manual_seed(cfg.seed)
     recipe = cls(cfg)
     recipe.build()
     for model in recipe.models.values():
         model.to(recipe.device)
-    done, history = _restore(recipe, cfg.resume) if cfg.resume else (0, [])
+    done, history = 0, []
+    if checkpoint is not None:
+        done, history = _restore(recipe, checkpoint)
+        print(announce, file=out, flush=True)
+    recipe.schedulers = _schedulers(recipe, done)
 
     def progress(iterable, total, epoch):
         if not cfg.progress:
