@@ -333,7 +333,10 @@ def crafted_files(valid):
             safetensors_bytes({"w": dict(W, dtype="BF16", shape=[4])}, bytes(8)),
             ["'w'", "BF16", "does not load"],
         ),
-        "dtype_not_str": (safetensors_bytes({"w": dict(W, dtype=[])}, bytes(8)), ["'w'", "dtype a JSON array"]),
+        "dtype_not_str": (
+            safetensors_bytes({"w": dict(W, dtype=[])}, bytes(8)),
+            ["'w'", "dtype a JSON array", "not a str"],
+        ),
         "shape_negative": (safetensors_bytes({"w": dict(W, shape=[-2])}, bytes(8)), ["'w'", "shape"]),
         "shape_float": (safetensors_bytes({"w": dict(W, shape=[2.0])}, bytes(8)), ["'w'", "shape"]),
         "shape_past_int64": (safetensors_bytes({"w": dict(W, shape=[2**64, 0])}, bytes(8)), ["'w'", "shape"]),

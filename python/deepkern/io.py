@@ -168,72 +168,84 @@ def _read_header(f, path: str) -> tuple:
     which starts at byte ``data_start`` and which the tensors tile exactly)."""
     size = os.fstat(f.fileno()).st_size
 
-    def invalid(what):
-        _fail(path, f" is not a valid safetensors file: {what}")
-
     if size < 8:
-        invalid(f"it has {size} bytes, fewer than the 8 that give the header's length")
+        _invalid(path, f"it has {size} bytes, fewer than the 8 that give the header's length")
     header_size = int.from_bytes(f.read(8), "little")
     if header_size > size - 8:
-        invalid(f"its first 8 bytes give a header of {header_size} bytes, but only {size - 8} follow")
+        _invalid(path, f"its first 8 bytes give a header of {header_size} bytes, but only {size - 8} follow")
     if header_size > MAX_HEADER_BYTES:
-        invalid(f"its header has {header_size} bytes, more than the {MAX_HEADER_BYTES} allowed")
+        _invalid(path, f"its header has {header_size} bytes, more than the {MAX_HEADER_BYTES} allowed")
     raw = f.read(header_size)
     if len(raw) != header_size:
-        invalid(f"the file ended after {len(raw)} of the header's {header_size} bytes")
+        _invalid(path, f"the file ended after {len(raw)} of the header's {header_size} bytes")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        invalid(f"its header is not UTF-8 ({e})")
+        _invalid(path, f"its header is not UTF-8 ({e})")
     header = _parse_json(path, text, " is not a valid safetensors file: its header {problem}")
     if not isinstance(header, dict):
-        invalid(f"its header is {_brief(header)}, not a JSON object")
+        _invalid(path, f"its header is {_brief(header)}, not a JSON object")
     metadata = header.pop("__metadata__", {})
     if not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
-        invalid("its __metadata__ is not an object of strings")
+        _invalid(path, "its __metadata__ is not an object of strings")
     data_size = size - 8 - header_size
-    table = {name: _tensor_entry(invalid, name, entry, data_size) for name, entry in header.items()}
+    table = {name: _tensor_entry(path, name, entry, data_size) for name, entry in header.items()}
     position = 0  # the tensors, by offset, must tile the data section: no overlap, no gap
     for start, end, name in sorted((entry[2], entry[3], name) for name, entry in table.items()):
         if start < position:
-            invalid(f"tensor {name!r} (bytes {start}..{end}) overlaps the tensor before it (ending at {position})")
+            _invalid(
+                path, f"tensor {name!r} (bytes {start}..{end}) overlaps the tensor before it (ending at {position})"
+            )
         if start > position:
-            invalid(f"bytes {position}..{start} of the data section belong to no tensor")
+            _invalid(path, f"bytes {position}..{start} of the data section belong to no tensor")
         position = end
     if position != data_size:
-        invalid(f"{data_size - position} bytes follow the last tensor's data")
+        _invalid(path, f"{data_size - position} bytes follow the last tensor's data")
     return table, metadata, 8 + header_size
 
 
-def _tensor_entry(invalid, name: str, entry, data_size: int) -> tuple:
+def _invalid(path: str, what: str):
+    """Raises the error of a file that is not a valid safetensors file."""
+    _fail(path, f" is not a valid safetensors file: {what}")
+
+
+def _tensor_entry(path: str, name: str, entry, data_size: int) -> tuple:
     """``(dtype name, shape, start, end)`` of tensor ``name``'s header ``entry``, checked: a dtype that
     deepkern loads, a shape whose size in bytes is the span of its offsets, offsets inside the data
-    section (``data_size`` bytes). Calls ``invalid(what)`` otherwise."""
+    section (``data_size`` bytes)."""
+
     if not (isinstance(entry, dict) and set(entry) == {"dtype", "shape", "data_offsets"}):
-        invalid(f"the entry of tensor {name!r} is {_brief(entry)}, not {{dtype, shape, data_offsets}}")
+        _invalid(path, f"the entry of tensor {name!r} is {_brief(entry)}, not {{dtype, shape, data_offsets}}")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    if not (isinstance(dtype, str) and dtype in _DTYPE_OF_NAME):
-        # A tensor that other libraries store (BF16, F8_*): the file is fine, deepkern cannot load it.
-        invalid(
-            f"tensor {name!r} has dtype {_brief(dtype)}, which deepkern does not load (it loads "
-            f"{', '.join(_DTYPE_OF_NAME)})"
+    if not isinstance(dtype, str):
+        _invalid(path, f"tensor {name!r} has dtype {_brief(dtype)}, not a str")
+    if dtype not in _DTYPE_OF_NAME:  # e.g. BF16 or F8_E4M3, which other libraries store
+        _fail(
+            path,
+            f": tensor {name!r} has dtype {_brief(dtype)}, which deepkern does not load (it loads "
+            f"{', '.join(_DTYPE_OF_NAME)})",
         )
     if not (isinstance(shape, list) and len(shape) <= _MAX_NDIM and all(_is_size(n) for n in shape)):
-        invalid(f"tensor {name!r} has shape {_brief(shape)}, not a list of at most {_MAX_NDIM} sizes (ints >= 0)")
+        _invalid(
+            path, f"tensor {name!r} has shape {_brief(shape)}, not a list of at most {_MAX_NDIM} sizes (ints >= 0)"
+        )
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_size(n) for n in offsets)):
-        invalid(f"tensor {name!r} has data_offsets {_brief(offsets)}, not [start, end] (ints >= 0)")
+        _invalid(path, f"tensor {name!r} has data_offsets {_brief(offsets)}, not [start, end] (ints >= 0)")
     start, end = offsets
     if not start <= end <= data_size:
-        invalid(f"tensor {name!r} has data_offsets [{start}, {end}], outside the data section's {data_size} bytes")
+        _invalid(
+            path, f"tensor {name!r} has data_offsets [{start}, {end}], outside the data section's {data_size} bytes"
+        )
     extent = math.prod(n for n in shape if n) * _DTYPE_OF_NAME[dtype].itemsize
     nbytes = 0 if 0 in shape else extent
     if nbytes != end - start:
-        invalid(
+        _invalid(
+            path,
             f"tensor {name!r} of shape {tuple(shape)} and dtype {dtype} has {nbytes} bytes, but its "
-            f"data_offsets [{start}, {end}] span {end - start}"
+            f"data_offsets [{start}, {end}] span {end - start}",
         )
     if extent >= 2**63:  # NumPy's limit, which holds for empty arrays too
-        invalid(f"tensor {name!r} has shape {tuple(shape)}, too large for a NumPy array of {dtype}")
+        _invalid(path, f"tensor {name!r} has shape {tuple(shape)}, too large for a NumPy array of {dtype}")
     return dtype, tuple(shape), start, end
 
 
