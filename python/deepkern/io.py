@@ -11,23 +11,30 @@ that two paths would share gets a '#n' suffix. The tree itself (dict keys with t
 tuples, JSON values and the name of each array) is JSON in the header's metadata under
 ``deepkern.tree``, beside ``deepkern.format`` = :data:`FORMAT` and ``deepkern.version`` =
 :data:`VERSION`, so nested dicts and dotted names never collide and int keys stay ints. The CRC-32
-of every tensor's bytes is JSON under ``deepkern.crc32`` (name -> checksum), checked by
-:func:`load`, so damaged data is an error instead of silently wrong weights; any safetensors reader
-still reads the file.
+of every tensor's bytes is JSON under ``deepkern.crc32`` (name -> checksum), and the CRC-32 of the
+header's content (every other metadata entry, and each tensor's dtype and shape) is under
+``deepkern.header_crc32``; :func:`load` checks both, so damaged data or a damaged header is an error
+instead of silently wrong weights; any safetensors reader still reads the file.
+
+:func:`load` reads the file itself (the safetensors package only writes): it checks the whole
+layout first (header length, header JSON, each tensor's dtype, shape and byte range, which must tile
+the data section exactly), so whatever a file holds, it either returns the saved object or raises
+:class:`CheckpointError` naming the file and what is wrong.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 import tempfile
 import zlib
 
 import numpy as np
-import safetensors
 import safetensors.numpy
 
-__all__ = ["save", "load", "check_state_dict", "FORMAT", "VERSION"]
+__all__ = ["save", "load", "check_state_dict", "CheckpointError", "FORMAT", "VERSION", "MAX_DEPTH", "MAX_HEADER_BYTES"]
 
 #: Value of the ``deepkern.format`` metadata entry.
 FORMAT = "deepkern.checkpoint"
@@ -35,24 +42,41 @@ FORMAT = "deepkern.checkpoint"
 VERSION = 1
 
 _JSON_SCALARS = (type(None), bool, int, float, str)
-# The NumPy dtypes safetensors stores.
-_DTYPES = {
-    np.dtype(t)
-    for t in (
-        np.bool_,
-        np.int8,
-        np.int16,
-        np.int32,
-        np.int64,
-        np.uint8,
-        np.uint16,
-        np.uint32,
-        np.uint64,
-        np.float16,
-        np.float32,
-        np.float64,
+# The safetensors dtype names that deepkern stores and loads, and their NumPy dtypes (the file is
+# little-endian; loaded arrays are in native byte order).
+_DTYPE_OF_NAME = {
+    name: np.dtype(t)
+    for name, t in (
+        ("BOOL", np.bool_),
+        ("I8", np.int8),
+        ("I16", np.int16),
+        ("I32", np.int32),
+        ("I64", np.int64),
+        ("U8", np.uint8),
+        ("U16", np.uint16),
+        ("U32", np.uint32),
+        ("U64", np.uint64),
+        ("F16", np.float16),
+        ("F32", np.float32),
+        ("F64", np.float64),
     )
 }
+_NAME_OF_DTYPE = {dtype: name for name, dtype in _DTYPE_OF_NAME.items()}
+_DTYPES = set(_NAME_OF_DTYPE)
+_HEADER_CRC = "deepkern.header_crc32"
+#: Largest safetensors header :func:`load` reads (the safetensors package's own limit).
+MAX_HEADER_BYTES = 100_000_000
+#: Most containers (dicts, lists, tuples) nested in one another that :func:`save` writes and
+#: :func:`load` reads, the top-level dict included.
+MAX_DEPTH = 100
+# Most dimensions of a loaded tensor (NumPy's limit before 2.0).
+_MAX_NDIM = 32
+
+
+class CheckpointError(ValueError):
+    """A file that :func:`load` cannot read as a checkpoint: not a safetensors file, truncated,
+    damaged, or holding what deepkern does not load (e.g. bfloat16 tensors). The message names the
+    file and what is wrong."""
 
 
 def save(obj: dict, path) -> None:
@@ -64,7 +88,8 @@ def save(obj: dict, path) -> None:
     Temporaries that an earlier save of ``path`` left behind when its process was killed (each
     names the process that wrote it) are removed first.
     Non-contiguous and non-native-byte-order arrays are stored as their values (C order).
-    Raises TypeError naming the key path of a leaf that cannot be stored.
+    Raises TypeError naming the key path of a leaf that cannot be stored, ValueError naming the
+    key path where containers nest deeper than :data:`MAX_DEPTH`.
     """
     if not isinstance(obj, dict):
         raise TypeError(f"save: obj must be a dict (e.g. a state dict), got {type(obj).__name__}")
@@ -77,6 +102,8 @@ def save(obj: dict, path) -> None:
         "deepkern.tree": json.dumps(tree),
         "deepkern.crc32": json.dumps({name: _crc32(array) for name, array in tensors.items()}),
     }
+    table = {name: (_NAME_OF_DTYPE[array.dtype], array.shape) for name, array in tensors.items()}
+    metadata[_HEADER_CRC] = str(_header_crc32(metadata, table))
     directory = os.path.dirname(os.path.abspath(path))
     _remove_stale_temporaries(directory, os.path.basename(path))
     fd, tmp = tempfile.mkstemp(
@@ -101,35 +128,212 @@ def load(path) -> dict:
     and int keys as ints. A safetensors file written by another tool loads as a flat dict of its
     tensors by name.
 
-    Only JSON and raw array bytes are read; nothing is executed. A file that is missing raises
-    FileNotFoundError; one that is not a safetensors file, is truncated, has a bad header, a
-    deepkern tree of another version or a tensor whose bytes fail their checksum raises ValueError
-    naming ``path`` (and the tensor).
+    Only JSON and raw array bytes are read; nothing is executed, and no array is allocated beyond
+    the bytes the file holds. A file that is missing raises FileNotFoundError. Any other file that
+    this does not return raises :class:`CheckpointError` (a ValueError) naming ``path`` and what is
+    wrong: not a safetensors file, truncated or with bytes appended, a bad header (its JSON, or a
+    tensor's dtype, shape or byte range), a dtype deepkern does not load (e.g. BF16), a deepkern
+    tree of another version or nested deeper than :data:`MAX_DEPTH`, or a header or tensor whose
+    bytes fail their checksum.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"load: no checkpoint file at {path!r}")
-    try:
-        with safetensors.safe_open(path, framework="np") as f:
-            metadata = f.metadata() or {}
-            tensors = {name: np.require(f.get_tensor(name), requirements=("C", "W")) for name in f.keys()}
-    except safetensors.SafetensorError as e:
-        raise ValueError(f"load: {path!r} is not a valid safetensors file ({e})") from None
-    if metadata.get("deepkern.format") != FORMAT:
+    with open(path, "rb") as f:
+        table, metadata, data_start = _read_header(f, path)
+        deepkern_file = _is_deepkern_checkpoint(path, metadata)
+        if deepkern_file:
+            _check_header_checksum(path, metadata, table)
+        tensors = {name: _read_tensor(f, path, name, *entry, data_start) for name, entry in table.items()}
+    if not deepkern_file:
         return tensors
-    if metadata.get("deepkern.version") != str(VERSION):
-        raise ValueError(
-            f"load: {path!r} has deepkern checkpoint version {metadata.get('deepkern.version')!r}; "
-            f"this deepkern reads version {VERSION}"
-        )
     _verify_checksums(path, metadata, tensors)
+    tree = _parse_json(path, metadata["deepkern.tree"], " has a damaged deepkern tree in its metadata: it {problem}")
     try:
-        tree = json.loads(metadata["deepkern.tree"])
         if not (isinstance(tree, dict) and "dict" in tree):
             raise ValueError("the root is not a dict")
-        return _decode(tree, tensors)
-    except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise ValueError(f"load: {path!r} has a damaged deepkern tree in its metadata ({e!r})") from None
+        return _decode(tree, tensors, 0)
+    except ValueError as e:
+        raise CheckpointError(f"load: {path!r} has a damaged deepkern tree in its metadata ({e})") from None
+
+
+def _fail(path: str, what: str):
+    """Raises the error of every file that :func:`load` refuses: ``path`` and ``what``."""
+    raise CheckpointError(f"load: {path!r}{what}")
+
+
+def _read_header(f, path: str) -> tuple:
+    """Reads and checks a safetensors header: returns ``(table, metadata, data_start)``, table
+    mapping each tensor name to ``(dtype, shape, start, end)`` (byte offsets in the data section,
+    which starts at byte ``data_start`` and which the tensors tile exactly)."""
+    size = os.fstat(f.fileno()).st_size
+
+    if size < 8:
+        _invalid(path, f"it has {size} bytes, fewer than the 8 that give the header's length")
+    header_size = int.from_bytes(f.read(8), "little")
+    if header_size > size - 8:
+        _invalid(path, f"its first 8 bytes give a header of {header_size} bytes, but only {size - 8} follow")
+    if header_size > MAX_HEADER_BYTES:
+        _invalid(path, f"its header has {header_size} bytes, more than the {MAX_HEADER_BYTES} allowed")
+    raw = f.read(header_size)
+    if len(raw) != header_size:
+        _invalid(path, f"the file ended after {len(raw)} of the header's {header_size} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        _invalid(path, f"its header is not UTF-8 ({e})")
+    header = _parse_json(path, text, " is not a valid safetensors file: its header {problem}")
+    if not isinstance(header, dict):
+        _invalid(path, f"its header is {_brief(header)}, not a JSON object")
+    metadata = header.pop("__metadata__", {})
+    if not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+        _invalid(path, "its __metadata__ is not an object of strings")
+    data_size = size - 8 - header_size
+    table = {name: _tensor_entry(path, name, entry, data_size) for name, entry in header.items()}
+    position = 0  # the tensors, by offset, must tile the data section: no overlap, no gap
+    for start, end, name in sorted((entry[2], entry[3], name) for name, entry in table.items()):
+        if start < position:
+            _invalid(
+                path, f"tensor {name!r} (bytes {start}..{end}) overlaps the tensor before it (ending at {position})"
+            )
+        if start > position:
+            _invalid(path, f"bytes {position}..{start} of the data section belong to no tensor")
+        position = end
+    if position != data_size:
+        _invalid(path, f"{data_size - position} bytes follow the last tensor's data")
+    return table, metadata, 8 + header_size
+
+
+def _invalid(path: str, what: str):
+    """Raises the error of a file that is not a valid safetensors file."""
+    _fail(path, f" is not a valid safetensors file: {what}")
+
+
+def _tensor_entry(path: str, name: str, entry, data_size: int) -> tuple:
+    """``(dtype name, shape, start, end)`` of tensor ``name``'s header ``entry``, checked: a dtype that
+    deepkern loads, a shape whose size in bytes is the span of its offsets, offsets inside the data
+    section (``data_size`` bytes)."""
+
+    if not (isinstance(entry, dict) and set(entry) == {"dtype", "shape", "data_offsets"}):
+        _invalid(path, f"the entry of tensor {name!r} is {_brief(entry)}, not {{dtype, shape, data_offsets}}")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str):
+        _invalid(path, f"tensor {name!r} has dtype {_brief(dtype)}, not a str")
+    if dtype not in _DTYPE_OF_NAME:  # e.g. BF16 or F8_E4M3, which other libraries store
+        _fail(
+            path,
+            f": tensor {name!r} has dtype {_brief(dtype)}, which deepkern does not load (it loads "
+            f"{', '.join(_DTYPE_OF_NAME)})",
+        )
+    if not (isinstance(shape, list) and len(shape) <= _MAX_NDIM and all(_is_size(n) for n in shape)):
+        _invalid(
+            path, f"tensor {name!r} has shape {_brief(shape)}, not a list of at most {_MAX_NDIM} sizes (ints >= 0)"
+        )
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_size(n) for n in offsets)):
+        _invalid(path, f"tensor {name!r} has data_offsets {_brief(offsets)}, not [start, end] (ints >= 0)")
+    start, end = offsets
+    if not start <= end <= data_size:
+        _invalid(
+            path, f"tensor {name!r} has data_offsets [{start}, {end}], outside the data section's {data_size} bytes"
+        )
+    extent = math.prod(n for n in shape if n) * _DTYPE_OF_NAME[dtype].itemsize
+    nbytes = 0 if 0 in shape else extent
+    if nbytes != end - start:
+        _invalid(
+            path,
+            f"tensor {name!r} of shape {tuple(shape)} and dtype {dtype} has {nbytes} bytes, but its "
+            f"data_offsets [{start}, {end}] span {end - start}",
+        )
+    if extent >= 2**63:  # NumPy's limit, which holds for empty arrays too
+        _invalid(path, f"tensor {name!r} has shape {tuple(shape)}, too large for a NumPy array of {dtype}")
+    return dtype, tuple(shape), start, end
+
+
+def _is_size(n) -> bool:
+    """A JSON int that NumPy takes as a size or offset."""
+    return isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**63
+
+
+def _read_tensor(f, path: str, name: str, dtype: str, shape, start: int, end: int, data_start: int) -> np.ndarray:
+    """Tensor ``name``'s bytes from the open file ``f``, read straight into a new array."""
+    array = np.empty(shape, _DTYPE_OF_NAME[dtype])
+    buffer = memoryview(array.reshape(-1).view(np.uint8))
+    f.seek(data_start + start)
+    done = 0
+    while done < end - start:
+        n = f.readinto(buffer[done:])
+        if not n:
+            _fail(path, f": the file ended inside tensor {name!r} (it was truncated while being read)")
+        done += n
+    if sys.byteorder == "big":
+        array.byteswap(inplace=True)
+    return array
+
+
+def _parse_json(path: str, text: str, message: str):
+    """The value of the JSON ``text``, with no limit of Python's reachable: text nested too deeply
+    for the parser, or too large for memory, is an error like a syntax error (``message``, its
+    ``{problem}`` filled in)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError, MemoryError) as e:
+        problem = "nests too deeply" if isinstance(e, RecursionError) else f"is not JSON ({type(e).__name__}: {e})"
+        _fail(path, message.format(problem=problem))
+
+
+def _brief(value) -> str:
+    """A short description of a JSON value for a message (no repr of a whole, maybe deep, container)."""
+    if isinstance(value, (list, dict)):
+        return f"a JSON {'array' if isinstance(value, list) else 'object'} of {len(value)} items"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_deepkern_checkpoint(path: str, metadata: dict) -> bool:
+    """Whether the file is a deepkern checkpoint of this version (else another tool's safetensors
+    file); a file with deepkern metadata but another format or version is an error."""
+    if metadata.get("deepkern.format") != FORMAT:
+        ours = sorted(key for key in metadata if key.startswith("deepkern."))
+        if ours:
+            _fail(
+                path,
+                f" has deepkern metadata ({', '.join(ours)}) but its deepkern.format is "
+                f"{_brief(metadata.get('deepkern.format'))}, not {FORMAT!r}: the header is damaged",
+            )
+        return False
+    if metadata.get("deepkern.version") != str(VERSION):
+        _fail(
+            path,
+            f" has deepkern checkpoint version {_brief(metadata.get('deepkern.version'))}; "
+            f"this deepkern reads version {VERSION}",
+        )
+    if "deepkern.tree" not in metadata:
+        _fail(path, " has no deepkern tree in its metadata: the header is damaged")
+    return True
+
+
+def _header_crc32(metadata: dict, table: dict) -> int:
+    """CRC-32 of what a header says: the metadata entries but this checksum, and each tensor's
+    dtype and shape (``table``: name -> (dtype name, shape)). The tensors' offsets need none: the
+    tensors must tile the data section, and their data has checksums of its own."""
+    content = {
+        "metadata": {key: value for key, value in metadata.items() if key != _HEADER_CRC},
+        "tensors": {name: [dtype, list(shape)] for name, (dtype, shape) in table.items()},
+    }
+    return zlib.crc32(json.dumps(content, sort_keys=True).encode())
+
+
+def _check_header_checksum(path: str, metadata: dict, table: dict) -> None:
+    """The header must match its checksum (files saved before the header had one have none)."""
+    if _HEADER_CRC not in metadata:
+        return
+    names = {name: (dtype, shape) for name, (dtype, shape, _, _) in table.items()}
+    if metadata[_HEADER_CRC] != str(_header_crc32(metadata, names)):
+        _fail(
+            path,
+            ": its header (the tensors' names, dtypes and shapes, or the metadata) fails its checksum: "
+            "the file is damaged",
+        )
 
 
 def _temporary_prefix(name: str) -> str:
@@ -177,20 +381,17 @@ def _verify_checksums(path: str, metadata: dict, tensors: dict) -> None:
     before checksums were stored have none to check)."""
     if "deepkern.crc32" not in metadata:
         return
-    try:
-        checksums = json.loads(metadata["deepkern.crc32"])
-        expected = {str(name): int(value) for name, value in checksums.items()}
-    except (TypeError, ValueError, AttributeError) as e:
-        raise ValueError(f"load: {path!r} has damaged checksums in its metadata ({e!r})") from None
+    expected = _parse_json(path, metadata["deepkern.crc32"], " has damaged checksums in its metadata: they {problem}")
+    if not (isinstance(expected, dict) and all(_is_size(v) for v in expected.values())):
+        _fail(path, f" has damaged checksums in its metadata ({_brief(expected)}, not an object of ints)")
     for name, array in tensors.items():
         if name not in expected:
-            raise ValueError(
-                f"load: {path!r}: tensor {name!r} has no checksum; the file was changed after it was saved"
-            )
+            _fail(path, f": tensor {name!r} has no checksum; the file was changed after it was saved")
         if _crc32(array) != expected[name]:
-            raise ValueError(
-                f"load: {path!r}: the data of tensor {name!r} (shape {array.shape}, {array.dtype}) fails its "
-                "checksum: the file is damaged"
+            _fail(
+                path,
+                f": the data of tensor {name!r} (shape {array.shape}, {array.dtype}) fails its checksum: the file "
+                "is damaged",
             )
 
 
@@ -230,6 +431,10 @@ def check_state_dict(
 
 def _encode(node, keys: tuple, tensors: dict):
     """The JSON tree of ``node`` at key path ``keys``; its arrays are added to ``tensors``."""
+    if isinstance(node, (dict, list, tuple)) and len(keys) >= MAX_DEPTH:
+        raise ValueError(
+            f"save: containers nest deeper than {MAX_DEPTH} at {_where(keys[:8])}...; load reads at most {MAX_DEPTH}"
+        )
     if isinstance(node, dict):
         items = []
         for key, value in node.items():
@@ -257,33 +462,42 @@ def _encode(node, keys: tuple, tensors: dict):
         )
     name = ".".join(map(str, keys))
     unique, n = name, 1
-    while unique in tensors:
+    while unique in tensors or unique == "__metadata__":  # the header's own entry
         unique, n = f"{name}#{n}", n + 1
     tensors[unique] = np.asarray(array, dtype=array.dtype.newbyteorder("="), order="C")
     return {"array": unique}
 
 
-def _decode(node: dict, tensors: dict):
-    """The value the JSON tree ``node`` stands for, its arrays taken from ``tensors``."""
+def _decode(node, tensors: dict, depth: int):
+    """The value the JSON tree ``node`` (nested in ``depth`` containers) stands for, its arrays
+    taken from ``tensors``. Raises ValueError saying what is wrong with the tree."""
     if not (isinstance(node, dict) and len(node) == 1):
-        raise ValueError(f"a node must be a dict of one entry, got {node!r:.80}")
+        raise ValueError(f"a node must be an object of one entry, got {_brief(node)}")
     ((kind, value),) = node.items()
+    if kind in ("dict", "list", "tuple"):
+        if not isinstance(value, list):
+            raise ValueError(f"a {kind} node holds {_brief(value)}, not a list")
+        if depth >= MAX_DEPTH:
+            raise ValueError(f"its containers nest deeper than {MAX_DEPTH}")
     if kind == "dict":
-        return {_key(key): _decode(child, tensors) for key, child in value}
-    if kind == "list":
-        return [_decode(child, tensors) for child in value]
-    if kind == "tuple":
-        return tuple(_decode(child, tensors) for child in value)
-    if kind == "array":
+        if not all(isinstance(item, list) and len(item) == 2 for item in value):
+            raise ValueError("a dict node's items must be [key, node] pairs")
+        return {_key(key): _decode(child, tensors, depth + 1) for key, child in value}
+    if kind in ("list", "tuple"):
+        items = [_decode(child, tensors, depth + 1) for child in value]
+        return items if kind == "list" else tuple(items)
+    if kind == "array" and isinstance(value, str):
+        if value not in tensors:
+            raise ValueError(f"it refers to tensor {value!r}, which the file does not hold")
         return tensors[value]
     if kind == "value" and isinstance(value, _JSON_SCALARS):
         return value
-    raise ValueError(f"unknown node {node!r}")
+    raise ValueError(f"unknown node {{{kind!r}: {_brief(value)}}}")
 
 
 def _key(key):
     if isinstance(key, bool) or not isinstance(key, (str, int)):
-        raise ValueError(f"a dict key must be a str or an int, got {key!r}")
+        raise ValueError(f"a dict key must be a str or an int, got {_brief(key)}")
     return key
 
 
