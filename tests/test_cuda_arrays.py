@@ -55,7 +55,8 @@ def test_host_round_trip_is_bitwise(rng, dtype, shape):
     host = random_array(rng, shape, dtype)
     dev = _cuda.from_cpu(host)
     assert dev.shape == host.shape and dev.dtype == host.dtype and dev.size == host.size
-    assert dev.nbytes == host.nbytes and dev.ndim == host.ndim and dev.strides == host.strides
+    assert dev.nbytes == host.nbytes and dev.ndim == host.ndim
+    assert dev.size == 0 or dev.strides == host.strides  # NumPy gives zero-size arrays arbitrary strides
     assert dev.is_contiguous() and dev.flags.c_contiguous and dev.base is None and dev.device == dk.device("cuda:0")
     assert dev.__dlpack_device__() == (2, 0)
     back = dev.to_cpu()
@@ -123,6 +124,20 @@ def test_transpose_and_reshape(rng):
         dev.reshape(7, -1)
     with raises_naming(ValueError, "axes"):
         dev.transpose(0, 0, 1)
+    np.testing.assert_array_equal(dev.swapaxes(0, -1).to_cpu(), host.swapaxes(0, -1))
+    assert np.swapaxes(dev, 1, 2).base is dev  # NumPy's function calls the method
+    with raises_naming(ValueError, "axis 3", "3 dimensions"):
+        dev.swapaxes(0, 3)
+
+
+def test_same_size_dtype_views_keep_the_bits(rng):
+    host = random_array(rng, (5, 4), "float64")
+    dev = _cuda.from_cpu(host)
+    as_int = dev[1:].view(np.int64)
+    assert as_int.base is dev and as_int.dtype == np.int64
+    assert same_bits(as_int.to_cpu(), host[1:].view(np.int64))
+    with raises_naming(ValueError, "float64", "int32", "size"):
+        dev.view("int32")
 
 
 def test_bad_indices(rng):
@@ -195,6 +210,29 @@ def test_item_tolist_len_repr(rng):
         len(dev[0, 0])
 
 
+def test_dlpack_and_cuda_array_interface_describe_the_memory(rng):
+    host = random_array(rng, (6, 8), "float32")
+    dev = _cuda.from_cpu(host)
+    view = dev[1::2, ::-3]
+    imported = _cuda.DeviceArray.from_dlpack(view)  # deepkern's own export read back
+    assert imported.data_ptr == view.data_ptr and imported.element_strides == view.element_strides
+    assert imported.base is None and imported.shape == view.shape and imported.dtype == view.dtype
+    del dev, view  # the import keeps the memory alive
+    np.testing.assert_array_equal(imported.to_cpu(), host[1::2, ::-3])
+    contiguous = _cuda.from_cpu(host)
+    interface = contiguous.__cuda_array_interface__
+    assert interface == {
+        "shape": (6, 8),
+        "typestr": "<f4",
+        "data": (contiguous.data_ptr, False),
+        "version": 3,
+        "strides": None,
+        "stream": 1,
+    }
+    assert contiguous[:, 1::2].__cuda_array_interface__["strides"] == host[:, 1::2].strides
+    assert contiguous[:0].__cuda_array_interface__["data"] == (0, False)
+
+
 # -- the caching allocator -------------------------------------------------------------------
 
 
@@ -234,6 +272,7 @@ def test_allocator_churn_keeps_live_blocks_apart(rng):
             array, byte = live.pop(key)
             edges = [array[:4096].to_cpu(), array[-4096:].to_cpu()]
             assert all((e == byte).all() for e in edges), f"allocation {key} of {array.size} bytes was overwritten"
+            del array  # freed now
         else:
             size = int(np.exp(rng.uniform(0, np.log(256 * 2**20))))
             byte = step % 251 + 1

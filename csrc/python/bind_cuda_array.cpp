@@ -208,12 +208,12 @@ void destroy_capsule(PyObject* capsule) {
   managed->deleter(managed);
 }
 
-// The capsule of `a` for a consumer that will use it on `stream` (DLPack's numbering: None or 1 the
-// legacy default stream, 2 the per-thread one, -1 no ordering, else a handle): that stream's later
-// work is ordered after the work queued so far on the current stream.
+// The capsule of `a` for a consumer that will use it on `stream` (DLPack's numbering: None, 1 (or
+// the disallowed 0) the legacy default stream, 2 the per-thread one, -1 no ordering, else a handle): that stream's
+// later work is ordered after the work queued so far on the current stream.
 py::capsule export_dlpack(const dkc::DeviceArray& a, const py::object& stream) {
-  const std::intptr_t consumer = stream.is_none() ? 1 : stream.cast<std::intptr_t>();
-  if (consumer == 0) throw py::value_error("__dlpack__: stream 0 is ambiguous for CUDA; pass 1 for the default stream");
+  std::intptr_t consumer = stream.is_none() ? 1 : stream.cast<std::intptr_t>();
+  if (consumer == 0) consumer = 1;  // the spec disallows 0; consumers that pass it mean the default stream
   if (consumer != -1 && consumer != stream_number(a.device))
     dkc::order_after(a.device, reinterpret_cast<void*>(stream_number(a.device)), reinterpret_cast<void*>(consumer));
   auto* context = new ExportContext{};
@@ -369,6 +369,34 @@ Shares memory with PyTorch, CuPy and others through ``__dlpack__`` and ``__cuda_
             return transposed(self, self.cast<const PyDeviceArray&>(), to_shape(axes));
           },
           "A view with the axes permuted (reversed without arguments).")
+      .def(
+          "swapaxes",
+          [](const py::object& self, std::int64_t axis1, std::int64_t axis2) {
+            const auto& s = self.cast<const PyDeviceArray&>();
+            const auto n = static_cast<std::int64_t>(s.a.ndim());
+            for (const std::int64_t axis : {axis1, axis2})
+              if (axis < -n || axis >= n)
+                throw py::value_error("swapaxes: axis " + std::to_string(axis) + " is out of bounds for an array of " +
+                                      std::to_string(n) + " dimensions");
+            std::vector<std::int64_t> axes(n);
+            for (std::int64_t k = 0; k < n; ++k) axes[k] = k;
+            std::swap(axes[(axis1 + n) % n], axes[(axis2 + n) % n]);
+            return transposed(self, s, axes);
+          },
+          py::arg("axis1"), py::arg("axis2"), "A view with two axes exchanged.")
+      .def(
+          "view",
+          [](const py::object& self, const py::object& dtype) {
+            const auto& s = self.cast<const PyDeviceArray&>();
+            const dkc::DType target = to_dtype(dtype);
+            if (dkc::info(target).itemsize != s.a.itemsize())
+              throw py::value_error(std::string("view: ") + dkc::info(s.a.dtype).name + " and " +
+                                    dkc::info(target).name + " differ in size; only same-size dtypes can be viewed");
+            PyDeviceArray out{s.a, s.base.is_none() ? self : s.base};
+            out.a.dtype = target;
+            return out;
+          },
+          py::arg("dtype"), "The same memory seen as another dtype of the same size (bits unchanged).")
       .def_property_readonly(
           "T", [](const py::object& self) { return transposed(self, self.cast<const PyDeviceArray&>(), {}); })
       .def("__getitem__",
