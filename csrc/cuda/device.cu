@@ -3,14 +3,11 @@
 #include <stdexcept>
 #include <string>
 
+#include "cuda/check.h"
 #include "cuda/device.h"
 
 namespace deepkern::cuda {
 namespace {
-
-void check(cudaError_t status, const char* call) {
-  if (status != cudaSuccess) throw std::runtime_error(std::string(call) + " failed: " + cudaGetErrorString(status));
-}
 
 __global__ void iota_kernel(float* out, int n) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -43,7 +40,7 @@ DeviceInfo device_info(int index) {
     throw std::out_of_range("device index " + std::to_string(index) + " is out of range (" +
                             std::to_string(device_count()) + " devices)");
   cudaDeviceProp prop;
-  check(cudaGetDeviceProperties(&prop, index), "cudaGetDeviceProperties");
+  DK_CUDA_CHECK(cudaGetDeviceProperties(&prop, index));
   return {prop.name, prop.major, prop.minor, static_cast<long long>(prop.totalGlobalMem)};
 }
 
@@ -58,16 +55,16 @@ std::vector<float> iota_on_device(int n) {
   std::vector<float> host(static_cast<size_t>(n));
   if (n == 0) return host;
   float* device = nullptr;
-  check(cudaMalloc(&device, sizeof(float) * n), "cudaMalloc");
+  DK_CUDA_CHECK(cudaMalloc(&device, sizeof(float) * n));
   try {
     iota_kernel<<<(n + 255) / 256, 256>>>(device, n);
-    check(cudaGetLastError(), "iota_kernel launch");
-    check(cudaMemcpy(host.data(), device, sizeof(float) * n, cudaMemcpyDeviceToHost), "cudaMemcpy");
+    DK_CUDA_CHECK_LAUNCH("iota_kernel");
+    DK_CUDA_CHECK(cudaMemcpy(host.data(), device, sizeof(float) * n, cudaMemcpyDeviceToHost));
   } catch (...) {
     cudaFree(device);
     throw;
   }
-  check(cudaFree(device), "cudaFree");
+  DK_CUDA_CHECK(cudaFree(device));
   return host;
 }
 

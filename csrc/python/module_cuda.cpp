@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include "cuda/device.h"
+#include "python/bind_cuda.h"
 
 namespace py = pybind11;
 namespace dkc = deepkern::cuda;
@@ -32,4 +33,6 @@ PYBIND11_MODULE(_cuda, m) {
         return dkc::iota_on_device(n);
       },
       py::arg("n"));
+  bind_cuda_runtime(m);
+  bind_cuda_array(m);
 }

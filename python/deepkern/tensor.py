@@ -273,6 +273,11 @@ class Tensor:
         """The tensor in host memory (itself when it is there)."""
         return self.to(CPU_DEVICE)
 
+    def cuda(self, device=None) -> "Tensor":
+        """The tensor on GPU ``device`` (an index, 'cuda:N' or a Device; default: GPU 0), itself
+        when it is there; RuntimeError when deepkern has no usable GPU."""
+        return self.to(Device("cuda", device) if device is None or isinstance(device, int) else Device(device))
+
     def float(self) -> "Tensor":
         return self.to(float32)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import cuda as _cuda_backend
 from .base import DLPACK_CPU, DLPACK_CUDA, KERNELS, Backend
 from .cpu import CPUBackend
 
@@ -184,3 +185,5 @@ def as_array(data):
 
 
 _CPU = register(CPUBackend())
+if _cuda_backend.usable():
+    register(_cuda_backend.CUDABackend())

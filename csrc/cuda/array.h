@@ -1,0 +1,62 @@
+// Device arrays: a pointer, a shape, strides and a dtype, plus what keeps the memory alive.
+// Plain C++ (no CUDA headers). A kernel takes (data, shape, strides in elements, dtype) from a
+// DeviceArray directly.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace deepkern::cuda {
+
+enum class DType : std::uint8_t { float32, float64, float16, bfloat16, int32, int64, bool_, uint8 };
+
+struct DTypeInfo {
+  const char* name;      // NumPy's name: "float32", ..., "bfloat16" (ml_dtypes), "bool"
+  int itemsize;          // bytes
+  std::uint8_t dl_code;  // DLPack's DLDataTypeCode: 0 int, 1 uint, 2 float, 4 bfloat, 6 bool
+  const char* typestr;   // __cuda_array_interface__'s typestr ("" where it has none: bfloat16)
+};
+const DTypeInfo& info(DType dtype);
+// The DType of NumPy's dtype name; std::invalid_argument listing the supported ones otherwise.
+DType dtype_from_name(const std::string& name);
+// The DType of a DLPack (code, bits, lanes); false when there is none.
+bool dtype_from_dlpack(int code, int bits, int lanes, DType* out);
+std::string supported_dtype_names();
+
+struct DeviceArray {
+  std::shared_ptr<void> owner;  // keeps the memory alive: an allocator block or an imported buffer
+  char* data = nullptr;         // the first element (owner's pointer plus the view's offset)
+  std::vector<std::int64_t> shape;
+  std::vector<std::int64_t> strides;  // in elements, as kernels index; NumPy's byte strides are these * itemsize
+  DType dtype = DType::float32;
+  int device = 0;
+
+  std::int64_t size() const;  // number of elements
+  std::int64_t itemsize() const { return info(dtype).itemsize; }
+  std::int64_t nbytes() const { return size() * itemsize(); }
+  std::size_t ndim() const { return shape.size(); }
+  bool is_contiguous() const;  // C order (dimensions of extent 1 have any stride)
+};
+
+// C-order strides (in elements) of `shape`.
+std::vector<std::int64_t> contiguous_strides(const std::vector<std::int64_t>& shape);
+// A new C-contiguous array on `device`, from the caching allocator for the current stream.
+// Throws std::invalid_argument for a negative extent, OutOfMemory when the memory is not there.
+DeviceArray empty(const std::vector<std::int64_t>& shape, DType dtype, int device);
+// `a` with `shape` (one extent may be -1: inferred); `a` must be C-contiguous (a view results).
+DeviceArray reshape(const DeviceArray& a, std::vector<std::int64_t> shape);
+
+// Copies, queued on the current stream of the arrays' device. The host ones wait for the copy
+// (the host buffer is C-contiguous, nbytes() long); `copy` and `fill` return at once.
+void copy_to_host(const DeviceArray& src, void* host);
+void copy_from_host(const DeviceArray& dst, const void* host);  // dst must be C-contiguous
+// dst = src elementwise: same dtype and device; src's shape broadcasts to dst's (stride 0 where
+// src has extent 1 or lacks the dimension). Any strides; overlapping src and dst are handled.
+void copy(const DeviceArray& dst, const DeviceArray& src);
+// Every element of dst set to the `itemsize` bytes of `pattern` (little-endian), any strides.
+void fill(const DeviceArray& dst, std::uint64_t pattern);
+// A C-contiguous copy of `a` (a itself when it already is contiguous and `force` is false).
+DeviceArray contiguous(const DeviceArray& a, bool force = false);
+
+}  // namespace deepkern::cuda

@@ -1,0 +1,6 @@
+// The binding functions of deepkern._cuda, one per file (module_cuda.cpp calls them).
+#pragma once
+#include <pybind11/pybind11.h>
+
+void bind_cuda_array(pybind11::module_& m);
+void bind_cuda_runtime(pybind11::module_& m);
