@@ -762,8 +762,14 @@ def from_numpy(arr: np.ndarray) -> Tensor:
 
 
 def from_dlpack(obj) -> Tensor:
-    """A tensor sharing the memory of any CPU object with ``__dlpack__`` (NumPy, PyTorch, ...)."""
-    return Tensor(np.from_dlpack(obj))
+    """A tensor sharing the memory of any object with ``__dlpack__`` (NumPy, PyTorch, CuPy, ...): in host
+    memory, or on a GPU where deepkern has its CUDA backend."""
+    kind, _ = obj.__dlpack_device__() if hasattr(obj, "__dlpack_device__") else (backends.DLPACK_CPU, 0)
+    if kind == backends.DLPACK_CPU:
+        return Tensor(np.from_dlpack(obj))
+    from . import cuda
+
+    return Tensor(cuda.from_dlpack(obj))
 
 
 def _shape_args(shape):

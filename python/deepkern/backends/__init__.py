@@ -91,7 +91,12 @@ def get(name) -> Backend:
     kind = name.type if isinstance(name, Device) else str(name).partition(":")[0]
     backend = _BACKENDS.get(kind)
     if backend is None:
-        raise RuntimeError(f"no deepkern backend for device '{name}' (available: {', '.join(_BACKENDS)})")
+        why = ""
+        if kind == "cuda":  # say why the GPU backend is not there (no CUDA module, driver or device)
+            from ..cuda import unavailable_reason
+
+            why = f": {unavailable_reason()}"
+        raise RuntimeError(f"no deepkern backend for device '{name}' (available: {', '.join(_BACKENDS)}){why}")
     return backend
 
 
