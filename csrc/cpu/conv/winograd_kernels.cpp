@@ -8,26 +8,35 @@
 namespace deepkern::cpu::DEEPKERN_ISA_NS {
 namespace {
 
+// A probe term: 0 for finite values, NaN when one of them is Inf or NaN (or their sum overflows).
+// Summed over a transform's inputs, it is 0 exactly when they were all finite.
+template <class T, class... V>
+inline T non_finite_probe(V... values) {
+  return (values + ...) * T(0);
+}
+
 // WinogradKernels::transform_weights: vectorized across consecutive (k, c) pairs, u written in 16
 // unit-stride streams.
 template <class T>
-void transform_weights(const T* __restrict w, int64_t plane, int64_t lo, int64_t hi, T* __restrict u) {
+bool transform_weights(const T* __restrict w, int64_t plane, int64_t lo, int64_t hi, T* __restrict u) {
   // The 9 taps of each (k, c) are 9 apart in w, a stride the compiler does not vectorize: copy
   // a chunk of pairs into 9 unit-stride tap rows first, then transform across the chunk.
   constexpr int64_t kChunk = 256;
   T taps[9][kChunk];
   const T h = T(0.5);
+  T probe = 0;
   for (int64_t c0 = lo; c0 < hi; c0 += kChunk) {
     const int64_t count = std::min(kChunk, hi - c0);
     for (int64_t i = 0; i < count; ++i)
       for (int j = 0; j < 9; ++j) taps[j][i] = w[(c0 + i) * 9 + j];
     T* out = u + c0;
-#pragma omp simd
+#pragma omp simd reduction(+ : probe)
     for (int64_t i = 0; i < count; ++i) {
       // Rows of G g: (g0 g1 g2), ((g0+g3+g6)/2 ...), ((g0-g3+g6)/2 ...), (g6 g7 g8); each row
       // (x0, x1, x2) times G^T is (x0, (x0 + x1 + x2) / 2, (x0 - x1 + x2) / 2, x2).
       const T g0 = taps[0][i], g1 = taps[1][i], g2 = taps[2][i], g3 = taps[3][i], g4 = taps[4][i];
       const T g5 = taps[5][i], g6 = taps[6][i], g7 = taps[7][i], g8 = taps[8][i];
+      probe += non_finite_probe<T>(g0, g1, g2, g3, g4, g5, g6, g7, g8);
       const T b0 = h * (g0 + g3 + g6), b1 = h * (g1 + g4 + g7), b2 = h * (g2 + g5 + g8);
       const T c0v = h * (g0 - g3 + g6), c1 = h * (g1 - g4 + g7), c2 = h * (g2 - g5 + g8);
       out[0 * plane + i] = g0;
@@ -48,12 +57,13 @@ void transform_weights(const T* __restrict w, int64_t plane, int64_t lo, int64_t
       out[15 * plane + i] = g8;
     }
   }
+  return probe == 0;
 }
 
 // WinogradKernels::transform_input: each padded input row is split into its even and odd columns
 // (the 8 scratch rows), so that both passes of the transform run at unit stride across a row of tiles.
 template <class T>
-void transform_input(const Conv2dShape& s, const WinogradTiling& t, const T* x, int64_t n0, int64_t n1, T* v,
+bool transform_input(const Conv2dShape& s, const WinogradTiling& t, const T* x, int64_t n0, int64_t n1, T* v,
                      int64_t ld, T* rows) {
   const int64_t C = s.in_channels, half = t.tiles_w + 1, xi_stride = C * ld;
   T* even[4];
@@ -62,6 +72,7 @@ void transform_input(const Conv2dShape& s, const WinogradTiling& t, const T* x, 
     even[i] = rows + (2 * i) * half;
     odd[i] = rows + (2 * i + 1) * half;
   }
+  T probe = 0;
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t c = 0; c < C; ++c) {
       const T* plane = x + (n * C + c) * s.in_h * s.in_w;
@@ -82,9 +93,10 @@ void transform_input(const Conv2dShape& s, const WinogradTiling& t, const T* x, 
           T* r1 = half_rows[1];
           T* r2 = half_rows[2];
           T* r3 = half_rows[3];
-#pragma omp simd
+#pragma omp simd reduction(+ : probe)
           for (int64_t j = 0; j < half; ++j) {
             const T d0 = r0[j], d1 = r1[j], d2 = r2[j], d3 = r3[j];
+            probe += non_finite_probe<T>(d0, d1, d2, d3);
             r0[j] = d0 - d2;
             r1[j] = d1 + d2;
             r2[j] = d2 - d1;
@@ -111,6 +123,7 @@ void transform_input(const Conv2dShape& s, const WinogradTiling& t, const T* x, 
         }
       }
     }
+  return probe == 0;
 }
 
 // WinogradKernels::transform_output: A^T M A across a row of tiles into the 4 scratch rows (the
@@ -153,9 +166,10 @@ void transform_output(const Conv2dShape& s, const WinogradTiling& t, const T* m,
 // (positions past the output are zero), with A = A^T's transpose; the tile row's two dY rows are
 // split into even and odd columns (the 4 scratch rows) first, so the transform runs across tiles.
 template <class T>
-void transform_grad_output(const Conv2dShape& s, const WinogradTiling& t, const T* grad_y, int64_t n0, int64_t n1,
+bool transform_grad_output(const Conv2dShape& s, const WinogradTiling& t, const T* grad_y, int64_t n0, int64_t n1,
                            T* dbar, int64_t ld, T* rows) {
   const int64_t K = s.out_channels, xi_stride = K * ld, tiles_w = t.tiles_w;
+  T probe = 0;
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t k = 0; k < K; ++k) {
       const T* plane = grad_y + (n * K + k) * s.out_h * s.out_w;
@@ -170,6 +184,8 @@ void transform_grad_output(const Conv2dShape& s, const WinogradTiling& t, const 
         const T* y1e = rows + 2 * tiles_w;
         const T* y1o = rows + 3 * tiles_w;
         T* out = dbar + k * ld + (n - n0) * t.per_image + th * tiles_w;
+#pragma omp simd reduction(+ : probe)
+        for (int64_t i = 0; i < 4 * tiles_w; ++i) probe += non_finite_probe<T>(rows[i]);
 #pragma omp simd
         for (int64_t tw = 0; tw < tiles_w; ++tw) {
           // A dY: rows (y00, y01), (y00 + y10, y01 + y11), (y00 - y10, y01 - y11), (-y10, -y11);
@@ -186,6 +202,7 @@ void transform_grad_output(const Conv2dShape& s, const WinogradTiling& t, const 
         }
       }
     }
+  return probe == 0;
 }
 
 // WinogradKernels::transform_weight_grad: one (k, c) pair at a time (9 outputs each).
