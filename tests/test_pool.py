@@ -678,7 +678,7 @@ def test_integers_past_int64_are_named(call, name):
 
 
 # Windows that are mostly padding: the taps that never reach the input are dropped before the kernel
-# runs (exact for max pooling and for averages whose divisor does not count the padding).
+# runs (exact for every op: the averages take their divisors from the whole windows).
 MOSTLY_PADDING = [  # (H, W, kernel, stride, padding, dilation)
     (3, 4, 9, 1, 4, 1),
     (5, 2, (11, 7), (2, 1), (5, 3), 1),
