@@ -740,7 +740,7 @@ BAD = [
     (
         "lstm_forward",
         "empty batch, states of 2 rows",
-        _value("x", np.zeros((_T, 0, _I))),
+        _value("x", np.zeros((_T, 0, _I), np.float32)),
         ValueError,
         [r"lstm_forward: h0 must have shape \(0, 5\)"],
     ),
