@@ -59,6 +59,28 @@ bool all_finite(const T* p, int64_t count) {
   return probe == 0;
 }
 
+// True when the outputs (p, q) of an (out_h, out_w) plane whose window reaches the padding (the
+// plane's frame: rows outside [p_lo, p_hi), columns outside [q_lo, q_hi)) hold finite values. The
+// weight gradient's padding terms multiply them by zero.
+template <class T>
+bool frame_finite(const Conv2dShape& s, const T* plane) {
+  const auto inner = [](int64_t out, int64_t in, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation,
+                        int64_t& lo, int64_t& hi) {  // outputs whose taps all read inside [0, in)
+    lo = std::min(out, (pad + stride - 1) / stride);
+    const int64_t last = in - 1 + pad - (kernel - 1) * dilation;  // the last start that fits
+    hi = last < 0 ? lo : std::clamp<int64_t>(last / stride + 1, lo, out);
+  };
+  int64_t p_lo, p_hi, q_lo, q_hi;
+  inner(s.out_h, s.in_h, s.kernel_h, s.stride_h, s.pad_h, s.dilation_h, p_lo, p_hi);
+  inner(s.out_w, s.in_w, s.kernel_w, s.stride_w, s.pad_w, s.dilation_w, q_lo, q_hi);
+  for (int64_t p = 0; p < s.out_h; ++p) {
+    const T* row = plane + p * s.out_w;
+    const bool whole = p < p_lo || p >= p_hi;
+    if (!all_finite(row, whole ? s.out_w : q_lo) || (!whole && !all_finite(row + q_hi, s.out_w - q_hi))) return false;
+  }
+  return true;
+}
+
 // Calls term(p * out_w + q, r * kernel_w + t) for every output (p, q) and kernel tap (r, t) that
 // reads the padding: the zero-padded sum's terms that the general kernels skip. Only run where such
 // a term can be nonzero (an Inf or NaN factor), so it stays a plain loop.
@@ -121,7 +143,7 @@ void depthwise_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x
     for (int64_t n = 0; n < s.batch; ++n) {
       const T* dy_plane = grad_y + (n * s.out_channels + k) * s.out_h * s.out_w;
       kern.backward_weight_plane(s, dy_plane, x + (n * s.in_channels + k / multiplier) * s.in_h * s.in_w, dw_k);
-      if (!all_finite(dy_plane, s.out_h * s.out_w))
+      if (!frame_finite(s, dy_plane))
         for_each_padding_term(s, [&](int64_t out, int64_t tap) { dw_k[tap] += dy_plane[out] * T(0); });
     }
   });

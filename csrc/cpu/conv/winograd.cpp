@@ -90,7 +90,7 @@ bool winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bia
   const WinogradTiling t = make_tiling<T>(s);
   T* u = thread_buffer<T>(3, 16 * K * C);
   const int64_t plane = K * C;
-  std::atomic<bool> finite{true};  // cleared by the first transform that reads Inf or NaN
+  std::atomic<bool> finite{true};  // cleared once an operand is found to hold Inf or NaN
   run_on_threads(t.slots, [&](int part) {
     if (!kern.transform_weights(w, plane, plane * part / t.slots, plane * (part + 1) / t.slots, u)) finite = false;
   });
@@ -101,10 +101,12 @@ bool winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bia
     T* v = thread_buffer<T>(0, 16 * C * tiles);
     T* m = thread_buffer<T>(1, 16 * K * tiles);
     T* rows = thread_buffer<T>(2, 8 * (t.tiles_w + 1));
-    if (!kern.transform_input(s, t, x, n0, n1, v, tiles, rows)) {
+    const int64_t image = C * s.in_h * s.in_w;
+    if (!kern.all_finite(x + n0 * image, (n1 - n0) * image)) {
       finite = false;
       return;
     }
+    kern.transform_input(s, t, x, n0, n1, v, tiles, rows);
     for (int xi = 0; xi < 16; ++xi)
       gemm<T>(K, tiles, C, T(1), {u + xi * K * C, C, 1}, {v + xi * C * tiles, tiles, 1}, T(0),
               {m + xi * K * tiles, tiles, 1}, {}, gemm_threads);
@@ -151,18 +153,21 @@ bool winograd_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x,
   const bool spread = t.slots > 1 && blocks >= t.slots;
   const int sums = spread ? t.slots : 1;
   std::vector<T> du(static_cast<size_t>(sums * 16 * plane), T(0));
-  std::atomic<bool> finite{true};  // cleared by the first transform that reads Inf or NaN
+  std::atomic<bool> finite{true};  // cleared once an operand is found to hold Inf or NaN
   auto run_block = [&](int64_t n0, int slot, int gemm_threads) {
     if (!finite) return;
     const int64_t n1 = std::min(s.batch, n0 + t.images), tiles = (n1 - n0) * t.per_image;
     T* v = thread_buffer<T>(0, 16 * C * tiles);
     T* dbar = thread_buffer<T>(1, 16 * K * tiles);
     T* rows = thread_buffer<T>(2, 8 * (t.tiles_w + 1));
-    if (!kern.transform_input(s, t, x, n0, n1, v, tiles, rows) ||
-        !kern.transform_grad_output(s, t, grad_y, n0, n1, dbar, tiles, rows)) {
+    const int64_t image = C * s.in_h * s.in_w, grad_image = K * s.out_h * s.out_w;
+    if (!kern.all_finite(x + n0 * image, (n1 - n0) * image) ||
+        !kern.all_finite(grad_y + n0 * grad_image, (n1 - n0) * grad_image)) {
       finite = false;
       return;
     }
+    kern.transform_input(s, t, x, n0, n1, v, tiles, rows);
+    kern.transform_grad_output(s, t, grad_y, n0, n1, dbar, tiles, rows);
     T* du_slot = du.data() + slot * 16 * plane;
     for (int xi = 0; xi < 16; ++xi)
       gemm<T>(K, C, tiles, T(1), {dbar + xi * K * tiles, tiles, 1}, {v + xi * C * tiles, 1, tiles}, T(1),

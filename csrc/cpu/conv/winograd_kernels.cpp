@@ -63,7 +63,7 @@ bool transform_weights(const T* __restrict w, int64_t plane, int64_t lo, int64_t
 // WinogradKernels::transform_input: each padded input row is split into its even and odd columns
 // (the 8 scratch rows), so that both passes of the transform run at unit stride across a row of tiles.
 template <class T>
-bool transform_input(const Conv2dShape& s, const WinogradTiling& t, const T* x, int64_t n0, int64_t n1, T* v,
+void transform_input(const Conv2dShape& s, const WinogradTiling& t, const T* x, int64_t n0, int64_t n1, T* v,
                      int64_t ld, T* rows) {
   const int64_t C = s.in_channels, half = t.tiles_w + 1, xi_stride = C * ld;
   T* even[4];
@@ -72,7 +72,6 @@ bool transform_input(const Conv2dShape& s, const WinogradTiling& t, const T* x, 
     even[i] = rows + (2 * i) * half;
     odd[i] = rows + (2 * i + 1) * half;
   }
-  T probe = 0;
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t c = 0; c < C; ++c) {
       const T* plane = x + (n * C + c) * s.in_h * s.in_w;
@@ -93,10 +92,9 @@ bool transform_input(const Conv2dShape& s, const WinogradTiling& t, const T* x, 
           T* r1 = half_rows[1];
           T* r2 = half_rows[2];
           T* r3 = half_rows[3];
-#pragma omp simd reduction(+ : probe)
+#pragma omp simd
           for (int64_t j = 0; j < half; ++j) {
             const T d0 = r0[j], d1 = r1[j], d2 = r2[j], d3 = r3[j];
-            probe += non_finite_probe<T>(d0, d1, d2, d3);
             r0[j] = d0 - d2;
             r1[j] = d1 + d2;
             r2[j] = d2 - d1;
@@ -123,7 +121,6 @@ bool transform_input(const Conv2dShape& s, const WinogradTiling& t, const T* x, 
         }
       }
     }
-  return probe == 0;
 }
 
 // WinogradKernels::transform_output: A^T M A across a row of tiles into the 4 scratch rows (the
@@ -166,10 +163,9 @@ void transform_output(const Conv2dShape& s, const WinogradTiling& t, const T* m,
 // (positions past the output are zero), with A = A^T's transpose; the tile row's two dY rows are
 // split into even and odd columns (the 4 scratch rows) first, so the transform runs across tiles.
 template <class T>
-bool transform_grad_output(const Conv2dShape& s, const WinogradTiling& t, const T* grad_y, int64_t n0, int64_t n1,
+void transform_grad_output(const Conv2dShape& s, const WinogradTiling& t, const T* grad_y, int64_t n0, int64_t n1,
                            T* dbar, int64_t ld, T* rows) {
   const int64_t K = s.out_channels, xi_stride = K * ld, tiles_w = t.tiles_w;
-  T probe = 0;
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t k = 0; k < K; ++k) {
       const T* plane = grad_y + (n * K + k) * s.out_h * s.out_w;
@@ -184,8 +180,6 @@ bool transform_grad_output(const Conv2dShape& s, const WinogradTiling& t, const 
         const T* y1e = rows + 2 * tiles_w;
         const T* y1o = rows + 3 * tiles_w;
         T* out = dbar + k * ld + (n - n0) * t.per_image + th * tiles_w;
-#pragma omp simd reduction(+ : probe)
-        for (int64_t i = 0; i < 4 * tiles_w; ++i) probe += non_finite_probe<T>(rows[i]);
 #pragma omp simd
         for (int64_t tw = 0; tw < tiles_w; ++tw) {
           // A dY: rows (y00, y01), (y00 + y10, y01 + y11), (y00 - y10, y01 - y11), (-y10, -y11);
@@ -202,6 +196,15 @@ bool transform_grad_output(const Conv2dShape& s, const WinogradTiling& t, const 
         }
       }
     }
+}
+
+// WinogradKernels::all_finite: one vectorized pass (the caller's block of x or dY, just before its
+// transform reads it from cache).
+template <class T>
+bool all_finite(const T* __restrict p, int64_t count) {
+  T probe = 0;
+#pragma omp simd reduction(+ : probe)
+  for (int64_t i = 0; i < count; ++i) probe += non_finite_probe<T>(p[i]);
   return probe == 0;
 }
 
@@ -235,6 +238,7 @@ constexpr WinogradKernels<T> kernels_of = {
     .transform_output = &transform_output<T>,
     .transform_grad_output = &transform_grad_output<T>,
     .transform_weight_grad = &transform_weight_grad<T>,
+    .all_finite = &all_finite<T>,
 };
 
 }  // namespace
