@@ -117,3 +117,32 @@ def gradcheck(fn, *inputs, eps=1e-6, tol=1e-6, rng=None):
         assert err < tol, (
             f"input {k} (shape {t.shape}): gradient relative error {err:.3g}\nanalytic {analytic}\nnumeric {numeric}"
         )
+
+
+def sprinkle_non_finite(rng, a, count):
+    """A copy of the host array ``a`` with ``count`` random elements (at most all of them) replaced
+    by +Inf, -Inf or NaN, each drawn at random."""
+    a = np.array(a, copy=True)
+    flat = a.reshape(-1)
+    where = rng.choice(flat.size, size=min(count, flat.size), replace=False)
+    flat[where] = rng.choice(np.array([np.inf, -np.inf, np.nan], a.dtype), size=where.size)
+    return a
+
+
+def check_non_finite(got, ref, dtype, what=""):
+    """``got`` has NaN, +Inf and -Inf exactly where the float64 ``ref`` has them, and its finite
+    elements are within the tolerance of ``ref``'s."""
+    got = to_host(got)
+    assert isinstance(got, np.ndarray) and got.dtype == np.dtype(dtype), f"{what}: got {got.dtype}, expected {dtype}"
+    assert got.shape == ref.shape, f"{what}: shape {got.shape}, expected {ref.shape}"
+    for name, test in (("NaN", np.isnan), ("+Inf", np.isposinf), ("-Inf", np.isneginf)):
+        differ = np.argwhere(test(got) != test(ref))
+        if differ.size:
+            at = tuple(map(int, differ[0]))
+            raise AssertionError(
+                f"{what}: {len(differ)} elements differ in being {name}; first at index {at}: "
+                f"got {got[at]!r}, expected {ref[at]!r}"
+            )
+    finite = np.isfinite(ref)
+    err = rel_error(got[finite], ref[finite])
+    assert err < TOL[np.dtype(dtype)], f"{what}: relative error {err:.3g} of the finite elements"

@@ -309,7 +309,8 @@ def _avg_divisor(shape, kernel_size, stride, padding, ceil_mode, count_include_p
             factors.append(end - start)
         else:
             factors.append(np.minimum(end, n_in) - np.maximum(start, 0))
-    return (factors[0][:, None] * factors[1][None, :]).astype(np.float64)
+    factors = [f.astype(np.float64) for f in factors]  # windows of 2**40 x 2**40 taps overflow int64
+    return factors[0][:, None] * factors[1][None, :]
 
 
 def adaptive_avg_pool2d_ref(x, output_size):

@@ -27,7 +27,19 @@ import numpy as np
 import pytest
 from deepkern.ops import conv2d, conv2d_backward
 
-from checks import F32, F64, TOL, active_isa, check, poison_heap, raises_naming, rand, shape_pattern
+from checks import (
+    F32,
+    F64,
+    TOL,
+    active_isa,
+    check,
+    check_non_finite,
+    poison_heap,
+    raises_naming,
+    rand,
+    shape_pattern,
+    sprinkle_non_finite,
+)
 from conftest import SUPPORTED_ISAS, on_device, ones_on, to_host
 from reference import conv2d_backward_ref, conv2d_out_size, conv2d_ref
 
@@ -866,3 +878,111 @@ def test_integers_past_int64_are_named(name):
     x, w = np.ones((1, 2, 6, 6), np.float32), np.ones((3, 2, 3, 3), np.float32)
     with pytest.raises(ValueError, match=rf"^conv2d: {name} must be between -2\*\*62 and 2\*\*62, got \d+$"):
         conv2d(x, w, **{name: 2**64})
+
+
+# ----------------------------------------------------------------------------------------------
+# Inf and NaN: every path gives the direct float64 sums' Inf and NaN (PyTorch's float64 results):
+# the forward and grad_w sum over the zero-padded input, padding included (0 * Inf is NaN), grad_x
+# over the (output, tap) pairs that read each input element. Winograd's transforms add and subtract
+# inputs (Inf - Inf is NaN), so such calls leave it for im2col + GEMM; the depthwise kernels add the
+# padding terms they skip where a factor is not finite.
+
+
+def _conv_path(cfg, x, w, g, needs):
+    """The path ("winograd", "depthwise" or "im2col") that one pass of ``cfg`` ran on (finite inputs:
+    the path its shape takes), from the ISA families that recorded a call."""
+    deepkern._C.reset_isa_records()
+    if needs is None:
+        conv2d(x, w, **cfg.kwargs)
+    else:
+        conv2d_backward(g, x, w, needs=needs, **cfg.kwargs)
+    if deepkern._C.last_isa("conv_winograd") is not None:
+        return "winograd"
+    if deepkern._C.last_isa("conv_depthwise") is not None:
+        return "depthwise"
+    assert deepkern._C.last_isa("gemm") is not None, f"{cfg}: no convolution kernel recorded a call"
+    return "im2col"
+
+
+def _random_path_configs(rng, path, count):
+    """``count`` random shapes that take ``path`` in all three passes, as (paths, cfg)."""
+    configs = []
+    while len(configs) < count:
+        n = int(rng.integers(1, 4))
+        if path == "winograd":  # even outputs: the tiles save 2.25x, so the weight gradient takes it too
+            pad = int(rng.integers(0, 3))
+            h, w = (int(rng.integers(3 - pad, 9 - pad)) * 2 for _ in range(2))
+            cfg = Cfg(n, int(rng.integers(64, 72)), h, w, int(rng.integers(64, 72)), 3, 3, padding=pad)
+        else:
+            c = int(rng.integers(2, 7))
+            groups = c if path == "depthwise" else int(rng.choice([1, 2])) if c % 2 == 0 and c > 2 else 1
+            k = c * int(rng.integers(1, 3)) if path == "depthwise" else groups * int(rng.integers(1, 5))
+            r, s = (int(rng.choice([1, 2, 3, 5])) for _ in range(2))
+            stride, dilation = (tuple(int(v) for v in rng.integers(1, 3, 2)) for _ in range(2))
+            padding = tuple(int(rng.integers(0, 1 + d * (t - 1))) for d, t in zip(dilation, (r, s)))
+            h, w = (int(rng.integers(1 + d * (t - 1), 12)) for d, t in zip(dilation, (r, s)))
+            cfg = Cfg(n, c, h, w, k, r, s, stride=stride, padding=padding, dilation=dilation, groups=groups)
+        configs.append(((path,) * 3, cfg))
+    return configs
+
+
+_PATH_RNG = np.random.default_rng(20260412)
+NON_FINITE_CFGS = [
+    entry for path in ("winograd", "depthwise", "im2col") for entry in _random_path_configs(_PATH_RNG, path, 4)
+]
+NON_FINITE_CFGS += [
+    (("im2col",) * 3, Cfg(2, 6, 24, 24, 5, 1, 1)),  # 1x1 without im2col
+    (("im2col",) * 3, Cfg(13, 5, 6, 7, 7, 3, 3, padding=1)),  # small images, several per GEMM
+    (("im2col",) * 3, Cfg(1, 64, 5, 5, 64, 3, 3, padding=1)),  # 3x3 whose odd tiles do not pay for Winograd
+    (("winograd", "winograd", "im2col"), Cfg(2, 64, 7, 7, 64, 3, 3, padding=1)),  # grad_w: im2col
+    (("depthwise",) * 3, Cfg(2, 4, 9, 8, 4, 3, 3, padding="same", dilation=2, groups=4)),
+    (("depthwise",) * 3, Cfg(2, 5, 8, 9, 10, 3, 3, padding=1, groups=5)),  # stride 1: the bordered planes
+]
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("paths,cfg", NON_FINITE_CFGS, ids=lambda v: "-".join(v) if isinstance(v, tuple) else v.id())
+def test_conv2d_inf_and_nan_as_direct_sums(device, paths, cfg, dtype, threads, rng):
+    x, w, b = make_inputs(rng, cfg, dtype)
+    g = rand(rng, cfg.out_shape, dtype)
+    for path, needs in zip(paths, (None, (True, False, False), (False, True, False))):
+        ran = _conv_path(cfg, *on_device(device, x, w, g), needs)
+        assert ran == path, f"{cfg} {dtype} needs={needs}: ran on {ran}, the test expects {path}"
+    # Non-finite values in each operand alone, then in all of them (a few each: the rest stays finite).
+    for where in ("x", "w", "g", "x w g"):
+        xs, ws, gs = (
+            sprinkle_non_finite(rng, a, 2) if name in where.split() else a for name, a in zip("xwg", (x, w, g))
+        )
+        ref = conv2d_ref(xs, ws, b, **cfg.kwargs)
+        ref_gx, ref_gw, ref_gb = conv2d_backward_ref(gs, xs, ws, **cfg.kwargs)
+        dx, dw, db, dg = on_device(device, xs, ws, b, gs)
+        what = f"{cfg} {dtype} threads={threads}, Inf/NaN in {where}"
+        poison_heap((ref.shape, dtype))
+        check_non_finite(conv2d(dx, dw, db, **cfg.kwargs), ref, dtype, "conv2d " + what)
+        for name, got, exp in zip(
+            ("grad_x", "grad_w", "grad_b"), run_backward(dg, dx, dw, cfg.kwargs), (ref_gx, ref_gw, ref_gb)
+        ):
+            check_non_finite(got, exp, dtype, f"conv2d_backward {what}: {name}")
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_conv2d_inf_and_nan_match_torch(rng):
+    """The reference's padding semantics are PyTorch's: a float64 F.conv2d and its gradients have Inf
+    and NaN where conv2d_ref and conv2d_backward_ref have them (an Inf weight on a tap that reads
+    padding gives NaN)."""
+    torch = pytest.importorskip("torch")
+    for cfg in (Cfg(2, 3, 7, 6, 4, 3, 3, padding=1), Cfg(1, 4, 9, 8, 8, 3, 3, stride=2, padding=(1, 2), groups=4)):
+        x, w, b = make_inputs(rng, cfg, F64)
+        g = rand(rng, cfg.out_shape, F64)
+        x, w, g = (sprinkle_non_finite(rng, a, 2) for a in (x, w, g))
+        xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+        out = torch.nn.functional.conv2d(xt, wt, torch.tensor(b), **cfg.kwargs)
+        out.backward(torch.tensor(g))
+        ref_gx, ref_gw, _ = conv2d_backward_ref(g, x, w, **cfg.kwargs)
+        for name, theirs, ours in (
+            ("output", out.detach().numpy(), conv2d_ref(x, w, b, **cfg.kwargs)),
+            ("grad_x", xt.grad.numpy(), ref_gx),
+            ("grad_w", wt.grad.numpy(), ref_gw),
+        ):
+            check_non_finite(theirs, ours, F64, f"{cfg}: torch's {name} vs the reference")

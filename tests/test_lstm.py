@@ -129,6 +129,8 @@ CELL_CONFIGS = [  # (B, I, H, bias)
     (32, 256, 256, True),
     (1, 512, 129, False),
 ]
+EMPTY_CELLS = [(0, 5, 4, True), (3, 0, 4, True), (3, 5, 0, False), (0, 0, 0, True)]  # see test_lstm_empty_sizes
+CELL_CONFIGS += EMPTY_CELLS
 
 
 def _cell_id(c):
@@ -142,7 +144,7 @@ def _cell_id(c):
 
 def make_weights(rng, i, h, dtype, bias=True):
     """PyTorch's LSTM initialisation: every weight and bias ~U(-1/sqrt(H), 1/sqrt(H))."""
-    k = 1.0 / math.sqrt(h)
+    k = 1.0 / math.sqrt(max(h, 1))
     w_ih = rng.uniform(-k, k, (4 * h, i)).astype(dtype)
     w_hh = rng.uniform(-k, k, (4 * h, h)).astype(dtype)
     if not bias:
@@ -229,6 +231,44 @@ def forward_and_backward(args, cfg_reverse, gy, gh, gc):
     x, h0, c0, w_ih, w_hh, b_ih, b_hh = args
     y, h_t, c_t, cache = run_lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, cfg_reverse, return_cache=True)
     return (y, h_t, c_t), run_lstm_backward(gy, gh, gc, x, h0, c0, w_ih, w_hh, cache, cfg_reverse)
+
+
+# ----------------------------------------------------------------------------------------------
+# empty sizes: any of T, B, I and H may be 0 (PyTorch's LSTM cell takes them all; its layer raises
+# for T = 0, where ops.lstm passes the states through). The results have their shapes, every
+# gradient that no gate reaches is zero.
+
+EMPTY_CONFIGS = [
+    Cfg(0, 3, 5, 4),  # no step: h_T, c_T = h0, c0, weight gradients zeros
+    Cfg(0, 3, 5, 4, bias=False, state=False, reverse=True),
+    Cfg(4, 0, 5, 3),  # no batch row: weight gradients zeros
+    Cfg(4, 0, 5, 3, state=False, reverse=True),
+    Cfg(3, 2, 5, 0),  # no hidden unit: grad_x zeros
+    Cfg(3, 2, 0, 4),  # no input feature
+    Cfg(0, 0, 0, 0),
+    Cfg(2, 0, 0, 0, bias=False),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cfg", EMPTY_CONFIGS, ids=Cfg.id)
+def test_lstm_empty_sizes(device, cfg, dtype, rng):
+    args = make_inputs(rng, cfg, dtype)
+    grads = (
+        rand(rng, (cfg.t, cfg.b, cfg.h), dtype),
+        rand(rng, (cfg.b, cfg.h), dtype),
+        rand(rng, (cfg.b, cfg.h), dtype),
+    )
+    refs = lstm_ref(*args, reverse=cfg.reverse)
+    grad_refs = lstm_backward_ref(*grads, *args, reverse=cfg.reverse)
+    on_dev = on_device(device, *args, *grads)
+    what = f"lstm {cfg} {dtype}"
+    for name, got, ref in zip(("y", "h_T", "c_T"), run_lstm(*on_dev[:7], cfg.reverse), refs):
+        check(got, ref, dtype, f"{what}: {name}")
+    out, got_grads = forward_and_backward(on_dev[:7], cfg.reverse, *on_dev[7:])
+    for name, got, ref in zip(("y", "h_T", "c_T"), out, refs):
+        check(got, ref, dtype, f"{what} return_cache=True: {name}")
+    check_grads(got_grads, grad_refs, dtype, "lstm_backward " + what)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -647,7 +687,7 @@ def _torch_grads(torch, tensors):
     return [None if t is None else t.grad.detach().numpy() for t in tensors]
 
 
-@pytest.mark.parametrize("cell", [(3, 7, 17, True), (1, 33, 1, True), (5, 4, 6, False)], ids=_cell_id)
+@pytest.mark.parametrize("cell", [(3, 7, 17, True), (1, 33, 1, True), (5, 4, 6, False)] + EMPTY_CELLS, ids=_cell_id)
 def test_lstm_cell_matches_torch(device, cell, rng):
     torch = pytest.importorskip("torch")
     b, i, h, bias = cell

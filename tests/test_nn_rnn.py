@@ -15,7 +15,7 @@ import pytest
 from deepkern.nn.rnn import LSTM, LSTMCell
 
 from checks import F32, F64, check, gradcheck, raises_naming, shape_pattern
-from reference import lstm_cell_ref, lstm_ref
+from reference import lstm_cell_backward_ref, lstm_cell_ref, lstm_ref
 
 
 def _torch():
@@ -241,6 +241,59 @@ def test_cell_matches_reference(rng):
     ref = lstm_cell_ref(x[:1], np.zeros((1, 3)), np.zeros((1, 3)), w_ih, w_hh)
     assert h1.shape == c1.shape == (3,)
     check(h1.detach().numpy(), ref[0][0], F32)
+
+
+# ----------------------------------------------------------------------------------------------
+# empty sizes, as torch.nn: a batch of 0 gives empty outputs and zero parameter gradients; LSTM needs
+# T >= 1 (torch.nn.LSTM raises too); LSTMCell takes input_size and hidden_size 0
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [dict(), dict(num_layers=2, bidirectional=True), dict(batch_first=True, bias=False)],
+    ids=["1layer", "2layers-bidir", "batch_first-nobias"],
+)
+@pytest.mark.parametrize("states", [False, True], ids=["no-hx", "hx"])
+def test_lstm_empty_batch(kw, states):
+    m = LSTM(5, 4, **kw, dtype=F64)
+    count = m.num_layers * (2 if m.bidirectional else 1)
+    x = np.zeros((0, 3, 5) if m.batch_first else (3, 0, 5))
+    h0 = c0 = np.zeros((count, 0, 4)) if states else None
+    xt = deepkern.tensor(x, requires_grad=True)
+    hx = (deepkern.tensor(h0, requires_grad=True), deepkern.tensor(c0, requires_grad=True)) if states else None
+    out, (h_n, c_n) = m(xt, hx)
+    for got, want, what in zip((out, h_n, c_n), _lstm_model_ref(m, x, h0, c0), ("output", "h_n", "c_n")):
+        check(got.detach().numpy(), want, F64, what)
+    (out.sum() + h_n.sum() + c_n.sum()).backward()
+    assert xt.grad is not None and xt.grad.shape == x.shape
+    for state in hx or ():
+        assert state.grad is not None and state.grad.shape == (count, 0, 4)
+    for name, param in m.named_parameters():
+        assert param.grad is not None, f"{name} has no gradient"
+        check(param.grad.numpy(), np.zeros(param.shape), F64, f"{name} gradient")
+
+
+def test_lstm_refuses_an_empty_sequence():
+    m = LSTM(8, 16)
+    for model, shape in ((m, (0, 3, 8)), (m, (0, 8)), (LSTM(8, 16, batch_first=True), (3, 0, 8))):
+        with raises_naming(ValueError, r"LSTM\(input_size=8, hidden_size=16\)", shape_pattern(shape), "T = 0"):
+            model(deepkern.zeros(*shape))
+
+
+@pytest.mark.parametrize("b, i, h", [(0, 5, 3), (4, 0, 3), (4, 5, 0), (0, 0, 0)])
+def test_cell_empty_sizes(rng, b, i, h):
+    cell = LSTMCell(i, h, dtype=F64)
+    x, hx, cx = rng.standard_normal((b, i)), rng.standard_normal((b, h)), rng.standard_normal((b, h))
+    xt, ht, ct = (deepkern.tensor(a, requires_grad=True) for a in (x, hx, cx))
+    h_next, c_next = cell(xt, (ht, ct))
+    params = [p.detach().numpy() for p in _params(cell)]
+    for got, want, what in zip((h_next, c_next), lstm_cell_ref(x, hx, cx, *params), ("h_next", "c_next")):
+        check(got.detach().numpy(), want, F64, what)
+    (h_next.sum() + c_next.sum()).backward()
+    refs = lstm_cell_backward_ref(np.ones((b, h)), np.ones((b, h)), x, hx, cx, *params)
+    for got, want, what in zip((xt, ht, ct, *_params(cell)), refs, ("x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh")):
+        assert got.grad is not None, f"the gradient of {what} is None"
+        check(got.grad.numpy(), want, F64, f"the gradient of {what}")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -27,9 +27,10 @@ from deepkern.ops import (
     max_pool2d_backward,
 )
 
-from checks import rand
+from checks import check_non_finite, rand, sprinkle_non_finite
 from conftest import on_device, to_host
 from reference import (
+    _avg_divisor,
     adaptive_avg_pool2d_backward_ref,
     adaptive_avg_pool2d_ref,
     avg_pool2d_backward_ref,
@@ -677,7 +678,7 @@ def test_integers_past_int64_are_named(call, name):
 
 
 # Windows that are mostly padding: the taps that never reach the input are dropped before the kernel
-# runs (exact for max pooling and for averages whose divisor does not count the padding).
+# runs (exact for every op: the averages take their divisors from the whole windows).
 MOSTLY_PADDING = [  # (H, W, kernel, stride, padding, dilation)
     (3, 4, 9, 1, 4, 1),
     (5, 2, (11, 7), (2, 1), (5, 3), 1),
@@ -722,3 +723,164 @@ def test_a_huge_window_over_a_small_input_is_cheap(rng):
     np.testing.assert_array_equal(idx, np.broadcast_to(x.reshape(2, 3, 25).argmax(-1)[..., None, None], idx.shape))
     mean = avg_pool2d(x, k, 1, p, count_include_pad=False)
     check(mean, np.broadcast_to(x.mean(axis=(2, 3))[..., None, None], mean.shape), F64, "avg")
+
+
+# Average pooling counting the padding with a huge window: the taps that reach no input are dropped
+# as for the other divisors, and the divisor still counts the padded window (PyTorch's rule).
+HUGE_WINDOWS = [  # (kernel, stride, padding, ceil_mode)
+    (2**20, 1, 2**19, False),
+    ((2**20, 3), (1, 2), (2**19, 1), True),
+    ((2**18 + 1, 2**20), (5, 3), (2**17, 2**19), False),
+    (2**40, 2**39, 2**39, True),
+]
+
+
+def _window_cover(n_in, n_out, kernel, stride, pad):
+    """The (n_out, n_in) 0/1 matrix of the input positions each window covers."""
+    start = np.arange(n_out)[:, None] * stride - pad
+    pos = np.arange(n_in)[None, :]
+    return ((pos >= start) & (pos - start < kernel)).astype(np.float64)
+
+
+def _avg_pool2d_by_cover(x, g, kernel, stride, padding, ceil_mode, avg):
+    """avg_pool2d of x and avg_pool2d_backward of g in float64, at a cost that follows the input and
+    the output, not the window: out = Ch @ x @ Cw^T / divisor and grad_x = Ch^T @ (g / divisor) @ Cw,
+    C the windows' cover of each axis and the divisor the reference's, per output."""
+    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel), _pair(stride), _pair(padding)
+    h, w = x.shape[-2:]
+    oh, ow = (pool_output_size_ref(n, k, s, p, 1, ceil_mode) for n, k, s, p in ((h, kh, sh, ph), (w, kw, sw, pw)))
+    ch, cw = _window_cover(h, oh, kh, sh, ph), _window_cover(w, ow, kw, sw, pw)
+    divisor = _avg_divisor(x.shape, kernel, stride, padding, ceil_mode, **avg, out_hw=(oh, ow))
+    out = np.einsum("ph,...hw,qw->...pq", ch, np.asarray(x, np.float64), cw) / divisor
+    return out, np.einsum("ph,...pq,qw->...hw", ch, np.asarray(g, np.float64) / divisor, cw)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kernel, stride, padding, ceil_mode", HUGE_WINDOWS)
+def test_avg_pool2d_huge_window_counting_the_padding(device, kernel, stride, padding, ceil_mode, dtype, rng):
+    x = rand(rng, (2, 3, 5, 4), dtype)
+    out_hw = (
+        pool_output_size_ref(n, k, s, p, 1, ceil_mode)
+        for n, k, s, p in zip((5, 4), *map(_pair, (kernel, stride, padding)))
+    )
+    g = rand(rng, (2, 3, *out_hw), dtype)
+    for avg in (
+        dict(count_include_pad=True, divisor_override=None),
+        dict(count_include_pad=False, divisor_override=None),
+        dict(count_include_pad=True, divisor_override=3),
+    ):
+        ref, ref_gx = _avg_pool2d_by_cover(x, g, kernel, stride, padding, ceil_mode, avg)
+        what = f"kernel={kernel} stride={stride} padding={padding} ceil_mode={ceil_mode} {avg} {dtype}"
+        out, _ = make_out(ref.shape, dtype, False, device)
+        got = avg_pool2d(on_device(device, x), kernel, stride, padding, ceil_mode, **avg, out=out)
+        assert got is out
+        check(got, ref, dtype, "avg_pool2d " + what)
+        gx, _ = make_out(x.shape, dtype, False, device)
+        got = avg_pool2d_backward(on_device(device, g), x.shape, kernel, stride, padding, ceil_mode, **avg, out=gx)
+        assert got is gx
+        check(got, ref_gx, dtype, "avg_pool2d_backward " + what)
+
+
+def test_avg_pool2d_huge_window_matches_torch(rng):
+    torch = pytest.importorskip("torch")
+    x = rand(rng, (2, 3, 5, 4), F64)
+    for kernel, stride, padding, ceil_mode in HUGE_WINDOWS[:3]:
+        for count_include_pad in (True, False):
+            args = (kernel, stride, padding, ceil_mode, count_include_pad)
+            xt = torch.tensor(x, requires_grad=True)
+            out = torch.nn.functional.avg_pool2d(xt, *args)
+            g = rand(rng, tuple(out.shape), F64)
+            out.backward(torch.tensor(g))
+            check(avg_pool2d(x, *args), out.detach().numpy(), F64, f"avg_pool2d {args} vs torch")
+            check(avg_pool2d_backward(g, x.shape, *args), xt.grad.numpy(), F64, f"avg_pool2d_backward {args} vs torch")
+
+
+# Inf and NaN give what the direct float64 sums and maxima give (PyTorch's results): a window's NaN
+# or its Inf - Inf is NaN, an Inf alone is Inf.
+NON_FINITE_POOLS = [
+    dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=(2, 3), stride=1, ceil_mode=True),
+    dict(kernel_size=4, stride=(1, 3), padding=2),
+]
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("params", NON_FINITE_POOLS, ids=str)
+def test_pooling_inf_and_nan(device, params, dtype, rng):
+    shape = (2, 3, 9, 11)
+    x = sprinkle_non_finite(rng, rand(rng, shape, dtype), 12)
+    dx = on_device(device, x)
+    what = f"{params} {dtype}"
+    ref, ref_idx = max_pool2d_ref(x, **params)
+    out, idx = max_pool2d(dx, **params, return_indices=True)
+    check_non_finite(out, ref, dtype, "max_pool2d " + what)
+    np.testing.assert_array_equal(to_host(idx), ref_idx, err_msg="max_pool2d indices " + what)
+    g = sprinkle_non_finite(rng, rand(rng, ref.shape, dtype), 6)
+    dg = on_device(device, g)
+    check_non_finite(
+        max_pool2d_backward(dg, shape, idx), max_pool2d_backward_ref(g, shape, ref_idx), dtype, "max backward " + what
+    )
+    for avg in (dict(count_include_pad=True), dict(count_include_pad=False), dict(divisor_override=5)):
+        check_non_finite(
+            avg_pool2d(dx, **params, **avg), avg_pool2d_ref(x, **params, **avg), dtype, f"avg_pool2d {avg} {what}"
+        )
+        check_non_finite(
+            avg_pool2d_backward(dg, shape, **params, **avg),
+            avg_pool2d_backward_ref(g, shape, **params, **avg),
+            dtype,
+            f"avg_pool2d_backward {avg} {what}",
+        )
+    check_non_finite(adaptive_avg_pool2d(dx, (4, 3)), adaptive_avg_pool2d_ref(x, (4, 3)), dtype, "adaptive " + what)
+    g = sprinkle_non_finite(rng, rand(rng, shape[:2] + (4, 3), dtype), 4)
+    check_non_finite(
+        adaptive_avg_pool2d_backward(on_device(device, g), shape),
+        adaptive_avg_pool2d_backward_ref(g, shape),
+        dtype,
+        "adaptive backward " + what,
+    )
+
+
+# Windows farther apart than the input is long (ceil_mode's last window past a stride > input):
+# each window's in-bounds taps are visited directly (with a huge window and stride the clipped tap
+# range would be as long as the stride).
+WINDOWS_APART = [  # (H, W, kernel, stride, padding, dilation), all with ceil_mode
+    (3, 4, 7, 5, 3, 1),
+    (6, 2, (5, 5), (7, 3), 2, (2, 1)),
+    (1, 6, (4, 6), (2, 7), (2, 3), 1),
+    (2, 5, 7, (4, 1), 3, 1),  # apart along H only
+]
+
+
+@pytest.mark.parametrize("h, w, kernel, stride, padding, dilation", WINDOWS_APART)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_windows_apart_match_the_reference(device, h, w, kernel, stride, padding, dilation, dtype, rng):
+    x = on_device(device, rand(rng, (2, 3, h, w), dtype))
+    hx = to_host(x)
+    ref_out, ref_idx = max_pool2d_ref(hx, kernel, stride, padding, dilation, ceil_mode=True)
+    assert ref_out.shape[-2:] != (1, 1)
+    out, _ = make_out(ref_out.shape, dtype, False, device)
+    idx = max_pool2d(x, kernel, stride, padding, dilation, ceil_mode=True, return_indices=True, out=out)[1]
+    check(out, ref_out, dtype, "max_pool2d")
+    np.testing.assert_array_equal(to_host(idx), ref_idx)
+    if dilation != 1:
+        return
+    for avg in (dict(count_include_pad=False), dict(divisor_override=7), dict(count_include_pad=True)):
+        out, _ = make_out(ref_out.shape, dtype, False, device)
+        avg_pool2d(x, kernel, stride, padding, True, **avg, out=out)
+        check(out, avg_pool2d_ref(hx, kernel, stride, padding, True, **avg), dtype, f"avg_pool2d {avg}")
+        g = rand(rng, ref_out.shape, dtype)
+        gx, _ = make_out(hx.shape, dtype, False, device)
+        avg_pool2d_backward(on_device(device, g), hx.shape, kernel, stride, padding, True, **avg, out=gx)
+        ref_gx = avg_pool2d_backward_ref(g, hx.shape, kernel, stride, padding, True, **avg)
+        check(gx, ref_gx, dtype, f"avg_pool2d_backward {avg}")
+
+
+def test_max_pool2d_huge_windows_apart(rng):
+    """kernel 2**40, stride and padding 2**39, ceil_mode: two windows along each axis, each covering
+    the whole 5x4 plane."""
+    x = rand(rng, (2, 3, 5, 4), F64)
+    out, idx = max_pool2d(x, 2**40, 2**39, 2**39, ceil_mode=True, return_indices=True)
+    assert out.shape == (2, 3, 2, 2)
+    np.testing.assert_array_equal(out, np.broadcast_to(x.max(axis=(2, 3))[..., None, None], out.shape))
+    np.testing.assert_array_equal(idx, np.broadcast_to(x.reshape(2, 3, 20).argmax(-1)[..., None, None], idx.shape))

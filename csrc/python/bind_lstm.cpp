@@ -26,7 +26,7 @@ cpu::LstmShape lstm_shape(const char* op, py::handle x, py::handle w_hh, bool re
 
 // x (T, B, I), h0 and c0 (B, H), w_ih (4H, I), w_hh (4H, H), bias (4H,) = b_ih + b_hh. Writes y
 // (T, B, H), h_last and c_last (B, H) and, unless all three are None, the cache backward reads:
-// gates (T, B, 4H), cells and hidden (T, B, H). A sequence (T > 0) needs B >= 1 and H >= 1.
+// gates (T, B, 4H), cells and hidden (T, B, H). Any of T, B, I and H may be 0.
 void lstm_forward(const py::object& x, const py::object& h0, const py::object& c0, const py::object& w_ih,
                   const py::object& w_hh, const py::object& bias, const py::object& y, const py::object& h_last,
                   const py::object& c_last, const py::object& gates, const py::object& cells, const py::object& hidden,
@@ -38,10 +38,6 @@ void lstm_forward(const py::object& x, const py::object& h0, const py::object& c
     using T = decltype(zero);
     const cpu::LstmShape s = lstm_shape(op, x, w_hh, reverse);
     const int64_t steps = s.steps, batch = s.batch, units = s.hidden, gate_rows = 4 * s.hidden;
-    // The forward's team divides its work by B and 4H.
-    if (steps > 0 && (batch == 0 || units == 0))
-      throw py::value_error(std::string(op) + ": a sequence needs B >= 1 and H >= 1, got x " +
-                            shape_str({steps, batch, s.input}) + " and w_hh " + shape_str({gate_rows, units}));
     KernelArrays<T> arrays(op, "x");
     const T* xp = arrays.input(x, "x", {steps, batch, s.input});
     const T* h0p = arrays.optional_input(h0, "h0", {batch, units});

@@ -1,7 +1,7 @@
 // 2-D convolution: the entry points of conv.h. Depthwise layers go to direct loops
 // (depthwise.cpp), 3x3 stride-1 layers with enough channels to Winograd F(2x2, 3x3)
-// (winograd.cpp); everything else runs here as GEMMs per image and group (the blocked GEMM of
-// csrc/cpu/gemm does the work):
+// (winograd.cpp) unless its operands hold Inf or NaN; everything else runs here as GEMMs per image
+// and group (the blocked GEMM of csrc/cpu/gemm does the work):
 //
 //   forward      Y_g (Kg x PQ)    = W_g (Kg x CgRS) @ col(X_g) (CgRS x PQ)   + bias (per row)
 //   grad data    dX_g             = col2im(W_g^T (CgRS x Kg) @ dY_g (Kg x PQ))
@@ -280,7 +280,7 @@ void bias_gradient(const Conv2dShape& s, const T* grad_y, T* grad_bias) {
 template <class T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
   if (is_depthwise(s)) return depthwise_forward(s, x, w, bias, y);
-  if (winograd_applies(s)) return winograd_forward(s, x, w, bias, y);
+  if (winograd_applies(s) && winograd_forward(s, x, w, bias, y)) return;
   const Plan plan = make_plan<T>(s);
   for_each_block(s, plan, [&](const Block& b, int, int gemm_threads) {
     const int64_t cols = b.columns(s);
@@ -305,7 +305,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
 template <class T>
 void conv2d_backward_data(const Conv2dShape& s, const T* grad_y, const T* w, T* grad_x) {
   if (is_depthwise(s)) return depthwise_backward_data(s, grad_y, w, grad_x);
-  if (winograd_applies(s)) return winograd_backward_data(s, grad_y, w, grad_x);
+  if (winograd_applies(s) && winograd_backward_data(s, grad_y, w, grad_x)) return;
   const Plan plan = make_plan<T>(s);
   if (!plan.direct) std::fill(grad_x, grad_x + s.batch * s.in_channels * plan.in_plane, T(0));
   for_each_block(s, plan, [&](const Block& b, int, int gemm_threads) {
@@ -338,7 +338,7 @@ template <class T>
 void conv2d_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x, T* grad_w, T* grad_bias) {
   if (grad_bias) bias_gradient(s, grad_y, grad_bias);
   if (is_depthwise(s)) return depthwise_backward_weight(s, grad_y, x, grad_w);
-  if (winograd_applies_to_weight_grad(s)) return winograd_backward_weight(s, grad_y, x, grad_w);
+  if (winograd_applies_to_weight_grad(s) && winograd_backward_weight(s, grad_y, x, grad_w)) return;
   const Plan plan = make_plan<T>(s);
   const int64_t weight_size = s.out_channels * plan.col_rows;
   // Slot 0 accumulates into grad_w; the others into zeroed partial sums, added at the end.

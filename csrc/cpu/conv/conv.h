@@ -16,6 +16,10 @@ struct Conv2dShape {
   int64_t out_h, out_w;
 };
 
+// Inf and NaN give what the direct sums give (as PyTorch): the forward and the weight gradient sum
+// over every tap of the zero-padded input, padding included (0 * Inf is NaN), the data gradient over
+// the (output, tap) pairs that read each input element.
+
 // y = conv(x, w) + bias. x (N, C, H, W), w (K, C/groups, R, S), bias (K) or null, y (N, K, P, Q);
 // all C-contiguous. y is written, never read.
 template <class T>

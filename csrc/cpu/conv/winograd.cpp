@@ -14,6 +14,7 @@
 #include "cpu/conv/winograd.h"
 
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 #include "core/scratch.h"
@@ -83,21 +84,28 @@ bool winograd_applies_to_weight_grad(const Conv2dShape& s) {
 }
 
 template <class T>
-void winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
+bool winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
   const int64_t K = s.out_channels, C = s.in_channels;
   const WinogradKernels<T>& kern = dispatched_kernels<T>();
   const WinogradTiling t = make_tiling<T>(s);
   T* u = thread_buffer<T>(3, 16 * K * C);
   const int64_t plane = K * C;
+  std::atomic<bool> finite{true};  // cleared once an operand is found to hold Inf or NaN
   run_on_threads(t.slots, [&](int part) {
-    kern.transform_weights(w, plane, plane * part / t.slots, plane * (part + 1) / t.slots, u);
+    if (!kern.transform_weights(w, plane, plane * part / t.slots, plane * (part + 1) / t.slots, u)) finite = false;
   });
   const int64_t blocks = (s.batch + t.images - 1) / t.images;
   auto run_block = [&](int64_t n0, int gemm_threads) {
+    if (!finite) return;
     const int64_t n1 = std::min(s.batch, n0 + t.images), tiles = (n1 - n0) * t.per_image;
     T* v = thread_buffer<T>(0, 16 * C * tiles);
     T* m = thread_buffer<T>(1, 16 * K * tiles);
     T* rows = thread_buffer<T>(2, 8 * (t.tiles_w + 1));
+    const int64_t image = C * s.in_h * s.in_w;
+    if (!kern.all_finite(x + n0 * image, (n1 - n0) * image)) {
+      finite = false;
+      return;
+    }
     kern.transform_input(s, t, x, n0, n1, v, tiles, rows);
     for (int xi = 0; xi < 16; ++xi)
       gemm<T>(K, tiles, C, T(1), {u + xi * K * C, C, 1}, {v + xi * C * tiles, tiles, 1}, T(0),
@@ -111,10 +119,11 @@ void winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bia
   } else {
     for (int64_t b = 0; b < blocks; ++b) run_block(b * t.images, t.slots);
   }
+  return finite;
 }
 
 template <class T>
-void winograd_backward_data(const Conv2dShape& s, const T* grad_y, const T* w, T* grad_x) {
+bool winograd_backward_data(const Conv2dShape& s, const T* grad_y, const T* w, T* grad_x) {
   // dX = conv(dY, w') with w'[c][k][r][s] = w[k][c][2 - r][2 - s], padding 2 - pad, output H x W.
   const int64_t K = s.out_channels, C = s.in_channels;
   std::vector<T> flipped(static_cast<size_t>(C * K * 9));
@@ -130,11 +139,11 @@ void winograd_backward_data(const Conv2dShape& s, const T* grad_y, const T* w, T
   t.out_w = s.in_w;
   t.pad_h = 2 - s.pad_h;
   t.pad_w = 2 - s.pad_w;
-  winograd_forward(t, grad_y, flipped.data(), static_cast<const T*>(nullptr), grad_x);
+  return winograd_forward(t, grad_y, flipped.data(), static_cast<const T*>(nullptr), grad_x);
 }
 
 template <class T>
-void winograd_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x, T* grad_w) {
+bool winograd_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x, T* grad_w) {
   // dU_xi (K x C) = sum over tiles of dbar_xi (K x tiles) @ V_xi^T (tiles x C): 16 GEMMs per
   // block of images, accumulated per thread; then grad_w = G^T dU G.
   const int64_t K = s.out_channels, C = s.in_channels, plane = K * C;
@@ -144,11 +153,19 @@ void winograd_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x,
   const bool spread = t.slots > 1 && blocks >= t.slots;
   const int sums = spread ? t.slots : 1;
   std::vector<T> du(static_cast<size_t>(sums * 16 * plane), T(0));
+  std::atomic<bool> finite{true};  // cleared once an operand is found to hold Inf or NaN
   auto run_block = [&](int64_t n0, int slot, int gemm_threads) {
+    if (!finite) return;
     const int64_t n1 = std::min(s.batch, n0 + t.images), tiles = (n1 - n0) * t.per_image;
     T* v = thread_buffer<T>(0, 16 * C * tiles);
     T* dbar = thread_buffer<T>(1, 16 * K * tiles);
     T* rows = thread_buffer<T>(2, 8 * (t.tiles_w + 1));
+    const int64_t image = C * s.in_h * s.in_w, grad_image = K * s.out_h * s.out_w;
+    if (!kern.all_finite(x + n0 * image, (n1 - n0) * image) ||
+        !kern.all_finite(grad_y + n0 * grad_image, (n1 - n0) * grad_image)) {
+      finite = false;
+      return;
+    }
     kern.transform_input(s, t, x, n0, n1, v, tiles, rows);
     kern.transform_grad_output(s, t, grad_y, n0, n1, dbar, tiles, rows);
     T* du_slot = du.data() + slot * 16 * plane;
@@ -163,6 +180,7 @@ void winograd_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x,
   } else {
     for (int64_t b = 0; b < blocks; ++b) run_block(b * t.images, 0, t.slots);
   }
+  if (!finite) return false;
   for (int slot = 1; slot < sums; ++slot) {
     const T* part = du.data() + slot * 16 * plane;
 #pragma omp simd
@@ -171,13 +189,14 @@ void winograd_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x,
   run_on_threads(t.slots, [&](int part) {
     kern.transform_weight_grad(du.data(), plane, plane * part / t.slots, plane * (part + 1) / t.slots, grad_w);
   });
+  return true;
 }
 
-template void winograd_forward<float>(const Conv2dShape&, const float*, const float*, const float*, float*);
-template void winograd_forward<double>(const Conv2dShape&, const double*, const double*, const double*, double*);
-template void winograd_backward_data<float>(const Conv2dShape&, const float*, const float*, float*);
-template void winograd_backward_data<double>(const Conv2dShape&, const double*, const double*, double*);
-template void winograd_backward_weight<float>(const Conv2dShape&, const float*, const float*, float*);
-template void winograd_backward_weight<double>(const Conv2dShape&, const double*, const double*, double*);
+template bool winograd_forward<float>(const Conv2dShape&, const float*, const float*, const float*, float*);
+template bool winograd_forward<double>(const Conv2dShape&, const double*, const double*, const double*, double*);
+template bool winograd_backward_data<float>(const Conv2dShape&, const float*, const float*, float*);
+template bool winograd_backward_data<double>(const Conv2dShape&, const double*, const double*, double*);
+template bool winograd_backward_weight<float>(const Conv2dShape&, const float*, const float*, float*);
+template bool winograd_backward_weight<double>(const Conv2dShape&, const double*, const double*, double*);
 
 }  // namespace deepkern::cpu

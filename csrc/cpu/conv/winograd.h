@@ -10,15 +10,19 @@ namespace deepkern::cpu {
 // partial edge tiles still leave a 1.7x saving.
 bool winograd_applies(const Conv2dShape& s);
 
+// The entry points below return false, leaving their output partly written, when an operand they
+// read (x or w; grad_y or w; grad_y or x) holds Inf or NaN: the transforms add and subtract them,
+// which can turn the direct sum's Inf into NaN, so the caller computes that call another way.
+
 // The contract of conv2d_forward (conv.h) for shapes where winograd_applies().
 template <class T>
-void winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y);
+bool winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y);
 
 // The contract of conv2d_backward_data for shapes where winograd_applies(): the data gradient
 // of a 3x3 stride-1 convolution is itself one (of dY with the flipped, transposed weights and
 // padding 2 - pad).
 template <class T>
-void winograd_backward_data(const Conv2dShape& s, const T* grad_y, const T* w, T* grad_x);
+bool winograd_backward_data(const Conv2dShape& s, const T* grad_y, const T* w, T* grad_x);
 
 // True where the Winograd weight gradient beats im2col + GEMM (a subset of winograd_applies).
 bool winograd_applies_to_weight_grad(const Conv2dShape& s);
@@ -26,6 +30,6 @@ bool winograd_applies_to_weight_grad(const Conv2dShape& s);
 // The weight gradient of conv2d_backward_weight (without the bias) for shapes where
 // winograd_applies_to_weight_grad(): dU = sum over tiles of (A dY A^T) .* (B^T d B), then G^T dU G.
 template <class T>
-void winograd_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x, T* grad_w);
+bool winograd_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x, T* grad_w);
 
 }  // namespace deepkern::cpu

@@ -8,26 +8,35 @@
 namespace deepkern::cpu::DEEPKERN_ISA_NS {
 namespace {
 
+// A probe term: 0 for finite values, NaN when one of them is Inf or NaN (or their sum overflows).
+// Summed over a transform's inputs, it is 0 exactly when they were all finite.
+template <class T, class... V>
+inline T non_finite_probe(V... values) {
+  return (values + ...) * T(0);
+}
+
 // WinogradKernels::transform_weights: vectorized across consecutive (k, c) pairs, u written in 16
 // unit-stride streams.
 template <class T>
-void transform_weights(const T* __restrict w, int64_t plane, int64_t lo, int64_t hi, T* __restrict u) {
+bool transform_weights(const T* __restrict w, int64_t plane, int64_t lo, int64_t hi, T* __restrict u) {
   // The 9 taps of each (k, c) are 9 apart in w, a stride the compiler does not vectorize: copy
   // a chunk of pairs into 9 unit-stride tap rows first, then transform across the chunk.
   constexpr int64_t kChunk = 256;
   T taps[9][kChunk];
   const T h = T(0.5);
+  T probe = 0;
   for (int64_t c0 = lo; c0 < hi; c0 += kChunk) {
     const int64_t count = std::min(kChunk, hi - c0);
     for (int64_t i = 0; i < count; ++i)
       for (int j = 0; j < 9; ++j) taps[j][i] = w[(c0 + i) * 9 + j];
     T* out = u + c0;
-#pragma omp simd
+#pragma omp simd reduction(+ : probe)
     for (int64_t i = 0; i < count; ++i) {
       // Rows of G g: (g0 g1 g2), ((g0+g3+g6)/2 ...), ((g0-g3+g6)/2 ...), (g6 g7 g8); each row
       // (x0, x1, x2) times G^T is (x0, (x0 + x1 + x2) / 2, (x0 - x1 + x2) / 2, x2).
       const T g0 = taps[0][i], g1 = taps[1][i], g2 = taps[2][i], g3 = taps[3][i], g4 = taps[4][i];
       const T g5 = taps[5][i], g6 = taps[6][i], g7 = taps[7][i], g8 = taps[8][i];
+      probe += non_finite_probe<T>(g0, g1, g2, g3, g4, g5, g6, g7, g8);
       const T b0 = h * (g0 + g3 + g6), b1 = h * (g1 + g4 + g7), b2 = h * (g2 + g5 + g8);
       const T c0v = h * (g0 - g3 + g6), c1 = h * (g1 - g4 + g7), c2 = h * (g2 - g5 + g8);
       out[0 * plane + i] = g0;
@@ -48,6 +57,7 @@ void transform_weights(const T* __restrict w, int64_t plane, int64_t lo, int64_t
       out[15 * plane + i] = g8;
     }
   }
+  return probe == 0;
 }
 
 // WinogradKernels::transform_input: each padded input row is split into its even and odd columns
@@ -188,6 +198,16 @@ void transform_grad_output(const Conv2dShape& s, const WinogradTiling& t, const 
     }
 }
 
+// WinogradKernels::all_finite: one vectorized pass (the caller's block of x or dY, just before its
+// transform reads it from cache).
+template <class T>
+bool all_finite(const T* __restrict p, int64_t count) {
+  T probe = 0;
+#pragma omp simd reduction(+ : probe)
+  for (int64_t i = 0; i < count; ++i) probe += non_finite_probe<T>(p[i]);
+  return probe == 0;
+}
+
 // WinogradKernels::transform_weight_grad: one (k, c) pair at a time (9 outputs each).
 template <class T>
 void transform_weight_grad(const T* __restrict du, int64_t plane, int64_t lo, int64_t hi, T* __restrict grad_w) {
@@ -218,6 +238,7 @@ constexpr WinogradKernels<T> kernels_of = {
     .transform_output = &transform_output<T>,
     .transform_grad_output = &transform_grad_output<T>,
     .transform_weight_grad = &transform_weight_grad<T>,
+    .all_finite = &all_finite<T>,
 };
 
 }  // namespace

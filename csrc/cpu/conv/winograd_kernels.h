@@ -17,12 +17,15 @@ struct WinogradTiling {
 
 // The transforms run across a row of tiles (or of weight pairs), so the compiler vectorizes them
 // along it. The kernels only compute: callers pass every buffer, each ISA's table is filled by
-// field name.
+// field name. The transforms add and subtract values, which can turn a direct sum's Inf into NaN:
+// the callers use their results only for finite operands (transform_weights and all_finite tell).
+// Both also report as non-finite the rare values so large that a sum of a few of them overflows.
 template <class T>
 struct WinogradKernels {
   // u[xi][k][c] = (G g_kc G^T)[xi / 4][xi % 4] for the (k, c) pairs [lo, hi) of the K x C plane
   // (u's xi planes are `plane` apart).
-  void (*transform_weights)(const T* w, int64_t plane, int64_t lo, int64_t hi, T* u);
+  // Returns false when one of the weights read is Inf or NaN.
+  bool (*transform_weights)(const T* w, int64_t plane, int64_t lo, int64_t hi, T* u);
   // v[xi][c][tile] (row stride ld) = (B^T d B)[xi] for the tiles of images [n0, n1); `rows` is a
   // scratch of 8 rows of tiles_w + 1 elements.
   void (*transform_input)(const Conv2dShape& s, const WinogradTiling& t, const T* x, int64_t n0, int64_t n1, T* v,
@@ -37,6 +40,8 @@ struct WinogradKernels {
                                 T* dbar, int64_t ld, T* rows);
   // grad_w[k][c] = G^T dU_kc G for the (k, c) pairs [lo, hi), du[xi][k][c] (planes `plane` apart).
   void (*transform_weight_grad)(const T* du, int64_t plane, int64_t lo, int64_t hi, T* grad_w);
+  // True when none of the count values at p is Inf or NaN.
+  bool (*all_finite)(const T* p, int64_t count);
 };
 
 DEEPKERN_DECLARE_ISA_TABLES(KernelsByType<WinogradKernels>, winograd_kernels)

@@ -286,7 +286,7 @@ void backward_team(const LstmShape& s, int team, const T* grad_y, const T* c0, c
 template <class T>
 void lstm_forward(const LstmShape& s, const T* x, const T* h0, const T* c0, const T* w_ih, const T* w_hh, const T* bias,
                   T* y, T* h_last, T* c_last, T* gates, T* cells, T* hidden) {
-  if (s.steps == 0) {
+  if (s.steps == 0 || s.batch == 0 || s.hidden == 0) {  // no gate: the states pass through (or are empty)
     copy_or_zero(h0, s.batch * s.hidden, h_last);
     copy_or_zero(c0, s.batch * s.hidden, c_last);
     return;
@@ -301,7 +301,8 @@ void lstm_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, co
   const int64_t B = s.batch, H = s.hidden, G = 4 * H, state = B * H, rows = s.steps * B;
   copy_or_zero(grad_h_last, state, grad_h0);  // dh and dc of the step being processed
   copy_or_zero(grad_c_last, state, grad_c0);
-  if (s.steps == 0) {
+  if (rows == 0 || H == 0) {  // no gate: no gradient reaches x or the weights
+    std::fill(grad_x, grad_x + rows * s.input, T(0));
     std::fill(grad_w_ih, grad_w_ih + G * s.input, T(0));
     std::fill(grad_w_hh, grad_w_hh + G * H, T(0));
     std::fill(grad_bias, grad_bias + G, T(0));

@@ -3,8 +3,10 @@
 #include "cpu/pool/pool.h"
 
 #include <algorithm>
+#include <limits>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "core/scratch.h"
 #include "core/threading.h"
@@ -41,9 +43,9 @@ PoolBands plan_bands(const Pool2dShape& s) {
 }
 
 // `s` with the taps that reach no input element of any window dropped from both ends of each axis,
-// so the work and the band scratch follow the input, not a window that is mostly padding. Exact
-// where a result does not depend on the padded window's size: max pooling, and averages whose
-// divisor is an override or counts only input elements. Tap t of an axis reads input positions
+// so the work and the band scratch follow the input, not a window that is mostly padding. Exact for
+// the maxima and the sums (the dropped taps read only padding); averages take their divisors from
+// the unclipped shape (AvgDivisor). Tap t of an axis reads input positions
 // o * stride - pad + t * dilation (o < out): inside [0, in) for some o only if t lies in
 // [first, last]; first is kept <= pad / dilation so that the padding stays >= 0.
 Pool2dShape clip_taps_to_input(Pool2dShape s) {
@@ -60,9 +62,91 @@ Pool2dShape clip_taps_to_input(Pool2dShape s) {
   return s;
 }
 
-// Average pooling's shape for the kernels: clipped where the divisor allows it.
-Pool2dShape avg_shape(const Pool2dShape& s, bool count_include_pad, int64_t divisor_override) {
-  return divisor_override != 0 || !count_include_pad ? clip_taps_to_input(s) : s;
+// The divisors of average pooling over the caller's shape `s`.
+AvgDivisor avg_divisor(const Pool2dShape& s, bool count_include_pad, int64_t divisor_override) {
+  return {s.kernel_h, s.kernel_w, s.pad_h, s.pad_w, count_include_pad, divisor_override};
+}
+
+// True when the windows lie farther apart than the input is long along an axis with several of them
+// (stride > input). The taps that reach the input are then stretches far apart in one long range,
+// which the band kernels would all visit (as many as stride * outputs); the direct kernels below
+// visit each window's in-bounds taps, whose count the input bounds. With stride <= input the
+// clipped range holds at most twice the input's taps (padding <= kernel / 2).
+bool windows_apart(const Pool2dShape& s) {
+  return (s.out_h > 1 && s.stride_h > s.in_h) || (s.out_w > 1 && s.stride_w > s.in_w);
+}
+
+// The in-bounds taps of one window along an axis: input positions first, first + step, ... (count).
+struct AxisTaps {
+  int64_t first, count, step;
+};
+
+AxisTaps axis_taps(int64_t o, int64_t in, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation) {
+  const int64_t start = o * stride - pad;
+  const int64_t lo = start >= 0 ? 0 : (-start + dilation - 1) / dilation;
+  const int64_t hi = start >= in ? 0 : std::min(kernel, (in - 1 - start) / dilation + 1);
+  return {start + lo * dilation, std::max<int64_t>(0, hi - lo), dilation};
+}
+
+// Calls tap(plane, output, input) for every in-bounds tap of every window of planes [begin, end),
+// taps in row-major order; output and input are flat positions in their planes.
+template <class Tap>
+void for_each_window_tap(const Pool2dShape& s, int64_t begin, int64_t end, Tap tap) {
+  for (int64_t p = begin; p < end; ++p)
+    for (int64_t oh = 0; oh < s.out_h; ++oh) {
+      const AxisTaps rows = axis_taps(oh, s.in_h, s.kernel_h, s.stride_h, s.pad_h, s.dilation_h);
+      for (int64_t ow = 0; ow < s.out_w; ++ow) {
+        const AxisTaps cols = axis_taps(ow, s.in_w, s.kernel_w, s.stride_w, s.pad_w, s.dilation_w);
+        for (int64_t i = 0; i < rows.count; ++i)
+          for (int64_t j = 0; j < cols.count; ++j)
+            tap(p, oh * s.out_w + ow, (rows.first + i * rows.step) * s.in_w + cols.first + j * cols.step);
+      }
+    }
+}
+
+// max_pool2d (pool.h) window by window: the first in-bounds tap, then any larger one or NaN.
+template <class T>
+void max_pool_direct(const Pool2dShape& s, const T* x, T* out, int64_t* indices, int64_t begin, int64_t end) {
+  const int64_t out_plane = s.out_h * s.out_w, in_plane = s.in_h * s.in_w;
+  std::vector<int64_t> at(static_cast<size_t>(out_plane));
+  for (int64_t p = begin; p < end; ++p) {
+    T* o = out + p * out_plane;
+    std::fill(o, o + out_plane, -std::numeric_limits<T>::infinity());
+    std::fill(at.begin(), at.end(), int64_t(-1));
+    for_each_window_tap(s, p, p + 1, [&](int64_t, int64_t i, int64_t pos) {
+      const T v = x[p * in_plane + pos];
+      if (at[i] < 0 || v > o[i] || v != v) {
+        o[i] = v;
+        at[i] = pos;
+      }
+    });
+    if (indices) std::copy(at.begin(), at.end(), indices + p * out_plane);
+  }
+}
+
+// avg_pool2d (pool.h) window by window, or (backward) its transpose.
+template <class T>
+void avg_pool_direct(const Pool2dShape& s, const AvgDivisor& d, const T* src, T* dst, bool backward, int64_t begin,
+                     int64_t end) {
+  const int64_t out_plane = s.out_h * s.out_w, in_plane = s.in_h * s.in_w;
+  auto divisor = [&](int64_t i) {
+    if (d.divisor_override) return T(d.divisor_override);
+    const int64_t oh = i / s.out_w, ow = i % s.out_w;
+    const int64_t fh = window_extent(oh * s.stride_h - d.pad_h, s.in_h, d.kernel_h, d.pad_h, d.count_include_pad);
+    const int64_t fw = window_extent(ow * s.stride_w - d.pad_w, s.in_w, d.kernel_w, d.pad_w, d.count_include_pad);
+    return static_cast<T>(double(fh) * double(fw));
+  };
+  const int64_t dst_plane = backward ? in_plane : out_plane;
+  std::fill(dst + begin * dst_plane, dst + end * dst_plane, T(0));
+  for_each_window_tap(s, begin, end, [&](int64_t p, int64_t i, int64_t pos) {
+    if (backward)
+      dst[p * in_plane + pos] += src[p * out_plane + i] / divisor(i);
+    else
+      dst[p * out_plane + i] += src[p * in_plane + pos];
+  });
+  if (!backward)
+    for (int64_t p = begin; p < end; ++p)
+      for (int64_t i = 0; i < out_plane; ++i) dst[p * out_plane + i] /= divisor(i);
 }
 
 struct PoolScratch;  // this family's thread_scratch tag
@@ -100,6 +184,9 @@ void split_output_rows(const Pool2dShape& s, const PoolBands& bands, Body&& body
 
 template <class T>
 void max_pool2d(const Pool2dShape& shape, const T* x, T* out, int64_t* indices) {
+  if (windows_apart(shape))
+    return split(shape, shape.planes,
+                 [&](int64_t begin, int64_t end) { max_pool_direct(shape, x, out, indices, begin, end); });
   const Pool2dShape s = clip_taps_to_input(shape);
   const PoolKernels<T>& kern = dispatched_kernels<T>();
   const PoolBands bands = plan_bands(s);
@@ -121,24 +208,31 @@ void max_pool2d_backward(const Pool2dShape& s, const T* grad_out, const int64_t*
 
 template <class T>
 void avg_pool2d(const Pool2dShape& shape, const T* x, T* out, bool count_include_pad, int64_t divisor_override) {
-  const Pool2dShape s = avg_shape(shape, count_include_pad, divisor_override);
+  const AvgDivisor divisor = avg_divisor(shape, count_include_pad, divisor_override);
+  if (windows_apart(shape))
+    return split(shape, shape.planes,
+                 [&](int64_t begin, int64_t end) { avg_pool_direct(shape, divisor, x, out, false, begin, end); });
+  const Pool2dShape s = clip_taps_to_input(shape);
   const PoolKernels<T>& kern = dispatched_kernels<T>();
   const PoolBands bands = plan_bands(s);
   split_output_rows(s, bands, [&](int64_t begin, int64_t end) {
-    kern.avg_pool_rows(s, bands, x, out, count_include_pad, divisor_override, begin, end,
-                       band_scratch<T>(s, bands, false));
+    kern.avg_pool_rows(s, bands, x, out, divisor, begin, end, band_scratch<T>(s, bands, false));
   });
 }
 
 template <class T>
 void avg_pool2d_backward(const Pool2dShape& shape, const T* grad_out, T* grad_x, bool count_include_pad,
                          int64_t divisor_override) {
-  const Pool2dShape s = avg_shape(shape, count_include_pad, divisor_override);
+  const AvgDivisor divisor = avg_divisor(shape, count_include_pad, divisor_override);
+  if (windows_apart(shape))
+    return split(shape, shape.planes, [&](int64_t begin, int64_t end) {
+      avg_pool_direct(shape, divisor, grad_out, grad_x, true, begin, end);
+    });
+  const Pool2dShape s = clip_taps_to_input(shape);
   const PoolKernels<T>& kern = dispatched_kernels<T>();
   const PoolBands bands = plan_bands(s);
   split(s, s.planes, [&](int64_t begin, int64_t end) {
-    kern.avg_pool_backward_planes(s, bands, grad_out, grad_x, count_include_pad, divisor_override, begin, end,
-                                  band_scratch<T>(s, bands, false));
+    kern.avg_pool_backward_planes(s, bands, grad_out, grad_x, divisor, begin, end, band_scratch<T>(s, bands, false));
   });
 }
 

@@ -214,35 +214,28 @@ void max_pool_band(const Pool2dShape& s, const PoolBands& bands, S sw, const T* 
 
 // ---- average -----------------------------------------------------------------------------
 
-// The divisor's factor along one axis for the window starting at `start` (PyTorch's rule).
-int64_t window_extent(int64_t start, int64_t n_in, int64_t kernel, int64_t pad, bool count_include_pad) {
-  const int64_t end = std::min(start + kernel, n_in + pad);
-  if (count_include_pad) return end - start;
-  return std::min(end, n_in) - std::max<int64_t>(start, 0);
-}
-
-// dst[ow] = src[ow] / divisor(oh, ow) for ow < out_w. Windows wholly inside the input along W share
-// one divisor, so the middle of the row is a plain vector loop.
+// dst[ow] = src[ow] / the divisor of (oh, ow) for ow < out_w. Windows wholly inside the input along
+// W share one divisor, so the middle of the row is a plain vector loop.
 template <class T, class S>
-void divide_row(const Pool2dShape& s, S sw, int64_t oh, bool count_include_pad, int64_t divisor_override, const T* src,
-                T* dst) {
+void divide_row(const Pool2dShape& s, S sw, int64_t oh, const AvgDivisor& div, const T* src, T* dst) {
   const int64_t end = s.out_w;
-  if (divisor_override) {
-    const T d = static_cast<T>(divisor_override);
+  if (div.divisor_override) {
+    const T d = static_cast<T>(div.divisor_override);
     for (int64_t ow = 0; ow < end; ++ow) dst[ow] = src[ow] / d;
     return;
   }
-  const int64_t fh = window_extent(oh * s.stride_h - s.pad_h, s.in_h, s.kernel_h, s.pad_h, count_include_pad);
+  const bool with_pad = div.count_include_pad;
+  const int64_t fh = window_extent(oh * s.stride_h - div.pad_h, s.in_h, div.kernel_h, div.pad_h, with_pad);
   // Inner windows: ow * sw - pad_w >= 0 and ow * sw - pad_w + kernel_w <= in_w.
-  const int64_t inner_lo = std::min(end, (s.pad_w + sw - 1) / sw);
-  const int64_t last = s.in_w - s.kernel_w + s.pad_w;
+  const int64_t inner_lo = std::min(end, (div.pad_w + sw - 1) / sw);
+  const int64_t last = s.in_w - div.kernel_w + div.pad_w;
   const int64_t inner_hi = std::max(inner_lo, std::min(end, last < 0 ? 0 : last / sw + 1));
   auto edge = [&](int64_t ow) {
-    const int64_t fw = window_extent(ow * sw - s.pad_w, s.in_w, s.kernel_w, s.pad_w, count_include_pad);
-    dst[ow] = src[ow] / static_cast<T>(fh * fw);
+    const int64_t fw = window_extent(ow * sw - div.pad_w, s.in_w, div.kernel_w, div.pad_w, with_pad);
+    dst[ow] = src[ow] / static_cast<T>(double(fh) * double(fw));
   };
   for (int64_t ow = 0; ow < inner_lo; ++ow) edge(ow);
-  const T d = static_cast<T>(fh * s.kernel_w);
+  const T d = static_cast<T>(double(fh) * double(div.kernel_w));
   for (int64_t ow = inner_lo; ow < inner_hi; ++ow) dst[ow] = src[ow] / d;
   for (int64_t ow = inner_hi; ow < end; ++ow) edge(ow);
 }
@@ -251,20 +244,19 @@ void divide_row(const Pool2dShape& s, S sw, int64_t oh, bool count_include_pad, 
 // output's rows, or (into_band) from the output's rows (a gradient) into the band's layout.
 template <class T, class S>
 DEEPKERN_ROW_LOOPS void divide_band(const Pool2dShape& s, const PoolBands& bands, S sw, const Band& band,
-                                    bool count_include_pad, int64_t divisor_override, const T* src, T* dst,
-                                    bool into_band) {
+                                    const AvgDivisor& divisor, const T* src, T* dst, bool into_band) {
   for_each_band_output(s, bands, band, [&](int64_t, int64_t i, int64_t at, int64_t from) {
     if (into_band)
-      divide_row(s, sw, band.oh0 + i, count_include_pad, divisor_override, src + at, dst + from);
+      divide_row(s, sw, band.oh0 + i, divisor, src + at, dst + from);
     else
-      divide_row(s, sw, band.oh0 + i, count_include_pad, divisor_override, src + from, dst + at);
+      divide_row(s, sw, band.oh0 + i, divisor, src + from, dst + at);
   });
 }
 
 // A band of the output. (Average pooling has no dilation.)
 template <class T, class S>
 void avg_pool_band(const Pool2dShape& s, const PoolBands& bands, S sw, const T* x, const Band& band, T* out,
-                   bool count_include_pad, int64_t divisor_override, const PoolBandScratch<T>& scratch) {
+                   const AvgDivisor& divisor, const PoolBandScratch<T>& scratch) {
   const int64_t n = band_extent(s, bands, band);
   T* __restrict acc = scratch.outputs;
   split_band(s, bands, sw, x, band, T(0), scratch.sub_planes);
@@ -274,7 +266,7 @@ void avg_pool_band(const Pool2dShape& s, const PoolBands& bands, S sw, const T* 
       const T* __restrict in = tap_input(s, bands, kh, kw, scratch.sub_planes);
       for (int64_t i = 0; i < n; ++i) acc[i] += in[i];
     }
-  divide_band(s, bands, sw, band, count_include_pad, divisor_override, acc, out, false);
+  divide_band(s, bands, sw, band, divisor, acc, out, false);
 }
 
 // grad_x += the band's gradient: sub-plane (a, b) at grad_planes + (a * sw + b) * sub_size (the
@@ -309,12 +301,12 @@ DEEPKERN_ROW_LOOPS void merge_band(const Pool2dShape& s, const PoolBands& bands,
 // sub-plane's gradient and the tap passes are skipped.
 template <class T, class S>
 void avg_pool_backward_band(const Pool2dShape& s, const PoolBands& bands, S sw, const T* g, T* grad_x, const Band& band,
-                            bool count_include_pad, int64_t divisor_override, const PoolBandScratch<T>& scratch) {
+                            const AvgDivisor& divisor, const PoolBandScratch<T>& scratch) {
   const int64_t n = band_extent(s, bands, band);
   const bool tiling = s.kernel_h == s.stride_h && s.kernel_w == sw && s.dilation_h == 1 && s.dilation_w == 1;
   T* __restrict scaled = scratch.outputs;
   std::fill(scaled, scaled + n, T(0));  // the dropped lanes add zeros
-  divide_band(s, bands, sw, band, count_include_pad, divisor_override, g, scaled, true);
+  divide_band(s, bands, sw, band, divisor, g, scaled, true);
   if (tiling) {
     constexpr std::integral_constant<int64_t, 0> one_plane{};
     return merge_band(s, bands, sw, band, static_cast<const T*>(scaled), one_plane, grad_x);
@@ -370,22 +362,21 @@ int64_t max_pool_backward_planes(const Pool2dShape& s, const T* grad_out, const 
 }
 
 template <class T>
-void avg_pool_rows(const Pool2dShape& s, const PoolBands& bands, const T* x, T* out, bool count_include_pad,
-                   int64_t divisor_override, int64_t begin, int64_t end, const PoolBandScratch<T>& scratch) {
+void avg_pool_rows(const Pool2dShape& s, const PoolBands& bands, const T* x, T* out, const AvgDivisor& divisor,
+                   int64_t begin, int64_t end, const PoolBandScratch<T>& scratch) {
   with_stride(s.stride_w, [&](auto sw) {
-    for_each_band(s, bands, begin, end, [&](const Band& band) {
-      avg_pool_band(s, bands, sw, x, band, out, count_include_pad, divisor_override, scratch);
-    });
+    for_each_band(s, bands, begin, end,
+                  [&](const Band& band) { avg_pool_band(s, bands, sw, x, band, out, divisor, scratch); });
   });
 }
 
 template <class T>
 void avg_pool_backward_planes(const Pool2dShape& s, const PoolBands& bands, const T* grad_out, T* grad_x,
-                              bool count_include_pad, int64_t divisor_override, int64_t begin, int64_t end,
+                              const AvgDivisor& divisor, int64_t begin, int64_t end,
                               const PoolBandScratch<T>& scratch) {
   with_stride(s.stride_w, [&](auto sw) {
     for_each_band(s, bands, begin * s.out_h, end * s.out_h, [&](const Band& band) {
-      avg_pool_backward_band(s, bands, sw, grad_out, grad_x, band, count_include_pad, divisor_override, scratch);
+      avg_pool_backward_band(s, bands, sw, grad_out, grad_x, band, divisor, scratch);
     });
   });
 }

@@ -1,6 +1,7 @@
 // The loops of 2-D pooling (pool.cpp splits the work over threads, plans the bands and checks the
 // indices), as one table per ISA: pool_kernels.cpp is compiled once per ISA and vectorizes them.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -39,6 +40,24 @@ struct PoolBandScratch {
   PoolTapId<T>* taps;  // as outputs, for max_pool_rows with indices only
 };
 
+// What an average divides by (pool.h: avg_pool2d): divisor_override when nonzero, else the size of
+// the window of kernel_h x kernel_w taps from (oh * stride_h - pad_h, ow * stride_w - pad_w),
+// clipped to the padded input (count_include_pad) or to the input. The kernel and padding are the
+// caller's, from before pool.cpp dropped the taps that reach no input.
+struct AvgDivisor {
+  int64_t kernel_h, kernel_w, pad_h, pad_w;
+  bool count_include_pad;
+  int64_t divisor_override;
+};
+
+// The divisor's factor along one axis for the window starting at `start` (PyTorch's rule). The
+// product of two is taken in double (exact below 2**53): int64 would overflow for kernels of 2**40.
+inline int64_t window_extent(int64_t start, int64_t n_in, int64_t kernel, int64_t pad, bool count_include_pad) {
+  const int64_t end = std::min(start + kernel, n_in + pad);
+  if (count_include_pad) return end - start;
+  return std::min(end, n_in) - std::max<int64_t>(start, 0);
+}
+
 // Each kernel computes a contiguous share of the work, with the contract of the pool.h function it
 // is named after: the forwards the output rows [begin, end) of the planes * out_h rows (row r is
 // row r % out_h of plane r / out_h; whole planes when bands.planes > 1), the backward passes the
@@ -51,10 +70,10 @@ struct PoolKernels {
   // in indices; returns -1 when there is none.
   int64_t (*max_pool_backward_planes)(const Pool2dShape& s, const T* grad_out, const int64_t* indices, T* grad_x,
                                       int64_t begin, int64_t end);
-  void (*avg_pool_rows)(const Pool2dShape& s, const PoolBands& bands, const T* x, T* out, bool count_include_pad,
-                        int64_t divisor_override, int64_t begin, int64_t end, const PoolBandScratch<T>& scratch);
+  void (*avg_pool_rows)(const Pool2dShape& s, const PoolBands& bands, const T* x, T* out, const AvgDivisor& divisor,
+                        int64_t begin, int64_t end, const PoolBandScratch<T>& scratch);
   void (*avg_pool_backward_planes)(const Pool2dShape& s, const PoolBands& bands, const T* grad_out, T* grad_x,
-                                   bool count_include_pad, int64_t divisor_override, int64_t begin, int64_t end,
+                                   const AvgDivisor& divisor, int64_t begin, int64_t end,
                                    const PoolBandScratch<T>& scratch);
   void (*adaptive_avg_pool_planes)(const Pool2dShape& s, const T* x, T* out, int64_t begin, int64_t end);
   void (*adaptive_avg_pool_backward_planes)(const Pool2dShape& s, const T* grad_out, T* grad_x, int64_t begin,

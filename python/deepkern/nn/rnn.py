@@ -198,6 +198,8 @@ class LSTM(Module):
                 "convert the input or the module (.float() / .double())"
             )
         unbatched = x.ndim == 2
+        if shape[1 if self.batch_first and not unbatched else 0] == 0:  # as torch.nn.LSTM, which raises
+            raise ValueError(f"{self._name()}: input has shape {shape}, a sequence of length T = 0; T must be >= 1")
         if hx is None:
             return unbatched
         if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
@@ -258,16 +260,17 @@ class LSTMCell(Module):
     """One LSTM step (torch.nn.LSTMCell): ``forward(input, hx=None)`` with ``input`` (B, input_size)
     or unbatched (input_size,) and ``hx = (h, c)`` each (B, hidden_size) (zeros when omitted);
     returns ``(h', c')``. Parameters ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias_ih``,
-    ``bias_hh`` (4H,), initialised U(-1/sqrt(H), 1/sqrt(H))."""
+    ``bias_hh`` (4H,), initialised U(-1/sqrt(H), 1/sqrt(H)). As in PyTorch, B, input_size and
+    hidden_size may be 0 (empty results; the gradients of the parameters are then zeros)."""
 
     def __init__(self, input_size, hidden_size, bias=True, dtype=None, device=None):
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"LSTMCell: {name} must be an int >= 1, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"LSTMCell: {name} must be an int >= 0, got {value!r}")
         self.input_size, self.hidden_size, self.bias = int(input_size), int(hidden_size), bool(bias)
         factory = factory_kwargs("LSTMCell", dtype, device)
-        bound = 1.0 / math.sqrt(hidden_size)
+        bound = 1.0 / math.sqrt(hidden_size) if hidden_size else 0.0
         h4 = 4 * self.hidden_size
         self.weight_ih = _uniform_parameter((h4, self.input_size), bound, **factory)
         self.weight_hh = _uniform_parameter((h4, self.hidden_size), bound, **factory)

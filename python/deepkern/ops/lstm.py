@@ -9,6 +9,10 @@ working memory (its packed share of the weights; backward's gate gradients) betw
 the largest layer run so far, so repeated calls do not fault fresh pages in. Multi-layer,
 bidirectional and batch_first models compose these (reverse=True runs a sequence backwards in
 time, as the reverse direction of a bidirectional layer).
+
+Any of T, B, I and H may be 0: the results have their shapes (empty where a size is 0); without a
+step, a state or a batch row (T, H or B is 0) the final states are the initial ones and every
+gradient but those of the initial states is zero.
 """
 
 from __future__ import annotations
