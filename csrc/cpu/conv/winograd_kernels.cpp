@@ -84,7 +84,12 @@ void transform_input(const Conv2dShape& s, const WinogradTiling& t, const T* x, 
           const int64_t ih = 2 * th - s.pad_h + i;
           if (ih < 0 || ih >= s.in_h) continue;
           const int64_t j_lo = s.pad_w, j_hi = std::min(2 * half, s.in_w + s.pad_w);
-          for (int64_t j = j_lo; j < j_hi; ++j) (j % 2 ? odd[i] : even[i])[j / 2] = plane[ih * s.in_w + j - s.pad_w];
+          // One pointer per column, then the store: GCC 12's UBSan instrumentation miscompiles a
+          // conditional expression used as the subscripted array here.
+          for (int64_t j = j_lo; j < j_hi; ++j) {
+            T* dst = j % 2 ? odd[i] : even[i];
+            dst[j / 2] = plane[ih * s.in_w + j - s.pad_w];
+          }
         }
         // B^T d, down the columns (in place: row p of B^T d replaces row p).
         for (T** half_rows : {even, odd}) {
