@@ -3,6 +3,8 @@ accumulation, no_grad, graph freeing, creation semantics and bad input."""
 
 from __future__ import annotations
 
+import re
+
 import deepkern as dk
 import numpy as np
 import pytest
@@ -342,8 +344,11 @@ def test_device_and_to():
     x = dk.tensor([1.0, 2.0])
     assert x.device == "cpu" and str(x.device) == "cpu" and x.to("cpu") is x
     assert x.to(dk.float64).dtype == np.float64 and x.double().float().dtype == np.float32
-    with raises_naming(RuntimeError, "cuda"):
-        x.to("cuda")
+    if dk.cuda.is_available():
+        assert x.to("cuda").device == "cuda:0" and x.to("cuda").cpu().numpy().tolist() == [1.0, 2.0]
+    else:  # no GPU: an error that says why
+        with raises_naming(RuntimeError, "cuda", re.escape(dk.cuda.unavailable_reason()[:20])):
+            x.to("cuda")
     with raises_naming(ValueError, "tpu"):
         dk.device("tpu")
 
