@@ -18,6 +18,7 @@ import sys
 
 import deepkern
 import fuzz_worker
+import numpy as np
 import pytest
 
 EXAMPLES = int(os.environ.get("DEEPKERN_FUZZ_EXAMPLES", "20"))
@@ -137,3 +138,90 @@ def test_fuzz(batch, tmp_path):
     failures = {op: why for op, why in results.items() if why is not None}
     report = "\n\n".join(f"--- {op}:\n{why}" for op, why in sorted(failures.items()))
     assert not failures, f"{len(failures)} of {len(results)} ops failed the fuzz property:\n{report}"
+
+
+# ---- what the fuzzing found, as plain regression tests (each ran into a crash, a hang or a bad message)
+
+
+def _f32(*shape):
+    return np.linspace(-1.0, 1.0, int(np.prod(shape)), dtype=np.float32).reshape(shape)
+
+
+@pytest.mark.parametrize(
+    "call, needle",
+    [
+        (lambda p, g: deepkern._C.sgd_step([p], [g], None, None, 0.1, 0.9, 0.0, 0.0, False, False), "momentum_buffers"),
+        (
+            lambda p, g: deepkern._C.adam_step(
+                [p], [g], [p * 0], [p * 0], None, [1], 0.1, 0.9, 0.99, 1e-8, 0.0, True, False, False
+            ),
+            "max_exp_avg_sqs",
+        ),
+        (
+            lambda p, g: deepkern._C.rmsprop_step(
+                [p], [g], [p * 0], None, [p * 0], 0.1, 0.9, 1e-8, 0.0, 0.5, True, False
+            ),
+            "momentum_buffers",
+        ),
+        (
+            lambda p, g: deepkern._C.rmsprop_step([p], [g], [p * 0], None, None, 0.1, 0.9, 1e-8, 0.0, 0.0, True, False),
+            "grad_avgs",
+        ),
+    ],
+)
+def test_optimizer_binding_refuses_a_missing_state_it_would_use(call, needle):
+    param, grad = _f32(5), _f32(5)
+    before = param.copy()
+    with pytest.raises(ValueError, match=needle):
+        call(param, grad)
+    np.testing.assert_array_equal(param, before)
+
+
+@pytest.mark.parametrize("seconds", [float("inf"), float("nan"), 0.0, -1.0, 1e300])
+def test_fma_peak_refuses_a_duration_it_cannot_keep(seconds):
+    with pytest.raises(ValueError, match="seconds"):
+        deepkern._C.measure_fma_gflops(deepkern._C.active_isa(), 1, seconds)
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        ((64, 1, 0), "repeats"),
+        ((64, 1, 2**31 - 1), "repeats"),
+        ((2**62, 1, 1), "bytes"),
+        ((64, 2**31 - 1, 1), "threads"),
+    ],
+)
+def test_copy_bandwidth_refuses_absurd_arguments(args, needle):
+    with pytest.raises(ValueError, match=needle):
+        deepkern._C.measure_copy_gbps(*args)
+
+
+def test_set_num_threads_names_its_argument():
+    before = deepkern._C.get_num_threads()
+    with pytest.raises(ValueError, match="set_num_threads: n must be >= 1, got 0"):
+        deepkern._C.set_num_threads(0)
+    assert deepkern._C.get_num_threads() == before
+
+
+def test_an_unaligned_out_is_refused_naming_out():
+    raw = np.zeros(4 * 6 + 1, np.uint8)
+    out = raw[1:].view(np.float32).reshape(2, 3)
+    assert not out.flags.aligned
+    for call in (
+        lambda: deepkern.ops.matmul(_f32(2, 4), _f32(4, 3), out=out),
+        lambda: deepkern.ops.relu(_f32(2, 3), out=out),
+    ):
+        with pytest.raises(ValueError, match="out is not aligned"):
+            call()
+    assert not out.any()
+
+
+def test_an_unaligned_grad_is_converted_by_the_optimizer_step():
+    raw = np.zeros(4 * 5 + 1, np.uint8)
+    grad = raw[1:].view(np.float32)
+    grad[...] = _f32(5)
+    param = _f32(5)
+    want = param - 0.1 * grad
+    deepkern.ops.sgd_step(param, grad, lr=0.1)
+    np.testing.assert_allclose(param, want, rtol=1e-6)
