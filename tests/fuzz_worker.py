@@ -337,13 +337,18 @@ def mutate_array(data, call: Call, slot) -> str:
 # ---- the property -------------------------------------------------------------------------------
 
 
+#: The fields of the _C pooling functions' ``shape`` argument, which their errors name.
+POOL_SHAPE_FIELDS = set("planes in_h in_w out_h out_w kernel_h kernel_w stride_h stride_w pad_h pad_w".split())
+POOL_SHAPE_FIELDS |= {"dilation_h", "dilation_w"}
+
+
 def argument_names(fn) -> set:
     try:
         names = set(inspect.signature(fn).parameters)
     except (TypeError, ValueError):  # a pybind11 function: names from its docstring's signature
         names = set(re.findall(r"(\w+):", (fn.__doc__ or "").split("\n", 1)[0]))
     plurals = {n[:-1] for n in names if n.endswith("s")} | {n + "s" for n in names}
-    return names | plurals | {"shape"}
+    return names | plurals | {"shape"} | (POOL_SHAPE_FIELDS if "shape" in names else set())
 
 
 def names_an_argument(message: str, names: set) -> bool:
@@ -817,7 +822,7 @@ def build_lstm_backward(data):
     def actual(result, p):
         return dict(enumerate(result))
 
-    optional = names[:3] + ("h0", "c0")
+    optional = names[:3]  # not h0, c0: the cache was computed from them
     return Call(ops.lstm_backward, params, 9, roles, reference_of, actual, optional=optional, frozen=names[3:])
 
 
