@@ -306,7 +306,7 @@ def mutate_array(data, call: Call, slot) -> str:
     if how == "scalar":
         return _set(call, slot, 0.5, label, EITHER if converts else REFUSE)
     if how == "shape":
-        new = arr.reshape(-1)[: max(arr.size - 1, 0)] if arr.ndim and arr.size else np.ones(arr.shape + (2,), arr.dtype)
+        new = arr.reshape(-1)[: arr.size - 1] if arr.size else np.ones(1, arr.dtype)  # one element fewer or more
         return _set(call, slot, new, label, EITHER)
     if how == "broadcast":
         new = broadcast_view(data, arr)
