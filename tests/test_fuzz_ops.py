@@ -2,7 +2,7 @@
 ops in a child process (tests/fuzz_worker.py), so a crash or a hang fails the test naming the op
 and its last input.
 
-DEEPKERN_FUZZ_EXAMPLES sets the examples per op (default 30; run e.g. 400 locally to hunt bugs);
+DEEPKERN_FUZZ_EXAMPLES sets the examples per op (default 100, about 20 s; run e.g. 2000 locally to hunt bugs);
 the examples are derandomized, so a run is reproducible. DEEPKERN_FUZZ_TIMEOUT bounds each child
 (seconds, default 240).
 """
@@ -21,7 +21,7 @@ import fuzz_worker
 import numpy as np
 import pytest
 
-EXAMPLES = int(os.environ.get("DEEPKERN_FUZZ_EXAMPLES", "30"))
+EXAMPLES = int(os.environ.get("DEEPKERN_FUZZ_EXAMPLES", "100"))
 TIMEOUT = float(os.environ.get("DEEPKERN_FUZZ_TIMEOUT", "240"))
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz_worker.py")
 
