@@ -201,7 +201,7 @@ def test_copy_bandwidth_refuses_absurd_arguments(args, needle):
 
 def test_set_num_threads_names_its_argument():
     before = deepkern._C.get_num_threads()
-    with pytest.raises(ValueError, match="set_num_threads: n must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"set_num_threads\(n\): num_threads must be >= 1, got 0"):
         deepkern._C.set_num_threads(0)
     assert deepkern._C.get_num_threads() == before
 

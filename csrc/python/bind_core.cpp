@@ -46,7 +46,7 @@ void bind_core(py::module_& m) {
   m.def(
       "set_num_threads",
       [](int n) {
-        if (n < 1) throw py::value_error("set_num_threads: n must be >= 1, got " + std::to_string(n));
+        if (n < 1) throw py::value_error("set_num_threads(n): num_threads must be >= 1, got " + std::to_string(n));
         set_num_threads(n);
       },
       py::arg("n"));
