@@ -335,7 +335,8 @@ def max_pool2d_backward_ref(grad_out, x_shape, indices) -> np.ndarray:
     h, w = x_shape[-2:]
     planes = int(np.prod(x_shape[:-2]))
     gx = np.zeros((planes, h * w))
-    g2, i2 = g.reshape(planes, -1), np.asarray(indices).reshape(planes, -1)
+    windows = int(np.prod(g.shape[-2:]))  # not -1: that cannot be inferred when planes == 0
+    g2, i2 = g.reshape(planes, windows), np.asarray(indices).reshape(planes, windows)
     for p in range(planes):
         keep = i2[p] >= 0
         np.add.at(gx[p], i2[p][keep], g2[p][keep])

@@ -41,9 +41,15 @@ void bind_core(py::module_& m) {
       },
       py::arg("family"), "The ISA the family's last kernel call ran on (None if it has not run).");
   m.def("reset_isa_records", &reset_isa_records, "Forget which ISA each family ran on last.");
-  // n < 1 is a ValueError.
+  // n < 1 is a ValueError naming n.
   m.def("get_num_threads", &num_threads);
-  m.def("set_num_threads", &set_num_threads, py::arg("n"));
+  m.def(
+      "set_num_threads",
+      [](int n) {
+        if (n < 1) throw py::value_error("set_num_threads(n): num_threads must be >= 1, got " + std::to_string(n));
+        set_num_threads(n);
+      },
+      py::arg("n"));
 }
 
 }  // namespace deepkern::python

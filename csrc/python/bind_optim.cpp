@@ -120,6 +120,13 @@ void check_tensors_apart(const char* op, const std::vector<cpu::OptimTensor<T>>&
   }
 }
 
+// ValueError unless a state list the options use (`used`, `reason` says when) was given: the kernel
+// would read and write through a null pointer.
+void require_state(const char* op, const py::object& list, const char* name, bool used, const char* reason) {
+  if (used && list.is_none())
+    throw py::value_error(std::string(op) + ": " + name + " is required when " + reason + ", got None");
+}
+
 template <class T>
 int64_t tensor_count(const std::vector<cpu::OptimTensor<T>>& tensors) {
   return static_cast<int64_t>(tensors.size());
@@ -132,6 +139,7 @@ void sgd_step(const py::list& params, const py::list& grads, const py::object& m
               bool nesterov, bool maximize) {
   const cpu::SgdOptions o{lr, momentum, dampening, weight_decay, nesterov, maximize};
   const py::object none = py::none();
+  require_state("sgd_step", momentum_buffers, "momentum_buffers", momentum != 0, "momentum != 0");
   optim_step("sgd_step", params, grads, {momentum != 0 ? momentum_buffers : none, none, none}, first_steps,
              {{"params", "grads", "momentum_buffers", "", ""}, "first_steps"}, [&](const auto& tensors) {
                py::gil_scoped_release release;
@@ -145,6 +153,7 @@ void adam_step(const py::list& params, const py::list& grads, const py::list& ex
                const py::object& max_exp_avg_sqs, const py::object& steps, double lr, double beta1, double beta2,
                double eps, double weight_decay, bool amsgrad, bool maximize, bool decoupled_weight_decay) {
   const cpu::AdamOptions o{lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay};
+  require_state("adam_step", max_exp_avg_sqs, "max_exp_avg_sqs", amsgrad, "amsgrad is true");
   optim_step("adam_step", params, grads, {exp_avgs, exp_avg_sqs, amsgrad ? max_exp_avg_sqs : py::none()}, steps,
              {{"params", "grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"}, "steps"}, [&](const auto& tensors) {
                for (const auto& t : tensors)
@@ -160,6 +169,8 @@ void rmsprop_step(const py::list& params, const py::list& grads, const py::list&
                   double weight_decay, double momentum, bool centered, bool maximize) {
   const cpu::RmspropOptions o{lr, alpha, eps, weight_decay, momentum, centered, maximize};
   const py::object none = py::none();
+  require_state("rmsprop_step", momentum_buffers, "momentum_buffers", momentum > 0, "momentum > 0");
+  require_state("rmsprop_step", grad_avgs, "grad_avgs", centered, "centered is true");
   optim_step("rmsprop_step", params, grads,
              {square_avgs, momentum > 0 ? momentum_buffers : none, centered ? grad_avgs : none}, none,
              {{"params", "grads", "square_avgs", "momentum_buffers", "grad_avgs"}, ""}, [&](const auto& tensors) {

@@ -29,8 +29,8 @@ def as_float_array(x, name: str, op: str):
 
 
 def check_output(out, name: str, op: str, shape: tuple, dtype: np.dtype, inputs: dict, backend):
-    """``out`` must be a writeable array of ``backend`` of exactly ``shape`` and ``dtype`` that
-    overlaps none of ``inputs`` (name -> array) and none of its own elements."""
+    """``out`` must be a writeable, aligned array of ``backend`` of exactly ``shape`` and ``dtype``
+    that overlaps none of ``inputs`` (name -> array) and none of its own elements."""
     check_array_type(out, name, op, backend)
     if out.dtype != dtype:
         raise TypeError(f"{op}: {name} must have dtype {dtype}, got {out.dtype}")
@@ -38,6 +38,8 @@ def check_output(out, name: str, op: str, shape: tuple, dtype: np.dtype, inputs:
         raise ValueError(f"{op}: {name} must have shape {tuple(shape)}, got {out.shape}")
     if not out.flags.writeable:
         raise ValueError(f"{op}: {name} is read-only")
+    if not out.flags.aligned:  # the kernels write whole elements at multiples of the item size
+        raise ValueError(f"{op}: {name} is not aligned to its item size ({out.itemsize} bytes)")
     if out.size and any(st == 0 and n > 1 for st, n in zip(out.strides, out.shape)):
         raise ValueError(f"{op}: {name} has a zero stride (elements that alias each other)")
     for other_name, other in inputs.items():

@@ -138,8 +138,8 @@ def _all_fine(dtype, params, grads, states) -> bool:
     for p, g in zip(params, grads):
         if type(p) is not nd or type(g) is not nd or p.dtype is not dtype or g.dtype is not dtype or p.shape != g.shape:
             return False
-        flags = p.flags
-        if not (flags.c_contiguous and flags.writeable and g.flags.c_contiguous):
+        flags, g_flags = p.flags, g.flags
+        if not (flags.c_contiguous and flags.writeable and g_flags.c_contiguous and g_flags.aligned):
             return False
     for arrays in states.values():
         for p, s in zip(params, arrays):

@@ -1,0 +1,1297 @@
+"""The fuzz suite's worker: runs hypothesis examples of deepkern's public ops in its own process.
+
+``python tests/fuzz_worker.py --log FILE --examples N OP...`` runs N examples of each named op
+(a function of ``deepkern.ops`` or of ``deepkern._C``, see REGISTRY) and writes to FILE, line by
+line and flushed before every call, ``START op``, ``INPUT op <description>``, then ``PASS op`` or
+``FAIL op <message>``; test_fuzz_ops.py reads it, so a crash or a hang of this process names the op
+and the last input it was given.
+
+The property, for every example: a valid call (random sizes 0, 1, odd and larger, float32 or
+float64) is changed by at most one mutation (a layout, dtype, aliasing, read-only, list or scalar
+in place of an array, an absurd integer or number). Each mutation says whether the op must accept
+it, must refuse it, or may do either. Accepted: the results equal the float64 reference of
+tests/reference.py (tolerance by the result's dtype) and no input array changed. Refused: a
+ValueError, TypeError, RuntimeError or NotImplementedError whose message names an argument, and no
+array of the call changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import json
+import os
+import re
+import sys
+import traceback
+
+import numpy as np
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+from deepkern import _C, ops  # noqa: E402
+from deepkern.backends.cpu import CPUBackend  # noqa: E402
+from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import reference as ref  # noqa: E402
+
+F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
+REFUSED_ERRORS = (ValueError, TypeError, RuntimeError, NotImplementedError)
+#: Dtypes no kernel takes: every float array given one of these must be refused.
+BAD_DTYPES = (np.float16, np.int32, np.int64, np.bool_, np.complex64)
+#: Integer arguments no op can use (and 0, which some can).
+ABSURD_INTS = (-1, 0, -(2**31), 2**31, 2**31 - 1, 2**62, 2**63, -(2**63), 2**64, 10**30)
+#: Numbers and objects that are not a sensible float hyperparameter.
+ABSURD_NUMBERS = (float("nan"), float("inf"), -float("inf"), -1.0, 0.0, 1e308, True, "0.1", None, 1j, [0.1])
+ACCEPT, REFUSE, EITHER = "accept", "refuse", "either"
+TOLERANCE = {F32: 2e-4, F64: 1e-9}
+
+# ---- the call under test -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Call:
+    """One call of an op: its arguments (positional first), the role of each array in them, the
+    float64 reference of what it must produce, and what it produced."""
+
+    fn: object
+    params: dict  # name -> value, in signature order
+    positional: int  # how many of params go positionally
+    roles: dict  # slot (a name, or (name, index) inside a list/tuple) -> "in" | "out" | "inplace" | "index" | "cache"
+    reference: object  # params (copies taken before the call) -> {key: float64 array}
+    actual: object  # (returned value, params) -> {key: array}
+    ints: tuple = ()  # names of integer arguments (or of tuples of them: (name, index))
+    numbers: tuple = ()  # names of float arguments
+    optional: tuple = ()  # array slots that may be None
+    mixed_dtypes: str = REFUSE  # what a float32/float64 mix gets
+    compare: bool = True  # False: an accepted call is only checked for not crashing
+    mutation: str = "none"
+    expected: str = ""  # set by the builder: the outcome of an unmutated call (no mutation is added)
+    strict: bool = False  # a _C binding: arrays exactly as the kernel takes them, or refused
+    any_strides: tuple = ()  # arrays a strict call takes with any strides
+    frozen: tuple = ()  # inputs whose values must not change (a cache was computed from them)
+
+    def invoke(self):
+        names = list(self.params)
+        args = [self.params[n] for n in names[: self.positional]]
+        kwargs = {n: self.params[n] for n in names[self.positional :]}
+        return self.fn(*args, **kwargs)
+
+
+def get(params: dict, slot):
+    if isinstance(slot, tuple):
+        return params[slot[0]][slot[1]]
+    return params[slot]
+
+
+def put(params: dict, slot, value) -> None:
+    if not isinstance(slot, tuple):
+        params[slot] = value
+        return
+    seq = list(params[slot[0]])
+    seq[slot[1]] = value
+    old = params[slot[0]]
+    params[slot[0]] = old._make(seq) if hasattr(old, "_make") else type(old)(seq)
+
+
+def describe(value) -> str:
+    if isinstance(value, np.ndarray):
+        flags = ("C" if value.flags.c_contiguous else "") + ("F" if value.flags.f_contiguous else "")
+        flags += "" if value.flags.writeable else " ro"
+        flags += "" if value.flags.aligned else " unaligned"
+        return f"ndarray{value.shape} {value.dtype.str} strides={value.strides} [{flags}]"
+    if isinstance(value, (list, tuple)) and any(isinstance(v, np.ndarray) for v in value):
+        inner = ", ".join(describe(v) for v in value)
+        return f"{type(value).__name__}[{inner}]"
+    text = repr(value)
+    return text if len(text) < 80 else text[:77] + "..."
+
+
+def describe_call(name: str, call: Call) -> str:
+    args = ", ".join(f"{k}={describe(v)}" for k, v in call.params.items())
+    return f"{name}({args}) mutation={call.mutation}"
+
+
+def array_slots(params: dict) -> list:
+    slots = []
+    for name, value in params.items():
+        if isinstance(value, np.ndarray):
+            slots.append(name)
+        elif isinstance(value, (list, tuple)):
+            slots += [(name, i) for i, v in enumerate(value) if isinstance(v, np.ndarray)]
+    return slots
+
+
+def snapshot(params: dict) -> dict:
+    """A deep copy: every array copied (values, dtype, shape), containers rebuilt."""
+
+    def copy(v):
+        if isinstance(v, np.ndarray):
+            return np.array(v, copy=True)
+        if isinstance(v, (list, tuple)):
+            items = [copy(x) for x in v]
+            return v._make(items) if hasattr(v, "_make") else type(v)(items)
+        return v
+
+    return {k: copy(v) for k, v in params.items()}
+
+
+def same_values(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+
+
+# ---- random arrays ------------------------------------------------------------------------------
+
+SIZES = st.sampled_from([0, 1, 1, 2, 3, 3, 5, 7, 7, 16, 33])
+
+
+def values(data, shape, dtype, special=False) -> np.ndarray:
+    """Random values of ``shape`` and ``dtype`` in [-2, 2] (``special``: some NaN, inf, -0, huge, tiny)."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    out = rng.uniform(-2.0, 2.0, shape)
+    if special and out.size:
+        picks = rng.integers(0, out.size, max(1, out.size // 4))
+        pool = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e30, -1e30, 1e-40, 30.0, -30.0, -10.0])
+        out.flat[picks] = rng.choice(pool, picks.size)
+    return out.astype(dtype)
+
+
+def nan_like(shape, dtype) -> np.ndarray:
+    return np.full(shape, np.nan, dtype)
+
+
+def float_dtype(data):
+    return data.draw(st.sampled_from([F32, F64]), label="dtype")
+
+
+# ---- mutations ------------------------------------------------------------------------------------
+
+
+def strided_copy(data, arr: np.ndarray) -> np.ndarray:
+    """The same values in another layout: a negative / odd-stride view of a larger buffer, or
+    Fortran order."""
+    if arr.ndim == 0:
+        return arr.copy()
+    if data.draw(st.booleans(), label="fortran"):
+        return np.asfortranarray(arr)
+    steps = [data.draw(st.sampled_from([1, 2, -1, -3]), label="step") for _ in range(arr.ndim)]
+    big = np.empty([max(1, n * abs(s)) for n, s in zip(arr.shape, steps)], arr.dtype)
+    view = big[tuple(slice(None, None, s) for s in steps)]
+    view = view[tuple(slice(0, n) for n in arr.shape)]
+    view[...] = arr
+    return view
+
+
+def unaligned_copy(arr: np.ndarray) -> np.ndarray:
+    raw = np.empty(arr.nbytes + 1, np.uint8)
+    view = raw[1:].view(arr.dtype).reshape(arr.shape)
+    view[...] = arr
+    return view
+
+
+def broadcast_view(data, arr: np.ndarray):
+    """A zero-stride view (other values: one slice repeated along an axis), or None."""
+    axes = [a for a, n in enumerate(arr.shape) if n > 1]
+    if not axes:
+        return None
+    axis = data.draw(st.sampled_from(axes), label="axis")
+    return np.broadcast_to(np.take(arr, [0], axis=axis), arr.shape)
+
+
+def shifted_overlap(inp: np.ndarray, shape, dtype):
+    """(input with ``inp``'s values, an array of ``shape`` sharing memory with it one element on)."""
+    n_in, n_out = inp.size, int(np.prod(shape))
+    if inp.dtype != dtype or n_in < 2 or n_out < 1:
+        return None
+    base = np.zeros(max(n_in, n_out) + 1, dtype)
+    new_in = base[:n_in].reshape(inp.shape)
+    new_in[...] = inp
+    return new_in, base[1 : 1 + n_out].reshape(shape)
+
+
+def float_count(call: Call) -> int:
+    return sum(
+        1
+        for s in array_slots(call.params)
+        if call.roles.get(s) in ("in", "out", "inplace") and get(call.params, s).dtype.kind == "f"
+    )
+
+
+def mutate(data, call: Call) -> str:
+    """Applies one random mutation to ``call`` (or none) and returns what the op must do with it."""
+    slots = [s for s in array_slots(call.params) if s in call.roles]
+    kinds = ["none", "array"] * 2 + (["int"] * 2 if call.ints else []) + (["number"] if call.numbers else [])
+    kinds += ["none_optional"] if call.optional else []
+    kind = data.draw(st.sampled_from(kinds), label="mutation kind")
+    if kind == "none" or (kind == "array" and not slots):
+        call.mutation = "none"
+        return ACCEPT
+    if call.strict and kind in ("int", "number"):
+        call.compare = False  # a binding takes the number as it is: the recorded results no longer apply
+    if kind == "int":
+        target = data.draw(st.sampled_from(call.ints), label="int argument")
+        value = data.draw(st.sampled_from(ABSURD_INTS + (True, 1.5, "2", None)), label="int value")
+        return _set(call, target, value, f"{target}={value!r}", EITHER)
+    if kind == "number":
+        target = data.draw(st.sampled_from(call.numbers), label="number argument")
+        value = data.draw(st.sampled_from(ABSURD_NUMBERS), label="number value")
+        if not (isinstance(value, float) and abs(value) <= 1e6):
+            call.compare = False  # inf, NaN, near-overflow: the order of operations decides the result
+        return _set(call, target, value, f"{target}={value!r}", EITHER)
+    if kind == "none_optional":
+        target = data.draw(st.sampled_from(call.optional), label="optional")
+        return _set(call, target, None, f"{target}=None", ACCEPT)
+    slot = data.draw(st.sampled_from(slots), label="slot")
+    return mutate_array(data, call, slot)
+
+
+def _set(call: Call, slot, value, label: str, outcome: str) -> str:
+    put(call.params, slot, value)
+    call.mutation = label
+    return outcome
+
+
+def mutate_array(data, call: Call, slot) -> str:
+    arr, role = get(call.params, slot), call.roles[slot]
+    name = slot[0] if isinstance(slot, tuple) else slot
+    choices = ["strided", "readonly", "unaligned", "byteswap", "dtype", "other_float", "list", "scalar", "shape"]
+    choices += ["broadcast"] if role != "cache" and name not in call.frozen else []
+    choices += ["alias", "shifted"] if role in ("out", "inplace") else []
+    how = data.draw(st.sampled_from(choices), label="array mutation")
+    label = f"{slot}: {how}"
+    written = role in ("out", "inplace")
+    # A binding (strict) takes exactly the dtype and a C-contiguous, aligned array; an op converts
+    # what it reads, and takes any strides for out=, but updates in place only C-contiguous arrays.
+    converts = not call.strict and not written and role != "cache"
+    if how == "strided":
+        new = strided_copy(data, arr)
+        if name in call.any_strides or new.flags.c_contiguous or (role == "out" and not call.strict):
+            return _set(call, slot, new, label, ACCEPT)
+        return _set(call, slot, new, label, ACCEPT if converts else EITHER if role == "cache" else REFUSE)
+    if how == "readonly":
+        new = arr.copy()
+        new.flags.writeable = False
+        return _set(call, slot, new, label, REFUSE if written else ACCEPT)
+    if how in ("unaligned", "byteswap"):
+        new = unaligned_copy(arr) if how == "unaligned" else arr.astype(arr.dtype.newbyteorder())
+        if how == "unaligned" and not arr.size:
+            return _set(call, slot, new, label, EITHER)  # no element to misalign
+        if converts:
+            return _set(call, slot, new, label, ACCEPT)
+        return _set(call, slot, new, label, REFUSE if call.strict or role == "inplace" else EITHER)
+    if how == "dtype":
+        new = arr.astype(data.draw(st.sampled_from(BAD_DTYPES), label="bad dtype"))
+        if new.dtype == arr.dtype:
+            return _set(call, slot, new, label, ACCEPT)
+        if role == "index" and not call.strict:
+            return _set(call, slot, new, label, ACCEPT if new.dtype.kind in "iu" else EITHER)
+        return _set(call, slot, new, label, REFUSE)
+    if how == "other_float":
+        if arr.dtype.kind != "f":
+            return _set(
+                call, slot, arr.astype(np.float64), label, EITHER if role == "index" and not call.strict else REFUSE
+            )
+        new = arr.astype(F64 if arr.dtype == F32 else F32)
+        if not converts:
+            return _set(call, slot, new, label, REFUSE)
+        outs = [get(call.params, s) for s, role in call.roles.items() if role == "out"]
+        mixed = call.mixed_dtypes == ACCEPT and all(o.dtype == F64 for o in outs)  # a mix gives float64
+        return _set(call, slot, new, label, ACCEPT if float_count(call) == 1 or mixed else REFUSE)
+    if how == "list":
+        return _set(call, slot, arr.tolist(), label, EITHER if converts else REFUSE)
+    if how == "scalar":
+        return _set(call, slot, 0.5, label, EITHER if converts else REFUSE)
+    if how == "shape":
+        new = arr.reshape(-1)[: arr.size - 1] if arr.size else np.ones(1, arr.dtype)  # one element fewer or more
+        return _set(call, slot, new, label, EITHER)
+    if how == "broadcast":
+        new = broadcast_view(data, arr)
+        if new is None:
+            return _set(call, slot, arr, label + " (no axis)", ACCEPT)
+        if name in call.any_strides and not written:
+            call.compare = False  # other values: the recorded results no longer apply
+            return _set(call, slot, new, label, EITHER)
+        # An empty zero-stride view is contiguous: a binding may take it as it takes any empty input.
+        return _set(call, slot, new, label, ACCEPT if converts or (not written and new.flags.c_contiguous) else REFUSE)
+    # alias / shifted: the written array shares memory with an input of its shape (or any input).
+    slots = array_slots(call.params)
+    inputs = [s for s in call.roles if call.roles[s] in ("in", "inplace") and s != slot and s in slots]
+    inputs = [s for s in inputs if isinstance(get(call.params, s), np.ndarray)]
+    if not inputs:
+        return _set(call, slot, arr, label + " (no input)", ACCEPT)
+    other = data.draw(st.sampled_from(inputs), label="aliased input")
+    inp = get(call.params, other)
+    if how == "alias" and inp.shape == arr.shape and inp.dtype == arr.dtype and arr.size:
+        return _set(call, slot, inp, f"{slot} is {other}", REFUSE)
+    pair = shifted_overlap(inp, arr.shape, arr.dtype)
+    if pair is None:
+        return _set(call, slot, arr, label + " (no overlap possible)", ACCEPT)
+    put(call.params, other, pair[0])
+    return _set(call, slot, pair[1], f"{slot} overlaps {other} one element on", REFUSE)
+
+
+# ---- the property -------------------------------------------------------------------------------
+
+
+#: The fields of the _C pooling functions' ``shape`` argument, which their errors name.
+POOL_SHAPE_FIELDS = set("planes in_h in_w out_h out_w kernel_h kernel_w stride_h stride_w pad_h pad_w".split())
+POOL_SHAPE_FIELDS |= {"dilation_h", "dilation_w"}
+
+
+def argument_names(fn) -> set:
+    try:
+        names = set(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):  # a pybind11 function: names from its docstring's signature
+        names = set(re.findall(r"(\w+):", (fn.__doc__ or "").split("\n", 1)[0]))
+    plurals = {n[:-1] for n in names if n.endswith("s")} | {n + "s" for n in names}
+    return names | plurals | {"shape"} | (POOL_SHAPE_FIELDS if "shape" in names else set())
+
+
+def names_an_argument(message: str, names: set) -> bool:
+    words = set(re.findall(r"[A-Za-z_]\w*", message))
+    return bool(words & names)
+
+
+def check_close(got, want, what: str) -> None:
+    if want is None:
+        assert got is None, f"{what}: expected None, got {describe(got)}"
+        return
+    got = np.asarray(got) if isinstance(got, np.generic) and not want.ndim else got  # NumPy's 0-d result
+    assert isinstance(got, np.ndarray), f"{what}: got {type(got).__name__}, not an ndarray"
+    assert got.shape == want.shape, f"{what}: shape {got.shape}, expected {want.shape}"
+    if got.dtype.kind in "iu":
+        assert np.array_equal(got, want), f"{what}: integers differ from the reference"
+        return
+    assert got.dtype in TOLERANCE, f"{what}: dtype {got.dtype}"
+    tol = TOLERANCE[got.dtype]
+    want = np.asarray(want, np.float64)
+    finite = np.abs(want[np.isfinite(want)])
+    scale = max(1.0, float(finite.max()) if finite.size else 1.0)
+    g = got.astype(np.float64)
+    same_special = (np.isnan(g) == np.isnan(want)) & ((g == want) | ~np.isinf(want) | np.isnan(want))
+    bad = ~same_special | (np.isfinite(want) & ~(np.abs(g - want) <= tol * (scale + np.abs(want))))
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise AssertionError(
+            f"{what}: {int(bad.sum())} of {got.size} elements differ from the float64 reference; "
+            f"first at {where}: got {got[where]!r}, expected {want[where]!r}"
+        )
+
+
+#: op -> compiled regex: inputs whose description matches are not run (test_fuzz_ops.EXCLUDED).
+EXCLUDED = {}
+
+
+def run_case(name: str, call: Call, outcome: str, log) -> None:
+    """Calls the op as ``call`` says and checks the property (module docstring)."""
+    before = snapshot(call.params)
+    description = f"{describe_call(name, call)} expect={outcome}"
+    if name in EXCLUDED and EXCLUDED[name].search(description):
+        return
+    log(f"INPUT {name} {description}")
+    try:
+        result = call.invoke()
+    except REFUSED_ERRORS as err:
+        message = str(err)
+        assert outcome != ACCEPT, f"refused a valid call: {type(err).__name__}: {message}"
+        assert names_an_argument(message, argument_names(call.fn)), (
+            f"the {type(err).__name__} names no argument of {name}: {message!r}"
+        )
+        for slot in array_slots(before):
+            now = get(call.params, slot)
+            assert isinstance(now, np.ndarray) and same_values(now, get(before, slot)), (
+                f"{slot} was modified by a refused call ({type(err).__name__}: {message})"
+            )
+        return
+    except BaseException as err:
+        raise AssertionError(f"raised {type(err).__name__} (not ValueError/TypeError/RuntimeError): {err}") from err
+    assert outcome != REFUSE, "accepted a call it must refuse"
+    for slot in array_slots(before):
+        if call.roles.get(slot) in ("in", "index", "cache"):
+            assert same_values(get(call.params, slot), get(before, slot)), f"input {slot} was modified"
+    if not call.compare:
+        return
+    try:
+        want = call.reference(before)
+    except Exception as err:
+        raise AssertionError(f"accepted a call its reference refuses ({type(err).__name__}: {err})") from err
+    got = call.actual(result, call.params)
+    for key, expected in want.items():
+        check_close(got[key], expected, f"{name} result {key}")
+
+
+def run_op(name: str, examples: int, log) -> None:
+    builder = REGISTRY[name]
+
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+        phases=(Phase.explicit, Phase.reuse, Phase.generate),  # no shrinking: the failure as found
+    )
+    @given(st.data())
+    def prop(data):
+        log(f"INPUT {name} (building an example: the op's own calls of deepkern and the references)")
+        call = builder(data)
+        if call.mutation == "no kernel call":
+            return
+        outcome = call.expected or mutate(data, call)
+        run_case(name, call, outcome, log)
+
+    prop()
+
+
+# ---- ops: activations -----------------------------------------------------------------------------
+
+
+def _shape(data, max_ndim=4, max_elements=4096):
+    ndim = data.draw(st.integers(0, max_ndim), label="ndim")
+    shape = tuple(data.draw(SIZES, label="size") for _ in range(ndim))
+    while int(np.prod(shape)) > max_elements:
+        shape = shape[:-1]
+    return shape
+
+
+def _out_role(params: dict, roles: dict, data, shape, dtype, name="out"):
+    """Adds an ``out`` argument (NaN-filled) or leaves the default."""
+    if data.draw(st.booleans(), label="with out"):
+        params[name] = nan_like(shape, dtype)
+        roles[name] = "out"
+
+
+def _returned(result, params):
+    return {"result": result}
+
+
+def _activation(fn, reference, backward: bool, gelu: bool):
+    def build(data):
+        dtype, shape = float_dtype(data), _shape(data)
+        params, roles = {}, {}
+        if backward:
+            params["grad"], roles["grad"] = values(data, shape, dtype, special=True), "in"
+        params["x"], roles["x"] = values(data, shape, dtype, special=True), "in"
+        if gelu:
+            params["approximate"] = data.draw(st.sampled_from(["none", "tanh", "exact", None, 1]), label="approx")
+        _out_role(params, roles, data, shape, dtype)
+        approx = params.get("approximate")
+
+        def reference_of(p):
+            args = [p[k] for k in ("grad", "x") if k in p]
+            if backward and gelu:  # grad times the derivative as the result's dtype holds it (an underflow is 0)
+                x = np.asarray(p["x"])
+                dtype = np.result_type(x.dtype, np.asarray(p["grad"]).dtype)
+                args[0] = np.ones(x.shape)
+                deriv = (reference(*args, approx) if gelu else reference(*args)).astype(dtype)
+                return {"result": np.asarray(p["grad"], np.float64) * deriv}
+            return {"result": reference(*args, approx) if gelu else reference(*args)}
+
+        call = Call(fn, params, 2 if backward else 1, roles, reference_of, _returned)
+        if gelu and approx not in ("none", "tanh"):
+            call.mutation, call.expected = f"approximate={approx!r}", REFUSE
+        return call
+
+    return build
+
+
+# ---- ops: matrix multiply ---------------------------------------------------------------------------
+
+
+def build_matmul(data):
+    dtype = float_dtype(data)
+    m, k, n = (data.draw(SIZES, label=d) for d in "mkn")
+    batch = tuple(data.draw(st.sampled_from([1, 2, 3]), label="batch") for _ in range(data.draw(st.integers(0, 2))))
+    a_shape = (k,) if data.draw(st.booleans(), label="a 1-D") else batch + (m, k)
+    b_batch = tuple(1 if data.draw(st.booleans(), label="bcast") else s for s in batch)
+    b_shape = (k,) if data.draw(st.booleans(), label="b 1-D") else b_batch + (k, n)
+    params = {"a": values(data, a_shape, dtype), "b": values(data, b_shape, dtype)}
+    roles = {"a": "in", "b": "in"}
+    out_shape = np.matmul(np.empty(a_shape), np.empty(b_shape)).shape
+    _out_role(params, roles, data, out_shape, dtype)
+    call = Call(ops.matmul, params, 2, roles, lambda p: {"result": ref.matmul_ref(p["a"], p["b"])}, _returned)
+    call.mixed_dtypes = ACCEPT
+    return call
+
+
+def build_gemm(data):
+    dtype = float_dtype(data)
+    m, k, n = (data.draw(SIZES, label=d) for d in "mkn")
+    ta, tb = data.draw(st.booleans(), label="trans_a"), data.draw(st.booleans(), label="trans_b")
+    beta = data.draw(st.sampled_from([0.0, 0.0, 1.0, -0.5]), label="beta")
+    params = {
+        "a": values(data, (k, m) if ta else (m, k), dtype),
+        "b": values(data, (n, k) if tb else (k, n), dtype),
+        "trans_a": ta,
+        "trans_b": tb,
+        "alpha": data.draw(st.sampled_from([1.0, 0.5, -2.0]), label="alpha"),
+        "beta": beta,
+        "c": None,
+        "bias": values(data, (n,), dtype) if data.draw(st.booleans(), label="bias") else None,
+        "relu": data.draw(st.booleans(), label="relu"),
+    }
+    roles = {"a": "in", "b": "in", "bias": "in"}
+    if beta != 0 or data.draw(st.booleans(), label="with c"):
+        params["c"] = values(data, (m, n), dtype) if beta != 0 else nan_like((m, n), dtype)
+        roles["c"] = "out"
+
+    def reference_of(p):
+        keys = ("trans_a", "trans_b", "alpha", "beta", "c", "bias", "relu")
+        kw = {key: p[key] for key in keys}
+        if k == 0:  # no products, so alpha multiplies nothing (BLAS: C = beta * C), even a NaN alpha
+            kw["alpha"] = 1.0
+        return {"result": ref.gemm_ref(p["a"], p["b"], **kw)}
+
+    optional = ("bias",) if params["bias"] is not None else ()
+    return Call(ops.gemm, params, 2, roles, reference_of, _returned, numbers=("alpha", "beta"), optional=optional)
+
+
+def build_linear(data):
+    dtype = float_dtype(data)
+    lead = _shape(data, max_ndim=3, max_elements=512)
+    i, o = data.draw(SIZES, label="in"), data.draw(SIZES, label="out")
+    params = {
+        "x": values(data, lead + (i,), dtype),
+        "weight": values(data, (o, i), dtype),
+        "bias": values(data, (o,), dtype) if data.draw(st.booleans(), label="bias") else None,
+        "relu": data.draw(st.booleans(), label="relu"),
+    }
+    roles = {"x": "in", "weight": "in", "bias": "in"}
+    _out_role(params, roles, data, lead + (o,), dtype)
+
+    def reference_of(p):
+        return {"result": ref.linear_ref(p["x"], p["weight"], p["bias"], p["relu"])}
+
+    optional = ("bias",) if params["bias"] is not None else ()
+    return Call(ops.linear, params, 3, roles, reference_of, _returned, optional=optional)
+
+
+# ---- ops: convolution -----------------------------------------------------------------------------
+
+
+def _conv_geometry(data, dtype):
+    groups = data.draw(st.sampled_from([1, 1, 2, 3]), label="groups")
+    c = groups * data.draw(st.sampled_from([1, 2, 3]), label="c/g")
+    k = groups * data.draw(st.sampled_from([1, 2]), label="k/g")
+    r, s = (data.draw(st.sampled_from([1, 2, 3]), label="rs") for _ in range(2))
+    stride = data.draw(st.sampled_from([1, 2, (1, 3)]), label="stride")
+    dilation = data.draw(st.sampled_from([1, 2, (2, 1)]), label="dilation")
+    padding = data.draw(st.sampled_from([0, 1, (0, 2), "valid"] + (["same"] if stride == 1 else [])), label="pad")
+    h, w = (data.draw(st.sampled_from([5, 6, 7, 9]), label="hw") for _ in range(2))
+    n = data.draw(st.sampled_from([None, 0, 1, 2]), label="n")
+    x_shape = (c, h, w) if n is None else (n, c, h, w)
+    options = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+    return x_shape, (k, c // groups, r, s), options
+
+
+_CONV_INTS = ("stride", "padding", "dilation", "groups")
+
+
+def build_conv2d(data):
+    dtype = float_dtype(data)
+    x_shape, w_shape, options = _conv_geometry(data, dtype)
+    params = {"x": values(data, x_shape, dtype), "w": values(data, w_shape, dtype)}
+    params["b"] = values(data, (w_shape[0],), dtype) if data.draw(st.booleans(), label="b") else None
+    params.update(options)
+    roles = {"x": "in", "w": "in", "b": "in"}
+
+    def reference_of(p):
+        return {"result": ref.conv2d_ref(p["x"], p["w"], p["b"], **{k: p[k] for k in _CONV_INTS})}
+
+    optional = ("b",) if params["b"] is not None else ()
+    return Call(ops.conv2d, params, 3, roles, reference_of, _returned, ints=_CONV_INTS, optional=optional)
+
+
+def build_conv2d_backward(data):
+    dtype = float_dtype(data)
+    x_shape, w_shape, options = _conv_geometry(data, dtype)
+    x, w = values(data, x_shape, dtype), values(data, w_shape, dtype)
+    y_shape = ref.conv2d_ref(x, w, **options).shape
+    params = {"grad_out": values(data, y_shape, dtype), "x": x, "w": w, **options}
+    params["needs"] = tuple(data.draw(st.booleans(), label="need") for _ in range(3))
+    roles = {"grad_out": "in", "x": "in", "w": "in"}
+
+    def reference_of(p):
+        grads = ref.conv2d_backward_ref(p["grad_out"], p["x"], p["w"], **{k: p[k] for k in _CONV_INTS})
+        return {i: g if need else None for i, (g, need) in enumerate(zip(grads, p["needs"]))}
+
+    def actual(result, p):
+        return dict(enumerate(result))
+
+    return Call(ops.conv2d_backward, params, 3, roles, reference_of, actual, ints=_CONV_INTS)
+
+
+# ---- ops: pooling ---------------------------------------------------------------------------------
+
+_POOL_INTS = ("kernel_size", "stride", "padding")
+
+
+def _pool_window(data, shape, dilation=True):
+    kernel = data.draw(st.sampled_from([1, 2, 3, (2, 3), (3, 1)]), label="kernel")
+    kmin = min(kernel) if isinstance(kernel, tuple) else kernel
+    options = {
+        "kernel_size": kernel,
+        "stride": data.draw(st.sampled_from([None, 1, 2, (1, 3)]), label="stride"),
+        "padding": data.draw(st.sampled_from([0, kmin // 2]), label="padding"),
+        "ceil_mode": data.draw(st.booleans(), label="ceil"),
+    }
+    if dilation:
+        options["dilation"] = data.draw(st.sampled_from([1, 2]), label="dilation")
+        kernels = kernel if isinstance(kernel, tuple) else (kernel, kernel)
+        if any((k - 1) * 2 + 1 > n for k, n in zip(kernels, shape[-2:])):  # a dilated window wider than x
+            options["dilation"] = 1
+    return options
+
+
+def _pool_input_shape(data):
+    h, w = (data.draw(st.sampled_from([3, 4, 7, 9]), label="hw") for _ in range(2))
+    lead = (data.draw(st.sampled_from([1, 2, 3]), label="c"),)
+    if data.draw(st.booleans(), label="batched"):
+        lead = (data.draw(st.sampled_from([0, 1, 2]), label="n"),) + lead
+    return lead + (h, w)
+
+
+def build_max_pool2d(data):
+    dtype = float_dtype(data)
+    shape = _pool_input_shape(data)
+    params = {"x": values(data, shape, dtype), **_pool_window(data, shape)}
+    params["return_indices"] = data.draw(st.booleans(), label="return_indices")
+    roles = {"x": "in"}
+    opts = {k: params[k] for k in ("kernel_size", "stride", "padding", "dilation", "ceil_mode")}
+    out_shape = ref.max_pool2d_ref(params["x"], **opts)[0].shape
+    _out_role(params, roles, data, out_shape, dtype)
+
+    def reference_of(p):
+        out, idx = ref.max_pool2d_ref(p["x"], **{k: p[k] for k in opts})
+        return {"out": out, "indices": idx} if p["return_indices"] else {"out": out}
+
+    def actual(result, p):
+        return {"out": result[0], "indices": result[1]} if p["return_indices"] else {"out": result}
+
+    return Call(ops.max_pool2d, params, 1, roles, reference_of, actual, ints=_POOL_INTS + ("dilation",))
+
+
+def build_max_pool2d_backward(data):
+    dtype = float_dtype(data)
+    shape = _pool_input_shape(data)
+    x = values(data, shape, dtype)
+    _, indices = ref.max_pool2d_ref(x, **_pool_window(data, shape))
+    params = {"grad_out": values(data, indices.shape, dtype), "x_shape": shape, "indices": indices}
+    roles = {"grad_out": "in", "indices": "index"}
+    _out_role(params, roles, data, shape, dtype)
+
+    def reference_of(p):
+        return {"result": ref.max_pool2d_backward_ref(p["grad_out"], tuple(p["x_shape"]), p["indices"])}
+
+    call = Call(ops.max_pool2d_backward, params, 3, roles, reference_of, _returned, ints=(("x_shape", 0),))
+    if data.draw(st.booleans(), label="bad index"):  # an index outside its plane
+        bad = indices.copy()
+        if bad.size:
+            bad.flat[data.draw(st.integers(0, bad.size - 1))] = data.draw(
+                st.sampled_from([shape[-1] * shape[-2], -2, 2**31, 2**62, -(2**63)]), label="index"
+            )
+            params["indices"] = bad
+            call.mutation, call.expected = "bad index", EITHER
+    return call
+
+
+def _avg_options(data, shape):
+    options = _pool_window(data, shape, dilation=False)
+    options["count_include_pad"] = data.draw(st.booleans(), label="count_include_pad")
+    options["divisor_override"] = data.draw(st.sampled_from([None, None, 1, 3, -2]), label="divisor")
+    return options
+
+
+def build_avg_pool2d(data):
+    dtype = float_dtype(data)
+    shape = _pool_input_shape(data)
+    params = {"x": values(data, shape, dtype), **_avg_options(data, shape)}
+    opts = [k for k in params if k != "x"]
+    roles = {"x": "in"}
+    _out_role(params, roles, data, ref.avg_pool2d_ref(params["x"], **{k: params[k] for k in opts}).shape, dtype)
+
+    def reference_of(p):
+        return {"result": ref.avg_pool2d_ref(p["x"], **{k: p[k] for k in opts})}
+
+    return Call(ops.avg_pool2d, params, 1, roles, reference_of, _returned, ints=_POOL_INTS + ("divisor_override",))
+
+
+def build_avg_pool2d_backward(data):
+    dtype = float_dtype(data)
+    shape = _pool_input_shape(data)
+    options = _avg_options(data, shape)
+    y_shape = ref.avg_pool2d_ref(np.zeros(shape), **options).shape
+    params = {"grad_out": values(data, y_shape, dtype), "x_shape": shape, **options}
+    roles = {"grad_out": "in"}
+    _out_role(params, roles, data, shape, dtype)
+
+    def reference_of(p):
+        return {"result": ref.avg_pool2d_backward_ref(p["grad_out"], tuple(p["x_shape"]), **{k: p[k] for k in options})}
+
+    ints = _POOL_INTS + ("divisor_override", ("x_shape", 0))
+    return Call(ops.avg_pool2d_backward, params, 2, roles, reference_of, _returned, ints=ints)
+
+
+def build_adaptive_avg_pool2d(data):
+    dtype = float_dtype(data)
+    shape = _pool_input_shape(data)
+    size = data.draw(st.sampled_from([1, 2, 3, (2, None), (None, 5), (0, 2), 8]), label="output_size")
+    params = {"x": values(data, shape, dtype), "output_size": size}
+    roles = {"x": "in"}
+    _out_role(params, roles, data, ref.adaptive_avg_pool2d_ref(params["x"], size).shape, dtype)
+
+    def reference_of(p):
+        return {"result": ref.adaptive_avg_pool2d_ref(p["x"], p["output_size"])}
+
+    return Call(ops.adaptive_avg_pool2d, params, 2, roles, reference_of, _returned, ints=("output_size",))
+
+
+def build_adaptive_avg_pool2d_backward(data):
+    dtype = float_dtype(data)
+    shape = _pool_input_shape(data)
+    oh, ow = (data.draw(st.sampled_from([1, 2, 3, 5]), label="out") for _ in range(2))
+    params = {"grad_out": values(data, shape[:-2] + (oh, ow), dtype), "x_shape": shape}
+    roles = {"grad_out": "in"}
+    _out_role(params, roles, data, shape, dtype)
+
+    def reference_of(p):
+        return {"result": ref.adaptive_avg_pool2d_backward_ref(p["grad_out"], tuple(p["x_shape"]))}
+
+    ints = (("x_shape", 0), ("x_shape", len(shape) - 1))
+    return Call(ops.adaptive_avg_pool2d_backward, params, 2, roles, reference_of, _returned, ints=ints)
+
+
+# ---- ops: LSTM ----------------------------------------------------------------------------------
+
+
+def _lstm_arrays(data, dtype, sequence: bool):
+    t, b = data.draw(st.sampled_from([0, 1, 3]), label="T"), data.draw(st.sampled_from([1, 2, 5]), label="B")
+    i, h = data.draw(st.sampled_from([0, 1, 3, 7]), label="I"), data.draw(st.sampled_from([1, 2, 5]), label="H")
+    x_shape = (t, b, i) if sequence else (b, i)
+    arrays = {"x": values(data, x_shape, dtype), "h": values(data, (b, h), dtype), "c": values(data, (b, h), dtype)}
+    arrays["w_ih"] = values(data, (4 * h, i), dtype) * 0.5
+    arrays["w_hh"] = values(data, (4 * h, h), dtype) * 0.5
+    for name in ("b_ih", "b_hh"):
+        arrays[name] = values(data, (4 * h,), dtype) if data.draw(st.booleans(), label=name) else None
+    return arrays
+
+
+def _roles(params: dict, names) -> dict:
+    return {n: "in" for n in names if n in params}
+
+
+def build_lstm(data):
+    dtype = float_dtype(data)
+    a = _lstm_arrays(data, dtype, True)
+    params = {"x": a["x"], "h0": a["h"], "c0": a["c"], "w_ih": a["w_ih"], "w_hh": a["w_hh"]}
+    params.update(b_ih=a["b_ih"], b_hh=a["b_hh"], reverse=data.draw(st.booleans(), label="reverse"))
+
+    def reference_of(p):
+        y, h, c = ref.lstm_ref(*(p[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "reverse")))
+        return {0: y, 1: h, 2: c}
+
+    def actual(result, p):
+        return dict(enumerate(result))
+
+    optional = tuple(k for k in ("h0", "c0", "b_ih", "b_hh") if params[k] is not None)
+    return Call(ops.lstm, params, 7, _roles(params, list(params)[:7]), reference_of, actual, optional=optional)
+
+
+def build_lstm_backward(data):
+    dtype = float_dtype(data)
+    a = _lstm_arrays(data, dtype, True)
+    a["b_ih"] = a["b_hh"] = None
+    reverse = data.draw(st.booleans(), label="reverse")
+    t, b, h = a["x"].shape[0], a["x"].shape[1], a["h"].shape[1]
+    *_, cache = ops.lstm(a["x"], a["h"], a["c"], a["w_ih"], a["w_hh"], reverse=reverse, return_cache=True)
+    params = {"grad_y": values(data, (t, b, h), dtype), "grad_h_T": values(data, (b, h), dtype)}
+    params.update(grad_c_T=values(data, (b, h), dtype), x=a["x"], h0=a["h"], c0=a["c"])
+    params.update(w_ih=a["w_ih"], w_hh=a["w_hh"], cache=cache, reverse=reverse)
+    roles = _roles(params, ("grad_y", "grad_h_T", "grad_c_T", "x", "h0", "c0", "w_ih", "w_hh"))
+    roles.update({("cache", 0): "cache", ("cache", 1): "cache", ("cache", 2): "cache"})
+    names = ("grad_y", "grad_h_T", "grad_c_T", "x", "h0", "c0", "w_ih", "w_hh")
+
+    def reference_of(p):
+        return dict(enumerate(ref.lstm_backward_ref(*(p[k] for k in names), reverse=p["reverse"])))
+
+    def actual(result, p):
+        return dict(enumerate(result))
+
+    optional = names[:3]  # not h0, c0: the cache was computed from them
+    return Call(ops.lstm_backward, params, 9, roles, reference_of, actual, optional=optional, frozen=names[3:])
+
+
+_CELL = ("x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh")
+
+
+def build_lstm_cell(data):
+    dtype = float_dtype(data)
+    params = _lstm_arrays(data, dtype, False)
+
+    def reference_of(p):
+        return dict(enumerate(ref.lstm_cell_ref(*(p[k] for k in _CELL))))
+
+    optional = tuple(k for k in ("b_ih", "b_hh") if params[k] is not None)
+    return Call(
+        ops.lstm_cell,
+        params,
+        7,
+        _roles(params, _CELL),
+        reference_of,
+        lambda r, p: dict(enumerate(r)),
+        optional=optional,
+    )
+
+
+def build_lstm_cell_backward(data):
+    dtype = float_dtype(data)
+    a = _lstm_arrays(data, dtype, False)
+    shape = a["h"].shape
+    params = {"grad_h_next": values(data, shape, dtype), "grad_c_next": values(data, shape, dtype), **a}
+    names = ("grad_h_next", "grad_c_next") + _CELL
+
+    def reference_of(p):
+        grads = list(ref.lstm_cell_backward_ref(*(p[k] for k in names)))
+        return {i: None if i >= 5 and p[_CELL[i]] is None else g for i, g in enumerate(grads)}
+
+    optional = ("grad_h_next", "grad_c_next") + tuple(k for k in ("b_ih", "b_hh") if a[k] is not None)
+    return Call(
+        ops.lstm_cell_backward,
+        params,
+        9,
+        _roles(params, names),
+        reference_of,
+        lambda r, p: dict(enumerate(r)),
+        optional=optional,
+    )
+
+
+# ---- ops: optimizer steps --------------------------------------------------------------------------
+
+
+def _optim(fn, multi: bool, states: dict, options: dict, reference, step_name=None):
+    """An optimizer step: ``states`` name -> when it is used (options -> bool), ``options`` name ->
+    values to draw from; ``reference`` the single-tensor float64 step returning the updated arrays
+    in the order param, *states."""
+
+    def build(data):
+        dtype = float_dtype(data)
+        count = data.draw(st.integers(0, 3), label="tensors") if multi else 1
+        shapes = [_shape(data, max_ndim=3, max_elements=2048) for _ in range(count)]
+        opts = {k: data.draw(st.sampled_from(v), label=k) for k, v in options.items()}
+        used = {name: when(opts) for name, when in states.items()}
+        plural = "s" if multi else ""
+        per_tensor = []
+        for shape in shapes:
+            tensor = {"param": values(data, shape, dtype), "grad": values(data, shape, dtype)}
+            for name in states:
+                tensor[name] = np.asarray(np.abs(values(data, shape, dtype)) + (name == "square_avg"), dtype)
+            if "grad_avg" in tensor:  # keeps square_avg - grad_avg**2 positive, as a real run does
+                tensor["square_avg"] = np.asarray(tensor["square_avg"] + np.square(tensor["grad_avg"]), dtype)
+            per_tensor.append(tensor)
+        params = {}
+        for name in ("param", "grad", *states):
+            arrays = [t[name] for t in per_tensor]
+            if used.get(name, True) or data.draw(st.booleans(), label="pass unused"):
+                params[name + plural] = arrays if multi else arrays[0]
+        roles = {}  # a state the options do not use is neither read nor written: any value goes
+        for key in [k for k in params if used.get(k.removesuffix(plural), True)]:
+            role = "in" if key.startswith("grad") and not key.startswith("grad_avg") else "inplace"
+            roles.update({(key, i): role for i in range(count)} if multi else {key: role})
+        if step_name:
+            steps = [data.draw(st.integers(1, 5000), label="step") for _ in range(count)]
+            opts[step_name] = steps if multi and data.draw(st.booleans(), label="list") else (steps or [1])[0]
+        names = [k + plural for k in ("param", "grad")]
+        positional = len([k for k in params if k.removesuffix("s") in ("param", "grad", *fn_positional(fn))])
+        params.update(opts)
+
+        def reference_of(p):
+            out = {}
+            for i in range(count):
+                one = {k: (p[k + plural][i] if multi else p[k]) for k in states if k + plural in p and used[k]}
+                pi, gi = (p[n][i] for n in names) if multi else (p[n] for n in names)
+                kw = {k: v for k, v in p.items() if k in options}
+                if step_name:
+                    step = p[step_name]
+                    kw["step"] = step[i] if isinstance(step, list) else step
+                results = reference(pi, gi, **one, **kw)
+                out[("param", i)] = results[0]
+                for name, value in zip(states, results[1:]):
+                    if used[name]:
+                        out[(name, i)] = value
+            return out
+
+        def actual(result, p):
+            assert result is None, f"returned {describe(result)}, not None"
+            got = {}
+            for i in range(count):
+                for name in ("param", *states):
+                    if name + plural in p:
+                        got[(name, i)] = p[name + plural][i] if multi else p[name + plural]
+            return got
+
+        flags = ("nesterov", "maximize", "amsgrad", "centered", "first_step", "decoupled_weight_decay")
+        numbers = tuple(k for k in options if k not in flags)
+        ints = ()
+        if step_name:
+            ints = ((step_name, 0),) if isinstance(opts[step_name], list) else (step_name,)
+            ints = ints if opts[step_name] != [] else ()
+        return Call(fn, params, positional, roles, reference_of, actual, numbers=numbers, ints=ints)
+
+    return build
+
+
+def fn_positional(fn) -> list:
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name.removesuffix("s") for p in inspect.signature(fn).parameters.values() if p.kind in kinds]
+
+
+_SGD_OPTIONS = {
+    "lr": [0.1, 0.01],
+    "momentum": [0.0, 0.9],
+    "dampening": [0.0, 0.1],
+    "weight_decay": [0.0, 0.01],
+    "nesterov": [False],
+    "maximize": [False, True],
+    "first_step": [False, True],
+}
+_ADAM_OPTIONS = {
+    "lr": [1e-3, 0.1],
+    "betas": [(0.9, 0.999), (0.5, 0.0)],
+    "eps": [1e-8, 1e-3],
+    "weight_decay": [0.0, 0.01],
+    "amsgrad": [False, True],
+    "maximize": [False, True],
+}
+_RMSPROP_OPTIONS = {
+    "lr": [1e-2],
+    "alpha": [0.99, 0.5],
+    "eps": [1e-8, 1e-2],
+    "weight_decay": [0.0, 0.1],
+    "momentum": [0.0, 0.9],
+    "centered": [False, True],
+    "maximize": [False, True],
+}
+
+
+def _sgd(fn, multi):
+    return _optim(fn, multi, {"momentum_buffer": lambda o: o["momentum"] != 0}, _SGD_OPTIONS, ref.sgd_step_ref)
+
+
+def _adam(fn, multi, decoupled: bool):
+    options = dict(_ADAM_OPTIONS)
+    if fn in (ops.adam_step, ops.adam_step_multi):
+        options["decoupled_weight_decay"] = [decoupled]
+
+    def reference(*args, **kw):
+        kw.setdefault("decoupled_weight_decay", True)
+        return ref.adam_step_ref(*args, **kw)
+
+    states = {"exp_avg": lambda o: True, "exp_avg_sq": lambda o: True, "max_exp_avg_sq": lambda o: o["amsgrad"]}
+    return _optim(fn, multi, states, options, reference, "steps" if multi else "step")
+
+
+def _rmsprop(fn, multi):
+    states = {
+        "square_avg": lambda o: True,
+        "momentum_buffer": lambda o: o["momentum"] > 0,
+        "grad_avg": lambda o: o["centered"],
+    }
+    return _optim(fn, multi, states, _RMSPROP_OPTIONS, ref.rmsprop_step_ref)
+
+
+# ---- deepkern._C kernels: the call an op makes, then mutated --------------------------------------
+
+#: The arrays each kernel binding writes (the others it reads).
+C_OUTPUTS = {
+    "gemm": {"c"},
+    "conv2d_forward": {"y"},
+    "conv2d_backward_data": {"grad_x"},
+    "conv2d_backward_weight": {"grad_w", "grad_bias"},
+    "max_pool2d": {"out", "indices"},
+    "max_pool2d_backward": {"grad_x"},
+    "avg_pool2d": {"out"},
+    "avg_pool2d_backward": {"grad_x"},
+    "adaptive_avg_pool2d": {"out"},
+    "adaptive_avg_pool2d_backward": {"grad_x"},
+    "lstm_forward": {"y", "h_last", "c_last", "gates", "cells", "hidden"},
+    "lstm_backward": {"grad_x", "grad_h0", "grad_c0", "grad_w_ih", "grad_w_hh", "grad_bias"},
+    "sgd_step": {"params", "momentum_buffers"},
+    "adam_step": {"params", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"},
+    "rmsprop_step": {"params", "square_avgs", "momentum_buffers", "grad_avgs"},
+    "relu": {"out"},
+    "relu_backward": {"out"},
+    "gelu": {"out"},
+    "gelu_backward": {"out"},
+}
+#: The op whose valid calls reach each kernel binding.
+C_VIA = {
+    "gemm": "linear",
+    "conv2d_forward": "conv2d",
+    "conv2d_backward_data": "conv2d_backward",
+    "conv2d_backward_weight": "conv2d_backward",
+    "max_pool2d": "max_pool2d",
+    "max_pool2d_backward": "max_pool2d_backward",
+    "avg_pool2d": "avg_pool2d",
+    "avg_pool2d_backward": "avg_pool2d_backward",
+    "adaptive_avg_pool2d": "adaptive_avg_pool2d",
+    "adaptive_avg_pool2d_backward": "adaptive_avg_pool2d_backward",
+    "lstm_forward": "lstm",
+    "lstm_backward": "lstm_backward",
+    "sgd_step": "sgd_step_multi",
+    "adam_step": "adam_step_multi",
+    "rmsprop_step": "rmsprop_step_multi",
+    "relu": "relu",
+    "relu_backward": "relu_backward",
+    "gelu": "gelu",
+    "gelu_backward": "gelu_backward",
+}
+
+
+def recorded_kernel_call(data, kernel: str):
+    """The arguments (before) and the written arrays (after) of the first call of ``_C.<kernel>``
+    that a valid call of its op makes, or None when the op made none (empty sizes)."""
+    real = getattr(_C, kernel)
+    seen = []
+
+    def recorder(*args):
+        if not seen:
+            seen.append(snapshot(dict(enumerate(args))))
+        real(*args)
+        if len(seen) == 1:
+            seen.append(snapshot(dict(enumerate(args))))
+
+    op_call = REGISTRY[C_VIA[kernel]](data)
+    if op_call.expected:  # a call the op refuses (or may refuse): no valid kernel call to start from
+        return None
+    setattr(CPUBackend, kernel, staticmethod(recorder))
+    try:
+        op_call.invoke()
+    finally:
+        setattr(CPUBackend, kernel, staticmethod(real))
+    return seen if len(seen) == 2 else None
+
+
+def c_kernel(kernel: str):
+    fn = getattr(_C, kernel)
+    names = re.findall(r"(\w+):", fn.__doc__.split("\n", 1)[0])
+
+    def build(data):
+        seen = recorded_kernel_call(data, kernel)
+        if seen is None:
+            return Call(fn, {}, 0, {}, None, None, compare=False, mutation="no kernel call")
+        before, after = seen
+        params = {names[i]: v for i, v in before.items()}
+        written = C_OUTPUTS[kernel]
+        roles = {}
+        for slot in array_slots(params):
+            name = slot[0] if isinstance(slot, tuple) else slot
+            roles[slot] = "index" if get(params, slot).dtype == np.int64 else "in"
+            if name in written:
+                roles[slot] = "inplace"  # a binding takes only C-contiguous arrays it writes
+        ints = tuple(n for n, v in params.items() if isinstance(v, int) and not isinstance(v, bool))
+        ints += tuple(
+            (n, i) for n, v in params.items() if isinstance(v, (tuple, list)) for i, x in enumerate(v) if type(x) is int
+        )
+        numbers = tuple(n for n, v in params.items() if isinstance(v, float))
+        want = {}
+        for slot in array_slots(params):
+            name = slot[0] if isinstance(slot, tuple) else slot
+            if name in written:
+                index = names.index(name)
+                want[slot] = get(after, (index, slot[1]) if isinstance(slot, tuple) else index)
+
+        def actual(result, p):
+            return {slot: get(p, slot) for slot in want}
+
+        for slot in want:  # what the kernel only writes starts as NaN (-7 for indices)
+            arr = get(params, slot)
+            if not kernel.endswith("_step"):
+                arr[...] = -7 if arr.dtype.kind == "i" else np.nan
+        call = Call(fn, params, len(params), roles, lambda p: want, actual, ints=ints, numbers=numbers, strict=True)
+        call.any_strides = ("a", "b", "c") if kernel == "gemm" else ()
+        return call
+
+    return build
+
+
+# ---- deepkern._C: the machine and dispatch functions ---------------------------------------------
+
+ISA_NAMES = ("generic", "avx2", "avx512")
+TEXT = st.sampled_from(["", "avx", "AVX2", "generic ", "gemm", "conv_winograd", "x" * 300, "\0", "é"])
+
+
+def build_set_num_threads(data):
+    n = data.draw(st.sampled_from([1, 2, 3, 7] + list(ABSURD_INTS) + [None, "2", 1.5, True]), label="n")
+    valid = isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 64
+    before = _C.get_num_threads()
+
+    def fn(n):
+        try:
+            _C.set_num_threads(n)
+            got = _C.get_num_threads()
+            result = ops.relu(np.linspace(-1, 1, 100_003))  # a kernel runs with that many threads
+            return got, result
+        finally:
+            _C.set_num_threads(before)
+
+    def reference_of(p):
+        return {"threads": np.array([p["n"]]), "relu": ref.relu_ref(np.linspace(-1, 1, 100_003))}
+
+    def actual(result, p):
+        return {"threads": np.array([result[0]]), "relu": result[1]}
+
+    call = Call(fn, {"n": n}, 1, {}, reference_of, actual, mutation=f"n={n!r}")
+    call.expected = ACCEPT if valid else EITHER
+    return call
+
+
+def build_set_active_isa(data):
+    isa = data.draw(st.sampled_from(ISA_NAMES) | TEXT, label="isa")
+    supported = ISA_NAMES[: ISA_NAMES.index(_C.detected_isa()) + 1]
+    before = _C.active_isa()
+
+    def fn(isa):
+        try:
+            _C.set_active_isa(isa)
+            return _C.active_isa()
+        finally:
+            _C.set_active_isa(before)
+
+    call = Call(fn, {"isa": isa}, 1, {}, None, None, compare=False, mutation=f"isa={isa!r}")
+    call.expected = ACCEPT if isa in supported else REFUSE if isa not in ISA_NAMES else EITHER
+    return call
+
+
+def _plain(fn, arg_strategies: dict, valid):
+    """A non-kernel _C function: arguments drawn from ``arg_strategies``; ``valid(args)``: True
+    (must be accepted), False (must be refused) or None (either)."""
+
+    def build(data):
+        params = {k: data.draw(s, label=k) for k, s in arg_strategies.items()}
+        call = Call(fn, params, len(params), {}, None, None, compare=False, mutation=repr(params))
+        verdict = valid(params)
+        call.expected = ACCEPT if verdict else EITHER if verdict is None else REFUSE
+        return call
+
+    return build
+
+
+def _finite_small(v):
+    return isinstance(v, float) and 0 < v <= 0.01
+
+
+FAMILY_NAMES = tuple(_C.isa_families())
+
+# ---- the registry ---------------------------------------------------------------------------------
+
+REGISTRY = {
+    "relu": _activation(ops.relu, ref.relu_ref, False, False),
+    "relu_backward": _activation(ops.relu_backward, ref.relu_backward_ref, True, False),
+    "gelu": _activation(ops.gelu, ref.gelu_ref, False, True),
+    "gelu_backward": _activation(ops.gelu_backward, ref.gelu_backward_ref, True, True),
+    "matmul": build_matmul,
+    "gemm": build_gemm,
+    "linear": build_linear,
+    "conv2d": build_conv2d,
+    "conv2d_backward": build_conv2d_backward,
+    "max_pool2d": build_max_pool2d,
+    "max_pool2d_backward": build_max_pool2d_backward,
+    "avg_pool2d": build_avg_pool2d,
+    "avg_pool2d_backward": build_avg_pool2d_backward,
+    "adaptive_avg_pool2d": build_adaptive_avg_pool2d,
+    "adaptive_avg_pool2d_backward": build_adaptive_avg_pool2d_backward,
+    "lstm": build_lstm,
+    "lstm_backward": build_lstm_backward,
+    "lstm_cell": build_lstm_cell,
+    "lstm_cell_backward": build_lstm_cell_backward,
+    "sgd_step": _sgd(ops.sgd_step, False),
+    "sgd_step_multi": _sgd(ops.sgd_step_multi, True),
+    "adam_step": _adam(ops.adam_step, False, False),
+    "adam_step_multi": _adam(ops.adam_step_multi, True, False),
+    "adamw_step": _adam(ops.adamw_step, False, True),
+    "adamw_step_multi": _adam(ops.adamw_step_multi, True, True),
+    "rmsprop_step": _rmsprop(ops.rmsprop_step, False),
+    "rmsprop_step_multi": _rmsprop(ops.rmsprop_step_multi, True),
+}
+REGISTRY.update({f"_C.{k}": c_kernel(k) for k in C_OUTPUTS})
+REGISTRY.update(
+    {
+        "_C.set_num_threads": build_set_num_threads,
+        "_C.set_active_isa": build_set_active_isa,
+        "_C.get_num_threads": _plain(_C.get_num_threads, {}, lambda p: True),
+        "_C.active_isa": _plain(_C.active_isa, {}, lambda p: True),
+        "_C.detected_isa": _plain(_C.detected_isa, {}, lambda p: True),
+        "_C.cpu_brand": _plain(_C.cpu_brand, {}, lambda p: True),
+        "_C.isa_families": _plain(_C.isa_families, {}, lambda p: True),
+        "_C.reset_isa_records": _plain(_C.reset_isa_records, {}, lambda p: True),
+        "_C.gemm_kernel_name": _plain(
+            _C.gemm_kernel_name,
+            {"double_precision": st.sampled_from([True, False, None, 0, 2**63, "x"])},
+            lambda p: isinstance(p["double_precision"], bool) or None,
+        ),
+        "_C.last_isa": _plain(
+            _C.last_isa,
+            {"family": st.sampled_from(FAMILY_NAMES) | TEXT | st.sampled_from([None, 3])},
+            lambda p: p["family"] in FAMILY_NAMES or (False if not isinstance(p["family"], str) else None),
+        ),
+        "_C.measure_fma_gflops": _plain(
+            _C.measure_fma_gflops,
+            {
+                "isa": st.sampled_from(ISA_NAMES[: ISA_NAMES.index(_C.detected_isa()) + 1]) | TEXT,
+                "threads": st.sampled_from([1, 2] + list(ABSURD_INTS)),
+                "seconds": st.sampled_from([0.001, 0.005] + list(ABSURD_NUMBERS)),
+            },
+            lambda p: None,
+        ),
+        "_C.measure_copy_gbps": _plain(
+            _C.measure_copy_gbps,
+            {
+                # not 2**31: a valid size, but 4 GiB of buffers
+                "bytes": st.sampled_from([64, 4096, 100_000, -1, 0, 63, 2**62, 2**63, -(2**63), 10**30, 1.5]),
+                "threads": st.sampled_from([1, 2] + list(ABSURD_INTS)),
+                "repeats": st.sampled_from([1, 3] + list(ABSURD_INTS)),
+            },
+            lambda p: None,
+        ),
+    }
+)
+
+
+# ---- the command --------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    """Runs the named ops' examples, logging as the module docstring says; exit status 0 unless
+    the arguments are wrong (failures are in the log)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--log", required=True)
+    parser.add_argument("--examples", type=int, required=True)
+    parser.add_argument("--exclude", default="{}", help="JSON: op -> regex of inputs to leave out")
+    parser.add_argument("ops", nargs="+", choices=sorted(REGISTRY))
+    args = parser.parse_args(argv)
+    EXCLUDED.update({op: re.compile(pattern) for op, pattern in json.loads(args.exclude).items()})
+    with open(args.log, "a", encoding="utf-8", buffering=1) as log_file:
+
+        def log(line: str) -> None:
+            log_file.write(line.replace("\n", " ") + "\n")
+            log_file.flush()
+
+        for name in args.ops:
+            log(f"START {name}")
+            try:
+                run_op(name, args.examples, log)
+            except Exception:
+                log(f"FAIL {name} {json.dumps(traceback.format_exc(limit=-3))}")
+            else:
+                log(f"PASS {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
