@@ -7,6 +7,7 @@ kernel runs without the GIL.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 
@@ -34,6 +35,20 @@ def _warn_unused_isa_request() -> None:
 _warn_unused_isa_request()
 
 
+def _allocated(make, shape, dtype):
+    """``make(shape, dtype)``; a size past what memory (or NumPy's index type) can hold is a MemoryError
+    giving the shape and the bytes asked, as PyTorch's allocator reports it (NumPy says "array is
+    too big" as a ValueError, or raises a MemoryError that names neither)."""
+    try:
+        return make(shape, dtype)
+    except (ValueError, MemoryError) as exc:
+        dims = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+        if isinstance(exc, ValueError) and ("too big" not in str(exc) or min(dims, default=0) < 0):
+            raise
+        nbytes = math.prod(int(n) for n in dims) * np.dtype(dtype).itemsize
+        raise MemoryError(f"cannot allocate an array of shape {dims} and dtype {np.dtype(dtype)}: {nbytes} bytes") from None
+
+
 class CPUBackend(Backend):
     """Host memory (``numpy.ndarray``) and deepkern's CPU kernels."""
 
@@ -41,9 +56,18 @@ class CPUBackend(Backend):
     device_type = DLPACK_CPU
     array_type = np.ndarray
 
-    empty = staticmethod(np.empty)
-    zeros = staticmethod(np.zeros)
-    full = staticmethod(np.full)
+    @staticmethod
+    def empty(shape, dtype=np.float32):
+        return _allocated(np.empty, shape, dtype)
+
+    @staticmethod
+    def zeros(shape, dtype=np.float32):
+        return _allocated(np.zeros, shape, dtype)
+
+    @staticmethod
+    def full(shape, fill_value, dtype=None):
+        return _allocated(lambda s, d: np.full(s, fill_value, d), shape, dtype)
+
     ascontiguousarray = staticmethod(np.ascontiguousarray)
 
     @staticmethod
