@@ -46,7 +46,8 @@ def _allocated(make, shape, dtype):
         if isinstance(exc, ValueError) and ("too big" not in str(exc) or min(dims, default=0) < 0):
             raise
         nbytes = math.prod(int(n) for n in dims) * np.dtype(dtype).itemsize
-        raise MemoryError(f"cannot allocate an array of shape {dims} and dtype {np.dtype(dtype)}: {nbytes} bytes") from None
+        message = f"cannot allocate an array of shape {dims} and dtype {np.dtype(dtype)}: {nbytes} bytes"
+        raise MemoryError(message) from None
 
 
 class CPUBackend(Backend):
