@@ -49,13 +49,6 @@ EXCLUDED = {
     # _C.avg_pool2d_backward with a stride of 2**62 (out_w 1) does not return (a hang):
     # shape (3, 9, 4, 4, 1, 2, 3, 2, 2**62, 0, 0, 1, 1), grad_out (3, 4, 1), grad_x (3, 9, 4).
     "_C.avg_pool2d_backward": _HUGE_SIZE + _HUGE_STRIDE,
-    # ops/lstm.py names h0 and c0 "h" and "c" in its errors ("lstm: c must be float32 or float64").
-    "lstm": r"mutation=(h0|c0): ",
-    # lstm_cell_backward leaves its gradients' checks to lstm_backward, whose TypeError names
-    # grad_h_T / grad_c_T instead of grad_h_next / grad_c_next.
-    "lstm_cell_backward": r"mutation=(grad_h_next|grad_c_next): ",
-    # A cache holding a list or a number: the binding's TypeError names "cells"/"gates", not cache.
-    "lstm_backward": r"mutation=\('cache', \d\): (list|scalar)",
 }
 
 #: Public names of deepkern.ops that are not ops.

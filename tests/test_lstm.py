@@ -1063,3 +1063,18 @@ def test_a_changed_cache_array_is_refused_or_gives_the_same_gradients(name, chan
     }[change]
     with pytest.raises((TypeError, ValueError), match=rf"lstm_backward: .*{name}"):
         lstm_backward(grad_y, None, None, x, None, None, w_ih, w_hh, cache._replace(**{name: bad}))
+
+
+def test_errors_name_the_arguments_as_the_caller_passed_them(rng):
+    x, h, w_ih, w_hh = (rng.standard_normal(s) for s in ((2, 3, 4), (3, 5), (20, 4), (20, 5)))
+    with pytest.raises(TypeError, match="lstm: c0 has dtype float32"):
+        lstm(x, h, h.astype(np.float32), w_ih, w_hh)
+    with pytest.raises(ValueError, match=r"lstm: h0 must have shape \(B, H\)"):
+        lstm(x, h[:2], None, w_ih, w_hh)
+    with pytest.raises(TypeError, match="lstm_cell_backward: grad_c_next has dtype float32"):
+        lstm_cell_backward(None, h.astype(np.float32), x[0], h, h, w_ih, w_hh)
+    *_, cache = lstm(x, h, h, w_ih, w_hh, return_cache=True)
+    with pytest.raises(TypeError, match=r"lstm_backward: cache\.cells must be a float64 array.*got list"):
+        lstm_backward(None, None, None, x, h, h, w_ih, w_hh, cache._replace(cells=cache.cells.tolist()))
+    with pytest.raises(ValueError, match=r"cache\.hidden must be .* \(2, 3, 5\).*got \(2, 3, 4\)"):
+        lstm_backward(None, None, None, x, h, h, w_ih, w_hh, cache._replace(hidden=cache.hidden[..., :4]))

@@ -37,7 +37,7 @@ class LSTMCache(NamedTuple):
 
 def _arrays(op: str, x, h, c, w_ih, w_hh, b_ih, b_hh, *, sequence: bool):
     """Their backend, then the validated arrays of one float dtype, C-contiguous on it (the two
-    biases as their sum), and H."""
+    biases as their sum), and H. The states are called h0/c0 for a sequence, h/c for a cell."""
     x = as_float_array(x, "x", op)
     w_ih = as_float_array(w_ih, "w_ih", op)
     w_hh = as_float_array(w_hh, "w_hh", op)
@@ -66,7 +66,8 @@ def _arrays(op: str, x, h, c, w_ih, w_hh, b_ih, b_hh, *, sequence: bool):
         named[name] = value
         return value
 
-    h, c = (optional(name, value, (batch, hidden), "(B, H)") for name, value in (("h", h), ("c", c)))
+    states = (("h0", h), ("c0", c)) if sequence else (("h", h), ("c", c))
+    h, c = (optional(name, value, (batch, hidden), "(B, H)") for name, value in states)
     b_ih, b_hh = (optional(name, value, (4 * hidden,), "(4H,)") for name, value in (("b_ih", b_ih), ("b_hh", b_hh)))
     for name, value in named.items():
         if value.dtype != dtype:
@@ -123,30 +124,30 @@ def lstm_backward(grad_y, grad_h_T, grad_c_T, x, h0, c0, w_ih, w_hh, cache: LSTM
         raise TypeError(
             f"lstm_backward: cache must be the LSTMCache from lstm(..., return_cache=True), got {type(cache).__name__}"
         )
-    if cache.gates.shape != (steps, batch, 4 * hidden) or cache.gates.dtype != dtype:
-        raise ValueError(
-            f"lstm_backward: cache holds gates {cache.gates.shape} {cache.gates.dtype}, which do not "
-            f"fit x {x.shape} and w_hh {w_hh.shape}"
-        )
+    for name, width, layout in (
+        ("gates", 4 * hidden, "(T, B, 4H)"),
+        ("cells", hidden, "(T, B, H)"),
+        ("hidden", hidden, "(T, B, H)"),
+    ):
+        held = getattr(cache, name)
+        want = f"lstm_backward: cache.{name} must be a {dtype} array of shape {layout} = {(steps, batch, width)}"
+        if not hasattr(held, "shape"):
+            raise TypeError(f"{want}, got {type(held).__name__}")
+        if held.shape != (steps, batch, width) or held.dtype != dtype:
+            raise ValueError(f"{want} for x {x.shape} and w_hh {w_hh.shape}, got {held.shape} {held.dtype}")
     if bool(cache.reverse) != bool(reverse):
         raise ValueError(f"lstm_backward: reverse={reverse} but the cache was made with reverse={cache.reverse}")
-    grads = {}
-    for name, value, shape in (
-        ("grad_y", grad_y, (steps, batch, hidden)),
-        ("grad_h_T", grad_h_T, (batch, hidden)),
-        ("grad_c_T", grad_c_T, (batch, hidden)),
-    ):
-        if value is None:
-            grads[name] = None
-            continue
-        value = as_float_array(value, name, "lstm_backward")
-        if value.shape != shape:
-            raise ValueError(f"lstm_backward: {name} must have shape {shape}, got {value.shape}")
-        if value.dtype != dtype:
-            raise TypeError(f"lstm_backward: {name} has dtype {value.dtype} but x has {dtype}")
-        grads[name] = value
-    backend = backend_of(*grads.values(), x, *cache[:3], op="lstm_backward")
-    grad_y, grad_h_T, grad_c_T = (None if g is None else backend.ascontiguousarray(g) for g in grads.values())
+    grads = _gradients(
+        "lstm_backward",
+        dtype,
+        (
+            ("grad_y", grad_y, (steps, batch, hidden)),
+            ("grad_h_T", grad_h_T, (batch, hidden)),
+            ("grad_c_T", grad_c_T, (batch, hidden)),
+        ),
+    )
+    backend = backend_of(*grads, x, *cache[:3], op="lstm_backward")
+    grad_y, grad_h_T, grad_c_T = (None if g is None else backend.ascontiguousarray(g) for g in grads)
     empty = backend.empty
     grad_x = empty((steps, batch, inputs), dtype)
     grad_h0 = empty((batch, hidden), dtype)
@@ -177,6 +178,21 @@ def lstm_backward(grad_y, grad_h_T, grad_c_T, x, h0, c0, w_ih, w_hh, cache: LSTM
     return grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b, grad_b.copy()
 
 
+def _gradients(op: str, dtype, named) -> list:
+    """The given gradients (``named``: (name, value or None, shape) triples) as float arrays of
+    ``dtype`` and their shapes, None where None; errors name them."""
+    grads = []
+    for name, value, shape in named:
+        if value is not None:
+            value = as_float_array(value, name, op)
+            if value.shape != shape:
+                raise ValueError(f"{op}: {name} must have shape {shape}, got {value.shape}")
+            if value.dtype != dtype:
+                raise TypeError(f"{op}: {name} has dtype {value.dtype} but x has {dtype}")
+        grads.append(value)
+    return grads
+
+
 def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
     """One LSTM step (torch.nn.LSTMCell): x (B, I), h and c (B, H) -> (h_next, c_next)."""
     _, x, h, c, w_ih, w_hh, _, _ = _arrays("lstm_cell", x, h, c, w_ih, w_hh, b_ih, b_hh, sequence=False)
@@ -192,10 +208,10 @@ def lstm_cell_backward(grad_h_next, grad_c_next, x, h, c, w_ih, w_hh, b_ih=None,
     """
     op = "lstm_cell_backward"
     _, x, h, c, w_ih, w_hh, _, hidden = _arrays(op, x, h, c, w_ih, w_hh, b_ih, b_hh, sequence=False)
-    shape = (x.shape[0], hidden)
-    for name, grad in (("grad_h_next", grad_h_next), ("grad_c_next", grad_c_next)):
-        if grad is not None and np.shape(grad) != shape:
-            raise ValueError(f"{op}: {name} must have the shape of h_next (B, H) = {shape}, got {np.shape(grad)}")
+    shape = (x.shape[0], hidden)  # h_next's
+    grad_h_next, grad_c_next = _gradients(
+        op, x.dtype, (("grad_h_next", grad_h_next, shape), ("grad_c_next", grad_c_next, shape))
+    )
     *_, cache = lstm(x[None], h, c, w_ih, w_hh, b_ih, b_hh, return_cache=True)
     gx, gh, gc, gwi, gwh, gbi, gbh = lstm_backward(None, grad_h_next, grad_c_next, x[None], h, c, w_ih, w_hh, cache)
     return (gx[0], gh, gc, gwi, gwh, None if b_ih is None else gbi, None if b_hh is None else gbh)
