@@ -24,6 +24,8 @@ UPDATES = {
     "sub_ alpha": (lambda t, o: t.sub_(o, alpha=0.5), lambda a, b: a - 0.5 * b),
     "mul_": (lambda t, o: t.mul_(o), np.multiply),
     "div_": (lambda t, o: t.div_(o), np.divide),
+    "**=": (lambda t, o: t.__ipow__(o), lambda a, b: np.abs(a) ** b),
+    "pow_": (lambda t, o: t.pow_(o), lambda a, b: np.abs(a) ** b),
 }
 OTHER_SHAPES = [(3, 4), (4,), (1, 4), (3, 1), ()]
 
@@ -42,6 +44,8 @@ def positive(rng, shape):
 def test_updates_write_into_the_tensor_and_its_views(device, name, other_shape, kind, rng):
     inplace, reference = UPDATES[name]
     start = rng.standard_normal((3, 4))
+    if "pow" in name or "**" in name:
+        start = np.abs(start)  # real powers of a positive base
     other = positive(rng, other_shape)
     t = dk.tensor(start, device=device)
     alias = t[1:]  # a view: sees the write
@@ -97,6 +101,8 @@ def _chain(x, w, v):
     y -= w * w
     y /= v + 2.0
     y.add_(x, alpha=0.5).mul_(w)
+    y **= 2
+    y.pow_(v)
     return y.tanh()
 
 

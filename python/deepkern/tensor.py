@@ -434,6 +434,12 @@ class Tensor:
     def __itruediv__(self, other):
         return self._inplace("/=", F.Div, self._operand(other, "/="))
 
+    def pow_(self, exponent) -> "Tensor":
+        return self._inplace("pow_", F.Pow, self._operand(exponent, "pow_"))
+
+    def __ipow__(self, exponent):
+        return self._inplace("**=", F.Pow, self._operand(exponent, "**="))
+
     # -- arithmetic ----------------------------------------------------------------------------
 
     def __add__(self, other):
