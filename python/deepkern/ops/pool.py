@@ -184,7 +184,9 @@ def max_pool2d_backward(grad_out, x_shape, indices, *, out=None):
     if ind.shape != g.shape:
         raise ValueError(f"{op}: indices must have grad_out's shape {g.shape}, got {ind.shape}")
     backend = backend_of(g, ind, out, op=op)
-    g, ind = backend.ascontiguousarray(g), backend.ascontiguousarray(ind.astype(np.int64, copy=False))
+    if ind.dtype != np.int64 or (isinstance(ind, np.ndarray) and not ind.flags.aligned):
+        ind = ind.astype(np.int64)  # other integers, byte orders and unaligned data: converted once
+    g, ind = backend.ascontiguousarray(g), backend.ascontiguousarray(ind)
     written, result = _target(backend, out, op, shape, g.dtype, {"grad_out": g, "indices": ind})
     try:
         backend.max_pool2d_backward(g, ind, written, _kernel_shape(shape, g.shape[-2:]))
