@@ -884,3 +884,81 @@ def test_max_pool2d_huge_windows_apart(rng):
     assert out.shape == (2, 3, 2, 2)
     np.testing.assert_array_equal(out, np.broadcast_to(x.max(axis=(2, 3))[..., None, None], out.shape))
     np.testing.assert_array_equal(idx, np.broadcast_to(x.reshape(2, 3, 20).argmax(-1)[..., None, None], idx.shape))
+
+
+# Strides far past the input (one window along the axis): the kernels use no scratch that follows
+# the stride, and the results are the float64 references'.
+HUGE_STRIDES = [  # (x shape, kernel, stride, padding)
+    ((1, 3, 3), 3, 2**31, 0),
+    ((3, 3, 3), (2, 3), 2**31, 0),
+    ((2, 3, 5, 4), (2, 3), 2**31 - 1, 1),
+    ((2, 3, 6, 5), 2, (1, 2**40), 1),  # several windows along H, one along W
+    ((2, 3, 5, 7), (3, 2), (2**62 - 1, 3), (1, 0)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape, kernel, stride, padding", HUGE_STRIDES)
+def test_huge_strides_match_the_reference(device, shape, kernel, stride, padding, dtype, rng):
+    x = rand(rng, shape, dtype)
+    dx = on_device(device, x)
+    ref, ref_idx = max_pool2d_ref(x, kernel, stride, padding)
+    out, idx = max_pool2d(dx, kernel, stride, padding, return_indices=True)
+    check(out, ref, dtype, "max_pool2d")
+    np.testing.assert_array_equal(to_host(idx), ref_idx)
+    g = rand(rng, ref.shape, dtype)
+    dg = on_device(device, g)
+    check(max_pool2d_backward(dg, shape, idx), max_pool2d_backward_ref(g, shape, ref_idx), dtype, "max backward")
+    for avg in (dict(count_include_pad=True), dict(count_include_pad=False), dict(divisor_override=-2)):
+        check(avg_pool2d(dx, kernel, stride, padding, **avg), avg_pool2d_ref(x, kernel, stride, padding, **avg), dtype)
+        check(
+            avg_pool2d_backward(dg, shape, kernel, stride, padding, **avg),
+            avg_pool2d_backward_ref(g, shape, kernel, stride, padding, **avg),
+            dtype,
+            f"avg_pool2d_backward {avg}",
+        )
+
+
+def test_kernels_take_strides_below_2_62(rng):
+    """deepkern._C's pooling shape (planes, in_h, in_w, out_h, out_w, kernel_h, kernel_w, stride_h,
+    stride_w, pad_h, pad_w, dilation_h, dilation_w): a stride of 2**62 - 1 over one window runs as
+    the reference; 2**62 is refused, naming the field."""
+    x = rand(rng, (3, 3, 9), F64)
+    out, idx = np.full((3, 1, 3), np.nan), np.full((3, 1, 3), -7, dtype=np.int64)
+    deepkern._C.max_pool2d(x, out, idx, (3, 3, 9, 1, 3, 3, 1, 2**62 - 1, 3, 0, 0, 1, 1))
+    ref, ref_idx = max_pool2d_ref(x, (3, 1), (2**62 - 1, 3))
+    check(out, ref, F64, "_C.max_pool2d")
+    np.testing.assert_array_equal(idx, ref_idx)
+    g, gx = rand(rng, (3, 4, 1), F64), np.full((3, 9, 4), np.nan)
+    deepkern._C.avg_pool2d_backward(g, gx, (3, 9, 4, 4, 1, 2, 3, 2, 2**62 - 1, 0, 0, 1, 1), True, -2)
+    check(gx, avg_pool2d_backward_ref(g, (3, 9, 4), (2, 3), (2, 2**62 - 1), divisor_override=-2), F64, "_C backward")
+    with pytest.raises(ValueError, match=re.escape(f"shape[7] (stride_h) must be < 2**62, got {2**62}")):
+        deepkern._C.max_pool2d(x, out, idx, (3, 3, 9, 1, 3, 3, 1, 2**62, 3, 0, 0, 1, 1))
+    with pytest.raises(ValueError, match=re.escape("shape[8] (stride_w) must be < 2**62")):
+        deepkern._C.avg_pool2d_backward(g, gx, (3, 9, 4, 4, 1, 2, 3, 2, 2**62, 0, 0, 1, 1), True, -2)
+    # No planes: nothing is written, whatever the output size claims.
+    empty = np.zeros((0, 3, 9))
+    deepkern._C.max_pool2d(empty, np.zeros((0, 1)), None, (0, 3, 9, 1, 2**31, 3, 1, 1, 1, 0, 0, 1, 1))
+
+
+def test_max_pool2d_backward_refused_leaves_out_untouched(device, rng):
+    x = rng.standard_normal((2, 3, 6, 6))
+    _, idx = max_pool2d(x, 2, return_indices=True)
+    g = on_device(device, rng.standard_normal(idx.shape))
+    wrong = idx.copy()
+    wrong[1, 2, 2, 1] = 36  # the last plane: the others would be scattered first
+    out = on_device(device, np.full(x.shape, np.nan))
+    with pytest.raises(ValueError, match="index 36 .*outside"):
+        max_pool2d_backward(g, x.shape, on_device(device, wrong), out=out)
+    assert np.isnan(to_host(out)).all(), "a refused call wrote into out"
+
+
+def test_max_pool2d_backward_takes_unaligned_indices(rng):
+    x = rng.standard_normal((2, 3, 6, 5))
+    _, idx = max_pool2d(x, (2, 3), 1, return_indices=True)
+    raw = np.zeros(idx.nbytes + 1, dtype=np.uint8)
+    unaligned = raw[1:].view(np.int64).reshape(idx.shape)
+    unaligned[...] = idx
+    assert not unaligned.flags.aligned
+    g = rng.standard_normal(idx.shape)
+    check(max_pool2d_backward(g, x.shape, unaligned), max_pool2d_backward_ref(g, x.shape, idx), F64, "unaligned")

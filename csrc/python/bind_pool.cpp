@@ -16,7 +16,8 @@ namespace {
 // elements (NCHW planes, any shape), out and grad_out of planes * out_h * out_w, one float dtype;
 // indices (max pooling) int64 of the output's count. `shape` is (planes, in_h, in_w, out_h, out_w,
 // kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w): sizes and paddings
-// >= 0, kernel, stride and dilation >= 1. The output is written, never read, and overlaps no other
+// in [0, 2**62), kernel, stride and dilation in [1, 2**62), the element counts and the windows'
+// farthest reach within int64. The output is written, never read, and overlaps no other
 // argument.
 using PoolShapeTuple = std::array<int64_t, 13>;
 
@@ -30,10 +31,13 @@ cpu::Pool2dShape pool_shape(const char* op, const PoolShapeTuple& shape) {
                                              "kernel_h", "kernel_w",   "stride_h",  "stride_w", "pad_h",
                                              "pad_w",    "dilation_h", "dilation_w"};
   static constexpr int64_t kMinimum[13] = {0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 1, 1};
-  for (int i = 0; i < 13; ++i)
+  constexpr int64_t kLimit = int64_t(1) << 62;  // so that sums of a few fields cannot overflow
+  for (int i = 0; i < 13; ++i) {
+    const std::string field = std::string(op) + ": shape[" + std::to_string(i) + "] (" + kNames[i] + ") must be ";
     if (shape[i] < kMinimum[i])
-      throw py::value_error(std::string(op) + ": shape[" + std::to_string(i) + "] (" + kNames[i] +
-                            ") must be >= " + std::to_string(kMinimum[i]) + ", got " + std::to_string(shape[i]));
+      throw py::value_error(field + ">= " + std::to_string(kMinimum[i]) + ", got " + std::to_string(shape[i]));
+    if (shape[i] >= kLimit) throw py::value_error(field + "< 2**62, got " + std::to_string(shape[i]));
+  }
   const cpu::Pool2dShape s{shape[0], shape[1], shape[2], shape[3],  shape[4],  shape[5], shape[6],
                            shape[7], shape[8], shape[9], shape[10], shape[11], shape[12]};
   if (!window_indices_fit(s.in_h, s.out_h, s.kernel_h, s.stride_h, s.pad_h, s.dilation_h) ||
@@ -80,7 +84,7 @@ void max_pool2d(const py::object& x, const py::object& out, const py::object& in
 }
 
 // grad_x = zeros, plus each grad_out element added at its window's max (indices from max_pool2d);
-// an index outside its plane (other than -1) is a ValueError, with grad_x then partly written.
+// an index outside its plane (other than -1) is a ValueError, with grad_x left as it was.
 void max_pool2d_backward(const py::object& grad_out, const py::object& indices, const py::object& grad_x,
                          const PoolShapeTuple& shape) {
   constexpr const char* op = "max_pool2d_backward";

@@ -47,19 +47,24 @@ PoolBands plan_bands(const Pool2dShape& s) {
 // the maxima and the sums (the dropped taps read only padding); averages take their divisors from
 // the unclipped shape (AvgDivisor). Tap t of an axis reads input positions
 // o * stride - pad + t * dilation (o < out): inside [0, in) for some o only if t lies in
-// [first, last]; first is kept <= pad / dilation so that the padding stays >= 0.
-Pool2dShape clip_taps_to_input(Pool2dShape s) {
+// [first, last]; first is kept <= pad / dilation so that the padding stays >= 0. Returns false
+// (and leaves `s` as it was) when no tap of an axis reaches the input (or it has no window).
+bool clip_taps_to_input(Pool2dShape& s) {
   const auto clip = [](int64_t in, int64_t out, int64_t& kernel, int64_t stride, int64_t& pad, int64_t dilation) {
     const int64_t reach = pad - (out - 1) * stride;  // tap t reaches the input only if t * dilation >= reach
     const int64_t first = std::min(reach > 0 ? (reach + dilation - 1) / dilation : 0, pad / dilation);
     const int64_t last = std::min(kernel - 1, (in - 1 + pad) / dilation);
-    if (in <= 0 || out <= 0 || last < first) return;
+    if (in <= 0 || out <= 0 || last < first) return false;
     kernel = last - first + 1;
     pad -= first * dilation;
+    return true;
   };
-  clip(s.in_h, s.out_h, s.kernel_h, s.stride_h, s.pad_h, s.dilation_h);
-  clip(s.in_w, s.out_w, s.kernel_w, s.stride_w, s.pad_w, s.dilation_w);
-  return s;
+  Pool2dShape clipped = s;
+  if (!clip(s.in_h, s.out_h, clipped.kernel_h, s.stride_h, clipped.pad_h, s.dilation_h) ||
+      !clip(s.in_w, s.out_w, clipped.kernel_w, s.stride_w, clipped.pad_w, s.dilation_w))
+    return false;
+  s = clipped;
+  return true;
 }
 
 // The divisors of average pooling over the caller's shape `s`.
@@ -74,6 +79,23 @@ AvgDivisor avg_divisor(const Pool2dShape& s, bool count_include_pad, int64_t div
 // clipped range holds at most twice the input's taps (padding <= kernel / 2).
 bool windows_apart(const Pool2dShape& s) {
   return (s.out_h > 1 && s.stride_h > s.in_h) || (s.out_w > 1 && s.stride_w > s.in_w);
+}
+
+// How a max or average pooling call runs: `shape` for the band kernels (its taps clipped to the
+// input, and stride 1 along an axis of one window, whose stride no window uses: the band scratch
+// grows with the stride), or the direct kernels over the caller's shape when the windows lie apart,
+// the output or the input is empty or no tap reaches the input (nothing for the bands to cover).
+struct PoolPlan {
+  Pool2dShape shape;
+  bool direct;
+};
+
+PoolPlan plan_pool(const Pool2dShape& caller) {
+  Pool2dShape s = caller;
+  if (s.out_h <= 1) s.stride_h = 1;
+  if (s.out_w <= 1) s.stride_w = 1;
+  if (windows_apart(s) || !clip_taps_to_input(s)) return {caller, true};
+  return {s, false};
 }
 
 // The in-bounds taps of one window along an axis: input positions first, first + step, ... (count).
@@ -161,9 +183,10 @@ PoolBandScratch<T> band_scratch(const Pool2dShape& s, const PoolBands& bands, bo
 }
 
 // Runs body(begin, end) on contiguous shares of [0, units) on threads (one share when the input
-// is small).
+// is small; none when there are no units: the body's scratch may follow a size that no array has).
 template <class Body>
 void split(const Pool2dShape& s, int64_t units, Body&& body) {
+  if (units <= 0) return;
   const int threads = s.planes * s.in_h * s.in_w < kMinParallelElements
                           ? 1
                           : static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), units)));
@@ -184,10 +207,10 @@ void split_output_rows(const Pool2dShape& s, const PoolBands& bands, Body&& body
 
 template <class T>
 void max_pool2d(const Pool2dShape& shape, const T* x, T* out, int64_t* indices) {
-  if (windows_apart(shape))
-    return split(shape, shape.planes,
-                 [&](int64_t begin, int64_t end) { max_pool_direct(shape, x, out, indices, begin, end); });
-  const Pool2dShape s = clip_taps_to_input(shape);
+  const PoolPlan plan = plan_pool(shape);
+  const Pool2dShape& s = plan.shape;
+  if (plan.direct)
+    return split(s, s.planes, [&](int64_t begin, int64_t end) { max_pool_direct(s, x, out, indices, begin, end); });
   const PoolKernels<T>& kern = dispatched_kernels<T>();
   const PoolBands bands = plan_bands(s);
   split_output_rows(s, bands, [&](int64_t begin, int64_t end) {
@@ -197,22 +220,24 @@ void max_pool2d(const Pool2dShape& shape, const T* x, T* out, int64_t* indices) 
 
 template <class T>
 void max_pool2d_backward(const Pool2dShape& s, const T* grad_out, const int64_t* indices, T* grad_x) {
+  const int64_t count = s.planes * s.out_h * s.out_w, in_plane = s.in_h * s.in_w;
+  for (int64_t i = 0; i < count; ++i)  // before any write: a refused call leaves grad_x as it was
+    if (indices[i] != -1 && (indices[i] < 0 || indices[i] >= in_plane))
+      throw std::invalid_argument("index " + std::to_string(indices[i]) + " at flat position " + std::to_string(i) +
+                                  " is outside [0, " + std::to_string(in_plane) + ") (H*W of the input)");
   const PoolKernels<T>& kern = dispatched_kernels<T>();
-  split(s, s.planes, [&](int64_t begin, int64_t end) {
-    const int64_t bad = kern.max_pool_backward_planes(s, grad_out, indices, grad_x, begin, end);
-    if (bad >= 0)
-      throw std::invalid_argument("index " + std::to_string(indices[bad]) + " at flat position " + std::to_string(bad) +
-                                  " is outside [0, " + std::to_string(s.in_h * s.in_w) + ") (H*W of the input)");
-  });
+  split(s, s.planes,
+        [&](int64_t begin, int64_t end) { kern.max_pool_backward_planes(s, grad_out, indices, grad_x, begin, end); });
 }
 
 template <class T>
 void avg_pool2d(const Pool2dShape& shape, const T* x, T* out, bool count_include_pad, int64_t divisor_override) {
   const AvgDivisor divisor = avg_divisor(shape, count_include_pad, divisor_override);
-  if (windows_apart(shape))
-    return split(shape, shape.planes,
-                 [&](int64_t begin, int64_t end) { avg_pool_direct(shape, divisor, x, out, false, begin, end); });
-  const Pool2dShape s = clip_taps_to_input(shape);
+  const PoolPlan plan = plan_pool(shape);
+  const Pool2dShape& s = plan.shape;
+  if (plan.direct)
+    return split(s, s.planes,
+                 [&](int64_t begin, int64_t end) { avg_pool_direct(s, divisor, x, out, false, begin, end); });
   const PoolKernels<T>& kern = dispatched_kernels<T>();
   const PoolBands bands = plan_bands(s);
   split_output_rows(s, bands, [&](int64_t begin, int64_t end) {
@@ -224,11 +249,11 @@ template <class T>
 void avg_pool2d_backward(const Pool2dShape& shape, const T* grad_out, T* grad_x, bool count_include_pad,
                          int64_t divisor_override) {
   const AvgDivisor divisor = avg_divisor(shape, count_include_pad, divisor_override);
-  if (windows_apart(shape))
-    return split(shape, shape.planes, [&](int64_t begin, int64_t end) {
-      avg_pool_direct(shape, divisor, grad_out, grad_x, true, begin, end);
-    });
-  const Pool2dShape s = clip_taps_to_input(shape);
+  const PoolPlan plan = plan_pool(shape);
+  const Pool2dShape& s = plan.shape;
+  if (plan.direct)
+    return split(s, s.planes,
+                 [&](int64_t begin, int64_t end) { avg_pool_direct(s, divisor, grad_out, grad_x, true, begin, end); });
   const PoolKernels<T>& kern = dispatched_kernels<T>();
   const PoolBands bands = plan_bands(s);
   split(s, s.planes, [&](int64_t begin, int64_t end) {

@@ -25,7 +25,7 @@ void max_pool2d(const Pool2dShape& s, const T* x, T* out, int64_t* indices);
 
 // grad_x = 0, then grad_x[p, indices[p, i]] += grad_out[p, i] for every output position i.
 // Index -1 (a window over padding only) is skipped; any other index outside [0, in_h * in_w)
-// throws std::invalid_argument (grad_x is then partly written).
+// throws std::invalid_argument before anything is written.
 template <class T>
 void max_pool2d_backward(const Pool2dShape& s, const T* grad_out, const int64_t* indices, T* grad_x);
 

@@ -342,23 +342,17 @@ void max_pool_rows(const Pool2dShape& s, const PoolBands& bands, const T* x, T* 
 }
 
 template <class T>
-int64_t max_pool_backward_planes(const Pool2dShape& s, const T* grad_out, const int64_t* indices, T* grad_x,
-                                 int64_t begin, int64_t end) {
+void max_pool_backward_planes(const Pool2dShape& s, const T* grad_out, const int64_t* indices, T* grad_x, int64_t begin,
+                              int64_t end) {
   const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
   for (int64_t p = begin; p < end; ++p) {
     T* gx = grad_x + p * in_plane;
     const T* g = grad_out + p * out_plane;
     const int64_t* ind = indices + p * out_plane;
     std::fill(gx, gx + in_plane, T(0));
-    for (int64_t i = 0; i < out_plane; ++i) {
-      const int64_t at = ind[i];
-      if (at >= 0 && at < in_plane)
-        gx[at] += g[i];
-      else if (at != -1)
-        return p * out_plane + i;
-    }
+    for (int64_t i = 0; i < out_plane; ++i)
+      if (ind[i] >= 0) gx[ind[i]] += g[i];
   }
-  return -1;
 }
 
 template <class T>

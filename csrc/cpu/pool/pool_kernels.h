@@ -66,10 +66,9 @@ template <class T>
 struct PoolKernels {
   void (*max_pool_rows)(const Pool2dShape& s, const PoolBands& bands, const T* x, T* out, int64_t* indices,
                         int64_t begin, int64_t end, const PoolBandScratch<T>& scratch);
-  // Stops at the first index outside [0, in_h * in_w) other than -1 and returns its flat position
-  // in indices; returns -1 when there is none.
-  int64_t (*max_pool_backward_planes)(const Pool2dShape& s, const T* grad_out, const int64_t* indices, T* grad_x,
-                                      int64_t begin, int64_t end);
+  // The caller checked that every index is -1 or inside [0, in_h * in_w).
+  void (*max_pool_backward_planes)(const Pool2dShape& s, const T* grad_out, const int64_t* indices, T* grad_x,
+                                   int64_t begin, int64_t end);
   void (*avg_pool_rows)(const Pool2dShape& s, const PoolBands& bands, const T* x, T* out, const AvgDivisor& divisor,
                         int64_t begin, int64_t end, const PoolBandScratch<T>& scratch);
   void (*avg_pool_backward_planes)(const Pool2dShape& s, const PoolBands& bands, const T* grad_out, T* grad_x,
