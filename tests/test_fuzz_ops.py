@@ -27,29 +27,7 @@ WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz_worker.p
 
 #: Inputs left out until their fix lands: op -> regex over the input's description (the INPUT line
 #: of the worker's log), with what fails. Remove an entry when the fix is in.
-_HUGE_SIZE = r"mutation=.*=(2147483647|2147483648) expect"  # an int argument of 2**31 - 1 or 2**31
-_HUGE_STRIDE = r"|mutation=.*=4611686018427387904 expect"  # 2**62, which the _C pooling shape takes
-EXCLUDED = {
-    # ops/pool.py with csrc/cpu/pool: an index outside its plane is found while the kernel scatters
-    # into out=, so the ValueError leaves out= half written (a refused call must change nothing).
-    # ops/pool.py also passes unaligned int64 indices to the binding as they are, which refuses
-    # them ("indices is not aligned"), where every other input of an op is converted.
-    "max_pool2d_backward": r"out=ndarray.*mutation=bad index|mutation=indices: unaligned",
-    # Pooling and convolution with a stride, padding or size of 2**31: max_pool2d dies of SIGSEGV
-    # (stride 2**31, kernel 3 on 3x3 planes), avg_pool2d and the _C pooling kernels raise MemoryError
-    # (std::bad_alloc), adaptive_avg_pool2d(_backward) and conv2d (padding) raise NumPy's "array is
-    # too big" ValueError naming no argument, or MemoryError.
-    "max_pool2d": _HUGE_SIZE,
-    "avg_pool2d": _HUGE_SIZE,
-    "avg_pool2d_backward": _HUGE_SIZE,  # SIGSEGV: stride 2**31, kernel (2, 3) on x_shape (3, 3, 3)
-    # _C.max_pool2d dies of SIGSEGV with stride_h 2**62 (out_h 1): x (3, 3, 9), out (3, 1, 3),
-    # shape (3, 3, 9, 1, 3, 3, 1, 2**62, 3, 0, 0, 1, 1).
-    "_C.max_pool2d": _HUGE_SIZE + _HUGE_STRIDE,
-    "_C.avg_pool2d": _HUGE_SIZE,
-    # _C.avg_pool2d_backward with a stride of 2**62 (out_w 1) does not return (a hang):
-    # shape (3, 9, 4, 4, 1, 2, 3, 2, 2**62, 0, 0, 1, 1), grad_out (3, 4, 1), grad_x (3, 9, 4).
-    "_C.avg_pool2d_backward": _HUGE_SIZE + _HUGE_STRIDE,
-}
+EXCLUDED: dict = {}
 
 #: Public names of deepkern.ops that are not ops.
 NOT_OPS = {"LSTMCache": "the cache type lstm returns"}
