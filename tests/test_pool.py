@@ -942,13 +942,17 @@ def test_kernels_take_strides_below_2_62(rng):
 
 
 def test_max_pool2d_backward_refused_leaves_out_untouched(device, rng):
-    x = rng.standard_normal((2, 3, 6, 6))
+    """Bad indices in two planes (of an input large enough for several threads): the first is named,
+    and out keeps its contents."""
+    x = rng.standard_normal((4, 16, 32, 32))
     _, idx = max_pool2d(x, 2, return_indices=True)
     g = on_device(device, rng.standard_normal(idx.shape))
     wrong = idx.copy()
-    wrong[1, 2, 2, 1] = 36  # the last plane: the others would be scattered first
+    wrong[3, 15, 2, 1] = -5
+    wrong[2, 7, 0, 3] = 1024  # the planes before it would be scattered first
+    first = np.ravel_multi_index((2, 7, 0, 3), idx.shape)
     out = on_device(device, np.full(x.shape, np.nan))
-    with pytest.raises(ValueError, match="index 36 .*outside"):
+    with pytest.raises(ValueError, match=f"index 1024 at flat position {first} is outside"):
         max_pool2d_backward(g, x.shape, on_device(device, wrong), out=out)
     assert np.isnan(to_host(out)).all(), "a refused call wrote into out"
 

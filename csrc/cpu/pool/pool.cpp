@@ -3,6 +3,7 @@
 #include "cpu/pool/pool.h"
 
 #include <algorithm>
+#include <atomic>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -171,6 +172,19 @@ void avg_pool_direct(const Pool2dShape& s, const AvgDivisor& d, const T* src, T*
       for (int64_t i = 0; i < out_plane; ++i) dst[p * out_plane + i] /= divisor(i);
 }
 
+// The flat position of the first of `count` indices outside [0, in_plane) other than -1, or -1
+// when there is none: a branch-free pass (it vectorizes) finds whether there is one. As unsigned,
+// index + 1 maps -1 and [0, in_plane) onto [0, in_plane] and every other index above it.
+int64_t first_bad_index(const int64_t* indices, int64_t count, int64_t in_plane) {
+  const auto bad = [&](int64_t i) { return uint64_t(indices[i]) + 1 > uint64_t(in_plane); };
+  bool any = false;
+  for (int64_t i = 0; i < count; ++i) any |= bad(i);
+  if (any)
+    for (int64_t i = 0; i < count; ++i)
+      if (bad(i)) return i;
+  return -1;
+}
+
 struct PoolScratch;  // this family's thread_scratch tag
 
 // The calling thread's buffers for the band kernels (taps: for max pooling with indices).
@@ -220,11 +234,19 @@ void max_pool2d(const Pool2dShape& shape, const T* x, T* out, int64_t* indices) 
 
 template <class T>
 void max_pool2d_backward(const Pool2dShape& s, const T* grad_out, const int64_t* indices, T* grad_x) {
-  const int64_t count = s.planes * s.out_h * s.out_w, in_plane = s.in_h * s.in_w;
-  for (int64_t i = 0; i < count; ++i)  // before any write: a refused call leaves grad_x as it was
-    if (indices[i] != -1 && (indices[i] < 0 || indices[i] >= in_plane))
-      throw std::invalid_argument("index " + std::to_string(indices[i]) + " at flat position " + std::to_string(i) +
-                                  " is outside [0, " + std::to_string(in_plane) + ") (H*W of the input)");
+  // Every index is checked (on the threads of the scatter) before anything is written: a refused
+  // call leaves grad_x as it was.
+  const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
+  std::atomic<int64_t> first_bad{std::numeric_limits<int64_t>::max()};
+  split(s, s.planes, [&](int64_t begin, int64_t end) {
+    const int64_t at = first_bad_index(indices + begin * out_plane, (end - begin) * out_plane, in_plane);
+    if (at < 0) return;
+    const int64_t pos = begin * out_plane + at;
+    for (int64_t seen = first_bad.load(); pos < seen && !first_bad.compare_exchange_weak(seen, pos);) {}
+  });
+  if (const int64_t bad = first_bad.load(); bad != std::numeric_limits<int64_t>::max())
+    throw std::invalid_argument("index " + std::to_string(indices[bad]) + " at flat position " + std::to_string(bad) +
+                                " is outside [0, " + std::to_string(in_plane) + ") (H*W of the input)");
   const PoolKernels<T>& kern = dispatched_kernels<T>();
   split(s, s.planes,
         [&](int64_t begin, int64_t end) { kern.max_pool_backward_planes(s, grad_out, indices, grad_x, begin, end); });
