@@ -31,8 +31,15 @@ __all__ = ["Function", "Context", "no_grad", "enable_grad", "is_grad_enabled", "
 _state = threading.local()
 
 # -- version counters ----------------------------------------------------------------------------
+# Every in-place write through deepkern ticks one process-wide clock and stamps the written buffer
+# (the array that owns the memory; views share their owner's) with the tick, and counts the
+# buffer's writes (its version). A saved value or a view records only the clock when it is taken:
+# it is stale when its buffer's stamp is later. Taking costs one read; checking is free while the
+# clock has not moved (the usual case between a forward and its backward).
 
-_versions: dict = {}  # id(buffer) -> writes so far; a buffer never written in place has no entry
+_clock = 0  # in-place writes so far, in the whole process
+_last_write: dict = {}  # id(buffer) -> the clock of its latest in-place write
+_versions: dict = {}  # id(buffer) -> its in-place writes so far; absent: never written
 
 
 def buffer_of(arr):
@@ -48,17 +55,30 @@ def version_of(arr) -> int:
     return _versions.get(id(buffer_of(arr)), 0)
 
 
+def written_since(arr, clock: int) -> bool:
+    """Whether ``arr``'s buffer had an in-place write after the clock read ``clock``."""
+    return _clock != clock and _last_write.get(id(buffer_of(arr)), -1) > clock
+
+
 def bump_version(arr) -> None:
     """Records one in-place write to ``arr``'s buffer (call it for every write deepkern makes to a
     Tensor's existing memory: in-place operators, optimizer steps, loading into parameters)."""
+    global _clock
     owner = buffer_of(arr)
     key = id(owner)
     if key not in _versions:
-        try:  # the entry goes with the buffer, so a later array at the same address starts at 0
-            weakref.finalize(owner, _versions.pop, key, None)
-        except TypeError:  # a buffer type without weak references: counted for the process's life
+        try:  # the entries go with the buffer, so a later array at the same address starts afresh
+            weakref.finalize(owner, _forget, key)
+        except TypeError:  # a buffer type without weak references: kept for the process's life
             pass
+    _clock += 1
+    _last_write[key] = _clock
     _versions[key] = _versions.get(key, 0) + 1
+
+
+def _forget(key) -> None:
+    _versions.pop(key, None)
+    _last_write.pop(key, None)
 
 
 def _describe(arr) -> str:
@@ -123,22 +143,19 @@ class Context:
     (e.g. argmax indices) that get no gradient.
     """
 
-    _KEPT = frozenset(
-        {"needs_input_grad", "_saved", "_saved_versions", "_non_differentiable", "_released", "_function"}
-    )
+    _KEPT = frozenset({"needs_input_grad", "_saved", "_saved_at", "_non_differentiable", "_released", "_function"})
 
     def __init__(self, needs_input_grad):
         self.needs_input_grad = needs_input_grad
         self._saved = ()
-        self._saved_versions = ()
+        self._saved_at = 0  # the write clock when the values were saved
         self._non_differentiable = ()
         self._released = False
         self._function = ""
 
     def save_for_backward(self, *arrays):
         self._saved = arrays
-        if True in self.needs_input_grad:  # a backward will read them: note their buffers' versions
-            self._saved_versions = tuple(None if getattr(a, "shape", None) is None else version_of(a) for a in arrays)
+        self._saved_at = _clock
 
     @property
     def saved_tensors(self):
@@ -147,22 +164,23 @@ class Context:
                 "backward through the graph a second time: its saved values were freed after the "
                 "first backward; pass retain_graph=True to the first backward to keep them"
             )
-        for a, saved_at in zip(self._saved, self._saved_versions):
-            if saved_at is not None and version_of(a) != saved_at:
-                raise RuntimeError(
-                    "one of the variables needed for gradient computation has been modified by an inplace "
-                    f"operation: {_describe(a)}, saved by {self._function}Backward, is at version "
-                    f"{version_of(a)}; expected version {saved_at} instead. Compute the in-place change out "
-                    "of place (y = y + 1 instead of y += 1), or clone() the tensor before changing it"
-                )
+        if _clock != self._saved_at:  # something was written in place since: were these values?
+            for a in self._saved:
+                if getattr(a, "shape", None) is not None and written_since(a, self._saved_at):
+                    raise RuntimeError(
+                        "one of the variables needed for gradient computation has been modified by an inplace "
+                        f"operation: {_describe(a)}, saved by {self._function}Backward, was changed after it "
+                        f"was saved (its buffer is at version {version_of(a)} now). Compute the in-place change "
+                        "out of place (y = y + 1 instead of y += 1), or clone() the tensor before changing it"
+                    )
         return self._saved
 
     def _unshare_saved(self, buffer) -> None:
         """Replaces the saved arrays that live in ``buffer`` by copies: an in-place operator saves
         the value it is about to overwrite (``y *= w`` needs the old ``y`` for ``w``'s gradient)."""
-        in_buffer = [s is not None and buffer_of(a) is buffer for a, s in zip(self._saved, self._saved_versions)]
-        if any(in_buffer):
-            self.save_for_backward(*(a.copy() if inside else a for a, inside in zip(self._saved, in_buffer)))
+        inside = [getattr(a, "shape", None) is not None and buffer_of(a) is buffer for a in self._saved]
+        if any(inside):
+            self._saved = tuple(a.copy() if copy else a for a, copy in zip(self._saved, inside))
 
     def mark_non_differentiable(self, *outputs):
         self._non_differentiable = tuple(id(o) for o in outputs)
@@ -175,21 +193,13 @@ class Context:
                 delattr(self, name)
 
 
-class _Edge:
-    """A non-leaf input as it was when read: the node that made it and which of its outputs it is.
-    An in-place operation gives the Tensor a new history later; the edge keeps the one that was read."""
-
-    __slots__ = ("_node", "_output_index", "shape")
-
-    def __init__(self, tensor):
-        self._node, self._output_index, self.shape = tensor._node, tensor._output_index, tensor.shape
-
-
 class Node:
-    """One recorded Function call: its backward, context, what it reads (per argument: a leaf Tensor,
-    an ``_Edge`` to a non-leaf's history, or None where no gradient is needed), the shapes/dtypes of
+    """One recorded Function call: its backward, context, what it reads (per argument: a leaf Tensor;
+    for a non-leaf the history it had when read, the tuple ``(node, output index, shape)``, so that an
+    in-place operation giving the Tensor a new history later leaves this one alone; None where no
+    gradient is needed), the shapes/dtypes of
     its outputs and, when an output is a view of an input's memory, ``view`` = (that input Tensor,
-    its buffer, the buffer's version when the view was taken); None otherwise."""
+    its buffer, the write clock when the view was taken); None otherwise."""
 
     __slots__ = ("function", "ctx", "inputs", "output_meta", "view", "__weakref__")
 
@@ -203,7 +213,7 @@ class Node:
     def check_view_current(self) -> None:
         """Raises when this node's output is a view whose memory was written in place after the view
         was recorded: its graph no longer describes its values."""
-        if self.view is not None and version_of(self.view[1]) != self.view[2]:
+        if self.view is not None and written_since(self.view[1], self.view[2]):
             raise RuntimeError(
                 f"a view ({self.name()}) is used after its base tensor was modified by an inplace operation; "
                 "its gradient would miss that change. Take the view again after the in-place operation"
@@ -248,22 +258,27 @@ class Function:
         ctx = Context(tuple(needs) if record else (False,) * len(args))
         if record:
             ctx._function = cls.__name__
-            for a, n in zip(args, needs):
-                if n and a._node is not None and a._node.view is not None:
-                    a._node.check_view_current()
         out = cls.forward(ctx, *arrays, **kwargs)
         single = not isinstance(out, tuple)
         outs = (out,) if single else out
         if not record:
             wrapped = tuple(Tensor._wrap(o) for o in outs)
         else:
-            node = Node(
-                cls,
-                ctx,
-                tuple((a if a._node is None else _Edge(a)) if n else None for a, n in zip(args, needs)),
-                tuple((o.shape, o.dtype) for o in outs),
-                _view_of(outs, args, arrays),
-            )
+            inputs = []  # leaves as they are; a non-leaf as the history it has now
+            for a, n in zip(args, needs):
+                source = a._node if n else None
+                if source is None:
+                    inputs.append(a if n else None)
+                    continue
+                if source.view is not None:
+                    source.check_view_current()
+                inputs.append((source, a._output_index, a._array.shape))
+            view = None
+            for o in outs:
+                if getattr(o, "base", None) is not None:
+                    view = _view_of(o, args, arrays)
+                    break
+            node = Node(cls, ctx, tuple(inputs), tuple((o.shape, o.dtype) for o in outs), view)
             skip = ctx._non_differentiable
             wrapped = tuple(Tensor._wrap(o) if id(o) in skip else Tensor._wrap(o, node, i) for i, o in enumerate(outs))
         return wrapped[0] if single else wrapped
@@ -273,16 +288,13 @@ _TENSOR = None
 _NDARRAY = np.ndarray
 
 
-def _view_of(outs, args, arrays):
-    """``(input, buffer, version)`` when one of ``outs`` is a view into the memory of the argument
-    ``input`` (reshape, indexing, transposes; ``arrays`` are the arguments' arrays), else None."""
-    for o in outs:
-        if getattr(o, "base", None) is None:
-            continue
-        owner = buffer_of(o)
-        for arg, a in zip(args, arrays):
-            if getattr(a, "shape", None) is not None and buffer_of(a) is owner:
-                return arg, owner, version_of(owner)
+def _view_of(out, args, arrays):
+    """``(input, buffer, write clock)`` when ``out`` is a view into the memory of the argument ``input``
+    (reshape, indexing, transposes; ``arrays`` are the arguments' arrays), else None."""
+    owner = buffer_of(out)
+    for arg, a in zip(args, arrays):
+        if getattr(a, "shape", None) is not None and buffer_of(a) is owner:
+            return arg, owner, _clock
     return None
 
 
@@ -301,7 +313,7 @@ def _topological_order(root: Node) -> list:
     post-order, reversed; iterative, so long chains do not hit the recursion limit)."""
 
     def parents(node):
-        return (i._node for i in node.inputs if i is not None and i._node is not None)
+        return (i[0] for i in node.inputs if type(i) is tuple)
 
     order, visited = [], {id(root)}
     stack = [(root, parents(root))]
@@ -357,13 +369,14 @@ def _run_backward(root, pending: dict, retain_graph: bool) -> None:
                 continue
             if not isinstance(g, _NDARRAY):
                 g = as_array(g)
-            if g.shape != inp.shape:
-                raise RuntimeError(
-                    f"{node.name()} returned a gradient of shape {g.shape} for an input of shape {inp.shape}"
-                )
-            if inp._node is None:
+            leaf = type(inp) is not tuple
+            shape = inp.shape if leaf else inp[2]
+            if g.shape != shape:
+                raise RuntimeError(f"{node.name()} returned a gradient of shape {g.shape} for an input of {shape}")
+            if leaf:
                 inp._accumulate_grad(g)
                 continue
-            slots = pending.setdefault(id(inp._node), [None] * len(inp._node.output_meta))
-            prev = slots[inp._output_index]
-            slots[inp._output_index] = g if prev is None else prev + g
+            source, index, _ = inp
+            slots = pending.setdefault(id(source), [None] * len(source.output_meta))
+            prev = slots[index]
+            slots[index] = g if prev is None else prev + g

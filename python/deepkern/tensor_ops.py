@@ -16,6 +16,12 @@ from .autograd import Function
 from .backends import as_array, backend_of
 
 
+def _shape_of(value) -> tuple:
+    """``np.shape(value)``, without its cost for arrays (the common case on every recorded op)."""
+    shape = getattr(value, "shape", None)
+    return np.shape(value) if shape is None else shape
+
+
 def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
     """Sums ``grad`` over the axes along which an input of ``shape`` was broadcast."""
     if grad.shape == shape:
@@ -33,7 +39,7 @@ def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
 class Add(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.shapes = (np.shape(a), np.shape(b))
+        ctx.shapes = (_shape_of(a), _shape_of(b))
         return np.add(a, b)
 
     @staticmethod
@@ -48,7 +54,7 @@ class Add(Function):
 class Sub(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.shapes = (np.shape(a), np.shape(b))
+        ctx.shapes = (_shape_of(a), _shape_of(b))
         return np.subtract(a, b)
 
     @staticmethod
@@ -67,7 +73,7 @@ class Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
         need_a, need_b = ctx.needs_input_grad
-        ctx.shapes = (np.shape(a), np.shape(b))
+        ctx.shapes = (_shape_of(a), _shape_of(b))
         ctx.save_for_backward(a if need_b else None, b if need_a else None)
         return np.multiply(a, b)
 
@@ -86,7 +92,7 @@ class Div(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        ctx.shapes = (np.shape(a), np.shape(b))
+        ctx.shapes = (_shape_of(a), _shape_of(b))
         ctx.save_for_backward(a if ctx.needs_input_grad[1] else None, b)
         return np.divide(a, b)
 
@@ -450,7 +456,7 @@ class Where(Function):
     @staticmethod
     def forward(ctx, cond, a, b):
         ctx.save_for_backward(cond)
-        ctx.shapes = (np.shape(a), np.shape(b))
+        ctx.shapes = (_shape_of(a), _shape_of(b))
         return np.where(cond, a, b)
 
     @staticmethod
