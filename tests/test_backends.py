@@ -313,3 +313,29 @@ def test_a_training_recipe_runs_on_the_second_device(fake_backend, recipe, tmp_p
     assert all(isinstance(v, np.ndarray) for model in models.values() for v in model.values())
     resumed = run("fake", 3, resume=checkpoint)
     assert [h["epoch"] for h in resumed] == [1, 2, 3]
+
+
+class _DeviceLike:
+    """What ops' overlap check reads of a device array: data_ptr, shape, byte strides, itemsize, size."""
+
+    def __init__(self, data_ptr, shape, strides, itemsize=4):
+        self.data_ptr, self.shape, self.strides, self.itemsize = data_ptr, shape, strides, itemsize
+        self.size = int(np.prod(shape))
+
+
+@pytest.mark.parametrize(
+    "x, y, expected",
+    [
+        (_DeviceLike(1000, (4,), (4,)), _DeviceLike(1016, (4,), (4,)), False),  # adjacent
+        (_DeviceLike(1000, (4,), (4,)), _DeviceLike(1012, (4,), (4,)), True),  # last element shared
+        (_DeviceLike(1012, (4,), (-4,)), _DeviceLike(1000, (1,), (4,)), True),  # reversed view reaches back
+        (_DeviceLike(1000, (2, 3), (24, 4)), _DeviceLike(1016, (1,), (4,)), True),  # between rows: the spans meet
+        (_DeviceLike(1000, (2, 3), (24, 4)), _DeviceLike(1036, (2,), (4,)), False),  # just past the last row
+        (_DeviceLike(1000, (0, 3), (12, 4)), _DeviceLike(1000, (3,), (4,)), False),  # empty
+    ],
+)
+def test_overlap_of_device_arrays_by_byte_span(x, y, expected):
+    from deepkern.ops._validate import overlaps
+
+    assert overlaps(x, y) is expected and overlaps(y, x) is expected
+    assert overlaps(x, np.zeros(3)) is False  # arrays on two devices never share memory

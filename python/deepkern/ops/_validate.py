@@ -60,14 +60,35 @@ def check_array_type(array, name: str, op: str, backend, why: str = "") -> None:
 _TOO_HARD = getattr(np, "exceptions", np).TooHardError  # numpy.TooHardError before NumPy 1.25
 
 
-def overlaps(x: np.ndarray, y: np.ndarray) -> bool:
-    """True when x and y share memory (or when that is too costly to rule out)."""
-    if not np.may_share_memory(x, y):
+def overlaps(x, y) -> bool:
+    """True when arrays x and y share memory (or when that is too costly to rule out). NumPy arrays
+    are compared element by element; device arrays (with ``data_ptr``) by the byte ranges their
+    elements span; arrays of two different types never share memory (two devices), and two arrays
+    of a type deepkern cannot inspect are assumed to."""
+    if isinstance(x, np.ndarray) and isinstance(y, np.ndarray):
+        if not np.may_share_memory(x, y):
+            return False
+        try:
+            return bool(np.shares_memory(x, y, max_work=100_000))
+        except _TOO_HARD:
+            return True
+    if type(x) is not type(y):
         return False
-    try:
-        return bool(np.shares_memory(x, y, max_work=100_000))
-    except _TOO_HARD:
+    if not (hasattr(x, "data_ptr") and hasattr(y, "data_ptr")):
         return True
+    x_span, y_span = _byte_span(x), _byte_span(y)
+    return x_span is not None and y_span is not None and x_span[0] < y_span[1] and y_span[0] < x_span[1]
+
+
+def _byte_span(array):
+    """[first, end) of the device addresses a device array's elements occupy; None when it is empty."""
+    if array.size == 0:
+        return None
+    low = high = int(array.data_ptr)
+    for n, stride in zip(array.shape, array.strides):  # byte strides, as NumPy's
+        reach = (n - 1) * stride
+        low, high = (low + reach, high) if reach < 0 else (low, high + reach)
+    return low, high + array.itemsize
 
 
 #: Bound of the integer arguments (sizes, strides, paddings, counts): the kernels index in int64,
