@@ -10,10 +10,10 @@ Functions call the deepkern kernels directly, and the graph bookkeeping stays in
 
 Gradients are not themselves differentiable (no ``create_graph``); ``no_grad()`` records nothing.
 
-In-place writes are checked as PyTorch checks them, with a version counter per buffer (the array
-that owns the memory; views share their owner's counter) that every in-place write through deepkern
-bumps: a saved array changed before the backward that reads it, and a view whose buffer changed
-after the view was recorded, raise instead of giving a wrong gradient.
+In-place writes are checked as PyTorch checks them: every in-place write through deepkern stamps
+the buffer it changes (the array that owns the memory; views share it) with a process-wide write
+clock and counts its version, so a saved array changed before the backward that reads it, and a
+view whose buffer changed after the view was recorded, raise instead of giving a wrong gradient.
 """
 
 from __future__ import annotations
@@ -145,13 +145,13 @@ class Context:
 
     _KEPT = frozenset({"needs_input_grad", "_saved", "_saved_at", "_non_differentiable", "_released", "_function"})
 
-    def __init__(self, needs_input_grad):
+    def __init__(self, needs_input_grad, function: str = ""):
         self.needs_input_grad = needs_input_grad
         self._saved = ()
         self._saved_at = 0  # the write clock when the values were saved
         self._non_differentiable = ()
         self._released = False
-        self._function = ""
+        self._function = function  # the Function's name, for the errors
 
     def save_for_backward(self, *arrays):
         self._saved = arrays
@@ -197,9 +197,9 @@ class Node:
     """One recorded Function call: its backward, context, what it reads (per argument: a leaf Tensor;
     for a non-leaf the history it had when read, the tuple ``(node, output index, shape)``, so that an
     in-place operation giving the Tensor a new history later leaves this one alone; None where no
-    gradient is needed), the shapes/dtypes of
-    its outputs and, when an output is a view of an input's memory, ``view`` = (that input Tensor,
-    its buffer, the write clock when the view was taken); None otherwise."""
+    gradient is needed), the shapes/dtypes of its outputs and, when an output is a view of an
+    input's memory, ``view`` = (that input Tensor, its buffer, the write clock when the view was
+    taken); None otherwise."""
 
     __slots__ = ("function", "ctx", "inputs", "output_meta", "view", "__weakref__")
 
@@ -255,9 +255,7 @@ class Function:
         if not on_cpu:  # the Tensors must share one device
             backend_of(*(a._array for a in args if isinstance(a, Tensor)), op=cls.__name__)
         record = True in needs and is_grad_enabled()
-        ctx = Context(tuple(needs) if record else (False,) * len(args))
-        if record:
-            ctx._function = cls.__name__
+        ctx = Context(tuple(needs), cls.__name__) if record else Context((False,) * len(args))
         out = cls.forward(ctx, *arrays, **kwargs)
         single = not isinstance(out, tuple)
         outs = (out,) if single else out

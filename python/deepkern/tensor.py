@@ -302,10 +302,7 @@ class Tensor:
         if not (self._requires_grad or any(isinstance(a, Tensor) and a._requires_grad for a in args)):
             return False
         if self._requires_grad and self._node is None:
-            raise RuntimeError(
-                f"{what}: a leaf tensor that requires grad is being used in an in-place operation; "
-                "do it under deepkern.no_grad() (as an optimizer step does)"
-            )
+            raise _leaf_in_place(what, "a leaf tensor")
         return True
 
     def _inplace(self, what: str, function, *args, direct=None):
@@ -337,10 +334,7 @@ class Tensor:
                 "graph is not supported; index the base tensor instead, or compute the change out of place"
             )
         if base.is_leaf:
-            raise RuntimeError(
-                f"{what}: a view of a leaf tensor that requires grad is being used in an in-place operation; "
-                "do it under deepkern.no_grad() (as an optimizer step does)"
-            )
+            raise _leaf_in_place(what, "a view of a leaf tensor")
         key = node.ctx.meta[2]
         base[key] = function.apply(self, *args)
         self._take_history(F.Index.apply(base, key))
@@ -623,6 +617,14 @@ class Tensor:
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
+
+
+def _leaf_in_place(what: str, which: str) -> RuntimeError:
+    """PyTorch's refusal of an in-place change of a leaf that requires grad (or of its view)."""
+    return RuntimeError(
+        f"{what}: {which} that requires grad is being used in an in-place operation; "
+        "do it under deepkern.no_grad() (as an optimizer step does)"
+    )
 
 
 def _index_key(key):
