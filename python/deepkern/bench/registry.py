@@ -33,6 +33,9 @@ class Case:
     #: "flops": throughput in GFLOP/s against the FMA peak and the roofline; "bytes": memory-bound
     #: ops, throughput in GB/s (nbytes / time) against the measured stream bandwidth.
     metric: str = "flops"
+    #: Where the case runs: "cpu", or "cuda" (inputs moved to the GPU once; each library's calls timed
+    #: with CUDA events by :func:`timing.time_cuda_fn`).
+    device: str = "cpu"
 
 
 @dataclasses.dataclass

@@ -95,6 +95,31 @@ def time_fn(
     return Timing.from_times(times)
 
 
+def time_cuda_fn(fn: Callable, inputs: Sequence[tuple], *, repeats: int = 20, warmup: int = 3) -> Timing:
+    """Time ``fn(*inputs[i % len(inputs)])`` on the GPU: ``warmup`` calls, then ``repeats`` calls each
+    between two CUDA events on the current stream (deepkern's and PyTorch's default streams are the
+    same legacy stream), the device synchronized after each, so a time is the GPU's from the launch
+    to the end of the call's last kernel."""
+    from .. import cuda
+
+    if not inputs:
+        raise ValueError("time_cuda_fn: inputs must hold at least one set of arguments")
+    if repeats < 1:
+        raise ValueError(f"time_cuda_fn: repeats must be >= 1, got {repeats}")
+    for i in range(max(0, warmup)):
+        fn(*inputs[i % len(inputs)])
+    cuda.synchronize()
+    start, end = cuda.Event(enable_timing=True), cuda.Event(enable_timing=True)
+    times = []
+    for i in range(repeats):
+        start.record()
+        fn(*inputs[(warmup + i) % len(inputs)])
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return Timing.from_times(times)
+
+
 def rotation_copies(
     set_bytes: int, *, cache_bytes: int = CACHE_BYTES, max_copies: int = MAX_COPIES, max_bytes: int = MAX_ROTATION_BYTES
 ) -> int:
