@@ -9,6 +9,8 @@ then the seam's NotImplementedError names each missing one.
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 
 from .base import DLPACK_CUDA, Backend
@@ -19,7 +21,10 @@ try:
     import_error = None
 except ImportError as exc:  # not built, or its shared-library dependencies are missing
     _cuda = None
-    import_error = str(exc)
+    if importlib.util.find_spec(f"{__package__.rpartition('.')[0]}._cuda") is None:
+        import_error = "this installation has no CUDA module"
+    else:
+        import_error = str(exc)
 
 
 def usable() -> bool:
