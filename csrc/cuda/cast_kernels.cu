@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "cuda/cast.h"
 #include "cuda/cast_kernels.h"
@@ -50,8 +51,11 @@ void launch_cast(void* dst, DType to, const void* src, DType from, const Strided
     with_storage_type(to, [&](auto destination) {
       using From = decltype(source);
       using To = decltype(destination);
-      launch("cast_kernel", cast_kernel<From, To>, dim3(blocks), dim3(kThreads), 0, stream, static_cast<To*>(dst),
-             static_cast<const From*>(src), walk, n);
+      if constexpr (std::is_same_v<From, To>)
+        throw std::invalid_argument("cast: source and destination have the same dtype; copy instead");
+      else
+        launch("cast_kernel", cast_kernel<From, To>, dim3(blocks), dim3(kThreads), 0, stream, static_cast<To*>(dst),
+               static_cast<const From*>(src), walk, n);
     });
   });
 }
