@@ -143,7 +143,7 @@ def option_grid(kind: str):
             yield dict(
                 lr=0.01, alpha=0.99, eps=1e-8, weight_decay=wd, momentum=momentum, centered=centered, maximize=maximize
             )
-        yield dict(lr=0.01, alpha=0.3, eps=1e-6, centered=True)  # lerp's other branch
+        yield dict(lr=0.01, alpha=0.3, eps=1e-6, momentum=0.0, centered=True)  # lerp's other branch
 
 
 KINDS = ["sgd", "adam", "rmsprop"]
