@@ -13,25 +13,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// Offsets (in elements) of element i of the C-order walk in the destination and the source.
-__device__ __forceinline__ void walk_offsets(const StridedWalk& w, std::int64_t i, std::int64_t* dst,
-                                             std::int64_t* src) {
-  if (w.ndim == 1) {  // the contiguous case after merging: no division
-    *dst = i * w.dst_stride[0];
-    *src = i * w.src_stride[0];
-    return;
-  }
-  std::int64_t d = 0, s = 0;
-  for (int k = w.ndim - 1; k >= 0; --k) {
-    const std::int64_t index = i % w.shape[k];
-    i /= w.shape[k];
-    d += index * w.dst_stride[k];
-    s += index * w.src_stride[k];
-  }
-  *dst = d;
-  *src = s;
-}
-
 template <typename T>
 __global__ void strided_copy_kernel(T* __restrict__ dst, const T* __restrict__ src, const StridedWalk walk,
                                     std::int64_t n) {

@@ -3,8 +3,9 @@
 ``deepkern._cuda`` is absent when the package was built without nvcc; importing it can also fail
 on an unusual system. Either way deepkern keeps working on the CPU and ``import_error`` says why.
 The backend is registered only where the module imports and a GPU is visible (:func:`usable`).
-It allocates and copies; kernel entries (``gemm``, ``conv2d_forward``, ...) come later, and until
-then the seam's NotImplementedError names each missing one.
+It allocates, copies and casts; its kernel entries so far are the optimizer steps (the
+``deepkern._cuda`` functions taking the arguments of the ``deepkern._C`` function of the same
+name). For any other kernel the seam's NotImplementedError names it.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ class CUDABackend(Backend):
 
     def __init__(self):
         self.array_type = _cuda.DeviceArray
+        # Kernel entries: the deepkern._cuda functions (arguments as deepkern._C's of the same name).
+        self.sgd_step = _cuda.sgd_step
+        self.adam_step = _cuda.adam_step
+        self.rmsprop_step = _cuda.rmsprop_step
 
     def empty(self, shape, dtype):
         return _cuda.empty(_shape(shape), np.dtype(dtype))
