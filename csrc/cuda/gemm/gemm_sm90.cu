@@ -196,6 +196,7 @@ __device__ void consume(const Sm90Params<T>& p, int wg, unsigned char* a_ring, u
     tile_coordinates(p, t, &b, &tm, &tn);
 #pragma unroll
     for (int i = 0; i < 128; ++i) acc[i] = 0.0f;
+    sm90::fence_accumulators(acc);
     for (int kb = 0; kb < p.k_blocks; ++kb, ++it) {
       const int s = it % kStages;
       sm90::mbarrier_wait(&full[s], (it / kStages) & 1);
@@ -216,6 +217,7 @@ __device__ void consume(const Sm90Params<T>& p, int wg, unsigned char* a_ring, u
       if (kb > 0 && signals) sm90::mbarrier_arrive(&empty[(it - 1) % kStages]);
     }
     sm90::wgmma_wait<0>();
+    sm90::fence_accumulators(acc);
     if (signals) sm90::mbarrier_arrive(&empty[(it - 1) % kStages]);
     store_tile(p, acc, b, tm * kBlockM + 64 * wg, tn * kBlockN);
   }

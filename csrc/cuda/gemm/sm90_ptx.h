@@ -130,6 +130,14 @@ __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.a
 // Closes the group of wgmma issued by this warpgroup since the last commit.
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 
+// Pins the accumulators in place: the compiler may not move their reads or writes across this
+// point (wgmma writes them asynchronously, behind the compiler's back). Use after wgmma_wait
+// before reading them, and after writing them before the wgmma that accumulate into them.
+__device__ __forceinline__ void fence_accumulators(float (&d)[128]) {
+#pragma unroll
+  for (int i = 0; i < 128; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
 // Waits until at most `Pending` committed wgmma groups of this warpgroup are in flight.
 template <int Pending>
 __device__ __forceinline__ void wgmma_wait() {
