@@ -58,20 +58,20 @@ def _library_path(name: str) -> Path:
     return cache / f"lib{name}_driver-{_sources_digest()}.so"
 
 
+def _driver_sources(name: str) -> list:
+    """The driver, then the files its `// emulation-sources:` lines name (paths from the repository
+    root), each compiled as its own translation unit."""
+    driver = HARNESS / f"{name}_driver.cpp"
+    extra = []
+    for line in driver.read_text().splitlines():
+        if line.startswith("// emulation-sources:"):
+            extra += [str(ROOT / path) for path in line.split(":", 1)[1].split()]
+    return [str(driver), *extra]
+
+
 def _compile_command(name: str, output: Path) -> list:
-    return [
-        _compiler(),
-        *FLAGS,
-        "-include",
-        str(INCLUDE / "dk_emulation" / "prelude.h"),
-        "-I",
-        str(INCLUDE),
-        "-I",
-        str(ROOT / "csrc"),
-        str(HARNESS / f"{name}_driver.cpp"),
-        "-o",
-        str(output),
-    ]
+    include = ["-include", str(INCLUDE / "dk_emulation" / "prelude.h"), "-I", str(INCLUDE), "-I", str(ROOT / "csrc")]
+    return [_compiler(), *FLAGS, *include, "-x", "c++", *_driver_sources(name), "-o", str(output)]
 
 
 @functools.lru_cache(maxsize=None)
@@ -400,8 +400,8 @@ def _same_view(buffer, view, other):
 
 
 def _random_shapes(rng, count):
-    for _ in range(count):
-        ndim = int(rng.integers(1, 7))
+    for i in range(count):
+        ndim = 1 + i % 6
         shape = tuple(int(n) for n in rng.integers(1, 7 if ndim > 3 else 40, ndim))
         if np.prod(shape) <= 4000:
             yield shape

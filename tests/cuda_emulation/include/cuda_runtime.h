@@ -3,6 +3,7 @@
 // tokens, and the device is an emulated sm_80 (see kDevice below). Errors follow the runtime's
 // convention: a call returns its error and also leaves it for cudaGetLastError.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -215,6 +216,20 @@ inline cudaError_t cudaMemset(void* dst, int value, std::size_t bytes) {
 }
 inline cudaError_t cudaMemsetAsync(void* dst, int value, std::size_t bytes, cudaStream_t = nullptr) {
   return cudaMemset(dst, value, bytes);
+}
+
+inline cudaError_t cudaRuntimeGetVersion(int* version) {
+  *version = 13000;
+  return cudaSuccess;
+}
+
+// Resident blocks per multiprocessor by the thread limit alone (2048 threads, 32 blocks on sm_80).
+template <typename Kernel>
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, Kernel*, int block_size, std::size_t) {
+  if (block_size <= 0 || block_size > dk_emu::kDevice.max_threads_per_block)
+    return dk_emu::report(cudaErrorInvalidValue);
+  *blocks = std::min(2048 / block_size, 32);
+  return cudaSuccess;
 }
 
 // Work runs when it is issued, so there is never anything to wait for.

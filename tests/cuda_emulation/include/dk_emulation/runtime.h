@@ -12,6 +12,7 @@
 //   rethrown by run(), naming the kernel, the block and the thread.
 // One launch runs at a time (static __shared__ variables are shared by every block).
 #pragma once
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -38,6 +39,7 @@ namespace dk_emu {
 constexpr unsigned kWarpSize = 32;
 constexpr std::size_t kSlotBytes = 64;   // a lane's input or output in a collective
 constexpr unsigned char kPoison = 0xff;  // what uninitialized or undefined data reads as (NaN, -1)
+constexpr int kSpins = 30;               // yields before a waiting thread sleeps
 
 struct Warp;
 // Computes the outputs of `lanes` from their inputs; returns a fault message, or nullptr.
@@ -51,7 +53,7 @@ struct Warp {
   Compute compute[kWarpSize] = {};
   const char* what[kWarpSize] = {};
   const char* fault[kWarpSize] = {};
-  std::uint64_t done[kWarpSize] = {};  // collectives completed, per lane
+  std::atomic<std::uint64_t> done[kWarpSize] = {};  // collectives completed, per lane
   alignas(16) unsigned char in[kWarpSize][kSlotBytes];
   alignas(16) unsigned char out[kWarpSize][kSlotBytes];
   std::condition_variable wake;
@@ -231,6 +233,10 @@ class Launch {
 
   template <typename Done>
   void wait(std::unique_lock<std::mutex>& lock, std::condition_variable& wake, const char* where, Done done) {
+    if (done()) return;
+    lock.unlock();  // the waits are short when the threads fit the cores: yield a while before sleeping
+    for (int spin = 0; spin < kSpins && !done(); ++spin) std::this_thread::yield();
+    lock.lock();
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(watchdog_seconds());
     while (!done()) {
       if (wake.wait_until(lock, deadline) == std::cv_status::timeout && !done()) deadlock(where);
@@ -265,7 +271,7 @@ class Launch {
   std::mutex mutex_;
   std::condition_variable block_wake_;
   unsigned live_ = 0, sync_arrived_ = 0, finished_ = 0;
-  std::uint64_t sync_generation_ = 0, block_generation_ = 0;
+  std::atomic<std::uint64_t> sync_generation_{0}, block_generation_{0};
   std::string error_;
 
  public:
