@@ -8,6 +8,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -229,15 +230,16 @@ def _conversion_inputs(rng) -> np.ndarray:
     edges = np.array([0x7F7FF000, 0x7F7FEFFF, 0xFF7FF000, 0x7F7F8000, 0x7F7F7FFF, 0x00001000], np.uint32)
     bits = np.concatenate([finite, tf32_ties, bf16_ties, edges])
     values = np.concatenate([bits.view(np.float32), specials])
-    return np.concatenate([values, np.array([np.inf, -np.inf, np.nan], np.float32)])
+    values = np.concatenate([values, np.array([np.inf, -np.inf, np.nan], np.float32)])
+    return values if values.size % 2 else np.append(values, np.float32(0.5))  # odd: the last pair is short
 
 
 def test_tf32_and_bf16_conversions_round_as_documented(rng):
     x = _conversion_inputs(rng)
     n = x.size
     tf32, bf16 = np.zeros(n, np.uint32), np.zeros(n, np.uint16)
-    pair, back = np.zeros(n, np.uint32), np.full(n, np.nan, np.float32)
-    load_driver("ptx").dk_convert(x, n, tf32, bf16, pair, back)
+    pair, back, unpacked = np.zeros(n, np.uint32), np.full(n, np.nan, np.float32), np.zeros((n, 2), np.float32)
+    load_driver("ptx").dk_convert(x, n, tf32, bf16, pair, back, unpacked)
     finite = np.isfinite(x)
     # to_tf32: cvt.rna, the low 13 bits cleared
     np.testing.assert_array_equal(tf32[finite], _round_bits(_float_bits(x[finite]), 13, ties_away=True))
@@ -248,10 +250,12 @@ def test_tf32_and_bf16_conversions_round_as_documented(rng):
     np.testing.assert_array_equal(bf16[finite], _bf16_bits(x[finite]))
     np.testing.assert_array_equal(back[~np.isnan(x)], (bf16.astype(np.uint32) << 16).view(np.float32)[~np.isnan(x)])
     assert np.isnan(back[np.isnan(x)]).all()
+    np.testing.assert_array_equal(back[np.isinf(x)], x[np.isinf(x)])
     partner = np.arange(n) ^ 1
-    valid = partner < n
-    expected_pair = bf16.astype(np.uint32) | bf16[np.minimum(partner, n - 1)].astype(np.uint32) << 16
-    np.testing.assert_array_equal(pair[valid & ~np.isnan(x)], expected_pair[valid & ~np.isnan(x)])
+    partner[partner == n] = n - 1  # the last element of an odd count pairs with itself
+    np.testing.assert_array_equal(pair, bf16.astype(np.uint32) | bf16[partner].astype(np.uint32) << 16)
+    # __bfloat1622float2: the pair's low half is .x
+    np.testing.assert_array_equal(unpacked, np.stack([back, back[partner]], axis=1))
 
 
 @pytest.mark.parametrize("mode, matrices, trans", [(0, 4, False), (1, 4, True), (2, 2, False), (3, 2, True)])
@@ -271,6 +275,16 @@ def test_ldmatrix_delivers_the_documented_elements(rng, mode, matrices, trans):
                 lo, hi = (matrix[2 * quad : 2 * quad + 2, group]) if trans else matrix[group, 2 * quad : 2 * quad + 2]
                 expected = int(lo) | int(hi) << 16
             assert out[lane, i] == expected, (lane, i)
+
+
+@pytest.mark.parametrize("k", [16, 48])
+def test_ldmatrix_fed_mma_computes_a_product(rng, k):
+    """The usual tensor-core pattern (cp.async tiles, ldmatrix_x4 for a, ldmatrix_x2_trans for b)
+    gives a @ b: the ldmatrix and mma layouts fit together as PTX documents them."""
+    a, b = rng.standard_normal((16, k)).astype(np.float32), rng.standard_normal((k, 8)).astype(np.float32)
+    c = np.full((16, 8), np.nan, np.float32)
+    load_driver("ptx").dk_ldmatrix_mma(_bf16_bits(a), _bf16_bits(b), k, c)
+    _check_tile_products(c, _bf16(a), _bf16(b), np.zeros((16, 8)))
 
 
 def test_cp_async_copies_or_zero_fills_into_dynamic_shared_memory(rng):
@@ -327,6 +341,12 @@ def test_shuffles_follow_the_documented_lane_rules(rng, width):
         assert list(out[t]) == expected, (t, list(out[t]), expected)
 
 
+def test_a_lane_left_out_of_its_own_mask_is_an_error():
+    out = np.zeros(32, np.int32)
+    with pytest.raises(RuntimeError, match=r"kernel bad_mask_kernel: .*__shfl_sync: mask 0x00000001 leaves out"):
+        load_driver("ptx").dk_bad_mask(out)
+
+
 def test_barriers_count_only_threads_that_have_not_returned(rng):
     blocks, threads, active = 3, 100, 77  # a partial last warp, and threads that return at once
     values = rng.integers(-50, 50, (blocks, threads)).astype(np.float32)
@@ -365,7 +385,10 @@ def test_a_deadlock_aborts_with_a_message_naming_the_kernel():
     path = load_driver("ptx").path
     script = f"import ctypes; ctypes.CDLL({str(path)!r}).dk_deadlock()"
     env = dict(os.environ, DK_EMULATION_WATCHDOG_S="0.5")
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    no_core_dump = functools.partial(resource.setrlimit, resource.RLIMIT_CORE, (0, 0))
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, preexec_fn=no_core_dump
+    )
     assert result.returncode != 0
     assert "kernel deadlock_kernel deadlocked" in result.stderr, result.stderr
     assert "waited more than 0.5 s in __sync" in result.stderr, result.stderr

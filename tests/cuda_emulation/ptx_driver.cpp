@@ -58,17 +58,20 @@ __global__ void mma_bf16_tile_kernel(const float* a, const float* b, const float
   for (int i = 0; i < 4; ++i) d[accumulator_index(threadIdx.x, i)] = acc[i];
 }
 
-// The conversions of x[i]: TF32 bits, bfloat16 bits, the bf16 pair (x[i], x[i ^ 1]) as 32 bits, and
-// the bfloat16 value back as float.
+// The conversions of x[i]: TF32 bits, bfloat16 bits, the bf16 pair (x[i], x[j]) as 32 bits (j = i ^ 1,
+// or i when that is past the end), the bfloat16 value back as float, and the pair back as two floats.
 __global__ void convert_kernel(const float* x, int64_t n, uint32_t* tf32, std::uint16_t* bf16, uint32_t* pair,
-                               float* back) {
+                               float* back, float* unpacked) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   tf32[i] = ptx::to_tf32(x[i]);
   const __nv_bfloat16 h = __float2bfloat16_rn(x[i]);
   std::memcpy(&bf16[i], &h, 2);
-  pair[i] = bf16_pair(x[i], x[i ^ 1]);
+  const int64_t j = (i ^ 1) < n ? (i ^ 1) : i;
+  pair[i] = bf16_pair(x[i], x[j]);
   back[i] = __bfloat162float(h);
+  const float2 both = __bfloat1622float2(__floats2bfloat162_rn(x[i], x[j]));
+  unpacked[2 * i] = both.x, unpacked[2 * i + 1] = both.y;
 }
 
 // Lane l gives the address of shared row rows[l] (32 rows of 8 16-bit values copied from src);
@@ -148,6 +151,33 @@ __global__ void index_kernel(int* out, int* order, int* counter) {
   if (thread == 0) order[block] = atomicAdd(counter, 1);
 }
 
+// One warp: c (16 x 8 float) = a (16 x k bf16 bits, row-major) @ b (k x 8 bf16 bits, row-major),
+// k a multiple of 16, the way a tensor-core GEMM feeds its mma: each 16 x 16 slice of a and 16 x 8
+// slice of b goes to shared memory by cp.async, a's fragments come from ldmatrix_x4 (lane l gives
+// row l % 16, columns 8 (l / 16)..), b's from ldmatrix_x2_trans (lane l gives row l % 16 of b).
+__global__ void ldmatrix_mma_kernel(const std::uint16_t* a, const std::uint16_t* b, int64_t k, float* c) {
+  __shared__ __align__(16) std::uint16_t as[16][16];
+  __shared__ __align__(16) std::uint16_t bs[16][8];
+  const unsigned lane = threadIdx.x;
+  float acc[4] = {0, 0, 0, 0};
+  for (int64_t k0 = 0; k0 < k; k0 += 16) {
+    ptx::cp_async_16(&as[lane / 2][8 * (lane % 2)], a + (lane / 2) * k + k0 + 8 * (lane % 2), true);
+    if (lane < 16) ptx::cp_async_16(&bs[lane][0], b + (k0 + lane) * 8, true);
+    ptx::cp_async_commit();
+    ptx::cp_async_wait<0>();
+    __syncwarp();
+    uint32_t af[4], bf[2];
+    ptx::ldmatrix_x4(af, &as[lane % 16][8 * (lane / 16)]);
+    ptx::ldmatrix_x2_trans(bf, &bs[lane % 16][0]);
+    ptx::mma_bf16_m16n8k16(acc, af, bf);
+    __syncwarp();
+  }
+  for (int i = 0; i < 4; ++i) c[accumulator_index(lane, i)] = acc[i];
+}
+
+// Every lane shuffles with a mask that holds lane 0 only: the other lanes are left out.
+__global__ void bad_mask_kernel(int* out) { out[threadIdx.x] = __shfl_sync(1u, static_cast<int>(threadIdx.x), 0); }
+
 // Lane 0 waits at __syncthreads while lanes 1..31 wait for it at __syncwarp: a deadlock.
 __global__ void deadlock_kernel() {
   if (threadIdx.x == 0)
@@ -171,10 +201,10 @@ DK_EMULATION_EXPORT int dk_mma_bf16(const float* a, const float* b, const float*
 }
 
 DK_EMULATION_EXPORT int dk_convert(const float* x, int64_t n, uint32_t* tf32, std::uint16_t* bf16, uint32_t* pair,
-                                   float* back) {
+                                   float* back, float* unpacked) {
   return dk_emu::guarded([&] {
-    launch("convert_kernel", convert_kernel, dim3((n + 127) / 128), dim3(128), 0, nullptr, x, n, tf32, bf16, pair,
-           back);
+    launch("convert_kernel", convert_kernel, dim3((n + 127) / 128), dim3(128), 0, nullptr, x, n, tf32, bf16, pair, back,
+           unpacked);
   });
 }
 
@@ -209,6 +239,15 @@ DK_EMULATION_EXPORT int dk_index(int* out, int* order, int* counter, int64_t gx,
   return dk_emu::guarded([&] {
     launch("index_kernel", index_kernel, dim3(gx, gy, gz), dim3(bx, by, bz), 0, nullptr, out, order, counter);
   });
+}
+
+DK_EMULATION_EXPORT int dk_ldmatrix_mma(const std::uint16_t* a, const std::uint16_t* b, int64_t k, float* c) {
+  return dk_emu::guarded(
+      [&] { launch("ldmatrix_mma_kernel", ldmatrix_mma_kernel, dim3(1), dim3(32), 0, nullptr, a, b, k, c); });
+}
+
+DK_EMULATION_EXPORT int dk_bad_mask(int* out) {
+  return dk_emu::guarded([&] { launch("bad_mask_kernel", bad_mask_kernel, dim3(1), dim3(32), 0, nullptr, out); });
 }
 
 DK_EMULATION_EXPORT int dk_deadlock() {

@@ -30,4 +30,7 @@ int guarded(Body&& body) {
 
 }  // namespace dk_emu
 
-DK_EMULATION_EXPORT const char* dk_emulation_last_error() { return dk_emu::driver_error().c_str(); }
+// Weak: a driver of several translation units may include this header in more than one.
+extern "C" __attribute__((visibility("default"), weak)) const char* dk_emulation_last_error() {
+  return dk_emu::driver_error().c_str();
+}
