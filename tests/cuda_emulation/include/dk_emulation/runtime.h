@@ -96,10 +96,24 @@ class Launch {
   }
 
   // Runs every block; throws std::runtime_error with the first exception a kernel thread threw.
+  // The threads start the kernel once all exist; when one cannot be created, those that exist
+  // return at once and the failure is the launch's error.
   void run() {
     std::vector<std::thread> threads;
     threads.reserve(threads_);
-    for (unsigned t = 0; t < threads_; ++t) threads.emplace_back(&Launch::thread_main, this, t);
+    try {
+      for (unsigned t = 0; t < threads_; ++t) threads.emplace_back(&Launch::thread_main, this, t);
+    } catch (const std::exception& e) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      abandoned_ = true;
+      error_ = std::string("kernel ") + name_ + ": could not start thread " + std::to_string(threads.size()) + " of " +
+               std::to_string(threads_) + ": " + e.what();
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      started_ = true;
+    }
+    block_wake_.notify_all();
     for (std::thread& t : threads) t.join();
     if (!error_.empty()) throw std::runtime_error(error_);
   }
@@ -146,6 +160,11 @@ class Launch {
   }
 
   void thread_main(unsigned linear) {
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      block_wake_.wait(lock, [&] { return started_; });
+      if (abandoned_) return;
+    }
     this_thread() = {linear, linear / kWarpSize, linear % kWarpSize};
     current() = this;
     threadIdx = {linear % block_.x, linear / block_.x % block_.y, linear / (block_.x * block_.y)};
@@ -273,6 +292,8 @@ class Launch {
   unsigned live_ = 0, sync_arrived_ = 0, finished_ = 0;
   std::atomic<std::uint64_t> sync_generation_{0}, block_generation_{0};
   std::string error_;
+  bool started_ = false;    // every thread exists (or creating one failed)
+  bool abandoned_ = false;  // creating a thread failed: the kernel does not run
 
  public:
   // The launch the calling kernel thread belongs to (nullptr outside kernels).
