@@ -78,25 +78,23 @@ def _compile_command(name: str, output: Path) -> list:
 @functools.lru_cache(maxsize=None)
 def _build_all() -> dict:
     """Compiles every tests/cuda_emulation/*_driver.cpp not yet cached, concurrently; returns
-    {name: library path}. A compiler error fails the calling test with the compiler's output."""
+    {name: library path, or the compiler's output where it failed}."""
     names = sorted(p.name[: -len("_driver.cpp")] for p in HARNESS.glob("*_driver.cpp"))
-    jobs = {}
+    jobs, built = {}, {}
     for name in names:
-        path = _library_path(name)
+        path = built[name] = _library_path(name)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_suffix(f".{os.getpid()}.tmp")
             command = _compile_command(name, partial)
             jobs[name] = (partial, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    failures = []
     for name, (partial, job) in jobs.items():
         output = job.communicate()[0].decode(errors="replace")
-        if job.returncode != 0:
-            failures.append(f"{name}_driver.cpp:\n{output}")
+        if job.returncode == 0:
+            os.replace(partial, built[name])
         else:
-            os.replace(partial, _library_path(name))
-    assert not failures, "the emulation drivers did not compile:\n" + "\n".join(failures)
-    return {name: _library_path(name) for name in names}
+            built[name] = output
+    return built
 
 
 def _c_argument(value):
@@ -137,12 +135,14 @@ class Driver:
 @functools.lru_cache(maxsize=None)
 def load_driver(name: str) -> Driver:
     """The driver tests/cuda_emulation/<name>_driver.cpp, compiled (all drivers at once, cached in
-    the temp dir by a hash of every source involved) and loaded. Skips only where the sources or a
-    compiler are missing."""
+    the temp dir by a hash of every source involved) and loaded; its compiler errors fail the test.
+    Skips only where the sources or a compiler are missing."""
     reason = _why_not_buildable()
     if reason:
         pytest.skip(reason)
-    return Driver(_build_all()[name])
+    built = _build_all()[name]
+    assert isinstance(built, Path), f"tests/cuda_emulation/{name}_driver.cpp did not compile:\n{built}"
+    return Driver(built)
 
 
 # --- the emulated PTX, pinned to the documented layouts ------------------------------------------

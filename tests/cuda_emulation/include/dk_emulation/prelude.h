@@ -12,6 +12,10 @@
 
 #include "dk_emulation/runtime.h"
 
+// Kernel sources see what nvcc's host pass sees: __CUDACC__ defined (device code visible), no
+// __CUDA_ARCH__. Defined after the standard headers above, so those are configured as for g++.
+#define __CUDACC__ 1
+
 #define __global__
 #define __device__
 #define __host__
