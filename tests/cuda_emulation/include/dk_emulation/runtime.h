@@ -12,6 +12,7 @@
 //   rethrown by run(), naming the kernel, the block and the thread.
 // One launch runs at a time (static __shared__ variables are shared by every block).
 #pragma once
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -46,12 +47,11 @@ struct Warp;
 using Compute = const char* (*)(Warp& warp, std::uint32_t lanes);
 
 struct Warp {
-  std::uint32_t exists = 0;   // lanes the block has
-  std::uint32_t live = 0;     // lanes that have not returned from the kernel
-  std::uint32_t arrived = 0;  // lanes waiting in a collective
-  std::uint32_t request[kWarpSize] = {};
+  std::uint32_t exists = 0;               // lanes the block has
+  std::uint32_t live = 0;                 // lanes that have not returned from the kernel
+  std::uint32_t arrived = 0;              // lanes waiting in a collective
+  std::uint32_t request[kWarpSize] = {};  // each waiting lane's mask and collective
   Compute compute[kWarpSize] = {};
-  const char* what[kWarpSize] = {};
   const char* fault[kWarpSize] = {};
   std::atomic<std::uint64_t> done[kWarpSize] = {};  // collectives completed, per lane
   alignas(16) unsigned char in[kWarpSize][kSlotBytes];
@@ -141,7 +141,6 @@ class Launch {
     std::memcpy(warp.in[lane], input, input_bytes);
     warp.request[lane] = mask;
     warp.compute[lane] = compute;
-    warp.what[lane] = what;
     warp.arrived |= 1u << lane;
     const std::uint64_t ticket = warp.done[lane];
     complete_collectives(warp);
