@@ -23,6 +23,10 @@ HARNESS = ROOT / "tests" / "cuda_emulation"
 INCLUDE = HARNESS / "include"
 KERNELS = ROOT / "csrc" / "cuda"
 FLAGS = ("-std=c++17", "-O1", "-fPIC", "-shared", "-pthread", "-Wall", "-Wno-unknown-pragmas")
+# Where AddressSanitizer is preloaded (tools/sanitize-check), the drivers are built with it too, so a
+# kernel's access outside the arrays it was given is reported.
+if "libasan" in os.environ.get("LD_PRELOAD", ""):
+    FLAGS += ("-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer")
 
 
 def _compiler() -> str | None:
@@ -400,25 +404,27 @@ ELEMENT_TYPES = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
 def _random_layout(rng, shape, dtype, broadcast: bool):
-    """(buffer, view): a view of `shape` into a random-bits buffer with random steps (negative
-    too), its axes in a random memory order, and with `broadcast` some axes of stride 0."""
+    """(storage, view): a view of `shape` into random-bits storage with random steps (negative
+    too), its axes in a random memory order, and with `broadcast` some axes of stride 0; the
+    storage has 8 more elements on each side of what the view spans."""
     order = rng.permutation(len(shape))
     steps = rng.choice([1, 2, 3, -1, -2], len(shape))
     stored = [shape[k] for k in order]
-    spans = [(n - 1) * abs(int(s)) + 1 for n, s in zip(stored, steps[order])]
-    buffer = rng.integers(0, 256, (*spans[:-1], spans[-1] * np.dtype(dtype).itemsize), dtype=np.uint8).view(dtype)
-    view = buffer[tuple(slice(None, None, int(s)) for s in steps[order])]
+    spans = [(n - 1) * abs(int(s)) + 1 for n, s in zip(stored, steps)]
+    storage = rng.integers(0, 256, (int(np.prod(spans)) + 16) * np.dtype(dtype).itemsize, dtype=np.uint8).view(dtype)
+    buffer = storage[8:-8].reshape(spans)
+    view = buffer[tuple(slice(None, None, int(s)) for s in steps)]
     view = view[tuple(slice(0, n) for n in stored)].transpose(np.argsort(order))
     if broadcast:
         strides = [0 if rng.random() < 0.3 else s for s in view.strides]
         view = np.lib.stride_tricks.as_strided(view, shape, strides)
-    return buffer, view
+    return storage, view
 
 
-def _same_view(buffer, view, other):
-    """The view into `other` (a copy of `buffer`) that `view` is into `buffer`."""
-    offset = view.ctypes.data - buffer.ctypes.data
-    start = other.reshape(-1).view(np.uint8)[offset:].view(other.dtype)
+def _same_view(storage, view, other):
+    """The view into `other` (a copy of `storage`) that `view` is into `storage`."""
+    offset = view.ctypes.data - storage.ctypes.data
+    start = other.view(np.uint8)[offset:].view(other.dtype)
     return np.lib.stride_tricks.as_strided(start, view.shape, view.strides)
 
 
@@ -439,27 +445,27 @@ def _walk_arguments(shape, view):
 def test_strided_copy_matches_numpy(rng, itemsize):
     dtype = ELEMENT_TYPES[itemsize]
     for shape in _random_shapes(rng, 12):
-        dst_buffer, dst = _random_layout(rng, shape, dtype, broadcast=False)
+        dst_storage, dst = _random_layout(rng, shape, dtype, broadcast=False)
         _, src = _random_layout(rng, shape, dtype, broadcast=True)
-        expected = dst_buffer.copy()
-        _same_view(dst_buffer, dst, expected)[...] = src
+        expected = dst_storage.copy()
+        _same_view(dst_storage, dst, expected)[...] = src
         ndim, shape_arg, dst_strides, _ = _walk_arguments(shape, dst)
         src_strides = np.array(src.strides, np.int64) // itemsize
         load_driver("copy").dk_strided_copy(dst, src, ndim, shape_arg, dst_strides, src_strides, itemsize)
-        np.testing.assert_array_equal(dst_buffer, expected, err_msg=f"shape {shape}")
+        np.testing.assert_array_equal(dst_storage, expected, err_msg=f"shape {shape}")
 
 
 @pytest.mark.parametrize("itemsize", sorted(ELEMENT_TYPES))
 def test_fill_matches_numpy(rng, itemsize):
     dtype = ELEMENT_TYPES[itemsize]
     for shape in _random_shapes(rng, 8):
-        buffer, view = _random_layout(rng, shape, dtype, broadcast=False)
+        storage, view = _random_layout(rng, shape, dtype, broadcast=False)
         pattern = int(rng.integers(0, 2**64, dtype=np.uint64))
-        expected = buffer.copy()
-        _same_view(buffer, view, expected)[...] = pattern & (2 ** (8 * itemsize) - 1)
+        expected = storage.copy()
+        _same_view(storage, view, expected)[...] = pattern & (2 ** (8 * itemsize) - 1)
         ndim, shape_arg, strides, _ = _walk_arguments(shape, view)
         load_driver("copy").dk_fill(view, ctypes.c_uint64(pattern), ndim, shape_arg, strides, itemsize)
-        np.testing.assert_array_equal(buffer, expected, err_msg=f"shape {shape}")
+        np.testing.assert_array_equal(storage, expected, err_msg=f"shape {shape}")
 
 
 def test_copy_of_nothing_is_refused_as_on_a_gpu():
