@@ -8,8 +8,8 @@ import ctypes
 import functools
 import hashlib
 import os
-import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -387,13 +387,13 @@ def test_bad_launch_configurations_are_refused(grid, block):
 
 def test_a_deadlock_aborts_with_a_message_naming_the_kernel():
     path = load_driver("ptx").path
-    script = f"import ctypes; ctypes.CDLL({str(path)!r}).dk_deadlock()"
-    env = dict(os.environ, DK_EMULATION_WATCHDOG_S="0.5")
-    no_core_dump = functools.partial(resource.setrlimit, resource.RLIMIT_CORE, (0, 0))
-    result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, preexec_fn=no_core_dump
+    script = (  # the child aborts: no core file
+        "import ctypes, resource; resource.setrlimit(resource.RLIMIT_CORE, (0, 0)); "
+        f"ctypes.CDLL({str(path)!r}).dk_deadlock()"
     )
-    assert result.returncode != 0
+    env = dict(os.environ, DK_EMULATION_WATCHDOG_S="0.5")
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == -signal.SIGABRT, (result.returncode, result.stderr)
     assert "kernel deadlock_kernel deadlocked" in result.stderr, result.stderr
     assert "waited more than 0.5 s in __sync" in result.stderr, result.stderr
 
