@@ -8,6 +8,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -29,10 +30,13 @@ if "libasan" in os.environ.get("LD_PRELOAD", ""):
     FLAGS += ("-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer")
 
 
-def _compiler() -> str | None:
-    """$CXX, else g++, else c++ (None when none is on PATH)."""
-    cxx = os.environ.get("CXX")
-    return shutil.which(cxx) if cxx else shutil.which("g++") or shutil.which("c++")
+def _compiler() -> list | None:
+    """The command of $CXX (which may carry options), else g++, else c++; None when not on PATH."""
+    words = shlex.split(os.environ.get("CXX", ""))
+    if words:
+        return words if shutil.which(words[0]) else None
+    found = shutil.which("g++") or shutil.which("c++")
+    return [found] if found else None
 
 
 def _why_not_buildable() -> str | None:
@@ -49,7 +53,7 @@ def _sources_digest() -> str:
     """A hash of the compiler's version, the flags and every source a driver can include."""
     digest = hashlib.sha256()
     compiler = _compiler()
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
+    version = subprocess.run([*compiler, "--version"], capture_output=True, text=True, check=True).stdout
     digest.update(f"{compiler}\n{version}\n{FLAGS}".encode())
     for root in (HARNESS, KERNELS):
         for path in sorted(root.rglob("*")):
@@ -76,7 +80,7 @@ def _driver_sources(name: str) -> list:
 
 def _compile_command(name: str, output: Path) -> list:
     include = ["-include", str(INCLUDE / "dk_emulation" / "prelude.h"), "-I", str(INCLUDE), "-I", str(ROOT / "csrc")]
-    return [_compiler(), *FLAGS, *include, "-x", "c++", *_driver_sources(name), "-o", str(output)]
+    return [*_compiler(), *FLAGS, *include, "-x", "c++", *_driver_sources(name), "-o", str(output)]
 
 
 @functools.lru_cache(maxsize=None)
