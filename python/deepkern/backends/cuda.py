@@ -106,9 +106,14 @@ class CUDABackend(Backend):
 
     def gemm(self, a, b, c, a_offsets, b_offsets, c_offsets, k, alpha, beta, bias, bias_axis, relu):
         """``deepkern._C.gemm`` on the GPU: bfloat16 arrays run on the tensor cores in BF16,
-        float32 ones in FP32, or in TF32 when ``matmul.allow_tf32`` is set."""
+        float32 ones in FP32, or in TF32 when ``matmul.allow_tf32`` is set; float64 has no kernel."""
         if a.dtype.name == _BFLOAT16:
             precision = "bf16"
+        elif a.dtype == np.float64:
+            raise NotImplementedError(
+                "gemm in float64 is not implemented on device 'cuda' (float32 and bfloat16 are): "
+                "copy the arrays to the CPU, or use float32"
+            )
         else:
             precision = "tf32" if matmul.allow_tf32 else "fp32"
         _cuda.gemm(a, b, c, a_offsets, b_offsets, c_offsets, k, alpha, beta, bias, bias_axis, relu, precision)
