@@ -378,3 +378,29 @@ def test_binding_refuses_host_arrays_naming_the_argument():
     one = np.zeros(1, np.int64)
     with raises_naming(TypeError, "gemm: a", "DeviceArray", "ndarray"):
         _cuda.gemm(host, host, host, one, one, one, 2, 1.0, 0.0, None, 0, False, "fp32")
+
+
+def test_the_gpu_benchmark_suite_says_why_it_cannot_run_and_lists_every_precision():
+    from deepkern.bench import registry
+
+    suite = registry.get_suite("gemm-cuda")
+    reason = suite.unavailable()
+    assert (reason is None) == AVAILABLE
+    if reason is not None:
+        assert "GPU" in reason and dk.cuda.unavailable_reason() in reason
+    cases = suite.cases(False)
+    assert all(case.device == "cuda" and {"deepkern"} <= set(case.impls) for case in cases)
+    squares = {(case.layout.split()[-1], case.shape[0]) for case in cases if case.label == "square"}
+    assert squares == {
+        ("fp32", 2048),
+        ("fp32", 4096),
+        ("fp32", 8192),
+        ("tf32", 4096),
+        ("tf32", 8192),
+        ("bf16", 4096),
+        ("bf16", 8192),
+    }
+    quick = suite.cases(True)
+    bf16 = next(case for case in quick if case.layout.endswith("bf16"))
+    a, b = bf16.make_inputs()[0]
+    assert a.dtype == np.uint16 and a.shape == (bf16.shape[0], bf16.shape[2]) and b.shape == bf16.shape[2:0:-1]
