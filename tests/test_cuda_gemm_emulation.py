@@ -28,13 +28,21 @@ def _strides(x: np.ndarray) -> np.ndarray:
 
 
 def _layout(rng, rows: int, cols: int, how: str, dtype):
-    """A rows x cols view: "row" (C order), "col" (transposed storage), "strided" (every other
-    row and column), "negative" (both axes reversed), "misaligned" (C order one element in)."""
+    """A rows x cols view: "row" (C order), "col" (transposed storage), "padded" / "padded-col"
+    (the same with each stored row padded to a multiple of 16 elements, so whole 16-byte chunks can
+    be loaded, with tails), "strided" (every other row and column), "negative" (both axes
+    reversed), "misaligned" (C order one element in)."""
     values = rng.standard_normal((rows, cols)).astype(dtype)
     if how == "row":
         return values
     if how == "col":
         return np.ascontiguousarray(values.T).T
+    if how.startswith("padded"):
+        stored = values.T if how == "padded-col" else values
+        store = np.zeros((stored.shape[0], -(-stored.shape[1] // 16) * 16 + 16), dtype)
+        store[:, : stored.shape[1]] = stored
+        view = store[:, : stored.shape[1]]
+        return view.T if how == "padded-col" else view
     if how == "strided":
         store = np.zeros((2 * rows + 1, 2 * cols + 1), dtype)
         store[1::2, 1::2] = values
@@ -89,8 +97,10 @@ DTYPE = {FP32: np.float32, TF32: np.float32, BF16: ml_dtypes.bfloat16}
     [
         ("row", "row"),
         ("col", "col"),
-        ("row", "col"),
-        ("col", "row"),
+        ("padded", "padded"),
+        ("padded-col", "padded-col"),
+        ("padded", "padded-col"),
+        ("padded-col", "padded"),
         ("strided", "negative"),
         ("negative", "strided"),
         ("misaligned", "row"),
