@@ -307,6 +307,13 @@ std::string repr(const PyDeviceArray& self) {
 
 }  // namespace
 
+const dkc::DeviceArray& device_array(const py::handle& object, const char* op, const char* name) {
+  if (!py::isinstance<PyDeviceArray>(object))
+    throw py::type_error(std::string(op) + ": " + name + " must be a deepkern._cuda.DeviceArray, got " +
+                         std::string(py::str(py::type::of(object).attr("__name__"))));
+  return object.cast<const PyDeviceArray&>().a;
+}
+
 void bind_cuda_array(py::module_& m) {
   py::class_<PyDeviceArray>(m, "DeviceArray", R"doc(
 An n-dimensional array in GPU memory: a pointer, a shape, strides and a dtype. It owns a block of

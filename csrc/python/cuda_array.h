@@ -14,3 +14,7 @@ struct PyDeviceArray {
 };
 
 }  // namespace deepkern::python
+
+// The array a deepkern._cuda.DeviceArray object holds, for other bindings (it stays valid while
+// the object lives); a TypeError naming `op` and the argument `name` for anything else.
+const deepkern::cuda::DeviceArray& device_array(const pybind11::handle& object, const char* op, const char* name);
