@@ -122,11 +122,19 @@ dkc::GemmPrecision precision_of(const std::string& precision) {
   throw py::value_error(where("precision") + " must be 'fp32', 'tf32' or 'bf16', got '" + precision + "'");
 }
 
-// A common divisor of all offsets (0 when they are all 0), for GemmOperand::offset_divisor.
-std::int64_t divisor_of(const std::vector<std::int64_t>& offsets) {
-  std::int64_t g = 0;
-  for (const std::int64_t o : offsets) g = std::gcd(g, std::abs(o));
-  return g;
+// Moves offsets[0] into the operand's pointer (every offset then counts from it), and records what
+// the kernels may know without reading the offsets back: a common divisor of them (0 when all are
+// 0) and, when they step evenly, the batch stride.
+void describe_batch(std::vector<std::int64_t>& offsets, std::int64_t itemsize, const void** data, std::int64_t* divisor,
+                    bool* strided, std::int64_t* stride) {
+  const std::int64_t first = offsets[0];
+  *data = static_cast<const char*>(*data) + first * itemsize;
+  for (std::int64_t& o : offsets) o -= first;
+  *divisor = 0;
+  for (const std::int64_t o : offsets) *divisor = std::gcd(*divisor, std::abs(o));
+  *stride = offsets.size() > 1 ? offsets[1] : 0;
+  *strided = true;
+  for (std::size_t i = 0; i < offsets.size(); ++i) *strided = *strided && offsets[i] == *stride * std::int64_t(i);
 }
 
 // Contract: as deepkern._C.gemm (bind_gemm.cpp), on DeviceArrays of one device: a, b, c and bias
@@ -157,10 +165,10 @@ void gemm(const py::object& a_obj, const py::object& b_obj, const py::object& c_
   p.m = c.shape[c.ndim() - 2];
   p.n = c.shape.back();
   p.k = k;
-  const std::vector<std::int64_t> a_off = host_offsets(a_offsets, "a_offsets", -1);
+  std::vector<std::int64_t> a_off = host_offsets(a_offsets, "a_offsets", -1);
   p.batch = static_cast<std::int64_t>(a_off.size());
-  const std::vector<std::int64_t> b_off = host_offsets(b_offsets, "b_offsets", p.batch);
-  const std::vector<std::int64_t> c_off = host_offsets(c_offsets, "c_offsets", p.batch);
+  std::vector<std::int64_t> b_off = host_offsets(b_offsets, "b_offsets", p.batch);
+  std::vector<std::int64_t> c_off = host_offsets(c_offsets, "c_offsets", p.batch);
   p.a = matrices(a, "a", p.m, k, a_off, "a_offsets", false);
   p.b = matrices(b, "b", k, p.n, b_off, "b_offsets", false);
   const dkc::GemmOperand c_op = matrices(c, "c", p.m, p.n, c_off, "c_offsets", true);
@@ -196,6 +204,13 @@ void gemm(const py::object& a_obj, const py::object& b_obj, const py::object& c_
     p.c = static_cast<char*>(p.c) + c_off[0] * c.itemsize();
     p.a.offset_divisor = p.b.offset_divisor = p.c_offset_divisor = 0;
   } else if (p.batch > 1) {
+    describe_batch(a_off, a.itemsize(), &p.a.data, &p.a.offset_divisor, &p.a.strided_batch, &p.a.batch_stride);
+    describe_batch(b_off, b.itemsize(), &p.b.data, &p.b.offset_divisor, &p.b.strided_batch, &p.b.batch_stride);
+    const void* c_data = p.c;
+    bool c_strided = false;
+    std::int64_t c_stride = 0;
+    describe_batch(c_off, c.itemsize(), &c_data, &p.c_offset_divisor, &c_strided, &c_stride);
+    p.c = const_cast<void*>(c_data);
     std::vector<std::int64_t> all(a_off);
     all.insert(all.end(), b_off.begin(), b_off.end());
     all.insert(all.end(), c_off.begin(), c_off.end());
@@ -206,9 +221,6 @@ void gemm(const py::object& a_obj, const py::object& b_obj, const py::object& c_
     p.a.offsets = d;
     p.b.offsets = d + p.batch;
     p.c_offsets = d + 2 * p.batch;
-    p.a.offset_divisor = divisor_of(a_off);
-    p.b.offset_divisor = divisor_of(b_off);
-    p.c_offset_divisor = divisor_of(c_off);
   }
   dkc::gemm(p, stream);
 }

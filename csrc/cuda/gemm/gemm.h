@@ -29,6 +29,10 @@ struct GemmOperand {
   // Every offset is a multiple of this (0: all are 0), so the host can tell whether all matrices
   // keep the alignment of `data` without reading the device array. 1 when nothing is known.
   std::int64_t offset_divisor = 1;
+  // True when the caller knows that offsets[i] == i * batch_stride for every i (a strided batch),
+  // so kernels that take one stride for the whole batch need not read `offsets` back.
+  bool strided_batch = false;
+  std::int64_t batch_stride = 0;
 };
 
 struct GemmProblem {

@@ -318,23 +318,13 @@ bool tma_view(std::int64_t rows, std::int64_t cols, std::int64_t row_stride, std
   return true;
 }
 
-// Fills base and batch_stride from the operand's offsets (copied from the device when there are
-// any): false when matrix i does not start at offsets[0] + i * stride with a stride TMA can take.
-bool tma_batch(const GemmOperand& operand, std::int64_t batch, cudaStream_t stream, TmaOperand* out) {
-  std::vector<std::int64_t> offsets;
-  if (operand.offsets != nullptr) {
-    offsets.resize(static_cast<std::size_t>(batch));
-    DK_CUDA_CHECK(cudaMemcpyAsync(offsets.data(), operand.offsets, sizeof(std::int64_t) * offsets.size(),
-                                  cudaMemcpyDeviceToHost, stream));
-    DK_CUDA_CHECK(cudaStreamSynchronize(stream));
-  }
-  const std::int64_t first = offsets.empty() ? 0 : offsets[0];
-  const std::int64_t stride = offsets.size() > 1 ? offsets[1] - offsets[0] : 0;
-  for (std::size_t i = 1; i < offsets.size(); ++i) {
-    if (offsets[i] != first + static_cast<std::int64_t>(i) * stride) return false;
-  }
+// Fills base and batch_stride from the operand (the caller's strided_batch; the offsets are never
+// read back): false when the batch is not evenly strided, or by a stride TMA cannot take.
+bool tma_batch(const GemmOperand& operand, TmaOperand* out) {
+  if (operand.offsets != nullptr && !operand.strided_batch) return false;
+  const std::int64_t stride = operand.offsets != nullptr ? operand.batch_stride : 0;
   if (stride < 0 || (stride * out->itemsize) % 16 != 0) return false;
-  out->base = static_cast<const char*>(operand.data) + first * out->itemsize;
+  out->base = static_cast<const char*>(operand.data);
   out->batch_stride = stride;
   return reinterpret_cast<std::uintptr_t>(out->base) % 16 == 0;
 }
@@ -375,7 +365,7 @@ bool run(const GemmProblem& q, int sms, cudaStream_t stream) {
   if (!b_k_major && !(kMnMajor && tma_view(q.k, q.n, q.b.row_stride, q.b.col_stride, itemsize, true, &b))) {
     return false;
   }
-  if (!tma_batch(q.a, q.batch, stream, &a) || !tma_batch(q.b, q.batch, stream, &b)) return false;
+  if (!tma_batch(q.a, &a) || !tma_batch(q.b, &b)) return false;
   // Boxes: a K-major tile in one load (128 or 256 lines of 128 bytes), an MN-major one in 64 x 64 boxes.
   CUtensorMap map_a, map_b;
   if (!encode(a, Element<T>::kTmaType, q.batch, a_k_major ? Element<T>::kBlockK : 64,
