@@ -13,33 +13,14 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// Offsets (in elements) of element i of the C-order walk in the destination and the source.
-__device__ __forceinline__ void walk_offsets(const StridedWalk& w, std::int64_t i, std::int64_t* dst,
-                                             std::int64_t* src) {
-  if (w.ndim == 1) {  // the contiguous case after merging: no division
-    *dst = i * w.dst_stride[0];
-    *src = i * w.src_stride[0];
-    return;
-  }
-  std::int64_t d = 0, s = 0;
-  for (int k = w.ndim - 1; k >= 0; --k) {
-    const std::int64_t index = i % w.shape[k];
-    i /= w.shape[k];
-    d += index * w.dst_stride[k];
-    s += index * w.src_stride[k];
-  }
-  *dst = d;
-  *src = s;
-}
-
 template <typename T>
 __global__ void strided_copy_kernel(T* __restrict__ dst, const T* __restrict__ src, const StridedWalk walk,
                                     std::int64_t n) {
   const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
-    std::int64_t d, s;
-    walk_offsets(walk, i, &d, &s);
-    dst[d] = src[s];
+    std::int64_t offset[2];
+    walk_offsets(walk, i, offset);
+    dst[offset[0]] = src[offset[1]];
   }
 }
 
@@ -47,9 +28,9 @@ template <typename T>
 __global__ void fill_kernel(T* __restrict__ dst, T value, const StridedWalk walk, std::int64_t n) {
   const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
-    std::int64_t d, s;
-    walk_offsets(walk, i, &d, &s);
-    dst[d] = value;
+    std::int64_t offset[2];
+    walk_offsets(walk, i, offset);
+    dst[offset[0]] = value;
   }
 }
 

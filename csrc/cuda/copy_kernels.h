@@ -4,24 +4,17 @@
 
 #include <cstdint>
 
+#include "cuda/strided_walk.h"
+
 namespace deepkern::cuda {
 
-// The most dimensions a kernel indexes after adjacent dimensions are merged.
-constexpr int kMaxKernelDims = 12;
-
-// An n-dimensional walk over `shape` in C order with a destination and a source stride (in
-// elements) per dimension; dimension 0 is the outermost.
-struct StridedWalk {
-  int ndim;
-  std::int64_t shape[kMaxKernelDims];
-  std::int64_t dst_stride[kMaxKernelDims];
-  std::int64_t src_stride[kMaxKernelDims];
-};
+// The walk of a copy or fill: operand 0 is the destination, operand 1 the source.
+using StridedWalk = Walk<2>;
 
 // dst[walk] = src[walk] for elements of `itemsize` bytes (1, 2, 4 or 8); n = product of shape > 0.
 void launch_strided_copy(void* dst, const void* src, const StridedWalk& walk, std::int64_t n, int itemsize,
                          cudaStream_t stream);
-// dst[walk] = pattern's low `itemsize` bytes; src_stride unused.
+// dst[walk] = pattern's low `itemsize` bytes; the source strides are unused.
 void launch_fill(void* dst, std::uint64_t pattern, const StridedWalk& walk, std::int64_t n, int itemsize,
                  cudaStream_t stream);
 

@@ -19,12 +19,6 @@ namespace {
 
 constexpr std::size_t kMaxDims = 64;  // as NumPy
 
-// A DeviceArray plus the array whose memory it views (None when it owns its memory or imported it).
-struct PyDeviceArray {
-  dkc::DeviceArray a;
-  py::object base = py::none();
-};
-
 py::module_ numpy() { return py::module_::import("numpy"); }
 
 dkc::DType to_dtype(const py::handle& dtype) {

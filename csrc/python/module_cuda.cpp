@@ -35,4 +35,5 @@ PYBIND11_MODULE(_cuda, m) {
       py::arg("n"));
   bind_cuda_runtime(m);
   bind_cuda_array(m);
+  bind_cuda_elementwise(m);
 }
