@@ -4,7 +4,8 @@
 on an unusual system. Either way deepkern keeps working on the CPU and ``import_error`` says why.
 The backend is registered only where the module imports and a GPU is visible (:func:`usable`).
 It allocates and copies; kernel entries (``gemm``, ``conv2d_forward``, ...) come later, and until
-then the seam's NotImplementedError names each missing one.
+then the seam's NotImplementedError names each missing one. Elementwise arithmetic and reductions
+reach the GPU through NumPy's own protocols, which ``cuda_numpy`` attaches to DeviceArray here.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ try:
     from .. import _cuda  # type: ignore[attr-defined]
 
     import_error = None
+    from . import cuda_numpy
+
+    cuda_numpy.install(_cuda)
 except ImportError as exc:  # not built, or its shared-library dependencies are missing
     _cuda = None
     import_error = str(exc)
