@@ -14,7 +14,9 @@ import types
 
 import numpy as np
 from deepkern import _cuda
-from deepkern.backends import cuda_numpy
+from deepkern.backends import Backend, cuda_numpy
+
+STANDIN_TYPE = 13  # a DLPack device type no real device uses
 
 
 class StandInArray:
@@ -80,6 +82,9 @@ class StandInArray:
 
     def to_cpu(self):
         return self._a.copy()
+
+    def __dlpack_device__(self):
+        return STANDIN_TYPE, 0
 
 
 _NUMPY = {"abs": np.absolute, "max": np.max, "min": np.min}
@@ -157,3 +162,33 @@ KERNELS = types.SimpleNamespace(
     elementwise_ops=_cuda.elementwise_ops,
 )
 cuda_numpy.install(KERNELS)
+
+
+class StandInBackend(Backend):
+    """A deepkern backend over StandInArrays (device 'standin'), so Tensors and their autograd run
+    on the dispatch as they do on 'cuda'; it has no kernel entries (as the CUDA backend so far)."""
+
+    name = "standin"
+    device_type = STANDIN_TYPE
+    array_type = StandInArray
+
+    def empty(self, shape, dtype):
+        return KERNELS.empty(shape, dtype)
+
+    def zeros(self, shape, dtype):
+        return KERNELS.full(shape, 0, dtype)
+
+    def full(self, shape, value, dtype):
+        return KERNELS.full(shape, value, dtype)
+
+    def ascontiguousarray(self, array):
+        return array if array.is_contiguous() else array.copy()
+
+    def to_cpu(self, array):
+        return array.to_cpu()
+
+    def from_cpu(self, array, index=None):
+        return StandInArray(np.array(array))
+
+    def index(self, array):
+        return 0
