@@ -8,6 +8,7 @@ which checks the Python dispatch (dtypes, broadcasting, out=, axes, views) on ev
 from __future__ import annotations
 
 import itertools
+import re
 
 import deepkern as dk
 import numpy as np
@@ -414,6 +415,35 @@ def test_ambiguous_truth_value(dev):
     with pytest.raises(ValueError, match="ambiguous"):
         bool(d)
     assert not bool(put(dev, np.zeros(1)))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not GPU, reason="no usable GPU")
+def test_binding_checks_name_the_arguments():
+    f32 = _cuda.from_cpu(np.ones((3, 4), np.float32))
+    f64 = _cuda.from_cpu(np.ones((3, 4), np.float64))
+    out = _cuda.empty((3, 4), np.float32)
+    cases = [
+        (lambda: _cuda.binary("nope", out, f32, f32), ValueError, "unknown op 'nope'"),
+        (lambda: _cuda.binary("add", out, f32, f64), TypeError, "a is float32 and b float64"),
+        (lambda: _cuda.binary("add", _cuda.empty((3, 4), np.float64), f32, 1.0), TypeError, "out is float64"),
+        (lambda: _cuda.binary("less", out, f32, f32), TypeError, "out is float32, expected bool"),
+        (lambda: _cuda.binary("add", _cuda.empty((4, 3), np.float32), f32, 1), ValueError, "a of shape"),
+        (lambda: _cuda.binary("add", out, f32, np.ones(4)), TypeError, "b must be a DeviceArray or a real number"),
+        (lambda: _cuda.binary("add", out, 1.0, 2.0), TypeError, "a or b must be a DeviceArray"),
+        (lambda: _cuda.unary("exp", out, _cuda.empty((3, 4), np.int64)), TypeError, "no CUDA kernel for int64"),
+        (lambda: _cuda.binary("add", f32[:, 1:], f32[:, :3], 1.0), ValueError, "out overlaps a"),
+        (lambda: _cuda.unary("exp", _cuda.broadcast_view(out[:1], [3, 4]), f32), ValueError, "broadcast view"),
+        (lambda: _cuda.where(out, f32, f32, f32), TypeError, "condition is float32"),
+        (lambda: _cuda.reduce("sum", _cuda.empty((3,), np.float32), f32, [0]), ValueError, "expected (4,)"),
+        (lambda: _cuda.reduce("max", _cuda.empty((4,), np.float32), f32, [5]), ValueError, "axis 5"),
+        (lambda: _cuda.reduce("max", out[0], _cuda.empty((0, 4), np.float32), [0]), ValueError, "zero-size"),
+    ]
+    for call, error, text in cases:
+        with pytest.raises(error, match=re.escape(text)):
+            call()
+    _cuda.binary("add", f32, f32, 1.0)  # in place: out is a itself
+    np.testing.assert_array_equal(f32.to_cpu(), np.full((3, 4), 2, np.float32))
 
 
 # ---- NumPy's promotion (needs DeviceArray.astype between dtypes) -------------------------------

@@ -44,6 +44,18 @@ const dkc::DeviceArray& device_array(const std::string& what, const char* arg, c
   return obj.cast<const PyDeviceArray&>().a;
 }
 
+// The output `obj` of `what`: a DeviceArray whose elements are distinct memory (not a broadcast
+// view, which several threads would write).
+const dkc::DeviceArray& output_array(const std::string& what, const py::handle& obj) {
+  const dkc::DeviceArray& out = device_array(what, "out", obj);
+  for (std::size_t k = 0; k < out.ndim(); ++k)
+    if (out.strides[k] == 0 && out.shape[k] > 1 && out.size() > 0)
+      throw py::value_error(what + ": out of shape " + shape_text(out.shape) +
+                            " is a broadcast view (stride 0 along dimension " + std::to_string(k) +
+                            "); it cannot be written");
+  return out;
+}
+
 // The input `obj`: a DeviceArray on out's device that broadcasts to out's shape, or a number.
 dkc::Operand operand(const std::string& what, const char* arg, const py::handle& obj, const dkc::DeviceArray& out) {
   dkc::Operand op;
@@ -132,7 +144,7 @@ void check_supported(const std::string& what, Op op, dkc::DType dtype) {
 void unary(const std::string& name, const py::object& out_obj, const py::object& a_obj) {
   const std::string what = "cuda " + name;
   const auto op = op_from_name<dkc::UnaryOp>("cuda unary", name, dkc::unary_op_names());
-  const dkc::DeviceArray& out = device_array(what, "out", out_obj);
+  const dkc::DeviceArray& out = output_array(what, out_obj);
   device_array(what, "a", a_obj);
   const dkc::Operand a = operand(what, "a", a_obj, out);
   check_supported(what, op, a.array->dtype);
@@ -145,7 +157,7 @@ void unary(const std::string& name, const py::object& out_obj, const py::object&
 void binary(const std::string& name, const py::object& out_obj, const py::object& a_obj, const py::object& b_obj) {
   const std::string what = "cuda " + name;
   const auto op = op_from_name<dkc::BinaryOp>("cuda binary", name, dkc::binary_op_names());
-  const dkc::DeviceArray& out = device_array(what, "out", out_obj);
+  const dkc::DeviceArray& out = output_array(what, out_obj);
   const dkc::Operand a = operand(what, "a", a_obj, out), b = operand(what, "b", b_obj, out);
   if (a.array == nullptr && b.array == nullptr)
     throw py::type_error(what + ": a or b must be a DeviceArray, got two numbers");
@@ -160,7 +172,7 @@ void binary(const std::string& name, const py::object& out_obj, const py::object
 
 void where(const py::object& out_obj, const py::object& cond_obj, const py::object& a_obj, const py::object& b_obj) {
   const std::string what = "cuda where";
-  const dkc::DeviceArray& out = device_array(what, "out", out_obj);
+  const dkc::DeviceArray& out = output_array(what, out_obj);
   const dkc::Operand cond = operand(what, "condition", cond_obj, out);
   const dkc::Operand a = operand(what, "x", a_obj, out), b = operand(what, "y", b_obj, out);
   if (cond.array && cond.array->dtype != dkc::DType::bool_)
@@ -178,7 +190,7 @@ void where(const py::object& out_obj, const py::object& cond_obj, const py::obje
 void reduce(const std::string& name, const py::object& out_obj, const py::object& a_obj, std::vector<int> axes) {
   const std::string what = "cuda " + name;
   const auto op = op_from_name<dkc::ReduceOp>("cuda reduce", name, dkc::reduce_op_names());
-  const dkc::DeviceArray& out = device_array(what, "out", out_obj);
+  const dkc::DeviceArray& out = output_array(what, out_obj);
   const dkc::DeviceArray& a = device_array(what, "a", a_obj);
   if (a.device != out.device)
     throw py::value_error(what + ": a is on cuda:" + std::to_string(a.device) +
@@ -195,7 +207,13 @@ void reduce(const std::string& name, const py::object& out_obj, const py::object
   }
   std::vector<std::int64_t> kept_shape;
   std::int64_t n_in = 1;
-  for (int d = 0; d < ndim; ++d) (reduced[d] ? n_in *= a.shape[d] : (kept_shape.push_back(a.shape[d]), 0));
+  for (int d = 0; d < ndim; ++d) {
+    if (reduced[d]) {
+      n_in *= a.shape[d];
+    } else {
+      kept_shape.push_back(a.shape[d]);
+    }
+  }
   if (out.shape != kept_shape)
     throw py::value_error(what + ": out has shape " + shape_text(out.shape) + ", expected " + shape_text(kept_shape) +
                           " (a of shape " + shape_text(a.shape) + " without the reduced axes)");
