@@ -2,8 +2,10 @@
 // templated on the reduction (ops.h) and the input type. Each output element is reduced by a
 // group of threads, a warp (short reductions, eight outputs per block) or the whole block: every
 // thread folds its strided share of the reduced elements, then the group combines by a tree of
-// warp shuffles and, for a block, shared memory. Accumulation is in the input's float type
-// (float32 in float32), int64 for integers and bools.
+// warp shuffles and, for a block, shared memory. Short reductions whose neighbouring outputs read
+// neighbouring inputs (a sum over the rows of a row-major matrix) take one thread per output
+// instead, so a warp's loads are coalesced. Accumulation is in the input's float type (float32 in
+// float32), int64 for integers and bools.
 #include <algorithm>
 #include <cstdint>
 #include <stdexcept>
@@ -23,8 +25,10 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr std::int64_t kMaxBlocks = std::int64_t{1} << 16;
-// Reductions at least this long get a whole block per output element, shorter ones a warp.
+// Reductions at least this long get a whole block per output element, shorter ones a warp, or a
+// thread when they are at most kThreadReduction long and read coalesced (see run_reduce).
 constexpr std::int64_t kBlockReduction = 4096;
+constexpr std::int64_t kThreadReduction = 256;
 
 // The state of lane 0 of each warp combined with the other lanes' (a tree of shuffles).
 template <typename Op, typename A>
@@ -38,8 +42,8 @@ __device__ __forceinline__ ew::State<A> warp_reduce(ew::State<A> s) {
 }
 
 // out[outer] = Op over inner of in[outer + inner]: `outer` walks the n_out output elements (operand
-// 0: out, 1: in), `inner` the n_in reduced elements of one output (input strides). `group` (32 or
-// kThreads) threads reduce one output; `scale` is Mean's 1/n_in.
+// 0: out, 1: in), `inner` the n_in reduced elements of one output (input strides). `group` (1, 32
+// or kThreads) threads reduce one output; `scale` is Mean's 1/n_in.
 template <typename Op, typename T>
 __global__ void __launch_bounds__(kThreads)
     reduce_kernel(typename Op::template Out<T>* out, const T* __restrict__ in, const Walk<2> outer, std::int64_t n_out,
@@ -62,7 +66,7 @@ __global__ void __launch_bounds__(kThreads)
         s = Op::merge(s, S{static_cast<A>(in[base[1] + offset[0]]), r});
       }
     }
-    s = warp_reduce<Op>(s);
+    if (group > 1) s = warp_reduce<Op>(s);
     if (group > 32) {  // the block's warps: through shared memory, then warp 0
       if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = s;
       __syncthreads();
@@ -97,7 +101,9 @@ void run_reduce(const DeviceArray& out, const DeviceArray& a, const std::vector<
                                 std::to_string(kMaxKernelDims) + " kept or reduced ones after merging");
   std::int64_t n_in = 1;
   for (const std::int64_t extent : reduced_shape) n_in *= extent;
-  const int group = n_in >= kBlockReduction ? kThreads : 32;
+  // Neighbouring outputs read neighbouring inputs: one thread per output keeps a warp's loads coalesced.
+  const bool coalesced = outer.ndim > 0 && outer.stride[1][outer.ndim - 1] == 1 && outer.shape[outer.ndim - 1] >= 32;
+  const int group = n_in >= kBlockReduction ? kThreads : (coalesced && n_in <= kThreadReduction) ? 1 : 32;
   const std::int64_t per_block = kThreads / group;
   const auto blocks = static_cast<unsigned>(std::min<std::int64_t>((n_out + per_block - 1) / per_block, kMaxBlocks));
   using A = ew::Acc<T>;
