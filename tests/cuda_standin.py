@@ -11,6 +11,7 @@ are the compiled module's own, so a kernel missing there is missing here too.
 from __future__ import annotations
 
 import types
+import warnings
 
 import numpy as np
 from deepkern import _cuda
@@ -145,7 +146,8 @@ def _reduce(op, out, a, axes):
         x = np.moveaxis(x, sorted(axes), range(len(kept), x.ndim)).reshape(*(x.shape[d] for d in kept), -1)
         out._a[...] = getattr(np, op)(x, axis=-1)
         return
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with warnings.catch_warnings():  # the mean of nothing is NaN, as the kernel gives
+        warnings.simplefilter("ignore", RuntimeWarning)
         out._a[...] = _NUMPY.get(op, getattr(np, op, None))(x, axis=tuple(axes))
 
 
