@@ -231,6 +231,7 @@ void reduce(const std::string& name, const py::object& out_obj, const py::object
 
 // A view of `a` broadcast to `shape` (stride 0 along the broadcast dimensions), as np.broadcast_to.
 PyDeviceArray broadcast_view(const py::object& a_obj, const std::vector<std::int64_t>& shape) {
+  device_array("broadcast_to", "a", a_obj);
   const auto& self = a_obj.cast<const PyDeviceArray&>();
   const dkc::DeviceArray& a = self.a;
   PyDeviceArray view{a, self.base.is_none() ? a_obj : self.base};
@@ -261,7 +262,7 @@ void bind_cuda_elementwise(py::module_& m) {
   m.def("reduce", &reduce, py::arg("op"), py::arg("out"), py::arg("a"), py::arg("axes"),
         "out = op of a over `axes`; out has a's shape without them.");
   m.def("broadcast_view", &broadcast_view, py::arg("a"), py::arg("shape"),
-        "A read-only-by-convention view of a broadcast to shape (stride 0 where broadcast).");
+        "A view of a broadcast to shape (stride 0 where broadcast); the kernels refuse it as an output.");
   m.def(
       "elementwise_ops",
       [] {
