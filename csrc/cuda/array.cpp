@@ -98,22 +98,6 @@ bool dtype_from_dlpack(int code, int bits, int lanes, DType* out) {
   return false;
 }
 
-std::int64_t DeviceArray::size() const {
-  std::int64_t n = 1;
-  for (std::int64_t extent : shape) n *= extent;
-  return n;
-}
-
-bool DeviceArray::is_contiguous() const {
-  std::int64_t expected = 1;
-  for (std::size_t k = ndim(); k-- > 0;) {
-    if (shape[k] == 0) return true;
-    if (shape[k] != 1 && strides[k] != expected) return false;
-    expected *= shape[k];
-  }
-  return true;
-}
-
 std::vector<std::int64_t> contiguous_strides(const std::vector<std::int64_t>& shape) {
   std::vector<std::int64_t> strides(shape.size());
   std::int64_t step = 1;

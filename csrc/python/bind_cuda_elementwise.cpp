@@ -10,7 +10,9 @@
 #include <vector>
 
 #include "cuda/array.h"
+#include "cuda/check.h"
 #include "cuda/elementwise/elementwise.h"
+#include "cuda/stream.h"
 #include "python/bind_cuda.h"
 
 namespace py = pybind11;
@@ -141,6 +143,14 @@ void check_supported(const std::string& what, Op op, dkc::DType dtype) {
     throw py::type_error(what + " has no CUDA kernel for " + dkc::info(dtype).name + " inputs");
 }
 
+// Runs launch(stream) without the GIL, with out's device current and its current stream.
+template <typename Launch>
+void run_on_device(const dkc::DeviceArray& out, Launch&& launch) {
+  py::gil_scoped_release release;
+  dkc::DeviceGuard guard(out.device);
+  launch(static_cast<cudaStream_t>(dkc::current_stream(out.device)));
+}
+
 void unary(const std::string& name, const py::object& out_obj, const py::object& a_obj) {
   const std::string what = "cuda " + name;
   const auto op = op_from_name<dkc::UnaryOp>("cuda unary", name, dkc::unary_op_names());
@@ -150,8 +160,7 @@ void unary(const std::string& name, const py::object& out_obj, const py::object&
   check_supported(what, op, a.array->dtype);
   check_out_dtype(what, out, dkc::result_dtype(op, a.array->dtype));
   check_no_partial_overlap(what, "a", a, out);
-  py::gil_scoped_release release;
-  dkc::unary(op, out, a);
+  run_on_device(out, [&](cudaStream_t stream) { dkc::unary(op, out, a, stream); });
 }
 
 void binary(const std::string& name, const py::object& out_obj, const py::object& a_obj, const py::object& b_obj) {
@@ -166,8 +175,7 @@ void binary(const std::string& name, const py::object& out_obj, const py::object
   check_out_dtype(what, out, dkc::result_dtype(op, dtype));
   check_no_partial_overlap(what, "a", a, out);
   check_no_partial_overlap(what, "b", b, out);
-  py::gil_scoped_release release;
-  dkc::binary(op, out, a, b);
+  run_on_device(out, [&](cudaStream_t stream) { dkc::binary(op, out, a, b, stream); });
 }
 
 void where(const py::object& out_obj, const py::object& cond_obj, const py::object& a_obj, const py::object& b_obj) {
@@ -183,8 +191,7 @@ void where(const py::object& out_obj, const py::object& cond_obj, const py::obje
     throw py::type_error(what + " has no CUDA kernel for " + std::string(dkc::info(out.dtype).name));
   for (const auto& [name, op] : {std::pair{"condition", &cond}, {"x", &a}, {"y", &b}})
     check_no_partial_overlap(what, name, *op, out);
-  py::gil_scoped_release release;
-  dkc::where(out, cond, a, b);
+  run_on_device(out, [&](cudaStream_t stream) { dkc::where(out, cond, a, b, stream); });
 }
 
 void reduce(const std::string& name, const py::object& out_obj, const py::object& a_obj, std::vector<int> axes) {
@@ -225,8 +232,7 @@ void reduce(const std::string& name, const py::object& out_obj, const py::object
   const auto [a_first, a_end] = byte_span(a);
   const auto [o_first, o_end] = byte_span(out);
   if (a_first < o_end && o_first < a_end) throw py::value_error(what + ": out overlaps a");
-  py::gil_scoped_release release;
-  dkc::reduce(op, out, a, axes);
+  run_on_device(out, [&](cudaStream_t stream) { dkc::reduce(op, out, a, axes, stream); });
 }
 
 // A view of `a` broadcast to `shape` (stride 0 along the broadcast dimensions), as np.broadcast_to.

@@ -72,7 +72,8 @@ bool op_supports(OpEnum op, DType dtype) {
 }
 
 // fn(F{}, T{}) for the op's functor and the dtype's type where a kernel exists; invalid_argument
-// naming `what`, the op's `name` and the dtype otherwise.
+// naming `what`, the op's `name` and the dtype's code otherwise (the binding names the dtype
+// before a launcher gets there).
 template <typename OpEnum, typename Fn>
 void with_kernel(OpEnum op, DType dtype, const char* what, const std::string& name, Fn&& fn) {
   with_op(op, [&](auto f) {
@@ -86,7 +87,8 @@ void with_kernel(OpEnum op, DType dtype, const char* what, const std::string& na
       }
     });
     if (!found)
-      throw std::invalid_argument(std::string(what) + " " + name + " has no CUDA kernel for " + info(dtype).name);
+      throw std::invalid_argument(std::string(what) + " " + name + " has no CUDA kernel for dtype code " +
+                                  std::to_string(static_cast<int>(dtype)));
   });
 }
 

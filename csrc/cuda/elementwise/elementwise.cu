@@ -12,7 +12,6 @@
 #include "cuda/elementwise/dispatch.h"
 #include "cuda/elementwise/elementwise.h"
 #include "cuda/launch.h"
-#include "cuda/stream.h"
 #include "cuda/strided_walk.h"
 
 namespace deepkern::cuda {
@@ -138,15 +137,13 @@ std::vector<std::int64_t> operand_strides(const Operand& op, const std::vector<s
 // out = Fn(inputs...) elementwise: the contiguous kernel where every array is contiguous, of
 // out's size and 16-byte aligned, the strided kernel otherwise.
 template <typename Fn, typename Out, typename... In, typename... Ops>
-void run_map(const DeviceArray& out, const Ops&... ops) {
+void run_map(cudaStream_t stream, const DeviceArray& out, const Ops&... ops) {
   constexpr int N = sizeof...(In);
   const std::int64_t n = out.size();
   if (n == 0) return;
   bool flat = out.is_contiguous() && aligned16(out.data);
   for (const Operand* op : {&ops...})
     if (op->array) flat = flat && op->array->is_contiguous() && op->array->size() == n && aligned16(op->array->data);
-  DeviceGuard guard(out.device);
-  const auto stream = static_cast<cudaStream_t>(current_stream(out.device));
   Out* data = reinterpret_cast<Out*>(out.data);
   using Ins = Inputs<In...>;
   const Ins in{{make_input<In>(ops)}...};
@@ -212,28 +209,30 @@ bool supports(BinaryOp op, DType dtype) { return ew::op_supports(op, dtype); }
 DType result_dtype(UnaryOp op, DType dtype) { return map_result<UnaryOp, 1>(op, dtype); }
 DType result_dtype(BinaryOp op, DType dtype) { return map_result<BinaryOp, 2>(op, dtype); }
 
-void unary(UnaryOp op, const DeviceArray& out, const Operand& a) {
+void unary(UnaryOp op, const DeviceArray& out, const Operand& a, cudaStream_t stream) {
   const DType dtype = input_dtype({&a}, out.dtype);
   ew::with_kernel(op, dtype, "ufunc", kUnaryNames[static_cast<int>(op)], [&](auto f, auto t) {
     using T = decltype(t);
-    run_map<decltype(f), decltype(decltype(f)::apply(T{})), T>(out, a);
+    run_map<decltype(f), decltype(decltype(f)::apply(T{})), T>(stream, out, a);
   });
 }
 
-void binary(BinaryOp op, const DeviceArray& out, const Operand& a, const Operand& b) {
+void binary(BinaryOp op, const DeviceArray& out, const Operand& a, const Operand& b, cudaStream_t stream) {
   const DType dtype = input_dtype({&a, &b}, out.dtype);
   ew::with_kernel(op, dtype, "ufunc", kBinaryNames[static_cast<int>(op)], [&](auto f, auto t) {
     using T = decltype(t);
-    run_map<decltype(f), decltype(decltype(f)::apply(T{}, T{})), T, T>(out, a, b);
+    run_map<decltype(f), decltype(decltype(f)::apply(T{}, T{})), T, T>(stream, out, a, b);
   });
 }
 
-void where(const DeviceArray& out, const Operand& cond, const Operand& a, const Operand& b) {
+void where(const DeviceArray& out, const Operand& cond, const Operand& a, const Operand& b, cudaStream_t stream) {
   const bool found = ew::with_type(out.dtype, [&](auto t) {
     using T = decltype(t);
-    run_map<ew::Where, T, bool, T, T>(out, cond, a, b);
+    run_map<ew::Where, T, bool, T, T>(stream, out, cond, a, b);
   });
-  if (!found) throw std::invalid_argument(std::string("where has no CUDA kernel for ") + info(out.dtype).name);
+  if (!found)
+    throw std::invalid_argument("where has no CUDA kernel for dtype code " +
+                                std::to_string(static_cast<int>(out.dtype)));
 }
 
 }  // namespace deepkern::cuda

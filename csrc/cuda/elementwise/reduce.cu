@@ -16,7 +16,6 @@
 #include "cuda/elementwise/dispatch.h"
 #include "cuda/elementwise/elementwise.h"
 #include "cuda/launch.h"
-#include "cuda/stream.h"
 #include "cuda/strided_walk.h"
 
 namespace deepkern::cuda {
@@ -85,7 +84,7 @@ std::vector<std::int64_t> pick(const std::vector<std::int64_t>& values, const st
 }
 
 template <typename Op, typename T>
-void run_reduce(const DeviceArray& out, const DeviceArray& a, const std::vector<int>& axes) {
+void run_reduce(const DeviceArray& out, const DeviceArray& a, const std::vector<int>& axes, cudaStream_t stream) {
   const std::int64_t n_out = out.size();
   if (n_out == 0) return;
   std::vector<int> kept, reduced;
@@ -107,9 +106,7 @@ void run_reduce(const DeviceArray& out, const DeviceArray& a, const std::vector<
   const std::int64_t per_block = kThreads / group;
   const auto blocks = static_cast<unsigned>(std::min<std::int64_t>((n_out + per_block - 1) / per_block, kMaxBlocks));
   using A = ew::Acc<T>;
-  DeviceGuard guard(out.device);
-  launch("reduce_kernel", reduce_kernel<Op, T>, blocks, kThreads, 0,
-         static_cast<cudaStream_t>(current_stream(out.device)),
+  launch("reduce_kernel", reduce_kernel<Op, T>, blocks, kThreads, 0, stream,
          reinterpret_cast<typename Op::template Out<T>*>(out.data), reinterpret_cast<const T*>(a.data), outer, n_out,
          inner, n_in, group, static_cast<A>(A(1) / static_cast<A>(n_in)));
 }
@@ -125,9 +122,10 @@ DType result_dtype(ReduceOp op, DType dtype) {
   return result;
 }
 
-void reduce(ReduceOp op, const DeviceArray& out, const DeviceArray& a, const std::vector<int>& axes) {
+void reduce(ReduceOp op, const DeviceArray& out, const DeviceArray& a, const std::vector<int>& axes,
+            cudaStream_t stream) {
   ew::with_kernel(op, a.dtype, "reduction", reduce_op_names()[static_cast<int>(op)],
-                  [&](auto f, auto t) { run_reduce<decltype(f), decltype(t)>(out, a, axes); });
+                  [&](auto f, auto t) { run_reduce<decltype(f), decltype(t)>(out, a, axes, stream); });
 }
 
 }  // namespace deepkern::cuda
