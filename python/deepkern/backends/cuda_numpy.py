@@ -344,7 +344,7 @@ def _reshape(a, shape=None, order="C", *, newshape=None, copy=None):
     """np.reshape: a view of a C-contiguous array, else of a contiguous copy."""
     if order != "C" or copy is False:
         raise _unsupported(f"np.reshape with order={order!r}, copy={copy!r}")
-    return _reshape_method(a, shape if newshape is None else newshape)
+    return _reshaped(a, shape if newshape is None else newshape)
 
 
 def _transpose(a, axes=None):
@@ -390,7 +390,7 @@ def _concatenate(arrays, axis=0, out=None, dtype=None, casting="same_kind"):
         if not _is_device(a):
             raise TypeError(f"{what} on device 'cuda': an input is a {type(a).__name__}, not a DeviceArray")
     if axis is None:
-        arrays, axis = [_reshape_method(a, -1) for a in arrays], 0
+        arrays, axis = [_reshaped(a, -1) for a in arrays], 0
     first = arrays[0]
     if first.ndim == 0:
         raise ValueError("zero-dimensional arrays cannot be concatenated")
@@ -571,13 +571,14 @@ def _bool(self):
     return bool(self.item())
 
 
-#: DeviceArray class -> its reshape as compiled (C-contiguous arrays only).
+#: DeviceArray class -> its reshape method (a view of a C-contiguous array; the method itself
+#: refuses other arrays).
 _RESHAPE_VIEW: dict = {}
 
 
-def _reshape_method(self, *shape, order="C"):
-    """``a.reshape(shape)``: a view when the array is C-contiguous, else a view of a contiguous copy
-    (as NumPy copies when no view can express the result)."""
+def _reshaped(self, *shape, order="C"):
+    """``np.reshape(a, shape)``: a view when the array is C-contiguous, else a view of a contiguous
+    copy (as NumPy copies when no view can express the result)."""
     if order != "C":
         raise _unsupported(f"reshape with order={order!r}")
     return _RESHAPE_VIEW[type(self)](self if self.is_contiguous() else self.copy(), *shape)
@@ -604,8 +605,8 @@ METHODS = {
     "all": _all,
     "clip": _clip,
     "squeeze": _squeeze,
-    "ravel": lambda a: _reshape_method(a, -1),
-    "flatten": lambda a: _reshape_method(a.copy(), -1),
+    "ravel": lambda a: _reshaped(a, -1),
+    "flatten": lambda a: _reshaped(a.copy(), -1),
 }
 
 
@@ -618,7 +619,6 @@ def install(kernels) -> None:
         return
     _MODULES[cls] = kernels
     _RESHAPE_VIEW[cls] = cls.reshape
-    cls.reshape = _reshape_method
     cls.__array_ufunc__ = _array_ufunc
     cls.__array_function__ = _array_function
     for name, ufunc in _BINARY_OPERATORS.items():
