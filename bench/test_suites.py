@@ -46,12 +46,19 @@ def _params() -> list:
             )
             continue
         params += [
-            pytest.param(case, library, id=_case_id(case, library))
+            pytest.param(case, library, id=_case_id(case, library), marks=_device_marks(case))
             for case in suite.cases(QUICK)
             for library in libraries
             if library in case.impls
         ]
     return params
+
+
+def _device_marks(case) -> list:
+    """GPU cases are timed with CUDA events by ``deepkern bench --device cuda``, not here."""
+    if case.device == "cpu":
+        return []
+    return [pytest.mark.skip(reason=f"a {case.device} case: run it with deepkern bench --device {case.device}")]
 
 
 _LAST_INPUTS: dict = {}

@@ -94,3 +94,43 @@ def test_bench_interleaves_rounds_of_each_library():
     (row,) = report.rows
     assert row.repeats == 2 * bench.ROUNDS
     assert calls.count("deepkern") == calls.count("numpy") == 2 * bench.ROUNDS + 1  # + the warm-up
+
+
+def test_bench_device_cuda_without_a_gpu_says_why_and_fails(capsys, monkeypatch):
+    """``--device cuda`` where deepkern cannot use a GPU exits 1 at once, saying why."""
+    from deepkern import bench
+
+    monkeypatch.setattr(bench, "cuda_unavailable", lambda: "deepkern has no usable GPU: no CUDA driver")
+    assert cli.main(["bench", "--device", "cuda", "--op", "optim-cuda", "--quick"]) == 1
+    captured = capsys.readouterr()
+    assert "deepkern bench --device cuda: deepkern has no usable GPU: no CUDA driver; nothing was timed" in captured.err
+    assert captured.out == ""
+
+
+@pytest.mark.skipif(__import__("deepkern").cuda.is_available(), reason="checks the message of a machine without a GPU")
+def test_bench_device_cuda_here_names_the_missing_gpu(capsys):
+    assert cli.main(["bench", "--device", "cuda", "--quick"]) == 1
+    assert "no usable GPU" in capsys.readouterr().err
+
+
+def test_bench_device_without_cases_of_that_device_exits_2(capsys):
+    """A suite with no case for the device asked is refused, naming the suites that have some."""
+    with pytest.raises(SystemExit) as exit_info:
+        raise SystemExit(cli.main(["bench", "--op", "optim-cuda", "--quick"]))  # the default device is cpu
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--op optim-cuda has no cpu cases" in err and "optim" in err
+
+
+def test_optim_cuda_suite_cases():
+    """Adam and AdamW on the GPU, their bytes per step, deepkern beside fused torch.optim."""
+    from deepkern import bench
+
+    for quick in (False, True):
+        cases = bench.get_suite("optim-cuda").cases(quick)
+        assert {c.layout for c in cases} == {"adam", "adamw"}
+        assert all(c.device == "cuda" and c.metric == "bytes" for c in cases)
+        assert all(c.nbytes == 28 * c.shape[0] * c.shape[1] for c in cases)
+        assert all(set(c.impls) == {"deepkern", "torch"} for c in cases)
+    sizes = {c.shape for c in bench.get_suite("optim-cuda").cases(False)}
+    assert sizes == {(1, 100_000_000), (200, 100_000)}

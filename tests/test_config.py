@@ -61,8 +61,10 @@ def test_show_config_prints_every_section(capsys, threads):
     for line in lines[1:]:
         label, _, value = line.strip().partition(":")
         by_label[label] = value.strip()
-    for label in ("compiler", "cpu isa", "threads", "cuda compiled", "cuda devices"):
+    for label in ("compiler", "build options", "installed at", "cpu isa", "threads", "cuda compiled", "cuda devices"):
         assert label in by_label, f"show_config has no '{label}:' line:\n{text}"
+    assert by_label["installed at"] == os.path.dirname(os.path.abspath(deepkern.__file__))
+    assert f"cuda={'on' if deepkern._C.build_options['cuda'] else 'off'}" in by_label["build options"]
     assert by_label["compiler"] == deepkern._C.compiler
     assert by_label["cpu isa"].startswith(deepkern._C.active_isa())
     assert f"detected: {deepkern._C.detected_isa()}" in by_label["cpu isa"]
@@ -77,7 +79,9 @@ def test_show_config_prints_every_section(capsys, threads):
 def test_show_config_follows_active_isa(isa, capsys):
     deepkern.show_config()
     text = capsys.readouterr().out
-    assert re.search(rf"^\s*cpu isa:\s+{isa} \(detected: {deepkern._C.detected_isa()}\)$", text, re.M), text
+    compiled = ", ".join(deepkern._C.compiled_isas)
+    line = rf"^\s*cpu isa:\s+{isa} \(detected: {deepkern._C.detected_isa()}; compiled: {compiled}\)$"
+    assert re.search(line, text, re.M), text
     assert deepkern.config()["cpu_isa_active"] == isa
     assert deepkern._C.gemm_kernel_name(False).startswith(isa)
     assert deepkern._C.gemm_kernel_name(True).startswith(isa)
@@ -193,3 +197,13 @@ def test_an_isa_request_that_cannot_be_followed_is_reported(value):
 def test_a_supported_isa_request_is_followed_quietly(isa):
     run = _import_with_isa(isa)
     assert run.returncode == 0 and run.stdout.strip() == isa and "DEEPKERN_ISA" not in run.stderr, run.stderr
+
+
+def test_compiled_isas_hold_every_isa_the_kernels_can_choose():
+    compiled = deepkern._C.compiled_isas
+    assert compiled[-1] == "generic" and len(set(compiled)) == len(compiled)
+    assert deepkern._C.detected_isa() in compiled and deepkern._C.active_isa() in compiled
+    assert deepkern.config()["cpu_isas_compiled"] == list(compiled)
+    if compiled == ("generic",):  # a portable-only build: no x86 kernel can be chosen
+        with pytest.raises(ValueError, match="not supported"):
+            deepkern._C.set_active_isa("avx2")

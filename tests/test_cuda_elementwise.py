@@ -566,11 +566,19 @@ def test_the_device_array_class_speaks_numpy():
 def test_binding_refuses_what_is_not_a_device_array():
     host = np.ones(3, np.float32)
     cases = [
-        (lambda: _cuda.unary("exp", host, host), TypeError, "cuda exp: out must be a DeviceArray, got ndarray"),
-        (lambda: _cuda.binary("add", None, 1.0, 2.0), TypeError, "cuda add: out must be a DeviceArray, got NoneType"),
-        (lambda: _cuda.where(host, True, 1.0, 2.0), TypeError, "cuda where: out must be a DeviceArray"),
-        (lambda: _cuda.reduce("sum", host, host, [0]), TypeError, "cuda sum: out must be a DeviceArray"),
-        (lambda: _cuda.broadcast_view(host, [2, 3]), TypeError, "broadcast_to: a must be a DeviceArray"),
+        (
+            lambda: _cuda.unary("exp", host, host),
+            TypeError,
+            "cuda exp: out must be a deepkern._cuda.DeviceArray, got ndarray",
+        ),
+        (
+            lambda: _cuda.binary("add", None, 1.0, 2.0),
+            TypeError,
+            "cuda add: out must be a deepkern._cuda.DeviceArray, got NoneType",
+        ),
+        (lambda: _cuda.where(host, True, 1.0, 2.0), TypeError, "cuda where: out must be a deepkern._cuda.DeviceArray"),
+        (lambda: _cuda.reduce("sum", host, host, [0]), TypeError, "cuda sum: out must be a deepkern._cuda.DeviceArray"),
+        (lambda: _cuda.broadcast_view(host, [2, 3]), TypeError, "broadcast_to: a must be a deepkern._cuda.DeviceArray"),
         (lambda: _cuda.unary("cosh", host, host), ValueError, "unknown op 'cosh'"),
         (lambda: _cuda.reduce("median", host, host, [0]), ValueError, "unknown op 'median'"),
     ]

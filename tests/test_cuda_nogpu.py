@@ -21,6 +21,8 @@ AVAILABLE = dk.cuda.is_available()
 def test_module_is_built_where_nvcc_is():
     if shutil.which("nvcc") is None:
         pytest.skip("nvcc is not on PATH: the build may have skipped deepkern._cuda")
+    if not dk._C.build_options["cuda"]:
+        pytest.skip("this build was configured with DEEPKERN_CUDA=OFF")
     assert dk.cuda.is_compiled(), f"nvcc is on PATH but deepkern._cuda did not import: {cuda_backend.import_error}"
     assert dk.cuda.compiled_archs(), "the module names no compiled architecture"
 

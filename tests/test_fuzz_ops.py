@@ -32,7 +32,7 @@ EXCLUDED: dict = {}
 #: Public names of deepkern.ops that are not ops.
 NOT_OPS = {"LSTMCache": "the cache type lstm returns"}
 #: deepkern._C attributes that are not functions.
-NOT_C_FUNCTIONS = {"compiler", "__version__"}
+NOT_C_FUNCTIONS = {"compiler", "__version__", "compiled_isas", "build_options"}
 
 
 def batch_of(name: str) -> str:

@@ -1,15 +1,20 @@
 #include "core/cpu_features.h"
 
 #include <atomic>
-#include <cpuid.h>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <stdexcept>
+
+#if DEEPKERN_X86
+#include <cpuid.h>
+#endif
 
 namespace deepkern {
 namespace {
 
+#if DEEPKERN_X86
 uint64_t read_xcr0() {
   uint32_t eax, edx;
   __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
@@ -35,6 +40,9 @@ Isa probe_isa() {
   if (avx2 && fma) return Isa::avx2;
   return Isa::generic;
 }
+#else
+Isa probe_isa() { return Isa::generic; }
+#endif
 
 Isa initial_isa() {
   const Isa best = probe_isa();
@@ -85,6 +93,7 @@ void set_active_isa(Isa isa) {
   active_isa_slot().store(static_cast<int>(isa), std::memory_order_relaxed);
 }
 
+#if DEEPKERN_X86
 std::string cpu_brand() {
   unsigned regs[12] = {};
   if (__get_cpuid_max(0x80000000, nullptr) < 0x80000004) return "unknown x86-64 CPU";
@@ -96,5 +105,18 @@ std::string cpu_brand() {
   const auto first = brand.find_first_not_of(' ');
   return first == std::string::npos ? "unknown x86-64 CPU" : brand.substr(first);
 }
+
+#else
+std::string cpu_brand() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  const std::string key = "model name";
+  for (std::string line; std::getline(cpuinfo, line);) {
+    const auto colon = line.find(':');
+    if (line.compare(0, key.size(), key) == 0 && colon != std::string::npos && colon + 2 <= line.size())
+      return line.substr(colon + 2);
+  }
+  return "unknown processor";
+}
+#endif
 
 }  // namespace deepkern

@@ -50,7 +50,9 @@ IsaTables(const Table&, const Table&, const Table&) -> IsaTables<Table>;
 
 // Declares a family's per-ISA table `name` of type Table (`extern const Table name;` in the
 // namespaces generic, avx2 and avx512, within the namespace where it is used); each ISA's
-// translation unit defines its own.
+// translation unit defines its own. Without DEEPKERN_X86 only the generic table is compiled, and
+// the x86 names refer to it (never chosen there: detected_isa() is generic).
+#if DEEPKERN_X86
 #define DEEPKERN_DECLARE_ISA_TABLES(Table, name) \
   namespace generic {                            \
   extern const Table name;                       \
@@ -61,6 +63,18 @@ IsaTables(const Table&, const Table&, const Table&) -> IsaTables<Table>;
   namespace avx512 {                             \
   extern const Table name;                       \
   }
+#else
+#define DEEPKERN_DECLARE_ISA_TABLES(Table, name) \
+  namespace generic {                            \
+  extern const Table name;                       \
+  }                                              \
+  namespace avx2 {                               \
+  inline const Table& name = generic::name;      \
+  }                                              \
+  namespace avx512 {                             \
+  inline const Table& name = generic::name;      \
+  }
+#endif
 
 // One ISA's table of a family whose kernels exist for float and double.
 template <template <class> class Kernels>

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "cuda/cast_kernels.h"
 #include "cuda/check.h"
 #include "cuda/copy_kernels.h"
 #include "cuda/memory.h"
@@ -163,6 +164,15 @@ DeviceArray contiguous(const DeviceArray& a, bool force) {
   if (a.is_contiguous() && !force) return a;
   DeviceArray out = empty(a.shape, a.dtype, a.device);
   copy(out, a);
+  return out;
+}
+
+DeviceArray astype(const DeviceArray& a, DType dtype) {
+  if (dtype == a.dtype) return contiguous(a, true);
+  DeviceArray out = empty(a.shape, dtype, a.device);
+  if (out.size() == 0) return out;
+  DeviceGuard guard(a.device);
+  launch_cast(out.data, dtype, a.data, a.dtype, make_walk(a.shape, out.strides, a.strides), out.size(), stream_of(a));
   return out;
 }
 

@@ -72,6 +72,9 @@ void copy_from_host(const DeviceArray& dst, const void* host);  // dst must be C
 void copy(const DeviceArray& dst, const DeviceArray& src);
 // Every element of dst set to the `itemsize` bytes of `pattern` (little-endian), any strides.
 void fill(const DeviceArray& dst, std::uint64_t pattern);
+// A new C-contiguous array of `a`'s values converted to `dtype` as NumPy's astype converts them
+// (cuda/cast.h); a copy when the dtype is a's.
+DeviceArray astype(const DeviceArray& a, DType dtype);
 // A C-contiguous copy of `a` (a itself when it already is contiguous and `force` is false).
 DeviceArray contiguous(const DeviceArray& a, bool force = false);
 

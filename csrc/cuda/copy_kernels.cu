@@ -7,6 +7,7 @@
 
 #include "cuda/check.h"
 #include "cuda/copy_kernels.h"
+#include "cuda/launch.h"
 
 namespace deepkern::cuda {
 namespace {
@@ -58,9 +59,8 @@ void launch_strided_copy(void* dst, const void* src, const StridedWalk& walk, st
                          cudaStream_t stream) {
   with_element_type(itemsize, "strided copy", [&](auto element) {
     using T = decltype(element);
-    strided_copy_kernel<T>
-        <<<blocks_for(n), kThreads, 0, stream>>>(static_cast<T*>(dst), static_cast<const T*>(src), walk, n);
-    DK_CUDA_CHECK_LAUNCH("strided_copy_kernel");
+    launch("strided_copy_kernel", strided_copy_kernel<T>, dim3(blocks_for(n)), dim3(kThreads), 0, stream,
+           static_cast<T*>(dst), static_cast<const T*>(src), walk, n);
   });
 }
 
@@ -68,8 +68,8 @@ void launch_fill(void* dst, std::uint64_t pattern, const StridedWalk& walk, std:
                  cudaStream_t stream) {
   with_element_type(itemsize, "fill", [&](auto element) {
     using T = decltype(element);
-    fill_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(static_cast<T*>(dst), static_cast<T>(pattern), walk, n);
-    DK_CUDA_CHECK_LAUNCH("fill_kernel");
+    launch("fill_kernel", fill_kernel<T>, dim3(blocks_for(n)), dim3(kThreads), 0, stream, static_cast<T*>(dst),
+           static_cast<T>(pattern), walk, n);
   });
 }
 

@@ -1,4 +1,5 @@
-// Launchers of the element-copy and fill kernels (copy_kernels.cu); used by array.cpp.
+// Launchers of the element-copy and fill kernels (copy_kernels.cu); used by array.cpp. The walk
+// over strides (cuda/strided_walk.h) is shared with the casts and the elementwise kernels.
 #pragma once
 #include <cuda_runtime.h>
 

@@ -16,6 +16,18 @@ namespace py = pybind11;
 void bind_core(py::module_& m) {
   m.attr("__version__") = DEEPKERN_VERSION;
   m.attr("compiler") = DEEPKERN_COMPILER;
+  // The kernel ISAs this build contains (a portable-only build, as on other processors: generic alone).
+#if DEEPKERN_X86
+  m.attr("compiled_isas") = py::make_tuple("avx512", "avx2", "generic");
+#else
+  m.attr("compiled_isas") = py::make_tuple("generic");
+#endif
+  // How the build was configured (CMake options).
+  py::dict options;
+  options["portable_only"] = !DEEPKERN_X86;
+  options["cuda"] = static_cast<bool>(DEEPKERN_CUDA_REQUESTED);
+  options["sanitize"] = static_cast<bool>(DEEPKERN_SANITIZED);
+  m.attr("build_options") = options;
 
   m.def("cpu_brand", &cpu_brand);
   m.def("detected_isa", [] { return std::string(isa_name(detected_isa())); }, "Best kernel ISA this CPU supports.");

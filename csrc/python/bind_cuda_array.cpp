@@ -11,6 +11,7 @@
 #include "cuda/memory.h"
 #include "cuda/stream.h"
 #include "python/bind_cuda.h"
+#include "python/cuda_array.h"
 
 namespace py = pybind11;
 namespace dkc = deepkern::cuda;
@@ -18,6 +19,8 @@ namespace dkc = deepkern::cuda;
 namespace {
 
 constexpr std::size_t kMaxDims = 64;  // as NumPy
+
+using deepkern::python::PyDeviceArray;
 
 py::module_ numpy() { return py::module_::import("numpy"); }
 
@@ -304,6 +307,13 @@ std::string repr(const PyDeviceArray& self) {
 
 }  // namespace
 
+const dkc::DeviceArray& device_array(const py::handle& object, const char* op, const char* name) {
+  if (!py::isinstance<PyDeviceArray>(object))
+    throw py::type_error(std::string(op) + ": " + name + " must be a deepkern._cuda.DeviceArray, got " +
+                         std::string(py::str(py::type::of(object).attr("__name__"))));
+  return object.cast<const PyDeviceArray&>().a;
+}
+
 void bind_cuda_array(py::module_& m) {
   py::class_<PyDeviceArray>(m, "DeviceArray", R"doc(
 An n-dimensional array in GPU memory: a pointer, a shape, strides and a dtype. It owns a block of
@@ -408,15 +418,18 @@ Shares memory with PyTorch, CuPy and others through ``__dlpack__`` and ``__cuda_
           "A C-contiguous copy on the same device.")
       .def(
           "astype",
-          [](const py::object& self, const py::object& dtype, bool copy) -> py::object {
+          [](const py::object& self, const py::object& dtype, const std::string& order, bool copy) -> py::object {
             const auto& s = self.cast<const PyDeviceArray&>();
+            if (order != "C" && order != "K" && order != "A")
+              throw py::value_error("astype: order must be 'C', 'K' or 'A' (the result is C-contiguous), got '" +
+                                    order + "'");
             const dkc::DType target = to_dtype(dtype);
-            if (target != s.a.dtype)
-              throw py::type_error(std::string("astype from ") + dkc::info(s.a.dtype).name + " to " +
-                                   dkc::info(target).name + " is not implemented on device 'cuda'");
-            return copy ? py::cast(PyDeviceArray{dkc::contiguous(s.a, true)}) : self;
+            if (target == s.a.dtype && !copy && s.a.is_contiguous()) return self;
+            return py::cast(PyDeviceArray{dkc::astype(s.a, target)});
           },
-          py::arg("dtype"), py::arg("copy") = true, "The array in `dtype` (only its own dtype so far).")
+          py::arg("dtype"), py::arg("order") = "K", py::arg("copy") = true,
+          "The values in `dtype`, converted as NumPy converts them, in a new C-contiguous array (any strides in); "
+          "with copy=False, the array itself when it already is C-contiguous and of `dtype`.")
       .def(
           "fill",
           [](const py::object& self, const py::object& value) {

@@ -14,9 +14,11 @@
 #include "cuda/elementwise/elementwise.h"
 #include "cuda/stream.h"
 #include "python/bind_cuda.h"
+#include "python/cuda_array.h"
 
 namespace py = pybind11;
 namespace dkc = deepkern::cuda;
+using deepkern::python::PyDeviceArray;
 
 namespace {
 
@@ -39,17 +41,10 @@ Op op_from_name(const std::string& what, const std::string& name, const std::vec
   return static_cast<Op>(found - names.begin());
 }
 
-// The DeviceArray `obj` (argument `arg` of `what`); TypeError naming both otherwise.
-const dkc::DeviceArray& device_array(const std::string& what, const char* arg, const py::handle& obj) {
-  if (!py::isinstance<PyDeviceArray>(obj))
-    throw py::type_error(what + ": " + arg + " must be a DeviceArray, got " + type_name(obj));
-  return obj.cast<const PyDeviceArray&>().a;
-}
-
 // The output `obj` of `what`: a DeviceArray whose elements are distinct memory (not a broadcast
 // view, which several threads would write).
 const dkc::DeviceArray& output_array(const std::string& what, const py::handle& obj) {
-  const dkc::DeviceArray& out = device_array(what, "out", obj);
+  const dkc::DeviceArray& out = device_array(obj, what.c_str(), "out");
   for (std::size_t k = 0; k < out.ndim(); ++k)
     if (out.strides[k] == 0 && out.shape[k] > 1 && out.size() > 0)
       throw py::value_error(what + ": out of shape " + shape_text(out.shape) +
@@ -155,7 +150,7 @@ void unary(const std::string& name, const py::object& out_obj, const py::object&
   const std::string what = "cuda " + name;
   const auto op = op_from_name<dkc::UnaryOp>("cuda unary", name, dkc::unary_op_names());
   const dkc::DeviceArray& out = output_array(what, out_obj);
-  device_array(what, "a", a_obj);
+  device_array(a_obj, what.c_str(), "a");
   const dkc::Operand a = operand(what, "a", a_obj, out);
   check_supported(what, op, a.array->dtype);
   check_out_dtype(what, out, dkc::result_dtype(op, a.array->dtype));
@@ -198,7 +193,7 @@ void reduce(const std::string& name, const py::object& out_obj, const py::object
   const std::string what = "cuda " + name;
   const auto op = op_from_name<dkc::ReduceOp>("cuda reduce", name, dkc::reduce_op_names());
   const dkc::DeviceArray& out = output_array(what, out_obj);
-  const dkc::DeviceArray& a = device_array(what, "a", a_obj);
+  const dkc::DeviceArray& a = device_array(a_obj, what.c_str(), "a");
   if (a.device != out.device)
     throw py::value_error(what + ": a is on cuda:" + std::to_string(a.device) +
                           " and out on cuda:" + std::to_string(out.device));
@@ -237,7 +232,7 @@ void reduce(const std::string& name, const py::object& out_obj, const py::object
 
 // A view of `a` broadcast to `shape` (stride 0 along the broadcast dimensions), as np.broadcast_to.
 PyDeviceArray broadcast_view(const py::object& a_obj, const std::vector<std::int64_t>& shape) {
-  device_array("broadcast_to", "a", a_obj);
+  device_array(a_obj, "broadcast_to", "a");
   const auto& self = a_obj.cast<const PyDeviceArray&>();
   const dkc::DeviceArray& a = self.a;
   PyDeviceArray view{a, self.base.is_none() ? a_obj : self.base};

@@ -130,6 +130,9 @@ def config() -> dict:
         "cpu": _C.cpu_brand(),
         "cpu_isa_detected": _C.detected_isa(),
         "cpu_isa_active": _C.active_isa(),
+        "cpu_isas_compiled": list(_C.compiled_isas),
+        "build_options": dict(_C.build_options),
+        "location": os.path.dirname(os.path.abspath(__file__)),
         "gemm_kernel_f32": _C.gemm_kernel_name(False),
         "gemm_kernel_f64": _C.gemm_kernel_name(True),
         "threads": get_num_threads(),
@@ -147,8 +150,11 @@ def show_config() -> None:
     lines = [
         f"deepkern {cfg['version']}",
         f"  compiler:        {cfg['compiler']}",
+        "  build options:   " + ", ".join(f"{k}={'on' if v else 'off'}" for k, v in cfg["build_options"].items()),
+        f"  installed at:    {cfg['location']}",
         f"  cpu:             {cfg['cpu']}",
-        f"  cpu isa:         {cfg['cpu_isa_active']} (detected: {cfg['cpu_isa_detected']})",
+        f"  cpu isa:         {cfg['cpu_isa_active']} (detected: {cfg['cpu_isa_detected']}; "
+        f"compiled: {', '.join(cfg['cpu_isas_compiled'])})",
         f"  gemm kernels:    float32 {cfg['gemm_kernel_f32']}, float64 {cfg['gemm_kernel_f64']}",
         f"  threads:         {cfg['threads']}",
         f"  cuda compiled:   {'yes' if cfg['cuda_compiled'] else 'no'} (archs: {archs})",

@@ -82,6 +82,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     bench_parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (seconds)")
     bench_parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where the timed cases run: cpu (default), or cuda: the suites' GPU cases, beside PyTorch on "
+        "the GPU and a device-to-device copy of the same bytes (needs a GPU deepkern can use)",
+    )
+    bench_parser.add_argument(
         "--threads",
         type=_parse_threads,
         default=None,
@@ -196,6 +203,19 @@ def _cmd_bench(args, parser: argparse.ArgumentParser) -> int:
         names = [args.op]
     else:
         parser.error(f"unknown op {args.op!r}; available: {', '.join(sorted(bench.SUITES))} (or 'all')")
+    if args.device == "cuda":
+        reason = bench.cuda_unavailable()
+        if reason:
+            print(f"deepkern bench --device cuda: {reason}; nothing was timed", file=sys.stderr)
+            return 1
+    names = [n for n in names if any(c.device == args.device for c in bench.get_suite(n).cases(args.quick))]
+    if not names:
+        with_device = sorted(
+            n for n, suite in bench.SUITES.items() if any(c.device == args.device for c in suite.cases(args.quick))
+        )
+        parser.error(
+            f"--op {args.op} has no {args.device} cases; suites with {args.device} cases: {', '.join(with_device)}"
+        )
     threads = sorted(args.threads) if args.threads else _default_threads()
 
     start = time.perf_counter()
@@ -211,7 +231,13 @@ def _cmd_bench(args, parser: argparse.ArgumentParser) -> int:
             (
                 suite,
                 bench.run_suite(
-                    suite, threads, quick=args.quick, repeats=args.repeats, progress=True, check=not args.no_check
+                    suite,
+                    threads,
+                    quick=args.quick,
+                    repeats=args.repeats,
+                    progress=True,
+                    check=not args.no_check,
+                    device=args.device,
                 ),
             )
         )
@@ -223,7 +249,9 @@ def _cmd_bench(args, parser: argparse.ArgumentParser) -> int:
         peaks.update(report.peaks)
     print(
         f"deepkern {machine['deepkern']} on {machine['cpu']} ({machine['isa']}, {machine['cores']} cores), "
-        f"{machine['numpy']}" + (f", torch {machine['torch']}" if machine["torch"] else "")
+        f"{machine['numpy']}"
+        + (f", torch {machine['torch']}" if machine["torch"] else "")
+        + (f", GPU {machine['gpu']}" if machine.get("gpu") else "")
     )
     print(bench.format_peaks(peaks))
     for suite, report in reports:

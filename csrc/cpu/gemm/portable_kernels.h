@@ -6,12 +6,15 @@
 // keeps its own copy, so the linker can never hand an AVX-512 build of a function to a caller
 // that runs on a CPU without AVX-512.
 #pragma once
-#include <xmmintrin.h>
-
 #include <cstdint>
 #include <type_traits>
 
+#include "core/cpu_features.h"
 #include "cpu/gemm/microkernel.h"
+
+#if DEEPKERN_X86
+#include <xmmintrin.h>
+#endif
 
 namespace deepkern::cpu {
 namespace {
@@ -83,11 +86,12 @@ void gemv_rows_portable(int64_t k, int64_t n, const T* x, const T* b, int64_t ld
   }
 }
 
-// TransposeKernel's contract (microkernel.h): 4 x 4 SSE transposes for float (SSE2 is the x86-64
-// baseline).
+// TransposeKernel's contract (microkernel.h): 4 x 4 SSE transposes for float on x86-64 (SSE2 is its
+// baseline), element by element elsewhere.
 template <class T>
 void transpose_portable(int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ld, T* dst) {
   int64_t w = 0;
+#if DEEPKERN_X86
   if constexpr (std::is_same_v<T, float>) {
     for (; w + 4 <= width; w += 4) {
       const float* r0 = x + w * ws;
@@ -112,6 +116,7 @@ void transpose_portable(int64_t width, int64_t depth, const T* x, int64_t ws, in
       }
     }
   }
+#endif
   for (; w < width; ++w)
     for (int64_t d = 0; d < depth; ++d) dst[d * ld + w] = x[w * ws + d];
 }

@@ -18,9 +18,9 @@
 #include <algorithm>
 #include <cstdint>
 
-#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#include "core/cpu_features.h"
+#if DEEPKERN_X86
 #include <immintrin.h>
-#define DEEPKERN_HAVE_MXCSR 1
 #endif
 
 #include "core/threading.h"
@@ -34,7 +34,7 @@ constexpr int64_t kMinPerThread = int64_t(1) << 14;
 // Sets flush-to-zero and denormals-are-zero for the calling thread while it lives.
 class FlushDenormals {
  public:
-#ifdef DEEPKERN_HAVE_MXCSR
+#if DEEPKERN_X86
   FlushDenormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | 0x8040u); }  // FTZ (bit 15) | DAZ (bit 6)
   ~FlushDenormals() { _mm_setcsr(saved_); }
 

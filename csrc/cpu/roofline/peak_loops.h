@@ -3,6 +3,8 @@
 #pragma once
 #include <cstdint>
 
+#include "core/isa_dispatch.h"
+
 namespace deepkern::cpu::roofline {
 
 struct PeakLoops {
@@ -16,18 +18,16 @@ struct PeakLoops {
   void (*update_in_place)(float* a, const float* b, float scale, int64_t n);
 };
 
-// Each ISA's table is defined in peak_loops_<isa>.cpp (intrinsics, compiled only with that ISA's
-// flags); its update_in_place in stream.cpp, compiled once per ISA.
+// Each ISA's table is defined in peak_loops_<isa>.cpp (compiled only with that ISA's flags); its
+// update_in_place in stream.cpp, compiled once per ISA.
+DEEPKERN_DECLARE_ISA_TABLES(PeakLoops, peak_loops)
 namespace generic {
-extern const PeakLoops peak_loops;
 void update_in_place(float* a, const float* b, float scale, int64_t n);
 }  // namespace generic
 namespace avx2 {
-extern const PeakLoops peak_loops;
 void update_in_place(float* a, const float* b, float scale, int64_t n);
 }  // namespace avx2
 namespace avx512 {
-extern const PeakLoops peak_loops;
 void update_in_place(float* a, const float* b, float scale, int64_t n);
 }  // namespace avx512
 

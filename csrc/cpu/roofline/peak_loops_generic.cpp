@@ -1,6 +1,5 @@
-// The roofline family's table for the x86-64 baseline (SSE2, no FMA): chains of 128-bit multiplies
-// then adds.
-#include <immintrin.h>
+// The roofline family's table for the portable baseline (SSE2 on x86-64, no FMA): chains of 128-bit
+// multiplies then adds, written with the compiler's vector types so any processor compiles them.
 
 #include "cpu/roofline/chains.h"
 #include "cpu/roofline/peak_loops.h"
@@ -9,12 +8,12 @@ namespace deepkern::cpu::roofline::generic {
 namespace {
 
 struct F32x4 {
-  using reg = __m128;
+  typedef float reg __attribute__((vector_size(16)));
   static constexpr int lanes = 4;
-  static reg set1(float x) { return _mm_set1_ps(x); }
-  static reg mul_add(reg a, reg b, reg c) { return _mm_add_ps(_mm_mul_ps(a, b), c); }
-  static reg add(reg a, reg b) { return _mm_add_ps(a, b); }
-  static float first_lane(reg a) { return _mm_cvtss_f32(a); }
+  static reg set1(float x) { return reg{x, x, x, x}; }
+  static reg mul_add(reg a, reg b, reg c) { return a * b + c; }
+  static reg add(reg a, reg b) { return a + b; }
+  static float first_lane(reg a) { return a[0]; }
 };
 
 constexpr int kChains = 8;

@@ -26,6 +26,13 @@ struct GemmOperand {
   std::int64_t row_stride = 0;            // elements between (r, c) and (r + 1, c)
   std::int64_t col_stride = 0;            // elements between (r, c) and (r, c + 1)
   const std::int64_t* offsets = nullptr;  // device array of `batch` element offsets; nullptr: all 0
+  // Every offset is a multiple of this (0: all are 0), so the host can tell whether all matrices
+  // keep the alignment of `data` without reading the device array. 1 when nothing is known.
+  std::int64_t offset_divisor = 1;
+  // True when the caller knows that offsets[i] == i * batch_stride for every i (a strided batch),
+  // so kernels that take one stride for the whole batch need not read `offsets` back.
+  bool strided_batch = false;
+  std::int64_t batch_stride = 0;
 };
 
 struct GemmProblem {
@@ -36,15 +43,39 @@ struct GemmProblem {
   void* c = nullptr;  // element (0, 0) of C's matrix 0; C is written through c_row_stride, c_col_stride
   std::int64_t c_row_stride = 0, c_col_stride = 0;
   const std::int64_t* c_offsets = nullptr;  // as GemmOperand::offsets
+  std::int64_t c_offset_divisor = 1;        // as GemmOperand::offset_divisor
   float alpha = 1.0f, beta = 0.0f;
   const void* bias = nullptr;  // contiguous, dtype as C; used when bias_axis != none
   BiasAxis bias_axis = BiasAxis::none;
   bool relu = false;
 };
 
-// Runs `problem` on `stream` with the fastest kernel that takes it on the current device. The
-// caller has checked shapes, dtypes and that C overlaps nothing it reads.
+// Whether every matrix of the operand starting at `data` with offsets that are multiples of
+// `offset_divisor` (see GemmOperand) is `bytes`-aligned, for elements of `itemsize` bytes.
+inline bool matrices_aligned(const void* data, std::int64_t offset_divisor, std::int64_t itemsize, std::int64_t bytes) {
+  return reinterpret_cast<std::uintptr_t>(data) % bytes == 0 && (offset_divisor * itemsize) % bytes == 0;
+}
+
+// Runs `problem` on `stream` with the fastest kernel that takes it on the current device (or the
+// one set_gemm_kernel forces). The caller has checked shapes, dtypes and that C overlaps nothing it
+// reads. A forced kernel that cannot take the problem throws std::invalid_argument saying why.
 void gemm(const GemmProblem& problem, cudaStream_t stream);
+
+// The kernels gemm() chooses from. automatic: the sm90 kernel where it takes the problem, else
+// mma for tf32/bf16 and simt for fp32.
+enum class GemmKernel : std::uint8_t { automatic, simt, mma, sm90 };
+// Process-wide choice for tests and benchmarks (automatic by default).
+void set_gemm_kernel(GemmKernel kernel);
+GemmKernel gemm_kernel();
+// The kernel the last gemm() call ran (automatic before any call, and after a call with nothing to
+// compute: an empty C).
+GemmKernel last_gemm_kernel();
+const char* gemm_kernel_name(GemmKernel kernel);  // "automatic", "simt", "mma", "sm90"
+
+// FP32 on the CUDA cores: takes float32 data (fp32 and tf32 problems; it computes in full FP32).
+void gemm_simt(const GemmProblem& problem, cudaStream_t stream);
+// mma.sync on the tensor cores (sm_80+): takes tf32 (float32 data) and bf16 problems.
+void gemm_mma(const GemmProblem& problem, cudaStream_t stream);
 
 // The Hopper kernel (wgmma fed by TMA, sm_90a): runs `problem` and returns true when it takes it
 // (an sm_90 device, the precision and layouts it supports, TMA's alignment), false otherwise

@@ -3,12 +3,21 @@
 ``deepkern._cuda`` is absent when the package was built without nvcc; importing it can also fail
 on an unusual system. Either way deepkern keeps working on the CPU and ``import_error`` says why.
 The backend is registered only where the module imports and a GPU is visible (:func:`usable`).
-It allocates and copies; kernel entries (``gemm``, ``conv2d_forward``, ...) come later, and until
-then the seam's NotImplementedError names each missing one. Elementwise arithmetic and reductions
-reach the GPU through NumPy's own protocols, which ``cuda_numpy`` attaches to DeviceArray here.
+It allocates, copies and casts; its kernel entries so far are the matrix multiply (``gemm``) and
+the optimizer steps (the ``deepkern._cuda`` functions taking the arguments of the ``deepkern._C``
+function of the same name). For any other kernel the seam's NotImplementedError names it.
+
+``matmul.allow_tf32`` (PyTorch's ``torch.backends.cuda.matmul.allow_tf32``) lets float32 matrix
+multiplies run on the tensor cores with inputs rounded to TF32 (10-bit mantissa, ~1e-3 relative
+error); it is False by default, so float32 results are full FP32 unless asked.
+
+Elementwise arithmetic and reductions reach the GPU through NumPy's own protocols, which
+``cuda_numpy`` attaches to DeviceArray here.
 """
 
 from __future__ import annotations
+
+import importlib.util
 
 import numpy as np
 
@@ -23,7 +32,10 @@ try:
     cuda_numpy.install(_cuda)
 except ImportError as exc:  # not built, or its shared-library dependencies are missing
     _cuda = None
-    import_error = str(exc)
+    if importlib.util.find_spec(f"{__package__.rpartition('.')[0]}._cuda") is None:
+        import_error = "this installation has no CUDA module"
+    else:
+        import_error = str(exc)
 
 
 def usable() -> bool:
@@ -34,6 +46,34 @@ def usable() -> bool:
         return _cuda.device_count() > 0
     except Exception:  # a broken driver must not break the CPU package
         return False
+
+
+class _MatmulSettings:
+    """``deepkern.backends.cuda.matmul``: how matrix multiplies run on the GPU."""
+
+    __slots__ = ("_allow_tf32",)
+
+    def __init__(self):
+        self._allow_tf32 = False
+
+    @property
+    def allow_tf32(self) -> bool:
+        """float32 GEMMs on the tensor cores with TF32-rounded inputs (default False: full FP32)."""
+        return self._allow_tf32
+
+    @allow_tf32.setter
+    def allow_tf32(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"matmul.allow_tf32 must be a bool, got {type(value).__name__}")
+        self._allow_tf32 = value
+
+    def __repr__(self):
+        return f"<deepkern.backends.cuda.matmul allow_tf32={self._allow_tf32}>"
+
+
+matmul = _MatmulSettings()
+
+_BFLOAT16 = "bfloat16"
 
 
 def _shape(shape) -> tuple:
@@ -49,6 +89,10 @@ class CUDABackend(Backend):
 
     def __init__(self):
         self.array_type = _cuda.DeviceArray
+        # Kernel entries: the deepkern._cuda functions (arguments as deepkern._C's of the same name).
+        self.sgd_step = _cuda.sgd_step
+        self.adam_step = _cuda.adam_step
+        self.rmsprop_step = _cuda.rmsprop_step
 
     def empty(self, shape, dtype):
         return _cuda.empty(_shape(shape), np.dtype(dtype))
@@ -70,3 +114,17 @@ class CUDABackend(Backend):
 
     def index(self, array):
         return array.device_index
+
+    def gemm(self, a, b, c, a_offsets, b_offsets, c_offsets, k, alpha, beta, bias, bias_axis, relu):
+        """``deepkern._C.gemm`` on the GPU: bfloat16 arrays run on the tensor cores in BF16,
+        float32 ones in FP32, or in TF32 when ``matmul.allow_tf32`` is set; float64 has no kernel."""
+        if a.dtype.name == _BFLOAT16:
+            precision = "bf16"
+        elif a.dtype == np.float64:
+            raise NotImplementedError(
+                "gemm in float64 is not implemented on device 'cuda' (float32 and bfloat16 are): "
+                "copy the arrays to the CPU, or use float32"
+            )
+        else:
+            precision = "tf32" if matmul.allow_tf32 else "fp32"
+        _cuda.gemm(a, b, c, a_offsets, b_offsets, c_offsets, k, alpha, beta, bias, bias_axis, relu, precision)

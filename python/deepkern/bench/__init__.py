@@ -29,12 +29,12 @@ from __future__ import annotations
 
 # Each op family's module registers its suite when imported (in this order in the registry).
 from . import activation, conv, gemm, lstm, optim, pool, train  # noqa: F401
-from .libraries import limit_threads, threadpoolctl_available
+from .libraries import cuda_unavailable, limit_threads, threadpoolctl_available
 from .peak import Peak, measure_peak
 from .registry import SUITES, Case, Suite, get_suite, register_suite
 from .report import Report, Row, format_peaks, format_summary, format_table, peaks_json, summarize, to_json
 from .runner import ROUNDS, run_suite
-from .timing import Timing, time_fn
+from .timing import Timing, time_cuda_fn, time_fn
 
 __all__ = [
     "SUITES",
@@ -48,7 +48,9 @@ __all__ = [
     "measure_peak",
     "Timing",
     "time_fn",
+    "time_cuda_fn",
     "limit_threads",
+    "cuda_unavailable",
     "threadpoolctl_available",
     "Report",
     "Row",

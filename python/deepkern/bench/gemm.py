@@ -109,3 +109,137 @@ register_suite(
         summary_groups=(GROUP_SQUARE_BIG, GROUP_DL),
     )
 )
+
+
+# ---- the GPU suite ---------------------------------------------------------------------------------
+
+GEMM_CUDA_SQUARE = {"fp32": (2048, 4096, 8192), "tf32": (4096, 8192), "bf16": (4096, 8192)}
+GEMM_CUDA_SQUARE_QUICK = {"fp32": (2048,), "tf32": (4096,), "bf16": (4096,)}
+GEMM_CUDA_PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def _cuda_unavailable() -> Optional[str]:
+    """Why the GPU suite cannot run here, or None."""
+    from .. import cuda
+
+    if not cuda.is_available():
+        return f"it runs on a GPU, and deepkern has no usable one here: {cuda.unavailable_reason()}"
+    return None
+
+
+def _tf32_inputs(x: np.ndarray) -> np.ndarray:
+    """float32 values rounded to TF32 as the tensor cores take them (10 mantissa bits, ties away)."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    return ((bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32)
+
+
+def _cuda_check(precision: str):
+    """The relative error of deepkern's GPU result against the float64 product of the same inputs
+    rounded as the precision rounds them (TF32 inputs; a bfloat16 result), on a sample of rows: so
+    the check measures the kernel, not the precision's own rounding."""
+
+    def check(inputs: tuple) -> float:
+        import ml_dtypes
+
+        from ..backends import cuda as cuda_backend
+        from ..backends import to_device
+        from ..ops import matmul
+
+        a, b = inputs
+        if precision == "bf16":
+            a, b = a.view(ml_dtypes.bfloat16), b.view(ml_dtypes.bfloat16)
+        cuda_backend.matmul.allow_tf32 = precision == "tf32"
+        try:
+            out = to_device(matmul(to_device(a, "cuda"), to_device(b, "cuda")), "cpu").astype(np.float64)
+        finally:
+            cuda_backend.matmul.allow_tf32 = False
+        rows = np.unique(np.linspace(0, a.shape[0] - 1, num=min(a.shape[0], 64)).astype(np.int64))
+        a64, b64 = (_tf32_inputs(x) if precision == "tf32" else x.astype(np.float32) for x in (a[rows], b))
+        ref = a64.astype(np.float64) @ b64.astype(np.float64)
+        if precision == "bf16":
+            ref = ref.astype(np.float32).astype(ml_dtypes.bfloat16).astype(np.float64)
+        return float(np.linalg.norm(out[rows] - ref)) / (float(np.linalg.norm(ref)) or 1.0)
+
+    return check
+
+
+def _cuda_impls(precision: str) -> dict:
+    """deepkern.ops.matmul and torch.matmul on the GPU with the precision set alike: allow_tf32 for
+    both libraries (each call sets it, a host-side assignment), bfloat16 views for BF16."""
+    import ml_dtypes
+
+    from ..backends import cuda as cuda_backend
+    from ..ops import matmul
+
+    tf32, bf16 = precision == "tf32", precision == "bf16"
+
+    def deepkern_matmul(a, b):
+        cuda_backend.matmul.allow_tf32 = tf32
+        if bf16:  # the inputs are bfloat16's bits as uint16 (see _gemm_cuda_case)
+            a, b = a.view(ml_dtypes.bfloat16), b.view(ml_dtypes.bfloat16)
+        return matmul(a, b)
+
+    impls = {"deepkern": deepkern_matmul}
+    torch = installed_torch()
+    if torch is not None:
+
+        def torch_matmul(a, b):
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            if bf16:
+                a, b = a.view(torch.bfloat16), b.view(torch.bfloat16)
+            return torch.matmul(a, b)
+
+        impls["torch"] = torch_matmul
+    return impls
+
+
+def _gemm_cuda_case(m: int, n: int, k: int, precision: str, name: str, group: str, label: str = "") -> Case:
+    itemsize = 2 if precision == "bf16" else 4
+
+    def make_inputs():
+        # One set: the GPU's caches hold none of these operands whole. BF16 inputs travel as their
+        # bits in uint16 (PyTorch cannot take NumPy's bfloat16), viewed as bfloat16 in each call.
+        sets = make_gemm_inputs(m, n, k, "NN", copies=1)
+        if precision != "bf16":
+            return sets
+        import ml_dtypes
+
+        return [tuple(x.astype(ml_dtypes.bfloat16).view(np.uint16) for x in s) for s in sets]
+
+    return Case(
+        op="gemm",
+        name=name,
+        layout=f"NN {precision}",
+        group=group,
+        shape=(m, n, k),
+        flops=2.0 * m * n * k,
+        nbytes=float(itemsize) * (m * k + k * n + m * n),
+        make_inputs=make_inputs,
+        impls=_cuda_impls(precision),
+        check=_cuda_check(precision),
+        label=label,
+        device="cuda",
+    )
+
+
+def gemm_cuda_cases(quick: bool = False) -> List[Case]:
+    """Per precision (FP32, TF32, BF16): square GEMMs, then the deep-learning shapes, all NN."""
+    cases = []
+    squares = GEMM_CUDA_SQUARE_QUICK if quick else GEMM_CUDA_SQUARE
+    for precision in GEMM_CUDA_PRECISIONS:
+        for size in squares[precision]:
+            cases.append(_gemm_cuda_case(size, size, size, precision, f"n={size}", f"square {precision}", "square"))
+        for m, n, k, label in GEMM_DL_SHAPES_QUICK if quick else GEMM_DL_SHAPES:
+            cases.append(_gemm_cuda_case(m, n, k, precision, f"M={m} N={n} K={k}", f"DL shapes {precision}", label))
+    return cases
+
+
+register_suite(
+    Suite(
+        name="gemm-cuda",
+        description="matrix multiply on the GPU in FP32, TF32 and BF16: square and deep-learning shapes vs PyTorch",
+        cases=gemm_cuda_cases,
+        summary_groups=tuple(f"{g} {p}" for p in GEMM_CUDA_PRECISIONS for g in ("square", "DL shapes")),
+        unavailable=_cuda_unavailable,
+    )
+)

@@ -54,6 +54,11 @@ class Backend:
     version: Callable[[], str] = lambda: ""
     #: False when this library's thread count cannot be set (it runs at its default).
     controls_threads: Callable[[], bool] = lambda: True
+    #: A NumPy input as this library's array on the GPU, for the cases with ``device="cuda"``; None
+    #: for a library that has no GPU arrays.
+    to_cuda: Optional[Callable[[np.ndarray], object]] = None
+    #: Why this library cannot run GPU cases here (None when it can).
+    cuda_missing: Callable[[], Optional[str]] = lambda: "it has no GPU arrays"
 
 
 @contextlib.contextmanager
@@ -109,12 +114,41 @@ def _torch_from_numpy(x: np.ndarray):
     return installed_torch().from_numpy(x)  # zero copy; transposed views keep their strides
 
 
+def _deepkern_to_cuda(x: np.ndarray):
+    from ..backends import to_device
+
+    return to_device(x, "cuda")
+
+
+def cuda_unavailable() -> Optional[str]:
+    """Why deepkern cannot time GPU cases here (no CUDA build, no GPU, a driver too old), or None."""
+    from .. import cuda
+
+    return None if cuda.is_available() else f"deepkern has no usable GPU: {cuda.unavailable_reason()}"
+
+
+def _torch_cuda_missing() -> Optional[str]:
+    torch = installed_torch()
+    if torch is None:
+        return "PyTorch is not installed"
+    if not torch.cuda.is_available():
+        return f"this PyTorch ({torch.__version__}) has no usable GPU"
+    return None
+
+
 def backends() -> List[Backend]:
     """deepkern and the references, in the order they are timed."""
     from .. import __version__
 
     return [
-        Backend("deepkern", lambda: True, _deepkern_threads, version=lambda: f"deepkern {__version__}"),
+        Backend(
+            "deepkern",
+            lambda: True,
+            _deepkern_threads,
+            version=lambda: f"deepkern {__version__}",
+            to_cuda=_deepkern_to_cuda,
+            cuda_missing=cuda_unavailable,
+        ),
         Backend(
             "numpy", lambda: True, _numpy_threads, version=numpy_blas_version, controls_threads=threadpoolctl_available
         ),
@@ -124,6 +158,8 @@ def backends() -> List[Backend]:
             _torch_threads,
             convert=_torch_from_numpy,
             version=lambda: f"torch {installed_torch().__version__}",
+            to_cuda=lambda x: _torch_from_numpy(x).cuda(),
+            cuda_missing=_torch_cuda_missing,
         ),
     ]
 

@@ -1,5 +1,6 @@
 """The ``optim`` suite: float32 optimizer steps in place (SGD with momentum, Adam, AdamW, RMSprop)
-beside ``torch.optim``; memory-bound, reported in GB/s."""
+beside ``torch.optim``; memory-bound, reported in GB/s. The ``optim-cuda`` suite: Adam and AdamW
+steps on the GPU beside ``torch.optim`` (fused=True) and a device-to-device copy of the same bytes."""
 
 from __future__ import annotations
 
@@ -125,12 +126,12 @@ def optim_impls(rule: str, tensors: int, case_name: str) -> Dict[str, Callable]:
     return impls
 
 
-def optim_check(rule: str, tensors: int, inputs: tuple) -> float:
+def optim_check(rule: str, tensors: int, inputs: tuple, device: str = "cpu") -> float:
     """Relative error of one deepkern step's displacement against ``torch.optim`` in float64, from
     the set's first param (scaled by 1e-3, so that a step moves it by about its own size and float32's
     rounding of the stored param is not mistaken for an error of the step) and grad, at most 100k
-    elements each, and fresh state."""
-    from .. import ops
+    elements each, and fresh state; deepkern's step runs on ``device``."""
+    from .. import backends, ops
 
     torch = installed_torch()
     if torch is None:
@@ -140,21 +141,25 @@ def optim_check(rule: str, tensors: int, inputs: tuple) -> float:
     tp = torch.nn.Parameter(torch.from_numpy(p0.astype(np.float64)))
     tp.grad = torch.from_numpy(g.astype(np.float64))
     _torch_optimizer(torch, rule, [tp.data], [tp.grad]).step()  # noqa: the Parameter shares tp's memory
-    p = p0.copy()
-    zeros = [np.zeros_like(p) for _ in _optim_state_names(rule)]
+    p, g = backends.to_device(p0.copy(), device), backends.to_device(g, device)
+    zeros = [backends.to_device(np.zeros_like(p0), device) for _ in _optim_state_names(rule)]
     if rule == "sgd-momentum":
         ops.sgd_step(p, g, zeros[0], first_step=True, **hyper)
     elif rule in ("adam", "adamw"):
         (ops.adam_step if rule == "adam" else ops.adamw_step)(p, g, *zeros, step=1, **hyper)
     else:
         ops.rmsprop_step(p, g, *zeros, **hyper)
-    ref = tp.detach().numpy()
+    ref, p = tp.detach().numpy(), backends.get(device).to_cpu(p)
     return float(np.linalg.norm(p - ref) / np.linalg.norm(ref - p0))
 
 
-def _optim_case(rule: str, tensors: int, size: int, label: str) -> Case:
+def _optim_case(rule: str, tensors: int, size: int, label: str, device: str = "cpu") -> Case:
+    """The step of ``rule`` on ``tensors`` float32 tensors of ``size`` parameters, on ``device`` (the
+    GPU: one input set, no rotation, and the GPU's impls)."""
     per_param, _ = OPTIM_RULES[rule]
     name = f"{label} params"
+    on_gpu = device == "cuda"
+    impls = optim_cuda_impls if on_gpu else optim_impls
     return Case(
         op="optim",
         name=name,
@@ -163,11 +168,13 @@ def _optim_case(rule: str, tensors: int, size: int, label: str) -> Case:
         shape=(tensors, size),
         flops=0.0,
         nbytes=float(per_param * tensors * size),
-        make_inputs=lambda: make_optim_inputs(rule, tensors, size),
-        impls=optim_impls(rule, tensors, f"{rule} {name}"),
-        check=lambda inputs: optim_check(rule, tensors, inputs),
-        label=f"{tensors} float32 tensor(s) of {size} parameters, {per_param} bytes per parameter",
+        make_inputs=lambda: make_optim_inputs(rule, tensors, size, copies=1 if on_gpu else None),
+        impls=impls(rule, tensors, f"{device} {rule} {name}"),
+        check=lambda inputs: optim_check(rule, tensors, inputs, device=device),
+        label=f"{tensors} float32 tensor(s) of {size} parameters{' on the GPU' if on_gpu else ''}, "
+        f"{per_param} bytes per parameter",
         metric="bytes",
+        device=device,
     )
 
 
@@ -189,5 +196,57 @@ register_suite(
         cases=optim_cases,
         unavailable=lambda: torch_missing("torch.optim"),
         in_all=False,
+    )
+)
+
+
+# ---- on the GPU ----------------------------------------------------------------------------------
+
+#: (tensors, parameters per tensor, label) of ``optim-cuda``: one tensor of 100M parameters (1.6 GB of
+#: param, grad and state, far past the L2 cache) and 200 tensors of 100k stepped in one call.
+OPTIM_CUDA_SIZES = ((1, 100_000_000, "100M"), (200, 100_000, "200x100k"))
+OPTIM_CUDA_SIZES_QUICK = ((1, 10_000_000, "10M"), (200, 10_000, "200x10k"))
+
+
+def optim_cuda_impls(rule: str, tensors: int, case_name: str) -> Dict[str, Callable]:
+    """deepkern: ``ops.adam_step_multi`` / ``adamw_step_multi`` on device arrays (one call over the
+    list, step 10). PyTorch: ``torch.optim.Adam`` / ``AdamW`` with ``fused=True`` on cuda tensors,
+    built on the first call (the warm-up)."""
+    from .. import ops
+
+    hyper = OPTIM_RULES[rule][1]
+    step_multi = ops.adam_step_multi if rule == "adam" else ops.adamw_step_multi
+
+    def deepkern_step(*arrays):
+        return step_multi(*_optim_split(arrays, tensors), steps=10, **hyper)
+
+    def torch_step(*arrays):
+        key = (case_name, int(arrays[0].data_ptr()))
+        if key not in _OPTIM_TORCH:
+            _OPTIM_TORCH.clear()  # one case's optimizer at a time: 100M parameters of state each
+            lists = _optim_split(arrays, tensors)
+            _OPTIM_TORCH[key] = _torch_optimizer(installed_torch(), rule, lists[0], lists[1])
+        return _OPTIM_TORCH[key].step()
+
+    return {"deepkern": deepkern_step, "torch": torch_step}
+
+
+def optim_cuda_cases(quick: bool = False) -> List[Case]:
+    """Adam and AdamW on one tensor of 100M parameters and on 200 tensors of 100k (``quick``: 10M and
+    200 x 10k), on the GPU."""
+    sizes = OPTIM_CUDA_SIZES_QUICK if quick else OPTIM_CUDA_SIZES
+    return [_optim_case(r, tensors, size, label, "cuda") for tensors, size, label in sizes for r in ("adam", "adamw")]
+
+
+register_suite(
+    Suite(
+        name="optim-cuda",
+        description=(
+            "float32 Adam and AdamW steps on the GPU, 100M parameters in one tensor and 200 x 100k in one call, "
+            "vs torch.optim (fused=True) and vs a device-to-device copy of the same bytes; GB/s of bytes read + "
+            "written (--quick: 10M and 200 x 10k)"
+        ),
+        cases=optim_cuda_cases,
+        unavailable=lambda: torch_missing("torch.optim"),
     )
 )

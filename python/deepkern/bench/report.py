@@ -140,7 +140,8 @@ def format_table(rows: Sequence[Row]) -> str:
     legend = (
         "x<ref> = <ref> time / deepkern time (>1: deepkern faster); "
         + (
-            "GB/s = bytes read + written / time; %stream = as % of the measured stream bandwidth; "
+            "GB/s = bytes read + written / time; %stream = as % of the measured stream bandwidth "
+            "(GPU lines, thr 0: of a device-to-device copy of the same bytes in the same run); "
             if by_bytes
             else "%peak = deepkern GFLOP/s as % of the measured FMA peak; %roof = as % of min(FMA peak, intensity x "
             "stream GB/s); "

@@ -1,5 +1,7 @@
 """Running a suite: every case at each thread count on deepkern and each reference, in rounds of
-alternating library order (:func:`run_suite`)."""
+alternating library order (:func:`run_suite`). A suite's GPU cases (``Case.device == "cuda"``) run
+on their own (``device="cuda"``): inputs moved to the GPU once per library, calls timed with CUDA
+events, memory-bound cases beside a device-to-device copy of the same bytes."""
 
 from __future__ import annotations
 
@@ -10,12 +12,20 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 from .. import _C
-from .libraries import backends, idle_pause_s, installed_torch, limit_threads, threadpoolctl_available
+from ..backends import get as get_backend_of_device
+from .libraries import (
+    backends,
+    cuda_unavailable,
+    idle_pause_s,
+    installed_torch,
+    limit_threads,
+    threadpoolctl_available,
+)
 from .machine import NOISY_CORES, OtherLoad, machine_info
 from .peak import measure_peak
 from .registry import CHECK_TOLERANCE, Suite
 from .report import Report, Row
-from .timing import Timing, time_fn
+from .timing import Timing, time_cuda_fn, time_fn
 
 #: ``deepkern bench`` times each line's libraries in this many rounds, in alternating order, and takes
 #: each library's median over all its calls: a slow spell of a shared machine then falls on both
@@ -38,13 +48,19 @@ def run_suite(
     progress: bool = True,
     peak_stream_bytes: Optional[int] = None,
     check: bool = True,
+    device: str = "cpu",
 ) -> Report:
-    """Time every case of ``suite`` at each thread count on deepkern and each reference.
+    """Time every case of ``suite`` for ``device`` at each thread count on deepkern and each reference.
 
     Loops case by case (inputs are made once per case), then thread count, then :data:`ROUNDS` rounds
     of every library in alternating order (one round with ``quick``), so each comparison is taken
-    at nearly the same moments. ``references`` defaults to every installed one.
+    at nearly the same moments. ``references`` defaults to every installed one. With
+    ``device="cuda"`` see :func:`run_cuda_cases`.
     """
+    if device == "cuda":
+        return run_cuda_cases(
+            suite, quick=quick, repeats=repeats, references=references, progress=progress, check=check
+        )
     start = time.perf_counter()
     notes: List[str] = []
     whole_run = OtherLoad()
@@ -88,7 +104,7 @@ def run_suite(
         peaks[t] = measure_peak(t, stream_bytes=stream_bytes, fma_seconds=0.1 if quick else 0.2)
 
     rows: List[Row] = []
-    cases = suite.cases(quick)
+    cases = [case for case in suite.cases(quick) if case.device == "cpu"]
     rounds = 1 if quick else ROUNDS
     timer_kw = (
         dict(target_s=0.05, max_repeats=20, max_block_s=1.0)
@@ -146,40 +162,9 @@ def run_suite(
                 else:
                     work, unit, peak_rate = case.flops, "GFLOP/s", peak.fma_gflops
                     roof = peak.roofline_gflops(case.flops, case.nbytes)
-                gflops = work / dk.median / 1e9
                 for ref in ref_names:
-                    if ref not in timings:
-                        continue
-                    rt = timings[ref]
-                    rows.append(
-                        Row(
-                            op=case.op,
-                            case=case.name,
-                            shape=tuple(case.shape),
-                            layout=case.layout,
-                            group=case.group,
-                            threads=t,
-                            deepkern_s=dk.median,
-                            deepkern_min_s=dk.min,
-                            deepkern_max_s=dk.max,
-                            reference=ref,
-                            reference_s=rt.median,
-                            reference_min_s=rt.min,
-                            reference_max_s=rt.max,
-                            ratio=rt.median / dk.median,
-                            gflops=gflops,
-                            reference_gflops=work / rt.median / 1e9,
-                            peak_gflops=peak_rate,
-                            pct_peak=100.0 * gflops / peak_rate,
-                            roofline_gflops=roof,
-                            pct_roofline=100.0 * gflops / roof,
-                            repeats=dk.repeats,
-                            rel_err=rel_err,
-                            label=case.label,
-                            other_cores=other,
-                            unit=unit,
-                        )
-                    )
+                    if ref in timings:
+                        rows.append(_row(case, t, dk, ref, timings[ref], work, unit, peak_rate, roof, rel_err, other))
                 parts = ", ".join(f"{name} {timings[name].median * 1e3:.3f} ms" for name in timings)
                 noisy = f" (noisy: other processes used {other:.2f} cores)" if other and other > NOISY_CORES else ""
                 _log(
@@ -198,3 +183,133 @@ def run_suite(
             f"those times are noisy."
         )
     return Report(rows=rows, machine=machine, peaks=peaks, notes=notes, wall_s=time.perf_counter() - start)
+
+
+#: The reference row of a memory-bound GPU case: a device-to-device copy of the case's bytes (half
+#: read, half written), timed in the same run; its ratio is deepkern's share of the copy's bandwidth.
+COPY_REFERENCE = "d2d copy"
+
+
+def run_cuda_cases(
+    suite: Suite,
+    *,
+    quick: bool = False,
+    repeats: Optional[int] = None,
+    references: Optional[Sequence[str]] = None,
+    progress: bool = True,
+    check: bool = True,
+) -> Report:
+    """Time the GPU cases of ``suite``: each library's inputs moved to the GPU once, then
+    :data:`ROUNDS` rounds (one with ``quick``) of every library in alternating order, each call timed
+    between CUDA events (:func:`time_cuda_fn`); ``repeats`` calls per library (default 20, 6 with
+    ``quick``). Rows have threads 0 (the GPU's); a memory-bound case also gets a row against a
+    device-to-device copy of the same bytes (:data:`COPY_REFERENCE`), whose bandwidth is its peak."""
+    start = time.perf_counter()
+    machine = machine_info()
+    reason = suite.unavailable() or cuda_unavailable()
+    if reason:
+        return Report(rows=[], machine=machine, peaks={}, notes=[f"{suite.name} skipped: {reason}"], wall_s=0.0)
+    from .. import cuda
+
+    machine["gpu"] = cuda.get_device_name(0)
+    notes: List[str] = []
+    libraries = {b.name: b for b in backends() if b.to_cuda is not None}
+    names = [n for n in libraries if n == "deepkern" or references is None or n in references]
+    for name in list(names):
+        missing = libraries[name].cuda_missing()
+        if missing:
+            notes.append(f"{name} is not timed on the GPU: {missing}")
+            names.remove(name)
+    rounds = 1 if quick else ROUNDS
+    per_round = max(1, -(-int(repeats or (6 if quick else 20)) // rounds))
+    rows: List[Row] = []
+    cases = [case for case in suite.cases(quick) if case.device == "cuda"]
+    for index, case in enumerate(cases, 1):
+        np_inputs = case.make_inputs()
+        timed = [name for name in names if name in case.impls]
+        converted = {name: [tuple(libraries[name].to_cuda(x) for x in s) for s in np_inputs] for name in timed}
+        rel_err = case.check(np_inputs[0]) if check and case.check is not None else None
+        if rel_err is not None and rel_err > CHECK_TOLERANCE:
+            notes.append(f"{case.op} {case.name} {case.layout}: deepkern's relative error {rel_err:.2e} vs float64")
+        del np_inputs
+        calls = {name: case.impls[name] for name in timed}
+        if case.metric == "bytes":
+            half = int(case.nbytes) // 2
+            copy_from, copy_to = (get_backend_of_device("cuda").zeros((half,), "uint8") for _ in range(2))
+            calls[COPY_REFERENCE] = _device_copy
+            converted[COPY_REFERENCE] = [(copy_to, copy_from)]
+        blocks: Dict[str, List[Timing]] = {name: [] for name in calls}
+        for r in range(rounds):
+            for name in list(calls) if r % 2 == 0 else list(calls)[::-1]:
+                warmup = 3 if r == 0 else 1
+                blocks[name].append(time_cuda_fn(calls[name], converted[name], repeats=per_round, warmup=warmup))
+        timings = {name: Timing.merged(b) for name, b in blocks.items()}
+        rows += _cuda_rows(case, timings, rel_err)
+        parts = ", ".join(f"{name} {timings[name].median * 1e3:.3f} ms" for name in timings)
+        _log(progress, f"[{index}/{len(cases)}] {case.op} {case.name} {case.layout} cuda: {parts}")
+        del converted, calls
+    return Report(rows=rows, machine=machine, peaks={}, notes=notes, wall_s=time.perf_counter() - start)
+
+
+def _device_copy(dst, src) -> None:
+    dst[...] = src
+
+
+def _cuda_rows(case, timings: Dict[str, Timing], rel_err) -> List[Row]:
+    """The rows of one GPU case: deepkern against each other timing. The peak of a memory-bound case
+    is the copy's GB/s; a compute-bound one has no measured peak here (NaN)."""
+    if case.metric == "bytes":
+        work, unit, peak = case.nbytes, "GB/s", case.nbytes / timings[COPY_REFERENCE].median / 1e9
+    else:
+        work, unit, peak = case.flops, "GFLOP/s", float("nan")
+    dk = timings["deepkern"]
+    return [
+        _row(case, 0, dk, ref, rt, work, unit, peak, peak, rel_err, None)
+        for ref, rt in timings.items()
+        if ref != "deepkern"
+    ]
+
+
+def _row(
+    case,
+    threads: int,
+    dk: Timing,
+    ref: str,
+    rt: Timing,
+    work: float,
+    unit: str,
+    peak: float,
+    roof: float,
+    rel_err,
+    other,
+) -> Row:
+    """deepkern's timing ``dk`` against ``ref``'s ``rt`` on ``case``: ``work`` (FLOP or bytes, per
+    ``unit``) over time, as % of ``peak`` and of ``roof``."""
+    rate = work / dk.median / 1e9
+    return Row(
+        op=case.op,
+        case=case.name,
+        shape=tuple(case.shape),
+        layout=case.layout,
+        group=case.group,
+        threads=threads,
+        deepkern_s=dk.median,
+        deepkern_min_s=dk.min,
+        deepkern_max_s=dk.max,
+        reference=ref,
+        reference_s=rt.median,
+        reference_min_s=rt.min,
+        reference_max_s=rt.max,
+        ratio=rt.median / dk.median,
+        gflops=rate,
+        reference_gflops=work / rt.median / 1e9,
+        peak_gflops=peak,
+        pct_peak=100.0 * rate / peak,
+        roofline_gflops=roof,
+        pct_roofline=100.0 * rate / roof,
+        repeats=dk.repeats,
+        rel_err=rel_err,
+        label=case.label,
+        other_cores=other,
+        unit=unit,
+    )

@@ -1,18 +1,53 @@
 """Matrix multiply: ``matmul`` (NumPy semantics), ``gemm`` (BLAS style) and ``linear``.
 
-All three run deepkern's blocked GEMM kernel (csrc/cpu/gemm). float32 is the fast path and
-float64 runs the same algorithm; inputs are read in place whatever their strides (transposed,
-sliced, negative-stride views are not copied).
+All three run deepkern's blocked GEMM kernel (csrc/cpu/gemm) on the CPU, the GPU kernels
+(csrc/cuda/gemm) on 'cuda' arrays. float32 is the fast path and float64 runs the same algorithm on
+the CPU; on the GPU float32 runs in FP32 (or TF32 with ``deepkern.backends.cuda.matmul.allow_tf32``)
+and bfloat16 (``ml_dtypes.bfloat16``) in BF16 on the tensor cores, giving bfloat16. Inputs are read
+in place whatever their strides (transposed, sliced, negative-stride views are not copied).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..backends import backend_of
+from ..backends import as_array, backend_of
 from ._validate import as_float_array, check_output, check_scalar
 
 _BIAS_NONE, _BIAS_ROWS, _BIAS_COLS = 0, 1, 2
+
+
+_BFLOAT16 = "bfloat16"
+
+
+def _as_operand(x, name: str, op: str):
+    """``x`` as :func:`as_float_array` gives it, or a bfloat16 device array as it is: the GPU
+    kernels take bfloat16, the CPU ones do not (a NumPy bfloat16 array is as_float_array's TypeError)."""
+    if isinstance(x, np.ndarray):
+        return as_float_array(x, name, op)
+    arr = as_array(x)
+    if not isinstance(arr, np.ndarray) and arr.dtype.name == _BFLOAT16:
+        return arr
+    return as_float_array(arr, name, op)
+
+
+def _rows(x, rows: int, backend):
+    """``x`` (..., n) as a (rows, n) matrix of the same memory where one exists (NumPy's reshape
+    rules), else a copy; device arrays reshape only when C-contiguous."""
+    if x.ndim == 2:
+        return x
+    if x.ndim == 1:
+        return x[None, :]
+    if isinstance(x, np.ndarray) or x.flags.c_contiguous:
+        return x.reshape(rows, x.shape[-1])
+    return backend.ascontiguousarray(x).reshape(rows, x.shape[-1])
+
+
+def _same_memory(view, base) -> bool:
+    """Whether ``view``, which _rows made of ``base``, is a view of it (not a copy)."""
+    if isinstance(view, np.ndarray):
+        return np.shares_memory(view, base)
+    return view.data_ptr == base.data_ptr
 
 
 _SINGLE_PROBLEM = np.zeros(1, dtype=np.int64)
@@ -63,11 +98,13 @@ def matmul(a, b, *, out=None):
     as NumPy). ``out``, if given, must have the result's exact shape and dtype and must not
     overlap ``a`` or ``b``.
     """
-    a = as_float_array(a, "a", "matmul")
-    b = as_float_array(b, "b", "matmul")
+    a = _as_operand(a, "a", "matmul")
+    b = _as_operand(b, "b", "matmul")
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: a and b must have at least 1 dimension, got shapes {a.shape} and {b.shape}")
     dtype = a.dtype
+    if b.dtype != dtype and _BFLOAT16 in (a.dtype.name, b.dtype.name):
+        raise TypeError(f"matmul: a and b must have the same dtype with bfloat16, got {a.dtype} and {b.dtype}")
     if b.dtype != dtype:  # mixed float32/float64: float64, as NumPy
         dtype = np.result_type(a.dtype, b.dtype)
         a = a.astype(dtype, copy=False)
@@ -93,8 +130,12 @@ def matmul(a, b, *, out=None):
     else:
         result = check_output(out, "out", "matmul", shape, dtype, {"a": a, "b": b}, backend)
     # A view of the result with both matrix axes, even where a or b was 1-D.
-    added_axes = ((-2,) if a.ndim == 1 else ()) + ((-1,) if b.ndim == 1 else ())
-    _run(backend, a2, b2, np.expand_dims(result, added_axes) if added_axes else result, k, batch_shape=batch_shape)
+    c = result
+    if a.ndim == 1:
+        c = c[..., None, :] if b.ndim > 1 else c[..., None]
+    if b.ndim == 1:
+        c = c[..., None]
+    _run(backend, a2, b2, c, k, batch_shape=batch_shape)
     return result[()] if result.ndim == 0 and out is None else result
 
 
@@ -106,8 +147,8 @@ def gemm(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, c=None, bia
     ``c`` the result is written into ``c`` in place and returned (``c`` is only read when
     ``beta != 0``); without it a new array is returned and ``beta`` must be 0.
     """
-    a = as_float_array(a, "a", "gemm")
-    b = as_float_array(b, "b", "gemm")
+    a = _as_operand(a, "a", "gemm")
+    b = _as_operand(b, "b", "gemm")
     if a.ndim != 2 or b.ndim != 2:
         raise ValueError(f"gemm: a and b must be 2-D, got shapes {a.shape} and {b.shape}")
     if a.dtype != b.dtype:
@@ -153,8 +194,8 @@ def linear(x, weight, bias=None, *, relu=False, out=None):
     ``x`` is ``(..., in_features)``, ``weight`` ``(out_features, in_features)``, ``bias``
     ``(out_features,)``; the result is ``(..., out_features)``.
     """
-    x = as_float_array(x, "x", "linear")
-    weight = as_float_array(weight, "weight", "linear")
+    x = _as_operand(x, "x", "linear")
+    weight = _as_operand(weight, "weight", "linear")
     if weight.ndim != 2:
         raise ValueError(f"linear: weight must be 2-D (out_features, in_features), got shape {weight.shape}")
     if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
@@ -168,8 +209,8 @@ def linear(x, weight, bias=None, *, relu=False, out=None):
     bias_arr = _check_bias(bias, n, x.dtype, "linear")
     shape = x.shape[:-1] + (n,)
     rows = int(np.prod(x.shape[:-1]))
-    x2 = x.reshape(rows, x.shape[-1])
     backend = backend_of(x, weight, bias_arr, out, op="linear")
+    x2 = _rows(x, rows, backend)
     if bias_arr is not None:
         bias_arr = backend.ascontiguousarray(bias_arr)
     if out is None:
@@ -178,7 +219,7 @@ def linear(x, weight, bias=None, *, relu=False, out=None):
         result = check_output(
             out, "out", "linear", shape, x.dtype, {"x": x, "weight": weight, "bias": bias_arr}, backend
         )
-    c2 = result.reshape(rows, n)  # a copy only for an `out` whose leading axes do not merge
+    c2 = _rows(result, rows, backend)  # a copy only for an `out` whose leading axes do not merge
     _run(
         backend,
         x2,
@@ -189,7 +230,7 @@ def linear(x, weight, bias=None, *, relu=False, out=None):
         bias_axis=_BIAS_NONE if bias_arr is None else _BIAS_COLS,
         relu=bool(relu),
     )
-    if not np.shares_memory(c2, result) and c2.size:
+    if c2.size and not _same_memory(c2, result):
         result[...] = c2.reshape(shape)
     return result
 
@@ -197,7 +238,7 @@ def linear(x, weight, bias=None, *, relu=False, out=None):
 def _check_bias(bias, n: int, dtype: np.dtype, op: str):
     if bias is None:
         return None
-    bias = as_float_array(bias, "bias", op)
+    bias = _as_operand(bias, "bias", op)
     if bias.shape != (n,):
         raise ValueError(f"{op}: bias must have shape ({n},), got {bias.shape}")
     if bias.dtype != dtype:
