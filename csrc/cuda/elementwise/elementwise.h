@@ -20,22 +20,52 @@
 namespace deepkern::cuda {
 
 // X(name as NumPy spells it, functor in ops.h). The names are the binding's and Python's.
-#define DK_UNARY_OPS(X)                                                                                           \
-  X(negative, Negative)                                                                                           \
-  X(abs, Abs)                                                                                                     \
-  X(sign, Sign)                                                                                                   \
-  X(exp, Exp) X(log, Log) X(sqrt, Sqrt) X(tanh, Tanh) X(square, Square) X(reciprocal, Reciprocal) X(log1p, Log1p) \
-      X(expm1, Expm1) X(sin, Sin) X(cos, Cos) X(isnan, IsNan) X(isinf, IsInf) X(isfinite, IsFinite)               \
-          X(logical_not, LogicalNot)
-#define DK_BINARY_OPS(X)                                                                                               \
-  X(add, Add)                                                                                                          \
-  X(subtract, Subtract)                                                                                                \
-  X(multiply, Multiply)                                                                                                \
-  X(divide, Divide) X(power, Power) X(maximum, Maximum) X(minimum, Minimum) X(logaddexp, LogAddExp) X(equal, Equal)    \
-      X(not_equal, NotEqual) X(less, Less) X(less_equal, LessEqual) X(greater, Greater) X(greater_equal, GreaterEqual) \
-          X(logical_and, LogicalAnd) X(logical_or, LogicalOr) X(logical_xor, LogicalXor)
+// clang-format off
+#define DK_UNARY_OPS(X) \
+  X(negative, Negative) \
+  X(abs, Abs) \
+  X(sign, Sign) \
+  X(exp, Exp) \
+  X(log, Log) \
+  X(sqrt, Sqrt) \
+  X(tanh, Tanh) \
+  X(square, Square) \
+  X(reciprocal, Reciprocal) \
+  X(log1p, Log1p) \
+  X(expm1, Expm1) \
+  X(sin, Sin) \
+  X(cos, Cos) \
+  X(isnan, IsNan) \
+  X(isinf, IsInf) \
+  X(isfinite, IsFinite) \
+  X(logical_not, LogicalNot)
+#define DK_BINARY_OPS(X) \
+  X(add, Add) \
+  X(subtract, Subtract) \
+  X(multiply, Multiply) \
+  X(divide, Divide) \
+  X(power, Power) \
+  X(maximum, Maximum) \
+  X(minimum, Minimum) \
+  X(logaddexp, LogAddExp) \
+  X(equal, Equal) \
+  X(not_equal, NotEqual) \
+  X(less, Less) \
+  X(less_equal, LessEqual) \
+  X(greater, Greater) \
+  X(greater_equal, GreaterEqual) \
+  X(logical_and, LogicalAnd) \
+  X(logical_or, LogicalOr) \
+  X(logical_xor, LogicalXor)
 #define DK_REDUCE_OPS(X) \
-  X(sum, Sum) X(prod, Prod) X(mean, Mean) X(max, Max) X(min, Min) X(argmax, ArgMax) X(argmin, ArgMin)
+  X(sum, Sum) \
+  X(prod, Prod) \
+  X(mean, Mean) \
+  X(max, Max) \
+  X(min, Min) \
+  X(argmax, ArgMax) \
+  X(argmin, ArgMin)
+// clang-format on
 
 #define DK_ENUM_ENTRY(name, functor) name,
 enum class UnaryOp { DK_UNARY_OPS(DK_ENUM_ENTRY) };
