@@ -43,34 +43,14 @@ bool overlap(const DeviceArray& a, const DeviceArray& b) {
   return a_first < b_end && b_first < a_end;
 }
 
-// The walk over `shape` with the two stride sets, extent-1 dimensions dropped and dimensions that
-// are contiguous in both merged; throws when more than kMaxKernelDims remain.
+// The copy's walk over `shape` (see merge_walk); throws when more than kMaxKernelDims remain.
 StridedWalk make_walk(const std::vector<std::int64_t>& shape, const std::vector<std::int64_t>& dst,
                       const std::vector<std::int64_t>& src) {
-  StridedWalk w{};
-  w.ndim = 0;
-  std::int64_t shape_kept[64], dst_kept[64], src_kept[64];
-  int kept = 0;
-  for (std::size_t k = 0; k < shape.size(); ++k) {
-    if (shape[k] == 1) continue;
-    if (kept > 0 && dst_kept[kept - 1] == shape[k] * dst[k] && src_kept[kept - 1] == shape[k] * src[k]) {
-      shape_kept[kept - 1] *= shape[k];  // the outer dimension steps exactly over this one: merge
-      dst_kept[kept - 1] = dst[k];
-      src_kept[kept - 1] = src[k];
-      continue;
-    }
-    shape_kept[kept] = shape[k], dst_kept[kept] = dst[k], src_kept[kept] = src[k];
-    ++kept;
-  }
-  if (kept == 0) shape_kept[0] = 1, dst_kept[0] = src_kept[0] = 0, kept = 1;
-  if (kept > kMaxKernelDims)
-    throw std::invalid_argument("arrays of shape " + shape_text(shape) + " have " + std::to_string(kept) +
-                                " dimensions that cannot be merged; device copies handle at most " +
-                                std::to_string(kMaxKernelDims));
-  w.ndim = kept;
-  std::copy(shape_kept, shape_kept + kept, w.shape);
-  std::copy(dst_kept, dst_kept + kept, w.dst_stride);
-  std::copy(src_kept, src_kept + kept, w.src_stride);
+  StridedWalk w;
+  if (!merge_walk<2>(shape, {dst, src}, &w))
+    throw std::invalid_argument("arrays of shape " + shape_text(shape) +
+                                " have more dimensions that cannot be merged than device copies handle (" +
+                                std::to_string(kMaxKernelDims) + ")");
   return w;
 }
 
@@ -117,22 +97,6 @@ bool dtype_from_dlpack(int code, int bits, int lanes, DType* out) {
     }
   }
   return false;
-}
-
-std::int64_t DeviceArray::size() const {
-  std::int64_t n = 1;
-  for (std::int64_t extent : shape) n *= extent;
-  return n;
-}
-
-bool DeviceArray::is_contiguous() const {
-  std::int64_t expected = 1;
-  for (std::size_t k = ndim(); k-- > 0;) {
-    if (shape[k] == 0) return true;
-    if (shape[k] != 1 && strides[k] != expected) return false;
-    expected *= shape[k];
-  }
-  return true;
 }
 
 std::vector<std::int64_t> contiguous_strides(const std::vector<std::int64_t>& shape) {

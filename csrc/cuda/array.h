@@ -32,11 +32,27 @@ struct DeviceArray {
   DType dtype = DType::float32;
   int device = 0;
 
-  std::int64_t size() const;  // number of elements
   std::int64_t itemsize() const { return info(dtype).itemsize; }
   std::int64_t nbytes() const { return size() * itemsize(); }
   std::size_t ndim() const { return shape.size(); }
-  bool is_contiguous() const;  // C order (dimensions of extent 1 have any stride)
+
+  // The number of elements. (Inline, as is_contiguous: kernel launchers use them without linking
+  // the allocator, as the emulation tests build them.)
+  std::int64_t size() const {
+    std::int64_t n = 1;
+    for (std::int64_t extent : shape) n *= extent;
+    return n;
+  }
+  // C order (dimensions of extent 1 have any stride).
+  bool is_contiguous() const {
+    std::int64_t expected = 1;
+    for (std::size_t k = ndim(); k-- > 0;) {
+      if (shape[k] == 0) return true;
+      if (shape[k] != 1 && strides[k] != expected) return false;
+      expected *= shape[k];
+    }
+    return true;
+  }
 };
 
 // C-order strides (in elements) of `shape`.

@@ -20,9 +20,9 @@ __global__ void __launch_bounds__(kThreads)
     cast_kernel(To* __restrict__ dst, const From* __restrict__ src, const StridedWalk walk, std::int64_t n) {
   const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
-    std::int64_t d, s;
-    walk_offsets(walk, i, &d, &s);
-    dst[d] = cast::convert<To>(src[s]);
+    std::int64_t offset[2];
+    walk_offsets(walk, i, offset);
+    dst[offset[0]] = cast::convert<To>(src[offset[1]]);
   }
 }
 

@@ -19,9 +19,9 @@ __global__ void strided_copy_kernel(T* __restrict__ dst, const T* __restrict__ s
                                     std::int64_t n) {
   const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
-    std::int64_t d, s;
-    walk_offsets(walk, i, &d, &s);
-    dst[d] = src[s];
+    std::int64_t offset[2];
+    walk_offsets(walk, i, offset);
+    dst[offset[0]] = src[offset[1]];
   }
 }
 
@@ -29,9 +29,9 @@ template <typename T>
 __global__ void fill_kernel(T* __restrict__ dst, T value, const StridedWalk walk, std::int64_t n) {
   const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
-    std::int64_t d, s;
-    walk_offsets(walk, i, &d, &s);
-    dst[d] = value;
+    std::int64_t offset[2];
+    walk_offsets(walk, i, offset);
+    dst[offset[0]] = value;
   }
 }
 

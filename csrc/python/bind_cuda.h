@@ -6,3 +6,4 @@ void bind_cuda_array(pybind11::module_& m);
 void bind_cuda_runtime(pybind11::module_& m);
 void bind_cuda_optim(pybind11::module_& m);
 void bind_cuda_gemm(pybind11::module_& m);
+void bind_cuda_elementwise(pybind11::module_& m);

@@ -35,6 +35,7 @@ PYBIND11_MODULE(_cuda, m) {
       py::arg("n"));
   bind_cuda_runtime(m);
   bind_cuda_array(m);
+  bind_cuda_elementwise(m);
   bind_cuda_optim(m);
   bind_cuda_gemm(m);
 }

@@ -22,8 +22,8 @@ StridedWalk make_walk(std::int64_t ndim, const std::int64_t* shape, const std::i
   *size = 1;
   for (int k = 0; k < walk.ndim; ++k) {
     walk.shape[k] = shape[k];
-    walk.dst_stride[k] = dst_strides[k];
-    walk.src_stride[k] = src_strides[k];
+    walk.stride[0][k] = dst_strides[k];
+    walk.stride[1][k] = src_strides[k];
     *size *= shape[k];
   }
   return walk;

@@ -10,6 +10,9 @@ function of the same name). For any other kernel the seam's NotImplementedError 
 ``matmul.allow_tf32`` (PyTorch's ``torch.backends.cuda.matmul.allow_tf32``) lets float32 matrix
 multiplies run on the tensor cores with inputs rounded to TF32 (10-bit mantissa, ~1e-3 relative
 error); it is False by default, so float32 results are full FP32 unless asked.
+
+Elementwise arithmetic and reductions reach the GPU through NumPy's own protocols, which
+``cuda_numpy`` attaches to DeviceArray here.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ try:
     from .. import _cuda  # type: ignore[attr-defined]
 
     import_error = None
+    from . import cuda_numpy
+
+    cuda_numpy.install(_cuda)
 except ImportError as exc:  # not built, or its shared-library dependencies are missing
     _cuda = None
     if importlib.util.find_spec(f"{__package__.rpartition('.')[0]}._cuda") is None:

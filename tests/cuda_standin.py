@@ -1,0 +1,196 @@
+"""A stand-in for deepkern._cuda's elementwise functions, in host memory, so the NumPy dispatch of
+device arrays (deepkern/backends/cuda_numpy.py) is tested on machines without a GPU.
+
+``StandInArray`` has the DeviceArray methods the dispatch uses (views, copies, ``astype``) over a
+NumPy array; ``KERNELS`` has ``empty``/``full`` and the kernel entries, computed with NumPy after
+the checks the real binding makes (array inputs of one dtype that the compiled module has a kernel
+for, broadcasting to ``out``, out of the kernel's result dtype). The op tables and result dtypes
+are the compiled module's own, so a kernel missing there is missing here too.
+"""
+
+from __future__ import annotations
+
+import types
+import warnings
+
+import numpy as np
+from deepkern import _cuda
+from deepkern.backends import Backend, cuda_numpy
+
+STANDIN_TYPE = 13  # a DLPack device type no real device uses
+
+
+class StandInArray:
+    """Host memory posing as a DeviceArray (device 0)."""
+
+    device_index = 0
+
+    def __init__(self, array: np.ndarray):
+        assert isinstance(array, np.ndarray)
+        self._a = array
+
+    shape = property(lambda self: self._a.shape)
+    dtype = property(lambda self: self._a.dtype)
+    ndim = property(lambda self: self._a.ndim)
+    size = property(lambda self: self._a.size)
+    strides = property(lambda self: self._a.strides)
+    itemsize = property(lambda self: self._a.itemsize)
+    data_ptr = property(lambda self: self._a.__array_interface__["data"][0])
+    T = property(lambda self: StandInArray(self._a.T))
+
+    def is_contiguous(self):
+        return self._a.flags.c_contiguous
+
+    def reshape(self, *shape):
+        if not self.is_contiguous():
+            raise ValueError("reshape needs a C-contiguous array")
+        return StandInArray(self._a.reshape(shape[0] if len(shape) == 1 else shape))
+
+    def transpose(self, *axes):
+        return StandInArray(self._a.transpose(*axes))
+
+    def swapaxes(self, axis1, axis2):
+        return StandInArray(self._a.swapaxes(axis1, axis2))
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        if any(isinstance(k, (np.ndarray, list, bool, StandInArray)) for k in key):
+            raise TypeError("DeviceArray indices must be integers, slices, None or '...'")
+        view = self._a[key if Ellipsis in key else (*key, Ellipsis)]  # a 0-d view, never a scalar
+        return StandInArray(view)
+
+    def __setitem__(self, key, value):
+        if isinstance(value, StandInArray):
+            if value.dtype != self.dtype:
+                raise ValueError(f"copy: dtypes differ (destination {self.dtype}, source {value.dtype})")
+            value = value._a.copy()
+        self[key]._a[...] = value
+
+    def __len__(self):
+        return len(self._a)
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("a DeviceArray is in GPU memory: copy it to host memory with to_cpu() first")
+
+    def copy(self):
+        return StandInArray(self._a.copy())
+
+    def astype(self, dtype, copy=True):
+        return StandInArray(self._a.astype(dtype))
+
+    def item(self):
+        return self._a.item()
+
+    def to_cpu(self):
+        return self._a.copy()
+
+    def __dlpack_device__(self):
+        return STANDIN_TYPE, 0
+
+
+_NUMPY = {"abs": np.absolute, "max": np.max, "min": np.min}
+
+
+def _garbage(shape, dtype):
+    """A new array whose elements are all NaN (floats) or 0x5a bytes, as unwritten memory."""
+    out = np.empty(shape, dtype)
+    if out.dtype.kind == "f":
+        out.fill(np.nan)
+    else:
+        out.reshape(-1).view(np.uint8).fill(0x5A)
+    return out
+
+
+def _inputs(kind, op, out, *operands):
+    """The operands as NumPy values, after the binding's checks."""
+    arrays = [x for x in operands if isinstance(x, StandInArray)]
+    assert arrays, f"{op}: no array operand"
+    dtype = arrays[0].dtype
+    assert all(a.dtype == dtype for a in arrays), f"{op}: inputs of dtypes {[a.dtype for a in arrays]}"
+    expected = _cuda.elementwise_result_dtype(kind, op, dtype.name)
+    assert expected is not None, f"{op}: no kernel for {dtype}"
+    assert out.dtype == np.dtype(expected), f"{op}: out is {out.dtype}, the kernel gives {expected}"
+    for a in arrays:
+        assert np.broadcast_shapes(a.shape, out.shape) == out.shape, f"{op}: {a.shape} vs out {out.shape}"
+    return [x._a if isinstance(x, StandInArray) else np.asarray(x, dtype) for x in operands]
+
+
+def _unary(op, out, a):
+    (x,) = _inputs("unary", op, out, a)
+    with np.errstate(all="ignore"):
+        out._a[...] = _NUMPY.get(op, getattr(np, op, None))(x)
+
+
+def _binary(op, out, a, b):
+    x, y = _inputs("binary", op, out, a, b)
+    with np.errstate(all="ignore"):
+        out._a[...] = getattr(np, op)(x, y)
+
+
+def _where(out, condition, x, y):
+    assert not isinstance(condition, StandInArray) or condition.dtype == np.bool_
+    values = [v._a if isinstance(v, StandInArray) else np.asarray(v, out.dtype) for v in (x, y)]
+    assert all(v.dtype == out.dtype for v in values)
+    c = condition._a if isinstance(condition, StandInArray) else bool(condition)
+    out._a[...] = np.where(c, *values)
+
+
+def _reduce(op, out, a, axes):
+    expected = _cuda.elementwise_result_dtype("reduce", op, a.dtype.name)
+    assert expected is not None and out.dtype == np.dtype(expected), f"{op}: out {out.dtype}, kernel {expected}"
+    x = a._a
+    if op in ("max", "min", "argmax", "argmin") and out.size and not np.prod([x.shape[d] for d in axes]):
+        raise ValueError(f"cuda {op}: zero-size reduction has no identity")
+    if op in ("argmax", "argmin"):  # the flat index over the reduced axes, as the kernel gives
+        kept = [d for d in range(x.ndim) if d not in axes]
+        x = np.moveaxis(x, sorted(axes), range(len(kept), x.ndim)).reshape(*(x.shape[d] for d in kept), -1)
+        out._a[...] = getattr(np, op)(x, axis=-1)
+        return
+    with warnings.catch_warnings():  # the mean of nothing is NaN, as the kernel gives
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out._a[...] = _NUMPY.get(op, getattr(np, op, None))(x, axis=tuple(axes))
+
+
+KERNELS = types.SimpleNamespace(
+    DeviceArray=StandInArray,
+    empty=lambda shape, dtype, device=0: StandInArray(_garbage(shape, dtype)),
+    full=lambda shape, value, dtype, device=0: StandInArray(np.full(shape, value, dtype)),
+    unary=_unary,
+    binary=_binary,
+    where=_where,
+    reduce=_reduce,
+    broadcast_view=lambda a, shape: StandInArray(np.broadcast_to(a._a, tuple(shape))),
+    elementwise_result_dtype=_cuda.elementwise_result_dtype,
+    elementwise_ops=_cuda.elementwise_ops,
+)
+cuda_numpy.install(KERNELS)
+
+
+class StandInBackend(Backend):
+    """A deepkern backend over StandInArrays (device 'standin'), so Tensors and their autograd run
+    on the dispatch as they do on 'cuda'; it has no kernel entries (as the CUDA backend so far)."""
+
+    name = "standin"
+    device_type = STANDIN_TYPE
+    array_type = StandInArray
+
+    def empty(self, shape, dtype):
+        return KERNELS.empty(shape, dtype)
+
+    def zeros(self, shape, dtype):
+        return KERNELS.full(shape, 0, dtype)
+
+    def full(self, shape, value, dtype):
+        return KERNELS.full(shape, value, dtype)
+
+    def ascontiguousarray(self, array):
+        return array if array.is_contiguous() else array.copy()
+
+    def to_cpu(self, array):
+        return array.to_cpu()
+
+    def from_cpu(self, array, index=None):
+        return StandInArray(np.array(array))
+
+    def index(self, array):
+        return 0
