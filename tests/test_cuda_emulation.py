@@ -55,7 +55,7 @@ def _sources_digest() -> str:
     compiler = _compiler()
     version = subprocess.run([*compiler, "--version"], capture_output=True, text=True, check=True).stdout
     digest.update(f"{compiler}\n{version}\n{FLAGS}".encode())
-    for root in (HARNESS, KERNELS):
+    for root in (HARNESS, ROOT / "csrc"):  # the kernels include CPU headers too (cpu/optim/rules.h)
         for path in sorted(root.rglob("*")):
             if path.is_file() and path.suffix in (".h", ".cuh", ".cu", ".cpp"):
                 digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
@@ -67,20 +67,28 @@ def _library_path(name: str) -> Path:
     return cache / f"lib{name}_driver-{_sources_digest()}.so"
 
 
+def _driver_lines(name: str, key: str) -> list:
+    """The words of the driver's `// emulation-<key>:` lines."""
+    words = []
+    for line in (HARNESS / f"{name}_driver.cpp").read_text().splitlines():
+        if line.startswith(f"// emulation-{key}:"):
+            words += line.split(":", 1)[1].split()
+    return words
+
+
 def _driver_sources(name: str) -> list:
     """The driver, then the files its `// emulation-sources:` lines name (paths from the repository
     root), each compiled as its own translation unit."""
-    driver = HARNESS / f"{name}_driver.cpp"
-    extra = []
-    for line in driver.read_text().splitlines():
-        if line.startswith("// emulation-sources:"):
-            extra += [str(ROOT / path) for path in line.split(":", 1)[1].split()]
-    return [str(driver), *extra]
+    extra = [str(ROOT / path) for path in _driver_lines(name, "sources")]
+    return [str(HARNESS / f"{name}_driver.cpp"), *extra]
 
 
 def _compile_command(name: str, output: Path) -> list:
+    """The g++ command of one driver: the common flags, then its `// emulation-flags:` (the options
+    nvcc's build gives its sources, in g++'s words: they apply to every file of the driver)."""
     include = ["-include", str(INCLUDE / "dk_emulation" / "prelude.h"), "-I", str(INCLUDE), "-I", str(ROOT / "csrc")]
-    return [*_compiler(), *FLAGS, *include, "-x", "c++", *_driver_sources(name), "-o", str(output)]
+    flags = [*FLAGS, *_driver_lines(name, "flags")]
+    return [*_compiler(), *flags, *include, "-x", "c++", *_driver_sources(name), "-o", str(output)]
 
 
 @functools.lru_cache(maxsize=None)
