@@ -93,6 +93,10 @@ class CUDABackend(Backend):
         self.sgd_step = _cuda.sgd_step
         self.adam_step = _cuda.adam_step
         self.rmsprop_step = _cuda.rmsprop_step
+        self.relu = _cuda.relu
+        self.relu_backward = _cuda.relu_backward
+        self.gelu = _cuda.gelu
+        self.gelu_backward = _cuda.gelu_backward
 
     def empty(self, shape, dtype):
         return _cuda.empty(_shape(shape), np.dtype(dtype))
