@@ -560,6 +560,9 @@ def test_binding_checks_name_the_arguments():
     f32 = _cuda.from_cpu(np.ones((3, 4), np.float32))
     f64 = _cuda.from_cpu(np.ones((3, 4), np.float64))
     out = _cuda.empty((3, 4), np.float32)
+    i64 = _cuda.from_cpu(np.zeros((3, 4), np.int64))
+    idx = _cuda.from_cpu(np.array([[0, -1]] * 3, np.int64))
+    bad = _cuda.from_cpu(np.array([[0, -5]] * 3, np.int64))
     cases = [
         (lambda: _cuda.binary("nope", out, f32, f32), ValueError, "unknown op 'nope'"),
         (lambda: _cuda.binary("add", out, f32, f64), TypeError, "a is float32 and b float64"),
@@ -575,6 +578,16 @@ def test_binding_checks_name_the_arguments():
         (lambda: _cuda.reduce("sum", _cuda.empty((3,), np.float32), f32, [0]), ValueError, "expected (4,)"),
         (lambda: _cuda.reduce("max", _cuda.empty((4,), np.float32), f32, [5]), ValueError, "axis 5"),
         (lambda: _cuda.reduce("max", out[0], _cuda.empty((0, 4), np.float32), [0]), ValueError, "zero-size"),
+        (lambda: _cuda.take_along_axis(out, f32, idx.astype(np.float32), 1), TypeError, "indices are float32"),
+        (lambda: _cuda.take_along_axis(out, f32, idx[0], 1), ValueError, "same number of dimensions"),
+        (lambda: _cuda.take_along_axis(out, f32, idx, 2), ValueError, "axis 2 is out of bounds"),
+        (lambda: _cuda.take_along_axis(f32, f32, idx, 1), ValueError, "out has shape (3, 4), expected (3, 2)"),
+        (lambda: _cuda.take_along_axis(f32[:, :2], f32, idx, 1), ValueError, "out overlaps a"),
+        (lambda: _cuda.scatter_along_axis("put_along_axis", f32, idx, f64, 1), TypeError, "values are float64"),
+        (lambda: _cuda.scatter_along_axis("add.at", f32, idx, out, 1), ValueError, "values of shape (3, 4)"),
+        (lambda: _cuda.scatter_along_axis("add.at", f32, idx, f32[:, :2], 1), ValueError, "a overlaps"),
+        (lambda: _cuda.scatter_along_axis("add.at", i64, idx, i64[:, :2].copy(), 1), TypeError, "no CUDA kernel"),
+        (lambda: _cuda.take_along_axis(out[:, :2], f32, bad, 1), IndexError, "index -5 is out of bounds for axis 1"),
     ]
     for call, error, text in cases:
         with pytest.raises(error, match=re.escape(text)):
@@ -705,6 +718,17 @@ def test_binding_refuses_what_is_not_a_device_array():
         (lambda: _cuda.broadcast_view(host, [2, 3]), TypeError, "broadcast_to: a must be a deepkern._cuda.DeviceArray"),
         (lambda: _cuda.unary("cosh", host, host), ValueError, "unknown op 'cosh'"),
         (lambda: _cuda.reduce("median", host, host, [0]), ValueError, "unknown op 'median'"),
+        (
+            lambda: _cuda.take_along_axis(host, host, host, 0),
+            TypeError,
+            "cuda take_along_axis: out must be a deepkern._cuda.DeviceArray, got ndarray",
+        ),
+        (
+            lambda: _cuda.scatter_along_axis("add.at", host, host, host, 0),
+            TypeError,
+            "cuda add.at: out must be a deepkern._cuda.DeviceArray, got ndarray",
+        ),
+        (lambda: _cuda.scatter_along_axis("max.at", host, host, host, 0), ValueError, "unknown op 'max.at'"),
     ]
     for call, error, text in cases:
         with pytest.raises(error, match=re.escape(text)):
