@@ -151,6 +151,38 @@ def _reduce(op, out, a, axes):
         out._a[...] = _NUMPY.get(op, getattr(np, op, None))(x, axis=tuple(axes))
 
 
+def _along_axis_checks(what, a, indices, axis):
+    """The binding's checks of take_along_axis and scatter_along_axis: int64 indices of a's
+    number of dimensions, none out of bounds (IndexError naming it, before anything is written)."""
+    assert indices.dtype == np.int64, f"{what}: indices are {indices.dtype}"
+    assert indices.ndim == a.ndim, f"{what}: indices {indices.shape} vs a {a.shape}"
+    n = a.shape[axis]
+    bad = indices._a[(indices._a < -n) | (indices._a >= n)]
+    if bad.size:
+        raise IndexError(f"cuda {what}: index {bad[0]} is out of bounds for axis {axis} with size {n}")
+
+
+def _take_along_axis(out, a, indices, axis):
+    _along_axis_checks("take_along_axis", a, indices, axis)
+    assert out.dtype == a.dtype, f"take_along_axis: out {out.dtype}, a {a.dtype}"
+    out._a[...] = np.take_along_axis(a._a, indices._a, axis)
+
+
+def _scatter_along_axis(op, a, indices, values, axis):
+    _along_axis_checks(op, a, indices, axis)
+    assert values.dtype == a.dtype, f"{op}: values {values.dtype}, a {a.dtype}"
+    if op == "add.at":
+        expected = _cuda.elementwise_result_dtype("binary", "add", a.dtype.name)
+        assert a.dtype.kind == "f" and expected == a.dtype.name, f"add.at: no kernel for {a.dtype}"
+        # the indices along axis (broadcast with a off the axis) and a's positions off it
+        shape = np.broadcast_shapes(a.shape[:axis] + (1,) + a.shape[axis + 1 :], indices.shape)
+        key = [np.minimum(k, n - 1) for k, n in zip(np.indices(shape, sparse=True), a.shape)]
+        key[axis] = np.broadcast_to(indices._a, shape)
+        np.add.at(a._a, tuple(key), np.broadcast_to(values._a, shape))
+    else:
+        np.put_along_axis(a._a, indices._a, values._a, axis)
+
+
 KERNELS = types.SimpleNamespace(
     DeviceArray=StandInArray,
     empty=lambda shape, dtype, device=0: StandInArray(_garbage(shape, dtype)),
@@ -159,6 +191,8 @@ KERNELS = types.SimpleNamespace(
     binary=_binary,
     where=_where,
     reduce=_reduce,
+    take_along_axis=_take_along_axis,
+    scatter_along_axis=_scatter_along_axis,
     broadcast_view=lambda a, shape: StandInArray(np.broadcast_to(a._a, tuple(shape))),
     elementwise_result_dtype=_cuda.elementwise_result_dtype,
     elementwise_ops=_cuda.elementwise_ops,

@@ -385,6 +385,130 @@ def test_like_functions(dev, rng):
     assert e.shape == (3, 2) and e.dtype == np.float32 and type(e) is type(d)
 
 
+# ---- gather and scatter ------------------------------------------------------------------------
+
+
+def _along_case(rng, ndim):
+    """A random array shape, an axis, and an index shape that broadcasts with it off the axis."""
+    a_shape = tuple(int(n) for n in rng.integers(1, 5, ndim))
+    axis = int(rng.integers(ndim))
+    index_shape = tuple(
+        int(rng.integers(0, 5)) if d == axis else (n if rng.random() < 0.6 else 1) for d, n in enumerate(a_shape)
+    )
+    return a_shape, axis, index_shape
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.bool_], ids=lambda d: np.dtype(d).name)
+def test_take_along_axis(dev, rng, dtype):
+    for ndim in (1, 2, 3, 4, 3):
+        a_shape, axis, index_shape = _along_case(rng, ndim)
+        a = (rng.standard_normal(a_shape) * 5).astype(dtype)
+        index = rng.integers(-a_shape[axis], a_shape[axis], index_shape)  # negative ones count from the end
+        for ax in (axis, axis - ndim):
+            got = np.take_along_axis(put(dev, a), put(dev, index), axis=ax)
+            assert_matches(got, np.take_along_axis(a, index, ax), dtype, f"take {a_shape} {index_shape} axis {ax}")
+    a = rng.standard_normal((2, 6, 3))
+    index = rng.integers(-6, 6, (2, 4, 1)).astype(np.int32)  # broadcast along the last axis; int32 indices
+    assert_matches(np.take_along_axis(put(dev, a), put(dev, index), 1), np.take_along_axis(a, index, 1), np.float64)
+    flat = rng.integers(-36, 36, (7,))
+    assert_matches(np.take_along_axis(put(dev, a), put(dev, flat), None), np.take_along_axis(a, flat, None), np.float64)
+    strided = a.transpose(2, 0, 1)[:, :, ::2]
+    index = rng.integers(0, 3, (3, 2, 5))
+    got = np.take_along_axis(put(dev, a).transpose(2, 0, 1)[:, :, ::2], put(dev, index), 2)
+    assert_matches(got, np.take_along_axis(strided, index, 2), np.float64, "take from a strided view")
+    empty = np.take_along_axis(put(dev, a), put(dev, np.zeros((2, 0, 3), np.int64)), 1)
+    assert_matches(empty, np.zeros((2, 0, 3)), np.float64, "take nothing")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64], ids=lambda d: np.dtype(d).name)
+def test_put_along_axis(dev, rng, dtype):
+    for ndim in (1, 2, 3, 3):
+        a_shape = tuple(int(n) for n in rng.integers(1, 6, ndim))
+        axis = int(rng.integers(ndim))
+        picks = np.argsort(rng.random(a_shape), axis=axis)  # distinct targets along the axis
+        k = int(rng.integers(0, a_shape[axis] + 1))
+        index = np.take(picks, np.arange(k), axis=axis) - a_shape[axis] * int(rng.integers(2))
+        a = (rng.standard_normal(a_shape) * 5).astype(dtype)
+        for v in ((rng.standard_normal(index.shape) * 5).astype(dtype), dtype(3), 2.5):
+            ref = a.copy()
+            np.put_along_axis(ref, index, v, axis)
+            d = put(dev, a)
+            assert np.put_along_axis(d, put(dev, index), put(dev, v) if isinstance(v, np.ndarray) else v, axis) is None
+            assert_matches(d, ref, dtype, f"put {a_shape} axis {axis} {k} picks of {type(v).__name__}")
+    a = np.zeros((3, 4), dtype)
+    index = np.array([0, -1, 5])
+    ref = a.copy()
+    np.put_along_axis(ref, index, np.arange(3, dtype=dtype), None)
+    d = put(dev, a)
+    np.put_along_axis(d, put(dev, index), put(dev, np.arange(3, dtype=dtype)), None)
+    assert_matches(d, ref, dtype, "put into the flattened array")
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: np.dtype(d).name)
+def test_add_at_accumulates_repeated_indices(dev, rng, dtype):
+    a = values(rng, (5, 4, 3), dtype, special=False)
+    rows = rng.integers(-5, 5, (17,))  # an embedding's backward: repeated rows accumulate
+    cols = rng.integers(-4, 4, (2, 6))
+    cases = [
+        (rows, values(rng, (17, 4, 3), dtype, special=False)),
+        ((slice(None), cols), values(rng, (5, 2, 6, 3), dtype, special=False)),
+        ((slice(None), slice(None), 2), values(rng, (5, 4), dtype, special=False)),
+        ((-1, Ellipsis), values(rng, (3,), dtype, special=False)),  # broadcast values
+        (rows, 1.5),
+        (rows[:0], values(rng, (0, 4, 3), dtype, special=False)),
+    ]
+    for key, v in cases:
+        ref = a.astype(np.float64)
+        scale = np.abs(ref)
+        np.add.at(ref, key, v)
+        np.add.at(scale, key, np.abs(v))
+        d = put(dev, a)
+        dkey = tuple(put(dev, k) if isinstance(k, np.ndarray) else k for k in key) if isinstance(key, tuple) else key
+        dkey = put(dev, dkey) if isinstance(dkey, np.ndarray) else dkey
+        assert np.add.at(d, dkey, put(dev, v) if isinstance(v, np.ndarray) else v) is None
+        assert_matches(d, ref, dtype, f"add.at {key!r}", scale)
+
+
+def test_bad_indices_are_refused_and_nothing_written(dev, rng):
+    a = values(rng, (3, 5), np.float32, special=False)
+    index = rng.integers(-5, 5, (3, 2))
+    index[1, 1] = 7
+    d = put(dev, a)
+    with pytest.raises(IndexError, match="index 7 is out of bounds for axis 1 with size 5"):
+        np.take_along_axis(d, put(dev, index), 1)
+    with pytest.raises(IndexError, match="index 7 is out of bounds for axis 1 with size 5"):
+        np.put_along_axis(d, put(dev, index), 1.0, 1)
+    with pytest.raises(IndexError, match="index -4 is out of bounds for axis 0 with size 3"):
+        np.add.at(d, put(dev, np.array([0, -4, 2])), 1.0)
+    assert_matches(d, a, np.float32, "a after the refused scatters")
+    with pytest.raises(IndexError, match="integer"):
+        np.take_along_axis(d, put(dev, np.zeros((3, 2))), 1)
+    with pytest.raises(ValueError):
+        np.take_along_axis(d, put(dev, np.zeros((2,), np.int64)), 1)
+    with pytest.raises(NotImplementedError, match="add.at.*cuda"):
+        np.add.at(d, (put(dev, index), put(dev, index)), 1.0)
+    with pytest.raises(NotImplementedError, match="add.at.*int64.*cuda"):
+        np.add.at(put(dev, np.zeros(3, np.int64)), put(dev, np.array([0])), 1)
+
+
+def test_gather_scatter_tensor_ops_match_the_cpu(tensor_device, rng):
+    x = rng.standard_normal((6, 5)).astype(np.float32)
+    labels = rng.integers(0, 5, (6,))
+    labels[2] = -100
+    results = {}
+    for device in ("cpu", tensor_device):
+        a = dk.tensor(x, device=device, requires_grad=True)
+        values, indices = a.max(dim=1)
+        F = dk.nn.functional
+        t = dk.tensor(labels, device=device)
+        loss = values.sum() + F.cross_entropy(a, t, label_smoothing=0.1) + F.nll_loss(F.log_softmax(a, dim=1), t)
+        loss.backward()
+        results[device] = [v.cpu().numpy() for v in (loss.detach(), indices, a.grad)]
+    for what, cpu, other in zip(("loss", "indices", "a.grad"), results["cpu"], results[tensor_device]):
+        assert other.dtype == cpu.dtype and other.shape == cpu.shape, what
+        np.testing.assert_allclose(other, cpu, rtol=1e-5, atol=1e-6, err_msg=what)
+
+
 # ---- what is refused ---------------------------------------------------------------------------
 
 
@@ -392,11 +516,11 @@ def test_unsupported_functions_name_the_function_and_cuda(dev, rng):
     d = put(dev, values(rng, (3, 4), np.float32))
     for call, name in [
         (lambda: np.cumsum(d), "cumsum"),
-        (lambda: np.add.at(d, 0, 1.0), "add.at"),
+        (lambda: np.multiply.at(d, 0, 1.0), "multiply.at"),
         (lambda: np.add.accumulate(d), "add.accumulate"),
         (lambda: np.arctan2(d, d), "arctan2"),
         (lambda: np.where(d > 0), "where"),
-        (lambda: np.take_along_axis(d, d, axis=0), "take_along_axis"),
+        (lambda: np.take(d, 0), "take"),
         (lambda: np.exp(d, where=d > 0), "where="),
     ]:
         with pytest.raises(NotImplementedError, match=f"{name}.*cuda"):
@@ -436,6 +560,9 @@ def test_binding_checks_name_the_arguments():
     f32 = _cuda.from_cpu(np.ones((3, 4), np.float32))
     f64 = _cuda.from_cpu(np.ones((3, 4), np.float64))
     out = _cuda.empty((3, 4), np.float32)
+    i64 = _cuda.from_cpu(np.zeros((3, 4), np.int64))
+    idx = _cuda.from_cpu(np.array([[0, -1]] * 3, np.int64))
+    bad = _cuda.from_cpu(np.array([[0, -5]] * 3, np.int64))
     cases = [
         (lambda: _cuda.binary("nope", out, f32, f32), ValueError, "unknown op 'nope'"),
         (lambda: _cuda.binary("add", out, f32, f64), TypeError, "a is float32 and b float64"),
@@ -451,6 +578,16 @@ def test_binding_checks_name_the_arguments():
         (lambda: _cuda.reduce("sum", _cuda.empty((3,), np.float32), f32, [0]), ValueError, "expected (4,)"),
         (lambda: _cuda.reduce("max", _cuda.empty((4,), np.float32), f32, [5]), ValueError, "axis 5"),
         (lambda: _cuda.reduce("max", out[0], _cuda.empty((0, 4), np.float32), [0]), ValueError, "zero-size"),
+        (lambda: _cuda.take_along_axis(out, f32, idx.astype(np.float32), 1), TypeError, "indices are float32"),
+        (lambda: _cuda.take_along_axis(out, f32, idx[0], 1), ValueError, "same number of dimensions"),
+        (lambda: _cuda.take_along_axis(out, f32, idx, 2), ValueError, "axis 2 is out of bounds"),
+        (lambda: _cuda.take_along_axis(f32, f32, idx, 1), ValueError, "out has shape (3, 4), expected (3, 2)"),
+        (lambda: _cuda.take_along_axis(f32[:, :2], f32, idx, 1), ValueError, "out overlaps a"),
+        (lambda: _cuda.scatter_along_axis("put_along_axis", f32, idx, f64, 1), TypeError, "values are float64"),
+        (lambda: _cuda.scatter_along_axis("add.at", f32, idx, out, 1), ValueError, "values of shape (3, 4)"),
+        (lambda: _cuda.scatter_along_axis("add.at", f32, idx, f32[:, :2], 1), ValueError, "a overlaps"),
+        (lambda: _cuda.scatter_along_axis("add.at", i64, idx, i64[:, :2].copy(), 1), TypeError, "no CUDA kernel"),
+        (lambda: _cuda.take_along_axis(out[:, :2], f32, bad, 1), IndexError, "index -5 is out of bounds for axis 1"),
     ]
     for call, error, text in cases:
         with pytest.raises(error, match=re.escape(text)):
@@ -581,6 +718,17 @@ def test_binding_refuses_what_is_not_a_device_array():
         (lambda: _cuda.broadcast_view(host, [2, 3]), TypeError, "broadcast_to: a must be a deepkern._cuda.DeviceArray"),
         (lambda: _cuda.unary("cosh", host, host), ValueError, "unknown op 'cosh'"),
         (lambda: _cuda.reduce("median", host, host, [0]), ValueError, "unknown op 'median'"),
+        (
+            lambda: _cuda.take_along_axis(host, host, host, 0),
+            TypeError,
+            "cuda take_along_axis: out must be a deepkern._cuda.DeviceArray, got ndarray",
+        ),
+        (
+            lambda: _cuda.scatter_along_axis("add.at", host, host, host, 0),
+            TypeError,
+            "cuda add.at: out must be a deepkern._cuda.DeviceArray, got ndarray",
+        ),
+        (lambda: _cuda.scatter_along_axis("max.at", host, host, host, 0), ValueError, "unknown op 'max.at'"),
     ]
     for call, error, text in cases:
         with pytest.raises(error, match=re.escape(text)):

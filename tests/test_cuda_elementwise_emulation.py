@@ -257,3 +257,122 @@ def test_bool_sum_and_int64_extremes(rng):
         out = empty(ref.shape, np.int64)
         reduce(name, out, i, (0,))
         check(out, ref, f"int64 {name}")
+
+
+# ---- gather and scatter along an axis (gather.cu) ----------------------------------------------
+
+ALONG_OPS = {"take": 0, "put": 1, "add": 2}
+
+
+def along_axis(op, a, index, other, axis):
+    """Runs the kernel; the index it refused, or None."""
+    keep, bad = [], np.zeros(2, np.int64)
+    emulation.load_driver("elementwise").dk_along_axis(
+        ALONG_OPS[op], *_operand(a, keep)[:5], *_operand(index, keep)[:5], *_operand(other, keep)[:5], axis, bad
+    )
+    return bad[1] if bad[0] else None
+
+
+def check_indices(index, extent):
+    keep, bad = [], np.zeros(2, np.int64)
+    emulation.load_driver("elementwise").dk_check_indices(*_operand(index, keep)[:5], extent, bad)
+    return bad[1] if bad[0] else None
+
+
+def _along_case(rng, ndim):
+    """a random array shape, an axis, and an index shape broadcasting with it off the axis."""
+    a_shape = tuple(int(n) for n in rng.integers(1, 5, ndim))
+    axis = int(rng.integers(ndim))
+    index_shape = tuple(
+        int(rng.integers(0, 6)) if d == axis else (n if rng.random() < 0.6 else 1) for d, n in enumerate(a_shape)
+    )
+    if rng.random() < 0.3:  # a broadcast along some other dimension instead
+        d = int(rng.integers(ndim))
+        if d != axis and index_shape[d] > 1:
+            a_shape = a_shape[:d] + (1,) + a_shape[d + 1 :]
+    return a_shape, axis, index_shape
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.bool_], ids=lambda d: np.dtype(d).name)
+def test_take_along_axis(rng, dtype):
+    for ndim in (1, 2, 3, 4, 2, 3):
+        a_shape, axis, index_shape = _along_case(rng, ndim)
+        a = (rng.standard_normal(a_shape) * 5).astype(dtype)
+        index = rng.integers(-a_shape[axis], a_shape[axis], index_shape)
+        ref = np.take_along_axis(a, index, axis)
+        out = empty(ref.shape, dtype)
+        assert along_axis("take", a, index, out, axis) is None
+        check(out, ref, f"take {a_shape} {index_shape} axis {axis}")
+    a = values(rng, (6, 8), dtype, special=False).astype(dtype)[::-1, ::2]  # strided input and index
+    index = rng.integers(-4, 4, (9, 6)).T[:, ::2]
+    out = empty(index.shape, dtype)
+    assert along_axis("take", a, index, out, 1) is None
+    check(out, np.take_along_axis(a, index, 1), "take from strided views")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64], ids=lambda d: np.dtype(d).name)
+def test_put_along_axis(rng, dtype):
+    for ndim in (1, 2, 3, 3):
+        a_shape = tuple(int(n) for n in rng.integers(1, 6, ndim))
+        axis = int(rng.integers(ndim))
+        k = int(rng.integers(0, a_shape[axis] + 1))  # distinct targets along the axis: no repeats
+        picks = np.argsort(rng.random(a_shape), axis=axis)
+        index = np.take(picks, np.arange(k), axis=axis) - a_shape[axis] * (rng.random() < 0.5)
+        a = (rng.standard_normal(a_shape) * 5).astype(dtype)
+        v = (rng.standard_normal(index.shape[-1:] if rng.random() < 0.5 else index.shape) * 5).astype(dtype)
+        ref = a.copy()
+        np.put_along_axis(ref, index, v, axis)
+        assert along_axis("put", a, index, v, axis) is None
+        check(a, ref, f"put {a_shape} axis {axis} {k} picks")
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: np.dtype(d).name)
+def test_add_at_accumulates_repeated_indices(rng, dtype):
+    for ndim in (1, 2, 3):
+        a_shape, axis, index_shape = _along_case(rng, ndim)
+        a = values(rng, a_shape, dtype, special=False)
+        index = rng.integers(-a_shape[axis], a_shape[axis], index_shape)  # repeats among them
+        shape = np.broadcast_shapes(a_shape[:axis] + (1,) + a_shape[axis + 1 :], index_shape)
+        v = values(rng, shape, dtype, special=False)
+        key = [np.minimum(k, n - 1) for k, n in zip(np.indices(shape, sparse=True), a_shape)]
+        key[axis] = np.broadcast_to(index, shape)
+        ref = a.astype(np.float64)
+        np.add.at(ref, tuple(key), v)
+        assert along_axis("add", a, index, v, axis) is None
+        scale = np.abs(a).astype(np.float64)
+        np.add.at(scale, tuple(key), np.abs(v))
+        check(a, ref.astype(dtype), f"add.at {a_shape} {index_shape} axis {axis}", scale)
+    a = np.zeros((3, 4), dtype)  # every row added into row 1 many times
+    index = np.ones((50, 1), np.int64)
+    v = values(rng, (50, 4), dtype, special=False)
+    assert along_axis("add", a, index, v, 0) is None
+    ref = np.zeros((3, 4))
+    ref[1] = v.astype(np.float64).sum(axis=0)
+    check(a, ref.astype(dtype), "add.at into one row", np.abs(v).sum(axis=0))
+
+
+def test_bad_indices_are_recorded_not_used(rng):
+    a = values(rng, (3, 5), np.float32, special=False)
+    for bad_value in (5, -6, 1 << 40):
+        index = rng.integers(-5, 5, (3, 4))
+        index[2, 1] = bad_value
+        out = empty((3, 4), np.float32)
+        assert along_axis("take", a, index, out, 1) == bad_value
+        assert check_indices(index, 5) == bad_value
+        before = a.copy()
+        assert along_axis("add", a, index, np.ones((3, 4), np.float32), 1) == bad_value
+        good = np.ones((3, 4), bool)
+        good[2, 1] = False
+        ref = before.astype(np.float64)
+        np.add.at(ref, (np.broadcast_to(np.arange(3)[:, None], (3, 4))[good], index[good]), 1.0)
+        check(a, ref.astype(np.float32), "add.at skips the bad index")
+    assert check_indices(rng.integers(-5, 5, (4, 3)).T, 5) is None
+    assert check_indices(np.zeros((2, 3), np.int64), 0) == 0  # nothing is in bounds of an empty axis
+
+
+def test_empty_along_axis():
+    a = np.ones((3, 0), np.float64)
+    out = empty((3, 0), np.float64)
+    assert along_axis("take", a, np.zeros((3, 0), np.int64), out, 1) is None
+    assert along_axis("add", np.ones((2, 3)), np.zeros((0, 3), np.int64), np.ones((0, 3)), 0) is None
+    assert check_indices(np.zeros((0, 3), np.int64), 0) is None

@@ -12,6 +12,7 @@
 #include "cuda/array.h"
 #include "cuda/check.h"
 #include "cuda/elementwise/elementwise.h"
+#include "cuda/elementwise/gather.h"
 #include "cuda/stream.h"
 #include "python/bind_cuda.h"
 #include "python/cuda_array.h"
@@ -251,6 +252,113 @@ PyDeviceArray broadcast_view(const py::object& a_obj, const std::vector<std::int
   return view;
 }
 
+// The array `obj` of `what` on `device`.
+const dkc::DeviceArray& array_on(const std::string& what, const char* arg, const py::handle& obj, int device) {
+  const dkc::DeviceArray& x = device_array(obj, what.c_str(), arg);
+  if (x.device != device)
+    throw py::value_error(what + ": " + arg + " is on cuda:" + std::to_string(x.device) +
+                          " and a on cuda:" + std::to_string(device));
+  return x;
+}
+
+bool overlap(const dkc::DeviceArray& x, const dkc::DeviceArray& y) {
+  const auto [x_first, x_end] = byte_span(x);
+  const auto [y_first, y_end] = byte_span(y);
+  return x_first < y_end && y_first < x_end;
+}
+
+// The shape take_along_axis gives for `a` and `index` (NumPy's: one number of dimensions, the
+// extents off `axis` broadcasting, index's extent along it); ValueError naming them otherwise.
+std::vector<std::int64_t> along_axis_shape(const std::string& what, const dkc::DeviceArray& a,
+                                           const dkc::DeviceArray& index, int& axis) {
+  const int ndim = static_cast<int>(a.ndim());
+  if (index.dtype != dkc::DType::int64)
+    throw py::type_error(what + ": indices are " + std::string(dkc::info(index.dtype).name) + ", not int64");
+  if (static_cast<int>(index.ndim()) != ndim)
+    throw py::value_error(what + ": indices of shape " + shape_text(index.shape) + " and a of shape " +
+                          shape_text(a.shape) + " must have the same number of dimensions");
+  if (axis < -ndim || axis >= ndim)
+    throw py::value_error(what + ": axis " + std::to_string(axis) + " is out of bounds for a of shape " +
+                          shape_text(a.shape));
+  axis = (axis + ndim) % ndim;
+  std::vector<std::int64_t> shape(ndim);
+  for (int d = 0; d < ndim; ++d) {
+    const std::int64_t m = a.shape[d], n = index.shape[d];
+    if (d != axis && m != n && m != 1 && n != 1)
+      throw py::value_error(what + ": indices of shape " + shape_text(index.shape) +
+                            " do not broadcast with a of shape " + shape_text(a.shape) + " off axis " +
+                            std::to_string(axis));
+    shape[d] = d == axis ? n : (m == 1 ? n : m);
+  }
+  return shape;
+}
+
+// Runs launch(stream, bad) on a's device with `bad` two zeroed int64 of device memory, waits for
+// it, and raises IndexError naming the index the kernels recorded there, if any.
+template <typename Launch>
+void run_checked(const std::string& what, const dkc::DeviceArray& a, int axis, Launch&& launch) {
+  std::int64_t bad[2] = {0, 0};
+  run_on_device(a, [&](cudaStream_t stream) {
+    const dkc::DeviceArray flag = dkc::empty({2}, dkc::DType::int64, a.device);
+    dkc::fill(flag, 0);
+    launch(stream, reinterpret_cast<std::int64_t*>(flag.data));
+    dkc::copy_to_host(flag, bad);
+  });
+  if (bad[0] != 0)
+    throw py::index_error(what + ": index " + std::to_string(bad[1]) + " is out of bounds for axis " +
+                          std::to_string(axis) + " with size " + std::to_string(a.shape[axis]));
+}
+
+void take_along_axis(const py::object& out_obj, const py::object& a_obj, const py::object& index_obj, int axis) {
+  const std::string what = "cuda take_along_axis";
+  const dkc::DeviceArray& out = output_array(what, out_obj);
+  const dkc::DeviceArray& a = array_on(what, "a", a_obj, out.device);
+  const dkc::DeviceArray& index = array_on(what, "indices", index_obj, out.device);
+  const std::vector<std::int64_t> shape = along_axis_shape(what, a, index, axis);
+  if (out.shape != shape)
+    throw py::value_error(what + ": out has shape " + shape_text(out.shape) + ", expected " + shape_text(shape));
+  check_out_dtype(what, out, a.dtype);
+  if (!dkc::supports(dkc::AlongAxisOp::take, a.dtype))
+    throw py::type_error(what + " has no CUDA kernel for " + std::string(dkc::info(a.dtype).name));
+  if (overlap(out, a) || overlap(out, index)) throw py::value_error(what + ": out overlaps a or indices");
+  run_checked(what, a, axis, [&](cudaStream_t stream, std::int64_t* bad) {
+    dkc::along_axis(dkc::AlongAxisOp::take, a, index, out, axis, bad, stream);
+  });
+}
+
+void scatter_along_axis(const std::string& name, const py::object& a_obj, const py::object& index_obj,
+                        const py::object& values_obj, int axis) {
+  const std::string what = "cuda " + name;
+  if (name != "put_along_axis" && name != "add.at")
+    throw py::value_error("cuda scatter: unknown op '" + name + "' (known: put_along_axis, add.at)");
+  const auto op = name == "add.at" ? dkc::AlongAxisOp::add : dkc::AlongAxisOp::put;
+  const dkc::DeviceArray& a = output_array(what, a_obj);
+  const dkc::DeviceArray& index = array_on(what, "indices", index_obj, a.device);
+  const dkc::DeviceArray& values = array_on(what, "values", values_obj, a.device);
+  const std::vector<std::int64_t> shape = along_axis_shape(what, a, index, axis);
+  bool fits = values.ndim() <= shape.size();
+  for (std::size_t k = 0; fits && k < values.ndim(); ++k) {
+    const std::int64_t extent = values.shape[k], target = shape[shape.size() - values.ndim() + k];
+    fits = extent == target || extent == 1;
+  }
+  if (!fits)
+    throw py::value_error(what + ": values of shape " + shape_text(values.shape) +
+                          " do not broadcast to the indexed shape " + shape_text(shape));
+  if (values.dtype != a.dtype)
+    throw py::type_error(what + ": values are " + std::string(dkc::info(values.dtype).name) + " and a " +
+                         dkc::info(a.dtype).name + "; cast them to a's dtype first");
+  if (!dkc::supports(op, a.dtype))
+    throw py::type_error(what + " has no CUDA kernel for " + std::string(dkc::info(a.dtype).name));
+  if (overlap(a, index) || overlap(a, values)) throw py::value_error(what + ": a overlaps indices or values");
+  const std::int64_t extent = a.shape[axis];
+  // The indices are checked before anything is written: a refused index leaves a as it was.
+  run_checked(what, a, axis,
+              [&](cudaStream_t stream, std::int64_t* bad) { dkc::check_indices(index, extent, bad, stream); });
+  run_checked(what, a, axis, [&](cudaStream_t stream, std::int64_t* bad) {
+    dkc::along_axis(op, a, index, values, axis, bad, stream);
+  });
+}
+
 }  // namespace
 
 void bind_cuda_elementwise(py::module_& m) {
@@ -264,6 +372,14 @@ void bind_cuda_elementwise(py::module_& m) {
         "out = op of a over `axes`; out has a's shape without them.");
   m.def("broadcast_view", &broadcast_view, py::arg("a"), py::arg("shape"),
         "A view of a broadcast to shape (stride 0 where broadcast); the kernels refuse it as an output.");
+  m.def("take_along_axis", &take_along_axis, py::arg("out"), py::arg("a"), py::arg("indices"), py::arg("axis"),
+        "out = np.take_along_axis(a, indices, axis); int64 indices, negative ones from the end; IndexError for one "
+        "out of bounds.");
+  m.def("scatter_along_axis", &scatter_along_axis, py::arg("op"), py::arg("a"), py::arg("indices"), py::arg("values"),
+        py::arg("axis"),
+        "np.put_along_axis(a, indices, values, axis) (op 'put_along_axis') or a[along axis at indices] += values "
+        "with repeated indices accumulating (op 'add.at'); values of a's dtype broadcast to the indexed shape; "
+        "IndexError, with a untouched, for an index out of bounds.");
   m.def(
       "elementwise_ops",
       [] {

@@ -2,6 +2,7 @@
 // the caller's pointers, shapes and strides (in elements), as the binding passes them after its
 // checks. An operand whose data pointer is null is the number `value`.
 // emulation-sources: csrc/cuda/elementwise/elementwise.cu csrc/cuda/elementwise/reduce.cu
+// emulation-sources: csrc/cuda/elementwise/gather.cu
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -9,6 +10,7 @@
 
 #include "cuda/array.h"
 #include "cuda/elementwise/elementwise.h"
+#include "cuda/elementwise/gather.h"
 #include "dk_emulation/driver.h"
 
 namespace {
@@ -63,4 +65,17 @@ DK_EMULATION_EXPORT int dk_elementwise_reduce(std::int64_t op, DK_ARRAY_PARAMS(o
     dkc::reduce(static_cast<dkc::ReduceOp>(op), DK_ARRAY(out), DK_ARRAY(a), std::vector<int>(axes, axes + n_axes),
                 nullptr);
   });
+}
+
+// op: 0 take (other the output), 1 put, 2 add (other the values); bad: two int64 the caller zeroed.
+DK_EMULATION_EXPORT int dk_along_axis(std::int64_t op, DK_ARRAY_PARAMS(a), DK_ARRAY_PARAMS(index),
+                                      DK_ARRAY_PARAMS(other), std::int64_t axis, std::int64_t* bad) {
+  return dk_emu::guarded([&] {
+    dkc::along_axis(static_cast<dkc::AlongAxisOp>(op), DK_ARRAY(a), DK_ARRAY(index), DK_ARRAY(other),
+                    static_cast<int>(axis), bad, nullptr);
+  });
+}
+
+DK_EMULATION_EXPORT int dk_check_indices(DK_ARRAY_PARAMS(index), std::int64_t extent, std::int64_t* bad) {
+  return dk_emu::guarded([&] { dkc::check_indices(DK_ARRAY(index), extent, bad, nullptr); });
 }

@@ -2,7 +2,7 @@
 and operators (``np.where``, ``np.exp``, ``a + b``, ``a.sum(axis)``, ...) computes on the GPU.
 
 * ``__array_ufunc__`` (NEP 13): the ufuncs of :data:`UFUNCS` through ``__call__`` (array and number
-  operands, ``out=``, ``dtype=``) and ``add/multiply/maximum/minimum.reduce``;
+  operands, ``out=``, ``dtype=``), ``add/multiply/maximum/minimum.reduce`` and ``np.add.at``;
 * ``__array_function__`` (NEP 18): the functions of :data:`FUNCTIONS`;
 * the arithmetic and comparison operators (in place too) and the ndarray methods of
   :data:`METHODS`.
@@ -244,9 +244,12 @@ def _unshared(x, out):
 
 
 def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
-    """NEP 13: ``ufunc(...)`` and the reductions ``np.add/multiply/maximum/minimum.reduce``."""
+    """NEP 13: ``ufunc(...)``, the reductions ``np.add/multiply/maximum/minimum.reduce`` and
+    ``np.add.at``."""
     if method == "__call__":
         return _call_ufunc(ufunc, inputs, kwargs)
+    if method == "at" and ufunc is np.add:
+        return _add_at(*inputs, **kwargs)
     if method == "reduce" and ufunc in _UFUNC_REDUCTIONS and len(inputs) == 1:
         kwargs.setdefault("axis", 0)
         out = _single_out(kwargs, f"np.{ufunc.__name__}.reduce")
@@ -475,9 +478,131 @@ def _size(a, axis=None):
     return a.size if axis is None else a.shape[axis]
 
 
+# ---- gather and scatter ------------------------------------------------------------------------
+
+
+def _indices(indices, what):
+    """``indices`` as an int64 DeviceArray; IndexError for a non-integer one (as NumPy)."""
+    if not _is_device(indices):
+        raise TypeError(f"{what} on device 'cuda': indices are a {type(indices).__name__}, not a DeviceArray")
+    if indices.dtype.kind not in "iu":
+        raise IndexError(f"{what}: indices must be an integer array, got {indices.dtype}")
+    return cast(indices, np.int64, what)
+
+
+def _values(values, a, what):
+    """``values`` as a DeviceArray of a's dtype on a's device (a number becomes a 0-d one)."""
+    values = _operand(values, what)
+    if _is_device(values):
+        return cast(values, a.dtype, what)
+    return _kernels([a]).full((), _python_number(values), a.dtype, a.device_index)
+
+
+def _unshared_with(x, a):
+    """``x``, or a copy of it where it shares memory with ``a`` (which the scatter writes)."""
+    from ..ops._validate import overlaps
+
+    return x.copy() if overlaps(x, a) else x
+
+
+def _take_along_axis(arr, indices, axis=-1):
+    """np.take_along_axis: int64 indices (negative ones from the end) broadcasting with ``arr`` off
+    ``axis``; axis None takes from the flattened array. IndexError for an index out of bounds."""
+    what = "np.take_along_axis"
+    if not _is_device(arr):
+        raise TypeError(f"{what} on device 'cuda': arr is a {type(arr).__name__}, not a DeviceArray")
+    indices = _indices(indices, what)
+    if axis is None:
+        if indices.ndim != 1:
+            raise ValueError(f"{what}: when axis=None, indices must have a single dimension, got {indices.shape}")
+        arr, axis = _reshaped(arr, -1), 0
+    if indices.ndim != arr.ndim:
+        raise ValueError(f"{what}: indices of shape {indices.shape} and arr of shape {arr.shape} differ in dimensions")
+    axis = normalize_axis_tuple(axis, arr.ndim)[0]
+    shape = np.broadcast_shapes(arr.shape[:axis] + (1,) + arr.shape[axis + 1 :], indices.shape)
+    kernels = _kernels([arr])
+    out = kernels.empty(shape[:axis] + (indices.shape[axis],) + shape[axis + 1 :], arr.dtype, arr.device_index)
+    kernels.take_along_axis(out, arr, indices, axis)
+    return out
+
+
+def _put_along_axis(arr, indices, values, axis):
+    """np.put_along_axis (in place): values (DeviceArray or number) broadcast to the indexed shape;
+    axis None puts into the flattened (C-contiguous) array. IndexError for an index out of bounds,
+    with ``arr`` untouched. Where indices repeat a target, it gets one of its values."""
+    what = "np.put_along_axis"
+    if not _is_device(arr):
+        raise TypeError(f"{what} on device 'cuda': arr is a {type(arr).__name__}, not a DeviceArray")
+    indices = _indices(indices, what)
+    target = arr
+    if axis is None:
+        if not arr.is_contiguous():
+            raise _unsupported(f"{what} with axis=None into a non-contiguous array")
+        if indices.ndim != 1:
+            raise ValueError(f"{what}: when axis=None, indices must have a single dimension, got {indices.shape}")
+        target, axis = _reshaped(arr, -1), 0
+    if indices.ndim != target.ndim:
+        raise ValueError(
+            f"{what}: indices of shape {indices.shape} and arr of shape {target.shape} differ in dimensions"
+        )
+    axis = normalize_axis_tuple(axis, target.ndim)[0]
+    values = _values(values, target, what)
+    kernels = _kernels([target])
+    kernels.scatter_along_axis(
+        "put_along_axis", target, _unshared_with(indices, target), _unshared_with(values, target), axis
+    )
+
+
+def _add_at(a, indices, b=None):
+    """np.add.at(a, indices, b): a[indices] += b with repeated indices accumulating (float32 and
+    float64). ``indices``: an integer or an integer DeviceArray, alone or in a tuple after full
+    slices (``(slice(None), idx)`` indexes axis 1) and before full slices or Ellipsis; negative
+    indices count from the end. IndexError for one out of bounds, with ``a`` untouched."""
+    what = "np.add.at"
+    if b is None:
+        raise TypeError(f"{what}: the values to add are missing")
+    if not _is_device(a):
+        raise TypeError(f"{what} on device 'cuda': a is a {type(a).__name__}, not a DeviceArray")
+    if a.dtype not in (np.float32, np.float64):
+        raise _unsupported(what, f"has no kernel for {a.dtype}")
+    axis, index = _single_index(indices, what)
+    if axis >= a.ndim:
+        raise IndexError(f"{what}: too many indices for a of shape {a.shape}")
+    kernels = _kernels([a])
+    if not _is_device(index):  # one integer
+        index = kernels.full((1,), index, np.int64, a.device_index)
+        picked = ()
+    else:
+        index = _indices(index, what)
+        picked = index.shape
+    before, after = a.shape[:axis], a.shape[axis + 1 :]
+    values = _values(b, a, what)
+    n = index.size
+    if len(picked) != 1:  # the picked dimensions merged into one (a copy), as the indices are flattened
+        values = _reshaped(np.broadcast_to(values, before + picked + after), before + (n,) + after)
+    index = _reshaped(index, (1,) * axis + (n,) + (1,) * len(after))
+    kernels.scatter_along_axis("add.at", a, _unshared_with(index, a), _unshared_with(values, a), axis)
+
+
+def _single_index(indices, what):
+    """(axis, index) of an add.at key: one integer or integer array after ``axis`` full slices;
+    NotImplementedError naming ``what`` for any other key."""
+    key = indices if isinstance(indices, tuple) else (indices,)
+    full = [isinstance(part, slice) and part == slice(None) or part is Ellipsis for part in key]
+    positions = [k for k, is_full in enumerate(full) if not is_full]
+    if len(positions) != 1 or Ellipsis in key[: positions[0]]:
+        raise _unsupported(what, f"with indices {indices!r} (one integer or integer array after full slices)")
+    index = key[positions[0]]
+    if not (_is_device(index) or isinstance(index, (numbers.Integral, np.integer))) or isinstance(index, bool):
+        raise _unsupported(what, f"with an index of type {type(index).__name__}")
+    return positions[0], index if _is_device(index) else operator.index(index)
+
+
 #: NumPy function -> its implementation on DeviceArrays (np.amax/np.amin are np.max/np.min's).
 FUNCTIONS = {
     np.where: _where,
+    np.take_along_axis: _take_along_axis,
+    np.put_along_axis: _put_along_axis,
     np.sum: _reduction("sum"),
     np.prod: _reduction("prod"),
     np.mean: _reduction("mean"),
@@ -613,7 +738,7 @@ METHODS = {
 def install(kernels) -> None:
     """Attaches the protocols, operators and methods to ``kernels.DeviceArray``, whose arrays then
     compute with ``kernels`` (deepkern._cuda: empty, full, unary, binary, where, reduce,
-    broadcast_view, elementwise_result_dtype)."""
+    take_along_axis, scatter_along_axis, broadcast_view, elementwise_result_dtype)."""
     cls = kernels.DeviceArray
     if cls in _MODULES:
         return
