@@ -140,7 +140,7 @@ def optim_check(rule: str, tensors: int, inputs: tuple, device: str = "cpu") -> 
     hyper = OPTIM_RULES[rule][1]
     tp = torch.nn.Parameter(torch.from_numpy(p0.astype(np.float64)))
     tp.grad = torch.from_numpy(g.astype(np.float64))
-    _torch_optimizer(torch, rule, [tp.data], [tp.grad]).step()  # noqa: the Parameter shares tp's memory
+    _torch_optimizer(torch, rule, [tp.data], [tp.grad]).step()  # the Parameter shares tp's memory
     p, g = backends.to_device(p0.copy(), device), backends.to_device(g, device)
     zeros = [backends.to_device(np.zeros_like(p0), device) for _ in _optim_state_names(rule)]
     if rule == "sgd-momentum":
