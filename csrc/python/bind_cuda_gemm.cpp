@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <numeric>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cuda/check.h"
@@ -122,19 +123,29 @@ dkc::GemmPrecision precision_of(const std::string& precision) {
   throw py::value_error(where("precision") + " must be 'fp32', 'tf32' or 'bf16', got '" + precision + "'");
 }
 
-// Moves offsets[0] into the operand's pointer (every offset then counts from it), and records what
-// the kernels may know without reading the offsets back: a common divisor of them (0 when all are
-// 0) and, when they step evenly, the batch stride.
-void describe_batch(std::vector<std::int64_t>& offsets, std::int64_t itemsize, const void** data, std::int64_t* divisor,
-                    bool* strided, std::int64_t* stride) {
+// What the kernels may know of a batch's offsets without reading them back: a common divisor (0
+// when all are 0) and, when they step evenly, the stride.
+struct BatchLayout {
+  std::int64_t divisor = 0;
+  bool strided = true;
+  std::int64_t stride = 0;
+};
+
+// Moves offsets[0] into the operand's pointer `data` (every offset then counts from it) and
+// describes the offsets that remain.
+template <class Void>  // void or const void
+BatchLayout fold_first_offset(std::vector<std::int64_t>& offsets, std::int64_t itemsize, Void** data) {
+  using Byte = std::conditional_t<std::is_const_v<Void>, const char, char>;
   const std::int64_t first = offsets[0];
-  *data = static_cast<const char*>(*data) + first * itemsize;
+  *data = static_cast<Byte*>(*data) + first * itemsize;
   for (std::int64_t& o : offsets) o -= first;
-  *divisor = 0;
-  for (const std::int64_t o : offsets) *divisor = std::gcd(*divisor, std::abs(o));
-  *stride = offsets.size() > 1 ? offsets[1] : 0;
-  *strided = true;
-  for (std::size_t i = 0; i < offsets.size(); ++i) *strided = *strided && offsets[i] == *stride * std::int64_t(i);
+  BatchLayout layout;
+  layout.stride = offsets.size() > 1 ? offsets[1] : 0;
+  for (std::size_t i = 0; i < offsets.size(); ++i) {
+    layout.divisor = std::gcd(layout.divisor, std::abs(offsets[i]));
+    layout.strided = layout.strided && offsets[i] == layout.stride * std::int64_t(i);
+  }
+  return layout;
 }
 
 // Contract: as deepkern._C.gemm (bind_gemm.cpp), on DeviceArrays of one device: a, b, c and bias
@@ -198,19 +209,18 @@ void gemm(const py::object& a_obj, const py::object& b_obj, const py::object& c_
   dkc::DeviceGuard guard(a.device);
   const auto stream = static_cast<cudaStream_t>(dkc::current_stream(a.device));
   std::shared_ptr<void> device_offsets;  // held until the kernel is queued (the allocator orders reuse)
-  if (p.batch == 1) {                    // one matrix each: the offsets move into the pointers
-    p.a.data = static_cast<const char*>(p.a.data) + a_off[0] * a.itemsize();
-    p.b.data = static_cast<const char*>(p.b.data) + b_off[0] * b.itemsize();
-    p.c = static_cast<char*>(p.c) + c_off[0] * c.itemsize();
-    p.a.offset_divisor = p.b.offset_divisor = p.c_offset_divisor = 0;
-  } else if (p.batch > 1) {
-    describe_batch(a_off, a.itemsize(), &p.a.data, &p.a.offset_divisor, &p.a.strided_batch, &p.a.batch_stride);
-    describe_batch(b_off, b.itemsize(), &p.b.data, &p.b.offset_divisor, &p.b.strided_batch, &p.b.batch_stride);
-    const void* c_data = p.c;
-    bool c_strided = false;
-    std::int64_t c_stride = 0;
-    describe_batch(c_off, c.itemsize(), &c_data, &p.c_offset_divisor, &c_strided, &c_stride);
-    p.c = const_cast<void*>(c_data);
+  if (p.batch >= 1) {
+    const BatchLayout a_batch = fold_first_offset(a_off, a.itemsize(), &p.a.data);
+    const BatchLayout b_batch = fold_first_offset(b_off, b.itemsize(), &p.b.data);
+    p.c_offset_divisor = fold_first_offset(c_off, c.itemsize(), &p.c).divisor;
+    p.a.offset_divisor = a_batch.divisor;
+    p.a.strided_batch = a_batch.strided;
+    p.a.batch_stride = a_batch.stride;
+    p.b.offset_divisor = b_batch.divisor;
+    p.b.strided_batch = b_batch.strided;
+    p.b.batch_stride = b_batch.stride;
+  }
+  if (p.batch > 1) {  // one matrix each needs no offsets: they are in the pointers now
     std::vector<std::int64_t> all(a_off);
     all.insert(all.end(), b_off.begin(), b_off.end());
     all.insert(all.end(), c_off.begin(), c_off.end());
