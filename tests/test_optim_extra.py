@@ -429,3 +429,40 @@ def test_lbfgs_needs_a_closure_and_stops_at_an_optimum():
 
     assert float(opt.step(closure)) == 0.0
     assert len(calls) == 1 and xy.detach().numpy().tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    "cls_name, options", [("Adagrad", dict(lr=0.1, weight_decay=0.1)), ("NAdam", {}), ("RAdam", {})]
+)
+def test_steps_run_on_every_device(cls_name, options, device):
+    """The rules are NumPy operations on the parameters' backend arrays: on each device the same
+    trajectory as on the CPU, with the state on the parameters' device."""
+    arrays = start_params(np.float64)
+    grads = gradient_sequence(arrays, steps=10)
+    results = []
+    for where in ("cpu", device):
+        params = [deepkern.nn.Parameter(deepkern.tensor(a, device=where)) for a in arrays]
+        opt = getattr(optim, cls_name)(params, **options)
+        for step in grads:
+            for p, g in zip(params, step):
+                p.grad = deepkern.tensor(g, device=where)
+            opt.step()
+        assert all(
+            v.device == params[0].device for v in opt.state[params[0]].values() if isinstance(v, deepkern.Tensor)
+        )
+        results.append([p.detach().cpu().numpy() for p in params])
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_lbfgs_runs_on_every_device(line_search_fn, device):
+    points = []
+    for where in ("cpu", device):
+        xy = deepkern.nn.Parameter(deepkern.tensor(np.array([-1.5, 2.0]), device=where))
+        opt = optim.LBFGS([xy], max_iter=10, line_search_fn=line_search_fn)
+        for _ in range(3):
+            opt.step(rosenbrock_closure(opt, xy))
+        assert opt.state[xy]["d"].device == xy.device
+        points.append(xy.detach().cpu().numpy())
+    np.testing.assert_allclose(points[1], points[0], rtol=1e-12)
