@@ -1,17 +1,36 @@
 """Layers, losses and initialisers with PyTorch's names, defaults and semantics."""
 
 from . import functional, init, utils
-from .activation import GELU, Dropout, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from .activation import (
+    ELU,
+    GELU,
+    Dropout,
+    Hardtanh,
+    LeakyReLU,
+    LogSoftmax,
+    Mish,
+    PReLU,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softplus,
+    Tanh,
+)
 from .conv import AdaptiveAvgPool2d, AvgPool2d, Conv2d, MaxPool2d
 from .linear import Embedding, Flatten, Linear
 from .loss import (
+    BCELoss,
     BCEWithLogitsLoss,
     ContrastiveLoss,
     CosineEmbeddingLoss,
     CrossEntropyLoss,
+    HuberLoss,
+    KLDivLoss,
     L1Loss,
     MSELoss,
     NLLLoss,
+    SmoothL1Loss,
     TripletMarginLoss,
 )
 from .module import Module, ModuleList, Parameter, Sequential
@@ -37,6 +56,12 @@ __all__ = [
     "Tanh",
     "Sigmoid",
     "GELU",
+    "SiLU",
+    "ELU",
+    "Softplus",
+    "PReLU",
+    "Hardtanh",
+    "Mish",
     "Softmax",
     "LogSoftmax",
     "Dropout",
@@ -50,6 +75,10 @@ __all__ = [
     "CrossEntropyLoss",
     "NLLLoss",
     "BCEWithLogitsLoss",
+    "BCELoss",
+    "SmoothL1Loss",
+    "HuberLoss",
+    "KLDivLoss",
     "TripletMarginLoss",
     "ContrastiveLoss",
     "CosineEmbeddingLoss",

@@ -1,13 +1,30 @@
 """Activation layers and ``Dropout`` (PyTorch's signatures, defaults and reprs). ``inplace=True``
-is accepted and computes out of place (the result is the same)."""
+is accepted and computes out of place (the result is the same). ``PReLU`` holds its slopes as a
+parameter."""
 
 from __future__ import annotations
 
 from . import functional as F
-from ._layer import check_float, run_op
+from . import init
+from ._layer import check_float, empty_parameter, factory_kwargs, run_op
 from .module import Module
 
-__all__ = ["ReLU", "LeakyReLU", "Tanh", "Sigmoid", "GELU", "Softmax", "LogSoftmax", "Dropout"]
+__all__ = [
+    "ReLU",
+    "LeakyReLU",
+    "Tanh",
+    "Sigmoid",
+    "GELU",
+    "SiLU",
+    "ELU",
+    "Softplus",
+    "PReLU",
+    "Hardtanh",
+    "Mish",
+    "Softmax",
+    "LogSoftmax",
+    "Dropout",
+]
 
 
 def _inplace_repr(inplace: bool) -> str:
@@ -67,6 +84,101 @@ class GELU(Module):
 
     def extra_repr(self) -> str:
         return f"approximate={self.approximate!r}"
+
+
+class SiLU(Module):
+    """``x * sigmoid(x)``."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, input):
+        check_float(self, input)
+        return F.silu(input)
+
+    def extra_repr(self) -> str:
+        return _inplace_repr(self.inplace)
+
+
+class Mish(SiLU):
+    """``x * tanh(softplus(x))``."""
+
+    def forward(self, input):
+        check_float(self, input)
+        return F.mish(input)
+
+
+class ELU(Module):
+    """``x`` where positive, ``alpha * (exp(x) - 1)`` elsewhere."""
+
+    def __init__(self, alpha: float = 1.0, inplace: bool = False):
+        super().__init__()
+        self.alpha, self.inplace = alpha, inplace
+
+    def forward(self, input):
+        check_float(self, input)
+        return F.elu(input, self.alpha)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}" + (", inplace=True" if self.inplace else "")
+
+
+class Softplus(Module):
+    """``log(1 + exp(beta x)) / beta``, linear where ``beta x > threshold``."""
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0):
+        super().__init__()
+        if beta == 0:
+            raise ValueError("Softplus: beta must be non-zero, got 0")
+        self.beta, self.threshold = beta, threshold
+
+    def forward(self, input):
+        check_float(self, input)
+        return F.softplus(input, self.beta, self.threshold)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, threshold={self.threshold}"
+
+
+class Hardtanh(Module):
+    """``x`` clamped to [min_val, max_val]."""
+
+    def __init__(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False):
+        super().__init__()
+        if not min_val < max_val:
+            raise ValueError(f"Hardtanh: min_val must be less than max_val, got min_val={min_val}, max_val={max_val}")
+        self.min_val, self.max_val, self.inplace = min_val, max_val, inplace
+
+    def forward(self, input):
+        check_float(self, input)
+        return F.hardtanh(input, self.min_val, self.max_val)
+
+    def extra_repr(self) -> str:
+        return f"min_val={self.min_val}, max_val={self.max_val}" + (", inplace=True" if self.inplace else "")
+
+
+class PReLU(Module):
+    """``x`` where positive, ``weight * x`` elsewhere: one learnt slope (``num_parameters=1``) or
+    one per channel (dimension 1 of the input), each starting at ``init``."""
+
+    def __init__(self, num_parameters: int = 1, init: float = 0.25, device=None, dtype=None):
+        super().__init__()
+        if not (isinstance(num_parameters, int) and num_parameters >= 1):
+            raise ValueError(f"PReLU: num_parameters must be a positive integer, got {num_parameters!r}")
+        self.num_parameters, self.init = num_parameters, init
+        self.weight = empty_parameter((num_parameters,), **factory_kwargs("PReLU", dtype, device))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        init.constant_(self.weight, self.init)
+
+    def forward(self, input):
+        check_float(self, input, self.weight.dtype)
+        return run_op(self, F.prelu, input, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"num_parameters={self.num_parameters}"
 
 
 class Softmax(Module):

@@ -26,6 +26,12 @@ __all__ = [
     "adaptive_avg_pool2d",
     "relu",
     "leaky_relu",
+    "silu",
+    "elu",
+    "softplus",
+    "prelu",
+    "hardtanh",
+    "mish",
     "tanh",
     "sigmoid",
     "gelu",
@@ -35,6 +41,11 @@ __all__ = [
     "batch_norm",
     "embedding",
     "flatten",
+    "one_hot",
+    "pad",
+    "interpolate",
+    "normalize",
+    "cosine_similarity",
 ]
 
 
@@ -211,6 +222,172 @@ class LeakyRelu(Function):
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
     return LeakyRelu.apply(input, negative_slope=negative_slope)
+
+
+def _check_floating(op: str, input) -> None:
+    """TypeError naming ``op`` unless ``input`` is a floating-point tensor or array."""
+    dtype = np.dtype(getattr(_array(input), "dtype", np.float64))
+    if dtype.kind != "f":
+        raise TypeError(f"{op}: input must be a floating-point tensor, got dtype {dtype}")
+
+
+def _stable_sigmoid(x):
+    """1 / (1 + exp(-x)) with exp of a non-positive argument only (no overflow)."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+class Silu(Function):
+    """``x * sigmoid(x)``; d/dx = s (1 + x (1 - s))."""
+
+    @staticmethod
+    def forward(ctx, x):
+        s = _stable_sigmoid(x)
+        ctx.save_for_backward(x, s)
+        return x * s
+
+    @staticmethod
+    def backward(ctx, g):
+        x, s = ctx.saved_tensors
+        return g * (s * (1 + x * (1 - s)))
+
+
+def silu(input, inplace=False):
+    """SiLU (swish): ``input * sigmoid(input)``."""
+    _check_floating("silu", input)
+    return Silu.apply(input)
+
+
+class Elu(Function):
+    """``x`` where x > 0, ``alpha * (exp(x) - 1)`` elsewhere; d/dx = 1 or alpha * exp(x)."""
+
+    @staticmethod
+    def forward(ctx, x, alpha=1.0):
+        positive = x > 0
+        negative_part = alpha * np.expm1(np.minimum(x, 0))
+        ctx.save_for_backward(positive, negative_part)
+        ctx.alpha = alpha
+        return np.where(positive, x, negative_part).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        positive, negative_part = ctx.saved_tensors
+        return np.where(positive, g, g * (negative_part + ctx.alpha))
+
+
+def elu(input, alpha=1.0, inplace=False):
+    """ELU: ``input`` where positive, ``alpha * (exp(input) - 1)`` elsewhere."""
+    _check_floating("elu", input)
+    return Elu.apply(input, alpha=float(alpha))
+
+
+class Softplus(Function):
+    """``log(1 + exp(beta x)) / beta``, and ``x`` itself where ``beta x > threshold`` (PyTorch's
+    linear region); d/dx = sigmoid(beta x), 1 in the linear region."""
+
+    @staticmethod
+    def forward(ctx, x, beta=1.0, threshold=20.0):
+        z = x * beta
+        linear = z > threshold
+        ctx.save_for_backward(z, linear)
+        soft = np.log1p(np.exp(np.minimum(z, threshold))) / beta
+        return np.where(linear, x, soft).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        z, linear = ctx.saved_tensors
+        return np.where(linear, g, g * _stable_sigmoid(z))
+
+
+def softplus(input, beta=1.0, threshold=20.0):
+    """Softplus ``log(1 + exp(beta * input)) / beta``, linear where ``beta * input > threshold``."""
+    _check_floating("softplus", input)
+    if beta == 0:
+        raise ValueError("softplus: beta must be non-zero, got 0")
+    return Softplus.apply(input, beta=float(beta), threshold=float(threshold))
+
+
+class Prelu(Function):
+    """``x`` where x > 0, ``weight[c] * x`` elsewhere, ``c`` the channel (dimension 1; one weight
+    for every element when the weight has one)."""
+
+    @staticmethod
+    def forward(ctx, x, weight):
+        w = weight.reshape((1, -1) + (1,) * (x.ndim - 2)) if weight.size > 1 else weight.reshape(())
+        positive = x > 0
+        ctx.save_for_backward(x, w, positive)
+        ctx.weight_shape = weight.shape
+        return np.where(positive, x, w * x).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w, positive = ctx.saved_tensors
+        need_x, need_w = ctx.needs_input_grad
+        gx = np.where(positive, g, g * w) if need_x else None
+        gw = None
+        if need_w:
+            gw = np.where(positive, 0, g * x)
+            gw = gw.sum(axis=tuple(a for a in range(x.ndim) if a != 1)) if w.ndim else gw.sum()
+            gw = gw.reshape(ctx.weight_shape)
+        return gx, gw
+
+
+def prelu(input, weight):
+    """PReLU: ``input`` where positive, ``weight * input`` elsewhere, with one weight (any input)
+    or one per channel (dimension 1 of an input of 2 or more dimensions)."""
+    _check_floating("prelu", input)
+    shape, wshape = np.shape(_array(input)), np.shape(_array(weight))
+    n = int(np.prod(wshape))
+    if n != 1 and (len(shape) < 2 or n != shape[1]):
+        channels = shape[1] if len(shape) >= 2 else 1
+        raise ValueError(
+            f"prelu: weight of shape {wshape} has {n} elements, expected 1 or the {channels} channel(s) "
+            f"(dimension 1) of input of shape {shape}"
+        )
+    return Prelu.apply(input, weight)
+
+
+class Hardtanh(Function):
+    """``x`` clamped to [min_val, max_val]; the gradient passes strictly inside only (PyTorch)."""
+
+    @staticmethod
+    def forward(ctx, x, min_val=-1.0, max_val=1.0):
+        ctx.save_for_backward((x > min_val) & (x < max_val))
+        return np.clip(x, min_val, max_val).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        (inside,) = ctx.saved_tensors
+        return g * inside
+
+
+def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
+    """``input`` clamped to [min_val, max_val] (which must satisfy min_val < max_val)."""
+    _check_floating("hardtanh", input)
+    if not min_val < max_val:
+        raise ValueError(f"hardtanh: min_val must be less than max_val, got min_val={min_val}, max_val={max_val}")
+    return Hardtanh.apply(input, min_val=float(min_val), max_val=float(max_val))
+
+
+class Mish(Function):
+    """``x * tanh(softplus(x))``; d/dx = t + x sigmoid(x) (1 - t^2), t = tanh(softplus(x))."""
+
+    @staticmethod
+    def forward(ctx, x):
+        t = np.tanh(np.logaddexp(0, x)).astype(x.dtype, copy=False)
+        ctx.save_for_backward(x, t)
+        return x * t
+
+    @staticmethod
+    def backward(ctx, g):
+        x, t = ctx.saved_tensors
+        return g * (t + x * _stable_sigmoid(x) * (1 - t * t))
+
+
+def mish(input, inplace=False):
+    """Mish: ``input * tanh(softplus(input))``."""
+    _check_floating("mish", input)
+    return Mish.apply(input)
 
 
 class Gelu(Function):
@@ -429,6 +606,77 @@ def embedding(input, weight, padding_idx=None):
     return Embedding.apply(weight, idx, padding_idx=padding_idx)
 
 
+def one_hot(tensor, num_classes=-1):
+    """int64 one-hot rows: ``out[..., c] = 1`` where ``tensor[...] == c``, for class indices in
+    [0, num_classes); ``num_classes=-1`` takes the largest index plus one. Not differentiable."""
+    idx = _array(tensor)
+    idx = idx if hasattr(idx, "dtype") else backends.as_array(idx)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"one_hot: tensor must hold integer class indices, got dtype {idx.dtype}")
+    if num_classes == -1:
+        if idx.size == 0:
+            raise ValueError("one_hot: can not infer the number of classes from an empty tensor; pass num_classes")
+        num_classes = int(idx.max()) + 1
+    if not (isinstance(num_classes, (int, np.integer)) and num_classes >= 0):
+        raise ValueError(f"one_hot: num_classes must be -1 or a non-negative integer, got {num_classes!r}")
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= num_classes):
+        bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
+        raise ValueError(f"one_hot: class value {bad} is outside [0, {num_classes}) (num_classes={num_classes})")
+    classes = backends.to_device(np.arange(num_classes, dtype=np.int64), backends.device_of(idx))
+    return Tensor._wrap((idx[..., None] == classes).astype(np.int64))
+
+
+class VectorNorm(Function):
+    """||x||_p along ``dim`` (kept), for p > 0 or inf; the gradient is 0 where the norm is 0."""
+
+    @staticmethod
+    def forward(ctx, x, p=2.0, dim=-1):
+        norm = p_norm(x, p, dim)
+        ctx.save_for_backward(x, norm)
+        ctx.meta = (p, dim)
+        return norm
+
+    @staticmethod
+    def backward(ctx, g):
+        x, norm = ctx.saved_tensors
+        p, dim = ctx.meta
+        return p_norm_grad(x, norm, p, dim) * g
+
+
+def _check_p(op: str, p) -> float:
+    if not (isinstance(p, (int, float)) and p > 0):
+        raise ValueError(f"{op}: p must be a positive number or inf, got {p!r}")
+    return float(p)
+
+
+def normalize(input, p=2.0, dim=1, eps=1e-12):
+    """``input / max(||input||_p, eps)`` with the norm along ``dim`` (torch.nn.functional.normalize)."""
+    _check_floating("normalize", input)
+    x = input if isinstance(input, Tensor) else Tensor._wrap(input)
+    dim = _dim(dim, x.ndim, "normalize")
+    return x / VectorNorm.apply(x, p=_check_p("normalize", p), dim=dim).clamp(min=eps)
+
+
+def cosine_similarity(x1, x2, dim=1, eps=1e-8):
+    """The cosine of the angle between ``x1`` and ``x2`` (broadcast together) along ``dim``:
+    ``sum(x1 / max(||x1||, eps) * x2 / max(||x2||, eps))`` (torch.nn.functional.cosine_similarity)."""
+    a, b = (x if isinstance(x, Tensor) else Tensor._wrap(backends.as_array(x)) for x in (x1, x2))
+    for what, t in (("x1", a), ("x2", b)):
+        if t.dtype.kind != "f":
+            raise TypeError(f"cosine_similarity: {what} must be a floating-point tensor, got dtype {t.dtype}")
+    try:
+        shape = np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(
+            f"cosine_similarity: x1 of shape {a.shape} and x2 of shape {b.shape} do not broadcast"
+        ) from None
+    a, b = (t if t.shape == shape else t.expand(*shape) for t in (a, b))
+    dim = _dim(dim, len(shape), "cosine_similarity")
+    unit_a = a / VectorNorm.apply(a, p=2.0, dim=dim).clamp(min=eps)
+    unit_b = b / VectorNorm.apply(b, p=2.0, dim=dim).clamp(min=eps)
+    return (unit_a * unit_b).sum(dim)
+
+
 def flatten(input, start_dim=0, end_dim=-1):
     """Merges dimensions ``start_dim`` to ``end_dim`` (``torch.flatten``)."""
     t = input if isinstance(input, Tensor) else Tensor._wrap(input)
@@ -436,15 +684,22 @@ def flatten(input, start_dim=0, end_dim=-1):
 
 
 # The losses' functional forms live beside their modules (loss.py).
+from ._resample import interpolate, pad  # noqa: E402
 from .loss import (  # noqa: E402
+    binary_cross_entropy,
     binary_cross_entropy_with_logits,
     contrastive_loss,
     cosine_embedding_loss,
     cross_entropy,
+    huber_loss,
+    kl_div,
     l1_loss,
     mse_loss,
     nll_loss,
+    p_norm,
+    p_norm_grad,
     pairwise_distance,
+    smooth_l1_loss,
     triplet_margin_loss,
 )
 
@@ -454,6 +709,10 @@ __all__ += [
     "cross_entropy",
     "nll_loss",
     "binary_cross_entropy_with_logits",
+    "binary_cross_entropy",
+    "smooth_l1_loss",
+    "huber_loss",
+    "kl_div",
     "pairwise_distance",
     "triplet_margin_loss",
     "contrastive_loss",

@@ -11,6 +11,8 @@ shapes or values, e.g. ``CrossEntropyLoss: target 12 is out of range for 10 clas
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ..autograd import Function
@@ -25,6 +27,10 @@ __all__ = [
     "cross_entropy",
     "nll_loss",
     "binary_cross_entropy_with_logits",
+    "binary_cross_entropy",
+    "smooth_l1_loss",
+    "huber_loss",
+    "kl_div",
     "pairwise_distance",
     "triplet_margin_loss",
     "contrastive_loss",
@@ -34,6 +40,10 @@ __all__ = [
     "CrossEntropyLoss",
     "NLLLoss",
     "BCEWithLogitsLoss",
+    "BCELoss",
+    "SmoothL1Loss",
+    "HuberLoss",
+    "KLDivLoss",
     "TripletMarginLoss",
     "ContrastiveLoss",
     "CosineEmbeddingLoss",
@@ -94,41 +104,83 @@ def _reduce_tensor(loss, reduction):
 # ---------------------------------------------------------------------------------------------
 
 
+def _pointwise_difference(kind, diff, beta):
+    """The elementwise loss of ``diff = input - target``: 'mse' diff^2; 'l1' |diff|; 'smooth_l1'
+    0.5 diff^2 / beta where |diff| < beta, else |diff| - beta / 2 (|diff| when beta is 0);
+    'huber' 0.5 diff^2 where |diff| < beta (delta), else beta (|diff| - beta / 2)."""
+    if kind == "mse":
+        return diff * diff
+    a = np.abs(diff)
+    if kind == "l1":
+        return a
+    quadratic = a < beta
+    with np.errstate(invalid="ignore", divide="ignore"):  # beta 0: no quadratic part
+        if kind == "smooth_l1":
+            return np.where(quadratic, 0.5 * diff * diff / beta, a - 0.5 * beta).astype(diff.dtype, copy=False)
+        return np.where(quadratic, 0.5 * diff * diff, beta * (a - 0.5 * beta)).astype(diff.dtype, copy=False)
+
+
+def _pointwise_difference_grad(kind, diff, beta, scale):
+    """d loss / d input of :func:`_pointwise_difference`, times ``scale``."""
+    if kind == "mse":
+        return (2 * scale) * diff
+    if kind == "l1" or (kind == "smooth_l1" and beta == 0):
+        return scale * np.sign(diff)
+    if kind == "smooth_l1":
+        return scale * np.clip(diff / beta, -1, 1)
+    return scale * np.clip(diff, -beta, beta)
+
+
 class _DifferenceLoss(Function):
-    """(input - target)^2 (``squared``, MSE) or |input - target| (L1; gradient 0 at 0), reduced."""
+    """A loss of ``input - target`` elementwise (see :func:`_pointwise_difference`), reduced."""
 
     @staticmethod
-    def forward(ctx, input, target, reduction="mean", squared=True):
+    def forward(ctx, input, target, reduction="mean", kind="mse", beta=1.0):
         diff = input - target.astype(input.dtype, copy=False)
         ctx.save_for_backward(diff)
-        ctx.meta = (reduction, squared)
-        return _reduce(diff * diff if squared else np.abs(diff), reduction)
+        ctx.meta = (reduction, kind, beta)
+        return _reduce(_pointwise_difference(kind, diff, beta), reduction)
 
     @staticmethod
     def backward(ctx, g):
         (diff,) = ctx.saved_tensors
-        reduction, squared = ctx.meta
-        scale = _grad_scale(g, reduction, diff.size)
-        grad = (2 * scale) * diff if squared else scale * np.sign(diff)
+        reduction, kind, beta = ctx.meta
+        grad = _pointwise_difference_grad(kind, diff, beta, _grad_scale(g, reduction, diff.size))
         return grad, (-grad if ctx.needs_input_grad[1] else None)
 
 
-def _difference(name, input, target, reduction, squared):
+def _difference(name, input, target, reduction, kind, beta=1.0):
     _check_reduction(name, reduction)
     x, t = _arr(input), _arr(target)
     _float_input(name, "input", x)
     _same_shape(name, x, t)
-    return _DifferenceLoss.apply(input, target, reduction=reduction, squared=squared)
+    if kind == "smooth_l1" and beta < 0:
+        raise ValueError(f"{name}: beta must be >= 0, got {beta}")
+    if kind == "huber" and not beta > 0:
+        raise ValueError(f"{name}: delta must be > 0, got {beta}")
+    return _DifferenceLoss.apply(input, target, reduction=reduction, kind=kind, beta=float(beta))
 
 
 def mse_loss(input, target, reduction="mean"):
     """Mean squared error: (input - target)^2, reduced. Shapes must match."""
-    return _difference("mse_loss", input, target, reduction, True)
+    return _difference("mse_loss", input, target, reduction, "mse")
 
 
 def l1_loss(input, target, reduction="mean"):
     """Mean absolute error: |input - target|, reduced (gradient sign(input - target), 0 at 0)."""
-    return _difference("l1_loss", input, target, reduction, False)
+    return _difference("l1_loss", input, target, reduction, "l1")
+
+
+def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
+    """0.5 d^2 / beta where |d| < beta, |d| - beta / 2 elsewhere, d = input - target, reduced
+    (torch.nn.functional.smooth_l1_loss; beta 0 is the L1 loss)."""
+    return _difference("smooth_l1_loss", input, target, reduction, "smooth_l1", beta)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0):
+    """0.5 d^2 where |d| < delta, delta (|d| - delta / 2) elsewhere, d = input - target, reduced
+    (torch.nn.functional.huber_loss; delta times smooth_l1_loss with beta = delta)."""
+    return _difference("huber_loss", input, target, reduction, "huber", delta)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,8 +394,15 @@ def _bce_with_logits(name, input, target, weight, reduction, pos_weight):
     x, t = _arr(input), _arr(target)
     _float_input(name, "input", x)
     _same_shape(name, x, t)
-    extras = {}
-    for what, value in (("weight", weight), ("pos_weight", pos_weight)):
+    extras = _broadcast_constants(name, x, weight=weight, pos_weight=pos_weight)
+    return _BCEWithLogits.apply(input, target, reduction=reduction, **extras)
+
+
+def _broadcast_constants(name, x, **values):
+    """The given (not None) ``values`` as arrays of ``x``'s dtype, each checked to broadcast to
+    ``x``'s shape; ValueError naming ``name``, the value and the shapes otherwise."""
+    arrays = {}
+    for what, value in values.items():
         if value is None:
             continue
         value = _arr(value)
@@ -354,13 +413,149 @@ def _bce_with_logits(name, input, target, weight, reduction, pos_weight):
             raise ValueError(
                 f"{name}: {what} of shape {value.shape} does not broadcast to input shape {x.shape}"
             ) from None
-        extras[what] = value.astype(x.dtype, copy=False)
-    return _BCEWithLogits.apply(input, target, reduction=reduction, **extras)
+        arrays[what] = value.astype(x.dtype, copy=False)
+    return arrays
+
+
+class _BCE(Function):
+    """-weight [y log(x) + (1 - y) log(1 - x)] for probabilities x, each log clamped at -100 (so
+    x = 0 or 1 gives a finite loss, as PyTorch); d/dx = weight (x - y) / max(x (1 - x), 1e-12)."""
+
+    @staticmethod
+    def forward(ctx, x, y, weight=None, reduction="mean"):
+        y = y.astype(x.dtype, copy=False)
+        with np.errstate(divide="ignore"):
+            log_x, log_1mx = np.maximum(np.log(x), -100), np.maximum(np.log1p(-x), -100)
+        loss = (y - 1) * log_1mx - y * log_x
+        if weight is not None:
+            loss = loss * weight
+        ctx.save_for_backward(x, y, log_x, log_1mx)
+        ctx.meta = (weight, reduction)
+        return _reduce(loss.astype(x.dtype, copy=False), reduction)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y, log_x, log_1mx = ctx.saved_tensors
+        weight, reduction = ctx.meta
+        scale = _grad_scale(g, reduction, x.size)
+        if weight is not None:
+            scale = scale * weight
+        grad_x = grad_y = None
+        if ctx.needs_input_grad[0]:
+            grad_x = np.broadcast_to(scale * (x - y) / np.maximum((1 - x) * x, 1e-12), x.shape)
+        if ctx.needs_input_grad[1]:
+            grad_y = np.broadcast_to(scale * (log_1mx - log_x), x.shape)
+        return grad_x, grad_y, None
+
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+    """Binary cross entropy of probabilities ``input`` in [0, 1] against ``target`` in [0, 1]
+    (torch.nn.functional.binary_cross_entropy): -weight [y log(x) + (1 - y) log(1 - x)], each log
+    clamped at -100. ``weight`` (a constant) broadcasts against input."""
+    return _bce("binary_cross_entropy", input, target, weight, reduction)
+
+
+def _bce(name, input, target, weight, reduction):
+    _check_reduction(name, reduction)
+    x, t = _arr(input), _arr(target)
+    _float_input(name, "input", x)
+    _same_shape(name, x, t)
+    for what, a in (("input", x), ("target", t)):
+        outside = (a < 0) | (a > 1)
+        if outside.any():
+            raise ValueError(f"{name}: all elements of {what} should be between 0 and 1, got {a[outside].flat[0]!r}")
+    return _BCE.apply(input, target, reduction=reduction, **_broadcast_constants(name, x, weight=weight))
+
+
+class _KLDiv(Function):
+    """target (log target - input) pointwise, 0 where target is 0 (``input`` holds
+    log-probabilities; with ``log_target`` the target does too: exp(t) (t - input))."""
+
+    @staticmethod
+    def forward(ctx, x, t, reduction="mean", log_target=False):
+        t = t.astype(x.dtype, copy=False)
+        if log_target:
+            loss = np.exp(t) * (t - x)
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                loss = np.where(t == 0, 0, t * np.log(t)) - t * x  # xlogy(t, t) - t x
+        denom = x.shape[0] if reduction == "batchmean" and x.ndim else x.size
+        reduction = "mean" if reduction == "batchmean" else reduction  # a mean over dimension 0
+        ctx.save_for_backward(x, t)
+        ctx.meta = (reduction, log_target, denom)
+        return _reduce(loss.astype(x.dtype, copy=False), reduction, denom)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, t = ctx.saved_tensors
+        reduction, log_target, denom = ctx.meta
+        scale = _grad_scale(g, reduction, denom)
+        p = np.exp(t) if log_target else t
+        grad_x = -p * scale if ctx.needs_input_grad[0] else None
+        grad_t = None
+        if ctx.needs_input_grad[1]:
+            if log_target:
+                grad_t = p * (t - x + 1) * scale
+            else:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    grad_t = np.where(t > 0, np.log(t) + 1 - x, 0) * scale
+        return grad_x, grad_t
+
+
+def kl_div(input, target, reduction="mean", log_target=False):
+    """Kullback-Leibler divergence of ``target`` from ``input`` (log-probabilities), pointwise
+    target (log target - input) (torch.nn.functional.kl_div). ``reduction`` 'batchmean' divides
+    the sum by the batch size (dimension 0) and gives the divergence itself; 'mean' divides by the
+    element count."""
+    return _kl_div("kl_div", input, target, reduction, log_target)
+
+
+def _kl_div(name, input, target, reduction, log_target):
+    if reduction not in _REDUCTIONS + ("batchmean",):
+        raise ValueError(f"{name}: reduction must be 'mean', 'batchmean', 'sum' or 'none', got {reduction!r}")
+    x, t = _arr(input), _arr(target)
+    _float_input(name, "input", x)
+    _same_shape(name, x, t)
+    if reduction == "mean":
+        warnings.warn(
+            f"{name}: reduction 'mean' divides the total loss by both the batch size and the support size; "
+            "'batchmean' divides only by the batch size, which is the KL divergence's definition",
+            UserWarning,
+            stacklevel=3,
+        )
+    return _KLDiv.apply(input, target, reduction=reduction, log_target=bool(log_target))
 
 
 # ---------------------------------------------------------------------------------------------
 # Metric-learning losses
 # ---------------------------------------------------------------------------------------------
+
+
+def p_norm(a, p: float, axis: int):
+    """||a||_p along ``axis`` (kept), for p > 0 or inf."""
+    if p == 2:
+        return np.sqrt((a * a).sum(axis=axis, keepdims=True))
+    if p == 1:
+        return np.abs(a).sum(axis=axis, keepdims=True)
+    if p == np.inf:
+        return np.abs(a).max(axis=axis, keepdims=True)
+    return (np.abs(a) ** p).sum(axis=axis, keepdims=True) ** (1.0 / p)
+
+
+def p_norm_grad(a, norm, p: float, axis: int):
+    """d ||a||_p / d a for :func:`p_norm`'s ``norm``; 0 where the norm is 0 (PyTorch's choice),
+    and for p = inf shared equally by the elements of largest magnitude."""
+    safe = np.where(norm == 0, 1, norm)
+    if p == 2:
+        d = a / safe
+    elif p == 1:
+        d = np.sign(a)
+    elif p == np.inf:
+        top = np.abs(a) == norm
+        d = np.sign(a) * top / top.sum(axis=axis, keepdims=True)
+    else:
+        d = np.sign(a) * (np.abs(a) / safe) ** (p - 1)
+    return np.where(norm == 0, 0, d).astype(a.dtype, copy=False)
 
 
 class _PairwiseDistance(Function):
@@ -369,12 +564,7 @@ class _PairwiseDistance(Function):
     @staticmethod
     def forward(ctx, x1, x2, p=2.0, eps=1e-6, keepdim=False):
         diff = x1 - x2 + x1.dtype.type(eps)
-        if p == 2:
-            norm = np.sqrt((diff * diff).sum(axis=-1, keepdims=True))
-        elif p == 1:
-            norm = np.abs(diff).sum(axis=-1, keepdims=True)
-        else:
-            norm = (np.abs(diff) ** p).sum(axis=-1, keepdims=True) ** (1.0 / p)
+        norm = p_norm(diff, p, -1)
         ctx.save_for_backward(diff, norm)
         ctx.meta = (p, keepdim, np.shape(x1), np.shape(x2))
         return norm if keepdim else norm[..., 0]
@@ -383,15 +573,7 @@ class _PairwiseDistance(Function):
     def backward(ctx, g):
         diff, norm = ctx.saved_tensors
         p, keepdim, shape1, shape2 = ctx.meta
-        g = g if keepdim else g[..., None]
-        safe = np.where(norm == 0, 1, norm)
-        if p == 2:
-            d = diff / safe
-        elif p == 1:
-            d = np.sign(diff)
-        else:
-            d = np.sign(diff) * (np.abs(diff) / safe) ** (p - 1)
-        d = np.where(norm == 0, 0, d) * g
+        d = p_norm_grad(diff, norm, p, -1) * (g if keepdim else g[..., None])
         return (
             unbroadcast(d, shape1) if ctx.needs_input_grad[0] else None,
             unbroadcast(-d, shape2) if ctx.needs_input_grad[1] else None,
@@ -511,14 +693,14 @@ class MSELoss(_Loss):
     """Mean squared error (torch.nn.MSELoss)."""
 
     def forward(self, input, target):
-        return _difference("MSELoss", input, target, self.reduction, True)
+        return _difference("MSELoss", input, target, self.reduction, "mse")
 
 
 class L1Loss(_Loss):
     """Mean absolute error (torch.nn.L1Loss)."""
 
     def forward(self, input, target):
-        return _difference("L1Loss", input, target, self.reduction, False)
+        return _difference("L1Loss", input, target, self.reduction, "l1")
 
 
 class CrossEntropyLoss(_Loss):
@@ -592,3 +774,49 @@ class CosineEmbeddingLoss(_Loss):
 
     def forward(self, x1, x2, target):
         return _cosine_embedding("CosineEmbeddingLoss", x1, x2, target, self.margin, self.reduction)
+
+
+class BCELoss(_Loss):
+    """See :func:`binary_cross_entropy`; ``weight`` is a buffer."""
+
+    def __init__(self, weight=None, reduction="mean"):
+        super().__init__(reduction)
+        self.register_buffer("weight", _as_buffer(weight))
+
+    def forward(self, input, target):
+        return _bce("BCELoss", input, target, self.weight, self.reduction)
+
+
+class SmoothL1Loss(_Loss):
+    """See :func:`smooth_l1_loss`."""
+
+    def __init__(self, reduction="mean", beta=1.0):
+        super().__init__(reduction)
+        self.beta = float(beta)
+
+    def forward(self, input, target):
+        return _difference("SmoothL1Loss", input, target, self.reduction, "smooth_l1", self.beta)
+
+
+class HuberLoss(_Loss):
+    """See :func:`huber_loss`."""
+
+    def __init__(self, reduction="mean", delta=1.0):
+        super().__init__(reduction)
+        self.delta = float(delta)
+
+    def forward(self, input, target):
+        return _difference("HuberLoss", input, target, self.reduction, "huber", self.delta)
+
+
+class KLDivLoss(Module):
+    """See :func:`kl_div`; ``reduction`` may also be 'batchmean'."""
+
+    def __init__(self, reduction="mean", log_target=False):
+        super().__init__()
+        if reduction not in _REDUCTIONS + ("batchmean",):
+            raise ValueError(f"KLDivLoss: reduction must be 'mean', 'batchmean', 'sum' or 'none', got {reduction!r}")
+        self.reduction, self.log_target = reduction, bool(log_target)
+
+    def forward(self, input, target):
+        return _kl_div("KLDivLoss", input, target, self.reduction, self.log_target)

@@ -5,7 +5,7 @@ with one call of the fused kernel ``deepkern.ops.adam_step_multi``."""
 from __future__ import annotations
 
 from .. import ops
-from .optimizer import Optimizer, _check_nonnegative
+from .optimizer import Optimizer, _adam_defaults
 
 __all__ = ["Adam", "AdamW"]
 
@@ -26,23 +26,15 @@ class Adam(Optimizer):
         maximize=False,
         decoupled_weight_decay=False,
     ):
-        _check_nonnegative(lr, "learning rate")
-        _check_nonnegative(eps, "epsilon value")
-        if len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        for i, beta in enumerate(betas):
-            if not 0.0 <= beta < 1.0:
-                raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
-        _check_nonnegative(weight_decay, "weight_decay value")
-        defaults = {
-            "lr": lr,
-            "betas": (float(betas[0]), float(betas[1])),
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "amsgrad": amsgrad,
-            "maximize": maximize,
-            "decoupled_weight_decay": decoupled_weight_decay,
-        }
+        defaults = _adam_defaults(
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            decoupled_weight_decay=decoupled_weight_decay,
+        )
         super().__init__(params, defaults)
 
     def _step_group(self, group, params, param_arrays, grad_arrays):

@@ -46,6 +46,35 @@ def _array_of_state(value, param: Tensor, where: str):
     return to_device(arr, param.device).astype(param.dtype, order="C", copy=True)
 
 
+def _copy_state_value(value):
+    """A state entry for a state dict: Tensors (also inside lists) copied, the rest deep-copied."""
+    if isinstance(value, Tensor):
+        return Tensor._wrap(value._array.copy())
+    if isinstance(value, list):
+        return [_copy_state_value(v) for v in value]
+    return copy.deepcopy(value)
+
+
+def _scalar_of(value) -> float:
+    """A loaded scalar state entry (a number, a 0-d array or tensor of any library) as a float."""
+    return float(np.asarray(value.numpy() if hasattr(value, "numpy") else value))
+
+
+def _adam_defaults(lr, betas, eps, weight_decay, **options) -> dict:
+    """The defaults of an Adam-like optimizer after torch's checks (``lr``, ``eps``,
+    ``weight_decay`` >= 0; ``betas`` a pair, each in [0, 1)), followed by its other ``options``."""
+    _check_nonnegative(lr, "learning rate")
+    _check_nonnegative(eps, "epsilon value")
+    if len(betas) != 2:
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    for i, beta in enumerate(betas):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
+    _check_nonnegative(weight_decay, "weight_decay value")
+    betas = (float(betas[0]), float(betas[1]))
+    return {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, **options}
+
+
 class Optimizer:
     """Base class of optimizers.
 
@@ -204,6 +233,18 @@ class Optimizer:
 
     # -- state dicts ---------------------------------------------------------------------------
 
+    #: state entries that are Python floats here (torch may save them as 0-d tensors)
+    _scalar_state = ("step",)
+
+    def _loaded_state(self, name: str, value, param: Tensor, where: str):
+        """One loaded state entry of ``param``: a scalar entry as a float, plain values as they are,
+        arrays as a copy of ``param``'s shape, dtype and device."""
+        if name in self._scalar_state:
+            return _scalar_of(value)
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        return Tensor._wrap(_array_of_state(value, param, where))
+
     def state_dict(self) -> dict:
         """``{"state": {index: {name: value}}, "param_groups": [{..., "params": [index, ...]}]}``
         (torch's layout); state arrays are copies, so the dict does not change as training goes on."""
@@ -218,10 +259,7 @@ class Optimizer:
         state = {}
         for p, entry in self.state.items():
             if id(p) in index:
-                state[index[id(p)]] = {
-                    k: (Tensor._wrap(v._array.copy()) if isinstance(v, Tensor) else copy.deepcopy(v))
-                    for k, v in entry.items()
-                }
+                state[index[id(p)]] = {k: _copy_state_value(v) for k, v in entry.items()}
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -249,15 +287,9 @@ class Optimizer:
                 state[key] = copy.deepcopy(entry)
                 continue
             param = id_map[key]
-            loaded = {}
-            for name, value in entry.items():
-                if name == "step":
-                    loaded[name] = float(np.asarray(value.numpy() if hasattr(value, "numpy") else value))
-                elif value is None or isinstance(value, (bool, int, float, str)):
-                    loaded[name] = value
-                else:
-                    loaded[name] = Tensor._wrap(_array_of_state(value, param, f"state[{key}][{name!r}]"))
-            state[param] = loaded
+            state[param] = {
+                name: self._loaded_state(name, value, param, f"state[{key}][{name!r}]") for name, value in entry.items()
+            }
         for g, s in zip(groups, saved_groups):
             s["params"] = g["params"]
             if "param_names" in g and "param_names" not in s:
