@@ -201,16 +201,23 @@ class Sqrt(Function):
         return g / (2 * out)
 
 
-class Abs(Function):
-    @staticmethod
+def _pointwise(name: str, f, derivative):
+    """A Function computing ``f(a)`` elementwise whose backward is ``g * derivative(a)``."""
+
     def forward(ctx, a):
         ctx.save_for_backward(a)
-        return np.abs(a)
+        return f(a)
 
-    @staticmethod
     def backward(ctx, g):
         (a,) = ctx.saved_tensors
-        return g * np.sign(a)
+        return g * derivative(a)
+
+    return type(name, (Function,), {"forward": staticmethod(forward), "backward": staticmethod(backward)})
+
+
+Abs = _pointwise("Abs", np.abs, np.sign)
+Sin = _pointwise("Sin", np.sin, np.cos)
+Cos = _pointwise("Cos", np.cos, lambda a: -np.sin(a))
 
 
 class Tanh(Function):
@@ -468,3 +475,183 @@ class Where(Function):
             unbroadcast(np.where(cond, g, 0), sa) if ctx.needs_input_grad[1] else None,
             unbroadcast(np.where(cond, 0, g), sb) if ctx.needs_input_grad[2] else None,
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# More elementwise math, scans, gathers and scatters, norms, einsum
+# ---------------------------------------------------------------------------------------------
+
+
+class Maximum(Function):
+    """Elementwise max (``minimum``: min) with broadcasting; a tie gives each operand half the
+    gradient, as PyTorch does."""
+
+    @staticmethod
+    def forward(ctx, a, b, minimum=False):
+        ctx.save_for_backward(a, b)
+        ctx.minimum = minimum
+        return np.minimum(a, b) if minimum else np.maximum(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        wins = (a < b) if ctx.minimum else (a > b)
+        share = wins + 0.5 * (a == b)
+        ga = unbroadcast(g * share, _shape_of(a)) if ctx.needs_input_grad[0] else None
+        gb = unbroadcast(g * (1 - share), _shape_of(b)) if ctx.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Cumsum(Function):
+    """Running sum along ``dim``; integer and bool inputs sum in int64, as PyTorch's."""
+
+    @staticmethod
+    def forward(ctx, a, dim):
+        ctx.dim = dim
+        dtype = np.int64 if a.dtype.kind in "biu" else a.dtype
+        return np.cumsum(a, axis=dim, dtype=dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        # d out_j / d a_i = 1 for j >= i: the running sum of g from the end
+        return np.flip(np.cumsum(np.flip(g, ctx.dim), axis=ctx.dim), ctx.dim)
+
+
+def along_axis_key(index, dim: int) -> tuple:
+    """The integer-array key that picks ``a[i0, ..., index[i], ..., ik]`` for every position ``i`` of
+    ``index`` (PyTorch's gather/scatter addressing), with host ``arange``s on the other axes."""
+    key = []
+    for d, n in enumerate(index.shape):
+        if d == dim:
+            key.append(index)
+        else:
+            shape = [1] * index.ndim
+            shape[d] = n
+            key.append(np.arange(n).reshape(shape))
+    return tuple(key)
+
+
+class Gather(Function):
+    """``out[i][j][k] = a[i][index[i][j][k]][k]`` (dim 1; likewise for the others). The gradient is
+    added back at the same places, summed where ``index`` repeats; ``unique`` (sort, topk: it never
+    repeats, and matches ``a`` in the other dims) writes it with ``put_along_axis`` instead."""
+
+    @staticmethod
+    def forward(ctx, a, index, dim, unique=False):
+        ctx.meta = (a.shape, a.dtype, dim, unique)
+        ctx.save_for_backward(index)
+        if unique:
+            return np.take_along_axis(a, index, dim)
+        return as_array(a[along_axis_key(index, dim)])
+
+    @staticmethod
+    def backward(ctx, g):
+        (index,) = ctx.saved_tensors
+        shape, dtype, dim, unique = ctx.meta
+        grad = backend_of(g, op="GatherBackward").zeros(shape, dtype)
+        if unique:
+            np.put_along_axis(grad, index, g, dim)
+        else:
+            np.add.at(grad, along_axis_key(index, dim), g)
+        return grad, None
+
+
+class Scatter(Function):
+    """``a`` with ``src``'s elements (its leading ``index.shape`` block) written at ``index`` along
+    ``dim`` (``add``: added there, summed where ``index`` repeats). ``src`` may be a number."""
+
+    @staticmethod
+    def forward(ctx, a, index, src, dim, add=False):
+        key = along_axis_key(index, dim)
+        values = src if np.ndim(src) == 0 else src[tuple(slice(0, n) for n in index.shape)]
+        ctx.meta = (key, _shape_of(src), index.shape, add)
+        out = a.copy()
+        if add:
+            np.add.at(out, key, values)
+        else:
+            out[key] = values
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        key, src_shape, index_shape, add = ctx.meta
+        grad_a = grad_src = None
+        if ctx.needs_input_grad[0]:
+            grad_a = g if add else g.copy()
+            if not add:
+                grad_a[key] = 0
+        if ctx.needs_input_grad[2]:
+            grad_src = backend_of(g, op="ScatterBackward").zeros(src_shape, g.dtype)
+            grad_src[tuple(slice(0, n) for n in index_shape)] = g[key]
+        return grad_a, None, grad_src
+
+
+class Norm(Function):
+    """The ``p``-norm over ``axes`` (a positive number or inf): sum(|a|^p)^(1/p), or max |a|. At a
+    zero norm the gradient is 0 (PyTorch's subgradient); ties of the inf-norm share it evenly."""
+
+    @staticmethod
+    def forward(ctx, a, p, axes, keepdim):
+        absolute = np.abs(a)
+        if np.isinf(p):
+            out = absolute.max(axis=axes, keepdims=True)
+        elif p == 1:
+            out = absolute.sum(axis=axes, keepdims=True)
+        else:
+            out = np.power(np.power(absolute, p).sum(axis=axes, keepdims=True), 1.0 / p)
+        out = as_array(out).astype(a.dtype, copy=False)
+        ctx.save_for_backward(a, out)
+        ctx.meta = (p, axes, keepdim)
+        return out if keepdim else as_array(np.squeeze(out, axis=axes))
+
+    @staticmethod
+    def backward(ctx, g):
+        a, out = ctx.saved_tensors
+        p, axes, keepdim = ctx.meta
+        if not keepdim:
+            g = np.reshape(g, out.shape)
+        sign = np.sign(a)
+        if np.isinf(p):
+            ties = np.abs(a) == out
+            return sign * ties * (g / ties.sum(axis=axes, keepdims=True))
+        if p == 1:
+            return sign * g
+        safe = np.where(out == 0, 1, out)
+        scale = np.where(out == 0, 0, g / np.power(safe, p - 1))
+        return sign * np.power(np.abs(a), p - 1) * scale
+
+
+class Einsum(Function):
+    """``np.einsum`` on explicit subscripts (``"ij,jk->ik"``: no ellipsis; see tensor.einsum, which
+    writes them out). Each operand's gradient is the einsum of the output's gradient with the other
+    operands; a letter only that operand has (summed away) is broadcast back, and a letter it repeats
+    (a diagonal) is refused by the backward."""
+
+    @staticmethod
+    def forward(ctx, *operands, subscripts):
+        ctx.save_for_backward(*operands)
+        ctx.subscripts = subscripts
+        return as_array(np.einsum(subscripts, *operands))
+
+    @staticmethod
+    def backward(ctx, g):
+        operands = ctx.saved_tensors
+        inputs, output = ctx.subscripts.split("->")
+        terms = inputs.split(",")
+        grads = []
+        for k, (term, a) in enumerate(zip(terms, operands)):
+            if not ctx.needs_input_grad[k]:
+                grads.append(None)
+                continue
+            if len(set(term)) != len(term):
+                raise NotImplementedError(
+                    f"einsum: the gradient of operand {k} ({term!r}, a repeated index) is not supported"
+                )
+            others = [t for i, t in enumerate(terms) if i != k]
+            present = set(output).union(*others)
+            kept = "".join(c for c in term if c in present)
+            spec = ",".join([output, *others]) + "->" + kept
+            partial = np.einsum(spec, g, *(o for i, o in enumerate(operands) if i != k))
+            shape = tuple(n if c in present else 1 for c, n in zip(term, a.shape))
+            grads.append(np.broadcast_to(np.reshape(as_array(partial), shape), a.shape).astype(a.dtype))
+        return tuple(grads)
