@@ -921,3 +921,44 @@ def test_load_accepts_map_location(tmp_path, device):
         assert loaded["meta"]["step"] == 2
     with raises_naming(TypeError, "map_location", "3"):
         dk.load(path, map_location=3)
+
+
+# ---------------------------------------------------------------------------------------------
+# The GPU's NumPy dispatch (tests/cuda_standin.py: host memory behind the CUDA module's op tables)
+# ---------------------------------------------------------------------------------------------
+
+# Cases that compute with a NumPy function the GPU dispatch lacks, and the error they raise there.
+NOT_ON_GPU = {
+    **{n: "np.argsort" for n in CASES if n.startswith(("sort", "argsort", "topk"))},
+    **{n: "np.cumsum" for n in CASES if n.startswith("cumsum")},
+    **{n: "np.einsum" for n in CASES if n.startswith("einsum")},
+    **{n: "gemm" for n in ("matmul", "matmul_1d", "bmm")},  # the real GPU backend has it, the stand-in not
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_op_on_the_gpu_dispatch_matches_the_cpu(name, rng, monkeypatch):
+    """On the CUDA arrays' NumPy dispatch the op gives the CPU's values and gradients, or (for the
+    NumPy functions that have no GPU kernel yet) NotImplementedError naming the function."""
+    cuda_standin = pytest.importorskip("cuda_standin", exc_type=ImportError)
+    monkeypatch.setitem(dk.backends._BACKENDS, "standin", cuda_standin.StandInBackend())
+    fn, _, shape = CASES[name]
+    x = _inputs(rng, shape)
+    grads, values = [], []
+    for device in ("cpu", "standin"):
+        t = dk.tensor(x, requires_grad=name not in NOT_DIFFERENTIABLE, device=device)
+        if device == "standin" and name in NOT_ON_GPU:
+            with raises_naming(NotImplementedError, NOT_ON_GPU[name]):
+                fn(dk, t)
+            return
+        outs = _outputs(fn(dk, t))
+        values.append([to_host(o._array) for o in outs])
+        if name not in NOT_DIFFERENTIABLE:
+            w = [np.linspace(-1, 1, o.numel()).reshape(o.shape) for o in outs]
+            sum((o * dk.tensor(wi, device=device)).sum() for o, wi in zip(outs, w) if o.requires_grad).backward()
+            grads.append(to_host(t.grad._array))
+    for cpu, gpu in zip(*values):
+        np.testing.assert_allclose(gpu, cpu, rtol=1e-12, atol=1e-14)
+        assert gpu.dtype == cpu.dtype
+    if grads:
+        np.testing.assert_allclose(grads[1], grads[0], rtol=1e-12, atol=1e-14)

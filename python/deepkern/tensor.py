@@ -873,7 +873,8 @@ class Tensor:
         if not descending:
             order = np.argsort(a, axis=axis, kind="stable")
         else:  # the stable ascending order of the reversed tensor, reversed, counts from the end
-            order = (a.shape[axis] - 1) - np.flip(np.argsort(np.flip(a, axis), axis=axis, kind="stable"), axis)
+            reverse_order = np.argsort(F.reversed_along(a, axis), axis=axis, kind="stable")
+            order = (a.shape[axis] - 1) - F.reversed_along(reverse_order, axis)
         return Tensor._wrap(as_array(order).astype(np.int64, copy=False))
 
     def sort(self, dim=-1, descending=False, stable=False):
@@ -965,7 +966,7 @@ class Tensor:
         if arr.size and not (int(arr.min()) >= 0 and int(arr.max()) < size):
             bad = int(arr.min()) if int(arr.min()) < 0 else int(arr.max())
             raise IndexError(f"index_select: index {bad} is out of bounds for dimension {axis} with size {size}")
-        return F.Index.apply(self, (slice(None),) * axis + (arr.astype(np.int64, copy=False),))
+        return F.IndexSelect.apply(self, arr.astype(np.int64, copy=False), axis)
 
     def _dim(self, dim, what: str) -> int:
         """``dim`` as an axis in [0, ndim) (a 0-d tensor takes -1 and 0); IndexError naming ``what``."""

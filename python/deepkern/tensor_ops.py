@@ -502,6 +502,11 @@ class Maximum(Function):
         return ga, gb
 
 
+def reversed_along(x, axis: int):
+    """``x`` in reverse order along ``axis`` (a view: a negative-step slice, which every backend has)."""
+    return x[(slice(None),) * axis + (slice(None, None, -1),)]
+
+
 class Cumsum(Function):
     """Running sum along ``dim``; integer and bool inputs sum in int64, as PyTorch's."""
 
@@ -514,7 +519,7 @@ class Cumsum(Function):
     @staticmethod
     def backward(ctx, g):
         # d out_j / d a_i = 1 for j >= i: the running sum of g from the end
-        return np.flip(np.cumsum(np.flip(g, ctx.dim), axis=ctx.dim), ctx.dim)
+        return reversed_along(np.cumsum(reversed_along(g, ctx.dim), axis=ctx.dim), ctx.dim)
 
 
 def along_axis_key(index, dim: int) -> tuple:
@@ -531,28 +536,66 @@ def along_axis_key(index, dim: int) -> tuple:
     return tuple(key)
 
 
+def block(shape: tuple, dim=None) -> tuple:
+    """The basic key of the leading ``shape`` block of a larger array, all of axis ``dim`` kept: the
+    part that a gather/scatter index of ``shape`` addresses."""
+    return tuple(slice(None) if d == dim else slice(0, n) for d, n in enumerate(shape))
+
+
+def add_along_axis(target, index, values, dim: int) -> None:
+    """``target[..., index[i], ...] += values[i]`` along ``dim`` (the positions of ``index`` as in
+    gather), repeated indices accumulating: np.add.at on NumPy arrays; elsewhere one
+    take/put_along_axis per slice of ``index`` along ``dim``, none of which repeats a target."""
+    if isinstance(target, np.ndarray):
+        np.add.at(target, along_axis_key(index, dim), values)
+        return
+    for j in range(index.shape[dim]):
+        pick = (slice(None),) * dim + (slice(j, j + 1),)
+        idx = index[pick]
+        np.put_along_axis(target, idx, np.take_along_axis(target, idx, dim) + values[pick], dim)
+
+
 class Gather(Function):
     """``out[i][j][k] = a[i][index[i][j][k]][k]`` (dim 1; likewise for the others). The gradient is
-    added back at the same places, summed where ``index`` repeats; ``unique`` (sort, topk: it never
-    repeats, and matches ``a`` in the other dims) writes it with ``put_along_axis`` instead."""
+    added back at the same places, summed where ``index`` repeats (``unique``: it never does, as for
+    sort and topk, and it is written with one put_along_axis)."""
 
     @staticmethod
     def forward(ctx, a, index, dim, unique=False):
         ctx.meta = (a.shape, a.dtype, dim, unique)
         ctx.save_for_backward(index)
-        if unique:
-            return np.take_along_axis(a, index, dim)
-        return as_array(a[along_axis_key(index, dim)])
+        return np.take_along_axis(a[block(index.shape, dim)], index, dim)
 
     @staticmethod
     def backward(ctx, g):
         (index,) = ctx.saved_tensors
         shape, dtype, dim, unique = ctx.meta
         grad = backend_of(g, op="GatherBackward").zeros(shape, dtype)
+        target = grad[block(index.shape, dim)]  # a view: written through into grad
         if unique:
-            np.put_along_axis(grad, index, g, dim)
+            np.put_along_axis(target, index, g, dim)
         else:
-            np.add.at(grad, along_axis_key(index, dim), g)
+            add_along_axis(target, index, g, dim)
+        return grad, None
+
+
+class IndexSelect(Function):
+    """The slices ``index`` (1-D int64) along ``dim``; the gradient is summed back where it repeats."""
+
+    @staticmethod
+    def forward(ctx, a, index, dim):
+        ctx.meta = (a.shape, a.dtype, dim)
+        ctx.save_for_backward(index)
+        shape = [1] * a.ndim
+        shape[dim] = index.shape[0]
+        return np.take_along_axis(a, index.reshape(shape), dim)  # index broadcast over the other axes
+
+    @staticmethod
+    def backward(ctx, g):
+        (index,) = ctx.saved_tensors
+        shape, dtype, dim = ctx.meta
+        grad = backend_of(g, op="IndexSelectBackward").zeros(shape, dtype)
+        np.add.at(grad, (slice(None),) * dim + (index,), g)
         return grad, None
 
 
@@ -562,27 +605,30 @@ class Scatter(Function):
 
     @staticmethod
     def forward(ctx, a, index, src, dim, add=False):
-        key = along_axis_key(index, dim)
-        values = src if np.ndim(src) == 0 else src[tuple(slice(0, n) for n in index.shape)]
-        ctx.meta = (key, _shape_of(src), index.shape, add)
+        ctx.meta = (_shape_of(src), dim, add)
+        ctx.save_for_backward(index)
+        values = src if np.ndim(src) == 0 else src[block(index.shape)]
         out = a.copy()
+        target = out[block(index.shape, dim)]  # a view: written through into out
         if add:
-            np.add.at(out, key, values)
+            add_along_axis(target, index, values, dim)
         else:
-            out[key] = values
+            np.put_along_axis(target, index, values, dim)
         return out
 
     @staticmethod
     def backward(ctx, g):
-        key, src_shape, index_shape, add = ctx.meta
+        (index,) = ctx.saved_tensors
+        src_shape, dim, add = ctx.meta
         grad_a = grad_src = None
         if ctx.needs_input_grad[0]:
-            grad_a = g if add else g.copy()
-            if not add:
-                grad_a[key] = 0
+            grad_a = g
+            if not add:  # the overwritten elements get no gradient
+                grad_a = g.copy()
+                np.put_along_axis(grad_a[block(index.shape, dim)], index, 0, dim)
         if ctx.needs_input_grad[2]:
             grad_src = backend_of(g, op="ScatterBackward").zeros(src_shape, g.dtype)
-            grad_src[tuple(slice(0, n) for n in index_shape)] = g[key]
+            grad_src[block(index.shape)] = np.take_along_axis(g[block(index.shape, dim)], index, dim)
         return grad_a, None, grad_src
 
 
