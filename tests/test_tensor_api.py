@@ -68,6 +68,16 @@ CASES = {
     "abs": (lambda m, x: m.abs(x), np.abs, (3, 4)),
     "clamp": (lambda m, x: m.clamp(x, -0.5, 0.7), lambda x: np.clip(x, -0.5, 0.7), (3, 4)),
     "clamp_min": (lambda m, x: m.clamp(x, min=0.1), lambda x: np.maximum(x, 0.1), (3, 4)),
+    "clamp_tensor_bounds": (
+        lambda m, x: x.clamp(min=x[0] * 0.5, max=x[:, :1].abs() + 0.2),
+        lambda x: np.minimum(np.maximum(x, x[0] * 0.5), np.abs(x[:, :1]) + 0.2),
+        (3, 4),
+    ),
+    "clamp_constant_tensor_bound": (
+        lambda m, x: m.clamp(x, max=x.new_tensor([0.1, -0.2, 0.3, 0.0])),
+        lambda x: np.minimum(x, [0.1, -0.2, 0.3, 0.0]),
+        (3, 4),
+    ),
     "softmax": (lambda m, x: m.softmax(x, 1), lambda x: _softmax(x, 1), (3, 4)),
     "log_softmax": (lambda m, x: m.log_softmax(x, dim=0), lambda x: np.log(_softmax(x, 0)), (3, 4)),
     "flatten": (lambda m, x: m.flatten(x, 1), lambda x: x.reshape(2, 12), (2, 3, 4)),
@@ -410,6 +420,7 @@ def test_new_methods_follow_the_tensor(device, rng):
         assert t.shape == shape and t.dtype == dk.double and t.device == x.device
         if fill is not None:
             np.testing.assert_array_equal(to_host(t._array), np.full(shape, fill))
+    assert dk.tensor([0.1], dtype=dk.double).item() == 0.1  # not rounded to float32 on the way
     n = x.new_tensor([[1, 2]])
     assert n.dtype == dk.double and n.device == x.device and n.tolist() == [[1.0, 2.0]]
     assert x.new_tensor([1, 2], dtype=dk.long).dtype == dk.long
@@ -601,6 +612,7 @@ X34 = dk.tensor(np.arange(12.0).reshape(3, 4))
         (lambda: X34.flip(0, -2), RuntimeError, ["flip", "twice"]),
         (lambda: X34.roll((1, 2), 0), RuntimeError, ["roll", r"\(1, 2\)", r"\(0,\)"]),
         (lambda: X34[0].tril(), RuntimeError, ["tril", "2 dimensions", r"\(4,\)"]),
+        (lambda: X34.clamp(), RuntimeError, ["clamp", "min", "max"]),
         (lambda: X34.norm(p=0), ValueError, ["norm", "p", "0"]),
         (lambda: X34.norm(p="nuc"), ValueError, ["norm", "p", "nuc"]),
         (lambda: dk.tensor([1, 2]).norm(), RuntimeError, ["norm", "int64"]),

@@ -722,6 +722,13 @@ class Tensor:
         return F.Relu.apply(self)
 
     def clamp(self, min=None, max=None):
+        """Elements limited to [min, max] (either may be None); the bounds may be numbers or
+        tensors (broadcast), and tensor bounds that require grad get the gradient where they bind."""
+        if min is None and max is None:
+            raise RuntimeError("clamp: at least one of min and max must be given")
+        if any(isinstance(b, Tensor) and b._requires_grad for b in (min, max)):
+            low = self if min is None else F.Clamped.apply(self, min)
+            return low if max is None else F.Clamped.apply(low, max, upper=True)
         return F.Clamp.apply(self, _bound(self, min, "clamp"), _bound(self, max, "clamp"))
 
     def sin(self):
@@ -1311,8 +1318,8 @@ def tensor(data, dtype=None, requires_grad: bool = False, device=None) -> Tensor
         device = device or data.device
     elif isinstance(data, (np.ndarray, np.generic)):
         arr = np.array(data, copy=True)
-    else:
-        arr = _default_dtype(np.array(data))
+    else:  # Python data: PyTorch's default dtypes, or straight to ``dtype`` (no float32 rounding first)
+        arr = np.array(data) if dtype is not None else _default_dtype(np.array(data))
     if dtype is not None:
         arr = arr.astype(dtype, copy=False)
     return _created(arr, device, requires_grad)

@@ -283,6 +283,27 @@ class Clamp(Function):
         return g * inside, None, None
 
 
+class Clamped(Function):
+    """``a`` limited by the tensor ``bound`` from below (``upper``: from above), both differentiable
+    as PyTorch's clamp: the gradient goes to ``bound`` where it binds (strictly), else to ``a``."""
+
+    @staticmethod
+    def forward(ctx, a, bound, upper=False):
+        binds = (a > bound) if upper else (a < bound)
+        ctx.save_for_backward(binds)
+        ctx.shapes = (_shape_of(a), _shape_of(bound))
+        return np.where(binds, bound, a).astype(a.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        (binds,) = ctx.saved_tensors
+        sa, sb = ctx.shapes
+        return (
+            unbroadcast(np.where(binds, 0, g), sa) if ctx.needs_input_grad[0] else None,
+            unbroadcast(np.where(binds, g, 0), sb) if ctx.needs_input_grad[1] else None,
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # Reductions
 # ---------------------------------------------------------------------------------------------
