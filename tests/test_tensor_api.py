@@ -498,6 +498,16 @@ def test_equal_and_all_any_defaults():
         ("clamp_min", lambda t, o: t.clamp_(min=0.1), lambda a, o: np.maximum(a, 0.1)),
         ("exp_", lambda t, o: t.exp_(), lambda a, o: np.exp(a)),
         ("masked_fill_", lambda t, o: t.masked_fill_(t > 0, 9.0), lambda a, o: np.where(a > 0, 9.0, a)),
+        (
+            "scatter_",
+            lambda t, o: t.scatter_(1, dk.tensor(SCATTER_IDX, device=t.device), 2.0),
+            lambda a, o: _np_scatter(a, SCATTER_IDX, np.full((3, 4), 2.0)),
+        ),
+        (
+            "scatter_add_",
+            lambda t, o: t.scatter_add_(1, dk.tensor(GATHER_IDX, device=t.device), o.expand(3, 4)),
+            lambda a, o: _np_scatter(a, GATHER_IDX, np.broadcast_to(o, (3, 4)), add=True),
+        ),
     ],
 )
 def test_inplace_ops(device, name, apply, ref, rng):
@@ -520,6 +530,8 @@ def test_inplace_ops(device, name, apply, ref, rng):
         ("clamp_", lambda t, o: t.clamp_(-0.3, 0.4)),
         ("exp_", lambda t, o: t.exp_()),
         ("masked_fill_", lambda t, o: t.masked_fill_(t > 0.2, 1.5)),
+        ("scatter_", lambda t, o: t.scatter_(1, dk.tensor(SCATTER_IDX, device=t.device), o.expand(3, 4))),
+        ("scatter_add_", lambda t, o: t.scatter_add_(1, dk.tensor(GATHER_IDX, device=t.device), o.expand(3, 4))),
     ],
 )
 def test_inplace_ops_are_recorded(device, name, apply, rng):
