@@ -623,6 +623,7 @@ X34 = dk.tensor(np.arange(12.0).reshape(3, 4))
         (lambda: X34.repeat(1, -1), RuntimeError, ["repeat", "non-negative"]),
         (lambda: X34.flip(0, -2), RuntimeError, ["flip", "twice"]),
         (lambda: X34.roll((1, 2), 0), RuntimeError, ["roll", r"\(1, 2\)", r"\(0,\)"]),
+        (lambda: X34.roll((1, 2)), RuntimeError, ["roll", "one int", r"\(1, 2\)"]),
         (lambda: X34[0].tril(), RuntimeError, ["tril", "2 dimensions", r"\(4,\)"]),
         (lambda: X34.clamp(), RuntimeError, ["clamp", "min", "max"]),
         (lambda: X34.norm(p=0), ValueError, ["norm", "p", "0"]),

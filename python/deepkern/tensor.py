@@ -1108,6 +1108,8 @@ class Tensor:
         the start); without ``dims``, along the flattened tensor."""
         if dims is None:
             if not isinstance(shifts, numbers.Integral):
+                if len(shifts) != 1:
+                    raise RuntimeError(f"roll: without dims, shifts must be one int, got {tuple(shifts)}")
                 (shifts,) = shifts
             return self.flatten().roll(shifts, 0).reshape(self.shape)
         shifts = (shifts,) if isinstance(shifts, numbers.Integral) else tuple(shifts)
