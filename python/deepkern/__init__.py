@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import warnings
 
-from . import _C, backends, cuda, data, io, nn, ops, optim  # noqa: E402  (data batches are Tensors)
-from .autograd import Function, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+import numpy as np
+
+from . import _C, autograd, backends, cuda, data, io, nn, ops, optim  # noqa: E402  (data batches are Tensors)
+from .autograd import Function, enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from .io import load, save
 from .random import manual_seed
 from .tensor import (
@@ -18,24 +21,38 @@ from .tensor import (
     cat,
     device,
     empty,
+    empty_like,
+    eye,
     float32,
     float64,
     from_dlpack,
     from_numpy,
     full,
+    full_like,
     int32,
     int64,
+    linspace,
     ones,
     ones_like,
     rand,
+    rand_like,
     randint,
     randn,
+    randn_like,
+    randperm,
     stack,
     tensor,
     where,
     zeros,
     zeros_like,
 )
+from .tensor_functions import *  # noqa: F403  (the function forms: deepkern.exp, deepkern.max, ...)
+from .tensor_functions import __all__ as _FUNCTIONS
+
+# PyTorch's dtype names (they shadow the builtins in this module's namespace, as in torch).
+float, double, half = float32, float64, np.dtype(np.float16)
+long, int, bool = int64, int32, bool_
+float16 = half
 
 __version__ = _C.__version__
 __all__ = [
@@ -84,7 +101,24 @@ __all__ = [
     "int32",
     "int64",
     "bool_",
+    "float",
+    "double",
+    "half",
+    "float16",
+    "long",
+    "int",
+    "bool",
+    "autograd",
+    "inference_mode",
+    "empty_like",
+    "full_like",
+    "randn_like",
+    "rand_like",
+    "linspace",
+    "eye",
+    "randperm",
     "optim",
+    *_FUNCTIONS,
 ]
 
 
@@ -97,7 +131,7 @@ def set_num_threads(n: int) -> None:
     """Set the threads deepkern's CPU kernels use (default: OMP_NUM_THREADS or usable cores). More
     threads than the CPUs this process may run on are allowed, as in PyTorch, with a RuntimeWarning:
     they take turns on the CPUs and slow the kernels down."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if isinstance(n, builtins.bool) or not isinstance(n, builtins.int) or n < 1:
         raise ValueError(f"set_num_threads: n must be an int >= 1, got {n!r}")
     cpus = usable_cpus()
     if n > cpus:

@@ -8,7 +8,9 @@ passed Tensors (and everything else unchanged) and returns an array or a tuple o
 (array or None) per positional argument of ``forward``. Arrays in, arrays out: the heavy
 Functions call the deepkern kernels directly, and the graph bookkeeping stays in this file.
 
-Gradients are not themselves differentiable (no ``create_graph``); ``no_grad()`` records nothing.
+Gradients are not themselves differentiable (no ``create_graph``); ``no_grad()`` and
+``inference_mode()`` record nothing. ``grad(outputs, inputs)`` returns gradients without touching
+``.grad``; hooks registered with ``Tensor.register_hook`` see (and may replace) a tensor's gradient.
 
 In-place writes are checked as PyTorch checks them: every in-place write through deepkern stamps
 the buffer it changes (the array that owns the memory; views share it) with a process-wide write
@@ -26,7 +28,17 @@ import numpy as np
 
 from .backends import as_array, backend_of
 
-__all__ = ["Function", "Context", "no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled"]
+__all__ = [
+    "Function",
+    "Context",
+    "no_grad",
+    "enable_grad",
+    "inference_mode",
+    "is_grad_enabled",
+    "set_grad_enabled",
+    "grad",
+    "RemovableHandle",
+]
 
 _state = threading.local()
 
@@ -134,6 +146,42 @@ class enable_grad(set_grad_enabled):
         super().__init__(True)
 
 
+class inference_mode(set_grad_enabled):
+    """``with deepkern.inference_mode():`` records no graph, as ``no_grad`` (``mode=False`` records)."""
+
+    def __init__(self, mode: bool = True):
+        super().__init__(not mode)
+
+
+class RemovableHandle:
+    """What registering a hook returns: ``remove()`` takes the hook out of the dict it was put in."""
+
+    _next_id = 0
+
+    def __init__(self, hooks: dict):
+        self._hooks = hooks
+        self.id = RemovableHandle._next_id
+        RemovableHandle._next_id += 1
+
+    def remove(self) -> None:
+        self._hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+def add_hook(hooks: dict, hook) -> RemovableHandle:
+    """Puts ``hook`` (a callable) into ``hooks`` (in registration order) and returns its handle."""
+    if not callable(hook):
+        raise TypeError(f"hook must be callable, got {type(hook).__name__}")
+    handle = RemovableHandle(hooks)
+    hooks[handle.id] = hook
+    return handle
+
+
 class Context:
     """What a Function's forward leaves for its backward.
 
@@ -199,9 +247,11 @@ class Node:
     in-place operation giving the Tensor a new history later leaves this one alone; None where no
     gradient is needed), the shapes/dtypes of its outputs and, when an output is a view of an
     input's memory, ``view`` = (that input Tensor, its buffer, the write clock when the view was
-    taken); None otherwise."""
+    taken); None otherwise. ``hooks`` maps an output index to the gradient hooks of the tensor that
+    holds that output (see Tensor.register_hook), with the retained-grad tensor, if any, under the
+    key ``"retain"`` of that dict."""
 
-    __slots__ = ("function", "ctx", "inputs", "output_meta", "view", "__weakref__")
+    __slots__ = ("function", "ctx", "inputs", "output_meta", "view", "hooks", "__weakref__")
 
     def __init__(self, function, ctx, inputs, output_meta, view=None):
         self.function = function
@@ -209,6 +259,7 @@ class Node:
         self.inputs = inputs
         self.output_meta = output_meta
         self.view = view
+        self.hooks = None
 
     def check_view_current(self) -> None:
         """Raises when this node's output is a view whose memory was written in place after the view
@@ -306,47 +357,163 @@ def _tensor_class():
     return _TENSOR
 
 
-def _topological_order(root: Node) -> list:
-    """Nodes reachable from ``root``, each before every node it reads from (a depth-first
+def _topological_order(roots) -> list:
+    """Nodes reachable from the ``roots`` (Nodes), each before every node it reads from (a depth-first
     post-order, reversed; iterative, so long chains do not hit the recursion limit)."""
 
     def parents(node):
         return (i[0] for i in node.inputs if type(i) is tuple)
 
-    order, visited = [], {id(root)}
-    stack = [(root, parents(root))]
-    while stack:
-        node, pending = stack[-1]
-        for parent in pending:
-            if id(parent) not in visited:
-                visited.add(id(parent))
-                stack.append((parent, parents(parent)))
-                break
-        else:  # every parent is done: the node follows them
-            stack.pop()
-            order.append(node)
+    order, visited = [], set()
+    for root in roots:
+        if id(root) in visited:
+            continue
+        visited.add(id(root))
+        stack = [(root, parents(root))]
+        while stack:
+            node, pending = stack[-1]
+            for parent in pending:
+                if id(parent) not in visited:
+                    visited.add(id(parent))
+                    stack.append((parent, parents(parent)))
+                    break
+            else:  # every parent is done: the node follows them
+                stack.pop()
+                order.append(node)
     order.reverse()
     return order
+
+
+def run_hooks(hooks, g):
+    """``g`` (a gradient array) after each hook of ``hooks`` (a dict of callables taking and maybe
+    returning a Tensor, see Tensor.register_hook), then given to the retained-grad tensor, if any."""
+    if not hooks:
+        return g
+    Tensor = _tensor_class()
+    for key, hook in list(hooks.items()):
+        if key == "retain":
+            continue
+        replaced = hook(Tensor._wrap(g))
+        if replaced is not None:
+            if not isinstance(replaced, Tensor) or replaced.shape != g.shape:
+                what = f"shape {replaced.shape}" if isinstance(replaced, Tensor) else type(replaced).__name__
+                raise RuntimeError(f"hook {hook!r} returned {what}; expected a Tensor of shape {g.shape} or None")
+            g = replaced._array
+    retained = hooks.get("retain")
+    target = retained() if retained is not None else None
+    if target is not None:
+        target._accumulate_grad(g)
+    return g
 
 
 def backward(root, gradient: np.ndarray, retain_graph: bool = False) -> None:
     """Propagates ``gradient`` (d loss / d root) to every leaf Tensor that requires grad,
     accumulating into their ``.grad``."""
-    if root._node is None:  # a leaf: its gradient is the given one
-        root._accumulate_grad(gradient)
-        return
-    root._node.check_view_current()
-    pending = {id(root._node): [None] * len(root._node.output_meta)}
-    pending[id(root._node)][root._output_index] = gradient
+    _engine([(root, gradient)], retain_graph, lambda leaf, g: leaf._accumulate_grad(g))
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=None):
+    """d sum(grad_outputs * outputs) / d input for each of ``inputs`` (Tensors that require grad), as a
+    tuple, without changing any ``.grad``. ``grad_outputs`` may be None for one-element outputs;
+    ``retain_graph`` defaults to False; an input the outputs do not depend on is an error unless
+    ``allow_unused`` (then its gradient is None). ``create_graph=True`` (gradients that are themselves
+    differentiable) is not supported."""
+    if create_graph:
+        raise NotImplementedError(
+            "grad: create_graph=True is not supported (deepkern's gradients are not differentiable)"
+        )
+    Tensor = _tensor_class()
+    single = isinstance(outputs, Tensor)
+    outputs = [outputs] if single else list(outputs)
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    if grad_outputs is None or isinstance(grad_outputs, Tensor):
+        grad_outputs = [grad_outputs] * len(outputs) if grad_outputs is None else [grad_outputs]
+    grad_outputs = list(grad_outputs)
+    if len(grad_outputs) != len(outputs):
+        raise ValueError(f"grad: grad_outputs has {len(grad_outputs)} entries for {len(outputs)} outputs")
+    for i, t in enumerate(inputs):
+        if not isinstance(t, Tensor) or not t.requires_grad:
+            raise RuntimeError(f"grad: inputs[{i}] does not require grad (every input must be a Tensor that does)")
+    roots = []
+    for i, (out, g) in enumerate(zip(outputs, grad_outputs)):
+        if not isinstance(out, Tensor) or not out.requires_grad:
+            raise RuntimeError(f"grad: element {i} of outputs does not require grad and does not have a grad_fn")
+        if g is None:
+            if out.numel() != 1:
+                raise RuntimeError(
+                    f"grad: grad_outputs[{i}] may be None only for a one-element output, got shape {out.shape}"
+                )
+            g = backend_of(out._array, op="grad").full(out.shape, 1, out.dtype)
+        else:
+            g = as_array(g._array if isinstance(g, Tensor) else g)
+            if g.shape != out.shape:
+                raise ValueError(f"grad: grad_outputs[{i}] has shape {g.shape} but outputs[{i}] has shape {out.shape}")
+        roots.append((out, g))
+    leaves = {id(t): None for t in inputs if t._node is None}
+    wanted = {(id(t._node), t._output_index): None for t in inputs if t._node is not None}
+
+    def to_leaf(leaf, g):
+        if id(leaf) in leaves:
+            leaves[id(leaf)] = g if leaves[id(leaf)] is None else leaves[id(leaf)] + g
+
+    _engine(roots, bool(retain_graph), to_leaf, wanted)
+    result = []
+    for i, t in enumerate(inputs):
+        g = leaves[id(t)] if t._node is None else wanted[(id(t._node), t._output_index)]
+        if g is None and not allow_unused:
+            raise RuntimeError(
+                f"grad: inputs[{i}] (shape {t.shape}) appears not to have been used in the graph; "
+                "pass allow_unused=True to get None for it"
+            )
+        result.append(None if g is None else Tensor._wrap(g))
+    return tuple(result)
+
+
+def _engine(roots, retain_graph: bool, to_leaf, wanted=None) -> None:
+    """Runs the backward pass from ``roots`` (pairs of a Tensor and its gradient array): each leaf
+    that requires grad gets its gradient through ``to_leaf(leaf, g)`` (after its hooks, once, summed
+    over its uses when it has hooks), and ``wanted`` (a dict keyed by (id(node), output index),
+    optional) gets the gradients of those outputs."""
+    pending, nodes, hooked = {}, [], {}
+
+    def to_input(inp, g):
+        if type(inp) is not tuple:  # a leaf
+            if getattr(inp, "_hooks", None):
+                hooked[id(inp)] = (inp, g if id(inp) not in hooked else hooked[id(inp)][1] + g)
+            else:
+                to_leaf(inp, g)
+            return
+        source, index, _ = inp
+        slots = pending.setdefault(id(source), [None] * len(source.output_meta))
+        prev = slots[index]
+        slots[index] = g if prev is None else prev + g
+
+    for root, gradient in roots:
+        node = root._node
+        if node is None:
+            to_input(root, gradient)
+            continue
+        node.check_view_current()
+        nodes.append(node)
+        to_input((node, root._output_index, root.shape), gradient)
     with no_grad():  # the backward functions record nothing (one switch for the whole pass)
-        _run_backward(root, pending, retain_graph)
+        if nodes:
+            _run_backward(nodes, pending, retain_graph, to_input, wanted)
+        for leaf, g in hooked.values():
+            to_leaf(leaf, run_hooks(leaf._hooks, g))
 
 
-def _run_backward(root, pending: dict, retain_graph: bool) -> None:
-    for node in _topological_order(root._node):
+def _run_backward(roots, pending: dict, retain_graph: bool, to_input, wanted) -> None:
+    for node in _topological_order(roots):
         grads = pending.pop(id(node), None)
         if grads is None:
             continue
+        if node.hooks:
+            grads = [g if g is None else run_hooks(node.hooks.get(i), g) for i, g in enumerate(grads)]
+        if wanted:
+            for i, g in enumerate(grads):
+                if (id(node), i) in wanted:
+                    wanted[(id(node), i)] = g
         if any(g is None for g in grads):  # outputs that got no gradient: zeros, on the device of those that did
             backend = backend_of(*grads, op=node.name())
             grads = [
@@ -367,14 +534,7 @@ def _run_backward(root, pending: dict, retain_graph: bool) -> None:
                 continue
             if not isinstance(g, _NDARRAY):
                 g = as_array(g)
-            leaf = type(inp) is not tuple
-            shape = inp.shape if leaf else inp[2]
+            shape = inp[2] if type(inp) is tuple else inp.shape
             if g.shape != shape:
                 raise RuntimeError(f"{node.name()} returned a gradient of shape {g.shape} for an input of {shape}")
-            if leaf:
-                inp._accumulate_grad(g)
-                continue
-            source, index, _ = inp
-            slots = pending.setdefault(id(source), [None] * len(source.output_meta))
-            prev = slots[index]
-            slots[index] = g if prev is None else prev + g
+            to_input(inp, g)

@@ -122,11 +122,12 @@ def save(obj: dict, path) -> None:
     _fsync_directory(directory)
 
 
-def load(path) -> dict:
+def load(path, map_location=None) -> dict:
     """Read a checkpoint written by :func:`save`: the same structure, with every array a
     writeable, C-contiguous NumPy array (0-d for a NumPy scalar that was saved), tuples as tuples
     and int keys as ints. A safetensors file written by another tool loads as a flat dict of its
-    tensors by name.
+    tensors by name. ``map_location`` (a device, its name, or a dict mapping 'cpu' to one, as in
+    PyTorch) puts the arrays on that device; None and 'cpu' leave them in host memory.
 
     Only JSON and raw array bytes are read; nothing is executed, and no array is allocated beyond
     the bytes the file holds. A file that is missing raises FileNotFoundError. Any other file that
@@ -136,6 +137,11 @@ def load(path) -> dict:
     tree of another version or nested deeper than :data:`MAX_DEPTH`, or a header or tensor whose
     bytes fail their checksum.
     """
+    device = _map_location(map_location)
+    if device is not None:
+        from .backends import to_device
+
+        return _map_arrays(load(path), lambda a: to_device(a, device))
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"load: no checkpoint file at {path!r}")
@@ -155,6 +161,33 @@ def load(path) -> dict:
         return _decode(tree, tensors, 0)
     except ValueError as e:
         raise CheckpointError(f"load: {path!r} has a damaged deepkern tree in its metadata ({e})") from None
+
+
+def _map_location(map_location):
+    """The device that :func:`load`'s ``map_location`` names, or None for host memory."""
+    from .backends import Device
+
+    target = map_location.get("cpu", "cpu") if isinstance(map_location, dict) else map_location
+    if target is None:
+        return None
+    if hasattr(target, "type") and not isinstance(target, Device):  # e.g. a torch.device
+        target = str(target)
+    if not isinstance(target, (str, Device)):
+        raise TypeError(
+            f"load: map_location must be a device, a device name or a dict {{'cpu': device}}, got {map_location!r}"
+        )
+    device = Device(target)
+    return None if device.type == "cpu" else device
+
+
+def _map_arrays(obj, fn):
+    """``obj`` (a loaded checkpoint: dicts, lists, tuples, arrays, JSON values) with ``fn`` applied
+    to each array."""
+    if isinstance(obj, dict):
+        return {k: _map_arrays(v, fn) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map_arrays(v, fn) for v in obj)
+    return fn(obj) if isinstance(obj, np.ndarray) else obj
 
 
 def _fail(path: str, what: str):

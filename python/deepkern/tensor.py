@@ -9,7 +9,9 @@ tensor that requires grad (``detach().numpy()``).
 
 from __future__ import annotations
 
+import math
 import numbers
+import weakref
 from collections import namedtuple
 
 import numpy as np
@@ -33,10 +35,17 @@ __all__ = [
     "empty",
     "zeros_like",
     "ones_like",
+    "full_like",
+    "empty_like",
+    "randn_like",
+    "rand_like",
     "arange",
+    "linspace",
+    "eye",
     "randn",
     "rand",
     "randint",
+    "randperm",
     "cat",
     "stack",
     "where",
@@ -51,6 +60,21 @@ float32, float64 = np.dtype(np.float32), np.dtype(np.float64)
 int32, int64, bool_ = np.dtype(np.int32), np.dtype(np.int64), np.dtype(np.bool_)
 
 MaxResult = namedtuple("MaxResult", ["values", "indices"])
+SortResult = namedtuple("SortResult", ["values", "indices"])
+TopkResult = namedtuple("TopkResult", ["values", "indices"])
+
+#: What ``Tensor.type()`` answers per dtype (PyTorch's class names).
+_TYPE_NAMES = {
+    np.dtype(np.float16): "HalfTensor",
+    float32: "FloatTensor",
+    float64: "DoubleTensor",
+    np.dtype(np.uint8): "ByteTensor",
+    np.dtype(np.int8): "CharTensor",
+    np.dtype(np.int16): "ShortTensor",
+    int32: "IntTensor",
+    int64: "LongTensor",
+    bool_: "BoolTensor",
+}
 
 
 device = Device
@@ -85,7 +109,7 @@ class Tensor:
     """An array of a device's backend (a NumPy array on the CPU) plus autograd state. Create with
     :func:`tensor`, :func:`from_numpy`, the factory functions, or as the result of operations."""
 
-    __slots__ = ("_array", "_node", "_output_index", "_requires_grad", "grad", "__weakref__")
+    __slots__ = ("_array", "_node", "_output_index", "_requires_grad", "grad", "_hooks", "__weakref__")
     __array_priority__ = 1000  # ndarray <op> Tensor defers to Tensor's reflected operators
 
     def __init__(self, data, requires_grad: bool = False):
@@ -95,6 +119,7 @@ class Tensor:
         self._output_index = 0
         self._requires_grad = False
         self.grad = None
+        self._hooks = None  # a leaf's gradient hooks (see register_hook); a non-leaf's are on its node
         self.requires_grad = requires_grad
 
     @classmethod
@@ -105,6 +130,7 @@ class Tensor:
         t._output_index = index
         t._requires_grad = node is not None
         t.grad = None
+        t._hooks = None
         return t
 
     # -- autograd state ------------------------------------------------------------------------
@@ -154,6 +180,39 @@ class Tensor:
             self.grad = Tensor._wrap(g.astype(self.dtype))
         else:
             self.grad._array = self.grad._array + g
+
+    def register_hook(self, hook):
+        """Calls ``hook(grad)`` with this tensor's gradient (a Tensor) each time a backward computes
+        it; a Tensor it returns replaces the gradient. Returns a handle whose ``remove()`` unregisters
+        it. A leaf's hooks see the gradient summed over all its uses, before it reaches ``.grad``."""
+        if not self._requires_grad:
+            raise RuntimeError("register_hook: cannot register a hook on a tensor that doesn't require gradient")
+        return autograd.add_hook(self._grad_hooks(), hook)
+
+    def _grad_hooks(self) -> dict:
+        """The dict of this tensor's gradient hooks: its own for a leaf, its node's output slot's otherwise."""
+        if self._node is None:
+            if self._hooks is None:
+                self._hooks = {}
+            return self._hooks
+        node = self._node
+        if node.hooks is None:
+            node.hooks = {}
+        return node.hooks.setdefault(self._output_index, {})
+
+    def retain_grad(self) -> None:
+        """Makes backward fill ``.grad`` of this non-leaf tensor too (after its hooks ran); a no-op
+        on a leaf, whose ``.grad`` is filled anyway."""
+        if not self._requires_grad:
+            raise RuntimeError("retain_grad: can't retain_grad on a tensor that doesn't require gradient")
+        if self._node is not None:
+            self._grad_hooks()["retain"] = weakref.ref(self)
+
+    @property
+    def retains_grad(self) -> bool:
+        """Whether backward fills the ``.grad`` of this non-leaf tensor (see retain_grad)."""
+        node = self._node
+        return bool(node is not None and node.hooks and "retain" in node.hooks.get(self._output_index, {}))
 
     def detach(self) -> "Tensor":
         """The same data, outside the graph."""
@@ -287,8 +346,57 @@ class Tensor:
     def long(self) -> "Tensor":
         return self.to(int64)
 
+    def int(self) -> "Tensor":
+        return self.to(int32)
+
+    def bool(self) -> "Tensor":
+        return self.to(bool_)
+
+    def type(self, dtype=None):
+        """Without ``dtype``, the type's name ('deepkern.FloatTensor', ...); with it, ``to(dtype)``."""
+        if dtype is None:
+            return "deepkern." + _TYPE_NAMES.get(self.dtype, f"{self.dtype}Tensor")
+        return self.to(dtype)
+
+    def type_as(self, other) -> "Tensor":
+        return self.to(other.dtype)
+
+    def is_contiguous(self) -> bool:
+        """Whether the elements lie in memory in row-major order without gaps."""
+        flags = getattr(self._array, "flags", None)
+        return bool(flags.c_contiguous) if flags is not None else bool(self._array.is_contiguous())
+
+    def contiguous(self) -> "Tensor":
+        """This tensor when it is contiguous, else a contiguous copy (differentiable)."""
+        return self if self.is_contiguous() else _Clone.apply(self)
+
     def clone(self) -> "Tensor":
         return _Clone.apply(self)
+
+    # -- new tensors of this one's dtype and device (PyTorch's new_* methods) --------------------
+
+    def new_tensor(self, data, dtype=None, device=None, requires_grad=False) -> "Tensor":
+        return tensor(data, dtype=dtype or self.dtype, device=device or self.device, requires_grad=requires_grad)
+
+    def new_zeros(self, *shape, size=None, dtype=None, device=None, requires_grad=False) -> "Tensor":
+        return zeros(
+            *shape, size=size, dtype=dtype or self.dtype, device=device or self.device, requires_grad=requires_grad
+        )
+
+    def new_ones(self, *shape, size=None, dtype=None, device=None, requires_grad=False) -> "Tensor":
+        return ones(
+            *shape, size=size, dtype=dtype or self.dtype, device=device or self.device, requires_grad=requires_grad
+        )
+
+    def new_empty(self, *shape, size=None, dtype=None, device=None, requires_grad=False) -> "Tensor":
+        return empty(
+            *shape, size=size, dtype=dtype or self.dtype, device=device or self.device, requires_grad=requires_grad
+        )
+
+    def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False) -> "Tensor":
+        return full(
+            size, fill_value, dtype=dtype or self.dtype, device=device or self.device, requires_grad=requires_grad
+        )
 
     # -- in-place operations ------------------------------------------------------------------
     # Each writes into this tensor's memory (views of it and tensors sharing it see the change) and
@@ -434,6 +542,46 @@ class Tensor:
     def __ipow__(self, exponent):
         return self._inplace("**=", F.Pow, self._operand(exponent, "**="))
 
+    def clamp_(self, min=None, max=None) -> "Tensor":
+        return self._inplace("clamp_", F.Clamp, _bound(self, min, "clamp_"), _bound(self, max, "clamp_"))
+
+    clip_ = clamp_
+
+    def exp_(self) -> "Tensor":
+        return self._inplace("exp_", F.Exp)
+
+    def masked_fill_(self, mask, value) -> "Tensor":
+        return self._inplace("masked_fill_", _MaskedFill, *self._mask_and_value(mask, value, "masked_fill_"))
+
+    def scatter_(self, dim, index, src=None, value=None, reduce=None) -> "Tensor":
+        return self._inplace("scatter_", F.Scatter, *self._scatter_args("scatter_", dim, index, src, value, reduce))
+
+    def scatter_add_(self, dim, index, src) -> "Tensor":
+        return self._inplace(
+            "scatter_add_", F.Scatter, *self._scatter_args("scatter_add_", dim, index, src, None, "add")
+        )
+
+    def uniform_(self, from_=0.0, to=1.0, *, generator=None, **kwargs) -> "Tensor":
+        """Fills the tensor with values drawn uniformly from [from, to) (``from`` may be given by name)."""
+        low = kwargs.pop("from", from_)
+        _no_extra(kwargs, "uniform_")
+        if not low <= to:
+            raise RuntimeError(f"uniform_: expects a [from, to) range, but found from={low} > to={to}")
+        return self._fill_random("uniform_", lambda rng: rng.uniform(low, to, self.shape), generator)
+
+    def normal_(self, mean=0.0, std=1.0, *, generator=None) -> "Tensor":
+        """Fills the tensor with values drawn from the normal distribution N(mean, std^2)."""
+        if not std >= 0:
+            raise RuntimeError(f"normal_: expects std >= 0.0, got std={std}")
+        return self._fill_random("normal_", lambda rng: rng.normal(mean, std, self.shape), generator)
+
+    def _fill_random(self, what: str, draw, generator) -> "Tensor":
+        """Overwrites the tensor with ``draw(rng)`` (float64 host values) cast to its dtype."""
+        if self.dtype.kind != "f":
+            raise RuntimeError(f"{what}: needs a floating-point tensor, got dtype {self.dtype}")
+        values = backends.to_device(draw(generator or get_generator()).astype(self.dtype), self.device)
+        return self._inplace(what, _Overwrite, values, direct=lambda: self._array.__setitem__(Ellipsis, values))
+
     # -- arithmetic ----------------------------------------------------------------------------
 
     def __add__(self, other):
@@ -496,6 +644,49 @@ class Tensor:
     def __ge__(self, other):
         return Tensor._wrap(self._array >= _array_of(other))
 
+    eq, ne, lt, le, gt, ge = __eq__, __ne__, __lt__, __le__, __gt__, __ge__
+
+    def equal(self, other) -> bool:
+        """Whether ``other`` has this tensor's shape and the same elements."""
+        return self.shape == other.shape and bool(np.all(self._array == _array_of(other)))
+
+    # The bitwise operators on bool and integer tensors (on bools: logical and, or, xor, not).
+    def _bitwise(self, other, ufunc, symbol: str, reflected=False):
+        operand = _array_of(other)
+        for x in (self._array, operand):
+            kind = x.dtype.kind if hasattr(x, "dtype") else ("b" if isinstance(x, bool) else "i")
+            if kind not in "biu" or (not hasattr(x, "dtype") and not isinstance(x, numbers.Integral)):
+                raise TypeError(
+                    f"operator {symbol}: needs bool or integer operands, got {self.dtype} and {_kind_name(other)}"
+                )
+        return Tensor._wrap(as_array(ufunc(operand, self._array) if reflected else ufunc(self._array, operand)))
+
+    def __and__(self, other):
+        return self._bitwise(other, np.bitwise_and, "&")
+
+    def __or__(self, other):
+        return self._bitwise(other, np.bitwise_or, "|")
+
+    def __xor__(self, other):
+        return self._bitwise(other, np.bitwise_xor, "^")
+
+    def __rand__(self, other):
+        return self._bitwise(other, np.bitwise_and, "&", reflected=True)
+
+    def __ror__(self, other):
+        return self._bitwise(other, np.bitwise_or, "|", reflected=True)
+
+    def __rxor__(self, other):
+        return self._bitwise(other, np.bitwise_xor, "^", reflected=True)
+
+    def __invert__(self):
+        if self.dtype.kind not in "biu":
+            raise TypeError(f"operator ~: needs a bool or integer tensor, got dtype {self.dtype}")
+        return Tensor._wrap(as_array(np.invert(self._array)))
+
+    def logical_not(self):
+        return Tensor._wrap(as_array(np.logical_not(self._array)))
+
     __hash__ = object.__hash__
 
     def __bool__(self):
@@ -531,31 +722,267 @@ class Tensor:
         return F.Relu.apply(self)
 
     def clamp(self, min=None, max=None):
-        return F.Clamp.apply(self, min, max)
+        """Elements limited to [min, max] (either may be None); the bounds may be numbers or
+        tensors (broadcast), and tensor bounds that require grad get the gradient where they bind."""
+        if min is None and max is None:
+            raise RuntimeError("clamp: at least one of min and max must be given")
+        if any(isinstance(b, Tensor) and b._requires_grad for b in (min, max)):
+            low = self if min is None else F.Clamped.apply(self, min)
+            return low if max is None else F.Clamped.apply(low, max, upper=True)
+        return F.Clamp.apply(self, _bound(self, min, "clamp"), _bound(self, max, "clamp"))
+
+    def sin(self):
+        return F.Sin.apply(self)
+
+    def cos(self):
+        return F.Cos.apply(self)
+
+    def maximum(self, other):
+        return F.Maximum.apply(self, other)
+
+    def minimum(self, other):
+        return F.Maximum.apply(self, other, minimum=True)
+
+    def softmax(self, dim, dtype=None):
+        from .nn import functional
+
+        return functional.softmax(self, dim, dtype)
+
+    def log_softmax(self, dim, dtype=None):
+        from .nn import functional
+
+        return functional.log_softmax(self, dim, dtype)
+
+    def masked_fill(self, mask, value) -> "Tensor":
+        """This tensor with ``value`` (a number or a 0-d tensor) where the bool ``mask`` (broadcast to
+        this tensor's shape) is True."""
+        return _MaskedFill.apply(self, *self._mask_and_value(mask, value, "masked_fill"))
+
+    def _mask_and_value(self, mask, value, what: str):
+        if not isinstance(mask, Tensor) or mask.dtype != bool_:
+            raise TypeError(f"{what}: mask must be a bool Tensor, got {_kind_name(mask)}")
+        if _broadcast_shape(mask.shape, self.shape, what, "mask") != self.shape:
+            raise RuntimeError(
+                f"{what}: mask of shape {mask.shape} does not broadcast to the tensor's shape {self.shape}"
+            )
+        if isinstance(value, Tensor):
+            if value.ndim != 0:
+                raise RuntimeError(f"{what}: value must be a number or a 0-dimensional tensor, got shape {value.shape}")
+            value = value.to(self.dtype)
+        elif isinstance(value, (numbers.Number, np.generic)):
+            value = self.dtype.type(value)
+        else:
+            raise TypeError(f"{what}: value must be a number or a 0-dimensional tensor, got {_kind_name(value)}")
+        return _on_device_of(self, mask, what), value
 
     clip = clamp
 
     # -- reductions ----------------------------------------------------------------------------
 
-    def sum(self, dim=None, keepdim=False):
-        return F.Sum.apply(self, dim=dim, keepdim=keepdim)
+    def sum(self, dim=None, keepdim=False, dtype=None):
+        """The sum over ``dim`` (an int, a tuple, None: all); bool and integer tensors sum in int64."""
+        x = self if dtype is None else self.to(dtype)
+        if dtype is None and x.dtype.kind in "biu" and x.dtype != int64:
+            x = x.to(int64)
+        return F.Sum.apply(x, dim=dim, keepdim=keepdim)
 
-    def mean(self, dim=None, keepdim=False):
-        return F.Mean.apply(self, dim=dim, keepdim=keepdim)
+    def mean(self, dim=None, keepdim=False, dtype=None):
+        """The mean over ``dim``; needs a floating-point tensor (or ``dtype``), as PyTorch's."""
+        x = self if dtype is None else self.to(dtype)
+        if x.dtype.kind not in "fc":
+            raise RuntimeError(f"mean: needs a floating-point tensor or dtype=, got dtype {x.dtype}")
+        return F.Mean.apply(x, dim=dim, keepdim=keepdim)
 
     def max(self, dim=None, keepdim=False):
-        """The largest element, or ``(values, indices)`` along ``dim``."""
+        """The largest element, ``(values, indices)`` along ``dim``, or the elementwise maximum
+        with a Tensor given in place of ``dim``."""
+        if isinstance(dim, Tensor):
+            return self.maximum(dim)
         out = F.Max.apply(self, dim=dim, keepdim=keepdim)
         return out if dim is None else MaxResult(*out)
 
     def min(self, dim=None, keepdim=False):
+        if isinstance(dim, Tensor):
+            return self.minimum(dim)
         out = F.Max.apply(self, dim=dim, keepdim=keepdim, minimum=True)
         return out if dim is None else MaxResult(*out)
 
     def argmax(self, dim=None, keepdim=False):
-        if dim is None:
-            return Tensor._wrap(as_array(self._array.argmax()).astype(np.int64))
-        return self.max(dim, keepdim).indices
+        """The index of the largest element along ``dim`` (None: of the flattened tensor)."""
+        return self._flat_arg(np.argmax) if dim is None else self.max(dim, keepdim).indices
+
+    def argmin(self, dim=None, keepdim=False):
+        """The index of the smallest element along ``dim`` (None: of the flattened tensor)."""
+        return self._flat_arg(np.argmin) if dim is None else self.min(dim, keepdim).indices
+
+    def _flat_arg(self, arg_reduction) -> "Tensor":
+        """``arg_reduction`` (np.argmax or np.argmin) of the flattened tensor, as a 0-d int64 tensor on its device."""
+        index = arg_reduction(self._array.reshape(-1), axis=0, keepdims=True).reshape(())
+        return Tensor._wrap(index.astype(np.int64, copy=False))
+
+    def all(self, dim=None, keepdim=False):
+        """Whether every element (along ``dim``) is nonzero, as a bool tensor."""
+        axes = None if dim is None else F._axes(dim, self.ndim)
+        return Tensor._wrap(as_array(np.all(self._array, axis=axes, keepdims=keepdim)))
+
+    def any(self, dim=None, keepdim=False):
+        """Whether some element (along ``dim``) is nonzero, as a bool tensor."""
+        axes = None if dim is None else F._axes(dim, self.ndim)
+        return Tensor._wrap(as_array(np.any(self._array, axis=axes, keepdims=keepdim)))
+
+    def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        """The variance over ``dim``: sum((x - mean)^2) / (N - correction); ``correction`` defaults
+        to 1 (``unbiased=False`` means 0). N <= correction gives inf or NaN, as in PyTorch."""
+        if isinstance(dim, bool):  # the older var(unbiased) form
+            dim, unbiased = None, dim
+        if unbiased is not None and correction is not None:
+            raise ValueError("var: give unbiased or correction, not both")
+        correction = (1 if unbiased is None or unbiased else 0) if correction is None else correction
+        if self.dtype.kind not in "fc":
+            raise RuntimeError(f"var: needs a floating-point tensor, got dtype {self.dtype}")
+        axes = F._axes(dim, self.ndim)
+        count = math.prod(self.shape[ax] for ax in axes)
+        centered = self - self.mean(axes, keepdim=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (centered * centered).sum(axes, keepdim) / max(count - correction, 0)
+
+    def std(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        """The square root of :meth:`var` (same arguments)."""
+        return self.var(dim, unbiased, keepdim, correction=correction).sqrt()
+
+    def norm(self, p="fro", dim=None, keepdim=False, dtype=None):
+        """The vector ``p``-norm over ``dim`` (None: all elements): p a positive number, inf, or
+        'fro' (2); the gradient at a zero norm is 0."""
+        if p == "fro" or p is None:
+            p = 2
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not p > 0:
+            raise ValueError(f"norm: p must be a positive number, inf or 'fro', got {p!r}")
+        x = self if dtype is None else self.to(dtype)
+        if x.dtype.kind != "f":
+            raise RuntimeError(f"norm: needs a floating-point tensor or dtype=, got dtype {x.dtype}")
+        return F.Norm.apply(x, float(p), F._axes(dim, x.ndim), keepdim)
+
+    def cumsum(self, dim, dtype=None):
+        """The running sum along ``dim`` (bool and integer tensors sum in int64)."""
+        x = self if dtype is None else self.to(dtype)
+        if x.ndim == 0:
+            return F.Cumsum.apply(x.reshape(1), 0).reshape(())
+        return F.Cumsum.apply(x, self._dim(dim, "cumsum"))
+
+    # -- sorting, gathering, scattering ----------------------------------------------------------
+
+    def argsort(self, dim=-1, descending=False, stable=False):
+        """The indices that sort the tensor along ``dim``; equal elements keep their order, NaN
+        sorts as the largest value (as PyTorch's)."""
+        if self.ndim == 0:
+            return zeros((), dtype=int64, device=self.device)
+        axis, a = self._dim(dim, "argsort"), self._array
+        if not descending:
+            order = np.argsort(a, axis=axis, kind="stable")
+        else:  # the stable ascending order of the reversed tensor, reversed, counts from the end
+            reverse_order = np.argsort(F.reversed_along(a, axis), axis=axis, kind="stable")
+            order = (a.shape[axis] - 1) - F.reversed_along(reverse_order, axis)
+        return Tensor._wrap(as_array(order).astype(np.int64, copy=False))
+
+    def sort(self, dim=-1, descending=False, stable=False):
+        """``(values, indices)``: the tensor sorted along ``dim`` (see argsort); values are
+        differentiable."""
+        if self.ndim == 0:
+            return SortResult(self.clone(), self.argsort())
+        indices = self.argsort(dim, descending, stable)
+        return SortResult(F.Gather.apply(self, indices._array, self._dim(dim, "sort"), unique=True), indices)
+
+    def topk(self, k, dim=-1, largest=True, sorted=True):
+        """``(values, indices)`` of the ``k`` largest (``largest=False``: smallest) elements along
+        ``dim``, in order."""
+        size = self.shape[self._dim(dim, "topk")] if self.ndim else 1
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 0 <= k <= size:
+            raise RuntimeError(f"topk: k ({k!r}) is out of range for dimension {dim} of size {size}")
+        if self.ndim == 0:
+            return TopkResult(*self.sort()) if k else TopkResult(self.reshape(1)[:0], zeros(0, dtype=int64))
+        axis = self._dim(dim, "topk")
+        indices = self.argsort(dim, descending=largest)[(slice(None),) * axis + (slice(0, k),)]
+        return TopkResult(F.Gather.apply(self, indices._array, axis, unique=True), indices)
+
+    def gather(self, dim, index) -> "Tensor":
+        """``out[i][j] = self[i][index[i][j]]`` for dim 1 (likewise for any dim); ``index`` is an int64
+        tensor of this tensor's number of dimensions, no larger than it except along ``dim``."""
+        axis = self._dim(dim, "gather")
+        return F.Gather.apply(self, self._index(index, axis, "gather", self.shape), axis)
+
+    def scatter(self, dim, index, src=None, value=None, reduce=None) -> "Tensor":
+        """A copy with ``src``'s elements (or ``value``) written at ``index`` along ``dim``
+        (``self[i][index[i][j]] = src[i][j]`` for dim 1); ``reduce='add'`` adds them instead."""
+        return F.Scatter.apply(self, *self._scatter_args("scatter", dim, index, src, value, reduce))
+
+    def scatter_add(self, dim, index, src) -> "Tensor":
+        """A copy with ``src``'s elements added at ``index`` along ``dim`` (repeats accumulate)."""
+        return F.Scatter.apply(self, *self._scatter_args("scatter_add", dim, index, src, None, "add"))
+
+    def _scatter_args(self, what: str, dim, index, src, value, reduce):
+        """(index array, src, axis, add) for F.Scatter, checked as PyTorch checks them."""
+        if reduce not in (None, "add"):
+            raise ValueError(f"{what}: reduce must be None or 'add', got {reduce!r}")
+        if isinstance(src, (numbers.Number, np.generic)):
+            src, value = None, src
+        if (src is None) == (value is None):
+            raise TypeError(f"{what}: give exactly one of src (a Tensor) and value (a number)")
+        axis = self._dim(dim, what)
+        if src is not None:
+            if not isinstance(src, Tensor):
+                raise TypeError(f"{what}: src must be a Tensor, got {_kind_name(src)}")
+            if src.dtype != self.dtype:
+                raise RuntimeError(f"{what}: src has dtype {src.dtype}, expected the tensor's {self.dtype}")
+            if src.ndim != self.ndim:
+                raise RuntimeError(f"{what}: src has {src.ndim} dimensions, the tensor {self.ndim}")
+        limit = tuple(
+            n if src is None else min(n, m) for n, m in zip(self.shape, src.shape if src is not None else self.shape)
+        )
+        index = self._index(index, axis, what, limit, src.shape if src is not None else None)
+        return index, (self.dtype.type(value) if src is None else src), axis, reduce == "add"
+
+    def _index(self, index, axis: int, what: str, limit: tuple, src_shape=None):
+        """``index`` as an int64 array for gather/scatter along ``axis``: as many dimensions as this
+        tensor, each no larger than ``limit`` except along ``axis`` (and than ``src_shape`` along
+        it), its values in [0, size of ``axis``)."""
+        if not isinstance(index, Tensor) or index.dtype != int64:
+            raise RuntimeError(f"{what}: index must be an int64 Tensor, got {_kind_name(index)}")
+        if index.ndim != self.ndim:
+            raise RuntimeError(f"{what}: index has {index.ndim} dimensions but the tensor has {self.ndim}")
+        too_big = [d for d, (n, m) in enumerate(zip(index.shape, limit)) if n > m and d != axis]
+        if too_big or (src_shape is not None and index.shape[axis] > src_shape[axis]):
+            raise RuntimeError(
+                f"{what}: index of shape {index.shape} is larger than the tensor {self.shape}"
+                + (f" or src {src_shape}" if src_shape is not None else "")
+                + f" in a dimension other than dim {axis}"
+            )
+        arr = _on_device_of(self, index, what)
+        size = self.shape[axis]
+        if arr.size and not (int(arr.min()) >= 0 and int(arr.max()) < size):
+            bad = int(arr.min()) if int(arr.min()) < 0 else int(arr.max())
+            raise IndexError(f"{what}: index {bad} is out of bounds for dimension {axis} with size {size}")
+        return arr
+
+    def index_select(self, dim, index) -> "Tensor":
+        """The slices ``index`` (a 1-D integer tensor) along ``dim``, in that order."""
+        axis = self._dim(dim, "index_select")
+        if not isinstance(index, Tensor) or index.dtype.kind not in "iu" or index.ndim > 1:
+            raise RuntimeError(f"index_select: index must be a 1-D integer Tensor, got {_kind_name(index)}")
+        arr = _on_device_of(self, index, "index_select").reshape(-1)
+        size = self.shape[axis] if self.ndim else 1
+        if arr.size and not (int(arr.min()) >= 0 and int(arr.max()) < size):
+            bad = int(arr.min()) if int(arr.min()) < 0 else int(arr.max())
+            raise IndexError(f"index_select: index {bad} is out of bounds for dimension {axis} with size {size}")
+        return F.IndexSelect.apply(self, arr.astype(np.int64, copy=False), axis)
+
+    def _dim(self, dim, what: str) -> int:
+        """``dim`` as an axis in [0, ndim) (a 0-d tensor takes -1 and 0); IndexError naming ``what``."""
+        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+            raise TypeError(f"{what}: dim must be an int, got {_kind_name(dim)}")
+        ndim = max(self.ndim, 1)
+        if not -ndim <= dim < ndim:
+            raise IndexError(f"{what}: dim {dim} is out of range for a tensor of {self.ndim} dimensions")
+        return int(dim) % ndim
 
     # -- shape ---------------------------------------------------------------------------------
 
@@ -606,6 +1033,114 @@ class Tensor:
         shape = tuple(self.shape[i - (len(shape) - self.ndim)] if n == -1 else n for i, n in enumerate(shape))
         return F.Expand.apply(self, shape)
 
+    def expand_as(self, other):
+        return self.expand(other.shape)
+
+    def repeat(self, *sizes):
+        """The tensor tiled ``sizes[i]`` times along dimension i (leading sizes add dimensions)."""
+        sizes = _dims_args(sizes)
+        if len(sizes) < self.ndim or any(n < 0 for n in sizes):
+            raise RuntimeError(
+                f"repeat: sizes {tuple(sizes)} must be non-negative and at least as many as the tensor's "
+                f"{self.ndim} dimensions"
+            )
+        shape = (1,) * (len(sizes) - self.ndim) + self.shape
+        paired = self.reshape(sum(((1, n) for n in shape), ()))
+        tiled = paired.expand(sum(((r, n) for r, n in zip(sizes, shape)), ()))
+        return tiled.reshape(tuple(r * n for r, n in zip(sizes, shape)))
+
+    def narrow(self, dim, start, length):
+        """The ``length`` elements from ``start`` along ``dim`` (a view)."""
+        axis = self._dim(dim, "narrow")
+        size = self.shape[axis]
+        if not -size <= start <= size or length < 0 or start % max(size, 1) + length > size:
+            raise IndexError(f"narrow: start ({start}) + length ({length}) exceeds dimension {axis} of size {size}")
+        begin = start % size if size else 0
+        return self[(slice(None),) * axis + (slice(begin, begin + length),)]
+
+    def select(self, dim, index):
+        """The slice at ``index`` along ``dim``, without that dimension."""
+        axis = self._dim(dim, "select")
+        if self.ndim == 0 or not -self.shape[axis] <= index < self.shape[axis]:
+            raise IndexError(f"select: index {index} is out of range for dimension {dim} of shape {self.shape}")
+        return self[(slice(None),) * axis + (index,)]
+
+    def split(self, split_size_or_sections, dim=0):
+        """Pieces along ``dim``: of ``split_size`` elements each (the last may be smaller), or of the
+        listed sizes, which must add up to the dimension's size."""
+        axis = self._dim(dim, "split")
+        size = self.shape[axis]
+        if isinstance(split_size_or_sections, numbers.Integral):
+            step = int(split_size_or_sections)
+            if step < 0 or (step == 0 and size != 0):
+                raise RuntimeError(f"split: split_size must be positive (0 only for an empty dimension), got {step}")
+            sizes = [min(step, size - i) for i in range(0, size, step)] if size else [0]
+        else:
+            sizes = [int(n) for n in split_size_or_sections]
+            if sum(sizes) != size or any(n < 0 for n in sizes):
+                raise RuntimeError(f"split: sizes {sizes} don't add up to the size {size} of dimension {axis}")
+        starts = np.cumsum([0] + sizes[:-1])
+        return tuple(self.narrow(axis, int(b), n) for b, n in zip(starts, sizes))
+
+    def chunk(self, chunks, dim=0):
+        """At most ``chunks`` pieces of equal size along ``dim`` (the last may be smaller)."""
+        if isinstance(chunks, bool) or not isinstance(chunks, numbers.Integral) or chunks <= 0:
+            raise RuntimeError(f"chunk: chunks must be a positive int, got {chunks!r}")
+        size = self.shape[self._dim(dim, "chunk")]
+        return self.split([0] * chunks if size == 0 else -(-size // chunks), dim)  # PyTorch's pieces of an empty dim
+
+    def unbind(self, dim=0):
+        """The slices along ``dim``, as a tuple."""
+        axis = self._dim(dim, "unbind")
+        if self.ndim == 0:
+            raise IndexError("unbind: a 0-d tensor has no dimension to unbind")
+        return tuple(self.select(axis, i) for i in range(self.shape[axis]))
+
+    def flip(self, *dims):
+        """The elements in reverse order along each of ``dims``."""
+        axes = [self._dim(d, "flip") for d in _dims_args(dims)]
+        if len(set(axes)) != len(axes):
+            raise RuntimeError(f"flip: dims {tuple(dims)} name a dimension twice")
+        return self[tuple(slice(None, None, -1) if d in axes else slice(None) for d in range(self.ndim))]
+
+    def roll(self, shifts, dims=None):
+        """The elements shifted by ``shifts`` along ``dims`` (those pushed off the end come back at
+        the start); without ``dims``, along the flattened tensor."""
+        if dims is None:
+            if not isinstance(shifts, numbers.Integral):
+                if len(shifts) != 1:
+                    raise RuntimeError(f"roll: without dims, shifts must be one int, got {tuple(shifts)}")
+                (shifts,) = shifts
+            return self.flatten().roll(shifts, 0).reshape(self.shape)
+        shifts = (shifts,) if isinstance(shifts, numbers.Integral) else tuple(shifts)
+        dims = (dims,) if isinstance(dims, numbers.Integral) else tuple(dims)
+        if len(shifts) != len(dims):
+            raise RuntimeError(f"roll: shifts {shifts} and dims {dims} must have the same length")
+        out = self
+        for shift, dim in zip(shifts, dims):
+            axis = self._dim(dim, "roll")
+            size = self.shape[axis] if self.ndim else 1
+            k = shift % size if size else 0
+            if k:
+                out = cat([out.narrow(axis, size - k, k), out.narrow(axis, 0, size - k)], axis)
+        return out if out is not self else self.clone()
+
+    def tril(self, diagonal=0):
+        """The lower triangle of the last two dimensions (j - i <= ``diagonal``), zeros elsewhere."""
+        return self._triangle("tril", diagonal)
+
+    def triu(self, diagonal=0):
+        """The upper triangle of the last two dimensions (j - i >= ``diagonal``), zeros elsewhere."""
+        return self._triangle("triu", diagonal)
+
+    def _triangle(self, what: str, diagonal):
+        if self.ndim < 2:
+            raise RuntimeError(f"{what}: needs a tensor of at least 2 dimensions, got shape {self.shape}")
+        rows, cols = self.shape[-2:]
+        lower = np.tri(rows, cols, diagonal if what == "tril" else diagonal - 1, dtype=bool)
+        keep = backends.to_device(lower if what == "tril" else ~lower, self.device)
+        return F.Where.apply(keep, self, self.dtype.type(0))
+
     def __getitem__(self, key):
         return F.Index.apply(self, _index_key(key))
 
@@ -625,6 +1160,32 @@ def _leaf_in_place(what: str, which: str) -> RuntimeError:
         f"{what}: {which} that requires grad is being used in an in-place operation; "
         "do it under deepkern.no_grad() (as an optimizer step does)"
     )
+
+
+def _kind_name(x) -> str:
+    """How an error message describes an argument: a tensor's dtype and shape, else its type."""
+    if isinstance(x, Tensor):
+        return f"a {x.dtype} Tensor of shape {x.shape}"
+    return type(x).__name__
+
+
+def _broadcast_shape(a: tuple, b: tuple, what: str, name: str) -> tuple:
+    try:
+        return np.broadcast_shapes(a, b)
+    except ValueError:
+        raise RuntimeError(f"{what}: {name} of shape {a} does not broadcast with shape {b}") from None
+
+
+def _bound(t: "Tensor", value, what: str):
+    """A clamp bound: None, a number, or a Tensor's array on ``t``'s device (bounds get no gradient)."""
+    if value is None or isinstance(value, (numbers.Number, np.generic)):
+        return value
+    return _on_device_of(t, value, what)
+
+
+def _no_extra(kwargs: dict, what: str) -> None:
+    if kwargs:
+        raise TypeError(f"{what}: unexpected keyword argument(s) {sorted(kwargs)}")
 
 
 def _index_key(key):
@@ -720,6 +1281,22 @@ class _SetItem(autograd.Function):
         return grad_a, grad_value, None
 
 
+class _MaskedFill(autograd.Function):
+    """``a`` with ``value`` (a number, or a 0-d array that gets the masked gradient) where ``mask``."""
+
+    @staticmethod
+    def forward(ctx, a, mask, value):
+        ctx.save_for_backward(mask)
+        return np.where(mask, value, a).astype(a.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        (mask,) = ctx.saved_tensors
+        grad_a = np.where(mask, 0, g) if ctx.needs_input_grad[0] else None
+        grad_value = as_array(np.where(mask, g, 0).sum()) if ctx.needs_input_grad[2] else None
+        return grad_a, None, grad_value
+
+
 class _Clone(autograd.Function):
     @staticmethod
     def forward(ctx, a):
@@ -743,8 +1320,8 @@ def tensor(data, dtype=None, requires_grad: bool = False, device=None) -> Tensor
         device = device or data.device
     elif isinstance(data, (np.ndarray, np.generic)):
         arr = np.array(data, copy=True)
-    else:
-        arr = _default_dtype(np.array(data))
+    else:  # Python data: PyTorch's default dtypes, or straight to ``dtype`` (no float32 rounding first)
+        arr = np.array(data) if dtype is not None else _default_dtype(np.array(data))
     if dtype is not None:
         arr = arr.astype(dtype, copy=False)
     return _created(arr, device, requires_grad)
@@ -780,8 +1357,21 @@ def from_dlpack(obj) -> Tensor:
     return Tensor(cuda.from_dlpack(obj))
 
 
-def _shape_args(shape):
-    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
+def _dims_args(dims) -> tuple:
+    """Dimensions given as ``f(0, 1)`` or ``f((0, 1))``, as a tuple."""
+    return tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else tuple(dims)
+
+
+def _shape_args(shape, size=None, what="size"):
+    """The shape given as ``f(2, 3)``, ``f((2, 3))`` or ``f(size=(2, 3))``, as a tuple of ints."""
+    if size is not None:
+        if shape:
+            raise TypeError(f"{what}: give the shape either positionally or as size=, not both")
+        shape = (size,)
+    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
+    if any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0 for n in shape):
+        raise ValueError(f"{what}: the shape must be non-negative ints, got {shape}")
+    return tuple(int(n) for n in shape)
 
 
 def _created(array, device, requires_grad: bool = False) -> Tensor:
@@ -790,53 +1380,142 @@ def _created(array, device, requires_grad: bool = False) -> Tensor:
     return Tensor(backends.to_device(array, device or CPU_DEVICE), requires_grad)
 
 
-def zeros(*shape, dtype=float32, requires_grad=False, device=None) -> Tensor:
-    return _created(backends.get(device or "cpu").zeros(_shape_args(shape), dtype), device, requires_grad)
+def zeros(*shape, size=None, dtype=float32, requires_grad=False, device=None) -> Tensor:
+    shape = _shape_args(shape, size, "zeros")
+    return _created(backends.get(device or "cpu").zeros(shape, dtype or float32), device, requires_grad)
 
 
-def ones(*shape, dtype=float32, requires_grad=False, device=None) -> Tensor:
-    return _created(backends.get(device or "cpu").full(_shape_args(shape), 1, dtype), device, requires_grad)
+def ones(*shape, size=None, dtype=float32, requires_grad=False, device=None) -> Tensor:
+    shape = _shape_args(shape, size, "ones")
+    return _created(backends.get(device or "cpu").full(shape, 1, dtype or float32), device, requires_grad)
 
 
-def empty(*shape, dtype=float32, requires_grad=False, device=None) -> Tensor:
-    return _created(backends.get(device or "cpu").empty(_shape_args(shape), dtype), device, requires_grad)
+def empty(*shape, size=None, dtype=float32, requires_grad=False, device=None) -> Tensor:
+    shape = _shape_args(shape, size, "empty")
+    return _created(backends.get(device or "cpu").empty(shape, dtype or float32), device, requires_grad)
 
 
-def full(shape, fill_value, dtype=float32, requires_grad=False, device=None) -> Tensor:
-    return _created(backends.get(device or "cpu").full(_shape_args((shape,)), fill_value, dtype), device, requires_grad)
+def _fill_dtype(fill_value):
+    """PyTorch's dtype for a tensor filled with ``fill_value``: bool, int64 or float32."""
+    if isinstance(fill_value, (bool, np.bool_)):
+        return bool_
+    return int64 if isinstance(fill_value, numbers.Integral) else float32
+
+
+def full(size, fill_value, dtype=None, requires_grad=False, device=None) -> Tensor:
+    """``size`` filled with ``fill_value``; its dtype by default from the value (bool, int64, float32)."""
+    dtype = _fill_dtype(fill_value) if dtype is None else dtype
+    shape = _shape_args((size,), None, "full")
+    return _created(backends.get(device or "cpu").full(shape, fill_value, dtype), device, requires_grad)
+
+
+def _like(t, dtype, device):
+    """(shape, dtype, device) of a ``*_like`` factory: ``t``'s unless given."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"expected a Tensor as input, got {_kind_name(t)}")
+    return t.shape, dtype or t.dtype, device or t.device
 
 
 def zeros_like(t, dtype=None, requires_grad=False, device=None) -> Tensor:
     """Zeros of ``t``'s shape, and of its dtype and device unless given."""
-    device = device or backends.device_of(_array_of(t))
-    return zeros(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad, device=device)
+    shape, dtype, device = _like(t, dtype, device)
+    return zeros(shape, dtype=dtype, requires_grad=requires_grad, device=device)
 
 
 def ones_like(t, dtype=None, requires_grad=False, device=None) -> Tensor:
     """Ones of ``t``'s shape, and of its dtype and device unless given."""
-    device = device or backends.device_of(_array_of(t))
-    return ones(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad, device=device)
+    shape, dtype, device = _like(t, dtype, device)
+    return ones(shape, dtype=dtype, requires_grad=requires_grad, device=device)
 
 
-def arange(start, end=None, step=1, dtype=None, device=None) -> Tensor:
-    arr = np.arange(start, end, step) if end is not None else np.arange(start)
-    return _created(_default_dtype(arr) if dtype is None else arr.astype(dtype), device)
+def empty_like(t, dtype=None, requires_grad=False, device=None) -> Tensor:
+    """An uninitialised tensor of ``t``'s shape, and of its dtype and device unless given."""
+    shape, dtype, device = _like(t, dtype, device)
+    return empty(shape, dtype=dtype, requires_grad=requires_grad, device=device)
 
 
-def randn(*shape, dtype=float32, requires_grad=False, generator=None, device=None) -> Tensor:
+def full_like(t, fill_value, dtype=None, requires_grad=False, device=None) -> Tensor:
+    """``fill_value`` in ``t``'s shape, and of its dtype and device unless given."""
+    shape, dtype, device = _like(t, dtype, device)
+    return full(shape, fill_value, dtype=dtype, requires_grad=requires_grad, device=device)
+
+
+def randn_like(t, dtype=None, requires_grad=False, device=None, generator=None) -> Tensor:
+    """Standard normal values in ``t``'s shape, and of its (floating-point) dtype and device unless given."""
+    shape, dtype, device = _like(t, dtype, device)
+    _check_float("randn_like", dtype)
+    return randn(shape, dtype=dtype, requires_grad=requires_grad, device=device, generator=generator)
+
+
+def rand_like(t, dtype=None, requires_grad=False, device=None, generator=None) -> Tensor:
+    """Uniform values in [0, 1) in ``t``'s shape, and of its (floating-point) dtype and device unless given."""
+    shape, dtype, device = _like(t, dtype, device)
+    _check_float("rand_like", dtype)
+    return rand(shape, dtype=dtype, requires_grad=requires_grad, device=device, generator=generator)
+
+
+def _check_float(what: str, dtype) -> None:
+    if np.dtype(dtype).kind != "f":
+        raise RuntimeError(f"{what}: needs a floating-point dtype, got {np.dtype(dtype)}")
+
+
+def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """``start, start + step, ...`` up to ``end`` (excluded); ``arange(end)`` starts at 0. Int64 when
+    every argument is an int, else float32, unless ``dtype`` is given."""
+    if end is None:
+        start, end = 0, start
+    if step == 0:
+        raise RuntimeError("arange: step must be nonzero")
+    if (end - start) * step < 0:
+        raise RuntimeError(f"arange: the bounds start={start}, end={end} are inconsistent with the sign of step={step}")
+    arr = np.arange(start, end, step)
+    return _created(_default_dtype(arr) if dtype is None else arr.astype(dtype), device, requires_grad)
+
+
+def linspace(start, end, steps, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """``steps`` evenly spaced values from ``start`` to ``end`` (both included); float32 by default."""
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+        raise RuntimeError(f"linspace: steps must be a non-negative int, got {steps!r}")
+    arr = np.linspace(start, end, int(steps))
+    return _created(arr.astype(float32 if dtype is None else dtype), device, requires_grad)
+
+
+def eye(n, m=None, dtype=float32, device=None, requires_grad=False) -> Tensor:
+    """An ``n`` x ``m`` (default: square) matrix with ones on the diagonal."""
+    for name, value in (("n", n), ("m", n if m is None else m)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            raise RuntimeError(f"eye: {name} must be a non-negative int, got {value!r}")
+    return _created(np.eye(n, m, dtype=dtype or float32), device, requires_grad)
+
+
+def randn(*shape, size=None, dtype=float32, requires_grad=False, generator=None, device=None) -> Tensor:
     """Standard normal values from ``generator`` (default: the one ``manual_seed`` seeds), drawn in
     host memory and copied to ``device``."""
     rng = generator or get_generator()
-    return _created(rng.standard_normal(_shape_args(shape), dtype=np.float64).astype(dtype), device, requires_grad)
+    values = rng.standard_normal(_shape_args(shape, size, "randn"), dtype=np.float64)
+    return _created(values.astype(dtype or float32), device, requires_grad)
 
 
-def rand(*shape, dtype=float32, requires_grad=False, generator=None, device=None) -> Tensor:
+def rand(*shape, size=None, dtype=float32, requires_grad=False, generator=None, device=None) -> Tensor:
     """Uniform values in [0, 1), drawn as :func:`randn`'s."""
     rng = generator or get_generator()
-    return _created(rng.random(_shape_args(shape)).astype(dtype), device, requires_grad)
+    return _created(rng.random(_shape_args(shape, size, "rand")).astype(dtype or float32), device, requires_grad)
 
 
-def randint(low, high, size, dtype=int64, generator=None, device=None) -> Tensor:
+def randperm(n, generator=None, dtype=int64, device=None, requires_grad=False) -> Tensor:
+    """A random permutation of ``0 .. n-1``."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+        raise RuntimeError(f"randperm: n must be a non-negative int, got {n!r}")
+    rng = generator or get_generator()
+    return _created(rng.permutation(int(n)).astype(dtype or int64), device, requires_grad)
+
+
+def randint(low, high=None, size=None, dtype=int64, generator=None, device=None) -> Tensor:
+    """Integers drawn uniformly from [low, high) (``randint(high, size)``: from [0, high))."""
+    if size is None:
+        low, high, size = 0, low, high
+    if size is None:
+        raise TypeError("randint: missing the size argument")
     rng = generator or get_generator()
     return _created(rng.integers(low, high, size=size).astype(dtype), device)
 

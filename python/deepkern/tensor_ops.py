@@ -201,16 +201,23 @@ class Sqrt(Function):
         return g / (2 * out)
 
 
-class Abs(Function):
-    @staticmethod
+def _pointwise(name: str, f, derivative):
+    """A Function computing ``f(a)`` elementwise whose backward is ``g * derivative(a)``."""
+
     def forward(ctx, a):
         ctx.save_for_backward(a)
-        return np.abs(a)
+        return f(a)
 
-    @staticmethod
     def backward(ctx, g):
         (a,) = ctx.saved_tensors
-        return g * np.sign(a)
+        return g * derivative(a)
+
+    return type(name, (Function,), {"forward": staticmethod(forward), "backward": staticmethod(backward)})
+
+
+Abs = _pointwise("Abs", np.abs, np.sign)
+Sin = _pointwise("Sin", np.sin, np.cos)
+Cos = _pointwise("Cos", np.cos, lambda a: -np.sin(a))
 
 
 class Tanh(Function):
@@ -274,6 +281,27 @@ class Clamp(Function):
         if high is not None:
             inside &= a <= high
         return g * inside, None, None
+
+
+class Clamped(Function):
+    """``a`` limited by the tensor ``bound`` from below (``upper``: from above), both differentiable
+    as PyTorch's clamp: the gradient goes to ``bound`` where it binds (strictly), else to ``a``."""
+
+    @staticmethod
+    def forward(ctx, a, bound, upper=False):
+        binds = (a > bound) if upper else (a < bound)
+        ctx.save_for_backward(binds)
+        ctx.shapes = (_shape_of(a), _shape_of(bound))
+        return np.where(binds, bound, a).astype(a.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        (binds,) = ctx.saved_tensors
+        sa, sb = ctx.shapes
+        return (
+            unbroadcast(np.where(binds, 0, g), sa) if ctx.needs_input_grad[0] else None,
+            unbroadcast(np.where(binds, g, 0), sb) if ctx.needs_input_grad[1] else None,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -468,3 +496,229 @@ class Where(Function):
             unbroadcast(np.where(cond, g, 0), sa) if ctx.needs_input_grad[1] else None,
             unbroadcast(np.where(cond, 0, g), sb) if ctx.needs_input_grad[2] else None,
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# More elementwise math, scans, gathers and scatters, norms, einsum
+# ---------------------------------------------------------------------------------------------
+
+
+class Maximum(Function):
+    """Elementwise max (``minimum``: min) with broadcasting; a tie gives each operand half the
+    gradient, as PyTorch does."""
+
+    @staticmethod
+    def forward(ctx, a, b, minimum=False):
+        ctx.save_for_backward(a, b)
+        ctx.minimum = minimum
+        return np.minimum(a, b) if minimum else np.maximum(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        wins = (a < b) if ctx.minimum else (a > b)
+        share = wins + 0.5 * (a == b)
+        ga = unbroadcast(g * share, _shape_of(a)) if ctx.needs_input_grad[0] else None
+        gb = unbroadcast(g * (1 - share), _shape_of(b)) if ctx.needs_input_grad[1] else None
+        return ga, gb
+
+
+def reversed_along(x, axis: int):
+    """``x`` in reverse order along ``axis`` (a view: a negative-step slice, which every backend has)."""
+    return x[(slice(None),) * axis + (slice(None, None, -1),)]
+
+
+class Cumsum(Function):
+    """Running sum along ``dim``; integer and bool inputs sum in int64, as PyTorch's."""
+
+    @staticmethod
+    def forward(ctx, a, dim):
+        ctx.dim = dim
+        dtype = np.int64 if a.dtype.kind in "biu" else a.dtype
+        return np.cumsum(a, axis=dim, dtype=dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        # d out_j / d a_i = 1 for j >= i: the running sum of g from the end
+        return reversed_along(np.cumsum(reversed_along(g, ctx.dim), axis=ctx.dim), ctx.dim)
+
+
+def along_axis_key(index, dim: int) -> tuple:
+    """The integer-array key that picks ``a[i0, ..., index[i], ..., ik]`` for every position ``i`` of
+    ``index`` (PyTorch's gather/scatter addressing), with host ``arange``s on the other axes."""
+    key = []
+    for d, n in enumerate(index.shape):
+        if d == dim:
+            key.append(index)
+        else:
+            shape = [1] * index.ndim
+            shape[d] = n
+            key.append(np.arange(n).reshape(shape))
+    return tuple(key)
+
+
+def block(shape: tuple, dim=None) -> tuple:
+    """The basic key of the leading ``shape`` block of a larger array, all of axis ``dim`` kept: the
+    part that a gather/scatter index of ``shape`` addresses."""
+    return tuple(slice(None) if d == dim else slice(0, n) for d, n in enumerate(shape))
+
+
+def add_along_axis(target, index, values, dim: int) -> None:
+    """``target[..., index[i], ...] += values[i]`` along ``dim`` (the positions of ``index`` as in
+    gather), repeated indices accumulating: np.add.at on NumPy arrays; elsewhere one
+    take/put_along_axis per slice of ``index`` along ``dim``, none of which repeats a target."""
+    if isinstance(target, np.ndarray):
+        np.add.at(target, along_axis_key(index, dim), values)
+        return
+    for j in range(index.shape[dim]):
+        pick = (slice(None),) * dim + (slice(j, j + 1),)
+        idx = index[pick]
+        np.put_along_axis(target, idx, np.take_along_axis(target, idx, dim) + values[pick], dim)
+
+
+class Gather(Function):
+    """``out[i][j][k] = a[i][index[i][j][k]][k]`` (dim 1; likewise for the others). The gradient is
+    added back at the same places, summed where ``index`` repeats (``unique``: it never does, as for
+    sort and topk, and it is written with one put_along_axis)."""
+
+    @staticmethod
+    def forward(ctx, a, index, dim, unique=False):
+        ctx.meta = (a.shape, a.dtype, dim, unique)
+        ctx.save_for_backward(index)
+        return np.take_along_axis(a[block(index.shape, dim)], index, dim)
+
+    @staticmethod
+    def backward(ctx, g):
+        (index,) = ctx.saved_tensors
+        shape, dtype, dim, unique = ctx.meta
+        grad = backend_of(g, op="GatherBackward").zeros(shape, dtype)
+        target = grad[block(index.shape, dim)]  # a view: written through into grad
+        if unique:
+            np.put_along_axis(target, index, g, dim)
+        else:
+            add_along_axis(target, index, g, dim)
+        return grad, None
+
+
+class IndexSelect(Function):
+    """The slices ``index`` (1-D int64) along ``dim``; the gradient is summed back where it repeats."""
+
+    @staticmethod
+    def forward(ctx, a, index, dim):
+        ctx.meta = (a.shape, a.dtype, dim)
+        ctx.save_for_backward(index)
+        shape = [1] * a.ndim
+        shape[dim] = index.shape[0]
+        return np.take_along_axis(a, index.reshape(shape), dim)  # index broadcast over the other axes
+
+    @staticmethod
+    def backward(ctx, g):
+        (index,) = ctx.saved_tensors
+        shape, dtype, dim = ctx.meta
+        grad = backend_of(g, op="IndexSelectBackward").zeros(shape, dtype)
+        np.add.at(grad, (slice(None),) * dim + (index,), g)
+        return grad, None
+
+
+class Scatter(Function):
+    """``a`` with ``src``'s elements (its leading ``index.shape`` block) written at ``index`` along
+    ``dim`` (``add``: added there, summed where ``index`` repeats). ``src`` may be a number."""
+
+    @staticmethod
+    def forward(ctx, a, index, src, dim, add=False):
+        ctx.meta = (_shape_of(src), dim, add)
+        ctx.save_for_backward(index)
+        values = src if np.ndim(src) == 0 else src[block(index.shape)]
+        out = a.copy()
+        target = out[block(index.shape, dim)]  # a view: written through into out
+        if add:
+            add_along_axis(target, index, values, dim)
+        else:
+            np.put_along_axis(target, index, values, dim)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        (index,) = ctx.saved_tensors
+        src_shape, dim, add = ctx.meta
+        grad_a = grad_src = None
+        if ctx.needs_input_grad[0]:
+            grad_a = g
+            if not add:  # the overwritten elements get no gradient
+                grad_a = g.copy()
+                np.put_along_axis(grad_a[block(index.shape, dim)], index, 0, dim)
+        if ctx.needs_input_grad[2]:
+            grad_src = backend_of(g, op="ScatterBackward").zeros(src_shape, g.dtype)
+            grad_src[block(index.shape)] = np.take_along_axis(g[block(index.shape, dim)], index, dim)
+        return grad_a, None, grad_src
+
+
+class Norm(Function):
+    """The ``p``-norm over ``axes`` (a positive number or inf): sum(|a|^p)^(1/p), or max |a|. At a
+    zero norm the gradient is 0 (PyTorch's subgradient); ties of the inf-norm share it evenly."""
+
+    @staticmethod
+    def forward(ctx, a, p, axes, keepdim):
+        absolute = np.abs(a)
+        if np.isinf(p):
+            out = absolute.max(axis=axes, keepdims=True)
+        elif p == 1:
+            out = absolute.sum(axis=axes, keepdims=True)
+        else:
+            out = np.power(np.power(absolute, p).sum(axis=axes, keepdims=True), 1.0 / p)
+        out = as_array(out).astype(a.dtype, copy=False)
+        ctx.save_for_backward(a, out)
+        ctx.meta = (p, axes, keepdim)
+        return out if keepdim else as_array(np.squeeze(out, axis=axes))
+
+    @staticmethod
+    def backward(ctx, g):
+        a, out = ctx.saved_tensors
+        p, axes, keepdim = ctx.meta
+        if not keepdim:
+            g = np.reshape(g, out.shape)
+        sign = np.sign(a)
+        if np.isinf(p):
+            ties = np.abs(a) == out
+            return sign * ties * (g / ties.sum(axis=axes, keepdims=True))
+        if p == 1:
+            return sign * g
+        safe = np.where(out == 0, 1, out)
+        scale = np.where(out == 0, 0, g / np.power(safe, p - 1))
+        return sign * np.power(np.abs(a), p - 1) * scale
+
+
+class Einsum(Function):
+    """``np.einsum`` on explicit subscripts (``"ij,jk->ik"``: no ellipsis; see tensor.einsum, which
+    writes them out). Each operand's gradient is the einsum of the output's gradient with the other
+    operands; a letter only that operand has (summed away) is broadcast back, and a letter it repeats
+    (a diagonal) is refused by the backward."""
+
+    @staticmethod
+    def forward(ctx, *operands, subscripts):
+        ctx.save_for_backward(*operands)
+        ctx.subscripts = subscripts
+        return as_array(np.einsum(subscripts, *operands))
+
+    @staticmethod
+    def backward(ctx, g):
+        operands = ctx.saved_tensors
+        inputs, output = ctx.subscripts.split("->")
+        terms = inputs.split(",")
+        grads = []
+        for k, (term, a) in enumerate(zip(terms, operands)):
+            if not ctx.needs_input_grad[k]:
+                grads.append(None)
+                continue
+            if len(set(term)) != len(term):
+                raise NotImplementedError(
+                    f"einsum: the gradient of operand {k} ({term!r}, a repeated index) is not supported"
+                )
+            others = [t for i, t in enumerate(terms) if i != k]
+            present = set(output).union(*others)
+            kept = "".join(c for c in term if c in present)
+            spec = ",".join([output, *others]) + "->" + kept
+            partial = np.einsum(spec, g, *(o for i, o in enumerate(operands) if i != k))
+            shape = tuple(n if c in present else 1 for c, n in zip(term, a.shape))
+            grads.append(np.broadcast_to(np.reshape(as_array(partial), shape), a.shape).astype(a.dtype))
+        return tuple(grads)

@@ -33,13 +33,16 @@ from .loss import (
     SmoothL1Loss,
     TripletMarginLoss,
 )
-from .module import Module, ModuleList, Parameter, Sequential
+from .module import Identity, Module, ModuleDict, ModuleList, Parameter, ParameterList, Sequential
 from .normalization import BatchNorm1d, BatchNorm2d
 from .rnn import LSTM, LSTMCell
 
 __all__ = [
     "Module",
     "ModuleList",
+    "ModuleDict",
+    "ParameterList",
+    "Identity",
     "Parameter",
     "Sequential",
     "functional",

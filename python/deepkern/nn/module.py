@@ -1,5 +1,6 @@
-"""``Module`` (parameters, buffers, children, state dicts, train/eval), ``Parameter`` and the
-containers ``Sequential`` and ``ModuleList``, with PyTorch's names and semantics."""
+"""``Module`` (parameters, buffers, children, state dicts, train/eval, forward hooks), ``Parameter``,
+the containers ``Sequential``, ``ModuleList``, ``ModuleDict`` and ``ParameterList``, and ``Identity``,
+with PyTorch's names and semantics."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import autograd
+from ..autograd import add_hook
 from ..backends import as_array, to_device
 from ..io import check_state_dict
 from ..tensor import Tensor
 
-__all__ = ["Parameter", "Module", "Sequential", "ModuleList"]
+__all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "ParameterList", "Identity"]
 
 
 class Parameter(Tensor):
@@ -37,6 +39,8 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_non_persistent", set())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_forward_hooks", OrderedDict())
+        object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
         object.__setattr__(self, "training", True)
 
     # -- registration --------------------------------------------------------------------------
@@ -88,7 +92,34 @@ class Module:
         (self._non_persistent.discard if persistent else self._non_persistent.add)(name)
 
     def add_module(self, name: str, module) -> None:
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"add_module: {name!r} must be a Module or None, got {type(module).__name__}")
+        self.__dict__.pop(name, None)
         self._modules[name] = module
+
+    register_module = add_module
+
+    def get_submodule(self, target: str) -> "Module":
+        """The submodule at the dotted path ``target`` ("" is this module); AttributeError naming the
+        part of the path that is missing or is not a Module."""
+        module = self
+        for part in target.split(".") if target else []:
+            child = module._modules.get(part) if isinstance(module, Module) else None
+            if child is None:
+                what = "is not an nn.Module" if part in module.__dict__ else "has no attribute"
+                raise AttributeError(f"get_submodule({target!r}): {type(module).__name__} {what} `{part}`")
+            module = child
+        return module
+
+    def register_forward_pre_hook(self, hook):
+        """Calls ``hook(module, args)`` before each forward; a value it returns (a tuple, or one
+        value) replaces the positional arguments. Returns a handle whose ``remove()`` unregisters it."""
+        return add_hook(self._forward_pre_hooks, hook)
+
+    def register_forward_hook(self, hook):
+        """Calls ``hook(module, args, output)`` after each forward; a value it returns replaces the
+        output. Returns a handle whose ``remove()`` unregisters it."""
+        return add_hook(self._forward_hooks, hook)
 
     # -- traversal -----------------------------------------------------------------------------
 
@@ -219,7 +250,16 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} has no forward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        for hook in list(self._forward_pre_hooks.values()):
+            replaced = hook(self, args)
+            if replaced is not None:
+                args = replaced if isinstance(replaced, tuple) else (replaced,)
+        output = self.forward(*args, **kwargs)
+        for hook in list(self._forward_hooks.values()):
+            replaced = hook(self, args, output)
+            if replaced is not None:
+                output = replaced
+        return output
 
     def extra_repr(self) -> str:
         return ""
@@ -283,3 +323,103 @@ class ModuleList(Module):
 
     def __iter__(self):
         return iter(self._modules.values())
+
+
+class ModuleDict(Module):
+    """A dict of modules (in insertion order) whose parameters the owner registers."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def __getitem__(self, key: str) -> Module:
+        return self._modules[key]
+
+    def __setitem__(self, key: str, module) -> None:
+        self.add_module(key, module)
+
+    def __delitem__(self, key: str) -> None:
+        del self._modules[key]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def __contains__(self, key) -> bool:
+        return key in self._modules
+
+    def keys(self):
+        return self._modules.keys()
+
+    def values(self):
+        return self._modules.values()
+
+    def items(self):
+        return self._modules.items()
+
+    def pop(self, key: str) -> Module:
+        return self._modules.pop(key)
+
+    def clear(self) -> None:
+        self._modules.clear()
+
+    def update(self, modules) -> None:
+        """Adds the modules of a mapping or of an iterable of (name, module) pairs."""
+        pairs = modules.items() if hasattr(modules, "items") else modules
+        for entry in pairs:
+            if len(entry) != 2:
+                raise ValueError(f"ModuleDict.update: expected (name, module) pairs, got {entry!r}")
+            self.add_module(*entry)
+
+
+class ParameterList(Module):
+    """A list of Parameters whose owner registers them (Tensors given are made Parameters)."""
+
+    def __init__(self, values=None):
+        super().__init__()
+        for v in values or ():
+            self.append(v)
+
+    @staticmethod
+    def _parameter(value) -> Parameter:
+        if isinstance(value, Parameter):
+            return value
+        if isinstance(value, Tensor):
+            return Parameter(value)
+        raise TypeError(f"ParameterList: entries must be Parameters or Tensors, got {type(value).__name__}")
+
+    def append(self, value) -> "ParameterList":
+        self.register_parameter(str(len(self._parameters)), self._parameter(value))
+        return self
+
+    def extend(self, values) -> "ParameterList":
+        for v in values:
+            self.append(v)
+        return self
+
+    def __getitem__(self, idx):
+        params = list(self._parameters.values())
+        return ParameterList(params[idx]) if isinstance(idx, slice) else params[idx]
+
+    def __setitem__(self, idx: int, value) -> None:
+        key = str(range(len(self))[idx])
+        self.register_parameter(key, self._parameter(value))
+
+    def __len__(self):
+        return len(self._parameters)
+
+    def __iter__(self):
+        return iter(self._parameters.values())
+
+
+class Identity(Module):
+    """Returns its input; takes (and ignores) any constructor arguments, as PyTorch's."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def forward(self, input):
+        return input

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from ..tensor import Tensor
+
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
 
 
@@ -13,7 +15,7 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0) -> floa
     """Scales the gradients of ``parameters`` in place so that their joint ``norm_type`` norm
     is at most ``max_norm``; returns the norm before clipping (PyTorch's rule: scale by
     ``max_norm / (norm + 1e-6)`` when that is below 1)."""
-    grads = [p.grad._array for p in parameters if p.grad is not None]
+    grads = [p.grad._array for p in _as_list(parameters) if p.grad is not None]
     if not grads:
         return 0.0
     norm_type = float(norm_type)
@@ -29,7 +31,14 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0) -> floa
 
 
 def clip_grad_value_(parameters, clip_value: float) -> None:
-    """Clamps every gradient element of ``parameters`` to [-clip_value, clip_value] in place."""
-    for p in parameters:
+    """Clamps every gradient element of ``parameters`` (Tensors, or one Tensor) to
+    [-clip_value, clip_value] in place."""
+    clip_value = float(clip_value)
+    for p in _as_list(parameters):
         if p.grad is not None:
             np.clip(p.grad._array, -clip_value, clip_value, out=p.grad._array)
+
+
+def _as_list(parameters) -> list:
+    """``parameters`` (an iterable of Tensors, or one Tensor) as a list."""
+    return [parameters] if isinstance(parameters, Tensor) else list(parameters)
