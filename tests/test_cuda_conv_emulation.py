@@ -98,6 +98,27 @@ def test_backward_data(rng, precision, x_shape, w_shape, stride, padding, dilati
     _check(gx, ref, scale, precision)
 
 
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("offset", [0, 1], ids=["aligned", "misaligned"])
+def test_forward_weight_rows_vector_and_element_loads(rng, precision, offset):
+    """The forward weights go through the GEMM's strided loaders: 16-byte loads when every row of
+    (C/groups)*R*S = 40 elements starts on 16 bytes, element loads when the array starts one element
+    in (the same results either way)."""
+    dtype = DTYPE[precision]
+    x_shape, w_shape = (2, 10, 6, 5), (9, 10, 2, 2)
+    fields, (p, q) = _geometry(x_shape, w_shape, 1, 1, 1, 1)
+    x = _inputs(rng, x_shape, dtype)
+    size = int(np.prod(w_shape))
+    store = np.zeros(size + 16, dtype)
+    start = (-store.ctypes.data % 16) // store.itemsize + offset  # 16-byte aligned plus `offset` elements
+    w = store[start : start + size].reshape(w_shape)
+    w[...] = _inputs(rng, w_shape, dtype)
+    assert (w.ctypes.data % 16 == 0) == (offset == 0)
+    y = np.full((2, 9, p, q), np.nan, dtype)
+    emulation.load_driver("conv").dk_conv2d_forward(fields, precision, x, w, _null(), y)
+    _check(y, conv2d_ref(x, w, padding=1), conv2d_ref(_abs(x), _abs(w), padding=1), precision)
+
+
 def _weight_gradient(rng, precision, geometry, splits, with_bias=True):
     x_shape, w_shape, stride, padding, dilation, groups = geometry
     dtype = DTYPE[precision]

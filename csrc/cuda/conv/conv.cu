@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <stdexcept>
+#include <string>
+#include <type_traits>
 
 #include "cuda/conv/conv.h"
 #include "cuda/gemm/gemm_device.h"
@@ -117,13 +119,28 @@ struct Output {
   }
 };
 
-// One pass of a convolution: per group an M x N x K GEMM, A and B gathered, results stored.
-template <class T, bool kTransposedA>
+// An operand that is a plain strided matrix per group (the forward pass's weights: row k' of
+// group g at data + g * group_stride + k' * mn_stride), loaded by the GEMM's own loaders: 16-byte
+// chunks where `vector` (mma) or kMode (simt) allows. Those walk K from 0: never split along K.
+template <class T, simt_tile::Load kMode>
+struct Strided {
+  gemm_device::OperandView<T> view;  // group 0's
+  std::int64_t group_stride;
+  bool vector;
+  __device__ __forceinline__ gemm_device::OperandView<T> for_group(int group) const {
+    return {view.data + group * group_stride, view.mn_stride, view.k_stride};
+  }
+};
+
+// One pass of a convolution: per group an M x N x K GEMM, A gathered, B gathered or strided,
+// results stored.
+template <class T, bool kTransposedA, class B = Gather<T, false>>
 struct Pass {
+  using Element = T;
   std::int64_t m, n, k;
   std::int64_t k_per_split;  // a multiple of kSplitAlign
   Gather<T, kTransposedA> a;
-  Gather<T, false> b;
+  B b;
   Output<T> out;
 
   __device__ __forceinline__ std::int64_t k_begin(int split) const { return split * k_per_split; }
@@ -198,28 +215,53 @@ struct MmaGatherLoader {
   }
 };
 
+// The loaders of each operand kind for the SIMT and the tensor-core tile.
+template <bool kTransposed>
+__device__ __forceinline__ SimtGatherLoader<Gather<float, kTransposed>> simt_loader(const Gather<float, kTransposed>& g,
+                                                                                    int group, std::int64_t mn0,
+                                                                                    std::int64_t mn_extent) {
+  return {g, group, mn0, mn_extent};
+}
+template <simt_tile::Load kMode>
+__device__ __forceinline__ simt_tile::StridedLoader<kMode> simt_loader(const Strided<float, kMode>& s, int group,
+                                                                       std::int64_t mn0, std::int64_t mn_extent) {
+  return {s.for_group(group), mn0, mn_extent};
+}
+template <class T, bool kTransposed>
+__device__ __forceinline__ MmaGatherLoader<T, Gather<T, kTransposed>> mma_loader(const Gather<T, kTransposed>& g,
+                                                                                 int group, std::int64_t mn0,
+                                                                                 std::int64_t mn_extent) {
+  return {g, group, mn0, mn_extent};
+}
+template <class T, simt_tile::Load kMode>
+__device__ __forceinline__ mma_tile::SliceLoader<T, mma_tile::Layout::k_major> mma_loader(const Strided<T, kMode>& s,
+                                                                                          int group, std::int64_t mn0,
+                                                                                          std::int64_t mn_extent) {
+  return {s.for_group(group), s.vector, mn0, mn_extent};
+}
+
 // Block (x, y, z): tile x (m fastest, tiles_m along m) of group group0 + y, K split z. FP32.
-template <bool kTransposedA>
-__global__ void __launch_bounds__(kThreads, 2)
-    conv_simt_kernel(Pass<float, kTransposedA> p, unsigned tiles_m, int group0) {
+template <class P>
+__global__ void __launch_bounds__(kThreads, 2) conv_simt_kernel(P p, unsigned tiles_m, int group0) {
   __shared__ simt_tile::SharedSlices shared;
   const int group = group0 + static_cast<int>(blockIdx.y), split = static_cast<int>(blockIdx.z);
   const std::int64_t m0 = std::int64_t(blockIdx.x % tiles_m) * kTile, n0 = std::int64_t(blockIdx.x / tiles_m) * kTile;
-  SimtGatherLoader<decltype(p.a)> a(p.a, group, m0, p.m);
-  SimtGatherLoader<decltype(p.b)> b(p.b, group, n0, p.n);
+  auto a = simt_loader(p.a, group, m0, p.m);
+  auto b = simt_loader(p.b, group, n0, p.n);
   float acc[8][8];
   simt_tile::multiply_tile(a, b, p.k_begin(split), p.k_end(split), shared, acc);
   simt_tile::for_each_result(acc, [&](int row, int col, float v) { p.out.store(group, split, m0 + row, n0 + col, v); });
 }
 
-// The same on the tensor cores: T float (TF32) or __nv_bfloat16 (BF16); mma_tile::kSharedBytes of
-// dynamic shared memory.
-template <class T, bool kTransposedA>
-__global__ void __launch_bounds__(kThreads, 2) conv_mma_kernel(Pass<T, kTransposedA> p, unsigned tiles_m, int group0) {
+// The same on the tensor cores: P::Element float (TF32) or __nv_bfloat16 (BF16);
+// mma_tile::kSharedBytes of dynamic shared memory.
+template <class P>
+__global__ void __launch_bounds__(kThreads, 2) conv_mma_kernel(P p, unsigned tiles_m, int group0) {
+  using T = typename P::Element;
   const int group = group0 + static_cast<int>(blockIdx.y), split = static_cast<int>(blockIdx.z);
   const std::int64_t m0 = std::int64_t(blockIdx.x % tiles_m) * kTile, n0 = std::int64_t(blockIdx.x / tiles_m) * kTile;
-  MmaGatherLoader<T, decltype(p.a)> a(p.a, group, m0, p.m);
-  MmaGatherLoader<T, decltype(p.b)> b(p.b, group, n0, p.n);
+  auto a = mma_loader<T>(p.a, group, m0, p.m);
+  auto b = mma_loader<T>(p.b, group, n0, p.n);
   float acc[4][4][4];
   mma_tile::multiply_tile<T, mma_tile::Layout::k_major, mma_tile::Layout::k_major>(a, b, p.k_begin(split),
                                                                                    p.k_end(split), acc);
@@ -264,23 +306,23 @@ __global__ void __launch_bounds__(kThreads)
 constexpr std::int64_t kMaxGridYZ = 65535;
 
 // Launches pass `p` over `groups` groups and `splits` splits of K on the kernel of `precision`.
-template <class T, bool kTransposedA>
-void run_pass(const char* name, const Pass<T, kTransposedA>& p, std::int64_t groups, int splits,
-              GemmPrecision precision, cudaStream_t stream) {
+template <class P>
+void run_pass(const char* name, const P& p, std::int64_t groups, int splits, GemmPrecision precision,
+              cudaStream_t stream) {
   if (p.m == 0 || p.n == 0 || groups == 0) return;
   const std::int64_t tiles_m = (p.m + kTile - 1) / kTile, tiles = tiles_m * ((p.n + kTile - 1) / kTile);
   if (tiles >= (std::int64_t(1) << 31)) throw std::invalid_argument(std::string(name) + ": too many 128 x 128 tiles");
   for (std::int64_t group0 = 0; group0 < groups; group0 += kMaxGridYZ) {
     const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(std::min(groups - group0, kMaxGridYZ)),
                     static_cast<unsigned>(splits));
-    if constexpr (sizeof(T) == 4) {
+    if constexpr (std::is_same_v<typename P::Element, float>) {
       if (precision == GemmPrecision::fp32) {
-        launch(name, conv_simt_kernel<kTransposedA>, grid, dim3(kThreads), 0, stream, p, static_cast<unsigned>(tiles_m),
+        launch(name, conv_simt_kernel<P>, grid, dim3(kThreads), 0, stream, p, static_cast<unsigned>(tiles_m),
                static_cast<int>(group0));
         continue;
       }
     }
-    launch(name, conv_mma_kernel<T, kTransposedA>, grid, dim3(kThreads), mma_tile::kSharedBytes, stream, p,
+    launch(name, conv_mma_kernel<P>, grid, dim3(kThreads), mma_tile::kSharedBytes, stream, p,
            static_cast<unsigned>(tiles_m), static_cast<int>(group0));
   }
 }
@@ -376,14 +418,26 @@ bool conv2d_indices_fit(const Conv2dShape& s) {
 
 void conv2d_forward(const Conv2dShape& s, GemmPrecision precision, const void* x, const void* w, const void* bias,
                     void* y, cudaStream_t stream) {
-  run_built_pass("conv2d_forward", s, precision, 1, stream, [&](auto zero, const GroupSizes& z) {
+  with_element_type(precision, [&](auto zero) {
     using T = decltype(zero);
-    Pass<T, false> p;
-    p.m = s.batch * z.out_plane, p.n = z.group_out, p.k = z.group_in * z.taps, p.k_per_split = p.k;
-    p.a = input_windows<T>(s, x, true);
-    p.b = dense<T>(w, z.group_out * p.k, p.k, 1, 1);
-    p.out = output_planes<T>(y, p.m, p.n, z.out_plane, s.out_channels, bias);
-    return p;
+    const GroupSizes z(s);
+    const std::int64_t depth = z.group_in * z.taps, chunk = 16 / sizeof(T);
+    // The weights of group g: a group_out x depth row-major matrix, 16-byte rows when depth allows.
+    const bool rows_aligned = reinterpret_cast<std::uintptr_t>(w) % 16 == 0 && depth % chunk == 0;
+    auto run = [&](auto mode) {
+      Pass<T, false, Strided<T, decltype(mode)::value>> p;
+      p.m = s.batch * z.out_plane, p.n = z.group_out, p.k = depth, p.k_per_split = depth;
+      p.a = input_windows<T>(s, x, true);
+      p.b = {{static_cast<const T*>(w), depth, 1}, z.group_out * depth, rows_aligned};
+      p.out = output_planes<T>(y, p.m, p.n, z.out_plane, s.out_channels, bias);
+      run_pass("conv2d_forward", p, s.groups, 1, precision, stream);
+    };
+    using simt_tile::Load;
+    if (precision == GemmPrecision::fp32 && rows_aligned) {  // the SIMT tile's float4 loads along k
+      run(std::integral_constant<Load, Load::k_vector>{});
+    } else {  // the mma tile reads `vector` at run time: one instance
+      run(std::integral_constant<Load, Load::scalar>{});
+    }
   });
 }
 
