@@ -433,11 +433,13 @@ void conv2d_forward(const Conv2dShape& s, GemmPrecision precision, const void* x
       run_pass("conv2d_forward", p, s.groups, 1, precision, stream);
     };
     using simt_tile::Load;
-    if (precision == GemmPrecision::fp32 && rows_aligned) {  // the SIMT tile's float4 loads along k
-      run(std::integral_constant<Load, Load::k_vector>{});
-    } else {  // the mma tile reads `vector` at run time: one instance
-      run(std::integral_constant<Load, Load::scalar>{});
+    if constexpr (std::is_same_v<T, float>) {
+      if (precision == GemmPrecision::fp32 && rows_aligned) {  // the SIMT tile's float4 loads along k
+        run(std::integral_constant<Load, Load::k_vector>{});
+        return;
+      }
     }
+    run(std::integral_constant<Load, Load::scalar>{});  // the mma tile reads `vector` at run time
   });
 }
 
