@@ -114,6 +114,25 @@ def test_backward_against_float64_and_the_cpu(rng, precision, x_shape, w_shape, 
 
 
 @gpu
+def test_strided_and_transposed_inputs_are_copied_once(rng):
+    """Views that are not C-contiguous (every other column, channels and rows swapped) give the
+    results of their contiguous copies: ops copies them through the backend before the kernels."""
+    x_store, w_store = rand(rng, (2, 5, 9, 16), "fp32"), rand(rng, (3, 4, 5, 3), "fp32")
+    gy_store = rand(rng, (2, 3, 8, 8), "fp32")
+    x, w = x_store[:, :, :, ::2], w_store.transpose(0, 2, 1, 3)  # (2, 5, 9, 8), (3, 5, 4, 3)
+    dx, dw, dgy = on_device("cuda", x_store, w_store, gy_store)
+    dx, dw = dx[:, :, :, ::2], dw.transpose(0, 2, 1, 3)
+    options = dict(padding=(1, 1))
+    a_x, a_w, a_gy = (np.abs(f64(a)) for a in (x, w, gy_store))
+    got = ops.conv2d(dx, dw, **options)
+    check_scaled(got, conv2d_ref(x, w, **options), conv2d_ref(a_x, a_w, **options), "fp32", "forward")
+    grads = ops.conv2d_backward(dgy, dx, dw, **options)
+    refs, scales = conv2d_backward_ref(gy_store, x, w, **options), conv2d_backward_ref(a_gy, a_x, a_w, **options)
+    for what, g, ref, scale in zip(("grad_x", "grad_w", "grad_b"), grads, refs, scales):
+        check_scaled(g, ref, scale, "fp32", what)
+
+
+@gpu
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_binding_writes_every_element_of_nan_prefilled_outputs(rng, precision):
     x_shape, w_shape, options = (2, 6, 10, 9), (4, 3, 3, 3), dict(stride=(1, 2), padding=(1, 0), dilation=1, groups=2)
