@@ -76,6 +76,20 @@ matmul = _MatmulSettings()
 _BFLOAT16 = "bfloat16"
 
 
+def _precision(op: str, array) -> str:
+    """How the GEMM-based kernels compute on ``array``'s dtype: 'bf16' for bfloat16, else 'fp32',
+    or 'tf32' when ``matmul.allow_tf32`` is set (the binding refuses dtypes other than float32);
+    float64 has no kernel (NotImplementedError)."""
+    if array.dtype.name == _BFLOAT16:
+        return "bf16"
+    if array.dtype == np.float64:
+        raise NotImplementedError(
+            f"{op} in float64 is not implemented on device 'cuda' (float32 and bfloat16 are): "
+            "copy the arrays to the CPU, or use float32"
+        )
+    return "tf32" if matmul.allow_tf32 else "fp32"
+
+
 def _shape(shape) -> tuple:
     return (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
 
@@ -122,13 +136,21 @@ class CUDABackend(Backend):
     def gemm(self, a, b, c, a_offsets, b_offsets, c_offsets, k, alpha, beta, bias, bias_axis, relu):
         """``deepkern._C.gemm`` on the GPU: bfloat16 arrays run on the tensor cores in BF16,
         float32 ones in FP32, or in TF32 when ``matmul.allow_tf32`` is set; float64 has no kernel."""
-        if a.dtype.name == _BFLOAT16:
-            precision = "bf16"
-        elif a.dtype == np.float64:
-            raise NotImplementedError(
-                "gemm in float64 is not implemented on device 'cuda' (float32 and bfloat16 are): "
-                "copy the arrays to the CPU, or use float32"
-            )
-        else:
-            precision = "tf32" if matmul.allow_tf32 else "fp32"
+        precision = _precision("gemm", a)
         _cuda.gemm(a, b, c, a_offsets, b_offsets, c_offsets, k, alpha, beta, bias, bias_axis, relu, precision)
+
+    # The convolutions are implicit GEMMs on the GEMM kernels' tiles: the same precisions.
+    def conv2d_forward(self, x, w, bias, y, stride, padding, dilation, groups):
+        """``deepkern._C.conv2d_forward`` on the GPU (precision as ``gemm``)."""
+        precision = _precision("conv2d_forward", x)
+        _cuda.conv2d_forward(x, w, bias, y, stride, padding, dilation, groups, precision)
+
+    def conv2d_backward_data(self, grad_y, w, grad_x, stride, padding, dilation, groups):
+        """``deepkern._C.conv2d_backward_data`` on the GPU (precision as ``gemm``)."""
+        precision = _precision("conv2d_backward_data", grad_y)
+        _cuda.conv2d_backward_data(grad_y, w, grad_x, stride, padding, dilation, groups, precision)
+
+    def conv2d_backward_weight(self, grad_y, x, grad_w, grad_bias, stride, padding, dilation, groups):
+        """``deepkern._C.conv2d_backward_weight`` on the GPU (precision as ``gemm``)."""
+        precision = _precision("conv2d_backward_weight", grad_y)
+        _cuda.conv2d_backward_weight(grad_y, x, grad_w, grad_bias, stride, padding, dilation, groups, precision)

@@ -9,6 +9,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .gemm import _cuda_unavailable, _tf32_inputs
 from .libraries import installed_torch, torch_missing
 from .registry import Case, Suite, register_suite
 from .timing import rotation_copies
@@ -154,6 +155,30 @@ def conv_impls(layer: ConvLayer, conv_pass: str) -> Dict[str, Callable]:
 CONV_CHECK_IMAGES = 2
 
 
+def _conv_references(layer: ConvLayer, conv_pass: str, inputs: tuple, head: slice) -> tuple:
+    """PyTorch's float64 results on ``inputs``: the output of the images ``head`` (``"fwd"``), or
+    grad_x of those images and grad_w of the whole batch (``"fwd+bwd"``), as NumPy arrays."""
+    torch = installed_torch()
+    if torch is None:
+        raise RuntimeError("conv_check needs PyTorch for its float64 reference")
+    stride, padding, dilation = [layer.stride] * 2, [layer.padding] * 2, [1, 1]
+    x64, w64 = (torch.from_numpy(a.astype(np.float64)) for a in inputs[:2])
+    with torch.no_grad():
+        if conv_pass == "fwd":
+            return (torch.nn.functional.conv2d(x64[head], w64, None, stride, padding, dilation, layer.groups).numpy(),)
+        g64 = torch.from_numpy(inputs[2].astype(np.float64))
+        backward = torch.ops.aten.convolution_backward.default
+        common = (stride, padding, dilation, False, [0, 0], layer.groups)
+        ref_x = backward(g64[head], x64[head], w64, None, *common, [True, False, False])[0]
+        ref_w = backward(g64, x64, w64, None, *common, [False, True, False])[1]
+        return ref_x.numpy(), ref_w.numpy()
+
+
+def _relative_error(got, ref) -> float:
+    denom = float(np.linalg.norm(ref)) or 1.0
+    return float(np.linalg.norm(np.asarray(got).astype(np.float64) - ref)) / denom
+
+
 def conv_check(layer: ConvLayer, conv_pass: str, inputs: tuple) -> float:
     """Largest relative error ``||out - ref|| / ||ref||`` of deepkern's results on ``inputs`` against
     PyTorch in float64: the output (``"fwd"``) or grad_x and grad_w (``"fwd+bwd"``).
@@ -163,46 +188,13 @@ def conv_check(layer: ConvLayer, conv_pass: str, inputs: tuple) -> float:
     """
     from ..ops import conv2d, conv2d_backward
 
-    torch = installed_torch()
-    if torch is None:
-        raise RuntimeError("conv_check needs PyTorch for its float64 reference")
-    kw = layer.kwargs
-    stride, padding, dilation = [layer.stride] * 2, [layer.padding] * 2, [1, 1]
     x, w = inputs[0], inputs[1]
     head = slice(0, min(CONV_CHECK_IMAGES, x.shape[0]))
-    x64, w64 = torch.from_numpy(x.astype(np.float64)), torch.from_numpy(w.astype(np.float64))
-
-    def rel(got, ref) -> float:
-        ref = ref.numpy()
-        denom = float(np.linalg.norm(ref)) or 1.0
-        return float(np.linalg.norm(got.astype(np.float64) - ref)) / denom
-
-    with torch.no_grad():
-        if conv_pass == "fwd":
-            out = conv2d(x, w, None, **kw)
-            ref = torch.nn.functional.conv2d(x64[head], w64, None, stride, padding, dilation, layer.groups)
-            return rel(out[head], ref)
-        g = inputs[2]
-        grad_x, grad_w, _ = conv2d_backward(g, x, w, needs=(True, True, False), **kw)
-        g64 = torch.from_numpy(g.astype(np.float64))
-        backward = torch.ops.aten.convolution_backward.default
-        ref_x = backward(
-            g64[head],
-            x64[head],
-            w64,
-            None,
-            stride,
-            padding,
-            dilation,
-            False,
-            [0, 0],
-            layer.groups,
-            [True, False, False],
-        )[0]
-        ref_w = backward(
-            g64, x64, w64, None, stride, padding, dilation, False, [0, 0], layer.groups, [False, True, False]
-        )[1]
-        return max(rel(grad_x[head], ref_x), rel(grad_w, ref_w))
+    refs = _conv_references(layer, conv_pass, inputs, head)
+    if conv_pass == "fwd":
+        return _relative_error(conv2d(x, w, None, **layer.kwargs)[head], refs[0])
+    grad_x, grad_w, _ = conv2d_backward(inputs[2], x, w, needs=(True, True, False), **layer.kwargs)
+    return max(_relative_error(grad_x[head], refs[0]), _relative_error(grad_w, refs[1]))
 
 
 def _conv_case(layer: ConvLayer, batch: int, conv_pass: str) -> Case:
@@ -237,5 +229,129 @@ register_suite(
         cases=conv_cases,
         summary_groups=(GROUP_CONV_FWD, GROUP_CONV_FWD_BWD),
         unavailable=lambda: torch_missing("torch.nn.functional.conv2d"),
+    )
+)
+
+
+# ---- conv-cuda: the same layers on the GPU -------------------------------------------------------
+
+CONV_CUDA_PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def _conv_cuda_unavailable() -> Optional[str]:
+    """Why the GPU suite cannot run here (no usable GPU, no PyTorch), or None."""
+    return _cuda_unavailable() or torch_missing("torch.nn.functional.conv2d")
+
+
+def _conv_cuda_impls(layer: ConvLayer, conv_pass: str, precision: str) -> Dict[str, Callable]:
+    """:func:`conv_impls` on the GPU with the precision set alike for both libraries before each call
+    (host-side assignments): deepkern's ``matmul.allow_tf32``; PyTorch's ``cudnn.allow_tf32``, with
+    ``cudnn.benchmark`` on (cuDNN picks its fastest algorithm per shape); bfloat16 views for BF16
+    (the inputs travel as bfloat16's bits in uint16)."""
+    import ml_dtypes
+
+    from ..backends import cuda as cuda_backend
+
+    tf32, bf16 = precision == "tf32", precision == "bf16"
+    plain = conv_impls(layer, conv_pass)
+    ours = plain["deepkern"]
+
+    def deepkern_conv(*arrays):
+        cuda_backend.matmul.allow_tf32 = tf32
+        return ours(*(a.view(ml_dtypes.bfloat16) if bf16 else a for a in arrays))
+
+    impls: Dict[str, Callable] = {"deepkern": deepkern_conv}
+    torch = installed_torch()
+    if torch is not None and "torch" in plain:
+        theirs = plain["torch"]
+
+        def torch_conv(*tensors):
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cudnn.allow_tf32 = tf32
+            return theirs(*(t.view(torch.bfloat16) if bf16 else t for t in tensors))
+
+        impls["torch"] = torch_conv
+    return impls
+
+
+def conv_cuda_check(layer: ConvLayer, conv_pass: str, precision: str, inputs: tuple) -> float:
+    """:func:`conv_check` for the GPU: deepkern's results on the device against PyTorch in float64
+    on the same inputs rounded as the precision rounds them (TF32 inputs; bfloat16 results), so the
+    check measures the kernels, not the precision's own rounding."""
+    import ml_dtypes
+
+    from ..backends import cuda as cuda_backend
+    from ..backends import to_device
+    from ..ops import conv2d, conv2d_backward
+
+    values = tuple(a.view(ml_dtypes.bfloat16) if precision == "bf16" else a for a in inputs)
+    head = slice(0, min(CONV_CHECK_IMAGES, values[0].shape[0]))
+    rounded = tuple(_tf32_inputs(a) if precision == "tf32" else a.astype(np.float32) for a in values)
+    refs = _conv_references(layer, conv_pass, rounded, head)
+    if precision == "bf16":
+        refs = tuple(r.astype(np.float32).astype(ml_dtypes.bfloat16).astype(np.float64) for r in refs)
+    device = tuple(to_device(a, "cuda") for a in values)
+    cuda_backend.matmul.allow_tf32 = precision == "tf32"
+    try:
+        if conv_pass == "fwd":
+            got = (conv2d(device[0], device[1], None, **layer.kwargs)[head],)
+        else:
+            grad_x, grad_w, _ = conv2d_backward(device[2], *device[:2], needs=(True, True, False), **layer.kwargs)
+            got = (grad_x[head], grad_w)
+    finally:
+        cuda_backend.matmul.allow_tf32 = False
+    return max(_relative_error(to_device(g, "cpu"), r) for g, r in zip(got, refs))
+
+
+def _conv_cuda_case(layer: ConvLayer, batch: int, conv_pass: str, precision: str) -> Case:
+    itemsize = 2 if precision == "bf16" else 4
+
+    def make_inputs():
+        # One set: the GPU's caches hold none of these whole at batch 32.
+        sets = make_conv_inputs(layer, batch, conv_pass, copies=1)
+        if precision != "bf16":
+            return sets
+        import ml_dtypes
+
+        return [tuple(a.astype(ml_dtypes.bfloat16).view(np.uint16) for a in s) for s in sets]
+
+    return Case(
+        op="conv",
+        name=layer.name(),
+        layout=f"{conv_pass} {precision}",
+        group=f"{GROUP_CONV_FWD if conv_pass == 'fwd' else GROUP_CONV_FWD_BWD} {precision}",
+        shape=(batch, layer.c, layer.h, layer.w, layer.k, layer.r, layer.s, layer.stride, layer.padding, layer.groups),
+        flops=conv_flops(layer, batch, conv_pass),
+        nbytes=conv_bytes(layer, batch, conv_pass) * itemsize / 4,
+        make_inputs=make_inputs,
+        impls=_conv_cuda_impls(layer, conv_pass, precision),
+        check=lambda inputs: conv_cuda_check(layer, conv_pass, precision, inputs),
+        label=f"{layer.label}, N={batch}",
+        device="cuda",
+    )
+
+
+def conv_cuda_cases(quick: bool = False) -> List[Case]:
+    """The ``conv`` suite's layers on the GPU at batch 32 (2 with ``quick``), forward and
+    forward+backward, in FP32, TF32 and BF16."""
+    batch = CONV_BATCH_QUICK if quick else CONV_BATCH
+    return [
+        _conv_cuda_case(layer, batch, conv_pass, precision)
+        for precision in CONV_CUDA_PRECISIONS
+        for layer in CONV_LAYERS
+        for conv_pass in CONV_PASSES
+    ]
+
+
+register_suite(
+    Suite(
+        name="conv-cuda",
+        description=(
+            f"NCHW conv2d on the GPU in FP32, TF32 and BF16, forward and forward+backward, batch {CONV_BATCH} "
+            f"(--quick: {CONV_BATCH_QUICK}), vs PyTorch (cuDNN, benchmark mode)"
+        ),
+        cases=conv_cuda_cases,
+        summary_groups=tuple(f"{g} {p}" for p in CONV_CUDA_PRECISIONS for g in (GROUP_CONV_FWD, GROUP_CONV_FWD_BWD)),
+        unavailable=_conv_cuda_unavailable,
     )
 )
