@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from ..backends import backend_of
-from ._validate import as_float_array, check_index, check_output, check_scalar
+from ._validate import as_float_array, check_array_type, check_index, check_output, check_scalar
 from .activation import _run
 
 __all__ = [
@@ -147,6 +147,7 @@ def cross_entropy_backward(
         raise TypeError(f"{op}: grad has dtype {g.dtype}, x has {x.dtype}")
     if g.shape != index_shape and g.size != 1:
         raise ValueError(f"{op}: grad must have target's shape {index_shape} or one element, got {g.shape}")
+    check_array_type(stats, "stats", op, backend, " (cross_entropy's)")
     s = as_float_array(stats, "stats", op)
     if s.dtype != x.dtype or s.shape != index_shape + (3,):
         raise ValueError(
