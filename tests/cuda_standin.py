@@ -14,7 +14,7 @@ import types
 import warnings
 
 import numpy as np
-from deepkern import _cuda
+from deepkern import _C, _cuda
 from deepkern.backends import Backend, cuda_numpy
 
 STANDIN_TYPE = 13  # a DLPack device type no real device uses
@@ -35,6 +35,7 @@ class StandInArray:
     size = property(lambda self: self._a.size)
     strides = property(lambda self: self._a.strides)
     itemsize = property(lambda self: self._a.itemsize)
+    flags = property(lambda self: self._a.flags)  # c_contiguous, writeable, aligned, as DeviceArray's
     data_ptr = property(lambda self: self._a.__array_interface__["data"][0])
     T = property(lambda self: StandInArray(self._a.T))
 
@@ -200,13 +201,24 @@ KERNELS = types.SimpleNamespace(
 cuda_numpy.install(KERNELS)
 
 
+def _host_kernel(name: str):
+    """deepkern._C's kernel ``name`` run on the stand-in arrays' host memory."""
+    kernel = getattr(_C, name)
+    return staticmethod(lambda *args: kernel(*(a._a if isinstance(a, StandInArray) else a for a in args)))
+
+
 class StandInBackend(Backend):
     """A deepkern backend over StandInArrays (device 'standin'), so Tensors and their autograd run
-    on the dispatch as they do on 'cuda'; it has no kernel entries (as the CUDA backend so far)."""
+    on the dispatch as they do on 'cuda'. Its kernel entries are the softmax family's (the CPU
+    kernels on the host memory: log_softmax and the losses call them); the others are missing."""
 
     name = "standin"
     device_type = STANDIN_TYPE
     array_type = StandInArray
+    softmax = _host_kernel("softmax")
+    softmax_backward = _host_kernel("softmax_backward")
+    cross_entropy_forward = _host_kernel("cross_entropy_forward")
+    cross_entropy_backward = _host_kernel("cross_entropy_backward")
 
     def empty(self, shape, dtype):
         return KERNELS.empty(shape, dtype)

@@ -505,6 +505,96 @@ def _activation(fn, reference, backward: bool, gelu: bool):
     return build
 
 
+# ---- ops: softmax family ----------------------------------------------------------------------------
+
+
+def _softmax(fn, backward: bool, log: bool):
+    def build(data):
+        dtype, shape = float_dtype(data), _shape(data, max_ndim=3, max_elements=2048)
+        ndim = max(len(shape), 1)
+        params, roles = {}, {}
+        if backward:  # ordinary values: a float32 product may overflow where float64's does not
+            params["grad"], roles["grad"] = values(data, shape, dtype), "in"
+            params["y"], roles["y"] = values(data, shape, dtype), "in"
+        else:
+            params["x"], roles["x"] = values(data, shape, dtype, special=True), "in"
+        params["dim"] = data.draw(st.integers(-ndim, ndim - 1), label="dim")
+        _out_role(params, roles, data, shape, dtype)
+
+        def reference_of(p):
+            if backward:
+                return {"result": ref.softmax_backward_ref(p["grad"], p["y"], p["dim"], log=log)}
+            return {"result": (ref.log_softmax_ref if log else ref.softmax_ref)(p["x"], p["dim"])}
+
+        return Call(fn, params, 3 if backward else 2, roles, reference_of, _returned, ints=("dim",))
+
+    return build
+
+
+def _cross_entropy_params(data):
+    """Logits, valid targets (some ignored), optional weight and the options of a cross entropy."""
+    dtype = float_dtype(data)
+    classes = data.draw(SIZES, label="classes")
+    if data.draw(st.booleans(), label="one sample"):
+        x_shape, index_shape = (classes,), ()
+    else:
+        extra = tuple(data.draw(st.sampled_from([1, 2, 3]), label="d") for _ in range(data.draw(st.integers(0, 2))))
+        batch = data.draw(SIZES, label="batch")
+        x_shape, index_shape = (batch, classes) + extra, (batch,) + extra
+    ignore_index = data.draw(st.sampled_from([-100, -1, 0, 2]), label="ignore_index")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    target = rng.integers(0, max(classes, 1), index_shape)
+    target[rng.random(index_shape) < 0.2] = ignore_index
+    if classes == 0:
+        target[...] = ignore_index
+    weight = None
+    if data.draw(st.booleans(), label="weight"):
+        weight = (np.abs(values(data, (classes,), dtype)) + 0.1).astype(dtype)
+    params = {"x": values(data, x_shape, dtype), "target": target, "weight": weight}
+    options = {
+        "ignore_index": ignore_index,
+        "label_smoothing": data.draw(st.sampled_from([0.0, 0.1, 1.0]), label="eps"),
+    }
+    return params, options
+
+
+def build_cross_entropy(data):
+    params, options = _cross_entropy_params(data)
+    params.update(options)
+    roles = {"x": "in", "target": "index", "weight": "in"}
+
+    def reference_of(p):
+        loss, weight = ref.cross_entropy_ref(p["x"], p["target"], p["weight"], p["ignore_index"], p["label_smoothing"])
+        return {"loss": loss, "weight": weight}
+
+    def actual(result, p):
+        return {"loss": result[0], "weight": result[1][..., 2]}
+
+    call = Call(ops.cross_entropy, params, 3, roles, reference_of, actual, ints=("ignore_index",))
+    call.numbers, call.optional = ("label_smoothing",), ("weight",) if params["weight"] is not None else ()
+    return call
+
+
+def build_cross_entropy_backward(data):
+    params, options = _cross_entropy_params(data)
+    x, target, weight = params["x"], params["target"], params["weight"]
+    stats = ops.cross_entropy(x, target, weight, **options)[1]
+    per_sample = data.draw(st.booleans(), label="grad per sample")
+    grad = values(data, target.shape if per_sample else (), x.dtype)
+    params = {"grad": grad, "x": x, "target": target, "stats": stats, "weight": weight, **options}
+    roles = {"grad": "in", "x": "in", "target": "index", "stats": "cache", "weight": "in"}
+    _out_role(params, roles, data, x.shape, x.dtype)
+
+    def reference_of(p):
+        args = (p["grad"], p["x"], p["target"], p["weight"], p["ignore_index"], p["label_smoothing"])
+        return {"result": ref.cross_entropy_backward_ref(*args)}
+
+    # ignore_index and weight stay as they are: the stats were computed with them.
+    call = Call(ops.cross_entropy_backward, params, 5, roles, reference_of, _returned, numbers=("label_smoothing",))
+    call.frozen = ("x", "target", "weight")
+    return call
+
+
 # ---- ops: matrix multiply ---------------------------------------------------------------------------
 
 
@@ -1033,6 +1123,10 @@ C_OUTPUTS = {
     "relu_backward": {"out"},
     "gelu": {"out"},
     "gelu_backward": {"out"},
+    "softmax": {"out"},
+    "softmax_backward": {"out"},
+    "cross_entropy_forward": {"loss", "stats"},
+    "cross_entropy_backward": {"out"},
 }
 #: The op whose valid calls reach each kernel binding.
 C_VIA = {
@@ -1055,6 +1149,10 @@ C_VIA = {
     "relu_backward": "relu_backward",
     "gelu": "gelu",
     "gelu_backward": "gelu_backward",
+    "softmax": "log_softmax",
+    "softmax_backward": "softmax_backward",
+    "cross_entropy_forward": "cross_entropy",
+    "cross_entropy_backward": "cross_entropy_backward",
 }
 
 
@@ -1200,6 +1298,12 @@ REGISTRY = {
     "relu_backward": _activation(ops.relu_backward, ref.relu_backward_ref, True, False),
     "gelu": _activation(ops.gelu, ref.gelu_ref, False, True),
     "gelu_backward": _activation(ops.gelu_backward, ref.gelu_backward_ref, True, True),
+    "softmax": _softmax(ops.softmax, False, False),
+    "log_softmax": _softmax(ops.log_softmax, False, True),
+    "softmax_backward": _softmax(ops.softmax_backward, True, False),
+    "log_softmax_backward": _softmax(ops.log_softmax_backward, True, True),
+    "cross_entropy": build_cross_entropy,
+    "cross_entropy_backward": build_cross_entropy_backward,
     "matmul": build_matmul,
     "gemm": build_gemm,
     "linear": build_linear,

@@ -640,3 +640,88 @@ def gelu_backward_ref(grad, x, approximate: str = "none") -> np.ndarray:
         else:
             d = _normal_cdf(v) + v * np.exp(-0.5 * v * v) / math.sqrt(2.0 * math.pi)
     return _f64(grad) * d
+
+
+# ---- softmax family -------------------------------------------------------------------------------
+
+
+def _softmax_parts(x, dim):
+    """(x - max, log sum exp(x - max)) along ``dim`` in float64 (a 0-d x as one element); NaN
+    and +-inf give NaN rows as the kernels' (x - max) does."""
+    v = _f64(x).reshape(np.shape(x) or (1,))
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        shifted = v - np.max(v, axis=dim, keepdims=True) if v.size else v
+        return shifted, np.log(np.exp(shifted).sum(axis=dim, keepdims=True))
+
+
+def softmax_ref(x, dim=-1) -> np.ndarray:
+    """``exp(x - max) / sum(exp(x - max))`` along ``dim``, in float64."""
+    shifted, log_sum = _softmax_parts(x, dim)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.exp(shifted - log_sum).reshape(np.shape(x))
+
+
+def log_softmax_ref(x, dim=-1) -> np.ndarray:
+    """``(x - max) - log(sum(exp(x - max)))`` along ``dim``, in float64."""
+    shifted, log_sum = _softmax_parts(x, dim)
+    with np.errstate(invalid="ignore"):
+        return (shifted - log_sum).reshape(np.shape(x))
+
+
+def softmax_backward_ref(grad, y, dim=-1, log=False) -> np.ndarray:
+    """The input gradient of softmax (``log``: log_softmax) from ``grad`` and the output ``y``:
+    ``y (grad - sum(grad y))``, or ``grad - exp(y) sum(grad)``."""
+    g, v = (_f64(a).reshape(np.shape(y) or (1,)) for a in (grad, y))
+    with np.errstate(invalid="ignore", over="ignore"):
+        if log:
+            out = g - np.exp(v) * g.sum(axis=dim, keepdims=True)
+        else:
+            out = v * (g - (g * v).sum(axis=dim, keepdims=True))
+    return out.reshape(np.shape(y))
+
+
+def _cross_entropy_parts(x, target, weight, ignore_index):
+    """x as (samples..., C) float64, the targets, the class weights, the valid mask and safe indices."""
+    v = _f64(x)
+    z = np.moveaxis(v, 1, -1) if v.ndim > 1 else v
+    t = np.asarray(target)
+    classes = z.shape[-1]
+    w = np.ones(classes) if weight is None else _f64(weight)
+    valid = t != ignore_index
+    index = np.where(valid, t, 0)
+    return z, w, valid, index, classes
+
+
+def cross_entropy_ref(x, target, weight=None, ignore_index=-100, label_smoothing=0.0):
+    """(per-sample losses, per-sample target weights) of PyTorch's cross entropy with class-index
+    targets, in float64: ``(1 - eps) w[t] (-log p_t) + eps / C sum_c w_c (-log p_c)``, 0 (and weight
+    0) for ignored samples."""
+    z, w, valid, index, classes = _cross_entropy_parts(x, target, weight, ignore_index)
+    eps = label_smoothing
+    if not classes:
+        zeros = np.zeros(valid.shape)
+        return zeros, zeros
+    logp = log_softmax_ref(z, -1)
+    picked = np.take_along_axis(logp, index[..., None], axis=-1)[..., 0]
+    wt = np.where(valid, w[index], 0.0)
+    with np.errstate(invalid="ignore"):
+        loss = -(1 - eps) * wt * picked
+        if eps:
+            loss = loss - eps / classes * (logp * w).sum(axis=-1)
+    return np.where(valid, loss, 0.0), wt
+
+
+def cross_entropy_backward_ref(grad, x, target, weight=None, ignore_index=-100, label_smoothing=0.0):
+    """``grad_i (softmax(x_i) sum_c q_ic - q_i)`` with q the weighted, smoothed one-hot target (0
+    for ignored samples), in float64 and x's layout; grad is per sample or one factor."""
+    z, w, valid, index, classes = _cross_entropy_parts(x, target, weight, ignore_index)
+    eps = label_smoothing
+    q = np.zeros(z.shape)
+    if classes:
+        np.put_along_axis(q, index[..., None], ((1 - eps) * w[index])[..., None], axis=-1)
+        q += eps / classes * w
+    g = np.broadcast_to(_f64(grad).reshape(np.shape(grad) if np.size(grad) != 1 else ()), valid.shape)
+    with np.errstate(invalid="ignore", over="ignore"):
+        gz = (softmax_ref(z, -1) * q.sum(axis=-1, keepdims=True) - q) * g[..., None]
+    gz = np.where(valid[..., None], gz, 0.0)
+    return np.moveaxis(gz, -1, 1) if np.ndim(x) > 1 else gz

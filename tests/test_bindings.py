@@ -23,6 +23,8 @@ from reference import (
     conv2d_backward_ref,
     conv2d_out_size,
     conv2d_ref,
+    cross_entropy_backward_ref,
+    cross_entropy_ref,
     gelu_backward_ref,
     gelu_ref,
     lstm_backward_ref,
@@ -34,6 +36,8 @@ from reference import (
     relu_ref,
     rmsprop_step_ref,
     sgd_step_ref,
+    softmax_backward_ref,
+    softmax_ref,
 )
 
 
@@ -329,9 +333,48 @@ def _gelu_backward(rng, dtype):
     return "gelu_backward", kw, {"out": gelu_backward_ref(grad, x, "tanh")}
 
 
+def _softmax(rng, dtype):
+    """Softmax over the middle axis of (2, 5, 3): interleaved rows."""
+    x = _rand(rng, (2, 5, 3), dtype)
+    kw = dict(x=x, out=_nan(30, dtype), outer=2, length=5, inner=3, log=False)
+    return "softmax", kw, {"out": softmax_ref(x, 1).ravel()}
+
+
+def _softmax_backward(rng, dtype):
+    grad, y = _rand(rng, (4, 6), dtype), softmax_ref(_rand(rng, (4, 6), dtype), 1).astype(dtype)
+    kw = dict(grad=grad, y=y, out=_nan((4, 6), dtype), outer=4, length=6, inner=1, log=False)
+    return "softmax_backward", kw, {"out": softmax_backward_ref(grad, y, 1)}
+
+
+def _cross_entropy_args(rng, dtype):
+    x, weight = _rand(rng, (3, 4, 2), dtype), rng.uniform(0.5, 2, 4).astype(dtype)
+    target = np.array([[0, 3], [-1, 2], [1, 1]], np.int64)
+    return x, target, weight, dict(batch=3, classes=4, inner=2, ignore_index=-1, label_smoothing=0.2)
+
+
+def _cross_entropy_forward(rng, dtype):
+    x, target, weight, sizes = _cross_entropy_args(rng, dtype)
+    kw = dict(x=x, target=target, weight=weight, loss=_nan((3, 2), dtype), stats=_nan((3, 2, 3), dtype), **sizes)
+    loss, _ = cross_entropy_ref(x, target, weight, -1, 0.2)
+    return "cross_entropy_forward", kw, {"loss": loss}
+
+
+def _cross_entropy_backward(rng, dtype):
+    x, target, weight, sizes = _cross_entropy_args(rng, dtype)
+    loss, stats = np.empty((3, 2), dtype), np.empty((3, 2, 3), dtype)
+    _C.cross_entropy_forward(x, target, weight, loss, stats, **sizes)
+    grad = _rand(rng, (3, 2), dtype)
+    kw = dict(grad=grad, x=x, target=target, weight=weight, stats=stats, out=_nan(x.shape, dtype), **sizes)
+    return "cross_entropy_backward", kw, {"out": cross_entropy_backward_ref(grad, x, target, weight, -1, 0.2)}
+
+
 CALLS = {
     f.__name__.lstrip("_"): f
     for f in (
+        _softmax,
+        _softmax_backward,
+        _cross_entropy_forward,
+        _cross_entropy_backward,
         _relu,
         _relu_backward,
         _gelu,
@@ -972,6 +1015,44 @@ BAD = [
         ValueError,
         ["gelu_backward: out overlaps grad"],
     ),
+    # softmax family
+    ("softmax", "x too small", _resized("x", -1), ValueError, ["softmax: x must have 30 elements"]),
+    ("softmax", "negative size", _value("length", -5), ValueError, ["softmax: outer, length, inner must be >= 0"]),
+    ("softmax", "out overlaps x", _overlapping("out", "x"), ValueError, ["softmax: out overlaps x"]),
+    ("softmax_backward", "y int32", _as("y", np.int32), TypeError, ["softmax_backward: y must be float32 or float64"]),
+    ("softmax_backward", "grad other float", _as("grad", np.float16), TypeError, ["softmax_backward: grad must have"]),
+    (
+        "cross_entropy_forward",
+        "target out of range",
+        _value("target", np.array([[0, 3], [4, 2], [1, 1]], np.int64)),
+        ValueError,
+        ["cross_entropy_forward: target 4 is out of range for 4 classes"],
+    ),
+    (
+        "cross_entropy_forward",
+        "target int32",
+        _as("target", np.int32),
+        TypeError,
+        ["cross_entropy_forward: target must have dtype int64"],
+    ),
+    (
+        "cross_entropy_forward",
+        "label_smoothing above 1",
+        _value("label_smoothing", 1.5),
+        ValueError,
+        ["cross_entropy_forward: label_smoothing must be in"],
+    ),
+    ("cross_entropy_forward", "weight too long", _resized("weight", 1), ValueError, ["cross_entropy_forward: weight"]),
+    ("cross_entropy_forward", "stats read-only", _read_only("stats"), ValueError, ["cross_entropy_forward: stats"]),
+    (
+        "cross_entropy_backward",
+        "target negative",
+        _value("target", np.array([[0, 3], [-2, 2], [1, 1]], np.int64)),
+        ValueError,
+        ["cross_entropy_backward: target -2 is out of range"],
+    ),
+    ("cross_entropy_backward", "stats too small", _resized("stats", -1), ValueError, ["cross_entropy_backward: stats"]),
+    ("cross_entropy_backward", "out overlaps x", _overlapping("out", "x"), ValueError, ["cross_entropy_backward: out"]),
 ]
 
 

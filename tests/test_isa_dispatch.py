@@ -24,8 +24,11 @@ from reference import (
     avg_pool2d_ref,
     conv2d_backward_ref,
     conv2d_ref,
+    cross_entropy_backward_ref,
+    cross_entropy_ref,
     gelu_backward_ref,
     gelu_ref,
+    log_softmax_ref,
     lstm_backward_ref,
     lstm_ref,
     matmul_ref,
@@ -33,6 +36,8 @@ from reference import (
     max_pool2d_ref,
     relu_backward_ref,
     relu_ref,
+    softmax_backward_ref,
+    softmax_ref,
 )
 
 # Optimizer steps are compared by their displacement p - p0 (the bound of tests/test_optim.py):
@@ -146,6 +151,20 @@ def _activation(rng, dtype):
         )
 
 
+def _softmax(rng, dtype):
+    x, grad = rand(rng, (5, 37), dtype), rand(rng, (5, 37), dtype)
+    yield "softmax", ops.softmax(x, 1), softmax_ref(x, 1), None
+    yield "log_softmax dim 0", ops.log_softmax(x, 0), log_softmax_ref(x, 0), None
+    y = ops.softmax(x, 1)
+    yield "softmax_backward", ops.softmax_backward(grad, y, 1), softmax_backward_ref(grad, y, 1), None
+    t = rng.integers(0, 37, 5)
+    loss, stats = ops.cross_entropy(x, t, label_smoothing=0.1)
+    yield "cross_entropy", loss, cross_entropy_ref(x, t, label_smoothing=0.1)[0], None
+    g = rand(rng, 5, dtype)
+    got = ops.cross_entropy_backward(g, x, t, stats, label_smoothing=0.1)
+    yield "cross_entropy_backward", got, cross_entropy_backward_ref(g, x, t, label_smoothing=0.1), None
+
+
 # family -> generator of (what, result, float64 reference, tolerance or None for checks.TOL).
 FAMILY_OPS = {
     "activation": _activation,
@@ -155,6 +174,7 @@ FAMILY_OPS = {
     "lstm": _lstm,
     "optim": _optim,
     "pool": _pool,
+    "softmax": _softmax,
 }
 
 

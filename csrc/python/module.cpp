@@ -12,6 +12,7 @@ void bind_pool(py::module_& m);
 void bind_lstm(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_roofline(py::module_& m);
+void bind_softmax(py::module_& m);
 }  // namespace deepkern::python
 
 PYBIND11_MODULE(_C, m) {
@@ -25,4 +26,5 @@ PYBIND11_MODULE(_C, m) {
   bind_lstm(m);
   bind_optim(m);
   bind_roofline(m);
+  bind_softmax(m);
 }

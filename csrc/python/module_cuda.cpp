@@ -40,4 +40,5 @@ PYBIND11_MODULE(_cuda, m) {
   bind_cuda_optim(m);
   bind_cuda_gemm(m);
   bind_cuda_conv(m);
+  bind_cuda_softmax(m);
 }

@@ -34,6 +34,10 @@ KERNELS = frozenset(
         "relu_backward",
         "gelu",
         "gelu_backward",
+        "softmax",
+        "softmax_backward",
+        "cross_entropy_forward",
+        "cross_entropy_backward",
     }
 )
 

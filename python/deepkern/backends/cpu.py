@@ -101,3 +101,7 @@ class CPUBackend(Backend):
     relu_backward = staticmethod(_C.relu_backward)
     gelu = staticmethod(_C.gelu)
     gelu_backward = staticmethod(_C.gelu_backward)
+    softmax = staticmethod(_C.softmax)
+    softmax_backward = staticmethod(_C.softmax_backward)
+    cross_entropy_forward = staticmethod(_C.cross_entropy_forward)
+    cross_entropy_backward = staticmethod(_C.cross_entropy_backward)

@@ -111,6 +111,10 @@ class CUDABackend(Backend):
         self.relu_backward = _cuda.relu_backward
         self.gelu = _cuda.gelu
         self.gelu_backward = _cuda.gelu_backward
+        self.softmax = _cuda.softmax
+        self.softmax_backward = _cuda.softmax_backward
+        self.cross_entropy_forward = _cuda.cross_entropy_forward
+        self.cross_entropy_backward = _cuda.cross_entropy_backward
 
     def empty(self, shape, dtype):
         return _cuda.empty(_shape(shape), np.dtype(dtype))

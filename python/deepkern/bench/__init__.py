@@ -28,7 +28,7 @@ The modules: :mod:`.timing`, :mod:`.libraries`, :mod:`.peak` (the machine's ceil
 from __future__ import annotations
 
 # Each op family's module registers its suite when imported (in this order in the registry).
-from . import activation, conv, gemm, lstm, optim, pool, train  # noqa: F401
+from . import activation, conv, gemm, lstm, optim, pool, softmax, train  # noqa: F401
 from .libraries import cuda_unavailable, limit_threads, threadpoolctl_available
 from .peak import Peak, measure_peak
 from .registry import SUITES, Case, Suite, get_suite, register_suite

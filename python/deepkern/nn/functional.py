@@ -420,33 +420,21 @@ def _softmax_dim(dim, ndim: int, op: str) -> int:
 
 
 class Softmax(Function):
+    """softmax along ``dim`` (``log``: log_softmax) on the fused kernels of
+    :mod:`deepkern.ops.softmax`; the backward reads the saved output."""
+
     @staticmethod
-    def forward(ctx, x, dim=-1):
-        e = np.exp(x - x.max(axis=dim, keepdims=True))
-        out = e / e.sum(axis=dim, keepdims=True)
+    def forward(ctx, x, dim=-1, log=False):
+        out = (ops.log_softmax if log else ops.softmax)(x, dim)
         ctx.save_for_backward(out)
-        ctx.dim = dim
+        ctx.meta = (dim, log)
         return out
 
     @staticmethod
     def backward(ctx, g):
         (out,) = ctx.saved_tensors
-        return out * (g - (g * out).sum(axis=ctx.dim, keepdims=True))
-
-
-class LogSoftmax(Function):
-    @staticmethod
-    def forward(ctx, x, dim=-1):
-        shifted = x - x.max(axis=dim, keepdims=True)
-        out = shifted - np.log(np.exp(shifted).sum(axis=dim, keepdims=True))
-        ctx.save_for_backward(out)
-        ctx.dim = dim
-        return out
-
-    @staticmethod
-    def backward(ctx, g):
-        (out,) = ctx.saved_tensors
-        return g - np.exp(out) * g.sum(axis=ctx.dim, keepdims=True)
+        dim, log = ctx.meta
+        return (ops.log_softmax_backward if log else ops.softmax_backward)(g, out, dim)
 
 
 def _cast(input, dtype):
@@ -464,7 +452,7 @@ def softmax(input, dim=None, dtype=None):
 def log_softmax(input, dim=None, dtype=None):
     """``x - logsumexp(x)`` along ``dim``, numerically stable."""
     input = _cast(input, dtype)
-    return LogSoftmax.apply(input, dim=_softmax_dim(dim, np.ndim(_array(input)), "log_softmax"))
+    return Softmax.apply(input, dim=_softmax_dim(dim, np.ndim(_array(input)), "log_softmax"), log=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import warnings
 
 import numpy as np
 
+from .. import ops
 from ..autograd import Function
 from ..backends import as_array, backend_of
 from ..tensor import Tensor, where
@@ -214,12 +215,15 @@ def _check_classes(name, x, t, weight, ignore_index, allow_probs):
             raise ValueError(f"{name}: input has shape {x.shape} but target has shape {t.shape}; expected {expected}")
         if t.dtype.kind not in "iu":
             raise TypeError(f"{name}: class-index target must have an integer dtype, got {t.dtype}")
-        bad = (t != ignore_index) & ((t < 0) | (t >= classes))
-        if bad.any():
-            raise ValueError(
-                f"{name}: target {int(t[bad].flat[0])} is out of range for {classes} classes "
-                f"(ignore_index={ignore_index})"
-            )
+        # Host targets are checked here, naming the loss; cross entropy's kernel checks device
+        # targets itself (without copying them to the host).
+        if isinstance(t, np.ndarray) or not allow_probs:
+            bad = (t != ignore_index) & ((t < 0) | (t >= classes))
+            if bad.any():
+                raise ValueError(
+                    f"{name}: target {int(t[bad].flat[0])} is out of range for {classes} classes "
+                    f"(ignore_index={ignore_index})"
+                )
     if weight is not None:
         weight = _arr(weight)
         if weight.shape != (classes,):
@@ -240,49 +244,58 @@ def _index_weights(t, weight, ignore_index, dtype):
 
 
 class _CrossEntropy(Function):
-    """Log-softmax over the class axis and the negative log-likelihood, fused.
-
-    Every case is written as loss_i = -sum_c q_ic log softmax(x_i)_c with a target weighting q
-    (class weights, label smoothing, ignored samples folded in), whose gradient is
-    softmax(x_i) * sum_c q_ic - q_i."""
+    """Cross entropy of class-index targets: log-softmax and the weighted, smoothed NLL fused in
+    one kernel each way (:func:`deepkern.ops.cross_entropy` and its backward)."""
 
     @staticmethod
-    def forward(ctx, x, t, weight, ignore_index=-100, reduction="mean", label_smoothing=0.0, probs=False):
+    def forward(ctx, x, t, weight, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+        options = {"ignore_index": ignore_index, "label_smoothing": label_smoothing}
+        loss, stats = ops.cross_entropy(x, t, weight, **options)
+        denom = stats[..., 2].sum() if reduction == "mean" else None
+        ctx.save_for_backward(x, stats)
+        ctx.meta = (t, weight, options, reduction, denom)
+        return _reduce(loss, reduction, denom)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, stats = ctx.saved_tensors
+        t, weight, options, reduction, denom = ctx.meta
+        scale = as_array(_grad_scale(g, reduction, denom)).astype(x.dtype, copy=False)
+        return ops.cross_entropy_backward(scale, x, t, stats, weight, **options), None, None
+
+
+class _SoftCrossEntropy(Function):
+    """Cross entropy of probability targets: loss_i = -sum_c q_ic log softmax(x_i)_c with q the
+    (smoothed, weighted) target, whose gradient is softmax(x_i) * sum_c q_ic - q_i."""
+
+    @staticmethod
+    def forward(ctx, x, t, weight, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         z = _class_last(x)
         classes, dtype = z.shape[-1], x.dtype
         shifted = z - z.max(axis=-1, keepdims=True)
         logp = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
         eps = dtype.type(label_smoothing)
-        if probs:
-            q = _class_last(t).astype(dtype, copy=False)
-            if label_smoothing:
-                q = q * (1 - eps) + eps / classes
-            if weight is not None:
-                q = q * weight
-            denom = logp.size // classes if classes else 0
-        else:
-            w, index = _index_weights(t, weight, ignore_index, dtype)
-            q = backend_of(logp, op="cross_entropy").zeros_like(logp)
-            np.put_along_axis(q, index[..., None], ((1 - eps) * w)[..., None], axis=-1)
-            if label_smoothing:
-                valid = (t != ignore_index)[..., None]
-                q += (eps / classes) * valid * (1 if weight is None else weight)
-            denom = w.sum()
-        ctx.save_for_backward(logp, q, t if probs else None)
-        ctx.meta = (x.ndim, reduction, denom, probs, eps, weight)
+        q = _class_last(t).astype(dtype, copy=False)
+        if label_smoothing:
+            q = q * (1 - eps) + eps / classes
+        if weight is not None:
+            q = q * weight
+        denom = logp.size // classes if classes else 0
+        ctx.save_for_backward(logp, q)
+        ctx.meta = (x.ndim, reduction, denom, eps, weight)
         return _reduce(-(q * logp).sum(axis=-1), reduction, denom)
 
     @staticmethod
     def backward(ctx, g):
-        logp, q, t = ctx.saved_tensors
-        ndim, reduction, denom, probs, eps, weight = ctx.meta
+        logp, q = ctx.saved_tensors
+        ndim, reduction, denom, eps, weight = ctx.meta
         scale = _grad_scale(g, reduction, denom)
         if reduction == "none":
             scale = scale[..., None]
         grad_x = grad_t = None
         if ctx.needs_input_grad[0]:
             grad_x = _class_back((np.exp(logp) * q.sum(axis=-1, keepdims=True) - q) * scale, ndim)
-        if probs and ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1]:
             dq = -(1 - eps) * logp * scale
             grad_t = _class_back(dq if weight is None else dq * weight, ndim)
         return grad_x, grad_t, None
@@ -316,7 +329,7 @@ def _classification(function, name, input, target, weight, ignore_index, reducti
     x, t = _arr(input), _arr(target)
     weight, probs = _check_classes(name, x, t, weight, ignore_index, function is _CrossEntropy)
     if probs:
-        extra["probs"] = True
+        function = _SoftCrossEntropy
     else:
         target = t  # class indices carry no gradient
     return function.apply(input, target, weight, ignore_index=ignore_index, reduction=reduction, **extra)

@@ -24,6 +24,14 @@ from .pool import (
     max_pool2d,
     max_pool2d_backward,
 )
+from .softmax import (
+    cross_entropy,
+    cross_entropy_backward,
+    log_softmax,
+    log_softmax_backward,
+    softmax,
+    softmax_backward,
+)
 
 __all__ = [
     "relu",
@@ -54,4 +62,10 @@ __all__ = [
     "adamw_step_multi",
     "rmsprop_step",
     "rmsprop_step_multi",
+    "softmax",
+    "log_softmax",
+    "softmax_backward",
+    "log_softmax_backward",
+    "cross_entropy",
+    "cross_entropy_backward",
 ]

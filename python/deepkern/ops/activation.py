@@ -34,10 +34,10 @@ def _tanh(approximate, op: str) -> bool:
     return approximate == "tanh"
 
 
-def _run(op: str, inputs: dict, out, *flags) -> np.ndarray:
-    """Runs the backend's kernel ``op(*inputs, target, *flags)`` on C-contiguous copies of the
-    inputs where they are not, writing ``out`` (checked) or a new array of the last input's shape
-    and dtype."""
+def _run(op: str, inputs: dict, out, *flags, kernel: str = "") -> np.ndarray:
+    """Runs the backend's kernel ``op(*inputs, target, *flags)`` (named ``kernel`` where that is not
+    the op's name) on C-contiguous copies of the inputs where they are not, writing ``out``
+    (checked) or a new array of the last input's shape and dtype."""
     x = list(inputs.values())[-1]
     backend = backend_of(*inputs.values(), out, op=op)
     if out is None:
@@ -46,7 +46,7 @@ def _run(op: str, inputs: dict, out, *flags) -> np.ndarray:
         result = check_output(out, "out", op, x.shape, x.dtype, inputs, backend)
     if x.size:
         target = result if result.flags.c_contiguous else backend.empty(x.shape, x.dtype)
-        getattr(backend, op)(*(backend.ascontiguousarray(a) for a in inputs.values()), target, *flags)
+        getattr(backend, kernel or op)(*(backend.ascontiguousarray(a) for a in inputs.values()), target, *flags)
         if target is not result:
             result[...] = target
     return result
