@@ -39,4 +39,5 @@ PYBIND11_MODULE(_cuda, m) {
   bind_cuda_activation(m);
   bind_cuda_optim(m);
   bind_cuda_gemm(m);
+  bind_cuda_lstm(m);
 }

@@ -3,9 +3,10 @@
 ``deepkern._cuda`` is absent when the package was built without nvcc; importing it can also fail
 on an unusual system. Either way deepkern keeps working on the CPU and ``import_error`` says why.
 The backend is registered only where the module imports and a GPU is visible (:func:`usable`).
-It allocates, copies and casts; its kernel entries so far are the matrix multiply (``gemm``) and
-the optimizer steps (the ``deepkern._cuda`` functions taking the arguments of the ``deepkern._C``
-function of the same name). For any other kernel the seam's NotImplementedError names it.
+It allocates, copies and casts; its kernel entries so far are the matrix multiply (``gemm``), the
+optimizer steps, the activations and the LSTM layer (the ``deepkern._cuda`` functions taking the
+arguments of the ``deepkern._C`` function of the same name). For any other kernel the seam's
+NotImplementedError names it.
 
 ``matmul.allow_tf32`` (PyTorch's ``torch.backends.cuda.matmul.allow_tf32``) lets float32 matrix
 multiplies run on the tensor cores with inputs rounded to TF32 (10-bit mantissa, ~1e-3 relative
@@ -132,3 +133,23 @@ class CUDABackend(Backend):
         else:
             precision = "tf32" if matmul.allow_tf32 else "fp32"
         _cuda.gemm(a, b, c, a_offsets, b_offsets, c_offsets, k, alpha, beta, bias, bias_axis, relu, precision)
+
+    def lstm_forward(self, *args):
+        """``deepkern._C.lstm_forward`` on the GPU (the same 13 arguments, x first): float32, its GEMMs
+        in TF32 when ``matmul.allow_tf32``."""
+        _cuda.lstm_forward(*args, _lstm_precision(args[0]))
+
+    def lstm_backward(self, *args):
+        """``deepkern._C.lstm_backward`` on the GPU (the same 18 arguments, x fourth), as
+        :meth:`lstm_forward`."""
+        _cuda.lstm_backward(*args, _lstm_precision(args[3]))
+
+
+def _lstm_precision(x) -> str:
+    """The LSTM's GEMM precision for ``x``'s dtype: float32 only (its GEMMs have no float64 kernel)."""
+    if x.dtype != np.float32:
+        raise NotImplementedError(
+            f"lstm in {x.dtype} is not implemented on device 'cuda' (float32 is): copy the arrays to the CPU, "
+            "or use float32"
+        )
+    return "tf32" if matmul.allow_tf32 else "fp32"
