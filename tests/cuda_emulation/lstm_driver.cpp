@@ -1,8 +1,8 @@
 // csrc/cuda/lstm/ under the emulation: the cell kernels and the bias sum on the caller's arrays,
 // and the whole layer (the GEMMs through the dispatcher, the per-step or persistent path forced;
 // the persistent grid capped to one block, the only grid a barrier can span here).
-// emulation-sources: csrc/cuda/lstm/lstm.cu csrc/cuda/lstm/lstm_kernels.cu csrc/cuda/gemm/gemm.cu
-// csrc/cuda/gemm/gemm_simt.cu csrc/cuda/gemm/gemm_mma.cu
+// emulation-sources: csrc/cuda/lstm/lstm.cu csrc/cuda/lstm/lstm_kernels.cu
+// emulation-sources: csrc/cuda/gemm/gemm.cu csrc/cuda/gemm/gemm_simt.cu csrc/cuda/gemm/gemm_mma.cu
 #include <cstdint>
 #include <vector>
 
