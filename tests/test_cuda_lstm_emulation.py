@@ -138,8 +138,9 @@ def test_column_sums(rows, cols, rng):
 # ---- the layer ---------------------------------------------------------------------------------
 
 
-def _forward(cfg, args, path, cached):
-    """y, h_T, c_T (and the cache gates, cells, hidden when cached) from the emulated layer."""
+def _forward(cfg, args, path, cached, max_blocks=1):
+    """y, h_T, c_T (and the cache gates, cells, hidden when cached) from the emulated layer, and the
+    path taken; the persistent grid capped to ``max_blocks``."""
     x, h0, c0, w_ih, w_hh, b_ih, b_hh = args
     bias = None if b_ih is None else (b_ih + b_hh).astype(F32)
     t, b, h = cfg.t, cfg.b, cfg.h
@@ -147,7 +148,7 @@ def _forward(cfg, args, path, cached):
     cache = [_nan((t, b, 4 * h)), _nan((t, b, h)), _nan((t, b, h))] if cached else [None] * 3
     driver = _driver()
     driver.dk_lstm_forward(
-        t, b, cfg.i, h, int(cfg.reverse), PATHS[path], 0, x, _arg(h0), _arg(c0), w_ih, w_hh, _arg(bias),
+        t, b, cfg.i, h, int(cfg.reverse), PATHS[path], max_blocks, 0, x, _arg(h0), _arg(c0), w_ih, w_hh, _arg(bias),
         *outs, *(_arg(a) for a in cache),
     )  # fmt: skip
     taken = np.zeros(1, np.int64)
@@ -170,6 +171,29 @@ def test_layer_forward_matches_float64_and_the_cpu(cfg, path, cached, rng):
         *_, cpu_cache = deepkern_ops.lstm(*args, reverse=cfg.reverse, return_cache=True)
         for name, got, cpu in zip(("gates", "cells", "hidden"), cache, cpu_cache[:3]):
             check(got, cpu.astype(np.float64), F32, f"{what}: cache {name} against the CPU's")
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["cached", "inference"])
+@pytest.mark.parametrize(
+    ("cfg", "blocks"), [(Cfg(1, 33, 4, 7), 3), (Cfg(1, 40, 3, 10, reverse=True), 4), (Cfg(1, 32, 2, 5), 5)], ids=str
+)
+def test_persistent_kernel_splits_the_units_over_blocks(cfg, blocks, cached, rng):
+    """Several blocks, each with its share of the hidden units (the last one's smaller); one step,
+    the only sequence whose blocks need not wait for each other here."""
+    args = make_inputs(rng, cfg, F32)
+    (y, h_t, c_t), cache, taken = _forward(cfg, args, "persistent", cached, max_blocks=blocks)
+    assert taken == PATHS["persistent"]
+    what = f"{cfg.id()} on {blocks} blocks"
+    for name, got, ref in zip(("y", "h_T", "c_T"), (y, h_t, c_t), lstm_ref(*args, reverse=cfg.reverse)):
+        check(got, ref, F32, f"{what}: {name}")
+    if cached:
+        check(cache[2], y.astype(np.float64), F32, f"{what}: hidden")
+
+
+def test_emulated_grid_barrier_needs_a_grid_of_one_block(rng):
+    cfg = Cfg(2, 32, 2, 6)
+    with pytest.raises(RuntimeError, match="grid_barrier.*one block"):
+        _forward(cfg, make_inputs(rng, cfg, F32), "persistent", False, max_blocks=2)
 
 
 @pytest.mark.parametrize("path", ["per_step", "persistent"])

@@ -1,6 +1,7 @@
 // csrc/cuda/lstm/ under the emulation: the cell kernels and the bias sum on the caller's arrays,
-// and the whole layer (the GEMMs through the dispatcher, the per-step or persistent path forced;
-// the persistent grid capped to one block, the only grid a barrier can span here).
+// and the whole layer (the GEMMs through the dispatcher, the per-step or persistent path forced,
+// the persistent grid capped to max_blocks: one block is the only grid a barrier can span here,
+// more run a single step, which needs no barrier).
 // emulation-sources: csrc/cuda/lstm/lstm.cu csrc/cuda/lstm/lstm_kernels.cu
 // emulation-sources: csrc/cuda/gemm/gemm.cu csrc/cuda/gemm/gemm_simt.cu csrc/cuda/gemm/gemm_mma.cu
 #include <cstdint>
@@ -39,20 +40,21 @@ DK_EMULATION_EXPORT int dk_lstm_column_sums(std::int64_t rows, std::int64_t cols
   return dk_emu::guarded([&] { dkc::column_sums(rows, cols, in(a), out(sums), nullptr); });
 }
 
-// path: LstmPath (0 automatic, 1 per_step, 2 persistent); precision: 0 fp32, 1 tf32. gates, cells
-// and hidden all null: inference. The workspace is allocated here.
+// path: LstmPath (0 automatic, 1 per_step, 2 persistent); max_blocks: the persistent grid's cap;
+// precision: 0 fp32, 1 tf32. gates, cells and hidden all null: inference. The workspace is
+// allocated here.
 DK_EMULATION_EXPORT int dk_lstm_forward(std::int64_t steps, std::int64_t batch, std::int64_t input, std::int64_t hidden,
-                                        std::int64_t reverse, std::int64_t path, std::int64_t precision, const void* x,
-                                        const void* h0, const void* c0, const void* w_ih, const void* w_hh,
-                                        const void* bias, void* y, void* h_last, void* c_last, void* gates, void* cells,
-                                        void* hidden_rows) {
+                                        std::int64_t reverse, std::int64_t path, std::int64_t max_blocks,
+                                        std::int64_t precision, const void* x, const void* h0, const void* c0,
+                                        const void* w_ih, const void* w_hh, const void* bias, void* y, void* h_last,
+                                        void* c_last, void* gates, void* cells, void* hidden_rows) {
   return dk_emu::guarded([&] {
     const dkc::LstmShape s{steps, batch, input, hidden, reverse != 0};
     std::vector<float> workspace(dkc::lstm_forward_workspace_bytes(s, gates != nullptr) / sizeof(float) + 64);
     dkc::set_lstm_path(static_cast<dkc::LstmPath>(path));
     dkc::lstm_forward(s, static_cast<dkc::GemmPrecision>(precision), in(x), in(h0), in(c0), in(w_ih), in(w_hh),
                       in(bias), out(y), out(h_last), out(c_last), out(gates), out(cells), out(hidden_rows),
-                      workspace.data(), nullptr, 1);
+                      workspace.data(), nullptr, static_cast<int>(max_blocks));
     dkc::set_lstm_path(dkc::LstmPath::automatic);
   });
 }

@@ -153,7 +153,8 @@ __global__ void __launch_bounds__(kPersistentThreads) persistent_kernel(Persiste
       cell_element(sum, p.bias, j, H, c_prev ? c_prev + e : nullptr, p.act ? p.act + at : nullptr, c_t + e,
                    p.h_rows + t * state + e, p.y + t * state + e);
     }
-    grid_barrier(p.counter, static_cast<unsigned int>(order + 1));
+    // The next step reads every block's h_t; after the last one nothing in the kernel does.
+    if (order + 1 < p.steps) grid_barrier(p.counter, static_cast<unsigned int>(order + 1));
   }
 }
 
