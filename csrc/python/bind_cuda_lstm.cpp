@@ -114,12 +114,6 @@ class LstmArrays {
   std::vector<Named> inputs_, outputs_;
 };
 
-// Device memory for a call's workspace, from the caching allocator for `stream` (released to the
-// stream's cache when the call returns: later work on the stream runs after this call's).
-std::shared_ptr<void> workspace(int device, std::size_t bytes, cudaStream_t stream) {
-  return cuda::allocate(device, bytes, stream);
-}
-
 void lstm_forward(const py::object& x, const py::object& h0, const py::object& c0, const py::object& w_ih,
                   const py::object& w_hh, const py::object& bias, const py::object& y, const py::object& h_last,
                   const py::object& c_last, const py::object& gates, const py::object& cells, const py::object& hidden,
@@ -146,7 +140,9 @@ void lstm_forward(const py::object& x, const py::object& h0, const py::object& c
   const cuda::DeviceGuard guard(arrays.device());
   const auto stream = static_cast<cudaStream_t>(cuda::current_stream(arrays.device()));
   py::gil_scoped_release release;
-  const auto work = workspace(arrays.device(), cuda::lstm_forward_workspace_bytes(s, gp != nullptr), stream);
+  // The workspace goes back to the stream's cache when the call returns: later work on the stream
+  // that reuses it runs after this call's.
+  const auto work = cuda::allocate(arrays.device(), cuda::lstm_forward_workspace_bytes(s, gp != nullptr), stream);
   cuda::lstm_forward(s, prec, xp, h0p, c0p, wip, whp, bp, yp, hp, cp, gp, cellp, hidp, work.get(), stream);
 }
 
@@ -181,7 +177,7 @@ void lstm_backward(const py::object& grad_y, const py::object& grad_h_last, cons
   const cuda::DeviceGuard guard(arrays.device());
   const auto stream = static_cast<cudaStream_t>(cuda::current_stream(arrays.device()));
   py::gil_scoped_release release;
-  const auto work = workspace(arrays.device(), cuda::lstm_backward_workspace_bytes(s), stream);
+  const auto work = cuda::allocate(arrays.device(), cuda::lstm_backward_workspace_bytes(s), stream);
   cuda::lstm_backward(s, prec, gy, ghl, gcl, xp, h0p, c0p, wip, whp, gp, cellp, hidp, gx, gh0, gc0, gwi, gwh, gb,
                       work.get(), stream);
 }
