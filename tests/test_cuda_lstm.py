@@ -96,6 +96,17 @@ def test_backend_refuses_float64():
 # ---- the binding on a GPU ----------------------------------------------------------------------
 
 
+def check_layer_forward(cfg, args, outs, cache, what):
+    """A layer's (y, h_T, c_T) against the float64 reference and its cache (gates, cells, hidden;
+    None for inference) against the CPU op's."""
+    for name, got, ref in zip(("y", "h_T", "c_T"), outs, lstm_ref(*args, reverse=cfg.reverse)):
+        check(got, ref, F32, f"{what}: {name}")
+    if cache is not None:
+        *_, cpu = ops.lstm(*args, reverse=cfg.reverse, return_cache=True)
+        for name, got, c in zip(("gates", "cells", "hidden"), cache, cpu[:3]):
+            check(got, c.astype(np.float64), F32, f"{what}: cache {name} against the CPU's")
+
+
 def _forward(cfg, args, cached, precision="fp32"):
     """The binding's (y, h_T, c_T) and cache (or Nones) in host memory, outputs NaN-prefilled."""
     x, h0, c0, w_ih, w_hh, b_ih, b_hh = args
@@ -116,15 +127,9 @@ def _forward(cfg, args, cached, precision="fp32"):
 def test_forward_matches_float64_and_the_cpu(cfg, which, cached, path, rng):
     path(which)
     args = make_inputs(rng, cfg, F32)
-    (y, h_t, c_t), cache = _forward(cfg, args, cached)
+    outs, cache = _forward(cfg, args, cached)
     assert _cuda.last_lstm_path() == which
-    what = f"{cfg.id()} {which} {'cached' if cached else 'inference'}"
-    for name, got, ref in zip(("y", "h_T", "c_T"), (y, h_t, c_t), lstm_ref(*args, reverse=cfg.reverse)):
-        check(got, ref, F32, f"{what}: {name}")
-    if cached:
-        *_, cpu = ops.lstm(*args, reverse=cfg.reverse, return_cache=True)
-        for name, got, c in zip(("gates", "cells", "hidden"), cache, cpu[:3]):
-            check(got, c.astype(np.float64), F32, f"{what}: cache {name} against the CPU's")
+    check_layer_forward(cfg, args, outs, cache, f"{cfg.id()} {which} {'cached' if cached else 'inference'}")
 
 
 @pytest.mark.cuda

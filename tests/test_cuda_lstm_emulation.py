@@ -16,6 +16,7 @@ import pytest
 emulation = pytest.importorskip(
     "test_cuda_emulation", reason="the CUDA emulation harness (tests/test_cuda_emulation.py) is not in this tree"
 )
+from test_cuda_lstm import check_layer_forward  # noqa: E402
 from test_lstm import Cfg, make_inputs  # noqa: E402
 
 from checks import F32, check, rand  # noqa: E402
@@ -160,17 +161,11 @@ def _forward(cfg, args, path, cached, max_blocks=1):
 @pytest.mark.parametrize("cached", [True, False], ids=["cached", "inference"])
 @pytest.mark.parametrize("cfg", CONFIGS, ids=Cfg.id)
 def test_layer_forward_matches_float64_and_the_cpu(cfg, path, cached, rng):
-    deepkern_ops = pytest.importorskip("deepkern.ops")
     args = make_inputs(rng, cfg, F32)
-    (y, h_t, c_t), cache, taken = _forward(cfg, args, path, cached)
+    outs, cache, taken = _forward(cfg, args, path, cached)
     assert taken == PATHS[path], f"{cfg.id()}: the forward took path {taken}, forced {path}"
     what = f"{cfg.id()} {path} {'cached' if cached else 'inference'}"
-    for name, got, ref in zip(("y", "h_T", "c_T"), (y, h_t, c_t), lstm_ref(*args, reverse=cfg.reverse)):
-        check(got, ref, F32, f"{what}: {name}")
-    if cached:
-        *_, cpu_cache = deepkern_ops.lstm(*args, reverse=cfg.reverse, return_cache=True)
-        for name, got, cpu in zip(("gates", "cells", "hidden"), cache, cpu_cache[:3]):
-            check(got, cpu.astype(np.float64), F32, f"{what}: cache {name} against the CPU's")
+    check_layer_forward(cfg, args, outs, cache if cached else None, what)
 
 
 @pytest.mark.parametrize("cached", [True, False], ids=["cached", "inference"])
@@ -181,13 +176,9 @@ def test_persistent_kernel_splits_the_units_over_blocks(cfg, blocks, cached, rng
     """Several blocks, each with its share of the hidden units (the last one's smaller); one step,
     the only sequence whose blocks need not wait for each other here."""
     args = make_inputs(rng, cfg, F32)
-    (y, h_t, c_t), cache, taken = _forward(cfg, args, "persistent", cached, max_blocks=blocks)
+    outs, cache, taken = _forward(cfg, args, "persistent", cached, max_blocks=blocks)
     assert taken == PATHS["persistent"]
-    what = f"{cfg.id()} on {blocks} blocks"
-    for name, got, ref in zip(("y", "h_T", "c_T"), (y, h_t, c_t), lstm_ref(*args, reverse=cfg.reverse)):
-        check(got, ref, F32, f"{what}: {name}")
-    if cached:
-        check(cache[2], y.astype(np.float64), F32, f"{what}: hidden")
+    check_layer_forward(cfg, args, outs, cache if cached else None, f"{cfg.id()} on {blocks} blocks")
 
 
 def test_emulated_grid_barrier_needs_a_grid_of_one_block(rng):
@@ -201,13 +192,10 @@ def test_emulated_grid_barrier_needs_a_grid_of_one_block(rng):
 def test_layer_without_a_gate_passes_the_states_through(cfg, path, rng):
     args = make_inputs(rng, cfg, F32)
     (y, h_t, c_t), _, _ = _forward(cfg, args, path, True)
-    _, h0, c0 = args[:3]
-    zeros = np.zeros((cfg.b, cfg.h))
-    ref_y, ref_h, ref_c = lstm_ref(*args)
+    ref_y, ref_h, ref_c = lstm_ref(*args)  # h0 and c0 (zeros when None)
     assert y.shape == ref_y.shape
-    if cfg.t == 0 or cfg.b == 0 or cfg.h == 0:
-        np.testing.assert_array_equal(h_t, zeros if h0 is None else h0)
-        np.testing.assert_array_equal(c_t, zeros if c0 is None else c0)
+    np.testing.assert_array_equal(h_t, ref_h.astype(F32))
+    np.testing.assert_array_equal(c_t, ref_c.astype(F32))
 
 
 def test_forced_persistent_path_refuses_a_large_hidden_size(rng):
