@@ -10,3 +10,4 @@ void bind_cuda_elementwise(pybind11::module_& m);
 void bind_cuda_activation(pybind11::module_& m);
 void bind_cuda_conv(pybind11::module_& m);
 void bind_cuda_softmax(pybind11::module_& m);
+void bind_cuda_lstm(pybind11::module_& m);

@@ -41,4 +41,5 @@ PYBIND11_MODULE(_cuda, m) {
   bind_cuda_gemm(m);
   bind_cuda_conv(m);
   bind_cuda_softmax(m);
+  bind_cuda_lstm(m);
 }

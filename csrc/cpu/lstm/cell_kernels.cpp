@@ -1,45 +1,16 @@
 // The LSTM cell kernels of cell_kernels.h, compiled once per ISA (a per-ISA source). Each row of
-// a block is one vectorized pass over its units: the activations (a vectorizable exp for float),
+// a block is one vectorized pass over its units: the activations (cell_math.h, shared with the GPU),
 // the cell update and every store of the step happen in that one pass.
-#include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <cstring>
 
 #include "cpu/lstm/cell_kernels.h"
+#include "cpu/lstm/cell_math.h"
 
 namespace deepkern::cpu::DEEPKERN_ISA_NS {
 namespace {
 
-// e^x for float with a polynomial the compiler vectorizes (Cephes expf: x = n ln2 + r,
-// |r| <= ln2 / 2, degree-6 polynomial, 2^n through the exponent bits; about 1 ulp), clamped to
-// float's range. double (the gradient-check path) calls std::exp.
-inline float exp_of(float x) {
-  x = std::min(std::max(x, -87.3f), 88.7f);
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
-  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float e = p * r * r + r + 1.0f;
-  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return e * scale;
-}
-inline double exp_of(double x) { return std::exp(x); }
-
-template <class T>
-inline T sigmoid(T x) {
-  return T(1) / (T(1) + exp_of(-x));
-}
-template <class T>
-inline T tanh_of(T x) {  // 2 sigmoid(2x) - 1
-  return T(2) / (T(1) + exp_of(T(-2) * x)) - T(1);
-}
+using lstm_math::sigmoid;
+using lstm_math::tanh_of;
 
 // One row of cell_forward. kKeep: also store the activations to `act` (gate blocks H apart) and
 // h to y, for backward (a separate instantiation: inference's loop stores no more than it needs).

@@ -3,9 +3,10 @@
 ``deepkern._cuda`` is absent when the package was built without nvcc; importing it can also fail
 on an unusual system. Either way deepkern keeps working on the CPU and ``import_error`` says why.
 The backend is registered only where the module imports and a GPU is visible (:func:`usable`).
-It allocates, copies and casts; its kernel entries so far are the matrix multiply (``gemm``) and
-the optimizer steps (the ``deepkern._cuda`` functions taking the arguments of the ``deepkern._C``
-function of the same name). For any other kernel the seam's NotImplementedError names it.
+It allocates, copies and casts; its kernel entries so far are the matrix multiply (``gemm``), the
+optimizer steps, the activations and the LSTM layer (the ``deepkern._cuda`` functions taking the
+arguments of the ``deepkern._C`` function of the same name). For any other kernel the seam's
+NotImplementedError names it.
 
 ``matmul.allow_tf32`` (PyTorch's ``torch.backends.cuda.matmul.allow_tf32``) lets float32 matrix
 multiplies run on the tensor cores with inputs rounded to TF32 (10-bit mantissa, ~1e-3 relative
@@ -76,15 +77,16 @@ matmul = _MatmulSettings()
 _BFLOAT16 = "bfloat16"
 
 
-def _precision(op: str, array) -> str:
-    """How the GEMM-based kernels compute on ``array``'s dtype: 'bf16' for bfloat16, else 'fp32',
-    or 'tf32' when ``matmul.allow_tf32`` is set (the binding refuses dtypes other than float32);
-    float64 has no kernel (NotImplementedError)."""
-    if array.dtype.name == _BFLOAT16:
+def _precision(op: str, array, bfloat16: bool = True) -> str:
+    """How the GEMM-based kernels compute on ``array``'s dtype: 'bf16' for bfloat16 (where the op
+    has a bfloat16 kernel), else 'fp32', or 'tf32' when ``matmul.allow_tf32`` is set (the binding
+    refuses dtypes other than float32); float64 has no kernel (NotImplementedError)."""
+    if array.dtype.name == _BFLOAT16 and bfloat16:
         return "bf16"
-    if array.dtype == np.float64:
+    if array.dtype == np.float64 or array.dtype.name == _BFLOAT16:
+        supported = "float32 and bfloat16 are" if bfloat16 else "float32 is"
         raise NotImplementedError(
-            f"{op} in float64 is not implemented on device 'cuda' (float32 and bfloat16 are): "
+            f"{op} in {array.dtype} is not implemented on device 'cuda' ({supported}): "
             "copy the arrays to the CPU, or use float32"
         )
     return "tf32" if matmul.allow_tf32 else "fp32"
@@ -158,3 +160,12 @@ class CUDABackend(Backend):
         """``deepkern._C.conv2d_backward_weight`` on the GPU (precision as ``gemm``)."""
         precision = _precision("conv2d_backward_weight", grad_y)
         _cuda.conv2d_backward_weight(grad_y, x, grad_w, grad_bias, stride, padding, dilation, groups, precision)
+
+    # The LSTM's GEMMs: float32 only (FP32, or TF32 with matmul.allow_tf32).
+    def lstm_forward(self, *args):
+        """``deepkern._C.lstm_forward`` on the GPU (the same 13 arguments, x first)."""
+        _cuda.lstm_forward(*args, _precision("lstm_forward", args[0], bfloat16=False))
+
+    def lstm_backward(self, *args):
+        """``deepkern._C.lstm_backward`` on the GPU (the same 18 arguments, x fourth)."""
+        _cuda.lstm_backward(*args, _precision("lstm_backward", args[3], bfloat16=False))

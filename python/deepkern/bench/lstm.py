@@ -1,5 +1,5 @@
 """The ``lstm`` suite: a float32 one-layer LSTM, forward and forward + backward (BPTT), beside
-``torch.nn.LSTM`` on the same weights."""
+``torch.nn.LSTM`` on the same weights; and ``lstm-cuda``, the same on the GPU beside cuDNN's."""
 
 from __future__ import annotations
 
@@ -162,10 +162,12 @@ def lstm_impls(shape: Tuple[int, int, int, int], lstm_pass: str) -> Dict[str, Ca
     return impls
 
 
-def lstm_check(shape: Tuple[int, int, int, int], lstm_pass: str, inputs: tuple) -> float:
+def lstm_check(shape: Tuple[int, int, int, int], lstm_pass: str, inputs: tuple, device: str = "cpu") -> float:
     """Largest relative error ``||out - ref|| / ||ref||`` of deepkern's y (and for ``"fwd+bwd"`` of grad_x,
-    grad_w_ih, grad_w_hh, grad_b) on ``inputs`` against torch.nn.LSTM in float64 on the same values."""
+    grad_w_ih, grad_w_hh, grad_b) on ``inputs`` against torch.nn.LSTM in float64 on the same values;
+    deepkern runs on ``device`` (the host arrays copied there)."""
     from .. import ops
+    from ..backends import to_device
 
     torch = installed_torch()
     if torch is None:
@@ -179,14 +181,16 @@ def lstm_check(shape: Tuple[int, int, int, int], lstm_pass: str, inputs: tuple) 
     def rel(got, ref) -> float:
         ref = ref.detach().numpy()
         denom = float(np.linalg.norm(ref)) or 1.0
-        return float(np.linalg.norm(np.asarray(got, dtype=np.float64) - ref)) / denom
+        return float(np.linalg.norm(np.asarray(to_device(got, "cpu"), dtype=np.float64) - ref)) / denom
 
     with torch.set_grad_enabled(backward):
         y_ref = module(xt, (h0t[None], c0t[None]))[0]
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = (to_device(a, device) for a in (x, h0, c0, w_ih, w_hh, b_ih, b_hh))
     if not backward:
         return rel(ops.lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh)[0], y_ref)
     grad_y = inputs[7]
     y_ref.backward(torch.from_numpy(grad_y.astype(np.float64)))
+    grad_y = to_device(grad_y, device)
     y, _, _, cache = ops.lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, return_cache=True)
     grads = ops.lstm_backward(grad_y, None, None, x, h0, c0, w_ih, w_hh, cache)
     refs = [
@@ -199,14 +203,10 @@ def lstm_check(shape: Tuple[int, int, int, int], lstm_pass: str, inputs: tuple) 
     return max(rel(a, b) for a, b in refs)
 
 
-def _lstm_case(shape: Tuple[int, int, int, int], lstm_pass: str, label: str, more: bool = False) -> Case:
+def _lstm_case(shape: Tuple[int, int, int, int], lstm_pass: str, label: str, group: str, device: str = "cpu") -> Case:
+    """The case of one shape and pass, timed on ``device`` ('cpu' or 'cuda')."""
     t, b, i, h = shape
-    if more:
-        group = GROUP_LSTM_FWD_MORE if lstm_pass == "fwd" else GROUP_LSTM_FWD_BWD_MORE
-    elif b == 1:
-        group = GROUP_LSTM_FWD_B1 if lstm_pass == "fwd" else GROUP_LSTM_FWD_BWD_B1
-    else:
-        group = GROUP_LSTM_FWD if lstm_pass == "fwd" else GROUP_LSTM_FWD_BWD
+    on_gpu = device == "cuda"
     return Case(
         op="lstm",
         name=f"T={t} B={b} I={i} H={h}",
@@ -215,18 +215,28 @@ def _lstm_case(shape: Tuple[int, int, int, int], lstm_pass: str, label: str, mor
         shape=shape,
         flops=lstm_flops(shape, lstm_pass),
         nbytes=lstm_bytes(shape, lstm_pass),
-        make_inputs=lambda: make_lstm_inputs(shape, lstm_pass),
-        impls=lstm_impls(shape, lstm_pass),
-        check=lambda inputs: lstm_check(shape, lstm_pass, inputs),
+        make_inputs=lambda: make_lstm_inputs(shape, lstm_pass, copies=1 if on_gpu else None),
+        impls=(_lstm_cuda_impls if on_gpu else lstm_impls)(shape, lstm_pass),
+        check=lambda inputs: lstm_check(shape, lstm_pass, inputs, device=device),
         label=label,
+        device=device,
     )
+
+
+def _lstm_group(b: int, lstm_pass: str, more: bool) -> str:
+    """The summary group of a CPU case: the batch-1 case and the more shapes apart."""
+    if more:
+        return GROUP_LSTM_FWD_MORE if lstm_pass == "fwd" else GROUP_LSTM_FWD_BWD_MORE
+    if b == 1:
+        return GROUP_LSTM_FWD_B1 if lstm_pass == "fwd" else GROUP_LSTM_FWD_BWD_B1
+    return GROUP_LSTM_FWD if lstm_pass == "fwd" else GROUP_LSTM_FWD_BWD
 
 
 def lstm_cases(quick: bool = False) -> List[Case]:
     """float32 single-layer LSTMs (LSTM_SHAPES, then LSTM_SHAPES_MORE; ``quick``: T / 5), each forward
     then forward+backward."""
     return [
-        _lstm_case((lstm_quick_t(t) if quick else t, b, i, h), lstm_pass, label, more)
+        _lstm_case((lstm_quick_t(t) if quick else t, b, i, h), lstm_pass, label, _lstm_group(b, lstm_pass, more))
         for more, shapes in ((False, LSTM_SHAPES), (True, LSTM_SHAPES_MORE))
         for t, b, i, h, label in shapes
         for lstm_pass in LSTM_PASSES
@@ -250,5 +260,71 @@ register_suite(
             GROUP_LSTM_FWD_BWD_MORE,
         ),
         unavailable=lambda: torch_missing("torch.nn.LSTM"),
+    )
+)
+
+
+# ---- the GPU ------------------------------------------------------------------------------------
+
+#: (T, B, I, H, what it is) of the LSTM layers of ``deepkern bench --op lstm-cuda``.
+LSTM_CUDA_SHAPES = (
+    (100, 32, 256, 256, "small LM layer, batch 32"),
+    (50, 64, 512, 512, "batch 64, H=512"),
+    (100, 1, 128, 128, "batch-1 inference / online"),
+    (35, 20, 650, 650, "PTB medium LM (Zaremba et al.)"),
+)
+
+
+def _lstm_cuda_unavailable() -> Optional[str]:
+    """Why the GPU suite cannot run here, or None."""
+    from .. import cuda
+
+    if not cuda.is_available():
+        return f"it runs on a GPU, and deepkern has no usable one here: {cuda.unavailable_reason()}"
+    return torch_missing("torch.nn.LSTM")
+
+
+def _lstm_cuda_impls(shape: Tuple[int, int, int, int], lstm_pass: str) -> Dict[str, Callable]:
+    """:func:`lstm_impls` on GPU inputs, both in full FP32: deepkern's GEMMs without TF32 (its default)
+    and cuDNN's LSTM with ``torch.backends.cudnn.allow_tf32`` off (set before each call)."""
+    impls = lstm_impls(shape, lstm_pass)
+    torch = installed_torch()
+    if torch is not None:
+        torch_call = impls["torch"]
+
+        def torch_fp32(*args):
+            torch.backends.cudnn.allow_tf32 = False
+            return torch_call(*args)
+
+        impls["torch"] = torch_fp32
+    return impls
+
+
+def lstm_cuda_cases(quick: bool = False) -> List[Case]:
+    """float32 single-layer LSTMs on the GPU (LSTM_CUDA_SHAPES; ``quick``: T / 5), forward then
+    forward+backward."""
+    return [
+        _lstm_case(
+            (lstm_quick_t(t) if quick else t, b, i, h),
+            lstm_pass,
+            label,
+            GROUP_LSTM_FWD if lstm_pass == "fwd" else GROUP_LSTM_FWD_BWD,
+            device="cuda",
+        )
+        for t, b, i, h, label in LSTM_CUDA_SHAPES
+        for lstm_pass in LSTM_PASSES
+    ]
+
+
+register_suite(
+    Suite(
+        name="lstm-cuda",
+        description=(
+            "float32 one-layer LSTM on the GPU (T, B, I, H), forward and forward+backward, vs torch.nn.LSTM "
+            "(cuDNN), both in full FP32 (--quick: T / 5)"
+        ),
+        cases=lstm_cuda_cases,
+        summary_groups=(GROUP_LSTM_FWD, GROUP_LSTM_FWD_BWD),
+        unavailable=_lstm_cuda_unavailable,
     )
 )
