@@ -280,6 +280,8 @@ def mutate_array(data, call: Call, slot) -> str:
         return _set(call, slot, new, label, REFUSE if written else ACCEPT)
     if how in ("unaligned", "byteswap"):
         new = unaligned_copy(arr) if how == "unaligned" else arr.astype(arr.dtype.newbyteorder())
+        if arr.dtype.itemsize == 1:  # bool masks: one-byte items are always aligned and have no byte order
+            return _set(call, slot, new, label + " (one-byte items)", ACCEPT)
         if how == "unaligned" and not arr.size:
             return _set(call, slot, new, label, EITHER)  # no element to misalign
         if converts:
@@ -365,7 +367,7 @@ def check_close(got, want, what: str) -> None:
     got = np.asarray(got) if isinstance(got, np.generic) and not want.ndim else got  # NumPy's 0-d result
     assert isinstance(got, np.ndarray), f"{what}: got {type(got).__name__}, not an ndarray"
     assert got.shape == want.shape, f"{what}: shape {got.shape}, expected {want.shape}"
-    if got.dtype.kind in "iu":
+    if got.dtype.kind in "iub":  # indices, masks: exact
         assert np.array_equal(got, want), f"{what}: integers differ from the reference"
         return
     assert got.dtype in TOLERANCE, f"{what}: dtype {got.dtype}"
@@ -503,6 +505,46 @@ def _activation(fn, reference, backward: bool, gelu: bool):
         return call
 
     return build
+
+
+def build_dropout(data):
+    dtype, shape = float_dtype(data), _shape(data)
+    params = {
+        "x": values(data, shape, dtype, special=True),
+        "p": data.draw(st.sampled_from([0.0, 0.25, 0.5, 0.9, 1.0]), label="p"),
+        "seed": data.draw(st.sampled_from([0, 1, 2**63 + 5, 2**64 - 1]), label="seed"),
+        "offset": data.draw(st.sampled_from([0, 3, 2**64 - 2]), label="offset"),
+    }
+    roles = {"x": "in"}
+    _out_role(params, roles, data, shape, dtype)
+    if data.draw(st.booleans(), label="with mask"):
+        params["mask"], roles["mask"] = np.zeros(shape, np.bool_), "out"
+
+    def reference_of(p):
+        y, mask = ref.dropout_ref(p["x"], p["p"], p["seed"], p["offset"])
+        return {"y": y, "mask": mask.astype(np.int64)}
+
+    def actual(result, p):
+        return {"y": result[0], "mask": np.asarray(result[1]).astype(np.int64)}
+
+    call = Call(ops.dropout, params, 4, roles, reference_of, actual, ints=("seed", "offset"), numbers=("p",))
+    return call
+
+
+def build_dropout_backward(data):
+    dtype, shape = float_dtype(data), _shape(data)
+    params = {
+        "grad": values(data, shape, dtype, special=True),
+        "mask": np.random.default_rng(data.draw(st.integers(0, 99), label="mask seed")).random(shape) < 0.5,
+        "p": data.draw(st.sampled_from([0.0, 0.3, 0.99, 1.0]), label="p"),
+    }
+    roles = {"grad": "in", "mask": "in"}
+    _out_role(params, roles, data, shape, dtype)
+
+    def reference_of(p):
+        return {"result": ref.dropout_backward_ref(p["grad"], p["mask"], p["p"])}
+
+    return Call(ops.dropout_backward, params, 3, roles, reference_of, _returned, numbers=("p",))
 
 
 # ---- ops: matrix multiply ---------------------------------------------------------------------------
@@ -1033,6 +1075,8 @@ C_OUTPUTS = {
     "relu_backward": {"out"},
     "gelu": {"out"},
     "gelu_backward": {"out"},
+    "dropout": {"y", "mask"},
+    "dropout_backward": {"out"},
 }
 #: The op whose valid calls reach each kernel binding.
 C_VIA = {
@@ -1055,6 +1099,8 @@ C_VIA = {
     "relu_backward": "relu_backward",
     "gelu": "gelu",
     "gelu_backward": "gelu_backward",
+    "dropout": "dropout",
+    "dropout_backward": "dropout_backward",
 }
 
 
@@ -1200,6 +1246,8 @@ REGISTRY = {
     "relu_backward": _activation(ops.relu_backward, ref.relu_backward_ref, True, False),
     "gelu": _activation(ops.gelu, ref.gelu_ref, False, True),
     "gelu_backward": _activation(ops.gelu_backward, ref.gelu_backward_ref, True, True),
+    "dropout": build_dropout,
+    "dropout_backward": build_dropout_backward,
     "matmul": build_matmul,
     "gemm": build_gemm,
     "linear": build_linear,

@@ -34,6 +34,8 @@ KERNELS = frozenset(
         "relu_backward",
         "gelu",
         "gelu_backward",
+        "dropout",
+        "dropout_backward",
     }
 )
 

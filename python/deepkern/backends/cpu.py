@@ -101,3 +101,5 @@ class CPUBackend(Backend):
     relu_backward = staticmethod(_C.relu_backward)
     gelu = staticmethod(_C.gelu)
     gelu_backward = staticmethod(_C.gelu_backward)
+    dropout = staticmethod(_C.dropout)
+    dropout_backward = staticmethod(_C.dropout_backward)

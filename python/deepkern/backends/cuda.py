@@ -97,6 +97,8 @@ class CUDABackend(Backend):
         self.relu_backward = _cuda.relu_backward
         self.gelu = _cuda.gelu
         self.gelu_backward = _cuda.gelu_backward
+        self.dropout = _cuda.dropout
+        self.dropout_backward = _cuda.dropout_backward
 
     def empty(self, shape, dtype):
         return _cuda.empty(_shape(shape), np.dtype(dtype))

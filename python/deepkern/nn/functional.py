@@ -15,7 +15,8 @@ import numpy as np
 from .. import backends, ops
 from .. import tensor_ops as _T
 from ..autograd import Function
-from ..random import get_generator
+from ..ops.dropout import counters as _dropout_counters
+from ..random import philox_seed_offset
 from ..tensor import Tensor
 
 __all__ = [
@@ -296,32 +297,35 @@ def log_softmax(input, dim=None, dtype=None):
 
 
 class Dropout(Function):
+    """``x * mask / (1 - p)`` with the mask drawn by the dropout kernel on ``x``'s device from
+    deepkern's Philox state (``deepkern.random.philox_seed_offset``); the backward multiplies the
+    gradient by the same saved mask."""
+
     @staticmethod
     def forward(ctx, x, p=0.5):
-        if p == 1:
-            mask = backends.backend_of(x, op="dropout").zeros(x.shape, x.dtype)
-        else:  # drawn in host memory (deepkern's generator), then copied to x's device
-            mask = (get_generator().random(x.shape, dtype=np.float32) >= p).astype(x.dtype)
-            mask *= 1 / (1 - p)
-            mask = backends.to_device(mask, backends.device_of(x))
+        seed, offset = philox_seed_offset(_dropout_counters(x.size))
+        y, mask = ops.dropout(x, p, seed, offset)
         ctx.save_for_backward(mask)
-        return x * mask
+        ctx.p = p
+        return y
 
     @staticmethod
     def backward(ctx, g):
         (mask,) = ctx.saved_tensors
-        return g * mask
+        return ops.dropout_backward(g, mask, ctx.p)
 
 
 def dropout(input, p=0.5, training=True, inplace=False):
-    """Zeroes each element with probability ``p`` (from deepkern's generator, see
-    ``deepkern.manual_seed``) and scales the rest by ``1 / (1 - p)``; the identity when not
-    ``training``."""
+    """Zeroes each element with probability ``p`` (deepkern's Philox stream, see
+    ``deepkern.manual_seed``: the same mask on every device) and scales the rest by
+    ``1 / (1 - p)``; the identity when not ``training``."""
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
+        raise TypeError(f"dropout: p must be a number, got {type(p).__name__}")
     if not 0 <= p <= 1:
         raise ValueError(f"dropout: p must be between 0 and 1, got {p}")
     if not training or p == 0:
         return input if isinstance(input, Tensor) else Tensor._wrap(input)
-    return Dropout.apply(input, p=p)
+    return Dropout.apply(input, p=float(p))
 
 
 class BatchNorm(Function):
