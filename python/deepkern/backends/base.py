@@ -36,6 +36,8 @@ KERNELS = frozenset(
         "gelu_backward",
         "dropout",
         "dropout_backward",
+        "embedding",
+        "embedding_backward",
     }
 )
 

@@ -99,6 +99,8 @@ class CUDABackend(Backend):
         self.gelu_backward = _cuda.gelu_backward
         self.dropout = _cuda.dropout
         self.dropout_backward = _cuda.dropout_backward
+        self.embedding = _cuda.embedding
+        self.embedding_backward = _cuda.embedding_backward
 
     def empty(self, shape, dtype):
         return _cuda.empty(_shape(shape), np.dtype(dtype))
