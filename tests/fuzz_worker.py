@@ -280,6 +280,8 @@ def mutate_array(data, call: Call, slot) -> str:
         return _set(call, slot, new, label, REFUSE if written else ACCEPT)
     if how in ("unaligned", "byteswap"):
         new = unaligned_copy(arr) if how == "unaligned" else arr.astype(arr.dtype.newbyteorder())
+        if arr.dtype.itemsize == 1:  # bool masks: one-byte items are always aligned and have no byte order
+            return _set(call, slot, new, label + " (one-byte items)", ACCEPT)
         if how == "unaligned" and not arr.size:
             return _set(call, slot, new, label, EITHER)  # no element to misalign
         if converts:
@@ -365,7 +367,7 @@ def check_close(got, want, what: str) -> None:
     got = np.asarray(got) if isinstance(got, np.generic) and not want.ndim else got  # NumPy's 0-d result
     assert isinstance(got, np.ndarray), f"{what}: got {type(got).__name__}, not an ndarray"
     assert got.shape == want.shape, f"{what}: shape {got.shape}, expected {want.shape}"
-    if got.dtype.kind in "iu":
+    if got.dtype.kind in "iub":  # indices, masks: exact
         assert np.array_equal(got, want), f"{what}: integers differ from the reference"
         return
     assert got.dtype in TOLERANCE, f"{what}: dtype {got.dtype}"
@@ -593,6 +595,46 @@ def build_cross_entropy_backward(data):
     call = Call(ops.cross_entropy_backward, params, 5, roles, reference_of, _returned, numbers=("label_smoothing",))
     call.frozen = ("x", "target", "weight")
     return call
+
+
+def build_dropout(data):
+    dtype, shape = float_dtype(data), _shape(data)
+    params = {
+        "x": values(data, shape, dtype, special=True),
+        "p": data.draw(st.sampled_from([0.0, 0.25, 0.5, 0.9, 1.0]), label="p"),
+        "seed": data.draw(st.sampled_from([0, 1, 2**63 + 5, 2**64 - 1]), label="seed"),
+        "offset": data.draw(st.sampled_from([0, 3, 2**64 - 2]), label="offset"),
+    }
+    roles = {"x": "in"}
+    _out_role(params, roles, data, shape, dtype)
+    if data.draw(st.booleans(), label="with mask"):
+        params["mask"], roles["mask"] = np.zeros(shape, np.bool_), "out"
+
+    def reference_of(p):
+        y, mask = ref.dropout_ref(p["x"], p["p"], p["seed"], p["offset"])
+        return {"y": y, "mask": mask.astype(np.int64)}
+
+    def actual(result, p):
+        return {"y": result[0], "mask": np.asarray(result[1]).astype(np.int64)}
+
+    call = Call(ops.dropout, params, 4, roles, reference_of, actual, ints=("seed", "offset"), numbers=("p",))
+    return call
+
+
+def build_dropout_backward(data):
+    dtype, shape = float_dtype(data), _shape(data)
+    params = {
+        "grad": values(data, shape, dtype, special=True),
+        "mask": np.random.default_rng(data.draw(st.integers(0, 99), label="mask seed")).random(shape) < 0.5,
+        "p": data.draw(st.sampled_from([0.0, 0.3, 0.99, 1.0]), label="p"),
+    }
+    roles = {"grad": "in", "mask": "in"}
+    _out_role(params, roles, data, shape, dtype)
+
+    def reference_of(p):
+        return {"result": ref.dropout_backward_ref(p["grad"], p["mask"], p["p"])}
+
+    return Call(ops.dropout_backward, params, 3, roles, reference_of, _returned, numbers=("p",))
 
 
 # ---- ops: matrix multiply ---------------------------------------------------------------------------
@@ -1127,6 +1169,8 @@ C_OUTPUTS = {
     "softmax_backward": {"out"},
     "cross_entropy_forward": {"loss", "stats"},
     "cross_entropy_backward": {"out"},
+    "dropout": {"y", "mask"},
+    "dropout_backward": {"out"},
 }
 #: The op whose valid calls reach each kernel binding.
 C_VIA = {
@@ -1153,6 +1197,8 @@ C_VIA = {
     "softmax_backward": "softmax_backward",
     "cross_entropy_forward": "cross_entropy",
     "cross_entropy_backward": "cross_entropy_backward",
+    "dropout": "dropout",
+    "dropout_backward": "dropout_backward",
 }
 
 
@@ -1304,6 +1350,8 @@ REGISTRY = {
     "log_softmax_backward": _softmax(ops.log_softmax_backward, True, True),
     "cross_entropy": build_cross_entropy,
     "cross_entropy_backward": build_cross_entropy_backward,
+    "dropout": build_dropout,
+    "dropout_backward": build_dropout_backward,
     "matmul": build_matmul,
     "gemm": build_gemm,
     "linear": build_linear,

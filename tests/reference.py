@@ -725,3 +725,56 @@ def cross_entropy_backward_ref(grad, x, target, weight=None, ignore_index=-100, 
         gz = (softmax_ref(z, -1) * q.sum(axis=-1, keepdims=True) - q) * g[..., None]
     gz = np.where(valid[..., None], gz, 0.0)
     return np.moveaxis(gz, -1, 1) if np.ndim(x) > 1 else gz
+
+
+# ---- dropout: the Philox4x32-10 stream -------------------------------------------------------
+
+_PHILOX_M = (0xD2511F53, 0xCD9E8D57)
+_PHILOX_W = (0x9E3779B9, 0xBB67AE85)
+_U32 = np.uint64(0xFFFFFFFF)
+
+
+def philox4x32_10_ref(counters, key) -> np.ndarray:
+    """Philox4x32-10 (Salmon et al., SC 2011) of each row of ``counters`` ((n, 4) words, word 0 the
+    least significant) under ``key`` (two words), in uint64 NumPy arithmetic: (n, 4) uint32 words."""
+    c = [np.asarray(counters, np.uint64)[:, j] for j in range(4)]
+    k0, k1 = int(key[0]), int(key[1])
+    for r in range(10):
+        if r:
+            k0, k1 = (k0 + _PHILOX_W[0]) & 0xFFFFFFFF, (k1 + _PHILOX_W[1]) & 0xFFFFFFFF
+        p0, p1 = np.uint64(_PHILOX_M[0]) * c[0], np.uint64(_PHILOX_M[1]) * c[2]
+        c = [
+            (p1 >> np.uint64(32)) ^ c[1] ^ np.uint64(k0),
+            p1 & _U32,
+            (p0 >> np.uint64(32)) ^ c[3] ^ np.uint64(k1),
+            p0 & _U32,
+        ]
+    return np.stack(c, axis=1).astype(np.uint32)
+
+
+def dropout_words_ref(n: int, seed: int, offset: int) -> np.ndarray:
+    """The 32-bit word of each of ``n`` elements of a dropout call: word ``i % 4`` of Philox at the
+    128-bit counter ``offset + i // 4`` with key ``seed`` (low word first)."""
+    b = np.arange((n + 3) // 4, dtype=np.uint64)
+    low = np.uint64(offset) + b  # modulo 2**64; the carry goes to word 2
+    carry = (low < b).astype(np.uint64)
+    rows = np.stack([low & _U32, low >> np.uint64(32), carry, np.zeros_like(b)], axis=1)
+    return philox4x32_10_ref(rows, (seed & 0xFFFFFFFF, seed >> 32)).reshape(-1)[:n]
+
+
+def dropout_ref(x, p: float, seed: int, offset: int):
+    """(y, mask) of ``deepkern.ops.dropout``: mask = word >= ceil(p 2**32); y = x * mask / (1 - p)
+    in float64 (0 * x for the dropped elements, so NaN and inf give NaN)."""
+    x64 = _f64(x)
+    words = dropout_words_ref(x64.size, seed, offset).astype(np.uint64).reshape(x64.shape)
+    mask = words >= math.ceil(p * 2**32)
+    scale = 1 / (1 - p) if p < 1 else 0.0
+    with np.errstate(invalid="ignore"):  # inf * 0
+        return x64 * np.where(mask, scale, 0.0), mask
+
+
+def dropout_backward_ref(grad, mask, p: float) -> np.ndarray:
+    """``grad * mask / (1 - p)`` in float64 (0 times the dropped elements' gradients)."""
+    scale = 1 / (1 - p) if p < 1 else 0.0
+    with np.errstate(invalid="ignore"):  # inf * 0
+        return _f64(grad) * np.where(np.asarray(mask, bool), scale, 0.0)

@@ -25,6 +25,8 @@ from reference import (
     conv2d_ref,
     cross_entropy_backward_ref,
     cross_entropy_ref,
+    dropout_backward_ref,
+    dropout_ref,
     gelu_backward_ref,
     gelu_ref,
     lstm_backward_ref,
@@ -368,6 +370,19 @@ def _cross_entropy_backward(rng, dtype):
     return "cross_entropy_backward", kw, {"out": cross_entropy_backward_ref(grad, x, target, weight, -1, 0.2)}
 
 
+def _dropout(rng, dtype):
+    x = _rand(rng, (3, 7), dtype)
+    y_ref, mask_ref = dropout_ref(x, 0.3, 2**63 + 1, 5)
+    kw = dict(x=x, y=_nan(21, dtype), mask=np.zeros(21, np.bool_), p=0.3, seed=2**63 + 1, offset=5)
+    return "dropout", kw, {"y": y_ref.ravel(), "mask": mask_ref.ravel()}
+
+
+def _dropout_backward(rng, dtype):
+    grad, mask = _rand(rng, 13, dtype), rng.random(13) < 0.5
+    kw = dict(grad=grad, mask=mask, out=_nan(13, dtype), p=0.6)
+    return "dropout_backward", kw, {"out": dropout_backward_ref(grad, mask, 0.6)}
+
+
 CALLS = {
     f.__name__.lstrip("_"): f
     for f in (
@@ -379,6 +394,8 @@ CALLS = {
         _relu_backward,
         _gelu,
         _gelu_backward,
+        _dropout,
+        _dropout_backward,
         _gemm,
         _gemm_shared_a,
         _conv_forward,
@@ -419,7 +436,7 @@ def test_correct_call_matches_reference(case, dtype, rng):
     getattr(_C, binding)(**kw)
     for key, ref in expected.items():
         got = _get(kw, key)
-        if got.dtype.kind == "i":
+        if got.dtype.kind in "ib":  # indices, masks: exact
             np.testing.assert_array_equal(got, ref, err_msg=f"{case}: {key}")
         else:
             check(got, ref, dtype, f"{case}: {key}")
@@ -1053,6 +1070,29 @@ BAD = [
     ),
     ("cross_entropy_backward", "stats too small", _resized("stats", -1), ValueError, ["cross_entropy_backward: stats"]),
     ("cross_entropy_backward", "out overlaps x", _overlapping("out", "x"), ValueError, ["cross_entropy_backward: out"]),
+    # dropout
+    ("dropout", "x int32", _as("x", np.int32), TypeError, ["dropout: x must be float32 or float64"]),
+    ("dropout", "mask uint8", _as("mask", np.uint8), TypeError, ["dropout: mask must have dtype"]),
+    ("dropout", "mask too small", _resized("mask", -1), ValueError, ["dropout: mask must have 21 elements"]),
+    ("dropout", "y strided", _strided("y"), ValueError, ["dropout: y must be C-contiguous"]),
+    ("dropout", "mask read-only", _read_only("mask"), ValueError, ["dropout: mask is read-only"]),
+    ("dropout", "y overlaps x", _overlapping("y", "x"), ValueError, ["dropout: y overlaps x"]),
+    ("dropout", "p above 1", _value("p", 1.5), ValueError, [r"dropout: p must be a probability in \[0, 1\], got 1.5"]),
+    ("dropout", "p NaN", _value("p", float("nan")), ValueError, ["dropout: p must be a probability"]),
+    ("dropout", "seed negative", _value("seed", -1), ValueError, [r"dropout: seed must be in \[0, 2\*\*64\), got -1"]),
+    ("dropout", "offset 2**64", _value("offset", 2**64), ValueError, [r"dropout: offset must be in \[0, 2\*\*64\)"]),
+    ("dropout", "seed a float", _value("seed", 1.0), TypeError, ["dropout: seed must be an int, got float"]),
+    ("dropout", "offset a bool", _value("offset", True), TypeError, ["dropout: offset must be an int, got bool"]),
+    ("dropout_backward", "mask float", _as("mask", np.float32), TypeError, ["dropout_backward: mask must have dtype"]),
+    ("dropout_backward", "mask strided", _strided("mask"), ValueError, ["dropout_backward: mask must be C-contiguous"]),
+    (
+        "dropout_backward",
+        "out overlaps grad",
+        _overlapping("out", "grad"),
+        ValueError,
+        ["dropout_backward: out overlaps"],
+    ),
+    ("dropout_backward", "p negative", _value("p", -0.5), ValueError, ["dropout_backward: p must be a probability"]),
 ]
 
 

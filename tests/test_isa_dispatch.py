@@ -26,6 +26,8 @@ from reference import (
     conv2d_ref,
     cross_entropy_backward_ref,
     cross_entropy_ref,
+    dropout_backward_ref,
+    dropout_ref,
     gelu_backward_ref,
     gelu_ref,
     log_softmax_ref,
@@ -165,9 +167,19 @@ def _softmax(rng, dtype):
     yield "cross_entropy_backward", got, cross_entropy_backward_ref(g, x, t, label_smoothing=0.1), None
 
 
+def _dropout(rng, dtype):
+    x, grad = rand(rng, 1037, dtype), rand(rng, 1037, dtype)
+    y, mask = ops.dropout(x, 0.4, 17, 2**64 - 9)
+    y_ref, mask_ref = dropout_ref(x, 0.4, 17, 2**64 - 9)
+    yield "dropout mask", mask.astype(dtype), mask_ref.astype(np.float64), None
+    yield "dropout", y, y_ref, None
+    yield "dropout_backward", ops.dropout_backward(grad, mask, 0.4), dropout_backward_ref(grad, mask, 0.4), None
+
+
 # family -> generator of (what, result, float64 reference, tolerance or None for checks.TOL).
 FAMILY_OPS = {
     "activation": _activation,
+    "dropout": _dropout,
     "gemm": _gemm,
     "conv_winograd": _conv_winograd,
     "conv_depthwise": _conv_depthwise,

@@ -30,6 +30,7 @@ enum class IsaFamily : int {
   roofline,
   activation,
   softmax,
+  dropout,
   count
 };
 

@@ -11,3 +11,5 @@ void bind_cuda_activation(pybind11::module_& m);
 void bind_cuda_conv(pybind11::module_& m);
 void bind_cuda_softmax(pybind11::module_& m);
 void bind_cuda_lstm(pybind11::module_& m);
+void bind_cuda_dropout(pybind11::module_& m);
+void bind_cuda_embedding(pybind11::module_& m);

@@ -8,6 +8,7 @@ void bind_core(py::module_& m);
 void bind_activation(py::module_& m);
 void bind_gemm(py::module_& m);
 void bind_conv(py::module_& m);
+void bind_dropout(py::module_& m);
 void bind_pool(py::module_& m);
 void bind_lstm(py::module_& m);
 void bind_optim(py::module_& m);
@@ -22,6 +23,7 @@ PYBIND11_MODULE(_C, m) {
   bind_activation(m);
   bind_gemm(m);
   bind_conv(m);
+  bind_dropout(m);
   bind_pool(m);
   bind_lstm(m);
   bind_optim(m);

@@ -35,7 +35,7 @@ import numpy as np
 from . import backends, data, io, nn, optim
 from .autograd import no_grad
 from .backends import Device
-from .random import get_generator, manual_seed
+from .random import get_generator, get_philox_state, manual_seed, set_philox_state
 from .tensor import from_numpy, full, randn, zeros
 
 __all__ = ["RECIPES", "ResumeError", "TrainConfig", "train"]
@@ -463,6 +463,7 @@ def _state(recipe: Recipe, epoch: int, history) -> dict:
         "models": {k: m.state_dict() for k, m in recipe.models.items()},
         "optimizers": {k: o.state_dict() for k, o in recipe.optimizers.items()},
         "generator": get_generator().bit_generator.state,
+        "philox": list(get_philox_state()),  # dropout's stream (seed, offset)
         "history": history,
         "config": {"epochs": cfg.epochs, "device": cfg.device, **{k: getattr(cfg, k) for k in KEPT_OPTIONS}},
     }
@@ -528,6 +529,8 @@ def _restore(recipe: Recipe, state: dict) -> tuple:
     for k, opt in recipe.optimizers.items():
         opt.load_state_dict(state["optimizers"][k])
     get_generator().bit_generator.state = state["generator"]
+    if "philox" in state:  # checkpoints written before dropout drew from Philox lack it
+        set_philox_state(tuple(int(v) for v in state["philox"]))
     done = int(state["epoch"])
     for loader in recipe.loaders:
         loader.epoch = done

@@ -38,6 +38,10 @@ KERNELS = frozenset(
         "softmax_backward",
         "cross_entropy_forward",
         "cross_entropy_backward",
+        "dropout",
+        "dropout_backward",
+        "embedding",
+        "embedding_backward",
     }
 )
 

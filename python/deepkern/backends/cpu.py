@@ -105,3 +105,20 @@ class CPUBackend(Backend):
     softmax_backward = staticmethod(_C.softmax_backward)
     cross_entropy_forward = staticmethod(_C.cross_entropy_forward)
     cross_entropy_backward = staticmethod(_C.cross_entropy_backward)
+    dropout = staticmethod(_C.dropout)
+    dropout_backward = staticmethod(_C.dropout_backward)
+
+    @staticmethod
+    def embedding(weight, indices, out):
+        """``out = weight[indices]`` (rows of a 2-D table; out of shape indices.shape + (dim,)); the
+        caller has checked the indices."""
+        np.take(weight, indices, axis=0, out=out)
+
+    @staticmethod
+    def embedding_backward(grad, indices, grad_weight, padding_idx):
+        """``grad_weight`` (rows, dim) written whole: the sum of ``grad``'s rows over each row's
+        occurrences in ``indices`` (in index order), zero elsewhere and in row ``padding_idx`` (-1: none)."""
+        grad_weight[...] = 0
+        np.add.at(grad_weight, indices.reshape(-1), grad.reshape(-1, grad_weight.shape[1]))
+        if padding_idx >= 0:
+            grad_weight[padding_idx] = 0

@@ -117,6 +117,10 @@ class CUDABackend(Backend):
         self.softmax_backward = _cuda.softmax_backward
         self.cross_entropy_forward = _cuda.cross_entropy_forward
         self.cross_entropy_backward = _cuda.cross_entropy_backward
+        self.dropout = _cuda.dropout
+        self.dropout_backward = _cuda.dropout_backward
+        self.embedding = _cuda.embedding
+        self.embedding_backward = _cuda.embedding_backward
 
     def empty(self, shape, dtype):
         return _cuda.empty(_shape(shape), np.dtype(dtype))

@@ -15,7 +15,8 @@ import numpy as np
 from .. import backends, ops
 from .. import tensor_ops as _T
 from ..autograd import Function
-from ..random import get_generator
+from ..ops.dropout import counters as _dropout_counters
+from ..random import philox_seed_offset
 from ..tensor import Tensor
 
 __all__ = [
@@ -461,32 +462,35 @@ def log_softmax(input, dim=None, dtype=None):
 
 
 class Dropout(Function):
+    """``x * mask / (1 - p)`` with the mask drawn by the dropout kernel on ``x``'s device from
+    deepkern's Philox state (``deepkern.random.philox_seed_offset``); the backward multiplies the
+    gradient by the same saved mask."""
+
     @staticmethod
     def forward(ctx, x, p=0.5):
-        if p == 1:
-            mask = backends.backend_of(x, op="dropout").zeros(x.shape, x.dtype)
-        else:  # drawn in host memory (deepkern's generator), then copied to x's device
-            mask = (get_generator().random(x.shape, dtype=np.float32) >= p).astype(x.dtype)
-            mask *= 1 / (1 - p)
-            mask = backends.to_device(mask, backends.device_of(x))
+        seed, offset = philox_seed_offset(_dropout_counters(x.size))
+        y, mask = ops.dropout(x, p, seed, offset)
         ctx.save_for_backward(mask)
-        return x * mask
+        ctx.p = p
+        return y
 
     @staticmethod
     def backward(ctx, g):
         (mask,) = ctx.saved_tensors
-        return g * mask
+        return ops.dropout_backward(g, mask, ctx.p)
 
 
 def dropout(input, p=0.5, training=True, inplace=False):
-    """Zeroes each element with probability ``p`` (from deepkern's generator, see
-    ``deepkern.manual_seed``) and scales the rest by ``1 / (1 - p)``; the identity when not
-    ``training``."""
+    """Zeroes each element with probability ``p`` (deepkern's Philox stream, see
+    ``deepkern.manual_seed``: the same mask on every device) and scales the rest by
+    ``1 / (1 - p)``; the identity when not ``training``."""
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
+        raise TypeError(f"dropout: p must be a number, got {type(p).__name__}")
     if not 0 <= p <= 1:
         raise ValueError(f"dropout: p must be between 0 and 1, got {p}")
     if not training or p == 0:
         return input if isinstance(input, Tensor) else Tensor._wrap(input)
-    return Dropout.apply(input, p=p)
+    return Dropout.apply(input, p=float(p))
 
 
 class BatchNorm(Function):
@@ -562,31 +566,47 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 
 
 class Embedding(Function):
+    """Rows of a 2-D weight table by integer indices, through the backend's ``embedding`` kernel
+    (a gather on the GPU); the backward scatters the gradient rows into the weight's gradient
+    (``embedding_backward``: summed per row in index order, the ``padding_idx`` row zero)."""
+
     @staticmethod
     def forward(ctx, weight, indices, padding_idx=None):
+        backend = backends.backend_of(weight, indices, op="embedding")
+        if indices.dtype != np.int64:
+            indices = indices.astype(np.int64)
+        indices = backend.ascontiguousarray(indices)
         ctx.save_for_backward(indices)
         ctx.meta = (weight.shape, padding_idx)
-        return weight[indices]
+        out = backend.empty(indices.shape + (weight.shape[1],), weight.dtype)
+        backend.embedding(backend.ascontiguousarray(weight), indices, out)
+        return out
 
     @staticmethod
     def backward(ctx, g):
         (indices,) = ctx.saved_tensors
         shape, padding_idx = ctx.meta
-        grad = backends.backend_of(g, op="EmbeddingBackward").zeros(shape, g.dtype)
-        np.add.at(grad, indices.reshape(-1), g.reshape(-1, shape[1]))  # repeated rows accumulate
-        if padding_idx is not None:
-            grad[padding_idx] = 0
+        backend = backends.backend_of(g, op="EmbeddingBackward")
+        grad = backend.empty(shape, g.dtype)
+        backend.embedding_backward(
+            backend.ascontiguousarray(g), indices, grad, -1 if padding_idx is None else padding_idx
+        )
         return grad, None
 
 
 def embedding(input, weight, padding_idx=None):
     """Rows ``weight[input]`` for integer indices ``input`` of any shape; the gradient of a row
-    is the sum over its occurrences, and the ``padding_idx`` row gets none."""
+    is the sum over its occurrences, and the ``padding_idx`` row gets none. An index outside the
+    table is an IndexError (on the GPU, checked by the kernel)."""
     idx = backends.as_array(_array(input))
     if idx.dtype.kind not in "iu":
         raise TypeError(f"embedding: indices must be an integer tensor, got dtype {idx.dtype}")
+    if np.ndim(_array(weight)) != 2:
+        raise ValueError(
+            f"embedding: weight must be 2-D (num_embeddings, embedding_dim), got shape {np.shape(_array(weight))}"
+        )
     rows = np.shape(_array(weight))[0]
-    if idx.size and (idx.min() < 0 or idx.max() >= rows):
+    if isinstance(idx, np.ndarray) and idx.size and (idx.min() < 0 or idx.max() >= rows):
         bad = idx.min() if idx.min() < 0 else idx.max()
         raise IndexError(f"embedding: index {bad} is out of range for a weight of {rows} rows")
     if padding_idx is not None and padding_idx < 0:

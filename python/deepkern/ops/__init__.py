@@ -4,6 +4,7 @@ checks its arguments first, then dispatches. See each op's docstring for its con
 
 from .activation import gelu, gelu_backward, relu, relu_backward
 from .conv import conv2d, conv2d_backward
+from .dropout import dropout, dropout_backward
 from .gemm import gemm, linear, matmul
 from .lstm import LSTMCache, lstm, lstm_backward, lstm_cell, lstm_cell_backward
 from .optim import (
@@ -40,6 +41,8 @@ __all__ = [
     "gelu_backward",
     "conv2d",
     "conv2d_backward",
+    "dropout",
+    "dropout_backward",
     "gemm",
     "linear",
     "matmul",
