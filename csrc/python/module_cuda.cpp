@@ -37,6 +37,7 @@ PYBIND11_MODULE(_cuda, m) {
   bind_cuda_array(m);
   bind_cuda_elementwise(m);
   bind_cuda_activation(m);
+  bind_cuda_pool(m);
   bind_cuda_optim(m);
   bind_cuda_gemm(m);
 }

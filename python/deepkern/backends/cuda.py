@@ -3,9 +3,10 @@
 ``deepkern._cuda`` is absent when the package was built without nvcc; importing it can also fail
 on an unusual system. Either way deepkern keeps working on the CPU and ``import_error`` says why.
 The backend is registered only where the module imports and a GPU is visible (:func:`usable`).
-It allocates, copies and casts; its kernel entries so far are the matrix multiply (``gemm``) and
-the optimizer steps (the ``deepkern._cuda`` functions taking the arguments of the ``deepkern._C``
-function of the same name). For any other kernel the seam's NotImplementedError names it.
+It allocates, copies and casts; its kernel entries so far are the matrix multiply (``gemm``), the
+optimizer steps, the activations and pooling (the ``deepkern._cuda`` functions taking the
+arguments of the ``deepkern._C`` function of the same name). For any other kernel the seam's
+NotImplementedError names it.
 
 ``matmul.allow_tf32`` (PyTorch's ``torch.backends.cuda.matmul.allow_tf32``) lets float32 matrix
 multiplies run on the tensor cores with inputs rounded to TF32 (10-bit mantissa, ~1e-3 relative
@@ -97,6 +98,12 @@ class CUDABackend(Backend):
         self.relu_backward = _cuda.relu_backward
         self.gelu = _cuda.gelu
         self.gelu_backward = _cuda.gelu_backward
+        self.max_pool2d = _cuda.max_pool2d
+        self.max_pool2d_backward = _cuda.max_pool2d_backward
+        self.avg_pool2d = _cuda.avg_pool2d
+        self.avg_pool2d_backward = _cuda.avg_pool2d_backward
+        self.adaptive_avg_pool2d = _cuda.adaptive_avg_pool2d
+        self.adaptive_avg_pool2d_backward = _cuda.adaptive_avg_pool2d_backward
 
     def empty(self, shape, dtype):
         return _cuda.empty(_shape(shape), np.dtype(dtype))
