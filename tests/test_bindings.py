@@ -852,6 +852,13 @@ BAD = [
         ["adaptive_avg_pool2d: out must have 72 elements"],
     ),
     (
+        "adaptive_pool",
+        "in_h * out_h past int64",
+        _value("shape", (0, 1 << 40, 1, 1 << 40, 1) + (1, 1, 1, 1, 0, 0, 1, 1)),
+        ValueError,
+        ["adaptive_avg_pool2d: shape's in_h \\* out_h or in_w \\* out_w too large to index"],
+    ),
+    (
         "adaptive_pool_backward",
         "grad_x read-only",
         _read_only("grad_x"),
