@@ -20,7 +20,18 @@
 namespace deepkern {
 
 // Families with per-ISA code. Add one here (and its name in isa_dispatch.cpp) with a new family.
-enum class IsaFamily : int { gemm, conv_winograd, conv_depthwise, lstm, optim, pool, roofline, activation, count };
+enum class IsaFamily : int {
+  gemm,
+  conv_winograd,
+  conv_depthwise,
+  lstm,
+  optim,
+  pool,
+  roofline,
+  activation,
+  norm,
+  count
+};
 
 // "gemm", "conv_winograd", ...: the names last_isa_used() and deepkern._C.last_isa() take.
 const char* family_name(IsaFamily family);

@@ -9,6 +9,7 @@ void bind_activation(py::module_& m);
 void bind_gemm(py::module_& m);
 void bind_conv(py::module_& m);
 void bind_pool(py::module_& m);
+void bind_norm(py::module_& m);
 void bind_lstm(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_roofline(py::module_& m);
@@ -22,6 +23,7 @@ PYBIND11_MODULE(_C, m) {
   bind_gemm(m);
   bind_conv(m);
   bind_pool(m);
+  bind_norm(m);
   bind_lstm(m);
   bind_optim(m);
   bind_roofline(m);

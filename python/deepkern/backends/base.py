@@ -34,6 +34,8 @@ KERNELS = frozenset(
         "relu_backward",
         "gelu",
         "gelu_backward",
+        "batch_norm_forward",
+        "batch_norm_backward",
     }
 )
 

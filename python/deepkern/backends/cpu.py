@@ -101,3 +101,5 @@ class CPUBackend(Backend):
     relu_backward = staticmethod(_C.relu_backward)
     gelu = staticmethod(_C.gelu)
     gelu_backward = staticmethod(_C.gelu_backward)
+    batch_norm_forward = staticmethod(_C.batch_norm_forward)
+    batch_norm_backward = staticmethod(_C.batch_norm_backward)
