@@ -277,7 +277,6 @@ def test_backend_has_every_pooling_entry():
 
     if cuda_backend._cuda is None:
         pytest.skip(f"deepkern._cuda does not import: {cuda_backend.import_error}")
-    backend = cuda_backend.CUDABackend.__new__(cuda_backend.CUDABackend)
-    cuda_backend.CUDABackend.__init__(backend)
+    backend = cuda_backend.CUDABackend()
     for name in FUNCTIONS:
         assert getattr(backend, name) is getattr(_cuda, name)

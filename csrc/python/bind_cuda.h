@@ -9,3 +9,4 @@ void bind_cuda_gemm(pybind11::module_& m);
 void bind_cuda_elementwise(pybind11::module_& m);
 void bind_cuda_activation(pybind11::module_& m);
 void bind_cuda_pool(pybind11::module_& m);
+void bind_cuda_norm(pybind11::module_& m);

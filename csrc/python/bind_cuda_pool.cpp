@@ -20,6 +20,7 @@
 #include "cuda/stream.h"
 #include "python/bind_cuda.h"
 #include "python/cuda_array.h"
+#include "python/cuda_call_arrays.h"
 #include "python/pool_binding.h"
 
 namespace py = pybind11;
@@ -27,103 +28,18 @@ namespace py = pybind11;
 namespace deepkern::python {
 namespace {
 
-// The arrays of one pooling call, checked as they are named: the first fixes the dtype (float32 or
-// float64) and the device.
-class PoolArrays {
- public:
-  explicit PoolArrays(const char* op) : op_(op) {}
-
-  // Argument `name`: `count` elements, of the first array's float dtype (or int64 with `index`);
-  // `written` by the kernel or only read.
-  const cuda::DeviceArray& add(const py::handle& obj, const char* name, std::int64_t count, bool written,
-                               bool index = false) {
-    const cuda::DeviceArray& a = device_array(obj, op_, name);
-    const std::string where = std::string(op_) + ": " + name;
-    if (index && a.dtype != cuda::DType::int64)
-      throw py::type_error(where + " must have dtype int64, got " + cuda::info(a.dtype).name);
-    if (!index && first_ == nullptr && a.dtype != cuda::DType::float32 && a.dtype != cuda::DType::float64)
-      throw py::type_error(where + " must be float32 or float64, got dtype " + cuda::info(a.dtype).name);
-    if (!index && first_ != nullptr && a.dtype != first_->dtype)
-      throw py::type_error(where + " has dtype " + cuda::info(a.dtype).name + " but " + first_name_ + " has " +
-                           cuda::info(first_->dtype).name);
-    if (first_ != nullptr && a.device != first_->device)
-      throw py::value_error(where + " is on cuda:" + std::to_string(a.device) + " but " + first_name_ +
-                            " is on cuda:" + std::to_string(first_->device));
-    if (!a.is_contiguous())
-      throw py::value_error(where + " must be C-contiguous, got element strides " + shape_str(a.strides) +
-                            " for shape " + shape_str(a.shape));
-    if (a.size() != count)
-      throw py::value_error(where + " must have " + std::to_string(count) + " elements, got shape " +
-                            shape_str(a.shape) + " (" + std::to_string(a.size()) + " elements)");
-    if (first_ == nullptr) {
-      first_ = &a;
-      first_name_ = name;
-    }
-    arrays_.push_back({&a, name, written});
-    return a;
-  }
-
-  // ValueError when an array added as written shares bytes with any other array of the call.
-  void check_written_apart() const {
-    for (const Entry& w : arrays_)
-      for (const Entry& other : arrays_)
-        if (w.written && &w != &other && overlap(*w.array, *other.array))
-          throw py::value_error(std::string(op_) + ": " + w.name + " overlaps " + other.name +
-                                "; pass a separate output array");
-  }
-
-  bool is_double() const { return first_->dtype == cuda::DType::float64; }
-  int device() const { return first_->device; }
-
- private:
-  const char* op_;
-  const cuda::DeviceArray* first_ = nullptr;
-  const char* first_name_ = "";
-  struct Entry {
-    const cuda::DeviceArray* array;
-    const char* name;
-    bool written;
-  };
-  std::vector<Entry> arrays_;
-
-  // Whether two C-contiguous arrays share bytes.
-  static bool overlap(const cuda::DeviceArray& a, const cuda::DeviceArray& b) {
-    return a.nbytes() > 0 && b.nbytes() > 0 && a.data < b.data + b.nbytes() && b.data < a.data + a.nbytes();
-  }
-};
-
-// Runs run(T{}, stream) on the arrays' device and its current stream, without the GIL, T the
-// arrays' float type.
-template <class Run>
-void run_on_device(const PoolArrays& arrays, Run&& run) {
-  arrays.check_written_apart();
-  const cuda::DeviceGuard guard(arrays.device());
-  const auto stream = static_cast<cudaStream_t>(cuda::current_stream(arrays.device()));
-  py::gil_scoped_release release;
-  if (arrays.is_double())
-    run(double{}, stream);
-  else
-    run(float{}, stream);
-}
-
-template <class T>
-const T* in(const cuda::DeviceArray& a) {
-  return reinterpret_cast<const T*>(a.data);
-}
-template <class T>
-T* out(const cuda::DeviceArray& a) {
-  return reinterpret_cast<T*>(a.data);
-}
+constexpr cuda::DType kInt64 = cuda::DType::int64;
 
 void max_pool2d(const py::object& x, const py::object& out_obj, const py::object& indices,
                 const PoolShapeTuple& shape) {
   constexpr const char* op = "max_pool2d";
   const cpu::Pool2dShape s = pool_shape(op, shape);
   const PoolCounts count = pool_counts(op, s);
-  PoolArrays arrays(op);
+  DeviceCallArrays arrays(op);
   const cuda::DeviceArray& xa = arrays.add(x, "x", count.input, false);
   const cuda::DeviceArray& oa = arrays.add(out_obj, "out", count.output, true);
-  const cuda::DeviceArray* ia = indices.is_none() ? nullptr : &arrays.add(indices, "indices", count.output, true, true);
+  const cuda::DeviceArray* ia =
+      indices.is_none() ? nullptr : &arrays.add(indices, "indices", count.output, true, &kInt64);
   std::int64_t* ip = ia ? reinterpret_cast<std::int64_t*>(ia->data) : nullptr;
   run_on_device(arrays, [&](auto zero, cudaStream_t stream) {
     using T = decltype(zero);
@@ -136,9 +52,9 @@ void max_pool2d_backward(const py::object& grad_out, const py::object& indices, 
   constexpr const char* op = "max_pool2d_backward";
   const cpu::Pool2dShape s = pool_shape(op, shape);
   const PoolCounts count = pool_counts(op, s);
-  PoolArrays arrays(op);
+  DeviceCallArrays arrays(op);
   const cuda::DeviceArray& ga = arrays.add(grad_out, "grad_out", count.output, false);
-  const cuda::DeviceArray& ia = arrays.add(indices, "indices", count.output, false, true);
+  const cuda::DeviceArray& ia = arrays.add(indices, "indices", count.output, false, &kInt64);
   const cuda::DeviceArray& gxa = arrays.add(grad_x, "grad_x", count.input, true);
   const auto* ip = reinterpret_cast<const std::int64_t*>(ia.data);
   // The check and the scatter run back to back on the stream; the scatter does nothing when the
@@ -176,7 +92,7 @@ void read_write(const char* op, const cpu::Pool2dShape& s, Pass pass, const py::
                 Run&& run) {
   const bool forward = pass == Pass::forward;
   const PoolCounts count = pool_counts(op, s);
-  PoolArrays arrays(op);
+  DeviceCallArrays arrays(op);
   const cuda::DeviceArray& ra =
       arrays.add(read, forward ? "x" : "grad_out", forward ? count.input : count.output, false);
   const cuda::DeviceArray& wa =

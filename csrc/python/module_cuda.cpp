@@ -38,6 +38,7 @@ PYBIND11_MODULE(_cuda, m) {
   bind_cuda_elementwise(m);
   bind_cuda_activation(m);
   bind_cuda_pool(m);
+  bind_cuda_norm(m);
   bind_cuda_optim(m);
   bind_cuda_gemm(m);
 }
