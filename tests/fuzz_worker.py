@@ -38,6 +38,7 @@ from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import reference as ref  # noqa: E402
+import reference_nn as ref_nn  # noqa: E402
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 REFUSED_ERRORS = (ValueError, TypeError, RuntimeError, NotImplementedError, MemoryError)
@@ -903,6 +904,99 @@ def build_adaptive_avg_pool2d_backward(data):
     return Call(ops.adaptive_avg_pool2d_backward, params, 2, roles, reference_of, _returned, ints=ints)
 
 
+# ---- ops: batch normalization --------------------------------------------------------------------
+
+
+def _norm_input(data, dtype):
+    """x of shape (N, C) or (N, C, H, W) with more than one value per channel, and C."""
+    c = data.draw(st.sampled_from([1, 2, 5]), label="C")
+    spatial = data.draw(st.sampled_from([(), (1, 1), (2, 3), (5, 1)]), label="spatial")
+    n = data.draw(st.sampled_from([2, 3, 7]), label="N")
+    return values(data, (n, c) + spatial, dtype), c
+
+
+def build_batch_norm(data):
+    dtype = float_dtype(data)
+    x, c = _norm_input(data, dtype)
+    training = data.draw(st.booleans(), label="training")
+    params, roles, optional = {"x": x}, {"x": "in"}, []
+    for name in ("weight", "bias"):
+        if data.draw(st.booleans(), label=name):
+            params[name], roles[name] = values(data, (c,), dtype), "in"
+            optional.append(name)
+        else:
+            params[name] = None
+    with_running = not training or data.draw(st.booleans(), label="running")
+    params["running_mean"] = values(data, (c,), dtype) if with_running else None
+    params["running_var"] = np.abs(values(data, (c,), dtype)) + dtype.type(0.5) if with_running else None
+    if with_running:
+        roles.update(running_mean="inplace" if training else "in", running_var="inplace" if training else "in")
+    params.update(training=training, momentum=0.3, eps=1e-3)
+    _out_role(params, roles, data, x.shape, dtype)
+
+    def reference_of(p):
+        out, new_m, new_v = ref_nn.batch_norm_ref(
+            p["x"], p["running_mean"], p["running_var"], p["weight"], p["bias"], p["training"], p["momentum"], p["eps"]
+        )
+        want = {"result": out}
+        if p["running_mean"] is not None:
+            want.update(running_mean=new_m, running_var=new_v)
+        return want
+
+    def actual(result, p):
+        got = {"result": result[0]}
+        if p["running_mean"] is not None:
+            got.update(running_mean=p["running_mean"], running_var=p["running_var"])
+        return got
+
+    return Call(
+        ops.batch_norm,
+        params,
+        1,
+        roles,
+        reference_of,
+        actual,
+        numbers=("momentum", "eps"),
+        optional=tuple(optional),
+        any_strides=("running_mean", "running_var"),
+    )
+
+
+def build_batch_norm_backward(data):
+    dtype = float_dtype(data)
+    x, c = _norm_input(data, dtype)
+    axes = (0,) + tuple(range(2, x.ndim))
+    mean = x.astype(np.float64).mean(axis=axes)
+    invstd = 1 / np.sqrt(x.astype(np.float64).var(axis=axes) + 1e-3)
+    with_weight = data.draw(st.booleans(), label="weight")
+    params = {
+        "grad_out": values(data, x.shape, dtype),
+        "x": x,
+        "weight": values(data, (c,), dtype) if with_weight else None,
+        "save_mean": mean,
+        "save_invstd": invstd,
+        "training": data.draw(st.booleans(), label="training"),
+        "needs": tuple(data.draw(st.booleans(), label="needs") for _ in range(3)),
+    }
+    roles = {name: "in" for name in ("grad_out", "x", "save_mean", "save_invstd")}
+    if with_weight:
+        roles["weight"] = "in"
+
+    def reference_of(p):
+        grads = ref_nn.batch_norm_backward_ref(
+            p["grad_out"], p["x"], p["weight"], p["save_mean"], 1 / np.square(p["save_invstd"]), p["training"], eps=0.0
+        )
+        return {k: v for k, v, need in zip(("grad_x", "grad_weight", "grad_bias"), grads, p["needs"]) if need}
+
+    def actual(result, p):
+        assert all((r is None) != bool(n) for r, n in zip(result, p["needs"])), "a gradient not asked for"
+        return {k: v for k, v in zip(("grad_x", "grad_weight", "grad_bias"), result) if v is not None}
+
+    return Call(
+        ops.batch_norm_backward, params, 6, roles, reference_of, actual, optional=("weight",) if with_weight else ()
+    )
+
+
 # ---- ops: LSTM ----------------------------------------------------------------------------------
 
 
@@ -1156,6 +1250,8 @@ C_OUTPUTS = {
     "avg_pool2d_backward": {"grad_x"},
     "adaptive_avg_pool2d": {"out"},
     "adaptive_avg_pool2d_backward": {"grad_x"},
+    "batch_norm_forward": {"running_mean", "running_var", "out", "save_mean", "save_invstd"},
+    "batch_norm_backward": {"grad_x", "grad_weight", "grad_bias"},
     "lstm_forward": {"y", "h_last", "c_last", "gates", "cells", "hidden"},
     "lstm_backward": {"grad_x", "grad_h0", "grad_c0", "grad_w_ih", "grad_w_hh", "grad_bias"},
     "sgd_step": {"params", "momentum_buffers"},
@@ -1172,6 +1268,8 @@ C_OUTPUTS = {
     "dropout": {"y", "mask"},
     "dropout_backward": {"out"},
 }
+#: Written arrays that kernels also read (updated in place), besides the optimizer steps' states.
+C_UPDATED = {"running_mean", "running_var"}
 #: The op whose valid calls reach each kernel binding.
 C_VIA = {
     "gemm": "linear",
@@ -1184,6 +1282,8 @@ C_VIA = {
     "avg_pool2d_backward": "avg_pool2d_backward",
     "adaptive_avg_pool2d": "adaptive_avg_pool2d",
     "adaptive_avg_pool2d_backward": "adaptive_avg_pool2d_backward",
+    "batch_norm_forward": "batch_norm",
+    "batch_norm_backward": "batch_norm_backward",
     "lstm_forward": "lstm",
     "lstm_backward": "lstm_backward",
     "sgd_step": "sgd_step_multi",
@@ -1260,7 +1360,7 @@ def c_kernel(kernel: str):
 
         for slot in want:  # what the kernel only writes starts as NaN (-7 for indices)
             arr = get(params, slot)
-            if not kernel.endswith("_step"):
+            if not kernel.endswith("_step") and (slot[0] if isinstance(slot, tuple) else slot) not in C_UPDATED:
                 arr[...] = -7 if arr.dtype.kind == "i" else np.nan
         call = Call(fn, params, len(params), roles, lambda p: want, actual, ints=ints, numbers=numbers, strict=True)
         call.any_strides = ("a", "b", "c") if kernel == "gemm" else ()
@@ -1363,6 +1463,8 @@ REGISTRY = {
     "avg_pool2d_backward": build_avg_pool2d_backward,
     "adaptive_avg_pool2d": build_adaptive_avg_pool2d,
     "adaptive_avg_pool2d_backward": build_adaptive_avg_pool2d_backward,
+    "batch_norm": build_batch_norm,
+    "batch_norm_backward": build_batch_norm_backward,
     "lstm": build_lstm,
     "lstm_backward": build_lstm_backward,
     "lstm_cell": build_lstm_cell,

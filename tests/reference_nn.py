@@ -64,6 +64,23 @@ def batch_norm_ref(x, running_mean, running_var, weight=None, bias=None, trainin
     return out, new_mean, new_var
 
 
+def batch_norm_backward_ref(grad_out, x, weight, mean, var, training, eps=1e-5):
+    """``(grad_x, grad_weight, grad_bias)`` of PyTorch's batch norm in float64, ``mean`` and
+    ``var`` the statistics the forward normalized with (the batch's, biased, when ``training``: the
+    gradient then flows through them too; the running ones otherwise)."""
+    g, x = _f64(grad_out), _f64(x)
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    invstd = 1 / np.sqrt(_f64(var) + eps)
+    xhat = (x - _f64(mean).reshape(shape)) * invstd.reshape(shape)
+    w = np.ones(x.shape[1]) if weight is None else _f64(weight)
+    grad_bias, grad_weight = g.sum(axis=axes), (g * xhat).sum(axis=axes)
+    if training:
+        n = x.size // x.shape[1]
+        g = g - (grad_bias.reshape(shape) + xhat * grad_weight.reshape(shape)) / n
+    return g * (invstd * w).reshape(shape), grad_weight, grad_bias
+
+
 def embedding_backward_ref(grad_out, indices, num_embeddings, padding_idx=None):
     """The weight's gradient: row r is the sum of grad_out over the positions holding index r."""
     g = _f64(grad_out).reshape(-1, grad_out.shape[-1])

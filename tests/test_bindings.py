@@ -41,6 +41,7 @@ from reference import (
     softmax_backward_ref,
     softmax_ref,
 )
+from reference_nn import batch_norm_backward_ref, batch_norm_ref
 
 
 def _rand(rng, shape, dtype):
@@ -383,6 +384,50 @@ def _dropout_backward(rng, dtype):
     return "dropout_backward", kw, {"out": dropout_backward_ref(grad, mask, 0.6)}
 
 
+_NORM = (4, 3, 5)  # (n, c, s)
+
+
+def _norm_forward(rng, dtype):
+    x, w, b = _rand(rng, (4, 3, 5), dtype), _rand(rng, 3, dtype), _rand(rng, 3, dtype)
+    rm, rv = _rand(rng, 3, dtype), np.abs(_rand(rng, 3, dtype)) + dtype.type(0.5)
+    ref, ref_m, ref_v = batch_norm_ref(x, rm, rv, w, b, training=True, momentum=0.2, eps=1e-3)
+    kw = dict(
+        x=x,
+        weight=w,
+        bias=b,
+        running_mean=rm,
+        running_var=rv,
+        out=_nan((4, 3, 5), dtype),
+        save_mean=_nan(3, F64),
+        save_invstd=_nan(3, F64),
+        shape=_NORM,
+        training=True,
+        momentum=0.2,
+        eps=1e-3,
+    )
+    # save_mean and save_invstd (float64 for either dtype): test_norm_forward_saves_float64_statistics.
+    return "batch_norm_forward", kw, {"out": ref, "running_mean": ref_m, "running_var": ref_v}
+
+
+def _norm_backward(rng, dtype):
+    g, x, w = _rand(rng, (4, 3, 5), dtype), _rand(rng, (4, 3, 5), dtype), _rand(rng, 3, dtype)
+    mean, var = x.astype(np.float64).mean(axis=(0, 2)), x.astype(np.float64).var(axis=(0, 2))
+    kw = dict(
+        grad_out=g,
+        x=x,
+        weight=w,
+        save_mean=mean,
+        save_invstd=1 / np.sqrt(var + 1e-3),
+        grad_x=_nan((4, 3, 5), dtype),
+        grad_weight=_nan(3, dtype),
+        grad_bias=_nan(3, dtype),
+        shape=_NORM,
+        training=True,
+    )
+    ref = batch_norm_backward_ref(g, x, w, mean, var, True, eps=1e-3)
+    return "batch_norm_backward", kw, dict(zip(("grad_x", "grad_weight", "grad_bias"), ref))
+
+
 CALLS = {
     f.__name__.lstrip("_"): f
     for f in (
@@ -410,6 +455,8 @@ CALLS = {
         _avg_pool_backward,
         _adaptive_pool,
         _adaptive_pool_backward,
+        _norm_forward,
+        _norm_backward,
         _sgd,
         _adam,
         _rmsprop,
@@ -440,6 +487,16 @@ def test_correct_call_matches_reference(case, dtype, rng):
             np.testing.assert_array_equal(got, ref, err_msg=f"{case}: {key}")
         else:
             check(got, ref, dtype, f"{case}: {key}")
+
+
+@pytest.mark.parametrize("dtype", (F32, F64), ids=str)
+def test_norm_forward_saves_float64_statistics(dtype, rng):
+    _, kw, _ = _norm_forward(rng, dtype)
+    _C.batch_norm_forward(**kw)
+    x = kw["x"].astype(np.float64)
+    mean, var = x.mean(axis=(0, 2)), x.var(axis=(0, 2))
+    np.testing.assert_allclose(kw["save_mean"], mean, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(kw["save_invstd"], 1 / np.sqrt(var + 1e-3), rtol=1e-13)
 
 
 def test_optimizer_tensors_may_share_what_is_only_read(rng):
@@ -912,11 +969,51 @@ BAD = [
         ["adaptive_avg_pool2d: out must have 72 elements"],
     ),
     (
+        "adaptive_pool",
+        "in_h * out_h past int64",
+        _value("shape", (0, 1 << 40, 1, 1 << 40, 1) + (1, 1, 1, 1, 0, 0, 1, 1)),
+        ValueError,
+        ["adaptive_avg_pool2d: shape's in_h \\* out_h or in_w \\* out_w too large to index"],
+    ),
+    (
         "adaptive_pool_backward",
         "grad_x read-only",
         _read_only("grad_x"),
         ValueError,
         ["adaptive_avg_pool2d_backward: grad_x is read-only"],
+    ),
+    # batch normalization
+    ("norm_forward", "x int32", _as("x", np.int32), TypeError, ["batch_norm_forward: x must be float32 or float64"]),
+    ("norm_forward", "weight other float", _as("weight", np.float16), TypeError, ["batch_norm_forward: weight"]),
+    ("norm_forward", "save_mean float32", _as("save_mean", np.float32), TypeError, ["batch_norm_forward: save_mean"]),
+    ("norm_forward", "out too small", _resized("out", -1), ValueError, ["batch_norm_forward: out must have 60"]),
+    ("norm_forward", "bias too large", _resized("bias", 1), ValueError, ["batch_norm_forward: bias must have 3"]),
+    ("norm_forward", "x strided", _strided("x"), ValueError, ["batch_norm_forward: x must be C-contiguous"]),
+    ("norm_forward", "running_var read-only", _read_only("running_var"), ValueError, ["running_var is read-only"]),
+    ("norm_forward", "out overlaps x", _overlapping("out", "x"), ValueError, ["batch_norm_forward: out overlaps"]),
+    (
+        "norm_forward",
+        "one value per channel",
+        _value("shape", (1, 3, 1)),
+        ValueError,
+        ["batch_norm_forward: training needs more than 1 value per channel"],
+    ),
+    ("norm_forward", "negative eps", _value("eps", -1.0), ValueError, ["batch_norm_forward: eps must be"]),
+    ("norm_forward", "n past 2**62", _value("shape", (1 << 62, 3, 5)), ValueError, [r"shape\[0\] \(n\)"]),
+    (
+        "norm_backward",
+        "grad_x too small",
+        _resized("grad_x", -1),
+        ValueError,
+        ["batch_norm_backward: grad_x must have 60"],
+    ),
+    ("norm_backward", "x other float", _as("x", np.float16), TypeError, ["batch_norm_backward: x"]),
+    (
+        "norm_backward",
+        "grad_weight overlaps grad_bias",
+        _overlapping("grad_weight", "grad_bias"),
+        ValueError,
+        ["batch_norm_backward: grad_"],
     ),
     # optimizer steps
     (

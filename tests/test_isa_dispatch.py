@@ -41,6 +41,7 @@ from reference import (
     softmax_backward_ref,
     softmax_ref,
 )
+from reference_nn import batch_norm_backward_ref, batch_norm_ref
 
 # Optimizer steps are compared by their displacement p - p0 (the bound of tests/test_optim.py):
 # float32 rounds each new parameter to its own magnitude, not to the step's.
@@ -176,6 +177,19 @@ def _dropout(rng, dtype):
     yield "dropout_backward", ops.dropout_backward(grad, mask, 0.4), dropout_backward_ref(grad, mask, 0.4), None
 
 
+def _norm(rng, dtype):
+    x, grad = rand(rng, (5, 3, 4, 7), dtype), rand(rng, (5, 3, 4, 7), dtype)
+    w, b = rand(rng, 3, dtype), rand(rng, 3, dtype)
+    out, mean, invstd = ops.batch_norm(x, w, b, training=True)
+    yield "batch_norm", out, batch_norm_ref(x, None, None, w, b, training=True)[0], None
+    stats = x.astype(np.float64).mean(axis=(0, 2, 3)), x.astype(np.float64).var(axis=(0, 2, 3))
+    refs = batch_norm_backward_ref(grad, x, w, *stats, True)
+    for name, got, ref in zip(
+        ("grad_x", "grad_weight", "grad_bias"), ops.batch_norm_backward(grad, x, w, mean, invstd, True), refs
+    ):
+        yield f"batch_norm_backward {name}", got, ref, None
+
+
 # family -> generator of (what, result, float64 reference, tolerance or None for checks.TOL).
 FAMILY_OPS = {
     "activation": _activation,
@@ -184,6 +198,7 @@ FAMILY_OPS = {
     "conv_winograd": _conv_winograd,
     "conv_depthwise": _conv_depthwise,
     "lstm": _lstm,
+    "norm": _norm,
     "optim": _optim,
     "pool": _pool,
     "softmax": _softmax,

@@ -31,6 +31,7 @@ enum class IsaFamily : int {
   activation,
   softmax,
   dropout,
+  norm,
   count
 };
 

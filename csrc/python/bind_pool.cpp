@@ -2,61 +2,15 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <array>
 #include <cstdint>
 #include <string>
 
 #include "cpu/pool/pool.h"
 #include "python/boundary.h"
+#include "python/pool_binding.h"
 
 namespace deepkern::python {
 namespace {
-
-// Every pooling binding's contract: x and grad_x are C-contiguous arrays of planes * in_h * in_w
-// elements (NCHW planes, any shape), out and grad_out of planes * out_h * out_w, one float dtype;
-// indices (max pooling) int64 of the output's count. `shape` is (planes, in_h, in_w, out_h, out_w,
-// kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w): sizes and paddings
-// in [0, 2**62), kernel, stride and dilation in [1, 2**62), the element counts and the windows'
-// farthest reach within int64. The output is written, never read, and overlaps no other
-// argument.
-using PoolShapeTuple = std::array<int64_t, 13>;
-
-struct PoolCounts {
-  int64_t input, output;  // elements of x / grad_x and of out / grad_out
-};
-
-// The kernel's shape from `shape`, checked as the contract says.
-cpu::Pool2dShape pool_shape(const char* op, const PoolShapeTuple& shape) {
-  static constexpr const char* kNames[13] = {"planes",   "in_h",       "in_w",      "out_h",    "out_w",
-                                             "kernel_h", "kernel_w",   "stride_h",  "stride_w", "pad_h",
-                                             "pad_w",    "dilation_h", "dilation_w"};
-  static constexpr int64_t kMinimum[13] = {0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 1, 1};
-  constexpr int64_t kLimit = int64_t(1) << 62;  // so that sums of a few fields cannot overflow
-  for (int i = 0; i < 13; ++i) {
-    const std::string field = std::string(op) + ": shape[" + std::to_string(i) + "] (" + kNames[i] + ") must be ";
-    if (shape[i] < kMinimum[i])
-      throw py::value_error(field + ">= " + std::to_string(kMinimum[i]) + ", got " + std::to_string(shape[i]));
-    if (shape[i] >= kLimit) throw py::value_error(field + "< 2**62, got " + std::to_string(shape[i]));
-  }
-  const cpu::Pool2dShape s{shape[0], shape[1], shape[2], shape[3],  shape[4],  shape[5], shape[6],
-                           shape[7], shape[8], shape[9], shape[10], shape[11], shape[12]};
-  if (!window_indices_fit(s.in_h, s.out_h, s.kernel_h, s.stride_h, s.pad_h, s.dilation_h) ||
-      !window_indices_fit(s.in_w, s.out_w, s.kernel_w, s.stride_w, s.pad_w, s.dilation_w))
-    throw py::value_error(std::string(op) + ": shape's kernel, stride, padding or dilation too large to index");
-  return s;
-}
-
-PoolCounts pool_counts(const char* op, const cpu::Pool2dShape& s) {
-  return {checked_product(op, "in_h * in_w * planes", {s.in_h, s.in_w, s.planes}),
-          checked_product(op, "out_h * out_w * planes", {s.out_h, s.out_w, s.planes})};
-}
-
-// Average pooling has no dilation.
-void require_no_dilation(const char* op, const cpu::Pool2dShape& s) {
-  if (s.dilation_h != 1 || s.dilation_w != 1)
-    throw py::value_error(std::string(op) + ": shape's dilation_h and dilation_w must be 1, got " +
-                          shape_str({s.dilation_h, s.dilation_w}));
-}
 
 // Runs body(arrays, count): arrays the call's KernelArrays of the float dtype of `dtype_from`
 // (named `dtype_name`), count the element counts of `s`.
@@ -142,7 +96,7 @@ void avg_pool2d_backward(const py::object& grad_out, const py::object& grad_x, c
 // out = the mean over PyTorch's adaptive windows (only planes and the sizes of `shape` are used).
 void adaptive_avg_pool2d(const py::object& x, const py::object& out, const PoolShapeTuple& shape) {
   constexpr const char* op = "adaptive_avg_pool2d";
-  pool_read_write(op, pool_shape(op, shape), Pass::forward, x, "x", out, "out",
+  pool_read_write(op, adaptive_pool_shape(op, shape), Pass::forward, x, "x", out, "out",
                   [](const auto& pool, const auto* xp, auto* outp) { cpu::adaptive_avg_pool2d(pool, xp, outp); });
 }
 
@@ -150,7 +104,7 @@ void adaptive_avg_pool2d(const py::object& x, const py::object& out, const PoolS
 void adaptive_avg_pool2d_backward(const py::object& grad_out, const py::object& grad_x, const PoolShapeTuple& shape) {
   constexpr const char* op = "adaptive_avg_pool2d_backward";
   pool_read_write(
-      op, pool_shape(op, shape), Pass::backward, grad_out, "grad_out", grad_x, "grad_x",
+      op, adaptive_pool_shape(op, shape), Pass::backward, grad_out, "grad_out", grad_x, "grad_x",
       [](const auto& pool, const auto* gp, auto* gxp) { cpu::adaptive_avg_pool2d_backward(pool, gp, gxp); });
 }
 

@@ -10,6 +10,7 @@ void bind_gemm(py::module_& m);
 void bind_conv(py::module_& m);
 void bind_dropout(py::module_& m);
 void bind_pool(py::module_& m);
+void bind_norm(py::module_& m);
 void bind_lstm(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_roofline(py::module_& m);
@@ -25,6 +26,7 @@ PYBIND11_MODULE(_C, m) {
   bind_conv(m);
   bind_dropout(m);
   bind_pool(m);
+  bind_norm(m);
   bind_lstm(m);
   bind_optim(m);
   bind_roofline(m);

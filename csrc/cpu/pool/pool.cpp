@@ -99,17 +99,8 @@ PoolPlan plan_pool(const Pool2dShape& caller) {
   return {s, false};
 }
 
-// The in-bounds taps of one window along an axis: input positions first, first + step, ... (count).
-struct AxisTaps {
-  int64_t first, count, step;
-};
-
-AxisTaps axis_taps(int64_t o, int64_t in, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation) {
-  const int64_t start = o * stride - pad;
-  const int64_t lo = start >= 0 ? 0 : (-start + dilation - 1) / dilation;
-  const int64_t hi = start >= in ? 0 : std::min(kernel, (in - 1 - start) / dilation + 1);
-  return {start + lo * dilation, std::max<int64_t>(0, hi - lo), dilation};
-}
+using pool_windows::axis_taps;
+using pool_windows::AxisTaps;
 
 // Calls tap(plane, output, input) for every in-bounds tap of every window of planes [begin, end),
 // taps in row-major order; output and input are flat positions in their planes.

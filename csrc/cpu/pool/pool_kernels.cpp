@@ -323,8 +323,8 @@ void avg_pool_backward_band(const Pool2dShape& s, const PoolBands& bands, S sw, 
 
 // ---- adaptive average --------------------------------------------------------------------
 
-int64_t adaptive_start(int64_t i, int64_t n_in, int64_t n_out) { return i * n_in / n_out; }
-int64_t adaptive_end(int64_t i, int64_t n_in, int64_t n_out) { return ((i + 1) * n_in + n_out - 1) / n_out; }
+using pool_windows::adaptive_end;
+using pool_windows::adaptive_start;
 
 // ---- the table's kernels -----------------------------------------------------------------
 

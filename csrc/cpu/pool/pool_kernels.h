@@ -7,6 +7,7 @@
 
 #include "core/isa_dispatch.h"
 #include "cpu/pool/pool.h"
+#include "cpu/pool/pool_windows.h"
 
 namespace deepkern::cpu {
 
@@ -50,13 +51,7 @@ struct AvgDivisor {
   int64_t divisor_override;
 };
 
-// The divisor's factor along one axis for the window starting at `start` (PyTorch's rule). The
-// product of two is taken in double (exact below 2**53): int64 would overflow for kernels of 2**40.
-inline int64_t window_extent(int64_t start, int64_t n_in, int64_t kernel, int64_t pad, bool count_include_pad) {
-  const int64_t end = std::min(start + kernel, n_in + pad);
-  if (count_include_pad) return end - start;
-  return std::min(end, n_in) - std::max<int64_t>(start, 0);
-}
+using pool_windows::window_extent;
 
 // Each kernel computes a contiguous share of the work, with the contract of the pool.h function it
 // is named after: the forwards the output rows [begin, end) of the planes * out_h rows (row r is

@@ -42,6 +42,8 @@ KERNELS = frozenset(
         "dropout_backward",
         "embedding",
         "embedding_backward",
+        "batch_norm_forward",
+        "batch_norm_backward",
     }
 )
 

@@ -122,3 +122,6 @@ class CPUBackend(Backend):
         np.add.at(grad_weight, indices.reshape(-1), grad.reshape(-1, grad_weight.shape[1]))
         if padding_idx >= 0:
             grad_weight[padding_idx] = 0
+
+    batch_norm_forward = staticmethod(_C.batch_norm_forward)
+    batch_norm_backward = staticmethod(_C.batch_norm_backward)

@@ -4,7 +4,8 @@
 on an unusual system. Either way deepkern keeps working on the CPU and ``import_error`` says why.
 The backend is registered only where the module imports and a GPU is visible (:func:`usable`).
 It allocates, copies and casts; its kernel entries so far are the matrix multiply (``gemm``), the
-optimizer steps, the activations and the LSTM layer (the ``deepkern._cuda`` functions taking the
+optimizer steps, the activations, convolution, pooling, batch normalization, softmax and
+cross-entropy, dropout, embedding and the LSTM layer (the ``deepkern._cuda`` functions taking the
 arguments of the ``deepkern._C`` function of the same name). For any other kernel the seam's
 NotImplementedError names it.
 
@@ -121,6 +122,14 @@ class CUDABackend(Backend):
         self.dropout_backward = _cuda.dropout_backward
         self.embedding = _cuda.embedding
         self.embedding_backward = _cuda.embedding_backward
+        self.max_pool2d = _cuda.max_pool2d
+        self.max_pool2d_backward = _cuda.max_pool2d_backward
+        self.avg_pool2d = _cuda.avg_pool2d
+        self.avg_pool2d_backward = _cuda.avg_pool2d_backward
+        self.adaptive_avg_pool2d = _cuda.adaptive_avg_pool2d
+        self.adaptive_avg_pool2d_backward = _cuda.adaptive_avg_pool2d_backward
+        self.batch_norm_forward = _cuda.batch_norm_forward
+        self.batch_norm_backward = _cuda.batch_norm_backward
 
     def empty(self, shape, dtype):
         return _cuda.empty(_shape(shape), np.dtype(dtype))

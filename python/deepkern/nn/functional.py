@@ -494,57 +494,26 @@ def dropout(input, p=0.5, training=True, inplace=False):
 
 
 class BatchNorm(Function):
-    """Normalises over every axis but the channel axis (1). In training the batch's statistics
-    are used (biased variance) and the running ones updated in place (unbiased variance)."""
+    """Normalises over every axis but the channel axis (1) with the fused kernels of
+    ``deepkern.ops.batch_norm``. In training the batch's statistics are used (biased variance) and
+    the running ones updated in place (unbiased variance)."""
 
     @staticmethod
     def forward(
         ctx, x, weight=None, bias=None, running_mean=None, running_var=None, training=False, momentum=0.1, eps=1e-5
     ):
-        axes = (0,) + tuple(range(2, x.ndim))
-        shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
-        if training:
-            n = x.size // x.shape[1]
-            if n <= 1:
-                raise ValueError(
-                    f"batch_norm: expected more than 1 value per channel when training, got input of shape {x.shape}"
-                )
-            mean = x.mean(axis=axes)
-            centered = x - mean.reshape(shape)
-            var = (centered * centered).mean(axis=axes)
-            if running_mean is not None:
-                running_mean *= 1 - momentum
-                running_mean += momentum * mean
-            if running_var is not None:
-                running_var *= 1 - momentum
-                running_var += (momentum * n / (n - 1)) * var
-        else:
-            mean, var = running_mean, running_var
-            centered = x - mean.reshape(shape)
-        invstd = (1 / np.sqrt(var + eps)).astype(x.dtype, copy=False)
-        xhat = centered * invstd.reshape(shape)
-        out = xhat if weight is None else xhat * weight.reshape(shape)
-        if bias is not None:
-            out = out + bias.reshape(shape)
-        ctx.save_for_backward(xhat, invstd, weight)
-        ctx.meta = (axes, shape, training)
+        out, save_mean, save_invstd = ops.batch_norm(
+            x, weight, bias, running_mean, running_var, training=training, momentum=momentum, eps=eps
+        )
+        ctx.save_for_backward(x, weight)
+        ctx.meta = (save_mean, save_invstd, training)
         return out
 
     @staticmethod
     def backward(ctx, g):
-        xhat, invstd, weight = ctx.saved_tensors
-        axes, shape, training = ctx.meta
-        need_x, need_w, need_b = ctx.needs_input_grad
-        gb = g.sum(axis=axes) if need_b or (need_x and training) else None
-        gw = (g * xhat).sum(axis=axes) if need_w or (need_x and training) else None
-        gx = None
-        if need_x:
-            scale = invstd if weight is None else invstd * weight
-            if training:
-                n = g.size // g.shape[1]
-                g = g - (gb.reshape(shape) + xhat * gw.reshape(shape)) / n
-            gx = g * scale.reshape(shape)
-        return gx, gw if need_w else None, gb if need_b else None
+        x, weight = ctx.saved_tensors
+        save_mean, save_invstd, training = ctx.meta
+        return ops.batch_norm_backward(g, x, weight, save_mean, save_invstd, training, needs=ctx.needs_input_grad[:3])
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):

@@ -7,6 +7,7 @@ from .conv import conv2d, conv2d_backward
 from .dropout import dropout, dropout_backward
 from .gemm import gemm, linear, matmul
 from .lstm import LSTMCache, lstm, lstm_backward, lstm_cell, lstm_cell_backward
+from .norm import batch_norm, batch_norm_backward
 from .optim import (
     adam_step,
     adam_step_multi,
@@ -57,6 +58,8 @@ __all__ = [
     "avg_pool2d_backward",
     "adaptive_avg_pool2d",
     "adaptive_avg_pool2d_backward",
+    "batch_norm",
+    "batch_norm_backward",
     "sgd_step",
     "sgd_step_multi",
     "adam_step",

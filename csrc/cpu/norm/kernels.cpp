@@ -1,0 +1,189 @@
+// Batch normalization's per-channel loops (kernels.h), compiled once per ISA. The sums keep
+// kLanes double accumulators per row chunk, so the compiler vectorizes them over the contiguous
+// elements (the lanes are added in a fixed order at the end); the maps convert to double, compute
+// and round once.
+#include <algorithm>
+#include <cstdint>
+
+#include "cpu/norm/kernels.h"
+
+namespace deepkern::cpu::DEEPKERN_ISA_NS {
+namespace {
+
+constexpr int kLanes = 8;
+
+// sums[k] = the sum over the channel's elements i of the K terms term(i, t) writes into t[0..K).
+template <int K, class Term>
+void lane_sums(const ChannelRows& r, Term term, double* sums) {
+  double acc[K][kLanes] = {};
+  for (int64_t row = 0; row < r.rows; ++row) {
+    const int64_t base = row * r.stride;
+    int64_t j = 0;
+    for (; j + kLanes <= r.len; j += kLanes)
+      for (int l = 0; l < kLanes; ++l) {
+        double t[K];
+        term(base + j + l, t);
+        for (int k = 0; k < K; ++k) acc[k][l] += t[k];
+      }
+    for (; j < r.len; ++j) {
+      double t[K];
+      term(base + j, t);
+      for (int k = 0; k < K; ++k) acc[k][j % kLanes] += t[k];
+    }
+  }
+  for (int k = 0; k < K; ++k) {
+    double total = 0;
+    for (int l = 0; l < kLanes; ++l) total += acc[k][l];
+    sums[k] = total;
+  }
+}
+
+// out[i] = value(i) rounded to T for every element i of the channel.
+template <class T, class Value>
+void map_channel(T* out, const ChannelRows& r, Value value) {
+  for (int64_t row = 0; row < r.rows; ++row) {
+    const int64_t base = row * r.stride;
+    for (int64_t j = 0; j < r.len; ++j) out[base + j] = static_cast<T>(value(base + j));
+  }
+}
+
+template <class T>
+double sum(const T* x, const ChannelRows& r) {
+  double total;
+  lane_sums<1>(r, [&](int64_t i, double* t) { t[0] = static_cast<double>(x[i]); }, &total);
+  return total;
+}
+
+template <class T>
+double squared_deviations(const T* x, const ChannelRows& r, double mean) {
+  double total;
+  lane_sums<1>(
+      r,
+      [&](int64_t i, double* t) {
+        const double d = static_cast<double>(x[i]) - mean;
+        t[0] = d * d;
+      },
+      &total);
+  return total;
+}
+
+template <class T>
+void normalize(const T* x, T* out, const ChannelRows& r, double mean, double scale, double shift) {
+  map_channel(out, r, [&](int64_t i) { return (static_cast<double>(x[i]) - mean) * scale + shift; });
+}
+
+template <class T>
+void grad_sums(const T* g, const T* x, const ChannelRows& r, double mean, double* sums) {
+  lane_sums<2>(
+      r,
+      [&](int64_t i, double* t) {
+        t[0] = static_cast<double>(g[i]);
+        t[1] = t[0] * (static_cast<double>(x[i]) - mean);
+      },
+      sums);
+}
+
+template <class T>
+void grad_input(const T* g, const T* x, T* gx, const ChannelRows& r, double mean, double a, double b, double c) {
+  map_channel(gx, r,
+              [&](int64_t i) { return (static_cast<double>(g[i]) - a - (static_cast<double>(x[i]) - mean) * b) * c; });
+}
+
+// ---- columns ((n, c) inputs) -------------------------------------------------------------------
+
+// acc[j] += term(r * stride + j, j) for every row r and column j.
+template <class Term>
+void column_accumulate(int64_t rows, int64_t cols, int64_t stride, double* acc, Term term) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j) acc[j] += term(r * stride + j, j);
+}
+
+// out[r * stride + j] = value(r * stride + j, j) rounded to T.
+template <class T, class Value>
+void column_map(T* out, int64_t rows, int64_t cols, int64_t stride, Value value) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j) out[r * stride + j] = static_cast<T>(value(r * stride + j, j));
+}
+
+// Rows per tile of column_moments: a tile of kBlock float64 columns (norm.cpp) stays in L2
+// between its two passes.
+constexpr int64_t kTileRows = 64;
+
+// Per column: the two-pass mean and squared deviations of each tile of kTileRows rows (the second
+// pass reads the tile from cache), merged into the running ones by Chan's formula, so the input
+// is read from memory once.
+template <class T>
+void column_moments(const T* x, int64_t rows, int64_t cols, int64_t stride, double* mean, double* m2) {
+  std::fill(mean, mean + cols, 0.0);
+  std::fill(m2, m2 + cols, 0.0);
+  constexpr int64_t kMaxCols = 256;
+  double tile_mean[kMaxCols], tile_m2[kMaxCols];
+  for (int64_t c0 = 0; c0 < cols; c0 += kMaxCols) {
+    const int64_t m = std::min(kMaxCols, cols - c0);
+    for (int64_t r0 = 0; r0 < rows; r0 += kTileRows) {
+      const int64_t n = std::min(kTileRows, rows - r0);
+      const T* tile = x + r0 * stride + c0;
+      std::fill(tile_mean, tile_mean + m, 0.0);
+      std::fill(tile_m2, tile_m2 + m, 0.0);
+      column_accumulate(n, m, stride, tile_mean, [&](int64_t i, int64_t) { return static_cast<double>(tile[i]); });
+      for (int64_t j = 0; j < m; ++j) tile_mean[j] /= static_cast<double>(n);
+      column_accumulate(n, m, stride, tile_m2, [&](int64_t i, int64_t j) {
+        const double d = static_cast<double>(tile[i]) - tile_mean[j];
+        return d * d;
+      });
+      const double seen = static_cast<double>(r0), total = static_cast<double>(r0 + n);
+      for (int64_t j = 0; j < m; ++j) {
+        const double delta = tile_mean[j] - mean[c0 + j];
+        mean[c0 + j] += delta * static_cast<double>(n) / total;
+        m2[c0 + j] += tile_m2[j] + delta * delta * seen * static_cast<double>(n) / total;
+      }
+    }
+  }
+}
+
+template <class T>
+void column_normalize(const T* x, T* out, int64_t rows, int64_t cols, int64_t stride, const double* mean,
+                      const double* scale, const double* shift) {
+  column_map(out, rows, cols, stride,
+             [&](int64_t i, int64_t j) { return (static_cast<double>(x[i]) - mean[j]) * scale[j] + shift[j]; });
+}
+
+template <class T>
+void column_grad_sums(const T* g, const T* x, int64_t rows, int64_t cols, int64_t stride, const double* mean,
+                      double* sum_g, double* sum_gx) {
+  std::fill(sum_g, sum_g + cols, 0.0);
+  std::fill(sum_gx, sum_gx + cols, 0.0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j) {
+      const double gv = static_cast<double>(g[r * stride + j]);
+      sum_g[j] += gv;
+      sum_gx[j] += gv * (static_cast<double>(x[r * stride + j]) - mean[j]);
+    }
+}
+
+template <class T>
+void column_grad_input(const T* g, const T* x, T* gx, int64_t rows, int64_t cols, int64_t stride, const double* mean,
+                       const double* a, const double* b, const double* c) {
+  column_map(gx, rows, cols, stride, [&](int64_t i, int64_t j) {
+    return (static_cast<double>(g[i]) - a[j] - (static_cast<double>(x[i]) - mean[j]) * b[j]) * c[j];
+  });
+}
+
+template <class T>
+constexpr NormKernels<T> kernels_of = {
+    .sum = &sum<T>,
+    .squared_deviations = &squared_deviations<T>,
+    .normalize = &normalize<T>,
+    .grad_sums = &grad_sums<T>,
+    .grad_input = &grad_input<T>,
+    .column_moments = &column_moments<T>,
+    .column_normalize = &column_normalize<T>,
+    .column_grad_sums = &column_grad_sums<T>,
+    .column_grad_input = &column_grad_input<T>,
+};
+
+}  // namespace
+
+const KernelsByType<NormKernels> norm_kernels = {.f32 = kernels_of<float>, .f64 = kernels_of<double>};
+
+}  // namespace deepkern::cpu::DEEPKERN_ISA_NS

@@ -1,0 +1,46 @@
+// The batch normalization loops of one ISA, as the table norm.cpp dispatches on. Each kernel works
+// on one channel: `rows` rows of `len` contiguous elements, row r at element r * stride (the (n, c,
+// s) layout: rows = n, len = s, stride = c * s). Sums are taken in double over several lanes;
+// values are computed in double and rounded once to T.
+#pragma once
+#include <cstdint>
+
+#include "core/isa_dispatch.h"
+
+namespace deepkern::cpu {
+
+// A channel's view in an (n, c, s) array.
+struct ChannelRows {
+  int64_t rows, len, stride;
+};
+
+template <class T>
+struct NormKernels {
+  // The sum of the channel's elements.
+  double (*sum)(const T* x, const ChannelRows& r);
+  // The sum of (x - mean)^2 over the channel.
+  double (*squared_deviations)(const T* x, const ChannelRows& r, double mean);
+  // out = (x - mean) * scale + shift over the channel.
+  void (*normalize)(const T* x, T* out, const ChannelRows& r, double mean, double scale, double shift);
+  // sums[0] = the sum of g, sums[1] = the sum of g * (x - mean) over the channel.
+  void (*grad_sums)(const T* g, const T* x, const ChannelRows& r, double mean, double* sums);
+  // gx = (g - a - (x - mean) * b) * c over the channel.
+  void (*grad_input)(const T* g, const T* x, T* gx, const ChannelRows& r, double mean, double a, double b, double c);
+
+  // The same for `cols` adjacent channels of an (n, c) input (s == 1): channel j is column j of
+  // `rows` rows `stride` apart; its values are element j of the per-channel arrays. The loops run
+  // along the rows, vectorized over the columns.
+  // mean[j] and m2[j] = the column's mean and sum of squared deviations from it (two passes).
+  void (*column_moments)(const T* x, int64_t rows, int64_t cols, int64_t stride, double* mean, double* m2);
+  void (*column_normalize)(const T* x, T* out, int64_t rows, int64_t cols, int64_t stride, const double* mean,
+                           const double* scale, const double* shift);
+  void (*column_grad_sums)(const T* g, const T* x, int64_t rows, int64_t cols, int64_t stride, const double* mean,
+                           double* sum_g, double* sum_gx);
+  void (*column_grad_input)(const T* g, const T* x, T* gx, int64_t rows, int64_t cols, int64_t stride,
+                            const double* mean, const double* a, const double* b, const double* c);
+};
+
+// Defined in kernels.cpp, compiled once per ISA.
+DEEPKERN_DECLARE_ISA_TABLES(KernelsByType<NormKernels>, norm_kernels)
+
+}  // namespace deepkern::cpu

@@ -1,0 +1,144 @@
+"""The ``norm`` suite: float32 batch normalization in training (the fused forward with its
+running-statistics update, and the fused backward) of CNN and MLP layers, beside PyTorch's
+``batch_norm`` and its backward at the same threads (NumPy's formulas without it); memory-bound,
+reported in GB/s of the compulsory bytes."""
+
+from __future__ import annotations
+
+from typing import List
+
+import numpy as np
+
+from .libraries import installed_torch
+from .registry import Case, Suite, register_suite
+from .timing import rotation_copies
+
+#: (name, shape): ResNet's BatchNorm2d layers at batch 32 and a wide MLP's BatchNorm1d.
+NORM_LAYERS = (
+    ("C=64 56x56", (32, 64, 56, 56)),
+    ("C=256 14x14", (32, 256, 14, 14)),
+    ("C=512 7x7", (32, 512, 7, 7)),
+    ("(N, C)=(4096, 1000)", (4096, 1000)),
+)
+NORM_LAYERS_QUICK = (("C=256 14x14", (32, 256, 14, 14)), ("(N, C)=(4096, 1000)", (4096, 1000)))
+GROUP_NORM_FWD = "forward"
+GROUP_NORM_BWD = "backward"
+
+
+def _axes(x: np.ndarray) -> tuple:
+    return (0,) + tuple(range(2, x.ndim))
+
+
+def _numpy_forward(x, w, b, rm, rv):
+    """Training batch norm in NumPy (the reference when PyTorch is not installed)."""
+    axes, shape = _axes(x), (1, -1) + (1,) * (x.ndim - 2)
+    mean, var = x.mean(axis=axes), x.var(axis=axes)
+    rm *= 0.9
+    rm += 0.1 * mean
+    rv *= 0.9
+    rv += 0.1 * var * (x.size // x.shape[1]) / (x.size // x.shape[1] - 1)
+    return (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + 1e-5) * w.reshape(shape) + b.reshape(shape)
+
+
+def _norm_case(name: str, shape: tuple, backward: bool) -> Case:
+    from ..ops import batch_norm, batch_norm_backward
+
+    c = shape[1]
+    torch = installed_torch()
+
+    def make_inputs():
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal(shape, dtype=np.float32) * 2 + 1
+        one = (x, np.ones(c, np.float32), np.zeros(c, np.float32), np.zeros(c, np.float32), np.ones(c, np.float32))
+        if backward:
+            one = (rng.standard_normal(shape, dtype=np.float32),) + one
+        copies = rotation_copies(sum(a.nbytes for a in one))
+        return [one] + [tuple(a.copy() for a in one) for _ in range(copies - 1)]
+
+    data = 4.0 * float(np.prod(shape))
+    if not backward:  # x read twice (the statistics, then the normalization), out written
+        nbytes = 3 * data
+        impls = {"deepkern": lambda x, w, b, rm, rv: batch_norm(x, w, b, rm, rv, training=True)}
+        if torch is not None:
+            impls["torch"] = lambda x, w, b, rm, rv: torch.nn.functional.batch_norm(x, rm, rv, w, b, training=True)
+        else:
+            impls["numpy"] = _numpy_forward
+
+        def check(inputs: tuple) -> float:
+            x, w, b, rm, rv = (a.copy() for a in inputs)
+            got = batch_norm(x, w, b, rm, rv, training=True)[0].astype(np.float64)
+            ref = _numpy_forward(x.astype(np.float64), w, b, rm.astype(np.float64), rv.astype(np.float64))
+            return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+
+    else:  # grad_out and x read twice (the sums, then grad_x), grad_x written
+        nbytes = 5 * data
+
+        impls = {"deepkern": lambda g, x, w, b, rm, rv: batch_norm_backward(g, x, w, *_saved(x), True)}
+        if torch is not None:
+            impls["torch"] = lambda g, x, w, b, rm, rv: torch.ops.aten.native_batch_norm_backward(
+                g, x, w, rm, rv, *_torch_saved(torch, x, w), True, 1e-5, [True, True, True]
+            )
+
+        def check(inputs: tuple) -> float:
+            g, x, w = (a.astype(np.float64) for a in inputs[:3])
+            got = batch_norm_backward(*inputs[:3], *_saved(inputs[1]), True)[0].astype(np.float64)
+            axes, shp = _axes(x), (1, -1) + (1,) * (x.ndim - 2)
+            xhat = (x - x.mean(axis=axes).reshape(shp)) / np.sqrt(x.var(axis=axes).reshape(shp) + 1e-5)
+            n = x.size // x.shape[1]
+            ref = g - (g.sum(axis=axes).reshape(shp) + xhat * (g * xhat).sum(axis=axes).reshape(shp)) / n
+            ref = ref * w.reshape(shp) / np.sqrt(x.var(axis=axes).reshape(shp) + 1e-5)
+            return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+
+    return Case(
+        op="norm",
+        name=name,
+        layout="train bwd" if backward else "train",
+        group=GROUP_NORM_BWD if backward else GROUP_NORM_FWD,
+        shape=shape,
+        flops=0.0,
+        nbytes=nbytes,
+        make_inputs=make_inputs,
+        impls=impls,
+        check=check,
+        label="float32, training",
+        metric="bytes",
+    )
+
+
+_SAVED: dict = {}
+
+
+def _saved(x: np.ndarray) -> tuple:
+    """deepkern's saved statistics of x (computed once per input array, outside the timing)."""
+    key = id(x)
+    if key not in _SAVED:
+        from ..ops import batch_norm
+
+        _SAVED[key] = (x, batch_norm(x, training=True)[1:])
+    return _SAVED[key][1]
+
+
+def _torch_saved(torch, x, w) -> tuple:
+    """PyTorch's saved mean and invstd of x (computed once per input array, outside the timing)."""
+    key = ("torch", id(x))
+    if key not in _SAVED:
+        _, mean, invstd = torch.ops.aten.native_batch_norm(x, w, None, None, None, True, 0.1, 1e-5)
+        _SAVED[key] = (x, (mean, invstd))
+    return _SAVED[key][1]
+
+
+def norm_cases(quick: bool = False) -> List[Case]:
+    """Training batch norm of float32 CNN (batch 32) and MLP layers, forward then backward."""
+    layers = NORM_LAYERS_QUICK if quick else NORM_LAYERS
+    return [_norm_case(name, shape, backward) for backward in (False, True) for name, shape in layers]
+
+
+register_suite(
+    Suite(
+        name="norm",
+        description="float32 batch normalization in training (fused forward with the running-statistics update, "
+        "fused backward) of CNN and MLP layers vs PyTorch at the same threads; GB/s of compulsory bytes",
+        cases=norm_cases,
+        summary_groups=(GROUP_NORM_FWD, GROUP_NORM_BWD),
+    )
+)

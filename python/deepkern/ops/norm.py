@@ -1,0 +1,146 @@
+"""Batch normalization as two fused kernels: ``batch_norm`` (the batch statistics, the
+normalization and the running-statistics update in one call) and ``batch_norm_backward`` (the
+input, weight and bias gradients in one call).
+
+Semantics are PyTorch's ``F.batch_norm`` over ``x`` of shape ``(N, C, ...)`` (2-D ``(N, C)`` or
+more dimensions): the statistics run over every axis but the channel axis 1. When ``training``,
+the batch's mean and biased variance normalize, and ``running_mean``/``running_var`` (when given)
+are updated in place, ``r = (1 - momentum) * r + momentum * stat`` with the unbiased variance;
+otherwise the running statistics normalize. Statistics are accumulated in float64 (the mean, then
+the squared deviations from it), so float32 inputs of millions of values per channel keep float32
+accuracy. The kernels run on C-contiguous arrays; other layouts are copied once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backends import backend_of
+from ._validate import as_float_array, check_output, check_scalar, overlaps
+
+__all__ = ["batch_norm", "batch_norm_backward"]
+
+
+def _channels(x, op: str):
+    """``x`` as a float array of at least 2 dimensions, and its (n, c, s) kernel shape."""
+    x = as_float_array(x, "x", op)
+    if x.ndim < 2:
+        raise ValueError(f"{op}: x must have shape (N, C, ...) with at least 2 dimensions, got shape {x.shape}")
+    n, c = x.shape[:2]
+    return x, (n, c, int(np.prod(x.shape[2:], dtype=np.int64)))
+
+
+def _per_channel(value, name: str, op: str, x, backend):
+    """None, or ``value`` as a C-element array of x's dtype on x's backend."""
+    if value is None:
+        return None
+    arr = as_float_array(value, name, op)
+    if arr.dtype != x.dtype:
+        raise TypeError(f"{op}: {name} must have x's dtype {x.dtype}, got {arr.dtype}")
+    if arr.shape != (x.shape[1],):
+        raise ValueError(
+            f"{op}: {name} must have shape ({x.shape[1]},) (x's channels, x has shape {x.shape}), got {arr.shape}"
+        )
+    backend_of(x, arr, op=op)
+    return arr
+
+
+def _check_updated(op: str, x, others: dict, running: list, given: tuple) -> None:
+    """The running statistics a training call updates in place: the caller's own arrays (no
+    converted copy: writeable, aligned, native byte order), sharing memory with no other argument."""
+    arrays = {"x": x, **{k: v for k, v in others.items() if v is not None}}
+    for name, arr, original in zip(("running_mean", "running_var"), running, given):
+        if arr is None:
+            continue
+        repeated = any(stride == 0 for n, stride in zip(arr.shape, arr.strides) if n > 1)
+        if arr is not original or not arr.flags.writeable or repeated:
+            raise ValueError(
+                f"{op}: {name} is updated in place: it must be a writeable, aligned array of native byte "
+                "order whose elements do not share memory"
+            )
+        for other, value in arrays.items():
+            if overlaps(arr, value):
+                raise ValueError(f"{op}: {name} is updated in place and must not share memory with {other}")
+        arrays[name] = arr
+
+
+def batch_norm(
+    x, weight=None, bias=None, running_mean=None, running_var=None, training=False, momentum=0.1, eps=1e-5, *, out=None
+):
+    """``(out, save_mean, save_invstd)``: ``out = (x - mean) / sqrt(var + eps) * weight + bias``
+    per channel, with the batch's statistics when ``training`` (updating ``running_mean`` and
+    ``running_var`` in place when given) or the running ones. ``save_mean`` and ``save_invstd``
+    (float64, one per channel) are what ``batch_norm_backward`` takes."""
+    op = "batch_norm"
+    x, shape = _channels(x, op)
+    backend = backend_of(x, out, op=op)
+    weight, bias = (_per_channel(v, name, op, x, backend) for v, name in ((weight, "weight"), (bias, "bias")))
+    running = [
+        _per_channel(v, name, op, x, backend)
+        for v, name in ((running_mean, "running_mean"), (running_var, "running_var"))
+    ]
+    if training:
+        _check_updated(op, x, {"weight": weight, "bias": bias, "out": out}, running, (running_mean, running_var))
+    momentum, eps = check_scalar(momentum, "momentum", op), check_scalar(eps, "eps", op)
+    if training and shape[0] * shape[2] <= 1:
+        raise ValueError(f"{op}: expected more than 1 value per channel when training, got input of shape {x.shape}")
+    if not training and (running[0] is None or running[1] is None):
+        raise ValueError(f"{op}: running_mean and running_var are needed when not training")
+    if not (np.isfinite(momentum) and np.isfinite(eps) and eps >= 0):
+        raise ValueError(f"{op}: momentum must be finite and eps finite and >= 0, got momentum={momentum}, eps={eps}")
+    x = backend.ascontiguousarray(x)
+    if out is None:
+        written = result = backend.empty(x.shape, x.dtype)
+    else:
+        inputs = {"x": x, "weight": weight, "bias": bias, "running_mean": running[0], "running_var": running[1]}
+        check_output(out, "out", op, x.shape, x.dtype, {k: v for k, v in inputs.items() if v is not None}, backend)
+        written, result = (out if out.flags.c_contiguous else backend.empty(x.shape, x.dtype)), out
+    # Running statistics updated in place: the kernel writes contiguous ones directly, others
+    # through a contiguous copy written back.
+    # Evaluation reads them: a read-only one goes to the kernel as a copy.
+    stats = [
+        None if r is None else backend.ascontiguousarray(r) if training or r.flags.writeable else r.copy()
+        for r in running
+    ]
+    save_mean, save_invstd = backend.empty((shape[1],), np.float64), backend.empty((shape[1],), np.float64)
+    weight, bias = (None if v is None else backend.ascontiguousarray(v) for v in (weight, bias))
+    backend.batch_norm_forward(
+        x, weight, bias, stats[0], stats[1], written, save_mean, save_invstd, shape, bool(training), momentum, eps
+    )
+    for given, used in zip(running, stats):
+        if training and given is not None and used is not given:
+            given[...] = used
+    if written is not result:
+        result[...] = written
+    return result, save_mean, save_invstd
+
+
+def batch_norm_backward(grad_out, x, weight, save_mean, save_invstd, training, needs=(True, True, True)):
+    """``(grad_x, grad_weight, grad_bias)`` of ``batch_norm`` from its ``x``, ``weight`` and the
+    ``save_mean``/``save_invstd`` it returned; ``needs`` says which to compute (None for the
+    others). When ``training`` the statistics depend on ``x`` and grad_x includes that path."""
+    op = "batch_norm_backward"
+    x, shape = _channels(x, op)
+    g = as_float_array(grad_out, "grad_out", op)
+    if g.shape != x.shape or g.dtype != x.dtype:
+        raise ValueError(
+            f"{op}: grad_out must have x's shape {x.shape} and dtype {x.dtype}, got {g.shape} and {g.dtype}"
+        )
+    backend = backend_of(g, x, op=op)
+    weight = _per_channel(weight, "weight", op, x, backend)
+    saved = []
+    for value, name in ((save_mean, "save_mean"), (save_invstd, "save_invstd")):
+        arr = None if value is None else as_float_array(value, name, op)
+        if arr is None or arr.dtype != np.float64 or arr.shape != (shape[1],):
+            raise ValueError(f"{op}: {name} must be the float64 ({shape[1]},) array batch_norm returned")
+        backend_of(x, arr, op=op)
+        saved.append(backend.ascontiguousarray(arr))
+    need_x, need_w, need_b = (bool(v) for v in needs)
+    g, x = backend.ascontiguousarray(g), backend.ascontiguousarray(x)
+    grad_x = backend.empty(x.shape, x.dtype) if need_x else None
+    grad_w = backend.empty((shape[1],), x.dtype) if need_w else None
+    grad_b = backend.empty((shape[1],), x.dtype) if need_b else None
+    weight = None if weight is None else backend.ascontiguousarray(weight)
+    if need_x or need_w or need_b:
+        backend.batch_norm_backward(g, x, weight, saved[0], saved[1], grad_x, grad_w, grad_b, shape, bool(training))
+    return grad_x, grad_w, grad_b
