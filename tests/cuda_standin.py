@@ -14,8 +14,11 @@ import types
 import warnings
 
 import numpy as np
-from deepkern import _C, _cuda
+from deepkern import _cuda
 from deepkern.backends import Backend, cuda_numpy
+from deepkern.backends.base import KERNELS as KERNEL_NAMES
+from deepkern.backends.cpu import CPUBackend
+from deepkern.backends.cuda import CUDABackend
 
 STANDIN_TYPE = 13  # a DLPack device type no real device uses
 
@@ -42,10 +45,8 @@ class StandInArray:
     def is_contiguous(self):
         return self._a.flags.c_contiguous
 
-    def reshape(self, *shape):
-        if not self.is_contiguous():
-            raise ValueError("reshape needs a C-contiguous array")
-        return StandInArray(self._a.reshape(shape[0] if len(shape) == 1 else shape))
+    def reshape(self, *shape):  # as DeviceArray's: a view of a C-contiguous array, else a contiguous copy
+        return StandInArray(np.ascontiguousarray(self._a).reshape(shape[0] if len(shape) == 1 else shape))
 
     def transpose(self, *axes):
         return StandInArray(self._a.transpose(*axes))
@@ -72,6 +73,11 @@ class StandInArray:
 
     def __array__(self, *args, **kwargs):
         raise TypeError("a DeviceArray is in GPU memory: copy it to host memory with to_cpu() first")
+
+    def view(self, dtype):
+        if np.dtype(dtype).itemsize != self._a.itemsize:
+            raise TypeError(f"view: {np.dtype(dtype)} is not the size of {self._a.dtype}")
+        return StandInArray(self._a.view(dtype))
 
     def copy(self):
         return StandInArray(self._a.copy())
@@ -202,23 +208,27 @@ cuda_numpy.install(KERNELS)
 
 
 def _host_kernel(name: str):
-    """deepkern._C's kernel ``name`` run on the stand-in arrays' host memory."""
-    kernel = getattr(_C, name)
-    return staticmethod(lambda *args: kernel(*(a._a if isinstance(a, StandInArray) else a for a in args)))
+    """The CPU backend's kernel entry ``name`` run on the stand-in arrays' host memory."""
+    kernel = getattr(CPUBackend, name)
+
+    def host(arg):  # the host array behind a stand-in array, also inside lists (optimizer steps)
+        if isinstance(arg, (list, tuple)):
+            return type(arg)(host(a) for a in arg)
+        return arg._a if isinstance(arg, StandInArray) else arg
+
+    return staticmethod(lambda *args: kernel(*(host(a) for a in args)))
 
 
 class StandInBackend(Backend):
-    """A deepkern backend over StandInArrays (device 'standin'), so Tensors and their autograd run
-    on the dispatch as they do on 'cuda'. Its kernel entries are the softmax family's (the CPU
-    kernels on the host memory: log_softmax and the losses call them); the others are missing."""
+    """A deepkern backend over StandInArrays (device 'standin'), so Tensors, autograd, nn, optim
+    and the training recipes run on the dispatch as they do on 'cuda'. Its kernel entries are the
+    ones the CUDA backend has (every name of ``KERNELS`` it defines), computed by the CPU's kernels
+    on the host memory; so what fails here on a missing NumPy function or an implicit copy to the
+    host fails on a GPU too."""
 
     name = "standin"
     device_type = STANDIN_TYPE
     array_type = StandInArray
-    softmax = _host_kernel("softmax")
-    softmax_backward = _host_kernel("softmax_backward")
-    cross_entropy_forward = _host_kernel("cross_entropy_forward")
-    cross_entropy_backward = _host_kernel("cross_entropy_backward")
 
     def empty(self, shape, dtype):
         return KERNELS.empty(shape, dtype)
@@ -240,3 +250,13 @@ class StandInBackend(Backend):
 
     def index(self, array):
         return 0
+
+
+def _cuda_kernel_names() -> list:
+    """The kernel entries the CUDA backend defines (as methods, or set when it is made)."""
+    made = CUDABackend()
+    return sorted(n for n in KERNEL_NAMES if n in vars(CUDABackend) or n in vars(made))
+
+
+for _name in _cuda_kernel_names():
+    setattr(StandInBackend, _name, _host_kernel(_name))

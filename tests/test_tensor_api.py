@@ -957,7 +957,6 @@ NOT_ON_GPU = {
     **{n: "np.argsort" for n in CASES if n.startswith(("sort", "argsort", "topk"))},
     **{n: "np.cumsum" for n in CASES if n.startswith("cumsum")},
     **{n: "np.einsum" for n in CASES if n.startswith("einsum")},
-    **{n: "gemm" for n in ("matmul", "matmul_1d", "bmm")},  # the real GPU backend has it, the stand-in not
 }
 
 

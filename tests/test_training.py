@@ -344,3 +344,23 @@ def test_cli_train_runs_a_recipe(capsys, tmp_path):
     )
     out = capsys.readouterr().out
     assert "epoch   2/2" in out and "persistence baseline" in out and "trained sunspots-lstm" in out
+
+
+@pytest.mark.parametrize("recipe, options", RECIPES_SMALL, ids=[r for r, _ in RECIPES_SMALL])
+def test_every_recipe_trains_on_the_gpu_code_paths(recipe, options, monkeypatch, small_digits, small_corpus):
+    """Two epochs of each recipe on the CUDA backend's code paths (tests/cuda_standin.py: the CUDA
+    arrays' NumPy dispatch with the CUDA module's op tables, and the kernel entries the CUDA backend
+    has, over host memory and computed by the CPU's kernels) train exactly as on the CPU: no step
+    needs a NumPy function the GPU lacks, a kernel entry the CUDA backend lacks, or an implicit
+    copy to the host."""
+    cuda_standin = pytest.importorskip("cuda_standin", exc_type=ImportError)
+    monkeypatch.setitem(deepkern.backends._BACKENDS, "standin", cuda_standin.StandInBackend())
+    on_cpu = run(recipe, epochs=2, **options)
+    on_standin = run(recipe, epochs=2, device="standin", **options)
+    for cpu, gpu in zip(on_cpu["history"], on_standin["history"], strict=True):
+        assert {k: v for k, v in cpu.items() if k != "seconds"} == {k: v for k, v in gpu.items() if k != "seconds"}
+    for name, model in on_cpu["recipe"].models.items():
+        gpu_state = on_standin["recipe"].models[name].state_dict()
+        for key, value in model.state_dict().items():
+            assert gpu_state[key].device.type == "standin", key
+            np.testing.assert_array_equal(gpu_state[key].cpu().numpy(), value.numpy(), err_msg=f"{name}.{key}")

@@ -151,9 +151,7 @@ DeviceArray reshape(const DeviceArray& a, std::vector<std::int64_t> shape) {
   if (known != a.size())
     throw std::invalid_argument("cannot reshape an array of size " + std::to_string(a.size()) + " into shape " +
                                 shape_text(shape));
-  if (!a.is_contiguous())
-    throw std::invalid_argument("reshape needs a C-contiguous array; this one of shape " + shape_text(a.shape) +
-                                " is a strided view: copy it first");
+  if (!a.is_contiguous()) return reshape(contiguous(a, false), std::move(shape));  // NumPy's copy
   DeviceArray view = a;
   view.strides = contiguous_strides(shape);
   view.shape = std::move(shape);

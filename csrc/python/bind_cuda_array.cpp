@@ -363,9 +363,11 @@ Shares memory with PyTorch, CuPy and others through ``__dlpack__`` and ``__cuda_
           [](const py::object& self, const py::args& args) {
             const auto& s = self.cast<const PyDeviceArray&>();
             const py::handle shape = args.size() == 1 ? args[0] : py::handle(args);
-            return PyDeviceArray{dkc::reshape(s.a, to_shape(shape)), s.base.is_none() ? self : s.base};
+            const py::object base = !s.a.is_contiguous() ? py::none() : s.base.is_none() ? self : s.base;
+            return PyDeviceArray{dkc::reshape(s.a, to_shape(shape)), base};
           },
-          "A view with another shape (one extent may be -1); the array must be C-contiguous.")
+          "Another shape (one extent may be -1): a view of a C-contiguous array, else a C-contiguous copy "
+          "(as NumPy's reshape where no view is possible).")
       .def(
           "transpose",
           [](const py::object& self, const py::args& args) {

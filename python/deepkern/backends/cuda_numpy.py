@@ -696,17 +696,12 @@ def _bool(self):
     return bool(self.item())
 
 
-#: DeviceArray class -> its reshape method (a view of a C-contiguous array; the method itself
-#: refuses other arrays).
-_RESHAPE_VIEW: dict = {}
-
-
 def _reshaped(self, *shape, order="C"):
-    """``np.reshape(a, shape)``: a view when the array is C-contiguous, else a view of a contiguous
-    copy (as NumPy copies when no view can express the result)."""
+    """``np.reshape(a, shape)``: the array's own reshape (a view when the array is C-contiguous,
+    else a view of a contiguous copy, as NumPy copies when no view can express the result)."""
     if order != "C":
         raise _unsupported(f"reshape with order={order!r}")
-    return _RESHAPE_VIEW[type(self)](self if self.is_contiguous() else self.copy(), *shape)
+    return self.reshape(*shape)
 
 
 def _method(func):
@@ -743,7 +738,6 @@ def install(kernels) -> None:
     if cls in _MODULES:
         return
     _MODULES[cls] = kernels
-    _RESHAPE_VIEW[cls] = cls.reshape
     cls.__array_ufunc__ = _array_ufunc
     cls.__array_function__ = _array_function
     for name, ufunc in _BINARY_OPERATORS.items():
