@@ -245,7 +245,7 @@ class StandInBackend(Backend):
     def to_cpu(self, array):
         return array.to_cpu()
 
-    def from_cpu(self, array, index=None):
+    def from_cpu(self, array, index=None, non_blocking=False):
         return StandInArray(np.array(array))
 
     def index(self, array):

@@ -91,7 +91,7 @@ class FakeBackend(Backend):
     def to_cpu(self, array):
         return np.array(array)
 
-    def from_cpu(self, array, index=None):
+    def from_cpu(self, array, index=None, non_blocking=False):
         return fake(array)
 
 

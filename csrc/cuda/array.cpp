@@ -6,6 +6,7 @@
 
 #include "cuda/cast_kernels.h"
 #include "cuda/check.h"
+#include "cuda/host_memory.h"
 #include "cuda/copy_kernels.h"
 #include "cuda/memory.h"
 #include "cuda/stream.h"
@@ -18,12 +19,6 @@ constexpr DTypeInfo kDTypes[] = {
     {"int32", 4, 0, "<i4"},   {"int64", 8, 0, "<i8"},   {"bool", 1, 6, "|b1"},    {"uint8", 1, 1, "|u1"},
 };
 constexpr int kNumDTypes = sizeof(kDTypes) / sizeof(kDTypes[0]);
-
-std::string shape_text(const std::vector<std::int64_t>& shape) {
-  std::string text = "(";
-  for (std::size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
-  return text + (shape.size() == 1 ? ",)" : ")");
-}
 
 cudaStream_t stream_of(const DeviceArray& a) { return static_cast<cudaStream_t>(current_stream(a.device)); }
 
@@ -73,6 +68,12 @@ std::vector<std::int64_t> broadcast_strides(const DeviceArray& src, const std::v
 }
 
 }  // namespace
+
+std::string shape_text(const std::vector<std::int64_t>& shape) {
+  std::string text = "(";
+  for (std::size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
+  return text + (shape.size() == 1 ? ",)" : ")");
+}
 
 const DTypeInfo& info(DType dtype) { return kDTypes[static_cast<int>(dtype)]; }
 
@@ -182,12 +183,14 @@ void copy_to_host(const DeviceArray& src, void* host) {
   DK_CUDA_CHECK(cudaStreamSynchronize(stream_of(src)));
 }
 
-void copy_from_host(const DeviceArray& dst, const void* host) {
+void copy_from_host(const DeviceArray& dst, const void* host, bool non_blocking) {
   if (!dst.is_contiguous()) throw std::invalid_argument("copy_from_host: the destination must be C-contiguous");
   if (dst.size() == 0) return;
   DeviceGuard guard(dst.device);
   DK_CUDA_CHECK(cudaMemcpyAsync(dst.data, host, dst.nbytes(), cudaMemcpyHostToDevice, stream_of(dst)));
-  // The host buffer may be freed once this returns: wait for the copy (pinned memory would not wait).
+  // Memory of the pinned cache is not reused before the copy ends (host_memory.h): no wait. Other
+  // host memory may be freed or changed once this returns: wait for the copy.
+  if (non_blocking && record_pinned_use(host, dst.nbytes(), stream_of(dst))) return;
   DK_CUDA_CHECK(cudaStreamSynchronize(stream_of(dst)));
 }
 

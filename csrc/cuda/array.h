@@ -61,12 +61,16 @@ std::vector<std::int64_t> contiguous_strides(const std::vector<std::int64_t>& sh
 // Throws std::invalid_argument for a negative extent, OutOfMemory when the memory is not there.
 DeviceArray empty(const std::vector<std::int64_t>& shape, DType dtype, int device);
 // `a` with `shape` (one extent may be -1: inferred); `a` must be C-contiguous (a view results).
+// A shape as Python prints a tuple: "(2, 3)", "(5,)", "()".
+std::string shape_text(const std::vector<std::int64_t>& shape);
 DeviceArray reshape(const DeviceArray& a, std::vector<std::int64_t> shape);
 
 // Copies, queued on the current stream of the arrays' device. The host ones wait for the copy
 // (the host buffer is C-contiguous, nbytes() long); `copy` and `fill` return at once.
 void copy_to_host(const DeviceArray& src, void* host);
-void copy_from_host(const DeviceArray& dst, const void* host);  // dst must be C-contiguous
+// dst must be C-contiguous. Waits for the copy unless `non_blocking` and `host` is memory of the
+// pinned cache (host_memory.h), which outlives the copy.
+void copy_from_host(const DeviceArray& dst, const void* host, bool non_blocking = false);
 // dst = src elementwise: same dtype and device; src's shape broadcasts to dst's (stride 0 where
 // src has extent 1 or lacks the dimension). Any strides; overlapping src and dst are handled.
 void copy(const DeviceArray& dst, const DeviceArray& src);

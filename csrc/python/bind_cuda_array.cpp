@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "cuda/array.h"
+#include "cuda/host_memory.h"
 #include "cuda/dlpack.h"
 #include "cuda/memory.h"
 #include "cuda/stream.h"
@@ -80,7 +81,7 @@ std::intptr_t stream_number(int device) {
   return stream == nullptr ? 1 : reinterpret_cast<std::intptr_t>(stream);
 }
 
-PyDeviceArray from_cpu(const py::handle& data, int device) {
+PyDeviceArray from_cpu(const py::handle& data, int device, bool non_blocking) {
   py::object host = numpy().attr("asarray")(data);
   if (!host.attr("flags").attr("c_contiguous").cast<bool>()) host = host.attr("copy")();
   if (!host.attr("dtype").attr("isnative").cast<bool>())
@@ -88,8 +89,25 @@ PyDeviceArray from_cpu(const py::handle& data, int device) {
   auto array = py::reinterpret_borrow<py::array>(host);
   PyDeviceArray out{dkc::empty(to_shape(host.attr("shape")), to_dtype(host.attr("dtype")), device)};
   py::gil_scoped_release release;
-  dkc::copy_from_host(out.a, array.data());
+  dkc::copy_from_host(out.a, array.data(), non_blocking);
   return out;
+}
+
+// An uninitialised C-contiguous NumPy array in pinned host memory (host_memory.h), of a dtype
+// DeviceArrays hold; the array's base owns the block.
+py::array pinned_empty(const py::handle& shape, const py::handle& dtype) {
+  const py::dtype numpy_type = numpy_dtype(to_dtype(dtype));
+  const std::vector<std::int64_t> extents = to_shape(shape);
+  std::size_t nbytes = static_cast<std::size_t>(numpy_type.itemsize());
+  for (const std::int64_t extent : extents) {
+    if (extent < 0) throw py::value_error("pinned_empty: negative extent in shape " + dkc::shape_text(extents));
+    if (extent != 0 && nbytes > (std::size_t{1} << 50) / static_cast<std::size_t>(extent))
+      throw py::value_error("pinned_empty: shape " + dkc::shape_text(extents) + " is too large");
+    nbytes *= static_cast<std::size_t>(extent);
+  }
+  auto* block = new std::shared_ptr<void>(dkc::allocate_pinned(nbytes));
+  const py::capsule owner(block, [](void* p) { delete static_cast<std::shared_ptr<void>*>(p); });
+  return py::array(numpy_type, std::vector<py::ssize_t>(extents.begin(), extents.end()), block->get(), owner);
 }
 
 py::array to_cpu(const PyDeviceArray& self) {
@@ -296,7 +314,7 @@ void assign(const PyDeviceArray& target, const py::handle& value) {
   if (py::isinstance<PyDeviceArray>(value)) return dkc::copy(target.a, value.cast<const PyDeviceArray&>().a);
   py::object host = numpy().attr("asarray")(value, numpy_dtype(target.a.dtype));
   if (py::cast<int>(host.attr("ndim")) == 0) return dkc::fill(target.a, fill_pattern(host, target.a.dtype));
-  dkc::copy(target.a, from_cpu(host, target.a.device).a);
+  dkc::copy(target.a, from_cpu(host, target.a.device, false).a);
 }
 
 std::string repr(const PyDeviceArray& self) {
@@ -490,6 +508,13 @@ Shares memory with PyTorch, CuPy and others through ``__dlpack__`` and ``__cuda_
       },
       py::arg("shape"), py::arg("value"), py::arg("dtype") = "float32", py::arg("device") = 0,
       "A C-contiguous DeviceArray with every element `value`.");
-  m.def("from_cpu", &from_cpu, py::arg("array"), py::arg("device") = 0,
-        "A C-contiguous DeviceArray holding a copy of host data (any NumPy array, strided or not, or array-like).");
+  m.def("from_cpu", &from_cpu, py::arg("array"), py::arg("device") = 0, py::arg("non_blocking") = false,
+        "A C-contiguous DeviceArray holding a copy of host data (any NumPy array, strided or not, or array-like). "
+        "With non_blocking, a C-contiguous native array in pinned memory from pinned_empty is copied without "
+        "waiting (on the current stream); any other data waits for its copy.");
+  m.def("pinned_empty", &pinned_empty, py::arg("shape"), py::arg("dtype") = "float32",
+        "An uninitialised C-contiguous NumPy array in pinned (page-locked) host memory, from deepkern's cache.");
+  m.def(
+      "is_pinned", [](const py::array& array) { return dkc::is_pinned(array.data()); }, py::arg("array"),
+      "Whether a NumPy array's memory is page-locked host memory the CUDA runtime knows.");
 }

@@ -20,14 +20,9 @@
 namespace py = pybind11;
 namespace dkc = deepkern::cuda;
 using deepkern::python::PyDeviceArray;
+using dkc::shape_text;
 
 namespace {
-
-std::string shape_text(const std::vector<std::int64_t>& shape) {
-  std::string text = "(";
-  for (std::size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
-  return text + (shape.size() == 1 ? ",)" : ")");
-}
 
 std::string type_name(const py::handle& obj) { return py::str(py::type::of(obj).attr("__name__")); }
 

@@ -26,11 +26,7 @@ constexpr const char* kGemm = "gemm";
 
 std::string str(std::int64_t v) { return std::to_string(v); }
 
-std::string shape_text(const std::vector<std::int64_t>& shape) {
-  std::string s = "(";
-  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + str(shape[i]);
-  return s + (shape.size() == 1 ? ",)" : ")");
-}
+using dkc::shape_text;
 
 std::string where(const char* name) { return std::string(kGemm) + ": " + name; }
 

@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "cuda/host_memory.h"
 #include "cuda/memory.h"
 #include "cuda/stream.h"
 #include "python/bind_cuda.h"
@@ -42,6 +43,22 @@ void bind_cuda_runtime(py::module_& m) {
       "mem_get_info", [](std::optional<int> device) { return dkc::mem_get_info(device_or_current(device)); },
       py::arg("device") = py::none(), "(free, total) bytes of the device, as the driver reports them.");
   m.def("empty_cache", &dkc::empty_cache, "Frees every cached block (blocks in use stay).");
+  m.def(
+      "pinned_memory_stats",
+      [] {
+        const dkc::PinnedStats s = dkc::pinned_stats();
+        py::dict d;
+        d["allocated"] = s.allocated;
+        d["reserved"] = s.reserved;
+        d["host_allocs"] = s.host_allocs;
+        d["cache_hits"] = s.cache_hits;
+        d["waiting_on_copies"] = s.waiting_on_copies;
+        return d;
+      },
+      "The pinned host memory cache's counters: allocated and reserved bytes, cudaHostAlloc calls, cache hits, "
+      "cached blocks passed over because a copy from them was still running.");
+  m.def("empty_pinned_cache", &dkc::empty_pinned_cache,
+        "Frees the cached pinned blocks that no array and no running copy uses.");
   m.def("rounded_size", &dkc::rounded_size, py::arg("nbytes"), "The allocator's size class of a request.");
   m.def(
       "synchronize",

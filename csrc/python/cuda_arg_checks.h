@@ -23,9 +23,7 @@ struct NamedArray {
   const cuda::DeviceArray* array;
 };
 
-inline std::string shape_text(const std::vector<std::int64_t>& shape) {
-  return pybind11::str(pybind11::tuple(pybind11::cast(shape)));
-}
+using cuda::shape_text;
 
 // The array's first element as a T pointer (its dtype checked by the caller).
 template <class T>

@@ -27,6 +27,8 @@ __all__ = [
     "memory_reserved",
     "memory_stats",
     "empty_cache",
+    "pinned_memory_stats",
+    "empty_pinned_cache",
     "mem_get_info",
     "synchronize",
     "Stream",
@@ -123,6 +125,22 @@ def empty_cache() -> None:
     """Returns every cached block to the driver (arrays in use keep theirs); no-op without a GPU."""
     if is_available():
         _cuda.empty_cache()
+
+
+def pinned_memory_stats() -> dict:
+    """The pinned host memory cache's counters (``Tensor.pin_memory``, ``DataLoader(pin_memory=True)``):
+    ``allocated`` and ``reserved`` bytes, ``host_allocs`` (cudaHostAlloc calls), ``cache_hits``, and
+    ``waiting_on_copies`` (cached blocks passed over because a copy from them was still running).
+    All zero without a GPU."""
+    if not is_available():
+        return {"allocated": 0, "reserved": 0, "host_allocs": 0, "cache_hits": 0, "waiting_on_copies": 0}
+    return dict(_cuda.pinned_memory_stats())
+
+
+def empty_pinned_cache() -> None:
+    """Frees the cached pinned host blocks that no array and no running copy uses; no-op without a GPU."""
+    if is_available():
+        _cuda.empty_pinned_cache()
 
 
 def synchronize(device: int | None = None) -> None:

@@ -312,10 +312,12 @@ class Tensor:
 
     # -- conversions ---------------------------------------------------------------------------
 
-    def to(self, *args, dtype=None, device=None) -> "Tensor":
+    def to(self, *args, dtype=None, device=None, non_blocking=False) -> "Tensor":
         """``to(device)``, ``to(dtype)`` or both; a no-op returns ``self``. Moving to another
         device copies the data through the backends (RuntimeError when deepkern has no backend
-        for that device); the copy is differentiable, as the cast is."""
+        for that device); the copy is differentiable, as the cast is. ``non_blocking``: a copy from
+        pinned host memory (:meth:`pin_memory`) to a GPU is queued on the current stream and this
+        returns at once; from other memory the copy ends before it returns, as in PyTorch."""
         for a in args:
             if isinstance(a, (Device, str)) and not _looks_like_dtype(a):
                 device = a
@@ -323,7 +325,7 @@ class Tensor:
                 dtype = a
         moved = self
         if device is not None and not backends.is_on(self._array, Device(device)):
-            moved = _ToDevice.apply(self, Device(device))
+            moved = _ToDevice.apply(self, Device(device), non_blocking=non_blocking)
         if dtype is None or np.dtype(dtype) == moved.dtype:
             return moved
         return _Cast.apply(moved, np.dtype(dtype))
@@ -332,10 +334,32 @@ class Tensor:
         """The tensor in host memory (itself when it is there)."""
         return self.to(CPU_DEVICE)
 
-    def cuda(self, device=None) -> "Tensor":
+    def cuda(self, device=None, non_blocking=False) -> "Tensor":
         """The tensor on GPU ``device`` (an index, 'cuda:N' or a Device; default: GPU 0), itself
-        when it is there; RuntimeError when deepkern has no usable GPU."""
-        return self.to(Device("cuda", device) if device is None or isinstance(device, int) else Device(device))
+        when it is there; RuntimeError when deepkern has no usable GPU. ``non_blocking`` as in
+        :meth:`to`."""
+        target = Device("cuda", device) if device is None or isinstance(device, int) else Device(device)
+        return self.to(target, non_blocking=non_blocking)
+
+    def pin_memory(self) -> "Tensor":
+        """A copy in pinned (page-locked) host memory, from which :meth:`to` with
+        ``non_blocking=True`` copies to the GPU without waiting (itself when already pinned).
+        RuntimeError for a tensor not in host memory, or without a usable GPU."""
+        if not isinstance(self._array, np.ndarray):
+            raise RuntimeError(f"pin_memory: only tensors in host memory can be pinned; this one is on {self.device}")
+        if self.is_pinned():
+            return self
+        from . import cuda
+
+        pinned = cuda._require_gpu().pinned_empty(self.shape, self.dtype)
+        pinned[...] = self._array
+        return Tensor._wrap(pinned)
+
+    def is_pinned(self) -> bool:
+        """Whether the tensor is in pinned host memory (False without a usable GPU)."""
+        from . import cuda
+
+        return isinstance(self._array, np.ndarray) and cuda.is_available() and cuda._cuda.is_pinned(self._array)
 
     def float(self) -> "Tensor":
         return self.to(float32)
@@ -1232,9 +1256,9 @@ class _ToDevice(autograd.Function):
     """A copy on another device; the gradient is copied back."""
 
     @staticmethod
-    def forward(ctx, a, device):
+    def forward(ctx, a, device, non_blocking=False):
         ctx.source = backends.device_of(a)
-        return backends.to_device(a, device)
+        return backends.to_device(a, device, non_blocking=non_blocking)
 
     @staticmethod
     def backward(ctx, g):

@@ -169,14 +169,16 @@ def is_on(array, device: Device) -> bool:
     return backend.name == device.type and device.index in (None, backend.index(array) or 0)
 
 
-def to_device(array, device):
+def to_device(array, device, non_blocking=False):
     """``array`` on ``device`` (a :class:`Device` or a string such as 'cpu' or 'cuda:1'): the array
-    itself when it is there already, else a copy through host memory."""
+    itself when it is there already, else a copy through host memory (``non_blocking``: a copy from
+    pinned host memory to a GPU is queued without waiting)."""
     target = device if isinstance(device, Device) else Device(device)
     destination = get(target.type)
     if is_on(array, target):
         return array
-    return destination.from_cpu(backend_of(array, op="to_device").to_cpu(array), target.index)
+    host = backend_of(array, op="to_device").to_cpu(array)
+    return destination.from_cpu(host, target.index, non_blocking=non_blocking)
 
 
 def as_array(data):

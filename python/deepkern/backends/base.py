@@ -57,7 +57,8 @@ class Backend:
     Allocation: ``empty(shape, dtype)``, ``zeros(shape, dtype)``, ``full(shape, value, dtype)``
     and the ``*_like(array, ..., dtype=None)`` forms; ``ascontiguousarray(array)`` (the array
     itself when it already is C-contiguous). Copies: ``to_cpu(array)`` gives a ``numpy.ndarray``,
-    ``from_cpu(ndarray, index)`` an array on device ``index`` (None: the default one).
+    ``from_cpu(ndarray, index, non_blocking=False)`` an array on device ``index`` (None: the default
+    one; ``non_blocking``: the copy need not have ended on return where the device can do that).
     """
 
     name: str

@@ -76,7 +76,7 @@ class CPUBackend(Backend):
         return array
 
     @staticmethod
-    def from_cpu(array: np.ndarray, index=None) -> np.ndarray:
+    def from_cpu(array: np.ndarray, index=None, non_blocking=False) -> np.ndarray:
         return array
 
     def index(self, array):

@@ -146,8 +146,10 @@ class CUDABackend(Backend):
     def to_cpu(self, array) -> np.ndarray:
         return array.to_cpu()
 
-    def from_cpu(self, array, index=None):
-        return _cuda.from_cpu(array, 0 if index is None else int(index))
+    def from_cpu(self, array, index=None, non_blocking=False):
+        """A copy of host ``array`` on GPU ``index``; with ``non_blocking``, one from pinned memory
+        (``Tensor.pin_memory``) is queued on the current stream without waiting for it."""
+        return _cuda.from_cpu(array, 0 if index is None else int(index), bool(non_blocking))
 
     def index(self, array):
         return array.device_index

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numbers
 import operator
+import warnings
 
 import numpy as np
 
@@ -38,6 +39,10 @@ class DataLoader:
     Batches are ``collate_fn(list of samples)``, by default :func:`default_collate` (Tensors,
     as in PyTorch). A :class:`TensorDataset` (or a :class:`Subset` of one) with the default collate
     is batched by indexing its whole arrays at once, with the same result and no per-sample loop.
+
+    ``pin_memory``: the batches' Tensors in host memory are copied into pinned memory
+    (:meth:`Tensor.pin_memory`), so that ``batch.to("cuda", non_blocking=True)`` queues the copy
+    without waiting for it; without a usable GPU it warns once, as PyTorch does, and does not pin.
     """
 
     def __init__(
@@ -48,6 +53,7 @@ class DataLoader:
         drop_last: bool = False,
         seed: int | None = None,
         collate_fn=None,
+        pin_memory: bool = False,
     ):
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be an int >= 1, got {batch_size!r}")
@@ -61,6 +67,7 @@ class DataLoader:
         self.drop_last = bool(drop_last)
         self.seed = int(np.random.SeedSequence().entropy) if seed is None else seed
         self.collate_fn = collate_fn
+        self.pin_memory = bool(pin_memory)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -74,9 +81,13 @@ class DataLoader:
         else:
             order = np.arange(n)
         self.epoch += 1
+        pin = self.pin_memory and _can_pin()
         return (
-            self._batch(order[start : start + self.batch_size])
-            for start in range(0, len(self) * self.batch_size, self.batch_size)
+            _pinned(batch) if pin else batch
+            for batch in (
+                self._batch(order[start : start + self.batch_size])
+                for start in range(0, len(self) * self.batch_size, self.batch_size)
+            )
         )
 
     def _batch(self, indices: np.ndarray):
@@ -89,3 +100,29 @@ class DataLoader:
                 return tuple(Tensor(a[base_indices]) for a in base.arrays)
         collate = default_collate if self.collate_fn is None else self.collate_fn
         return collate([self.dataset[int(i)] for i in indices])
+
+
+def _can_pin() -> bool:
+    """Whether pinned memory is available (a usable GPU); warns when it is not."""
+    from .. import cuda
+
+    if cuda.is_available():
+        return True
+    warnings.warn(
+        f"DataLoader: pin_memory=True but no GPU is usable ({cuda.unavailable_reason()}); batches are not pinned",
+        UserWarning,
+        stacklevel=3,
+    )
+    return False
+
+
+def _pinned(batch):
+    """``batch`` with each Tensor in host memory copied to pinned memory (tuples, lists and dicts
+    followed; anything else as it is)."""
+    if isinstance(batch, Tensor):
+        return batch.pin_memory() if batch.device.type == "cpu" else batch
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_pinned(b) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _pinned(v) for k, v in batch.items()}
+    return batch
