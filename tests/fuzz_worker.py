@@ -712,13 +712,19 @@ def build_linear(data):
 # ---- ops: convolution -----------------------------------------------------------------------------
 
 
-def _conv_geometry(data, dtype):
+def _conv_draws(data) -> tuple:
+    """What every convolution's fuzz geometry draws first: groups, C, K, R, S, stride, dilation."""
     groups = data.draw(st.sampled_from([1, 1, 2, 3]), label="groups")
     c = groups * data.draw(st.sampled_from([1, 2, 3]), label="c/g")
     k = groups * data.draw(st.sampled_from([1, 2]), label="k/g")
     r, s = (data.draw(st.sampled_from([1, 2, 3]), label="rs") for _ in range(2))
     stride = data.draw(st.sampled_from([1, 2, (1, 3)]), label="stride")
     dilation = data.draw(st.sampled_from([1, 2, (2, 1)]), label="dilation")
+    return groups, c, k, r, s, stride, dilation
+
+
+def _conv_geometry(data, dtype):
+    groups, c, k, r, s, stride, dilation = _conv_draws(data)
     padding = data.draw(st.sampled_from([0, 1, (0, 2), "valid"] + (["same"] if stride == 1 else [])), label="pad")
     h, w = (data.draw(st.sampled_from([5, 6, 7, 9]), label="hw") for _ in range(2))
     n = data.draw(st.sampled_from([None, 0, 1, 2]), label="n")
@@ -730,38 +736,92 @@ def _conv_geometry(data, dtype):
 _CONV_INTS = ("stride", "padding", "dilation", "groups")
 
 
-def build_conv2d(data):
-    dtype = float_dtype(data)
-    x_shape, w_shape, options = _conv_geometry(data, dtype)
-    params = {"x": values(data, x_shape, dtype), "w": values(data, w_shape, dtype)}
-    params["b"] = values(data, (w_shape[0],), dtype) if data.draw(st.booleans(), label="b") else None
-    params.update(options)
-    roles = {"x": "in", "w": "in", "b": "in"}
+def _conv_builders(forward, backward, forward_ref, backward_ref, geometry, ints, out_channels):
+    """The fuzz builders of a convolution op and its backward: ``geometry(data, dtype)`` draws the
+    shapes and options, ``out_channels(w_shape, options)`` sizes the bias."""
 
-    def reference_of(p):
-        return {"result": ref.conv2d_ref(p["x"], p["w"], p["b"], **{k: p[k] for k in _CONV_INTS})}
+    def build(data):
+        dtype = float_dtype(data)
+        x_shape, w_shape, options = geometry(data, dtype)
+        params = {"x": values(data, x_shape, dtype), "w": values(data, w_shape, dtype)}
+        has_bias = data.draw(st.booleans(), label="b")
+        params["b"] = values(data, (out_channels(w_shape, options),), dtype) if has_bias else None
+        params.update(options)
+        roles = {"x": "in", "w": "in", "b": "in"}
 
-    optional = ("b",) if params["b"] is not None else ()
-    return Call(ops.conv2d, params, 3, roles, reference_of, _returned, ints=_CONV_INTS, optional=optional)
+        def reference_of(p):
+            return {"result": forward_ref(p["x"], p["w"], p["b"], **{k: p[k] for k in ints})}
+
+        optional = ("b",) if has_bias else ()
+        return Call(forward, params, 3, roles, reference_of, _returned, ints=ints, optional=optional)
+
+    def build_backward(data):
+        dtype = float_dtype(data)
+        x_shape, w_shape, options = geometry(data, dtype)
+        x, w = values(data, x_shape, dtype), values(data, w_shape, dtype)
+        y_shape = forward_ref(x, w, **options).shape
+        params = {"grad_out": values(data, y_shape, dtype), "x": x, "w": w, **options}
+        params["needs"] = tuple(data.draw(st.booleans(), label="need") for _ in range(3))
+        roles = {"grad_out": "in", "x": "in", "w": "in"}
+
+        def reference_of(p):
+            grads = backward_ref(p["grad_out"], p["x"], p["w"], **{k: p[k] for k in ints})
+            return {i: g if need else None for i, (g, need) in enumerate(zip(grads, p["needs"]))}
+
+        def actual(result, p):
+            return dict(enumerate(result))
+
+        return Call(backward, params, 3, roles, reference_of, actual, ints=ints)
+
+    return build, build_backward
 
 
-def build_conv2d_backward(data):
-    dtype = float_dtype(data)
-    x_shape, w_shape, options = _conv_geometry(data, dtype)
-    x, w = values(data, x_shape, dtype), values(data, w_shape, dtype)
-    y_shape = ref.conv2d_ref(x, w, **options).shape
-    params = {"grad_out": values(data, y_shape, dtype), "x": x, "w": w, **options}
-    params["needs"] = tuple(data.draw(st.booleans(), label="need") for _ in range(3))
-    roles = {"grad_out": "in", "x": "in", "w": "in"}
+build_conv2d, build_conv2d_backward = _conv_builders(
+    ops.conv2d,
+    ops.conv2d_backward,
+    ref.conv2d_ref,
+    ref.conv2d_backward_ref,
+    _conv_geometry,
+    _CONV_INTS,
+    lambda w_shape, options: w_shape[0],
+)
 
-    def reference_of(p):
-        grads = ref.conv2d_backward_ref(p["grad_out"], p["x"], p["w"], **{k: p[k] for k in _CONV_INTS})
-        return {i: g if need else None for i, (g, need) in enumerate(zip(grads, p["needs"]))}
 
-    def actual(result, p):
-        return dict(enumerate(result))
+def _conv_transpose_geometry(data, dtype):
+    """x and w shapes and options of a valid conv_transpose2d (output_padding below stride or
+    dilation, a positive output)."""
+    groups, c, k, r, s, stride, dilation = _conv_draws(data)
+    output_padding = data.draw(st.sampled_from([0, 1, (0, 2)]), label="output_padding")
+    padding = data.draw(st.sampled_from([0, 1, (0, 2)]), label="pad")
+    h, w = (data.draw(st.sampled_from([1, 2, 5, 6]), label="hw") for _ in range(2))
+    n = data.draw(st.sampled_from([None, 0, 1, 2]), label="n")
+    pairs = [ref._pair(v, name) for v, name in ((stride, "s"), (dilation, "d"), (output_padding, "o"), (padding, "p"))]
+    if any(o >= max(s_, d) for s_, d, o in zip(*pairs[:3])):
+        output_padding = 0
+    if any(
+        (m - 1) * s_ - 2 * p + d * (kk - 1) + 1 < 1 for m, s_, d, p, kk in zip((h, w), *pairs[:2], pairs[3], (r, s))
+    ):
+        padding = 0
+    x_shape = (c, h, w) if n is None else (n, c, h, w)
+    options = {
+        "stride": stride,
+        "padding": padding,
+        "output_padding": output_padding,
+        "groups": groups,
+        "dilation": dilation,
+    }
+    return x_shape, (c, k // groups, r, s), options
 
-    return Call(ops.conv2d_backward, params, 3, roles, reference_of, actual, ints=_CONV_INTS)
+
+build_conv_transpose2d, build_conv_transpose2d_backward = _conv_builders(
+    ops.conv_transpose2d,
+    ops.conv_transpose2d_backward,
+    ref.conv_transpose2d_ref,
+    ref.conv_transpose2d_backward_ref,
+    _conv_transpose_geometry,
+    ("stride", "padding", "output_padding", "groups", "dilation"),
+    lambda w_shape, options: w_shape[1] * options["groups"],
+)
 
 
 # ---- ops: pooling ---------------------------------------------------------------------------------
@@ -1457,6 +1517,8 @@ REGISTRY = {
     "linear": build_linear,
     "conv2d": build_conv2d,
     "conv2d_backward": build_conv2d_backward,
+    "conv_transpose2d": build_conv_transpose2d,
+    "conv_transpose2d_backward": build_conv_transpose2d_backward,
     "max_pool2d": build_max_pool2d,
     "max_pool2d_backward": build_max_pool2d_backward,
     "avg_pool2d": build_avg_pool2d,

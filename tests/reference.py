@@ -230,6 +230,68 @@ def conv2d_backward_ref(grad_out, x, w, stride=1, padding=0, dilation=1, groups=
 # ---- pooling (NCHW or CHW; PyTorch's torch.nn.functional semantics) -----------------------------
 
 
+def _transposed_taps(x_shape, w_shape, stride, padding, output_padding, dilation, groups):
+    """The scatter plan of a transposed convolution: for each group and tap (g, i, j), the input
+    and weight channel slices, the output channel slice, and the rows/columns of the uncropped
+    output that input rows/columns 0.. land on; plus the uncropped shape and the crop."""
+    n, c, h, wd = x_shape
+    _, kg, r, s = w_shape
+    (sh, sw), (ph, pw) = _pair(stride, "stride"), _pair(padding, "padding")
+    (oh, ow), (dh, dw) = _pair(output_padding, "output_padding"), _pair(dilation, "dilation")
+    out_hw = ((h - 1) * sh - 2 * ph + dh * (r - 1) + oh + 1, (wd - 1) * sw - 2 * pw + dw * (s - 1) + ow + 1)
+    assert min(out_hw) > 0 and c % groups == 0, f"x {x_shape}, w {w_shape}, groups {groups}"
+    full = (n, kg * groups, ph + out_hw[0] + (h - 1) * sh + dh * (r - 1), pw + out_hw[1] + (wd - 1) * sw + dw * (s - 1))
+    crop = (slice(None), slice(None), slice(ph, ph + out_hw[0]), slice(pw, pw + out_hw[1]))
+    cg = c // groups
+    taps = [
+        (
+            slice(g * cg, (g + 1) * cg),
+            slice(g * kg, (g + 1) * kg),
+            (i, j),
+            (slice(i * dh, i * dh + (h - 1) * sh + 1, sh), slice(j * dw, j * dw + (wd - 1) * sw + 1, sw)),
+        )
+        for g in range(groups)
+        for i in range(r)
+        for j in range(s)
+    ]
+    return taps, full, crop
+
+
+def conv_transpose2d_ref(x, w, b=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1) -> np.ndarray:
+    """PyTorch's ``F.conv_transpose2d`` in float64 by direct scatter: every input pixel times the
+    kernel, ``full[n, g*Kg + k, i*sh + r*dh, j*sw + s*dw] += x[n, g*Cg + c, i, j] * w[g*Cg + c, k, r, s]``,
+    then ``padding`` cropped from the top/left and the output size kept (``output_padding`` extra
+    rows/columns at the bottom/right), plus ``b``. Unbatched (C, H, W) x gives an unbatched result."""
+    x64, w64 = _f64(x), _f64(w)
+    unbatched = x64.ndim == 3
+    x64 = x64[None] if unbatched else x64
+    taps, full_shape, crop = _transposed_taps(x64.shape, w64.shape, stride, padding, output_padding, dilation, groups)
+    full = np.zeros(full_shape)
+    for cin, cout, (i, j), (rows, cols) in taps:
+        full[:, cout, rows, cols] += np.einsum("nchw,ck->nkhw", x64[:, cin], w64[cin, :, i, j])
+    out = full[crop]
+    if b is not None:
+        out = out + _f64(b)[:, None, None]
+    return out[0] if unbatched else out
+
+
+def conv_transpose2d_backward_ref(grad_out, x, w, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """``(grad_x, grad_w, grad_b)`` of ``sum(grad_out * conv_transpose2d(x, w, b))`` in float64: each
+    input pixel and weight tap collects the gradient at every output position it was scattered to."""
+    g64, x64, w64 = _f64(grad_out), _f64(x), _f64(w)
+    unbatched = x64.ndim == 3
+    if unbatched:
+        g64, x64 = g64[None], x64[None]
+    taps, full_shape, crop = _transposed_taps(x64.shape, w64.shape, stride, padding, output_padding, dilation, groups)
+    full = np.zeros(full_shape)
+    full[crop] = g64
+    gx, gw = np.zeros_like(x64), np.zeros_like(w64)
+    for cin, cout, (i, j), (rows, cols) in taps:
+        gx[:, cin] += np.einsum("nkhw,ck->nchw", full[:, cout, rows, cols], w64[cin, :, i, j])
+        gw[cin, :, i, j] += np.einsum("nchw,nkhw->ck", x64[:, cin], full[:, cout, rows, cols])
+    return (gx[0] if unbatched else gx), gw, g64.sum(axis=(0, 2, 3))
+
+
 def _pool_pair(v):
     return (v, v) if np.isscalar(v) else tuple(v)
 

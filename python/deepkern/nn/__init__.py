@@ -17,7 +17,17 @@ from .activation import (
     Softplus,
     Tanh,
 )
-from .conv import AdaptiveAvgPool2d, AvgPool2d, Conv2d, MaxPool2d
+from .conv import (
+    AdaptiveAvgPool2d,
+    AvgPool1d,
+    AvgPool2d,
+    Conv1d,
+    Conv2d,
+    ConvTranspose1d,
+    ConvTranspose2d,
+    MaxPool1d,
+    MaxPool2d,
+)
 from .linear import Embedding, Flatten, Linear
 from .loss import (
     BCELoss,
@@ -49,8 +59,13 @@ __all__ = [
     "init",
     "utils",
     "Linear",
+    "Conv1d",
     "Conv2d",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
+    "MaxPool1d",
     "MaxPool2d",
+    "AvgPool1d",
     "AvgPool2d",
     "AdaptiveAvgPool2d",
     "Flatten",

@@ -1,6 +1,7 @@
-"""Convolution and pooling layers on NCHW (or CHW) input: ``Conv2d``, ``MaxPool2d``,
-``AvgPool2d``, ``AdaptiveAvgPool2d`` (PyTorch's signatures, defaults, parameter names,
-initialisation and reprs)."""
+"""Convolution and pooling layers on NCHW (or CHW) input and their 1-D forms on NCL (or CL)
+input: ``Conv1d``, ``Conv2d``, ``ConvTranspose1d``, ``ConvTranspose2d``, ``MaxPool1d``,
+``MaxPool2d``, ``AvgPool1d``, ``AvgPool2d``, ``AdaptiveAvgPool2d`` (PyTorch's signatures,
+defaults, parameter names, weight shapes, initialisation and reprs)."""
 
 from __future__ import annotations
 
@@ -10,35 +11,57 @@ from ._layer import (
     bad_shape,
     check_float,
     check_ndim,
+    describe,
+    empty_parameter,
     factory_kwargs,
     reset_weight_and_bias,
     run_op,
 )
 from .module import Module
 
-__all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"]
+__all__ = [
+    "Conv1d",
+    "Conv2d",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
+    "MaxPool1d",
+    "MaxPool2d",
+    "AvgPool1d",
+    "AvgPool2d",
+    "AdaptiveAvgPool2d",
+]
 
 _NCHW = "(N, C, H, W) or (C, H, W)"
 
 
+_NCL = "(N, C, L) or (C, L)"
+
+
 def _pool(module, function, input, *args):
-    """A pooling layer's forward: float (N, C, H, W) or (C, H, W) input, errors naming it."""
+    """A pooling layer's forward: float input with the layer's ``dims`` spatial dimensions
+    (batched or not), errors naming the layer."""
     check_float(module, input)
-    check_ndim(module, input, (3, 4), _NCHW)
+    one_d = getattr(module, "dims", 2) == 1
+    check_ndim(module, input, (2, 3) if one_d else (3, 4), _NCL if one_d else _NCHW)
     return run_op(module, function, input, *args)
 
 
-def _pair(value) -> tuple:
+def _ntuple(value, n: int) -> tuple:
+    """An int, or a sequence of 1 or n, as an n-tuple (PyTorch's _single/_pair)."""
     if isinstance(value, (tuple, list)):
-        return tuple(value) if len(value) != 1 else (value[0], value[0])
-    return (value, value)
+        return tuple(value) if len(value) != 1 else tuple(value) * n
+    return (value,) * n
 
 
-class Conv2d(Module):
-    """2-D convolution of ``(N, in_channels, H, W)`` input with weight
-    ``(out_channels, in_channels / groups, kH, kW)``, initialised as PyTorch does
-    (kaiming_uniform_(a=sqrt(5)); bias U(-1/sqrt(fan_in), 1/sqrt(fan_in))). Only
-    ``padding_mode='zeros'`` is supported."""
+class _ConvNd(Module):
+    """What Conv1d/Conv2d/ConvTranspose1d/ConvTranspose2d share: arguments, the weight
+    ``(out_channels, in_channels / groups, *kernel_size)`` (transposed:
+    ``(in_channels, out_channels / groups, *kernel_size)``), PyTorch's initialisation
+    (kaiming_uniform_(a=sqrt(5)); bias U(-1/sqrt(fan_in), 1/sqrt(fan_in))), input checks and repr.
+    Only ``padding_mode='zeros'`` is supported."""
+
+    dims = 2  # spatial dimensions
+    transposed = False
 
     def __init__(
         self,
@@ -55,47 +78,91 @@ class Conv2d(Module):
         dtype=None,
     ):
         super().__init__()
-        factory = factory_kwargs("Conv2d", dtype, device)
+        self._setup(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, device, dtype
+        )
+
+    def _setup(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        groups,
+        bias,
+        padding_mode,
+        device,
+        dtype,
+        output_padding=0,
+    ):
+        name, n = type(self).__name__, self.dims
+        factory = factory_kwargs(name, dtype, device)
         if groups < 1 or in_channels % groups or out_channels % groups:
             raise ValueError(
-                f"Conv2d: groups={groups} must be positive and divide in_channels={in_channels} "
+                f"{name}: groups={groups} must be positive and divide in_channels={in_channels} "
                 f"and out_channels={out_channels}"
             )
         if padding_mode != "zeros":
-            raise NotImplementedError(f"Conv2d: padding_mode={padding_mode!r} is not supported, only 'zeros'")
+            raise NotImplementedError(f"{name}: padding_mode={padding_mode!r} is not supported, only 'zeros'")
         self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
-        self.kernel_size, self.stride, self.dilation = _pair(kernel_size), _pair(stride), _pair(dilation)
+        self.kernel_size, self.stride, self.dilation = (_ntuple(v, n) for v in (kernel_size, stride, dilation))
+        self.output_padding = _ntuple(output_padding, n)
+        if any(o >= max(s, d) for o, s, d in zip(self.output_padding, self.stride, self.dilation)):
+            raise ValueError(
+                f"{name}: output_padding={self.output_padding} must be smaller than stride={self.stride} "
+                f"or dilation={self.dilation} in each dimension"
+            )
         if isinstance(padding, str):
-            if padding not in ("same", "valid"):
-                raise ValueError(f"Conv2d: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
-            if padding == "same" and self.stride != (1, 1):
-                raise ValueError("Conv2d: padding='same' is not supported for strided convolutions")
+            if self.transposed or padding not in ("same", "valid"):
+                allowed = "" if self.transposed else ", 'same' or 'valid'"
+                raise ValueError(f"{name}: padding must be an int or a tuple{allowed}, got {padding!r}")
+            if padding == "same" and any(v != 1 for v in self.stride):
+                raise ValueError(f"{name}: padding='same' is not supported for strided convolutions")
             self.padding = padding
         else:
-            self.padding = _pair(padding)
+            self.padding = _ntuple(padding, n)
         self.padding_mode = padding_mode
-        weight_shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
-        add_weight_and_bias(self, weight_shape, bias, **factory)
+        if self.transposed:  # the bias is one per output channel, dimension 1 of the weight
+            add_weight_and_bias(
+                self, (self.in_channels, self.out_channels // self.groups) + self.kernel_size, False, **factory
+            )
+            if bias:
+                self.bias = empty_parameter((self.out_channels,), **factory)
+        else:
+            add_weight_and_bias(
+                self, (self.out_channels, self.in_channels // self.groups) + self.kernel_size, bias, **factory
+            )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         reset_weight_and_bias(self)
 
-    def forward(self, input):
+    def _checked(self, input) -> None:
+        """The input is float of the layer's dtype, (N, in_channels, *spatial) or unbatched."""
         check_float(self, input, self.weight.dtype)
-        if input.ndim not in (3, 4) or input.shape[-3] != self.in_channels:
-            c = self.in_channels
-            bad_shape(self, input, f"(N, {c}, H, W) or ({c}, H, W)")
+        n, c = self.dims, self.in_channels
+        if input.ndim not in (n + 1, n + 2) or input.shape[-n - 1] != c:
+            spatial = "L" if n == 1 else "H, W"
+            bad_shape(self, input, f"(N, {c}, {spatial}) or ({c}, {spatial})")
+
+    def forward(self, input):
+        self._checked(input)
+        function = F.conv1d if self.dims == 1 else F.conv2d
         return run_op(
-            self, F.conv2d, input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+            self, function, input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
         )
 
     def extra_repr(self) -> str:
+        n = self.dims
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0, 0):
+        if self.padding != (0,) * n:
             s += f", padding={self.padding}"
-        if self.dilation != (1, 1):
+        if self.dilation != (1,) * n:
             s += f", dilation={self.dilation}"
+        if self.output_padding != (0,) * n:
+            s += f", output_padding={self.output_padding}"
         if self.groups != 1:
             s += f", groups={self.groups}"
         if self.bias is None:
@@ -103,8 +170,121 @@ class Conv2d(Module):
         return s
 
 
-class MaxPool2d(Module):
-    """Max over each window; ``return_indices=True`` also returns the flat (H*W) positions."""
+class Conv1d(_ConvNd):
+    """1-D convolution of ``(N, in_channels, L)`` input with weight
+    ``(out_channels, in_channels / groups, kernel_size)``."""
+
+    dims = 1
+
+
+class Conv2d(_ConvNd):
+    """2-D convolution of ``(N, in_channels, H, W)`` input with weight
+    ``(out_channels, in_channels / groups, kH, kW)``."""
+
+    dims = 2
+
+
+class _ConvTransposeNd(_ConvNd):
+    """The transposed convolutions: PyTorch's argument order, and ``forward(input,
+    output_size=None)`` picks the output_padding that gives ``output_size``."""
+
+    transposed = True
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        output_padding=0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation=1,
+        padding_mode: str = "zeros",
+        device=None,
+        dtype=None,
+    ):
+        Module.__init__(self)  # the arguments are _setup's, in PyTorch's transposed order
+        self._setup(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            padding_mode,
+            device,
+            dtype,
+            output_padding,
+        )
+
+    def _output_padding(self, input, output_size) -> tuple:
+        """``self.output_padding``, or the one giving ``output_size`` (the spatial sizes, possibly
+        preceded by the batch and channel sizes), which must lie within ``stride - 1`` of the
+        smallest output."""
+        if output_size is None:
+            return self.output_padding
+        n = self.dims
+        size = tuple(output_size)
+        if len(size) == input.ndim:
+            size = size[-n:]
+        if len(size) != n:
+            raise ValueError(
+                f"{describe(self)}: output_size must have {n} or {input.ndim} elements for input of shape "
+                f"{tuple(input.shape)}, got {tuple(output_size)!r}"
+            )
+        smallest = tuple(
+            (i - 1) * s - 2 * p + d * (k - 1) + 1
+            for i, s, p, d, k in zip(input.shape[-n:], self.stride, self.padding, self.dilation, self.kernel_size)
+        )
+        largest = tuple(m + s - 1 for m, s in zip(smallest, self.stride))
+        if any(not lo <= v <= hi for v, lo, hi in zip(size, smallest, largest)):
+            raise ValueError(
+                f"{describe(self)}: requested output_size {size}, but valid sizes range from {smallest} to "
+                f"{largest} for input of shape {tuple(input.shape)}"
+            )
+        return tuple(v - lo for v, lo in zip(size, smallest))
+
+    def forward(self, input, output_size=None):
+        self._checked(input)
+        function = F.conv_transpose1d if self.dims == 1 else F.conv_transpose2d
+        output_padding = self._output_padding(input, output_size)
+        return run_op(
+            self,
+            function,
+            input,
+            self.weight,
+            self.bias,
+            self.stride,
+            self.padding,
+            output_padding,
+            self.groups,
+            self.dilation,
+        )
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    """1-D transposed convolution of ``(N, in_channels, L)`` input with weight
+    ``(in_channels, out_channels / groups, kernel_size)``."""
+
+    dims = 1
+
+
+class ConvTranspose2d(_ConvTransposeNd):
+    """2-D transposed convolution of ``(N, in_channels, H, W)`` input with weight
+    ``(in_channels, out_channels / groups, kH, kW)``."""
+
+    dims = 2
+
+
+class _MaxPoolNd(Module):
+    """Max over each window; ``return_indices=True`` also returns the flat positions in each plane
+    (``h * W + w``; along L for MaxPool1d)."""
+
+    dims = 2
 
     def __init__(
         self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False, ceil_mode: bool = False
@@ -118,7 +298,7 @@ class MaxPool2d(Module):
     def forward(self, input):
         return _pool(
             self,
-            F.max_pool2d,
+            F.max_pool1d if self.dims == 1 else F.max_pool2d,
             input,
             self.kernel_size,
             self.stride,
@@ -133,6 +313,37 @@ class MaxPool2d(Module):
             f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
             f"dilation={self.dilation}, ceil_mode={self.ceil_mode}"
         )
+
+
+class MaxPool1d(_MaxPoolNd):
+    """Max over each window of ``(N, C, L)`` or ``(C, L)`` input."""
+
+    dims = 1
+
+
+class MaxPool2d(_MaxPoolNd):
+    """Max over each window of ``(N, C, H, W)`` or ``(C, H, W)`` input."""
+
+
+class AvgPool1d(Module):
+    """Mean over each window of ``(N, C, L)`` or ``(C, L)`` input (``count_include_pad`` as in
+    PyTorch, whose AvgPool1d has no ``divisor_override``)."""
+
+    dims = 1
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False, count_include_pad: bool = True):
+        super().__init__()
+        self.kernel_size = _ntuple(kernel_size, 1)
+        self.stride = _ntuple(stride if stride is not None else kernel_size, 1)
+        self.padding = _ntuple(padding, 1)
+        self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
+
+    def forward(self, input):
+        args = (self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad)
+        return _pool(self, F.avg_pool1d, input, *args)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
 class AvgPool2d(Module):

@@ -21,8 +21,13 @@ from ..tensor import Tensor
 
 __all__ = [
     "linear",
+    "conv1d",
     "conv2d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "max_pool1d",
     "max_pool2d",
+    "avg_pool1d",
     "avg_pool2d",
     "adaptive_avg_pool2d",
     "relu",
@@ -94,22 +99,102 @@ def linear(input, weight, bias=None, relu=False):
 
 
 class Conv2d(Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias=None, **options):
+    """``ops.<op>`` (``op``: the class's, conv2d here) forward, ``ops.<op>_backward`` backward."""
+
+    op = "conv2d"
+
+    @classmethod
+    def forward(cls, ctx, x, weight, bias=None, **options):
         ctx.save_for_backward(x, weight)
         ctx.options = options
-        return ops.conv2d(x, weight, bias, **options)
+        return getattr(ops, cls.op)(x, weight, bias, **options)
 
-    @staticmethod
-    def backward(ctx, g):
+    @classmethod
+    def backward(cls, ctx, g):
         x, weight = ctx.saved_tensors
-        return ops.conv2d_backward(g, x, weight, needs=ctx.needs_input_grad, **ctx.options)
+        return getattr(ops, cls.op + "_backward")(g, x, weight, needs=ctx.needs_input_grad, **ctx.options)
+
+
+class ConvTranspose2d(Conv2d):
+    op = "conv_transpose2d"
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution of input ``(N, C, H, W)`` or ``(C, H, W)`` with weight
     ``(K, C/groups, R, S)`` (``padding`` may also be ``'same'`` or ``'valid'``)."""
     return Conv2d.apply(input, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """2-D transposed convolution of input ``(N, C, H, W)`` or ``(C, H, W)`` with weight
+    ``(C, K/groups, R, S)`` (see ``deepkern.ops.conv_transpose2d`` for the output size)."""
+    return ConvTranspose2d.apply(
+        input,
+        weight,
+        bias,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        groups=groups,
+        dilation=dilation,
+    )
+
+
+# 1-D convolutions and pooling run the 2-D ops on (N, C, 1, L) views of their inputs (no copies);
+# their int-or-1-tuple arguments become (height, L) pairs with the neutral height value.
+
+
+def _unsqueezed(value, name: str, op: str, ndims: tuple, expected: str):
+    """``value`` as a Tensor with a height axis of 1 inserted before its last one."""
+    t = value if isinstance(value, Tensor) else Tensor._wrap(backends.as_array(value))
+    if t.ndim not in ndims:
+        raise ValueError(f"{op}: {name} must be {expected}, got shape {tuple(t.shape)}")
+    return t.unsqueeze(-2)
+
+
+def _single(value, name: str, op: str, height):
+    """A 1-D op's int or 1-tuple argument as the (height, value) pair of its 2-D form (None and
+    strings, e.g. padding='same', pass through)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (tuple, list)):
+        if len(value) != 1:
+            raise ValueError(f"{op}: {name} must be an int or a 1-tuple, got {tuple(value)!r}")
+        value = value[0]
+    return (height, value)
+
+
+def _as_1d(op: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` on the height-1 views, its results without the height axis and its
+    errors named after the 1-D op."""
+    try:
+        out = fn(*args, **kwargs)
+    except (ValueError, TypeError) as err:
+        raise type(err)(f"{op}: {err}") from None
+    return tuple(o.squeeze(-2) for o in out) if isinstance(out, tuple) else out.squeeze(-2)
+
+
+_NCL = "3-D (N, C, L) or 2-D (C, L)"
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """1-D convolution of input ``(N, C, L)`` or ``(C, L)`` with weight ``(K, C/groups, R)``
+    (``padding`` may also be ``'same'`` or ``'valid'``)."""
+    op = "conv1d"
+    x = _unsqueezed(input, "input", op, (2, 3), _NCL)
+    w = _unsqueezed(weight, "weight", op, (3,), "3-D (K, C/groups, R)")
+    stride, padding = _single(stride, "stride", op, 1), _single(padding, "padding", op, 0)
+    return _as_1d(op, conv2d, x, w, bias, stride, padding, _single(dilation, "dilation", op, 1), groups)
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """1-D transposed convolution of input ``(N, C, L)`` or ``(C, L)`` with weight ``(C, K/groups, R)``."""
+    op = "conv_transpose1d"
+    x = _unsqueezed(input, "input", op, (2, 3), _NCL)
+    w = _unsqueezed(weight, "weight", op, (3,), "3-D (C, K/groups, R)")
+    stride, padding = _single(stride, "stride", op, 1), _single(padding, "padding", op, 0)
+    output_padding, dilation = _single(output_padding, "output_padding", op, 0), _single(dilation, "dilation", op, 1)
+    return _as_1d(op, conv_transpose2d, x, w, bias, stride, padding, output_padding, groups, dilation)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,6 +257,26 @@ def avg_pool2d(
         count_include_pad=count_include_pad,
         divisor_override=divisor_override,
     )
+
+
+def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """Max over each window of input ``(N, C, L)`` or ``(C, L)``; with ``return_indices`` also
+    the int64 positions along L."""
+    op = "max_pool1d"
+    x = _unsqueezed(input, "input", op, (2, 3), _NCL)
+    kernel_size, stride = _single(kernel_size, "kernel_size", op, 1), _single(stride, "stride", op, 1)
+    padding, dilation = _single(padding, "padding", op, 0), _single(dilation, "dilation", op, 1)
+    return _as_1d(op, max_pool2d, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+
+
+def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    """Mean over each window of input ``(N, C, L)`` or ``(C, L)`` (the padding counted in the
+    divisor when ``count_include_pad``)."""
+    op = "avg_pool1d"
+    x = _unsqueezed(input, "input", op, (2, 3), _NCL)
+    kernel_size, stride = _single(kernel_size, "kernel_size", op, 1), _single(stride, "stride", op, 1)
+    padding = _single(padding, "padding", op, 0)
+    return _as_1d(op, avg_pool2d, x, kernel_size, stride, padding, ceil_mode, count_include_pad)
 
 
 class AdaptiveAvgPool2d(Function):

@@ -3,7 +3,7 @@ device (``deepkern.backends``) run that device's, and results stay on the inputs
 checks its arguments first, then dispatches. See each op's docstring for its contract."""
 
 from .activation import gelu, gelu_backward, relu, relu_backward
-from .conv import conv2d, conv2d_backward
+from .conv import conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward
 from .dropout import dropout, dropout_backward
 from .gemm import gemm, linear, matmul
 from .lstm import LSTMCache, lstm, lstm_backward, lstm_cell, lstm_cell_backward
@@ -42,6 +42,8 @@ __all__ = [
     "gelu_backward",
     "conv2d",
     "conv2d_backward",
+    "conv_transpose2d",
+    "conv_transpose2d_backward",
     "dropout",
     "dropout_backward",
     "gemm",

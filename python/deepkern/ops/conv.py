@@ -26,24 +26,28 @@ def _pair(value, name: str, op: str, minimum: int) -> tuple:
     return check_index(int(values[0]), name, op), check_index(int(values[1]), name, op)
 
 
+def _check_groups(groups, op: str) -> None:
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"{op}: groups must be an int >= 1, got {groups!r}")
+
+
 class _Geometry:
     """Validated shapes and options of one convolution (what the kernels receive)."""
 
-    def __init__(self, op, x, w, stride, padding, dilation, groups):
-        if x.ndim not in (3, 4):
-            raise ValueError(f"{op}: x must be 4-D (N, C, H, W) or 3-D (C, H, W), got shape {x.shape}")
+    def __init__(self, op, x_shape, x_dtype, w, stride, padding, dilation, groups):
+        if len(x_shape) not in (3, 4):
+            raise ValueError(f"{op}: x must be 4-D (N, C, H, W) or 3-D (C, H, W), got shape {x_shape}")
         if w.ndim != 4:
             raise ValueError(f"{op}: w must be 4-D (K, C/groups, R, S), got shape {w.shape}")
-        if x.dtype != w.dtype:
-            raise TypeError(f"{op}: x and w must have the same dtype, got {x.dtype} and {w.dtype}")
-        if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
-            raise ValueError(f"{op}: groups must be an int >= 1, got {groups!r}")
-        self.unbatched = x.ndim == 3
-        n, c, h, width = (1,) + x.shape if self.unbatched else x.shape
+        if x_dtype != w.dtype:
+            raise TypeError(f"{op}: x and w must have the same dtype, got {x_dtype} and {w.dtype}")
+        _check_groups(groups, op)
+        self.unbatched = len(x_shape) == 3
+        n, c, h, width = (1,) + x_shape if self.unbatched else x_shape
         k, c_per_group, r, s = w.shape
         if c % groups or k % groups:
             raise ValueError(
-                f"{op}: groups={groups} must divide the input channels C={c} (x {x.shape}) and the "
+                f"{op}: groups={groups} must divide the input channels C={c} (x {x_shape}) and the "
                 f"output channels K={k} (w {w.shape})"
             )
         if c_per_group * groups != c:
@@ -87,6 +91,26 @@ class _Geometry:
     def unbatch(self, arr):
         return arr[0] if self.unbatched else arr
 
+    def unbatch_shape(self, shape: tuple) -> tuple:
+        return shape[1:] if self.unbatched else shape
+
+
+def _needs(needs, op: str) -> tuple:
+    """The three flags (x, w, b) of a backward's ``needs`` as bools."""
+    if len(tuple(needs)) != 3:
+        raise ValueError(f"{op}: needs must be three bools (x, w, b), got {needs!r}")
+    return tuple(bool(v) for v in needs)
+
+
+def _check_grad_out(grad_out, expected: tuple, x, w, op: str) -> None:
+    """grad_out has the forward output's shape ``expected`` and x's dtype."""
+    if grad_out.shape != expected:
+        raise ValueError(
+            f"{op}: grad_out must have the output's shape {expected} (x {x.shape}, w {w.shape}), got {grad_out.shape}"
+        )
+    if grad_out.dtype != x.dtype:
+        raise TypeError(f"{op}: grad_out must have dtype {x.dtype}, got {grad_out.dtype}")
+
 
 def _bias(b, k: int, dtype, op: str):
     if b is None:
@@ -110,7 +134,7 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
     """
     x = as_float_array(x, "x", "conv2d")
     w = as_float_array(w, "w", "conv2d")
-    geo = _Geometry("conv2d", x, w, stride, padding, dilation, groups)
+    geo = _Geometry("conv2d", x.shape, x.dtype, w, stride, padding, dilation, groups)
     bias = _bias(b, w.shape[0], x.dtype, "conv2d")
     backend = backend_of(x, w, bias, op="conv2d")
     contiguous = backend.ascontiguousarray
@@ -130,18 +154,9 @@ def conv2d_backward(grad_out, x, w, *, stride=1, padding=0, dilation=1, groups=1
     x = as_float_array(x, "x", "conv2d_backward")
     w = as_float_array(w, "w", "conv2d_backward")
     grad_out = as_float_array(grad_out, "grad_out", "conv2d_backward")
-    geo = _Geometry("conv2d_backward", x, w, stride, padding, dilation, groups)
-    if len(tuple(needs)) != 3:
-        raise ValueError(f"conv2d_backward: needs must be three bools (x, w, b), got {needs!r}")
-    need_x, need_w, need_b = (bool(v) for v in needs)
-    expected = geo.out_shape[1:] if geo.unbatched else geo.out_shape
-    if grad_out.shape != expected:
-        raise ValueError(
-            f"conv2d_backward: grad_out must have the output's shape {expected} (x {x.shape}, w {w.shape}), "
-            f"got {grad_out.shape}"
-        )
-    if grad_out.dtype != x.dtype:
-        raise TypeError(f"conv2d_backward: grad_out must have dtype {x.dtype}, got {grad_out.dtype}")
+    geo = _Geometry("conv2d_backward", x.shape, x.dtype, w, stride, padding, dilation, groups)
+    need_x, need_w, need_b = _needs(needs, "conv2d_backward")
+    _check_grad_out(grad_out, geo.unbatch_shape(geo.out_shape), x, w, "conv2d_backward")
     backend = backend_of(grad_out, x, w, op="conv2d_backward")
     contiguous = backend.ascontiguousarray
     dy = contiguous(geo.batched(grad_out))
@@ -157,4 +172,112 @@ def conv2d_backward(grad_out, x, w, *, stride=1, padding=0, dilation=1, groups=1
             backend.conv2d_backward_weight(dy, contiguous(geo.batched(x)), grad_w, grad_b, *geo.options())
         else:
             grad_b[...] = dy.sum(axis=(0, 2, 3))
+    return grad_x, grad_w, grad_b
+
+
+# ---- transposed convolution ---------------------------------------------------------------------
+#
+# conv_transpose2d(x, w) is the data gradient of the convolution whose input has the transposed
+# convolution's output shape and whose output has x's: the kernels' conv2d_backward_data computes
+# it, with w (C, K/groups, R, S) in the convolution's (K', C'/groups, R, S) layout as it is. Its
+# backward is that convolution's forward (grad_x) and weight gradient with the roles of x and
+# grad_out swapped (grad_w).
+
+
+def _transposed(op, x, w, stride, padding, output_padding, groups, dilation) -> _Geometry:
+    """The convolution whose data gradient is ``conv_transpose2d(x, w, ...)``. Its output shape
+    (``out_shape``) is x's batched shape, or larger by ``output_padding // stride`` rows/columns
+    when ``output_padding >= stride`` (allowed while it is below ``dilation``): x is then padded
+    with zeros at the end (see ``_fit``)."""
+    if x.ndim not in (3, 4):
+        raise ValueError(f"{op}: x must be 4-D (N, C, H, W) or 3-D (C, H, W), got shape {x.shape}")
+    if 0 in x.shape[-3:]:
+        raise ValueError(f"{op}: x must have non-zero C, H and W, got shape {x.shape}")
+    if w.ndim != 4:
+        raise ValueError(f"{op}: w must be 4-D (C, K/groups, R, S), got shape {w.shape}")
+    _check_groups(groups, op)
+    c = x.shape[-3]
+    if w.shape[0] != c or c % groups:
+        raise ValueError(
+            f"{op}: w {w.shape} must have x's C={c} input channels (x {x.shape}) in dimension 0, "
+            f"and groups={groups} must divide C"
+        )
+    stride, dilation = _pair(stride, "stride", op, 1), _pair(dilation, "dilation", op, 1)
+    pad, out_pad = _pair(padding, "padding", op, 0), _pair(output_padding, "output_padding", op, 0)
+    if any(o >= max(s, d) for o, s, d in zip(out_pad, stride, dilation)):
+        raise ValueError(
+            f"{op}: output_padding {out_pad} must be smaller than stride {stride} or dilation {dilation} "
+            f"in each dimension"
+        )
+    out_hw = tuple(
+        (n - 1) * s - 2 * p + d * (r - 1) + o + 1
+        for n, s, p, d, r, o in zip(x.shape[-2:], stride, pad, dilation, w.shape[-2:], out_pad)
+    )
+    if min(out_hw) < 1:
+        raise ValueError(
+            f"{op}: output size {out_hw} is not positive: input {x.shape[-2:]}, kernel {w.shape[-2:]}, "
+            f"stride {stride}, padding {pad}, dilation {dilation}, output_padding {out_pad}"
+        )
+    conv_input = x.shape[:-3] + (w.shape[1] * groups,) + out_hw
+    return _Geometry(op, conv_input, x.dtype, w, stride, pad, dilation, groups)
+
+
+def _fit(backend, arr, shape: tuple):
+    """``arr`` (N, C, H, W), C-contiguous, zero-padded at the end of H and W to ``shape``."""
+    if arr.shape == shape:
+        return backend.ascontiguousarray(arr)
+    fitted = backend.zeros(shape, arr.dtype)
+    fitted[:, :, : arr.shape[2], : arr.shape[3]] = arr
+    return fitted
+
+
+def conv_transpose2d(x, w, b=None, *, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """2-D transposed convolution (PyTorch's ``F.conv_transpose2d``): x (N, C, H, W) or (C, H, W)
+    with w (C, K/groups, R, S), plus b (K,) if given; each input pixel scatters itself times the
+    kernel into the output at stride spacing, then ``padding`` is cropped from every border.
+
+    The output is (N, K, H_out, W_out), ``H_out = (H - 1) * stride - 2 * padding + dilation * (R - 1)
+    + output_padding + 1`` (W likewise); ``output_padding`` (added at the bottom/right) must be
+    smaller than ``stride`` or ``dilation``; ``groups`` divides C and K.
+    """
+    op = "conv_transpose2d"
+    x, w = as_float_array(x, "x", op), as_float_array(w, "w", op)
+    geo = _transposed(op, x, w, stride, padding, output_padding, groups, dilation)
+    bias = _bias(b, geo.x_shape[1], x.dtype, op)
+    backend = backend_of(x, w, bias, op=op)
+    y = backend.empty(geo.x_shape, x.dtype)
+    dy = _fit(backend, geo.batched(x), geo.out_shape)
+    backend.conv2d_backward_data(dy, backend.ascontiguousarray(w), y, *geo.options())
+    if bias is not None:
+        y += bias.reshape(-1, 1, 1)
+    return geo.unbatch(y)
+
+
+def conv_transpose2d_backward(
+    grad_out, x, w, *, stride=1, padding=0, output_padding=0, groups=1, dilation=1, needs=(True, True, True)
+):
+    """Gradients ``(grad_x, grad_w, grad_b)`` of ``conv_transpose2d(x, w, b, ...)`` given
+    ``grad_out``; each only when its flag of ``needs`` is true, else None. grad_x is
+    ``conv2d(grad_out, w, ...)`` (cropped to x's size), grad_b ``grad_out`` summed over N, H and W.
+    """
+    op = "conv_transpose2d_backward"
+    x, w = as_float_array(x, "x", op), as_float_array(w, "w", op)
+    grad_out = as_float_array(grad_out, "grad_out", op)
+    geo = _transposed(op, x, w, stride, padding, output_padding, groups, dilation)
+    need_x, need_w, need_b = _needs(needs, op)
+    _check_grad_out(grad_out, geo.unbatch_shape(geo.x_shape), x, w, op)
+    backend = backend_of(grad_out, x, w, op=op)
+    contiguous = backend.ascontiguousarray
+    dy = contiguous(geo.batched(grad_out))
+    grad_x = grad_w = grad_b = None
+    if need_x:
+        grad_x = backend.empty(geo.out_shape, x.dtype)
+        backend.conv2d_forward(dy, contiguous(w), None, grad_x, *geo.options())
+        h, width = x.shape[-2:]
+        grad_x = geo.unbatch(contiguous(grad_x[:, :, :h, :width]))
+    if need_w:
+        grad_w = backend.empty(w.shape, x.dtype)
+        backend.conv2d_backward_weight(_fit(backend, geo.batched(x), geo.out_shape), dy, grad_w, None, *geo.options())
+    if need_b:
+        grad_b = dy.sum(axis=(0, 2, 3))
     return grad_x, grad_w, grad_b
