@@ -18,7 +18,7 @@ import pytest
 from deepkern.ops import GRUCache, RNNCache, gru, gru_backward, gru_cell, rnn, rnn_backward, rnn_cell
 from test_lstm import Cfg  # x (T, B, I), H, bias, state (h0), reverse
 
-from checks import F32, F64, check, poison_heap, raises_naming, rand
+from checks import F32, F64, check, gradcheck, poison_heap, raises_naming, rand
 from reference import gru_backward_ref, gru_cell_ref, gru_ref, rnn_backward_ref, rnn_cell_ref, rnn_ref
 
 DTYPES = [F32, F64]
@@ -274,3 +274,140 @@ def test_layer_matches_torch(kind, cfg, rng):
     for name, got, ref in zip(GRAD_NAMES, grads, torch_grads):
         if ref is not None:
             check(got, ref, F64, f"{kind.name} {cfg.id()}: {name} vs torch")
+
+
+# ----------------------------------------------------------------------------------------------
+# nn.GRU, nn.RNN, nn.GRUCell, nn.RNNCell
+
+MODULE_KW = [
+    dict(),
+    dict(num_layers=2, bidirectional=True, batch_first=True),
+    dict(num_layers=2, bias=False),
+    dict(num_layers=3, bidirectional=True),
+]
+
+
+def _module_pair(torch, kind: Kind, kw, size=(6, 9)):
+    """A torch module of ``kind`` and ours loaded from its state dict."""
+    extra = {} if kind.nl is None else {"nonlinearity": kind.nl}
+    theirs = (torch.nn.GRU if kind.nl is None else torch.nn.RNN)(*size, **kw, **extra)
+    ours = (deepkern.nn.GRU if kind.nl is None else deepkern.nn.RNN)(*size, **kw, **extra)
+    missing, unexpected = ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    assert not missing and not unexpected
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+    return theirs, ours
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kw", MODULE_KW, ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()) or "default")
+@pytest.mark.parametrize("states", [False, True], ids=["no-hx", "hx"])
+def test_module_matches_torch(kind, kw, states, rng):
+    """Outputs, final states and every gradient (input, h_0, each parameter) equal torch's from the
+    same state dict, in float32."""
+    torch = pytest.importorskip("torch")
+    kind = Kind(kind)
+    torch.manual_seed(0)
+    theirs, ours = _module_pair(torch, kind, kw)
+    dirs = 2 if ours.bidirectional else 1
+    t, b = 5, 3
+    x = rand(rng, (b, t, 6) if ours.batch_first else (t, b, 6), F32)
+    h0 = rand(rng, (ours.num_layers * dirs, b, 9), F32)
+    w_out = rand(rng, x.shape[:2] + (dirs * 9,), F32)
+    w_h = rand(rng, h0.shape, F32)
+    x_d, x_t = deepkern.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    h_d, h_t = deepkern.tensor(h0, requires_grad=True), torch.tensor(h0, requires_grad=True)
+    out_d, hn_d = ours(x_d, h_d if states else None)
+    out_t, hn_t = theirs(x_t, h_t if states else None)
+    ((out_d * deepkern.tensor(w_out)).sum() + (hn_d * deepkern.tensor(w_h)).sum()).backward()
+    ((out_t * torch.tensor(w_out)).sum() + (hn_t * torch.tensor(w_h)).sum()).backward()
+    pairs = [("output", out_d, out_t), ("h_n", hn_d, hn_t), ("grad x", x_d.grad, x_t.grad)]
+    if states:
+        pairs.append(("grad h_0", h_d.grad, h_t.grad))
+    pairs += [(f"grad {n}", getattr(ours, n).grad, p.grad) for n, p in theirs.named_parameters()]
+    for what, got, want in pairs:
+        check(got.detach().numpy(), want.detach().double().numpy(), F32, f"{kind.name} {kw}: {what}", tol=2e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_module_unbatched_and_dropout_match_torch(kind, rng):
+    """Unbatched input (T, I) with h_0 (L * D, H); dropout is off in eval mode, on in training mode
+    (outputs differ from eval's, but only by the dropped layer inputs: gradients stay finite)."""
+    torch = pytest.importorskip("torch")
+    kind = Kind(kind)
+    theirs, ours = _module_pair(torch, kind, dict(num_layers=2, dropout=0.5, bidirectional=True))
+    x, h0 = rand(rng, (4, 6), F32), rand(rng, (4, 9), F32)
+    ours.eval()
+    theirs.eval()
+    out_d, hn_d = ours(deepkern.tensor(x), deepkern.tensor(h0))
+    out_t, hn_t = theirs(torch.tensor(x), torch.tensor(h0))
+    check(out_d.detach().numpy(), out_t.detach().double().numpy(), F32, "unbatched output", tol=2e-5)
+    check(hn_d.detach().numpy(), hn_t.detach().double().numpy(), F32, "unbatched h_n", tol=2e-5)
+    ours.train()
+    deepkern.manual_seed(3)
+    out_train, _ = ours(deepkern.tensor(x), deepkern.tensor(h0))
+    assert not np.allclose(out_train.detach().numpy(), out_d.detach().numpy())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_module_gradcheck(kind, rng):
+    """Every input and parameter gradient of a 2-layer bidirectional batch_first float64 module
+    against finite differences (dropout on, with the same masks on every call)."""
+    kind = Kind(kind)
+    extra = {} if kind.nl is None else {"nonlinearity": kind.nl}
+    cls = deepkern.nn.GRU if kind.nl is None else deepkern.nn.RNN
+    m = cls(3, 2, num_layers=2, bidirectional=True, batch_first=True, dropout=0.3, dtype=F64, **extra)
+    x = deepkern.tensor(rng.standard_normal((2, 3, 3)) + 0.1, requires_grad=True)
+    h0 = deepkern.tensor(rng.standard_normal((4, 2, 2)), requires_grad=True)
+
+    def fn(x, h0, *params):
+        deepkern.manual_seed(5)
+        return m(x, h0)
+
+    gradcheck(fn, x, h0, *[p for _, p in m.named_parameters()])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_cell_module_matches_torch(kind, bias, rng):
+    torch = pytest.importorskip("torch")
+    kind = Kind(kind)
+    extra = {} if kind.nl is None else {"nonlinearity": kind.nl}
+    theirs = (torch.nn.GRUCell if kind.nl is None else torch.nn.RNNCell)(5, 7, bias=bias, **extra)
+    ours = (deepkern.nn.GRUCell if kind.nl is None else deepkern.nn.RNNCell)(5, 7, bias=bias, **extra)
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    x, h = rand(rng, (3, 5), F32), rand(rng, (3, 7), F32)
+    w = rand(rng, (3, 7), F32)
+    x_d, x_t = deepkern.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    h_d, h_t = deepkern.tensor(h, requires_grad=True), torch.tensor(h, requires_grad=True)
+    (ours(x_d, h_d) * deepkern.tensor(w)).sum().backward()
+    (theirs(x_t, h_t) * torch.tensor(w)).sum().backward()
+    check(ours(x_d[0]).detach().numpy(), theirs(x_t[0]).detach().double().numpy(), F32, "unbatched, no hx", tol=2e-5)
+    pairs = [("grad x", x_d.grad, x_t.grad), ("grad h", h_d.grad, h_t.grad)]
+    pairs += [(f"grad {n}", getattr(ours, n).grad, p.grad) for n, p in theirs.named_parameters()]
+    for what, got, want in pairs:
+        check(got.detach().numpy(), want.detach().double().numpy(), F32, f"{kind.name}: {what}", tol=2e-5)
+
+
+def test_module_bad_arguments():
+    with raises_naming(ValueError, "GRU", "hidden_size", "0"):
+        deepkern.nn.GRU(3, 0)
+    with raises_naming(ValueError, "RNN", "nonlinearity", "sigmoid"):
+        deepkern.nn.RNN(3, 4, nonlinearity="sigmoid")
+    with raises_naming(ValueError, "RNNCell", "nonlinearity", "gelu"):
+        deepkern.nn.RNNCell(3, 4, nonlinearity="gelu")
+    m = deepkern.nn.GRU(3, 4, num_layers=2)
+    x = deepkern.tensor(np.zeros((5, 2, 3), F32))
+    with raises_naming(ValueError, r"GRU\(input_size=3, hidden_size=4\)", "input", r"\(5, 2, 4\)"):
+        m(deepkern.tensor(np.zeros((5, 2, 4), F32)))
+    with raises_naming(ValueError, "GRU", "h_0", r"\(1, 2, 4\)", r"\(2, 2, 4\)"):
+        m(x, deepkern.tensor(np.zeros((1, 2, 4), F32)))
+    with raises_naming(TypeError, "GRU", "hx", "tuple"):
+        m(x, (deepkern.tensor(np.zeros((2, 2, 4), F32)),))
+    with raises_naming(TypeError, "RNN", "input", "float64"):
+        deepkern.nn.RNN(3, 4)(deepkern.tensor(np.zeros((5, 2, 3))))
+    with raises_naming(ValueError, "GRUCell", "h", r"\(2, 5\)"):
+        deepkern.nn.GRUCell(3, 4)(deepkern.tensor(np.zeros((2, 3), F32)), deepkern.tensor(np.zeros((2, 5), F32)))
+    assert "nonlinearity='relu'" in repr(deepkern.nn.RNN(3, 4, nonlinearity="relu"))
+    for cls in (deepkern.nn.LSTM, deepkern.nn.GRU):
+        with raises_naming(NotImplementedError, cls.__name__, "proj_size"):
+            cls(3, 4, proj_size=2)
