@@ -78,8 +78,8 @@ struct RnnCell {
 int64_t step_at(const LstmShape& s, int64_t order) { return s.reverse ? s.steps - 1 - order : order; }
 
 struct LstmScratch;  // this family's thread_scratch tag
-// Slots: backward's gate gradients; the rolling cell rows of the LSTM's inference; a team thread's
-// packed weights (and the forward's gate rows).
+// Slots: backward's gate gradients; the rolling cell rows of the LSTM's inference (and backward's
+// bias sums); a team thread's packed weights (and the forward's gate rows).
 enum LstmSlot { kGateSlot, kCellSlot, kTeamSlot, kSlotCount };
 
 template <class T>
