@@ -1060,15 +1060,16 @@ def build_batch_norm_backward(data):
 # ---- ops: LSTM ----------------------------------------------------------------------------------
 
 
-def _lstm_arrays(data, dtype, sequence: bool):
+def _lstm_arrays(data, dtype, sequence: bool, gates: int = 4):
+    """x, h, c, w_ih, w_hh, b_ih, b_hh of a layer whose weights have ``gates`` gate blocks."""
     t, b = data.draw(st.sampled_from([0, 1, 3]), label="T"), data.draw(st.sampled_from([1, 2, 5]), label="B")
     i, h = data.draw(st.sampled_from([0, 1, 3, 7]), label="I"), data.draw(st.sampled_from([1, 2, 5]), label="H")
     x_shape = (t, b, i) if sequence else (b, i)
     arrays = {"x": values(data, x_shape, dtype), "h": values(data, (b, h), dtype), "c": values(data, (b, h), dtype)}
-    arrays["w_ih"] = values(data, (4 * h, i), dtype) * 0.5
-    arrays["w_hh"] = values(data, (4 * h, h), dtype) * 0.5
+    arrays["w_ih"] = values(data, (gates * h, i), dtype) * 0.5
+    arrays["w_hh"] = values(data, (gates * h, h), dtype) * 0.5
     for name in ("b_ih", "b_hh"):
-        arrays[name] = values(data, (4 * h,), dtype) if data.draw(st.booleans(), label=name) else None
+        arrays[name] = values(data, (gates * h,), dtype) if data.draw(st.booleans(), label=name) else None
     return arrays
 
 
@@ -1160,6 +1161,92 @@ def build_lstm_cell_backward(data):
         lambda r, p: dict(enumerate(r)),
         optional=optional,
     )
+
+
+# ---- ops: GRU and RNN (the LSTM's arrays with 3 or 1 gate blocks and no c) -------------------------
+
+_ONE_STATE = ("x", "h0", "w_ih", "w_hh", "b_ih", "b_hh")
+
+
+def _recurrent_kind(data, name: str):
+    """(gates, keywords of the op, the reference's nonlinearity keywords) of "gru" or "rnn"."""
+    if name == "gru":
+        return 3, {}, {}
+    nl = data.draw(st.sampled_from(["tanh", "relu"]), label="nonlinearity")
+    return 1, {"nonlinearity": nl}, {"nonlinearity": nl}
+
+
+def _build_recurrent(name: str):
+    """The fuzz entry of ops.gru or ops.rnn."""
+
+    def build(data):
+        dtype = float_dtype(data)
+        gates, kw, ref_kw = _recurrent_kind(data, name)
+        a = _lstm_arrays(data, dtype, True, gates)
+        params = {"x": a["x"], "h0": a["h"], "w_ih": a["w_ih"], "w_hh": a["w_hh"], "b_ih": a["b_ih"], "b_hh": a["b_hh"]}
+        params.update(reverse=data.draw(st.booleans(), label="reverse"), **kw)
+        reference = ref.gru_ref if name == "gru" else ref.rnn_ref
+
+        def reference_of(p):
+            return dict(enumerate(reference(*(p[k] for k in _ONE_STATE), reverse=p["reverse"], **ref_kw)))
+
+        optional = tuple(k for k in ("h0", "b_ih", "b_hh") if params[k] is not None)
+        op = getattr(ops, name)
+        return Call(
+            op, params, 6, _roles(params, _ONE_STATE), reference_of, lambda r, p: dict(enumerate(r)), optional=optional
+        )
+
+    return build
+
+
+def _build_recurrent_backward(name: str):
+    """The fuzz entry of ops.gru_backward or ops.rnn_backward."""
+
+    def build(data):
+        dtype = float_dtype(data)
+        gates, kw, ref_kw = _recurrent_kind(data, name)
+        a = _lstm_arrays(data, dtype, True, gates)
+        reverse = data.draw(st.booleans(), label="reverse")
+        t, b, h = a["x"].shape[0], a["x"].shape[1], a["h"].shape[1]
+        *_, cache = getattr(ops, name)(a["x"], a["h"], a["w_ih"], a["w_hh"], reverse=reverse, return_cache=True, **kw)
+        params = {"grad_y": values(data, (t, b, h), dtype), "grad_h_T": values(data, (b, h), dtype)}
+        params.update(x=a["x"], h0=a["h"], w_ih=a["w_ih"], w_hh=a["w_hh"], cache=cache, reverse=reverse)
+        names = ("grad_y", "grad_h_T", "x", "h0", "w_ih", "w_hh")
+        roles = _roles(params, names)
+        roles.update({("cache", k): "cache" for k in range(2 if name == "gru" else 1)})
+        reference = ref.gru_backward_ref if name == "gru" else ref.rnn_backward_ref
+
+        def reference_of(p):
+            return dict(enumerate(reference(*(p[k] for k in names), reverse=p["reverse"], **ref_kw)))
+
+        op = getattr(ops, name + "_backward")
+        return Call(
+            op, params, 7, roles, reference_of, lambda r, p: dict(enumerate(r)), optional=names[:2], frozen=names[2:]
+        )
+
+    return build
+
+
+def _build_recurrent_cell(name: str):
+    """The fuzz entry of ops.gru_cell or ops.rnn_cell."""
+
+    def build(data):
+        dtype = float_dtype(data)
+        gates, kw, ref_kw = _recurrent_kind(data, name)
+        a = _lstm_arrays(data, dtype, False, gates)
+        cell = ("x", "h", "w_ih", "w_hh", "b_ih", "b_hh")
+        params = {k: a[k] for k in cell}
+        params.update(kw)
+        reference = ref.gru_cell_ref if name == "gru" else ref.rnn_cell_ref
+
+        def reference_of(p):
+            return {0: reference(*(p[k] for k in cell), **ref_kw)}
+
+        optional = ("h",) + tuple(k for k in ("b_ih", "b_hh") if a[k] is not None)
+        op = getattr(ops, name + "_cell")
+        return Call(op, params, 6, _roles(params, cell), reference_of, lambda r, p: {0: r}, optional=optional)
+
+    return build
 
 
 # ---- ops: optimizer steps --------------------------------------------------------------------------
@@ -1314,6 +1401,10 @@ C_OUTPUTS = {
     "batch_norm_backward": {"grad_x", "grad_weight", "grad_bias"},
     "lstm_forward": {"y", "h_last", "c_last", "gates", "cells", "hidden"},
     "lstm_backward": {"grad_x", "grad_h0", "grad_c0", "grad_w_ih", "grad_w_hh", "grad_bias"},
+    "gru_forward": {"y", "h_last", "gates", "hidden"},
+    "gru_backward": {"grad_x", "grad_h0", "grad_w_ih", "grad_w_hh", "grad_b_ih", "grad_b_hh"},
+    "rnn_forward": {"y", "h_last", "hidden"},
+    "rnn_backward": {"grad_x", "grad_h0", "grad_w_ih", "grad_w_hh", "grad_bias"},
     "sgd_step": {"params", "momentum_buffers"},
     "adam_step": {"params", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"},
     "rmsprop_step": {"params", "square_avgs", "momentum_buffers", "grad_avgs"},
@@ -1346,6 +1437,10 @@ C_VIA = {
     "batch_norm_backward": "batch_norm_backward",
     "lstm_forward": "lstm",
     "lstm_backward": "lstm_backward",
+    "gru_forward": "gru",
+    "gru_backward": "gru_backward",
+    "rnn_forward": "rnn",
+    "rnn_backward": "rnn_backward",
     "sgd_step": "sgd_step_multi",
     "adam_step": "adam_step_multi",
     "rmsprop_step": "rmsprop_step_multi",
@@ -1531,6 +1626,9 @@ REGISTRY = {
     "lstm_backward": build_lstm_backward,
     "lstm_cell": build_lstm_cell,
     "lstm_cell_backward": build_lstm_cell_backward,
+    **{name: _build_recurrent(name) for name in ("gru", "rnn")},
+    **{name + "_backward": _build_recurrent_backward(name) for name in ("gru", "rnn")},
+    **{name + "_cell": _build_recurrent_cell(name) for name in ("gru", "rnn")},
     "sgd_step": _sgd(ops.sgd_step, False),
     "sgd_step_multi": _sgd(ops.sgd_step_multi, True),
     "adam_step": _adam(ops.adam_step, False, False),

@@ -554,6 +554,122 @@ def lstm_backward_ref(grad_y, grad_h_T, grad_c_T, x, h0, c0, w_ih, w_hh, b_ih=No
     return gx, gh, gc, gw_ih, gw_hh, gb, gb.copy()
 
 
+def _affine(v64, w, b):
+    """v64 @ w.T (+ b) in float64."""
+    out = v64 @ _f64(w).T
+    return out if b is None else out + _f64(b)
+
+
+def gru_cell_ref(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
+    """``h_next`` of torch.nn.GRUCell in float64 (h None: zeros): ``gi = x @ w_ih.T + b_ih`` and
+    ``gh = h @ w_hh.T + b_hh`` split in H-wide slices r, z, n; ``r = sigmoid(gi_r + gh_r)``,
+    ``z = sigmoid(gi_z + gh_z)``, ``n = tanh(gi_n + r * gh_n)``, ``h_next = (1 - z) * n + z * h``."""
+    return _gru_step(_f64(x), _gru_state(x, h, w_hh), w_ih, w_hh, b_ih, b_hh)[0]
+
+
+def _gru_state(x, h, w_hh):
+    return np.zeros((np.shape(x)[-2], _f64(w_hh).shape[1])) if h is None else _f64(h)
+
+
+def _gru_step(x64, h64, w_ih, w_hh, b_ih, b_hh):
+    """h_next and the vjp (grad_h_next -> grad_x, grad_h, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh)."""
+    gi, gh = _affine(x64, w_ih, b_ih), _affine(h64, w_hh, b_hh)
+    hid = gh.shape[1] // 3
+    part = lambda a, k: a[:, k * hid : (k + 1) * hid]  # noqa: E731
+    r = _sigmoid(part(gi, 0) + part(gh, 0))
+    z = _sigmoid(part(gi, 1) + part(gh, 1))
+    n = np.tanh(part(gi, 2) + r * part(gh, 2))
+    h_next = (1.0 - z) * n + z * h64
+
+    def vjp(g):
+        da_n = g * (1.0 - z) * (1.0 - n * n)
+        da_r = da_n * part(gh, 2) * r * (1.0 - r)
+        da_z = g * (h64 - n) * z * (1.0 - z)
+        d_gi = np.concatenate([da_r, da_z, da_n], axis=1)
+        d_gh = np.concatenate([da_r, da_z, da_n * r], axis=1)
+        grad_h = g * z + d_gh @ _f64(w_hh)
+        return d_gi @ _f64(w_ih), grad_h, d_gi.T @ x64, d_gh.T @ h64, d_gi.sum(0), d_gh.sum(0)
+
+    return h_next, vjp
+
+
+def rnn_cell_ref(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
+    """``h_next`` of torch.nn.RNNCell in float64 (h None: zeros): ``act(x @ w_ih.T + b_ih + h @ w_hh.T
+    + b_hh)`` with act tanh or relu."""
+    return _rnn_step(_f64(x), _gru_state(x, h, w_hh), w_ih, w_hh, b_ih, b_hh, nonlinearity)[0]
+
+
+def _rnn_step(x64, h64, w_ih, w_hh, b_ih, b_hh, nonlinearity):
+    """h_next and its vjp, as _gru_step."""
+    pre = _affine(x64, w_ih, b_ih) + _affine(h64, w_hh, b_hh)
+    h_next = np.maximum(pre, 0.0) if nonlinearity == "relu" else np.tanh(pre)
+
+    def vjp(g):
+        da = g * (pre > 0) if nonlinearity == "relu" else g * (1.0 - h_next * h_next)
+        return da @ _f64(w_ih), da @ _f64(w_hh), da.T @ x64, da.T @ h64, da.sum(0), da.sum(0)
+
+    return h_next, vjp
+
+
+def _sequence_ref(step, x, h0, w_hh, grad_y, grad_h_T, reverse):
+    """A layer of ``step`` (x64_t, h64 -> (h_next, vjp)) over x (T, B, I) from h0 (None: zeros):
+    ``(y, h_T)`` and, by backpropagation through time of ``sum(grad_y * y) + sum(grad_h_T * h_T)``
+    (None: zero), ``(grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh)``."""
+    x64 = _f64(x)
+    h = _gru_state(x64, h0, w_hh).copy()
+    order = list(range(x64.shape[0] - 1, -1, -1) if reverse else range(x64.shape[0]))
+    y, vjps = np.zeros((x64.shape[0],) + h.shape), {}
+    for t in order:
+        h, vjps[t] = step(x64[t], h)
+        y[t] = h
+    gh = np.zeros_like(h) if grad_h_T is None else _f64(grad_h_T).copy()
+    grads = [np.zeros_like(x64), None, 0.0, 0.0, 0.0, 0.0]
+    for t in reversed(order):
+        gx, gh, *rest = vjps[t](gh + (0.0 if grad_y is None else _f64(grad_y)[t]))
+        grads[0][t] = gx
+        for k, v in enumerate(rest):
+            grads[2 + k] = grads[2 + k] + v
+    grads[1] = gh
+    return (y, h), tuple(grads)
+
+
+def gru_ref(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
+    """``(y, h_T)`` of one GRU layer (gru_cell_ref each step) over x (T, B, I) in float64; steps run
+    T-1 .. 0 with ``reverse``."""
+    return gru_backward_ref(None, None, x, h0, w_ih, w_hh, b_ih, b_hh, reverse, outputs=True)
+
+
+def gru_backward_ref(grad_y, grad_h_T, x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, outputs=False):
+    """``(grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh)`` of ``sum(grad_y * y) +
+    sum(grad_h_T * h_T)`` for gru_ref, in float64 (None gradients: zero). Weight and bias gradients
+    are zeros of their shapes when no step runs. ``outputs``: return gru_ref's result instead."""
+    step = lambda x64, h64: _gru_step(x64, h64, w_ih, w_hh, b_ih, b_hh)  # noqa: E731
+    out, grads = _sequence_ref(step, x, h0, w_hh, grad_y, grad_h_T, reverse)
+    return out if outputs else _shaped(grads, w_ih, w_hh)
+
+
+def rnn_ref(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", reverse=False):
+    """``(y, h_T)`` of one Elman RNN layer (rnn_cell_ref each step) over x (T, B, I) in float64."""
+    return rnn_backward_ref(None, None, x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse, outputs=True)
+
+
+def rnn_backward_ref(
+    grad_y, grad_h_T, x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", reverse=False, outputs=False
+):
+    """As gru_backward_ref, for rnn_ref (grad_b_ih == grad_b_hh)."""
+    step = lambda x64, h64: _rnn_step(x64, h64, w_ih, w_hh, b_ih, b_hh, nonlinearity)  # noqa: E731
+    out, grads = _sequence_ref(step, x, h0, w_hh, grad_y, grad_h_T, reverse)
+    return out if outputs else _shaped(grads, w_ih, w_hh)
+
+
+def _shaped(grads, w_ih, w_hh):
+    """The gradients with the weight and bias ones as arrays of their shapes (0.0: zeros)."""
+    gx, gh0, gwi, gwh, gbi, gbh = grads
+    rows = _f64(w_ih).shape[0]
+    zeros = lambda v, shape: v + np.zeros(shape)  # noqa: E731
+    return gx, gh0, zeros(gwi, _f64(w_ih).shape), zeros(gwh, _f64(w_hh).shape), zeros(gbi, rows), zeros(gbh, rows)
+
+
 # ---- optimizer steps (torch.optim's SGD, Adam/AdamW, RMSprop; one step, new arrays returned) ------
 
 

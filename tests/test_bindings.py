@@ -29,6 +29,8 @@ from reference import (
     dropout_ref,
     gelu_backward_ref,
     gelu_ref,
+    gru_backward_ref,
+    gru_ref,
     lstm_backward_ref,
     lstm_ref,
     matmul_ref,
@@ -37,6 +39,8 @@ from reference import (
     relu_backward_ref,
     relu_ref,
     rmsprop_step_ref,
+    rnn_backward_ref,
+    rnn_ref,
     sgd_step_ref,
     softmax_backward_ref,
     softmax_ref,
@@ -428,6 +432,74 @@ def _norm_backward(rng, dtype):
     return "batch_norm_backward", kw, dict(zip(("grad_x", "grad_weight", "grad_bias"), ref))
 
 
+def _one_state_forward_kwargs(rng, dtype, gates):
+    """gru_forward's (gates 3) or rnn_forward's (gates 1) arguments, outputs NaN-filled."""
+    kw = _lstm_inputs(rng, dtype)
+    del kw["c0"]
+    kw.update(
+        w_ih=_rand(rng, (gates * _H, _I), dtype) / 2,
+        w_hh=_rand(rng, (gates * _H, _H), dtype) / 2,
+        y=_nan((_T, _B, _H), dtype),
+        h_last=_nan((_B, _H), dtype),
+        hidden=_nan((_T, _B, _H), dtype),
+        reverse=False,
+    )
+    if gates == 3:
+        kw.update(b_ih=_rand(rng, 3 * _H, dtype), b_hh=_rand(rng, 3 * _H, dtype), gates=_nan((_T, _B, 4 * _H), dtype))
+    else:
+        kw.update(bias=_rand(rng, _H, dtype), relu=False)
+    return kw
+
+
+def _one_state_backward_kwargs(rng, dtype, forward, gates):
+    """The backward's arguments after a forward call ``forward``, outputs NaN-filled."""
+    kw = {name: forward[name] for name in ("x", "h0", "w_ih", "w_hh", "hidden", "reverse")}
+    kw.update(
+        grad_y=_rand(rng, (_T, _B, _H), dtype),
+        grad_h_last=_rand(rng, (_B, _H), dtype),
+        grad_x=_nan((_T, _B, _I), dtype),
+        grad_h0=_nan((_B, _H), dtype),
+        grad_w_ih=_nan((gates * _H, _I), dtype),
+        grad_w_hh=_nan((gates * _H, _H), dtype),
+    )
+    return kw
+
+
+def _gru_forward(rng, dtype):
+    kw = _one_state_forward_kwargs(rng, dtype, 3)
+    y, h = gru_ref(kw["x"], kw["h0"], kw["w_ih"], kw["w_hh"], kw["b_ih"], kw["b_hh"])
+    return "gru_forward", kw, {"y": y, "h_last": h, "hidden": y}
+
+
+def _gru_backward(rng, dtype):
+    forward = _one_state_forward_kwargs(rng, dtype, 3)
+    _C.gru_forward(**forward)
+    kw = _one_state_backward_kwargs(rng, dtype, forward, 3)
+    kw.update(gates=forward["gates"], grad_b_ih=_nan(3 * _H, dtype), grad_b_hh=_nan(3 * _H, dtype))
+    args = (kw["x"], kw["h0"], kw["w_ih"], kw["w_hh"], forward["b_ih"], forward["b_hh"])
+    refs = gru_backward_ref(kw["grad_y"], kw["grad_h_last"], *args)
+    names = ("grad_x", "grad_h0", "grad_w_ih", "grad_w_hh", "grad_b_ih", "grad_b_hh")
+    return "gru_backward", kw, dict(zip(names, refs))
+
+
+def _rnn_forward(rng, dtype):
+    kw = _one_state_forward_kwargs(rng, dtype, 1)
+    kw["relu"] = True
+    y, h = rnn_ref(kw["x"], kw["h0"], kw["w_ih"], kw["w_hh"], kw["bias"], nonlinearity="relu")
+    return "rnn_forward", kw, {"y": y, "h_last": h, "hidden": y}
+
+
+def _rnn_backward(rng, dtype):
+    forward = _one_state_forward_kwargs(rng, dtype, 1)
+    _C.rnn_forward(**forward)
+    kw = _one_state_backward_kwargs(rng, dtype, forward, 1)
+    kw.update(grad_bias=_nan(_H, dtype), relu=False)
+    args = (kw["x"], kw["h0"], kw["w_ih"], kw["w_hh"], forward["bias"])
+    refs = rnn_backward_ref(kw["grad_y"], kw["grad_h_last"], *args)
+    names = ("grad_x", "grad_h0", "grad_w_ih", "grad_w_hh", "grad_bias")
+    return "rnn_backward", kw, dict(zip(names, refs))
+
+
 CALLS = {
     f.__name__.lstrip("_"): f
     for f in (
@@ -449,6 +521,10 @@ CALLS = {
         _conv_backward_weight,
         _lstm_forward,
         _lstm_backward,
+        _gru_forward,
+        _gru_backward,
+        _rnn_forward,
+        _rnn_backward,
         _max_pool,
         _max_pool_backward,
         _avg_pool,
@@ -894,6 +970,31 @@ BAD = [
         ValueError,
         ["grad_w_hh overlaps w_hh"],
     ),
+    # gru, rnn
+    ("gru_forward", "x int64", _as("x", np.int64), TypeError, ["gru_forward: x must be float32 or float64"]),
+    (
+        "gru_forward",
+        "w_hh (4H, H)",
+        _reshaped("w_hh", (4 * _H, _H)),
+        ValueError,
+        [r"gru_forward: w_hh must .*\(3H, H\)"],
+    ),
+    ("gru_forward", "b_hh too short", _resized("b_hh", -1), ValueError, [r"gru_forward: b_hh must have shape \(15,\)"]),
+    ("gru_forward", "gates 3H wide", _reshaped("gates", (_T, _B, 3 * _H)), ValueError, [r"gates must have shape"]),
+    ("gru_forward", "cache incomplete", _value("hidden", None), ValueError, ["gru_forward: gates and hidden"]),
+    ("gru_forward", "y overlaps x", _overlapping("y", "x"), ValueError, ["gru_forward: y overlaps x"]),
+    ("gru_backward", "gates a step short", _resized("gates", -1), ValueError, [r"gru_backward: gates must have shape"]),
+    ("gru_backward", "grad_b_hh read-only", _read_only("grad_b_hh"), ValueError, ["grad_b_hh is read-only"]),
+    (
+        "rnn_forward",
+        "w_hh (3H, H)",
+        _reshaped("w_hh", (3 * _H, _H)),
+        ValueError,
+        [r"rnn_forward: w_hh must .*\(H, H\)"],
+    ),
+    ("rnn_forward", "h_last strided", _strided("h_last"), ValueError, ["rnn_forward: h_last must be C-contiguous"]),
+    ("rnn_backward", "hidden other float", _as("hidden", np.float16), TypeError, ["rnn_backward: hidden must have"]),
+    ("rnn_backward", "grad_x overlaps x", _overlapping("grad_x", "x"), ValueError, ["grad_x overlaps x"]),
     # pooling
     ("max_pool", "x float16", _as("x", np.float16), TypeError, ["max_pool2d: x must be float32 or float64"]),
     ("max_pool", "out other float", _as("out", np.float16), TypeError, ["max_pool2d: out must have dtype"]),

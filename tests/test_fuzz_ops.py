@@ -30,7 +30,11 @@ WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz_worker.p
 EXCLUDED: dict = {}
 
 #: Public names of deepkern.ops that are not ops.
-NOT_OPS = {"LSTMCache": "the cache type lstm returns"}
+NOT_OPS = {
+    "LSTMCache": "the cache type lstm returns",
+    "GRUCache": "the cache type gru returns",
+    "RNNCache": "the cache type rnn returns",
+}
 #: deepkern._C attributes that are not functions.
 NOT_C_FUNCTIONS = {"compiler", "__version__", "compiled_isas", "build_options"}
 

@@ -30,6 +30,8 @@ from reference import (
     dropout_ref,
     gelu_backward_ref,
     gelu_ref,
+    gru_backward_ref,
+    gru_ref,
     log_softmax_ref,
     lstm_backward_ref,
     lstm_ref,
@@ -38,6 +40,8 @@ from reference import (
     max_pool2d_ref,
     relu_backward_ref,
     relu_ref,
+    rnn_backward_ref,
+    rnn_ref,
     softmax_backward_ref,
     softmax_ref,
 )
@@ -90,6 +94,24 @@ def _lstm(rng, dtype):
     names = ("grad_x", "grad_h0", "grad_c0", "grad_w_ih", "grad_w_hh", "grad_b_ih", "grad_b_hh")
     for name, g, ref in zip(names, got, refs):
         yield f"lstm_backward {name}", g, ref, None
+    # the GRU and the RNNs run on the same family's kernels
+    names = ("grad_x", "grad_h0", "grad_w_ih", "grad_w_hh", "grad_b_ih", "grad_b_hh")
+    for kind, gates in (("gru", 3), ("tanh", 1), ("relu", 1)):
+        w_ih, w_hh = w_ih[: gates * hidden], w_hh[: gates * hidden]
+        b_ih, b_hh = b_ih[: gates * hidden], b_hh[: gates * hidden]
+        args = (x, h0, w_ih, w_hh, b_ih, b_hh)
+        if kind == "gru":
+            y, h_t, cache = ops.gru(*args, return_cache=True)
+            got = ops.gru_backward(grad_y, grad_h, x, h0, w_ih, w_hh, cache)
+            refs = gru_ref(*args), gru_backward_ref(grad_y, grad_h, *args)
+        else:
+            y, h_t, cache = ops.rnn(*args, nonlinearity=kind, return_cache=True)
+            got = ops.rnn_backward(grad_y, grad_h, x, h0, w_ih, w_hh, cache)
+            refs = rnn_ref(*args, nonlinearity=kind), rnn_backward_ref(grad_y, grad_h, *args, nonlinearity=kind)
+        for name, out, ref in zip(("y", "h_T"), (y, h_t), refs[0]):
+            yield f"{kind} {name}", out, ref, None
+        for name, g, ref in zip(names, got, refs[1]):
+            yield f"{kind} backward {name}", g, ref, None
 
 
 def _optim(rng, dtype):

@@ -975,7 +975,8 @@ BENCH_SHAPES_MORE = [(100, 256, 32, 32), (20, 16, 1024, 1024)]
 
 
 def test_bench_lstm_cases():
-    """The goal's five shapes (batch 1 summarised on its own), then two more summarised apart."""
+    """The goal's five shapes (batch 1 summarised on its own), then two more summarised apart, then
+    the GRU's shapes in groups of their own."""
     from deepkern import bench
     from deepkern.bench import lstm as dkb
 
@@ -985,10 +986,20 @@ def test_bench_lstm_cases():
     assert [tuple(s[:4]) for s in dkb.LSTM_SHAPES] == BENCH_SHAPES
     assert [tuple(s[:4]) for s in dkb.LSTM_SHAPES_MORE] == BENCH_SHAPES_MORE
     every = BENCH_SHAPES + BENCH_SHAPES_MORE
+    grus = [tuple(s[:4]) for s in dkb.GRU_SHAPES]
     for quick in (False, True):
-        cases = suite.cases(quick)
-        assert len(cases) == 2 * len(every)
-        assert {c.layout for c in cases} == {"fwd", "fwd+bwd"}
+        cases = [c for c in suite.cases(quick) if not c.name.startswith("GRU ")]
+        gru_cases = [c for c in suite.cases(quick) if c.name.startswith("GRU ")]
+        assert len(cases) == 2 * len(every) and len(gru_cases) == 2 * len(grus)
+        assert {c.layout for c in cases} == {c.layout for c in gru_cases} == {"fwd", "fwd+bwd"}
+        for case in gru_cases:
+            t, b, i, h = case.shape
+            full_t = [s[0] for s in grus if s[1:] == (b, i, h)][0]
+            assert (t < full_t) if quick else (t == full_t)
+            fwd = 2.0 * t * b * 3 * h * (i + h)
+            assert case.flops == (fwd if case.layout == "fwd" else 3 * fwd), case.name
+            assert case.group == ("GRU forward" if case.layout == "fwd" else "GRU forward+backward")
+            assert case.group in suite.summary_groups and case.check is not None
         for case in cases:
             t, b, i, h = case.shape
             assert (b, i, h) in [s[1:] for s in every], case.shape
@@ -1002,16 +1013,18 @@ def test_bench_lstm_cases():
             assert "deepkern" in case.impls and case.check is not None
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("lstm_pass", ["fwd", "fwd+bwd"])
-def test_bench_lstm_check_and_impls(lstm_pass, monkeypatch):
+def test_bench_lstm_check_and_impls(lstm_pass, cell, monkeypatch):
     torch = pytest.importorskip("torch")
     from deepkern.bench import lstm as dkb
 
     shape = (7, 3, 16, 24)
-    sets = dkb.make_lstm_inputs(shape, lstm_pass, copies=2)
+    sets = dkb.make_lstm_inputs(shape, lstm_pass, copies=2, cell=cell)
     assert len(sets) == 2 and all(a.dtype == F32 for s in sets for a in s)
-    assert dkb.lstm_check(shape, lstm_pass, sets[0]) < 1e-5
-    impls = dkb.lstm_impls(shape, lstm_pass)
+    assert len(sets[0]) == (7 if cell == "lstm" else 6) + (lstm_pass == "fwd+bwd")
+    assert dkb.lstm_check(shape, lstm_pass, sets[0], cell=cell) < 1e-5
+    impls = dkb.lstm_impls(shape, lstm_pass, cell)
     ours = impls["deepkern"](*sets[1])
     theirs = impls["torch"](*[torch.from_numpy(a) for a in sets[1]])
     if lstm_pass == "fwd":
@@ -1019,13 +1032,13 @@ def test_bench_lstm_check_and_impls(lstm_pass, monkeypatch):
     names = ("y", "grad_x", "grad_w_ih", "grad_w_hh")
     assert len(ours) == len(theirs) == (1 if lstm_pass == "fwd" else len(names))
     for name, a, b in zip(names, ours, theirs):
-        check(a, b.detach().numpy().astype(np.float64), F32, f"bench impls lstm {shape} {lstm_pass} {name}", tol=1e-4)
+        check(a, b.detach().numpy().astype(np.float64), F32, f"bench impls {cell} {shape} {lstm_pass} {name}", tol=1e-4)
 
-    real = deepkern.ops.lstm
+    real = getattr(deepkern.ops, cell)
     monkeypatch.setattr(
-        deepkern.ops, "lstm", lambda *a, **k: (lambda r: (r[0] * np.float32(1.01),) + r[1:])(real(*a, **k))
+        deepkern.ops, cell, lambda *a, **k: (lambda r: (r[0] * np.float32(1.01),) + r[1:])(real(*a, **k))
     )
-    assert dkb.lstm_check(shape, lstm_pass, sets[0]) > 1e-3
+    assert dkb.lstm_check(shape, lstm_pass, sets[0], cell=cell) > 1e-3
 
 
 def test_bench_lstm_skipped_without_torch(monkeypatch):

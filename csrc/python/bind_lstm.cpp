@@ -1,5 +1,5 @@
-// deepkern._C, LSTM: one layer over a sequence, forward and backpropagation through time
-// (deepkern.ops.lstm).
+// deepkern._C, the recurrent layers (LSTM, GRU, Elman RNN): one layer over a sequence, forward and
+// backpropagation through time (deepkern.ops.lstm, deepkern.ops.gru, deepkern.ops.rnn).
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
@@ -11,14 +11,40 @@
 namespace deepkern::python {
 namespace {
 
-// T, B, I read off x (T, B, I) and H off w_hh (4H, H).
-cpu::LstmShape lstm_shape(const char* op, py::handle x, py::handle w_hh, bool reverse) {
+// T, B, I read off x (T, B, I) and H off w_hh (gates * H, H).
+cpu::LstmShape lstm_shape(const char* op, py::handle x, py::handle w_hh, bool reverse, int gates = 4) {
+  const std::string layout = gates == 1 ? "(H, H)" : "(" + std::to_string(gates) + "H, H)";
   const Shape xs = shape_with_ndim(x, op, "x", 3, "(T, B, I)");
-  const Shape ws = shape_with_ndim(w_hh, op, "w_hh", 2, "(4H, H)");
-  if (ws[0] % 4 || ws[0] / 4 != ws[1])
-    throw py::value_error(std::string(op) + ": w_hh must have shape (4H, H), got " + shape_str(ws));
+  const Shape ws = shape_with_ndim(w_hh, op, "w_hh", 2, layout.c_str());
+  if (ws[0] % gates || ws[0] / gates != ws[1])
+    throw py::value_error(std::string(op) + ": w_hh must have shape " + layout + ", got " + shape_str(ws));
   return {xs[0], xs[1], xs[2], ws[1], reverse};
 }
+
+// The arrays the GRU and RNN bindings check alike: x (T, B, I), h0 (B, H) or None, w_ih (rows, I)
+// and w_hh (rows, H), rows = gates * H.
+template <class T>
+struct LayerInputs {
+  const T *x, *h0, *w_ih, *w_hh;
+  LayerInputs(KernelArrays<T>& arrays, const cpu::LstmShape& s, int64_t rows, const py::object& x_,
+              const py::object& h0_, const py::object& w_ih_, const py::object& w_hh_)
+      : x(arrays.input(x_, "x", {s.steps, s.batch, s.input})),
+        h0(arrays.optional_input(h0_, "h0", {s.batch, s.hidden})),
+        w_ih(arrays.input(w_ih_, "w_ih", {rows, s.input})),
+        w_hh(arrays.input(w_hh_, "w_hh", {rows, s.hidden})) {}
+};
+
+// Their backward's gradients of those (outputs, same shapes).
+template <class T>
+struct LayerGrads {
+  T *x, *h0, *w_ih, *w_hh;
+  LayerGrads(KernelArrays<T>& arrays, const cpu::LstmShape& s, int64_t rows, const py::object& x_,
+             const py::object& h0_, const py::object& w_ih_, const py::object& w_hh_)
+      : x(arrays.output(x_, "grad_x", {s.steps, s.batch, s.input})),
+        h0(arrays.output(h0_, "grad_h0", {s.batch, s.hidden})),
+        w_ih(arrays.output(w_ih_, "grad_w_ih", {rows, s.input})),
+        w_hh(arrays.output(w_hh_, "grad_w_hh", {rows, s.hidden})) {}
+};
 
 // Both bindings' contract: C-contiguous arrays of one float dtype, of the shapes named below; an
 // optional array is None (h0, c0: zeros; grad_y, grad_h_last, grad_c_last: zero; bias: none). The
@@ -93,6 +119,104 @@ void lstm_backward(const py::object& grad_y, const py::object& grad_h_last, cons
   });
 }
 
+// The GRU (gates r, z, n): x (T, B, I), h0 (B, H), w_ih (3H, I), w_hh (3H, H), b_ih and b_hh (3H,).
+// Writes y (T, B, H), h_last (B, H) and, unless both are None, the cache: gates (T, B, 4H) and
+// hidden (T, B, H). Any of T, B, I and H may be 0.
+void gru_forward(const py::object& x, const py::object& h0, const py::object& w_ih, const py::object& w_hh,
+                 const py::object& b_ih, const py::object& b_hh, const py::object& y, const py::object& h_last,
+                 const py::object& gates, const py::object& hidden, bool reverse) {
+  constexpr const char* op = "gru_forward";
+  if (gates.is_none() != hidden.is_none())
+    throw py::value_error(std::string(op) + ": gates and hidden are both arrays (a cache) or both None");
+  dispatch_float(x, op, "x", [&](auto zero) {
+    using T = decltype(zero);
+    const cpu::LstmShape s = lstm_shape(op, x, w_hh, reverse, 3);
+    const int64_t steps = s.steps, batch = s.batch, units = s.hidden, gate_rows = 3 * s.hidden;
+    KernelArrays<T> arrays(op, "x");
+    const LayerInputs<T> in(arrays, s, gate_rows, x, h0, w_ih, w_hh);
+    const T* bip = arrays.optional_input(b_ih, "b_ih", {gate_rows});
+    const T* bhp = arrays.optional_input(b_hh, "b_hh", {gate_rows});
+    T* yp = arrays.output(y, "y", {steps, batch, units});
+    T* hp = arrays.output(h_last, "h_last", {batch, units});
+    T* gp = arrays.optional_output(gates, "gates", {steps, batch, 4 * units});
+    T* hidp = arrays.optional_output(hidden, "hidden", {steps, batch, units});
+    py::gil_scoped_release release;
+    cpu::gru_forward<T>(s, in.x, in.h0, in.w_ih, in.w_hh, bip, bhp, yp, hp, gp, hidp);
+  });
+}
+
+// grad_y (T, B, H), grad_h_last (B, H); x, h0, w_ih, w_hh and the cache as gru_forward had them.
+// Writes grad_x (T, B, I), grad_h0 (B, H), grad_w_ih (3H, I), grad_w_hh (3H, H), grad_b_ih and
+// grad_b_hh (3H,).
+void gru_backward(const py::object& grad_y, const py::object& grad_h_last, const py::object& x, const py::object& h0,
+                  const py::object& w_ih, const py::object& w_hh, const py::object& gates, const py::object& hidden,
+                  const py::object& grad_x, const py::object& grad_h0, const py::object& grad_w_ih,
+                  const py::object& grad_w_hh, const py::object& grad_b_ih, const py::object& grad_b_hh, bool reverse) {
+  constexpr const char* op = "gru_backward";
+  dispatch_float(x, op, "x", [&](auto zero) {
+    using T = decltype(zero);
+    const cpu::LstmShape s = lstm_shape(op, x, w_hh, reverse, 3);
+    const int64_t steps = s.steps, batch = s.batch, units = s.hidden, gate_rows = 3 * s.hidden;
+    KernelArrays<T> arrays(op, "x");
+    const T* gy = arrays.optional_input(grad_y, "grad_y", {steps, batch, units});
+    const T* ghl = arrays.optional_input(grad_h_last, "grad_h_last", {batch, units});
+    const LayerInputs<T> in(arrays, s, gate_rows, x, h0, w_ih, w_hh);
+    const T* gp = arrays.input(gates, "gates", {steps, batch, 4 * units});
+    const T* hidp = arrays.input(hidden, "hidden", {steps, batch, units});
+    const LayerGrads<T> out(arrays, s, gate_rows, grad_x, grad_h0, grad_w_ih, grad_w_hh);
+    T* gbi = arrays.output(grad_b_ih, "grad_b_ih", {gate_rows});
+    T* gbh = arrays.output(grad_b_hh, "grad_b_hh", {gate_rows});
+    py::gil_scoped_release release;
+    cpu::gru_backward<T>(s, gy, ghl, in.x, in.h0, in.w_ih, in.w_hh, gp, hidp, out.x, out.h0, out.w_ih, out.w_hh, gbi,
+                         gbh);
+  });
+}
+
+// The Elman RNN, h' = tanh (relu: max(0, .)) of x W_ih^T + h W_hh^T + bias: x (T, B, I), h0 (B, H),
+// w_ih (H, I), w_hh (H, H), bias (H,) = b_ih + b_hh. Writes y (T, B, H), h_last (B, H) and, unless
+// None, hidden (T, B, H), the cache. Any of T, B, I and H may be 0.
+void rnn_forward(const py::object& x, const py::object& h0, const py::object& w_ih, const py::object& w_hh,
+                 const py::object& bias, const py::object& y, const py::object& h_last, const py::object& hidden,
+                 bool relu, bool reverse) {
+  constexpr const char* op = "rnn_forward";
+  dispatch_float(x, op, "x", [&](auto zero) {
+    using T = decltype(zero);
+    const cpu::LstmShape s = lstm_shape(op, x, w_hh, reverse, 1);
+    const int64_t steps = s.steps, batch = s.batch, units = s.hidden;
+    KernelArrays<T> arrays(op, "x");
+    const LayerInputs<T> in(arrays, s, units, x, h0, w_ih, w_hh);
+    const T* bp = arrays.optional_input(bias, "bias", {units});
+    T* yp = arrays.output(y, "y", {steps, batch, units});
+    T* hp = arrays.output(h_last, "h_last", {batch, units});
+    T* hidp = arrays.optional_output(hidden, "hidden", {steps, batch, units});
+    py::gil_scoped_release release;
+    cpu::rnn_forward<T>(s, relu, in.x, in.h0, in.w_ih, in.w_hh, bp, yp, hp, hidp);
+  });
+}
+
+// grad_y (T, B, H), grad_h_last (B, H); x, h0, w_ih, w_hh and hidden as rnn_forward had them.
+// Writes grad_x (T, B, I), grad_h0 (B, H), grad_w_ih (H, I), grad_w_hh (H, H), grad_bias (H,).
+void rnn_backward(const py::object& grad_y, const py::object& grad_h_last, const py::object& x, const py::object& h0,
+                  const py::object& w_ih, const py::object& w_hh, const py::object& hidden, const py::object& grad_x,
+                  const py::object& grad_h0, const py::object& grad_w_ih, const py::object& grad_w_hh,
+                  const py::object& grad_bias, bool relu, bool reverse) {
+  constexpr const char* op = "rnn_backward";
+  dispatch_float(x, op, "x", [&](auto zero) {
+    using T = decltype(zero);
+    const cpu::LstmShape s = lstm_shape(op, x, w_hh, reverse, 1);
+    const int64_t steps = s.steps, batch = s.batch, units = s.hidden;
+    KernelArrays<T> arrays(op, "x");
+    const T* gy = arrays.optional_input(grad_y, "grad_y", {steps, batch, units});
+    const T* ghl = arrays.optional_input(grad_h_last, "grad_h_last", {batch, units});
+    const LayerInputs<T> in(arrays, s, units, x, h0, w_ih, w_hh);
+    const T* hidp = arrays.input(hidden, "hidden", {steps, batch, units});
+    const LayerGrads<T> out(arrays, s, units, grad_x, grad_h0, grad_w_ih, grad_w_hh);
+    T* gb = arrays.output(grad_bias, "grad_bias", {units});
+    py::gil_scoped_release release;
+    cpu::rnn_backward<T>(s, relu, gy, ghl, in.x, in.h0, in.w_ih, in.w_hh, hidp, out.x, out.h0, out.w_ih, out.w_hh, gb);
+  });
+}
+
 }  // namespace
 
 void bind_lstm(py::module_& m) {
@@ -103,6 +227,16 @@ void bind_lstm(py::module_& m) {
         py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("gates"),
         py::arg("cells"), py::arg("hidden"), py::arg("grad_x"), py::arg("grad_h0"), py::arg("grad_c0"),
         py::arg("grad_w_ih"), py::arg("grad_w_hh"), py::arg("grad_bias"), py::arg("reverse"));
+  m.def("gru_forward", &gru_forward, py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"),
+        py::arg("b_hh"), py::arg("y"), py::arg("h_last"), py::arg("gates"), py::arg("hidden"), py::arg("reverse"));
+  m.def("gru_backward", &gru_backward, py::arg("grad_y"), py::arg("grad_h_last"), py::arg("x"), py::arg("h0"),
+        py::arg("w_ih"), py::arg("w_hh"), py::arg("gates"), py::arg("hidden"), py::arg("grad_x"), py::arg("grad_h0"),
+        py::arg("grad_w_ih"), py::arg("grad_w_hh"), py::arg("grad_b_ih"), py::arg("grad_b_hh"), py::arg("reverse"));
+  m.def("rnn_forward", &rnn_forward, py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("bias"),
+        py::arg("y"), py::arg("h_last"), py::arg("hidden"), py::arg("relu"), py::arg("reverse"));
+  m.def("rnn_backward", &rnn_backward, py::arg("grad_y"), py::arg("grad_h_last"), py::arg("x"), py::arg("h0"),
+        py::arg("w_ih"), py::arg("w_hh"), py::arg("hidden"), py::arg("grad_x"), py::arg("grad_h0"),
+        py::arg("grad_w_ih"), py::arg("grad_w_hh"), py::arg("grad_bias"), py::arg("relu"), py::arg("reverse"));
 }
 
 }  // namespace deepkern::python

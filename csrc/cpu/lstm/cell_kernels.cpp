@@ -1,6 +1,6 @@
-// The LSTM cell kernels of cell_kernels.h, compiled once per ISA (a per-ISA source). Each row of
+// The recurrent cell kernels of cell_kernels.h, compiled once per ISA (a per-ISA source). Each row of
 // a block is one vectorized pass over its units: the activations (cell_math.h, shared with the GPU),
-// the cell update and every store of the step happen in that one pass.
+// the state update and every store of the step happen in that one pass.
 #include <cstdint>
 
 #include "cpu/lstm/cell_kernels.h"
@@ -12,10 +12,10 @@ namespace {
 using lstm_math::sigmoid;
 using lstm_math::tanh_of;
 
-// One row of cell_forward. kKeep: also store the activations to `act` (gate blocks H apart) and
+// One row of lstm_forward. kKeep: also store the activations to `act` (gate blocks H apart) and
 // h to y, for backward (a separate instantiation: inference's loop stores no more than it needs).
 template <bool kKeep, class T>
-[[gnu::always_inline]] inline void cell_row(int64_t units, const T* __restrict pre, int64_t pb, T* __restrict act,
+[[gnu::always_inline]] inline void lstm_row(int64_t units, const T* __restrict pre, int64_t pb, T* __restrict act,
                                             int64_t H, const T* cp, T* __restrict c, T* __restrict h, T* __restrict y) {
 #pragma omp simd
   for (int64_t j = 0; j < units; ++j) {
@@ -35,43 +35,150 @@ template <bool kKeep, class T>
 }
 
 template <class T>
-void cell_forward(int64_t rows, int64_t units, const T* __restrict pre, int64_t pre_block, T* __restrict act, int64_t H,
-                  const T* c_prev, T* __restrict c, T* __restrict h, T* __restrict y) {
-  for (int64_t b = 0; b < rows; ++b) {
-    const T* pb = pre + b * 4 * pre_block;
-    const T* cp = c_prev ? c_prev + b * H : nullptr;
-    if (act)
-      cell_row<true>(units, pb, pre_block, act + b * 4 * H, H, cp, c + b * H, h + b * H, y + b * H);
+void lstm_forward(const ForwardStep<T>& s) {
+  const int64_t H = s.H, pb = s.pre_block;
+  for (int64_t b = 0; b < s.rows; ++b) {
+    const T* pre = s.pre + b * 4 * pb;
+    const T* cp = s.c_prev ? s.c_prev + b * H : nullptr;
+    if (s.act)
+      lstm_row<true>(s.units, pre, pb, s.act + b * 4 * H, H, cp, s.c + b * H, s.h + b * H, s.y + b * H);
     else
-      cell_row<false>(units, pb, pre_block, act, H, cp, c + b * H, h + b * H, y);
+      lstm_row<false>(s.units, pre, pb, s.act, H, cp, s.c + b * H, s.h + b * H, s.y);
   }
 }
 
 template <class T>
-void cell_backward(int64_t rows, int64_t H, int64_t units, const T* __restrict gates, const T* __restrict c,
-                   const T* c_prev, const T* grad_y, const T* __restrict dh, T* __restrict dc, T* __restrict dgates) {
-  for (int64_t b = 0; b < rows; ++b) {
-    const T* g = gates + b * 4 * H;
-    const T* cp = c_prev ? c_prev + b * H : nullptr;
-    const T* dy = grad_y ? grad_y + b * H : nullptr;
-    T* dg = dgates + b * 4 * H;
+void lstm_backward(const BackwardStep<T>& s) {
+  const int64_t H = s.H;
+  for (int64_t b = 0; b < s.rows; ++b) {
+    const T* __restrict g = s.act + b * 4 * H;
+    const T* __restrict c = s.c + b * H;
+    const T* cp = s.c_prev ? s.c_prev + b * H : nullptr;
+    const T* dy = s.grad_y ? s.grad_y + b * H : nullptr;
+    T* __restrict dh = s.dh + b * H;
+    T* __restrict dc = s.dc + b * H;
+    T* __restrict dg = s.dgates + b * 4 * H;
 #pragma omp simd
-    for (int64_t j = 0; j < units; ++j) {
+    for (int64_t j = 0; j < s.units; ++j) {
       const T i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
-      const T tc = tanh_of(c[b * H + j]);
-      const T dhj = dh[b * H + j] + (dy ? dy[j] : T(0));
-      const T dct = dc[b * H + j] + dhj * o * (T(1) - tc * tc);
+      const T tc = tanh_of(c[j]);
+      const T dhj = dh[j] + (dy ? dy[j] : T(0));
+      const T dct = dc[j] + dhj * o * (T(1) - tc * tc);
       dg[j] = dct * gg * i * (T(1) - i);
       dg[H + j] = (cp ? dct * cp[j] : T(0)) * f * (T(1) - f);
       dg[2 * H + j] = dct * i * (T(1) - gg * gg);
       dg[3 * H + j] = dhj * tc * o * (T(1) - o);
-      dc[b * H + j] = dct * f;
+      dc[j] = dct * f;
+      dh[j] = T(0);
+    }
+  }
+}
+
+// GRU (PyTorch's): r = sigmoid(pre_r + hh_r), z = sigmoid(pre_z + hh_z), n = tanh(pre_n + r * hh_n),
+// h = (1 - z) n + z h_prev.
+template <class T>
+void gru_forward(const ForwardStep<T>& s) {
+  const int64_t H = s.H, pb = s.pre_block;
+  for (int64_t b = 0; b < s.rows; ++b) {
+    const T* __restrict pre = s.pre + b * 3 * pb;
+    const T* __restrict hh = s.hh + b * 3 * pb;
+    const T* hp = s.h_prev ? s.h_prev + b * H : nullptr;
+    T* __restrict act = s.act ? s.act + b * 4 * H : nullptr;
+    T* __restrict h = s.h + b * H;
+    T* __restrict y = s.act ? s.y + b * H : nullptr;
+#pragma omp simd
+    for (int64_t j = 0; j < s.units; ++j) {
+      const T r = sigmoid(pre[j] + hh[j]), z = sigmoid(pre[pb + j] + hh[pb + j]);
+      const T hn = hh[2 * pb + j], n = tanh_of(pre[2 * pb + j] + r * hn);
+      const T out = n + z * ((hp ? hp[j] : T(0)) - n);
+      if (act) {
+        act[j] = r;
+        act[H + j] = z;
+        act[2 * H + j] = n;
+        act[3 * H + j] = hn;
+        y[j] = out;
+      }
+      h[j] = out;
     }
   }
 }
 
 template <class T>
-constexpr CellKernels<T> kernels_of = {.forward = &cell_forward<T>, .backward = &cell_backward<T>};
+void gru_backward(const BackwardStep<T>& s) {
+  const int64_t H = s.H;
+  for (int64_t b = 0; b < s.rows; ++b) {
+    const T* __restrict g = s.act + b * 4 * H;
+    const T* hp = s.h_prev ? s.h_prev + b * H : nullptr;
+    const T* dy = s.grad_y ? s.grad_y + b * H : nullptr;
+    T* __restrict dh = s.dh + b * H;
+    T* __restrict dg = s.dgates + b * 4 * H;
+#pragma omp simd
+    for (int64_t j = 0; j < s.units; ++j) {
+      const T r = g[j], z = g[H + j], n = g[2 * H + j], hn = g[3 * H + j];
+      const T d = dh[j] + (dy ? dy[j] : T(0));
+      const T dn = d * (T(1) - z) * (T(1) - n * n);  // of n's pre-activation
+      dg[j] = dn * hn * r * (T(1) - r);
+      dg[H + j] = d * ((hp ? hp[j] : T(0)) - n) * z * (T(1) - z);
+      dg[2 * H + j] = dn * r;
+      dg[3 * H + j] = dn;
+      dh[j] = d * z;
+    }
+  }
+}
+
+// Elman RNN: h = tanh(pre) or max(pre, 0).
+template <bool kRelu, class T>
+T rnn_activation(T v) {
+  if constexpr (kRelu)
+    return v > T(0) ? v : T(0);
+  else
+    return tanh_of(v);
+}
+
+template <bool kRelu, class T>
+void rnn_forward(const ForwardStep<T>& s) {
+  for (int64_t b = 0; b < s.rows; ++b) {
+    const T* __restrict pre = s.pre + b * s.pre_block;
+    T* __restrict h = s.h + b * s.H;
+    T* __restrict y = s.y ? s.y + b * s.H : nullptr;
+#pragma omp simd
+    for (int64_t j = 0; j < s.units; ++j) {
+      const T out = rnn_activation<kRelu>(pre[j]);
+      if (y) y[j] = out;
+      h[j] = out;
+    }
+  }
+}
+
+template <bool kRelu, class T>
+void rnn_backward(const BackwardStep<T>& s) {
+  const int64_t H = s.H;
+  for (int64_t b = 0; b < s.rows; ++b) {
+    const T* __restrict h = s.h + b * H;
+    const T* dy = s.grad_y ? s.grad_y + b * H : nullptr;
+    T* __restrict dh = s.dh + b * H;
+    T* __restrict dg = s.dgates + b * H;
+#pragma omp simd
+    for (int64_t j = 0; j < s.units; ++j) {
+      const T d = dh[j] + (dy ? dy[j] : T(0));
+      if constexpr (kRelu)
+        dg[j] = h[j] > T(0) ? d : T(0);
+      else
+        dg[j] = d * (T(1) - h[j] * h[j]);
+      dh[j] = T(0);
+    }
+  }
+}
+
+template <class T>
+constexpr CellKernels<T> kernels_of = {.lstm_forward = &lstm_forward<T>,
+                                       .lstm_backward = &lstm_backward<T>,
+                                       .gru_forward = &gru_forward<T>,
+                                       .gru_backward = &gru_backward<T>,
+                                       .rnn_tanh_forward = &rnn_forward<false, T>,
+                                       .rnn_tanh_backward = &rnn_backward<false, T>,
+                                       .rnn_relu_forward = &rnn_forward<true, T>,
+                                       .rnn_relu_backward = &rnn_backward<true, T>};
 
 }  // namespace
 

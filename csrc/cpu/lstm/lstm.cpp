@@ -1,19 +1,22 @@
-// LSTM layer on a team of threads, each owning a share of the hidden units (forward_team,
-// backward_team). Forward: the input projection a chunk of steps at a time as one GEMM per thread;
-// each step adds the recurrent GEMM h_{t-1} @ W_hh^T into its gate rows and one fused pass applies
-// the activations and the cell update (gates are written once, already activated, for backward).
-// Backward walks the steps in reverse with one fused pass and one GEMM (dG_t @ W_hh) per step, then
-// gets the weight and input gradients of all steps from three large GEMMs over T * B rows. The
-// fused passes are the active ISA's cell kernels (cell_kernels.cpp).
+// A recurrent layer (LSTM, GRU, Elman RNN) on a team of threads, each owning a share of the hidden
+// units (forward_team, backward_team). Forward: the input projection a chunk of steps at a time as
+// one GEMM per thread; each step adds the recurrent GEMM h_{t-1} @ W_hh^T into its gate rows (the
+// GRU: into rows of its own, since r scales W_hn h) and one fused pass applies the activations and
+// the state update (gates are written once, already activated, for backward). Backward walks the
+// steps in reverse with one fused pass and one GEMM (dG_t @ W_hh) per step, then gets the weight and
+// input gradients of all steps from large GEMMs over T * B rows. The fused passes are the active
+// ISA's cell kernels (cell_kernels.cpp); the cells differ only in the policies below (LstmCell, ...).
 #include "cpu/lstm/lstm.h"
 
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <exception>
 #include <mutex>
+#include <utility>
 
 #include "core/scratch.h"
 #include "core/threading.h"
@@ -28,12 +31,55 @@ const CellKernels<T>& dispatched_kernels() {
   return dispatch(IsaFamily::lstm, IsaTables{generic::cell_kernels, avx2::cell_kernels, avx512::cell_kernels}).of<T>();
 }
 
+// The policies of the cells, what the driver needs to know of each: kGates, gate blocks of H rows in
+// W_ih and W_hh; kAct, blocks of H of the cached activations per row (0: none); kGrad, blocks of H
+// per row of the gate gradients dG, and which of them (kIh, kHh: Segments) are the gradients of
+// which gate blocks of W_ih x and of W_hh h; kCell, whether there is a cell state c; kOwnRecurrence,
+// whether W_hh h + b_hh goes into rows of its own rather than onto the gate pre-activations.
+struct Segment {
+  int64_t col, row, blocks;  // dG's blocks [col, col + blocks) are the gradients of gate blocks from row
+};
+
+struct LstmCell {
+  static constexpr int64_t kGates = 4, kAct = 4, kGrad = 4;
+  static constexpr bool kCell = true, kOwnRecurrence = false;
+  static constexpr std::array<Segment, 1> kIh{{{0, 0, 4}}}, kHh = kIh;
+  template <class T>
+  static auto kernels(const CellKernels<T>& k) {
+    return std::pair{k.lstm_forward, k.lstm_backward};
+  }
+};
+
+// dG blocks: r, z, r * (gradient of n's pre-activation) for W_hn h, that gradient itself for W_in x.
+struct GruCell {
+  static constexpr int64_t kGates = 3, kAct = 4, kGrad = 4;
+  static constexpr bool kCell = false, kOwnRecurrence = true;
+  static constexpr std::array<Segment, 2> kIh{{{0, 0, 2}, {3, 2, 1}}};
+  static constexpr std::array<Segment, 1> kHh{{{0, 0, 3}}};
+  template <class T>
+  static auto kernels(const CellKernels<T>& k) {
+    return std::pair{k.gru_forward, k.gru_backward};
+  }
+};
+
+template <bool kRelu>
+struct RnnCell {
+  static constexpr int64_t kGates = 1, kAct = 0, kGrad = 1;
+  static constexpr bool kCell = false, kOwnRecurrence = false;
+  static constexpr std::array<Segment, 1> kIh{{{0, 0, 1}}}, kHh = kIh;
+  template <class T>
+  static auto kernels(const CellKernels<T>& k) {
+    return kRelu ? std::pair{k.rnn_relu_forward, k.rnn_relu_backward}
+                 : std::pair{k.rnn_tanh_forward, k.rnn_tanh_backward};
+  }
+};
+
 // Index of the step processed s-th.
 int64_t step_at(const LstmShape& s, int64_t order) { return s.reverse ? s.steps - 1 - order : order; }
 
 struct LstmScratch;  // this family's thread_scratch tag
-// Slots: backward's gate gradients; the rolling cell rows of inference; a team thread's packed
-// weights (and the forward's gate rows).
+// Slots: backward's gate gradients; the rolling cell rows of the LSTM's inference (and backward's
+// bias sums); a team thread's packed weights (and the forward's gate rows).
 enum LstmSlot { kGateSlot, kCellSlot, kTeamSlot, kSlotCount };
 
 template <class T>
@@ -107,12 +153,12 @@ struct TeamBlock {
 // keeps kTeamMinUnits of them, and batch rows otherwise (small H, or kRowSplitRows rows per thread
 // with a W_hh that fits a core's L2: then every thread reads all of it from its own cache and no
 // step needs a barrier).
-template <class T>
+template <class Cell, class T>
 TeamLayout team_layout(const LstmShape& s, int threads) {
   TeamLayout layout;
   if (threads <= 1) return layout;
-  const bool rows_pay =
-      s.batch >= kRowSplitRows * threads && 4 * s.hidden * s.hidden * int64_t(sizeof(T)) <= kRowSplitWeightBytes;
+  const bool rows_pay = s.batch >= kRowSplitRows * threads &&
+                        Cell::kGates * s.hidden * s.hidden * int64_t(sizeof(T)) <= kRowSplitWeightBytes;
   if (!rows_pay && s.hidden >= kTeamMinUnits * threads)
     layout.unit_groups = threads;
   else
@@ -122,8 +168,9 @@ TeamLayout team_layout(const LstmShape& s, int threads) {
 
 // Threads for forward_team and backward_team: all of them when a step has enough multiply-adds to
 // pay for a barrier or a thread start, and there is a unit or row block for each.
+template <class Cell>
 int team_threads(const LstmShape& s) {
-  if (s.batch * 4 * s.hidden * s.hidden < kTeamMinStepMacs) return 1;
+  if (s.batch * Cell::kGates * s.hidden * s.hidden < kTeamMinStepMacs) return 1;
   const int64_t blocks = std::max(s.hidden / kTeamMinUnits, s.batch);
   return static_cast<int>(std::clamp<int64_t>(blocks, 1, num_threads()));
 }
@@ -140,7 +187,7 @@ void copy_or_zero(const T* src, int64_t count, T* dst) {
 }
 
 // The states step `order` reads and writes: h_{t-1} from hidden rows (the cache, or y), c_{t-1}
-// and c_t in the cache or, for inference (cells null), in two rolling rows.
+// and c_t (LSTM) in the cache or, for inference, in two rolling rows (neither: no cell state).
 template <class T>
 struct StepStates {
   const LstmShape& s;
@@ -157,56 +204,67 @@ struct StepStates {
     t = step_at(s, order);
     const int64_t prev = order == 0 ? 0 : step_at(s, order - 1);
     h_prev = order == 0 ? h0 : hidden_rows + prev * state;
+    if (!cells && !rolling) return;
     c_prev = order == 0 ? c0 : cells ? cells + prev * state : rolling + ((order - 1) & 1) * state;
     c_t = cells ? cells + t * state : rolling + (order & 1) * state;
   }
   // h_last, c_last: the states after the last step (call after at(s.steps - 1)).
   void copy_last(T* h_last, T* c_last) const {
     std::copy(hidden_rows + t * state, hidden_rows + (t + 1) * state, h_last);
-    std::copy(c_t, c_t + state, c_last);
+    if (c_last) std::copy(c_t, c_t + state, c_last);
   }
 };
 
 // The forward runs on a team of threads, the whole sequence inside one parallel region. Each thread
 // owns a TeamBlock: batch rows [r0, r0 + rows) and hidden units [j0, j0 + n). It packs, into its own
-// scratch, its 4n columns of W_ih^T and of W_hh^T (n from each gate block), so its share of W_hh
+// scratch, its kGates * n columns of W_ih^T and of W_hh^T (n from each gate block), so its share of W_hh
 // stays in its core's cache from step to step. Per chunk of steps it projects its rows of the
 // inputs onto its own gate columns, bias included (no other thread reads them, so no barrier); per
 // step it adds h_{t-1} @ its W_hh share into that step's pre-activations (a GEMV at batch 1),
 // applies the cell update to its block and, when the units are split, meets the others at one
 // barrier (the next step reads all of h_t). A step costs at most one barrier instead of a thread
 // hand-off per GEMM and per pointwise pass, and its gates never leave the core that uses them.
-template <class T>
+// bias is added to the input projection, bias_hh (the GRU's b_hh) to W_hh h_{t-1} in its own rows.
+template <class Cell, class T>
 void forward_team(const LstmShape& s, int team, const T* x, const T* h0, const T* c0, const T* w_ih, const T* w_hh,
-                  const T* bias, T* y, T* gates, T* cells, T* hidden, T* h_last, T* c_last) {
-  const int64_t B = s.batch, I = s.input, H = s.hidden, G = 4 * H, state = B * H;
-  const bool keep = gates != nullptr;
-  const CellKernels<T>& cell = dispatched_kernels<T>();
+                  const T* bias, const T* bias_hh, T* y, T* gates, T* cells, T* hidden, T* h_last, T* c_last) {
+  constexpr int gate_blocks = Cell::kGates;
+  const int64_t B = s.batch, I = s.input, H = s.hidden, G = gate_blocks * H, state = B * H;
+  const bool keep = hidden != nullptr;
+  const auto cell_forward = Cell::kernels(dispatched_kernels<T>()).first;
   const int64_t chunk = std::clamp<int64_t>(kGateChunkBytes / int64_t(sizeof(T) * B * G), 1, s.steps);
   // Inference keeps c in two rolling rows and h only in y.
-  T* rolling = keep ? nullptr : scratch<T>(kCellSlot, 2 * state);
+  T* rolling = keep || !Cell::kCell ? nullptr : scratch<T>(kCellSlot, 2 * state);
   T* hidden_rows = keep ? hidden : y;
   run_team(team, [&](int id, int threads, auto& guarded) {
-    const TeamLayout layout = team_layout<T>(s, threads);
+    const TeamLayout layout = team_layout<Cell, T>(s, threads);
     const TeamBlock block(s, layout, id);
-    const int64_t r0 = block.row0, rows = block.rows, j0 = block.unit0, n = block.units, cols = 4 * n;
+    const int64_t r0 = block.row0, rows = block.rows, j0 = block.unit0, n = block.units, cols = gate_blocks * n;
     PackedB<T> w_ih_share, w_hh_share;
     T* pre_rows = nullptr;  // this thread's gate pre-activations of the projected chunk
-    GemmEpilogue<T> with_bias;
+    T* hh_rows = nullptr;   // kOwnRecurrence: W_hh h_{t-1} + bias_hh of this thread's block
+    GemmEpilogue<T> with_bias, with_bias_hh;
     StepStates<T> st{s, state, h0, c0, hidden_rows, cells, rolling};
     int64_t first = 0;  // the first step (in memory order) of the projected chunk
     guarded([&] {
       if (block.empty()) return;
       const int64_t ih_size = packed_b_size<T>(I, cols), hh_size = packed_b_size<T>(H, cols);
-      T* mem = scratch<T>(kTeamSlot, ih_size + hh_size + chunk * rows * cols + cols);
-      w_ih_share = pack_b_groups<T>(I, n, 4, H * I, {w_ih + j0 * I, 1, I}, mem);
-      w_hh_share = pack_b_groups<T>(H, n, 4, H * H, {w_hh + j0 * H, 1, H}, mem + ih_size);
+      const int64_t own = Cell::kOwnRecurrence ? rows * cols + cols : 0;
+      T* mem = scratch<T>(kTeamSlot, ih_size + hh_size + chunk * rows * cols + cols + own);
+      w_ih_share = pack_b_groups<T>(I, n, gate_blocks, H * I, {w_ih + j0 * I, 1, I}, mem);
+      w_hh_share = pack_b_groups<T>(H, n, gate_blocks, H * H, {w_hh + j0 * H, 1, H}, mem + ih_size);
       pre_rows = mem + ih_size + hh_size;
-      if (bias) {
-        T* share_bias = pre_rows + chunk * rows * cols;
-        for (int q = 0; q < 4; ++q) std::copy(bias + q * H + j0, bias + q * H + j0 + n, share_bias + q * n);
-        with_bias.bias = share_bias;
-        with_bias.bias_axis = BiasAxis::cols;
+      // This thread's columns of a bias, at `share`: the epilogue that adds them.
+      const auto bias_share = [&](const T* full, T* share, GemmEpilogue<T>& epilogue) {
+        if (!full) return;
+        for (int q = 0; q < gate_blocks; ++q) std::copy(full + q * H + j0, full + q * H + j0 + n, share + q * n);
+        epilogue.bias = share;
+        epilogue.bias_axis = BiasAxis::cols;
+      };
+      bias_share(bias, pre_rows + chunk * rows * cols, with_bias);
+      if (Cell::kOwnRecurrence) {
+        hh_rows = pre_rows + chunk * rows * cols + cols;
+        bias_share(bias_hh, hh_rows + rows * cols, with_bias_hh);
       }
     });
     for (int64_t order = 0; order < s.steps; ++order) {
@@ -222,12 +280,25 @@ void forward_team(const LstmShape& s, int team, const T* x, const T* h0, const T
         }
         T* pre = pre_rows + (st.t - first) * rows * cols;
         const int64_t at = st.t * state + r0 * H + j0;  // this block's first element of a step's states
+        const int64_t from = r0 * H + j0;               // and of a state
+        T* recurrence = Cell::kOwnRecurrence ? hh_rows : pre;
         if (st.h_prev)
-          gemm_prepacked<T>(rows, T(1), {st.h_prev + r0 * H, H, 1}, w_hh_share, T(1), {pre, cols, 1}, {}, 1,
-                            order_of_step(order));
-        cell.forward(rows, n, pre, n, keep ? gates + (st.t * B + r0) * G + j0 : nullptr, H,
-                     st.c_prev ? st.c_prev + r0 * H + j0 : nullptr, st.c_t + r0 * H + j0, hidden_rows + at,
-                     keep ? y + at : nullptr);
+          gemm_prepacked<T>(rows, T(1), {st.h_prev + r0 * H, H, 1}, w_hh_share, T(Cell::kOwnRecurrence ? 0 : 1),
+                            {recurrence, cols, 1}, with_bias_hh, 1, order_of_step(order));
+        else if (Cell::kOwnRecurrence)  // W_hh h_{-1} = 0: bias_hh alone
+          for (int64_t b = 0; b < rows; ++b) copy_or_zero(with_bias_hh.bias, cols, hh_rows + b * cols);
+        cell_forward({.rows = rows,
+                      .units = n,
+                      .H = H,
+                      .pre = pre,
+                      .pre_block = n,
+                      .hh = hh_rows,
+                      .act = keep && Cell::kAct ? gates + (st.t * B + r0) * Cell::kAct * H + j0 : nullptr,
+                      .h_prev = st.h_prev ? st.h_prev + from : nullptr,
+                      .c_prev = st.c_prev ? st.c_prev + from : nullptr,
+                      .c = st.c_t ? st.c_t + from : nullptr,
+                      .h = hidden_rows + at,
+                      .y = keep ? y + at : nullptr});
       });
       if (layout.barrier()) {
 #pragma omp barrier
@@ -240,19 +311,19 @@ void forward_team(const LstmShape& s, int team, const T* x, const T* h0, const T
 }
 
 // Backpropagation through the steps on a team of threads (the counterpart of forward_team, with the
-// same TeamBlocks): each thread packs W_hh's columns of its units (4H x n). Per step, latest first,
-// it runs the cell backward of its block on dh + grad_y (writing its part of dG_t and of dc), meets
-// the others at one barrier when the units are split (its rows of dG_t are then whole), and
-// multiplies its rows of dG_t by its W_hh columns into its block of dh, the gradient of h_{t-1}:
-// the next step reads only its own block of dh, so that needs no barrier. dh and dc enter as the
-// gradients of the final states and leave as those of h0 and c0.
-template <class T>
-void backward_team(const LstmShape& s, int team, const T* grad_y, const T* c0, const T* w_hh, const T* gates,
-                   const T* cells, T* dh, T* dc, T* dgates) {
-  const int64_t B = s.batch, H = s.hidden, G = 4 * H, state = B * H;
-  const CellKernels<T>& cell = dispatched_kernels<T>();
+// same TeamBlocks): each thread packs W_hh's columns of its units (kGates * H x n). Per step, latest
+// first, it runs the cell backward of its block on dh + grad_y (writing its part of dG_t, of dc and
+// of dh, the gradient of h_{t-1} that bypasses W_hh), meets the others at one barrier when the units
+// are split (its rows of dG_t are then whole), and adds its rows of dG_t times its W_hh columns into
+// its block of dh: the next step reads only its own block of dh, so that needs no barrier. dh and
+// dc enter as the gradients of the final states and leave as those of h0 and c0.
+template <class Cell, class T>
+void backward_team(const LstmShape& s, int team, const T* grad_y, const T* h0, const T* c0, const T* w_hh,
+                   const T* gates, const T* cells, const T* hidden, T* dh, T* dc, T* dgates) {
+  const int64_t B = s.batch, H = s.hidden, G = Cell::kGates * H, Gd = Cell::kGrad * H, state = B * H;
+  const auto cell_backward = Cell::kernels(dispatched_kernels<T>()).second;
   run_team(team, [&](int id, int threads, auto& guarded) {
-    const TeamLayout layout = team_layout<T>(s, threads);
+    const TeamLayout layout = team_layout<Cell, T>(s, threads);
     const TeamBlock block(s, layout, id);
     const int64_t r0 = block.row0, rows = block.rows, j0 = block.unit0, n = block.units;
     PackedB<T> w_hh_share;
@@ -262,23 +333,107 @@ void backward_team(const LstmShape& s, int team, const T* grad_y, const T* c0, c
     });
     for (int64_t order = s.steps - 1; order >= 0; --order) {
       const int64_t t = step_at(s, order);
-      T* dg_t = dgates + (t * B + r0) * G;  // this block's rows of dG_t
-      const int64_t at = r0 * H + j0;       // this block's first element of a state
+      T* dg_t = dgates + (t * B + r0) * Gd;  // this block's rows of dG_t
+      const int64_t at = r0 * H + j0;        // this block's first element of a state
       guarded([&] {
         if (block.empty()) return;
-        const T* c_prev = order == 0 ? c0 : cells + step_at(s, order - 1) * state;
-        cell.backward(rows, H, n, gates + (t * B + r0) * G + j0, cells + t * state + at, c_prev ? c_prev + at : nullptr,
-                      grad_y ? grad_y + t * state + at : nullptr, dh + at, dc + at, dg_t + j0);
+        const int64_t prev = order == 0 ? 0 : step_at(s, order - 1) * state;
+        const T* h_prev = order == 0 ? h0 : hidden + prev;
+        const T* c_prev = order == 0 ? c0 : Cell::kCell ? cells + prev : nullptr;
+        cell_backward({.rows = rows,
+                       .units = n,
+                       .H = H,
+                       .act = Cell::kAct ? gates + (t * B + r0) * Cell::kAct * H + j0 : nullptr,
+                       .h = hidden + t * state + at,
+                       .h_prev = h_prev ? h_prev + at : nullptr,
+                       .c = Cell::kCell ? cells + t * state + at : nullptr,
+                       .c_prev = c_prev ? c_prev + at : nullptr,
+                       .grad_y = grad_y ? grad_y + t * state + at : nullptr,
+                       .dh = dh + at,
+                       .dc = Cell::kCell ? dc + at : nullptr,
+                       .dgates = dg_t + j0});
       });
       if (layout.barrier()) {
 #pragma omp barrier
       }
       guarded([&] {
         if (!block.empty())
-          gemm_prepacked<T>(rows, T(1), {dg_t, G, 1}, w_hh_share, T(0), {dh + at, H, 1}, {}, 1, order_of_step(order));
+          gemm_prepacked<T>(rows, T(1), {dg_t, Gd, 1}, w_hh_share, T(1), {dh + at, H, 1}, {}, 1, order_of_step(order));
       });
     }
   });
+}
+
+// The layer of a cell: forward_team over the steps (sizes of 0 pass the states through).
+template <class Cell, class T>
+void layer_forward(const LstmShape& s, const T* x, const T* h0, const T* c0, const T* w_ih, const T* w_hh,
+                   const T* bias, const T* bias_hh, T* y, T* h_last, T* c_last, T* gates, T* cells, T* hidden) {
+  if (s.steps == 0 || s.batch == 0 || s.hidden == 0) {  // no gate: the states pass through (or are empty)
+    copy_or_zero(h0, s.batch * s.hidden, h_last);
+    if (c_last) copy_or_zero(c0, s.batch * s.hidden, c_last);
+    return;
+  }
+  forward_team<Cell>(s, team_threads<Cell>(s), x, h0, c0, w_ih, w_hh, bias, bias_hh, y, gates, cells, hidden, h_last,
+                     c_last);
+}
+
+// Backpropagation through time for layer_forward: backward_team, then the input and weight
+// gradients of all steps at once from dG, one GEMM per Segment. grad_b_ih takes the bias gradients
+// of the W_ih x segments, grad_b_hh (null when they are the same) those of W_hh h.
+template <class Cell, class T>
+void layer_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, const T* grad_c_last, const T* x,
+                    const T* h0, const T* c0, const T* w_ih, const T* w_hh, const T* gates, const T* cells,
+                    const T* hidden, T* grad_x, T* grad_h0, T* grad_c0, T* grad_w_ih, T* grad_w_hh, T* grad_b_ih,
+                    T* grad_b_hh) {
+  const int64_t B = s.batch, I = s.input, H = s.hidden, G = Cell::kGates * H, Gd = Cell::kGrad * H, state = B * H,
+                rows = s.steps * B;
+  copy_or_zero(grad_h_last, state, grad_h0);  // dh and dc of the step being processed
+  if (grad_c0) copy_or_zero(grad_c_last, state, grad_c0);
+  if (rows == 0 || H == 0) {  // no gate: no gradient reaches x or the weights
+    std::fill(grad_x, grad_x + rows * I, T(0));
+    std::fill(grad_w_ih, grad_w_ih + G * I, T(0));
+    std::fill(grad_w_hh, grad_w_hh + G * H, T(0));
+    std::fill(grad_b_ih, grad_b_ih + G, T(0));
+    if (grad_b_hh) std::fill(grad_b_hh, grad_b_hh + G, T(0));
+    return;
+  }
+  T* const dgates = scratch<T>(kGateSlot, rows * Gd);  // kept for the next call: no page faults
+  backward_team<Cell>(s, team_threads<Cell>(s), grad_y, h0, c0, w_hh, gates, cells, hidden, grad_h0, grad_c0, dgates);
+  const T* dg = dgates;
+  // All steps at once: grad_x = dG_ih @ w_ih, grad_w_ih = dG_ih^T @ x.
+  bool first_segment = true;
+  for (const Segment& g : Cell::kIh) {
+    const T* a = dg + g.col * H;
+    gemm<T>(rows, I, g.blocks * H, T(1), {a, Gd, 1}, {w_ih + g.row * H * I, I, 1}, T(first_segment ? 0 : 1),
+            {grad_x, I, 1}, {});
+    gemm<T>(g.blocks * H, I, rows, T(1), {a, 1, Gd}, {x, I, 1}, T(0), {grad_w_ih + g.row * H * I, I, 1}, {});
+    first_segment = false;
+  }
+  // grad_w_hh = sum over steps of dG_hh,t^T @ h_{t-1}: the steps whose h_{t-1} is a stored hidden
+  // state form one contiguous range, paired with hidden states one step away; the first step
+  // processed pairs with h0.
+  const int64_t first = step_at(s, 0);
+  const int64_t dg_from = s.reverse ? 0 : 1, h_from = s.reverse ? 1 : 0;
+  for (const Segment& g : Cell::kHh) {
+    T* out = grad_w_hh + g.row * H * H;
+    gemm<T>(g.blocks * H, H, (s.steps - 1) * B, T(1), {dg + dg_from * B * Gd + g.col * H, 1, Gd},
+            {hidden + h_from * state, H, 1}, T(0), {out, H, 1}, {});
+    if (h0)
+      gemm<T>(g.blocks * H, H, B, T(1), {dg + first * B * Gd + g.col * H, 1, Gd}, {h0, H, 1}, T(1), {out, H, 1}, {});
+  }
+  // The bias gradients: dG's column sums, gathered by segment.
+  T* const sums = scratch<T>(kCellSlot, Gd);
+  std::fill(sums, sums + Gd, T(0));
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* row = dg + r * Gd;
+#pragma omp simd
+    for (int64_t j = 0; j < Gd; ++j) sums[j] += row[j];
+  }
+  const auto gather = [&](const auto& segments, T* out) {
+    for (const Segment& g : segments) std::copy(sums + g.col * H, sums + (g.col + g.blocks) * H, out + g.row * H);
+  };
+  gather(Cell::kIh, grad_b_ih);
+  if (grad_b_hh) gather(Cell::kHh, grad_b_hh);
 }
 
 }  // namespace
@@ -286,48 +441,56 @@ void backward_team(const LstmShape& s, int team, const T* grad_y, const T* c0, c
 template <class T>
 void lstm_forward(const LstmShape& s, const T* x, const T* h0, const T* c0, const T* w_ih, const T* w_hh, const T* bias,
                   T* y, T* h_last, T* c_last, T* gates, T* cells, T* hidden) {
-  if (s.steps == 0 || s.batch == 0 || s.hidden == 0) {  // no gate: the states pass through (or are empty)
-    copy_or_zero(h0, s.batch * s.hidden, h_last);
-    copy_or_zero(c0, s.batch * s.hidden, c_last);
-    return;
-  }
-  forward_team(s, team_threads(s), x, h0, c0, w_ih, w_hh, bias, y, gates, cells, hidden, h_last, c_last);
+  layer_forward<LstmCell>(s, x, h0, c0, w_ih, w_hh, bias, static_cast<const T*>(nullptr), y, h_last, c_last, gates,
+                          cells, hidden);
 }
 
 template <class T>
 void lstm_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, const T* grad_c_last, const T* x,
                    const T* h0, const T* c0, const T* w_ih, const T* w_hh, const T* gates, const T* cells,
                    const T* hidden, T* grad_x, T* grad_h0, T* grad_c0, T* grad_w_ih, T* grad_w_hh, T* grad_bias) {
-  const int64_t B = s.batch, H = s.hidden, G = 4 * H, state = B * H, rows = s.steps * B;
-  copy_or_zero(grad_h_last, state, grad_h0);  // dh and dc of the step being processed
-  copy_or_zero(grad_c_last, state, grad_c0);
-  if (rows == 0 || H == 0) {  // no gate: no gradient reaches x or the weights
-    std::fill(grad_x, grad_x + rows * s.input, T(0));
-    std::fill(grad_w_ih, grad_w_ih + G * s.input, T(0));
-    std::fill(grad_w_hh, grad_w_hh + G * H, T(0));
-    std::fill(grad_bias, grad_bias + G, T(0));
-    return;
-  }
-  T* const dgates = scratch<T>(kGateSlot, rows * G);  // kept for the next call: no page faults
-  backward_team(s, team_threads(s), grad_y, c0, w_hh, gates, cells, grad_h0, grad_c0, dgates);
-  const T* dg = dgates;
-  // All steps at once: grad_x = dG @ w_ih, grad_w_ih = dG^T @ x.
-  gemm<T>(rows, s.input, G, T(1), {dg, G, 1}, {w_ih, s.input, 1}, T(0), {grad_x, s.input, 1}, {});
-  gemm<T>(G, s.input, rows, T(1), {dg, 1, G}, {x, s.input, 1}, T(0), {grad_w_ih, s.input, 1}, {});
-  // grad_w_hh = sum over steps of dG_t^T @ h_{t-1}: the steps whose h_{t-1} is a stored hidden
-  // state form one contiguous range, paired with hidden states one step away; the first step
-  // processed pairs with h0.
-  const int64_t first = step_at(s, 0);
-  const int64_t dg_from = s.reverse ? 0 : 1, h_from = s.reverse ? 1 : 0;
-  gemm<T>(G, H, (s.steps - 1) * B, T(1), {dg + dg_from * B * G, 1, G}, {hidden + h_from * state, H, 1}, T(0),
-          {grad_w_hh, H, 1}, {});
-  if (h0) gemm<T>(G, H, B, T(1), {dg + first * B * G, 1, G}, {h0, H, 1}, T(1), {grad_w_hh, H, 1}, {});
-  std::fill(grad_bias, grad_bias + G, T(0));
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* row = dg + r * G;
-#pragma omp simd
-    for (int64_t j = 0; j < G; ++j) grad_bias[j] += row[j];
-  }
+  layer_backward<LstmCell>(s, grad_y, grad_h_last, grad_c_last, x, h0, c0, w_ih, w_hh, gates, cells, hidden, grad_x,
+                           grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, static_cast<T*>(nullptr));
+}
+
+template <class T>
+void gru_forward(const LstmShape& s, const T* x, const T* h0, const T* w_ih, const T* w_hh, const T* b_ih,
+                 const T* b_hh, T* y, T* h_last, T* gates, T* hidden) {
+  layer_forward<GruCell>(s, x, h0, static_cast<const T*>(nullptr), w_ih, w_hh, b_ih, b_hh, y, h_last,
+                         static_cast<T*>(nullptr), gates, static_cast<T*>(nullptr), hidden);
+}
+
+template <class T>
+void gru_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, const T* x, const T* h0, const T* w_ih,
+                  const T* w_hh, const T* gates, const T* hidden, T* grad_x, T* grad_h0, T* grad_w_ih, T* grad_w_hh,
+                  T* grad_b_ih, T* grad_b_hh) {
+  const T* none = nullptr;
+  layer_backward<GruCell>(s, grad_y, grad_h_last, none, x, h0, none, w_ih, w_hh, gates, none, hidden, grad_x, grad_h0,
+                          static_cast<T*>(nullptr), grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh);
+}
+
+template <class T>
+void rnn_forward(const LstmShape& s, bool relu, const T* x, const T* h0, const T* w_ih, const T* w_hh, const T* bias,
+                 T* y, T* h_last, T* hidden) {
+  const auto run = [&](auto cell) {
+    layer_forward<decltype(cell)>(s, x, h0, static_cast<const T*>(nullptr), w_ih, w_hh, bias,
+                                  static_cast<const T*>(nullptr), y, h_last, static_cast<T*>(nullptr),
+                                  static_cast<T*>(nullptr), static_cast<T*>(nullptr), hidden);
+  };
+  relu ? run(RnnCell<true>{}) : run(RnnCell<false>{});
+}
+
+template <class T>
+void rnn_backward(const LstmShape& s, bool relu, const T* grad_y, const T* grad_h_last, const T* x, const T* h0,
+                  const T* w_ih, const T* w_hh, const T* hidden, T* grad_x, T* grad_h0, T* grad_w_ih, T* grad_w_hh,
+                  T* grad_bias) {
+  const T* none = nullptr;
+  const auto run = [&](auto cell) {
+    layer_backward<decltype(cell)>(s, grad_y, grad_h_last, none, x, h0, none, w_ih, w_hh, none, none, hidden, grad_x,
+                                   grad_h0, static_cast<T*>(nullptr), grad_w_ih, grad_w_hh, grad_bias,
+                                   static_cast<T*>(nullptr));
+  };
+  relu ? run(RnnCell<true>{}) : run(RnnCell<false>{});
 }
 
 template void lstm_forward<float>(const LstmShape&, const float*, const float*, const float*, const float*,
@@ -340,5 +503,17 @@ template void lstm_backward<float>(const LstmShape&, const float*, const float*,
 template void lstm_backward<double>(const LstmShape&, const double*, const double*, const double*, const double*,
                                     const double*, const double*, const double*, const double*, const double*,
                                     const double*, const double*, double*, double*, double*, double*, double*, double*);
+
+#define DEEPKERN_RECURRENT_INSTANCES(T)                                                                               \
+  template void gru_forward<T>(const LstmShape&, const T*, const T*, const T*, const T*, const T*, const T*, T*, T*,  \
+                               T*, T*);                                                                               \
+  template void gru_backward<T>(const LstmShape&, const T*, const T*, const T*, const T*, const T*, const T*,         \
+                                const T*, const T*, T*, T*, T*, T*, T*, T*);                                          \
+  template void rnn_forward<T>(const LstmShape&, bool, const T*, const T*, const T*, const T*, const T*, T*, T*, T*); \
+  template void rnn_backward<T>(const LstmShape&, bool, const T*, const T*, const T*, const T*, const T*, const T*,   \
+                                const T*, T*, T*, T*, T*, T*);
+DEEPKERN_RECURRENT_INSTANCES(float)
+DEEPKERN_RECURRENT_INSTANCES(double)
+#undef DEEPKERN_RECURRENT_INSTANCES
 
 }  // namespace deepkern::cpu

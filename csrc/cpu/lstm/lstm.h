@@ -1,5 +1,7 @@
-// One LSTM layer over a sequence on the CPU (PyTorch's layout: gates i, f, g, o; w_ih (4H, I),
-// w_hh (4H, H)), forward and backpropagation through time, built on the blocked GEMM.
+// One recurrent layer over a sequence on the CPU, forward and backpropagation through time, built
+// on the blocked GEMM: the LSTM (PyTorch's layout: gates i, f, g, o; w_ih (4H, I), w_hh (4H, H)),
+// the GRU (gates r, z, n; w_ih (3H, I), w_hh (3H, H)) and the Elman RNN (w_ih (H, I), w_hh (H, H)).
+// LstmShape describes a layer of any of them.
 #pragma once
 #include <cstdint>
 
@@ -29,5 +31,37 @@ template <class T>
 void lstm_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, const T* grad_c_last, const T* x,
                    const T* h0, const T* c0, const T* w_ih, const T* w_hh, const T* gates, const T* cells,
                    const T* hidden, T* grad_x, T* grad_h0, T* grad_c0, T* grad_w_ih, T* grad_w_hh, T* grad_bias);
+
+// The GRU (torch.nn.GRU): r = sigmoid(W_ir x + b_ir + W_hr h + b_hr), z likewise, n = tanh(W_in x +
+// b_in + r * (W_hn h + b_hn)), h' = (1 - z) n + z h. x (T, B, I); h0 (B, H) or null (zeros); w_ih
+// (3H, I), w_hh (3H, H); b_ih and b_hh (3H) or null. Writes y (T, B, H), h_last (B, H) and, unless
+// both are null (inference), the cache: gates (T, B, 4H: r, z, n and W_hn h + b_hn of each step)
+// and hidden (T, B, H). Sizes of 0 as for the LSTM.
+template <class T>
+void gru_forward(const LstmShape& s, const T* x, const T* h0, const T* w_ih, const T* w_hh, const T* b_ih,
+                 const T* b_hh, T* y, T* h_last, T* gates, T* hidden);
+
+// Backpropagation through time for gru_forward, from its cache. grad_y (T, B, H) and grad_h_last
+// (B, H) may be null (zero). Writes grad_x (T, B, I), grad_h0 (B, H), grad_w_ih (3H, I), grad_w_hh
+// (3H, H), grad_b_ih and grad_b_hh (3H).
+template <class T>
+void gru_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, const T* x, const T* h0, const T* w_ih,
+                  const T* w_hh, const T* gates, const T* hidden, T* grad_x, T* grad_h0, T* grad_w_ih, T* grad_w_hh,
+                  T* grad_b_ih, T* grad_b_hh);
+
+// The Elman RNN (torch.nn.RNN): h' = tanh (or, with relu, max(0, .)) of W_ih x + W_hh h + bias.
+// x (T, B, I); h0 (B, H) or null; w_ih (H, I), w_hh (H, H), bias (H) = b_ih + b_hh or null. Writes
+// y (T, B, H), h_last (B, H) and, unless null (inference), hidden (T, B, H), the cache.
+template <class T>
+void rnn_forward(const LstmShape& s, bool relu, const T* x, const T* h0, const T* w_ih, const T* w_hh, const T* bias,
+                 T* y, T* h_last, T* hidden);
+
+// Backpropagation through time for rnn_forward. grad_y and grad_h_last may be null (zero). Writes
+// grad_x (T, B, I), grad_h0 (B, H), grad_w_ih (H, I), grad_w_hh (H, H) and grad_bias (H), the
+// gradient of each of b_ih and b_hh.
+template <class T>
+void rnn_backward(const LstmShape& s, bool relu, const T* grad_y, const T* grad_h_last, const T* x, const T* h0,
+                  const T* w_ih, const T* w_hh, const T* hidden, T* grad_x, T* grad_h0, T* grad_w_ih, T* grad_w_hh,
+                  T* grad_bias);
 
 }  // namespace deepkern::cpu

@@ -45,7 +45,7 @@ from .loss import (
 )
 from .module import Identity, Module, ModuleDict, ModuleList, Parameter, ParameterList, Sequential
 from .normalization import BatchNorm1d, BatchNorm2d
-from .rnn import LSTM, LSTMCell
+from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
 __all__ = [
     "Module",
@@ -86,8 +86,12 @@ __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
     "Embedding",
+    "GRU",
+    "GRUCell",
     "LSTM",
     "LSTMCell",
+    "RNN",
+    "RNNCell",
     "MSELoss",
     "L1Loss",
     "CrossEntropyLoss",

@@ -1,16 +1,19 @@
-"""Recurrent layers: ``LSTM`` (num_layers, bidirectional, batch_first, dropout) and ``LSTMCell``,
-with PyTorch's parameter names, shapes, initialisation, forward signatures and return values.
+"""Recurrent layers: ``LSTM``, ``GRU`` and ``RNN`` (num_layers, bidirectional, batch_first,
+dropout) and ``LSTMCell``, ``GRUCell``, ``RNNCell``, with PyTorch's parameter names, shapes,
+initialisation, forward signatures and return values.
 
 The heavy work is one autograd Function per layer and direction, whose forward is
-``ops.lstm(..., return_cache=True)`` and whose backward is ``ops.lstm_backward`` with the saved
-cache (the C++ kernels: all input projections as one GEMM, BPTT weight gradients as single
-GEMMs). Multi-layer, bidirectional and batch_first models are composed from those: batch_first
-transposes once at entry and once at exit, the two directions' outputs are concatenated once
-per layer, and the final states are stacked once.
+``ops.lstm(..., return_cache=True)`` (``ops.gru``, ``ops.rnn``) and whose backward is
+``ops.lstm_backward`` (``gru_backward``, ``rnn_backward``) with the saved cache (the C++ kernels:
+all input projections as one GEMM, BPTT weight gradients as single GEMMs). Multi-layer,
+bidirectional and batch_first models are composed from those: batch_first transposes once at
+entry and once at exit, the two directions' outputs are concatenated once per layer, and the
+final states are stacked once.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -26,7 +29,7 @@ from ._layer import factory_kwargs
 from .functional import dropout
 from .module import Module, Parameter
 
-__all__ = ["LSTM", "LSTMCell"]
+__all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNCell"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -51,6 +54,27 @@ class _LSTMLayer(Function):
     def backward(ctx, grad_y, grad_h, grad_c):
         x, h0, c0, w_ih, w_hh, cache = ctx.saved_tensors
         return ops.lstm_backward(grad_y, grad_h, grad_c, x, h0, c0, w_ih, w_hh, cache, reverse=cache.reverse)
+
+
+class _Layer(Function):
+    """One GRU or RNN layer, one direction: x (T, B, I), h0 (B, H) or None -> (y (T, B, H), h_T).
+    ``mode``: "gru", "rnn_tanh" or "rnn_relu"."""
+
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, mode="gru", reverse=False):
+        run = ops.gru if mode == "gru" else functools.partial(ops.rnn, nonlinearity=mode[4:])
+        if not any(ctx.needs_input_grad):
+            return run(x, h0, w_ih, w_hh, b_ih, b_hh, reverse=reverse)
+        x = backend_of(x, op=mode.upper()).ascontiguousarray(x)
+        y, h_t, cache = run(x, h0, w_ih, w_hh, b_ih, b_hh, reverse=reverse, return_cache=True)
+        ctx.save_for_backward(x, h0, w_ih, w_hh, cache)
+        return y, h_t
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_h):
+        x, h0, w_ih, w_hh, cache = ctx.saved_tensors
+        run = ops.gru_backward if isinstance(cache, ops.GRUCache) else ops.rnn_backward
+        return run(grad_y, grad_h, x, h0, w_ih, w_hh, cache, reverse=cache.reverse)
 
 
 class _LSTMCellStep(Function):
@@ -98,7 +122,169 @@ def _uniform_parameter(shape, bound, dtype, device):
     return Parameter(tensor(get_generator().uniform(-bound, bound, shape).astype(dtype), device=device))
 
 
-class LSTM(Module):
+class _RNNBase(Module):
+    """The multi-layer recurrent module of a cell kind (LSTM, GRU, RNN): parameters, checks, and the
+    layer/direction/dropout composition. A subclass names ``_gates`` (gate blocks of H rows in each
+    weight), ``_states`` (the state names of hx: ("h_0", "c_0") or ("h_0",)) and ``_layer``."""
+
+    _gates = 4
+    _states = ("h_0",)
+
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        num_layers=1,
+        bias=True,
+        batch_first=False,
+        dropout=0.0,
+        bidirectional=False,
+        proj_size=0,
+        dtype=None,
+        device=None,
+    ):
+        super().__init__()
+        kind = type(self).__name__
+        if proj_size:
+            raise NotImplementedError(f"{kind}: proj_size is not supported by deepkern's recurrent kernels")
+        for name, value, low in (
+            ("input_size", input_size, 1),
+            ("hidden_size", hidden_size, 1),
+            ("num_layers", num_layers, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{kind}: {name} must be an int >= {low}, got {value!r}")
+        if not (isinstance(dropout, (int, float)) and 0 <= dropout <= 1) or isinstance(dropout, bool):
+            raise ValueError(f"{kind}: dropout must be a probability in [0, 1], got {dropout!r}")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                f"{kind}: dropout={dropout} has no effect with num_layers=1 (it applies between layers)", stacklevel=3
+            )
+        self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
+        self.bias, self.batch_first, self.dropout = bool(bias), bool(batch_first), float(dropout)
+        self.bidirectional, self.proj_size = bool(bidirectional), 0
+        dirs = 2 if bidirectional else 1
+        factory = factory_kwargs(kind, dtype, device)
+        bound = 1.0 / math.sqrt(hidden_size)
+        rows = self._gates * self.hidden_size
+        names = []
+        for layer in range(self.num_layers):
+            layer_in = self.input_size if layer == 0 else dirs * self.hidden_size
+            for d in range(dirs):
+                sfx = f"_l{layer}" + ("_reverse" if d else "")
+                group = [f"weight_ih{sfx}", f"weight_hh{sfx}"] + ([f"bias_ih{sfx}", f"bias_hh{sfx}"] if bias else [])
+                shapes = [(rows, layer_in), (rows, self.hidden_size), (rows,), (rows,)]
+                for name, shape in zip(group, shapes):
+                    self.register_parameter(name, _uniform_parameter(shape, bound, **factory))
+                names.append(tuple(group) + (None, None) * (not bias))
+        self._layer_names = names  # per layer-direction: (w_ih, w_hh, b_ih, b_hh) parameter names
+
+    def extra_repr(self):
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        for flag, default in (("bias", True), ("batch_first", False), ("bidirectional", False)):
+            if getattr(self, flag) != default:
+                s += f", {flag}={getattr(self, flag)}"
+        return s + (f", dropout={self.dropout}" if self.dropout else "")
+
+    def flatten_parameters(self):
+        """A no-op kept for code written for PyTorch (the kernels take each weight as it is)."""
+
+    def _name(self):
+        return f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size})"
+
+    def _weights(self, index):
+        params = self._parameters
+        return tuple(None if n is None else params[n] for n in self._layer_names[index])
+
+    def _layer(self, x, states, weights, reverse):
+        """One layer and direction: x (T, B, I) Tensor, the initial states (Tensors or None) ->
+        (y, *final states)."""
+        raise NotImplementedError
+
+    def _check(self, x, hx):
+        """Validates input and the states of hx (a tuple of them); returns (unbatched, dtype)."""
+        shape, size = tuple(x.shape), self.input_size
+        batched = f"(B, T, {size})" if self.batch_first else f"(T, B, {size})"
+        if x.ndim not in (2, 3) or shape[-1] != size:
+            expected = (
+                batched if x.ndim == 3 else f"(T, {size})" if x.ndim == 2 else f"{batched} or unbatched (T, {size})"
+            )
+            raise ValueError(f"{self._name()}: input has shape {shape}, expected {expected}")
+        dtype = self._parameters[self._layer_names[0][0]].dtype
+        if x.dtype != dtype:
+            raise TypeError(
+                f"{self._name()}: input has dtype {x.dtype} but the parameters have {dtype}; "
+                "convert the input or the module (.float() / .double())"
+            )
+        unbatched = x.ndim == 2
+        if shape[1 if self.batch_first and not unbatched else 0] == 0:  # as PyTorch, which raises
+            raise ValueError(f"{self._name()}: input has shape {shape}, a sequence of length T = 0; T must be >= 1")
+        if hx is None:
+            return unbatched
+        dirs = 2 if self.bidirectional else 1
+        ld, batch = self.num_layers * dirs, shape[0 if self.batch_first else 1]
+        want = (ld, self.hidden_size) if unbatched else (ld, batch, self.hidden_size)
+        for name, state in zip(self._states, hx):
+            if tuple(np.shape(state)) != want:
+                raise ValueError(
+                    f"{self._name()}: {name} has shape {tuple(np.shape(state))}, expected {want} "
+                    f"for input of shape {shape}"
+                )
+            if state.dtype != dtype:
+                raise TypeError(f"{self._name()}: {name} has dtype {state.dtype} but the parameters have {dtype}")
+        return unbatched
+
+    def _states_of(self, hx):
+        """hx as a tuple of Tensors, one per name of _states (None stays None)."""
+        if hx is None:
+            return None
+        if len(self._states) == 1:
+            if isinstance(hx, (tuple, list)) or not hasattr(hx, "shape"):
+                raise TypeError(f"{self._name()}: hx must be a tensor h_0, got {type(hx).__name__}")
+            return (_as_tensor(hx),)
+        if not (isinstance(hx, (tuple, list)) and len(hx) == len(self._states)):
+            names = ", ".join(self._states)
+            raise TypeError(f"{self._name()}: hx must be a tuple ({names}), got {type(hx).__name__}")
+        return tuple(_as_tensor(s) for s in hx)
+
+    def forward(self, input, hx=None):
+        x = _as_tensor(input)
+        hx = self._states_of(hx)
+        unbatched = self._check(x, hx)
+        if unbatched:
+            x = x.unsqueeze(1)
+        elif self.batch_first:
+            x = x.transpose(0, 1)
+        dirs = 2 if self.bidirectional else 1
+        count = self.num_layers * dirs
+        if hx is None:
+            initial = [(None,) * count for _ in self._states]
+        else:
+            initial = [_Unbind.apply(s.unsqueeze(1) if unbatched else s) for s in hx]
+        finals = [[] for _ in self._states]
+        drop = self.dropout > 0 and self.training
+        for layer in range(self.num_layers):
+            outs = []
+            for d in range(dirs):
+                k = layer * dirs + d
+                y, *last = self._layer(x, tuple(s[k] for s in initial), self._weights(k), reverse=d == 1)
+                outs.append(y)
+                for final, state in zip(finals, last):
+                    final.append(state)
+            x = outs[0] if dirs == 1 else Cat.apply(*outs, dim=2)
+            if drop and layer < self.num_layers - 1:
+                x = dropout(x, self.dropout, training=True)
+        states = [Stack.apply(*final, dim=0) for final in finals]
+        if unbatched:
+            x, states = x.squeeze(1), [s.squeeze(1) for s in states]
+        elif self.batch_first:
+            x = x.transpose(0, 1)
+        return x, (tuple(states) if len(states) > 1 else states[0])
+
+
+class LSTM(_RNNBase):
     """A multi-layer LSTM (torch.nn.LSTM).
 
     ``forward(input, hx=None)`` with ``input`` (T, B, input_size) — (B, T, input_size) when
@@ -115,168 +301,78 @@ class LSTM(Module):
     training mode only.
     """
 
-    def __init__(
-        self,
-        input_size,
-        hidden_size,
-        num_layers=1,
-        bias=True,
-        batch_first=False,
-        dropout=0.0,
-        bidirectional=False,
-        proj_size=0,
-        dtype=None,
-        device=None,
-    ):
-        super().__init__()
-        for name, value, low in (
-            ("input_size", input_size, 1),
-            ("hidden_size", hidden_size, 1),
-            ("num_layers", num_layers, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"LSTM: {name} must be an int >= {low}, got {value!r}")
-        if not (isinstance(dropout, (int, float)) and 0 <= dropout <= 1) or isinstance(dropout, bool):
-            raise ValueError(f"LSTM: dropout must be a probability in [0, 1], got {dropout!r}")
-        if proj_size:
-            raise NotImplementedError("LSTM: proj_size is not supported by deepkern's LSTM kernels")
-        if dropout > 0 and num_layers == 1:
-            warnings.warn(
-                f"LSTM: dropout={dropout} has no effect with num_layers=1 (it applies between layers)", stacklevel=2
-            )
-        self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
-        self.bias, self.batch_first, self.dropout = bool(bias), bool(batch_first), float(dropout)
-        self.bidirectional, self.proj_size = bool(bidirectional), 0
-        dirs = 2 if bidirectional else 1
-        factory = factory_kwargs("LSTM", dtype, device)
-        bound = 1.0 / math.sqrt(hidden_size)
-        h4 = 4 * self.hidden_size
-        names = []
-        for layer in range(self.num_layers):
-            layer_in = self.input_size if layer == 0 else dirs * self.hidden_size
-            for d in range(dirs):
-                sfx = f"_l{layer}" + ("_reverse" if d else "")
-                group = [f"weight_ih{sfx}", f"weight_hh{sfx}"] + ([f"bias_ih{sfx}", f"bias_hh{sfx}"] if bias else [])
-                shapes = [(h4, layer_in), (h4, self.hidden_size), (h4,), (h4,)]
-                for name, shape in zip(group, shapes):
-                    self.register_parameter(name, _uniform_parameter(shape, bound, **factory))
-                names.append(tuple(group) + (None, None) * (not bias))
-        self._layer_names = names  # per layer-direction: (w_ih, w_hh, b_ih, b_hh) parameter names
+    _gates = 4
+    _states = ("h_0", "c_0")
+
+    def _layer(self, x, states, weights, reverse):
+        return _LSTMLayer.apply(x, *states, *weights, reverse=reverse)
+
+
+class GRU(_RNNBase):
+    """A multi-layer GRU (torch.nn.GRU): r = sigmoid(W_ir x + b_ir + W_hr h + b_hr), z likewise,
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h' = (1 - z) * n + z * h.
+
+    ``forward(input, hx=None)`` as :class:`LSTM`'s, with ``hx`` the tensor h_0 (num_layers * D, B,
+    hidden_size); returns ``(output, h_n)``. Parameters as LSTM's with 3H rows (gates r, z, n).
+    """
+
+    _gates = 3
+
+    def _layer(self, x, states, weights, reverse):
+        return _Layer.apply(x, *states, *weights, mode="gru", reverse=reverse)
+
+
+def _nonlinearity(kind, value):
+    if value not in ("tanh", "relu"):
+        raise ValueError(f"{kind}: nonlinearity must be 'tanh' or 'relu', got {value!r}")
+    return value
+
+
+class RNN(_RNNBase):
+    """A multi-layer Elman RNN (torch.nn.RNN): h' = tanh (or relu, with ``nonlinearity="relu"``)
+    of W_ih x + b_ih + W_hh h + b_hh. ``forward`` and parameters as :class:`GRU`'s, with H rows."""
+
+    _gates = 1
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", *args, **kwargs):
+        """torch.nn.RNN's signature: after nonlinearity, those of the base class from bias on."""
+        checked = _nonlinearity("RNN", nonlinearity)
+        super().__init__(input_size, hidden_size, num_layers, *args, **kwargs)
+        self.nonlinearity = checked
 
     def extra_repr(self):
-        s = f"{self.input_size}, {self.hidden_size}"
-        if self.num_layers != 1:
-            s += f", num_layers={self.num_layers}"
-        for flag, default in (("bias", True), ("batch_first", False), ("bidirectional", False)):
-            if getattr(self, flag) != default:
-                s += f", {flag}={getattr(self, flag)}"
-        return s + (f", dropout={self.dropout}" if self.dropout else "")
+        return super().extra_repr() + (", nonlinearity='relu'" if self.nonlinearity == "relu" else "")
 
-    def flatten_parameters(self):
-        """A no-op kept for code written for torch.nn.LSTM (the kernels take each weight as it is)."""
-
-    def _name(self):
-        return f"LSTM(input_size={self.input_size}, hidden_size={self.hidden_size})"
-
-    def _weights(self, index):
-        params = self._parameters
-        return tuple(None if n is None else params[n] for n in self._layer_names[index])
-
-    def _check(self, x, hx):
-        """Validates input and states; returns (unbatched, dtype)."""
-        shape, size = tuple(x.shape), self.input_size
-        batched = f"(B, T, {size})" if self.batch_first else f"(T, B, {size})"
-        if x.ndim not in (2, 3) or shape[-1] != size:
-            expected = (
-                batched if x.ndim == 3 else f"(T, {size})" if x.ndim == 2 else f"{batched} or unbatched (T, {size})"
-            )
-            raise ValueError(f"{self._name()}: input has shape {shape}, expected {expected}")
-        dtype = self._parameters[self._layer_names[0][0]].dtype
-        if x.dtype != dtype:
-            raise TypeError(
-                f"{self._name()}: input has dtype {x.dtype} but the parameters have {dtype}; "
-                "convert the input or the module (.float() / .double())"
-            )
-        unbatched = x.ndim == 2
-        if shape[1 if self.batch_first and not unbatched else 0] == 0:  # as torch.nn.LSTM, which raises
-            raise ValueError(f"{self._name()}: input has shape {shape}, a sequence of length T = 0; T must be >= 1")
-        if hx is None:
-            return unbatched
-        if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
-            raise TypeError(f"{self._name()}: hx must be a tuple (h_0, c_0), got {type(hx).__name__}")
-        dirs = 2 if self.bidirectional else 1
-        ld, batch = self.num_layers * dirs, shape[0 if self.batch_first else 1]
-        want = (ld, self.hidden_size) if unbatched else (ld, batch, self.hidden_size)
-        for name, state in zip(("h_0", "c_0"), hx):
-            if tuple(np.shape(state)) != want:
-                raise ValueError(
-                    f"{self._name()}: {name} has shape {tuple(np.shape(state))}, expected {want} "
-                    f"for input of shape {shape}"
-                )
-            if state.dtype != dtype:
-                raise TypeError(f"{self._name()}: {name} has dtype {state.dtype} but the parameters have {dtype}")
-        return unbatched
-
-    def forward(self, input, hx=None):
-        x = _as_tensor(input)
-        if hx is not None and isinstance(hx, (tuple, list)):
-            hx = tuple(_as_tensor(s) for s in hx)
-        unbatched = self._check(x, hx)
-        if unbatched:
-            x = x.unsqueeze(1)
-        elif self.batch_first:
-            x = x.transpose(0, 1)
-        dirs = 2 if self.bidirectional else 1
-        count = self.num_layers * dirs
-        if hx is None:
-            h0s = c0s = (None,) * count
-        else:
-            h0, c0 = hx
-            if unbatched:
-                h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
-            h0s, c0s = _Unbind.apply(h0), _Unbind.apply(c0)
-        h_n, c_n = [], []
-        drop = self.dropout > 0 and self.training
-        for layer in range(self.num_layers):
-            outs = []
-            for d in range(dirs):
-                k = layer * dirs + d
-                y, h, c = _LSTMLayer.apply(x, h0s[k], c0s[k], *self._weights(k), reverse=d == 1)
-                outs.append(y)
-                h_n.append(h)
-                c_n.append(c)
-            x = outs[0] if dirs == 1 else Cat.apply(*outs, dim=2)
-            if drop and layer < self.num_layers - 1:
-                x = dropout(x, self.dropout, training=True)
-        h_n, c_n = Stack.apply(*h_n, dim=0), Stack.apply(*c_n, dim=0)
-        if unbatched:
-            return x.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))
-        if self.batch_first:
-            x = x.transpose(0, 1)
-        return x, (h_n, c_n)
+    def _layer(self, x, states, weights, reverse):
+        return _Layer.apply(x, *states, *weights, mode="rnn_" + self.nonlinearity, reverse=reverse)
 
 
-class LSTMCell(Module):
-    """One LSTM step (torch.nn.LSTMCell): ``forward(input, hx=None)`` with ``input`` (B, input_size)
-    or unbatched (input_size,) and ``hx = (h, c)`` each (B, hidden_size) (zeros when omitted);
-    returns ``(h', c')``. Parameters ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias_ih``,
-    ``bias_hh`` (4H,), initialised U(-1/sqrt(H), 1/sqrt(H)). As in PyTorch, B, input_size and
-    hidden_size may be 0 (empty results; the gradients of the parameters are then zeros)."""
+class _CellBase(Module):
+    """One step of a recurrent cell: ``forward(input, hx=None)`` with ``input`` (B, input_size) or
+    unbatched (input_size,) and hx its states, each (B, hidden_size) (zeros when omitted).
+    Parameters ``weight_ih`` (gates * H, I), ``weight_hh`` (gates * H, H), ``bias_ih``,
+    ``bias_hh`` (gates * H,), initialised U(-1/sqrt(H), 1/sqrt(H)). As in PyTorch, B, input_size
+    and hidden_size may be 0 (empty results; the gradients of the parameters are then zeros). A
+    subclass names ``_gates``, ``_states`` (("h", "c") or ("h",)) and ``_step``."""
+
+    _gates = 4
+    _states = ("h",)
 
     def __init__(self, input_size, hidden_size, bias=True, dtype=None, device=None):
         super().__init__()
+        kind = type(self).__name__
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"LSTMCell: {name} must be an int >= 0, got {value!r}")
+                raise ValueError(f"{kind}: {name} must be an int >= 0, got {value!r}")
         self.input_size, self.hidden_size, self.bias = int(input_size), int(hidden_size), bool(bias)
-        factory = factory_kwargs("LSTMCell", dtype, device)
+        factory = factory_kwargs(kind, dtype, device)
         bound = 1.0 / math.sqrt(hidden_size) if hidden_size else 0.0
-        h4 = 4 * self.hidden_size
-        self.weight_ih = _uniform_parameter((h4, self.input_size), bound, **factory)
-        self.weight_hh = _uniform_parameter((h4, self.hidden_size), bound, **factory)
+        rows = self._gates * self.hidden_size
+        self.weight_ih = _uniform_parameter((rows, self.input_size), bound, **factory)
+        self.weight_hh = _uniform_parameter((rows, self.hidden_size), bound, **factory)
         if bias:
-            self.bias_ih = _uniform_parameter((h4,), bound, **factory)
-            self.bias_hh = _uniform_parameter((h4,), bound, **factory)
+            self.bias_ih = _uniform_parameter((rows,), bound, **factory)
+            self.bias_hh = _uniform_parameter((rows,), bound, **factory)
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
@@ -285,7 +381,11 @@ class LSTMCell(Module):
         return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
 
     def _name(self):
-        return f"LSTMCell(input_size={self.input_size}, hidden_size={self.hidden_size})"
+        return f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size})"
+
+    def _step(self, x, states):
+        """x (B, I) Tensor, the states (Tensors or None) -> the next states."""
+        raise NotImplementedError
 
     def forward(self, input, hx=None):
         x = _as_tensor(input)
@@ -298,13 +398,17 @@ class LSTMCell(Module):
                 "convert the input or the module (.float() / .double())"
             )
         unbatched = x.ndim == 1
-        h = c = None
+        states = (None,) * len(self._states)
         if hx is not None:
-            if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+            if len(self._states) == 1:
+                if isinstance(hx, (tuple, list)) or not hasattr(hx, "shape"):
+                    raise TypeError(f"{self._name()}: hx must be a tensor h, got {type(hx).__name__}")
+                hx = (hx,)
+            elif not (isinstance(hx, (tuple, list)) and len(hx) == 2):
                 raise TypeError(f"{self._name()}: hx must be a tuple (h, c), got {type(hx).__name__}")
-            h, c = (_as_tensor(s) for s in hx)
+            states = tuple(_as_tensor(s) for s in hx)
             want = x.shape[:-1] + (self.hidden_size,)
-            for name, state in (("h", h), ("c", c)):
+            for name, state in zip(self._states, states):
                 if tuple(state.shape) != want:
                     raise ValueError(
                         f"{self._name()}: {name} has shape {tuple(state.shape)}, expected {want} "
@@ -313,10 +417,52 @@ class LSTMCell(Module):
                 if state.dtype != dtype:
                     raise TypeError(f"{self._name()}: {name} has dtype {state.dtype} but the parameters have {dtype}")
             if unbatched:
-                h, c = h.unsqueeze(0), c.unsqueeze(0)
+                states = tuple(s.unsqueeze(0) for s in states)
         if unbatched:
             x = x.unsqueeze(0)
-        h_next, c_next = _LSTMCellStep.apply(x, h, c, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        out = self._step(x, states)
         if unbatched:
-            return h_next.squeeze(0), c_next.squeeze(0)
-        return h_next, c_next
+            out = tuple(s.squeeze(0) for s in out)
+        return out if len(out) > 1 else out[0]
+
+    def _weights(self):
+        return self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
+
+
+class LSTMCell(_CellBase):
+    """One LSTM step (torch.nn.LSTMCell): ``hx = (h, c)``; returns ``(h', c')``. Parameters of 4H
+    rows (gates i, f, g, o); see the base class."""
+
+    _gates = 4
+    _states = ("h", "c")
+
+    def _step(self, x, states):
+        return _LSTMCellStep.apply(x, *states, *self._weights())
+
+
+class GRUCell(_CellBase):
+    """One GRU step (torch.nn.GRUCell): ``hx`` the tensor h; returns h'. Parameters of 3H rows
+    (gates r, z, n); see the base class."""
+
+    _gates = 3
+
+    def _step(self, x, states):
+        return _Layer.apply(x.unsqueeze(0), *states, *self._weights(), mode="gru")[1:]
+
+
+class RNNCell(_CellBase):
+    """One Elman RNN step (torch.nn.RNNCell), tanh or relu: ``hx`` the tensor h; returns h'.
+    Parameters of H rows; see the base class."""
+
+    _gates = 1
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", dtype=None, device=None):
+        checked = _nonlinearity("RNNCell", nonlinearity)
+        super().__init__(input_size, hidden_size, bias, dtype, device)
+        self.nonlinearity = checked
+
+    def extra_repr(self):
+        return super().extra_repr() + (", nonlinearity='relu'" if self.nonlinearity == "relu" else "")
+
+    def _step(self, x, states):
+        return _Layer.apply(x.unsqueeze(0), *states, *self._weights(), mode="rnn_" + self.nonlinearity)[1:]

@@ -6,6 +6,7 @@ from .activation import gelu, gelu_backward, relu, relu_backward
 from .conv import conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward
 from .dropout import dropout, dropout_backward
 from .gemm import gemm, linear, matmul
+from .gru import GRUCache, RNNCache, gru, gru_backward, gru_cell, rnn, rnn_backward, rnn_cell
 from .lstm import LSTMCache, lstm, lstm_backward, lstm_cell, lstm_cell_backward
 from .norm import batch_norm, batch_norm_backward
 from .optim import (
@@ -49,6 +50,14 @@ __all__ = [
     "gemm",
     "linear",
     "matmul",
+    "GRUCache",
+    "RNNCache",
+    "gru",
+    "gru_backward",
+    "gru_cell",
+    "rnn",
+    "rnn_backward",
+    "rnn_cell",
     "LSTMCache",
     "lstm",
     "lstm_backward",

@@ -35,9 +35,10 @@ class LSTMCache(NamedTuple):
     reverse: bool
 
 
-def _arrays(op: str, x, h, c, w_ih, w_hh, b_ih, b_hh, *, sequence: bool):
+def _arrays(op: str, x, h, c, w_ih, w_hh, b_ih, b_hh, *, sequence: bool, gates: int = 4):
     """Their backend, then the validated arrays of one float dtype, C-contiguous on it (the two
-    biases as their sum), and H. The states are called h0/c0 for a sequence, h/c for a cell."""
+    biases separately), and H. The states are called h0/c0 for a sequence, h/c for a cell; the
+    weights have ``gates`` gate blocks of H rows (the LSTM 4, the GRU 3, the RNN 1)."""
     x = as_float_array(x, "x", op)
     w_ih = as_float_array(w_ih, "w_ih", op)
     w_hh = as_float_array(w_hh, "w_hh", op)
@@ -45,13 +46,14 @@ def _arrays(op: str, x, h, c, w_ih, w_hh, b_ih, b_hh, *, sequence: bool):
     if x.ndim != want:
         layout = "(T, B, I)" if sequence else "(B, I)"
         raise ValueError(f"{op}: x must be {want}-D {layout}, got shape {x.shape}")
-    if w_hh.ndim != 2 or w_hh.shape[0] != 4 * w_hh.shape[1]:
-        raise ValueError(f"{op}: w_hh must have shape (4H, H), got {w_hh.shape}")
+    rows = "H" if gates == 1 else f"{gates}H"
+    if w_hh.ndim != 2 or w_hh.shape[0] != gates * w_hh.shape[1]:
+        raise ValueError(f"{op}: w_hh must have shape ({rows}, H), got {w_hh.shape}")
     hidden = w_hh.shape[1]
     batch, inputs = x.shape[-2], x.shape[-1]
-    if w_ih.shape != (4 * hidden, inputs):
+    if w_ih.shape != (gates * hidden, inputs):
         raise ValueError(
-            f"{op}: w_ih must have shape (4H, I) = ({4 * hidden}, {inputs}) for x {x.shape} and w_hh "
+            f"{op}: w_ih must have shape ({rows}, I) = ({gates * hidden}, {inputs}) for x {x.shape} and w_hh "
             f"{w_hh.shape}, got {w_ih.shape}"
         )
     dtype = x.dtype
@@ -68,19 +70,32 @@ def _arrays(op: str, x, h, c, w_ih, w_hh, b_ih, b_hh, *, sequence: bool):
 
     states = (("h0", h), ("c0", c)) if sequence else (("h", h), ("c", c))
     h, c = (optional(name, value, (batch, hidden), "(B, H)") for name, value in states)
-    b_ih, b_hh = (optional(name, value, (4 * hidden,), "(4H,)") for name, value in (("b_ih", b_ih), ("b_hh", b_hh)))
+    b_ih, b_hh = (
+        optional(name, value, (gates * hidden,), f"({rows},)") for name, value in (("b_ih", b_ih), ("b_hh", b_hh))
+    )
     for name, value in named.items():
         if value.dtype != dtype:
             raise TypeError(f"{op}: {name} has dtype {value.dtype} but x has {dtype}; use one dtype")
     backend = backend_of(x, h, c, w_ih, w_hh, b_ih, b_hh, op=op)
-    contiguous = backend.ascontiguousarray
-    if b_ih is None or b_hh is None:  # the kernel takes one bias: their sum
-        bias = b_hh if b_ih is None else b_ih
-        bias = None if bias is None else contiguous(bias)
-    else:
-        bias = b_ih + b_hh
-    h, c = (None if v is None else contiguous(v) for v in (h, c))
-    return backend, contiguous(x), h, c, contiguous(w_ih), contiguous(w_hh), bias, hidden
+    h, c, b_ih, b_hh = (None if v is None else backend.ascontiguousarray(v) for v in (h, c, b_ih, b_hh))
+    return (
+        backend,
+        backend.ascontiguousarray(x),
+        h,
+        c,
+        backend.ascontiguousarray(w_ih),
+        backend.ascontiguousarray(w_hh),
+        b_ih,
+        b_hh,
+        hidden,
+    )
+
+
+def _bias_sum(b_ih, b_hh):
+    """The one bias of kernels that add both biases to the same sums: b_ih + b_hh (either may be None)."""
+    if b_ih is None or b_hh is None:
+        return b_hh if b_ih is None else b_ih
+    return b_ih + b_hh
 
 
 def lstm(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, reverse=False, return_cache=False):
@@ -90,7 +105,10 @@ def lstm(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, reverse=False, return_c
     ``c_T`` the states after the last step processed (step 0 when ``reverse``). With
     ``return_cache=True`` also returns the :class:`LSTMCache` that :func:`lstm_backward` needs.
     """
-    backend, x, h0, c0, w_ih, w_hh, bias, hidden = _arrays("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh, sequence=True)
+    backend, x, h0, c0, w_ih, w_hh, b_ih, b_hh, hidden = _arrays(
+        "lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh, sequence=True
+    )
+    bias = _bias_sum(b_ih, b_hh)
     steps, batch, _ = x.shape
     dtype = x.dtype
     empty = backend.empty
@@ -117,26 +135,10 @@ def lstm_backward(grad_y, grad_h_T, grad_c_T, x, h0, c0, w_ih, w_hh, cache: LSTM
     outputs (None: zero). Returns ``(grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih,
     grad_b_hh)``; the two bias gradients are equal (each bias enters every gate sum once).
     """
-    _, x, h0, c0, w_ih, w_hh, _, hidden = _arrays("lstm_backward", x, h0, c0, w_ih, w_hh, None, None, sequence=True)
+    _, x, h0, c0, w_ih, w_hh, *_, hidden = _arrays("lstm_backward", x, h0, c0, w_ih, w_hh, None, None, sequence=True)
     steps, batch, inputs = x.shape
     dtype = x.dtype
-    if not isinstance(cache, LSTMCache):
-        raise TypeError(
-            f"lstm_backward: cache must be the LSTMCache from lstm(..., return_cache=True), got {type(cache).__name__}"
-        )
-    for name, width, layout in (
-        ("gates", 4 * hidden, "(T, B, 4H)"),
-        ("cells", hidden, "(T, B, H)"),
-        ("hidden", hidden, "(T, B, H)"),
-    ):
-        held = getattr(cache, name)
-        want = f"lstm_backward: cache.{name} must be a {dtype} array of shape {layout} = {(steps, batch, width)}"
-        if not hasattr(held, "shape"):
-            raise TypeError(f"{want}, got {type(held).__name__}")
-        if held.shape != (steps, batch, width) or held.dtype != dtype:
-            raise ValueError(f"{want} for x {x.shape} and w_hh {w_hh.shape}, got {held.shape} {held.dtype}")
-    if bool(cache.reverse) != bool(reverse):
-        raise ValueError(f"lstm_backward: reverse={reverse} but the cache was made with reverse={cache.reverse}")
+    _check_cache("lstm_backward", cache, LSTMCache, "lstm", x, w_hh, reverse, gates=4, cells=1)
     grads = _gradients(
         "lstm_backward",
         dtype,
@@ -178,6 +180,30 @@ def lstm_backward(grad_y, grad_h_T, grad_c_T, x, h0, c0, w_ih, w_hh, cache: LSTM
     return grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b, grad_b.copy()
 
 
+def _check_cache(op: str, cache, kind, producer: str, x, w_hh, reverse, **blocks) -> None:
+    """Checks that ``cache`` is a ``kind`` from ``producer`` (..., return_cache=True) for x, w_hh
+    and ``reverse``: each field named in ``blocks`` a (T, B, blocks * H) array of x's dtype, and
+    ``hidden`` (T, B, H)."""
+    steps, batch, _ = x.shape
+    hidden = w_hh.shape[1]
+    if not isinstance(cache, kind):
+        raise TypeError(
+            f"{op}: cache must be the {kind.__name__} from {producer}(..., return_cache=True), "
+            f"got {type(cache).__name__}"
+        )
+    for name, count in {**blocks, "hidden": 1}.items():
+        held = getattr(cache, name)
+        width = count * hidden
+        layout = "(T, B, H)" if count == 1 else f"(T, B, {count}H)"
+        want = f"{op}: cache.{name} must be a {x.dtype} array of shape {layout} = {(steps, batch, width)}"
+        if not hasattr(held, "shape"):
+            raise TypeError(f"{want}, got {type(held).__name__}")
+        if held.shape != (steps, batch, width) or held.dtype != x.dtype:
+            raise ValueError(f"{want} for x {x.shape} and w_hh {w_hh.shape}, got {held.shape} {held.dtype}")
+    if bool(cache.reverse) != bool(reverse):
+        raise ValueError(f"{op}: reverse={reverse} but the cache was made with reverse={cache.reverse}")
+
+
 def _gradients(op: str, dtype, named) -> list:
     """The given gradients (``named``: (name, value or None, shape) triples) as float arrays of
     ``dtype`` and their shapes, None where None; errors name them."""
@@ -195,7 +221,7 @@ def _gradients(op: str, dtype, named) -> list:
 
 def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
     """One LSTM step (torch.nn.LSTMCell): x (B, I), h and c (B, H) -> (h_next, c_next)."""
-    _, x, h, c, w_ih, w_hh, _, _ = _arrays("lstm_cell", x, h, c, w_ih, w_hh, b_ih, b_hh, sequence=False)
+    _, x, h, c, w_ih, w_hh, *_ = _arrays("lstm_cell", x, h, c, w_ih, w_hh, b_ih, b_hh, sequence=False)
     _, h_next, c_next = lstm(x[None], h, c, w_ih, w_hh, b_ih, b_hh)
     return h_next, c_next
 
@@ -207,7 +233,7 @@ def lstm_cell_backward(grad_h_next, grad_c_next, x, h, c, w_ih, w_hh, b_ih=None,
     gradient is None when that bias is None.
     """
     op = "lstm_cell_backward"
-    _, x, h, c, w_ih, w_hh, _, hidden = _arrays(op, x, h, c, w_ih, w_hh, b_ih, b_hh, sequence=False)
+    _, x, h, c, w_ih, w_hh, *_, hidden = _arrays(op, x, h, c, w_ih, w_hh, b_ih, b_hh, sequence=False)
     shape = (x.shape[0], hidden)  # h_next's
     grad_h_next, grad_c_next = _gradients(
         op, x.dtype, (("grad_h_next", grad_h_next, shape), ("grad_c_next", grad_c_next, shape))
