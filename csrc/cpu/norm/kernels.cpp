@@ -1,4 +1,4 @@
-// Batch normalization's per-channel loops (kernels.h), compiled once per ISA. The sums keep
+// The normalization loops (kernels.h), compiled once per ISA. The sums keep
 // kLanes double accumulators per row chunk, so the compiler vectorizes them over the contiguous
 // elements (the lanes are added in a fixed order at the end); the maps convert to double, compute
 // and round once.
@@ -84,9 +84,51 @@ void grad_sums(const T* g, const T* x, const ChannelRows& r, double mean, double
 }
 
 template <class T>
-void grad_input(const T* g, const T* x, T* gx, const ChannelRows& r, double mean, double a, double b, double c) {
-  map_channel(gx, r,
-              [&](int64_t i) { return (static_cast<double>(g[i]) - a - (static_cast<double>(x[i]) - mean) * b) * c; });
+void grad_input(const T* g, const T* x, T* gx, const ChannelRows& r, double mean, double p, double a, double b,
+                double c) {
+  map_channel(gx, r, [&](int64_t i) {
+    return (static_cast<double>(g[i]) * p - a - (static_cast<double>(x[i]) - mean) * b) * c;
+  });
+}
+
+// ---- rows (layer norm) ---------------------------------------------------------------------------
+
+// The element's weight and bias as doubles (1 and 0 where absent).
+template <class T>
+double weight_at(const T* w, int64_t j) {
+  return w ? static_cast<double>(w[j]) : 1.0;
+}
+
+template <class T>
+void row_normalize(const T* x, T* out, int64_t len, double mean, double rstd, const T* weight, const T* bias) {
+  map_channel(out, {1, len, len}, [&](int64_t j) {
+    return (static_cast<double>(x[j]) - mean) * rstd * weight_at(weight, j) +
+           (bias ? static_cast<double>(bias[j]) : 0.0);
+  });
+}
+
+template <class T>
+void row_grad_sums(const T* g, const T* x, int64_t len, double mean, double rstd, const T* weight, double* sums,
+                   double* sum_gxhat, double* sum_g) {
+  lane_sums<2>(
+      {1, len, len},
+      [&](int64_t j, double* t) {
+        const double gv = static_cast<double>(g[j]), xhat = (static_cast<double>(x[j]) - mean) * rstd;
+        if (sum_gxhat) sum_gxhat[j] += gv * xhat;
+        if (sum_g) sum_g[j] += gv;
+        t[0] = gv * weight_at(weight, j);
+        t[1] = t[0] * xhat;
+      },
+      sums);
+}
+
+template <class T>
+void row_grad_input(const T* g, const T* x, T* gx, int64_t len, double mean, double rstd, const T* weight, double a,
+                    double b) {
+  map_channel(gx, {1, len, len}, [&](int64_t j) {
+    const double xhat = (static_cast<double>(x[j]) - mean) * rstd;
+    return (static_cast<double>(g[j]) * weight_at(weight, j) - a - xhat * b) * rstd;
+  });
 }
 
 // ---- columns ((n, c) inputs) -------------------------------------------------------------------
@@ -176,6 +218,9 @@ constexpr NormKernels<T> kernels_of = {
     .normalize = &normalize<T>,
     .grad_sums = &grad_sums<T>,
     .grad_input = &grad_input<T>,
+    .row_normalize = &row_normalize<T>,
+    .row_grad_sums = &row_grad_sums<T>,
+    .row_grad_input = &row_grad_input<T>,
     .column_moments = &column_moments<T>,
     .column_normalize = &column_normalize<T>,
     .column_grad_sums = &column_grad_sums<T>,

@@ -34,7 +34,7 @@ from .loss import (
     TripletMarginLoss,
 )
 from .module import Identity, Module, ModuleDict, ModuleList, Parameter, ParameterList, Sequential
-from .normalization import BatchNorm1d, BatchNorm2d
+from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
 from .rnn import LSTM, LSTMCell
 
 __all__ = [
@@ -70,6 +70,8 @@ __all__ = [
     "Dropout",
     "BatchNorm1d",
     "BatchNorm2d",
+    "LayerNorm",
+    "GroupNorm",
     "Embedding",
     "LSTM",
     "LSTMCell",

@@ -7,7 +7,14 @@ from .conv import conv2d, conv2d_backward
 from .dropout import dropout, dropout_backward
 from .gemm import gemm, linear, matmul
 from .lstm import LSTMCache, lstm, lstm_backward, lstm_cell, lstm_cell_backward
-from .norm import batch_norm, batch_norm_backward
+from .norm import (
+    batch_norm,
+    batch_norm_backward,
+    group_norm,
+    group_norm_backward,
+    layer_norm,
+    layer_norm_backward,
+)
 from .optim import (
     adam_step,
     adam_step_multi,
@@ -60,6 +67,10 @@ __all__ = [
     "adaptive_avg_pool2d_backward",
     "batch_norm",
     "batch_norm_backward",
+    "layer_norm",
+    "layer_norm_backward",
+    "group_norm",
+    "group_norm_backward",
     "sgd_step",
     "sgd_step_multi",
     "adam_step",
