@@ -1,26 +1,26 @@
-// The normalization loops (kernels.h), compiled once per ISA. The sums keep
-// kLanes double accumulators per row chunk, so the compiler vectorizes them over the contiguous
+// The normalization loops (kernels.h), compiled once per ISA. The sums keep several double
+// accumulators per row chunk (lane_sums), so the compiler vectorizes them over the contiguous
 // elements (the lanes are added in a fixed order at the end); the maps convert to double, compute
 // and round once.
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "cpu/norm/kernels.h"
 
 namespace deepkern::cpu::DEEPKERN_ISA_NS {
 namespace {
 
-constexpr int kLanes = 8;
-
-// sums[k] = the sum over the channel's elements i of the K terms term(i, t) writes into t[0..K).
-template <int K, class Term>
-void lane_sums(const ChannelRows& r, Term term, double* sums) {
-  double acc[K][kLanes] = {};
+// sums[k] = the sum over the channel's elements i of the K terms term(i, t) writes into t[0..K),
+// accumulated in Lanes partial sums per term (lane j % Lanes of each row).
+template <int K, int Lanes, class Term>
+void lane_sums_of(const ChannelRows& r, Term term, double* sums) {
+  double acc[K][Lanes] = {};
   for (int64_t row = 0; row < r.rows; ++row) {
     const int64_t base = row * r.stride;
     int64_t j = 0;
-    for (; j + kLanes <= r.len; j += kLanes)
-      for (int l = 0; l < kLanes; ++l) {
+    for (; j + Lanes <= r.len; j += Lanes)
+      for (int l = 0; l < Lanes; ++l) {
         double t[K];
         term(base + j + l, t);
         for (int k = 0; k < K; ++k) acc[k][l] += t[k];
@@ -28,14 +28,24 @@ void lane_sums(const ChannelRows& r, Term term, double* sums) {
     for (; j < r.len; ++j) {
       double t[K];
       term(base + j, t);
-      for (int k = 0; k < K; ++k) acc[k][j % kLanes] += t[k];
+      for (int k = 0; k < K; ++k) acc[k][j % Lanes] += t[k];
     }
   }
   for (int k = 0; k < K; ++k) {
     double total = 0;
-    for (int l = 0; l < kLanes; ++l) total += acc[k][l];
+    for (int l = 0; l < Lanes; ++l) total += acc[k][l];
     sums[k] = total;
   }
+}
+
+// lane_sums_of with 8 lanes (a vector of doubles), or 32 for rows of 128 elements or more: four
+// independent vector sums, so the loop runs at the adds' throughput rather than their latency.
+template <int K, class Term>
+void lane_sums(const ChannelRows& r, Term term, double* sums) {
+  if (r.len >= 128)
+    lane_sums_of<K, 32>(r, term, sums);
+  else
+    lane_sums_of<K, 8>(r, term, sums);
 }
 
 // out[i] = value(i) rounded to T for every element i of the channel.
@@ -93,41 +103,59 @@ void grad_input(const T* g, const T* x, T* gx, const ChannelRows& r, double mean
 
 // ---- rows (layer norm) ---------------------------------------------------------------------------
 
-// The element's weight and bias as doubles (1 and 0 where absent).
-template <class T>
-double weight_at(const T* w, int64_t j) {
-  return w ? static_cast<double>(w[j]) : 1.0;
+// Calls f(std::true_type) when `flag`, else f(std::false_type): a loop inside f tests the flag with
+// `if constexpr`, so each case compiles to its own loop without a branch per element.
+template <class F>
+void with_flag(bool flag, F&& f) {
+  flag ? f(std::true_type{}) : f(std::false_type{});
 }
 
 template <class T>
 void row_normalize(const T* x, T* out, int64_t len, double mean, double rstd, const T* weight, const T* bias) {
-  map_channel(out, {1, len, len}, [&](int64_t j) {
-    return (static_cast<double>(x[j]) - mean) * rstd * weight_at(weight, j) +
-           (bias ? static_cast<double>(bias[j]) : 0.0);
+  with_flag(weight != nullptr, [&](auto has_weight) {
+    with_flag(bias != nullptr, [&](auto has_bias) {
+      map_channel(out, {1, len, len}, [&](int64_t j) {
+        double v = (static_cast<double>(x[j]) - mean) * rstd;
+        if constexpr (has_weight) v *= static_cast<double>(weight[j]);
+        if constexpr (has_bias) v += static_cast<double>(bias[j]);
+        return v;
+      });
+    });
   });
 }
 
 template <class T>
 void row_grad_sums(const T* g, const T* x, int64_t len, double mean, double rstd, const T* weight, double* sums,
                    double* sum_gxhat, double* sum_g) {
-  lane_sums<2>(
-      {1, len, len},
-      [&](int64_t j, double* t) {
-        const double gv = static_cast<double>(g[j]), xhat = (static_cast<double>(x[j]) - mean) * rstd;
-        if (sum_gxhat) sum_gxhat[j] += gv * xhat;
-        if (sum_g) sum_g[j] += gv;
-        t[0] = gv * weight_at(weight, j);
-        t[1] = t[0] * xhat;
-      },
-      sums);
+  with_flag(weight != nullptr, [&](auto has_weight) {
+    with_flag(sum_gxhat != nullptr && sum_g != nullptr, [&](auto both_params) {
+      lane_sums<2>(
+          {1, len, len},
+          [&](int64_t j, double* t) {
+            const double gv = static_cast<double>(g[j]), xhat = (static_cast<double>(x[j]) - mean) * rstd;
+            if constexpr (both_params) {
+              sum_gxhat[j] += gv * xhat;
+              sum_g[j] += gv;
+            } else {
+              if (sum_gxhat) sum_gxhat[j] += gv * xhat;
+              if (sum_g) sum_g[j] += gv;
+            }
+            t[0] = has_weight ? gv * static_cast<double>(weight[j]) : gv;
+            t[1] = t[0] * xhat;
+          },
+          sums);
+    });
+  });
 }
 
 template <class T>
 void row_grad_input(const T* g, const T* x, T* gx, int64_t len, double mean, double rstd, const T* weight, double a,
                     double b) {
-  map_channel(gx, {1, len, len}, [&](int64_t j) {
-    const double xhat = (static_cast<double>(x[j]) - mean) * rstd;
-    return (static_cast<double>(g[j]) * weight_at(weight, j) - a - xhat * b) * rstd;
+  with_flag(weight != nullptr, [&](auto has_weight) {
+    map_channel(gx, {1, len, len}, [&](int64_t j) {
+      const double xhat = (static_cast<double>(x[j]) - mean) * rstd, gv = static_cast<double>(g[j]);
+      return ((has_weight ? gv * static_cast<double>(weight[j]) : gv) - a - xhat * b) * rstd;
+    });
   });
 }
 
