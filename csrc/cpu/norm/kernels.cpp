@@ -110,16 +110,29 @@ void with_flag(bool flag, F&& f) {
   flag ? f(std::true_type{}) : f(std::false_type{});
 }
 
+// A float64 row mean as T's hi + lo, so (x - hi) - lo is x - mean to T's accuracy relative to the
+// difference (x - hi is exact near the mean), which keeps the centring accurate when |mean| is
+// far larger than the spread; the row maps then compute in T, at T's vector width.
+template <class T>
+struct SplitMean {
+  T hi, lo;
+  explicit SplitMean(double mean)
+      : hi(static_cast<T>(mean)), lo(static_cast<T>(mean - static_cast<double>(static_cast<T>(mean)))) {}
+  T centre(T x) const { return (x - hi) - lo; }
+};
+
 template <class T>
 void row_normalize(const T* x, T* out, int64_t len, double mean, double rstd, const T* weight, const T* bias) {
+  const SplitMean<T> m(mean);
+  const T r = static_cast<T>(rstd);
   with_flag(weight != nullptr, [&](auto has_weight) {
     with_flag(bias != nullptr, [&](auto has_bias) {
-      map_channel(out, {1, len, len}, [&](int64_t j) {
-        double v = (static_cast<double>(x[j]) - mean) * rstd;
-        if constexpr (has_weight) v *= static_cast<double>(weight[j]);
-        if constexpr (has_bias) v += static_cast<double>(bias[j]);
-        return v;
-      });
+      for (int64_t j = 0; j < len; ++j) {
+        T v = m.centre(x[j]) * r;
+        if constexpr (has_weight) v *= weight[j];
+        if constexpr (has_bias) v += bias[j];
+        out[j] = v;
+      }
     });
   });
 }
@@ -151,11 +164,13 @@ void row_grad_sums(const T* g, const T* x, int64_t len, double mean, double rstd
 template <class T>
 void row_grad_input(const T* g, const T* x, T* gx, int64_t len, double mean, double rstd, const T* weight, double a,
                     double b) {
+  const SplitMean<T> m(mean);
+  const T r = static_cast<T>(rstd), ta = static_cast<T>(a), tb = static_cast<T>(b);
   with_flag(weight != nullptr, [&](auto has_weight) {
-    map_channel(gx, {1, len, len}, [&](int64_t j) {
-      const double xhat = (static_cast<double>(x[j]) - mean) * rstd, gv = static_cast<double>(g[j]);
-      return ((has_weight ? gv * static_cast<double>(weight[j]) : gv) - a - xhat * b) * rstd;
-    });
+    for (int64_t j = 0; j < len; ++j) {
+      const T gw = has_weight ? g[j] * weight[j] : g[j];
+      gx[j] = (gw - ta - m.centre(x[j]) * r * tb) * r;
+    }
   });
 }
 

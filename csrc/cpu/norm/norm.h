@@ -43,7 +43,8 @@ void batch_norm_backward(const BatchNormShape& s, const T* grad_out, const T* x,
 // Layer normalization (layer_norm.cpp): x is C-contiguous (rows, len), each row normalized over its
 // len elements; weight and bias (len elements each, either may be null: 1 and 0) apply per
 // element. Statistics as batch norm's: float64, the mean, then the sum of squared deviations
-// from it (two passes over the row, which stays in cache); save_mean and save_rstd hold `rows`
+// from it (two passes over the row, which stays in cache); the normalized values and grad_x are
+// computed in T (kernels.h), within a few roundings of T. save_mean and save_rstd hold `rows`
 // float64 values (NaN for len == 0). Threads split the rows.
 struct LayerNormShape {
   int64_t rows, len;
