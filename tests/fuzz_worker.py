@@ -1057,6 +1057,85 @@ def build_batch_norm_backward(data):
     )
 
 
+# ---- ops: layer and group normalization -----------------------------------------------------------
+
+
+def _row_norm_call(data, forward: bool, layer: bool):
+    """A call of layer_norm / group_norm (``forward``) or of its backward pass."""
+    dtype = float_dtype(data)
+    if layer:
+        shape = data.draw(st.sampled_from([(3, 1), (2, 5), (4, 2, 3), (0, 4), (7,)]), label="shape")
+        k = data.draw(st.sampled_from([1, len(shape)]), label="normalized axes")
+        size, params_shape = tuple(shape[len(shape) - k :]), tuple(shape[len(shape) - k :])
+        fn, ref_fn, ref_bwd = ops.layer_norm, ref_nn.layer_norm_ref, ref_nn.layer_norm_backward_ref
+        ints = tuple(("size", i) for i in range(k))
+    else:
+        shape = data.draw(st.sampled_from([(2, 4), (3, 6, 2), (1, 2, 3, 2), (0, 4, 3)]), label="shape")
+        size, params_shape = data.draw(st.sampled_from([1, 2]), label="num_groups"), (shape[1],)
+        fn, ref_fn, ref_bwd = ops.group_norm, ref_nn.group_norm_ref, ref_nn.group_norm_backward_ref
+        ints = ("size",)
+    x = values(data, shape, dtype)
+    weight = values(data, params_shape, dtype) if data.draw(st.booleans(), label="weight") else None
+    if forward:
+        bias = values(data, params_shape, dtype) if data.draw(st.booleans(), label="bias") else None
+        params = {"x": x, "size": size, "weight": weight, "bias": bias, "eps": 1e-3}
+        roles = {"x": "in", **{n: "in" for n in ("weight", "bias") if params[n] is not None}}
+        _out_role(params, roles, data, shape, dtype)
+
+        def reference_of(p):
+            size = p["size"] if layer else int(p["size"])
+            return {"result": ref_fn(p["x"], size, p["weight"], p["bias"], p["eps"])[0]}
+
+        def actual(result, p):
+            return {"result": result[0]}
+
+        optional = tuple(n for n in ("weight", "bias") if params[n] is not None)
+        return Call(fn, params, 2, roles, reference_of, actual, ints=ints, numbers=("eps",), optional=optional)
+
+    _, mean, rstd = ref_fn(x, size, eps=1e-3)
+    params = {
+        "grad_out": values(data, shape, dtype),
+        "x": x,
+        "size": size,
+        "weight": weight,
+        "save_mean": mean,
+        "save_rstd": rstd,
+        "needs": tuple(data.draw(st.booleans(), label="needs") for _ in range(3)),
+    }
+    roles = {name: "in" for name in ("grad_out", "x", "save_mean", "save_rstd")}
+    if weight is not None:
+        roles["weight"] = "in"
+    names = ("grad_x", "grad_weight", "grad_bias")
+
+    def reference_of(p):
+        grads = ref_bwd(p["grad_out"], p["x"], p["size"], p["weight"], eps=1e-3)
+        return {k: v for k, v, need in zip(names, grads, p["needs"]) if need}
+
+    def actual(result, p):
+        assert all((r is None) != bool(n) for r, n in zip(result, p["needs"])), "a gradient not asked for"
+        return {k: v for k, v in zip(names, result) if v is not None}
+
+    optional = ("weight",) if weight is not None else ()
+    backward = getattr(ops, fn.__name__ + "_backward")
+    return Call(backward, params, 7, roles, reference_of, actual, ints=ints, optional=optional)
+
+
+def build_layer_norm(data):
+    return _row_norm_call(data, True, True)
+
+
+def build_layer_norm_backward(data):
+    return _row_norm_call(data, False, True)
+
+
+def build_group_norm(data):
+    return _row_norm_call(data, True, False)
+
+
+def build_group_norm_backward(data):
+    return _row_norm_call(data, False, False)
+
+
 # ---- ops: LSTM ----------------------------------------------------------------------------------
 
 
@@ -1399,6 +1478,10 @@ C_OUTPUTS = {
     "adaptive_avg_pool2d_backward": {"grad_x"},
     "batch_norm_forward": {"running_mean", "running_var", "out", "save_mean", "save_invstd"},
     "batch_norm_backward": {"grad_x", "grad_weight", "grad_bias"},
+    "layer_norm_forward": {"out", "save_mean", "save_rstd"},
+    "layer_norm_backward": {"grad_x", "grad_weight", "grad_bias"},
+    "group_norm_forward": {"out", "save_mean", "save_rstd"},
+    "group_norm_backward": {"grad_x", "grad_weight", "grad_bias"},
     "lstm_forward": {"y", "h_last", "c_last", "gates", "cells", "hidden"},
     "lstm_backward": {"grad_x", "grad_h0", "grad_c0", "grad_w_ih", "grad_w_hh", "grad_bias"},
     "gru_forward": {"y", "h_last", "gates", "hidden"},
@@ -1435,6 +1518,10 @@ C_VIA = {
     "adaptive_avg_pool2d_backward": "adaptive_avg_pool2d_backward",
     "batch_norm_forward": "batch_norm",
     "batch_norm_backward": "batch_norm_backward",
+    "layer_norm_forward": "layer_norm",
+    "layer_norm_backward": "layer_norm_backward",
+    "group_norm_forward": "group_norm",
+    "group_norm_backward": "group_norm_backward",
     "lstm_forward": "lstm",
     "lstm_backward": "lstm_backward",
     "gru_forward": "gru",
@@ -1622,6 +1709,10 @@ REGISTRY = {
     "adaptive_avg_pool2d_backward": build_adaptive_avg_pool2d_backward,
     "batch_norm": build_batch_norm,
     "batch_norm_backward": build_batch_norm_backward,
+    "layer_norm": build_layer_norm,
+    "layer_norm_backward": build_layer_norm_backward,
+    "group_norm": build_group_norm,
+    "group_norm_backward": build_group_norm_backward,
     "lstm": build_lstm,
     "lstm_backward": build_lstm_backward,
     "lstm_cell": build_lstm_cell,

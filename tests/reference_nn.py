@@ -89,3 +89,81 @@ def embedding_backward_ref(grad_out, indices, num_embeddings, padding_idx=None):
         if r != padding_idx:
             grad[r] += g[pos]
     return grad
+
+
+def _rows_normalized(x2, eps):
+    """``(xhat, mean, rstd)`` of the float64 rows of ``x2`` (biased variance; NaN for empty rows)."""
+    if x2.shape[1] == 0:
+        nan = np.full(x2.shape[0], np.nan)
+        return x2, nan, nan
+    mean, var = x2.mean(axis=1), x2.var(axis=1)
+    rstd = 1 / np.sqrt(var + eps)
+    return (x2 - mean[:, None]) * rstd[:, None], mean, rstd
+
+
+def _rows_grad_x(g2, x2, w2, eps):
+    """grad_x of the row normalization of ``x2`` scaled by ``w2`` (both (rows, len) float64)."""
+    if x2.shape[1] == 0:
+        return np.zeros_like(x2)
+    xhat, _, rstd = _rows_normalized(x2, eps)
+    gw = g2 * w2
+    return rstd[:, None] * (gw - gw.mean(axis=1, keepdims=True) - xhat * (gw * xhat).mean(axis=1, keepdims=True))
+
+
+def layer_norm_ref(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """``(out, mean, rstd)`` of PyTorch's layer norm in float64; mean and rstd of shape
+    ``x.shape[:-len(normalized_shape)]``."""
+    x, k = _f64(x), len(normalized_shape)
+    lead = x.shape[: x.ndim - k]
+    xhat, mean, rstd = _rows_normalized(x.reshape(int(np.prod(lead)), int(np.prod(normalized_shape))), eps)
+    out = xhat.reshape(x.shape)
+    if weight is not None:
+        out = out * _f64(weight)
+    if bias is not None:
+        out = out + _f64(bias)
+    return out, mean.reshape(lead), rstd.reshape(lead)
+
+
+def layer_norm_backward_ref(grad_out, x, normalized_shape, weight=None, eps=1e-5):
+    """``(grad_x, grad_weight, grad_bias)`` of PyTorch's layer norm in float64."""
+    g, x = _f64(grad_out), _f64(x)
+    rows, d = int(np.prod(x.shape[: x.ndim - len(normalized_shape)])), int(np.prod(normalized_shape))
+    g2, x2 = g.reshape(rows, d), x.reshape(rows, d)
+    w2 = np.ones((1, d)) if weight is None else _f64(weight).reshape(1, d)
+    xhat = _rows_normalized(x2, eps)[0]
+    grad_x = _rows_grad_x(g2, x2, w2, eps).reshape(x.shape)
+    return grad_x, (g2 * xhat).sum(axis=0).reshape(normalized_shape), g2.sum(axis=0).reshape(normalized_shape)
+
+
+def _group_rows(a, groups):
+    """(N, C, ...) as (N * groups, C / groups * spatial) rows."""
+    return a.reshape(a.shape[0] * groups, int(np.prod(a.shape[1:])) // groups)
+
+
+def _per_channel_rows(v, shape, groups):
+    """A per-channel vector broadcast over (N, C, ...) ``shape``, as _group_rows' rows."""
+    return _group_rows(np.broadcast_to(v.reshape((1, -1) + (1,) * (len(shape) - 2)), shape), groups)
+
+
+def group_norm_ref(x, groups, weight=None, bias=None, eps=1e-5):
+    """``(out, mean, rstd)`` of PyTorch's group norm in float64; mean and rstd of shape (N, groups)."""
+    x = _f64(x)
+    xhat, mean, rstd = _rows_normalized(_group_rows(x, groups), eps)
+    out = xhat.reshape(x.shape)
+    per_channel = (1, -1) + (1,) * (x.ndim - 2)
+    if weight is not None:
+        out = out * _f64(weight).reshape(per_channel)
+    if bias is not None:
+        out = out + _f64(bias).reshape(per_channel)
+    return out, mean.reshape(x.shape[0], groups), rstd.reshape(x.shape[0], groups)
+
+
+def group_norm_backward_ref(grad_out, x, groups, weight=None, eps=1e-5):
+    """``(grad_x, grad_weight, grad_bias)`` of PyTorch's group norm in float64."""
+    g, x = _f64(grad_out), _f64(x)
+    w = np.ones(x.shape[1]) if weight is None else _f64(weight)
+    g2, x2 = _group_rows(g, groups), _group_rows(x, groups)
+    grad_x = _rows_grad_x(g2, x2, _per_channel_rows(w, x.shape, groups), eps).reshape(x.shape)
+    xhat = _rows_normalized(x2, eps)[0].reshape(x.shape)
+    axes = (0,) + tuple(range(2, x.ndim))
+    return grad_x, (g * xhat).sum(axis=axes), g.sum(axis=axes)

@@ -45,7 +45,14 @@ from reference import (
     softmax_backward_ref,
     softmax_ref,
 )
-from reference_nn import batch_norm_backward_ref, batch_norm_ref
+from reference_nn import (
+    batch_norm_backward_ref,
+    batch_norm_ref,
+    group_norm_backward_ref,
+    group_norm_ref,
+    layer_norm_backward_ref,
+    layer_norm_ref,
+)
 
 
 def _rand(rng, shape, dtype):
@@ -500,6 +507,46 @@ def _rnn_backward(rng, dtype):
     return "rnn_backward", kw, dict(zip(names, refs))
 
 
+def _layer_norm_forward(rng, dtype):
+    x, w, b = _rand(rng, (6, 7), dtype), _rand(rng, 7, dtype), _rand(rng, 7, dtype)
+    ref = layer_norm_ref(x, (7,), w, b, eps=1e-3)[0]
+    kw = dict(
+        x=x, weight=w, bias=b, out=_nan((6, 7), dtype), save_mean=_nan(6, F64), save_rstd=_nan(6, F64), shape=(6, 7)
+    )
+    # save_mean and save_rstd (float64): test_row_norm_forward_saves_float64_statistics.
+    return "layer_norm_forward", dict(kw, eps=1e-3), {"out": ref}
+
+
+def _layer_norm_backward(rng, dtype):
+    g, x, w = _rand(rng, (6, 7), dtype), _rand(rng, (6, 7), dtype), _rand(rng, 7, dtype)
+    _, mean, rstd = layer_norm_ref(x, (7,), eps=1e-3)
+    kw = dict(grad_out=g, x=x, weight=w, save_mean=mean, save_rstd=rstd, grad_x=_nan((6, 7), dtype))
+    kw.update(grad_weight=_nan(7, dtype), grad_bias=_nan(7, dtype), shape=(6, 7))
+    ref = layer_norm_backward_ref(g, x, (7,), w, eps=1e-3)
+    return "layer_norm_backward", kw, dict(zip(("grad_x", "grad_weight", "grad_bias"), ref))
+
+
+_GROUP_NORM = (3, 6, 5)  # (n, c, s), 2 groups
+
+
+def _group_norm_forward(rng, dtype):
+    x, w, b = _rand(rng, _GROUP_NORM, dtype), _rand(rng, 6, dtype), _rand(rng, 6, dtype)
+    ref = group_norm_ref(x, 2, w, b, eps=1e-3)[0]
+    kw = dict(x=x, weight=w, bias=b, out=_nan(_GROUP_NORM, dtype), save_mean=_nan(6, F64), save_rstd=_nan(6, F64))
+    kw.update(shape=_GROUP_NORM, groups=2, eps=1e-3)
+    return "group_norm_forward", kw, {"out": ref}
+
+
+def _group_norm_backward(rng, dtype):
+    g, x, w = _rand(rng, _GROUP_NORM, dtype), _rand(rng, _GROUP_NORM, dtype), _rand(rng, 6, dtype)
+    _, mean, rstd = group_norm_ref(x, 2, eps=1e-3)
+    kw = dict(grad_out=g, x=x, weight=w, save_mean=mean.ravel(), save_rstd=rstd.ravel())
+    kw.update(grad_x=_nan(_GROUP_NORM, dtype), grad_weight=_nan(6, dtype), grad_bias=_nan(6, dtype))
+    kw.update(shape=_GROUP_NORM, groups=2)
+    ref = group_norm_backward_ref(g, x, 2, w, eps=1e-3)
+    return "group_norm_backward", kw, dict(zip(("grad_x", "grad_weight", "grad_bias"), ref))
+
+
 CALLS = {
     f.__name__.lstrip("_"): f
     for f in (
@@ -533,11 +580,28 @@ CALLS = {
         _adaptive_pool_backward,
         _norm_forward,
         _norm_backward,
+        _layer_norm_forward,
+        _layer_norm_backward,
+        _group_norm_forward,
+        _group_norm_backward,
         _sgd,
         _adam,
         _rmsprop,
     )
 }
+
+
+@pytest.mark.parametrize("dtype", (F32, F64), ids=str)
+@pytest.mark.parametrize("case", [_layer_norm_forward, _group_norm_forward], ids=["layer", "group"])
+def test_row_norm_forward_saves_float64_statistics(case, dtype, rng):
+    binding, kw, _ = case(rng, dtype)
+    getattr(_C, binding)(**kw)
+    if binding == "layer_norm_forward":
+        _, mean, rstd = layer_norm_ref(kw["x"], (7,), eps=1e-3)
+    else:
+        _, mean, rstd = group_norm_ref(kw["x"], 2, eps=1e-3)
+    np.testing.assert_allclose(kw["save_mean"], mean.ravel(), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(kw["save_rstd"], rstd.ravel(), rtol=1e-13)
 
 
 def _get(kw, key):
@@ -1115,6 +1179,32 @@ BAD = [
         _overlapping("grad_weight", "grad_bias"),
         ValueError,
         ["batch_norm_backward: grad_"],
+    ),
+    # layer and group normalization
+    ("layer_norm_forward", "x int32", _as("x", np.int32), TypeError, ["layer_norm_forward: x must be float32"]),
+    ("layer_norm_forward", "weight too small", _resized("weight", -1), ValueError, ["layer_norm_forward: weight"]),
+    ("layer_norm_forward", "save_rstd float32", _as("save_rstd", np.float32), TypeError, ["save_rstd"]),
+    ("layer_norm_forward", "out overlaps x", _overlapping("out", "x"), ValueError, ["layer_norm_forward: out over"]),
+    ("layer_norm_forward", "negative eps", _value("eps", -1.0), ValueError, ["layer_norm_forward: eps must be"]),
+    ("layer_norm_forward", "NaN eps", _value("eps", float("nan")), ValueError, ["layer_norm_forward: eps must be"]),
+    ("layer_norm_forward", "rows past 2**62", _value("shape", (1 << 62, 7)), ValueError, [r"shape\[0\] \(rows\)"]),
+    ("layer_norm_forward", "len negative", _value("shape", (6, -7)), ValueError, [r"shape\[1\] \(len\)"]),
+    ("layer_norm_forward", "product past int64", _value("shape", (1 << 40, 1 << 40)), ValueError, ["rows \\* len"]),
+    ("layer_norm_backward", "x strided", _strided("x"), ValueError, ["layer_norm_backward: x must be C-contiguous"]),
+    ("layer_norm_backward", "grad_x too small", _resized("grad_x", -1), ValueError, ["layer_norm_backward: grad_x"]),
+    ("layer_norm_backward", "save_mean too small", _resized("save_mean", -1), ValueError, ["save_mean must have 6"]),
+    ("layer_norm_backward", "grad_bias read-only", _read_only("grad_bias"), ValueError, ["grad_bias is read-only"]),
+    ("group_norm_forward", "groups 4", _value("groups", 4), ValueError, ["group_norm_forward: groups", "c = 6"]),
+    ("group_norm_forward", "groups 0", _value("groups", 0), ValueError, ["group_norm_forward: groups"]),
+    ("group_norm_forward", "bias too large", _resized("bias", 1), ValueError, ["group_norm_forward: bias must have 6"]),
+    ("group_norm_forward", "save_mean too small", _resized("save_mean", -1), ValueError, ["save_mean must have 6"]),
+    ("group_norm_backward", "weight float16", _as("weight", np.float16), TypeError, ["group_norm_backward: weight"]),
+    (
+        "group_norm_backward",
+        "grad_weight overlaps grad_bias",
+        _overlapping("grad_weight", "grad_bias"),
+        ValueError,
+        ["group_norm_backward: grad_"],
     ),
     # optimizer steps
     (

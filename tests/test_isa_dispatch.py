@@ -45,7 +45,14 @@ from reference import (
     softmax_backward_ref,
     softmax_ref,
 )
-from reference_nn import batch_norm_backward_ref, batch_norm_ref
+from reference_nn import (
+    batch_norm_backward_ref,
+    batch_norm_ref,
+    group_norm_backward_ref,
+    group_norm_ref,
+    layer_norm_backward_ref,
+    layer_norm_ref,
+)
 
 # Optimizer steps are compared by their displacement p - p0 (the bound of tests/test_optim.py):
 # float32 rounds each new parameter to its own magnitude, not to the step's.
@@ -210,6 +217,20 @@ def _norm(rng, dtype):
         ("grad_x", "grad_weight", "grad_bias"), ops.batch_norm_backward(grad, x, w, mean, invstd, True), refs
     ):
         yield f"batch_norm_backward {name}", got, ref, None
+    rows, rows_grad = x.reshape(-1, 35), grad.reshape(-1, 35)  # odd rows of 35: vector bodies and tails
+    w35, b35 = rand(rng, 35, dtype), rand(rng, 35, dtype)
+    out, mean, rstd = ops.layer_norm(rows, 35, w35, b35)
+    yield "layer_norm", out, layer_norm_ref(rows, (35,), w35, b35)[0], None
+    grads = ops.layer_norm_backward(rows_grad, rows, 35, w35, mean, rstd)
+    for name, got, ref in zip(
+        ("grad_x", "grad_weight", "grad_bias"), grads, layer_norm_backward_ref(rows_grad, rows, (35,), w35)
+    ):
+        yield f"layer_norm_backward {name}", got, ref, None
+    out, mean, rstd = ops.group_norm(x, 3, w, b)
+    yield "group_norm", out, group_norm_ref(x, 3, w, b)[0], None
+    grads = ops.group_norm_backward(grad, x, 3, w, mean, rstd)
+    for name, got, ref in zip(("grad_x", "grad_weight", "grad_bias"), grads, group_norm_backward_ref(grad, x, 3, w)):
+        yield f"group_norm_backward {name}", got, ref, None
 
 
 # family -> generator of (what, result, float64 reference, tolerance or None for checks.TOL).

@@ -1,10 +1,13 @@
-// deepkern._C, batch normalization: the fused forward (statistics, normalization, running
-// statistics) and backward (grad_x, grad_weight, grad_bias) of deepkern.nn.functional.batch_norm.
-// Contract: norm_binding.h.
+// deepkern._C, normalization: batch normalization's fused forward (statistics, normalization,
+// running statistics) and backward (grad_x, grad_weight, grad_bias), contract in norm_binding.h;
+// layer and group normalization's forward and backward, contract at their functions below.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <array>
+#include <cmath>
 #include <cstdint>
+#include <string>
 
 #include "cpu/norm/norm.h"
 #include "python/boundary.h"
@@ -40,6 +43,65 @@ void batch_norm_forward(const py::object& x, const py::object& weight, const py:
   });
 }
 
+// The layer and group norm bindings' arrays (and batch norm's backward): x, out, grad_out and
+// grad_x C-contiguous of `data` elements of one float dtype; weight, bias, grad_weight and grad_bias
+// `params` elements of it (None where not given or not wanted); save_mean and the saved inverse
+// standard deviations (named `rstd_name`) `stats` float64 elements. Written arrays are writeable
+// and overlap no other argument.
+struct RowNormExtents {
+  int64_t data, params, stats;
+  const char* rstd_name = "save_rstd";
+};
+
+void check_eps(const char* op, double eps) {
+  if (!std::isfinite(eps) || eps < 0)
+    throw py::value_error(std::string(op) + ": eps must be finite and >= 0, got " + std::to_string(eps));
+}
+
+// Runs `run(x, weight, bias, out, save_mean, save_rstd)` on the checked pointers of a forward call.
+template <class Run>
+void row_norm_forward(const char* op, const RowNormExtents& e, const py::object& x, const py::object& weight,
+                      const py::object& bias, const py::object& out, const py::object& save_mean,
+                      const py::object& save_rstd, Run&& run) {
+  const Extent data = Extent::elements(e.data), params = Extent::elements(e.params), stats = Extent::elements(e.stats);
+  dispatch_float(x, op, "x", [&](auto zero) {
+    using T = decltype(zero);
+    KernelArrays<T> arrays(op, "x");
+    const T* xp = arrays.input(x, "x", data);
+    const T* wp = arrays.optional_input(weight, "weight", params);
+    const T* bp = arrays.optional_input(bias, "bias", params);
+    T* o = arrays.output(out, "out", data);
+    double* sm = arrays.template output<double>(save_mean, "save_mean", stats);
+    double* sr = arrays.template output<double>(save_rstd, "save_rstd", stats);
+    py::gil_scoped_release release;
+    run(xp, wp, bp, o, sm, sr);
+  });
+}
+
+// Runs `run(grad_out, x, weight, save_mean, save_rstd, grad_x, grad_weight, grad_bias)` on the
+// checked pointers of a backward call.
+template <class Run>
+void row_norm_backward(const char* op, const RowNormExtents& e, const py::object& grad_out, const py::object& x,
+                       const py::object& weight, const py::object& save_mean, const py::object& save_rstd,
+                       const py::object& grad_x, const py::object& grad_weight, const py::object& grad_bias,
+                       Run&& run) {
+  const Extent data = Extent::elements(e.data), params = Extent::elements(e.params), stats = Extent::elements(e.stats);
+  dispatch_float(grad_out, op, "grad_out", [&](auto zero) {
+    using T = decltype(zero);
+    KernelArrays<T> arrays(op, "grad_out");
+    const T* gp = arrays.input(grad_out, "grad_out", data);
+    const T* xp = arrays.input(x, "x", data);
+    const T* wp = arrays.optional_input(weight, "weight", params);
+    const double* sm = arrays.template input<double>(save_mean, "save_mean", stats);
+    const double* sr = arrays.template input<double>(save_rstd, e.rstd_name, stats);
+    T* gx = arrays.optional_output(grad_x, "grad_x", data);
+    T* gw = arrays.optional_output(grad_weight, "grad_weight", params);
+    T* gb = arrays.optional_output(grad_bias, "grad_bias", params);
+    py::gil_scoped_release release;
+    run(gp, xp, wp, sm, sr, gx, gw, gb);
+  });
+}
+
 void batch_norm_backward(const py::object& grad_out, const py::object& x, const py::object& weight,
                          const py::object& save_mean, const py::object& save_invstd, const py::object& grad_x,
                          const py::object& grad_weight, const py::object& grad_bias, const NormShapeTuple& shape,
@@ -47,20 +109,65 @@ void batch_norm_backward(const py::object& grad_out, const py::object& x, const 
   constexpr const char* op = "batch_norm_backward";
   int64_t elements = 0;
   const cpu::BatchNormShape s = norm_shape(op, shape, &elements);
-  const Extent data = Extent::elements(elements), channels = Extent::elements(s.c);
-  dispatch_float(grad_out, op, "grad_out", [&](auto zero) {
-    using T = decltype(zero);
-    KernelArrays<T> arrays(op, "grad_out");
-    const T* gp = arrays.input(grad_out, "grad_out", data);
-    const T* xp = arrays.input(x, "x", data);
-    const T* wp = arrays.optional_input(weight, "weight", channels);
-    const double* sm = arrays.template input<double>(save_mean, "save_mean", channels);
-    const double* si = arrays.template input<double>(save_invstd, "save_invstd", channels);
-    T* gx = arrays.optional_output(grad_x, "grad_x", data);
-    T* gw = arrays.optional_output(grad_weight, "grad_weight", channels);
-    T* gb = arrays.optional_output(grad_bias, "grad_bias", channels);
-    py::gil_scoped_release release;
-    cpu::batch_norm_backward(s, gp, xp, wp, sm, si, gx, gw, gb, training);
+  row_norm_backward(op, {elements, s.c, s.c, "save_invstd"}, grad_out, x, weight, save_mean, save_invstd, grad_x,
+                    grad_weight, grad_bias, [&](auto... p) { cpu::batch_norm_backward(s, p..., training); });
+}
+
+// Layer norm: `shape` is (rows, len), each in [0, 2**62) with rows * len within int64; the data
+// arrays hold rows * len elements, the parameters len, the statistics rows.
+RowNormExtents layer_norm_extents(const char* op, const std::array<int64_t, 2>& shape) {
+  return {checked_sizes<2>(op, shape, {"rows", "len"}), shape[1], shape[0]};
+}
+
+void layer_norm_forward(const py::object& x, const py::object& weight, const py::object& bias, const py::object& out,
+                        const py::object& save_mean, const py::object& save_rstd, const std::array<int64_t, 2>& shape,
+                        double eps) {
+  constexpr const char* op = "layer_norm_forward";
+  const RowNormExtents e = layer_norm_extents(op, shape);
+  check_eps(op, eps);
+  row_norm_forward(op, e, x, weight, bias, out, save_mean, save_rstd,
+                   [&](auto... p) { cpu::layer_norm_forward(cpu::LayerNormShape{shape[0], shape[1]}, p..., eps); });
+}
+
+void layer_norm_backward(const py::object& grad_out, const py::object& x, const py::object& weight,
+                         const py::object& save_mean, const py::object& save_rstd, const py::object& grad_x,
+                         const py::object& grad_weight, const py::object& grad_bias,
+                         const std::array<int64_t, 2>& shape) {
+  constexpr const char* op = "layer_norm_backward";
+  const RowNormExtents e = layer_norm_extents(op, shape);
+  row_norm_backward(op, e, grad_out, x, weight, save_mean, save_rstd, grad_x, grad_weight, grad_bias,
+                    [&](auto... p) { cpu::layer_norm_backward(cpu::LayerNormShape{shape[0], shape[1]}, p...); });
+}
+
+// Group norm: `shape` is (n, c, s) as batch norm's, `groups` >= 1 divides c; the data arrays hold
+// n * c * s elements, the parameters c, the statistics n * groups.
+RowNormExtents group_norm_extents(const char* op, const NormShapeTuple& shape, int64_t groups) {
+  const int64_t elements = checked_sizes<3>(op, shape, {"n", "c", "s"});
+  if (groups < 1 || shape[1] % groups != 0)
+    throw py::value_error(std::string(op) + ": groups must be >= 1 and divide the channels c = " +
+                          std::to_string(shape[1]) + ", got groups = " + std::to_string(groups));
+  return {elements, shape[1], checked_product(op, "n * groups", {shape[0], groups})};
+}
+
+void group_norm_forward(const py::object& x, const py::object& weight, const py::object& bias, const py::object& out,
+                        const py::object& save_mean, const py::object& save_rstd, const NormShapeTuple& shape,
+                        int64_t groups, double eps) {
+  constexpr const char* op = "group_norm_forward";
+  const RowNormExtents e = group_norm_extents(op, shape, groups);
+  check_eps(op, eps);
+  row_norm_forward(op, e, x, weight, bias, out, save_mean, save_rstd, [&](auto... p) {
+    cpu::group_norm_forward(cpu::GroupNormShape{shape[0], shape[1], shape[2], groups}, p..., eps);
+  });
+}
+
+void group_norm_backward(const py::object& grad_out, const py::object& x, const py::object& weight,
+                         const py::object& save_mean, const py::object& save_rstd, const py::object& grad_x,
+                         const py::object& grad_weight, const py::object& grad_bias, const NormShapeTuple& shape,
+                         int64_t groups) {
+  constexpr const char* op = "group_norm_backward";
+  const RowNormExtents e = group_norm_extents(op, shape, groups);
+  row_norm_backward(op, e, grad_out, x, weight, save_mean, save_rstd, grad_x, grad_weight, grad_bias, [&](auto... p) {
+    cpu::group_norm_backward(cpu::GroupNormShape{shape[0], shape[1], shape[2], groups}, p...);
   });
 }
 
@@ -73,6 +180,16 @@ void bind_norm(py::module_& m) {
   m.def("batch_norm_backward", &batch_norm_backward, py::arg("grad_out"), py::arg("x"), py::arg("weight"),
         py::arg("save_mean"), py::arg("save_invstd"), py::arg("grad_x"), py::arg("grad_weight"), py::arg("grad_bias"),
         py::arg("shape"), py::arg("training"));
+  m.def("layer_norm_forward", &layer_norm_forward, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"),
+        py::arg("save_mean"), py::arg("save_rstd"), py::arg("shape"), py::arg("eps"));
+  m.def("layer_norm_backward", &layer_norm_backward, py::arg("grad_out"), py::arg("x"), py::arg("weight"),
+        py::arg("save_mean"), py::arg("save_rstd"), py::arg("grad_x"), py::arg("grad_weight"), py::arg("grad_bias"),
+        py::arg("shape"));
+  m.def("group_norm_forward", &group_norm_forward, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"),
+        py::arg("save_mean"), py::arg("save_rstd"), py::arg("shape"), py::arg("groups"), py::arg("eps"));
+  m.def("group_norm_backward", &group_norm_backward, py::arg("grad_out"), py::arg("x"), py::arg("weight"),
+        py::arg("save_mean"), py::arg("save_rstd"), py::arg("grad_x"), py::arg("grad_weight"), py::arg("grad_bias"),
+        py::arg("shape"), py::arg("groups"));
 }
 
 }  // namespace deepkern::python

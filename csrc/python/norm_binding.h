@@ -1,4 +1,4 @@
-// The batch normalization bindings of every device (deepkern._C: bind_norm.cpp, deepkern._cuda:
+// The normalization bindings of every device (deepkern._C: bind_norm.cpp, deepkern._cuda:
 // bind_cuda_norm.cpp): one shape tuple and one set of option checks.
 //
 // Contract of both bindings: x, out, grad_out and grad_x are C-contiguous arrays of n * c * s
@@ -23,14 +23,24 @@ namespace deepkern::python {
 
 using NormShapeTuple = std::array<int64_t, 3>;
 
+// Each of `shape`'s sizes (named by `names`) in [0, 2**62) and their product within int64, which
+// it returns.
+template <size_t N>
+int64_t checked_sizes(const char* op, const std::array<int64_t, N>& shape, const std::array<const char*, N>& names) {
+  for (size_t i = 0; i < N; ++i)
+    if (shape[i] < 0 || shape[i] >= (int64_t(1) << 62))
+      throw py::value_error(std::string(op) + ": shape[" + std::to_string(i) + "] (" + names[i] +
+                            ") must be in [0, 2**62), got " + std::to_string(shape[i]));
+  int64_t elements = 1;
+  std::string what;
+  for (size_t i = 0; i < N; ++i) what += std::string(i ? " * " : "") + names[i];
+  for (size_t i = 0; i < N; ++i) elements = checked_product(op, what.c_str(), {elements, shape[i]});
+  return elements;
+}
+
 // The kernel's shape from `shape`, checked as the contract says, and its element count.
 inline cpu::BatchNormShape norm_shape(const char* op, const NormShapeTuple& shape, int64_t* elements) {
-  static constexpr const char* kNames[3] = {"n", "c", "s"};
-  for (int i = 0; i < 3; ++i)
-    if (shape[i] < 0 || shape[i] >= (int64_t(1) << 62))
-      throw py::value_error(std::string(op) + ": shape[" + std::to_string(i) + "] (" + kNames[i] +
-                            ") must be in [0, 2**62), got " + std::to_string(shape[i]));
-  *elements = checked_product(op, "n * c * s", {shape[0], shape[1], shape[2]});
+  *elements = checked_sizes<3>(op, shape, {"n", "c", "s"});
   return {shape[0], shape[1], shape[2]};
 }
 

@@ -1,26 +1,26 @@
-// Batch normalization's per-channel loops (kernels.h), compiled once per ISA. The sums keep
-// kLanes double accumulators per row chunk, so the compiler vectorizes them over the contiguous
+// The normalization loops (kernels.h), compiled once per ISA. The sums keep several double
+// accumulators per row chunk (lane_sums), so the compiler vectorizes them over the contiguous
 // elements (the lanes are added in a fixed order at the end); the maps convert to double, compute
 // and round once.
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "cpu/norm/kernels.h"
 
 namespace deepkern::cpu::DEEPKERN_ISA_NS {
 namespace {
 
-constexpr int kLanes = 8;
-
-// sums[k] = the sum over the channel's elements i of the K terms term(i, t) writes into t[0..K).
-template <int K, class Term>
-void lane_sums(const ChannelRows& r, Term term, double* sums) {
-  double acc[K][kLanes] = {};
+// sums[k] = the sum over the channel's elements i of the K terms term(i, t) writes into t[0..K),
+// accumulated in Lanes partial sums per term (lane j % Lanes of each row).
+template <int K, int Lanes, class Term>
+void lane_sums_of(const ChannelRows& r, Term term, double* sums) {
+  double acc[K][Lanes] = {};
   for (int64_t row = 0; row < r.rows; ++row) {
     const int64_t base = row * r.stride;
     int64_t j = 0;
-    for (; j + kLanes <= r.len; j += kLanes)
-      for (int l = 0; l < kLanes; ++l) {
+    for (; j + Lanes <= r.len; j += Lanes)
+      for (int l = 0; l < Lanes; ++l) {
         double t[K];
         term(base + j + l, t);
         for (int k = 0; k < K; ++k) acc[k][l] += t[k];
@@ -28,14 +28,24 @@ void lane_sums(const ChannelRows& r, Term term, double* sums) {
     for (; j < r.len; ++j) {
       double t[K];
       term(base + j, t);
-      for (int k = 0; k < K; ++k) acc[k][j % kLanes] += t[k];
+      for (int k = 0; k < K; ++k) acc[k][j % Lanes] += t[k];
     }
   }
   for (int k = 0; k < K; ++k) {
     double total = 0;
-    for (int l = 0; l < kLanes; ++l) total += acc[k][l];
+    for (int l = 0; l < Lanes; ++l) total += acc[k][l];
     sums[k] = total;
   }
+}
+
+// lane_sums_of with 8 lanes (a vector of doubles), or 32 for rows of 128 elements or more: four
+// independent vector sums, so the loop runs at the adds' throughput rather than their latency.
+template <int K, class Term>
+void lane_sums(const ChannelRows& r, Term term, double* sums) {
+  if (r.len >= 128)
+    lane_sums_of<K, 32>(r, term, sums);
+  else
+    lane_sums_of<K, 8>(r, term, sums);
 }
 
 // out[i] = value(i) rounded to T for every element i of the channel.
@@ -84,9 +94,84 @@ void grad_sums(const T* g, const T* x, const ChannelRows& r, double mean, double
 }
 
 template <class T>
-void grad_input(const T* g, const T* x, T* gx, const ChannelRows& r, double mean, double a, double b, double c) {
-  map_channel(gx, r,
-              [&](int64_t i) { return (static_cast<double>(g[i]) - a - (static_cast<double>(x[i]) - mean) * b) * c; });
+void grad_input(const T* g, const T* x, T* gx, const ChannelRows& r, double mean, double p, double a, double b,
+                double c) {
+  map_channel(gx, r, [&](int64_t i) {
+    return (static_cast<double>(g[i]) * p - a - (static_cast<double>(x[i]) - mean) * b) * c;
+  });
+}
+
+// ---- rows (layer norm) ---------------------------------------------------------------------------
+
+// Calls f(std::true_type) when `flag`, else f(std::false_type): a loop inside f tests the flag with
+// `if constexpr`, so each case compiles to its own loop without a branch per element.
+template <class F>
+void with_flag(bool flag, F&& f) {
+  flag ? f(std::true_type{}) : f(std::false_type{});
+}
+
+// A float64 row mean as T's hi + lo, so (x - hi) - lo is x - mean to T's accuracy relative to the
+// difference (x - hi is exact near the mean), which keeps the centring accurate when |mean| is
+// far larger than the spread; the row maps then compute in T, at T's vector width.
+template <class T>
+struct SplitMean {
+  T hi, lo;
+  explicit SplitMean(double mean)
+      : hi(static_cast<T>(mean)), lo(static_cast<T>(mean - static_cast<double>(static_cast<T>(mean)))) {}
+  T centre(T x) const { return (x - hi) - lo; }
+};
+
+template <class T>
+void row_normalize(const T* x, T* out, int64_t len, double mean, double rstd, const T* weight, const T* bias) {
+  const SplitMean<T> m(mean);
+  const T r = static_cast<T>(rstd);
+  with_flag(weight != nullptr, [&](auto has_weight) {
+    with_flag(bias != nullptr, [&](auto has_bias) {
+      for (int64_t j = 0; j < len; ++j) {
+        T v = m.centre(x[j]) * r;
+        if constexpr (has_weight) v *= weight[j];
+        if constexpr (has_bias) v += bias[j];
+        out[j] = v;
+      }
+    });
+  });
+}
+
+template <class T>
+void row_grad_sums(const T* g, const T* x, int64_t len, double mean, double rstd, const T* weight, double* sums,
+                   double* sum_gxhat, double* sum_g) {
+  with_flag(weight != nullptr, [&](auto has_weight) {
+    with_flag(sum_gxhat != nullptr && sum_g != nullptr, [&](auto both_params) {
+      lane_sums<2>(
+          {1, len, len},
+          [&](int64_t j, double* t) {
+            const double gv = static_cast<double>(g[j]), xhat = (static_cast<double>(x[j]) - mean) * rstd;
+            if constexpr (both_params) {
+              sum_gxhat[j] += gv * xhat;
+              sum_g[j] += gv;
+            } else {
+              if (sum_gxhat) sum_gxhat[j] += gv * xhat;
+              if (sum_g) sum_g[j] += gv;
+            }
+            t[0] = has_weight ? gv * static_cast<double>(weight[j]) : gv;
+            t[1] = t[0] * xhat;
+          },
+          sums);
+    });
+  });
+}
+
+template <class T>
+void row_grad_input(const T* g, const T* x, T* gx, int64_t len, double mean, double rstd, const T* weight, double a,
+                    double b) {
+  const SplitMean<T> m(mean);
+  const T r = static_cast<T>(rstd), ta = static_cast<T>(a), tb = static_cast<T>(b);
+  with_flag(weight != nullptr, [&](auto has_weight) {
+    for (int64_t j = 0; j < len; ++j) {
+      const T gw = has_weight ? g[j] * weight[j] : g[j];
+      gx[j] = (gw - ta - m.centre(x[j]) * r * tb) * r;
+    }
+  });
 }
 
 // ---- columns ((n, c) inputs) -------------------------------------------------------------------
@@ -176,6 +261,9 @@ constexpr NormKernels<T> kernels_of = {
     .normalize = &normalize<T>,
     .grad_sums = &grad_sums<T>,
     .grad_input = &grad_input<T>,
+    .row_normalize = &row_normalize<T>,
+    .row_grad_sums = &row_grad_sums<T>,
+    .row_grad_input = &row_grad_input<T>,
     .column_moments = &column_moments<T>,
     .column_normalize = &column_normalize<T>,
     .column_grad_sums = &column_grad_sums<T>,

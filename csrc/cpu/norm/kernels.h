@@ -1,7 +1,8 @@
-// The batch normalization loops of one ISA, as the table norm.cpp dispatches on. Each kernel works
-// on one channel: `rows` rows of `len` contiguous elements, row r at element r * stride (the (n, c,
-// s) layout: rows = n, len = s, stride = c * s). Sums are taken in double over several lanes;
-// values are computed in double and rounded once to T.
+// The normalization loops of one ISA, as the table norm.cpp and layer_norm.cpp dispatch on. The
+// channel kernels work on one channel (batch norm; group norm's channels and groups): `rows` rows
+// of `len` contiguous elements, row r at element r * stride (the (n, c, s) layout: rows = n,
+// len = s, stride = c * s). Sums are taken in double over several lanes; the channel kernels'
+// values are computed in double and rounded once to T, the row kernels' in T (see row_normalize).
 #pragma once
 #include <cstdint>
 
@@ -24,8 +25,23 @@ struct NormKernels {
   void (*normalize)(const T* x, T* out, const ChannelRows& r, double mean, double scale, double shift);
   // sums[0] = the sum of g, sums[1] = the sum of g * (x - mean) over the channel.
   void (*grad_sums)(const T* g, const T* x, const ChannelRows& r, double mean, double* sums);
-  // gx = (g - a - (x - mean) * b) * c over the channel.
-  void (*grad_input)(const T* g, const T* x, T* gx, const ChannelRows& r, double mean, double a, double b, double c);
+  // gx = (g * p - a - (x - mean) * b) * c over the channel.
+  void (*grad_input)(const T* g, const T* x, T* gx, const ChannelRows& r, double mean, double p, double a, double b,
+                     double c);
+
+  // Layer norm's row kernels: one contiguous row of `len` elements with per-element weight and
+  // bias (each may be null: 1 and 0).
+  // out = (x - mean) * rstd * weight + bias, computed in T with the float64 mean split into two
+  // T values (x - mean keeps T's accuracy relative to the difference however large the mean):
+  // a few roundings of T per element.
+  void (*row_normalize)(const T* x, T* out, int64_t len, double mean, double rstd, const T* weight, const T* bias);
+  // With xhat = (x - mean) * rstd and gw = g * weight: sums[0] = the sum of gw, sums[1] = the sum
+  // of gw * xhat; sum_gxhat[j] += g * xhat and sum_g[j] += g (each may be null).
+  void (*row_grad_sums)(const T* g, const T* x, int64_t len, double mean, double rstd, const T* weight, double* sums,
+                        double* sum_gxhat, double* sum_g);
+  // gx = (g * weight - a - xhat * b) * rstd, computed in T as row_normalize.
+  void (*row_grad_input)(const T* g, const T* x, T* gx, int64_t len, double mean, double rstd, const T* weight,
+                         double a, double b);
 
   // The same for `cols` adjacent channels of an (n, c) input (s == 1): channel j is column j of
   // `rows` rows `stride` apart; its values are element j of the per-channel arrays. The loops run

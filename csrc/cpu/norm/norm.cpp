@@ -124,7 +124,7 @@ void batch_norm_backward(const BatchNormShape& s, const T* grad_out, const T* x,
     else
       for (int64_t j = 0; j < m; ++j) {
         const int64_t at = (c0 + j) * s.s;
-        k.grad_input(grad_out + at, x + at, grad_x + at, rows, mean[j], a[j], b[j], c[j]);
+        k.grad_input(grad_out + at, x + at, grad_x + at, rows, mean[j], 1.0, a[j], b[j], c[j]);
       }
   });
 }

@@ -1,4 +1,6 @@
-// Batch normalization on the CPU: the statistics, the normalization and the running-statistics
+// Normalization on the CPU: batch, layer and group normalization.
+//
+// Batch normalization: the statistics, the normalization and the running-statistics
 // update in one forward call, and the three gradients in one backward call.
 //
 // x is C-contiguous (n, c, s): n samples, c channels, s = the product of the spatial sizes (1 for
@@ -37,5 +39,49 @@ template <class T>
 void batch_norm_backward(const BatchNormShape& s, const T* grad_out, const T* x, const T* weight,
                          const double* save_mean, const double* save_invstd, T* grad_x, T* grad_weight, T* grad_bias,
                          bool training);
+
+// Layer normalization (layer_norm.cpp): x is C-contiguous (rows, len), each row normalized over its
+// len elements; weight and bias (len elements each, either may be null: 1 and 0) apply per
+// element. Statistics as batch norm's: float64, the mean, then the sum of squared deviations
+// from it (two passes over the row, which stays in cache); the normalized values and grad_x are
+// computed in T (kernels.h), within a few roundings of T. save_mean and save_rstd hold `rows`
+// float64 values (NaN for len == 0). Threads split the rows.
+struct LayerNormShape {
+  int64_t rows, len;
+};
+
+// out = (x - mean) * rstd * weight + bias per row, rstd = 1 / sqrt(biased variance + eps).
+template <class T>
+void layer_norm_forward(const LayerNormShape& s, const T* x, const T* weight, const T* bias, T* out, double* save_mean,
+                        double* save_rstd, double eps);
+
+// With xhat = (x - mean) * rstd and gw = grad_out * weight: grad_x = rstd * (gw - mean(gw) -
+// xhat * mean(gw * xhat)) per row; grad_weight = the sum over rows of grad_out * xhat, grad_bias
+// the sum of grad_out. Each output may be null. The column sums go into per-thread float64
+// partial sums over contiguous row ranges, added in thread order (the same result on every run
+// at a given thread count).
+template <class T>
+void layer_norm_backward(const LayerNormShape& s, const T* grad_out, const T* x, const T* weight,
+                         const double* save_mean, const double* save_rstd, T* grad_x, T* grad_weight, T* grad_bias);
+
+// Group normalization (layer_norm.cpp): x is C-contiguous (n, c, s) with the c channels in
+// `groups` groups of c / groups consecutive channels (groups divides c); statistics per (sample,
+// group) over its contiguous c / groups * s elements, as layer norm's; weight and bias hold c
+// elements (per channel, either may be null); save_mean and save_rstd hold n * groups float64
+// values. Threads split the (sample, group) pairs.
+struct GroupNormShape {
+  int64_t n, c, s, groups;
+};
+
+template <class T>
+void group_norm_forward(const GroupNormShape& s, const T* x, const T* weight, const T* bias, T* out, double* save_mean,
+                        double* save_rstd, double eps);
+
+// Layer norm's gradients with each (sample, group) as a row and the weight per channel:
+// grad_weight[c] = the sum over samples and positions of grad_out * xhat, grad_bias[c] of
+// grad_out (per-thread partial sums added in thread order).
+template <class T>
+void group_norm_backward(const GroupNormShape& s, const T* grad_out, const T* x, const T* weight,
+                         const double* save_mean, const double* save_rstd, T* grad_x, T* grad_weight, T* grad_bias);
 
 }  // namespace deepkern::cpu

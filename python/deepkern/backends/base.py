@@ -48,6 +48,10 @@ KERNELS = frozenset(
         "embedding_backward",
         "batch_norm_forward",
         "batch_norm_backward",
+        "layer_norm_forward",
+        "layer_norm_backward",
+        "group_norm_forward",
+        "group_norm_backward",
     }
 )
 

@@ -129,3 +129,7 @@ class CPUBackend(Backend):
 
     batch_norm_forward = staticmethod(_C.batch_norm_forward)
     batch_norm_backward = staticmethod(_C.batch_norm_backward)
+    layer_norm_forward = staticmethod(_C.layer_norm_forward)
+    layer_norm_backward = staticmethod(_C.layer_norm_backward)
+    group_norm_forward = staticmethod(_C.group_norm_forward)
+    group_norm_backward = staticmethod(_C.group_norm_backward)

@@ -1,7 +1,8 @@
 """The ``norm`` suite: float32 batch normalization in training (the fused forward with its
-running-statistics update, and the fused backward) of CNN and MLP layers, beside PyTorch's
-``batch_norm`` and its backward at the same threads (NumPy's formulas without it); memory-bound,
-reported in GB/s of the compulsory bytes."""
+running-statistics update, and the fused backward) of CNN and MLP layers, and float32 layer
+normalization (forward, and forward then backward) of transformer rows, beside PyTorch's
+``batch_norm``/``layer_norm`` and their backward passes at the same threads (NumPy's formulas
+without it); memory-bound, reported in GB/s of the compulsory bytes."""
 
 from __future__ import annotations
 
@@ -23,10 +24,25 @@ NORM_LAYERS = (
 NORM_LAYERS_QUICK = (("C=256 14x14", (32, 256, 14, 14)), ("(N, C)=(4096, 1000)", (4096, 1000)))
 GROUP_NORM_FWD = "forward"
 GROUP_NORM_BWD = "backward"
+#: (name, (rows, D)): BERT-base and a 4096-wide model's token rows, and 32 sequences of 128 tokens at 512.
+LAYER_NORM_ROWS = (
+    ("(R, D)=(8192, 768)", (8192, 768)),
+    ("(R, D)=(4096, 4096)", (4096, 4096)),
+    ("(R, D)=(32*128, 512)", (32 * 128, 512)),
+)
+LAYER_NORM_ROWS_QUICK = (("(R, D)=(8192, 768)", (8192, 768)),)
+GROUP_LAYER_NORM_FWD = "layer_norm forward"
+GROUP_LAYER_NORM_FWD_BWD = "layer_norm forward+backward"
 
 
 def _axes(x: np.ndarray) -> tuple:
     return (0,) + tuple(range(2, x.ndim))
+
+
+def _rotations(one: tuple) -> list:
+    """``one`` set of inputs and enough copies of it to rotate through (cold caches)."""
+    copies = rotation_copies(sum(a.nbytes for a in one))
+    return [one] + [tuple(a.copy() for a in one) for _ in range(copies - 1)]
 
 
 def _numpy_forward(x, w, b, rm, rv):
@@ -52,8 +68,7 @@ def _norm_case(name: str, shape: tuple, backward: bool) -> Case:
         one = (x, np.ones(c, np.float32), np.zeros(c, np.float32), np.zeros(c, np.float32), np.ones(c, np.float32))
         if backward:
             one = (rng.standard_normal(shape, dtype=np.float32),) + one
-        copies = rotation_copies(sum(a.nbytes for a in one))
-        return [one] + [tuple(a.copy() for a in one) for _ in range(copies - 1)]
+        return _rotations(one)
 
     data = 4.0 * float(np.prod(shape))
     if not backward:  # x read twice (the statistics, then the normalization), out written
@@ -127,18 +142,88 @@ def _torch_saved(torch, x, w) -> tuple:
     return _SAVED[key][1]
 
 
+def _layer_norm_numpy(x, w, b, g=None):
+    """Layer norm of the rows of x in NumPy (and, given g, the input gradient), float64 inside."""
+    x64 = x.astype(np.float64)
+    mean, var = x64.mean(axis=1, keepdims=True), x64.var(axis=1, keepdims=True)
+    rstd = 1 / np.sqrt(var + 1e-5)
+    xhat = (x64 - mean) * rstd
+    if g is None:
+        return xhat * w + b
+    gw = g * w
+    return rstd * (gw - gw.mean(axis=1, keepdims=True) - xhat * (gw * xhat).mean(axis=1, keepdims=True))
+
+
+def _layer_norm_case(name: str, shape: tuple, backward: bool) -> Case:
+    from ..ops import layer_norm, layer_norm_backward
+
+    d = shape[1]
+    torch = installed_torch()
+
+    def make_inputs():
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal(shape, dtype=np.float32) * 2 + 1
+        w, b = rng.standard_normal(d, dtype=np.float32), rng.standard_normal(d, dtype=np.float32)
+        return _rotations((x, w, b) + ((rng.standard_normal(shape, dtype=np.float32),) if backward else ()))
+
+    def ours(x, w, b, g=None):
+        out, mean, rstd = layer_norm(x, d, w, b)
+        return out if g is None else layer_norm_backward(g, x, d, w, mean, rstd)
+
+    impls = {"deepkern": ours}
+    if torch is not None:
+
+        def theirs(x, w, b, g=None):
+            out, mean, rstd = torch.native_layer_norm(x, [d], w, b, 1e-5)
+            if g is None:
+                return out
+            return torch.ops.aten.native_layer_norm_backward(g, x, [d], mean, rstd, w, b, [True, True, True])
+
+        impls["torch"] = theirs
+    else:
+        impls["numpy"] = _layer_norm_numpy
+
+    def check(inputs: tuple) -> float:
+        got = ours(*inputs)
+        got = (got if not backward else got[0]).astype(np.float64)
+        ref = _layer_norm_numpy(*(a.astype(np.float64) for a in inputs))
+        return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+
+    data = 4.0 * float(np.prod(shape))
+    return Case(
+        op="norm",
+        name=name,
+        layout="fwd+bwd" if backward else "fwd",
+        group=GROUP_LAYER_NORM_FWD_BWD if backward else GROUP_LAYER_NORM_FWD,
+        shape=shape,
+        flops=0.0,
+        # forward: x read, out written; backward: grad_out and x read, grad_x written
+        nbytes=(5 if backward else 2) * data,
+        make_inputs=make_inputs,
+        impls=impls,
+        check=check,
+        label="float32 layer norm",
+        metric="bytes",
+    )
+
+
 def norm_cases(quick: bool = False) -> List[Case]:
-    """Training batch norm of float32 CNN (batch 32) and MLP layers, forward then backward."""
+    """Training batch norm of float32 CNN (batch 32) and MLP layers, forward then backward; float32
+    layer norm of transformer rows, forward and forward+backward."""
     layers = NORM_LAYERS_QUICK if quick else NORM_LAYERS
-    return [_norm_case(name, shape, backward) for backward in (False, True) for name, shape in layers]
+    rows = LAYER_NORM_ROWS_QUICK if quick else LAYER_NORM_ROWS
+    return [_norm_case(name, shape, backward) for backward in (False, True) for name, shape in layers] + [
+        _layer_norm_case(name, shape, backward) for backward in (False, True) for name, shape in rows
+    ]
 
 
 register_suite(
     Suite(
         name="norm",
         description="float32 batch normalization in training (fused forward with the running-statistics update, "
-        "fused backward) of CNN and MLP layers vs PyTorch at the same threads; GB/s of compulsory bytes",
+        "fused backward) of CNN and MLP layers, and float32 layer normalization (forward, forward+backward) of "
+        "transformer rows, vs PyTorch at the same threads; GB/s of compulsory bytes",
         cases=norm_cases,
-        summary_groups=(GROUP_NORM_FWD, GROUP_NORM_BWD),
+        summary_groups=(GROUP_NORM_FWD, GROUP_NORM_BWD, GROUP_LAYER_NORM_FWD, GROUP_LAYER_NORM_FWD_BWD),
     )
 )

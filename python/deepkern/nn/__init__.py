@@ -44,7 +44,7 @@ from .loss import (
     TripletMarginLoss,
 )
 from .module import Identity, Module, ModuleDict, ModuleList, Parameter, ParameterList, Sequential
-from .normalization import BatchNorm1d, BatchNorm2d
+from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
 __all__ = [
@@ -85,6 +85,8 @@ __all__ = [
     "Dropout",
     "BatchNorm1d",
     "BatchNorm2d",
+    "LayerNorm",
+    "GroupNorm",
     "Embedding",
     "GRU",
     "GRUCell",

@@ -45,6 +45,8 @@ __all__ = [
     "log_softmax",
     "dropout",
     "batch_norm",
+    "layer_norm",
+    "group_norm",
     "embedding",
     "flatten",
     "one_hot",
@@ -637,6 +639,38 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         momentum=momentum,
         eps=eps,
     )
+
+
+class RowNorm(Function):
+    """``layer_norm`` or ``group_norm`` (``op``, a deepkern.ops name; ``size`` its normalized
+    shape or group count) with their fused kernels; the backward pass gives the three gradients in
+    one call."""
+
+    @staticmethod
+    def forward(ctx, x, weight=None, bias=None, op="layer_norm", size=None, eps=1e-5):
+        out, save_mean, save_rstd = getattr(ops, op)(x, size, weight, bias, eps)
+        ctx.save_for_backward(x, weight)
+        ctx.meta = (op, size, save_mean, save_rstd)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        op, size, save_mean, save_rstd = ctx.meta
+        backward = getattr(ops, op + "_backward")
+        return backward(g, x, size, weight, save_mean, save_rstd, needs=ctx.needs_input_grad[:3])
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """PyTorch's ``F.layer_norm``: each row over the last ``len(normalized_shape)`` axes
+    normalized by its mean and biased variance, then scaled by ``weight`` and shifted by ``bias``."""
+    return RowNorm.apply(input, weight, bias, op="layer_norm", size=normalized_shape, eps=eps)
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """PyTorch's ``F.group_norm`` over input ``(N, C, ...)``: ``num_groups`` groups of consecutive
+    channels, each normalized per sample, then the per-channel ``weight`` and ``bias``."""
+    return RowNorm.apply(input, weight, bias, op="group_norm", size=num_groups, eps=eps)
 
 
 class Embedding(Function):

@@ -1,8 +1,9 @@
-"""Batch normalisation layers ``BatchNorm1d`` and ``BatchNorm2d`` with PyTorch's parameters
+"""Normalisation layers. ``BatchNorm1d`` and ``BatchNorm2d`` with PyTorch's parameters
 (weight, bias), buffers (running_mean, running_var, num_batches_tracked) and update rules:
 biased variance to normalise, unbiased for the running variance, ``momentum=None`` for a
 cumulative average over the batches seen. ``bias=False`` (keyword) keeps the scale without the
-shift, as in torch 2.13."""
+shift, as in torch 2.13. ``LayerNorm`` and ``GroupNorm`` with PyTorch's parameters (weight
+initialised to ones, bias to zeros), so state dicts carry over."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from . import init
 from ._layer import bad_shape, check_float, describe, empty_parameter, factory_kwargs
 from .module import Module
 
-__all__ = ["BatchNorm1d", "BatchNorm2d"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm"]
 
 
 class _BatchNorm(Module):
@@ -121,3 +122,79 @@ class BatchNorm2d(_BatchNorm):
 
     def _expected_shape(self) -> str:
         return f"(N, {self.num_features}, H, W)"
+
+
+class _AffineNorm(Module):
+    """A layer with an optional ``weight`` (initialised to ones) and ``bias`` (zeros)."""
+
+    def _add_parameters(self, shape: tuple, weight: bool, bias: bool, factory: dict) -> None:
+        for name, wanted in (("weight", weight), ("bias", weight and bias)):
+            if wanted:
+                setattr(self, name, empty_parameter(shape, **factory))
+            else:
+                self.register_parameter(name, None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.weight is not None:
+            init.ones_(self.weight)
+        if self.bias is not None:
+            init.zeros_(self.bias)
+
+
+class LayerNorm(_AffineNorm):
+    """Over the last ``len(normalized_shape)`` axes of the input, which must equal
+    ``normalized_shape``; ``elementwise_affine`` adds a weight (and, with ``bias``, a bias) of
+    that shape."""
+
+    def __init__(
+        self,
+        normalized_shape,
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        factory = factory_kwargs(type(self).__name__, dtype, device)
+        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else normalized_shape
+        self.normalized_shape = tuple(int(n) for n in shape)
+        self.eps, self.elementwise_affine = eps, elementwise_affine
+        self._add_parameters(self.normalized_shape, elementwise_affine, bias, factory)
+
+    def forward(self, input):
+        check_float(self, input, None if self.weight is None else self.weight.dtype)
+        k = len(self.normalized_shape)
+        if input.ndim < k or tuple(input.shape[input.ndim - k :]) != self.normalized_shape:
+            bad_shape(self, input, f"(*, {', '.join(map(str, self.normalized_shape))})")
+        return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class GroupNorm(_AffineNorm):
+    """Over input ``(N, C, *)``: ``num_groups`` groups of consecutive channels (it must divide
+    ``num_channels``); ``affine`` adds a per-channel weight and bias."""
+
+    def __init__(
+        self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, device=None, dtype=None
+    ):
+        super().__init__()
+        factory = factory_kwargs(type(self).__name__, dtype, device)
+        if num_groups < 1 or num_channels % num_groups:
+            raise ValueError(
+                f"GroupNorm: num_groups ({num_groups}) must be >= 1 and divide num_channels ({num_channels})"
+            )
+        self.num_groups, self.num_channels, self.eps, self.affine = int(num_groups), int(num_channels), eps, affine
+        self._add_parameters((self.num_channels,), affine, True, factory)
+
+    def forward(self, input):
+        check_float(self, input, None if self.weight is None else self.weight.dtype)
+        if input.ndim < 2 or input.shape[1] != self.num_channels:
+            bad_shape(self, input, f"(N, {self.num_channels}, *)")
+        return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"

@@ -8,7 +8,14 @@ from .dropout import dropout, dropout_backward
 from .gemm import gemm, linear, matmul
 from .gru import GRUCache, RNNCache, gru, gru_backward, gru_cell, rnn, rnn_backward, rnn_cell
 from .lstm import LSTMCache, lstm, lstm_backward, lstm_cell, lstm_cell_backward
-from .norm import batch_norm, batch_norm_backward
+from .norm import (
+    batch_norm,
+    batch_norm_backward,
+    group_norm,
+    group_norm_backward,
+    layer_norm,
+    layer_norm_backward,
+)
 from .optim import (
     adam_step,
     adam_step_multi,
@@ -71,6 +78,10 @@ __all__ = [
     "adaptive_avg_pool2d_backward",
     "batch_norm",
     "batch_norm_backward",
+    "layer_norm",
+    "layer_norm_backward",
+    "group_norm",
+    "group_norm_backward",
     "sgd_step",
     "sgd_step_multi",
     "adam_step",

@@ -1,6 +1,7 @@
-"""Batch normalization as two fused kernels: ``batch_norm`` (the batch statistics, the
-normalization and the running-statistics update in one call) and ``batch_norm_backward`` (the
-input, weight and bias gradients in one call).
+"""Normalization as fused kernels: ``batch_norm`` (the batch statistics, the normalization and the
+running-statistics update in one call) and ``batch_norm_backward`` (the input, weight and bias
+gradients in one call); ``layer_norm`` and ``group_norm`` and their backward passes the same way
+(see their docstrings).
 
 Semantics are PyTorch's ``F.batch_norm`` over ``x`` of shape ``(N, C, ...)`` (2-D ``(N, C)`` or
 more dimensions): the statistics run over every axis but the channel axis 1. When ``training``,
@@ -18,7 +19,14 @@ import numpy as np
 from ..backends import backend_of
 from ._validate import as_float_array, check_output, check_scalar, overlaps
 
-__all__ = ["batch_norm", "batch_norm_backward"]
+__all__ = [
+    "batch_norm",
+    "batch_norm_backward",
+    "layer_norm",
+    "layer_norm_backward",
+    "group_norm",
+    "group_norm_backward",
+]
 
 
 def _channels(x, op: str):
@@ -43,6 +51,17 @@ def _per_channel(value, name: str, op: str, x, backend):
         )
     backend_of(x, arr, op=op)
     return arr
+
+
+def _output(out, op: str, x, inputs: dict, backend):
+    """``(written, result)``: the array the kernel writes (C-contiguous, x's shape and dtype) and
+    the one returned, ``out`` when given (checked against ``inputs``; written from a contiguous
+    copy when it is not contiguous itself)."""
+    if out is None:
+        written = backend.empty(x.shape, x.dtype)
+        return written, written
+    check_output(out, "out", op, x.shape, x.dtype, {k: v for k, v in inputs.items() if v is not None}, backend)
+    return (out if out.flags.c_contiguous else backend.empty(x.shape, x.dtype)), out
 
 
 def _check_updated(op: str, x, others: dict, running: list, given: tuple) -> None:
@@ -89,12 +108,8 @@ def batch_norm(
     if not (np.isfinite(momentum) and np.isfinite(eps) and eps >= 0):
         raise ValueError(f"{op}: momentum must be finite and eps finite and >= 0, got momentum={momentum}, eps={eps}")
     x = backend.ascontiguousarray(x)
-    if out is None:
-        written = result = backend.empty(x.shape, x.dtype)
-    else:
-        inputs = {"x": x, "weight": weight, "bias": bias, "running_mean": running[0], "running_var": running[1]}
-        check_output(out, "out", op, x.shape, x.dtype, {k: v for k, v in inputs.items() if v is not None}, backend)
-        written, result = (out if out.flags.c_contiguous else backend.empty(x.shape, x.dtype)), out
+    inputs = {"x": x, "weight": weight, "bias": bias, "running_mean": running[0], "running_var": running[1]}
+    written, result = _output(out, op, x, inputs, backend)
     # Running statistics updated in place: the kernel writes contiguous ones directly, others
     # through a contiguous copy written back.
     # Evaluation reads them: a read-only one goes to the kernel as a copy.
@@ -144,3 +159,159 @@ def batch_norm_backward(grad_out, x, weight, save_mean, save_invstd, training, n
     if need_x or need_w or need_b:
         backend.batch_norm_backward(g, x, weight, saved[0], saved[1], grad_x, grad_w, grad_b, shape, bool(training))
     return grad_x, grad_w, grad_b
+
+
+# ---- layer and group normalization ---------------------------------------------------------------
+
+
+def _normalized_shape(normalized_shape, x, op: str) -> tuple:
+    """``normalized_shape`` (an int or a sequence of ints) as a tuple equal to x's trailing sizes."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else normalized_shape
+    if not isinstance(shape, (tuple, list)) or any(
+        isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) for n in shape
+    ):
+        raise TypeError(f"{op}: normalized_shape must be an int or a sequence of ints, got {normalized_shape!r}")
+    shape = tuple(int(n) for n in shape)
+    if not shape or len(shape) > x.ndim or x.shape[x.ndim - len(shape) :] != shape:
+        raise ValueError(
+            f"{op}: normalized_shape {shape} must be non-empty and equal the last sizes of x, got x of shape {x.shape}"
+        )
+    return shape
+
+
+def _param(value, name: str, op: str, x, shape: tuple, what: str):
+    """None, or ``value`` as a C-contiguous array of ``shape`` and x's dtype on x's backend."""
+    if value is None:
+        return None
+    arr = as_float_array(value, name, op)
+    if arr.dtype != x.dtype:
+        raise TypeError(f"{op}: {name} must have x's dtype {x.dtype}, got {arr.dtype}")
+    if arr.shape != shape:
+        raise ValueError(f"{op}: {name} must have shape {shape} ({what}, x has shape {x.shape}), got {arr.shape}")
+    return backend_of(x, arr, op=op).ascontiguousarray(arr)
+
+
+def _eps(eps, op: str) -> float:
+    eps = check_scalar(eps, "eps", op)
+    if not (np.isfinite(eps) and eps >= 0):
+        raise ValueError(f"{op}: eps must be finite and >= 0, got {eps}")
+    return eps
+
+
+def _saved_stats(values, op: str, x, shape: tuple, backend, forward: str) -> list:
+    """save_mean and save_rstd: the float64 arrays of ``shape`` the forward returned."""
+    saved = []
+    for value, name in zip(values, ("save_mean", "save_rstd")):
+        arr = None if value is None else as_float_array(value, name, op)
+        if arr is None or arr.dtype != np.float64 or arr.shape != shape:
+            got = "None" if arr is None else f"{arr.dtype} {arr.shape}"
+            raise ValueError(f"{op}: {name} must be the float64 {shape} array {forward} returned, got {got}")
+        backend_of(x, arr, op=op)
+        saved.append(backend.ascontiguousarray(arr))
+    return saved
+
+
+def _grad_out(grad_out, x, op: str):
+    g = as_float_array(grad_out, "grad_out", op)
+    if g.shape != x.shape or g.dtype != x.dtype:
+        raise ValueError(
+            f"{op}: grad_out must have x's shape {x.shape} and dtype {x.dtype}, got {g.shape} and {g.dtype}"
+        )
+    return g
+
+
+def _run_backward(kernel, g, x, weight, saved, params_shape, needs, backend, *args):
+    """``(grad_x, grad_weight, grad_bias)`` from ``kernel`` (a backend entry), those not in ``needs`` None."""
+    need_x, need_w, need_b = (bool(v) for v in needs)
+    g, x = backend.ascontiguousarray(g), backend.ascontiguousarray(x)
+    grad_x = backend.empty(x.shape, x.dtype) if need_x else None
+    grad_w = backend.empty(params_shape, x.dtype) if need_w else None
+    grad_b = backend.empty(params_shape, x.dtype) if need_b else None
+    if need_x or need_w or need_b:
+        kernel(g, x, weight, saved[0], saved[1], grad_x, grad_w, grad_b, *args)
+    return grad_x, grad_w, grad_b
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None):
+    """``(out, save_mean, save_rstd)``: PyTorch's ``F.layer_norm``. Each of x's rows (its last
+    ``len(normalized_shape)`` axes, which must equal ``normalized_shape``) is normalized by its
+    own mean and biased variance, ``out = (x - mean) / sqrt(var + eps) * weight + bias`` with
+    ``weight`` and ``bias`` (optional) of shape ``normalized_shape``. The statistics are taken in
+    float64 (the mean, then the squared deviations from it); ``save_mean`` and ``save_rstd``
+    (float64, shape ``x.shape[:-len(normalized_shape)]``) are what ``layer_norm_backward`` takes."""
+    op = "layer_norm"
+    x = as_float_array(x, "x", op)
+    shape = _normalized_shape(normalized_shape, x, op)
+    backend = backend_of(x, out, op=op)
+    weight, bias = (_param(v, n, op, x, shape, "normalized_shape") for v, n in ((weight, "weight"), (bias, "bias")))
+    eps = _eps(eps, op)
+    x = backend.ascontiguousarray(x)
+    written, result = _output(out, op, x, {"x": x, "weight": weight, "bias": bias}, backend)
+    stats_shape = x.shape[: x.ndim - len(shape)]
+    save_mean, save_rstd = backend.empty(stats_shape, np.float64), backend.empty(stats_shape, np.float64)
+    rows_len = (int(np.prod(stats_shape, dtype=np.int64)), int(np.prod(shape, dtype=np.int64)))
+    backend.layer_norm_forward(x, weight, bias, written, save_mean, save_rstd, rows_len, eps)
+    if written is not result:
+        result[...] = written
+    return result, save_mean, save_rstd
+
+
+def layer_norm_backward(grad_out, x, normalized_shape, weight, save_mean, save_rstd, needs=(True, True, True)):
+    """``(grad_x, grad_weight, grad_bias)`` of ``layer_norm`` from its ``x``, ``weight`` and the
+    ``save_mean``/``save_rstd`` it returned; ``needs`` says which to compute (None for the others).
+    grad_weight and grad_bias are summed over the rows in float64."""
+    op = "layer_norm_backward"
+    x = as_float_array(x, "x", op)
+    shape = _normalized_shape(normalized_shape, x, op)
+    g = _grad_out(grad_out, x, op)
+    backend = backend_of(g, x, op=op)
+    weight = _param(weight, "weight", op, x, shape, "normalized_shape")
+    stats_shape = x.shape[: x.ndim - len(shape)]
+    saved = _saved_stats((save_mean, save_rstd), op, x, stats_shape, backend, "layer_norm")
+    rows_len = (int(np.prod(stats_shape, dtype=np.int64)), int(np.prod(shape, dtype=np.int64)))
+    return _run_backward(backend.layer_norm_backward, g, x, weight, saved, shape, needs, backend, rows_len)
+
+
+def _groups(x, num_groups, op: str):
+    """x (at least 2-D), its (n, c, s) kernel shape and ``num_groups`` checked to divide c."""
+    x, shape = _channels(x, op)
+    if isinstance(num_groups, (bool, np.bool_)) or not isinstance(num_groups, (int, np.integer)):
+        raise TypeError(f"{op}: num_groups must be an int, got {type(num_groups).__name__}")
+    if num_groups < 1 or shape[1] % num_groups:
+        raise ValueError(
+            f"{op}: num_groups must be >= 1 and divide the channels ({shape[1]}, x has shape {x.shape}), "
+            f"got num_groups={num_groups}"
+        )
+    return x, shape, int(num_groups)
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, out=None):
+    """``(out, save_mean, save_rstd)``: PyTorch's ``F.group_norm`` over x of shape ``(N, C, ...)``:
+    the C channels form ``num_groups`` groups of consecutive channels, each (sample, group)
+    normalized by its own mean and biased variance, then ``weight`` and ``bias`` (optional, C
+    elements) applied per channel. Statistics in float64 as ``layer_norm``'s; ``save_mean`` and
+    ``save_rstd`` are float64 of shape ``(N, num_groups)``."""
+    op = "group_norm"
+    x, shape, groups = _groups(x, num_groups, op)
+    backend = backend_of(x, out, op=op)
+    weight, bias = (_param(v, n, op, x, (shape[1],), "x's channels") for v, n in ((weight, "weight"), (bias, "bias")))
+    eps = _eps(eps, op)
+    x = backend.ascontiguousarray(x)
+    written, result = _output(out, op, x, {"x": x, "weight": weight, "bias": bias}, backend)
+    save_mean, save_rstd = (backend.empty((shape[0], groups), np.float64) for _ in range(2))
+    backend.group_norm_forward(x, weight, bias, written, save_mean, save_rstd, shape, groups, eps)
+    if written is not result:
+        result[...] = written
+    return result, save_mean, save_rstd
+
+
+def group_norm_backward(grad_out, x, num_groups, weight, save_mean, save_rstd, needs=(True, True, True)):
+    """``(grad_x, grad_weight, grad_bias)`` of ``group_norm`` from its ``x``, ``weight`` and the
+    ``save_mean``/``save_rstd`` it returned; ``needs`` says which to compute (None for the others)."""
+    op = "group_norm_backward"
+    x, shape, groups = _groups(x, num_groups, op)
+    g = _grad_out(grad_out, x, op)
+    backend = backend_of(g, x, op=op)
+    weight = _param(weight, "weight", op, x, (shape[1],), "x's channels")
+    saved = _saved_stats((save_mean, save_rstd), op, x, (shape[0], groups), backend, "group_norm")
+    return _run_backward(backend.group_norm_backward, g, x, weight, saved, (shape[1],), needs, backend, shape, groups)

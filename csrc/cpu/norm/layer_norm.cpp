@@ -1,0 +1,186 @@
+// Layer and group normalization: splits the rows ((sample, group) pairs for group norm) over
+// threads in contiguous ranges and runs the active ISA's loops (kernels.h) on each; a row's
+// statistics and normalization stay on one thread. The weight and bias gradients are summed per
+// thread into float64 partials, then added in thread order.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "core/isa_dispatch.h"
+#include "core/threading.h"
+#include "cpu/norm/kernels.h"
+#include "cpu/norm/norm.h"
+
+namespace deepkern::cpu {
+namespace {
+
+// Below this many elements per thread fewer threads run (a thread start costs about as much as
+// streaming 32K elements from cache).
+constexpr int64_t kMinPerThread = int64_t(1) << 15;
+
+template <class T>
+const NormKernels<T>& kernels() {
+  return dispatch(IsaFamily::norm, IsaTables{generic::norm_kernels, avx2::norm_kernels, avx512::norm_kernels}).of<T>();
+}
+
+// The threads for `units` rows of `elements` elements in all (at least 1).
+int threads_for(int64_t units, int64_t elements) {
+  const int64_t most = std::max<int64_t>(1, std::min<int64_t>(num_threads(), units));
+  return static_cast<int>(std::clamp<int64_t>(elements / kMinPerThread, 1, most));
+}
+
+// Runs body(t, u) for every unit u in [0, units), thread t taking a contiguous range.
+template <class Body>
+void for_units(int threads, int64_t units, Body&& body) {
+  run_on_threads(threads, [&](int t) {
+    for (int64_t u = units * t / threads; u < units * (t + 1) / threads; ++u) body(t, u);
+  });
+}
+
+// The mean and 1 / sqrt(biased variance + eps) of `len` contiguous values (NaN for len == 0).
+template <class T>
+void moments(const NormKernels<T>& k, const T* x, int64_t len, double eps, double* mean, double* rstd) {
+  if (len == 0) {
+    *mean = *rstd = std::numeric_limits<double>::quiet_NaN();
+    return;
+  }
+  const ChannelRows row{1, len, len};
+  *mean = k.sum(x, row) / static_cast<double>(len);
+  *rstd = 1 / std::sqrt(k.squared_deviations(x, row, *mean) / static_cast<double>(len) + eps);
+}
+
+// Per-thread float64 partial sums of the weight and bias gradients (`width` columns each; a null
+// output gets none), added in thread order into grad_weight and grad_bias by finish().
+template <class T>
+class ParamGradSums {
+ public:
+  ParamGradSums(int threads, int64_t width, T* grad_weight, T* grad_bias)
+      : width_(width),
+        gw_(grad_weight),
+        gb_(grad_bias),
+        w_parts_(grad_weight ? threads * width : 0, 0.0),
+        b_parts_(grad_bias ? threads * width : 0, 0.0) {}
+
+  // Thread t's partial sums (null where not wanted).
+  double* weight_part(int t) { return gw_ ? w_parts_.data() + t * width_ : nullptr; }
+  double* bias_part(int t) { return gb_ ? b_parts_.data() + t * width_ : nullptr; }
+
+  void finish(int threads) {
+    for (int64_t j = 0; j < width_; ++j) {
+      double w = 0, b = 0;
+      for (int t = 0; t < threads; ++t) {
+        if (gw_) w += w_parts_[t * width_ + j];
+        if (gb_) b += b_parts_[t * width_ + j];
+      }
+      if (gw_) gw_[j] = static_cast<T>(w);
+      if (gb_) gb_[j] = static_cast<T>(b);
+    }
+  }
+
+ private:
+  int64_t width_;
+  T *gw_, *gb_;
+  std::vector<double> w_parts_, b_parts_;
+};
+
+}  // namespace
+
+template <class T>
+void layer_norm_forward(const LayerNormShape& s, const T* x, const T* weight, const T* bias, T* out, double* save_mean,
+                        double* save_rstd, double eps) {
+  const NormKernels<T>& k = kernels<T>();
+  const int threads = threads_for(s.rows, s.rows * s.len);
+  for_units(threads, s.rows, [&](int, int64_t r) {
+    const int64_t at = r * s.len;
+    moments(k, x + at, s.len, eps, &save_mean[r], &save_rstd[r]);
+    k.row_normalize(x + at, out + at, s.len, save_mean[r], save_rstd[r], weight, bias);
+  });
+}
+
+template <class T>
+void layer_norm_backward(const LayerNormShape& s, const T* grad_out, const T* x, const T* weight,
+                         const double* save_mean, const double* save_rstd, T* grad_x, T* grad_weight, T* grad_bias) {
+  const NormKernels<T>& k = kernels<T>();
+  const int threads = threads_for(s.rows, s.rows * s.len);
+  ParamGradSums<T> params(threads, s.len, grad_weight, grad_bias);
+  const double count = static_cast<double>(s.len);
+  for_units(threads, s.rows, [&](int t, int64_t r) {
+    const int64_t at = r * s.len;
+    double sums[2];
+    k.row_grad_sums(grad_out + at, x + at, s.len, save_mean[r], save_rstd[r], weight, sums, params.weight_part(t),
+                    params.bias_part(t));
+    if (grad_x)
+      k.row_grad_input(grad_out + at, x + at, grad_x + at, s.len, save_mean[r], save_rstd[r], weight, sums[0] / count,
+                       sums[1] / count);
+  });
+  params.finish(threads);
+}
+
+template <class T>
+void group_norm_forward(const GroupNormShape& s, const T* x, const T* weight, const T* bias, T* out, double* save_mean,
+                        double* save_rstd, double eps) {
+  const NormKernels<T>& k = kernels<T>();
+  const int64_t units = s.n * s.groups, per_group = s.groups ? s.c / s.groups : 0, len = per_group * s.s;
+  const int threads = threads_for(units, units * len);
+  const ChannelRows channel{1, s.s, s.s};
+  for_units(threads, units, [&](int, int64_t u) {
+    const int64_t at = u * len;
+    moments(k, x + at, len, eps, &save_mean[u], &save_rstd[u]);
+    for (int64_t j = 0, ch = u % s.groups * per_group; j < per_group; ++j, ++ch) {
+      const double scale = save_rstd[u] * (weight ? static_cast<double>(weight[ch]) : 1.0);
+      k.normalize(x + at + j * s.s, out + at + j * s.s, channel, save_mean[u], scale,
+                  bias ? static_cast<double>(bias[ch]) : 0.0);
+    }
+  });
+}
+
+template <class T>
+void group_norm_backward(const GroupNormShape& s, const T* grad_out, const T* x, const T* weight,
+                         const double* save_mean, const double* save_rstd, T* grad_x, T* grad_weight, T* grad_bias) {
+  const NormKernels<T>& k = kernels<T>();
+  const int64_t units = s.n * s.groups, per_group = s.groups ? s.c / s.groups : 0, len = per_group * s.s;
+  const int threads = threads_for(units, units * len);
+  ParamGradSums<T> params(threads, s.c, grad_weight, grad_bias);
+  std::vector<double> channel_sums(static_cast<size_t>(threads * 2 * per_group));
+  const ChannelRows channel{1, s.s, s.s};
+  for_units(threads, units, [&](int t, int64_t u) {
+    const int64_t at = u * len, c0 = u % s.groups * per_group;
+    const double mean = save_mean[u], rstd = save_rstd[u];
+    double* sums = channel_sums.data() + t * 2 * per_group;  // per channel: sum g, sum g * (x - mean)
+    double* wp = params.weight_part(t);
+    double* bp = params.bias_part(t);
+    double sum_gw = 0, sum_gw_xhat = 0;
+    for (int64_t j = 0; j < per_group; ++j) {
+      const double w = weight ? static_cast<double>(weight[c0 + j]) : 1.0;
+      k.grad_sums(grad_out + at + j * s.s, x + at + j * s.s, channel, mean, sums + 2 * j);
+      if (wp) wp[c0 + j] += sums[2 * j + 1] * rstd;
+      if (bp) bp[c0 + j] += sums[2 * j];
+      sum_gw += w * sums[2 * j];
+      sum_gw_xhat += w * sums[2 * j + 1] * rstd;
+    }
+    if (!grad_x) return;
+    const double a = sum_gw / static_cast<double>(len), b = sum_gw_xhat / static_cast<double>(len) * rstd;
+    for (int64_t j = 0; j < per_group; ++j) {
+      const double w = weight ? static_cast<double>(weight[c0 + j]) : 1.0;
+      k.grad_input(grad_out + at + j * s.s, x + at + j * s.s, grad_x + at + j * s.s, channel, mean, w, a, b, rstd);
+    }
+  });
+  params.finish(threads);
+}
+
+#define DEEPKERN_LAYER_NORM_INSTANTIATE(T)                                                                       \
+  template void layer_norm_forward<T>(const LayerNormShape&, const T*, const T*, const T*, T*, double*, double*, \
+                                      double);                                                                   \
+  template void layer_norm_backward<T>(const LayerNormShape&, const T*, const T*, const T*, const double*,       \
+                                       const double*, T*, T*, T*);                                               \
+  template void group_norm_forward<T>(const GroupNormShape&, const T*, const T*, const T*, T*, double*, double*, \
+                                      double);                                                                   \
+  template void group_norm_backward<T>(const GroupNormShape&, const T*, const T*, const T*, const double*,       \
+                                       const double*, T*, T*, T*);
+DEEPKERN_LAYER_NORM_INSTANTIATE(float)
+DEEPKERN_LAYER_NORM_INSTANTIATE(double)
+#undef DEEPKERN_LAYER_NORM_INSTANTIATE
+
+}  // namespace deepkern::cpu
