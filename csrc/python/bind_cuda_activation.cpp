@@ -23,7 +23,7 @@ namespace {
 
 using cuda::ActivationOp;
 
-std::string shape_text(const std::vector<int64_t>& shape) { return py::str(py::tuple(py::cast(shape))); }
+using deepkern::cuda::shape_text;
 
 // The device array `name` of call `op`, C-contiguous; with `x`, also of x's dtype, device and element
 // count. TypeError / ValueError naming the argument otherwise.

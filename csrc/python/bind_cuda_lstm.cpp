@@ -26,7 +26,7 @@ namespace py = pybind11;
 namespace deepkern::python {
 namespace {
 
-std::string shape_text(const std::vector<int64_t>& shape) { return py::str(py::tuple(py::cast(shape))); }
+using deepkern::cuda::shape_text;
 
 cuda::GemmPrecision precision_of(const char* op, const std::string& name) {
   if (name == "fp32") return cuda::GemmPrecision::fp32;

@@ -16,7 +16,7 @@
 namespace deepkern::python {
 namespace {
 
-std::string shape_text(const std::vector<int64_t>& shape) { return py::str(py::tuple(py::cast(shape))); }
+using deepkern::cuda::shape_text;
 
 // `obj` as a device array of `dtype` on `device`, C-contiguous, of `size` elements (any when
 // negative); TypeError / ValueError naming `name` of `op` otherwise.

@@ -28,7 +28,7 @@ namespace {
 
 namespace dkc = deepkern::cuda;
 
-std::string shape_text(const std::vector<int64_t>& shape) { return py::str(py::tuple(py::cast(shape))); }
+using deepkern::cuda::shape_text;
 
 // The arrays of one call, checked as they are taken; outputs are compared with every other array.
 class Arrays {
