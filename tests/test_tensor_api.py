@@ -66,6 +66,9 @@ CASES = {
     "tanh": (lambda m, x: m.tanh(x), np.tanh, (3, 4)),
     "sigmoid": (lambda m, x: m.sigmoid(x), lambda x: 1 / (1 + np.exp(-x)), (3, 4)),
     "abs": (lambda m, x: m.abs(x), np.abs, (3, 4)),
+    "relu": (lambda m, x: m.relu(x), lambda x: np.maximum(x, 0), (3, 4)),
+    "pow": (lambda m, x: m.pow(x, 2) + m.pow(x.abs() + 0.5, x), lambda x: x**2 + (np.abs(x) + 0.5) ** x, (3, 4)),
+    "pow_number_base": (lambda m, x: m.pow(1.5, x), lambda x: 1.5**x, (3, 4)),
     "clamp": (lambda m, x: m.clamp(x, -0.5, 0.7), lambda x: np.clip(x, -0.5, 0.7), (3, 4)),
     "clamp_min": (lambda m, x: m.clamp(x, min=0.1), lambda x: np.maximum(x, 0.1), (3, 4)),
     "clamp_tensor_bounds": (
@@ -636,6 +639,7 @@ X34 = dk.tensor(np.arange(12.0).reshape(3, 4))
         (lambda: dk.bmm(X34, X34), RuntimeError, ["bmm", r"\(3, 4\)"]),
         (lambda: dk.bmm(X34[None], X34.numpy()), TypeError, ["bmm", "mat2", "ndarray"]),
         (lambda: dk.exp(np.ones(2)), TypeError, ["exp", "input", "ndarray"]),
+        (lambda: dk.pow(2.0, 3.0), TypeError, ["pow", "exponent", "float"]),
         (lambda: dk.einsum("ij,jk->ik", X34), ValueError, ["einsum", "2 operand", "1 were given"]),
         (lambda: dk.einsum("ijk->i", X34), ValueError, ["einsum", "operand 0", "2 dimensions", "ijk"]),
         (lambda: dk.einsum("i1->i", X34), ValueError, ["einsum", "letters"]),

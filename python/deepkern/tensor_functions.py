@@ -43,6 +43,8 @@ __all__ = [
     "minimum",
     "narrow",
     "norm",
+    "pow",
+    "relu",
     "roll",
     "scatter",
     "scatter_add",
@@ -91,10 +93,19 @@ chunk, clamp, clip, cos, cumsum, exp = map(_method_form, ["chunk", "clamp", "cli
 flatten, flip, gather, index_select, log = map(_method_form, ["flatten", "flip", "gather", "index_select", "log"])
 log_softmax, masked_fill, max, maximum = map(_method_form, ["log_softmax", "masked_fill", "max", "maximum"])
 mean, min, minimum, narrow, norm, roll = map(_method_form, ["mean", "min", "minimum", "narrow", "norm", "roll"])
-scatter, scatter_add, sigmoid, sin = map(_method_form, ["scatter", "scatter_add", "sigmoid", "sin"])
+relu, scatter, scatter_add, sigmoid, sin = map(_method_form, ["relu", "scatter", "scatter_add", "sigmoid", "sin"])
 softmax, sort, split, sqrt, std, sum = map(_method_form, ["softmax", "sort", "split", "sqrt", "std", "sum"])
 tanh, topk, tril, triu, unbind, var = map(_method_form, ["tanh", "topk", "tril", "triu", "unbind", "var"])
 eq, ne, lt, le, gt, ge = map(_method_form, ["eq", "ne", "lt", "le", "gt", "ge"])
+
+
+def pow(input, exponent) -> Tensor:
+    """``input ** exponent``, as ``torch.pow``: a Tensor to a number or a Tensor, or a number to a
+    Tensor ``exponent``."""
+    if isinstance(input, Tensor):
+        return input.pow(exponent)
+    _check_tensor("pow", "exponent", exponent)
+    return exponent.__rpow__(input)
 
 
 def matmul(input, other) -> Tensor:
