@@ -919,6 +919,22 @@ def test_get_submodule_and_containers():
     assert model.blocks["b"](x) is x
 
 
+def test_replaced_parameters_and_modules_keep_their_place_like_torch():
+    """Tying a decoder's weight to an embedding's (the language-model idiom) and replacing a submodule
+    keep the state dict's order and count the shared parameter once, as PyTorch does."""
+    torch = pytest.importorskip("torch")
+    names = []
+    for lib in (dk, torch):
+        model = lib.nn.Module()
+        model.encoder, model.act, model.decoder = lib.nn.Embedding(5, 3), lib.nn.ReLU(), lib.nn.Linear(3, 5)
+        model.decoder.weight = model.encoder.weight
+        model.act = lib.nn.Tanh()
+        assert model.decoder.weight is model.encoder.weight and isinstance(model.act, lib.nn.Tanh)
+        names.append((list(model.state_dict()), [n for n, _ in model.named_parameters()], list(model._modules)))
+    assert names[0] == names[1]
+    assert names[0][0] == ["encoder.weight", "decoder.weight", "decoder.bias"]
+
+
 def test_clip_grad_value_takes_one_tensor_or_many():
     p = dk.nn.Parameter(dk.zeros(4))
     q = dk.nn.Parameter(dk.zeros(2))

@@ -51,9 +51,12 @@ class Module:
             raise RuntimeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
         params, buffers, modules = d["_parameters"], d["_buffers"], d["_modules"]
         if isinstance(value, (Parameter, Module)):
+            # A replaced parameter or module keeps its place (state_dict order), as in PyTorch.
+            target = params if isinstance(value, Parameter) else modules
             for store in (params, buffers, modules, d):
-                store.pop(name, None)
-            (params if isinstance(value, Parameter) else modules)[name] = value
+                if store is not target:
+                    store.pop(name, None)
+            target[name] = value
         elif name in buffers:
             buffers[name] = value
         elif name in params or name in modules:
