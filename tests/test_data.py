@@ -184,6 +184,31 @@ def test_loader_rejects_bad_arguments():
         DataLoader(ds, collate_fn=3)
     with pytest.raises(TypeError):
         DataLoader(ds, seed=1.5)
+    for bad in (-1, 1.0, True, "2"):
+        with raises_naming(ValueError, "num_workers", "int >= 0", repr(bad)):
+            DataLoader(ds, num_workers=bad)
+
+
+def test_num_workers_gives_the_same_batches(rng):
+    """``num_workers`` (PyTorch's worker processes) changes nothing in the batches: they are made in
+    this process, in order, for a TensorDataset and for a generic dataset."""
+    for ds in (TensorDataset(rng.standard_normal((7, 2)), np.arange(7)), Squares(7)):
+        plain = list(DataLoader(ds, batch_size=3))
+        for workers in (0, 3):
+            batches = list(DataLoader(ds, batch_size=3, num_workers=workers))
+            assert len(batches) == len(plain) == 3
+            for got, want in zip(batches, plain):
+                for g, w in zip(got, want):
+                    np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+
+
+def test_torch_utils_data_spelling_is_deepkern_data():
+    """``deepkern.utils.data`` (PyTorch's ``torch.utils.data``) is this module, however imported."""
+    import deepkern
+    import deepkern.utils.data as by_import
+    from deepkern.utils.data import DataLoader as loader_by_name
+
+    assert deepkern.utils.data is by_import is data and loader_by_name is DataLoader
 
 
 # --- digits -------------------------------------------------------------------------------------

@@ -40,6 +40,9 @@ class DataLoader:
     as in PyTorch). A :class:`TensorDataset` (or a :class:`Subset` of one) with the default collate
     is batched by indexing its whole arrays at once, with the same result and no per-sample loop.
 
+    ``num_workers`` is accepted for PyTorch compatibility (an int >= 0): the batches are always
+    made in this process, in the same order and with the same values as PyTorch's workers give.
+
     ``pin_memory``: the batches' Tensors in host memory are copied into pinned memory
     (:meth:`Tensor.pin_memory`), so that ``batch.to("cuda", non_blocking=True)`` queues the copy
     without waiting for it; without a usable GPU it warns once, as PyTorch does, and does not pin.
@@ -54,9 +57,12 @@ class DataLoader:
         seed: int | None = None,
         collate_fn=None,
         pin_memory: bool = False,
+        num_workers: int = 0,
     ):
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be an int >= 1, got {batch_size!r}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, numbers.Integral) or num_workers < 0:
+            raise ValueError(f"DataLoader: num_workers must be an int >= 0, got {num_workers!r}")
         if seed is not None:
             seed = operator.index(seed)
         if collate_fn is not None and not callable(collate_fn):
@@ -68,6 +74,7 @@ class DataLoader:
         self.seed = int(np.random.SeedSequence().entropy) if seed is None else seed
         self.collate_fn = collate_fn
         self.pin_memory = bool(pin_memory)
+        self.num_workers = int(num_workers)
         self.epoch = 0
 
     def __len__(self) -> int:
