@@ -1,0 +1,134 @@
+"""Port of PyTorch's word-level language model example (examples/word_language_model: data.py,
+model.py and main.py's train/evaluate loops, in the form whose decoder output goes to
+CrossEntropyLoss), written once against the ``torch`` namespace it is
+given: PyTorch itself or deepkern. Embedding -> dropout -> RNN -> dropout -> Linear decoder (weights
+optionally tied), batchify/get_batch, hidden-state repackaging, gradient clipping and the manual
+SGD update ``p.data.add_(p.grad, alpha=-lr)``."""
+
+
+def corpus(torch, lines):
+    """data.py's Corpus on in-memory ``lines`` of text: the word dictionary and the ids of every word
+    (with an ``<eos>`` per line) as one int64 tensor."""
+    word2idx, idx2word = {}, []
+    for line in lines:
+        for word in line.split() + ["<eos>"]:
+            if word not in word2idx:
+                idx2word.append(word)
+                word2idx[word] = len(idx2word) - 1
+    idss = []
+    for line in lines:
+        ids = [word2idx[word] for word in line.split() + ["<eos>"]]
+        idss.append(torch.tensor(ids).type(torch.int64))
+    return idx2word, torch.cat(idss)
+
+
+def model_class(torch):
+    """model.py's RNNModel, built on ``torch.nn``."""
+    nn = torch.nn
+
+    class RNNModel(nn.Module):
+        """Container module with an encoder, a recurrent module, and a decoder."""
+
+        def __init__(self, rnn_type, ntoken, ninp, nhid, nlayers, dropout=0.5, tie_weights=False):
+            super().__init__()
+            self.ntoken = ntoken
+            self.drop = nn.Dropout(dropout)
+            self.encoder = nn.Embedding(ntoken, ninp)
+            if rnn_type in ["LSTM", "GRU"]:
+                self.rnn = getattr(nn, rnn_type)(ninp, nhid, nlayers, dropout=dropout)
+            else:
+                nonlinearity = {"RNN_TANH": "tanh", "RNN_RELU": "relu"}[rnn_type]
+                self.rnn = nn.RNN(ninp, nhid, nlayers, nonlinearity=nonlinearity, dropout=dropout)
+            self.decoder = nn.Linear(nhid, ntoken)
+            if tie_weights:
+                if nhid != ninp:
+                    raise ValueError("When using the tied flag, nhid must be equal to emsize")
+                self.decoder.weight = self.encoder.weight
+            self.init_weights()
+            self.rnn_type, self.nhid, self.nlayers = rnn_type, nhid, nlayers
+
+        def init_weights(self):
+            initrange = 0.1
+            nn.init.uniform_(self.encoder.weight, -initrange, initrange)
+            nn.init.zeros_(self.decoder.bias)
+            nn.init.uniform_(self.decoder.weight, -initrange, initrange)
+
+        def forward(self, input, hidden):
+            emb = self.drop(self.encoder(input))
+            output, hidden = self.rnn(emb, hidden)
+            output = self.drop(output)
+            decoded = self.decoder(output.view(output.size(0) * output.size(1), output.size(2)))
+            return decoded.view(output.size(0), output.size(1), decoded.size(1)), hidden
+
+        def init_hidden(self, bsz):
+            weight = next(self.parameters())
+            if self.rnn_type == "LSTM":
+                return (weight.new_zeros(self.nlayers, bsz, self.nhid), weight.new_zeros(self.nlayers, bsz, self.nhid))
+            return weight.new_zeros(self.nlayers, bsz, self.nhid)
+
+    return RNNModel
+
+
+def build(torch, rnn_type, ntokens, dtype, emsize=8, nhid=8, nlayers=2, dropout=0.0, tied=False):
+    """The model of main.py (sizes scaled down), in ``dtype``."""
+    return model_class(torch)(rnn_type, ntokens, emsize, nhid, nlayers, dropout, tied).to(dtype)
+
+
+def batchify(torch, data, bsz):
+    """Work out how cleanly the data divides into bsz parts; trim off the remainder; one column per
+    sequence."""
+    nbatch = data.size(0) // bsz
+    data = data.narrow(0, 0, nbatch * bsz)
+    return data.view(bsz, -1).t().contiguous()
+
+
+def repackage_hidden(torch, h):
+    """Wraps hidden states in new Tensors, to detach them from their history."""
+    if isinstance(h, torch.Tensor):
+        return h.detach()
+    return tuple(repackage_hidden(torch, v) for v in h)
+
+
+def get_batch(source, i, bptt):
+    """The input rows i .. i+seq_len and the next words as targets, flattened."""
+    seq_len = min(bptt, len(source) - 1 - i)
+    data = source[i : i + seq_len]
+    target = source[i + 1 : i + 1 + seq_len].view(-1)
+    return data, target
+
+
+def train(torch, model, train_data, batch_size, bptt=5, lr=20.0, clip=0.25):
+    """One epoch of main.py's train(): the loss of every batch, in order."""
+    criterion = torch.nn.CrossEntropyLoss()
+    ntokens = model.ntoken
+    model.train()
+    hidden = model.init_hidden(batch_size)
+    losses = []
+    for i in range(0, train_data.size(0) - 1, bptt):
+        data, targets = get_batch(train_data, i, bptt)
+        hidden = repackage_hidden(torch, hidden)
+        model.zero_grad()
+        output, hidden = model(data, hidden)
+        loss = criterion(output.view(-1, ntokens), targets)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        for p in model.parameters():
+            p.data.add_(p.grad, alpha=-lr)
+        losses.append(loss.item())
+    return losses
+
+
+def evaluate(torch, model, data_source, batch_size, bptt=5):
+    """main.py's evaluate(): the mean loss over ``data_source`` in eval mode, without gradients."""
+    criterion = torch.nn.CrossEntropyLoss()
+    model.eval()
+    total_loss = 0.0
+    hidden = model.init_hidden(batch_size)
+    with torch.no_grad():
+        for i in range(0, data_source.size(0) - 1, bptt):
+            data, targets = get_batch(data_source, i, bptt)
+            output, hidden = model(data, hidden)
+            hidden = repackage_hidden(torch, hidden)
+            output_flat = output.view(-1, model.ntoken)
+            total_loss += len(data) * criterion(output_flat, targets).item()
+    return total_loss / (len(data_source) - 1)
