@@ -70,8 +70,9 @@ def model_class(torch):
 
 
 def build(torch, rnn_type, ntokens, dtype, emsize=8, nhid=8, nlayers=2, dropout=0.0, tied=False):
-    """The model of main.py (sizes scaled down), in ``dtype``."""
-    return model_class(torch)(rnn_type, ntokens, emsize, nhid, nlayers, dropout, tied).to(dtype)
+    """The model of main.py (sizes scaled down), on the CPU, in ``dtype``."""
+    device = torch.device("cpu")
+    return model_class(torch)(rnn_type, ntokens, emsize, nhid, nlayers, dropout, tied).to(device).to(dtype)
 
 
 def batchify(torch, data, bsz):
@@ -79,7 +80,8 @@ def batchify(torch, data, bsz):
     sequence."""
     nbatch = data.size(0) // bsz
     data = data.narrow(0, 0, nbatch * bsz)
-    return data.view(bsz, -1).t().contiguous()
+    data = data.view(bsz, -1).t().contiguous()
+    return data.to(torch.device("cpu"))
 
 
 def repackage_hidden(torch, h):
