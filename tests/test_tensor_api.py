@@ -952,6 +952,45 @@ def test_clip_grad_value_takes_one_tensor_or_many():
     np.testing.assert_array_equal(p.grad.numpy(), t.grad.numpy())
 
 
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, math.inf])
+@pytest.mark.parametrize("max_norm", [0.5, 1e6])
+def test_clip_grad_norm_scales_to_the_joint_norm_and_returns_it_as_a_tensor(norm_type, max_norm):
+    rng = np.random.default_rng(5)
+    grads = [rng.standard_normal(s).astype(np.float32) for s in [(3, 5), (7,), (0, 2), ()]]
+    params = [dk.nn.Parameter(dk.zeros(g.shape)) for g in grads] + [dk.nn.Parameter(dk.zeros(2))]  # one without grad
+    for p, g in zip(params, grads):
+        p.grad = dk.tensor(g.copy())
+    flat = np.concatenate([g.astype(np.float64).ravel() for g in grads])
+    expected = np.abs(flat).max() if math.isinf(norm_type) else np.sum(np.abs(flat) ** norm_type) ** (1 / norm_type)
+    total = dk.nn.utils.clip_grad_norm_(params, max_norm, norm_type=norm_type)
+    assert isinstance(total, dk.Tensor) and total.shape == () and total.dtype == dk.float32
+    np.testing.assert_allclose(total.item(), expected, rtol=1e-6)
+    scale = min(1.0, max_norm / (expected + 1e-6))
+    for p, g in zip(params, grads):
+        np.testing.assert_allclose(p.grad.numpy(), g * scale, rtol=1e-6, atol=1e-7)
+    assert params[-1].grad is None
+    torch = pytest.importorskip("torch")
+    nonempty = [(p, g) for p, g in zip(params, grads) if g.size]  # torch's infinity norm refuses empty gradients
+    tparams = [torch.nn.Parameter(torch.zeros(g.shape)) for _, g in nonempty]
+    for t, (_, g) in zip(tparams, nonempty):
+        t.grad = torch.from_numpy(g.copy())
+    ttotal = torch.nn.utils.clip_grad_norm_(tparams, max_norm, norm_type=norm_type)
+    np.testing.assert_allclose(total.item(), ttotal.item(), rtol=1e-5)
+    for (p, _), t in zip(nonempty, tparams):
+        np.testing.assert_allclose(p.grad.numpy(), t.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_clip_grad_norm_without_gradients_and_with_a_nonfinite_norm():
+    total = dk.nn.utils.clip_grad_norm_([dk.nn.Parameter(dk.zeros(3))], 1.0)
+    assert isinstance(total, dk.Tensor) and total.item() == 0.0
+    p = dk.nn.Parameter(dk.zeros(3))
+    p.grad = dk.tensor([1.0, np.nan, 2.0])
+    with raises_naming(RuntimeError, "error_if_nonfinite"):
+        dk.nn.utils.clip_grad_norm_(p, 1.0, error_if_nonfinite=True)
+    assert np.isnan(p.grad.numpy()[1]) and p.grad.numpy()[0] == 1.0
+    assert math.isnan(dk.nn.utils.clip_grad_norm_(p, 1.0).item())
+
+
 def test_load_accepts_map_location(tmp_path, device):
     path = tmp_path / "ckpt.safetensors"
     dk.save({"w": np.arange(3.0), "meta": {"step": 2, "v": [np.ones(2)]}}, path)

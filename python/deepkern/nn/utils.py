@@ -6,28 +6,36 @@ import math
 
 import numpy as np
 
-from ..tensor import Tensor
+from ..tensor import Tensor, tensor
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
 
 
-def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0) -> float:
+def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False) -> Tensor:
     """Scales the gradients of ``parameters`` in place so that their joint ``norm_type`` norm
-    is at most ``max_norm``; returns the norm before clipping (PyTorch's rule: scale by
-    ``max_norm / (norm + 1e-6)`` when that is below 1)."""
-    grads = [p.grad._array for p in _as_list(parameters) if p.grad is not None]
-    if not grads:
-        return 0.0
+    is at most ``max_norm``; returns the norm before clipping as a 0-d Tensor of the gradients'
+    dtype on their device, as PyTorch does (its rule: scale by ``max_norm / (norm + 1e-6)`` when
+    that is below 1). With ``error_if_nonfinite`` a NaN or infinite norm raises RuntimeError
+    and leaves the gradients alone."""
+    with_grad = [p.grad for p in _as_list(parameters) if p.grad is not None]
+    if not with_grad:
+        return tensor(0.0)
+    grads = [g._array for g in with_grad]
     norm_type = float(norm_type)
     if math.isinf(norm_type):
         total = max(float(np.abs(g).max()) for g in grads if g.size)
     else:
         total = sum(float(np.sum(np.abs(g, dtype=np.float64) ** norm_type)) for g in grads) ** (1.0 / norm_type)
+    if error_if_nonfinite and not math.isfinite(total):
+        raise RuntimeError(
+            f"clip_grad_norm_: the total norm of order {norm_type} of the gradients is {total}, "
+            "so they cannot be clipped (error_if_nonfinite=True)"
+        )
     scale = float(max_norm) / (total + 1e-6)
     if scale < 1:
         for g in grads:
             g *= g.dtype.type(scale)
-    return total
+    return tensor(total, dtype=with_grad[0].dtype, device=with_grad[0].device)
 
 
 def clip_grad_value_(parameters, clip_value: float) -> None:
