@@ -1045,3 +1045,65 @@ def test_op_on_the_gpu_dispatch_matches_the_cpu(name, rng, monkeypatch):
         assert gpu.dtype == cpu.dtype
     if grads:
         np.testing.assert_allclose(grads[1], grads[0], rtol=1e-12, atol=1e-14)
+
+
+# nonzero / argwhere / where(condition) / masked_select
+
+
+@pytest.mark.parametrize("shape", [(), (0,), (7,), (3, 5), (2, 0, 4), (2, 3, 4)])
+def test_nonzero_argwhere_and_one_argument_where_follow_numpy(shape):
+    rng = np.random.default_rng(len(shape))
+    values = np.where(rng.random(shape) < 0.4, 0.0, rng.standard_normal(shape))
+    x = dk.tensor(values)
+    expected = np.argwhere(values)
+    for result in (x.nonzero(), dk.nonzero(x), dk.argwhere(x), x.argwhere()):
+        assert result.dtype == dk.int64 and result.shape == (len(expected), len(shape))
+        np.testing.assert_array_equal(result.numpy(), expected)
+    as_tuple = x.nonzero(as_tuple=True)
+    expected_tuple = np.nonzero(values.reshape(shape or (1,)))
+    assert len(as_tuple) == len(expected_tuple) == dk.where(x > 0).__len__()
+    for got, want in zip(as_tuple, expected_tuple):
+        assert got.dtype == dk.int64
+        np.testing.assert_array_equal(got.numpy(), want)
+    for got, want in zip(dk.where(x > 0), np.nonzero((values > 0).reshape(shape or (1,)))):
+        np.testing.assert_array_equal(got.numpy(), want)
+    torch = pytest.importorskip("torch")
+    t = torch.from_numpy(values)
+    np.testing.assert_array_equal(x.nonzero().numpy(), t.nonzero().numpy())
+    for got, want in zip(as_tuple, t.nonzero(as_tuple=True)):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "mask_shape"), [((3, 4), (3, 4)), ((3, 4), (4,)), ((4,), (2, 3, 4)), ((0, 2), (2,))]
+)
+def test_masked_select_broadcasts_and_sends_gradients_back(x_shape, mask_shape):
+    rng = np.random.default_rng(3)
+    values, mask = rng.standard_normal(x_shape), rng.random(mask_shape) < 0.5
+    x = dk.tensor(values, requires_grad=True)
+    shape = np.broadcast_shapes(x_shape, mask_shape)
+    expected = np.broadcast_to(values, shape)[np.broadcast_to(mask, shape)]
+    for out in (x.masked_select(dk.tensor(mask)), dk.masked_select(x, dk.tensor(mask))):
+        assert out.shape == expected.shape
+        np.testing.assert_array_equal(out.detach().numpy(), expected)
+    if values.size:  # finite differences need an element to perturb
+        gradcheck(lambda t: t.masked_select(dk.tensor(mask)), x)
+    torch = pytest.importorskip("torch")
+    t = torch.tensor(values, requires_grad=True)
+    weights = rng.standard_normal(expected.shape)
+    (t.masked_select(torch.from_numpy(mask)) * torch.from_numpy(weights)).sum().backward()
+    x.grad = None
+    (x.masked_select(dk.tensor(mask)) * dk.tensor(weights)).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), t.grad.numpy(), rtol=1e-12)
+
+
+def test_masked_select_and_where_refuse_bad_arguments():
+    x = dk.zeros(3, 4)
+    with raises_naming(TypeError, "masked_select", "mask"):
+        x.masked_select(dk.zeros(3, 4))
+    with raises_naming(RuntimeError, "masked_select", "mask", r"\(2, 4\)"):
+        x.masked_select(dk.zeros(2, 4) > 0)
+    with raises_naming(TypeError, "where", "other"):
+        dk.where(x > 0, x)
+    with raises_naming(TypeError, "where", "condition"):
+        dk.where(np.ones(3, bool))

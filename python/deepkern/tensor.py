@@ -844,6 +844,30 @@ class Tensor:
         index = arg_reduction(self._array.reshape(-1), axis=0, keepdims=True).reshape(())
         return Tensor._wrap(index.astype(np.int64, copy=False))
 
+    def nonzero(self, *, as_tuple=False):
+        """The indices of the nonzero elements in row-major order: an int64 tensor of shape
+        (count, ndim), or with ``as_tuple`` one 1-d int64 tensor per dimension (a 0-d tensor is
+        treated as 1-d there, as in PyTorch). The count depends on the data, so a GPU tensor waits
+        for its values."""
+        if as_tuple:
+            return tuple(
+                Tensor._wrap(i.astype(np.int64, copy=False))
+                for i in np.nonzero(self._array.reshape(self.shape or (1,)))
+            )
+        return Tensor._wrap(np.argwhere(self._array).astype(np.int64, copy=False))
+
+    def argwhere(self):
+        """``nonzero()``: the (count, ndim) int64 indices of the nonzero elements."""
+        return self.nonzero()
+
+    def masked_select(self, mask):
+        """The elements where the bool ``mask`` is True, as a 1-d tensor (tensor and mask broadcast
+        with each other first), differentiable in this tensor."""
+        if not isinstance(mask, Tensor) or mask.dtype != bool_:
+            raise TypeError(f"masked_select: mask must be a bool Tensor, got {_kind_name(mask)}")
+        shape = _broadcast_shape(mask.shape, self.shape, "masked_select", "mask")
+        return self.expand(shape)[mask.expand(shape)]
+
     def all(self, dim=None, keepdim=False):
         """Whether every element (along ``dim``) is nonzero, as a bool tensor."""
         axes = None if dim is None else F._axes(dim, self.ndim)
@@ -1567,5 +1591,13 @@ def _check_join(op, tensors, key):
         raise ValueError(f"{op}: tensors must match in every dimension but the joined one, got shapes {shapes}")
 
 
-def where(condition, a, b) -> Tensor:
-    return F.Where.apply(as_array(_array_of(condition)).astype(bool, copy=False), a, b)
+def where(condition, input=None, other=None):
+    """``input`` where ``condition`` holds, else ``other`` (broadcast together; numbers allowed);
+    ``where(condition)`` alone is ``condition.nonzero(as_tuple=True)``, as in PyTorch."""
+    if input is None and other is None:
+        if not isinstance(condition, Tensor):
+            raise TypeError(f"where(condition): condition must be a Tensor, got {_kind_name(condition)}")
+        return condition.nonzero(as_tuple=True)
+    if input is None or other is None:
+        raise TypeError("where: give both input and other, or neither (where(condition) is nonzero(as_tuple=True))")
+    return F.Where.apply(as_array(_array_of(condition)).astype(bool, copy=False), input, other)

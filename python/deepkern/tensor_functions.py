@@ -20,6 +20,7 @@ __all__ = [
     "argmax",
     "argmin",
     "argsort",
+    "argwhere",
     "bmm",
     "chunk",
     "clamp",
@@ -35,6 +36,7 @@ __all__ = [
     "log",
     "log_softmax",
     "masked_fill",
+    "masked_select",
     "matmul",
     "max",
     "maximum",
@@ -42,6 +44,7 @@ __all__ = [
     "min",
     "minimum",
     "narrow",
+    "nonzero",
     "norm",
     "pow",
     "relu",
@@ -97,6 +100,7 @@ relu, scatter, scatter_add, sigmoid, sin = map(_method_form, ["relu", "scatter",
 softmax, sort, split, sqrt, std, sum = map(_method_form, ["softmax", "sort", "split", "sqrt", "std", "sum"])
 tanh, topk, tril, triu, unbind, var = map(_method_form, ["tanh", "topk", "tril", "triu", "unbind", "var"])
 eq, ne, lt, le, gt, ge = map(_method_form, ["eq", "ne", "lt", "le", "gt", "ge"])
+argwhere, masked_select, nonzero = map(_method_form, ["argwhere", "masked_select", "nonzero"])
 
 
 def pow(input, exponent) -> Tensor:
