@@ -51,6 +51,7 @@ def from_numpy(arr: np.ndarray) -> Tensor:
 
 
 def shape_text(t: Tensor) -> tuple:
+    """A tensor's shape as a plain tuple, as the error messages print it."""
     return tuple(t.shape)
 
 
