@@ -386,10 +386,10 @@ def test_encoder_and_decoder_stacks_match_torch(torch, rng, norm):
 def test_clones_are_independent_copies(rng):
     layer = nn.TransformerDecoderLayer(D, H, FF)
     stack = nn.TransformerDecoder(layer, 2)
-    for name, p in layer.named_parameters():
-        for copy in stack.layers:
-            q = copy.get_submodule(name.rpartition(".")[0]) if "." in name else copy
-            q = getattr(q, name.rpartition(".")[2])
+    own = dict(layer.named_parameters())
+    for copy in stack.layers:
+        for name, q in copy.named_parameters():
+            p = own[name]
             assert q is not p and np.array_equal(q.detach().numpy(), p.detach().numpy()) and q.requires_grad
     stack.layers[0].linear1.weight.data.fill_(1.0)
     assert not np.array_equal(stack.layers[1].linear1.weight.detach().numpy(), 1.0)
@@ -430,6 +430,16 @@ def test_generate_square_subsequent_mask(torch):
             assert got.dtype == want.dtype
             np.testing.assert_array_equal(got, want)
     assert nn.Transformer.generate_square_subsequent_mask(3, dtype=F64).dtype == F64
+
+
+def test_causal_mask_detection():
+    from deepkern.nn.transformer import _detect_is_causal_mask as detect
+
+    for dtype in (F32, F64, deepkern.bool):
+        causal = nn.Transformer.generate_square_subsequent_mask(4, dtype=dtype)
+        assert detect(causal) and detect(causal, size=4) and not detect(causal, size=3)
+        assert not detect(causal, is_causal=False) and detect(None, is_causal=True) and not detect(None)
+    assert not detect(deepkern.zeros(4, 4)) and not detect(deepkern.zeros(4, 5))
 
 
 # ----------------------------------------------------------------------------------------------
