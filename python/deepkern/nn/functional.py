@@ -800,6 +800,7 @@ def flatten(input, start_dim=0, end_dim=-1):
 
 
 # The losses' functional forms live beside their modules (loss.py).
+from ._attention import scaled_dot_product_attention  # noqa: E402, F401
 from ._resample import interpolate, pad  # noqa: E402
 from .loss import (  # noqa: E402
     binary_cross_entropy,
