@@ -386,3 +386,21 @@ def test_item_repr_and_comparisons(rng):
     assert "grad_fn" in repr(dk.tensor([1.0], requires_grad=True) * 2)
     with raises_naming(ValueError, r"\(3,\)"):
         x.item()
+
+
+def test_division_log_and_sqrt_at_the_edges_give_inf_and_nan_without_warnings():
+    """x / 0, log(0), log(-1), sqrt(-1) and 0 ** -1 give PyTorch's inf/NaN, forward and backward,
+    and NumPy's floating-point warnings stay quiet (PyTorch prints none)."""
+    import warnings
+
+    x = dk.tensor([0.0, -1.0, 2.0], dtype=dk.float64, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        outs = [x.log(), x.sqrt(), dk.tensor(1.0) / x, x**-1.0]
+        sum(o.sum() for o in outs).backward()
+    np.testing.assert_array_equal(outs[0].detach().numpy(), [-np.inf, np.nan, np.log(2.0)])
+    np.testing.assert_array_equal(outs[1].detach().numpy()[[0, 2]], [0.0, np.sqrt(2.0)])
+    assert np.isnan(outs[1].detach().numpy()[1])
+    np.testing.assert_array_equal(outs[2].detach().numpy(), [np.inf, -1.0, 0.5])
+    np.testing.assert_array_equal(outs[3].detach().numpy(), [np.inf, -1.0, 0.5])
+    assert np.isnan(x.grad.numpy()[:2]).any() and np.isfinite(x.grad.numpy()[2])

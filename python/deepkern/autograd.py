@@ -496,7 +496,9 @@ def _engine(roots, retain_graph: bool, to_leaf, wanted=None) -> None:
         node.check_view_current()
         nodes.append(node)
         to_input((node, root._output_index, root.shape), gradient)
-    with no_grad():  # the backward functions record nothing (one switch for the whole pass)
+    # The backward functions record nothing (one switch for the whole pass), and inf/NaN arising in
+    # them (a derivative at a pole, inf - inf when gradients meet) raise no NumPy warning, as in PyTorch.
+    with no_grad(), np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if nodes:
             _run_backward(nodes, pending, retain_graph, to_input, wanted)
         for leaf, g in hooked.values():

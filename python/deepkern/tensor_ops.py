@@ -9,6 +9,8 @@ the arrays they work on.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from . import ops
@@ -87,10 +89,24 @@ class Mul(Function):
         )
 
 
+def _silent_floating_point(fn):
+    """``fn`` with NumPy's floating-point warnings off: x / 0, log(0), sqrt(-1) and overflow give
+    inf or NaN silently, as in PyTorch (the backward pass runs under the same setting, see
+    autograd._engine)."""
+
+    @functools.wraps(fn)
+    def silent(*args, **kwargs):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return fn(*args, **kwargs)
+
+    return silent
+
+
 class Div(Function):
     """Saves ``b``, and ``a`` only when ``b``'s gradient is asked for (see Mul)."""
 
     @staticmethod
+    @_silent_floating_point
     def forward(ctx, a, b):
         ctx.shapes = (_shape_of(a), _shape_of(b))
         ctx.save_for_backward(a if ctx.needs_input_grad[1] else None, b)
@@ -107,6 +123,7 @@ class Div(Function):
 
 class Pow(Function):
     @staticmethod
+    @_silent_floating_point
     def forward(ctx, a, b):
         out = np.power(a, b)
         ctx.save_for_backward(a, b, out)
@@ -119,8 +136,7 @@ class Pow(Function):
         if ctx.needs_input_grad[0]:
             ga = unbroadcast(g * b * np.power(a, b - 1), np.shape(a))
         if ctx.needs_input_grad[1]:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                log_a = np.where(a > 0, np.log(np.where(a > 0, a, 1)), 0)
+            log_a = np.where(a > 0, np.log(np.where(a > 0, a, 1)), 0)
             gb = unbroadcast(g * out * log_a, np.shape(b))
         return ga, gb
 
@@ -178,6 +194,7 @@ class Exp(Function):
 
 class Log(Function):
     @staticmethod
+    @_silent_floating_point
     def forward(ctx, a):
         ctx.save_for_backward(a)
         return np.log(a)
@@ -190,6 +207,7 @@ class Log(Function):
 
 class Sqrt(Function):
     @staticmethod
+    @_silent_floating_point
     def forward(ctx, a):
         out = np.sqrt(a)
         ctx.save_for_backward(out)

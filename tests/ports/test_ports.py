@@ -75,8 +75,10 @@ def text(rng, lines=24, vocabulary=12) -> list:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
-@pytest.mark.parametrize("rnn_type", ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"])
+@pytest.mark.parametrize(
+    ("rnn_type", "tied"),
+    [(r, t) for r in ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"] for t in (False, True)] + [("Transformer", False)],
+)
 def test_word_language_model(rnn_type, tied, dtype, rng):
     """An epoch of training (manual SGD, clipped gradients, repackaged hidden state) and an
     evaluation on the same batches: every batch's loss and the final weights agree with PyTorch.

@@ -3,7 +3,11 @@ model.py and main.py's train/evaluate loops, in the form whose decoder output go
 CrossEntropyLoss), written once against the ``torch`` namespace it is
 given: PyTorch itself or deepkern. Embedding -> dropout -> RNN -> dropout -> Linear decoder (weights
 optionally tied), batchify/get_batch, hidden-state repackaging, gradient clipping and the manual
-SGD update ``p.data.add_(p.grad, alpha=-lr)``."""
+SGD update ``p.data.add_(p.grad, alpha=-lr)``; and the Transformer variant: embedding scaled by
+sqrt(ninp), sinusoidal positional encoding, a causal TransformerEncoder, a Linear decoder and
+log_softmax into NLLLoss."""
+
+import math
 
 
 def corpus(torch, lines):
@@ -69,10 +73,80 @@ def model_class(torch):
     return RNNModel
 
 
-def build(torch, rnn_type, ntokens, dtype, emsize=8, nhid=8, nlayers=2, dropout=0.0, tied=False):
-    """The model of main.py (sizes scaled down), on the CPU, in ``dtype``."""
+def transformer_model_class(torch):
+    """model.py's PositionalEncoding and TransformerModel, built on ``torch.nn``."""
+    nn, F = torch.nn, torch.nn.functional
+
+    class PositionalEncoding(nn.Module):
+        """Adds the sine/cosine position code of each step to the embeddings (a buffer of max_len
+        steps), then dropout."""
+
+        def __init__(self, d_model, dropout=0.1, max_len=5000):
+            super().__init__()
+            self.dropout = nn.Dropout(p=dropout)
+            pe = torch.zeros(max_len, d_model)
+            position = torch.arange(0, max_len, dtype=torch.float).unsqueeze(1)
+            div_term = torch.exp(torch.arange(0, d_model, 2).float() * (-math.log(10000.0) / d_model))
+            pe[:, 0::2] = torch.sin(position * div_term)
+            pe[:, 1::2] = torch.cos(position * div_term)
+            pe = pe.unsqueeze(0).transpose(0, 1)
+            self.register_buffer("pe", pe)
+
+        def forward(self, x):
+            x = x + self.pe[: x.size(0), :]
+            return self.dropout(x)
+
+    class TransformerModel(nn.Module):
+        """Container module with an encoder, a recurrent or transformer module, and a decoder."""
+
+        def __init__(self, ntoken, ninp, nhead, nhid, nlayers, dropout=0.5):
+            super().__init__()
+            self.model_type = "Transformer"
+            self.src_mask = None
+            self.pos_encoder = PositionalEncoding(ninp, dropout, max_len=64)
+            encoder_layers = nn.TransformerEncoderLayer(ninp, nhead, nhid, dropout)
+            self.transformer_encoder = nn.TransformerEncoder(encoder_layers, nlayers)
+            self.encoder = nn.Embedding(ntoken, ninp)
+            self.ninp = ninp
+            self.ntoken = ntoken
+            self.decoder = nn.Linear(ninp, ntoken)
+            self.init_weights()
+
+        def _generate_square_subsequent_mask(self, sz):
+            return torch.log(torch.tril(torch.ones(sz, sz, dtype=self.decoder.weight.dtype)))
+
+        def init_weights(self):
+            initrange = 0.1
+            nn.init.uniform_(self.encoder.weight, -initrange, initrange)
+            nn.init.zeros_(self.decoder.bias)
+            nn.init.uniform_(self.decoder.weight, -initrange, initrange)
+
+        def forward(self, src, has_mask=True):
+            if has_mask:
+                device = src.device
+                if self.src_mask is None or self.src_mask.size(0) != len(src):
+                    mask = self._generate_square_subsequent_mask(len(src)).to(device)
+                    self.src_mask = mask
+            else:
+                self.src_mask = None
+            src = self.encoder(src) * math.sqrt(self.ninp)
+            src = self.pos_encoder(src)
+            output = self.transformer_encoder(src, self.src_mask)
+            output = self.decoder(output)
+            return F.log_softmax(output, dim=-1)
+
+    return TransformerModel
+
+
+def build(torch, rnn_type, ntokens, dtype, emsize=8, nhid=8, nlayers=2, dropout=0.0, tied=False, nhead=2):
+    """The model of main.py (sizes scaled down), on the CPU, in ``dtype``: rnn_type "Transformer"
+    builds the TransformerModel (``tied`` does not apply to it)."""
     device = torch.device("cpu")
-    return model_class(torch)(rnn_type, ntokens, emsize, nhid, nlayers, dropout, tied).to(device).to(dtype)
+    if rnn_type == "Transformer":
+        model = transformer_model_class(torch)(ntokens, emsize, nhead, nhid, nlayers, dropout)
+    else:
+        model = model_class(torch)(rnn_type, ntokens, emsize, nhid, nlayers, dropout, tied)
+    return model.to(device).to(dtype)
 
 
 def batchify(torch, data, bsz):
@@ -101,16 +175,21 @@ def get_batch(source, i, bptt):
 
 def train(torch, model, train_data, batch_size, bptt=5, lr=20.0, clip=0.25):
     """One epoch of main.py's train(): the loss of every batch, in order."""
-    criterion = torch.nn.CrossEntropyLoss()
+    is_transformer = getattr(model, "model_type", None) == "Transformer"
+    criterion = torch.nn.NLLLoss() if is_transformer else torch.nn.CrossEntropyLoss()
     ntokens = model.ntoken
     model.train()
-    hidden = model.init_hidden(batch_size)
+    if not is_transformer:
+        hidden = model.init_hidden(batch_size)
     losses = []
     for i in range(0, train_data.size(0) - 1, bptt):
         data, targets = get_batch(train_data, i, bptt)
-        hidden = repackage_hidden(torch, hidden)
         model.zero_grad()
-        output, hidden = model(data, hidden)
+        if is_transformer:
+            output = model(data)
+        else:
+            hidden = repackage_hidden(torch, hidden)
+            output, hidden = model(data, hidden)
         loss = criterion(output.view(-1, ntokens), targets)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -122,15 +201,20 @@ def train(torch, model, train_data, batch_size, bptt=5, lr=20.0, clip=0.25):
 
 def evaluate(torch, model, data_source, batch_size, bptt=5):
     """main.py's evaluate(): the mean loss over ``data_source`` in eval mode, without gradients."""
-    criterion = torch.nn.CrossEntropyLoss()
+    is_transformer = getattr(model, "model_type", None) == "Transformer"
+    criterion = torch.nn.NLLLoss() if is_transformer else torch.nn.CrossEntropyLoss()
     model.eval()
     total_loss = 0.0
-    hidden = model.init_hidden(batch_size)
+    if not is_transformer:
+        hidden = model.init_hidden(batch_size)
     with torch.no_grad():
         for i in range(0, data_source.size(0) - 1, bptt):
             data, targets = get_batch(data_source, i, bptt)
-            output, hidden = model(data, hidden)
-            hidden = repackage_hidden(torch, hidden)
+            if is_transformer:
+                output = model(data)
+            else:
+                output, hidden = model(data, hidden)
+                hidden = repackage_hidden(torch, hidden)
             output_flat = output.view(-1, model.ntoken)
             total_loss += len(data) * criterion(output_flat, targets).item()
     return total_loss / (len(data_source) - 1)
