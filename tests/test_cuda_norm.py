@@ -323,3 +323,27 @@ def test_layer_and_group_norm_bindings_reject_bad_arguments():
         _cuda.group_norm_forward(x, None, None, gpu(np.zeros((4, 6), np.float32)), *stats, (1, 4, 6), 3, 1e-5)
     with raises_naming(ValueError, "group_norm_backward", "grad_x", "grad_out"):
         _cuda.group_norm_backward(x, x, None, *stats, x, None, None, (1, 4, 6), 4)
+
+
+def test_the_norm_cuda_benchmark_suite_cases():
+    """norm-cuda: layer norm of (8192, 768) and (4096, 4096), forward and forward+backward, on the GPU
+    beside PyTorch's F.layer_norm; its autograd implementations (run here on small host arrays) give
+    the float64 formulas' output and grad_x."""
+    from deepkern.bench import norm as bench_norm
+    from deepkern.bench import registry
+
+    suite = registry.get_suite("norm-cuda")
+    assert (suite.unavailable() is None) == dk.cuda.is_available()
+    cases = suite.cases(False)
+    assert sorted((c.shape, c.layout) for c in cases) == sorted(
+        (shape, layout) for shape in ((8192, 768), (4096, 4096)) for layout in ("fwd", "fwd+bwd")
+    )
+    assert all(c.device == "cuda" and c.metric == "bytes" for c in cases)
+    torch = pytest.importorskip("torch")
+    for backward in (False, True):
+        case = bench_norm._layer_norm_case("small", (33, 48), backward, device="cuda")
+        (inputs,) = case.make_inputs()
+        ref = bench_norm._layer_norm_numpy(*(a.astype(np.float64) for a in inputs))
+        check_rel(case.impls["deepkern"](*inputs), ref, np.float32, f"deepkern backward={backward}")
+        theirs = case.impls["torch"](*(torch.from_numpy(a) for a in inputs)).detach().numpy()
+        check_rel(theirs, ref, np.float32, f"torch backward={backward}")

@@ -210,6 +210,9 @@ template <int kThreads>
 struct RowGroups {
   static constexpr int kRowsPerBlock = kThreads == kWarp ? kWarpRowsPerBlock : 1;
   static constexpr int kBlock = kThreads * kRowsPerBlock;
+  // Warp rows: at least 4 blocks of 4 warps per SM (at most 128 registers); block rows: 1, so
+  // ptxas never trades registers for spills.
+  static constexpr int kMinBlocks = kThreads == kWarp ? 4 : 1;
   __device__ static int rank() { return static_cast<int>(threadIdx.x) % kThreads; }
   __device__ static std::int64_t first_row() {
     return std::int64_t(blockIdx.x) * kRowsPerBlock + static_cast<int>(threadIdx.x) / kThreads;
@@ -223,7 +226,7 @@ constexpr int kHeldPacks =
     (kThreads == kWarp ? kWarpHeldBytes : kBlockHeldBytes) / (V == 1 ? 2 : 1) / static_cast<int>(sizeof(T) * V);
 
 template <class T, int V, int kThreads>
-__global__ void __launch_bounds__(RowGroups<kThreads>::kBlock, 1)
+__global__ void __launch_bounds__(RowGroups<kThreads>::kBlock, RowGroups<kThreads>::kMinBlocks)
     layer_norm_forward_kernel(LayerNormShape s, double inv_len, const T* __restrict__ x, const T* __restrict__ weight,
                               const T* __restrict__ bias, T* __restrict__ out, double* __restrict__ save_mean,
                               double* __restrict__ save_rstd, double eps) {
@@ -265,7 +268,7 @@ __global__ void __launch_bounds__(RowGroups<kThreads>::kBlock, 1)
 
 // grad_x = rstd * (gw - mean(gw) - xhat * mean(gw * xhat)) per row, gw = grad_out * weight.
 template <class T, int V, int kThreads>
-__global__ void __launch_bounds__(RowGroups<kThreads>::kBlock, 1)
+__global__ void __launch_bounds__(RowGroups<kThreads>::kBlock, RowGroups<kThreads>::kMinBlocks)
     layer_norm_grad_input_kernel(LayerNormShape s, double inv_len, const T* __restrict__ grad_out,
                                  const T* __restrict__ x, const T* __restrict__ weight,
                                  const double* __restrict__ save_mean, const double* __restrict__ save_rstd,
