@@ -43,21 +43,6 @@ void batch_norm_forward(const py::object& x, const py::object& weight, const py:
   });
 }
 
-// The layer and group norm bindings' arrays (and batch norm's backward): x, out, grad_out and
-// grad_x C-contiguous of `data` elements of one float dtype; weight, bias, grad_weight and grad_bias
-// `params` elements of it (None where not given or not wanted); save_mean and the saved inverse
-// standard deviations (named `rstd_name`) `stats` float64 elements. Written arrays are writeable
-// and overlap no other argument.
-struct RowNormExtents {
-  int64_t data, params, stats;
-  const char* rstd_name = "save_rstd";
-};
-
-void check_eps(const char* op, double eps) {
-  if (!std::isfinite(eps) || eps < 0)
-    throw py::value_error(std::string(op) + ": eps must be finite and >= 0, got " + std::to_string(eps));
-}
-
 // Runs `run(x, weight, bias, out, save_mean, save_rstd)` on the checked pointers of a forward call.
 template <class Run>
 void row_norm_forward(const char* op, const RowNormExtents& e, const py::object& x, const py::object& weight,
@@ -113,12 +98,6 @@ void batch_norm_backward(const py::object& grad_out, const py::object& x, const 
                     grad_weight, grad_bias, [&](auto... p) { cpu::batch_norm_backward(s, p..., training); });
 }
 
-// Layer norm: `shape` is (rows, len), each in [0, 2**62) with rows * len within int64; the data
-// arrays hold rows * len elements, the parameters len, the statistics rows.
-RowNormExtents layer_norm_extents(const char* op, const std::array<int64_t, 2>& shape) {
-  return {checked_sizes<2>(op, shape, {"rows", "len"}), shape[1], shape[0]};
-}
-
 void layer_norm_forward(const py::object& x, const py::object& weight, const py::object& bias, const py::object& out,
                         const py::object& save_mean, const py::object& save_rstd, const std::array<int64_t, 2>& shape,
                         double eps) {
@@ -137,16 +116,6 @@ void layer_norm_backward(const py::object& grad_out, const py::object& x, const 
   const RowNormExtents e = layer_norm_extents(op, shape);
   row_norm_backward(op, e, grad_out, x, weight, save_mean, save_rstd, grad_x, grad_weight, grad_bias,
                     [&](auto... p) { cpu::layer_norm_backward(cpu::LayerNormShape{shape[0], shape[1]}, p...); });
-}
-
-// Group norm: `shape` is (n, c, s) as batch norm's, `groups` >= 1 divides c; the data arrays hold
-// n * c * s elements, the parameters c, the statistics n * groups.
-RowNormExtents group_norm_extents(const char* op, const NormShapeTuple& shape, int64_t groups) {
-  const int64_t elements = checked_sizes<3>(op, shape, {"n", "c", "s"});
-  if (groups < 1 || shape[1] % groups != 0)
-    throw py::value_error(std::string(op) + ": groups must be >= 1 and divide the channels c = " +
-                          std::to_string(shape[1]) + ", got groups = " + std::to_string(groups));
-  return {elements, shape[1], checked_product(op, "n * groups", {shape[0], groups})};
 }
 
 void group_norm_forward(const py::object& x, const py::object& weight, const py::object& bias, const py::object& out,

@@ -59,4 +59,35 @@ inline void check_forward_options(const char* op, const cpu::BatchNormShape& s, 
     throw py::value_error(std::string(op) + ": eps must be finite and >= 0, got " + std::to_string(eps));
 }
 
+// The layer and group norm bindings' arrays (and batch norm's backward): x, out, grad_out and
+// grad_x C-contiguous of `data` elements of one float dtype; weight, bias, grad_weight and grad_bias
+// `params` elements of it (None where not given or not wanted); save_mean and the saved inverse
+// standard deviations (named `rstd_name`) `stats` float64 elements. Written arrays are writeable
+// and overlap no other argument.
+struct RowNormExtents {
+  int64_t data, params, stats;
+  const char* rstd_name = "save_rstd";
+};
+
+inline void check_eps(const char* op, double eps) {
+  if (!std::isfinite(eps) || eps < 0)
+    throw py::value_error(std::string(op) + ": eps must be finite and >= 0, got " + std::to_string(eps));
+}
+
+// Layer norm: `shape` is (rows, len), each in [0, 2**62) with rows * len within int64; the data
+// arrays hold rows * len elements, the parameters len, the statistics rows.
+inline RowNormExtents layer_norm_extents(const char* op, const std::array<int64_t, 2>& shape) {
+  return {checked_sizes<2>(op, shape, {"rows", "len"}), shape[1], shape[0]};
+}
+
+// Group norm: `shape` is (n, c, s) as batch norm's, `groups` >= 1 divides c; the data arrays hold
+// n * c * s elements, the parameters c, the statistics n * groups.
+inline RowNormExtents group_norm_extents(const char* op, const NormShapeTuple& shape, int64_t groups) {
+  const int64_t elements = checked_sizes<3>(op, shape, {"n", "c", "s"});
+  if (groups < 1 || shape[1] % groups != 0)
+    throw py::value_error(std::string(op) + ": groups must be >= 1 and divide the channels c = " +
+                          std::to_string(shape[1]) + ", got groups = " + std::to_string(groups));
+  return {elements, shape[1], checked_product(op, "n * groups", {shape[0], groups})};
+}
+
 }  // namespace deepkern::python

@@ -4,9 +4,9 @@
 on an unusual system. Either way deepkern keeps working on the CPU and ``import_error`` says why.
 The backend is registered only where the module imports and a GPU is visible (:func:`usable`).
 It allocates, copies and casts; its kernel entries so far are the matrix multiply (``gemm``), the
-optimizer steps, the activations, convolution, pooling, batch normalization, softmax and
-cross-entropy, dropout, embedding and the LSTM layer (the ``deepkern._cuda`` functions taking the
-arguments of the ``deepkern._C`` function of the same name). For any other kernel the seam's
+optimizer steps, the activations, convolution, pooling, batch, layer and group normalization,
+softmax and cross-entropy, dropout, embedding and the LSTM layer (the ``deepkern._cuda`` functions
+taking the arguments of the ``deepkern._C`` function of the same name). For any other kernel the seam's
 NotImplementedError names it.
 
 ``matmul.allow_tf32`` (PyTorch's ``torch.backends.cuda.matmul.allow_tf32``) lets float32 matrix
@@ -130,6 +130,10 @@ class CUDABackend(Backend):
         self.adaptive_avg_pool2d_backward = _cuda.adaptive_avg_pool2d_backward
         self.batch_norm_forward = _cuda.batch_norm_forward
         self.batch_norm_backward = _cuda.batch_norm_backward
+        self.layer_norm_forward = _cuda.layer_norm_forward
+        self.layer_norm_backward = _cuda.layer_norm_backward
+        self.group_norm_forward = _cuda.group_norm_forward
+        self.group_norm_backward = _cuda.group_norm_backward
 
     def empty(self, shape, dtype):
         return _cuda.empty(_shape(shape), np.dtype(dtype))

@@ -2,7 +2,9 @@
 running-statistics update, and the fused backward) of CNN and MLP layers, and float32 layer
 normalization (forward, and forward then backward) of transformer rows, beside PyTorch's
 ``batch_norm``/``layer_norm`` and their backward passes at the same threads (NumPy's formulas
-without it); memory-bound, reported in GB/s of the compulsory bytes."""
+without it); memory-bound, reported in GB/s of the compulsory bytes. The ``norm-cuda`` suite: the
+layer normalization cases on the GPU, through autograd (``F.layer_norm`` then ``backward``) on both
+sides, beside PyTorch's ``torch.nn.functional.layer_norm`` on 'cuda'."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import List
 
 import numpy as np
 
-from .libraries import installed_torch
+from .libraries import cuda_unavailable, installed_torch
 from .registry import Case, Suite, register_suite
 from .timing import rotation_copies
 
@@ -31,6 +33,8 @@ LAYER_NORM_ROWS = (
     ("(R, D)=(32*128, 512)", (32 * 128, 512)),
 )
 LAYER_NORM_ROWS_QUICK = (("(R, D)=(8192, 768)", (8192, 768)),)
+#: The GPU's rows: BERT-base's and a 4096-wide model's.
+LAYER_NORM_ROWS_CUDA = LAYER_NORM_ROWS[:2]
 GROUP_LAYER_NORM_FWD = "layer_norm forward"
 GROUP_LAYER_NORM_FWD_BWD = "layer_norm forward+backward"
 
@@ -154,7 +158,35 @@ def _layer_norm_numpy(x, w, b, g=None):
     return rstd * (gw - gw.mean(axis=1, keepdims=True) - xhat * (gw * xhat).mean(axis=1, keepdims=True))
 
 
-def _layer_norm_case(name: str, shape: tuple, backward: bool) -> Case:
+def _autograd_layer_norm(d: int):
+    """deepkern's layer norm through autograd (forward, and with g the backward of all three
+    inputs), returning the output or grad_x; the same steps as PyTorch's (_torch_autograd_layer_norm)."""
+    from .. import tensor
+    from ..nn import functional as F
+
+    def run(x, w, b, g=None):
+        leaves = [tensor(a, requires_grad=g is not None) for a in (x, w, b)]
+        y = F.layer_norm(leaves[0], (d,), leaves[1], leaves[2])
+        if g is None:
+            return y._array
+        y.backward(tensor(g))
+        return leaves[0].grad._array
+
+    return run
+
+
+def _torch_autograd_layer_norm(torch, d: int):
+    def run(x, w, b, g=None):
+        if g is None:
+            return torch.nn.functional.layer_norm(x, [d], w, b)
+        leaves = [a.detach().requires_grad_() for a in (x, w, b)]
+        torch.nn.functional.layer_norm(leaves[0], [d], leaves[1], leaves[2]).backward(g)
+        return leaves[0].grad
+
+    return run
+
+
+def _layer_norm_case(name: str, shape: tuple, backward: bool, device: str = "cpu") -> Case:
     from ..ops import layer_norm, layer_norm_backward
 
     d = shape[1]
@@ -164,14 +196,17 @@ def _layer_norm_case(name: str, shape: tuple, backward: bool) -> Case:
         rng = np.random.default_rng(0)
         x = rng.standard_normal(shape, dtype=np.float32) * 2 + 1
         w, b = rng.standard_normal(d, dtype=np.float32), rng.standard_normal(d, dtype=np.float32)
-        return _rotations((x, w, b) + ((rng.standard_normal(shape, dtype=np.float32),) if backward else ()))
+        one = (x, w, b) + ((rng.standard_normal(shape, dtype=np.float32),) if backward else ())
+        return [one] if device == "cuda" else _rotations(one)
 
     def ours(x, w, b, g=None):
         out, mean, rstd = layer_norm(x, d, w, b)
         return out if g is None else layer_norm_backward(g, x, d, w, mean, rstd)
 
-    impls = {"deepkern": ours}
-    if torch is not None:
+    impls = {"deepkern": ours if device == "cpu" else _autograd_layer_norm(d)}
+    if torch is not None and device == "cuda":
+        impls["torch"] = _torch_autograd_layer_norm(torch, d)
+    elif torch is not None:
 
         def theirs(x, w, b, g=None):
             out, mean, rstd = torch.native_layer_norm(x, [d], w, b, 1e-5)
@@ -184,8 +219,11 @@ def _layer_norm_case(name: str, shape: tuple, backward: bool) -> Case:
         impls["numpy"] = _layer_norm_numpy
 
     def check(inputs: tuple) -> float:
-        got = ours(*inputs)
-        got = (got if not backward else got[0]).astype(np.float64)
+        from ..backends import to_device
+
+        run = impls["deepkern"]
+        got = run(*(to_device(a, device) for a in inputs))
+        got = np.asarray(to_device(got if not backward or device == "cuda" else got[0], "cpu"), np.float64)
         ref = _layer_norm_numpy(*(a.astype(np.float64) for a in inputs))
         return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
 
@@ -204,6 +242,7 @@ def _layer_norm_case(name: str, shape: tuple, backward: bool) -> Case:
         check=check,
         label="float32 layer norm",
         metric="bytes",
+        device=device,
     )
 
 
@@ -225,5 +264,21 @@ register_suite(
         "transformer rows, vs PyTorch at the same threads; GB/s of compulsory bytes",
         cases=norm_cases,
         summary_groups=(GROUP_NORM_FWD, GROUP_NORM_BWD, GROUP_LAYER_NORM_FWD, GROUP_LAYER_NORM_FWD_BWD),
+    )
+)
+register_suite(
+    Suite(
+        name="norm-cuda",
+        description="float32 layer normalization (forward, forward+backward through autograd) of transformer rows "
+        "on the GPU (compiled kernels, timed with CUDA events) vs torch.nn.functional.layer_norm on 'cuda'; GB/s of "
+        "compulsory bytes",
+        cases=lambda quick=False: [
+            _layer_norm_case(name, shape, backward, device="cuda")
+            for backward in (False, True)
+            for name, shape in (LAYER_NORM_ROWS_QUICK if quick else LAYER_NORM_ROWS_CUDA)
+        ],
+        summary_groups=(GROUP_LAYER_NORM_FWD, GROUP_LAYER_NORM_FWD_BWD),
+        unavailable=cuda_unavailable,
+        in_all=False,
     )
 )
