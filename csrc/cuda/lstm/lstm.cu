@@ -119,7 +119,8 @@ struct ForwardRows {
 
 // The forward of cell `Cell`: states passed through without a gate; else the input projection of
 // all steps as one GEMM, then the steps, by `persistent` (the LSTM's persistent kernel; it returns
-// false when the per-step path is to run) or by step_forward; then the final states.
+// false when the per-step path is to run) or per step by the recurrent GEMM and one cell kernel;
+// then the final states.
 template <class Cell, class Persistent>
 void layer_forward(const LstmShape& s, GemmPrecision precision, const ForwardArrays& a, void* workspace,
                    cudaStream_t stream, Persistent&& persistent) {
