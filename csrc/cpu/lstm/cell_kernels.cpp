@@ -9,6 +9,11 @@
 namespace deepkern::cpu::DEEPKERN_ISA_NS {
 namespace {
 
+using lstm_math::gru_candidate;
+using lstm_math::gru_output;
+using lstm_math::gru_unit_grad;
+using lstm_math::rnn_activation;
+using lstm_math::rnn_activation_grad;
 using lstm_math::sigmoid;
 using lstm_math::tanh_of;
 
@@ -89,8 +94,8 @@ void gru_forward(const ForwardStep<T>& s) {
 #pragma omp simd
     for (int64_t j = 0; j < s.units; ++j) {
       const T r = sigmoid(pre[j] + hh[j]), z = sigmoid(pre[pb + j] + hh[pb + j]);
-      const T hn = hh[2 * pb + j], n = tanh_of(pre[2 * pb + j] + r * hn);
-      const T out = n + z * ((hp ? hp[j] : T(0)) - n);
+      const T hn = hh[2 * pb + j], n = gru_candidate(pre[2 * pb + j], r, hn);
+      const T out = gru_output(n, z, hp ? hp[j] : T(0));
       if (act) {
         act[j] = r;
         act[H + j] = z;
@@ -114,27 +119,18 @@ void gru_backward(const BackwardStep<T>& s) {
     T* __restrict dg = s.dgates + b * 4 * H;
 #pragma omp simd
     for (int64_t j = 0; j < s.units; ++j) {
-      const T r = g[j], z = g[H + j], n = g[2 * H + j], hn = g[3 * H + j];
       const T d = dh[j] + (dy ? dy[j] : T(0));
-      const T dn = d * (T(1) - z) * (T(1) - n * n);  // of n's pre-activation
-      dg[j] = dn * hn * r * (T(1) - r);
-      dg[H + j] = d * ((hp ? hp[j] : T(0)) - n) * z * (T(1) - z);
-      dg[2 * H + j] = dn * r;
-      dg[3 * H + j] = dn;
-      dh[j] = d * z;
+      const auto u = gru_unit_grad(g[j], g[H + j], g[2 * H + j], g[3 * H + j], hp ? hp[j] : T(0), d);
+      dg[j] = u.r;
+      dg[H + j] = u.z;
+      dg[2 * H + j] = u.hh_n;
+      dg[3 * H + j] = u.ih_n;
+      dh[j] = u.h_prev;
     }
   }
 }
 
 // Elman RNN: h = tanh(pre) or max(pre, 0).
-template <bool kRelu, class T>
-T rnn_activation(T v) {
-  if constexpr (kRelu)
-    return v > T(0) ? v : T(0);
-  else
-    return tanh_of(v);
-}
-
 template <bool kRelu, class T>
 void rnn_forward(const ForwardStep<T>& s) {
   for (int64_t b = 0; b < s.rows; ++b) {
@@ -161,10 +157,7 @@ void rnn_backward(const BackwardStep<T>& s) {
 #pragma omp simd
     for (int64_t j = 0; j < s.units; ++j) {
       const T d = dh[j] + (dy ? dy[j] : T(0));
-      if constexpr (kRelu)
-        dg[j] = h[j] > T(0) ? d : T(0);
-      else
-        dg[j] = d * (T(1) - h[j] * h[j]);
+      dg[j] = rnn_activation_grad<kRelu>(h[j], d);
       dh[j] = T(0);
     }
   }

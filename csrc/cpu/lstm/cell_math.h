@@ -1,6 +1,7 @@
-// The LSTM's per-element activations, shared by the CPU cell kernels (cell_kernels.cpp, compiled
-// once per ISA) and the CUDA cell kernels (cuda/lstm/lstm_kernels.cu), so both devices compute
-// every gate with the same operations. float: e^x with a polynomial the compiler vectorizes
+// The recurrent cells' per-element math (activations; the GRU's and the Elman RNN's whole unit
+// update and its gradient), shared by the CPU cell kernels (cell_kernels.cpp, compiled once per
+// ISA) and the CUDA cell kernels (cuda/lstm/lstm_kernels.cu), so both devices compute every gate
+// with the same operations. float: e^x with a polynomial the compiler vectorizes
 // (Cephes expf: x = n ln2 + r, |r| <= ln2 / 2, degree-6 polynomial, 2^n through the exponent bits;
 // about 1 ulp), clamped to float's range; double (the gradient-check path) calls the library exp.
 // Built on core/vmath.h's helpers: host and device functions under nvcc, an unnamed namespace so
@@ -37,6 +38,50 @@ DK_VMATH_FN T sigmoid(T x) {
 template <class T>
 DK_VMATH_FN T tanh_of(T x) {  // 2 sigmoid(2x) - 1
   return T(2) / (T(1) + exp_of(T(-2) * x)) - T(1);
+}
+
+// The GRU's (PyTorch's) candidate n = tanh(ih_n + r * hh_n) from the gate sums of the input (ih,
+// b_ih included) and of the recurrence (hh = W_hh h_prev + b_hh), r = sigmoid(ih_r + hh_r), and
+// its output h = (1 - z) n + z h_prev, z = sigmoid(ih_z + hh_z). (Two functions rather than one
+// returning r, z, n and h: the CPU compiler contracts the multiply-adds of the whole unit the same
+// way as when they were written out in the loop.)
+template <class T>
+DK_VMATH_FN T gru_candidate(T ih_n, T r, T hh_n) {
+  return tanh_of(ih_n + r * hh_n);
+}
+template <class T>
+DK_VMATH_FN T gru_output(T n, T z, T h_prev) {
+  return n + z * (h_prev - n);
+}
+
+// The gradients of one GRU unit from its activations r, z, n, hh_n and h_prev, given d, the
+// gradient of its h: those of the gate sums r, z (both sums), of n's recurrent sum hh_n (r times
+// that of n's) and of its input sum ih_n, and the part of the gradient of h_prev that does not go
+// through W_hh.
+template <class T>
+struct GruGrad {
+  T r, z, hh_n, ih_n, h_prev;
+};
+template <class T>
+DK_VMATH_FN GruGrad<T> gru_unit_grad(T r, T z, T n, T hh_n, T h_prev, T d) {
+  const T dn = d * (T(1) - z) * (T(1) - n * n);
+  return {dn * hh_n * r * (T(1) - r), d * (h_prev - n) * z * (T(1) - z), dn * r, dn, d * z};
+}
+
+// The Elman RNN's h = tanh(v) or max(v, 0), and the gradient of v from h and d, that of h.
+template <bool kRelu, class T>
+DK_VMATH_FN T rnn_activation(T v) {
+  if constexpr (kRelu)
+    return v > T(0) ? v : T(0);
+  else
+    return tanh_of(v);
+}
+template <bool kRelu, class T>
+DK_VMATH_FN T rnn_activation_grad(T h, T d) {
+  if constexpr (kRelu)
+    return h > T(0) ? d : T(0);
+  else
+    return d * (T(1) - h * h);
 }
 
 }  // namespace

@@ -22,6 +22,7 @@
 #include "core/threading.h"
 #include "cpu/gemm/gemm.h"
 #include "cpu/lstm/cell_kernels.h"
+#include "cpu/lstm/cell_layout.h"
 
 namespace deepkern::cpu {
 namespace {
@@ -31,31 +32,17 @@ const CellKernels<T>& dispatched_kernels() {
   return dispatch(IsaFamily::lstm, IsaTables{generic::cell_kernels, avx2::cell_kernels, avx512::cell_kernels}).of<T>();
 }
 
-// The policies of the cells, what the driver needs to know of each: kGates, gate blocks of H rows in
-// W_ih and W_hh; kAct, blocks of H of the cached activations per row (0: none); kGrad, blocks of H
-// per row of the gate gradients dG, and which of them (kIh, kHh: Segments) are the gradients of
-// which gate blocks of W_ih x and of W_hh h; kCell, whether there is a cell state c; kOwnRecurrence,
-// whether W_hh h + b_hh goes into rows of its own rather than onto the gate pre-activations.
-struct Segment {
-  int64_t col, row, blocks;  // dG's blocks [col, col + blocks) are the gradients of gate blocks from row
-};
+// The policies of the cells: their layouts (cell_layout.h) and their cell kernels.
+using cell_layout::Segment;
 
-struct LstmCell {
-  static constexpr int64_t kGates = 4, kAct = 4, kGrad = 4;
-  static constexpr bool kCell = true, kOwnRecurrence = false;
-  static constexpr std::array<Segment, 1> kIh{{{0, 0, 4}}}, kHh = kIh;
+struct LstmCell : cell_layout::Lstm {
   template <class T>
   static auto kernels(const CellKernels<T>& k) {
     return std::pair{k.lstm_forward, k.lstm_backward};
   }
 };
 
-// dG blocks: r, z, r * (gradient of n's pre-activation) for W_hn h, that gradient itself for W_in x.
-struct GruCell {
-  static constexpr int64_t kGates = 3, kAct = 4, kGrad = 4;
-  static constexpr bool kCell = false, kOwnRecurrence = true;
-  static constexpr std::array<Segment, 2> kIh{{{0, 0, 2}, {3, 2, 1}}};
-  static constexpr std::array<Segment, 1> kHh{{{0, 0, 3}}};
+struct GruCell : cell_layout::Gru {
   template <class T>
   static auto kernels(const CellKernels<T>& k) {
     return std::pair{k.gru_forward, k.gru_backward};
@@ -63,10 +50,7 @@ struct GruCell {
 };
 
 template <bool kRelu>
-struct RnnCell {
-  static constexpr int64_t kGates = 1, kAct = 0, kGrad = 1;
-  static constexpr bool kCell = false, kOwnRecurrence = false;
-  static constexpr std::array<Segment, 1> kIh{{{0, 0, 1}}}, kHh = kIh;
+struct RnnCell : cell_layout::Rnn {
   template <class T>
   static auto kernels(const CellKernels<T>& k) {
     return kRelu ? std::pair{k.rnn_relu_forward, k.rnn_relu_backward}

@@ -1,6 +1,7 @@
-// The LSTM's own kernels (lstm_kernels.h). The per-step passes are one thread per (batch row,
-// hidden unit): it reads the unit's four gate sums, applies cell_math.h's activations as the CPU
-// cell kernels do and writes everything the step produces, so a step is one launch after its GEMM.
+// The recurrent layers' own kernels (lstm_kernels.h). The per-step passes are one kernel template
+// over the cell (CellKind), one thread per (batch row, hidden unit): it reads the unit's gate sums,
+// applies cell_math.h's activations and unit updates as the CPU cell kernels do and writes
+// everything the step produces, so a step is one launch after its GEMM.
 // The persistent forward keeps the recurrence in one launch: block p owns hidden units
 // [p * units, (p + 1) * units), holds their 4 * units rows of W_hh in shared memory for the whole
 // sequence and, per step, copies h_{t-1} (B x H, written by every block the step before) into
@@ -12,6 +13,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "cpu/lstm/cell_math.h"
 #include "cuda/launch.h"
@@ -56,37 +58,114 @@ __device__ __forceinline__ void cell_element(const float (&sum)[4], const float*
   if (y) *y = hn;
 }
 
-__global__ void __launch_bounds__(kThreads)
-    cell_forward_kernel(std::int64_t batch, std::int64_t H, const float* pre, const float* __restrict__ bias,
-                        const float* __restrict__ c_prev, float* act, float* __restrict__ c, float* __restrict__ h,
-                        float* __restrict__ y) {
-  const std::int64_t n = batch * H, stride = std::int64_t(gridDim.x) * blockDim.x;
-  for (std::int64_t e = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride) {
-    const std::int64_t b = e / H, j = e - b * H, at = b * 4 * H + j;
-    const float sum[4] = {pre[at], pre[at + H], pre[at + 2 * H], pre[at + 3 * H]};
-    cell_element(sum, bias, j, H, c_prev ? c_prev + e : nullptr, act ? act + at : nullptr, c + e, h + e,
-                 y ? y + e : nullptr);
+// The forward update of unit j of batch row b (element e = b * H + j) of cell K.
+template <CellKind K>
+__device__ __forceinline__ void forward_unit(const CellForward& p, std::int64_t b, std::int64_t j, std::int64_t e) {
+  const std::int64_t H = p.hidden, at = b * pre_width(K, H) + j;
+  const float* pre = p.pre + at;
+  float out = 0.0f;
+  if constexpr (K == CellKind::lstm) {
+    const float sum[4] = {pre[0], pre[H], pre[2 * H], pre[3 * H]};
+    cell_element(sum, p.bias, j, H, p.c_prev ? p.c_prev + e : nullptr, p.act ? p.act + at : nullptr, p.c + e, p.h + e,
+                 p.y ? p.y + e : nullptr);
+    return;
+  } else if constexpr (K == CellKind::gru) {
+    float ih[3], hh[3];
+#pragma unroll
+    for (int q = 0; q < 3; ++q) {
+      ih[q] = p.bias ? pre[q * H] + p.bias[q * H + j] : pre[q * H];
+      const float w = p.hh ? p.hh[b * 3 * H + q * H + j] : 0.0f;
+      hh[q] = p.bias_hh ? w + p.bias_hh[q * H + j] : w;
+    }
+    const float r = sigmoid(ih[0] + hh[0]), z = sigmoid(ih[1] + hh[1]);
+    const float n = lstm_math::gru_candidate(ih[2], r, hh[2]);
+    if (p.act) {
+      float* act = p.act + at;
+      act[0] = r;
+      act[H] = z;
+      act[2 * H] = n;
+      act[3 * H] = hh[2];
+    }
+    out = lstm_math::gru_output(n, z, p.h_prev ? p.h_prev[e] : 0.0f);
+  } else {
+    out = lstm_math::rnn_activation<K == CellKind::rnn_relu>(p.bias ? pre[0] + p.bias[j] : pre[0]);
+  }
+  p.h[e] = out;
+  if (p.y) p.y[e] = out;
+}
+
+// The backward of unit j of batch row b (element e = b * H + j) of cell K.
+template <CellKind K>
+__device__ __forceinline__ void backward_unit(const CellBackward& p, std::int64_t b, std::int64_t j, std::int64_t e) {
+  const std::int64_t H = p.hidden;
+  const float d = p.dh[e] + (p.grad_y ? p.grad_y[e] : 0.0f);
+  if constexpr (K == CellKind::lstm) {
+    const std::int64_t at = b * 4 * H + j;
+    const float* g = p.act + at;
+    const float i = g[0], f = g[H], gg = g[2 * H], o = g[3 * H];
+    const float tc = tanh_of(p.c[e]);
+    const float dct = p.dc[e] + d * o * (1.0f - tc * tc);
+    float* dg = p.dgates + at;
+    dg[0] = dct * gg * i * (1.0f - i);
+    dg[H] = (p.c_prev ? dct * p.c_prev[e] : 0.0f) * f * (1.0f - f);
+    dg[2 * H] = dct * i * (1.0f - gg * gg);
+    dg[3 * H] = d * tc * o * (1.0f - o);
+    p.dc[e] = dct * f;
+  } else if constexpr (K == CellKind::gru) {
+    const std::int64_t at = b * 4 * H + j;
+    const float* g = p.act + at;
+    const auto u = lstm_math::gru_unit_grad(g[0], g[H], g[2 * H], g[3 * H], p.h_prev ? p.h_prev[e] : 0.0f, d);
+    float* dg = p.dgates + at;
+    dg[0] = u.r;
+    dg[H] = u.z;
+    dg[2 * H] = u.hh_n;
+    dg[3 * H] = u.ih_n;
+    p.dh[e] = u.h_prev;
+  } else {
+    p.dgates[e] = lstm_math::rnn_activation_grad<K == CellKind::rnn_relu>(p.h[e], d);
   }
 }
 
-__global__ void __launch_bounds__(kThreads)
-    cell_backward_kernel(std::int64_t batch, std::int64_t H, const float* __restrict__ gates,
-                         const float* __restrict__ c, const float* __restrict__ c_prev,
-                         const float* __restrict__ grad_y, const float* __restrict__ dh, float* __restrict__ dc,
-                         float* __restrict__ dgates) {
-  const std::int64_t n = batch * H, stride = std::int64_t(gridDim.x) * blockDim.x;
+// One thread per (row, unit), grid-stride. Not __restrict__: act may be pre, and the GRU's dh is
+// read and written by the same thread.
+template <CellKind K>
+__global__ void __launch_bounds__(kThreads) cell_forward_kernel(CellForward p) {
+  const std::int64_t n = p.batch * p.hidden, stride = std::int64_t(gridDim.x) * blockDim.x;
   for (std::int64_t e = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride) {
-    const std::int64_t b = e / H, j = e - b * H, at = b * 4 * H + j;
-    const float i = gates[at], f = gates[at + H], gg = gates[at + 2 * H], o = gates[at + 3 * H];
-    const float tc = tanh_of(c[e]);
-    const float dhj = dh[e] + (grad_y ? grad_y[e] : 0.0f);
-    const float dct = dc[e] + dhj * o * (1.0f - tc * tc);
-    dgates[at] = dct * gg * i * (1.0f - i);
-    dgates[at + H] = (c_prev ? dct * c_prev[e] : 0.0f) * f * (1.0f - f);
-    dgates[at + 2 * H] = dct * i * (1.0f - gg * gg);
-    dgates[at + 3 * H] = dhj * tc * o * (1.0f - o);
-    dc[e] = dct * f;
+    const std::int64_t b = e / p.hidden;
+    forward_unit<K>(p, b, e - b * p.hidden, e);
   }
+}
+
+template <CellKind K>
+__global__ void __launch_bounds__(kThreads) cell_backward_kernel(CellBackward p) {
+  const std::int64_t n = p.batch * p.hidden, stride = std::int64_t(gridDim.x) * blockDim.x;
+  for (std::int64_t e = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride) {
+    const std::int64_t b = e / p.hidden;
+    backward_unit<K>(p, b, e - b * p.hidden, e);
+  }
+}
+
+// The launch names of the cell kernels.
+const char* kernel_name(CellKind kind, bool backward) {
+  switch (kind) {
+    case CellKind::lstm: return backward ? "lstm_cell_backward" : "lstm_cell_forward";
+    case CellKind::gru: return backward ? "gru_cell_backward" : "gru_cell_forward";
+    case CellKind::rnn_tanh: return backward ? "rnn_tanh_cell_backward" : "rnn_tanh_cell_forward";
+    default: return backward ? "rnn_relu_cell_backward" : "rnn_relu_cell_forward";
+  }
+}
+
+// Calls run(std::integral_constant<CellKind, kind>{}): the cell kind as a compile-time constant.
+template <class Run>
+void with_kind(CellKind kind, Run&& run) {
+  switch (kind) {
+    case CellKind::lstm: return run(std::integral_constant<CellKind, CellKind::lstm>{});
+    case CellKind::gru: return run(std::integral_constant<CellKind, CellKind::gru>{});
+    case CellKind::rnn_tanh: return run(std::integral_constant<CellKind, CellKind::rnn_tanh>{});
+    case CellKind::rnn_relu: return run(std::integral_constant<CellKind, CellKind::rnn_relu>{});
+  }
+  throw std::invalid_argument("recurrent cell kernels: unknown cell kind " + std::to_string(static_cast<int>(kind)));
 }
 
 // Block (32 columns x 8 row lanes): each thread sums every 8th row of its column, then lane 0 adds
@@ -160,19 +239,20 @@ __global__ void __launch_bounds__(kPersistentThreads) persistent_kernel(Persiste
 
 }  // namespace
 
-void lstm_cell_forward(std::int64_t batch, std::int64_t hidden, const float* pre, const float* bias,
-                       const float* c_prev, float* act, float* c, float* h, float* y, cudaStream_t stream) {
-  if (batch * hidden == 0) return;
-  launch("lstm_cell_forward", cell_forward_kernel, dim3(grid_for(batch * hidden, kThreads)), dim3(kThreads), 0, stream,
-         batch, hidden, pre, bias, c_prev, act, c, h, y);
+void cell_forward(CellKind kind, const CellForward& step, cudaStream_t stream) {
+  if (step.batch * step.hidden == 0) return;
+  with_kind(kind, [&](auto k) {
+    launch(kernel_name(kind, false), cell_forward_kernel<decltype(k)::value>,
+           dim3(grid_for(step.batch * step.hidden, kThreads)), dim3(kThreads), 0, stream, step);
+  });
 }
 
-void lstm_cell_backward(std::int64_t batch, std::int64_t hidden, const float* gates, const float* c,
-                        const float* c_prev, const float* grad_y, const float* dh, float* dc, float* dgates,
-                        cudaStream_t stream) {
-  if (batch * hidden == 0) return;
-  launch("lstm_cell_backward", cell_backward_kernel, dim3(grid_for(batch * hidden, kThreads)), dim3(kThreads), 0,
-         stream, batch, hidden, gates, c, c_prev, grad_y, dh, dc, dgates);
+void cell_backward(CellKind kind, const CellBackward& step, cudaStream_t stream) {
+  if (step.batch * step.hidden == 0) return;
+  with_kind(kind, [&](auto k) {
+    launch(kernel_name(kind, true), cell_backward_kernel<decltype(k)::value>,
+           dim3(grid_for(step.batch * step.hidden, kThreads)), dim3(kThreads), 0, stream, step);
+  });
 }
 
 void column_sums(std::int64_t rows, std::int64_t cols, const float* a, float* out, cudaStream_t stream) {

@@ -5,9 +5,9 @@ on an unusual system. Either way deepkern keeps working on the CPU and ``import_
 The backend is registered only where the module imports and a GPU is visible (:func:`usable`).
 It allocates, copies and casts; its kernel entries so far are the matrix multiply (``gemm``), the
 optimizer steps, the activations, convolution, pooling, batch, layer and group normalization,
-softmax and cross-entropy, dropout, embedding and the LSTM layer (the ``deepkern._cuda`` functions
-taking the arguments of the ``deepkern._C`` function of the same name). For any other kernel the seam's
-NotImplementedError names it.
+softmax and cross-entropy, dropout, embedding and the recurrent layers, LSTM, GRU and Elman RNN (the
+``deepkern._cuda`` functions taking the arguments of the ``deepkern._C`` function of the same name).
+For any other kernel the seam's NotImplementedError names it.
 
 ``matmul.allow_tf32`` (PyTorch's ``torch.backends.cuda.matmul.allow_tf32``) lets float32 matrix
 multiplies run on the tensor cores with inputs rounded to TF32 (10-bit mantissa, ~1e-3 relative
@@ -180,7 +180,7 @@ class CUDABackend(Backend):
         precision = _precision("conv2d_backward_weight", grad_y)
         _cuda.conv2d_backward_weight(grad_y, x, grad_w, grad_bias, stride, padding, dilation, groups, precision)
 
-    # The LSTM's GEMMs: float32 only (FP32, or TF32 with matmul.allow_tf32).
+    # The recurrent layers' GEMMs: float32 only (FP32, or TF32 with matmul.allow_tf32).
     def lstm_forward(self, *args):
         """``deepkern._C.lstm_forward`` on the GPU (the same 13 arguments, x first)."""
         _cuda.lstm_forward(*args, _precision("lstm_forward", args[0], bfloat16=False))
@@ -188,3 +188,19 @@ class CUDABackend(Backend):
     def lstm_backward(self, *args):
         """``deepkern._C.lstm_backward`` on the GPU (the same 18 arguments, x fourth)."""
         _cuda.lstm_backward(*args, _precision("lstm_backward", args[3], bfloat16=False))
+
+    def gru_forward(self, *args):
+        """``deepkern._C.gru_forward`` on the GPU (the same 11 arguments, x first)."""
+        _cuda.gru_forward(*args, _precision("gru_forward", args[0], bfloat16=False))
+
+    def gru_backward(self, *args):
+        """``deepkern._C.gru_backward`` on the GPU (the same 15 arguments, x third)."""
+        _cuda.gru_backward(*args, _precision("gru_backward", args[2], bfloat16=False))
+
+    def rnn_forward(self, *args):
+        """``deepkern._C.rnn_forward`` on the GPU (the same 10 arguments, x first)."""
+        _cuda.rnn_forward(*args, _precision("rnn_forward", args[0], bfloat16=False))
+
+    def rnn_backward(self, *args):
+        """``deepkern._C.rnn_backward`` on the GPU (the same 14 arguments, x third)."""
+        _cuda.rnn_backward(*args, _precision("rnn_backward", args[2], bfloat16=False))

@@ -1,6 +1,6 @@
 """The ``lstm`` suite: a float32 one-layer LSTM, forward and forward + backward (BPTT), beside
 ``torch.nn.LSTM`` on the same weights, and the GRU (the same kernels) beside ``torch.nn.GRU``; and
-``lstm-cuda``, the LSTM on the GPU beside cuDNN's.
+``lstm-cuda``, the LSTM and the GRU on the GPU beside cuDNN's.
 
 The functions take ``cell``: "lstm" (inputs x, h0, c0, weights of 4H rows) or "gru" (x, h0, 3H rows)."""
 
@@ -246,7 +246,7 @@ def lstm_check(
 def _lstm_case(
     shape: Tuple[int, int, int, int], lstm_pass: str, label: str, group: str, device: str = "cpu", cell: str = "lstm"
 ) -> Case:
-    """The case of one shape and pass, timed on ``device`` ('cpu' or 'cuda'; the GRU: 'cpu')."""
+    """The case of one shape and pass of ``cell``, timed on ``device`` ('cpu' or 'cuda')."""
     t, b, i, h = shape
     on_gpu = device == "cuda"
     return Case(
@@ -258,7 +258,7 @@ def _lstm_case(
         flops=lstm_flops(shape, lstm_pass, cell),
         nbytes=lstm_bytes(shape, lstm_pass, cell),
         make_inputs=lambda: make_lstm_inputs(shape, lstm_pass, copies=1 if on_gpu else None, cell=cell),
-        impls=_lstm_cuda_impls(shape, lstm_pass) if on_gpu else lstm_impls(shape, lstm_pass, cell),
+        impls=_lstm_cuda_impls(shape, lstm_pass, cell) if on_gpu else lstm_impls(shape, lstm_pass, cell),
         check=lambda inputs: lstm_check(shape, lstm_pass, inputs, device=device, cell=cell),
         label=label,
         device=device,
@@ -322,7 +322,7 @@ register_suite(
 
 # ---- the GPU ------------------------------------------------------------------------------------
 
-#: (T, B, I, H, what it is) of the LSTM layers of ``deepkern bench --op lstm-cuda``.
+#: (T, B, I, H, what it is) of the LSTM (and GRU) layers of ``deepkern bench --op lstm-cuda``.
 LSTM_CUDA_SHAPES = (
     (100, 32, 256, 256, "small LM layer, batch 32"),
     (50, 64, 512, 512, "batch 64, H=512"),
@@ -340,10 +340,10 @@ def _lstm_cuda_unavailable() -> Optional[str]:
     return torch_missing("torch.nn.LSTM")
 
 
-def _lstm_cuda_impls(shape: Tuple[int, int, int, int], lstm_pass: str) -> Dict[str, Callable]:
+def _lstm_cuda_impls(shape: Tuple[int, int, int, int], lstm_pass: str, cell: str = "lstm") -> Dict[str, Callable]:
     """:func:`lstm_impls` on GPU inputs, both in full FP32: deepkern's GEMMs without TF32 (its default)
-    and cuDNN's LSTM with ``torch.backends.cudnn.allow_tf32`` off (set before each call)."""
-    impls = lstm_impls(shape, lstm_pass)
+    and cuDNN's LSTM (GRU) with ``torch.backends.cudnn.allow_tf32`` off (set before each call)."""
+    impls = lstm_impls(shape, lstm_pass, cell)
     torch = installed_torch()
     if torch is not None:
         torch_call = impls["torch"]
@@ -358,8 +358,9 @@ def _lstm_cuda_impls(shape: Tuple[int, int, int, int], lstm_pass: str) -> Dict[s
 
 def lstm_cuda_cases(quick: bool = False) -> List[Case]:
     """float32 single-layer LSTMs on the GPU (LSTM_CUDA_SHAPES; ``quick``: T / 5), forward then
-    forward+backward."""
-    return _shape_cases(LSTM_CUDA_SHAPES, quick, (GROUP_LSTM_FWD, GROUP_LSTM_FWD_BWD), device="cuda")
+    forward+backward; then GRUs of the same shapes."""
+    lstms = _shape_cases(LSTM_CUDA_SHAPES, quick, (GROUP_LSTM_FWD, GROUP_LSTM_FWD_BWD), device="cuda")
+    return lstms + _shape_cases(LSTM_CUDA_SHAPES, quick, (GROUP_GRU_FWD, GROUP_GRU_FWD_BWD), device="cuda", cell="gru")
 
 
 register_suite(
@@ -367,10 +368,10 @@ register_suite(
         name="lstm-cuda",
         description=(
             "float32 one-layer LSTM on the GPU (T, B, I, H), forward and forward+backward, vs torch.nn.LSTM "
-            "(cuDNN), both in full FP32 (--quick: T / 5)"
+            "(cuDNN), both in full FP32; then GRUs of the same shapes vs torch.nn.GRU (--quick: T / 5)"
         ),
         cases=lstm_cuda_cases,
-        summary_groups=(GROUP_LSTM_FWD, GROUP_LSTM_FWD_BWD),
+        summary_groups=(GROUP_LSTM_FWD, GROUP_LSTM_FWD_BWD, GROUP_GRU_FWD, GROUP_GRU_FWD_BWD),
         unavailable=_lstm_cuda_unavailable,
     )
 )

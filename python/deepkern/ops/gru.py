@@ -8,7 +8,8 @@ PyTorch's layouts. GRU, gates r, z, n: ``w_ih`` (3H, I), ``w_hh`` (3H, H), ``b_i
 They run on the LSTM's kernels (csrc/cpu/lstm: the same team of threads, packed weights, chunked
 input projection and BPTT, with their own fused cell passes), so they share its properties: sizes
 of 0 are allowed, each thread keeps its working memory between calls, and reverse=True runs a
-sequence backwards in time (the reverse direction of a bidirectional layer).
+sequence backwards in time (the reverse direction of a bidirectional layer). On 'cuda' arrays they
+run float32 on the GPU driver of csrc/cuda/lstm (its per-step path), with the same cache.
 """
 
 from __future__ import annotations
