@@ -1156,21 +1156,50 @@ def _roles(params: dict, names) -> dict:
     return {n: "in" for n in names if n in params}
 
 
+def _batch_sizes(data, steps: int, batch: int):
+    """None, or the batch_sizes of a batch of random lengths in [1, steps] (the longest steps)."""
+    if steps == 0 or not data.draw(st.booleans(), label="variable lengths"):
+        return None
+    lengths = [steps] + [data.draw(st.integers(1, steps), label="length") for _ in range(batch - 1)]
+    return (np.array(lengths)[None, :] > np.arange(steps)[:, None]).sum(axis=1).astype(np.int64)
+
+
+def _packed_params(params: dict, roles: dict, sizes) -> tuple:
+    """Adds batch_sizes (when not None) to a layer's keyword params and its role; returns the
+    optional slots it adds (it may be None: the layer then runs all rows)."""
+    if sizes is None:
+        return ()
+    params["batch_sizes"] = sizes
+    roles["batch_sizes"] = "index"
+    return ("batch_sizes",)
+
+
+def _layer_ref(reference, backward, p, states, grads=None, **kw):
+    """The float64 layer ``reference`` on p's x and weights (with p's batch_sizes, when given,
+    each row alone on its own steps); with ``grads``, (outputs, gradients) by ``backward``."""
+    weights = [p[k] if k in p else None for k in ("w_ih", "w_hh", "b_ih", "b_hh")]
+    sizes = p.get("batch_sizes")
+    if sizes is None:
+        sizes = np.full(np.shape(p["x"])[0], np.shape(p["x"])[1])
+    return ref.packed_layer_ref(reference, backward, p["x"], states, weights, sizes, grads, p["reverse"], **kw)
+
+
 def build_lstm(data):
     dtype = float_dtype(data)
     a = _lstm_arrays(data, dtype, True)
     params = {"x": a["x"], "h0": a["h"], "c0": a["c"], "w_ih": a["w_ih"], "w_hh": a["w_hh"]}
     params.update(b_ih=a["b_ih"], b_hh=a["b_hh"], reverse=data.draw(st.booleans(), label="reverse"))
+    roles = _roles(params, list(params)[:7])
+    packed = _packed_params(params, roles, _batch_sizes(data, *a["x"].shape[:2]))
 
     def reference_of(p):
-        y, h, c = ref.lstm_ref(*(p[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "reverse")))
-        return {0: y, 1: h, 2: c}
+        return dict(enumerate(_layer_ref(ref.lstm_ref, ref.lstm_backward_ref, p, (p["h0"], p["c0"]))))
 
     def actual(result, p):
         return dict(enumerate(result))
 
-    optional = tuple(k for k in ("h0", "c0", "b_ih", "b_hh") if params[k] is not None)
-    return Call(ops.lstm, params, 7, _roles(params, list(params)[:7]), reference_of, actual, optional=optional)
+    optional = tuple(k for k in ("h0", "c0", "b_ih", "b_hh") if params[k] is not None) + packed
+    return Call(ops.lstm, params, 7, roles, reference_of, actual, optional=optional, frozen=packed)
 
 
 def build_lstm_backward(data):
@@ -1179,7 +1208,10 @@ def build_lstm_backward(data):
     a["b_ih"] = a["b_hh"] = None
     reverse = data.draw(st.booleans(), label="reverse")
     t, b, h = a["x"].shape[0], a["x"].shape[1], a["h"].shape[1]
-    *_, cache = ops.lstm(a["x"], a["h"], a["c"], a["w_ih"], a["w_hh"], reverse=reverse, return_cache=True)
+    sizes = _batch_sizes(data, t, b)
+    *_, cache = ops.lstm(
+        a["x"], a["h"], a["c"], a["w_ih"], a["w_hh"], reverse=reverse, return_cache=True, batch_sizes=sizes
+    )
     params = {"grad_y": values(data, (t, b, h), dtype), "grad_h_T": values(data, (b, h), dtype)}
     params.update(grad_c_T=values(data, (b, h), dtype), x=a["x"], h0=a["h"], c0=a["c"])
     params.update(w_ih=a["w_ih"], w_hh=a["w_hh"], cache=cache, reverse=reverse)
@@ -1188,7 +1220,9 @@ def build_lstm_backward(data):
     names = ("grad_y", "grad_h_T", "grad_c_T", "x", "h0", "c0", "w_ih", "w_hh")
 
     def reference_of(p):
-        return dict(enumerate(ref.lstm_backward_ref(*(p[k] for k in names), reverse=p["reverse"])))
+        grads = (p["grad_y"], p["grad_h_T"], p["grad_c_T"])
+        p = dict(p, batch_sizes=sizes)
+        return dict(enumerate(_layer_ref(ref.lstm_ref, ref.lstm_backward_ref, p, (p["h0"], p["c0"]), grads)[1]))
 
     def actual(result, p):
         return dict(enumerate(result))
@@ -1264,15 +1298,17 @@ def _build_recurrent(name: str):
         a = _lstm_arrays(data, dtype, True, gates)
         params = {"x": a["x"], "h0": a["h"], "w_ih": a["w_ih"], "w_hh": a["w_hh"], "b_ih": a["b_ih"], "b_hh": a["b_hh"]}
         params.update(reverse=data.draw(st.booleans(), label="reverse"), **kw)
-        reference = ref.gru_ref if name == "gru" else ref.rnn_ref
+        roles = _roles(params, _ONE_STATE)
+        packed = _packed_params(params, roles, _batch_sizes(data, *a["x"].shape[:2]))
+        refs = (ref.gru_ref, ref.gru_backward_ref) if name == "gru" else (ref.rnn_ref, ref.rnn_backward_ref)
 
         def reference_of(p):
-            return dict(enumerate(reference(*(p[k] for k in _ONE_STATE), reverse=p["reverse"], **ref_kw)))
+            return dict(enumerate(_layer_ref(*refs, p, (p["h0"],), **ref_kw)))
 
-        optional = tuple(k for k in ("h0", "b_ih", "b_hh") if params[k] is not None)
+        optional = tuple(k for k in ("h0", "b_ih", "b_hh") if params[k] is not None) + packed
         op = getattr(ops, name)
         return Call(
-            op, params, 6, _roles(params, _ONE_STATE), reference_of, lambda r, p: dict(enumerate(r)), optional=optional
+            op, params, 6, roles, reference_of, lambda r, p: dict(enumerate(r)), optional=optional, frozen=packed
         )
 
     return build
@@ -1287,16 +1323,20 @@ def _build_recurrent_backward(name: str):
         a = _lstm_arrays(data, dtype, True, gates)
         reverse = data.draw(st.booleans(), label="reverse")
         t, b, h = a["x"].shape[0], a["x"].shape[1], a["h"].shape[1]
-        *_, cache = getattr(ops, name)(a["x"], a["h"], a["w_ih"], a["w_hh"], reverse=reverse, return_cache=True, **kw)
+        sizes = _batch_sizes(data, t, b)
+        *_, cache = getattr(ops, name)(
+            a["x"], a["h"], a["w_ih"], a["w_hh"], reverse=reverse, return_cache=True, batch_sizes=sizes, **kw
+        )
         params = {"grad_y": values(data, (t, b, h), dtype), "grad_h_T": values(data, (b, h), dtype)}
         params.update(x=a["x"], h0=a["h"], w_ih=a["w_ih"], w_hh=a["w_hh"], cache=cache, reverse=reverse)
         names = ("grad_y", "grad_h_T", "x", "h0", "w_ih", "w_hh")
         roles = _roles(params, names)
         roles.update({("cache", k): "cache" for k in range(2 if name == "gru" else 1)})
-        reference = ref.gru_backward_ref if name == "gru" else ref.rnn_backward_ref
+        refs = (ref.gru_ref, ref.gru_backward_ref) if name == "gru" else (ref.rnn_ref, ref.rnn_backward_ref)
 
         def reference_of(p):
-            return dict(enumerate(reference(*(p[k] for k in names), reverse=p["reverse"], **ref_kw)))
+            p = dict(p, batch_sizes=sizes)
+            return dict(enumerate(_layer_ref(*refs, p, (p["h0"],), (p["grad_y"], p["grad_h_T"]), **ref_kw)[1]))
 
         op = getattr(ops, name + "_backward")
         return Call(

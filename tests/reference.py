@@ -670,6 +670,48 @@ def _shaped(grads, w_ih, w_hh):
     return gx, gh0, zeros(gwi, _f64(w_ih).shape), zeros(gwh, _f64(w_hh).shape), zeros(gbi, rows), zeros(gbh, rows)
 
 
+def packed_layer_ref(forward_ref, backward_ref, x, states, weights, batch_sizes, grads=None, reverse=False, **kw):
+    """One recurrent layer over a batch of variable lengths, as the kernels run it with
+    ``batch_sizes`` (T,): each row b alone on its first L_b steps (L_b = how many batch_sizes
+    exceed b), by ``forward_ref`` (lstm_ref, gru_ref, rnn_ref) and ``backward_ref`` (their
+    backward refs), in float64. ``states``: the initial states (B, H) or None, ``weights``: w_ih,
+    w_hh, b_ih, b_hh (biases may be None), ``kw``: the refs' other keywords. Returns ``(y,
+    *final states)`` with y past a row's end holding its state there (its final one; in reverse,
+    its initial one: it has not started); with ``grads`` (grad_y, then one per final state; None:
+    zero) also the gradients of x (zero past the ends), of the initial states and of the weights
+    (summed over the rows), in backward_ref's order."""
+    x64 = _f64(x)
+    steps, batch = x64.shape[:2]
+    hidden = _f64(weights[1]).shape[1]
+    lengths = (np.asarray(batch_sizes)[None, :] > np.arange(batch)[:, None]).sum(axis=1)
+    y = np.zeros((steps, batch, hidden))
+    finals = [np.zeros((batch, hidden)) for _ in states]
+    total = None
+    for b, n in enumerate(lengths):
+        own = [None if s is None else _f64(s)[b : b + 1] for s in states]
+        out = forward_ref(x64[:n, b : b + 1], *own, *weights, reverse=reverse, **kw)
+        y[:n, b] = out[0][:, 0]
+        y[n:, b] = (0.0 if own[0] is None else own[0][0]) if reverse else out[1][0]
+        for final, s in zip(finals, out[1:]):
+            final[b] = s[0]
+        if grads is None:
+            continue
+        own_grads = [None if g is None else _f64(g)[b : b + 1] for g in grads]
+        if grads[0] is not None:
+            own_grads[0] = _f64(grads[0])[:n, b : b + 1]
+        g = backward_ref(*own_grads, x64[:n, b : b + 1], *own, *weights, reverse=reverse, **kw)
+        if total is None:
+            total = [np.zeros_like(x64)] + [np.zeros((batch, hidden)) for _ in states]
+            total += [np.zeros_like(v) for v in g[1 + len(states) :]]
+        total[0][:n, b] = g[0][:, 0]
+        for k in range(len(states)):
+            total[1 + k][b] = g[1 + k][0]
+        for acc, part in zip(total[1 + len(states) :], g[1 + len(states) :]):
+            acc += part
+    outs = (y, *finals)
+    return outs if grads is None else (outs, tuple(total))
+
+
 # ---- optimizer steps (torch.optim's SGD, Adam/AdamW, RMSprop; one step, new arrays returned) ------
 
 

@@ -36,6 +36,7 @@ from reference import (
     matmul_ref,
     max_pool2d_backward_ref,
     max_pool2d_ref,
+    packed_layer_ref,
     relu_backward_ref,
     relu_ref,
     rmsprop_step_ref,
@@ -179,17 +180,44 @@ def _lstm_forward_kwargs(rng, dtype):
     return kw
 
 
-def _lstm_forward(rng, dtype):
+# batch_sizes of a batch of lengths 3 and 1 (variable lengths: the calls ending in _packed)
+_SIZES = (2, 1, 1)
+
+
+def _layer_refs(forward_ref, backward_ref, kw, states, weights, grads=None, **ref_kw):
+    """forward_ref's outputs (with grads: backward_ref's gradients too) for a call's kw, each
+    sequence alone on its own steps when kw has batch_sizes."""
+    sizes = kw.get("batch_sizes")
+    if sizes is None:
+        if grads is None:
+            return forward_ref(kw["x"], *states, *weights, **ref_kw)
+        return backward_ref(*grads, kw["x"], *states, *weights, **ref_kw)
+    refs = packed_layer_ref(forward_ref, backward_ref, kw["x"], states, weights, sizes, grads, **ref_kw)
+    return refs if grads is None else refs[1]
+
+
+def _lstm_forward(rng, dtype, sizes=None):
     kw = _lstm_forward_kwargs(rng, dtype)
-    y, h, c = lstm_ref(kw["x"], kw["h0"], kw["c0"], kw["w_ih"], kw["w_hh"], kw["bias"])
+    if sizes:
+        kw["batch_sizes"] = np.array(sizes, np.int64)
+    states, weights = (kw["h0"], kw["c0"]), (kw["w_ih"], kw["w_hh"], kw["bias"])
+    y, h, c = _layer_refs(lstm_ref, lstm_backward_ref, kw, states, weights)
     return "lstm_forward", kw, {"y": y, "h_last": h, "c_last": c, "hidden": y}
 
 
-def _lstm_backward(rng, dtype):
+def _lstm_forward_packed(rng, dtype):
+    return _lstm_forward(rng, dtype, _SIZES)
+
+
+def _lstm_backward(rng, dtype, sizes=None):
     forward = _lstm_forward_kwargs(rng, dtype)
     forward["bias"] = None
+    if sizes:
+        forward["batch_sizes"] = np.array(sizes, np.int64)
     _C.lstm_forward(**forward)
     kw = {name: forward[name] for name in ("x", "h0", "c0", "w_ih", "w_hh", "gates", "cells", "hidden")}
+    if sizes:
+        kw["batch_sizes"] = forward["batch_sizes"]
     kw.update(
         grad_y=_rand(rng, (_T, _B, _H), dtype),
         grad_h_last=_rand(rng, (_B, _H), dtype),
@@ -202,11 +230,14 @@ def _lstm_backward(rng, dtype):
         grad_bias=_nan(4 * _H, dtype),
         reverse=False,
     )
-    refs = lstm_backward_ref(
-        kw["grad_y"], kw["grad_h_last"], kw["grad_c_last"], kw["x"], kw["h0"], kw["c0"], kw["w_ih"], kw["w_hh"]
-    )
+    grads = (kw["grad_y"], kw["grad_h_last"], kw["grad_c_last"])
+    refs = _layer_refs(lstm_ref, lstm_backward_ref, kw, (kw["h0"], kw["c0"]), (kw["w_ih"], kw["w_hh"]), grads)
     names = ("grad_x", "grad_h0", "grad_c0", "grad_w_ih", "grad_w_hh", "grad_bias")
     return "lstm_backward", kw, dict(zip(names, refs))
+
+
+def _lstm_backward_packed(rng, dtype):
+    return _lstm_backward(rng, dtype, _SIZES)
 
 
 # x (2, 3, 6, 6) pooled by 3 x 3 windows, stride 2, padding 1: a (2, 3, 3, 3) output.
@@ -439,8 +470,9 @@ def _norm_backward(rng, dtype):
     return "batch_norm_backward", kw, dict(zip(("grad_x", "grad_weight", "grad_bias"), ref))
 
 
-def _one_state_forward_kwargs(rng, dtype, gates):
-    """gru_forward's (gates 3) or rnn_forward's (gates 1) arguments, outputs NaN-filled."""
+def _one_state_forward_kwargs(rng, dtype, gates, sizes=None):
+    """gru_forward's (gates 3) or rnn_forward's (gates 1) arguments, outputs NaN-filled (with
+    batch_sizes when ``sizes`` are given)."""
     kw = _lstm_inputs(rng, dtype)
     del kw["c0"]
     kw.update(
@@ -455,12 +487,18 @@ def _one_state_forward_kwargs(rng, dtype, gates):
         kw.update(b_ih=_rand(rng, 3 * _H, dtype), b_hh=_rand(rng, 3 * _H, dtype), gates=_nan((_T, _B, 4 * _H), dtype))
     else:
         kw.update(bias=_rand(rng, _H, dtype), relu=False)
+    if sizes:
+        kw["batch_sizes"] = np.array(sizes, np.int64)
     return kw
 
 
 def _one_state_backward_kwargs(rng, dtype, forward, gates):
     """The backward's arguments after a forward call ``forward``, outputs NaN-filled."""
-    kw = {name: forward[name] for name in ("x", "h0", "w_ih", "w_hh", "hidden", "reverse")}
+    kw = {
+        name: forward[name]
+        for name in ("x", "h0", "w_ih", "w_hh", "hidden", "reverse", "batch_sizes")
+        if name in forward
+    }
     kw.update(
         grad_y=_rand(rng, (_T, _B, _H), dtype),
         grad_h_last=_rand(rng, (_B, _H), dtype),
@@ -472,39 +510,56 @@ def _one_state_backward_kwargs(rng, dtype, forward, gates):
     return kw
 
 
-def _gru_forward(rng, dtype):
-    kw = _one_state_forward_kwargs(rng, dtype, 3)
-    y, h = gru_ref(kw["x"], kw["h0"], kw["w_ih"], kw["w_hh"], kw["b_ih"], kw["b_hh"])
+def _gru_forward(rng, dtype, sizes=None):
+    kw = _one_state_forward_kwargs(rng, dtype, 3, sizes)
+    y, h = _layer_refs(gru_ref, gru_backward_ref, kw, (kw["h0"],), (kw["w_ih"], kw["w_hh"], kw["b_ih"], kw["b_hh"]))
     return "gru_forward", kw, {"y": y, "h_last": h, "hidden": y}
 
 
-def _gru_backward(rng, dtype):
-    forward = _one_state_forward_kwargs(rng, dtype, 3)
+def _gru_backward(rng, dtype, sizes=None):
+    forward = _one_state_forward_kwargs(rng, dtype, 3, sizes)
     _C.gru_forward(**forward)
     kw = _one_state_backward_kwargs(rng, dtype, forward, 3)
     kw.update(gates=forward["gates"], grad_b_ih=_nan(3 * _H, dtype), grad_b_hh=_nan(3 * _H, dtype))
-    args = (kw["x"], kw["h0"], kw["w_ih"], kw["w_hh"], forward["b_ih"], forward["b_hh"])
-    refs = gru_backward_ref(kw["grad_y"], kw["grad_h_last"], *args)
+    weights = (kw["w_ih"], kw["w_hh"], forward["b_ih"], forward["b_hh"])
+    refs = _layer_refs(gru_ref, gru_backward_ref, kw, (kw["h0"],), weights, (kw["grad_y"], kw["grad_h_last"]))
     names = ("grad_x", "grad_h0", "grad_w_ih", "grad_w_hh", "grad_b_ih", "grad_b_hh")
     return "gru_backward", kw, dict(zip(names, refs))
 
 
-def _rnn_forward(rng, dtype):
-    kw = _one_state_forward_kwargs(rng, dtype, 1)
+def _rnn_forward(rng, dtype, sizes=None):
+    kw = _one_state_forward_kwargs(rng, dtype, 1, sizes)
     kw["relu"] = True
-    y, h = rnn_ref(kw["x"], kw["h0"], kw["w_ih"], kw["w_hh"], kw["bias"], nonlinearity="relu")
+    weights = (kw["w_ih"], kw["w_hh"], kw["bias"], None)
+    y, h = _layer_refs(rnn_ref, rnn_backward_ref, kw, (kw["h0"],), weights, nonlinearity="relu")
     return "rnn_forward", kw, {"y": y, "h_last": h, "hidden": y}
 
 
-def _rnn_backward(rng, dtype):
-    forward = _one_state_forward_kwargs(rng, dtype, 1)
+def _rnn_backward(rng, dtype, sizes=None):
+    forward = _one_state_forward_kwargs(rng, dtype, 1, sizes)
     _C.rnn_forward(**forward)
     kw = _one_state_backward_kwargs(rng, dtype, forward, 1)
     kw.update(grad_bias=_nan(_H, dtype), relu=False)
-    args = (kw["x"], kw["h0"], kw["w_ih"], kw["w_hh"], forward["bias"])
-    refs = rnn_backward_ref(kw["grad_y"], kw["grad_h_last"], *args)
+    weights = (kw["w_ih"], kw["w_hh"], forward["bias"], None)
+    refs = _layer_refs(rnn_ref, rnn_backward_ref, kw, (kw["h0"],), weights, (kw["grad_y"], kw["grad_h_last"]))
     names = ("grad_x", "grad_h0", "grad_w_ih", "grad_w_hh", "grad_bias")
     return "rnn_backward", kw, dict(zip(names, refs))
+
+
+def _gru_forward_packed(rng, dtype):
+    return _gru_forward(rng, dtype, _SIZES)
+
+
+def _gru_backward_packed(rng, dtype):
+    return _gru_backward(rng, dtype, _SIZES)
+
+
+def _rnn_forward_packed(rng, dtype):
+    return _rnn_forward(rng, dtype, _SIZES)
+
+
+def _rnn_backward_packed(rng, dtype):
+    return _rnn_backward(rng, dtype, _SIZES)
 
 
 def _layer_norm_forward(rng, dtype):
@@ -572,6 +627,12 @@ CALLS = {
         _gru_backward,
         _rnn_forward,
         _rnn_backward,
+        _lstm_forward_packed,
+        _lstm_backward_packed,
+        _gru_forward_packed,
+        _gru_backward_packed,
+        _rnn_forward_packed,
+        _rnn_backward_packed,
         _max_pool,
         _max_pool_backward,
         _avg_pool,
@@ -1059,6 +1120,39 @@ BAD = [
     ("rnn_forward", "h_last strided", _strided("h_last"), ValueError, ["rnn_forward: h_last must be C-contiguous"]),
     ("rnn_backward", "hidden other float", _as("hidden", np.float16), TypeError, ["rnn_backward: hidden must have"]),
     ("rnn_backward", "grad_x overlaps x", _overlapping("grad_x", "x"), ValueError, ["grad_x overlaps x"]),
+    # variable lengths: batch_sizes (T,) int64, the first B, never increasing, each >= 1
+    ("lstm_forward_packed", "batch_sizes int32", _as("batch_sizes", np.int32), TypeError, ["batch_sizes must have"]),
+    ("lstm_forward_packed", "batch_sizes short", _resized("batch_sizes", -1), ValueError, ["batch_sizes must have"]),
+    ("lstm_forward_packed", "batch_sizes strided", _strided("batch_sizes"), ValueError, ["batch_sizes must be C-"]),
+    (
+        "lstm_backward_packed",
+        "batch_sizes start below B",
+        _value("batch_sizes", np.array([1, 1, 1])),
+        ValueError,
+        [r"batch_sizes must start at B = 2 \(x has T = 3, B = 2\)", r"batch_sizes\[0\] = 1"],
+    ),
+    (
+        "gru_forward_packed",
+        "batch_sizes increase",
+        _value("batch_sizes", np.array([2, 1, 2])),
+        ValueError,
+        [r"never increase", r"batch_sizes\[2\] = 2 after 1"],
+    ),
+    (
+        "gru_backward_packed",
+        "batch_sizes reach 0",
+        _value("batch_sizes", np.array([2, 1, 0])),
+        ValueError,
+        [r"each >= 1", r"batch_sizes\[2\] = 0"],
+    ),
+    (
+        "rnn_forward_packed",
+        "batch_sizes above B",
+        _value("batch_sizes", np.array([2, 2, 3])),
+        ValueError,
+        ["batch_sizes"],
+    ),
+    ("rnn_backward_packed", "batch_sizes a list", _value("batch_sizes", [2, 1, 1]), TypeError, ["batch_sizes"]),
     # pooling
     ("max_pool", "x float16", _as("x", np.float16), TypeError, ["max_pool2d: x must be float32 or float64"]),
     ("max_pool", "out other float", _as("out", np.float16), TypeError, ["max_pool2d: out must have dtype"]),

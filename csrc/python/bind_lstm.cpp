@@ -21,6 +21,24 @@ cpu::LstmShape lstm_shape(const char* op, py::handle x, py::handle w_hh, bool re
   return {xs[0], xs[1], xs[2], ws[1], reverse};
 }
 
+// batch_sizes (None, or int64 (T,)): the rows running at each step of a batch of variable lengths
+// sorted by decreasing length, so the first is B, none is larger than the one before, and each is
+// at least 1. Returns it for LstmShape::batch_sizes (null for None).
+template <class T>
+const int64_t* packed_batch_sizes(KernelArrays<T>& arrays, const char* op, const py::object& batch_sizes,
+                                  const cpu::LstmShape& s) {
+  const int64_t* sizes = arrays.template optional_input<int64_t>(batch_sizes, "batch_sizes", {s.steps});
+  for (int64_t t = 0; sizes && t < s.steps; ++t) {
+    const int64_t most = t ? sizes[t - 1] : s.batch;
+    if (sizes[t] < 1 || sizes[t] > most || (t == 0 && sizes[t] != s.batch))
+      throw py::value_error(std::string(op) + ": batch_sizes must start at B = " + std::to_string(s.batch) +
+                            " (x has T = " + std::to_string(s.steps) + ", B = " + std::to_string(s.batch) +
+                            ") and never increase, each >= 1; got batch_sizes[" + std::to_string(t) + "] = " +
+                            std::to_string(sizes[t]) + (t ? " after " + std::to_string(sizes[t - 1]) : std::string()));
+  }
+  return sizes;
+}
+
 // The arrays the GRU and RNN bindings check alike: x (T, B, I), h0 (B, H) or None, w_ih (rows, I)
 // and w_hh (rows, H), rows = gates * H.
 template <class T>
@@ -49,6 +67,8 @@ struct LayerGrads {
 // Both bindings' contract: C-contiguous arrays of one float dtype, of the shapes named below; an
 // optional array is None (h0, c0: zeros; grad_y, grad_h_last, grad_c_last: zero; bias: none). The
 // outputs are written, never read, and overlap no other argument. reverse runs t = T-1 down to 0.
+// batch_sizes (None: every step runs all B rows) gives variable lengths, as cpu::LstmShape says: a
+// backward takes the forward's.
 
 // x (T, B, I), h0 and c0 (B, H), w_ih (4H, I), w_hh (4H, H), bias (4H,) = b_ih + b_hh. Writes y
 // (T, B, H), h_last and c_last (B, H) and, unless all three are None, the cache backward reads:
@@ -56,15 +76,16 @@ struct LayerGrads {
 void lstm_forward(const py::object& x, const py::object& h0, const py::object& c0, const py::object& w_ih,
                   const py::object& w_hh, const py::object& bias, const py::object& y, const py::object& h_last,
                   const py::object& c_last, const py::object& gates, const py::object& cells, const py::object& hidden,
-                  bool reverse) {
+                  bool reverse, const py::object& batch_sizes) {
   constexpr const char* op = "lstm_forward";
   if (gates.is_none() != cells.is_none() || gates.is_none() != hidden.is_none())
     throw py::value_error(std::string(op) + ": gates, cells and hidden are all arrays (a cache) or all None");
   dispatch_float(x, op, "x", [&](auto zero) {
     using T = decltype(zero);
-    const cpu::LstmShape s = lstm_shape(op, x, w_hh, reverse);
+    cpu::LstmShape s = lstm_shape(op, x, w_hh, reverse);
     const int64_t steps = s.steps, batch = s.batch, units = s.hidden, gate_rows = 4 * s.hidden;
     KernelArrays<T> arrays(op, "x");
+    s.batch_sizes = packed_batch_sizes(arrays, op, batch_sizes, s);
     const T* xp = arrays.input(x, "x", {steps, batch, s.input});
     const T* h0p = arrays.optional_input(h0, "h0", {batch, units});
     const T* c0p = arrays.optional_input(c0, "c0", {batch, units});
@@ -89,14 +110,15 @@ void lstm_backward(const py::object& grad_y, const py::object& grad_h_last, cons
                    const py::object& x, const py::object& h0, const py::object& c0, const py::object& w_ih,
                    const py::object& w_hh, const py::object& gates, const py::object& cells, const py::object& hidden,
                    const py::object& grad_x, const py::object& grad_h0, const py::object& grad_c0,
-                   const py::object& grad_w_ih, const py::object& grad_w_hh, const py::object& grad_bias,
-                   bool reverse) {
+                   const py::object& grad_w_ih, const py::object& grad_w_hh, const py::object& grad_bias, bool reverse,
+                   const py::object& batch_sizes) {
   constexpr const char* op = "lstm_backward";
   dispatch_float(x, op, "x", [&](auto zero) {
     using T = decltype(zero);
-    const cpu::LstmShape s = lstm_shape(op, x, w_hh, reverse);
+    cpu::LstmShape s = lstm_shape(op, x, w_hh, reverse);
     const int64_t steps = s.steps, batch = s.batch, units = s.hidden, gate_rows = 4 * s.hidden;
     KernelArrays<T> arrays(op, "x");
+    s.batch_sizes = packed_batch_sizes(arrays, op, batch_sizes, s);
     const T* gy = arrays.optional_input(grad_y, "grad_y", {steps, batch, units});
     const T* ghl = arrays.optional_input(grad_h_last, "grad_h_last", {batch, units});
     const T* gcl = arrays.optional_input(grad_c_last, "grad_c_last", {batch, units});
@@ -124,15 +146,16 @@ void lstm_backward(const py::object& grad_y, const py::object& grad_h_last, cons
 // hidden (T, B, H). Any of T, B, I and H may be 0.
 void gru_forward(const py::object& x, const py::object& h0, const py::object& w_ih, const py::object& w_hh,
                  const py::object& b_ih, const py::object& b_hh, const py::object& y, const py::object& h_last,
-                 const py::object& gates, const py::object& hidden, bool reverse) {
+                 const py::object& gates, const py::object& hidden, bool reverse, const py::object& batch_sizes) {
   constexpr const char* op = "gru_forward";
   if (gates.is_none() != hidden.is_none())
     throw py::value_error(std::string(op) + ": gates and hidden are both arrays (a cache) or both None");
   dispatch_float(x, op, "x", [&](auto zero) {
     using T = decltype(zero);
-    const cpu::LstmShape s = lstm_shape(op, x, w_hh, reverse, 3);
+    cpu::LstmShape s = lstm_shape(op, x, w_hh, reverse, 3);
     const int64_t steps = s.steps, batch = s.batch, units = s.hidden, gate_rows = 3 * s.hidden;
     KernelArrays<T> arrays(op, "x");
+    s.batch_sizes = packed_batch_sizes(arrays, op, batch_sizes, s);
     const LayerInputs<T> in(arrays, s, gate_rows, x, h0, w_ih, w_hh);
     const T* bip = arrays.optional_input(b_ih, "b_ih", {gate_rows});
     const T* bhp = arrays.optional_input(b_hh, "b_hh", {gate_rows});
@@ -151,13 +174,15 @@ void gru_forward(const py::object& x, const py::object& h0, const py::object& w_
 void gru_backward(const py::object& grad_y, const py::object& grad_h_last, const py::object& x, const py::object& h0,
                   const py::object& w_ih, const py::object& w_hh, const py::object& gates, const py::object& hidden,
                   const py::object& grad_x, const py::object& grad_h0, const py::object& grad_w_ih,
-                  const py::object& grad_w_hh, const py::object& grad_b_ih, const py::object& grad_b_hh, bool reverse) {
+                  const py::object& grad_w_hh, const py::object& grad_b_ih, const py::object& grad_b_hh, bool reverse,
+                  const py::object& batch_sizes) {
   constexpr const char* op = "gru_backward";
   dispatch_float(x, op, "x", [&](auto zero) {
     using T = decltype(zero);
-    const cpu::LstmShape s = lstm_shape(op, x, w_hh, reverse, 3);
+    cpu::LstmShape s = lstm_shape(op, x, w_hh, reverse, 3);
     const int64_t steps = s.steps, batch = s.batch, units = s.hidden, gate_rows = 3 * s.hidden;
     KernelArrays<T> arrays(op, "x");
+    s.batch_sizes = packed_batch_sizes(arrays, op, batch_sizes, s);
     const T* gy = arrays.optional_input(grad_y, "grad_y", {steps, batch, units});
     const T* ghl = arrays.optional_input(grad_h_last, "grad_h_last", {batch, units});
     const LayerInputs<T> in(arrays, s, gate_rows, x, h0, w_ih, w_hh);
@@ -177,13 +202,14 @@ void gru_backward(const py::object& grad_y, const py::object& grad_h_last, const
 // None, hidden (T, B, H), the cache. Any of T, B, I and H may be 0.
 void rnn_forward(const py::object& x, const py::object& h0, const py::object& w_ih, const py::object& w_hh,
                  const py::object& bias, const py::object& y, const py::object& h_last, const py::object& hidden,
-                 bool relu, bool reverse) {
+                 bool relu, bool reverse, const py::object& batch_sizes) {
   constexpr const char* op = "rnn_forward";
   dispatch_float(x, op, "x", [&](auto zero) {
     using T = decltype(zero);
-    const cpu::LstmShape s = lstm_shape(op, x, w_hh, reverse, 1);
+    cpu::LstmShape s = lstm_shape(op, x, w_hh, reverse, 1);
     const int64_t steps = s.steps, batch = s.batch, units = s.hidden;
     KernelArrays<T> arrays(op, "x");
+    s.batch_sizes = packed_batch_sizes(arrays, op, batch_sizes, s);
     const LayerInputs<T> in(arrays, s, units, x, h0, w_ih, w_hh);
     const T* bp = arrays.optional_input(bias, "bias", {units});
     T* yp = arrays.output(y, "y", {steps, batch, units});
@@ -199,13 +225,14 @@ void rnn_forward(const py::object& x, const py::object& h0, const py::object& w_
 void rnn_backward(const py::object& grad_y, const py::object& grad_h_last, const py::object& x, const py::object& h0,
                   const py::object& w_ih, const py::object& w_hh, const py::object& hidden, const py::object& grad_x,
                   const py::object& grad_h0, const py::object& grad_w_ih, const py::object& grad_w_hh,
-                  const py::object& grad_bias, bool relu, bool reverse) {
+                  const py::object& grad_bias, bool relu, bool reverse, const py::object& batch_sizes) {
   constexpr const char* op = "rnn_backward";
   dispatch_float(x, op, "x", [&](auto zero) {
     using T = decltype(zero);
-    const cpu::LstmShape s = lstm_shape(op, x, w_hh, reverse, 1);
+    cpu::LstmShape s = lstm_shape(op, x, w_hh, reverse, 1);
     const int64_t steps = s.steps, batch = s.batch, units = s.hidden;
     KernelArrays<T> arrays(op, "x");
+    s.batch_sizes = packed_batch_sizes(arrays, op, batch_sizes, s);
     const T* gy = arrays.optional_input(grad_y, "grad_y", {steps, batch, units});
     const T* ghl = arrays.optional_input(grad_h_last, "grad_h_last", {batch, units});
     const LayerInputs<T> in(arrays, s, units, x, h0, w_ih, w_hh);
@@ -222,21 +249,26 @@ void rnn_backward(const py::object& grad_y, const py::object& grad_h_last, const
 void bind_lstm(py::module_& m) {
   m.def("lstm_forward", &lstm_forward, py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"), py::arg("w_hh"),
         py::arg("bias"), py::arg("y"), py::arg("h_last"), py::arg("c_last"), py::arg("gates"), py::arg("cells"),
-        py::arg("hidden"), py::arg("reverse"));
+        py::arg("hidden"), py::arg("reverse"), py::arg("batch_sizes") = py::none());
   m.def("lstm_backward", &lstm_backward, py::arg("grad_y"), py::arg("grad_h_last"), py::arg("grad_c_last"),
         py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("gates"),
         py::arg("cells"), py::arg("hidden"), py::arg("grad_x"), py::arg("grad_h0"), py::arg("grad_c0"),
-        py::arg("grad_w_ih"), py::arg("grad_w_hh"), py::arg("grad_bias"), py::arg("reverse"));
+        py::arg("grad_w_ih"), py::arg("grad_w_hh"), py::arg("grad_bias"), py::arg("reverse"),
+        py::arg("batch_sizes") = py::none());
   m.def("gru_forward", &gru_forward, py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"),
-        py::arg("b_hh"), py::arg("y"), py::arg("h_last"), py::arg("gates"), py::arg("hidden"), py::arg("reverse"));
+        py::arg("b_hh"), py::arg("y"), py::arg("h_last"), py::arg("gates"), py::arg("hidden"), py::arg("reverse"),
+        py::arg("batch_sizes") = py::none());
   m.def("gru_backward", &gru_backward, py::arg("grad_y"), py::arg("grad_h_last"), py::arg("x"), py::arg("h0"),
         py::arg("w_ih"), py::arg("w_hh"), py::arg("gates"), py::arg("hidden"), py::arg("grad_x"), py::arg("grad_h0"),
-        py::arg("grad_w_ih"), py::arg("grad_w_hh"), py::arg("grad_b_ih"), py::arg("grad_b_hh"), py::arg("reverse"));
+        py::arg("grad_w_ih"), py::arg("grad_w_hh"), py::arg("grad_b_ih"), py::arg("grad_b_hh"), py::arg("reverse"),
+        py::arg("batch_sizes") = py::none());
   m.def("rnn_forward", &rnn_forward, py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("bias"),
-        py::arg("y"), py::arg("h_last"), py::arg("hidden"), py::arg("relu"), py::arg("reverse"));
+        py::arg("y"), py::arg("h_last"), py::arg("hidden"), py::arg("relu"), py::arg("reverse"),
+        py::arg("batch_sizes") = py::none());
   m.def("rnn_backward", &rnn_backward, py::arg("grad_y"), py::arg("grad_h_last"), py::arg("x"), py::arg("h0"),
         py::arg("w_ih"), py::arg("w_hh"), py::arg("hidden"), py::arg("grad_x"), py::arg("grad_h0"),
-        py::arg("grad_w_ih"), py::arg("grad_w_hh"), py::arg("grad_bias"), py::arg("relu"), py::arg("reverse"));
+        py::arg("grad_w_ih"), py::arg("grad_w_hh"), py::arg("grad_bias"), py::arg("relu"), py::arg("reverse"),
+        py::arg("batch_sizes") = py::none());
 }
 
 }  // namespace deepkern::python

@@ -61,6 +61,9 @@ struct RnnCell : cell_layout::Rnn {
 // Index of the step processed s-th.
 int64_t step_at(const LstmShape& s, int64_t order) { return s.reverse ? s.steps - 1 - order : order; }
 
+// Rows running at step t: rows [0, running) (all B without batch_sizes).
+int64_t running(const LstmShape& s, int64_t t) { return s.batch_sizes ? s.batch_sizes[t] : s.batch; }
+
 struct LstmScratch;  // this family's thread_scratch tag
 // Slots: backward's gate gradients; the rolling cell rows of the LSTM's inference (and backward's
 // bias sums); a team thread's packed weights (and the forward's gate rows).
@@ -131,6 +134,8 @@ struct TeamBlock {
     part(s.hidden, layout.unit_groups, id % layout.unit_groups, unit0, units);
   }
   bool empty() const { return rows == 0 || units == 0; }
+  // This block's rows running at step t: its rows [0, live).
+  int64_t live(const LstmShape& s, int64_t t) const { return std::clamp<int64_t>(running(s, t) - row0, 0, rows); }
 };
 
 // The layout of a team of `threads` (from team_threads): hidden units split while every thread
@@ -168,6 +173,12 @@ void copy_or_zero(const T* src, int64_t count, T* dst) {
     std::copy(src, src + count, dst);
   else
     std::fill(dst, dst + count, T(0));
+}
+
+// Rows [from, to) of a block of n units (rows H apart) at dst keep the state at src (null: zeros).
+template <class T>
+void keep_rows(const T* src, T* dst, int64_t from, int64_t to, int64_t n, int64_t H) {
+  for (int64_t b = from; b < to; ++b) copy_or_zero(src ? src + b * H : nullptr, n, dst + b * H);
 }
 
 // The states step `order` reads and writes: h_{t-1} from hidden rows (the cache, or y), c_{t-1}
@@ -255,23 +266,28 @@ void forward_team(const LstmShape& s, int team, const T* x, const T* h0, const T
       guarded([&] {
         if (block.empty()) return;
         st.at(order);
-        if (order % chunk == 0) {  // own rows of each step: one GEMM when they are all of them
+        if (order % chunk == 0) {  // own running rows of each step: one GEMM when they are all B of all
           const int64_t count = std::min(chunk, s.steps - order);
           first = s.reverse ? st.t - count + 1 : st.t;
-          for (int64_t step = 0; step < (rows == B ? 1 : count); ++step)
-            gemm_prepacked<T>(rows == B ? count * B : rows, T(1), {x + ((first + step) * B + r0) * I, I, 1}, w_ih_share,
-                              T(0), {pre_rows + step * rows * cols, cols, 1}, with_bias, 1);
+          const bool whole = rows == B && running(s, first + count - 1) == B;
+          for (int64_t step = 0; step < (whole ? 1 : count); ++step) {
+            const int64_t m = whole ? count * B : block.live(s, first + step);
+            if (m)
+              gemm_prepacked<T>(m, T(1), {x + ((first + step) * B + r0) * I, I, 1}, w_ih_share, T(0),
+                                {pre_rows + step * rows * cols, cols, 1}, with_bias, 1);
+          }
         }
         T* pre = pre_rows + (st.t - first) * rows * cols;
         const int64_t at = st.t * state + r0 * H + j0;  // this block's first element of a step's states
         const int64_t from = r0 * H + j0;               // and of a state
         T* recurrence = Cell::kOwnRecurrence ? hh_rows : pre;
-        if (st.h_prev)
-          gemm_prepacked<T>(rows, T(1), {st.h_prev + r0 * H, H, 1}, w_hh_share, T(Cell::kOwnRecurrence ? 0 : 1),
+        const int64_t live = block.live(s, st.t);
+        if (st.h_prev && live)
+          gemm_prepacked<T>(live, T(1), {st.h_prev + r0 * H, H, 1}, w_hh_share, T(Cell::kOwnRecurrence ? 0 : 1),
                             {recurrence, cols, 1}, with_bias_hh, 1, order_of_step(order));
         else if (Cell::kOwnRecurrence)  // W_hh h_{-1} = 0: bias_hh alone
-          for (int64_t b = 0; b < rows; ++b) copy_or_zero(with_bias_hh.bias, cols, hh_rows + b * cols);
-        cell_forward({.rows = rows,
+          for (int64_t b = 0; b < live; ++b) copy_or_zero(with_bias_hh.bias, cols, hh_rows + b * cols);
+        cell_forward({.rows = live,
                       .units = n,
                       .H = H,
                       .pre = pre,
@@ -283,6 +299,12 @@ void forward_team(const LstmShape& s, int team, const T* x, const T* h0, const T
                       .c = st.c_t ? st.c_t + from : nullptr,
                       .h = hidden_rows + at,
                       .y = keep ? y + at : nullptr});
+        if (live < rows) {  // rows past their end (in reverse: not started yet) keep their states
+          const T* h_prev = st.h_prev ? st.h_prev + from : nullptr;
+          keep_rows(h_prev, hidden_rows + at, live, rows, n, H);
+          if (keep) keep_rows(h_prev, y + at, live, rows, n, H);
+          if (st.c_t) keep_rows(st.c_prev ? st.c_prev + from : nullptr, st.c_t + from, live, rows, n, H);
+        }
       });
       if (layout.barrier()) {
 #pragma omp barrier
@@ -319,12 +341,15 @@ void backward_team(const LstmShape& s, int team, const T* grad_y, const T* h0, c
       const int64_t t = step_at(s, order);
       T* dg_t = dgates + (t * B + r0) * Gd;  // this block's rows of dG_t
       const int64_t at = r0 * H + j0;        // this block's first element of a state
+      const int64_t live = block.live(s, t);
       guarded([&] {
         if (block.empty()) return;
+        for (int64_t b = live; b < rows; ++b)  // rows not running: no gate gradient, dh and dc kept
+          for (int64_t q = 0; q < Cell::kGrad; ++q) std::fill_n(dg_t + b * Gd + q * H + j0, n, T(0));
         const int64_t prev = order == 0 ? 0 : step_at(s, order - 1) * state;
         const T* h_prev = order == 0 ? h0 : hidden + prev;
         const T* c_prev = order == 0 ? c0 : Cell::kCell ? cells + prev : nullptr;
-        cell_backward({.rows = rows,
+        cell_backward({.rows = live,
                        .units = n,
                        .H = H,
                        .act = Cell::kAct ? gates + (t * B + r0) * Cell::kAct * H + j0 : nullptr,
@@ -341,8 +366,8 @@ void backward_team(const LstmShape& s, int team, const T* grad_y, const T* h0, c
 #pragma omp barrier
       }
       guarded([&] {
-        if (!block.empty())
-          gemm_prepacked<T>(rows, T(1), {dg_t, Gd, 1}, w_hh_share, T(1), {dh + at, H, 1}, {}, 1, order_of_step(order));
+        if (!block.empty() && live)
+          gemm_prepacked<T>(live, T(1), {dg_t, Gd, 1}, w_hh_share, T(1), {dh + at, H, 1}, {}, 1, order_of_step(order));
       });
     }
   });

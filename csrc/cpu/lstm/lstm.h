@@ -7,9 +7,18 @@
 
 namespace deepkern::cpu {
 
+// Variable lengths (batch_sizes not null): batch_sizes[t] (T of them, non-increasing, the first B,
+// all >= 1) is the count of rows still running at step t, the batch sorted by decreasing length.
+// Step t computes rows < batch_sizes[t] only; the others keep their state: past its end a row's
+// states (h, c, y and the cached hidden and cells) repeat its last ones and, in reverse, before it
+// joins they are h0 and c0 (zeros when null), so a row joins at its last step from h0/c0 and
+// h_last/c_last hold each row's own final states. x's rows past a row's end are never read by the
+// forward; backward's weight gradients multiply them by zero gate gradients (keep them finite), and
+// its grad_x there is zero. batch_sizes null: every step runs all B rows.
 struct LstmShape {
-  int64_t steps, batch, input, hidden;  // T, B, I, H
-  bool reverse;                         // process t = T-1 down to 0
+  int64_t steps, batch, input, hidden;   // T, B, I, H
+  bool reverse;                          // process t = T-1 down to 0
+  const int64_t* batch_sizes = nullptr;  // (T) rows running at each step, or null: B
 };
 
 // x (T, B, I); h0, c0 (B, H) or null (zeros); w_ih (4H, I); w_hh (4H, H); bias (4H) = b_ih + b_hh

@@ -8,7 +8,9 @@ The heavy work is one autograd Function per layer and direction, whose forward i
 all input projections as one GEMM, BPTT weight gradients as single GEMMs). Multi-layer,
 bidirectional and batch_first models are composed from those: batch_first transposes once at
 entry and once at exit, the two directions' outputs are concatenated once per layer, and the
-final states are stacked once.
+final states are stacked once. A PackedSequence input is padded once at entry (in its sorted
+order) and packed once at exit; the kernels take its batch sizes and compute only the steps that
+exist, so each sequence's final states are its own.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ..tensor_ops import Cat, Stack
 from ._layer import factory_kwargs
 from .functional import dropout
 from .module import Module, Parameter
+from .utils.rnn import PackedSequence, _ints, _to_packed, _to_padded
 
 __all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNCell"]
 
@@ -38,15 +41,17 @@ __all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNCell"]
 
 
 class _LSTMLayer(Function):
-    """One layer, one direction: x (T, B, I), h0/c0 (B, H) or None -> (y (T, B, H), h_T, c_T)."""
+    """One layer, one direction: x (T, B, I), h0/c0 (B, H) or None -> (y (T, B, H), h_T, c_T);
+    batch_sizes: variable lengths (ops.lstm's)."""
 
     @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse=False):
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse=False, batch_sizes=None):
+        packed = dict(reverse=reverse, batch_sizes=batch_sizes)
         if not any(ctx.needs_input_grad):  # inference: no cache to keep
-            return ops.lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse=reverse)
+            return ops.lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, **packed)
         # batch_first's transposed view: copied once, for both passes
         x = backend_of(x, op="LSTM").ascontiguousarray(x)
-        y, h_t, c_t, cache = ops.lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse=reverse, return_cache=True)
+        y, h_t, c_t, cache = ops.lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, return_cache=True, **packed)
         ctx.save_for_backward(x, h0, c0, w_ih, w_hh, cache)
         return y, h_t, c_t
 
@@ -58,15 +63,16 @@ class _LSTMLayer(Function):
 
 class _Layer(Function):
     """One GRU or RNN layer, one direction: x (T, B, I), h0 (B, H) or None -> (y (T, B, H), h_T).
-    ``mode``: "gru", "rnn_tanh" or "rnn_relu"."""
+    ``mode``: "gru", "rnn_tanh" or "rnn_relu"; batch_sizes as _LSTMLayer's."""
 
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, mode="gru", reverse=False):
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, mode="gru", reverse=False, batch_sizes=None):
         run = ops.gru if mode == "gru" else functools.partial(ops.rnn, nonlinearity=mode[4:])
+        run = functools.partial(run, reverse=reverse, batch_sizes=batch_sizes)
         if not any(ctx.needs_input_grad):
-            return run(x, h0, w_ih, w_hh, b_ih, b_hh, reverse=reverse)
+            return run(x, h0, w_ih, w_hh, b_ih, b_hh)
         x = backend_of(x, op=mode.upper()).ascontiguousarray(x)
-        y, h_t, cache = run(x, h0, w_ih, w_hh, b_ih, b_hh, reverse=reverse, return_cache=True)
+        y, h_t, cache = run(x, h0, w_ih, w_hh, b_ih, b_hh, return_cache=True)
         ctx.save_for_backward(x, h0, w_ih, w_hh, cache)
         return y, h_t
 
@@ -198,9 +204,9 @@ class _RNNBase(Module):
         params = self._parameters
         return tuple(None if n is None else params[n] for n in self._layer_names[index])
 
-    def _layer(self, x, states, weights, reverse):
+    def _layer(self, x, states, weights, reverse, batch_sizes):
         """One layer and direction: x (T, B, I) Tensor, the initial states (Tensors or None) ->
-        (y, *final states)."""
+        (y, *final states); batch_sizes (int64 (T,) or None): variable lengths."""
         raise NotImplementedError
 
     def _check(self, x, hx):
@@ -221,11 +227,16 @@ class _RNNBase(Module):
         unbatched = x.ndim == 2
         if shape[1 if self.batch_first and not unbatched else 0] == 0:  # as PyTorch, which raises
             raise ValueError(f"{self._name()}: input has shape {shape}, a sequence of length T = 0; T must be >= 1")
+        self._check_states(hx, None if unbatched else shape[0 if self.batch_first else 1], shape, dtype)
+        return unbatched
+
+    def _check_states(self, hx, batch, shape, dtype):
+        """Checks the states of hx (None: none given) against a batch of ``batch`` (None:
+        unbatched) and the parameters' dtype; ``shape`` is the input's, for the messages."""
         if hx is None:
-            return unbatched
-        dirs = 2 if self.bidirectional else 1
-        ld, batch = self.num_layers * dirs, shape[0 if self.batch_first else 1]
-        want = (ld, self.hidden_size) if unbatched else (ld, batch, self.hidden_size)
+            return
+        ld = self.num_layers * (2 if self.bidirectional else 1)
+        want = (ld, self.hidden_size) if batch is None else (ld, batch, self.hidden_size)
         for name, state in zip(self._states, hx):
             if tuple(np.shape(state)) != want:
                 raise ValueError(
@@ -234,7 +245,6 @@ class _RNNBase(Module):
                 )
             if state.dtype != dtype:
                 raise TypeError(f"{self._name()}: {name} has dtype {state.dtype} but the parameters have {dtype}")
-        return unbatched
 
     def _states_of(self, hx):
         """hx as a tuple of Tensors, one per name of _states (None stays None)."""
@@ -250,38 +260,69 @@ class _RNNBase(Module):
         return tuple(_as_tensor(s) for s in hx)
 
     def forward(self, input, hx=None):
+        if isinstance(input, PackedSequence):
+            return self._forward_packed(input, hx)
         x = _as_tensor(input)
         hx = self._states_of(hx)
         unbatched = self._check(x, hx)
         if unbatched:
             x = x.unsqueeze(1)
+            hx = None if hx is None else tuple(s.unsqueeze(1) for s in hx)
         elif self.batch_first:
             x = x.transpose(0, 1)
+        x, states = self._run(x, hx)
+        if unbatched:
+            x, states = x.squeeze(1), [s.squeeze(1) for s in states]
+        elif self.batch_first:
+            x = x.transpose(0, 1)
+        return x, (tuple(states) if len(states) > 1 else states[0])
+
+    def _forward_packed(self, packed, hx):
+        """forward of a PackedSequence: its output a PackedSequence of the same batch sizes and
+        indices, hx and the final states in the original batch order."""
+        data, batch_sizes = _as_tensor(packed.data), _ints(packed.batch_sizes)
+        hx = self._states_of(hx)
+        dtype = self._parameters[self._layer_names[0][0]].dtype
+        if data.ndim != 2 or data.shape[1] != self.input_size or not len(batch_sizes):
+            raise ValueError(
+                f"{self._name()}: a PackedSequence's data must have shape (N, {self.input_size}) and it at least "
+                f"one step, got data {tuple(data.shape)} and {len(batch_sizes)} batch sizes"
+            )
+        if data.dtype != dtype:
+            raise TypeError(f"{self._name()}: input has dtype {data.dtype} but the parameters have {dtype}")
+        self._check_states(hx, int(batch_sizes[0]), tuple(data.shape), dtype)
+        if hx is not None and packed.sorted_indices is not None:
+            hx = tuple(s.index_select(1, packed.sorted_indices) for s in hx)
+        y, states = self._run(_to_padded(data, batch_sizes), hx, batch_sizes)
+        if packed.unsorted_indices is not None:
+            states = [s.index_select(1, packed.unsorted_indices) for s in states]
+        data = _to_packed(y, batch_sizes)
+        out = PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+        return out, (tuple(states) if len(states) > 1 else states[0])
+
+    def _run(self, x, hx, batch_sizes=None):
+        """The layers and directions over x (T, B, I) from hx (a (num_layers * D, B, H) Tensor per
+        state, or None: zeros) -> (the last layer's output (T, B, D * H), [each final state])."""
         dirs = 2 if self.bidirectional else 1
         count = self.num_layers * dirs
         if hx is None:
             initial = [(None,) * count for _ in self._states]
         else:
-            initial = [_Unbind.apply(s.unsqueeze(1) if unbatched else s) for s in hx]
+            initial = [_Unbind.apply(s) for s in hx]
         finals = [[] for _ in self._states]
         drop = self.dropout > 0 and self.training
         for layer in range(self.num_layers):
             outs = []
             for d in range(dirs):
                 k = layer * dirs + d
-                y, *last = self._layer(x, tuple(s[k] for s in initial), self._weights(k), reverse=d == 1)
+                y, *last = self._layer(x, tuple(s[k] for s in initial), self._weights(k), d == 1, batch_sizes)
                 outs.append(y)
                 for final, state in zip(finals, last):
                     final.append(state)
             x = outs[0] if dirs == 1 else Cat.apply(*outs, dim=2)
             if drop and layer < self.num_layers - 1:
                 x = dropout(x, self.dropout, training=True)
-        states = [Stack.apply(*final, dim=0) for final in finals]
-        if unbatched:
-            x, states = x.squeeze(1), [s.squeeze(1) for s in states]
-        elif self.batch_first:
-            x = x.transpose(0, 1)
-        return x, (tuple(states) if len(states) > 1 else states[0])
+        return x, [Stack.apply(*final, dim=0) for final in finals]
 
 
 class LSTM(_RNNBase):
@@ -304,8 +345,8 @@ class LSTM(_RNNBase):
     _gates = 4
     _states = ("h_0", "c_0")
 
-    def _layer(self, x, states, weights, reverse):
-        return _LSTMLayer.apply(x, *states, *weights, reverse=reverse)
+    def _layer(self, x, states, weights, reverse, batch_sizes):
+        return _LSTMLayer.apply(x, *states, *weights, reverse=reverse, batch_sizes=batch_sizes)
 
 
 class GRU(_RNNBase):
@@ -318,8 +359,8 @@ class GRU(_RNNBase):
 
     _gates = 3
 
-    def _layer(self, x, states, weights, reverse):
-        return _Layer.apply(x, *states, *weights, mode="gru", reverse=reverse)
+    def _layer(self, x, states, weights, reverse, batch_sizes):
+        return _Layer.apply(x, *states, *weights, mode="gru", reverse=reverse, batch_sizes=batch_sizes)
 
 
 def _nonlinearity(kind, value):
@@ -343,8 +384,9 @@ class RNN(_RNNBase):
     def extra_repr(self):
         return super().extra_repr() + (", nonlinearity='relu'" if self.nonlinearity == "relu" else "")
 
-    def _layer(self, x, states, weights, reverse):
-        return _Layer.apply(x, *states, *weights, mode="rnn_" + self.nonlinearity, reverse=reverse)
+    def _layer(self, x, states, weights, reverse, batch_sizes):
+        mode = "rnn_" + self.nonlinearity
+        return _Layer.apply(x, *states, *weights, mode=mode, reverse=reverse, batch_sizes=batch_sizes)
 
 
 class _CellBase(Module):

@@ -10,6 +10,7 @@ input projection and BPTT, with their own fused cell passes), so they share its 
 of 0 are allowed, each thread keeps its working memory between calls, and reverse=True runs a
 sequence backwards in time (the reverse direction of a bidirectional layer). On 'cuda' arrays they
 run float32 on the GPU driver of csrc/cuda/lstm (its per-step path), with the same cache.
+``batch_sizes`` (CPU only) runs a batch of variable lengths as :mod:`deepkern.ops.lstm` describes.
 """
 
 from __future__ import annotations
@@ -19,25 +20,28 @@ from typing import NamedTuple
 import numpy as np
 
 from ..backends import backend_of
-from .lstm import _arrays, _bias_sum, _check_cache, _gradients
+from .lstm import _arrays, _batch_sizes, _bias_sum, _check_cache, _gradients
 
 
 class GRUCache(NamedTuple):
     """What :func:`gru_backward` needs from the forward: r, z, n and W_hn h + b_hn of each step
-    (T, B, 4H) and the hidden state after each step (T, B, H). Keep it unchanged between the calls."""
+    (T, B, 4H), the hidden state after each step (T, B, H) and the forward's batch_sizes. Keep it
+    unchanged between the calls."""
 
     gates: np.ndarray
     hidden: np.ndarray
     reverse: bool
+    batch_sizes: np.ndarray | None = None
 
 
 class RNNCache(NamedTuple):
     """What :func:`rnn_backward` needs from the forward: the hidden state after each step (T, B, H)
-    and the nonlinearity. Keep it unchanged between the calls."""
+    the nonlinearity and the forward's batch_sizes. Keep it unchanged between the calls."""
 
     hidden: np.ndarray
     reverse: bool
     nonlinearity: str
+    batch_sizes: np.ndarray | None = None
 
 
 def _relu(op: str, nonlinearity) -> bool:
@@ -62,22 +66,24 @@ def _outputs(backend, x, hidden):
     return backend.empty((steps, batch, hidden), x.dtype), backend.empty((batch, hidden), x.dtype)
 
 
-def gru(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, reverse=False, return_cache=False):
+def gru(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, reverse=False, return_cache=False, batch_sizes=None):
     """One GRU layer over ``x`` (T, B, I) from ``h0`` (B, H; None: zeros).
 
     Returns ``(y, h_T)``: ``y`` (T, B, H) is the hidden state after each step, ``h_T`` the state
     after the last step processed (step 0 when ``reverse``). With ``return_cache=True`` also returns
-    the :class:`GRUCache` that :func:`gru_backward` needs.
+    the :class:`GRUCache` that :func:`gru_backward` needs. ``batch_sizes``: variable lengths.
     """
     backend, x, h0, _, w_ih, w_hh, b_ih, b_hh, hidden = _arrays(
         "gru", x, h0, None, w_ih, w_hh, b_ih, b_hh, sequence=True, gates=3
     )
+    packed = _batch_sizes("gru", batch_sizes, x, backend)
     y, h_last = _outputs(backend, x, hidden)
     cache = None
     if return_cache:
-        cache = GRUCache(backend.empty(y.shape[:2] + (4 * hidden,), x.dtype), backend.empty_like(y), bool(reverse))
+        gates = backend.empty(y.shape[:2] + (4 * hidden,), x.dtype)
+        cache = GRUCache(gates, backend.empty_like(y), bool(reverse), *packed)
     kept = (None, None) if cache is None else cache[:2]
-    backend.gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, y, h_last, *kept, bool(reverse))
+    backend.gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, y, h_last, *kept, bool(reverse), *packed)
     return (y, h_last, cache) if return_cache else (y, h_last)
 
 
@@ -90,6 +96,7 @@ def gru_backward(grad_y, grad_h_T, x, h0, w_ih, w_hh, cache: GRUCache, *, revers
     op = "gru_backward"
     backend, x, h0, _, w_ih, w_hh, *_, hidden = _arrays(op, x, h0, None, w_ih, w_hh, None, None, sequence=True, gates=3)
     _check_cache(op, cache, GRUCache, "gru", x, w_hh, reverse, gates=4)
+    packed = _batch_sizes(op, cache.batch_sizes, x, backend)
     grad_y, grad_h_T = _grad_arrays(op, backend, x, hidden, grad_y, grad_h_T)
     backend_of(x, *cache[:2], op=op)
     steps, batch, inputs = x.shape
@@ -102,24 +109,27 @@ def gru_backward(grad_y, grad_h_T, x, h0, w_ih, w_hh, cache: GRUCache, *, revers
         empty(3 * hidden, dtype),
         empty(3 * hidden, dtype),
     )
-    backend.gru_backward(grad_y, grad_h_T, x, h0, w_ih, w_hh, cache.gates, cache.hidden, *grads, bool(reverse))
+    backend.gru_backward(grad_y, grad_h_T, x, h0, w_ih, w_hh, cache.gates, cache.hidden, *grads, bool(reverse), *packed)
     return grads
 
 
-def rnn(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh", reverse=False, return_cache=False):
+def rnn(
+    x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh", reverse=False, return_cache=False, batch_sizes=None
+):
     """One Elman RNN layer over ``x`` (T, B, I) from ``h0`` (B, H; None: zeros).
 
     Returns ``(y, h_T)`` as :func:`gru` does; with ``return_cache=True`` also the :class:`RNNCache`
-    that :func:`rnn_backward` needs.
+    that :func:`rnn_backward` needs. ``batch_sizes``: variable lengths.
     """
     relu = _relu("rnn", nonlinearity)
     backend, x, h0, _, w_ih, w_hh, b_ih, b_hh, hidden = _arrays(
         "rnn", x, h0, None, w_ih, w_hh, b_ih, b_hh, sequence=True, gates=1
     )
+    packed = _batch_sizes("rnn", batch_sizes, x, backend)
     y, h_last = _outputs(backend, x, hidden)
-    cache = RNNCache(backend.empty_like(y), bool(reverse), nonlinearity) if return_cache else None
+    cache = RNNCache(backend.empty_like(y), bool(reverse), nonlinearity, *packed) if return_cache else None
     kept = None if cache is None else cache.hidden
-    backend.rnn_forward(x, h0, w_ih, w_hh, _bias_sum(b_ih, b_hh), y, h_last, kept, relu, bool(reverse))
+    backend.rnn_forward(x, h0, w_ih, w_hh, _bias_sum(b_ih, b_hh), y, h_last, kept, relu, bool(reverse), *packed)
     return (y, h_last, cache) if return_cache else (y, h_last)
 
 
@@ -133,6 +143,7 @@ def rnn_backward(grad_y, grad_h_T, x, h0, w_ih, w_hh, cache: RNNCache, *, revers
     backend, x, h0, _, w_ih, w_hh, *_, hidden = _arrays(op, x, h0, None, w_ih, w_hh, None, None, sequence=True, gates=1)
     _check_cache(op, cache, RNNCache, "rnn", x, w_hh, reverse)
     relu = _relu(op, cache.nonlinearity)
+    packed = _batch_sizes(op, cache.batch_sizes, x, backend)
     grad_y, grad_h_T = _grad_arrays(op, backend, x, hidden, grad_y, grad_h_T)
     backend_of(x, cache.hidden, op=op)
     steps, batch, inputs = x.shape
@@ -144,7 +155,7 @@ def rnn_backward(grad_y, grad_h_T, x, h0, w_ih, w_hh, cache: RNNCache, *, revers
         empty((hidden, hidden), dtype),
         empty(hidden, dtype),
     )
-    backend.rnn_backward(grad_y, grad_h_T, x, h0, w_ih, w_hh, cache.hidden, *grads, relu, bool(reverse))
+    backend.rnn_backward(grad_y, grad_h_T, x, h0, w_ih, w_hh, cache.hidden, *grads, relu, bool(reverse), *packed)
     return (*grads, grads[-1].copy())
 
 

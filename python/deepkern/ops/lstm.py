@@ -10,6 +10,13 @@ the largest layer run so far, so repeated calls do not fault fresh pages in. Mul
 bidirectional and batch_first models compose these (reverse=True runs a sequence backwards in
 time, as the reverse direction of a bidirectional layer).
 
+Variable lengths: ``batch_sizes`` (T,) (integers; the first B, never increasing, each >= 1) says
+how many rows of a batch sorted by decreasing length run at each step, as a PackedSequence's do.
+Step t computes its first ``batch_sizes[t]`` rows only; a row keeps its states past its end (in y,
+h_T, c_T and the cache), and in reverse it joins at its last step from h0/c0, so h_T and c_T hold
+each sequence's own final states. x's entries past a sequence's end are never read by the forward
+(backward multiplies them by zero gradients: keep them finite); their gradient is zero.
+
 Any of T, B, I and H may be 0: the results have their shapes (empty where a size is 0); without a
 step, a state or a batch row (T, H or B is 0) the final states are the initial ones and every
 gradient but those of the initial states is zero.
@@ -27,12 +34,14 @@ from ._validate import as_float_array
 
 class LSTMCache(NamedTuple):
     """What :func:`lstm_backward` needs from the forward: the activated gates (T, B, 4H) and the
-    cell and hidden states after each step (T, B, H). Keep it unchanged between the two calls."""
+    cell and hidden states after each step (T, B, H), and the forward's batch_sizes. Keep it
+    unchanged between the two calls."""
 
     gates: np.ndarray
     cells: np.ndarray
     hidden: np.ndarray
     reverse: bool
+    batch_sizes: np.ndarray | None = None
 
 
 def _arrays(op: str, x, h, c, w_ih, w_hh, b_ih, b_hh, *, sequence: bool, gates: int = 4):
@@ -98,16 +107,39 @@ def _bias_sum(b_ih, b_hh):
     return b_ih + b_hh
 
 
-def lstm(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, reverse=False, return_cache=False):
+def _batch_sizes(op: str, batch_sizes, x, backend) -> tuple:
+    """``batch_sizes`` (see the module's docstring) checked against x (T, B, I), as the extra
+    argument of the kernel entries: () for None, else (a C-contiguous int64 NumPy array,)."""
+    if batch_sizes is None:
+        return ()
+    if backend.name != "cpu":
+        raise NotImplementedError(f"{op}: batch_sizes (variable lengths) is not supported on {backend.name}")
+    sizes = np.asarray(batch_sizes)
+    if sizes.dtype.kind not in "iu":
+        raise TypeError(f"{op}: batch_sizes must hold integers, got dtype {sizes.dtype}")
+    steps, batch = x.shape[:2]
+    if sizes.shape != (steps,):
+        raise ValueError(f"{op}: batch_sizes must have shape (T,) = ({steps},) for x {x.shape}, got {sizes.shape}")
+    if steps and (sizes[0] != batch or sizes.min() < 1 or (np.diff(sizes.astype(np.int64)) > 0).any()):
+        raise ValueError(
+            f"{op}: batch_sizes must start at B = {batch} for x {x.shape}, never increase and stay >= 1, "
+            f"got {sizes.tolist()}"
+        )
+    return (np.array(sizes, dtype=np.int64, order="C"),)  # a copy: aligned, native byte order
+
+
+def lstm(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, reverse=False, return_cache=False, batch_sizes=None):
     """One LSTM layer over ``x`` (T, B, I) from states ``h0``, ``c0`` (B, H; None: zeros).
 
     Returns ``(y, h_T, c_T)``: ``y`` (T, B, H) is the hidden state after each step, ``h_T`` and
     ``c_T`` the states after the last step processed (step 0 when ``reverse``). With
     ``return_cache=True`` also returns the :class:`LSTMCache` that :func:`lstm_backward` needs.
+    ``batch_sizes``: variable lengths (see the module's docstring).
     """
     backend, x, h0, c0, w_ih, w_hh, b_ih, b_hh, hidden = _arrays(
         "lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh, sequence=True
     )
+    packed = _batch_sizes("lstm", batch_sizes, x, backend)
     bias = _bias_sum(b_ih, b_hh)
     steps, batch, _ = x.shape
     dtype = x.dtype
@@ -122,9 +154,10 @@ def lstm(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, reverse=False, return_c
             empty((steps, batch, hidden), dtype),
             empty((steps, batch, hidden), dtype),
             bool(reverse),
+            *packed,
         )
         kept = cache[:3]
-    backend.lstm_forward(x, h0, c0, w_ih, w_hh, bias, y, h_last, c_last, *kept, bool(reverse))
+    backend.lstm_forward(x, h0, c0, w_ih, w_hh, bias, y, h_last, c_last, *kept, bool(reverse), *packed)
     return (y, h_last, c_last, cache) if return_cache else (y, h_last, c_last)
 
 
@@ -132,13 +165,15 @@ def lstm_backward(grad_y, grad_h_T, grad_c_T, x, h0, c0, w_ih, w_hh, cache: LSTM
     """Backpropagation through time for :func:`lstm`.
 
     ``grad_y`` (T, B, H), ``grad_h_T`` and ``grad_c_T`` (B, H) are the gradients of the forward's
-    outputs (None: zero). Returns ``(grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih,
-    grad_b_hh)``; the two bias gradients are equal (each bias enters every gate sum once).
+    outputs (None: zero); the forward's ``batch_sizes`` come with the cache. Returns ``(grad_x,
+    grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh)``; the two bias gradients are
+    equal (each bias enters every gate sum once).
     """
     _, x, h0, c0, w_ih, w_hh, *_, hidden = _arrays("lstm_backward", x, h0, c0, w_ih, w_hh, None, None, sequence=True)
     steps, batch, inputs = x.shape
     dtype = x.dtype
     _check_cache("lstm_backward", cache, LSTMCache, "lstm", x, w_hh, reverse, gates=4, cells=1)
+    packed = _batch_sizes("lstm_backward", cache.batch_sizes, x, backend_of(x, op="lstm_backward"))
     grads = _gradients(
         "lstm_backward",
         dtype,
@@ -176,6 +211,7 @@ def lstm_backward(grad_y, grad_h_T, grad_c_T, x, h0, c0, w_ih, w_hh, cache: LSTM
         grad_w_hh,
         grad_b,
         bool(reverse),
+        *packed,
     )
     return grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b, grad_b.copy()
 
@@ -200,6 +236,9 @@ def _check_cache(op: str, cache, kind, producer: str, x, w_hh, reverse, **blocks
             raise TypeError(f"{want}, got {type(held).__name__}")
         if held.shape != (steps, batch, width) or held.dtype != x.dtype:
             raise ValueError(f"{want} for x {x.shape} and w_hh {w_hh.shape}, got {held.shape} {held.dtype}")
+        flags = getattr(held, "flags", None)  # the kernels read it as the forward wrote it
+        if flags is not None and not (flags.c_contiguous and flags.aligned):
+            raise ValueError(f"{want}, C-contiguous and aligned as {producer} made it; got a copy that is not")
     if bool(cache.reverse) != bool(reverse):
         raise ValueError(f"{op}: reverse={reverse} but the cache was made with reverse={cache.reverse}")
 

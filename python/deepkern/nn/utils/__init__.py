@@ -1,4 +1,5 @@
-"""Gradient utilities (``torch.nn.utils``): clipping by norm and by value."""
+"""``torch.nn.utils``: gradient clipping by norm and by value; ``rnn``, the variable-length batches
+of the recurrent layers (PackedSequence and the pad/pack functions)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import math
 
 import numpy as np
 
-from ..tensor import Tensor, tensor
+from ...tensor import Tensor, tensor
+from . import rnn
 
-__all__ = ["clip_grad_norm_", "clip_grad_value_"]
+__all__ = ["clip_grad_norm_", "clip_grad_value_", "rnn"]
 
 
 def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False) -> Tensor:
