@@ -1,11 +1,11 @@
 // Attention family: the blocked forward and backward of attention.h on the project's GEMM (one
 // thread per call: the blocks are already spread over threads) and the active ISA's row kernels.
 //
-// Forward (FlashAttention-2): a thread takes a block of kBlockQ queries of one problem and walks
-// the key blocks (kBlockK keys; causal: only those a query of the block sees): S = scale Q K^T
-// (GEMM), the online softmax per row (running max m and sum l; the output rows rescaled when m
-// grows), dropout on the block, O += P V (GEMM); at the end O /= l and lse = m + log l. Only the
-// kBlockQ x kBlockK block of scores is in memory, in the thread's scratch.
+// Forward (FlashAttention-2): a thread takes blocks of kBlockQ queries of one problem (round
+// robin) and walks the key blocks (kBlockK keys; causal: only those a query of the block sees):
+// S = scale Q K^T (GEMM), the online softmax per row (running max m and sum l; the output rows
+// rescaled when m grows), dropout on the block, O += P V (GEMM); at the end O /= l and
+// lse = m + log l. Only the kBlockQ x kBlockK block of scores is in memory, in the thread's scratch.
 //
 // Backward: a thread takes whole problems (so dq, dk and dv are sums in one fixed order, whatever
 // the thread count): D = rowsum(dO * O), then for each key block and each query block that sees
@@ -31,6 +31,8 @@ namespace {
 
 constexpr int64_t kBlockQ = 64;
 constexpr int64_t kBlockK = 256;
+// The backward's key blocks: smaller, so a causal mask skips more of the blocks it hides.
+constexpr int64_t kBackwardBlockK = 128;
 // Below this many multiply-adds per thread, fewer threads run (a thread start costs ~10 us).
 constexpr int64_t kMinMacsPerThread = int64_t(1) << 18;
 
@@ -154,9 +156,9 @@ void backward_problem(const AttentionKernels<T>& kern, const Problem<T>& p, cons
   std::fill(dq, dq + sh.l * sh.e, T(0));
   std::fill(dk, dk + sh.s * sh.e, T(0));
   std::fill(dv, dv + sh.s * sh.ev, T(0));
-  T* probs = scratch<T>(kScores, kBlockQ * kBlockK);
-  T* dscores = scratch<T>(kScoreGrads, kBlockQ * kBlockK);
-  T* dropped = p.drops() ? scratch<T>(kDropped, kBlockQ * kBlockK) : probs;
+  T* probs = scratch<T>(kScores, kBlockQ * kBackwardBlockK);
+  T* dscores = scratch<T>(kScoreGrads, kBlockQ * kBackwardBlockK);
+  T* dropped = p.drops() ? scratch<T>(kDropped, kBlockQ * kBackwardBlockK) : probs;
   T* d = scratch<T>(kRowStats, sh.l);
   for (int64_t i = 0; i < sh.l; ++i) {
     T sum = 0;
@@ -164,35 +166,36 @@ void backward_problem(const AttentionKernels<T>& kern, const Problem<T>& p, cons
     d[i] = sum;
   }
   const T alpha = p.alpha();
-  for (int64_t j0 = 0; j0 < sh.s; j0 += kBlockK) {
-    const int64_t cols = std::min(kBlockK, sh.s - j0);
+  for (int64_t j0 = 0; j0 < sh.s; j0 += kBackwardBlockK) {
+    const int64_t cols = std::min(kBackwardBlockK, sh.s - j0);
     const T* kj = p.k() + j0 * sh.e;
     const T* vj = p.v() + j0 * sh.ev;
     for (int64_t i0 = p.options.causal ? j0 / kBlockQ * kBlockQ : 0; i0 < sh.l; i0 += kBlockQ) {
       const int64_t rows = std::min(kBlockQ, sh.l - i0);
       const T* qi = p.q() + i0 * sh.e;
       const T* gi = grad + i0 * sh.ev;
-      product<T>(rows, cols, sh.e, alpha, rows_of(qi, sh.e), transposed(kj, sh.e), T(0), probs, kBlockK);
+      product<T>(rows, cols, sh.e, alpha, rows_of(qi, sh.e), transposed(kj, sh.e), T(0), probs, kBackwardBlockK);
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t i = i0 + r;
-        kern.probabilities(probs + r * kBlockK, cols, p.valid(i, j0, cols), p.mask(i, j0), p.in.mask_col_stride,
+        kern.probabilities(probs + r * kBackwardBlockK, cols, p.valid(i, j0, cols), p.mask(i, j0), p.in.mask_col_stride,
                            lse[i]);
         if (p.drops()) {
-          std::memcpy(dropped + r * kBlockK, probs + r * kBlockK, sizeof(T) * cols);
-          p.drop(kern, dropped + r * kBlockK, i, j0, cols);
+          std::memcpy(dropped + r * kBackwardBlockK, probs + r * kBackwardBlockK, sizeof(T) * cols);
+          p.drop(kern, dropped + r * kBackwardBlockK, i, j0, cols);
         }
       }
-      product<T>(cols, sh.ev, rows, T(1), transposed<T>(dropped, kBlockK), rows_of(gi, sh.ev), T(1), dv + j0 * sh.ev,
-                 sh.ev);
-      product<T>(rows, cols, sh.ev, T(1), rows_of(gi, sh.ev), transposed(vj, sh.ev), T(0), dscores, kBlockK);
+      product<T>(cols, sh.ev, rows, T(1), transposed<T>(dropped, kBackwardBlockK), rows_of(gi, sh.ev), T(1),
+                 dv + j0 * sh.ev, sh.ev);
+      product<T>(rows, cols, sh.ev, T(1), rows_of(gi, sh.ev), transposed(vj, sh.ev), T(0), dscores, kBackwardBlockK);
       for (int64_t r = 0; r < rows; ++r) {
-        T* row = dscores + r * kBlockK;
+        T* row = dscores + r * kBackwardBlockK;
         if (p.drops()) p.drop(kern, row, i0 + r, j0, cols);
-        kern.score_grad(probs + r * kBlockK, row, cols, d[i0 + r]);
+        kern.score_grad(probs + r * kBackwardBlockK, row, cols, d[i0 + r]);
       }
-      product<T>(rows, sh.e, cols, alpha, rows_of<T>(dscores, kBlockK), rows_of(kj, sh.e), T(1), dq + i0 * sh.e, sh.e);
-      product<T>(cols, sh.e, rows, alpha, transposed<T>(dscores, kBlockK), rows_of(qi, sh.e), T(1), dk + j0 * sh.e,
+      product<T>(rows, sh.e, cols, alpha, rows_of<T>(dscores, kBackwardBlockK), rows_of(kj, sh.e), T(1), dq + i0 * sh.e,
                  sh.e);
+      product<T>(cols, sh.e, rows, alpha, transposed<T>(dscores, kBackwardBlockK), rows_of(qi, sh.e), T(1),
+                 dk + j0 * sh.e, sh.e);
     }
   }
 }
@@ -209,7 +212,9 @@ void attention_forward(const AttentionInputs<T>& in, AttentionShape shape, const
   const int64_t macs = shape.n * shape.l * shape.s * (shape.e + shape.ev + 1);
   const int threads = threads_for(macs, units);
   run_on_threads(threads, [&](int t) {
-    for (int64_t u = units * t / threads, end = units * (t + 1) / threads; u < end; ++u) {
+    // Round robin: under a causal mask later query blocks cost more, so contiguous ranges would
+    // leave the first threads idle.
+    for (int64_t u = t; u < units; u += threads) {
       const int64_t n = u / blocks, i0 = u % blocks * kBlockQ;
       const int64_t rows = std::min(kBlockQ, shape.l - i0);
       const int64_t row0 = n * shape.l + i0;
