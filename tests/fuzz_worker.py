@@ -508,6 +508,87 @@ def _activation(fn, reference, backward: bool, gelu: bool):
     return build
 
 
+# ---- ops: attention -------------------------------------------------------------------------------
+
+
+def _attention_inputs(data):
+    """Random (params, roles) of a valid scaled_dot_product_attention call: leading dims with a
+    heads axis (grouped key/value heads with enable_gqa), a bool or float mask broadcast from a
+    smaller shape, or is_causal; dropout sometimes. The mask has no role: a float mask of the other
+    float dtype is converted, not refused, unlike the float inputs."""
+    dtype = float_dtype(data)
+    small = st.sampled_from([0, 1, 2, 3, 5, 7])
+    lead = tuple(data.draw(small, label="lead") for _ in range(data.draw(st.integers(0, 2), label="lead ndim")))
+    n_q, s, e, ev = (data.draw(SIZES, label=name) for name in ("L", "S", "E", "Ev"))
+    gqa = bool(lead) and lead[-1] % 2 == 0 and lead[-1] > 0 and data.draw(st.booleans(), label="gqa")
+    kv_lead = lead[:-1] + (lead[-1] // 2,) if gqa else lead
+    params = {
+        "query": values(data, lead + (n_q, e), dtype),
+        "key": values(data, kv_lead + (s, e), dtype),
+        "value": values(data, kv_lead + (s, ev), dtype),
+        "attn_mask": None,
+        "dropout_p": data.draw(st.sampled_from([0.0, 0.0, 0.3]), label="dropout_p"),
+        "is_causal": False,
+        "scale": data.draw(st.sampled_from([None, 0.5]), label="scale"),
+        "enable_gqa": gqa,
+        "seed": data.draw(st.sampled_from([0, 2**64 - 1]), label="seed"),
+        "offset": data.draw(st.sampled_from([0, 2**64 - 2]), label="offset"),
+    }
+    mask = data.draw(st.sampled_from(["none", "causal", "bool", "float"]), label="mask")
+    if mask == "causal":
+        params["is_causal"] = True
+    elif mask != "none":
+        shape = data.draw(st.sampled_from([(n_q, s), (1, s), (n_q, 1), lead[-1:] + (1, s)]), label="mask shape")
+        rng = np.random.default_rng(data.draw(st.integers(0, 99), label="mask seed"))
+        keep = rng.random(shape) < 0.7
+        params["attn_mask"] = keep if mask == "bool" else np.where(keep, rng.uniform(-1, 1, shape), -np.inf)
+    return params, {"query": "in", "key": "in", "value": "in"}
+
+
+def _attention_options(p):
+    dropout = (p["dropout_p"], p["seed"], p["offset"]) if p["dropout_p"] > 0 else None
+    return dict(mask=p["attn_mask"], causal=p["is_causal"], scale=p["scale"], enable_gqa=p["enable_gqa"],
+                dropout=dropout)  # fmt: skip
+
+
+def build_attention(data):
+    params, roles = _attention_inputs(data)
+
+    def reference_of(p):
+        return {"out": ref.attention_ref(p["query"], p["key"], p["value"], **_attention_options(p))}
+
+    def actual(result, p):
+        return {"out": result[0]}
+
+    return Call(
+        ops.scaled_dot_product_attention, params, 3, roles, reference_of, actual,
+        ints=("seed", "offset"), numbers=("dropout_p",),
+    )  # fmt: skip
+
+
+def build_attention_backward(data):
+    """The backward of a valid forward; its arguments other than the arrays stay as they were (the
+    saved out and lse were computed with them)."""
+    params, roles = _attention_inputs(data)
+    qkv = (params.pop("query"), params.pop("key"), params.pop("value"))
+    rest = dict(params)
+    out, lse = ops.scaled_dot_product_attention(*qkv, **rest)
+    grad = values(data, out.shape, out.dtype)
+    params = dict(zip(("grad", "query", "key", "value", "out", "lse"), (grad,) + qkv + (out, lse)), **rest)
+    roles = dict.fromkeys(("grad", "query", "key", "value", "out", "lse"), "in")
+
+    def reference_of(p):
+        grads = ref.attention_backward_ref(p["grad"], p["query"], p["key"], p["value"], **_attention_options(p))
+        return dict(zip(("dq", "dk", "dv"), grads))
+
+    def actual(result, p):
+        return dict(zip(("dq", "dk", "dv"), result))
+
+    call = Call(ops.scaled_dot_product_attention_backward, params, 6, roles, reference_of, actual)
+    call.frozen = ("query", "key", "value", "out", "lse")
+    return call
+
+
 # ---- ops: softmax family ----------------------------------------------------------------------------
 
 
@@ -1541,6 +1622,8 @@ C_OUTPUTS = {
     "cross_entropy_backward": {"out"},
     "dropout": {"y", "mask"},
     "dropout_backward": {"out"},
+    "attention_forward": {"o", "lse"},
+    "attention_backward": {"dq", "dk", "dv"},
 }
 #: Written arrays that kernels also read (updated in place), besides the optimizer steps' states.
 C_UPDATED = {"running_mean", "running_var"}
@@ -1581,6 +1664,8 @@ C_VIA = {
     "cross_entropy_backward": "cross_entropy_backward",
     "dropout": "dropout",
     "dropout_backward": "dropout_backward",
+    "attention_forward": "scaled_dot_product_attention",
+    "attention_backward": "scaled_dot_product_attention_backward",
 }
 
 
@@ -1734,6 +1819,8 @@ REGISTRY = {
     "cross_entropy_backward": build_cross_entropy_backward,
     "dropout": build_dropout,
     "dropout_backward": build_dropout_backward,
+    "scaled_dot_product_attention": build_attention,
+    "scaled_dot_product_attention_backward": build_attention_backward,
     "matmul": build_matmul,
     "gemm": build_gemm,
     "linear": build_linear,

@@ -998,3 +998,71 @@ def dropout_backward_ref(grad, mask, p: float) -> np.ndarray:
     scale = 1 / (1 - p) if p < 1 else 0.0
     with np.errstate(invalid="ignore"):  # inf * 0
         return _f64(grad) * np.where(np.asarray(mask, bool), scale, 0.0)
+
+
+# ---- scaled dot-product attention ----------------------------------------------------------------
+
+
+def _sum_to(x: np.ndarray, shape: tuple) -> np.ndarray:
+    """``x`` summed over the axes that broadcasting added or stretched, down to ``shape``."""
+    lead = x.ndim - len(shape)
+    x = x.sum(axis=tuple(range(lead))) if lead else x
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and x.shape[i] != 1)
+    return x.sum(axis=axes, keepdims=True) if axes else x
+
+
+def _attention_parts(q, k, v, mask, causal, scale, enable_gqa, dropout):
+    """The explicit (..., L, S) matrices of attention in float64: (q, k, v as used, probabilities P,
+    dropout's factors Z, scale); P is 0 on a fully masked row."""
+    q, k, v = _f64(q), _f64(k), _f64(v)
+    if enable_gqa and q.ndim >= 3 and k.ndim >= 3:
+        k = np.repeat(k, q.shape[-3] // k.shape[-3], axis=-3)
+        v = np.repeat(v, q.shape[-3] // v.shape[-3], axis=-3)
+    n_q, s, e = q.shape[-2], k.shape[-2], q.shape[-1]
+    scale = (1 / math.sqrt(e) if e else 0.0) if scale is None else scale
+    x = np.matmul(q, np.swapaxes(k, -1, -2)) * scale if e else np.zeros(q.shape[:-1] + (s,))
+    if mask is not None:
+        mask = np.asarray(mask)
+        x = x + (np.where(mask, 0.0, -np.inf) if mask.dtype == bool else mask.astype(np.float64))
+    if causal:
+        x = np.where(np.tril(np.ones((n_q, s), bool)), x, -np.inf)
+    x = np.broadcast_to(x, np.broadcast_shapes(x.shape, v.shape[:-2] + (1, 1)))
+    top = np.max(x, axis=-1, keepdims=True, initial=-np.inf)
+    with np.errstate(invalid="ignore"):
+        e_x = np.exp(x - np.where(np.isneginf(top), 0.0, top))
+    total = e_x.sum(axis=-1, keepdims=True)
+    p = np.where(total > 0, e_x / np.where(total > 0, total, 1.0), 0.0)
+    z = np.ones_like(p)
+    if dropout is not None:
+        rate, seed, offset = dropout
+        words = dropout_words_ref(p.size, seed, offset).astype(np.uint64).reshape(p.shape)
+        z = np.where(words >= math.ceil(rate * 2**32), 1 / (1 - rate) if rate < 1 else 0.0, 0.0)
+    return q, k, v, p, z, scale
+
+
+def attention_ref(q, k, v, mask=None, causal=False, scale=None, enable_gqa=False, dropout=None):
+    """``softmax(q k^T scale + mask) v`` in float64 from the explicit (..., L, S) matrix, PyTorch's
+    semantics (bool mask: True takes part; causal: query i sees keys j <= i; grouped heads repeated;
+    a fully masked row gives 0); ``dropout = (p, seed, offset)`` multiplies P by the Philox factors of
+    element index n * L * S + i * S + j."""
+    _, _, v, p, z, _ = _attention_parts(q, k, v, mask, causal, scale, enable_gqa, dropout)
+    return np.matmul(p * z, v)
+
+
+def attention_backward_ref(grad, q, k, v, mask=None, causal=False, scale=None, enable_gqa=False, dropout=None):
+    """(dq, dk, dv) of attention_ref's output given ``grad``, in float64, summed to the inputs' shapes
+    (grouped heads and broadcast dims summed)."""
+    shapes = np.shape(q), np.shape(k), np.shape(v)
+    q64, k64, v64, p, z, scale = _attention_parts(q, k, v, mask, causal, scale, enable_gqa, dropout)
+    g = _f64(grad)
+    dv = np.matmul(np.swapaxes(p * z, -1, -2), g)
+    dp = np.matmul(g, np.swapaxes(v64, -1, -2)) * z
+    ds = p * (dp - (p * dp).sum(axis=-1, keepdims=True))
+    dq = np.matmul(ds, k64) * scale
+    dk = np.matmul(np.swapaxes(ds, -1, -2), np.broadcast_to(q64, ds.shape[:-1] + (q64.shape[-1],))) * scale
+    grads = []
+    for d, shape in zip((dq, dk, dv), shapes):
+        if enable_gqa and len(shape) >= 3 and d.ndim >= 3 and d.shape[-3] != shape[-3]:
+            d = d.reshape(d.shape[:-3] + (shape[-3], d.shape[-3] // shape[-3]) + d.shape[-2:]).sum(axis=-3)
+        grads.append(_sum_to(d, shape))
+    return tuple(grads)

@@ -18,6 +18,8 @@ from reference import (
     adam_step_ref,
     adaptive_avg_pool2d_backward_ref,
     adaptive_avg_pool2d_ref,
+    attention_backward_ref,
+    attention_ref,
     avg_pool2d_backward_ref,
     avg_pool2d_ref,
     conv2d_backward_ref,
@@ -602,11 +604,39 @@ def _group_norm_backward(rng, dtype):
     return "group_norm_backward", kw, dict(zip(("grad_x", "grad_weight", "grad_bias"), ref))
 
 
+def _attention_args(rng, dtype):
+    """Three problems of (L=5, S=7, E=4, Ev=3) sharing two key matrices and one mask (L x 1: a key
+    column broadcast over the queries is the (1, 7) row; here each query has its own value)."""
+    q, k, v = _rand(rng, (3, 5, 4), dtype), _rand(rng, (2, 7, 4), dtype), _rand(rng, (3, 7, 3), dtype)
+    mask = np.where(rng.random((1, 5, 7)) < 0.8, 0.0, -1.5).astype(dtype)
+    kw = dict(q=q, k=k, v=v, k_index=np.array([0, 1, 1], np.int64), v_index=np.arange(3, dtype=np.int64))
+    kw.update(mask=mask, mask_index=np.zeros(3, np.int64), scale=0.6, causal=False, dropout_p=0.0, seed=0, offset=0)
+    return kw, (q, k[kw["k_index"]], v, mask[0], 0.6)
+
+
+def _attention_forward(rng, dtype):
+    kw, (q, k, v, mask, scale) = _attention_args(rng, dtype)
+    kw.update(o=_nan((3, 5, 3), dtype), lse=_nan((3, 5), dtype))
+    return "attention_forward", kw, {"o": attention_ref(q, k, v, mask, scale=scale)}
+
+
+def _attention_backward(rng, dtype):
+    kw, (q, k, v, mask, scale) = _attention_args(rng, dtype)
+    o, lse = _nan((3, 5, 3), dtype), _nan((3, 5), dtype)
+    _C.attention_forward(**kw, o=o, lse=lse)
+    grad = _rand(rng, (3, 5, 3), dtype)
+    kw.update(o=o, lse=lse, grad=grad, dq=_nan((3, 5, 4), dtype), dk=_nan((3, 7, 4), dtype), dv=_nan((3, 7, 3), dtype))
+    refs = attention_backward_ref(grad, q, k, v, mask, scale=scale)
+    return "attention_backward", kw, dict(zip(("dq", "dk", "dv"), refs))
+
+
 CALLS = {
     f.__name__.lstrip("_"): f
     for f in (
         _softmax,
         _softmax_backward,
+        _attention_forward,
+        _attention_backward,
         _cross_entropy_forward,
         _cross_entropy_backward,
         _relu,
@@ -1414,6 +1444,53 @@ BAD = [
         ValueError,
         ["gelu_backward: out overlaps grad"],
     ),
+    # attention family
+    (
+        "attention_forward",
+        "q 2-D",
+        _reshaped("q", (15, 4)),
+        ValueError,
+        ["attention_forward: q must be 3-D", r"\(15, 4\)"],
+    ),
+    ("attention_forward", "k other E", _reshaped("k", (2, 7, 5)), ValueError, ["attention_forward: k must have shape"]),
+    ("attention_forward", "v other S", _reshaped("v", (3, 6, 3)), ValueError, ["attention_forward: v must have shape"]),
+    (
+        "attention_forward",
+        "k_index out of range",
+        _value("k_index", np.array([0, 2, 1], np.int64)),
+        ValueError,
+        [r"attention_forward: k_index\[1\] = 2 is out of range for 2 matrices"],
+    ),
+    ("attention_forward", "k_index int32", _as("k_index", np.int32), TypeError, ["k_index must have dtype int64"]),
+    (
+        "attention_forward",
+        "mask rows",
+        _reshaped("mask", (1, 4, 7)),
+        ValueError,
+        [r"attention_forward: mask must have shape \(Nm, 5 or 1, 7 or 1\), got \(1, 4, 7\)"],
+    ),
+    ("attention_forward", "mask float32", _as("mask", np.float16), TypeError, ["attention_forward: mask must have"]),
+    ("attention_forward", "mask_index None", _value("mask_index", None), TypeError, ["mask_index"]),
+    ("attention_forward", "o too small", _resized("o", -1), ValueError, ["attention_forward: o must have shape"]),
+    ("attention_forward", "o overlaps q", _overlapping("o", "q"), ValueError, ["attention_forward: o overlaps q"]),
+    ("attention_forward", "lse read-only", _read_only("lse"), ValueError, ["attention_forward: lse is read-only"]),
+    (
+        "attention_forward",
+        "dropout_p 2",
+        _value("dropout_p", 2.0),
+        ValueError,
+        ["attention_forward: dropout_p must be a probability"],
+    ),
+    ("attention_forward", "seed negative", _value("seed", -1), ValueError, ["attention_forward: seed"]),
+    ("attention_backward", "grad strided", _strided("grad"), ValueError, ["attention_backward: grad must be C-contig"]),
+    (
+        "attention_backward",
+        "dk overlaps dv",
+        _overlapping("dk", "dv"),
+        ValueError,
+        ["attention_backward: dv overlaps dk"],
+    ),
+    ("attention_backward", "dv one problem", _reshaped("dv", (1, 7, 3)), ValueError, ["attention_backward: dv must"]),
     # softmax family
     ("softmax", "x too small", _resized("x", -1), ValueError, ["softmax: x must have 30 elements"]),
     ("softmax", "negative size", _value("length", -5), ValueError, ["softmax: outer, length, inner must be >= 0"]),

@@ -20,6 +20,8 @@ from reference import (
     adam_step_ref,
     adaptive_avg_pool2d_backward_ref,
     adaptive_avg_pool2d_ref,
+    attention_backward_ref,
+    attention_ref,
     avg_pool2d_backward_ref,
     avg_pool2d_ref,
     conv2d_backward_ref,
@@ -233,9 +235,24 @@ def _norm(rng, dtype):
         yield f"group_norm_backward {name}", got, ref, None
 
 
+def _attention(rng, dtype):
+    q, k, v = rand(rng, (2, 70, 9), dtype), rand(rng, (2, 261, 9), dtype), rand(rng, (2, 261, 5), dtype)
+    mask = rng.random((70, 261)) < 0.8
+    tol = 3e-5 if dtype == np.float32 else None  # sums of hundreds of exponentials and products
+    out, lse = ops.scaled_dot_product_attention(q, k, v, mask)
+    yield "attention", out, attention_ref(q, k, v, mask), tol
+    grad = rand(rng, out.shape, dtype)
+    got = ops.scaled_dot_product_attention_backward(grad, q, k, v, out, lse, mask)
+    for name, g, ref in zip(("dq", "dk", "dv"), got, attention_backward_ref(grad, q, k, v, mask)):
+        yield f"attention backward {name}", g, ref, tol
+    out, _ = ops.scaled_dot_product_attention(q, k, v, dropout_p=0.3, seed=5, offset=9)
+    yield "attention dropout", out, attention_ref(q, k, v, dropout=(0.3, 5, 9)), tol
+
+
 # family -> generator of (what, result, float64 reference, tolerance or None for checks.TOL).
 FAMILY_OPS = {
     "activation": _activation,
+    "attention": _attention,
     "dropout": _dropout,
     "gemm": _gemm,
     "conv_winograd": _conv_winograd,

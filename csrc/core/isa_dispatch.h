@@ -32,6 +32,7 @@ enum class IsaFamily : int {
   softmax,
   dropout,
   norm,
+  attention,
   count
 };
 

@@ -15,6 +15,7 @@ void bind_lstm(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_roofline(py::module_& m);
 void bind_softmax(py::module_& m);
+void bind_attention(py::module_& m);
 }  // namespace deepkern::python
 
 PYBIND11_MODULE(_C, m) {
@@ -31,4 +32,5 @@ PYBIND11_MODULE(_C, m) {
   bind_optim(m);
   bind_roofline(m);
   bind_softmax(m);
+  bind_attention(m);
 }

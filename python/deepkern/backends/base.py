@@ -44,6 +44,8 @@ KERNELS = frozenset(
         "cross_entropy_backward",
         "dropout",
         "dropout_backward",
+        "attention_forward",
+        "attention_backward",
         "embedding",
         "embedding_backward",
         "batch_norm_forward",

@@ -111,6 +111,8 @@ class CPUBackend(Backend):
     cross_entropy_backward = staticmethod(_C.cross_entropy_backward)
     dropout = staticmethod(_C.dropout)
     dropout_backward = staticmethod(_C.dropout_backward)
+    attention_forward = staticmethod(_C.attention_forward)
+    attention_backward = staticmethod(_C.attention_backward)
 
     @staticmethod
     def embedding(weight, indices, out):

@@ -44,6 +44,7 @@ __all__ = [
     "softmax",
     "log_softmax",
     "dropout",
+    "scaled_dot_product_attention",
     "batch_norm",
     "layer_norm",
     "group_norm",
@@ -800,7 +801,7 @@ def flatten(input, start_dim=0, end_dim=-1):
 
 
 # The losses' functional forms live beside their modules (loss.py).
-from ._attention import scaled_dot_product_attention  # noqa: E402, F401
+from ._attention import scaled_dot_product_attention  # noqa: E402
 from ._resample import interpolate, pad  # noqa: E402
 from .loss import (  # noqa: E402
     binary_cross_entropy,

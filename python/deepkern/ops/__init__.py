@@ -3,6 +3,7 @@ device (``deepkern.backends``) run that device's, and results stay on the inputs
 checks its arguments first, then dispatches. See each op's docstring for its contract."""
 
 from .activation import gelu, gelu_backward, relu, relu_backward
+from .attention import scaled_dot_product_attention, scaled_dot_product_attention_backward
 from .conv import conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward
 from .dropout import dropout, dropout_backward
 from .gemm import gemm, linear, matmul
@@ -48,6 +49,8 @@ __all__ = [
     "relu_backward",
     "gelu",
     "gelu_backward",
+    "scaled_dot_product_attention",
+    "scaled_dot_product_attention_backward",
     "conv2d",
     "conv2d_backward",
     "conv_transpose2d",
