@@ -2,7 +2,10 @@
 the CUDA cores, TF32 with allow_tf32, BF16 for bfloat16 arrays) against float64 NumPy and the CPU
 op, over odd sizes, stride, padding (also padding='same' with even kernels), dilation, groups,
 zero batch and the weight gradient split along K; outputs prefilled with NaN (written, never read);
-nn.Conv2d forward and backward on 'cuda' tensors; and the refusals of the binding. The GPU cases
+the depthwise kernels (groups == channels: stride, dilation, padding beyond half the kernel,
+multipliers, the weight gradient bit for bit over two runs) and the 1x1 convolutions on the GEMM,
+each checked to take its path; nn.Conv2d forward and backward on 'cuda' tensors; and the refusals of
+the binding. The GPU cases
 skip, with the reason, where no GPU is usable; the refusals that need none run everywhere."""
 
 from __future__ import annotations
@@ -111,6 +114,80 @@ def test_backward_against_float64_and_the_cpu(rng, precision, x_shape, w_shape, 
         cpu = ops.conv2d_backward(gy, x, w, **options)
         for what, got, theirs, scale in zip(("grad_x", "grad_w", "grad_b"), grads, cpu, (scale_x, scale_w, scale_b)):
             check_scaled(got, f64(theirs), scale, precision, f"{what} vs the CPU op")
+
+
+# (x shape, w shape, options, path): depthwise shapes (3x3 and 5x5 keep their weights in
+# registers, 2x3 does not) and 1x1 stride-1 convolutions, which run on the GEMM itself.
+PATH_GEOMETRIES = [
+    pytest.param((3, 7, 13, 11), (7, 1, 3, 3), dict(padding=1, groups=7), "depthwise", id="dw-odd"),
+    pytest.param((2, 5, 17, 14), (5, 1, 3, 3), dict(stride=2, padding=1, groups=5), "depthwise", id="dw-stride2"),
+    pytest.param((2, 4, 15, 13), (4, 1, 3, 3), dict(padding=2, dilation=2, groups=4), "depthwise", id="dw-dilation2"),
+    pytest.param((1, 3, 9, 10), (3, 1, 3, 3), dict(padding=3, groups=3), "depthwise", id="dw-pad-beyond-half"),
+    pytest.param((2, 6, 12, 9), (12, 1, 5, 5), dict(stride=2, padding=2, groups=6), "depthwise", id="dw-5x5-mult2"),
+    pytest.param((2, 3, 9, 70), (6, 1, 2, 3), dict(stride=(2, 1), padding=(1, 2), groups=3), "depthwise", id="dw-2x3"),
+    # 16 * 32 * 32 positions over 4 channels: the weight gradient splits them on any GPU.
+    pytest.param((16, 4, 32, 32), (4, 1, 3, 3), dict(padding=1, groups=4), "depthwise", id="dw-split-positions"),
+    pytest.param((3, 40, 7, 9), (24, 40, 1, 1), {}, "gemm_1x1", id="1x1-gemm"),
+    pytest.param((2, 16, 8, 8), (8, 16, 1, 1), dict(stride=2), "implicit_gemm", id="1x1-stride2"),
+]
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("x_shape,w_shape,options,path", PATH_GEOMETRIES)
+def test_each_path_against_float64_and_the_cpu(device, rng, precision, x_shape, w_shape, options, path):
+    """Forward (with bias), data and weight gradient on the path the shape takes (on the GPU),
+    against float64 NumPy and, in FP32, the CPU op; the weight gradient twice, bit for bit the same.
+    On the CPU the same checks hold for float32."""
+    if device != "cuda" and precision != "fp32":
+        pytest.skip("TF32 and BF16 convolutions run on the GPU only")
+    x, w, b = rand(rng, x_shape, precision), rand(rng, w_shape, precision), rand(rng, w_shape[0], precision)
+    gy = rand(rng, conv2d_ref(x, w, **options).shape, precision)
+    dx, dw, db, dgy = on_device(device, x, w, b, gy)
+
+    def check_path():
+        if device == "cuda":
+            assert _cuda.last_conv2d_path() == path
+
+    with precision_of(precision):
+        y = ops.conv2d(dx, dw, db, **options)
+        check_path()
+        gx = ops.conv2d_backward(dgy, dx, dw, needs=(True, False, False), **options)[0]
+        check_path()
+        _, gw, gb = ops.conv2d_backward(dgy, dx, dw, needs=(False, True, True), **options)
+        _, gw2, gb2 = ops.conv2d_backward(dgy, dx, dw, needs=(False, True, True), **options)
+    assert to_host(gw).tobytes() == to_host(gw2).tobytes() and to_host(gb).tobytes() == to_host(gb2).tobytes()
+    a_x, a_w, a_b, a_gy = (np.abs(f64(a)) for a in (x, w, b, gy))
+    scales = (conv2d_ref(a_x, a_w, a_b, **options), *conv2d_backward_ref(a_gy, a_x, a_w, **options))
+    refs = (conv2d_ref(x, w, b, **options), *conv2d_backward_ref(gy, x, w, **options))
+    for what, got, ref, scale in zip(("y", "grad_x", "grad_w", "grad_b"), (y, gx, gw, gb), refs, scales):
+        check_scaled(got, ref, scale, precision, what)
+    if precision == "fp32":
+        cpu = (ops.conv2d(x, w, b, **options), *ops.conv2d_backward(gy, x, w, **options))
+        for what, got, theirs, scale in zip(("y", "grad_x", "grad_w", "grad_b"), (y, gx, gw, gb), cpu, scales):
+            check_scaled(got, f64(theirs), scale, precision, f"{what} vs the CPU op")
+
+
+@gpu
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_depthwise_binding_writes_every_element_of_nan_prefilled_outputs(rng, precision):
+    x_shape, w_shape, options = (2, 5, 11, 9), (10, 1, 3, 3), dict(stride=(2, 1), padding=(1, 3), groups=5)
+    x, w, b = rand(rng, x_shape, precision), rand(rng, w_shape, precision), rand(rng, 10, precision)
+    ref_y = conv2d_ref(x, w, b, **options)
+    gy = rand(rng, ref_y.shape, precision)
+    dtype = x.dtype
+    dx, dw, db, dgy = on_device("cuda", x, w, b, gy)
+    y, gx = on_device("cuda", np.full(ref_y.shape, np.nan, dtype), np.full(x_shape, np.nan, dtype))
+    gw, gb = on_device("cuda", np.full(w_shape, np.nan, dtype), np.full(10, np.nan, dtype))
+    args = ((2, 1), (1, 3), (1, 1), 5, precision)
+    _cuda.conv2d_forward(dx, dw, db, y, *args)
+    _cuda.conv2d_backward_data(dgy, dw, gx, *args)
+    _cuda.conv2d_backward_weight(dgy, dx, gw, gb, *args)
+    assert _cuda.last_conv2d_path() == "depthwise"
+    a_x, a_w, a_b, a_gy = (np.abs(f64(a)) for a in (x, w, b, gy))
+    scales = (conv2d_ref(a_x, a_w, a_b, **options), *conv2d_backward_ref(a_gy, a_x, a_w, **options))
+    refs = (ref_y, *conv2d_backward_ref(gy, x, w, **options))
+    for what, got, ref, scale in zip(("y", "grad_x", "grad_w", "grad_b"), (y, gx, gw, gb), refs, scales):
+        check_scaled(got, ref, scale, precision, what)
 
 
 @gpu

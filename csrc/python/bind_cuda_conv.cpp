@@ -109,6 +109,13 @@ struct ConvCall {
   }
 
   cudaStream_t stream() const { return static_cast<cudaStream_t>(cuda::current_stream(device)); }
+
+  // The forward pass's and the data gradient's workspace (conv2d_workspace_bytes), or null. Hold it
+  // until the kernels are queued: the allocator orders its reuse on `stream`.
+  std::shared_ptr<void> workspace(cudaStream_t stream) const {
+    const auto bytes = static_cast<std::size_t>(cuda::conv2d_workspace_bytes(shape));
+    return bytes > 0 ? cuda::allocate(device, bytes, stream) : nullptr;
+  }
 };
 
 const void* data(Arg a) { return a.array != nullptr ? a.array->data : nullptr; }
@@ -122,7 +129,9 @@ void conv2d_forward(const py::object& x, const py::object& w, const py::object& 
   const ConvCall call(op, precision, xa, wa, ya, {ba}, {"y"}, {stride, padding, dilation, groups});
   py::gil_scoped_release release;
   const cuda::DeviceGuard guard(call.device);
-  cuda::conv2d_forward(call.shape, call.precision, data(xa), data(wa), data(ba), output(ya), call.stream());
+  const cudaStream_t stream = call.stream();
+  const std::shared_ptr<void> workspace = call.workspace(stream);
+  cuda::conv2d_forward(call.shape, call.precision, data(xa), data(wa), data(ba), output(ya), workspace.get(), stream);
 }
 
 // grad_x = the gradient of sum(grad_y * conv(x, w)) with respect to x.
@@ -133,7 +142,9 @@ void conv2d_backward_data(const py::object& grad_y, const py::object& w, const p
   const ConvCall call(op, precision, gx, wa, gy, {}, {"grad_x"}, {stride, padding, dilation, groups});
   py::gil_scoped_release release;
   const cuda::DeviceGuard guard(call.device);
-  cuda::conv2d_backward_data(call.shape, call.precision, data(gy), data(wa), output(gx), call.stream());
+  const cudaStream_t stream = call.stream();
+  const std::shared_ptr<void> workspace = call.workspace(stream);
+  cuda::conv2d_backward_data(call.shape, call.precision, data(gy), data(wa), output(gx), workspace.get(), stream);
 }
 
 // grad_w and, unless None, grad_bias: the gradients with respect to w and the bias. Split along K
@@ -163,6 +174,10 @@ void conv2d_backward_weight(const py::object& grad_y, const py::object& x, const
 
 void bind_cuda_conv(py::module_& m) {
   using namespace deepkern::python;
+  m.def(
+      "last_conv2d_path",
+      [] { return std::string(deepkern::cuda::conv2d_path_name(deepkern::cuda::last_conv2d_path())); },
+      "The kernels the last convolution pass ran: 'implicit_gemm', 'depthwise', 'gemm_1x1' ('none' before any).");
   m.def("conv2d_forward", &conv2d_forward, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("precision"));
   m.def("conv2d_backward_data", &conv2d_backward_data, py::arg("grad_y"), py::arg("w"), py::arg("grad_x"),

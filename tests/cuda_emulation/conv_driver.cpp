@@ -1,6 +1,8 @@
 // csrc/cuda/conv/ under the emulation: the three convolution passes on the caller's pointers, the
-// shape given as the 16 int64 fields of Conv2dShape in declaration order.
-// emulation-sources: csrc/cuda/conv/conv.cu
+// shape given as the 16 int64 fields of Conv2dShape in declaration order, and the path they took
+// (implicit GEMM, depthwise kernels, or the GEMM itself for 1x1: hence the GEMM sources).
+// emulation-sources: csrc/cuda/conv/conv.cu csrc/cuda/conv/depthwise.cu csrc/cuda/gemm/gemm.cu
+// emulation-sources: csrc/cuda/gemm/gemm_simt.cu csrc/cuda/gemm/gemm_mma.cu
 #include <cstdint>
 #include <cstring>
 
@@ -20,19 +22,31 @@ dkc::Conv2dShape shape_of(const std::int64_t* fields) {
 
 }  // namespace
 
-// precision: 0 fp32 (simt), 1 tf32, 2 bf16 (mma). bias may be null.
+// precision: 0 fp32 (simt), 1 tf32, 2 bf16 (mma). bias may be null. workspace: at least
+// dk_conv2d_workspace_bytes of the shape (may be null when that is 0).
 DK_EMULATION_EXPORT int dk_conv2d_forward(const std::int64_t* shape, std::int64_t precision, const void* x,
-                                          const void* w, const void* bias, void* y) {
+                                          const void* w, const void* bias, void* y, void* workspace) {
   return dk_emu::guarded([&] {
-    dkc::conv2d_forward(shape_of(shape), static_cast<dkc::GemmPrecision>(precision), x, w, bias, y, nullptr);
+    dkc::conv2d_forward(shape_of(shape), static_cast<dkc::GemmPrecision>(precision), x, w, bias, y, workspace, nullptr);
   });
 }
 
 DK_EMULATION_EXPORT int dk_conv2d_backward_data(const std::int64_t* shape, std::int64_t precision, const void* grad_y,
-                                                const void* w, void* grad_x) {
+                                                const void* w, void* grad_x, void* workspace) {
   return dk_emu::guarded([&] {
-    dkc::conv2d_backward_data(shape_of(shape), static_cast<dkc::GemmPrecision>(precision), grad_y, w, grad_x, nullptr);
+    dkc::conv2d_backward_data(shape_of(shape), static_cast<dkc::GemmPrecision>(precision), grad_y, w, grad_x, workspace,
+                              nullptr);
   });
+}
+
+// out[0] = conv2d_workspace_bytes(shape).
+DK_EMULATION_EXPORT int dk_conv2d_workspace_bytes(const std::int64_t* shape, std::int64_t* out) {
+  return dk_emu::guarded([&] { out[0] = dkc::conv2d_workspace_bytes(shape_of(shape)); });
+}
+
+// out[0] = the last pass's path: 0 none, 1 implicit GEMM, 2 depthwise, 3 the 1x1 GEMM (conv.h).
+DK_EMULATION_EXPORT int dk_conv2d_last_path(std::int64_t* out) {
+  return dk_emu::guarded([&] { out[0] = static_cast<std::int64_t>(dkc::last_conv2d_path()); });
 }
 
 // splits: as given (>= 1); workspace: conv2d_weight_workspace_bytes of them (dk_conv2d_weight_plan).

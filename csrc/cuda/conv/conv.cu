@@ -6,12 +6,15 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
 
 #include "cuda/conv/conv.h"
+#include "cuda/conv/depthwise.h"
+#include "cuda/conv/element_type.h"
 #include "cuda/gemm/gemm_device.h"
 #include "cuda/gemm/mma_tile.h"
 #include "cuda/gemm/simt_tile.h"
@@ -327,15 +330,7 @@ void run_pass(const char* name, const P& p, std::int64_t groups, int splits, Gem
   }
 }
 
-// Calls run(T{}) with the element type of `precision`.
-template <class Run>
-void with_element_type(GemmPrecision precision, Run&& run) {
-  if (precision == GemmPrecision::bf16) {
-    run(__nv_bfloat16{});
-  } else {
-    run(float{});
-  }
-}
+using conv_detail::with_element_type;
 
 int as_int(std::int64_t v) { return static_cast<int>(v); }
 
@@ -402,6 +397,67 @@ Output<T> output_planes(void* data, std::int64_t m, std::int64_t n, std::int64_t
   return {data, false, true, m, n, plane, channels, n, static_cast<const T*>(bias)};
 }
 
+std::atomic<Conv2dPath> last_path{Conv2dPath::none};
+
+// The path of the forward pass and the data gradient for `s` (conv.h).
+Conv2dPath path_of(const Conv2dShape& s) {
+  if (depthwise_takes(s)) return Conv2dPath::depthwise;
+  if (s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0 &&
+      s.groups == 1)
+    return Conv2dPath::gemm_1x1;
+  return Conv2dPath::implicit_gemm;
+}
+
+// offsets[i] = i * x_image and offsets[count + i] = i * y_image: the batch offsets of gemm_1x1.
+__global__ void __launch_bounds__(kThreads)
+    batch_offsets_kernel(std::int64_t* offsets, std::int64_t count, std::int64_t x_image, std::int64_t y_image) {
+  for (std::int64_t i = blockIdx.x * std::int64_t(kThreads) + threadIdx.x; i < count;
+       i += std::int64_t(gridDim.x) * kThreads) {
+    offsets[i] = i * x_image;
+    offsets[count + i] = i * y_image;
+  }
+}
+
+// A strided batch of matrices: image i's at data + offsets[i] = data + i * image (elements).
+GemmOperand batch_operand(const void* data, std::int64_t row_stride, const std::int64_t* offsets, std::int64_t image) {
+  GemmOperand op;
+  op.data = data, op.row_stride = row_stride, op.col_stride = 1;
+  op.offsets = offsets, op.offset_divisor = image, op.strided_batch = true, op.batch_stride = image;
+  return op;
+}
+
+// The gemm_1x1 pass: per image, out (rows x H*W) = w or w^T (rows x depth) @ in (depth x H*W) +
+// bias. `data_gradient` picks w^T, grad_y as `in` and grad_x as `out`.
+void gemm_1x1(const Conv2dShape& s, GemmPrecision precision, bool data_gradient, const void* in, const void* w,
+              const void* bias, void* out, void* workspace, cudaStream_t stream) {
+  const std::int64_t plane = s.in_h * s.in_w, x_image = s.in_channels * plane, y_image = s.out_channels * plane;
+  if (s.batch == 0 || plane == 0) return;
+  auto* offsets = static_cast<std::int64_t*>(workspace);
+  const auto blocks = static_cast<unsigned>(std::min<std::int64_t>((s.batch + kThreads - 1) / kThreads, 4096));
+  launch("conv2d (1x1 batch offsets)", batch_offsets_kernel, dim3(blocks), dim3(kThreads), 0, stream, offsets, s.batch,
+         x_image, y_image);
+  const std::int64_t* x_offsets = offsets;
+  const std::int64_t* y_offsets = offsets + s.batch;
+  GemmProblem g;
+  g.batch = s.batch, g.n = plane, g.precision = precision;
+  g.dtype = precision == GemmPrecision::bf16 ? DType::bfloat16 : DType::float32;
+  g.a.data = w, g.a.offset_divisor = 0, g.a.strided_batch = true;
+  if (data_gradient) {  // grad_x[n] (C x HW) = w^T (C x K) @ grad_y[n] (K x HW)
+    g.m = s.in_channels, g.k = s.out_channels;
+    g.a.row_stride = 1, g.a.col_stride = s.in_channels;
+    g.b = batch_operand(in, plane, y_offsets, y_image);
+    g.c = out, g.c_offsets = x_offsets, g.c_offset_divisor = x_image;
+  } else {  // y[n] (K x HW) = w (K x C) @ x[n] (C x HW) + bias per row
+    g.m = s.out_channels, g.k = s.in_channels;
+    g.a.row_stride = s.in_channels, g.a.col_stride = 1;
+    g.b = batch_operand(in, plane, x_offsets, x_image);
+    g.c = out, g.c_offsets = y_offsets, g.c_offset_divisor = y_image;
+    g.bias = bias, g.bias_axis = bias != nullptr ? BiasAxis::rows : BiasAxis::none;
+  }
+  g.c_row_stride = plane, g.c_col_stride = 1;
+  gemm(g, stream);
+}
+
 }  // namespace
 
 bool conv2d_indices_fit(const Conv2dShape& s) {
@@ -416,8 +472,27 @@ bool conv2d_indices_fit(const Conv2dShape& s) {
   return reach_h < kLimit && reach_w < kLimit;
 }
 
+Conv2dPath last_conv2d_path() { return last_path.load(); }
+
+const char* conv2d_path_name(Conv2dPath path) {
+  switch (path) {
+    case Conv2dPath::implicit_gemm: return "implicit_gemm";
+    case Conv2dPath::depthwise: return "depthwise";
+    case Conv2dPath::gemm_1x1: return "gemm_1x1";
+    default: return "none";
+  }
+}
+
+std::int64_t conv2d_workspace_bytes(const Conv2dShape& s) {
+  return path_of(s) == Conv2dPath::gemm_1x1 ? 2 * s.batch * std::int64_t(sizeof(std::int64_t)) : 0;
+}
+
 void conv2d_forward(const Conv2dShape& s, GemmPrecision precision, const void* x, const void* w, const void* bias,
-                    void* y, cudaStream_t stream) {
+                    void* y, void* workspace, cudaStream_t stream) {
+  const Conv2dPath path = path_of(s);
+  last_path.store(path);
+  if (path == Conv2dPath::depthwise) return depthwise_forward(s, precision, x, w, bias, y, stream);
+  if (path == Conv2dPath::gemm_1x1) return gemm_1x1(s, precision, false, x, w, bias, y, workspace, stream);
   with_element_type(precision, [&](auto zero) {
     using T = decltype(zero);
     const GroupSizes z(s);
@@ -444,7 +519,11 @@ void conv2d_forward(const Conv2dShape& s, GemmPrecision precision, const void* x
 }
 
 void conv2d_backward_data(const Conv2dShape& s, GemmPrecision precision, const void* grad_y, const void* w,
-                          void* grad_x, cudaStream_t stream) {
+                          void* grad_x, void* workspace, cudaStream_t stream) {
+  const Conv2dPath path = path_of(s);
+  last_path.store(path);
+  if (path == Conv2dPath::depthwise) return depthwise_backward_data(s, precision, grad_y, w, grad_x, stream);
+  if (path == Conv2dPath::gemm_1x1) return gemm_1x1(s, precision, true, grad_y, w, nullptr, grad_x, workspace, stream);
   run_built_pass("conv2d_backward_data", s, precision, 1, stream, [&](auto zero, const GroupSizes& z) {
     using T = decltype(zero);
     Pass<T, true> p;
@@ -468,6 +547,7 @@ void conv2d_backward_data(const Conv2dShape& s, GemmPrecision precision, const v
 }
 
 int conv2d_weight_splits(const Conv2dShape& s, int sm_count) {
+  if (depthwise_takes(s)) return depthwise_weight_splits(s, sm_count);
   const std::int64_t m = s.out_channels / s.groups, n = (s.in_channels / s.groups) * s.kernel_h * s.kernel_w;
   const std::int64_t k = s.batch * s.out_h * s.out_w;
   const std::int64_t blocks = ((m + kTile - 1) / kTile) * ((n + kTile - 1) / kTile) * s.groups;
@@ -478,6 +558,7 @@ int conv2d_weight_splits(const Conv2dShape& s, int sm_count) {
 }
 
 std::int64_t conv2d_weight_workspace_bytes(const Conv2dShape& s, int splits) {
+  if (depthwise_takes(s)) return depthwise_weight_workspace_bytes(s, splits);
   if (splits <= 1) return 0;
   return std::int64_t(splits) * s.out_channels * (s.in_channels / s.groups) * s.kernel_h * s.kernel_w * 4;
 }
@@ -492,6 +573,11 @@ std::int64_t weight_split_depth(const Conv2dShape& s, int splits) {
 void conv2d_backward_weight(const Conv2dShape& s, GemmPrecision precision, const void* grad_y, const void* x,
                             void* grad_w, void* grad_bias, int splits, void* workspace, cudaStream_t stream) {
   if (splits < 1) throw std::invalid_argument("conv2d_backward_weight: splits must be >= 1");
+  if (depthwise_takes(s)) {
+    last_path.store(Conv2dPath::depthwise);
+    return depthwise_backward_weight(s, precision, grad_y, x, grad_w, grad_bias, splits, workspace, stream);
+  }
+  last_path.store(Conv2dPath::implicit_gemm);
   // Splits that have work (fewer than asked when K is short); 1 writes grad_w directly.
   const std::int64_t depth = weight_split_depth(s, splits), k = s.batch * s.out_h * s.out_w;
   const int used = splits > 1 ? static_cast<int>(std::max<std::int64_t>((k + depth - 1) / depth, 1)) : 1;

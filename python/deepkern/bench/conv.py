@@ -237,6 +237,14 @@ register_suite(
 
 CONV_CUDA_PRECISIONS = ("fp32", "tf32", "bf16")
 
+#: The ``conv`` suite's layers plus MobileNet's depthwise layers (the GPU's depthwise kernels) and its
+#: pointwise 1x1 after them (the GEMM on the NCHW planes).
+CONV_CUDA_LAYERS = CONV_LAYERS + (
+    ConvLayer(256, 28, 28, 256, 3, 3, 1, 1, groups=256, label="MobileNet depthwise 3x3, 28x28"),
+    ConvLayer(512, 14, 14, 512, 3, 3, 2, 1, groups=512, label="MobileNet depthwise 3x3/2, 14x14"),
+    ConvLayer(256, 28, 28, 256, 1, 1, label="MobileNet pointwise 1x1, 28x28"),
+)
+
 
 def _conv_cuda_unavailable() -> Optional[str]:
     """Why the GPU suite cannot run here (no usable GPU, no PyTorch), or None."""
@@ -332,13 +340,13 @@ def _conv_cuda_case(layer: ConvLayer, batch: int, conv_pass: str, precision: str
 
 
 def conv_cuda_cases(quick: bool = False) -> List[Case]:
-    """The ``conv`` suite's layers on the GPU at batch 32 (2 with ``quick``), forward and
-    forward+backward, in FP32, TF32 and BF16."""
+    """The ``conv`` suite's layers and MobileNet's (``CONV_CUDA_LAYERS``) on the GPU at batch 32 (2
+    with ``quick``), forward and forward+backward, in FP32, TF32 and BF16."""
     batch = CONV_BATCH_QUICK if quick else CONV_BATCH
     return [
         _conv_cuda_case(layer, batch, conv_pass, precision)
         for precision in CONV_CUDA_PRECISIONS
-        for layer in CONV_LAYERS
+        for layer in CONV_CUDA_LAYERS
         for conv_pass in CONV_PASSES
     ]
 
