@@ -434,7 +434,11 @@ def queue_callback(callback) -> None:
 def _run_post_hooks(leaf) -> None:
     """Calls the post-accumulate-grad hooks of ``leaf`` (see Tensor.register_post_accumulate_grad_hook)."""
     for hook in list(leaf._post_hooks.values()):
-        hook(leaf)
+        returned = hook(leaf)
+        if returned is not None:
+            raise TypeError(
+                f"post accumulate grad hook {hook!r} must return None, it returned {type(returned).__name__}"
+            )
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=None):
@@ -498,16 +502,15 @@ def _engine(roots, retain_graph: bool, to_leaf, leaf_done=None, wanted=None) -> 
     """Runs the backward pass from ``roots`` (pairs of a Tensor and its gradient array): each leaf
     that requires grad gets its gradient through ``to_leaf(leaf, g)`` (after its hooks, once, summed
     over its uses when it has hooks), and ``wanted`` (a dict keyed by (id(node), output index),
-    optional) gets the gradients of those outputs. ``leaf_done(leaf)`` (optional) is called for each
-    leaf with post-accumulate-grad hooks that got a gradient, as soon as no node left to run reads it."""
-    pending, nodes, hooked, reached = {}, [], {}, set()
+    optional) gets the gradients of those outputs. With ``leaf_done`` (optional), a leaf with
+    post-accumulate-grad hooks gets its gradient (one ``to_leaf`` call) as soon as no node left to
+    run reads it, and then ``leaf_done(leaf)``."""
+    pending, nodes, held = {}, [], {}  # held: leaves whose gradient waits until it is complete
 
     def to_input(inp, g):
         if type(inp) is not tuple:  # a leaf
-            if leaf_done is not None and inp._post_hooks:
-                reached.add(id(inp))
-            if getattr(inp, "_hooks", None):
-                hooked[id(inp)] = (inp, g if id(inp) not in hooked else hooked[id(inp)][1] + g)
+            if getattr(inp, "_hooks", None) or (leaf_done is not None and inp._post_hooks):
+                held[id(inp)] = (inp, g if id(inp) not in held else held[id(inp)][1] + g)
             else:
                 to_leaf(inp, g)
             return
@@ -525,23 +528,20 @@ def _engine(roots, retain_graph: bool, to_leaf, leaf_done=None, wanted=None) -> 
         nodes.append(node)
         to_input((node, root._output_index, root.shape), gradient)
 
-    def finish(leaves):  # leaves that no node left to run reads: their .grad is complete
+    def finish(leaves):  # leaves that no node left to run reads: their gradient is complete
         for leaf in leaves:
-            if id(leaf) in reached and id(leaf) not in hooked:
-                reached.discard(id(leaf))
-                leaf_done(leaf)
+            entry = held.pop(id(leaf), None)
+            if entry is not None:
+                to_leaf(leaf, run_hooks(leaf._hooks, entry[1]))
+                if leaf_done is not None and leaf._post_hooks:
+                    leaf_done(leaf)
 
     # The backward functions record nothing (one switch for the whole pass), and inf/NaN arising in
     # them (a derivative at a pole, inf - inf when gradients meet) raise no NumPy warning, as in PyTorch.
     with no_grad(), np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if nodes:
             _run_backward(nodes, pending, retain_graph, to_input, wanted, finish if leaf_done else None)
-        deferred = [leaf for leaf, _ in hooked.values()] + [root for root, _ in roots if root._node is None]
-        for leaf, g in hooked.values():
-            to_leaf(leaf, run_hooks(leaf._hooks, g))
-        hooked.clear()
-        if leaf_done is not None:  # the leaves with gradient hooks, and roots that are leaves, are complete now
-            finish(deferred)
+        finish([leaf for leaf, _ in list(held.values())])
 
 
 def _last_readers(order) -> list:

@@ -193,9 +193,9 @@ class Tensor:
 
     def register_post_accumulate_grad_hook(self, hook):
         """Calls ``hook(self)`` after a backward has accumulated this leaf's gradient into ``.grad``
-        (once per backward, when every use of the leaf in that backward has contributed); what the
-        hook returns is ignored. ``autograd.grad`` accumulates nothing and calls no such hook.
-        Returns a handle whose ``remove()`` unregisters it."""
+        (once per backward, when every use of the leaf in that backward has contributed); the hook
+        returns None (anything else is a TypeError, as in PyTorch). ``autograd.grad`` accumulates
+        nothing and calls no such hook. Returns a handle whose ``remove()`` unregisters it."""
         if not self._requires_grad:
             raise RuntimeError(
                 "register_post_accumulate_grad_hook: cannot register a hook on a tensor that doesn't require gradient"
