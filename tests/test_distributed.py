@@ -7,6 +7,7 @@ mpi4py and the MPICH wheel's ``mpiexec`` (both in the ``test`` extra)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -144,3 +145,49 @@ def test_dataloader_with_sampler():
     assert got.tolist() == [1.0, 4.0, 7.0, 10.0]
     with pytest.raises(ValueError, match="sampler.*shuffle"):
         DataLoader(TensorDataset(x), sampler=sampler, shuffle=True)
+
+
+# -- deepkern train on several ranks ---------------------------------------------------------------
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    pytest.importorskip("mpi4py")
+    proc = subprocess.run(
+        [sys.executable, "-m", "deepkern", *map(str, args)], capture_output=True, text=True, timeout=JOB_TIMEOUT
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def assert_same_models(path_a, path_b, what: str) -> None:
+    a, b = dk.load(str(path_a))["models"]["model"], dk.load(str(path_b))["models"]["model"]
+    assert list(a) == list(b)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-5, err_msg=f"{what}: {name}")
+
+
+def test_train_on_ranks_matches_one_process_and_resumes_on_another_count(tmp_path):
+    """sunspots-lstm (no dropout) with a batch of 10: 2 ranks (5 rows each), then a resume on 3
+    ranks (3, 3 and 4 rows) equal one process training the same epochs."""
+    from deepkern.training import TrainConfig, train
+
+    options = ["sunspots-lstm", "--batch-size", "10", "--no-progress"]
+    first = run_cli("train", *options, "--epochs", 1, "--nproc", 2, "--checkpoint", tmp_path / "two.st")
+    assert "data-parallel on 2 ranks" in first.stdout
+    assert first.stdout.count("epoch   1/1") == 1 and first.stdout.count("trained sunspots-lstm") == 1
+    second = run_cli("train", *options, "--epochs", 2, "--nproc", 3, "--resume", tmp_path / "two.st",
+                     "--checkpoint", tmp_path / "three.st")  # fmt: skip
+    assert "data-parallel on 3 ranks" in second.stdout and "resuming sunspots-lstm" in second.stdout
+    for epochs, ranks_path in ((1, tmp_path / "two.st"), (2, tmp_path / "three.st")):
+        single = tmp_path / f"single{epochs}.st"
+        cfg = TrainConfig("sunspots-lstm", epochs=epochs, batch_size=10, progress=False, checkpoint=str(single))
+        train(cfg, out=io.StringIO())
+        assert_same_models(ranks_path, single, f"{epochs} epochs")
+
+
+def test_nproc_needs_no_running_job(monkeypatch, capsys):
+    from deepkern.cli import main
+
+    monkeypatch.setenv("PMI_SIZE", "2")
+    assert main(["train", "sunspots-lstm", "--nproc", "2"]) == 2
+    assert "already runs under an MPI launcher" in capsys.readouterr().err

@@ -157,6 +157,14 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--plot", default=None, metavar="PATH", help="write the curves (GAN: a grid of samples) as PNG")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--nproc",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="train data-parallel on N processes: runs this command again under the mpiexec installed with "
+        "deepkern[distributed] (the same as `mpiexec -n N deepkern train ...`); --batch-size stays the global batch",
+    )
     train.set_defaults(_parser=train)
     return parser
 
@@ -292,8 +300,44 @@ def _cmd_bench(args, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _abort_job() -> None:
+    """Ends every rank of the MPI job this process belongs to (they would wait for it forever)."""
+    from . import distributed
+
+    if distributed.is_initialized() and distributed.get_world_size() > 1:
+        sys.stderr.flush()
+        distributed._comm().Abort(1)
+
+
+def _relaunch(args, parser: argparse.ArgumentParser) -> int:
+    """``deepkern train ... --nproc N``: the same command (without --nproc) on N MPI processes;
+    returns their exit code."""
+    import subprocess
+
+    from . import distributed
+
+    if distributed.is_initialized() or any(
+        int(os.environ.get(k, "1")) > 1 for k in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
+    ):
+        parser.error("--nproc: this command already runs under an MPI launcher; leave out --nproc")
+    if not distributed.is_available():
+        parser.error(f"--nproc {args.nproc}: {distributed._INSTALL_HINT}")
+    try:
+        mpiexec = distributed.mpiexec_path()
+    except FileNotFoundError as exc:
+        parser.error(f"--nproc {args.nproc}: {exc}")
+    argv = list(args._argv)
+    i = argv.index("--nproc") if "--nproc" in argv else None
+    argv = argv[:i] + argv[i + 2 :] if i is not None else [a for a in argv if not a.startswith("--nproc=")]
+    command = [mpiexec, "-n", str(args.nproc), sys.executable, "-m", "mpi4py", "-m", "deepkern", *argv]
+    return subprocess.run(command).returncode
+
+
 def _cmd_train(args, parser: argparse.ArgumentParser) -> int:
     from .training import ResumeError, TrainConfig, train
+
+    if args.nproc is not None:
+        return _relaunch(args, parser)
 
     cfg = TrainConfig(
         recipe=args.recipe,
@@ -313,8 +357,16 @@ def _cmd_train(args, parser: argparse.ArgumentParser) -> int:
         parser.error(str(exc))
     except (ValueError, ImportError, OSError) as exc:
         print(f"deepkern train: {exc}", file=sys.stderr)
+        _abort_job()
         return 1
-    print(f"trained {args.recipe} in {result['seconds']:.1f} s")
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        _abort_job()
+        raise
+    if result["rank"] == 0:
+        print(f"trained {args.recipe} in {result['seconds']:.1f} s")
     return 0
 
 
