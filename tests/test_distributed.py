@@ -191,3 +191,32 @@ def test_nproc_needs_no_running_job(monkeypatch, capsys):
     monkeypatch.setenv("PMI_SIZE", "2")
     assert main(["train", "sunspots-lstm", "--nproc", "2"]) == 2
     assert "already runs under an MPI launcher" in capsys.readouterr().err
+
+
+def test_bench_allreduce_launches_its_ranks(tmp_path, capsys):
+    pytest.importorskip("mpi4py")
+    from deepkern.bench import allreduce
+    from deepkern.cli import main
+
+    out = tmp_path / "allreduce.json"
+    assert main(["bench", "--op", "allreduce", "--quick", "--repeats", "1", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["size_mb"] for r in rows] == list(allreduce.QUICK_SIZES_MB)
+    for r in rows:
+        assert r["ranks"] == allreduce.RANKS and r["max_abs_err"] == 0 and r["buckets"] == 1
+        assert r["deepkern_ms"] > 0 and r["mpi_ms"] > 0
+        assert r["ratio"] == pytest.approx(r["mpi_ms"] / r["deepkern_ms"])
+        assert f"{r['size_mb']:>5g} MB" in printed
+
+
+def test_buckets_split_at_the_cap_and_at_dtype_changes():
+    from deepkern.nn.module import Parameter
+    from deepkern.nn.parallel import _make_buckets
+
+    sizes = [(10, np.float32), (30, np.float32), (20, np.float32), (5, np.float64), (50, np.float64), (7, np.float64)]
+    params = [Parameter(np.zeros(n, dtype)) for n, dtype in sizes]
+    buckets = _make_buckets(params, cap_bytes=160)  # 40 float32 or 20 float64 values
+    assert [[len(p._array) for p in b.params] for b in buckets] == [[10, 30], [20], [5], [50], [7]]
+    assert [b.buffer.dtype for b in buckets] == [np.float32] * 2 + [np.float64] * 3
+    assert [len(b.buffer) for b in buckets] == [40, 20, 5, 50, 7]

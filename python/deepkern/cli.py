@@ -78,7 +78,9 @@ def _build_parser() -> argparse.ArgumentParser:
         default="all",
         metavar="OP",
         help=f"op family to benchmark: one of {ops}, or 'all' (default: all; 'all' leaves out "
-        f"the long {', '.join(sorted(n for n, s in bench.SUITES.items() if not s.in_all))})",
+        f"the long {', '.join(sorted(n for n, s in bench.SUITES.items() if not s.in_all))}); or allreduce: "
+        "DistributedDataParallel's bucketed gradient all-reduce beside raw MPI_Allreduce on 2 ranks it launches "
+        "(needs deepkern[distributed])",
     )
     bench_parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (seconds)")
     bench_parser.add_argument(
@@ -205,6 +207,8 @@ def _check_output_paths(parser: argparse.ArgumentParser, paths: dict) -> None:
 def _cmd_bench(args, parser: argparse.ArgumentParser) -> int:
     from . import bench
 
+    if args.op == "allreduce":
+        return _cmd_bench_allreduce(args)
     if args.op == "all":
         names = sorted(name for name, suite in bench.SUITES.items() if suite.in_all)
     elif args.op in bench.SUITES:
@@ -331,6 +335,35 @@ def _relaunch(args, parser: argparse.ArgumentParser) -> int:
     argv = argv[:i] + argv[i + 2 :] if i is not None else [a for a in argv if not a.startswith("--nproc=")]
     command = [mpiexec, "-n", str(args.nproc), sys.executable, "-m", "mpi4py", "-m", "deepkern", *argv]
     return subprocess.run(command).returncode
+
+
+def _cmd_bench_allreduce(args) -> int:
+    """``deepkern bench --op allreduce``: its own 2-rank MPI job (see deepkern.bench.allreduce)."""
+    from .bench import allreduce
+
+    print(
+        f"deepkern bench --op allreduce: {allreduce.RANKS} ranks, {allreduce.BUCKET_CAP_MB} MB buckets", file=sys.stderr
+    )
+    try:
+        rows = allreduce.run(quick=args.quick, repeats=args.repeats)
+    except (ImportError, FileNotFoundError, RuntimeError) as exc:
+        print(f"deepkern bench --op allreduce: {exc}", file=sys.stderr)
+        return 1
+    print(allreduce.format_rows(rows))
+    print(
+        "ratio: MPI time / deepkern time (above 1: deepkern faster); GB/s: bytes reduced per second. "
+        "Times from a machine shared with other work are noisy."
+    )
+    worst = max(r["max_abs_err"] for r in rows)
+    if worst != 0:
+        print(f"error: the averaged gradients differ from the exact mean by up to {worst}", file=sys.stderr)
+        return 1
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"command": " ".join(["deepkern"] + list(args._argv)), "rows": rows}, f, indent=2)
+            f.write("\n")
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
 
 
 def _cmd_train(args, parser: argparse.ArgumentParser) -> int:

@@ -41,15 +41,14 @@ class _Bucket:
         self.work.wait()
         self.work = None
         self.ready.clear()
-        self.buffer /= world
         for p, lo, hi in zip(self.params, self.offsets[:-1], self.offsets[1:]):
             if not globally_used(p):
                 continue
-            value = self.buffer[lo:hi].reshape(p._array.shape)
+            total = self.buffer[lo:hi].reshape(p._array.shape)
             if p.grad is None:
-                p.grad = Tensor._wrap(value.copy())
+                p.grad = Tensor._wrap(total / world)
             else:
-                np.copyto(p.grad._array, value)
+                np.divide(total, world, out=p.grad._array)
 
 
 class DistributedDataParallel(Module):
