@@ -325,6 +325,9 @@ def check_ddp_state_dict_and_buffers():
     keys = list(ddp.state_dict())
     assert keys[0] == "module.0.weight" and list(ddp.module.state_dict())[0] == "0.weight", keys
     assert np.all(model[1].running_mean.numpy() == 0)
+    expect(ValueError, ["differ", "0.weight", "rank 1"], lambda: DDP(nn.Sequential(nn.Linear(3, 2 + min(RANK, 1)))))
+    expect(ValueError, ["bucket_cap_mb"], lambda: DDP(nn.Linear(2, 2), bucket_cap_mb=0))
+    expect(TypeError, ["module", "int"], lambda: DDP(3))
 
 
 def check_buckets_start_during_backward():

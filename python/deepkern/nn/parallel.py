@@ -110,17 +110,19 @@ class DistributedDataParallel(Module):
                 )
         self._sync_state(module.named_parameters(), "parameter")
         self._sync_state(module.named_buffers(), "buffer")
+        self._has_buffers = any(b is not None for _, b in module.named_buffers())
         self._buckets = _make_buckets([p for _, p in reversed(named)], bucket_cap_mb * 2**20)
         self._bucket_of = {id(p): b for b in self._buckets for p in b.params}
         self._reached = set()  # ids of the parameters whose gradient arrived in this backward
         self._next_bucket = 0  # buckets start in index order on every rank (MPI matches collectives by order)
         self._hook_handles = [p.register_post_accumulate_grad_hook(self._on_grad_ready) for _, p in named]
 
-    def _sync_state(self, named, what: str) -> None:
-        """Checks that the ranks' tensors have the same names, shapes and dtypes, then broadcasts rank 0's."""
+    def _sync_state(self, named, what: str, check: bool = True) -> None:
+        """Broadcasts rank 0's tensors of ``named`` to every rank, first checking (with ``check``)
+        that the ranks' tensors have the same names, shapes and dtypes."""
         named = [(n, t) for n, t in named if t is not None]
         comm = dist._comm()
-        layouts = comm.allgather([(n, tuple(t.shape), str(t.dtype)) for n, t in named])
+        layouts = comm.allgather([(n, tuple(t.shape), str(t.dtype)) for n, t in named]) if check else []
         for rank, layout in enumerate(layouts):
             if layout != layouts[0]:
                 diff = next((a, b) for a, b in zip(layouts[0] + [None], layout + [None]) if a != b)
@@ -136,8 +138,13 @@ class DistributedDataParallel(Module):
             autograd.bump_version(t._array)
 
     def forward(self, *inputs, **kwargs):
-        if self.broadcast_buffers and self.require_backward_grad_sync and autograd.is_grad_enabled():
-            self._sync_state(self.module.named_buffers(), "buffer")
+        if (
+            self.broadcast_buffers
+            and self._has_buffers
+            and self.require_backward_grad_sync
+            and autograd.is_grad_enabled()
+        ):
+            self._sync_state(self.module.named_buffers(), "buffer", check=False)  # checked at construction
         return self.module(*inputs, **kwargs)
 
     @contextlib.contextmanager
