@@ -320,9 +320,7 @@ def _relaunch(args, parser: argparse.ArgumentParser) -> int:
 
     from . import distributed
 
-    if distributed.is_initialized() or any(
-        int(os.environ.get(k, "1")) > 1 for k in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
-    ):
+    if distributed.is_initialized() or distributed.launched_world_size() > 1:
         parser.error("--nproc: this command already runs under an MPI launcher; leave out --nproc")
     if not distributed.is_available():
         parser.error(f"--nproc {args.nproc}: {distributed._INSTALL_HINT}")

@@ -42,6 +42,7 @@ __all__ = [
     "reduce_scatter",
     "reduce_scatter_tensor",
     "mpiexec_path",
+    "launched_world_size",
 ]
 
 _INSTALL_HINT = 'deepkern.distributed needs mpi4py and an MPI library: pip install "deepkern[distributed]"'
@@ -77,6 +78,15 @@ def mpiexec_path() -> str:
         f"no mpiexec next to this Python ({', '.join(dict.fromkeys(folders))}); "
         'pip install "deepkern[distributed]" installs MPICH\'s'
     )
+
+
+def launched_world_size() -> int:
+    """How many processes the MPI launcher that started this one started (1 outside one), read from
+    the environment (MPICH's Hydra sets PMI_SIZE, Open MPI OMPI_COMM_WORLD_SIZE) without starting MPI."""
+    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 1
 
 
 class ReduceOp:

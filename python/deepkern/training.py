@@ -602,8 +602,7 @@ def _schedulers(recipe: Recipe, done: int) -> dict:
 def _join_mpi_job(cfg: TrainConfig) -> tuple:
     """(rank, world size): (0, 1) in a single process; under an MPI launch of several processes the
     default process group is initialized (once) and ``cfg.device`` must be the CPU."""
-    launched = any(int(os.environ.get(k, "1")) > 1 for k in _MPI_SIZE_VARIABLES)
-    if not launched and not distributed.is_initialized():
+    if distributed.launched_world_size() == 1 and not distributed.is_initialized():
         return 0, 1
     if not distributed.is_initialized():
         distributed.init_process_group("mpi")
@@ -616,10 +615,6 @@ def _join_mpi_job(cfg: TrainConfig) -> tuple:
 
         deepkern.set_num_threads(max(1, deepkern.usable_cpus() // local))
     return distributed.get_rank(), world
-
-
-#: What MPI launchers (MPICH's Hydra, Open MPI) set to the number of processes they started.
-_MPI_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 
 
 def train(cfg: TrainConfig, out=None) -> dict:

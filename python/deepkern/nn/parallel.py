@@ -69,6 +69,9 @@ class DistributedDataParallel(Module):
     parameter is an error naming it). ``broadcast_buffers``: each forward first copies rank 0's
     buffers (e.g. BatchNorm's running statistics) to every rank.
 
+    ``device_ids``, ``output_device``, ``dim``, ``process_group`` and ``gradient_as_bucket_view`` are
+    accepted for PyTorch's signature and change nothing (the default group, the CPU).
+
     The wrapped model is ``module``; as in PyTorch, the wrapper's ``state_dict`` keys start with
     ``module.`` (save ``ddp.module.state_dict()`` to load the weights into an unwrapped model).
     """
