@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from . import _C, autograd, backends, cuda, data, io, nn, ops, optim, utils  # noqa: E402  (data batches are Tensors)
+from . import _C, autograd, backends, cuda, data, distributed, io, nn, ops, optim, utils  # noqa: E402  (data batches are Tensors)
 from .autograd import Function, enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from .io import load, save
 from .random import manual_seed
@@ -60,6 +60,7 @@ __all__ = [
     "backends",
     "cuda",
     "data",
+    "distributed",
     "utils",
     "io",
     "nn",

@@ -408,8 +408,37 @@ def run_hooks(hooks, g):
 
 def backward(root, gradient: np.ndarray, retain_graph: bool = False) -> None:
     """Propagates ``gradient`` (d loss / d root) to every leaf Tensor that requires grad,
-    accumulating into their ``.grad``."""
-    _engine([(root, gradient)], retain_graph, lambda leaf, g: leaf._accumulate_grad(g))
+    accumulating into their ``.grad``; each leaf's post-accumulate-grad hooks run once its
+    gradient is complete, and the callbacks queued during the pass (:func:`queue_callback`) at its end."""
+    outer = getattr(_state, "callbacks", None)
+    _state.callbacks = callbacks = []
+    try:
+        _engine([(root, gradient)], retain_graph, lambda leaf, g: leaf._accumulate_grad(g), _run_post_hooks)
+        while callbacks:  # a callback may queue another
+            callbacks.pop(0)()
+    finally:
+        _state.callbacks = outer
+
+
+def queue_callback(callback) -> None:
+    """Runs ``callback()`` once the backward pass now running has finished (PyTorch's
+    ``Variable._execution_engine.queue_callback``); only callable during a backward pass (from a hook)."""
+    callbacks = getattr(_state, "callbacks", None)
+    if callbacks is None:
+        raise RuntimeError("queue_callback: no backward pass is running; call it from a hook during backward()")
+    if not callable(callback):
+        raise TypeError(f"queue_callback: callback must be callable, got {type(callback).__name__}")
+    callbacks.append(callback)
+
+
+def _run_post_hooks(leaf) -> None:
+    """Calls the post-accumulate-grad hooks of ``leaf`` (see Tensor.register_post_accumulate_grad_hook)."""
+    for hook in list(leaf._post_hooks.values()):
+        returned = hook(leaf)
+        if returned is not None:
+            raise TypeError(
+                f"post accumulate grad hook {hook!r} must return None, it returned {type(returned).__name__}"
+            )
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=None):
@@ -456,7 +485,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         if id(leaf) in leaves:
             leaves[id(leaf)] = g if leaves[id(leaf)] is None else leaves[id(leaf)] + g
 
-    _engine(roots, bool(retain_graph), to_leaf, wanted)
+    _engine(roots, bool(retain_graph), to_leaf, wanted=wanted)
     result = []
     for i, t in enumerate(inputs):
         g = leaves[id(t)] if t._node is None else wanted[(id(t._node), t._output_index)]
@@ -469,17 +498,19 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     return tuple(result)
 
 
-def _engine(roots, retain_graph: bool, to_leaf, wanted=None) -> None:
+def _engine(roots, retain_graph: bool, to_leaf, leaf_done=None, wanted=None) -> None:
     """Runs the backward pass from ``roots`` (pairs of a Tensor and its gradient array): each leaf
     that requires grad gets its gradient through ``to_leaf(leaf, g)`` (after its hooks, once, summed
     over its uses when it has hooks), and ``wanted`` (a dict keyed by (id(node), output index),
-    optional) gets the gradients of those outputs."""
-    pending, nodes, hooked = {}, [], {}
+    optional) gets the gradients of those outputs. With ``leaf_done`` (optional), a leaf with
+    post-accumulate-grad hooks gets its gradient (one ``to_leaf`` call) as soon as no node left to
+    run reads it, and then ``leaf_done(leaf)``."""
+    pending, nodes, held = {}, [], {}  # held: leaves whose gradient waits until it is complete
 
     def to_input(inp, g):
         if type(inp) is not tuple:  # a leaf
-            if getattr(inp, "_hooks", None):
-                hooked[id(inp)] = (inp, g if id(inp) not in hooked else hooked[id(inp)][1] + g)
+            if getattr(inp, "_hooks", None) or (leaf_done is not None and inp._post_hooks):
+                held[id(inp)] = (inp, g if id(inp) not in held else held[id(inp)][1] + g)
             else:
                 to_leaf(inp, g)
             return
@@ -496,47 +527,75 @@ def _engine(roots, retain_graph: bool, to_leaf, wanted=None) -> None:
         node.check_view_current()
         nodes.append(node)
         to_input((node, root._output_index, root.shape), gradient)
+
+    def finish(leaves):  # leaves that no node left to run reads: their gradient is complete
+        for leaf in leaves:
+            entry = held.pop(id(leaf), None)
+            if entry is not None:
+                to_leaf(leaf, run_hooks(leaf._hooks, entry[1]))
+                if leaf_done is not None and leaf._post_hooks:
+                    leaf_done(leaf)
+
     # The backward functions record nothing (one switch for the whole pass), and inf/NaN arising in
     # them (a derivative at a pole, inf - inf when gradients meet) raise no NumPy warning, as in PyTorch.
     with no_grad(), np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if nodes:
-            _run_backward(nodes, pending, retain_graph, to_input, wanted)
-        for leaf, g in hooked.values():
-            to_leaf(leaf, run_hooks(leaf._hooks, g))
+            _run_backward(nodes, pending, retain_graph, to_input, wanted, finish if leaf_done else None)
+        finish([leaf for leaf, _ in list(held.values())])
 
 
-def _run_backward(roots, pending: dict, retain_graph: bool, to_input, wanted) -> None:
-    for node in _topological_order(roots):
+def _last_readers(order) -> list:
+    """For each node of ``order``, the leaves with post-accumulate-grad hooks that it is the last to read."""
+    last = {}
+    for i, node in enumerate(order):
+        for inp in node.inputs:
+            if inp is not None and type(inp) is not tuple and inp._post_hooks:
+                last[id(inp)] = (i, inp)
+    by_node = [[] for _ in order]
+    for i, leaf in last.values():
+        by_node[i].append(leaf)
+    return by_node
+
+
+def _run_backward(roots, pending: dict, retain_graph: bool, to_input, wanted, finish=None) -> None:
+    order = _topological_order(roots)
+    done_after = _last_readers(order) if finish is not None else None
+    for step, node in enumerate(order):
         grads = pending.pop(id(node), None)
-        if grads is None:
+        if grads is not None:
+            _run_node(node, grads, retain_graph, to_input, wanted)
+        if done_after is not None and done_after[step]:
+            finish(done_after[step])
+
+
+def _run_node(node, grads, retain_graph: bool, to_input, wanted) -> None:
+    """Runs one node's backward on ``grads`` (one per output, None where none arrived) and passes
+    the gradients of its inputs on through ``to_input``."""
+    if node.hooks:
+        grads = [g if g is None else run_hooks(node.hooks.get(i), g) for i, g in enumerate(grads)]
+    if wanted:
+        for i, g in enumerate(grads):
+            if (id(node), i) in wanted:
+                wanted[(id(node), i)] = g
+    if any(g is None for g in grads):  # outputs that got no gradient: zeros, on the device of those that did
+        backend = backend_of(*grads, op=node.name())
+        grads = [backend.zeros(shape, dtype) if g is None else g for g, (shape, dtype) in zip(grads, node.output_meta)]
+    if node.ctx._released:
+        _ = node.ctx.saved_tensors  # raises: this part of the graph was already freed
+    in_grads = node.function.backward(node.ctx, *grads)
+    if not isinstance(in_grads, tuple):
+        in_grads = (in_grads,)
+    # Trailing arguments that are not Tensors needing grad may be left out.
+    if len(in_grads) < len(node.inputs) and any(i is not None for i in node.inputs[len(in_grads) :]):
+        raise RuntimeError(f"{node.name()} returned {len(in_grads)} gradients for {len(node.inputs)} inputs")
+    if not retain_graph:
+        node.ctx.release()
+    for inp, g in zip(node.inputs, in_grads):
+        if inp is None or g is None:
             continue
-        if node.hooks:
-            grads = [g if g is None else run_hooks(node.hooks.get(i), g) for i, g in enumerate(grads)]
-        if wanted:
-            for i, g in enumerate(grads):
-                if (id(node), i) in wanted:
-                    wanted[(id(node), i)] = g
-        if any(g is None for g in grads):  # outputs that got no gradient: zeros, on the device of those that did
-            backend = backend_of(*grads, op=node.name())
-            grads = [
-                backend.zeros(shape, dtype) if g is None else g for g, (shape, dtype) in zip(grads, node.output_meta)
-            ]
-        if node.ctx._released:
-            _ = node.ctx.saved_tensors  # raises: this part of the graph was already freed
-        in_grads = node.function.backward(node.ctx, *grads)
-        if not isinstance(in_grads, tuple):
-            in_grads = (in_grads,)
-        # Trailing arguments that are not Tensors needing grad may be left out.
-        if len(in_grads) < len(node.inputs) and any(i is not None for i in node.inputs[len(in_grads) :]):
-            raise RuntimeError(f"{node.name()} returned {len(in_grads)} gradients for {len(node.inputs)} inputs")
-        if not retain_graph:
-            node.ctx.release()
-        for inp, g in zip(node.inputs, in_grads):
-            if inp is None or g is None:
-                continue
-            if not isinstance(g, _NDARRAY):
-                g = as_array(g)
-            shape = inp[2] if type(inp) is tuple else inp.shape
-            if g.shape != shape:
-                raise RuntimeError(f"{node.name()} returned a gradient of shape {g.shape} for an input of {shape}")
-            to_input(inp, g)
+        if not isinstance(g, _NDARRAY):
+            g = as_array(g)
+        shape = inp[2] if type(inp) is tuple else inp.shape
+        if g.shape != shape:
+            raise RuntimeError(f"{node.name()} returned a gradient of shape {g.shape} for an input of {shape}")
+        to_input(inp, g)

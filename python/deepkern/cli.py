@@ -78,7 +78,9 @@ def _build_parser() -> argparse.ArgumentParser:
         default="all",
         metavar="OP",
         help=f"op family to benchmark: one of {ops}, or 'all' (default: all; 'all' leaves out "
-        f"the long {', '.join(sorted(n for n, s in bench.SUITES.items() if not s.in_all))})",
+        f"the long {', '.join(sorted(n for n, s in bench.SUITES.items() if not s.in_all))}); or allreduce: "
+        "DistributedDataParallel's bucketed gradient all-reduce beside raw MPI_Allreduce on 2 ranks it launches "
+        "(needs deepkern[distributed])",
     )
     bench_parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (seconds)")
     bench_parser.add_argument(
@@ -157,6 +159,14 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--plot", default=None, metavar="PATH", help="write the curves (GAN: a grid of samples) as PNG")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--nproc",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="train data-parallel on N processes: runs this command again under the mpiexec installed with "
+        "deepkern[distributed] (the same as `mpiexec -n N deepkern train ...`); --batch-size stays the global batch",
+    )
     train.set_defaults(_parser=train)
     return parser
 
@@ -197,6 +207,8 @@ def _check_output_paths(parser: argparse.ArgumentParser, paths: dict) -> None:
 def _cmd_bench(args, parser: argparse.ArgumentParser) -> int:
     from . import bench
 
+    if args.op == "allreduce":
+        return _cmd_bench_allreduce(args)
     if args.op == "all":
         names = sorted(name for name, suite in bench.SUITES.items() if suite.in_all)
     elif args.op in bench.SUITES:
@@ -292,8 +304,71 @@ def _cmd_bench(args, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _abort_job() -> None:
+    """Ends every rank of the MPI job this process belongs to (they would wait for it forever)."""
+    from . import distributed
+
+    if distributed.is_initialized() and distributed.get_world_size() > 1:
+        sys.stderr.flush()
+        distributed._comm().Abort(1)
+
+
+def _relaunch(args, parser: argparse.ArgumentParser) -> int:
+    """``deepkern train ... --nproc N``: the same command (without --nproc) on N MPI processes;
+    returns their exit code."""
+    import subprocess
+
+    from . import distributed
+
+    if distributed.is_initialized() or distributed.launched_world_size() > 1:
+        parser.error("--nproc: this command already runs under an MPI launcher; leave out --nproc")
+    if not distributed.is_available():
+        parser.error(f"--nproc {args.nproc}: {distributed._INSTALL_HINT}")
+    try:
+        mpiexec = distributed.mpiexec_path()
+    except FileNotFoundError as exc:
+        parser.error(f"--nproc {args.nproc}: {exc}")
+    argv = list(args._argv)
+    i = argv.index("--nproc") if "--nproc" in argv else None
+    argv = argv[:i] + argv[i + 2 :] if i is not None else [a for a in argv if not a.startswith("--nproc=")]
+    command = [mpiexec, "-n", str(args.nproc), sys.executable, "-m", "mpi4py", "-m", "deepkern", *argv]
+    return subprocess.run(command).returncode
+
+
+def _cmd_bench_allreduce(args) -> int:
+    """``deepkern bench --op allreduce``: its own 2-rank MPI job (see deepkern.bench.allreduce)."""
+    from .bench import allreduce
+
+    print(
+        f"deepkern bench --op allreduce: {allreduce.RANKS} ranks, {allreduce.BUCKET_CAP_MB} MB buckets", file=sys.stderr
+    )
+    try:
+        rows = allreduce.run(quick=args.quick, repeats=args.repeats)
+    except (ImportError, FileNotFoundError, RuntimeError) as exc:
+        print(f"deepkern bench --op allreduce: {exc}", file=sys.stderr)
+        return 1
+    print(allreduce.format_rows(rows))
+    print(
+        "ratio: MPI time / deepkern time (above 1: deepkern faster); GB/s: bytes reduced per second. "
+        "Times from a machine shared with other work are noisy."
+    )
+    worst = max(r["max_abs_err"] for r in rows)
+    if worst != 0:
+        print(f"error: the averaged gradients differ from the exact mean by up to {worst}", file=sys.stderr)
+        return 1
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"command": " ".join(["deepkern"] + list(args._argv)), "rows": rows}, f, indent=2)
+            f.write("\n")
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
 def _cmd_train(args, parser: argparse.ArgumentParser) -> int:
     from .training import ResumeError, TrainConfig, train
+
+    if args.nproc is not None:
+        return _relaunch(args, parser)
 
     cfg = TrainConfig(
         recipe=args.recipe,
@@ -313,8 +388,16 @@ def _cmd_train(args, parser: argparse.ArgumentParser) -> int:
         parser.error(str(exc))
     except (ValueError, ImportError, OSError) as exc:
         print(f"deepkern train: {exc}", file=sys.stderr)
+        _abort_job()
         return 1
-    print(f"trained {args.recipe} in {result['seconds']:.1f} s")
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        _abort_job()
+        raise
+    if result["rank"] == 0:
+        print(f"trained {args.recipe} in {result['seconds']:.1f} s")
     return 0
 
 

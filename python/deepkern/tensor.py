@@ -109,7 +109,7 @@ class Tensor:
     """An array of a device's backend (a NumPy array on the CPU) plus autograd state. Create with
     :func:`tensor`, :func:`from_numpy`, the factory functions, or as the result of operations."""
 
-    __slots__ = ("_array", "_node", "_output_index", "_requires_grad", "grad", "_hooks", "__weakref__")
+    __slots__ = ("_array", "_node", "_output_index", "_requires_grad", "grad", "_hooks", "_post_hooks", "__weakref__")
     __array_priority__ = 1000  # ndarray <op> Tensor defers to Tensor's reflected operators
 
     def __init__(self, data, requires_grad: bool = False):
@@ -120,6 +120,7 @@ class Tensor:
         self._requires_grad = False
         self.grad = None
         self._hooks = None  # a leaf's gradient hooks (see register_hook); a non-leaf's are on its node
+        self._post_hooks = None  # a leaf's post-accumulate-grad hooks (see register_post_accumulate_grad_hook)
         self.requires_grad = requires_grad
 
     @classmethod
@@ -131,6 +132,7 @@ class Tensor:
         t._requires_grad = node is not None
         t.grad = None
         t._hooks = None
+        t._post_hooks = None
         return t
 
     # -- autograd state ------------------------------------------------------------------------
@@ -188,6 +190,24 @@ class Tensor:
         if not self._requires_grad:
             raise RuntimeError("register_hook: cannot register a hook on a tensor that doesn't require gradient")
         return autograd.add_hook(self._grad_hooks(), hook)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Calls ``hook(self)`` after a backward has accumulated this leaf's gradient into ``.grad``
+        (once per backward, when every use of the leaf in that backward has contributed); the hook
+        returns None (anything else is a TypeError, as in PyTorch). ``autograd.grad`` accumulates
+        nothing and calls no such hook. Returns a handle whose ``remove()`` unregisters it."""
+        if not self._requires_grad:
+            raise RuntimeError(
+                "register_post_accumulate_grad_hook: cannot register a hook on a tensor that doesn't require gradient"
+            )
+        if self._node is not None:
+            raise RuntimeError(
+                "register_post_accumulate_grad_hook: post accumulate grad hooks cannot be registered on non-leaf "
+                f"tensors (this one comes from {self._node.name()})"
+            )
+        if self._post_hooks is None:
+            self._post_hooks = {}
+        return autograd.add_hook(self._post_hooks, hook)
 
     def _grad_hooks(self) -> dict:
         """The dict of this tensor's gradient hooks: its own for a leaf, its node's output slot's otherwise."""

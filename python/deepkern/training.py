@@ -15,6 +15,13 @@ progress bar and a line of metrics per epoch, checkpoints (``deepkern.save``) af
 resumes from a checkpoint so the run continues the same trajectory, and plots the curves (or the
 GAN's samples) with matplotlib.
 
+Launched under MPI (``mpiexec -n N deepkern train ...``, or ``deepkern train --nproc N``), the run is
+data-parallel: every rank draws the same global batches (the ``--batch-size``, in the order a single
+process draws them), trains on its share of each batch's rows, and DistributedDataParallel averages
+the gradients, weighted so that each step is the single-process step on the whole batch. Only rank 0
+prints, plots and writes checkpoints; a checkpoint holds the unwrapped models, so it resumes on any
+number of ranks.
+
 A resume keeps what defines the run from the checkpoint (recipe, batch size, learning rate, seed:
 the model, the data and its order, the optimizer) and refuses a different value with
 :class:`ResumeError`; it may change the number of epochs (more than those done), the device and the
@@ -26,13 +33,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 import time
+from io import StringIO
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from . import backends, data, io, nn, optim
+from . import backends, data, distributed, io, nn, optim
 from .autograd import no_grad
 from .backends import Device
 from .random import get_generator, get_philox_state, manual_seed, set_philox_state
@@ -76,6 +85,39 @@ class Recipe:
         self.optimizers: Dict[str, optim.Optimizer] = {}
         self.schedulers: Dict[str, optim.lr_scheduler.LRScheduler] = {}
         self.loaders: List[data.DataLoader] = []
+        self.parallel: Dict[str, nn.Module] = {}  # the models wrapped for data-parallel training
+        self.rank, self.world = 0, 1
+
+    def net(self, name: str = "model") -> nn.Module:
+        """The model to train: ``models[name]``, wrapped in DistributedDataParallel on several ranks."""
+        return self.parallel.get(name, self.models[name])
+
+    def shard(self, *batch) -> tuple:
+        """This rank's rows of a global batch (Tensors of equal length, split as evenly as possible)
+        and its share of the batch (rows / batch rows); in one process, the batch and 1.0. A rank
+        whose part would be empty gets the first row and share 0 (its gradient then counts as zero)."""
+        if self.world == 1:
+            return batch, 1.0
+        n = len(batch[0])
+        lo, hi = n * self.rank // self.world, n * (self.rank + 1) // self.world
+        if hi == lo:
+            return tuple(t[:1] for t in batch), 0.0
+        return tuple(t[lo:hi] for t in batch), (hi - lo) / n
+
+    def scaled(self, loss, share: float):
+        """``loss`` (a mean over this rank's rows) weighted so that the gradient DistributedDataParallel
+        averages over the ranks is the whole batch's mean; ``loss`` itself in one process."""
+        return loss if self.world == 1 else loss * (share * self.world)
+
+    def sum_over_ranks(self, values: Dict[str, float]) -> Dict[str, float]:
+        """``values`` summed over the ranks (as they are in one process)."""
+        if self.world == 1:
+            return values
+        from . import distributed
+
+        summed = np.array(list(values.values()), np.float64)
+        distributed.all_reduce(summed)
+        return dict(zip(values, summed.tolist()))
 
     def build(self) -> None:
         """Creates ``models``, ``optimizers``, the data and ``loaders`` from ``cfg``."""
@@ -90,22 +132,25 @@ class Recipe:
         raise NotImplementedError
 
     def fit_epoch(self, progress: Callable, batch_loss: Callable, clip_norm: Optional[float] = None) -> float:
-        """One pass of ``models["model"]`` over ``self.loader`` (zero_grad, ``batch_loss(x, y)``,
-        backward, optional gradient-norm clipping, optimizer step); the mean loss per sample."""
-        model, opt = self.models["model"], self.optimizers["model"]
+        """One pass of ``net()`` over ``self.loader`` (zero_grad, ``batch_loss(x, y)`` on this rank's
+        rows, backward, optional gradient-norm clipping, optimizer step); the mean loss per sample."""
+        model, opt = self.net(), self.optimizers["model"]
         model.train()
-        total, count = 0.0, 0
-        for x, y in progress(self.loader, len(self.loader)):
+        sums = {"loss": 0.0, "count": 0.0}
+        for batch in progress(self.loader, len(self.loader)):
+            (x, y), share = self.shard(*batch)
             x, y = x.to(self.device), y.to(self.device)
             opt.zero_grad()
             loss = batch_loss(x, y)
-            loss.backward()
+            self.scaled(loss, share).backward()
             if clip_norm is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
             opt.step()
-            total += loss.item() * len(y)
-            count += len(y)
-        return total / count
+            rows = len(y) if share else 0
+            sums["loss"] += loss.item() * rows
+            sums["count"] += rows
+        sums = self.sum_over_ranks(sums)
+        return sums["loss"] / sums["count"]
 
     def evaluate(self) -> Dict[str, float]:
         return {}
@@ -156,7 +201,7 @@ class DigitsCNN(Recipe):
         return {"model": optim.lr_scheduler.CosineAnnealingLR(self.optimizers["model"], self.cfg.epochs)}
 
     def train_epoch(self, progress):
-        return {"train_loss": self.fit_epoch(progress, lambda x, y: self.loss(self.models["model"](x), y))}
+        return {"train_loss": self.fit_epoch(progress, lambda x, y: self.loss(self.net()(x), y))}
 
     def evaluate(self):
         model = self.models["model"]
@@ -205,7 +250,7 @@ class SunspotsLSTM(Recipe):
         self.loss = nn.MSELoss()
 
     def train_epoch(self, progress):
-        return {"train_mse": self.fit_epoch(progress, lambda x, y: self.loss(self.models["model"](x), y))}
+        return {"train_mse": self.fit_epoch(progress, lambda x, y: self.loss(self.net()(x), y))}
 
     def evaluate(self):
         model = self.models["model"]
@@ -262,8 +307,8 @@ class CharLSTM(Recipe):
         self.optimizers["model"] = optim.Adam(self.models["model"].parameters(), lr=self.cfg.lr)
         self.loss = nn.CrossEntropyLoss()
 
-    def _loss(self, ids, targets):
-        logits, _ = self.models["model"](ids)
+    def _loss(self, ids, targets, model=None):
+        logits, _ = (model or self.net())(ids)
         return self.loss(logits.reshape(-1, self.corpus.vocab_size), targets.reshape(-1))
 
     def train_epoch(self, progress):
@@ -276,7 +321,7 @@ class CharLSTM(Recipe):
         with no_grad():
             for start in range(0, len(ids), 256):
                 losses.append(
-                    self._loss(ids[start : start + 256], targets[start : start + 256]).item()
+                    self._loss(ids[start : start + 256], targets[start : start + 256], self.models["model"]).item()
                     * len(ids[start : start + 256])
                 )
         return {"val_loss": sum(losses) / len(ids), "unigram_entropy": self.corpus.unigram_entropy()}
@@ -351,33 +396,36 @@ class DigitsGAN(Recipe):
         self.fixed_noise = randn(64, self.latent, generator=np.random.default_rng(self.cfg.seed), device=self.device)
 
     def train_epoch(self, progress):
-        gen, disc = self.models["generator"], self.models["discriminator"]
+        gen, disc = self.net("generator"), self.net("discriminator")
         opt_g, opt_d = self.optimizers["generator"], self.optimizers["discriminator"]
         gen.train()
         disc.train()
-        sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0}
-        steps = 0
+        sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0, "steps": 0.0}
         for (real,) in progress(self.loader, len(self.loader)):
-            real = real.to(self.device)
+            noise = randn(len(real), self.latent)  # the whole batch's: the same draws as one process
+            (real, noise), share = self.shard(real, noise)
+            real, noise = real.to(self.device), noise.to(self.device)
             n = len(real)
             real_labels, fake_labels = full((n, 1), 0.9, device=self.device), zeros(n, 1, device=self.device)
-            fake = gen(randn(n, self.latent, device=self.device))
+            fake = gen(noise)
             # Discriminator: real -> 0.9 (one-sided label smoothing), generated -> 0.
             opt_d.zero_grad()
             d_real, d_fake = disc(real), disc(fake.detach())
             d_loss = self.loss(d_real, real_labels) + self.loss(d_fake, fake_labels)
-            d_loss.backward()
+            self.scaled(d_loss, share).backward()
             opt_d.step()
             # Generator: make the discriminator call its samples real.
             opt_g.zero_grad()
             g_loss = self.loss(disc(fake), full((n, 1), 1.0, device=self.device))
-            g_loss.backward()
+            self.scaled(g_loss, share).backward()
             opt_g.step()
-            sums["d_loss"] += d_loss.item()
-            sums["g_loss"] += g_loss.item()
-            sums["d_real"] += float(_sigmoid(d_real.detach().cpu().numpy()).mean())
-            sums["d_fake"] += float(_sigmoid(d_fake.detach().cpu().numpy()).mean())
-            steps += 1
+            sums["d_loss"] += d_loss.item() * share
+            sums["g_loss"] += g_loss.item() * share
+            sums["d_real"] += float(_sigmoid(d_real.detach().cpu().numpy()).mean()) * share
+            sums["d_fake"] += float(_sigmoid(d_fake.detach().cpu().numpy()).mean()) * share
+            sums["steps"] += share
+        sums = self.sum_over_ranks(sums)
+        steps = sums.pop("steps")
         return {k: v / steps for k, v in sums.items()}
 
     def samples(self) -> np.ndarray:
@@ -551,9 +599,28 @@ def _schedulers(recipe: Recipe, done: int) -> dict:
     return schedulers
 
 
+def _join_mpi_job(cfg: TrainConfig) -> tuple:
+    """(rank, world size): (0, 1) in a single process; under an MPI launch of several processes the
+    default process group is initialized (once) and ``cfg.device`` must be the CPU."""
+    if distributed.launched_world_size() == 1 and not distributed.is_initialized():
+        return 0, 1
+    if not distributed.is_initialized():
+        distributed.init_process_group("mpi")
+    world = distributed.get_world_size()
+    if world > 1 and Device(cfg.device).type != "cpu":
+        raise ValueError(f"--device {cfg.device}: data-parallel training runs on the CPU (MPI collectives)")
+    local = int(os.environ.get("MPI_LOCALNRANKS", os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", "1")))
+    if world > 1 and "OMP_NUM_THREADS" not in os.environ:  # the ranks on one machine share its cores
+        import deepkern
+
+        deepkern.set_num_threads(max(1, deepkern.usable_cpus() // local))
+    return distributed.get_rank(), world
+
+
 def train(cfg: TrainConfig, out=None) -> dict:
     """Runs ``cfg.recipe``, or resumes ``cfg.resume``; prints a line per epoch and a summary;
-    returns ``{"history": [...], "summary": [...], "seconds": ..., "recipe": ...}``. Raises
+    returns ``{"history": [...], "summary": [...], "seconds": ..., "recipe": ..., "rank": ...}``
+    (under MPI, only rank 0 prints, evaluates and writes; see the module's documentation). Raises
     :class:`ResumeError` (a ValueError) for options that contradict the checkpoint."""
     out = out or sys.stdout
     if cfg.recipe not in RECIPES:
@@ -569,8 +636,12 @@ def train(cfg: TrainConfig, out=None) -> dict:
             setattr(cfg, key, type(value)(value))
     if cfg.seed is None:
         cfg.seed = 0
+    rank, world = _join_mpi_job(cfg)
+    if rank != 0:  # only rank 0 speaks and writes
+        out, cfg.checkpoint, cfg.plot = StringIO(), None, None
     manual_seed(cfg.seed)
     recipe = cls(cfg)
+    recipe.rank, recipe.world = rank, world
     recipe.build()
     for model in recipe.models.values():
         model.to(recipe.device)
@@ -578,10 +649,13 @@ def train(cfg: TrainConfig, out=None) -> dict:
     if checkpoint is not None:
         done, history = _restore(recipe, checkpoint)
         print(announce, file=out, flush=True)
+    if world > 1:
+        recipe.parallel = {name: nn.parallel.DistributedDataParallel(m) for name, m in recipe.models.items()}
+        print(f"data-parallel on {world} ranks: each trains on 1/{world} of every batch", file=out, flush=True)
     recipe.schedulers = _schedulers(recipe, done)
 
     def progress(iterable, total, epoch):
-        if not cfg.progress:
+        if not cfg.progress or rank != 0:
             return iterable
         from tqdm import tqdm
 
@@ -593,7 +667,8 @@ def train(cfg: TrainConfig, out=None) -> dict:
         metrics = recipe.train_epoch(lambda it, n, epoch=epoch: progress(it, n, epoch))
         for sched in recipe.schedulers.values():
             sched.step()
-        metrics.update(recipe.evaluate())
+        if rank == 0:  # the models are equal on every rank: one evaluation is enough
+            metrics.update(recipe.evaluate())
         metrics = {"epoch": epoch, **{k: float(v) for k, v in metrics.items()}, "seconds": time.perf_counter() - t0}
         history.append(metrics)
         print(
@@ -606,7 +681,7 @@ def train(cfg: TrainConfig, out=None) -> dict:
         if cfg.checkpoint:
             io.save(_state(recipe, epoch, history), cfg.checkpoint)
     seconds = time.perf_counter() - start
-    summary = recipe.summary(history) if history else []
+    summary = recipe.summary(history) if history and rank == 0 else []
     for line in summary:
         print(line, file=out)
     if cfg.plot and history:
@@ -614,4 +689,4 @@ def train(cfg: TrainConfig, out=None) -> dict:
         print(f"wrote {cfg.plot}", file=out)
     if not math.isfinite(sum(v for h in history for v in h.values())):
         print("warning: a metric is not finite", file=out)
-    return {"history": history, "summary": summary, "seconds": seconds, "recipe": recipe}
+    return {"history": history, "summary": summary, "seconds": seconds, "recipe": recipe, "rank": rank}

@@ -1,7 +1,8 @@
 """deepkern.data: datasets, DataLoader, and real data that ships inside installed packages.
 
 - :class:`Dataset`, :class:`TensorDataset`, :class:`Subset`, :func:`random_split`
-- :class:`DataLoader` (batch_size, shuffle with a seed, drop_last), :func:`default_collate`
+- :class:`DataLoader` (batch_size, shuffle with a seed, drop_last, sampler), :func:`default_collate`;
+  :class:`DistributedSampler` (each rank's share of the indices)
 - :func:`digits` (scikit-learn), :func:`sunspots` (statsmodels), :func:`char_corpus` (the
   standard library's pydoc_data): never downloaded; scikit-learn and statsmodels come with
   ``pip install "deepkern[train]"``.
@@ -10,6 +11,7 @@
 from .dataset import Dataset, Subset, TensorDataset, random_split
 from .datasets import CharCorpus, Windows, char_corpus, digits, sliding_windows, stratified_split, sunspots
 from .loader import DataLoader, default_collate
+from .sampler import DistributedSampler
 
 __all__ = [
     "Dataset",
@@ -17,6 +19,7 @@ __all__ = [
     "Subset",
     "random_split",
     "DataLoader",
+    "DistributedSampler",
     "default_collate",
     "digits",
     "stratified_split",

@@ -40,6 +40,9 @@ class DataLoader:
     as in PyTorch). A :class:`TensorDataset` (or a :class:`Subset` of one) with the default collate
     is batched by indexing its whole arrays at once, with the same result and no per-sample loop.
 
+    ``sampler`` (an iterable of indices with a length, e.g. :class:`DistributedSampler`) gives
+    the order of the samples instead of ``shuffle``.
+
     ``num_workers`` is accepted for PyTorch compatibility (an int >= 0): the batches are always
     made in this process, in the same order and with the same values as PyTorch's workers give.
 
@@ -58,6 +61,7 @@ class DataLoader:
         collate_fn=None,
         pin_memory: bool = False,
         num_workers: int = 0,
+        sampler=None,
     ):
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be an int >= 1, got {batch_size!r}")
@@ -65,6 +69,10 @@ class DataLoader:
             raise ValueError(f"DataLoader: num_workers must be an int >= 0, got {num_workers!r}")
         if seed is not None:
             seed = operator.index(seed)
+        if sampler is not None and shuffle:
+            raise ValueError(
+                "DataLoader: sampler option is mutually exclusive with shuffle (the sampler sets the order)"
+            )
         if collate_fn is not None and not callable(collate_fn):
             raise TypeError(f"DataLoader: collate_fn must be callable or None, got {type(collate_fn).__name__}")
         self.dataset = dataset
@@ -75,15 +83,18 @@ class DataLoader:
         self.collate_fn = collate_fn
         self.pin_memory = bool(pin_memory)
         self.num_workers = int(num_workers)
+        self.sampler = sampler
         self.epoch = 0
 
     def __len__(self) -> int:
-        n = len(self.dataset)
+        n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
         n = len(self.dataset)
-        if self.shuffle:
+        if self.sampler is not None:
+            order = np.fromiter(iter(self.sampler), np.int64)
+        elif self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(n)
         else:
             order = np.arange(n)

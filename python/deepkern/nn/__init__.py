@@ -1,6 +1,6 @@
 """Layers, losses and initialisers with PyTorch's names, defaults and semantics."""
 
-from . import functional, init, utils
+from . import functional, init, parallel, utils
 from .activation import (
     ELU,
     GELU,
@@ -65,6 +65,7 @@ __all__ = [
     "Sequential",
     "functional",
     "init",
+    "parallel",
     "utils",
     "Linear",
     "Conv1d",
