@@ -576,6 +576,20 @@ def _schedulers(recipe: Recipe, done: int) -> dict:
     return schedulers
 
 
+def _report(unit: str, index: int, total: int, metrics: dict, t0: float, out) -> dict:
+    """Prints the line of epoch (or round) ``index`` of ``total``, begun at ``t0``; returns its
+    history entry: ``{unit: index, metric: float, ..., "seconds": ...}``."""
+    metrics = {unit: index, **{k: float(v) for k, v in metrics.items()}, "seconds": time.perf_counter() - t0}
+    print(
+        f"{unit} {index:3d}/{total}  "
+        + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k not in (unit, "seconds"))
+        + f"  ({metrics['seconds']:.1f} s)",
+        file=out,
+        flush=True,
+    )
+    return metrics
+
+
 def train(cfg: TrainConfig, out=None) -> dict:
     """Runs ``cfg.recipe``, or resumes ``cfg.resume``; prints a line per epoch and a summary;
     returns ``{"history": [...], "summary": [...], "seconds": ..., "recipe": ...}``. Raises
@@ -623,15 +637,7 @@ def train(cfg: TrainConfig, out=None) -> dict:
         for sched in recipe.schedulers.values():
             sched.step()
         metrics.update(recipe.evaluate())
-        metrics = {"epoch": epoch, **{k: float(v) for k, v in metrics.items()}, "seconds": time.perf_counter() - t0}
-        history.append(metrics)
-        print(
-            f"epoch {epoch:3d}/{cfg.epochs}  "
-            + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k not in ("epoch", "seconds"))
-            + f"  ({metrics['seconds']:.1f} s)",
-            file=out,
-            flush=True,
-        )
+        history.append(_report("epoch", epoch, cfg.epochs, metrics, t0, out))
         if cfg.checkpoint:
             io.save(_state(recipe, epoch, history), cfg.checkpoint)
     seconds = time.perf_counter() - start
@@ -707,16 +713,8 @@ def _train_federated(recipe: Recipe, out) -> dict:
         t0 = time.perf_counter()
         info = server.run_round()
         model.load_state_dict(server.state)
-        metrics = {"round": r, "train_loss": info["train_loss"], **recipe.evaluate()}
-        metrics = {k: float(v) for k, v in metrics.items()}
-        metrics["seconds"] = time.perf_counter() - t0
-        history.append(metrics)
-        print(
-            f"round {r:3d}/{fed.rounds}  "
-            + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k not in ("round", "seconds"))
-            + f"  ({metrics['seconds']:.1f} s)",
-            file=out,
-            flush=True,
+        history.append(
+            _report("round", r, fed.rounds, {"train_loss": info["train_loss"], **recipe.evaluate()}, t0, out)
         )
     seconds = time.perf_counter() - start
     summary = recipe.summary(history)
