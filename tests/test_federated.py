@@ -286,6 +286,10 @@ def test_trainer_and_server_reject_bad_arguments():
         SimulationRunner(mlp(), [ds, data.Subset(ds, [])], LocalTrainer(criterion, sgd))
     with pytest.raises(ValueError, match="FedProx .* needs the global state"):
         LocalTrainer(criterion, sgd, mu=0.1).fit(runner.model, runner.loaders[0])
+    with pytest.raises(ValueError, match="the global state has no entry '2.bias'"):
+        state = federated.host_state(runner.model)
+        del state["2.bias"]
+        LocalTrainer(criterion, sgd, mu=0.1).fit(runner.model, runner.loaders[0], state)
 
 
 # ---------------------------------------------------------------------------------------------

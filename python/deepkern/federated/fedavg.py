@@ -160,7 +160,7 @@ class LocalTrainer:
             if global_state is None:
                 raise ValueError("LocalTrainer.fit: FedProx (mu given) needs the global state")
             named = dict(model.named_parameters())
-            anchor = {k: to_device(_array_of(global_state[k]), p.device) for k, p in named.items()}
+            anchor = {k: to_device(_array_of(global_state[k]), p.device) for k, p in named.items() if k in global_state}
         opt = self.optimizer_fn(model.parameters())
         model.train()
         total, count = 0.0, 0
