@@ -26,14 +26,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def _float_where(text: str, what: str, ok) -> float:
+    """``text`` as a float for which ``ok(value)`` holds; else an argparse error saying ``what``."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    return _float_where(text, "a positive number", lambda v: v > 0)
+
+
+def _nonnegative_float(text: str) -> float:
+    return _float_where(text, "a finite number >= 0", lambda v: 0 <= v < float("inf"))
+
+
+def _fraction(text: str) -> float:
+    return _float_where(text, "a number in (0, 1]", lambda v: 0 < v <= 1)
 
 
 def _parse_threads(text: str) -> List[int]:
@@ -117,7 +130,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     bench_parser.set_defaults(_parser=bench_parser)
 
-    from .training import RECIPES
+    from .training import RECIPES, FederatedConfig
 
     train = sub.add_parser(
         "train",
@@ -167,8 +180,53 @@ def _build_parser() -> argparse.ArgumentParser:
         help="train data-parallel on N processes: runs this command again under the mpiexec installed with "
         "deepkern[distributed] (the same as `mpiexec -n N deepkern train ...`); --batch-size stays the global batch",
     )
+    fed = train.add_argument_group(
+        "federated learning",
+        "--federated trains the recipe (digits-cnn) with FedAvg over simulated clients, each holding a part of "
+        "the training set; the global model's test accuracy is printed after every round",
+    )
+    fed.add_argument("--federated", action="store_true", help="train with FedAvg (FedProx with --fedprox-mu)")
+    defaults = FederatedConfig()
+    for option, kind, meaning, text in FEDERATED_OPTIONS:
+        default = getattr(defaults, option[2:].replace("-", "_")) if meaning is None else meaning
+        fed.add_argument(option, type=kind, default=None, help=f"{text} (default: {default})")
     train.set_defaults(_parser=train)
     return parser
+
+
+#: The options of ``deepkern train --federated`` (fields of training.FederatedConfig): (option,
+#: type, what the default means where it is None, help).
+FEDERATED_OPTIONS = (
+    ("--clients", _positive_int, None, "number of clients the training set is split among"),
+    ("--rounds", _positive_int, None, "communication rounds"),
+    ("--local-epochs", _positive_int, None, "epochs each sampled client trains per round"),
+    ("--dirichlet-alpha", _positive_float, "an IID split", "label skew: class shares ~ Dirichlet(alpha) per client"),
+    ("--client-fraction", _fraction, None, "fraction of the clients sampled each round, at least one"),
+    ("--fedprox-mu", _nonnegative_float, "FedAvg", "FedProx: proximal term mu/2 * ||w - w_global||^2"),
+)
+
+
+def _federated_config(args, parser: argparse.ArgumentParser):
+    """The FederatedConfig of ``--federated`` (None without it); exits (2) naming a federated option
+    given without --federated, or an option that a federated run does not take."""
+    from .training import RECIPES, FederatedConfig
+
+    given = {o: getattr(args, o[2:].replace("-", "_")) for o, *_ in FEDERATED_OPTIONS}
+    if not args.federated:
+        stray = [o for o, v in given.items() if v is not None]
+        if stray:
+            parser.error(f"{', '.join(stray)}: only with --federated")
+        return None
+    if not RECIPES[args.recipe].supports_federated:
+        names = ", ".join(n for n, cls in RECIPES.items() if cls.supports_federated)
+        parser.error(f"--federated: recipe {args.recipe} has no federated form; recipes that have one: {names}")
+    for option in ("--epochs", "--checkpoint", "--resume"):
+        value = getattr(args, option[2:])
+        if value is not None:
+            parser.error(
+                f"{option} {value}: not with --federated (it trains --rounds x --local-epochs, no checkpoints)"
+            )
+    return FederatedConfig(**{o[2:].replace("-", "_"): v for o, v in given.items() if v is not None})
 
 
 def _cmd_info(_args) -> int:
@@ -381,6 +439,7 @@ def _cmd_train(args, parser: argparse.ArgumentParser) -> int:
         resume=args.resume,
         plot=args.plot,
         progress=not args.no_progress,
+        federated=_federated_config(args, parser),
     )
     try:
         result = train(cfg)

@@ -27,6 +27,10 @@ the model, the data and its order, the optimizer) and refuses a different value 
 :class:`ResumeError`; it may change the number of epochs (more than those done), the device and the
 output paths. Learning-rate schedules are a function of the total number of epochs: a resumed run
 uses, from the epoch reached on, the learning rates a run of the new total uses at those epochs.
+
+A recipe with ``supports_federated`` (digits-cnn) also trains federated (``TrainConfig.federated``,
+``deepkern train digits-cnn --federated``): :mod:`deepkern.federated`'s FedAvg, or FedProx, over its
+training set split among simulated clients, evaluating the global model after every round.
 """
 
 from __future__ import annotations
@@ -47,7 +51,23 @@ from .backends import Device
 from .random import get_generator, get_philox_state, manual_seed, set_philox_state
 from .tensor import from_numpy, full, randn, zeros
 
-__all__ = ["RECIPES", "ResumeError", "TrainConfig", "train"]
+__all__ = ["RECIPES", "FederatedConfig", "ResumeError", "TrainConfig", "train"]
+
+
+@dataclasses.dataclass
+class FederatedConfig:
+    """A federated run: ``rounds`` rounds of FedAvg over ``clients`` clients holding an IID split
+    of the training set, or, with ``dirichlet_alpha``, a label-skewed Dirichlet(alpha) split; each
+    round a seeded ``client_fraction`` of them train ``local_epochs`` epochs from the global weights
+    with a fresh Adam (the run's batch size and learning rate, no schedule); ``fedprox_mu`` adds
+    FedProx's proximal term ``mu / 2 * ||w - w_global||^2`` to their loss."""
+
+    clients: int = 20
+    rounds: int = 10
+    local_epochs: int = 1
+    dirichlet_alpha: Optional[float] = None
+    client_fraction: float = 1.0
+    fedprox_mu: Optional[float] = None
 
 
 @dataclasses.dataclass
@@ -65,18 +85,22 @@ class TrainConfig:
     resume: Optional[str] = None
     plot: Optional[str] = None
     progress: bool = True
+    federated: Optional[FederatedConfig] = None
 
 
 class Recipe:
     """A model, its data and its training step. Subclasses set ``name``, ``defaults`` and
     implement ``build``, ``train_epoch`` and ``evaluate``, and ``schedule`` if they have a
     learning-rate schedule; ``models`` and ``optimizers`` (dicts by name) are what a checkpoint
-    holds, with the random generator's state, the epoch reached, the history and the config."""
+    holds, with the random generator's state, the epoch reached, the history and the config.
+    Recipes with ``supports_federated`` have ``train_set`` (a TensorDataset of inputs and class
+    ids), ``loss`` and one model, so that a federated run can split the one and train the other."""
 
     name = ""
     description = ""
     defaults: Dict[str, float] = {}
     plot_metrics: List[List[str]] = []
+    supports_federated = False
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
@@ -172,6 +196,7 @@ class DigitsCNN(Recipe):
     description = "CNN on scikit-learn's 8x8 digits; reports test accuracy"
     defaults = {"epochs": 20, "batch_size": 32, "lr": 2e-3}
     plot_metrics = [["train_loss", "test_loss"], ["test_acc"]]
+    supports_federated = True
 
     @staticmethod
     def model() -> nn.Module:
@@ -469,18 +494,18 @@ RECIPES: Dict[str, type] = {r.name: r for r in (DigitsCNN, SunspotsLSTM, CharLST
 # ---------------------------------------------------------------------------------------------
 
 
-def _plot_curves(history, panels, title, path):
+def _plot_curves(history, panels, title, path, x="epoch"):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [h["epoch"] for h in history]
+    epochs = [h[x] for h in history]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, names in zip(axes[0], panels):
         for name in names:
             ax.plot(epochs, [h[name] for h in history], label=name, marker="." if len(epochs) < 30 else None)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(x)
         ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle(title)
@@ -617,6 +642,20 @@ def _join_mpi_job(cfg: TrainConfig) -> tuple:
     return distributed.get_rank(), world
 
 
+def _report(unit: str, index: int, total: int, metrics: dict, t0: float, out) -> dict:
+    """Prints the line of epoch (or round) ``index`` of ``total``, begun at ``t0``; returns its
+    history entry: ``{unit: index, metric: float, ..., "seconds": ...}``."""
+    metrics = {unit: index, **{k: float(v) for k, v in metrics.items()}, "seconds": time.perf_counter() - t0}
+    print(
+        f"{unit} {index:3d}/{total}  "
+        + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k not in (unit, "seconds"))
+        + f"  ({metrics['seconds']:.1f} s)",
+        file=out,
+        flush=True,
+    )
+    return metrics
+
+
 def train(cfg: TrainConfig, out=None) -> dict:
     """Runs ``cfg.recipe``, or resumes ``cfg.resume``; prints a line per epoch and a summary;
     returns ``{"history": [...], "summary": [...], "seconds": ..., "recipe": ..., "rank": ...}``
@@ -629,6 +668,8 @@ def train(cfg: TrainConfig, out=None) -> dict:
         backends.get(Device(cfg.device))
     except (ValueError, RuntimeError) as err:
         raise ValueError(f"--device {cfg.device}: {err}") from None
+    if cfg.federated is not None:
+        _check_federated(cfg)
     checkpoint, announce = _load_checkpoint(cfg) if cfg.resume else (None, "")
     cls = RECIPES[cfg.recipe]
     for key, value in cls.defaults.items():
@@ -645,6 +686,8 @@ def train(cfg: TrainConfig, out=None) -> dict:
     recipe.build()
     for model in recipe.models.values():
         model.to(recipe.device)
+    if cfg.federated is not None:
+        return _train_federated(recipe, out)
     done, history = 0, []
     if checkpoint is not None:
         done, history = _restore(recipe, checkpoint)
@@ -669,15 +712,7 @@ def train(cfg: TrainConfig, out=None) -> dict:
             sched.step()
         if rank == 0:  # the models are equal on every rank: one evaluation is enough
             metrics.update(recipe.evaluate())
-        metrics = {"epoch": epoch, **{k: float(v) for k, v in metrics.items()}, "seconds": time.perf_counter() - t0}
-        history.append(metrics)
-        print(
-            f"epoch {epoch:3d}/{cfg.epochs}  "
-            + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k not in ("epoch", "seconds"))
-            + f"  ({metrics['seconds']:.1f} s)",
-            file=out,
-            flush=True,
-        )
+        history.append(_report("epoch", epoch, cfg.epochs, metrics, t0, out))
         if cfg.checkpoint:
             io.save(_state(recipe, epoch, history), cfg.checkpoint)
     seconds = time.perf_counter() - start
@@ -690,3 +725,84 @@ def train(cfg: TrainConfig, out=None) -> dict:
     if not math.isfinite(sum(v for h in history for v in h.values())):
         print("warning: a metric is not finite", file=out)
     return {"history": history, "summary": summary, "seconds": seconds, "recipe": recipe, "rank": rank}
+
+
+# ---------------------------------------------------------------------------------------------
+# Federated runs
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_federated(cfg: TrainConfig) -> None:
+    """ValueError naming the option of ``cfg`` that a federated run does not take."""
+    if not RECIPES[cfg.recipe].supports_federated:
+        federated = ", ".join(name for name, cls in RECIPES.items() if cls.supports_federated)
+        raise ValueError(f"--federated: recipe {cfg.recipe} has no federated form; recipes that have one: {federated}")
+    for option, value in (("--resume", cfg.resume), ("--checkpoint", cfg.checkpoint), ("--epochs", cfg.epochs)):
+        if value is not None:
+            raise ValueError(
+                f"{option} {value}: a federated run takes --rounds and --local-epochs and keeps no checkpoint; "
+                f"leave out {option}"
+            )
+
+
+def _train_federated(recipe: Recipe, out) -> dict:
+    """The federated run of ``recipe.cfg.federated`` (see :class:`FederatedConfig`): prints the
+    split and one line per round with the global model's metrics; returns what :func:`train` does,
+    with a history by round."""
+    from . import federated
+
+    cfg, fed = recipe.cfg, recipe.cfg.federated
+    if recipe.world > 1:
+        raise ValueError(
+            f"--federated simulates its clients in one process; run it without mpiexec or --nproc "
+            f"(this job has {recipe.world} ranks)"
+        )
+    train_set, model = recipe.train_set, recipe.models["model"]
+    labels = train_set.arrays[1]
+    if fed.clients > len(train_set):
+        raise ValueError(f"--clients {fed.clients}: more clients than the {len(train_set)} training samples")
+    if fed.dirichlet_alpha is None:
+        parts = federated.iid_split(len(train_set), fed.clients, seed=cfg.seed)
+        split = "IID split"
+    else:
+        min_size = min(10, len(train_set) // fed.clients)
+        parts = federated.dirichlet_split(labels, fed.clients, fed.dirichlet_alpha, seed=cfg.seed, min_size=min_size)
+        split = f"Dirichlet label skew, alpha {fed.dirichlet_alpha:g}"
+    trainer = federated.LocalTrainer(
+        recipe.loss,
+        lambda params: optim.Adam(params, lr=cfg.lr),
+        local_epochs=fed.local_epochs,
+        batch_size=cfg.batch_size,
+        mu=fed.fedprox_mu,
+        device=recipe.device,
+    )
+    runner = federated.SimulationRunner(model, [data.Subset(train_set, p) for p in parts], trainer, seed=cfg.seed)
+    server = federated.FedAvg(runner, model, client_fraction=fed.client_fraction, seed=cfg.seed)
+    algorithm = "FedAvg" if fed.fedprox_mu is None else f"FedProx (mu {fed.fedprox_mu:g})"
+    sizes = runner.client_sizes
+    print(
+        f"{algorithm}: {fed.clients} clients ({split}; {min(sizes)}-{max(sizes)} samples each, mean label entropy "
+        f"{federated.label_entropy(labels, parts):.2f} nats), {server.clients_per_round} per round, "
+        f"{fed.local_epochs} local epoch(s)",
+        file=out,
+        flush=True,
+    )
+    history = []
+    start = time.perf_counter()
+    for r in range(1, fed.rounds + 1):
+        t0 = time.perf_counter()
+        info = server.run_round()
+        model.load_state_dict(server.state)
+        history.append(
+            _report("round", r, fed.rounds, {"train_loss": info["train_loss"], **recipe.evaluate()}, t0, out)
+        )
+    seconds = time.perf_counter() - start
+    summary = recipe.summary(history)
+    for line in summary:
+        print(line, file=out)
+    if cfg.plot:
+        _plot_curves(
+            history, recipe.plot_metrics, f"deepkern train {recipe.name} --federated ({algorithm})", cfg.plot, x="round"
+        )
+        print(f"wrote {cfg.plot}", file=out)
+    return {"history": history, "summary": summary, "seconds": seconds, "recipe": recipe, "server": server, "rank": 0}
