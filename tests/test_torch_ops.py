@@ -277,6 +277,11 @@ def test_gradcheck_float64():
     assert torch.autograd.gradcheck(dt.matmul, (f64(2, 3, 4), f64(4, 5)))
     assert torch.autograd.gradcheck(dt.matmul, (f64(4), f64(3, 4, 2)))
     assert torch.autograd.gradcheck(dt.linear, (f64(2, 3, 4), f64(5, 4), f64(5)))
+    mask = torch.randn(5, 6, dtype=torch.float64)
+    assert torch.autograd.gradcheck(
+        lambda q, k, v: dt.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+        (f64(2, 5, 3), f64(2, 6, 3), f64(6, 2)),
+    )
     for kind, count in (("LSTM", 2), ("GRU", 1)):
         module = getattr(dt, kind)(3, 4, num_layers=2, bidirectional=True).double()
         run = functional(module)
@@ -284,6 +289,13 @@ def test_gradcheck_float64():
         assert torch.autograd.gradcheck(
             run, (f64(3, 2, 3), *state, *(p.detach().requires_grad_() for p in module.parameters()))
         )
+
+
+def sdpa_backward_args():
+    """grad, query, key, value, out, lse of one causal forward at scale 0.5 (no grad needed)."""
+    q, k, v = (torch.randn(shape, dtype=torch.float64) for shape in ((2, 5, 4), (2, 6, 4), (2, 6, 3)))
+    out, lse = torch.ops.deepkern.scaled_dot_product_attention(q, k, v, None, 0.0, True, 0.5, False, 0)
+    return torch.randn_like(out), q, k, v, out, lse
 
 
 def opcheck_cases():
@@ -320,6 +332,14 @@ def opcheck_cases():
         "gru_layer_backward": (
             ops.gru_layer_backward.default,
             (plain[0], None, *(t.detach() for t in gru_inputs[:4]), *gru_cache, True),
+        ),
+        "scaled_dot_product_attention": (
+            ops.scaled_dot_product_attention.default,
+            (f64(2, 3, 5, 4), f64(2, 3, 6, 4), f64(2, 3, 6, 3), torch.rand(5, 6) > 0.3, 0.0, False, None, False, 0),
+        ),
+        "scaled_dot_product_attention_backward": (
+            ops.scaled_dot_product_attention_backward.default,
+            (*sdpa_backward_args(), None, 0.0, True, 0.5, False, 0),
         ),
         "adam_": (
             ops.adam_.default,
@@ -359,6 +379,10 @@ def compile_cases():
         "linear": (dt.linear, (f64(3, 4), f64(2, 4), f64(2))),
         "lstm": (lambda x: lstm(x)[0], (f64(3, 6, 4),)),
         "gru": (lambda x: gru(x)[1], (f64(6, 3, 4),)),
+        "scaled_dot_product_attention": (
+            lambda q, k, v: dt.scaled_dot_product_attention(q, k, v, is_causal=True),
+            (f64(2, 2, 5, 4), f64(2, 2, 7, 4), f64(2, 2, 7, 3)),
+        ),
     }
 
 
@@ -571,3 +595,77 @@ def test_adam_bad_input():
     expect(TypeError, lambda: dt.adam_([p], [p], state[:1], state[1:], step="1"), "step")
     expect(ValueError, lambda: dt.adam_([p], [p], state[:1], state[1:], step=1, amsgrad=True), "max_exp_avg_sqs")
     expect(ValueError, lambda: dt.optim.Adam([p], betas=(0.9, 1.0)), "betas[1]")
+
+
+# ---- scaled dot-product attention ---------------------------------------------------------------
+
+SDPA_CASES = {
+    "plain": ((2, 3, 5, 8), (2, 3, 7, 8), (2, 3, 7, 6), {}),
+    "causal": ((2, 3, 9, 8), (2, 3, 6, 8), (2, 3, 6, 8), {"is_causal": True}),
+    "bool_mask": ((2, 1, 5, 4), (2, 1, 70, 4), (2, 1, 70, 3), {"attn_mask": "bool"}),
+    "float_mask_scale": ((3, 17, 5), (3, 33, 5), (3, 33, 2), {"attn_mask": "float", "scale": 0.3}),
+    "gqa": ((1, 4, 6, 8), (1, 2, 6, 8), (1, 2, 6, 8), {"enable_gqa": True}),
+    "broadcast_2d_key": ((2, 3, 5, 4), (7, 4), (7, 4), {}),
+    "zero_batch": ((0, 2, 5, 4), (0, 2, 5, 4), (0, 2, 5, 4), {}),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", sorted(SDPA_CASES))
+def test_scaled_dot_product_attention_matches_torch(case, dtype):
+    q_shape, k_shape, v_shape, options = SDPA_CASES[case]
+    options = dict(options)
+    if options.get("attn_mask") == "bool":
+        options["attn_mask"] = torch.rand(q_shape[-2], k_shape[-2]) > 0.4
+    elif options.get("attn_mask") == "float":
+        options["attn_mask"] = torch.randn(q_shape[-2], k_shape[-2], dtype=dtype)
+    q, k, v = (torch.randn(shape, dtype=dtype) for shape in (q_shape, k_shape, v_shape))
+
+    def ours(q, k, v):
+        return dt.scaled_dot_product_attention(q, k, v, **options)
+
+    def theirs(q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, **options)
+
+    same_gradients(ours, theirs, (q, k, v), dtype)
+
+
+def test_scaled_dot_product_attention_reads_strided_operands():
+    """q, k, v as (B, L, H, E) tensors transposed to (B, H, L, E), as attention layers make them."""
+    q, k, v = (torch.randn(2, 6, 3, 4).transpose(1, 2) for _ in range(3))
+    assert not q.is_contiguous()
+    same_gradients(dt.scaled_dot_product_attention, F.scaled_dot_product_attention, (q, k, v), torch.float32)
+
+
+def test_scaled_dot_product_attention_dropout_repeats_under_manual_seed():
+    q, k, v = (torch.randn(2, 8, 16, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    torch.manual_seed(3)
+    first = dt.scaled_dot_product_attention(q, k, v, dropout_p=0.5)
+    torch.manual_seed(3)
+    again = dt.scaled_dot_product_attention(q, k, v, dropout_p=0.5)
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
+    assert not torch.allclose(first, dt.scaled_dot_product_attention(q, k, v, dropout_p=0.5))
+    assert not torch.allclose(first, dt.scaled_dot_product_attention(q, k, v))
+
+    # the backward sees the forward's mask: finite differences through one fixed seed
+    def fixed(q, k, v):
+        torch.manual_seed(3)
+        return dt.scaled_dot_product_attention(q, k, v, dropout_p=0.5)
+
+    assert torch.autograd.gradcheck(fixed, (q, k, v))
+
+
+def test_scaled_dot_product_attention_refuses_bad_arguments():
+    q = torch.randn(2, 5, 4)
+    with pytest.raises(TypeError, match="key"):
+        dt.scaled_dot_product_attention(q, q.double(), q)
+    with pytest.raises(ValueError, match="key"):
+        dt.scaled_dot_product_attention(q, torch.randn(2, 5, 3), q)
+    with pytest.raises(TypeError, match="attn_mask"):
+        dt.scaled_dot_product_attention(q, q, q, attn_mask=torch.ones(5, 5, dtype=torch.int64))
+    with pytest.raises(NotImplementedError, match="attn_mask"):
+        dt.scaled_dot_product_attention(q, q, q, attn_mask=torch.zeros(5, 5, requires_grad=True))
+    with pytest.raises(ValueError, match="is_causal"):
+        dt.scaled_dot_product_attention(q, q, q, attn_mask=torch.ones(5, 5, dtype=torch.bool), is_causal=True)
+    with pytest.raises(NotImplementedError, match="meta"):
+        dt.scaled_dot_product_attention(q.to("meta"), q, q)

@@ -23,9 +23,11 @@ TOLERANCE = {"float64": 1e-9, "float32": 1e-4}
 @pytest.fixture(autouse=True)
 def torch_on_one_thread():
     """PyTorch on one thread during each port: these programs are many small ops, which its thread
-    pool only slows down (badly so on a busy machine)."""
+    pool only slows down (badly so on a busy machine). Its generator is seeded too, so a port's
+    initial weights do not depend on which tests ran before it."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
+    torch.manual_seed(0)
     yield
     torch.set_num_threads(before)
 

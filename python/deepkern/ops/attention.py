@@ -111,6 +111,24 @@ def _mask_matrices(op, attn_mask, dtype, lead, n_q, s, backend):
     return matrices, _index_map(shape[:-2], lead, 1)
 
 
+def leading_dims(op, q_shape, k_shape, v_shape, enable_gqa) -> tuple:
+    """The problems' leading dims (the broadcast of the operands', key and value heads repeated
+    under ``enable_gqa``) and how many query heads share a key head and a value head, from the
+    operands' shapes alone (``deepkern.torch``'s shape functions use it too)."""
+    lq, lk, lv = tuple(q_shape[:-2]), tuple(k_shape[:-2]), tuple(v_shape[:-2])
+    group_k, group_v = (_heads_group(op, lq, lx, name, enable_gqa) for lx, name in ((lk, "key"), (lv, "value")))
+    lk_heads = lk[:-1] + (lk[-1] * group_k,) if lk else lk
+    lv_heads = lv[:-1] + (lv[-1] * group_v,) if lv else lv
+    try:
+        lead = tuple(np.broadcast_shapes(lq, lk_heads, lv_heads))
+    except ValueError:
+        raise ValueError(
+            f"{op}: the leading dims of query {tuple(q_shape)}, key {tuple(k_shape)} and value {tuple(v_shape)} "
+            "do not broadcast"
+        ) from None
+    return lead, group_k, group_v
+
+
 def _plan(op, query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, seed, offset) -> _Plan:
     """Checks a call's arguments (TypeError / ValueError naming them) and lays them out for the kernels."""
     q, k, v = (as_float_array(x, name, op) for x, name in ((query, "query"), (key, "key"), (value, "value")))
@@ -135,15 +153,7 @@ def _plan(op, query, key, value, attn_mask, dropout_p, is_causal, scale, enable_
     n_q, (s, e) = q.shape[-2], k.shape[-2:]
     scale = (1 / math.sqrt(e) if e else math.inf) if scale is None else check_scalar(scale, "scale", op)
     lq, lk, lv = q.shape[:-2], k.shape[:-2], v.shape[:-2]
-    group_k, group_v = (_heads_group(op, lq, lx, name, enable_gqa) for lx, name in ((lk, "key"), (lv, "value")))
-    lk_heads = lk[:-1] + (lk[-1] * group_k,) if lk else lk
-    lv_heads = lv[:-1] + (lv[-1] * group_v,) if lv else lv
-    try:
-        lead = tuple(np.broadcast_shapes(lq, lk_heads, lv_heads))
-    except ValueError:
-        raise ValueError(
-            f"{op}: the leading dims of query {q.shape}, key {k.shape} and value {v.shape} do not broadcast"
-        ) from None
+    lead, group_k, group_v = leading_dims(op, q.shape, k.shape, v.shape, enable_gqa)
     backend = backend_of(q, k, v, attn_mask if hasattr(attn_mask, "__dlpack_device__") else None, op=op)
     mask, mask_index = (None, None)
     if attn_mask is not None:

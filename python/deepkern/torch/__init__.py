@@ -9,6 +9,7 @@ arguments, then call those operators:
 * :func:`lstm`, :func:`gru` (``torch._VF.lstm``/``gru``'s arguments: multi-layer, bidirectional,
   batch_first) and the modules :class:`LSTM`, :class:`GRU` (``torch.nn.LSTM``/``GRU`` with the
   same parameters and state_dict, whose forward runs deepkern's kernels);
+* :func:`scaled_dot_product_attention` (``torch.nn.functional``'s, on the fused attention kernel);
 * :func:`adam_`: ``torch.optim.Adam``/``AdamW``'s step in place on lists of tensors, one kernel call;
   :class:`deepkern.torch.optim.Adam` is the ``torch.optim.Optimizer`` around it.
 
@@ -33,7 +34,19 @@ if not hasattr(torch.library, "custom_op"):
     raise ImportError(f"deepkern.torch needs PyTorch 2.4 or newer (torch.library.custom_op); found {torch.__version__}")
 
 from . import optim  # noqa: E402  (after the check above)
+from ._attention import scaled_dot_product_attention  # noqa: E402
 from ._ops import adam_, conv2d, linear, matmul  # noqa: E402
 from ._rnn import GRU, LSTM, gru, lstm  # noqa: E402
 
-__all__ = ["conv2d", "linear", "matmul", "lstm", "gru", "LSTM", "GRU", "adam_", "optim"]
+__all__ = [
+    "conv2d",
+    "linear",
+    "matmul",
+    "scaled_dot_product_attention",
+    "lstm",
+    "gru",
+    "LSTM",
+    "GRU",
+    "adam_",
+    "optim",
+]
