@@ -227,8 +227,9 @@ class _TrainPair:
         return self._build()["torch"]()
 
     def phases(self) -> Dict[str, Dict[str, Timing]]:
-        """phase -> library -> seconds per step in it (see :meth:`_Trainer.phase_times`)."""
-        times = {name: trainer.phase_times() for name, trainer in self._build().items()}
+        """phase -> library -> seconds per step in it (see :meth:`_Trainer.phase_times`), for the
+        libraries that trained."""
+        times = {name: trainer.phase_times() for name, trainer in self._build().items() if trainer.marks}
         return {phase: {name: t[phase] for name, t in times.items()} for phase in PHASES}
 
 
