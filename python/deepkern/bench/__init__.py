@@ -22,14 +22,28 @@ The modules: :mod:`.timing`, :mod:`.libraries`, :mod:`.peak` (the machine's ceil
 :mod:`.machine` (the context of a result), :mod:`.registry` (cases and suites), :mod:`.runner`,
 :mod:`.report` (table, geomeans, JSON), and one module per op family (:mod:`.gemm`, :mod:`.conv`,
 :mod:`.pool`, :mod:`.norm`, :mod:`.lstm`, :mod:`.optim`, :mod:`.train`, :mod:`.activation`,
-:mod:`.dropout`, :mod:`.softmax`, :mod:`.attention`) that registers its suite when imported:
+:mod:`.dropout`, :mod:`.softmax`, :mod:`.attention`, :mod:`.train_cuda` with the models of
+:mod:`.models`) that registers its suite when imported:
 ``deepkern bench --op NAME`` runs one, and bench/test_suites.py times them all.
 """
 
 from __future__ import annotations
 
 # Each op family's module registers its suite when imported (in this order in the registry).
-from . import activation, attention, conv, dropout, gemm, lstm, norm, optim, pool, softmax, train  # noqa: F401
+from . import (  # noqa: F401
+    activation,
+    attention,
+    conv,
+    dropout,
+    gemm,
+    lstm,
+    norm,
+    optim,
+    pool,
+    softmax,
+    train,
+    train_cuda,
+)
 from .libraries import cuda_unavailable, limit_threads, threadpoolctl_available
 from .peak import Peak, measure_peak
 from .registry import SUITES, Case, Suite, get_suite, register_suite

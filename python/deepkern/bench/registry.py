@@ -8,7 +8,10 @@ with :func:`register_suite` when imported.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
+
+if TYPE_CHECKING:
+    from .timing import Timing
 
 #: Largest relative error of deepkern's result against the float64 reference (``Case.check``) that
 #: passes; a larger one is noted in the report and fails the pytest-benchmark run.
@@ -36,6 +39,12 @@ class Case:
     #: Where the case runs: "cpu", or "cuda" (inputs moved to the GPU once; each library's calls timed
     #: with CUDA events by :func:`timing.time_cuda_fn`).
     device: str = "cpu"
+    #: Where the time goes (GPU cases): after the case is timed, phase -> library -> Timing of that
+    #: phase inside the timed calls (e.g. a training step's forward, backward and optimizer step);
+    #: each phase becomes one more row, layout and group the phase's name.
+    phases: Optional[Callable[[], Dict[str, Dict[str, "Timing"]]]] = None
+    #: The FLOP of each phase of one call, for its row's GFLOP/s (NaN for a phase not listed).
+    phase_flops: Dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass

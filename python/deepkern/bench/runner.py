@@ -6,6 +6,7 @@ events, memory-bound cases beside a device-to-device copy of the same bytes."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -245,6 +246,8 @@ def run_cuda_cases(
                 blocks[name].append(time_cuda_fn(calls[name], converted[name], repeats=per_round, warmup=warmup))
         timings = {name: Timing.merged(b) for name, b in blocks.items()}
         rows += _cuda_rows(case, timings, rel_err)
+        if case.phases is not None:
+            rows += _phase_rows(case, case.phases(), rel_err)
         parts = ", ".join(f"{name} {timings[name].median * 1e3:.3f} ms" for name in timings)
         _log(progress, f"[{index}/{len(cases)}] {case.op} {case.name} {case.layout} cuda: {parts}")
         del converted, calls
@@ -268,6 +271,22 @@ def _cuda_rows(case, timings: Dict[str, Timing], rel_err) -> List[Row]:
         for ref, rt in timings.items()
         if ref != "deepkern"
     ]
+
+
+def _phase_rows(case, phases: Dict[str, Dict[str, Timing]], rel_err) -> List[Row]:
+    """Where the time goes in one GPU case: per phase, deepkern's time in it against each other
+    library's (a row with the phase as layout and group; FLOP from ``case.phase_flops``)."""
+    rows = []
+    for phase, by_library in phases.items():
+        phase_case = dataclasses.replace(case, layout=phase, group=phase)
+        work = case.phase_flops.get(phase, float("nan"))
+        dk = by_library["deepkern"]
+        rows += [
+            _row(phase_case, 0, dk, ref, rt, work, "GFLOP/s", float("nan"), float("nan"), rel_err, None)
+            for ref, rt in by_library.items()
+            if ref != "deepkern"
+        ]
+    return rows
 
 
 def _row(

@@ -36,7 +36,8 @@ def _train_recipe(name: str):
 
 def _torch_train_model(torch, name: str, recipe):
     """The recipe's model rebuilt with torch.nn (same layers, same parameter names), its weights copied
-    from the deepkern model's state_dict so both start equal; with its loss."""
+    from the deepkern model's state_dict (on any device) so both start equal; with its loss. Recipes:
+    digits-cnn, sunspots-lstm, char-lstm (the ``train-cuda`` suite's)."""
     nn = torch.nn
     if name == "digits-cnn":
         model = nn.Sequential(
@@ -66,9 +67,24 @@ def _torch_train_model(torch, name: str, recipe):
                 return self.head(out[:, -1])
 
         model, loss = Sunspots(), nn.MSELoss()
+    elif name == "char-lstm":
+        source = recipe.models["model"]
+
+        class Char(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.embed = nn.Embedding(source.embed.num_embeddings, source.embed.embedding_dim)
+                self.lstm = nn.LSTM(source.lstm.input_size, source.lstm.hidden_size, batch_first=True)
+                self.head = nn.Linear(source.lstm.hidden_size, source.head.out_features)
+
+            def forward(self, ids, state=None):
+                out, state = self.lstm(self.embed(ids), state)
+                return self.head(out), state
+
+        model, loss = Char(), nn.CrossEntropyLoss()
     else:
-        raise ValueError(f"no PyTorch twin for recipe {name!r}; known: {TRAIN_RECIPES}")
-    state = {k: torch.from_numpy(np.array(v.numpy())) for k, v in recipe.models["model"].state_dict().items()}
+        raise ValueError(f"no PyTorch twin for recipe {name!r}; known: digits-cnn, sunspots-lstm, char-lstm")
+    state = {k: torch.from_numpy(np.array(v.cpu().numpy())) for k, v in recipe.models["model"].state_dict().items()}
     model.load_state_dict(state, strict=True)
     return model, loss
 
