@@ -3,7 +3,9 @@ of the recurrent layers (PackedSequence and the pad/pack functions)."""
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 
 import numpy as np
 
@@ -24,10 +26,14 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0, error_i
         return tensor(0.0)
     grads = [g._array for g in with_grad]
     norm_type = float(norm_type)
+    # Each gradient's part stays on its device; one conversion to a Python float at the end (one
+    # wait for a GPU per call, not one per gradient).
     if math.isinf(norm_type):
-        total = max(float(np.abs(g).max()) for g in grads if g.size)
+        parts = [np.abs(g).max() for g in grads if g.size]
+        total = float(functools.reduce(np.maximum, parts)) if parts else 0.0
     else:
-        total = sum(float(np.sum(np.abs(g, dtype=np.float64) ** norm_type)) for g in grads) ** (1.0 / norm_type)
+        parts = [np.sum(np.abs(g, dtype=np.float64) ** norm_type) for g in grads]
+        total = float(functools.reduce(operator.add, parts)) ** (1.0 / norm_type)
     if error_if_nonfinite and not math.isfinite(total):
         raise RuntimeError(
             f"clip_grad_norm_: the total norm of order {norm_type} of the gradients is {total}, "
