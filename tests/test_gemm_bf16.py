@@ -11,6 +11,10 @@ is a second yardstick: deepkern's error is at most twice its error on the same i
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import deepkern
 import numpy as np
 import pytest
@@ -115,6 +119,16 @@ def test_every_tier_the_cpu_has_is_reachable():
             _C.set_active_isa(with_isa)
     expected = {expected_tier(isa).split(" ")[0] for isa in SUPPORTED_ISAS}
     assert names == expected
+
+
+@pytest.mark.parametrize("isa_name", SUPPORTED_ISAS)
+def test_deepkern_isa_forces_each_tier(isa_name):
+    """DEEPKERN_ISA at start-up picks the tier, as set_active_isa does."""
+    code = "import deepkern; print(deepkern._C.gemm_bf16_kernel_name())"
+    env = dict(os.environ, DEEPKERN_ISA=isa_name)
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().startswith(expected_tier(isa_name)), run.stdout
 
 
 def test_k_zero_gives_zeros_and_beta_c(isa):
