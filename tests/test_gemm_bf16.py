@@ -149,6 +149,17 @@ def test_strided_and_transposed_operands(isa, layout_a, layout_b, rng):
     assert_within_bound(ops.matmul(a, b), a, b, f"matmul {layout_a} @ {layout_b} on {isa}")
 
 
+@pytest.mark.parametrize("layout_b", ["C", "neg_rows", "slice", "T"])
+def test_single_row_with_alpha_beta(isa, layout_b, rng):
+    """m == 1 (the GEMV path where B's rows are contiguous), A strided, into a bfloat16 c with beta."""
+    a = make_operand(rng, (1, 257), "slice", BF16)
+    b = make_operand(rng, (257, 65), layout_b, BF16)
+    c = bf16_rand(rng, (1, 65))
+    c0 = c.astype(np.float64)
+    got = ops.gemm(a, b, alpha=-0.5, beta=2.0, c=c)
+    assert_within_bound(got, a, b, f"single row @ {layout_b}", alpha=-0.5, extra=2.0 * c0)
+
+
 @pytest.mark.parametrize("out_layout", sorted(OUT_LAYOUTS))
 def test_gemm_alpha_beta_into_strided_c(isa, out_layout, rng):
     m, n, k = 17, 33, 31

@@ -6,6 +6,8 @@
 //         for jr, ir:                tile: acc(ir, jr) += A panel @ B panel rows pc .. pc+kc
 //       merge: C = epilogue(alpha * acc + beta * C), rounded to C's type once
 //
+// A single row of C against row-contiguous B skips the packing: a GEMV streams B (gemv below).
+//
 // Threads split C into a grid of blocks (grid.h), each with its own packing buffers and
 // accumulators, as in the float32 GEMM.
 #include "cpu/gemm_bf16/gemm_bf16.h"
@@ -95,22 +97,32 @@ void pack_a(const StridedMatrix<const bf16>& a, int64_t i0, int64_t rows, int64_
 // Packs B(p, j0 + j) for p < k, j < cols into nr-wide panels of kp / 2 VNNI pair rows (kernels.h),
 // panel q at dst + q * kp * nr, zero past k and past cols.
 void pack_b(const StridedMatrix<const bf16>& b, int64_t k, int64_t j0, int64_t cols, int64_t kp, int nr, bf16* dst) {
-  const int64_t panels = (cols + nr - 1) / nr;
-  std::memset(static_cast<void*>(dst), 0, sizeof(bf16) * panels * kp * nr);
+  const int64_t panels = (cols + nr - 1) / nr, full_rows = k / 2 * 2;
+  if (cols % nr != 0 || kp != full_rows)  // zero padding somewhere: clear it all first
+    std::memset(static_cast<void*>(dst), 0, sizeof(bf16) * panels * kp * nr);
+  const int64_t rs = b.row_stride, cs = b.col_stride;
   for (int64_t panel = 0; panel < panels; ++panel) {
     const int64_t width = std::min<int64_t>(nr, cols - panel * nr);
-    const bf16* src = b.data + (j0 + panel * nr) * b.col_stride;
+    const bf16* src = b.data + (j0 + panel * nr) * cs;
     bf16* pairs = dst + panel * kp * nr;  // B(p, j) at pairs[p / 2 * 2 * nr + 2 * j + p % 2]
-    if (b.col_stride == 1) {              // rows contiguous: walk along them
-      for (int64_t p = 0; p < k; ++p) {
-        bf16* d = pairs + p / 2 * 2 * nr + p % 2;
-        for (int64_t j = 0; j < width; ++j) d[2 * j] = src[p * b.row_stride + j];
+    if (cs == 1) {                        // rows contiguous: interleave two rows at a time
+      for (int64_t p = 0; p < full_rows; p += 2) {
+        const bf16 *r0 = src + p * rs, *r1 = r0 + rs;
+        bf16* d = pairs + p * nr;
+        for (int64_t j = 0; j < width; ++j) {
+          d[2 * j] = r0[j];
+          d[2 * j + 1] = r1[j];
+        }
       }
-    } else {  // walk down each column (its K values are contiguous in a transposed B)
+    } else {  // down each column (a transposed B: its K values are next to each other)
       for (int64_t j = 0; j < width; ++j)
-        for (int64_t p = 0; p < k; ++p)
-          pairs[p / 2 * 2 * nr + 2 * j + p % 2] = src[p * b.row_stride + j * b.col_stride];
+        for (int64_t p = 0; p < full_rows; p += 2) {
+          pairs[p * nr + 2 * j] = src[p * rs + j * cs];
+          pairs[p * nr + 2 * j + 1] = src[(p + 1) * rs + j * cs];
+        }
     }
+    if (full_rows < k)  // odd k: the last row, its pair partner left zero
+      for (int64_t j = 0; j < width; ++j) pairs[full_rows * nr + 2 * j] = src[full_rows * rs + j * cs];
   }
 }
 
@@ -166,10 +178,34 @@ void gemm_block(const Bf16GemmKernels& kern, const Problem<OutT>& P, int64_t m0,
   if (kern.end) kern.end();
 }
 
+// A single row of C (m == 1) against a B with contiguous rows: y = x B streamed row by row of B in
+// L1-sized chunks of columns (packing B would cost more than the product), chunks split over threads.
+template <class OutT>
+void gemv(const Problem<OutT>& P, int threads) {
+  constexpr int64_t kChunk = 4096;  // float32 sums of y kept in L1 while B's rows stream through
+  const int64_t chunks = (P.n + kChunk - 1) / kChunk;
+  if (P.n * P.k < (int64_t(1) << 16)) threads = 1;
+  const int team = static_cast<int>(std::min<int64_t>(threads, chunks));
+  run_on_threads(team, [&](int t) {
+    float* y = scratch<float>(kAcc, kChunk);
+    for (int64_t chunk = chunks * t / team; chunk < chunks * (t + 1) / team; ++chunk) {
+      const int64_t j0 = chunk * kChunk, width = std::min(kChunk, P.n - j0);
+      std::fill(y, y + width, 0.0f);
+      for (int64_t p = 0; p < P.k; ++p) {
+        const float x = to_float(P.a.data[p * P.a.col_stride]);
+        const bf16* row = P.b.data + p * P.b.row_stride + j0;
+        for (int64_t j = 0; j < width; ++j) y[j] += x * to_float(row[j]);
+      }
+      merge(P, y, width, 0, 1, j0, width);
+    }
+  });
+}
+
 template <class OutT>
 void run_gemm(const Problem<OutT>& P, int threads) {
   if (P.m == 0 || P.n == 0) return;
   const Bf16GemmKernels& kern = dispatch(IsaFamily::gemm_bf16, bf16_tables());
+  if (P.m == 1 && P.b.col_stride == 1) return gemv(P, threads);
   const int64_t tiles = ((P.m + kern.mr - 1) / kern.mr) * ((P.n + kern.nr - 1) / kern.nr);
   if (P.m * P.n * P.k < kMinParallelMacs) threads = 1;
   threads = static_cast<int>(std::min<int64_t>(threads, tiles));
