@@ -46,7 +46,7 @@ def rand(rng, shape, dtype):
 
 @contextlib.contextmanager
 def active_isa(isa):
-    """Runs the block with the kernels of ``isa`` ('avx512', 'avx2', 'generic')."""
+    """Runs the block with the kernels of ``isa`` ('amx', 'avx512', 'avx2', 'generic')."""
     previous = deepkern._C.active_isa()
     deepkern._C.set_active_isa(isa)
     try:

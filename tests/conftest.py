@@ -18,7 +18,7 @@ if _HERE not in sys.path:
 import deepkern  # noqa: E402
 
 # Lowest first: a CPU that supports one ISA supports every ISA before it.
-ISA_ORDER = ("generic", "avx2", "avx512")
+ISA_ORDER = ("generic", "avx2", "avx512", "amx")
 
 
 def supported_isas() -> list:

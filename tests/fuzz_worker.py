@@ -1738,7 +1738,7 @@ def c_kernel(kernel: str):
 
 # ---- deepkern._C: the machine and dispatch functions ---------------------------------------------
 
-ISA_NAMES = ("generic", "avx2", "avx512")
+ISA_NAMES = ("generic", "avx2", "avx512", "amx")
 TEXT = st.sampled_from(["", "avx", "AVX2", "generic ", "gemm", "conv_winograd", "x" * 300, "\0", "é"])
 
 
@@ -1872,6 +1872,7 @@ REGISTRY.update(
             {"double_precision": st.sampled_from([True, False, None, 0, 2**63, "x"])},
             lambda p: isinstance(p["double_precision"], bool) or None,
         ),
+        "_C.gemm_bf16_kernel_name": _plain(_C.gemm_bf16_kernel_name, {}, lambda p: True),
         "_C.last_isa": _plain(
             _C.last_isa,
             {"family": st.sampled_from(FAMILY_NAMES) | TEXT | st.sampled_from([None, 3])},
@@ -1881,6 +1882,14 @@ REGISTRY.update(
             _C.measure_fma_gflops,
             {
                 "isa": st.sampled_from(ISA_NAMES[: ISA_NAMES.index(_C.detected_isa()) + 1]) | TEXT,
+                "threads": st.sampled_from([1, 2] + list(ABSURD_INTS)),
+                "seconds": st.sampled_from([0.001, 0.005] + list(ABSURD_NUMBERS)),
+            },
+            lambda p: None,
+        ),
+        "_C.measure_bf16_gflops": _plain(
+            _C.measure_bf16_gflops,
+            {
                 "threads": st.sampled_from([1, 2] + list(ABSURD_INTS)),
                 "seconds": st.sampled_from([0.001, 0.005] + list(ABSURD_NUMBERS)),
             },

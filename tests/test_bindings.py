@@ -8,6 +8,7 @@ the op and the argument, and leaves every array as it was.
 
 from __future__ import annotations
 
+import deepkern
 import numpy as np
 import pytest
 from deepkern import _C
@@ -741,6 +742,19 @@ def test_optimizer_tensors_may_share_what_is_only_read(rng):
     for i, (p_ref, b_ref) in enumerate(expected):
         check(params[i], p_ref, F64, f"params[{i}]")
         check(buffers[i], b_ref, F64, f"momentum_buffers[{i}]")
+
+
+@pytest.mark.parametrize("case", [_gemm, _gemm_shared_a], ids=["gemm", "gemm_shared_a"])
+def test_gemm_takes_bfloat16(case, rng):
+    """The gemm calls with bfloat16 arrays: bfloat16 c, and float32 c (the float32 accumulation)."""
+    bf16 = deepkern.bfloat16
+    for c_dtype, tol in ((bf16, 2.0**-7), (F32, 1e-5)):
+        _, kw, expected = case(rng, bf16)
+        kw["c"] = kw["c"].astype(c_dtype)
+        if kw["bias"] is not None:
+            kw["bias"] = kw["bias"].astype(c_dtype)
+        _C.gemm(**kw)
+        check(kw["c"].astype(np.float32), expected["c"], F32, f"bfloat16 gemm into {np.dtype(c_dtype)} c", tol=tol)
 
 
 def test_gemm_output_interleaved_with_an_input_is_no_overlap(rng):

@@ -126,7 +126,7 @@ def test_backend_set_num_threads_rejects_zero():
 
 def test_set_active_isa_rejects_unknown_and_unsupported():
     previous = deepkern._C.active_isa()
-    with pytest.raises(ValueError, match="isa must be one of 'avx512', 'avx2', 'generic', got 'sse9'"):
+    with pytest.raises(ValueError, match="isa must be one of 'amx', 'avx512', 'avx2', 'generic', got 'sse9'"):
         deepkern._C.set_active_isa("sse9")
     with pytest.raises(ValueError, match="got 'AVX2'"):
         deepkern._C.set_active_isa("AVX2")

@@ -347,10 +347,14 @@ def test_allow_tf32_is_a_bool_defaulting_to_false():
 
 
 @pytest.mark.parametrize("op", ["matmul", "gemm", "linear"])
-def test_bfloat16_on_the_cpu_is_a_type_error_naming_the_dtype(rng, op):
+def test_bfloat16_on_the_cpu_runs_the_cpu_kernel(rng, op):
+    """Host bfloat16 arrays take the CPU's bfloat16 GEMM (tests/test_gemm_bf16.py), giving bfloat16."""
     a = rng.standard_normal((3, 3)).astype(BF16)
-    with raises_naming(TypeError, op, "float32 or float64", "bfloat16"):
-        getattr(ops, op)(a, a)
+    got = getattr(ops, op)(a, a)
+    assert isinstance(got, np.ndarray) and got.dtype == BF16
+    a64 = a.astype(np.float64)
+    ref = a64 @ (a64.T if op == "linear" else a64)
+    assert np.all(np.abs(got.astype(np.float64) - ref) <= 2.0**-8 * np.abs(ref) + 1e-5 * (np.abs(a64) ** 2).sum())
 
 
 @pytest.mark.skipif(not dk.cuda.is_compiled(), reason="deepkern._cuda is not built")

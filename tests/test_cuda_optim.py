@@ -20,7 +20,7 @@ compiled = pytest.mark.skipif(not dk.cuda.is_compiled(), reason="deepkern._cuda 
 if dk.cuda.is_compiled():
     from deepkern import _cuda
 
-FMA_ISAS = ("avx512", "avx2")
+FMA_ISAS = ("amx", "avx512", "avx2")
 
 
 @pytest.fixture

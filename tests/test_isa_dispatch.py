@@ -66,6 +66,12 @@ def _gemm(rng, dtype):
     yield "matmul", ops.matmul(a, b), matmul_ref(a, b), None
 
 
+def _gemm_bf16(rng, dtype):
+    """A bfloat16 matmul, its result widened to ``dtype``; bound: bfloat16's rounding."""
+    a, b = rand(rng, (37, 53), deepkern.bfloat16), rand(rng, (53, 29), deepkern.bfloat16)
+    yield "matmul bfloat16", ops.matmul(a, b).astype(dtype), matmul_ref(a, b), 2.0**-7
+
+
 def _conv(rng, dtype, x_shape, w_shape, **options):
     """conv2d with a bias and its three gradients, each with its reference."""
     x, w, b = rand(rng, x_shape, dtype), rand(rng, w_shape, dtype), rand(rng, w_shape[0], dtype)
@@ -255,6 +261,7 @@ FAMILY_OPS = {
     "attention": _attention,
     "dropout": _dropout,
     "gemm": _gemm,
+    "gemm_bf16": _gemm_bf16,
     "conv_winograd": _conv_winograd,
     "conv_depthwise": _conv_depthwise,
     "lstm": _lstm,

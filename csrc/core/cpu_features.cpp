@@ -10,6 +10,10 @@
 #if DEEPKERN_X86
 #include <cpuid.h>
 #endif
+#if DEEPKERN_X86 && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace deepkern {
 namespace {
@@ -19,6 +23,26 @@ uint64_t read_xcr0() {
   uint32_t eax, edx;
   __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
   return (static_cast<uint64_t>(edx) << 32) | eax;
+}
+
+// Linux keeps the AMX tile data state (XFEATURE_XTILEDATA, 18) off until a process asks for it
+// (arch_prctl ARCH_REQ_XCOMP_PERM = 0x1023); the grant holds for every thread of the process.
+bool os_grants_amx_tiles() {
+#if defined(__linux__)
+  constexpr long kArchReqXcompPerm = 0x1023;
+  constexpr long kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
+
+// AMX-TILE (leaf 7 EDX bit 24) and AMX-BF16 (bit 22), XCR0's tile state (XTILECFG bit 17,
+// XTILEDATA bit 18) enabled by the OS, and the process's permission to use it.
+bool amx_usable(unsigned leaf7_edx, uint64_t xcr0) {
+  const bool amx_tile = leaf7_edx & (1u << 24), amx_bf16 = leaf7_edx & (1u << 22);
+  const bool os_tiles = (xcr0 & (uint64_t(3) << 17)) == (uint64_t(3) << 17);
+  return amx_tile && amx_bf16 && os_tiles && os_grants_amx_tiles();
 }
 
 Isa probe_isa() {
@@ -36,12 +60,19 @@ Isa probe_isa() {
   __cpuid_count(7, 0, eax, ebx, ecx, edx);
   const bool avx2 = ebx & bit_AVX2;
   const bool avx512 = (ebx & bit_AVX512F) && (ebx & bit_AVX512VL) && (ebx & bit_AVX512DQ) && (ebx & bit_AVX512BW);
-  if (avx512 && fma && os_zmm) return Isa::avx512;
+  if (avx512 && fma && os_zmm) return amx_usable(edx, xcr0) ? Isa::amx : Isa::avx512;
   if (avx2 && fma) return Isa::avx2;
   return Isa::generic;
 }
+bool probe_avx512_bf16() {
+  if (__get_cpuid_max(0, nullptr) < 7) return false;
+  unsigned eax, ebx, ecx, edx;
+  __cpuid_count(7, 1, eax, ebx, ecx, edx);
+  return eax & (1u << 5);
+}
 #else
 Isa probe_isa() { return Isa::generic; }
+bool probe_avx512_bf16() { return false; }
 #endif
 
 Isa initial_isa() {
@@ -66,6 +97,7 @@ std::atomic<int>& active_isa_slot() {
 
 const char* isa_name(Isa isa) {
   switch (isa) {
+    case Isa::amx: return "amx";
     case Isa::avx512: return "avx512";
     case Isa::avx2: return "avx2";
     default: return "generic";
@@ -73,15 +105,21 @@ const char* isa_name(Isa isa) {
 }
 
 Isa isa_from_name(const std::string& name) {
+  if (name == "amx") return Isa::amx;
   if (name == "avx512") return Isa::avx512;
   if (name == "avx2") return Isa::avx2;
   if (name == "generic") return Isa::generic;
-  throw std::invalid_argument("isa must be one of 'avx512', 'avx2', 'generic', got '" + name + "'");
+  throw std::invalid_argument("isa must be one of 'amx', 'avx512', 'avx2', 'generic', got '" + name + "'");
 }
 
 Isa detected_isa() {
   static const Isa isa = probe_isa();
   return isa;
+}
+
+bool cpu_has_avx512_bf16() {
+  static const bool has = static_cast<int>(detected_isa()) >= static_cast<int>(Isa::avx512) && probe_avx512_bf16();
+  return has;
 }
 
 Isa active_isa() { return static_cast<Isa>(active_isa_slot().load(std::memory_order_relaxed)); }

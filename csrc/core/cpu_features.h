@@ -13,15 +13,21 @@
 
 namespace deepkern {
 
-// Kernel instruction sets, ordered from most portable to fastest.
-enum class Isa { generic = 0, avx2 = 1, avx512 = 2 };
+// Kernel instruction sets, ordered from most portable to fastest. amx is avx512 plus the AMX tiles
+// (AMX-TILE, AMX-BF16, granted by the operating system): only the bfloat16 GEMM has amx kernels;
+// every other family runs its avx512 kernels there.
+enum class Isa { generic = 0, avx2 = 1, avx512 = 2, amx = 3 };
 
 const char* isa_name(Isa isa);
-// Parses "generic" / "avx2" / "avx512"; throws std::invalid_argument otherwise.
+// Parses "generic" / "avx2" / "avx512" / "amx"; throws std::invalid_argument otherwise.
 Isa isa_from_name(const std::string& name);
 
-// The best ISA this CPU and operating system support (CPUID + XGETBV); generic without DEEPKERN_X86.
+// The best ISA this CPU and operating system support (CPUID + XGETBV; for amx also the Linux
+// permission to use the tile state, asked once); generic without DEEPKERN_X86.
 Isa detected_isa();
+
+// Whether the CPU has AVX512-BF16 (VDPBF16PS) besides the avx512 ISA (CPUID leaf 7, subleaf 1).
+bool cpu_has_avx512_bf16();
 
 // The ISA the kernels dispatch on: detected_isa(), or DEEPKERN_ISA from the environment
 // at start-up, or what set_active_isa() chose last.

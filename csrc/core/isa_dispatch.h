@@ -33,6 +33,7 @@ enum class IsaFamily : int {
   dropout,
   norm,
   attention,
+  gemm_bf16,
   count
 };
 
@@ -52,15 +53,19 @@ std::atomic<int>& isa_record(IsaFamily family);
 inline int record_code(Isa isa) { return 1 + static_cast<int>(isa); }
 }  // namespace detail
 
-// One family's kernel tables, one per ISA: IsaTables{generic::t, avx2::t, avx512::t}.
+// One family's kernel tables, one per ISA: IsaTables{generic::t, avx2::t, avx512::t}, and a fourth,
+// amx, for the families that have AMX kernels (the others run their avx512 table under amx).
 template <class Table>
 struct IsaTables {
   const Table& generic;
   const Table& avx2;
   const Table& avx512;
+  const Table* amx = nullptr;
 };
 template <class Table>
 IsaTables(const Table&, const Table&, const Table&) -> IsaTables<Table>;
+template <class Table>
+IsaTables(const Table&, const Table&, const Table&, const Table*) -> IsaTables<Table>;
 
 // Declares a family's per-ISA table `name` of type Table (`extern const Table name;` in the
 // namespaces generic, avx2 and avx512, within the namespace where it is used); each ISA's
@@ -110,6 +115,7 @@ struct KernelsByType {
 template <class Table>
 const Table& table_for(Isa isa, const IsaTables<Table>& tables) {
   switch (isa) {
+    case Isa::amx: return tables.amx ? *tables.amx : tables.avx512;
     case Isa::avx512: return tables.avx512;
     case Isa::avx2: return tables.avx2;
     default: return tables.generic;

@@ -18,7 +18,7 @@ void bind_core(py::module_& m) {
   m.attr("compiler") = DEEPKERN_COMPILER;
   // The kernel ISAs this build contains (a portable-only build, as on other processors: generic alone).
 #if DEEPKERN_X86
-  m.attr("compiled_isas") = py::make_tuple("avx512", "avx2", "generic");
+  m.attr("compiled_isas") = py::make_tuple("amx", "avx512", "avx2", "generic");
 #else
   m.attr("compiled_isas") = py::make_tuple("generic");
 #endif
@@ -35,7 +35,7 @@ void bind_core(py::module_& m) {
   // An unknown name is a ValueError (std::invalid_argument) and keeps the active ISA.
   m.def(
       "set_active_isa", [](const std::string& name) { set_active_isa(isa_from_name(name)); }, py::arg("isa"),
-      "Choose the kernel ISA ('avx512', 'avx2', 'generic').");
+      "Choose the kernel ISA ('amx', 'avx512', 'avx2', 'generic').");
   m.def(
       "isa_families",
       [] {

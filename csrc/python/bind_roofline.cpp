@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core/cpu_features.h"
+#include "cpu/gemm_bf16/gemm_bf16.h"
 #include "cpu/roofline/roofline.h"
 
 namespace deepkern::python {
@@ -26,18 +27,31 @@ void require(bool ok, const char* op, const std::string& what) {
   if (!ok) throw py::value_error(std::string(op) + ": " + what);
 }
 
+// A peak measurement's arguments: 1 to kMaxThreads threads, (0, kMaxSeconds] seconds.
+void require_peak_run(const char* op, int threads, double seconds) {
+  require(threads >= 1 && threads <= kMaxThreads, op,
+          "threads must be between 1 and " + std::to_string(kMaxThreads) + ", got " + std::to_string(threads));
+  require(seconds > 0 && seconds <= kMaxSeconds, op,
+          "seconds must be in (0, " + std::to_string(int(kMaxSeconds)) + "], got " + std::to_string(seconds));
+}
+
 // Single-precision GFLOP/s of the active `isa` on `threads` for about `seconds`.
 double fma_gflops(const std::string& isa, int threads, double seconds) {
   constexpr const char* op = "measure_fma_gflops";
   const Isa chosen = isa_from_name(isa);
   require(chosen == active_isa(), op,
           "isa must be the active ISA ('" + std::string(isa_name(active_isa())) + "'), got '" + isa + "'");
-  require(threads >= 1 && threads <= kMaxThreads, op,
-          "threads must be between 1 and " + std::to_string(kMaxThreads) + ", got " + std::to_string(threads));
-  require(seconds > 0 && seconds <= kMaxSeconds, op,
-          "seconds must be in (0, " + std::to_string(int(kMaxSeconds)) + "], got " + std::to_string(seconds));
+  require_peak_run(op, threads, seconds);
   py::gil_scoped_release release;
   return cpu::measure_fma_gflops(chosen, threads, seconds);
+}
+
+// The bfloat16 GEMM's peak GFLOP/s (its active tier's instruction) on `threads` for about `seconds`.
+double bf16_gflops(int threads, double seconds) {
+  constexpr const char* op = "measure_bf16_gflops";
+  require_peak_run(op, threads, seconds);
+  py::gil_scoped_release release;
+  return cpu::measure_bf16_gflops(threads, seconds);
 }
 
 // GB/s of copies between two buffers of `bytes` on `threads`, the median of `repeats`.
@@ -58,6 +72,7 @@ void bind_roofline(py::module_& m) {
   // Out-of-range arguments (an ISA other than the active one, NaN or huge seconds, absurd counts) are
   // a ValueError naming the argument.
   m.def("measure_fma_gflops", &fma_gflops, py::arg("isa"), py::arg("threads"), py::arg("seconds") = 0.2);
+  m.def("measure_bf16_gflops", &bf16_gflops, py::arg("threads"), py::arg("seconds") = 0.2);
   m.def("measure_copy_gbps", &copy_gbps, py::arg("bytes"), py::arg("threads"), py::arg("repeats") = 5);
 }
 

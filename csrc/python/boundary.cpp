@@ -80,6 +80,18 @@ Shape shape_with_ndim(py::handle obj, const char* op, const std::string& name, i
   return shape;
 }
 
+template <>
+py::dtype dtype_of<cpu::bf16>() {
+  // ml_dtypes is imported once (a dependency of deepkern); the dtype lives as long as the process.
+  static const py::dtype* bfloat16 =
+      new py::dtype(py::dtype::from_args(py::module_::import("ml_dtypes").attr("bfloat16")));
+  return *bfloat16;
+}
+
+bool is_bfloat16(py::handle obj) {
+  return py::isinstance<py::array>(obj) && has_dtype(py::reinterpret_borrow<py::array>(obj), dtype_of<cpu::bf16>());
+}
+
 bool is_float32(py::handle obj, const char* op, const std::string& name) {
   const py::array arr = as_array(obj, op, name);
   if (has_dtype(arr, py::dtype::of<float>())) return true;

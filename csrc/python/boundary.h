@@ -20,6 +20,8 @@
 #include <utility>
 #include <vector>
 
+#include "cpu/gemm_bf16/gemm_bf16.h"
+
 namespace deepkern::python {
 
 namespace py = pybind11;
@@ -42,6 +44,17 @@ inline Shape shape_with_ndim(py::handle obj, const char* op, const std::string& 
 
 // True for float32, false for float64; TypeError naming `name` of `op` for any other dtype.
 bool is_float32(py::handle obj, const char* op, const std::string& name);
+
+// The NumPy dtype of a kernel element type: NumPy's own, and ml_dtypes.bfloat16 for cpu::bf16.
+template <class E>
+py::dtype dtype_of() {
+  return py::dtype::of<E>();
+}
+template <>
+py::dtype dtype_of<cpu::bf16>();
+
+// True when `obj` is a numpy.ndarray of dtype bfloat16 (ml_dtypes).
+bool is_bfloat16(py::handle obj);
 
 // The one float dispatch of every binding: calls run(T{}) with T = float or double, the dtype of
 // `obj` (argument `name` of `op`).
@@ -141,11 +154,11 @@ class KernelArrays : public CallArrays {
   // An array the kernel reads / writes (see CallArrays::contiguous).
   template <class E = T>
   const E* input(py::handle obj, const std::string& name, const Extent& extent) {
-    return static_cast<const E*>(contiguous(obj, name, py::dtype::of<E>(), extent, Access::read));
+    return static_cast<const E*>(contiguous(obj, name, dtype_of<E>(), extent, Access::read));
   }
   template <class E = T>
   E* output(py::handle obj, const std::string& name, const Extent& extent) {
-    return static_cast<E*>(contiguous(obj, name, py::dtype::of<E>(), extent, Access::write));
+    return static_cast<E*>(contiguous(obj, name, dtype_of<E>(), extent, Access::write));
   }
   // None: the kernel's null pointer (an argument it does without).
   template <class E = T>
@@ -156,10 +169,11 @@ class KernelArrays : public CallArrays {
   E* optional_output(const py::object& obj, const std::string& name, const Extent& extent) {
     return obj.is_none() ? nullptr : output<E>(obj, name, extent);
   }
-  // gemm's operands (see CallArrays::strided).
+  // gemm's operands (see CallArrays::strided), of element type E.
+  template <class E = T>
   StridedMatrices matrices(py::handle obj, const std::string& name, int64_t rows, int64_t cols, const int64_t* offsets,
                            int64_t count, const std::string& offsets_name, Access access) {
-    return strided(obj, name, py::dtype::of<T>(), rows, cols, offsets, count, offsets_name, access);
+    return strided(obj, name, dtype_of<E>(), rows, cols, offsets, count, offsets_name, access);
   }
 };
 

@@ -97,6 +97,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     bench_parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (seconds)")
     bench_parser.add_argument(
+        "--dtype",
+        choices=("float32", "bf16"),
+        default="float32",
+        help="bf16: the bfloat16 GEMM suite (gemm-bf16: bfloat16 beside PyTorch's, and the float32 GEMM "
+        "of the same shapes); with --op gemm or all (default: float32, the suites as named)",
+    )
+    bench_parser.add_argument(
         "--device",
         choices=("cpu", "cuda"),
         default="cpu",
@@ -267,7 +274,11 @@ def _cmd_bench(args, parser: argparse.ArgumentParser) -> int:
 
     if args.op == "allreduce":
         return _cmd_bench_allreduce(args)
-    if args.op == "all":
+    if args.dtype == "bf16":
+        if args.op not in ("all", "gemm", "gemm-bf16"):
+            parser.error(f"--dtype bf16 times the bfloat16 GEMM (--op gemm or all), got --op {args.op}")
+        names = ["gemm-bf16"]
+    elif args.op == "all":
         names = sorted(name for name, suite in bench.SUITES.items() if suite.in_all)
     elif args.op in bench.SUITES:
         names = [args.op]

@@ -14,6 +14,7 @@ import numbers
 import weakref
 from collections import namedtuple
 
+import ml_dtypes
 import numpy as np
 
 from . import autograd, backends
@@ -50,6 +51,7 @@ __all__ = [
     "stack",
     "where",
     "float32",
+    "bfloat16",
     "float64",
     "int64",
     "int32",
@@ -57,6 +59,9 @@ __all__ = [
 ]
 
 float32, float64 = np.dtype(np.float32), np.dtype(np.float64)
+#: bfloat16 (ml_dtypes' NumPy dtype): the GEMM kernels take it (matmul, gemm, linear), accumulating
+#: in float32 and rounding the result to bfloat16 to nearest even, as PyTorch does.
+bfloat16 = np.dtype(ml_dtypes.bfloat16)
 int32, int64, bool_ = np.dtype(np.int32), np.dtype(np.int64), np.dtype(np.bool_)
 
 MaxResult = namedtuple("MaxResult", ["values", "indices"])
@@ -67,6 +72,7 @@ TopkResult = namedtuple("TopkResult", ["values", "indices"])
 _TYPE_NAMES = {
     np.dtype(np.float16): "HalfTensor",
     float32: "FloatTensor",
+    bfloat16: "BFloat16Tensor",
     float64: "DoubleTensor",
     np.dtype(np.uint8): "ByteTensor",
     np.dtype(np.int8): "CharTensor",
@@ -146,7 +152,7 @@ class Tensor:
         flag = bool(flag)
         if self._node is not None and not flag:
             raise RuntimeError("requires_grad can only be turned off on leaf tensors; use detach()")
-        if flag and self._array.dtype.kind not in "fc":
+        if flag and self._array.dtype.kind not in "fc" and self._array.dtype != bfloat16:
             raise RuntimeError(f"only floating-point tensors can require grad, got dtype {self.dtype}")
         self._requires_grad = flag
 
@@ -386,6 +392,9 @@ class Tensor:
 
     def double(self) -> "Tensor":
         return self.to(float64)
+
+    def bfloat16(self) -> "Tensor":
+        return self.to(bfloat16)
 
     def long(self) -> "Tensor":
         return self.to(int64)

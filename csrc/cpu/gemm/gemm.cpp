@@ -30,14 +30,13 @@
 #include "core/isa_dispatch.h"
 #include "core/scratch.h"
 #include "core/threading.h"
+#include "cpu/gemm/grid.h"
 #include "cpu/gemm/portable_kernels.h"
 
 namespace deepkern::cpu {
 
 namespace {
 
-// Below this many multiply-adds a problem runs on one thread (thread start-up would cost more).
-constexpr int64_t kMinParallelMacs = int64_t(1) << 20;
 // GEMV: elements of y computed per chunk (16 KB of float: stays in L1 while whole rows of B
 // stream through, so the prefetcher never stops at a page edge), and the matrix size from
 // which it is split over threads (it is bound by memory bandwidth, so it pays early).
@@ -239,30 +238,9 @@ void gemm_parallel(const GemmKernels<T>& kern, const Problem<T>& P, int threads,
     gemm_block(kern, P, 0, P.m, 0, P.n, prepacked_b);
     return;
   }
-  int64_t best_rows = 1;
-  double best_cost = 0;
-  for (int64_t grid_rows = 1; grid_rows <= threads; ++grid_rows) {
-    if (threads % grid_rows) continue;
-    const int64_t grid_cols = threads / grid_rows;
-    const int64_t block_m = ceil_div(row_panels, grid_rows) * kern.mr;
-    const int64_t block_n = ceil_div(col_panels, grid_cols) * kern.nr;
-    const double macs = double(block_m) * block_n * P.k / (2.0 * kern.nr);
-    const double packing = double(block_m + block_n) * P.k;
-    const double cost = macs + packing;
-    if (grid_rows == 1 || cost < best_cost) {
-      best_cost = cost;
-      best_rows = grid_rows;
-    }
-  }
-  const int64_t grid_cols = threads / best_rows;
-  const int64_t block_m = ceil_div(row_panels, best_rows) * kern.mr;
-  const int64_t block_n = ceil_div(col_panels, grid_cols) * kern.nr;
-  run_on_threads(threads, [&](int t) {
-    const int64_t m0 = std::min(P.m, (t / grid_cols) * block_m);
-    const int64_t n0 = std::min(P.n, (t % grid_cols) * block_n);
-    const int64_t m1 = std::min(P.m, m0 + block_m), n1 = std::min(P.n, n0 + block_n);
-    if (m0 < m1 && n0 < n1) gemm_block(kern, P, m0, m1, n0, n1, prepacked_b);
-  });
+  run_on_grid(
+      P.m, P.n, choose_gemm_grid(P.m, P.n, P.k, kern.mr, kern.nr, threads),
+      [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) { gemm_block(kern, P, m0, m1, n0, n1, prepacked_b); });
 }
 
 // The row x of a GEMV as a contiguous vector: in place, or gathered into `storage`.
@@ -352,24 +330,8 @@ template <class T>
 void gemm_batched(int64_t batch, const int64_t* a_offsets, const int64_t* b_offsets, const int64_t* c_offsets,
                   int64_t m, int64_t n, int64_t k, T alpha, StridedMatrix<const T> a, StridedMatrix<const T> b, T beta,
                   StridedMatrix<T> c, const GemmEpilogue<T>& epilogue) {
-  auto problem = [&](int64_t i) {
-    Problem<T> P{m, n, k, alpha, a, b, beta, c, epilogue};
-    P.a.data += a_offsets[i];
-    P.b.data += b_offsets[i];
-    P.c.data += c_offsets[i];
-    return P;
-  };
-  const int threads = num_threads();
-  // Many small problems: one thread per problem beats splitting each one.
-  const bool across_batch = batch > 1 && threads > 1 && m * n * k < 64 * kMinParallelMacs;
-  if (across_batch) {
-    const int team = static_cast<int>(std::min<int64_t>(threads, batch));
-    run_on_threads(team, [&](int t) {
-      for (int64_t i = batch * t / team; i < batch * (t + 1) / team; ++i) run_gemm(problem(i), 1);
-    });
-  } else {
-    for (int64_t i = 0; i < batch; ++i) run_gemm(problem(i), threads);
-  }
+  run_batch(batch, a_offsets, b_offsets, c_offsets, Problem<T>{m, n, k, alpha, a, b, beta, c, epilogue},
+            [](const Problem<T>& P, int threads) { run_gemm(P, threads); });
 }
 
 template <class T>

@@ -56,23 +56,27 @@ Buffer stream_buffer(int64_t n) {
 
 }  // namespace
 
+double measure_chains_gflops(float (*chains)(int64_t iters), double flops_per_iteration, int threads, double seconds) {
+  // Calibrate the iteration count on one thread, then time all threads together.
+  int64_t iters = 1 << 16;
+  for (;;) {
+    const auto start = std::chrono::steady_clock::now();
+    sink = sink + chains(iters);
+    if (seconds_since(start) > seconds / 4 || iters > (int64_t(1) << 40)) break;
+    iters *= 2;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  run_on_threads(threads, [&](int) { sink = sink + chains(iters); });
+  const double elapsed = seconds_since(start);
+  return flops_per_iteration * double(iters) * threads / elapsed / 1e9;
+}
+
 double measure_fma_gflops(Isa isa, int threads, double seconds) {
   if (isa != active_isa())
     throw std::invalid_argument(std::string("measure_fma_gflops measures the active ISA ('") + isa_name(active_isa()) +
                                 "'), got '" + isa_name(isa) + "'");
   const roofline::PeakLoops& loops = peak_loops();
-  // Calibrate the iteration count on one thread, then time all threads together.
-  int64_t iters = 1 << 16;
-  for (;;) {
-    const auto start = std::chrono::steady_clock::now();
-    sink = sink + loops.multiply_add_chains(iters);
-    if (seconds_since(start) > seconds / 4 || iters > (int64_t(1) << 40)) break;
-    iters *= 2;
-  }
-  const auto start = std::chrono::steady_clock::now();
-  run_on_threads(threads, [&](int) { sink = sink + loops.multiply_add_chains(iters); });
-  const double elapsed = seconds_since(start);
-  return loops.flops_per_iteration * double(iters) * threads / elapsed / 1e9;
+  return measure_chains_gflops(loops.multiply_add_chains, loops.flops_per_iteration, threads, seconds);
 }
 
 double measure_copy_gbps(int64_t bytes, int threads, int repeats) {

@@ -12,6 +12,11 @@ namespace deepkern::cpu {
 // runs for about `seconds`. `isa` must be the active ISA (std::invalid_argument otherwise).
 double measure_fma_gflops(Isa isa, int threads, double seconds);
 
+// GFLOP/s of `chains(iters)` (independent chains in registers, `flops_per_iteration` per
+// iteration) run on `threads` threads at once for about `seconds`; the FMA peak's measurement, and
+// the bfloat16 GEMM's (measure_bf16_gflops, gemm_bf16.h).
+double measure_chains_gflops(float (*chains)(int64_t iters), double flops_per_iteration, int threads, double seconds);
+
 // The memory-bound kernels' roof: GB/s of a read+write stream on `threads` threads, each updating
 // its own slice of two `bytes`-sized float32 buffers in place, a[i] = a[i] * s + b[i], with
 // ordinary loads and stores, as an in-place kernel (an optimizer step) streams memory; the

@@ -16,7 +16,7 @@ import numpy as np
 from .. import _C
 from .base import DLPACK_CPU, Backend
 
-ISAS = ("avx512", "avx2", "generic")
+ISAS = ("amx", "avx512", "avx2", "generic")
 
 
 def _warn_unused_isa_request() -> None:

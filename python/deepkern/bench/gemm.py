@@ -243,3 +243,91 @@ register_suite(
         unavailable=_cuda_unavailable,
     )
 )
+
+
+# ---- the bfloat16 suite (CPU) ----------------------------------------------------------------------
+
+GEMM_BF16_SQUARE = (1024, 2048, 4096)
+GEMM_BF16_SQUARE_QUICK = (256,)
+
+
+def _bf16_bits(sets: list) -> list:
+    """The rotation sets as bfloat16 bits in uint16 (PyTorch cannot take NumPy's bfloat16; each call
+    views them as bfloat16)."""
+    import ml_dtypes
+
+    return [tuple(x.astype(ml_dtypes.bfloat16).view(np.uint16) for x in s) for s in sets]
+
+
+def _bf16_check(inputs: tuple) -> float:
+    """deepkern's relative error against the float64 product of the bfloat16 inputs rounded to
+    bfloat16 once (the best a bfloat16 result can be), on a sample of rows."""
+    import ml_dtypes
+
+    from ..ops import matmul
+
+    a, b = (x.view(ml_dtypes.bfloat16) for x in inputs)
+    out = matmul(a, b).astype(np.float64)
+    rows = np.unique(np.linspace(0, a.shape[0] - 1, num=min(a.shape[0], 64)).astype(np.int64))
+    ref = a[rows].astype(np.float64) @ b.astype(np.float64)
+    ref = ref.astype(np.float32).astype(ml_dtypes.bfloat16).astype(np.float64)
+    return float(np.linalg.norm(out[rows] - ref)) / (float(np.linalg.norm(ref)) or 1.0)
+
+
+def _bf16_impls() -> dict:
+    """deepkern.ops.matmul and torch.matmul on bfloat16 views of the same bits."""
+    import ml_dtypes
+
+    from ..ops import matmul
+
+    impls = {"deepkern": lambda a, b: matmul(a.view(ml_dtypes.bfloat16), b.view(ml_dtypes.bfloat16))}
+    torch = installed_torch()
+    if torch is not None:
+        impls["torch"] = lambda a, b: torch.matmul(a.view(torch.bfloat16), b.view(torch.bfloat16))
+    return impls
+
+
+def _gemm_bf16_pair(m: int, n: int, k: int, name: str, group: str, label: str = "") -> List[Case]:
+    """The bfloat16 case (layout "NN bf16") and, beside it, the same shape in float32 ("NN f32",
+    deepkern's and PyTorch's float32 GEMMs), so each row's GFLOP/s compares the two precisions."""
+    bf16 = Case(
+        op="gemm-bf16",
+        name=name,
+        layout="NN bf16",
+        group=f"{group} bf16",
+        shape=(m, n, k),
+        flops=2.0 * m * n * k,
+        nbytes=2.0 * (m * k + k * n + m * n),
+        make_inputs=lambda: _bf16_bits(make_gemm_inputs(m, n, k, "NN")),
+        impls=_bf16_impls(),
+        check=_bf16_check,
+        label=label,
+        metric="bf16_flops",
+    )
+    f32 = _gemm_case(m, n, k, "NN", name, f"{group} f32", label)
+    f32.op, f32.layout = "gemm-bf16", "NN f32"
+    f32.impls = {name: fn for name, fn in f32.impls.items() if name != "numpy"}
+    return [bf16, f32]
+
+
+def gemm_bf16_cases(quick: bool = False) -> List[Case]:
+    """bfloat16 square GEMMs and the deep-learning shapes, each beside its float32 twin."""
+    cases = []
+    for size in GEMM_BF16_SQUARE_QUICK if quick else GEMM_BF16_SQUARE:
+        cases += _gemm_bf16_pair(size, size, size, f"n={size}", "square", "square")
+    for m, n, k, label in GEMM_DL_SHAPES_QUICK if quick else GEMM_DL_SHAPES:
+        cases += _gemm_bf16_pair(m, n, k, f"M={m} N={n} K={k}", GROUP_DL, label)
+    return cases
+
+
+register_suite(
+    Suite(
+        name="gemm-bf16",
+        description="bfloat16 matrix multiply (float32 accumulation) vs PyTorch's bfloat16 matmul, beside the "
+        "float32 GEMMs of the same shapes; the bfloat16 rows' % of peak is of the bfloat16 peak (TDPBF16PS "
+        "on AMX, VDPBF16PS on AVX512-BF16)",
+        cases=gemm_bf16_cases,
+        summary_groups=("square bf16", "square f32", f"{GROUP_DL} bf16", f"{GROUP_DL} f32"),
+        in_all=False,
+    )
+)

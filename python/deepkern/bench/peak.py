@@ -62,3 +62,17 @@ def measure_peak(
     stream = _C.measure_copy_gbps(int(stream_bytes), threads, stream_repeats)
     _PEAKS[threads] = Peak(threads, isa, float(fma), float(stream), int(stream_bytes))
     return _PEAKS[threads]
+
+
+_BF16_PEAKS: Dict[int, float] = {}
+
+
+def measure_bf16_peak(threads: int, *, seconds: float = 0.2, runs: int = 3) -> float:
+    """The bfloat16 GEMM's peak GFLOP/s at ``threads`` threads (best of ``runs``): chains of the
+    instruction its active tier runs on (TDPBF16PS on AMX, VDPBF16PS on AVX512-BF16; the float32 FMA
+    peak for the emulated kernels). Cached per thread count for the life of the process."""
+    threads = int(threads)
+    if threads not in _BF16_PEAKS:
+        time.sleep(PAUSE_S)
+        _BF16_PEAKS[threads] = float(max(_C.measure_bf16_gflops(threads, seconds) for _ in range(max(1, runs))))
+    return _BF16_PEAKS[threads]

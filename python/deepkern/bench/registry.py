@@ -33,8 +33,9 @@ class Case:
     impls: Dict[str, Callable]  # backend name -> fn(*converted inputs)
     check: Optional[Callable[[tuple], float]] = None  # relative error of deepkern vs reference
     label: str = ""  # what the shape is (e.g. "ResNet conv1 im2col")
-    #: "flops": throughput in GFLOP/s against the FMA peak and the roofline; "bytes": memory-bound
-    #: ops, throughput in GB/s (nbytes / time) against the measured stream bandwidth.
+    #: "flops": throughput in GFLOP/s against the FMA peak and the roofline; "bf16_flops": the same
+    #: against the bfloat16 GEMM's peak (peak.measure_bf16_peak); "bytes": memory-bound ops,
+    #: throughput in GB/s (nbytes / time) against the measured stream bandwidth.
     metric: str = "flops"
     #: Where the case runs: "cpu", or "cuda" (inputs moved to the GPU once; each library's calls timed
     #: with CUDA events by :func:`timing.time_cuda_fn`).

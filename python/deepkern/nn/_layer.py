@@ -59,16 +59,19 @@ def reset_weight_and_bias(module) -> None:
         init.uniform_(module.bias, -bound, bound)
 
 
-def check_float(module, x, dtype=None) -> None:
-    """``x`` is float32/float64 (and of ``dtype``, the layer's parameters', when given)."""
+def check_float(module, x, dtype=None, also=()) -> None:
+    """``x`` is float32/float64 or one of the dtypes ``also`` (the layer's other kernels' dtypes),
+    and of ``dtype``, the layer's parameters', when given."""
     got = x.dtype
     if dtype is not None and got != dtype:
         raise TypeError(
             f"{describe(module)}: input has dtype {got} but the layer's parameters are {dtype}; "
             f"convert one of them (.float(), .double() or .to(dtype))"
         )
-    if got not in _FLOATS:
-        raise TypeError(f"{describe(module)}: input must be float32 or float64, got dtype {got}")
+    if got not in _FLOATS + tuple(also):
+        names = [str(d) for d in _FLOATS + tuple(also)]
+        accepted = ", ".join(names[:-1]) + " or " + names[-1]
+        raise TypeError(f"{describe(module)}: input must be {accepted}, got dtype {got}")
 
 
 def check_ndim(module, x, ndims, expected: str) -> None:

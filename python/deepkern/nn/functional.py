@@ -91,8 +91,16 @@ class Linear(Function):
         need_x, need_w, need_b = ctx.needs_input_grad
         gx = ops.matmul(g2, weight).reshape(x.shape) if need_x else None
         gw = ops.gemm(g2, x.reshape(-1, x.shape[-1]), trans_a=True) if need_w else None
-        gb = g2.sum(axis=0) if need_b else None
+        gb = _column_sums(g2) if need_b else None
         return gx, gw, gb
+
+
+def _column_sums(g):
+    """``g.sum(axis=0)``; bfloat16 summed in float32 and rounded once, as PyTorch does (a bfloat16
+    running sum would lose the small terms)."""
+    if g.dtype.name == "bfloat16":
+        return g.astype(np.float32).sum(axis=0).astype(g.dtype)
+    return g.sum(axis=0)
 
 
 def linear(input, weight, bias=None, relu=False):

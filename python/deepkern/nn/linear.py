@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..tensor import tensor
+from ..tensor import bfloat16, tensor
 from . import functional as F
 from . import init
 from ._layer import (
@@ -39,7 +39,7 @@ class Linear(Module):
         reset_weight_and_bias(self)
 
     def forward(self, input):
-        check_float(self, input, self.weight.dtype)
+        check_float(self, input, self.weight.dtype, also=(bfloat16,))
         if input.ndim < 1 or input.shape[-1] != self.in_features:
             bad_shape(self, input, f"(..., {self.in_features})")
         return F.linear(input, self.weight, self.bias)

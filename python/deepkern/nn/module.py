@@ -12,7 +12,7 @@ from .. import autograd
 from ..autograd import add_hook
 from ..backends import as_array, to_device
 from ..io import check_state_dict
-from ..tensor import Tensor
+from ..tensor import Tensor, bfloat16
 
 __all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "ParameterList", "Identity"]
 
@@ -202,7 +202,7 @@ class Module:
                     if p is not None:
                         p._array = p.to(*args, **kwargs)._array
                 for name, b in m._buffers.items():
-                    if b is not None and b.dtype.kind == "f":
+                    if b is not None and (b.dtype.kind == "f" or b.dtype == bfloat16):
                         m._buffers[name] = b.to(*args, **kwargs)
         return self
 
@@ -211,6 +211,10 @@ class Module:
 
     def double(self) -> "Module":
         return self.to(np.float64)
+
+    def bfloat16(self) -> "Module":
+        """Casts the parameters and floating-point buffers to bfloat16 (deepkern.bfloat16)."""
+        return self.to(bfloat16)
 
     # -- state dicts ---------------------------------------------------------------------------
 

@@ -2,9 +2,11 @@
 
 All three run deepkern's blocked GEMM kernel (csrc/cpu/gemm) on the CPU, the GPU kernels
 (csrc/cuda/gemm) on 'cuda' arrays. float32 is the fast path and float64 runs the same algorithm on
-the CPU; on the GPU float32 runs in FP32 (or TF32 with ``deepkern.backends.cuda.matmul.allow_tf32``)
-and bfloat16 (``ml_dtypes.bfloat16``) in BF16 on the tensor cores, giving bfloat16. Inputs are read
-in place whatever their strides (transposed, sliced, negative-stride views are not copied).
+the CPU; on the GPU float32 runs in FP32 (or TF32 with ``deepkern.backends.cuda.matmul.allow_tf32``).
+bfloat16 (``deepkern.bfloat16``, ml_dtypes' dtype) runs on the CPU's bfloat16 GEMM
+(csrc/cpu/gemm_bf16: AMX tiles, AVX512-BF16, or float32 arithmetic on other CPUs) and in BF16 on
+the GPU's tensor cores; both accumulate in float32 and give bfloat16, as PyTorch does. Inputs are
+read in place whatever their strides (transposed, sliced, negative-stride views are not copied).
 """
 
 from __future__ import annotations
@@ -21,12 +23,9 @@ _BFLOAT16 = "bfloat16"
 
 
 def _as_operand(x, name: str, op: str):
-    """``x`` as :func:`as_float_array` gives it, or a bfloat16 device array as it is: the GPU
-    kernels take bfloat16, the CPU ones do not (a NumPy bfloat16 array is as_float_array's TypeError)."""
-    if isinstance(x, np.ndarray):
-        return as_float_array(x, name, op)
+    """``x`` as :func:`as_float_array` gives it, or a bfloat16 array (host or device) as it is."""
     arr = as_array(x)
-    if not isinstance(arr, np.ndarray) and arr.dtype.name == _BFLOAT16:
+    if getattr(arr, "dtype", None) is not None and arr.dtype.name == _BFLOAT16:
         return arr
     return as_float_array(arr, name, op)
 
@@ -95,8 +94,8 @@ def matmul(a, b, *, out=None):
     2-D arrays multiply as matrices; a 1-D first operand is a row vector and a 1-D second operand
     a column vector (the added axis is removed from the result); arrays with more dimensions are
     stacks of matrices whose leading dimensions broadcast. float32 and float64 (mixed: float64,
-    as NumPy). ``out``, if given, must have the result's exact shape and dtype and must not
-    overlap ``a`` or ``b``.
+    as NumPy), or bfloat16 (both operands; a bfloat16 result accumulated in float32). ``out``, if
+    given, must have the result's exact shape and dtype and must not overlap ``a`` or ``b``.
     """
     a = _as_operand(a, "a", "matmul")
     b = _as_operand(b, "b", "matmul")

@@ -1,0 +1,253 @@
+// The bfloat16 GEMM driver: blocking, packing and threads around the tier's micro-kernel.
+//
+//   for jc in N by nc:               B (all of K) x nc packed once into nr-wide VNNI-pair panels
+//     for ic in M by mc:             an mc x nc float32 accumulator block (L2), zeroed
+//       for pc in K by kc:           A block mc x kc packed into mr-row panels (L2)
+//         for jr, ir:                tile: acc(ir, jr) += A panel @ B panel rows pc .. pc+kc
+//       merge: C = epilogue(alpha * acc + beta * C), rounded to C's type once
+//
+// A single row of C against row-contiguous B skips the packing: a GEMV streams B (gemv below).
+//
+// Threads split C into a grid of blocks (grid.h), each with its own packing buffers and
+// accumulators, as in the float32 GEMM.
+#include "cpu/gemm_bf16/gemm_bf16.h"
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+
+#include "core/isa_dispatch.h"
+#include "core/scratch.h"
+#include "core/threading.h"
+#include "cpu/gemm/grid.h"
+#include "cpu/gemm_bf16/kernels.h"
+#include "cpu/roofline/roofline.h"
+
+namespace deepkern::cpu {
+namespace {
+
+// The tables of the three tiers: the ISA picks one; avx512 runs VDPBF16PS where the CPU has it.
+IsaTables<Bf16GemmKernels> bf16_tables() {
+#if DEEPKERN_X86
+  const Bf16GemmKernels& avx512_tier = cpu_has_avx512_bf16() ? avx512::gemm_bf16_dpbf16 : avx512::gemm_bf16_emulated;
+  return {generic::gemm_bf16_emulated, avx2::gemm_bf16_emulated, avx512_tier, &avx512::gemm_bf16_amx};
+#else
+  return {generic::gemm_bf16_emulated, avx2::gemm_bf16_emulated, avx512::gemm_bf16_emulated};
+#endif
+}
+
+enum ScratchSlot { kPackA, kPackB, kAcc, kSlotCount };
+struct GemmBf16Scratch;  // this family's thread_scratch tag
+
+template <class T>
+T* scratch(ScratchSlot slot, int64_t count) {
+  return thread_scratch<GemmBf16Scratch, kSlotCount, T>(slot, count);
+}
+
+int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
+
+float to_float(float x) { return x; }
+float to_float(bf16 x) {
+  const uint32_t bits = uint32_t(x.bits) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+// float32 to OutT, bfloat16 rounded to nearest even (a NaN stays a NaN, made quiet).
+template <class OutT>
+OutT from_float(float x) {
+  if constexpr (std::is_same_v<OutT, float>) {
+    return x;
+  } else {
+    uint32_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return bf16{static_cast<uint16_t>((bits >> 16) | 0x40u)};
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return bf16{static_cast<uint16_t>(bits >> 16)};
+  }
+}
+
+template <class OutT>
+struct Problem {
+  int64_t m, n, k;
+  float alpha;
+  StridedMatrix<const bf16> a, b;
+  float beta;
+  StridedMatrix<OutT> c;
+  GemmEpilogue<OutT> epilogue;
+};
+
+// Packs A(i0 + i, p0 + p) for i < rows, p < depth into mr-row panels of kp columns (the layout of
+// kernels.h), zero past rows (up to whole panels) and past depth.
+void pack_a(const StridedMatrix<const bf16>& a, int64_t i0, int64_t rows, int64_t p0, int64_t depth, int64_t kp, int mr,
+            bf16* dst) {
+  const int64_t padded_rows = round_up(rows, mr);
+  std::memset(static_cast<void*>(dst), 0, sizeof(bf16) * padded_rows * kp);
+  const bf16* base = a.data + i0 * a.row_stride + p0 * a.col_stride;
+  for (int64_t i = 0; i < rows; ++i) {
+    bf16* row = dst + i * kp;  // panels of mr rows of kp follow each other: row i is at i * kp
+    if (a.col_stride == 1)
+      std::memcpy(static_cast<void*>(row), base + i * a.row_stride, sizeof(bf16) * depth);
+    else
+      for (int64_t p = 0; p < depth; ++p) row[p] = base[i * a.row_stride + p * a.col_stride];
+  }
+}
+
+// Packs B(p, j0 + j) for p < k, j < cols into nr-wide panels of kp / 2 VNNI pair rows (kernels.h),
+// panel q at dst + q * kp * nr, zero past k and past cols.
+void pack_b(const StridedMatrix<const bf16>& b, int64_t k, int64_t j0, int64_t cols, int64_t kp, int nr, bf16* dst) {
+  const int64_t panels = (cols + nr - 1) / nr, full_rows = k / 2 * 2;
+  if (cols % nr != 0 || kp != full_rows)  // zero padding somewhere: clear it all first
+    std::memset(static_cast<void*>(dst), 0, sizeof(bf16) * panels * kp * nr);
+  const int64_t rs = b.row_stride, cs = b.col_stride;
+  for (int64_t panel = 0; panel < panels; ++panel) {
+    const int64_t width = std::min<int64_t>(nr, cols - panel * nr);
+    const bf16* src = b.data + (j0 + panel * nr) * cs;
+    bf16* pairs = dst + panel * kp * nr;  // B(p, j) at pairs[p / 2 * 2 * nr + 2 * j + p % 2]
+    if (cs == 1) {                        // rows contiguous: interleave two rows at a time
+      for (int64_t p = 0; p < full_rows; p += 2) {
+        const bf16 *r0 = src + p * rs, *r1 = r0 + rs;
+        bf16* d = pairs + p * nr;
+        for (int64_t j = 0; j < width; ++j) {
+          d[2 * j] = r0[j];
+          d[2 * j + 1] = r1[j];
+        }
+      }
+    } else {  // down each column (a transposed B: its K values are next to each other)
+      for (int64_t j = 0; j < width; ++j)
+        for (int64_t p = 0; p < full_rows; p += 2) {
+          pairs[p * nr + 2 * j] = src[p * rs + j * cs];
+          pairs[p * nr + 2 * j + 1] = src[(p + 1) * rs + j * cs];
+        }
+    }
+    if (full_rows < k)  // odd k: the last row, its pair partner left zero
+      for (int64_t j = 0; j < width; ++j) pairs[full_rows * nr + 2 * j] = src[full_rows * rs + j * cs];
+  }
+}
+
+// C(i0 + i, j0 + j) = epilogue(alpha * acc(i, j) + beta * C) for i < rows, j < cols.
+template <class OutT>
+void merge(const Problem<OutT>& P, const float* acc, int64_t ldacc, int64_t i0, int64_t rows, int64_t j0,
+           int64_t cols) {
+  const GemmEpilogue<OutT>& ep = P.epilogue;
+  for (int64_t i = 0; i < rows; ++i) {
+    OutT* row = P.c.data + (i0 + i) * P.c.row_stride;
+    const float row_bias = ep.bias && ep.bias_axis == BiasAxis::rows ? to_float(ep.bias[i0 + i]) : 0.0f;
+    for (int64_t j = 0; j < cols; ++j) {
+      OutT& dst = row[(j0 + j) * P.c.col_stride];
+      float v = P.alpha * acc[i * ldacc + j];
+      if (P.beta != 0.0f) v += P.beta * to_float(dst);
+      v += row_bias;
+      if (ep.bias && ep.bias_axis == BiasAxis::cols) v += to_float(ep.bias[j0 + j]);
+      if (ep.relu && v < 0.0f) v = 0.0f;
+      dst = from_float<OutT>(v);
+    }
+  }
+}
+
+// The blocked algorithm (top of this file) on C[m0:m1, n0:n1], on the calling thread.
+template <class OutT>
+void gemm_block(const Bf16GemmKernels& kern, const Problem<OutT>& P, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  const int mr = kern.mr, nr = kern.nr;
+  const int64_t k_padded = round_up(P.k, kern.k_align);
+  const int64_t nc_max = std::min<int64_t>(kern.nc, round_up(n1 - n0, nr));
+  const int64_t mc_max = std::min<int64_t>(kern.mc, round_up(m1 - m0, mr));
+  bf16* b_pack = scratch<bf16>(kPackB, nc_max * k_padded);
+  bf16* a_pack = scratch<bf16>(kPackA, mc_max * std::min<int64_t>(kern.kc, k_padded));
+  float* acc = scratch<float>(kAcc, mc_max * nc_max);
+  if (kern.begin) kern.begin();
+  for (int64_t jc = n0; jc < n1; jc += kern.nc) {
+    const int64_t nc = std::min<int64_t>(kern.nc, n1 - jc), col_panels = (nc + nr - 1) / nr, ldacc = col_panels * nr;
+    pack_b(P.b, P.k, jc, nc, k_padded, nr, b_pack);
+    for (int64_t ic = m0; ic < m1; ic += kern.mc) {
+      const int64_t mc = std::min<int64_t>(kern.mc, m1 - ic), row_panels = (mc + mr - 1) / mr;
+      std::fill(acc, acc + row_panels * mr * ldacc, 0.0f);
+      for (int64_t pc = 0; pc < P.k; pc += kern.kc) {  // kc is a multiple of k_align
+        const int64_t kc = std::min<int64_t>(kern.kc, P.k - pc), kp = round_up(kc, kern.k_align);
+        pack_a(P.a, ic, mc, pc, kc, kp, mr, a_pack);
+        for (int64_t jr = 0; jr < col_panels; ++jr) {
+          const bf16* b_panel = b_pack + jr * k_padded * nr + pc * nr;  // pair row pc / 2
+          for (int64_t ir = 0; ir < row_panels; ++ir)
+            kern.tile(kp, a_pack + ir * mr * kp, kp, b_panel, acc + ir * mr * ldacc + jr * nr, ldacc);
+        }
+      }
+      merge(P, acc, ldacc, ic, mc, jc, nc);
+    }
+  }
+  if (kern.end) kern.end();
+}
+
+// A single row of C (m == 1) against a B with contiguous rows: y = x B streamed row by row of B in
+// L1-sized chunks of columns (packing B would cost more than the product), chunks split over threads.
+template <class OutT>
+void gemv(const Problem<OutT>& P, int threads) {
+  constexpr int64_t kChunk = 4096;  // float32 sums of y kept in L1 while B's rows stream through
+  const int64_t chunks = (P.n + kChunk - 1) / kChunk;
+  if (P.n * P.k < (int64_t(1) << 16)) threads = 1;
+  const int team = static_cast<int>(std::min<int64_t>(threads, chunks));
+  run_on_threads(team, [&](int t) {
+    float* y = scratch<float>(kAcc, kChunk);
+    for (int64_t chunk = chunks * t / team; chunk < chunks * (t + 1) / team; ++chunk) {
+      const int64_t j0 = chunk * kChunk, width = std::min(kChunk, P.n - j0);
+      std::fill(y, y + width, 0.0f);
+      for (int64_t p = 0; p < P.k; ++p) {
+        const float x = to_float(P.a.data[p * P.a.col_stride]);
+        const bf16* row = P.b.data + p * P.b.row_stride + j0;
+        for (int64_t j = 0; j < width; ++j) y[j] += x * to_float(row[j]);
+      }
+      merge(P, y, width, 0, 1, j0, width);
+    }
+  });
+}
+
+template <class OutT>
+void run_gemm(const Problem<OutT>& P, int threads) {
+  if (P.m == 0 || P.n == 0) return;
+  const Bf16GemmKernels& kern = dispatch(IsaFamily::gemm_bf16, bf16_tables());
+  if (P.m == 1 && P.b.col_stride == 1) return gemv(P, threads);
+  const int64_t tiles = ((P.m + kern.mr - 1) / kern.mr) * ((P.n + kern.nr - 1) / kern.nr);
+  if (P.m * P.n * P.k < kMinParallelMacs) threads = 1;
+  threads = static_cast<int>(std::min<int64_t>(threads, tiles));
+  if (threads <= 1) return gemm_block(kern, P, 0, P.m, 0, P.n);
+  run_on_grid(P.m, P.n, choose_gemm_grid(P.m, P.n, P.k, kern.mr, kern.nr, threads),
+              [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) { gemm_block(kern, P, m0, m1, n0, n1); });
+}
+
+}  // namespace
+
+template <class OutT>
+void gemm_bf16(int64_t m, int64_t n, int64_t k, float alpha, StridedMatrix<const bf16> a, StridedMatrix<const bf16> b,
+               float beta, StridedMatrix<OutT> c, const GemmEpilogue<OutT>& epilogue, int threads) {
+  run_gemm(Problem<OutT>{m, n, k, alpha, a, b, beta, c, epilogue}, threads > 0 ? threads : num_threads());
+}
+
+template <class OutT>
+void gemm_bf16_batched(int64_t batch, const int64_t* a_offsets, const int64_t* b_offsets, const int64_t* c_offsets,
+                       int64_t m, int64_t n, int64_t k, float alpha, StridedMatrix<const bf16> a,
+                       StridedMatrix<const bf16> b, float beta, StridedMatrix<OutT> c,
+                       const GemmEpilogue<OutT>& epilogue) {
+  run_batch(batch, a_offsets, b_offsets, c_offsets, Problem<OutT>{m, n, k, alpha, a, b, beta, c, epilogue},
+            [](const Problem<OutT>& P, int threads) { run_gemm(P, threads); });
+}
+
+double measure_bf16_gflops(int threads, double seconds) {
+  const Bf16GemmKernels& kern = table_for(active_isa(), bf16_tables());
+  if (!kern.peak_chains) return measure_fma_gflops(active_isa(), threads, seconds);
+  return measure_chains_gflops(kern.peak_chains, kern.peak_flops_per_iteration, threads, seconds);
+}
+
+const char* gemm_bf16_kernel_name() { return table_for(active_isa(), bf16_tables()).name; }
+
+template void gemm_bf16<float>(int64_t, int64_t, int64_t, float, StridedMatrix<const bf16>, StridedMatrix<const bf16>,
+                               float, StridedMatrix<float>, const GemmEpilogue<float>&, int);
+template void gemm_bf16<bf16>(int64_t, int64_t, int64_t, float, StridedMatrix<const bf16>, StridedMatrix<const bf16>,
+                              float, StridedMatrix<bf16>, const GemmEpilogue<bf16>&, int);
+template void gemm_bf16_batched<float>(int64_t, const int64_t*, const int64_t*, const int64_t*, int64_t, int64_t,
+                                       int64_t, float, StridedMatrix<const bf16>, StridedMatrix<const bf16>, float,
+                                       StridedMatrix<float>, const GemmEpilogue<float>&);
+template void gemm_bf16_batched<bf16>(int64_t, const int64_t*, const int64_t*, const int64_t*, int64_t, int64_t,
+                                      int64_t, float, StridedMatrix<const bf16>, StridedMatrix<const bf16>, float,
+                                      StridedMatrix<bf16>, const GemmEpilogue<bf16>&);
+
+}  // namespace deepkern::cpu

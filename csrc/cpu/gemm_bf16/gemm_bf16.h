@@ -1,0 +1,41 @@
+// bfloat16 matrix multiply on the CPU: C = epilogue(alpha * A @ B + beta * C), A and B bfloat16,
+// products accumulated in float32, C float32 or bfloat16.
+//
+// Three tiers, chosen by the ISA dispatch (family gemm_bf16): AMX tiles (TDPBF16PS) under the amx
+// ISA, VDPBF16PS under avx512 on CPUs with AVX512-BF16, and everywhere else the emulated kernels
+// (bfloat16 widened to float32, float32 multiply-adds). Matrices are pointers plus element strides
+// (any strides, as gemm<T>); the packing absorbs them.
+#pragma once
+#include <cstdint>
+
+#include "cpu/gemm/gemm.h"
+
+namespace deepkern::cpu {
+
+// A bfloat16 number: the upper 16 bits of a float32.
+struct bf16 {
+  uint16_t bits;
+};
+
+// C (m x n) = epilogue(alpha * A (m x k) @ B (k x n) + beta * C), OutT = float or bf16; the bias
+// (GemmEpilogue's, of OutT) and the products are added in float32 and C is rounded to OutT once
+// (to nearest even). C is not read when beta == 0 and must not overlap A, B or the bias.
+template <class OutT>
+void gemm_bf16(int64_t m, int64_t n, int64_t k, float alpha, StridedMatrix<const bf16> a, StridedMatrix<const bf16> b,
+               float beta, StridedMatrix<OutT> c, const GemmEpilogue<OutT>& epilogue, int threads = 0);
+
+// gemm_bf16 over `batch` problems of one shape at element offsets, as gemm_batched.
+template <class OutT>
+void gemm_bf16_batched(int64_t batch, const int64_t* a_offsets, const int64_t* b_offsets, const int64_t* c_offsets,
+                       int64_t m, int64_t n, int64_t k, float alpha, StridedMatrix<const bf16> a,
+                       StridedMatrix<const bf16> b, float beta, StridedMatrix<OutT> c,
+                       const GemmEpilogue<OutT>& epilogue);
+
+// The bfloat16 GEMM's peak GFLOP/s on `threads` threads for about `seconds`: chains of the active
+// tier's instruction (TDPBF16PS, VDPBF16PS); the float32 FMA peak for the emulated kernels.
+double measure_bf16_gflops(int threads, double seconds);
+
+// The kernel gemm_bf16 uses now ("amx 32x32", "avx512_bf16 12x32", "emulated avx2 4x32", ...).
+const char* gemm_bf16_kernel_name();
+
+}  // namespace deepkern::cpu

@@ -1,0 +1,46 @@
+// The bfloat16 GEMM's micro-kernel contract and per-ISA kernel tables.
+//
+// Packed layouts (built by the driver, gemm_bf16.cpp), with kp = the K block rounded up to k_align:
+//   A panel: mr rows of kp bfloat16, row-major: A(i, p) = a[i * lda + p], lda = kp; rows past M
+//            and columns past K are zero.
+//   B panel: kp / 2 rows of nr column pairs: B(p, j) = b[(p / 2 * nr + j) * 2 + p % 2] (VNNI pairs:
+//            two consecutive K values of one column side by side); columns past N and rows past K
+//            are zero.
+// tile(kp, a, lda, b, acc, ldacc): acc (mr x nr float32, acc[i * ldacc + j]) += A panel @ B panel.
+// begin()/end() (may be null) run around a thread's tile calls: the AMX kernels load and release
+// their tile configuration there. peak_chains(iters) (null for the emulated kernels) runs `iters`
+// steps of independent chains of the tier's instruction in registers, peak_flops_per_iteration
+// floating-point operations each (a multiply-add counts 2), for the roofline's bfloat16 peak.
+#pragma once
+#include <cstdint>
+
+#include "core/isa_dispatch.h"
+#include "cpu/gemm_bf16/gemm_bf16.h"
+
+namespace deepkern::cpu {
+
+using Bf16TileKernel = void (*)(int64_t kp, const bf16* a, int64_t lda, const bf16* b, float* acc, int64_t ldacc);
+
+struct Bf16GemmKernels {
+  const char* name;
+  int mr, nr;          // register (or tile) block of C
+  int k_align;         // kp is a multiple of it
+  int64_t mc, kc, nc;  // cache blocks: A block mc x kc (L2), B block kc x nc
+  Bf16TileKernel tile;
+  void (*begin)();
+  void (*end)();
+  float (*peak_chains)(int64_t iters);
+  double peak_flops_per_iteration;
+};
+
+// The emulated kernels, one per ISA (kernels_emulated.cpp, compiled per ISA).
+DEEPKERN_DECLARE_ISA_TABLES(Bf16GemmKernels, gemm_bf16_emulated)
+
+#if DEEPKERN_X86
+namespace avx512 {
+extern const Bf16GemmKernels gemm_bf16_dpbf16;  // kernels_avx512_bf16.cpp (AVX512-BF16)
+extern const Bf16GemmKernels gemm_bf16_amx;     // kernels_amx.cpp (AMX-TILE, AMX-BF16)
+}  // namespace avx512
+#endif
+
+}  // namespace deepkern::cpu
