@@ -122,6 +122,25 @@ def test_bench_device_without_cases_of_that_device_exits_2(capsys):
     assert "--op optim-cuda has no cpu cases" in err and "optim" in err
 
 
+def test_bench_reports_a_suite_it_cannot_run_without_building_its_cases(capsys, monkeypatch):
+    """A suite whose reference or data package is missing is named with the reason, and its cases
+    (which may need that package) are never built: a bare install's `deepkern bench` still runs."""
+    from deepkern import bench
+
+    def cases_needing_a_missing_package(quick):
+        raise ImportError("the cases were built although the suite said it cannot run")
+
+    suite = bench.Suite(
+        name="needs-missing",
+        description="a suite whose cases need a package that is not installed",
+        cases=cases_needing_a_missing_package,
+        unavailable=lambda: "its data ship with a package that is not installed",
+    )
+    monkeypatch.setitem(bench.SUITES, suite.name, suite)
+    assert cli.main(["bench", "--op", "needs-missing", "--quick", "--threads", "1"]) == 0
+    assert "needs-missing skipped: its data ship with a package that is not installed" in capsys.readouterr().out
+
+
 def test_optim_cuda_suite_cases():
     """Adam and AdamW on the GPU, their bytes per step, deepkern beside fused torch.optim."""
     from deepkern import bench
