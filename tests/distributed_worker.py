@@ -245,9 +245,13 @@ def check_ddp_matches_one_process():
         (np.float32, lambda ps: optim.SGD(ps, lr=0.1)),
         (np.float32, lambda ps: optim.Adam(ps, lr=0.01)),
     ]
-    runs = [(train_ddp(dtype, opt), dtype) for dtype, opt in cases]
-    for (ddp, single), dtype in runs:
-        compare_models(ddp, single, dtype, f"DDP {dtype.__name__}")
+    runs = [
+        (train_ddp(dtype, opt, gradient_as_bucket_view=view), dtype, view)
+        for dtype, opt in cases
+        for view in (False, True)
+    ]
+    for (ddp, single), dtype, view in runs:
+        compare_models(ddp, single, dtype, f"DDP {dtype.__name__} gradient_as_bucket_view={view}")
 
 
 def check_ddp_ranks_end_equal():
@@ -260,9 +264,14 @@ def check_ddp_ranks_end_equal():
 
 
 def check_no_sync_accumulation():
+    for view in (False, True):
+        no_sync_accumulation(view)
+
+
+def no_sync_accumulation(view: bool):
     """Two micro-batches (the first inside no_sync) give the step of one batch twice their size."""
     dtype = np.float64
-    ddp, single = DDP(make_net(RANK, dtype)), make_net(0, dtype)
+    ddp, single = DDP(make_net(RANK, dtype), gradient_as_bucket_view=view), make_net(0, dtype)
     share, micro = 4, 2
     x, y = batch(0, share * WORLD * micro, dtype)
     for k in range(micro):
@@ -297,11 +306,16 @@ class Branchy(nn.Module):
 
 
 def check_find_unused_parameters():
+    for view in (False, True):
+        find_unused_parameters(view)
+
+
+def find_unused_parameters(view: bool):
     dk.manual_seed(0)
     model = Branchy().double()
     ref = Branchy().double()
     ref.load_state_dict(model.state_dict())
-    ddp = DDP(model, find_unused_parameters=True)
+    ddp = DDP(model, find_unused_parameters=True, gradient_as_bucket_view=view)
     x = np.random.default_rng([5, RANK]).standard_normal((4, 3))
     ddp(dk.from_numpy(x), RANK == 0).sum().backward()  # only rank 0 uses b
     for r in range(WORLD):  # the reference: the mean over the ranks of their losses
@@ -316,6 +330,50 @@ def check_find_unused_parameters():
     for p, q in zip(model.parameters(), ref.parameters()):
         np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-12, atol=1e-12)
     assert err is not None and "b.weight" in err and "find_unused_parameters" in err, err
+
+
+def check_gradient_as_bucket_view():
+    """The gradients live in the buckets across zero_grad (both kinds), optimizer steps and a
+    replaced .grad, and every step's averages match one process's gradients of the whole batch."""
+    dtype = np.float64
+    model = make_net(RANK, dtype)
+    views, written = {}, []  # the engine writes each gradient straight into its bucket's view
+    for p in model.parameters():  # registered first: runs before DDP's hook can copy anything in
+        p.register_post_accumulate_grad_hook(lambda p: written.append(p.grad._array is views[id(p)]))
+    ddp = DDP(model, bucket_cap_mb=0.001, gradient_as_bucket_view=True)
+    views.update({id(p): v for b in ddp._buckets for p, v in zip(b.params, b.views)})
+    single = make_net(0, dtype)
+    opt = optim.SGD(ddp.parameters(), lr=0.1)
+    ref_opt = optim.SGD(single.parameters(), lr=0.1)
+    share = 4
+    failures = []
+    for step, how in enumerate(["none", "zeros", "module", "replaced", "none"]):
+        if how == "none":
+            opt.zero_grad()
+        elif how == "zeros":
+            opt.zero_grad(set_to_none=False)
+        elif how == "module":
+            ddp.zero_grad(set_to_none=False)
+        else:  # a gradient the user set: backward accumulates into it, the bucket takes it over
+            for p in ddp.parameters():
+                p.grad = dk.from_numpy(np.zeros(p.shape, dtype))
+        ref_opt.zero_grad()
+        x, y = batch(step, share * WORLD, dtype)
+        loss_of(ddp, x[RANK * share : (RANK + 1) * share], y[RANK * share : (RANK + 1) * share]).backward()
+        loss_of(single, x, y).backward()
+        for b in ddp._buckets:
+            for p, view in zip(b.params, b.views):
+                if p.grad is None or p.grad._array is not view:
+                    failures.append(f"step {step} ({how}): a .grad is not its bucket's view")
+        for p, q in zip(ddp.parameters(), single.parameters()):
+            if not np.allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-12, atol=1e-12):
+                failures.append(f"step {step} ({how}): averaged gradient differs")
+        opt.step()
+        ref_opt.step()
+    assert not failures, failures
+    n = len(views)
+    assert written == [True] * (3 * n) + [False] * n + [True] * n, written  # step 3: the user's .grad
+    compare_models(ddp, single, dtype, "after the steps")
 
 
 def check_ddp_state_dict_and_buffers():
@@ -339,9 +397,9 @@ def check_buckets_start_during_backward():
     reached_at_launch = []
     launch = type(ddp._buckets[0]).launch
 
-    def recording_launch(bucket):
+    def recording_launch(bucket, last=False):
         reached_at_launch.append(len(ddp._reached))
-        launch(bucket)
+        launch(bucket, last)
 
     type(ddp._buckets[0]).launch = recording_launch
     try:

@@ -418,6 +418,7 @@ def _cmd_bench_allreduce(args) -> int:
         return 1
     print(allreduce.format_rows(rows))
     print(
+        "copy/view: DistributedDataParallel with gradient_as_bucket_view False/True; "
         "ratio: MPI time / deepkern time (above 1: deepkern faster); GB/s: bytes reduced per second. "
         "Times from a machine shared with other work are noisy."
     )

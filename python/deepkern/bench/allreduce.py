@@ -1,11 +1,14 @@
-"""``deepkern bench --op allreduce``: DistributedDataParallel's gradient all-reduce (the gradients
-copied into 25 MB buckets, each bucket's nonblocking all-reduce, the average written back into
-``.grad``) beside one raw ``MPI_Allreduce`` over a buffer of the same size, on 2 ranks of one
-machine. It launches its own MPI job (``mpiexec -n 2`` from deepkern[distributed]); the worker
-side is :func:`worker`, run as ``python -m mpi4py -m deepkern.bench.allreduce``.
+"""``deepkern bench --op allreduce``: DistributedDataParallel's gradient all-reduce in 25 MB
+buckets, both ways: ``copy`` (the default, ``gradient_as_bucket_view=False``: the gradients copied
+into the buckets and the averages back into ``.grad``) and ``view`` (``gradient_as_bucket_view=True``:
+the buckets are the gradients' storage, nothing is copied), beside one raw ``MPI_Allreduce`` over a
+buffer of the same size, on 2 ranks of one machine. Before each timed call the gradients are put
+where backward puts them (not timed: single-process training writes them too). It launches its own
+MPI job (``mpiexec -n 2`` from deepkern[distributed]); the worker side is :func:`worker`, run as
+``python -m mpi4py -m deepkern.bench.allreduce``.
 
-Each size is timed in rounds that alternate the two, every call starting after a barrier; the
-median over the calls is reported, with the ratio (MPI time / deepkern time: above 1, deepkern is
+Each size is timed in rounds that alternate the three, every call starting after a barrier; the
+median over the calls is reported, with the ratios (MPI time / deepkern time: above 1, deepkern is
 faster) and the algorithmic bandwidth (bytes reduced per second). On a shared machine these times
 are noisy: the ranks compete with everything else for the cores and the memory bus.
 """
@@ -56,23 +59,26 @@ def run(quick: bool = False, repeats: Optional[int] = None, sizes_mb: Optional[S
 def format_rows(rows: List[dict]) -> str:
     """The rows as a table."""
     lines = [
-        f"{'size':>8} {'buckets':>7} {'deepkern ms':>12} {'MPI ms':>9} {'ratio':>6} "
-        f"{'deepkern GB/s':>14} {'MPI GB/s':>9}"
+        f"{'size':>8} {'buckets':>7} {'copy ms':>8} {'view ms':>8} {'MPI ms':>8} {'copy':>5} {'view':>5} "
+        f"{'view GB/s':>10} {'MPI GB/s':>9}"
     ]
     for r in rows:
         lines.append(
-            f"{r['size_mb']:>5g} MB {r['buckets']:>7d} {r['deepkern_ms']:>12.3f} {r['mpi_ms']:>9.3f} "
-            f"{r['ratio']:>6.2f} {r['deepkern_gbps']:>14.2f} {r['mpi_gbps']:>9.2f}"
+            f"{r['size_mb']:>5g} MB {r['buckets']:>7d} {r['deepkern_ms']:>8.3f} {r['view_ms']:>8.3f} "
+            f"{r['mpi_ms']:>8.3f} {r['ratio']:>5.2f} {r['view_ratio']:>5.2f} {r['view_gbps']:>10.2f} "
+            f"{r['mpi_gbps']:>9.2f}"
         )
     return "\n".join(lines)
 
 
-def _times(comm, fn, repeats: int) -> List[float]:
-    """Times ``repeats`` calls of ``fn``, each after a barrier; the slowest rank's time of each call."""
+def _times(comm, fn, setup, repeats: int) -> List[float]:
+    """Times ``repeats`` calls of ``fn``, each after ``setup()`` (not timed) and a barrier; the
+    slowest rank's time of each call."""
     from mpi4py import MPI
 
     times = []
     for _ in range(repeats):
+        setup()
         comm.Barrier()
         t0 = time.perf_counter()
         fn()
@@ -82,55 +88,81 @@ def _times(comm, fn, repeats: int) -> List[float]:
     return times.tolist()
 
 
-def _bucketed_allreduce(buckets, world: int) -> None:
-    """What DistributedDataParallel does with the gradients in a backward: each bucket flattened and
-    its all-reduce started, then every one waited for and averaged back into ``.grad``."""
+def _bucketed_allreduce(buckets) -> None:
+    """What DistributedDataParallel does with the gradients in a backward: each bucket's all-reduce
+    started (the gradients copied in first, unless the bucket is their storage), then every one
+    waited for and its averages left in ``.grad``."""
+    for i, b in enumerate(buckets):
+        b.launch(last=i == len(buckets) - 1)
     for b in buckets:
-        b.launch()
-    for b in buckets:
-        b.finish(world, lambda p: True)
+        b.finish(lambda p: True)
+
+
+def _ddp_gradients(n: int, rank: int, world: int, as_view: bool):
+    """``PARAMS_PER_SIZE`` parameters of ``n`` float32 values in all, their buckets (the gradients'
+    storage when ``as_view``), and the function that does what backward does before the all-reduce:
+    gives each parameter the gradient ``rank + 1`` after ``optimizer.zero_grad()`` (into its
+    bucket's view with ``as_view``, into a new array without)."""
+    from .. import autograd
+    from ..nn.module import Parameter
+    from ..nn.parallel import _make_buckets
+
+    params = [Parameter(np.zeros(n // PARAMS_PER_SIZE, np.float32)) for _ in range(PARAMS_PER_SIZE)]
+    buckets = _make_buckets(params, BUCKET_CAP_MB * 2**20, as_view, world)
+    grad = np.full(n // PARAMS_PER_SIZE, rank + 1, np.float32)
+
+    def backward():
+        for b in buckets:
+            for p in b.params:
+                p.grad = None
+                if as_view:
+                    b.before_accumulate(p, sync=True)
+                autograd.accumulate_grad(p, grad)
+
+    return params, buckets, backward
 
 
 def worker(sizes_mb: Sequence[float], repeats: int, path: str) -> None:
-    """One rank of the job: times both all-reduces for each size; rank 0 writes the rows to ``path``."""
+    """One rank of the job: times the three all-reduces for each size; rank 0 writes the rows to ``path``."""
     from mpi4py import MPI
 
     from .. import distributed
-    from ..nn.module import Parameter
-    from ..nn.parallel import _make_buckets
-    from ..tensor import Tensor
 
     distributed.init_process_group("mpi")
     comm, rank, world = distributed._comm(), distributed.get_rank(), distributed.get_world_size()
     rows = []
     for size in sizes_mb:
         n = max(PARAMS_PER_SIZE, int(size * 2**20) // 4 // PARAMS_PER_SIZE * PARAMS_PER_SIZE)
-        params = [Parameter(np.zeros(n // PARAMS_PER_SIZE, np.float32)) for _ in range(PARAMS_PER_SIZE)]
-        for p in params:
-            p.grad = Tensor(np.full(p.shape, rank + 1, np.float32))
-        buckets = _make_buckets(params, BUCKET_CAP_MB * 2**20)
-        raw = np.ones(n, np.float32)
+        setups = {"deepkern": _ddp_gradients(n, rank, world, False), "view": _ddp_gradients(n, rank, world, True)}
+        raw = np.empty(n, np.float32)
         calls = {
-            "deepkern": lambda buckets=buckets: _bucketed_allreduce(buckets, world),
-            "mpi": lambda raw=raw: comm.Allreduce(MPI.IN_PLACE, raw, MPI.SUM),
+            name: (lambda b=buckets: _bucketed_allreduce(b), backward)
+            for name, (_, buckets, backward) in setups.items()
         }
-        calls["deepkern"]()  # the averaged gradients: the mean of 1 .. world on every rank
-        err = max(float(np.abs(p.grad.numpy() - (world + 1) / 2).max()) for p in params)
-        times = {"deepkern": [], "mpi": []}
+        calls["mpi"] = (lambda raw=raw: comm.Allreduce(MPI.IN_PLACE, raw, MPI.SUM), lambda raw=raw: raw.fill(rank + 1))
+        err = 0.0
+        for name, (params, _, _) in setups.items():  # the averaged gradients: the mean of 1 .. world
+            calls[name][1]()
+            calls[name][0]()
+            err = max([err] + [float(np.abs(p.grad.numpy() - (world + 1) / 2).max()) for p in params])
+        times = {name: [] for name in calls}
         for i in range(ROUNDS):
-            for name in ("deepkern", "mpi") if i % 2 == 0 else ("mpi", "deepkern"):
-                times[name] += _times(comm, calls[name], repeats)
-        dk_s, mpi_s = (float(np.median(times[k])) for k in ("deepkern", "mpi"))
+            for name in list(calls) if i % 2 == 0 else list(calls)[::-1]:
+                times[name] += _times(comm, *calls[name], repeats)
+        secs = {name: float(np.median(t)) for name, t in times.items()}
         nbytes = n * 4
         rows.append(
             {
                 "size_mb": size,
-                "buckets": len(buckets),
-                "deepkern_ms": dk_s * 1e3,
-                "mpi_ms": mpi_s * 1e3,
-                "ratio": mpi_s / dk_s,
-                "deepkern_gbps": nbytes / dk_s / 1e9,
-                "mpi_gbps": nbytes / mpi_s / 1e9,
+                "buckets": len(setups["deepkern"][1]),
+                "deepkern_ms": secs["deepkern"] * 1e3,
+                "view_ms": secs["view"] * 1e3,
+                "mpi_ms": secs["mpi"] * 1e3,
+                "ratio": secs["mpi"] / secs["deepkern"],
+                "view_ratio": secs["mpi"] / secs["view"],
+                "deepkern_gbps": nbytes / secs["deepkern"] / 1e9,
+                "view_gbps": nbytes / secs["view"] / 1e9,
+                "mpi_gbps": nbytes / secs["mpi"] / 1e9,
                 "max_abs_err": comm.allreduce(err, op=MPI.MAX),
                 "ranks": world,
             }
