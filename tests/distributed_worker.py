@@ -15,7 +15,7 @@ import traceback
 import deepkern as dk
 import deepkern.distributed as dist
 import numpy as np
-from deepkern import nn, optim
+from deepkern import data, federated, nn, optim
 from deepkern.nn.parallel import DistributedDataParallel as DDP
 
 OPS = {
@@ -410,6 +410,54 @@ def check_buckets_start_during_backward():
     assert [id(p) for p in order] == [id(p) for p in reversed(params)]
     assert len(ddp._buckets) > 2 and len(reached_at_launch) == len(ddp._buckets)
     assert reached_at_launch[0] < len(params), reached_at_launch
+
+
+# -- federated clients on the ranks ---------------------------------------------------------------
+
+
+def federated_setup():
+    """A model with dropout and BatchNorm, 7 clients' data sets and a FedProx trainer (the same on every rank)."""
+    dk.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 3))
+    rng = np.random.default_rng(0)
+    ds = data.TensorDataset(rng.standard_normal((70, 5)).astype(np.float32), rng.integers(0, 3, 70))
+    sets = [data.Subset(ds, p) for p in federated.iid_split(70, 7, seed=1)]
+    adam = lambda ps: optim.Adam(ps, lr=0.01)  # noqa: E731
+    trainer = federated.LocalTrainer(nn.CrossEntropyLoss(), adam, local_epochs=2, batch_size=4, mu=0.01)
+    return model, sets, trainer
+
+
+def check_federated_mpi_runner_matches_simulation():
+    """FedAvg with the clients on the ranks gives bit for bit the global model (and the round
+    summaries) of the one-process simulation with the same seeds."""
+    model, sets, trainer = federated_setup()
+    expect(
+        ValueError,
+        ["client sample counts", "differ"],
+        lambda: federated.MPIRunner(model, sets[: 7 - min(RANK, 1)], trainer),
+    )
+    runner = federated.MPIRunner(model, sets, trainer, seed=5)
+    rounds = 3
+    if RANK != 0:
+        expect(RuntimeError, ["only rank 0", f"rank {RANK}"], lambda: runner.fit([0], {}, 1))
+        runner.serve()
+        return
+    expect(RuntimeError, ["every rank but 0"], runner.serve)
+    server = federated.FedAvg(runner, model, client_fraction=0.6, seed=2)
+    try:
+        infos = [server.run_round() for _ in range(rounds)]
+    finally:
+        runner.close()
+    model, sets, trainer = federated_setup()
+    simulation = federated.FedAvg(
+        federated.SimulationRunner(model, sets, trainer, seed=5), model, client_fraction=0.6, seed=2
+    )
+    assert infos == [simulation.run_round() for _ in range(rounds)]
+    assert sorted({k % WORLD for info in infos for k in info["clients"]}) == list(range(WORLD))  # every rank trained
+    assert list(server.state) == list(simulation.state)
+    for name in server.state:
+        assert np.array_equal(server.state[name], simulation.state[name]), name
+    assert not np.array_equal(server.state["0.weight"], federated.host_state(federated_setup()[0])["0.weight"])
 
 
 CHECKS = {name: fn for name, fn in globals().items() if name.startswith("check_")}
