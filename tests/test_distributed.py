@@ -205,8 +205,17 @@ def test_bench_allreduce_launches_its_ranks(tmp_path, capsys):
     out = tmp_path / "allreduce.json"
     assert main(["bench", "--op", "allreduce", "--quick", "--repeats", "1", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
-    rows = json.loads(out.read_text())["rows"]
+    everything = json.loads(out.read_text())["rows"]
+    rows = [r for r in everything if r["kind"] == "allreduce"]
+    epochs = [r for r in everything if r["kind"] == "epoch"]
     assert [r["size_mb"] for r in rows] == list(allreduce.QUICK_SIZES_MB)
+    assert [(r["ranks"], r["threads"]) for r in epochs] == list(allreduce.EPOCH_CONFIGS)
+    for r in epochs:
+        assert r["samples"] == allreduce.QUICK_EPOCH_SAMPLES and r["epoch_s"] > 0
+        if r["ranks"] > 1:
+            assert r["buckets"] > 1 and 0 < r["exposed_ms"] <= r["comm_ms"] and r["alone_ms"] > 0
+            assert r["overlap"] == pytest.approx(1 - r["exposed_ms"] / r["comm_ms"])
+    assert "a training epoch" in printed
     for r in rows:
         assert r["ranks"] == allreduce.RANKS and r["max_abs_err"] == 0 and r["buckets"] == 1
         assert r["deepkern_ms"] > 0 and r["view_ms"] > 0 and r["mpi_ms"] > 0
