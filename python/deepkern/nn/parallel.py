@@ -110,9 +110,10 @@ class DistributedDataParallel(Module):
     started from different weights train one model). The parameters are grouped into buckets of
     about ``bucket_cap_mb`` megabytes, in the reverse order of their registration (roughly the
     order backward produces their gradients); when backward has accumulated the gradient of every
-    parameter of a bucket, the bucket is flattened into one buffer and its all-reduce starts at
-    once, so communication overlaps the rest of backward. At the end of backward every all-reduce
-    is waited for and the averages are left in ``.grad``.
+    parameter of a bucket, the gradients, divided by the world size, are put in the bucket's
+    buffer and its all-reduce (a sum: the average) starts at once, so communication overlaps the
+    rest of backward; the last bucket has nothing left to overlap and runs the blocking all-reduce.
+    At the end of backward every all-reduce is waited for and the averages are left in ``.grad``.
 
     ``no_sync()``: inside it, backward only accumulates the local gradients (gradient accumulation);
     the first backward outside it all-reduces the accumulated sums. ``find_unused_parameters``: a
@@ -121,8 +122,9 @@ class DistributedDataParallel(Module):
     buffers (e.g. BatchNorm's running statistics) to every rank.
 
     ``gradient_as_bucket_view=True`` makes the buckets the gradients' storage: each parameter's
-    ``.grad`` is a view into its bucket's buffer, backward accumulates into it in place, and the
-    all-reduce and the average run on the buffer with no copy in or out (a ``.grad`` the user
+    ``.grad`` is a view into its bucket's buffer, backward accumulates into it in place (and writes
+    a new gradient there already divided by the world size), and the all-reduce runs on the buffer
+    with no copy in or out (a ``.grad`` the user
     replaced is copied into the bucket and re-attached at the next all-reduce; after
     ``zero_grad(set_to_none=True)`` the next backward writes into the bucket again). As in PyTorch it
     is off by default: with it, a gradient Tensor kept from an earlier step is overwritten by the
