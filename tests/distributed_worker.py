@@ -327,8 +327,16 @@ def find_unused_parameters(view: bool):
         plain(dk.from_numpy(x), False).sum().backward()
     except RuntimeError as exc:
         err = str(exc)
+    first = [p.grad.numpy().copy() for p in model.parameters()]
+    ddp(dk.from_numpy(x), False).sum().backward()  # no rank uses b: its gradients stay as they were
+    for r in range(WORLD):
+        xr = np.random.default_rng([5, r]).standard_normal((4, 3))
+        (ref(dk.from_numpy(xr), False).sum() / WORLD).backward()
     for p, q in zip(model.parameters(), ref.parameters()):
         np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-12, atol=1e-12)
+    for (name, p), before in zip(model.named_parameters(), first):
+        if name.startswith("b."):
+            assert np.array_equal(p.grad.numpy(), before), name
     assert err is not None and "b.weight" in err and "find_unused_parameters" in err, err
 
 

@@ -35,6 +35,7 @@ class _Bucket:
         self._view_of = {id(p): v for p, v in zip(params, self.views)}
         self.ready = set()  # ids of the parameters whose gradient is in for this backward
         self.scaled = set()  # ids of the parameters whose view the engine wrote already divided
+        self.kept = {}  # (as_view) id -> the gradient of a parameter this backward did not reach
         self.work = None  # the all-reduce in flight
         if as_view:
             for p, view in zip(params, self.views):
@@ -74,23 +75,27 @@ class _Bucket:
                 np.divide(p.grad._array, self.world, out=view)
             elif id(p) not in self.scaled or p.grad._array is not view:
                 self._attach(p, view)
+                if id(p) not in self.ready:  # restored if no rank reached it (see finish)
+                    self.kept[id(p)] = view.copy()
                 np.divide(view, self.world, out=view)
         self.scaled.clear()
         self.work = dist.iallreduce(self.buffer, dist.ReduceOp.SUM, async_op=not last)
 
     def finish(self, globally_used) -> None:
-        """Waits for the all-reduce and leaves the average in each parameter's ``.grad`` (None
-        where no rank had a gradient, by ``globally_used``)."""
+        """Waits for the all-reduce and leaves the average in each parameter's ``.grad``, except
+        where no rank reached the parameter in this backward (by ``globally_used``): its ``.grad``
+        stays what it was (None, or a gradient from before)."""
         from ..tensor import Tensor
 
         if self.work is not None:
             self.work.wait()
         self.work = None
         self.ready.clear()
+        kept, self.kept = self.kept, {}
         for p, view in zip(self.params, self.views):
             if not globally_used(p):
-                if self.as_view:
-                    p.grad = None
+                if id(p) in kept:
+                    np.copyto(view, kept[id(p)])
                 continue
             if self.as_view:
                 if p.grad is None or p.grad._array is not view:
