@@ -32,7 +32,8 @@ A recipe with ``supports_federated`` (digits-cnn) also trains federated (``Train
 ``deepkern train digits-cnn --federated``): :mod:`deepkern.federated`'s FedAvg, or FedProx, over its
 training set split among clients, evaluating the global model after every round; the clients are
 simulated in one process, or, under ``mpiexec`` (``--nproc N``), trained on the ranks
-(:class:`deepkern.federated.MPIRunner`: rank 0 is the server), with the same global model.
+(:class:`deepkern.federated.MPIRunner`: rank 0 is the server), with the same global model (to
+the rounding of the kernels' sums, which depends on the threads per process).
 """
 
 from __future__ import annotations

@@ -264,7 +264,8 @@ class MPIRunner(_LocalClients):
     the round's clients and global weights to every rank, trains its own clients and gathers the
     others' updates; every other rank calls :meth:`serve`, which trains its clients round after
     round until rank 0 calls :meth:`close`. The global model is the one :class:`SimulationRunner`
-    gives for the same seeds, on any number of ranks."""
+    gives for the same seeds, on any number of ranks (bit for bit when each process runs as many
+    threads: with another thread count the kernels' sums may round differently)."""
 
     def __init__(self, model: nn.Module, datasets: Sequence, trainer: LocalTrainer, seed: int = 0):
         from .. import distributed
