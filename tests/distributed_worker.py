@@ -15,7 +15,7 @@ import traceback
 import deepkern as dk
 import deepkern.distributed as dist
 import numpy as np
-from deepkern import nn, optim
+from deepkern import data, federated, nn, optim
 from deepkern.nn.parallel import DistributedDataParallel as DDP
 
 OPS = {
@@ -245,9 +245,13 @@ def check_ddp_matches_one_process():
         (np.float32, lambda ps: optim.SGD(ps, lr=0.1)),
         (np.float32, lambda ps: optim.Adam(ps, lr=0.01)),
     ]
-    runs = [(train_ddp(dtype, opt), dtype) for dtype, opt in cases]
-    for (ddp, single), dtype in runs:
-        compare_models(ddp, single, dtype, f"DDP {dtype.__name__}")
+    runs = [
+        (train_ddp(dtype, opt, gradient_as_bucket_view=view), dtype, view)
+        for dtype, opt in cases
+        for view in (False, True)
+    ]
+    for (ddp, single), dtype, view in runs:
+        compare_models(ddp, single, dtype, f"DDP {dtype.__name__} gradient_as_bucket_view={view}")
 
 
 def check_ddp_ranks_end_equal():
@@ -260,9 +264,14 @@ def check_ddp_ranks_end_equal():
 
 
 def check_no_sync_accumulation():
+    for view in (False, True):
+        no_sync_accumulation(view)
+
+
+def no_sync_accumulation(view: bool):
     """Two micro-batches (the first inside no_sync) give the step of one batch twice their size."""
     dtype = np.float64
-    ddp, single = DDP(make_net(RANK, dtype)), make_net(0, dtype)
+    ddp, single = DDP(make_net(RANK, dtype), gradient_as_bucket_view=view), make_net(0, dtype)
     share, micro = 4, 2
     x, y = batch(0, share * WORLD * micro, dtype)
     for k in range(micro):
@@ -297,11 +306,16 @@ class Branchy(nn.Module):
 
 
 def check_find_unused_parameters():
+    for view in (False, True):
+        find_unused_parameters(view)
+
+
+def find_unused_parameters(view: bool):
     dk.manual_seed(0)
     model = Branchy().double()
     ref = Branchy().double()
     ref.load_state_dict(model.state_dict())
-    ddp = DDP(model, find_unused_parameters=True)
+    ddp = DDP(model, find_unused_parameters=True, gradient_as_bucket_view=view)
     x = np.random.default_rng([5, RANK]).standard_normal((4, 3))
     ddp(dk.from_numpy(x), RANK == 0).sum().backward()  # only rank 0 uses b
     for r in range(WORLD):  # the reference: the mean over the ranks of their losses
@@ -313,9 +327,61 @@ def check_find_unused_parameters():
         plain(dk.from_numpy(x), False).sum().backward()
     except RuntimeError as exc:
         err = str(exc)
+    first = [p.grad.numpy().copy() for p in model.parameters()]
+    ddp(dk.from_numpy(x), False).sum().backward()  # no rank uses b: its gradients stay as they were
+    for r in range(WORLD):
+        xr = np.random.default_rng([5, r]).standard_normal((4, 3))
+        (ref(dk.from_numpy(xr), False).sum() / WORLD).backward()
     for p, q in zip(model.parameters(), ref.parameters()):
         np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-12, atol=1e-12)
+    for (name, p), before in zip(model.named_parameters(), first):
+        if name.startswith("b."):
+            assert np.array_equal(p.grad.numpy(), before), name
     assert err is not None and "b.weight" in err and "find_unused_parameters" in err, err
+
+
+def check_gradient_as_bucket_view():
+    """The gradients live in the buckets across zero_grad (both kinds), optimizer steps and a
+    replaced .grad, and every step's averages match one process's gradients of the whole batch."""
+    dtype = np.float64
+    model = make_net(RANK, dtype)
+    views, written = {}, []  # the engine writes each gradient straight into its bucket's view
+    for p in model.parameters():  # registered first: runs before DDP's hook can copy anything in
+        p.register_post_accumulate_grad_hook(lambda p: written.append(p.grad._array is views[id(p)]))
+    ddp = DDP(model, bucket_cap_mb=0.001, gradient_as_bucket_view=True)
+    views.update({id(p): v for b in ddp._buckets for p, v in zip(b.params, b.views)})
+    single = make_net(0, dtype)
+    opt = optim.SGD(ddp.parameters(), lr=0.1)
+    ref_opt = optim.SGD(single.parameters(), lr=0.1)
+    share = 4
+    failures = []
+    for step, how in enumerate(["none", "zeros", "module", "replaced", "none"]):
+        if how == "none":
+            opt.zero_grad()
+        elif how == "zeros":
+            opt.zero_grad(set_to_none=False)
+        elif how == "module":
+            ddp.zero_grad(set_to_none=False)
+        else:  # a gradient the user set: backward accumulates into it, the bucket takes it over
+            for p in ddp.parameters():
+                p.grad = dk.from_numpy(np.zeros(p.shape, dtype))
+        ref_opt.zero_grad()
+        x, y = batch(step, share * WORLD, dtype)
+        loss_of(ddp, x[RANK * share : (RANK + 1) * share], y[RANK * share : (RANK + 1) * share]).backward()
+        loss_of(single, x, y).backward()
+        for b in ddp._buckets:
+            for p, view in zip(b.params, b.views):
+                if p.grad is None or p.grad._array is not view:
+                    failures.append(f"step {step} ({how}): a .grad is not its bucket's view")
+        for p, q in zip(ddp.parameters(), single.parameters()):
+            if not np.allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-12, atol=1e-12):
+                failures.append(f"step {step} ({how}): averaged gradient differs")
+        opt.step()
+        ref_opt.step()
+    assert not failures, failures
+    n = len(views)
+    assert written == [True] * (3 * n) + [False] * n + [True] * n, written  # step 3: the user's .grad
+    compare_models(ddp, single, dtype, "after the steps")
 
 
 def check_ddp_state_dict_and_buffers():
@@ -339,9 +405,9 @@ def check_buckets_start_during_backward():
     reached_at_launch = []
     launch = type(ddp._buckets[0]).launch
 
-    def recording_launch(bucket):
+    def recording_launch(bucket, last=False):
         reached_at_launch.append(len(ddp._reached))
-        launch(bucket)
+        launch(bucket, last)
 
     type(ddp._buckets[0]).launch = recording_launch
     try:
@@ -352,6 +418,54 @@ def check_buckets_start_during_backward():
     assert [id(p) for p in order] == [id(p) for p in reversed(params)]
     assert len(ddp._buckets) > 2 and len(reached_at_launch) == len(ddp._buckets)
     assert reached_at_launch[0] < len(params), reached_at_launch
+
+
+# -- federated clients on the ranks ---------------------------------------------------------------
+
+
+def federated_setup():
+    """A model with dropout and BatchNorm, 7 clients' data sets and a FedProx trainer (the same on every rank)."""
+    dk.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 3))
+    rng = np.random.default_rng(0)
+    ds = data.TensorDataset(rng.standard_normal((70, 5)).astype(np.float32), rng.integers(0, 3, 70))
+    sets = [data.Subset(ds, p) for p in federated.iid_split(70, 7, seed=1)]
+    adam = lambda ps: optim.Adam(ps, lr=0.01)  # noqa: E731
+    trainer = federated.LocalTrainer(nn.CrossEntropyLoss(), adam, local_epochs=2, batch_size=4, mu=0.01)
+    return model, sets, trainer
+
+
+def check_federated_mpi_runner_matches_simulation():
+    """FedAvg with the clients on the ranks gives bit for bit the global model (and the round
+    summaries) of the one-process simulation with the same seeds."""
+    model, sets, trainer = federated_setup()
+    expect(
+        ValueError,
+        ["client sample counts", "differ"],
+        lambda: federated.MPIRunner(model, sets[: 7 - min(RANK, 1)], trainer),
+    )
+    runner = federated.MPIRunner(model, sets, trainer, seed=5)
+    rounds = 3
+    if RANK != 0:
+        expect(RuntimeError, ["only rank 0", f"rank {RANK}"], lambda: runner.fit([0], {}, 1))
+        runner.serve()
+        return
+    expect(RuntimeError, ["every rank but 0"], runner.serve)
+    server = federated.FedAvg(runner, model, client_fraction=0.6, seed=2)
+    try:
+        infos = [server.run_round() for _ in range(rounds)]
+    finally:
+        runner.close()
+    model, sets, trainer = federated_setup()
+    simulation = federated.FedAvg(
+        federated.SimulationRunner(model, sets, trainer, seed=5), model, client_fraction=0.6, seed=2
+    )
+    assert infos == [simulation.run_round() for _ in range(rounds)]
+    assert sorted({k % WORLD for info in infos for k in info["clients"]}) == list(range(WORLD))  # every rank trained
+    assert list(server.state) == list(simulation.state)
+    for name in server.state:
+        assert np.array_equal(server.state[name], simulation.state[name]), name
+    assert not np.array_equal(server.state["0.weight"], federated.host_state(federated_setup()[0])["0.weight"])
 
 
 CHECKS = {name: fn for name, fn in globals().items() if name.startswith("check_")}

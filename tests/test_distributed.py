@@ -205,12 +205,22 @@ def test_bench_allreduce_launches_its_ranks(tmp_path, capsys):
     out = tmp_path / "allreduce.json"
     assert main(["bench", "--op", "allreduce", "--quick", "--repeats", "1", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
-    rows = json.loads(out.read_text())["rows"]
+    everything = json.loads(out.read_text())["rows"]
+    rows = [r for r in everything if r["kind"] == "allreduce"]
+    epochs = [r for r in everything if r["kind"] == "epoch"]
     assert [r["size_mb"] for r in rows] == list(allreduce.QUICK_SIZES_MB)
+    assert [(r["ranks"], r["threads"]) for r in epochs] == list(allreduce.EPOCH_CONFIGS)
+    for r in epochs:
+        assert r["samples"] == allreduce.QUICK_EPOCH_SAMPLES and r["epoch_s"] > 0
+        if r["ranks"] > 1:
+            assert r["buckets"] > 1 and 0 < r["exposed_ms"] <= r["comm_ms"] and r["alone_ms"] > 0
+            assert r["overlap"] == pytest.approx(1 - r["exposed_ms"] / r["comm_ms"])
+    assert "a training epoch" in printed
     for r in rows:
         assert r["ranks"] == allreduce.RANKS and r["max_abs_err"] == 0 and r["buckets"] == 1
-        assert r["deepkern_ms"] > 0 and r["mpi_ms"] > 0
+        assert r["deepkern_ms"] > 0 and r["view_ms"] > 0 and r["mpi_ms"] > 0
         assert r["ratio"] == pytest.approx(r["mpi_ms"] / r["deepkern_ms"])
+        assert r["view_ratio"] == pytest.approx(r["mpi_ms"] / r["view_ms"])
         assert f"{r['size_mb']:>5g} MB" in printed
 
 
@@ -224,3 +234,64 @@ def test_buckets_split_at_the_cap_and_at_dtype_changes():
     assert [[len(p._array) for p in b.params] for b in buckets] == [[10, 30], [20], [5], [50], [7]]
     assert [b.buffer.dtype for b in buckets] == [np.float32] * 2 + [np.float64] * 3
     assert [len(b.buffer) for b in buckets] == [40, 20, 5, 50, 7]
+
+
+def test_buckets_as_views_hold_the_gradients():
+    """The engine writes a new gradient into its bucket view divided by the world size (the
+    all-reduce's sum is then the average) and adds to an existing one in place."""
+    from deepkern.nn.module import Parameter
+    from deepkern.nn.parallel import _make_buckets
+
+    rng = np.random.default_rng(0)
+    world = 4
+    params = [Parameter(rng.standard_normal(shape)) for shape in ((3, 4), (5,), (2, 2, 2))]
+    params[1].grad = dk.from_numpy(rng.standard_normal(5))
+    before = params[1].grad.numpy().copy()
+    (bucket,) = _make_buckets(params, cap_bytes=1e6, as_view=True, world=world)
+    assert params[0].grad is None and params[1].grad._array is bucket.views[1]
+    np.testing.assert_array_equal(bucket.buffer[12:17], before)
+    for p in params:
+        bucket.before_accumulate(p, sync=True)
+    grads = [rng.standard_normal(p.shape) for p in params]
+    (sum((p * dk.from_numpy(g)).sum() for p, g in zip(params, grads))).backward()
+    for p, view in zip(params, bucket.views):
+        assert p.grad._array is view and np.shares_memory(view, bucket.buffer)
+    assert bucket.scaled == {id(params[0]), id(params[2])}
+    for i, want in ((0, grads[0] / world), (1, before + grads[1]), (2, grads[2] / world)):
+        np.testing.assert_allclose(params[i].grad.numpy(), want, rtol=1e-15, atol=1e-15)
+    for p in params:  # a backward inside no_sync: nothing divided
+        p.grad = None
+        bucket.before_accumulate(p, sync=False)
+    (sum((p * dk.from_numpy(g)).sum() for p, g in zip(params, grads))).backward()
+    assert not bucket.scaled
+    for p, g in zip(params, grads):
+        np.testing.assert_allclose(p.grad.numpy(), g, rtol=0, atol=0)
+
+
+def test_accumulate_grad_in_place_and_into_its_home():
+    from deepkern import autograd
+
+    rng = np.random.default_rng(1)
+    w = dk.from_numpy(rng.standard_normal((4, 3)).astype(np.float32)).requires_grad_()
+    g1, g2 = (rng.standard_normal((4, 3)) for _ in range(2))
+    (w * dk.from_numpy(g1.astype(np.float32))).sum().backward()
+    kept = w.grad.numpy()
+    (w * dk.from_numpy(g2.astype(np.float32))).sum().backward()
+    assert w.grad.numpy() is kept and w.grad.dtype == np.float32  # accumulated in place, as PyTorch does
+    np.testing.assert_allclose(kept, g1 + g2, rtol=1e-5, atol=1e-6)
+    home = np.full((4, 3), np.nan, np.float32)
+    autograd.set_grad_home(w, home)
+    w.grad = None
+    (w * dk.from_numpy(g1.astype(np.float32))).sum().backward()
+    assert w.grad._array is home
+    np.testing.assert_allclose(home, g1, rtol=1e-6, atol=1e-6)
+    autograd.set_grad_home(w, None)
+    w.grad = None
+    (w * 2).sum().backward()
+    assert not np.shares_memory(w.grad.numpy(), home)
+    with pytest.raises(ValueError, match=r"shape \(3,\).*shape \(4, 3\)"):
+        autograd.set_grad_home(w, np.zeros(3, np.float32))
+    frozen = dk.from_numpy(np.zeros(2)).requires_grad_()
+    frozen.grad = dk.from_numpy(np.broadcast_to(np.ones(1), (2,)))  # read-only: a new array instead
+    (frozen * 3).sum().backward()
+    np.testing.assert_array_equal(frozen.grad.numpy(), [4.0, 4.0])

@@ -506,3 +506,37 @@ def test_flower_client_round_trips_parameters_and_evaluates():
     assert n == 10 and loss == pytest.approx(ref["loss"]) and metrics["accuracy"] == ref["accuracy"]
     with pytest.raises(ValueError, match=f"got 2 arrays for the model's {len(names)} state-dict entries"):
         client.set_parameters(params[:2])
+
+
+def test_cli_federated_clients_on_ranks_give_the_simulations_rounds():
+    """``--nproc 2``: the clients train on two MPI ranks (rank 0 the server) and every round's
+    metrics are the one-process simulation's."""
+    import io
+    import os
+    import re
+    import subprocess
+
+    pytest.importorskip("mpi4py", reason='the MPI tests need mpi4py (pip install ".[test]")')
+    pytest.importorskip("sklearn", reason="the digits ship with scikit-learn (deepkern[train])")
+    argv = ["train", "digits-cnn", "--federated", "--clients", "5", "--rounds", "2", "--client-fraction", "0.6"]
+    argv += ["--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread per process on both sides: the sums round alike
+    proc = subprocess.run(
+        [sys.executable, "-m", "deepkern", *argv, "--nproc", "2"], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    assert "clients on 2 ranks" in proc.stdout and proc.stdout.count("trained digits-cnn") == 1
+    out = io.StringIO()
+    fed = training.FederatedConfig(clients=5, rounds=2, client_fraction=0.6)
+    threads = deepkern.get_num_threads()
+    deepkern.set_num_threads(1)
+    try:
+        training.train(training.TrainConfig("digits-cnn", progress=False, federated=fed), out=out)
+    finally:
+        deepkern.set_num_threads(threads)
+
+    def rounds(text):  # the round lines without their times
+        return [re.sub(r"\(.*\)", "", line) for line in text.splitlines() if line.startswith("round ")]
+
+    assert len(rounds(out.getvalue())) == 2
+    assert rounds(proc.stdout) == rounds(out.getvalue())

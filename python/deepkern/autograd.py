@@ -402,8 +402,58 @@ def run_hooks(hooks, g):
     retained = hooks.get("retain")
     target = retained() if retained is not None else None
     if target is not None:
-        target._accumulate_grad(g)
+        accumulate_grad(target, g)
     return g
+
+
+# id(leaf) -> (a weak reference to the leaf, the array a new gradient of the leaf is written into)
+_grad_homes: dict = {}
+
+
+def set_grad_home(leaf, array, scale: float = 1.0) -> None:
+    """Makes ``array`` (the leaf's shape and dtype, writeable) the memory of ``leaf``'s gradient:
+    a backward that finds ``leaf.grad`` None writes the gradient times ``scale`` into ``array`` and
+    makes ``.grad`` a Tensor on it, instead of allocating (DistributedDataParallel's
+    ``gradient_as_bucket_view`` keeps the gradients in its buckets this way, divided by the world
+    size on the way in). ``array=None`` removes it."""
+    _grad_homes.pop(id(leaf), None)
+    if array is None:
+        return
+    if tuple(array.shape) != tuple(leaf.shape) or array.dtype != leaf.dtype:
+        raise ValueError(
+            f"set_grad_home: array has shape {tuple(array.shape)} and dtype {array.dtype}; "
+            f"the leaf has shape {tuple(leaf.shape)} and dtype {leaf.dtype}"
+        )
+    key = id(leaf)
+    _grad_homes[key] = (weakref.ref(leaf, lambda _, key=key: _grad_homes.pop(key, None)), array, scale)
+
+
+def accumulate_grad(tensor, g) -> None:
+    """Adds the gradient array ``g`` to ``tensor.grad`` as PyTorch's AccumulateGrad does: in place
+    when ``.grad`` exists (writeable, and ``g`` changes neither its shape nor its dtype), so views of
+    the gradient keep seeing it; else a new array (written into the tensor's gradient home, see
+    :func:`set_grad_home`, when it has one)."""
+    Tensor = _tensor_class()
+    grad = tensor.grad
+    if grad is None:
+        home = _grad_homes.get(id(tensor))
+        if home is not None and home[0]() is tensor:
+            if home[2] == 1:
+                np.copyto(home[1], g, casting="same_kind")
+            else:
+                np.multiply(g, home[2], out=home[1], casting="same_kind")
+            bump_version(home[1])
+            tensor.grad = Tensor._wrap(home[1])
+        else:
+            tensor.grad = Tensor._wrap(g.astype(tensor.dtype))
+        return
+    arr = grad._array
+    writeable = getattr(getattr(arr, "flags", None), "writeable", True)
+    if writeable and tuple(arr.shape) == tuple(g.shape) and np.result_type(arr.dtype, g.dtype) == arr.dtype:
+        np.add(arr, g, out=arr)
+        bump_version(arr)
+    else:
+        grad._array = arr + g
 
 
 def backward(root, gradient: np.ndarray, retain_graph: bool = False) -> None:
@@ -413,7 +463,7 @@ def backward(root, gradient: np.ndarray, retain_graph: bool = False) -> None:
     outer = getattr(_state, "callbacks", None)
     _state.callbacks = callbacks = []
     try:
-        _engine([(root, gradient)], retain_graph, lambda leaf, g: leaf._accumulate_grad(g), _run_post_hooks)
+        _engine([(root, gradient)], retain_graph, accumulate_grad, _run_post_hooks)
         while callbacks:  # a callback may queue another
             callbacks.pop(0)()
     finally:

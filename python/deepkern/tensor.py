@@ -183,12 +183,6 @@ class Tensor:
                 raise ValueError(f"backward: gradient has shape {grad.shape} but the tensor has shape {self.shape}")
         autograd.backward(self, grad, retain_graph)
 
-    def _accumulate_grad(self, g) -> None:
-        if self.grad is None:
-            self.grad = Tensor._wrap(g.astype(self.dtype))
-        else:
-            self.grad._array = self.grad._array + g
-
     def register_hook(self, hook):
         """Calls ``hook(grad)`` with this tensor's gradient (a Tensor) each time a backward computes
         it; a Tensor it returns replaces the gradient. Returns a handle whose ``remove()`` unregisters

@@ -30,7 +30,10 @@ uses, from the epoch reached on, the learning rates a run of the new total uses 
 
 A recipe with ``supports_federated`` (digits-cnn) also trains federated (``TrainConfig.federated``,
 ``deepkern train digits-cnn --federated``): :mod:`deepkern.federated`'s FedAvg, or FedProx, over its
-training set split among simulated clients, evaluating the global model after every round.
+training set split among clients, evaluating the global model after every round; the clients are
+simulated in one process, or, under ``mpiexec`` (``--nproc N``), trained on the ranks
+(:class:`deepkern.federated.MPIRunner`: rank 0 is the server), with the same global model (to
+the rounding of the kernels' sums, which depends on the threads per process).
 """
 
 from __future__ import annotations
@@ -693,7 +696,10 @@ def train(cfg: TrainConfig, out=None) -> dict:
         done, history = _restore(recipe, checkpoint)
         print(announce, file=out, flush=True)
     if world > 1:
-        recipe.parallel = {name: nn.parallel.DistributedDataParallel(m) for name, m in recipe.models.items()}
+        recipe.parallel = {
+            name: nn.parallel.DistributedDataParallel(m, gradient_as_bucket_view=True)
+            for name, m in recipe.models.items()
+        }
         print(f"data-parallel on {world} ranks: each trains on 1/{world} of every batch", file=out, flush=True)
     recipe.schedulers = _schedulers(recipe, done)
 
@@ -752,11 +758,6 @@ def _train_federated(recipe: Recipe, out) -> dict:
     from . import federated
 
     cfg, fed = recipe.cfg, recipe.cfg.federated
-    if recipe.world > 1:
-        raise ValueError(
-            f"--federated simulates its clients in one process; run it without mpiexec or --nproc "
-            f"(this job has {recipe.world} ranks)"
-        )
     train_set, model = recipe.train_set, recipe.models["model"]
     labels = train_set.arrays[1]
     if fed.clients > len(train_set):
@@ -776,26 +777,36 @@ def _train_federated(recipe: Recipe, out) -> dict:
         mu=fed.fedprox_mu,
         device=recipe.device,
     )
-    runner = federated.SimulationRunner(model, [data.Subset(train_set, p) for p in parts], trainer, seed=cfg.seed)
+    runner_cls = federated.MPIRunner if recipe.world > 1 else federated.SimulationRunner
+    runner = runner_cls(model, [data.Subset(train_set, p) for p in parts], trainer, seed=cfg.seed)
+    if recipe.rank != 0:  # a client rank: trains its clients until the server (rank 0) is done
+        start = time.perf_counter()
+        runner.serve()
+        return {"history": [], "summary": [], "seconds": time.perf_counter() - start, "recipe": recipe,
+                "server": None, "rank": recipe.rank}  # fmt: skip
     server = federated.FedAvg(runner, model, client_fraction=fed.client_fraction, seed=cfg.seed)
     algorithm = "FedAvg" if fed.fedprox_mu is None else f"FedProx (mu {fed.fedprox_mu:g})"
     sizes = runner.client_sizes
     print(
         f"{algorithm}: {fed.clients} clients ({split}; {min(sizes)}-{max(sizes)} samples each, mean label entropy "
         f"{federated.label_entropy(labels, parts):.2f} nats), {server.clients_per_round} per round, "
-        f"{fed.local_epochs} local epoch(s)",
+        f"{fed.local_epochs} local epoch(s)" + (f", clients on {recipe.world} ranks" if recipe.world > 1 else ""),
         file=out,
         flush=True,
     )
     history = []
     start = time.perf_counter()
-    for r in range(1, fed.rounds + 1):
-        t0 = time.perf_counter()
-        info = server.run_round()
-        model.load_state_dict(server.state)
-        history.append(
-            _report("round", r, fed.rounds, {"train_loss": info["train_loss"], **recipe.evaluate()}, t0, out)
-        )
+    try:
+        for r in range(1, fed.rounds + 1):
+            t0 = time.perf_counter()
+            info = server.run_round()
+            model.load_state_dict(server.state)
+            history.append(
+                _report("round", r, fed.rounds, {"train_loss": info["train_loss"], **recipe.evaluate()}, t0, out)
+            )
+    finally:
+        if recipe.world > 1:
+            runner.close()
     seconds = time.perf_counter() - start
     summary = recipe.summary(history)
     for line in summary:

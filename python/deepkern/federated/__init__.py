@@ -1,8 +1,9 @@
-"""deepkern.federated: federated learning simulated in one process.
+"""deepkern.federated: federated learning, simulated in one process or on the ranks of an MPI job.
 
 - :class:`FedAvg` (the server: client sampling, sample-weighted averaging), :class:`LocalTrainer`
   (a client's local epochs; ``mu`` adds FedProx's proximal term), :class:`ClientRunner` (where
-  clients run) and :class:`SimulationRunner` (all clients on one model object in this process)
+  clients run), :class:`SimulationRunner` (all clients on one model object in this process) and
+  :class:`MPIRunner` (the clients on the ranks of an MPI job, rank 0 the server)
 - :func:`weighted_average`, :func:`add_proximal_gradient`, :func:`host_state`, :func:`evaluate_model`
 - partitions of a data set among clients: :func:`iid_split`, :func:`dirichlet_split` (label skew),
   :func:`shard_split` (label-sorted shards), and :func:`label_entropy` to measure their skew
@@ -15,6 +16,7 @@ from .fedavg import (
     ClientUpdate,
     FedAvg,
     LocalTrainer,
+    MPIRunner,
     SimulationRunner,
     add_proximal_gradient,
     evaluate_model,
@@ -28,6 +30,7 @@ __all__ = [
     "ClientUpdate",
     "FedAvg",
     "LocalTrainer",
+    "MPIRunner",
     "SimulationRunner",
     "add_proximal_gradient",
     "evaluate_model",

@@ -1,12 +1,12 @@
-"""Federated averaging (McMahan et al. 2017) and FedProx (Li et al. 2020), simulated in one process.
+"""Federated averaging (McMahan et al. 2017) and FedProx (Li et al. 2020), in one process or on MPI ranks.
 
 The server (:class:`FedAvg`) holds the global weights as host NumPy arrays in state-dict order. Each
 round it samples a fraction of the clients, hands them the global weights through a
 :class:`ClientRunner`, and replaces the global weights by :func:`weighted_average` of the returned
 state dicts, weighted by the clients' sample counts. The runner is the seam between the algorithm
 and where clients run: :class:`SimulationRunner` trains them one after another on one model object
-(weights swapped in and out with ``load_state_dict``/``state_dict``); a runner that trains them on
-other processes implements the same :meth:`ClientRunner.fit`.
+(weights swapped in and out with ``load_state_dict``/``state_dict``); :class:`MPIRunner` trains them
+on the ranks of an MPI job, rank 0 being the server, with the same result.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .. import data, nn
+from .. import data, nn, random
 from ..autograd import no_grad
 from ..backends import to_device
 from ..tensor import Tensor
@@ -30,6 +30,7 @@ __all__ = [
     "ClientRunner",
     "FedAvg",
     "LocalTrainer",
+    "MPIRunner",
     "SimulationRunner",
     "add_proximal_gradient",
     "evaluate_model",
@@ -205,19 +206,20 @@ class ClientRunner(abc.ABC):
         """Trains ``clients`` from ``global_state`` for round ``round_index`` (1-based)."""
 
 
-class SimulationRunner(ClientRunner):
-    """All clients in this process on one model object: for each client, the global weights are
-    loaded into ``model``, ``trainer`` trains it on the client's data set and the weights are copied
-    out. Client ``k``'s batches come from its own shuffled loader, seeded from (``seed``, ``k``),
-    whose epoch counter runs on across rounds."""
+class _LocalClients(ClientRunner):
+    """The clients' data and training shared by the runners: client ``k``'s batches come from its
+    own shuffled loader, seeded from (``seed``, ``k``), whose epoch counter runs on across rounds;
+    its training in round ``r`` draws (dropout) from deepkern's generators seeded from (``seed``,
+    ``r``, ``k``), so a client's update depends neither on the other clients nor on where it runs."""
 
     def __init__(self, model: nn.Module, datasets: Sequence, trainer: LocalTrainer, seed: int = 0):
+        where = type(self).__name__
         if len(datasets) == 0:
-            raise ValueError("SimulationRunner: needs at least one client data set, got none")
+            raise ValueError(f"{where}: needs at least one client data set, got none")
         empty = [k for k, ds in enumerate(datasets) if len(ds) == 0]
         if empty:
-            raise ValueError(f"SimulationRunner: every client needs at least one sample; clients {empty} have none")
-        seed = _check_int(seed, "seed", "SimulationRunner", 0)
+            raise ValueError(f"{where}: every client needs at least one sample; clients {empty} have none")
+        self.seed = _check_int(seed, "seed", where, 0)
         self.model = model
         self.trainer = trainer
         self.loaders = [
@@ -231,13 +233,84 @@ class SimulationRunner(ClientRunner):
     def client_sizes(self) -> List[int]:
         return [len(loader.dataset) for loader in self.loaders]
 
-    def fit(self, clients, global_state, round_index):
-        updates = []
-        for k in clients:
+    def _train(self, k: int, global_state: State, round_index: int) -> ClientUpdate:
+        """Client ``k``'s update of round ``round_index``: ``model`` loaded with ``global_state``
+        and trained on the client's data (deepkern's generators are left as they were)."""
+        numpy_state, philox_state = random.get_generator().bit_generator.state, random.get_philox_state()
+        random.manual_seed(int(np.random.SeedSequence([self.seed, round_index, k]).generate_state(1)[0]))
+        try:
             self.model.load_state_dict(global_state)
             loss = self.trainer.fit(self.model, self.loaders[k], global_state)
-            updates.append(ClientUpdate(int(k), host_state(self.model), len(self.loaders[k].dataset), loss))
-        return updates
+        finally:
+            random.get_generator().bit_generator.state = numpy_state
+            random.set_philox_state(philox_state)
+        return ClientUpdate(int(k), host_state(self.model), len(self.loaders[k].dataset), loss)
+
+
+class SimulationRunner(_LocalClients):
+    """All clients in this process on one model object: for each client, the global weights are
+    loaded into ``model``, ``trainer`` trains it on the client's data set and the weights are copied
+    out (see :class:`_LocalClients` for the batches and the random draws)."""
+
+    def fit(self, clients, global_state, round_index):
+        return [self._train(int(k), global_state, round_index) for k in clients]
+
+
+class MPIRunner(_LocalClients):
+    """The clients trained on the ranks of an MPI job (``deepkern.distributed.init_process_group``
+    first; launch with ``mpiexec -n N python -m mpi4py ...`` so that a failing rank ends the job):
+    client ``k`` lives on rank ``k % N``. Every rank builds the runner with the same model, data
+    sets, trainer and seed. Rank 0 is the server: its :class:`FedAvg` calls :meth:`fit`, which sends
+    the round's clients and global weights to every rank, trains its own clients and gathers the
+    others' updates; every other rank calls :meth:`serve`, which trains its clients round after
+    round until rank 0 calls :meth:`close`. The global model is the one :class:`SimulationRunner`
+    gives for the same seeds, on any number of ranks (bit for bit when each process runs as many
+    threads: with another thread count the kernels' sums may round differently)."""
+
+    def __init__(self, model: nn.Module, datasets: Sequence, trainer: LocalTrainer, seed: int = 0):
+        from .. import distributed
+
+        super().__init__(model, datasets, trainer, seed)
+        self._comm = distributed._comm()
+        self.rank, self.world = self._comm.Get_rank(), self._comm.Get_size()
+        distributed._agree(self._comm, "MPIRunner", "client sample counts and seeds", (self.client_sizes, self.seed))
+
+    def _round(self, command):
+        """One round on every rank: rank 0's ``command`` (clients, global state, round index, or
+        None to stop) reaches every rank; returns the updates in the clients' order on rank 0,
+        [] on the others, None when told to stop."""
+        command = self._comm.bcast(command, root=0)
+        if command is None:
+            return None
+        clients, global_state, round_index = command
+        mine = [self._train(k, global_state, round_index) for k in clients if k % self.world == self.rank]
+        gathered = self._comm.gather(mine, root=0)
+        if self.rank != 0:
+            return []
+        by_client = {u.client: u for part in gathered for u in part}
+        return [by_client[k] for k in clients]
+
+    def _check_rank(self, server: bool, what: str) -> None:
+        if (self.rank == 0) != server:
+            raise RuntimeError(
+                f"MPIRunner.{what}: {'only rank 0 (the server)' if server else 'every rank but 0'} calls it; "
+                f"this is rank {self.rank}"
+            )
+
+    def fit(self, clients, global_state, round_index):
+        self._check_rank(True, "fit")
+        return self._round(([int(k) for k in clients], global_state, round_index))
+
+    def serve(self) -> None:
+        """(ranks other than 0) Trains this rank's clients each round until rank 0's :meth:`close`."""
+        self._check_rank(False, "serve")
+        while self._round(None) is not None:
+            pass
+
+    def close(self) -> None:
+        """(rank 0) Ends the other ranks' :meth:`serve`."""
+        self._check_rank(True, "close")
+        self._round(None)
 
 
 class FedAvg:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import numpy as np
 
@@ -15,40 +16,95 @@ __all__ = ["DistributedDataParallel"]
 
 
 class _Bucket:
-    """Parameters whose gradients are all-reduced together in one flat buffer (one dtype)."""
+    """Parameters whose gradients are all-reduced together in one flat buffer (one dtype).
 
-    def __init__(self, params):
+    Each gradient is divided by the world size on its way into the buffer, so the all-reduce's sum
+    is the average. With ``as_view`` the buffer is the gradients' storage: each parameter's ``.grad``
+    is a view of its slice, the autograd engine accumulates into it in place, and a gradient that
+    finds ``.grad`` None in a backward that all-reduces is written into the view already divided
+    (:meth:`before_accumulate`), so the average costs no pass over the buffer and nothing is copied
+    in or out. Without ``as_view`` the gradients are copied in (divided) and the averages copied out."""
+
+    def __init__(self, params, as_view: bool = False, world: int = 1):
         self.params = params
-        self.offsets = np.cumsum([0] + [p._array.size for p in params])
-        self.buffer = np.empty(int(self.offsets[-1]), params[0]._array.dtype)
+        self.as_view = as_view
+        self.world = world
+        offsets = np.cumsum([0] + [p._array.size for p in params])
+        self.buffer = np.zeros(int(offsets[-1]), params[0]._array.dtype)
+        self.views = [self.buffer[lo:hi].reshape(p._array.shape) for p, lo, hi in zip(params, offsets, offsets[1:])]
+        self._view_of = {id(p): v for p, v in zip(params, self.views)}
         self.ready = set()  # ids of the parameters whose gradient is in for this backward
+        self.scaled = set()  # ids of the parameters whose view the engine wrote already divided
+        self.kept = {}  # (as_view) id -> the gradient of a parameter this backward did not reach
         self.work = None  # the all-reduce in flight
+        if as_view:
+            for p, view in zip(params, self.views):
+                if p.grad is not None:
+                    self._attach(p, view)
+                autograd.set_grad_home(p, view)
 
-    def launch(self) -> None:
-        """Copies the gradients (zeros for a parameter without one) into the buffer and starts its all-reduce."""
-        for p, lo, hi in zip(self.params, self.offsets[:-1], self.offsets[1:]):
-            if p.grad is None:
-                self.buffer[lo:hi] = 0
-            else:
-                self.buffer[lo:hi] = p.grad._array.reshape(-1)
-        self.work = dist.iallreduce(self.buffer, dist.ReduceOp.SUM, async_op=True)
-
-    def finish(self, world: int, globally_used) -> None:
-        """Waits for the all-reduce and writes the average into each parameter's ``.grad``
-        (leaving None where no rank had a gradient, by ``globally_used``)."""
+    @staticmethod
+    def _attach(p, view) -> None:
+        """Makes ``view`` hold ``p``'s gradient (copied in unless it is already there) and be its ``.grad``."""
         from ..tensor import Tensor
 
-        self.work.wait()
+        if p.grad._array is not view:
+            np.copyto(view, p.grad._array)
+            p.grad = Tensor._wrap(view)
+
+    def before_accumulate(self, p, sync: bool) -> None:
+        """(``as_view``) Backward is about to accumulate ``p``'s gradient: when ``.grad`` is None and
+        this backward all-reduces (``sync``), the engine writes it into the view divided by the world size."""
+        scaled = sync and p.grad is None
+        autograd.set_grad_home(p, self._view_of[id(p)], 1 / self.world if scaled else 1)
+        if scaled:
+            self.scaled.add(id(p))
+        else:
+            self.scaled.discard(id(p))
+
+    def launch(self, last: bool = False) -> None:
+        """Puts the gradients divided by the world size in the buffer (zeros for a parameter without
+        one; with ``as_view``, a gradient the engine wrote there divided is left as it is, and a
+        ``.grad`` the user replaced is copied in and re-attached) and starts its all-reduce; the
+        ``last`` bucket of a backward has nothing left to overlap and runs the faster blocking
+        all-reduce (the same bucket on every rank, so the collectives match)."""
+        for p, view in zip(self.params, self.views):
+            if p.grad is None:
+                view[...] = 0
+            elif not self.as_view:
+                np.divide(p.grad._array, self.world, out=view)
+            elif id(p) not in self.scaled or p.grad._array is not view:
+                self._attach(p, view)
+                if id(p) not in self.ready:  # restored if no rank reached it (see finish)
+                    self.kept[id(p)] = view.copy()
+                np.divide(view, self.world, out=view)
+        self.scaled.clear()
+        self.work = dist.iallreduce(self.buffer, dist.ReduceOp.SUM, async_op=not last)
+
+    def finish(self, globally_used) -> None:
+        """Waits for the all-reduce and leaves the average in each parameter's ``.grad``, except
+        where no rank reached the parameter in this backward (by ``globally_used``): its ``.grad``
+        stays what it was (None, or a gradient from before)."""
+        from ..tensor import Tensor
+
+        if self.work is not None:
+            self.work.wait()
         self.work = None
         self.ready.clear()
-        for p, lo, hi in zip(self.params, self.offsets[:-1], self.offsets[1:]):
+        kept, self.kept = self.kept, {}
+        for p, view in zip(self.params, self.views):
             if not globally_used(p):
+                if id(p) in kept:
+                    np.copyto(view, kept[id(p)])
                 continue
-            total = self.buffer[lo:hi].reshape(p._array.shape)
-            if p.grad is None:
-                p.grad = Tensor._wrap(total / world)
+            if self.as_view:
+                if p.grad is None or p.grad._array is not view:
+                    p.grad = Tensor._wrap(view)
+            elif p.grad is None:
+                p.grad = Tensor._wrap(view.copy())
             else:
-                np.divide(total, world, out=p.grad._array)
+                np.copyto(p.grad._array, view)
+            autograd.bump_version(p.grad._array)
 
 
 class DistributedDataParallel(Module):
@@ -59,9 +115,10 @@ class DistributedDataParallel(Module):
     started from different weights train one model). The parameters are grouped into buckets of
     about ``bucket_cap_mb`` megabytes, in the reverse order of their registration (roughly the
     order backward produces their gradients); when backward has accumulated the gradient of every
-    parameter of a bucket, the bucket is flattened into one buffer and its all-reduce starts at
-    once, so communication overlaps the rest of backward. At the end of backward every all-reduce
-    is waited for and the averages are copied into ``.grad``.
+    parameter of a bucket, the gradients, divided by the world size, are put in the bucket's
+    buffer and its all-reduce (a sum: the average) starts at once, so communication overlaps the
+    rest of backward; the last bucket has nothing left to overlap and runs the blocking all-reduce.
+    At the end of backward every all-reduce is waited for and the averages are left in ``.grad``.
 
     ``no_sync()``: inside it, backward only accumulates the local gradients (gradient accumulation);
     the first backward outside it all-reduces the accumulated sums. ``find_unused_parameters``: a
@@ -69,8 +126,17 @@ class DistributedDataParallel(Module):
     parameter is an error naming it). ``broadcast_buffers``: each forward first copies rank 0's
     buffers (e.g. BatchNorm's running statistics) to every rank.
 
-    ``device_ids``, ``output_device``, ``dim``, ``process_group`` and ``gradient_as_bucket_view`` are
-    accepted for PyTorch's signature and change nothing (the default group, the CPU).
+    ``gradient_as_bucket_view=True`` makes the buckets the gradients' storage: each parameter's
+    ``.grad`` is a view into its bucket's buffer, backward accumulates into it in place (and writes
+    a new gradient there already divided by the world size), and the all-reduce runs on the buffer
+    with no copy in or out (a ``.grad`` the user
+    replaced is copied into the bucket and re-attached at the next all-reduce; after
+    ``zero_grad(set_to_none=True)`` the next backward writes into the bucket again). As in PyTorch it
+    is off by default: with it, a gradient Tensor kept from an earlier step is overwritten by the
+    next backward instead of left as it was.
+
+    ``device_ids``, ``output_device``, ``dim`` and ``process_group`` are accepted for PyTorch's
+    signature and change nothing (the default group, the CPU).
 
     The wrapped model is ``module``; as in PyTorch, the wrapper's ``state_dict`` keys start with
     ``module.`` (save ``ddp.module.state_dict()`` to load the weights into an unwrapped model).
@@ -102,6 +168,7 @@ class DistributedDataParallel(Module):
         self.broadcast_buffers = bool(broadcast_buffers)
         self.find_unused_parameters = bool(find_unused_parameters)
         self.bucket_cap_mb = bucket_cap_mb
+        self.gradient_as_bucket_view = bool(gradient_as_bucket_view)
         self.require_backward_grad_sync = True
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         self._names = {id(p): n for n, p in named}
@@ -114,11 +181,15 @@ class DistributedDataParallel(Module):
         self._sync_state(module.named_parameters(), "parameter")
         self._sync_state(module.named_buffers(), "buffer")
         self._has_buffers = any(b is not None for _, b in module.named_buffers())
-        self._buckets = _make_buckets([p for _, p in reversed(named)], bucket_cap_mb * 2**20)
+        params = [p for _, p in reversed(named)]
+        world = dist.get_world_size()
+        self._buckets = _make_buckets(params, bucket_cap_mb * 2**20, self.gradient_as_bucket_view, world)
         self._bucket_of = {id(p): b for b in self._buckets for p in b.params}
         self._reached = set()  # ids of the parameters whose gradient arrived in this backward
         self._next_bucket = 0  # buckets start in index order on every rank (MPI matches collectives by order)
         self._hook_handles = [p.register_post_accumulate_grad_hook(self._on_grad_ready) for _, p in named]
+        if self.gradient_as_bucket_view:
+            self._hook_handles += [p.register_hook(functools.partial(self._before_grad, p)) for _, p in named]
 
     def _sync_state(self, named, what: str, check: bool = True) -> None:
         """Broadcasts rank 0's tensors of ``named`` to every rank, first checking (with ``check``)
@@ -160,6 +231,10 @@ class DistributedDataParallel(Module):
         finally:
             self.require_backward_grad_sync = previous
 
+    def _before_grad(self, param, grad) -> None:
+        """(gradient_as_bucket_view) A gradient hook: ``param``'s gradient is about to be accumulated."""
+        self._bucket_of[id(param)].before_accumulate(param, self.require_backward_grad_sync)
+
     def _on_grad_ready(self, param) -> None:
         """A parameter's gradient is complete: launch its bucket's all-reduce when the bucket is full."""
         if not self.require_backward_grad_sync:
@@ -178,8 +253,8 @@ class DistributedDataParallel(Module):
             bucket = self._buckets[self._next_bucket]
             if not everything and len(bucket.ready) < len(bucket.params):
                 return
-            bucket.launch()
             self._next_bucket += 1
+            bucket.launch(last=self._next_bucket == len(self._buckets))
 
     def _finish_backward(self) -> None:
         """End of backward: launch the buckets left (with unused parameters), wait for every
@@ -189,7 +264,8 @@ class DistributedDataParallel(Module):
         missing = [self._names[id(p)] for p in params if id(p) not in reached]
         if missing and not self.find_unused_parameters:
             for b in self._buckets[: self._next_bucket]:  # leave no request behind before raising
-                b.work.wait()
+                if b.work is not None:
+                    b.work.wait()
             for b in self._buckets:
                 b.work = None
                 b.ready.clear()
@@ -207,22 +283,21 @@ class DistributedDataParallel(Module):
             MPI = dist._mpi()
             dist._comm().Allreduce(MPI.IN_PLACE, flags, MPI.MAX)
             used = {id(p): bool(f) for p, f in zip(params, flags)}
-        world = dist.get_world_size()
         for b in self._buckets:
-            b.finish(world, lambda p: used[id(p)])
+            b.finish(lambda p: used[id(p)])
 
 
-def _make_buckets(params, cap_bytes: float) -> list:
+def _make_buckets(params, cap_bytes: float, as_view: bool = False, world: int = 1) -> list:
     """Groups ``params`` (in the order given) into buckets of one dtype and at most ``cap_bytes``
-    bytes each (a larger parameter gets a bucket of its own)."""
+    bytes each (a larger parameter gets a bucket of its own); ``as_view``, ``world``: see :class:`_Bucket`."""
     buckets, current, size = [], [], 0
     for p in params:
         nbytes = p._array.nbytes
         if current and (size + nbytes > cap_bytes or p._array.dtype != current[0]._array.dtype):
-            buckets.append(_Bucket(current))
+            buckets.append(_Bucket(current, as_view, world))
             current, size = [], 0
         current.append(p)
         size += nbytes
     if current:
-        buckets.append(_Bucket(current))
+        buckets.append(_Bucket(current, as_view, world))
     return buckets
