@@ -198,6 +198,16 @@ def _summed(full, index, count: int, shape: tuple, backend):
     return total.reshape(shape)
 
 
+def _summed_to_mask(full, lead: tuple, mask_shape: tuple):
+    """The (N, Lm, Sm) per-problem mask gradients summed over the leading dims the mask broadcasts
+    along (NumPy's sum: a fixed order), as an array of the mask's ``mask_shape``."""
+    full = full.reshape(lead + full.shape[1:])
+    mask_lead = tuple(mask_shape[:-2])
+    mask_lead = (1,) * (len(lead) - len(mask_lead)) + mask_lead
+    axes = tuple(i for i, (m, n) in enumerate(zip(mask_lead, lead)) if m == 1 and n != 1)
+    return (full.sum(axis=axes, keepdims=True) if axes else full).reshape(mask_shape)
+
+
 def _saved(op, array, name, shape, dtype):
     a = as_float_array(array, name, op)
     if a.dtype != dtype:
@@ -264,5 +274,5 @@ def scaled_dot_product_attention_backward(
     )
     if not mask_grad:
         return grads
-    dmask = _summed(dmask, plan.mask_index, plan.mask.shape[0], tuple(attn_mask.shape), b)
+    dmask = _summed_to_mask(dmask, plan.lead, tuple(attn_mask.shape))
     return (*grads, dmask.astype(attn_mask.dtype, copy=False))
