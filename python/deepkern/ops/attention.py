@@ -239,8 +239,9 @@ def scaled_dot_product_attention_backward(
     the same dropout mask) and its ``out`` and ``lse``. With ``mask_grad=True`` (a float ``attn_mask``
     only) a fourth gradient, ``attn_mask``'s (its shape and dtype): the gradient of the scaled, masked
     scores before the softmax (and before dropout), summed over the dims the mask was broadcast along;
-    0 where a key is masked out. Sums over broadcast dims and shared heads run in a fixed order: the
-    results do not depend on the thread count."""
+    0 where a key is masked out (it takes one (Lm, Sm) matrix per problem of memory before that sum).
+    Sums over broadcast dims and shared heads run in a fixed order: the results do not depend on the
+    thread count."""
     op = "scaled_dot_product_attention_backward"
     if not isinstance(mask_grad, (bool, np.bool_)):
         raise TypeError(f"{op}: mask_grad must be a bool, got {type(mask_grad).__name__}")
