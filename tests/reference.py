@@ -1049,6 +1049,19 @@ def attention_ref(q, k, v, mask=None, causal=False, scale=None, enable_gqa=False
     return np.matmul(p * z, v)
 
 
+def _score_grads(g, v, p, z):
+    """dS = P (dP - rowsum(P dP)), dP = (g v^T) Z: the gradient of the scores before the softmax."""
+    dp = np.matmul(g, np.swapaxes(v, -1, -2)) * z
+    return p * (dp - (p * dp).sum(axis=-1, keepdims=True))
+
+
+def attention_mask_grad_ref(grad, q, k, v, mask, causal=False, scale=None, enable_gqa=False, dropout=None):
+    """The gradient of attention_ref's output given ``grad`` with respect to the float ``mask``, in
+    float64: the scores' gradient dS summed down to the mask's shape."""
+    _, _, v64, p, z, _ = _attention_parts(q, k, v, mask, causal, scale, enable_gqa, dropout)
+    return _sum_to(_score_grads(_f64(grad), v64, p, z), np.shape(mask))
+
+
 def attention_backward_ref(grad, q, k, v, mask=None, causal=False, scale=None, enable_gqa=False, dropout=None):
     """(dq, dk, dv) of attention_ref's output given ``grad``, in float64, summed to the inputs' shapes
     (grouped heads and broadcast dims summed)."""
@@ -1056,8 +1069,7 @@ def attention_backward_ref(grad, q, k, v, mask=None, causal=False, scale=None, e
     q64, k64, v64, p, z, scale = _attention_parts(q, k, v, mask, causal, scale, enable_gqa, dropout)
     g = _f64(grad)
     dv = np.matmul(np.swapaxes(p * z, -1, -2), g)
-    dp = np.matmul(g, np.swapaxes(v64, -1, -2)) * z
-    ds = p * (dp - (p * dp).sum(axis=-1, keepdims=True))
+    ds = _score_grads(g, v64, p, z)
     dq = np.matmul(ds, k64) * scale
     dk = np.matmul(np.swapaxes(ds, -1, -2), np.broadcast_to(q64, ds.shape[:-1] + (q64.shape[-1],))) * scale
     grads = []

@@ -5,7 +5,9 @@ Every result is compared with the float64 reference of tests/reference.py, which
 E != Ev, L or S = 1, zero sizes, broadcast masks (2-D, per head, per batch, a row or a column),
 causal masks with L != S, grouped-query heads, broadcast batch dims, strided and transposed inputs;
 every ISA and thread count; the backward against the reference, finite differences and PyTorch (when
-installed); dropout against the Philox reference (the same mask in the backward); bad arguments.
+installed); dropout against the Philox reference (the same mask in the backward); a float mask's
+gradient (broadcast shapes, causal, dropout, grouped heads, zero sizes, nn.MultiheadAttention); bad
+arguments.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from deepkern.nn import functional as F
 
 from checks import F32, F64, check, gradcheck, poison_heap, raises_naming, rand
 from conftest import on_device
-from reference import attention_backward_ref, attention_ref
+from reference import attention_backward_ref, attention_mask_grad_ref, attention_ref
 
 DTYPES = [F32, F64]
 #: float32 tolerance of the relative error: sums of a few hundred exponentials and products.
@@ -337,6 +339,241 @@ def test_device_without_the_kernel_says_so(device):
         return
     out, _ = ops.scaled_dot_product_attention(dq, dk, dv)
     check(deepkern.backends.to_device(out, "cpu"), attention_ref(q, k, v), F64, "out")
+
+
+# ---- the float mask's gradient ------------------------------------------------------------------
+
+
+def _float_mask(rng, shape, dtype=F64, masked=0.2):
+    """A random additive mask with about ``masked`` of its entries -inf."""
+    return np.where(rng.random(shape) < masked, -np.inf, rng.standard_normal(shape)).astype(dtype)
+
+
+def _summands_norm(grad, q, k, v, mask, full_shape, **options) -> float:
+    """The size of the mask gradient's terms before the sums over broadcast dims: a mask constant
+    along the keys has a gradient of 0 (the softmax ignores a shift of its row), whose rounding
+    errors are relative to this."""
+    return float(np.linalg.norm(attention_mask_grad_ref(grad, q, k, v, np.broadcast_to(mask, full_shape), **options)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("mask_shape", MASK_SHAPES + [(9,), (1, 3, 1, 1)], ids=str)
+def test_mask_gradient_matches_the_reference(rng, mask_shape, dtype):
+    """mask_grad=True adds attn_mask's gradient (summed over its broadcast dims) and leaves the
+    others bit for bit as they were."""
+    q, k, v = _qkv(rng, (2, 3), 6, 9, 5, 4, dtype)
+    mask = _float_mask(rng, mask_shape, dtype)
+    out, lse = ops.scaled_dot_product_attention(q, k, v, mask)
+    grad = rand(rng, out.shape, dtype)
+    *got, dmask = ops.scaled_dot_product_attention_backward(grad, q, k, v, out, lse, mask, mask_grad=True)
+    floor = _summands_norm(grad, q, k, v, mask, (2, 3, 6, 9))
+    check(dmask, attention_mask_grad_ref(grad, q, k, v, mask), dtype, "dmask", tol=TOL[dtype], floor=floor)
+    assert np.all(dmask[np.isneginf(mask)] == 0)
+    for a, b in zip(got, ops.scaled_dot_product_attention_backward(grad, q, k, v, out, lse, mask)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_mask_gradient_on_every_isa_and_thread_count(isa, threads, rng, dtype):
+    """Blocks of the kernel (64 queries, 128 keys in the backward) and odd sizes, a mask per head."""
+    q, k, v = _qkv(rng, (2, 3), 67, 261, 12, 7, dtype)
+    mask = _float_mask(rng, (3, 67, 261), dtype)
+    out, lse = ops.scaled_dot_product_attention(q, k, v, mask)
+    grad = rand(rng, out.shape, dtype)
+    *_, dmask = ops.scaled_dot_product_attention_backward(grad, q, k, v, out, lse, mask, mask_grad=True)
+    assert deepkern._C.last_isa("attention") == isa
+    check(dmask, attention_mask_grad_ref(grad, q, k, v, mask), dtype, f"{isa} dmask", tol=TOL[dtype])
+
+
+def test_mask_gradient_does_not_depend_on_the_thread_count(rng):
+    """Problems sharing a 2-D mask are summed in a fixed order whatever thread ran them."""
+    q, k, v = _qkv(rng, (5,), 100, 300, 16, 16, F32)
+    mask = _float_mask(rng, (100, 300), F32)
+    results = []
+    for n in (1, 2):
+        previous = deepkern.get_num_threads()
+        deepkern.set_num_threads(n)
+        try:
+            out, lse = ops.scaled_dot_product_attention(q, k, v, mask)
+            results.append(ops.scaled_dot_product_attention_backward(out, q, k, v, out, lse, mask, mask_grad=True))
+        finally:
+            deepkern.set_num_threads(previous)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("n_q, s, rows, cols", [(70, 300, 70, 300), (70, 300, 1, 300), (70, 300, 70, 1), (5, 7, 5, 7)])
+def test_kernel_mask_gradient_with_causal_and_shared_keys(rng, n_q, s, rows, cols):
+    """The kernel alone (a causal mask on top of the float mask is allowed there): dmask (N, Lm, Sm)
+    per problem is NaN-prefilled and written everywhere; keys a query does not see get 0."""
+    n = 4
+    q, k, v = rand(rng, (n, n_q, 6), F64), rand(rng, (2, s, 6), F64), rand(rng, (n, s, 3), F64)
+    k_index, v_index = np.arange(n, dtype=np.int64) // 2, np.arange(n, dtype=np.int64)
+    m = _float_mask(rng, (2, rows, cols))
+    m_index = np.arange(n, dtype=np.int64) % 2
+    o, lse = np.empty((n, n_q, 3)), np.empty((n, n_q))
+    args = (q, k, v, k_index, v_index, m, m_index)
+    c_attention_forward(*args, o, lse, 0.4, True, 0.0, 0, 0)
+    grad = rand(rng, o.shape, F64)
+    dq, dk, dv = np.empty(q.shape), np.empty((n, s, 6)), np.empty(v.shape)
+    dmask = np.full((n, rows, cols), np.nan)
+    c_attention_backward(*args, o, lse, grad, dq, dk, dv, 0.4, True, 0.0, 0, 0, dmask)
+    options = dict(causal=True, scale=0.4)
+    ref = attention_mask_grad_ref(grad, q, k[k_index], v, m[m_index], **options)
+    floor = _summands_norm(grad, q, k[k_index], v, m[m_index], (n, n_q, s), **options)
+    check(dmask, ref, F64, "dmask", floor=floor)
+    if rows != 1 and cols != 1:
+        assert np.all(dmask[:, ~np.tril(np.ones((n_q, s), bool))] == 0)
+
+
+def test_mask_gradient_with_dropout_is_of_the_scores_before_dropout(rng):
+    q, k, v = _qkv(rng, (2, 2), 7, 300, 5, 3, F64)
+    mask = _float_mask(rng, (2, 1, 7, 300))
+    dropout = (0.3, 99, 2**64 - 3)
+    options = dict(dropout_p=0.3, seed=99, offset=2**64 - 3)
+    out, lse = ops.scaled_dot_product_attention(q, k, v, mask, **options)
+    grad = rand(rng, out.shape, F64)
+    *_, dmask = ops.scaled_dot_product_attention_backward(grad, q, k, v, out, lse, mask, mask_grad=True, **options)
+    check(dmask, attention_mask_grad_ref(grad, q, k, v, mask, dropout=dropout), F64, "dmask", floor=1e-300)
+
+
+@pytest.mark.parametrize(
+    "lead, n_q, s, mask_shape",
+    [((0, 3), 4, 5, (3, 4, 5)), ((2,), 0, 5, (0, 5)), ((2,), 3, 0, (3, 0)), ((0, 3), 3, 4, (0, 1, 3, 4))],
+    ids=str,
+)
+def test_mask_gradient_of_zero_sizes(rng, lead, n_q, s, mask_shape):
+    q, k, v = _qkv(rng, lead, n_q, s, 3, 2, F64)
+    mask = rand(rng, mask_shape, F64)
+    out, lse = ops.scaled_dot_product_attention(q, k, v, mask)
+    *_, dmask = ops.scaled_dot_product_attention_backward(out, q, k, v, out, lse, mask, mask_grad=True)
+    assert dmask.shape == mask.shape and dmask.dtype == F64 and np.all(dmask == 0)
+
+
+def test_mask_gradient_keeps_the_mask_dtype(rng):
+    q, k, v = _qkv(rng, (2,), 4, 6, 3, 2, F64)
+    mask = rand(rng, (4, 6), F32)
+    out, lse = ops.scaled_dot_product_attention(q, k, v, mask)
+    grad = rand(rng, out.shape, F64)
+    *_, dmask = ops.scaled_dot_product_attention_backward(grad, q, k, v, out, lse, mask, mask_grad=True)
+    check(dmask, attention_mask_grad_ref(grad, q, k, v, mask), F32, "dmask")
+
+
+#: (query, key, value, mask) shapes and options of the finite-difference checks: broadcast masks,
+#: odd L and S, grouped-query heads, dropout.
+FD_CASES = [
+    ((2, 3, 3, 4), (2, 3, 5, 4), (2, 3, 5, 2), (3, 5), {}),
+    ((2, 3, 3, 4), (2, 3, 5, 4), (2, 3, 5, 2), (2, 3, 3, 5), {}),
+    ((2, 3, 3, 4), (2, 3, 5, 4), (2, 3, 5, 2), (2, 1, 1, 5), {"scale": 0.7}),
+    ((2, 3, 3, 4), (2, 3, 5, 4), (2, 3, 5, 2), (3, 1, 5), {}),
+    ((1, 4, 3, 4), (1, 2, 5, 4), (1, 2, 5, 2), (4, 1, 5), {"enable_gqa": True}),
+    ((2, 3, 4), (2, 7, 4), (2, 7, 3), (3, 7), {"dropout_p": 0.4}),
+]
+
+
+@pytest.mark.parametrize("case", FD_CASES, ids=str)
+def test_mask_gradient_by_finite_differences(rng, case):
+    q_shape, k_shape, v_shape, mask_shape, options = case
+    tensors = [deepkern.tensor(rand(rng, shape, F64), requires_grad=True) for shape in (q_shape, k_shape, v_shape)]
+    mask = deepkern.tensor(rng.standard_normal(mask_shape), requires_grad=True)
+    state = deepkern.random.get_philox_state()
+
+    def fn(q, k, v, m):
+        deepkern.random.set_philox_state(state)  # dropout: the same mask at every evaluation
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=m, **options)
+
+    gradcheck(fn, *tensors, mask, rng=rng)
+    assert mask.grad is not None and mask.grad.shape == mask_shape
+
+
+def test_a_mask_without_grad_is_not_differentiated(rng, monkeypatch):
+    """The backward asks for no mask gradient (the kernel computes none) unless the mask requires grad."""
+    asked = []
+    backward = ops.scaled_dot_product_attention_backward
+
+    def spy(*args, mask_grad=False, **kwargs):
+        asked.append(mask_grad)
+        return backward(*args, mask_grad=mask_grad, **kwargs)
+
+    monkeypatch.setattr(ops, "scaled_dot_product_attention_backward", spy)
+    q, k, v = (deepkern.tensor(x, requires_grad=True) for x in _qkv(rng, (2,), 3, 5, 4, 3, F64))
+    for mask, wants in ((deepkern.tensor(rand(rng, (3, 5), F64)), False), (rand(rng, (3, 5), F64), False)):
+        F.scaled_dot_product_attention(q, k, v, attn_mask=mask).sum().backward()
+        assert asked.pop() is wants
+    mask = deepkern.tensor(rand(rng, (3, 5), F64), requires_grad=True)
+    F.scaled_dot_product_attention(q, k, v, attn_mask=mask).sum().backward()
+    assert asked.pop() is True and mask.grad is not None
+
+
+def test_multihead_attention_float_mask_gets_its_gradient(rng):
+    attention = nn.MultiheadAttention(8, 2, batch_first=True).double()
+    x = deepkern.tensor(rand(rng, (2, 5, 8), F64), requires_grad=True)
+    mask = deepkern.tensor(rng.standard_normal((5, 5)), requires_grad=True)
+    gradcheck(lambda x, m: attention(x, x, x, attn_mask=m, need_weights=False)[0], x, mask, rng=rng)
+    assert mask.grad.shape == (5, 5)
+
+
+def test_multihead_attention_mask_gradient_matches_torch(rng):
+    torch = pytest.importorskip("torch")
+    ours = nn.MultiheadAttention(8, 2, batch_first=True)
+    theirs = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+    with torch.no_grad():
+        for name, p in theirs.named_parameters():
+            p.copy_(torch.tensor(dict(ours.named_parameters())[name].detach().numpy()))
+    x, m = rand(rng, (2, 5, 8), F32), rng.standard_normal((2 * 2, 5, 5)).astype(F32)
+    mask, mask_t = deepkern.tensor(m, requires_grad=True), torch.tensor(m, requires_grad=True)
+    xt = torch.tensor(x)
+    ours(deepkern.tensor(x), deepkern.tensor(x), deepkern.tensor(x), attn_mask=mask, need_weights=False)[
+        0
+    ].sum().backward()
+    theirs(xt, xt, xt, attn_mask=mask_t, need_weights=False)[0].sum().backward()
+    check(mask.grad.numpy(), mask_t.grad.numpy().astype(np.float64), F32, "dmask", tol=1e-5)
+
+
+def test_mask_gradient_matches_torch(rng):
+    torch = pytest.importorskip("torch")
+    q, k, v = rand(rng, (2, 4, 9, 8), F32), rand(rng, (2, 4, 13, 8), F32), rand(rng, (2, 4, 13, 5), F32)
+    for mask_shape in ((9, 13), (2, 1, 9, 13), (4, 1, 13)):
+        m = _float_mask(rng, mask_shape, F32)
+        tm = torch.tensor(m, requires_grad=True)
+        out_t = torch.nn.functional.scaled_dot_product_attention(*(torch.tensor(x) for x in (q, k, v)), attn_mask=tm)
+        grad = rand(rng, out_t.shape, F32)
+        out_t.backward(torch.tensor(grad))
+        mask = deepkern.tensor(m, requires_grad=True)
+        F.scaled_dot_product_attention(*(deepkern.tensor(x) for x in (q, k, v)), attn_mask=mask).backward(
+            deepkern.tensor(grad)
+        )
+        check(mask.grad.numpy(), tm.grad.numpy().astype(np.float64), F32, f"dmask {mask_shape}", tol=1e-5)
+
+
+def test_create_graph_through_the_mask_gradient_is_refused(rng):
+    """Gradients are not differentiable: asking for their graph is an error naming create_graph, not a
+    graph-less result."""
+    q, k, v = (deepkern.tensor(x, requires_grad=True) for x in _qkv(rng, (2,), 3, 5, 4, 3, F64))
+    mask = deepkern.tensor(rand(rng, (3, 5), F64), requires_grad=True)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    with raises_naming(NotImplementedError, "create_graph"):
+        deepkern.autograd.grad(out.sum(), [mask], create_graph=True)
+    (dmask,) = deepkern.autograd.grad(out.sum(), [mask])
+    assert not dmask.requires_grad
+
+
+def test_mask_gradient_bad_arguments_are_named(rng):
+    q, k, v = _qkv(rng, (2,), 3, 5, 4, 3, F64)
+    out, lse = ops.scaled_dot_product_attention(q, k, v)
+    for mask, needle in ((None, "None"), (np.ones((3, 5), bool), "bool")):
+        with raises_naming(ValueError, "backward", "mask_grad", "float attn_mask", needle):
+            ops.scaled_dot_product_attention_backward(out, q, k, v, out, lse, mask, mask_grad=True)
+    with raises_naming(TypeError, "mask_grad", "bool"):
+        ops.scaled_dot_product_attention_backward(out, q, k, v, out, lse, mask_grad=1)
+    index = np.arange(2, dtype=np.int64)
+    outputs = (np.empty((2, 3, 4)), np.empty((2, 5, 4)), np.empty((2, 5, 3)))
+    with raises_naming(ValueError, "attention_backward", "dmask", "needs a mask"):
+        c_attention_backward(q, k, v, index, index, None, None, out, lse, out, *outputs, 0.5, False, 0.0, 0, 0,
+                             np.empty((2, 3, 5)))  # fmt: skip
+    with raises_naming(ValueError, "dmask", r"\(2, 3, 5\)"):
+        c_attention_backward(q, k, v, index, index, np.zeros((1, 3, 5)), np.zeros(2, np.int64), out, lse, out,
+                             *outputs, 0.5, False, 0.0, 0, 0, np.empty((2, 3, 4)))  # fmt: skip
 
 
 # ---- bad arguments --------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from reference import (
     adaptive_avg_pool2d_backward_ref,
     adaptive_avg_pool2d_ref,
     attention_backward_ref,
+    attention_mask_grad_ref,
     attention_ref,
     avg_pool2d_backward_ref,
     avg_pool2d_ref,
@@ -631,6 +632,16 @@ def _attention_backward(rng, dtype):
     return "attention_backward", kw, dict(zip(("dq", "dk", "dv"), refs))
 
 
+def _attention_backward_mask_grad(rng, dtype):
+    """With dmask: the mask's gradient per problem (the shared (1, 5, 7) mask's, before the sum)."""
+    name, kw, refs = _attention_backward(rng, dtype)
+    q, k, v = kw["q"], kw["k"][kw["k_index"]], kw["v"]
+    mask = np.broadcast_to(kw["mask"], (3, 5, 7))
+    kw.update(dmask=_nan((3, 5, 7), dtype))
+    refs["dmask"] = attention_mask_grad_ref(kw["grad"], q, k, v, mask, scale=kw["scale"])
+    return name, kw, refs
+
+
 CALLS = {
     f.__name__.lstrip("_"): f
     for f in (
@@ -638,6 +649,7 @@ CALLS = {
         _softmax_backward,
         _attention_forward,
         _attention_backward,
+        _attention_backward_mask_grad,
         _cross_entropy_forward,
         _cross_entropy_backward,
         _relu,
@@ -1505,6 +1517,27 @@ BAD = [
         ["attention_backward: dv overlaps dk"],
     ),
     ("attention_backward", "dv one problem", _reshaped("dv", (1, 7, 3)), ValueError, ["attention_backward: dv must"]),
+    (
+        "attention_backward_mask_grad",
+        "dmask (1, 5, 7)",
+        _reshaped("dmask", (1, 5, 7)),
+        ValueError,
+        [r"attention_backward: dmask must have shape \(3, 5, 7\)"],
+    ),
+    (
+        "attention_backward_mask_grad",
+        "dmask overlaps dq",
+        _overlapping("dmask", "dq"),
+        ValueError,
+        ["attention_backward: (dmask overlaps dq|dq overlaps dmask)"],
+    ),
+    (
+        "attention_backward_mask_grad",
+        "dmask without a mask",
+        lambda kw: [_value(key, None)(kw) for key in ("mask", "mask_index")],
+        ValueError,
+        ["attention_backward: dmask", "needs a mask"],
+    ),
     # softmax family
     ("softmax", "x too small", _resized("x", -1), ValueError, ["softmax: x must have 30 elements"]),
     ("softmax", "negative size", _value("length", -5), ValueError, ["softmax: outer, length, inner must be >= 0"]),

@@ -282,6 +282,10 @@ def test_gradcheck_float64():
         lambda q, k, v: dt.scaled_dot_product_attention(q, k, v, attn_mask=mask),
         (f64(2, 5, 3), f64(2, 6, 3), f64(6, 2)),
     )
+    assert torch.autograd.gradcheck(
+        lambda q, k, v, m: dt.scaled_dot_product_attention(q, k, v, attn_mask=m),
+        (f64(2, 5, 3), f64(2, 6, 3), f64(6, 2), f64(2, 1, 6)),
+    )
     for kind, count in (("LSTM", 2), ("GRU", 1)):
         module = getattr(dt, kind)(3, 4, num_layers=2, bidirectional=True).double()
         run = functional(module)
@@ -291,11 +295,13 @@ def test_gradcheck_float64():
         )
 
 
-def sdpa_backward_args():
-    """grad, query, key, value, out, lse of one causal forward at scale 0.5 (no grad needed)."""
+def sdpa_backward_args(mask=None):
+    """grad, query, key, value, out, lse, mask, dropout_p, is_causal, scale, enable_gqa, seed of one
+    forward at scale 0.5 (no grad needed): causal without a mask, else with the float mask."""
     q, k, v = (torch.randn(shape, dtype=torch.float64) for shape in ((2, 5, 4), (2, 6, 4), (2, 6, 3)))
-    out, lse = torch.ops.deepkern.scaled_dot_product_attention(q, k, v, None, 0.0, True, 0.5, False, 0)
-    return torch.randn_like(out), q, k, v, out, lse
+    options = (0.0, mask is None, 0.5, False, 0)
+    out, lse = torch.ops.deepkern.scaled_dot_product_attention(q, k, v, mask, *options)
+    return torch.randn_like(out), q, k, v, out, lse, mask, *options
 
 
 def opcheck_cases():
@@ -337,9 +343,17 @@ def opcheck_cases():
             ops.scaled_dot_product_attention.default,
             (f64(2, 3, 5, 4), f64(2, 3, 6, 4), f64(2, 3, 6, 3), torch.rand(5, 6) > 0.3, 0.0, False, None, False, 0),
         ),
+        "scaled_dot_product_attention_float_mask": (
+            ops.scaled_dot_product_attention.default,
+            (f64(2, 3, 5, 4), f64(2, 3, 6, 4), f64(2, 3, 6, 3), f64(3, 1, 6), 0.0, False, None, False, 0),
+        ),
         "scaled_dot_product_attention_backward": (
             ops.scaled_dot_product_attention_backward.default,
-            (*sdpa_backward_args(), None, 0.0, True, 0.5, False, 0),
+            (*sdpa_backward_args(), False),
+        ),
+        "scaled_dot_product_attention_backward_mask_grad": (
+            ops.scaled_dot_product_attention_backward.default,
+            (*sdpa_backward_args(torch.randn(2, 1, 6, dtype=torch.float64)), True),
         ),
         "adam_": (
             ops.adam_.default,
@@ -382,6 +396,10 @@ def compile_cases():
         "scaled_dot_product_attention": (
             lambda q, k, v: dt.scaled_dot_product_attention(q, k, v, is_causal=True),
             (f64(2, 2, 5, 4), f64(2, 2, 7, 4), f64(2, 2, 7, 3)),
+        ),
+        "scaled_dot_product_attention_float_mask": (
+            lambda q, k, v, m: dt.scaled_dot_product_attention(q, k, v, attn_mask=m),
+            (f64(2, 2, 5, 4), f64(2, 2, 7, 4), f64(2, 2, 7, 3), f64(5, 7)),
         ),
     }
 
@@ -630,6 +648,39 @@ def test_scaled_dot_product_attention_matches_torch(case, dtype):
     same_gradients(ours, theirs, (q, k, v), dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mask_shape", [(9, 13), (2, 1, 9, 13), (3, 9, 1), (1, 13)], ids=str)
+def test_scaled_dot_product_attention_float_mask_gradient_matches_torch(mask_shape, dtype):
+    """A float mask that requires grad gets torch's gradient, summed over its broadcast dims."""
+    q, k, v = (torch.randn(shape, dtype=dtype) for shape in ((2, 3, 9, 8), (2, 3, 13, 8), (2, 3, 13, 5)))
+    mask = torch.randn(mask_shape, dtype=dtype)
+    if mask_shape[-1] > 1:  # some keys masked out (a one-key mask would mask whole rows)
+        mask = mask.masked_fill(torch.rand(mask_shape) < 0.2, float("-inf"))
+
+    def ours(q, k, v, m):
+        return dt.scaled_dot_product_attention(q, k, v, attn_mask=m)
+
+    def theirs(q, k, v, m):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=m)
+
+    same_gradients(ours, theirs, (q, k, v, mask), dtype)
+
+
+def test_scaled_dot_product_attention_mask_gradient_only_when_asked():
+    """A mask that does not require grad gets none, and the backward operator is told so."""
+    q, k, v = (torch.randn(2, 5, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    mask = torch.randn(5, 5, dtype=torch.float64)
+    dt.scaled_dot_product_attention(q, k, v, attn_mask=mask).sum().backward()
+    assert mask.grad is None and q.grad is not None
+    out, lse = torch.ops.deepkern.scaled_dot_product_attention(q, k, v, mask, 0.0, False, None, False, 0)
+    args = (torch.ones_like(out), q, k, v, out, lse, mask, 0.0, False, None, False, 0)
+    *grads, none = torch.ops.deepkern.scaled_dot_product_attention_backward(*args, False)
+    *same, dmask = torch.ops.deepkern.scaled_dot_product_attention_backward(*args, True)
+    assert none.numel() == 0 and dmask.shape == mask.shape
+    for a, b in zip(grads, same):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_scaled_dot_product_attention_reads_strided_operands():
     """q, k, v as (B, L, H, E) tensors transposed to (B, H, L, E), as attention layers make them."""
     q, k, v = (torch.randn(2, 6, 3, 4).transpose(1, 2) for _ in range(3))
@@ -663,8 +714,6 @@ def test_scaled_dot_product_attention_refuses_bad_arguments():
         dt.scaled_dot_product_attention(q, torch.randn(2, 5, 3), q)
     with pytest.raises(TypeError, match="attn_mask"):
         dt.scaled_dot_product_attention(q, q, q, attn_mask=torch.ones(5, 5, dtype=torch.int64))
-    with pytest.raises(NotImplementedError, match="attn_mask"):
-        dt.scaled_dot_product_attention(q, q, q, attn_mask=torch.zeros(5, 5, requires_grad=True))
     with pytest.raises(ValueError, match="is_causal"):
         dt.scaled_dot_product_attention(q, q, q, attn_mask=torch.ones(5, 5, dtype=torch.bool), is_causal=True)
     with pytest.raises(NotImplementedError, match="meta"):

@@ -5,7 +5,8 @@
 // are C-contiguous arrays of q's float dtype; problem n reads k[k_index[n]] and v[v_index[n]]
 // (k_index, v_index int64 (N,), each in range). The mask (None, or (Nm, Lm, Sm) of q's dtype with
 // Lm in {1, L} and Sm in {1, S}: a 1 broadcasts) is additive, problem n reading mask[mask_index[n]].
-// dq (N, L, E), dk (N, S, E), dv (N, S, Ev) hold one problem each. Outputs are written, never read,
+// dq (N, L, E), dk (N, S, E), dv (N, S, Ev) hold one problem each, and so does dmask (None: not
+// computed; else (N, Lm, Sm), the mask's gradient, which needs a mask). Outputs are written, never read,
 // and overlap no other argument. dropout_p in [0, 1]; seed and offset in [0, 2**64).
 #include <pybind11/pybind11.h>
 
@@ -43,6 +44,7 @@ struct Inputs {
   cpu::AttentionShape shape{};
   cpu::AttentionInputs<T> in{};
   std::vector<int64_t> k_offsets, v_offsets, mask_offsets;
+  int64_t mask_rows = 0, mask_cols = 0;  // the mask matrices' (Lm, Sm)
 };
 
 template <class T>
@@ -70,6 +72,8 @@ Inputs<T> checked_inputs(KernelArrays<T>& arrays, const char* op, const py::obje
     r.in.mask = arrays.input(mask, "mask", {ms[0], ms[1], ms[2]});
     r.mask_offsets = offsets_of(arrays, op, mask_index, "mask_index", n, ms[0], ms[1] * ms[2]);
     r.in.mask_offsets = r.mask_offsets.data();
+    r.mask_rows = ms[1];
+    r.mask_cols = ms[2];
     r.in.mask_row_stride = ms[1] == 1 ? 0 : ms[2];
     r.in.mask_col_stride = ms[2] == 1 ? 0 : 1;
   } else if (!mask_index.is_none()) {
@@ -125,7 +129,7 @@ void attention_backward(const py::object& q, const py::object& k, const py::obje
                         const py::object& v_index, const py::object& mask, const py::object& mask_index,
                         const py::object& o, const py::object& lse, const py::object& grad, const py::object& dq,
                         const py::object& dk, const py::object& dv, double scale, bool causal, double dropout_p,
-                        const py::object& seed, const py::object& offset) {
+                        const py::object& seed, const py::object& offset, const py::object& dmask) {
   const CallInputs c{q, k, v, k_index, v_index, mask, mask_index};
   with_inputs("attention_backward", c, scale, causal, dropout_p, seed, offset,
               [&](auto& arrays, const auto& r, const cpu::AttentionOptions& options) {
@@ -137,8 +141,12 @@ void attention_backward(const py::object& q, const py::object& k, const py::obje
                 T* op_dq = arrays.output(dq, "dq", {sh.n, sh.l, sh.e});
                 T* op_dk = arrays.output(dk, "dk", {sh.n, sh.s, sh.e});
                 T* op_dv = arrays.output(dv, "dv", {sh.n, sh.s, sh.ev});
+                if (!dmask.is_none() && mask.is_none())
+                  throw py::value_error("attention_backward: dmask (the mask's gradient) needs a mask");
+                const cpu::AttentionMaskGrad<T> op_dmask{
+                    arrays.optional_output(dmask, "dmask", {sh.n, r.mask_rows, r.mask_cols}), r.mask_rows, r.mask_cols};
                 py::gil_scoped_release release;
-                cpu::attention_backward(r.in, sh, options, op_o, op_lse, op_grad, op_dq, op_dk, op_dv);
+                cpu::attention_backward(r.in, sh, options, op_o, op_lse, op_grad, op_dq, op_dk, op_dv, op_dmask);
               });
 }
 
@@ -153,8 +161,9 @@ void bind_attention(py::module_& m) {
   m.def("attention_backward", &attention_backward, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("k_index"),
         py::arg("v_index"), py::arg("mask"), py::arg("mask_index"), py::arg("o"), py::arg("lse"), py::arg("grad"),
         py::arg("dq"), py::arg("dk"), py::arg("dv"), py::arg("scale"), py::arg("causal"), py::arg("dropout_p"),
-        py::arg("seed"), py::arg("offset"),
-        "dq, and dk, dv per problem, of attention_forward's o given grad, from o and lse.");
+        py::arg("seed"), py::arg("offset"), py::arg("dmask") = py::none(),
+        "dq, and dk, dv per problem, of attention_forward's o given grad, from o and lse; dmask (optional): "
+        "the mask's gradient per problem (the pre-softmax scores' gradient, summed over the mask's size-1 dims).");
 }
 
 }  // namespace deepkern::python

@@ -10,7 +10,8 @@
 // Backward: a thread takes whole problems (so dq, dk and dv are sums in one fixed order, whatever
 // the thread count): D = rowsum(dO * O), then for each key block and each query block that sees
 // it: P = exp(S - lse) recomputed, dV += (P Z)^T dO, dP = (dO V^T) Z, dS = P (dP - D),
-// dQ += scale dS K, dK += scale dS^T Q, with Z dropout's factors regenerated from Philox.
+// dQ += scale dS K, dK += scale dS^T Q, with Z dropout's factors regenerated from Philox; when the
+// mask's gradient is asked, dS is also added into its matrix (summed over broadcast rows or keys).
 #include "cpu/attention/attention.h"
 
 #include <algorithm>
@@ -148,14 +149,30 @@ void forward_block(const AttentionKernels<T>& kern, const Problem<T>& p, int64_t
   }
 }
 
-// One problem's backward: dq (L, E), dk (S, E), dv (S, Ev) written.
+// Adds row i's score gradients ds (keys j0 .. j0 + cols) into one problem's mask gradient dm (its
+// rows x cols matrix): a one-row matrix sums the queries, a one-column one the keys.
+template <class T>
+void add_mask_grad(const AttentionMaskGrad<T>& dm, int64_t i, int64_t j0, const T* ds, int64_t cols) {
+  T* row = dm.d + (dm.rows == 1 ? 0 : i * dm.cols);
+  if (dm.cols == 1) {
+    T sum = 0;
+    for (int64_t c = 0; c < cols; ++c) sum += ds[c];
+    row[0] += sum;
+  } else {
+    for (int64_t c = 0; c < cols; ++c) row[j0 + c] += ds[c];
+  }
+}
+
+// One problem's backward: dq (L, E), dk (S, E), dv (S, Ev) written, and its mask gradient dm (one
+// matrix; dm.d null: not asked).
 template <class T>
 void backward_problem(const AttentionKernels<T>& kern, const Problem<T>& p, const T* o, const T* lse, const T* grad,
-                      T* dq, T* dk, T* dv) {
+                      T* dq, T* dk, T* dv, const AttentionMaskGrad<T>& dm) {
   const AttentionShape& sh = p.shape;
   std::fill(dq, dq + sh.l * sh.e, T(0));
   std::fill(dk, dk + sh.s * sh.e, T(0));
   std::fill(dv, dv + sh.s * sh.ev, T(0));
+  if (dm.d) std::fill(dm.d, dm.d + dm.rows * dm.cols, T(0));
   T* probs = scratch<T>(kScores, kBlockQ * kBackwardBlockK);
   T* dscores = scratch<T>(kScoreGrads, kBlockQ * kBackwardBlockK);
   T* dropped = p.drops() ? scratch<T>(kDropped, kBlockQ * kBackwardBlockK) : probs;
@@ -191,6 +208,7 @@ void backward_problem(const AttentionKernels<T>& kern, const Problem<T>& p, cons
         T* row = dscores + r * kBackwardBlockK;
         if (p.drops()) p.drop(kern, row, i0 + r, j0, cols);
         kern.score_grad(probs + r * kBackwardBlockK, row, cols, d[i0 + r]);
+        if (dm.d) add_mask_grad(dm, i0 + r, j0, row, cols);
       }
       product<T>(rows, sh.e, cols, alpha, rows_of<T>(dscores, kBackwardBlockK), rows_of(kj, sh.e), T(1), dq + i0 * sh.e,
                  sh.e);
@@ -225,7 +243,7 @@ void attention_forward(const AttentionInputs<T>& in, AttentionShape shape, const
 
 template <class T>
 void attention_backward(const AttentionInputs<T>& in, AttentionShape shape, const AttentionOptions& options, const T* o,
-                        const T* lse, const T* grad, T* dq, T* dk, T* dv) {
+                        const T* lse, const T* grad, T* dq, T* dk, T* dv, AttentionMaskGrad<T> dmask) {
   const AttentionKernels<T>& kern = kernels<T>();
   if (shape.n == 0) return;
   const int64_t macs = shape.n * shape.l * shape.s * 2 * (shape.e + shape.ev + 1);
@@ -233,8 +251,9 @@ void attention_backward(const AttentionInputs<T>& in, AttentionShape shape, cons
   run_on_threads(threads, [&](int t) {
     for (int64_t n = shape.n * t / threads, end = shape.n * (t + 1) / threads; n < end; ++n) {
       const int64_t rows = n * shape.l, keys = n * shape.s;
+      const AttentionMaskGrad<T> dm{dmask.d ? dmask.d + n * dmask.rows * dmask.cols : nullptr, dmask.rows, dmask.cols};
       backward_problem(kern, problem(in, shape, options, n), o + rows * shape.ev, lse + rows, grad + rows * shape.ev,
-                       dq + rows * shape.e, dk + keys * shape.e, dv + keys * shape.ev);
+                       dq + rows * shape.e, dk + keys * shape.e, dv + keys * shape.ev, dm);
     }
   });
 }
@@ -244,8 +263,10 @@ template void attention_forward<float>(const AttentionInputs<float>&, AttentionS
 template void attention_forward<double>(const AttentionInputs<double>&, AttentionShape, const AttentionOptions&,
                                         double*, double*);
 template void attention_backward<float>(const AttentionInputs<float>&, AttentionShape, const AttentionOptions&,
-                                        const float*, const float*, const float*, float*, float*, float*);
+                                        const float*, const float*, const float*, float*, float*, float*,
+                                        AttentionMaskGrad<float>);
 template void attention_backward<double>(const AttentionInputs<double>&, AttentionShape, const AttentionOptions&,
-                                         const double*, const double*, const double*, double*, double*, double*);
+                                         const double*, const double*, const double*, double*, double*, double*,
+                                         AttentionMaskGrad<double>);
 
 }  // namespace deepkern::cpu

@@ -49,11 +49,22 @@ template <class T>
 void attention_forward(const AttentionInputs<T>& in, AttentionShape shape, const AttentionOptions& options, T* o,
                        T* lse);
 
+// The mask's gradient, asked of the backward: d (null: not computed) holds one (rows, cols) row-major
+// matrix per problem, problem n's at d + n * rows * cols, rows in {1, L} and cols in {1, S}; element
+// (i, j) is dS_ij = p_ij (dp_ij - D_i), the gradient of the pre-softmax (and pre-dropout) score
+// x_ij, summed over the queries when rows = 1 and over the keys when cols = 1. Keys a query does not
+// see (causal, masked with -inf, a fully masked row) get 0.
+template <class T>
+struct AttentionMaskGrad {
+  T* d;
+  int64_t rows, cols;
+};
+
 // From the forward's inputs, o, lse and grad (N, L, Ev): dq (N, L, E), and dk (N, S, E), dv (N, S, Ev)
-// per problem (the caller sums the problems that share keys or values). Each problem runs on one
-// thread, so the results do not depend on the thread count.
+// per problem (the caller sums the problems that share keys or values), and the mask's gradient when
+// dmask.d is set. Each problem runs on one thread, so the results do not depend on the thread count.
 template <class T>
 void attention_backward(const AttentionInputs<T>& in, AttentionShape shape, const AttentionOptions& options, const T* o,
-                        const T* lse, const T* grad, T* dq, T* dk, T* dv);
+                        const T* lse, const T* grad, T* dq, T* dk, T* dv, AttentionMaskGrad<T> dmask = {});
 
 }  // namespace deepkern::cpu

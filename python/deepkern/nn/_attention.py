@@ -9,13 +9,13 @@ from .. import ops
 from ..autograd import Function
 from ..ops.attention import counters
 from ..random import philox_seed_offset
-from ..tensor import Tensor
 
 
 class ScaledDotProductAttention(Function):
     """Saves the inputs, the output and each query's log-sum-exp; the backward recomputes the
     probabilities block by block from them (and dropout's mask from the same Philox seed and offset).
-    The mask gets no gradient."""
+    A float mask that requires grad gets its gradient (the pre-softmax scores' gradient, summed over
+    its broadcast dims), computed only then."""
 
     @staticmethod
     def forward(ctx, query, key, value, attn_mask, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
@@ -24,16 +24,18 @@ class ScaledDotProductAttention(Function):
         out, lse = ops.scaled_dot_product_attention(query, key, value, attn_mask, seed=seed, offset=offset, **options)
         if dropout_p > 0:
             philox_seed_offset(counters(lse.size * np.shape(key)[-2]))
-        ctx.save_for_backward(query, key, value, out, lse)
-        ctx.mask = attn_mask
+        ctx.save_for_backward(query, key, value, out, lse, attn_mask)
         ctx.options = dict(options, seed=seed, offset=offset)
         return out
 
     @staticmethod
     def backward(ctx, g):
-        query, key, value, out, lse = ctx.saved_tensors
-        grads = ops.scaled_dot_product_attention_backward(g, query, key, value, out, lse, ctx.mask, **ctx.options)
-        return (*grads, None)
+        query, key, value, out, lse, attn_mask = ctx.saved_tensors
+        mask_grad = bool(ctx.needs_input_grad[3])
+        grads = ops.scaled_dot_product_attention_backward(
+            g, query, key, value, out, lse, attn_mask, mask_grad=mask_grad, **ctx.options
+        )
+        return grads if mask_grad else (*grads, None)
 
 
 def scaled_dot_product_attention(
@@ -44,9 +46,8 @@ def scaled_dot_product_attention(
     shapes, the mask (bool: True takes part; float: added), ``is_causal`` (query i sees keys j <= i),
     ``scale`` (default ``1 / sqrt(E)``) and ``enable_gqa``. A query with every key masked out gives 0
     (and zero gradients), as PyTorch's CPU kernel. Dropout (``dropout_p > 0``, applied whenever given,
-    as PyTorch's function does) draws from deepkern's Philox state (``deepkern.manual_seed``)."""
-    if attn_mask is not None and isinstance(attn_mask, Tensor):
-        attn_mask = attn_mask._array
+    as PyTorch's function does) draws from deepkern's Philox state (``deepkern.manual_seed``). A float
+    ``attn_mask`` Tensor that requires grad gets a gradient, as in PyTorch."""
     return ScaledDotProductAttention.apply(
         query,
         key,

@@ -15,7 +15,9 @@ output and each row's log-sum-exp ``lse``, which the backward uses to recompute 
 no ``L x S`` matrix is held. Dropout draws element ``(n, i, j)`` of the ``(N, L, S)`` attention
 matrix (``N`` the flattened leading dims) from the Philox stream of ``(seed, offset)`` as
 :mod:`deepkern.ops.dropout` does, so the backward regenerates the forward's mask; a call consumes
-:func:`counters` ``(N * L * S)`` counters.
+:func:`counters` ``(N * L * S)`` counters. Asked for a float mask's gradient, the backward also adds
+the scores' gradients into one (Lm, Sm) matrix per problem (the mask's rows and columns, 1 where it
+broadcasts), then sums those, in a fixed order, over the problems that share a mask matrix.
 """
 
 from __future__ import annotations
@@ -196,6 +198,16 @@ def _summed(full, index, count: int, shape: tuple, backend):
     return total.reshape(shape)
 
 
+def _summed_to_mask(full, lead: tuple, mask_shape: tuple):
+    """The (N, Lm, Sm) per-problem mask gradients summed over the leading dims the mask broadcasts
+    along (NumPy's sum: a fixed order), as an array of the mask's ``mask_shape``."""
+    full = full.reshape(lead + full.shape[1:])
+    mask_lead = tuple(mask_shape[:-2])
+    mask_lead = (1,) * (len(lead) - len(mask_lead)) + mask_lead
+    axes = tuple(i for i, (m, n) in enumerate(zip(mask_lead, lead)) if m == 1 and n != 1)
+    return (full.sum(axis=axes, keepdims=True) if axes else full).reshape(mask_shape)
+
+
 def _saved(op, array, name, shape, dtype):
     a = as_float_array(array, name, op)
     if a.dtype != dtype:
@@ -220,12 +232,25 @@ def scaled_dot_product_attention_backward(
     *,
     seed=0,
     offset=0,
+    mask_grad=False,
 ):
     """Gradients ``(dquery, dkey, dvalue)`` (the inputs' shapes) of :func:`scaled_dot_product_attention`'s
     ``out`` given ``grad`` (its shape), from the forward's arguments (the same ``seed`` and ``offset``:
-    the same dropout mask) and its ``out`` and ``lse``. Sums over broadcast dims and shared heads run
-    in a fixed order: the results do not depend on the thread count."""
+    the same dropout mask) and its ``out`` and ``lse``. With ``mask_grad=True`` (a float ``attn_mask``
+    only) a fourth gradient, ``attn_mask``'s (its shape and dtype): the gradient of the scaled, masked
+    scores before the softmax (and before dropout), summed over the dims the mask was broadcast along;
+    0 where a key is masked out (it takes one (Lm, Sm) matrix per problem of memory before that sum).
+    Sums over broadcast dims and shared heads run in a fixed order: the results do not depend on the
+    thread count."""
     op = "scaled_dot_product_attention_backward"
+    if not isinstance(mask_grad, (bool, np.bool_)):
+        raise TypeError(f"{op}: mask_grad must be a bool, got {type(mask_grad).__name__}")
+    if mask_grad:
+        if attn_mask is not None and not hasattr(attn_mask, "dtype"):
+            attn_mask = np.asarray(attn_mask)
+        if attn_mask is None or attn_mask.dtype.kind != "f":
+            got = "None" if attn_mask is None else f"of dtype {attn_mask.dtype}"
+            raise ValueError(f"{op}: mask_grad=True needs a float attn_mask (an additive mask), got attn_mask {got}")
     plan = _plan(op, query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, seed, offset)
     b, dtype = plan.backend, plan.q.dtype
     n, e, ev = math.prod(plan.lead), plan.q.shape[-1], plan.v.shape[-1]
@@ -234,15 +259,21 @@ def scaled_dot_product_attention_backward(
     lse = _saved(op, lse, "lse", plan.lead + (plan.n_q,), dtype)
     dq = b.empty((n, plan.n_q, e), dtype)
     dk, dv = b.empty((n, plan.s, e), dtype), b.empty((n, plan.s, ev), dtype)
+    dmask = b.empty((n,) + plan.mask.shape[1:], dtype) if mask_grad else None
     if n and plan.n_q:
         g3, o3 = (b.ascontiguousarray(x.reshape((n, plan.n_q, ev))) for x in (grad, out))
         lse2 = b.ascontiguousarray(lse.reshape((n, plan.n_q)))
-        b.attention_backward(*plan.kernel_args(), o3, lse2, g3, dq, dk, dv, *plan.options())
-    elif n:  # no queries: no gradient reaches the keys and values
-        dk[...] = 0
-        dv[...] = 0
-    return (
+        mask_out = () if dmask is None else (dmask,)
+        b.attention_backward(*plan.kernel_args(), o3, lse2, g3, dq, dk, dv, *plan.options(), *mask_out)
+    elif n:  # no queries: no gradient reaches the keys, values and mask
+        for d in (dk, dv) if dmask is None else (dk, dv, dmask):
+            d[...] = 0
+    grads = (
         _summed(dq, plan.q_index, math.prod(plan.shapes[0][:-2]), plan.shapes[0], b),
         _summed(dk, plan.k_index, plan.k.shape[0], plan.shapes[1], b),
         _summed(dv, plan.v_index, plan.v.shape[0], plan.shapes[2], b),
     )
+    if not mask_grad:
+        return grads
+    dmask = _summed_to_mask(dmask, plan.lead, tuple(attn_mask.shape))
+    return (*grads, dmask.astype(attn_mask.dtype, copy=False))

@@ -70,8 +70,10 @@ def _sdpa_backward(
     scale: Optional[float],
     enable_gqa: bool,
     seed: int,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients (query, key, value) of deepkern::scaled_dot_product_attention's out."""
+    mask_grad: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Gradients (query, key, value, attn_mask) of deepkern::scaled_dot_product_attention's out; the
+    mask's (a float mask's, its shape) only when mask_grad, else an empty tensor."""
     op = "scaled_dot_product_attention_backward"
     grads = ops.scaled_dot_product_attention_backward(
         *(as_numpy(t, op) for t in (grad, query, key, value, out, lse)),
@@ -81,13 +83,16 @@ def _sdpa_backward(
         scale=scale,
         enable_gqa=enable_gqa,
         seed=seed,
+        mask_grad=mask_grad,
     )
-    return tuple(from_numpy(g) for g in grads)
+    grads = tuple(from_numpy(g) for g in grads)
+    return grads if mask_grad else (*grads, query.new_empty(0))
 
 
 @_sdpa_backward.register_fake
-def _(grad, query, key, value, out, lse, attn_mask, dropout_p, is_causal, scale, enable_gqa, seed):
-    return query.new_empty(query.shape), key.new_empty(key.shape), value.new_empty(value.shape)
+def _(grad, query, key, value, out, lse, attn_mask, dropout_p, is_causal, scale, enable_gqa, seed, mask_grad):
+    dmask = attn_mask.new_empty(attn_mask.shape) if mask_grad else query.new_empty(0)
+    return query.new_empty(query.shape), key.new_empty(key.shape), value.new_empty(value.shape), dmask
 
 
 def _sdpa_setup(ctx, inputs, output):
@@ -98,8 +103,9 @@ def _sdpa_setup(ctx, inputs, output):
 
 def _sdpa_grad(ctx, grad_out, grad_lse):
     query, key, value, attn_mask, out, lse = ctx.saved_tensors
-    grads = _sdpa_backward(grad_out, query, key, value, out, lse, attn_mask, *ctx.options)
-    return (*grads, None, *([None] * len(ctx.options)))
+    mask_grad = bool(ctx.needs_input_grad[3])
+    *grads, dmask = _sdpa_backward(grad_out, query, key, value, out, lse, attn_mask, *ctx.options, mask_grad)
+    return (*grads, dmask if mask_grad else None, *([None] * len(ctx.options)))
 
 
 _sdpa.register_autograd(_sdpa_grad, setup_context=_sdpa_setup)
@@ -111,18 +117,17 @@ def scaled_dot_product_attention(
     """``torch.nn.functional.scaled_dot_product_attention`` on deepkern's fused kernel: query (..., L,
     E), key (..., S, E), value (..., S, Ev), a bool or additive float ``attn_mask`` broadcastable to
     (..., L, S), top-left ``is_causal``, ``scale`` (default 1/sqrt(E)), ``enable_gqa``; float32 or
-    float64. Strided operands are made contiguous once. A float mask gets no gradient (it is a
-    constant here). Dropout draws its mask from deepkern's counter-based generator, keyed by a seed
-    taken from PyTorch's default generator, so ``torch.manual_seed`` repeats it and the backward
-    sees the forward's mask. A query whose keys are all masked gets 0, as PyTorch's CPU kernel."""
+    float64. Strided operands are made contiguous once. A float mask that requires grad gets its
+    gradient (the pre-softmax scores' gradient, summed over its broadcast dims), computed only then.
+    Dropout draws its mask from deepkern's counter-based generator, keyed by a seed taken from
+    PyTorch's default generator, so ``torch.manual_seed`` repeats it and the backward sees the
+    forward's mask. A query whose keys are all masked gets 0, as PyTorch's CPU kernel."""
     dtype = check_tensor("scaled_dot_product_attention", "query", query)
     for t, name in ((key, "key"), (value, "value")):
         check_tensor("scaled_dot_product_attention", name, t, dtype)
     if attn_mask is not None:
         if not isinstance(attn_mask, Tensor) or not (attn_mask.dtype == torch.bool or attn_mask.dtype == dtype):
             raise TypeError(f"{_OP}: attn_mask must be a bool tensor or a tensor of query's dtype {dtype}")
-        if attn_mask.requires_grad:
-            raise NotImplementedError(f"{_OP}: attn_mask requires grad, but its gradient is not computed here")
     seed = int(torch.randint(0, 2**62, (), dtype=torch.int64).item()) if dropout_p > 0 else 0
     scale = None if scale is None else float(scale)
     out, _ = _sdpa(query, key, value, attn_mask, float(dropout_p), bool(is_causal), scale, bool(enable_gqa), seed)
