@@ -830,6 +830,7 @@ def test_autograd_grad_options_like_torch(rng):
         ),
         (lambda x, y: dk.autograd.grad([y, y], x, [None]), ValueError, ["grad_outputs", "1 entries", "2 outputs"]),
         (lambda x, y: dk.autograd.grad(y, x, create_graph=True), NotImplementedError, ["create_graph"]),
+        (lambda x, y: y.backward(create_graph=True), NotImplementedError, ["create_graph"]),
     ],
 )
 def test_autograd_grad_bad_arguments(call, exc, needles):

@@ -168,9 +168,14 @@ class Tensor:
     def grad_fn(self):
         return self._node
 
-    def backward(self, gradient=None, retain_graph: bool = False) -> None:
+    def backward(self, gradient=None, retain_graph: bool = False, create_graph: bool = False) -> None:
         """Accumulates d self / d leaf into the ``.grad`` of every leaf that requires grad.
-        ``gradient`` (d loss / d self) may be omitted for a one-element tensor."""
+        ``gradient`` (d loss / d self) may be omitted for a one-element tensor. ``create_graph=True``
+        (differentiable gradients) is not supported."""
+        if create_graph:
+            raise NotImplementedError(
+                "backward: create_graph=True is not supported (deepkern's gradients are not differentiable)"
+            )
         if not self._requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad (no graph was recorded)")
         if gradient is None:
