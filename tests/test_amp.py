@@ -14,6 +14,8 @@ import pytest
 from deepkern import nn
 from deepkern.amp import GradScaler
 
+from reference import gelu_backward_ref, gelu_ref
+
 BF16, F32, F64 = np.dtype(dk.bfloat16), np.dtype(np.float32), np.dtype(np.float64)
 
 
@@ -187,6 +189,46 @@ def test_conv_recurrent_and_attention_ops_get_bfloat16(rng, name, input_dtype):
             return
     out = out[0] if isinstance(out, tuple) else out
     assert out.dtype == BF16
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (1,), (5, 7), (3, 1, 33)])
+def test_elementwise_ops_take_bfloat16_through_float32(rng, shape):
+    """relu, gelu, dropout and their backward passes on bfloat16 arrays: the float64 result
+    rounded once to bfloat16 (within one rounding of the float32 computation)."""
+    x = rng.standard_normal(shape).astype(BF16)
+    g = rng.standard_normal(shape).astype(BF16)
+    x64, g64 = x.astype(np.float64), g.astype(np.float64)
+    checks = [
+        (dk.ops.relu(x), np.maximum(x64, 0)),
+        (dk.ops.relu_backward(g, x), np.where(x64 > 0, g64, 0)),
+        (dk.ops.gelu(x), gelu_ref(x64)),
+        (dk.ops.gelu_backward(g, x), gelu_backward_ref(g64, x64)),
+    ]
+    y, mask = dk.ops.dropout(x, 0.25, 7, 11)
+    y32, mask32 = dk.ops.dropout(x.astype(np.float32), 0.25, 7, 11)
+    np.testing.assert_array_equal(mask, mask32)  # the same Philox stream
+    checks += [(y, x64 * mask / 0.75), (dk.ops.dropout_backward(g, mask, 0.25), g64 * mask / 0.75)]
+    for got, ref in checks:
+        assert got.dtype == BF16 and got.shape == shape
+        np.testing.assert_allclose(got.astype(np.float64), ref, rtol=2**-8 + 1e-6, atol=1e-30)
+    out = np.full(shape, np.nan, BF16)
+    assert dk.ops.gelu(x, out=out) is out
+    np.testing.assert_array_equal(out.view(np.uint16), dk.ops.gelu(x).view(np.uint16))
+    with pytest.raises(TypeError, match="out must have dtype bfloat16"):
+        dk.ops.relu(x, out=np.empty(shape, np.float32))
+    with pytest.raises(TypeError, match="bfloat16"):
+        dk.ops.gelu_backward(g, x.astype(np.float32))  # a mix of dtypes is refused
+
+
+def test_mlp_with_gelu_and_dropout_under_autocast(rng):
+    model = nn.Sequential(nn.Linear(6, 8), nn.GELU(), nn.Dropout(0.2), nn.Linear(8, 2))
+    x = t(rng, 5, 6)
+    with dk.autocast("cpu"):
+        out = model(x)
+        loss = out.float().pow(2).mean()
+    assert out.dtype == BF16
+    loss.backward()
+    assert all(p.grad is not None and p.grad.dtype == F32 for p in model.parameters())
 
 
 # ---------------------------------------------------------------------------------------------
