@@ -396,6 +396,21 @@ def test_a_parameter_used_twice_gets_both_gradients_and_changes_are_seen(rng):
         np.testing.assert_allclose(f64(F.linear(x, w)), rounded(x) @ rounded(w).T, rtol=2**-7, atol=1e-2)
 
 
+def test_several_backward_passes_in_one_region(rng):
+    """A parameter's cached cast is reused within a forward pass and made again after a backward
+    pass freed its node, so a training loop may sit inside one region."""
+    model = nn.Linear(4, 3)
+    x, y = t(rng, 5, 4), dk.tensor(rng.integers(0, 3, 5))
+    with dk.autocast("cpu"):
+        F.cross_entropy(model(x), y).backward()
+        first = f64(model.weight.grad)
+        F.cross_entropy(model(x), y).backward()  # no step: the same gradient again, accumulated
+        np.testing.assert_allclose(f64(model.weight.grad), 2 * first, rtol=1e-6)
+        out = model(x).float().sum() + model(x).float().sum()  # one cast read twice in one graph
+        out.backward()
+    assert model.weight.grad.dtype == F32
+
+
 def test_training_steps_under_autocast_lower_the_loss(rng):
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
     opt = dk.optim.SGD(model.parameters(), lr=0.5)

@@ -238,13 +238,17 @@ def _target(t: Tensor, policy: str, state):
 
 
 def _cast_tensor(t: Tensor, dtype, state) -> Tensor:
-    """``t.to(dtype)``, through the region's cache for a float32 leaf that requires grad."""
+    """``t.to(dtype)``, through the region's cache for a float32 leaf that requires grad: a cached
+    cast is reused while ``t`` has not been written in place, the grad mode is the same and no
+    backward pass has freed the cast's node."""
     if not (state.cache_enabled and t.requires_grad and t.is_leaf and t.dtype == _FLOAT32 and dtype != _FLOAT32):
         return t.to(dtype)
     key, version, grad_mode = id(t), version_of(t._array), is_grad_enabled()
     hit = state.cache.get(key)
     if hit is not None and hit[0] is t and hit[1] == version and hit[2] == grad_mode and hit[3].dtype == dtype:
-        return hit[3]
+        node = hit[3]._node
+        if node is None or not node.ctx._released:
+            return hit[3]
     cast = t.to(dtype)
     state.cache[key] = (t, version, grad_mode, cast)
     return cast
