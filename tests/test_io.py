@@ -329,9 +329,9 @@ def crafted_files(valid):
         # each tensor's entry
         "entry_not_object": (safetensors_bytes({"w": [0, 8]}, bytes(8)), ["entry of tensor 'w'"]),
         "entry_extra_key": (safetensors_bytes({"w": dict(W, x=1)}, bytes(8)), ["entry of tensor 'w'"]),
-        "bf16": (
-            safetensors_bytes({"w": dict(W, dtype="BF16", shape=[4])}, bytes(8)),
-            ["'w'", "BF16", "does not load"],
+        "float8": (
+            safetensors_bytes({"w": dict(W, dtype="F8_E4M3", shape=[8])}, bytes(8)),
+            ["'w'", "F8_E4M3", "does not load"],
         ),
         "dtype_not_str": (
             safetensors_bytes({"w": dict(W, dtype=[])}, bytes(8)),
@@ -554,7 +554,7 @@ def test_resume_from_a_damaged_checkpoint_is_a_one_line_error(tmp_path, capsys):
     valid_path = tmp_path / "valid.safetensors"
     deepkern.save({"w": np.arange(2, dtype=np.float32), "b": {"c": 1}}, valid_path)
     files = crafted_files(valid_path.read_bytes())
-    for name in ["tree_deep", "bf16", "shape_huge", "checksums_inf"]:
+    for name in ["tree_deep", "float8", "shape_huge", "checksums_inf"]:
         path = tmp_path / f"{name}.safetensors"
         path.write_bytes(files[name][0])
         argv = ["train", "sunspots-lstm", "--epochs", "1", "--no-progress", "--resume", str(path)]

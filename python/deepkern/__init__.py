@@ -8,7 +8,8 @@ import warnings
 
 import numpy as np
 
-from . import _C, autograd, backends, cuda, data, distributed, io, nn, ops, optim, utils  # noqa: E402  (data batches are Tensors)
+from . import _C, amp, autograd, backends, cuda, data, distributed, io, nn, ops, optim, utils  # noqa: E402  (data batches are Tensors)
+from .amp import autocast
 from .autograd import Function, enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from .io import load, save
 from .random import manual_seed
@@ -113,6 +114,8 @@ __all__ = [
     "int",
     "bool",
     "autograd",
+    "amp",
+    "autocast",
     "inference_mode",
     "empty_like",
     "full_like",

@@ -50,6 +50,9 @@ _state = threading.local()
 # clock has not moved (the usual case between a forward and its backward).
 
 _clock = 0  # in-place writes so far, in the whole process
+# Autocast's hook, set by deepkern.amp: [regions open in all threads, the function that casts an
+# op's arguments as the autocast policy says]; Function.apply looks no further while none is open.
+AUTOCAST = [0, None]
 _last_write: dict = {}  # id(buffer) -> the clock of its latest in-place write
 _versions: dict = {}  # id(buffer) -> its in-place writes so far; absent: never written
 
@@ -291,6 +294,8 @@ class Function:
 
     @classmethod
     def apply(cls, *args, **kwargs):
+        if AUTOCAST[0]:
+            args = AUTOCAST[1](cls, args)
         Tensor = _tensor_class()
         # One pass over the arguments: the arrays the forward gets and which of them need grad.
         arrays, needs = [], []

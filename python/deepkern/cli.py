@@ -137,7 +137,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     bench_parser.set_defaults(_parser=bench_parser)
 
-    from .training import RECIPES, FederatedConfig
+    from .training import AMP_CHOICES, RECIPES, FederatedConfig
 
     train = sub.add_parser(
         "train",
@@ -178,6 +178,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "schedule spans the new total",
     )
     train.add_argument("--plot", default=None, metavar="PATH", help="write the curves (GAN: a grid of samples) as PNG")
+    train.add_argument(
+        "--amp",
+        choices=AMP_CHOICES,
+        default=None,
+        help="mixed precision: forward passes and losses under deepkern.autocast (bfloat16 GEMMs, float32 "
+        "master weights and optimizer steps)",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument(
         "--nproc",
@@ -468,6 +475,7 @@ def _cmd_train(args, parser: argparse.ArgumentParser) -> int:
         plot=args.plot,
         progress=not args.no_progress,
         federated=_federated_config(args, parser),
+        amp=args.amp,
     )
     try:
         result = train(cfg)

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import zlib
 
+import ml_dtypes
 import numpy as np
 import safetensors.numpy
 
@@ -57,6 +58,7 @@ _DTYPE_OF_NAME = {
         ("U32", np.uint32),
         ("U64", np.uint64),
         ("F16", np.float16),
+        ("BF16", ml_dtypes.bfloat16),
         ("F32", np.float32),
         ("F64", np.float64),
     )
@@ -75,7 +77,7 @@ _MAX_NDIM = 32
 
 class CheckpointError(ValueError):
     """A file that :func:`load` cannot read as a checkpoint: not a safetensors file, truncated,
-    damaged, or holding what deepkern does not load (e.g. bfloat16 tensors). The message names the
+    damaged, or holding what deepkern does not load (e.g. float8 tensors). The message names the
     file and what is wrong."""
 
 
@@ -133,7 +135,7 @@ def load(path, map_location=None) -> dict:
     the bytes the file holds. A file that is missing raises FileNotFoundError. Any other file that
     this does not return raises :class:`CheckpointError` (a ValueError) naming ``path`` and what is
     wrong: not a safetensors file, truncated or with bytes appended, a bad header (its JSON, or a
-    tensor's dtype, shape or byte range), a dtype deepkern does not load (e.g. BF16), a deepkern
+    tensor's dtype, shape or byte range), a dtype deepkern does not load (e.g. F8_E4M3), a deepkern
     tree of another version or nested deeper than :data:`MAX_DEPTH`, or a header or tensor whose
     bytes fail their checksum.
     """
@@ -252,7 +254,7 @@ def _tensor_entry(path: str, name: str, entry, data_size: int) -> tuple:
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
     if not isinstance(dtype, str):
         _invalid(path, f"tensor {name!r} has dtype {_brief(dtype)}, not a str")
-    if dtype not in _DTYPE_OF_NAME:  # e.g. BF16 or F8_E4M3, which other libraries store
+    if dtype not in _DTYPE_OF_NAME:  # e.g. F8_E4M3 or C64, which other libraries store
         _fail(
             path,
             f": tensor {name!r} has dtype {_brief(dtype)}, which deepkern does not load (it loads "
@@ -491,7 +493,7 @@ def _encode(node, keys: tuple, tensors: dict):
     if array.dtype not in _DTYPES and array.dtype.newbyteorder("=") not in _DTYPES:
         raise TypeError(
             f"save: the array at {_where(keys)} has dtype {array.dtype}, which safetensors "
-            f"cannot store (bool, int8..int64, uint8..uint64, float16/32/64)"
+            f"cannot store (bool, int8..int64, uint8..uint64, float16/32/64, bfloat16)"
         )
     name = ".".join(map(str, keys))
     unique, n = name, 1

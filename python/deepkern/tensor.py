@@ -841,7 +841,7 @@ class Tensor:
     def mean(self, dim=None, keepdim=False, dtype=None):
         """The mean over ``dim``; needs a floating-point tensor (or ``dtype``), as PyTorch's."""
         x = self if dtype is None else self.to(dtype)
-        if x.dtype.kind not in "fc":
+        if x.dtype.kind not in "fc" and x.dtype != bfloat16:
             raise RuntimeError(f"mean: needs a floating-point tensor or dtype=, got dtype {x.dtype}")
         return F.Mean.apply(x, dim=dim, keepdim=keepdim)
 
@@ -934,7 +934,7 @@ class Tensor:
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not p > 0:
             raise ValueError(f"norm: p must be a positive number, inf or 'fro', got {p!r}")
         x = self if dtype is None else self.to(dtype)
-        if x.dtype.kind != "f":
+        if x.dtype.kind != "f" and x.dtype != bfloat16:
             raise RuntimeError(f"norm: needs a floating-point tensor or dtype=, got dtype {x.dtype}")
         return F.Norm.apply(x, float(p), F._axes(dim, x.ndim), keepdim)
 

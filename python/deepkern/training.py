@@ -28,6 +28,11 @@ the model, the data and its order, the optimizer) and refuses a different value 
 output paths. Learning-rate schedules are a function of the total number of epochs: a resumed run
 uses, from the epoch reached on, the learning rates a run of the new total uses at those epochs.
 
+With ``TrainConfig.amp = "bf16"`` (``deepkern train ... --amp bf16``) the forward passes and the
+losses, in training and evaluation, run under :class:`deepkern.autocast` on the run's device:
+bfloat16 GEMMs with float32 master weights, gradients and optimizer steps (see
+:mod:`deepkern.amp`). A layer without a bfloat16 kernel stops the run with a ValueError naming it.
+
 A recipe with ``supports_federated`` (digits-cnn) also trains federated (``TrainConfig.federated``,
 ``deepkern train digits-cnn --federated``): :mod:`deepkern.federated`'s FedAvg, or FedProx, over its
 training set split among clients, evaluating the global model after every round; the clients are
@@ -38,6 +43,7 @@ the rounding of the kernels' sums, which depends on the threads per process).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -48,7 +54,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from . import backends, data, distributed, io, nn, optim
+from . import amp, backends, data, distributed, io, nn, optim
 from .autograd import no_grad
 from .backends import Device
 from .random import get_generator, get_philox_state, manual_seed, set_philox_state
@@ -89,6 +95,10 @@ class TrainConfig:
     plot: Optional[str] = None
     progress: bool = True
     federated: Optional[FederatedConfig] = None
+    amp: Optional[str] = None  # "bf16": mixed precision (see the module's documentation)
+
+
+AMP_CHOICES = ("bf16",)
 
 
 class Recipe:
@@ -146,6 +156,13 @@ class Recipe:
         distributed.all_reduce(summed)
         return dict(zip(values, summed.tolist()))
 
+    def autocast(self):
+        """The region the forward passes and losses run in: :class:`deepkern.autocast` on the run's
+        device with ``cfg.amp``, else none."""
+        if self.cfg.amp is None:
+            return contextlib.nullcontext()
+        return amp.autocast(self.device.type)
+
     def build(self) -> None:
         """Creates ``models``, ``optimizers``, the data and ``loaders`` from ``cfg``."""
         raise NotImplementedError
@@ -168,7 +185,8 @@ class Recipe:
             (x, y), share = self.shard(*batch)
             x, y = x.to(self.device), y.to(self.device)
             opt.zero_grad()
-            loss = batch_loss(x, y)
+            with self.autocast():
+                loss = batch_loss(x, y)
             self.scaled(loss, share).backward()
             if clip_norm is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
@@ -435,22 +453,25 @@ class DigitsGAN(Recipe):
             real, noise = real.to(self.device), noise.to(self.device)
             n = len(real)
             real_labels, fake_labels = full((n, 1), 0.9, device=self.device), zeros(n, 1, device=self.device)
-            fake = gen(noise)
+            with self.autocast():
+                fake = gen(noise)
             # Discriminator: real -> 0.9 (one-sided label smoothing), generated -> 0.
             opt_d.zero_grad()
-            d_real, d_fake = disc(real), disc(fake.detach())
-            d_loss = self.loss(d_real, real_labels) + self.loss(d_fake, fake_labels)
+            with self.autocast():
+                d_real, d_fake = disc(real), disc(fake.detach())
+                d_loss = self.loss(d_real, real_labels) + self.loss(d_fake, fake_labels)
             self.scaled(d_loss, share).backward()
             opt_d.step()
             # Generator: make the discriminator call its samples real.
             opt_g.zero_grad()
-            g_loss = self.loss(disc(fake), full((n, 1), 1.0, device=self.device))
+            with self.autocast():
+                g_loss = self.loss(disc(fake), full((n, 1), 1.0, device=self.device))
             self.scaled(g_loss, share).backward()
             opt_g.step()
             sums["d_loss"] += d_loss.item() * share
             sums["g_loss"] += g_loss.item() * share
-            sums["d_real"] += float(_sigmoid(d_real.detach().cpu().numpy()).mean()) * share
-            sums["d_fake"] += float(_sigmoid(d_fake.detach().cpu().numpy()).mean()) * share
+            sums["d_real"] += float(_sigmoid(d_real.detach().float().cpu().numpy()).mean()) * share
+            sums["d_fake"] += float(_sigmoid(d_fake.detach().float().cpu().numpy()).mean()) * share
             sums["steps"] += share
         sums = self.sum_over_ranks(sums)
         steps = sums.pop("steps")
@@ -541,7 +562,12 @@ def _state(recipe: Recipe, epoch: int, history) -> dict:
         "generator": get_generator().bit_generator.state,
         "philox": list(get_philox_state()),  # dropout's stream (seed, offset)
         "history": history,
-        "config": {"epochs": cfg.epochs, "device": cfg.device, **{k: getattr(cfg, k) for k in KEPT_OPTIONS}},
+        "config": {
+            "epochs": cfg.epochs,
+            "device": cfg.device,
+            "amp": cfg.amp,
+            **{k: getattr(cfg, k) for k in KEPT_OPTIONS},
+        },
     }
 
 
@@ -586,7 +612,7 @@ def _load_checkpoint(cfg: TrainConfig) -> tuple:
     cfg.epochs = cfg.epochs or planned
     changed = [
         f"{name} {saved[name]} -> {now}"
-        for name, now in (("epochs", cfg.epochs), ("device", cfg.device))
+        for name, now in (("epochs", cfg.epochs), ("device", cfg.device), ("amp", cfg.amp))
         if saved.get(name, now) != now
     ]
     kept = ", ".join(f"{k} {saved[k]}" for k in KEPT_OPTIONS)
@@ -645,6 +671,18 @@ def _join_mpi_job(cfg: TrainConfig) -> tuple:
     return distributed.get_rank(), world
 
 
+@contextlib.contextmanager
+def _amp_errors(cfg: TrainConfig):
+    """A layer's TypeError for bfloat16 (no bfloat16 kernel) under ``--amp`` as a ValueError naming
+    the option."""
+    try:
+        yield
+    except TypeError as err:
+        if cfg.amp is None or "bfloat16" not in str(err):
+            raise
+        raise ValueError(f"--amp {cfg.amp}: recipe {cfg.recipe} has a layer without a bfloat16 kernel: {err}") from err
+
+
 def _report(unit: str, index: int, total: int, metrics: dict, t0: float, out) -> dict:
     """Prints the line of epoch (or round) ``index`` of ``total``, begun at ``t0``; returns its
     history entry: ``{unit: index, metric: float, ..., "seconds": ...}``."""
@@ -671,6 +709,11 @@ def train(cfg: TrainConfig, out=None) -> dict:
         backends.get(Device(cfg.device))
     except (ValueError, RuntimeError) as err:
         raise ValueError(f"--device {cfg.device}: {err}") from None
+    if cfg.amp is not None and (cfg.amp not in AMP_CHOICES or Device(cfg.device).type not in ("cpu", "cuda")):
+        raise ValueError(
+            f"--amp {cfg.amp}: mixed precision is {', '.join(AMP_CHOICES)} on a cpu or cuda device "
+            f"(--device {cfg.device})"
+        )
     if cfg.federated is not None:
         _check_federated(cfg)
     checkpoint, announce = _load_checkpoint(cfg) if cfg.resume else (None, "")
@@ -713,11 +756,13 @@ def train(cfg: TrainConfig, out=None) -> dict:
     start = time.perf_counter()
     for epoch in range(done + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        metrics = recipe.train_epoch(lambda it, n, epoch=epoch: progress(it, n, epoch))
+        with _amp_errors(cfg):
+            metrics = recipe.train_epoch(lambda it, n, epoch=epoch: progress(it, n, epoch))
         for sched in recipe.schedulers.values():
             sched.step()
         if rank == 0:  # the models are equal on every rank: one evaluation is enough
-            metrics.update(recipe.evaluate())
+            with recipe.autocast():
+                metrics.update(recipe.evaluate())
         history.append(_report("epoch", epoch, cfg.epochs, metrics, t0, out))
         if cfg.checkpoint:
             io.save(_state(recipe, epoch, history), cfg.checkpoint)
@@ -743,7 +788,8 @@ def _check_federated(cfg: TrainConfig) -> None:
     if not RECIPES[cfg.recipe].supports_federated:
         federated = ", ".join(name for name, cls in RECIPES.items() if cls.supports_federated)
         raise ValueError(f"--federated: recipe {cfg.recipe} has no federated form; recipes that have one: {federated}")
-    for option, value in (("--resume", cfg.resume), ("--checkpoint", cfg.checkpoint), ("--epochs", cfg.epochs)):
+    options = (("--resume", cfg.resume), ("--checkpoint", cfg.checkpoint), ("--epochs", cfg.epochs), ("--amp", cfg.amp))
+    for option, value in options:
         if value is not None:
             raise ValueError(
                 f"{option} {value}: a federated run takes --rounds and --local-epochs and keeps no checkpoint; "

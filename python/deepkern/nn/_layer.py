@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from .. import backends
+from .. import amp, backends
 from ..backends import CPU_DEVICE, Device
 from ..tensor import empty
 from . import init
@@ -61,8 +61,12 @@ def reset_weight_and_bias(module) -> None:
 
 def check_float(module, x, dtype=None, also=()) -> None:
     """``x`` is float32/float64 or one of the dtypes ``also`` (the layer's other kernels' dtypes),
-    and of ``dtype``, the layer's parameters', when given."""
+    and of ``dtype``, the layer's parameters', when given. Under autocast on ``x``'s device, ``x``
+    may also have the autocast's dtype and differ from the parameters' (its ops cast them)."""
     got = x.dtype
+    device_type = x.device.type if hasattr(x, "device") else "cpu"
+    if amp.is_autocast_enabled(device_type):
+        dtype, also = None, (*also, amp.get_autocast_dtype(device_type))
     if dtype is not None and got != dtype:
         raise TypeError(
             f"{describe(module)}: input has dtype {got} but the layer's parameters are {dtype}; "

@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 
 from .. import ops
+from ..amp import autocast_entry
 from ..autograd import Function
 from ..backends import as_array, backend_of
 from ..tensor import Tensor, where
@@ -150,6 +151,7 @@ class _DifferenceLoss(Function):
         return grad, (-grad if ctx.needs_input_grad[1] else None)
 
 
+@autocast_entry
 def _difference(name, input, target, reduction, kind, beta=1.0):
     _check_reduction(name, reduction)
     x, t = _arr(input), _arr(target)
@@ -324,6 +326,7 @@ class _NLLLoss(Function):
         return grad, None, None
 
 
+@autocast_entry
 def _classification(function, name, input, target, weight, ignore_index, reduction, **extra):
     _check_reduction(name, reduction)
     x, t = _arr(input), _arr(target)
@@ -402,6 +405,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     return _bce_with_logits("binary_cross_entropy_with_logits", input, target, weight, reduction, pos_weight)
 
 
+@autocast_entry
 def _bce_with_logits(name, input, target, weight, reduction, pos_weight):
     _check_reduction(name, reduction)
     x, t = _arr(input), _arr(target)
@@ -468,6 +472,7 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     return _bce("binary_cross_entropy", input, target, weight, reduction)
 
 
+@autocast_entry
 def _bce(name, input, target, weight, reduction):
     _check_reduction(name, reduction)
     x, t = _arr(input), _arr(target)
@@ -523,6 +528,7 @@ def kl_div(input, target, reduction="mean", log_target=False):
     return _kl_div("kl_div", input, target, reduction, log_target)
 
 
+@autocast_entry
 def _kl_div(name, input, target, reduction, log_target):
     if reduction not in _REDUCTIONS + ("batchmean",):
         raise ValueError(f"{name}: reduction must be 'mean', 'batchmean', 'sum' or 'none', got {reduction!r}")

@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 
-from .. import ops
+from .. import amp, ops
 from ..autograd import Function
 from ..backends import backend_of
 from ..random import get_generator
@@ -123,6 +123,12 @@ def _as_tensor(x):
     return x if isinstance(x, Tensor) else Tensor._wrap(x)
 
 
+def _dtype_differs(t, dtype) -> bool:
+    """Whether Tensor ``t`` has another dtype than the parameters' ``dtype`` while no autocast is on
+    for its device (under autocast the layer's op gets its inputs and parameters in one dtype)."""
+    return t.dtype != dtype and not amp.is_autocast_enabled(t.device.type)
+
+
 def _uniform_parameter(shape, bound, dtype, device):
     """U(-bound, bound) values from deepkern's generator, as a Parameter on ``device``."""
     return Parameter(tensor(get_generator().uniform(-bound, bound, shape).astype(dtype), device=device))
@@ -219,7 +225,7 @@ class _RNNBase(Module):
             )
             raise ValueError(f"{self._name()}: input has shape {shape}, expected {expected}")
         dtype = self._parameters[self._layer_names[0][0]].dtype
-        if x.dtype != dtype:
+        if _dtype_differs(x, dtype):
             raise TypeError(
                 f"{self._name()}: input has dtype {x.dtype} but the parameters have {dtype}; "
                 "convert the input or the module (.float() / .double())"
@@ -243,7 +249,7 @@ class _RNNBase(Module):
                     f"{self._name()}: {name} has shape {tuple(np.shape(state))}, expected {want} "
                     f"for input of shape {shape}"
                 )
-            if state.dtype != dtype:
+            if _dtype_differs(state, dtype):
                 raise TypeError(f"{self._name()}: {name} has dtype {state.dtype} but the parameters have {dtype}")
 
     def _states_of(self, hx):
@@ -288,7 +294,7 @@ class _RNNBase(Module):
                 f"{self._name()}: a PackedSequence's data must have shape (N, {self.input_size}) and it at least "
                 f"one step, got data {tuple(data.shape)} and {len(batch_sizes)} batch sizes"
             )
-        if data.dtype != dtype:
+        if _dtype_differs(data, dtype):
             raise TypeError(f"{self._name()}: input has dtype {data.dtype} but the parameters have {dtype}")
         self._check_states(hx, int(batch_sizes[0]), tuple(data.shape), dtype)
         if hx is not None and packed.sorted_indices is not None:
@@ -434,7 +440,7 @@ class _CellBase(Module):
         size, dtype = self.input_size, self.weight_ih.dtype
         if x.ndim not in (1, 2) or x.shape[-1] != size:
             raise ValueError(f"{self._name()}: input has shape {tuple(x.shape)}, expected (B, {size}) or ({size},)")
-        if x.dtype != dtype:
+        if _dtype_differs(x, dtype):
             raise TypeError(
                 f"{self._name()}: input has dtype {x.dtype} but the parameters have {dtype}; "
                 "convert the input or the module (.float() / .double())"
@@ -456,7 +462,7 @@ class _CellBase(Module):
                         f"{self._name()}: {name} has shape {tuple(state.shape)}, expected {want} "
                         f"for input of shape {tuple(x.shape)}"
                     )
-                if state.dtype != dtype:
+                if _dtype_differs(state, dtype):
                     raise TypeError(f"{self._name()}: {name} has dtype {state.dtype} but the parameters have {dtype}")
             if unbatched:
                 states = tuple(s.unsqueeze(0) for s in states)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
+import ml_dtypes
 import numpy as np
 
-from ..backends import as_array
+from ..backends import as_array, backend_of
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+_BF16 = np.dtype(ml_dtypes.bfloat16)
 
 
 def as_float_array(x, name: str, op: str):
@@ -108,3 +112,34 @@ def check_scalar(value, name: str, op: str) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{op}: {name} must be a real number, got {type(value).__name__}")
     return float(value)
+
+
+def bfloat16_through_float32(fn):
+    """``fn``, an element-wise op on float32/float64 arrays, taking bfloat16 arrays too: when every
+    floating array among its positional arguments is bfloat16, they are widened to float32 (exact),
+    ``fn`` runs on them and its float32 results are rounded to bfloat16 once, which is how PyTorch's
+    CPU kernels compute bfloat16 element-wise ops. ``out=`` must then be a bfloat16 array of the
+    result's shape; other keyword arguments (e.g. a bool ``mask=``) go to ``fn`` as they are."""
+
+    @functools.wraps(fn)
+    def op(*args, out=None, **kwargs):
+        floats = [a for a in args if hasattr(a, "dtype") and _floating(a.dtype)]
+        if not floats or any(a.dtype != _BF16 for a in floats):
+            return fn(*args, out=out, **kwargs)
+        wide = [a.astype(_F32) if getattr(a, "dtype", None) == _BF16 else a for a in args]
+        results = fn(*wide, **kwargs)
+        single = not isinstance(results, tuple)
+        results = [r.astype(_BF16) if r.dtype == _F32 else r for r in ((results,) if single else results)]
+        if out is not None:  # the first result is the one ``out`` holds
+            backend = backend_of(out, results[0], op=fn.__name__)
+            inputs = {f"argument {i}": a for i, a in enumerate(floats)}
+            check_output(out, "out", fn.__name__, results[0].shape, _BF16, inputs, backend)
+            out[...] = results[0]
+            results[0] = out
+        return results[0] if single else tuple(results)
+
+    return op
+
+
+def _floating(dtype) -> bool:
+    return dtype.kind == "f" or dtype == _BF16

@@ -3,7 +3,8 @@
 Definitions and special values are PyTorch's (``torch.relu``, ``torch.nn.functional.gelu`` and
 their autograd gradients); csrc/cpu/activation/activation.h states them and the accuracy. The
 inputs are float32 or float64 NumPy arrays of any shape and strides (other layouts are copied
-once); the result has the input's shape and dtype. Every function takes ``out=`` (an array of that
+once), or bfloat16 ones (computed in float32, the result rounded once); the result has the input's
+shape and dtype. Every function takes ``out=`` (an array of that
 shape and dtype, any strides, overlapping no input) and returns it.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends import backend_of
-from ._validate import as_float_array, check_output
+from ._validate import as_float_array, bfloat16_through_float32, check_output
 
 __all__ = ["relu", "relu_backward", "gelu", "gelu_backward"]
 
@@ -52,12 +53,14 @@ def _run(op: str, inputs: dict, out, *flags, kernel: str = "") -> np.ndarray:
     return result
 
 
+@bfloat16_through_float32
 def relu(x, *, out=None) -> np.ndarray:
     """``max(x, 0)`` element-wise, as ``torch.relu``: NaN stays NaN, -0 stays -0."""
     op = "relu"
     return _run(op, {"x": as_float_array(x, "x", op)}, out)
 
 
+@bfloat16_through_float32
 def relu_backward(grad, x, *, out=None) -> np.ndarray:
     """Gradient of ``relu`` with respect to ``x``: ``grad`` where ``x > 0`` (and where ``x`` is
     NaN), 0 where ``x <= 0``, as PyTorch's ``threshold_backward(grad, x, 0)``."""
@@ -66,6 +69,7 @@ def relu_backward(grad, x, *, out=None) -> np.ndarray:
     return _run(op, {"grad": _grad(grad, x, op), "x": x}, out)
 
 
+@bfloat16_through_float32
 def gelu(x, *, approximate: str = "none", out=None) -> np.ndarray:
     """``x * Phi(x)`` element-wise (Phi the standard normal CDF), as
     ``torch.nn.functional.gelu``; ``approximate="tanh"``: ``0.5 x (1 + tanh(sqrt(2/pi) (x +
@@ -75,6 +79,7 @@ def gelu(x, *, approximate: str = "none", out=None) -> np.ndarray:
     return _run(op, {"x": as_float_array(x, "x", op)}, out, tanh)
 
 
+@bfloat16_through_float32
 def gelu_backward(grad, x, *, approximate: str = "none", out=None) -> np.ndarray:
     """Gradient of ``gelu`` with respect to ``x``: ``grad * d gelu(x) / dx``, the derivative
     PyTorch's autograd uses for either ``approximate``."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends import backend_of
-from ._validate import as_float_array, check_output, check_scalar
+from ._validate import as_float_array, bfloat16_through_float32, check_output, check_scalar
 
 __all__ = ["dropout", "dropout_backward", "counters"]
 
@@ -58,11 +58,13 @@ def _output(out, name, op, x, dtype, inputs, backend):
     return check_output(out, name, op, x.shape, dtype, inputs, backend)
 
 
+@bfloat16_through_float32
 def dropout(x, p, seed, offset, *, out=None, mask=None):
     """Returns ``(y, mask)``: ``mask`` (bool, ``x``'s shape) marks the elements kept, each with
     probability ``1 - p`` from the Philox stream of ``(seed, offset)`` (see the module docstring),
-    and ``y = x * mask / (1 - p)`` (``x``'s dtype). ``x`` is float32 or float64, any shape and
-    strides; ``out`` and ``mask`` may be given (any strides, overlapping nothing) and are returned."""
+    and ``y = x * mask / (1 - p)`` (``x``'s dtype). ``x`` is float32, float64 or bfloat16 (computed
+    in float32, ``y`` rounded once), any shape and strides; ``out`` and ``mask`` may be given (any
+    strides, overlapping nothing) and are returned."""
     op = "dropout"
     x = as_float_array(x, "x", op)
     p = _probability(p, op)
@@ -79,6 +81,7 @@ def dropout(x, p, seed, offset, *, out=None, mask=None):
     return y, m
 
 
+@bfloat16_through_float32
 def dropout_backward(grad, mask, p, *, out=None):
     """Gradient of :func:`dropout` with respect to ``x``: ``grad * mask / (1 - p)``, the same
     multiplier as the forward, on the mask it returned (bool, ``grad``'s shape)."""
