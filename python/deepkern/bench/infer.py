@@ -92,10 +92,10 @@ class _InferPair:
         return self.twin
 
     def deepkern(self, x: np.ndarray):
-        from .. import no_grad, tensor
+        from .. import from_numpy, no_grad
 
         with no_grad():
-            return self.deepkern_model()(tensor(x))
+            return self.deepkern_model()(from_numpy(x))  # no copy, as torch.from_numpy
 
     def torch(self, x):
         torch = installed_torch()
