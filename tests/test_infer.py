@@ -126,6 +126,29 @@ def test_the_fast_path_takes_new_shapes_and_odd_layouts():
         assert rel_error(got, ref[0] if x.ndim == 3 else ref) < TOL[np.float32]
 
 
+def test_moving_or_training_a_model_drops_its_caches():
+    model = _cnn(np.random.default_rng(8))
+    x = np.random.default_rng(9).standard_normal((1, 3, 7, 9)).astype(np.float32)
+    _infer(model, x)
+    assert "_plan" in model[0].__dict__ and "_folded" in model[0].__dict__
+    model.double()
+    assert not any(name in m.__dict__ for m in model.modules() for name in ("_plan", "_folded"))
+    assert rel_error(_infer(model, x.astype(np.float64)), _reference(model, x)) < TOL[np.float64]
+    model.train()
+    assert not any(name in m.__dict__ for m in model.modules() for name in ("_plan", "_folded"))
+
+
+def test_unbatched_pooling_and_linear_take_the_fast_path():
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((3, 7, 6)).astype(np.float32)
+    pool, lin = nn.MaxPool2d(3, stride=2, padding=1), nn.Linear(6, 4)
+    with no_grad():
+        pooled, lined = pool(tensor(x)).numpy(), lin(tensor(x)).numpy()
+    assert "_plan" in pool.__dict__ and "_plan" in lin.__dict__
+    assert rel_error(pooled, max_pool2d_ref(x[None], 3, 2, 1)[0][0]) == 0
+    assert rel_error(lined, linear_ref(x, arr(lin.weight), arr(lin.bias))) < TOL[np.float32]
+
+
 def test_changed_layer_settings_are_followed():
     rng = np.random.default_rng(2)
     conv, pool = nn.Conv2d(2, 3, 3), nn.MaxPool2d(2)

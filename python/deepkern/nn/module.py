@@ -169,13 +169,18 @@ class Module:
 
     def train(self, mode: bool = True) -> "Module":
         """Sets training mode (``mode``) or evaluation mode on this module and its submodules; going
-        back to training drops their inference caches (folded batch norms, kernel plans)."""
+        back to training drops their inference caches."""
         for m in self.modules():
             object.__setattr__(m, "training", bool(mode))
             if mode:
-                for name in INFERENCE_CACHES:
-                    m.__dict__.pop(name, None)
+                m._drop_inference_caches()
         return self
+
+    def _drop_inference_caches(self) -> None:
+        """Forgets this module's kernel plan and folded weights (nn/_inference.py), and the arrays
+        they hold."""
+        for name in INFERENCE_CACHES:
+            self.__dict__.pop(name, None)
 
     def eval(self) -> "Module":
         return self.train(False)
@@ -205,6 +210,7 @@ class Module:
         """Moves/casts every parameter and buffer in place (``to(device)``, ``to(dtype)``)."""
         with autograd.no_grad():
             for m in self.modules():
+                m._drop_inference_caches()  # they would keep the arrays before the move
                 for p in m._parameters.values():
                     if p is not None:
                         p._array = p.to(*args, **kwargs)._array
