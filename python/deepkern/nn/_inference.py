@@ -7,8 +7,8 @@
   shape) takes the layer's ordinary path, which validates and raises as always.
 * Fusion (eval mode). ``Conv2d`` followed by ``BatchNorm2d`` runs as one convolution whose weight
   and bias have the batch norm folded in (cached on the convolution; refolded when any of the six
-  arrays is replaced or written in place, see ``autograd.bump_version``), a following ``ReLU`` is
-  applied in place on its output, and ``Linear`` followed by ``ReLU`` uses the GEMM's ReLU epilogue.
+  arrays is replaced or written in place, see ``autograd.bump_version``), a following ``ReLU`` runs
+  on its output in the same call, and ``Linear`` followed by ``ReLU`` uses the GEMM's ReLU epilogue.
   ``Sequential`` fuses its adjacent children by itself (:func:`fusion_groups`); a model with its own
   ``forward`` names its groups with :func:`deepkern.nn.utils.fuse_modules`.
 """

@@ -176,9 +176,9 @@ class _ConvNd(Module):
 
     def _infer(self, x, bn=None, relu=False):
         """Inference on ``x`` (an array from _inference.host_array): the 2-D convolution on the
-        kernel, with ``bn`` (an eval-mode BatchNorm2d) folded in and then ReLU when ``relu`` (the
-        convolution kernel has no activation epilogue); its arguments validated once per input shape. None where the
-        ordinary path must run (weights on another device or not contiguous)."""
+        kernel with ``bn`` (an eval-mode BatchNorm2d) folded in, then the ReLU kernel when ``relu``
+        (the convolution has no activation epilogue), the arguments validated once per input
+        shape. None where the ordinary path must run (weights on another device or not contiguous)."""
         w, b = self._inference_weights(bn)
         config = (self.stride, self.padding, self.dilation, self.groups)
         plan = cached_plan(self, x, (w, b), config, lambda: self._conv_plan(x, w, b))
