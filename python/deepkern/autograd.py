@@ -310,31 +310,32 @@ class Function:
                 needs.append(False)
         if not on_cpu:  # the Tensors must share one device
             backend_of(*(a._array for a in args if isinstance(a, Tensor)), op=cls.__name__)
-        record = True in needs and is_grad_enabled()
-        ctx = Context(tuple(needs), cls.__name__) if record else Context((False,) * len(args))
+        if not (True in needs and is_grad_enabled()):  # nothing to record: the forward alone
+            out = cls.forward(Context((False,) * len(args)), *arrays, **kwargs)
+            if isinstance(out, tuple):
+                return tuple([Tensor._wrap(o) for o in out])
+            return Tensor._wrap(out)
+        ctx = Context(tuple(needs), cls.__name__)
         out = cls.forward(ctx, *arrays, **kwargs)
         single = not isinstance(out, tuple)
         outs = (out,) if single else out
-        if not record:
-            wrapped = tuple(Tensor._wrap(o) for o in outs)
-        else:
-            inputs = []  # leaves as they are; a non-leaf as the history it has now
-            for a, n in zip(args, needs):
-                source = a._node if n else None
-                if source is None:
-                    inputs.append(a if n else None)
-                    continue
-                if source.view is not None:
-                    source.check_view_current()
-                inputs.append((source, a._output_index, a._array.shape))
-            view = None
-            for o in outs:
-                if getattr(o, "base", None) is not None:
-                    view = _view_of(o, args, arrays)
-                    break
-            node = Node(cls, ctx, tuple(inputs), tuple((o.shape, o.dtype) for o in outs), view)
-            skip = ctx._non_differentiable
-            wrapped = tuple(Tensor._wrap(o) if id(o) in skip else Tensor._wrap(o, node, i) for i, o in enumerate(outs))
+        inputs = []  # leaves as they are; a non-leaf as the history it has now
+        for a, n in zip(args, needs):
+            source = a._node if n else None
+            if source is None:
+                inputs.append(a if n else None)
+                continue
+            if source.view is not None:
+                source.check_view_current()
+            inputs.append((source, a._output_index, a._array.shape))
+        view = None
+        for o in outs:
+            if getattr(o, "base", None) is not None:
+                view = _view_of(o, args, arrays)
+                break
+        node = Node(cls, ctx, tuple(inputs), tuple((o.shape, o.dtype) for o in outs), view)
+        skip = ctx._non_differentiable
+        wrapped = tuple(Tensor._wrap(o) if id(o) in skip else Tensor._wrap(o, node, i) for i, o in enumerate(outs))
         return wrapped[0] if single else wrapped
 
 

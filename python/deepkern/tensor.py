@@ -1272,13 +1272,13 @@ def _index_key(key):
 def _resolve_shape(old: tuple, new) -> tuple:
     """``new`` with a -1 filled in; a ValueError naming both shapes when the counts differ."""
     new = tuple(int(n) for n in new)
-    total = int(np.prod(old))
-    known = int(np.prod([n for n in new if n != -1]))
+    total = math.prod(old)
+    known = math.prod([n for n in new if n != -1])
     bad = new.count(-1) > 1 or any(n < -1 for n in new)
     if not bad and -1 in new:
         bad = known == 0 or total % known != 0
         new = tuple(total // known if n == -1 else n for n in new) if not bad else new
-    if bad or int(np.prod(new)) != total:
+    if bad or math.prod(new) != total:
         raise ValueError(f"reshape: cannot reshape a tensor of shape {old} into {new}")
     return new
 

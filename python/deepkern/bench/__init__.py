@@ -22,8 +22,8 @@ The modules: :mod:`.timing`, :mod:`.libraries`, :mod:`.peak` (the machine's ceil
 :mod:`.machine` (the context of a result), :mod:`.registry` (cases and suites), :mod:`.runner`,
 :mod:`.report` (table, geomeans, JSON), and one module per op family (:mod:`.gemm`, :mod:`.conv`,
 :mod:`.pool`, :mod:`.norm`, :mod:`.lstm`, :mod:`.optim`, :mod:`.train`, :mod:`.activation`,
-:mod:`.dropout`, :mod:`.softmax`, :mod:`.attention`, :mod:`.train_cuda` with the models of
-:mod:`.models`) that registers its suite when imported:
+:mod:`.dropout`, :mod:`.softmax`, :mod:`.attention`, :mod:`.train_cuda` and :mod:`.infer` with the
+models of :mod:`.models`) that registers its suite when imported:
 ``deepkern bench --op NAME`` runs one, and bench/test_suites.py times them all.
 """
 
@@ -36,6 +36,7 @@ from . import (  # noqa: F401
     conv,
     dropout,
     gemm,
+    infer,
     lstm,
     norm,
     optim,

@@ -66,6 +66,18 @@ def resnet18(nn, num_classes: int = 10, widths: Sequence[int] = RESNET18_WIDTHS,
     return ResNet18()
 
 
+def resnet18_fusion_groups(model) -> list:
+    """The layer groups of :func:`resnet18`'s ``model`` that ``deepkern.nn.utils.fuse_modules`` (or
+    torch.ao's) fuses for inference: each convolution with its batch norm, and the ReLU that follows
+    directly (the stem's and each block's first); the projections are Sequentials, which deepkern
+    fuses by itself."""
+    groups = [["conv1", "bn1", "relu"]]
+    for name, module in model.named_modules():
+        if hasattr(module, "conv2") and hasattr(module, "bn2"):  # a BasicBlock
+            groups += [[f"{name}.conv1", f"{name}.bn1", f"{name}.relu"], [f"{name}.conv2", f"{name}.bn2"]]
+    return groups
+
+
 def _lstm_flops(module, inputs: tuple) -> float:
     """2 x the multiply-adds of an LSTM's two GEMMs per step, over its layers and directions."""
     x = inputs[0]

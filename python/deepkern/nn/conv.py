@@ -5,7 +5,13 @@ defaults, parameter names, weight shapes, initialisation and reprs)."""
 
 from __future__ import annotations
 
+import numpy as np
+
+from ..ops.conv import _bias, _Geometry
+from ..ops.pool import _kernel_shape, _window
+from ..tensor import Tensor
 from . import functional as F
+from ._inference import CPU, cached_plan, folded_conv_bn, host_array, infer
 from ._layer import (
     add_weight_and_bias,
     bad_shape,
@@ -148,11 +154,55 @@ class _ConvNd(Module):
             bad_shape(self, input, f"(N, {c}, {spatial}) or ({c}, {spatial})")
 
     def forward(self, input):
+        x = host_array(input) if self.dims == 2 else None
+        if x is not None:
+            y = infer(self, x)
+            if y is not None:
+                return y
         self._checked(input)
         function = F.conv1d if self.dims == 1 else F.conv2d
         return run_op(
             self, function, input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
         )
+
+    def _inference_weights(self, bn=None):
+        """The weight and bias arrays the inference path convolves with: the parameters' own, or with
+        ``bn`` folded in (cached, see _inference.folded_conv_bn). The one place where a pre-packed
+        weight would be made and kept (beside the folded one) and handed to the kernel."""
+        if bn is not None:
+            return folded_conv_bn(self, bn)
+        bias = self._parameters["bias"]
+        return self._parameters["weight"]._array, None if bias is None else bias._array
+
+    def _infer(self, x, bn=None, relu=False):
+        """Inference on ``x`` (an array from _inference.host_array): the 2-D convolution on the
+        kernel with ``bn`` (an eval-mode BatchNorm2d) folded in, then the ReLU kernel when ``relu``
+        (the convolution has no activation epilogue), the arguments validated once per input
+        shape. None where the ordinary path must run (weights on another device or not contiguous)."""
+        w, b = self._inference_weights(bn)
+        config = (self.stride, self.padding, self.dilation, self.groups)
+        plan = cached_plan(self, x, (w, b), config, lambda: self._conv_plan(x, w, b))
+        if plan is None:
+            return None
+        y = np.empty(plan[0], x.dtype)
+        CPU.conv2d_forward(x, w, b, y, *plan[1])
+        if relu:  # the kernel takes no output overlapping its input: a second buffer
+            y, x = np.empty_like(y), y
+            CPU.relu(x, y)
+        return Tensor._wrap(y)
+
+    def _conv_plan(self, x, w, b):
+        """(output shape, kernel options) of the convolution of ``x`` by ``w`` and ``b``, validated as
+        ``ops.conv2d`` does (errors name the layer); None unless x is 4-D and w and b contiguous
+        NumPy arrays."""
+        self._checked(x)
+        if x.ndim != 4 or any(type(a) is not np.ndarray or not a.flags.c_contiguous for a in (w, b) if a is not None):
+            return None
+        geo = run_op(
+            self, _Geometry, "conv2d", x.shape, x.dtype, w, self.stride, self.padding, self.dilation, self.groups
+        )
+        run_op(self, _bias, b, w.shape[0], x.dtype, "conv2d")
+        return geo.out_shape, geo.options()
 
     def extra_repr(self) -> str:
         n = self.dims
@@ -296,6 +346,14 @@ class _MaxPoolNd(Module):
         self.return_indices, self.ceil_mode = return_indices, ceil_mode
 
     def forward(self, input):
+        x = host_array(input) if self.dims == 2 and not self.return_indices else None
+        if x is not None:
+            config = (self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+            plan = cached_plan(self, x, (), config, lambda: self._pool_plan(x))
+            if plan is not None:
+                y = np.empty(plan[0], x.dtype)
+                CPU.max_pool2d(x, y, None, plan[1])
+                return Tensor._wrap(y)
         return _pool(
             self,
             F.max_pool1d if self.dims == 1 else F.max_pool2d,
@@ -307,6 +365,16 @@ class _MaxPoolNd(Module):
             self.ceil_mode,
             self.return_indices,
         )
+
+    def _pool_plan(self, x):
+        """(output shape, the kernel's shape tuple) for input ``x``, validated as ``ops.max_pool2d``
+        does (errors name the layer); None for a dtype the kernel lacks."""
+        _pool(self, lambda *args: None, x)  # the layer's own checks
+        if x.dtype not in (np.float32, np.float64):
+            return None
+        window = (self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+        kernel, stride, padding, dilation, out_hw = run_op(self, _window, "max_pool2d", x.shape, *window)
+        return x.shape[:-2] + out_hw, _kernel_shape(x.shape, out_hw, kernel, stride, padding, dilation)
 
     def extra_repr(self) -> str:
         return (

@@ -3,11 +3,15 @@ parameter names and initialisation)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from ..tensor import bfloat16, tensor
+from ..ops.gemm import _BIAS_COLS, _BIAS_NONE
+from ..tensor import Tensor, bfloat16, tensor
 from . import functional as F
 from . import init
+from ._inference import CPU, cached_plan, host_array, infer
 from ._layer import (
     add_weight_and_bias,
     bad_shape,
@@ -20,6 +24,10 @@ from ._layer import (
 from .module import Module, Parameter
 
 __all__ = ["Linear", "Embedding", "Flatten"]
+
+#: The GEMM kernel's batch offsets of a single problem.
+_ONE = np.zeros(1, dtype=np.int64)
+_ONE.flags.writeable = False
 
 
 class Linear(Module):
@@ -39,10 +47,44 @@ class Linear(Module):
         reset_weight_and_bias(self)
 
     def forward(self, input):
+        x = host_array(input)
+        if x is not None:
+            y = infer(self, x)
+            if y is not None:
+                return y
+        self._checked(input)
+        return F.linear(input, self.weight, self.bias)
+
+    def _checked(self, input) -> None:
         check_float(self, input, self.weight.dtype, also=(bfloat16,))
         if input.ndim < 1 or input.shape[-1] != self.in_features:
             bad_shape(self, input, f"(..., {self.in_features})")
-        return F.linear(input, self.weight, self.bias)
+
+    def _infer(self, x, bn=None, relu=False):
+        """Inference on ``x`` (an array from _inference.host_array): one GEMM with the bias (and
+        ReLU when ``relu``) in its epilogue, the arguments validated once per input shape. None
+        where the ordinary path must run (bfloat16, weights on another device or not contiguous)."""
+        w, b = self.weight._array, None if self.bias is None else self.bias._array
+        plan = cached_plan(self, x, (w, b), (), lambda: self._gemm_plan(x, w, b))
+        if plan is None:
+            return None
+        rows, shape = plan
+        y = np.empty(shape, x.dtype)
+        k = self.in_features
+        bias_axis = _BIAS_NONE if b is None else _BIAS_COLS
+        CPU.gemm(x.reshape(rows, k), w.T, y.reshape(rows, -1), _ONE, _ONE, _ONE, k, 1.0, 0.0, b, bias_axis, relu)
+        return Tensor._wrap(y)
+
+    def _gemm_plan(self, x, w, b):
+        """(rows, output shape) of ``x @ w.T + b``, validated as the layer does; None unless x, w
+        and b are float32/float64 contiguous NumPy arrays of one dtype."""
+        self._checked(x)
+        arrays = [a for a in (w, b) if a is not None]
+        if x.dtype not in (np.float32, np.float64) or any(
+            type(a) is not np.ndarray or not a.flags.c_contiguous or a.dtype != x.dtype for a in arrays
+        ):
+            return None
+        return math.prod(x.shape[:-1]), x.shape[:-1] + (self.out_features,)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -142,6 +184,10 @@ class Flatten(Module):
         ndim = max(input.ndim, 1)
         if ndim < needed or self.start_dim % ndim > self.end_dim % ndim:
             bad_shape(self, input, f"at least {needed} dimensions, with start_dim no later than end_dim")
+        x = host_array(input)
+        if x is not None:  # inference: a view, nothing recorded
+            start, end = self.start_dim % ndim, self.end_dim % ndim
+            return Tensor._wrap(x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1 :]))
         return F.flatten(input, self.start_dim, self.end_dim)
 
     def extra_repr(self) -> str:

@@ -9,10 +9,12 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import autograd
-from ..autograd import add_hook
+from ..autograd import add_hook, is_grad_enabled
 from ..backends import as_array, to_device
 from ..io import check_state_dict
 from ..tensor import Tensor, bfloat16
+from ._inference import CACHES as INFERENCE_CACHES
+from ._inference import fusion_groups, run_fused
 
 __all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "ParameterList", "Identity"]
 
@@ -166,9 +168,19 @@ class Module:
     # -- modes and gradients -------------------------------------------------------------------
 
     def train(self, mode: bool = True) -> "Module":
+        """Sets training mode (``mode``) or evaluation mode on this module and its submodules; going
+        back to training drops their inference caches."""
         for m in self.modules():
             object.__setattr__(m, "training", bool(mode))
+            if mode:
+                m._drop_inference_caches()
         return self
+
+    def _drop_inference_caches(self) -> None:
+        """Forgets this module's kernel plan and folded weights (nn/_inference.py), and the arrays
+        they hold."""
+        for name in INFERENCE_CACHES:
+            self.__dict__.pop(name, None)
 
     def eval(self) -> "Module":
         return self.train(False)
@@ -198,6 +210,7 @@ class Module:
         """Moves/casts every parameter and buffer in place (``to(device)``, ``to(dtype)``)."""
         with autograd.no_grad():
             for m in self.modules():
+                m._drop_inference_caches()  # they would keep the arrays before the move
                 for p in m._parameters.values():
                     if p is not None:
                         p._array = p.to(*args, **kwargs)._array
@@ -257,6 +270,10 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} has no forward()")
 
     def __call__(self, *args, **kwargs):
+        """``forward(*args, **kwargs)`` between the forward pre-hooks and hooks (none registered:
+        forward alone, with no other work per call)."""
+        if not (self._forward_pre_hooks or self._forward_hooks):
+            return self.forward(*args, **kwargs)
         for hook in list(self._forward_pre_hooks.values()):
             replaced = hook(self, args)
             if replaced is not None:
@@ -290,9 +307,23 @@ class Sequential(Module):
                 self.add_module(str(i), m)
 
     def forward(self, x):
-        for m in self._modules.values():
-            x = m(x)
+        if is_grad_enabled():
+            for m in self._modules.values():
+                x = m(x)
+            return x
+        for group in self._fusion_groups():
+            members = group[0]
+            x = members[0](x) if len(members) == 1 else run_fused(group, x)
         return x
+
+    def _fusion_groups(self) -> list:
+        """The children as _inference.fusion_groups groups them, kept until the children change."""
+        children = tuple(self._modules.values())
+        cached = self.__dict__.get("_groups")
+        if cached is None or cached[0] != children:
+            cached = (children, fusion_groups(children))
+            self.__dict__["_groups"] = cached
+        return cached[1]
 
     def __getitem__(self, idx):
         mods = list(self._modules.values())

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import autograd
 from ..tensor import ones, zeros
 from . import functional as F
 from . import init
+from ._inference import passes_through
 from ._layer import bad_shape, check_float, describe, empty_parameter, factory_kwargs
 from .module import Module
 
@@ -60,6 +62,7 @@ class _BatchNorm(Module):
             self.running_mean._array[...] = 0
             self.running_var._array[...] = 1
             self.num_batches_tracked._array[...] = 0
+            self._bump_running_stats()
 
     def reset_parameters(self) -> None:
         self.reset_running_stats()
@@ -72,6 +75,8 @@ class _BatchNorm(Module):
         raise NotImplementedError
 
     def forward(self, input):
+        if passes_through(self, input):  # the output of the convolution this layer was folded into
+            return input
         check_float(self, input, None if self.weight is None else self.weight.dtype)
         if input.ndim not in self._ndims or input.shape[1] != self.num_features:
             bad_shape(self, input, self._expected_shape())
@@ -87,7 +92,7 @@ class _BatchNorm(Module):
                 factor = 1.0 / float(self.num_batches_tracked._array)
         use_batch_stats = self.training or self.running_mean is None
         track = not self.training or self.track_running_stats
-        return F.batch_norm(
+        out = F.batch_norm(
             input,
             self.running_mean if track else None,
             self.running_var if track else None,
@@ -97,6 +102,13 @@ class _BatchNorm(Module):
             factor,
             self.eps,
         )
+        if self.training and self.track_running_stats:  # the running statistics changed in place
+            self._bump_running_stats()
+        return out
+
+    def _bump_running_stats(self) -> None:
+        for t in (self.running_mean, self.running_var, self.num_batches_tracked):
+            autograd.bump_version(t._array)
 
     def extra_repr(self) -> str:
         return (

@@ -1,5 +1,6 @@
 """``torch.nn.utils``: gradient clipping by norm and by value; ``rnn``, the variable-length batches
-of the recurrent layers (PackedSequence and the pad/pack functions)."""
+of the recurrent layers (PackedSequence and the pad/pack functions); ``fuse_modules``, the
+inference fusion of layers called from a model's own ``forward``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 from ...tensor import Tensor, tensor
 from . import rnn
 
-__all__ = ["clip_grad_norm_", "clip_grad_value_", "rnn"]
+__all__ = ["clip_grad_norm_", "clip_grad_value_", "fuse_modules", "rnn"]
 
 
 def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False) -> Tensor:
@@ -58,3 +59,50 @@ def clip_grad_value_(parameters, clip_value: float) -> None:
 def _as_list(parameters) -> list:
     """``parameters`` (an iterable of Tensors, or one Tensor) as a list."""
     return [parameters] if isinstance(parameters, Tensor) else list(parameters)
+
+
+def fuse_modules(model, modules_to_fuse):
+    """Fuses groups of ``model``'s layers for inference and returns ``model``; the groups are named
+    as ``torch.ao.quantization.fuse_modules`` names them: lists of dotted submodule names (or one
+    list), each ``[conv, bn]``, ``[conv, bn, relu]``, ``[conv, relu]`` (Conv2d, BatchNorm2d with
+    running statistics, ReLU) or ``[linear, relu]``.
+
+    The modules stay where they are (same state dict, same training): in eval mode under
+    ``no_grad``, on CPU input, the group's first layer computes the whole group in one call (the
+    batch norm folded into the convolution's weight and bias, refolded when any of them changes;
+    the ReLU in the same call) and the others pass that output through. The model's ``forward``
+    must feed that layer's output only to the next layer of its group (as PyTorch's fusion
+    assumes). ``Sequential`` fuses its adjacent children by itself; this is for models with their
+    own ``forward``."""
+    from .._inference import FUSION, can_fold
+    from ..activation import ReLU
+    from ..conv import Conv2d
+    from ..linear import Linear
+    from ..normalization import BatchNorm2d
+
+    groups = [modules_to_fuse] if modules_to_fuse and isinstance(modules_to_fuse[0], str) else modules_to_fuse
+    checked = []
+    for names in groups:
+        layers = [model.get_submodule(name) for name in names]
+        kinds = tuple(type(m) for m in layers)
+        if kinds not in (
+            (Conv2d, BatchNorm2d),
+            (Conv2d, BatchNorm2d, ReLU),
+            (Conv2d, ReLU),
+            (Linear, ReLU),
+        ):
+            got = ", ".join(t.__name__ for t in kinds)
+            raise ValueError(
+                f"fuse_modules: cannot fuse {list(names)} ({got}); groups are [Conv2d, BatchNorm2d], "
+                "[Conv2d, BatchNorm2d, ReLU], [Conv2d, ReLU] or [Linear, ReLU]"
+            )
+        bn = layers[1] if kinds[1] is BatchNorm2d else None
+        if bn is not None and not can_fold(layers[0], bn):
+            raise ValueError(
+                f"fuse_modules: {names[1]} ({bn!r}) cannot be folded into {names[0]} ({layers[0]!r}): it needs "
+                "running statistics over the convolution's output channels, in its dtype and on the CPU"
+            )
+        checked.append((layers[0], bn, layers[-1] if kinds[-1] is ReLU else None))
+    for head, bn, relu in checked:
+        head.__dict__[FUSION] = (bn, relu)
+    return model

@@ -1,0 +1,184 @@
+"""The layers' inference paths: what runs when nothing is recorded (``no_grad``) on the CPU.
+
+* Kernel plans. A layer whose input is a C-contiguous float NumPy array calls its kernel through the
+  CPU backend's entry with the arguments its op validated on the first call with that input shape,
+  dtype and weight arrays (a one-entry plan kept on the module): no per-call validation, no autograd
+  Function, no copies. Anything else (another device, other layouts, an empty input, a changed
+  shape) takes the layer's ordinary path, which validates and raises as always.
+* Fusion (eval mode). ``Conv2d`` followed by ``BatchNorm2d`` runs as one convolution whose weight
+  and bias have the batch norm folded in (cached on the convolution; refolded when any of the six
+  arrays is replaced or written in place, see ``autograd.bump_version``), a following ``ReLU`` runs
+  on its output in the same call, and ``Linear`` followed by ``ReLU`` uses the GEMM's ReLU epilogue.
+  ``Sequential`` fuses its adjacent children by itself (:func:`fusion_groups`); a model with its own
+  ``forward`` names its groups with :func:`deepkern.nn.utils.fuse_modules`.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+
+from .. import autograd, backends
+from ..autograd import is_grad_enabled
+from ..backends import CPU_DEVICE
+from ..tensor import Tensor
+
+#: The CPU backend, whose kernel entries the plans call.
+CPU = backends.get(CPU_DEVICE)
+#: The attributes a module keeps its inference caches in (dropped when it goes back to training).
+CACHES = ("_plan", "_folded")
+#: The attribute of a layer that fuse_modules fused: (its BatchNorm2d or None, its ReLU or None).
+FUSION = "_fusion"
+#: The attribute of a BatchNorm2d or ReLU fused into a layer: a weak reference to that layer's
+#: latest fused output, which it passes through unchanged (it already holds their effect).
+FUSED_OUTPUT = "_fused_output"
+
+
+def host_array(x):
+    """``x``'s array when an inference path can take it: nothing is recorded, ``x`` is a Tensor
+    holding a non-empty C-contiguous NumPy array; else None."""
+    if type(x) is not Tensor or is_grad_enabled():
+        return None
+    a = x._array
+    if type(a) is not np.ndarray or not a.flags.c_contiguous or a.size == 0:
+        return None
+    return a
+
+
+def cached_plan(module, x, arrays, config, build):
+    """The module's plan for input array ``x`` with its weight arrays ``arrays`` and settings
+    ``config`` (a tuple: stride, padding, ...): the kept one when it was made for x's shape and
+    dtype, these very arrays and equal settings, else ``build()`` (which validates as the layer's
+    op does and raises its errors; None: no plan, take the ordinary path), kept."""
+    key = (x.shape, x.dtype, config, *map(id, arrays))
+    plan = module.__dict__.get("_plan")
+    if plan is None or plan[0] != key:
+        plan = (key, arrays, build())  # the arrays are kept so that their ids stay theirs
+        module.__dict__["_plan"] = plan
+    return plan[2]
+
+
+def hooked(modules) -> bool:
+    """Whether any of ``modules`` has forward hooks or pre-hooks (which must see each layer run)."""
+    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+
+
+def _array(t):
+    return None if t is None else t._array
+
+
+def folded_conv_bn(conv, bn):
+    """``conv``'s weight and bias with the eval-mode batch norm ``bn`` folded in:
+    ``w * s`` and ``(b - running_mean) * s + bn.bias`` with ``s = bn.weight / sqrt(running_var + eps)``,
+    computed in float64 and rounded once to the weight's dtype. Cached on ``conv`` until one of the
+    six arrays is replaced or written in place (its version changes), or ``eps`` changes."""
+    p, q, buffers = conv._parameters, bn._parameters, bn._buffers
+    arrays = tuple(
+        _array(t)
+        for t in (p["weight"], p["bias"], q["weight"], q["bias"], buffers["running_mean"], buffers["running_var"])
+    )
+    ids = tuple(map(id, arrays))
+    cache = conv.__dict__.get("_folded")
+    if cache is not None and cache[0] is bn and cache[1] == ids and cache[2] == bn.eps:
+        if cache[3] == autograd._clock:  # nothing was written in place anywhere since
+            return cache[5]
+        versions = tuple(-1 if a is None else autograd.version_of(a) for a in arrays)
+        if cache[4] == versions:
+            conv.__dict__["_folded"] = cache[:3] + (autograd._clock,) + cache[4:]
+            return cache[5]
+    w, b, gamma, beta, mean, var = arrays
+    scale = 1.0 / np.sqrt(var.astype(np.float64) + bn.eps)
+    if gamma is not None:
+        scale = scale * gamma
+    shift = -mean * scale if b is None else (b - mean.astype(np.float64)) * scale
+    if beta is not None:
+        shift = shift + beta
+    weights = (
+        np.ascontiguousarray((w * scale.reshape(-1, 1, 1, 1)).astype(w.dtype)),
+        np.ascontiguousarray(shift.astype(w.dtype)),
+    )
+    versions = tuple(-1 if a is None else autograd.version_of(a) for a in arrays)
+    conv.__dict__["_folded"] = (bn, ids, bn.eps, autograd._clock, versions, weights, arrays)
+    return weights
+
+
+def can_fold(conv, bn) -> bool:
+    """Whether ``bn`` can be folded into ``conv``: a BatchNorm2d with running statistics over the
+    convolution's output channels, its arrays on the CPU in the convolution's dtype."""
+    from .normalization import BatchNorm2d
+
+    return (
+        isinstance(bn, BatchNorm2d)
+        and bn.running_mean is not None
+        and bn.num_features == conv.out_channels
+        and all(
+            type(t._array) is np.ndarray and t.dtype == conv.weight.dtype
+            for t in (conv.weight, bn.running_mean, bn.running_var, bn.weight, bn.bias, conv.bias)
+            if t is not None
+        )
+    )
+
+
+def fusion_groups(modules) -> list:
+    """``modules`` (a Sequential's children, in order) as groups ``(members, bn, relu)`` run as one:
+    Conv2d (not transposed) with a following foldable BatchNorm2d (``bn``, see :func:`can_fold`)
+    and/or ReLU (``relu``), and Linear with a following ReLU; every other module alone
+    (``((module,), None, False)``)."""
+    from .activation import ReLU
+    from .conv import Conv2d
+    from .linear import Linear
+
+    groups, i = [], 0
+    while i < len(modules):
+        head, bn = modules[i], None
+        rest = modules[i + 1 :]
+        if type(head) is Conv2d and rest and can_fold(head, rest[0]):
+            bn, rest = rest[0], rest[1:]
+        relu = type(head) in (Conv2d, Linear) and bool(rest) and type(rest[0]) is ReLU
+        members = (head,) + ((bn,) if bn is not None else ()) + ((rest[0],) if relu else ())
+        groups.append((members, bn, relu))
+        i += len(members)
+    return groups
+
+
+def run_fused(group, x):
+    """``x`` through ``group`` (``(members, bn, relu)`` from :func:`fusion_groups`): in one pass
+    where the inference path takes it (nothing recorded, a CPU input, no hooks on the members, the
+    batch norm in eval mode), else each member in turn."""
+    members, bn, relu = group
+    arr = host_array(x)
+    if arr is not None and not hooked(members) and (bn is None or not bn.training):
+        y = members[0]._infer(arr, bn, relu)
+        if y is not None:
+            return y
+    for m in members:
+        x = m(x)
+    return x
+
+
+def infer(head, x):
+    """Inference of ``head`` (a Conv2d or Linear) on ``x`` (an array from :func:`host_array`), fused
+    with the batch norm and ReLU that :func:`deepkern.nn.utils.fuse_modules` gave it where they can
+    run fused (see :func:`run_fused`); those then pass the output through (:func:`passes_through`).
+    None where the ordinary path must run."""
+    fusion = head.__dict__.get(FUSION)
+    if fusion is None:
+        return head._infer(x)
+    bn, relu = fusion
+    members = [m for m in (head, bn, relu) if m is not None]
+    if hooked(members) or (bn is not None and bn.training):
+        return None
+    y = head._infer(x, bn, relu is not None)
+    if y is not None:
+        ref = weakref.ref(y)
+        for m in members[1:]:
+            m.__dict__[FUSED_OUTPUT] = ref
+    return y
+
+
+def passes_through(module, input) -> bool:
+    """Whether ``input`` is the output of the layer ``module`` was fused into, which already holds
+    ``module``'s effect (see :func:`infer`)."""
+    ref = module.__dict__.get(FUSED_OUTPUT)
+    return ref is not None and ref() is input

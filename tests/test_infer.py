@@ -1,0 +1,310 @@
+"""Inference paths of the layers (nn/_inference.py): under no_grad the layers run their kernels with
+arguments validated once per input shape, Sequential fuses Conv2d + BatchNorm2d (+ ReLU) and
+Linear + ReLU in eval mode, and nn.utils.fuse_modules fuses the groups of a model with its own
+forward. Every result is checked against float64 references (or the ordinary, unfused path), after
+weight updates and back in training mode; nothing is recorded; hooks still fire."""
+
+from __future__ import annotations
+
+import deepkern
+import numpy as np
+import pytest
+from deepkern import nn, no_grad, optim, tensor
+from deepkern.bench.models import resnet18, resnet18_fusion_groups
+from deepkern.nn.utils import fuse_modules
+
+from reference import conv2d_ref, linear_ref, max_pool2d_ref, rel_error
+from reference_nn import batch_norm_ref
+
+TOL = {np.float32: 3e-6, np.float64: 1e-12}
+
+
+def _randomize_norms(model, rng) -> None:
+    """Random running statistics and affine parameters for every BatchNorm2d (through
+    load_state_dict, as a user loads them)."""
+    state = {k: arr(v) for k, v in model.state_dict().items()}
+    for prefix, m in model.named_modules():
+        if isinstance(m, nn.BatchNorm2d) and m.track_running_stats:
+            dot = f"{prefix}." if prefix else ""
+            c = m.num_features
+            state[dot + "running_mean"] = rng.standard_normal(c)
+            state[dot + "running_var"] = rng.uniform(0.3, 2.0, c)
+            if m.affine:
+                state[dot + "weight"] = rng.uniform(0.5, 1.5, c)
+                state[dot + "bias"] = rng.standard_normal(c)
+    model.load_state_dict(state)
+
+
+def arr(t):
+    """A parameter's or buffer's values (a copy), None for None."""
+    return None if t is None else t.detach().numpy().copy()
+
+
+def _reference(model, x) -> np.ndarray:
+    """float64 result of a Sequential of the layers used here, in eval mode, from the references."""
+    out = np.asarray(x, np.float64)
+    for m in model:
+        if isinstance(m, nn.Conv2d):
+            out = conv2d_ref(out, arr(m.weight), arr(m.bias), m.stride, m.padding, m.dilation, m.groups)
+        elif isinstance(m, nn.BatchNorm2d):
+            out = batch_norm_ref(out, arr(m.running_mean), arr(m.running_var), arr(m.weight), arr(m.bias), eps=m.eps)[0]
+        elif isinstance(m, nn.ReLU):
+            out = np.maximum(out, 0)
+        elif isinstance(m, nn.MaxPool2d):
+            out = max_pool2d_ref(out, m.kernel_size, m.stride, m.padding, ceil_mode=m.ceil_mode)[0]
+        elif isinstance(m, nn.Flatten):
+            out = out.reshape(out.shape[0], -1)
+        elif isinstance(m, nn.Linear):
+            out = linear_ref(out, arr(m.weight), arr(m.bias))
+        elif not isinstance(m, nn.Dropout):
+            raise AssertionError(f"no reference for {m!r}")
+    return out
+
+
+def _cnn(rng, dtype=np.float32, c=3, hw=(7, 9), bias=True):
+    """Conv-BN-ReLU, Conv-ReLU, Conv-BN, pool, flatten, dropout, Linear-ReLU, Linear: every fused
+    group and every lone layer with an inference path; random batch-norm statistics."""
+    deepkern.manual_seed(int(rng.integers(1 << 30)))
+    features = [-(-((n - 1) // 2 + 1) // 2) for n in hw]  # after the stride-2 conv and the ceil-mode pool
+    model = nn.Sequential(
+        nn.Conv2d(c, 5, 3, padding=1, bias=bias, dtype=dtype),
+        nn.BatchNorm2d(5, dtype=dtype),
+        nn.ReLU(),
+        nn.Conv2d(5, 6, 3, stride=2, padding=1, dtype=dtype),
+        nn.ReLU(),
+        nn.Conv2d(6, 4, 1, bias=False, dtype=dtype),
+        nn.BatchNorm2d(4, dtype=dtype),
+        nn.MaxPool2d(2, ceil_mode=True),
+        nn.Flatten(),
+        nn.Dropout(0.5),
+        nn.Linear(4 * features[0] * features[1], 7, dtype=dtype),
+        nn.ReLU(),
+        nn.Linear(7, 3, dtype=dtype),
+    )
+    _randomize_norms(model, rng)
+    return model.eval()
+
+
+def _infer(model, x):
+    with no_grad():
+        out = model(tensor(x))
+    assert out.grad_fn is None and not out.requires_grad
+    return out.numpy()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("bias", [True, False])
+def test_sequential_inference_matches_the_float64_reference(dtype, batch, bias):
+    rng = np.random.default_rng(batch + 10 * bias)
+    model = _cnn(rng, dtype, bias=bias)
+    x = rng.standard_normal((batch, 3, 7, 9)).astype(dtype)
+    ref = _reference(model, x)
+    for _ in range(2):  # the first call makes the plans and the folded weights, the second uses them
+        assert rel_error(_infer(model, x), ref) < TOL[dtype]
+    unfused = model(tensor(x))  # grad enabled: the ordinary path, recorded
+    assert unfused.grad_fn is not None
+    np.testing.assert_allclose(_infer(model, x), unfused.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_fast_path_takes_new_shapes_and_odd_layouts():
+    rng = np.random.default_rng(1)
+    model = _cnn(rng, hw=(7, 9))
+    for shape in [(2, 3, 7, 9), (1, 3, 8, 10), (3, 3, 8, 9)]:  # the classifier fixes 2 x 3 pooled pixels
+        x = rng.standard_normal(shape).astype(np.float32)
+        assert rel_error(_infer(model, x), _reference(model, x)) < TOL[np.float32]
+    x = rng.standard_normal((3, 9, 7, 2)).astype(np.float32).transpose(3, 0, 2, 1)  # not contiguous
+    assert rel_error(_infer(model, x), _reference(model, np.ascontiguousarray(x))) < TOL[np.float32]
+    conv = nn.Conv2d(2, 3, 3).eval()
+    for shape in [(1, 2, 5, 5), (2, 2, 6, 4), (0, 2, 5, 5), (2, 5, 5)]:  # an empty batch, unbatched
+        x = rng.standard_normal(shape).astype(np.float32)
+        with no_grad():
+            got = conv(tensor(x)).numpy()
+        w, b = arr(conv.weight), arr(conv.bias)
+        ref = conv2d_ref(x[None] if x.ndim == 3 else x, w, b)
+        assert got.shape == (ref[0] if x.ndim == 3 else ref).shape
+        assert rel_error(got, ref[0] if x.ndim == 3 else ref) < TOL[np.float32]
+
+
+def test_moving_or_training_a_model_drops_its_caches():
+    model = _cnn(np.random.default_rng(8))
+    x = np.random.default_rng(9).standard_normal((1, 3, 7, 9)).astype(np.float32)
+    _infer(model, x)
+    assert "_plan" in model[0].__dict__ and "_folded" in model[0].__dict__
+    model.double()
+    assert not any(name in m.__dict__ for m in model.modules() for name in ("_plan", "_folded"))
+    assert rel_error(_infer(model, x.astype(np.float64)), _reference(model, x)) < TOL[np.float64]
+    model.train()
+    assert not any(name in m.__dict__ for m in model.modules() for name in ("_plan", "_folded"))
+
+
+def test_unbatched_pooling_and_linear_take_the_fast_path():
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((3, 7, 6)).astype(np.float32)
+    pool, lin = nn.MaxPool2d(3, stride=2, padding=1), nn.Linear(6, 4)
+    with no_grad():
+        pooled, lined = pool(tensor(x)).numpy(), lin(tensor(x)).numpy()
+    assert "_plan" in pool.__dict__ and "_plan" in lin.__dict__
+    assert rel_error(pooled, max_pool2d_ref(x[None], 3, 2, 1)[0][0]) == 0
+    assert rel_error(lined, linear_ref(x, arr(lin.weight), arr(lin.bias))) < TOL[np.float32]
+
+
+def test_changed_layer_settings_are_followed():
+    rng = np.random.default_rng(2)
+    conv, pool = nn.Conv2d(2, 3, 3), nn.MaxPool2d(2)
+    x = rng.standard_normal((1, 2, 8, 8)).astype(np.float32)
+    with no_grad():
+        conv(tensor(x)), pool(tensor(x))
+        conv.padding, conv.stride = (2, 1), (1, 2)
+        pool.kernel_size, pool.stride = 3, 1
+        got, pooled = conv(tensor(x)).numpy(), pool(tensor(x)).numpy()
+    assert rel_error(got, conv2d_ref(x, arr(conv.weight), arr(conv.bias), (1, 2), (2, 1))) < 3e-6
+    assert rel_error(pooled, max_pool2d_ref(x, 3, 1)[0]) == 0
+
+
+def test_bad_input_raises_on_the_fast_path_as_on_the_ordinary_one():
+    model = _cnn(np.random.default_rng(3))
+    with no_grad():
+        model(tensor(np.zeros((1, 3, 7, 9), np.float32)))  # plans made
+        with pytest.raises(ValueError, match=r"Conv2d\(3, 5.*input has shape \(1, 4, 7, 9\)"):
+            model(tensor(np.zeros((1, 4, 7, 9), np.float32)))
+        with pytest.raises(TypeError, match="input has dtype float64 but the layer's parameters are float32"):
+            model(tensor(np.zeros((1, 3, 7, 9))))
+        with pytest.raises(ValueError, match=r"Linear\(in_features=24.*input has shape \(1, 36\)"):
+            model(tensor(np.zeros((1, 3, 9, 9), np.float32)))
+        with pytest.raises(ValueError, match="output size"):
+            nn.Conv2d(1, 1, 5)(tensor(np.zeros((1, 1, 3, 3), np.float32)))
+
+
+def test_folded_weights_follow_in_place_updates_replacements_and_training():
+    rng = np.random.default_rng(4)
+    model = _cnn(rng)
+    x = rng.standard_normal((2, 3, 7, 9)).astype(np.float32)
+
+    def check():
+        assert rel_error(_infer(model, x), _reference(model, x)) < TOL[np.float32]
+
+    check()
+    with no_grad():
+        model[0].weight.mul_(1.5)  # an in-place write through deepkern
+        model[1].running_var.add_(0.25)
+    check()
+    model[0].bias = nn.Parameter(tensor(rng.standard_normal(5).astype(np.float32)))  # replaced
+    check()
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    model(tensor(x)).sum().backward()  # eval mode, recorded: the ordinary path
+    opt.step()
+    check()
+    model[1].eps = 0.5
+    check()
+    model.train()
+    before = arr(model[1].running_mean)
+    with no_grad():  # training mode: batch statistics, running ones updated, nothing fused
+        out = model[:3](tensor(x)).numpy()
+    conv = conv2d_ref(x, arr(model[0].weight), arr(model[0].bias), 1, 1)
+    bn = model[1]
+    ref = batch_norm_ref(conv, before, None, arr(bn.weight), arr(bn.bias), True, eps=bn.eps)[0]
+    assert rel_error(out, np.maximum(ref, 0)) < 1e-5
+    assert not np.allclose(bn.running_mean.numpy(), before)
+    model.eval()
+    check()  # refolded with the new running statistics
+
+
+def test_hooks_fire_and_see_each_layer_alone():
+    rng = np.random.default_rng(5)
+    model = _cnn(rng)
+    x = rng.standard_normal((1, 3, 7, 9)).astype(np.float32)
+    seen = {}
+    for i in (0, 1, 2, 10):
+        model[i].register_forward_hook(lambda m, args, out, i=i: seen.__setitem__(i, out.numpy().copy()))
+    pre = model[3].register_forward_pre_hook(lambda m, args: seen.__setitem__("pre", args[0].numpy().copy()))
+    got = _infer(model, x)
+    assert rel_error(got, _reference(model, x)) < TOL[np.float32]
+    w, b = arr(model[0].weight), arr(model[0].bias)
+    conv = conv2d_ref(x, w, b, 1, 1)
+    assert rel_error(seen[0], conv) < TOL[np.float32]  # the convolution's own output, not the fused one
+    assert rel_error(seen[1], _reference(model[:2], x)) < TOL[np.float32]
+    assert rel_error(seen[2], _reference(model[:3], x)) < TOL[np.float32]
+    np.testing.assert_array_equal(seen["pre"], seen[2])
+    assert rel_error(seen[10], _reference(model[:11], x)) < TOL[np.float32]
+    pre.remove()
+    seen.clear()
+    _infer(model, x)
+    assert sorted(seen) == [0, 1, 2, 10]
+
+
+def test_no_grad_records_nothing_and_grad_mode_records_as_before():
+    rng = np.random.default_rng(6)
+    model = _cnn(rng)
+    x = tensor(rng.standard_normal((2, 3, 7, 9)).astype(np.float32))
+    with no_grad():
+        for layer in model:
+            x_next = layer(x)
+            assert x_next.grad_fn is None and not x_next.requires_grad, layer
+            x = x_next
+    x = tensor(rng.standard_normal((2, 3, 7, 9)).astype(np.float32), requires_grad=True)
+    out = model(x)
+    assert out.requires_grad and out.grad_fn is not None
+    out.sum().backward()
+    assert x.grad is not None and all(p.grad is not None for p in model.parameters())
+
+
+def _tiny_resnet(rng, dtype=np.float32):
+    deepkern.manual_seed(int(rng.integers(1 << 30)))
+    model = resnet18(nn, widths=(4, 6, 6, 8))
+    _randomize_norms(model, rng)
+    return model.to(dtype).eval()
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_fuse_modules_matches_the_unfused_model(batch):
+    rng = np.random.default_rng(7 + batch)
+    model = _tiny_resnet(rng)
+    reference = _tiny_resnet(np.random.default_rng(7 + batch), np.float64)  # the same weights, float64
+    x = rng.standard_normal((batch, 3, 33, 31)).astype(np.float32)
+    ref = reference(tensor(x.astype(np.float64))).detach().numpy()  # recorded: the ordinary path
+    assert fuse_modules(model, resnet18_fusion_groups(model)) is model
+    for _ in range(2):
+        assert rel_error(_infer(model, x), ref) < 1e-5
+    assert model.layer1[0].conv1.__dict__.get("_fusion") is not None
+    model.layer1[0].relu(tensor(x))  # the block's ReLU, shared, still computes on other inputs
+    np.testing.assert_array_equal(model.layer1[0].relu(tensor(x)).detach().numpy(), np.maximum(x, 0))
+    with no_grad():  # a weight update refolds
+        model.layer2[0].bn1.weight.mul_(-1)
+        reference.layer2[0].bn1.weight.mul_(-1)
+    ref = reference(tensor(x.astype(np.float64))).detach().numpy()
+    assert rel_error(_infer(model, x), ref) < 1e-5
+    model.train()
+    reference.train()
+    with no_grad():  # training: batch statistics, as the unfused model
+        got = model(tensor(x)).numpy()
+        ref = reference(tensor(x.astype(np.float64))).numpy()
+    assert rel_error(got, ref) < 1e-5
+
+
+def test_fuse_modules_rejects_what_it_cannot_fuse():
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3, track_running_stats=False), nn.ReLU(), nn.Linear(3, 3), nn.BatchNorm2d(4)
+    )
+    with pytest.raises(ValueError, match=r"cannot fuse \['3', '4'\] \(Linear, BatchNorm2d\)"):
+        fuse_modules(model, [["3", "4"]])
+    with pytest.raises(ValueError, match=r"1 \(BatchNorm2d.*cannot be folded into 0 .*needs running statistics"):
+        fuse_modules(model, ["0", "1"])
+    with pytest.raises(ValueError, match=r"4 \(BatchNorm2d\(4, .*cannot be folded into 0"):  # 3 channels
+        fuse_modules(model, [["0", "2"], ["0", "4", "2"]])
+    with pytest.raises(AttributeError, match="no attribute `9`"):
+        fuse_modules(model, [["0", "9"]])
+    assert all("_fusion" not in m.__dict__ for m in model.modules())  # nothing fused on an error
+
+
+def test_the_infer_bench_suite_runs_quick():
+    pytest.importorskip("torch")
+    from deepkern.bench import get_suite, run_suite
+    from deepkern.bench.registry import CHECK_TOLERANCE
+
+    report = run_suite(get_suite("infer"), [1], quick=True, repeats=1, progress=False, peak_stream_bytes=1 << 20)
+    cases = {row.case for row in report.rows}
+    assert cases == {"resnet18", "digits-cnn", "resnet18-tiny"}
+    for row in report.rows:
+        assert row.reference == "torch" and row.deepkern_s > 0 and row.reference_s > 0
+        assert row.rel_err is not None and row.rel_err < CHECK_TOLERANCE, row
