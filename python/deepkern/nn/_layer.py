@@ -64,7 +64,7 @@ def check_float(module, x, dtype=None, also=()) -> None:
     and of ``dtype``, the layer's parameters', when given. Under autocast on ``x``'s device, ``x``
     may also have the autocast's dtype and differ from the parameters' (its ops cast them)."""
     got = x.dtype
-    device_type = x.device.type if hasattr(x, "device") else "cpu"
+    device_type = backends.device_of(x._array if hasattr(x, "_array") else x).type  # a Tensor or an array
     if amp.is_autocast_enabled(device_type):
         dtype, also = None, (*also, amp.get_autocast_dtype(device_type))
     if dtype is not None and got != dtype:
