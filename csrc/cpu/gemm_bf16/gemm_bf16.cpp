@@ -14,7 +14,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
 #include <type_traits>
+#include <utility>
 
 #include "core/isa_dispatch.h"
 #include "core/scratch.h"
@@ -94,18 +96,20 @@ void pack_a(const StridedMatrix<const bf16>& a, int64_t i0, int64_t rows, int64_
   }
 }
 
-// Packs B(p, j0 + j) for p < k, j < cols into nr-wide panels of kp / 2 VNNI pair rows (kernels.h),
-// panel q at dst + q * kp * nr, zero past k and past cols.
-void pack_b(const StridedMatrix<const bf16>& b, int64_t k, int64_t j0, int64_t cols, int64_t kp, int nr, bf16* dst) {
+// Packs B(p, j) for p < k, j < cols (column j starts at column_at(j), its rows rs apart) into
+// nr-wide panels of kp / 2 VNNI pair rows (kernels.h), panel q at dst + q * kp * nr, zero past k and
+// past cols. adjacent: the columns of a panel lie next to each other (column stride 1).
+template <class ColumnAt>
+void pack_b_panels(int64_t k, int64_t cols, int64_t kp, int nr, int64_t rs, bool adjacent, const ColumnAt& column_at,
+                   bf16* dst) {
   const int64_t panels = (cols + nr - 1) / nr, full_rows = k / 2 * 2;
   if (cols % nr != 0 || kp != full_rows)  // zero padding somewhere: clear it all first
     std::memset(static_cast<void*>(dst), 0, sizeof(bf16) * panels * kp * nr);
-  const int64_t rs = b.row_stride, cs = b.col_stride;
   for (int64_t panel = 0; panel < panels; ++panel) {
-    const int64_t width = std::min<int64_t>(nr, cols - panel * nr);
-    const bf16* src = b.data + (j0 + panel * nr) * cs;
+    const int64_t j0 = panel * nr, width = std::min<int64_t>(nr, cols - j0);
     bf16* pairs = dst + panel * kp * nr;  // B(p, j) at pairs[p / 2 * 2 * nr + 2 * j + p % 2]
-    if (cs == 1) {                        // rows contiguous: interleave two rows at a time
+    if (adjacent) {                       // rows contiguous: interleave two rows at a time
+      const bf16* src = column_at(j0);
       for (int64_t p = 0; p < full_rows; p += 2) {
         const bf16 *r0 = src + p * rs, *r1 = r0 + rs;
         bf16* d = pairs + p * nr;
@@ -115,15 +119,23 @@ void pack_b(const StridedMatrix<const bf16>& b, int64_t k, int64_t j0, int64_t c
         }
       }
     } else {  // down each column (a transposed B: its K values are next to each other)
-      for (int64_t j = 0; j < width; ++j)
+      for (int64_t j = 0; j < width; ++j) {
+        const bf16* col = column_at(j0 + j);
         for (int64_t p = 0; p < full_rows; p += 2) {
-          pairs[p * nr + 2 * j] = src[p * rs + j * cs];
-          pairs[p * nr + 2 * j + 1] = src[(p + 1) * rs + j * cs];
+          pairs[p * nr + 2 * j] = col[p * rs];
+          pairs[p * nr + 2 * j + 1] = col[(p + 1) * rs];
         }
+      }
     }
     if (full_rows < k)  // odd k: the last row, its pair partner left zero
-      for (int64_t j = 0; j < width; ++j) pairs[full_rows * nr + 2 * j] = src[full_rows * rs + j * cs];
+      for (int64_t j = 0; j < width; ++j) pairs[full_rows * nr + 2 * j] = column_at(j0 + j)[full_rows * rs];
   }
+}
+
+// pack_b_panels of B's columns j0 .. j0 + cols.
+void pack_b(const StridedMatrix<const bf16>& b, int64_t k, int64_t j0, int64_t cols, int64_t kp, int nr, bf16* dst) {
+  const auto column_at = [&](int64_t j) { return b.data + (j0 + j) * b.col_stride; };
+  pack_b_panels(k, cols, kp, nr, b.row_stride, b.col_stride == 1, column_at, dst);
 }
 
 // C(i0 + i, j0 + j) = epilogue(alpha * acc(i, j) + beta * C) for i < rows, j < cols.
@@ -146,34 +158,47 @@ void merge(const Problem<OutT>& P, const float* acc, int64_t ldacc, int64_t i0, 
   }
 }
 
+// C[m0:m1, jc:jc+nc] of the blocked algorithm, B's columns from jc already packed at b_pack (all of
+// K, k_padded rows), with the calling thread's A packing buffer and accumulators.
+template <class OutT>
+void multiply_packed(const Bf16GemmKernels& kern, const Problem<OutT>& P, const bf16* b_pack, int64_t k_padded,
+                     int64_t m0, int64_t m1, int64_t jc, int64_t nc, bf16* a_pack, float* acc) {
+  const int mr = kern.mr, nr = kern.nr;
+  const int64_t col_panels = (nc + nr - 1) / nr, ldacc = col_panels * nr;
+  for (int64_t ic = m0; ic < m1; ic += kern.mc) {
+    const int64_t mc = std::min<int64_t>(kern.mc, m1 - ic), row_panels = (mc + mr - 1) / mr;
+    std::fill(acc, acc + row_panels * mr * ldacc, 0.0f);
+    for (int64_t pc = 0; pc < P.k; pc += kern.kc) {  // kc is a multiple of k_align
+      const int64_t kc = std::min<int64_t>(kern.kc, P.k - pc), kp = round_up(kc, kern.k_align);
+      pack_a(P.a, ic, mc, pc, kc, kp, mr, a_pack);
+      for (int64_t jr = 0; jr < col_panels; ++jr) {
+        const bf16* b_panel = b_pack + jr * k_padded * nr + pc * nr;  // pair row pc / 2
+        for (int64_t ir = 0; ir < row_panels; ++ir)
+          kern.tile(kp, a_pack + ir * mr * kp, kp, b_panel, acc + ir * mr * ldacc + jr * nr, ldacc);
+      }
+    }
+    merge(P, acc, ldacc, ic, mc, jc, nc);
+  }
+}
+
+// The calling thread's A packing buffer and accumulators for blocks of up to `rows` x `cols` of C.
+std::pair<bf16*, float*> block_buffers(const Bf16GemmKernels& kern, int64_t k_padded, int64_t rows, int64_t cols) {
+  const int64_t nc_max = std::min<int64_t>(kern.nc, round_up(cols, kern.nr));
+  const int64_t mc_max = std::min<int64_t>(kern.mc, round_up(rows, kern.mr));
+  return {scratch<bf16>(kPackA, mc_max * std::min<int64_t>(kern.kc, k_padded)), scratch<float>(kAcc, mc_max * nc_max)};
+}
+
 // The blocked algorithm (top of this file) on C[m0:m1, n0:n1], on the calling thread.
 template <class OutT>
 void gemm_block(const Bf16GemmKernels& kern, const Problem<OutT>& P, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-  const int mr = kern.mr, nr = kern.nr;
   const int64_t k_padded = round_up(P.k, kern.k_align);
-  const int64_t nc_max = std::min<int64_t>(kern.nc, round_up(n1 - n0, nr));
-  const int64_t mc_max = std::min<int64_t>(kern.mc, round_up(m1 - m0, mr));
-  bf16* b_pack = scratch<bf16>(kPackB, nc_max * k_padded);
-  bf16* a_pack = scratch<bf16>(kPackA, mc_max * std::min<int64_t>(kern.kc, k_padded));
-  float* acc = scratch<float>(kAcc, mc_max * nc_max);
+  bf16* b_pack = scratch<bf16>(kPackB, std::min<int64_t>(kern.nc, round_up(n1 - n0, kern.nr)) * k_padded);
+  const auto [a_pack, acc] = block_buffers(kern, k_padded, m1 - m0, n1 - n0);
   if (kern.begin) kern.begin();
   for (int64_t jc = n0; jc < n1; jc += kern.nc) {
-    const int64_t nc = std::min<int64_t>(kern.nc, n1 - jc), col_panels = (nc + nr - 1) / nr, ldacc = col_panels * nr;
-    pack_b(P.b, P.k, jc, nc, k_padded, nr, b_pack);
-    for (int64_t ic = m0; ic < m1; ic += kern.mc) {
-      const int64_t mc = std::min<int64_t>(kern.mc, m1 - ic), row_panels = (mc + mr - 1) / mr;
-      std::fill(acc, acc + row_panels * mr * ldacc, 0.0f);
-      for (int64_t pc = 0; pc < P.k; pc += kern.kc) {  // kc is a multiple of k_align
-        const int64_t kc = std::min<int64_t>(kern.kc, P.k - pc), kp = round_up(kc, kern.k_align);
-        pack_a(P.a, ic, mc, pc, kc, kp, mr, a_pack);
-        for (int64_t jr = 0; jr < col_panels; ++jr) {
-          const bf16* b_panel = b_pack + jr * k_padded * nr + pc * nr;  // pair row pc / 2
-          for (int64_t ir = 0; ir < row_panels; ++ir)
-            kern.tile(kp, a_pack + ir * mr * kp, kp, b_panel, acc + ir * mr * ldacc + jr * nr, ldacc);
-        }
-      }
-      merge(P, acc, ldacc, ic, mc, jc, nc);
-    }
+    const int64_t nc = std::min<int64_t>(kern.nc, n1 - jc);
+    pack_b(P.b, P.k, jc, nc, k_padded, kern.nr, b_pack);
+    multiply_packed(kern, P, b_pack, k_padded, m0, m1, jc, nc, a_pack, acc);
   }
   if (kern.end) kern.end();
 }
@@ -229,6 +254,34 @@ void gemm_bf16_batched(int64_t batch, const int64_t* a_offsets, const int64_t* b
                        const GemmEpilogue<OutT>& epilogue) {
   run_batch(batch, a_offsets, b_offsets, c_offsets, Problem<OutT>{m, n, k, alpha, a, b, beta, c, epilogue},
             [](const Problem<OutT>& P, int threads) { run_gemm(P, threads); });
+}
+
+int64_t packed_bf16_b_size(int64_t k, int64_t n) {
+  const Bf16GemmKernels& kern = table_for(active_isa(), bf16_tables());
+  return round_up(n, kern.nr) * round_up(k, kern.k_align);
+}
+
+PackedBf16B pack_bf16_b_groups(int64_t k, int64_t n, int groups, int64_t group_offset, StridedMatrix<const bf16> b,
+                               bf16* panels) {
+  const Bf16GemmKernels& kern = table_for(active_isa(), bf16_tables());
+  const int64_t k_padded = round_up(k, kern.k_align);
+  const auto column_at = [&](int64_t j) { return b.data + j / n * group_offset + j % n * b.col_stride; };
+  pack_b_panels(k, groups * n, k_padded, kern.nr, b.row_stride, groups == 1 && b.col_stride == 1, column_at, panels);
+  return {k, groups * n, k_padded, kern.name, panels};
+}
+
+void gemm_bf16_prepacked(int64_t m, float alpha, StridedMatrix<const bf16> a, const PackedBf16B& b, float beta,
+                         StridedMatrix<float> c, const GemmEpilogue<float>& epilogue) {
+  const Bf16GemmKernels& kern = dispatch(IsaFamily::gemm_bf16, bf16_tables());
+  if (kern.name != b.kernel) throw std::runtime_error("gemm_bf16_prepacked: B was packed for another kernel tier");
+  const Problem<float> P{m, b.n, b.k, alpha, a, {nullptr, 0, 0}, beta, c, epilogue};
+  if (m == 0 || b.n == 0) return;
+  const auto [a_pack, acc] = block_buffers(kern, b.k_padded, m, b.n);
+  if (kern.begin) kern.begin();
+  for (int64_t jc = 0; jc < b.n; jc += kern.nc)  // nc is a multiple of nr: column jc starts panel jc / nr
+    multiply_packed(kern, P, b.panels + jc * b.k_padded, b.k_padded, 0, m, jc, std::min<int64_t>(kern.nc, b.n - jc),
+                    a_pack, acc);
+  if (kern.end) kern.end();
 }
 
 double measure_bf16_gflops(int threads, double seconds) {
