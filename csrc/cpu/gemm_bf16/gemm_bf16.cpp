@@ -138,23 +138,32 @@ void pack_b(const StridedMatrix<const bf16>& b, int64_t k, int64_t j0, int64_t c
   pack_b_panels(k, cols, kp, nr, b.row_stride, b.col_stride == 1, column_at, dst);
 }
 
-// C(i0 + i, j0 + j) = epilogue(alpha * acc(i, j) + beta * C) for i < rows, j < cols.
+// C(i0 + i, j0 + j) = epilogue(alpha * acc(i, j) + beta * C) for i < rows, j < cols. A C with
+// contiguous rows gets a loop of its own (constant stride: the compiler vectorizes it).
 template <class OutT>
 void merge(const Problem<OutT>& P, const float* acc, int64_t ldacc, int64_t i0, int64_t rows, int64_t j0,
            int64_t cols) {
   const GemmEpilogue<OutT>& ep = P.epilogue;
+  const OutT* col_bias = ep.bias && ep.bias_axis == BiasAxis::cols ? ep.bias + j0 : nullptr;
   for (int64_t i = 0; i < rows; ++i) {
-    OutT* row = P.c.data + (i0 + i) * P.c.row_stride;
+    OutT* row = P.c.data + (i0 + i) * P.c.row_stride + j0 * P.c.col_stride;
+    const float* a = acc + i * ldacc;
     const float row_bias = ep.bias && ep.bias_axis == BiasAxis::rows ? to_float(ep.bias[i0 + i]) : 0.0f;
-    for (int64_t j = 0; j < cols; ++j) {
-      OutT& dst = row[(j0 + j) * P.c.col_stride];
-      float v = P.alpha * acc[i * ldacc + j];
-      if (P.beta != 0.0f) v += P.beta * to_float(dst);
-      v += row_bias;
-      if (ep.bias && ep.bias_axis == BiasAxis::cols) v += to_float(ep.bias[j0 + j]);
-      if (ep.relu && v < 0.0f) v = 0.0f;
-      dst = from_float<OutT>(v);
-    }
+    const auto run = [&](auto stride) {
+      for (int64_t j = 0; j < cols; ++j) {
+        OutT& dst = row[j * stride];
+        float v = P.alpha * a[j];
+        if (P.beta != 0.0f) v += P.beta * to_float(dst);
+        v += row_bias;
+        if (col_bias) v += to_float(col_bias[j]);
+        if (ep.relu && v < 0.0f) v = 0.0f;
+        dst = from_float<OutT>(v);
+      }
+    };
+    if (P.c.col_stride == 1)
+      run(std::integral_constant<int64_t, 1>{});
+    else
+      run(P.c.col_stride);
   }
 }
 

@@ -23,12 +23,13 @@ using lstm_math::tanh_of;
 // h to y, for backward (a separate instantiation: inference's loop stores no more than it needs).
 template <bool kKeep, class T, class A = Acc<T>>
 [[gnu::always_inline]] inline void lstm_row(int64_t units, const A* __restrict pre, int64_t pb, A* __restrict act,
-                                            int64_t H, const A* cp, A* __restrict c, T* __restrict h, T* __restrict y) {
+                                            int64_t H, const A* cp, A* __restrict c, Lane<T>* __restrict h,
+                                            Lane<T>* __restrict y) {
 #pragma omp simd
   for (int64_t j = 0; j < units; ++j) {
     const A i = sigmoid(pre[j]), f = sigmoid(pre[pb + j]), gg = tanh_of(pre[2 * pb + j]), o = sigmoid(pre[3 * pb + j]);
     const A cn = (cp ? f * cp[j] : A(0)) + i * gg;
-    const T hn = narrow<T>(o * tanh_of(cn));
+    const Lane<T> hn = narrow<T>(o * tanh_of(cn));
     if constexpr (kKeep) {
       act[j] = i;
       act[H + j] = f;
@@ -49,9 +50,10 @@ void lstm_forward(const ForwardStep<T>& s) {
     const A* pre = s.pre + b * 4 * pb;
     const A* cp = s.c_prev ? s.c_prev + b * H : nullptr;
     if (s.act)
-      lstm_row<true, T>(s.units, pre, pb, s.act + b * 4 * H, H, cp, s.c + b * H, s.h + b * H, s.y + b * H);
+      lstm_row<true, T>(s.units, pre, pb, s.act + b * 4 * H, H, cp, s.c + b * H, lanes(s.h + b * H),
+                        lanes(s.y + b * H));
     else
-      lstm_row<false, T>(s.units, pre, pb, s.act, H, cp, s.c + b * H, s.h + b * H, s.y);
+      lstm_row<false, T>(s.units, pre, pb, s.act, H, cp, s.c + b * H, lanes(s.h + b * H), lanes(s.y));
   }
 }
 
@@ -63,15 +65,15 @@ void lstm_backward(const BackwardStep<T>& s) {
     const A* __restrict g = s.act + b * 4 * H;
     const A* __restrict c = s.c + b * H;
     const A* cp = s.c_prev ? s.c_prev + b * H : nullptr;
-    const T* dy = s.grad_y ? s.grad_y + b * H : nullptr;
+    const Lane<T>* dy = s.grad_y ? lanes(s.grad_y + b * H) : nullptr;
     A* __restrict dh = s.dh + b * H;
     A* __restrict dc = s.dc + b * H;
-    T* __restrict dg = s.dgates + b * 4 * H;
+    Lane<T>* __restrict dg = lanes(s.dgates + b * 4 * H);
 #pragma omp simd
     for (int64_t j = 0; j < s.units; ++j) {
       const A i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
       const A tc = tanh_of(c[j]);
-      const A dhj = dh[j] + (dy ? widen(dy[j]) : A(0));
+      const A dhj = dh[j] + (dy ? widen<T>(dy[j]) : A(0));
       const A dct = dc[j] + dhj * o * (A(1) - tc * tc);
       dg[j] = narrow<T>(dct * gg * i * (A(1) - i));
       dg[H + j] = narrow<T>((cp ? dct * cp[j] : A(0)) * f * (A(1) - f));
@@ -92,15 +94,15 @@ void gru_forward(const ForwardStep<T>& s) {
   for (int64_t b = 0; b < s.rows; ++b) {
     const A* __restrict pre = s.pre + b * 3 * pb;
     const A* __restrict hh = s.hh + b * 3 * pb;
-    const T* hp = s.h_prev ? s.h_prev + b * H : nullptr;
+    const Lane<T>* hp = s.h_prev ? lanes(s.h_prev + b * H) : nullptr;
     A* __restrict act = s.act ? s.act + b * 4 * H : nullptr;
-    T* __restrict h = s.h + b * H;
-    T* __restrict y = s.act ? s.y + b * H : nullptr;
+    Lane<T>* __restrict h = lanes(s.h + b * H);
+    Lane<T>* __restrict y = s.act ? lanes(s.y + b * H) : nullptr;
 #pragma omp simd
     for (int64_t j = 0; j < s.units; ++j) {
       const A r = sigmoid(pre[j] + hh[j]), z = sigmoid(pre[pb + j] + hh[pb + j]);
       const A hn = hh[2 * pb + j], n = gru_candidate(pre[2 * pb + j], r, hn);
-      const T out = narrow<T>(gru_output(n, z, hp ? widen(hp[j]) : A(0)));
+      const Lane<T> out = narrow<T>(gru_output(n, z, hp ? widen<T>(hp[j]) : A(0)));
       if (act) {
         act[j] = r;
         act[H + j] = z;
@@ -119,14 +121,14 @@ void gru_backward(const BackwardStep<T>& s) {
   const int64_t H = s.H;
   for (int64_t b = 0; b < s.rows; ++b) {
     const A* __restrict g = s.act + b * 4 * H;
-    const T* hp = s.h_prev ? s.h_prev + b * H : nullptr;
-    const T* dy = s.grad_y ? s.grad_y + b * H : nullptr;
+    const Lane<T>* hp = s.h_prev ? lanes(s.h_prev + b * H) : nullptr;
+    const Lane<T>* dy = s.grad_y ? lanes(s.grad_y + b * H) : nullptr;
     A* __restrict dh = s.dh + b * H;
-    T* __restrict dg = s.dgates + b * 4 * H;
+    Lane<T>* __restrict dg = lanes(s.dgates + b * 4 * H);
 #pragma omp simd
     for (int64_t j = 0; j < s.units; ++j) {
-      const A d = dh[j] + (dy ? widen(dy[j]) : A(0));
-      const auto u = gru_unit_grad(g[j], g[H + j], g[2 * H + j], g[3 * H + j], hp ? widen(hp[j]) : A(0), d);
+      const A d = dh[j] + (dy ? widen<T>(dy[j]) : A(0));
+      const auto u = gru_unit_grad(g[j], g[H + j], g[2 * H + j], g[3 * H + j], hp ? widen<T>(hp[j]) : A(0), d);
       dg[j] = narrow<T>(u.r);
       dg[H + j] = narrow<T>(u.z);
       dg[2 * H + j] = narrow<T>(u.hh_n);
@@ -141,11 +143,11 @@ template <bool kRelu, class T>
 void rnn_forward(const ForwardStep<T>& s) {
   for (int64_t b = 0; b < s.rows; ++b) {
     const Acc<T>* __restrict pre = s.pre + b * s.pre_block;
-    T* __restrict h = s.h + b * s.H;
-    T* __restrict y = s.y ? s.y + b * s.H : nullptr;
+    Lane<T>* __restrict h = lanes(s.h + b * s.H);
+    Lane<T>* __restrict y = s.y ? lanes(s.y + b * s.H) : nullptr;
 #pragma omp simd
     for (int64_t j = 0; j < s.units; ++j) {
-      const T out = narrow<T>(rnn_activation<kRelu>(pre[j]));
+      const Lane<T> out = narrow<T>(rnn_activation<kRelu>(pre[j]));
       if (y) y[j] = out;
       h[j] = out;
     }
@@ -157,14 +159,14 @@ void rnn_backward(const BackwardStep<T>& s) {
   using A = Acc<T>;
   const int64_t H = s.H;
   for (int64_t b = 0; b < s.rows; ++b) {
-    const T* __restrict h = s.h + b * H;
-    const T* dy = s.grad_y ? s.grad_y + b * H : nullptr;
+    const Lane<T>* __restrict h = lanes(s.h + b * H);
+    const Lane<T>* dy = s.grad_y ? lanes(s.grad_y + b * H) : nullptr;
     A* __restrict dh = s.dh + b * H;
-    T* __restrict dg = s.dgates + b * H;
+    Lane<T>* __restrict dg = lanes(s.dgates + b * H);
 #pragma omp simd
     for (int64_t j = 0; j < s.units; ++j) {
-      const A d = dh[j] + (dy ? widen(dy[j]) : A(0));
-      dg[j] = narrow<T>(rnn_activation_grad<kRelu>(widen(h[j]), d));
+      const A d = dh[j] + (dy ? widen<T>(dy[j]) : A(0));
+      dg[j] = narrow<T>(rnn_activation_grad<kRelu>(widen<T>(h[j]), d));
       dh[j] = A(0);
     }
   }

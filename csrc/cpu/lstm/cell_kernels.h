@@ -12,11 +12,25 @@
 namespace deepkern::cpu {
 namespace {  // each translation unit (each ISA's) keeps its own copies
 
-// x of a layer's storage type T as its accumulator type Acc<T> (exact).
+// How the cell loops hold a value of T: T itself, or a bf16's bits (a uint16_t: the compiler
+// vectorizes loads and stores of it, not of the struct).
 template <class T>
-inline Acc<T> widen(T x) {
+using Lane = std::conditional_t<std::is_same_v<T, bf16>, uint16_t, T>;
+
+template <class T>
+Lane<T>* lanes(T* p) {
+  return reinterpret_cast<Lane<T>*>(p);
+}
+template <class T>
+const Lane<T>* lanes(const T* p) {
+  return reinterpret_cast<const Lane<T>*>(p);
+}
+
+// x of a layer's type T as its accumulator type Acc<T> (exact).
+template <class T>
+inline Acc<T> widen(Lane<T> x) {
   if constexpr (std::is_same_v<T, bf16>)
-    return vmath::bits_as<float>(uint32_t(x.bits) << 16);
+    return vmath::bits_as<float>(uint32_t(x) << 16);
   else
     return x;
 }
@@ -24,12 +38,12 @@ inline Acc<T> widen(T x) {
 // x of Acc<T> as T: bf16 rounded to nearest even (a NaN stays a NaN, made quiet), branch-free so
 // that the cell loops vectorize.
 template <class T>
-inline T narrow(Acc<T> x) {
+inline Lane<T> narrow(Acc<T> x) {
   if constexpr (std::is_same_v<T, bf16>) {
     const uint32_t bits = vmath::bits_as<uint32_t>(x);
     const uint32_t rounded = bits + 0x7fffu + ((bits >> 16) & 1u);
     const uint32_t kept = (bits & 0x7fffffffu) > 0x7f800000u ? bits | 0x400000u : rounded;
-    return bf16{static_cast<uint16_t>(kept >> 16)};
+    return static_cast<uint16_t>(kept >> 16);
   } else {
     return x;
   }
@@ -38,13 +52,15 @@ inline T narrow(Acc<T> x) {
 // count values from src (null: zeros) into dst of another (or the same) type: widened or narrowed.
 template <class S, class D>
 void convert_or_zero(const S* src, int64_t count, D* dst) {
+  const Lane<S>* from = lanes(src);
+  Lane<D>* to = lanes(dst);
   for (int64_t i = 0; i < count; ++i) {
     if constexpr (std::is_same_v<S, D>)
-      dst[i] = src ? src[i] : D{};
+      to[i] = from ? from[i] : Lane<D>{};
     else if constexpr (std::is_same_v<S, bf16>)
-      dst[i] = src ? widen(src[i]) : D{};
+      to[i] = from ? widen<S>(from[i]) : D{};
     else
-      dst[i] = src ? narrow<D>(src[i]) : D{};
+      to[i] = from ? narrow<D>(from[i]) : Lane<D>{};
   }
 }
 

@@ -538,9 +538,9 @@ void layer_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, c
   A* const sums = scratch<A>(kCellSlot, Gd);
   std::fill(sums, sums + Gd, A(0));
   for (int64_t r = 0; r < rows; ++r) {
-    const T* row = dg + r * Gd;
+    const Lane<T>* row = lanes(dg + r * Gd);
 #pragma omp simd
-    for (int64_t j = 0; j < Gd; ++j) sums[j] += widen(row[j]);
+    for (int64_t j = 0; j < Gd; ++j) sums[j] += widen<T>(row[j]);
   }
   const auto gather = [&](const auto& segments, T* out) {
     for (const Segment& g : segments) convert_or_zero(sums + g.col * H, g.blocks * H, out + g.row * H);
