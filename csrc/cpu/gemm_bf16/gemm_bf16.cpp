@@ -87,8 +87,17 @@ void pack_a(const StridedMatrix<const bf16>& a, int64_t i0, int64_t rows, int64_
   const int64_t padded_rows = round_up(rows, mr);
   std::memset(static_cast<void*>(dst), 0, sizeof(bf16) * padded_rows * kp);
   const bf16* base = a.data + i0 * a.row_stride + p0 * a.col_stride;
+  // Panels of mr rows of kp follow each other: row i is at dst + i * kp.
+  if (a.col_stride != 1 && a.row_stride == 1) {   // a transposed A: blocks of 32 of its contiguous columns
+    for (int64_t pb = 0; pb < depth; pb += 32) {  // (32 bfloat16: one cache line of each packed row)
+      const int64_t pe = std::min<int64_t>(depth, pb + 32);
+      for (int64_t i = 0; i < rows; ++i)
+        for (int64_t p = pb; p < pe; ++p) dst[i * kp + p] = base[p * a.col_stride + i];
+    }
+    return;
+  }
   for (int64_t i = 0; i < rows; ++i) {
-    bf16* row = dst + i * kp;  // panels of mr rows of kp follow each other: row i is at i * kp
+    bf16* row = dst + i * kp;
     if (a.col_stride == 1)
       std::memcpy(static_cast<void*>(row), base + i * a.row_stride, sizeof(bf16) * depth);
     else
