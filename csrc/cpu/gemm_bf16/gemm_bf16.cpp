@@ -199,9 +199,11 @@ void multiply_packed(const Bf16GemmKernels& kern, const Problem<OutT>& P, const 
   }
 }
 
-// The calling thread's A packing buffer and accumulators for blocks of up to `rows` x `cols` of C.
-std::pair<bf16*, float*> block_buffers(const Bf16GemmKernels& kern, int64_t k_padded, int64_t rows, int64_t cols) {
-  const int64_t nc_max = std::min<int64_t>(kern.nc, round_up(cols, kern.nr));
+// The calling thread's A packing buffer and accumulators for blocks of up to `rows` x `cols` of C
+// (cols at most nc: the width of a block of columns).
+std::pair<bf16*, float*> block_buffers(const Bf16GemmKernels& kern, int64_t k_padded, int64_t rows, int64_t cols,
+                                       int64_t nc) {
+  const int64_t nc_max = std::min<int64_t>(nc, round_up(cols, kern.nr));
   const int64_t mc_max = std::min<int64_t>(kern.mc, round_up(rows, kern.mr));
   return {scratch<bf16>(kPackA, mc_max * std::min<int64_t>(kern.kc, k_padded)), scratch<float>(kAcc, mc_max * nc_max)};
 }
@@ -211,7 +213,7 @@ template <class OutT>
 void gemm_block(const Bf16GemmKernels& kern, const Problem<OutT>& P, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   const int64_t k_padded = round_up(P.k, kern.k_align);
   bf16* b_pack = scratch<bf16>(kPackB, std::min<int64_t>(kern.nc, round_up(n1 - n0, kern.nr)) * k_padded);
-  const auto [a_pack, acc] = block_buffers(kern, k_padded, m1 - m0, n1 - n0);
+  const auto [a_pack, acc] = block_buffers(kern, k_padded, m1 - m0, n1 - n0, kern.nc);
   if (kern.begin) kern.begin();
   for (int64_t jc = n0; jc < n1; jc += kern.nc) {
     const int64_t nc = std::min<int64_t>(kern.nc, n1 - jc);
@@ -219,6 +221,48 @@ void gemm_block(const Bf16GemmKernels& kern, const Problem<OutT>& P, int64_t m0,
     multiply_packed(kern, P, b_pack, k_padded, m0, m1, jc, nc, a_pack, acc);
   }
   if (kern.end) kern.end();
+}
+
+// gemm_bf16_prepacked's common case (alpha 1, beta 0 or 1, contiguous rows of C, a column bias
+// or none, no ReLU): C starts as the bias (beta 0) or gets it added, and the tiles accumulate into
+// C itself, so no accumulator block is cleared or merged; a tile past C's last row or column goes
+// through a tile of its own. A is packed once per block of mc rows.
+void accumulate_prepacked(const Bf16GemmKernels& kern, const Problem<float>& P, const PackedBf16B& b) {
+  const int mr = kern.mr, nr = kern.nr;
+  const int64_t ldc = P.c.row_stride, col_panels = (P.n + nr - 1) / nr;
+  const float* bias = P.epilogue.bias;
+  bf16* a_pack = block_buffers(kern, b.k_padded, P.m, 0, 0).first;
+  float* edge = scratch<float>(kAcc, int64_t(mr) * nr);
+  for (int64_t ic = 0; ic < P.m; ic += kern.mc) {
+    const int64_t mc = std::min<int64_t>(kern.mc, P.m - ic), row_panels = (mc + mr - 1) / mr;
+    for (int64_t i = ic; i < ic + mc; ++i) {
+      float* row = P.c.data + i * ldc;
+      if (P.beta == 0.0f)
+        for (int64_t j = 0; j < P.n; ++j) row[j] = bias ? to_float(bias[j]) : 0.0f;
+      else if (bias)
+        for (int64_t j = 0; j < P.n; ++j) row[j] += to_float(bias[j]);
+    }
+    for (int64_t pc = 0; pc < P.k; pc += kern.kc) {
+      const int64_t kc = std::min<int64_t>(kern.kc, P.k - pc), kp = round_up(kc, kern.k_align);
+      pack_a(P.a, ic, mc, pc, kc, kp, mr, a_pack);
+      for (int64_t jr = 0; jr < col_panels; ++jr) {
+        const bf16* b_panel = b.panels + jr * b.k_padded * nr + pc * nr;
+        const int64_t cols = std::min<int64_t>(nr, P.n - jr * nr);
+        for (int64_t ir = 0; ir < row_panels; ++ir) {
+          const int64_t rows = std::min<int64_t>(mr, mc - ir * mr);
+          float* c = P.c.data + (ic + ir * mr) * ldc + jr * nr;
+          if (rows == mr && cols == nr) {
+            kern.tile(kp, a_pack + ir * mr * kp, kp, b_panel, c, ldc);
+            continue;
+          }
+          std::fill(edge, edge + mr * nr, 0.0f);
+          kern.tile(kp, a_pack + ir * mr * kp, kp, b_panel, edge, nr);
+          for (int64_t i = 0; i < rows; ++i)
+            for (int64_t j = 0; j < cols; ++j) c[i * ldc + j] += edge[i * nr + j];
+        }
+      }
+    }
+  }
 }
 
 // A single row of C (m == 1) against a B with contiguous rows: y = x B streamed row by row of B in
@@ -294,11 +338,16 @@ void gemm_bf16_prepacked(int64_t m, float alpha, StridedMatrix<const bf16> a, co
   if (kern.name != b.kernel) throw std::runtime_error("gemm_bf16_prepacked: B was packed for another kernel tier");
   const Problem<float> P{m, b.n, b.k, alpha, a, {nullptr, 0, 0}, beta, c, epilogue};
   if (m == 0 || b.n == 0) return;
-  const auto [a_pack, acc] = block_buffers(kern, b.k_padded, m, b.n);
   if (kern.begin) kern.begin();
-  for (int64_t jc = 0; jc < b.n; jc += kern.nc)  // nc is a multiple of nr: column jc starts panel jc / nr
-    multiply_packed(kern, P, b.panels + jc * b.k_padded, b.k_padded, 0, m, jc, std::min<int64_t>(kern.nc, b.n - jc),
-                    a_pack, acc);
+  if (alpha == 1.0f && (beta == 0.0f || beta == 1.0f) && c.col_stride == 1 && !epilogue.relu &&
+      epilogue.bias_axis != BiasAxis::rows) {
+    accumulate_prepacked(kern, P, b);
+  } else {  // blocks of nc columns (a multiple of nr: column jc starts panel jc / nr)
+    const auto [a_pack, acc] = block_buffers(kern, b.k_padded, m, b.n, kern.nc);
+    for (int64_t jc = 0; jc < b.n; jc += kern.nc)
+      multiply_packed(kern, P, b.panels + jc * b.k_padded, b.k_padded, 0, m, jc, std::min<int64_t>(kern.nc, b.n - jc),
+                      a_pack, acc);
+  }
   if (kern.end) kern.end();
 }
 
