@@ -266,33 +266,35 @@ def test_cells(rng):
     assert_close(ops.rnn_cell(xr[0], hr, wi, wh, bi, bh), ref, forward_bound(ref, 1), "rnn_cell")
 
 
+@pytest.mark.parametrize("module", ["LSTM", "GRU", "RNN"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_nn_lstm_with_bfloat16_parameters(bidirectional, rng):
-    """nn.LSTM (2 layers, batch_first) in bfloat16 against the same module in float64 on the same
-    (bfloat16) parameters and input, forward and backward."""
+def test_nn_modules_with_bfloat16_parameters(module, bidirectional, rng):
+    """nn.LSTM / GRU / RNN (2 layers, batch_first) in bfloat16 against the same module in float64 on
+    the same (bfloat16) parameters and input, forward and backward."""
     deepkern.manual_seed(3)
-    model = nn.LSTM(6, 9, num_layers=2, batch_first=True, bidirectional=bidirectional).bfloat16()
-    reference = nn.LSTM(6, 9, num_layers=2, batch_first=True, bidirectional=bidirectional).double()
+    kind = getattr(nn, module)
+    model = kind(6, 9, num_layers=2, batch_first=True, bidirectional=bidirectional).bfloat16()
+    reference = kind(6, 9, num_layers=2, batch_first=True, bidirectional=bidirectional).double()
     reference.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
     x = bf16(rng.standard_normal((3, 5, 6)))
     xb = deepkern.tensor(x, requires_grad=True)
     x64 = deepkern.tensor(f64(x.astype(np.float32)), requires_grad=True)
-    (y, (h, c)), (y64, (h64, c64)) = model(xb), reference(x64)
-    assert y.dtype == BF16 and h.dtype == BF16 and c.dtype == BF16
+    (y, states), (y64, states64) = model(xb), reference(x64)
+    states, states64 = (states, states64) if module == "LSTM" else ((states,), (states64,))
     steps = 5 * 2  # two layers: the second carries the first's error
-    for name, got, ref in (("y", y, y64), ("h_n", h, h64), ("c_n", c, c64)):
-        assert_close(
-            got.detach().numpy(), ref.detach().numpy(), forward_bound(ref.detach().numpy(), steps), f"nn.LSTM {name}"
-        )
-    (y.float().sum() + h.float().sum()).backward()
-    (y64.sum() + h64.sum()).backward()
+    for k, (got, ref) in enumerate(zip((y, *states), (y64, *states64))):
+        assert got.dtype == BF16
+        ref = ref.detach().numpy()
+        assert_close(got.detach().numpy(), ref, forward_bound(ref, steps), f"nn.{module} output {k}")
+    (y.float().sum() + states[0].float().sum()).backward()
+    (y64.sum() + states64[0].sum()).backward()
     params64 = dict(reference.named_parameters())
     refs = [x64.grad.numpy()] + [p.grad.numpy() for p in params64.values()]
-    assert_close(xb.grad.numpy(), refs[0], backward_bound(refs[0], steps, refs), "nn.LSTM x.grad")
+    assert_close(xb.grad.numpy(), refs[0], backward_bound(refs[0], steps, refs), f"nn.{module} x.grad")
     for name, p in model.named_parameters():
         ref = params64[name].grad.numpy()
         assert p.grad.dtype == BF16, name
-        assert_close(p.grad.numpy(), ref, backward_bound(ref, steps, refs), f"nn.LSTM {name}.grad")
+        assert_close(p.grad.numpy(), ref, backward_bound(ref, steps, refs), f"nn.{module} {name}.grad")
 
 
 @pytest.mark.parametrize("shape", [(6, 4, 33, 17), (5, 8, 64, 65)], ids=lambda s: "x".join(map(str, s)))
