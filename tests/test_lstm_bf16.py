@@ -324,3 +324,30 @@ def test_no_worse_than_twice_pytorch(isa, shape, rng):
         mine_err = np.abs(f64(mine.astype(np.float32)) - ref).max()
         torch_err = np.abs(f64(theirs) - ref).max()
         assert mine_err <= 2 * torch_err + U / 2 * np.abs(ref).max(), (k, mine_err, torch_err)
+
+
+def test_bench_suite_times_bf16_beside_float32():
+    """The lstm-bf16 suite (``deepkern bench --op lstm --dtype bf16``): each bfloat16 case beside its
+    float32 twin; the bfloat16 calls agree with each other and with the float64 check."""
+    torch = pytest.importorskip("torch")
+    from deepkern.bench import lstm as bench_lstm
+
+    cases = bench_lstm.lstm_bf16_cases(quick=True)
+    assert {c.layout for c in cases} == {"fwd bf16", "fwd f32", "fwd+bwd bf16", "fwd+bwd f32"}
+    assert len(cases) == 4 * len(bench_lstm.LSTM_SHAPES)
+    case = next(c for c in cases if c.layout == "fwd+bwd bf16" and c.shape[1] == 1)
+    inputs = case.make_inputs()[0]
+    assert all(a.dtype == np.uint16 for a in inputs)  # bfloat16 bits
+    assert case.check(inputs) < 4 * U
+    ours = case.impls["deepkern"](*inputs)
+    theirs = case.impls["torch"](*(torch.from_numpy(a.copy()) for a in inputs))
+    for mine, other in zip(ours, theirs):
+        mine64, other64 = f64(mine.astype(np.float32)), f64(other.detach().float().numpy())
+        assert np.abs(mine64 - other64).max() <= 8 * U * (np.abs(other64).max() + 1)
+
+
+def test_cli_dtype_bf16_names_its_suites(capsys):
+    from deepkern import cli
+
+    assert cli.main(["bench", "--op", "conv", "--dtype", "bf16"]) == 2
+    assert "--op gemm, lstm or all" in capsys.readouterr().err
