@@ -45,8 +45,8 @@ def _cache_dtype(dtype):
 
 class LSTMCache(NamedTuple):
     """What :func:`lstm_backward` needs from the forward: the activated gates (T, B, 4H) and the
-    cell and hidden states after each step (T, B, H), and the forward's batch_sizes. Keep it
-    unchanged between the two calls."""
+    cell and hidden states after each step (T, B, H), and the forward's batch_sizes (gates and
+    cells are float32 for a bfloat16 layer). Keep it unchanged between the two calls."""
 
     gates: np.ndarray
     cells: np.ndarray
