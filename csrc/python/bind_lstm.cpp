@@ -11,6 +11,15 @@
 namespace deepkern::python {
 namespace {
 
+// run(T{}) for x's dtype: float32, float64 or bfloat16 (cpu::bf16, whose caches are float32).
+template <class Run>
+void dispatch_layer(py::handle x, const char* op, Run&& run) {
+  if (is_bfloat16(x))
+    run(cpu::bf16{});
+  else
+    dispatch_float(x, op, "x", run);
+}
+
 // T, B, I read off x (T, B, I) and H off w_hh (gates * H, H).
 cpu::LstmShape lstm_shape(const char* op, py::handle x, py::handle w_hh, bool reverse, int gates = 4) {
   const std::string layout = gates == 1 ? "(H, H)" : "(" + std::to_string(gates) + "H, H)";
@@ -64,7 +73,8 @@ struct LayerGrads {
         w_hh(arrays.output(w_hh_, "grad_w_hh", {rows, s.hidden})) {}
 };
 
-// Both bindings' contract: C-contiguous arrays of one float dtype, of the shapes named below; an
+// Both bindings' contract: C-contiguous arrays of one float dtype (float32, float64 or bfloat16; a
+// bfloat16 layer's caches gates and cells are float32), of the shapes named below; an
 // optional array is None (h0, c0: zeros; grad_y, grad_h_last, grad_c_last: zero; bias: none). The
 // outputs are written, never read, and overlap no other argument. reverse runs t = T-1 down to 0.
 // batch_sizes (None: every step runs all B rows) gives variable lengths, as cpu::LstmShape says: a
@@ -80,8 +90,9 @@ void lstm_forward(const py::object& x, const py::object& h0, const py::object& c
   constexpr const char* op = "lstm_forward";
   if (gates.is_none() != cells.is_none() || gates.is_none() != hidden.is_none())
     throw py::value_error(std::string(op) + ": gates, cells and hidden are all arrays (a cache) or all None");
-  dispatch_float(x, op, "x", [&](auto zero) {
+  dispatch_layer(x, op, [&](auto zero) {
     using T = decltype(zero);
+    using A = cpu::Acc<T>;
     cpu::LstmShape s = lstm_shape(op, x, w_hh, reverse);
     const int64_t steps = s.steps, batch = s.batch, units = s.hidden, gate_rows = 4 * s.hidden;
     KernelArrays<T> arrays(op, "x");
@@ -95,8 +106,8 @@ void lstm_forward(const py::object& x, const py::object& h0, const py::object& c
     T* yp = arrays.output(y, "y", {steps, batch, units});
     T* hp = arrays.output(h_last, "h_last", {batch, units});
     T* cp = arrays.output(c_last, "c_last", {batch, units});
-    T* gp = arrays.optional_output(gates, "gates", {steps, batch, gate_rows});
-    T* cellp = arrays.optional_output(cells, "cells", {steps, batch, units});
+    A* gp = arrays.template optional_output<A>(gates, "gates", {steps, batch, gate_rows});
+    A* cellp = arrays.template optional_output<A>(cells, "cells", {steps, batch, units});
     T* hidp = arrays.optional_output(hidden, "hidden", {steps, batch, units});
     py::gil_scoped_release release;
     cpu::lstm_forward<T>(s, xp, h0p, c0p, wip, whp, bp, yp, hp, cp, gp, cellp, hidp);
@@ -113,8 +124,9 @@ void lstm_backward(const py::object& grad_y, const py::object& grad_h_last, cons
                    const py::object& grad_w_ih, const py::object& grad_w_hh, const py::object& grad_bias, bool reverse,
                    const py::object& batch_sizes) {
   constexpr const char* op = "lstm_backward";
-  dispatch_float(x, op, "x", [&](auto zero) {
+  dispatch_layer(x, op, [&](auto zero) {
     using T = decltype(zero);
+    using A = cpu::Acc<T>;
     cpu::LstmShape s = lstm_shape(op, x, w_hh, reverse);
     const int64_t steps = s.steps, batch = s.batch, units = s.hidden, gate_rows = 4 * s.hidden;
     KernelArrays<T> arrays(op, "x");
@@ -127,8 +139,8 @@ void lstm_backward(const py::object& grad_y, const py::object& grad_h_last, cons
     const T* c0p = arrays.optional_input(c0, "c0", {batch, units});
     const T* wip = arrays.input(w_ih, "w_ih", {gate_rows, s.input});
     const T* whp = arrays.input(w_hh, "w_hh", {gate_rows, units});
-    const T* gp = arrays.input(gates, "gates", {steps, batch, gate_rows});
-    const T* cellp = arrays.input(cells, "cells", {steps, batch, units});
+    const A* gp = arrays.template input<A>(gates, "gates", {steps, batch, gate_rows});
+    const A* cellp = arrays.template input<A>(cells, "cells", {steps, batch, units});
     const T* hidp = arrays.input(hidden, "hidden", {steps, batch, units});
     T* gx = arrays.output(grad_x, "grad_x", {steps, batch, s.input});
     T* gh0 = arrays.output(grad_h0, "grad_h0", {batch, units});
@@ -150,8 +162,9 @@ void gru_forward(const py::object& x, const py::object& h0, const py::object& w_
   constexpr const char* op = "gru_forward";
   if (gates.is_none() != hidden.is_none())
     throw py::value_error(std::string(op) + ": gates and hidden are both arrays (a cache) or both None");
-  dispatch_float(x, op, "x", [&](auto zero) {
+  dispatch_layer(x, op, [&](auto zero) {
     using T = decltype(zero);
+    using A = cpu::Acc<T>;
     cpu::LstmShape s = lstm_shape(op, x, w_hh, reverse, 3);
     const int64_t steps = s.steps, batch = s.batch, units = s.hidden, gate_rows = 3 * s.hidden;
     KernelArrays<T> arrays(op, "x");
@@ -161,7 +174,7 @@ void gru_forward(const py::object& x, const py::object& h0, const py::object& w_
     const T* bhp = arrays.optional_input(b_hh, "b_hh", {gate_rows});
     T* yp = arrays.output(y, "y", {steps, batch, units});
     T* hp = arrays.output(h_last, "h_last", {batch, units});
-    T* gp = arrays.optional_output(gates, "gates", {steps, batch, 4 * units});
+    A* gp = arrays.template optional_output<A>(gates, "gates", {steps, batch, 4 * units});
     T* hidp = arrays.optional_output(hidden, "hidden", {steps, batch, units});
     py::gil_scoped_release release;
     cpu::gru_forward<T>(s, in.x, in.h0, in.w_ih, in.w_hh, bip, bhp, yp, hp, gp, hidp);
@@ -177,8 +190,9 @@ void gru_backward(const py::object& grad_y, const py::object& grad_h_last, const
                   const py::object& grad_w_hh, const py::object& grad_b_ih, const py::object& grad_b_hh, bool reverse,
                   const py::object& batch_sizes) {
   constexpr const char* op = "gru_backward";
-  dispatch_float(x, op, "x", [&](auto zero) {
+  dispatch_layer(x, op, [&](auto zero) {
     using T = decltype(zero);
+    using A = cpu::Acc<T>;
     cpu::LstmShape s = lstm_shape(op, x, w_hh, reverse, 3);
     const int64_t steps = s.steps, batch = s.batch, units = s.hidden, gate_rows = 3 * s.hidden;
     KernelArrays<T> arrays(op, "x");
@@ -186,7 +200,7 @@ void gru_backward(const py::object& grad_y, const py::object& grad_h_last, const
     const T* gy = arrays.optional_input(grad_y, "grad_y", {steps, batch, units});
     const T* ghl = arrays.optional_input(grad_h_last, "grad_h_last", {batch, units});
     const LayerInputs<T> in(arrays, s, gate_rows, x, h0, w_ih, w_hh);
-    const T* gp = arrays.input(gates, "gates", {steps, batch, 4 * units});
+    const A* gp = arrays.template input<A>(gates, "gates", {steps, batch, 4 * units});
     const T* hidp = arrays.input(hidden, "hidden", {steps, batch, units});
     const LayerGrads<T> out(arrays, s, gate_rows, grad_x, grad_h0, grad_w_ih, grad_w_hh);
     T* gbi = arrays.output(grad_b_ih, "grad_b_ih", {gate_rows});
@@ -204,7 +218,7 @@ void rnn_forward(const py::object& x, const py::object& h0, const py::object& w_
                  const py::object& bias, const py::object& y, const py::object& h_last, const py::object& hidden,
                  bool relu, bool reverse, const py::object& batch_sizes) {
   constexpr const char* op = "rnn_forward";
-  dispatch_float(x, op, "x", [&](auto zero) {
+  dispatch_layer(x, op, [&](auto zero) {
     using T = decltype(zero);
     cpu::LstmShape s = lstm_shape(op, x, w_hh, reverse, 1);
     const int64_t steps = s.steps, batch = s.batch, units = s.hidden;
@@ -227,7 +241,7 @@ void rnn_backward(const py::object& grad_y, const py::object& grad_h_last, const
                   const py::object& grad_h0, const py::object& grad_w_ih, const py::object& grad_w_hh,
                   const py::object& grad_bias, bool relu, bool reverse, const py::object& batch_sizes) {
   constexpr const char* op = "rnn_backward";
-  dispatch_float(x, op, "x", [&](auto zero) {
+  dispatch_layer(x, op, [&](auto zero) {
     using T = decltype(zero);
     cpu::LstmShape s = lstm_shape(op, x, w_hh, reverse, 1);
     const int64_t steps = s.steps, batch = s.batch, units = s.hidden;

@@ -14,7 +14,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
 #include <type_traits>
+#include <utility>
 
 #include "core/isa_dispatch.h"
 #include "core/scratch.h"
@@ -85,8 +87,17 @@ void pack_a(const StridedMatrix<const bf16>& a, int64_t i0, int64_t rows, int64_
   const int64_t padded_rows = round_up(rows, mr);
   std::memset(static_cast<void*>(dst), 0, sizeof(bf16) * padded_rows * kp);
   const bf16* base = a.data + i0 * a.row_stride + p0 * a.col_stride;
+  // Panels of mr rows of kp follow each other: row i is at dst + i * kp.
+  if (a.col_stride != 1 && a.row_stride == 1) {   // a transposed A: blocks of 32 of its contiguous columns
+    for (int64_t pb = 0; pb < depth; pb += 32) {  // (32 bfloat16: one cache line of each packed row)
+      const int64_t pe = std::min<int64_t>(depth, pb + 32);
+      for (int64_t i = 0; i < rows; ++i)
+        for (int64_t p = pb; p < pe; ++p) dst[i * kp + p] = base[p * a.col_stride + i];
+    }
+    return;
+  }
   for (int64_t i = 0; i < rows; ++i) {
-    bf16* row = dst + i * kp;  // panels of mr rows of kp follow each other: row i is at i * kp
+    bf16* row = dst + i * kp;
     if (a.col_stride == 1)
       std::memcpy(static_cast<void*>(row), base + i * a.row_stride, sizeof(bf16) * depth);
     else
@@ -94,18 +105,20 @@ void pack_a(const StridedMatrix<const bf16>& a, int64_t i0, int64_t rows, int64_
   }
 }
 
-// Packs B(p, j0 + j) for p < k, j < cols into nr-wide panels of kp / 2 VNNI pair rows (kernels.h),
-// panel q at dst + q * kp * nr, zero past k and past cols.
-void pack_b(const StridedMatrix<const bf16>& b, int64_t k, int64_t j0, int64_t cols, int64_t kp, int nr, bf16* dst) {
+// Packs B(p, j) for p < k, j < cols (column j starts at column_at(j), its rows rs apart) into
+// nr-wide panels of kp / 2 VNNI pair rows (kernels.h), panel q at dst + q * kp * nr, zero past k and
+// past cols. adjacent: the columns of a panel lie next to each other (column stride 1).
+template <class ColumnAt>
+void pack_b_panels(int64_t k, int64_t cols, int64_t kp, int nr, int64_t rs, bool adjacent, const ColumnAt& column_at,
+                   bf16* dst) {
   const int64_t panels = (cols + nr - 1) / nr, full_rows = k / 2 * 2;
   if (cols % nr != 0 || kp != full_rows)  // zero padding somewhere: clear it all first
     std::memset(static_cast<void*>(dst), 0, sizeof(bf16) * panels * kp * nr);
-  const int64_t rs = b.row_stride, cs = b.col_stride;
   for (int64_t panel = 0; panel < panels; ++panel) {
-    const int64_t width = std::min<int64_t>(nr, cols - panel * nr);
-    const bf16* src = b.data + (j0 + panel * nr) * cs;
+    const int64_t j0 = panel * nr, width = std::min<int64_t>(nr, cols - j0);
     bf16* pairs = dst + panel * kp * nr;  // B(p, j) at pairs[p / 2 * 2 * nr + 2 * j + p % 2]
-    if (cs == 1) {                        // rows contiguous: interleave two rows at a time
+    if (adjacent) {                       // rows contiguous: interleave two rows at a time
+      const bf16* src = column_at(j0);
       for (int64_t p = 0; p < full_rows; p += 2) {
         const bf16 *r0 = src + p * rs, *r1 = r0 + rs;
         bf16* d = pairs + p * nr;
@@ -115,67 +128,141 @@ void pack_b(const StridedMatrix<const bf16>& b, int64_t k, int64_t j0, int64_t c
         }
       }
     } else {  // down each column (a transposed B: its K values are next to each other)
-      for (int64_t j = 0; j < width; ++j)
+      for (int64_t j = 0; j < width; ++j) {
+        const bf16* col = column_at(j0 + j);
         for (int64_t p = 0; p < full_rows; p += 2) {
-          pairs[p * nr + 2 * j] = src[p * rs + j * cs];
-          pairs[p * nr + 2 * j + 1] = src[(p + 1) * rs + j * cs];
+          pairs[p * nr + 2 * j] = col[p * rs];
+          pairs[p * nr + 2 * j + 1] = col[(p + 1) * rs];
         }
+      }
     }
     if (full_rows < k)  // odd k: the last row, its pair partner left zero
-      for (int64_t j = 0; j < width; ++j) pairs[full_rows * nr + 2 * j] = src[full_rows * rs + j * cs];
+      for (int64_t j = 0; j < width; ++j) pairs[full_rows * nr + 2 * j] = column_at(j0 + j)[full_rows * rs];
   }
 }
 
-// C(i0 + i, j0 + j) = epilogue(alpha * acc(i, j) + beta * C) for i < rows, j < cols.
+// pack_b_panels of B's columns j0 .. j0 + cols.
+void pack_b(const StridedMatrix<const bf16>& b, int64_t k, int64_t j0, int64_t cols, int64_t kp, int nr, bf16* dst) {
+  const auto column_at = [&](int64_t j) { return b.data + (j0 + j) * b.col_stride; };
+  pack_b_panels(k, cols, kp, nr, b.row_stride, b.col_stride == 1, column_at, dst);
+}
+
+// C(i0 + i, j0 + j) = epilogue(alpha * acc(i, j) + beta * C) for i < rows, j < cols. A C with
+// contiguous rows gets a loop of its own (constant stride: the compiler vectorizes it).
 template <class OutT>
 void merge(const Problem<OutT>& P, const float* acc, int64_t ldacc, int64_t i0, int64_t rows, int64_t j0,
            int64_t cols) {
   const GemmEpilogue<OutT>& ep = P.epilogue;
+  const OutT* col_bias = ep.bias && ep.bias_axis == BiasAxis::cols ? ep.bias + j0 : nullptr;
   for (int64_t i = 0; i < rows; ++i) {
-    OutT* row = P.c.data + (i0 + i) * P.c.row_stride;
+    OutT* row = P.c.data + (i0 + i) * P.c.row_stride + j0 * P.c.col_stride;
+    const float* a = acc + i * ldacc;
     const float row_bias = ep.bias && ep.bias_axis == BiasAxis::rows ? to_float(ep.bias[i0 + i]) : 0.0f;
-    for (int64_t j = 0; j < cols; ++j) {
-      OutT& dst = row[(j0 + j) * P.c.col_stride];
-      float v = P.alpha * acc[i * ldacc + j];
-      if (P.beta != 0.0f) v += P.beta * to_float(dst);
-      v += row_bias;
-      if (ep.bias && ep.bias_axis == BiasAxis::cols) v += to_float(ep.bias[j0 + j]);
-      if (ep.relu && v < 0.0f) v = 0.0f;
-      dst = from_float<OutT>(v);
-    }
+    const auto run = [&](auto stride) {
+      for (int64_t j = 0; j < cols; ++j) {
+        OutT& dst = row[j * stride];
+        float v = P.alpha * a[j];
+        if (P.beta != 0.0f) v += P.beta * to_float(dst);
+        v += row_bias;
+        if (col_bias) v += to_float(col_bias[j]);
+        if (ep.relu && v < 0.0f) v = 0.0f;
+        dst = from_float<OutT>(v);
+      }
+    };
+    if (P.c.col_stride == 1)
+      run(std::integral_constant<int64_t, 1>{});
+    else
+      run(P.c.col_stride);
   }
+}
+
+// C[m0:m1, jc:jc+nc] of the blocked algorithm, B's columns from jc already packed at b_pack (all of
+// K, k_padded rows), with the calling thread's A packing buffer and accumulators.
+template <class OutT>
+void multiply_packed(const Bf16GemmKernels& kern, const Problem<OutT>& P, const bf16* b_pack, int64_t k_padded,
+                     int64_t m0, int64_t m1, int64_t jc, int64_t nc, bf16* a_pack, float* acc) {
+  const int mr = kern.mr, nr = kern.nr;
+  const int64_t col_panels = (nc + nr - 1) / nr, ldacc = col_panels * nr;
+  for (int64_t ic = m0; ic < m1; ic += kern.mc) {
+    const int64_t mc = std::min<int64_t>(kern.mc, m1 - ic), row_panels = (mc + mr - 1) / mr;
+    std::fill(acc, acc + row_panels * mr * ldacc, 0.0f);
+    for (int64_t pc = 0; pc < P.k; pc += kern.kc) {  // kc is a multiple of k_align
+      const int64_t kc = std::min<int64_t>(kern.kc, P.k - pc), kp = round_up(kc, kern.k_align);
+      pack_a(P.a, ic, mc, pc, kc, kp, mr, a_pack);
+      for (int64_t jr = 0; jr < col_panels; ++jr) {
+        const bf16* b_panel = b_pack + jr * k_padded * nr + pc * nr;  // pair row pc / 2
+        for (int64_t ir = 0; ir < row_panels; ++ir)
+          kern.tile(kp, a_pack + ir * mr * kp, kp, b_panel, acc + ir * mr * ldacc + jr * nr, ldacc);
+      }
+    }
+    merge(P, acc, ldacc, ic, mc, jc, nc);
+  }
+}
+
+// The calling thread's A packing buffer and accumulators for blocks of up to `rows` x `cols` of C
+// (cols at most nc: the width of a block of columns).
+std::pair<bf16*, float*> block_buffers(const Bf16GemmKernels& kern, int64_t k_padded, int64_t rows, int64_t cols,
+                                       int64_t nc) {
+  const int64_t nc_max = std::min<int64_t>(nc, round_up(cols, kern.nr));
+  const int64_t mc_max = std::min<int64_t>(kern.mc, round_up(rows, kern.mr));
+  return {scratch<bf16>(kPackA, mc_max * std::min<int64_t>(kern.kc, k_padded)), scratch<float>(kAcc, mc_max * nc_max)};
 }
 
 // The blocked algorithm (top of this file) on C[m0:m1, n0:n1], on the calling thread.
 template <class OutT>
 void gemm_block(const Bf16GemmKernels& kern, const Problem<OutT>& P, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-  const int mr = kern.mr, nr = kern.nr;
   const int64_t k_padded = round_up(P.k, kern.k_align);
-  const int64_t nc_max = std::min<int64_t>(kern.nc, round_up(n1 - n0, nr));
-  const int64_t mc_max = std::min<int64_t>(kern.mc, round_up(m1 - m0, mr));
-  bf16* b_pack = scratch<bf16>(kPackB, nc_max * k_padded);
-  bf16* a_pack = scratch<bf16>(kPackA, mc_max * std::min<int64_t>(kern.kc, k_padded));
-  float* acc = scratch<float>(kAcc, mc_max * nc_max);
+  bf16* b_pack = scratch<bf16>(kPackB, std::min<int64_t>(kern.nc, round_up(n1 - n0, kern.nr)) * k_padded);
+  const auto [a_pack, acc] = block_buffers(kern, k_padded, m1 - m0, n1 - n0, kern.nc);
   if (kern.begin) kern.begin();
   for (int64_t jc = n0; jc < n1; jc += kern.nc) {
-    const int64_t nc = std::min<int64_t>(kern.nc, n1 - jc), col_panels = (nc + nr - 1) / nr, ldacc = col_panels * nr;
-    pack_b(P.b, P.k, jc, nc, k_padded, nr, b_pack);
-    for (int64_t ic = m0; ic < m1; ic += kern.mc) {
-      const int64_t mc = std::min<int64_t>(kern.mc, m1 - ic), row_panels = (mc + mr - 1) / mr;
-      std::fill(acc, acc + row_panels * mr * ldacc, 0.0f);
-      for (int64_t pc = 0; pc < P.k; pc += kern.kc) {  // kc is a multiple of k_align
-        const int64_t kc = std::min<int64_t>(kern.kc, P.k - pc), kp = round_up(kc, kern.k_align);
-        pack_a(P.a, ic, mc, pc, kc, kp, mr, a_pack);
-        for (int64_t jr = 0; jr < col_panels; ++jr) {
-          const bf16* b_panel = b_pack + jr * k_padded * nr + pc * nr;  // pair row pc / 2
-          for (int64_t ir = 0; ir < row_panels; ++ir)
-            kern.tile(kp, a_pack + ir * mr * kp, kp, b_panel, acc + ir * mr * ldacc + jr * nr, ldacc);
-        }
-      }
-      merge(P, acc, ldacc, ic, mc, jc, nc);
-    }
+    const int64_t nc = std::min<int64_t>(kern.nc, n1 - jc);
+    pack_b(P.b, P.k, jc, nc, k_padded, kern.nr, b_pack);
+    multiply_packed(kern, P, b_pack, k_padded, m0, m1, jc, nc, a_pack, acc);
   }
   if (kern.end) kern.end();
+}
+
+// gemm_bf16_prepacked's common case (alpha 1, beta 0 or 1, contiguous rows of C, a column bias
+// or none, no ReLU): C starts as the bias (beta 0) or gets it added, and the tiles accumulate into
+// C itself, so no accumulator block is cleared or merged; a tile past C's last row or column goes
+// through a tile of its own. A is packed once per block of mc rows.
+void accumulate_prepacked(const Bf16GemmKernels& kern, const Problem<float>& P, const PackedBf16B& b) {
+  const int mr = kern.mr, nr = kern.nr;
+  const int64_t ldc = P.c.row_stride, col_panels = (P.n + nr - 1) / nr;
+  const float* bias = P.epilogue.bias;
+  bf16* a_pack = block_buffers(kern, b.k_padded, P.m, 0, 0).first;
+  float* edge = scratch<float>(kAcc, int64_t(mr) * nr);
+  for (int64_t ic = 0; ic < P.m; ic += kern.mc) {
+    const int64_t mc = std::min<int64_t>(kern.mc, P.m - ic), row_panels = (mc + mr - 1) / mr;
+    for (int64_t i = ic; i < ic + mc; ++i) {
+      float* row = P.c.data + i * ldc;
+      if (P.beta == 0.0f)
+        for (int64_t j = 0; j < P.n; ++j) row[j] = bias ? to_float(bias[j]) : 0.0f;
+      else if (bias)
+        for (int64_t j = 0; j < P.n; ++j) row[j] += to_float(bias[j]);
+    }
+    for (int64_t pc = 0; pc < P.k; pc += kern.kc) {
+      const int64_t kc = std::min<int64_t>(kern.kc, P.k - pc), kp = round_up(kc, kern.k_align);
+      pack_a(P.a, ic, mc, pc, kc, kp, mr, a_pack);
+      for (int64_t jr = 0; jr < col_panels; ++jr) {
+        const bf16* b_panel = b.panels + jr * b.k_padded * nr + pc * nr;
+        const int64_t cols = std::min<int64_t>(nr, P.n - jr * nr);
+        for (int64_t ir = 0; ir < row_panels; ++ir) {
+          const int64_t rows = std::min<int64_t>(mr, mc - ir * mr);
+          float* c = P.c.data + (ic + ir * mr) * ldc + jr * nr;
+          if (rows == mr && cols == nr) {
+            kern.tile(kp, a_pack + ir * mr * kp, kp, b_panel, c, ldc);
+            continue;
+          }
+          std::fill(edge, edge + mr * nr, 0.0f);
+          kern.tile(kp, a_pack + ir * mr * kp, kp, b_panel, edge, nr);
+          for (int64_t i = 0; i < rows; ++i)
+            for (int64_t j = 0; j < cols; ++j) c[i * ldc + j] += edge[i * nr + j];
+        }
+      }
+    }
+  }
 }
 
 // A single row of C (m == 1) against a B with contiguous rows: y = x B streamed row by row of B in
@@ -229,6 +316,39 @@ void gemm_bf16_batched(int64_t batch, const int64_t* a_offsets, const int64_t* b
                        const GemmEpilogue<OutT>& epilogue) {
   run_batch(batch, a_offsets, b_offsets, c_offsets, Problem<OutT>{m, n, k, alpha, a, b, beta, c, epilogue},
             [](const Problem<OutT>& P, int threads) { run_gemm(P, threads); });
+}
+
+int64_t packed_bf16_b_size(int64_t k, int64_t n) {
+  const Bf16GemmKernels& kern = table_for(active_isa(), bf16_tables());
+  return round_up(n, kern.nr) * round_up(k, kern.k_align);
+}
+
+PackedBf16B pack_bf16_b_groups(int64_t k, int64_t n, int groups, int64_t group_offset, StridedMatrix<const bf16> b,
+                               bf16* panels) {
+  const Bf16GemmKernels& kern = table_for(active_isa(), bf16_tables());
+  const int64_t k_padded = round_up(k, kern.k_align);
+  const auto column_at = [&](int64_t j) { return b.data + j / n * group_offset + j % n * b.col_stride; };
+  pack_b_panels(k, groups * n, k_padded, kern.nr, b.row_stride, groups == 1 && b.col_stride == 1, column_at, panels);
+  return {k, groups * n, k_padded, kern.name, panels};
+}
+
+void gemm_bf16_prepacked(int64_t m, float alpha, StridedMatrix<const bf16> a, const PackedBf16B& b, float beta,
+                         StridedMatrix<float> c, const GemmEpilogue<float>& epilogue) {
+  const Bf16GemmKernels& kern = dispatch(IsaFamily::gemm_bf16, bf16_tables());
+  if (kern.name != b.kernel) throw std::runtime_error("gemm_bf16_prepacked: B was packed for another kernel tier");
+  const Problem<float> P{m, b.n, b.k, alpha, a, {nullptr, 0, 0}, beta, c, epilogue};
+  if (m == 0 || b.n == 0) return;
+  if (kern.begin) kern.begin();
+  if (alpha == 1.0f && (beta == 0.0f || beta == 1.0f) && c.col_stride == 1 && !epilogue.relu &&
+      epilogue.bias_axis != BiasAxis::rows) {
+    accumulate_prepacked(kern, P, b);
+  } else {  // blocks of nc columns (a multiple of nr: column jc starts panel jc / nr)
+    const auto [a_pack, acc] = block_buffers(kern, b.k_padded, m, b.n, kern.nc);
+    for (int64_t jc = 0; jc < b.n; jc += kern.nc)
+      multiply_packed(kern, P, b.panels + jc * b.k_padded, b.k_padded, 0, m, jc, std::min<int64_t>(kern.nc, b.n - jc),
+                      a_pack, acc);
+  }
+  if (kern.end) kern.end();
 }
 
 double measure_bf16_gflops(int threads, double seconds) {

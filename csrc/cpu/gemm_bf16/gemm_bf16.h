@@ -31,6 +31,27 @@ void gemm_bf16_batched(int64_t batch, const int64_t* a_offsets, const int64_t* b
                        StridedMatrix<const bf16> b, float beta, StridedMatrix<OutT> c,
                        const GemmEpilogue<OutT>& epilogue);
 
+// B (k x n) packed once for many products (an RNN's weights multiply every step), as PackedB
+// (gemm.h) for the float GEMM: valid for the tier that was active when it was packed.
+struct PackedBf16B {
+  int64_t k = 0, n = 0, k_padded = 0;
+  const char* kernel = nullptr;
+  const bf16* panels = nullptr;
+};
+
+// Elements of the buffer that pack_bf16_b_groups fills for a k x n B on the active tier.
+int64_t packed_bf16_b_size(int64_t k, int64_t n);
+
+// Packs a B whose columns come in `groups` groups of n, group g's first column at b.data + g *
+// group_offset, as one B of groups * n columns into packed_bf16_b_size(k, groups * n) elements.
+PackedBf16B pack_bf16_b_groups(int64_t k, int64_t n, int groups, int64_t group_offset, StridedMatrix<const bf16> b,
+                               bf16* panels);
+
+// gemm_bf16 with a float32 C and B from pack_bf16_b_groups, on the calling thread. Throws
+// std::runtime_error if the tier changed since B was packed.
+void gemm_bf16_prepacked(int64_t m, float alpha, StridedMatrix<const bf16> a, const PackedBf16B& b, float beta,
+                         StridedMatrix<float> c, const GemmEpilogue<float>& epilogue);
+
 // The bfloat16 GEMM's peak GFLOP/s on `threads` threads for about `seconds`: chains of the active
 // tier's instruction (TDPBF16PS, VDPBF16PS); the float32 FMA peak for the emulated kernels.
 double measure_bf16_gflops(int threads, double seconds);

@@ -1,6 +1,8 @@
 // The recurrent cell kernels of cell_kernels.h, compiled once per ISA (a per-ISA source). Each row of
 // a block is one vectorized pass over its units: the activations (cell_math.h, shared with the GPU),
-// the state update and every store of the step happen in that one pass.
+// the state update and every store of the step happen in that one pass. The math runs in A = Acc<T>
+// (float for a bf16 layer): hidden states and gate gradients are widened on load and narrowed on
+// store (both the identity for float and double).
 #include <cstdint>
 
 #include "cpu/lstm/cell_kernels.h"
@@ -19,14 +21,15 @@ using lstm_math::tanh_of;
 
 // One row of lstm_forward. kKeep: also store the activations to `act` (gate blocks H apart) and
 // h to y, for backward (a separate instantiation: inference's loop stores no more than it needs).
-template <bool kKeep, class T>
-[[gnu::always_inline]] inline void lstm_row(int64_t units, const T* __restrict pre, int64_t pb, T* __restrict act,
-                                            int64_t H, const T* cp, T* __restrict c, T* __restrict h, T* __restrict y) {
+template <bool kKeep, class T, class A = Acc<T>>
+[[gnu::always_inline]] inline void lstm_row(int64_t units, const A* __restrict pre, int64_t pb, A* __restrict act,
+                                            int64_t H, const A* cp, A* __restrict c, Lane<T>* __restrict h,
+                                            Lane<T>* __restrict y) {
 #pragma omp simd
   for (int64_t j = 0; j < units; ++j) {
-    const T i = sigmoid(pre[j]), f = sigmoid(pre[pb + j]), gg = tanh_of(pre[2 * pb + j]), o = sigmoid(pre[3 * pb + j]);
-    const T cn = (cp ? f * cp[j] : T(0)) + i * gg;
-    const T hn = o * tanh_of(cn);
+    const A i = sigmoid(pre[j]), f = sigmoid(pre[pb + j]), gg = tanh_of(pre[2 * pb + j]), o = sigmoid(pre[3 * pb + j]);
+    const A cn = (cp ? f * cp[j] : A(0)) + i * gg;
+    const Lane<T> hn = narrow<T>(o * tanh_of(cn));
     if constexpr (kKeep) {
       act[j] = i;
       act[H + j] = f;
@@ -41,40 +44,43 @@ template <bool kKeep, class T>
 
 template <class T>
 void lstm_forward(const ForwardStep<T>& s) {
+  using A = Acc<T>;
   const int64_t H = s.H, pb = s.pre_block;
   for (int64_t b = 0; b < s.rows; ++b) {
-    const T* pre = s.pre + b * 4 * pb;
-    const T* cp = s.c_prev ? s.c_prev + b * H : nullptr;
+    const A* pre = s.pre + b * 4 * pb;
+    const A* cp = s.c_prev ? s.c_prev + b * H : nullptr;
     if (s.act)
-      lstm_row<true>(s.units, pre, pb, s.act + b * 4 * H, H, cp, s.c + b * H, s.h + b * H, s.y + b * H);
+      lstm_row<true, T>(s.units, pre, pb, s.act + b * 4 * H, H, cp, s.c + b * H, lanes(s.h + b * H),
+                        lanes(s.y + b * H));
     else
-      lstm_row<false>(s.units, pre, pb, s.act, H, cp, s.c + b * H, s.h + b * H, s.y);
+      lstm_row<false, T>(s.units, pre, pb, s.act, H, cp, s.c + b * H, lanes(s.h + b * H), lanes(s.y));
   }
 }
 
 template <class T>
 void lstm_backward(const BackwardStep<T>& s) {
+  using A = Acc<T>;
   const int64_t H = s.H;
   for (int64_t b = 0; b < s.rows; ++b) {
-    const T* __restrict g = s.act + b * 4 * H;
-    const T* __restrict c = s.c + b * H;
-    const T* cp = s.c_prev ? s.c_prev + b * H : nullptr;
-    const T* dy = s.grad_y ? s.grad_y + b * H : nullptr;
-    T* __restrict dh = s.dh + b * H;
-    T* __restrict dc = s.dc + b * H;
-    T* __restrict dg = s.dgates + b * 4 * H;
+    const A* __restrict g = s.act + b * 4 * H;
+    const A* __restrict c = s.c + b * H;
+    const A* cp = s.c_prev ? s.c_prev + b * H : nullptr;
+    const Lane<T>* dy = s.grad_y ? lanes(s.grad_y + b * H) : nullptr;
+    A* __restrict dh = s.dh + b * H;
+    A* __restrict dc = s.dc + b * H;
+    Lane<T>* __restrict dg = lanes(s.dgates + b * 4 * H);
 #pragma omp simd
     for (int64_t j = 0; j < s.units; ++j) {
-      const T i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
-      const T tc = tanh_of(c[j]);
-      const T dhj = dh[j] + (dy ? dy[j] : T(0));
-      const T dct = dc[j] + dhj * o * (T(1) - tc * tc);
-      dg[j] = dct * gg * i * (T(1) - i);
-      dg[H + j] = (cp ? dct * cp[j] : T(0)) * f * (T(1) - f);
-      dg[2 * H + j] = dct * i * (T(1) - gg * gg);
-      dg[3 * H + j] = dhj * tc * o * (T(1) - o);
+      const A i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
+      const A tc = tanh_of(c[j]);
+      const A dhj = dh[j] + (dy ? widen<T>(dy[j]) : A(0));
+      const A dct = dc[j] + dhj * o * (A(1) - tc * tc);
+      dg[j] = narrow<T>(dct * gg * i * (A(1) - i));
+      dg[H + j] = narrow<T>((cp ? dct * cp[j] : A(0)) * f * (A(1) - f));
+      dg[2 * H + j] = narrow<T>(dct * i * (A(1) - gg * gg));
+      dg[3 * H + j] = narrow<T>(dhj * tc * o * (A(1) - o));
       dc[j] = dct * f;
-      dh[j] = T(0);
+      dh[j] = A(0);
     }
   }
 }
@@ -83,19 +89,20 @@ void lstm_backward(const BackwardStep<T>& s) {
 // h = (1 - z) n + z h_prev.
 template <class T>
 void gru_forward(const ForwardStep<T>& s) {
+  using A = Acc<T>;
   const int64_t H = s.H, pb = s.pre_block;
   for (int64_t b = 0; b < s.rows; ++b) {
-    const T* __restrict pre = s.pre + b * 3 * pb;
-    const T* __restrict hh = s.hh + b * 3 * pb;
-    const T* hp = s.h_prev ? s.h_prev + b * H : nullptr;
-    T* __restrict act = s.act ? s.act + b * 4 * H : nullptr;
-    T* __restrict h = s.h + b * H;
-    T* __restrict y = s.act ? s.y + b * H : nullptr;
+    const A* __restrict pre = s.pre + b * 3 * pb;
+    const A* __restrict hh = s.hh + b * 3 * pb;
+    const Lane<T>* hp = s.h_prev ? lanes(s.h_prev + b * H) : nullptr;
+    A* __restrict act = s.act ? s.act + b * 4 * H : nullptr;
+    Lane<T>* __restrict h = lanes(s.h + b * H);
+    Lane<T>* __restrict y = s.act ? lanes(s.y + b * H) : nullptr;
 #pragma omp simd
     for (int64_t j = 0; j < s.units; ++j) {
-      const T r = sigmoid(pre[j] + hh[j]), z = sigmoid(pre[pb + j] + hh[pb + j]);
-      const T hn = hh[2 * pb + j], n = gru_candidate(pre[2 * pb + j], r, hn);
-      const T out = gru_output(n, z, hp ? hp[j] : T(0));
+      const A r = sigmoid(pre[j] + hh[j]), z = sigmoid(pre[pb + j] + hh[pb + j]);
+      const A hn = hh[2 * pb + j], n = gru_candidate(pre[2 * pb + j], r, hn);
+      const Lane<T> out = narrow<T>(gru_output(n, z, hp ? widen<T>(hp[j]) : A(0)));
       if (act) {
         act[j] = r;
         act[H + j] = z;
@@ -110,21 +117,22 @@ void gru_forward(const ForwardStep<T>& s) {
 
 template <class T>
 void gru_backward(const BackwardStep<T>& s) {
+  using A = Acc<T>;
   const int64_t H = s.H;
   for (int64_t b = 0; b < s.rows; ++b) {
-    const T* __restrict g = s.act + b * 4 * H;
-    const T* hp = s.h_prev ? s.h_prev + b * H : nullptr;
-    const T* dy = s.grad_y ? s.grad_y + b * H : nullptr;
-    T* __restrict dh = s.dh + b * H;
-    T* __restrict dg = s.dgates + b * 4 * H;
+    const A* __restrict g = s.act + b * 4 * H;
+    const Lane<T>* hp = s.h_prev ? lanes(s.h_prev + b * H) : nullptr;
+    const Lane<T>* dy = s.grad_y ? lanes(s.grad_y + b * H) : nullptr;
+    A* __restrict dh = s.dh + b * H;
+    Lane<T>* __restrict dg = lanes(s.dgates + b * 4 * H);
 #pragma omp simd
     for (int64_t j = 0; j < s.units; ++j) {
-      const T d = dh[j] + (dy ? dy[j] : T(0));
-      const auto u = gru_unit_grad(g[j], g[H + j], g[2 * H + j], g[3 * H + j], hp ? hp[j] : T(0), d);
-      dg[j] = u.r;
-      dg[H + j] = u.z;
-      dg[2 * H + j] = u.hh_n;
-      dg[3 * H + j] = u.ih_n;
+      const A d = dh[j] + (dy ? widen<T>(dy[j]) : A(0));
+      const auto u = gru_unit_grad(g[j], g[H + j], g[2 * H + j], g[3 * H + j], hp ? widen<T>(hp[j]) : A(0), d);
+      dg[j] = narrow<T>(u.r);
+      dg[H + j] = narrow<T>(u.z);
+      dg[2 * H + j] = narrow<T>(u.hh_n);
+      dg[3 * H + j] = narrow<T>(u.ih_n);
       dh[j] = u.h_prev;
     }
   }
@@ -134,12 +142,12 @@ void gru_backward(const BackwardStep<T>& s) {
 template <bool kRelu, class T>
 void rnn_forward(const ForwardStep<T>& s) {
   for (int64_t b = 0; b < s.rows; ++b) {
-    const T* __restrict pre = s.pre + b * s.pre_block;
-    T* __restrict h = s.h + b * s.H;
-    T* __restrict y = s.y ? s.y + b * s.H : nullptr;
+    const Acc<T>* __restrict pre = s.pre + b * s.pre_block;
+    Lane<T>* __restrict h = lanes(s.h + b * s.H);
+    Lane<T>* __restrict y = s.y ? lanes(s.y + b * s.H) : nullptr;
 #pragma omp simd
     for (int64_t j = 0; j < s.units; ++j) {
-      const T out = rnn_activation<kRelu>(pre[j]);
+      const Lane<T> out = narrow<T>(rnn_activation<kRelu>(pre[j]));
       if (y) y[j] = out;
       h[j] = out;
     }
@@ -148,17 +156,18 @@ void rnn_forward(const ForwardStep<T>& s) {
 
 template <bool kRelu, class T>
 void rnn_backward(const BackwardStep<T>& s) {
+  using A = Acc<T>;
   const int64_t H = s.H;
   for (int64_t b = 0; b < s.rows; ++b) {
-    const T* __restrict h = s.h + b * H;
-    const T* dy = s.grad_y ? s.grad_y + b * H : nullptr;
-    T* __restrict dh = s.dh + b * H;
-    T* __restrict dg = s.dgates + b * H;
+    const Lane<T>* __restrict h = lanes(s.h + b * H);
+    const Lane<T>* dy = s.grad_y ? lanes(s.grad_y + b * H) : nullptr;
+    A* __restrict dh = s.dh + b * H;
+    Lane<T>* __restrict dg = lanes(s.dgates + b * H);
 #pragma omp simd
     for (int64_t j = 0; j < s.units; ++j) {
-      const T d = dh[j] + (dy ? dy[j] : T(0));
-      dg[j] = rnn_activation_grad<kRelu>(h[j], d);
-      dh[j] = T(0);
+      const A d = dh[j] + (dy ? widen<T>(dy[j]) : A(0));
+      dg[j] = narrow<T>(rnn_activation_grad<kRelu>(widen<T>(h[j]), d));
+      dh[j] = A(0);
     }
   }
 }
@@ -175,6 +184,6 @@ constexpr CellKernels<T> kernels_of = {.lstm_forward = &lstm_forward<T>,
 
 }  // namespace
 
-const KernelsByType<CellKernels> cell_kernels = {.f32 = kernels_of<float>, .f64 = kernels_of<double>};
+const CellKernelTable cell_kernels = {.f32 = kernels_of<float>, .f64 = kernels_of<double>, .b16 = kernels_of<bf16>};
 
 }  // namespace deepkern::cpu::DEEPKERN_ISA_NS

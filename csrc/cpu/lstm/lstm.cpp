@@ -6,6 +6,8 @@
 // steps in reverse with one fused pass and one GEMM (dG_t @ W_hh) per step, then gets the weight and
 // input gradients of all steps from large GEMMs over T * B rows. The fused passes are the active
 // ISA's cell kernels (cell_kernels.cpp); the cells differ only in the policies below (LstmCell, ...).
+// One code for every layer type T: its GEMMs are Arith<T>'s (the bfloat16 GEMM for bf16), its sums,
+// cell states and state gradients of Acc<T>.
 #include "cpu/lstm/lstm.h"
 
 #include <omp.h>
@@ -21,6 +23,7 @@
 #include "core/scratch.h"
 #include "core/threading.h"
 #include "cpu/gemm/gemm.h"
+#include "cpu/gemm_bf16/gemm_bf16.h"
 #include "cpu/lstm/cell_kernels.h"
 #include "cpu/lstm/cell_layout.h"
 
@@ -31,6 +34,46 @@ template <class T>
 const CellKernels<T>& dispatched_kernels() {
   return dispatch(IsaFamily::lstm, IsaTables{generic::cell_kernels, avx2::cell_kernels, avx512::cell_kernels}).of<T>();
 }
+
+// The GEMMs of a layer of T, all with alpha 1 and C of A = Acc<T> (the driver's sums): B packed
+// once for a layer (pack: W's columns in `groups` groups of n, as pack_b_groups), products with it
+// on the calling thread (multiply), and plain products on all threads (gemm).
+template <class T>
+struct Arith {
+  using A = T;
+  using Packed = PackedB<T>;
+  static int64_t packed_size(int64_t k, int64_t n) { return packed_b_size<T>(k, n); }
+  static Packed pack(int64_t k, int64_t n, int groups, int64_t offset, StridedMatrix<const T> b, T* panels) {
+    return pack_b_groups<T>(k, n, groups, offset, b, panels);
+  }
+  static void multiply(int64_t m, StridedMatrix<const T> a, const Packed& b, A beta, StridedMatrix<A> c,
+                       const GemmEpilogue<A>& epilogue, PanelOrder order) {
+    gemm_prepacked<T>(m, T(1), a, b, beta, c, epilogue, 1, order);
+  }
+  static void gemm(int64_t m, int64_t n, int64_t k, StridedMatrix<const T> a, StridedMatrix<const T> b, A beta,
+                   StridedMatrix<A> c) {
+    cpu::gemm<T>(m, n, k, T(1), a, b, beta, c, {});
+  }
+};
+
+// bf16: the bfloat16 GEMM with float32 C.
+template <>
+struct Arith<bf16> {
+  using A = float;
+  using Packed = PackedBf16B;
+  static int64_t packed_size(int64_t k, int64_t n) { return packed_bf16_b_size(k, n); }
+  static Packed pack(int64_t k, int64_t n, int groups, int64_t offset, StridedMatrix<const bf16> b, bf16* panels) {
+    return pack_bf16_b_groups(k, n, groups, offset, b, panels);
+  }
+  static void multiply(int64_t m, StridedMatrix<const bf16> a, const Packed& b, A beta, StridedMatrix<A> c,
+                       const GemmEpilogue<A>& epilogue, PanelOrder) {
+    gemm_bf16_prepacked(m, 1.0f, a, b, beta, c, epilogue);
+  }
+  static void gemm(int64_t m, int64_t n, int64_t k, StridedMatrix<const bf16> a, StridedMatrix<const bf16> b, A beta,
+                   StridedMatrix<A> c) {
+    gemm_bf16<float>(m, n, k, 1.0f, a, b, beta, c, {});
+  }
+};
 
 // The policies of the cells: their layouts (cell_layout.h) and their cell kernels.
 using cell_layout::Segment;
@@ -66,8 +109,10 @@ int64_t running(const LstmShape& s, int64_t t) { return s.batch_sizes ? s.batch_
 
 struct LstmScratch;  // this family's thread_scratch tag
 // Slots: backward's gate gradients; the rolling cell rows of the LSTM's inference (and backward's
-// bias sums); a team thread's packed weights (and the forward's gate rows).
-enum LstmSlot { kGateSlot, kCellSlot, kTeamSlot, kSlotCount };
+// bias sums); a team thread's packed weights; its gate rows in the forward; the states of a layer
+// whose type is not Acc<T> (c0 widened; backward's dh and dc); an output computed in Acc<T> before
+// it is rounded.
+enum LstmSlot { kGateSlot, kCellSlot, kTeamSlot, kPreSlot, kStateSlot, kOutSlot, kSlotCount };
 
 template <class T>
 T* scratch(LstmSlot slot, int64_t count) {
@@ -172,7 +217,38 @@ void copy_or_zero(const T* src, int64_t count, T* dst) {
   if (src)
     std::copy(src, src + count, dst);
   else
-    std::fill(dst, dst + count, T(0));
+    std::fill(dst, dst + count, T{});
+}
+
+// Where a layer of T works on an output of Acc<T>: the output itself when the types agree, else a
+// buffer of the calling thread (`slot`, `count` elements) that finish() rounds into the output once.
+template <class T>
+struct AccOutput {
+  using A = Acc<T>;
+  T* out;
+  int64_t count;
+  A* data;
+  AccOutput(T* out_, int64_t count_, LstmSlot slot) : out(out_), count(count_) {
+    if constexpr (std::is_same_v<T, A>)
+      data = out;
+    else
+      data = scratch<A>(slot, count);
+  }
+  void finish() const {
+    if constexpr (!std::is_same_v<T, A>) convert_or_zero(data, count, out);
+  }
+};
+
+// An input state of T (or null) as Acc<T>: itself when the types agree, else widened into `buffer`.
+template <class T>
+const Acc<T>* widened(const T* src, int64_t count, Acc<T>* buffer) {
+  if constexpr (std::is_same_v<T, Acc<T>>) {
+    return src;
+  } else {
+    if (!src) return nullptr;
+    convert_or_zero(src, count, buffer);
+    return buffer;
+  }
 }
 
 // Rows [from, to) of a block of n units (rows H apart) at dst keep the state at src (null: zeros).
@@ -183,17 +259,18 @@ void keep_rows(const T* src, T* dst, int64_t from, int64_t to, int64_t n, int64_
 
 // The states step `order` reads and writes: h_{t-1} from hidden rows (the cache, or y), c_{t-1}
 // and c_t (LSTM) in the cache or, for inference, in two rolling rows (neither: no cell state).
-template <class T>
+template <class T, class A = Acc<T>>
 struct StepStates {
   const LstmShape& s;
   int64_t state;  // B * H
-  const T *h0, *c0;
+  const T* h0;
+  const A* c0;
   const T* hidden_rows;
-  T *cells, *rolling;
+  A *cells, *rolling;
   int64_t t = 0;
   const T* h_prev = nullptr;
-  const T* c_prev = nullptr;
-  T* c_t = nullptr;
+  const A* c_prev = nullptr;
+  A* c_t = nullptr;
 
   void at(int64_t order) {
     t = step_at(s, order);
@@ -206,7 +283,7 @@ struct StepStates {
   // h_last, c_last: the states after the last step (call after at(s.steps - 1)).
   void copy_last(T* h_last, T* c_last) const {
     std::copy(hidden_rows + t * state, hidden_rows + (t + 1) * state, h_last);
-    if (c_last) std::copy(c_t, c_t + state, c_last);
+    if (c_last) convert_or_zero(c_t, state, c_last);
   }
 };
 
@@ -220,39 +297,40 @@ struct StepStates {
 // barrier (the next step reads all of h_t). A step costs at most one barrier instead of a thread
 // hand-off per GEMM and per pointwise pass, and its gates never leave the core that uses them.
 // bias is added to the input projection, bias_hh (the GRU's b_hh) to W_hh h_{t-1} in its own rows.
-template <class Cell, class T>
-void forward_team(const LstmShape& s, int team, const T* x, const T* h0, const T* c0, const T* w_ih, const T* w_hh,
-                  const T* bias, const T* bias_hh, T* y, T* gates, T* cells, T* hidden, T* h_last, T* c_last) {
+template <class Cell, class T, class A = Acc<T>>
+void forward_team(const LstmShape& s, int team, const T* x, const T* h0, const A* c0, const T* w_ih, const T* w_hh,
+                  const T* bias, const T* bias_hh, T* y, A* gates, A* cells, T* hidden, T* h_last, T* c_last) {
+  using Gemm = Arith<T>;
   constexpr int gate_blocks = Cell::kGates;
   const int64_t B = s.batch, I = s.input, H = s.hidden, G = gate_blocks * H, state = B * H;
   const bool keep = hidden != nullptr;
   const auto cell_forward = Cell::kernels(dispatched_kernels<T>()).first;
-  const int64_t chunk = std::clamp<int64_t>(kGateChunkBytes / int64_t(sizeof(T) * B * G), 1, s.steps);
+  const int64_t chunk = std::clamp<int64_t>(kGateChunkBytes / int64_t(sizeof(A) * B * G), 1, s.steps);
   // Inference keeps c in two rolling rows and h only in y.
-  T* rolling = keep || !Cell::kCell ? nullptr : scratch<T>(kCellSlot, 2 * state);
+  A* rolling = keep || !Cell::kCell ? nullptr : scratch<A>(kCellSlot, 2 * state);
   T* hidden_rows = keep ? hidden : y;
   run_team(team, [&](int id, int threads, auto& guarded) {
     const TeamLayout layout = team_layout<Cell, T>(s, threads);
     const TeamBlock block(s, layout, id);
     const int64_t r0 = block.row0, rows = block.rows, j0 = block.unit0, n = block.units, cols = gate_blocks * n;
-    PackedB<T> w_ih_share, w_hh_share;
-    T* pre_rows = nullptr;  // this thread's gate pre-activations of the projected chunk
-    T* hh_rows = nullptr;   // kOwnRecurrence: W_hh h_{t-1} + bias_hh of this thread's block
-    GemmEpilogue<T> with_bias, with_bias_hh;
+    typename Gemm::Packed w_ih_share, w_hh_share;
+    A* pre_rows = nullptr;  // this thread's gate pre-activations of the projected chunk
+    A* hh_rows = nullptr;   // kOwnRecurrence: W_hh h_{t-1} + bias_hh of this thread's block
+    GemmEpilogue<A> with_bias, with_bias_hh;
     StepStates<T> st{s, state, h0, c0, hidden_rows, cells, rolling};
     int64_t first = 0;  // the first step (in memory order) of the projected chunk
     guarded([&] {
       if (block.empty()) return;
-      const int64_t ih_size = packed_b_size<T>(I, cols), hh_size = packed_b_size<T>(H, cols);
+      const int64_t ih_size = Gemm::packed_size(I, cols), hh_size = Gemm::packed_size(H, cols);
       const int64_t own = Cell::kOwnRecurrence ? rows * cols + cols : 0;
-      T* mem = scratch<T>(kTeamSlot, ih_size + hh_size + chunk * rows * cols + cols + own);
-      w_ih_share = pack_b_groups<T>(I, n, gate_blocks, H * I, {w_ih + j0 * I, 1, I}, mem);
-      w_hh_share = pack_b_groups<T>(H, n, gate_blocks, H * H, {w_hh + j0 * H, 1, H}, mem + ih_size);
-      pre_rows = mem + ih_size + hh_size;
+      T* mem = scratch<T>(kTeamSlot, ih_size + hh_size);
+      w_ih_share = Gemm::pack(I, n, gate_blocks, H * I, {w_ih + j0 * I, 1, I}, mem);
+      w_hh_share = Gemm::pack(H, n, gate_blocks, H * H, {w_hh + j0 * H, 1, H}, mem + ih_size);
+      pre_rows = scratch<A>(kPreSlot, chunk * rows * cols + cols + own);
       // This thread's columns of a bias, at `share`: the epilogue that adds them.
-      const auto bias_share = [&](const T* full, T* share, GemmEpilogue<T>& epilogue) {
+      const auto bias_share = [&](const T* full, A* share, GemmEpilogue<A>& epilogue) {
         if (!full) return;
-        for (int q = 0; q < gate_blocks; ++q) std::copy(full + q * H + j0, full + q * H + j0 + n, share + q * n);
+        for (int q = 0; q < gate_blocks; ++q) convert_or_zero(full + q * H + j0, n, share + q * n);
         epilogue.bias = share;
         epilogue.bias_axis = BiasAxis::cols;
       };
@@ -273,18 +351,18 @@ void forward_team(const LstmShape& s, int team, const T* x, const T* h0, const T
           for (int64_t step = 0; step < (whole ? 1 : count); ++step) {
             const int64_t m = whole ? count * B : block.live(s, first + step);
             if (m)
-              gemm_prepacked<T>(m, T(1), {x + ((first + step) * B + r0) * I, I, 1}, w_ih_share, T(0),
-                                {pre_rows + step * rows * cols, cols, 1}, with_bias, 1);
+              Gemm::multiply(m, {x + ((first + step) * B + r0) * I, I, 1}, w_ih_share, A(0),
+                             {pre_rows + step * rows * cols, cols, 1}, with_bias, PanelOrder::ascending);
           }
         }
-        T* pre = pre_rows + (st.t - first) * rows * cols;
+        A* pre = pre_rows + (st.t - first) * rows * cols;
         const int64_t at = st.t * state + r0 * H + j0;  // this block's first element of a step's states
         const int64_t from = r0 * H + j0;               // and of a state
-        T* recurrence = Cell::kOwnRecurrence ? hh_rows : pre;
+        A* recurrence = Cell::kOwnRecurrence ? hh_rows : pre;
         const int64_t live = block.live(s, st.t);
         if (st.h_prev && live)
-          gemm_prepacked<T>(live, T(1), {st.h_prev + r0 * H, H, 1}, w_hh_share, T(Cell::kOwnRecurrence ? 0 : 1),
-                            {recurrence, cols, 1}, with_bias_hh, 1, order_of_step(order));
+          Gemm::multiply(live, {st.h_prev + r0 * H, H, 1}, w_hh_share, A(Cell::kOwnRecurrence ? 0 : 1),
+                         {recurrence, cols, 1}, with_bias_hh, order_of_step(order));
         else if (Cell::kOwnRecurrence)  // W_hh h_{-1} = 0: bias_hh alone
           for (int64_t b = 0; b < live; ++b) copy_or_zero(with_bias_hh.bias, cols, hh_rows + b * cols);
         cell_forward({.rows = live,
@@ -323,19 +401,20 @@ void forward_team(const LstmShape& s, int team, const T* x, const T* h0, const T
 // are split (its rows of dG_t are then whole), and adds its rows of dG_t times its W_hh columns into
 // its block of dh: the next step reads only its own block of dh, so that needs no barrier. dh and
 // dc enter as the gradients of the final states and leave as those of h0 and c0.
-template <class Cell, class T>
-void backward_team(const LstmShape& s, int team, const T* grad_y, const T* h0, const T* c0, const T* w_hh,
-                   const T* gates, const T* cells, const T* hidden, T* dh, T* dc, T* dgates) {
+template <class Cell, class T, class A = Acc<T>>
+void backward_team(const LstmShape& s, int team, const T* grad_y, const T* h0, const A* c0, const T* w_hh,
+                   const A* gates, const A* cells, const T* hidden, A* dh, A* dc, T* dgates) {
+  using Gemm = Arith<T>;
   const int64_t B = s.batch, H = s.hidden, G = Cell::kGates * H, Gd = Cell::kGrad * H, state = B * H;
   const auto cell_backward = Cell::kernels(dispatched_kernels<T>()).second;
   run_team(team, [&](int id, int threads, auto& guarded) {
     const TeamLayout layout = team_layout<Cell, T>(s, threads);
     const TeamBlock block(s, layout, id);
     const int64_t r0 = block.row0, rows = block.rows, j0 = block.unit0, n = block.units;
-    PackedB<T> w_hh_share;
+    typename Gemm::Packed w_hh_share;
     guarded([&] {
       if (!block.empty())
-        w_hh_share = pack_b_matrix<T>(G, n, {w_hh + j0, H, 1}, scratch<T>(kTeamSlot, packed_b_size<T>(G, n)));
+        w_hh_share = Gemm::pack(G, n, 1, 0, {w_hh + j0, H, 1}, scratch<T>(kTeamSlot, Gemm::packed_size(G, n)));
     });
     for (int64_t order = s.steps - 1; order >= 0; --order) {
       const int64_t t = step_at(s, order);
@@ -345,10 +424,10 @@ void backward_team(const LstmShape& s, int team, const T* grad_y, const T* h0, c
       guarded([&] {
         if (block.empty()) return;
         for (int64_t b = live; b < rows; ++b)  // rows not running: no gate gradient, dh and dc kept
-          for (int64_t q = 0; q < Cell::kGrad; ++q) std::fill_n(dg_t + b * Gd + q * H + j0, n, T(0));
+          for (int64_t q = 0; q < Cell::kGrad; ++q) std::fill_n(dg_t + b * Gd + q * H + j0, n, T{});
         const int64_t prev = order == 0 ? 0 : step_at(s, order - 1) * state;
         const T* h_prev = order == 0 ? h0 : hidden + prev;
-        const T* c_prev = order == 0 ? c0 : Cell::kCell ? cells + prev : nullptr;
+        const A* c_prev = order == 0 ? c0 : Cell::kCell ? cells + prev : nullptr;
         cell_backward({.rows = live,
                        .units = n,
                        .H = H,
@@ -367,79 +446,104 @@ void backward_team(const LstmShape& s, int team, const T* grad_y, const T* h0, c
       }
       guarded([&] {
         if (!block.empty() && live)
-          gemm_prepacked<T>(live, T(1), {dg_t, Gd, 1}, w_hh_share, T(1), {dh + at, H, 1}, {}, 1, order_of_step(order));
+          Gemm::multiply(live, {dg_t, Gd, 1}, w_hh_share, A(1), {dh + at, H, 1}, {}, order_of_step(order));
       });
     }
   });
 }
 
 // The layer of a cell: forward_team over the steps (sizes of 0 pass the states through).
-template <class Cell, class T>
+template <class Cell, class T, class A = Acc<T>>
 void layer_forward(const LstmShape& s, const T* x, const T* h0, const T* c0, const T* w_ih, const T* w_hh,
-                   const T* bias, const T* bias_hh, T* y, T* h_last, T* c_last, T* gates, T* cells, T* hidden) {
+                   const T* bias, const T* bias_hh, T* y, T* h_last, T* c_last, A* gates, A* cells, T* hidden) {
+  const int64_t state = s.batch * s.hidden;
   if (s.steps == 0 || s.batch == 0 || s.hidden == 0) {  // no gate: the states pass through (or are empty)
-    copy_or_zero(h0, s.batch * s.hidden, h_last);
-    if (c_last) copy_or_zero(c0, s.batch * s.hidden, c_last);
+    copy_or_zero(h0, state, h_last);
+    if (c_last) copy_or_zero(c0, state, c_last);
     return;
   }
-  forward_team<Cell>(s, team_threads<Cell>(s), x, h0, c0, w_ih, w_hh, bias, bias_hh, y, gates, cells, hidden, h_last,
-                     c_last);
+  const A* c0_acc = widened(c0, state, scratch<A>(kStateSlot, state));
+  forward_team<Cell>(s, team_threads<Cell>(s), x, h0, c0_acc, w_ih, w_hh, bias, bias_hh, y, gates, cells, hidden,
+                     h_last, c_last);
 }
 
 // Backpropagation through time for layer_forward: backward_team, then the input and weight
-// gradients of all steps at once from dG, one GEMM per Segment. grad_b_ih takes the bias gradients
-// of the W_ih x segments, grad_b_hh (null when they are the same) those of W_hh h.
-template <class Cell, class T>
+// gradients of all steps at once from dG, one GEMM per Segment, each output rounded to T once.
+// grad_b_ih takes the bias gradients of the W_ih x segments, grad_b_hh (null when they are the
+// same) those of W_hh h.
+template <class Cell, class T, class A = Acc<T>>
 void layer_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, const T* grad_c_last, const T* x,
-                    const T* h0, const T* c0, const T* w_ih, const T* w_hh, const T* gates, const T* cells,
+                    const T* h0, const T* c0, const T* w_ih, const T* w_hh, const A* gates, const A* cells,
                     const T* hidden, T* grad_x, T* grad_h0, T* grad_c0, T* grad_w_ih, T* grad_w_hh, T* grad_b_ih,
                     T* grad_b_hh) {
+  using Gemm = Arith<T>;
   const int64_t B = s.batch, I = s.input, H = s.hidden, G = Cell::kGates * H, Gd = Cell::kGrad * H, state = B * H,
                 rows = s.steps * B;
-  copy_or_zero(grad_h_last, state, grad_h0);  // dh and dc of the step being processed
-  if (grad_c0) copy_or_zero(grad_c_last, state, grad_c0);
   if (rows == 0 || H == 0) {  // no gate: no gradient reaches x or the weights
-    std::fill(grad_x, grad_x + rows * I, T(0));
-    std::fill(grad_w_ih, grad_w_ih + G * I, T(0));
-    std::fill(grad_w_hh, grad_w_hh + G * H, T(0));
-    std::fill(grad_b_ih, grad_b_ih + G, T(0));
-    if (grad_b_hh) std::fill(grad_b_hh, grad_b_hh + G, T(0));
+    copy_or_zero(grad_h_last, state, grad_h0);
+    if (grad_c0) copy_or_zero(grad_c_last, state, grad_c0);
+    std::fill(grad_x, grad_x + rows * I, T{});
+    std::fill(grad_w_ih, grad_w_ih + G * I, T{});
+    std::fill(grad_w_hh, grad_w_hh + G * H, T{});
+    std::fill(grad_b_ih, grad_b_ih + G, T{});
+    if (grad_b_hh) std::fill(grad_b_hh, grad_b_hh + G, T{});
     return;
   }
+  // dh and dc of the step being processed, in Acc<T>: they enter as the final states' gradients
+  // and leave as those of h0 and c0 (grad_h0 and grad_c0 themselves when T is Acc<T>).
+  A *dh, *dc;
+  const A* c0_acc;
+  if constexpr (std::is_same_v<T, A>) {
+    dh = grad_h0, dc = grad_c0, c0_acc = c0;
+  } else {
+    A* const work = scratch<A>(kStateSlot, 3 * state);
+    dh = work, dc = grad_c0 ? work + state : nullptr, c0_acc = widened(c0, state, work + 2 * state);
+  }
+  convert_or_zero(grad_h_last, state, dh);
+  if (dc) convert_or_zero(grad_c_last, state, dc);
   T* const dgates = scratch<T>(kGateSlot, rows * Gd);  // kept for the next call: no page faults
-  backward_team<Cell>(s, team_threads<Cell>(s), grad_y, h0, c0, w_hh, gates, cells, hidden, grad_h0, grad_c0, dgates);
+  backward_team<Cell>(s, team_threads<Cell>(s), grad_y, h0, c0_acc, w_hh, gates, cells, hidden, dh, dc, dgates);
+  if constexpr (!std::is_same_v<T, A>) {
+    convert_or_zero(dh, state, grad_h0);
+    if (dc) convert_or_zero(dc, state, grad_c0);
+  }
   const T* dg = dgates;
   // All steps at once: grad_x = dG_ih @ w_ih, grad_w_ih = dG_ih^T @ x.
+  const AccOutput<T> gx(grad_x, rows * I, kOutSlot);
   bool first_segment = true;
   for (const Segment& g : Cell::kIh) {
-    const T* a = dg + g.col * H;
-    gemm<T>(rows, I, g.blocks * H, T(1), {a, Gd, 1}, {w_ih + g.row * H * I, I, 1}, T(first_segment ? 0 : 1),
-            {grad_x, I, 1}, {});
-    gemm<T>(g.blocks * H, I, rows, T(1), {a, 1, Gd}, {x, I, 1}, T(0), {grad_w_ih + g.row * H * I, I, 1}, {});
+    Gemm::gemm(rows, I, g.blocks * H, {dg + g.col * H, Gd, 1}, {w_ih + g.row * H * I, I, 1}, A(first_segment ? 0 : 1),
+               {gx.data, I, 1});
     first_segment = false;
   }
+  gx.finish();
+  const AccOutput<T> gwi(grad_w_ih, G * I, kOutSlot);
+  for (const Segment& g : Cell::kIh)
+    Gemm::gemm(g.blocks * H, I, rows, {dg + g.col * H, 1, Gd}, {x, I, 1}, A(0), {gwi.data + g.row * H * I, I, 1});
+  gwi.finish();
   // grad_w_hh = sum over steps of dG_hh,t^T @ h_{t-1}: the steps whose h_{t-1} is a stored hidden
   // state form one contiguous range, paired with hidden states one step away; the first step
   // processed pairs with h0.
   const int64_t first = step_at(s, 0);
   const int64_t dg_from = s.reverse ? 0 : 1, h_from = s.reverse ? 1 : 0;
+  const AccOutput<T> gwh(grad_w_hh, G * H, kOutSlot);
   for (const Segment& g : Cell::kHh) {
-    T* out = grad_w_hh + g.row * H * H;
-    gemm<T>(g.blocks * H, H, (s.steps - 1) * B, T(1), {dg + dg_from * B * Gd + g.col * H, 1, Gd},
-            {hidden + h_from * state, H, 1}, T(0), {out, H, 1}, {});
-    if (h0)
-      gemm<T>(g.blocks * H, H, B, T(1), {dg + first * B * Gd + g.col * H, 1, Gd}, {h0, H, 1}, T(1), {out, H, 1}, {});
+    A* out = gwh.data + g.row * H * H;
+    Gemm::gemm(g.blocks * H, H, (s.steps - 1) * B, {dg + dg_from * B * Gd + g.col * H, 1, Gd},
+               {hidden + h_from * state, H, 1}, A(0), {out, H, 1});
+    if (h0) Gemm::gemm(g.blocks * H, H, B, {dg + first * B * Gd + g.col * H, 1, Gd}, {h0, H, 1}, A(1), {out, H, 1});
   }
+  gwh.finish();
   // The bias gradients: dG's column sums, gathered by segment.
-  T* const sums = scratch<T>(kCellSlot, Gd);
-  std::fill(sums, sums + Gd, T(0));
+  A* const sums = scratch<A>(kCellSlot, Gd);
+  std::fill(sums, sums + Gd, A(0));
   for (int64_t r = 0; r < rows; ++r) {
-    const T* row = dg + r * Gd;
+    const Lane<T>* row = lanes(dg + r * Gd);
 #pragma omp simd
-    for (int64_t j = 0; j < Gd; ++j) sums[j] += row[j];
+    for (int64_t j = 0; j < Gd; ++j) sums[j] += widen<T>(row[j]);
   }
   const auto gather = [&](const auto& segments, T* out) {
-    for (const Segment& g : segments) std::copy(sums + g.col * H, sums + (g.col + g.blocks) * H, out + g.row * H);
+    for (const Segment& g : segments) convert_or_zero(sums + g.col * H, g.blocks * H, out + g.row * H);
   };
   gather(Cell::kIh, grad_b_ih);
   if (grad_b_hh) gather(Cell::kHh, grad_b_hh);
@@ -449,14 +553,14 @@ void layer_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, c
 
 template <class T>
 void lstm_forward(const LstmShape& s, const T* x, const T* h0, const T* c0, const T* w_ih, const T* w_hh, const T* bias,
-                  T* y, T* h_last, T* c_last, T* gates, T* cells, T* hidden) {
+                  T* y, T* h_last, T* c_last, Acc<T>* gates, Acc<T>* cells, T* hidden) {
   layer_forward<LstmCell>(s, x, h0, c0, w_ih, w_hh, bias, static_cast<const T*>(nullptr), y, h_last, c_last, gates,
                           cells, hidden);
 }
 
 template <class T>
 void lstm_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, const T* grad_c_last, const T* x,
-                   const T* h0, const T* c0, const T* w_ih, const T* w_hh, const T* gates, const T* cells,
+                   const T* h0, const T* c0, const T* w_ih, const T* w_hh, const Acc<T>* gates, const Acc<T>* cells,
                    const T* hidden, T* grad_x, T* grad_h0, T* grad_c0, T* grad_w_ih, T* grad_w_hh, T* grad_bias) {
   layer_backward<LstmCell>(s, grad_y, grad_h_last, grad_c_last, x, h0, c0, w_ih, w_hh, gates, cells, hidden, grad_x,
                            grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, static_cast<T*>(nullptr));
@@ -464,27 +568,29 @@ void lstm_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, co
 
 template <class T>
 void gru_forward(const LstmShape& s, const T* x, const T* h0, const T* w_ih, const T* w_hh, const T* b_ih,
-                 const T* b_hh, T* y, T* h_last, T* gates, T* hidden) {
+                 const T* b_hh, T* y, T* h_last, Acc<T>* gates, T* hidden) {
   layer_forward<GruCell>(s, x, h0, static_cast<const T*>(nullptr), w_ih, w_hh, b_ih, b_hh, y, h_last,
-                         static_cast<T*>(nullptr), gates, static_cast<T*>(nullptr), hidden);
+                         static_cast<T*>(nullptr), gates, static_cast<Acc<T>*>(nullptr), hidden);
 }
 
 template <class T>
 void gru_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, const T* x, const T* h0, const T* w_ih,
-                  const T* w_hh, const T* gates, const T* hidden, T* grad_x, T* grad_h0, T* grad_w_ih, T* grad_w_hh,
-                  T* grad_b_ih, T* grad_b_hh) {
+                  const T* w_hh, const Acc<T>* gates, const T* hidden, T* grad_x, T* grad_h0, T* grad_w_ih,
+                  T* grad_w_hh, T* grad_b_ih, T* grad_b_hh) {
   const T* none = nullptr;
-  layer_backward<GruCell>(s, grad_y, grad_h_last, none, x, h0, none, w_ih, w_hh, gates, none, hidden, grad_x, grad_h0,
-                          static_cast<T*>(nullptr), grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh);
+  layer_backward<GruCell>(s, grad_y, grad_h_last, none, x, h0, none, w_ih, w_hh, gates,
+                          static_cast<const Acc<T>*>(nullptr), hidden, grad_x, grad_h0, static_cast<T*>(nullptr),
+                          grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh);
 }
 
 template <class T>
 void rnn_forward(const LstmShape& s, bool relu, const T* x, const T* h0, const T* w_ih, const T* w_hh, const T* bias,
                  T* y, T* h_last, T* hidden) {
   const auto run = [&](auto cell) {
+    Acc<T>* none = nullptr;
     layer_forward<decltype(cell)>(s, x, h0, static_cast<const T*>(nullptr), w_ih, w_hh, bias,
-                                  static_cast<const T*>(nullptr), y, h_last, static_cast<T*>(nullptr),
-                                  static_cast<T*>(nullptr), static_cast<T*>(nullptr), hidden);
+                                  static_cast<const T*>(nullptr), y, h_last, static_cast<T*>(nullptr), none, none,
+                                  hidden);
   };
   relu ? run(RnnCell<true>{}) : run(RnnCell<false>{});
 }
@@ -494,35 +600,30 @@ void rnn_backward(const LstmShape& s, bool relu, const T* grad_y, const T* grad_
                   const T* w_ih, const T* w_hh, const T* hidden, T* grad_x, T* grad_h0, T* grad_w_ih, T* grad_w_hh,
                   T* grad_bias) {
   const T* none = nullptr;
+  const Acc<T>* no_cache = nullptr;
   const auto run = [&](auto cell) {
-    layer_backward<decltype(cell)>(s, grad_y, grad_h_last, none, x, h0, none, w_ih, w_hh, none, none, hidden, grad_x,
-                                   grad_h0, static_cast<T*>(nullptr), grad_w_ih, grad_w_hh, grad_bias,
+    layer_backward<decltype(cell)>(s, grad_y, grad_h_last, none, x, h0, none, w_ih, w_hh, no_cache, no_cache, hidden,
+                                   grad_x, grad_h0, static_cast<T*>(nullptr), grad_w_ih, grad_w_hh, grad_bias,
                                    static_cast<T*>(nullptr));
   };
   relu ? run(RnnCell<true>{}) : run(RnnCell<false>{});
 }
 
-template void lstm_forward<float>(const LstmShape&, const float*, const float*, const float*, const float*,
-                                  const float*, const float*, float*, float*, float*, float*, float*, float*);
-template void lstm_forward<double>(const LstmShape&, const double*, const double*, const double*, const double*,
-                                   const double*, const double*, double*, double*, double*, double*, double*, double*);
-template void lstm_backward<float>(const LstmShape&, const float*, const float*, const float*, const float*,
-                                   const float*, const float*, const float*, const float*, const float*, const float*,
-                                   const float*, float*, float*, float*, float*, float*, float*);
-template void lstm_backward<double>(const LstmShape&, const double*, const double*, const double*, const double*,
-                                    const double*, const double*, const double*, const double*, const double*,
-                                    const double*, const double*, double*, double*, double*, double*, double*, double*);
-
 #define DEEPKERN_RECURRENT_INSTANCES(T)                                                                               \
+  template void lstm_forward<T>(const LstmShape&, const T*, const T*, const T*, const T*, const T*, const T*, T*, T*, \
+                                T*, Acc<T>*, Acc<T>*, T*);                                                            \
+  template void lstm_backward<T>(const LstmShape&, const T*, const T*, const T*, const T*, const T*, const T*,        \
+                                 const T*, const T*, const Acc<T>*, const Acc<T>*, const T*, T*, T*, T*, T*, T*, T*); \
   template void gru_forward<T>(const LstmShape&, const T*, const T*, const T*, const T*, const T*, const T*, T*, T*,  \
-                               T*, T*);                                                                               \
+                               Acc<T>*, T*);                                                                          \
   template void gru_backward<T>(const LstmShape&, const T*, const T*, const T*, const T*, const T*, const T*,         \
-                                const T*, const T*, T*, T*, T*, T*, T*, T*);                                          \
+                                const Acc<T>*, const T*, T*, T*, T*, T*, T*, T*);                                     \
   template void rnn_forward<T>(const LstmShape&, bool, const T*, const T*, const T*, const T*, const T*, T*, T*, T*); \
   template void rnn_backward<T>(const LstmShape&, bool, const T*, const T*, const T*, const T*, const T*, const T*,   \
                                 const T*, T*, T*, T*, T*, T*);
 DEEPKERN_RECURRENT_INSTANCES(float)
 DEEPKERN_RECURRENT_INSTANCES(double)
+DEEPKERN_RECURRENT_INSTANCES(bf16)
 #undef DEEPKERN_RECURRENT_INSTANCES
 
 }  // namespace deepkern::cpu

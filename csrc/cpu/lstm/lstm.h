@@ -2,10 +2,29 @@
 // on the blocked GEMM: the LSTM (PyTorch's layout: gates i, f, g, o; w_ih (4H, I), w_hh (4H, H)),
 // the GRU (gates r, z, n; w_ih (3H, I), w_hh (3H, H)) and the Elman RNN (w_ih (H, I), w_hh (H, H)).
 // LstmShape describes a layer of any of them.
+//
+// T is float, double or bf16. A bf16 layer takes bf16 inputs, weights and states and writes bf16
+// outputs and gradients; its GEMMs run on the bfloat16 GEMM (gemm_bf16.h) with float32 sums, and
+// the gate math, the cell state and the gradients of the states and of the weights stay float32
+// (Acc<T>) until each output is rounded once. The caches (gates, cells) are of Acc<T>.
 #pragma once
 #include <cstdint>
 
+#include "cpu/gemm_bf16/gemm_bf16.h"
+
 namespace deepkern::cpu {
+
+// The type a layer of T computes in: float for bf16, T itself otherwise.
+template <class T>
+struct AccumulatorOf {
+  using type = T;
+};
+template <>
+struct AccumulatorOf<bf16> {
+  using type = float;
+};
+template <class T>
+using Acc = typename AccumulatorOf<T>::type;
 
 // Variable lengths (batch_sizes not null): batch_sizes[t] (T of them, non-increasing, the first B,
 // all >= 1) is the count of rows still running at step t, the batch sorted by decreasing length.
@@ -29,7 +48,7 @@ struct LstmShape {
 // T, B, I and H may be 0: without a step (or without a state) h_last and c_last are h0 and c0.
 template <class T>
 void lstm_forward(const LstmShape& s, const T* x, const T* h0, const T* c0, const T* w_ih, const T* w_hh, const T* bias,
-                  T* y, T* h_last, T* c_last, T* gates, T* cells, T* hidden);
+                  T* y, T* h_last, T* c_last, Acc<T>* gates, Acc<T>* cells, T* hidden);
 
 // Backpropagation through time from the forward's cache. grad_y (T, B, H), grad_h_last and
 // grad_c_last (B, H) may be null (zero). Writes grad_x (T, B, I), grad_h0 and grad_c0 (B, H),
@@ -38,7 +57,7 @@ void lstm_forward(const LstmShape& s, const T* x, const T* h0, const T* c0, cons
 // zeros.
 template <class T>
 void lstm_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, const T* grad_c_last, const T* x,
-                   const T* h0, const T* c0, const T* w_ih, const T* w_hh, const T* gates, const T* cells,
+                   const T* h0, const T* c0, const T* w_ih, const T* w_hh, const Acc<T>* gates, const Acc<T>* cells,
                    const T* hidden, T* grad_x, T* grad_h0, T* grad_c0, T* grad_w_ih, T* grad_w_hh, T* grad_bias);
 
 // The GRU (torch.nn.GRU): r = sigmoid(W_ir x + b_ir + W_hr h + b_hr), z likewise, n = tanh(W_in x +
@@ -48,15 +67,15 @@ void lstm_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, co
 // and hidden (T, B, H). Sizes of 0 as for the LSTM.
 template <class T>
 void gru_forward(const LstmShape& s, const T* x, const T* h0, const T* w_ih, const T* w_hh, const T* b_ih,
-                 const T* b_hh, T* y, T* h_last, T* gates, T* hidden);
+                 const T* b_hh, T* y, T* h_last, Acc<T>* gates, T* hidden);
 
 // Backpropagation through time for gru_forward, from its cache. grad_y (T, B, H) and grad_h_last
 // (B, H) may be null (zero). Writes grad_x (T, B, I), grad_h0 (B, H), grad_w_ih (3H, I), grad_w_hh
 // (3H, H), grad_b_ih and grad_b_hh (3H).
 template <class T>
 void gru_backward(const LstmShape& s, const T* grad_y, const T* grad_h_last, const T* x, const T* h0, const T* w_ih,
-                  const T* w_hh, const T* gates, const T* hidden, T* grad_x, T* grad_h0, T* grad_w_ih, T* grad_w_hh,
-                  T* grad_b_ih, T* grad_b_hh);
+                  const T* w_hh, const Acc<T>* gates, const T* hidden, T* grad_x, T* grad_h0, T* grad_w_ih,
+                  T* grad_w_hh, T* grad_b_ih, T* grad_b_hh);
 
 // The Elman RNN (torch.nn.RNN): h' = tanh (or, with relu, max(0, .)) of W_ih x + W_hh h + bias.
 // x (T, B, I); h0 (B, H) or null; w_ih (H, I), w_hh (H, H), bias (H) = b_ih + b_hh or null. Writes

@@ -375,3 +375,73 @@ register_suite(
         unavailable=_lstm_cuda_unavailable,
     )
 )
+
+
+# ---- bfloat16 (CPU) -----------------------------------------------------------------------------
+
+
+def _bf16_lstm_impls(shape: Tuple[int, int, int, int], lstm_pass: str) -> Dict[str, Callable]:
+    """:func:`lstm_impls` on bfloat16 views of the same bits (the inputs are uint16: PyTorch cannot
+    take NumPy's bfloat16): deepkern's bfloat16 layer and torch.nn.LSTM with bfloat16 parameters."""
+    import ml_dtypes
+
+    impls = lstm_impls(shape, lstm_pass)
+    ours, theirs = impls["deepkern"], impls.get("torch")
+    views = {"deepkern": lambda *args: ours(*(a.view(ml_dtypes.bfloat16) for a in args))}
+    torch = installed_torch()
+    if theirs is not None:
+        views["torch"] = lambda *args: theirs(*(a.view(torch.bfloat16) for a in args))
+    return views
+
+
+def lstm_bf16_check(shape: Tuple[int, int, int, int], lstm_pass: str, inputs: tuple) -> float:
+    """:func:`lstm_check` of deepkern's bfloat16 layer: against torch.nn.LSTM in float64 on the
+    bfloat16 values."""
+    import ml_dtypes
+
+    values = tuple(a.view(ml_dtypes.bfloat16) for a in inputs)
+    return lstm_check(shape, lstm_pass, values)
+
+
+def lstm_bf16_cases(quick: bool = False) -> List[Case]:
+    """The LSTM suite's shapes (LSTM_SHAPES; ``quick``: T / 5) in bfloat16, deepkern beside
+    torch.nn.LSTM with bfloat16 parameters, each followed by its float32 twin (deepkern's and
+    PyTorch's float32 LSTMs on the same shape), forward then forward+backward."""
+    import ml_dtypes
+
+    cases = []
+    for t, b, i, h, label in LSTM_SHAPES:
+        shape = (lstm_quick_t(t) if quick else t, b, i, h)
+        for lstm_pass in LSTM_PASSES:
+            group = _lstm_group(b, lstm_pass, False)
+            twin = _lstm_case(shape, lstm_pass, label, f"{group} f32")
+            bf16 = _lstm_case(shape, lstm_pass, label, f"{group} bf16")
+            bf16.nbytes /= 2
+            bf16.make_inputs = lambda shape=shape, p=lstm_pass: [
+                tuple(a.astype(ml_dtypes.bfloat16).view(np.uint16) for a in s) for s in make_lstm_inputs(shape, p)
+            ]
+            bf16.impls = _bf16_lstm_impls(shape, lstm_pass)
+            bf16.check = lambda inputs, shape=shape, p=lstm_pass: lstm_bf16_check(shape, p, inputs)
+            bf16.op = twin.op = "lstm-bf16"
+            bf16.layout, twin.layout = f"{lstm_pass} bf16", f"{lstm_pass} f32"
+            cases += [bf16, twin]
+    return cases
+
+
+register_suite(
+    Suite(
+        name="lstm-bf16",
+        description=(
+            "bfloat16 one-layer LSTM (T, B, I, H), forward and forward+backward, vs torch.nn.LSTM in bfloat16, "
+            "each beside the float32 LSTMs of the same shape (--quick: T / 5)"
+        ),
+        cases=lstm_bf16_cases,
+        summary_groups=tuple(
+            f"{g} {p}"
+            for p in ("bf16", "f32")
+            for g in (GROUP_LSTM_FWD, GROUP_LSTM_FWD_BWD, GROUP_LSTM_FWD_B1, GROUP_LSTM_FWD_BWD_B1)
+        ),
+        unavailable=lambda: torch_missing("torch.nn.LSTM"),
+        in_all=False,
+    )
+)

@@ -10,7 +10,8 @@ input projection and BPTT, with their own fused cell passes), so they share its 
 of 0 are allowed, each thread keeps its working memory between calls, and reverse=True runs a
 sequence backwards in time (the reverse direction of a bidirectional layer). On 'cuda' arrays they
 run float32 on the GPU driver of csrc/cuda/lstm (its per-step path), with the same cache.
-``batch_sizes`` (CPU only) runs a batch of variable lengths as :mod:`deepkern.ops.lstm` describes.
+``batch_sizes`` (CPU only) runs a batch of variable lengths as :mod:`deepkern.ops.lstm` describes,
+and bfloat16 layers (CPU only) compute as it describes (the GRU's cached gates are float32).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..backends import backend_of
-from .lstm import _arrays, _batch_sizes, _bias_sum, _check_cache, _gradients
+from .lstm import _arrays, _batch_sizes, _bias_sum, _cache_dtype, _check_cache, _gradients
 
 
 class GRUCache(NamedTuple):
@@ -80,7 +81,7 @@ def gru(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, reverse=False, return_cache=
     y, h_last = _outputs(backend, x, hidden)
     cache = None
     if return_cache:
-        gates = backend.empty(y.shape[:2] + (4 * hidden,), x.dtype)
+        gates = backend.empty(y.shape[:2] + (4 * hidden,), _cache_dtype(x.dtype))
         cache = GRUCache(gates, backend.empty_like(y), bool(reverse), *packed)
     kept = (None, None) if cache is None else cache[:2]
     backend.gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, y, h_last, *kept, bool(reverse), *packed)

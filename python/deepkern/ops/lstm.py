@@ -20,6 +20,12 @@ each sequence's own final states. x's entries past a sequence's end are never re
 Any of T, B, I and H may be 0: the results have their shapes (empty where a size is 0); without a
 step, a state or a batch row (T, H or B is 0) the final states are the initial ones and every
 gradient but those of the initial states is zero.
+
+dtypes: float32, float64, or bfloat16 (``deepkern.bfloat16``, CPU only) for all of x, the states,
+the weights and the biases alike (mixing them is a TypeError). A bfloat16 layer runs its GEMMs on
+the bfloat16 GEMM with float32 sums and keeps the gate math, the cell state and the weight and
+state gradients in float32 until each output (y, h_T, c_T, every gradient) is rounded to bfloat16
+once, like PyTorch's bfloat16 LSTM on the CPU; its caches' gates and cells are float32.
 """
 
 from __future__ import annotations
@@ -29,13 +35,18 @@ from typing import NamedTuple
 import numpy as np
 
 from ..backends import backend_of
-from ._validate import as_float_array
+from .gemm import _as_operand as _layer_array
+
+
+def _cache_dtype(dtype):
+    """The dtype of the kernels' sums and of the caches' gates and cells: float32 for bfloat16."""
+    return np.dtype(np.float32) if dtype.name == "bfloat16" else dtype
 
 
 class LSTMCache(NamedTuple):
     """What :func:`lstm_backward` needs from the forward: the activated gates (T, B, 4H) and the
-    cell and hidden states after each step (T, B, H), and the forward's batch_sizes. Keep it
-    unchanged between the two calls."""
+    cell and hidden states after each step (T, B, H), and the forward's batch_sizes (gates and
+    cells are float32 for a bfloat16 layer). Keep it unchanged between the two calls."""
 
     gates: np.ndarray
     cells: np.ndarray
@@ -48,9 +59,9 @@ def _arrays(op: str, x, h, c, w_ih, w_hh, b_ih, b_hh, *, sequence: bool, gates: 
     """Their backend, then the validated arrays of one float dtype, C-contiguous on it (the two
     biases separately), and H. The states are called h0/c0 for a sequence, h/c for a cell; the
     weights have ``gates`` gate blocks of H rows (the LSTM 4, the GRU 3, the RNN 1)."""
-    x = as_float_array(x, "x", op)
-    w_ih = as_float_array(w_ih, "w_ih", op)
-    w_hh = as_float_array(w_hh, "w_hh", op)
+    x = _layer_array(x, "x", op)
+    w_ih = _layer_array(w_ih, "w_ih", op)
+    w_hh = _layer_array(w_hh, "w_hh", op)
     want = 3 if sequence else 2
     if x.ndim != want:
         layout = "(T, B, I)" if sequence else "(B, I)"
@@ -71,7 +82,7 @@ def _arrays(op: str, x, h, c, w_ih, w_hh, b_ih, b_hh, *, sequence: bool, gates: 
     def optional(name, value, shape, layout):  # an optional input of a fixed shape, or None
         if value is None:
             return None
-        value = as_float_array(value, name, op)
+        value = _layer_array(value, name, op)
         if value.shape != shape:
             raise ValueError(f"{op}: {name} must have shape {layout} = {shape}, got {value.shape}")
         named[name] = value
@@ -86,6 +97,8 @@ def _arrays(op: str, x, h, c, w_ih, w_hh, b_ih, b_hh, *, sequence: bool, gates: 
         if value.dtype != dtype:
             raise TypeError(f"{op}: {name} has dtype {value.dtype} but x has {dtype}; use one dtype")
     backend = backend_of(x, h, c, w_ih, w_hh, b_ih, b_hh, op=op)
+    if dtype.name == "bfloat16" and backend.name != "cpu":
+        raise NotImplementedError(f"{op}: bfloat16 is not supported on {backend.name}")
     h, c, b_ih, b_hh = (None if v is None else backend.ascontiguousarray(v) for v in (h, c, b_ih, b_hh))
     return (
         backend,
@@ -101,9 +114,12 @@ def _arrays(op: str, x, h, c, w_ih, w_hh, b_ih, b_hh, *, sequence: bool, gates: 
 
 
 def _bias_sum(b_ih, b_hh):
-    """The one bias of kernels that add both biases to the same sums: b_ih + b_hh (either may be None)."""
+    """The one bias of kernels that add both biases to the same sums: b_ih + b_hh (either may be None;
+    bfloat16 ones are added in float32 and rounded once)."""
     if b_ih is None or b_hh is None:
         return b_hh if b_ih is None else b_ih
+    if b_ih.dtype.name == "bfloat16":
+        return (b_ih.astype(np.float32) + b_hh.astype(np.float32)).astype(b_ih.dtype)
     return b_ih + b_hh
 
 
@@ -150,8 +166,8 @@ def lstm(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, *, reverse=False, return_c
     cache, kept = None, (None, None, None)  # inference: the kernel keeps no per-step state beyond y
     if return_cache:
         cache = LSTMCache(
-            empty((steps, batch, 4 * hidden), dtype),
-            empty((steps, batch, hidden), dtype),
+            empty((steps, batch, 4 * hidden), _cache_dtype(dtype)),
+            empty((steps, batch, hidden), _cache_dtype(dtype)),
             empty((steps, batch, hidden), dtype),
             bool(reverse),
             *packed,
@@ -218,8 +234,8 @@ def lstm_backward(grad_y, grad_h_T, grad_c_T, x, h0, c0, w_ih, w_hh, cache: LSTM
 
 def _check_cache(op: str, cache, kind, producer: str, x, w_hh, reverse, **blocks) -> None:
     """Checks that ``cache`` is a ``kind`` from ``producer`` (..., return_cache=True) for x, w_hh
-    and ``reverse``: each field named in ``blocks`` a (T, B, blocks * H) array of x's dtype, and
-    ``hidden`` (T, B, H)."""
+    and ``reverse``: each field named in ``blocks`` a (T, B, blocks * H) array of the cache dtype
+    (x's, or float32 for bfloat16), and ``hidden`` (T, B, H) of x's dtype."""
     steps, batch, _ = x.shape
     hidden = w_hh.shape[1]
     if not isinstance(cache, kind):
@@ -230,11 +246,12 @@ def _check_cache(op: str, cache, kind, producer: str, x, w_hh, reverse, **blocks
     for name, count in {**blocks, "hidden": 1}.items():
         held = getattr(cache, name)
         width = count * hidden
+        dtype = x.dtype if name == "hidden" else _cache_dtype(x.dtype)
         layout = "(T, B, H)" if count == 1 else f"(T, B, {count}H)"
-        want = f"{op}: cache.{name} must be a {x.dtype} array of shape {layout} = {(steps, batch, width)}"
+        want = f"{op}: cache.{name} must be a {dtype} array of shape {layout} = {(steps, batch, width)}"
         if not hasattr(held, "shape"):
             raise TypeError(f"{want}, got {type(held).__name__}")
-        if held.shape != (steps, batch, width) or held.dtype != x.dtype:
+        if held.shape != (steps, batch, width) or held.dtype != dtype:
             raise ValueError(f"{want} for x {x.shape} and w_hh {w_hh.shape}, got {held.shape} {held.dtype}")
         flags = getattr(held, "flags", None)  # the kernels read it as the forward wrote it
         if flags is not None and not (flags.c_contiguous and flags.aligned):
@@ -249,7 +266,7 @@ def _gradients(op: str, dtype, named) -> list:
     grads = []
     for name, value, shape in named:
         if value is not None:
-            value = as_float_array(value, name, op)
+            value = _layer_array(value, name, op)
             if value.shape != shape:
                 raise ValueError(f"{op}: {name} must have shape {shape}, got {value.shape}")
             if value.dtype != dtype:
