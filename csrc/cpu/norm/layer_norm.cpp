@@ -1,7 +1,9 @@
 // Layer and group normalization: splits the rows ((sample, group) pairs for group norm) over
 // threads in contiguous ranges and runs the active ISA's loops (kernels.h) on each; a row's
-// statistics and normalization stay on one thread. The weight and bias gradients are summed per
-// thread into float64 partials, then added in thread order.
+// statistics and normalization stay on one thread, and layer norm's threads prefetch their next
+// row while the current one computes. The weight and bias gradients are summed per thread into
+// float64 partials (layer norm's through sums in T flushed every kLayerNormFlushRows rows), then
+// added in thread order.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
