@@ -138,6 +138,62 @@ def test_threads_give_the_reference_and_the_same_parameter_gradients(threads, rn
         check(got, want, F32, f"group {name}")
 
 
+#: Row counts about the backward's flush of its weight and bias sums (every 8 rows of a thread)
+#: and widths about the vector width and the row sums' groups (16 float32 lanes, groups of 4).
+FLUSH_ROWS = [1, 7, 8, 9, 17, 70]
+WIDTHS = [1, 15, 16, 17, 63, 64, 65, 200, 513]
+NEEDS = [(True, True, True), (False, True, True), (True, False, False), (False, False, True), (False, True, False)]
+
+
+@pytest.mark.parametrize("rows", FLUSH_ROWS)
+@pytest.mark.parametrize("d", WIDTHS)
+def test_backward_rows_and_widths(rows, d, threads, rng):
+    """Every row count about the flush of the parameter sums (within each thread's rows) and
+    every width about the vector and group widths, each against the float64 reference."""
+    x = (rng.standard_normal((rows, d)) * 2 - 1).astype(np.float32)
+    w, b = _params(rng, (d,), np.float32, "weight_bias")
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    out = np.full(x.shape, np.nan, np.float32)
+    _, mean, rstd = ops.layer_norm(x, d, w, b, out=out)
+    check(out, layer_norm_ref(x, (d,), w, b)[0], F32, "out")
+    refs = layer_norm_backward_ref(g, x, (d,), w)
+    terms = float(np.linalg.norm(g * w) * np.max(rstd))
+    for got, want, name, floor in zip(
+        ops.layer_norm_backward(g, x, d, w, mean, rstd), refs, ("gx", "gw", "gb"), (terms, 0, 0)
+    ):
+        check(got, want, F32, name, floor=floor)
+
+
+@pytest.mark.parametrize("needs", NEEDS, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_needs_select_each_gradient_with_the_others_unchanged(needs, dtype, threads, rng):
+    """Any subset of the three gradients, over rows that flush the parameter sums several times
+    with a partial last flush: each one asked for equals the reference, the others are None."""
+    x = rng.standard_normal((45, 37)).astype(dtype)
+    w = rng.standard_normal(37).astype(dtype)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    _, mean, rstd = ops.layer_norm(x, 37, w)
+    grads = ops.layer_norm_backward(g, x, 37, w, mean, rstd, needs=needs)
+    for got, want, wanted, name in zip(grads, layer_norm_backward_ref(g, x, (37,), w), needs, ("gx", "gw", "gb")):
+        if wanted:
+            check(got, want, dtype, name)
+        else:
+            assert got is None, name
+
+
+def test_parameter_gradients_of_many_rows_keep_float32_accuracy(threads, rng):
+    """grad_weight and grad_bias summed over 20003 rows whose terms share a sign (no cancellation
+    to hide rounding): the sums in float32 over a few rows at a time, then float64, stay within
+    float32's rounding of the float64 reference, column by column."""
+    x = (rng.standard_normal((20003, 24)) + 3).astype(np.float32)
+    g = (rng.random(x.shape) + 0.5).astype(np.float32)
+    _, mean, rstd = ops.layer_norm(x, 24)
+    _, gw, gb = ops.layer_norm_backward(g, x, 24, None, mean, rstd)
+    _, want_w, want_b = layer_norm_backward_ref(g, x, (24,), np.ones(24))
+    np.testing.assert_allclose(gb, want_b, rtol=1e-6)
+    np.testing.assert_allclose(gw, want_w, rtol=1e-5, atol=1e-6 * np.abs(g).sum(axis=0).max())
+
+
 def test_strided_inputs_and_output(rng):
     x = rng.standard_normal((6, 10)).astype(np.float64)
     xt = np.ascontiguousarray(x.T).T

@@ -11,6 +11,16 @@
 namespace deepkern::cpu::DEEPKERN_ISA_NS {
 namespace {
 
+// The sum of Lanes partial sums, added pairwise (a tree of log2(Lanes) vector adds, not a chain of
+// Lanes scalar ones); acc is overwritten.
+template <int Lanes>
+double lanes_total(double* acc) {
+#pragma GCC unroll 8
+  for (int half = Lanes / 2; half >= 1; half /= 2)
+    for (int l = 0; l < half; ++l) acc[l] += acc[l + half];
+  return acc[0];
+}
+
 // sums[k] = the sum over the channel's elements i of the K terms term(i, t) writes into t[0..K),
 // accumulated in Lanes partial sums per term (lane j % Lanes of each row).
 template <int K, int Lanes, class Term>
@@ -31,11 +41,7 @@ void lane_sums_of(const ChannelRows& r, Term term, double* sums) {
       for (int k = 0; k < K; ++k) acc[k][j % Lanes] += t[k];
     }
   }
-  for (int k = 0; k < K; ++k) {
-    double total = 0;
-    for (int l = 0; l < Lanes; ++l) total += acc[k][l];
-    sums[k] = total;
-  }
+  for (int k = 0; k < K; ++k) sums[k] = lanes_total<Lanes>(acc[k]);
 }
 
 // lane_sums_of with 8 lanes (a vector of doubles), or 32 for rows of 128 elements or more: four
@@ -115,7 +121,8 @@ void with_flag(bool flag, F&& f) {
 // far larger than the spread; the row maps then compute in T, at T's vector width.
 template <class T>
 struct SplitMean {
-  T hi, lo;
+  T hi = 0, lo = 0;
+  SplitMean() = default;
   explicit SplitMean(double mean)
       : hi(static_cast<T>(mean)), lo(static_cast<T>(mean - static_cast<double>(static_cast<T>(mean)))) {}
   T centre(T x) const { return (x - hi) - lo; }
@@ -137,41 +144,81 @@ void row_normalize(const T* x, T* out, int64_t len, double mean, double rstd, co
   });
 }
 
+// sums[k] = the sum over j in [0, len) of the K terms term(j, t) writes into t[0..K) (computed
+// in T): in T over groups of kGroup terms per lane (a vector's worth of lanes), each group's sum
+// then added into float64 lanes; so the conversions to double cost one per kGroup terms and the
+// rounding error stays that of kGroup-term sums in T, whatever len.
+template <class T, int K, class Term>
+void grouped_row_sums(int64_t len, Term term, double* sums) {
+  constexpr int Lanes = 64 / sizeof(T), kGroup = 4;
+  double acc[K][Lanes] = {};
+  int64_t j = 0;
+  for (; j + Lanes * kGroup <= len; j += Lanes * kGroup) {
+    T part[K][Lanes] = {};
+    for (int q = 0; q < kGroup; ++q)
+      for (int l = 0; l < Lanes; ++l) {
+        T t[K];
+        term(j + q * Lanes + l, t);
+        for (int k = 0; k < K; ++k) part[k][l] += t[k];
+      }
+    for (int k = 0; k < K; ++k)
+      for (int l = 0; l < Lanes; ++l) acc[k][l] += static_cast<double>(part[k][l]);
+  }
+  for (; j < len; ++j) {
+    T t[K];
+    term(j, t);
+    for (int k = 0; k < K; ++k) acc[k][j % Lanes] += static_cast<double>(t[k]);
+  }
+  for (int k = 0; k < K; ++k) sums[k] = lanes_total<Lanes>(acc[k]);
+}
+
 template <class T>
-void row_grad_sums(const T* g, const T* x, int64_t len, double mean, double rstd, const T* weight, double* sums,
-                   double* sum_gxhat, double* sum_g) {
+void row_grad_sums(const T* g, const T* x, int64_t len, double mean, double rstd, const T* weight, double* sums) {
+  const SplitMean<T> m(mean);
+  const T r = static_cast<T>(rstd);
   with_flag(weight != nullptr, [&](auto has_weight) {
-    with_flag(sum_gxhat != nullptr && sum_g != nullptr, [&](auto both_params) {
-      lane_sums<2>(
-          {1, len, len},
-          [&](int64_t j, double* t) {
-            const double gv = static_cast<double>(g[j]), xhat = (static_cast<double>(x[j]) - mean) * rstd;
-            if constexpr (both_params) {
-              sum_gxhat[j] += gv * xhat;
-              sum_g[j] += gv;
-            } else {
-              if (sum_gxhat) sum_gxhat[j] += gv * xhat;
-              if (sum_g) sum_g[j] += gv;
-            }
-            t[0] = has_weight ? gv * static_cast<double>(weight[j]) : gv;
-            t[1] = t[0] * xhat;
-          },
-          sums);
-    });
+    grouped_row_sums<T, 2>(
+        len,
+        [&](int64_t j, T* t) {
+          T gw = g[j];
+          if constexpr (has_weight) gw *= weight[j];
+          t[0] = gw;
+          t[1] = gw * (m.centre(x[j]) * r);
+        },
+        sums);
   });
 }
 
 template <class T>
 void row_grad_input(const T* g, const T* x, T* gx, int64_t len, double mean, double rstd, const T* weight, double a,
-                    double b) {
+                    double b, T* part_gxhat, T* part_g) {
   const SplitMean<T> m(mean);
   const T r = static_cast<T>(rstd), ta = static_cast<T>(a), tb = static_cast<T>(b);
   with_flag(weight != nullptr, [&](auto has_weight) {
-    for (int64_t j = 0; j < len; ++j) {
-      const T gw = has_weight ? g[j] * weight[j] : g[j];
-      gx[j] = (gw - ta - m.centre(x[j]) * r * tb) * r;
-    }
+    with_flag(gx != nullptr, [&](auto write_gx) {
+      with_flag(part_g != nullptr, [&](auto has_parts) {
+      // The outputs never overlap the row (distinct arrays).
+#pragma omp simd
+        for (int64_t j = 0; j < len; ++j) {
+          const T gv = g[j], xhat = m.centre(x[j]) * r;
+          if constexpr (write_gx) gx[j] = ((has_weight ? gv * weight[j] : gv) - ta - xhat * tb) * r;
+          if constexpr (has_parts) {
+            part_gxhat[j] += gv * xhat;
+            part_g[j] += gv;
+          }
+        }
+      });
+    });
   });
+}
+
+template <class T>
+void flush_partials(T* part, double* sums, int64_t len) {
+#pragma omp simd
+  for (int64_t j = 0; j < len; ++j) {
+    sums[j] += static_cast<double>(part[j]);
+    part[j] = 0;
+  }
 }
 
 // ---- columns ((n, c) inputs) -------------------------------------------------------------------
@@ -264,6 +311,7 @@ constexpr NormKernels<T> kernels_of = {
     .row_normalize = &row_normalize<T>,
     .row_grad_sums = &row_grad_sums<T>,
     .row_grad_input = &row_grad_input<T>,
+    .flush_partials = &flush_partials<T>,
     .column_moments = &column_moments<T>,
     .column_normalize = &column_normalize<T>,
     .column_grad_sums = &column_grad_sums<T>,

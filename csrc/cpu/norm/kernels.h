@@ -15,6 +15,10 @@ struct ChannelRows {
   int64_t rows, len, stride;
 };
 
+// Rows whose parameter-gradient terms row_grad_sums adds in T before flush_partials adds them
+// into the float64 sums.
+constexpr int64_t kLayerNormFlushRows = 8;
+
 template <class T>
 struct NormKernels {
   // The sum of the channel's elements.
@@ -35,13 +39,18 @@ struct NormKernels {
   // T values (x - mean keeps T's accuracy relative to the difference however large the mean):
   // a few roundings of T per element.
   void (*row_normalize)(const T* x, T* out, int64_t len, double mean, double rstd, const T* weight, const T* bias);
-  // With xhat = (x - mean) * rstd and gw = g * weight: sums[0] = the sum of gw, sums[1] = the sum
-  // of gw * xhat; sum_gxhat[j] += g * xhat and sum_g[j] += g (each may be null).
-  void (*row_grad_sums)(const T* g, const T* x, int64_t len, double mean, double rstd, const T* weight, double* sums,
-                        double* sum_gxhat, double* sum_g);
-  // gx = (g * weight - a - xhat * b) * rstd, computed in T as row_normalize.
+  // With xhat = (x - mean) * rstd and gw = g * weight, both computed in T as row_normalize:
+  // sums[0] = the sum of gw, sums[1] = the sum of gw * xhat (in T over groups of a few terms per
+  // lane, then in double).
+  void (*row_grad_sums)(const T* g, const T* x, int64_t len, double mean, double rstd, const T* weight, double* sums);
+  // The row's second pass: gx = (g * weight - a - xhat * b) * rstd, computed in T as
+  // row_normalize (when gx is given), and the parameter gradients' column sums in T (when part_g
+  // is given): part_gxhat[j] += g * xhat, part_g[j] += g; flush_partials moves those into float64
+  // every kLayerNormFlushRows rows, so their rounding error is that of sums of that many terms.
   void (*row_grad_input)(const T* g, const T* x, T* gx, int64_t len, double mean, double rstd, const T* weight,
-                         double a, double b);
+                         double a, double b, T* part_gxhat, T* part_g);
+  // sums[j] += part[j], then part[j] = 0, for j in [0, len).
+  void (*flush_partials)(T* part, double* sums, int64_t len);
 
   // The same for `cols` adjacent channels of an (n, c) input (s == 1): channel j is column j of
   // `rows` rows `stride` apart; its values are element j of the per-channel arrays. The loops run

@@ -1,7 +1,9 @@
 // Layer and group normalization: splits the rows ((sample, group) pairs for group norm) over
 // threads in contiguous ranges and runs the active ISA's loops (kernels.h) on each; a row's
-// statistics and normalization stay on one thread. The weight and bias gradients are summed per
-// thread into float64 partials, then added in thread order.
+// statistics and normalization stay on one thread, and layer norm's threads prefetch their next
+// row while the current one computes. The weight and bias gradients are summed per thread into
+// float64 partials (layer norm's through sums in T flushed every kLayerNormFlushRows rows), then
+// added in thread order.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -39,6 +41,26 @@ void for_units(int threads, int64_t units, Body&& body) {
   });
 }
 
+// The row after a row of `len` elements at `row` (none when `exists` is false), which the CPU is
+// asked to load into its cache, half by half, while the current row computes: the loads overlap
+// the computation instead of waiting for it.
+template <class T>
+class NextRow {
+ public:
+  NextRow(const T* row, int64_t len, bool exists)
+      : bytes_(reinterpret_cast<const char*>(row + len)), size_(exists ? len * int64_t(sizeof(T)) : 0) {}
+
+  // Prefetches half h (0 or 1) of the row.
+  void prefetch_half(int h) const {
+    const int64_t half = (size_ + 127) / 128 * 64;
+    for (int64_t at = h * half; at < std::min(size_, (h + 1) * half); at += 64) __builtin_prefetch(bytes_ + at);
+  }
+
+ private:
+  const char* bytes_;
+  int64_t size_;
+};
+
 // The mean and 1 / sqrt(biased variance + eps) of `len` contiguous values (NaN for len == 0).
 template <class T>
 void moments(const NormKernels<T>& k, const T* x, int64_t len, double eps, double* mean, double* rstd) {
@@ -51,28 +73,34 @@ void moments(const NormKernels<T>& k, const T* x, int64_t len, double eps, doubl
   *rstd = 1 / std::sqrt(k.squared_deviations(x, row, *mean) / static_cast<double>(len) + eps);
 }
 
-// Per-thread float64 partial sums of the weight and bias gradients (`width` columns each; a null
-// output gets none), added in thread order into grad_weight and grad_bias by finish().
+// Per-thread float64 partial sums of the weight and bias gradients (`width` columns each,
+// weight's then bias's; both kept whenever either gradient is wanted, none when neither is),
+// added in thread order into grad_weight and grad_bias (each may be null) by finish(). Layer
+// norm's rows add into per-thread sums in T first (pending(t), the same layout), which
+// flush_partials moves into the float64 ones every kLayerNormFlushRows rows.
 template <class T>
 class ParamGradSums {
  public:
-  ParamGradSums(int threads, int64_t width, T* grad_weight, T* grad_bias)
+  ParamGradSums(int threads, int64_t width, T* grad_weight, T* grad_bias, bool pending_in_t = false)
       : width_(width),
         gw_(grad_weight),
         gb_(grad_bias),
-        w_parts_(grad_weight ? threads * width : 0, 0.0),
-        b_parts_(grad_bias ? threads * width : 0, 0.0) {}
+        parts_(gw_ || gb_ ? threads * 2 * width : 0, 0.0),
+        pending_(pending_in_t ? parts_.size() : 0, T(0)) {}
 
-  // Thread t's partial sums (null where not wanted).
-  double* weight_part(int t) { return gw_ ? w_parts_.data() + t * width_ : nullptr; }
-  double* bias_part(int t) { return gb_ ? b_parts_.data() + t * width_ : nullptr; }
+  // Thread t's partial sums (null when neither gradient is wanted).
+  double* weight_part(int t) { return parts_.empty() ? nullptr : parts_.data() + 2 * t * width_; }
+  double* bias_part(int t) { return parts_.empty() ? nullptr : parts_.data() + (2 * t + 1) * width_; }
+  // Thread t's sums in T (null when neither gradient is wanted or pending_in_t was false).
+  T* pending(int t) { return pending_.empty() ? nullptr : pending_.data() + 2 * t * width_; }
 
   void finish(int threads) {
+    if (parts_.empty()) return;
     for (int64_t j = 0; j < width_; ++j) {
       double w = 0, b = 0;
       for (int t = 0; t < threads; ++t) {
-        if (gw_) w += w_parts_[t * width_ + j];
-        if (gb_) b += b_parts_[t * width_ + j];
+        w += weight_part(t)[j];
+        b += bias_part(t)[j];
       }
       if (gw_) gw_[j] = static_cast<T>(w);
       if (gb_) gb_[j] = static_cast<T>(b);
@@ -82,7 +110,8 @@ class ParamGradSums {
  private:
   int64_t width_;
   T *gw_, *gb_;
-  std::vector<double> w_parts_, b_parts_;
+  std::vector<double> parts_;
+  std::vector<T> pending_;
 };
 
 }  // namespace
@@ -94,7 +123,10 @@ void layer_norm_forward(const LayerNormShape& s, const T* x, const T* weight, co
   const int threads = threads_for(s.rows, s.rows * s.len);
   for_units(threads, s.rows, [&](int, int64_t r) {
     const int64_t at = r * s.len;
+    const NextRow<T> next(x + at, s.len, r + 1 < s.rows);
+    next.prefetch_half(0);
     moments(k, x + at, s.len, eps, &save_mean[r], &save_rstd[r]);
+    next.prefetch_half(1);
     k.row_normalize(x + at, out + at, s.len, save_mean[r], save_rstd[r], weight, bias);
   });
 }
@@ -104,16 +136,25 @@ void layer_norm_backward(const LayerNormShape& s, const T* grad_out, const T* x,
                          const double* save_mean, const double* save_rstd, T* grad_x, T* grad_weight, T* grad_bias) {
   const NormKernels<T>& k = kernels<T>();
   const int threads = threads_for(s.rows, s.rows * s.len);
-  ParamGradSums<T> params(threads, s.len, grad_weight, grad_bias);
+  ParamGradSums<T> params(threads, s.len, grad_weight, grad_bias, true);
   const double count = static_cast<double>(s.len);
-  for_units(threads, s.rows, [&](int t, int64_t r) {
-    const int64_t at = r * s.len;
-    double sums[2];
-    k.row_grad_sums(grad_out + at, x + at, s.len, save_mean[r], save_rstd[r], weight, sums, params.weight_part(t),
-                    params.bias_part(t));
-    if (grad_x)
-      k.row_grad_input(grad_out + at, x + at, grad_x + at, s.len, save_mean[r], save_rstd[r], weight, sums[0] / count,
-                       sums[1] / count);
+  run_on_threads(threads, [&](int t) {
+    T* pending = params.pending(t);
+    const int64_t begin = s.rows * t / threads, end = s.rows * (t + 1) / threads;
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t at = r * s.len;
+      const NextRow<T> next_g(grad_out + at, s.len, r + 1 < end), next_x(x + at, s.len, r + 1 < end);
+      next_g.prefetch_half(0);
+      next_x.prefetch_half(0);
+      double sums[2] = {0, 0};
+      if (grad_x) k.row_grad_sums(grad_out + at, x + at, s.len, save_mean[r], save_rstd[r], weight, sums);
+      next_g.prefetch_half(1);
+      next_x.prefetch_half(1);
+      k.row_grad_input(grad_out + at, x + at, grad_x ? grad_x + at : nullptr, s.len, save_mean[r], save_rstd[r], weight,
+                       sums[0] / count, sums[1] / count, pending, pending ? pending + s.len : nullptr);
+      if (pending && ((r + 1 - begin) % kLayerNormFlushRows == 0 || r + 1 == end))
+        k.flush_partials(pending, params.weight_part(t), 2 * s.len);
+    }
   });
   params.finish(threads);
 }

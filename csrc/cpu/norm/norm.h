@@ -45,7 +45,8 @@ void batch_norm_backward(const BatchNormShape& s, const T* grad_out, const T* x,
 // element. Statistics as batch norm's: float64, the mean, then the sum of squared deviations
 // from it (two passes over the row, which stays in cache); the normalized values and grad_x are
 // computed in T (kernels.h), within a few roundings of T. save_mean and save_rstd hold `rows`
-// float64 values (NaN for len == 0). Threads split the rows.
+// float64 values (NaN for len == 0). Threads split the rows; each thread asks the CPU for its next
+// row while the current one computes.
 struct LayerNormShape {
   int64_t rows, len;
 };
@@ -57,9 +58,10 @@ void layer_norm_forward(const LayerNormShape& s, const T* x, const T* weight, co
 
 // With xhat = (x - mean) * rstd and gw = grad_out * weight: grad_x = rstd * (gw - mean(gw) -
 // xhat * mean(gw * xhat)) per row; grad_weight = the sum over rows of grad_out * xhat, grad_bias
-// the sum of grad_out. Each output may be null. The column sums go into per-thread float64
-// partial sums over contiguous row ranges, added in thread order (the same result on every run
-// at a given thread count).
+// the sum of grad_out. Each output may be null. grad_x's two row sums are taken in T over short
+// groups, then in float64. The column sums go into per-thread sums in T, moved into per-thread
+// float64 partial sums every kLayerNormFlushRows (8) rows, over contiguous row ranges; those are
+// added in thread order (the same result on every run at a given thread count).
 template <class T>
 void layer_norm_backward(const LayerNormShape& s, const T* grad_out, const T* x, const T* weight,
                          const double* save_mean, const double* save_rstd, T* grad_x, T* grad_weight, T* grad_bias);
