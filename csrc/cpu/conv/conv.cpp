@@ -97,11 +97,12 @@ Plan make_plan(const Conv2dShape& s, bool forward = false) {
   return plan;
 }
 
-// Per-thread scratch: the im2col block (0) and the block of Y or dY when it has several images (1).
+// Per-thread scratch: the im2col block (0), the block of Y or dY when it has several images (1), and
+// im2col_stride2's split input row (2).
 struct ConvScratch;
 template <class T>
 T* thread_buffer(int which, int64_t count) {
-  return thread_scratch<ConvScratch, 2, T>(which, count);
+  return thread_scratch<ConvScratch, 3, T>(which, count);
 }
 
 // Visits, for every row (c, r, s) of col and every output row p in [p0, p1), the offset of that
@@ -163,11 +164,40 @@ void im2col_shifted_planes(const Conv2dShape& s, const T* x, int64_t group_in, i
     }
 }
 
+// im2col when stride_w is 2, dilation_w 1 and the kernel at least 3 wide (ResNet's 7x7/2 stem): each
+// input row a kernel row reads is split once into the even and odd columns of its zero-padded self,
+// after which each of the S taps is one contiguous copy instead of a strided gather.
+template <class T>
+void im2col_stride2(const Conv2dShape& s, const T* x, int64_t group_in, int64_t p0, int64_t p1, T* col, int64_t ld) {
+  const int64_t half = s.out_w + s.kernel_w / 2;  // tap t reads half-row t % 2 at [t / 2, t / 2 + Q)
+  T* even = thread_buffer<T>(2, 2 * half);
+  T* odd = even + half;
+  for (int64_t c = 0; c < group_in; ++c)
+    for (int64_t r = 0; r < s.kernel_h; ++r)
+      for (int64_t p = p0; p < p1; ++p) {
+        T* out = col + (c * s.kernel_h + r) * s.kernel_w * ld + (p - p0) * s.out_w;
+        const int64_t ih = p * s.stride_h - s.pad_h + r * s.dilation_h;
+        if (ih < 0 || ih >= s.in_h) {
+          for (int64_t t = 0; t < s.kernel_w; ++t) std::fill(out + t * ld, out + t * ld + s.out_w, T(0));
+          continue;
+        }
+        const T* in = x + (c * s.in_h + ih) * s.in_w;
+        for (int64_t j = 0; j < half; ++j) {
+          const int64_t iw = 2 * j - s.pad_w;
+          even[j] = iw >= 0 && iw < s.in_w ? in[iw] : T(0);
+          odd[j] = iw + 1 >= 0 && iw + 1 < s.in_w ? in[iw + 1] : T(0);
+        }
+        for (int64_t t = 0; t < s.kernel_w; ++t)
+          std::memcpy(out + t * ld, (t % 2 ? odd : even) + t / 2, sizeof(T) * s.out_w);
+      }
+}
+
 // col[(c, r, s)][(p - p0) * Q + q] (row stride ld) for output rows [p0, p1) of one image's group.
 template <class T>
 void im2col(const Conv2dShape& s, const T* x, int64_t group_in, int64_t p0, int64_t p1, T* col, int64_t ld) {
   if (s.stride_h == 1 && s.stride_w == 1 && s.dilation_w == 1 && s.out_w == s.in_w)
     return im2col_shifted_planes(s, x, group_in, p0, p1, col, ld);
+  if (s.stride_w == 2 && s.dilation_w == 1 && s.kernel_w >= 3) return im2col_stride2(s, x, group_in, p0, p1, col, ld);
   const int64_t sw = s.stride_w;
   for_each_tap_row(s, group_in, p0, p1, ld, [&](int64_t dst, int64_t src, int64_t q_lo, int64_t q_hi) {
     // Plain loops, not memcpy/fill: rows are often a few elements long (7 x 7 layers).
