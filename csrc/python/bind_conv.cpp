@@ -143,6 +143,8 @@ void conv2d_backward_weight(const py::object& grad_y, const py::object& x, const
 void bind_conv(py::module_& m) {
   m.def("conv2d_forward", &conv2d_forward, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("winograd_weights") = py::none());
+  m.def("last_conv2d_forward_path", &cpu::last_conv2d_forward_path,
+        "The path the last CPU conv2d forward took: depthwise, winograd, im2col or im2col_row_blocks.");
   m.def("conv2d_pack_winograd_weights", &conv2d_pack_winograd_weights, py::arg("w"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"));
   m.def("conv2d_backward_data", &conv2d_backward_data, py::arg("grad_y"), py::arg("w"), py::arg("grad_x"),

@@ -22,6 +22,7 @@
 #include "cpu/conv/conv.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -336,6 +337,12 @@ void bias_gradient(const Conv2dShape& s, const T* grad_y, T* grad_bias) {
 
 }  // namespace
 
+namespace {
+std::atomic<const char*> last_forward_path{""};
+}  // namespace
+
+const char* last_conv2d_forward_path() { return last_forward_path.load(); }
+
 int64_t conv2d_winograd_weights_size(const Conv2dShape& s) {
   return winograd_geometry(s) && winograd_channels(s) ? 16 * s.out_channels * s.in_channels : 0;
 }
@@ -347,9 +354,16 @@ bool conv2d_pack_winograd_weights(const Conv2dShape& s, const T* w, T* packed) {
 
 template <class T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y, const T* winograd_weights) {
-  if (is_depthwise(s)) return depthwise_forward(s, x, w, bias, y);
-  if (winograd_applies(s) && winograd_forward(s, x, w, bias, y, winograd_weights)) return;
+  if (is_depthwise(s)) {
+    last_forward_path = "depthwise";
+    return depthwise_forward(s, x, w, bias, y);
+  }
+  if (winograd_applies(s) && winograd_forward(s, x, w, bias, y, winograd_weights)) {
+    last_forward_path = "winograd";
+    return;
+  }
   const Plan plan = make_plan<T>(s, true);
+  last_forward_path = plan.row_blocks_spread ? "im2col_row_blocks" : "im2col";
   for_each_block(s, plan, [&](const Block& b, int, int gemm_threads) {
     const int64_t cols = b.columns(s);
     for (int64_t group = 0; group < s.groups; ++group) {

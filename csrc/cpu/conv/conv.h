@@ -28,6 +28,11 @@ template <class T>
 void conv2d_forward(const Conv2dShape& shape, const T* x, const T* w, const T* bias, T* y,
                     const T* winograd_weights = nullptr);
 
+// The path the last conv2d_forward call of the process took: "depthwise", "winograd", "im2col"
+// (GEMMs over blocks of images), "im2col_row_blocks" (the inference plan: row blocks of single
+// images spread over the threads), or "" before the first call. For tests and benchmarks.
+const char* last_conv2d_forward_path();
+
 // The size (16 K C) of the packed Winograd weights of a convolution with these weights and options
 // (shape's batch and image sizes are not read), or 0 when no input size would run it on the Winograd
 // path (then there is nothing to pack).

@@ -86,7 +86,7 @@ bool winograd_applies(const Conv2dShape& s) {
   // im2col + GEMM, batch 4 (64 tiles) 11.2 against 5.2 ms; 256 channels at 14 x 14, batch 1 (49
   // tiles): a tie).
   const int64_t tiles = s.batch * ((s.out_h + 1) / 2) * ((s.out_w + 1) / 2);
-  const bool enough_tiles = tiles >= kMinTiles || s.in_channels * s.out_channels <= kCachedWeightPairs;
+  const bool enough_tiles = tiles >= kMinTiles || (tiles > 0 && s.in_channels * s.out_channels <= kCachedWeightPairs);
   return winograd_geometry(s) && winograd_channels(s) && winograd_saving(s) >= 1.7 && enough_tiles;
 }
 
