@@ -236,3 +236,15 @@ def test_packed_weights_binding_checks_its_arguments(rng):
         C.conv2d_pack_winograd_weights(w[0], *opts)
     with raises_naming(ValueError, "conv2d_pack_winograd_weights", "groups"):
         C.conv2d_pack_winograd_weights(w, (1, 1), (1, 1), (1, 1), 0)
+
+
+def test_empty_batch_on_a_winograd_layer(rng):
+    """Batch 0 of a layer that Winograd takes at any batch (small weights): empty outputs and grad_x,
+    a zero grad_w, as the reference (the Winograd tiling of an empty batch divided by zero)."""
+    x, w = rand(rng, (0, 64, 8, 8), F32), rand(rng, (64, 64, 3, 3), F32)
+    g = rand(rng, (0, 64, 8, 8), F32)
+    assert ops.conv2d(x, w, padding=1).shape == (0, 64, 8, 8)
+    got = ops.conv2d_backward(g, x, w, padding=1)
+    for name, value, ref in zip(("grad_x", "grad_w", "grad_b"), got, conv2d_backward_ref(g, x, w, padding=1)):
+        assert value.shape == ref.shape, name
+        check(value, ref, F32, f"batch 0 {name}")
