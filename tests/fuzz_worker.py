@@ -1873,6 +1873,22 @@ REGISTRY.update(
             lambda p: isinstance(p["double_precision"], bool) or None,
         ),
         "_C.gemm_bf16_kernel_name": _plain(_C.gemm_bf16_kernel_name, {}, lambda p: True),
+        "_C.last_conv2d_forward_path": _plain(_C.last_conv2d_forward_path, {}, lambda p: True),
+        "_C.conv2d_pack_winograd_weights": _plain(
+            _C.conv2d_pack_winograd_weights,
+            {
+                "w": st.sampled_from(
+                    [np.ones((64, 64, 3, 3), np.float32), np.ones((4, 2, 3, 3)), np.ones(3), np.ones((2, 2), int)]
+                )
+                | st.sampled_from([None, "x"]),
+                **{
+                    name: st.sampled_from([(1, 1), (2, 1), (0, 0), (-1, 1), (2**63, 1), None, 1])
+                    for name in ("stride", "padding", "dilation")
+                },
+                "groups": st.sampled_from([1, 2, 0, -1, 2**63, None]),
+            },
+            lambda p: None,
+        ),
         "_C.last_isa": _plain(
             _C.last_isa,
             {"family": st.sampled_from(FAMILY_NAMES) | TEXT | st.sampled_from([None, 3])},

@@ -783,20 +783,33 @@ def test_bench_conv_cases():
 
     assert "gemm" in bench.SUITES
     suite = bench.get_suite("conv")
-    assert set(suite.summary_groups) == {dkb.GROUP_CONV_FWD, dkb.GROUP_CONV_FWD_BWD}
+    inference_groups = {dkb.inference_group(n): n for n in dkb.CONV_INFERENCE_BATCHES}
+    assert set(suite.summary_groups) == {dkb.GROUP_CONV_FWD, dkb.GROUP_CONV_FWD_BWD, *inference_groups}
+    assert dkb.CONV_INFERENCE_BATCHES == (1, 4)
     layers = [(c, h, w, k, r, s, st, p, g) for c, h, w, k, r, s, st, p, g in LAYERS]
     assert [(l.c, l.h, l.w, l.k, l.r, l.s, l.stride, l.padding, l.groups) for l in dkb.CONV_LAYERS] == layers  # noqa: E741
+    downsample = (256, 56, 56, 512, 1, 1, 2, 0, 1)
+    inference_layers = [*layers, downsample]
     for quick, batch in ((False, 32), (True, dkb.CONV_BATCH_QUICK)):
         cases = suite.cases(quick)
-        assert len(cases) == 2 * len(LAYERS)
+        training = [case for case in cases if case.group not in inference_groups]
+        inference = [case for case in cases if case.group in inference_groups]
+        assert len(training) == 2 * len(LAYERS)
+        batches = (1,) if quick else (1, 4)
+        assert len(inference) == len(batches) * len(inference_layers)
+        assert sorted({case.shape[0] for case in inference}) == list(batches)
         assert 2 <= dkb.CONV_BATCH_QUICK <= 4
         for case in cases:
             n, c, h, w, k, r, s, stride, pad, groups = case.shape
-            assert n == batch and (c, h, w, k, r, s, stride, pad, groups) in layers
+            if case in inference:
+                assert n == inference_groups[case.group] and case.layout == f"fwd N={n}", case.name
+                assert (c, h, w, k, r, s, stride, pad, groups) in inference_layers
+            else:
+                assert n == batch and (c, h, w, k, r, s, stride, pad, groups) in layers
+                assert case.group == (dkb.GROUP_CONV_FWD if case.layout == "fwd" else dkb.GROUP_CONV_FWD_BWD)
             p, q = conv2d_out_size((h, w), (r, s), stride, pad, 1)
             fwd = 2.0 * n * k * p * q * (c // groups) * r * s
-            assert case.flops == (fwd if case.layout == "fwd" else 3 * fwd), case.name
-            assert case.group == (dkb.GROUP_CONV_FWD if case.layout == "fwd" else dkb.GROUP_CONV_FWD_BWD)
+            assert case.flops == (3 * fwd if case.layout == "fwd+bwd" else fwd), case.name
             assert "deepkern" in case.impls and case.check is not None
 
 

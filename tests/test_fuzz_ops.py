@@ -34,6 +34,7 @@ NOT_OPS = {
     "LSTMCache": "the cache type lstm returns",
     "GRUCache": "the cache type gru returns",
     "RNNCache": "the cache type rnn returns",
+    "ConvPlan": "the packed weights conv2d takes in place of w",
 }
 #: deepkern._C attributes that are not functions.
 NOT_C_FUNCTIONS = {"compiler", "__version__", "compiled_isas", "build_options"}

@@ -54,18 +54,61 @@ void conv_call(const char* op, Named dtype_from, Named x, Named w, Named y, cons
   });
 }
 
-// y = conv(x, w) + bias.
+// The packed Winograd weights' shape (16, K, C), for a shape with winograd weights to pack.
+Extent winograd_extent(const cpu::Conv2dShape& s) { return {16, s.out_channels, s.in_channels}; }
+
+// y = conv(x, w) + bias. winograd_weights: None, or conv2d_pack_winograd_weights of this w and these
+// options (its shape is checked; that it was packed from this w is the caller's contract).
 void conv2d_forward(const py::object& x, const py::object& w, const py::object& bias, const py::object& y, Pair stride,
-                    Pair padding, Pair dilation, int64_t groups) {
+                    Pair padding, Pair dilation, int64_t groups, const py::object& winograd_weights) {
   conv_call("conv2d_forward", {"x", x}, {"x", x}, {"w", w}, {"y", y}, {stride, padding, dilation, groups},
             [&](const cpu::Conv2dShape& s, auto& arrays) {
               const auto* xp = arrays.input(x, "x", input_extent(s));
               const auto* wp = arrays.input(w, "w", weight_extent(s));
               const auto* bp = arrays.optional_input(bias, "bias", {s.out_channels});
+              if (!winograd_weights.is_none() && cpu::conv2d_winograd_weights_size(s) == 0)
+                throw py::value_error("conv2d_forward: winograd_weights given for w " +
+                                      shape_str(shape_with_ndim(w, "conv2d_forward", "w", 4, "(K, C/groups, R, S)")) +
+                                      " with options that never take the Winograd path");
+              const auto* up = arrays.optional_input(winograd_weights, "winograd_weights", winograd_extent(s));
               auto* yp = arrays.output(y, "y", output_extent(s));
               py::gil_scoped_release release;
-              cpu::conv2d_forward(s, xp, wp, bp, yp);
+              cpu::conv2d_forward(s, xp, wp, bp, yp, up);
             });
+}
+
+// The Winograd weights of w for conv2d_forward's winograd_weights (a new (16, K, C) array of w's
+// dtype), or None when these options never take the Winograd path or w holds Inf or NaN.
+py::object conv2d_pack_winograd_weights(const py::object& w, Pair stride, Pair padding, Pair dilation, int64_t groups) {
+  const char* op = "conv2d_pack_winograd_weights";
+  py::object packed = py::none();
+  dispatch_float(w, op, "w", [&](auto zero) {
+    using T = decltype(zero);
+    const Shape shape = shape_with_ndim(w, op, "w", 4, "(K, C/groups, R, S)");
+    if (groups < 1) throw py::value_error(std::string(op) + ": groups must be >= 1, got " + std::to_string(groups));
+    cpu::Conv2dShape s{};
+    s.batch = 1;
+    s.out_channels = shape[0];
+    s.in_channels = shape[1] * groups;
+    s.kernel_h = shape[2];
+    s.kernel_w = shape[3];
+    s.groups = groups;
+    std::tie(s.stride_h, s.stride_w) = stride;
+    std::tie(s.pad_h, s.pad_w) = padding;
+    std::tie(s.dilation_h, s.dilation_w) = dilation;
+    if (cpu::conv2d_winograd_weights_size(s) == 0) return;
+    KernelArrays<T> arrays(op, "w");
+    const T* wp = arrays.input(w, "w", weight_extent(s));
+    py::array_t<T> out({int64_t(16), s.out_channels, s.in_channels});
+    T* up = out.mutable_data();
+    bool finite;
+    {
+      py::gil_scoped_release release;
+      finite = cpu::conv2d_pack_winograd_weights(s, wp, up);
+    }
+    if (finite) packed = std::move(out);
+  });
+  return packed;
 }
 
 // grad_x = the gradient of sum(grad_y * conv(x, w)) with respect to x.
@@ -99,6 +142,10 @@ void conv2d_backward_weight(const py::object& grad_y, const py::object& x, const
 
 void bind_conv(py::module_& m) {
   m.def("conv2d_forward", &conv2d_forward, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"), py::arg("stride"),
+        py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("winograd_weights") = py::none());
+  m.def("last_conv2d_forward_path", &cpu::last_conv2d_forward_path,
+        "The path the last CPU conv2d forward took: depthwise, winograd, im2col or im2col_row_blocks.");
+  m.def("conv2d_pack_winograd_weights", &conv2d_pack_winograd_weights, py::arg("w"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"));
   m.def("conv2d_backward_data", &conv2d_backward_data, py::arg("grad_y"), py::arg("w"), py::arg("grad_x"),
         py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"));

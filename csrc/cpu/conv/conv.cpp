@@ -15,9 +15,14 @@
 // A 1x1 convolution with stride 1 and no padding needs no im2col: the input planes are col(X).
 // Blocks are spread over threads (one single-threaded GEMM each) when there are at least as many
 // blocks as threads; otherwise they run one at a time with the threads inside each GEMM.
+// Inference batches (forward, batch <= kInferenceBatch, images of at least kTargetColumns
+// pixels) cut each image into row blocks whose im2col block stays in L2 (kRowBlockBytes) and
+// spread the (image, row block) pairs over the threads: the split over images alone leaves
+// threads idle, and the im2col of a whole image runs on one thread and out of cache.
 #include "cpu/conv/conv.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -36,6 +41,12 @@ constexpr int64_t kMaxColumnBytes = int64_t(8) << 20;
 // Small images are batched until a GEMM has about this many columns (16 AVX-512 panels), so a
 // 7x7 layer does not run 49-column GEMMs that leave a third of the last panel empty.
 constexpr int64_t kTargetColumns = 512;
+// The inference plan (see the top of the file): batches up to this size, im2col row blocks of about
+// this many bytes, but at least kMinRowBlockColumns columns (a GEMM narrower than that loses more
+// in packing than it gains in cache).
+constexpr int64_t kInferenceBatch = 4;
+constexpr int64_t kRowBlockBytes = int64_t(512) << 10;
+constexpr int64_t kMinRowBlockColumns = 256;
 
 // How the batch is cut into GEMMs: blocks of `images` whole images, or (images == 1) of `rows`
 // output rows of one image; blocks are spread over `slots` threads.
@@ -46,11 +57,14 @@ struct Plan {
   int64_t in_plane;             // H * W
   bool direct;                  // 1x1, stride 1, no padding, one image per block: col(X) is X
   int64_t images, rows;         // block size
+  bool row_blocks_spread;       // the inference plan: (image, row block) pairs spread over slots
   int slots;
 };
 
+// The plan of a call; `forward` allows the inference plan (its row blocks of one image are
+// computed by different threads, which only the forward's disjoint outputs allow).
 template <class T>
-Plan make_plan(const Conv2dShape& s) {
+Plan make_plan(const Conv2dShape& s, bool forward = false) {
   Plan plan;
   plan.group_in = s.in_channels / s.groups;
   plan.group_out = s.out_channels / s.groups;
@@ -74,14 +88,22 @@ Plan make_plan(const Conv2dShape& s) {
   plan.rows = plan.images > 1 || plan.direct
                   ? s.out_h
                   : std::clamp<int64_t>(kMaxColumnBytes / row_bytes, 1, std::max<int64_t>(s.out_h, 1));
+  plan.row_blocks_spread = forward && s.batch <= kInferenceBatch && plan.pixels >= kTargetColumns;
+  if (plan.row_blocks_spread) {
+    const int64_t min_rows = (kMinRowBlockColumns + s.out_w - 1) / std::max<int64_t>(s.out_w, 1);
+    plan.rows = std::clamp<int64_t>(kRowBlockBytes / row_bytes, std::min(min_rows, s.out_h), s.out_h);
+    const int64_t row_blocks = (s.out_h + plan.rows - 1) / plan.rows;
+    if (s.batch * row_blocks < plan.slots) plan.row_blocks_spread = false;  // one block: threads in the GEMM
+  }
   return plan;
 }
 
-// Per-thread scratch: the im2col block (0) and the block of Y or dY when it has several images (1).
+// Per-thread scratch: the im2col block (0), the block of Y or dY when it has several images (1), and
+// im2col_stride2's split input row (2).
 struct ConvScratch;
 template <class T>
 T* thread_buffer(int which, int64_t count) {
-  return thread_scratch<ConvScratch, 2, T>(which, count);
+  return thread_scratch<ConvScratch, 3, T>(which, count);
 }
 
 // Visits, for every row (c, r, s) of col and every output row p in [p0, p1), the offset of that
@@ -143,11 +165,40 @@ void im2col_shifted_planes(const Conv2dShape& s, const T* x, int64_t group_in, i
     }
 }
 
+// im2col when stride_w is 2, dilation_w 1 and the kernel at least 3 wide (ResNet's 7x7/2 stem): each
+// input row a kernel row reads is split once into the even and odd columns of its zero-padded self,
+// after which each of the S taps is one contiguous copy instead of a strided gather.
+template <class T>
+void im2col_stride2(const Conv2dShape& s, const T* x, int64_t group_in, int64_t p0, int64_t p1, T* col, int64_t ld) {
+  const int64_t half = s.out_w + s.kernel_w / 2;  // tap t reads half-row t % 2 at [t / 2, t / 2 + Q)
+  T* even = thread_buffer<T>(2, 2 * half);
+  T* odd = even + half;
+  for (int64_t c = 0; c < group_in; ++c)
+    for (int64_t r = 0; r < s.kernel_h; ++r)
+      for (int64_t p = p0; p < p1; ++p) {
+        T* out = col + (c * s.kernel_h + r) * s.kernel_w * ld + (p - p0) * s.out_w;
+        const int64_t ih = p * s.stride_h - s.pad_h + r * s.dilation_h;
+        if (ih < 0 || ih >= s.in_h) {
+          for (int64_t t = 0; t < s.kernel_w; ++t) std::fill(out + t * ld, out + t * ld + s.out_w, T(0));
+          continue;
+        }
+        const T* in = x + (c * s.in_h + ih) * s.in_w;
+        for (int64_t j = 0; j < half; ++j) {
+          const int64_t iw = 2 * j - s.pad_w;
+          even[j] = iw >= 0 && iw < s.in_w ? in[iw] : T(0);
+          odd[j] = iw + 1 >= 0 && iw + 1 < s.in_w ? in[iw + 1] : T(0);
+        }
+        for (int64_t t = 0; t < s.kernel_w; ++t)
+          std::memcpy(out + t * ld, (t % 2 ? odd : even) + t / 2, sizeof(T) * s.out_w);
+      }
+}
+
 // col[(c, r, s)][(p - p0) * Q + q] (row stride ld) for output rows [p0, p1) of one image's group.
 template <class T>
 void im2col(const Conv2dShape& s, const T* x, int64_t group_in, int64_t p0, int64_t p1, T* col, int64_t ld) {
   if (s.stride_h == 1 && s.stride_w == 1 && s.dilation_w == 1 && s.out_w == s.in_w)
     return im2col_shifted_planes(s, x, group_in, p0, p1, col, ld);
+  if (s.stride_w == 2 && s.dilation_w == 1 && s.kernel_w >= 3) return im2col_stride2(s, x, group_in, p0, p1, col, ld);
   const int64_t sw = s.stride_w;
   for_each_tap_row(s, group_in, p0, p1, ld, [&](int64_t dst, int64_t src, int64_t q_lo, int64_t q_hi) {
     // Plain loops, not memcpy/fill: rows are often a few elements long (7 x 7 layers).
@@ -196,13 +247,22 @@ bool spread_over_slots(const Conv2dShape& s, const Plan& plan) {
 // of images as slots, slot t takes image blocks t, t + slots, ... (each with all its row blocks,
 // so two threads never add into the same image's grad_x) with single-threaded GEMMs; otherwise
 // blocks run in order in slot 0 with every thread inside each GEMM.
+// With plan.row_blocks_spread, slot t takes its equal share of the (image, row block) pairs.
 template <class Body>
 void for_each_block(const Conv2dShape& s, const Plan& plan, Body body) {
   auto run_image_block = [&](int64_t n0, int slot, int gemm_threads) {
     for (int64_t p0 = 0; p0 < s.out_h; p0 += plan.rows)
       body(Block{n0, std::min(s.batch, n0 + plan.images), p0, std::min(s.out_h, p0 + plan.rows)}, slot, gemm_threads);
   };
-  if (spread_over_slots(s, plan)) {
+  if (plan.row_blocks_spread) {
+    const int64_t row_blocks = (s.out_h + plan.rows - 1) / plan.rows, total = s.batch * row_blocks;
+    run_on_threads(plan.slots, [&](int slot) {
+      for (int64_t i = total * slot / plan.slots; i < total * (slot + 1) / plan.slots; ++i) {
+        const int64_t n = i / row_blocks, p0 = i % row_blocks * plan.rows;
+        body(Block{n, n + 1, p0, std::min(s.out_h, p0 + plan.rows)}, slot, 1);
+      }
+    });
+  } else if (spread_over_slots(s, plan)) {
     run_on_threads(plan.slots, [&](int slot) {
       for (int64_t n0 = slot * plan.images; n0 < s.batch; n0 += plan.slots * plan.images) run_image_block(n0, slot, 1);
     });
@@ -277,11 +337,33 @@ void bias_gradient(const Conv2dShape& s, const T* grad_y, T* grad_bias) {
 
 }  // namespace
 
+namespace {
+std::atomic<const char*> last_forward_path{""};
+}  // namespace
+
+const char* last_conv2d_forward_path() { return last_forward_path.load(); }
+
+int64_t conv2d_winograd_weights_size(const Conv2dShape& s) {
+  return winograd_geometry(s) && winograd_channels(s) ? 16 * s.out_channels * s.in_channels : 0;
+}
+
 template <class T>
-void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
-  if (is_depthwise(s)) return depthwise_forward(s, x, w, bias, y);
-  if (winograd_applies(s) && winograd_forward(s, x, w, bias, y)) return;
-  const Plan plan = make_plan<T>(s);
+bool conv2d_pack_winograd_weights(const Conv2dShape& s, const T* w, T* packed) {
+  return winograd_transform_weights(s.out_channels, s.in_channels, w, packed);
+}
+
+template <class T>
+void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y, const T* winograd_weights) {
+  if (is_depthwise(s)) {
+    last_forward_path = "depthwise";
+    return depthwise_forward(s, x, w, bias, y);
+  }
+  if (winograd_applies(s) && winograd_forward(s, x, w, bias, y, winograd_weights)) {
+    last_forward_path = "winograd";
+    return;
+  }
+  const Plan plan = make_plan<T>(s, true);
+  last_forward_path = plan.row_blocks_spread ? "im2col_row_blocks" : "im2col";
   for_each_block(s, plan, [&](const Block& b, int, int gemm_threads) {
     const int64_t cols = b.columns(s);
     for (int64_t group = 0; group < s.groups; ++group) {
@@ -369,8 +451,11 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x, T
   }
 }
 
-template void conv2d_forward<float>(const Conv2dShape&, const float*, const float*, const float*, float*);
-template void conv2d_forward<double>(const Conv2dShape&, const double*, const double*, const double*, double*);
+template void conv2d_forward<float>(const Conv2dShape&, const float*, const float*, const float*, float*, const float*);
+template void conv2d_forward<double>(const Conv2dShape&, const double*, const double*, const double*, double*,
+                                     const double*);
+template bool conv2d_pack_winograd_weights<float>(const Conv2dShape&, const float*, float*);
+template bool conv2d_pack_winograd_weights<double>(const Conv2dShape&, const double*, double*);
 template void conv2d_backward_data<float>(const Conv2dShape&, const float*, const float*, float*);
 template void conv2d_backward_data<double>(const Conv2dShape&, const double*, const double*, double*);
 template void conv2d_backward_weight<float>(const Conv2dShape&, const float*, const float*, float*, float*);

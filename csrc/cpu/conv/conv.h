@@ -21,9 +21,27 @@ struct Conv2dShape {
 // the (output, tap) pairs that read each input element.
 
 // y = conv(x, w) + bias. x (N, C, H, W), w (K, C/groups, R, S), bias (K) or null, y (N, K, P, Q);
-// all C-contiguous. y is written, never read.
+// all C-contiguous. y is written, never read. winograd_weights, when not null, is
+// conv2d_pack_winograd_weights of this w (packed once for inference), used where the Winograd path
+// runs.
 template <class T>
-void conv2d_forward(const Conv2dShape& shape, const T* x, const T* w, const T* bias, T* y);
+void conv2d_forward(const Conv2dShape& shape, const T* x, const T* w, const T* bias, T* y,
+                    const T* winograd_weights = nullptr);
+
+// The path the last conv2d_forward call of the process took: "depthwise", "winograd", "im2col"
+// (GEMMs over blocks of images), "im2col_row_blocks" (the inference plan: row blocks of single
+// images spread over the threads), or "" before the first call. For tests and benchmarks.
+const char* last_conv2d_forward_path();
+
+// The size (16 K C) of the packed Winograd weights of a convolution with these weights and options
+// (shape's batch and image sizes are not read), or 0 when no input size would run it on the Winograd
+// path (then there is nothing to pack).
+int64_t conv2d_winograd_weights_size(const Conv2dShape& shape);
+
+// Packs w (K, C, 3, 3) for conv2d_forward's winograd_weights (conv2d_winograd_weights_size
+// elements). Returns false when w holds Inf or NaN: such weights cannot be packed.
+template <class T>
+bool conv2d_pack_winograd_weights(const Conv2dShape& shape, const T* w, T* packed);
 
 // grad_x (N, C, H, W) = the gradient of sum(grad_y * conv(x, w)) with respect to x. Written, never read.
 template <class T>

@@ -45,11 +45,34 @@ template <class T>
   }
 }
 
+// accumulate_taps for a kernel size known at compile time: each vector of an output row takes all
+// R x S taps in registers before it is stored once (the general loop below loads and stores the row
+// once per tap). Same sums in the same order.
+template <bool kFlip, int R, int S, class T>
+[[gnu::always_inline]] inline void accumulate_fixed_taps(int64_t out_h, int64_t out_w, const T* w, const T* bordered,
+                                                         T* out) {
+  const int64_t pw = out_w + S - 1;
+  T taps[R * S];
+  for (int i = 0; i < R * S; ++i) taps[i] = kFlip ? w[R * S - 1 - i] : w[i];
+  for (int64_t p = 0; p < out_h; ++p) {
+    const T* __restrict in = bordered + p * pw;
+    T* __restrict row = out + p * out_w;
+#pragma omp simd
+    for (int64_t q = 0; q < out_w; ++q) {
+      T acc = row[q];
+      for (int r = 0; r < R; ++r)
+        for (int t = 0; t < S; ++t) acc += taps[r * S + t] * in[r * pw + t + q];
+      row[q] = acc;
+    }
+  }
+}
+
 // out (out_h x out_w) += sum over taps (r, t) of w[r][t] (w[R-1-r][S-1-t] when kFlip) times the
 // bordered plane shifted by (r, t); bordered rows are out_w + S - 1 wide.
 template <bool kFlip, class T>
 [[gnu::always_inline]] inline void accumulate_taps(int64_t out_h, int64_t out_w, int64_t R, int64_t S, const T* w,
                                                    const T* bordered, T* out) {
+  if (R == 3 && S == 3) return accumulate_fixed_taps<kFlip, 3, 3>(out_h, out_w, w, bordered, out);
   const int64_t pw = out_w + S - 1;
   for (int64_t p = 0; p < out_h; ++p)
     for (int64_t r = 0; r < R; ++r)

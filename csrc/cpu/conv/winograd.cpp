@@ -27,6 +27,8 @@ namespace {
 
 constexpr int64_t kMaxBlockBytes = int64_t(16) << 20;  // V + M of one block
 constexpr int64_t kTargetTiles = 512;                  // GEMM columns per block
+constexpr int64_t kMinTiles = 128;                     // tiles of a call, below which im2col + GEMM wins
+constexpr int64_t kCachedWeightPairs = 128 * 128;      // ... unless the 16 K x C planes stay in L2
 
 template <class T>
 const WinogradKernels<T>& dispatched_kernels() {
@@ -68,12 +70,24 @@ double winograd_saving(const Conv2dShape& s) {
 
 }  // namespace
 
+bool winograd_geometry(const Conv2dShape& s) {
+  return s.kernel_h == 3 && s.kernel_w == 3 && s.stride_h == 1 && s.stride_w == 1 && s.dilation_h == 1 &&
+         s.dilation_w == 1 && s.groups == 1 && s.pad_h <= 2 && s.pad_w <= 2;
+}
+
+bool winograd_channels(const Conv2dShape& s) { return s.in_channels >= 64 && s.out_channels >= 64; }
+
 bool winograd_applies(const Conv2dShape& s) {
   // 7 x 7 pays too (measured: 512 channels at 7 x 7, 2 threads, 29.5 ms against 31.6-34.7 ms for
   // im2col + GEMM, before the weight transform was vectorized).
-  return s.kernel_h == 3 && s.kernel_w == 3 && s.stride_h == 1 && s.stride_w == 1 && s.dilation_h == 1 &&
-         s.dilation_w == 1 && s.groups == 1 && s.pad_h <= 2 && s.pad_w <= 2 && s.in_channels >= 64 &&
-         s.out_channels >= 64 && winograd_saving(s) >= 1.7;
+  // Few tiles (inference batches of small images) make 16 narrow GEMMs whose weight operand, 16 K x C
+  // planes, costs more to transform and pack than the saved multiplies once it no longer fits in
+  // cache (measured, 1 thread: 512 channels at 7 x 7, batch 1 (16 tiles) 5.7 ms against 1.6 ms for
+  // im2col + GEMM, batch 4 (64 tiles) 11.2 against 5.2 ms; 256 channels at 14 x 14, batch 1 (49
+  // tiles): a tie).
+  const int64_t tiles = s.batch * ((s.out_h + 1) / 2) * ((s.out_w + 1) / 2);
+  const bool enough_tiles = tiles >= kMinTiles || (tiles > 0 && s.in_channels * s.out_channels <= kCachedWeightPairs);
+  return winograd_geometry(s) && winograd_channels(s) && winograd_saving(s) >= 1.7 && enough_tiles;
 }
 
 bool winograd_applies_to_weight_grad(const Conv2dShape& s) {
@@ -84,33 +98,57 @@ bool winograd_applies_to_weight_grad(const Conv2dShape& s) {
 }
 
 template <class T>
-bool winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
+bool winograd_transform_weights(int64_t out_channels, int64_t in_channels, const T* w, T* u) {
+  const WinogradKernels<T>& kern = dispatched_kernels<T>();
+  const int64_t plane = out_channels * in_channels;
+  const int slots = plane < 4096 ? 1 : num_threads();
+  std::atomic<bool> finite{true};
+  run_on_threads(slots, [&](int part) {
+    if (!kern.transform_weights(w, plane, plane * part / slots, plane * (part + 1) / slots, u)) finite = false;
+  });
+  return finite;
+}
+
+template <class T>
+bool winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y, const T* transformed) {
   const int64_t K = s.out_channels, C = s.in_channels;
   const WinogradKernels<T>& kern = dispatched_kernels<T>();
   const WinogradTiling t = make_tiling<T>(s);
-  T* u = thread_buffer<T>(3, 16 * K * C);
-  const int64_t plane = K * C;
-  std::atomic<bool> finite{true};  // cleared once an operand is found to hold Inf or NaN
-  run_on_threads(t.slots, [&](int part) {
-    if (!kern.transform_weights(w, plane, plane * part / t.slots, plane * (part + 1) / t.slots, u)) finite = false;
-  });
+  const T* u = transformed;
+  if (!u) {
+    T* fresh = thread_buffer<T>(3, 16 * K * C);
+    if (!winograd_transform_weights(K, C, w, fresh)) return false;
+    u = fresh;
+  }
+  std::atomic<bool> finite{true};  // cleared once an input block is found to hold Inf or NaN
   const int64_t blocks = (s.batch + t.images - 1) / t.images;
-  auto run_block = [&](int64_t n0, int gemm_threads) {
+  // Each block's three phases (input transform, 16 GEMMs, output transform) run on `team` threads:
+  // the input channels, the xi planes, then the output channels split among them (a batch with
+  // fewer blocks than threads); or on the calling thread alone (blocks spread over the threads).
+  auto run_block = [&](int64_t n0, int team) {
     if (!finite) return;
     const int64_t n1 = std::min(s.batch, n0 + t.images), tiles = (n1 - n0) * t.per_image;
-    T* v = thread_buffer<T>(0, 16 * C * tiles);
-    T* m = thread_buffer<T>(1, 16 * K * tiles);
-    T* rows = thread_buffer<T>(2, 8 * (t.tiles_w + 1));
     const int64_t image = C * s.in_h * s.in_w;
     if (!kern.all_finite(x + n0 * image, (n1 - n0) * image)) {
       finite = false;
       return;
     }
-    kern.transform_input(s, t, x, n0, n1, v, tiles, rows);
-    for (int xi = 0; xi < 16; ++xi)
-      gemm<T>(K, tiles, C, T(1), {u + xi * K * C, C, 1}, {v + xi * C * tiles, tiles, 1}, T(0),
-              {m + xi * K * tiles, tiles, 1}, {}, gemm_threads);
-    kern.transform_output(s, t, m, tiles, bias, n0, n1, y, rows);
+    T* v = thread_buffer<T>(0, 16 * C * tiles);
+    T* m = thread_buffer<T>(1, 16 * K * tiles);
+    auto split = [&](int64_t count, auto phase) {
+      run_on_threads(team, [&](int part) { phase(count * part / team, count * (part + 1) / team); });
+    };
+    split(C, [&](int64_t c0, int64_t c1) {
+      kern.transform_input(s, t, x, n0, n1, c0, c1, v, tiles, thread_buffer<T>(2, 8 * (t.tiles_w + 1)));
+    });
+    split(16, [&](int64_t xi0, int64_t xi1) {
+      for (int64_t xi = xi0; xi < xi1; ++xi)
+        gemm<T>(K, tiles, C, T(1), {u + xi * K * C, C, 1}, {v + xi * C * tiles, tiles, 1}, T(0),
+                {m + xi * K * tiles, tiles, 1}, {}, 1);
+    });
+    split(K, [&](int64_t k0, int64_t k1) {
+      kern.transform_output(s, t, m, tiles, bias, n0, n1, k0, k1, y, thread_buffer<T>(2, 8 * (t.tiles_w + 1)));
+    });
   };
   if (t.slots > 1 && blocks >= t.slots) {
     run_on_threads(t.slots, [&](int slot) {
@@ -166,7 +204,7 @@ bool winograd_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x,
       finite = false;
       return;
     }
-    kern.transform_input(s, t, x, n0, n1, v, tiles, rows);
+    kern.transform_input(s, t, x, n0, n1, 0, C, v, tiles, rows);
     kern.transform_grad_output(s, t, grad_y, n0, n1, dbar, tiles, rows);
     T* du_slot = du.data() + slot * 16 * plane;
     for (int xi = 0; xi < 16; ++xi)
@@ -192,8 +230,12 @@ bool winograd_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x,
   return true;
 }
 
-template bool winograd_forward<float>(const Conv2dShape&, const float*, const float*, const float*, float*);
-template bool winograd_forward<double>(const Conv2dShape&, const double*, const double*, const double*, double*);
+template bool winograd_transform_weights<float>(int64_t, int64_t, const float*, float*);
+template bool winograd_transform_weights<double>(int64_t, int64_t, const double*, double*);
+template bool winograd_forward<float>(const Conv2dShape&, const float*, const float*, const float*, float*,
+                                      const float*);
+template bool winograd_forward<double>(const Conv2dShape&, const double*, const double*, const double*, double*,
+                                       const double*);
 template bool winograd_backward_data<float>(const Conv2dShape&, const float*, const float*, float*);
 template bool winograd_backward_data<double>(const Conv2dShape&, const double*, const double*, double*);
 template bool winograd_backward_weight<float>(const Conv2dShape&, const float*, const float*, float*);

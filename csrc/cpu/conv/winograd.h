@@ -5,18 +5,31 @@
 
 namespace deepkern::cpu {
 
-// True for the shapes winograd_forward handles and where it pays: 3x3, stride 1, dilation 1,
-// one group, padding <= 2, enough channels on both sides to feed the GEMMs, and outputs whose
-// partial edge tiles still leave a 1.7x saving.
+// True for the geometry winograd_forward handles: 3x3, stride 1, dilation 1, one group, padding <= 2.
+bool winograd_geometry(const Conv2dShape& s);
+
+// True when the convolution has enough channels on both sides to feed Winograd's GEMMs.
+bool winograd_channels(const Conv2dShape& s);
+
+// True for the shapes of winograd_geometry where Winograd pays: winograd_channels, outputs whose partial edge tiles
+// still leave a 1.7x saving, and enough tiles in the call (batch x tiles per image) to repay the weight transform.
 bool winograd_applies(const Conv2dShape& s);
+
+// u (16 x K x C: u[xi][k][c]) = the transformed weights G g G^T of w (K, C, 3, 3), which
+// winograd_forward can take instead of transforming w itself (weights packed once for inference).
+// Returns false, u partly written, when w holds Inf or NaN.
+template <class T>
+bool winograd_transform_weights(int64_t out_channels, int64_t in_channels, const T* w, T* u);
 
 // The entry points below return false, leaving their output partly written, when an operand they
 // read (x or w; grad_y or w; grad_y or x) holds Inf or NaN: the transforms add and subtract them,
 // which can turn the direct sum's Inf into NaN, so the caller computes that call another way.
 
-// The contract of conv2d_forward (conv.h) for shapes where winograd_applies().
+// The contract of conv2d_forward (conv.h) for shapes where winograd_applies(). `transformed`, when
+// not null, is winograd_transform_weights of w (finite; then w itself is not read).
 template <class T>
-bool winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y);
+bool winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y,
+                      const T* transformed = nullptr);
 
 // The contract of conv2d_backward_data for shapes where winograd_applies(): the data gradient
 // of a 3x3 stride-1 convolution is itself one (of dY with the flipped, transposed weights and

@@ -63,8 +63,8 @@ bool transform_weights(const T* __restrict w, int64_t plane, int64_t lo, int64_t
 // WinogradKernels::transform_input: each padded input row is split into its even and odd columns
 // (the 8 scratch rows), so that both passes of the transform run at unit stride across a row of tiles.
 template <class T>
-void transform_input(const Conv2dShape& s, const WinogradTiling& t, const T* x, int64_t n0, int64_t n1, T* v,
-                     int64_t ld, T* rows) {
+void transform_input(const Conv2dShape& s, const WinogradTiling& t, const T* x, int64_t n0, int64_t n1, int64_t c0,
+                     int64_t c1, T* v, int64_t ld, T* rows) {
   const int64_t C = s.in_channels, half = t.tiles_w + 1, xi_stride = C * ld;
   T* even[4];
   T* odd[4];
@@ -73,7 +73,7 @@ void transform_input(const Conv2dShape& s, const WinogradTiling& t, const T* x, 
     odd[i] = rows + (2 * i + 1) * half;
   }
   for (int64_t n = n0; n < n1; ++n)
-    for (int64_t c = 0; c < C; ++c) {
+    for (int64_t c = c0; c < c1; ++c) {
       const T* plane = x + (n * C + c) * s.in_h * s.in_w;
       for (int64_t th = 0; th < t.tiles_h; ++th) {
         // Padded row i holds x[2 th - pad_h + i][j - pad_w] at column j (zero outside the
@@ -132,10 +132,10 @@ void transform_input(const Conv2dShape& s, const WinogradTiling& t, const T* x, 
 // even and odd columns of the tile row's two output rows), then interleaved into y.
 template <class T>
 void transform_output(const Conv2dShape& s, const WinogradTiling& t, const T* m, int64_t ld, const T* bias, int64_t n0,
-                      int64_t n1, T* y, T* rows) {
+                      int64_t n1, int64_t k0, int64_t k1, T* y, T* rows) {
   const int64_t K = s.out_channels, xi_stride = K * ld, tiles_w = t.tiles_w;
   for (int64_t n = n0; n < n1; ++n)
-    for (int64_t k = 0; k < K; ++k) {
+    for (int64_t k = k0; k < k1; ++k) {
       const T offset = bias ? bias[k] : T(0);
       T* plane = y + (n * K + k) * s.out_h * s.out_w;
       for (int64_t th = 0; th < t.tiles_h; ++th) {

@@ -26,14 +26,14 @@ struct WinogradKernels {
   // (u's xi planes are `plane` apart).
   // Returns false when one of the weights read is Inf or NaN.
   bool (*transform_weights)(const T* w, int64_t plane, int64_t lo, int64_t hi, T* u);
-  // v[xi][c][tile] (row stride ld) = (B^T d B)[xi] for the tiles of images [n0, n1); `rows` is a
-  // scratch of 8 rows of tiles_w + 1 elements.
-  void (*transform_input)(const Conv2dShape& s, const WinogradTiling& t, const T* x, int64_t n0, int64_t n1, T* v,
-                          int64_t ld, T* rows);
-  // y (+ bias, may be null) of images [n0, n1) from m[xi][k][tile] (row stride ld); `rows` is a
-  // scratch of 4 rows of tiles_w elements.
+  // v[xi][c][tile] (row stride ld, xi planes C * ld apart) = (B^T d B)[xi] for the channels
+  // [c0, c1) and the tiles of images [n0, n1); `rows` is a scratch of 8 rows of tiles_w + 1 elements.
+  void (*transform_input)(const Conv2dShape& s, const WinogradTiling& t, const T* x, int64_t n0, int64_t n1, int64_t c0,
+                          int64_t c1, T* v, int64_t ld, T* rows);
+  // y (+ bias, may be null) of the channels [k0, k1) of images [n0, n1) from m[xi][k][tile] (row
+  // stride ld, xi planes K * ld apart); `rows` is a scratch of 4 rows of tiles_w elements.
   void (*transform_output)(const Conv2dShape& s, const WinogradTiling& t, const T* m, int64_t ld, const T* bias,
-                           int64_t n0, int64_t n1, T* y, T* rows);
+                           int64_t n0, int64_t n1, int64_t k0, int64_t k1, T* y, T* rows);
   // dbar[xi][k][tile] (row stride ld) = (A dY A^T)[xi] for the tiles of images [n0, n1); `rows` is
   // a scratch of 4 rows of tiles_w elements.
   void (*transform_grad_output)(const Conv2dShape& s, const WinogradTiling& t, const T* grad_y, int64_t n0, int64_t n1,

@@ -1,5 +1,6 @@
 """The ``conv`` suite: float32 NCHW ``conv2d`` of ResNet-50 / MobileNet layers, forward and forward +
-backward (grad_x, grad_w), beside PyTorch."""
+backward (grad_x, grad_w) at a training batch, and forward at inference batches (1 and 4), beside
+PyTorch."""
 
 from __future__ import annotations
 
@@ -72,6 +73,16 @@ CONV_BATCH_QUICK = 2
 CONV_PASSES = ("fwd", "fwd+bwd")
 GROUP_CONV_FWD = "forward"
 GROUP_CONV_FWD_BWD = "forward+backward"
+
+#: Inference: the forward of ``CONV_LAYERS`` plus ResNet's strided 1x1 downsample at these batch sizes
+#: (``--quick``: the first only), each batch size its own summary group.
+CONV_INFERENCE_LAYERS = CONV_LAYERS + (ConvLayer(256, 56, 56, 512, 1, 1, 2, label="downsample 1x1/2"),)
+CONV_INFERENCE_BATCHES = (1, 4)
+
+
+def inference_group(batch: int) -> str:
+    """The summary group of the inference rows at ``batch``."""
+    return f"{GROUP_CONV_FWD} N={batch}"
 
 
 def conv_flops(layer: ConvLayer, batch: int, conv_pass: str) -> float:
@@ -197,12 +208,12 @@ def conv_check(layer: ConvLayer, conv_pass: str, inputs: tuple) -> float:
     return max(_relative_error(grad_x[head], refs[0]), _relative_error(grad_w, refs[1]))
 
 
-def _conv_case(layer: ConvLayer, batch: int, conv_pass: str) -> Case:
+def _conv_case(layer: ConvLayer, batch: int, conv_pass: str, group: str, layout: str = "") -> Case:
     return Case(
         op="conv",
         name=layer.name(),
-        layout=conv_pass,
-        group=GROUP_CONV_FWD if conv_pass == "fwd" else GROUP_CONV_FWD_BWD,
+        layout=layout or conv_pass,
+        group=group,
         shape=(batch, layer.c, layer.h, layer.w, layer.k, layer.r, layer.s, layer.stride, layer.padding, layer.groups),
         flops=conv_flops(layer, batch, conv_pass),
         nbytes=conv_bytes(layer, batch, conv_pass),
@@ -214,9 +225,21 @@ def _conv_case(layer: ConvLayer, batch: int, conv_pass: str) -> Case:
 
 
 def conv_cases(quick: bool = False) -> List[Case]:
-    """float32 NCHW convolutions at batch 32 (2 with ``quick``): each layer forward, then forward+backward."""
+    """float32 NCHW convolutions at batch 32 (2 with ``quick``): each layer forward, then forward+backward;
+    then the inference rows: ``CONV_INFERENCE_LAYERS`` forward at each of ``CONV_INFERENCE_BATCHES``
+    (the first only with ``quick``)."""
     batch = CONV_BATCH_QUICK if quick else CONV_BATCH
-    return [_conv_case(layer, batch, conv_pass) for layer in CONV_LAYERS for conv_pass in CONV_PASSES]
+    groups = {"fwd": GROUP_CONV_FWD, "fwd+bwd": GROUP_CONV_FWD_BWD}
+    cases = [
+        _conv_case(layer, batch, conv_pass, groups[conv_pass]) for layer in CONV_LAYERS for conv_pass in CONV_PASSES
+    ]
+    batches = CONV_INFERENCE_BATCHES[:1] if quick else CONV_INFERENCE_BATCHES
+    cases += [
+        _conv_case(layer, n, "fwd", inference_group(n), f"fwd N={n}")
+        for n in batches
+        for layer in CONV_INFERENCE_LAYERS
+    ]
+    return cases
 
 
 register_suite(
@@ -224,10 +247,11 @@ register_suite(
         name="conv",
         description=(
             f"float32 NCHW conv2d, forward and forward+backward (grad_x, grad_w), batch {CONV_BATCH} "
-            f"(--quick: {CONV_BATCH_QUICK}), vs PyTorch"
+            f"(--quick: {CONV_BATCH_QUICK}), and forward at batch "
+            f"{' and '.join(map(str, CONV_INFERENCE_BATCHES))} (--quick: {CONV_INFERENCE_BATCHES[0]}), vs PyTorch"
         ),
         cases=conv_cases,
-        summary_groups=(GROUP_CONV_FWD, GROUP_CONV_FWD_BWD),
+        summary_groups=(GROUP_CONV_FWD, GROUP_CONV_FWD_BWD) + tuple(map(inference_group, CONV_INFERENCE_BATCHES)),
         unavailable=lambda: torch_missing("torch.nn.functional.conv2d"),
     )
 )

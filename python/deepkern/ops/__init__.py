@@ -4,7 +4,7 @@ checks its arguments first, then dispatches. See each op's docstring for its con
 
 from .activation import gelu, gelu_backward, relu, relu_backward
 from .attention import scaled_dot_product_attention, scaled_dot_product_attention_backward
-from .conv import conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward
+from .conv import ConvPlan, conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward
 from .dropout import dropout, dropout_backward
 from .gemm import gemm, linear, matmul
 from .gru import GRUCache, RNNCache, gru, gru_backward, gru_cell, rnn, rnn_backward, rnn_cell
@@ -51,6 +51,7 @@ __all__ = [
     "gelu_backward",
     "scaled_dot_product_attention",
     "scaled_dot_product_attention_backward",
+    "ConvPlan",
     "conv2d",
     "conv2d_backward",
     "conv_transpose2d",

@@ -1,7 +1,9 @@
 """2-D convolution: ``conv2d`` and ``conv2d_backward`` with PyTorch's semantics.
 
 NCHW activations, (K, C/groups, R, S) weights. The kernels (csrc/cpu/conv) run the convolution as
-blocked GEMMs over chunks of im2col columns; inputs that are not C-contiguous are copied once.
+blocked GEMMs over chunks of im2col columns, Winograd F(2x2, 3x3) or direct depthwise loops; inputs
+that are not C-contiguous are copied once. :class:`ConvPlan` packs a layer's weights once for
+inference.
 """
 
 from __future__ import annotations
@@ -123,6 +125,66 @@ def _bias(b, k: int, dtype, op: str):
     return b
 
 
+_CONV_DEFAULTS = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1}
+
+
+class ConvPlan:
+    """A convolution's weights packed once for inference, for ``conv2d(x, plan, b)``.
+
+    ``ConvPlan(w, stride=1, padding=0, dilation=1, groups=1)`` validates the options as
+    :func:`conv2d` does, keeps a C-contiguous copy of ``w`` (K, C/groups, R, S) and, where the CPU
+    kernels would take the Winograd path for some input (3x3, stride 1, no dilation, one group,
+    padding <= 2, >= 64 channels in and out, finite weights), its transformed weights, so that calls
+    skip the weight transform. The plan works on any device; only the CPU packs more than the copy.
+
+    Contract for callers that cache plans (a model in ``eval()`` packing each layer once):
+
+    - ``conv2d(x, plan, b)`` equals ``conv2d(x, w, b, **options)`` on the weights the plan was made
+      from, to float32 rounding; the options come from the plan (options passed to ``conv2d`` must be
+      left at their defaults or equal the plan's, else ValueError); ``b`` is passed as usual.
+    - The plan never sees later changes of ``w``: whoever changes the weights (an optimizer step,
+      ``load_state_dict``, an in-place init, ``train()``) must call :meth:`invalidate` and make a new
+      plan. Using an invalidated plan raises RuntimeError; ``plan.valid`` tells.
+    - x must have the plan's dtype and device (TypeError / ValueError as for ``w``).
+    """
+
+    def __init__(self, w, *, stride=1, padding=0, dilation=1, groups=1):
+        op = "ConvPlan"
+        w = as_float_array(w, "w", op)
+        if w.ndim != 4:
+            raise ValueError(f"{op}: w must be 4-D (K, C/groups, R, S), got shape {w.shape}")
+        _check_groups(groups, op)
+        # An input just large enough for one output validates the options and resolves the padding.
+        spans = [d * (r - 1) + 1 for d, r in zip(_pair(dilation, "dilation", op, 1), w.shape[2:])]
+        geo = _Geometry(op, (1, w.shape[1] * groups, *spans), w.dtype, w, stride, padding, dilation, groups)
+        backend = backend_of(w, op=op)
+        self.options = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+        self.weight = w.copy()  # C-contiguous
+        pack = getattr(backend, "conv2d_pack_winograd_weights", None)
+        self.winograd_weights = None if pack is None else pack(self.weight, *geo.options())
+        self._valid = True
+
+    @property
+    def valid(self) -> bool:
+        """False once :meth:`invalidate` was called."""
+        return self._valid
+
+    def invalidate(self) -> None:
+        """Marks the plan stale (its weights changed): every later use raises RuntimeError."""
+        self._valid = False
+        self.weight = self.winograd_weights = None
+
+    def resolve(self, op: str, given: dict) -> dict:
+        """The options of a call with this plan: ``given`` (the call's options) must be left at their
+        defaults or equal the plan's."""
+        if not self._valid:
+            raise RuntimeError(f"{op}: this ConvPlan was invalidated (its weights changed); make a new one")
+        for name, value in given.items():
+            if value != _CONV_DEFAULTS[name] and value != self.options[name]:
+                raise ValueError(f"{op}: {name}={value!r} differs from the ConvPlan's {name}={self.options[name]!r}")
+        return self.options
+
+
 def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution (cross-correlation, as in PyTorch) of x (N, C, H, W) or (C, H, W) with
     w (K, C/groups, R, S), plus b (K,) if given.
@@ -130,8 +192,14 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
     ``stride``, ``dilation``: int or pair, >= 1; ``padding``: int or pair >= 0, or ``'same'``
     (stride 1; odd total padding puts the extra row/column at the end) or ``'valid'`` (no padding);
     ``groups`` divides C and K (``groups == C`` is a depthwise convolution).
+    ``w`` may be a :class:`ConvPlan` (weights packed once; its options are the call's).
     Returns (N, K, P, Q), or (K, P, Q) for an unbatched x.
     """
+    packed = None
+    if isinstance(w, ConvPlan):
+        options = w.resolve("conv2d", {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups})
+        stride, padding, dilation, groups = (options[name] for name in _CONV_DEFAULTS)
+        w, packed = w.weight, w.winograd_weights
     x = as_float_array(x, "x", "conv2d")
     w = as_float_array(w, "w", "conv2d")
     geo = _Geometry("conv2d", x.shape, x.dtype, w, stride, padding, dilation, groups)
@@ -139,8 +207,14 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
     backend = backend_of(x, w, bias, op="conv2d")
     contiguous = backend.ascontiguousarray
     y = backend.empty(geo.out_shape, x.dtype)
+    extra = {} if packed is None else {"winograd_weights": packed}
     backend.conv2d_forward(
-        contiguous(geo.batched(x)), contiguous(w), None if bias is None else contiguous(bias), y, *geo.options()
+        contiguous(geo.batched(x)),
+        contiguous(w),
+        None if bias is None else contiguous(bias),
+        y,
+        *geo.options(),
+        **extra,
     )
     return geo.unbatch(y)
 

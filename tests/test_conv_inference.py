@@ -1,0 +1,250 @@
+"""conv2d at inference batch sizes (0 to 5) and ops.ConvPlan (weights packed once).
+
+The forward paths that small batches take (csrc/cpu/conv): the inference plan of conv.cpp (row
+blocks of single images spread over the threads; im2col or, for 1x1 stride-1 layers, the planes
+themselves), the stride-2 im2col (even and odd columns split once), the depthwise 3x3 planes
+accumulated in registers, Winograd with its phases split over the threads (fewer blocks than
+threads), Winograd's switch to im2col for few tiles with large weights, and Winograd on packed
+weights. Each is reached (``_C.last_conv2d_forward_path`` names the path) and compared with the
+float64 NumPy reference under every kernel ISA this CPU supports, at 1 and 2 threads, on
+NaN-prefilled outputs and on strided and transposed input views.
+"""
+
+from __future__ import annotations
+
+import deepkern
+import numpy as np
+import pytest
+from deepkern import ops
+
+from checks import F32, F64, active_isa, check, poison_heap, raises_naming, rand
+from conftest import SUPPORTED_ISAS
+from reference import conv2d_backward_ref, conv2d_ref
+
+DTYPES = [F32, F64]
+
+
+def _path():
+    return deepkern._C.last_conv2d_forward_path()
+
+
+def _run(x, w, b, expected_path, what, **options):
+    """conv2d on NaN-prefilled outputs under every ISA: checked against the float64 reference
+    (computed once) and the path each call took."""
+    ref = conv2d_ref(x, w, b, **options)
+    for isa in SUPPORTED_ISAS:
+        with active_isa(isa):
+            poison_heap((ref.shape, x.dtype))
+            got = ops.conv2d(x, w, b, **options)
+            assert got.shape == ref.shape, f"{what} isa={isa}: shape {got.shape}, expected {ref.shape}"
+            check(got, ref, x.dtype, f"{what} isa={isa}")
+            if ref.size:  # a batch of 0 computes nothing
+                assert _path() == expected_path, f"{what} isa={isa}: ran on {_path()!r}, expected {expected_path!r}"
+
+
+# (x shape without the batch, w shape, options). The inference plan needs output images of at least
+# 512 pixels; each image here has an im2col matrix of over 512 KB, so it is cut into 2 row blocks and
+# even batch 1 keeps 2 threads busy. 1x1 stride-1 layers read the planes in place.
+ROW_BLOCK_CASES = [
+    ((3, 67, 61), (10, 3, 7, 7), dict(stride=2, padding=3)),  # stem-like: stride-2 im2col
+    ((3, 75, 80), (5, 3, 7, 7), dict(stride=2, padding=3)),
+    ((5, 90, 47), (6, 5, 3, 5), dict(stride=(1, 2), padding=(1, 2))),  # stride 2 across only
+    ((16, 48, 45), (6, 8, 3, 3), dict(stride=1, padding=1, groups=2)),
+    ((12, 50, 29), (4, 12, 3, 3), dict(stride=1, padding=(2, 0), dilation=(2, 1))),
+    ((6, 150, 151), (7, 6, 1, 1), dict()),  # 1x1 stride 1: the planes, no im2col
+    ((96, 81, 85), (9, 96, 1, 1), dict(stride=2)),  # the strided 1x1 downsample
+    ((12, 70, 57), (3, 12, 4, 3), dict(stride=2, padding=1, dilation=(1, 2))),  # dilated across: gather
+]
+
+
+@pytest.mark.parametrize("case", ROW_BLOCK_CASES, ids=str)
+def test_inference_plan_matches_reference(case, threads, rng):
+    x_shape, w_shape, options = case
+    for dtype in DTYPES:
+        w, b = rand(rng, w_shape, dtype), rand(rng, w_shape[0], dtype)
+        for batch in (0, 1, 2, 3, 4, 5):
+            x = rand(rng, (batch, *x_shape), dtype)
+            # Batches up to 4 take the inference plan; 5 and more the split over images.
+            path = "im2col_row_blocks" if batch <= 4 else "im2col"
+            _run(x, w, b, path, f"x {x.shape} w {w_shape} {options} {dtype} threads={threads}", **options)
+
+
+def test_inference_plan_reads_strided_and_transposed_views(threads, rng):
+    x = rand(rng, (2, 3, 70, 66), F32)
+    w = rand(rng, (8, 3, 7, 7), F32)
+    for view in (x[:, :, ::2, :], x.transpose(0, 1, 3, 2), x[::-1, ::-1]):
+        _run(view, w, None, "im2col_row_blocks", f"view {view.strides}", stride=2, padding=3)
+        _run(view, w[:, :, ::-1, ::-1], None, "im2col_row_blocks", "flipped w", stride=2, padding=3)
+
+
+def test_depthwise_3x3_planes(threads, rng):
+    """The register-accumulated 3x3 taps: forward and data gradient (flipped taps), odd sizes, a
+    channel multiplier of 2."""
+    for dtype in DTYPES:
+        for batch in (1, 2, 3, 5):
+            x, w, b = rand(rng, (batch, 6, 13, 21), dtype), rand(rng, (12, 1, 3, 3), dtype), rand(rng, 12, dtype)
+            what = f"depthwise batch {batch} {dtype}"
+            for padding in (1, 0, (2, 1)):
+                _run(x, w, b, "depthwise", f"{what} padding {padding}", padding=padding, groups=6)
+            g = rand(rng, (batch, 12, 13, 21), dtype)
+            ref = conv2d_backward_ref(g, x, w, padding=1, groups=6)[0]
+            for isa in SUPPORTED_ISAS:
+                with active_isa(isa):
+                    grad_x, _, _ = ops.conv2d_backward(g, x, w, padding=1, groups=6, needs=(True, False, False))
+                check(grad_x, ref, dtype, f"{what} grad_x isa={isa}")
+
+
+WINOGRAD_SPLIT_CASES = [  # (batch, C, H, W, K, padding): batches with fewer image blocks than threads
+    (1, 64, 30, 29, 64, 1),
+    (1, 70, 17, 18, 65, 2),
+    (2, 64, 23, 23, 72, 0),
+    (3, 66, 16, 19, 64, (1, 0)),
+]
+
+
+@pytest.mark.parametrize("case", WINOGRAD_SPLIT_CASES, ids=str)
+def test_winograd_phases_split_over_threads(case, threads, rng):
+    n, c, h, width, k, padding = case
+    for dtype in DTYPES:
+        x, w, b = rand(rng, (n, c, h, width), dtype), rand(rng, (k, c, 3, 3), dtype), rand(rng, k, dtype)
+        _run(x, w, b, "winograd", f"{case} {dtype} threads={threads}", padding=padding)
+
+
+def test_winograd_needs_enough_tiles_for_large_weights(rng):
+    """Above 128 x 128 channel pairs, Winograd needs 128 tiles in the call (batch x tiles per image);
+    below that im2col + GEMM runs. Small weights stay on Winograd at any tile count."""
+    x = rand(rng, (8, 136, 8, 8), F32)  # 16 tiles per image
+    w = rand(rng, (130, 136, 3, 3), F32)
+    for batch, path in ((1, "im2col"), (7, "im2col"), (8, "winograd")):
+        _run(x[:batch], w, None, path, f"batch {batch}", padding=1)
+    _run(x[:1, :64], w[:64, :64], None, "winograd", "64 channels", padding=1)
+
+
+def test_winograd_error_against_float64(rng):
+    """F(2x2, 3x3) in float32 stays within a few float32 roundings of the float64 reference: the
+    relative error is measured and bounded, on both the im2col and the Winograd path of one layer."""
+    x, w = rand(rng, (1, 128, 24, 24), F32), rand(rng, (128, 128, 3, 3), F32)
+    ref = conv2d_ref(x, w, None, padding=1)
+    errors = {}
+    for name, weights in (("winograd", ops.ConvPlan(w, padding=1)), ("direct", w)):
+        got = ops.conv2d(x, weights, padding=1)
+        assert _path() == "winograd"
+        errors[name] = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+    assert errors["winograd"] < 2e-6 and errors["direct"] < 2e-6, errors
+
+
+# ---- ConvPlan ------------------------------------------------------------------------------------
+
+PLAN_CASES = [  # (x shape without the batch, w shape, options, winograd weights packed?)
+    ((64, 11, 12), (66, 64, 3, 3), dict(padding=1), True),
+    ((64, 10, 10), (64, 64, 3, 3), dict(padding="same"), True),
+    ((64, 9, 10), (64, 64, 3, 3), dict(padding=(0, 2)), True),
+    ((64, 12, 12), (64, 64, 3, 3), dict(padding=1, stride=2), False),  # strided: never Winograd
+    ((64, 12, 12), (64, 32, 3, 3), dict(padding=1, groups=2), False),
+    ((63, 12, 12), (64, 63, 3, 3), dict(padding=1), False),  # too few channels
+    ((3, 40, 40), (8, 3, 7, 7), dict(stride=2, padding=3), False),
+    ((6, 12, 12), (6, 1, 3, 3), dict(padding=1, groups=6), False),
+]
+
+
+@pytest.mark.parametrize("case", PLAN_CASES, ids=str)
+def test_plan_matches_the_unpacked_call(case, threads, rng):
+    x_shape, w_shape, options, packs = case
+    for dtype in DTYPES:
+        w, b = rand(rng, w_shape, dtype), rand(rng, w_shape[0], dtype)
+        plan = ops.ConvPlan(w, **options)
+        assert (plan.winograd_weights is not None) == packs and plan.valid
+        for batch in (0, 1, 3, 5):
+            x = rand(rng, (batch, *x_shape), dtype)
+            ref = conv2d_ref(x, w, b, **options)
+            for isa in SUPPORTED_ISAS:
+                what = f"plan {case} batch {batch} {dtype} isa={isa}"
+                with active_isa(isa):
+                    poison_heap((ref.shape, dtype))
+                    check(ops.conv2d(x, plan, b), ref, dtype, what)
+                    check(ops.conv2d(x, plan, b, **options), ref, dtype, what + " (options repeated)")
+        check(ops.conv2d(x[0], plan), conv2d_ref(x[:1], w, None, **options)[0], dtype, what + " unbatched")
+
+
+def test_plan_keeps_its_weights_until_invalidated(rng):
+    w = rand(rng, (64, 64, 3, 3), F32)
+    x = rand(rng, (2, 64, 10, 10), F32)
+    plan = ops.ConvPlan(w, padding=1)
+    expected = conv2d_ref(x, w, None, padding=1)
+    w[...] = 0  # the caller changes the weights: the plan holds its copy until invalidated
+    check(ops.conv2d(x, plan), expected, F32, "plan after w changed")
+    plan.invalidate()
+    assert not plan.valid
+    with raises_naming(RuntimeError, "conv2d", "invalidated"):
+        ops.conv2d(x, plan)
+    fresh = ops.ConvPlan(w, padding=1)
+    assert not np.any(ops.conv2d(x, fresh))
+
+
+def test_plan_of_non_finite_weights_packs_none_and_gives_the_direct_sums(rng):
+    w = rand(rng, (64, 64, 3, 3), F64)
+    w[3, 5, 1, 1] = np.inf
+    x = rand(rng, (1, 64, 12, 12), F64)
+    plan = ops.ConvPlan(w, padding=1)
+    assert plan.winograd_weights is None
+    got, ref = ops.conv2d(x, plan), conv2d_ref(x, w, None, padding=1)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(ref))
+
+
+def test_plan_bad_arguments_raise_naming_them(rng):
+    w = rand(rng, (64, 64, 3, 3), F32)
+    plan = ops.ConvPlan(w, padding=1)
+    x = rand(rng, (1, 64, 9, 9), F32)
+    with raises_naming(ValueError, "conv2d", "padding=2", "padding=1"):
+        ops.conv2d(x, plan, padding=2)
+    with raises_naming(ValueError, "conv2d", "stride=2"):
+        ops.conv2d(x, plan, stride=2)
+    with raises_naming(TypeError, "conv2d", "float64", "float32"):
+        ops.conv2d(x.astype(F64), plan)
+    with raises_naming(ValueError, "conv2d", "C=63"):
+        ops.conv2d(x[:, :63], plan)
+    with raises_naming(ValueError, "ConvPlan", "4-D"):
+        ops.ConvPlan(w[0])
+    with raises_naming(ValueError, "ConvPlan", "groups=3"):
+        ops.ConvPlan(w, groups=3)
+    with raises_naming(ValueError, "ConvPlan", "stride"):
+        ops.ConvPlan(w, stride=0)
+    with raises_naming(ValueError, "ConvPlan", "padding"):
+        ops.ConvPlan(w, padding="full")
+
+
+def test_packed_weights_binding_checks_its_arguments(rng):
+    """_C.conv2d_forward's winograd_weights: the exact (16, K, C) shape and dtype, and only for options
+    that can take the Winograd path."""
+    C = deepkern._C
+    opts = ((1, 1), (1, 1), (1, 1), 1)
+    w = rand(rng, (64, 64, 3, 3), F32)
+    x, y = rand(rng, (1, 64, 16, 16), F32), np.empty((1, 64, 16, 16), F32)
+    packed = C.conv2d_pack_winograd_weights(w, *opts)
+    assert packed.shape == (16, 64, 64) and packed.dtype == F32
+    C.conv2d_forward(x, w, None, y, *opts, winograd_weights=packed)
+    check(y, conv2d_ref(x, w, None, padding=1), F32, "binding with packed weights")
+    with raises_naming(ValueError, "winograd_weights", r"\(16, 64, 64\)", r"\(16, 64, 63\)"):
+        C.conv2d_forward(x, w, None, y, *opts, winograd_weights=packed[:, :, :63])
+    with raises_naming(TypeError, "winograd_weights", "float32"):
+        C.conv2d_forward(x, w, None, y, *opts, winograd_weights=packed.astype(F64))
+    with raises_naming(ValueError, "winograd_weights", "never take the Winograd path"):
+        C.conv2d_forward(x, w, None, np.empty((1, 64, 8, 8), F32), (2, 2), (1, 1), (1, 1), 1, winograd_weights=packed)
+    assert C.conv2d_pack_winograd_weights(w, (2, 2), (1, 1), (1, 1), 1) is None
+    with raises_naming(ValueError, "conv2d_pack_winograd_weights", "w"):
+        C.conv2d_pack_winograd_weights(w[0], *opts)
+    with raises_naming(ValueError, "conv2d_pack_winograd_weights", "groups"):
+        C.conv2d_pack_winograd_weights(w, (1, 1), (1, 1), (1, 1), 0)
+
+
+def test_empty_batch_on_a_winograd_layer(rng):
+    """Batch 0 of a layer that Winograd takes at any batch (small weights): empty outputs and grad_x,
+    a zero grad_w, as the reference (the Winograd tiling of an empty batch divided by zero)."""
+    x, w = rand(rng, (0, 64, 8, 8), F32), rand(rng, (64, 64, 3, 3), F32)
+    g = rand(rng, (0, 64, 8, 8), F32)
+    assert ops.conv2d(x, w, padding=1).shape == (0, 64, 8, 8)
+    got = ops.conv2d_backward(g, x, w, padding=1)
+    for name, value, ref in zip(("grad_x", "grad_w", "grad_b"), got, conv2d_backward_ref(g, x, w, padding=1)):
+        assert value.shape == ref.shape, name
+        check(value, ref, F32, f"batch 0 {name}")
