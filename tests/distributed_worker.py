@@ -397,16 +397,39 @@ def check_ddp_state_dict_and_buffers():
 
 
 def check_buckets_start_during_backward():
-    """Buckets hold the parameters in reverse registration order, and the first all-reduces start
-    while backward still has parameters to reach."""
-    ddp = DDP(make_net(0, np.float64), bucket_cap_mb=0.0005)
-    params = list(ddp.parameters())
+    """Buckets hold the parameters in reverse registration order, and each all-reduce starts while
+    backward still has parameters to reach; with the benchmark's overlap off every one starts
+    after backward reached them all, and the gradients are the same."""
+    from deepkern.bench.allreduce import _defer_allreduces
+
+    (ddp, params, at_launch, grads), (_, _, deferred, deferred_grads) = (
+        launches_in_backward(defer) for defer in (None, _defer_allreduces)
+    )
     order = [p for b in ddp._buckets for p in b.params]
+    assert [id(p) for p in order] == [id(p) for p in reversed(params)]
+    assert len(ddp._buckets) > 2 and len(at_launch) == len(deferred) == len(ddp._buckets)
+    assert all(n < len(params) for n in at_launch) and at_launch == sorted(at_launch), at_launch
+    assert deferred == [len(params)] * len(ddp._buckets), deferred
+    for g, h in zip(grads, deferred_grads):
+        assert np.array_equal(g, h)
+
+
+def launches_in_backward(defer):
+    """A backward of a DDP of small buckets (``defer(ddp)`` first, if given): the DDP, its
+    parameters, how many parameters' gradients were complete (their hooks done) at each bucket's
+    launch, the gradients."""
+    ddp = DDP(make_net(0, np.float64), bucket_cap_mb=0.0005)
+    if defer is not None:
+        defer(ddp)
+    params = list(ddp.parameters())
+    complete = []
+    for p in params:  # registered after DDP's hook: counts a parameter once DDP has handled it
+        p.register_post_accumulate_grad_hook(lambda p: complete.append(1))
     reached_at_launch = []
     launch = type(ddp._buckets[0]).launch
 
     def recording_launch(bucket, last=False):
-        reached_at_launch.append(len(ddp._reached))
+        reached_at_launch.append(len(complete))
         launch(bucket, last)
 
     type(ddp._buckets[0]).launch = recording_launch
@@ -415,9 +438,7 @@ def check_buckets_start_during_backward():
         loss_of(ddp, x, y).backward()
     finally:
         type(ddp._buckets[0]).launch = launch
-    assert [id(p) for p in order] == [id(p) for p in reversed(params)]
-    assert len(ddp._buckets) > 2 and len(reached_at_launch) == len(ddp._buckets)
-    assert reached_at_launch[0] < len(params), reached_at_launch
+    return ddp, params, reached_at_launch, [p.grad.numpy().copy() for p in params]
 
 
 def local_gradients(model, step: int):
