@@ -397,16 +397,39 @@ def check_ddp_state_dict_and_buffers():
 
 
 def check_buckets_start_during_backward():
-    """Buckets hold the parameters in reverse registration order, and the first all-reduces start
-    while backward still has parameters to reach."""
-    ddp = DDP(make_net(0, np.float64), bucket_cap_mb=0.0005)
-    params = list(ddp.parameters())
+    """Buckets hold the parameters in reverse registration order, and each all-reduce starts while
+    backward still has parameters to reach; with the benchmark's overlap off every one starts
+    after backward reached them all, and the gradients are the same."""
+    from deepkern.bench.allreduce import _defer_allreduces
+
+    (ddp, params, at_launch, grads), (_, _, deferred, deferred_grads) = (
+        launches_in_backward(defer) for defer in (None, _defer_allreduces)
+    )
     order = [p for b in ddp._buckets for p in b.params]
+    assert [id(p) for p in order] == [id(p) for p in reversed(params)]
+    assert len(ddp._buckets) > 2 and len(at_launch) == len(deferred) == len(ddp._buckets)
+    assert all(n < len(params) for n in at_launch) and at_launch == sorted(at_launch), at_launch
+    assert deferred == [len(params)] * len(ddp._buckets), deferred
+    for g, h in zip(grads, deferred_grads):
+        assert np.array_equal(g, h)
+
+
+def launches_in_backward(defer):
+    """A backward of a DDP of small buckets (``defer(ddp)`` first, if given): the DDP, its
+    parameters, how many parameters' gradients were complete (their hooks done) at each bucket's
+    launch, the gradients."""
+    ddp = DDP(make_net(0, np.float64), bucket_cap_mb=0.0005)
+    if defer is not None:
+        defer(ddp)
+    params = list(ddp.parameters())
+    complete = []
+    for p in params:  # registered after DDP's hook: counts a parameter once DDP has handled it
+        p.register_post_accumulate_grad_hook(lambda p: complete.append(1))
     reached_at_launch = []
     launch = type(ddp._buckets[0]).launch
 
     def recording_launch(bucket, last=False):
-        reached_at_launch.append(len(ddp._reached))
+        reached_at_launch.append(len(complete))
         launch(bucket, last)
 
     type(ddp._buckets[0]).launch = recording_launch
@@ -415,9 +438,63 @@ def check_buckets_start_during_backward():
         loss_of(ddp, x, y).backward()
     finally:
         type(ddp._buckets[0]).launch = launch
-    assert [id(p) for p in order] == [id(p) for p in reversed(params)]
-    assert len(ddp._buckets) > 2 and len(reached_at_launch) == len(ddp._buckets)
-    assert reached_at_launch[0] < len(params), reached_at_launch
+    return ddp, params, reached_at_launch, [p.grad.numpy().copy() for p in params]
+
+
+def local_gradients(model, step: int):
+    """``model``'s gradients (from None) on this rank's rows of step ``step``'s batch, computed alone."""
+    model.zero_grad()
+    x, y = batch(step, 4 * WORLD, np.float64)
+    loss_of(model, x[RANK * 4 : (RANK + 1) * 4], y[RANK * 4 : (RANK + 1) * 4]).backward()
+    return [p.grad.numpy().copy() for p in model.parameters()]
+
+
+def check_deleted_wrapper_leaves_the_module_alone():
+    """After the wrapper is deleted, its module trains as a bare single-process module: exactly the
+    gradients of a copy never wrapped, in memory of their own (not the old buckets)."""
+    import weakref
+
+    for view in (False, True):
+        model = make_net(RANK, np.float64)
+        ddp = DDP(model, bucket_cap_mb=0.001, gradient_as_bucket_view=view)
+        local_gradients(ddp, 0)  # one all-reducing backward
+        buffers = [b.buffer for b in ddp._buckets]
+        gone = weakref.ref(ddp)
+        del ddp
+        assert gone() is None, "the deleted wrapper is still alive (its hooks hold it)"
+        bare = make_net(0, np.float64)
+        bare.load_state_dict(model.state_dict())
+        got, want = local_gradients(model, 1), local_gradients(bare, 1)
+        for (name, p), g, w in zip(model.named_parameters(), got, want):
+            assert np.array_equal(g, w), f"view={view}: {name}'s gradient is not the single-process one"
+            assert not any(np.shares_memory(p.grad.numpy(), b) for b in buffers), f"{name} writes into a bucket"
+
+
+def check_wrapping_twice_all_reduces_once():
+    """A second wrapper around the same module takes its parameters over: one all-reduce per bucket
+    per backward, the averaged gradients of one process, and the first wrapper refuses to run."""
+    wrapping_twice(view=False)
+    wrapping_twice(view=True)
+
+
+def wrapping_twice(view: bool):
+    model = make_net(RANK, np.float64)
+    first = DDP(model, bucket_cap_mb=0.001, gradient_as_bucket_view=view)
+    second = DDP(model, bucket_cap_mb=0.001, gradient_as_bucket_view=view)
+    calls = []
+    iallreduce = dist.iallreduce
+    dist.iallreduce = lambda *args, **kw: calls.append(1) or iallreduce(*args, **kw)
+    try:
+        averaged = local_gradients(second, 0)
+    finally:
+        dist.iallreduce = iallreduce
+    assert len(calls) == len(second._buckets) > 1, (len(calls), len(second._buckets))
+    single = make_net(0, np.float64)
+    x, y = batch(0, 4 * WORLD, np.float64)
+    loss_of(single, x, y).backward()
+    for (name, _), g, q in zip(model.named_parameters(), averaged, single.parameters()):
+        np.testing.assert_allclose(g, q.grad.numpy(), rtol=1e-12, atol=1e-12, err_msg=f"view={view}: {name}")
+    expect(RuntimeError, ["newer DistributedDataParallel"], lambda: first(dk.from_numpy(x)))
 
 
 # -- federated clients on the ranks ---------------------------------------------------------------

@@ -209,13 +209,26 @@ def test_bench_allreduce_launches_its_ranks(tmp_path, capsys):
     rows = [r for r in everything if r["kind"] == "allreduce"]
     epochs = [r for r in everything if r["kind"] == "epoch"]
     assert [r["size_mb"] for r in rows] == list(allreduce.QUICK_SIZES_MB)
-    assert [(r["ranks"], r["threads"]) for r in epochs] == list(allreduce.EPOCH_CONFIGS)
+    configs = [(ranks, threads, overlap, name) for ranks, threads, overlap in allreduce.EPOCH_CONFIGS
+               for name in allreduce.QUICK_EPOCH_STEPS]  # fmt: skip
+    assert [(r["ranks"], r["threads"], r["overlap_on"], r["recipe"]) for r in epochs] == configs
+    assert {"digits-cnn", "char-lstm"} <= set(allreduce.QUICK_EPOCH_STEPS)
     for r in epochs:
-        assert r["samples"] == allreduce.QUICK_EPOCH_SAMPLES and r["epoch_s"] > 0
+        assert r["steps"] == allreduce.QUICK_EPOCH_STEPS[r["recipe"]] and r["epoch_s"] > 0
+        assert r["samples_per_s"] == pytest.approx(r["steps"] * r["batch"] / r["epoch_s"])
+        assert 0 <= r["param_diff"] <= allreduce.PARAM_TOLERANCE
         if r["ranks"] > 1:
-            assert r["buckets"] > 1 and 0 < r["exposed_ms"] <= r["comm_ms"] and r["alone_ms"] > 0
-            assert r["overlap"] == pytest.approx(1 - r["exposed_ms"] / r["comm_ms"])
-    assert "a training epoch" in printed
+            assert r["buckets"] > 1 and r["alone_ms"] > 0 and r["exposed_ms"] > 0
+            assert 0 <= r["hidden"] <= 1
+            assert r["hidden"] == pytest.approx(min(1, max(0, 1 - r["exposed_ms"] / r["alone_ms"])))
+        else:
+            assert "hidden" not in r
+        overlap = ("on" if r["overlap_on"] else "off") if r["ranks"] > 1 else "-"
+        assert f"{r['recipe']:<11} {r['ranks']:>9d} x {r['threads']:<3d} {overlap:>7}" in printed
+    for name in allreduce.QUICK_EPOCH_STEPS:
+        ratios = allreduce.epoch_ratios(epochs)[name]
+        assert set(ratios) == {"1x2 / 2x1", "off / on", "1x1 / 2x1"} and all(v > 0 for v in ratios.values())
+        assert f"{name}: 1x2 / 2x1 {ratios['1x2 / 2x1']:.2f}" in printed
     for r in rows:
         assert r["ranks"] == allreduce.RANKS and r["max_abs_err"] == 0 and r["buckets"] == 1
         assert r["deepkern_ms"] > 0 and r["view_ms"] > 0 and r["mpi_ms"] > 0
@@ -295,3 +308,47 @@ def test_accumulate_grad_in_place_and_into_its_home():
     frozen.grad = dk.from_numpy(np.broadcast_to(np.ones(1), (2,)))  # read-only: a new array instead
     (frozen * 3).sum().backward()
     np.testing.assert_array_equal(frozen.grad.numpy(), [4.0, 4.0])
+
+
+def test_bench_epoch_final_parameters_are_compared():
+    from deepkern.bench import allreduce
+
+    rng = np.random.default_rng(0)
+    start = rng.standard_normal(50).astype(np.float32)
+    final = start + rng.standard_normal(50).astype(np.float32)
+    rows = [{"recipe": "r", "ranks": ranks, "threads": threads, "overlap_on": on} for ranks, threads, on in
+            allreduce.EPOCH_CONFIGS]  # fmt: skip
+    first = {}
+    allreduce.compare_finals(rows[0], start, final, first)
+    near = final + rng.uniform(-1, 1, 50).astype(np.float32) * 1e-3
+    allreduce.compare_finals(rows[1], start, near, first)
+    moved = np.linalg.norm(final.astype(np.float64) - start)
+    assert rows[0]["param_diff"] == 0
+    assert rows[1]["param_diff"] == pytest.approx(np.linalg.norm(near.astype(np.float64) - final) / moved)
+    far = final.copy()
+    far[rng.integers(50)] += 2 * allreduce.PARAM_TOLERANCE * moved
+    with pytest.raises(RuntimeError, match=r"r: the final parameters of 2 x 1 \(overlap off\) differ from 1 x 1"):
+        allreduce.compare_finals(rows[3], start, far, first)
+    with pytest.raises(RuntimeError, match=r"r: 2 x 1 \(overlap on\) starts from other parameters than 1 x 1"):
+        allreduce.compare_finals(rows[2], start[:49], final[:49], first)
+
+
+def test_bench_exposed_communication_starts_when_the_last_rank_computed():
+    from deepkern.bench import allreduce
+
+    rng = np.random.default_rng(1)
+    steps = 7
+    ready = [rng.uniform(0, 1, steps) for _ in range(2)]  # when each rank's backward computed its gradients
+    done = [np.maximum(ready[0], ready[1]) + rng.uniform(0, 0.1, steps) for _ in range(2)]
+
+    class Comm:  # the two ranks' values, as allgather returns them
+        def allgather(self, mine):
+            return [r.tolist() for r in (ready if mine is ready[0] else done)]
+
+    class Clock:
+        pass
+
+    clock = Clock()
+    clock.ready, clock.done = ready[0], done[0]
+    want = np.median(np.maximum(done[0], done[1]) - np.maximum(ready[0], ready[1]))
+    assert allreduce.exposed_seconds(Comm(), clock) == pytest.approx(want)

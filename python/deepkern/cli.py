@@ -437,15 +437,12 @@ def _cmd_bench_allreduce(args) -> int:
         print(f"deepkern bench --op allreduce: {exc}", file=sys.stderr)
         return 1
     print(allreduce.format_rows(rows))
-    print(f"\na training epoch, global batch {allreduce.EPOCH_BATCH} (a convolution + LSTM model):")
-    print(allreduce.format_epoch_rows(epochs))
     print(
         "copy/view: DistributedDataParallel with gradient_as_bucket_view False/True; "
-        "ratio: MPI time / deepkern time (above 1: deepkern faster); GB/s: bytes reduced per second. "
-        "Epoch: comm ms, a step's all-reduces from the first launch to the last finish; exposed ms, the part "
-        "backward did not hide (waiting for a slower rank included); overlap, the hidden share. "
-        "Times from a machine shared with other work are noisy."
+        "ratio: MPI time / deepkern time (above 1: deepkern faster); GB/s: bytes reduced per second."
     )
+    print("\n" + allreduce.format_epoch_rows(epochs))
+    print("Times from a machine shared with other work are noisy.")
     worst = max(r["max_abs_err"] for r in rows)
     if worst != 0:
         print(f"error: the averaged gradients differ from the exact mean by up to {worst}", file=sys.stderr)

@@ -7,9 +7,12 @@ where backward puts them (not timed: single-process training writes them too). I
 MPI job (``mpiexec -n 2`` from deepkern[distributed]); the worker side is :func:`worker`, run as
 ``python -m mpi4py -m deepkern.bench.allreduce``.
 
-Extra rows time a training epoch of a small convolution + LSTM model (:func:`run_epochs`) on 2 ranks
-x 1 thread against 1 rank x 2 threads (and 1 x 1) with the same global batch, and how much of the
-all-reduce time backward hides.
+Extra rows (:func:`run_epochs`) time steps of the project's training recipes (``deepkern train
+digits-cnn`` and ``char-lstm``, as ``--nproc`` runs them) on 2 ranks x 1 thread against 1 process x 2
+threads (and 1 x 1), with the same data and global batch, and on 2 ranks with the gradient
+all-reduces overlapping backward (the bucketed path) or started only after it ends; they say how
+much of the communication backward hides and check that every configuration ends with the same
+parameters.
 
 Each size is timed in rounds that alternate the three, every call starting after a barrier; the
 median over the calls is reported, with the ratios (MPI time / deepkern time: above 1, deepkern is
@@ -19,6 +22,7 @@ are noisy: the ranks compete with everything else for the cores and the memory b
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -167,127 +171,128 @@ def worker(sizes_mb: Sequence[float], repeats: int, path: str) -> None:
     distributed.destroy_process_group()
 
 
-# -- a training epoch: 2 ranks x 1 thread against 1 rank x 2 threads -------------------------------
+# -- the training recipes' steps: 2 ranks x 1 thread against 1 process x 2 threads ----------------
 
-EPOCH_SAMPLES, QUICK_EPOCH_SAMPLES = 2048, 256
-EPOCH_BATCH = 64  # the global batch: each of R ranks trains on EPOCH_BATCH / R rows per step
-EPOCH_BUCKET_MB = 0.1  # several buckets for a 0.5 MB model, so that the first ones overlap backward
-EPOCH_CONFIGS = ((2, 1), (1, 2), (1, 1))  # (ranks, threads per rank)
-
-
-def _epoch_model():
-    """A small convolution + LSTM classifier of (B, 1, 16, 16) images (0.5 MB of float32 weights):
-    a 3 x 3 convolution to 8 channels, its 16 rows read as a sequence by an LSTM of 128 units, a
-    linear head to 10 classes."""
-    from .. import nn
-
-    class ConvLSTM(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(1, 8, 3, padding=1)
-            self.lstm = nn.LSTM(8 * 16, 128, batch_first=True)
-            self.head = nn.Linear(128, 10)
-
-        def forward(self, x):
-            h = self.conv(x).relu()  # (B, 8, 16, 16)
-            out, _ = self.lstm(h.permute(0, 2, 1, 3).reshape(h.shape[0], 16, 8 * 16))
-            return self.head(out[:, -1])
-
-    return ConvLSTM()
+# recipe -> steps of its default global batch (45: digits-cnn's whole epoch), full and --quick
+EPOCH_STEPS = {"digits-cnn": 45, "char-lstm": 30}
+QUICK_EPOCH_STEPS = {"digits-cnn": 6, "char-lstm": 3}
+EPOCH_BUCKET_MB = 0.25  # several buckets for these 0.6 and 1.4 MB models, so that the first ones can overlap backward
+# (ranks, threads per rank, overlap): overlap off starts every all-reduce after backward ends
+EPOCH_CONFIGS = ((1, 1, True), (1, 2, True), (2, 1, True), (2, 1, False))
+PARAM_TOLERANCE = 0.01  # the final parameters' difference between configurations / the distance trained
 
 
-class _Clock:
-    """Wrapped around the bucket class while active: ``seconds``, the time spent in the buckets'
-    ``launch`` and ``finish`` (the communication backward does not hide: the blocking last bucket,
-    the waits), and ``window``, the time from each backward's first launch to its last finish (the
-    communication's span; :meth:`end_step` closes it)."""
+class _StepClock:
+    """Attached to a DistributedDataParallel: for each backward, ``ready``, when this rank's last
+    parameter gradient was complete (its share of backward computed), and ``done``, when the
+    averaged gradients were in place (:func:`exposed_seconds` compares them across the ranks)."""
 
-    def __init__(self, bucket_cls):
-        self.cls, self.seconds, self.window = bucket_cls, 0.0, 0.0
-        self.first = self.last = None
-        self.saved = {name: getattr(bucket_cls, name) for name in ("launch", "finish")}
+    def __init__(self, ddp):
+        self.ready, self.done, self.last_ready = [], [], 0.0
+        on_ready, finish = ddp._on_grad_ready, ddp._finish_backward
 
-    def end_step(self) -> None:
-        if self.first is not None:
-            self.window += self.last - self.first
-        self.first = None
+        def timed_ready(param):
+            self.last_ready = time.perf_counter()
+            on_ready(param)
 
-    def __enter__(self):
-        for name, method in self.saved.items():
-            setattr(self.cls, name, self._timed(method))
-        return self
+        def timed_finish():
+            finish()
+            self.ready.append(self.last_ready)
+            self.done.append(time.perf_counter())
 
-    def __exit__(self, *exc):
-        for name, method in self.saved.items():
-            setattr(self.cls, name, method)
-
-    def _timed(self, method):
-        def timed(*args, **kwargs):
-            t0 = time.perf_counter()
-            method(*args, **kwargs)
-            self.last = time.perf_counter()
-            self.seconds += self.last - t0
-            if self.first is None:
-                self.first = t0
-
-        return timed
+        ddp._on_grad_ready, ddp._finish_backward = timed_ready, timed_finish
 
 
-def epoch_worker(threads: int, samples: int, path: str) -> None:
-    """One rank of an epoch job: one warm-up step, then an epoch of ``samples`` images in global
-    batches of EPOCH_BATCH (this rank's rows of each, DistributedDataParallel with
-    gradient_as_bucket_view on several ranks), then the gradient all-reduce alone, repeated; rank 0
-    writes the row to ``path``."""
+def exposed_seconds(comm, clock: _StepClock) -> float:
+    """The median over the steps of the communication backward did not hide: from the moment the
+    last rank's backward had computed every gradient to the moment the last rank had the averages
+    (the ranks of one machine share ``perf_counter``'s clock), so a rank that computes more slowly
+    counts as compute, not as communication."""
+    ready = np.max(comm.allgather(clock.ready), axis=0)
+    done = np.max(comm.allgather(clock.done), axis=0)
+    return float(np.median(done - ready))
+
+
+def _defer_allreduces(ddp) -> None:
+    """Overlap off: ``ddp`` starts no all-reduce while backward runs; every bucket's starts at its end."""
+    launch = ddp._launch_ready
+    ddp._launch_ready = lambda everything=False: launch(everything=True) if everything else None
+
+
+def _recipe(name: str, rank: int, world: int):
+    """Recipe ``name`` built as ``deepkern train`` builds it (its defaults, seed 0), on ``world``
+    ranks with DistributedDataParallel (gradient_as_bucket_view, EPOCH_BUCKET_MB buckets). Its
+    dropout is off: each rank draws the masks of its own rows, so with dropout the ranks' steps
+    are not one process's and the configurations' final parameters could not be compared."""
+    from .. import nn, random, training
+    from ..nn.parallel import DistributedDataParallel
+
+    cls = training.RECIPES[name]
+    cfg = training.TrainConfig(name, seed=0, progress=False)
+    for key, value in cls.defaults.items():
+        setattr(cfg, key, type(value)(value))
+    random.manual_seed(cfg.seed)
+    recipe = cls(cfg)
+    recipe.rank, recipe.world = rank, world
+    recipe.build()
+    for module in recipe.models["model"].modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    if world > 1:
+        ddp = DistributedDataParallel(
+            recipe.models["model"], bucket_cap_mb=EPOCH_BUCKET_MB, gradient_as_bucket_view=True
+        )
+        recipe.parallel = {"model": ddp}
+    return recipe
+
+
+def epoch_worker(threads: int, overlap: bool, steps: dict, path: str) -> None:
+    """One rank of an epoch job: for each recipe of ``steps``, one warm-up step, then ``steps[recipe]``
+    steps of the recipe's own training (its rows of each global batch on this rank), then the
+    step's all-reduces alone, repeated; rank 0 writes the rows to ``path`` and each recipe's final
+    parameters to ``path.<recipe>.npy``."""
     import deepkern
 
-    from .. import distributed, nn, optim
-    from ..nn.parallel import DistributedDataParallel, _Bucket
+    from .. import distributed
 
     distributed.init_process_group("mpi")
     comm, rank, world = distributed._comm(), distributed.get_rank(), distributed.get_world_size()
     deepkern.set_num_threads(threads)
-    deepkern.manual_seed(0)
-    model = _epoch_model()
-    if world > 1:
-        model = DistributedDataParallel(model, bucket_cap_mb=EPOCH_BUCKET_MB, gradient_as_bucket_view=True)
-    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loss_fn = nn.CrossEntropyLoss()
-    rng = np.random.default_rng(0)
-    images = rng.standard_normal((samples, 1, 16, 16)).astype(np.float32)
-    labels = rng.integers(0, 10, samples)
-    share = EPOCH_BATCH // world
-
-    def step(start: int, clock=None) -> None:
-        rows = slice(start + rank * share, start + (rank + 1) * share)
-        opt.zero_grad()
-        loss_fn(model(deepkern.from_numpy(images[rows])), deepkern.from_numpy(labels[rows])).backward()
-        if clock is not None:
-            clock.end_step()
-        opt.step()
-
-    step(0)  # warm-up
-    steps = samples // EPOCH_BATCH
-    with _Clock(_Bucket) as clock:
+    rows = []
+    for name, n in steps.items():
+        recipe = _recipe(name, rank, world)
+        start = _flat_parameters(recipe)
+        if world > 1 and not overlap:
+            _defer_allreduces(recipe.parallel["model"])
+        recipe.train_epoch(lambda batches, total: itertools.islice(batches, 1))  # warm-up
+        clock = _StepClock(recipe.parallel["model"]) if world > 1 else None
         comm.Barrier()
         t0 = time.perf_counter()
-        for i in range(steps):
-            step(i * EPOCH_BATCH, clock)
+        recipe.train_epoch(lambda batches, total, n=n: itertools.islice(batches, n))
         epoch_s = comm.allreduce(time.perf_counter() - t0, op=_max())
-    row = {"kind": "epoch", "ranks": world, "threads": threads, "samples": steps * EPOCH_BATCH}
-    row["epoch_s"] = epoch_s
-    row["samples_per_s"] = row["samples"] / epoch_s
-    if world > 1:
-        buckets = model._buckets
-        comm_s = _times(comm, lambda: _bucketed_allreduce(buckets), lambda: None, max(3, steps))
-        row["buckets"] = len(buckets)
-        row["alone_ms"] = float(np.median(comm_s)) * 1e3  # the all-reduces of one step, by themselves
-        row["comm_ms"] = comm.allreduce(clock.window, op=_max()) / steps * 1e3
-        row["exposed_ms"] = comm.allreduce(clock.seconds, op=_max()) / steps * 1e3
-        row["overlap"] = 1 - row["exposed_ms"] / row["comm_ms"]
+        batch = recipe.cfg.batch_size
+        row = {"kind": "epoch", "recipe": name, "ranks": world, "threads": threads, "overlap_on": overlap}
+        row.update(steps=n, batch=batch, epoch_s=epoch_s, samples_per_s=n * batch / epoch_s)
+        if rank == 0:
+            np.save(f"{path}.{name}.start.npy", start)
+            np.save(f"{path}.{name}.npy", _flat_parameters(recipe))
+        if world > 1:
+            buckets = recipe.parallel["model"]._buckets
+            alone = _times(comm, lambda b=buckets: _bucketed_allreduce(b), lambda: None, max(5, n))
+            row["buckets"] = len(buckets)
+            row["alone_ms"] = float(np.median(alone)) * 1e3  # the all-reduces of one step, by themselves
+            row["exposed_ms"] = exposed_seconds(comm, clock) * 1e3
+            row["hidden"] = min(1.0, max(0.0, 1 - row["exposed_ms"] / row["alone_ms"]))
+        rows.append(row)
     if rank == 0:
         with open(path, "w", encoding="utf-8") as f:
-            json.dump(row, f)
+            json.dump(rows, f)
     distributed.destroy_process_group()
+
+
+def _flat_parameters(recipe) -> np.ndarray:
+    """The recipe's model's parameters, in one flat array (a copy)."""
+    return np.concatenate([p.detach().numpy().ravel() for p in recipe.models["model"].parameters()])
 
 
 def _max():
@@ -297,23 +302,57 @@ def _max():
 
 
 def run_epochs(quick: bool = False) -> List[dict]:
-    """The epoch rows (``kind`` "epoch"), one job per (ranks, threads) of EPOCH_CONFIGS: ``epoch_s``,
-    ``samples_per_s``; on several ranks also ``buckets``, ``alone_ms`` (one step's all-reduces by
-    themselves), ``comm_ms`` (per step, from backward's first bucket launch to its last finish),
-    ``exposed_ms`` (per step, the time in launching and waiting that backward did not hide, the wait
-    for a slower rank included) and ``overlap`` (1 - exposed / comm: the share hidden under backward)."""
+    """The recipes' rows (``kind`` "epoch"), one job per (ranks, threads, overlap) of EPOCH_CONFIGS,
+    each running every recipe of EPOCH_STEPS (QUICK_EPOCH_STEPS) for its steps from the same start
+    on the same global batches: ``recipe``, ``ranks``, ``threads``, ``overlap_on``, ``steps``,
+    ``batch``, ``epoch_s``, ``samples_per_s``, ``param_diff`` (see :func:`compare_finals`: more than
+    PARAM_TOLERANCE is a RuntimeError); on
+    several ranks also ``buckets``, ``alone_ms`` (a step's all-reduces by themselves),
+    ``exposed_ms`` (per step, the median, the communication that backward did not hide: see
+    :func:`exposed_seconds`) and ``hidden`` (1 - exposed / alone, clipped to [0, 1]: the share
+    of the communication hidden under backward)."""
     from .. import distributed
 
-    rows = []
-    samples = QUICK_EPOCH_SAMPLES if quick else EPOCH_SAMPLES
-    for ranks, threads in EPOCH_CONFIGS:
-        rows.append(_launch(ranks, ["epoch", str(threads), str(samples)], distributed))
+    steps = QUICK_EPOCH_STEPS if quick else EPOCH_STEPS
+    rows, first = [], {}
+    for ranks, threads, overlap in EPOCH_CONFIGS:
+        args = ["epoch", str(threads), str(int(overlap)), json.dumps(steps)]
+        found, saved = _launch(ranks, args, distributed, extra=[f".{n}{s}.npy" for n in steps for s in (".start", "")])
+        for row, start, final in zip(found, saved[::2], saved[1::2]):
+            compare_finals(row, start, final, first)
+        rows += found
     return rows
 
 
-def _launch(ranks: int, args: Sequence[str], distributed):
+def compare_finals(row: dict, start: np.ndarray, final: np.ndarray, first: dict) -> None:
+    """Sets ``row["param_diff"]``: how far the row's final parameters (``final``, flat, trained from
+    ``start``) are from those of the first row of its recipe in ``first`` (recipe -> (row, start,
+    final), filled here), relative to how far that row's training moved them (L2 norms; the
+    kernels' sums round differently with the threads and the ranks, and Adam's steps carry that
+    rounding into the weights). A RuntimeError names both configurations when it exceeds
+    PARAM_TOLERANCE or the starts differ."""
+    reference, ref_start, ref_final = first.setdefault(row["recipe"], (row, start, final))
+    if start.shape != ref_start.shape or not np.array_equal(start, ref_start):
+        raise RuntimeError(f"{row['recipe']}: {_config(row)} starts from other parameters than {_config(reference)}")
+    moved = np.linalg.norm(ref_final.astype(np.float64) - ref_start)
+    row["param_diff"] = float(np.linalg.norm(final.astype(np.float64) - ref_final) / moved) if moved else 0.0
+    if not row["param_diff"] <= PARAM_TOLERANCE:
+        raise RuntimeError(
+            f"{row['recipe']}: the final parameters of {_config(row)} differ from {_config(reference)}'s "
+            f"by {row['param_diff']:.3g} of the distance trained (> {PARAM_TOLERANCE})"
+        )
+
+
+def _config(row: dict) -> str:
+    """``2 x 1 (overlap off)``: the configuration of an epoch row."""
+    overlap = f" (overlap {'on' if row['overlap_on'] else 'off'})" if row["ranks"] > 1 else ""
+    return f"{row['ranks']} x {row['threads']}{overlap}"
+
+
+def _launch(ranks: int, args: Sequence[str], distributed, extra: Sequence[str] = ()):
     """Runs ``python -m mpi4py -m deepkern.bench.allreduce *args PATH`` on ``ranks`` ranks; returns
-    the JSON that rank 0 wrote to PATH."""
+    the JSON that rank 0 wrote to PATH (and, with ``extra`` suffixes, the arrays it saved to PATH +
+    each suffix as well)."""
     if not distributed.is_available():
         raise ImportError(distributed._INSTALL_HINT)
     with tempfile.TemporaryDirectory() as folder:
@@ -324,28 +363,55 @@ def _launch(ranks: int, args: Sequence[str], distributed):
         if proc.returncode != 0 or not os.path.exists(path):
             raise RuntimeError(f"the {ranks}-rank job failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            rows = json.load(f)
+        if not extra:
+            return rows
+        return rows, [np.load(path + suffix) for suffix in extra]
 
 
 def format_epoch_rows(rows: List[dict]) -> str:
-    """The epoch rows as a table."""
+    """The recipes' rows as a table, with the ratios of their times and a legend."""
     lines = [
-        f"{'ranks x threads':>15} {'epoch s':>8} {'samples/s':>10} {'buckets':>7} {'alone ms':>8} "
-        f"{'comm ms':>8} {'exposed ms':>10} {'overlap':>7}"
+        f"the training recipes' steps (their default global batch, dropout off, {EPOCH_BUCKET_MB} MB buckets):",
+        f"{'recipe':<11} {'ranks x threads':>15} {'overlap':>7} {'steps':>5} {'epoch s':>8} {'samples/s':>9} "
+        f"{'buckets':>7} {'alone ms':>8} {'exposed ms':>10} {'hidden':>6} {'param diff':>10}",
     ]
     for r in rows:
         comm = (
-            f"{r['buckets']:>7d} {r['alone_ms']:>8.3f} {r['comm_ms']:>8.3f} {r['exposed_ms']:>10.3f} "
-            f"{r['overlap']:>7.0%}"
-            if "comm_ms" in r
-            else f"{'-':>7} {'-':>8} {'-':>8} {'-':>10} {'-':>7}"
+            f"{r['buckets']:>7d} {r['alone_ms']:>8.2f} {r['exposed_ms']:>10.2f} {r['hidden']:>6.0%}"
+            if "hidden" in r
+            else f"{'-':>7} {'-':>8} {'-':>10} {'-':>6}"
         )
-        lines.append(f"{r['ranks']:>9d} x {r['threads']:<3d} {r['epoch_s']:>8.3f} {r['samples_per_s']:>10.0f} {comm}")
+        overlap = ("on" if r["overlap_on"] else "off") if r["ranks"] > 1 else "-"
+        lines.append(
+            f"{r['recipe']:<11} {r['ranks']:>9d} x {r['threads']:<3d} {overlap:>7} {r['steps']:>5d} "
+            f"{r['epoch_s']:>8.3f} {r['samples_per_s']:>9.0f} {comm} {r['param_diff']:>10.2g}"
+        )
+    for name, ratios in epoch_ratios(rows).items():
+        lines.append(f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
+    lines.append(
+        "alone ms: a step's all-reduces by themselves; exposed ms: the median step's communication after every "
+        "rank's backward computed its gradients; hidden: 1 - exposed / alone; param diff: the distance of "
+        "the final parameters from the first row's over the distance trained; the ratios divide epoch times "
+        "(above 1: the second is faster)."
+    )
     return "\n".join(lines)
+
+
+def epoch_ratios(rows: List[dict]) -> dict:
+    """Per recipe, the ratios of its epoch times in one run: ``1x2 / 2x1`` (1 process x 2 threads
+    against 2 ranks x 1 thread, overlap on), ``off / on`` (2 ranks, overlap off against on) and
+    ``1x1 / 2x1``."""
+    ratios = {}
+    for r in rows:
+        ratios.setdefault(r["recipe"], {})[(r["ranks"], r["threads"], r["overlap_on"])] = r["epoch_s"]
+    wanted = {"1x2 / 2x1": ((1, 2, True), (2, 1, True)), "off / on": ((2, 1, False), (2, 1, True))}
+    wanted["1x1 / 2x1"] = ((1, 1, True), (2, 1, True))
+    return {name: {k: t[a] / t[b] for k, (a, b) in wanted.items() if a in t and b in t} for name, t in ratios.items()}
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "epoch":
-        epoch_worker(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+        epoch_worker(int(sys.argv[2]), bool(int(sys.argv[3])), json.loads(sys.argv[4]), sys.argv[5])
     else:
         worker(json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3])

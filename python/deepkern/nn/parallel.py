@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import contextlib
-import functools
+import weakref
 
 import numpy as np
 
@@ -138,6 +138,11 @@ class DistributedDataParallel(Module):
     ``device_ids``, ``output_device``, ``dim`` and ``process_group`` are accepted for PyTorch's
     signature and change nothing (the default group, the CPU).
 
+    The wrapper's hooks on the parameters hold it weakly and are removed when it is collected, so
+    the module trains as before once the wrapper is deleted; a second wrapper around the same
+    parameters takes them over (the first one's hooks are removed and its forward raises), so a
+    backward all-reduces once.
+
     The wrapped model is ``module``; as in PyTorch, the wrapper's ``state_dict`` keys start with
     ``module.`` (save ``ddp.module.state_dict()`` to load the weights into an unwrapped model).
     """
@@ -183,13 +188,22 @@ class DistributedDataParallel(Module):
         self._has_buffers = any(b is not None for _, b in module.named_buffers())
         params = [p for _, p in reversed(named)]
         world = dist.get_world_size()
+        for _, p in named:  # a wrapper made before around these parameters stops serving them
+            for hook in list((p._post_hooks or {}).values()):
+                previous = hook.owner() if isinstance(hook, _WrapperHook) else None
+                if previous is not None:
+                    previous._detach()
         self._buckets = _make_buckets(params, bucket_cap_mb * 2**20, self.gradient_as_bucket_view, world)
         self._bucket_of = {id(p): b for b in self._buckets for p in b.params}
         self._reached = set()  # ids of the parameters whose gradient arrived in this backward
         self._next_bucket = 0  # buckets start in index order on every rank (MPI matches collectives by order)
-        self._hook_handles = [p.register_post_accumulate_grad_hook(self._on_grad_ready) for _, p in named]
+        self._detached = False
+        handles = [p.register_post_accumulate_grad_hook(_WrapperHook(self, "_on_grad_ready")) for _, p in named]
         if self.gradient_as_bucket_view:
-            self._hook_handles += [p.register_hook(functools.partial(self._before_grad, p)) for _, p in named]
+            handles += [p.register_hook(_WrapperHook(self, "_before_grad", p)) for _, p in named]
+        # The hooks hold the wrapper weakly: once it is collected (or replaced, see _detach) they
+        # are removed and the parameters' gradients go back to memory of their own.
+        self._release = weakref.finalize(self, _release_parameters, handles, [p for _, p in named])
 
     def _sync_state(self, named, what: str, check: bool = True) -> None:
         """Broadcasts rank 0's tensors of ``named`` to every rank, first checking (with ``check``)
@@ -211,7 +225,18 @@ class DistributedDataParallel(Module):
                 np.copyto(t._array, buf)
             autograd.bump_version(t._array)
 
+    def _detach(self) -> None:
+        """A newer wrapper took over the parameters: this one's hooks and gradient homes are removed
+        (so backward all-reduces once, through the newer one) and its forward raises."""
+        self._detached = True
+        self._release()
+
     def forward(self, *inputs, **kwargs):
+        if self._detached:
+            raise RuntimeError(
+                "DistributedDataParallel: a newer DistributedDataParallel wraps this module's parameters; "
+                "this wrapper no longer all-reduces, use the newer one"
+            )
         if (
             self.broadcast_buffers
             and self._has_buffers
@@ -285,6 +310,28 @@ class DistributedDataParallel(Module):
             used = {id(p): bool(f) for p, f in zip(params, flags)}
         for b in self._buckets:
             b.finish(lambda p: used[id(p)])
+
+
+class _WrapperHook:
+    """A parameter hook that calls ``owner.<method>(*args, hook's arguments)`` while the wrapper
+    ``owner`` is alive, holding it weakly (so the hooks keep no wrapper alive), and does nothing after."""
+
+    def __init__(self, owner, method: str, *args):
+        self.owner = weakref.ref(owner)
+        self.method, self.args = method, args
+
+    def __call__(self, *hook_args):
+        owner = self.owner()
+        if owner is not None:
+            getattr(owner, self.method)(*self.args, *hook_args)
+
+
+def _release_parameters(handles, params) -> None:
+    """Removes a wrapper's hooks (``handles``) and its buckets as ``params``' gradient homes."""
+    for handle in handles:
+        handle.remove()
+    for p in params:
+        autograd.set_grad_home(p, None)
 
 
 def _make_buckets(params, cap_bytes: float, as_view: bool = False, world: int = 1) -> list:
