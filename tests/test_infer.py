@@ -210,6 +210,37 @@ def test_folded_weights_follow_in_place_updates_replacements_and_training():
     check()  # refolded with the new running statistics
 
 
+@pytest.mark.parametrize("bn", [False, True])
+def test_packed_winograd_weights_follow_in_place_updates_and_replacements(bn):
+    """A Winograd-shaped layer in eval mode convolves with weights transformed once (kept beside
+    the layer); an in-place write, an optimizer step or a replaced weight makes them again."""
+    rng = np.random.default_rng(5)
+    layers = [nn.Conv2d(64, 64, 3, padding=1)] + ([nn.BatchNorm2d(64)] if bn else [])
+    model = nn.Sequential(*layers).eval()
+    _randomize_norms(model, rng)
+    conv = model[0]
+    x = rng.standard_normal((1, 64, 12, 10)).astype(np.float32)
+
+    def check():
+        assert rel_error(_infer(model, x), _reference(model, x)) < TOL[np.float32]
+        assert deepkern._C.last_conv2d_forward_path() == "winograd"
+        assert conv.__dict__["_packed"][3] is not None  # the transformed weights were used
+
+    check()
+    packed = conv.__dict__["_packed"][3]
+    check()
+    assert conv.__dict__["_packed"][3] is packed  # kept, not made again
+    with no_grad():
+        conv.weight.mul_(-0.5)
+    check()
+    opt = optim.SGD(model.parameters(), lr=0.5)
+    model(tensor(x)).sum().backward()
+    opt.step()
+    check()
+    conv.weight = nn.Parameter(tensor(rng.standard_normal((64, 64, 3, 3)).astype(np.float32)))
+    check()
+
+
 def test_hooks_fire_and_see_each_layer_alone():
     rng = np.random.default_rng(5)
     model = _cnn(rng)

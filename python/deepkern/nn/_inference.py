@@ -27,7 +27,7 @@ from ..tensor import Tensor
 #: The CPU backend, whose kernel entries the plans call.
 CPU = backends.get(CPU_DEVICE)
 #: The attributes a module keeps its inference caches in (dropped when it goes back to training).
-CACHES = ("_plan", "_folded")
+CACHES = ("_plan", "_folded", "_packed")
 #: The attribute of a layer that fuse_modules fused: (its BatchNorm2d or None, its ReLU or None).
 FUSION = "_fusion"
 #: The attribute of a BatchNorm2d or ReLU fused into a layer: a weak reference to that layer's
@@ -66,6 +66,21 @@ def hooked(modules) -> bool:
 
 def _array(t):
     return None if t is None else t._array
+
+
+def packed_conv_weights(conv, w, options):
+    """The CPU kernel's pre-transformed (Winograd) weights of the array ``w`` for the kernel
+    ``options`` (ops.ConvPlan's packing), or None where no path takes them: made once and kept on
+    ``conv`` until ``w`` is another array or is written in place (its version changes)."""
+    cache = conv.__dict__.get("_packed")
+    key = (id(w), options)
+    if cache is not None and cache[0] == key:
+        if cache[1] == autograd._clock or cache[2] == autograd.version_of(w):
+            conv.__dict__["_packed"] = (key, autograd._clock) + cache[2:]
+            return cache[3]
+    packed = CPU.conv2d_pack_winograd_weights(w, *options)
+    conv.__dict__["_packed"] = (key, autograd._clock, autograd.version_of(w), packed, w)  # w keeps its id
+    return packed
 
 
 def folded_conv_bn(conv, bn):

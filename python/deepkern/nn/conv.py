@@ -11,7 +11,7 @@ from ..ops.conv import _bias, _Geometry
 from ..ops.pool import _kernel_shape, _window
 from ..tensor import Tensor
 from . import functional as F
-from ._inference import CPU, cached_plan, folded_conv_bn, host_array, infer
+from ._inference import CPU, cached_plan, folded_conv_bn, host_array, infer, packed_conv_weights
 from ._layer import (
     add_weight_and_bias,
     bad_shape,
@@ -167,8 +167,8 @@ class _ConvNd(Module):
 
     def _inference_weights(self, bn=None):
         """The weight and bias arrays the inference path convolves with: the parameters' own, or with
-        ``bn`` folded in (cached, see _inference.folded_conv_bn). The one place where a pre-packed
-        weight would be made and kept (beside the folded one) and handed to the kernel."""
+        ``bn`` folded in (cached, see _inference.folded_conv_bn); _infer has them packed for the
+        kernel once (_inference.packed_conv_weights)."""
         if bn is not None:
             return folded_conv_bn(self, bn)
         bias = self._parameters["bias"]
@@ -185,7 +185,8 @@ class _ConvNd(Module):
         if plan is None:
             return None
         y = np.empty(plan[0], x.dtype)
-        CPU.conv2d_forward(x, w, b, y, *plan[1])
+        packed = packed_conv_weights(self, w, plan[1])
+        CPU.conv2d_forward(x, w, b, y, *plan[1], **({} if packed is None else {"winograd_weights": packed}))
         if relu:  # the kernel takes no output overlapping its input: a second buffer
             y, x = np.empty_like(y), y
             CPU.relu(x, y)
