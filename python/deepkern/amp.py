@@ -33,7 +33,8 @@ import numpy as np
 
 from . import autograd
 from .autograd import is_grad_enabled, no_grad, version_of
-from .tensor import Tensor, bfloat16
+from .ops._validate import bfloat16_dtype, is_bfloat16, is_floating_dtype
+from .tensor import Tensor
 
 __all__ = ["autocast", "autocast_entry", "GradScaler", "POLICY", "is_autocast_enabled", "get_autocast_dtype"]
 
@@ -80,7 +81,6 @@ _POLICY_LISTS = {
 POLICY = {f"deepkern.{name}": policy for policy, names in _POLICY_LISTS.items() for name in names}
 
 _DEVICE_TYPES = ("cpu", "cuda")
-_LOWER_DTYPES = (np.dtype(bfloat16),)
 _FLOAT32 = np.dtype(np.float32)
 
 
@@ -106,7 +106,8 @@ def is_autocast_enabled(device_type: str = "cpu") -> bool:
 
 def get_autocast_dtype(device_type: str = "cpu"):
     """The lower-precision dtype of ``device_type``'s autocast (bfloat16, also while it is off)."""
-    return _state.dtypes.get(device_type, np.dtype(bfloat16))
+    dtype = _state.dtypes.get(device_type)
+    return bfloat16_dtype() if dtype is None else dtype
 
 
 class autocast:
@@ -118,8 +119,8 @@ class autocast:
     def __init__(self, device_type: str = "cpu", dtype=None, enabled: bool = True, cache_enabled=None):
         if device_type not in _DEVICE_TYPES:
             raise ValueError(f"autocast: device_type must be one of {_DEVICE_TYPES}, got {device_type!r}")
-        dtype = np.dtype(bfloat16) if dtype is None else np.dtype(dtype)
-        if dtype not in _LOWER_DTYPES:
+        dtype = bfloat16_dtype() if dtype is None else np.dtype(dtype)
+        if not is_bfloat16(dtype):
             raise TypeError(f"autocast: dtype must be deepkern.bfloat16, got {dtype}")
         for name, flag in (("enabled", enabled), ("cache_enabled", cache_enabled)):
             if not isinstance(flag, bool) and not (name == "cache_enabled" and flag is None):
@@ -224,7 +225,7 @@ def _target(t: Tensor, policy: str, state):
     """The dtype ``policy`` wants for Tensor ``t`` (None: ``t`` is not cast: not floating, or not on
     a device with autocast on); for PROMOTE, ``t``'s own floating dtype."""
     dtype = t.dtype
-    if dtype.kind != "f" and dtype not in _LOWER_DTYPES:
+    if not is_floating_dtype(dtype):
         return None
     device_type = "cpu" if type(t._array) is np.ndarray else t.device.type
     lower = state.dtypes.get(device_type)

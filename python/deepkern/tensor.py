@@ -9,17 +9,18 @@ tensor that requires grad (``detach().numpy()``).
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import weakref
 from collections import namedtuple
 
-import ml_dtypes
 import numpy as np
 
 from . import autograd, backends
 from . import tensor_ops as F
 from .backends import CPU_DEVICE, Device, as_array
+from .ops._validate import bfloat16_dtype, is_bfloat16, is_floating_dtype
 from .random import get_generator
 
 __all__ = [
@@ -51,7 +52,7 @@ __all__ = [
     "stack",
     "where",
     "float32",
-    "bfloat16",
+    "bfloat16",  # noqa: F822  (the module's __getattr__)
     "float64",
     "int64",
     "int32",
@@ -59,28 +60,34 @@ __all__ = [
 ]
 
 float32, float64 = np.dtype(np.float32), np.dtype(np.float64)
-#: bfloat16 (ml_dtypes' NumPy dtype): the GEMM kernels take it (matmul, gemm, linear), accumulating
-#: in float32 and rounding the result to bfloat16 to nearest even, as PyTorch does.
-bfloat16 = np.dtype(ml_dtypes.bfloat16)
 int32, int64, bool_ = np.dtype(np.int32), np.dtype(np.int64), np.dtype(np.bool_)
 
 MaxResult = namedtuple("MaxResult", ["values", "indices"])
 SortResult = namedtuple("SortResult", ["values", "indices"])
 TopkResult = namedtuple("TopkResult", ["values", "indices"])
 
-#: What ``Tensor.type()`` answers per dtype (PyTorch's class names).
+#: What ``Tensor.type()`` answers per dtype name (PyTorch's class names).
 _TYPE_NAMES = {
-    np.dtype(np.float16): "HalfTensor",
-    float32: "FloatTensor",
-    bfloat16: "BFloat16Tensor",
-    float64: "DoubleTensor",
-    np.dtype(np.uint8): "ByteTensor",
-    np.dtype(np.int8): "CharTensor",
-    np.dtype(np.int16): "ShortTensor",
-    int32: "IntTensor",
-    int64: "LongTensor",
-    bool_: "BoolTensor",
+    "float16": "HalfTensor",
+    "float32": "FloatTensor",
+    "bfloat16": "BFloat16Tensor",
+    "float64": "DoubleTensor",
+    "uint8": "ByteTensor",
+    "int8": "CharTensor",
+    "int16": "ShortTensor",
+    "int32": "IntTensor",
+    "int64": "LongTensor",
+    "bool": "BoolTensor",
 }
+
+
+def __getattr__(name: str):
+    """``bfloat16`` (ml_dtypes' NumPy dtype), resolved on first use so that ``import deepkern``
+    does not import ml_dtypes: the GEMM kernels take it (matmul, gemm, linear), accumulating in
+    float32 and rounding the result to bfloat16 to nearest even, as PyTorch does."""
+    if name == "bfloat16":
+        return bfloat16_dtype()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 device = Device
@@ -94,6 +101,30 @@ def _default_dtype(arr: np.ndarray) -> np.ndarray:
     if arr.dtype.kind in "iu" and arr.dtype != np.int64:
         return arr.astype(np.int64)
     return arr
+
+
+def through_float32(fn):
+    """``fn``, an op on float32/float64 Tensors (or arrays), taking bfloat16 ones as PyTorch's CPU
+    kernels do: when every floating Tensor or array among its positional arguments is bfloat16,
+    they are cast to float32 (exact), ``fn`` runs on them and its float32 Tensor result is rounded
+    to bfloat16 once. The casts are differentiable, so gradients are computed in float32 too and
+    rounded once to the inputs' dtype."""
+
+    @functools.wraps(fn)
+    def op(*args, **kwargs):
+        floats = [a for a in args if hasattr(a, "dtype") and is_floating_dtype(a.dtype)]
+        if not floats or not all(is_bfloat16(a.dtype) for a in floats):
+            return fn(*args, **kwargs)
+        wide = [_float32(a) if is_bfloat16(getattr(a, "dtype", None)) else a for a in args]
+        result = fn(*wide, **kwargs)
+        return result.to(floats[0].dtype) if isinstance(result, Tensor) and result.dtype == float32 else result
+
+    return op
+
+
+def _float32(x):
+    """A Tensor's differentiable cast to float32, or an array's copy in float32."""
+    return x.float() if isinstance(x, Tensor) else x.astype(float32)
 
 
 def _array_of(x):
@@ -152,7 +183,7 @@ class Tensor:
         flag = bool(flag)
         if self._node is not None and not flag:
             raise RuntimeError("requires_grad can only be turned off on leaf tensors; use detach()")
-        if flag and self._array.dtype.kind not in "fc" and self._array.dtype != bfloat16:
+        if flag and not _floating_or_complex(self._array.dtype):
             raise RuntimeError(f"only floating-point tensors can require grad, got dtype {self.dtype}")
         self._requires_grad = flag
 
@@ -393,7 +424,7 @@ class Tensor:
         return self.to(float64)
 
     def bfloat16(self) -> "Tensor":
-        return self.to(bfloat16)
+        return self.to(bfloat16_dtype())
 
     def long(self) -> "Tensor":
         return self.to(int64)
@@ -407,8 +438,12 @@ class Tensor:
     def type(self, dtype=None):
         """Without ``dtype``, the type's name ('deepkern.FloatTensor', ...); with it, ``to(dtype)``."""
         if dtype is None:
-            return "deepkern." + _TYPE_NAMES.get(self.dtype, f"{self.dtype}Tensor")
+            return "deepkern." + _TYPE_NAMES.get(self.dtype.name, f"{self.dtype}Tensor")
         return self.to(dtype)
+
+    def is_floating_point(self) -> bool:
+        """Whether the dtype is a floating-point one (float16/32/64 or bfloat16)."""
+        return is_floating_dtype(self.dtype)
 
     def type_as(self, other) -> "Tensor":
         return self.to(other.dtype)
@@ -628,8 +663,8 @@ class Tensor:
         return self._fill_random("normal_", lambda rng: rng.normal(mean, std, self.shape), generator)
 
     def _fill_random(self, what: str, draw, generator) -> "Tensor":
-        """Overwrites the tensor with ``draw(rng)`` (float64 host values) cast to its dtype."""
-        if self.dtype.kind != "f":
+        """Overwrites the tensor with ``draw(rng)`` (float64 host values) rounded once to its dtype."""
+        if not is_floating_dtype(self.dtype):
             raise RuntimeError(f"{what}: needs a floating-point tensor, got dtype {self.dtype}")
         values = backends.to_device(draw(generator or get_generator()).astype(self.dtype), self.device)
         return self._inplace(what, _Overwrite, values, direct=lambda: self._array.__setitem__(Ellipsis, values))
@@ -841,7 +876,7 @@ class Tensor:
     def mean(self, dim=None, keepdim=False, dtype=None):
         """The mean over ``dim``; needs a floating-point tensor (or ``dtype``), as PyTorch's."""
         x = self if dtype is None else self.to(dtype)
-        if x.dtype.kind not in "fc" and x.dtype != bfloat16:
+        if not _floating_or_complex(x.dtype):
             raise RuntimeError(f"mean: needs a floating-point tensor or dtype=, got dtype {x.dtype}")
         return F.Mean.apply(x, dim=dim, keepdim=keepdim)
 
@@ -906,15 +941,17 @@ class Tensor:
         axes = None if dim is None else F._axes(dim, self.ndim)
         return Tensor._wrap(as_array(np.any(self._array, axis=axes, keepdims=keepdim)))
 
+    @through_float32
     def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
         """The variance over ``dim``: sum((x - mean)^2) / (N - correction); ``correction`` defaults
-        to 1 (``unbiased=False`` means 0). N <= correction gives inf or NaN, as in PyTorch."""
+        to 1 (``unbiased=False`` means 0). N <= correction gives inf or NaN, as in PyTorch;
+        bfloat16 is computed in float32 and rounded once, as PyTorch does."""
         if isinstance(dim, bool):  # the older var(unbiased) form
             dim, unbiased = None, dim
         if unbiased is not None and correction is not None:
             raise ValueError("var: give unbiased or correction, not both")
         correction = (1 if unbiased is None or unbiased else 0) if correction is None else correction
-        if self.dtype.kind not in "fc":
+        if not _floating_or_complex(self.dtype):
             raise RuntimeError(f"var: needs a floating-point tensor, got dtype {self.dtype}")
         axes = F._axes(dim, self.ndim)
         count = math.prod(self.shape[ax] for ax in axes)
@@ -922,8 +959,9 @@ class Tensor:
         with np.errstate(divide="ignore", invalid="ignore"):
             return (centered * centered).sum(axes, keepdim) / max(count - correction, 0)
 
+    @through_float32
     def std(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
-        """The square root of :meth:`var` (same arguments)."""
+        """The square root of :meth:`var` (same arguments; bfloat16 rounded once, after it)."""
         return self.var(dim, unbiased, keepdim, correction=correction).sqrt()
 
     def norm(self, p="fro", dim=None, keepdim=False, dtype=None):
@@ -934,7 +972,7 @@ class Tensor:
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not p > 0:
             raise ValueError(f"norm: p must be a positive number, inf or 'fro', got {p!r}")
         x = self if dtype is None else self.to(dtype)
-        if x.dtype.kind != "f" and x.dtype != bfloat16:
+        if not is_floating_dtype(x.dtype):
             raise RuntimeError(f"norm: needs a floating-point tensor or dtype=, got dtype {x.dtype}")
         return F.Norm.apply(x, float(p), F._axes(dim, x.ndim), keepdim)
 
@@ -1228,6 +1266,11 @@ class Tensor:
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
+
+
+def _floating_or_complex(dtype) -> bool:
+    """Whether ``dtype`` is floating (bfloat16 included) or complex: what can require grad."""
+    return is_floating_dtype(dtype) or dtype.kind == "c"
 
 
 def _leaf_in_place(what: str, which: str) -> RuntimeError:
@@ -1531,7 +1574,7 @@ def rand_like(t, dtype=None, requires_grad=False, device=None, generator=None) -
 
 
 def _check_float(what: str, dtype) -> None:
-    if np.dtype(dtype).kind != "f":
+    if not is_floating_dtype(np.dtype(dtype)):
         raise RuntimeError(f"{what}: needs a floating-point dtype, got {np.dtype(dtype)}")
 
 

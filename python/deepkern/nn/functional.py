@@ -15,9 +15,10 @@ import numpy as np
 from .. import backends, ops
 from .. import tensor_ops as _T
 from ..autograd import Function
+from ..ops._validate import is_floating_dtype
 from ..ops.dropout import counters as _dropout_counters
 from ..random import philox_seed_offset
-from ..tensor import Tensor
+from ..tensor import Tensor, through_float32
 
 __all__ = [
     "linear",
@@ -342,9 +343,9 @@ def leaky_relu(input, negative_slope=0.01, inplace=False):
 
 
 def _check_floating(op: str, input) -> None:
-    """TypeError naming ``op`` unless ``input`` is a floating-point tensor or array."""
+    """TypeError naming ``op`` unless ``input`` is a floating-point (bfloat16 included) tensor or array."""
     dtype = np.dtype(getattr(_array(input), "dtype", np.float64))
-    if dtype.kind != "f":
+    if not is_floating_dtype(dtype):
         raise TypeError(f"{op}: input must be a floating-point tensor, got dtype {dtype}")
 
 
@@ -369,6 +370,7 @@ class Silu(Function):
         return g * (s * (1 + x * (1 - s)))
 
 
+@through_float32
 def silu(input, inplace=False):
     """SiLU (swish): ``input * sigmoid(input)``."""
     _check_floating("silu", input)
@@ -392,6 +394,7 @@ class Elu(Function):
         return np.where(positive, g, g * (negative_part + ctx.alpha))
 
 
+@through_float32
 def elu(input, alpha=1.0, inplace=False):
     """ELU: ``input`` where positive, ``alpha * (exp(input) - 1)`` elsewhere."""
     _check_floating("elu", input)
@@ -416,6 +419,7 @@ class Softplus(Function):
         return np.where(linear, g, g * _stable_sigmoid(z))
 
 
+@through_float32
 def softplus(input, beta=1.0, threshold=20.0):
     """Softplus ``log(1 + exp(beta * input)) / beta``, linear where ``beta * input > threshold``."""
     _check_floating("softplus", input)
@@ -449,6 +453,7 @@ class Prelu(Function):
         return gx, gw
 
 
+@through_float32
 def prelu(input, weight):
     """PReLU: ``input`` where positive, ``weight * input`` elsewhere, with one weight (any input)
     or one per channel (dimension 1 of an input of 2 or more dimensions)."""
@@ -478,6 +483,7 @@ class Hardtanh(Function):
         return g * inside
 
 
+@through_float32
 def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
     """``input`` clamped to [min_val, max_val] (which must satisfy min_val < max_val)."""
     _check_floating("hardtanh", input)
@@ -501,6 +507,7 @@ class Mish(Function):
         return g * (t + x * _stable_sigmoid(x) * (1 - t * t))
 
 
+@through_float32
 def mish(input, inplace=False):
     """Mish: ``input * tanh(softplus(input))``."""
     _check_floating("mish", input)
@@ -774,6 +781,7 @@ def _check_p(op: str, p) -> float:
     return float(p)
 
 
+@through_float32
 def normalize(input, p=2.0, dim=1, eps=1e-12):
     """``input / max(||input||_p, eps)`` with the norm along ``dim`` (torch.nn.functional.normalize)."""
     _check_floating("normalize", input)
@@ -782,12 +790,13 @@ def normalize(input, p=2.0, dim=1, eps=1e-12):
     return x / VectorNorm.apply(x, p=_check_p("normalize", p), dim=dim).clamp(min=eps)
 
 
+@through_float32
 def cosine_similarity(x1, x2, dim=1, eps=1e-8):
     """The cosine of the angle between ``x1`` and ``x2`` (broadcast together) along ``dim``:
     ``sum(x1 / max(||x1||, eps) * x2 / max(||x2||, eps))`` (torch.nn.functional.cosine_similarity)."""
     a, b = (x if isinstance(x, Tensor) else Tensor._wrap(backends.as_array(x)) for x in (x1, x2))
     for what, t in (("x1", a), ("x2", b)):
-        if t.dtype.kind != "f":
+        if not is_floating_dtype(t.dtype):
             raise TypeError(f"cosine_similarity: {what} must be a floating-point tensor, got dtype {t.dtype}")
     try:
         shape = np.broadcast_shapes(a.shape, b.shape)

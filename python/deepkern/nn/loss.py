@@ -19,7 +19,8 @@ from .. import ops
 from ..amp import autocast_entry
 from ..autograd import Function
 from ..backends import as_array, backend_of
-from ..tensor import Tensor, where
+from ..ops._validate import is_floating_dtype
+from ..tensor import Tensor, through_float32, where
 from ..tensor_ops import unbroadcast
 from .module import Module
 
@@ -69,7 +70,8 @@ def _check_reduction(name, reduction):
 
 
 def _float_input(name, what, x):
-    if x.dtype.kind != "f":
+    """TypeError naming the loss unless ``x`` is floating-point (bfloat16 included)."""
+    if not is_floating_dtype(x.dtype):
         raise TypeError(f"{name}: {what} must be a floating-point tensor, got dtype {x.dtype}")
 
 
@@ -152,6 +154,7 @@ class _DifferenceLoss(Function):
 
 
 @autocast_entry
+@through_float32
 def _difference(name, input, target, reduction, kind, beta=1.0):
     _check_reduction(name, reduction)
     x, t = _arr(input), _arr(target)
@@ -208,7 +211,7 @@ def _check_classes(name, x, t, weight, ignore_index, allow_probs):
         raise ValueError(f"{name}: input must have shape (N, C, d1, ...) or (C,), got {x.shape}")
     classes = x.shape[1] if x.ndim > 1 else x.shape[0]
     index_shape = x.shape[:1] + x.shape[2:] if x.ndim > 1 else ()
-    probs = allow_probs and t.dtype.kind == "f" and t.shape == x.shape
+    probs = allow_probs and is_floating_dtype(t.dtype) and t.shape == x.shape
     if not probs:
         if t.shape != index_shape:
             expected = f"class indices of shape {index_shape}" + (
@@ -327,6 +330,7 @@ class _NLLLoss(Function):
 
 
 @autocast_entry
+@through_float32
 def _classification(function, name, input, target, weight, ignore_index, reduction, **extra):
     _check_reduction(name, reduction)
     x, t = _arr(input), _arr(target)
@@ -406,6 +410,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
 
 
 @autocast_entry
+@through_float32
 def _bce_with_logits(name, input, target, weight, reduction, pos_weight):
     _check_reduction(name, reduction)
     x, t = _arr(input), _arr(target)
@@ -473,6 +478,7 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
 
 
 @autocast_entry
+@through_float32
 def _bce(name, input, target, weight, reduction):
     _check_reduction(name, reduction)
     x, t = _arr(input), _arr(target)
@@ -529,6 +535,7 @@ def kl_div(input, target, reduction="mean", log_target=False):
 
 
 @autocast_entry
+@through_float32
 def _kl_div(name, input, target, reduction, log_target):
     if reduction not in _REDUCTIONS + ("batchmean",):
         raise ValueError(f"{name}: reduction must be 'mean', 'batchmean', 'sum' or 'none', got {reduction!r}")

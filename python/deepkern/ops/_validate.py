@@ -4,13 +4,31 @@ from __future__ import annotations
 
 import functools
 
-import ml_dtypes
 import numpy as np
 
 from ..backends import as_array, backend_of
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
-_BF16 = np.dtype(ml_dtypes.bfloat16)
+
+
+@functools.cache
+def bfloat16_dtype() -> np.dtype:
+    """bfloat16, ml_dtypes' NumPy dtype (``deepkern.bfloat16``), importing ml_dtypes on first use:
+    registering its dtypes costs a noticeable part of ``import deepkern``."""
+    import ml_dtypes
+
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def is_bfloat16(dtype) -> bool:
+    """Whether ``dtype`` is bfloat16, without importing ml_dtypes (its NumPy dtype is named so)."""
+    return getattr(dtype, "name", None) == "bfloat16"
+
+
+def is_floating_dtype(dtype) -> bool:
+    """Whether ``dtype`` is a real floating-point dtype: NumPy's (kind 'f') or bfloat16 (which
+    ml_dtypes gives kind 'V')."""
+    return dtype.kind == "f" or is_bfloat16(dtype)
 
 
 def as_float_array(x, name: str, op: str):
@@ -123,23 +141,20 @@ def bfloat16_through_float32(fn):
 
     @functools.wraps(fn)
     def op(*args, out=None, **kwargs):
-        floats = [a for a in args if hasattr(a, "dtype") and _floating(a.dtype)]
-        if not floats or any(a.dtype != _BF16 for a in floats):
+        floats = [a for a in args if hasattr(a, "dtype") and is_floating_dtype(a.dtype)]
+        if not floats or not all(is_bfloat16(a.dtype) for a in floats):
             return fn(*args, out=out, **kwargs)
-        wide = [a.astype(_F32) if getattr(a, "dtype", None) == _BF16 else a for a in args]
+        bf16 = floats[0].dtype
+        wide = [a.astype(_F32) if is_bfloat16(getattr(a, "dtype", None)) else a for a in args]
         results = fn(*wide, **kwargs)
         single = not isinstance(results, tuple)
-        results = [r.astype(_BF16) if r.dtype == _F32 else r for r in ((results,) if single else results)]
+        results = [r.astype(bf16) if r.dtype == _F32 else r for r in ((results,) if single else results)]
         if out is not None:  # the first result is the one ``out`` holds
             backend = backend_of(out, results[0], op=fn.__name__)
             inputs = {f"argument {i}": a for i, a in enumerate(floats)}
-            check_output(out, "out", fn.__name__, results[0].shape, _BF16, inputs, backend)
+            check_output(out, "out", fn.__name__, results[0].shape, bf16, inputs, backend)
             out[...] = results[0]
             results[0] = out
         return results[0] if single else tuple(results)
 
     return op
-
-
-def _floating(dtype) -> bool:
-    return dtype.kind == "f" or dtype == _BF16

@@ -1,0 +1,258 @@
+"""bfloat16 in the floating-point ops computed in NumPy: the activations silu, elu, softplus, prelu,
+hardtanh and mish, normalize, cosine_similarity, the losses, Tensor.var/std and the random fills.
+
+Each op takes bfloat16 inputs as PyTorch's CPU kernels do: widened to float32 (exact), computed in
+float32 and rounded once to bfloat16. With u = 2^-8, bfloat16's unit roundoff, the result is within
+u/2 |ref| of the float64 result on the same (exact) bfloat16 values, plus float32's own rounding:
+the tests allow u |ref| + 1e-4 * scale (scale = the largest |ref|), which an op that rounded to
+bfloat16 more than once (e.g. a bfloat16 difference, then its square, then a bfloat16 sum) misses.
+The forward and backward passes are exactly the float32 path's, rounded once (the casts are exact).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import deepkern
+import deepkern.nn.functional as F
+import numpy as np
+import pytest
+
+from checks import raises_naming
+
+BF16 = deepkern.bfloat16
+U = 2.0**-8
+
+
+def bf16(a) -> np.ndarray:
+    return np.asarray(a, np.float64).astype(BF16)
+
+
+def f64(a) -> np.ndarray:
+    return np.asarray(a).astype(np.float64)
+
+
+def _log_softmax(x, axis):
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def _norm(x, axis):
+    return np.sqrt((x * x).sum(axis=axis, keepdims=True))
+
+
+def _var(x):
+    """The unbiased variance along axis 1 (NaN for a single element, as PyTorch's)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return ((x - x.mean(axis=1, keepdims=True)) ** 2).sum(axis=1) / (x.shape[1] - 1)
+
+
+def _pick(x, t):
+    return x[np.arange(len(t)), t]
+
+
+# name -> (op on (F, *inputs): the same code calls deepkern's and torch's functional module,
+#          float64 reference on the inputs' values, inputs (bfloat16 arrays; int64 targets) for a shape)
+CASES = {
+    "silu": (lambda F, x: F.silu(x), lambda x: x / (1 + np.exp(-x)), lambda r, s: [normal(r, s)]),
+    "elu": (
+        lambda F, x: F.elu(x, alpha=0.7),
+        lambda x: np.where(x > 0, x, 0.7 * np.expm1(x)),
+        lambda r, s: [normal(r, s)],
+    ),
+    "softplus": (
+        lambda F, x: F.softplus(x, beta=1.5, threshold=3.0),
+        lambda x: np.where(1.5 * x > 3.0, x, np.log1p(np.exp(1.5 * x)) / 1.5),
+        lambda r, s: [normal(r, s)],
+    ),
+    "hardtanh": (
+        lambda F, x: F.hardtanh(x, min_val=-0.5, max_val=0.8),
+        lambda x: np.clip(x, -0.5, 0.8),
+        lambda r, s: [normal(r, s)],
+    ),
+    "mish": (lambda F, x: F.mish(x), lambda x: x * np.tanh(np.logaddexp(0, x)), lambda r, s: [normal(r, s)]),
+    "prelu": (
+        lambda F, x, w: F.prelu(x, w),
+        lambda x, w: np.where(x > 0, x, w.reshape(1, -1) * x),
+        lambda r, s: [normal(r, s), bf16(r.uniform(0, 0.5, s[1]))],
+    ),
+    "normalize": (
+        lambda F, x: F.normalize(x, p=2.0, dim=1),
+        lambda x: x / np.maximum(_norm(x, 1), 1e-12),
+        lambda r, s: [normal(r, s)],
+    ),
+    "cosine_similarity": (
+        lambda F, a, b: F.cosine_similarity(a, b, dim=1),
+        lambda a, b: (a * b).sum(1) / (np.maximum(_norm(a, 1), 1e-8) * np.maximum(_norm(b, 1), 1e-8))[:, 0],
+        lambda r, s: [normal(r, s), normal(r, s)],
+    ),
+    "var": (lambda F, x: x.var(dim=1), lambda x: _var(x), lambda r, s: [normal(r, s, 3.0)]),
+    "std": (lambda F, x: x.std(1), lambda x: np.sqrt(_var(x)), lambda r, s: [normal(r, s, 3.0)]),
+    "mse_loss": (
+        lambda F, x, y: F.mse_loss(x, y),
+        lambda x, y: ((x - y) ** 2).mean(),
+        lambda r, s: [normal(r, s), normal(r, s)],
+    ),
+    "l1_loss": (
+        lambda F, x, y: F.l1_loss(x, y, reduction="sum"),
+        lambda x, y: np.abs(x - y).sum(),
+        lambda r, s: [normal(r, s), normal(r, s)],
+    ),
+    "smooth_l1_loss": (
+        lambda F, x, y: F.smooth_l1_loss(x, y, beta=0.5),
+        lambda x, y: np.where(np.abs(x - y) < 0.5, (x - y) ** 2, np.abs(x - y) - 0.25).mean(),
+        lambda r, s: [normal(r, s), normal(r, s)],
+    ),
+    "huber_loss": (
+        lambda F, x, y: F.huber_loss(x, y, reduction="none", delta=0.7),
+        lambda x, y: np.where(np.abs(x - y) < 0.7, 0.5 * (x - y) ** 2, 0.7 * (np.abs(x - y) - 0.35)),
+        lambda r, s: [normal(r, s), normal(r, s)],
+    ),
+    "cross_entropy": (
+        lambda F, x, t: F.cross_entropy(x, t),
+        lambda x, t: -_pick(_log_softmax(x, 1), t).mean(),
+        lambda r, s: [normal(r, s, 2.0), r.integers(0, s[1], s[0])],
+    ),
+    "binary_cross_entropy_with_logits": (
+        lambda F, x, y: F.binary_cross_entropy_with_logits(x, y),
+        lambda x, y: (np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))).mean(),
+        lambda r, s: [normal(r, s, 2.0), bf16(r.uniform(0, 1, s))],
+    ),
+    "binary_cross_entropy": (
+        lambda F, x, y: F.binary_cross_entropy(x, y, reduction="sum"),
+        lambda x, y: -(y * np.log(x) + (1 - y) * np.log1p(-x)).sum(),
+        lambda r, s: [bf16(r.uniform(0.05, 0.95, s)), bf16(r.uniform(0, 1, s))],
+    ),
+}
+ELEMENTWISE = ("silu", "elu", "softplus", "hardtanh", "mish", "prelu", "normalize", "var")
+SHAPES = [(7, 5), (1, 1), (3, 33)]
+
+
+def seed(*key) -> int:
+    """A seed of its own for each case, the same in every run."""
+    return zlib.crc32(repr(key).encode())
+
+
+def normal(rng, shape, scale=1.5) -> np.ndarray:
+    return bf16(scale * rng.standard_normal(shape))
+
+
+def cases() -> list:
+    return [
+        pytest.param(name, shape, id=f"{name}-{shape}")
+        for name in CASES
+        for shape in SHAPES + ([(0, 5)] if name in ELEMENTWISE else [])
+    ]
+
+
+def run(name, inputs, dtype=None, requires_grad=False):
+    """The op on Tensors of ``inputs`` (floating ones cast to ``dtype`` when given)."""
+    tensors = []
+    for a in inputs:
+        floating = a.dtype.kind == "f" or a.dtype == BF16
+        t = deepkern.tensor(a if dtype is None or not floating else a.astype(dtype))
+        tensors.append(t.requires_grad_() if floating and requires_grad else t)
+    return CASES[name][0](F, *tensors), tensors
+
+
+@pytest.mark.parametrize("name, shape", cases())
+def test_forward_within_one_rounding_of_float64(name, shape):
+    rng = np.random.default_rng(seed(name, shape))
+    inputs = CASES[name][2](rng, shape)
+    got, _ = run(name, inputs)
+    assert got.dtype == BF16
+    ref = np.asarray(CASES[name][1](*(f64(a) if a.dtype == BF16 else a for a in inputs)))
+    assert got.shape == ref.shape
+    got64 = f64(got.numpy())
+    nan = np.isnan(ref)  # var of one element
+    np.testing.assert_array_equal(np.isnan(got64), nan)
+    got64, ref = got64[~nan], ref[~nan]
+    scale = float(np.abs(ref).max()) if ref.size else 0.0
+    err = np.abs(got64 - ref)
+    assert np.all(np.isfinite(got64)), f"{name}: non-finite result"
+    assert np.all(err <= U * np.abs(ref) + 1e-4 * scale), f"{name}: largest error {err.max()} at scale {scale}"
+
+
+@pytest.mark.parametrize("name, shape", cases())
+def test_forward_and_backward_are_the_float32_path_rounded(name, shape):
+    rng = np.random.default_rng(seed(name, shape, "grad"))
+    inputs = CASES[name][2](rng, shape)
+    y, xs = run(name, inputs, requires_grad=True)
+    y32, xs32 = run(name, inputs, dtype=np.float32, requires_grad=True)
+    np.testing.assert_array_equal(f64(y.detach().numpy()), f64(y32.detach().numpy().astype(BF16)))
+    g = normal(rng, y.shape)
+    y.backward(deepkern.tensor(g))
+    y32.backward(deepkern.tensor(g.astype(np.float32)))
+    checked = 0
+    for x, x32 in zip(xs, xs32):
+        if x.requires_grad:
+            assert x.grad.dtype == BF16, f"{name}: gradient of dtype {x.grad.dtype}"
+            np.testing.assert_array_equal(f64(x.grad.numpy()), f64(x32.grad.numpy().astype(BF16)))
+            checked += 1
+    assert checked >= 1
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_dtype_and_accuracy_match_torch(name):
+    """PyTorch's result dtype, and an error from float64 at most half an ulp of the largest value
+    above PyTorch's own (some of PyTorch's bfloat16 ops round more than once)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(seed(name))
+    inputs = CASES[name][2](rng, (6, 9))
+    ours, _ = run(name, inputs)
+    tensors = [
+        torch.from_numpy(a.astype(np.float32)).bfloat16() if a.dtype == BF16 else torch.from_numpy(a) for a in inputs
+    ]
+    theirs = CASES[name][0](torch.nn.functional, *tensors)
+    assert str(theirs.dtype) == f"torch.{ours.dtype}"
+    ref = np.asarray(CASES[name][1](*(f64(a) if a.dtype == BF16 else a for a in inputs)))
+    our_error = np.abs(f64(ours.numpy()) - ref).max()
+    torch_error = np.abs(theirs.float().numpy().astype(np.float64) - ref).max()
+    assert our_error <= torch_error + U / 2 * np.abs(ref).max(), f"{name}: {our_error} vs PyTorch's {torch_error}"
+
+
+def test_is_floating_point_and_requires_grad():
+    assert deepkern.zeros(2, dtype=BF16).is_floating_point()
+    assert deepkern.zeros(2).is_floating_point() and deepkern.zeros(2, dtype=deepkern.float64).is_floating_point()
+    assert not deepkern.zeros(2, dtype=deepkern.int64).is_floating_point()
+    assert not deepkern.zeros(2, dtype=deepkern.bool_).is_floating_point()
+    assert deepkern.zeros(2, dtype=BF16).requires_grad_().requires_grad
+    with raises_naming(RuntimeError, "int64"):
+        deepkern.zeros(2, dtype=deepkern.int64).requires_grad_()
+
+
+@pytest.mark.parametrize("fill", ["uniform_", "normal_"])
+def test_random_fills_round_the_float64_draws_once(fill):
+    args = (-2.0, 3.0)
+    deepkern.manual_seed(7)
+    t = getattr(deepkern.empty(4001, dtype=BF16), fill)(*args)
+    deepkern.manual_seed(7)
+    wide = getattr(deepkern.empty(4001, dtype=deepkern.float64), fill)(*args)
+    assert t.dtype == BF16
+    np.testing.assert_array_equal(f64(t.numpy()), f64(wide.numpy().astype(BF16)))
+    assert np.unique(t.numpy()).size > 100  # drawn, not constant
+    randn = deepkern.randn_like(t)
+    assert randn.dtype == BF16 and randn.shape == t.shape
+
+
+def test_non_floating_inputs_are_rejected_by_name():
+    ints = deepkern.arange(6).reshape(2, 3)
+    for op in ("silu", "elu", "softplus", "hardtanh", "mish", "normalize"):
+        with raises_naming(TypeError, op, "int64"):
+            getattr(F, op)(ints)
+    with raises_naming(TypeError, "mse_loss", "input", "int64"):
+        F.mse_loss(ints, ints)
+    with raises_naming(TypeError, "cosine_similarity", "x2", "int64"):
+        F.cosine_similarity(deepkern.zeros(2, 3, dtype=BF16), ints)
+    with raises_naming(RuntimeError, "var", "int64"):
+        ints.var()
+    with raises_naming(RuntimeError, "uniform_", "int64"):
+        ints.uniform_()
+
+
+def test_losses_under_autocast_stay_float32():
+    """Autocast's float32 list wins over the bfloat16 rounding (PyTorch's autocast semantics)."""
+    x, y = (deepkern.tensor(normal(np.random.default_rng(3), (4, 5))) for _ in range(2))
+    with deepkern.autocast("cpu"):
+        assert F.mse_loss(x, y).dtype == deepkern.float32
+    assert F.mse_loss(x, y).dtype == BF16
