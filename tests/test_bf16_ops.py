@@ -11,6 +11,9 @@ The forward and backward passes are exactly the float32 path's, rounded once (th
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import zlib
 
 import deepkern
@@ -256,3 +259,39 @@ def test_losses_under_autocast_stay_float32():
     with deepkern.autocast("cpu"):
         assert F.mse_loss(x, y).dtype == deepkern.float32
     assert F.mse_loss(x, y).dtype == BF16
+
+
+def test_import_does_not_load_ml_dtypes_until_bfloat16_is_used(tmp_path):
+    script = f"""
+import sys
+import numpy as np
+import deepkern
+assert "ml_dtypes" not in sys.modules, "import deepkern loaded ml_dtypes"
+t = deepkern.tensor([1.5, -2.0])
+deepkern.save({{"t": t}}, {str(tmp_path / "f32.dk")!r})
+assert deepkern.load({str(tmp_path / "f32.dk")!r})["t"].dtype == deepkern.float32
+deepkern.nn.functional.silu(t.requires_grad_()).var().backward()
+assert "ml_dtypes" not in sys.modules, "float32 work loaded ml_dtypes"
+import ml_dtypes
+assert deepkern.bfloat16 == np.dtype(ml_dtypes.bfloat16)
+assert sys.modules["deepkern.tensor"].bfloat16 is deepkern.bfloat16
+assert t.bfloat16().dtype == deepkern.bfloat16
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_bfloat16_checkpoint_round_trip_in_a_fresh_process(tmp_path):
+    path = str(tmp_path / "bf16.dk")
+    values = bf16(np.random.default_rng(5).standard_normal((3, 4)))
+    deepkern.save({"w": deepkern.tensor(values)}, path)
+    script = f"""
+import json
+import deepkern
+w = deepkern.load({path!r})["w"]
+assert w.dtype == deepkern.bfloat16, w.dtype  # a NumPy array
+print(json.dumps(w.astype("float32").tolist()))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_array_equal(np.array(json.loads(done.stdout)), f64(values))

@@ -18,7 +18,6 @@ from .tensor import (
     Tensor,
     arange,
     as_tensor,
-    bfloat16,
     bool_,
     cat,
     device,
@@ -102,7 +101,7 @@ __all__ = [
     "where",
     "float32",
     "float64",
-    "bfloat16",
+    "bfloat16",  # noqa: F405  (the module's __getattr__)
     "int32",
     "int64",
     "bool_",
@@ -127,6 +126,16 @@ __all__ = [
     "optim",
     *_FUNCTIONS,
 ]
+
+
+def __getattr__(name: str):
+    """``deepkern.bfloat16`` (ml_dtypes' NumPy dtype), resolved on first use: importing ml_dtypes
+    costs a noticeable part of ``import deepkern`` and most programs never use bfloat16."""
+    if name == "bfloat16":
+        from .ops._validate import bfloat16_dtype
+
+        return bfloat16_dtype()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get_num_threads() -> int:

@@ -31,9 +31,10 @@ import sys
 import tempfile
 import zlib
 
-import ml_dtypes
 import numpy as np
 import safetensors.numpy
+
+from .ops._validate import bfloat16_dtype
 
 __all__ = ["save", "load", "check_state_dict", "CheckpointError", "FORMAT", "VERSION", "MAX_DEPTH", "MAX_HEADER_BYTES"]
 
@@ -43,28 +44,33 @@ FORMAT = "deepkern.checkpoint"
 VERSION = 1
 
 _JSON_SCALARS = (type(None), bool, int, float, str)
-# The safetensors dtype names that deepkern stores and loads, and their NumPy dtypes (the file is
-# little-endian; loaded arrays are in native byte order).
-_DTYPE_OF_NAME = {
-    name: np.dtype(t)
-    for name, t in (
-        ("BOOL", np.bool_),
-        ("I8", np.int8),
-        ("I16", np.int16),
-        ("I32", np.int32),
-        ("I64", np.int64),
-        ("U8", np.uint8),
-        ("U16", np.uint16),
-        ("U32", np.uint32),
-        ("U64", np.uint64),
-        ("F16", np.float16),
-        ("BF16", ml_dtypes.bfloat16),
-        ("F32", np.float32),
-        ("F64", np.float64),
-    )
+# The safetensors dtype names that deepkern stores and loads, and the names of their NumPy dtypes
+# (the file is little-endian; loaded arrays are in native byte order). By name, so that bfloat16
+# (ml_dtypes) is imported only to load a BF16 tensor.
+_DTYPE_NAME_OF_NAME = {
+    "BOOL": "bool",
+    "I8": "int8",
+    "I16": "int16",
+    "I32": "int32",
+    "I64": "int64",
+    "U8": "uint8",
+    "U16": "uint16",
+    "U32": "uint32",
+    "U64": "uint64",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "F32": "float32",
+    "F64": "float64",
 }
-_NAME_OF_DTYPE = {dtype: name for name, dtype in _DTYPE_OF_NAME.items()}
-_DTYPES = set(_NAME_OF_DTYPE)
+_NAME_OF_DTYPE_NAME = {dtype: name for name, dtype in _DTYPE_NAME_OF_NAME.items()}
+
+
+def _dtype_of_name(name: str) -> np.dtype:
+    """The NumPy dtype of safetensors dtype ``name`` (one of ``_DTYPE_NAME_OF_NAME``)."""
+    dtype_name = _DTYPE_NAME_OF_NAME[name]
+    return bfloat16_dtype() if dtype_name == "bfloat16" else np.dtype(dtype_name)
+
+
 _HEADER_CRC = "deepkern.header_crc32"
 #: Largest safetensors header :func:`load` reads (the safetensors package's own limit).
 MAX_HEADER_BYTES = 100_000_000
@@ -104,7 +110,7 @@ def save(obj: dict, path) -> None:
         "deepkern.tree": json.dumps(tree),
         "deepkern.crc32": json.dumps({name: _crc32(array) for name, array in tensors.items()}),
     }
-    table = {name: (_NAME_OF_DTYPE[array.dtype], array.shape) for name, array in tensors.items()}
+    table = {name: (_NAME_OF_DTYPE_NAME[array.dtype.name], array.shape) for name, array in tensors.items()}
     metadata[_HEADER_CRC] = str(_header_crc32(metadata, table))
     directory = os.path.dirname(os.path.abspath(path))
     _remove_stale_temporaries(directory, os.path.basename(path))
@@ -254,11 +260,11 @@ def _tensor_entry(path: str, name: str, entry, data_size: int) -> tuple:
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
     if not isinstance(dtype, str):
         _invalid(path, f"tensor {name!r} has dtype {_brief(dtype)}, not a str")
-    if dtype not in _DTYPE_OF_NAME:  # e.g. F8_E4M3 or C64, which other libraries store
+    if dtype not in _DTYPE_NAME_OF_NAME:  # e.g. F8_E4M3 or C64, which other libraries store
         _fail(
             path,
             f": tensor {name!r} has dtype {_brief(dtype)}, which deepkern does not load (it loads "
-            f"{', '.join(_DTYPE_OF_NAME)})",
+            f"{', '.join(_DTYPE_NAME_OF_NAME)})",
         )
     if not (isinstance(shape, list) and len(shape) <= _MAX_NDIM and all(_is_size(n) for n in shape)):
         _invalid(
@@ -271,7 +277,7 @@ def _tensor_entry(path: str, name: str, entry, data_size: int) -> tuple:
         _invalid(
             path, f"tensor {name!r} has data_offsets [{start}, {end}], outside the data section's {data_size} bytes"
         )
-    extent = math.prod(n for n in shape if n) * _DTYPE_OF_NAME[dtype].itemsize
+    extent = math.prod(n for n in shape if n) * _dtype_of_name(dtype).itemsize
     nbytes = 0 if 0 in shape else extent
     if nbytes != end - start:
         _invalid(
@@ -291,7 +297,7 @@ def _is_size(n) -> bool:
 
 def _read_tensor(f, path: str, name: str, dtype: str, shape, start: int, end: int, data_start: int) -> np.ndarray:
     """Tensor ``name``'s bytes from the open file ``f``, read straight into a new array."""
-    array = np.empty(shape, _DTYPE_OF_NAME[dtype])
+    array = np.empty(shape, _dtype_of_name(dtype))
     buffer = memoryview(array.reshape(-1).view(np.uint8))
     f.seek(data_start + start)
     done = 0
@@ -490,7 +496,7 @@ def _encode(node, keys: tuple, tensors: dict):
             "objects with .numpy(), None, bool, int, float, str, or lists/tuples of those"
         )
     array = np.asarray(node)
-    if array.dtype not in _DTYPES and array.dtype.newbyteorder("=") not in _DTYPES:
+    if array.dtype.name not in _NAME_OF_DTYPE_NAME:  # any byte order
         raise TypeError(
             f"save: the array at {_where(keys)} has dtype {array.dtype}, which safetensors "
             f"cannot store (bool, int8..int64, uint8..uint64, float16/32/64, bfloat16)"

@@ -12,7 +12,8 @@ from .. import autograd
 from ..autograd import add_hook, is_grad_enabled
 from ..backends import as_array, to_device
 from ..io import check_state_dict
-from ..tensor import Tensor, bfloat16
+from ..ops._validate import bfloat16_dtype, is_floating_dtype
+from ..tensor import Tensor
 from ._inference import CACHES as INFERENCE_CACHES
 from ._inference import fusion_groups, run_fused
 
@@ -215,7 +216,7 @@ class Module:
                     if p is not None:
                         p._array = p.to(*args, **kwargs)._array
                 for name, b in m._buffers.items():
-                    if b is not None and (b.dtype.kind == "f" or b.dtype == bfloat16):
+                    if b is not None and is_floating_dtype(b.dtype):
                         m._buffers[name] = b.to(*args, **kwargs)
         return self
 
@@ -227,7 +228,7 @@ class Module:
 
     def bfloat16(self) -> "Module":
         """Casts the parameters and floating-point buffers to bfloat16 (deepkern.bfloat16)."""
-        return self.to(bfloat16)
+        return self.to(bfloat16_dtype())
 
     # -- state dicts ---------------------------------------------------------------------------
 
