@@ -253,6 +253,12 @@ def test_non_floating_inputs_are_rejected_by_name():
         ints.uniform_()
 
 
+def test_keyword_arguments_are_widened_too():
+    x = deepkern.tensor(normal(np.random.default_rng(11), (5, 7)))
+    for op in (F.silu, F.mish, F.normalize):
+        np.testing.assert_array_equal(f64(op(input=x).numpy()), f64(op(x).numpy()))
+
+
 def test_losses_under_autocast_stay_float32():
     """Autocast's float32 list wins over the bfloat16 rounding (PyTorch's autocast semantics)."""
     x, y = (deepkern.tensor(normal(np.random.default_rng(3), (4, 5))) for _ in range(2))

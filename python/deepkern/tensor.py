@@ -105,25 +105,27 @@ def _default_dtype(arr: np.ndarray) -> np.ndarray:
 
 def through_float32(fn):
     """``fn``, an op on float32/float64 Tensors (or arrays), taking bfloat16 ones as PyTorch's CPU
-    kernels do: when every floating Tensor or array among its positional arguments is bfloat16,
-    they are cast to float32 (exact), ``fn`` runs on them and its float32 Tensor result is rounded
-    to bfloat16 once. The casts are differentiable, so gradients are computed in float32 too and
-    rounded once to the inputs' dtype."""
+    kernels do: when every floating Tensor or array among its arguments is bfloat16, they are cast
+    to float32 (exact), ``fn`` runs on them and its float32 Tensor result is rounded to bfloat16
+    once. The casts are differentiable, so gradients are computed in float32 too and rounded once
+    to the inputs' dtype. Any other mix of dtypes goes to ``fn`` as it is."""
 
     @functools.wraps(fn)
     def op(*args, **kwargs):
-        floats = [a for a in args if hasattr(a, "dtype") and is_floating_dtype(a.dtype)]
+        floats = [a for a in (*args, *kwargs.values()) if hasattr(a, "dtype") and is_floating_dtype(a.dtype)]
         if not floats or not all(is_bfloat16(a.dtype) for a in floats):
             return fn(*args, **kwargs)
-        wide = [_float32(a) if is_bfloat16(getattr(a, "dtype", None)) else a for a in args]
-        result = fn(*wide, **kwargs)
+        result = fn(*map(_widened, args), **{key: _widened(value) for key, value in kwargs.items()})
         return result.to(floats[0].dtype) if isinstance(result, Tensor) and result.dtype == float32 else result
 
     return op
 
 
-def _float32(x):
-    """A Tensor's differentiable cast to float32, or an array's copy in float32."""
+def _widened(x):
+    """A bfloat16 Tensor's differentiable cast to float32, or a bfloat16 array's float32 copy;
+    anything else as it is."""
+    if not is_bfloat16(getattr(x, "dtype", None)):
+        return x
     return x.float() if isinstance(x, Tensor) else x.astype(float32)
 
 
