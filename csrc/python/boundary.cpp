@@ -89,7 +89,11 @@ py::dtype dtype_of<cpu::bf16>() {
 }
 
 bool is_bfloat16(py::handle obj) {
-  return py::isinstance<py::array>(obj) && has_dtype(py::reinterpret_borrow<py::array>(obj), dtype_of<cpu::bf16>());
+  if (!py::isinstance<py::array>(obj)) return false;
+  const auto arr = py::reinterpret_borrow<py::array>(obj);
+  // ml_dtypes' bfloat16 is a 2-byte kind 'V' dtype: only such an array pays for dtype_of (which
+  // imports ml_dtypes), so float32 programs never load it.
+  return arr.dtype().kind() == 'V' && arr.itemsize() == 2 && has_dtype(arr, dtype_of<cpu::bf16>());
 }
 
 bool is_float32(py::handle obj, const char* op, const std::string& name) {

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ops._validate import is_bfloat16
 from ..tensor import Tensor
 from . import functional as F
 from . import init
@@ -38,6 +39,12 @@ def _inplace_repr(inplace: bool) -> str:
     return "inplace=True" if inplace else ""
 
 
+def _check_input(module, input) -> None:
+    """An activation's input: float32, float64 or bfloat16 (which its function computes in float32
+    and rounds once)."""
+    check_float(module, input, also=(input.dtype,) if is_bfloat16(input.dtype) else ())
+
+
 class ReLU(Module):
     def __init__(self, inplace: bool = False):
         super().__init__()
@@ -51,7 +58,7 @@ class ReLU(Module):
             y = np.empty_like(x)
             CPU.relu(x, y)
             return Tensor._wrap(y)
-        check_float(self, input)
+        _check_input(self, input)
         return F.relu(input)
 
     def extra_repr(self) -> str:
@@ -64,7 +71,7 @@ class LeakyReLU(Module):
         self.negative_slope, self.inplace = negative_slope, inplace
 
     def forward(self, input):
-        check_float(self, input)
+        _check_input(self, input)
         return F.leaky_relu(input, self.negative_slope)
 
     def extra_repr(self) -> str:
@@ -73,13 +80,13 @@ class LeakyReLU(Module):
 
 class Tanh(Module):
     def forward(self, input):
-        check_float(self, input)
+        _check_input(self, input)
         return F.tanh(input)
 
 
 class Sigmoid(Module):
     def forward(self, input):
-        check_float(self, input)
+        _check_input(self, input)
         return F.sigmoid(input)
 
 
@@ -93,7 +100,7 @@ class GELU(Module):
         self.approximate = approximate
 
     def forward(self, input):
-        check_float(self, input)
+        _check_input(self, input)
         return F.gelu(input, self.approximate)
 
     def extra_repr(self) -> str:
@@ -108,7 +115,7 @@ class SiLU(Module):
         self.inplace = inplace
 
     def forward(self, input):
-        check_float(self, input)
+        _check_input(self, input)
         return F.silu(input)
 
     def extra_repr(self) -> str:
@@ -119,7 +126,7 @@ class Mish(SiLU):
     """``x * tanh(softplus(x))``."""
 
     def forward(self, input):
-        check_float(self, input)
+        _check_input(self, input)
         return F.mish(input)
 
 
@@ -131,7 +138,7 @@ class ELU(Module):
         self.alpha, self.inplace = alpha, inplace
 
     def forward(self, input):
-        check_float(self, input)
+        _check_input(self, input)
         return F.elu(input, self.alpha)
 
     def extra_repr(self) -> str:
@@ -148,7 +155,7 @@ class Softplus(Module):
         self.beta, self.threshold = beta, threshold
 
     def forward(self, input):
-        check_float(self, input)
+        _check_input(self, input)
         return F.softplus(input, self.beta, self.threshold)
 
     def extra_repr(self) -> str:
@@ -165,7 +172,7 @@ class Hardtanh(Module):
         self.min_val, self.max_val, self.inplace = min_val, max_val, inplace
 
     def forward(self, input):
-        check_float(self, input)
+        _check_input(self, input)
         return F.hardtanh(input, self.min_val, self.max_val)
 
     def extra_repr(self) -> str:
@@ -201,7 +208,7 @@ class Softmax(Module):
         self.dim = dim
 
     def forward(self, input):
-        check_float(self, input)
+        _check_input(self, input)
         return run_op(self, F.softmax, input, self.dim)
 
     def extra_repr(self) -> str:
@@ -210,7 +217,7 @@ class Softmax(Module):
 
 class LogSoftmax(Softmax):
     def forward(self, input):
-        check_float(self, input)
+        _check_input(self, input)
         return run_op(self, F.log_softmax, input, self.dim)
 
 
@@ -225,7 +232,7 @@ class Dropout(Module):
         self.p, self.inplace = p, inplace
 
     def forward(self, input):
-        check_float(self, input)
+        _check_input(self, input)
         if not self.training and isinstance(input, Tensor):  # the identity, as F.dropout gives it
             return input
         return F.dropout(input, self.p, self.training)

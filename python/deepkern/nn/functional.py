@@ -320,6 +320,7 @@ def tanh(input):
     return _T.Tanh.apply(input)
 
 
+@through_float32
 def sigmoid(input):
     return _T.Sigmoid.apply(input)
 
@@ -338,6 +339,7 @@ class LeakyRelu(Function):
         return np.where(positive, g, g * ctx.slope)
 
 
+@through_float32
 def leaky_relu(input, negative_slope=0.01, inplace=False):
     return LeakyRelu.apply(input, negative_slope=negative_slope)
 
