@@ -78,20 +78,40 @@ def test_inference_plan_reads_strided_and_transposed_views(threads, rng):
 
 
 def test_depthwise_3x3_planes(threads, rng):
-    """The register-accumulated 3x3 taps: forward and data gradient (flipped taps), odd sizes, a
-    channel multiplier of 2."""
+    """The register-accumulated 3x3 taps: forward (from the bias, or zero without one) and data
+    gradient (flipped taps), odd sizes, a channel multiplier of 2, batches 0 to 5 (several planes per
+    thread, each prefetching the next), strided input views."""
     for dtype in DTYPES:
-        for batch in (1, 2, 3, 5):
+        for batch in (0, 1, 2, 3, 4, 5):
             x, w, b = rand(rng, (batch, 6, 13, 21), dtype), rand(rng, (12, 1, 3, 3), dtype), rand(rng, 12, dtype)
-            what = f"depthwise batch {batch} {dtype}"
+            what = f"depthwise batch {batch} {dtype} threads={threads}"
             for padding in (1, 0, (2, 1)):
                 _run(x, w, b, "depthwise", f"{what} padding {padding}", padding=padding, groups=6)
+            _run(x, w, None, "depthwise", f"{what} no bias", padding=1, groups=6)
+            wide = rand(rng, (batch, 12, 11, 34), dtype)
+            _run(wide[:, ::2, :, ::2], w, b, "depthwise", f"{what} strided view", padding=1, groups=6)
             g = rand(rng, (batch, 12, 13, 21), dtype)
             ref = conv2d_backward_ref(g, x, w, padding=1, groups=6)[0]
             for isa in SUPPORTED_ISAS:
                 with active_isa(isa):
                     grad_x, _, _ = ops.conv2d_backward(g, x, w, padding=1, groups=6, needs=(True, False, False))
                 check(grad_x, ref, dtype, f"{what} grad_x isa={isa}")
+
+
+def test_depthwise_other_kernel_sizes(threads, rng):
+    """Depthwise layers off the 3x3 path: a 5x5 and a 1x3 window on the bordered planes (stride 1)
+    and a 3x3 stride-2 window on the general loops, batches 0 to 5."""
+    for dtype in DTYPES:
+        for batch in (0, 1, 4, 5):
+            x = rand(rng, (batch, 8, 19, 23), dtype)
+            for w_shape, options in (
+                ((8, 1, 5, 5), dict(padding=2)),
+                ((16, 1, 1, 3), dict(padding=(0, 1))),
+                ((8, 1, 3, 3), dict(stride=2, padding=1)),
+            ):
+                w, b = rand(rng, w_shape, dtype), rand(rng, w_shape[0], dtype)
+                what = f"depthwise w {w_shape} {options} batch {batch} {dtype} threads={threads}"
+                _run(x, w, b, "depthwise", what, groups=8, **options)
 
 
 WINOGRAD_SPLIT_CASES = [  # (batch, C, H, W, K, padding): batches with fewer image blocks than threads
