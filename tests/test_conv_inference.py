@@ -57,16 +57,24 @@ ROW_BLOCK_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", ROW_BLOCK_CASES, ids=str)
-def test_inference_plan_matches_reference(case, threads, rng):
+def _run_batches(case, path_of_batch, threads, rng):
+    """_run on batches 0 to 5 of the case (x shape without the batch, w shape, options), with a bias
+    and, on a transposed (non-contiguous) view of x, without; path_of_batch(batch): the path expected."""
     x_shape, w_shape, options = case
     for dtype in DTYPES:
         w, b = rand(rng, w_shape, dtype), rand(rng, w_shape[0], dtype)
         for batch in (0, 1, 2, 3, 4, 5):
             x = rand(rng, (batch, *x_shape), dtype)
-            # Batches up to 4 take the inference plan; 5 and more the split over images.
-            path = "im2col_row_blocks" if batch <= 4 else "im2col"
-            _run(x, w, b, path, f"x {x.shape} w {w_shape} {options} {dtype} threads={threads}", **options)
+            what = f"x {x.shape} w {w_shape} {options} {dtype} threads={threads}"
+            _run(x, w, b, path_of_batch(batch), what, **options)
+            view = np.swapaxes(x, 2, 3).copy().swapaxes(2, 3)
+            _run(view, w, None, path_of_batch(batch), f"{what} strided", **options)
+
+
+@pytest.mark.parametrize("case", ROW_BLOCK_CASES, ids=str)
+def test_inference_plan_matches_reference(case, threads, rng):
+    # Batches up to 4 take the inference plan; 5 and more the split over images.
+    _run_batches(case, lambda batch: "im2col_row_blocks" if batch <= 4 else "im2col", threads, rng)
 
 
 def test_inference_plan_reads_strided_and_transposed_views(threads, rng):
@@ -112,6 +120,21 @@ def test_depthwise_other_kernel_sizes(threads, rng):
                 w, b = rand(rng, w_shape, dtype), rand(rng, w_shape[0], dtype)
                 what = f"depthwise w {w_shape} {options} batch {batch} {dtype} threads={threads}"
                 _run(x, w, b, "depthwise", what, groups=8, **options)
+
+
+# (x shape without the batch, w shape, options): images under 512 output pixels, so a batch of 1
+# is one block whose GEMM and im2col (split by input channels) use all the threads.
+SMALL_IMAGE_CASES = [
+    ((7, 11, 13), (5, 7, 3, 3), dict(padding=1)),  # shifted planes
+    ((5, 15, 17), (6, 5, 5, 5), dict(stride=2, padding=2)),  # stride-2 split rows
+    ((6, 9, 10), (4, 3, 3, 2), dict(padding=(2, 1), dilation=(2, 1), groups=2)),
+    ((1, 12, 9), (3, 1, 3, 3), dict(stride=(2, 1))),  # one input channel: one thread builds it
+]
+
+
+@pytest.mark.parametrize("case", SMALL_IMAGE_CASES, ids=str)
+def test_small_images_split_im2col_over_threads(case, threads, rng):
+    _run_batches(case, lambda batch: "im2col", threads, rng)
 
 
 WINOGRAD_SPLIT_CASES = [  # (batch, C, H, W, K, padding): batches with fewer image blocks than threads

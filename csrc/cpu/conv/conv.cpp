@@ -300,17 +300,23 @@ void scatter_images(const Conv2dShape& s, const Block& b, const T* block, int64_
 }
 
 // col(X) of a block for one group: the input planes themselves when the plan is direct, else
-// im2col into the thread's buffer.
+// im2col into the thread's buffer. A block computed by `threads` threads together (its GEMM's) has
+// its im2col split over them by input channels (a batch-1 layer otherwise builds the whole matrix on
+// one thread while the other waits for the GEMM).
 template <class T>
-StridedMatrix<const T> block_columns(const Conv2dShape& s, const Plan& plan, const Block& b, const T* x,
-                                     int64_t group) {
+StridedMatrix<const T> block_columns(const Conv2dShape& s, const Plan& plan, const Block& b, const T* x, int64_t group,
+                                     int threads = 1) {
   const int64_t channel0 = group * plan.group_in;
   if (plan.direct) return {x + (b.n0 * s.in_channels + channel0) * plan.in_plane + b.p0 * s.out_w, plan.in_plane, 1};
-  const int64_t cols = b.columns(s), per_image = (b.p1 - b.p0) * s.out_w;
+  const int64_t cols = b.columns(s), per_image = (b.p1 - b.p0) * s.out_w, taps = s.kernel_h * s.kernel_w;
   T* col = thread_buffer<T>(0, plan.col_rows * cols);
-  for (int64_t n = b.n0; n < b.n1; ++n)
-    im2col(s, x + (n * s.in_channels + channel0) * plan.in_plane, plan.group_in, b.p0, b.p1,
-           col + (n - b.n0) * per_image, cols);
+  const int team = static_cast<int>(std::min<int64_t>(threads, plan.group_in));
+  run_on_threads(team, [&](int part) {
+    const int64_t c0 = plan.group_in * part / team, c1 = plan.group_in * (part + 1) / team;
+    for (int64_t n = b.n0; n < b.n1; ++n)
+      im2col(s, x + (n * s.in_channels + channel0 + c0) * plan.in_plane, c1 - c0, b.p0, b.p1,
+             col + c0 * taps * cols + (n - b.n0) * per_image, cols);
+  });
   return {col, cols, 1};
 }
 
@@ -373,7 +379,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
         epilogue.bias = bias + k0;
         epilogue.bias_axis = BiasAxis::rows;
       }
-      const StridedMatrix<const T> columns = block_columns(s, plan, b, x, group);
+      const StridedMatrix<const T> columns = block_columns(s, plan, b, x, group, gemm_threads);
       const bool one_image = b.n1 - b.n0 == 1;
       StridedMatrix<T> out{plane_at(y, s, s.out_channels, b.n0, k0, b.p0), plan.pixels, 1};
       if (!one_image) out = {thread_buffer<T>(1, plan.group_out * cols), cols, 1};
@@ -432,7 +438,7 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x, T
     const int64_t cols = b.columns(s);
     for (int64_t group = 0; group < s.groups; ++group) {
       const int64_t k0 = group * plan.group_out;
-      const StridedMatrix<const T> columns = block_columns(s, plan, b, x, group);
+      const StridedMatrix<const T> columns = block_columns(s, plan, b, x, group, gemm_threads);
       StridedMatrix<const T> dy{plane_at(grad_y, s, s.out_channels, b.n0, k0, b.p0), plan.pixels, 1};
       if (b.n1 - b.n0 > 1) {
         T* gathered = thread_buffer<T>(1, plan.group_out * cols);
