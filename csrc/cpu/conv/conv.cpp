@@ -14,7 +14,8 @@
 // (so the GEMM has enough columns; Y and dY of such blocks pass through a per-thread buffer).
 // A 1x1 convolution with stride 1 and no padding needs no im2col: the input planes are col(X).
 // Blocks are spread over threads (one single-threaded GEMM each) when there are at least as many
-// blocks as threads; otherwise they run one at a time with the threads inside each GEMM.
+// blocks as threads; otherwise they run one at a time with the threads inside each GEMM (and
+// each im2col, split by input channels).
 // Inference batches (forward, batch <= kInferenceBatch, images of at least kTargetColumns
 // pixels) cut each image into row blocks whose im2col block stays in L2 (kRowBlockBytes) and
 // spread the (image, row block) pairs over the threads: the split over images alone leaves

@@ -4,6 +4,7 @@
 // each tap is one multiply-add pass over the row's valid columns, vectorized for this ISA at stride
 // 1. With a bordered scratch (stride 1, no dilation) the plane is first copied with a zero border,
 // so each pass covers the whole row without per-tap column bounds.
+// The 3x3 forward prefetches the thread's next plane while it computes this one.
 #include <algorithm>
 
 #include "cpu/conv/depthwise_kernels.h"
