@@ -123,12 +123,14 @@ def test_depthwise_other_kernel_sizes(threads, rng):
 
 
 # (x shape without the batch, w shape, options): images under 512 output pixels, so a batch of 1
-# is one block whose GEMM and im2col (split by input channels) use all the threads.
+# is one block whose GEMM and im2col (split by input channels) use all the threads, and so is a batch
+# up to 4 of a layer with more output channels than the batch has output pixels.
 SMALL_IMAGE_CASES = [
     ((7, 11, 13), (5, 7, 3, 3), dict(padding=1)),  # shifted planes
     ((5, 15, 17), (6, 5, 5, 5), dict(stride=2, padding=2)),  # stride-2 split rows
     ((6, 9, 10), (4, 3, 3, 2), dict(padding=(2, 1), dilation=(2, 1), groups=2)),
     ((1, 12, 9), (3, 1, 3, 3), dict(stride=(2, 1))),  # one input channel: one thread builds it
+    ((6, 5, 4), (90, 6, 3, 3), dict(padding=1)),  # more weights than columns: batches up to 4 in one block
 ]
 
 

@@ -82,6 +82,12 @@ Plan make_plan(const Conv2dShape& s, bool forward = false) {
         std::max<int64_t>(1, std::min(images, kMaxColumnBytes / (column_bytes * std::max<int64_t>(plan.pixels, 1))));
     const int64_t blocks_per_slot = (per_slot + images - 1) / images;
     plan.images = (per_slot + blocks_per_slot - 1) / blocks_per_slot;  // equal blocks per slot
+    // An inference batch whose weights outnumber its columns (512 channels at 7 x 7, batch 4) is one
+    // block computed by all threads: blocks spread over the threads would each read all the weights.
+    const bool weights_dominate = plan.group_out > s.batch * plan.pixels;
+    if (forward && s.batch <= kInferenceBatch && weights_dominate &&
+        column_bytes * s.batch * plan.pixels <= kMaxColumnBytes)
+      plan.images = s.batch;
   }
   plan.direct = plan.images == 1 && s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 &&
                 s.pad_h == 0 && s.pad_w == 0 && s.out_h == s.in_h && s.out_w == s.in_w;
