@@ -57,16 +57,24 @@ ROW_BLOCK_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", ROW_BLOCK_CASES, ids=str)
-def test_inference_plan_matches_reference(case, threads, rng):
+def _run_batches(case, path_of_batch, threads, rng):
+    """_run on batches 0 to 5 of the case (x shape without the batch, w shape, options), with a bias
+    and, on a transposed (non-contiguous) view of x, without; path_of_batch(batch): the path expected."""
     x_shape, w_shape, options = case
     for dtype in DTYPES:
         w, b = rand(rng, w_shape, dtype), rand(rng, w_shape[0], dtype)
         for batch in (0, 1, 2, 3, 4, 5):
             x = rand(rng, (batch, *x_shape), dtype)
-            # Batches up to 4 take the inference plan; 5 and more the split over images.
-            path = "im2col_row_blocks" if batch <= 4 else "im2col"
-            _run(x, w, b, path, f"x {x.shape} w {w_shape} {options} {dtype} threads={threads}", **options)
+            what = f"x {x.shape} w {w_shape} {options} {dtype} threads={threads}"
+            _run(x, w, b, path_of_batch(batch), what, **options)
+            view = np.swapaxes(x, 2, 3).copy().swapaxes(2, 3)
+            _run(view, w, None, path_of_batch(batch), f"{what} strided", **options)
+
+
+@pytest.mark.parametrize("case", ROW_BLOCK_CASES, ids=str)
+def test_inference_plan_matches_reference(case, threads, rng):
+    # Batches up to 4 take the inference plan; 5 and more the split over images.
+    _run_batches(case, lambda batch: "im2col_row_blocks" if batch <= 4 else "im2col", threads, rng)
 
 
 def test_inference_plan_reads_strided_and_transposed_views(threads, rng):
@@ -78,20 +86,57 @@ def test_inference_plan_reads_strided_and_transposed_views(threads, rng):
 
 
 def test_depthwise_3x3_planes(threads, rng):
-    """The register-accumulated 3x3 taps: forward and data gradient (flipped taps), odd sizes, a
-    channel multiplier of 2."""
+    """The register-accumulated 3x3 taps: forward (from the bias, or zero without one) and data
+    gradient (flipped taps), odd sizes, a channel multiplier of 2, batches 0 to 5 (several planes per
+    thread, each prefetching the next), strided input views."""
     for dtype in DTYPES:
-        for batch in (1, 2, 3, 5):
+        for batch in (0, 1, 2, 3, 4, 5):
             x, w, b = rand(rng, (batch, 6, 13, 21), dtype), rand(rng, (12, 1, 3, 3), dtype), rand(rng, 12, dtype)
-            what = f"depthwise batch {batch} {dtype}"
+            what = f"depthwise batch {batch} {dtype} threads={threads}"
             for padding in (1, 0, (2, 1)):
                 _run(x, w, b, "depthwise", f"{what} padding {padding}", padding=padding, groups=6)
+            _run(x, w, None, "depthwise", f"{what} no bias", padding=1, groups=6)
+            wide = rand(rng, (batch, 12, 11, 34), dtype)
+            _run(wide[:, ::2, :, ::2], w, b, "depthwise", f"{what} strided view", padding=1, groups=6)
             g = rand(rng, (batch, 12, 13, 21), dtype)
             ref = conv2d_backward_ref(g, x, w, padding=1, groups=6)[0]
             for isa in SUPPORTED_ISAS:
                 with active_isa(isa):
                     grad_x, _, _ = ops.conv2d_backward(g, x, w, padding=1, groups=6, needs=(True, False, False))
                 check(grad_x, ref, dtype, f"{what} grad_x isa={isa}")
+
+
+def test_depthwise_other_kernel_sizes(threads, rng):
+    """Depthwise layers off the 3x3 path: a 5x5 and a 1x3 window on the bordered planes (stride 1)
+    and a 3x3 stride-2 window on the general loops, batches 0 to 5."""
+    for dtype in DTYPES:
+        for batch in (0, 1, 4, 5):
+            x = rand(rng, (batch, 8, 19, 23), dtype)
+            for w_shape, options in (
+                ((8, 1, 5, 5), dict(padding=2)),
+                ((16, 1, 1, 3), dict(padding=(0, 1))),
+                ((8, 1, 3, 3), dict(stride=2, padding=1)),
+            ):
+                w, b = rand(rng, w_shape, dtype), rand(rng, w_shape[0], dtype)
+                what = f"depthwise w {w_shape} {options} batch {batch} {dtype} threads={threads}"
+                _run(x, w, b, "depthwise", what, groups=8, **options)
+
+
+# (x shape without the batch, w shape, options): images under 512 output pixels, so a batch of 1
+# is one block whose GEMM and im2col (split by input channels) use all the threads, and so is a batch
+# up to 4 of a layer with more output channels than the batch has output pixels.
+SMALL_IMAGE_CASES = [
+    ((7, 11, 13), (5, 7, 3, 3), dict(padding=1)),  # shifted planes
+    ((5, 15, 17), (6, 5, 5, 5), dict(stride=2, padding=2)),  # stride-2 split rows
+    ((6, 9, 10), (4, 3, 3, 2), dict(padding=(2, 1), dilation=(2, 1), groups=2)),
+    ((1, 12, 9), (3, 1, 3, 3), dict(stride=(2, 1))),  # one input channel: one thread builds it
+    ((6, 5, 4), (90, 6, 3, 3), dict(padding=1)),  # more weights than columns: batches up to 4 in one block
+]
+
+
+@pytest.mark.parametrize("case", SMALL_IMAGE_CASES, ids=str)
+def test_small_images_split_im2col_over_threads(case, threads, rng):
+    _run_batches(case, lambda batch: "im2col", threads, rng)
 
 
 WINOGRAD_SPLIT_CASES = [  # (batch, C, H, W, K, padding): batches with fewer image blocks than threads

@@ -14,7 +14,8 @@
 // (so the GEMM has enough columns; Y and dY of such blocks pass through a per-thread buffer).
 // A 1x1 convolution with stride 1 and no padding needs no im2col: the input planes are col(X).
 // Blocks are spread over threads (one single-threaded GEMM each) when there are at least as many
-// blocks as threads; otherwise they run one at a time with the threads inside each GEMM.
+// blocks as threads; otherwise they run one at a time with the threads inside each GEMM (and
+// each im2col, split by input channels).
 // Inference batches (forward, batch <= kInferenceBatch, images of at least kTargetColumns
 // pixels) cut each image into row blocks whose im2col block stays in L2 (kRowBlockBytes) and
 // spread the (image, row block) pairs over the threads: the split over images alone leaves
@@ -81,6 +82,12 @@ Plan make_plan(const Conv2dShape& s, bool forward = false) {
         std::max<int64_t>(1, std::min(images, kMaxColumnBytes / (column_bytes * std::max<int64_t>(plan.pixels, 1))));
     const int64_t blocks_per_slot = (per_slot + images - 1) / images;
     plan.images = (per_slot + blocks_per_slot - 1) / blocks_per_slot;  // equal blocks per slot
+    // An inference batch whose weights outnumber its columns (512 channels at 7 x 7, batch 4) is one
+    // block computed by all threads: blocks spread over the threads would each read all the weights.
+    const bool weights_dominate = plan.group_out > s.batch * plan.pixels;
+    if (forward && s.batch <= kInferenceBatch && weights_dominate &&
+        column_bytes * s.batch * plan.pixels <= kMaxColumnBytes)
+      plan.images = s.batch;
   }
   plan.direct = plan.images == 1 && s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 &&
                 s.pad_h == 0 && s.pad_w == 0 && s.out_h == s.in_h && s.out_w == s.in_w;
@@ -300,17 +307,23 @@ void scatter_images(const Conv2dShape& s, const Block& b, const T* block, int64_
 }
 
 // col(X) of a block for one group: the input planes themselves when the plan is direct, else
-// im2col into the thread's buffer.
+// im2col into the thread's buffer. A block computed by `threads` threads together (its GEMM's) has
+// its im2col split over them by input channels (a batch-1 layer otherwise builds the whole matrix on
+// one thread while the other waits for the GEMM).
 template <class T>
-StridedMatrix<const T> block_columns(const Conv2dShape& s, const Plan& plan, const Block& b, const T* x,
-                                     int64_t group) {
+StridedMatrix<const T> block_columns(const Conv2dShape& s, const Plan& plan, const Block& b, const T* x, int64_t group,
+                                     int threads = 1) {
   const int64_t channel0 = group * plan.group_in;
   if (plan.direct) return {x + (b.n0 * s.in_channels + channel0) * plan.in_plane + b.p0 * s.out_w, plan.in_plane, 1};
-  const int64_t cols = b.columns(s), per_image = (b.p1 - b.p0) * s.out_w;
+  const int64_t cols = b.columns(s), per_image = (b.p1 - b.p0) * s.out_w, taps = s.kernel_h * s.kernel_w;
   T* col = thread_buffer<T>(0, plan.col_rows * cols);
-  for (int64_t n = b.n0; n < b.n1; ++n)
-    im2col(s, x + (n * s.in_channels + channel0) * plan.in_plane, plan.group_in, b.p0, b.p1,
-           col + (n - b.n0) * per_image, cols);
+  const int team = static_cast<int>(std::min<int64_t>(threads, plan.group_in));
+  run_on_threads(team, [&](int part) {
+    const int64_t c0 = plan.group_in * part / team, c1 = plan.group_in * (part + 1) / team;
+    for (int64_t n = b.n0; n < b.n1; ++n)
+      im2col(s, x + (n * s.in_channels + channel0 + c0) * plan.in_plane, c1 - c0, b.p0, b.p1,
+             col + c0 * taps * cols + (n - b.n0) * per_image, cols);
+  });
   return {col, cols, 1};
 }
 
@@ -373,7 +386,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
         epilogue.bias = bias + k0;
         epilogue.bias_axis = BiasAxis::rows;
       }
-      const StridedMatrix<const T> columns = block_columns(s, plan, b, x, group);
+      const StridedMatrix<const T> columns = block_columns(s, plan, b, x, group, gemm_threads);
       const bool one_image = b.n1 - b.n0 == 1;
       StridedMatrix<T> out{plane_at(y, s, s.out_channels, b.n0, k0, b.p0), plan.pixels, 1};
       if (!one_image) out = {thread_buffer<T>(1, plan.group_out * cols), cols, 1};
@@ -432,7 +445,7 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x, T
     const int64_t cols = b.columns(s);
     for (int64_t group = 0; group < s.groups; ++group) {
       const int64_t k0 = group * plan.group_out;
-      const StridedMatrix<const T> columns = block_columns(s, plan, b, x, group);
+      const StridedMatrix<const T> columns = block_columns(s, plan, b, x, group, gemm_threads);
       StridedMatrix<const T> dy{plane_at(grad_y, s, s.out_channels, b.n0, k0, b.p0), plan.pixels, 1};
       if (b.n1 - b.n0 > 1) {
         T* gathered = thread_buffer<T>(1, plan.group_out * cols);

@@ -19,14 +19,16 @@
 namespace deepkern::cpu {
 namespace {
 
-// body(i) for i in [0, count), in contiguous ranges over the threads.
+// body(i, has_next) for i in [0, count), in contiguous ranges over the threads; has_next: the same
+// thread calls body(i + 1) next.
 template <class Body>
 void parallel_ranges(int64_t count, int64_t work_per_item, Body body) {
   const int threads = count * work_per_item < (int64_t(1) << 15)
                           ? 1
                           : static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(count, 1)));
   run_on_threads(threads, [&](int t) {
-    for (int64_t i = count * t / threads; i < count * (t + 1) / threads; ++i) body(i);
+    const int64_t end = count * (t + 1) / threads;
+    for (int64_t i = count * t / threads; i < end; ++i) body(i, i + 1 < end);
   });
 }
 
@@ -110,13 +112,17 @@ template <class T>
 void depthwise_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
   const int64_t multiplier = s.out_channels / s.in_channels, taps = s.kernel_h * s.kernel_w;
   const DepthwiseKernels<T>& kern = dispatched_kernels<T>();
-  parallel_ranges(s.batch * s.out_channels, s.out_h * s.out_w * taps, [&](int64_t plane) {
+  const auto x_plane = [&](int64_t plane) {
     const int64_t n = plane / s.out_channels, k = plane % s.out_channels;
+    return x + (n * s.in_channels + k / multiplier) * s.in_h * s.in_w;
+  };
+  parallel_ranges(s.batch * s.out_channels, s.out_h * s.out_w * taps, [&](int64_t plane, bool has_next) {
+    const int64_t k = plane % s.out_channels;
     const T* w_k = w + k * taps;
     T* y_plane = y + plane * s.out_h * s.out_w;
     T* bordered = bordered_buffer<T>(s, s.out_h + s.kernel_h - 1, s.out_w + s.kernel_w - 1);
-    kern.forward_plane(s, x + (n * s.in_channels + k / multiplier) * s.in_h * s.in_w, w_k, bias ? bias[k] : T(0),
-                       y_plane, bordered);
+    kern.forward_plane(s, x_plane(plane), w_k, bias ? bias[k] : T(0), y_plane, bordered,
+                       has_next ? x_plane(plane + 1) : nullptr, has_next ? y_plane + s.out_h * s.out_w : nullptr);
     if (!bordered && !all_finite(w_k, taps))
       for_each_padding_term(s, [&](int64_t out, int64_t tap) { y_plane[out] += w_k[tap] * T(0); });
   });
@@ -126,7 +132,7 @@ template <class T>
 void depthwise_backward_data(const Conv2dShape& s, const T* grad_y, const T* w, T* grad_x) {
   const int64_t multiplier = s.out_channels / s.in_channels, taps = s.kernel_h * s.kernel_w;
   const DepthwiseKernels<T>& kern = dispatched_kernels<T>();
-  parallel_ranges(s.batch * s.in_channels, s.out_h * s.out_w * taps * multiplier, [&](int64_t plane) {
+  parallel_ranges(s.batch * s.in_channels, s.out_h * s.out_w * taps * multiplier, [&](int64_t plane, bool) {
     const int64_t n = plane / s.in_channels, c = plane % s.in_channels;
     T* dx_plane = grad_x + plane * s.in_h * s.in_w;
     const bool finite = all_finite(w + c * multiplier * taps, multiplier * taps);
@@ -142,7 +148,7 @@ template <class T>
 void depthwise_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x, T* grad_w) {
   const int64_t multiplier = s.out_channels / s.in_channels, taps = s.kernel_h * s.kernel_w;
   const DepthwiseKernels<T>& kern = dispatched_kernels<T>();
-  parallel_ranges(s.out_channels, s.batch * s.out_h * s.out_w * taps, [&](int64_t k) {
+  parallel_ranges(s.out_channels, s.batch * s.out_h * s.out_w * taps, [&](int64_t k, bool) {
     T* dw_k = grad_w + k * taps;
     std::fill(dw_k, dw_k + taps, T(0));
     for (int64_t n = 0; n < s.batch; ++n) {

@@ -4,6 +4,7 @@
 // each tap is one multiply-add pass over the row's valid columns, vectorized for this ISA at stride
 // 1. With a bordered scratch (stride 1, no dilation) the plane is first copied with a zero border,
 // so each pass covers the whole row without per-tap column bounds.
+// The 3x3 forward prefetches the thread's next plane while it computes this one.
 #include <algorithm>
 
 #include "cpu/conv/depthwise_kernels.h"
@@ -45,21 +46,38 @@ template <class T>
   }
 }
 
+// Hints the cache to fetch [lines * first, lines * (first + 1)) of the count elements at p (null:
+// nothing), 64-byte lines; kWrite for lines about to be written.
+template <bool kWrite, class T>
+[[gnu::always_inline]] inline void prefetch_share(const T* p, int64_t count, int64_t first, int64_t parts) {
+  if (!p) return;
+  const int64_t lines = (count * int64_t(sizeof(T)) + 63) / 64, share = (lines + parts - 1) / parts;
+  const char* bytes = reinterpret_cast<const char*>(p);
+  for (int64_t i = first * share; i < std::min(lines, (first + 1) * share); ++i)
+    __builtin_prefetch(bytes + 64 * i, kWrite ? 1 : 0);
+}
+
 // accumulate_taps for a kernel size known at compile time: each vector of an output row takes all
 // R x S taps in registers before it is stored once (the general loop below loads and stores the row
-// once per tap). Same sums in the same order.
-template <bool kFlip, int R, int S, class T>
+// once per tap). Same sums in the same order. With kInit the row starts from `init` instead of its
+// contents (the forward's bias: no separate fill pass). Output row p prefetches its share of `next`
+// (next_count elements to read) and `next_out` (to write), the next plane's operands, so that their
+// memory traffic overlaps this plane's arithmetic (a plane otherwise waits for memory, then computes).
+template <bool kFlip, bool kInit, int R, int S, class T>
 [[gnu::always_inline]] inline void accumulate_fixed_taps(int64_t out_h, int64_t out_w, const T* w, const T* bordered,
-                                                         T* out) {
+                                                         T* out, T init, const T* next, int64_t next_count,
+                                                         const T* next_out) {
   const int64_t pw = out_w + S - 1;
   T taps[R * S];
   for (int i = 0; i < R * S; ++i) taps[i] = kFlip ? w[R * S - 1 - i] : w[i];
   for (int64_t p = 0; p < out_h; ++p) {
+    prefetch_share<false>(next, next_count, p, out_h);
+    prefetch_share<true>(next_out, out_h * out_w, p, out_h);
     const T* __restrict in = bordered + p * pw;
     T* __restrict row = out + p * out_w;
 #pragma omp simd
     for (int64_t q = 0; q < out_w; ++q) {
-      T acc = row[q];
+      T acc = kInit ? init : row[q];
       for (int r = 0; r < R; ++r)
         for (int t = 0; t < S; ++t) acc += taps[r * S + t] * in[r * pw + t + q];
       row[q] = acc;
@@ -72,7 +90,8 @@ template <bool kFlip, int R, int S, class T>
 template <bool kFlip, class T>
 [[gnu::always_inline]] inline void accumulate_taps(int64_t out_h, int64_t out_w, int64_t R, int64_t S, const T* w,
                                                    const T* bordered, T* out) {
-  if (R == 3 && S == 3) return accumulate_fixed_taps<kFlip, 3, 3>(out_h, out_w, w, bordered, out);
+  if (R == 3 && S == 3)
+    return accumulate_fixed_taps<kFlip, false, 3, 3, T>(out_h, out_w, w, bordered, out, T(0), nullptr, 0, nullptr);
   const int64_t pw = out_w + S - 1;
   for (int64_t p = 0; p < out_h; ++p)
     for (int64_t r = 0; r < R; ++r)
@@ -86,13 +105,18 @@ template <bool kFlip, class T>
 }
 
 template <class T>
-void forward_plane(const Conv2dShape& s, const T* x_plane, const T* w_k, T bias, T* y_plane, T* bordered) {
-  std::fill(y_plane, y_plane + s.out_h * s.out_w, bias);
+void forward_plane(const Conv2dShape& s, const T* x_plane, const T* w_k, T bias, T* y_plane, T* bordered,
+                   const T* next_x_plane, const T* next_y_plane) {
   if (bordered) {
     const int64_t R = s.kernel_h, S = s.kernel_w;
     bordered_copy(x_plane, s.in_h, s.in_w, s.pad_h, s.pad_w, s.out_h + R - 1, s.out_w + S - 1, bordered);
+    if (R == 3 && S == 3)
+      return accumulate_fixed_taps<false, true, 3, 3>(s.out_h, s.out_w, w_k, bordered, y_plane, bias, next_x_plane,
+                                                      s.in_h * s.in_w, next_y_plane);
+    std::fill(y_plane, y_plane + s.out_h * s.out_w, bias);
     return accumulate_taps<false>(s.out_h, s.out_w, R, S, w_k, bordered, y_plane);
   }
+  std::fill(y_plane, y_plane + s.out_h * s.out_w, bias);
   const int64_t sw = s.stride_w;
   for_each_tap(s, [&](int64_t p, int64_t r, int64_t t, int64_t ih, int64_t w_offset, int64_t q_lo, int64_t q_hi)
                       __attribute__((always_inline)) {

@@ -15,7 +15,10 @@ namespace deepkern::cpu {
 template <class T>
 struct DepthwiseKernels {
   // y_plane = bias + the taps of w_k over x_plane. bordered: (out_h + R - 1) x (out_w + S - 1).
-  void (*forward_plane)(const Conv2dShape& s, const T* x_plane, const T* w_k, T bias, T* y_plane, T* bordered);
+  // next_x_plane and next_y_plane (either may be null) are the planes the thread computes next: a
+  // hint, prefetched while this one computes.
+  void (*forward_plane)(const Conv2dShape& s, const T* x_plane, const T* w_k, T bias, T* y_plane, T* bordered,
+                        const T* next_x_plane, const T* next_y_plane);
   // dx_plane += the taps of w_k over dy_plane (one output plane's share of an input plane's
   // gradient). bordered: (in_h + R - 1) x (in_w + S - 1).
   void (*backward_data_plane)(const Conv2dShape& s, const T* dy_plane, const T* w_k, T* dx_plane, T* bordered);
