@@ -68,19 +68,29 @@ def _array(t):
     return None if t is None else t._array
 
 
+def kept(module, attr: str, key, arrays, build):
+    """``build()``'s result, kept on ``module`` (as ``attr``) while ``key`` stays equal and none of
+    ``arrays`` (None entries allowed) is written in place; the arrays are kept too, so that ids in
+    ``key`` stay theirs. Checking costs one clock read while nothing anywhere was written."""
+    cache = module.__dict__.get(attr)
+    if cache is not None and cache[0] == key:
+        if cache[1] == autograd._clock or cache[2] == _versions(arrays):
+            module.__dict__[attr] = (key, autograd._clock) + cache[2:]
+            return cache[3]
+    versions, value = _versions(arrays), build()
+    module.__dict__[attr] = (key, autograd._clock, versions, value, arrays)
+    return value
+
+
+def _versions(arrays) -> tuple:
+    return tuple(-1 if a is None else autograd.version_of(a) for a in arrays)
+
+
 def packed_conv_weights(conv, w, options):
     """The CPU kernel's pre-transformed (Winograd) weights of the array ``w`` for the kernel
     ``options`` (ops.ConvPlan's packing), or None where no path takes them: made once and kept on
     ``conv`` until ``w`` is another array or is written in place (its version changes)."""
-    cache = conv.__dict__.get("_packed")
-    key = (id(w), options)
-    if cache is not None and cache[0] == key:
-        if cache[1] == autograd._clock or cache[2] == autograd.version_of(w):
-            conv.__dict__["_packed"] = (key, autograd._clock) + cache[2:]
-            return cache[3]
-    packed = CPU.conv2d_pack_winograd_weights(w, *options)
-    conv.__dict__["_packed"] = (key, autograd._clock, autograd.version_of(w), packed, w)  # w keeps its id
-    return packed
+    return kept(conv, "_packed", (id(w), options), (w,), lambda: CPU.conv2d_pack_winograd_weights(w, *options))
 
 
 def folded_conv_bn(conv, bn):
@@ -93,29 +103,21 @@ def folded_conv_bn(conv, bn):
         _array(t)
         for t in (p["weight"], p["bias"], q["weight"], q["bias"], buffers["running_mean"], buffers["running_var"])
     )
-    ids = tuple(map(id, arrays))
-    cache = conv.__dict__.get("_folded")
-    if cache is not None and cache[0] is bn and cache[1] == ids and cache[2] == bn.eps:
-        if cache[3] == autograd._clock:  # nothing was written in place anywhere since
-            return cache[5]
-        versions = tuple(-1 if a is None else autograd.version_of(a) for a in arrays)
-        if cache[4] == versions:
-            conv.__dict__["_folded"] = cache[:3] + (autograd._clock,) + cache[4:]
-            return cache[5]
+    return kept(conv, "_folded", (id(bn), *map(id, arrays), bn.eps), arrays, lambda: _folded(arrays, bn.eps))
+
+
+def _folded(arrays, eps: float):
     w, b, gamma, beta, mean, var = arrays
-    scale = 1.0 / np.sqrt(var.astype(np.float64) + bn.eps)
+    scale = 1.0 / np.sqrt(var.astype(np.float64) + eps)
     if gamma is not None:
         scale = scale * gamma
     shift = -mean * scale if b is None else (b - mean.astype(np.float64)) * scale
     if beta is not None:
         shift = shift + beta
-    weights = (
+    return (
         np.ascontiguousarray((w * scale.reshape(-1, 1, 1, 1)).astype(w.dtype)),
         np.ascontiguousarray(shift.astype(w.dtype)),
     )
-    versions = tuple(-1 if a is None else autograd.version_of(a) for a in arrays)
-    conv.__dict__["_folded"] = (bn, ids, bn.eps, autograd._clock, versions, weights, arrays)
-    return weights
 
 
 def can_fold(conv, bn) -> bool:
