@@ -54,12 +54,20 @@ class ReLU(Module):
         if passes_through(self, input):  # the output of a layer this ReLU was fused into
             return input
         x = host_array(input)
-        if x is not None and x.dtype in _KERNEL_DTYPES:  # inference: the kernel alone
-            y = np.empty_like(x)
-            CPU.relu(x, y)
+        y = None if x is None else self._infer(x)
+        if y is not None:
             return Tensor._wrap(y)
         _check_input(self, input)
         return F.relu(input)
+
+    def _infer(self, x, bn=None, relu=False):
+        """Inference on the array ``x`` (from _inference.host_array): the kernel alone, into a new
+        array; None for a dtype it lacks (the ordinary path)."""
+        if x.dtype not in _KERNEL_DTYPES:
+            return None
+        y = np.empty_like(x)
+        CPU.relu(x, y)
+        return y
 
     def extra_repr(self) -> str:
         return _inplace_repr(self.inplace)
@@ -236,6 +244,11 @@ class Dropout(Module):
         if not self.training and isinstance(input, Tensor):  # the identity, as F.dropout gives it
             return input
         return F.dropout(input, self.p, self.training)
+
+    def _infer(self, x, bn=None, relu=False):
+        """Inference on the array ``x`` (from _inference.host_array): ``x`` itself in eval mode for
+        a float input; None otherwise (training draws its mask on the ordinary path)."""
+        return x if not self.training and x.dtype in _KERNEL_DTYPES else None
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}"

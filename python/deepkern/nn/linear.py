@@ -63,19 +63,20 @@ class Linear(Module):
             bad_shape(self, input, f"(..., {self.in_features})")
 
     def _infer(self, x, bn=None, relu=False):
-        """Inference on ``x`` (an array from _inference.host_array): one GEMM with the bias (and
-        ReLU when ``relu``) in its epilogue, the arguments validated once per input shape. None
-        where the ordinary path must run (bfloat16, weights on another device or not contiguous)."""
+        """Inference on ``x`` (an array from _inference.host_array) as an array: one GEMM with the
+        bias (and ReLU when ``relu``) in its epilogue, the arguments validated once per input shape.
+        None where the ordinary path must run (bfloat16, weights on another device or not
+        contiguous)."""
         w, b = self.weight._array, None if self.bias is None else self.bias._array
         plan = cached_plan(self, x, (w, b), (), lambda: self._gemm_plan(x, w, b))
         if plan is None:
             return None
         rows, shape = plan
-        y = np.empty(shape, x.dtype)
-        k = self.in_features
-        bias_axis = _BIAS_NONE if b is None else _BIAS_COLS
-        CPU.gemm(x.reshape(rows, k), w.T, y.reshape(rows, -1), _ONE, _ONE, _ONE, k, 1.0, 0.0, b, bias_axis, relu)
-        return Tensor._wrap(y)
+        k, n = self.in_features, self.out_features
+        y = np.empty((rows, n), x.dtype)
+        x2 = x if x.ndim == 2 else x.reshape(rows, k)
+        CPU.gemm(x2, w.T, y, _ONE, _ONE, _ONE, k, 1.0, 0.0, b, _BIAS_NONE if b is None else _BIAS_COLS, relu)
+        return y if x.ndim == 2 else y.reshape(shape)
 
     def _gemm_plan(self, x, w, b):
         """(rows, output shape) of ``x @ w.T + b``, validated as the layer does; None unless x, w
@@ -188,9 +189,25 @@ class Flatten(Module):
             bad_shape(self, input, f"at least {needed} dimensions, with start_dim no later than end_dim")
         x = host_array(input)
         if x is not None:  # inference: a view, nothing recorded
-            start, end = self.start_dim % ndim, self.end_dim % ndim
-            return Tensor._wrap(x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1 :]))
+            return Tensor._wrap(self._view(x))
         return F.flatten(input, self.start_dim, self.end_dim)
+
+    def _infer(self, x, bn=None, relu=False):
+        """Inference on the array ``x`` (from _inference.host_array): the flattened view, or None
+        for a shape the layer refuses (the ordinary path raises)."""
+        ndim = x.ndim
+        start, end = self.start_dim, self.end_dim
+        if not (-ndim <= start < ndim and -ndim <= end < ndim) or start % ndim > end % ndim:
+            return None
+        return self._view(x)
+
+    def _view(self, x):
+        """``x`` with dimensions start_dim to end_dim merged (a view of a contiguous array)."""
+        ndim = max(x.ndim, 1)
+        start, end = self.start_dim % ndim, self.end_dim % ndim
+        if start == 1 and end == ndim - 1:
+            return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1 :])
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
