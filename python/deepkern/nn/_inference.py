@@ -159,34 +159,26 @@ def fusion_groups(modules) -> list:
     return groups
 
 
-def infer_group(group, x):
-    """The array of ``group`` (from :func:`fusion_groups`) run on the array ``x`` (from
-    :func:`host_array`) by its first member's ``_infer`` (a layer's inference path on arrays:
-    ``_infer(x, bn, relu)`` gives the output array, or None where the ordinary path must run);
-    None where a member has hooks, the batch norm is training or the layer has no such path."""
-    members, bn, relu = group
-    head = members[0]
-    if head._infer is None or hooked(members) or (bn is not None and bn.training):
-        return None
-    return head._infer(x, bn, relu)
-
-
 def run_sequence(groups, x):
     """``x`` through a Sequential's ``groups`` (from :func:`fusion_groups`) with nothing recorded.
-    While the input is a host array, each group runs on arrays (:func:`infer_group`) and only the
-    result is wrapped in a Tensor; a group that cannot (hooks, no inference path, another device,
-    an input its path does not take) runs each member the ordinary way on a Tensor."""
+    While the input is a host array, each group runs on arrays by its first member's ``_infer``
+    (a layer's inference path on arrays: ``_infer(x, bn, relu)`` gives the output array, or None
+    where the ordinary path must run) and only the result is wrapped in a Tensor. A group that
+    cannot (a member with hooks, a training batch norm, a layer without that path, another device,
+    an input the path does not take) runs each member the ordinary way on a Tensor."""
     arr = host_array(x)
-    for group in groups:
+    for members, bn, relu in groups:
         if arr is not None:
-            y = infer_group(group, arr)
-            if y is not None:
-                if y is not arr:  # x (None: not made yet) is the Tensor of arr
-                    x, arr = None, y
-                continue
+            step = members[0]._infer
+            if step is not None and not hooked(members) and (bn is None or not bn.training):
+                y = step(arr, bn, relu)
+                if y is not None:
+                    if y is not arr:  # x (None: not made yet) is the Tensor of arr
+                        x, arr = None, y
+                    continue
             if x is None:
                 x = Tensor._wrap(arr)
-        for m in group[0]:
+        for m in members:
             x = m(x)
         arr = host_array(x)
     return Tensor._wrap(arr) if x is None else x
@@ -195,7 +187,7 @@ def run_sequence(groups, x):
 def infer(head, x):
     """Inference of ``head`` (a Conv2d or Linear) on ``x`` (an array from :func:`host_array`) as a
     Tensor, fused with the batch norm and ReLU that :func:`deepkern.nn.utils.fuse_modules` gave it
-    where they can run fused (as in :func:`infer_group`); those then pass the output through
+    where they can run fused (as in :func:`run_sequence`); those then pass the output through
     (:func:`passes_through`). None where the ordinary path must run."""
     fusion = head.__dict__.get(FUSION)
     if fusion is None:

@@ -67,27 +67,30 @@ class Linear(Module):
         bias (and ReLU when ``relu``) in its epilogue, the arguments validated once per input shape.
         None where the ordinary path must run (bfloat16, weights on another device or not
         contiguous)."""
-        w, b = self.weight._array, None if self.bias is None else self.bias._array
+        p = self._parameters
+        bias = p["bias"]
+        w, b = p["weight"]._array, None if bias is None else bias._array
         plan = cached_plan(self, x, (w, b), (), lambda: self._gemm_plan(x, w, b))
         if plan is None:
             return None
-        rows, shape = plan
-        k, n = self.in_features, self.out_features
-        y = np.empty((rows, n), x.dtype)
-        x2 = x if x.ndim == 2 else x.reshape(rows, k)
-        CPU.gemm(x2, w.T, y, _ONE, _ONE, _ONE, k, 1.0, 0.0, b, _BIAS_NONE if b is None else _BIAS_COLS, relu)
-        return y if x.ndim == 2 else y.reshape(shape)
+        rows, shape, wt, bias_axis = plan
+        k = self.in_features
+        y = np.empty((rows, self.out_features), x.dtype)
+        flat = x.ndim == 2
+        CPU.gemm(x if flat else x.reshape(rows, k), wt, y, _ONE, _ONE, _ONE, k, 1.0, 0.0, b, bias_axis, relu)
+        return y if flat else y.reshape(shape)
 
     def _gemm_plan(self, x, w, b):
-        """(rows, output shape) of ``x @ w.T + b``, validated as the layer does; None unless x, w
-        and b are float32/float64 contiguous NumPy arrays of one dtype."""
+        """(rows, output shape, ``w.T``, the GEMM's bias axis) of ``x @ w.T + b``, validated as the
+        layer does; None unless x, w and b are float32/float64 contiguous NumPy arrays of one dtype."""
         self._checked(x)
         arrays = [a for a in (w, b) if a is not None]
         if x.dtype not in (np.float32, np.float64) or any(
             type(a) is not np.ndarray or not a.flags.c_contiguous or a.dtype != x.dtype for a in arrays
         ):
             return None
-        return math.prod(x.shape[:-1]), x.shape[:-1] + (self.out_features,)
+        bias_axis = _BIAS_NONE if b is None else _BIAS_COLS
+        return math.prod(x.shape[:-1]), x.shape[:-1] + (self.out_features,), w.T, bias_axis
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
