@@ -13,7 +13,7 @@ from deepkern import nn, no_grad, optim, tensor
 from deepkern.bench.models import resnet18, resnet18_fusion_groups
 from deepkern.nn.utils import fuse_modules
 
-from reference import conv2d_ref, linear_ref, max_pool2d_ref, rel_error
+from reference import adaptive_avg_pool2d_ref, conv2d_ref, linear_ref, max_pool2d_ref, rel_error
 from reference_nn import batch_norm_ref
 
 TOL = {np.float32: 3e-6, np.float64: 1e-12}
@@ -484,3 +484,20 @@ def test_the_array_path_returns_the_input_tensor_for_identities_and_refuses_bad_
             nn.Sequential(nn.Flatten(), nn.Dropout(0.3)).eval()(tensor(np.ones((2, 3), np.int64)))
         with pytest.raises(TypeError, match="ReLU"):
             nn.Sequential(nn.ReLU())(tensor(np.ones((2, 3), np.int64)))
+
+
+@pytest.mark.parametrize("output_size", [1, (2, 3), (None, 2)])
+def test_adaptive_average_pooling_takes_the_fast_path(output_size):
+    rng = np.random.default_rng(14)
+    pool = nn.AdaptiveAvgPool2d(output_size)
+    for shape in [(2, 3, 5, 7), (3, 4, 6)]:  # batched, unbatched
+        x = rng.standard_normal(shape).astype(np.float64)
+        with no_grad():
+            got = pool(tensor(x))
+        size = (output_size, output_size) if isinstance(output_size, int) else output_size
+        size = tuple(shape[-2 + i] if v is None else v for i, v in enumerate(size))
+        ref = adaptive_avg_pool2d_ref(x if len(shape) == 4 else x[None], size)
+        assert "_plan" in pool.__dict__ and got.grad_fn is None
+        assert rel_error(got.numpy(), ref if len(shape) == 4 else ref[0]) < TOL[np.float64]
+    with no_grad(), pytest.raises(ValueError, match=r"AdaptiveAvgPool2d.*input has shape \(5, 6\)"):
+        pool(tensor(np.zeros((5, 6))))

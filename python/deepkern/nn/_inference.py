@@ -184,6 +184,14 @@ def run_sequence(groups, x):
     return Tensor._wrap(arr) if x is None else x
 
 
+def infer_alone(module, input):
+    """``module._infer`` on ``input`` (a layer called alone, not fused) as a Tensor: None where the
+    inference path does not take it (see :func:`host_array`) and the ordinary path must run."""
+    x = host_array(input)
+    y = None if x is None else module._infer(x)
+    return None if y is None else Tensor._wrap(y)
+
+
 def infer(head, x):
     """Inference of ``head`` (a Conv2d or Linear) on ``x`` (an array from :func:`host_array`) as a
     Tensor, fused with the batch norm and ReLU that :func:`deepkern.nn.utils.fuse_modules` gave it

@@ -8,10 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..ops.conv import _bias, _Geometry
-from ..ops.pool import _kernel_shape, _window
-from ..tensor import Tensor
+from ..ops.pool import _adaptive_size, _kernel_shape, _window
 from . import functional as F
-from ._inference import CPU, cached_plan, conv_bn_arrays, folded, host_array, infer, kept
+from ._inference import CPU, cached_plan, conv_bn_arrays, folded, host_array, infer, infer_alone, kept
 from ._layer import (
     add_weight_and_bias,
     bad_shape,
@@ -347,10 +346,9 @@ class _MaxPoolNd(Module):
         self.return_indices, self.ceil_mode = return_indices, ceil_mode
 
     def forward(self, input):
-        x = host_array(input)
-        y = None if x is None else self._infer(x)
+        y = infer_alone(self, input)
         if y is not None:
-            return Tensor._wrap(y)
+            return y
         return _pool(
             self,
             F.max_pool1d if self.dims == 1 else F.max_pool2d,
@@ -468,7 +466,31 @@ class AdaptiveAvgPool2d(Module):
         self.output_size = output_size
 
     def forward(self, input):
+        y = infer_alone(self, input)
+        if y is not None:
+            return y
         return _pool(self, F.adaptive_avg_pool2d, input, self.output_size)
+
+    def _infer(self, x, bn=None, relu=False):
+        """Inference on the array ``x`` (from _inference.host_array): the pooling kernel, the
+        arguments validated once per input shape; None where the ordinary path must run (a dtype
+        the kernel lacks, an empty output)."""
+        plan = cached_plan(self, x, (), (self.output_size,), lambda: self._pool_plan(x))
+        if plan is None:
+            return None
+        y = np.empty(plan[0], x.dtype)
+        CPU.adaptive_avg_pool2d(x, y, plan[1])
+        return y
+
+    def _pool_plan(self, x):
+        """(output shape, the kernel's shape tuple) for input ``x``, validated as
+        ``ops.adaptive_avg_pool2d`` does (errors name the layer); None for a dtype the kernel lacks
+        or an empty output."""
+        _pool(self, lambda *args: None, x)  # the layer's own checks
+        out_hw = run_op(self, _adaptive_size, self.output_size, x.shape, "adaptive_avg_pool2d")
+        if x.dtype not in (np.float32, np.float64) or 0 in out_hw:
+            return None
+        return x.shape[:-2] + out_hw, _kernel_shape(x.shape, out_hw)
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"
