@@ -13,7 +13,7 @@ from deepkern import nn, no_grad, optim, tensor
 from deepkern.bench.models import resnet18, resnet18_fusion_groups
 from deepkern.nn.utils import fuse_modules
 
-from reference import conv2d_ref, linear_ref, max_pool2d_ref, rel_error
+from reference import adaptive_avg_pool2d_ref, conv2d_ref, linear_ref, max_pool2d_ref, rel_error
 from reference_nn import batch_norm_ref
 
 TOL = {np.float32: 3e-6, np.float64: 1e-12}
@@ -130,12 +130,12 @@ def test_moving_or_training_a_model_drops_its_caches():
     model = _cnn(np.random.default_rng(8))
     x = np.random.default_rng(9).standard_normal((1, 3, 7, 9)).astype(np.float32)
     _infer(model, x)
-    assert "_plan" in model[0].__dict__ and "_folded" in model[0].__dict__
+    assert "_plan" in model[0].__dict__
     model.double()
-    assert not any(name in m.__dict__ for m in model.modules() for name in ("_plan", "_folded"))
+    assert not any("_plan" in m.__dict__ for m in model.modules())
     assert rel_error(_infer(model, x.astype(np.float64)), _reference(model, x)) < TOL[np.float64]
     model.train()
-    assert not any(name in m.__dict__ for m in model.modules() for name in ("_plan", "_folded"))
+    assert not any("_plan" in m.__dict__ for m in model.modules())
 
 
 def test_unbatched_pooling_and_linear_take_the_fast_path():
@@ -210,6 +210,11 @@ def test_folded_weights_follow_in_place_updates_replacements_and_training():
     check()  # refolded with the new running statistics
 
 
+def _packed(conv):
+    """The pre-transformed Winograd weights in the convolution's kept plan (None: none made)."""
+    return conv.__dict__["_plan"][3][4].get("winograd_weights")
+
+
 @pytest.mark.parametrize("bn", [False, True])
 def test_packed_winograd_weights_follow_in_place_updates_and_replacements(bn):
     """A Winograd-shaped layer in eval mode convolves with weights transformed once (kept beside
@@ -224,12 +229,12 @@ def test_packed_winograd_weights_follow_in_place_updates_and_replacements(bn):
     def check():
         assert rel_error(_infer(model, x), _reference(model, x)) < TOL[np.float32]
         assert deepkern._C.last_conv2d_forward_path() == "winograd"
-        assert conv.__dict__["_packed"][3] is not None  # the transformed weights were used
+        assert _packed(conv) is not None  # the transformed weights were used
 
     check()
-    packed = conv.__dict__["_packed"][3]
+    packed = _packed(conv)
     check()
-    assert conv.__dict__["_packed"][3] is packed  # kept, not made again
+    assert _packed(conv) is packed  # kept, not made again
     with no_grad():
         conv.weight.mul_(-0.5)
     check()
@@ -339,3 +344,160 @@ def test_the_infer_bench_suite_runs_quick():
     for row in report.rows:
         assert row.reference == "torch" and row.deepkern_s > 0 and row.reference_s > 0
         assert row.rel_err is not None and row.rel_err < CHECK_TOLERANCE, row
+
+
+def _mixed(rng, dtype=np.float32):
+    """A Sequential whose layers with an array inference path (conv, pool, flatten, dropout,
+    linear, ReLU) surround layers without one (Tanh, a nested Sequential's BatchNorm1d) and an
+    Identity, so that the array path hands over to the ordinary one and back."""
+    deepkern.manual_seed(int(rng.integers(1 << 30)))
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1, dtype=dtype),
+        nn.Tanh(),
+        nn.MaxPool2d(2, ceil_mode=True),
+        nn.ReLU(),
+        nn.Identity(),
+        nn.Flatten(),
+        nn.Sequential(nn.Linear(4 * 3 * 2, 6, dtype=dtype), nn.BatchNorm1d(6, dtype=dtype)),
+        nn.Dropout(0.5),
+        nn.Linear(6, 3, dtype=dtype),
+        nn.ReLU(),
+    )
+    _randomize_norms(model, rng)
+    with no_grad():
+        model[6][1].running_mean.copy_(tensor(rng.standard_normal(6).astype(dtype)))
+    return model
+
+
+def _layer_by_layer(model, x) -> np.ndarray:
+    """``model(x)`` with each child called alone (the layers' own paths, no Sequential fusion)."""
+    out = tensor(x)
+    with no_grad():
+        for m in model:
+            out = m(out)
+    return out.numpy()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 2, 5, 3), (3, 2, 6, 4), (2, 2, 5, 4)])
+def test_the_array_path_matches_the_layer_by_layer_and_recorded_paths(dtype, shape):
+    rng = np.random.default_rng(len(shape) + shape[0])
+    model = _mixed(rng, dtype).eval()
+    x = rng.standard_normal(shape).astype(dtype)
+    expected = _layer_by_layer(model, x)
+    recorded = model(tensor(x)).detach().numpy()  # grad enabled: every layer recorded
+    for _ in range(2):  # the plans are made, then used
+        got = _infer(model, x)
+        np.testing.assert_allclose(got, expected, rtol=TOL[dtype], atol=TOL[dtype])
+        np.testing.assert_allclose(got, recorded, rtol=1e-5, atol=1e-6)
+    tanh_in = {}
+    model[1].register_forward_pre_hook(lambda m, args: tanh_in.__setitem__("x", args[0]))
+    np.testing.assert_array_equal(_infer(model, x), got)  # a hook in the middle: same result
+    assert isinstance(tanh_in["x"], deepkern.Tensor) and tanh_in["x"].shape == shape[:-3] + (4,) + shape[-2:]
+
+
+def test_hooks_on_layers_of_the_array_path_fire_with_tensors():
+    rng = np.random.default_rng(11)
+    model = _mixed(rng).eval()
+    x = rng.standard_normal((2, 2, 6, 4)).astype(np.float32)
+    plain = _infer(model, x)
+    calls = []
+    handles = [
+        model[i].register_forward_hook(lambda m, args, out, i=i: calls.append((i, type(args[0]), out.numpy().copy())))
+        for i in (2, 5, 7, 9)
+    ]
+    np.testing.assert_array_equal(_infer(model, x), plain)
+    assert [c[0] for c in calls] == [2, 5, 7, 9] and all(c[1] is deepkern.Tensor for c in calls)
+    np.testing.assert_array_equal(calls[-1][2], plain)
+    assert calls[1][2].shape == (2, 4 * 3 * 2)
+    replaced = model[5].register_forward_hook(lambda m, args, out: out * 0)  # a hook's value replaces the output
+    np.testing.assert_allclose(_infer(model, x), _infer_zeros(model), rtol=1e-6)
+    replaced.remove()
+    for h in handles:
+        h.remove()
+    calls.clear()
+    np.testing.assert_array_equal(_infer(model, x), plain)
+    assert calls == []
+
+
+def _infer_zeros(model) -> np.ndarray:
+    """The model's output when the flattened features are all zero (what follows model[5])."""
+    out = tensor(np.zeros((2, 4 * 3 * 2), np.float32))
+    with no_grad():
+        for m in list(model)[6:]:
+            out = m(out)
+    return out.numpy()
+
+
+def test_training_mode_under_no_grad_keeps_dropout_and_batch_statistics():
+    rng = np.random.default_rng(12)
+    model = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(40, 8), nn.BatchNorm1d(8)).train()
+    x = rng.uniform(1, 2, (16, 4, 10)).astype(np.float32)
+    before = arr(model[3].running_mean)
+    with no_grad():
+        dropped = model[:2](tensor(x)).numpy()
+        model(tensor(x))
+    flat = x.reshape(16, -1)
+    kept = dropped != 0
+    assert 0 < kept.mean() < 1  # a mask was drawn
+    np.testing.assert_allclose(dropped[kept], 2 * flat[kept], rtol=1e-6)
+    assert not np.allclose(arr(model[3].running_mean), before)  # batch statistics were used and tracked
+    model.eval()
+    with no_grad():
+        same = model[:2](tensor(x))
+    np.testing.assert_array_equal(same.numpy(), flat)
+
+
+def test_in_place_writes_and_replacements_after_a_cached_call_are_seen():
+    rng = np.random.default_rng(13)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 3 * 3, 5), nn.ReLU(), nn.Linear(5, 2)
+    ).eval()
+    x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+
+    def check():
+        assert rel_error(_infer(model, x), _reference(model, x)) < TOL[np.float32]
+
+    check()
+    with no_grad():
+        model[0].weight.mul_(-2.0)
+        model[3].bias.add_(1.0)
+        model[5].weight.mul_(0.5)
+    check()
+    opt = optim.SGD(model.parameters(), lr=0.5)
+    model(tensor(x)).sum().backward()
+    opt.step()
+    check()
+    model[3].weight.data = rng.standard_normal((5, 36)).astype(np.float32)  # a new array
+    model[0].bias = None
+    check()
+    model[2].start_dim = 2  # a changed setting: (2, 4, 9) into Linear(36) is refused
+    with no_grad(), pytest.raises(ValueError, match=r"Linear\(in_features=36.*input has shape \(2, 4, 9\)"):
+        model(tensor(x))
+
+
+def test_the_array_path_returns_the_input_tensor_for_identities_and_refuses_bad_dtypes():
+    x = tensor(np.ones((2, 3), np.float32))
+    with no_grad():
+        assert nn.Sequential(nn.Dropout(0.3), nn.Identity()).eval()(x) is x
+        with pytest.raises(TypeError, match="Dropout"):
+            nn.Sequential(nn.Flatten(), nn.Dropout(0.3)).eval()(tensor(np.ones((2, 3), np.int64)))
+        with pytest.raises(TypeError, match="ReLU"):
+            nn.Sequential(nn.ReLU())(tensor(np.ones((2, 3), np.int64)))
+
+
+@pytest.mark.parametrize("output_size", [1, (2, 3), (None, 2)])
+def test_adaptive_average_pooling_takes_the_fast_path(output_size):
+    rng = np.random.default_rng(14)
+    pool = nn.AdaptiveAvgPool2d(output_size)
+    for shape in [(2, 3, 5, 7), (3, 4, 6)]:  # batched, unbatched
+        x = rng.standard_normal(shape).astype(np.float64)
+        with no_grad():
+            got = pool(tensor(x))
+        size = (output_size, output_size) if isinstance(output_size, int) else output_size
+        size = tuple(shape[-2 + i] if v is None else v for i, v in enumerate(size))
+        ref = adaptive_avg_pool2d_ref(x if len(shape) == 4 else x[None], size)
+        assert "_plan" in pool.__dict__ and got.grad_fn is None
+        assert rel_error(got.numpy(), ref if len(shape) == 4 else ref[0]) < TOL[np.float64]
+    with no_grad(), pytest.raises(ValueError, match=r"AdaptiveAvgPool2d.*input has shape \(5, 6\)"):
+        pool(tensor(np.zeros((5, 6))))

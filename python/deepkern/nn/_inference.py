@@ -27,7 +27,7 @@ from ..tensor import Tensor
 #: The CPU backend, whose kernel entries the plans call.
 CPU = backends.get(CPU_DEVICE)
 #: The attributes a module keeps its inference caches in (dropped when it goes back to training).
-CACHES = ("_plan", "_folded", "_packed")
+CACHES = ("_plan",)
 #: The attribute of a layer that fuse_modules fused: (its BatchNorm2d or None, its ReLU or None).
 FUSION = "_fusion"
 #: The attribute of a BatchNorm2d or ReLU fused into a layer: a weak reference to that layer's
@@ -61,7 +61,10 @@ def cached_plan(module, x, arrays, config, build):
 
 def hooked(modules) -> bool:
     """Whether any of ``modules`` has forward hooks or pre-hooks (which must see each layer run)."""
-    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+    for m in modules:
+        if m._forward_hooks or m._forward_pre_hooks:
+            return True
+    return False
 
 
 def _array(t):
@@ -74,7 +77,9 @@ def kept(module, attr: str, key, arrays, build):
     ``key`` stay theirs. Checking costs one clock read while nothing anywhere was written."""
     cache = module.__dict__.get(attr)
     if cache is not None and cache[0] == key:
-        if cache[1] == autograd._clock or cache[2] == _versions(arrays):
+        if cache[1] == autograd._clock:
+            return cache[3]
+        if cache[2] == _versions(arrays):
             module.__dict__[attr] = (key, autograd._clock) + cache[2:]
             return cache[3]
     versions, value = _versions(arrays), build()
@@ -86,27 +91,22 @@ def _versions(arrays) -> tuple:
     return tuple(-1 if a is None else autograd.version_of(a) for a in arrays)
 
 
-def packed_conv_weights(conv, w, options):
-    """The CPU kernel's pre-transformed (Winograd) weights of the array ``w`` for the kernel
-    ``options`` (ops.ConvPlan's packing), or None where no path takes them: made once and kept on
-    ``conv`` until ``w`` is another array or is written in place (its version changes)."""
-    return kept(conv, "_packed", (id(w), options), (w,), lambda: CPU.conv2d_pack_winograd_weights(w, *options))
-
-
-def folded_conv_bn(conv, bn):
-    """``conv``'s weight and bias with the eval-mode batch norm ``bn`` folded in:
-    ``w * s`` and ``(b - running_mean) * s + bn.bias`` with ``s = bn.weight / sqrt(running_var + eps)``,
-    computed in float64 and rounded once to the weight's dtype. Cached on ``conv`` until one of the
-    six arrays is replaced or written in place (its version changes), or ``eps`` changes."""
+def conv_bn_arrays(conv, bn) -> tuple:
+    """The six arrays folding ``bn`` into ``conv`` reads (see :func:`folded`): the convolution's
+    weight and bias, the batch norm's weight, bias, running mean and running variance (None
+    entries for absent ones)."""
     p, q, buffers = conv._parameters, bn._parameters, bn._buffers
-    arrays = tuple(
+    return tuple(
         _array(t)
         for t in (p["weight"], p["bias"], q["weight"], q["bias"], buffers["running_mean"], buffers["running_var"])
     )
-    return kept(conv, "_folded", (id(bn), *map(id, arrays), bn.eps), arrays, lambda: _folded(arrays, bn.eps))
 
 
-def _folded(arrays, eps: float):
+def folded(arrays, eps: float):
+    """The convolution weight and bias of :func:`conv_bn_arrays`'s ``arrays`` with the eval-mode
+    batch norm folded in: ``w * s`` and ``(b - running_mean) * s + bn.bias`` with
+    ``s = bn.weight / sqrt(running_var + eps)``, computed in float64 and rounded once to the weight's
+    dtype."""
     w, b, gamma, beta, mean, var = arrays
     scale = 1.0 / np.sqrt(var.astype(np.float64) + eps)
     if gamma is not None:
@@ -159,38 +159,59 @@ def fusion_groups(modules) -> list:
     return groups
 
 
-def run_fused(group, x):
-    """``x`` through ``group`` (``(members, bn, relu)`` from :func:`fusion_groups`): in one pass
-    where the inference path takes it (nothing recorded, a CPU input, no hooks on the members, the
-    batch norm in eval mode), else each member in turn."""
-    members, bn, relu = group
+def run_sequence(groups, x):
+    """``x`` through a Sequential's ``groups`` (from :func:`fusion_groups`) with nothing recorded.
+    While the input is a host array, each group runs on arrays by its first member's ``_infer``
+    (a layer's inference path on arrays: ``_infer(x, bn, relu)`` gives the output array, or None
+    where the ordinary path must run) and only the result is wrapped in a Tensor. A group that
+    cannot (a member with hooks, a training batch norm, a layer without that path, another device,
+    an input the path does not take) runs each member the ordinary way on a Tensor."""
     arr = host_array(x)
-    if arr is not None and not hooked(members) and (bn is None or not bn.training):
-        y = members[0]._infer(arr, bn, relu)
-        if y is not None:
-            return y
-    for m in members:
-        x = m(x)
-    return x
+    for members, bn, relu in groups:
+        if arr is not None:
+            step = members[0]._infer
+            if step is not None and not hooked(members) and (bn is None or not bn.training):
+                y = step(arr, bn, relu)
+                if y is not None:
+                    if y is not arr:  # x (None: not made yet) is the Tensor of arr
+                        x, arr = None, y
+                    continue
+            if x is None:
+                x = Tensor._wrap(arr)
+        for m in members:
+            x = m(x)
+        arr = host_array(x)
+    return Tensor._wrap(arr) if x is None else x
+
+
+def infer_alone(module, input):
+    """``module._infer`` on ``input`` (a layer called alone, not fused) as a Tensor: None where the
+    inference path does not take it (see :func:`host_array`) and the ordinary path must run."""
+    x = host_array(input)
+    y = None if x is None else module._infer(x)
+    return None if y is None else Tensor._wrap(y)
 
 
 def infer(head, x):
-    """Inference of ``head`` (a Conv2d or Linear) on ``x`` (an array from :func:`host_array`), fused
-    with the batch norm and ReLU that :func:`deepkern.nn.utils.fuse_modules` gave it where they can
-    run fused (see :func:`run_fused`); those then pass the output through (:func:`passes_through`).
-    None where the ordinary path must run."""
+    """Inference of ``head`` (a Conv2d or Linear) on ``x`` (an array from :func:`host_array`) as a
+    Tensor, fused with the batch norm and ReLU that :func:`deepkern.nn.utils.fuse_modules` gave it
+    where they can run fused (as in :func:`run_sequence`); those then pass the output through
+    (:func:`passes_through`). None where the ordinary path must run."""
     fusion = head.__dict__.get(FUSION)
     if fusion is None:
-        return head._infer(x)
+        y = head._infer(x)
+        return None if y is None else Tensor._wrap(y)
     bn, relu = fusion
     members = [m for m in (head, bn, relu) if m is not None]
     if hooked(members) or (bn is not None and bn.training):
         return None
     y = head._infer(x, bn, relu is not None)
-    if y is not None:
-        ref = weakref.ref(y)
-        for m in members[1:]:
-            m.__dict__[FUSED_OUTPUT] = ref
+    if y is None:
+        return None
+    y = Tensor._wrap(y)
+    ref = weakref.ref(y)
+    for m in members[1:]:
+        m.__dict__[FUSED_OUTPUT] = ref
     return y
 
 

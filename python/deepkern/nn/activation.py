@@ -10,7 +10,7 @@ from ..ops._validate import is_bfloat16
 from ..tensor import Tensor
 from . import functional as F
 from . import init
-from ._inference import CPU, host_array, passes_through
+from ._inference import CPU, infer_alone, passes_through
 from ._layer import check_float, empty_parameter, factory_kwargs, run_op
 from .module import Module
 
@@ -53,13 +53,20 @@ class ReLU(Module):
     def forward(self, input):
         if passes_through(self, input):  # the output of a layer this ReLU was fused into
             return input
-        x = host_array(input)
-        if x is not None and x.dtype in _KERNEL_DTYPES:  # inference: the kernel alone
-            y = np.empty_like(x)
-            CPU.relu(x, y)
-            return Tensor._wrap(y)
+        y = infer_alone(self, input)
+        if y is not None:
+            return y
         _check_input(self, input)
         return F.relu(input)
+
+    def _infer(self, x, bn=None, relu=False):
+        """Inference on the array ``x`` (from _inference.host_array): the kernel alone, into a new
+        array; None for a dtype it lacks (the ordinary path)."""
+        if x.dtype not in _KERNEL_DTYPES:
+            return None
+        y = np.empty_like(x)
+        CPU.relu(x, y)
+        return y
 
     def extra_repr(self) -> str:
         return _inplace_repr(self.inplace)
@@ -236,6 +243,11 @@ class Dropout(Module):
         if not self.training and isinstance(input, Tensor):  # the identity, as F.dropout gives it
             return input
         return F.dropout(input, self.p, self.training)
+
+    def _infer(self, x, bn=None, relu=False):
+        """Inference on the array ``x`` (from _inference.host_array): ``x`` itself in eval mode for
+        a float input; None otherwise (training draws its mask on the ordinary path)."""
+        return x if not self.training and x.dtype in _KERNEL_DTYPES else None
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}"

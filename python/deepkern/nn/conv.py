@@ -8,10 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..ops.conv import _bias, _Geometry
-from ..ops.pool import _kernel_shape, _window
-from ..tensor import Tensor
+from ..ops.pool import _adaptive_size, _kernel_shape, _window
 from . import functional as F
-from ._inference import CPU, cached_plan, folded_conv_bn, host_array, infer, packed_conv_weights
+from ._inference import CPU, cached_plan, conv_bn_arrays, folded, host_array, infer, infer_alone, kept
 from ._layer import (
     add_weight_and_bias,
     bad_shape,
@@ -165,45 +164,45 @@ class _ConvNd(Module):
             self, function, input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
         )
 
-    def _inference_weights(self, bn=None):
-        """The weight and bias arrays the inference path convolves with: the parameters' own, or with
-        ``bn`` folded in (cached, see _inference.folded_conv_bn); _infer has them packed for the
-        kernel once (_inference.packed_conv_weights)."""
-        if bn is not None:
-            return folded_conv_bn(self, bn)
-        bias = self._parameters["bias"]
-        return self._parameters["weight"]._array, None if bias is None else bias._array
-
     def _infer(self, x, bn=None, relu=False):
-        """Inference on ``x`` (an array from _inference.host_array): the 2-D convolution on the
-        kernel with ``bn`` (an eval-mode BatchNorm2d) folded in, then the ReLU kernel when ``relu``
-        (the convolution has no activation epilogue), the arguments validated once per input
-        shape. None where the ordinary path must run (weights on another device or not contiguous)."""
-        w, b = self._inference_weights(bn)
-        config = (self.stride, self.padding, self.dilation, self.groups)
-        plan = cached_plan(self, x, (w, b), config, lambda: self._conv_plan(x, w, b))
+        """Inference on ``x`` (an array from _inference.host_array) as an array: the 2-D convolution
+        on the kernel with ``bn`` (an eval-mode BatchNorm2d) folded in, then the ReLU kernel when
+        ``relu`` (the convolution has no activation epilogue). Everything but the calls (the checks,
+        the folded and packed weights) is made once per input shape and weights (_conv_plan, kept
+        until an array is replaced or written in place). None where the ordinary path must run
+        (not 2-D, weights on another device or not contiguous)."""
+        p = self._parameters
+        bias = p["bias"]
+        arrays = (p["weight"]._array, None if bias is None else bias._array) if bn is None else conv_bn_arrays(self, bn)
+        config = (x.shape, x.dtype, self.stride, self.padding, self.dilation, self.groups)
+        key = config + (None if bn is None else (id(bn), bn.eps), *map(id, arrays))
+        plan = kept(self, "_plan", key, arrays, lambda: self._conv_plan(x, arrays, bn))
         if plan is None:
             return None
-        y = np.empty(plan[0], x.dtype)
-        packed = packed_conv_weights(self, w, plan[1])
-        CPU.conv2d_forward(x, w, b, y, *plan[1], **({} if packed is None else {"winograd_weights": packed}))
+        shape, w, b, options, packed = plan
+        y = np.empty(shape, x.dtype)
+        CPU.conv2d_forward(x, w, b, y, *options, **packed)
         if relu:  # the kernel takes no output overlapping its input: a second buffer
-            y, x = np.empty_like(y), y
+            y, x = np.empty(shape, x.dtype), y
             CPU.relu(x, y)
-        return Tensor._wrap(y)
+        return y
 
-    def _conv_plan(self, x, w, b):
-        """(output shape, kernel options) of the convolution of ``x`` by ``w`` and ``b``, validated as
-        ``ops.conv2d`` does (errors name the layer); None unless x is 4-D and w and b contiguous
-        NumPy arrays."""
+    def _conv_plan(self, x, arrays, bn):
+        """(output shape, weight, bias, kernel options, keyword arguments with the packed Winograd
+        weights) of the convolution of ``x`` by ``arrays`` (weight and bias, or
+        _inference.conv_bn_arrays with ``bn`` to fold), validated as ``ops.conv2d`` does (errors
+        name the layer); None unless x is 4-D and the weights are contiguous NumPy arrays."""
         self._checked(x)
+        w, b = arrays[:2] if bn is None else folded(arrays, bn.eps)
         if x.ndim != 4 or any(type(a) is not np.ndarray or not a.flags.c_contiguous for a in (w, b) if a is not None):
             return None
         geo = run_op(
             self, _Geometry, "conv2d", x.shape, x.dtype, w, self.stride, self.padding, self.dilation, self.groups
         )
         run_op(self, _bias, b, w.shape[0], x.dtype, "conv2d")
-        return geo.out_shape, geo.options()
+        options = geo.options()
+        packed = CPU.conv2d_pack_winograd_weights(w, *options)
+        return geo.out_shape, w, b, options, {} if packed is None else {"winograd_weights": packed}
 
     def extra_repr(self) -> str:
         n = self.dims
@@ -347,14 +346,9 @@ class _MaxPoolNd(Module):
         self.return_indices, self.ceil_mode = return_indices, ceil_mode
 
     def forward(self, input):
-        x = host_array(input) if self.dims == 2 and not self.return_indices else None
-        if x is not None:
-            config = (self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
-            plan = cached_plan(self, x, (), config, lambda: self._pool_plan(x))
-            if plan is not None:
-                y = np.empty(plan[0], x.dtype)
-                CPU.max_pool2d(x, y, None, plan[1])
-                return Tensor._wrap(y)
+        y = infer_alone(self, input)
+        if y is not None:
+            return y
         return _pool(
             self,
             F.max_pool1d if self.dims == 1 else F.max_pool2d,
@@ -366,6 +360,20 @@ class _MaxPoolNd(Module):
             self.ceil_mode,
             self.return_indices,
         )
+
+    def _infer(self, x, bn=None, relu=False):
+        """Inference on the array ``x`` (from _inference.host_array): the 2-D pooling kernel, the
+        arguments validated once per input shape; None where the ordinary path must run (1-D,
+        ``return_indices``, a dtype the kernel lacks)."""
+        if self.dims != 2 or self.return_indices:
+            return None
+        config = (self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+        plan = cached_plan(self, x, (), config, lambda: self._pool_plan(x))
+        if plan is None:
+            return None
+        y = np.empty(plan[0], x.dtype)
+        CPU.max_pool2d(x, y, None, plan[1])
+        return y
 
     def _pool_plan(self, x):
         """(output shape, the kernel's shape tuple) for input ``x``, validated as ``ops.max_pool2d``
@@ -458,7 +466,31 @@ class AdaptiveAvgPool2d(Module):
         self.output_size = output_size
 
     def forward(self, input):
+        y = infer_alone(self, input)
+        if y is not None:
+            return y
         return _pool(self, F.adaptive_avg_pool2d, input, self.output_size)
+
+    def _infer(self, x, bn=None, relu=False):
+        """Inference on the array ``x`` (from _inference.host_array): the pooling kernel, the
+        arguments validated once per input shape; None where the ordinary path must run (a dtype
+        the kernel lacks, an empty output)."""
+        plan = cached_plan(self, x, (), (self.output_size,), lambda: self._pool_plan(x))
+        if plan is None:
+            return None
+        y = np.empty(plan[0], x.dtype)
+        CPU.adaptive_avg_pool2d(x, y, plan[1])
+        return y
+
+    def _pool_plan(self, x):
+        """(output shape, the kernel's shape tuple) for input ``x``, validated as
+        ``ops.adaptive_avg_pool2d`` does (errors name the layer); None for a dtype the kernel lacks
+        or an empty output."""
+        _pool(self, lambda *args: None, x)  # the layer's own checks
+        out_hw = run_op(self, _adaptive_size, self.output_size, x.shape, "adaptive_avg_pool2d")
+        if x.dtype not in (np.float32, np.float64) or 0 in out_hw:
+            return None
+        return x.shape[:-2] + out_hw, _kernel_shape(x.shape, out_hw)
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"

@@ -63,30 +63,34 @@ class Linear(Module):
             bad_shape(self, input, f"(..., {self.in_features})")
 
     def _infer(self, x, bn=None, relu=False):
-        """Inference on ``x`` (an array from _inference.host_array): one GEMM with the bias (and
-        ReLU when ``relu``) in its epilogue, the arguments validated once per input shape. None
-        where the ordinary path must run (bfloat16, weights on another device or not contiguous)."""
-        w, b = self.weight._array, None if self.bias is None else self.bias._array
+        """Inference on ``x`` (an array from _inference.host_array) as an array: one GEMM with the
+        bias (and ReLU when ``relu``) in its epilogue, the arguments validated once per input shape.
+        None where the ordinary path must run (bfloat16, weights on another device or not
+        contiguous)."""
+        p = self._parameters
+        bias = p["bias"]
+        w, b = p["weight"]._array, None if bias is None else bias._array
         plan = cached_plan(self, x, (w, b), (), lambda: self._gemm_plan(x, w, b))
         if plan is None:
             return None
-        rows, shape = plan
-        y = np.empty(shape, x.dtype)
+        rows, shape, wt, bias_axis = plan
         k = self.in_features
-        bias_axis = _BIAS_NONE if b is None else _BIAS_COLS
-        CPU.gemm(x.reshape(rows, k), w.T, y.reshape(rows, -1), _ONE, _ONE, _ONE, k, 1.0, 0.0, b, bias_axis, relu)
-        return Tensor._wrap(y)
+        y = np.empty((rows, self.out_features), x.dtype)
+        flat = x.ndim == 2
+        CPU.gemm(x if flat else x.reshape(rows, k), wt, y, _ONE, _ONE, _ONE, k, 1.0, 0.0, b, bias_axis, relu)
+        return y if flat else y.reshape(shape)
 
     def _gemm_plan(self, x, w, b):
-        """(rows, output shape) of ``x @ w.T + b``, validated as the layer does; None unless x, w
-        and b are float32/float64 contiguous NumPy arrays of one dtype."""
+        """(rows, output shape, ``w.T``, the GEMM's bias axis) of ``x @ w.T + b``, validated as the
+        layer does; None unless x, w and b are float32/float64 contiguous NumPy arrays of one dtype."""
         self._checked(x)
         arrays = [a for a in (w, b) if a is not None]
         if x.dtype not in (np.float32, np.float64) or any(
             type(a) is not np.ndarray or not a.flags.c_contiguous or a.dtype != x.dtype for a in arrays
         ):
             return None
-        return math.prod(x.shape[:-1]), x.shape[:-1] + (self.out_features,)
+        bias_axis = _BIAS_NONE if b is None else _BIAS_COLS
+        return math.prod(x.shape[:-1]), x.shape[:-1] + (self.out_features,), w.T, bias_axis
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -188,9 +192,25 @@ class Flatten(Module):
             bad_shape(self, input, f"at least {needed} dimensions, with start_dim no later than end_dim")
         x = host_array(input)
         if x is not None:  # inference: a view, nothing recorded
-            start, end = self.start_dim % ndim, self.end_dim % ndim
-            return Tensor._wrap(x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1 :]))
+            return Tensor._wrap(self._view(x))
         return F.flatten(input, self.start_dim, self.end_dim)
+
+    def _infer(self, x, bn=None, relu=False):
+        """Inference on the array ``x`` (from _inference.host_array): the flattened view, or None
+        for a shape the layer refuses (the ordinary path raises)."""
+        ndim = x.ndim
+        start, end = self.start_dim, self.end_dim
+        if not (-ndim <= start < ndim and -ndim <= end < ndim) or start % ndim > end % ndim:
+            return None
+        return self._view(x)
+
+    def _view(self, x):
+        """``x`` with dimensions start_dim to end_dim merged (a view of a contiguous array)."""
+        ndim = max(x.ndim, 1)
+        start, end = self.start_dim % ndim, self.end_dim % ndim
+        if start == 1 and end == ndim - 1:
+            return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1 :])
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"

@@ -15,7 +15,7 @@ from ..io import check_state_dict
 from ..ops._validate import bfloat16_dtype, is_floating_dtype
 from ..tensor import Tensor
 from ._inference import CACHES as INFERENCE_CACHES
-from ._inference import fusion_groups, run_fused
+from ._inference import fusion_groups, run_sequence
 
 __all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "ParameterList", "Identity"]
 
@@ -36,6 +36,10 @@ class Parameter(Tensor):
 class Module:
     """Base class of layers and models: assign Parameters, buffers (``register_buffer``) and
     Modules as attributes; override ``forward``; call the module to run it."""
+
+    #: The layer's inference path on arrays, ``_infer(x, bn, relu)`` (nn/_inference.py); None:
+    #: the module has none and runs the ordinary way.
+    _infer = None
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -312,10 +316,7 @@ class Sequential(Module):
             for m in self._modules.values():
                 x = m(x)
             return x
-        for group in self._fusion_groups():
-            members = group[0]
-            x = members[0](x) if len(members) == 1 else run_fused(group, x)
-        return x
+        return run_sequence(self._fusion_groups(), x)
 
     def _fusion_groups(self) -> list:
         """The children as _inference.fusion_groups groups them, kept until the children change."""
