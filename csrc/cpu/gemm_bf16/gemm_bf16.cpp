@@ -223,25 +223,53 @@ void gemm_block(const Bf16GemmKernels& kern, const Problem<OutT>& P, int64_t m0,
   if (kern.end) kern.end();
 }
 
+// Rows [i0, i1) of gemm_bf16_prepacked's C (contiguous rows, a column bias or none) start as the
+// bias (beta 0) or get it added (beta 1).
+void start_rows(const Problem<float>& P, int64_t i0, int64_t i1) {
+  const float* bias = P.epilogue.bias;
+  for (int64_t i = i0; i < i1; ++i) {
+    float* row = P.c.data + i * P.c.row_stride;
+    if (P.beta == 0.0f)
+      for (int64_t j = 0; j < P.n; ++j) row[j] = bias ? bias[j] : 0.0f;
+    else if (bias)
+      for (int64_t j = 0; j < P.n; ++j) row[j] += bias[j];
+  }
+}
+
+// Columns and K values of packed B that the strips of several row blocks take in turn: 4 panels of
+// 32 by 256 K values (64 KB of B: L1 and L2 between them while every block reads it).
+constexpr int64_t kStripWidth = 128, kStripDepth = 256;
+
+// accumulate_prepacked on a tier with strip kernels and an A with contiguous rows: A is read in place
+// (no packing) and C accumulated strip_rows rows at a time, so a product of 1 to 12 rows computes no
+// padding rows. A single strip streams all of B once; several take B a block of kStripWidth columns
+// by kStripDepth K values at a time (kStripWidth a multiple of nr, kStripDepth even).
+void accumulate_strips(const Bf16GemmKernels& kern, const Problem<float>& P, const PackedBf16B& b) {
+  start_rows(P, 0, P.m);
+  const int64_t lda = P.a.row_stride, ldc = P.c.row_stride, panel_stride = b.k_padded * kern.nr;
+  const bool one_strip = P.m <= kern.strip_rows;
+  const int64_t depth = one_strip ? P.k : kStripDepth, width = one_strip ? P.n : kStripWidth;
+  for (int64_t pc = 0; pc < P.k; pc += depth)
+    for (int64_t jc = 0; jc < P.n; jc += width)
+      for (int64_t ic = 0; ic < P.m; ic += kern.strip_rows)
+        kern.strip(static_cast<int>(std::min<int64_t>(kern.strip_rows, P.m - ic)), std::min(depth, P.k - pc),
+                   P.a.data + ic * lda + pc, lda, b.panels + jc / kern.nr * panel_stride + pc * kern.nr, panel_stride,
+                   P.c.data + ic * ldc + jc, ldc, std::min(width, P.n - jc));
+}
+
 // gemm_bf16_prepacked's common case (alpha 1, beta 0 or 1, contiguous rows of C, a column bias
 // or none, no ReLU): C starts as the bias (beta 0) or gets it added, and the tiles accumulate into
 // C itself, so no accumulator block is cleared or merged; a tile past C's last row or column goes
-// through a tile of its own. A is packed once per block of mc rows.
+// through a tile of its own. A is packed once per block of mc rows (unless the strips take it).
 void accumulate_prepacked(const Bf16GemmKernels& kern, const Problem<float>& P, const PackedBf16B& b) {
+  if (kern.strip && P.a.col_stride == 1) return accumulate_strips(kern, P, b);
   const int mr = kern.mr, nr = kern.nr;
   const int64_t ldc = P.c.row_stride, col_panels = (P.n + nr - 1) / nr;
-  const float* bias = P.epilogue.bias;
   bf16* a_pack = block_buffers(kern, b.k_padded, P.m, 0, 0).first;
   float* edge = scratch<float>(kAcc, int64_t(mr) * nr);
   for (int64_t ic = 0; ic < P.m; ic += kern.mc) {
     const int64_t mc = std::min<int64_t>(kern.mc, P.m - ic), row_panels = (mc + mr - 1) / mr;
-    for (int64_t i = ic; i < ic + mc; ++i) {
-      float* row = P.c.data + i * ldc;
-      if (P.beta == 0.0f)
-        for (int64_t j = 0; j < P.n; ++j) row[j] = bias ? to_float(bias[j]) : 0.0f;
-      else if (bias)
-        for (int64_t j = 0; j < P.n; ++j) row[j] += to_float(bias[j]);
-    }
+    start_rows(P, ic, ic + mc);
     for (int64_t pc = 0; pc < P.k; pc += kern.kc) {
       const int64_t kc = std::min<int64_t>(kern.kc, P.k - pc), kp = round_up(kc, kern.k_align);
       pack_a(P.a, ic, mc, pc, kc, kp, mr, a_pack);
