@@ -223,38 +223,35 @@ void gemm_block(const Bf16GemmKernels& kern, const Problem<OutT>& P, int64_t m0,
   if (kern.end) kern.end();
 }
 
-// Rows [i0, i1) of gemm_bf16_prepacked's C (contiguous rows, a column bias or none) start as the
-// bias (beta 0) or get it added (beta 1).
-void start_rows(const Problem<float>& P, int64_t i0, int64_t i1) {
-  const float* bias = P.epilogue.bias;
-  for (int64_t i = i0; i < i1; ++i) {
-    float* row = P.c.data + i * P.c.row_stride;
-    if (P.beta == 0.0f)
-      for (int64_t j = 0; j < P.n; ++j) row[j] = bias ? bias[j] : 0.0f;
-    else if (bias)
-      for (int64_t j = 0; j < P.n; ++j) row[j] += bias[j];
-  }
-}
-
 // Columns and K values of packed B that the strips of several row blocks take in turn: 4 panels of
-// 32 by 256 K values (64 KB of B: L1 and L2 between them while every block reads it).
-constexpr int64_t kStripWidth = 128, kStripDepth = 256;
+// 32 by up to 1024 K values (256 KB of B at most, kept in L2 while every strip reads it).
+constexpr int64_t kStripWidth = 128, kStripDepth = 1024;
 
 // accumulate_prepacked on a tier with strip kernels and an A with contiguous rows: A is read in place
-// (no packing) and C accumulated strip_rows rows at a time, so a product of 1 to 12 rows computes no
-// padding rows. A single strip streams all of B once; several take B a block of kStripWidth columns
-// by kStripDepth K values at a time (kStripWidth a multiple of nr, kStripDepth even).
+// (no packing), and C accumulated in ceil(m / strip_rows) strips of rows as equal as can be, so a
+// product of 1 to 12 rows computes no padding rows. The first block of K starts C as the bias (beta
+// 0) or adds the bias to it (beta 1) in the kernel, so C is read at most once per block of K. A
+// single strip streams all of B once; several take B a block of kStripWidth columns by kStripDepth K
+// values at a time (kStripWidth a multiple of nr, kStripDepth even).
 void accumulate_strips(const Bf16GemmKernels& kern, const Problem<float>& P, const PackedBf16B& b) {
-  start_rows(P, 0, P.m);
-  const int64_t lda = P.a.row_stride, ldc = P.c.row_stride, panel_stride = b.k_padded * kern.nr;
-  const bool one_strip = P.m <= kern.strip_rows;
-  const int64_t depth = one_strip ? P.k : kStripDepth, width = one_strip ? P.n : kStripWidth;
-  for (int64_t pc = 0; pc < P.k; pc += depth)
+  const int64_t lda = P.a.row_stride, ldc = P.c.row_stride, strips = (P.m + kern.strip_rows - 1) / kern.strip_rows;
+  const int64_t depth = strips == 1 ? std::max<int64_t>(P.k, 1) : kStripDepth, width = strips == 1 ? P.n : kStripWidth;
+  for (int64_t pc = 0; pc == 0 || pc < P.k; pc += depth)  // k == 0 too: C = beta C + bias
     for (int64_t jc = 0; jc < P.n; jc += width)
-      for (int64_t ic = 0; ic < P.m; ic += kern.strip_rows)
-        kern.strip(static_cast<int>(std::min<int64_t>(kern.strip_rows, P.m - ic)), std::min(depth, P.k - pc),
-                   P.a.data + ic * lda + pc, lda, b.panels + jc / kern.nr * panel_stride + pc * kern.nr, panel_stride,
-                   P.c.data + ic * ldc + jc, ldc, std::min(width, P.n - jc));
+      for (int64_t s = 0; s < strips; ++s) {
+        const int64_t i0 = P.m * s / strips, rows = P.m * (s + 1) / strips - i0;
+        const float* bias = pc == 0 && P.epilogue.bias ? P.epilogue.bias + jc : nullptr;
+        kern.strip(static_cast<int>(rows), {.k = std::min(depth, P.k - pc),
+                                            .a = P.a.data + i0 * lda + pc,
+                                            .lda = lda,
+                                            .b = b.panels + jc / kern.nr * b.k_padded * kern.nr + pc * kern.nr,
+                                            .panel_stride = b.k_padded * kern.nr,
+                                            .c = P.c.data + i0 * ldc + jc,
+                                            .ldc = ldc,
+                                            .cols = std::min(width, P.n - jc),
+                                            .bias = bias,
+                                            .accumulate = pc > 0 || P.beta != 0.0f});
+      }
 }
 
 // gemm_bf16_prepacked's common case (alpha 1, beta 0 or 1, contiguous rows of C, a column bias
@@ -265,11 +262,18 @@ void accumulate_prepacked(const Bf16GemmKernels& kern, const Problem<float>& P, 
   if (kern.strip && P.a.col_stride == 1) return accumulate_strips(kern, P, b);
   const int mr = kern.mr, nr = kern.nr;
   const int64_t ldc = P.c.row_stride, col_panels = (P.n + nr - 1) / nr;
+  const float* bias = P.epilogue.bias;
   bf16* a_pack = block_buffers(kern, b.k_padded, P.m, 0, 0).first;
   float* edge = scratch<float>(kAcc, int64_t(mr) * nr);
   for (int64_t ic = 0; ic < P.m; ic += kern.mc) {
     const int64_t mc = std::min<int64_t>(kern.mc, P.m - ic), row_panels = (mc + mr - 1) / mr;
-    start_rows(P, ic, ic + mc);
+    for (int64_t i = ic; i < ic + mc; ++i) {
+      float* row = P.c.data + i * ldc;
+      if (P.beta == 0.0f)
+        for (int64_t j = 0; j < P.n; ++j) row[j] = bias ? to_float(bias[j]) : 0.0f;
+      else if (bias)
+        for (int64_t j = 0; j < P.n; ++j) row[j] += to_float(bias[j]);
+    }
     for (int64_t pc = 0; pc < P.k; pc += kern.kc) {
       const int64_t kc = std::min<int64_t>(kern.kc, P.k - pc), kp = round_up(kc, kern.k_align);
       pack_a(P.a, ic, mc, pc, kc, kp, mr, a_pack);

@@ -66,25 +66,30 @@ template <bool kMasked, int V>
 
 // The strip kernel (kernels.h) for R rows and P column panels at a time (2P vectors of 16 columns
 // per row, R * 2P accumulators): each K pair loads 2P vectors of B once for all R rows. Columns
-// past `cols` are masked out of every load and store of C, and of B's when kMasked (without it, all
-// P panels must be there: the masks would take more than the 7 mask registers in the loop).
+// past s.cols are masked out of every load and store of C and the bias, and of B's when kMasked
+// (without it, all P panels must be there: the masks would take more than the 7 mask registers in
+// the loop).
 template <int R, int P, bool kMasked>
-void strip_panels(int64_t k, const bf16* a, int64_t lda, const bf16* b, int64_t panel_stride, float* c, int64_t ldc,
-                  int64_t cols) {
+void strip_panels(const Bf16Strip& s) {
   constexpr int V = 2 * P;
+  const int64_t k = s.k, lda = s.lda, ldc = s.ldc;
+  const bf16* const a = s.a;
   __mmask16 mask[V];
   const bf16* bq[V];  // vector v of pair row 0
 #pragma GCC unroll 8
   for (int v = 0; v < V; ++v) {
-    const int64_t n = std::clamp<int64_t>(cols - 16 * v, 0, 16);
+    const int64_t n = std::clamp<int64_t>(s.cols - 16 * v, 0, 16);
     mask[v] = static_cast<__mmask16>((1u << n) - 1u);
-    bq[v] = b + (v / 2) * panel_stride + (v % 2) * 32;
+    bq[v] = s.b + (v / 2) * s.panel_stride + (v % 2) * 32;
   }
   __m512 acc[R][V];
-#pragma GCC unroll 12
-  for (int i = 0; i < R; ++i)
 #pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) acc[i][v] = _mm512_maskz_loadu_ps(mask[v], c + i * ldc + 16 * v);
+  for (int v = 0; v < V; ++v) {
+    const __m512 bias = s.bias ? _mm512_maskz_loadu_ps(mask[v], s.bias + 16 * v) : _mm512_setzero_ps();
+#pragma GCC unroll 12
+    for (int i = 0; i < R; ++i)
+      acc[i][v] = s.accumulate ? _mm512_add_ps(bias, _mm512_maskz_loadu_ps(mask[v], s.c + i * ldc + 16 * v)) : bias;
+  }
   __m512bh bv[V];
   for (int64_t q = 0; q < k / 2; ++q) {
     load_pair_row<kMasked>(bv, bq, mask, q);
@@ -101,37 +106,37 @@ void strip_panels(int64_t k, const bf16* a, int64_t lda, const bf16* b, int64_t 
 #pragma GCC unroll 12
   for (int i = 0; i < R; ++i)
 #pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) _mm512_mask_storeu_ps(c + i * ldc + 16 * v, mask[v], acc[i][v]);
+    for (int v = 0; v < V; ++v) _mm512_mask_storeu_ps(s.c + i * ldc + 16 * v, mask[v], acc[i][v]);
 }
 
 // The Bf16StripKernel contract for R rows: groups of P panels, P as wide as the 32 vector
 // registers allow (R * 2P accumulators, 2P vectors of B and a broadcast: rows 1-2 four panels, 3
 // three, 4-6 two, 7-12 one), so that every step has enough independent sums; the last group masked.
 template <int R>
-void strip_rows(int64_t k, const bf16* a, int64_t lda, const bf16* b, int64_t panel_stride, float* c, int64_t ldc,
-                int64_t cols) {
+void strip_rows(const Bf16Strip& s) {
   constexpr int P = R <= 2 ? 4 : R == 3 ? 3 : R <= 6 ? 2 : 1;
   constexpr int64_t kWidth = P * kCols;
-  int64_t j = 0;
-  for (; j + kWidth <= cols; j += kWidth)
-    strip_panels<R, P, false>(k, a, lda, b + j / kCols * panel_stride, panel_stride, c + j, ldc, kWidth);
-  if (j < cols) strip_panels<R, P, true>(k, a, lda, b + j / kCols * panel_stride, panel_stride, c + j, ldc, cols - j);
+  for (int64_t j = 0; j < s.cols; j += kWidth) {
+    Bf16Strip group = s;
+    group.b += j / kCols * s.panel_stride;
+    group.c += j;
+    group.cols = std::min(kWidth, s.cols - j);
+    if (s.bias) group.bias += j;
+    if (group.cols == kWidth)
+      strip_panels<R, P, false>(group);
+    else
+      strip_panels<R, P, true>(group);
+  }
 }
 
-using StripOfRows = void (*)(int64_t k, const bf16* a, int64_t lda, const bf16* b, int64_t panel_stride, float* c,
-                             int64_t ldc, int64_t cols);
-
 template <int... R>
-constexpr std::array<StripOfRows, sizeof...(R)> strip_table(std::integer_sequence<int, R...>) {
+constexpr std::array<void (*)(const Bf16Strip&), sizeof...(R)> strip_table(std::integer_sequence<int, R...>) {
   return {&strip_rows<R + 1>...};
 }
 
 constexpr auto kStrips = strip_table(std::make_integer_sequence<int, kRows>{});
 
-void strip_dpbf16(int rows, int64_t k, const bf16* a, int64_t lda, const bf16* b, int64_t panel_stride, float* c,
-                  int64_t ldc, int64_t cols) {
-  kStrips[rows - 1](k, a, lda, b, panel_stride, c, ldc, cols);
-}
+void strip_dpbf16(int rows, const Bf16Strip& s) { kStrips[rows - 1](s); }
 
 // 16 independent VDPBF16PS chains (each step: 16 lanes x 2 products and 2 additions).
 constexpr int kPeakChains = 16;
