@@ -146,6 +146,28 @@ def test_layer_forward_and_backward_on_every_tier(isa, threads, cell, shape, rev
         assert_close(g, r, backward_bound(r, steps, ref_grads), f"{cell} {name} {shape} on {isa}")
 
 
+@pytest.mark.parametrize("batch", [*range(1, 14), 32, 33])
+def test_lstm_batches_of_every_strip(isa, threads, batch, rng):
+    """The recurrent GEMM's row counts are the batch (or a thread's share of it): every count of rows
+    of the AVX512-BF16 strips (1-2 rows four panels wide, 3 three, 4-6 two, 7-12 one; several strips
+    from 13 rows), with an odd H (a masked column tail, the units split over 2 threads) and an odd I above
+    the strips' block of 256 K values (the input projection's T * B rows run in several blocks of K,
+    the last one odd)."""
+    steps, inputs, hidden = 3, 301, 97
+    x, states, weights, biases = layer_inputs(rng, "lstm", steps, batch, inputs, hidden)
+    _C.reset_isa_records()
+    out, cache = run_layer("lstm", x, states, weights, biases)
+    assert _C.last_isa("gemm_bf16") == isa
+    grads = [bf16(rng.standard_normal(o.shape)) for o in out]
+    got = run_backward("lstm", grads, x, states, weights, cache)
+    ref_out, ref_grads = references("lstm", x, states, weights, biases, grads)
+    for name, g, r in zip(("y", "h_T", "c_T"), out, ref_out):
+        assert_close(g, r, forward_bound(r, steps), f"{name} at batch {batch} on {isa}")
+    names = ("grad_x", "grad_h0", "grad_c0", "grad_w_ih", "grad_w_hh", "grad_b_ih", "grad_b_hh")
+    for name, g, r in zip(names, got, ref_grads):
+        assert_close(g, r, backward_bound(r, steps, ref_grads), f"{name} at batch {batch} on {isa}")
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_caches_are_float32(cell, rng):
     x, states, weights, biases = layer_inputs(rng, cell, 3, 2, 5, 4)

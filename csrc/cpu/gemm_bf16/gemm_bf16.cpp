@@ -223,11 +223,43 @@ void gemm_block(const Bf16GemmKernels& kern, const Problem<OutT>& P, int64_t m0,
   if (kern.end) kern.end();
 }
 
+// Columns and K values of packed B that the strips of several row blocks take in turn: 4 panels of
+// 32 by up to 1024 K values (256 KB of B at most, kept in L2 while every strip reads it).
+constexpr int64_t kStripWidth = 128, kStripDepth = 1024;
+
+// accumulate_prepacked on a tier with strip kernels and an A with contiguous rows: A is read in place
+// (no packing), and C accumulated in ceil(m / strip_rows) strips of rows as equal as can be, so a
+// product of 1 to 12 rows computes no padding rows. The first block of K starts C as the bias (beta
+// 0) or adds the bias to it (beta 1) in the kernel, so C is read at most once per block of K. A
+// single strip streams all of B once; several take B a block of kStripWidth columns by kStripDepth K
+// values at a time (kStripWidth a multiple of nr, kStripDepth even).
+void accumulate_strips(const Bf16GemmKernels& kern, const Problem<float>& P, const PackedBf16B& b) {
+  const int64_t lda = P.a.row_stride, ldc = P.c.row_stride, strips = (P.m + kern.strip_rows - 1) / kern.strip_rows;
+  const int64_t depth = strips == 1 ? std::max<int64_t>(P.k, 1) : kStripDepth, width = strips == 1 ? P.n : kStripWidth;
+  for (int64_t pc = 0; pc == 0 || pc < P.k; pc += depth)  // k == 0 too: C = beta C + bias
+    for (int64_t jc = 0; jc < P.n; jc += width)
+      for (int64_t s = 0; s < strips; ++s) {
+        const int64_t i0 = P.m * s / strips, rows = P.m * (s + 1) / strips - i0;
+        const float* bias = pc == 0 && P.epilogue.bias ? P.epilogue.bias + jc : nullptr;
+        kern.strip(static_cast<int>(rows), {.k = std::min(depth, P.k - pc),
+                                            .a = P.a.data + i0 * lda + pc,
+                                            .lda = lda,
+                                            .b = b.panels + jc / kern.nr * b.k_padded * kern.nr + pc * kern.nr,
+                                            .panel_stride = b.k_padded * kern.nr,
+                                            .c = P.c.data + i0 * ldc + jc,
+                                            .ldc = ldc,
+                                            .cols = std::min(width, P.n - jc),
+                                            .bias = bias,
+                                            .accumulate = pc > 0 || P.beta != 0.0f});
+      }
+}
+
 // gemm_bf16_prepacked's common case (alpha 1, beta 0 or 1, contiguous rows of C, a column bias
 // or none, no ReLU): C starts as the bias (beta 0) or gets it added, and the tiles accumulate into
 // C itself, so no accumulator block is cleared or merged; a tile past C's last row or column goes
-// through a tile of its own. A is packed once per block of mc rows.
+// through a tile of its own. A is packed once per block of mc rows (unless the strips take it).
 void accumulate_prepacked(const Bf16GemmKernels& kern, const Problem<float>& P, const PackedBf16B& b) {
+  if (kern.strip && P.a.col_stride == 1) return accumulate_strips(kern, P, b);
   const int mr = kern.mr, nr = kern.nr;
   const int64_t ldc = P.c.row_stride, col_panels = (P.n + nr - 1) / nr;
   const float* bias = P.epilogue.bias;

@@ -11,6 +11,8 @@
 // their tile configuration there. peak_chains(iters) (null for the emulated kernels) runs `iters`
 // steps of independent chains of the tier's instruction in registers, peak_flops_per_iteration
 // floating-point operations each (a multiply-add counts 2), for the roofline's bfloat16 peak.
+// strip(rows, s) (null where a tier has none) multiplies a few rows without packing A, for the small
+// row counts of a recurrent step (Bf16Strip below); 1 <= rows <= strip_rows.
 #pragma once
 #include <cstdint>
 
@@ -20,6 +22,23 @@
 namespace deepkern::cpu {
 
 using Bf16TileKernel = void (*)(int64_t kp, const bf16* a, int64_t lda, const bf16* b, float* acc, int64_t ldacc);
+
+// One strip product: C (rows x cols float32, c[i * ldc + j]) = (accumulate ? C : 0) + bias (a row of
+// cols values or null) + A (rows x k bfloat16, a[i * lda + p]) @ B, B's column panels as above with
+// panel q at b + q * panel_stride and its pair row 0 at b. An odd k pairs A's last column with zero.
+// Nothing past column `cols` of C, B or the bias, or past column k of A, is read or written.
+struct Bf16Strip {
+  int64_t k;
+  const bf16* a;
+  int64_t lda;
+  const bf16* b;
+  int64_t panel_stride;
+  float* c;
+  int64_t ldc, cols;
+  const float* bias;
+  bool accumulate;
+};
+using Bf16StripKernel = void (*)(int rows, const Bf16Strip& s);
 
 struct Bf16GemmKernels {
   const char* name;
@@ -31,6 +50,8 @@ struct Bf16GemmKernels {
   void (*end)();
   float (*peak_chains)(int64_t iters);
   double peak_flops_per_iteration;
+  Bf16StripKernel strip = nullptr;
+  int strip_rows = 0;
 };
 
 // The emulated kernels, one per ISA (kernels_emulated.cpp, compiled per ISA).

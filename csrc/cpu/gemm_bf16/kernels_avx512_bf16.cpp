@@ -1,9 +1,14 @@
-// The AVX512-BF16 kernel (compiled with the avx512 flags plus -mavx512bf16; used only when CPUID
+// The AVX512-BF16 kernels (compiled with the avx512 flags plus -mavx512bf16; used only when CPUID
 // reports AVX512-BF16): VDPBF16PS multiplies one K pair of an A row, broadcast, by 16 column pairs
-// of B and adds both products to 16 float32 accumulators.
+// of B and adds both products to 16 float32 accumulators. The 12 x 32 tile serves the blocked
+// GEMM; the strips (1 to 12 rows of unpacked A, as wide as the registers allow) serve the products
+// with a packed B, whose row counts are a recurrent layer's batch.
 #include <immintrin.h>
 
+#include <algorithm>
+#include <array>
 #include <cstring>
+#include <utility>
 
 #include "cpu/gemm_bf16/kernels.h"
 
@@ -37,6 +42,102 @@ void tile_dpbf16(int64_t kp, const bf16* a, int64_t lda, const bf16* b, float* a
   }
 }
 
+// acc[i][v] += row i's K pair pair_of(i) (broadcast) times B's vector v of the same pair row.
+template <int R, int V, class PairOf>
+[[gnu::always_inline]] inline void add_pair(__m512 (&acc)[R][V], const __m512bh (&bv)[V], const PairOf& pair_of) {
+#pragma GCC unroll 12
+  for (int i = 0; i < R; ++i) {
+    const __m512bh ai = (__m512bh)_mm512_set1_epi32(pair_of(i));
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], ai, bv[v]);
+  }
+}
+
+// bv[v] = vector v of B's pair row q (vector v of pair row 0 at bq[v]), masked when kMasked.
+template <bool kMasked, int V>
+[[gnu::always_inline]] inline void load_pair_row(__m512bh (&bv)[V], const bf16* const (&bq)[V],
+                                                 const __mmask16 (&mask)[V], int64_t q) {
+#pragma GCC unroll 8
+  for (int v = 0; v < V; ++v) {
+    const bf16* at = bq[v] + q * kCols * 2;
+    bv[v] = (__m512bh)(kMasked ? _mm512_maskz_loadu_epi32(mask[v], at) : _mm512_loadu_si512(at));
+  }
+}
+
+// The strip kernel (kernels.h) for R rows and P column panels at a time (2P vectors of 16 columns
+// per row, R * 2P accumulators): each K pair loads 2P vectors of B once for all R rows. Columns
+// past s.cols are masked out of every load and store of C and the bias, and of B's when kMasked
+// (without it, all P panels must be there: the masks would take more than the 7 mask registers in
+// the loop).
+template <int R, int P, bool kMasked>
+void strip_panels(const Bf16Strip& s) {
+  constexpr int V = 2 * P;
+  const int64_t k = s.k, lda = s.lda, ldc = s.ldc;
+  const bf16* const a = s.a;
+  __mmask16 mask[V];
+  const bf16* bq[V];  // vector v of pair row 0
+#pragma GCC unroll 8
+  for (int v = 0; v < V; ++v) {
+    const int64_t n = std::clamp<int64_t>(s.cols - 16 * v, 0, 16);
+    mask[v] = static_cast<__mmask16>((1u << n) - 1u);
+    bq[v] = s.b + (v / 2) * s.panel_stride + (v % 2) * 32;
+  }
+  __m512 acc[R][V];
+#pragma GCC unroll 8
+  for (int v = 0; v < V; ++v) {
+    const __m512 bias = s.bias ? _mm512_maskz_loadu_ps(mask[v], s.bias + 16 * v) : _mm512_setzero_ps();
+#pragma GCC unroll 12
+    for (int i = 0; i < R; ++i)
+      acc[i][v] = s.accumulate ? _mm512_add_ps(bias, _mm512_maskz_loadu_ps(mask[v], s.c + i * ldc + 16 * v)) : bias;
+  }
+  __m512bh bv[V];
+  for (int64_t q = 0; q < k / 2; ++q) {
+    load_pair_row<kMasked>(bv, bq, mask, q);
+    add_pair(acc, bv, [&](int i) {
+      int32_t pair;
+      std::memcpy(&pair, a + i * lda + 2 * q, sizeof pair);
+      return pair;
+    });
+  }
+  if (k % 2) {  // A's last column paired with zero
+    load_pair_row<kMasked>(bv, bq, mask, k / 2);
+    add_pair(acc, bv, [&](int i) { return int32_t(a[i * lda + k - 1].bits); });
+  }
+#pragma GCC unroll 12
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) _mm512_mask_storeu_ps(s.c + i * ldc + 16 * v, mask[v], acc[i][v]);
+}
+
+// The Bf16StripKernel contract for R rows: groups of P panels, P as wide as the 32 vector
+// registers allow (R * 2P accumulators, 2P vectors of B and a broadcast: rows 1-2 four panels, 3
+// three, 4-6 two, 7-12 one), so that every step has enough independent sums; the last group masked.
+template <int R>
+void strip_rows(const Bf16Strip& s) {
+  constexpr int P = R <= 2 ? 4 : R == 3 ? 3 : R <= 6 ? 2 : 1;
+  constexpr int64_t kWidth = P * kCols;
+  for (int64_t j = 0; j < s.cols; j += kWidth) {
+    Bf16Strip group = s;
+    group.b += j / kCols * s.panel_stride;
+    group.c += j;
+    group.cols = std::min(kWidth, s.cols - j);
+    if (s.bias) group.bias += j;
+    if (group.cols == kWidth)
+      strip_panels<R, P, false>(group);
+    else
+      strip_panels<R, P, true>(group);
+  }
+}
+
+template <int... R>
+constexpr std::array<void (*)(const Bf16Strip&), sizeof...(R)> strip_table(std::integer_sequence<int, R...>) {
+  return {&strip_rows<R + 1>...};
+}
+
+constexpr auto kStrips = strip_table(std::make_integer_sequence<int, kRows>{});
+
+void strip_dpbf16(int rows, const Bf16Strip& s) { kStrips[rows - 1](s); }
+
 // 16 independent VDPBF16PS chains (each step: 16 lanes x 2 products and 2 additions).
 constexpr int kPeakChains = 16;
 float peak_dpbf16(int64_t iters) {
@@ -64,7 +165,9 @@ const Bf16GemmKernels gemm_bf16_dpbf16 = {.name = "avx512_bf16 12x32",
                                           .begin = nullptr,
                                           .end = nullptr,
                                           .peak_chains = &peak_dpbf16,
-                                          .peak_flops_per_iteration = kPeakChains * 16 * 4};
+                                          .peak_flops_per_iteration = kPeakChains * 16 * 4,
+                                          .strip = &strip_dpbf16,
+                                          .strip_rows = kRows};
 }  // namespace avx512
 
 }  // namespace deepkern::cpu

@@ -122,7 +122,12 @@ T* scratch(LstmSlot slot, int64_t count) {
 // Forward: bytes of gate pre-activations projected per chunk of steps (all threads together).
 // Measured on the 2-core AVX-512 machine, 2 threads, inference, T=50 B=64 I=H=512: 1, 2 and 4 MB
 // chunks 46.8-46.9 ms, 8 MB 51.8 ms; T=35 B=20 H=650: 1 MB 18.1 ms, 2-4 MB 17.6-17.7 ms.
-constexpr int64_t kGateChunkBytes = int64_t(4) << 20;
+// bfloat16 (the same float32 pre-activations for half the GEMM time: their trips to L3 weigh more)
+// 1 MB, measured at 1 thread, inference (CPU time, loaded machine), 4 MB against 1 MB: T=100 B=32
+// I=H=256 9.2-9.6 / 8.0-8.2 ms, T=50 B=64 I=H=512 29.8 / 27.5 ms, T=200 B=8 H=512 9.0-9.4 / 8.5-8.8
+// ms (512 and 256 KB within 2% of 1 MB).
+template <class T>
+constexpr int64_t kGateChunkBytes = int64_t(std::is_same_v<T, bf16> ? 1 : 4) << 20;
 // Teams: hidden units per thread at least (when they split units), and recurrent multiply-adds per
 // step from which more than one thread pays (batch 1 at H = 64).
 constexpr int64_t kTeamMinUnits = 32;
@@ -305,7 +310,7 @@ void forward_team(const LstmShape& s, int team, const T* x, const T* h0, const A
   const int64_t B = s.batch, I = s.input, H = s.hidden, G = gate_blocks * H, state = B * H;
   const bool keep = hidden != nullptr;
   const auto cell_forward = Cell::kernels(dispatched_kernels<T>()).first;
-  const int64_t chunk = std::clamp<int64_t>(kGateChunkBytes / int64_t(sizeof(A) * B * G), 1, s.steps);
+  const int64_t chunk = std::clamp<int64_t>(kGateChunkBytes<T> / int64_t(sizeof(A) * B * G), 1, s.steps);
   // Inference keeps c in two rolling rows and h only in y.
   A* rolling = keep || !Cell::kCell ? nullptr : scratch<A>(kCellSlot, 2 * state);
   T* hidden_rows = keep ? hidden : y;
