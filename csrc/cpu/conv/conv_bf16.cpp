@@ -1,0 +1,179 @@
+// The bfloat16 convolution (conv_bf16.h): im2col (im2col.h, on the bf16 bits) and the bfloat16
+// GEMM per image, group and block of output rows:
+//
+//   forward      Y_g (Kg x PQ, bf16)       = W_g @ col(X_g) + bias       (gemm_bf16, bf16 C)
+//   grad data    dX (float32, per image)   = sum over groups of col2im(W_g^T @ dY_g), rounded once
+//   grad weight  dW (float32, per thread)  = sum over images of dY_g @ col(X_g)^T, summed, rounded once
+//
+// Images are spread over the threads (single-threaded GEMMs) when there are at least as many as
+// threads, else they run one at a time with every thread inside each GEMM.
+#include "cpu/conv/conv_bf16.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "core/scratch.h"
+#include "core/threading.h"
+#include "cpu/conv/im2col.h"
+#include "cpu/lstm/cell_kernels.h"
+
+namespace deepkern::cpu {
+namespace {
+
+// Bound on each thread's im2col block (as conv.cpp's).
+constexpr int64_t kMaxColumnBytes = int64_t(8) << 20;
+
+// Per-thread scratch: the im2col block (0), the float32 GEMM result of grad data (1), one image's
+// float32 grad_x (2).
+struct ConvBf16Scratch;
+template <class T>
+T* bf16_buffer(int which, int64_t count) {
+  return thread_scratch<ConvBf16Scratch, 3, T>(which, count);
+}
+
+// How a call is cut: each image's output rows in blocks of `rows` (so an im2col block stays within
+// kMaxColumnBytes), images spread over `slots` threads or not.
+struct Split {
+  int64_t group_in, group_out;  // Cg, Kg
+  int64_t col_rows;             // Cg * R * S
+  int64_t pixels, in_plane;     // P * Q, H * W
+  bool direct;                  // 1x1, stride 1, no padding: col(X) is X
+  int64_t rows;
+  int slots;
+  bool spread;
+};
+
+Split make_split(const Conv2dShape& s) {
+  Split sp;
+  sp.group_in = s.in_channels / s.groups;
+  sp.group_out = s.out_channels / s.groups;
+  sp.col_rows = sp.group_in * s.kernel_h * s.kernel_w;
+  sp.pixels = s.out_h * s.out_w;
+  sp.in_plane = s.in_h * s.in_w;
+  sp.direct = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 &&
+              s.pad_w == 0 && s.out_h == s.in_h && s.out_w == s.in_w;
+  const int64_t row_bytes = std::max<int64_t>(1, sp.col_rows * s.out_w * int64_t(sizeof(bf16)));
+  sp.rows = sp.direct ? s.out_h : std::clamp<int64_t>(kMaxColumnBytes / row_bytes, 1, std::max<int64_t>(s.out_h, 1));
+  sp.slots = num_threads();
+  sp.spread = sp.slots > 1 && s.batch >= sp.slots;
+  return sp;
+}
+
+// Runs body(n, slot, gemm_threads) for every image n: slot t takes images t, t + slots, ... with
+// single-threaded GEMMs when spread, else slot 0 takes them all with every thread in the GEMMs.
+template <class Body>
+void for_each_image(const Conv2dShape& s, const Split& sp, Body body) {
+  if (sp.spread)
+    run_on_threads(sp.slots, [&](int slot) {
+      for (int64_t n = slot; n < s.batch; n += sp.slots) body(n, slot, 1);
+    });
+  else
+    for (int64_t n = 0; n < s.batch; ++n) body(n, 0, sp.slots);
+}
+
+// col(X) of image n's group for output rows [p0, p1): its input planes when direct, else im2col
+// into the thread's buffer (row stride (p1 - p0) * Q).
+StridedMatrix<const bf16> columns(const Conv2dShape& s, const Split& sp, const bf16* x, int64_t n, int64_t group,
+                                  int64_t p0, int64_t p1) {
+  const bf16* planes = x + (n * s.in_channels + group * sp.group_in) * sp.in_plane;
+  if (sp.direct) return {planes + p0 * s.out_w, sp.in_plane, 1};
+  const int64_t cols = (p1 - p0) * s.out_w;
+  uint16_t* col = bf16_buffer<uint16_t>(0, sp.col_rows * cols);
+  im2col(s, reinterpret_cast<const uint16_t*>(planes), sp.group_in, p0, p1, col, cols);
+  return {reinterpret_cast<const bf16*>(col), cols, 1};
+}
+
+// Group `group`'s output rows [p0, p1) of image n in an (N, K, P, Q) array, as a Kg x (p1-p0)Q matrix.
+template <class T>
+StridedMatrix<T> output_rows(const Conv2dShape& s, const Split& sp, T* base, int64_t n, int64_t group, int64_t p0) {
+  return {base + ((n * s.out_channels + group * sp.group_out) * s.out_h + p0) * s.out_w, sp.pixels, 1};
+}
+
+}  // namespace
+
+template <>
+void conv2d_forward<bf16>(const Conv2dShape& s, const bf16* x, const bf16* w, const bf16* bias, bf16* y, const bf16*) {
+  const Split sp = make_split(s);
+  for_each_image(s, sp, [&](int64_t n, int, int threads) {
+    for (int64_t p0 = 0; p0 < s.out_h; p0 += sp.rows) {
+      const int64_t p1 = std::min(s.out_h, p0 + sp.rows), cols = (p1 - p0) * s.out_w;
+      for (int64_t group = 0; group < s.groups; ++group) {
+        const int64_t k0 = group * sp.group_out;
+        GemmEpilogue<bf16> epilogue;
+        if (bias) {
+          epilogue.bias = bias + k0;
+          epilogue.bias_axis = BiasAxis::rows;
+        }
+        gemm_bf16<bf16>(sp.group_out, cols, sp.col_rows, 1.0f, {w + k0 * sp.col_rows, sp.col_rows, 1},
+                        columns(s, sp, x, n, group, p0, p1), 0.0f, output_rows(s, sp, y, n, group, p0), epilogue,
+                        threads);
+      }
+    }
+  });
+}
+
+template <>
+void conv2d_backward_data<bf16>(const Conv2dShape& s, const bf16* grad_y, const bf16* w, bf16* grad_x) {
+  const Split sp = make_split(s);
+  const int64_t image = s.in_channels * sp.in_plane;
+  for_each_image(s, sp, [&](int64_t n, int, int threads) {
+    bf16* dx = grad_x + n * image;
+    // The direct case needs no col2im: each group's GEMM writes its planes of grad_x, rounded once.
+    float* acc = sp.direct ? nullptr : bf16_buffer<float>(2, image);
+    if (acc) std::fill(acc, acc + image, 0.0f);
+    for (int64_t group = 0; group < s.groups; ++group) {
+      const int64_t k0 = group * sp.group_out, c0 = group * sp.group_in;
+      const StridedMatrix<const bf16> w_t{w + k0 * sp.col_rows, 1, sp.col_rows};
+      for (int64_t p0 = 0; p0 < s.out_h; p0 += sp.rows) {
+        const int64_t p1 = std::min(s.out_h, p0 + sp.rows), cols = (p1 - p0) * s.out_w;
+        const StridedMatrix<const bf16> dy = output_rows(s, sp, grad_y, n, group, p0);
+        if (sp.direct) {
+          gemm_bf16<bf16>(sp.group_in, cols, sp.group_out, 1.0f, w_t, dy, 0.0f, {dx + c0 * sp.in_plane, sp.in_plane, 1},
+                          {}, threads);
+          continue;
+        }
+        float* dcol = bf16_buffer<float>(1, sp.col_rows * cols);
+        gemm_bf16<float>(sp.col_rows, cols, sp.group_out, 1.0f, w_t, dy, 0.0f, {dcol, cols, 1}, {}, threads);
+        col2im_add(s, dcol, sp.group_in, p0, p1, cols, acc + c0 * sp.in_plane);
+      }
+    }
+    if (acc) convert_or_zero(acc, image, dx);
+  });
+}
+
+template <>
+void conv2d_backward_weight<bf16>(const Conv2dShape& s, const bf16* grad_y, const bf16* x, bf16* grad_w,
+                                  bf16* grad_bias) {
+  const Split sp = make_split(s);
+  const int64_t weight_size = s.out_channels * sp.col_rows;
+  // One float32 sum per slot (the images it takes), added together and rounded at the end.
+  std::vector<float> sums(static_cast<size_t>((sp.spread ? sp.slots : 1) * weight_size), 0.0f);
+  for_each_image(s, sp, [&](int64_t n, int slot, int threads) {
+    float* dw = sums.data() + slot * weight_size;
+    for (int64_t group = 0; group < s.groups; ++group) {
+      const int64_t k0 = group * sp.group_out;
+      for (int64_t p0 = 0; p0 < s.out_h; p0 += sp.rows) {
+        const int64_t p1 = std::min(s.out_h, p0 + sp.rows), cols = (p1 - p0) * s.out_w;
+        const StridedMatrix<const bf16> col = columns(s, sp, x, n, group, p0, p1);
+        gemm_bf16<float>(sp.group_out, sp.col_rows, cols, 1.0f, output_rows(s, sp, grad_y, n, group, p0),
+                         {col.data, col.col_stride, col.row_stride}, 1.0f, {dw + k0 * sp.col_rows, sp.col_rows, 1}, {},
+                         threads);
+      }
+    }
+  });
+  for (size_t part = 1; part * weight_size < sums.size(); ++part)
+    for (int64_t i = 0; i < weight_size; ++i) sums[i] += sums[part * weight_size + i];
+  convert_or_zero(sums.data(), weight_size, grad_w);
+  if (!grad_bias) return;
+  std::vector<float> bias_sums(static_cast<size_t>(s.out_channels), 0.0f);
+  const Lane<bf16>* dy = lanes(grad_y);
+  for (int64_t n = 0; n < s.batch; ++n)
+    for (int64_t k = 0; k < s.out_channels; ++k) {
+      float sum = 0.0f;
+      for (int64_t i = 0; i < sp.pixels; ++i) sum += widen<bf16>(dy[(n * s.out_channels + k) * sp.pixels + i]);
+      bias_sums[k] += sum;
+    }
+  convert_or_zero(bias_sums.data(), s.out_channels, grad_bias);
+}
+
+}  // namespace deepkern::cpu
