@@ -6,7 +6,8 @@
 //   grad weight  dW (float32, per thread)  = sum over images of dY_g @ col(X_g)^T, summed, rounded once
 //
 // Images are spread over the threads (single-threaded GEMMs) when there are at least as many as
-// threads, else they run one at a time with every thread inside each GEMM.
+// threads, else they run one at a time with every thread inside each GEMM. Depthwise layers take
+// the float32 depthwise loops instead (runs_in_float32).
 #include "cpu/conv/conv_bf16.h"
 
 #include <algorithm>
@@ -89,11 +90,47 @@ StridedMatrix<T> output_rows(const Conv2dShape& s, const Split& sp, T* base, int
   return {base + ((n * s.out_channels + group * sp.group_out) * s.out_h + p0) * s.out_w, sp.pixels, 1};
 }
 
+// Depthwise layers run conv.h's float32 entry points (their direct per-plane loops; the GEMM path
+// would be Kg = 1 row products) on float32 copies of the operands (exact), each result rounded to
+// bf16 once: the float32 sums PyTorch's bfloat16 convolution has too.
+bool runs_in_float32(const Conv2dShape& s) { return s.groups > 1 && s.groups == s.in_channels; }
+
+// count values converted (bf16 to float exactly, float to bf16 rounded), split over the threads;
+// nothing for a null src.
+template <class S, class D>
+void convert(const S* src, int64_t count, D* dst) {
+  if (!src) return;
+  const int team = count < (int64_t(1) << 16) ? 1 : num_threads();
+  run_on_threads(team, [&](int t) {
+    const int64_t begin = count * t / team, end = count * (t + 1) / team;
+    convert_or_zero(src + begin, end - begin, dst + begin);
+  });
+}
+
+// A float32 copy of `count` bf16 values (data is null for a null src).
+struct Widened {
+  std::vector<float> values;
+  const float* data = nullptr;
+  Widened(const bf16* src, int64_t count) {
+    if (!src) return;
+    values.resize(static_cast<size_t>(count));
+    convert(src, count, values.data());
+    data = values.data();
+  }
+};
+
 }  // namespace
 
 template <>
 void conv2d_forward<bf16>(const Conv2dShape& s, const bf16* x, const bf16* w, const bf16* bias, bf16* y, const bf16*) {
   const Split sp = make_split(s);
+  if (runs_in_float32(s)) {
+    std::vector<float> out(static_cast<size_t>(s.batch * s.out_channels * sp.pixels));
+    conv2d_forward<float>(s, Widened(x, s.batch * s.in_channels * sp.in_plane).data,
+                          Widened(w, s.out_channels * sp.col_rows).data, Widened(bias, s.out_channels).data,
+                          out.data());
+    return convert(out.data(), int64_t(out.size()), y);
+  }
   for_each_image(s, sp, [&](int64_t n, int, int threads) {
     for (int64_t p0 = 0; p0 < s.out_h; p0 += sp.rows) {
       const int64_t p1 = std::min(s.out_h, p0 + sp.rows), cols = (p1 - p0) * s.out_w;
@@ -116,6 +153,12 @@ template <>
 void conv2d_backward_data<bf16>(const Conv2dShape& s, const bf16* grad_y, const bf16* w, bf16* grad_x) {
   const Split sp = make_split(s);
   const int64_t image = s.in_channels * sp.in_plane;
+  if (runs_in_float32(s)) {
+    std::vector<float> dx(static_cast<size_t>(s.batch * image));
+    conv2d_backward_data<float>(s, Widened(grad_y, s.batch * s.out_channels * sp.pixels).data,
+                                Widened(w, s.out_channels * sp.col_rows).data, dx.data());
+    return convert(dx.data(), int64_t(dx.size()), grad_x);
+  }
   for_each_image(s, sp, [&](int64_t n, int, int threads) {
     bf16* dx = grad_x + n * image;
     // The direct case needs no col2im: each group's GEMM writes its planes of grad_x, rounded once.
@@ -146,6 +189,14 @@ void conv2d_backward_weight<bf16>(const Conv2dShape& s, const bf16* grad_y, cons
                                   bf16* grad_bias) {
   const Split sp = make_split(s);
   const int64_t weight_size = s.out_channels * sp.col_rows;
+  if (runs_in_float32(s)) {
+    std::vector<float> dw(static_cast<size_t>(weight_size)), db(static_cast<size_t>(s.out_channels));
+    conv2d_backward_weight<float>(s, Widened(grad_y, s.batch * s.out_channels * sp.pixels).data,
+                                  Widened(x, s.batch * s.in_channels * sp.in_plane).data, dw.data(),
+                                  grad_bias ? db.data() : nullptr);
+    convert(dw.data(), weight_size, grad_w);
+    return convert(grad_bias ? db.data() : nullptr, s.out_channels, grad_bias);
+  }
   // One float32 sum per slot (the images it takes), added together and rounded at the end.
   std::vector<float> sums(static_cast<size_t>((sp.spread ? sp.slots : 1) * weight_size), 0.0f);
   for_each_image(s, sp, [&](int64_t n, int slot, int threads) {

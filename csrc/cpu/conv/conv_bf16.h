@@ -2,8 +2,9 @@
 // switch reaches them as it reaches float and double). bf16 x, w, bias and gradients, float32 sums:
 // every GEMM is the bfloat16 GEMM (gemm_bf16.h) with float32 accumulation; grad_x is summed over
 // the taps (col2im) and grad_w and grad_bias over the batch in float32, each rounded to bf16 once
-// (to nearest even). All geometries (groups, depthwise, strides, padding, dilation) run as im2col +
-// GEMMs per image and group; there is no Winograd or depthwise path (winograd_weights is ignored).
+// (to nearest even). Every geometry (groups, strides, padding, dilation) runs as im2col + GEMMs per
+// image and group, except depthwise layers: the float32 depthwise loops on float32 copies, each result
+// rounded once. There is no Winograd path (winograd_weights is ignored).
 #pragma once
 #include "cpu/conv/conv.h"
 #include "cpu/gemm_bf16/gemm_bf16.h"
