@@ -25,11 +25,11 @@ namespace {
 constexpr int64_t kMaxColumnBytes = int64_t(8) << 20;
 
 // Per-thread scratch: the im2col block (0), the float32 GEMM result of grad data (1), one image's
-// float32 grad_x (2).
+// float32 grad_x (2), the depthwise layers' float32 copies (3 to 6, FloatCopy).
 struct ConvBf16Scratch;
 template <class T>
 T* bf16_buffer(int which, int64_t count) {
-  return thread_scratch<ConvBf16Scratch, 3, T>(which, count);
+  return thread_scratch<ConvBf16Scratch, 7, T>(which, count);
 }
 
 // How a call is cut: each image's output rows in blocks of `rows` (so an im2col block stays within
@@ -95,29 +95,36 @@ StridedMatrix<T> output_rows(const Conv2dShape& s, const Split& sp, T* base, int
 // bf16 once: the float32 sums PyTorch's bfloat16 convolution has too.
 bool runs_in_float32(const Conv2dShape& s) { return s.groups > 1 && s.groups == s.in_channels; }
 
-// count values converted (bf16 to float exactly, float to bf16 rounded), split over the threads;
-// nothing for a null src.
+// count values converted: bf16 to float exactly, float to bf16 rounded to nearest even (plain loops
+// over the bits, which the compiler vectorizes), split over the threads; nothing for a null src.
+void convert_values(const bf16* src, int64_t n, float* dst) {
+  const uint16_t* from = lanes(src);
+  for (int64_t i = 0; i < n; ++i) dst[i] = widen<bf16>(from[i]);
+}
+void convert_values(const float* src, int64_t n, bf16* dst) {
+  uint16_t* to = lanes(dst);
+  for (int64_t i = 0; i < n; ++i) to[i] = narrow<bf16>(src[i]);
+}
 template <class S, class D>
 void convert(const S* src, int64_t count, D* dst) {
   if (!src) return;
   const int team = count < (int64_t(1) << 16) ? 1 : num_threads();
   run_on_threads(team, [&](int t) {
     const int64_t begin = count * t / team, end = count * (t + 1) / team;
-    convert_or_zero(src + begin, end - begin, dst + begin);
+    convert_values(src + begin, end - begin, dst + begin);
   });
 }
 
-// A float32 copy of `count` bf16 values (data is null for a null src).
-struct Widened {
-  std::vector<float> values;
-  const float* data = nullptr;
-  Widened(const bf16* src, int64_t count) {
-    if (!src) return;
-    values.resize(static_cast<size_t>(count));
-    convert(src, count, values.data());
-    data = values.data();
-  }
-};
+// Scratch slots of the float32 copies: up to three inputs of a call and its results.
+enum FloatCopy { kInput0 = 3, kInput1, kInput2, kResult };
+
+// A float32 copy of `count` bf16 values in the calling thread's scratch slot (null for a null src).
+const float* widened(FloatCopy slot, const bf16* src, int64_t count) {
+  if (!src) return nullptr;
+  float* copy = bf16_buffer<float>(slot, count);
+  convert(src, count, copy);
+  return copy;
+}
 
 }  // namespace
 
@@ -125,11 +132,12 @@ template <>
 void conv2d_forward<bf16>(const Conv2dShape& s, const bf16* x, const bf16* w, const bf16* bias, bf16* y, const bf16*) {
   const Split sp = make_split(s);
   if (runs_in_float32(s)) {
-    std::vector<float> out(static_cast<size_t>(s.batch * s.out_channels * sp.pixels));
-    conv2d_forward<float>(s, Widened(x, s.batch * s.in_channels * sp.in_plane).data,
-                          Widened(w, s.out_channels * sp.col_rows).data, Widened(bias, s.out_channels).data,
-                          out.data());
-    return convert(out.data(), int64_t(out.size()), y);
+    const int64_t count = s.batch * s.out_channels * sp.pixels;
+    float* out = bf16_buffer<float>(kResult, count);
+    conv2d_forward<float>(s, widened(kInput0, x, s.batch * s.in_channels * sp.in_plane),
+                          widened(kInput1, w, s.out_channels * sp.col_rows), widened(kInput2, bias, s.out_channels),
+                          out);
+    return convert(out, count, y);
   }
   for_each_image(s, sp, [&](int64_t n, int, int threads) {
     for (int64_t p0 = 0; p0 < s.out_h; p0 += sp.rows) {
@@ -154,10 +162,10 @@ void conv2d_backward_data<bf16>(const Conv2dShape& s, const bf16* grad_y, const 
   const Split sp = make_split(s);
   const int64_t image = s.in_channels * sp.in_plane;
   if (runs_in_float32(s)) {
-    std::vector<float> dx(static_cast<size_t>(s.batch * image));
-    conv2d_backward_data<float>(s, Widened(grad_y, s.batch * s.out_channels * sp.pixels).data,
-                                Widened(w, s.out_channels * sp.col_rows).data, dx.data());
-    return convert(dx.data(), int64_t(dx.size()), grad_x);
+    float* dx = bf16_buffer<float>(kResult, s.batch * image);
+    conv2d_backward_data<float>(s, widened(kInput0, grad_y, s.batch * s.out_channels * sp.pixels),
+                                widened(kInput1, w, s.out_channels * sp.col_rows), dx);
+    return convert(dx, s.batch * image, grad_x);
   }
   for_each_image(s, sp, [&](int64_t n, int, int threads) {
     bf16* dx = grad_x + n * image;
@@ -180,7 +188,7 @@ void conv2d_backward_data<bf16>(const Conv2dShape& s, const bf16* grad_y, const 
         col2im_add(s, dcol, sp.group_in, p0, p1, cols, acc + c0 * sp.in_plane);
       }
     }
-    if (acc) convert_or_zero(acc, image, dx);
+    if (acc) convert_values(acc, image, dx);
   });
 }
 
@@ -190,12 +198,12 @@ void conv2d_backward_weight<bf16>(const Conv2dShape& s, const bf16* grad_y, cons
   const Split sp = make_split(s);
   const int64_t weight_size = s.out_channels * sp.col_rows;
   if (runs_in_float32(s)) {
-    std::vector<float> dw(static_cast<size_t>(weight_size)), db(static_cast<size_t>(s.out_channels));
-    conv2d_backward_weight<float>(s, Widened(grad_y, s.batch * s.out_channels * sp.pixels).data,
-                                  Widened(x, s.batch * s.in_channels * sp.in_plane).data, dw.data(),
-                                  grad_bias ? db.data() : nullptr);
-    convert(dw.data(), weight_size, grad_w);
-    return convert(grad_bias ? db.data() : nullptr, s.out_channels, grad_bias);
+    float* dw = bf16_buffer<float>(kResult, weight_size + s.out_channels);  // then the bias gradient
+    conv2d_backward_weight<float>(s, widened(kInput0, grad_y, s.batch * s.out_channels * sp.pixels),
+                                  widened(kInput1, x, s.batch * s.in_channels * sp.in_plane), dw,
+                                  grad_bias ? dw + weight_size : nullptr);
+    convert(dw, weight_size, grad_w);
+    return convert(grad_bias ? dw + weight_size : nullptr, s.out_channels, grad_bias);
   }
   // One float32 sum per slot (the images it takes), added together and rounded at the end.
   std::vector<float> sums(static_cast<size_t>((sp.spread ? sp.slots : 1) * weight_size), 0.0f);
@@ -214,7 +222,7 @@ void conv2d_backward_weight<bf16>(const Conv2dShape& s, const bf16* grad_y, cons
   });
   for (size_t part = 1; part * weight_size < sums.size(); ++part)
     for (int64_t i = 0; i < weight_size; ++i) sums[i] += sums[part * weight_size + i];
-  convert_or_zero(sums.data(), weight_size, grad_w);
+  convert_values(sums.data(), weight_size, grad_w);
   if (!grad_bias) return;
   std::vector<float> bias_sums(static_cast<size_t>(s.out_channels), 0.0f);
   const Lane<bf16>* dy = lanes(grad_y);
@@ -224,7 +232,7 @@ void conv2d_backward_weight<bf16>(const Conv2dShape& s, const bf16* grad_y, cons
       for (int64_t i = 0; i < sp.pixels; ++i) sum += widen<bf16>(dy[(n * s.out_channels + k) * sp.pixels + i]);
       bias_sums[k] += sum;
     }
-  convert_or_zero(bias_sums.data(), s.out_channels, grad_bias);
+  convert_values(bias_sums.data(), s.out_channels, grad_bias);
 }
 
 }  // namespace deepkern::cpu
