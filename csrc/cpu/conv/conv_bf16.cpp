@@ -11,6 +11,7 @@
 #include "cpu/conv/conv_bf16.h"
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "core/scratch.h"
@@ -24,22 +25,28 @@ namespace {
 // Bound on each thread's im2col block (as conv.cpp's).
 constexpr int64_t kMaxColumnBytes = int64_t(8) << 20;
 
-// Per-thread scratch: the im2col block (0), the float32 GEMM result of grad data (1), one image's
-// float32 grad_x (2), the depthwise layers' float32 copies (3 to 6, FloatCopy).
+// Per-thread scratch: the im2col block, the float32 GEMM result of grad data, the float32 grad_x of
+// a block's images, the depthwise layers' float32 copies (up to three inputs and the results), the
+// block of Y or dY of several images.
 struct ConvBf16Scratch;
+enum Slot { kColumns, kColumnGrad, kImageGrad, kInput0, kInput1, kInput2, kResult, kBlock, kSlots };
 template <class T>
-T* bf16_buffer(int which, int64_t count) {
-  return thread_scratch<ConvBf16Scratch, 7, T>(which, count);
+T* bf16_buffer(Slot which, int64_t count) {
+  return thread_scratch<ConvBf16Scratch, kSlots, T>(which, count);
 }
 
-// How a call is cut: each image's output rows in blocks of `rows` (so an im2col block stays within
-// kMaxColumnBytes), images spread over `slots` threads or not.
+// Small images are put side by side until a GEMM has about this many columns (as conv.cpp's).
+constexpr int64_t kTargetColumns = 512;
+
+// How a call is cut: blocks of `images` whole images side by side (small images) or, for one image,
+// of `rows` output rows (so an im2col block stays within kMaxColumnBytes); image blocks spread over
+// `slots` threads or not.
 struct Split {
   int64_t group_in, group_out;  // Cg, Kg
   int64_t col_rows;             // Cg * R * S
   int64_t pixels, in_plane;     // P * Q, H * W
-  bool direct;                  // 1x1, stride 1, no padding: col(X) is X
-  int64_t rows;
+  bool direct;                  // 1x1, stride 1, no padding, one image per block: col(X) is X
+  int64_t images, rows;
   int slots;
   bool spread;
 };
@@ -51,43 +58,79 @@ Split make_split(const Conv2dShape& s) {
   sp.col_rows = sp.group_in * s.kernel_h * s.kernel_w;
   sp.pixels = s.out_h * s.out_w;
   sp.in_plane = s.in_h * s.in_w;
-  sp.direct = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 &&
-              s.pad_w == 0 && s.out_h == s.in_h && s.out_w == s.in_w;
-  const int64_t row_bytes = std::max<int64_t>(1, sp.col_rows * s.out_w * int64_t(sizeof(bf16)));
-  sp.rows = sp.direct ? s.out_h : std::clamp<int64_t>(kMaxColumnBytes / row_bytes, 1, std::max<int64_t>(s.out_h, 1));
   sp.slots = num_threads();
-  sp.spread = sp.slots > 1 && s.batch >= sp.slots;
+  const int64_t column_bytes = std::max<int64_t>(1, sp.col_rows * int64_t(sizeof(bf16)));
+  sp.images = 1;
+  if (sp.pixels < kTargetColumns && s.batch > 1) {
+    int64_t images = std::min(s.batch, (kTargetColumns + sp.pixels - 1) / std::max<int64_t>(sp.pixels, 1));
+    images = std::min(images, kMaxColumnBytes / (column_bytes * std::max<int64_t>(sp.pixels, 1)));
+    if (s.batch >= sp.slots) images = std::min(images, (s.batch + sp.slots - 1) / sp.slots);  // a block per thread
+    sp.images = std::max<int64_t>(1, images);
+  }
+  sp.direct = sp.images == 1 && columns_are_input(s);
+  sp.rows = sp.images > 1 || sp.direct ? s.out_h : rows_within(s, column_bytes, kMaxColumnBytes);
+  sp.spread = sp.slots > 1 && (s.batch + sp.images - 1) / sp.images >= sp.slots;
   return sp;
 }
 
-// Runs body(n, slot, gemm_threads) for every image n: slot t takes images t, t + slots, ... with
-// single-threaded GEMMs when spread, else slot 0 takes them all with every thread in the GEMMs.
+// Runs body(n0, n1, slot, gemm_threads) for every block of images [n0, n1): slot t takes blocks t,
+// t + slots, ... with single-threaded GEMMs when spread, else slot 0 takes them all with every
+// thread in the GEMMs.
 template <class Body>
-void for_each_image(const Conv2dShape& s, const Split& sp, Body body) {
+void for_each_image_block(const Conv2dShape& s, const Split& sp, Body body) {
+  auto run = [&](int64_t n0, int slot, int threads) { body(n0, std::min(s.batch, n0 + sp.images), slot, threads); };
   if (sp.spread)
     run_on_threads(sp.slots, [&](int slot) {
-      for (int64_t n = slot; n < s.batch; n += sp.slots) body(n, slot, 1);
+      for (int64_t n0 = slot * sp.images; n0 < s.batch; n0 += sp.slots * sp.images) run(n0, slot, 1);
     });
   else
-    for (int64_t n = 0; n < s.batch; ++n) body(n, 0, sp.slots);
+    for (int64_t n0 = 0; n0 < s.batch; n0 += sp.images) run(n0, 0, sp.slots);
 }
 
-// col(X) of image n's group for output rows [p0, p1): its input planes when direct, else im2col
-// into the thread's buffer (row stride (p1 - p0) * Q).
-StridedMatrix<const bf16> columns(const Conv2dShape& s, const Split& sp, const bf16* x, int64_t n, int64_t group,
-                                  int64_t p0, int64_t p1) {
-  const bf16* planes = x + (n * s.in_channels + group * sp.group_in) * sp.in_plane;
-  if (sp.direct) return {planes + p0 * s.out_w, sp.in_plane, 1};
-  const int64_t cols = (p1 - p0) * s.out_w;
-  uint16_t* col = bf16_buffer<uint16_t>(0, sp.col_rows * cols);
-  im2col(s, reinterpret_cast<const uint16_t*>(planes), sp.group_in, p0, p1, col, cols);
+// col(X) of images [n0, n1)'s group for output rows [p0, p1) (all rows for several images): the
+// input planes when direct, else im2col into the thread's buffer, image after image along the
+// columns (row stride (n1 - n0) * (p1 - p0) * Q).
+StridedMatrix<const bf16> columns(const Conv2dShape& s, const Split& sp, const bf16* x, int64_t n0, int64_t n1,
+                                  int64_t group, int64_t p0, int64_t p1) {
+  const uint16_t* planes = lanes(x) + (n0 * s.in_channels + group * sp.group_in) * sp.in_plane;
+  if (sp.direct) return {x + (planes - lanes(x)) + p0 * s.out_w, sp.in_plane, 1};
+  const int64_t per_image = (p1 - p0) * s.out_w, cols = (n1 - n0) * per_image;
+  uint16_t* col = bf16_buffer<uint16_t>(kColumns, sp.col_rows * cols);
+  for (int64_t n = n0; n < n1; ++n)
+    im2col(s, planes + (n - n0) * s.in_channels * sp.in_plane, sp.group_in, p0, p1, col + (n - n0) * per_image, cols);
   return {reinterpret_cast<const bf16*>(col), cols, 1};
 }
 
-// Group `group`'s output rows [p0, p1) of image n in an (N, K, P, Q) array, as a Kg x (p1-p0)Q matrix.
-template <class T>
-StridedMatrix<T> output_rows(const Conv2dShape& s, const Split& sp, T* base, int64_t n, int64_t group, int64_t p0) {
-  return {base + ((n * s.out_channels + group * sp.group_out) * s.out_h + p0) * s.out_w, sp.pixels, 1};
+// Group `group`'s output channels of images [n0, n1), rows [p0, p1) (all rows for several images),
+// of an (N, K, P, Q) array as a Kg x columns matrix: the array itself for one image (row stride
+// P * Q), else the thread's block buffer (row stride (n1 - n0) * P * Q), for output_block_planes to
+// fill or empty.
+StridedMatrix<bf16> output_block(const Conv2dShape& s, const Split& sp, bf16* base, int64_t n0, int64_t n1,
+                                 int64_t group, int64_t p0) {
+  if (n1 - n0 == 1)
+    return {base + ((n0 * s.out_channels + group * sp.group_out) * s.out_h + p0) * s.out_w, sp.pixels, 1};
+  const int64_t cols = (n1 - n0) * sp.pixels;
+  return {bf16_buffer<bf16>(kBlock, sp.group_out * cols), cols, 1};
+}
+
+// Runs copy(array offset, block offset) for every P * Q plane of a block of several images (above).
+template <class Copy>
+void output_block_planes(const Conv2dShape& s, const Split& sp, int64_t n0, int64_t n1, int64_t group, Copy copy) {
+  const int64_t cols = (n1 - n0) * sp.pixels;
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t k = 0; k < sp.group_out; ++k)
+      copy((n * s.out_channels + group * sp.group_out + k) * sp.pixels, k * cols + (n - n0) * sp.pixels);
+}
+
+// grad_y's output_block, filled.
+StridedMatrix<const bf16> gathered(const Conv2dShape& s, const Split& sp, const bf16* grad_y, int64_t n0, int64_t n1,
+                                   int64_t group, int64_t p0) {
+  const StridedMatrix<bf16> block = output_block(s, sp, const_cast<bf16*>(grad_y), n0, n1, group, p0);
+  if (n1 - n0 > 1)
+    output_block_planes(s, sp, n0, n1, group, [&](int64_t at, int64_t to) {
+      std::memcpy(block.data + to, grad_y + at, sizeof(bf16) * sp.pixels);
+    });
+  return {block.data, block.row_stride, block.col_stride};
 }
 
 // Depthwise layers run conv.h's float32 entry points (their direct per-plane loops; the GEMM path
@@ -115,11 +158,8 @@ void convert(const S* src, int64_t count, D* dst) {
   });
 }
 
-// Scratch slots of the float32 copies: up to three inputs of a call and its results.
-enum FloatCopy { kInput0 = 3, kInput1, kInput2, kResult };
-
 // A float32 copy of `count` bf16 values in the calling thread's scratch slot (null for a null src).
-const float* widened(FloatCopy slot, const bf16* src, int64_t count) {
+const float* widened(Slot slot, const bf16* src, int64_t count) {
   if (!src) return nullptr;
   float* copy = bf16_buffer<float>(slot, count);
   convert(src, count, copy);
@@ -139,9 +179,9 @@ void conv2d_forward<bf16>(const Conv2dShape& s, const bf16* x, const bf16* w, co
                           out);
     return convert(out, count, y);
   }
-  for_each_image(s, sp, [&](int64_t n, int, int threads) {
+  for_each_image_block(s, sp, [&](int64_t n0, int64_t n1, int, int threads) {
     for (int64_t p0 = 0; p0 < s.out_h; p0 += sp.rows) {
-      const int64_t p1 = std::min(s.out_h, p0 + sp.rows), cols = (p1 - p0) * s.out_w;
+      const int64_t p1 = std::min(s.out_h, p0 + sp.rows), cols = (n1 - n0) * (p1 - p0) * s.out_w;
       for (int64_t group = 0; group < s.groups; ++group) {
         const int64_t k0 = group * sp.group_out;
         GemmEpilogue<bf16> epilogue;
@@ -149,9 +189,13 @@ void conv2d_forward<bf16>(const Conv2dShape& s, const bf16* x, const bf16* w, co
           epilogue.bias = bias + k0;
           epilogue.bias_axis = BiasAxis::rows;
         }
+        const StridedMatrix<bf16> out = output_block(s, sp, y, n0, n1, group, p0);
         gemm_bf16<bf16>(sp.group_out, cols, sp.col_rows, 1.0f, {w + k0 * sp.col_rows, sp.col_rows, 1},
-                        columns(s, sp, x, n, group, p0, p1), 0.0f, output_rows(s, sp, y, n, group, p0), epilogue,
-                        threads);
+                        columns(s, sp, x, n0, n1, group, p0, p1), 0.0f, out, epilogue, threads);
+        if (n1 - n0 > 1)
+          output_block_planes(s, sp, n0, n1, group, [&](int64_t at, int64_t from) {
+            std::memcpy(y + at, out.data + from, sizeof(bf16) * sp.pixels);
+          });
       }
     }
   });
@@ -167,28 +211,31 @@ void conv2d_backward_data<bf16>(const Conv2dShape& s, const bf16* grad_y, const 
                                 widened(kInput1, w, s.out_channels * sp.col_rows), dx);
     return convert(dx, s.batch * image, grad_x);
   }
-  for_each_image(s, sp, [&](int64_t n, int, int threads) {
-    bf16* dx = grad_x + n * image;
+  for_each_image_block(s, sp, [&](int64_t n0, int64_t n1, int, int threads) {
+    bf16* dx = grad_x + n0 * image;
     // The direct case needs no col2im: each group's GEMM writes its planes of grad_x, rounded once.
-    float* acc = sp.direct ? nullptr : bf16_buffer<float>(2, image);
-    if (acc) std::fill(acc, acc + image, 0.0f);
+    float* acc = sp.direct ? nullptr : bf16_buffer<float>(kImageGrad, (n1 - n0) * image);
+    if (acc) std::fill(acc, acc + (n1 - n0) * image, 0.0f);
     for (int64_t group = 0; group < s.groups; ++group) {
       const int64_t k0 = group * sp.group_out, c0 = group * sp.group_in;
       const StridedMatrix<const bf16> w_t{w + k0 * sp.col_rows, 1, sp.col_rows};
       for (int64_t p0 = 0; p0 < s.out_h; p0 += sp.rows) {
-        const int64_t p1 = std::min(s.out_h, p0 + sp.rows), cols = (p1 - p0) * s.out_w;
-        const StridedMatrix<const bf16> dy = output_rows(s, sp, grad_y, n, group, p0);
+        const int64_t p1 = std::min(s.out_h, p0 + sp.rows), per_image = (p1 - p0) * s.out_w;
+        const int64_t cols = (n1 - n0) * per_image;
+        const StridedMatrix<const bf16> dy = gathered(s, sp, grad_y, n0, n1, group, p0);
         if (sp.direct) {
-          gemm_bf16<bf16>(sp.group_in, cols, sp.group_out, 1.0f, w_t, dy, 0.0f, {dx + c0 * sp.in_plane, sp.in_plane, 1},
-                          {}, threads);
+          gemm_bf16<bf16>(sp.group_in, cols, sp.group_out, 1.0f, w_t, dy, 0.0f,
+                          {dx + c0 * sp.in_plane + p0 * s.out_w, sp.in_plane, 1}, {}, threads);
           continue;
         }
-        float* dcol = bf16_buffer<float>(1, sp.col_rows * cols);
+        float* dcol = bf16_buffer<float>(kColumnGrad, sp.col_rows * cols);
         gemm_bf16<float>(sp.col_rows, cols, sp.group_out, 1.0f, w_t, dy, 0.0f, {dcol, cols, 1}, {}, threads);
-        col2im_add(s, dcol, sp.group_in, p0, p1, cols, acc + c0 * sp.in_plane);
+        for (int64_t n = n0; n < n1; ++n)
+          col2im_add(s, dcol + (n - n0) * per_image, sp.group_in, p0, p1, cols,
+                     acc + (n - n0) * image + c0 * sp.in_plane);
       }
     }
-    if (acc) convert_values(acc, image, dx);
+    if (acc) convert_values(acc, (n1 - n0) * image, dx);
   });
 }
 
@@ -207,16 +254,16 @@ void conv2d_backward_weight<bf16>(const Conv2dShape& s, const bf16* grad_y, cons
   }
   // One float32 sum per slot (the images it takes), added together and rounded at the end.
   std::vector<float> sums(static_cast<size_t>((sp.spread ? sp.slots : 1) * weight_size), 0.0f);
-  for_each_image(s, sp, [&](int64_t n, int slot, int threads) {
+  for_each_image_block(s, sp, [&](int64_t n0, int64_t n1, int slot, int threads) {
     float* dw = sums.data() + slot * weight_size;
     for (int64_t group = 0; group < s.groups; ++group) {
       const int64_t k0 = group * sp.group_out;
       for (int64_t p0 = 0; p0 < s.out_h; p0 += sp.rows) {
-        const int64_t p1 = std::min(s.out_h, p0 + sp.rows), cols = (p1 - p0) * s.out_w;
-        const StridedMatrix<const bf16> col = columns(s, sp, x, n, group, p0, p1);
-        gemm_bf16<float>(sp.group_out, sp.col_rows, cols, 1.0f, output_rows(s, sp, grad_y, n, group, p0),
-                         {col.data, col.col_stride, col.row_stride}, 1.0f, {dw + k0 * sp.col_rows, sp.col_rows, 1}, {},
-                         threads);
+        const int64_t p1 = std::min(s.out_h, p0 + sp.rows), cols = (n1 - n0) * (p1 - p0) * s.out_w;
+        const StridedMatrix<const bf16> dy = gathered(s, sp, grad_y, n0, n1, group, p0);
+        const StridedMatrix<const bf16> col = columns(s, sp, x, n0, n1, group, p0, p1);
+        gemm_bf16<float>(sp.group_out, sp.col_rows, cols, 1.0f, dy, {col.data, col.col_stride, col.row_stride}, 1.0f,
+                         {dw + k0 * sp.col_rows, sp.col_rows, 1}, {}, threads);
       }
     }
   });

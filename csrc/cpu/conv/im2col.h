@@ -14,6 +14,20 @@
 namespace deepkern::cpu {
 namespace {
 
+// Whether col(X) of one image is its input planes themselves: a 1x1 convolution with stride 1 and no
+// padding.
+inline bool columns_are_input(const Conv2dShape& s) {
+  return s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0 &&
+         s.out_h == s.in_h && s.out_w == s.in_w;
+}
+
+// Output rows of one image per im2col block whose columns (column_bytes each) fit in max_bytes: at
+// least 1, at most P.
+inline int64_t rows_within(const Conv2dShape& s, int64_t column_bytes, int64_t max_bytes) {
+  return std::clamp<int64_t>(max_bytes / (column_bytes * std::max<int64_t>(s.out_w, 1)), 1,
+                             std::max<int64_t>(s.out_h, 1));
+}
+
 // Per-thread scratch: the im2col block (0), the block of Y or dY when it has several images (1), and
 // im2col_stride2's split input row (2).
 struct ConvScratch;
