@@ -1,12 +1,13 @@
 // The bfloat16 convolution (conv_bf16.h): im2col (im2col.h, on the bf16 bits) and the bfloat16
-// GEMM per image, group and block of output rows:
+// GEMM per block and group; a block is several small images side by side (up to kTargetColumns
+// columns; Y and dY pass through a per-thread buffer) or output rows of one image:
 //
 //   forward      Y_g (Kg x PQ, bf16)       = W_g @ col(X_g) + bias       (gemm_bf16, bf16 C)
 //   grad data    dX (float32, per image)   = sum over groups of col2im(W_g^T @ dY_g), rounded once
 //   grad weight  dW (float32, per thread)  = sum over images of dY_g @ col(X_g)^T, summed, rounded once
 //
-// Images are spread over the threads (single-threaded GEMMs) when there are at least as many as
-// threads, else they run one at a time with every thread inside each GEMM. Depthwise layers take
+// Blocks of images are spread over the threads (single-threaded GEMMs) when there are at least as
+// many as threads, else they run one at a time with every thread inside each GEMM. Depthwise layers take
 // the float32 depthwise loops instead (runs_in_float32).
 #include "cpu/conv/conv_bf16.h"
 
