@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "cpu/conv/conv.h"
+#include "cpu/conv/conv_bf16.h"
 #include "python/boundary.h"
 #include "python/conv_shape.h"
 
@@ -37,7 +38,8 @@ Extent weight_extent(const cpu::Conv2dShape& s) {
 }
 Extent output_extent(const cpu::Conv2dShape& s) { return {s.batch, s.out_channels, s.out_h, s.out_w}; }
 
-// Every convolution binding's contract: C-contiguous arrays of one float dtype; x and grad_x
+// Every convolution binding's contract: C-contiguous arrays of one float dtype (float32, float64 or
+// bfloat16: conv_bf16.h); x and grad_x
 // (N, C, H, W), w and grad_w (K, C/groups, R, S), y and grad_y (N, K, P, Q), bias and grad_bias (K,)
 // or None; stride and dilation >= 1 and padding >= 0 given as (H, W) pairs, the padding at the start
 // of each axis (the end's is implied by P and Q, see output_size); groups divides C and K. The
@@ -47,11 +49,15 @@ Extent output_extent(const cpu::Conv2dShape& s) { return {s.batch, s.out_channel
 // call's KernelArrays of the float dtype of `dtype_from`.
 template <class Body>
 void conv_call(const char* op, Named dtype_from, Named x, Named w, Named y, const ConvOptions& o, Body&& body) {
-  dispatch_float(dtype_from.array, op, dtype_from.name, [&](auto zero) {
+  auto run = [&](auto zero) {
     const cpu::Conv2dShape s = named_conv_shape(op, x, w, y, o);
     KernelArrays<decltype(zero)> arrays(op, dtype_from.name);
     body(s, arrays);
-  });
+  };
+  if (is_bfloat16(dtype_from.array))
+    run(cpu::bf16{});
+  else
+    dispatch_float(dtype_from.array, op, dtype_from.name, run);
 }
 
 // The packed Winograd weights' shape (16, K, C), for a shape with winograd weights to pack.
@@ -78,10 +84,12 @@ void conv2d_forward(const py::object& x, const py::object& w, const py::object& 
 }
 
 // The Winograd weights of w for conv2d_forward's winograd_weights (a new (16, K, C) array of w's
-// dtype), or None when these options never take the Winograd path or w holds Inf or NaN.
+// dtype), or None when these options never take the Winograd path, w holds Inf or NaN or w is
+// bfloat16 (which has no Winograd path).
 py::object conv2d_pack_winograd_weights(const py::object& w, Pair stride, Pair padding, Pair dilation, int64_t groups) {
   const char* op = "conv2d_pack_winograd_weights";
   py::object packed = py::none();
+  if (is_bfloat16(w)) return packed;
   dispatch_float(w, op, "w", [&](auto zero) {
     using T = decltype(zero);
     const Shape shape = shape_with_ndim(w, op, "w", 4, "(K, C/groups, R, S)");

@@ -30,6 +30,7 @@
 #include "core/scratch.h"
 #include "core/threading.h"
 #include "cpu/conv/depthwise.h"
+#include "cpu/conv/im2col.h"
 #include "cpu/conv/taps.h"
 #include "cpu/conv/winograd.h"
 #include "cpu/gemm/gemm.h"
@@ -103,139 +104,6 @@ Plan make_plan(const Conv2dShape& s, bool forward = false) {
     if (s.batch * row_blocks < plan.slots) plan.row_blocks_spread = false;  // one block: threads in the GEMM
   }
   return plan;
-}
-
-// Per-thread scratch: the im2col block (0), the block of Y or dY when it has several images (1), and
-// im2col_stride2's split input row (2).
-struct ConvScratch;
-template <class T>
-T* thread_buffer(int which, int64_t count) {
-  return thread_scratch<ConvScratch, 3, T>(which, count);
-}
-
-// Visits, for every row (c, r, s) of col and every output row p in [p0, p1), the offset of that
-// stretch of Q columns in col (row stride ld), the offset of its input row plus the kernel's
-// column offset in x (the group's channels of one image), and the valid columns [q_lo, q_hi)
-// (empty when the input row is padding). Shared by im2col and its adjoint col2im.
-template <class Visit>
-void for_each_tap_row(const Conv2dShape& s, int64_t group_in, int64_t p0, int64_t p1, int64_t ld, Visit visit) {
-  for (int64_t c = 0; c < group_in; ++c)
-    for (int64_t r = 0; r < s.kernel_h; ++r)
-      for (int64_t t = 0; t < s.kernel_w; ++t) {
-        const int64_t row = (c * s.kernel_h + r) * s.kernel_w + t;
-        const int64_t w_offset = t * s.dilation_w - s.pad_w;
-        int64_t q_lo, q_hi;
-        valid_columns(s, w_offset, q_lo, q_hi);
-        for (int64_t p = p0; p < p1; ++p) {
-          const int64_t ih = p * s.stride_h - s.pad_h + r * s.dilation_h;
-          const bool inside = ih >= 0 && ih < s.in_h;
-          visit(row * ld + (p - p0) * s.out_w, c * s.in_h * s.in_w + ih * s.in_w + w_offset, inside ? q_lo : 0,
-                inside ? q_hi : 0);
-        }
-      }
-}
-
-// im2col when stride is 1 in both directions, dilation_w is 1 and Q == W ("same" width): then one
-// tap's row of col is its input plane shifted, so the valid output rows are ONE contiguous copy
-// (the positions between rows that wrapped around are set to zero after it). Small images (8 x 8)
-// would otherwise cost a loop per output row for 8 elements.
-template <class T>
-void im2col_shifted_planes(const Conv2dShape& s, const T* x, int64_t group_in, int64_t p0, int64_t p1, T* col,
-                           int64_t ld) {
-  const int64_t q_count = s.out_w, plane = s.in_h * s.in_w, n = (p1 - p0) * q_count;
-  for (int64_t c = 0; c < group_in; ++c)
-    for (int64_t r = 0; r < s.kernel_h; ++r) {
-      const int64_t h_offset = r * s.dilation_h - s.pad_h;  // ih = p + h_offset
-      const int64_t p_lo = std::clamp<int64_t>(-h_offset, p0, p1);
-      const int64_t p_hi = std::clamp<int64_t>(s.in_h - h_offset, p_lo, p1);
-      for (int64_t t = 0; t < s.kernel_w; ++t) {
-        T* out = col + ((c * s.kernel_h + r) * s.kernel_w + t) * ld;
-        const int64_t w_offset = t - s.pad_w;
-        int64_t q_lo, q_hi;
-        valid_columns(s, w_offset, q_lo, q_hi);
-        if (p_lo == p_hi || q_lo == q_hi) {
-          std::fill(out, out + n, T(0));
-          continue;
-        }
-        const int64_t first = (p_lo - p0) * q_count + q_lo, last = (p_hi - 1 - p0) * q_count + q_hi;
-        const T* in = x + c * plane + (p_lo + h_offset) * s.in_w + w_offset + q_lo;
-        std::fill(out, out + first, T(0));
-        std::memcpy(out + first, in, sizeof(T) * (last - first));
-        std::fill(out + last, out + n, T(0));
-        if (q_lo > 0 || q_hi < q_count)
-          for (int64_t p = p_lo; p < p_hi; ++p) {
-            T* row = out + (p - p0) * q_count;
-            for (int64_t q = 0; q < q_lo; ++q) row[q] = T(0);
-            for (int64_t q = q_hi; q < q_count; ++q) row[q] = T(0);
-          }
-      }
-    }
-}
-
-// im2col when stride_w is 2, dilation_w 1 and the kernel at least 3 wide (ResNet's 7x7/2 stem): each
-// input row a kernel row reads is split once into the even and odd columns of its zero-padded self,
-// after which each of the S taps is one contiguous copy instead of a strided gather.
-template <class T>
-void im2col_stride2(const Conv2dShape& s, const T* x, int64_t group_in, int64_t p0, int64_t p1, T* col, int64_t ld) {
-  const int64_t half = s.out_w + s.kernel_w / 2;  // tap t reads half-row t % 2 at [t / 2, t / 2 + Q)
-  T* even = thread_buffer<T>(2, 2 * half);
-  T* odd = even + half;
-  for (int64_t c = 0; c < group_in; ++c)
-    for (int64_t r = 0; r < s.kernel_h; ++r)
-      for (int64_t p = p0; p < p1; ++p) {
-        T* out = col + (c * s.kernel_h + r) * s.kernel_w * ld + (p - p0) * s.out_w;
-        const int64_t ih = p * s.stride_h - s.pad_h + r * s.dilation_h;
-        if (ih < 0 || ih >= s.in_h) {
-          for (int64_t t = 0; t < s.kernel_w; ++t) std::fill(out + t * ld, out + t * ld + s.out_w, T(0));
-          continue;
-        }
-        const T* in = x + (c * s.in_h + ih) * s.in_w;
-        for (int64_t j = 0; j < half; ++j) {
-          const int64_t iw = 2 * j - s.pad_w;
-          even[j] = iw >= 0 && iw < s.in_w ? in[iw] : T(0);
-          odd[j] = iw + 1 >= 0 && iw + 1 < s.in_w ? in[iw + 1] : T(0);
-        }
-        for (int64_t t = 0; t < s.kernel_w; ++t)
-          std::memcpy(out + t * ld, (t % 2 ? odd : even) + t / 2, sizeof(T) * s.out_w);
-      }
-}
-
-// col[(c, r, s)][(p - p0) * Q + q] (row stride ld) for output rows [p0, p1) of one image's group.
-template <class T>
-void im2col(const Conv2dShape& s, const T* x, int64_t group_in, int64_t p0, int64_t p1, T* col, int64_t ld) {
-  if (s.stride_h == 1 && s.stride_w == 1 && s.dilation_w == 1 && s.out_w == s.in_w)
-    return im2col_shifted_planes(s, x, group_in, p0, p1, col, ld);
-  if (s.stride_w == 2 && s.dilation_w == 1 && s.kernel_w >= 3) return im2col_stride2(s, x, group_in, p0, p1, col, ld);
-  const int64_t sw = s.stride_w;
-  for_each_tap_row(s, group_in, p0, p1, ld, [&](int64_t dst, int64_t src, int64_t q_lo, int64_t q_hi) {
-    // Plain loops, not memcpy/fill: rows are often a few elements long (7 x 7 layers).
-    T* out = col + dst;
-    const T* in = x + src;
-    for (int64_t q = 0; q < q_lo; ++q) out[q] = T(0);
-    if (sw == 1) {
-#pragma omp simd
-      for (int64_t q = q_lo; q < q_hi; ++q) out[q] = in[q];
-    } else {
-      for (int64_t q = q_lo; q < q_hi; ++q) out[q] = in[q * sw];
-    }
-    for (int64_t q = q_hi; q < s.out_w; ++q) out[q] = T(0);
-  });
-}
-
-// The adjoint of im2col: x[...] += col[...] over the same positions.
-template <class T>
-void col2im_add(const Conv2dShape& s, const T* col, int64_t group_in, int64_t p0, int64_t p1, int64_t ld, T* x) {
-  const int64_t sw = s.stride_w;
-  for_each_tap_row(s, group_in, p0, p1, ld, [&](int64_t src, int64_t dst, int64_t q_lo, int64_t q_hi) {
-    const T* in = col + src;
-    T* out = x + dst;
-    if (sw == 1) {
-#pragma omp simd
-      for (int64_t q = q_lo; q < q_hi; ++q) out[q] += in[q];
-    } else {
-      for (int64_t q = q_lo; q < q_hi; ++q) out[q * sw] += in[q];
-    }
-  });
 }
 
 // One block of the batch: images [n0, n1), output rows [p0, p1) (all rows when n1 - n0 > 1).

@@ -257,6 +257,64 @@ register_suite(
 )
 
 
+# ---- conv-bf16: the training layers in bfloat16 on the CPU -----------------------------------------
+
+
+def _conv_bf16_impls(layer: ConvLayer, conv_pass: str) -> Dict[str, Callable]:
+    """:func:`conv_impls` on bfloat16 views of the inputs' bits (uint16: PyTorch cannot take NumPy's
+    bfloat16): deepkern's bfloat16 convolution and PyTorch's on bfloat16 tensors (oneDNN)."""
+    import ml_dtypes
+
+    plain = conv_impls(layer, conv_pass)
+    ours = plain["deepkern"]
+    impls: Dict[str, Callable] = {"deepkern": lambda *arrays: ours(*(a.view(ml_dtypes.bfloat16) for a in arrays))}
+    torch = installed_torch()
+    if torch is not None and "torch" in plain:
+        theirs = plain["torch"]
+        impls["torch"] = lambda *tensors: theirs(*(t.view(torch.bfloat16) for t in tensors))
+    return impls
+
+
+def conv_bf16_cases(quick: bool = False) -> List[Case]:
+    """The ``conv`` suite's training rows (``CONV_LAYERS`` at batch 32, 2 with ``quick``, forward then
+    forward+backward) with bfloat16 inputs, checked against PyTorch in float64 on the bfloat16 values."""
+    import ml_dtypes
+
+    batch = CONV_BATCH_QUICK if quick else CONV_BATCH
+    groups = {"fwd": GROUP_CONV_FWD, "fwd+bwd": GROUP_CONV_FWD_BWD}
+    cases = []
+    for layer in CONV_LAYERS:
+        for conv_pass in CONV_PASSES:
+            case = _conv_case(layer, batch, conv_pass, groups[conv_pass], f"{conv_pass} bf16")
+            case.op = "conv-bf16"
+            case.nbytes /= 2
+            case.make_inputs = lambda layer=layer, p=conv_pass: [
+                tuple(a.astype(ml_dtypes.bfloat16).view(np.uint16) for a in s)
+                for s in make_conv_inputs(layer, batch, p)
+            ]
+            case.impls = _conv_bf16_impls(layer, conv_pass)
+            case.check = lambda inputs, layer=layer, p=conv_pass: conv_check(
+                layer, p, tuple(a.view(ml_dtypes.bfloat16) for a in inputs)
+            )
+            cases.append(case)
+    return cases
+
+
+register_suite(
+    Suite(
+        name="conv-bf16",
+        description=(
+            f"bfloat16 NCHW conv2d on the CPU, forward and forward+backward (grad_x, grad_w), batch {CONV_BATCH} "
+            f"(--quick: {CONV_BATCH_QUICK}), vs PyTorch's bfloat16 conv2d"
+        ),
+        cases=conv_bf16_cases,
+        summary_groups=(GROUP_CONV_FWD, GROUP_CONV_FWD_BWD),
+        unavailable=lambda: torch_missing("torch.nn.functional.conv2d"),
+        in_all=False,
+    )
+)
+
+
 # ---- conv-cuda: the same layers on the GPU -------------------------------------------------------
 
 CONV_CUDA_PRECISIONS = ("fp32", "tf32", "bf16")

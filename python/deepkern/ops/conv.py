@@ -4,6 +4,12 @@ NCHW activations, (K, C/groups, R, S) weights. The kernels (csrc/cpu/conv) run t
 blocked GEMMs over chunks of im2col columns, Winograd F(2x2, 3x3) or direct depthwise loops; inputs
 that are not C-contiguous are copied once. :class:`ConvPlan` packs a layer's weights once for
 inference.
+
+bfloat16 (``deepkern.bfloat16``, CPU) x, w and b give bfloat16 outputs and gradients, as PyTorch:
+the kernels multiply on the bfloat16 GEMM with float32 sums (the weight and bias gradients summed
+over the batch in float32) and round each result once. x, w, b and grad_out share one dtype;
+mixing bfloat16 with float32 is a TypeError naming both (under ``deepkern.autocast`` the
+convolution's arguments are all cast to bfloat16 before the op).
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends import backend_of
-from ._validate import as_float_array, check_index
+from ._validate import check_index, is_bfloat16
+from .gemm import _as_operand
 
 
 def _pair(value, name: str, op: str, minimum: int) -> tuple:
@@ -114,10 +121,18 @@ def _check_grad_out(grad_out, expected: tuple, x, w, op: str) -> None:
         raise TypeError(f"{op}: grad_out must have dtype {x.dtype}, got {grad_out.dtype}")
 
 
+def _channel_sums(dy):
+    """``dy`` (N, K, P, Q) summed over N, P and Q in its dtype: bfloat16 summed in float32 and
+    rounded once."""
+    if is_bfloat16(dy.dtype):
+        return dy.sum(axis=(0, 2, 3), dtype=np.float32).astype(dy.dtype)
+    return dy.sum(axis=(0, 2, 3))
+
+
 def _bias(b, k: int, dtype, op: str):
     if b is None:
         return None
-    b = as_float_array(b, "b", op)
+    b = _as_operand(b, "b", op)
     if b.shape != (k,):
         raise ValueError(f"{op}: b must have shape ({k},) (one per output channel), got {b.shape}")
     if b.dtype != dtype:
@@ -150,7 +165,7 @@ class ConvPlan:
 
     def __init__(self, w, *, stride=1, padding=0, dilation=1, groups=1):
         op = "ConvPlan"
-        w = as_float_array(w, "w", op)
+        w = _as_operand(w, "w", op)
         if w.ndim != 4:
             raise ValueError(f"{op}: w must be 4-D (K, C/groups, R, S), got shape {w.shape}")
         _check_groups(groups, op)
@@ -200,8 +215,8 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
         options = w.resolve("conv2d", {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups})
         stride, padding, dilation, groups = (options[name] for name in _CONV_DEFAULTS)
         w, packed = w.weight, w.winograd_weights
-    x = as_float_array(x, "x", "conv2d")
-    w = as_float_array(w, "w", "conv2d")
+    x = _as_operand(x, "x", "conv2d")
+    w = _as_operand(w, "w", "conv2d")
     geo = _Geometry("conv2d", x.shape, x.dtype, w, stride, padding, dilation, groups)
     bias = _bias(b, w.shape[0], x.dtype, "conv2d")
     backend = backend_of(x, w, bias, op="conv2d")
@@ -225,9 +240,9 @@ def conv2d_backward(grad_out, x, w, *, stride=1, padding=0, dilation=1, groups=1
     Returns ``(grad_x, grad_w, grad_b)``; each is computed only when the matching flag of
     ``needs`` is true, and is None otherwise. ``grad_b`` is ``grad_out`` summed over N, P and Q.
     """
-    x = as_float_array(x, "x", "conv2d_backward")
-    w = as_float_array(w, "w", "conv2d_backward")
-    grad_out = as_float_array(grad_out, "grad_out", "conv2d_backward")
+    x = _as_operand(x, "x", "conv2d_backward")
+    w = _as_operand(w, "w", "conv2d_backward")
+    grad_out = _as_operand(grad_out, "grad_out", "conv2d_backward")
     geo = _Geometry("conv2d_backward", x.shape, x.dtype, w, stride, padding, dilation, groups)
     need_x, need_w, need_b = _needs(needs, "conv2d_backward")
     _check_grad_out(grad_out, geo.unbatch_shape(geo.out_shape), x, w, "conv2d_backward")
@@ -245,7 +260,7 @@ def conv2d_backward(grad_out, x, w, *, stride=1, padding=0, dilation=1, groups=1
             grad_w = backend.empty(w.shape, x.dtype)
             backend.conv2d_backward_weight(dy, contiguous(geo.batched(x)), grad_w, grad_b, *geo.options())
         else:
-            grad_b[...] = dy.sum(axis=(0, 2, 3))
+            grad_b[...] = _channel_sums(dy)
     return grad_x, grad_w, grad_b
 
 
@@ -315,7 +330,7 @@ def conv_transpose2d(x, w, b=None, *, stride=1, padding=0, output_padding=0, gro
     smaller than ``stride`` or ``dilation``; ``groups`` divides C and K.
     """
     op = "conv_transpose2d"
-    x, w = as_float_array(x, "x", op), as_float_array(w, "w", op)
+    x, w = _as_operand(x, "x", op), _as_operand(w, "w", op)
     geo = _transposed(op, x, w, stride, padding, output_padding, groups, dilation)
     bias = _bias(b, geo.x_shape[1], x.dtype, op)
     backend = backend_of(x, w, bias, op=op)
@@ -335,8 +350,8 @@ def conv_transpose2d_backward(
     ``conv2d(grad_out, w, ...)`` (cropped to x's size), grad_b ``grad_out`` summed over N, H and W.
     """
     op = "conv_transpose2d_backward"
-    x, w = as_float_array(x, "x", op), as_float_array(w, "w", op)
-    grad_out = as_float_array(grad_out, "grad_out", op)
+    x, w = _as_operand(x, "x", op), _as_operand(w, "w", op)
+    grad_out = _as_operand(grad_out, "grad_out", op)
     geo = _transposed(op, x, w, stride, padding, output_padding, groups, dilation)
     need_x, need_w, need_b = _needs(needs, op)
     _check_grad_out(grad_out, geo.unbatch_shape(geo.x_shape), x, w, op)
@@ -353,5 +368,5 @@ def conv_transpose2d_backward(
         grad_w = backend.empty(w.shape, x.dtype)
         backend.conv2d_backward_weight(_fit(backend, geo.batched(x), geo.out_shape), dy, grad_w, None, *geo.options())
     if need_b:
-        grad_b = dy.sum(axis=(0, 2, 3))
+        grad_b = _channel_sums(dy)
     return grad_x, grad_w, grad_b

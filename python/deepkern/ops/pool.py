@@ -6,6 +6,9 @@ arrays: ``x`` is ``(N, C, H, W)`` or ``(C, H, W)``, ``kernel_size``/``stride``/`
 ``ceil_mode`` included (the last window must start inside the input or the left padding). The
 kernels (csrc/cpu/pool) run on C-contiguous float32 or float64 planes; other layouts are copied
 once. Every function takes ``out=`` (the result's exact shape and dtype) and returns it.
+bfloat16 arrays (``deepkern.bfloat16``) are widened to float32 (exact), pooled there and rounded
+to bfloat16 once, as PyTorch's bfloat16 pooling computes each window in float32; max pooling is
+exact. ``out=`` is then a bfloat16 array.
 
 The backward functions return the gradient with respect to ``x`` from the forward's arguments,
 so a network layer keeps only what the forward gave it: ``max_pool2d(..., return_indices=True)``
@@ -19,7 +22,7 @@ import operator
 import numpy as np
 
 from ..backends import as_array, backend_of
-from ._validate import as_float_array, check_index, check_output
+from ._validate import as_float_array, bfloat16_through_float32, check_index, check_output
 
 __all__ = [
     "max_pool2d",
@@ -152,6 +155,7 @@ def _finish(written, result):
 # ---- max -------------------------------------------------------------------------------------
 
 
+@bfloat16_through_float32
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False, *, out=None):
     """Max over each window (PyTorch's ``F.max_pool2d``); padding never wins.
 
@@ -172,6 +176,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     return (result, indices) if return_indices else result
 
 
+@bfloat16_through_float32
 def max_pool2d_backward(grad_out, x_shape, indices, *, out=None):
     """Gradient of ``max_pool2d`` with respect to ``x``: zeros, plus each ``grad_out`` element
     added at its window's maximum (``indices`` from ``max_pool2d(..., return_indices=True)``)."""
@@ -207,6 +212,7 @@ def _divisor(divisor_override, op: str) -> int:
     return d
 
 
+@bfloat16_through_float32
 def avg_pool2d(
     x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None, *, out=None
 ):
@@ -229,6 +235,7 @@ def avg_pool2d(
     return _finish(written, result)
 
 
+@bfloat16_through_float32
 def avg_pool2d_backward(
     grad_out,
     x_shape,
@@ -276,6 +283,7 @@ def _adaptive_size(output_size, in_shape: tuple, op: str) -> tuple:
     return size
 
 
+@bfloat16_through_float32
 def adaptive_avg_pool2d(x, output_size, *, out=None):
     """Mean over PyTorch's adaptive windows: output row ``i`` of ``H_out`` averages input rows
     ``floor(i * H / H_out)`` to ``ceil((i + 1) * H / H_out)``, and columns likewise.
@@ -292,6 +300,7 @@ def adaptive_avg_pool2d(x, output_size, *, out=None):
     return _finish(written, result)
 
 
+@bfloat16_through_float32
 def adaptive_avg_pool2d_backward(grad_out, x_shape, *, out=None):
     """Gradient of ``adaptive_avg_pool2d`` with respect to ``x`` of shape ``x_shape`` (the output
     size is ``grad_out``'s last two dimensions)."""

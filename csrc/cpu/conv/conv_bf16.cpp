@@ -1,0 +1,286 @@
+// The bfloat16 convolution (conv_bf16.h): im2col (im2col.h, on the bf16 bits) and the bfloat16
+// GEMM per block and group; a block is several small images side by side (up to kTargetColumns
+// columns; Y and dY pass through a per-thread buffer) or output rows of one image:
+//
+//   forward      Y_g (Kg x PQ, bf16)       = W_g @ col(X_g) + bias       (gemm_bf16, bf16 C)
+//   grad data    dX (float32, per image)   = sum over groups of col2im(W_g^T @ dY_g), rounded once
+//   grad weight  dW (float32, per thread)  = sum over images of dY_g @ col(X_g)^T, summed, rounded once
+//
+// Blocks of images are spread over the threads (single-threaded GEMMs) when there are at least as
+// many as threads, else they run one at a time with every thread inside each GEMM. Depthwise layers take
+// the float32 depthwise loops instead (runs_in_float32).
+#include "cpu/conv/conv_bf16.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "core/scratch.h"
+#include "core/threading.h"
+#include "cpu/conv/im2col.h"
+#include "cpu/lstm/cell_kernels.h"
+
+namespace deepkern::cpu {
+namespace {
+
+// Bound on each thread's im2col block (as conv.cpp's).
+constexpr int64_t kMaxColumnBytes = int64_t(8) << 20;
+
+// Per-thread scratch: the im2col block, the float32 GEMM result of grad data, the float32 grad_x of
+// a block's images, the depthwise layers' float32 copies (up to three inputs and the results), the
+// block of Y or dY of several images.
+struct ConvBf16Scratch;
+enum Slot { kColumns, kColumnGrad, kImageGrad, kInput0, kInput1, kInput2, kResult, kBlock, kSlots };
+template <class T>
+T* bf16_buffer(Slot which, int64_t count) {
+  return thread_scratch<ConvBf16Scratch, kSlots, T>(which, count);
+}
+
+// Small images are put side by side until a GEMM has about this many columns (as conv.cpp's).
+constexpr int64_t kTargetColumns = 512;
+
+// How a call is cut: blocks of `images` whole images side by side (small images) or, for one image,
+// of `rows` output rows (so an im2col block stays within kMaxColumnBytes); image blocks spread over
+// `slots` threads or not.
+struct Split {
+  int64_t group_in, group_out;  // Cg, Kg
+  int64_t col_rows;             // Cg * R * S
+  int64_t pixels, in_plane;     // P * Q, H * W
+  bool direct;                  // 1x1, stride 1, no padding, one image per block: col(X) is X
+  int64_t images, rows;
+  int slots;
+  bool spread;
+};
+
+Split make_split(const Conv2dShape& s) {
+  Split sp;
+  sp.group_in = s.in_channels / s.groups;
+  sp.group_out = s.out_channels / s.groups;
+  sp.col_rows = sp.group_in * s.kernel_h * s.kernel_w;
+  sp.pixels = s.out_h * s.out_w;
+  sp.in_plane = s.in_h * s.in_w;
+  sp.slots = num_threads();
+  const int64_t column_bytes = std::max<int64_t>(1, sp.col_rows * int64_t(sizeof(bf16)));
+  sp.images = 1;
+  if (sp.pixels < kTargetColumns && s.batch > 1) {
+    int64_t images = std::min(s.batch, (kTargetColumns + sp.pixels - 1) / std::max<int64_t>(sp.pixels, 1));
+    images = std::min(images, kMaxColumnBytes / (column_bytes * std::max<int64_t>(sp.pixels, 1)));
+    if (s.batch >= sp.slots) images = std::min(images, (s.batch + sp.slots - 1) / sp.slots);  // a block per thread
+    sp.images = std::max<int64_t>(1, images);
+  }
+  sp.direct = sp.images == 1 && columns_are_input(s);
+  sp.rows = sp.images > 1 || sp.direct ? s.out_h : rows_within(s, column_bytes, kMaxColumnBytes);
+  sp.spread = sp.slots > 1 && (s.batch + sp.images - 1) / sp.images >= sp.slots;
+  return sp;
+}
+
+// Runs body(n0, n1, slot, gemm_threads) for every block of images [n0, n1): slot t takes blocks t,
+// t + slots, ... with single-threaded GEMMs when spread, else slot 0 takes them all with every
+// thread in the GEMMs.
+template <class Body>
+void for_each_image_block(const Conv2dShape& s, const Split& sp, Body body) {
+  auto run = [&](int64_t n0, int slot, int threads) { body(n0, std::min(s.batch, n0 + sp.images), slot, threads); };
+  if (sp.spread)
+    run_on_threads(sp.slots, [&](int slot) {
+      for (int64_t n0 = slot * sp.images; n0 < s.batch; n0 += sp.slots * sp.images) run(n0, slot, 1);
+    });
+  else
+    for (int64_t n0 = 0; n0 < s.batch; n0 += sp.images) run(n0, 0, sp.slots);
+}
+
+// col(X) of images [n0, n1)'s group for output rows [p0, p1) (all rows for several images): the
+// input planes when direct, else im2col into the thread's buffer, image after image along the
+// columns (row stride (n1 - n0) * (p1 - p0) * Q).
+StridedMatrix<const bf16> columns(const Conv2dShape& s, const Split& sp, const bf16* x, int64_t n0, int64_t n1,
+                                  int64_t group, int64_t p0, int64_t p1) {
+  const uint16_t* planes = lanes(x) + (n0 * s.in_channels + group * sp.group_in) * sp.in_plane;
+  if (sp.direct) return {x + (planes - lanes(x)) + p0 * s.out_w, sp.in_plane, 1};
+  const int64_t per_image = (p1 - p0) * s.out_w, cols = (n1 - n0) * per_image;
+  uint16_t* col = bf16_buffer<uint16_t>(kColumns, sp.col_rows * cols);
+  for (int64_t n = n0; n < n1; ++n)
+    im2col(s, planes + (n - n0) * s.in_channels * sp.in_plane, sp.group_in, p0, p1, col + (n - n0) * per_image, cols);
+  return {reinterpret_cast<const bf16*>(col), cols, 1};
+}
+
+// Group `group`'s output channels of images [n0, n1), rows [p0, p1) (all rows for several images),
+// of an (N, K, P, Q) array as a Kg x columns matrix: the array itself for one image (row stride
+// P * Q), else the thread's block buffer (row stride (n1 - n0) * P * Q), for output_block_planes to
+// fill or empty.
+StridedMatrix<bf16> output_block(const Conv2dShape& s, const Split& sp, bf16* base, int64_t n0, int64_t n1,
+                                 int64_t group, int64_t p0) {
+  if (n1 - n0 == 1)
+    return {base + ((n0 * s.out_channels + group * sp.group_out) * s.out_h + p0) * s.out_w, sp.pixels, 1};
+  const int64_t cols = (n1 - n0) * sp.pixels;
+  return {bf16_buffer<bf16>(kBlock, sp.group_out * cols), cols, 1};
+}
+
+// Runs copy(array offset, block offset) for every P * Q plane of a block of several images (above).
+template <class Copy>
+void output_block_planes(const Conv2dShape& s, const Split& sp, int64_t n0, int64_t n1, int64_t group, Copy copy) {
+  const int64_t cols = (n1 - n0) * sp.pixels;
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t k = 0; k < sp.group_out; ++k)
+      copy((n * s.out_channels + group * sp.group_out + k) * sp.pixels, k * cols + (n - n0) * sp.pixels);
+}
+
+// grad_y's output_block, filled.
+StridedMatrix<const bf16> gathered(const Conv2dShape& s, const Split& sp, const bf16* grad_y, int64_t n0, int64_t n1,
+                                   int64_t group, int64_t p0) {
+  const StridedMatrix<bf16> block = output_block(s, sp, const_cast<bf16*>(grad_y), n0, n1, group, p0);
+  if (n1 - n0 > 1)
+    output_block_planes(s, sp, n0, n1, group, [&](int64_t at, int64_t to) {
+      std::memcpy(block.data + to, grad_y + at, sizeof(bf16) * sp.pixels);
+    });
+  return {block.data, block.row_stride, block.col_stride};
+}
+
+// Depthwise layers run conv.h's float32 entry points (their direct per-plane loops; the GEMM path
+// would be Kg = 1 row products) on float32 copies of the operands (exact), each result rounded to
+// bf16 once: the float32 sums PyTorch's bfloat16 convolution has too.
+bool runs_in_float32(const Conv2dShape& s) { return s.groups > 1 && s.groups == s.in_channels; }
+
+// count values converted: bf16 to float exactly, float to bf16 rounded to nearest even (plain loops
+// over the bits, which the compiler vectorizes), split over the threads; nothing for a null src.
+void convert_values(const bf16* src, int64_t n, float* dst) {
+  const uint16_t* from = lanes(src);
+  for (int64_t i = 0; i < n; ++i) dst[i] = widen<bf16>(from[i]);
+}
+void convert_values(const float* src, int64_t n, bf16* dst) {
+  uint16_t* to = lanes(dst);
+  for (int64_t i = 0; i < n; ++i) to[i] = narrow<bf16>(src[i]);
+}
+template <class S, class D>
+void convert(const S* src, int64_t count, D* dst) {
+  if (!src) return;
+  const int team = count < (int64_t(1) << 16) ? 1 : num_threads();
+  run_on_threads(team, [&](int t) {
+    const int64_t begin = count * t / team, end = count * (t + 1) / team;
+    convert_values(src + begin, end - begin, dst + begin);
+  });
+}
+
+// A float32 copy of `count` bf16 values in the calling thread's scratch slot (null for a null src).
+const float* widened(Slot slot, const bf16* src, int64_t count) {
+  if (!src) return nullptr;
+  float* copy = bf16_buffer<float>(slot, count);
+  convert(src, count, copy);
+  return copy;
+}
+
+}  // namespace
+
+template <>
+void conv2d_forward<bf16>(const Conv2dShape& s, const bf16* x, const bf16* w, const bf16* bias, bf16* y, const bf16*) {
+  const Split sp = make_split(s);
+  if (runs_in_float32(s)) {
+    const int64_t count = s.batch * s.out_channels * sp.pixels;
+    float* out = bf16_buffer<float>(kResult, count);
+    conv2d_forward<float>(s, widened(kInput0, x, s.batch * s.in_channels * sp.in_plane),
+                          widened(kInput1, w, s.out_channels * sp.col_rows), widened(kInput2, bias, s.out_channels),
+                          out);
+    return convert(out, count, y);
+  }
+  for_each_image_block(s, sp, [&](int64_t n0, int64_t n1, int, int threads) {
+    for (int64_t p0 = 0; p0 < s.out_h; p0 += sp.rows) {
+      const int64_t p1 = std::min(s.out_h, p0 + sp.rows), cols = (n1 - n0) * (p1 - p0) * s.out_w;
+      for (int64_t group = 0; group < s.groups; ++group) {
+        const int64_t k0 = group * sp.group_out;
+        GemmEpilogue<bf16> epilogue;
+        if (bias) {
+          epilogue.bias = bias + k0;
+          epilogue.bias_axis = BiasAxis::rows;
+        }
+        const StridedMatrix<bf16> out = output_block(s, sp, y, n0, n1, group, p0);
+        gemm_bf16<bf16>(sp.group_out, cols, sp.col_rows, 1.0f, {w + k0 * sp.col_rows, sp.col_rows, 1},
+                        columns(s, sp, x, n0, n1, group, p0, p1), 0.0f, out, epilogue, threads);
+        if (n1 - n0 > 1)
+          output_block_planes(s, sp, n0, n1, group, [&](int64_t at, int64_t from) {
+            std::memcpy(y + at, out.data + from, sizeof(bf16) * sp.pixels);
+          });
+      }
+    }
+  });
+}
+
+template <>
+void conv2d_backward_data<bf16>(const Conv2dShape& s, const bf16* grad_y, const bf16* w, bf16* grad_x) {
+  const Split sp = make_split(s);
+  const int64_t image = s.in_channels * sp.in_plane;
+  if (runs_in_float32(s)) {
+    float* dx = bf16_buffer<float>(kResult, s.batch * image);
+    conv2d_backward_data<float>(s, widened(kInput0, grad_y, s.batch * s.out_channels * sp.pixels),
+                                widened(kInput1, w, s.out_channels * sp.col_rows), dx);
+    return convert(dx, s.batch * image, grad_x);
+  }
+  for_each_image_block(s, sp, [&](int64_t n0, int64_t n1, int, int threads) {
+    bf16* dx = grad_x + n0 * image;
+    // The direct case needs no col2im: each group's GEMM writes its planes of grad_x, rounded once.
+    float* acc = sp.direct ? nullptr : bf16_buffer<float>(kImageGrad, (n1 - n0) * image);
+    if (acc) std::fill(acc, acc + (n1 - n0) * image, 0.0f);
+    for (int64_t group = 0; group < s.groups; ++group) {
+      const int64_t k0 = group * sp.group_out, c0 = group * sp.group_in;
+      const StridedMatrix<const bf16> w_t{w + k0 * sp.col_rows, 1, sp.col_rows};
+      for (int64_t p0 = 0; p0 < s.out_h; p0 += sp.rows) {
+        const int64_t p1 = std::min(s.out_h, p0 + sp.rows), per_image = (p1 - p0) * s.out_w;
+        const int64_t cols = (n1 - n0) * per_image;
+        const StridedMatrix<const bf16> dy = gathered(s, sp, grad_y, n0, n1, group, p0);
+        if (sp.direct) {
+          gemm_bf16<bf16>(sp.group_in, cols, sp.group_out, 1.0f, w_t, dy, 0.0f,
+                          {dx + c0 * sp.in_plane + p0 * s.out_w, sp.in_plane, 1}, {}, threads);
+          continue;
+        }
+        float* dcol = bf16_buffer<float>(kColumnGrad, sp.col_rows * cols);
+        gemm_bf16<float>(sp.col_rows, cols, sp.group_out, 1.0f, w_t, dy, 0.0f, {dcol, cols, 1}, {}, threads);
+        for (int64_t n = n0; n < n1; ++n)
+          col2im_add(s, dcol + (n - n0) * per_image, sp.group_in, p0, p1, cols,
+                     acc + (n - n0) * image + c0 * sp.in_plane);
+      }
+    }
+    if (acc) convert_values(acc, (n1 - n0) * image, dx);
+  });
+}
+
+template <>
+void conv2d_backward_weight<bf16>(const Conv2dShape& s, const bf16* grad_y, const bf16* x, bf16* grad_w,
+                                  bf16* grad_bias) {
+  const Split sp = make_split(s);
+  const int64_t weight_size = s.out_channels * sp.col_rows;
+  if (runs_in_float32(s)) {
+    float* dw = bf16_buffer<float>(kResult, weight_size + s.out_channels);  // then the bias gradient
+    conv2d_backward_weight<float>(s, widened(kInput0, grad_y, s.batch * s.out_channels * sp.pixels),
+                                  widened(kInput1, x, s.batch * s.in_channels * sp.in_plane), dw,
+                                  grad_bias ? dw + weight_size : nullptr);
+    convert(dw, weight_size, grad_w);
+    return convert(grad_bias ? dw + weight_size : nullptr, s.out_channels, grad_bias);
+  }
+  // One float32 sum per slot (the images it takes), added together and rounded at the end.
+  std::vector<float> sums(static_cast<size_t>((sp.spread ? sp.slots : 1) * weight_size), 0.0f);
+  for_each_image_block(s, sp, [&](int64_t n0, int64_t n1, int slot, int threads) {
+    float* dw = sums.data() + slot * weight_size;
+    for (int64_t group = 0; group < s.groups; ++group) {
+      const int64_t k0 = group * sp.group_out;
+      for (int64_t p0 = 0; p0 < s.out_h; p0 += sp.rows) {
+        const int64_t p1 = std::min(s.out_h, p0 + sp.rows), cols = (n1 - n0) * (p1 - p0) * s.out_w;
+        const StridedMatrix<const bf16> dy = gathered(s, sp, grad_y, n0, n1, group, p0);
+        const StridedMatrix<const bf16> col = columns(s, sp, x, n0, n1, group, p0, p1);
+        gemm_bf16<float>(sp.group_out, sp.col_rows, cols, 1.0f, dy, {col.data, col.col_stride, col.row_stride}, 1.0f,
+                         {dw + k0 * sp.col_rows, sp.col_rows, 1}, {}, threads);
+      }
+    }
+  });
+  for (size_t part = 1; part * weight_size < sums.size(); ++part)
+    for (int64_t i = 0; i < weight_size; ++i) sums[i] += sums[part * weight_size + i];
+  convert_values(sums.data(), weight_size, grad_w);
+  if (!grad_bias) return;
+  std::vector<float> bias_sums(static_cast<size_t>(s.out_channels), 0.0f);
+  const Lane<bf16>* dy = lanes(grad_y);
+  for (int64_t n = 0; n < s.batch; ++n)
+    for (int64_t k = 0; k < s.out_channels; ++k) {
+      float sum = 0.0f;
+      for (int64_t i = 0; i < sp.pixels; ++i) sum += widen<bf16>(dy[(n * s.out_channels + k) * sp.pixels + i]);
+      bias_sums[k] += sum;
+    }
+  convert_values(bias_sums.data(), s.out_channels, grad_bias);
+}
+
+}  // namespace deepkern::cpu
