@@ -501,3 +501,25 @@ def test_adaptive_average_pooling_takes_the_fast_path(output_size):
         assert rel_error(got.numpy(), ref if len(shape) == 4 else ref[0]) < TOL[np.float64]
     with no_grad(), pytest.raises(ValueError, match=r"AdaptiveAvgPool2d.*input has shape \(5, 6\)"):
         pool(tensor(np.zeros((5, 6))))
+
+
+def test_autocast_regions_take_the_ordinary_path_and_compute_in_bfloat16():
+    """Under autocast the layers' casts happen in their ops: a no_grad eval forward inside an
+    autocast region gives what the same forward records with grad enabled (bfloat16 where the
+    policy says so), and the fast path resumes after the region."""
+    rng = np.random.default_rng(11)
+    model = _cnn(rng)
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+    x = tensor(rng.standard_normal((2, 3, 7, 9)).astype(np.float32))
+    with deepkern.autocast("cpu"):
+        recorded = model(x).detach().numpy()
+        with no_grad():
+            got = model(x)
+    assert got.dtype == deepkern.bfloat16 and recorded.dtype == deepkern.bfloat16
+    np.testing.assert_array_equal(got.numpy().astype(np.float32), recorded.astype(np.float32))
+    with no_grad():
+        plain = model(x).numpy()
+    assert plain.dtype == np.float32
+    assert rel_error(plain, _reference(model, x.numpy())) < TOL[np.float32]
