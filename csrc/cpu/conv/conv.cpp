@@ -48,6 +48,12 @@ constexpr int64_t kTargetColumns = 512;
 constexpr int64_t kInferenceBatch = 4;
 constexpr int64_t kRowBlockBytes = int64_t(512) << 10;
 constexpr int64_t kMinRowBlockColumns = 256;
+// The GEMM's A block (mc rows): the most columns a transposed block may have, and the most output
+// channels whose row blocks have im2col write the GEMM's B panels (see make_plan).
+constexpr int64_t kGemmRowBlock = 240;
+
+// True when im2col splits input rows into even and odd columns (im2col_stride2).
+bool splits_rows(const Conv2dShape& s) { return s.stride_w == 2 && s.dilation_w == 1 && s.kernel_w >= 3; }
 
 // How the batch is cut into GEMMs: blocks of `images` whole images, or (images == 1) of `rows`
 // output rows of one image; blocks are spread over `slots` threads.
@@ -59,6 +65,9 @@ struct Plan {
   bool direct;                  // 1x1, stride 1, no padding, one image per block: col(X) is X
   int64_t images, rows;         // block size
   bool row_blocks_spread;       // the inference plan: (image, row block) pairs spread over slots
+  int64_t row_blocks;           // with row_blocks_spread: blocks per image, of equal rows (+-1)
+  bool transposed;              // forward blocks computed as Y^T = col^T W^T (see conv2d_forward)
+  bool packed_columns;          // forward row blocks whose im2col writes the GEMM's packed B panels
   int slots;
 };
 
@@ -96,17 +105,35 @@ Plan make_plan(const Conv2dShape& s, bool forward = false) {
                   ? s.out_h
                   : std::clamp<int64_t>(kMaxColumnBytes / row_bytes, 1, std::max<int64_t>(s.out_h, 1));
   plan.row_blocks_spread = forward && s.batch <= kInferenceBatch && plan.pixels >= kTargetColumns;
+  plan.row_blocks = 1;
   if (plan.row_blocks_spread) {
     const int64_t min_rows = (kMinRowBlockColumns + s.out_w - 1) / std::max<int64_t>(s.out_w, 1);
     plan.rows = std::clamp<int64_t>(kRowBlockBytes / row_bytes, std::min(min_rows, s.out_h), s.out_h);
-    const int64_t row_blocks = (s.out_h + plan.rows - 1) / plan.rows;
-    if (s.batch * row_blocks < plan.slots) plan.row_blocks_spread = false;  // one block: threads in the GEMM
+    plan.row_blocks = (s.out_h + plan.rows - 1) / plan.rows;
+    // Every slot gets as many blocks (a 28-row image in blocks of 18 + 10 rows kept one of two threads
+    // idle a third of the time): the next count up to twice as many that the slots share evenly.
+    for (int64_t blocks = plan.row_blocks; blocks <= std::min(2 * plan.row_blocks, s.out_h); ++blocks)
+      if (s.batch * blocks % plan.slots == 0) {
+        plan.row_blocks = blocks;
+        break;
+      }
+    if (s.batch * plan.row_blocks < plan.slots) plan.row_blocks_spread = false;  // one block: threads in the GEMM
   }
+  // A forward block with fewer columns (pixels) than output channels, all of them in one row panel
+  // block of the GEMM, runs transposed: the pixels become the GEMM's short side (rows, tiles of 12 with
+  // short tiles for the rest, where 49 columns filled two 32-wide panels to 77%) and each thread packs
+  // its share of the weights once, just before use.
+  const int64_t block_columns = std::min(plan.images, std::max<int64_t>(s.batch, 1)) * plan.rows * s.out_w;
+  plan.transposed = forward && !plan.row_blocks_spread && s.batch <= kInferenceBatch &&
+                    block_columns < plan.group_out && block_columns <= kGemmRowBlock;
+  // The split-row im2col of a layer with few output channels (the 7x7/2 stem: 64) writes the GEMM's B
+  // panels itself: the GEMM would otherwise copy each column panel again for only 64 rows of A.
+  plan.packed_columns = plan.row_blocks_spread && plan.group_out <= kGemmRowBlock && splits_rows(s);
   return plan;
 }
 
 // Per-thread scratch: the im2col block (0), the block of Y or dY when it has several images (1), and
-// im2col_stride2's split input row (2).
+// im2col_stride2's split input rows (2).
 struct ConvScratch;
 template <class T>
 T* thread_buffer(int which, int64_t count) {
@@ -172,32 +199,76 @@ void im2col_shifted_planes(const Conv2dShape& s, const T* x, int64_t group_in, i
     }
 }
 
-// im2col when stride_w is 2, dilation_w 1 and the kernel at least 3 wide (ResNet's 7x7/2 stem): each
-// input row a kernel row reads is split once into the even and odd columns of its zero-padded self,
+// even[j] = row[2j - pad], odd[j] = row[2j + 1 - pad] for j < half, zero outside the row's `width`.
+template <class T>
+void split_even_odd(const T* row, int64_t width, int64_t pad, int64_t half, T* even, T* odd) {
+  const int64_t j_lo = std::min(half, (pad + 1) / 2);                       // from here 2j - pad >= 0
+  const int64_t j_hi = std::clamp<int64_t>((width + pad) / 2, j_lo, half);  // and 2j + 1 - pad < width
+  auto edge = [&](int64_t j) {
+    const int64_t iw = 2 * j - pad;
+    even[j] = iw >= 0 && iw < width ? row[iw] : T(0);
+    odd[j] = iw + 1 >= 0 && iw + 1 < width ? row[iw + 1] : T(0);
+  };
+  for (int64_t j = 0; j < j_lo; ++j) edge(j);
+  const T* in = row + 2 * j_lo - pad;
+  for (int64_t j = j_lo; j < j_hi; ++j) {
+    even[j] = in[2 * (j - j_lo)];
+    odd[j] = in[2 * (j - j_lo) + 1];
+  }
+  for (int64_t j = j_hi; j < half; ++j) edge(j);
+}
+
+// Where an im2col block's element (row, column j) goes: a row-major matrix (row stride ld), or, with
+// nr set, the GEMM's packed B panels (packed_b_layout: panels nr columns wide and `depth` rows deep).
+template <class T>
+struct ColumnLayout {
+  T* data;
+  int64_t ld;
+  int64_t nr = 0, depth = 0;
+
+  T* at(int64_t row, int64_t j) const { return nr ? data + (j / nr * depth + row) * nr + j % nr : data + row * ld + j; }
+  // Copies n elements of src, or zeros when src is null, to (row, j .. j + n).
+  void put(int64_t row, int64_t j, const T* src, int64_t n) const {
+    while (n > 0) {
+      const int64_t len = nr ? std::min(n, nr - j % nr) : n;
+      T* dst = at(row, j);
+      if (src) {
+        std::memcpy(dst, src, sizeof(T) * len);
+        src += len;
+      } else {
+        std::fill(dst, dst + len, T(0));
+      }
+      j += len;
+      n -= len;
+    }
+  }
+};
+
+// im2col when splits_rows (ResNet's 7x7/2 stem): each input row the block reads is split once into the
+// even and odd columns of its zero-padded self (about R / stride_h kernel rows read each input row),
 // after which each of the S taps is one contiguous copy instead of a strided gather.
 template <class T>
-void im2col_stride2(const Conv2dShape& s, const T* x, int64_t group_in, int64_t p0, int64_t p1, T* col, int64_t ld) {
+void im2col_stride2(const Conv2dShape& s, const T* x, int64_t group_in, int64_t p0, int64_t p1,
+                    const ColumnLayout<T>& out) {
   const int64_t half = s.out_w + s.kernel_w / 2;  // tap t reads half-row t % 2 at [t / 2, t / 2 + Q)
-  T* even = thread_buffer<T>(2, 2 * half);
-  T* odd = even + half;
-  for (int64_t c = 0; c < group_in; ++c)
+  // The input rows [ih0, ih1) that output rows [p0, p1) read.
+  const int64_t ih0 = std::max<int64_t>(0, p0 * s.stride_h - s.pad_h);
+  const int64_t ih1 = std::min(s.in_h, (p1 - 1) * s.stride_h - s.pad_h + (s.kernel_h - 1) * s.dilation_h + 1);
+  T* split = thread_buffer<T>(2, 2 * half * std::max<int64_t>(ih1 - ih0, 1));
+  for (int64_t c = 0; c < group_in; ++c) {
+    const T* plane = x + c * s.in_h * s.in_w;
+    for (int64_t ih = ih0; ih < ih1; ++ih)
+      split_even_odd(plane + ih * s.in_w, s.in_w, s.pad_w, half, split + 2 * half * (ih - ih0),
+                     split + 2 * half * (ih - ih0) + half);
     for (int64_t r = 0; r < s.kernel_h; ++r)
       for (int64_t p = p0; p < p1; ++p) {
-        T* out = col + (c * s.kernel_h + r) * s.kernel_w * ld + (p - p0) * s.out_w;
+        const int64_t row = (c * s.kernel_h + r) * s.kernel_w, j = (p - p0) * s.out_w;
         const int64_t ih = p * s.stride_h - s.pad_h + r * s.dilation_h;
-        if (ih < 0 || ih >= s.in_h) {
-          for (int64_t t = 0; t < s.kernel_w; ++t) std::fill(out + t * ld, out + t * ld + s.out_w, T(0));
-          continue;
-        }
-        const T* in = x + (c * s.in_h + ih) * s.in_w;
-        for (int64_t j = 0; j < half; ++j) {
-          const int64_t iw = 2 * j - s.pad_w;
-          even[j] = iw >= 0 && iw < s.in_w ? in[iw] : T(0);
-          odd[j] = iw + 1 >= 0 && iw + 1 < s.in_w ? in[iw + 1] : T(0);
-        }
+        const T* even = ih < 0 || ih >= s.in_h ? nullptr : split + 2 * half * (ih - ih0);
         for (int64_t t = 0; t < s.kernel_w; ++t)
-          std::memcpy(out + t * ld, (t % 2 ? odd : even) + t / 2, sizeof(T) * s.out_w);
+          out.put(row + t, j, even ? even + (t % 2) * half + t / 2 : nullptr, s.out_w);
       }
+  }
 }
 
 // col[(c, r, s)][(p - p0) * Q + q] (row stride ld) for output rows [p0, p1) of one image's group.
@@ -205,7 +276,7 @@ template <class T>
 void im2col(const Conv2dShape& s, const T* x, int64_t group_in, int64_t p0, int64_t p1, T* col, int64_t ld) {
   if (s.stride_h == 1 && s.stride_w == 1 && s.dilation_w == 1 && s.out_w == s.in_w)
     return im2col_shifted_planes(s, x, group_in, p0, p1, col, ld);
-  if (s.stride_w == 2 && s.dilation_w == 1 && s.kernel_w >= 3) return im2col_stride2(s, x, group_in, p0, p1, col, ld);
+  if (splits_rows(s)) return im2col_stride2(s, x, group_in, p0, p1, ColumnLayout<T>{col, ld});
   const int64_t sw = s.stride_w;
   for_each_tap_row(s, group_in, p0, p1, ld, [&](int64_t dst, int64_t src, int64_t q_lo, int64_t q_hi) {
     // Plain loops, not memcpy/fill: rows are often a few elements long (7 x 7 layers).
@@ -215,6 +286,8 @@ void im2col(const Conv2dShape& s, const T* x, int64_t group_in, int64_t p0, int6
     if (sw == 1) {
 #pragma omp simd
       for (int64_t q = q_lo; q < q_hi; ++q) out[q] = in[q];
+    } else if (sw == 2) {  // the strided 1x1 downsample: a constant stride the compiler vectorizes
+      for (int64_t q = q_lo; q < q_hi; ++q) out[q] = in[2 * q];
     } else {
       for (int64_t q = q_lo; q < q_hi; ++q) out[q] = in[q * sw];
     }
@@ -262,11 +335,11 @@ void for_each_block(const Conv2dShape& s, const Plan& plan, Body body) {
       body(Block{n0, std::min(s.batch, n0 + plan.images), p0, std::min(s.out_h, p0 + plan.rows)}, slot, gemm_threads);
   };
   if (plan.row_blocks_spread) {
-    const int64_t row_blocks = (s.out_h + plan.rows - 1) / plan.rows, total = s.batch * row_blocks;
+    const int64_t total = s.batch * plan.row_blocks;
     run_on_threads(plan.slots, [&](int slot) {
       for (int64_t i = total * slot / plan.slots; i < total * (slot + 1) / plan.slots; ++i) {
-        const int64_t n = i / row_blocks, p0 = i % row_blocks * plan.rows;
-        body(Block{n, n + 1, p0, std::min(s.out_h, p0 + plan.rows)}, slot, 1);
+        const int64_t n = i / plan.row_blocks, j = i % plan.row_blocks;
+        body(Block{n, n + 1, s.out_h * j / plan.row_blocks, s.out_h * (j + 1) / plan.row_blocks}, slot, 1);
       }
     });
   } else if (spread_over_slots(s, plan)) {
@@ -296,14 +369,26 @@ void gather_images(const Conv2dShape& s, const Block& b, const T* tensor, int64_
                   sizeof(T) * pixels);
 }
 
+// Copies the block matrix (`rows` x b.columns(s); element (k, j) at block.data[k * row_stride + j *
+// col_stride], column j running over the block's images and then its pixels) into channels channel0 ..
+// channel0 + rows of the (N, channels, P*Q) tensor, the rows split over `threads`.
 template <class T>
-void scatter_images(const Conv2dShape& s, const Block& b, const T* block, int64_t ld, int64_t rows, T* tensor,
-                    int64_t channels, int64_t channel0) {
-  const int64_t pixels = s.out_h * s.out_w;
-  for (int64_t n = b.n0; n < b.n1; ++n)
-    for (int64_t k = 0; k < rows; ++k)
-      std::memcpy(plane_at(tensor, s, channels, n, channel0 + k, 0), block + k * ld + (n - b.n0) * pixels,
-                  sizeof(T) * pixels);
+void scatter_block(const Conv2dShape& s, const Block& b, StridedMatrix<const T> block, int64_t rows, T* tensor,
+                   int64_t channels, int64_t channel0, int threads) {
+  const int64_t per_image = (b.p1 - b.p0) * s.out_w, rs = block.row_stride, cs = block.col_stride;
+  const int team = static_cast<int>(std::clamp<int64_t>(rows / 16, 1, threads));
+  run_on_threads(team, [&](int part) {
+    for (int64_t n = b.n0; n < b.n1; ++n)
+      for (int64_t k = rows * part / team; k < rows * (part + 1) / team; ++k) {
+        T* dst = plane_at(tensor, s, channels, n, channel0 + k, b.p0);
+        const T* src = block.data + k * rs + (n - b.n0) * per_image * cs;
+        if (cs == 1) {
+          std::memcpy(dst, src, sizeof(T) * per_image);
+        } else {
+          for (int64_t j = 0; j < per_image; ++j) dst[j] = src[j * cs];
+        }
+      }
+  });
 }
 
 // col(X) of a block for one group: the input planes themselves when the plan is direct, else
@@ -376,7 +461,10 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
     return;
   }
   const Plan plan = make_plan<T>(s, true);
-  last_forward_path = plan.row_blocks_spread ? "im2col_row_blocks" : "im2col";
+  last_forward_path = plan.packed_columns      ? "im2col_packed_panels"
+                      : plan.row_blocks_spread ? "im2col_row_blocks"
+                      : plan.transposed        ? "im2col_transposed"
+                                               : "im2col";
   for_each_block(s, plan, [&](const Block& b, int, int gemm_threads) {
     const int64_t cols = b.columns(s);
     for (int64_t group = 0; group < s.groups; ++group) {
@@ -386,13 +474,34 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
         epilogue.bias = bias + k0;
         epilogue.bias_axis = BiasAxis::rows;
       }
+      const StridedMatrix<const T> weights{w + k0 * plan.col_rows, plan.col_rows, 1};
+      if (plan.packed_columns) {  // one image's row block: im2col into the B panels, then the GEMM on them
+        T* panels = thread_buffer<T>(0, packed_b_size<T>(plan.col_rows, cols));
+        const PackedB<T> packed = packed_b_layout<T>(plan.col_rows, cols, panels);
+        const ColumnLayout<T> layout{panels, 0, packed.nr, plan.col_rows};
+        im2col_stride2(s, x + (b.n0 * s.in_channels + group * plan.group_in) * plan.in_plane, plan.group_in, b.p0, b.p1,
+                       layout);
+        const int64_t padded = (cols + packed.nr - 1) / packed.nr * packed.nr;
+        for (int64_t row = 0; row < plan.col_rows; ++row) layout.put(row, cols, nullptr, padded - cols);
+        gemm_prepacked<T>(plan.group_out, T(1), weights, packed, T(0),
+                          {plane_at(y, s, s.out_channels, b.n0, k0, b.p0), plan.pixels, 1}, epilogue, gemm_threads);
+        continue;
+      }
       const StridedMatrix<const T> columns = block_columns(s, plan, b, x, group, gemm_threads);
+      if (plan.transposed) {  // Y^T (cols x Kg) = col^T W^T into the thread's buffer, then into y
+        if (bias) epilogue.bias_axis = BiasAxis::cols;
+        T* y_t = thread_buffer<T>(1, cols * plan.group_out);
+        gemm<T>(cols, plan.group_out, plan.col_rows, T(1), {columns.data, columns.col_stride, columns.row_stride},
+                {weights.data, weights.col_stride, weights.row_stride}, T(0), {y_t, plan.group_out, 1}, epilogue,
+                gemm_threads);
+        scatter_block<T>(s, b, {y_t, 1, plan.group_out}, plan.group_out, y, s.out_channels, k0, gemm_threads);
+        continue;
+      }
       const bool one_image = b.n1 - b.n0 == 1;
       StridedMatrix<T> out{plane_at(y, s, s.out_channels, b.n0, k0, b.p0), plan.pixels, 1};
       if (!one_image) out = {thread_buffer<T>(1, plan.group_out * cols), cols, 1};
-      gemm<T>(plan.group_out, cols, plan.col_rows, T(1), {w + k0 * plan.col_rows, plan.col_rows, 1}, columns, T(0), out,
-              epilogue, gemm_threads);
-      if (!one_image) scatter_images(s, b, out.data, cols, plan.group_out, y, s.out_channels, k0);
+      gemm<T>(plan.group_out, cols, plan.col_rows, T(1), weights, columns, T(0), out, epilogue, gemm_threads);
+      if (!one_image) scatter_block<T>(s, b, {out.data, cols, 1}, plan.group_out, y, s.out_channels, k0, gemm_threads);
     }
   });
 }
