@@ -19,7 +19,9 @@
 // Inference batches (forward, batch <= kInferenceBatch, images of at least kTargetColumns
 // pixels) cut each image into row blocks whose im2col block stays in L2 (kRowBlockBytes) and
 // spread the (image, row block) pairs over the threads: the split over images alone leaves
-// threads idle, and the im2col of a whole image runs on one thread and out of cache.
+// threads idle, and the im2col of a whole image runs on one thread and out of cache. Their small
+// blocks run as Y^T = col^T W^T when they have fewer pixels than output channels, and the stride-2
+// im2col of a layer with few output channels writes the GEMM's packed panels (see make_plan).
 #include "cpu/conv/conv.h"
 
 #include <algorithm>
