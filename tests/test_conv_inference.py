@@ -42,28 +42,33 @@ def _run(x, w, b, expected_path, what, **options):
                 assert _path() == expected_path, f"{what} isa={isa}: ran on {_path()!r}, expected {expected_path!r}"
 
 
-# (x shape without the batch, w shape, options). The inference plan needs output images of at least
-# 512 pixels; each image here has an im2col matrix of over 512 KB, so it is cut into 2 row blocks and
-# even batch 1 keeps 2 threads busy. 1x1 stride-1 layers read the planes in place.
+# (x shape without the batch, w shape, options, path). The inference plan needs output images of at
+# least 512 pixels; each image here has an im2col matrix of over 512 KB, so it is cut into row blocks
+# (as many per thread) and even batch 1 keeps 2 threads busy. 1x1 stride-1 layers read the planes in
+# place; stride-2 rows with at most 240 output channels are split and written straight into the GEMM's
+# packed panels.
 ROW_BLOCK_CASES = [
-    ((3, 67, 61), (10, 3, 7, 7), dict(stride=2, padding=3)),  # stem-like: stride-2 im2col
-    ((3, 75, 80), (5, 3, 7, 7), dict(stride=2, padding=3)),
-    ((5, 90, 47), (6, 5, 3, 5), dict(stride=(1, 2), padding=(1, 2))),  # stride 2 across only
-    ((16, 48, 45), (6, 8, 3, 3), dict(stride=1, padding=1, groups=2)),
-    ((12, 50, 29), (4, 12, 3, 3), dict(stride=1, padding=(2, 0), dilation=(2, 1))),
-    ((6, 150, 151), (7, 6, 1, 1), dict()),  # 1x1 stride 1: the planes, no im2col
-    ((96, 81, 85), (9, 96, 1, 1), dict(stride=2)),  # the strided 1x1 downsample
-    ((12, 70, 57), (3, 12, 4, 3), dict(stride=2, padding=1, dilation=(1, 2))),  # dilated across: gather
+    ((3, 67, 61), (10, 3, 7, 7), dict(stride=2, padding=3), "im2col_packed_panels"),  # stem-like
+    ((3, 75, 80), (5, 3, 7, 7), dict(stride=2, padding=3), "im2col_packed_panels"),
+    ((3, 67, 61), (241, 3, 7, 7), dict(stride=2, padding=3), "im2col_row_blocks"),  # too many output channels
+    ((3, 67, 61), (240, 3, 7, 7), dict(stride=2, padding=(3, 4)), "im2col_packed_panels"),
+    ((5, 90, 47), (6, 5, 3, 5), dict(stride=(1, 2), padding=(1, 2)), "im2col_packed_panels"),  # stride 2 across
+    ((16, 120, 101), (6, 8, 3, 3), dict(stride=2, padding=(0, 1), groups=2), "im2col_packed_panels"),
+    ((16, 48, 45), (6, 8, 3, 3), dict(stride=1, padding=1, groups=2), "im2col_row_blocks"),
+    ((12, 50, 29), (4, 12, 3, 3), dict(stride=1, padding=(2, 0), dilation=(2, 1)), "im2col_row_blocks"),
+    ((6, 150, 151), (7, 6, 1, 1), dict(), "im2col_row_blocks"),  # 1x1 stride 1: the planes, no im2col
+    ((96, 81, 85), (9, 96, 1, 1), dict(stride=2), "im2col_row_blocks"),  # the strided 1x1 downsample
+    ((12, 70, 57), (3, 12, 4, 3), dict(stride=2, padding=1, dilation=(1, 2)), "im2col_row_blocks"),  # gather
 ]
 
 
-def _run_batches(case, path_of_batch, threads, rng):
-    """_run on batches 0 to 5 of the case (x shape without the batch, w shape, options), with a bias
+def _run_batches(case, path_of_batch, threads, rng, batches=(0, 1, 2, 3, 4, 5)):
+    """_run on the batches of the case (x shape without the batch, w shape, options), with a bias
     and, on a transposed (non-contiguous) view of x, without; path_of_batch(batch): the path expected."""
     x_shape, w_shape, options = case
     for dtype in DTYPES:
         w, b = rand(rng, w_shape, dtype), rand(rng, w_shape[0], dtype)
-        for batch in (0, 1, 2, 3, 4, 5):
+        for batch in batches:
             x = rand(rng, (batch, *x_shape), dtype)
             what = f"x {x.shape} w {w_shape} {options} {dtype} threads={threads}"
             _run(x, w, b, path_of_batch(batch), what, **options)
@@ -74,15 +79,17 @@ def _run_batches(case, path_of_batch, threads, rng):
 @pytest.mark.parametrize("case", ROW_BLOCK_CASES, ids=str)
 def test_inference_plan_matches_reference(case, threads, rng):
     # Batches up to 4 take the inference plan; 5 and more the split over images.
-    _run_batches(case, lambda batch: "im2col_row_blocks" if batch <= 4 else "im2col", threads, rng)
+    *case, path = case
+    _run_batches(case, lambda batch: path if batch <= 4 else "im2col", threads, rng)
 
 
 def test_inference_plan_reads_strided_and_transposed_views(threads, rng):
     x = rand(rng, (2, 3, 70, 66), F32)
     w = rand(rng, (8, 3, 7, 7), F32)
     for view in (x[:, :, ::2, :], x.transpose(0, 1, 3, 2), x[::-1, ::-1]):
-        _run(view, w, None, "im2col_row_blocks", f"view {view.strides}", stride=2, padding=3)
-        _run(view, w[:, :, ::-1, ::-1], None, "im2col_row_blocks", "flipped w", stride=2, padding=3)
+        _run(view, w, None, "im2col_packed_panels", f"view {view.strides}", stride=2, padding=3)
+        _run(view, w[:, :, ::-1, ::-1], None, "im2col_packed_panels", "flipped w", stride=2, padding=3)
+        _run(view, w[:, :, :1, :1], None, "im2col_row_blocks", f"view {view.strides} 1x1", stride=2)
 
 
 def test_depthwise_3x3_planes(threads, rng):
@@ -130,13 +137,36 @@ SMALL_IMAGE_CASES = [
     ((5, 15, 17), (6, 5, 5, 5), dict(stride=2, padding=2)),  # stride-2 split rows
     ((6, 9, 10), (4, 3, 3, 2), dict(padding=(2, 1), dilation=(2, 1), groups=2)),
     ((1, 12, 9), (3, 1, 3, 3), dict(stride=(2, 1))),  # one input channel: one thread builds it
-    ((6, 5, 4), (90, 6, 3, 3), dict(padding=1)),  # more weights than columns: batches up to 4 in one block
+    ((40, 7, 7), (49, 40, 3, 3), dict(padding=1)),  # as many output channels as pixels: not transposed
+    ((4, 1, 241), (250, 4, 3, 3), dict(padding=1)),  # 241 pixels: too many to run transposed
 ]
 
 
 @pytest.mark.parametrize("case", SMALL_IMAGE_CASES, ids=str)
 def test_small_images_split_im2col_over_threads(case, threads, rng):
-    _run_batches(case, lambda batch: "im2col", threads, rng)
+    _run_batches(case, lambda batch: "im2col", threads, rng, batches=(0, 1, 5))
+
+
+# (x shape without the batch, w shape, options): blocks with fewer pixels (at most 240) than output
+# channels run as Y^T = col^T W^T, the pixels the GEMM's rows, at batch 1 (ResNet's 512-channel 7 x 7
+# layer); the first case at every batch up to 4 (its weights outnumber the batch's pixels, so the
+# batch is one block), then batch 5 on the split over images.
+TRANSPOSED_CASES = [
+    ((6, 5, 4), (90, 6, 3, 3), dict(padding=1)),
+    ((40, 7, 7), (50, 40, 3, 3), dict(padding=1)),  # one more channel than pixels
+    ((4, 16, 15), (241, 4, 3, 3), dict(padding=1)),  # 240 pixels, the most a transposed block has
+    ((8, 9, 11), (120, 4, 3, 3), dict(stride=2, padding=2, dilation=2, groups=2)),
+    ((5, 10, 13), (37, 5, 1, 1), dict(stride=(2, 3))),  # a strided 1x1
+    ((3, 11, 12), (64, 3, 7, 7), dict(stride=2, padding=3)),  # stride-2 split rows
+]
+
+
+@pytest.mark.parametrize("case", TRANSPOSED_CASES, ids=str)
+def test_few_pixels_run_transposed(case, threads, rng):
+    if case is TRANSPOSED_CASES[0]:
+        _run_batches(case, lambda batch: "im2col_transposed" if batch <= 4 else "im2col", threads, rng)
+    else:
+        _run_batches(case, lambda batch: "im2col_transposed", threads, rng, batches=(0, 1))
 
 
 WINOGRAD_SPLIT_CASES = [  # (batch, C, H, W, K, padding): batches with fewer image blocks than threads
@@ -160,7 +190,7 @@ def test_winograd_needs_enough_tiles_for_large_weights(rng):
     below that im2col + GEMM runs. Small weights stay on Winograd at any tile count."""
     x = rand(rng, (8, 136, 8, 8), F32)  # 16 tiles per image
     w = rand(rng, (130, 136, 3, 3), F32)
-    for batch, path in ((1, "im2col"), (7, "im2col"), (8, "winograd")):
+    for batch, path in ((1, "im2col_transposed"), (7, "im2col"), (8, "winograd")):
         _run(x[:batch], w, None, path, f"batch {batch}", padding=1)
     _run(x[:1, :64], w[:64, :64], None, "winograd", "64 channels", padding=1)
 

@@ -19,7 +19,9 @@
 // Inference batches (forward, batch <= kInferenceBatch, images of at least kTargetColumns
 // pixels) cut each image into row blocks whose im2col block stays in L2 (kRowBlockBytes) and
 // spread the (image, row block) pairs over the threads: the split over images alone leaves
-// threads idle, and the im2col of a whole image runs on one thread and out of cache.
+// threads idle, and the im2col of a whole image runs on one thread and out of cache. Their small
+// blocks run as Y^T = col^T W^T when they have fewer pixels than output channels, and the stride-2
+// im2col of a layer with few output channels writes the GEMM's packed panels (see make_plan).
 #include "cpu/conv/conv.h"
 
 #include <algorithm>
@@ -49,6 +51,9 @@ constexpr int64_t kTargetColumns = 512;
 constexpr int64_t kInferenceBatch = 4;
 constexpr int64_t kRowBlockBytes = int64_t(512) << 10;
 constexpr int64_t kMinRowBlockColumns = 256;
+// The GEMM's A block (mc rows): the most columns a transposed block may have, and the most output
+// channels whose row blocks have im2col write the GEMM's B panels (see make_plan).
+constexpr int64_t kGemmRowBlock = 240;
 
 // How the batch is cut into GEMMs: blocks of `images` whole images, or (images == 1) of `rows`
 // output rows of one image; blocks are spread over `slots` threads.
@@ -60,6 +65,9 @@ struct Plan {
   bool direct;                  // 1x1, stride 1, no padding, one image per block: col(X) is X
   int64_t images, rows;         // block size
   bool row_blocks_spread;       // the inference plan: (image, row block) pairs spread over slots
+  int64_t row_blocks;           // with row_blocks_spread: blocks per image, of equal rows (+-1)
+  bool transposed;              // forward blocks computed as Y^T = col^T W^T (see conv2d_forward)
+  bool packed_columns;          // forward row blocks whose im2col writes the GEMM's packed B panels
   int slots;
 };
 
@@ -97,12 +105,30 @@ Plan make_plan(const Conv2dShape& s, bool forward = false) {
                   ? s.out_h
                   : std::clamp<int64_t>(kMaxColumnBytes / row_bytes, 1, std::max<int64_t>(s.out_h, 1));
   plan.row_blocks_spread = forward && s.batch <= kInferenceBatch && plan.pixels >= kTargetColumns;
+  plan.row_blocks = 1;
   if (plan.row_blocks_spread) {
     const int64_t min_rows = (kMinRowBlockColumns + s.out_w - 1) / std::max<int64_t>(s.out_w, 1);
     plan.rows = std::clamp<int64_t>(kRowBlockBytes / row_bytes, std::min(min_rows, s.out_h), s.out_h);
-    const int64_t row_blocks = (s.out_h + plan.rows - 1) / plan.rows;
-    if (s.batch * row_blocks < plan.slots) plan.row_blocks_spread = false;  // one block: threads in the GEMM
+    plan.row_blocks = (s.out_h + plan.rows - 1) / plan.rows;
+    // Every slot gets as many blocks (a 28-row image in blocks of 18 + 10 rows kept one of two threads
+    // idle a third of the time): the next count up to twice as many that the slots share evenly.
+    for (int64_t blocks = plan.row_blocks; blocks <= std::min(2 * plan.row_blocks, s.out_h); ++blocks)
+      if (s.batch * blocks % plan.slots == 0) {
+        plan.row_blocks = blocks;
+        break;
+      }
+    if (s.batch * plan.row_blocks < plan.slots) plan.row_blocks_spread = false;  // one block: threads in the GEMM
   }
+  // A forward block with fewer columns (pixels) than output channels, all of them in one row panel
+  // block of the GEMM, runs transposed: the pixels become the GEMM's short side (rows, tiles of 12 with
+  // short tiles for the rest, where 49 columns filled two 32-wide panels to 77%) and each thread packs
+  // its share of the weights once, just before use.
+  const int64_t block_columns = std::min(plan.images, std::max<int64_t>(s.batch, 1)) * plan.rows * s.out_w;
+  plan.transposed = forward && !plan.row_blocks_spread && s.batch <= kInferenceBatch &&
+                    block_columns < plan.group_out && block_columns <= kGemmRowBlock;
+  // The split-row im2col of a layer with few output channels (the 7x7/2 stem: 64) writes the GEMM's B
+  // panels itself: the GEMM would otherwise copy each column panel again for only 64 rows of A.
+  plan.packed_columns = plan.row_blocks_spread && plan.group_out <= kGemmRowBlock && splits_rows(s);
   return plan;
 }
 
@@ -130,11 +156,11 @@ void for_each_block(const Conv2dShape& s, const Plan& plan, Body body) {
       body(Block{n0, std::min(s.batch, n0 + plan.images), p0, std::min(s.out_h, p0 + plan.rows)}, slot, gemm_threads);
   };
   if (plan.row_blocks_spread) {
-    const int64_t row_blocks = (s.out_h + plan.rows - 1) / plan.rows, total = s.batch * row_blocks;
+    const int64_t total = s.batch * plan.row_blocks;
     run_on_threads(plan.slots, [&](int slot) {
       for (int64_t i = total * slot / plan.slots; i < total * (slot + 1) / plan.slots; ++i) {
-        const int64_t n = i / row_blocks, p0 = i % row_blocks * plan.rows;
-        body(Block{n, n + 1, p0, std::min(s.out_h, p0 + plan.rows)}, slot, 1);
+        const int64_t n = i / plan.row_blocks, j = i % plan.row_blocks;
+        body(Block{n, n + 1, s.out_h * j / plan.row_blocks, s.out_h * (j + 1) / plan.row_blocks}, slot, 1);
       }
     });
   } else if (spread_over_slots(s, plan)) {
@@ -164,14 +190,26 @@ void gather_images(const Conv2dShape& s, const Block& b, const T* tensor, int64_
                   sizeof(T) * pixels);
 }
 
+// Copies the block matrix (`rows` x b.columns(s); element (k, j) at block.data[k * row_stride + j *
+// col_stride], column j running over the block's images and then its pixels) into channels channel0 ..
+// channel0 + rows of the (N, channels, P*Q) tensor, the rows split over `threads`.
 template <class T>
-void scatter_images(const Conv2dShape& s, const Block& b, const T* block, int64_t ld, int64_t rows, T* tensor,
-                    int64_t channels, int64_t channel0) {
-  const int64_t pixels = s.out_h * s.out_w;
-  for (int64_t n = b.n0; n < b.n1; ++n)
-    for (int64_t k = 0; k < rows; ++k)
-      std::memcpy(plane_at(tensor, s, channels, n, channel0 + k, 0), block + k * ld + (n - b.n0) * pixels,
-                  sizeof(T) * pixels);
+void scatter_block(const Conv2dShape& s, const Block& b, StridedMatrix<const T> block, int64_t rows, T* tensor,
+                   int64_t channels, int64_t channel0, int threads) {
+  const int64_t per_image = (b.p1 - b.p0) * s.out_w, rs = block.row_stride, cs = block.col_stride;
+  const int team = static_cast<int>(std::clamp<int64_t>(rows / 16, 1, threads));
+  run_on_threads(team, [&](int part) {
+    for (int64_t n = b.n0; n < b.n1; ++n)
+      for (int64_t k = rows * part / team; k < rows * (part + 1) / team; ++k) {
+        T* dst = plane_at(tensor, s, channels, n, channel0 + k, b.p0);
+        const T* src = block.data + k * rs + (n - b.n0) * per_image * cs;
+        if (cs == 1) {
+          std::memcpy(dst, src, sizeof(T) * per_image);
+        } else {
+          for (int64_t j = 0; j < per_image; ++j) dst[j] = src[j * cs];
+        }
+      }
+  });
 }
 
 // col(X) of a block for one group: the input planes themselves when the plan is direct, else
@@ -244,7 +282,10 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
     return;
   }
   const Plan plan = make_plan<T>(s, true);
-  last_forward_path = plan.row_blocks_spread ? "im2col_row_blocks" : "im2col";
+  last_forward_path = plan.packed_columns      ? "im2col_packed_panels"
+                      : plan.row_blocks_spread ? "im2col_row_blocks"
+                      : plan.transposed        ? "im2col_transposed"
+                                               : "im2col";
   for_each_block(s, plan, [&](const Block& b, int, int gemm_threads) {
     const int64_t cols = b.columns(s);
     for (int64_t group = 0; group < s.groups; ++group) {
@@ -254,13 +295,34 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
         epilogue.bias = bias + k0;
         epilogue.bias_axis = BiasAxis::rows;
       }
+      const StridedMatrix<const T> weights{w + k0 * plan.col_rows, plan.col_rows, 1};
+      if (plan.packed_columns) {  // one image's row block: im2col into the B panels, then the GEMM on them
+        T* panels = thread_buffer<T>(0, packed_b_size<T>(plan.col_rows, cols));
+        const PackedB<T> packed = packed_b_layout<T>(plan.col_rows, cols, panels);
+        const ColumnLayout<T> layout{panels, 0, packed.nr, plan.col_rows};
+        im2col_stride2(s, x + (b.n0 * s.in_channels + group * plan.group_in) * plan.in_plane, plan.group_in, b.p0, b.p1,
+                       layout);
+        const int64_t padded = (cols + packed.nr - 1) / packed.nr * packed.nr;
+        for (int64_t row = 0; row < plan.col_rows; ++row) layout.put(row, cols, nullptr, padded - cols);
+        gemm_prepacked<T>(plan.group_out, T(1), weights, packed, T(0),
+                          {plane_at(y, s, s.out_channels, b.n0, k0, b.p0), plan.pixels, 1}, epilogue, gemm_threads);
+        continue;
+      }
       const StridedMatrix<const T> columns = block_columns(s, plan, b, x, group, gemm_threads);
+      if (plan.transposed) {  // Y^T (cols x Kg) = col^T W^T into the thread's buffer, then into y
+        if (bias) epilogue.bias_axis = BiasAxis::cols;
+        T* y_t = thread_buffer<T>(1, cols * plan.group_out);
+        gemm<T>(cols, plan.group_out, plan.col_rows, T(1), {columns.data, columns.col_stride, columns.row_stride},
+                {weights.data, weights.col_stride, weights.row_stride}, T(0), {y_t, plan.group_out, 1}, epilogue,
+                gemm_threads);
+        scatter_block<T>(s, b, {y_t, 1, plan.group_out}, plan.group_out, y, s.out_channels, k0, gemm_threads);
+        continue;
+      }
       const bool one_image = b.n1 - b.n0 == 1;
       StridedMatrix<T> out{plane_at(y, s, s.out_channels, b.n0, k0, b.p0), plan.pixels, 1};
       if (!one_image) out = {thread_buffer<T>(1, plan.group_out * cols), cols, 1};
-      gemm<T>(plan.group_out, cols, plan.col_rows, T(1), {w + k0 * plan.col_rows, plan.col_rows, 1}, columns, T(0), out,
-              epilogue, gemm_threads);
-      if (!one_image) scatter_images(s, b, out.data, cols, plan.group_out, y, s.out_channels, k0);
+      gemm<T>(plan.group_out, cols, plan.col_rows, T(1), weights, columns, T(0), out, epilogue, gemm_threads);
+      if (!one_image) scatter_block<T>(s, b, {out.data, cols, 1}, plan.group_out, y, s.out_channels, k0, gemm_threads);
     }
   });
 }

@@ -30,7 +30,10 @@ void conv2d_forward(const Conv2dShape& shape, const T* x, const T* w, const T* b
 
 // The path the last conv2d_forward call of the process took: "depthwise", "winograd", "im2col"
 // (GEMMs over blocks of images), "im2col_row_blocks" (the inference plan: row blocks of single
-// images spread over the threads), or "" before the first call. For tests and benchmarks.
+// images spread over the threads), "im2col_packed_panels" (those row blocks with stride-2 rows split
+// by im2col straight into the GEMM's packed panels, for few output channels: the stem),
+// "im2col_transposed" (small inference blocks with more output channels than pixels, computed as
+// Y^T = col^T W^T), or "" before the first call. For tests and benchmarks.
 const char* last_conv2d_forward_path();
 
 // The size (16 K C) of the packed Winograd weights of a convolution with these weights and options

@@ -28,8 +28,11 @@ inline int64_t rows_within(const Conv2dShape& s, int64_t column_bytes, int64_t m
                              std::max<int64_t>(s.out_h, 1));
 }
 
+// True when im2col splits input rows into even and odd columns (im2col_stride2).
+inline bool splits_rows(const Conv2dShape& s) { return s.stride_w == 2 && s.dilation_w == 1 && s.kernel_w >= 3; }
+
 // Per-thread scratch: the im2col block (0), the block of Y or dY when it has several images (1), and
-// im2col_stride2's split input row (2).
+// im2col_stride2's split input rows (2).
 struct ConvScratch;
 template <class T>
 T* thread_buffer(int which, int64_t count) {
@@ -95,32 +98,76 @@ void im2col_shifted_planes(const Conv2dShape& s, const T* x, int64_t group_in, i
     }
 }
 
-// im2col when stride_w is 2, dilation_w 1 and the kernel at least 3 wide (ResNet's 7x7/2 stem): each
-// input row a kernel row reads is split once into the even and odd columns of its zero-padded self,
+// even[j] = row[2j - pad], odd[j] = row[2j + 1 - pad] for j < half, zero outside the row's `width`.
+template <class T>
+void split_even_odd(const T* row, int64_t width, int64_t pad, int64_t half, T* even, T* odd) {
+  const int64_t j_lo = std::min(half, (pad + 1) / 2);                       // from here 2j - pad >= 0
+  const int64_t j_hi = std::clamp<int64_t>((width + pad) / 2, j_lo, half);  // and 2j + 1 - pad < width
+  auto edge = [&](int64_t j) {
+    const int64_t iw = 2 * j - pad;
+    even[j] = iw >= 0 && iw < width ? row[iw] : T(0);
+    odd[j] = iw + 1 >= 0 && iw + 1 < width ? row[iw + 1] : T(0);
+  };
+  for (int64_t j = 0; j < j_lo; ++j) edge(j);
+  const T* in = row + 2 * j_lo - pad;
+  for (int64_t j = j_lo; j < j_hi; ++j) {
+    even[j] = in[2 * (j - j_lo)];
+    odd[j] = in[2 * (j - j_lo) + 1];
+  }
+  for (int64_t j = j_hi; j < half; ++j) edge(j);
+}
+
+// Where an im2col block's element (row, column j) goes: a row-major matrix (row stride ld), or, with
+// nr set, the GEMM's packed B panels (packed_b_layout: panels nr columns wide and `depth` rows deep).
+template <class T>
+struct ColumnLayout {
+  T* data;
+  int64_t ld;
+  int64_t nr = 0, depth = 0;
+
+  T* at(int64_t row, int64_t j) const { return nr ? data + (j / nr * depth + row) * nr + j % nr : data + row * ld + j; }
+  // Copies n elements of src, or zeros when src is null, to (row, j .. j + n).
+  void put(int64_t row, int64_t j, const T* src, int64_t n) const {
+    while (n > 0) {
+      const int64_t len = nr ? std::min(n, nr - j % nr) : n;
+      T* dst = at(row, j);
+      if (src) {
+        std::memcpy(dst, src, sizeof(T) * len);
+        src += len;
+      } else {
+        std::fill(dst, dst + len, T(0));
+      }
+      j += len;
+      n -= len;
+    }
+  }
+};
+
+// im2col when splits_rows (ResNet's 7x7/2 stem): each input row the block reads is split once into the
+// even and odd columns of its zero-padded self (about R / stride_h kernel rows read each input row),
 // after which each of the S taps is one contiguous copy instead of a strided gather.
 template <class T>
-void im2col_stride2(const Conv2dShape& s, const T* x, int64_t group_in, int64_t p0, int64_t p1, T* col, int64_t ld) {
+void im2col_stride2(const Conv2dShape& s, const T* x, int64_t group_in, int64_t p0, int64_t p1,
+                    const ColumnLayout<T>& out) {
   const int64_t half = s.out_w + s.kernel_w / 2;  // tap t reads half-row t % 2 at [t / 2, t / 2 + Q)
-  T* even = thread_buffer<T>(2, 2 * half);
-  T* odd = even + half;
-  for (int64_t c = 0; c < group_in; ++c)
+  // The input rows [ih0, ih1) that output rows [p0, p1) read.
+  const int64_t ih0 = std::max<int64_t>(0, p0 * s.stride_h - s.pad_h);
+  const int64_t ih1 = std::min(s.in_h, (p1 - 1) * s.stride_h - s.pad_h + (s.kernel_h - 1) * s.dilation_h + 1);
+  T* split = thread_buffer<T>(2, 2 * half * std::max<int64_t>(ih1 - ih0, 1));
+  for (int64_t c = 0; c < group_in; ++c) {
+    const T* plane = x + c * s.in_h * s.in_w;
+    for (int64_t ih = ih0; ih < ih1; ++ih)
+      split_even_odd(plane + ih * s.in_w, s.in_w, s.pad_w, half, split + 2 * half * (ih - ih0),
+                     split + 2 * half * (ih - ih0) + half);
     for (int64_t r = 0; r < s.kernel_h; ++r)
       for (int64_t p = p0; p < p1; ++p) {
-        T* out = col + (c * s.kernel_h + r) * s.kernel_w * ld + (p - p0) * s.out_w;
+        const int64_t row = (c * s.kernel_h + r) * s.kernel_w, j = (p - p0) * s.out_w;
         const int64_t ih = p * s.stride_h - s.pad_h + r * s.dilation_h;
-        if (ih < 0 || ih >= s.in_h) {
-          for (int64_t t = 0; t < s.kernel_w; ++t) std::fill(out + t * ld, out + t * ld + s.out_w, T(0));
-          continue;
-        }
-        const T* in = x + (c * s.in_h + ih) * s.in_w;
-        for (int64_t j = 0; j < half; ++j) {
-          const int64_t iw = 2 * j - s.pad_w;
-          even[j] = iw >= 0 && iw < s.in_w ? in[iw] : T(0);
-          odd[j] = iw + 1 >= 0 && iw + 1 < s.in_w ? in[iw + 1] : T(0);
-        }
+        const T* even = ih < 0 || ih >= s.in_h ? nullptr : split + 2 * half * (ih - ih0);
         for (int64_t t = 0; t < s.kernel_w; ++t)
-          std::memcpy(out + t * ld, (t % 2 ? odd : even) + t / 2, sizeof(T) * s.out_w);
+          out.put(row + t, j, even ? even + (t % 2) * half + t / 2 : nullptr, s.out_w);
       }
+  }
 }
 
 // col[(c, r, s)][(p - p0) * Q + q] (row stride ld) for output rows [p0, p1) of one image's group.
@@ -128,7 +175,7 @@ template <class T>
 void im2col(const Conv2dShape& s, const T* x, int64_t group_in, int64_t p0, int64_t p1, T* col, int64_t ld) {
   if (s.stride_h == 1 && s.stride_w == 1 && s.dilation_w == 1 && s.out_w == s.in_w)
     return im2col_shifted_planes(s, x, group_in, p0, p1, col, ld);
-  if (s.stride_w == 2 && s.dilation_w == 1 && s.kernel_w >= 3) return im2col_stride2(s, x, group_in, p0, p1, col, ld);
+  if (splits_rows(s)) return im2col_stride2(s, x, group_in, p0, p1, ColumnLayout<T>{col, ld});
   const int64_t sw = s.stride_w;
   for_each_tap_row(s, group_in, p0, p1, ld, [&](int64_t dst, int64_t src, int64_t q_lo, int64_t q_hi) {
     // Plain loops, not memcpy/fill: rows are often a few elements long (7 x 7 layers).
@@ -138,6 +185,8 @@ void im2col(const Conv2dShape& s, const T* x, int64_t group_in, int64_t p0, int6
     if (sw == 1) {
 #pragma omp simd
       for (int64_t q = q_lo; q < q_hi; ++q) out[q] = in[q];
+    } else if (sw == 2) {  // the strided 1x1 downsample: a constant stride the compiler vectorizes
+      for (int64_t q = q_lo; q < q_hi; ++q) out[q] = in[2 * q];
     } else {
       for (int64_t q = q_lo; q < q_hi; ++q) out[q] = in[q * sw];
     }
