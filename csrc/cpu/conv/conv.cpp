@@ -98,17 +98,13 @@ Plan make_plan(const Conv2dShape& s, bool forward = false) {
         column_bytes * s.batch * plan.pixels <= kMaxColumnBytes)
       plan.images = s.batch;
   }
-  plan.direct = plan.images == 1 && s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 &&
-                s.pad_h == 0 && s.pad_w == 0 && s.out_h == s.in_h && s.out_w == s.in_w;
-  const int64_t row_bytes = column_bytes * std::max<int64_t>(s.out_w, 1);
-  plan.rows = plan.images > 1 || plan.direct
-                  ? s.out_h
-                  : std::clamp<int64_t>(kMaxColumnBytes / row_bytes, 1, std::max<int64_t>(s.out_h, 1));
+  plan.direct = plan.images == 1 && columns_are_input(s);
+  plan.rows = plan.images > 1 || plan.direct ? s.out_h : rows_within(s, column_bytes, kMaxColumnBytes);
   plan.row_blocks_spread = forward && s.batch <= kInferenceBatch && plan.pixels >= kTargetColumns;
   plan.row_blocks = 1;
   if (plan.row_blocks_spread) {
     const int64_t min_rows = (kMinRowBlockColumns + s.out_w - 1) / std::max<int64_t>(s.out_w, 1);
-    plan.rows = std::clamp<int64_t>(kRowBlockBytes / row_bytes, std::min(min_rows, s.out_h), s.out_h);
+    plan.rows = std::max(rows_within(s, column_bytes, kRowBlockBytes), std::min(min_rows, s.out_h));
     plan.row_blocks = (s.out_h + plan.rows - 1) / plan.rows;
     // Every slot gets as many blocks (a 28-row image in blocks of 18 + 10 rows kept one of two threads
     // idle a third of the time): the next count up to twice as many that the slots share evenly.
