@@ -856,8 +856,9 @@ def test_bench_conv_skipped_without_torch(monkeypatch):
 
 
 # ----------------------------------------------------------------------------------------------
-# Winograd F(2x2, 3x3): 3x3 stride-1 layers with >= 64 channels in and out and outputs whose
-# partial edge tiles still save >= 2x (csrc/cpu/conv/winograd.cpp), forward and data gradient.
+# Winograd: 3x3 stride-1 layers with >= 64 channels in and out and outputs whose partial edge
+# tiles still save >= 2x (csrc/cpu/conv/winograd.cpp): the forward on F(4x4, 3x3) (these sizes),
+# the data gradient on F(2x2, 3x3); test_winograd.py covers each forward variant.
 
 WINOGRAD_CFGS = [
     Cfg(2, 64, 9, 11, 64, 3, 3, padding=1),

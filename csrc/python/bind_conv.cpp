@@ -8,9 +8,11 @@
 #include <string>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "cpu/conv/conv.h"
 #include "cpu/conv/conv_bf16.h"
+#include "cpu/conv/winograd.h"
 #include "python/boundary.h"
 #include "python/conv_shape.h"
 
@@ -60,8 +62,15 @@ void conv_call(const char* op, Named dtype_from, Named x, Named w, Named y, cons
     dispatch_float(dtype_from.array, op, dtype_from.name, run);
 }
 
-// The packed Winograd weights' shape (16, K, C), for a shape with winograd weights to pack.
-Extent winograd_extent(const cpu::Conv2dShape& s) { return {16, s.out_channels, s.in_channels}; }
+// The packed Winograd weights' shape (36, K, C) (the F(4x4, 3x3) transform of each (k, c) pair),
+// for a shape with winograd weights to pack.
+std::vector<int64_t> winograd_shape(const cpu::Conv2dShape& s) {
+  return {cpu::conv2d_winograd_weights_size(s) / (s.out_channels * s.in_channels), s.out_channels, s.in_channels};
+}
+Extent winograd_extent(const cpu::Conv2dShape& s) {
+  const std::vector<int64_t> shape = winograd_shape(s);
+  return {shape[0], shape[1], shape[2]};
+}
 
 // y = conv(x, w) + bias. winograd_weights: None, or conv2d_pack_winograd_weights of this w and these
 // options (its shape is checked; that it was packed from this w is the caller's contract).
@@ -83,7 +92,7 @@ void conv2d_forward(const py::object& x, const py::object& w, const py::object& 
             });
 }
 
-// The Winograd weights of w for conv2d_forward's winograd_weights (a new (16, K, C) array of w's
+// The Winograd weights of w for conv2d_forward's winograd_weights (a new (36, K, C) array of w's
 // dtype), or None when these options never take the Winograd path, w holds Inf or NaN or w is
 // bfloat16 (which has no Winograd path).
 py::object conv2d_pack_winograd_weights(const py::object& w, Pair stride, Pair padding, Pair dilation, int64_t groups) {
@@ -107,7 +116,7 @@ py::object conv2d_pack_winograd_weights(const py::object& w, Pair stride, Pair p
     if (cpu::conv2d_winograd_weights_size(s) == 0) return;
     KernelArrays<T> arrays(op, "w");
     const T* wp = arrays.input(w, "w", weight_extent(s));
-    py::array_t<T> out({int64_t(16), s.out_channels, s.in_channels});
+    py::array_t<T> out(winograd_shape(s));
     T* up = out.mutable_data();
     bool finite;
     {
@@ -153,6 +162,8 @@ void bind_conv(py::module_& m) {
         py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("winograd_weights") = py::none());
   m.def("last_conv2d_forward_path", &cpu::last_conv2d_forward_path,
         "The path the last CPU conv2d forward took: depthwise, winograd, im2col or im2col_row_blocks.");
+  m.def("last_winograd_tile", &cpu::winograd_last_forward_tile,
+        "The output tile (2 or 4) of the Winograd F(tile x tile, 3x3) the last winograd forward ran (0 before one).");
   m.def("conv2d_pack_winograd_weights", &conv2d_pack_winograd_weights, py::arg("w"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"));
   m.def("conv2d_backward_data", &conv2d_backward_data, py::arg("grad_y"), py::arg("w"), py::arg("grad_x"),

@@ -258,9 +258,7 @@ std::atomic<const char*> last_forward_path{""};
 
 const char* last_conv2d_forward_path() { return last_forward_path.load(); }
 
-int64_t conv2d_winograd_weights_size(const Conv2dShape& s) {
-  return winograd_geometry(s) && winograd_channels(s) ? 16 * s.out_channels * s.in_channels : 0;
-}
+int64_t conv2d_winograd_weights_size(const Conv2dShape& s) { return winograd_weights_size(s); }
 
 template <class T>
 bool conv2d_pack_winograd_weights(const Conv2dShape& s, const T* w, T* packed) {

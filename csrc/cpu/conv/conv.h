@@ -36,7 +36,7 @@ void conv2d_forward(const Conv2dShape& shape, const T* x, const T* w, const T* b
 // Y^T = col^T W^T), or "" before the first call. For tests and benchmarks.
 const char* last_conv2d_forward_path();
 
-// The size (16 K C) of the packed Winograd weights of a convolution with these weights and options
+// The size (36 K C) of the packed Winograd weights of a convolution with these weights and options
 // (shape's batch and image sizes are not read), or 0 when no input size would run it on the Winograd
 // path (then there is nothing to pack).
 int64_t conv2d_winograd_weights_size(const Conv2dShape& shape);

@@ -1,11 +1,16 @@
-// Winograd F(2x2, 3x3) (Lavin & Gray): for each 2x2 output tile,
+// Winograd F(m x m, 3x3) (Lavin & Gray), m = 2 or 4: for each m x m output tile,
 //   Y = A^T [ sum over c of (G g_kc G^T) .* (B^T d_c B) ] A
-// with d_c the 4x4 input patch of channel c. The 16 elementwise products summed over channels
-// are 16 GEMMs: M_xi (K x tiles) = U_xi (K x C) @ V_xi (C x tiles), xi = one of the 4x4 positions.
+// with d_c the alpha x alpha input patch of channel c (alpha = m + 2). The alpha^2 elementwise
+// products summed over channels are alpha^2 GEMMs: M_xi (K x tiles) = U_xi (K x C) @ V_xi (C x tiles).
 //
-//   U = G g G^T    (weights, once per call)      G   = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]
-//   V = B^T d B    (input, per block of images)   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]
-//   Y = A^T M A    (output, + bias)               A^T = [1 1 1 0; 0 1 -1 -1]
+//   U = G g G^T    (weights, once per call or packed once for inference)
+//   V = B^T d B    (input, per block of images)
+//   Y = A^T M A    (output, + bias)
+// The matrices are in winograd_kernels.cpp. F(2x2, 3x3) does 16 multiplies per tile and channel
+// where direct convolution does 36 (2.25x fewer), F(4x4, 3x3) 36 where it does 144 (4x fewer) and
+// moves 2.25 transformed values per output pixel instead of 4, at the price of a larger rounding
+// error (its transforms multiply by up to 8 and 5; see docs/ARCHITECTURE.md). The forward pass takes
+// whichever saves more multiplies for the image size; the backward passes keep F(2x2, 3x3).
 //
 // Blocks of whole images (enough tiles for wide GEMMs, V and M bounded by kMaxBlockBytes per
 // thread) are spread over threads with single-threaded GEMMs, like the im2col path in conv.cpp.
@@ -37,15 +42,20 @@ const WinogradKernels<T>& dispatched_kernels() {
       .of<T>();
 }
 
+constexpr int kPackedTile = 4;  // the variant whose weights winograd_transform_weights packs
+
+int64_t points(int tile) { return (tile + 2) * (tile + 2); }  // alpha^2: GEMMs (xi planes) per call
+
 template <class T>
-WinogradTiling make_tiling(const Conv2dShape& s) {
+WinogradTiling make_tiling(const Conv2dShape& s, int tile) {
   WinogradTiling t;
-  t.tiles_h = (s.out_h + 1) / 2;
-  t.tiles_w = (s.out_w + 1) / 2;
+  t.tile = tile;
+  t.tiles_h = (s.out_h + tile - 1) / tile;
+  t.tiles_w = (s.out_w + tile - 1) / tile;
   t.per_image = t.tiles_h * t.tiles_w;
   t.slots = num_threads();
   const int64_t per_slot = (s.batch + t.slots - 1) / t.slots;
-  const int64_t image_bytes = 16 * (s.in_channels + s.out_channels) * t.per_image * int64_t(sizeof(T));
+  const int64_t image_bytes = points(tile) * (s.in_channels + s.out_channels) * t.per_image * int64_t(sizeof(T));
   int64_t images = std::min(per_slot, (kTargetTiles + t.per_image - 1) / t.per_image);
   images = std::max<int64_t>(1, std::min(images, kMaxBlockBytes / std::max<int64_t>(image_bytes, 1)));
   const int64_t blocks_per_slot = (per_slot + images - 1) / images;
@@ -61,11 +71,88 @@ T* thread_buffer(int which, int64_t count) {
   return thread_scratch<WinogradScratch, 4, T>(which, count);
 }
 
-// Multiplies saved against direct convolution, counting the partial tiles at odd edges: 2.25x
-// for even outputs, 1.72x for 7 x 7.
-double winograd_saving(const Conv2dShape& s) {
-  const double tiles = double((s.out_h + 1) / 2) * double((s.out_w + 1) / 2);
-  return 9.0 * double(s.out_h) * double(s.out_w) / (16.0 * std::max(tiles, 1.0));
+// The transforms' scratch of a tiling (winograd_kernels.h).
+template <class T>
+T* rows_buffer(const WinogradTiling& t) {
+  return thread_buffer<T>(2, (t.tile + 2) * t.tile * (t.tiles_h + 1) * t.tiles_w + 2 * t.tile * (t.tiles_w + 1) +
+                                 t.tile * t.tile * t.per_image);
+}
+
+// Multiplies F(tile x tile, 3x3) saves against direct convolution, counting the partial tiles at
+// the edges: F(2x2) 2.25x for even outputs, 1.72x for 7 x 7; F(4x4) 4x for multiples of 4, 3.06x
+// for 7 x 7 and 14 x 14.
+double winograd_saving(const Conv2dShape& s, int tile) {
+  const double tiles = double((s.out_h + tile - 1) / tile) * double((s.out_w + tile - 1) / tile);
+  return 9.0 * double(s.out_h) * double(s.out_w) / (double(points(tile)) * std::max(tiles, 1.0));
+}
+
+std::atomic<int> last_forward_tile{0};
+
+template <class T>
+bool transform_weights(int tile, int64_t out_channels, int64_t in_channels, const T* w, T* u) {
+  const WinogradKernels<T>& kern = dispatched_kernels<T>();
+  const int64_t plane = out_channels * in_channels;
+  const int slots = plane < 4096 ? 1 : num_threads();
+  std::atomic<bool> finite{true};
+  run_on_threads(slots, [&](int part) {
+    if (!kern.transform_weights(tile, w, plane, plane * part / slots, plane * (part + 1) / slots, u)) finite = false;
+  });
+  return finite;
+}
+
+// winograd_forward with F(tile x tile, 3x3); `transformed` (may be null) holds that variant's weights.
+template <class T>
+bool forward_with_tile(const Conv2dShape& s, int tile, const T* x, const T* w, const T* bias, T* y,
+                       const T* transformed) {
+  const int64_t K = s.out_channels, C = s.in_channels, xis = points(tile);
+  const WinogradKernels<T>& kern = dispatched_kernels<T>();
+  const WinogradTiling t = make_tiling<T>(s, tile);
+  const T* u = transformed;
+  if (!u) {
+    T* fresh = thread_buffer<T>(3, xis * K * C);
+    if (!transform_weights(tile, K, C, w, fresh)) return false;
+    u = fresh;
+  }
+  std::atomic<bool> finite{true};  // cleared once an input block is found to hold Inf or NaN
+  const int64_t blocks = (s.batch + t.images - 1) / t.images;
+  // Each block's three phases (input transform, the GEMMs, output transform) run on `team` threads:
+  // the input channels, the xi planes, then the output channels split among them (a batch with
+  // fewer blocks than threads); or on the calling thread alone (blocks spread over the threads).
+  auto run_block = [&](int64_t n0, int team) {
+    if (!finite) return;
+    const int64_t n1 = std::min(s.batch, n0 + t.images), tiles = (n1 - n0) * t.per_image;
+    const int64_t image = C * s.in_h * s.in_w;
+    if (!kern.all_finite(x + n0 * image, (n1 - n0) * image)) {
+      finite = false;
+      return;
+    }
+    // V and M keep a channel's xi planes together (written and read together by the transforms).
+    T* v = thread_buffer<T>(0, xis * C * tiles);
+    T* m = thread_buffer<T>(1, xis * K * tiles);
+    const WinogradLayout by_channel{xis * tiles, tiles};
+    auto split = [&](int64_t count, auto phase) {
+      run_on_threads(team, [&](int part) { phase(count * part / team, count * (part + 1) / team); });
+    };
+    split(C, [&](int64_t c0, int64_t c1) {
+      kern.transform_input(s, t, x, n0, n1, c0, c1, v, by_channel, rows_buffer<T>(t));
+    });
+    split(xis, [&](int64_t xi0, int64_t xi1) {
+      for (int64_t xi = xi0; xi < xi1; ++xi)
+        gemm<T>(K, tiles, C, T(1), {u + xi * K * C, C, 1}, {v + xi * tiles, xis * tiles, 1}, T(0),
+                {m + xi * tiles, xis * tiles, 1}, {}, 1);
+    });
+    split(K, [&](int64_t k0, int64_t k1) {
+      kern.transform_output(s, t, m, by_channel, bias, n0, n1, k0, k1, y, rows_buffer<T>(t));
+    });
+  };
+  if (t.slots > 1 && blocks >= t.slots) {
+    run_on_threads(t.slots, [&](int slot) {
+      for (int64_t b = slot; b < blocks; b += t.slots) run_block(b * t.images, 1);
+    });
+  } else {
+    for (int64_t b = 0; b < blocks; ++b) run_block(b * t.images, t.slots);
+  }
+  return finite;
 }
 
 }  // namespace
@@ -77,6 +164,14 @@ bool winograd_geometry(const Conv2dShape& s) {
 
 bool winograd_channels(const Conv2dShape& s) { return s.in_channels >= 64 && s.out_channels >= 64; }
 
+int winograd_tile(const Conv2dShape& s) { return winograd_saving(s, 4) > winograd_saving(s, 2) ? 4 : 2; }
+
+int64_t winograd_weights_size(const Conv2dShape& s) {
+  return winograd_geometry(s) && winograd_channels(s) ? points(kPackedTile) * s.out_channels * s.in_channels : 0;
+}
+
+int winograd_last_forward_tile() { return last_forward_tile.load(); }
+
 bool winograd_applies(const Conv2dShape& s) {
   // 7 x 7 pays too (measured: 512 channels at 7 x 7, 2 threads, 29.5 ms against 31.6-34.7 ms for
   // im2col + GEMM, before the weight transform was vectorized).
@@ -87,77 +182,27 @@ bool winograd_applies(const Conv2dShape& s) {
   // tiles): a tie).
   const int64_t tiles = s.batch * ((s.out_h + 1) / 2) * ((s.out_w + 1) / 2);
   const bool enough_tiles = tiles >= kMinTiles || (tiles > 0 && s.in_channels * s.out_channels <= kCachedWeightPairs);
-  return winograd_geometry(s) && winograd_channels(s) && winograd_saving(s) >= 1.7 && enough_tiles;
+  return winograd_geometry(s) && winograd_channels(s) && winograd_saving(s, 2) >= 1.7 && enough_tiles;
 }
 
 bool winograd_applies_to_weight_grad(const Conv2dShape& s) {
   // The weight gradient accumulates 16 K x C sums per thread over few tiles per block: at 7 x 7
   // (1.72x saving) that traffic loses to im2col + GEMM (512 channels, 2 threads: 0.61x against
   // 0.75x of PyTorch's backward), at 14 x 14 and larger it wins (256 channels: 0.82x -> 0.89x).
-  return winograd_applies(s) && winograd_saving(s) >= 2.0;
+  return winograd_applies(s) && winograd_saving(s, 2) >= 2.0;
 }
 
 template <class T>
 bool winograd_transform_weights(int64_t out_channels, int64_t in_channels, const T* w, T* u) {
-  const WinogradKernels<T>& kern = dispatched_kernels<T>();
-  const int64_t plane = out_channels * in_channels;
-  const int slots = plane < 4096 ? 1 : num_threads();
-  std::atomic<bool> finite{true};
-  run_on_threads(slots, [&](int part) {
-    if (!kern.transform_weights(w, plane, plane * part / slots, plane * (part + 1) / slots, u)) finite = false;
-  });
-  return finite;
+  return transform_weights(kPackedTile, out_channels, in_channels, w, u);
 }
 
 template <class T>
 bool winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y, const T* transformed) {
-  const int64_t K = s.out_channels, C = s.in_channels;
-  const WinogradKernels<T>& kern = dispatched_kernels<T>();
-  const WinogradTiling t = make_tiling<T>(s);
-  const T* u = transformed;
-  if (!u) {
-    T* fresh = thread_buffer<T>(3, 16 * K * C);
-    if (!winograd_transform_weights(K, C, w, fresh)) return false;
-    u = fresh;
-  }
-  std::atomic<bool> finite{true};  // cleared once an input block is found to hold Inf or NaN
-  const int64_t blocks = (s.batch + t.images - 1) / t.images;
-  // Each block's three phases (input transform, 16 GEMMs, output transform) run on `team` threads:
-  // the input channels, the xi planes, then the output channels split among them (a batch with
-  // fewer blocks than threads); or on the calling thread alone (blocks spread over the threads).
-  auto run_block = [&](int64_t n0, int team) {
-    if (!finite) return;
-    const int64_t n1 = std::min(s.batch, n0 + t.images), tiles = (n1 - n0) * t.per_image;
-    const int64_t image = C * s.in_h * s.in_w;
-    if (!kern.all_finite(x + n0 * image, (n1 - n0) * image)) {
-      finite = false;
-      return;
-    }
-    T* v = thread_buffer<T>(0, 16 * C * tiles);
-    T* m = thread_buffer<T>(1, 16 * K * tiles);
-    auto split = [&](int64_t count, auto phase) {
-      run_on_threads(team, [&](int part) { phase(count * part / team, count * (part + 1) / team); });
-    };
-    split(C, [&](int64_t c0, int64_t c1) {
-      kern.transform_input(s, t, x, n0, n1, c0, c1, v, tiles, thread_buffer<T>(2, 8 * (t.tiles_w + 1)));
-    });
-    split(16, [&](int64_t xi0, int64_t xi1) {
-      for (int64_t xi = xi0; xi < xi1; ++xi)
-        gemm<T>(K, tiles, C, T(1), {u + xi * K * C, C, 1}, {v + xi * C * tiles, tiles, 1}, T(0),
-                {m + xi * K * tiles, tiles, 1}, {}, 1);
-    });
-    split(K, [&](int64_t k0, int64_t k1) {
-      kern.transform_output(s, t, m, tiles, bias, n0, n1, k0, k1, y, thread_buffer<T>(2, 8 * (t.tiles_w + 1)));
-    });
-  };
-  if (t.slots > 1 && blocks >= t.slots) {
-    run_on_threads(t.slots, [&](int slot) {
-      for (int64_t b = slot; b < blocks; b += t.slots) run_block(b * t.images, 1);
-    });
-  } else {
-    for (int64_t b = 0; b < blocks; ++b) run_block(b * t.images, t.slots);
-  }
-  return finite;
+  const int tile = winograd_tile(s);
+  if (!forward_with_tile(s, tile, x, w, bias, y, tile == kPackedTile ? transformed : nullptr)) return false;
+  last_forward_tile = tile;
+  return true;
 }
 
 template <class T>
@@ -177,7 +222,7 @@ bool winograd_backward_data(const Conv2dShape& s, const T* grad_y, const T* w, T
   t.out_w = s.in_w;
   t.pad_h = 2 - s.pad_h;
   t.pad_w = 2 - s.pad_w;
-  return winograd_forward(t, grad_y, flipped.data(), static_cast<const T*>(nullptr), grad_x);
+  return forward_with_tile<T>(t, 2, grad_y, flipped.data(), nullptr, grad_x, nullptr);
 }
 
 template <class T>
@@ -186,7 +231,7 @@ bool winograd_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x,
   // block of images, accumulated per thread; then grad_w = G^T dU G.
   const int64_t K = s.out_channels, C = s.in_channels, plane = K * C;
   const WinogradKernels<T>& kern = dispatched_kernels<T>();
-  const WinogradTiling t = make_tiling<T>(s);
+  const WinogradTiling t = make_tiling<T>(s, 2);
   const int64_t blocks = (s.batch + t.images - 1) / t.images;
   const bool spread = t.slots > 1 && blocks >= t.slots;
   const int sums = spread ? t.slots : 1;
@@ -197,14 +242,14 @@ bool winograd_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x,
     const int64_t n1 = std::min(s.batch, n0 + t.images), tiles = (n1 - n0) * t.per_image;
     T* v = thread_buffer<T>(0, 16 * C * tiles);
     T* dbar = thread_buffer<T>(1, 16 * K * tiles);
-    T* rows = thread_buffer<T>(2, 8 * (t.tiles_w + 1));
+    T* rows = rows_buffer<T>(t);
     const int64_t image = C * s.in_h * s.in_w, grad_image = K * s.out_h * s.out_w;
     if (!kern.all_finite(x + n0 * image, (n1 - n0) * image) ||
         !kern.all_finite(grad_y + n0 * grad_image, (n1 - n0) * grad_image)) {
       finite = false;
       return;
     }
-    kern.transform_input(s, t, x, n0, n1, 0, C, v, tiles, rows);
+    kern.transform_input(s, t, x, n0, n1, 0, C, v, {tiles, C * tiles}, rows);
     kern.transform_grad_output(s, t, grad_y, n0, n1, dbar, tiles, rows);
     T* du_slot = du.data() + slot * 16 * plane;
     for (int xi = 0; xi < 16; ++xi)

@@ -1,5 +1,6 @@
-// Winograd F(2x2, 3x3) convolution: 3x3 stride-1 layers with 16 multiplies per 2x2 output tile
-// and input channel instead of 36 (2.25x fewer), the multiplies done as 16 blocked GEMMs.
+// Winograd convolution of 3x3 stride-1 layers: F(2x2, 3x3), 16 multiplies per 2x2 output tile and
+// input channel instead of 36 (2.25x fewer), or F(4x4, 3x3), 36 per 4x4 tile instead of 144 (4x
+// fewer); the multiplies done as 16 or 36 blocked GEMMs.
 #pragma once
 #include "cpu/conv/conv.h"
 
@@ -12,12 +13,25 @@ bool winograd_geometry(const Conv2dShape& s);
 bool winograd_channels(const Conv2dShape& s);
 
 // True for the shapes of winograd_geometry where Winograd pays: winograd_channels, outputs whose partial edge tiles
-// still leave a 1.7x saving, and enough tiles in the call (batch x tiles per image) to repay the weight transform.
+// still leave F(2x2, 3x3) a 1.7x saving, and enough tiles in the call (batch x 2x2 tiles per image) to repay the
+// weight transform.
 bool winograd_applies(const Conv2dShape& s);
 
-// u (16 x K x C: u[xi][k][c]) = the transformed weights G g G^T of w (K, C, 3, 3), which
-// winograd_forward can take instead of transforming w itself (weights packed once for inference).
-// Returns false, u partly written, when w holds Inf or NaN.
+// The output tile (2 or 4) of the variant F(tile x tile, 3x3) winograd_forward runs for this shape:
+// the one that saves more multiplies, counting the partial tiles at the edges (4 unless the image
+// is so small that F(4x4)'s edge tiles waste more).
+int winograd_tile(const Conv2dShape& s);
+
+// The tile of the last successful winograd_forward call of the process (0 before the first).
+int winograd_last_forward_tile();
+
+// The size (36 K C) of winograd_transform_weights' output for this geometry and these channels
+// (batch and image sizes are not read), 0 when no input size takes the Winograd path.
+int64_t winograd_weights_size(const Conv2dShape& s);
+
+// u (36 x K x C: u[xi][k][c]) = the F(4x4, 3x3) transformed weights G g G^T of w (K, C, 3, 3),
+// which winograd_forward takes instead of transforming w itself where it runs that variant (weights
+// packed once for inference). Returns false, u partly written, when w holds Inf or NaN.
 template <class T>
 bool winograd_transform_weights(int64_t out_channels, int64_t in_channels, const T* w, T* u);
 
@@ -25,13 +39,14 @@ bool winograd_transform_weights(int64_t out_channels, int64_t in_channels, const
 // read (x or w; grad_y or w; grad_y or x) holds Inf or NaN: the transforms add and subtract them,
 // which can turn the direct sum's Inf into NaN, so the caller computes that call another way.
 
-// The contract of conv2d_forward (conv.h) for shapes where winograd_applies(). `transformed`, when
-// not null, is winograd_transform_weights of w (finite; then w itself is not read).
+// The contract of conv2d_forward (conv.h) for shapes where winograd_applies(), with the variant of
+// winograd_tile(). `transformed`, when not null, is winograd_transform_weights of w (finite; then w
+// itself is not read where the variant is F(4x4, 3x3)).
 template <class T>
 bool winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y,
                       const T* transformed = nullptr);
 
-// The contract of conv2d_backward_data for shapes where winograd_applies(): the data gradient
+// The contract of conv2d_backward_data for shapes where winograd_applies(), with F(2x2, 3x3): the data gradient
 // of a 3x3 stride-1 convolution is itself one (of dY with the flipped, transposed weights and
 // padding 2 - pad).
 template <class T>

@@ -15,15 +15,77 @@ inline T non_finite_probe(V... values) {
   return (values + ...) * T(0);
 }
 
-// WinogradKernels::transform_weights: vectorized across consecutive (k, c) pairs, u written in 16
-// unit-stride streams.
-template <class T>
-bool transform_weights(const T* __restrict w, int64_t plane, int64_t lo, int64_t hi, T* __restrict u) {
+// The matrices of F(m x m, 3x3) (Lavin & Gray), m = 2 or 4: alpha = m + 2 input points per tile
+// side, interpolation points 0, +-1 (and +-2 for m = 4) and infinity.
+template <int M>
+struct Variant;
+template <>
+struct Variant<2> {
+  static constexpr int kAlpha = 4;
+  static constexpr double kBt[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
+  static constexpr double kG[4][3] = {{1, 0, 0}, {.5, .5, .5}, {.5, -.5, .5}, {0, 0, 1}};
+  static constexpr double kAt[2][4] = {{1, 1, 1, 0}, {0, 1, -1, -1}};
+};
+template <>
+struct Variant<4> {
+  static constexpr int kAlpha = 6;
+  static constexpr double kBt[6][6] = {{4, 0, -5, 0, 1, 0},  {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0},
+                                       {0, -2, -1, 2, 1, 0}, {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}};
+  static constexpr double kG[6][3] = {{1. / 4, 0, 0},
+                                      {-1. / 6, -1. / 6, -1. / 6},
+                                      {-1. / 6, 1. / 6, -1. / 6},
+                                      {1. / 24, 1. / 12, 1. / 6},
+                                      {1. / 24, -1. / 12, 1. / 6},
+                                      {0, 0, 1}};
+  static constexpr double kAt[4][6] = {
+      {1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
+};
+
+// out = Mat @ in for a constant R x N matrix Mat. The loops unroll completely, so that the
+// compiler drops Mat's zero terms, keeps the small arrays in (vector) registers and vectorizes the
+// caller's loop across tiles.
+template <const auto& Mat, class T, int R, int N>
+[[gnu::always_inline]] inline void apply(const T (&in)[N], T (&out)[R]) {
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    T acc = T(0);
+#pragma GCC unroll 8
+    for (int j = 0; j < N; ++j)
+      if (Mat[r][j] != 0) acc += T(Mat[r][j]) * in[j];
+    out[r] = acc;
+  }
+}
+
+// out = (Mat @ in)^T for a constant R x N matrix Mat and an N x C in.
+template <const auto& Mat, class T, int R, int N, int C>
+[[gnu::always_inline]] inline void apply_transposed(const T (&in)[N][C], T (&out)[C][R]) {
+#pragma GCC unroll 8
+  for (int q = 0; q < C; ++q) {
+    T col[N];
+#pragma GCC unroll 8
+    for (int i = 0; i < N; ++i) col[i] = in[i][q];
+    apply<Mat>(col, out[q]);
+  }
+}
+
+// out = Mat @ in @ Mat^T = (Mat @ (Mat @ in)^T)^T for a constant R x N matrix Mat and an N x N in.
+template <const auto& Mat, class T, int R, int N>
+[[gnu::always_inline]] inline void apply_both_sides(const T (&in)[N][N], T (&out)[R][R]) {
+  T left[N][R];
+  apply_transposed<Mat>(in, left);
+  apply_transposed<Mat>(left, out);
+}
+
+// WinogradKernels::transform_weights for F(M x M, 3x3): vectorized across consecutive (k, c)
+// pairs, u written in alpha^2 unit-stride streams.
+template <int M, class T>
+bool transform_weights_of(const T* __restrict w, int64_t plane, int64_t lo, int64_t hi, T* __restrict u) {
   // The 9 taps of each (k, c) are 9 apart in w, a stride the compiler does not vectorize: copy
   // a chunk of pairs into 9 unit-stride tap rows first, then transform across the chunk.
+  using V = Variant<M>;
+  constexpr int A = V::kAlpha;
   constexpr int64_t kChunk = 256;
   T taps[9][kChunk];
-  const T h = T(0.5);
   T probe = 0;
   for (int64_t c0 = lo; c0 < hi; c0 += kChunk) {
     const int64_t count = std::min(kChunk, hi - c0);
@@ -32,136 +94,129 @@ bool transform_weights(const T* __restrict w, int64_t plane, int64_t lo, int64_t
     T* out = u + c0;
 #pragma omp simd reduction(+ : probe)
     for (int64_t i = 0; i < count; ++i) {
-      // Rows of G g: (g0 g1 g2), ((g0+g3+g6)/2 ...), ((g0-g3+g6)/2 ...), (g6 g7 g8); each row
-      // (x0, x1, x2) times G^T is (x0, (x0 + x1 + x2) / 2, (x0 - x1 + x2) / 2, x2).
-      const T g0 = taps[0][i], g1 = taps[1][i], g2 = taps[2][i], g3 = taps[3][i], g4 = taps[4][i];
-      const T g5 = taps[5][i], g6 = taps[6][i], g7 = taps[7][i], g8 = taps[8][i];
-      probe += non_finite_probe<T>(g0, g1, g2, g3, g4, g5, g6, g7, g8);
-      const T b0 = h * (g0 + g3 + g6), b1 = h * (g1 + g4 + g7), b2 = h * (g2 + g5 + g8);
-      const T c0v = h * (g0 - g3 + g6), c1 = h * (g1 - g4 + g7), c2 = h * (g2 - g5 + g8);
-      out[0 * plane + i] = g0;
-      out[1 * plane + i] = h * (g0 + g1 + g2);
-      out[2 * plane + i] = h * (g0 - g1 + g2);
-      out[3 * plane + i] = g2;
-      out[4 * plane + i] = b0;
-      out[5 * plane + i] = h * (b0 + b1 + b2);
-      out[6 * plane + i] = h * (b0 - b1 + b2);
-      out[7 * plane + i] = b2;
-      out[8 * plane + i] = c0v;
-      out[9 * plane + i] = h * (c0v + c1 + c2);
-      out[10 * plane + i] = h * (c0v - c1 + c2);
-      out[11 * plane + i] = c2;
-      out[12 * plane + i] = g6;
-      out[13 * plane + i] = h * (g6 + g7 + g8);
-      out[14 * plane + i] = h * (g6 - g7 + g8);
-      out[15 * plane + i] = g8;
+      T g[3][3], res[A][A];
+#pragma GCC unroll 9
+      for (int j = 0; j < 9; ++j) g[j / 3][j % 3] = taps[j][i];
+      probe += non_finite_probe<T>(g[0][0], g[0][1], g[0][2], g[1][0], g[1][1], g[1][2], g[2][0], g[2][1], g[2][2]);
+      apply_both_sides<V::kG>(g, res);
+#pragma GCC unroll 36
+      for (int xi = 0; xi < A * A; ++xi) out[xi * plane + i] = res[xi / A][xi % A];
     }
   }
   return probe == 0;
 }
 
-// WinogradKernels::transform_input: each padded input row is split into its even and odd columns
-// (the 8 scratch rows), so that both passes of the transform run at unit stride across a row of tiles.
 template <class T>
-void transform_input(const Conv2dShape& s, const WinogradTiling& t, const T* x, int64_t n0, int64_t n1, int64_t c0,
-                     int64_t c1, T* v, int64_t ld, T* rows) {
-  const int64_t C = s.in_channels, half = t.tiles_w + 1, xi_stride = C * ld;
-  T* even[4];
-  T* odd[4];
-  for (int i = 0; i < 4; ++i) {
-    even[i] = rows + (2 * i) * half;
-    odd[i] = rows + (2 * i + 1) * half;
-  }
+bool transform_weights(int tile, const T* w, int64_t plane, int64_t lo, int64_t hi, T* u) {
+  return tile == 4 ? transform_weights_of<4>(w, plane, lo, hi, u) : transform_weights_of<2>(w, plane, lo, hi, u);
+}
+
+// WinogradKernels::transform_input for F(M x M, 3x3), one (image, channel) plane at a time. Its
+// padded rows y are first unfolded into alpha arrays: array q holds, for each tile column tw,
+// column M tw + q of row y, at [y % M][y / M][tw]; then the input d[i][q] of tile f = (th, tw) is
+// element (i / M) tiles_w + f of array q's part i % M, so that the transform runs across all the
+// plane's tiles at unit stride (a row of tiles alone is too short a vector for small images).
+template <int M, class T>
+void transform_input_of(const Conv2dShape& s, const WinogradTiling& t, const T* x, int64_t n0, int64_t n1, int64_t c0,
+                        int64_t c1, T* v, WinogradLayout l, T* rows) {
+  using V = Variant<M>;
+  constexpr int A = V::kAlpha;
+  const int64_t C = s.in_channels, len = t.tiles_w + 1, tiles = t.per_image, tiles_w = t.tiles_w;
+  const int64_t part = (t.tiles_h + 1) * tiles_w, array = M * part;
+  T* unfolded = rows;                // alpha arrays of M parts
+  T* phases = unfolded + A * array;  // M rows of tiles_w + 1: column M j + r of a row at [r][j]
+  T* padded = phases + M * len;      // one padded input row: M (tiles_w + 1) columns
+  const int64_t copied = std::min(s.in_w, M * len - s.pad_w);
+  std::fill(padded, padded + M * len, T(0));
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t c = c0; c < c1; ++c) {
       const T* plane = x + (n * C + c) * s.in_h * s.in_w;
-      for (int64_t th = 0; th < t.tiles_h; ++th) {
-        // Padded row i holds x[2 th - pad_h + i][j - pad_w] at column j (zero outside the
-        // image): even columns in even[i], odd ones in odd[i].
-        for (int i = 0; i < 4; ++i) {
-          std::fill(even[i], even[i] + half, T(0));
-          std::fill(odd[i], odd[i] + half, T(0));
-          const int64_t ih = 2 * th - s.pad_h + i;
-          if (ih < 0 || ih >= s.in_h) continue;
-          const int64_t j_lo = s.pad_w, j_hi = std::min(2 * half, s.in_w + s.pad_w);
-          // One pointer per column, then the store: GCC 12's UBSan instrumentation miscompiles a
-          // conditional expression used as the subscripted array here.
-          for (int64_t j = j_lo; j < j_hi; ++j) {
-            T* dst = j % 2 ? odd[i] : even[i];
-            dst[j / 2] = plane[ih * s.in_w + j - s.pad_w];
-          }
+      for (int64_t y = 0; y < M * t.tiles_h + 2; ++y) {
+        // Padded row y holds x[y - pad_h][j - pad_w] at column j (zero outside the image).
+        T* dst = unfolded + (y % M) * part + (y / M) * tiles_w;
+        const int64_t ih = y - s.pad_h;
+        if (ih < 0 || ih >= s.in_h) {
+          for (int q = 0; q < A; ++q) std::fill(dst + q * array, dst + q * array + tiles_w, T(0));
+          continue;
         }
-        // B^T d, down the columns (in place: row p of B^T d replaces row p).
-        for (T** half_rows : {even, odd}) {
-          T* r0 = half_rows[0];
-          T* r1 = half_rows[1];
-          T* r2 = half_rows[2];
-          T* r3 = half_rows[3];
+        std::copy(plane + ih * s.in_w, plane + ih * s.in_w + copied, padded + s.pad_w);
 #pragma omp simd
-          for (int64_t j = 0; j < half; ++j) {
-            const T d0 = r0[j], d1 = r1[j], d2 = r2[j], d3 = r3[j];
-            r0[j] = d0 - d2;
-            r1[j] = d1 + d2;
-            r2[j] = d2 - d1;
-            r3[j] = d1 - d3;
-          }
+        for (int64_t j = 0; j < len; ++j) {
+#pragma GCC unroll 8
+          for (int r = 0; r < M; ++r) phases[r * len + j] = padded[M * j + r];
         }
-        // (B^T d) B along each row: tile tw reads columns 2 tw .. 2 tw + 3 = even[tw], odd[tw],
-        // even[tw + 1], odd[tw + 1].
-        T* out = v + c * ld + (n - n0) * t.per_image + th * t.tiles_w;
-        for (int p = 0; p < 4; ++p) {
-          const T* e = even[p];
-          const T* o = odd[p];
-          T* o0 = out + (4 * p + 0) * xi_stride;
-          T* o1 = out + (4 * p + 1) * xi_stride;
-          T* o2 = out + (4 * p + 2) * xi_stride;
-          T* o3 = out + (4 * p + 3) * xi_stride;
+        for (int q = 0; q < A; ++q) {
+          const T* src = phases + (q % M) * len + q / M;
+          T* to = dst + q * array;
 #pragma omp simd
-          for (int64_t tw = 0; tw < t.tiles_w; ++tw) {
-            o0[tw] = e[tw] - e[tw + 1];
-            o1[tw] = o[tw] + e[tw + 1];
-            o2[tw] = e[tw + 1] - o[tw];
-            o3[tw] = o[tw] - o[tw + 1];
-          }
+          for (int64_t tw = 0; tw < tiles_w; ++tw) to[tw] = src[tw];
         }
+      }
+      // B^T d B of every tile, into v.
+      T* out = v + c * l.row + (n - n0) * tiles;
+#pragma omp simd
+      for (int64_t f = 0; f < tiles; ++f) {
+        T d[A][A], res[A][A];
+#pragma GCC unroll 36
+        for (int iq = 0; iq < A * A; ++iq) {
+          const int i = iq / A, q = iq % A;
+          d[i][q] = unfolded[q * array + (i % M) * part + (i / M) * tiles_w + f];
+        }
+        apply_both_sides<V::kBt>(d, res);
+#pragma GCC unroll 36
+        for (int xi = 0; xi < A * A; ++xi) out[xi * l.xi + f] = res[xi / A][xi % A];
       }
     }
 }
 
-// WinogradKernels::transform_output: A^T M A across a row of tiles into the 4 scratch rows (the
-// even and odd columns of the tile row's two output rows), then interleaved into y.
 template <class T>
-void transform_output(const Conv2dShape& s, const WinogradTiling& t, const T* m, int64_t ld, const T* bias, int64_t n0,
-                      int64_t n1, int64_t k0, int64_t k1, T* y, T* rows) {
-  const int64_t K = s.out_channels, xi_stride = K * ld, tiles_w = t.tiles_w;
+void transform_input(const Conv2dShape& s, const WinogradTiling& t, const T* x, int64_t n0, int64_t n1, int64_t c0,
+                     int64_t c1, T* v, WinogradLayout l, T* rows) {
+  if (t.tile == 4) return transform_input_of<4>(s, t, x, n0, n1, c0, c1, v, l, rows);
+  transform_input_of<2>(s, t, x, n0, n1, c0, c1, v, l, rows);
+}
+
+// WinogradKernels::transform_output for F(M x M, 3x3), one (image, channel) plane at a time: A^T m A
+// across all the plane's tiles into M^2 scratch rows of per_image (output (p, q) of tile f at row
+// p M + q, column f), then interleaved into y a row at a time.
+template <int M, class T>
+void transform_output_of(const Conv2dShape& s, const WinogradTiling& t, const T* m, WinogradLayout l, const T* bias,
+                         int64_t n0, int64_t n1, int64_t k0, int64_t k1, T* y, T* rows) {
+  using V = Variant<M>;
+  constexpr int A = V::kAlpha;
+  const int64_t K = s.out_channels, tiles = t.per_image, tiles_w = t.tiles_w;
+  T* joined = rows + M * M * tiles;  // one output row: M tiles_w columns
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t k = k0; k < k1; ++k) {
       const T offset = bias ? bias[k] : T(0);
+      const T* in = m + k * l.row + (n - n0) * tiles;
+#pragma omp simd
+      for (int64_t f = 0; f < tiles; ++f) {
+        T d[A][A], res[M][M];
+#pragma GCC unroll 36
+        for (int xi = 0; xi < A * A; ++xi) d[xi / A][xi % A] = in[xi * l.xi + f];
+        apply_both_sides<V::kAt>(d, res);
+#pragma GCC unroll 16
+        for (int pq = 0; pq < M * M; ++pq) rows[pq * tiles + f] = res[pq / M][pq % M] + offset;
+      }
       T* plane = y + (n * K + k) * s.out_h * s.out_w;
-      for (int64_t th = 0; th < t.tiles_h; ++th) {
-        const T* in = m + k * ld + (n - n0) * t.per_image + th * tiles_w;
+      for (int64_t oh = 0; oh < s.out_h; ++oh) {
+        const T* src = rows + (oh % M) * M * tiles + (oh / M) * tiles_w;
 #pragma omp simd
         for (int64_t tw = 0; tw < tiles_w; ++tw) {
-          T a[2][4];  // A^T M
-          for (int q = 0; q < 4; ++q) {
-            const T m0 = in[(0 + q) * xi_stride + tw], m1 = in[(4 + q) * xi_stride + tw];
-            const T m2 = in[(8 + q) * xi_stride + tw], m3 = in[(12 + q) * xi_stride + tw];
-            a[0][q] = m0 + m1 + m2;
-            a[1][q] = m1 - m2 - m3;
-          }
-          for (int p = 0; p < 2; ++p) {
-            rows[(2 * p) * tiles_w + tw] = a[p][0] + a[p][1] + a[p][2] + offset;
-            rows[(2 * p + 1) * tiles_w + tw] = a[p][1] - a[p][2] - a[p][3] + offset;
-          }
+#pragma GCC unroll 8
+          for (int q = 0; q < M; ++q) joined[M * tw + q] = src[q * tiles + tw];
         }
-        for (int64_t p = 0; p < 2 && 2 * th + p < s.out_h; ++p) {
-          const T* e = rows + (2 * p) * tiles_w;
-          const T* o = rows + (2 * p + 1) * tiles_w;
-          T* out = plane + (2 * th + p) * s.out_w;
-          for (int64_t q = 0; q < s.out_w; ++q) out[q] = q % 2 ? o[q / 2] : e[q / 2];
-        }
+        std::copy(joined, joined + s.out_w, plane + oh * s.out_w);
       }
     }
+}
+
+template <class T>
+void transform_output(const Conv2dShape& s, const WinogradTiling& t, const T* m, WinogradLayout l, const T* bias,
+                      int64_t n0, int64_t n1, int64_t k0, int64_t k1, T* y, T* rows) {
+  if (t.tile == 4) return transform_output_of<4>(s, t, m, l, bias, n0, n1, k0, k1, y, rows);
+  transform_output_of<2>(s, t, m, l, bias, n0, n1, k0, k1, y, rows);
 }
 
 // WinogradKernels::transform_grad_output: dbar is the gradient of the tile sums S = U .* V

@@ -1,5 +1,6 @@
-// The Winograd F(2x2, 3x3) transforms (winograd.cpp has the algorithm and the drivers), as one
-// table per ISA: winograd_kernels.cpp is compiled once per ISA and vectorizes them for it.
+// The Winograd F(2x2, 3x3) and F(4x4, 3x3) transforms (winograd.cpp has the algorithm and the
+// drivers; the backward ones are F(2x2, 3x3) only), as one table per ISA: winograd_kernels.cpp is compiled once per ISA
+// and vectorizes them for it.
 #pragma once
 #include <cstdint>
 
@@ -8,11 +9,19 @@
 
 namespace deepkern::cpu {
 
-// How a call cuts its output into 2x2 tiles and its batch into blocks of images.
+// How a call cuts its output into tile x tile tiles (F(tile x tile, 3x3): 2 or 4) and its batch
+// into blocks of images.
 struct WinogradTiling {
-  int64_t tiles_h, tiles_w, per_image;  // 2x2 output tiles
+  int tile;
+  int64_t tiles_h, tiles_w, per_image;  // output tiles
   int64_t images;                       // images per block
   int slots;                            // threads the blocks are spread over
+};
+
+// Where a transformed matrix of a block (V: input channels x tiles, M or dbar: output channels x
+// tiles, one per xi) keeps element [xi][row][tile]: at xi * xi + row * row + tile.
+struct WinogradLayout {
+  int64_t row, xi;
 };
 
 // The transforms run across a row of tiles (or of weight pairs), so the compiler vectorizes them
@@ -22,23 +31,24 @@ struct WinogradTiling {
 // Both also report as non-finite the rare values so large that a sum of a few of them overflows.
 template <class T>
 struct WinogradKernels {
-  // u[xi][k][c] = (G g_kc G^T)[xi / 4][xi % 4] for the (k, c) pairs [lo, hi) of the K x C plane
-  // (u's xi planes are `plane` apart).
+  // u[xi][k][c] = (G g_kc G^T)[xi / alpha][xi % alpha] of F(tile x tile, 3x3) (alpha = tile + 2)
+  // for the (k, c) pairs [lo, hi) of the K x C plane (u's alpha^2 xi planes are `plane` apart).
   // Returns false when one of the weights read is Inf or NaN.
-  bool (*transform_weights)(const T* w, int64_t plane, int64_t lo, int64_t hi, T* u);
-  // v[xi][c][tile] (row stride ld, xi planes C * ld apart) = (B^T d B)[xi] for the channels
-  // [c0, c1) and the tiles of images [n0, n1); `rows` is a scratch of 8 rows of tiles_w + 1 elements.
+  bool (*transform_weights)(int tile, const T* w, int64_t plane, int64_t lo, int64_t hi, T* u);
+  // v[xi][c][tile] (laid out as l says) = (B^T d B)[xi] for the channels
+  // [c0, c1) and the tiles of images [n0, n1); `rows` is a scratch of alpha tile (tiles_h + 1)
+  // tiles_w + 2 tile (tiles_w + 1) + tile^2 per_image elements.
   void (*transform_input)(const Conv2dShape& s, const WinogradTiling& t, const T* x, int64_t n0, int64_t n1, int64_t c0,
-                          int64_t c1, T* v, int64_t ld, T* rows);
-  // y (+ bias, may be null) of the channels [k0, k1) of images [n0, n1) from m[xi][k][tile] (row
-  // stride ld, xi planes K * ld apart); `rows` is a scratch of 4 rows of tiles_w elements.
-  void (*transform_output)(const Conv2dShape& s, const WinogradTiling& t, const T* m, int64_t ld, const T* bias,
+                          int64_t c1, T* v, WinogradLayout l, T* rows);
+  // y (+ bias, may be null) of the channels [k0, k1) of images [n0, n1) from m[xi][k][tile] (laid
+  // out as l says); `rows` is a scratch as transform_input's.
+  void (*transform_output)(const Conv2dShape& s, const WinogradTiling& t, const T* m, WinogradLayout l, const T* bias,
                            int64_t n0, int64_t n1, int64_t k0, int64_t k1, T* y, T* rows);
-  // dbar[xi][k][tile] (row stride ld) = (A dY A^T)[xi] for the tiles of images [n0, n1); `rows` is
-  // a scratch of 4 rows of tiles_w elements.
+  // F(2x2, 3x3) only: dbar[xi][k][tile] (row stride ld) = (A dY A^T)[xi] for the tiles of images [n0, n1); `rows` is
+  // a scratch as transform_input's.
   void (*transform_grad_output)(const Conv2dShape& s, const WinogradTiling& t, const T* grad_y, int64_t n0, int64_t n1,
                                 T* dbar, int64_t ld, T* rows);
-  // grad_w[k][c] = G^T dU_kc G for the (k, c) pairs [lo, hi), du[xi][k][c] (planes `plane` apart).
+  // F(2x2, 3x3) only: grad_w[k][c] = G^T dU_kc G for the (k, c) pairs [lo, hi), du[xi][k][c] (planes `plane` apart).
   void (*transform_weight_grad)(const T* du, int64_t plane, int64_t lo, int64_t hi, T* grad_w);
   // True when none of the count values at p is Inf or NaN.
   bool (*all_finite)(const T* p, int64_t count);

@@ -1,7 +1,7 @@
 """2-D convolution: ``conv2d`` and ``conv2d_backward`` with PyTorch's semantics.
 
 NCHW activations, (K, C/groups, R, S) weights. The kernels (csrc/cpu/conv) run the convolution as
-blocked GEMMs over chunks of im2col columns, Winograd F(2x2, 3x3) or direct depthwise loops; inputs
+blocked GEMMs over chunks of im2col columns, Winograd F(4x4, 3x3) or F(2x2, 3x3), or direct depthwise loops; inputs
 that are not C-contiguous are copied once. :class:`ConvPlan` packs a layer's weights once for
 inference.
 
@@ -150,7 +150,9 @@ class ConvPlan:
     :func:`conv2d` does, keeps a C-contiguous copy of ``w`` (K, C/groups, R, S) and, where the CPU
     kernels would take the Winograd path for some input (3x3, stride 1, no dilation, one group,
     padding <= 2, >= 64 channels in and out, finite weights), its transformed weights, so that calls
-    skip the weight transform. The plan works on any device; only the CPU packs more than the copy.
+    skip the weight transform: ``winograd_weights``, the (36, K, C) F(4x4, 3x3) transform (the
+    variant outputs larger than 6 x 6 run; those with a side of 2 and the 5 x 5 to 6 x 6 ones run
+    F(2x2, 3x3) and transform ``w`` per call). The plan works on any device; only the CPU packs more than the copy.
 
     Contract for callers that cache plans (a model in ``eval()`` packing each layer once):
 
