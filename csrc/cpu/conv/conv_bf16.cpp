@@ -17,14 +17,12 @@
 
 #include "core/scratch.h"
 #include "core/threading.h"
+#include "cpu/conv/conv_plan.h"
 #include "cpu/conv/im2col.h"
 #include "cpu/lstm/cell_kernels.h"
 
 namespace deepkern::cpu {
 namespace {
-
-// Bound on each thread's im2col block (as conv.cpp's).
-constexpr int64_t kMaxColumnBytes = int64_t(8) << 20;
 
 // Per-thread scratch: the im2col block, the float32 GEMM result of grad data, the float32 grad_x of
 // a block's images, the depthwise layers' float32 copies (up to three inputs and the results), the
@@ -36,51 +34,13 @@ T* bf16_buffer(Slot which, int64_t count) {
   return thread_scratch<ConvBf16Scratch, kSlots, T>(which, count);
 }
 
-// Small images are put side by side until a GEMM has about this many columns (as conv.cpp's).
-constexpr int64_t kTargetColumns = 512;
-
-// How a call is cut: blocks of `images` whole images side by side (small images) or, for one image,
-// of `rows` output rows (so an im2col block stays within kMaxColumnBytes); image blocks spread over
-// `slots` threads or not.
-struct Split {
-  int64_t group_in, group_out;  // Cg, Kg
-  int64_t col_rows;             // Cg * R * S
-  int64_t pixels, in_plane;     // P * Q, H * W
-  bool direct;                  // 1x1, stride 1, no padding, one image per block: col(X) is X
-  int64_t images, rows;
-  int slots;
-  bool spread;
-};
-
-Split make_split(const Conv2dShape& s) {
-  Split sp;
-  sp.group_in = s.in_channels / s.groups;
-  sp.group_out = s.out_channels / s.groups;
-  sp.col_rows = sp.group_in * s.kernel_h * s.kernel_w;
-  sp.pixels = s.out_h * s.out_w;
-  sp.in_plane = s.in_h * s.in_w;
-  sp.slots = num_threads();
-  const int64_t column_bytes = std::max<int64_t>(1, sp.col_rows * int64_t(sizeof(bf16)));
-  sp.images = 1;
-  if (sp.pixels < kTargetColumns && s.batch > 1) {
-    int64_t images = std::min(s.batch, (kTargetColumns + sp.pixels - 1) / std::max<int64_t>(sp.pixels, 1));
-    images = std::min(images, kMaxColumnBytes / (column_bytes * std::max<int64_t>(sp.pixels, 1)));
-    if (s.batch >= sp.slots) images = std::min(images, (s.batch + sp.slots - 1) / sp.slots);  // a block per thread
-    sp.images = std::max<int64_t>(1, images);
-  }
-  sp.direct = sp.images == 1 && columns_are_input(s);
-  sp.rows = sp.images > 1 || sp.direct ? s.out_h : rows_within(s, column_bytes, kMaxColumnBytes);
-  sp.spread = sp.slots > 1 && (s.batch + sp.images - 1) / sp.images >= sp.slots;
-  return sp;
-}
-
 // Runs body(n0, n1, slot, gemm_threads) for every block of images [n0, n1): slot t takes blocks t,
 // t + slots, ... with single-threaded GEMMs when spread, else slot 0 takes them all with every
 // thread in the GEMMs.
 template <class Body>
-void for_each_image_block(const Conv2dShape& s, const Split& sp, Body body) {
+void for_each_image_block(const Conv2dShape& s, const Plan& sp, Body body) {
   auto run = [&](int64_t n0, int slot, int threads) { body(n0, std::min(s.batch, n0 + sp.images), slot, threads); };
-  if (sp.spread)
+  if (spread_over_slots(s, sp))
     run_on_threads(sp.slots, [&](int slot) {
       for (int64_t n0 = slot * sp.images; n0 < s.batch; n0 += sp.slots * sp.images) run(n0, slot, 1);
     });
@@ -91,7 +51,7 @@ void for_each_image_block(const Conv2dShape& s, const Split& sp, Body body) {
 // col(X) of images [n0, n1)'s group for output rows [p0, p1) (all rows for several images): the
 // input planes when direct, else im2col into the thread's buffer, image after image along the
 // columns (row stride (n1 - n0) * (p1 - p0) * Q).
-StridedMatrix<const bf16> columns(const Conv2dShape& s, const Split& sp, const bf16* x, int64_t n0, int64_t n1,
+StridedMatrix<const bf16> columns(const Conv2dShape& s, const Plan& sp, const bf16* x, int64_t n0, int64_t n1,
                                   int64_t group, int64_t p0, int64_t p1) {
   const uint16_t* planes = lanes(x) + (n0 * s.in_channels + group * sp.group_in) * sp.in_plane;
   if (sp.direct) return {x + (planes - lanes(x)) + p0 * s.out_w, sp.in_plane, 1};
@@ -106,7 +66,7 @@ StridedMatrix<const bf16> columns(const Conv2dShape& s, const Split& sp, const b
 // of an (N, K, P, Q) array as a Kg x columns matrix: the array itself for one image (row stride
 // P * Q), else the thread's block buffer (row stride (n1 - n0) * P * Q), for output_block_planes to
 // fill or empty.
-StridedMatrix<bf16> output_block(const Conv2dShape& s, const Split& sp, bf16* base, int64_t n0, int64_t n1,
+StridedMatrix<bf16> output_block(const Conv2dShape& s, const Plan& sp, bf16* base, int64_t n0, int64_t n1,
                                  int64_t group, int64_t p0) {
   if (n1 - n0 == 1)
     return {base + ((n0 * s.out_channels + group * sp.group_out) * s.out_h + p0) * s.out_w, sp.pixels, 1};
@@ -116,7 +76,7 @@ StridedMatrix<bf16> output_block(const Conv2dShape& s, const Split& sp, bf16* ba
 
 // Runs copy(array offset, block offset) for every P * Q plane of a block of several images (above).
 template <class Copy>
-void output_block_planes(const Conv2dShape& s, const Split& sp, int64_t n0, int64_t n1, int64_t group, Copy copy) {
+void output_block_planes(const Conv2dShape& s, const Plan& sp, int64_t n0, int64_t n1, int64_t group, Copy copy) {
   const int64_t cols = (n1 - n0) * sp.pixels;
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t k = 0; k < sp.group_out; ++k)
@@ -124,7 +84,7 @@ void output_block_planes(const Conv2dShape& s, const Split& sp, int64_t n0, int6
 }
 
 // grad_y's output_block, filled.
-StridedMatrix<const bf16> gathered(const Conv2dShape& s, const Split& sp, const bf16* grad_y, int64_t n0, int64_t n1,
+StridedMatrix<const bf16> gathered(const Conv2dShape& s, const Plan& sp, const bf16* grad_y, int64_t n0, int64_t n1,
                                    int64_t group, int64_t p0) {
   const StridedMatrix<bf16> block = output_block(s, sp, const_cast<bf16*>(grad_y), n0, n1, group, p0);
   if (n1 - n0 > 1)
@@ -171,7 +131,7 @@ const float* widened(Slot slot, const bf16* src, int64_t count) {
 
 template <>
 void conv2d_forward<bf16>(const Conv2dShape& s, const bf16* x, const bf16* w, const bf16* bias, bf16* y, const bf16*) {
-  const Split sp = make_split(s);
+  const Plan sp = make_plan<bf16>(s);
   if (runs_in_float32(s)) {
     const int64_t count = s.batch * s.out_channels * sp.pixels;
     float* out = bf16_buffer<float>(kResult, count);
@@ -204,7 +164,7 @@ void conv2d_forward<bf16>(const Conv2dShape& s, const bf16* x, const bf16* w, co
 
 template <>
 void conv2d_backward_data<bf16>(const Conv2dShape& s, const bf16* grad_y, const bf16* w, bf16* grad_x) {
-  const Split sp = make_split(s);
+  const Plan sp = make_plan<bf16>(s);
   const int64_t image = s.in_channels * sp.in_plane;
   if (runs_in_float32(s)) {
     float* dx = bf16_buffer<float>(kResult, s.batch * image);
@@ -243,7 +203,7 @@ void conv2d_backward_data<bf16>(const Conv2dShape& s, const bf16* grad_y, const 
 template <>
 void conv2d_backward_weight<bf16>(const Conv2dShape& s, const bf16* grad_y, const bf16* x, bf16* grad_w,
                                   bf16* grad_bias) {
-  const Split sp = make_split(s);
+  const Plan sp = make_plan<bf16>(s);
   const int64_t weight_size = s.out_channels * sp.col_rows;
   if (runs_in_float32(s)) {
     float* dw = bf16_buffer<float>(kResult, weight_size + s.out_channels);  // then the bias gradient
@@ -254,7 +214,7 @@ void conv2d_backward_weight<bf16>(const Conv2dShape& s, const bf16* grad_y, cons
     return convert(grad_bias ? dw + weight_size : nullptr, s.out_channels, grad_bias);
   }
   // One float32 sum per slot (the images it takes), added together and rounded at the end.
-  std::vector<float> sums(static_cast<size_t>((sp.spread ? sp.slots : 1) * weight_size), 0.0f);
+  std::vector<float> sums(static_cast<size_t>((spread_over_slots(s, sp) ? sp.slots : 1) * weight_size), 0.0f);
   for_each_image_block(s, sp, [&](int64_t n0, int64_t n1, int slot, int threads) {
     float* dw = sums.data() + slot * weight_size;
     for (int64_t group = 0; group < s.groups; ++group) {
