@@ -105,6 +105,17 @@ void pack_a(const StridedMatrix<const bf16>& a, int64_t i0, int64_t rows, int64_
   }
 }
 
+// dst[2 * j] = r0[j], dst[2 * j + 1] = r1[j] for j < width: one VNNI pair row of B, built as 32-bit
+// words from the bits of the two rows (a loop the compiler vectorizes).
+void interleave_rows(const bf16* r0, const bf16* r1, int64_t width, bf16* dst) {
+  static_assert(sizeof(bf16) == sizeof(uint16_t));
+  const auto* __restrict lo = reinterpret_cast<const uint16_t*>(r0);
+  const auto* __restrict hi = reinterpret_cast<const uint16_t*>(r1);
+  uint32_t words[64];  // nr <= 64 columns
+  for (int64_t j = 0; j < width; ++j) words[j] = uint32_t(lo[j]) | uint32_t(hi[j]) << 16;
+  std::memcpy(static_cast<void*>(dst), words, sizeof(uint32_t) * width);
+}
+
 // Packs B(p, j) for p < k, j < cols (column j starts at column_at(j), its rows rs apart) into
 // nr-wide panels of kp / 2 VNNI pair rows (kernels.h), panel q at dst + q * kp * nr, zero past k and
 // past cols. adjacent: the columns of a panel lie next to each other (column stride 1).
@@ -119,14 +130,8 @@ void pack_b_panels(int64_t k, int64_t cols, int64_t kp, int nr, int64_t rs, bool
     bf16* pairs = dst + panel * kp * nr;  // B(p, j) at pairs[p / 2 * 2 * nr + 2 * j + p % 2]
     if (adjacent) {                       // rows contiguous: interleave two rows at a time
       const bf16* src = column_at(j0);
-      for (int64_t p = 0; p < full_rows; p += 2) {
-        const bf16 *r0 = src + p * rs, *r1 = r0 + rs;
-        bf16* d = pairs + p * nr;
-        for (int64_t j = 0; j < width; ++j) {
-          d[2 * j] = r0[j];
-          d[2 * j + 1] = r1[j];
-        }
-      }
+      for (int64_t p = 0; p < full_rows; p += 2)
+        interleave_rows(src + p * rs, src + (p + 1) * rs, width, pairs + p * nr);
     } else {  // down each column (a transposed B: its K values are next to each other)
       for (int64_t j = 0; j < width; ++j) {
         const bf16* col = column_at(j0 + j);
@@ -176,6 +181,13 @@ void merge(const Problem<OutT>& P, const float* acc, int64_t ldacc, int64_t i0, 
   }
 }
 
+// The depth of the blocks of K: K split into equal blocks (a multiple of k_align) of at most kc, so
+// that a K a little over kc is not left a thin last block.
+int64_t k_block(const Bf16GemmKernels& kern, int64_t k) {
+  const int64_t blocks = std::max<int64_t>(1, (k + kern.kc - 1) / kern.kc);
+  return round_up((k + blocks - 1) / blocks, kern.k_align);
+}
+
 // C[m0:m1, jc:jc+nc] of the blocked algorithm, B's columns from jc already packed at b_pack (all of
 // K, k_padded rows), with the calling thread's A packing buffer and accumulators.
 template <class OutT>
@@ -183,17 +195,31 @@ void multiply_packed(const Bf16GemmKernels& kern, const Problem<OutT>& P, const 
                      int64_t m0, int64_t m1, int64_t jc, int64_t nc, bf16* a_pack, float* acc) {
   const int mr = kern.mr, nr = kern.nr;
   const int64_t col_panels = (nc + nr - 1) / nr, ldacc = col_panels * nr;
+  const int64_t k_step = k_block(kern, P.k);
   for (int64_t ic = m0; ic < m1; ic += kern.mc) {
     const int64_t mc = std::min<int64_t>(kern.mc, m1 - ic), row_panels = (mc + mr - 1) / mr;
+    // A last panel of fewer than mr rows goes through the tier's strip kernel where it has one.
+    const int64_t tail_rows = kern.strip ? mc % mr : 0, tiles_down = row_panels - (tail_rows != 0);
     std::fill(acc, acc + row_panels * mr * ldacc, 0.0f);
-    for (int64_t pc = 0; pc < P.k; pc += kern.kc) {  // kc is a multiple of k_align
-      const int64_t kc = std::min<int64_t>(kern.kc, P.k - pc), kp = round_up(kc, kern.k_align);
+    for (int64_t pc = 0; pc < P.k; pc += k_step) {
+      const int64_t kc = std::min<int64_t>(k_step, P.k - pc), kp = round_up(kc, kern.k_align);
       pack_a(P.a, ic, mc, pc, kc, kp, mr, a_pack);
       for (int64_t jr = 0; jr < col_panels; ++jr) {
         const bf16* b_panel = b_pack + jr * k_padded * nr + pc * nr;  // pair row pc / 2
-        for (int64_t ir = 0; ir < row_panels; ++ir)
+        for (int64_t ir = 0; ir < tiles_down; ++ir)
           kern.tile(kp, a_pack + ir * mr * kp, kp, b_panel, acc + ir * mr * ldacc + jr * nr, ldacc);
       }
+      if (tail_rows)
+        kern.strip(static_cast<int>(tail_rows), {.k = kp,
+                                                 .a = a_pack + tiles_down * mr * kp,
+                                                 .lda = kp,
+                                                 .b = b_pack + pc * nr,
+                                                 .panel_stride = k_padded * nr,
+                                                 .c = acc + tiles_down * mr * ldacc,
+                                                 .ldc = ldacc,
+                                                 .cols = ldacc,
+                                                 .bias = nullptr,
+                                                 .accumulate = true});
     }
     merge(P, acc, ldacc, ic, mc, jc, nc);
   }
