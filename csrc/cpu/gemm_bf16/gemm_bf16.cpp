@@ -56,20 +56,6 @@ float to_float(bf16 x) {
   return f;
 }
 
-// float32 to OutT, bfloat16 rounded to nearest even (a NaN stays a NaN, made quiet).
-template <class OutT>
-OutT from_float(float x) {
-  if constexpr (std::is_same_v<OutT, float>) {
-    return x;
-  } else {
-    uint32_t bits;
-    std::memcpy(&bits, &x, sizeof bits);
-    if ((bits & 0x7fffffffu) > 0x7f800000u) return bf16{static_cast<uint16_t>((bits >> 16) | 0x40u)};
-    bits += 0x7fffu + ((bits >> 16) & 1u);
-    return bf16{static_cast<uint16_t>(bits >> 16)};
-  }
-}
-
 template <class OutT>
 struct Problem {
   int64_t m, n, k;
@@ -152,32 +138,30 @@ void pack_b(const StridedMatrix<const bf16>& b, int64_t k, int64_t j0, int64_t c
   pack_b_panels(k, cols, kp, nr, b.row_stride, b.col_stride == 1, column_at, dst);
 }
 
-// C(i0 + i, j0 + j) = epilogue(alpha * acc(i, j) + beta * C) for i < rows, j < cols. A C with
-// contiguous rows gets a loop of its own (constant stride: the compiler vectorizes it).
+// C(i0 + i, j0 + j) = epilogue(alpha * acc(i, j) + beta * C) for i < rows, j < cols, a row at a
+// time by the ISA's merge rows (kernels.h).
 template <class OutT>
 void merge(const Problem<OutT>& P, const float* acc, int64_t ldacc, int64_t i0, int64_t rows, int64_t j0,
            int64_t cols) {
+  const Bf16MergeKernels& kern =
+      table_for(active_isa(), IsaTables{generic::gemm_bf16_merge, avx2::gemm_bf16_merge, avx512::gemm_bf16_merge});
   const GemmEpilogue<OutT>& ep = P.epilogue;
   const OutT* col_bias = ep.bias && ep.bias_axis == BiasAxis::cols ? ep.bias + j0 : nullptr;
   for (int64_t i = 0; i < rows; ++i) {
-    OutT* row = P.c.data + (i0 + i) * P.c.row_stride + j0 * P.c.col_stride;
-    const float* a = acc + i * ldacc;
-    const float row_bias = ep.bias && ep.bias_axis == BiasAxis::rows ? to_float(ep.bias[i0 + i]) : 0.0f;
-    const auto run = [&](auto stride) {
-      for (int64_t j = 0; j < cols; ++j) {
-        OutT& dst = row[j * stride];
-        float v = P.alpha * a[j];
-        if (P.beta != 0.0f) v += P.beta * to_float(dst);
-        v += row_bias;
-        if (col_bias) v += to_float(col_bias[j]);
-        if (ep.relu && v < 0.0f) v = 0.0f;
-        dst = from_float<OutT>(v);
-      }
-    };
-    if (P.c.col_stride == 1)
-      run(std::integral_constant<int64_t, 1>{});
+    const Bf16MergeRow<OutT> row{
+        .acc = acc + i * ldacc,
+        .n = cols,
+        .alpha = P.alpha,
+        .beta = P.beta,
+        .row_bias = ep.bias && ep.bias_axis == BiasAxis::rows ? to_float(ep.bias[i0 + i]) : 0.0f,
+        .col_bias = col_bias,
+        .relu = ep.relu,
+        .dst = P.c.data + (i0 + i) * P.c.row_stride + j0 * P.c.col_stride,
+        .stride = P.c.col_stride};
+    if constexpr (std::is_same_v<OutT, float>)
+      kern.to_float(row);
     else
-      run(P.c.col_stride);
+      kern.to_bf16(row);
   }
 }
 
@@ -188,11 +172,16 @@ int64_t k_block(const Bf16GemmKernels& kern, int64_t k) {
   return round_up((k + blocks - 1) / blocks, kern.k_align);
 }
 
+// Whether `rows` rows of A by all of K make one packed A block, which can then serve every block of
+// columns.
+bool single_a_block(const Bf16GemmKernels& kern, int64_t rows, int64_t k) { return rows <= kern.mc && k <= kern.kc; }
+
 // C[m0:m1, jc:jc+nc] of the blocked algorithm, B's columns from jc already packed at b_pack (all of
-// K, k_padded rows), with the calling thread's A packing buffer and accumulators.
+// K, k_padded rows), with the calling thread's A packing buffer and accumulators. a_packed: a_pack
+// already holds the one A block there is (rows m0:m1 within mc, K within kc), packed for an earlier jc.
 template <class OutT>
 void multiply_packed(const Bf16GemmKernels& kern, const Problem<OutT>& P, const bf16* b_pack, int64_t k_padded,
-                     int64_t m0, int64_t m1, int64_t jc, int64_t nc, bf16* a_pack, float* acc) {
+                     int64_t m0, int64_t m1, int64_t jc, int64_t nc, bf16* a_pack, float* acc, bool a_packed) {
   const int mr = kern.mr, nr = kern.nr;
   const int64_t col_panels = (nc + nr - 1) / nr, ldacc = col_panels * nr;
   const int64_t k_step = k_block(kern, P.k);
@@ -203,7 +192,7 @@ void multiply_packed(const Bf16GemmKernels& kern, const Problem<OutT>& P, const 
     std::fill(acc, acc + row_panels * mr * ldacc, 0.0f);
     for (int64_t pc = 0; pc < P.k; pc += k_step) {
       const int64_t kc = std::min<int64_t>(k_step, P.k - pc), kp = round_up(kc, kern.k_align);
-      pack_a(P.a, ic, mc, pc, kc, kp, mr, a_pack);
+      if (!a_packed) pack_a(P.a, ic, mc, pc, kc, kp, mr, a_pack);
       for (int64_t jr = 0; jr < col_panels; ++jr) {
         const bf16* b_panel = b_pack + jr * k_padded * nr + pc * nr;  // pair row pc / 2
         for (int64_t ir = 0; ir < tiles_down; ++ir)
@@ -244,7 +233,8 @@ void gemm_block(const Bf16GemmKernels& kern, const Problem<OutT>& P, int64_t m0,
   for (int64_t jc = n0; jc < n1; jc += kern.nc) {
     const int64_t nc = std::min<int64_t>(kern.nc, n1 - jc);
     pack_b(P.b, P.k, jc, nc, k_padded, kern.nr, b_pack);
-    multiply_packed(kern, P, b_pack, k_padded, m0, m1, jc, nc, a_pack, acc);
+    multiply_packed(kern, P, b_pack, k_padded, m0, m1, jc, nc, a_pack, acc,
+                    jc > n0 && single_a_block(kern, m1 - m0, P.k));
   }
   if (kern.end) kern.end();
 }
@@ -404,7 +394,7 @@ void gemm_bf16_prepacked(int64_t m, float alpha, StridedMatrix<const bf16> a, co
     const auto [a_pack, acc] = block_buffers(kern, b.k_padded, m, b.n, kern.nc);
     for (int64_t jc = 0; jc < b.n; jc += kern.nc)
       multiply_packed(kern, P, b.panels + jc * b.k_padded, b.k_padded, 0, m, jc, std::min<int64_t>(kern.nc, b.n - jc),
-                      a_pack, acc);
+                      a_pack, acc, jc > 0 && single_a_block(kern, m, b.k));
   }
   if (kern.end) kern.end();
 }

@@ -57,6 +57,27 @@ struct Bf16GemmKernels {
 // The emulated kernels, one per ISA (kernels_emulated.cpp, compiled per ISA).
 DEEPKERN_DECLARE_ISA_TABLES(Bf16GemmKernels, gemm_bf16_emulated)
 
+// One row of the driver's merge: dst[j * stride] = epilogue(alpha * acc[j] + beta * dst[j * stride]
+// (dst not read where beta is 0) + row_bias + col_bias[j] (col_bias may be null)), then ReLU if
+// asked (a NaN stays a NaN), rounded to OutT once (bfloat16: to nearest even, a NaN made quiet).
+template <class OutT>
+struct Bf16MergeRow {
+  const float* acc;
+  int64_t n;
+  float alpha, beta, row_bias;
+  const OutT* col_bias;
+  bool relu;
+  OutT* dst;
+  int64_t stride;
+};
+struct Bf16MergeKernels {
+  void (*to_float)(const Bf16MergeRow<float>& row);
+  void (*to_bf16)(const Bf16MergeRow<bf16>& row);
+};
+
+// The merge rows, one table per ISA (kernels_emulated.cpp, vectorized by the compiler for each).
+DEEPKERN_DECLARE_ISA_TABLES(Bf16MergeKernels, gemm_bf16_merge)
+
 #if DEEPKERN_X86
 namespace avx512 {
 extern const Bf16GemmKernels gemm_bf16_dpbf16;  // kernels_avx512_bf16.cpp (AVX512-BF16)

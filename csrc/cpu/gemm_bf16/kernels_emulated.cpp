@@ -1,17 +1,61 @@
 // The emulated bfloat16 kernel (compiled once per ISA, vectorized by the compiler): each bfloat16
 // is widened to float32 exactly and the products are summed with float32 multiply-adds.
 #include <cstring>
+#include <type_traits>
 
 #include "cpu/gemm_bf16/kernels.h"
 
 namespace deepkern::cpu {
 namespace {
 
+inline float widen(float x) { return x; }
 inline float widen(bf16 x) {
   const uint32_t bits = uint32_t(x.bits) << 16;
   float f;
   std::memcpy(&f, &bits, sizeof f);
   return f;
+}
+
+// float32 to OutT, bfloat16 rounded to nearest even (a NaN stays a NaN, made quiet).
+template <class OutT>
+inline OutT narrow(float x) {
+  if constexpr (std::is_same_v<OutT, float>) {
+    return x;
+  } else {
+    uint32_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return bf16{static_cast<uint16_t>((bits >> 16) | 0x40u)};
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return bf16{static_cast<uint16_t>(bits >> 16)};
+  }
+}
+
+// The Bf16MergeRow contract (kernels.h). A unit stride gets loops of its own (the compiler vectorizes
+// them), with beta and the column bias known at compile time where it can (true_type/false_type:
+// beta 0 and no bias, the common case, has the shortest loop); a runtime bool elsewhere.
+template <class OutT>
+void merge_row(const Bf16MergeRow<OutT>& r) {
+  const auto run = [&](auto stride, auto with_beta, auto with_bias) {
+    for (int64_t j = 0; j < r.n; ++j) {
+      OutT& dst = r.dst[j * stride];
+      float v = r.alpha * r.acc[j];
+      if (with_beta) v += r.beta * widen(dst);
+      v += r.row_bias;
+      if (with_bias) v += widen(r.col_bias[j]);
+      if (r.relu && v < 0.0f) v = 0.0f;
+      dst = narrow<OutT>(v);
+    }
+  };
+  using Yes = std::true_type;
+  using No = std::false_type;
+  if (r.stride != 1)
+    run(r.stride, r.beta != 0.0f, r.col_bias != nullptr);
+  else if (r.beta != 0.0f)
+    run(std::integral_constant<int64_t, 1>{}, Yes{}, r.col_bias != nullptr);
+  else if (r.col_bias)
+    run(std::integral_constant<int64_t, 1>{}, No{}, Yes{});
+  else
+    run(std::integral_constant<int64_t, 1>{}, No{}, No{});
 }
 
 // The Bf16TileKernel contract (kernels.h) for an MR x NR block.
@@ -55,6 +99,7 @@ const Bf16GemmKernels gemm_bf16_emulated = {.name = "emulated " DEEPKERN_STR(DEE
                                             .end = nullptr,
                                             .peak_chains = nullptr,
                                             .peak_flops_per_iteration = 0};
+const Bf16MergeKernels gemm_bf16_merge = {.to_float = &merge_row<float>, .to_bf16 = &merge_row<bf16>};
 }  // namespace DEEPKERN_ISA_NS
 
 }  // namespace deepkern::cpu
