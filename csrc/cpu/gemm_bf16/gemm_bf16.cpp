@@ -97,9 +97,11 @@ void interleave_rows(const bf16* r0, const bf16* r1, int64_t width, bf16* dst) {
   static_assert(sizeof(bf16) == sizeof(uint16_t));
   const auto* __restrict lo = reinterpret_cast<const uint16_t*>(r0);
   const auto* __restrict hi = reinterpret_cast<const uint16_t*>(r1);
-  uint32_t words[64];  // nr <= 64 columns
-  for (int64_t j = 0; j < width; ++j) words[j] = uint32_t(lo[j]) | uint32_t(hi[j]) << 16;
-  std::memcpy(static_cast<void*>(dst), words, sizeof(uint32_t) * width);
+  auto* __restrict out = reinterpret_cast<unsigned char*>(dst);
+  for (int64_t j = 0; j < width; ++j) {
+    const uint32_t word = uint32_t(lo[j]) | uint32_t(hi[j]) << 16;
+    std::memcpy(out + 4 * j, &word, sizeof word);
+  }
 }
 
 // Packs B(p, j) for p < k, j < cols (column j starts at column_at(j), its rows rs apart) into
@@ -111,14 +113,17 @@ void pack_b_panels(int64_t k, int64_t cols, int64_t kp, int nr, int64_t rs, bool
   const int64_t panels = (cols + nr - 1) / nr, full_rows = k / 2 * 2;
   if (cols % nr != 0 || kp != full_rows)  // zero padding somewhere: clear it all first
     std::memset(static_cast<void*>(dst), 0, sizeof(bf16) * panels * kp * nr);
+  if (adjacent) {  // rows contiguous: two rows at a time, across every panel (each row read in order)
+    const bf16* src = column_at(0);
+    for (int64_t p = 0; p < full_rows; p += 2)
+      for (int64_t j0 = 0; j0 < cols; j0 += nr)
+        interleave_rows(src + p * rs + j0, src + (p + 1) * rs + j0, std::min<int64_t>(nr, cols - j0),
+                        dst + j0 * kp + p * nr);
+  }
   for (int64_t panel = 0; panel < panels; ++panel) {
     const int64_t j0 = panel * nr, width = std::min<int64_t>(nr, cols - j0);
     bf16* pairs = dst + panel * kp * nr;  // B(p, j) at pairs[p / 2 * 2 * nr + 2 * j + p % 2]
-    if (adjacent) {                       // rows contiguous: interleave two rows at a time
-      const bf16* src = column_at(j0);
-      for (int64_t p = 0; p < full_rows; p += 2)
-        interleave_rows(src + p * rs, src + (p + 1) * rs, width, pairs + p * nr);
-    } else {  // down each column (a transposed B: its K values are next to each other)
+    if (!adjacent) {                      // down each column (a transposed B: its K values are next to each other)
       for (int64_t j = 0; j < width; ++j) {
         const bf16* col = column_at(j0 + j);
         for (int64_t p = 0; p < full_rows; p += 2) {
