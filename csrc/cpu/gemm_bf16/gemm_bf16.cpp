@@ -108,17 +108,23 @@ void interleave_rows(const bf16* r0, const bf16* r1, int64_t width, bf16* dst) {
 // nr-wide panels of kp / 2 VNNI pair rows (kernels.h), panel q at dst + q * kp * nr, zero past k and
 // past cols. adjacent: the columns of a panel lie next to each other (column stride 1).
 template <class ColumnAt>
-void pack_b_panels(int64_t k, int64_t cols, int64_t kp, int nr, int64_t rs, bool adjacent, const ColumnAt& column_at,
-                   bf16* dst) {
+void pack_b_panels(const Bf16GemmKernels& kern, int64_t k, int64_t cols, int64_t kp, int64_t rs, bool adjacent,
+                   const ColumnAt& column_at, bf16* dst) {
+  const int nr = kern.nr;
   const int64_t panels = (cols + nr - 1) / nr, full_rows = k / 2 * 2;
   if (cols % nr != 0 || kp != full_rows)  // zero padding somewhere: clear it all first
     std::memset(static_cast<void*>(dst), 0, sizeof(bf16) * panels * kp * nr);
   if (adjacent) {  // rows contiguous: two rows at a time, across every panel (each row read in order)
     const bf16* src = column_at(0);
-    for (int64_t p = 0; p < full_rows; p += 2)
+    for (int64_t p = 0; p < full_rows; p += 2) {
+      if (kern.pair_rows) {
+        kern.pair_rows(src + p * rs, src + (p + 1) * rs, cols, kp * nr, dst + p * nr);
+        continue;
+      }
       for (int64_t j0 = 0; j0 < cols; j0 += nr)
         interleave_rows(src + p * rs + j0, src + (p + 1) * rs + j0, std::min<int64_t>(nr, cols - j0),
                         dst + j0 * kp + p * nr);
+    }
   }
   for (int64_t panel = 0; panel < panels; ++panel) {
     const int64_t j0 = panel * nr, width = std::min<int64_t>(nr, cols - j0);
@@ -138,9 +144,10 @@ void pack_b_panels(int64_t k, int64_t cols, int64_t kp, int nr, int64_t rs, bool
 }
 
 // pack_b_panels of B's columns j0 .. j0 + cols.
-void pack_b(const StridedMatrix<const bf16>& b, int64_t k, int64_t j0, int64_t cols, int64_t kp, int nr, bf16* dst) {
+void pack_b(const Bf16GemmKernels& kern, const StridedMatrix<const bf16>& b, int64_t k, int64_t j0, int64_t cols,
+            int64_t kp, bf16* dst) {
   const auto column_at = [&](int64_t j) { return b.data + (j0 + j) * b.col_stride; };
-  pack_b_panels(k, cols, kp, nr, b.row_stride, b.col_stride == 1, column_at, dst);
+  pack_b_panels(kern, k, cols, kp, b.row_stride, b.col_stride == 1, column_at, dst);
 }
 
 // C(i0 + i, j0 + j) = epilogue(alpha * acc(i, j) + beta * C) for i < rows, j < cols, a row at a
@@ -237,7 +244,7 @@ void gemm_block(const Bf16GemmKernels& kern, const Problem<OutT>& P, int64_t m0,
   if (kern.begin) kern.begin();
   for (int64_t jc = n0; jc < n1; jc += kern.nc) {
     const int64_t nc = std::min<int64_t>(kern.nc, n1 - jc);
-    pack_b(P.b, P.k, jc, nc, k_padded, kern.nr, b_pack);
+    pack_b(kern, P.b, P.k, jc, nc, k_padded, b_pack);
     multiply_packed(kern, P, b_pack, k_padded, m0, m1, jc, nc, a_pack, acc,
                     jc > n0 && single_a_block(kern, m1 - m0, P.k));
   }
@@ -381,7 +388,7 @@ PackedBf16B pack_bf16_b_groups(int64_t k, int64_t n, int groups, int64_t group_o
   const Bf16GemmKernels& kern = table_for(active_isa(), bf16_tables());
   const int64_t k_padded = round_up(k, kern.k_align);
   const auto column_at = [&](int64_t j) { return b.data + j / n * group_offset + j % n * b.col_stride; };
-  pack_b_panels(k, groups * n, k_padded, kern.nr, b.row_stride, groups == 1 && b.col_stride == 1, column_at, panels);
+  pack_b_panels(kern, k, groups * n, k_padded, b.row_stride, groups == 1 && b.col_stride == 1, column_at, panels);
   return {k, groups * n, k_padded, kern.name, panels};
 }
 

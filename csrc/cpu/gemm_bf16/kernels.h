@@ -13,6 +13,10 @@
 // floating-point operations each (a multiply-add counts 2), for the roofline's bfloat16 peak.
 // strip(rows, s) (null where a tier has none) multiplies a few rows without packing A, for the small
 // row counts of a recurrent step (Bf16Strip below); 1 <= rows <= strip_rows.
+// pair_rows(r0, r1, cols, panel_stride, dst) (null where the driver's own loop serves) writes one
+// pair row of B into every panel: B(2q, j) = r0[j] and B(2q + 1, j) = r1[j] for j < cols, zero
+// from cols to the end of the last panel, the pair row of panel 0 at dst and panel q's at
+// dst + q * panel_stride.
 #pragma once
 #include <cstdint>
 
@@ -52,6 +56,7 @@ struct Bf16GemmKernels {
   double peak_flops_per_iteration;
   Bf16StripKernel strip = nullptr;
   int strip_rows = 0;
+  void (*pair_rows)(const bf16* r0, const bf16* r1, int64_t cols, int64_t panel_stride, bf16* dst) = nullptr;
 };
 
 // The emulated kernels, one per ISA (kernels_emulated.cpp, compiled per ISA).

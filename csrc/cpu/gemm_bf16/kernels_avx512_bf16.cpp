@@ -138,6 +138,21 @@ constexpr auto kStrips = strip_table(std::make_integer_sequence<int, kRows>{});
 
 void strip_dpbf16(int rows, const Bf16Strip& s) { kStrips[rows - 1](s); }
 
+// The pair_rows contract (kernels.h) for 32-column panels: per panel, one masked load of each row's
+// 32 values and two VPERMT2W that interleave them into the panel's 64 (16 columns each).
+void pair_rows_dpbf16(const bf16* r0, const bf16* r1, int64_t cols, int64_t panel_stride, bf16* dst) {
+  alignas(64) static constexpr uint16_t kLow[32] = {0, 32, 1, 33, 2,  34, 3,  35, 4,  36, 5,  37, 6,  38, 7,  39,
+                                                    8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+  const __m512i low = _mm512_load_si512(kLow), high = _mm512_add_epi16(low, _mm512_set1_epi16(16));
+  for (int64_t j0 = 0; j0 < cols; j0 += kCols, dst += panel_stride) {
+    const int64_t n = std::min<int64_t>(kCols, cols - j0);
+    const __mmask32 mask = n == kCols ? ~__mmask32(0) : static_cast<__mmask32>((1u << n) - 1u);
+    const __m512i x = _mm512_maskz_loadu_epi16(mask, r0 + j0), y = _mm512_maskz_loadu_epi16(mask, r1 + j0);
+    _mm512_storeu_si512(dst, _mm512_permutex2var_epi16(x, low, y));
+    _mm512_storeu_si512(dst + 32, _mm512_permutex2var_epi16(x, high, y));
+  }
+}
+
 // 16 independent VDPBF16PS chains (each step: 16 lanes x 2 products and 2 additions).
 constexpr int kPeakChains = 16;
 float peak_dpbf16(int64_t iters) {
@@ -167,7 +182,8 @@ const Bf16GemmKernels gemm_bf16_dpbf16 = {.name = "avx512_bf16 12x32",
                                           .peak_chains = &peak_dpbf16,
                                           .peak_flops_per_iteration = kPeakChains * 16 * 4,
                                           .strip = &strip_dpbf16,
-                                          .strip_rows = kRows};
+                                          .strip_rows = kRows,
+                                          .pair_rows = &pair_rows_dpbf16};
 }  // namespace avx512
 
 }  // namespace deepkern::cpu
