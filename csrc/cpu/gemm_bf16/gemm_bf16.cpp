@@ -71,7 +71,9 @@ struct Problem {
 void pack_a(const StridedMatrix<const bf16>& a, int64_t i0, int64_t rows, int64_t p0, int64_t depth, int64_t kp, int mr,
             bf16* dst) {
   const int64_t padded_rows = round_up(rows, mr);
-  std::memset(static_cast<void*>(dst), 0, sizeof(bf16) * padded_rows * kp);
+  if (kp > depth)  // the zero columns past depth, then the zero rows past rows
+    for (int64_t i = 0; i < rows; ++i) std::fill(dst + i * kp + depth, dst + (i + 1) * kp, bf16{0});
+  std::fill(dst + rows * kp, dst + padded_rows * kp, bf16{0});
   const bf16* base = a.data + i0 * a.row_stride + p0 * a.col_stride;
   // Panels of mr rows of kp follow each other: row i is at dst + i * kp.
   if (a.col_stride != 1 && a.row_stride == 1) {   // a transposed A: blocks of 32 of its contiguous columns
