@@ -199,6 +199,9 @@ void multiply_packed(const Bf16GemmKernels& kern, const Problem<OutT>& P, const 
   const int mr = kern.mr, nr = kern.nr;
   const int64_t col_panels = (nc + nr - 1) / nr, ldacc = col_panels * nr;
   const int64_t k_step = k_block(kern, P.k);
+  // A tier with strip kernels reads A in place (rows contiguous, whole K pairs: no padding needed),
+  // the strip taking any last rows short of a panel.
+  const bool a_in_place = kern.strip && P.a.col_stride == 1 && P.k % kern.k_align == 0;
   for (int64_t ic = m0; ic < m1; ic += kern.mc) {
     const int64_t mc = std::min<int64_t>(kern.mc, m1 - ic), row_panels = (mc + mr - 1) / mr;
     // A last panel of fewer than mr rows goes through the tier's strip kernel where it has one.
@@ -206,16 +209,18 @@ void multiply_packed(const Bf16GemmKernels& kern, const Problem<OutT>& P, const 
     std::fill(acc, acc + row_panels * mr * ldacc, 0.0f);
     for (int64_t pc = 0; pc < P.k; pc += k_step) {
       const int64_t kc = std::min<int64_t>(k_step, P.k - pc), kp = round_up(kc, kern.k_align);
-      if (!a_packed) pack_a(P.a, ic, mc, pc, kc, kp, mr, a_pack);
+      const bf16* a_block = a_in_place ? P.a.data + ic * P.a.row_stride + pc : a_pack;
+      const int64_t lda = a_in_place ? P.a.row_stride : kp;
+      if (!a_in_place && !a_packed) pack_a(P.a, ic, mc, pc, kc, kp, mr, a_pack);
       for (int64_t jr = 0; jr < col_panels; ++jr) {
         const bf16* b_panel = b_pack + jr * k_padded * nr + pc * nr;  // pair row pc / 2
         for (int64_t ir = 0; ir < tiles_down; ++ir)
-          kern.tile(kp, a_pack + ir * mr * kp, kp, b_panel, acc + ir * mr * ldacc + jr * nr, ldacc);
+          kern.tile(kp, a_block + ir * mr * lda, lda, b_panel, acc + ir * mr * ldacc + jr * nr, ldacc);
       }
       if (tail_rows)
         kern.strip(static_cast<int>(tail_rows), {.k = kp,
-                                                 .a = a_pack + tiles_down * mr * kp,
-                                                 .lda = kp,
+                                                 .a = a_block + tiles_down * mr * lda,
+                                                 .lda = lda,
                                                  .b = b_pack + pc * nr,
                                                  .panel_stride = k_padded * nr,
                                                  .c = acc + tiles_down * mr * ldacc,
