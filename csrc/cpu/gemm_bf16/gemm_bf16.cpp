@@ -199,9 +199,9 @@ void multiply_packed(const Bf16GemmKernels& kern, const Problem<OutT>& P, const 
   const int mr = kern.mr, nr = kern.nr;
   const int64_t col_panels = (nc + nr - 1) / nr, ldacc = col_panels * nr;
   const int64_t k_step = k_block(kern, P.k);
-  // A tier with strip kernels reads A in place (rows contiguous, whole K pairs: no padding needed),
-  // the strip taking any last rows short of a panel.
-  const bool a_in_place = kern.strip && P.a.col_stride == 1 && P.k % kern.k_align == 0;
+  // A tier with strip kernels reads A in place where its rows are contiguous (the strip taking any
+  // last rows short of a panel, an odd depth paired with B's zero row by the kernels).
+  const bool a_in_place = kern.strip && P.a.col_stride == 1;
   for (int64_t ic = m0; ic < m1; ic += kern.mc) {
     const int64_t mc = std::min<int64_t>(kern.mc, m1 - ic), row_panels = (mc + mr - 1) / mr;
     // A last panel of fewer than mr rows goes through the tier's strip kernel where it has one.
@@ -210,15 +210,15 @@ void multiply_packed(const Bf16GemmKernels& kern, const Problem<OutT>& P, const 
     for (int64_t pc = 0; pc < P.k; pc += k_step) {
       const int64_t kc = std::min<int64_t>(k_step, P.k - pc), kp = round_up(kc, kern.k_align);
       const bf16* a_block = a_in_place ? P.a.data + ic * P.a.row_stride + pc : a_pack;
-      const int64_t lda = a_in_place ? P.a.row_stride : kp;
+      const int64_t lda = a_in_place ? P.a.row_stride : kp, depth = a_in_place ? kc : kp;
       if (!a_in_place && !a_packed) pack_a(P.a, ic, mc, pc, kc, kp, mr, a_pack);
       for (int64_t jr = 0; jr < col_panels; ++jr) {
         const bf16* b_panel = b_pack + jr * k_padded * nr + pc * nr;  // pair row pc / 2
         for (int64_t ir = 0; ir < tiles_down; ++ir)
-          kern.tile(kp, a_block + ir * mr * lda, lda, b_panel, acc + ir * mr * ldacc + jr * nr, ldacc);
+          kern.tile(depth, a_block + ir * mr * lda, lda, b_panel, acc + ir * mr * ldacc + jr * nr, ldacc);
       }
       if (tail_rows)
-        kern.strip(static_cast<int>(tail_rows), {.k = kp,
+        kern.strip(static_cast<int>(tail_rows), {.k = depth,
                                                  .a = a_block + tiles_down * mr * lda,
                                                  .lda = lda,
                                                  .b = b_pack + pc * nr,

@@ -7,6 +7,8 @@
 //            two consecutive K values of one column side by side); columns past N and rows past K
 //            are zero.
 // tile(kp, a, lda, b, acc, ldacc): acc (mr x nr float32, acc[i * ldacc + j]) += A panel @ B panel.
+// A tier with strip kernels also gets A in place (the caller's rows, lda apart) and the depth
+// itself, which may be odd: its last A column then pairs with B's zero.
 // begin()/end() (may be null) run around a thread's tile calls: the AMX kernels load and release
 // their tile configuration there. peak_chains(iters) (null for the emulated kernels) runs `iters`
 // steps of independent chains of the tier's instruction in registers, peak_flops_per_iteration

@@ -17,31 +17,6 @@ namespace {
 
 constexpr int kRows = 12, kCols = 32;  // 24 accumulators + 2 B vectors + 1 broadcast of 32 zmm
 
-// The Bf16TileKernel contract (kernels.h) for a 12 x 32 block.
-void tile_dpbf16(int64_t kp, const bf16* a, int64_t lda, const bf16* b, float* acc, int64_t ldacc) {
-  __m512 c[kRows][2];
-  for (int i = 0; i < kRows; ++i) {
-    c[i][0] = _mm512_loadu_ps(acc + i * ldacc);
-    c[i][1] = _mm512_loadu_ps(acc + i * ldacc + 16);
-  }
-  for (int64_t q = 0; q < kp / 2; ++q) {
-    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + q * kCols * 2);
-    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + q * kCols * 2 + 32);
-#pragma GCC unroll 12
-    for (int i = 0; i < kRows; ++i) {
-      int32_t pair;
-      std::memcpy(&pair, a + i * lda + 2 * q, sizeof pair);
-      const __m512bh ai = (__m512bh)_mm512_set1_epi32(pair);
-      c[i][0] = _mm512_dpbf16_ps(c[i][0], ai, b0);
-      c[i][1] = _mm512_dpbf16_ps(c[i][1], ai, b1);
-    }
-  }
-  for (int i = 0; i < kRows; ++i) {
-    _mm512_storeu_ps(acc + i * ldacc, c[i][0]);
-    _mm512_storeu_ps(acc + i * ldacc + 16, c[i][1]);
-  }
-}
-
 // acc[i][v] += row i's K pair pair_of(i) (broadcast) times B's vector v of the same pair row.
 template <int R, int V, class PairOf>
 [[gnu::always_inline]] inline void add_pair(__m512 (&acc)[R][V], const __m512bh (&bv)[V], const PairOf& pair_of) {
@@ -61,6 +36,35 @@ template <bool kMasked, int V>
   for (int v = 0; v < V; ++v) {
     const bf16* at = bq[v] + q * kCols * 2;
     bv[v] = (__m512bh)(kMasked ? _mm512_maskz_loadu_epi32(mask[v], at) : _mm512_loadu_si512(at));
+  }
+}
+
+// The Bf16TileKernel contract (kernels.h) for a 12 x 32 block; an odd kp (A read in place, see
+// kernels.h) pairs A's last column with zero, as B's last pair row is.
+void tile_dpbf16(int64_t kp, const bf16* a, int64_t lda, const bf16* b, float* acc, int64_t ldacc) {
+  __m512 c[kRows][2];
+  for (int i = 0; i < kRows; ++i) {
+    c[i][0] = _mm512_loadu_ps(acc + i * ldacc);
+    c[i][1] = _mm512_loadu_ps(acc + i * ldacc + 16);
+  }
+  const bf16* const bq[2] = {b, b + 32};
+  const __mmask16 all[2] = {0xffff, 0xffff};
+  __m512bh bv[2];
+  for (int64_t q = 0; q < kp / 2; ++q) {
+    load_pair_row<false>(bv, bq, all, q);
+    add_pair(c, bv, [&](int i) {
+      int32_t pair;
+      std::memcpy(&pair, a + i * lda + 2 * q, sizeof pair);
+      return pair;
+    });
+  }
+  if (kp % 2) {
+    load_pair_row<false>(bv, bq, all, kp / 2);
+    add_pair(c, bv, [&](int i) { return int32_t(a[i * lda + kp - 1].bits); });
+  }
+  for (int i = 0; i < kRows; ++i) {
+    _mm512_storeu_ps(acc + i * ldacc, c[i][0]);
+    _mm512_storeu_ps(acc + i * ldacc + 16, c[i][1]);
   }
 }
 
