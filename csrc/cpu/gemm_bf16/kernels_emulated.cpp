@@ -30,32 +30,42 @@ inline OutT narrow(float x) {
   }
 }
 
-// The Bf16MergeRow contract (kernels.h). A unit stride gets loops of its own (the compiler vectorizes
-// them), with beta and the column bias known at compile time where it can (true_type/false_type:
-// beta 0 and no bias, the common case, has the shortest loop); a runtime bool elsewhere.
+// The Bf16MergeRow contract (kernels.h). The fields are copied to locals first (a store to a float
+// row could otherwise alias them, and the loops would reload them and stay scalar). A unit stride
+// gets loops of their own (the compiler vectorizes them) with beta and the column bias known at
+// compile time (true_type/false_type); a strided row takes them as bools.
 template <class OutT>
 void merge_row(const Bf16MergeRow<OutT>& r) {
+  const float* const acc = r.acc;
+  const OutT* const col_bias = r.col_bias;
+  OutT* const dst = r.dst;
+  const int64_t n = r.n;
+  const float alpha = r.alpha, beta = r.beta, row_bias = r.row_bias;
+  const bool relu = r.relu;
   const auto run = [&](auto stride, auto with_beta, auto with_bias) {
-    for (int64_t j = 0; j < r.n; ++j) {
-      OutT& dst = r.dst[j * stride];
-      float v = r.alpha * r.acc[j];
-      if (with_beta) v += r.beta * widen(dst);
-      v += r.row_bias;
-      if (with_bias) v += widen(r.col_bias[j]);
-      if (r.relu && v < 0.0f) v = 0.0f;
-      dst = narrow<OutT>(v);
+    for (int64_t j = 0; j < n; ++j) {
+      OutT& out = dst[j * stride];
+      float v = alpha * acc[j];
+      if (with_beta) v += beta * widen(out);
+      v += row_bias;
+      if (with_bias) v += widen(col_bias[j]);
+      if (relu && v < 0.0f) v = 0.0f;
+      out = narrow<OutT>(v);
     }
   };
   using Yes = std::true_type;
   using No = std::false_type;
+  const std::integral_constant<int64_t, 1> unit;
   if (r.stride != 1)
-    run(r.stride, r.beta != 0.0f, r.col_bias != nullptr);
-  else if (r.beta != 0.0f)
-    run(std::integral_constant<int64_t, 1>{}, Yes{}, r.col_bias != nullptr);
-  else if (r.col_bias)
-    run(std::integral_constant<int64_t, 1>{}, No{}, Yes{});
+    run(r.stride, beta != 0.0f, col_bias != nullptr);
+  else if (beta != 0.0f && col_bias)
+    run(unit, Yes{}, Yes{});
+  else if (beta != 0.0f)
+    run(unit, Yes{}, No{});
+  else if (col_bias)
+    run(unit, No{}, Yes{});
   else
-    run(std::integral_constant<int64_t, 1>{}, No{}, No{});
+    run(unit, No{}, No{});
 }
 
 // The Bf16TileKernel contract (kernels.h) for an MR x NR block.
