@@ -131,15 +131,21 @@ void pack_b_panels(const Bf16GemmKernels& kern, int64_t k, int64_t cols, int64_t
   for (int64_t panel = 0; panel < panels; ++panel) {
     const int64_t j0 = panel * nr, width = std::min<int64_t>(nr, cols - j0);
     bf16* pairs = dst + panel * kp * nr;  // B(p, j) at pairs[p / 2 * 2 * nr + 2 * j + p % 2]
-    if (!adjacent) {                      // down each column (a transposed B: its K values are next to each other)
+    // Down each column (a transposed B: its K values are next to each other, a pair one 32-bit
+    // word where rs is 1), 64 K values at a time, so that the pair rows written stay in L1.
+    for (int64_t pb = 0; !adjacent && pb < full_rows; pb += 64)
       for (int64_t j = 0; j < width; ++j) {
         const bf16* col = column_at(j0 + j);
-        for (int64_t p = 0; p < full_rows; p += 2) {
-          pairs[p * nr + 2 * j] = col[p * rs];
-          pairs[p * nr + 2 * j + 1] = col[(p + 1) * rs];
+        for (int64_t p = pb; p < std::min(full_rows, pb + 64); p += 2) {
+          bf16* d = pairs + p * nr + 2 * j;
+          if (rs == 1) {
+            std::memcpy(static_cast<void*>(d), col + p, 2 * sizeof(bf16));
+          } else {
+            d[0] = col[p * rs];
+            d[1] = col[(p + 1) * rs];
+          }
         }
       }
-    }
     if (full_rows < k)  // odd k: the last row, its pair partner left zero
       for (int64_t j = 0; j < width; ++j) pairs[full_rows * nr + 2 * j] = column_at(j0 + j)[full_rows * rs];
   }
