@@ -133,13 +133,15 @@ def test_deepkern_isa_forces_each_tier(isa_name):
 
 # (M, N, K) around the blocked driver's edges: M at every remainder of the 12-row tile and around
 # its 192-row block, N around the 32-column panel and the 256-column block, K odd and even, below
-# and above the 512-deep K block (split into equal blocks, the last one odd).
+# and above the 512-deep K block (split into equal blocks, the last one odd); a packed (transposed) A
+# is packed once for all blocks of columns up to 2^20 values.
 BLOCK_EDGE_SHAPES = [(m, 33, 21) for m in range(12, 25)] + [
     (191, 255, 64),
     (192, 256, 513),
     (193, 257, 1025),
     (205, 288, 147),
     (64, 300, 576),
+    (1040, 260, 1009),  # a packed A over 2^20 values: packed again for each block of columns
 ]
 
 

@@ -192,16 +192,20 @@ int64_t k_block(const Bf16GemmKernels& kern, int64_t k) {
   return round_up((k + blocks - 1) / blocks, kern.k_align);
 }
 
-// Whether `rows` rows of A by all of K make one packed A block, which can then serve every block of
-// columns.
-bool single_a_block(const Bf16GemmKernels& kern, int64_t rows, int64_t k) { return rows <= kern.mc && k <= kern.kc; }
+// Whether all of A's `rows` rows are packed at once (at most 2 MB of them), to serve every block of
+// columns, rather than one block of mc rows and one block of K at a time for each.
+bool whole_a(const Bf16GemmKernels& kern, int64_t rows, int64_t k_padded) {
+  return round_up(rows, kern.mr) * k_padded <= (int64_t(1) << 20);
+}
 
 // C[m0:m1, jc:jc+nc] of the blocked algorithm, B's columns from jc already packed at b_pack (all of
-// K, k_padded rows), with the calling thread's A packing buffer and accumulators. a_packed: a_pack
-// already holds the one A block there is (rows m0:m1 within mc, K within kc), packed for an earlier jc.
+// K, k_padded rows), with the calling thread's A packing buffer and accumulators. a_whole: a_pack
+// holds all of A's rows m0:m1 (whole_a), block (ic, pc) at (ic - m0) * k_padded + pc * (its rows
+// rounded up to mr), already packed for an earlier jc where a_packed.
 template <class OutT>
 void multiply_packed(const Bf16GemmKernels& kern, const Problem<OutT>& P, const bf16* b_pack, int64_t k_padded,
-                     int64_t m0, int64_t m1, int64_t jc, int64_t nc, bf16* a_pack, float* acc, bool a_packed) {
+                     int64_t m0, int64_t m1, int64_t jc, int64_t nc, bf16* a_pack, float* acc, bool a_whole,
+                     bool a_packed) {
   const int mr = kern.mr, nr = kern.nr;
   const int64_t col_panels = (nc + nr - 1) / nr, ldacc = col_panels * nr;
   const int64_t k_step = k_block(kern, P.k);
@@ -215,9 +219,10 @@ void multiply_packed(const Bf16GemmKernels& kern, const Problem<OutT>& P, const 
     std::fill(acc, acc + row_panels * mr * ldacc, 0.0f);
     for (int64_t pc = 0; pc < P.k; pc += k_step) {
       const int64_t kc = std::min<int64_t>(k_step, P.k - pc), kp = round_up(kc, kern.k_align);
-      const bf16* a_block = a_in_place ? P.a.data + ic * P.a.row_stride + pc : a_pack;
+      bf16* packed = a_pack + (a_whole ? (ic - m0) * k_padded + pc * row_panels * mr : 0);
+      const bf16* a_block = a_in_place ? P.a.data + ic * P.a.row_stride + pc : packed;
       const int64_t lda = a_in_place ? P.a.row_stride : kp, depth = a_in_place ? kc : kp;
-      if (!a_in_place && !a_packed) pack_a(P.a, ic, mc, pc, kc, kp, mr, a_pack);
+      if (!a_in_place && !a_packed) pack_a(P.a, ic, mc, pc, kc, kp, mr, packed);
       for (int64_t jr = 0; jr < col_panels; ++jr) {
         const bf16* b_panel = b_pack + jr * k_padded * nr + pc * nr;  // pair row pc / 2
         for (int64_t ir = 0; ir < tiles_down; ++ir)
@@ -239,13 +244,14 @@ void multiply_packed(const Bf16GemmKernels& kern, const Problem<OutT>& P, const 
   }
 }
 
-// The calling thread's A packing buffer and accumulators for blocks of up to `rows` x `cols` of C
-// (cols at most nc: the width of a block of columns).
+// The calling thread's A packing buffer (all `rows` rows where a_whole) and accumulators for blocks
+// of up to `rows` x `cols` of C (cols at most nc: the width of a block of columns).
 std::pair<bf16*, float*> block_buffers(const Bf16GemmKernels& kern, int64_t k_padded, int64_t rows, int64_t cols,
-                                       int64_t nc) {
+                                       int64_t nc, bool a_whole) {
   const int64_t nc_max = std::min<int64_t>(nc, round_up(cols, kern.nr));
   const int64_t mc_max = std::min<int64_t>(kern.mc, round_up(rows, kern.mr));
-  return {scratch<bf16>(kPackA, mc_max * std::min<int64_t>(kern.kc, k_padded)), scratch<float>(kAcc, mc_max * nc_max)};
+  const int64_t a_size = a_whole ? round_up(rows, kern.mr) * k_padded : mc_max * std::min<int64_t>(kern.kc, k_padded);
+  return {scratch<bf16>(kPackA, a_size), scratch<float>(kAcc, mc_max * nc_max)};
 }
 
 // The blocked algorithm (top of this file) on C[m0:m1, n0:n1], on the calling thread.
@@ -253,13 +259,13 @@ template <class OutT>
 void gemm_block(const Bf16GemmKernels& kern, const Problem<OutT>& P, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   const int64_t k_padded = round_up(P.k, kern.k_align);
   bf16* b_pack = scratch<bf16>(kPackB, std::min<int64_t>(kern.nc, round_up(n1 - n0, kern.nr)) * k_padded);
-  const auto [a_pack, acc] = block_buffers(kern, k_padded, m1 - m0, n1 - n0, kern.nc);
+  const bool a_whole = whole_a(kern, m1 - m0, k_padded);
+  const auto [a_pack, acc] = block_buffers(kern, k_padded, m1 - m0, n1 - n0, kern.nc, a_whole);
   if (kern.begin) kern.begin();
   for (int64_t jc = n0; jc < n1; jc += kern.nc) {
     const int64_t nc = std::min<int64_t>(kern.nc, n1 - jc);
     pack_b(kern, P.b, P.k, jc, nc, k_padded, b_pack);
-    multiply_packed(kern, P, b_pack, k_padded, m0, m1, jc, nc, a_pack, acc,
-                    jc > n0 && single_a_block(kern, m1 - m0, P.k));
+    multiply_packed(kern, P, b_pack, k_padded, m0, m1, jc, nc, a_pack, acc, a_whole, a_whole && jc > n0);
   }
   if (kern.end) kern.end();
 }
@@ -304,7 +310,7 @@ void accumulate_prepacked(const Bf16GemmKernels& kern, const Problem<float>& P, 
   const int mr = kern.mr, nr = kern.nr;
   const int64_t ldc = P.c.row_stride, col_panels = (P.n + nr - 1) / nr;
   const float* bias = P.epilogue.bias;
-  bf16* a_pack = block_buffers(kern, b.k_padded, P.m, 0, 0).first;
+  bf16* a_pack = block_buffers(kern, b.k_padded, P.m, 0, 0, false).first;
   float* edge = scratch<float>(kAcc, int64_t(mr) * nr);
   for (int64_t ic = 0; ic < P.m; ic += kern.mc) {
     const int64_t mc = std::min<int64_t>(kern.mc, P.m - ic), row_panels = (mc + mr - 1) / mr;
@@ -416,10 +422,11 @@ void gemm_bf16_prepacked(int64_t m, float alpha, StridedMatrix<const bf16> a, co
       epilogue.bias_axis != BiasAxis::rows) {
     accumulate_prepacked(kern, P, b);
   } else {  // blocks of nc columns (a multiple of nr: column jc starts panel jc / nr)
-    const auto [a_pack, acc] = block_buffers(kern, b.k_padded, m, b.n, kern.nc);
+    const bool a_whole = whole_a(kern, m, b.k_padded);
+    const auto [a_pack, acc] = block_buffers(kern, b.k_padded, m, b.n, kern.nc, a_whole);
     for (int64_t jc = 0; jc < b.n; jc += kern.nc)
       multiply_packed(kern, P, b.panels + jc * b.k_padded, b.k_padded, 0, m, jc, std::min<int64_t>(kern.nc, b.n - jc),
-                      a_pack, acc, jc > 0 && single_a_block(kern, m, b.k));
+                      a_pack, acc, a_whole, a_whole && jc > 0);
   }
   if (kern.end) kern.end();
 }
