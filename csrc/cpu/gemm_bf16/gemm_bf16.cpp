@@ -68,14 +68,16 @@ struct Problem {
 
 // Packs A(i0 + i, p0 + p) for i < rows, p < depth into mr-row panels of kp columns (the layout of
 // kernels.h), zero past rows (up to whole panels) and past depth.
-void pack_a(const StridedMatrix<const bf16>& a, int64_t i0, int64_t rows, int64_t p0, int64_t depth, int64_t kp, int mr,
-            bf16* dst) {
-  const int64_t padded_rows = round_up(rows, mr);
+void pack_a(const Bf16GemmKernels& kern, const StridedMatrix<const bf16>& a, int64_t i0, int64_t rows, int64_t p0,
+            int64_t depth, int64_t kp, bf16* dst) {
+  const int64_t padded_rows = round_up(rows, kern.mr);
   if (kp > depth)  // the zero columns past depth, then the zero rows past rows
     for (int64_t i = 0; i < rows; ++i) std::fill(dst + i * kp + depth, dst + (i + 1) * kp, bf16{0});
   std::fill(dst + rows * kp, dst + padded_rows * kp, bf16{0});
   const bf16* base = a.data + i0 * a.row_stride + p0 * a.col_stride;
   // Panels of mr rows of kp follow each other: row i is at dst + i * kp.
+  if (a.col_stride != 1 && a.row_stride == 1 && kern.transpose_a)
+    return kern.transpose_a(base, a.col_stride, rows, depth, kp, dst);
   if (a.col_stride != 1 && a.row_stride == 1) {   // a transposed A: blocks of 32 of its contiguous columns
     for (int64_t pb = 0; pb < depth; pb += 32) {  // (32 bfloat16: one cache line of each packed row)
       const int64_t pe = std::min<int64_t>(depth, pb + 32);
@@ -222,7 +224,7 @@ void multiply_packed(const Bf16GemmKernels& kern, const Problem<OutT>& P, const 
       bf16* packed = a_pack + (a_whole ? (ic - m0) * k_padded + pc * row_panels * mr : 0);
       const bf16* a_block = a_in_place ? P.a.data + ic * P.a.row_stride + pc : packed;
       const int64_t lda = a_in_place ? P.a.row_stride : kp, depth = a_in_place ? kc : kp;
-      if (!a_in_place && !a_packed) pack_a(P.a, ic, mc, pc, kc, kp, mr, packed);
+      if (!a_in_place && !a_packed) pack_a(kern, P.a, ic, mc, pc, kc, kp, packed);
       for (int64_t jr = 0; jr < col_panels; ++jr) {
         const bf16* b_panel = b_pack + jr * k_padded * nr + pc * nr;  // pair row pc / 2
         for (int64_t ir = 0; ir < tiles_down; ++ir)
@@ -323,7 +325,7 @@ void accumulate_prepacked(const Bf16GemmKernels& kern, const Problem<float>& P, 
     }
     for (int64_t pc = 0; pc < P.k; pc += kern.kc) {
       const int64_t kc = std::min<int64_t>(kern.kc, P.k - pc), kp = round_up(kc, kern.k_align);
-      pack_a(P.a, ic, mc, pc, kc, kp, mr, a_pack);
+      pack_a(kern, P.a, ic, mc, pc, kc, kp, a_pack);
       for (int64_t jr = 0; jr < col_panels; ++jr) {
         const bf16* b_panel = b.panels + jr * b.k_padded * nr + pc * nr;
         const int64_t cols = std::min<int64_t>(nr, P.n - jr * nr);

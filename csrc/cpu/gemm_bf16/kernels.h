@@ -19,6 +19,9 @@
 // pair row of B into every panel: B(2q, j) = r0[j] and B(2q + 1, j) = r1[j] for j < cols, zero
 // from cols to the end of the last panel, the pair row of panel 0 at dst and panel q's at
 // dst + q * panel_stride.
+// transpose_a(src, cs, rows, depth, kp, dst) (null where the driver's loop serves) packs A's rows
+// from a transposed A, column p's rows next to each other at src + p * cs: dst[i * kp + p] =
+// src[p * cs + i] for i < rows, p < depth (the padding is the driver's).
 #pragma once
 #include <cstdint>
 
@@ -59,6 +62,7 @@ struct Bf16GemmKernels {
   Bf16StripKernel strip = nullptr;
   int strip_rows = 0;
   void (*pair_rows)(const bf16* r0, const bf16* r1, int64_t cols, int64_t panel_stride, bf16* dst) = nullptr;
+  void (*transpose_a)(const bf16* src, int64_t cs, int64_t rows, int64_t depth, int64_t kp, bf16* dst) = nullptr;
 };
 
 // The emulated kernels, one per ISA (kernels_emulated.cpp, compiled per ISA).
