@@ -131,6 +131,59 @@ def test_deepkern_isa_forces_each_tier(isa_name):
     assert run.stdout.strip().startswith(expected_tier(isa_name)), run.stdout
 
 
+# (M, N, K) around the blocked driver's edges: M at every remainder of the 12-row tile and around
+# its 192-row block, N around the 32-column panel and the 256-column block, K odd and even, below
+# and above the 512-deep K block (split into equal blocks, the last one odd); a packed (transposed) A
+# is packed once for all blocks of columns up to 2^20 values.
+BLOCK_EDGE_SHAPES = [(m, 33, 21) for m in range(12, 25)] + [
+    (191, 255, 64),
+    (192, 256, 513),
+    (193, 257, 1025),
+    (205, 288, 147),
+    (64, 300, 576),
+    (1040, 260, 1009),  # a packed A over 2^20 values: packed again for each block of columns
+]
+
+
+@pytest.mark.parametrize("shape", BLOCK_EDGE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("layout_a", ["C", "slice", "neg_rows", "T"])
+def test_block_edges_with_a_in_place_or_packed(isa, shape, layout_a, rng):
+    """Contiguous rows of A (at any row stride) are read in place (any K, the rows past the last
+    whole tile through the strip kernel), a transposed A is packed: both against the float64
+    reference, into a NaN-filled float32 result that every element must overwrite."""
+    m, n, k = shape
+    a = make_operand(rng, (m, k), layout_a, BF16)
+    b = bf16_rand(rng, (k, n))
+    c = np.full((m, n), np.nan, np.float32)
+    zero = np.zeros(1, np.int64)
+    _C.gemm(a, b, c, zero, zero, zero, k, 1.0, 0.0, None, 0, False)
+    assert_within_bound(c, a, b, f"{shape} A {layout_a} on {isa}", bf16_out=False)
+
+
+@pytest.mark.parametrize("out_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("bias_axis", [1, 2], ids=["row_bias", "col_bias"])
+@pytest.mark.parametrize("relu", [False, True])
+def test_merge_with_beta_bias_and_relu(isa, out_dtype, bias_axis, relu, rng):
+    """The merge's every term at once through the binding: alpha, beta * c, a bias per row or per
+    column and ReLU, for both result dtypes, on a size with tails in every block dimension."""
+    m, n, k = 37, 70, 45
+    dtype = np.float32 if out_dtype == "float32" else BF16
+    a, b = bf16_rand(rng, (m, k)), bf16_rand(rng, (k, n))
+    bias = bf16_rand(rng, m if bias_axis == 1 else n).astype(dtype)
+    c = rng.standard_normal((m, n)).astype(dtype)
+    c0 = c.astype(np.float64)
+    zero = np.zeros(1, np.int64)
+    _C.gemm(a, b, c, zero, zero, zero, k, 0.75, -1.25, bias, bias_axis, relu)
+    bias2 = bias.astype(np.float64)[:, None] if bias_axis == 1 else bias.astype(np.float64)
+    pre = 0.75 * (a.astype(np.float64) @ b.astype(np.float64)) - 1.25 * c0 + bias2
+    ref = np.maximum(pre, 0) if relu else pre
+    bound = 0.75 * error_bound(a.astype(np.float64), b.astype(np.float64), False) + 2.0**-20 * np.abs(pre)
+    if out_dtype == "bfloat16":
+        bound = bound + 2.0**-8 * np.abs(ref)
+    err = np.abs(c.astype(np.float64) - ref)
+    assert np.all(err <= bound), f"merge on {isa} ({out_dtype}, axis {bias_axis}, relu={relu}): worst {err.max():.3g}"
+
+
 def test_k_zero_gives_zeros_and_beta_c(isa):
     a, b = np.zeros((5, 0), BF16), np.zeros((0, 7), BF16)
     got = ops.matmul(a, b, out=np.full((5, 7), np.nan, BF16))

@@ -56,20 +56,6 @@ float to_float(bf16 x) {
   return f;
 }
 
-// float32 to OutT, bfloat16 rounded to nearest even (a NaN stays a NaN, made quiet).
-template <class OutT>
-OutT from_float(float x) {
-  if constexpr (std::is_same_v<OutT, float>) {
-    return x;
-  } else {
-    uint32_t bits;
-    std::memcpy(&bits, &x, sizeof bits);
-    if ((bits & 0x7fffffffu) > 0x7f800000u) return bf16{static_cast<uint16_t>((bits >> 16) | 0x40u)};
-    bits += 0x7fffu + ((bits >> 16) & 1u);
-    return bf16{static_cast<uint16_t>(bits >> 16)};
-  }
-}
-
 template <class OutT>
 struct Problem {
   int64_t m, n, k;
@@ -82,12 +68,16 @@ struct Problem {
 
 // Packs A(i0 + i, p0 + p) for i < rows, p < depth into mr-row panels of kp columns (the layout of
 // kernels.h), zero past rows (up to whole panels) and past depth.
-void pack_a(const StridedMatrix<const bf16>& a, int64_t i0, int64_t rows, int64_t p0, int64_t depth, int64_t kp, int mr,
-            bf16* dst) {
-  const int64_t padded_rows = round_up(rows, mr);
-  std::memset(static_cast<void*>(dst), 0, sizeof(bf16) * padded_rows * kp);
+void pack_a(const Bf16GemmKernels& kern, const StridedMatrix<const bf16>& a, int64_t i0, int64_t rows, int64_t p0,
+            int64_t depth, int64_t kp, bf16* dst) {
+  const int64_t padded_rows = round_up(rows, kern.mr);
+  if (kp > depth)  // the zero columns past depth, then the zero rows past rows
+    for (int64_t i = 0; i < rows; ++i) std::fill(dst + i * kp + depth, dst + (i + 1) * kp, bf16{0});
+  std::fill(dst + rows * kp, dst + padded_rows * kp, bf16{0});
   const bf16* base = a.data + i0 * a.row_stride + p0 * a.col_stride;
   // Panels of mr rows of kp follow each other: row i is at dst + i * kp.
+  if (a.col_stride != 1 && a.row_stride == 1 && kern.transpose_a)
+    return kern.transpose_a(base, a.col_stride, rows, depth, kp, dst);
   if (a.col_stride != 1 && a.row_stride == 1) {   // a transposed A: blocks of 32 of its contiguous columns
     for (int64_t pb = 0; pb < depth; pb += 32) {  // (32 bfloat16: one cache line of each packed row)
       const int64_t pe = std::min<int64_t>(depth, pb + 32);
@@ -105,107 +95,165 @@ void pack_a(const StridedMatrix<const bf16>& a, int64_t i0, int64_t rows, int64_
   }
 }
 
+// dst[2 * j] = r0[j], dst[2 * j + 1] = r1[j] for j < width: one VNNI pair row of B, built as 32-bit
+// words from the bits of the two rows (a loop the compiler vectorizes).
+void interleave_rows(const bf16* r0, const bf16* r1, int64_t width, bf16* dst) {
+  static_assert(sizeof(bf16) == sizeof(uint16_t));
+  const auto* __restrict lo = reinterpret_cast<const uint16_t*>(r0);
+  const auto* __restrict hi = reinterpret_cast<const uint16_t*>(r1);
+  auto* __restrict out = reinterpret_cast<unsigned char*>(dst);
+  for (int64_t j = 0; j < width; ++j) {
+    const uint32_t word = uint32_t(lo[j]) | uint32_t(hi[j]) << 16;
+    std::memcpy(out + 4 * j, &word, sizeof word);
+  }
+}
+
 // Packs B(p, j) for p < k, j < cols (column j starts at column_at(j), its rows rs apart) into
 // nr-wide panels of kp / 2 VNNI pair rows (kernels.h), panel q at dst + q * kp * nr, zero past k and
 // past cols. adjacent: the columns of a panel lie next to each other (column stride 1).
 template <class ColumnAt>
-void pack_b_panels(int64_t k, int64_t cols, int64_t kp, int nr, int64_t rs, bool adjacent, const ColumnAt& column_at,
-                   bf16* dst) {
+void pack_b_panels(const Bf16GemmKernels& kern, int64_t k, int64_t cols, int64_t kp, int64_t rs, bool adjacent,
+                   const ColumnAt& column_at, bf16* dst) {
+  const int nr = kern.nr;
   const int64_t panels = (cols + nr - 1) / nr, full_rows = k / 2 * 2;
   if (cols % nr != 0 || kp != full_rows)  // zero padding somewhere: clear it all first
     std::memset(static_cast<void*>(dst), 0, sizeof(bf16) * panels * kp * nr);
+  if (adjacent) {  // rows contiguous: two rows at a time, across every panel (each row read in order)
+    const bf16* src = column_at(0);
+    for (int64_t p = 0; p < full_rows; p += 2) {
+      if (kern.pair_rows) {
+        kern.pair_rows(src + p * rs, src + (p + 1) * rs, cols, kp * nr, dst + p * nr);
+        continue;
+      }
+      for (int64_t j0 = 0; j0 < cols; j0 += nr)
+        interleave_rows(src + p * rs + j0, src + (p + 1) * rs + j0, std::min<int64_t>(nr, cols - j0),
+                        dst + j0 * kp + p * nr);
+    }
+  }
   for (int64_t panel = 0; panel < panels; ++panel) {
     const int64_t j0 = panel * nr, width = std::min<int64_t>(nr, cols - j0);
     bf16* pairs = dst + panel * kp * nr;  // B(p, j) at pairs[p / 2 * 2 * nr + 2 * j + p % 2]
-    if (adjacent) {                       // rows contiguous: interleave two rows at a time
-      const bf16* src = column_at(j0);
-      for (int64_t p = 0; p < full_rows; p += 2) {
-        const bf16 *r0 = src + p * rs, *r1 = r0 + rs;
-        bf16* d = pairs + p * nr;
-        for (int64_t j = 0; j < width; ++j) {
-          d[2 * j] = r0[j];
-          d[2 * j + 1] = r1[j];
-        }
-      }
-    } else {  // down each column (a transposed B: its K values are next to each other)
+    // Down each column (a transposed B: its K values are next to each other, a pair one 32-bit
+    // word where rs is 1), 64 K values at a time, so that the pair rows written stay in L1.
+    for (int64_t pb = 0; !adjacent && pb < full_rows; pb += 64)
       for (int64_t j = 0; j < width; ++j) {
         const bf16* col = column_at(j0 + j);
-        for (int64_t p = 0; p < full_rows; p += 2) {
-          pairs[p * nr + 2 * j] = col[p * rs];
-          pairs[p * nr + 2 * j + 1] = col[(p + 1) * rs];
+        for (int64_t p = pb; p < std::min(full_rows, pb + 64); p += 2) {
+          bf16* d = pairs + p * nr + 2 * j;
+          if (rs == 1) {
+            std::memcpy(static_cast<void*>(d), col + p, 2 * sizeof(bf16));
+          } else {
+            d[0] = col[p * rs];
+            d[1] = col[(p + 1) * rs];
+          }
         }
       }
-    }
     if (full_rows < k)  // odd k: the last row, its pair partner left zero
       for (int64_t j = 0; j < width; ++j) pairs[full_rows * nr + 2 * j] = column_at(j0 + j)[full_rows * rs];
   }
 }
 
 // pack_b_panels of B's columns j0 .. j0 + cols.
-void pack_b(const StridedMatrix<const bf16>& b, int64_t k, int64_t j0, int64_t cols, int64_t kp, int nr, bf16* dst) {
+void pack_b(const Bf16GemmKernels& kern, const StridedMatrix<const bf16>& b, int64_t k, int64_t j0, int64_t cols,
+            int64_t kp, bf16* dst) {
   const auto column_at = [&](int64_t j) { return b.data + (j0 + j) * b.col_stride; };
-  pack_b_panels(k, cols, kp, nr, b.row_stride, b.col_stride == 1, column_at, dst);
+  pack_b_panels(kern, k, cols, kp, b.row_stride, b.col_stride == 1, column_at, dst);
 }
 
-// C(i0 + i, j0 + j) = epilogue(alpha * acc(i, j) + beta * C) for i < rows, j < cols. A C with
-// contiguous rows gets a loop of its own (constant stride: the compiler vectorizes it).
+// C(i0 + i, j0 + j) = epilogue(alpha * acc(i, j) + beta * C) for i < rows, j < cols, a row at a
+// time by the ISA's merge rows (kernels.h).
 template <class OutT>
 void merge(const Problem<OutT>& P, const float* acc, int64_t ldacc, int64_t i0, int64_t rows, int64_t j0,
            int64_t cols) {
+  const Bf16MergeKernels& kern =
+      table_for(active_isa(), IsaTables{generic::gemm_bf16_merge, avx2::gemm_bf16_merge, avx512::gemm_bf16_merge});
   const GemmEpilogue<OutT>& ep = P.epilogue;
   const OutT* col_bias = ep.bias && ep.bias_axis == BiasAxis::cols ? ep.bias + j0 : nullptr;
   for (int64_t i = 0; i < rows; ++i) {
-    OutT* row = P.c.data + (i0 + i) * P.c.row_stride + j0 * P.c.col_stride;
-    const float* a = acc + i * ldacc;
-    const float row_bias = ep.bias && ep.bias_axis == BiasAxis::rows ? to_float(ep.bias[i0 + i]) : 0.0f;
-    const auto run = [&](auto stride) {
-      for (int64_t j = 0; j < cols; ++j) {
-        OutT& dst = row[j * stride];
-        float v = P.alpha * a[j];
-        if (P.beta != 0.0f) v += P.beta * to_float(dst);
-        v += row_bias;
-        if (col_bias) v += to_float(col_bias[j]);
-        if (ep.relu && v < 0.0f) v = 0.0f;
-        dst = from_float<OutT>(v);
-      }
-    };
-    if (P.c.col_stride == 1)
-      run(std::integral_constant<int64_t, 1>{});
+    const Bf16MergeRow<OutT> row{
+        .acc = acc + i * ldacc,
+        .n = cols,
+        .alpha = P.alpha,
+        .beta = P.beta,
+        .row_bias = ep.bias && ep.bias_axis == BiasAxis::rows ? to_float(ep.bias[i0 + i]) : 0.0f,
+        .col_bias = col_bias,
+        .relu = ep.relu,
+        .dst = P.c.data + (i0 + i) * P.c.row_stride + j0 * P.c.col_stride,
+        .stride = P.c.col_stride};
+    if constexpr (std::is_same_v<OutT, float>)
+      kern.to_float(row);
     else
-      run(P.c.col_stride);
+      kern.to_bf16(row);
   }
 }
 
+// The depth of the blocks of K: K split into equal blocks (a multiple of k_align) of at most kc, so
+// that a K a little over kc is not left a thin last block.
+int64_t k_block(const Bf16GemmKernels& kern, int64_t k) {
+  const int64_t blocks = std::max<int64_t>(1, (k + kern.kc - 1) / kern.kc);
+  return round_up((k + blocks - 1) / blocks, kern.k_align);
+}
+
+// Whether all of A's `rows` rows are packed at once (at most 2 MB of them), to serve every block of
+// columns, rather than one block of mc rows and one block of K at a time for each.
+bool whole_a(const Bf16GemmKernels& kern, int64_t rows, int64_t k_padded) {
+  return round_up(rows, kern.mr) * k_padded <= (int64_t(1) << 20);
+}
+
 // C[m0:m1, jc:jc+nc] of the blocked algorithm, B's columns from jc already packed at b_pack (all of
-// K, k_padded rows), with the calling thread's A packing buffer and accumulators.
+// K, k_padded rows), with the calling thread's A packing buffer and accumulators. a_whole: a_pack
+// holds all of A's rows m0:m1 (whole_a), block (ic, pc) at (ic - m0) * k_padded + pc * (its rows
+// rounded up to mr), already packed for an earlier jc where a_packed.
 template <class OutT>
 void multiply_packed(const Bf16GemmKernels& kern, const Problem<OutT>& P, const bf16* b_pack, int64_t k_padded,
-                     int64_t m0, int64_t m1, int64_t jc, int64_t nc, bf16* a_pack, float* acc) {
+                     int64_t m0, int64_t m1, int64_t jc, int64_t nc, bf16* a_pack, float* acc, bool a_whole,
+                     bool a_packed) {
   const int mr = kern.mr, nr = kern.nr;
   const int64_t col_panels = (nc + nr - 1) / nr, ldacc = col_panels * nr;
+  const int64_t k_step = k_block(kern, P.k);
+  // A tier with strip kernels reads A in place where its rows are contiguous (the strip taking any
+  // last rows short of a panel, an odd depth paired with B's zero row by the kernels).
+  const bool a_in_place = kern.strip && P.a.col_stride == 1;
   for (int64_t ic = m0; ic < m1; ic += kern.mc) {
     const int64_t mc = std::min<int64_t>(kern.mc, m1 - ic), row_panels = (mc + mr - 1) / mr;
+    // A last panel of fewer than mr rows goes through the tier's strip kernel where it has one.
+    const int64_t tail_rows = kern.strip ? mc % mr : 0, tiles_down = row_panels - (tail_rows != 0);
     std::fill(acc, acc + row_panels * mr * ldacc, 0.0f);
-    for (int64_t pc = 0; pc < P.k; pc += kern.kc) {  // kc is a multiple of k_align
-      const int64_t kc = std::min<int64_t>(kern.kc, P.k - pc), kp = round_up(kc, kern.k_align);
-      pack_a(P.a, ic, mc, pc, kc, kp, mr, a_pack);
+    for (int64_t pc = 0; pc < P.k; pc += k_step) {
+      const int64_t kc = std::min<int64_t>(k_step, P.k - pc), kp = round_up(kc, kern.k_align);
+      bf16* packed = a_pack + (a_whole ? (ic - m0) * k_padded + pc * row_panels * mr : 0);
+      const bf16* a_block = a_in_place ? P.a.data + ic * P.a.row_stride + pc : packed;
+      const int64_t lda = a_in_place ? P.a.row_stride : kp, depth = a_in_place ? kc : kp;
+      if (!a_in_place && !a_packed) pack_a(kern, P.a, ic, mc, pc, kc, kp, packed);
       for (int64_t jr = 0; jr < col_panels; ++jr) {
         const bf16* b_panel = b_pack + jr * k_padded * nr + pc * nr;  // pair row pc / 2
-        for (int64_t ir = 0; ir < row_panels; ++ir)
-          kern.tile(kp, a_pack + ir * mr * kp, kp, b_panel, acc + ir * mr * ldacc + jr * nr, ldacc);
+        for (int64_t ir = 0; ir < tiles_down; ++ir)
+          kern.tile(depth, a_block + ir * mr * lda, lda, b_panel, acc + ir * mr * ldacc + jr * nr, ldacc);
       }
+      if (tail_rows)
+        kern.strip(static_cast<int>(tail_rows), {.k = depth,
+                                                 .a = a_block + tiles_down * mr * lda,
+                                                 .lda = lda,
+                                                 .b = b_pack + pc * nr,
+                                                 .panel_stride = k_padded * nr,
+                                                 .c = acc + tiles_down * mr * ldacc,
+                                                 .ldc = ldacc,
+                                                 .cols = ldacc,
+                                                 .bias = nullptr,
+                                                 .accumulate = true});
     }
     merge(P, acc, ldacc, ic, mc, jc, nc);
   }
 }
 
-// The calling thread's A packing buffer and accumulators for blocks of up to `rows` x `cols` of C
-// (cols at most nc: the width of a block of columns).
+// The calling thread's A packing buffer (all `rows` rows where a_whole) and accumulators for blocks
+// of up to `rows` x `cols` of C (cols at most nc: the width of a block of columns).
 std::pair<bf16*, float*> block_buffers(const Bf16GemmKernels& kern, int64_t k_padded, int64_t rows, int64_t cols,
-                                       int64_t nc) {
+                                       int64_t nc, bool a_whole) {
   const int64_t nc_max = std::min<int64_t>(nc, round_up(cols, kern.nr));
   const int64_t mc_max = std::min<int64_t>(kern.mc, round_up(rows, kern.mr));
-  return {scratch<bf16>(kPackA, mc_max * std::min<int64_t>(kern.kc, k_padded)), scratch<float>(kAcc, mc_max * nc_max)};
+  const int64_t a_size = a_whole ? round_up(rows, kern.mr) * k_padded : mc_max * std::min<int64_t>(kern.kc, k_padded);
+  return {scratch<bf16>(kPackA, a_size), scratch<float>(kAcc, mc_max * nc_max)};
 }
 
 // The blocked algorithm (top of this file) on C[m0:m1, n0:n1], on the calling thread.
@@ -213,12 +261,13 @@ template <class OutT>
 void gemm_block(const Bf16GemmKernels& kern, const Problem<OutT>& P, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   const int64_t k_padded = round_up(P.k, kern.k_align);
   bf16* b_pack = scratch<bf16>(kPackB, std::min<int64_t>(kern.nc, round_up(n1 - n0, kern.nr)) * k_padded);
-  const auto [a_pack, acc] = block_buffers(kern, k_padded, m1 - m0, n1 - n0, kern.nc);
+  const bool a_whole = whole_a(kern, m1 - m0, k_padded);
+  const auto [a_pack, acc] = block_buffers(kern, k_padded, m1 - m0, n1 - n0, kern.nc, a_whole);
   if (kern.begin) kern.begin();
   for (int64_t jc = n0; jc < n1; jc += kern.nc) {
     const int64_t nc = std::min<int64_t>(kern.nc, n1 - jc);
-    pack_b(P.b, P.k, jc, nc, k_padded, kern.nr, b_pack);
-    multiply_packed(kern, P, b_pack, k_padded, m0, m1, jc, nc, a_pack, acc);
+    pack_b(kern, P.b, P.k, jc, nc, k_padded, b_pack);
+    multiply_packed(kern, P, b_pack, k_padded, m0, m1, jc, nc, a_pack, acc, a_whole, a_whole && jc > n0);
   }
   if (kern.end) kern.end();
 }
@@ -263,7 +312,7 @@ void accumulate_prepacked(const Bf16GemmKernels& kern, const Problem<float>& P, 
   const int mr = kern.mr, nr = kern.nr;
   const int64_t ldc = P.c.row_stride, col_panels = (P.n + nr - 1) / nr;
   const float* bias = P.epilogue.bias;
-  bf16* a_pack = block_buffers(kern, b.k_padded, P.m, 0, 0).first;
+  bf16* a_pack = block_buffers(kern, b.k_padded, P.m, 0, 0, false).first;
   float* edge = scratch<float>(kAcc, int64_t(mr) * nr);
   for (int64_t ic = 0; ic < P.m; ic += kern.mc) {
     const int64_t mc = std::min<int64_t>(kern.mc, P.m - ic), row_panels = (mc + mr - 1) / mr;
@@ -276,7 +325,7 @@ void accumulate_prepacked(const Bf16GemmKernels& kern, const Problem<float>& P, 
     }
     for (int64_t pc = 0; pc < P.k; pc += kern.kc) {
       const int64_t kc = std::min<int64_t>(kern.kc, P.k - pc), kp = round_up(kc, kern.k_align);
-      pack_a(P.a, ic, mc, pc, kc, kp, mr, a_pack);
+      pack_a(kern, P.a, ic, mc, pc, kc, kp, a_pack);
       for (int64_t jr = 0; jr < col_panels; ++jr) {
         const bf16* b_panel = b.panels + jr * b.k_padded * nr + pc * nr;
         const int64_t cols = std::min<int64_t>(nr, P.n - jr * nr);
@@ -360,7 +409,7 @@ PackedBf16B pack_bf16_b_groups(int64_t k, int64_t n, int groups, int64_t group_o
   const Bf16GemmKernels& kern = table_for(active_isa(), bf16_tables());
   const int64_t k_padded = round_up(k, kern.k_align);
   const auto column_at = [&](int64_t j) { return b.data + j / n * group_offset + j % n * b.col_stride; };
-  pack_b_panels(k, groups * n, k_padded, kern.nr, b.row_stride, groups == 1 && b.col_stride == 1, column_at, panels);
+  pack_b_panels(kern, k, groups * n, k_padded, b.row_stride, groups == 1 && b.col_stride == 1, column_at, panels);
   return {k, groups * n, k_padded, kern.name, panels};
 }
 
@@ -375,10 +424,11 @@ void gemm_bf16_prepacked(int64_t m, float alpha, StridedMatrix<const bf16> a, co
       epilogue.bias_axis != BiasAxis::rows) {
     accumulate_prepacked(kern, P, b);
   } else {  // blocks of nc columns (a multiple of nr: column jc starts panel jc / nr)
-    const auto [a_pack, acc] = block_buffers(kern, b.k_padded, m, b.n, kern.nc);
+    const bool a_whole = whole_a(kern, m, b.k_padded);
+    const auto [a_pack, acc] = block_buffers(kern, b.k_padded, m, b.n, kern.nc, a_whole);
     for (int64_t jc = 0; jc < b.n; jc += kern.nc)
       multiply_packed(kern, P, b.panels + jc * b.k_padded, b.k_padded, 0, m, jc, std::min<int64_t>(kern.nc, b.n - jc),
-                      a_pack, acc);
+                      a_pack, acc, a_whole, a_whole && jc > 0);
   }
   if (kern.end) kern.end();
 }

@@ -7,12 +7,21 @@
 //            two consecutive K values of one column side by side); columns past N and rows past K
 //            are zero.
 // tile(kp, a, lda, b, acc, ldacc): acc (mr x nr float32, acc[i * ldacc + j]) += A panel @ B panel.
+// A tier with strip kernels also gets A in place (the caller's rows, lda apart) and the depth
+// itself, which may be odd: its last A column then pairs with B's zero.
 // begin()/end() (may be null) run around a thread's tile calls: the AMX kernels load and release
 // their tile configuration there. peak_chains(iters) (null for the emulated kernels) runs `iters`
 // steps of independent chains of the tier's instruction in registers, peak_flops_per_iteration
 // floating-point operations each (a multiply-add counts 2), for the roofline's bfloat16 peak.
 // strip(rows, s) (null where a tier has none) multiplies a few rows without packing A, for the small
 // row counts of a recurrent step (Bf16Strip below); 1 <= rows <= strip_rows.
+// pair_rows(r0, r1, cols, panel_stride, dst) (null where the driver's own loop serves) writes one
+// pair row of B into every panel: B(2q, j) = r0[j] and B(2q + 1, j) = r1[j] for j < cols, zero
+// from cols to the end of the last panel, the pair row of panel 0 at dst and panel q's at
+// dst + q * panel_stride.
+// transpose_a(src, cs, rows, depth, kp, dst) (null where the driver's loop serves) packs A's rows
+// from a transposed A, column p's rows next to each other at src + p * cs: dst[i * kp + p] =
+// src[p * cs + i] for i < rows, p < depth (the padding is the driver's).
 #pragma once
 #include <cstdint>
 
@@ -52,10 +61,33 @@ struct Bf16GemmKernels {
   double peak_flops_per_iteration;
   Bf16StripKernel strip = nullptr;
   int strip_rows = 0;
+  void (*pair_rows)(const bf16* r0, const bf16* r1, int64_t cols, int64_t panel_stride, bf16* dst) = nullptr;
+  void (*transpose_a)(const bf16* src, int64_t cs, int64_t rows, int64_t depth, int64_t kp, bf16* dst) = nullptr;
 };
 
 // The emulated kernels, one per ISA (kernels_emulated.cpp, compiled per ISA).
 DEEPKERN_DECLARE_ISA_TABLES(Bf16GemmKernels, gemm_bf16_emulated)
+
+// One row of the driver's merge: dst[j * stride] = epilogue(alpha * acc[j] + beta * dst[j * stride]
+// (dst not read where beta is 0) + row_bias + col_bias[j] (col_bias may be null)), then ReLU if
+// asked (a NaN stays a NaN), rounded to OutT once (bfloat16: to nearest even, a NaN made quiet).
+template <class OutT>
+struct Bf16MergeRow {
+  const float* acc;
+  int64_t n;
+  float alpha, beta, row_bias;
+  const OutT* col_bias;
+  bool relu;
+  OutT* dst;
+  int64_t stride;
+};
+struct Bf16MergeKernels {
+  void (*to_float)(const Bf16MergeRow<float>& row);
+  void (*to_bf16)(const Bf16MergeRow<bf16>& row);
+};
+
+// The merge rows, one table per ISA (kernels_emulated.cpp, vectorized by the compiler for each).
+DEEPKERN_DECLARE_ISA_TABLES(Bf16MergeKernels, gemm_bf16_merge)
 
 #if DEEPKERN_X86
 namespace avx512 {

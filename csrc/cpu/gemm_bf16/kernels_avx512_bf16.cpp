@@ -17,31 +17,6 @@ namespace {
 
 constexpr int kRows = 12, kCols = 32;  // 24 accumulators + 2 B vectors + 1 broadcast of 32 zmm
 
-// The Bf16TileKernel contract (kernels.h) for a 12 x 32 block.
-void tile_dpbf16(int64_t kp, const bf16* a, int64_t lda, const bf16* b, float* acc, int64_t ldacc) {
-  __m512 c[kRows][2];
-  for (int i = 0; i < kRows; ++i) {
-    c[i][0] = _mm512_loadu_ps(acc + i * ldacc);
-    c[i][1] = _mm512_loadu_ps(acc + i * ldacc + 16);
-  }
-  for (int64_t q = 0; q < kp / 2; ++q) {
-    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + q * kCols * 2);
-    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + q * kCols * 2 + 32);
-#pragma GCC unroll 12
-    for (int i = 0; i < kRows; ++i) {
-      int32_t pair;
-      std::memcpy(&pair, a + i * lda + 2 * q, sizeof pair);
-      const __m512bh ai = (__m512bh)_mm512_set1_epi32(pair);
-      c[i][0] = _mm512_dpbf16_ps(c[i][0], ai, b0);
-      c[i][1] = _mm512_dpbf16_ps(c[i][1], ai, b1);
-    }
-  }
-  for (int i = 0; i < kRows; ++i) {
-    _mm512_storeu_ps(acc + i * ldacc, c[i][0]);
-    _mm512_storeu_ps(acc + i * ldacc + 16, c[i][1]);
-  }
-}
-
 // acc[i][v] += row i's K pair pair_of(i) (broadcast) times B's vector v of the same pair row.
 template <int R, int V, class PairOf>
 [[gnu::always_inline]] inline void add_pair(__m512 (&acc)[R][V], const __m512bh (&bv)[V], const PairOf& pair_of) {
@@ -61,6 +36,35 @@ template <bool kMasked, int V>
   for (int v = 0; v < V; ++v) {
     const bf16* at = bq[v] + q * kCols * 2;
     bv[v] = (__m512bh)(kMasked ? _mm512_maskz_loadu_epi32(mask[v], at) : _mm512_loadu_si512(at));
+  }
+}
+
+// The Bf16TileKernel contract (kernels.h) for a 12 x 32 block; an odd kp (A read in place, see
+// kernels.h) pairs A's last column with zero, as B's last pair row is.
+void tile_dpbf16(int64_t kp, const bf16* a, int64_t lda, const bf16* b, float* acc, int64_t ldacc) {
+  __m512 c[kRows][2];
+  for (int i = 0; i < kRows; ++i) {
+    c[i][0] = _mm512_loadu_ps(acc + i * ldacc);
+    c[i][1] = _mm512_loadu_ps(acc + i * ldacc + 16);
+  }
+  const bf16* const bq[2] = {b, b + 32};
+  const __mmask16 all[2] = {0xffff, 0xffff};
+  __m512bh bv[2];
+  for (int64_t q = 0; q < kp / 2; ++q) {
+    load_pair_row<false>(bv, bq, all, q);
+    add_pair(c, bv, [&](int i) {
+      int32_t pair;
+      std::memcpy(&pair, a + i * lda + 2 * q, sizeof pair);
+      return pair;
+    });
+  }
+  if (kp % 2) {
+    load_pair_row<false>(bv, bq, all, kp / 2);
+    add_pair(c, bv, [&](int i) { return int32_t(a[i * lda + kp - 1].bits); });
+  }
+  for (int i = 0; i < kRows; ++i) {
+    _mm512_storeu_ps(acc + i * ldacc, c[i][0]);
+    _mm512_storeu_ps(acc + i * ldacc + 16, c[i][1]);
   }
 }
 
@@ -138,6 +142,51 @@ constexpr auto kStrips = strip_table(std::make_integer_sequence<int, kRows>{});
 
 void strip_dpbf16(int rows, const Bf16Strip& s) { kStrips[rows - 1](s); }
 
+// Up to 32 values of two rows, interleaved: words[0] holds the pairs (r0[j], r1[j]) of j < 16 and
+// words[1] those of 16 <= j < 32; values past n are zero.
+inline void interleave_32(const bf16* r0, const bf16* r1, int64_t n, __m512i (&words)[2]) {
+  alignas(64) static constexpr uint16_t kLow[32] = {0, 32, 1, 33, 2,  34, 3,  35, 4,  36, 5,  37, 6,  38, 7,  39,
+                                                    8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+  const __m512i low = _mm512_load_si512(kLow), high = _mm512_add_epi16(low, _mm512_set1_epi16(16));
+  const __mmask32 mask = n >= 32 ? ~__mmask32(0) : static_cast<__mmask32>((1u << n) - 1u);
+  const __m512i x = _mm512_maskz_loadu_epi16(mask, r0), y = _mm512_maskz_loadu_epi16(mask, r1);
+  words[0] = _mm512_permutex2var_epi16(x, low, y);
+  words[1] = _mm512_permutex2var_epi16(x, high, y);
+}
+
+// The pair_rows contract (kernels.h) for 32-column panels: per panel, one masked load of each row's
+// 32 values and two VPERMT2W that interleave them into the panel's 64 (16 columns each).
+void pair_rows_dpbf16(const bf16* r0, const bf16* r1, int64_t cols, int64_t panel_stride, bf16* dst) {
+  for (int64_t j0 = 0; j0 < cols; j0 += kCols, dst += panel_stride) {
+    __m512i words[2];
+    interleave_32(r0 + j0, r1 + j0, cols - j0, words);
+    _mm512_storeu_si512(dst, words[0]);
+    _mm512_storeu_si512(dst + 32, words[1]);
+  }
+}
+
+// The transpose_a contract (kernels.h): 32 rows at a time, two columns of A (two contiguous rows of
+// its transpose) interleaved into the rows' pairs, which two scatters put kp apart; an odd depth's
+// last column one value at a time.
+void transpose_a_dpbf16(const bf16* src, int64_t cs, int64_t rows, int64_t depth, int64_t kp, bf16* dst) {
+  const __m512i row_words = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                               _mm512_set1_epi32(static_cast<int32_t>(kp / 2)));
+  for (int64_t i0 = 0; i0 < rows; i0 += 32) {
+    const int64_t n = std::min<int64_t>(32, rows - i0);
+    const __mmask16 first = static_cast<__mmask16>((1u << std::min<int64_t>(n, 16)) - 1u);
+    const __mmask16 second = static_cast<__mmask16>(n > 16 ? (1u << (n - 16)) - 1u : 0u);
+    for (int64_t p = 0; p + 1 < depth; p += 2) {
+      __m512i words[2];
+      interleave_32(src + p * cs + i0, src + (p + 1) * cs + i0, n, words);
+      bf16* at = dst + i0 * kp + p;  // row i0's pair p / 2
+      _mm512_mask_i32scatter_epi32(at, first, row_words, words[0], 4);
+      _mm512_mask_i32scatter_epi32(at + 16 * kp, second, row_words, words[1], 4);
+    }
+  }
+  if (depth % 2)
+    for (int64_t i = 0; i < rows; ++i) dst[i * kp + depth - 1] = src[(depth - 1) * cs + i];
+}
+
 // 16 independent VDPBF16PS chains (each step: 16 lanes x 2 products and 2 additions).
 constexpr int kPeakChains = 16;
 float peak_dpbf16(int64_t iters) {
@@ -167,7 +216,9 @@ const Bf16GemmKernels gemm_bf16_dpbf16 = {.name = "avx512_bf16 12x32",
                                           .peak_chains = &peak_dpbf16,
                                           .peak_flops_per_iteration = kPeakChains * 16 * 4,
                                           .strip = &strip_dpbf16,
-                                          .strip_rows = kRows};
+                                          .strip_rows = kRows,
+                                          .pair_rows = &pair_rows_dpbf16,
+                                          .transpose_a = &transpose_a_dpbf16};
 }  // namespace avx512
 
 }  // namespace deepkern::cpu

@@ -1,17 +1,71 @@
 // The emulated bfloat16 kernel (compiled once per ISA, vectorized by the compiler): each bfloat16
 // is widened to float32 exactly and the products are summed with float32 multiply-adds.
 #include <cstring>
+#include <type_traits>
 
 #include "cpu/gemm_bf16/kernels.h"
 
 namespace deepkern::cpu {
 namespace {
 
+inline float widen(float x) { return x; }
 inline float widen(bf16 x) {
   const uint32_t bits = uint32_t(x.bits) << 16;
   float f;
   std::memcpy(&f, &bits, sizeof f);
   return f;
+}
+
+// float32 to OutT, bfloat16 rounded to nearest even (a NaN stays a NaN, made quiet).
+template <class OutT>
+inline OutT narrow(float x) {
+  if constexpr (std::is_same_v<OutT, float>) {
+    return x;
+  } else {
+    uint32_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return bf16{static_cast<uint16_t>((bits >> 16) | 0x40u)};
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return bf16{static_cast<uint16_t>(bits >> 16)};
+  }
+}
+
+// The Bf16MergeRow contract (kernels.h). The fields are copied to locals first (a store to a float
+// row could otherwise alias them, and the loops would reload them and stay scalar). A unit stride
+// gets loops of their own (the compiler vectorizes them) with beta and the column bias known at
+// compile time (true_type/false_type); a strided row takes them as bools.
+template <class OutT>
+void merge_row(const Bf16MergeRow<OutT>& r) {
+  const float* const acc = r.acc;
+  const OutT* const col_bias = r.col_bias;
+  OutT* const dst = r.dst;
+  const int64_t n = r.n;
+  const float alpha = r.alpha, beta = r.beta, row_bias = r.row_bias;
+  const bool relu = r.relu;
+  const auto run = [&](auto stride, auto with_beta, auto with_bias) {
+    for (int64_t j = 0; j < n; ++j) {
+      OutT& out = dst[j * stride];
+      float v = alpha * acc[j];
+      if (with_beta) v += beta * widen(out);
+      v += row_bias;
+      if (with_bias) v += widen(col_bias[j]);
+      if (relu && v < 0.0f) v = 0.0f;
+      out = narrow<OutT>(v);
+    }
+  };
+  using Yes = std::true_type;
+  using No = std::false_type;
+  const std::integral_constant<int64_t, 1> unit;
+  if (r.stride != 1)
+    run(r.stride, beta != 0.0f, col_bias != nullptr);
+  else if (beta != 0.0f && col_bias)
+    run(unit, Yes{}, Yes{});
+  else if (beta != 0.0f)
+    run(unit, Yes{}, No{});
+  else if (col_bias)
+    run(unit, No{}, Yes{});
+  else
+    run(unit, No{}, No{});
 }
 
 // The Bf16TileKernel contract (kernels.h) for an MR x NR block.
@@ -55,6 +109,7 @@ const Bf16GemmKernels gemm_bf16_emulated = {.name = "emulated " DEEPKERN_STR(DEE
                                             .end = nullptr,
                                             .peak_chains = nullptr,
                                             .peak_flops_per_iteration = 0};
+const Bf16MergeKernels gemm_bf16_merge = {.to_float = &merge_row<float>, .to_bf16 = &merge_row<bf16>};
 }  // namespace DEEPKERN_ISA_NS
 
 }  // namespace deepkern::cpu
