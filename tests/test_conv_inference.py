@@ -147,26 +147,42 @@ def test_small_images_split_im2col_over_threads(case, threads, rng):
     _run_batches(case, lambda batch: "im2col", threads, rng, batches=(0, 1, 5))
 
 
-# (x shape without the batch, w shape, options): blocks with fewer pixels (at most 240) than output
-# channels run as Y^T = col^T W^T, the pixels the GEMM's rows, at batch 1 (ResNet's 512-channel 7 x 7
-# layer); the first case at every batch up to 4 (its weights outnumber the batch's pixels, so the
-# batch is one block), then batch 5 on the split over images.
+# (x shape without the batch, w shape, options): blocks with fewer pixels (at most 240) than each
+# thread's share of the output channels run as Y^T = col^T W^T, the pixels the GEMM's rows, at batch
+# 1 (ResNet's 512-channel 7 x 7 layer); the first case at every batch up to 4 (its weights outnumber
+# the batch's pixels, so the batch is one block), then batch 5 on the split over images.
 TRANSPOSED_CASES = [
     ((6, 5, 4), (90, 6, 3, 3), dict(padding=1)),
-    ((40, 7, 7), (50, 40, 3, 3), dict(padding=1)),  # one more channel than pixels
-    ((4, 16, 15), (241, 4, 3, 3), dict(padding=1)),  # 240 pixels, the most a transposed block has
-    ((8, 9, 11), (120, 4, 3, 3), dict(stride=2, padding=2, dilation=2, groups=2)),
-    ((5, 10, 13), (37, 5, 1, 1), dict(stride=(2, 3))),  # a strided 1x1
-    ((3, 11, 12), (64, 3, 7, 7), dict(stride=2, padding=3)),  # stride-2 split rows
+    ((40, 7, 7), (50, 40, 3, 3), dict(padding=1)),  # one more channel than pixels: 1 thread only
+    ((40, 7, 7), (98, 40, 3, 3), dict(padding=1)),  # a share of 49 channels on 2 threads: not there
+    ((40, 7, 7), (99, 40, 3, 3), dict(padding=1)),  # one more: transposed on 2 threads too
+    ((4, 16, 15), (481, 4, 3, 3), dict(padding=1)),  # 240 pixels, the most a transposed block has
+    ((8, 9, 11), (240, 4, 3, 3), dict(stride=2, padding=2, dilation=2, groups=2)),
+    ((5, 10, 13), (51, 5, 1, 1), dict(stride=(2, 3))),  # a strided 1x1
+    ((3, 11, 12), (73, 3, 7, 7), dict(stride=2, padding=3)),  # stride-2 split rows
 ]
+
+
+def _transposed_or_not(case, threads):
+    """The path a batch of the case takes: transposed while its block's pixels times the threads are
+    fewer than the group's output channels (and at most 240), else im2col."""
+    x_shape, w_shape, options = case
+    pixels = int(np.prod(ops.conv2d(np.zeros((1, *x_shape), F32), np.zeros(w_shape, F32), **options).shape[2:]))
+    group_out = w_shape[0] // options.get("groups", 1)
+
+    def path(batch):
+        columns = pixels * max(batch, 1)
+        transposed = batch <= 4 and columns * threads < group_out and columns <= 240
+        return "im2col_transposed" if transposed else "im2col"
+
+    return path
 
 
 @pytest.mark.parametrize("case", TRANSPOSED_CASES, ids=str)
 def test_few_pixels_run_transposed(case, threads, rng):
-    if case is TRANSPOSED_CASES[0]:
-        _run_batches(case, lambda batch: "im2col_transposed" if batch <= 4 else "im2col", threads, rng)
-    else:
-        _run_batches(case, lambda batch: "im2col_transposed", threads, rng, batches=(0, 1))
+    path = _transposed_or_not(case, threads)
+    assert path(1) == ("im2col" if case[1][0] in (50, 98) and threads == 2 else "im2col_transposed"), case
+    _run_batches(case, path, threads, rng, batches=(0, 1, 2, 3, 4, 5) if case is TRANSPOSED_CASES[0] else (0, 1))
 
 
 WINOGRAD_SPLIT_CASES = [  # (batch, C, H, W, K, padding): batches with fewer image blocks than threads

@@ -60,6 +60,12 @@ WinogradTiling make_tiling(const Conv2dShape& s, int tile) {
   images = std::max<int64_t>(1, std::min(images, kMaxBlockBytes / std::max<int64_t>(image_bytes, 1)));
   const int64_t blocks_per_slot = (per_slot + images - 1) / images;
   t.images = std::max<int64_t>(1, (per_slot + blocks_per_slot - 1) / blocks_per_slot);
+  // A batch whose weights outnumber its tiles' values (256 channels at 14 x 14, batch 4) is one block
+  // computed by all threads: blocks spread over the threads would each stream all the transformed
+  // weights (9.4 MB there), which one thread's share of the memory bandwidth already limits.
+  const bool weights_dominate =
+      s.out_channels * s.in_channels > (s.in_channels + s.out_channels) * s.batch * t.per_image;
+  if (weights_dominate && image_bytes * s.batch <= kMaxBlockBytes) t.images = std::max<int64_t>(1, s.batch);
   return t;
 }
 
