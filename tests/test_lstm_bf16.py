@@ -372,4 +372,4 @@ def test_cli_dtype_bf16_names_its_suites(capsys):
     from deepkern import cli
 
     assert cli.main(["bench", "--op", "pool", "--dtype", "bf16"]) == 2
-    assert "--op gemm, lstm, conv or all" in capsys.readouterr().err
+    assert "--op gemm, lstm, conv, train or all" in capsys.readouterr().err

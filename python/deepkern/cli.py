@@ -100,9 +100,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "--dtype",
         choices=("float32", "bf16"),
         default="float32",
-        help="bf16: the bfloat16 suites (gemm-bf16, lstm-bf16, conv-bf16: bfloat16 beside PyTorch's; the first "
-        "two also the float32 ones of the same shapes); with --op gemm, lstm, conv or all (default: float32, the "
-        "suites as named)",
+        help="bf16: the bfloat16 suites (gemm-bf16, lstm-bf16, conv-bf16, train-bf16: bfloat16 beside PyTorch's; "
+        "all but conv also the float32 ones of the same shapes or epochs); with --op gemm, lstm, conv, train or all "
+        "(default: float32, the suites as named)",
     )
     bench_parser.add_argument(
         "--device",
@@ -296,11 +296,11 @@ def _cmd_bench(args, parser: argparse.ArgumentParser) -> int:
     if args.op == "allreduce":
         return _cmd_bench_allreduce(args)
     if args.dtype == "bf16":
-        bf16_suites = {"gemm": "gemm-bf16", "lstm": "lstm-bf16", "conv": "conv-bf16"}
+        bf16_suites = {"gemm": "gemm-bf16", "lstm": "lstm-bf16", "conv": "conv-bf16", "train": "train-bf16"}
         if args.op != "all" and args.op not in bf16_suites and args.op not in bf16_suites.values():
             parser.error(
-                f"--dtype bf16 times the bfloat16 GEMM, LSTM and convolution (--op gemm, lstm, conv or all), "
-                f"got --op {args.op}"
+                f"--dtype bf16 times the bfloat16 GEMM, LSTM, convolution and autocast training epochs "
+                f"(--op gemm, lstm, conv, train or all), got --op {args.op}"
             )
         names = sorted(bf16_suites.values()) if args.op == "all" else [bf16_suites.get(args.op, args.op)]
     elif args.op == "all":

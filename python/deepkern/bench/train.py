@@ -1,8 +1,10 @@
 """The ``train`` suite: one training epoch of ``deepkern train digits-cnn`` and ``sunspots-lstm`` beside the
-same models in PyTorch, from the same weights over the same batches."""
+same models in PyTorch, from the same weights over the same batches; ``train-bf16`` the same epochs under
+bfloat16 autocast (``--amp bf16``) beside ``torch.autocast``, and again in float32."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from typing import List, Optional
 
@@ -14,18 +16,21 @@ from .registry import Case, Suite, register_suite
 #: The recipes of ``deepkern bench --op train`` (names in :data:`deepkern.training.RECIPES`).
 TRAIN_RECIPES = ("digits-cnn", "sunspots-lstm")
 GROUP_TRAIN = "epoch"
+#: The groups of ``train-bf16``: epochs under bfloat16 autocast, and the same epochs in float32.
+GROUP_TRAIN_BF16, GROUP_TRAIN_F32 = "epoch amp bf16", "epoch f32"
 #: Seed of the recipes' data split, shuffling and initial weights.
 TRAIN_SEED = 0
 
 
-def _train_recipe(name: str):
+def _train_recipe(name: str, amp: Optional[str] = None):
     """The recipe ``name`` built as ``deepkern train`` builds it (its default batch size, lr, data and
-    optimizer; weights drawn after ``manual_seed(TRAIN_SEED)``), without a progress bar."""
+    optimizer; weights drawn after ``manual_seed(TRAIN_SEED)``), without a progress bar; ``amp``:
+    ``deepkern train --amp`` ("bf16") or None."""
     from .. import training
     from ..random import manual_seed
 
     cls = training.RECIPES[name]
-    cfg = training.TrainConfig(recipe=name, seed=TRAIN_SEED, progress=False)
+    cfg = training.TrainConfig(recipe=name, seed=TRAIN_SEED, progress=False, amp=amp)
     for key, value in cls.defaults.items():
         setattr(cfg, key, type(value)(value))
     manual_seed(TRAIN_SEED)
@@ -107,17 +112,20 @@ class _TrainPair:
     DataLoader, forward, loss, backward, Adam step per batch) and the same loop in PyTorch over the
     same batches in the same order (the k-th torch epoch visits the samples in the k-th deepkern
     epoch's order, batches indexed out of the same arrays, torch.optim.Adam with the recipe's lr).
+    With ``amp`` ("bf16") the recipe runs as ``deepkern train --amp bf16`` and PyTorch's forward and
+    loss under ``torch.autocast("cpu", dtype=torch.bfloat16)``.
     """
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, amp: Optional[str] = None):
         self.name = name
+        self.amp = amp
         self.recipe = None
         self.torch_parts = None
         self.torch_epoch = 0
 
     def _build(self):
         if self.recipe is None:
-            self.recipe = _train_recipe(self.name)
+            self.recipe = _train_recipe(self.name, self.amp)
         return self.recipe
 
     def deepkern(self):
@@ -141,7 +149,8 @@ class _TrainPair:
             idx = order[start : start + bs]
             x, y = torch.from_numpy(xs[idx]), torch.from_numpy(ys[idx])
             opt.zero_grad()
-            loss = loss_fn(model(x), y)
+            with _torch_autocast(torch, self.amp):
+                loss = loss_fn(model(x), y)
             loss.backward()
             opt.step()
             total += loss.item() * len(y)
@@ -149,16 +158,23 @@ class _TrainPair:
         return {"train_loss": total / count}
 
 
-def train_check(name: str) -> float:
+def _torch_autocast(torch, amp: Optional[str]):
+    """``torch.autocast`` on the CPU in bfloat16 for ``amp`` "bf16", else nothing."""
+    return torch.autocast("cpu", dtype=torch.bfloat16) if amp == "bf16" else contextlib.nullcontext()
+
+
+def train_check(name: str, amp: Optional[str] = None) -> float:
     """Relative difference of deepkern's and PyTorch's losses on one batch (the recipe's first, dropout
     off) from the same weights: before a step, and after one Adam step on that batch (the larger of the
-    two). float32 rounding gives ~1e-6."""
+    two). float32 rounding gives ~1e-6; under bfloat16 autocast (``amp``) the two libraries round
+    differently, ~1e-3."""
+    from .. import amp as deepkern_amp
     from ..tensor import Tensor
 
     torch = installed_torch()
     if torch is None:
         raise RuntimeError("train_check needs PyTorch")
-    recipe = _train_recipe(name)
+    recipe = _train_recipe(name, amp)
     model, loss_fn = recipe.models["model"], recipe.loss
     opt = recipe.optimizers["model"]
     t_model, t_loss_fn = _torch_train_model(torch, name, recipe)
@@ -171,9 +187,11 @@ def train_check(name: str) -> float:
     errs = []
     for step in range(2):
         opt.zero_grad()
-        loss = loss_fn(model(Tensor(x)), Tensor(y))
+        with deepkern_amp.autocast("cpu", enabled=amp == "bf16"):
+            loss = loss_fn(model(Tensor(x)), Tensor(y))
         t_opt.zero_grad()
-        t_loss = t_loss_fn(t_model(torch.from_numpy(x)), torch.from_numpy(y))
+        with _torch_autocast(torch, amp):
+            t_loss = t_loss_fn(t_model(torch.from_numpy(x)), torch.from_numpy(y))
         errs.append(abs(loss.item() - t_loss.item()) / max(abs(t_loss.item()), 1e-12))
         if step == 0:
             loss.backward()
@@ -200,28 +218,38 @@ def train_flops(name: str, recipe) -> float:
     return 3.0 * fwd * len(xs)
 
 
-def _train_case(name: str) -> Case:
-    pair = _TrainPair(name)
+def _train_case(name: str, amp: Optional[str] = None, op: str = "train", group: str = GROUP_TRAIN) -> Case:
+    pair = _TrainPair(name, amp)
     recipe = pair._build()  # the data and the model, drawn once with fixed seeds
     samples = len(recipe.loader.dataset)
     return Case(
-        op="train",
+        op=op,
         name=name,
-        layout=f"batch {recipe.cfg.batch_size}",
-        group=GROUP_TRAIN,
+        layout=f"batch {recipe.cfg.batch_size}" + (f" {amp}" if amp else ""),
+        group=group,
         shape=(samples,),
         flops=train_flops(name, recipe),
         nbytes=0.0,
         make_inputs=lambda: [()],
         impls={"deepkern": pair.deepkern, "torch": pair.torch},
-        check=lambda inputs: train_check(name),
-        label=f"one epoch of deepkern train {name}: {samples} samples, Adam lr {recipe.cfg.lr}",
+        check=lambda inputs: train_check(name, amp),
+        label=f"one epoch of deepkern train {name}{' --amp ' + amp if amp else ''}: {samples} samples, "
+        f"Adam lr {recipe.cfg.lr}",
     )
 
 
 def train_cases(quick: bool = False) -> List[Case]:
     """One case per recipe of TRAIN_RECIPES: one training epoch (``quick`` changes only the repeats)."""
     return [_train_case(name) for name in TRAIN_RECIPES]
+
+
+def train_bf16_cases(quick: bool = False) -> List[Case]:
+    """Per recipe of TRAIN_RECIPES: one epoch under bfloat16 autocast, then the same epoch in float32."""
+    return [
+        _train_case(name, amp, "train-bf16", group)
+        for name in TRAIN_RECIPES
+        for amp, group in (("bf16", GROUP_TRAIN_BF16), (None, GROUP_TRAIN_F32))
+    ]
 
 
 def _train_unavailable() -> Optional[str]:
@@ -251,5 +279,21 @@ register_suite(
         cases=train_cases,
         summary_groups=(GROUP_TRAIN,),
         unavailable=_train_unavailable,
+    )
+)
+
+register_suite(
+    Suite(
+        name="train-bf16",
+        description=(
+            "seconds per training epoch as in the train suite, under bfloat16 autocast (`deepkern train "
+            "--amp bf16`: parameters, gradients and Adam in float32) beside torch.autocast('cpu', "
+            "bfloat16), then the same epochs in float32; the float32 row's deepkern ms over the bf16 row's "
+            "is what autocast gains"
+        ),
+        cases=train_bf16_cases,
+        summary_groups=(GROUP_TRAIN_BF16, GROUP_TRAIN_F32),
+        unavailable=_train_unavailable,
+        in_all=False,
     )
 )

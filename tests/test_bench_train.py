@@ -1,0 +1,47 @@
+"""The ``train`` and ``train-bf16`` benchmark suites (deepkern bench --op train [--dtype bf16]): one
+training epoch of a recipe beside the same model in PyTorch from the same weights, and under
+bfloat16 autocast beside torch.autocast. Their checks compare the two libraries' losses before and
+after one Adam step; a whole run of a suite times real epochs here."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+pytest.importorskip("sklearn")
+pytest.importorskip("torch")
+
+from deepkern import bench  # noqa: E402
+from deepkern.bench import registry, train  # noqa: E402
+
+
+def test_the_bf16_suite_pairs_each_autocast_epoch_with_its_float32_epoch():
+    suite = registry.get_suite("train-bf16")
+    assert not suite.in_all and set(suite.summary_groups) == {train.GROUP_TRAIN_BF16, train.GROUP_TRAIN_F32}
+    cases = suite.cases(True)
+    assert [(c.name, c.group) for c in cases] == [
+        (name, group) for name in train.TRAIN_RECIPES for group in (train.GROUP_TRAIN_BF16, train.GROUP_TRAIN_F32)
+    ]
+    assert all(c.layout.endswith(" bf16") == (c.group == train.GROUP_TRAIN_BF16) for c in cases)
+    pair = train._TrainPair("digits-cnn", "bf16")
+    assert pair._build().cfg.amp == "bf16" and train._TrainPair("digits-cnn")._build().cfg.amp is None
+
+
+@pytest.mark.parametrize("amp, tolerance", [(None, 1e-4), ("bf16", 3e-2)])
+def test_the_losses_agree_with_pytorch(amp, tolerance):
+    """float32: rounding only (~1e-6); autocast: both libraries round activations to bfloat16 (~1e-3)."""
+    err = train.train_check("digits-cnn", amp)
+    assert 0 <= err < tolerance, err
+
+
+def test_an_autocast_epoch_runs_through_the_bench(monkeypatch):
+    """The bf16 and float32 epochs of digits-cnn timed beside PyTorch's: both libraries' losses fall
+    from the same start, and the report has a row per case."""
+    cases = [c for c in train.train_bf16_cases(True) if c.name == "digits-cnn"]
+    suite = registry.Suite("train-bf16-here", "digits-cnn only", lambda quick: cases)
+    report = bench.run_suite(suite, [1], quick=True, repeats=1, progress=False)
+    assert [(r.case, r.layout) for r in report.rows] == [(c.name, c.layout) for c in cases]
+    for row in report.rows:
+        assert row.reference == "torch" and row.deepkern_s > 0 and row.reference_s > 0
+        assert math.isfinite(row.ratio) and row.rel_err is not None
