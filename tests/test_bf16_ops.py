@@ -1,5 +1,6 @@
-"""bfloat16 in the floating-point ops computed in NumPy: the activations silu, elu, softplus, prelu,
-hardtanh and mish, normalize, cosine_similarity, the losses, Tensor.var/std and the random fills.
+"""bfloat16 in the floating-point ops of the network API: the activations relu (on deepkern's
+kernel), silu, elu, softplus, prelu, hardtanh and mish, normalize, cosine_similarity, the losses,
+Tensor.var/std and the random fills.
 
 Each op takes bfloat16 inputs as PyTorch's CPU kernels do: widened to float32 (exact), computed in
 float32 and rounded once to bfloat16. With u = 2^-8, bfloat16's unit roundoff, the result is within
@@ -57,6 +58,7 @@ def _pick(x, t):
 # name -> (op on (F, *inputs): the same code calls deepkern's and torch's functional module,
 #          float64 reference on the inputs' values, inputs (bfloat16 arrays; int64 targets) for a shape)
 CASES = {
+    "relu": (lambda F, x: F.relu(x), lambda x: np.maximum(x, 0), lambda r, s: [normal(r, s)]),
     "silu": (lambda F, x: F.silu(x), lambda x: x / (1 + np.exp(-x)), lambda r, s: [normal(r, s)]),
     "elu": (
         lambda F, x: F.elu(x, alpha=0.7),
@@ -331,3 +333,19 @@ def test_activation_modules_take_bfloat16(make):
     assert out.dtype == x.dtype
     ref = module(deepkern.tensor(f64(x))).numpy()
     assert np.all(np.abs(f64(out) - ref) <= U * np.abs(ref) + 1e-6), repr(module)
+
+
+def test_relu_keeps_nan_and_negative_zero_and_passes_nan_gradients():
+    """ReLU on bfloat16 tensors as PyTorch's: NaN (either sign) stays NaN, -0 stays -0, -inf gives 0;
+    the gradient flows where the output is positive or NaN."""
+    values = np.array([np.nan, -np.nan, -0.0, 0.0, -np.inf, np.inf, -1.5, 2.5], np.float32)
+    x = deepkern.tensor(values.astype(BF16), requires_grad=True)
+    y = F.relu(x)
+    got = y.detach().numpy().astype(np.float32)
+    want = np.where(np.isnan(values) | (values > 0), values, np.where(values == 0, values, 0.0))
+    np.testing.assert_array_equal(got, want)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
+    y.backward(deepkern.tensor(np.full(8, 3.0, np.float32).astype(BF16)))
+    np.testing.assert_array_equal(
+        x.grad.numpy().astype(np.float32), np.where(np.isnan(values) | (values > 0), 3.0, 0.0)
+    )

@@ -16,6 +16,7 @@ import numpy as np
 from . import ops
 from .autograd import Function
 from .backends import as_array, backend_of
+from .ops._validate import is_bfloat16
 
 
 def _shape_of(value) -> tuple:
@@ -267,11 +268,12 @@ class Sigmoid(Function):
 
 
 class Relu(Function):
-    """float32/float64 on deepkern's kernels; other dtypes (integers) with NumPy."""
+    """float32/float64 and bfloat16 (through float32, exact) on deepkern's kernels; other dtypes
+    (integers) with NumPy."""
 
     @staticmethod
     def forward(ctx, a):
-        out = ops.relu(a) if _kernel_dtype(a) else np.maximum(a, 0)
+        out = ops.relu(a) if _kernel_dtype(a, bfloat16=True) else np.maximum(a, 0)
         ctx.save_for_backward(out)
         return out
 
@@ -279,7 +281,7 @@ class Relu(Function):
     def backward(ctx, g):
         (out,) = ctx.saved_tensors
         # PyTorch's threshold_backward on the result: g where out > 0 or NaN, else 0
-        return ops.relu_backward(g, out) if _kernel_dtype(g, out) else g * (out > 0)
+        return ops.relu_backward(g, out) if _kernel_dtype(g, out, bfloat16=True) else g * (out > 0)
 
 
 class Clamp(Function):
@@ -327,10 +329,12 @@ class Clamped(Function):
 # ---------------------------------------------------------------------------------------------
 
 
-def _kernel_dtype(*arrays) -> bool:
-    """True when the arrays share one dtype that deepkern's kernels take (float32 or float64)."""
+def _kernel_dtype(*arrays, bfloat16: bool = False) -> bool:
+    """True when the arrays share one dtype that deepkern's kernels take (float32 or float64; and
+    bfloat16 with ``bfloat16``, for the ops that take it)."""
     dtype = arrays[0].dtype
-    return dtype in (np.float32, np.float64) and all(a.dtype == dtype for a in arrays)
+    takes = dtype in (np.float32, np.float64) or (bfloat16 and is_bfloat16(dtype))
+    return takes and all(a.dtype == dtype for a in arrays)
 
 
 def _axes(dim, ndim):
