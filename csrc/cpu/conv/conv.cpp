@@ -1,7 +1,7 @@
 // 2-D convolution: the entry points of conv.h. Depthwise layers go to direct loops
-// (depthwise.cpp), 3x3 stride-1 layers with enough channels to Winograd F(2x2, 3x3)
-// (winograd.cpp) unless its operands hold Inf or NaN; everything else runs here as GEMMs per image
-// and group (the blocked GEMM of csrc/cpu/gemm does the work):
+// (depthwise.cpp), 3x3 stride-1 layers with enough channels to Winograd (F(4x4, 3x3) or F(2x2, 3x3)
+// forward, F(2x2, 3x3) backward; winograd.cpp) unless its operands hold Inf or NaN; everything
+// else runs here as GEMMs per image and group (the blocked GEMM of csrc/cpu/gemm does the work):
 //
 //   forward      Y_g (Kg x PQ)    = W_g (Kg x CgRS) @ col(X_g) (CgRS x PQ)   + bias (per row)
 //   grad data    dX_g             = col2im(W_g^T (CgRS x Kg) @ dY_g (Kg x PQ))
