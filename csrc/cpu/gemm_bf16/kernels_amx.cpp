@@ -1,5 +1,6 @@
 // The AMX kernel (compiled with the avx512 flags plus -mamx-tile -mamx-bf16; used only under the
-// amx ISA, which cpu_features grants when CPUID, XCR0 and Linux allow the tiles). A 32 x 32 block
+// amx ISA, which cpu_features grants when CPUID, XCR0 and Linux allow the tiles; for tests, the CMake
+// option DEEPKERN_AMX_EMULATION compiles it on amx_emulation.h's host tiles instead). A 32 x 32 block
 // of C is 2 x 2 accumulator tiles of 16 x 16 float32; each step of 32 K values loads two A tiles
 // (16 rows x 32 bfloat16) and two B tiles (16 K pairs x 16 columns, VNNI pairs) and runs four
 // TDPBF16PS.
