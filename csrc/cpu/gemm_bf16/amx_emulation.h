@@ -6,7 +6,8 @@
 // _tile_loadd, _tile_stored and _tile_dpbf16ps by functions on a thread-local tile state (8 tiles of
 // 16 rows x 64 bytes and palette 1's rows and bytes per row of each), after Intel's pseudo-code:
 // - LDTILECFG reads the 64-byte configuration; palette 1 only, reserved bytes zero, rows <= 16 and
-//   colsb <= 64 for tiles 0-7, tiles 8-15 unconfigured. TILERELEASE forgets it.
+//   colsb <= 64 for tiles 0-7, tiles 8-15 unconfigured; start_row 0 (interrupted loads, which the
+//   hardware restarts from start_row, do not happen here). TILERELEASE forgets it.
 // - TILELOADD / TILESTORED touch exactly rows[t] rows of colsb[t] bytes, stride bytes apart (so
 //   AddressSanitizer sees an out-of-bounds tile access); a load zeroes the rest of the tile.
 // - TDPBF16PS: for each row m < rows(dst), pair k < colsb(a) / 4, column n < colsb(dst) / 4,
