@@ -105,18 +105,21 @@ def references(cell, x, states, weights, biases, grads, reverse=False):
         return reference.lstm_ref(*args, reverse=reverse), reference.lstm_backward_ref(*g64, *args, reverse=reverse)
     if cell == "gru":
         return reference.gru_ref(*args, reverse=reverse), reference.gru_backward_ref(*g64, *args, reverse=reverse)
-    if cell == "rnn_relu":  # h rounded to bfloat16 each step, as the kernel's (see relu_step)
+    if cell == "rnn_relu":  # h and the biases' sum rounded to bfloat16, as the kernel's (see relu_step)
         x64, h0, w_ih, w_hh, b_ih, b_hh = args
-        out, grads = reference._sequence_ref(relu_step(w_ih, w_hh, b_ih, b_hh), x64, h0, w_hh, *g64, reverse)
+        bias = f64(bf16(b_ih + b_hh).astype(np.float32))
+        step = relu_step(w_ih, w_hh, bias, np.zeros_like(b_hh))
+        out, grads = reference._sequence_ref(step, x64, h0, w_hh, *g64, reverse)
         return out, reference._shaped(grads, w_ih, w_hh)
     kw = {"nonlinearity": cell[4:], "reverse": reverse}
     return reference.rnn_ref(*args, **kw), reference.rnn_backward_ref(*g64, *args, **kw)
 
 
 def relu_step(w_ih, w_hh, b_ih, b_hh):
-    """The float64 relu RNN step with h rounded to bfloat16 after it, as the kernel rounds it. relu's
+    """The float64 relu RNN step with h rounded to bfloat16 after it, as the kernel rounds it (and
+    given the biases' sum rounded to bfloat16 once, as ops.rnn passes it to the kernel). relu's
     derivative jumps at 0: a pre-activation within bfloat16's rounding of 0 takes the other branch
-    in an unrounded reference, and its whole gradient would differ. With the kernel's rounding the
+    in an unrounded reference, and its whole gradient would differ. With the kernel's roundings the
     two see the same sign but where float32 and float64 sums straddle 0."""
 
     def step(x64, h64):

@@ -25,6 +25,10 @@ uint64_t read_xcr0() {
   return (static_cast<uint64_t>(edx) << 32) | eax;
 }
 
+#if defined(DEEPKERN_AMX_EMULATION)
+// The AMX emulation build runs the tile instructions on the host: amx comes with avx512.
+bool amx_usable(unsigned, uint64_t) { return true; }
+#else
 // Linux keeps the AMX tile data state (XFEATURE_XTILEDATA, 18) off until a process asks for it
 // (arch_prctl ARCH_REQ_XCOMP_PERM = 0x1023); the grant holds for every thread of the process.
 bool os_grants_amx_tiles() {
@@ -44,6 +48,7 @@ bool amx_usable(unsigned leaf7_edx, uint64_t xcr0) {
   const bool os_tiles = (xcr0 & (uint64_t(3) << 17)) == (uint64_t(3) << 17);
   return amx_tile && amx_bf16 && os_tiles && os_grants_amx_tiles();
 }
+#endif
 
 Isa probe_isa() {
   unsigned eax, ebx, ecx, edx;
@@ -110,6 +115,14 @@ Isa isa_from_name(const std::string& name) {
   if (name == "avx2") return Isa::avx2;
   if (name == "generic") return Isa::generic;
   throw std::invalid_argument("isa must be one of 'amx', 'avx512', 'avx2', 'generic', got '" + name + "'");
+}
+
+bool amx_emulated() {
+#if defined(DEEPKERN_AMX_EMULATION)
+  return true;
+#else
+  return false;
+#endif
 }
 
 Isa detected_isa() {

@@ -23,8 +23,12 @@ const char* isa_name(Isa isa);
 Isa isa_from_name(const std::string& name);
 
 // The best ISA this CPU and operating system support (CPUID + XGETBV; for amx also the Linux
-// permission to use the tile state, asked once); generic without DEEPKERN_X86.
+// permission to use the tile state, asked once, unless amx_emulated()); generic without DEEPKERN_X86.
 Isa detected_isa();
+
+// Whether this build runs the amx ISA's tile instructions on a host emulation (CMake option
+// DEEPKERN_AMX_EMULATION, for tests): amx is then detected on every CPU with avx512.
+bool amx_emulated();
 
 // Whether the CPU has AVX512-BF16 (VDPBF16PS) besides the avx512 ISA (CPUID leaf 7, subleaf 1).
 bool cpu_has_avx512_bf16();

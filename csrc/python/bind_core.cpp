@@ -27,6 +27,7 @@ void bind_core(py::module_& m) {
   options["portable_only"] = !DEEPKERN_X86;
   options["cuda"] = static_cast<bool>(DEEPKERN_CUDA_REQUESTED);
   options["sanitize"] = static_cast<bool>(DEEPKERN_SANITIZED);
+  options["amx_emulation"] = amx_emulated();
   m.attr("build_options") = options;
 
   m.def("cpu_brand", &cpu_brand);

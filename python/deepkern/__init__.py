@@ -11,6 +11,7 @@ import numpy as np
 from . import _C, amp, autograd, backends, cuda, data, distributed, io, nn, ops, optim, utils  # noqa: E402  (data batches are Tensors)
 from .amp import autocast
 from .autograd import Function, enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
+from .backends.cpu import isa_label as _isa_label
 from .io import load, save
 from .random import manual_seed
 from .tensor import (
@@ -203,7 +204,7 @@ def show_config() -> None:
         "  build options:   " + ", ".join(f"{k}={'on' if v else 'off'}" for k, v in cfg["build_options"].items()),
         f"  installed at:    {cfg['location']}",
         f"  cpu:             {cfg['cpu']}",
-        f"  cpu isa:         {cfg['cpu_isa_active']} (detected: {cfg['cpu_isa_detected']}; "
+        f"  cpu isa:         {_isa_label(cfg['cpu_isa_active'])} (detected: {_isa_label(cfg['cpu_isa_detected'])}; "
         f"compiled: {', '.join(cfg['cpu_isas_compiled'])})",
         f"  gemm kernels:    float32 {cfg['gemm_kernel_f32']}, float64 {cfg['gemm_kernel_f64']}",
         f"  threads:         {cfg['threads']}",

@@ -1,5 +1,6 @@
 // The AMX kernel (compiled with the avx512 flags plus -mamx-tile -mamx-bf16; used only under the
-// amx ISA, which cpu_features grants when CPUID, XCR0 and Linux allow the tiles). A 32 x 32 block
+// amx ISA, which cpu_features grants when CPUID, XCR0 and Linux allow the tiles; for tests, the CMake
+// option DEEPKERN_AMX_EMULATION compiles it on amx_emulation.h's host tiles instead). A 32 x 32 block
 // of C is 2 x 2 accumulator tiles of 16 x 16 float32; each step of 32 K values loads two A tiles
 // (16 rows x 32 bfloat16) and two B tiles (16 K pairs x 16 columns, VNNI pairs) and runs four
 // TDPBF16PS.
@@ -24,16 +25,20 @@ struct alignas(64) TileConfig {
 };
 
 // Tiles 0-3: the accumulators C00, C01, C10, C11; 4-5: A rows 0-15 and 16-31; 6-7: B columns
-// 0-15 and 16-31. Every tile is 16 rows of 64 bytes.
-void configure_tiles() {
+// 0-15 and 16-31. Every tile is 16 rows of 64 bytes. A constant, not a local filled before the call:
+// GCC's _tile_loadconfig tells the compiler that it reads only the first 8 bytes of its operand, so
+// GCC 12 at -O3 dropped the stores of the rows and colsb of a local (every tile left unconfigured).
+constexpr TileConfig kTileConfig = [] {
   TileConfig config = {};
   config.palette_id = 1;
   for (int t = 0; t < 8; ++t) {
     config.colsb[t] = 64;
     config.rows[t] = 16;
   }
-  _tile_loadconfig(&config);
-}
+  return config;
+}();
+
+void configure_tiles() { _tile_loadconfig(&kTileConfig); }
 
 void release_tiles() { _tile_release(); }
 

@@ -35,6 +35,13 @@ def _warn_unused_isa_request() -> None:
 _warn_unused_isa_request()
 
 
+def isa_label(isa: str) -> str:
+    """``isa`` as ``deepkern info`` and benchmark reports print it: 'amx (emulated)' on a build that
+    runs the AMX tiles on a host emulation (the test build of tools/amx-emulation-check), so that its
+    results are not taken for the hardware's."""
+    return f"{isa} (emulated)" if isa == "amx" and _C.build_options["amx_emulation"] else isa
+
+
 def _allocated(make, shape, dtype):
     """``make(shape, dtype)``; a size past what memory (or NumPy's index type) can hold is a MemoryError
     giving the shape and the bytes asked, as PyTorch's allocator reports it (NumPy says "array is

@@ -11,6 +11,7 @@ import time
 from typing import Optional
 
 from .. import _C
+from ..backends.cpu import isa_label
 from .libraries import installed_torch, numpy_blas_version, threadpoolctl_available
 
 #: Lines timed while other processes kept more than this many cores busy are marked noisy.
@@ -72,7 +73,7 @@ def machine_info() -> dict:
     torch = installed_torch()
     info = {
         "cpu": _C.cpu_brand(),
-        "isa": _C.active_isa(),
+        "isa": isa_label(_C.active_isa()),
         "isa_detected": _C.detected_isa(),
         "gemm_kernel_f32": _C.gemm_kernel_name(False),
         "cores": os.cpu_count(),
