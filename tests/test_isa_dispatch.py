@@ -72,6 +72,15 @@ def _gemm_bf16(rng, dtype):
     yield "matmul bfloat16", ops.matmul(a, b).astype(dtype), matmul_ref(a, b), 2.0**-7
 
 
+def _cast(rng, dtype):
+    """float32 to bfloat16 and back through ``_C.cast``; bound: bfloat16's rounding (at most half an ulp, 2**-8)."""
+    x = rand(rng, 1037, np.float32)
+    narrow, wide = np.empty(x.shape, deepkern.bfloat16), np.empty(x.shape, np.float32)
+    deepkern._C.cast(x, narrow)
+    deepkern._C.cast(narrow, wide)
+    yield "cast float32 -> bfloat16 -> float32", wide.astype(dtype), x.astype(np.float64), 2.0**-8
+
+
 def _conv(rng, dtype, x_shape, w_shape, **options):
     """conv2d with a bias and its three gradients, each with its reference."""
     x, w, b = rand(rng, x_shape, dtype), rand(rng, w_shape, dtype), rand(rng, w_shape[0], dtype)
@@ -259,6 +268,7 @@ def _attention(rng, dtype):
 FAMILY_OPS = {
     "activation": _activation,
     "attention": _attention,
+    "cast": _cast,
     "dropout": _dropout,
     "gemm": _gemm,
     "gemm_bf16": _gemm_bf16,

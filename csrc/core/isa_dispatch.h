@@ -34,6 +34,7 @@ enum class IsaFamily : int {
   norm,
   attention,
   gemm_bf16,
+  cast,
   count
 };
 

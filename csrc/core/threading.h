@@ -10,6 +10,8 @@ void set_num_threads(int n);
 
 }  // namespace deepkern
 
+#include <algorithm>
+#include <cstdint>
 #include <exception>
 #include <mutex>
 #include <omp.h>
@@ -39,6 +41,26 @@ void run_on_threads(int threads, Body&& body) {
     }
   }
   if (error) std::rethrow_exception(error);
+}
+
+// Runs body(begin, end) on [0, n) cut into one contiguous range per thread, for element-wise
+// kernels writing `out` (n elements of T): the cuts fall on 64-byte boundaries of `out` (no cache
+// line written by two threads), and fewer threads run when one would get fewer than
+// `min_per_thread` elements (below that, starting a thread costs more than it saves).
+template <class T, class Body>
+void run_on_ranges(const T* out, int64_t n, int64_t min_per_thread, Body&& body) {
+  if (n <= 0) return;
+  const int threads = static_cast<int>(std::clamp<int64_t>(n / min_per_thread, 1, num_threads()));
+  constexpr int64_t kLine = 64 / sizeof(T);  // elements per cache line
+  const int64_t skew = static_cast<int64_t>(reinterpret_cast<uintptr_t>(out) % 64 / sizeof(T));
+  const auto cut = [&](int k) {
+    if (k == threads) return n;
+    return std::max<int64_t>(0, (n / threads * k + skew) / kLine * kLine - skew);
+  };
+  run_on_threads(threads, [&](int t) {
+    const int64_t begin = cut(t), end = cut(t + 1);
+    if (end > begin) body(begin, end);
+  });
 }
 
 }  // namespace deepkern

@@ -16,6 +16,7 @@ void bind_optim(py::module_& m);
 void bind_roofline(py::module_& m);
 void bind_softmax(py::module_& m);
 void bind_attention(py::module_& m);
+void bind_cast(py::module_& m);
 }  // namespace deepkern::python
 
 PYBIND11_MODULE(_C, m) {
@@ -33,4 +34,5 @@ PYBIND11_MODULE(_C, m) {
   bind_roofline(m);
   bind_softmax(m);
   bind_attention(m);
+  bind_cast(m);
 }

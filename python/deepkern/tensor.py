@@ -20,7 +20,7 @@ import numpy as np
 from . import autograd, backends
 from . import tensor_ops as F
 from .backends import CPU_DEVICE, Device, as_array
-from .ops._validate import bfloat16_dtype, is_bfloat16, is_floating_dtype
+from .ops._validate import astype, bfloat16_dtype, is_bfloat16, is_floating_dtype
 from .random import get_generator
 
 __all__ = [
@@ -1342,11 +1342,11 @@ class _Cast(autograd.Function):
     @staticmethod
     def forward(ctx, a, dtype):
         ctx.dtype = a.dtype
-        return a.astype(dtype)
+        return astype(a, dtype)
 
     @staticmethod
     def backward(ctx, g):
-        return g.astype(ctx.dtype) if ctx.needs_input_grad[0] else None, None
+        return astype(g, ctx.dtype) if ctx.needs_input_grad[0] else None, None
 
 
 class _ToDevice(autograd.Function):

@@ -1,13 +1,10 @@
 // Activations: picks the active ISA's kernels (kernels.h) and splits the elements over threads.
 //
-// How work is split: n elements are cut into one contiguous range per thread, the cuts on 64-byte
-// boundaries of `out` (no cache line written by two threads), so each thread streams its inputs
-// and output once. Fewer threads run when a thread would get fewer than kMinPerThread elements:
-// below that, starting a thread costs more than it saves (measured on the project's 2-core
-// machine, see kMinPerThreadRelu).
+// How work is split: run_on_ranges (core/threading.h), one contiguous range of elements per thread,
+// so each thread streams its inputs and output once, and no more threads than kMinPerThread*
+// (measured on the project's 2-core machine) make worthwhile.
 #include "cpu/activation/activation.h"
 
-#include <algorithm>
 #include <cstdint>
 
 #include "core/isa_dispatch.h"
@@ -31,49 +28,32 @@ const ActivationKernels<T>& kernels() {
       .of<T>();
 }
 
-// Runs body(begin, end) on [0, n) cut into one range per thread (see the top of the file).
-template <class T, class Body>
-void split(const T* out, int64_t n, int64_t min_per_thread, Body&& body) {
-  if (n <= 0) return;
-  const int threads = static_cast<int>(std::clamp<int64_t>(n / min_per_thread, 1, num_threads()));
-  constexpr int64_t kLine = 64 / sizeof(T);  // elements per cache line
-  const int64_t skew = static_cast<int64_t>(reinterpret_cast<uintptr_t>(out) % 64 / sizeof(T));
-  const auto cut = [&](int k) {
-    if (k == threads) return n;
-    return std::max<int64_t>(0, (n / threads * k + skew) / kLine * kLine - skew);
-  };
-  run_on_threads(threads, [&](int t) {
-    const int64_t begin = cut(t), end = cut(t + 1);
-    if (end > begin) body(begin, end);
-  });
-}
-
 }  // namespace
 
 template <class T>
 void relu(const T* x, T* out, int64_t n) {
   const auto kernel = kernels<T>().relu;
-  split(out, n, kMinPerThreadRelu, [&](int64_t b, int64_t e) { kernel(x + b, out + b, e - b); });
+  run_on_ranges(out, n, kMinPerThreadRelu, [&](int64_t b, int64_t e) { kernel(x + b, out + b, e - b); });
 }
 
 template <class T>
 void relu_backward(const T* grad, const T* x, T* out, int64_t n) {
   const auto kernel = kernels<T>().relu_backward;
-  split(out, n, kMinPerThreadRelu, [&](int64_t b, int64_t e) { kernel(grad + b, x + b, out + b, e - b); });
+  run_on_ranges(out, n, kMinPerThreadRelu, [&](int64_t b, int64_t e) { kernel(grad + b, x + b, out + b, e - b); });
 }
 
 template <class T>
 void gelu(const T* x, T* out, int64_t n, GeluApproximate approximate) {
   const auto& k = kernels<T>();
   const auto kernel = approximate == GeluApproximate::tanh ? k.gelu_tanh : k.gelu;
-  split(out, n, kMinPerThreadGelu, [&](int64_t b, int64_t e) { kernel(x + b, out + b, e - b); });
+  run_on_ranges(out, n, kMinPerThreadGelu, [&](int64_t b, int64_t e) { kernel(x + b, out + b, e - b); });
 }
 
 template <class T>
 void gelu_backward(const T* grad, const T* x, T* out, int64_t n, GeluApproximate approximate) {
   const auto& k = kernels<T>();
   const auto kernel = approximate == GeluApproximate::tanh ? k.gelu_tanh_backward : k.gelu_backward;
-  split(out, n, kMinPerThreadGelu, [&](int64_t b, int64_t e) { kernel(grad + b, x + b, out + b, e - b); });
+  run_on_ranges(out, n, kMinPerThreadGelu, [&](int64_t b, int64_t e) { kernel(grad + b, x + b, out + b, e - b); });
 }
 
 template void relu<float>(const float*, float*, int64_t);

@@ -17,6 +17,7 @@
 
 #include "core/scratch.h"
 #include "core/threading.h"
+#include "cpu/cast/cast.h"
 #include "cpu/conv/conv_plan.h"
 #include "cpu/conv/im2col.h"
 #include "cpu/lstm/cell_kernels.h"
@@ -99,31 +100,11 @@ StridedMatrix<const bf16> gathered(const Conv2dShape& s, const Plan& sp, const b
 // bf16 once: the float32 sums PyTorch's bfloat16 convolution has too.
 bool runs_in_float32(const Conv2dShape& s) { return s.groups > 1 && s.groups == s.in_channels; }
 
-// count values converted: bf16 to float exactly, float to bf16 rounded to nearest even (plain loops
-// over the bits, which the compiler vectorizes), split over the threads; nothing for a null src.
-void convert_values(const bf16* src, int64_t n, float* dst) {
-  const uint16_t* from = lanes(src);
-  for (int64_t i = 0; i < n; ++i) dst[i] = widen<bf16>(from[i]);
-}
-void convert_values(const float* src, int64_t n, bf16* dst) {
-  uint16_t* to = lanes(dst);
-  for (int64_t i = 0; i < n; ++i) to[i] = narrow<bf16>(src[i]);
-}
-template <class S, class D>
-void convert(const S* src, int64_t count, D* dst) {
-  if (!src) return;
-  const int team = count < (int64_t(1) << 16) ? 1 : num_threads();
-  run_on_threads(team, [&](int t) {
-    const int64_t begin = count * t / team, end = count * (t + 1) / team;
-    convert_values(src + begin, end - begin, dst + begin);
-  });
-}
-
 // A float32 copy of `count` bf16 values in the calling thread's scratch slot (null for a null src).
 const float* widened(Slot slot, const bf16* src, int64_t count) {
   if (!src) return nullptr;
   float* copy = bf16_buffer<float>(slot, count);
-  convert(src, count, copy);
+  convert(src, count, copy);  // cast.h
   return copy;
 }
 
@@ -196,7 +177,7 @@ void conv2d_backward_data<bf16>(const Conv2dShape& s, const bf16* grad_y, const 
                      acc + (n - n0) * image + c0 * sp.in_plane);
       }
     }
-    if (acc) convert_values(acc, (n1 - n0) * image, dx);
+    if (acc) convert(acc, (n1 - n0) * image, dx);
   });
 }
 
@@ -211,7 +192,8 @@ void conv2d_backward_weight<bf16>(const Conv2dShape& s, const bf16* grad_y, cons
                                   widened(kInput1, x, s.batch * s.in_channels * sp.in_plane), dw,
                                   grad_bias ? dw + weight_size : nullptr);
     convert(dw, weight_size, grad_w);
-    return convert(grad_bias ? dw + weight_size : nullptr, s.out_channels, grad_bias);
+    if (grad_bias) convert(dw + weight_size, s.out_channels, grad_bias);
+    return;
   }
   // One float32 sum per slot (the images it takes), added together and rounded at the end.
   std::vector<float> sums(static_cast<size_t>((spread_over_slots(s, sp) ? sp.slots : 1) * weight_size), 0.0f);
@@ -230,7 +212,7 @@ void conv2d_backward_weight<bf16>(const Conv2dShape& s, const bf16* grad_y, cons
   });
   for (size_t part = 1; part * weight_size < sums.size(); ++part)
     for (int64_t i = 0; i < weight_size; ++i) sums[i] += sums[part * weight_size + i];
-  convert_values(sums.data(), weight_size, grad_w);
+  convert(sums.data(), weight_size, grad_w);
   if (!grad_bias) return;
   std::vector<float> bias_sums(static_cast<size_t>(s.out_channels), 0.0f);
   const Lane<bf16>* dy = lanes(grad_y);
@@ -240,7 +222,7 @@ void conv2d_backward_weight<bf16>(const Conv2dShape& s, const bf16* grad_y, cons
       for (int64_t i = 0; i < sp.pixels; ++i) sum += widen<bf16>(dy[(n * s.out_channels + k) * sp.pixels + i]);
       bias_sums[k] += sum;
     }
-  convert_values(bias_sums.data(), s.out_channels, grad_bias);
+  convert(bias_sums.data(), s.out_channels, grad_bias);
 }
 
 }  // namespace deepkern::cpu

@@ -21,6 +21,7 @@
 #include "core/isa_dispatch.h"
 #include "core/scratch.h"
 #include "core/threading.h"
+#include "cpu/cast/bf16_bits.h"
 #include "cpu/gemm/grid.h"
 #include "cpu/gemm_bf16/kernels.h"
 #include "cpu/roofline/roofline.h"
@@ -49,12 +50,7 @@ T* scratch(ScratchSlot slot, int64_t count) {
 int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
 
 float to_float(float x) { return x; }
-float to_float(bf16 x) {
-  const uint32_t bits = uint32_t(x.bits) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
+float to_float(bf16 x) { return bf16_bits_to_float(x.bits); }
 
 template <class OutT>
 struct Problem {

@@ -1,20 +1,15 @@
 // The emulated bfloat16 kernel (compiled once per ISA, vectorized by the compiler): each bfloat16
 // is widened to float32 exactly and the products are summed with float32 multiply-adds.
-#include <cstring>
 #include <type_traits>
 
+#include "cpu/cast/bf16_bits.h"
 #include "cpu/gemm_bf16/kernels.h"
 
 namespace deepkern::cpu {
 namespace {
 
 inline float widen(float x) { return x; }
-inline float widen(bf16 x) {
-  const uint32_t bits = uint32_t(x.bits) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
+inline float widen(bf16 x) { return bf16_bits_to_float(x.bits); }
 
 // float32 to OutT, bfloat16 rounded to nearest even (a NaN stays a NaN, made quiet).
 template <class OutT>
@@ -22,11 +17,7 @@ inline OutT narrow(float x) {
   if constexpr (std::is_same_v<OutT, float>) {
     return x;
   } else {
-    uint32_t bits;
-    std::memcpy(&bits, &x, sizeof bits);
-    if ((bits & 0x7fffffffu) > 0x7f800000u) return bf16{static_cast<uint16_t>((bits >> 16) | 0x40u)};
-    bits += 0x7fffu + ((bits >> 16) & 1u);
-    return bf16{static_cast<uint16_t>(bits >> 16)};
+    return bf16{float_to_bf16_bits(x)};
   }
 }
 

@@ -7,6 +7,7 @@
 
 #include "core/isa_dispatch.h"
 #include "core/vmath.h"
+#include "cpu/cast/bf16_bits.h"
 #include "cpu/lstm/lstm.h"
 
 namespace deepkern::cpu {
@@ -30,20 +31,16 @@ const Lane<T>* lanes(const T* p) {
 template <class T>
 inline Acc<T> widen(Lane<T> x) {
   if constexpr (std::is_same_v<T, bf16>)
-    return vmath::bits_as<float>(uint32_t(x) << 16);
+    return bf16_bits_to_float(x);
   else
     return x;
 }
 
-// x of Acc<T> as T: bf16 rounded to nearest even (a NaN stays a NaN, made quiet), branch-free so
-// that the cell loops vectorize.
+// x of Acc<T> as T: bf16 rounded to nearest even (a NaN stays a NaN, made quiet).
 template <class T>
 inline Lane<T> narrow(Acc<T> x) {
   if constexpr (std::is_same_v<T, bf16>) {
-    const uint32_t bits = vmath::bits_as<uint32_t>(x);
-    const uint32_t rounded = bits + 0x7fffu + ((bits >> 16) & 1u);
-    const uint32_t kept = (bits & 0x7fffffffu) > 0x7f800000u ? bits | 0x400000u : rounded;
-    return static_cast<uint16_t>(kept >> 16);
+    return float_to_bf16_bits(x);
   } else {
     return x;
   }

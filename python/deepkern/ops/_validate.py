@@ -6,6 +6,7 @@ import functools
 
 import numpy as np
 
+from .. import _C
 from ..backends import as_array, backend_of
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -29,6 +30,26 @@ def is_floating_dtype(dtype) -> bool:
     """Whether ``dtype`` is a real floating-point dtype: NumPy's (kind 'f') or bfloat16 (which
     ml_dtypes gives kind 'V')."""
     return dtype.kind == "f" or is_bfloat16(dtype)
+
+
+def astype(arr, dtype):
+    """``arr.astype(dtype)``: a new C-contiguous array of the same values, rounded as NumPy and
+    ml_dtypes round. A NumPy array going between float32 and bfloat16 (native byte order) is
+    converted by deepkern's kernel (vectorized and threaded; ml_dtypes' own loop converts one value
+    at a time), after a copy to C order where its layout needs one."""
+    dtype = np.dtype(dtype)
+    if (
+        type(arr) is np.ndarray
+        and arr.dtype != dtype
+        and (arr.dtype == _F32 or is_bfloat16(arr.dtype))
+        and (dtype == _F32 or is_bfloat16(dtype))
+    ):
+        if not (arr.flags.c_contiguous and arr.flags.aligned):
+            arr = arr.copy(order="C")
+        out = np.empty(arr.shape, dtype)
+        _C.cast(arr, out)
+        return out
+    return arr.astype(dtype)
 
 
 def as_float_array(x, name: str, op: str):
@@ -145,10 +166,10 @@ def bfloat16_through_float32(fn):
         if not floats or not all(is_bfloat16(a.dtype) for a in floats):
             return fn(*args, out=out, **kwargs)
         bf16 = floats[0].dtype
-        wide = [a.astype(_F32) if is_bfloat16(getattr(a, "dtype", None)) else a for a in args]
+        wide = [astype(a, _F32) if is_bfloat16(getattr(a, "dtype", None)) else a for a in args]
         results = fn(*wide, **kwargs)
         single = not isinstance(results, tuple)
-        results = [r.astype(bf16) if r.dtype == _F32 else r for r in ((results,) if single else results)]
+        results = [astype(r, bf16) if r.dtype == _F32 else r for r in ((results,) if single else results)]
         if out is not None:  # the first result is the one ``out`` holds
             backend = backend_of(out, results[0], op=fn.__name__)
             inputs = {f"argument {i}": a for i, a in enumerate(floats)}
