@@ -191,11 +191,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
     const int64_t cols = b.columns(s);
     for (int64_t group = 0; group < s.groups; ++group) {
       const int64_t k0 = group * plan.group_out;
-      GemmEpilogue<T> epilogue;
-      if (bias) {
-        epilogue.bias = bias + k0;
-        epilogue.bias_axis = BiasAxis::rows;
-      }
+      GemmEpilogue<T> epilogue = group_bias(bias, k0);
       const StridedMatrix<const T> weights{w + k0 * plan.col_rows, plan.col_rows, 1};
       if (plan.packed_columns) {  // one image's row block: im2col into the B panels, then the GEMM on them
         T* panels = thread_buffer<T>(0, packed_b_size<T>(plan.col_rows, cols));

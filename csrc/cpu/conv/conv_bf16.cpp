@@ -126,11 +126,7 @@ void conv2d_forward<bf16>(const Conv2dShape& s, const bf16* x, const bf16* w, co
       const int64_t p1 = std::min(s.out_h, p0 + sp.rows), cols = (n1 - n0) * (p1 - p0) * s.out_w;
       for (int64_t group = 0; group < s.groups; ++group) {
         const int64_t k0 = group * sp.group_out;
-        GemmEpilogue<bf16> epilogue;
-        if (bias) {
-          epilogue.bias = bias + k0;
-          epilogue.bias_axis = BiasAxis::rows;
-        }
+        GemmEpilogue<bf16> epilogue = group_bias(bias, k0);
         const StridedMatrix<bf16> out = output_block(s, sp, y, n0, n1, group, p0);
         gemm_bf16<bf16>(sp.group_out, cols, sp.col_rows, 1.0f, {w + k0 * sp.col_rows, sp.col_rows, 1},
                         columns(s, sp, x, n0, n1, group, p0, p1), 0.0f, out, epilogue, threads);

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "core/threading.h"
+#include "cpu/gemm/gemm.h"
 #include "cpu/conv/conv.h"
 #include "cpu/conv/im2col.h"
 
@@ -104,6 +105,17 @@ Plan make_plan(const Conv2dShape& s, bool forward = false) {
 bool spread_over_slots(const Conv2dShape& s, const Plan& plan) {
   const int64_t image_blocks = (s.batch + plan.images - 1) / plan.images;
   return plan.slots > 1 && image_blocks >= plan.slots;
+}
+
+// The GEMM epilogue of a group's output rows (channels k0 ...): its bias per row, or none.
+template <class T>
+GemmEpilogue<T> group_bias(const T* bias, int64_t k0) {
+  GemmEpilogue<T> epilogue;
+  if (bias) {
+    epilogue.bias = bias + k0;
+    epilogue.bias_axis = BiasAxis::rows;
+  }
+  return epilogue;
 }
 
 }  // namespace

@@ -39,6 +39,26 @@ template <bool kMasked, int V>
   }
 }
 
+// acc += A (R rows lda apart, k columns) @ B's pair rows (vector v of pair row 0 at bq[v]): every
+// K pair, then an odd k's last A column paired with zero (as B's last pair row pairs it).
+template <bool kMasked, int R, int V>
+[[gnu::always_inline]] inline void add_products(__m512 (&acc)[R][V], const bf16* a, int64_t lda, int64_t k,
+                                                const bf16* const (&bq)[V], const __mmask16 (&mask)[V]) {
+  __m512bh bv[V];
+  for (int64_t q = 0; q < k / 2; ++q) {
+    load_pair_row<kMasked>(bv, bq, mask, q);
+    add_pair(acc, bv, [&](int i) {
+      int32_t pair;
+      std::memcpy(&pair, a + i * lda + 2 * q, sizeof pair);
+      return pair;
+    });
+  }
+  if (k % 2) {
+    load_pair_row<kMasked>(bv, bq, mask, k / 2);
+    add_pair(acc, bv, [&](int i) { return int32_t(a[i * lda + k - 1].bits); });
+  }
+}
+
 // The Bf16TileKernel contract (kernels.h) for a 12 x 32 block; an odd kp (A read in place, see
 // kernels.h) pairs A's last column with zero, as B's last pair row is.
 void tile_dpbf16(int64_t kp, const bf16* a, int64_t lda, const bf16* b, float* acc, int64_t ldacc) {
@@ -49,19 +69,7 @@ void tile_dpbf16(int64_t kp, const bf16* a, int64_t lda, const bf16* b, float* a
   }
   const bf16* const bq[2] = {b, b + 32};
   const __mmask16 all[2] = {0xffff, 0xffff};
-  __m512bh bv[2];
-  for (int64_t q = 0; q < kp / 2; ++q) {
-    load_pair_row<false>(bv, bq, all, q);
-    add_pair(c, bv, [&](int i) {
-      int32_t pair;
-      std::memcpy(&pair, a + i * lda + 2 * q, sizeof pair);
-      return pair;
-    });
-  }
-  if (kp % 2) {
-    load_pair_row<false>(bv, bq, all, kp / 2);
-    add_pair(c, bv, [&](int i) { return int32_t(a[i * lda + kp - 1].bits); });
-  }
+  add_products<false>(c, a, lda, kp, bq, all);
   for (int i = 0; i < kRows; ++i) {
     _mm512_storeu_ps(acc + i * ldacc, c[i][0]);
     _mm512_storeu_ps(acc + i * ldacc + 16, c[i][1]);
@@ -94,19 +102,7 @@ void strip_panels(const Bf16Strip& s) {
     for (int i = 0; i < R; ++i)
       acc[i][v] = s.accumulate ? _mm512_add_ps(bias, _mm512_maskz_loadu_ps(mask[v], s.c + i * ldc + 16 * v)) : bias;
   }
-  __m512bh bv[V];
-  for (int64_t q = 0; q < k / 2; ++q) {
-    load_pair_row<kMasked>(bv, bq, mask, q);
-    add_pair(acc, bv, [&](int i) {
-      int32_t pair;
-      std::memcpy(&pair, a + i * lda + 2 * q, sizeof pair);
-      return pair;
-    });
-  }
-  if (k % 2) {  // A's last column paired with zero
-    load_pair_row<kMasked>(bv, bq, mask, k / 2);
-    add_pair(acc, bv, [&](int i) { return int32_t(a[i * lda + k - 1].bits); });
-  }
+  add_products<kMasked>(acc, a, lda, k, bq, mask);
 #pragma GCC unroll 12
   for (int i = 0; i < R; ++i)
 #pragma GCC unroll 8
