@@ -106,7 +106,8 @@ def _epoch_order(loader, epoch: int) -> np.ndarray:
 
 
 class _TrainPair:
-    """One recipe in deepkern and its twin in PyTorch, built once (on the first call: the warm-up).
+    """One recipe in deepkern and its twin in PyTorch, built once (by the case, or on the first call),
+    the twin from the recipe's initial weights before either library trains.
 
     Each ``deepkern()`` / ``torch()`` call trains one epoch: the recipe's ``train_epoch`` (its
     DataLoader, forward, loss, backward, Adam step per batch) and the same loop in PyTorch over the
@@ -126,6 +127,9 @@ class _TrainPair:
     def _build(self):
         if self.recipe is None:
             self.recipe = _train_recipe(self.name, self.amp)
+            torch = installed_torch()
+            model, loss_fn = _torch_train_model(torch, self.name, self.recipe)  # before either one trains
+            self.torch_parts = (model, loss_fn, torch.optim.Adam(model.parameters(), lr=self.recipe.cfg.lr))
         return self.recipe
 
     def deepkern(self):
@@ -135,10 +139,6 @@ class _TrainPair:
     def torch(self):
         torch = installed_torch()
         recipe = self._build()
-        if self.torch_parts is None:
-            model, loss_fn = _torch_train_model(torch, self.name, recipe)
-            opt = torch.optim.Adam(model.parameters(), lr=recipe.cfg.lr)
-            self.torch_parts = (model, loss_fn, opt)
         model, loss_fn, opt = self.torch_parts
         (xs, ys), loader = _train_arrays(recipe)
         order = _epoch_order(loader, self.torch_epoch)
