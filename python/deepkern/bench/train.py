@@ -1,11 +1,13 @@
 """The ``train`` suite: one training epoch of ``deepkern train digits-cnn`` and ``sunspots-lstm`` beside the
-same models in PyTorch, from the same weights over the same batches; ``train-bf16`` the same epochs under
-bfloat16 autocast (``--amp bf16``) beside ``torch.autocast``, and again in float32."""
+same models in PyTorch, from the same weights over the same batches; ``train-bf16`` those epochs and the
+first 24 batches of a ``char-lstm`` epoch under bfloat16 autocast (``--amp bf16``) beside
+``torch.autocast``, and again in float32."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import itertools
 from typing import List, Optional
 
 import numpy as np
@@ -15,6 +17,13 @@ from .registry import Case, Suite, register_suite
 
 #: The recipes of ``deepkern bench --op train`` (names in :data:`deepkern.training.RECIPES`).
 TRAIN_RECIPES = ("digits-cnn", "sunspots-lstm")
+#: The recipes of ``deepkern bench --op train --dtype bf16``: those and char-lstm.
+TRAIN_BF16_RECIPES = TRAIN_RECIPES + ("char-lstm",)
+#: The batches a case times where a whole epoch is too long to repeat (char-lstm's has 204 batches of
+#: 32 x 64 characters, ~20 s): the first ones of the epoch; the other recipes time whole epochs.
+TIMED_BATCHES = {"char-lstm": 24}
+#: Gradient-norm clipping of a recipe's step (``CharLSTM.train_epoch`` clips at 1.0).
+CLIP_NORM = {"char-lstm": 1.0}
 GROUP_TRAIN = "epoch"
 #: The groups of ``train-bf16``: epochs under bfloat16 autocast, and the same epochs in float32.
 GROUP_TRAIN_BF16, GROUP_TRAIN_F32 = "epoch amp bf16", "epoch f32"
@@ -105,21 +114,41 @@ def _epoch_order(loader, epoch: int) -> np.ndarray:
     return np.random.default_rng([loader.seed, epoch]).permutation(len(loader.dataset))
 
 
+def _timed_samples(name: str, recipe) -> int:
+    """The samples one timed call trains on: the whole epoch's (its ``len(loader)`` batches, the last
+    one short or dropped as the loader does), or those of the first TIMED_BATCHES[name] batches."""
+    loader = recipe.loader
+    batches = TIMED_BATCHES.get(name, len(loader))
+    return min(batches * loader.batch_size, len(loader.dataset))
+
+
+def _loss_inputs(output, target):
+    """A model's output and its targets as the loss takes them: char-lstm's (logits, state) as
+    (positions, vocabulary) logits and its (batch, positions) targets flattened, as its recipe's
+    ``_loss`` does; any other output and its targets as they are."""
+    if not isinstance(output, tuple):
+        return output, target
+    logits = output[0]
+    return logits.reshape(-1, logits.shape[-1]), target.reshape(-1)
+
+
 class _TrainPair:
     """One recipe in deepkern and its twin in PyTorch, built once (by the case, or on the first call),
     the twin from the recipe's initial weights before either library trains.
 
-    Each ``deepkern()`` / ``torch()`` call trains one epoch: the recipe's ``train_epoch`` (its
-    DataLoader, forward, loss, backward, Adam step per batch) and the same loop in PyTorch over the
-    same batches in the same order (the k-th torch epoch visits the samples in the k-th deepkern
-    epoch's order, batches indexed out of the same arrays, torch.optim.Adam with the recipe's lr).
-    With ``amp`` ("bf16") the recipe runs as ``deepkern train --amp bf16`` and PyTorch's forward and
-    loss under ``torch.autocast("cpu", dtype=torch.bfloat16)``.
+    Each ``deepkern()`` / ``torch()`` call trains one epoch, or its first TIMED_BATCHES[name]
+    batches: the recipe's ``train_epoch`` (its DataLoader, forward, loss, backward, gradient clipping
+    where the recipe clips, Adam step per batch) and the same loop in PyTorch over the same batches in
+    the same order (the k-th torch epoch visits the samples in the k-th deepkern epoch's order,
+    batches indexed out of the same arrays, clipping at CLIP_NORM[name], torch.optim.Adam with the
+    recipe's lr). With ``amp`` ("bf16") the recipe runs as ``deepkern train --amp bf16`` and
+    PyTorch's forward and loss under ``torch.autocast("cpu", dtype=torch.bfloat16)``.
     """
 
     def __init__(self, name: str, amp: Optional[str] = None):
         self.name = name
         self.amp = amp
+        self.batches = TIMED_BATCHES.get(name)  # None: the whole epoch
         self.recipe = None
         self.torch_parts = None
         self.torch_epoch = 0
@@ -134,7 +163,7 @@ class _TrainPair:
 
     def deepkern(self):
         recipe = self._build()
-        return recipe.train_epoch(lambda it, n: it)
+        return recipe.train_epoch(lambda it, n: itertools.islice(it, self.batches))
 
     def torch(self):
         torch = installed_torch()
@@ -145,13 +174,16 @@ class _TrainPair:
         self.torch_epoch += 1
         model.train()
         total, count, bs = 0.0, 0, loader.batch_size
-        for start in range(0, len(order), bs):
+        clip_norm = CLIP_NORM.get(self.name)
+        for start in itertools.islice(range(0, len(loader) * bs, bs), self.batches):
             idx = order[start : start + bs]
             x, y = torch.from_numpy(xs[idx]), torch.from_numpy(ys[idx])
             opt.zero_grad()
             with _torch_autocast(torch, self.amp):
-                loss = loss_fn(model(x), y)
+                loss = loss_fn(*_loss_inputs(model(x), y))
             loss.backward()
+            if clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
             opt.step()
             total += loss.item() * len(y)
             count += len(y)
@@ -165,10 +197,11 @@ def _torch_autocast(torch, amp: Optional[str]):
 
 def train_check(name: str, amp: Optional[str] = None) -> float:
     """Relative difference of deepkern's and PyTorch's losses on one batch (the recipe's first, dropout
-    off) from the same weights: before a step, and after one Adam step on that batch (the larger of the
-    two). float32 rounding gives ~1e-6; under bfloat16 autocast (``amp``) the two libraries round
-    differently, ~1e-3."""
+    off) from the same weights: before a step, and after one Adam step on that batch (gradients clipped
+    where the recipe clips; the larger of the two). float32 rounding gives ~1e-6; under bfloat16
+    autocast (``amp``) the two libraries round differently, ~1e-3."""
     from .. import amp as deepkern_amp
+    from .. import nn
     from ..tensor import Tensor
 
     torch = installed_torch()
@@ -182,29 +215,34 @@ def train_check(name: str, amp: Optional[str] = None) -> float:
     (xs, ys), loader = _train_arrays(recipe)
     idx = _epoch_order(loader, 0)[: loader.batch_size]
     x, y = xs[idx], ys[idx]
+    clip_norm = CLIP_NORM.get(name)
     model.eval()
     t_model.eval()
     errs = []
     for step in range(2):
         opt.zero_grad()
         with deepkern_amp.autocast("cpu", enabled=amp == "bf16"):
-            loss = loss_fn(model(Tensor(x)), Tensor(y))
+            loss = loss_fn(*_loss_inputs(model(Tensor(x)), Tensor(y)))
         t_opt.zero_grad()
         with _torch_autocast(torch, amp):
-            t_loss = t_loss_fn(t_model(torch.from_numpy(x)), torch.from_numpy(y))
+            t_loss = t_loss_fn(*_loss_inputs(t_model(torch.from_numpy(x)), torch.from_numpy(y)))
         errs.append(abs(loss.item() - t_loss.item()) / max(abs(t_loss.item()), 1e-12))
         if step == 0:
             loss.backward()
-            opt.step()
             t_loss.backward()
+            if clip_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+                torch.nn.utils.clip_grad_norm_(t_model.parameters(), clip_norm)
+            opt.step()
             t_opt.step()
     return max(errs)
 
 
 def train_flops(name: str, recipe) -> float:
-    """An estimate of one epoch's FLOP: the multiply-adds of the convolutions, the LSTM's two GEMMs per
-    step and the linear layers, forward counted once and the backward twice (grad input and grad
-    weight); pointwise ops, pooling, the loss and the optimizer are left out."""
+    """An estimate of the FLOP of one timed call (an epoch, or its first TIMED_BATCHES[name] batches):
+    the multiply-adds of the convolutions, the LSTM's two GEMMs per step and the linear layers, forward
+    counted once and the backward twice (grad input and grad weight); pointwise ops, pooling, the
+    embedding lookup, the loss, the clipping and the optimizer are left out."""
     (xs, _), _ = _train_arrays(recipe)
     if name == "digits-cnn":  # 8x8 images: conv 1->32 and 32->64 3x3, 2x2 pool, linear 1024->128->10
         hw = xs.shape[2] * xs.shape[3]
@@ -213,19 +251,25 @@ def train_flops(name: str, recipe) -> float:
         t, i = xs.shape[1], xs.shape[2]
         h = recipe.models["model"].lstm.hidden_size
         fwd = 2 * (t * 4 * h * (i + h) + h)
+    elif name == "char-lstm":  # T steps of the LSTM (embedding I -> hidden H) and the head H -> V each
+        lstm, head = recipe.models["model"].lstm, recipe.models["model"].head
+        t, i, h, v = xs.shape[1], lstm.input_size, lstm.hidden_size, head.out_features
+        fwd = 2 * t * (4 * h * (i + h) + h * v)
     else:
         raise ValueError(f"train_flops: unknown recipe {name!r}")
-    return 3.0 * fwd * len(xs)
+    return 3.0 * fwd * _timed_samples(name, recipe)
 
 
 def _train_case(name: str, amp: Optional[str] = None, op: str = "train", group: str = GROUP_TRAIN) -> Case:
     pair = _TrainPair(name, amp)
     recipe = pair._build()  # the data and the model, drawn once with fixed seeds
-    samples = len(recipe.loader.dataset)
+    samples = _timed_samples(name, recipe)
+    first = f"first {pair.batches} batches" if pair.batches else ""
+    clip = f", gradients clipped at norm {CLIP_NORM[name]}" if name in CLIP_NORM else ""
     return Case(
         op=op,
         name=name,
-        layout=f"batch {recipe.cfg.batch_size}" + (f" {amp}" if amp else ""),
+        layout=" ".join(filter(None, (f"batch {recipe.cfg.batch_size}", first, amp))),
         group=group,
         shape=(samples,),
         flops=train_flops(name, recipe),
@@ -233,8 +277,8 @@ def _train_case(name: str, amp: Optional[str] = None, op: str = "train", group: 
         make_inputs=lambda: [()],
         impls={"deepkern": pair.deepkern, "torch": pair.torch},
         check=lambda inputs: train_check(name, amp),
-        label=f"one epoch of deepkern train {name}{' --amp ' + amp if amp else ''}: {samples} samples, "
-        f"Adam lr {recipe.cfg.lr}",
+        label=f"{'the ' + first + ' of an' if first else 'one'} epoch of deepkern train {name}"
+        f"{' --amp ' + amp if amp else ''}: {samples} samples, Adam lr {recipe.cfg.lr}{clip}",
     )
 
 
@@ -244,10 +288,11 @@ def train_cases(quick: bool = False) -> List[Case]:
 
 
 def train_bf16_cases(quick: bool = False) -> List[Case]:
-    """Per recipe of TRAIN_RECIPES: one epoch under bfloat16 autocast, then the same epoch in float32."""
+    """Per recipe of TRAIN_BF16_RECIPES: one epoch (or its first TIMED_BATCHES batches) under bfloat16
+    autocast, then the same in float32."""
     return [
         _train_case(name, amp, "train-bf16", group)
-        for name in TRAIN_RECIPES
+        for name in TRAIN_BF16_RECIPES
         for amp, group in (("bf16", GROUP_TRAIN_BF16), (None, GROUP_TRAIN_F32))
     ]
 
@@ -286,10 +331,12 @@ register_suite(
     Suite(
         name="train-bf16",
         description=(
-            "seconds per training epoch as in the train suite, under bfloat16 autocast (`deepkern train "
-            "--amp bf16`: parameters, gradients and Adam in float32) beside torch.autocast('cpu', "
-            "bfloat16), then the same epochs in float32; the float32 row's deepkern ms over the bf16 row's "
-            "is what autocast gains"
+            "seconds per training epoch as in the train suite (digits-cnn, sunspots-lstm) and per first "
+            f"{TIMED_BATCHES['char-lstm']} batches of a `deepkern train char-lstm` epoch (32 x 64 "
+            f"characters a batch, gradients clipped at norm {CLIP_NORM['char-lstm']} on both sides), under "
+            "bfloat16 autocast (`deepkern train --amp bf16`: parameters, gradients and Adam in float32) "
+            "beside torch.autocast('cpu', bfloat16), then the same in float32; the float32 row's deepkern "
+            "ms over the bf16 row's is what autocast gains"
         ),
         cases=train_bf16_cases,
         summary_groups=(GROUP_TRAIN_BF16, GROUP_TRAIN_F32),

@@ -21,7 +21,7 @@ from .libraries import _torch_cuda_missing, installed_torch, torch_missing
 from .models import forward_flops, resnet18
 from .registry import Case, Suite, register_suite
 from .timing import Timing
-from .train import _epoch_order, _torch_train_model, _train_arrays, _train_recipe
+from .train import CLIP_NORM, _epoch_order, _loss_inputs, _torch_train_model, _train_arrays, _train_recipe
 
 #: The models of the suite: two recipes of ``deepkern train`` and the ResNet-18-shaped CNN.
 TRAIN_CUDA_MODELS = ("digits-cnn", "char-lstm", "resnet18")
@@ -34,8 +34,6 @@ STEP_BATCHES = 4
 #: The first steps of each library (the runner's warm-up: cuDNN's autotuning, the allocators' first
 #: blocks) are left out of the phase times.
 PHASE_WARMUP = 3
-#: Gradient-norm clipping of a recipe's step (``CharLSTM.train_epoch`` clips at 1.0).
-CLIP_NORM = {"char-lstm": 1.0}
 #: Seed of the ResNet's weights and random images (the recipes use TRAIN_SEED of the train suite).
 RESNET_SEED = 0
 #: SGD with momentum for the ResNet.
@@ -123,12 +121,6 @@ class _HostEvent:
         return (end.t - self.t) * 1e3
 
 
-def _logits(output):
-    """A model's logits as (samples, classes) rows: char-lstm's (logits, state) per position flattened."""
-    logits = output[0] if isinstance(output, tuple) else output
-    return logits.reshape(-1, logits.shape[-1])
-
-
 class _Trainer:
     """One library training its copy of a model: each call is one step on the next batch (forward
     and the cross-entropy loss; backward; clipping, optimizer step, zero_grad), with an event
@@ -147,7 +139,7 @@ class _Trainer:
         x, y = self.batches[len(self.marks) % len(self.batches)]
         marks = [self.event() for _ in range(len(PHASES) + 1)]
         marks[0].record()
-        loss = self.loss(_logits(self.model(x)), y)
+        loss = self.loss(*_loss_inputs(self.model(x), y))
         marks[1].record()
         loss.backward()
         marks[2].record()
