@@ -78,8 +78,11 @@ class _InferPair:
     """One model in deepkern and its PyTorch twin, built on first use (the warm-up)."""
 
     def __init__(self, name: str):
+        from .. import from_numpy, no_grad
+
         self.name = name
         self.model = self.twin = None
+        self._from_numpy, self._no_grad = from_numpy, no_grad  # not imported inside the timed call
 
     def deepkern_model(self):
         if self.model is None:
@@ -92,10 +95,8 @@ class _InferPair:
         return self.twin
 
     def deepkern(self, x: np.ndarray):
-        from .. import from_numpy, no_grad
-
-        with no_grad():
-            return self.deepkern_model()(from_numpy(x))  # no copy, as torch.from_numpy
+        with self._no_grad():
+            return self.deepkern_model()(self._from_numpy(x))  # no copy, as torch.from_numpy
 
     def torch(self, x):
         torch = installed_torch()
