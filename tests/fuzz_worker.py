@@ -32,6 +32,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
+import deepkern  # noqa: E402
 from deepkern import _C, ops  # noqa: E402
 from deepkern.backends.cpu import CPUBackend  # noqa: E402
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
@@ -41,6 +42,7 @@ import reference as ref  # noqa: E402
 import reference_nn as ref_nn  # noqa: E402
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
+BF16 = np.dtype(deepkern.bfloat16)
 REFUSED_ERRORS = (ValueError, TypeError, RuntimeError, NotImplementedError, MemoryError)
 #: A MemoryError is a refusal only as the backend's allocation reports it (the shape and bytes asked).
 ALLOCATION_FAILURE = "cannot allocate an array of shape"
@@ -51,7 +53,7 @@ ABSURD_INTS = (-1, 0, -(2**31), 2**31, 2**31 - 1, 2**62, 2**63, -(2**63), 2**64,
 #: Numbers and objects that are not a sensible float hyperparameter.
 ABSURD_NUMBERS = (float("nan"), float("inf"), -float("inf"), -1.0, 0.0, 1e308, True, "0.1", None, 1j, [0.1])
 ACCEPT, REFUSE, EITHER = "accept", "refuse", "either"
-TOLERANCE = {F32: 2e-4, F64: 1e-9}
+TOLERANCE = {F32: 2e-4, F64: 1e-9, BF16: 0.0}  # bfloat16: only _C.cast's exact conversions
 
 # ---- the call under test -----------------------------------------------------------------------
 
@@ -1736,6 +1738,20 @@ def c_kernel(kernel: str):
     return build
 
 
+def build_c_cast(data):
+    """_C.cast(src, out), float32 -> bfloat16 or back, any shape, against NumPy's conversion. No NaN
+    among the values (bfloat16 arrays compare NaN as unequal), out pre-filled with -7."""
+    shape, narrowing = _shape(data), data.draw(st.booleans(), label="float32 -> bfloat16")
+    wide = values(data, shape, F32)
+    src = wide if narrowing else wide.astype(BF16)
+    target = BF16 if narrowing else F32
+    want = {"out": src.astype(target)}
+    params = {"src": src, "out": np.full(shape, -7, target)}
+    return Call(
+        _C.cast, params, 2, {"src": "in", "out": "inplace"}, lambda p: want, lambda r, p: {"out": p["out"]}, strict=True
+    )
+
+
 # ---- deepkern._C: the machine and dispatch functions ---------------------------------------------
 
 ISA_NAMES = ("generic", "avx2", "avx512", "amx")
@@ -1860,6 +1876,7 @@ REGISTRY.update({f"_C.{k}": c_kernel(k) for k in C_OUTPUTS})
 REGISTRY.update(
     {
         "_C.set_num_threads": build_set_num_threads,
+        "_C.cast": build_c_cast,
         "_C.set_active_isa": build_set_active_isa,
         "_C.get_num_threads": _plain(_C.get_num_threads, {}, lambda p: True),
         "_C.active_isa": _plain(_C.active_isa, {}, lambda p: True),
