@@ -48,10 +48,11 @@ def _train_recipe(name: str, amp: Optional[str] = None):
     return recipe
 
 
-def _torch_train_model(torch, name: str, recipe):
+def _torch_train_model(torch, name: str, recipe, state=None):
     """The recipe's model rebuilt with torch.nn (same layers, same parameter names), its weights copied
-    from the deepkern model's state_dict (on any device) so both start equal; with its loss. Recipes:
-    digits-cnn, sunspots-lstm, char-lstm (the ``train-cuda`` suite's)."""
+    from ``state`` (name -> NumPy array; default: the deepkern model's state_dict now, on any device)
+    so both start equal; with its loss. Recipes: digits-cnn, sunspots-lstm, char-lstm (the
+    ``train-cuda`` suite's)."""
     nn = torch.nn
     if name == "digits-cnn":
         model = nn.Sequential(
@@ -98,9 +99,15 @@ def _torch_train_model(torch, name: str, recipe):
         model, loss = Char(), nn.CrossEntropyLoss()
     else:
         raise ValueError(f"no PyTorch twin for recipe {name!r}; known: digits-cnn, sunspots-lstm, char-lstm")
-    state = {k: torch.from_numpy(np.array(v.cpu().numpy())) for k, v in recipe.models["model"].state_dict().items()}
+    state = _initial_state(recipe) if state is None else state
+    state = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
     model.load_state_dict(state, strict=True)
     return model, loss
+
+
+def _initial_state(recipe) -> dict:
+    """The recipe model's weights now, as host NumPy copies (name -> array)."""
+    return {k: np.array(v.cpu().numpy()) for k, v in recipe.models["model"].state_dict().items()}
 
 
 def _train_arrays(recipe):
@@ -133,8 +140,9 @@ def _loss_inputs(output, target):
 
 
 class _TrainPair:
-    """One recipe in deepkern and its twin in PyTorch, built once (by the case, or on the first call),
-    the twin from the recipe's initial weights before either library trains.
+    """One recipe in deepkern (built once, by the case or on the first call) and its twin in PyTorch
+    (built on its first call), the twin from the recipe's initial weights, copied before either
+    library trains.
 
     Each ``deepkern()`` / ``torch()`` call trains one epoch, or its first TIMED_BATCHES[name]
     batches: the recipe's ``train_epoch`` (its DataLoader, forward, loss, backward, gradient clipping
@@ -149,16 +157,14 @@ class _TrainPair:
         self.name = name
         self.amp = amp
         self.batches = TIMED_BATCHES.get(name)  # None: the whole epoch
-        self.recipe = None
+        self.recipe = self.initial_state = None
         self.torch_parts = None
         self.torch_epoch = 0
 
     def _build(self):
         if self.recipe is None:
             self.recipe = _train_recipe(self.name, self.amp)
-            torch = installed_torch()
-            model, loss_fn = _torch_train_model(torch, self.name, self.recipe)  # before either one trains
-            self.torch_parts = (model, loss_fn, torch.optim.Adam(model.parameters(), lr=self.recipe.cfg.lr))
+            self.initial_state = _initial_state(self.recipe)  # before either library trains
         return self.recipe
 
     def deepkern(self):
@@ -168,6 +174,9 @@ class _TrainPair:
     def torch(self):
         torch = installed_torch()
         recipe = self._build()
+        if self.torch_parts is None:  # built here, so that building the case needs no PyTorch
+            model, loss_fn = _torch_train_model(torch, self.name, recipe, self.initial_state)
+            self.torch_parts = (model, loss_fn, torch.optim.Adam(model.parameters(), lr=recipe.cfg.lr))
         model, loss_fn, opt = self.torch_parts
         (xs, ys), loader = _train_arrays(recipe)
         order = _epoch_order(loader, self.torch_epoch)
