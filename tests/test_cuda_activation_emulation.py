@@ -1,4 +1,4 @@
-"""The activation kernels of csrc/cuda/activation run on host threads (tests/cuda_emulation): every
+"""The activation kernels of csrc/cuda/activation run on the host (tests/cuda_emulation): every
 op and float dtype against the float64 references of test_activation.py (the same ulp bound and
 tolerances as the CPU kernels, NaN, infinities, -0 and subnormals among the inputs), over the
 16-byte vector path and its tail, misaligned arrays (the scalar path), sizes 0 and 1, and outputs

@@ -1,4 +1,4 @@
-"""The convolution kernels of csrc/cuda/conv run on host threads (tests/cuda_emulation): forward,
+"""The convolution kernels of csrc/cuda/conv run on the host (tests/cuda_emulation): forward,
 data gradient and weight gradient (with and without splitting K, bias gradient) on the FP32 tile
 (simt), the TF32 and the BF16 tile (mma), against float64 NumPy, over stride, padding (also one
 more at the end), dilation, groups, the tails of both tile dimensions and of K, and zero batch;
@@ -6,7 +6,7 @@ the depthwise kernels (groups == channels) against float64 NumPy and the CPU op,
 stride, dilation, padding beyond half the kernel, channel multipliers, kernel sizes with and
 without weights in registers, tile tails, zero batch and the weight gradient's determinism; the
 1x1 convolutions that run on the GEMM itself; and which path each shape takes. Needs the source
-tree and a C++ compiler, not a GPU; the problems are small (every GPU thread is a host thread)."""
+tree and a C++ compiler, not a GPU; the problems are small (every GPU thread is a fiber on the host)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The dropout kernels of csrc/cuda/dropout run on host threads (tests/cuda_emulation): masks and
+"""The dropout kernels of csrc/cuda/dropout run on the host (tests/cuda_emulation): masks and
 outputs exactly the reference's (the Philox stream of tests/reference.py, so exactly what the CPU
 kernels give), for both float dtypes, sizes around the 4-element quads and past one block of 256
 threads, the counter's carry past 2**64, the vector path (aligned arrays) and the element path

@@ -1,9 +1,9 @@
-"""The elementwise kernels of csrc/cuda/elementwise run on host threads (tests/cuda_emulation):
+"""The elementwise kernels of csrc/cuda/elementwise run on the host (tests/cuda_emulation):
 every unary and binary op, where, and every reduction against NumPy in float64 on the same values
 (NaN, infinities and -0 among them), over contiguous operands (16-byte accesses and their tails),
 strided, reversed and broadcast ones, numbers as operands, in place, and the reductions' three
 modes (a thread, a warp or a block per output). Needs the source tree and a C++ compiler, not a GPU;
-the problems are small (every GPU thread is a host thread)."""
+the problems are small (every GPU thread is a fiber on the host)."""
 
 from __future__ import annotations
 

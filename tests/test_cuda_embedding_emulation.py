@@ -1,4 +1,4 @@
-"""The embedding kernels of csrc/cuda/embedding run on host threads (tests/cuda_emulation): the
+"""The embedding kernels of csrc/cuda/embedding run on the host (tests/cuda_emulation): the
 forward gather equals weight[indices] exactly; the backward equals the CPU backend's np.add.at
 scatter, bitwise on the deterministic path (up to kEmbeddingDeterministicMax = 1024 indices,
 repeated rows summed in index order) and to rounding on the atomic one (more indices); the

@@ -1,8 +1,8 @@
-"""The GEMM kernels of csrc/cuda/gemm run on host threads (tests/cuda_emulation): FP32 (simt), TF32
+"""The GEMM kernels of csrc/cuda/gemm run on the host (tests/cuda_emulation): FP32 (simt), TF32
 and BF16 (mma) against float64 NumPy, over the tails of every tile dimension, every operand layout
 the kernels load differently (contiguous along k, along m/n, strided, negative strides,
 misaligned), batches with broadcast operands, and the epilogue. Needs the source tree and a C++
-compiler, not a GPU; the problems are small (every GPU thread is a host thread)."""
+compiler, not a GPU; the problems are small (every GPU thread is a fiber on the host)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The GRU and Elman RNN kernels of csrc/cuda/lstm run on host threads (tests/cuda_emulation, the
+"""The GRU and Elman RNN kernels of csrc/cuda/lstm run on the host (tests/cuda_emulation, the
 LSTM's driver): the fused cell passes against float64 NumPy, and the whole per-step layer (the GEMMs
 through the GEMM dispatcher's FP32 kernel), forward and backward, against the float64 references
 of tests/reference.py and the CPU op, whose cache the emulated backward also takes (the two

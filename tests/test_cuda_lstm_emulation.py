@@ -1,4 +1,4 @@
-"""The LSTM kernels of csrc/cuda/lstm run on host threads (tests/cuda_emulation): the fused cell
+"""The LSTM kernels of csrc/cuda/lstm run on the host (tests/cuda_emulation): the fused cell
 passes and the bias sum against float64 NumPy, and the whole layer (the GEMMs through the GEMM
 dispatcher's FP32 kernel) on both paths, the per-step one and the persistent one (its grid capped
 to one block, the only grid a grid barrier can span here), forward and backward against the float64

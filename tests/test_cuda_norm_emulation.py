@@ -1,4 +1,4 @@
-"""The normalization kernels of csrc/cuda/norm run on host threads (tests/cuda_emulation), against
+"""The normalization kernels of csrc/cuda/norm run on the host (tests/cuda_emulation), against
 the float64 references of reference_nn.py and the CPU ops. Batch norm: training and evaluation,
 forward (statistics, normalization, running statistics, the float64 saved statistics) and backward
 (each gradient alone or together), float32 and float64, 2-D and 4-D inputs, channels 1 to 300, a

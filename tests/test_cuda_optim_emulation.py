@@ -1,4 +1,4 @@
-"""The GPU optimizer steps (csrc/cuda/optim/optim_kernels.cu) on host threads against the CPU steps,
+"""The GPU optimizer steps (csrc/cuda/optim/optim_kernels.cu) on the host against the CPU steps,
 bit for bit: lists of tensors of mixed sizes (0, 1, 3, 4097, ...), 16-byte aligned and misaligned
 (the vector and the element-by-element paths), more than one launch's table of tensors, several
 steps, float32 and float64, every option that changes the arithmetic. The driver is built with the

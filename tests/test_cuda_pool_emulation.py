@@ -1,4 +1,4 @@
-"""The pooling kernels of csrc/cuda/pool run on host threads (tests/cuda_emulation): max, average
+"""The pooling kernels of csrc/cuda/pool run on the host (tests/cuda_emulation): max, average
 and adaptive average pooling, forward and backward, float32 and float64, against the float64
 references of test_pool.py's cases (padding, dilation, ceil_mode, count_include_pad,
 divisor_override), with NaN-prefilled outputs, NaN and ties in the windows, zero sizes, indices
@@ -75,7 +75,7 @@ def _nan(shape, dtype) -> np.ndarray:
     return np.full(shape, np.nan, dtype)
 
 
-# Every third case: the drivers run each block's threads as host threads, so the cases stay few.
+# Every third case: the drivers run each block's threads as fibers on the host, so the cases stay few.
 EMU_MAX = MAX_CASES[::3]
 EMU_AVG = AVG_CASES[::3]
 

@@ -1,4 +1,4 @@
-"""The softmax kernels of csrc/cuda/softmax run on host threads (tests/cuda_emulation): softmax,
+"""The softmax kernels of csrc/cuda/softmax run on the host (tests/cuda_emulation): softmax,
 log_softmax, their backward passes and cross entropy forward and backward against the float64
 references, on each of the three row layouts the launcher picks (a thread per interleaved row, a
 warp per short row, a block per long row), with special logits, ignored and bad targets, length

@@ -186,6 +186,15 @@ __global__ void deadlock_kernel() {
     __syncwarp();
 }
 
+// Each thread writes its slot of shared memory and reads its neighbour's with no barrier between:
+// a missing __syncthreads.
+__global__ void missing_barrier_kernel(int* out) {
+  int* slots = deepkern::cuda::dynamic_shared_memory<int>();
+  const unsigned t = threadIdx.x;
+  slots[t] = static_cast<int>(t);
+  out[blockIdx.x * blockDim.x + t] = slots[(t + 1) % blockDim.x];
+}
+
 }  // namespace
 
 DK_EMULATION_EXPORT int dk_mma_tf32(const float* a, const float* b, const float* c, float* d, int64_t tiles,
@@ -248,6 +257,13 @@ DK_EMULATION_EXPORT int dk_ldmatrix_mma(const std::uint16_t* a, const std::uint1
 
 DK_EMULATION_EXPORT int dk_bad_mask(int* out) {
   return dk_emu::guarded([&] { launch("bad_mask_kernel", bad_mask_kernel, dim3(1), dim3(32), 0, nullptr, out); });
+}
+
+DK_EMULATION_EXPORT int dk_missing_barrier(int* out, int64_t blocks, int64_t threads) {
+  return dk_emu::guarded([&] {
+    launch("missing_barrier_kernel", missing_barrier_kernel, dim3(blocks), dim3(threads), threads * sizeof(int),
+           nullptr, out);
+  });
 }
 
 DK_EMULATION_EXPORT int dk_deadlock() {

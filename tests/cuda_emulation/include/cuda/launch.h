@@ -31,7 +31,7 @@ inline cudaError_t configuration_error(const void* kernel, dim3 grid, dim3 block
 
 }  // namespace emulation
 
-// kernel<<<grid, block, shared_bytes, stream>>>(args...) on host threads, then checked.
+// kernel<<<grid, block, shared_bytes, stream>>>(args...) on the host, then checked.
 template <typename... Params, typename... Args>
 void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t shared_bytes,
             cudaStream_t stream, Args&&... args) {

@@ -1,5 +1,5 @@
 // Host version of csrc/cuda/ptx.h for the emulation: the same wrappers with the semantics the
-// original's comments state (PTX's), so kernels' use of them can be tested on host threads.
+// original's comments state (PTX's), so kernels' use of them can be tested on the host.
 // - cp.async is a synchronous copy (zero fill when not valid); commit and wait are no-ops.
 // - ldmatrix and mma are warp collectives over all 32 lanes: the lanes' addresses or fragments are
 //   gathered by the documented layouts, the result is computed once and scattered back.

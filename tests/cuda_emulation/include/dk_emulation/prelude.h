@@ -115,7 +115,7 @@ T __ldg(const T* pointer) {
   return *pointer;
 }
 
-// Atomic read-modify-write on host memory (the kernel's threads run concurrently).
+// Atomic read-modify-write on host memory, as the kernels call them.
 inline int atomicAdd(int* address, int value) { return __atomic_fetch_add(address, value, __ATOMIC_RELAXED); }
 inline unsigned atomicAdd(unsigned* address, unsigned value) {
   return __atomic_fetch_add(address, value, __ATOMIC_RELAXED);

@@ -1,21 +1,26 @@
-// The emulated GPU: runs a kernel's blocks on host threads. A launch starts one std::thread per
-// thread of the block, once; the threads run the grid's blocks one after another (x fastest), with
-// a barrier between blocks. Inside a block:
+// The emulated GPU: runs a kernel's blocks on fibers, one per thread of the block, all on the
+// calling host thread (ucontext stacks; a switch costs far less than waking an OS thread). The
+// fibers run the grid's blocks one after another (x fastest), with a barrier between blocks. A
+// scheduler resumes the fibers round-robin, a fiber running until it waits, in thread order for one
+// block and in reverse order for the next (and from one launch to the next): a thread that reads
+// what another wrote without a barrier between them reads it unwritten in one of the two orders.
+// Inside a block:
 // - __syncthreads waits for the block's live threads: a thread that has returned from the kernel
 //   drops out, as on the GPU;
 // - warp collectives (shuffles, __syncwarp, ldmatrix, mma) wait for the live lanes of their mask:
 //   each lane leaves its input in the warp's exchange area, the last one to arrive computes every
 //   participant's output, and each lane takes its own;
-// - a barrier that waits longer than the watchdog (20 s, or DK_EMULATION_WATCHDOG_S seconds)
-//   aborts the process with a message naming the kernel and the barrier: a deadlock is never a hang;
+// - a pass of the scheduler in which no fiber gets past a wait is a deadlock: the launch fails with
+//   a message naming the kernel, a waiting thread and its barrier (never a hang);
 // - an exception thrown on a kernel thread stops the launch after the current block and is
 //   rethrown by run(), naming the kernel, the block and the thread.
 // One launch runs at a time (static __shared__ variables are shared by every block).
 #pragma once
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
 #include <algorithm>
-#include <atomic>
-#include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -25,10 +30,15 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "dk_emulation/vector_types.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <dlfcn.h>
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
 
 inline thread_local uint3 threadIdx;
 inline thread_local uint3 blockIdx;
@@ -38,9 +48,9 @@ inline thread_local dim3 gridDim;
 namespace dk_emu {
 
 constexpr unsigned kWarpSize = 32;
-constexpr std::size_t kSlotBytes = 64;   // a lane's input or output in a collective
-constexpr unsigned char kPoison = 0xff;  // what uninitialized or undefined data reads as (NaN, -1)
-constexpr int kSpins = 30;               // yields before a waiting thread sleeps
+constexpr std::size_t kSlotBytes = 64;                       // a lane's input or output in a collective
+constexpr unsigned char kPoison = 0xff;                      // what uninitialized or undefined data reads as (NaN, -1)
+constexpr std::size_t kStackBytes = std::size_t(512) << 10;  // per fiber, touched pages only
 
 struct Warp;
 // Computes the outputs of `lanes` from their inputs; returns a fault message, or nullptr.
@@ -53,20 +63,10 @@ struct Warp {
   std::uint32_t request[kWarpSize] = {};  // each waiting lane's mask and collective
   Compute compute[kWarpSize] = {};
   const char* fault[kWarpSize] = {};
-  std::atomic<std::uint64_t> done[kWarpSize] = {};  // collectives completed, per lane
+  std::uint64_t done[kWarpSize] = {};  // collectives completed, per lane
   alignas(16) unsigned char in[kWarpSize][kSlotBytes];
   alignas(16) unsigned char out[kWarpSize][kSlotBytes];
-  std::condition_variable wake;
 };
-
-inline double watchdog_seconds() {
-  static const double seconds = [] {
-    const char* text = std::getenv("DK_EMULATION_WATCHDOG_S");
-    const double value = text ? std::atof(text) : 0.0;
-    return value > 0 ? value : 20.0;
-  }();
-  return seconds;
-}
 
 inline std::string text_of(uint3 v) {
   return "(" + std::to_string(v.x) + ", " + std::to_string(v.y) + ", " + std::to_string(v.z) + ")";
@@ -77,6 +77,47 @@ inline std::string hex(std::uint32_t v) {
   std::snprintf(buffer, sizeof buffer, "0x%08x", v);
   return buffer;
 }
+
+// swapcontext. AddressSanitizer's own writes a warning that it may not follow the stack switch into
+// its report file (which fails tools/sanitize-check); the switches here are annotated for it, so
+// under it the C library's swapcontext is called directly.
+inline int switch_context(ucontext_t* from, const ucontext_t* to) {
+#if defined(__SANITIZE_ADDRESS__)
+  using Swap = int (*)(ucontext_t*, const ucontext_t*);
+  static const Swap libc_swapcontext = [] {
+    void* libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
+    void* symbol = libc ? dlsym(libc, "swapcontext") : nullptr;
+    if (!symbol) throw std::runtime_error("the CUDA emulation could not find the C library's swapcontext");
+    return reinterpret_cast<Swap>(symbol);
+  }();
+  return libc_swapcontext(from, to);
+#else
+  return swapcontext(from, to);
+#endif
+}
+
+// A fiber's stack: mapped once and kept for later launches, with a guard page below it, so an
+// overflow faults instead of writing over another fiber's stack.
+class Stack {
+ public:
+  Stack() {
+    const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+    mapping_ = mmap(nullptr, kStackBytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mapping_ == MAP_FAILED) throw std::runtime_error("the CUDA emulation could not map a fiber stack");
+    mprotect(mapping_, page, PROT_NONE);
+    base_ = static_cast<unsigned char*>(mapping_) + page;
+    mapped_bytes_ = kStackBytes + page;
+  }
+  ~Stack() { munmap(mapping_, mapped_bytes_); }
+  Stack(const Stack&) = delete;
+  Stack& operator=(const Stack&) = delete;
+  void* base() const { return base_; }
+
+ private:
+  void* mapping_;
+  unsigned char* base_;
+  std::size_t mapped_bytes_;
+};
 
 class Launch {
  public:
@@ -95,26 +136,45 @@ class Launch {
     start_block();
   }
 
-  // Runs every block; throws std::runtime_error with the first exception a kernel thread threw.
-  // The threads start the kernel once all exist; when one cannot be created, those that exist
-  // return at once and the failure is the launch's error.
+  // Runs every block; throws std::runtime_error with the first exception a kernel thread threw, or
+  // when the threads deadlock.
   void run() {
-    std::vector<std::thread> threads;
-    threads.reserve(threads_);
-    try {
-      for (unsigned t = 0; t < threads_; ++t) threads.emplace_back(&Launch::thread_main, this, t);
-    } catch (const std::exception& e) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      abandoned_ = true;
-      error_ = std::string("kernel ") + name_ + ": could not start thread " + std::to_string(threads.size()) + " of " +
-               std::to_string(threads_) + ": " + e.what();
+    static std::vector<std::unique_ptr<Stack>> stacks;  // launches run one at a time
+    while (stacks.size() < threads_) stacks.push_back(std::make_unique<Stack>());
+    fibers_.resize(threads_);
+    for (unsigned t = 0; t < threads_; ++t) {
+      Fiber& fiber = fibers_[t];
+      fiber.stack = stacks[t]->base();
+#if defined(__SANITIZE_ADDRESS__)
+      ASAN_UNPOISON_MEMORY_REGION(fiber.stack, kStackBytes);  // a fiber abandoned by a deadlock left it poisoned
+#endif
+      getcontext(&fiber.context);
+      fiber.context.uc_stack.ss_sp = fiber.stack;
+      fiber.context.uc_stack.ss_size = kStackBytes;
+      fiber.context.uc_link = &scheduler_;
+      makecontext(&fiber.context, reinterpret_cast<void (*)()>(&Launch::fiber_entry), 1, static_cast<int>(t));
     }
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      started_ = true;
+    current() = this;
+    blockDim = block_;
+    gridDim = grid_;
+    static std::uint64_t launches = 0;  // the order alternates from launch to launch, too
+    const std::uint64_t launch_number = launches++;
+    unsigned unfinished = threads_;
+    while (unfinished > 0) {
+      const std::uint64_t progress = progress_;
+      const bool descending = (launch_number + block_generation_) % 2 == 1;
+      for (unsigned k = 0; k < threads_; ++k) {
+        const unsigned t = descending ? threads_ - 1 - k : k;
+        if (fibers_[t].finished) continue;
+        resume(t);
+        if (fibers_[t].finished) --unfinished;
+      }
+      if (unfinished > 0 && progress == progress_) {
+        current() = nullptr;
+        throw std::runtime_error(deadlock_message());
+      }
     }
-    block_wake_.notify_all();
-    for (std::thread& t : threads) t.join();
+    current() = nullptr;
     if (!error_.empty()) throw std::runtime_error(error_);
   }
 
@@ -122,53 +182,97 @@ class Launch {
 
   // __syncthreads: waits until every live thread of the block has arrived.
   void sync_threads() {
-    std::unique_lock<std::mutex> lock(mutex_);
     const std::uint64_t generation = sync_generation_;
     if (++sync_arrived_ == live_) return release_sync();
-    wait(lock, block_wake_, "__syncthreads", [&] { return sync_generation_ != generation; });
+    wait("__syncthreads", [&] { return sync_generation_ != generation; });
   }
 
   // A warp collective: this lane's `input` joins those of the other live lanes of `mask`; the last
   // lane to arrive runs `compute` over them; this lane's output is copied to `output`.
   void collective(std::uint32_t mask, const void* input, std::size_t input_bytes, Compute compute, void* output,
                   std::size_t output_bytes, const char* what) {
-    const unsigned lane = this_thread().lane;
-    Warp& warp = *warps_[this_thread().warp];
+    const unsigned lane = running_->lane;
+    Warp& warp = *warps_[running_->warp];
     if (!(mask >> lane & 1u))
       throw std::logic_error(std::string(what) + ": mask " + hex(mask) + " leaves out the calling lane " +
                              std::to_string(lane));
-    std::unique_lock<std::mutex> lock(mutex_);
     std::memcpy(warp.in[lane], input, input_bytes);
     warp.request[lane] = mask;
     warp.compute[lane] = compute;
     warp.arrived |= 1u << lane;
     const std::uint64_t ticket = warp.done[lane];
     complete_collectives(warp);
-    wait(lock, warp.wake, what, [&] { return warp.done[lane] != ticket; });
+    wait(what, [&] { return warp.done[lane] != ticket; });
     if (warp.fault[lane]) throw std::logic_error(std::string(what) + ": " + warp.fault[lane]);
     std::memcpy(output, warp.out[lane], output_bytes);
   }
 
  private:
-  struct ThreadPlace {
-    unsigned linear, warp, lane;
+  struct Fiber {
+    ucontext_t context;
+    void* stack = nullptr;
+    unsigned linear = 0, warp = 0, lane = 0;
+    uint3 thread_idx{}, block_idx{};
+    const char* waiting_in = nullptr;  // the barrier it waits in
+    bool finished = false;
+#if defined(__SANITIZE_ADDRESS__)
+    void* fake_stack = nullptr;
+#endif
   };
-  static ThreadPlace& this_thread() {
-    static thread_local ThreadPlace place;
-    return place;
+
+  // The scheduler's switch into fiber t and back; threadIdx and blockIdx are the fiber's meanwhile.
+  void resume(unsigned t) {
+    Fiber& fiber = fibers_[t];
+    running_ = &fiber;
+    threadIdx = fiber.thread_idx;
+    blockIdx = fiber.block_idx;
+#if defined(__SANITIZE_ADDRESS__)
+    void* scheduler_fake_stack = nullptr;
+    __sanitizer_start_switch_fiber(&scheduler_fake_stack, fiber.stack, kStackBytes);
+#endif
+    switch_context(&scheduler_, &fiber.context);
+#if defined(__SANITIZE_ADDRESS__)
+    __sanitizer_finish_switch_fiber(scheduler_fake_stack, nullptr, nullptr);
+#endif
+    fiber.block_idx = blockIdx;
+    running_ = nullptr;
   }
 
+  // The running fiber's switch back to the scheduler, until it resumes the fiber again.
+  void yield() {
+    Fiber& fiber = *running_;
+#if defined(__SANITIZE_ADDRESS__)
+    __sanitizer_start_switch_fiber(&fiber.fake_stack, scheduler_stack_, scheduler_stack_bytes_);
+#endif
+    switch_context(&fiber.context, &scheduler_);
+#if defined(__SANITIZE_ADDRESS__)
+    __sanitizer_finish_switch_fiber(fiber.fake_stack, nullptr, nullptr);
+#endif
+  }
+
+  static void fiber_entry(int linear) {
+    Launch& launch = *current();
+#if defined(__SANITIZE_ADDRESS__)
+    const void* bottom;
+    __sanitizer_finish_switch_fiber(nullptr, &bottom, &launch.scheduler_stack_bytes_);
+    launch.scheduler_stack_ = bottom;
+#endif
+    launch.thread_main(static_cast<unsigned>(linear));
+    launch.running_->finished = true;
+    ++launch.progress_;
+#if defined(__SANITIZE_ADDRESS__)
+    __sanitizer_start_switch_fiber(nullptr, launch.scheduler_stack_, launch.scheduler_stack_bytes_);
+#endif
+  }  // returns to the scheduler (uc_link)
+
   void thread_main(unsigned linear) {
-    {
-      std::unique_lock<std::mutex> lock(mutex_);
-      block_wake_.wait(lock, [&] { return started_; });
-      if (abandoned_) return;
-    }
-    this_thread() = {linear, linear / kWarpSize, linear % kWarpSize};
-    current() = this;
-    threadIdx = {linear % block_.x, linear / block_.x % block_.y, linear / (block_.x * block_.y)};
-    blockDim = block_;
-    gridDim = grid_;
+    ++progress_;
+    Fiber& fiber = *running_;
+    fiber.linear = linear;
+    fiber.warp = linear / kWarpSize;
+    fiber.lane = linear % kWarpSize;
+    fiber.thread_idx = {linear % block_.x, linear / block_.x % block_.y, linear / (block_.x * block_.y)};
+    threadIdx = fiber.thread_idx;
     for (std::uint64_t b = 0; b < blocks_; ++b) {
       blockIdx = {static_cast<unsigned>(b % grid_.x), static_cast<unsigned>(b / grid_.x % grid_.y),
                   static_cast<unsigned>(b / (std::uint64_t{grid_.x} * grid_.y))};
@@ -181,11 +285,9 @@ class Launch {
       }
       if (!finish_thread()) break;
     }
-    current() = nullptr;
   }
 
   void record_error(const char* what) {
-    std::lock_guard<std::mutex> lock(mutex_);
     if (error_.empty())
       error_ = std::string("kernel ") + name_ + ": thread " + text_of(threadIdx) + " of block " + text_of(blockIdx) +
                " threw: " + what;
@@ -194,10 +296,9 @@ class Launch {
   // The thread has returned from the kernel: it drops out of the block's barriers, then waits for
   // the block's other threads. Returns whether the next block runs (false after an error).
   bool finish_thread() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    Warp& warp = *warps_[this_thread().warp];
+    Warp& warp = *warps_[running_->warp];
     --live_;
-    warp.live &= ~(1u << this_thread().lane);
+    warp.live &= ~(1u << running_->lane);
     if (sync_arrived_ > 0 && sync_arrived_ == live_) release_sync();
     complete_collectives(warp);
     const std::uint64_t generation = block_generation_;
@@ -205,10 +306,8 @@ class Launch {
       finished_ = 0;
       ++block_generation_;
       start_block();
-      block_wake_.notify_all();
     } else {
-      wait(lock, block_wake_, "the end of the block (another thread never finished)",
-           [&] { return block_generation_ != generation; });
+      wait("the end of the block (another thread never finished)", [&] { return block_generation_ != generation; });
     }
     return error_.empty();
   }
@@ -224,10 +323,9 @@ class Launch {
   void release_sync() {
     sync_arrived_ = 0;
     ++sync_generation_;
-    block_wake_.notify_all();
   }
 
-  // Completes every collective of `warp` whose live lanes have all arrived (mutex held).
+  // Completes every collective of `warp` whose live lanes have all arrived.
   void complete_collectives(Warp& warp) {
     std::uint32_t pending = warp.arrived;
     while (pending) {
@@ -245,32 +343,35 @@ class Launch {
         if (lanes >> l & 1u) warp.fault[l] = fault, ++warp.done[l];
       }
       warp.arrived &= ~lanes;
-      warp.wake.notify_all();
     }
   }
 
+  // Yields until done(); getting past a wait is the progress the scheduler looks for.
   template <typename Done>
-  void wait(std::unique_lock<std::mutex>& lock, std::condition_variable& wake, const char* where, Done done) {
-    if (done()) return;
-    lock.unlock();  // the waits are short when the threads fit the cores: yield a while before sleeping
-    for (int spin = 0; spin < kSpins && !done(); ++spin) std::this_thread::yield();
-    lock.lock();
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(watchdog_seconds());
+  void wait(const char* where, Done done) {
     while (!done()) {
-      if (wake.wait_until(lock, deadline) == std::cv_status::timeout && !done()) deadlock(where);
+      running_->waiting_in = where;
+      yield();
     }
+    running_->waiting_in = nullptr;
+    ++progress_;
   }
 
-  [[noreturn]] void deadlock(const char* where) {
-    const Warp& warp = *warps_[this_thread().warp];
-    std::fprintf(stderr,
-                 "deepkern CUDA emulation: kernel %s deadlocked: thread %s of block %s waited more than %g s in "
-                 "%s (block: %u threads, %u live, %u at __syncthreads; warp %u: live lanes %s, lanes in a "
-                 "collective %s)\n",
-                 name_, text_of(threadIdx).c_str(), text_of(blockIdx).c_str(), watchdog_seconds(), where, threads_,
-                 live_, sync_arrived_, this_thread().warp, hex(warp.live).c_str(), hex(warp.arrived).c_str());
-    std::fflush(stderr);
-    std::abort();
+  std::string deadlock_message() const {
+    const Fiber* waiting = nullptr;
+    for (const Fiber& fiber : fibers_)
+      if (!fiber.finished && fiber.waiting_in) {
+        waiting = &fiber;
+        break;
+      }
+    std::string message = std::string("kernel ") + name_ + " deadlocked";
+    if (!waiting) return message;
+    const Warp& warp = *warps_[waiting->warp];
+    return message + ": thread " + text_of(waiting->thread_idx) + " of block " + text_of(waiting->block_idx) +
+           " waits in " + waiting->waiting_in + " (block: " + std::to_string(threads_) + " threads, " +
+           std::to_string(live_) + " live, " + std::to_string(sync_arrived_) + " at __syncthreads; warp " +
+           std::to_string(waiting->warp) + ": live lanes " + hex(warp.live) + ", lanes in a collective " +
+           hex(warp.arrived) + ")";
   }
 
   const char* name_;
@@ -286,13 +387,17 @@ class Launch {
   std::unique_ptr<unsigned char, FreeDeleter> shared_;
   std::vector<std::unique_ptr<Warp>> warps_;
 
-  std::mutex mutex_;
-  std::condition_variable block_wake_;
+  std::vector<Fiber> fibers_;
+  ucontext_t scheduler_;
+  Fiber* running_ = nullptr;
+  std::uint64_t progress_ = 0;  // fibers started, finished or past a wait
+#if defined(__SANITIZE_ADDRESS__)
+  const void* scheduler_stack_ = nullptr;
+  std::size_t scheduler_stack_bytes_ = 0;
+#endif
   unsigned live_ = 0, sync_arrived_ = 0, finished_ = 0;
-  std::atomic<std::uint64_t> sync_generation_{0}, block_generation_{0};
+  std::uint64_t sync_generation_ = 0, block_generation_ = 0;
   std::string error_;
-  bool started_ = false;    // every thread exists (or creating one failed)
-  bool abandoned_ = false;  // creating a thread failed: the kernel does not run
 
  public:
   // The launch the calling kernel thread belongs to (nullptr outside kernels).
