@@ -157,6 +157,22 @@ def test_matmul_last_row_panel(device, isa, dtype, m, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("m", [13, 240, 241])
+@pytest.mark.parametrize("k", [255, 256, 257])
+def test_matmul_b_rows_read_in_place(device, isa, threads, dtype, m, k, rng):
+    # Up to 240 rows of C and 256 of B, full panels of a B with contiguous rows are read where they
+    # lie, at B's row stride (here a column slice of a wider array); the tail panel, deeper B and
+    # taller C are packed.
+    n = 70
+    wide = rand(rng, (k, n + 9), dtype)
+    a, b = rand(rng, (m, k), dtype), wide[:, 5 : 5 + n]
+    da, db, out = on_device(device, a, b, np.full((m, n), np.nan, dtype=dtype))
+    matmul(da, db, out=out)
+    check(out, matmul_ref(a, np.ascontiguousarray(b)), dtype, f"matmul {isa} threads={threads} M={m} N={n} K={k}")
+    np.testing.assert_array_equal(to_host(db), b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("m,n,k", [(33, 65, 4096), (1, 300, 4096), (300, 1, 4096), (13, 1, 4096)])
 def test_matmul_long_k(device, isa, dtype, m, n, k, rng):
     # float32 must stay under 1e-5 for K up to 4096 (also through the GEMV paths, M or N == 1).

@@ -42,6 +42,11 @@ namespace {
 // which it is split over threads (it is bound by memory bandwidth, so it pays early).
 constexpr int64_t kGemvChunk = 4096;
 constexpr int64_t kMinParallelGemv = int64_t(1) << 16;
+// The deepest B panel read in place (see gemm_block): each row panel of A re-reads it from its
+// strided rows. Measured (AVX-512, 1 and 2 threads): up to 256 rows, skipping the copy made
+// products of 16-240 rows 5-30% faster; 512-1024 rows (a row per page, rows 4 KB apart sharing
+// L1 sets) made them 10-45% slower.
+constexpr int64_t kMaxInPlaceDepth = 256;
 
 const IsaTables<KernelsByType<GemmKernels>> kGemmTables{generic::gemm_kernels, avx2::gemm_kernels,
                                                         avx512::gemm_kernels};
@@ -164,9 +169,11 @@ std::pair<TileKernel<T>, int> tile_for_rows(const GemmKernels<T>& kern, int64_t 
 }
 
 // The serial blocked algorithm on the block C[m0:m1, n0:n1] (see the top of this file).
-// When the block's rows fit one mc block, every B panel is used by that block alone: it is
-// then packed just before use into an L1-sized buffer instead of a kc x nc block (same copy
-// work, but the panel never leaves L1, whatever B's strides).
+// When the block's rows fit one mc block, every B panel is used by that block alone: a full panel
+// at most kMaxInPlaceDepth deep of a B whose rows are contiguous is then read where it lies (the
+// micro-kernel takes B's row stride), and any other is packed just before use into an L1-sized
+// buffer instead of a kc x nc block (same copy work, but the panel never leaves L1, whatever B's
+// strides).
 template <class T>
 void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                 const T* prepacked_b) {
@@ -202,8 +209,12 @@ void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int
           const int64_t jr = (descending ? col_panels - 1 - panel : panel) * nr;
           const int64_t ncols = std::min<int64_t>(nr, nc - jr);
           const T* b_panel = b_pack + jr * kc;
+          int64_t ldb = nr;
           if (prepacked_b) {  // panel (jc + jr) / nr, rows from pc (jc and jr are multiples of nr)
             b_panel = prepacked_b + (jc + jr) / nr * P.k * nr + pc * nr;
+          } else if (pack_b_per_panel && ncols == nr && P.b.col_stride == 1 && kc <= kMaxInPlaceDepth) {
+            b_panel = b_block + jr;
+            ldb = P.b.row_stride;
           } else if (pack_b_per_panel) {
             pack_b(kern, kc, ncols, b_block + jr * P.b.col_stride, P.b.row_stride, P.b.col_stride, b_pack);
             b_panel = b_pack;
@@ -216,9 +227,9 @@ void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int
             const T* a_panel = a_pack + ir * kc;
             const auto [kernel, kernel_rows] = tile_for_rows(kern, nrows);
             if (nrows == kernel_rows && ncols == nr && unit_c) {
-              kernel(kc, a_panel, b_panel, nr, c_tile, P.c.row_stride, P.alpha, beta, ep);
+              kernel(kc, a_panel, b_panel, ldb, c_tile, P.c.row_stride, P.alpha, beta, ep);
             } else {
-              kernel(kc, a_panel, b_panel, nr, edge_tile, nr, T(1), T(0), TileEpilogue<T>{});
+              kernel(kc, a_panel, b_panel, ldb, edge_tile, nr, T(1), T(0), TileEpilogue<T>{});
               kern.merge(nrows, ncols, edge_tile, nr, c_tile, P.c.row_stride, P.c.col_stride, P.alpha, beta, ep);
             }
           }

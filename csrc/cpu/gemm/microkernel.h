@@ -5,7 +5,8 @@
 //   - a_panel: an MR x kc block of A packed column by column: A(i, p) = a_panel[p * MR + i].
 //     Rows past the edge of A are zero-filled by the packing routine.
 //   - b_rows:  kc rows of NR contiguous elements: B(p, j) = b_rows[p * ldb + j] (the driver
-//     passes packed panels, ldb = NR; columns past the edge of B are zero-filled).
+//     passes packed panels, ldb = NR, columns past the edge of B zero-filled; or, for a full
+//     panel of a B with contiguous rows, B itself, ldb = its row stride).
 //   - c:       a full MR x NR tile, C(i, j) = c[i * ldc + j].
 //   - computes C = alpha * A B + beta * C, never reading C when beta == 0; then, if
 //     epilogue.bias is set, adds bias[i] (rows) or bias[j] (cols); then ReLU if asked.
