@@ -21,7 +21,7 @@ inline std::uint64_t dropout_uint64(const char* op, const char* name, const pybi
   const std::string where = std::string(op) + ": " + name;
   if (!PyLong_Check(value.ptr()) || PyBool_Check(value.ptr()))
     throw pybind11::type_error(where + " must be an int, got " +
-                               std::string(pybind11::str(value.get_type().attr("__name__"))));
+                               std::string(pybind11::str(pybind11::type::handle_of(value).attr("__name__"))));
   const unsigned long long v = PyLong_AsUnsignedLongLong(value.ptr());
   if (v == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {
     PyErr_Clear();
