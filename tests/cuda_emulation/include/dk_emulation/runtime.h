@@ -144,6 +144,9 @@ class Launch {
     fibers_.resize(threads_);
     for (unsigned t = 0; t < threads_; ++t) {
       Fiber& fiber = fibers_[t];
+      fiber.warp = t / kWarpSize;
+      fiber.lane = t % kWarpSize;
+      fiber.thread_idx = {t % block_.x, t / block_.x % block_.y, t / (block_.x * block_.y)};
       fiber.stack = stacks[t]->base();
 #if defined(__SANITIZE_ADDRESS__)
       ASAN_UNPOISON_MEMORY_REGION(fiber.stack, kStackBytes);  // a fiber abandoned by a deadlock left it poisoned
@@ -152,7 +155,7 @@ class Launch {
       fiber.context.uc_stack.ss_sp = fiber.stack;
       fiber.context.uc_stack.ss_size = kStackBytes;
       fiber.context.uc_link = &scheduler_;
-      makecontext(&fiber.context, reinterpret_cast<void (*)()>(&Launch::fiber_entry), 1, static_cast<int>(t));
+      makecontext(&fiber.context, &Launch::fiber_entry, 0);
     }
     current() = this;
     blockDim = block_;
@@ -211,7 +214,7 @@ class Launch {
   struct Fiber {
     ucontext_t context;
     void* stack = nullptr;
-    unsigned linear = 0, warp = 0, lane = 0;
+    unsigned warp = 0, lane = 0;
     uint3 thread_idx{}, block_idx{};
     const char* waiting_in = nullptr;  // the barrier it waits in
     bool finished = false;
@@ -250,14 +253,14 @@ class Launch {
 #endif
   }
 
-  static void fiber_entry(int linear) {
+  static void fiber_entry() {
     Launch& launch = *current();
 #if defined(__SANITIZE_ADDRESS__)
     const void* bottom;
     __sanitizer_finish_switch_fiber(nullptr, &bottom, &launch.scheduler_stack_bytes_);
     launch.scheduler_stack_ = bottom;
 #endif
-    launch.thread_main(static_cast<unsigned>(linear));
+    launch.thread_main();
     launch.running_->finished = true;
     ++launch.progress_;
 #if defined(__SANITIZE_ADDRESS__)
@@ -265,14 +268,8 @@ class Launch {
 #endif
   }  // returns to the scheduler (uc_link)
 
-  void thread_main(unsigned linear) {
+  void thread_main() {
     ++progress_;
-    Fiber& fiber = *running_;
-    fiber.linear = linear;
-    fiber.warp = linear / kWarpSize;
-    fiber.lane = linear % kWarpSize;
-    fiber.thread_idx = {linear % block_.x, linear / block_.x % block_.y, linear / (block_.x * block_.y)};
-    threadIdx = fiber.thread_idx;
     for (std::uint64_t b = 0; b < blocks_; ++b) {
       blockIdx = {static_cast<unsigned>(b % grid_.x), static_cast<unsigned>(b / grid_.x % grid_.y),
                   static_cast<unsigned>(b / (std::uint64_t{grid_.x} * grid_.y))};
