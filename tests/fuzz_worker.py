@@ -1907,6 +1907,36 @@ REGISTRY.update(
             },
             lambda p: None,
         ),
+        "_C.conv2d_pack_gemm_weights": _plain(
+            _C.conv2d_pack_gemm_weights,
+            {
+                "w": st.sampled_from(
+                    [np.ones((99, 40, 3, 3), np.float32), np.ones((4, 2, 3, 3)), np.ones(3), np.ones((2, 2), int)]
+                )
+                | st.sampled_from([None, "x"]),
+                **{
+                    name: st.sampled_from(
+                        [
+                            (1, 40, 7, 7),
+                            (1, 99, 7, 7),
+                            (1, 4, 5, 5),
+                            (0, 4, 5, 5),
+                            (1, 40, 7),
+                            (-1, 40, 7, 7),
+                            (2**63, 1, 1, 1),
+                            None,
+                        ]
+                    )
+                    for name in ("x_shape", "y_shape")
+                },
+                **{
+                    name: st.sampled_from([(1, 1), (2, 1), (0, 0), (-1, 1), (2**63, 1), None, 1])
+                    for name in ("stride", "padding", "dilation")
+                },
+                "groups": st.sampled_from([1, 2, 0, -1, 2**63, None]),
+            },
+            lambda p: None,
+        ),
         "_C.last_isa": _plain(
             _C.last_isa,
             {"family": st.sampled_from(FAMILY_NAMES) | TEXT | st.sampled_from([None, 3])},

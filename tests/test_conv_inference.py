@@ -188,6 +188,93 @@ def test_few_pixels_run_transposed(case, threads, rng):
     _run_batches(case, path, threads, rng, batches=(0, 1, 2, 3, 4, 5) if case is TRANSPOSED_CASES[0] else (0, 1))
 
 
+def _kernel_options(options):
+    """The kernel bindings' (stride, padding, dilation, groups) of a case's options (ints or pairs)."""
+    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+    return (
+        *(pair(options.get(name, default)) for name, default in (("stride", 1), ("padding", 0), ("dilation", 1))),
+        options.get("groups", 1),
+    )
+
+
+def _panel_width(dtype):
+    """The active GEMM kernel's panel width (its name ends in "<mr>x<nr>")."""
+    return int(deepkern._C.gemm_kernel_name(np.dtype(dtype) == F64).rsplit("x", 1)[1])
+
+
+@pytest.mark.parametrize("case", TRANSPOSED_CASES, ids=str)
+def test_transposed_blocks_run_on_weights_packed_once(case, threads, rng):
+    """conv2d_pack_gemm_weights packs W^T in the GEMM's panels for exactly the batches whose blocks run
+    transposed, and the forward on them (any bias, strided x made contiguous) matches the float64
+    reference under every ISA; weights packed for another kernel's panel width are not used (the
+    forward packs its own) and the result is the same."""
+    x_shape, w_shape, options = case
+    path = _transposed_or_not(case, threads)
+    kernel_options = _kernel_options(options)
+    groups = kernel_options[3]
+    for dtype in DTYPES:
+        w, b = rand(rng, w_shape, dtype), rand(rng, w_shape[0], dtype)
+        for batch in (1, 2, 4, 5):
+            x = rand(rng, (batch, *x_shape), dtype)
+            ref = conv2d_ref(x, w, b, **options)
+            packs = {}
+            for isa in SUPPORTED_ISAS:
+                with active_isa(isa):
+                    packed = deepkern._C.conv2d_pack_gemm_weights(w, x.shape, ref.shape, *kernel_options)
+                    what = f"{case} batch {batch} {dtype} isa={isa} threads={threads}"
+                    if path(batch) != "im2col_transposed":
+                        assert packed is None, what
+                        continue
+                    width = _panel_width(dtype)
+                    k_group, col_rows = w_shape[0] // groups, int(np.prod(w_shape[1:]))
+                    assert packed.shape == (groups, -(-k_group // width), col_rows, width), what
+                    assert packed.dtype == dtype and packed.flags.c_contiguous, what
+                    packs[isa] = packed
+                    y = np.full(ref.shape, np.nan, dtype)
+                    deepkern._C.conv2d_forward(x, w, b, y, *kernel_options, gemm_weights=packed)
+                    assert _path() == "im2col_transposed_prepacked", what
+                    check(y, ref, dtype, what)
+            for isa in SUPPORTED_ISAS:  # weights packed under each other ISA
+                with active_isa(isa):
+                    for packed_isa, packed in packs.items():
+                        y = np.full(ref.shape, np.nan, dtype)
+                        deepkern._C.conv2d_forward(x, w, None, y, *kernel_options, gemm_weights=packed)
+                        same_width = packed.shape[3] == _panel_width(dtype)
+                        assert _path() == ("im2col_transposed_prepacked" if same_width else "im2col_transposed")
+                        check(y, ref - b[:, None, None], dtype, f"{case} packed under {packed_isa}, run under {isa}")
+
+
+def test_packed_gemm_weights_are_checked(rng):
+    """Bad packed GEMM weights and bad shapes given to the packing raise errors that name them;
+    bfloat16 weights (no prepacked path) pack to None."""
+    x, w = rand(rng, (1, 40, 7, 7), F32), rand(rng, (99, 40, 3, 3), F32)
+    options = _kernel_options(dict(padding=1))
+    y_shape = (1, 99, 7, 7)
+    packed = deepkern._C.conv2d_pack_gemm_weights(w, x.shape, y_shape, *options)
+    assert packed is not None
+    y = np.empty(y_shape, F32)
+    bad = {
+        "3-D": (packed[0], ValueError),
+        "width 0": (np.zeros((*packed.shape[:3], 0), F32), ValueError),
+        "too few panels": (packed[:, 1:], ValueError),
+        "too shallow": (packed[:, :, 1:], ValueError),
+        "float64": (packed.astype(F64), TypeError),
+        "strided": (np.repeat(packed, 2, axis=3)[..., ::2], ValueError),
+        "a list": (packed.tolist(), TypeError),
+    }
+    for gemm_weights, exc in bad.values():
+        with raises_naming(exc, "conv2d_forward", "gemm_weights"):
+            deepkern._C.conv2d_forward(x, w, None, y, *options, gemm_weights=gemm_weights)
+    with raises_naming(ValueError, "conv2d_pack_gemm_weights", "x_shape", "4 entries"):
+        deepkern._C.conv2d_pack_gemm_weights(w, x.shape[1:], y_shape, *options)
+    with raises_naming(ValueError, "conv2d_pack_gemm_weights", "y"):
+        deepkern._C.conv2d_pack_gemm_weights(w, x.shape, (1, 98, 7, 7), *options)
+    with raises_naming(ValueError, "conv2d_pack_gemm_weights", "x"):
+        deepkern._C.conv2d_pack_gemm_weights(w, (1, 41, 7, 7), y_shape, *options)
+    bf16 = w.astype(deepkern.bfloat16)
+    assert deepkern._C.conv2d_pack_gemm_weights(bf16, x.shape, y_shape, *options) is None
+
+
 WINOGRAD_SPLIT_CASES = [  # (batch, C, H, W, K, padding): batches with fewer image blocks than threads
     (1, 64, 30, 29, 64, 1),
     (1, 70, 17, 18, 65, 2),

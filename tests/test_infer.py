@@ -210,31 +210,42 @@ def test_folded_weights_follow_in_place_updates_replacements_and_training():
     check()  # refolded with the new running statistics
 
 
-def _packed(conv):
-    """The pre-transformed Winograd weights in the convolution's kept plan (None: none made)."""
-    return conv.__dict__["_plan"][3][4].get("winograd_weights")
+def _packed(conv, name):
+    """The weights packed as ``name`` in the convolution's kept plan (None: none made)."""
+    return conv.__dict__["_plan"][3][4].get(name)
 
 
+# (channels in, out, input height and width, the packed weights, the path that uses them): a
+# Winograd-shaped layer, and one whose few pixels run as Y^T = col^T W^T on W^T packed in the GEMM's
+# panels (99 output channels outnumber 49 pixels on 1 and 2 threads).
+PACKED_LAYERS = [
+    (64, 64, (12, 10), "winograd_weights", "winograd"),
+    (40, 99, (7, 7), "gemm_weights", "im2col_transposed_prepacked"),
+]
+
+
+@pytest.mark.parametrize("layer", PACKED_LAYERS, ids=lambda layer: layer[3])
 @pytest.mark.parametrize("bn", [False, True])
-def test_packed_winograd_weights_follow_in_place_updates_and_replacements(bn):
-    """A Winograd-shaped layer in eval mode convolves with weights transformed once (kept beside
-    the layer); an in-place write, an optimizer step or a replaced weight makes them again."""
+def test_packed_weights_follow_in_place_updates_and_replacements(layer, bn):
+    """A layer in eval mode convolves with weights packed once (kept beside the layer); an in-place
+    write, an optimizer step or a replaced weight makes them again."""
+    c, k, (h, w), name, path = layer
     rng = np.random.default_rng(5)
-    layers = [nn.Conv2d(64, 64, 3, padding=1)] + ([nn.BatchNorm2d(64)] if bn else [])
+    layers = [nn.Conv2d(c, k, 3, padding=1)] + ([nn.BatchNorm2d(k)] if bn else [])
     model = nn.Sequential(*layers).eval()
     _randomize_norms(model, rng)
     conv = model[0]
-    x = rng.standard_normal((1, 64, 12, 10)).astype(np.float32)
+    x = rng.standard_normal((1, c, h, w)).astype(np.float32)
 
     def check():
         assert rel_error(_infer(model, x), _reference(model, x)) < TOL[np.float32]
-        assert deepkern._C.last_conv2d_forward_path() == "winograd"
-        assert _packed(conv) is not None  # the transformed weights were used
+        assert deepkern._C.last_conv2d_forward_path() == path
+        assert _packed(conv, name) is not None  # the packed weights were used
 
     check()
-    packed = _packed(conv)
+    packed = _packed(conv, name)
     check()
-    assert _packed(conv) is packed  # kept, not made again
+    assert _packed(conv, name) is packed  # kept, not made again
     with no_grad():
         conv.weight.mul_(-0.5)
     check()
@@ -242,7 +253,7 @@ def test_packed_winograd_weights_follow_in_place_updates_and_replacements(bn):
     model(tensor(x)).sum().backward()
     opt.step()
     check()
-    conv.weight = nn.Parameter(tensor(rng.standard_normal((64, 64, 3, 3)).astype(np.float32)))
+    conv.weight = nn.Parameter(tensor(rng.standard_normal((k, c, 3, 3)).astype(np.float32)))
     check()
 
 

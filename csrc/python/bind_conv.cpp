@@ -3,6 +3,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -72,10 +73,30 @@ Extent winograd_extent(const cpu::Conv2dShape& s) {
   return {shape[0], shape[1], shape[2]};
 }
 
+// The extent of packed GEMM weights of panel width `width` >= 1 (conv2d_gemm_weights_shape with that
+// width).
+Extent gemm_weights_extent(const cpu::Conv2dShape& s, int64_t width) {
+  const int64_t group_out = s.out_channels / s.groups;
+  return {s.groups, (group_out + width - 1) / width, s.in_channels / s.groups * s.kernel_h * s.kernel_w, width};
+}
+
+// The panel width of gemm_weights (None: 0), checked to be >= 1.
+int64_t gemm_weights_width(const py::object& gemm_weights) {
+  if (gemm_weights.is_none()) return 0;
+  const Shape shape =
+      shape_with_ndim(gemm_weights, "conv2d_forward", "gemm_weights", 4, "(groups, panels, C/groups*R*S, width)");
+  if (shape[3] < 1)
+    throw py::value_error("conv2d_forward: gemm_weights must have a panel width (last axis) >= 1, got shape " +
+                          shape_str(shape));
+  return shape[3];
+}
+
 // y = conv(x, w) + bias. winograd_weights: None, or conv2d_pack_winograd_weights of this w and these
-// options (its shape is checked; that it was packed from this w is the caller's contract).
+// options; gemm_weights: None, or conv2d_pack_gemm_weights of this w and these options (their shapes
+// are checked; that they were packed from this w is the caller's contract).
 void conv2d_forward(const py::object& x, const py::object& w, const py::object& bias, const py::object& y, Pair stride,
-                    Pair padding, Pair dilation, int64_t groups, const py::object& winograd_weights) {
+                    Pair padding, Pair dilation, int64_t groups, const py::object& winograd_weights,
+                    const py::object& gemm_weights) {
   conv_call("conv2d_forward", {"x", x}, {"x", x}, {"w", w}, {"y", y}, {stride, padding, dilation, groups},
             [&](const cpu::Conv2dShape& s, auto& arrays) {
               const auto* xp = arrays.input(x, "x", input_extent(s));
@@ -86,9 +107,12 @@ void conv2d_forward(const py::object& x, const py::object& w, const py::object& 
                                       shape_str(shape_with_ndim(w, "conv2d_forward", "w", 4, "(K, C/groups, R, S)")) +
                                       " with options that never take the Winograd path");
               const auto* up = arrays.optional_input(winograd_weights, "winograd_weights", winograd_extent(s));
+              const int64_t width = gemm_weights_width(gemm_weights);
+              decltype(xp) gp =
+                  width ? arrays.input(gemm_weights, "gemm_weights", gemm_weights_extent(s, width)) : nullptr;
               auto* yp = arrays.output(y, "y", output_extent(s));
               py::gil_scoped_release release;
-              cpu::conv2d_forward(s, xp, wp, bp, yp, up);
+              cpu::conv2d_forward(s, xp, wp, bp, yp, {up, gp, width});
             });
 }
 
@@ -128,6 +152,37 @@ py::object conv2d_pack_winograd_weights(const py::object& w, Pair stride, Pair p
   return packed;
 }
 
+// The packed GEMM weights of w for conv2d_forward's gemm_weights, for inputs of shape x_shape (N, C, H,
+// W) giving outputs of shape y_shape (N, K, P, Q) (a new (groups, panels, C/groups*R*S, width) array of
+// w's dtype), or None when such a forward at the current thread count does not run on them.
+py::object conv2d_pack_gemm_weights(const py::object& w, const Shape& x_shape, const Shape& y_shape, Pair stride,
+                                    Pair padding, Pair dilation, int64_t groups) {
+  const char* op = "conv2d_pack_gemm_weights";
+  py::object packed = py::none();
+  if (is_bfloat16(w)) return packed;
+  for (const auto& [name, shape] : {std::pair{"x_shape", &x_shape}, std::pair{"y_shape", &y_shape}})
+    if (shape->size() != 4)
+      throw py::value_error(std::string(op) + ": " + name + " must have 4 entries, got " + shape_str(*shape));
+  dispatch_float(w, op, "w", [&](auto zero) {
+    using T = decltype(zero);
+    const cpu::Conv2dShape s =
+        conv_shape(op, {"x", x_shape}, {"w", shape_with_ndim(w, op, "w", 4, "(K, C/groups, R, S)")}, {"y", y_shape},
+                   {stride, padding, dilation, groups});
+    const std::array<int64_t, 4> shape = cpu::conv2d_gemm_weights_shape<T>(s);
+    if (shape[0] == 0) return;
+    KernelArrays<T> arrays(op, "w");
+    const T* wp = arrays.input(w, "w", weight_extent(s));
+    py::array_t<T> out(std::vector<int64_t>(shape.begin(), shape.end()));
+    T* gp = out.mutable_data();
+    {
+      py::gil_scoped_release release;
+      cpu::conv2d_pack_gemm_weights(s, wp, gp);
+    }
+    packed = std::move(out);
+  });
+  return packed;
+}
+
 // grad_x = the gradient of sum(grad_y * conv(x, w)) with respect to x.
 void conv2d_backward_data(const py::object& grad_y, const py::object& w, const py::object& grad_x, Pair stride,
                           Pair padding, Pair dilation, int64_t groups) {
@@ -159,13 +214,16 @@ void conv2d_backward_weight(const py::object& grad_y, const py::object& x, const
 
 void bind_conv(py::module_& m) {
   m.def("conv2d_forward", &conv2d_forward, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"), py::arg("stride"),
-        py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("winograd_weights") = py::none());
+        py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("winograd_weights") = py::none(),
+        py::arg("gemm_weights") = py::none());
   m.def("last_conv2d_forward_path", &cpu::last_conv2d_forward_path,
-        "The path the last CPU conv2d forward took: depthwise, winograd, im2col or im2col_row_blocks.");
+        "The path the last CPU conv2d forward took (depthwise, winograd, im2col, im2col_row_blocks, ...).");
   m.def("last_winograd_tile", &cpu::winograd_last_forward_tile,
         "The output tile (2 or 4) of the Winograd F(tile x tile, 3x3) the last winograd forward ran (0 before one).");
   m.def("conv2d_pack_winograd_weights", &conv2d_pack_winograd_weights, py::arg("w"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"));
+  m.def("conv2d_pack_gemm_weights", &conv2d_pack_gemm_weights, py::arg("w"), py::arg("x_shape"), py::arg("y_shape"),
+        py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"));
   m.def("conv2d_backward_data", &conv2d_backward_data, py::arg("grad_y"), py::arg("w"), py::arg("grad_x"),
         py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"));
   m.def("conv2d_backward_weight", &conv2d_backward_weight, py::arg("grad_y"), py::arg("x"), py::arg("grad_w"),

@@ -20,7 +20,8 @@
 // pixels) cut each image into row blocks whose im2col block stays in L2 (kRowBlockBytes) and
 // spread the (image, row block) pairs over the threads: the split over images alone leaves
 // threads idle, and the im2col of a whole image runs on one thread and out of cache. Their small
-// blocks run as Y^T = col^T W^T when they have fewer pixels than output channels, and the stride-2
+// blocks run as Y^T = col^T W^T when they have fewer pixels than output channels (on W^T packed once
+// when the caller gives it: ConvPackedWeights::gemm), and the stride-2
 // im2col of a layer with few output channels writes the GEMM's packed panels (see make_plan).
 #include "cpu/conv/conv.h"
 
@@ -173,18 +174,41 @@ bool conv2d_pack_winograd_weights(const Conv2dShape& s, const T* w, T* packed) {
 }
 
 template <class T>
-void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y, const T* winograd_weights) {
+std::array<int64_t, 4> conv2d_gemm_weights_shape(const Conv2dShape& s) {
+  const Plan plan = make_plan<T>(s, true);
+  if (is_depthwise(s) || winograd_applies(s) || !plan.transposed) return {0, 0, 0, 0};
+  const int64_t width = packed_b_layout<T>(plan.col_rows, plan.group_out, nullptr).nr;
+  return {s.groups, (plan.group_out + width - 1) / width, plan.col_rows, width};
+}
+
+template <class T>
+void conv2d_pack_gemm_weights(const Conv2dShape& s, const T* w, T* packed) {
+  const Plan plan = make_plan<T>(s, true);
+  const int64_t group_size = packed_b_size<T>(plan.col_rows, plan.group_out);
+  for (int64_t group = 0; group < s.groups; ++group)  // B = W_g^T: B(p, j) = w_g[j][p]
+    pack_b_matrix<T>(plan.col_rows, plan.group_out, {w + group * plan.group_out * plan.col_rows, 1, plan.col_rows},
+                     packed + group * group_size);
+}
+
+template <class T>
+void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y,
+                    const ConvPackedWeights<T>& packed) {
   if (is_depthwise(s)) {
     last_forward_path = "depthwise";
     return depthwise_forward(s, x, w, bias, y);
   }
-  if (winograd_applies(s) && winograd_forward(s, x, w, bias, y, winograd_weights)) {
+  if (winograd_applies(s) && winograd_forward(s, x, w, bias, y, packed.winograd)) {
     last_forward_path = "winograd";
     return;
   }
   const Plan plan = make_plan<T>(s, true);
+  // The transposed blocks' B = W^T packed beforehand, when packed for the GEMM's panel width.
+  const int64_t group_panels_size = packed_b_size<T>(plan.col_rows, plan.group_out);
+  const bool packed_weights =
+      plan.transposed && packed.gemm && packed.gemm_panel_width == packed_b_layout<T>(0, 0, nullptr).nr;
   last_forward_path = plan.packed_columns      ? "im2col_packed_panels"
                       : plan.row_blocks_spread ? "im2col_row_blocks"
+                      : packed_weights         ? "im2col_transposed_prepacked"
                       : plan.transposed        ? "im2col_transposed"
                                                : "im2col";
   for_each_block(s, plan, [&](const Block& b, int, int gemm_threads) {
@@ -209,9 +233,16 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
       if (plan.transposed) {  // Y^T (cols x Kg) = col^T W^T into the thread's buffer, then into y
         if (bias) epilogue.bias_axis = BiasAxis::cols;
         T* y_t = thread_buffer<T>(1, cols * plan.group_out);
-        gemm<T>(cols, plan.group_out, plan.col_rows, T(1), {columns.data, columns.col_stride, columns.row_stride},
-                {weights.data, weights.col_stride, weights.row_stride}, T(0), {y_t, plan.group_out, 1}, epilogue,
-                gemm_threads);
+        const StridedMatrix<const T> columns_t{columns.data, columns.col_stride, columns.row_stride};
+        if (packed_weights) {
+          const PackedB<T> w_t =
+              packed_b_layout<T>(plan.col_rows, plan.group_out, packed.gemm + group * group_panels_size);
+          gemm_prepacked<T>(cols, T(1), columns_t, w_t, T(0), {y_t, plan.group_out, 1}, epilogue, gemm_threads);
+        } else {
+          gemm<T>(cols, plan.group_out, plan.col_rows, T(1), columns_t,
+                  {weights.data, weights.col_stride, weights.row_stride}, T(0), {y_t, plan.group_out, 1}, epilogue,
+                  gemm_threads);
+        }
         scatter_block<T>(s, b, {y_t, 1, plan.group_out}, plan.group_out, y, s.out_channels, k0, gemm_threads);
         continue;
       }
@@ -291,9 +322,14 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x, T
   }
 }
 
-template void conv2d_forward<float>(const Conv2dShape&, const float*, const float*, const float*, float*, const float*);
+template void conv2d_forward<float>(const Conv2dShape&, const float*, const float*, const float*, float*,
+                                    const ConvPackedWeights<float>&);
 template void conv2d_forward<double>(const Conv2dShape&, const double*, const double*, const double*, double*,
-                                     const double*);
+                                     const ConvPackedWeights<double>&);
+template std::array<int64_t, 4> conv2d_gemm_weights_shape<float>(const Conv2dShape&);
+template std::array<int64_t, 4> conv2d_gemm_weights_shape<double>(const Conv2dShape&);
+template void conv2d_pack_gemm_weights<float>(const Conv2dShape&, const float*, float*);
+template void conv2d_pack_gemm_weights<double>(const Conv2dShape&, const double*, double*);
 template bool conv2d_pack_winograd_weights<float>(const Conv2dShape&, const float*, float*);
 template bool conv2d_pack_winograd_weights<double>(const Conv2dShape&, const double*, double*);
 template void conv2d_backward_data<float>(const Conv2dShape&, const float*, const float*, float*);

@@ -1,6 +1,7 @@
 // 2-D convolution on the CPU (NCHW activations, KCRS weights, PyTorch's semantics), forward and
 // both backward passes, built on the blocked GEMM (csrc/cpu/gemm).
 #pragma once
+#include <array>
 #include <cstdint>
 
 namespace deepkern::cpu {
@@ -20,21 +21,41 @@ struct Conv2dShape {
 // over every tap of the zero-padded input, padding included (0 * Inf is NaN), the data gradient over
 // the (output, tap) pairs that read each input element.
 
+// Weights packed once for inference (a model in eval mode packs each layer once, not per call) for
+// conv2d_forward; each part is optional and used only where its path runs.
+template <class T>
+struct ConvPackedWeights {
+  const T* winograd = nullptr;   // conv2d_pack_winograd_weights of w
+  const T* gemm = nullptr;       // conv2d_pack_gemm_weights of w
+  int64_t gemm_panel_width = 0;  // the panel width `gemm` was packed with: used only while it is the GEMM's
+};
+
 // y = conv(x, w) + bias. x (N, C, H, W), w (K, C/groups, R, S), bias (K) or null, y (N, K, P, Q);
-// all C-contiguous. y is written, never read. winograd_weights, when not null, is
-// conv2d_pack_winograd_weights of this w (packed once for inference), used where the Winograd path
-// runs.
+// all C-contiguous. y is written, never read. `packed` holds weights packed from this w, or nothing.
 template <class T>
 void conv2d_forward(const Conv2dShape& shape, const T* x, const T* w, const T* bias, T* y,
-                    const T* winograd_weights = nullptr);
+                    const ConvPackedWeights<T>& packed = {});
 
 // The path the last conv2d_forward call of the process took: "depthwise", "winograd", "im2col"
 // (GEMMs over blocks of images), "im2col_row_blocks" (the inference plan: row blocks of single
 // images spread over the threads), "im2col_packed_panels" (those row blocks with stride-2 rows split
 // by im2col straight into the GEMM's packed panels, for few output channels: the stem),
 // "im2col_transposed" (small inference blocks with more output channels than pixels, computed as
-// Y^T = col^T W^T), or "" before the first call. For tests and benchmarks.
+// Y^T = col^T W^T), "im2col_transposed_prepacked" (those on W^T packed beforehand: ConvPackedWeights::gemm),
+// or "" before the first call. For tests and benchmarks.
 const char* last_conv2d_forward_path();
+
+// The shape (groups, panels, C/groups * R * S, width) of the packed GEMM weights of a forward of this
+// shape: each group's W_g^T (CgRS x Kg) in the GEMM's B panels of the active kernel's `width` columns,
+// zero past Kg. A forward runs on them when it computes its blocks as Y^T = col^T W^T (inference
+// batches with more output channels than pixels per thread, at the thread count it runs with); all
+// zeros when a forward of this shape at the current thread count does not (nothing to pack).
+template <class T>
+std::array<int64_t, 4> conv2d_gemm_weights_shape(const Conv2dShape& shape);
+
+// Packs w (K, C/groups, R, S) into conv2d_gemm_weights_shape(shape) (not all zero) elements.
+template <class T>
+void conv2d_pack_gemm_weights(const Conv2dShape& shape, const T* w, T* packed);
 
 // The size (36 K C) of the packed Winograd weights of a convolution with these weights and options
 // (shape's batch and image sizes are not read), or 0 when no input size would run it on the Winograd

@@ -111,7 +111,8 @@ const float* widened(Slot slot, const bf16* src, int64_t count) {
 }  // namespace
 
 template <>
-void conv2d_forward<bf16>(const Conv2dShape& s, const bf16* x, const bf16* w, const bf16* bias, bf16* y, const bf16*) {
+void conv2d_forward<bf16>(const Conv2dShape& s, const bf16* x, const bf16* w, const bf16* bias, bf16* y,
+                          const ConvPackedWeights<bf16>&) {
   const Plan sp = make_plan<bf16>(s);
   if (runs_in_float32(s)) {
     const int64_t count = s.batch * s.out_channels * sp.pixels;

@@ -4,7 +4,7 @@
 // the taps (col2im) and grad_w and grad_bias over the batch in float32, each rounded to bf16 once
 // (to nearest even). Every geometry (groups, strides, padding, dilation) runs as im2col + GEMMs per
 // image and group, except depthwise layers: the float32 depthwise loops on float32 copies, each result
-// rounded once. There is no Winograd path (winograd_weights is ignored).
+// rounded once. There is no Winograd path and no prepacked weights (ConvPackedWeights is ignored).
 #pragma once
 #include "cpu/conv/conv.h"
 #include "cpu/gemm_bf16/gemm_bf16.h"
@@ -13,7 +13,7 @@ namespace deepkern::cpu {
 
 template <>
 void conv2d_forward<bf16>(const Conv2dShape& shape, const bf16* x, const bf16* w, const bf16* bias, bf16* y,
-                          const bf16* winograd_weights);
+                          const ConvPackedWeights<bf16>& packed);
 
 template <>
 void conv2d_backward_data<bf16>(const Conv2dShape& shape, const bf16* grad_y, const bf16* w, bf16* grad_x);

@@ -372,7 +372,7 @@ PackedB<T> pack_b_groups(int64_t k, int64_t n, int groups, int64_t group_offset,
 }
 
 template <class T>
-PackedB<T> packed_b_layout(int64_t k, int64_t n, T* panels) {
+PackedB<T> packed_b_layout(int64_t k, int64_t n, const T* panels) {
   const GemmKernels<T>& kern = active_kernels<T>();
   return {k, n, kern.nr, kern.name, panels};
 }
@@ -405,8 +405,8 @@ template void gemm<double>(int64_t, int64_t, int64_t, double, StridedMatrix<cons
                            double, StridedMatrix<double>, const GemmEpilogue<double>&, int);
 template int64_t packed_b_size<float>(int64_t, int64_t);
 template int64_t packed_b_size<double>(int64_t, int64_t);
-template PackedB<float> packed_b_layout<float>(int64_t, int64_t, float*);
-template PackedB<double> packed_b_layout<double>(int64_t, int64_t, double*);
+template PackedB<float> packed_b_layout<float>(int64_t, int64_t, const float*);
+template PackedB<double> packed_b_layout<double>(int64_t, int64_t, const double*);
 template PackedB<float> pack_b_matrix<float>(int64_t, int64_t, StridedMatrix<const float>, float*);
 template PackedB<double> pack_b_matrix<double>(int64_t, int64_t, StridedMatrix<const double>, double*);
 template PackedB<float> pack_b_groups<float>(int64_t, int64_t, int, int64_t, StridedMatrix<const float>, float*);

@@ -62,9 +62,10 @@ PackedB<T> pack_b_matrix(int64_t k, int64_t n, StridedMatrix<const T> b, T* pane
 // The PackedB of a k x n B whose panels the caller writes itself into `panels` (packed_b_size(k, n)
 // elements, laid out as pack_b_matrix lays them: element (p, j) at panels[(j / nr) * k * nr + p * nr +
 // j % nr], zero past n), for the active ISA's kernel: a producer of B (convolution's im2col) writes the
-// panels directly instead of a matrix that gemm would copy into them.
+// panels directly instead of a matrix that gemm would copy into them; or panels packed earlier with
+// pack_b_matrix, kept by the caller (a convolution's weights packed once for inference).
 template <class T>
-PackedB<T> packed_b_layout(int64_t k, int64_t n, T* panels);
+PackedB<T> packed_b_layout(int64_t k, int64_t n, const T* panels);
 
 // pack_b_matrix of a B whose columns come in `groups` groups of n, group g's first column at
 // b.data + g * group_offset (one LSTM thread's columns of the four gate blocks): packed as one B

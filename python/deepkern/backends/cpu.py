@@ -92,6 +92,7 @@ class CPUBackend(Backend):
     gemm = staticmethod(_C.gemm)
     conv2d_forward = staticmethod(_C.conv2d_forward)
     conv2d_pack_winograd_weights = staticmethod(_C.conv2d_pack_winograd_weights)
+    conv2d_pack_gemm_weights = staticmethod(_C.conv2d_pack_gemm_weights)
     conv2d_backward_data = staticmethod(_C.conv2d_backward_data)
     conv2d_backward_weight = staticmethod(_C.conv2d_backward_weight)
     max_pool2d = staticmethod(_C.max_pool2d)

@@ -188,8 +188,8 @@ class _ConvNd(Module):
         return y
 
     def _conv_plan(self, x, arrays, bn):
-        """(output shape, weight, bias, kernel options, keyword arguments with the packed Winograd
-        weights) of the convolution of ``x`` by ``arrays`` (weight and bias, or
+        """(output shape, weight, bias, kernel options, keyword arguments with the weights packed for
+        this input shape: Winograd, GEMM panels) of the convolution of ``x`` by ``arrays`` (weight and bias, or
         _inference.conv_bn_arrays with ``bn`` to fold), validated as ``ops.conv2d`` does (errors
         name the layer); None unless x is 4-D and the weights are contiguous NumPy arrays."""
         self._checked(x)
@@ -201,8 +201,11 @@ class _ConvNd(Module):
         )
         run_op(self, _bias, b, w.shape[0], x.dtype, "conv2d")
         options = geo.options()
-        packed = CPU.conv2d_pack_winograd_weights(w, *options)
-        return geo.out_shape, w, b, options, {} if packed is None else {"winograd_weights": packed}
+        packed = {
+            "winograd_weights": CPU.conv2d_pack_winograd_weights(w, *options),
+            "gemm_weights": CPU.conv2d_pack_gemm_weights(w, x.shape, geo.out_shape, *options),
+        }
+        return geo.out_shape, w, b, options, {name: array for name, array in packed.items() if array is not None}
 
     def extra_repr(self) -> str:
         n = self.dims
