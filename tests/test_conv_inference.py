@@ -317,6 +317,35 @@ def test_winograd_error_against_float64(rng):
 
 # ---- ConvPlan ------------------------------------------------------------------------------------
 
+
+def test_plan_packs_the_gemm_weights_per_input_shape(threads, rng):
+    """A ConvPlan packs W^T in the GEMM's panels on the first call of each input shape whose forward runs
+    transposed, keeps the last MAX_INPUT_SHAPES of them, and every call (under any ISA: another kernel's
+    panel width packs per call) matches the float64 reference."""
+    for dtype in DTYPES:
+        w, b = rand(rng, (99, 40, 3, 3), dtype), rand(rng, 99, dtype)
+        plan = ops.ConvPlan(w, padding=1)
+        shapes = [(1, 40, 7, 7), (1, 40, 6, 5), (1, 40, 3, 9), (1, 40, 4, 4), (1, 40, 5, 5), (1, 40, 7, 7)]
+        for shape in shapes:
+            x = rand(rng, shape, dtype)
+            ref = conv2d_ref(x, w, b, padding=1)
+            for isa in SUPPORTED_ISAS:
+                with active_isa(isa):
+                    poison_heap((ref.shape, dtype))
+                    check(ops.conv2d(x, plan, b), ref, dtype, f"{shape} {dtype} isa={isa} threads={threads}")
+                    width = plan._gemm_weights[shape].shape[3]
+                    assert _path() == (
+                        "im2col_transposed_prepacked" if width == _panel_width(dtype) else "im2col_transposed"
+                    )
+        assert len(plan._gemm_weights) == ops.ConvPlan.MAX_INPUT_SHAPES
+        assert list(plan._gemm_weights) == [(1, 40, 3, 9), (1, 40, 4, 4), (1, 40, 5, 5), (1, 40, 7, 7)]
+        x = rand(rng, (5, 40, 7, 7), dtype)  # 245 pixels: not transposed, nothing packed
+        check(ops.conv2d(x, plan, b), conv2d_ref(x, w, b, padding=1), dtype, "batch 5")
+        assert _path() == "im2col" and plan._gemm_weights[x.shape] is None
+        plan.invalidate()
+        assert not plan._gemm_weights
+
+
 PLAN_CASES = [  # (x shape without the batch, w shape, options, winograd weights packed?)
     ((64, 11, 12), (66, 64, 3, 3), dict(padding=1), True),
     ((64, 10, 10), (64, 64, 3, 3), dict(padding="same"), True),

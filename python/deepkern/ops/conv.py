@@ -152,7 +152,10 @@ class ConvPlan:
     padding <= 2, >= 64 channels in and out, finite weights), its transformed weights, so that calls
     skip the weight transform: ``winograd_weights``, the (36, K, C) F(4x4, 3x3) transform (the
     variant outputs larger than 6 x 6 run; those with a side of 2 and the 5 x 5 to 6 x 6 ones run
-    F(2x2, 3x3) and transform ``w`` per call). The plan works on any device; only the CPU packs more than the copy.
+    F(2x2, 3x3) and transform ``w`` per call). Inputs whose forward runs as Y^T = col^T W^T (small
+    batches of small images with many output channels) get ``w``'s transpose packed in the GEMM's
+    panels on their first call, kept per input shape (the last :attr:`MAX_INPUT_SHAPES`). The plan
+    works on any device; only the CPU packs more than the copy.
 
     Contract for callers that cache plans (a model in ``eval()`` packing each layer once):
 
@@ -164,6 +167,9 @@ class ConvPlan:
       plan. Using an invalidated plan raises RuntimeError; ``plan.valid`` tells.
     - x must have the plan's dtype and device (TypeError / ValueError as for ``w``).
     """
+
+    #: Input shapes whose packed GEMM weights a plan keeps (each about the size of ``w``).
+    MAX_INPUT_SHAPES = 4
 
     def __init__(self, w, *, stride=1, padding=0, dilation=1, groups=1):
         op = "ConvPlan"
@@ -179,6 +185,8 @@ class ConvPlan:
         self.weight = w.copy()  # C-contiguous
         pack = getattr(backend, "conv2d_pack_winograd_weights", None)
         self.winograd_weights = None if pack is None else pack(self.weight, *geo.options())
+        self._pack_gemm = getattr(backend, "conv2d_pack_gemm_weights", None)
+        self._gemm_weights = {}  # input shape -> packed GEMM weights or None
         self._valid = True
 
     @property
@@ -190,6 +198,19 @@ class ConvPlan:
         """Marks the plan stale (its weights changed): every later use raises RuntimeError."""
         self._valid = False
         self.weight = self.winograd_weights = None
+        self._gemm_weights.clear()
+
+    def packed(self, geo: "_Geometry") -> dict:
+        """The packed weights for a call of this geometry, as the forward kernel's keyword arguments."""
+        packed = {"winograd_weights": self.winograd_weights}
+        if self._pack_gemm is not None:
+            key = geo.x_shape
+            if key not in self._gemm_weights:
+                if len(self._gemm_weights) >= self.MAX_INPUT_SHAPES:
+                    del self._gemm_weights[next(iter(self._gemm_weights))]
+                self._gemm_weights[key] = self._pack_gemm(self.weight, key, geo.out_shape, *geo.options())
+            packed["gemm_weights"] = self._gemm_weights[key]
+        return {name: array for name, array in packed.items() if array is not None}
 
     def resolve(self, op: str, given: dict) -> dict:
         """The options of a call with this plan: ``given`` (the call's options) must be left at their
@@ -212,11 +233,11 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
     ``w`` may be a :class:`ConvPlan` (weights packed once; its options are the call's).
     Returns (N, K, P, Q), or (K, P, Q) for an unbatched x.
     """
-    packed = None
+    plan = None
     if isinstance(w, ConvPlan):
         options = w.resolve("conv2d", {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups})
         stride, padding, dilation, groups = (options[name] for name in _CONV_DEFAULTS)
-        w, packed = w.weight, w.winograd_weights
+        plan, w = w, w.weight
     x = _as_operand(x, "x", "conv2d")
     w = _as_operand(w, "w", "conv2d")
     geo = _Geometry("conv2d", x.shape, x.dtype, w, stride, padding, dilation, groups)
@@ -224,7 +245,7 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
     backend = backend_of(x, w, bias, op="conv2d")
     contiguous = backend.ascontiguousarray
     y = backend.empty(geo.out_shape, x.dtype)
-    extra = {} if packed is None else {"winograd_weights": packed}
+    extra = {} if plan is None else plan.packed(geo)
     backend.conv2d_forward(
         contiguous(geo.batched(x)),
         contiguous(w),
