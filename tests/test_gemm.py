@@ -19,7 +19,7 @@ from deepkern.ops import gemm, linear, matmul
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from checks import F32, F64, TOL, check, rand
+from checks import F32, F64, TOL, check, check_non_finite, rand, sprinkle_non_finite
 from conftest import SUPPORTED_ISAS, on_device, ones_on, to_host
 from reference import gemm_ref, linear_ref, magnitude_floor, matmul_ref, rel_error
 
@@ -178,6 +178,61 @@ def test_matmul_long_k(device, isa, dtype, m, n, k, rng):
     # float32 must stay under 1e-5 for K up to 4096 (also through the GEMV paths, M or N == 1).
     a, b = rand(rng, (m, k), dtype), rand(rng, (k, n), dtype)
     check(matmul(*on_device(device, a, b)), matmul_ref(a, b), dtype, f"matmul {isa} M={m} N={n} K={k}")
+
+
+# ----------------------------------------------------------------------------------------------
+# the dot-product path: A's rows and B's columns contiguous along K (x @ W.T), few rows, deep K
+
+# (m, n, k, path): n not a multiple of any tier's dot tile, K tails of every SIMD width; the dot path
+# takes up to 240 rows, K at least 20 per row, and A within 512 KB or A and B within 16 MB.
+DOT_CASES = [
+    (2, 7, 257, "dot"),
+    (4, 6, 1024, "dot"),
+    (5, 13, 333, "dot"),
+    (9, 50, 999, "dot"),
+    (17, 31, 4099, "dot"),
+    (49, 70, 4608, "dot"),  # A 900 KB (float32): past L2, but A and B fit half an L3
+    (240, 9, 4800, "dot"),
+    (64, 50, 1000, "blocked"),  # K under 20 per row
+    (241, 9, 4820, "blocked"),  # too many rows
+    (1, 9, 4800, "gemv"),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("m,n,k,path", DOT_CASES)
+def test_dot_path_for_rows_and_columns_along_k(isa, threads, dtype, m, n, k, path, rng):
+    """linear and gemm of x (m, k) by W.T (W (n, k): B's columns contiguous along K) under every ISA:
+    the bias, ReLU, alpha and beta epilogue, NaN-prefilled and column-major C, A rows read backwards,
+    against the float64 reference; and the path the product took."""
+    x, w, bias = rand(rng, (m, k), dtype), rand(rng, (n, k), dtype), rand(rng, (n,), dtype)
+    what = f"{isa} threads={threads} M={m} N={n} K={k}"
+    check(linear(x, w, bias), linear_ref(x, w, bias), dtype, f"linear {what}")
+    assert deepkern._C.last_gemm_path() == path, what
+    for layout in ("C", "F"):
+        c0 = rand(rng, (m, n), dtype)
+        c, big, mask = make_out(m, n, layout, dtype, values=c0)
+        ref = gemm_ref(x[::-1], w.T, alpha=-0.5, beta=0.25, c=c0, bias=bias, relu=True)
+        gemm(x[::-1], w.T, alpha=-0.5, beta=0.25, c=c, bias=bias, relu=True)
+        check(c, ref, dtype, f"gemm {layout} {what}")
+        check_untouched(big, mask, what)
+        assert deepkern._C.last_gemm_path() == path, what
+    out = np.full((m, n), np.nan, dtype)
+    gemm(x, w.T, c=out, beta=0.0)
+    check(out, matmul_ref(x, w.T), dtype, f"gemm NaN-prefilled {what}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_dot_path_gives_the_direct_sums_of_non_finite_inputs(isa, dtype, rng):
+    """Inf and NaN in x or W give what the direct sums give (0 * Inf is NaN), as the blocked path."""
+    x = sprinkle_non_finite(rng, rand(rng, (6, 777), dtype), 4)
+    w = sprinkle_non_finite(rng, rand(rng, (13, 777), dtype), 4)
+    w[5, :] = 0.0  # zeros against x's Inf: NaN
+    with np.errstate(invalid="ignore"):
+        ref = x.astype(np.float64) @ w.T.astype(np.float64)
+    got = linear(x, w)
+    assert deepkern._C.last_gemm_path() == "dot"
+    check_non_finite(got, ref, dtype, f"{isa} non-finite")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -21,7 +21,8 @@
 // spread the (image, row block) pairs over the threads: the split over images alone leaves
 // threads idle, and the im2col of a whole image runs on one thread and out of cache. Their small
 // blocks run as Y^T = col^T W^T when they have fewer pixels than output channels (on W^T packed once
-// when the caller gives it: ConvPackedWeights::gemm), and the stride-2
+// when the caller gives it: ConvPackedWeights::gemm; else, where the GEMM's dot path takes the product,
+// on the transposed im2col block and W in place), and the stride-2
 // im2col of a layer with few output channels writes the GEMM's packed panels (see make_plan).
 #include "cpu/conv/conv.h"
 
@@ -239,9 +240,18 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
               packed_b_layout<T>(plan.col_rows, plan.group_out, packed.gemm + group * group_panels_size);
           gemm_prepacked<T>(cols, T(1), columns_t, w_t, T(0), {y_t, plan.group_out, 1}, epilogue, gemm_threads);
         } else {
-          gemm<T>(cols, plan.group_out, plan.col_rows, T(1), columns_t,
-                  {weights.data, weights.col_stride, weights.row_stride}, T(0), {y_t, plan.group_out, 1}, epilogue,
-                  gemm_threads);
+          StridedMatrix<const T> a = columns_t;
+          if (gemm_takes_dot_path<T>(cols, plan.group_out, plan.col_rows)) {  // col^T with rows along K
+            T* col_t = thread_buffer<T>(3, cols * plan.col_rows);
+            run_on_threads(gemm_threads, [&](int part) {  // each thread a range of columns (pixels)
+              const int64_t j0 = cols * part / gemm_threads, j1 = cols * (part + 1) / gemm_threads;
+              transpose_matrix<T>(plan.col_rows, j1 - j0, columns.data + j0, columns.row_stride,
+                                  col_t + j0 * plan.col_rows, plan.col_rows);
+            });
+            a = {col_t, plan.col_rows, 1};
+          }
+          gemm<T>(cols, plan.group_out, plan.col_rows, T(1), a, {weights.data, weights.col_stride, weights.row_stride},
+                  T(0), {y_t, plan.group_out, 1}, epilogue, gemm_threads);
         }
         scatter_block<T>(s, b, {y_t, 1, plan.group_out}, plan.group_out, y, s.out_channels, k0, gemm_threads);
         continue;

@@ -31,12 +31,12 @@ inline int64_t rows_within(const Conv2dShape& s, int64_t column_bytes, int64_t m
 // True when im2col splits input rows into even and odd columns (im2col_stride2).
 inline bool splits_rows(const Conv2dShape& s) { return s.stride_w == 2 && s.dilation_w == 1 && s.kernel_w >= 3; }
 
-// Per-thread scratch: the im2col block (0), the block of Y or dY when it has several images (1), and
-// im2col_stride2's split input rows (2).
+// Per-thread scratch: the im2col block (0), the block of Y or dY when it has several images (1),
+// im2col_stride2's split input rows (2), and the im2col block transposed (3).
 struct ConvScratch;
 template <class T>
 T* thread_buffer(int which, int64_t count) {
-  return thread_scratch<ConvScratch, 3, T>(which, count);
+  return thread_scratch<ConvScratch, 4, T>(which, count);
 }
 
 // Visits, for every row (c, r, s) of col and every output row p in [p0, p1), the offset of that

@@ -13,13 +13,15 @@
 // Threads split C into a grid of blocks (rows x columns chosen from the shape) and each runs the
 // loops above on its own block with its own packing buffers, so they never synchronise inside a
 // call. Packing buffers are per thread, bounded by the cache blocks, and reused across calls.
-// A single row or column of C goes to the GEMV kernels; problems too small to share run on the
-// calling thread alone.
+// A single row or column of C goes to the GEMV kernels, and a product of few rows whose A rows and
+// B columns both run along K to the dot-product kernel (gemm_dot: neither is packed); problems too
+// small to share run on the calling thread alone.
 #include "cpu/gemm/gemm.h"
 
 #include <stdexcept>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <type_traits>
 #include <utility>
@@ -47,6 +49,15 @@ constexpr int64_t kMinParallelGemv = int64_t(1) << 16;
 // products of 16-240 rows 5-30% faster; 512-1024 rows (a row per page, rows 4 KB apart sharing
 // L1 sets) made them 10-45% slower.
 constexpr int64_t kMaxInPlaceDepth = 256;
+// The dot-product path (takes_dot_path), measured against the packed path (AVX-512, float, 1 and 2
+// threads): up to 240 rows (A's rows are re-read once per dot_nr columns of B), at least 20 times as
+// deep as A has rows (each sum's reduction costs about as much as 20 steps of K), and A in L2 or A
+// and B together in half an L3 (B streaming past evicts A: 196 x 4096 x 4096 on 2 threads ran 0.64x
+// of the packed path).
+constexpr int64_t kMaxDotRows = 240;
+constexpr int64_t kDotDepthPerRow = 20;
+constexpr int64_t kDotCachedBytes = int64_t(512) << 10;
+constexpr int64_t kDotStreamedBytes = int64_t(16) << 20;
 
 const IsaTables<KernelsByType<GemmKernels>> kGemmTables{generic::gemm_kernels, avx2::gemm_kernels,
                                                         avx512::gemm_kernels};
@@ -309,6 +320,43 @@ void gemv_prepacked(const GemmKernels<T>& kern, const Problem<T>& P, const Packe
   });
 }
 
+// True when the dot-product kernel computes the product: A's rows and B's columns contiguous along K,
+// so neither is packed (packing the transposed operand, the weights of x W^T, cost more than the
+// multiply-adds of few rows: 4 x 4096 x 4096 ran 3x faster, 64 x 512 x 4608 1.2x), within the
+// limits above.
+template <class T>
+bool takes_dot_path(const GemmKernels<T>& kern, const Problem<T>& P) {
+  if (!kern.dot_tile || P.a.col_stride != 1 || P.b.row_stride != 1) return false;
+  const int64_t a_bytes = P.m * P.k * int64_t(sizeof(T)), b_bytes = P.n * P.k * int64_t(sizeof(T));
+  return P.m <= kMaxDotRows && P.m * kDotDepthPerRow <= P.k &&
+         (a_bytes <= kDotCachedBytes || a_bytes + b_bytes <= kDotStreamedBytes);
+}
+
+// C = epilogue(alpha * A B + beta * C) with the dot-product kernel: threads take runs of whole
+// dot_nr-column tiles, and each tile of B's columns (dot_nr x K, read in place: it stays in L2)
+// meets every dot_mr-row tile of A in turn (all of A, re-read from L2 or L3 per column tile).
+template <class T>
+void gemm_dot(const GemmKernels<T>& kern, const Problem<T>& P, int threads) {
+  const int64_t col_tiles = ceil_div(P.n, kern.dot_nr);
+  if (P.m * P.n * P.k < kMinParallelMacs) threads = 1;
+  threads = static_cast<int>(std::min<int64_t>(threads, col_tiles));
+  const int64_t rs = P.c.row_stride, cs = P.c.col_stride;
+  run_on_threads(threads, [&](int t) {
+    T* tile = scratch<T>(kTile, int64_t(kern.dot_mr) * kern.dot_nr);
+    for (int64_t q = col_tiles * t / threads; q < col_tiles * (t + 1) / threads; ++q) {
+      const int64_t j = q * kern.dot_nr;
+      const int cols = static_cast<int>(std::min<int64_t>(kern.dot_nr, P.n - j));
+      for (int64_t i = 0; i < P.m; i += kern.dot_mr) {
+        const int rows = static_cast<int>(std::min<int64_t>(kern.dot_mr, P.m - i));
+        kern.dot_tile(P.k, rows, cols, P.a.data + i * P.a.row_stride, P.a.row_stride, P.b.data + j * P.b.col_stride,
+                      P.b.col_stride, tile, kern.dot_nr);
+        kern.merge(rows, cols, tile, kern.dot_nr, P.c.data + i * rs + j * cs, rs, cs, P.alpha, P.beta,
+                   tile_epilogue(P.epilogue, i, j, true));
+      }
+    }
+  });
+}
+
 // k == 0: C = epilogue(beta * C), as NumPy's empty sum gives zeros.
 template <class T>
 void gemm_empty_k(const Problem<T>& P) {
@@ -317,15 +365,23 @@ void gemm_empty_k(const Problem<T>& P) {
              tile_epilogue(P.epilogue, 0, 0, true));
 }
 
+std::atomic<const char*> last_path{""};
+
 template <class T>
 void run_gemm(Problem<T> P, int threads) {
   if (P.m == 0 || P.n == 0) return;
+  const GemmKernels<T>& kern = dispatched_kernels<T>();
+  if (P.k > 0 && P.m > 1 && P.n > 1 && takes_dot_path(kern, P)) {  // any C layout: tiles are merged
+    last_path.store("dot", std::memory_order_relaxed);
+    return gemm_dot(kern, P, threads);
+  }
   // Column-major C: compute its transpose, which is row-major, so the tiles store whole rows.
   if (P.c.col_stride != 1 && P.c.row_stride == 1) P = transposed(P);
   if (P.k == 0) return gemm_empty_k(P);
-  const GemmKernels<T>& kern = dispatched_kernels<T>();
+  last_path.store("gemv", std::memory_order_relaxed);
   if (P.m == 1 && gemv(kern, P, threads)) return;
   if (P.n == 1 && gemv(kern, transposed(P), threads)) return;
+  last_path.store("blocked", std::memory_order_relaxed);
   gemm_parallel(kern, P, P.m * P.n * P.k < kMinParallelMacs ? 1 : threads, static_cast<const T*>(nullptr));
 }
 
@@ -395,6 +451,19 @@ void gemm_prepacked(int64_t m, T alpha, StridedMatrix<const T> a, const PackedB<
   gemm_parallel(kern, P, P.m * P.n * P.k < kMinParallelMacs ? 1 : threads, b.panels);
 }
 
+template <class T>
+bool gemm_takes_dot_path(int64_t m, int64_t n, int64_t k) {
+  Problem<T> P{m, n, k, T(1), {nullptr, k, 1}, {nullptr, 1, k}, T(0), {nullptr, n, 1}, {}};
+  return m > 1 && n > 1 && takes_dot_path(active_kernels<T>(), P);
+}
+
+template <class T>
+void transpose_matrix(int64_t rows, int64_t cols, const T* src, int64_t lds, T* dst, int64_t ldd) {
+  dispatched_kernels<T>().transpose(rows, cols, src, lds, ldd, dst);
+}
+
+const char* last_gemm_path() { return last_path.load(std::memory_order_relaxed); }
+
 const char* gemm_kernel_name(bool double_precision) {
   return double_precision ? active_kernels<double>().name : active_kernels<float>().name;
 }
@@ -415,6 +484,10 @@ template void gemm_prepacked<float>(int64_t, float, StridedMatrix<const float>, 
                                     StridedMatrix<float>, const GemmEpilogue<float>&, int, PanelOrder);
 template void gemm_prepacked<double>(int64_t, double, StridedMatrix<const double>, const PackedB<double>&, double,
                                      StridedMatrix<double>, const GemmEpilogue<double>&, int, PanelOrder);
+template bool gemm_takes_dot_path<float>(int64_t, int64_t, int64_t);
+template bool gemm_takes_dot_path<double>(int64_t, int64_t, int64_t);
+template void transpose_matrix<float>(int64_t, int64_t, const float*, int64_t, float*, int64_t);
+template void transpose_matrix<double>(int64_t, int64_t, const double*, int64_t, double*, int64_t);
 template void gemm_batched<float>(int64_t, const int64_t*, const int64_t*, const int64_t*, int64_t, int64_t, int64_t,
                                   float, StridedMatrix<const float>, StridedMatrix<const float>, float,
                                   StridedMatrix<float>, const GemmEpilogue<float>&);

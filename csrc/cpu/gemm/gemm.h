@@ -86,6 +86,22 @@ template <class T>
 void gemm_prepacked(int64_t m, T alpha, StridedMatrix<const T> a, const PackedB<T>& b, T beta, StridedMatrix<T> c,
                     const GemmEpilogue<T>& epilogue, int threads = 0, PanelOrder order = PanelOrder::ascending);
 
+// True when gemm() of an m x n x k product whose A rows and B columns are both contiguous along K
+// runs the dot-product kernel on them in place (few rows, deep K: neither operand is packed). A
+// caller that can lay A out either way (a convolution's im2col block) makes A's rows contiguous then.
+template <class T>
+bool gemm_takes_dot_path(int64_t m, int64_t n, int64_t k);
+
+// dst (cols x rows, row stride ldd) = the transpose of src (rows x cols, row stride lds), with the
+// active ISA's transposing copy.
+template <class T>
+void transpose_matrix(int64_t rows, int64_t cols, const T* src, int64_t lds, T* dst, int64_t ldd);
+
+// The path the last gemm() or gemm_batched() problem of the process took: "gemv" (one row or column of
+// C), "dot" (the dot-product kernel on A and B in place), "blocked" (packed panels), or "" before
+// the first. For tests and benchmarks.
+const char* last_gemm_path();
+
 // Name of the micro-kernel gemm<T> uses now ("avx512 12x32", ...), for show_config().
 const char* gemm_kernel_name(bool double_precision);
 

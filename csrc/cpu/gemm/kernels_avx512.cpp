@@ -16,6 +16,10 @@ struct F32x16 {
   static reg zero() { return _mm512_setzero_ps(); }
   static reg set1(float x) { return _mm512_set1_ps(x); }
   static reg load(const float* p) { return _mm512_loadu_ps(p); }
+  static reg load_first(const float* p, int n) {
+    return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p);
+  }
+  static float sum(reg x) { return _mm512_reduce_add_ps(x); }
   static void store(float* p, reg x) { _mm512_storeu_ps(p, x); }
   static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
   static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
@@ -31,6 +35,10 @@ struct F64x8 {
   static reg zero() { return _mm512_setzero_pd(); }
   static reg set1(double x) { return _mm512_set1_pd(x); }
   static reg load(const double* p) { return _mm512_loadu_pd(p); }
+  static reg load_first(const double* p, int n) {
+    return _mm512_maskz_loadu_pd(static_cast<__mmask8>((1u << n) - 1), p);
+  }
+  static double sum(reg x) { return _mm512_reduce_add_pd(x); }
   static void store(double* p, reg x) { _mm512_storeu_pd(p, x); }
   static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_pd(a, b, c); }
   static reg mul(reg a, reg b) { return _mm512_mul_pd(a, b); }
@@ -104,6 +112,9 @@ const KernelsByType<GemmKernels> gemm_kernels = {
             .gemv_rows = &gemv_rows_portable<float>,
             .gemv_cols = &gemv_cols_portable<float>,
             .gemv_packed = &gemv_packed_simd<F32x16, 2>,
+            .dot_mr = 4,
+            .dot_nr = 6,
+            .dot_tile = &dot_tile_simd<F32x16, 4, 6>,
             .transpose = &transpose_f32,
             .merge = &merge_tile<float>},
     .f64 = {.name = "avx512 12x16",
@@ -118,6 +129,9 @@ const KernelsByType<GemmKernels> gemm_kernels = {
             .gemv_rows = &gemv_rows_portable<double>,
             .gemv_cols = &gemv_cols_portable<double>,
             .gemv_packed = &gemv_packed_simd<F64x8, 2>,
+            .dot_mr = 4,
+            .dot_nr = 6,
+            .dot_tile = &dot_tile_simd<F64x8, 4, 6>,
             .transpose = &transpose_portable<double>,
             .merge = &merge_tile<double>},
 };

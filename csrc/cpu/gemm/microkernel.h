@@ -57,6 +57,15 @@ template <class T>
 using MergeKernel = void (*)(int64_t m, int64_t n, const T* acc, int64_t ld_acc, T* c, int64_t rs_c, int64_t cs_c,
                              T alpha, T beta, const TileEpilogue<T>& ep);
 
+// The dot-product kernel, for products whose A rows and B columns are both contiguous along K (x W^T
+// of a linear layer at a small batch, col^T W^T of a small convolution block), so neither is packed:
+//   out[i * ldo + j] = sum_p a[i * lda + p] * bt[j * ldb + p]   for i < rows, j < cols,
+// 1 <= rows <= dot_mr, 1 <= cols <= dot_nr, k >= 0 (no sums: zeros). Each of the dot_mr x dot_nr
+// sums runs in its own SIMD register along K and is reduced once at the end.
+template <class T>
+using DotTileKernel = void (*)(int64_t k, int rows, int cols, const T* a, int64_t lda, const T* bt, int64_t ldb, T* out,
+                               int64_t ldo);
+
 // A micro-kernel computing only the first `rows` rows of an MR x NR tile.
 template <class T>
 struct ShortTile {
@@ -75,6 +84,8 @@ struct GemmKernels {
   GemvRowsKernel<T> gemv_rows;
   GemvColsKernel<T> gemv_cols;
   GemvPackedKernel<T> gemv_packed;
+  int dot_mr, dot_nr;  // the dot-product kernel's tile
+  DotTileKernel<T> dot_tile;
   TransposeKernel<T> transpose;  // the packing routines' transposing copy
   MergeKernel<T> merge;          // edge tiles, strided C and GEMV rows into C
 };

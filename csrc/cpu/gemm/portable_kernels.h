@@ -121,6 +121,21 @@ void transpose_portable(int64_t width, int64_t depth, const T* x, int64_t ws, in
     for (int64_t d = 0; d < depth; ++d) dst[d * ld + w] = x[w * ws + d];
 }
 
+// DotTileKernel's contract (microkernel.h), one pair of rows at a time (each sum vectorized along K).
+template <class T>
+void dot_tile_portable(int64_t k, int rows, int cols, const T* a, int64_t lda, const T* bt, int64_t ldb, T* out,
+                       int64_t ldo) {
+  for (int i = 0; i < rows; ++i)
+    for (int j = 0; j < cols; ++j) {
+      const T* x = a + i * lda;
+      const T* y = bt + j * ldb;
+      T sum = 0;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t p = 0; p < k; ++p) sum += x[p] * y[p];
+      out[i * ldo + j] = sum;
+    }
+}
+
 template <class T, int NR>
 void gemv_packed_portable(int64_t k, int64_t panels, const T* x, const T* b, T* y) {
   for (int64_t q = 0; q < panels; ++q) {

@@ -69,6 +69,49 @@ void tile_simd(int64_t kc, const typename V::scalar* a_panel, const typename V::
   }
 }
 
+// DotTileKernel's contract (microkernel.h): an MR x NR block of dot products, each summed along K
+// in its own register (MR * NR accumulators, MR vectors of A and one of B live: a step of W
+// elements of K loads MR + NR vectors for MR * NR FMAs), the tail of K with masked loads, and each
+// sum reduced once. Rows and columns past the block's edge read its last row or column again and are
+// not stored.
+template <class V, int MR, int NR>
+void dot_tile_simd(int64_t k, int rows, int cols, const typename V::scalar* a, int64_t lda,
+                   const typename V::scalar* bt, int64_t ldb, typename V::scalar* out, int64_t ldo) {
+  using R = typename V::reg;
+  using S = typename V::scalar;
+  constexpr int W = V::width;
+  const S* a_row[MR];
+  const S* b_row[NR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) a_row[i] = a + (i < rows ? i : rows - 1) * lda;
+#pragma GCC unroll 8
+  for (int j = 0; j < NR; ++j) b_row[j] = bt + (j < cols ? j : cols - 1) * ldb;
+  R acc[MR][NR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) acc[i][j] = V::zero();
+  auto step = [&](int64_t p, auto load) {
+    R av[MR];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) av[i] = load(a_row[i] + p);
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) {
+      const R bv = load(b_row[j] + p);
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) acc[i][j] = V::fmadd(av[i], bv, acc[i][j]);
+    }
+  };
+  int64_t p = 0;
+  for (; p + W <= k; p += W) step(p, [](const S* x) { return V::load(x); });
+  if (p < k) {
+    const int tail = static_cast<int>(k - p);
+    step(p, [tail](const S* x) { return V::load_first(x, tail); });
+  }
+  for (int i = 0; i < rows; ++i)
+    for (int j = 0; j < cols; ++j) out[i * ldo + j] = V::sum(acc[i][j]);
+}
+
 // GEMV against packed panels NV vectors wide (gemv_packed's contract, microkernel.h): two panels
 // at a time, so each broadcast of x[p] feeds 2 * NV FMAs, and even and odd rows into separate
 // accumulators (4 * NV independent chains hide the FMA latency). Every panel is read front to

@@ -24,6 +24,12 @@ GEMM_DL_SHAPES = (
     (12544, 64, 147, "ResNet conv1 7x7x3 im2col"),
 )
 GEMM_DL_SHAPES_QUICK = (GEMM_DL_SHAPES[0], GEMM_DL_SHAPES[4])
+#: (M, N, K, what it is) of linear layers at small batches as they multiply: x @ W.T, W stored (N, K)
+#: (the float32 suite only, layout NT).
+GEMM_LINEAR_SHAPES = (
+    (4, 4096, 4096, "linear x @ W.T, batch 4"),
+    (32, 4096, 1024, "linear x @ W.T, batch 32"),
+)
 GROUP_SQUARE_BIG = "square n>=512"
 GROUP_SQUARE_SMALL = "square n<512"
 GROUP_DL = "DL shapes"
@@ -90,7 +96,8 @@ def _gemm_case(m: int, n: int, k: int, layout: str, name: str, group: str, label
 
 
 def gemm_cases(quick: bool = False) -> List[Case]:
-    """float32 square GEMMs in layouts NN, NT, TN, then the deep-learning shapes (NN)."""
+    """float32 square GEMMs in layouts NN, NT, TN, then the deep-learning shapes (NN) and, but with
+    ``quick``, the small-batch linear layers (NT)."""
     cases = []
     for size in GEMM_SQUARE_QUICK if quick else GEMM_SQUARE:
         group = GROUP_SQUARE_BIG if size >= 512 else GROUP_SQUARE_SMALL
@@ -98,6 +105,8 @@ def gemm_cases(quick: bool = False) -> List[Case]:
             cases.append(_gemm_case(size, size, size, layout, f"n={size}", group, "square"))
     for m, n, k, label in GEMM_DL_SHAPES_QUICK if quick else GEMM_DL_SHAPES:
         cases.append(_gemm_case(m, n, k, "NN", f"M={m} N={n} K={k}", GROUP_DL, label))
+    for m, n, k, label in () if quick else GEMM_LINEAR_SHAPES:
+        cases.append(_gemm_case(m, n, k, "NT", f"M={m} N={n} K={k}", GROUP_DL, label))
     return cases
 
 
