@@ -138,6 +138,30 @@ StridedMatrix<const T> block_columns(const Conv2dShape& s, const Plan& plan, con
   return {col, cols, 1};
 }
 
+// Y^T (cols x Kg, into y_t) = col^T W_g^T for one group of a transposed block (columns: its col, CgRS x
+// cols; w_g: the group's Kg x CgRS weights): on W_g^T packed beforehand when w_t_packed is given
+// (ConvPackedWeights::gemm), else with col transposed so that the GEMM's dot path reads both along
+// CgRS in place where it takes the product, else through the GEMM packing W_g^T.
+template <class T>
+void transposed_product(const Plan& plan, StridedMatrix<const T> columns, int64_t cols, const T* w_g,
+                        const T* w_t_packed, const GemmEpilogue<T>& epilogue, T* y_t, int threads) {
+  StridedMatrix<const T> col_t{columns.data, columns.col_stride, columns.row_stride};
+  const StridedMatrix<T> out{y_t, plan.group_out, 1};
+  if (w_t_packed)
+    return gemm_prepacked<T>(cols, T(1), col_t, packed_b_layout<T>(plan.col_rows, plan.group_out, w_t_packed), T(0),
+                             out, epilogue, threads);
+  if (gemm_takes_dot_path<T>(cols, plan.group_out, plan.col_rows)) {
+    T* rows_along_k = thread_buffer<T>(3, cols * plan.col_rows);
+    run_on_threads(threads, [&](int part) {  // each thread a range of columns (pixels)
+      const int64_t j0 = cols * part / threads, j1 = cols * (part + 1) / threads;
+      transpose_matrix<T>(plan.col_rows, j1 - j0, columns.data + j0, columns.row_stride,
+                          rows_along_k + j0 * plan.col_rows, plan.col_rows);
+    });
+    col_t = {rows_along_k, plan.col_rows, 1};
+  }
+  gemm<T>(cols, plan.group_out, plan.col_rows, T(1), col_t, {w_g, 1, plan.col_rows}, T(0), out, epilogue, threads);
+}
+
 bool is_depthwise(const Conv2dShape& s) { return s.groups > 1 && s.groups == s.in_channels; }
 
 // grad_bias[k] = sum of grad_y over images and pixels, channels spread over the threads.
@@ -234,25 +258,9 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
       if (plan.transposed) {  // Y^T (cols x Kg) = col^T W^T into the thread's buffer, then into y
         if (bias) epilogue.bias_axis = BiasAxis::cols;
         T* y_t = thread_buffer<T>(1, cols * plan.group_out);
-        const StridedMatrix<const T> columns_t{columns.data, columns.col_stride, columns.row_stride};
-        if (packed_weights) {
-          const PackedB<T> w_t =
-              packed_b_layout<T>(plan.col_rows, plan.group_out, packed.gemm + group * group_panels_size);
-          gemm_prepacked<T>(cols, T(1), columns_t, w_t, T(0), {y_t, plan.group_out, 1}, epilogue, gemm_threads);
-        } else {
-          StridedMatrix<const T> a = columns_t;
-          if (gemm_takes_dot_path<T>(cols, plan.group_out, plan.col_rows)) {  // col^T with rows along K
-            T* col_t = thread_buffer<T>(3, cols * plan.col_rows);
-            run_on_threads(gemm_threads, [&](int part) {  // each thread a range of columns (pixels)
-              const int64_t j0 = cols * part / gemm_threads, j1 = cols * (part + 1) / gemm_threads;
-              transpose_matrix<T>(plan.col_rows, j1 - j0, columns.data + j0, columns.row_stride,
-                                  col_t + j0 * plan.col_rows, plan.col_rows);
-            });
-            a = {col_t, plan.col_rows, 1};
-          }
-          gemm<T>(cols, plan.group_out, plan.col_rows, T(1), a, {weights.data, weights.col_stride, weights.row_stride},
-                  T(0), {y_t, plan.group_out, 1}, epilogue, gemm_threads);
-        }
+        transposed_product<T>(plan, columns, cols, weights.data,
+                              packed_weights ? packed.gemm + group * group_panels_size : nullptr, epilogue, y_t,
+                              gemm_threads);
         scatter_block<T>(s, b, {y_t, 1, plan.group_out}, plan.group_out, y, s.out_channels, k0, gemm_threads);
         continue;
       }
