@@ -200,7 +200,7 @@ class ConvPlan:
         self.weight = self.winograd_weights = None
         self._gemm_weights.clear()
 
-    def packed(self, geo: "_Geometry") -> dict:
+    def _kernel_weights(self, geo: "_Geometry") -> dict:
         """The packed weights for a call of this geometry, as the forward kernel's keyword arguments."""
         packed = {"winograd_weights": self.winograd_weights}
         if self._pack_gemm is not None:
@@ -245,7 +245,7 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
     backend = backend_of(x, w, bias, op="conv2d")
     contiguous = backend.ascontiguousarray
     y = backend.empty(geo.out_shape, x.dtype)
-    extra = {} if plan is None else plan.packed(geo)
+    extra = {} if plan is None else plan._kernel_weights(geo)
     backend.conv2d_forward(
         contiguous(geo.batched(x)),
         contiguous(w),
