@@ -188,6 +188,44 @@ def test_few_pixels_run_transposed(case, threads, rng):
     _run_batches(case, path, threads, rng, batches=(0, 1, 2, 3, 4, 5) if case is TRANSPOSED_CASES[0] else (0, 1))
 
 
+# (x shape without the batch, w shape, options): transposed blocks at least 20 input rows (C/groups x R
+# x S) deep per pixel, whose product the GEMM's dot path takes (the im2col block is transposed so that
+# both operands run along the sum): at batch 1, and no longer once the batch's pixels make it shallower.
+DOT_PATH_CASES = [
+    ((24, 3, 3), (40, 24, 3, 3), dict(padding=1)),  # 9 pixels, 216 rows
+    ((48, 6, 5), (70, 24, 3, 3), dict(stride=2, padding=1, groups=2)),
+    ((30, 4, 4), (45, 30, 3, 3), dict(padding=(0, 1), dilation=(1, 2))),  # 4 pixels, 270 rows
+]
+
+
+@pytest.mark.parametrize("case", DOT_PATH_CASES, ids=str)
+def test_transposed_blocks_take_the_dot_path(case, threads, rng):
+    """A transposed block deep enough for the GEMM's dot path runs on it (the transposed im2col block
+    and the weights in place) under every ISA and matches the float64 reference, with a bias and
+    without, on NaN-prefilled outputs; batches up to 4 take the dot path while their block has at most
+    1/20 as many pixels as rows, the blocked GEMM after."""
+    x_shape, w_shape, options = case
+    conv_path = _transposed_or_not(case, threads)
+    pixels = int(np.prod(ops.conv2d(np.zeros((1, *x_shape), F32), np.zeros(w_shape, F32), **options).shape[2:]))
+    rows = int(np.prod(w_shape[1:]))
+    assert conv_path(1) == "im2col_transposed" and 20 * pixels <= rows, case  # the case reaches the dot path
+    for dtype in DTYPES:
+        w, b = rand(rng, w_shape, dtype), rand(rng, w_shape[0], dtype)
+        for batch in (1, 2, 3, 4):
+            x = rand(rng, (batch, *x_shape), dtype)
+            for bias in (b, None):
+                ref = conv2d_ref(x, w, bias, **options)
+                for isa in SUPPORTED_ISAS:
+                    what = f"{case} batch {batch} {dtype} isa={isa} threads={threads}"
+                    with active_isa(isa):
+                        poison_heap((ref.shape, dtype))
+                        check(ops.conv2d(x, w, bias, **options), ref, dtype, what)
+                        assert _path() == conv_path(batch), what
+                        if _path() == "im2col_transposed":
+                            expected = "dot" if 20 * pixels * batch <= rows else "blocked"
+                            assert deepkern._C.last_gemm_path() == expected, what
+
+
 def _kernel_options(options):
     """The kernel bindings' (stride, padding, dilation, groups) of a case's options (ints or pairs)."""
     pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
