@@ -49,7 +49,8 @@ const char* last_conv2d_forward_path();
 // shape: each group's W_g^T (CgRS x Kg) in the GEMM's B panels of the active kernel's `width` columns,
 // zero past Kg. A forward runs on them when it computes its blocks as Y^T = col^T W^T (inference
 // batches with more output channels than pixels per thread, at the thread count it runs with); all
-// zeros when a forward of this shape at the current thread count does not (nothing to pack).
+// zeros when a forward of this shape at the current thread count does not, or has no images (nothing
+// to pack).
 template <class T>
 std::array<int64_t, 4> conv2d_gemm_weights_shape(const Conv2dShape& shape);
 

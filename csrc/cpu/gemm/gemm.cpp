@@ -320,16 +320,20 @@ void gemv_prepacked(const GemmKernels<T>& kern, const Problem<T>& P, const Packe
   });
 }
 
-// True when the dot-product kernel computes the product: A's rows and B's columns contiguous along K,
-// so neither is packed (packing the transposed operand, the weights of x W^T, cost more than the
-// multiply-adds of few rows: 4 x 4096 x 4096 ran 3x faster, 64 x 512 x 4608 1.2x), within the
-// limits above.
+// True when the dot-product kernel computes an m x n x k product whose A rows and B columns are
+// contiguous along K, so that neither is packed (packing the transposed operand, the weights of
+// x W^T, cost more than the multiply-adds of few rows: 4 x 4096 x 4096 ran 3x faster, 64 x 512 x 4608
+// 1.2x): the limits above; one row or column of C is a GEMV's.
+template <class T>
+bool dot_path_fits(const GemmKernels<T>& kern, int64_t m, int64_t n, int64_t k) {
+  const int64_t a_bytes = m * k * int64_t(sizeof(T)), b_bytes = n * k * int64_t(sizeof(T));
+  return kern.dot_tile && m > 1 && n > 1 && m <= kMaxDotRows && m * kDotDepthPerRow <= k &&
+         (a_bytes <= kDotCachedBytes || a_bytes + b_bytes <= kDotStreamedBytes);
+}
+
 template <class T>
 bool takes_dot_path(const GemmKernels<T>& kern, const Problem<T>& P) {
-  if (!kern.dot_tile || P.a.col_stride != 1 || P.b.row_stride != 1) return false;
-  const int64_t a_bytes = P.m * P.k * int64_t(sizeof(T)), b_bytes = P.n * P.k * int64_t(sizeof(T));
-  return P.m <= kMaxDotRows && P.m * kDotDepthPerRow <= P.k &&
-         (a_bytes <= kDotCachedBytes || a_bytes + b_bytes <= kDotStreamedBytes);
+  return P.a.col_stride == 1 && P.b.row_stride == 1 && dot_path_fits(kern, P.m, P.n, P.k);
 }
 
 // C = epilogue(alpha * A B + beta * C) with the dot-product kernel: threads take runs of whole
@@ -371,7 +375,7 @@ template <class T>
 void run_gemm(Problem<T> P, int threads) {
   if (P.m == 0 || P.n == 0) return;
   const GemmKernels<T>& kern = dispatched_kernels<T>();
-  if (P.k > 0 && P.m > 1 && P.n > 1 && takes_dot_path(kern, P)) {  // any C layout: tiles are merged
+  if (takes_dot_path(kern, P)) {  // any C layout: the tiles are merged into it
     last_path.store("dot", std::memory_order_relaxed);
     return gemm_dot(kern, P, threads);
   }
@@ -453,8 +457,7 @@ void gemm_prepacked(int64_t m, T alpha, StridedMatrix<const T> a, const PackedB<
 
 template <class T>
 bool gemm_takes_dot_path(int64_t m, int64_t n, int64_t k) {
-  Problem<T> P{m, n, k, T(1), {nullptr, k, 1}, {nullptr, 1, k}, T(0), {nullptr, n, 1}, {}};
-  return m > 1 && n > 1 && takes_dot_path(active_kernels<T>(), P);
+  return dot_path_fits(active_kernels<T>(), m, n, k);
 }
 
 template <class T>
