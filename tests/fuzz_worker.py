@@ -1892,6 +1892,7 @@ REGISTRY.update(
         "_C.gemm_bf16_kernel_name": _plain(_C.gemm_bf16_kernel_name, {}, lambda p: True),
         "_C.last_conv2d_forward_path": _plain(_C.last_conv2d_forward_path, {}, lambda p: True),
         "_C.last_gemm_path": _plain(_C.last_gemm_path, {}, lambda p: True),
+        "_C.last_gemm_bf16_path": _plain(_C.last_gemm_bf16_path, {}, lambda p: True),
         "_C.last_winograd_tile": _plain(_C.last_winograd_tile, {}, lambda p: True),
         "_C.conv2d_pack_winograd_weights": _plain(
             _C.conv2d_pack_winograd_weights,

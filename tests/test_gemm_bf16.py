@@ -162,6 +162,55 @@ def test_block_edges_with_a_in_place_or_packed(isa, shape, layout_a, rng):
     assert_within_bound(c, a, b, f"{shape} A {layout_a} on {isa}", bf16_out=False)
 
 
+def runs_transposed(m, n):
+    """Whether the active tier computes an m x n product with a transposed A as C^T = B^T A^T: when
+    that pads its tiles (the tile's M x N is the kernel name's last word) by 1/8 less or more."""
+    mr, nr = map(int, _C.gemm_bf16_kernel_name().split()[-1].split("x"))
+    up = lambda x, to: -(-x // to) * to  # noqa: E731
+    return 8 * up(n, mr) * up(m, nr) <= 7 * up(m, mr) * up(n, nr)
+
+
+# (M, N, K) with a transposed A: narrow C (the swap on tiers with mr < nr; N = 1 then takes the
+# GEMV of C^T), a wide one that stays, odd K and a K over the 512-deep block.
+TRANSPOSED_A_SHAPES = [(200, 10, 37), (97, 1, 64), (1040, 48, 33), (64, 17, 515), (40, 40, 9), (13, 70, 21)]
+
+
+@pytest.mark.parametrize("shape", TRANSPOSED_A_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("layout_b", ["C", "T", "slice"])
+@pytest.mark.parametrize("epilogue", ["plain", "row_bias_relu", "col_bias_beta"])
+@pytest.mark.parametrize("out_dtype", ["float32", "bfloat16"])
+def test_transposed_a_narrow_c_computed_as_c_transposed(isa, threads, shape, layout_b, epilogue, out_dtype, rng):
+    """A transposed A (its columns contiguous: dW = dG^T X) with a narrow C runs as C^T = B^T A^T
+    (asserted through last_gemm_bf16_path), B read as A's panels in every layout, C written through
+    its transposed strides with the epilogue's bias on the swapped axis: against float64 into a
+    NaN-filled result."""
+    m, n, k = shape
+    dtype = np.float32 if out_dtype == "float32" else BF16
+    a = make_operand(rng, (m, k), "T", BF16)
+    b = make_operand(rng, (k, n), layout_b, BF16)
+    bias_axis = {"plain": 0, "row_bias_relu": 1, "col_bias_beta": 2}[epilogue]
+    bias = bf16_rand(rng, m if bias_axis == 1 else n).astype(dtype) if bias_axis else None
+    beta = -1.25 if epilogue == "col_bias_beta" else 0.0
+    c = rng.standard_normal((m, n)).astype(dtype) if beta else np.full((m, n), np.nan, dtype)
+    c0 = c.astype(np.float64)
+    zero = np.zeros(1, np.int64)
+    _C.gemm(a, b, c, zero, zero, zero, k, 0.75, beta, bias, bias_axis, epilogue == "row_bias_relu")
+    swapped = runs_transposed(m, n)
+    path = _C.last_gemm_bf16_path()
+    assert path == ("transposed " if swapped else "") + ("gemv" if swapped and n == 1 else "blocked"), path
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    pre = 0.75 * (a64 @ b64) + (beta * c0 if beta else 0.0)
+    if bias_axis:
+        pre = pre + (bias.astype(np.float64)[:, None] if bias_axis == 1 else bias.astype(np.float64))
+    ref = np.maximum(pre, 0) if epilogue == "row_bias_relu" else pre
+    bound = 0.75 * error_bound(a64, b64, False) + 2.0**-20 * np.abs(pre)
+    if out_dtype == "bfloat16":
+        bound = bound + 2.0**-8 * np.abs(ref)
+    err = np.abs(c.astype(np.float64) - ref)
+    assert not np.isnan(err).any(), f"{shape} on {isa}: an element not written"
+    assert np.all(err <= bound), f"{shape} B {layout_b} {epilogue} on {isa}: worst {err.max():.3g}"
+
+
 @pytest.mark.parametrize("out_dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("bias_axis", [1, 2], ids=["row_bias", "col_bias"])
 @pytest.mark.parametrize("relu", [False, True])

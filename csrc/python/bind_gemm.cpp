@@ -89,6 +89,9 @@ void bind_gemm(py::module_& m) {
         "The path the last CPU float32/float64 GEMM problem took: gemv, dot (the dot-product kernel) or blocked.");
   // The bfloat16 GEMM's kernel now ("amx 32x32", "avx512_bf16 12x32", "emulated avx2 4x32", ...).
   m.def("gemm_bf16_kernel_name", &cpu::gemm_bf16_kernel_name);
+  m.def("last_gemm_bf16_path", &cpu::last_gemm_bf16_path,
+        "The path the last CPU bfloat16 GEMM problem took: gemv or blocked, prefixed 'transposed ' where it ran as "
+        "C^T = B^T A^T.");
   m.def("gemm", &gemm, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("a_offsets"), py::arg("b_offsets"),
         py::arg("c_offsets"), py::arg("k"), py::arg("alpha"), py::arg("beta"), py::arg("bias"), py::arg("bias_axis"),
         py::arg("relu"));

@@ -95,20 +95,6 @@ struct Problem {
   PanelOrder order = PanelOrder::ascending;
 };
 
-// The same product seen as C^T = B^T A^T.
-template <class T>
-Problem<T> transposed(const Problem<T>& p) {
-  Problem<T> t = p;
-  t.m = p.n;
-  t.n = p.m;
-  t.a = {p.b.data, p.b.col_stride, p.b.row_stride};
-  t.b = {p.a.data, p.a.col_stride, p.a.row_stride};
-  t.c = {p.c.data, p.c.col_stride, p.c.row_stride};
-  if (p.epilogue.bias_axis == BiasAxis::rows) t.epilogue.bias_axis = BiasAxis::cols;
-  if (p.epilogue.bias_axis == BiasAxis::cols) t.epilogue.bias_axis = BiasAxis::rows;
-  return t;
-}
-
 // The epilogue of the tile whose first element is C(i0, j0); empty unless this is the last
 // kc block of K.
 template <class T>

@@ -1,11 +1,27 @@
-// How the GEMM drivers (gemm.cpp, gemm_bf16.cpp) split C over threads.
+// What the GEMM drivers (gemm.cpp, gemm_bf16.cpp) share: how they split C over threads, and a
+// problem seen transposed.
 #pragma once
 #include <algorithm>
 #include <cstdint>
 
 #include "core/threading.h"
+#include "cpu/gemm/gemm.h"
 
 namespace deepkern::cpu {
+
+// The same product seen as C^T = B^T A^T (a driver's Problem: m, n, operands a, b, c, epilogue).
+template <class Problem>
+Problem transposed(const Problem& p) {
+  Problem t = p;
+  t.m = p.n;
+  t.n = p.m;
+  t.a = {p.b.data, p.b.col_stride, p.b.row_stride};
+  t.b = {p.a.data, p.a.col_stride, p.a.row_stride};
+  t.c = {p.c.data, p.c.col_stride, p.c.row_stride};
+  if (p.epilogue.bias_axis == BiasAxis::rows) t.epilogue.bias_axis = BiasAxis::cols;
+  if (p.epilogue.bias_axis == BiasAxis::cols) t.epilogue.bias_axis = BiasAxis::rows;
+  return t;
+}
 
 // C split into rows x cols blocks of block_m x block_n elements (multiples of the register tile;
 // the last row or column of blocks may be shorter or empty).

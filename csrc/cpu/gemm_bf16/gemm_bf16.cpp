@@ -13,6 +13,7 @@
 #include "cpu/gemm_bf16/gemm_bf16.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <stdexcept>
 #include <type_traits>
@@ -365,11 +366,30 @@ void gemv(const Problem<OutT>& P, int threads) {
   });
 }
 
+// Whether to compute C^T = B^T A^T instead: for a transposed A (its columns contiguous, so packed
+// through a transpose either way), when that pads C's tiles by at least 1/8 less, as a narrow C
+// does (a weight gradient dW = dG^T X with few columns): A^T then packs as B's panels, two
+// contiguous rows at a time, and B^T as the A panels.
 template <class OutT>
-void run_gemm(const Problem<OutT>& P, int threads) {
+bool pads_less_transposed(const Bf16GemmKernels& kern, const Problem<OutT>& P) {
+  if (P.a.row_stride != 1 || P.a.col_stride == 1) return false;
+  const int64_t as_is = round_up(P.m, kern.mr) * round_up(P.n, kern.nr);
+  const int64_t swapped = round_up(P.n, kern.mr) * round_up(P.m, kern.nr);
+  return 8 * swapped <= 7 * as_is;
+}
+
+std::atomic<const char*> last_path{""};
+
+template <class OutT>
+void run_gemm(Problem<OutT> P, int threads) {
   if (P.m == 0 || P.n == 0) return;
   const Bf16GemmKernels& kern = dispatch(IsaFamily::gemm_bf16, bf16_tables());
-  if (P.m == 1 && P.b.col_stride == 1) return gemv(P, threads);
+  const bool swap = pads_less_transposed(kern, P);
+  if (swap) P = transposed(P);
+  const bool one_row = P.m == 1 && P.b.col_stride == 1;
+  last_path.store(swap ? (one_row ? "transposed gemv" : "transposed blocked") : (one_row ? "gemv" : "blocked"),
+                  std::memory_order_relaxed);
+  if (one_row) return gemv(P, threads);
   const int64_t tiles = ((P.m + kern.mr - 1) / kern.mr) * ((P.n + kern.nr - 1) / kern.nr);
   if (P.m * P.n * P.k < kMinParallelMacs) threads = 1;
   threads = static_cast<int>(std::min<int64_t>(threads, tiles));
@@ -434,6 +454,8 @@ double measure_bf16_gflops(int threads, double seconds) {
   if (!kern.peak_chains) return measure_fma_gflops(active_isa(), threads, seconds);
   return measure_chains_gflops(kern.peak_chains, kern.peak_flops_per_iteration, threads, seconds);
 }
+
+const char* last_gemm_bf16_path() { return last_path.load(std::memory_order_relaxed); }
 
 const char* gemm_bf16_kernel_name() { return table_for(active_isa(), bf16_tables()).name; }
 

@@ -56,6 +56,11 @@ void gemm_bf16_prepacked(int64_t m, float alpha, StridedMatrix<const bf16> a, co
 // tier's instruction (TDPBF16PS, VDPBF16PS); the float32 FMA peak for the emulated kernels.
 double measure_bf16_gflops(int threads, double seconds);
 
+// The path the last gemm_bf16() or gemm_bf16_batched() problem of the process took: "gemv" (one
+// row of C), "blocked" (packed panels), each prefixed "transposed " where it ran as C^T = B^T A^T;
+// "" before the first. For tests and benchmarks.
+const char* last_gemm_bf16_path();
+
 // The kernel gemm_bf16 uses now ("amx 32x32", "avx512_bf16 12x32", "emulated avx2 4x32", ...).
 const char* gemm_bf16_kernel_name();
 

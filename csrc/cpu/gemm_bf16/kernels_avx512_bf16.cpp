@@ -161,22 +161,65 @@ void pair_rows_dpbf16(const bf16* r0, const bf16* r1, int64_t cols, int64_t pane
   }
 }
 
-// The transpose_a contract (kernels.h): 32 rows at a time, two columns of A (two contiguous rows of
-// its transpose) interleaved into the rows' pairs, which two scatters put kp apart; an odd depth's
-// last column one value at a time.
+// w[c] lane r = w[r] lane c for a 16 x 16 block of 32-bit words: pairs of words, then of 64-bit
+// words, within 128-bit lanes, then the 4 x 4 lanes of each group of four.
+inline void transpose_16x16(__m512i (&w)[16]) {
+  __m512i t[16];
+#pragma GCC unroll 8
+  for (int r = 0; r < 16; r += 2) {
+    t[r] = _mm512_unpacklo_epi32(w[r], w[r + 1]);
+    t[r + 1] = _mm512_unpackhi_epi32(w[r], w[r + 1]);
+  }
+  // s[4g + j] lane l holds rows 4g .. 4g + 3 of column 4l + j.
+  __m512i s[16];
+#pragma GCC unroll 4
+  for (int g = 0; g < 16; g += 4) {
+    s[g] = _mm512_unpacklo_epi64(t[g], t[g + 2]);
+    s[g + 1] = _mm512_unpackhi_epi64(t[g], t[g + 2]);
+    s[g + 2] = _mm512_unpacklo_epi64(t[g + 1], t[g + 3]);
+    s[g + 3] = _mm512_unpackhi_epi64(t[g + 1], t[g + 3]);
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {  // column 4l + j gathers lane l of s[j], s[4 + j], s[8 + j], s[12 + j]
+    const __m512i lo01 = _mm512_shuffle_i32x4(s[j], s[4 + j], 0x44), hi01 = _mm512_shuffle_i32x4(s[j], s[4 + j], 0xee);
+    const __m512i lo23 = _mm512_shuffle_i32x4(s[8 + j], s[12 + j], 0x44);
+    const __m512i hi23 = _mm512_shuffle_i32x4(s[8 + j], s[12 + j], 0xee);
+    w[j] = _mm512_shuffle_i32x4(lo01, lo23, 0x88);
+    w[4 + j] = _mm512_shuffle_i32x4(lo01, lo23, 0xdd);
+    w[8 + j] = _mm512_shuffle_i32x4(hi01, hi23, 0x88);
+    w[12 + j] = _mm512_shuffle_i32x4(hi01, hi23, 0xdd);
+  }
+}
+
+// The transpose_a contract (kernels.h), in blocks of 16 rows by 16 K pairs: word q of column i
+// pairs src rows 2q and 2q + 1 (each row's 16 values widened to 32 bits, the second shifted up),
+// a 16 x 16 word transpose turns the pairs of a column into one packed row, stored whole (masked
+// past the last pair); an odd depth's last column one value at a time. Everything stays in
+// registers: no gathers or scatters.
 void transpose_a_dpbf16(const bf16* src, int64_t cs, int64_t rows, int64_t depth, int64_t kp, bf16* dst) {
-  const __m512i row_words = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                               _mm512_set1_epi32(static_cast<int32_t>(kp / 2)));
-  for (int64_t i0 = 0; i0 < rows; i0 += 32) {
-    const int64_t n = std::min<int64_t>(32, rows - i0);
-    const __mmask16 first = static_cast<__mmask16>((1u << std::min<int64_t>(n, 16)) - 1u);
-    const __mmask16 second = static_cast<__mmask16>(n > 16 ? (1u << (n - 16)) - 1u : 0u);
-    for (int64_t p = 0; p + 1 < depth; p += 2) {
-      __m512i words[2];
-      interleave_32(src + p * cs + i0, src + (p + 1) * cs + i0, n, words);
-      bf16* at = dst + i0 * kp + p;  // row i0's pair p / 2
-      _mm512_mask_i32scatter_epi32(at, first, row_words, words[0], 4);
-      _mm512_mask_i32scatter_epi32(at + 16 * kp, second, row_words, words[1], 4);
+  const int64_t pairs = depth / 2;
+  for (int64_t q0 = 0; q0 < pairs; q0 += 16) {  // 32 source rows at a time, read across
+    const int64_t m = std::min<int64_t>(16, pairs - q0);
+    for (int64_t i0 = 0; i0 < rows; i0 += 16) {
+      const int64_t n = std::min<int64_t>(16, rows - i0);
+      const __mmask16 row_mask = static_cast<__mmask16>((1u << n) - 1u);
+      __m512i w[16];
+#pragma GCC unroll 16
+      for (int q = 0; q < 16; ++q) {
+        if (q >= m) {
+          w[q] = _mm512_setzero_si512();
+          continue;
+        }
+        const bf16* r0 = src + (2 * (q0 + q)) * cs + i0;
+        const __m512i lo = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(row_mask, r0));
+        const __m512i hi = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(row_mask, r0 + cs));
+        w[q] = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+      }
+      transpose_16x16(w);
+      const __mmask16 pair_mask = static_cast<__mmask16>((1u << m) - 1u);
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i)
+        if (i < n) _mm512_mask_storeu_epi32(dst + (i0 + i) * kp + 2 * q0, pair_mask, w[i]);
     }
   }
   if (depth % 2)
