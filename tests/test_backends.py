@@ -9,6 +9,9 @@ any allocation that bypasses the backend.
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 
 import deepkern as dk
 import numpy as np
@@ -339,3 +342,38 @@ def test_overlap_of_device_arrays_by_byte_span(x, y, expected):
 
     assert overlaps(x, y) is expected and overlaps(y, x) is expected
     assert overlaps(x, np.zeros(3)) is False  # arrays on two devices never share memory
+
+
+def _glibc() -> bool:
+    try:
+        return bool(os.confstr("CS_GNU_LIBC_VERSION"))
+    except (ValueError, OSError):
+        return False
+
+
+@pytest.mark.skipif(not _glibc(), reason="the malloc thresholds are glibc's")
+@pytest.mark.skipif(dk._C.build_options["sanitize"], reason="the sanitizers' allocator replaces glibc's malloc")
+@pytest.mark.parametrize("keep", ["1", "0"])
+def test_freed_arrays_stay_mapped_for_the_next_step(keep):
+    """With glibc, importing deepkern pins malloc's thresholds: 80 MB of 2 MB arrays freed at once
+    stay mapped (the next training step reuses them without page faults);
+    DEEPKERN_KEEP_FREED_MEMORY=0 keeps glibc's own behaviour, which hands them back."""
+    code = """
+import os, numpy as np, deepkern.backends.cpu as cpu
+def resident():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+arrays = [np.ones(1 << 18) for _ in range(40)]
+before = resident()
+del arrays
+print(cpu.KEEPS_FREED_HEAP_MEMORY, (before - resident()) >> 20)
+"""
+    env = dict(os.environ, DEEPKERN_KEEP_FREED_MEMORY=keep)
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    kept, released_mb = run.stdout.split()
+    assert kept == ("True" if keep == "1" else "False")
+    if keep == "1":
+        assert int(released_mb) < 8, f"{released_mb} MB of the freed 80 MB handed back"
+    else:
+        assert int(released_mb) > 60, f"only {released_mb} MB of the freed 80 MB handed back"
