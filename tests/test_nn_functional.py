@@ -282,6 +282,29 @@ def test_embedding_gradient_accumulates_repeats_and_skips_padding(padding_idx, r
         gradcheck(lambda w: F.embedding(idx, w), leaf(rng, 6, 4))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+@pytest.mark.parametrize("dim", [700, 5, 1, 0])
+@pytest.mark.parametrize("count", [300, 1, 0])
+def test_embedding_backward_is_the_row_scatter_bit_for_bit(dtype, dim, count, rng):
+    """The CPU backend's scatter (np.add.at element by element, in chunks of indices: 300 indices
+    of 700 values take several) equals np.add.at over whole rows bit for bit: the same sums in
+    index order; repeated rows, the padding row zeroed, no indices, no columns."""
+    from deepkern.backends.cpu import CPUBackend
+
+    np_dtype = dk.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
+    rows = 7
+    indices = rng.integers(0, rows, count).astype(np.int64)
+    grad = rng.standard_normal((count, dim)).astype(np_dtype)
+    for padding_idx in (-1, 3):
+        got = np.full((rows, dim), np.nan, np_dtype)
+        CPUBackend.embedding_backward(grad, indices, got, padding_idx)
+        expected = np.zeros((rows, dim), np_dtype)
+        np.add.at(expected, indices, grad)
+        if padding_idx >= 0:
+            expected[padding_idx] = 0
+        assert got.tobytes() == expected.tobytes(), f"{dtype} dim {dim}, {count} indices, padding {padding_idx}"
+
+
 def test_embedding_bad_indices():
     w = dk.randn(5, 3)
     with raises_naming(IndexError, "index 5", "5 rows"):
