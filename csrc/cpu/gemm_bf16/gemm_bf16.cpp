@@ -107,11 +107,13 @@ void interleave_rows(const bf16* r0, const bf16* r1, int64_t width, bf16* dst) {
 
 // Packs B(p, j) for p < k, j < cols (column j starts at column_at(j), its rows rs apart) into
 // nr-wide panels of kp / 2 VNNI pair rows (kernels.h), panel q at dst + q * kp * nr, zero past k and
-// past cols. adjacent: the columns of a panel lie next to each other (column stride 1).
+// past cols. column_stride: the distance between consecutive columns where it is the same for all
+// (0 where it is not); 1 makes the rows contiguous.
 template <class ColumnAt>
-void pack_b_panels(const Bf16GemmKernels& kern, int64_t k, int64_t cols, int64_t kp, int64_t rs, bool adjacent,
+void pack_b_panels(const Bf16GemmKernels& kern, int64_t k, int64_t cols, int64_t kp, int64_t rs, int64_t column_stride,
                    const ColumnAt& column_at, bf16* dst) {
   const int nr = kern.nr;
+  const bool adjacent = column_stride == 1;
   const int64_t panels = (cols + nr - 1) / nr, full_rows = k / 2 * 2;
   if (cols % nr != 0 || kp != full_rows)  // zero padding somewhere: clear it all first
     std::memset(static_cast<void*>(dst), 0, sizeof(bf16) * panels * kp * nr);
@@ -130,9 +132,12 @@ void pack_b_panels(const Bf16GemmKernels& kern, int64_t k, int64_t cols, int64_t
   for (int64_t panel = 0; panel < panels; ++panel) {
     const int64_t j0 = panel * nr, width = std::min<int64_t>(nr, cols - j0);
     bf16* pairs = dst + panel * kp * nr;  // B(p, j) at pairs[p / 2 * 2 * nr + 2 * j + p % 2]
-    // Down each column (a transposed B: its K values are next to each other, a pair one 32-bit
-    // word where rs is 1), 64 K values at a time, so that the pair rows written stay in L1.
-    for (int64_t pb = 0; !adjacent && pb < full_rows; pb += 64)
+    // A transposed B (its K values next to each other, a pair one 32-bit word) with evenly spaced
+    // columns: the tier's word transposes where it has them.
+    const bool transposes = !adjacent && rs == 1 && column_stride > 0 && kern.transpose_b;
+    if (transposes) kern.transpose_b(column_at(j0), column_stride, width, full_rows / 2, pairs);
+    // Else down each column, 64 K values at a time, so that the pair rows written stay in L1.
+    for (int64_t pb = 0; !adjacent && !transposes && pb < full_rows; pb += 64)
       for (int64_t j = 0; j < width; ++j) {
         const bf16* col = column_at(j0 + j);
         for (int64_t p = pb; p < std::min(full_rows, pb + 64); p += 2) {
@@ -154,7 +159,7 @@ void pack_b_panels(const Bf16GemmKernels& kern, int64_t k, int64_t cols, int64_t
 void pack_b(const Bf16GemmKernels& kern, const StridedMatrix<const bf16>& b, int64_t k, int64_t j0, int64_t cols,
             int64_t kp, bf16* dst) {
   const auto column_at = [&](int64_t j) { return b.data + (j0 + j) * b.col_stride; };
-  pack_b_panels(kern, k, cols, kp, b.row_stride, b.col_stride == 1, column_at, dst);
+  pack_b_panels(kern, k, cols, kp, b.row_stride, b.col_stride, column_at, dst);
 }
 
 // C(i0 + i, j0 + j) = epilogue(alpha * acc(i, j) + beta * C) for i < rows, j < cols, a row at a
@@ -425,7 +430,7 @@ PackedBf16B pack_bf16_b_groups(int64_t k, int64_t n, int groups, int64_t group_o
   const Bf16GemmKernels& kern = table_for(active_isa(), bf16_tables());
   const int64_t k_padded = round_up(k, kern.k_align);
   const auto column_at = [&](int64_t j) { return b.data + j / n * group_offset + j % n * b.col_stride; };
-  pack_b_panels(kern, k, groups * n, k_padded, b.row_stride, groups == 1 && b.col_stride == 1, column_at, panels);
+  pack_b_panels(kern, k, groups * n, k_padded, b.row_stride, groups == 1 ? b.col_stride : 0, column_at, panels);
   return {k, groups * n, k_padded, kern.name, panels};
 }
 

@@ -22,6 +22,10 @@
 // transpose_a(src, cs, rows, depth, kp, dst) (null where the driver's loop serves) packs A's rows
 // from a transposed A, column p's rows next to each other at src + p * cs: dst[i * kp + p] =
 // src[p * cs + i] for i < rows, p < depth (the padding is the driver's).
+// transpose_b(src, cs, width, pairs, dst) (null where the driver's loop serves) packs one B panel's
+// pair rows 0 .. pairs - 1 from a transposed B, column j's K values next to each other at
+// src + j * cs: B(p, j) = src[j * cs + p] for j < width, p < 2 * pairs; columns from width to nr
+// zero.
 #pragma once
 #include <cstdint>
 
@@ -63,6 +67,7 @@ struct Bf16GemmKernels {
   int strip_rows = 0;
   void (*pair_rows)(const bf16* r0, const bf16* r1, int64_t cols, int64_t panel_stride, bf16* dst) = nullptr;
   void (*transpose_a)(const bf16* src, int64_t cs, int64_t rows, int64_t depth, int64_t kp, bf16* dst) = nullptr;
+  void (*transpose_b)(const bf16* src, int64_t cs, int64_t width, int64_t pairs, bf16* dst) = nullptr;
 };
 
 // The emulated kernels, one per ISA (kernels_emulated.cpp, compiled per ISA).

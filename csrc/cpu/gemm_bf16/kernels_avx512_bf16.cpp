@@ -226,6 +226,27 @@ void transpose_a_dpbf16(const bf16* src, int64_t cs, int64_t rows, int64_t depth
     for (int64_t i = 0; i < rows; ++i) dst[i * kp + depth - 1] = src[(depth - 1) * cs + i];
 }
 
+// The transpose_b contract (kernels.h) for 32-column panels, in blocks of 16 columns by 16 pairs:
+// word j of pair row q is word q of column j (its pair 2q, 2q + 1), a 16 x 16 word transpose of
+// 16 columns' loads; the columns past width load as zeros.
+void transpose_b_dpbf16(const bf16* src, int64_t cs, int64_t width, int64_t pairs, bf16* dst) {
+  for (int64_t j0 = 0; j0 < width; j0 += 16) {
+    const int64_t n = std::min<int64_t>(16, width - j0);
+    for (int64_t q0 = 0; q0 < pairs; q0 += 16) {
+      const int64_t m = std::min<int64_t>(16, pairs - q0);
+      const __mmask16 pair_mask = static_cast<__mmask16>((1u << m) - 1u);
+      __m512i w[16];
+#pragma GCC unroll 16
+      for (int j = 0; j < 16; ++j)
+        w[j] = j < n ? _mm512_maskz_loadu_epi32(pair_mask, src + (j0 + j) * cs + 2 * q0) : _mm512_setzero_si512();
+      transpose_16x16(w);
+#pragma GCC unroll 16
+      for (int q = 0; q < 16; ++q)
+        if (q < m) _mm512_storeu_si512(dst + ((q0 + q) * kCols + j0) * 2, w[q]);
+    }
+  }
+}
+
 // 16 independent VDPBF16PS chains (each step: 16 lanes x 2 products and 2 additions).
 constexpr int kPeakChains = 16;
 float peak_dpbf16(int64_t iters) {
@@ -257,7 +278,8 @@ const Bf16GemmKernels gemm_bf16_dpbf16 = {.name = "avx512_bf16 12x32",
                                           .strip = &strip_dpbf16,
                                           .strip_rows = kRows,
                                           .pair_rows = &pair_rows_dpbf16,
-                                          .transpose_a = &transpose_a_dpbf16};
+                                          .transpose_a = &transpose_a_dpbf16,
+                                          .transpose_b = &transpose_b_dpbf16};
 }  // namespace avx512
 
 }  // namespace deepkern::cpu
