@@ -480,3 +480,46 @@ def test_special_values_match_torch(op, dtype):
     _assert_near_torch(op, ours, theirs, grad, x, 1e-6 if dtype == F32 else 1e-14)
     if op == "relu":
         assert np.array_equal(np.signbit(ours), np.signbit(theirs))
+
+
+# ---- bfloat16 relu on the kernel's own loop ------------------------------------------------------
+
+BF16 = deepkern.bfloat16
+
+
+@pytest.mark.parametrize("offset", [0, 1, 31])
+def test_bfloat16_relu_and_backward_on_every_bit_pattern(isa, threads, offset, rng):
+    """relu and relu_backward take bfloat16 arrays directly (no widening): every one of the 65536
+    bit patterns (split over threads, the last ones at an odd offset), against the float32
+    definitions: exact, a NaN kept with its payload, -0 kept, -inf to +0; the gradient passes
+    where x > 0 or x is NaN and is +0 elsewhere, into NaN-filled outputs."""
+    patterns = np.arange(65536, dtype=np.uint32).astype(np.uint16)
+    x = np.concatenate([np.zeros(offset, np.uint16), patterns]).view(BF16)[offset:]
+    grad = rng.standard_normal(x.size).astype(np.float32).astype(BF16)
+    xf = x.astype(np.float32)
+    nan = np.isnan(xf)
+    out = np.full(x.size, np.nan, np.float32).astype(BF16)
+    assert relu(x, out=out) is out
+    expected = np.where(nan, x, np.where(xf < 0, np.zeros_like(x), x))
+    assert np.array_equal(out.view(np.uint16), expected.view(np.uint16)), f"relu on {isa}"
+    grad_out = np.full(x.size, np.nan, np.float32).astype(BF16)
+    relu_backward(grad, x, out=grad_out)
+    expected = np.where(nan | (xf > 0), grad, np.zeros_like(grad))
+    assert np.array_equal(grad_out.view(np.uint16), expected.view(np.uint16)), f"relu_backward on {isa}"
+
+
+def test_bfloat16_relu_strided_mixed_and_bad_outputs(rng):
+    """A strided bfloat16 input is read through a contiguous copy and a strided out written in place;
+    a float32 grad with a bfloat16 x, or a float32 out, is a TypeError naming it."""
+    x = rng.standard_normal((6, 10)).astype(BF16)
+    view = x[::2, 1::3]
+    out = np.zeros((6, 10), BF16)[1::2, 2::3]
+    relu(view, out=out)
+    assert np.array_equal(out.astype(np.float32), np.maximum(view.astype(np.float32), 0))
+    assert np.array_equal(
+        relu_backward(view, view).astype(np.float32), np.where(view.astype(np.float32) > 0, view.astype(np.float32), 0)
+    )
+    with raises_naming(TypeError, "grad", "bfloat16", "float32"):
+        relu_backward(view.astype(np.float32), view)
+    with raises_naming(TypeError, "out"):
+        relu(view, out=np.zeros(view.shape, np.float32))

@@ -1,7 +1,8 @@
 // deepkern._C, activations: relu and gelu, forward and backward (deepkern.ops.activation).
 //
-// Every binding's contract: x, grad and out are C-contiguous arrays of one float dtype (x's) and
-// x's element count, any shape; out is written, never read, and overlaps no other argument.
+// Every binding's contract: x, grad and out are C-contiguous arrays of one float dtype (x's:
+// float32 or float64, and for relu and relu_backward bfloat16 too) and x's element count, any
+// shape; out is written, never read, and overlaps no other argument.
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
@@ -14,11 +15,14 @@ namespace {
 
 cpu::GeluApproximate approximation(bool tanh) { return tanh ? cpu::GeluApproximate::tanh : cpu::GeluApproximate::none; }
 
-// Runs kernel(grad or nullptr, x, out, n) on the checked arrays of a call named `op`, without the GIL.
+enum class Bf16 { refused, taken };
+
+// Runs kernel(grad or nullptr, x, out, n) on the checked arrays of a call named `op`, without the GIL
+// (for bfloat16 x too where `bf16` is taken).
 template <class Kernel>
 void activation_call(const char* op, const py::object* grad, const py::object& x, const py::object& out,
-                     Kernel&& kernel) {
-  dispatch_float(x, op, "x", [&](auto zero) {
+                     Kernel&& kernel, Bf16 bf16 = Bf16::refused) {
+  auto run = [&](auto zero) {
     using T = decltype(zero);
     KernelArrays<T> arrays(op, "x");
     const int64_t n = as_array(x, op, "x").size();
@@ -27,16 +31,22 @@ void activation_call(const char* op, const py::object* grad, const py::object& x
     T* outp = arrays.output(out, "out", Extent::elements(n));
     py::gil_scoped_release release;
     kernel(gp, xp, outp, n);
-  });
+  };
+  if (bf16 == Bf16::taken && is_bfloat16(x))
+    run(cpu::bf16{});
+  else
+    dispatch_float(x, op, "x", run);
 }
 
 void relu(const py::object& x, const py::object& out) {
-  activation_call("relu", nullptr, x, out, [](auto, auto xp, auto outp, int64_t n) { cpu::relu(xp, outp, n); });
+  activation_call(
+      "relu", nullptr, x, out, [](auto, auto xp, auto outp, int64_t n) { cpu::relu(xp, outp, n); }, Bf16::taken);
 }
 
 void relu_backward(const py::object& grad, const py::object& x, const py::object& out) {
-  activation_call("relu_backward", &grad, x, out,
-                  [](auto gp, auto xp, auto outp, int64_t n) { cpu::relu_backward(gp, xp, outp, n); });
+  activation_call(
+      "relu_backward", &grad, x, out,
+      [](auto gp, auto xp, auto outp, int64_t n) { cpu::relu_backward(gp, xp, outp, n); }, Bf16::taken);
 }
 
 void gelu(const py::object& x, const py::object& out, bool approximate_tanh) {

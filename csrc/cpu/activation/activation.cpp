@@ -28,6 +28,15 @@ const ActivationKernels<T>& kernels() {
       .of<T>();
 }
 
+// A bfloat16 array as its 16-bit patterns (bf16 is one uint16_t).
+const uint16_t* bits(const bf16* p) { return reinterpret_cast<const uint16_t*>(p); }
+uint16_t* bits(bf16* p) { return reinterpret_cast<uint16_t*>(p); }
+
+const Bf16ReluKernels& bf16_kernels() {
+  return dispatch(IsaFamily::activation,
+                  IsaTables{generic::relu_bf16_kernels, avx2::relu_bf16_kernels, avx512::relu_bf16_kernels});
+}
+
 }  // namespace
 
 template <class T>
@@ -40,6 +49,17 @@ template <class T>
 void relu_backward(const T* grad, const T* x, T* out, int64_t n) {
   const auto kernel = kernels<T>().relu_backward;
   run_on_ranges(out, n, kMinPerThreadRelu, [&](int64_t b, int64_t e) { kernel(grad + b, x + b, out + b, e - b); });
+}
+
+void relu(const bf16* x, bf16* out, int64_t n) {
+  const auto kernel = bf16_kernels().relu;
+  run_on_ranges(out, n, kMinPerThreadRelu, [&](int64_t b, int64_t e) { kernel(bits(x + b), bits(out + b), e - b); });
+}
+
+void relu_backward(const bf16* grad, const bf16* x, bf16* out, int64_t n) {
+  const auto kernel = bf16_kernels().relu_backward;
+  run_on_ranges(out, n, kMinPerThreadRelu,
+                [&](int64_t b, int64_t e) { kernel(bits(grad + b), bits(x + b), bits(out + b), e - b); });
 }
 
 template <class T>

@@ -1,7 +1,8 @@
 // Element-wise activations on the CPU: relu and gelu, forward and backward.
 //
 // Every function reads n contiguous elements of each input and writes n contiguous elements of
-// `out`; `out` overlaps no input. T is float or double. Threads split n into contiguous ranges
+// `out`; `out` overlaps no input. T is float or double (relu and relu_backward: bfloat16 too).
+// Threads split n into contiguous ranges
 // (small n runs on the calling thread); each ISA has its own kernels (kernels.cpp), picked by
 // dispatch(IsaFamily::activation).
 //
@@ -25,6 +26,8 @@
 #pragma once
 #include <cstdint>
 
+#include "cpu/gemm_bf16/gemm_bf16.h"
+
 namespace deepkern::cpu {
 
 enum class GeluApproximate { none, tanh };
@@ -34,6 +37,10 @@ void relu(const T* x, T* out, int64_t n);
 
 template <class T>
 void relu_backward(const T* grad, const T* x, T* out, int64_t n);
+
+// relu and relu_backward on bfloat16 (the same definitions; exact, as they only select values).
+void relu(const bf16* x, bf16* out, int64_t n);
+void relu_backward(const bf16* grad, const bf16* x, bf16* out, int64_t n);
 
 template <class T>
 void gelu(const T* x, T* out, int64_t n, GeluApproximate approximate);

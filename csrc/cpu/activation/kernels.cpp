@@ -41,6 +41,29 @@ void relu_backward(const T* __restrict grad, const T* __restrict x, T* __restric
   for (int64_t i = 0; i < n; ++i) out[i] = math::relu_backward(grad[i], x[i]);
 }
 
+// The Bf16ReluKernels contract (kernels.h) on the bits: kMagnitude masks the sign off, kInfinity is
+// the largest magnitude that is not a NaN.
+constexpr uint16_t kMagnitude = 0x7fff, kSign = 0x8000, kInfinity = 0x7f80;
+
+void relu_bf16(const uint16_t* __restrict x, uint16_t* __restrict out, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const uint16_t magnitude = x[i] & kMagnitude;
+    const bool negative = (x[i] & kSign) && magnitude != 0 && magnitude <= kInfinity;
+    out[i] = negative ? uint16_t(0) : x[i];
+  }
+}
+
+void relu_backward_bf16(const uint16_t* __restrict grad, const uint16_t* __restrict x, uint16_t* __restrict out,
+                        int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const uint16_t magnitude = x[i] & kMagnitude;
+    const bool passes = (!(x[i] & kSign) && magnitude != 0) || magnitude > kInfinity;
+    out[i] = passes ? grad[i] : uint16_t(0);
+  }
+}
+
 // ---- loops -----------------------------------------------------------------------------------
 
 template <float (*F)(float)>
@@ -71,5 +94,7 @@ const KernelsByType<ActivationKernels> activation_kernels = {
             .gelu_backward = &gelu_double::gelu_backward,
             .gelu_tanh_backward = &gelu_double::gelu_tanh_backward},
 };
+
+const Bf16ReluKernels relu_bf16_kernels = {.relu = &relu_bf16, .relu_backward = &relu_backward_bf16};
 
 }  // namespace deepkern::cpu::DEEPKERN_ISA_NS

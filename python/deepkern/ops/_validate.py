@@ -52,15 +52,17 @@ def astype(arr, dtype):
     return arr.astype(dtype)
 
 
-def as_float_array(x, name: str, op: str):
+def as_float_array(x, name: str, op: str, *, bfloat16: bool = False):
     """``x`` as a float32 or float64 array (on its device; other data as an ndarray), without
-    copying one that already is.
+    copying one that already is; with ``bfloat16``, a bfloat16 NumPy array too.
 
     Non-native byte order and strides that are not multiples of the item size are converted
     once (same values); any other dtype is a TypeError.
     """
     arr = x if isinstance(x, np.ndarray) else as_array(x)
     dtype = arr.dtype
+    if bfloat16 and isinstance(arr, np.ndarray) and is_bfloat16(dtype):
+        return arr if arr.flags.aligned else arr.copy()
     if dtype == _F32 or dtype == _F64:
         if not isinstance(arr, np.ndarray) or arr.flags.aligned:  # strides are multiples of the item size
             return arr
@@ -153,17 +155,21 @@ def check_scalar(value, name: str, op: str) -> float:
     return float(value)
 
 
-def bfloat16_through_float32(fn):
+def bfloat16_through_float32(fn=None, *, native=None):
     """``fn``, an element-wise op on float32/float64 arrays, taking bfloat16 arrays too: when every
     floating array among its positional arguments is bfloat16, they are widened to float32 (exact),
     ``fn`` runs on them and its float32 results are rounded to bfloat16 once, which is how PyTorch's
     CPU kernels compute bfloat16 element-wise ops. ``out=`` must then be a bfloat16 array of the
-    result's shape; other keyword arguments (e.g. a bool ``mask=``) go to ``fn`` as they are."""
+    result's shape; other keyword arguments (e.g. a bool ``mask=``) go to ``fn`` as they are.
+    ``native(*floating arrays)``, where given and true, hands ``fn`` the bfloat16 arrays themselves
+    (its kernel takes them)."""
+    if fn is None:
+        return functools.partial(bfloat16_through_float32, native=native)
 
     @functools.wraps(fn)
     def op(*args, out=None, **kwargs):
         floats = [a for a in args if hasattr(a, "dtype") and is_floating_dtype(a.dtype)]
-        if not floats or not all(is_bfloat16(a.dtype) for a in floats):
+        if not floats or not all(is_bfloat16(a.dtype) for a in floats) or (native is not None and native(*floats)):
             return fn(*args, out=out, **kwargs)
         bf16 = floats[0].dtype
         wide = [astype(a, _F32) if is_bfloat16(getattr(a, "dtype", None)) else a for a in args]

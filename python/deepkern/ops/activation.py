@@ -3,7 +3,8 @@
 Definitions and special values are PyTorch's (``torch.relu``, ``torch.nn.functional.gelu`` and
 their autograd gradients); csrc/cpu/activation/activation.h states them and the accuracy. The
 inputs are float32 or float64 NumPy arrays of any shape and strides (other layouts are copied
-once), or bfloat16 ones (computed in float32, the result rounded once); the result has the input's
+once), or bfloat16 ones (relu and its backward on the values themselves, exact; gelu in float32,
+the result rounded once); the result has the input's
 shape and dtype. Every function takes ``out=`` (an array of that
 shape and dtype, any strides, overlapping no input) and returns it.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends import backend_of
-from ._validate import as_float_array, bfloat16_through_float32, check_output
+from ._validate import as_float_array, bfloat16_through_float32, check_output, is_bfloat16
 
 __all__ = ["relu", "relu_backward", "gelu", "gelu_backward"]
 
@@ -21,7 +22,7 @@ _APPROXIMATIONS = ("none", "tanh")
 
 
 def _grad(grad, x: np.ndarray, op: str) -> np.ndarray:
-    g = as_float_array(grad, "grad", op)
+    g = as_float_array(grad, "grad", op, bfloat16=True)
     if g.dtype != x.dtype:
         raise TypeError(f"{op}: grad has dtype {g.dtype}, x has {x.dtype}")
     if g.shape != x.shape:
@@ -53,19 +54,25 @@ def _run(op: str, inputs: dict, out, *flags, kernel: str = "") -> np.ndarray:
     return result
 
 
-@bfloat16_through_float32
+def _host_bfloat16(*arrays) -> bool:
+    """Every array a bfloat16 NumPy array: the CPU kernels of relu and its backward take those as
+    they are (both only select values, so nothing is rounded)."""
+    return all(isinstance(a, np.ndarray) and is_bfloat16(a.dtype) for a in arrays)
+
+
+@bfloat16_through_float32(native=_host_bfloat16)
 def relu(x, *, out=None) -> np.ndarray:
     """``max(x, 0)`` element-wise, as ``torch.relu``: NaN stays NaN, -0 stays -0."""
     op = "relu"
-    return _run(op, {"x": as_float_array(x, "x", op)}, out)
+    return _run(op, {"x": as_float_array(x, "x", op, bfloat16=True)}, out)
 
 
-@bfloat16_through_float32
+@bfloat16_through_float32(native=_host_bfloat16)
 def relu_backward(grad, x, *, out=None) -> np.ndarray:
     """Gradient of ``relu`` with respect to ``x``: ``grad`` where ``x > 0`` (and where ``x`` is
     NaN), 0 where ``x <= 0``, as PyTorch's ``threshold_backward(grad, x, 0)``."""
     op = "relu_backward"
-    x = as_float_array(x, "x", op)
+    x = as_float_array(x, "x", op, bfloat16=True)
     return _run(op, {"grad": _grad(grad, x, op), "x": x}, out)
 
 
