@@ -55,6 +55,18 @@ def active_isa(isa):
         deepkern._C.set_active_isa(previous)
 
 
+def runs_transposed(m: int, n: int, kernel_name: str) -> bool:
+    """The GEMM drivers' rule (csrc/cpu/gemm/grid.h) for an m x n product whose A is transposed: it
+    runs as C^T = B^T A^T where that pads the kernel's tiles (the last word of its name, "12x32")
+    by at least 1/8 less."""
+    mr, nr = map(int, kernel_name.split()[-1].split("x"))
+
+    def up(x, to):
+        return -(-x // to) * to
+
+    return 8 * up(n, mr) * up(m, nr) <= 7 * up(m, mr) * up(n, nr)
+
+
 def poison_heap(*shapes_dtypes):
     """Allocate and free NaN-filled blocks of the results' sizes, so a kernel's freshly allocated
     output is likely to start as NaN (for ops that take no ``out`` to pre-fill)."""

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from deepkern import ops
 
-from checks import F32, F64, active_isa, check, poison_heap, raises_naming, rand
+from checks import F32, F64, active_isa, check, poison_heap, raises_naming, rand, runs_transposed
 from conftest import SUPPORTED_ISAS
 from reference import conv2d_backward_ref, conv2d_ref
 
@@ -203,7 +203,7 @@ def test_transposed_blocks_take_the_dot_path(case, threads, rng):
     """A transposed block deep enough for the GEMM's dot path runs on it (the transposed im2col block
     and the weights in place) under every ISA and matches the float64 reference, with a bias and
     without, on NaN-prefilled outputs; batches up to 4 take the dot path while their block has at most
-    1/20 as many pixels as rows, the blocked GEMM after."""
+    1/20 as many pixels as rows, the blocked GEMM after (as C^T = W col where that pads less)."""
     x_shape, w_shape, options = case
     conv_path = _transposed_or_not(case, threads)
     pixels = int(np.prod(ops.conv2d(np.zeros((1, *x_shape), F32), np.zeros(w_shape, F32), **options).shape[2:]))
@@ -221,8 +221,11 @@ def test_transposed_blocks_take_the_dot_path(case, threads, rng):
                         poison_heap((ref.shape, dtype))
                         check(ops.conv2d(x, w, bias, **options), ref, dtype, what)
                         assert _path() == conv_path(batch), what
-                        if _path() == "im2col_transposed":
-                            expected = "dot" if 20 * pixels * batch <= rows else "blocked"
+                        if _path() == "im2col_transposed":  # the blocked GEMM as the narrow-C rule says
+                            m, n = pixels * batch, w_shape[0] // options.get("groups", 1)
+                            name = deepkern._C.gemm_kernel_name(double_precision=dtype == F64)
+                            blocked = "transposed blocked" if runs_transposed(m, n, name) else "blocked"
+                            expected = "dot" if 20 * pixels * batch <= rows else blocked
                             assert deepkern._C.last_gemm_path() == expected, what
 
 

@@ -19,7 +19,7 @@ from deepkern.ops import gemm, linear, matmul
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from checks import F32, F64, TOL, check, check_non_finite, rand, sprinkle_non_finite
+from checks import F32, F64, TOL, check, check_non_finite, rand, runs_transposed, sprinkle_non_finite
 from conftest import SUPPORTED_ISAS, on_device, ones_on, to_host
 from reference import gemm_ref, linear_ref, magnitude_floor, matmul_ref, rel_error
 
@@ -220,6 +220,36 @@ def test_dot_path_for_rows_and_columns_along_k(isa, threads, dtype, m, n, k, pat
     out = np.full((m, n), np.nan, dtype)
     gemm(x, w.T, c=out, beta=0.0)
     check(out, matmul_ref(x, w.T), dtype, f"gemm NaN-prefilled {what}")
+
+
+# (M, N, K) of dW = dG^T X: a narrow C (runs as C^T on tiles wider than tall), a wide one that stays,
+# N = 1 (a GEMV either way), odd sizes.
+TRANSPOSED_A_CASES = [(1024, 48, 300), (200, 10, 37), (97, 1, 64), (40, 40, 9), (13, 70, 21)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("m,n,k", TRANSPOSED_A_CASES)
+def test_narrow_c_with_a_transposed_a_runs_as_c_transposed(isa, threads, dtype, m, n, k, rng):
+    """gemm of dG^T (A's columns contiguous) by X under every ISA: a narrow C computes C^T = X^T dG
+    (asserted through last_gemm_path, as the kernel's tile says), with alpha, beta, a bias (C^T's
+    per-row one) and ReLU, into row- and column-major C and a NaN-prefilled one, against float64."""
+    dg, x = rand(rng, (k, m), dtype), rand(rng, (k, n), dtype)
+    kernel = deepkern._C.gemm_kernel_name(double_precision=dtype == F64)
+    path = "gemv" if n == 1 else "transposed blocked" if runs_transposed(m, n, kernel) else "blocked"
+    what = f"{isa} threads={threads} M={m} N={n} K={k}"
+    bias = rand(rng, (n,), dtype)
+    for layout in ("C", "F"):
+        c0 = rand(rng, (m, n), dtype)
+        c, big, mask = make_out(m, n, layout, dtype, values=c0)
+        ref = gemm_ref(dg.T, x, alpha=-0.5, beta=0.25, c=c0, bias=bias, relu=True)
+        gemm(dg.T, x, alpha=-0.5, beta=0.25, c=c, bias=bias, relu=True)
+        check(c, ref, dtype, f"gemm {layout} {what}")
+        check_untouched(big, mask, what)
+        assert deepkern._C.last_gemm_path() == path, what
+    out = np.full((m, n), np.nan, dtype)
+    gemm(dg.T, x, c=out, beta=0.0)
+    check(out, matmul_ref(dg.T, x), dtype, f"gemm NaN-prefilled {what}")
+    assert deepkern._C.last_gemm_path() == path, what
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

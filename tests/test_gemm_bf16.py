@@ -21,7 +21,7 @@ import pytest
 from deepkern import _C, nn, ops
 from test_gemm import LAYOUTS, OUT_LAYOUTS, make_operand
 
-from checks import raises_naming
+from checks import raises_naming, runs_transposed
 from conftest import SUPPORTED_ISAS
 
 BF16 = deepkern.bfloat16
@@ -162,14 +162,6 @@ def test_block_edges_with_a_in_place_or_packed(isa, shape, layout_a, rng):
     assert_within_bound(c, a, b, f"{shape} A {layout_a} on {isa}", bf16_out=False)
 
 
-def runs_transposed(m, n):
-    """Whether the active tier computes an m x n product with a transposed A as C^T = B^T A^T: when
-    that pads its tiles (the tile's M x N is the kernel name's last word) by 1/8 less or more."""
-    mr, nr = map(int, _C.gemm_bf16_kernel_name().split()[-1].split("x"))
-    up = lambda x, to: -(-x // to) * to  # noqa: E731
-    return 8 * up(n, mr) * up(m, nr) <= 7 * up(m, mr) * up(n, nr)
-
-
 # (M, N, K) with a transposed A: narrow C (the swap on tiers with mr < nr; N = 1 then takes the
 # GEMV of C^T), a wide one that stays, odd K and a K over the 512-deep block.
 TRANSPOSED_A_SHAPES = [(200, 10, 37), (97, 1, 64), (1040, 48, 33), (64, 17, 515), (40, 40, 9), (13, 70, 21)]
@@ -195,7 +187,7 @@ def test_transposed_a_narrow_c_computed_as_c_transposed(isa, threads, shape, lay
     c0 = c.astype(np.float64)
     zero = np.zeros(1, np.int64)
     _C.gemm(a, b, c, zero, zero, zero, k, 0.75, beta, bias, bias_axis, epilogue == "row_bias_relu")
-    swapped = runs_transposed(m, n)
+    swapped = runs_transposed(m, n, _C.gemm_bf16_kernel_name())
     path = _C.last_gemm_bf16_path()
     assert path == ("transposed " if swapped else "") + ("gemv" if swapped and n == 1 else "blocked"), path
     a64, b64 = a.astype(np.float64), b.astype(np.float64)

@@ -86,7 +86,8 @@ void bind_gemm(py::module_& m) {
   // The micro-kernel gemm runs now ("avx512 12x32", ...), for show_config().
   m.def("gemm_kernel_name", &cpu::gemm_kernel_name, py::arg("double_precision") = false);
   m.def("last_gemm_path", &cpu::last_gemm_path,
-        "The path the last CPU float32/float64 GEMM problem took: gemv, dot (the dot-product kernel) or blocked.");
+        "The path the last CPU float32/float64 GEMM problem took: gemv, dot (the dot-product kernel), blocked or "
+        "transposed blocked (as C^T = B^T A^T).");
   // The bfloat16 GEMM's kernel now ("amx 32x32", "avx512_bf16 12x32", "emulated avx2 4x32", ...).
   m.def("gemm_bf16_kernel_name", &cpu::gemm_bf16_kernel_name);
   m.def("last_gemm_bf16_path", &cpu::last_gemm_bf16_path,

@@ -365,13 +365,15 @@ void run_gemm(Problem<T> P, int threads) {
     last_path.store("dot", std::memory_order_relaxed);
     return gemm_dot(kern, P, threads);
   }
-  // Column-major C: compute its transpose, which is row-major, so the tiles store whole rows.
-  if (P.c.col_stride != 1 && P.c.row_stride == 1) P = transposed(P);
+  // Column-major C: compute its transpose, which is row-major, so the tiles store whole rows; and a
+  // narrow C with a transposed A as C^T (grid.h).
+  const bool narrow = pads_less_transposed(P, kern.mr, kern.nr);
+  if ((P.c.col_stride != 1 && P.c.row_stride == 1) || narrow) P = transposed(P);
   if (P.k == 0) return gemm_empty_k(P);
   last_path.store("gemv", std::memory_order_relaxed);
   if (P.m == 1 && gemv(kern, P, threads)) return;
   if (P.n == 1 && gemv(kern, transposed(P), threads)) return;
-  last_path.store("blocked", std::memory_order_relaxed);
+  last_path.store(narrow ? "transposed blocked" : "blocked", std::memory_order_relaxed);
   gemm_parallel(kern, P, P.m * P.n * P.k < kMinParallelMacs ? 1 : threads, static_cast<const T*>(nullptr));
 }
 

@@ -98,8 +98,9 @@ template <class T>
 void transpose_matrix(int64_t rows, int64_t cols, const T* src, int64_t lds, T* dst, int64_t ldd);
 
 // The path the last gemm() or gemm_batched() problem of the process took: "gemv" (one row or column of
-// C), "dot" (the dot-product kernel on A and B in place), "blocked" (packed panels), or "" before
-// the first. For tests and benchmarks.
+// C), "dot" (the dot-product kernel on A and B in place), "blocked" (packed panels), "transposed
+// blocked" (packed panels of C^T = B^T A^T: a narrow C with a transposed A), or "" before the first.
+// For tests and benchmarks.
 const char* last_gemm_path();
 
 // Name of the micro-kernel gemm<T> uses now ("avx512 12x32", ...), for show_config().

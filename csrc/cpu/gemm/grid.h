@@ -23,6 +23,16 @@ Problem transposed(const Problem& p) {
   return t;
 }
 
+// Whether C^T = B^T A^T pads C's mr x nr tiles by at least 1/8 less, for a transposed A (its columns
+// contiguous, so packed through a transpose either way, while as B^T's panels it packs contiguous
+// rows): a narrow C, as a weight gradient dW = dG^T X with few columns has.
+template <class Problem>
+bool pads_less_transposed(const Problem& p, int mr, int nr) {
+  if (p.a.row_stride != 1 || p.a.col_stride == 1) return false;
+  const auto up = [](int64_t x, int64_t to) { return (x + to - 1) / to * to; };
+  return 8 * up(p.n, mr) * up(p.m, nr) <= 7 * up(p.m, mr) * up(p.n, nr);
+}
+
 // C split into rows x cols blocks of block_m x block_n elements (multiples of the register tile;
 // the last row or column of blocks may be shorter or empty).
 struct GemmGrid {

@@ -371,25 +371,13 @@ void gemv(const Problem<OutT>& P, int threads) {
   });
 }
 
-// Whether to compute C^T = B^T A^T instead: for a transposed A (its columns contiguous, so packed
-// through a transpose either way), when that pads C's tiles by at least 1/8 less, as a narrow C
-// does (a weight gradient dW = dG^T X with few columns): A^T then packs as B's panels, two
-// contiguous rows at a time, and B^T as the A panels.
-template <class OutT>
-bool pads_less_transposed(const Bf16GemmKernels& kern, const Problem<OutT>& P) {
-  if (P.a.row_stride != 1 || P.a.col_stride == 1) return false;
-  const int64_t as_is = round_up(P.m, kern.mr) * round_up(P.n, kern.nr);
-  const int64_t swapped = round_up(P.n, kern.mr) * round_up(P.m, kern.nr);
-  return 8 * swapped <= 7 * as_is;
-}
-
 std::atomic<const char*> last_path{""};
 
 template <class OutT>
 void run_gemm(Problem<OutT> P, int threads) {
   if (P.m == 0 || P.n == 0) return;
   const Bf16GemmKernels& kern = dispatch(IsaFamily::gemm_bf16, bf16_tables());
-  const bool swap = pads_less_transposed(kern, P);
+  const bool swap = pads_less_transposed(P, kern.mr, kern.nr);  // grid.h
   if (swap) P = transposed(P);
   const bool one_row = P.m == 1 && P.b.col_stride == 1;
   last_path.store(swap ? (one_row ? "transposed gemv" : "transposed blocked") : (one_row ? "gemv" : "blocked"),
