@@ -15,13 +15,11 @@ namespace {
 
 cpu::GeluApproximate approximation(bool tanh) { return tanh ? cpu::GeluApproximate::tanh : cpu::GeluApproximate::none; }
 
-enum class Bf16 { refused, taken };
-
 // Runs kernel(grad or nullptr, x, out, n) on the checked arrays of a call named `op`, without the GIL
-// (for bfloat16 x too where `bf16` is taken).
-template <class Kernel>
+// (for bfloat16 x too where kTakesBf16: only then is the kernel instantiated for it).
+template <bool kTakesBf16 = false, class Kernel>
 void activation_call(const char* op, const py::object* grad, const py::object& x, const py::object& out,
-                     Kernel&& kernel, Bf16 bf16 = Bf16::refused) {
+                     Kernel&& kernel) {
   auto run = [&](auto zero) {
     using T = decltype(zero);
     KernelArrays<T> arrays(op, "x");
@@ -32,21 +30,19 @@ void activation_call(const char* op, const py::object* grad, const py::object& x
     py::gil_scoped_release release;
     kernel(gp, xp, outp, n);
   };
-  if (bf16 == Bf16::taken && is_bfloat16(x))
-    run(cpu::bf16{});
-  else
-    dispatch_float(x, op, "x", run);
+  if constexpr (kTakesBf16) {
+    if (is_bfloat16(x)) return run(cpu::bf16{});
+  }
+  dispatch_float(x, op, "x", run);
 }
 
 void relu(const py::object& x, const py::object& out) {
-  activation_call(
-      "relu", nullptr, x, out, [](auto, auto xp, auto outp, int64_t n) { cpu::relu(xp, outp, n); }, Bf16::taken);
+  activation_call<true>("relu", nullptr, x, out, [](auto, auto xp, auto outp, int64_t n) { cpu::relu(xp, outp, n); });
 }
 
 void relu_backward(const py::object& grad, const py::object& x, const py::object& out) {
-  activation_call(
-      "relu_backward", &grad, x, out,
-      [](auto gp, auto xp, auto outp, int64_t n) { cpu::relu_backward(gp, xp, outp, n); }, Bf16::taken);
+  activation_call<true>("relu_backward", &grad, x, out,
+                        [](auto gp, auto xp, auto outp, int64_t n) { cpu::relu_backward(gp, xp, outp, n); });
 }
 
 void gelu(const py::object& x, const py::object& out, bool approximate_tanh) {
