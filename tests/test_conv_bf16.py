@@ -111,6 +111,65 @@ def test_backward_on_every_tier(isa, threads, x_shape, w_shape, options, rng):
         assert_within(got, ref, magnitude, length, f"{name} of {x_shape} * {w_shape} {options} on {isa}")
 
 
+# Stride-1 layers of "same" width: col(X) is written straight into the GEMM's packed panels (the
+# conv_columns kernels), in the forward and, with at least 12 input channels per group and padding
+# that the reversed taps can mirror, in grad_x (the forward of grad_out with the taps reversed).
+# Images of 49 and of 10 pixels (a 32-column panel across two and across four images), reductions of
+# odd length (3 * 3 * 3), an even kernel padded one more at the end, dilation along H, groups, an
+# output shorter than the input, a padding grad_x cannot mirror, and an image of 100 x 100 pixels
+# whose columns are cut into blocks of output rows. (x shape, w shape, options, grad_x as a forward)
+PANEL_GEOMETRIES = [
+    ((5, 3, 7, 7), (13, 3, 3, 3), {"padding": 1}, False),
+    ((7, 12, 2, 5), (9, 12, 3, 3), {"padding": 1}, True),
+    ((3, 16, 6, 9), (20, 16, 2, 3), {"padding": "same"}, True),
+    ((2, 24, 11, 8), (14, 24, 3, 3), {"padding": (2, 1), "dilation": (2, 1)}, True),
+    ((3, 26, 5, 6), (8, 13, 3, 1), {"groups": 2}, True),
+    ((2, 13, 9, 4), (12, 13, 3, 3), {"padding": (0, 1)}, True),
+    ((2, 12, 5, 6), (7, 12, 3, 3), {"padding": (3, 1)}, False),
+    ((1, 64, 100, 100), (4, 64, 3, 3), {"padding": 1}, True),
+]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, options, data_as_forward", PANEL_GEOMETRIES)
+def test_columns_written_as_panels(isa, threads, x_shape, w_shape, options, data_as_forward, rng):
+    x, w, b = conv_case(rng, x_shape, w_shape)
+    what = f"{x_shape} * {w_shape} {options} on {isa}"
+    _C.reset_isa_records()
+    y = ops.conv2d(x, w, b, **options)
+    assert _C.last_isa("conv_columns") == isa, what
+    magnitude = conv2d_ref(abs64(x), abs64(w), abs64(b), **options)
+    length = w_shape[1] * w_shape[2] * w_shape[3]
+    assert_within(y, conv2d_ref(x, w, b, **options), magnitude, length, f"conv2d {what}")
+    g = bf16_rand(rng, y.shape)
+    _C.reset_isa_records()
+    grad_x = ops.conv2d_backward(g, x, w, **options, needs=(True, False, False))[0]
+    assert _C.last_isa("conv_columns") == (isa if data_as_forward else None), what
+    groups = options.get("groups", 1)
+    magnitude = conv2d_backward_ref(abs64(g), abs64(x), abs64(w), **options)[0]
+    length = w_shape[0] // groups * w_shape[2] * w_shape[3]
+    assert_within(grad_x, conv2d_backward_ref(g, x, w, **options)[0], magnitude, length, f"grad_x of {what}")
+
+
+def test_grad_x_with_non_finite_weights_sums_only_the_taps_that_read_x(isa, rng):
+    """The forward of grad_out with the taps reversed would multiply an Inf weight by grad_out's zero
+    padding (NaN at the border of grad_x); grad_x sums only the taps that read x, as PyTorch."""
+    x, w, _ = conv_case(rng, (2, 12, 6, 7), (5, 12, 3, 3), bias=False)
+    g = bf16_rand(rng, (2, 5, 6, 7))
+    for bad in (np.inf, np.nan):
+        w_bad = w.copy()
+        w_bad[1, 4, 0, 2] = bad
+        _C.reset_isa_records()
+        grad_x = ops.conv2d_backward(g, x, w_bad, padding=1, needs=(True, False, False))[0]
+        assert _C.last_isa("conv_columns") is None
+        ref = conv2d_backward_ref(g, x, w_bad, padding=1)[0]
+        got = grad_x.astype(np.float64)
+        for name, test in (("NaN", np.isnan), ("+Inf", np.isposinf), ("-Inf", np.isneginf)):
+            assert np.array_equal(test(got), test(ref)), f"{bad} weight: grad_x differs in being {name}"
+        finite = np.isfinite(ref)
+        assert finite.any() and not finite.all()
+        np.testing.assert_allclose(got[finite], ref[finite], rtol=2.0**-7, atol=1e-2)
+
+
 def test_small_integers_equal_the_float32_op_rounded_once(threads, rng):
     """Sums of small integers are exact in float32, so each bfloat16 result is the float32 op's result
     rounded once; grad_w's sums over the batch (up to thousands) would lose bits if the batch were

@@ -72,6 +72,16 @@ def _gemm_bf16(rng, dtype):
     yield "matmul bfloat16", ops.matmul(a, b).astype(dtype), matmul_ref(a, b), 2.0**-7
 
 
+def _conv_columns(rng, dtype):
+    """A bfloat16 3x3 convolution and its data gradient (both write the GEMM's panels straight from
+    the images), widened to ``dtype``; bound: bfloat16's rounding of sums of 117 products."""
+    x, w = rand(rng, (3, 13, 5, 6), deepkern.bfloat16), rand(rng, (14, 13, 3, 3), deepkern.bfloat16)
+    g = rand(rng, (3, 14, 5, 6), deepkern.bfloat16)
+    yield "conv2d bfloat16", ops.conv2d(x, w, padding=1).astype(dtype), conv2d_ref(x, w, padding=1), 2.0**-6
+    grad_x = ops.conv2d_backward(g, x, w, padding=1, needs=(True, False, False))[0]
+    yield "conv2d grad_x bfloat16", grad_x.astype(dtype), conv2d_backward_ref(g, x, w, padding=1)[0], 2.0**-6
+
+
 def _cast(rng, dtype):
     """float32 to bfloat16 and back through ``_C.cast``; bound: bfloat16's rounding (at most half an ulp, 2**-8)."""
     x = rand(rng, 1037, np.float32)
@@ -274,6 +284,7 @@ FAMILY_OPS = {
     "gemm_bf16": _gemm_bf16,
     "conv_winograd": _conv_winograd,
     "conv_depthwise": _conv_depthwise,
+    "conv_columns": _conv_columns,
     "lstm": _lstm,
     "norm": _norm,
     "optim": _optim,

@@ -35,6 +35,7 @@ enum class IsaFamily : int {
   attention,
   gemm_bf16,
   cast,
+  conv_columns,
   count
 };
 

@@ -18,6 +18,7 @@
 #include "core/scratch.h"
 #include "core/threading.h"
 #include "cpu/cast/cast.h"
+#include "cpu/conv/column_panels.h"
 #include "cpu/conv/conv_plan.h"
 #include "cpu/conv/im2col.h"
 #include "cpu/lstm/cell_kernels.h"
@@ -29,7 +30,21 @@ namespace {
 // a block's images, the depthwise layers' float32 copies (up to three inputs and the results), the
 // block of Y or dY of several images.
 struct ConvBf16Scratch;
-enum Slot { kColumns, kColumnGrad, kImageGrad, kInput0, kInput1, kInput2, kResult, kBlock, kSlots };
+enum Slot {
+  kColumns,
+  kColumnGrad,
+  kImageGrad,
+  kInput0,
+  kInput1,
+  kInput2,
+  kResult,
+  kBlock,
+  kRowOffsets,  // ShiftedColumnPanels' tables
+  kRowTaps,
+  kTapMaps,
+  kReversedWeights,  // the data gradient's weights as a forward's (reversed_weights)
+  kSlots
+};
 template <class T>
 T* bf16_buffer(Slot which, int64_t count) {
   return thread_scratch<ConvBf16Scratch, kSlots, T>(which, count);
@@ -62,6 +77,63 @@ StridedMatrix<const bf16> columns(const Conv2dShape& s, const Plan& sp, const bf
     im2col(s, planes + (n - n0) * s.in_channels * sp.in_plane, sp.group_in, p0, p1, col + (n - n0) * per_image, cols);
   return {reinterpret_cast<const bf16*>(col), cols, 1};
 }
+
+// Whether the forward's col(X) goes straight into the GEMM's panels (ShiftedColumnPanels): each row of
+// col a shifted input plane (im2col_shifted_planes' geometry), and not the input itself.
+bool writes_column_panels(const Conv2dShape& s, const Plan& sp) {
+  return s.stride_h == 1 && s.stride_w == 1 && s.dilation_w == 1 && s.out_w == s.in_w && !sp.direct;
+}
+
+// col(X) of the group of images n0, ... for output rows [p0, p1), as the GEMM's B panel writer
+// (column_panels.h): its tables (each row's offset and tap, each tap's validity bitmap) live in
+// the calling thread's scratch, the panels are written on whichever GEMM thread asks.
+class ShiftedColumnPanels final : public Bf16PanelWriter {
+ public:
+  ShiftedColumnPanels(const Conv2dShape& s, const Plan& sp, const bf16* x, int64_t n0, int64_t group, int64_t p0,
+                      int64_t p1)
+      : kernels_(dispatch(IsaFamily::conv_columns, IsaTables{generic::column_panel_kernels, avx2::column_panel_kernels,
+                                                             avx512::column_panel_kernels})) {
+    const int64_t per_image = (p1 - p0) * s.out_w, taps = s.kernel_h * s.kernel_w;
+    const int64_t words = per_image / 64 + 2;  // the bits, then at least 64 spare ones
+    int64_t* offsets = bf16_buffer<int64_t>(kRowOffsets, sp.col_rows);
+    int32_t* row_taps = bf16_buffer<int32_t>(kRowTaps, sp.col_rows);
+    uint64_t* tap_maps = bf16_buffer<uint64_t>(kTapMaps, taps * words);
+    std::fill(tap_maps, tap_maps + taps * words, uint64_t(0));
+    for (int64_t r = 0; r < s.kernel_h; ++r)
+      for (int64_t t = 0; t < s.kernel_w; ++t) {
+        const int64_t h_offset = r * s.dilation_h - s.pad_h, w_offset = t - s.pad_w;
+        uint64_t* map = tap_maps + (r * s.kernel_w + t) * words;
+        int64_t q_lo, q_hi;
+        valid_columns(s, w_offset, q_lo, q_hi);
+        for (int64_t p = p0; p < p1; ++p)
+          if (p + h_offset >= 0 && p + h_offset < s.in_h)
+            for (int64_t i = (p - p0) * s.out_w + q_lo; i < (p - p0) * s.out_w + q_hi; ++i)
+              map[i / 64] |= uint64_t(1) << (i % 64);
+        for (int64_t c = 0; c < sp.group_in; ++c) {
+          const int64_t row = (c * s.kernel_h + r) * s.kernel_w + t;
+          offsets[row] = c * sp.in_plane + (p0 + h_offset) * s.in_w + w_offset;
+          row_taps[row] = static_cast<int32_t>(r * s.kernel_w + t);
+        }
+      }
+    columns_ = {.x = lanes(x) + (n0 * s.in_channels + group * sp.group_in) * sp.in_plane,
+                .image_stride = s.in_channels * sp.in_plane,
+                .per_image = per_image,
+                .k = sp.col_rows,
+                .row_offset = offsets,
+                .row_tap = row_taps,
+                .taps = static_cast<int>(taps),
+                .tap_valid = tap_maps,
+                .tap_words = words};
+  }
+
+  void pack(int64_t j0, int64_t cols, int64_t k_padded, bf16* dst) const override {
+    kernels_.pack_shifted(columns_, j0, cols, k_padded, lanes(dst));
+  }
+
+ private:
+  const ColumnPanelKernels& kernels_;
+  ShiftedColumns columns_;
+};
 
 // Group `group`'s output channels of images [n0, n1), rows [p0, p1) (all rows for several images),
 // of an (N, K, P, Q) array as a Kg x columns matrix: the array itself for one image (row stride
@@ -108,6 +180,55 @@ const float* widened(Slot slot, const bf16* src, int64_t count) {
   return copy;
 }
 
+// The least input channels per group for which the data gradient runs as a forward convolution
+// (data_gradient_as_forward): that forward's GEMM has them as rows, and the register tile has 12.
+constexpr int64_t kMinForwardGradientRows = 12;
+
+// Whether grad_x may be computed as the forward convolution of grad_y with the weights reversed
+// (reversed_weights, reversed_shape): a stride-1 layer of "same" width without dilation along it,
+// where that forward is itself one whose col(X) goes straight into the GEMM's panels. (The sums then
+// also run over the taps that read grad_y's padding, so the weights must be finite: see
+// reversed_weights.)
+bool data_gradient_as_forward(const Conv2dShape& s, const Plan& sp) {
+  return s.stride_h == 1 && s.stride_w == 1 && s.dilation_w == 1 && s.out_w == s.in_w && !sp.direct &&
+         s.pad_h <= (s.kernel_h - 1) * s.dilation_h && sp.group_in >= kMinForwardGradientRows;
+}
+
+// The forward convolution whose output is grad_x (data_gradient_as_forward): grad_y's K channels in,
+// the C channels of x out, the taps reversed, the padding what reaches every tap of an output that reads it.
+Conv2dShape reversed_shape(const Conv2dShape& s) {
+  Conv2dShape r = s;
+  r.in_channels = s.out_channels, r.in_h = s.out_h, r.in_w = s.out_w;
+  r.out_channels = s.in_channels, r.out_h = s.in_h, r.out_w = s.in_w;
+  r.pad_h = (s.kernel_h - 1) * s.dilation_h - s.pad_h;
+  r.pad_w = (s.kernel_w - 1) * s.dilation_w - s.pad_w;
+  return r;
+}
+
+// w (K, C/g, R, S) as the reversed forward's weights (C, K/g, R, S): w'[c][k][r][t] =
+// w[k][c][R-1-r][S-1-t] within each group, in the calling thread's scratch; null when w holds an Inf or
+// a NaN (the forward would multiply them by grad_y's zero padding: NaN where the data gradient sums
+// only the taps that read x).
+const bf16* reversed_weights(const Conv2dShape& s, const Plan& sp, const bf16* w) {
+  const int64_t taps = s.kernel_h * s.kernel_w;
+  uint16_t* reversed = bf16_buffer<uint16_t>(kReversedWeights, s.out_channels * sp.col_rows);
+  const uint16_t* from = lanes(w);
+  uint16_t infinite = 0;          // 0x7f80 once an exponent is all ones (an Inf or a NaN)
+  constexpr int64_t kBlock = 16;  // k per pass: 16 rows of w read in order, w' written in order
+  for (int64_t g = 0; g < s.groups; ++g)
+    for (int64_t k0 = 0; k0 < sp.group_out; k0 += kBlock)
+      for (int64_t c = 0; c < sp.group_in; ++c)
+        for (int64_t k = k0; k < std::min(sp.group_out, k0 + kBlock); ++k) {
+          const uint16_t* src = from + ((g * sp.group_out + k) * sp.group_in + c) * taps;
+          uint16_t* dst = reversed + ((g * sp.group_in + c) * sp.group_out + k) * taps;
+          for (int64_t i = 0; i < taps; ++i) {
+            dst[i] = src[taps - 1 - i];
+            infinite |= static_cast<uint16_t>((dst[i] & 0x7f80u) == 0x7f80u ? 0x7f80u : 0u);
+          }
+        }
+  return !infinite ? reinterpret_cast<const bf16*>(reversed) : nullptr;
+}
+
 }  // namespace
 
 template <>
@@ -129,8 +250,13 @@ void conv2d_forward<bf16>(const Conv2dShape& s, const bf16* x, const bf16* w, co
         const int64_t k0 = group * sp.group_out;
         GemmEpilogue<bf16> epilogue = group_bias(bias, k0);
         const StridedMatrix<bf16> out = output_block(s, sp, y, n0, n1, group, p0);
-        gemm_bf16<bf16>(sp.group_out, cols, sp.col_rows, 1.0f, {w + k0 * sp.col_rows, sp.col_rows, 1},
-                        columns(s, sp, x, n0, n1, group, p0, p1), 0.0f, out, epilogue, threads);
+        const StridedMatrix<const bf16> weights{w + k0 * sp.col_rows, sp.col_rows, 1};
+        if (writes_column_panels(s, sp))
+          gemm_bf16<bf16>(sp.group_out, cols, sp.col_rows, 1.0f, weights,
+                          ShiftedColumnPanels(s, sp, x, n0, group, p0, p1), 0.0f, out, epilogue, threads);
+        else
+          gemm_bf16<bf16>(sp.group_out, cols, sp.col_rows, 1.0f, weights, columns(s, sp, x, n0, n1, group, p0, p1),
+                          0.0f, out, epilogue, threads);
         if (n1 - n0 > 1)
           output_block_planes(s, sp, n0, n1, group, [&](int64_t at, int64_t from) {
             std::memcpy(y + at, out.data + from, sizeof(bf16) * sp.pixels);
@@ -150,6 +276,9 @@ void conv2d_backward_data<bf16>(const Conv2dShape& s, const bf16* grad_y, const 
                                 widened(kInput1, w, s.out_channels * sp.col_rows), dx);
     return convert(dx, s.batch * image, grad_x);
   }
+  if (data_gradient_as_forward(s, sp))
+    if (const bf16* reversed = reversed_weights(s, sp, w))
+      return conv2d_forward<bf16>(reversed_shape(s), grad_y, reversed, nullptr, grad_x, {});
   for_each_image_block(s, sp, [&](int64_t n0, int64_t n1, int, int threads) {
     bf16* dx = grad_x + n0 * image;
     // The direct case needs no col2im: each group's GEMM writes its planes of grad_x, rounded once.

@@ -61,6 +61,7 @@ struct Problem {
   float beta;
   StridedMatrix<OutT> c;
   GemmEpilogue<OutT> epilogue;
+  const Bf16PanelWriter* b_writer = nullptr;  // B's panels come from here rather than from b
 };
 
 // Packs A(i0 + i, p0 + p) for i < rows, p < depth into mr-row panels of kp columns (the layout of
@@ -268,7 +269,10 @@ void gemm_block(const Bf16GemmKernels& kern, const Problem<OutT>& P, int64_t m0,
   if (kern.begin) kern.begin();
   for (int64_t jc = n0; jc < n1; jc += kern.nc) {
     const int64_t nc = std::min<int64_t>(kern.nc, n1 - jc);
-    pack_b(kern, P.b, P.k, jc, nc, k_padded, b_pack);
+    if (P.b_writer)
+      P.b_writer->pack(jc, nc, k_padded, b_pack);
+    else
+      pack_b(kern, P.b, P.k, jc, nc, k_padded, b_pack);
     multiply_packed(kern, P, b_pack, k_padded, m0, m1, jc, nc, a_pack, acc, a_whole, a_whole && jc > n0);
   }
   if (kern.end) kern.end();
@@ -377,9 +381,10 @@ template <class OutT>
 void run_gemm(Problem<OutT> P, int threads) {
   if (P.m == 0 || P.n == 0) return;
   const Bf16GemmKernels& kern = dispatch(IsaFamily::gemm_bf16, bf16_tables());
-  const bool swap = pads_less_transposed(P, kern.mr, kern.nr);  // grid.h
+  if (P.b_writer && kern.nr != kBf16PanelWidth) throw std::logic_error("gemm_bf16: panels of another width");
+  const bool swap = !P.b_writer && pads_less_transposed(P, kern.mr, kern.nr);  // grid.h
   if (swap) P = transposed(P);
-  const bool one_row = P.m == 1 && P.b.col_stride == 1;
+  const bool one_row = P.m == 1 && !P.b_writer && P.b.col_stride == 1;
   last_path.store(swap ? (one_row ? "transposed gemv" : "transposed blocked") : (one_row ? "gemv" : "blocked"),
                   std::memory_order_relaxed);
   if (one_row) return gemv(P, threads);
@@ -397,6 +402,14 @@ template <class OutT>
 void gemm_bf16(int64_t m, int64_t n, int64_t k, float alpha, StridedMatrix<const bf16> a, StridedMatrix<const bf16> b,
                float beta, StridedMatrix<OutT> c, const GemmEpilogue<OutT>& epilogue, int threads) {
   run_gemm(Problem<OutT>{m, n, k, alpha, a, b, beta, c, epilogue}, threads > 0 ? threads : num_threads());
+}
+
+template <class OutT>
+void gemm_bf16(int64_t m, int64_t n, int64_t k, float alpha, StridedMatrix<const bf16> a, const Bf16PanelWriter& b,
+               float beta, StridedMatrix<OutT> c, const GemmEpilogue<OutT>& epilogue, int threads) {
+  Problem<OutT> P{m, n, k, alpha, a, {nullptr, 0, 0}, beta, c, epilogue};
+  P.b_writer = &b;
+  run_gemm(P, threads > 0 ? threads : num_threads());
 }
 
 template <class OutT>
@@ -455,6 +468,10 @@ const char* gemm_bf16_kernel_name() { return table_for(active_isa(), bf16_tables
 template void gemm_bf16<float>(int64_t, int64_t, int64_t, float, StridedMatrix<const bf16>, StridedMatrix<const bf16>,
                                float, StridedMatrix<float>, const GemmEpilogue<float>&, int);
 template void gemm_bf16<bf16>(int64_t, int64_t, int64_t, float, StridedMatrix<const bf16>, StridedMatrix<const bf16>,
+                              float, StridedMatrix<bf16>, const GemmEpilogue<bf16>&, int);
+template void gemm_bf16<float>(int64_t, int64_t, int64_t, float, StridedMatrix<const bf16>, const Bf16PanelWriter&,
+                               float, StridedMatrix<float>, const GemmEpilogue<float>&, int);
+template void gemm_bf16<bf16>(int64_t, int64_t, int64_t, float, StridedMatrix<const bf16>, const Bf16PanelWriter&,
                               float, StridedMatrix<bf16>, const GemmEpilogue<bf16>&, int);
 template void gemm_bf16_batched<float>(int64_t, const int64_t*, const int64_t*, const int64_t*, int64_t, int64_t,
                                        int64_t, float, StridedMatrix<const bf16>, StridedMatrix<const bf16>, float,

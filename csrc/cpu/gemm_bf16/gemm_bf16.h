@@ -24,6 +24,26 @@ template <class OutT>
 void gemm_bf16(int64_t m, int64_t n, int64_t k, float alpha, StridedMatrix<const bf16> a, StridedMatrix<const bf16> b,
                float beta, StridedMatrix<OutT> c, const GemmEpilogue<OutT>& epilogue, int threads = 0);
 
+// The width of B's packed panels on every tier (kernels.h): 32 columns.
+constexpr int kBf16PanelWidth = 32;
+
+// A B that is never stored as a matrix (the columns of a convolution, computed from its input):
+// pack(j0, cols, k_padded, dst) writes B's columns j0 .. j0 + cols as packed panels of
+// kBf16PanelWidth columns (kernels.h's layout: panel q at dst + q * k_padded * kBf16PanelWidth, VNNI
+// pair rows), zero past B's k rows up to k_padded and past cols up to the last panel's end. Called
+// from any of the GEMM's threads at once.
+struct Bf16PanelWriter {
+  virtual void pack(int64_t j0, int64_t cols, int64_t k_padded, bf16* dst) const = 0;
+
+ protected:
+  ~Bf16PanelWriter() = default;
+};
+
+// gemm_bf16 with B given by its panel writer (always the blocked algorithm, never C^T = B^T A^T).
+template <class OutT>
+void gemm_bf16(int64_t m, int64_t n, int64_t k, float alpha, StridedMatrix<const bf16> a, const Bf16PanelWriter& b,
+               float beta, StridedMatrix<OutT> c, const GemmEpilogue<OutT>& epilogue, int threads = 0);
+
 // gemm_bf16 over `batch` problems of one shape at element offsets, as gemm_batched.
 template <class OutT>
 void gemm_bf16_batched(int64_t batch, const int64_t* a_offsets, const int64_t* b_offsets, const int64_t* c_offsets,

@@ -1,0 +1,129 @@
+// column_panels.h's kernels, compiled once per ISA (a per-ISA source). A panel's 32 columns are cut
+// into segments, one per image they cross (a 7 x 7 image's 49 columns: at most two); each row of col
+// is then read per segment from its shifted input plane. With AVX-512 (BW) a segment is one masked
+// load (the padding and the lanes of other segments masked off, which also keeps addresses outside
+// the image from being touched) and a pair of rows becomes a pair row of the panel by two word
+// permutes; elsewhere the same walk runs value by value.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "cpu/conv/column_panels.h"
+
+#if defined(__AVX512BW__)
+#include <immintrin.h>
+#endif
+
+namespace deepkern::cpu::DEEPKERN_ISA_NS {
+namespace {
+
+constexpr int kWidth = 32;  // columns per panel
+
+// Lanes [lane, lane + len) of panel `panel` read one image: its pixels [pixel, pixel + len), from
+// element `image` (x-relative) on.
+struct Segment {
+  int64_t image, pixel;
+  int panel, lane, len;
+};
+
+// The segments of columns j0 .. j0 + cols, panel after panel.
+std::vector<Segment> segments_of(const ShiftedColumns& b, int64_t j0, int64_t cols) {
+  std::vector<Segment> segments;
+  for (int64_t c0 = 0; c0 < cols; c0 += kWidth) {
+    const int width = static_cast<int>(std::min<int64_t>(kWidth, cols - c0));
+    int64_t n = (j0 + c0) / b.per_image, pixel = (j0 + c0) % b.per_image;
+    for (int lane = 0; lane < width; ++n, pixel = 0) {
+      const int len = static_cast<int>(std::min<int64_t>(width - lane, b.per_image - pixel));
+      segments.push_back({n * b.image_stride, pixel, static_cast<int>(c0 / kWidth), lane, len});
+      lane += len;
+    }
+  }
+  return segments;
+}
+
+// Per tap and segment, the segment's lanes that read inside the image: bits [pixel, pixel + len)
+// of the tap's bitmap, shifted to the segment's lanes (tap-major).
+std::vector<uint32_t> lane_masks(const ShiftedColumns& b, const std::vector<Segment>& segments) {
+  std::vector<uint32_t> masks(static_cast<size_t>(b.taps) * segments.size());
+  for (int tap = 0; tap < b.taps; ++tap)
+    for (size_t s = 0; s < segments.size(); ++s) {
+      const Segment& seg = segments[s];
+      uint64_t word;  // 64 bits from the byte holding bit `pixel`: at least 57 past it (the spare bits)
+      std::memcpy(&word, reinterpret_cast<const unsigned char*>(b.tap_valid + tap * b.tap_words) + seg.pixel / 8,
+                  sizeof word);
+      const uint64_t bits = word >> (seg.pixel % 8) & ((uint64_t(1) << seg.len) - 1);
+      masks[tap * segments.size() + s] = static_cast<uint32_t>(bits << seg.lane);
+    }
+  return masks;
+}
+
+#if defined(__AVX512BW__)
+
+// Pair rows are the outer loop, each pair of rows read in order across the panels (the input planes
+// stream through once); a segment is one masked load per row, a pair of rows two word permutes into
+// the pair row. Rows past k read with the all-zero masks of a tap past the last.
+void pack_shifted(const ShiftedColumns& b, int64_t j0, int64_t cols, int64_t k_padded, uint16_t* dst) {
+  const std::vector<Segment> segments = segments_of(b, j0, cols);
+  std::vector<uint32_t> masks = lane_masks(b, segments);
+  masks.resize(masks.size() + segments.size(), 0);
+  const size_t count = segments.size();
+  std::vector<int64_t> first(1, 0), base(count);  // panel q's segments: [first[q], first[q + 1])
+  for (size_t s = 0; s < count; ++s) {
+    base[s] = segments[s].image + segments[s].pixel - segments[s].lane;  // lane L reads base + row offset + L
+    if (s + 1 == count || segments[s + 1].panel != segments[s].panel) first.push_back(static_cast<int64_t>(s) + 1);
+  }
+  // Word 2j of a pair row is row 2m's column j, word 2j + 1 row 2m + 1's (lanes 32 on: the second source).
+  alignas(64) uint16_t low_index[kWidth], high_index[kWidth];
+  for (int j = 0; j < kWidth / 2; ++j) {
+    low_index[2 * j] = static_cast<uint16_t>(j), low_index[2 * j + 1] = static_cast<uint16_t>(kWidth + j);
+    high_index[2 * j] = static_cast<uint16_t>(kWidth / 2 + j);
+    high_index[2 * j + 1] = static_cast<uint16_t>(kWidth + kWidth / 2 + j);
+  }
+  const __m512i low = _mm512_load_si512(low_index), high = _mm512_load_si512(high_index);
+  // Integer arithmetic for the addresses: a segment's base may lie outside x (only valid lanes are read).
+  const auto x = reinterpret_cast<intptr_t>(b.x);
+  const int64_t panels = static_cast<int64_t>(first.size()) - 1;
+  for (int64_t row = 0; row < k_padded; row += 2) {
+    const bool even_in = row < b.k, odd_in = row + 1 < b.k;
+    const uint32_t* even_mask = masks.data() + (even_in ? b.row_tap[row] : b.taps) * count;
+    const uint32_t* odd_mask = masks.data() + (odd_in ? b.row_tap[row + 1] : b.taps) * count;
+    const intptr_t even_at = x + 2 * (even_in ? b.row_offset[row] : 0);
+    const intptr_t odd_at = x + 2 * (odd_in ? b.row_offset[row + 1] : 0);
+    uint16_t* pair_row = dst + row * kWidth;
+    for (int64_t q = 0; q < panels; ++q, pair_row += k_padded * kWidth) {
+      __m512i even = _mm512_setzero_si512(), odd = _mm512_setzero_si512();
+      for (int64_t s = first[q]; s < first[q + 1]; ++s) {
+        even = _mm512_mask_loadu_epi16(even, even_mask[s], reinterpret_cast<const void*>(even_at + 2 * base[s]));
+        odd = _mm512_mask_loadu_epi16(odd, odd_mask[s], reinterpret_cast<const void*>(odd_at + 2 * base[s]));
+      }
+      _mm512_storeu_si512(pair_row, _mm512_permutex2var_epi16(even, low, odd));
+      _mm512_storeu_si512(pair_row + kWidth, _mm512_permutex2var_epi16(even, high, odd));
+    }
+  }
+}
+
+#else
+
+void pack_shifted(const ShiftedColumns& b, int64_t j0, int64_t cols, int64_t k_padded, uint16_t* dst) {
+  const std::vector<Segment> segments = segments_of(b, j0, cols);
+  const std::vector<uint32_t> masks = lane_masks(b, segments);
+  const size_t count = segments.size();
+  std::fill(dst, dst + (cols + kWidth - 1) / kWidth * k_padded * kWidth, uint16_t(0));
+  for (int64_t row = 0; row < b.k; ++row)
+    for (size_t s = 0; s < count; ++s) {
+      const Segment& seg = segments[s];
+      const uint32_t valid = masks[b.row_tap[row] * count + s];
+      const int64_t base = seg.image + b.row_offset[row] + seg.pixel - seg.lane;  // lane L's element, if valid
+      uint16_t* pair_row = dst + seg.panel * k_padded * kWidth + row / 2 * 2 * kWidth + row % 2;
+      for (int lane = seg.lane; lane < seg.lane + seg.len; ++lane)
+        if (valid >> lane & 1) pair_row[2 * lane] = b.x[base + lane];
+    }
+}
+
+#endif
+
+}  // namespace
+
+const ColumnPanelKernels column_panel_kernels = {.pack_shifted = &pack_shifted};
+
+}  // namespace deepkern::cpu::DEEPKERN_ISA_NS
