@@ -340,12 +340,20 @@ void conv2d_backward_weight<bf16>(const Conv2dShape& s, const bf16* grad_y, cons
     for (int64_t i = 0; i < weight_size; ++i) sums[i] += sums[part * weight_size + i];
   convert(sums.data(), weight_size, grad_w);
   if (!grad_bias) return;
+  // Each plane summed in kLanes interleaved float32 sums (one chain would wait on every add's latency).
+  constexpr int64_t kLanes = 16;
   std::vector<float> bias_sums(static_cast<size_t>(s.out_channels), 0.0f);
   const Lane<bf16>* dy = lanes(grad_y);
   for (int64_t n = 0; n < s.batch; ++n)
     for (int64_t k = 0; k < s.out_channels; ++k) {
+      const Lane<bf16>* plane = dy + (n * s.out_channels + k) * sp.pixels;
+      float part[kLanes] = {};
+      int64_t i = 0;
+      for (; i + kLanes <= sp.pixels; i += kLanes)
+        for (int64_t l = 0; l < kLanes; ++l) part[l] += widen<bf16>(plane[i + l]);
+      for (; i < sp.pixels; ++i) part[i % kLanes] += widen<bf16>(plane[i]);
       float sum = 0.0f;
-      for (int64_t i = 0; i < sp.pixels; ++i) sum += widen<bf16>(dy[(n * s.out_channels + k) * sp.pixels + i]);
+      for (const float p : part) sum += p;
       bias_sums[k] += sum;
     }
   convert(bias_sums.data(), s.out_channels, grad_bias);
