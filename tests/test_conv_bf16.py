@@ -112,12 +112,14 @@ def test_backward_on_every_tier(isa, threads, x_shape, w_shape, options, rng):
 
 
 # Stride-1 layers of "same" width: col(X) is written straight into the GEMM's packed panels (the
-# conv_columns kernels), in the forward and, with at least 12 input channels per group and padding
-# that the reversed taps can mirror, in grad_x (the forward of grad_out with the taps reversed).
-# Images of 49 and of 10 pixels (a 32-column panel across two and across four images), reductions of
-# odd length (3 * 3 * 3), an even kernel padded one more at the end, dilation along H, groups, an
-# output shorter than the input, a padding grad_x cannot mirror, and an image of 100 x 100 pixels
-# whose columns are cut into blocks of output rows. (x shape, w shape, options, grad_x as a forward)
+# conv_columns kernels), in the forward and grad_w (col(X)^T: pairs of pixels, across images where
+# an image has an odd count) and, with at least 12 input channels per group and padding that the
+# reversed taps can mirror, in grad_x (the forward of grad_out with the taps reversed). Images of 49
+# and of 10 pixels (a 32-column panel across two and across four images), reductions of odd length
+# (3 * 3 * 3), an even kernel padded one more at the end, dilation along H, groups, an output shorter
+# than the input, a padding grad_x cannot mirror, images of 900 pixels whose grad_w sums two GEMMs
+# of two images and one, and an image of 100 x 100 pixels whose forward columns are cut into blocks
+# of output rows. (x shape, w shape, options, grad_x as a forward)
 PANEL_GEOMETRIES = [
     ((5, 3, 7, 7), (13, 3, 3, 3), {"padding": 1}, False),
     ((7, 12, 2, 5), (9, 12, 3, 3), {"padding": 1}, True),
@@ -126,6 +128,7 @@ PANEL_GEOMETRIES = [
     ((3, 26, 5, 6), (8, 13, 3, 1), {"groups": 2}, True),
     ((2, 13, 9, 4), (12, 13, 3, 3), {"padding": (0, 1)}, True),
     ((2, 12, 5, 6), (7, 12, 3, 3), {"padding": (3, 1)}, False),
+    ((3, 12, 30, 30), (5, 12, 3, 3), {"padding": 1}, True),
     ((1, 64, 100, 100), (4, 64, 3, 3), {"padding": 1}, True),
 ]
 
@@ -148,6 +151,14 @@ def test_columns_written_as_panels(isa, threads, x_shape, w_shape, options, data
     magnitude = conv2d_backward_ref(abs64(g), abs64(x), abs64(w), **options)[0]
     length = w_shape[0] // groups * w_shape[2] * w_shape[3]
     assert_within(grad_x, conv2d_backward_ref(g, x, w, **options)[0], magnitude, length, f"grad_x of {what}")
+    _C.reset_isa_records()
+    grad_w, grad_b = ops.conv2d_backward(g, x, w, **options, needs=(False, True, True))[1:]
+    assert _C.last_isa("conv_columns") == isa, what
+    refs = conv2d_backward_ref(g, x, w, **options)[1:]
+    magnitudes = conv2d_backward_ref(abs64(g), abs64(x), abs64(w), **options)[1:]
+    length = g.shape[0] * g.shape[2] * g.shape[3]
+    for name, got, ref, magnitude in zip(("grad_w", "grad_b"), (grad_w, grad_b), refs, magnitudes):
+        assert_within(got, ref, magnitude, length, f"{name} of {what}")
 
 
 def test_grad_x_with_non_finite_weights_sums_only_the_taps_that_read_x(isa, rng):

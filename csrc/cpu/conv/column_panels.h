@@ -1,7 +1,8 @@
 // col(X) written straight into the bfloat16 GEMM's packed B panels (kernels.h's layout, panels of
 // kBf16PanelWidth columns, VNNI pair rows), for the convolutions whose im2col rows are shifted input
 // planes (im2col.h's im2col_shifted_planes: stride 1, dilation_w 1, Q == W): no im2col buffer is
-// written and read back. One table per ISA (column_panels_kernels.cpp, compiled per ISA).
+// written and read back; likewise col(X)^T for the weight gradient. One table per ISA
+// (column_panels_kernels.cpp, compiled per ISA).
 #pragma once
 #include <cstdint>
 
@@ -16,6 +17,7 @@ struct ShiftedColumns {
   const uint16_t* x;          // the bits of the block's first image's first channel plane (of the group)
   int64_t image_stride;       // elements from one image's planes to the next's
   int64_t per_image;          // columns per image
+  int64_t images;             // images of the block: images * per_image columns
   int64_t k;                  // rows of col: Cg * R * S
   const int64_t* row_offset;  // per row of col: the element (from x) that pixel 0 reads (may lie outside)
   const int32_t* row_tap;     // per row of col: its tap (r * S + t)
@@ -31,6 +33,10 @@ struct ColumnPanelKernels {
   // panel q at dst + q * k_padded * 32, B(p, j) at panel[(p / 2 * 32 + j) * 2 + p % 2]; zero past
   // k rows (up to k_padded, even) and past cols (up to the last panel's end).
   void (*pack_shifted)(const ShiftedColumns& b, int64_t j0, int64_t cols, int64_t k_padded, uint16_t* dst);
+  // The same for B = col(X)^T (the weight gradient's): B's columns j0 .. j0 + cols are rows of col,
+  // its k_padded rows the block's columns (pairs of them: VNNI pairs run along col's rows), zero past
+  // images * per_image and past cols.
+  void (*pack_shifted_transposed)(const ShiftedColumns& b, int64_t j0, int64_t cols, int64_t k_padded, uint16_t* dst);
 };
 
 DEEPKERN_DECLARE_ISA_TABLES(ColumnPanelKernels, column_panel_kernels)

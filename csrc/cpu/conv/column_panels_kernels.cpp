@@ -12,6 +12,8 @@
 
 #if defined(__AVX512BW__)
 #include <immintrin.h>
+
+#include "cpu/gemm_bf16/words_avx512.h"
 #endif
 
 namespace deepkern::cpu::DEEPKERN_ISA_NS {
@@ -102,6 +104,56 @@ void pack_shifted(const ShiftedColumns& b, int64_t j0, int64_t cols, int64_t k_p
   }
 }
 
+// Blocks of 16 of col's rows by 32 of its columns (16 pair rows), the columns inner (each of the 16
+// rows read in order): each row one vector of masked loads (16 pair words), the 16 vectors
+// transposed into 16 pair rows of 16 panel columns.
+void pack_shifted_transposed(const ShiftedColumns& b, int64_t j0, int64_t cols, int64_t k_padded, uint16_t* dst) {
+  const int64_t pixels = std::min(b.images * b.per_image, k_padded), width = (cols + kWidth - 1) / kWidth * kWidth;
+  const std::vector<Segment> segments = segments_of(b, 0, pixels);  // "panel" q: pixels 32q .. 32q + 31
+  std::vector<uint32_t> masks = lane_masks(b, segments);
+  const size_t count = segments.size();
+  std::vector<size_t> first(1, 0);  // chunk q's segments: [first[q], first[q + 1])
+  for (size_t s = 0; s < count; ++s)
+    if (s + 1 == count || segments[s + 1].panel != segments[s].panel) first.push_back(s + 1);
+  const auto x = reinterpret_cast<intptr_t>(b.x);  // a segment's base may lie outside x, as above
+  masks.resize(masks.size() + count, 0);           // a tap past the last: rows past k or cols load nothing
+  const uint32_t* none = masks.data() + masks.size() - count;
+  for (int64_t c0 = 0; c0 < width; c0 += kWidth / 2) {
+    uint16_t* half = dst + c0 / kWidth * k_padded * kWidth + c0 % kWidth * 2;
+    intptr_t at[16];  // the 16 rows' element 0 and masks
+    const uint32_t* row_masks[16];
+    for (int l = 0; l < 16; ++l) {
+      const int64_t row = j0 + c0 + l;
+      const bool inside = c0 + l < cols && row < b.k;
+      at[l] = x + 2 * (inside ? b.row_offset[row] : 0);
+      row_masks[l] = inside ? masks.data() + b.row_tap[row] * count : none;
+    }
+    for (int64_t p0 = 0; p0 < k_padded; p0 += kWidth) {
+      const size_t chunk = static_cast<size_t>(p0 / kWidth);
+      const size_t from = chunk + 1 < first.size() ? first[chunk] : count;
+      const size_t to = chunk + 1 < first.size() ? first[chunk + 1] : count;
+      __m512i w[16];
+      if (to - from == 1) {  // one image: one load per row
+        const int64_t base = 2 * (segments[from].image + segments[from].pixel - segments[from].lane);
+#pragma GCC unroll 16
+        for (int l = 0; l < 16; ++l)
+          w[l] = _mm512_maskz_loadu_epi16(row_masks[l][from], reinterpret_cast<const void*>(at[l] + base));
+      } else {
+        for (int l = 0; l < 16; ++l) {
+          w[l] = _mm512_setzero_si512();
+          for (size_t s = from; s < to; ++s) {
+            const int64_t base = 2 * (segments[s].image + segments[s].pixel - segments[s].lane);
+            w[l] = _mm512_mask_loadu_epi16(w[l], row_masks[l][s], reinterpret_cast<const void*>(at[l] + base));
+          }
+        }
+      }
+      transpose_16x16(w);
+      const int64_t pairs = std::min<int64_t>(kWidth / 2, (k_padded - p0) / 2);
+      for (int64_t m = 0; m < pairs; ++m) _mm512_storeu_si512(half + (p0 / 2 + m) * 2 * kWidth, w[m]);
+    }
+  }
+}
+
 #else
 
 void pack_shifted(const ShiftedColumns& b, int64_t j0, int64_t cols, int64_t k_padded, uint16_t* dst) {
@@ -120,10 +172,33 @@ void pack_shifted(const ShiftedColumns& b, int64_t j0, int64_t cols, int64_t k_p
     }
 }
 
+void pack_shifted_transposed(const ShiftedColumns& b, int64_t j0, int64_t cols, int64_t k_padded, uint16_t* dst) {
+  const int64_t pixels = b.images * b.per_image, panels = (cols + kWidth - 1) / kWidth;
+  std::fill(dst, dst + panels * k_padded * kWidth, uint16_t(0));
+  for (int64_t p0 = 0; p0 < pixels; p0 += kWidth) {
+    const std::vector<Segment> segments = segments_of(b, p0, std::min<int64_t>(pixels - p0, kWidth));
+    const std::vector<uint32_t> masks = lane_masks(b, segments);
+    for (int64_t j = 0; j < std::min(cols, b.k - j0); ++j) {
+      const int64_t row = j0 + j;
+      uint16_t* column = dst + j / kWidth * k_padded * kWidth + j % kWidth * 2;
+      for (size_t s = 0; s < segments.size(); ++s) {
+        const Segment& seg = segments[s];
+        const uint32_t valid = masks[b.row_tap[row] * segments.size() + s];
+        const int64_t base = seg.image + b.row_offset[row] + seg.pixel - seg.lane;  // lane L's element, if valid
+        for (int lane = seg.lane; lane < seg.lane + seg.len; ++lane) {
+          const int64_t p = p0 + lane;  // B's row: pair p / 2, half p % 2
+          if (valid >> lane & 1) column[p / 2 * 2 * kWidth + p % 2] = b.x[base + lane];
+        }
+      }
+    }
+  }
+}
+
 #endif
 
 }  // namespace
 
-const ColumnPanelKernels column_panel_kernels = {.pack_shifted = &pack_shifted};
+const ColumnPanelKernels column_panel_kernels = {.pack_shifted = &pack_shifted,
+                                                 .pack_shifted_transposed = &pack_shifted_transposed};
 
 }  // namespace deepkern::cpu::DEEPKERN_ISA_NS

@@ -84,15 +84,17 @@ bool writes_column_panels(const Conv2dShape& s, const Plan& sp) {
   return s.stride_h == 1 && s.stride_w == 1 && s.dilation_w == 1 && s.out_w == s.in_w && !sp.direct;
 }
 
-// col(X) of the group of images n0, ... for output rows [p0, p1), as the GEMM's B panel writer
+// col(X) of images [n0, n1)'s group for output rows [p0, p1), or its transpose, as the GEMM's B panel writer
 // (column_panels.h): its tables (each row's offset and tap, each tap's validity bitmap) live in
 // the calling thread's scratch, the panels are written on whichever GEMM thread asks.
 class ShiftedColumnPanels final : public Bf16PanelWriter {
  public:
-  ShiftedColumnPanels(const Conv2dShape& s, const Plan& sp, const bf16* x, int64_t n0, int64_t group, int64_t p0,
-                      int64_t p1)
+  // transposed: B = col^T (the weight gradient's), else B = col (the forward's).
+  ShiftedColumnPanels(const Conv2dShape& s, const Plan& sp, const bf16* x, int64_t n0, int64_t n1, int64_t group,
+                      int64_t p0, int64_t p1, bool transposed = false)
       : kernels_(dispatch(IsaFamily::conv_columns, IsaTables{generic::column_panel_kernels, avx2::column_panel_kernels,
-                                                             avx512::column_panel_kernels})) {
+                                                             avx512::column_panel_kernels})),
+        transposed_(transposed) {
     const int64_t per_image = (p1 - p0) * s.out_w, taps = s.kernel_h * s.kernel_w;
     const int64_t words = per_image / 64 + 2;  // the bits, then at least 64 spare ones
     int64_t* offsets = bf16_buffer<int64_t>(kRowOffsets, sp.col_rows);
@@ -118,6 +120,7 @@ class ShiftedColumnPanels final : public Bf16PanelWriter {
     columns_ = {.x = lanes(x) + (n0 * s.in_channels + group * sp.group_in) * sp.in_plane,
                 .image_stride = s.in_channels * sp.in_plane,
                 .per_image = per_image,
+                .images = n1 - n0,
                 .k = sp.col_rows,
                 .row_offset = offsets,
                 .row_tap = row_taps,
@@ -127,11 +130,12 @@ class ShiftedColumnPanels final : public Bf16PanelWriter {
   }
 
   void pack(int64_t j0, int64_t cols, int64_t k_padded, bf16* dst) const override {
-    kernels_.pack_shifted(columns_, j0, cols, k_padded, lanes(dst));
+    (transposed_ ? kernels_.pack_shifted_transposed : kernels_.pack_shifted)(columns_, j0, cols, k_padded, lanes(dst));
   }
 
  private:
   const ColumnPanelKernels& kernels_;
+  bool transposed_;
   ShiftedColumns columns_;
 };
 
@@ -178,6 +182,22 @@ const float* widened(Slot slot, const bf16* src, int64_t count) {
   float* copy = bf16_buffer<float>(slot, count);
   convert(src, count, copy);  // cast.h
   return copy;
+}
+
+// The weight gradient's GEMMs with col(X)^T written as panels sum over about this many pixels each
+// (whole images; at least one): its float32 dW is read and written once per GEMM, and B's packed
+// panels (a block of 256 of col's rows by this depth) stay in L2.
+constexpr int64_t kWeightGradientDepth = 2048;
+
+// The weight gradient's blocks when col(X)^T is written as panels: no im2col block to bound, so
+// whole images, about kWeightGradientDepth pixels of them, the same count for every slot.
+Plan weight_gradient_plan(const Conv2dShape& s, Plan sp) {
+  const int64_t per_slot = std::max<int64_t>(1, (s.batch + sp.slots - 1) / sp.slots);
+  const int64_t images = std::clamp<int64_t>(kWeightGradientDepth / std::max<int64_t>(sp.pixels, 1), 1, per_slot);
+  const int64_t blocks = (per_slot + images - 1) / images;
+  sp.images = (per_slot + blocks - 1) / blocks;
+  sp.rows = s.out_h;
+  return sp;
 }
 
 // The least input channels per group for which the data gradient runs as a forward convolution
@@ -253,7 +273,7 @@ void conv2d_forward<bf16>(const Conv2dShape& s, const bf16* x, const bf16* w, co
         const StridedMatrix<const bf16> weights{w + k0 * sp.col_rows, sp.col_rows, 1};
         if (writes_column_panels(s, sp))
           gemm_bf16<bf16>(sp.group_out, cols, sp.col_rows, 1.0f, weights,
-                          ShiftedColumnPanels(s, sp, x, n0, group, p0, p1), 0.0f, out, epilogue, threads);
+                          ShiftedColumnPanels(s, sp, x, n0, n1, group, p0, p1), 0.0f, out, epilogue, threads);
         else
           gemm_bf16<bf16>(sp.group_out, cols, sp.col_rows, 1.0f, weights, columns(s, sp, x, n0, n1, group, p0, p1),
                           0.0f, out, epilogue, threads);
@@ -310,7 +330,9 @@ void conv2d_backward_data<bf16>(const Conv2dShape& s, const bf16* grad_y, const 
 template <>
 void conv2d_backward_weight<bf16>(const Conv2dShape& s, const bf16* grad_y, const bf16* x, bf16* grad_w,
                                   bf16* grad_bias) {
-  const Plan sp = make_plan<bf16>(s);
+  const Plan im2col_plan = make_plan<bf16>(s);
+  const bool panels = writes_column_panels(s, im2col_plan);
+  const Plan sp = panels ? weight_gradient_plan(s, im2col_plan) : im2col_plan;
   const int64_t weight_size = s.out_channels * sp.col_rows;
   if (runs_in_float32(s)) {
     float* dw = bf16_buffer<float>(kResult, weight_size + s.out_channels);  // then the bias gradient
@@ -330,9 +352,15 @@ void conv2d_backward_weight<bf16>(const Conv2dShape& s, const bf16* grad_y, cons
       for (int64_t p0 = 0; p0 < s.out_h; p0 += sp.rows) {
         const int64_t p1 = std::min(s.out_h, p0 + sp.rows), cols = (n1 - n0) * (p1 - p0) * s.out_w;
         const StridedMatrix<const bf16> dy = gathered(s, sp, grad_y, n0, n1, group, p0);
+        const StridedMatrix<float> dw_g{dw + k0 * sp.col_rows, sp.col_rows, 1};
+        if (panels) {
+          gemm_bf16<float>(sp.group_out, sp.col_rows, cols, 1.0f, dy,
+                           ShiftedColumnPanels(s, sp, x, n0, n1, group, p0, p1, true), 1.0f, dw_g, {}, threads);
+          continue;
+        }
         const StridedMatrix<const bf16> col = columns(s, sp, x, n0, n1, group, p0, p1);
         gemm_bf16<float>(sp.group_out, sp.col_rows, cols, 1.0f, dy, {col.data, col.col_stride, col.row_stride}, 1.0f,
-                         {dw + k0 * sp.col_rows, sp.col_rows, 1}, {}, threads);
+                         dw_g, {}, threads);
       }
     }
   });
