@@ -23,7 +23,7 @@ import pytest
 from deepkern import _C, nn, ops
 from test_gemm_bf16 import expected_tier
 
-from checks import raises_naming
+from checks import raises_naming, sprinkle_non_finite
 from reference import (
     adaptive_avg_pool2d_backward_ref,
     adaptive_avg_pool2d_ref,
@@ -179,6 +179,32 @@ def test_grad_x_with_non_finite_weights_sums_only_the_taps_that_read_x(isa, rng)
         finite = np.isfinite(ref)
         assert finite.any() and not finite.all()
         np.testing.assert_allclose(got[finite], ref[finite], rtol=2.0**-7, atol=1e-2)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("x_shape, w_shape", [((5, 12, 7, 7), (13, 12, 3, 3)), ((2, 14, 9, 6), (12, 14, 3, 3))])
+def test_panels_give_the_direct_sums_inf_and_nan(isa, x_shape, w_shape, rng):
+    """Inf and NaN in x, w or grad_out through the column panels: the forward and grad_w sum over the
+    zero-padded input, padding included (0 * Inf is NaN), grad_x over the taps that read x."""
+    x, w, _ = conv_case(rng, x_shape, w_shape, bias=False)
+    g = bf16_rand(rng, (x_shape[0], w_shape[0], *x_shape[2:]))
+    for where in ("x", "w", "g", "x w g"):
+        xs, ws, gs = (
+            sprinkle_non_finite(rng, a, 2) if name in where.split() else a for name, a in zip("xwg", (x, w, g))
+        )
+        _C.reset_isa_records()
+        got = (
+            ops.conv2d(xs, ws, padding=1),
+            *ops.conv2d_backward(gs, xs, ws, padding=1, needs=(True, True, False))[:2],
+        )
+        assert _C.last_isa("conv_columns") == isa
+        refs = (conv2d_ref(xs, ws, padding=1), *conv2d_backward_ref(gs, xs, ws, padding=1)[:2])
+        for name, out, ref in zip(("y", "grad_x", "grad_w"), got, refs):
+            out = out.astype(np.float64)
+            for kind, test in (("NaN", np.isnan), ("+Inf", np.isposinf), ("-Inf", np.isneginf)):
+                assert np.array_equal(test(out), test(ref)), f"{name}, Inf/NaN in {where}: differs in being {kind}"
+            finite = np.isfinite(ref)
+            np.testing.assert_allclose(out[finite], ref[finite], rtol=2.0**-6, atol=0.1, err_msg=f"{name} {where}")
 
 
 def test_small_integers_equal_the_float32_op_rounded_once(threads, rng):

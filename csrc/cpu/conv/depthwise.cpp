@@ -153,7 +153,13 @@ void depthwise_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x
     std::fill(dw_k, dw_k + taps, T(0));
     for (int64_t n = 0; n < s.batch; ++n) {
       const T* dy_plane = grad_y + (n * s.out_channels + k) * s.out_h * s.out_w;
-      kern.backward_weight_plane(s, dy_plane, x + (n * s.in_channels + k / multiplier) * s.in_h * s.in_w, dw_k);
+      const T* x_plane = x + (n * s.in_channels + k / multiplier) * s.in_h * s.in_w;
+      const int64_t width = s.out_w + s.kernel_w - 1;  // the kernel's bordered planes (depthwise_kernels.h)
+      T* bordered =
+          all_finite(x_plane, s.in_h * s.in_w)
+              ? bordered_buffer<T>(s, 1, (s.out_h + s.kernel_h - 1) * width + s.kernel_w - 1 + s.out_h * width)
+              : nullptr;
+      kern.backward_weight_plane(s, dy_plane, x_plane, dw_k, bordered);
       if (!frame_finite(s, dy_plane))
         for_each_padding_term(s, [&](int64_t out, int64_t tap) { dw_k[tap] += dy_plane[out] * T(0); });
     }

@@ -23,7 +23,9 @@ struct DepthwiseKernels {
   // gradient). bordered: (in_h + R - 1) x (in_w + S - 1).
   void (*backward_data_plane)(const Conv2dShape& s, const T* dy_plane, const T* w_k, T* dx_plane, T* bordered);
   // dw_k += the taps' sums of dy_plane * x_plane (one image's share of a channel's weight gradient).
-  void (*backward_weight_plane)(const Conv2dShape& s, const T* dy_plane, const T* x_plane, T* dw_k);
+  // bordered (null, or given only for an x_plane of finite values): (out_h + R - 1) * (out_w + S - 1)
+  // + S - 1 + out_h * (out_w + S - 1) elements, for the zero-bordered x plane and dy with zero columns.
+  void (*backward_weight_plane)(const Conv2dShape& s, const T* dy_plane, const T* x_plane, T* dw_k, T* bordered);
 };
 
 DEEPKERN_DECLARE_ISA_TABLES(KernelsByType<DepthwiseKernels>, depthwise_kernels)
