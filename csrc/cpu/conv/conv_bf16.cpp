@@ -9,6 +9,11 @@
 // Blocks of images are spread over the threads (single-threaded GEMMs) when there are at least as
 // many as threads, else they run one at a time with every thread inside each GEMM. Depthwise layers take
 // the float32 depthwise loops instead (runs_in_float32).
+//
+// Stride-1 layers of "same" width (writes_column_panels) write no im2col block: col(X) and col(X)^T
+// go straight into the GEMM's packed panels (ShiftedColumnPanels), the weight gradient's blocks take
+// ~kWeightGradientDepth pixels, and grad data, with enough input channels and finite weights, is the
+// forward of dY with the taps reversed (data_gradient_as_forward).
 #include "cpu/conv/conv_bf16.h"
 
 #include <algorithm>
@@ -190,13 +195,16 @@ const float* widened(Slot slot, const bf16* src, int64_t count) {
 constexpr int64_t kWeightGradientDepth = 2048;
 
 // The weight gradient's blocks when col(X)^T is written as panels: no im2col block to bound, so
-// whole images, about kWeightGradientDepth pixels of them, the same count for every slot.
+// about kWeightGradientDepth pixels: whole images, the same count for every slot, or blocks of
+// output rows of one image (a larger image would make B's packed panels as deep as the image).
 Plan weight_gradient_plan(const Conv2dShape& s, Plan sp) {
   const int64_t per_slot = std::max<int64_t>(1, (s.batch + sp.slots - 1) / sp.slots);
   const int64_t images = std::clamp<int64_t>(kWeightGradientDepth / std::max<int64_t>(sp.pixels, 1), 1, per_slot);
   const int64_t blocks = (per_slot + images - 1) / images;
   sp.images = (per_slot + blocks - 1) / blocks;
-  sp.rows = s.out_h;
+  const int64_t rows =
+      std::clamp<int64_t>(kWeightGradientDepth / std::max<int64_t>(s.out_w, 1), 1, std::max<int64_t>(s.out_h, 1));
+  sp.rows = sp.images > 1 ? s.out_h : rows;
   return sp;
 }
 

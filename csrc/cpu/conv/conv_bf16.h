@@ -3,8 +3,10 @@
 // every GEMM is the bfloat16 GEMM (gemm_bf16.h) with float32 accumulation; grad_x is summed over
 // the taps (col2im) and grad_w and grad_bias over the batch in float32, each rounded to bf16 once
 // (to nearest even). Every geometry (groups, strides, padding, dilation) runs as im2col + GEMMs per
-// image and group, except depthwise layers: the float32 depthwise loops on float32 copies, each result
-// rounded once. There is no Winograd path and no prepacked weights (ConvPackedWeights is ignored).
+// block of images and group (stride-1 "same"-width layers with col(X) written straight into the
+// GEMM's panels, and grad_x as the forward with reversed taps), except depthwise layers: the float32
+// depthwise loops on float32 copies, each result rounded once. There is no Winograd path and no
+// prepacked weights (ConvPackedWeights is ignored).
 #pragma once
 #include "cpu/conv/conv.h"
 #include "cpu/gemm_bf16/gemm_bf16.h"
