@@ -9,6 +9,7 @@ import zlib
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 # tests/reference.py is imported as a top-level module by the test files.
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -16,6 +17,13 @@ if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
 import deepkern  # noqa: E402
+
+# The float64 references call NumPy's BLAS on small matrices thousands of times; with a thread per
+# core (spinning between calls) it spent twice the CPU time of one thread and took the cores from
+# the kernels under test and from other jobs (the conv, GEMM and LSTM tests: 32 -> 24 s, CPU time
+# 57 -> 31 s). The session runs it on one thread; deepkern's thread counts are the tests' own
+# (the `threads` fixture), and the benchmarks set NumPy's themselves.
+_BLAS_ON_ONE_THREAD = threadpool_limits(limits=1, user_api="blas")
 
 # Lowest first: a CPU that supports one ISA supports every ISA before it.
 ISA_ORDER = ("generic", "avx2", "avx512", "amx")
