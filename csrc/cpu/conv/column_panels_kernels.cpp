@@ -43,6 +43,14 @@ std::vector<Segment> segments_of(const ShiftedColumns& b, int64_t j0, int64_t co
   return segments;
 }
 
+// Where each panel's segments start: panel q's are [first[q], first[q + 1]).
+std::vector<size_t> panel_starts(const std::vector<Segment>& segments) {
+  std::vector<size_t> first(1, 0);
+  for (size_t s = 0; s < segments.size(); ++s)
+    if (s + 1 == segments.size() || segments[s + 1].panel != segments[s].panel) first.push_back(s + 1);
+  return first;
+}
+
 // Per tap and segment, the segment's lanes that read inside the image: bits [pixel, pixel + len)
 // of the tap's bitmap, shifted to the segment's lanes (tap-major).
 std::vector<uint32_t> lane_masks(const ShiftedColumns& b, const std::vector<Segment>& segments) {
@@ -69,11 +77,9 @@ void pack_shifted(const ShiftedColumns& b, int64_t j0, int64_t cols, int64_t k_p
   std::vector<uint32_t> masks = lane_masks(b, segments);
   masks.resize(masks.size() + segments.size(), 0);
   const size_t count = segments.size();
-  std::vector<int64_t> first(1, 0), base(count);  // panel q's segments: [first[q], first[q + 1])
-  for (size_t s = 0; s < count; ++s) {
-    base[s] = segments[s].image + segments[s].pixel - segments[s].lane;  // lane L reads base + row offset + L
-    if (s + 1 == count || segments[s + 1].panel != segments[s].panel) first.push_back(static_cast<int64_t>(s) + 1);
-  }
+  const std::vector<size_t> first = panel_starts(segments);
+  std::vector<int64_t> base(count);  // lane L of segment s reads base[s] + row offset + L
+  for (size_t s = 0; s < count; ++s) base[s] = segments[s].image + segments[s].pixel - segments[s].lane;
   // Word 2j of a pair row is row 2m's column j, word 2j + 1 row 2m + 1's (lanes 32 on: the second source).
   alignas(64) uint16_t low_index[kWidth], high_index[kWidth];
   for (int j = 0; j < kWidth / 2; ++j) {
@@ -94,7 +100,7 @@ void pack_shifted(const ShiftedColumns& b, int64_t j0, int64_t cols, int64_t k_p
     uint16_t* pair_row = dst + row * kWidth;
     for (int64_t q = 0; q < panels; ++q, pair_row += k_padded * kWidth) {
       __m512i even = _mm512_setzero_si512(), odd = _mm512_setzero_si512();
-      for (int64_t s = first[q]; s < first[q + 1]; ++s) {
+      for (size_t s = first[q]; s < first[q + 1]; ++s) {
         even = _mm512_mask_loadu_epi16(even, even_mask[s], reinterpret_cast<const void*>(even_at + 2 * base[s]));
         odd = _mm512_mask_loadu_epi16(odd, odd_mask[s], reinterpret_cast<const void*>(odd_at + 2 * base[s]));
       }
@@ -112,11 +118,9 @@ void pack_shifted_transposed(const ShiftedColumns& b, int64_t j0, int64_t cols, 
   const std::vector<Segment> segments = segments_of(b, 0, pixels);  // "panel" q: pixels 32q .. 32q + 31
   std::vector<uint32_t> masks = lane_masks(b, segments);
   const size_t count = segments.size();
-  std::vector<size_t> first(1, 0);  // chunk q's segments: [first[q], first[q + 1])
-  for (size_t s = 0; s < count; ++s)
-    if (s + 1 == count || segments[s + 1].panel != segments[s].panel) first.push_back(s + 1);
-  const auto x = reinterpret_cast<intptr_t>(b.x);  // a segment's base may lie outside x, as above
-  masks.resize(masks.size() + count, 0);           // a tap past the last: rows past k or cols load nothing
+  const std::vector<size_t> first = panel_starts(segments);  // chunk q's segments
+  const auto x = reinterpret_cast<intptr_t>(b.x);            // a segment's base may lie outside x, as above
+  masks.resize(masks.size() + count, 0);                     // a tap past the last: rows past k or cols load nothing
   const uint32_t* none = masks.data() + masks.size() - count;
   for (int64_t c0 = 0; c0 < width; c0 += kWidth / 2) {
     uint16_t* half = dst + c0 / kWidth * k_padded * kWidth + c0 % kWidth * 2;

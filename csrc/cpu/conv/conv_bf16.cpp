@@ -84,10 +84,8 @@ StridedMatrix<const bf16> columns(const Conv2dShape& s, const Plan& sp, const bf
 }
 
 // Whether the forward's col(X) goes straight into the GEMM's panels (ShiftedColumnPanels): each row of
-// col a shifted input plane (im2col_shifted_planes' geometry), and not the input itself.
-bool writes_column_panels(const Conv2dShape& s, const Plan& sp) {
-  return s.stride_h == 1 && s.stride_w == 1 && s.dilation_w == 1 && s.out_w == s.in_w && !sp.direct;
-}
+// col a shifted input plane (rows_are_shifted_planes), and not the input itself.
+bool writes_column_panels(const Conv2dShape& s, const Plan& sp) { return rows_are_shifted_planes(s) && !sp.direct; }
 
 // col(X) of images [n0, n1)'s group for output rows [p0, p1), or its transpose, as the GEMM's B panel writer
 // (column_panels.h): its tables (each row's offset and tap, each tap's validity bitmap) live in
@@ -218,8 +216,8 @@ constexpr int64_t kMinForwardGradientRows = 12;
 // also run over the taps that read grad_y's padding, so the weights must be finite: see
 // reversed_weights.)
 bool data_gradient_as_forward(const Conv2dShape& s, const Plan& sp) {
-  return s.stride_h == 1 && s.stride_w == 1 && s.dilation_w == 1 && s.out_w == s.in_w && !sp.direct &&
-         s.pad_h <= (s.kernel_h - 1) * s.dilation_h && sp.group_in >= kMinForwardGradientRows;
+  return writes_column_panels(s, sp) && s.pad_h <= (s.kernel_h - 1) * s.dilation_h &&
+         sp.group_in >= kMinForwardGradientRows;
 }
 
 // The forward convolution whose output is grad_x (data_gradient_as_forward): grad_y's K channels in,

@@ -28,6 +28,12 @@ inline int64_t rows_within(const Conv2dShape& s, int64_t column_bytes, int64_t m
                              std::max<int64_t>(s.out_h, 1));
 }
 
+// True when each row of col(X) is its input plane shifted: stride 1 in both directions, dilation_w
+// 1 and Q == W ("same" width); im2col_shifted_planes (and the bfloat16 column panels) rely on it.
+inline bool rows_are_shifted_planes(const Conv2dShape& s) {
+  return s.stride_h == 1 && s.stride_w == 1 && s.dilation_w == 1 && s.out_w == s.in_w;
+}
+
 // True when im2col splits input rows into even and odd columns (im2col_stride2).
 inline bool splits_rows(const Conv2dShape& s) { return s.stride_w == 2 && s.dilation_w == 1 && s.kernel_w >= 3; }
 
@@ -173,8 +179,7 @@ void im2col_stride2(const Conv2dShape& s, const T* x, int64_t group_in, int64_t 
 // col[(c, r, s)][(p - p0) * Q + q] (row stride ld) for output rows [p0, p1) of one image's group.
 template <class T>
 void im2col(const Conv2dShape& s, const T* x, int64_t group_in, int64_t p0, int64_t p1, T* col, int64_t ld) {
-  if (s.stride_h == 1 && s.stride_w == 1 && s.dilation_w == 1 && s.out_w == s.in_w)
-    return im2col_shifted_planes(s, x, group_in, p0, p1, col, ld);
+  if (rows_are_shifted_planes(s)) return im2col_shifted_planes(s, x, group_in, p0, p1, col, ld);
   if (splits_rows(s)) return im2col_stride2(s, x, group_in, p0, p1, ColumnLayout<T>{col, ld});
   const int64_t sw = s.stride_w;
   for_each_tap_row(s, group_in, p0, p1, ld, [&](int64_t dst, int64_t src, int64_t q_lo, int64_t q_hi) {
