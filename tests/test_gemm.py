@@ -217,9 +217,11 @@ def test_dot_path_for_rows_and_columns_along_k(isa, threads, dtype, m, n, k, pat
         check(c, ref, dtype, f"gemm {layout} {what}")
         check_untouched(big, mask, what)
         assert deepkern._C.last_gemm_path() == path, what
-    out = np.full((m, n), np.nan, dtype)
-    gemm(x, w.T, c=out, beta=0.0)
-    check(out, matmul_ref(x, w.T), dtype, f"gemm NaN-prefilled {what}")
+    for layout in ("colslice", "F"):  # alpha 1, beta 0: the sums written straight into C's rows, or merged
+        out, big, mask = make_out(m, n, layout, dtype)
+        gemm(x, w.T, c=out, beta=0.0)
+        check(out, matmul_ref(x, w.T), dtype, f"gemm NaN-prefilled {layout} {what}")
+        check_untouched(big, mask, what)
 
 
 # (M, N, K) of dW = dG^T X: a narrow C (runs as C^T on tiles wider than tall), a wide one that stays,

@@ -349,6 +349,8 @@ void gemm_dot(const GemmKernels<T>& kern, const Problem<T>& P, int threads) {
   if (P.m * P.n * P.k < kMinParallelMacs) threads = 1;
   threads = static_cast<int>(std::min<int64_t>(threads, col_tiles));
   const int64_t rs = P.c.row_stride, cs = P.c.col_stride;
+  // The sums are C itself (written by the kernel, no merge) when nothing is added to or applied on them.
+  const bool sums_are_c = P.alpha == T(1) && P.beta == T(0) && !P.epilogue.bias && !P.epilogue.relu && cs == 1;
   run_on_threads(threads, [&](int t) {
     T* tile = scratch<T>(kTile, int64_t(kern.dot_mr) * kern.dot_nr);
     for (int64_t q = col_tiles * t / threads; q < col_tiles * (t + 1) / threads; ++q) {
@@ -356,8 +358,13 @@ void gemm_dot(const GemmKernels<T>& kern, const Problem<T>& P, int threads) {
       const int cols = static_cast<int>(std::min<int64_t>(kern.dot_nr, P.n - j));
       for (int64_t i = 0; i < P.m; i += kern.dot_mr) {
         const int rows = static_cast<int>(std::min<int64_t>(kern.dot_mr, P.m - i));
-        kern.dot_tile(P.k, rows, cols, P.a.data + i * P.a.row_stride, P.a.row_stride, P.b.data + j * P.b.col_stride,
-                      P.b.col_stride, tile, kern.dot_nr);
+        const T* a = P.a.data + i * P.a.row_stride;
+        const T* b = P.b.data + j * P.b.col_stride;
+        if (sums_are_c) {
+          kern.dot_tile(P.k, rows, cols, a, P.a.row_stride, b, P.b.col_stride, P.c.data + i * rs + j, rs);
+          continue;
+        }
+        kern.dot_tile(P.k, rows, cols, a, P.a.row_stride, b, P.b.col_stride, tile, kern.dot_nr);
         kern.merge(rows, cols, tile, kern.dot_nr, P.c.data + i * rs + j * cs, rs, cs, P.alpha, P.beta,
                    tile_epilogue(P.epilogue, i, j, true));
       }
