@@ -189,7 +189,7 @@ def test_few_pixels_run_transposed(case, threads, rng):
 
 
 # (x shape without the batch, w shape, options): transposed blocks at least 20 input rows (C/groups x R
-# x S) deep per pixel, whose product the GEMM's dot path takes (the im2col block is transposed so that
+# x S) deep per pixel, whose product the GEMM's dot path takes (col^T is built row by row, so that
 # both operands run along the sum): at batch 1, and no longer once the batch's pixels make it shallower.
 DOT_PATH_CASES = [
     ((24, 3, 3), (40, 24, 3, 3), dict(padding=1)),  # 9 pixels, 216 rows
@@ -200,10 +200,10 @@ DOT_PATH_CASES = [
 
 @pytest.mark.parametrize("case", DOT_PATH_CASES, ids=str)
 def test_transposed_blocks_take_the_dot_path(case, threads, rng):
-    """A transposed block deep enough for the GEMM's dot path runs on it (the transposed im2col block
-    and the weights in place) under every ISA and matches the float64 reference, with a bias and
-    without, on NaN-prefilled outputs; batches up to 4 take the dot path while their block has at most
-    1/20 as many pixels as rows, the blocked GEMM after (as C^T = W col where that pads less)."""
+    """A transposed block deep enough for the GEMM's dot path runs on it (the rows of col^T and the
+    weights in place) under every ISA and matches the float64 reference, with a bias and without, on
+    NaN-prefilled outputs; batches up to 4 take the dot path while their block has at most 1/20 as many
+    pixels as rows, the blocked GEMM on the im2col block after (as C^T = W col where that pads less)."""
     x_shape, w_shape, options = case
     conv_path = _transposed_or_not(case, threads)
     pixels = int(np.prod(ops.conv2d(np.zeros((1, *x_shape), F32), np.zeros(w_shape, F32), **options).shape[2:]))

@@ -20,9 +20,10 @@
 // pixels) cut each image into row blocks whose im2col block stays in L2 (kRowBlockBytes) and
 // spread the (image, row block) pairs over the threads: the split over images alone leaves
 // threads idle, and the im2col of a whole image runs on one thread and out of cache. Their small
-// blocks run as Y^T = col^T W^T when they have fewer pixels than output channels (on W^T packed once
-// when the caller gives it: ConvPackedWeights::gemm; else, where the GEMM's dot path takes the product,
-// on the transposed im2col block and W in place), and the stride-2
+// blocks run as Y^T = col^T W^T when they have fewer pixels than output channels (col^T built row by
+// row from zero-bordered input rows, im2col_rows, where the GEMM's dot path reads it and W in place or
+// W^T was packed once by the caller, ConvPackedWeights::gemm; else the GEMM computes Y = W col on
+// the im2col block), and the stride-2
 // im2col of a layer with few output channels writes the GEMM's packed panels (see make_plan).
 #include "cpu/conv/conv.h"
 
@@ -138,27 +139,44 @@ StridedMatrix<const T> block_columns(const Conv2dShape& s, const Plan& plan, con
   return {col, cols, 1};
 }
 
-// Y^T (cols x Kg, into y_t) = col^T W_g^T for one group of a transposed block (columns: its col, CgRS x
-// cols; w_g: the group's Kg x CgRS weights): on W_g^T packed beforehand when w_t_packed is given
-// (ConvPackedWeights::gemm), else with col transposed so that the GEMM's dot path reads both along
-// CgRS in place where it takes the product, else through the GEMM packing W_g^T.
+// col(X)^T of a transposed block for one group in the thread's buffer (cols x CgRS, rows along CgRS):
+// each image's input rows the block reads copied with zero borders, then im2col_rows; both steps split
+// over `threads` (channels, then rows of col^T).
 template <class T>
-void transposed_product(const Plan& plan, StridedMatrix<const T> columns, int64_t cols, const T* w_g,
-                        const T* w_t_packed, const GemmEpilogue<T>& epilogue, T* y_t, int threads) {
-  StridedMatrix<const T> col_t{columns.data, columns.col_stride, columns.row_stride};
+StridedMatrix<const T> block_rows(const Conv2dShape& s, const Plan& plan, const Block& b, const T* x, int64_t group,
+                                  int threads) {
+  const BorderedRows rows_read(s, b.p0, b.p1);
+  const int64_t images = b.n1 - b.n0, per_image = (b.p1 - b.p0) * s.out_w, cols = images * per_image;
+  const int64_t image_size = plan.group_in * rows_read.plane();
+  T* bordered = thread_buffer<T>(2, images * image_size);
+  T* col_t = thread_buffer<T>(3, cols * plan.col_rows);
+  const T* x_g = x + (b.n0 * s.in_channels + group * plan.group_in) * plan.in_plane;
+  run_on_threads(threads, [&](int part) {
+    const int64_t c0 = plan.group_in * part / threads, c1 = plan.group_in * (part + 1) / threads;
+    for (int64_t n = 0; n < images; ++n)
+      border_rows(s, rows_read, x_g + n * s.in_channels * plan.in_plane, c0, c1, bordered + n * image_size);
+  });
+  run_on_threads(threads, [&](int part) {
+    const int64_t j0 = cols * part / threads, j1 = cols * (part + 1) / threads;
+    for (int64_t n = j0 / std::max<int64_t>(per_image, 1); n < images && n * per_image < j1; ++n) {
+      const int64_t first = std::max(j0, n * per_image), last = std::min(j1, (n + 1) * per_image);
+      im2col_rows(s, rows_read, bordered + n * image_size, plan.group_in, first - n * per_image, last - n * per_image,
+                  col_t + first * plan.col_rows, plan.col_rows);
+    }
+  });
+  return {col_t, plan.col_rows, 1};
+}
+
+// Y^T (cols x Kg, into y_t) = col^T W_g^T for one group of a transposed block (col_t: its cols x CgRS
+// matrix; w_g: the group's Kg x CgRS weights): on W_g^T packed beforehand when w_t_packed is given
+// (ConvPackedWeights::gemm), else on W_g in place.
+template <class T>
+void transposed_product(const Plan& plan, StridedMatrix<const T> col_t, int64_t cols, const T* w_g, const T* w_t_packed,
+                        const GemmEpilogue<T>& epilogue, T* y_t, int threads) {
   const StridedMatrix<T> out{y_t, plan.group_out, 1};
   if (w_t_packed)
     return gemm_prepacked<T>(cols, T(1), col_t, packed_b_layout<T>(plan.col_rows, plan.group_out, w_t_packed), T(0),
                              out, epilogue, threads);
-  if (gemm_takes_dot_path<T>(cols, plan.group_out, plan.col_rows)) {
-    T* rows_along_k = thread_buffer<T>(3, cols * plan.col_rows);
-    run_on_threads(threads, [&](int part) {  // each thread a range of columns (pixels)
-      const int64_t j0 = cols * part / threads, j1 = cols * (part + 1) / threads;
-      transpose_matrix<T>(plan.col_rows, j1 - j0, columns.data + j0, columns.row_stride,
-                          rows_along_k + j0 * plan.col_rows, plan.col_rows);
-    });
-    col_t = {rows_along_k, plan.col_rows, 1};
-  }
   gemm<T>(cols, plan.group_out, plan.col_rows, T(1), col_t, {w_g, 1, plan.col_rows}, T(0), out, epilogue, threads);
 }
 
@@ -259,16 +277,24 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
                           {plane_at(y, s, s.out_channels, b.n0, k0, b.p0), plan.pixels, 1}, epilogue, gemm_threads);
         continue;
       }
-      const StridedMatrix<const T> columns = block_columns(s, plan, b, x, group, gemm_threads);
       if (plan.transposed) {  // Y^T (cols x Kg) = col^T W^T into the thread's buffer, then into y
         if (bias) epilogue.bias_axis = BiasAxis::cols;
         T* y_t = thread_buffer<T>(1, cols * plan.group_out);
-        transposed_product<T>(plan, columns, cols, weights.data,
-                              packed_weights ? packed.gemm + group * group_panels_size : nullptr, epilogue, y_t,
-                              gemm_threads);
+        const T* w_t_packed = packed_weights ? packed.gemm + group * group_panels_size : nullptr;
+        // col^T's rows where the GEMM reads them in place (its dot path) or packs them against W^T packed
+        // beforehand; else the im2col block, whose transpose the GEMM turns into Y = W col (no W^T to pack).
+        StridedMatrix<const T> col_t{};
+        if (w_t_packed || gemm_takes_dot_path<T>(cols, plan.group_out, plan.col_rows)) {
+          col_t = block_rows(s, plan, b, x, group, gemm_threads);
+        } else {
+          const StridedMatrix<const T> columns = block_columns(s, plan, b, x, group, gemm_threads);
+          col_t = {columns.data, columns.col_stride, columns.row_stride};
+        }
+        transposed_product<T>(plan, col_t, cols, weights.data, w_t_packed, epilogue, y_t, gemm_threads);
         scatter_block<T>(s, b, {y_t, 1, plan.group_out}, plan.group_out, y, s.out_channels, k0, gemm_threads);
         continue;
       }
+      const StridedMatrix<const T> columns = block_columns(s, plan, b, x, group, gemm_threads);
       const bool one_image = b.n1 - b.n0 == 1;
       StridedMatrix<T> out{plane_at(y, s, s.out_channels, b.n0, k0, b.p0), plan.pixels, 1};
       if (!one_image) out = {thread_buffer<T>(1, plan.group_out * cols), cols, 1};

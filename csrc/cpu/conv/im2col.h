@@ -38,7 +38,8 @@ inline bool rows_are_shifted_planes(const Conv2dShape& s) {
 inline bool splits_rows(const Conv2dShape& s) { return s.stride_w == 2 && s.dilation_w == 1 && s.kernel_w >= 3; }
 
 // Per-thread scratch: the im2col block (0), the block of Y or dY when it has several images (1),
-// im2col_stride2's split input rows (2), and the im2col block transposed (3).
+// im2col_stride2's split input rows or a transposed block's bordered input rows (2), and the rows of
+// col(X)^T of a transposed block (3).
 struct ConvScratch;
 template <class T>
 T* thread_buffer(int which, int64_t count) {
@@ -197,6 +198,55 @@ void im2col(const Conv2dShape& s, const T* x, int64_t group_in, int64_t p0, int6
     }
     for (int64_t q = q_hi; q < s.out_w; ++q) out[q] = T(0);
   });
+}
+
+// The input rows a block of output rows [p0, p1) reads, zero-bordered so that every tap of every
+// output pixel lies inside: `rows` x `width` per channel, row 0 being input row `first_row` and column 0
+// input column -pad_w.
+struct BorderedRows {
+  int64_t first_row, rows, width;
+  BorderedRows(const Conv2dShape& s, int64_t p0, int64_t p1)
+      : first_row(p0 * s.stride_h - s.pad_h),
+        rows(std::max<int64_t>(p1 - p0 - 1, 0) * s.stride_h + (s.kernel_h - 1) * s.dilation_h + 1),
+        width(std::max<int64_t>(s.out_w - 1, 0) * s.stride_w + (s.kernel_w - 1) * s.dilation_w + 1) {}
+  int64_t plane() const { return rows * width; }
+};
+
+// Channels [c0, c1) of one image's x (its group's planes) into `bordered` (the BorderedRows layout).
+template <class T>
+void border_rows(const Conv2dShape& s, const BorderedRows& g, const T* x, int64_t c0, int64_t c1, T* bordered) {
+  const int64_t left = std::min(s.pad_w, g.width), copied = std::clamp<int64_t>(s.in_w, 0, g.width - left);
+  for (int64_t c = c0; c < c1; ++c)
+    for (int64_t row = 0; row < g.rows; ++row) {
+      T* out = bordered + c * g.plane() + row * g.width;
+      const int64_t ih = g.first_row + row;
+      if (ih < 0 || ih >= s.in_h) {
+        std::fill(out, out + g.width, T(0));
+        continue;
+      }
+      std::fill(out, out + left, T(0));
+      std::copy(x + (c * s.in_h + ih) * s.in_w, x + (c * s.in_h + ih) * s.in_w + copied, out + left);
+      std::fill(out + left + copied, out + g.width, T(0));
+    }
+}
+
+// Rows [j0, j1) of col(X)^T for output rows [p0, p1) of one image (row j: pixel (p0 + j / Q, j % Q)),
+// each CgRS long at dst + (j - j0) * ld: element (c, r, s) is the bordered input at that tap. One
+// load per element, no test: the output of transposed blocks (Y^T = col^T W^T), whose GEMM reads rows
+// along CgRS, without a column matrix to transpose.
+template <class T>
+void im2col_rows(const Conv2dShape& s, const BorderedRows& g, const T* bordered, int64_t group_in, int64_t j0,
+                 int64_t j1, T* dst, int64_t ld) {
+  const int64_t tap_row = s.dilation_h * g.width, tap_col = s.dilation_w;
+  for (int64_t j = j0; j < j1; ++j) {
+    const T* pixel = bordered + j / s.out_w * s.stride_h * g.width + j % s.out_w * s.stride_w;
+    T* out = dst + (j - j0) * ld;
+    for (int64_t c = 0; c < group_in; ++c) {
+      const T* plane = pixel + c * g.plane();
+      for (int64_t r = 0; r < s.kernel_h; ++r)
+        for (int64_t t = 0; t < s.kernel_w; ++t) *out++ = plane[r * tap_row + t * tap_col];
+    }
+  }
 }
 
 // The adjoint of im2col: x[...] += col[...] over the same positions.

@@ -473,11 +473,6 @@ bool gemm_takes_dot_path(int64_t m, int64_t n, int64_t k) {
   return dot_path_fits(active_kernels<T>(), m, n, k);
 }
 
-template <class T>
-void transpose_matrix(int64_t rows, int64_t cols, const T* src, int64_t lds, T* dst, int64_t ldd) {
-  dispatched_kernels<T>().transpose(rows, cols, src, lds, ldd, dst);
-}
-
 const char* last_gemm_path() { return last_path.load(std::memory_order_relaxed); }
 
 const char* gemm_kernel_name(bool double_precision) {
@@ -502,8 +497,6 @@ template void gemm_prepacked<double>(int64_t, double, StridedMatrix<const double
                                      StridedMatrix<double>, const GemmEpilogue<double>&, int, PanelOrder);
 template bool gemm_takes_dot_path<float>(int64_t, int64_t, int64_t);
 template bool gemm_takes_dot_path<double>(int64_t, int64_t, int64_t);
-template void transpose_matrix<float>(int64_t, int64_t, const float*, int64_t, float*, int64_t);
-template void transpose_matrix<double>(int64_t, int64_t, const double*, int64_t, double*, int64_t);
 template void gemm_batched<float>(int64_t, const int64_t*, const int64_t*, const int64_t*, int64_t, int64_t, int64_t,
                                   float, StridedMatrix<const float>, StridedMatrix<const float>, float,
                                   StridedMatrix<float>, const GemmEpilogue<float>&);

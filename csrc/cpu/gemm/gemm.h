@@ -92,11 +92,6 @@ void gemm_prepacked(int64_t m, T alpha, StridedMatrix<const T> a, const PackedB<
 template <class T>
 bool gemm_takes_dot_path(int64_t m, int64_t n, int64_t k);
 
-// dst (cols x rows, row stride ldd) = the transpose of src (rows x cols, row stride lds), with the
-// active ISA's transposing copy.
-template <class T>
-void transpose_matrix(int64_t rows, int64_t cols, const T* src, int64_t lds, T* dst, int64_t ldd);
-
 // The path the last gemm() or gemm_batched() problem of the process took: "gemv" (one row or column of
 // C), "dot" (the dot-product kernel on A and B in place), "blocked" (packed panels), "transposed
 // blocked" (packed panels of C^T = B^T A^T: a narrow C with a transposed A), or "" before the first.
