@@ -226,6 +226,40 @@ def test_small_integers_equal_the_float32_op_rounded_once(threads, rng):
         np.testing.assert_array_equal(mine.astype(F32), theirs.astype(BF16).astype(F32), err_msg=name)
 
 
+# (x shape, w shape, options) of depthwise layers: a multiplier of 2 with stride 2, a dilated 5x5
+# with padding past half the kernel (the loops without the bordered plane), planes past 32k values.
+DEPTHWISE_GEOMETRIES = [
+    ((2, 5, 11, 9), (10, 1, 3, 3), {"groups": 5, "stride": 2, "padding": 1}),
+    ((1, 3, 13, 17), (3, 1, 5, 5), {"groups": 3, "dilation": 2, "padding": 5}),
+    ((1, 2, 190, 181), (4, 1, 3, 3), {"groups": 2, "padding": 1}),
+]
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("x_shape, w_shape, options", DEPTHWISE_GEOMETRIES)
+def test_depthwise_is_the_float32_op_rounded_once(isa, threads, x_shape, w_shape, options, rng):
+    """A bfloat16 depthwise layer runs the float32 kernels on its planes widened one at a time, so
+    y, grad_x and grad_w equal the float32 op's results on the same values rounded once, bit for bit,
+    Inf and NaN included (in x, w and grad_out in turn); grad_b is the float32 sum rounded once."""
+    x, w, b = conv_case(rng, x_shape, w_shape)
+    g = bf16_rand(rng, ops.conv2d(x, w, **options).shape)
+    for where in ("", "x", "w", "g"):
+        xs, ws, gs = (sprinkle_non_finite(rng, a, 3) if name == where else a for name, a in zip("xwg", (x, w, g)))
+        got = (ops.conv2d(xs, ws, b, **options),) + ops.conv2d_backward(gs, xs, ws, **options)
+        assert _C.last_conv2d_forward_path() == "depthwise"
+        want = (ops.conv2d(*(a.astype(F32) for a in (xs, ws, b)), **options),) + ops.conv2d_backward(
+            *(a.astype(F32) for a in (gs, xs, ws)), **options
+        )
+        for name, mine, theirs in zip(("y", "grad_x", "grad_w"), got, want):
+            assert mine.dtype == BF16, name
+            np.testing.assert_array_equal(mine.astype(F32), theirs.astype(BF16).astype(F32), err_msg=f"{name} {where}")
+        grad_b, ref_b = got[3].astype(np.float64), gs.astype(np.float64).sum(axis=(0, 2, 3))
+        for test in (np.isnan, np.isposinf, np.isneginf):
+            assert np.array_equal(test(grad_b), test(ref_b)), f"grad_b {where}: {test.__name__}"
+        finite = np.isfinite(ref_b)
+        np.testing.assert_allclose(grad_b[finite], ref_b[finite], rtol=2.0**-7, atol=1e-3)
+
+
 @pytest.mark.parametrize("x_shape, w_shape, options", GEOMETRIES[:3] + GEOMETRIES[4:6])
 def test_no_worse_than_twice_pytorch(x_shape, w_shape, options, rng):
     torch = pytest.importorskip("torch")

@@ -180,8 +180,6 @@ void transposed_product(const Plan& plan, StridedMatrix<const T> col_t, int64_t 
   gemm<T>(cols, plan.group_out, plan.col_rows, T(1), col_t, {w_g, 1, plan.col_rows}, T(0), out, epilogue, threads);
 }
 
-bool is_depthwise(const Conv2dShape& s) { return s.groups > 1 && s.groups == s.in_channels; }
-
 // grad_bias[k] = sum of grad_y over images and pixels, channels spread over the threads.
 template <class T>
 void bias_gradient(const Conv2dShape& s, const T* grad_y, T* grad_bias) {
@@ -214,6 +212,8 @@ int64_t gemm_panel_width() {
 }  // namespace
 
 const char* last_conv2d_forward_path() { return last_forward_path.load(); }
+
+void record_conv2d_forward_path(const char* path) { last_forward_path = path; }
 
 int64_t conv2d_winograd_weights_size(const Conv2dShape& s) { return winograd_weights_size(s); }
 

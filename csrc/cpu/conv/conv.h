@@ -44,6 +44,8 @@ void conv2d_forward(const Conv2dShape& shape, const T* x, const T* w, const T* b
 // Y^T = col^T W^T), "im2col_transposed_prepacked" (those on W^T packed beforehand: ConvPackedWeights::gemm),
 // or "" before the first call. For tests and benchmarks.
 const char* last_conv2d_forward_path();
+// Sets what last_conv2d_forward_path() returns (the forwards of other element types record theirs).
+void record_conv2d_forward_path(const char* path);
 
 // The shape (groups, panels, C/groups * R * S, width) of the packed GEMM weights of a forward of this
 // shape: each group's W_g^T (CgRS x Kg) in the GEMM's B panels of the active kernel's `width` columns,

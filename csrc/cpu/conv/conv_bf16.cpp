@@ -8,7 +8,8 @@
 //
 // Blocks of images are spread over the threads (single-threaded GEMMs) when there are at least as
 // many as threads, else they run one at a time with every thread inside each GEMM. Depthwise layers take
-// the float32 depthwise loops instead (runs_in_float32).
+// the depthwise loops instead (depthwise.h: the float32 kernels plane by plane, each result rounded to
+// bf16 once; the GEMM path would run Kg = 1 row products).
 //
 // Stride-1 layers of "same" width (writes_column_panels) write no im2col block: col(X) and col(X)^T
 // go straight into the GEMM's packed panels (ShiftedColumnPanels), the weight gradient's blocks take
@@ -25,6 +26,7 @@
 #include "cpu/cast/cast.h"
 #include "cpu/conv/column_panels.h"
 #include "cpu/conv/conv_plan.h"
+#include "cpu/conv/depthwise.h"
 #include "cpu/conv/im2col.h"
 #include "cpu/lstm/cell_kernels.h"
 
@@ -32,17 +34,12 @@ namespace deepkern::cpu {
 namespace {
 
 // Per-thread scratch: the im2col block, the float32 GEMM result of grad data, the float32 grad_x of
-// a block's images, the depthwise layers' float32 copies (up to three inputs and the results), the
-// block of Y or dY of several images.
+// a block's images, the block of Y or dY of several images.
 struct ConvBf16Scratch;
 enum Slot {
   kColumns,
   kColumnGrad,
   kImageGrad,
-  kInput0,
-  kInput1,
-  kInput2,
-  kResult,
   kBlock,
   kRowOffsets,  // ShiftedColumnPanels' tables
   kRowTaps,
@@ -174,17 +171,25 @@ StridedMatrix<const bf16> gathered(const Conv2dShape& s, const Plan& sp, const b
   return {block.data, block.row_stride, block.col_stride};
 }
 
-// Depthwise layers run conv.h's float32 entry points (their direct per-plane loops; the GEMM path
-// would be Kg = 1 row products) on float32 copies of the operands (exact), each result rounded to
-// bf16 once: the float32 sums PyTorch's bfloat16 convolution has too.
-bool runs_in_float32(const Conv2dShape& s) { return s.groups > 1 && s.groups == s.in_channels; }
-
-// A float32 copy of `count` bf16 values in the calling thread's scratch slot (null for a null src).
-const float* widened(Slot slot, const bf16* src, int64_t count) {
-  if (!src) return nullptr;
-  float* copy = bf16_buffer<float>(slot, count);
-  convert(src, count, copy);  // cast.h
-  return copy;
+// grad_bias[k] = the sum of grad_y's planes of channel k, in float32, rounded once.
+void bias_gradient(const Conv2dShape& s, const Plan& sp, const bf16* grad_y, bf16* grad_bias) {
+  // Each plane summed in kLanes interleaved float32 sums (one chain would wait on every add's latency).
+  constexpr int64_t kLanes = 16;
+  std::vector<float> bias_sums(static_cast<size_t>(s.out_channels), 0.0f);
+  const Lane<bf16>* dy = lanes(grad_y);
+  for (int64_t n = 0; n < s.batch; ++n)
+    for (int64_t k = 0; k < s.out_channels; ++k) {
+      const Lane<bf16>* plane = dy + (n * s.out_channels + k) * sp.pixels;
+      float part[kLanes] = {};
+      int64_t i = 0;
+      for (; i + kLanes <= sp.pixels; i += kLanes)
+        for (int64_t l = 0; l < kLanes; ++l) part[l] += widen<bf16>(plane[i + l]);
+      for (; i < sp.pixels; ++i) part[i % kLanes] += widen<bf16>(plane[i]);
+      float sum = 0.0f;
+      for (const float p : part) sum += p;
+      bias_sums[k] += sum;
+    }
+  convert(bias_sums.data(), s.out_channels, grad_bias);
 }
 
 // The weight gradient's GEMMs with col(X)^T written as panels sum over about this many pixels each
@@ -261,13 +266,9 @@ template <>
 void conv2d_forward<bf16>(const Conv2dShape& s, const bf16* x, const bf16* w, const bf16* bias, bf16* y,
                           const ConvPackedWeights<bf16>&) {
   const Plan sp = make_plan<bf16>(s);
-  if (runs_in_float32(s)) {
-    const int64_t count = s.batch * s.out_channels * sp.pixels;
-    float* out = bf16_buffer<float>(kResult, count);
-    conv2d_forward<float>(s, widened(kInput0, x, s.batch * s.in_channels * sp.in_plane),
-                          widened(kInput1, w, s.out_channels * sp.col_rows), widened(kInput2, bias, s.out_channels),
-                          out);
-    return convert(out, count, y);
+  if (is_depthwise(s)) {
+    record_conv2d_forward_path("depthwise");
+    return depthwise_forward(s, x, w, bias, y);
   }
   for_each_image_block(s, sp, [&](int64_t n0, int64_t n1, int, int threads) {
     for (int64_t p0 = 0; p0 < s.out_h; p0 += sp.rows) {
@@ -296,12 +297,7 @@ template <>
 void conv2d_backward_data<bf16>(const Conv2dShape& s, const bf16* grad_y, const bf16* w, bf16* grad_x) {
   const Plan sp = make_plan<bf16>(s);
   const int64_t image = s.in_channels * sp.in_plane;
-  if (runs_in_float32(s)) {
-    float* dx = bf16_buffer<float>(kResult, s.batch * image);
-    conv2d_backward_data<float>(s, widened(kInput0, grad_y, s.batch * s.out_channels * sp.pixels),
-                                widened(kInput1, w, s.out_channels * sp.col_rows), dx);
-    return convert(dx, s.batch * image, grad_x);
-  }
+  if (is_depthwise(s)) return depthwise_backward_data(s, grad_y, w, grad_x);
   if (data_gradient_as_forward(s, sp))
     if (const bf16* reversed = reversed_weights(s, sp, w))
       return conv2d_forward<bf16>(reversed_shape(s), grad_y, reversed, nullptr, grad_x, {});
@@ -340,13 +336,9 @@ void conv2d_backward_weight<bf16>(const Conv2dShape& s, const bf16* grad_y, cons
   const bool panels = writes_column_panels(s, im2col_plan);
   const Plan sp = panels ? weight_gradient_plan(s, im2col_plan) : im2col_plan;
   const int64_t weight_size = s.out_channels * sp.col_rows;
-  if (runs_in_float32(s)) {
-    float* dw = bf16_buffer<float>(kResult, weight_size + s.out_channels);  // then the bias gradient
-    conv2d_backward_weight<float>(s, widened(kInput0, grad_y, s.batch * s.out_channels * sp.pixels),
-                                  widened(kInput1, x, s.batch * s.in_channels * sp.in_plane), dw,
-                                  grad_bias ? dw + weight_size : nullptr);
-    convert(dw, weight_size, grad_w);
-    if (grad_bias) convert(dw + weight_size, s.out_channels, grad_bias);
+  if (is_depthwise(s)) {
+    depthwise_backward_weight(s, grad_y, x, grad_w);
+    if (grad_bias) bias_gradient(s, sp, grad_y, grad_bias);
     return;
   }
   // One float32 sum per slot (the images it takes), added together and rounded at the end.
@@ -373,24 +365,7 @@ void conv2d_backward_weight<bf16>(const Conv2dShape& s, const bf16* grad_y, cons
   for (size_t part = 1; part * weight_size < sums.size(); ++part)
     for (int64_t i = 0; i < weight_size; ++i) sums[i] += sums[part * weight_size + i];
   convert(sums.data(), weight_size, grad_w);
-  if (!grad_bias) return;
-  // Each plane summed in kLanes interleaved float32 sums (one chain would wait on every add's latency).
-  constexpr int64_t kLanes = 16;
-  std::vector<float> bias_sums(static_cast<size_t>(s.out_channels), 0.0f);
-  const Lane<bf16>* dy = lanes(grad_y);
-  for (int64_t n = 0; n < s.batch; ++n)
-    for (int64_t k = 0; k < s.out_channels; ++k) {
-      const Lane<bf16>* plane = dy + (n * s.out_channels + k) * sp.pixels;
-      float part[kLanes] = {};
-      int64_t i = 0;
-      for (; i + kLanes <= sp.pixels; i += kLanes)
-        for (int64_t l = 0; l < kLanes; ++l) part[l] += widen<bf16>(plane[i + l]);
-      for (; i < sp.pixels; ++i) part[i % kLanes] += widen<bf16>(plane[i]);
-      float sum = 0.0f;
-      for (const float p : part) sum += p;
-      bias_sums[k] += sum;
-    }
-  convert(bias_sums.data(), s.out_channels, grad_bias);
+  if (grad_bias) bias_gradient(s, sp, grad_y, grad_bias);
 }
 
 }  // namespace deepkern::cpu

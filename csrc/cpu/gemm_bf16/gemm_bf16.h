@@ -17,6 +17,19 @@ struct bf16 {
   uint16_t bits;
 };
 
+// The type a computation on T's values runs in (an LSTM layer, a depthwise convolution's kernels):
+// float for bf16, T itself otherwise.
+template <class T>
+struct AccumulatorOf {
+  using type = T;
+};
+template <>
+struct AccumulatorOf<bf16> {
+  using type = float;
+};
+template <class T>
+using Acc = typename AccumulatorOf<T>::type;
+
 // C (m x n) = epilogue(alpha * A (m x k) @ B (k x n) + beta * C), OutT = float or bf16; the bias
 // (GemmEpilogue's, of OutT) and the products are added in float32 and C is rounded to OutT once
 // (to nearest even). C is not read when beta == 0 and must not overlap A, B or the bias.

@@ -14,18 +14,6 @@
 
 namespace deepkern::cpu {
 
-// The type a layer of T computes in: float for bf16, T itself otherwise.
-template <class T>
-struct AccumulatorOf {
-  using type = T;
-};
-template <>
-struct AccumulatorOf<bf16> {
-  using type = float;
-};
-template <class T>
-using Acc = typename AccumulatorOf<T>::type;
-
 // Variable lengths (batch_sizes not null): batch_sizes[t] (T of them, non-increasing, the first B,
 // all >= 1) is the count of rows still running at step t, the batch sorted by decreasing length.
 // Step t computes rows < batch_sizes[t] only; the others keep their state: past its end a row's
