@@ -172,19 +172,20 @@ StridedMatrix<const bf16> gathered(const Conv2dShape& s, const Plan& sp, const b
 }
 
 // grad_bias[k] = the sum of grad_y's planes of channel k, in float32, rounded once.
-void bias_gradient(const Conv2dShape& s, const Plan& sp, const bf16* grad_y, bf16* grad_bias) {
+void bias_gradient(const Conv2dShape& s, const bf16* grad_y, bf16* grad_bias) {
+  const int64_t pixels = s.out_h * s.out_w;
   // Each plane summed in kLanes interleaved float32 sums (one chain would wait on every add's latency).
   constexpr int64_t kLanes = 16;
   std::vector<float> bias_sums(static_cast<size_t>(s.out_channels), 0.0f);
   const Lane<bf16>* dy = lanes(grad_y);
   for (int64_t n = 0; n < s.batch; ++n)
     for (int64_t k = 0; k < s.out_channels; ++k) {
-      const Lane<bf16>* plane = dy + (n * s.out_channels + k) * sp.pixels;
+      const Lane<bf16>* plane = dy + (n * s.out_channels + k) * pixels;
       float part[kLanes] = {};
       int64_t i = 0;
-      for (; i + kLanes <= sp.pixels; i += kLanes)
+      for (; i + kLanes <= pixels; i += kLanes)
         for (int64_t l = 0; l < kLanes; ++l) part[l] += widen<bf16>(plane[i + l]);
-      for (; i < sp.pixels; ++i) part[i % kLanes] += widen<bf16>(plane[i]);
+      for (; i < pixels; ++i) part[i % kLanes] += widen<bf16>(plane[i]);
       float sum = 0.0f;
       for (const float p : part) sum += p;
       bias_sums[k] += sum;
@@ -265,11 +266,11 @@ const bf16* reversed_weights(const Conv2dShape& s, const Plan& sp, const bf16* w
 template <>
 void conv2d_forward<bf16>(const Conv2dShape& s, const bf16* x, const bf16* w, const bf16* bias, bf16* y,
                           const ConvPackedWeights<bf16>&) {
-  const Plan sp = make_plan<bf16>(s);
   if (is_depthwise(s)) {
     record_conv2d_forward_path("depthwise");
     return depthwise_forward(s, x, w, bias, y);
   }
+  const Plan sp = make_plan<bf16>(s);
   for_each_image_block(s, sp, [&](int64_t n0, int64_t n1, int, int threads) {
     for (int64_t p0 = 0; p0 < s.out_h; p0 += sp.rows) {
       const int64_t p1 = std::min(s.out_h, p0 + sp.rows), cols = (n1 - n0) * (p1 - p0) * s.out_w;
@@ -295,9 +296,9 @@ void conv2d_forward<bf16>(const Conv2dShape& s, const bf16* x, const bf16* w, co
 
 template <>
 void conv2d_backward_data<bf16>(const Conv2dShape& s, const bf16* grad_y, const bf16* w, bf16* grad_x) {
+  if (is_depthwise(s)) return depthwise_backward_data(s, grad_y, w, grad_x);
   const Plan sp = make_plan<bf16>(s);
   const int64_t image = s.in_channels * sp.in_plane;
-  if (is_depthwise(s)) return depthwise_backward_data(s, grad_y, w, grad_x);
   if (data_gradient_as_forward(s, sp))
     if (const bf16* reversed = reversed_weights(s, sp, w))
       return conv2d_forward<bf16>(reversed_shape(s), grad_y, reversed, nullptr, grad_x, {});
@@ -332,15 +333,15 @@ void conv2d_backward_data<bf16>(const Conv2dShape& s, const bf16* grad_y, const 
 template <>
 void conv2d_backward_weight<bf16>(const Conv2dShape& s, const bf16* grad_y, const bf16* x, bf16* grad_w,
                                   bf16* grad_bias) {
+  if (is_depthwise(s)) {
+    depthwise_backward_weight(s, grad_y, x, grad_w);
+    if (grad_bias) bias_gradient(s, grad_y, grad_bias);
+    return;
+  }
   const Plan im2col_plan = make_plan<bf16>(s);
   const bool panels = writes_column_panels(s, im2col_plan);
   const Plan sp = panels ? weight_gradient_plan(s, im2col_plan) : im2col_plan;
   const int64_t weight_size = s.out_channels * sp.col_rows;
-  if (is_depthwise(s)) {
-    depthwise_backward_weight(s, grad_y, x, grad_w);
-    if (grad_bias) bias_gradient(s, sp, grad_y, grad_bias);
-    return;
-  }
   // One float32 sum per slot (the images it takes), added together and rounded at the end.
   std::vector<float> sums(static_cast<size_t>((spread_over_slots(s, sp) ? sp.slots : 1) * weight_size), 0.0f);
   for_each_image_block(s, sp, [&](int64_t n0, int64_t n1, int slot, int threads) {
@@ -365,7 +366,7 @@ void conv2d_backward_weight<bf16>(const Conv2dShape& s, const bf16* grad_y, cons
   for (size_t part = 1; part * weight_size < sums.size(); ++part)
     for (int64_t i = 0; i < weight_size; ++i) sums[i] += sums[part * weight_size + i];
   convert(sums.data(), weight_size, grad_w);
-  if (grad_bias) bias_gradient(s, sp, grad_y, grad_bias);
+  if (grad_bias) bias_gradient(s, grad_y, grad_bias);
 }
 
 }  // namespace deepkern::cpu

@@ -5,8 +5,8 @@
 // (to nearest even). Every geometry (groups, strides, padding, dilation) runs as im2col + GEMMs per
 // block of images and group (stride-1 "same"-width layers with col(X) written straight into the
 // GEMM's panels, and grad_x as the forward with reversed taps), except depthwise layers: the float32
-// depthwise loops on float32 copies, each result rounded once. There is no Winograd path and no
-// prepacked weights (ConvPackedWeights is ignored).
+// depthwise kernels on each plane widened just before use (depthwise.h), each result rounded once.
+// There is no Winograd path and no prepacked weights (ConvPackedWeights is ignored).
 #pragma once
 #include "cpu/conv/conv.h"
 #include "cpu/gemm_bf16/gemm_bf16.h"

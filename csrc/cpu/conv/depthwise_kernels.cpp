@@ -155,10 +155,6 @@ void backward_data_plane(const Conv2dShape& s, const T* dy_plane, const T* w_k, 
                       });
 }
 
-// Per tap, a row of sums across the output rows (element by element: no reduction inside the
-// vectorized loop), added up once per plane; chunks of kChunk output columns and kTaps taps keep
-// those rows in L1. (A dot product per tap and output row, reduced row by row, ran at 6 GFLOP/s on
-// 56-column rows; one long reduction per tap over a bordered plane was slower still.)
 // The 3x3 weight gradient over flat planes: x bordered (rows pw = out_w + 2 wide, two spare zeros
 // at the end) and dy copied into rows as wide with zero columns after its out_w, so that tap (r, t)
 // is one dot product of flat dy with flat x shifted by r * pw + t: nine sums in one vectorized pass,
@@ -178,6 +174,11 @@ void weight_sums_3x3(int64_t out_h, int64_t out_w, const T* __restrict dy, const
   for (int tap = 0; tap < 9; ++tap) dw_k[tap] += sums[tap];
 }
 
+// 3x3 with a bordered buffer: weight_sums_3x3. Otherwise, per tap, a row of sums across the output
+// rows (element by element: no reduction inside the vectorized loop), added up once per plane;
+// chunks of kChunk output columns and kTaps taps keep those rows in L1. (A dot product per tap and
+// output row, reduced row by row, ran at 6 GFLOP/s on 56-column rows; one long reduction per tap over
+// a bordered plane was slower still.)
 template <class T>
 void backward_weight_plane(const Conv2dShape& s, const T* dy_plane, const T* x_plane, T* dw_k, T* bordered) {
   if (bordered && s.kernel_h == 3 && s.kernel_w == 3) {
