@@ -333,12 +333,15 @@ def test_winograd_phases_split_over_threads(case, threads, rng):
 
 
 def test_winograd_needs_enough_tiles_for_large_weights(rng):
-    """Above 128 x 128 channel pairs, Winograd needs 128 tiles in the call (batch x tiles per image);
-    below that im2col + GEMM runs. Small weights stay on Winograd at any tile count."""
-    x = rand(rng, (8, 136, 8, 8), F32)  # 16 tiles per image
-    w = rand(rng, (130, 136, 3, 3), F32)
-    for batch, path in ((1, "im2col_transposed"), (7, "im2col"), (8, "winograd")):
-        _run(x[:batch], w, None, path, f"batch {batch}", padding=1)
+    """Above 128 x 128 channel pairs, Winograd needs at most 2048 pairs per F(2x2) tile of the call
+    (batch x tiles per image) or 128 tiles; below both im2col + GEMM runs. Small weights stay on
+    Winograd at any tile count."""
+    x = rand(rng, (8, 520, 8, 8), F32)  # 16 tiles per image
+    w = rand(rng, (520, 520, 3, 3), F32)  # 270400 pairs: more than 2048 per tile below 133 tiles
+    for batch, path in ((7, "im2col"), (8, "winograd")):
+        _run(x[:batch], w, None, path, f"520 channels, batch {batch}", padding=1)
+    for batch, path in ((1, "im2col_transposed"), (2, "winograd")):  # 40000 pairs: 2048 per tile from 20
+        _run(x[:batch, :200], w[:200, :200], None, path, f"200 channels, batch {batch}", padding=1)
     _run(x[:1, :64], w[:64, :64], None, "winograd", "64 channels", padding=1)
 
 

@@ -203,12 +203,6 @@ void bias_gradient(const Conv2dShape& s, const T* grad_y, T* grad_bias) {
 
 namespace {
 std::atomic<const char*> last_forward_path{""};
-
-// The panel width of the GEMM's packed B for the active ISA.
-template <class T>
-int64_t gemm_panel_width() {
-  return packed_b_layout<T>(0, 0, nullptr).nr;
-}
 }  // namespace
 
 const char* last_conv2d_forward_path() { return last_forward_path.load(); }
@@ -226,7 +220,7 @@ template <class T>
 std::array<int64_t, 4> conv2d_gemm_weights_shape(const Conv2dShape& s) {
   const Plan plan = make_plan<T>(s, true);
   if (s.batch == 0 || is_depthwise(s) || winograd_applies(s) || !plan.transposed) return {0, 0, 0, 0};
-  const int64_t width = gemm_panel_width<T>();
+  const int64_t width = packed_b_width<T>();
   return {s.groups, (plan.group_out + width - 1) / width, plan.col_rows, width};
 }
 
@@ -253,7 +247,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
   const Plan plan = make_plan<T>(s, true);
   // The transposed blocks' B = W^T packed beforehand, when packed for the GEMM's panel width.
   const int64_t group_panels_size = packed_b_size<T>(plan.col_rows, plan.group_out);
-  const bool packed_weights = plan.transposed && packed.gemm && packed.gemm_panel_width == gemm_panel_width<T>();
+  const bool packed_weights = plan.transposed && packed.gemm && packed.gemm_panel_width == packed_b_width<T>();
   last_forward_path = plan.packed_columns      ? "im2col_packed_panels"
                       : plan.row_blocks_spread ? "im2col_row_blocks"
                       : packed_weights         ? "im2col_transposed_prepacked"

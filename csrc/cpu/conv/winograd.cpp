@@ -1,7 +1,9 @@
 // Winograd F(m x m, 3x3) (Lavin & Gray), m = 2 or 4: for each m x m output tile,
 //   Y = A^T [ sum over c of (G g_kc G^T) .* (B^T d_c B) ] A
 // with d_c the alpha x alpha input patch of channel c (alpha = m + 2). The alpha^2 elementwise
-// products summed over channels are alpha^2 GEMMs: M_xi (K x tiles) = U_xi (K x C) @ V_xi (C x tiles).
+// products summed over channels are alpha^2 GEMMs: M_xi (K x tiles) = U_xi (K x C) @ V_xi (C x tiles),
+// or, where the weights outnumber the tiles, M_xi^T = V_xi^T U_xi^T on U transformed straight into the
+// GEMM's packed panels (see forward_with_tile).
 //
 //   U = G g G^T    (weights, once per call or packed once for inference)
 //   V = B^T d B    (input, per block of images)
@@ -34,6 +36,7 @@ constexpr int64_t kMaxBlockBytes = int64_t(16) << 20;  // V + M of one block
 constexpr int64_t kTargetTiles = 512;                  // GEMM columns per block
 constexpr int64_t kMinTiles = 128;                     // tiles of a call, below which im2col + GEMM wins
 constexpr int64_t kCachedWeightPairs = 128 * 128;      // ... unless the 16 K x C planes stay in L2
+constexpr int64_t kMaxPairsPerTile = 2048;             // ... or there are at most this many K x C pairs per tile
 
 template <class T>
 const WinogradKernels<T>& dispatched_kernels() {
@@ -94,14 +97,33 @@ double winograd_saving(const Conv2dShape& s, int tile) {
 
 std::atomic<int> last_forward_tile{0};
 
+int64_t tiles_2x2(const Conv2dShape& s) { return s.batch * ((s.out_h + 1) / 2) * ((s.out_w + 1) / 2); }
+
+// True when the call has kMinTiles F(2x2) tiles, or its 16 K x C weight planes stay in L2.
+bool many_tiles(const Conv2dShape& s) {
+  return tiles_2x2(s) >= kMinTiles || (tiles_2x2(s) > 0 && s.in_channels * s.out_channels <= kCachedWeightPairs);
+}
+
+// True when the call has at most `pairs` weight pairs (k, c) per F(2x2) tile.
+bool pairs_per_tile_within(const Conv2dShape& s, int64_t pairs) {
+  return tiles_2x2(s) > 0 && s.in_channels * s.out_channels <= pairs * tiles_2x2(s);
+}
+
+// Elements of one xi plane of transformed weights in panels of `width` output channels (WinogradKernels).
+int64_t weights_plane(int64_t out_channels, int64_t in_channels, int width) {
+  return (out_channels + width - 1) / width * width * in_channels;
+}
+
 template <class T>
-bool transform_weights(int tile, int64_t out_channels, int64_t in_channels, const T* w, T* u) {
+bool transform_weights(int tile, int64_t out_channels, int64_t in_channels, int width, const T* w, T* u) {
   const WinogradKernels<T>& kern = dispatched_kernels<T>();
-  const int64_t plane = out_channels * in_channels;
+  const int64_t plane = weights_plane(out_channels, in_channels, width);
   const int slots = plane < 4096 ? 1 : num_threads();
   std::atomic<bool> finite{true};
   run_on_threads(slots, [&](int part) {
-    if (!kern.transform_weights(tile, w, plane, plane * part / slots, plane * (part + 1) / slots, u)) finite = false;
+    if (!kern.transform_weights(tile, w, out_channels, in_channels, width, plane * part / slots,
+                                plane * (part + 1) / slots, u))
+      finite = false;
   });
   return finite;
 }
@@ -113,10 +135,18 @@ bool forward_with_tile(const Conv2dShape& s, int tile, const T* x, const T* w, c
   const int64_t K = s.out_channels, C = s.in_channels, xis = points(tile);
   const WinogradKernels<T>& kern = dispatched_kernels<T>();
   const WinogradTiling t = make_tiling<T>(s, tile);
-  const T* u = transformed;
+  // Weights that outnumber a block's tile values (few tiles: batch 1, small images) are transformed
+  // straight into the GEMMs' packed B panels of each U_xi^T, and the GEMMs compute M_xi^T = V_xi^T U_xi^T:
+  // packing U_xi as A instead, a transposing copy of all 16 or 36 planes per block, took as long as
+  // the GEMMs at batch 1. Other blocks pack the (small) U_xi as A and read V_xi's rows in place.
+  // (Weights packed beforehand, u[xi][k][c], serve only the latter: the former transform w again.)
+  const bool weights_dominate = K * C > (C + K) * t.images * t.per_image;
+  const int width = weights_dominate ? packed_b_width<T>() : 1;
+  const int64_t plane = weights_plane(K, C, width);
+  const T* u = weights_dominate ? nullptr : transformed;
   if (!u) {
-    T* fresh = thread_buffer<T>(3, xis * K * C);
-    if (!transform_weights(tile, K, C, w, fresh)) return false;
+    T* fresh = thread_buffer<T>(3, xis * plane);
+    if (!transform_weights(tile, K, C, width, w, fresh)) return false;
     u = fresh;
   }
   std::atomic<bool> finite{true};  // cleared once an input block is found to hold Inf or NaN
@@ -143,9 +173,16 @@ bool forward_with_tile(const Conv2dShape& s, int tile, const T* x, const T* w, c
       kern.transform_input(s, t, x, n0, n1, c0, c1, v, by_channel, rows_buffer<T>(t));
     });
     split(xis, [&](int64_t xi0, int64_t xi1) {
-      for (int64_t xi = xi0; xi < xi1; ++xi)
-        gemm<T>(K, tiles, C, T(1), {u + xi * K * C, C, 1}, {v + xi * tiles, xis * tiles, 1}, T(0),
-                {m + xi * tiles, xis * tiles, 1}, {}, 1);
+      for (int64_t xi = xi0; xi < xi1; ++xi) {
+        if (width == 1) {
+          gemm<T>(K, tiles, C, T(1), {u + xi * K * C, C, 1}, {v + xi * tiles, xis * tiles, 1}, T(0),
+                  {m + xi * tiles, xis * tiles, 1}, {}, 1);
+        } else {
+          const StridedMatrix<const T> v_t{v + xi * tiles, 1, xis * tiles};  // tiles x C
+          gemm_prepacked<T>(tiles, T(1), v_t, packed_b_layout<T>(C, K, u + xi * plane), T(0),
+                            {m + xi * tiles, 1, xis * tiles}, {}, 1);
+        }
+      }
     });
     split(K, [&](int64_t k0, int64_t k1) {
       kern.transform_output(s, t, m, by_channel, bias, n0, n1, k0, k1, y, rows_buffer<T>(t));
@@ -181,13 +218,14 @@ int winograd_last_forward_tile() { return last_forward_tile.load(); }
 bool winograd_applies(const Conv2dShape& s) {
   // 7 x 7 pays too (measured: 512 channels at 7 x 7, 2 threads, 29.5 ms against 31.6-34.7 ms for
   // im2col + GEMM, before the weight transform was vectorized).
-  // Few tiles (inference batches of small images) make 16 narrow GEMMs whose weight operand, 16 K x C
-  // planes, costs more to transform and pack than the saved multiplies once it no longer fits in
-  // cache (measured, 1 thread: 512 channels at 7 x 7, batch 1 (16 tiles) 5.7 ms against 1.6 ms for
-  // im2col + GEMM, batch 4 (64 tiles) 11.2 against 5.2 ms; 256 channels at 14 x 14, batch 1 (49
-  // tiles): a tie).
-  const int64_t tiles = s.batch * ((s.out_h + 1) / 2) * ((s.out_w + 1) / 2);
-  const bool enough_tiles = tiles >= kMinTiles || (tiles > 0 && s.in_channels * s.out_channels <= kCachedWeightPairs);
+  // Few tiles (inference batches of small images) make narrow GEMMs whose weight operand, 16 or 36
+  // K x C planes transformed per call, costs more than the saved multiplies once the weight pairs
+  // far outnumber the tiles (measured, F(2x2) and F(4x4), 1 and 2 threads: 512 channels at 7 x 7,
+  // batch 1 (16 tiles, 16384 pairs per tile) 5.2-9.1 ms against 2.9 ms for im2col + GEMM, batch 4
+  // (4096 pairs per tile) 10.9 against 10.2 ms on 1 thread, a tie on 2); with them at most
+  // kMaxPairsPerTile it wins (256 channels at 14 x 14, batch 1, 1337 pairs per tile: 2.0-2.4 against
+  // 3.0 ms on 1 thread, 1.1 against 1.5 ms on 2).
+  const bool enough_tiles = many_tiles(s) || pairs_per_tile_within(s, kMaxPairsPerTile);
   return winograd_geometry(s) && winograd_channels(s) && winograd_saving(s, 2) >= 1.7 && enough_tiles;
 }
 
@@ -195,12 +233,14 @@ bool winograd_applies_to_weight_grad(const Conv2dShape& s) {
   // The weight gradient accumulates 16 K x C sums per thread over few tiles per block: at 7 x 7
   // (1.72x saving) that traffic loses to im2col + GEMM (512 channels, 2 threads: 0.61x against
   // 0.75x of PyTorch's backward), at 14 x 14 and larger it wins (256 channels: 0.82x -> 0.89x).
-  return winograd_applies(s) && winograd_saving(s, 2) >= 2.0;
+  // Nor do few tiles with many weight pairs (256 channels at 14 x 14, batch 1, 2 threads: 1.7-3.6 ms
+  // against 1.2-1.3 ms): each thread's 16 K x C sums outweigh the tiles' work.
+  return winograd_applies(s) && winograd_saving(s, 2) >= 2.0 && many_tiles(s);
 }
 
 template <class T>
 bool winograd_transform_weights(int64_t out_channels, int64_t in_channels, const T* w, T* u) {
-  return transform_weights(kPackedTile, out_channels, in_channels, w, u);
+  return transform_weights(kPackedTile, out_channels, in_channels, 1, w, u);
 }
 
 template <class T>

@@ -76,22 +76,37 @@ template <const auto& Mat, class T, int R, int N>
   apply_transposed<Mat>(left, out);
 }
 
-// WinogradKernels::transform_weights for F(M x M, 3x3): vectorized across consecutive (k, c)
-// pairs, u written in alpha^2 unit-stride streams.
+// WinogradKernels::transform_weights for F(M x M, 3x3): vectorized across consecutive positions of
+// u's planes, each plane written as one unit-stride stream per xi.
 template <int M, class T>
-bool transform_weights_of(const T* __restrict w, int64_t plane, int64_t lo, int64_t hi, T* __restrict u) {
+bool transform_weights_of(const T* __restrict w, int64_t out_channels, int64_t in_channels, int width, int64_t lo,
+                          int64_t hi, T* __restrict u) {
   // The 9 taps of each (k, c) are 9 apart in w, a stride the compiler does not vectorize: copy
-  // a chunk of pairs into 9 unit-stride tap rows first, then transform across the chunk.
+  // a chunk of positions' taps into 9 unit-stride rows first (zeros past the last output channel),
+  // then transform across the chunk.
   using V = Variant<M>;
   constexpr int A = V::kAlpha;
   constexpr int64_t kChunk = 256;
+  const int64_t panel = in_channels * width, plane = (out_channels + width - 1) / width * panel;
   T taps[9][kChunk];
   T probe = 0;
-  for (int64_t c0 = lo; c0 < hi; c0 += kChunk) {
-    const int64_t count = std::min(kChunk, hi - c0);
-    for (int64_t i = 0; i < count; ++i)
-      for (int j = 0; j < 9; ++j) taps[j][i] = w[(c0 + i) * 9 + j];
-    T* out = u + c0;
+  for (int64_t o0 = lo; o0 < hi; o0 += kChunk) {
+    const int64_t count = std::min(kChunk, hi - o0);
+    // Position o holds the pair k = (o / panel) width + o % width, c = o % panel / width.
+    int64_t first_k = o0 / panel * width, c = o0 % panel / width;
+    int lane = static_cast<int>(o0 % width);
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t k = first_k + lane;
+      for (int j = 0; j < 9; ++j) taps[j][i] = k < out_channels ? w[(k * in_channels + c) * 9 + j] : T(0);
+      if (++lane == width) {
+        lane = 0;
+        if (++c == in_channels) {
+          c = 0;
+          first_k += width;
+        }
+      }
+    }
+    T* out = u + o0;
 #pragma omp simd reduction(+ : probe)
     for (int64_t i = 0; i < count; ++i) {
       T g[3][3], res[A][A];
@@ -107,8 +122,10 @@ bool transform_weights_of(const T* __restrict w, int64_t plane, int64_t lo, int6
 }
 
 template <class T>
-bool transform_weights(int tile, const T* w, int64_t plane, int64_t lo, int64_t hi, T* u) {
-  return tile == 4 ? transform_weights_of<4>(w, plane, lo, hi, u) : transform_weights_of<2>(w, plane, lo, hi, u);
+bool transform_weights(int tile, const T* w, int64_t out_channels, int64_t in_channels, int width, int64_t lo,
+                       int64_t hi, T* u) {
+  return tile == 4 ? transform_weights_of<4>(w, out_channels, in_channels, width, lo, hi, u)
+                   : transform_weights_of<2>(w, out_channels, in_channels, width, lo, hi, u);
 }
 
 // WinogradKernels::transform_input for F(M x M, 3x3), one (image, channel) plane at a time. Its

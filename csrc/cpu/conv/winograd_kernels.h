@@ -31,10 +31,13 @@ struct WinogradLayout {
 // Both also report as non-finite the rare values so large that a sum of a few of them overflows.
 template <class T>
 struct WinogradKernels {
-  // u[xi][k][c] = (G g_kc G^T)[xi / alpha][xi % alpha] of F(tile x tile, 3x3) (alpha = tile + 2)
-  // for the (k, c) pairs [lo, hi) of the K x C plane (u's alpha^2 xi planes are `plane` apart).
-  // Returns false when one of the weights read is Inf or NaN.
-  bool (*transform_weights)(int tile, const T* w, int64_t plane, int64_t lo, int64_t hi, T* u);
+  // U_xi[k][c] = (G g_kc G^T)[xi / alpha][xi % alpha] of F(tile x tile, 3x3) (alpha = tile + 2) for the
+  // positions [lo, hi) of u's planes, in `width`-wide panels of output channels: element (xi, k, c) at
+  // u[xi * plane + (k / width) * C * width + c * width + k % width], zero for the k past K in the last
+  // panel (plane = ceil(K / width) * width * C). Width 1 is u[xi][k][c]; the GEMM's panel width makes
+  // each plane the GEMM's packed B of U_xi^T (C x K). Returns false when a weight read is Inf or NaN.
+  bool (*transform_weights)(int tile, const T* w, int64_t out_channels, int64_t in_channels, int width, int64_t lo,
+                            int64_t hi, T* u);
   // v[xi][c][tile] (laid out as l says) = (B^T d B)[xi] for the channels
   // [c0, c1) and the tiles of images [n0, n1); `rows` is a scratch of alpha tile (tiles_h + 1)
   // tiles_w + 2 tile (tiles_w + 1) + tile^2 per_image elements.

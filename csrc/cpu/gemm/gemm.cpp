@@ -451,6 +451,11 @@ PackedB<T> packed_b_layout(int64_t k, int64_t n, const T* panels) {
 }
 
 template <class T>
+int packed_b_width() {
+  return active_kernels<T>().nr;
+}
+
+template <class T>
 PackedB<T> pack_b_matrix(int64_t k, int64_t n, StridedMatrix<const T> b, T* panels) {
   return pack_b_groups(k, n, 1, 0, b, panels);
 }
@@ -495,6 +500,8 @@ template void gemm_prepacked<float>(int64_t, float, StridedMatrix<const float>, 
                                     StridedMatrix<float>, const GemmEpilogue<float>&, int, PanelOrder);
 template void gemm_prepacked<double>(int64_t, double, StridedMatrix<const double>, const PackedB<double>&, double,
                                      StridedMatrix<double>, const GemmEpilogue<double>&, int, PanelOrder);
+template int packed_b_width<float>();
+template int packed_b_width<double>();
 template bool gemm_takes_dot_path<float>(int64_t, int64_t, int64_t);
 template bool gemm_takes_dot_path<double>(int64_t, int64_t, int64_t);
 template void gemm_batched<float>(int64_t, const int64_t*, const int64_t*, const int64_t*, int64_t, int64_t, int64_t,

@@ -67,6 +67,10 @@ PackedB<T> pack_b_matrix(int64_t k, int64_t n, StridedMatrix<const T> b, T* pane
 template <class T>
 PackedB<T> packed_b_layout(int64_t k, int64_t n, const T* panels);
 
+// The panel width (nr) of the active ISA's packed B: packed_b_layout(k, n, panels).nr.
+template <class T>
+int packed_b_width();
+
 // pack_b_matrix of a B whose columns come in `groups` groups of n, group g's first column at
 // b.data + g * group_offset (one LSTM thread's columns of the four gate blocks): packed as one B
 // of groups * n columns, into packed_b_size(k, groups * n) elements.
