@@ -285,6 +285,50 @@ def test_transposed_blocks_run_on_weights_packed_once(case, threads, rng):
                         check(y, ref - b[:, None, None], dtype, f"{case} packed under {packed_isa}, run under {isa}")
 
 
+# One layer per forward path (x shape, w shape, options, path), at both thread counts.
+RELU_CASES = [
+    ((1, 16, 9, 9), (16, 1, 3, 3), dict(padding=1, groups=16), "depthwise"),
+    ((1, 64, 9, 11), (66, 64, 3, 3), dict(padding=1), "winograd"),
+    ((7, 5, 9, 9), (7, 5, 3, 3), dict(padding=1), "im2col"),  # blocks of several images
+    ((1, 3, 67, 61), (10, 3, 7, 7), dict(stride=2, padding=3), "im2col_packed_panels"),
+    ((1, 16, 48, 45), (6, 8, 3, 3), dict(padding=1, groups=2), "im2col_row_blocks"),
+    ((1, 40, 7, 7), (99, 40, 3, 3), dict(padding=1), "im2col_transposed"),
+]
+
+
+def test_forward_applies_relu_on_every_path(threads, rng):
+    """_C.conv2d_forward(relu=True) is the forward without it followed by torch.relu (NaN and -0 kept),
+    bit for bit, on every forward path (the prepacked transposed one too) and ISA; float32 and float64
+    also against the float64 reference, bfloat16 on its paths. A NaN bias channel stays NaN."""
+    import ml_dtypes
+
+    ran = set()
+    for x_shape, w_shape, options, path in RELU_CASES:
+        kernel_options = _kernel_options(options)
+        for dtype in (F32, F64, np.dtype(ml_dtypes.bfloat16)):
+            x, w, b = (rand(rng, shape, np.float32).astype(dtype) for shape in (x_shape, w_shape, w_shape[0]))
+            b[1] = np.nan
+            ref = conv2d_ref(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), **options)
+            for isa in SUPPORTED_ISAS:
+                with active_isa(isa):
+                    plain, fused = np.full(ref.shape, np.nan, dtype), np.full(ref.shape, -1, dtype)
+                    deepkern._C.conv2d_forward(x, w, b, plain, *kernel_options)
+                    packed = deepkern._C.conv2d_pack_gemm_weights(w, x.shape, ref.shape, *kernel_options)
+                    for gemm_weights in (None, packed) if packed is not None else (None,):
+                        deepkern._C.conv2d_forward(x, w, b, fused, *kernel_options, None, gemm_weights, True)
+                        ran.add(_path())
+                        what = f"{x_shape} {w_shape} {options} {dtype} isa={isa} threads={threads} {_path()}"
+                        expected = np.where(plain < 0, np.zeros((), dtype), plain)
+                        bits = f"u{dtype.itemsize}"
+                        assert np.array_equal(fused.view(bits), expected.view(bits)), what
+                        assert np.isnan(fused[:, 1].astype(np.float32)).all(), what
+                    if dtype != np.dtype(ml_dtypes.bfloat16):
+                        assert _path() in (path, path + "_prepacked"), what
+                        keep = np.arange(ref.shape[1]) != 1
+                        check(fused[:, keep], np.maximum(ref[:, keep], 0), dtype, what)
+    assert {case[3] for case in RELU_CASES} | {"im2col_transposed_prepacked"} <= ran, ran
+
+
 def test_packed_gemm_weights_are_checked(rng):
     """Bad packed GEMM weights and bad shapes given to the packing raise errors that name them;
     bfloat16 weights (no prepacked path) pack to None."""

@@ -212,7 +212,8 @@ def test_folded_weights_follow_in_place_updates_replacements_and_training():
 
 def _packed(conv, name):
     """The weights packed as ``name`` in the convolution's kept plan (None: none made)."""
-    return conv.__dict__["_plan"][3][4].get(name)
+    winograd, gemm = conv.__dict__["_plan"][3][4]
+    return {"winograd_weights": winograd, "gemm_weights": gemm}[name]
 
 
 # (channels in, out, input height and width, the packed weights, the path that uses them): a

@@ -91,12 +91,12 @@ int64_t gemm_weights_width(const py::object& gemm_weights) {
   return shape[3];
 }
 
-// y = conv(x, w) + bias. winograd_weights: None, or conv2d_pack_winograd_weights of this w and these
-// options; gemm_weights: None, or conv2d_pack_gemm_weights of this w and these options (their shapes
-// are checked; that they were packed from this w is the caller's contract).
+// y = conv(x, w) + bias, then relu(y) when `relu`. winograd_weights: None, or conv2d_pack_winograd_weights of
+// this w and these options; gemm_weights: None, or conv2d_pack_gemm_weights of this w and these options
+// (their shapes are checked; that they were packed from this w is the caller's contract).
 void conv2d_forward(const py::object& x, const py::object& w, const py::object& bias, const py::object& y, Pair stride,
                     Pair padding, Pair dilation, int64_t groups, const py::object& winograd_weights,
-                    const py::object& gemm_weights) {
+                    const py::object& gemm_weights, bool relu) {
   conv_call("conv2d_forward", {"x", x}, {"x", x}, {"w", w}, {"y", y}, {stride, padding, dilation, groups},
             [&](const cpu::Conv2dShape& s, auto& arrays) {
               const auto* xp = arrays.input(x, "x", input_extent(s));
@@ -112,7 +112,7 @@ void conv2d_forward(const py::object& x, const py::object& w, const py::object& 
                   width ? arrays.input(gemm_weights, "gemm_weights", gemm_weights_extent(s, width)) : nullptr;
               auto* yp = arrays.output(y, "y", output_extent(s));
               py::gil_scoped_release release;
-              cpu::conv2d_forward(s, xp, wp, bp, yp, {up, gp, width});
+              cpu::conv2d_forward(s, xp, wp, bp, yp, {up, gp, width}, relu);
             });
 }
 
@@ -215,7 +215,7 @@ void conv2d_backward_weight(const py::object& grad_y, const py::object& x, const
 void bind_conv(py::module_& m) {
   m.def("conv2d_forward", &conv2d_forward, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("winograd_weights") = py::none(),
-        py::arg("gemm_weights") = py::none());
+        py::arg("gemm_weights") = py::none(), py::arg("relu") = false);
   m.def("last_conv2d_forward_path", &cpu::last_conv2d_forward_path,
         "The path the last CPU conv2d forward took (depthwise, winograd, im2col, im2col_row_blocks, ...).");
   m.def("last_winograd_tile", &cpu::winograd_last_forward_tile,

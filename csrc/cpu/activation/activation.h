@@ -1,7 +1,8 @@
 // Element-wise activations on the CPU: relu and gelu, forward and backward.
 //
 // Every function reads n contiguous elements of each input and writes n contiguous elements of
-// `out`; `out` overlaps no input. T is float or double (relu and relu_backward: bfloat16 too).
+// `out`; `out` overlaps no input, except that relu may run in place (out == x). T is float or double
+// (relu and relu_backward: bfloat16 too).
 // Threads split n into contiguous ranges
 // (small n runs on the calling thread); each ISA has its own kernels (kernels.cpp), picked by
 // dispatch(IsaFamily::activation).

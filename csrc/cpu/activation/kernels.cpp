@@ -29,8 +29,9 @@ namespace {
 
 namespace math = activation_math;
 
+// relu may run in place (out == x): each element is read before it is written.
 template <class T>
-void relu(const T* __restrict x, T* __restrict out, int64_t n) {
+void relu(const T* x, T* out, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) out[i] = math::relu(x[i]);
 }
@@ -45,7 +46,7 @@ void relu_backward(const T* __restrict grad, const T* __restrict x, T* __restric
 // the largest magnitude that is not a NaN.
 constexpr uint16_t kMagnitude = 0x7fff, kSign = 0x8000, kInfinity = 0x7f80;
 
-void relu_bf16(const uint16_t* __restrict x, uint16_t* __restrict out, int64_t n) {
+void relu_bf16(const uint16_t* x, uint16_t* out, int64_t n) {  // in place too
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     const uint16_t magnitude = x[i] & kMagnitude;

@@ -34,6 +34,7 @@
 
 #include "core/scratch.h"
 #include "core/threading.h"
+#include "cpu/activation/activation.h"
 #include "cpu/conv/depthwise.h"
 #include "cpu/conv/conv_plan.h"
 #include "cpu/conv/im2col.h"
@@ -235,13 +236,19 @@ void conv2d_pack_gemm_weights(const Conv2dShape& s, const T* w, T* packed) {
 
 template <class T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y,
-                    const ConvPackedWeights<T>& packed) {
+                    const ConvPackedWeights<T>& packed, bool relu) {
+  // The direct loops and Winograd's output transform add the bias; relu is then one pass over y
+  // (in cache at inference batches). The GEMM paths apply it in their epilogue.
+  const char* path = nullptr;
   if (is_depthwise(s)) {
-    last_forward_path = "depthwise";
-    return depthwise_forward(s, x, w, bias, y);
+    depthwise_forward(s, x, w, bias, y);
+    path = "depthwise";
+  } else if (winograd_applies(s) && winograd_forward(s, x, w, bias, y, packed.winograd)) {
+    path = "winograd";
   }
-  if (winograd_applies(s) && winograd_forward(s, x, w, bias, y, packed.winograd)) {
-    last_forward_path = "winograd";
+  if (path) {
+    last_forward_path = path;
+    if (relu) cpu::relu(y, y, s.batch * s.out_channels * s.out_h * s.out_w);
     return;
   }
   const Plan plan = make_plan<T>(s, true);
@@ -258,6 +265,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
     for (int64_t group = 0; group < s.groups; ++group) {
       const int64_t k0 = group * plan.group_out;
       GemmEpilogue<T> epilogue = group_bias(bias, k0);
+      epilogue.relu = relu;
       const StridedMatrix<const T> weights{w + k0 * plan.col_rows, plan.col_rows, 1};
       if (plan.packed_columns) {  // one image's row block: im2col into the B panels, then the GEMM on them
         T* panels = thread_buffer<T>(0, packed_b_size<T>(plan.col_rows, cols));
@@ -366,9 +374,9 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x, T
 }
 
 template void conv2d_forward<float>(const Conv2dShape&, const float*, const float*, const float*, float*,
-                                    const ConvPackedWeights<float>&);
+                                    const ConvPackedWeights<float>&, bool);
 template void conv2d_forward<double>(const Conv2dShape&, const double*, const double*, const double*, double*,
-                                     const ConvPackedWeights<double>&);
+                                     const ConvPackedWeights<double>&, bool);
 template std::array<int64_t, 4> conv2d_gemm_weights_shape<float>(const Conv2dShape&);
 template std::array<int64_t, 4> conv2d_gemm_weights_shape<double>(const Conv2dShape&);
 template void conv2d_pack_gemm_weights<float>(const Conv2dShape&, const float*, float*);

@@ -30,11 +30,12 @@ struct ConvPackedWeights {
   int64_t gemm_panel_width = 0;  // the panel width `gemm` was packed with: used only while it is the GEMM's
 };
 
-// y = conv(x, w) + bias. x (N, C, H, W), w (K, C/groups, R, S), bias (K) or null, y (N, K, P, Q);
-// all C-contiguous. y is written, never read. `packed` holds weights packed from this w, or nothing.
+// y = conv(x, w) + bias, then relu(y) (torch.relu: NaN and -0 kept) when `relu`. x (N, C, H, W), w (K,
+// C/groups, R, S), bias (K) or null, y (N, K, P, Q); all C-contiguous. y is written, never read.
+// `packed` holds weights packed from this w, or nothing.
 template <class T>
 void conv2d_forward(const Conv2dShape& shape, const T* x, const T* w, const T* bias, T* y,
-                    const ConvPackedWeights<T>& packed = {});
+                    const ConvPackedWeights<T>& packed = {}, bool relu = false);
 
 // The path the last conv2d_forward call of the process took: "depthwise", "winograd", "im2col"
 // (GEMMs over blocks of images), "im2col_row_blocks" (the inference plan: row blocks of single

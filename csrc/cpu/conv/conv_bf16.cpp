@@ -23,6 +23,7 @@
 
 #include "core/scratch.h"
 #include "core/threading.h"
+#include "cpu/activation/activation.h"
 #include "cpu/cast/cast.h"
 #include "cpu/conv/column_panels.h"
 #include "cpu/conv/conv_plan.h"
@@ -265,10 +266,12 @@ const bf16* reversed_weights(const Conv2dShape& s, const Plan& sp, const bf16* w
 
 template <>
 void conv2d_forward<bf16>(const Conv2dShape& s, const bf16* x, const bf16* w, const bf16* bias, bf16* y,
-                          const ConvPackedWeights<bf16>&) {
+                          const ConvPackedWeights<bf16>&, bool relu) {
   if (is_depthwise(s)) {
     record_conv2d_forward_path("depthwise");
-    return depthwise_forward(s, x, w, bias, y);
+    depthwise_forward(s, x, w, bias, y);
+    if (relu) cpu::relu(y, y, s.batch * s.out_channels * s.out_h * s.out_w);
+    return;
   }
   const Plan sp = make_plan<bf16>(s);
   for_each_image_block(s, sp, [&](int64_t n0, int64_t n1, int, int threads) {
@@ -277,6 +280,7 @@ void conv2d_forward<bf16>(const Conv2dShape& s, const bf16* x, const bf16* w, co
       for (int64_t group = 0; group < s.groups; ++group) {
         const int64_t k0 = group * sp.group_out;
         GemmEpilogue<bf16> epilogue = group_bias(bias, k0);
+        epilogue.relu = relu;
         const StridedMatrix<bf16> out = output_block(s, sp, y, n0, n1, group, p0);
         const StridedMatrix<const bf16> weights{w + k0 * sp.col_rows, sp.col_rows, 1};
         if (writes_column_panels(s, sp))

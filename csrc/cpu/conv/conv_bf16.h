@@ -15,7 +15,7 @@ namespace deepkern::cpu {
 
 template <>
 void conv2d_forward<bf16>(const Conv2dShape& shape, const bf16* x, const bf16* w, const bf16* bias, bf16* y,
-                          const ConvPackedWeights<bf16>& packed);
+                          const ConvPackedWeights<bf16>& packed, bool relu);
 
 template <>
 void conv2d_backward_data<bf16>(const Conv2dShape& shape, const bf16* grad_y, const bf16* w, bf16* grad_x);

@@ -166,8 +166,8 @@ class _ConvNd(Module):
 
     def _infer(self, x, bn=None, relu=False):
         """Inference on ``x`` (an array from _inference.host_array) as an array: the 2-D convolution
-        on the kernel with ``bn`` (an eval-mode BatchNorm2d) folded in, then the ReLU kernel when
-        ``relu`` (the convolution has no activation epilogue). Everything but the calls (the checks,
+        on the kernel with ``bn`` (an eval-mode BatchNorm2d) folded in and, when ``relu``, the ReLU
+        applied by the convolution kernel on its output. Everything but the call (the checks,
         the folded and packed weights) is made once per input shape and weights (_conv_plan, kept
         until an array is replaced or written in place). None where the ordinary path must run
         (not 2-D, weights on another device or not contiguous)."""
@@ -181,15 +181,12 @@ class _ConvNd(Module):
             return None
         shape, w, b, options, packed = plan
         y = np.empty(shape, x.dtype)
-        CPU.conv2d_forward(x, w, b, y, *options, **packed)
-        if relu:  # the kernel takes no output overlapping its input: a second buffer
-            y, x = np.empty(shape, x.dtype), y
-            CPU.relu(x, y)
+        CPU.conv2d_forward(x, w, b, y, *options, *packed, relu)  # positional: keywords cost ~0.6 us a call
         return y
 
     def _conv_plan(self, x, arrays, bn):
-        """(output shape, weight, bias, kernel options, keyword arguments with the weights packed for
-        this input shape: Winograd, GEMM panels) of the convolution of ``x`` by ``arrays`` (weight and bias, or
+        """(output shape, weight, bias, kernel options, the weights packed for this input shape (Winograd,
+        GEMM panels; each None where there are none) of the convolution of ``x`` by ``arrays`` (weight and bias, or
         _inference.conv_bn_arrays with ``bn`` to fold), validated as ``ops.conv2d`` does (errors
         name the layer); None unless x is 4-D and the weights are contiguous NumPy arrays."""
         self._checked(x)
@@ -201,11 +198,11 @@ class _ConvNd(Module):
         )
         run_op(self, _bias, b, w.shape[0], x.dtype, "conv2d")
         options = geo.options()
-        packed = {
-            "winograd_weights": CPU.conv2d_pack_winograd_weights(w, *options),
-            "gemm_weights": CPU.conv2d_pack_gemm_weights(w, x.shape, geo.out_shape, *options),
-        }
-        return geo.out_shape, w, b, options, {name: array for name, array in packed.items() if array is not None}
+        packed = (
+            CPU.conv2d_pack_winograd_weights(w, *options),
+            CPU.conv2d_pack_gemm_weights(w, x.shape, geo.out_shape, *options),
+        )
+        return geo.out_shape, w, b, options, packed
 
     def extra_repr(self) -> str:
         n = self.dims
