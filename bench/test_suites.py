@@ -21,7 +21,6 @@ import os
 import pytest
 from deepkern import bench
 from deepkern.bench.libraries import backends, get_backend
-from deepkern.bench.registry import CHECK_TOLERANCE
 
 QUICK = bool(os.environ.get("DEEPKERN_BENCH_QUICK", "").strip())
 
@@ -93,7 +92,7 @@ def test_suite(benchmark, bench_threads, case, library):
     sets = _inputs(case)
     if library == "deepkern" and case.check is not None:
         err = case.check(sets[0])
-        assert err < CHECK_TOLERANCE, f"deepkern {case.op} {case.name} {case.layout}: relative error {err:.2e}"
+        assert err < case.tolerance, f"deepkern {case.op} {case.name} {case.layout}: relative error {err:.2e}"
     convert = get_backend(library).convert
     sets = [tuple(convert(a) for a in s) for s in sets]
     by_bytes = case.metric == "bytes"

@@ -12,7 +12,7 @@ import numpy as np
 
 from .gemm import _cuda_unavailable, _tf32_inputs
 from .libraries import installed_torch, torch_missing
-from .registry import Case, Suite, register_suite
+from .registry import BF16_CHECK_TOLERANCE, Case, Suite, register_suite
 from .timing import rotation_copies
 
 
@@ -287,6 +287,7 @@ def conv_bf16_cases(quick: bool = False) -> List[Case]:
         for conv_pass in CONV_PASSES:
             case = _conv_case(layer, batch, conv_pass, groups[conv_pass], f"{conv_pass} bf16")
             case.op = "conv-bf16"
+            case.tolerance = BF16_CHECK_TOLERANCE
             case.nbytes /= 2
             case.make_inputs = lambda layer=layer, p=conv_pass: [
                 tuple(a.astype(ml_dtypes.bfloat16).view(np.uint16) for a in s)

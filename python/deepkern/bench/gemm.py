@@ -8,7 +8,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from .libraries import installed_torch
-from .registry import Case, Suite, register_suite
+from .registry import BF16_CHECK_TOLERANCE, Case, Suite, register_suite
 from .timing import rotation_copies
 
 GEMM_LAYOUTS = ("NN", "NT", "TN")
@@ -310,6 +310,7 @@ def _gemm_bf16_pair(m: int, n: int, k: int, name: str, group: str, label: str = 
         make_inputs=lambda: _bf16_bits(make_gemm_inputs(m, n, k, "NN")),
         impls=_bf16_impls(),
         check=_bf16_check,
+        tolerance=BF16_CHECK_TOLERANCE,
         label=label,
         metric="bf16_flops",
     )

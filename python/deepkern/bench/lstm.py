@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from .libraries import installed_torch, torch_missing
-from .registry import Case, Suite, register_suite
+from .registry import BF16_CHECK_TOLERANCE, Case, Suite, register_suite
 from .timing import rotation_copies
 
 #: (T, B, I, H, what it is) of the LSTM layers timed by ``deepkern bench --op lstm`` and bench/test_suites.py.
@@ -422,6 +422,7 @@ def lstm_bf16_cases(quick: bool = False) -> List[Case]:
             ]
             bf16.impls = _bf16_lstm_impls(shape, lstm_pass)
             bf16.check = lambda inputs, shape=shape, p=lstm_pass: lstm_bf16_check(shape, p, inputs)
+            bf16.tolerance = BF16_CHECK_TOLERANCE
             bf16.op = twin.op = "lstm-bf16"
             bf16.layout, twin.layout = f"{lstm_pass} bf16", f"{lstm_pass} f32"
             cases += [bf16, twin]

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 #: Largest relative error of deepkern's result against the float64 reference (``Case.check``) that
 #: passes; a larger one is noted in the report and fails the pytest-benchmark run.
 CHECK_TOLERANCE = 1e-4
+#: The same for bfloat16 cases (``Case.tolerance``): each result is rounded to bfloat16 at least
+#: once (2^-9 relative), training runs many times.
+BF16_CHECK_TOLERANCE = 1e-2
 
 
 @dataclasses.dataclass
@@ -32,6 +35,7 @@ class Case:
     make_inputs: Callable[[], List[tuple]]  # rotation sets of NumPy arrays
     impls: Dict[str, Callable]  # backend name -> fn(*converted inputs)
     check: Optional[Callable[[tuple], float]] = None  # relative error of deepkern vs reference
+    tolerance: float = CHECK_TOLERANCE  # the largest `check` result that passes
     label: str = ""  # what the shape is (e.g. "ResNet conv1 im2col")
     #: "flops": throughput in GFLOP/s against the FMA peak and the roofline; "bf16_flops": the same
     #: against the bfloat16 GEMM's peak (peak.measure_bf16_peak); "bytes": memory-bound ops,

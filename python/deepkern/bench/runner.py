@@ -24,7 +24,7 @@ from .libraries import (
 )
 from .machine import NOISY_CORES, OtherLoad, machine_info
 from .peak import measure_bf16_peak, measure_peak
-from .registry import CHECK_TOLERANCE, Suite
+from .registry import Suite
 from .report import Report, Row
 from .timing import Timing, time_cuda_fn, time_fn
 
@@ -128,7 +128,7 @@ def run_suite(
             if check and case.check is not None:
                 with limit_threads(max(threads), ["deepkern"]):
                     rel_err = case.check(np_inputs[0])
-                if rel_err > CHECK_TOLERANCE:
+                if rel_err > case.tolerance:
                     notes.append(
                         f"{case.op} {case.name} {case.layout}: deepkern's relative error {rel_err:.2e} vs float64"
                     )
@@ -232,7 +232,7 @@ def run_cuda_cases(
         timed = [name for name in names if name in case.impls]
         converted = {name: [tuple(libraries[name].to_cuda(x) for x in s) for s in np_inputs] for name in timed}
         rel_err = case.check(np_inputs[0]) if check and case.check is not None else None
-        if rel_err is not None and rel_err > CHECK_TOLERANCE:
+        if rel_err is not None and rel_err > case.tolerance:
             notes.append(f"{case.op} {case.name} {case.layout}: deepkern's relative error {rel_err:.2e} vs float64")
         del np_inputs
         calls = {name: case.impls[name] for name in timed}

@@ -13,7 +13,7 @@ from typing import List, Optional
 import numpy as np
 
 from .libraries import installed_torch, torch_missing
-from .registry import Case, Suite, register_suite
+from .registry import BF16_CHECK_TOLERANCE, CHECK_TOLERANCE, Case, Suite, register_suite
 
 #: The recipes of ``deepkern bench --op train`` (names in :data:`deepkern.training.RECIPES`).
 TRAIN_RECIPES = ("digits-cnn", "sunspots-lstm")
@@ -286,6 +286,7 @@ def _train_case(name: str, amp: Optional[str] = None, op: str = "train", group: 
         make_inputs=lambda: [()],
         impls={"deepkern": pair.deepkern, "torch": pair.torch},
         check=lambda inputs: train_check(name, amp),
+        tolerance=BF16_CHECK_TOLERANCE if amp else CHECK_TOLERANCE,
         label=f"{'the ' + first + ' of an' if first else 'one'} epoch of deepkern train {name}"
         f"{' --amp ' + amp if amp else ''}: {samples} samples, Adam lr {recipe.cfg.lr}{clip}",
     )
