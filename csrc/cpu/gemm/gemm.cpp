@@ -176,7 +176,9 @@ std::pair<TileKernel<T>, int> tile_for_rows(const GemmKernels<T>& kern, int64_t 
 // input planes read from memory waited on every row, 1.4x at a 1x1 256 -> 64 layer's batch of 4
 // on one thread), and any other is packed just before use into an L1-sized
 // buffer instead of a kc x nc block (same copy work, but the panel never leaves L1, whatever B's
-// strides).
+// strides). While a tile computes, the lines of C the next row tile stores are prefetched for
+// writing: a tile of a shallow product (K = 64, a 1x1 convolution's) otherwise waited on each line
+// it stored into a fresh output (19% of a 64 -> 256 channel layer's time at batch 4).
 template <class T>
 void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                 const T* prepacked_b) {
@@ -238,6 +240,10 @@ void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int
             const int64_t nrows = std::min<int64_t>(mr, mc - ir);
             const int64_t i = ic + ir, j = jc + jr;
             T* c_tile = P.c.data + i * P.c.row_stride + j * P.c.col_stride;
+            if (unit_c && last)  // the next row tile's lines of C, for writing (see above)
+              for (int64_t row = nrows; row < std::min<int64_t>(2 * mr, mc - ir); ++row)
+                for (int64_t line = 0; line < ncols; line += kLineElements<T>)
+                  __builtin_prefetch(c_tile + row * P.c.row_stride + line, 1, 3);
             const TileEpilogue<T> ep = tile_epilogue(P.epilogue, i, j, last);
             const T* a_panel = a_pack + ir * kc;
             const auto [kernel, kernel_rows] = tile_for_rows(kern, nrows);
