@@ -152,9 +152,11 @@ class ConvPlan:
     padding <= 2, >= 64 channels in and out, finite weights), its transformed weights, so that calls
     skip the weight transform: ``winograd_weights``, the (36, K, C) F(4x4, 3x3) transform (the
     variant outputs larger than 6 x 6 run; those with a side of 2 and the 5 x 5 to 6 x 6 ones run
-    F(2x2, 3x3) and transform ``w`` per call). Inputs whose forward runs as Y^T = col^T W^T (small
-    batches of small images with many output channels) get ``w``'s transpose packed in the GEMM's
-    panels on their first call, kept per input shape (the last :attr:`MAX_INPUT_SHAPES`). The plan
+    F(2x2, 3x3) and transform ``w`` per call, as do inputs with fewer tiles than the weights have
+    values, whose transform is written straight into the GEMM's panels). Inputs whose forward runs
+    as Y^T = col^T W^T (small batches of small images with many output channels) get ``w``'s transpose
+    packed in the GEMM's panels on their first call, kept per input shape (the last
+    :attr:`MAX_INPUT_SHAPES`). The plan
     works on any device; only the CPU packs more than the copy.
 
     Contract for callers that cache plans (a model in ``eval()`` packing each layer once):
