@@ -27,8 +27,8 @@ from deepkern.ops import (
     max_pool2d_backward,
 )
 
-from checks import check_non_finite, rand, sprinkle_non_finite
-from conftest import on_device, to_host
+from checks import active_isa, check_non_finite, rand, sprinkle_non_finite
+from conftest import SUPPORTED_ISAS, on_device, to_host
 from reference import (
     _avg_divisor,
     adaptive_avg_pool2d_backward_ref,
@@ -216,6 +216,29 @@ def test_max_pool2d_nan_propagates(device, rng):
         np.testing.assert_array_equal(got, ref.astype(np.float32))  # NaN positions equal too
         np.testing.assert_array_equal(idx, ref_idx)  # the window's last NaN
         assert np.isnan(to_host(max_pool2d(dx64, **params))).sum() == np.isnan(ref).sum()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_max_pool2d_2x2_without_indices(threads, dtype, rng):
+    """2x2 windows of stride 2 (no padding, no dilation) without indices take their own CPU loop: on
+    every ISA, even and odd sizes (the last row and column unread), NaN, +-inf and ties, batches of
+    planes large enough to split over threads, it equals the reference and the indices path bit for
+    bit, into a NaN-filled strided output."""
+    for shape in ((2, 3, 8, 8), (1, 5, 9, 11), (3, 70, 16, 30), (1, 1, 2, 3), (2, 4, 3, 2)):
+        x = (np.round(rng.standard_normal(shape) * 2) / 2).astype(dtype)  # ties, +0 against -0 among them
+        specials = rng.choice(x.size, max(3, x.size // 10), replace=False)
+        x.flat[specials] = rng.choice([np.nan, np.inf, -np.inf], size=specials.size)
+        ref, _ = max_pool2d_ref(x, 2)
+        for isa in SUPPORTED_ISAS:
+            with active_isa(isa):
+                out, big = make_out(ref.shape, dtype, True)
+                got = max_pool2d(x, 2, out=out)
+                with_indices, _ = max_pool2d(x, 2, return_indices=True)
+                what = f"{shape} {dtype} isa={isa} threads={threads}"
+                assert got is out, what
+                np.testing.assert_array_equal(got, ref.astype(dtype), err_msg=what)
+                assert np.array_equal(got.view(f"u{x.itemsize}"), with_indices.view(f"u{x.itemsize}")), what
+                check_untouched(big, out, what)
 
 
 def test_max_pool2d_minus_inf_and_empty_windows(device):
