@@ -49,6 +49,11 @@ constexpr int kPackedTile = 4;  // the variant whose weights winograd_transform_
 
 int64_t points(int tile) { return (tile + 2) * (tile + 2); }  // alpha^2: GEMMs (xi planes) per call
 
+// True when the weights' K x C pairs outnumber the values of `tiles` tiles (C + K per point).
+bool weights_outnumber(const Conv2dShape& s, int64_t tiles) {
+  return s.out_channels * s.in_channels > (s.in_channels + s.out_channels) * tiles;
+}
+
 template <class T>
 WinogradTiling make_tiling(const Conv2dShape& s, int tile) {
   WinogradTiling t;
@@ -66,9 +71,8 @@ WinogradTiling make_tiling(const Conv2dShape& s, int tile) {
   // A batch whose weights outnumber its tiles' values (256 channels at 14 x 14, batch 4) is one block
   // computed by all threads: blocks spread over the threads would each stream all the transformed
   // weights (9.4 MB there), which one thread's share of the memory bandwidth already limits.
-  const bool weights_dominate =
-      s.out_channels * s.in_channels > (s.in_channels + s.out_channels) * s.batch * t.per_image;
-  if (weights_dominate && image_bytes * s.batch <= kMaxBlockBytes) t.images = std::max<int64_t>(1, s.batch);
+  if (weights_outnumber(s, s.batch * t.per_image) && image_bytes * s.batch <= kMaxBlockBytes)
+    t.images = std::max<int64_t>(1, s.batch);
   return t;
 }
 
@@ -140,7 +144,7 @@ bool forward_with_tile(const Conv2dShape& s, int tile, const T* x, const T* w, c
   // packing U_xi as A instead, a transposing copy of all 16 or 36 planes per block, took as long as
   // the GEMMs at batch 1. Other blocks pack the (small) U_xi as A and read V_xi's rows in place.
   // (Weights packed beforehand, u[xi][k][c], serve only the latter: the former transform w again.)
-  const bool weights_dominate = K * C > (C + K) * t.images * t.per_image;
+  const bool weights_dominate = weights_outnumber(s, t.images * t.per_image);
   const int width = weights_dominate ? packed_b_width<T>() : 1;
   const int64_t plane = weights_plane(K, C, width);
   const T* u = weights_dominate ? nullptr : transformed;
