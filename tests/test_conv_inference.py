@@ -28,9 +28,28 @@ def _path():
     return deepkern._C.last_conv2d_forward_path()
 
 
+def _shifted_planes(x, w, options):
+    """Whether each row of the layer's col(X) is its input plane shifted: stride 1, dilation 1 along
+    the width and an output as wide as the input, and not a 1x1 layer without padding (whose columns
+    are the input planes themselves: they are read in place)."""
+    stride, dilation = (_kernel_options(options)[i] for i in (0, 2))
+    padding = _kernel_options(options)[1]
+    width = x.shape[3] + 2 * padding[1] - dilation[1] * (w.shape[3] - 1)
+    plain_1x1 = w.shape[2:] == (1, 1) and padding == (0, 0)
+    return stride == (1, 1) and dilation[1] == 1 and width == x.shape[3] and not plain_1x1
+
+
+def _expected_path(path, x, w, options):
+    """``path``, except that float32 GEMM blocks ("im2col", "im2col_row_blocks") of a layer whose col(X)
+    rows are shifted input planes write them straight into the GEMM's panels ("im2col_shifted_panels")."""
+    shifted = x.dtype == F32 and _shifted_planes(x, w, options)
+    return "im2col_shifted_panels" if shifted and path in ("im2col", "im2col_row_blocks") else path
+
+
 def _run(x, w, b, expected_path, what, **options):
     """conv2d on NaN-prefilled outputs under every ISA: checked against the float64 reference
-    (computed once) and the path each call took."""
+    (computed once) and the path each call took (_expected_path of ``expected_path``)."""
+    expected_path = _expected_path(expected_path, x, w, options)
     ref = conv2d_ref(x, w, b, **options)
     for isa in SUPPORTED_ISAS:
         with active_isa(isa):
@@ -150,6 +169,49 @@ def test_small_images_split_im2col_over_threads(case, threads, rng):
     _run_batches(case, lambda batch: "im2col", threads, rng, batches=(0, 1, 5))
 
 
+# (x shape without the batch, w shape, options): float32 layers whose col(X) rows are shifted input
+# planes (stride 1, dilation 1 along the width, output as wide as the input), written into the GEMM's
+# panels by masked loads: kernels 3x3, 5x5, 1x3, 3x1 and 1x1 with padding, dilation along the height,
+# groups, images of 1 to 40 columns (a panel's 32 columns crossing images, or an image crossing
+# panels), and one image of several row blocks.
+SHIFTED_CASES = [
+    ((32, 8, 8), (64, 32, 3, 3), dict(padding=1)),  # the digits CNN's second layer
+    ((3, 7, 5), (4, 3, 5, 5), dict(padding=2)),
+    ((4, 6, 1), (5, 4, 3, 1), dict(padding=(1, 0))),
+    ((2, 3, 40), (3, 2, 1, 3), dict(padding=(0, 1))),
+    ((4, 5, 6), (6, 4, 1, 1), dict(padding=(1, 0))),
+    ((6, 11, 9), (8, 3, 3, 3), dict(padding=(2, 1), dilation=(2, 1), groups=2)),
+    ((3, 33, 33), (7, 3, 3, 3), dict(padding=1)),  # 1089 pixels: row blocks at batches up to 4
+]
+
+
+@pytest.mark.parametrize("case", SHIFTED_CASES, ids=str)
+def test_shifted_panels_read_only_inside_the_planes(case, threads, rng):
+    """The float32 shifted-plane panels (with W packed per call and beforehand, bias and ReLU or not)
+    match the float64 reference under every ISA at batches 1 to 5, on an input whose neighbouring
+    memory holds NaN (a tap reading padding from outside the array, or another plane, would show),
+    into NaN-prefilled outputs."""
+    x_shape, w_shape, options = case
+    kernel_options = _kernel_options(options)
+    w, b = rand(rng, w_shape, F32), rand(rng, w_shape[0], F32)
+    for batch in (1, 2, 5):
+        values = rand(rng, (batch, *x_shape), F32)
+        surrounded = np.full(values.size + 64, np.nan, F32)
+        x = surrounded[32:-32].reshape(values.shape)
+        x[...] = values
+        ref = conv2d_ref(values, w, b, **options)
+        for isa in SUPPORTED_ISAS:
+            with active_isa(isa):
+                packed = deepkern._C.conv2d_pack_gemm_weights(w, x.shape, ref.shape, *kernel_options)
+                for gemm_weights in (None, packed):
+                    for relu in (False, True):
+                        y = np.full(ref.shape, np.nan, F32)
+                        deepkern._C.conv2d_forward(x, w, b, y, *kernel_options, None, gemm_weights, relu)
+                        what = f"{case} batch {batch} isa={isa} threads={threads} {_path()} relu={relu}"
+                        assert _path().startswith("im2col_shifted_panels"), what
+                        check(y, np.maximum(ref, 0) if relu else ref, F32, what)
+
+
 # (x shape without the batch, w shape, options): blocks with fewer pixels (at most 240) than each
 # thread's share of the output channels run as Y^T = col^T W^T, the pixels the GEMM's rows, at batch
 # 1 (ResNet's 512-channel 7 x 7 layer); the first case at every batch up to 4 (its weights outnumber
@@ -220,7 +282,7 @@ def test_transposed_blocks_take_the_dot_path(case, threads, rng):
                     with active_isa(isa):
                         poison_heap((ref.shape, dtype))
                         check(ops.conv2d(x, w, bias, **options), ref, dtype, what)
-                        assert _path() == conv_path(batch), what
+                        assert _path() == _expected_path(conv_path(batch), x, w, options), what
                         if _path() == "im2col_transposed":  # the blocked GEMM as the narrow-C rule says
                             m, n = pixels * batch, w_shape[0] // options.get("groups", 1)
                             name = deepkern._C.gemm_kernel_name(double_precision=dtype == F64)
@@ -238,19 +300,31 @@ def _kernel_options(options):
     )
 
 
-def _panel_width(dtype):
-    """The active GEMM kernel's panel width (its name ends in "<mr>x<nr>")."""
-    return int(deepkern._C.gemm_kernel_name(np.dtype(dtype) == F64).rsplit("x", 1)[1])
+def _panel_sizes(dtype):
+    """The active GEMM kernel's (mr, nr): its name ends in "<mr>x<nr>"."""
+    mr, nr = deepkern._C.gemm_kernel_name(np.dtype(dtype) == F64).rsplit(" ", 1)[1].split("x")
+    return int(mr), int(nr)
 
 
-@pytest.mark.parametrize("case", TRANSPOSED_CASES, ids=str)
-def test_transposed_blocks_run_on_weights_packed_once(case, threads, rng):
-    """conv2d_pack_gemm_weights packs W^T in the GEMM's panels for exactly the batches whose blocks run
-    transposed, and the forward on them (any bias, strided x made contiguous) matches the float64
+# Layers whose blocks write col(X) as the GEMM's panels, so that W packed beforehand is their A: the
+# stride-2 split rows (row blocks of one image) and float32 shifted planes (one image, several, row blocks).
+PANEL_CASES = [
+    ((3, 37, 33), (10, 3, 7, 7), dict(stride=2, padding=3)),
+    ((32, 8, 8), (64, 32, 3, 3), dict(padding=1)),
+    ((5, 9, 7), (13, 5, 3, 3), dict(padding=(1, 1), groups=1)),
+    ((6, 30, 25), (26, 3, 5, 3), dict(padding=(0, 1), dilation=(2, 1), groups=2)),
+]
+
+
+@pytest.mark.parametrize("case", TRANSPOSED_CASES + PANEL_CASES, ids=str)
+def test_blocks_run_on_weights_packed_once(case, threads, rng):
+    """conv2d_pack_gemm_weights packs W in the GEMM's panels for exactly the batches whose blocks run
+    on them (W^T as B, nr wide, for transposed blocks; W as A, mr tall, for blocks writing col(X) as
+    B panels), and the forward on them (any bias, strided x made contiguous) matches the float64
     reference under every ISA; weights packed for another kernel's panel width are not used (the
-    forward packs its own) and the result is the same."""
+    forward packs its own) and the result is the same; weights packed from other values change the
+    result (they are read)."""
     x_shape, w_shape, options = case
-    path = _transposed_or_not(case, threads)
     kernel_options = _kernel_options(options)
     groups = kernel_options[3]
     for dtype in DTYPES:
@@ -261,27 +335,37 @@ def test_transposed_blocks_run_on_weights_packed_once(case, threads, rng):
             packs = {}
             for isa in SUPPORTED_ISAS:
                 with active_isa(isa):
+                    plain = np.full(ref.shape, np.nan, dtype)
+                    deepkern._C.conv2d_forward(x, w, b, plain, *kernel_options)
+                    path = _path()
                     packed = deepkern._C.conv2d_pack_gemm_weights(w, x.shape, ref.shape, *kernel_options)
-                    what = f"{case} batch {batch} {dtype} isa={isa} threads={threads}"
-                    if path(batch) != "im2col_transposed":
+                    what = f"{case} batch {batch} {dtype} isa={isa} threads={threads} {path}"
+                    mr, nr = _panel_sizes(dtype)
+                    widths = {"im2col_transposed": nr, "im2col_packed_panels": mr, "im2col_shifted_panels": mr}
+                    if path not in widths:
                         assert packed is None, what
                         continue
-                    width = _panel_width(dtype)
+                    width = widths[path]
                     k_group, col_rows = w_shape[0] // groups, int(np.prod(w_shape[1:]))
                     assert packed.shape == (groups, -(-k_group // width), col_rows, width), what
                     assert packed.dtype == dtype and packed.flags.c_contiguous, what
                     packs[isa] = packed
                     y = np.full(ref.shape, np.nan, dtype)
                     deepkern._C.conv2d_forward(x, w, b, y, *kernel_options, gemm_weights=packed)
-                    assert _path() == "im2col_transposed_prepacked", what
+                    assert _path() == path + "_prepacked", what
                     check(y, ref, dtype, what)
+                    if width == mr:  # the same products as on W packed per call
+                        assert np.array_equal(y, plain), what
+                    other = deepkern._C.conv2d_pack_gemm_weights(2 * w, x.shape, ref.shape, *kernel_options)
+                    deepkern._C.conv2d_forward(x, w, b, y, *kernel_options, gemm_weights=other)
+                    check(y, conv2d_ref(x, 2 * w, b, **options), dtype, what + " weights packed from 2 w")
             for isa in SUPPORTED_ISAS:  # weights packed under each other ISA
                 with active_isa(isa):
                     for packed_isa, packed in packs.items():
                         y = np.full(ref.shape, np.nan, dtype)
                         deepkern._C.conv2d_forward(x, w, None, y, *kernel_options, gemm_weights=packed)
-                        same_width = packed.shape[3] == _panel_width(dtype)
-                        assert _path() == ("im2col_transposed_prepacked" if same_width else "im2col_transposed")
+                        width = _panel_sizes(dtype)[1 if _path().startswith("im2col_transposed") else 0]
+                        assert _path().endswith("_prepacked") == (packed.shape[3] == width), (packed_isa, isa)
                         check(y, ref - b[:, None, None], dtype, f"{case} packed under {packed_isa}, run under {isa}")
 
 
@@ -289,7 +373,8 @@ def test_transposed_blocks_run_on_weights_packed_once(case, threads, rng):
 RELU_CASES = [
     ((1, 16, 9, 9), (16, 1, 3, 3), dict(padding=1, groups=16), "depthwise"),
     ((1, 64, 9, 11), (66, 64, 3, 3), dict(padding=1), "winograd"),
-    ((7, 5, 9, 9), (7, 5, 3, 3), dict(padding=1), "im2col"),  # blocks of several images
+    ((7, 5, 9, 9), (7, 5, 3, 3), dict(padding=(1, 0)), "im2col"),  # blocks of several images
+    ((7, 5, 9, 9), (7, 5, 3, 3), dict(padding=1), "im2col"),  # the same, shifted panels in float32
     ((1, 3, 67, 61), (10, 3, 7, 7), dict(stride=2, padding=3), "im2col_packed_panels"),
     ((1, 16, 48, 45), (6, 8, 3, 3), dict(padding=1, groups=2), "im2col_row_blocks"),
     ((1, 40, 7, 7), (99, 40, 3, 3), dict(padding=1), "im2col_transposed"),
@@ -323,10 +408,12 @@ def test_forward_applies_relu_on_every_path(threads, rng):
                         assert np.array_equal(fused.view(bits), expected.view(bits)), what
                         assert np.isnan(fused[:, 1].astype(np.float32)).all(), what
                     if dtype != np.dtype(ml_dtypes.bfloat16):
-                        assert _path() in (path, path + "_prepacked"), what
+                        expected = _expected_path(path, x, w, options)
+                        assert _path() in (expected, expected + "_prepacked"), what
                         keep = np.arange(ref.shape[1]) != 1
                         check(fused[:, keep], np.maximum(ref[:, keep], 0), dtype, what)
-    assert {case[3] for case in RELU_CASES} | {"im2col_transposed_prepacked"} <= ran, ran
+    prepacked = {"im2col_transposed_prepacked", "im2col_packed_panels_prepacked", "im2col_shifted_panels_prepacked"}
+    assert {case[3] for case in RELU_CASES} | prepacked <= ran, ran
 
 
 def test_packed_gemm_weights_are_checked(rng):
@@ -423,13 +510,17 @@ def test_plan_packs_the_gemm_weights_per_input_shape(threads, rng):
                     check(ops.conv2d(x, plan, b), ref, dtype, f"{shape} {dtype} isa={isa} threads={threads}")
                     width = plan._gemm_weights[shape].shape[3]
                     assert _path() == (
-                        "im2col_transposed_prepacked" if width == _panel_width(dtype) else "im2col_transposed"
+                        "im2col_transposed_prepacked" if width == _panel_sizes(dtype)[1] else "im2col_transposed"
                     )
         assert len(plan._gemm_weights) == ops.ConvPlan.MAX_INPUT_SHAPES
         assert list(plan._gemm_weights) == [(1, 40, 3, 9), (1, 40, 4, 4), (1, 40, 5, 5), (1, 40, 7, 7)]
-        x = rand(rng, (5, 40, 7, 7), dtype)  # 245 pixels: not transposed, nothing packed
+        x = rand(rng, (5, 40, 7, 7), dtype)  # 245 pixels: not transposed; float32 packs W as the GEMM's A
         check(ops.conv2d(x, plan, b), conv2d_ref(x, w, b, padding=1), dtype, "batch 5")
-        assert _path() == "im2col" and plan._gemm_weights[x.shape] is None
+        if dtype == F32:
+            packed = plan._gemm_weights[x.shape]
+            assert _path() == "im2col_shifted_panels_prepacked" and packed.shape[3] == _panel_sizes(dtype)[0]
+        else:
+            assert _path() == "im2col" and plan._gemm_weights[x.shape] is None
         plan.invalidate()
         assert not plan._gemm_weights
 

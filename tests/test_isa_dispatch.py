@@ -74,12 +74,15 @@ def _gemm_bf16(rng, dtype):
 
 def _conv_columns(rng, dtype):
     """A bfloat16 3x3 convolution and its data gradient (both write the GEMM's panels straight from
-    the images), widened to ``dtype``; bound: bfloat16's rounding of sums of 117 products."""
+    the images), widened to ``dtype``; bound: bfloat16's rounding of sums of 117 products. The float32
+    forward of that layer (its panels written the same way), widened; bound: float32's."""
     x, w = rand(rng, (3, 13, 5, 6), deepkern.bfloat16), rand(rng, (14, 13, 3, 3), deepkern.bfloat16)
     g = rand(rng, (3, 14, 5, 6), deepkern.bfloat16)
     yield "conv2d bfloat16", ops.conv2d(x, w, padding=1).astype(dtype), conv2d_ref(x, w, padding=1), 2.0**-6
     grad_x = ops.conv2d_backward(g, x, w, padding=1, needs=(True, False, False))[0]
     yield "conv2d grad_x bfloat16", grad_x.astype(dtype), conv2d_backward_ref(g, x, w, padding=1)[0], 2.0**-6
+    x32, w32 = x.astype(np.float32), w.astype(np.float32)
+    yield "conv2d float32", ops.conv2d(x32, w32, padding=1).astype(dtype), conv2d_ref(x32, w32, padding=1), TOL[F32]
 
 
 def _cast(rng, dtype):

@@ -1,7 +1,8 @@
-// col(X) written straight into the bfloat16 GEMM's packed B panels (kernels.h's layout, panels of
-// kBf16PanelWidth columns, VNNI pair rows), for the convolutions whose im2col rows are shifted input
-// planes (im2col.h's im2col_shifted_planes: stride 1, dilation_w 1, Q == W): no im2col buffer is
-// written and read back; likewise col(X)^T for the weight gradient. One table per ISA
+// col(X) written straight into the GEMMs' packed B panels, for the convolutions whose im2col rows are
+// shifted input planes (im2col.h's im2col_shifted_planes: stride 1, dilation_w 1, Q == W): no im2col
+// buffer is written and read back. bfloat16: the bfloat16 GEMM's panels (kernels.h's layout, panels
+// of kBf16PanelWidth columns, VNNI pair rows), col(X) for the forward and col(X)^T for the weight
+// gradient; float32: the float GEMM's panels (gemm.h's packed_b_layout) of col(X). One table per ISA
 // (column_panels_kernels.cpp, compiled per ISA).
 #pragma once
 #include <cstdint>
@@ -14,7 +15,7 @@ namespace deepkern::cpu {
 // image, image after image). With Q == W, row (c, r, t) of col at an image's pixel i (its output
 // row p0 + i / Q) is x[row_offset + i] of that image, or zero where the tap reads padding.
 struct ShiftedColumns {
-  const uint16_t* x;          // the bits of the block's first image's first channel plane (of the group)
+  const void* x;              // the block's first image's first channel plane (of the group)
   int64_t image_stride;       // elements from one image's planes to the next's
   int64_t per_image;          // columns per image
   int64_t images;             // images of the block: images * per_image columns
@@ -37,6 +38,10 @@ struct ColumnPanelKernels {
   // its k_padded rows the block's columns (pairs of them: VNNI pairs run along col's rows), zero past
   // images * per_image and past cols.
   void (*pack_shifted_transposed)(const ShiftedColumns& b, int64_t j0, int64_t cols, int64_t k_padded, uint16_t* dst);
+  // float32 x: writes B = col(X)'s columns j0 .. j0 + cols as the float GEMM's packed panels of nr <= 32
+  // columns: panel q at dst + q * k * nr, B(p, j) at panel[p * nr + (j - j0) % nr]; zero past cols (up to
+  // the last panel's end).
+  void (*pack_shifted_float)(const ShiftedColumns& b, int64_t j0, int64_t cols, int nr, float* dst);
 };
 
 DEEPKERN_DECLARE_ISA_TABLES(ColumnPanelKernels, column_panel_kernels)

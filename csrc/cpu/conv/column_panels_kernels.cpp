@@ -1,17 +1,22 @@
-// column_panels.h's kernels, compiled once per ISA (a per-ISA source). A panel's 32 columns are cut
-// into segments, one per image they cross (a 7 x 7 image's 49 columns: at most two); each row of col
-// is then read per segment from its shifted input plane. With AVX-512 (BW) a segment is one masked
-// load (the padding and the lanes of other segments masked off, which also keeps addresses outside
-// the image from being touched) and a pair of rows becomes a pair row of the panel by two word
-// permutes; elsewhere the same walk runs value by value.
+// column_panels.h's kernels, compiled once per ISA (a per-ISA source). A panel's columns (32, or the
+// float GEMM's nr) are cut into segments, one per image they cross (a 7 x 7 image's 49 columns: at
+// most two); each row of col is then read per segment from its shifted input plane. With AVX-512
+// (BW) a segment is one masked load (the padding and the lanes of other segments masked off, which
+// also keeps addresses outside the image from being touched) and a pair of bfloat16 rows becomes a
+// pair row of the panel by two word permutes; float32 rows are masked loads of 16 lanes (AVX-512) or
+// 8 (AVX2). Elsewhere the same walk runs value by value.
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "cpu/conv/column_panels.h"
 
-#if defined(__AVX512BW__)
+#if defined(__AVX2__)
 #include <immintrin.h>
+#endif
+#if defined(__AVX512BW__)
 
 #include "cpu/gemm_bf16/words_avx512.h"
 #endif
@@ -28,15 +33,15 @@ struct Segment {
   int panel, lane, len;
 };
 
-// The segments of columns j0 .. j0 + cols, panel after panel.
-std::vector<Segment> segments_of(const ShiftedColumns& b, int64_t j0, int64_t cols) {
+// The segments of columns j0 .. j0 + cols, panel after panel (panels of `panel_width` <= 32 columns).
+std::vector<Segment> segments_of(const ShiftedColumns& b, int64_t j0, int64_t cols, int panel_width = kWidth) {
   std::vector<Segment> segments;
-  for (int64_t c0 = 0; c0 < cols; c0 += kWidth) {
-    const int width = static_cast<int>(std::min<int64_t>(kWidth, cols - c0));
+  for (int64_t c0 = 0; c0 < cols; c0 += panel_width) {
+    const int width = static_cast<int>(std::min<int64_t>(panel_width, cols - c0));
     int64_t n = (j0 + c0) / b.per_image, pixel = (j0 + c0) % b.per_image;
     for (int lane = 0; lane < width; ++n, pixel = 0) {
       const int len = static_cast<int>(std::min<int64_t>(width - lane, b.per_image - pixel));
-      segments.push_back({n * b.image_stride, pixel, static_cast<int>(c0 / kWidth), lane, len});
+      segments.push_back({n * b.image_stride, pixel, static_cast<int>(c0 / panel_width), lane, len});
       lane += len;
     }
   }
@@ -172,7 +177,7 @@ void pack_shifted(const ShiftedColumns& b, int64_t j0, int64_t cols, int64_t k_p
       const int64_t base = seg.image + b.row_offset[row] + seg.pixel - seg.lane;  // lane L's element, if valid
       uint16_t* pair_row = dst + seg.panel * k_padded * kWidth + row / 2 * 2 * kWidth + row % 2;
       for (int lane = seg.lane; lane < seg.lane + seg.len; ++lane)
-        if (valid >> lane & 1) pair_row[2 * lane] = b.x[base + lane];
+        if (valid >> lane & 1) pair_row[2 * lane] = static_cast<const uint16_t*>(b.x)[base + lane];
     }
 }
 
@@ -191,7 +196,7 @@ void pack_shifted_transposed(const ShiftedColumns& b, int64_t j0, int64_t cols, 
         const int64_t base = seg.image + b.row_offset[row] + seg.pixel - seg.lane;  // lane L's element, if valid
         for (int lane = seg.lane; lane < seg.lane + seg.len; ++lane) {
           const int64_t p = p0 + lane;  // B's row: pair p / 2, half p % 2
-          if (valid >> lane & 1) column[p / 2 * 2 * kWidth + p % 2] = b.x[base + lane];
+          if (valid >> lane & 1) column[p / 2 * 2 * kWidth + p % 2] = static_cast<const uint16_t*>(b.x)[base + lane];
         }
       }
     }
@@ -200,9 +205,71 @@ void pack_shifted_transposed(const ShiftedColumns& b, int64_t j0, int64_t cols, 
 
 #endif
 
+// Float vectors of kFloatLanes lanes: load_lanes(v, bits, at) gives v with lane l replaced by at[l]
+// where bit l of `bits` is set (addresses of clear lanes are not touched); 1 lane without SIMD.
+#if defined(__AVX512F__)
+constexpr int kFloatLanes = 16;
+using FloatVector = __m512;
+FloatVector zero_vector() { return _mm512_setzero_ps(); }
+FloatVector load_lanes(FloatVector v, uint32_t bits, intptr_t at) {
+  return _mm512_mask_loadu_ps(v, static_cast<__mmask16>(bits), reinterpret_cast<const float*>(at));
+}
+void store_vector(float* dst, FloatVector v) { _mm512_storeu_ps(dst, v); }
+#elif defined(__AVX2__)
+constexpr int kFloatLanes = 8;
+using FloatVector = __m256;
+FloatVector zero_vector() { return _mm256_setzero_ps(); }
+FloatVector load_lanes(FloatVector v, uint32_t bits, intptr_t at) {
+  const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  const __m256i mask =
+      _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(static_cast<int>(bits & 0xff)), lane_bit), lane_bit);
+  return _mm256_blendv_ps(v, _mm256_maskload_ps(reinterpret_cast<const float*>(at), mask), _mm256_castsi256_ps(mask));
+}
+void store_vector(float* dst, FloatVector v) { _mm256_storeu_ps(dst, v); }
+#else
+constexpr int kFloatLanes = 1;
+using FloatVector = float;
+FloatVector zero_vector() { return 0.0f; }
+FloatVector load_lanes(FloatVector v, uint32_t bits, intptr_t at) {
+  return bits & 1 ? *reinterpret_cast<const float*>(at) : v;
+}
+void store_vector(float* dst, FloatVector v) { *dst = v; }
+#endif
+
+// Rows outer, panels inner (the input planes stream through once); each panel row is nr / kFloatLanes
+// vectors, each gathered from its segments' masked loads. Lanes past cols stay zero.
+void pack_shifted_float(const ShiftedColumns& b, int64_t j0, int64_t cols, int nr, float* dst) {
+  if (nr % kFloatLanes != 0 || nr > 32)
+    throw std::invalid_argument("pack_shifted_float: a panel width of " + std::to_string(nr) +
+                                " columns is not a multiple of " + std::to_string(kFloatLanes) + " up to 32");
+  const std::vector<Segment> segments = segments_of(b, j0, cols, nr);
+  const std::vector<uint32_t> masks = lane_masks(b, segments);
+  const size_t count = segments.size();
+  const std::vector<size_t> first = panel_starts(segments);
+  std::vector<int64_t> base(count);  // lane L of segment s reads base[s] + row offset + L
+  for (size_t s = 0; s < count; ++s) base[s] = segments[s].image + segments[s].pixel - segments[s].lane;
+  const auto x = reinterpret_cast<intptr_t>(b.x);  // a segment's base may lie outside x, as above
+  const int64_t panels = static_cast<int64_t>(first.size()) - 1;
+  for (int64_t row = 0; row < b.k; ++row) {
+    const uint32_t* row_masks = masks.data() + b.row_tap[row] * count;
+    const intptr_t at = x + int64_t(sizeof(float)) * b.row_offset[row];
+    float* panel_row = dst + row * nr;
+    for (int64_t q = 0; q < panels; ++q, panel_row += b.k * nr)
+      for (int v = 0; v < nr; v += kFloatLanes) {
+        FloatVector lanes = zero_vector();
+        for (size_t s = first[q]; s < first[q + 1]; ++s) {
+          const uint32_t bits = row_masks[s] >> v & ((uint64_t(1) << kFloatLanes) - 1);
+          if (bits) lanes = load_lanes(lanes, bits, at + int64_t(sizeof(float)) * (base[s] + v));
+        }
+        store_vector(panel_row + v, lanes);
+      }
+  }
+}
+
 }  // namespace
 
 const ColumnPanelKernels column_panel_kernels = {.pack_shifted = &pack_shifted,
-                                                 .pack_shifted_transposed = &pack_shifted_transposed};
+                                                 .pack_shifted_transposed = &pack_shifted_transposed,
+                                                 .pack_shifted_float = &pack_shifted_float};
 
 }  // namespace deepkern::cpu::DEEPKERN_ISA_NS

@@ -140,6 +140,38 @@ StridedMatrix<const T> block_columns(const Conv2dShape& s, const Plan& plan, con
   return {col, cols, 1};
 }
 
+// col(X) of a block for one group written as the GEMM's packed B panels of nr columns (packed_b_layout,
+// zero past the block's columns): one image's row block by the split-row im2col (plan.packed_columns),
+// or by column_panels.h's kernel (plan.shifted_panels, float32), its panels split over `threads`.
+template <class T>
+void write_column_panels(const Conv2dShape& s, const Plan& plan, const Block& b, const T* x, int64_t group, int nr,
+                         T* panels, int threads) {
+  const T* x_g = x + (b.n0 * s.in_channels + group * plan.group_in) * plan.in_plane;
+  const int64_t cols = b.columns(s), panel_count = (cols + nr - 1) / nr;
+  if (plan.packed_columns) {
+    const ColumnLayout<T> layout{panels, 0, nr, plan.col_rows};
+    im2col_stride2(s, x_g, plan.group_in, b.p0, b.p1, layout);
+    for (int64_t row = 0; row < plan.col_rows; ++row) layout.put(row, cols, nullptr, panel_count * nr - cols);
+    return;
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    const int64_t words = s.kernel_h * s.kernel_w * shifted_columns_words(s, b.p0, b.p1);
+    const ShiftedColumns columns = shifted_columns(
+        s, plan.group_in, plan.in_plane, x_g, b.n1 - b.n0, b.p0, b.p1, thread_buffer<int64_t>(0, plan.col_rows),
+        thread_buffer<int32_t>(0, plan.col_rows), thread_buffer<uint64_t>(0, words));
+    const ColumnPanelKernels& kern =
+        dispatch(IsaFamily::conv_columns,
+                 IsaTables{generic::column_panel_kernels, avx2::column_panel_kernels, avx512::column_panel_kernels});
+    const int team = static_cast<int>(std::min<int64_t>(threads, panel_count));
+    run_on_threads(team, [&](int part) {
+      const int64_t q0 = panel_count * part / team, q1 = panel_count * (part + 1) / team;
+      if (q1 > q0)
+        kern.pack_shifted_float(columns, q0 * nr, std::min(cols, q1 * nr) - q0 * nr, nr,
+                                panels + q0 * nr * plan.col_rows);
+    });
+  }
+}
+
 // col(X)^T of a transposed block for one group in the thread's buffer (cols x CgRS, rows along CgRS):
 // each image's input rows the block reads copied with zero borders, then im2col_rows; both steps split
 // over `threads` (channels, then rows of col^T).
@@ -217,21 +249,37 @@ bool conv2d_pack_winograd_weights(const Conv2dShape& s, const T* w, T* packed) {
   return winograd_transform_weights(s.out_channels, s.in_channels, w, packed);
 }
 
+// The panel width of the packed GEMM weights a forward of this shape runs on: the GEMM's B width for
+// transposed blocks, its A height for blocks writing col(X) as B panels; 0 when it runs on none.
+template <class T>
+int64_t gemm_weights_width(const Conv2dShape& s, const Plan& plan) {
+  if (s.batch == 0 || is_depthwise(s) || winograd_applies(s)) return 0;
+  if (plan.transposed) return packed_b_width<T>();
+  if (plan.packed_columns || plan.shifted_panels) return packed_a_height<T>();
+  return 0;
+}
+
 template <class T>
 std::array<int64_t, 4> conv2d_gemm_weights_shape(const Conv2dShape& s) {
   const Plan plan = make_plan<T>(s, true);
-  if (s.batch == 0 || is_depthwise(s) || winograd_applies(s) || !plan.transposed) return {0, 0, 0, 0};
-  const int64_t width = packed_b_width<T>();
+  const int64_t width = gemm_weights_width<T>(s, plan);
+  if (width == 0) return {0, 0, 0, 0};
   return {s.groups, (plan.group_out + width - 1) / width, plan.col_rows, width};
 }
 
 template <class T>
 void conv2d_pack_gemm_weights(const Conv2dShape& s, const T* w, T* packed) {
   const Plan plan = make_plan<T>(s, true);
-  const int64_t group_size = packed_b_size<T>(plan.col_rows, plan.group_out);
-  for (int64_t group = 0; group < s.groups; ++group)  // B = W_g^T: B(p, j) = w_g[j][p]
-    pack_b_matrix<T>(plan.col_rows, plan.group_out, {w + group * plan.group_out * plan.col_rows, 1, plan.col_rows},
-                     packed + group * group_size);
+  const bool as_b = plan.transposed;
+  const int64_t group_size =
+      as_b ? packed_b_size<T>(plan.col_rows, plan.group_out) : packed_a_size<T>(plan.group_out, plan.col_rows);
+  for (int64_t group = 0; group < s.groups; ++group) {
+    const T* w_g = w + group * plan.group_out * plan.col_rows;
+    if (as_b)  // B = W_g^T: B(p, j) = w_g[j][p]
+      pack_b_matrix<T>(plan.col_rows, plan.group_out, {w_g, 1, plan.col_rows}, packed + group * group_size);
+    else
+      pack_a_matrix<T>(plan.group_out, plan.col_rows, {w_g, plan.col_rows, 1}, packed + group * group_size);
+  }
 }
 
 template <class T>
@@ -252,13 +300,19 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
     return;
   }
   const Plan plan = make_plan<T>(s, true);
-  // The transposed blocks' B = W^T packed beforehand, when packed for the GEMM's panel width.
-  const int64_t group_panels_size = packed_b_size<T>(plan.col_rows, plan.group_out);
-  const bool packed_weights = plan.transposed && packed.gemm && packed.gemm_panel_width == packed_b_width<T>();
-  last_forward_path = plan.packed_columns      ? "im2col_packed_panels"
+  // W packed beforehand (the transposed blocks' B = W^T, the panel blocks' A = W), when packed for the
+  // width this plan's GEMM takes.
+  const int64_t width = gemm_weights_width<T>(s, plan);
+  const bool packed_weights = packed.gemm && width && packed.gemm_panel_width == width;
+  const T* packed_w = packed.gemm;
+  const int64_t group_panels_size = (plan.group_out + width - 1) / std::max<int64_t>(width, 1) * width * plan.col_rows;
+  static constexpr const char* kPaths[][2] = {{"im2col_packed_panels", "im2col_packed_panels_prepacked"},
+                                              {"im2col_shifted_panels", "im2col_shifted_panels_prepacked"},
+                                              {"im2col_transposed", "im2col_transposed_prepacked"}};
+  last_forward_path = plan.packed_columns      ? kPaths[0][packed_weights]
+                      : plan.shifted_panels    ? kPaths[1][packed_weights]
                       : plan.row_blocks_spread ? "im2col_row_blocks"
-                      : packed_weights         ? "im2col_transposed_prepacked"
-                      : plan.transposed        ? "im2col_transposed"
+                      : plan.transposed        ? kPaths[2][packed_weights]
                                                : "im2col";
   for_each_block(s, plan, [&](const Block& b, int, int gemm_threads) {
     const int64_t cols = b.columns(s);
@@ -267,22 +321,10 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
       GemmEpilogue<T> epilogue = group_bias(bias, k0);
       epilogue.relu = relu;
       const StridedMatrix<const T> weights{w + k0 * plan.col_rows, plan.col_rows, 1};
-      if (plan.packed_columns) {  // one image's row block: im2col into the B panels, then the GEMM on them
-        T* panels = thread_buffer<T>(0, packed_b_size<T>(plan.col_rows, cols));
-        const PackedB<T> packed = packed_b_layout<T>(plan.col_rows, cols, panels);
-        const ColumnLayout<T> layout{panels, 0, packed.nr, plan.col_rows};
-        im2col_stride2(s, x + (b.n0 * s.in_channels + group * plan.group_in) * plan.in_plane, plan.group_in, b.p0, b.p1,
-                       layout);
-        const int64_t padded = (cols + packed.nr - 1) / packed.nr * packed.nr;
-        for (int64_t row = 0; row < plan.col_rows; ++row) layout.put(row, cols, nullptr, padded - cols);
-        gemm_prepacked<T>(plan.group_out, T(1), weights, packed, T(0),
-                          {plane_at(y, s, s.out_channels, b.n0, k0, b.p0), plan.pixels, 1}, epilogue, gemm_threads);
-        continue;
-      }
       if (plan.transposed) {  // Y^T (cols x Kg) = col^T W^T into the thread's buffer, then into y
         if (bias) epilogue.bias_axis = BiasAxis::cols;
         T* y_t = thread_buffer<T>(1, cols * plan.group_out);
-        const T* w_t_packed = packed_weights ? packed.gemm + group * group_panels_size : nullptr;
+        const T* w_t_packed = packed_weights ? packed_w + group * group_panels_size : nullptr;
         // col^T's rows where the GEMM reads them in place (its dot path) or packs them against W^T packed
         // beforehand; else the im2col block, whose transpose the GEMM turns into Y = W col (no W^T to pack).
         StridedMatrix<const T> col_t{};
@@ -296,11 +338,23 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
         scatter_block<T>(s, b, {y_t, 1, plan.group_out}, plan.group_out, y, s.out_channels, k0, gemm_threads);
         continue;
       }
-      const StridedMatrix<const T> columns = block_columns(s, plan, b, x, group, gemm_threads);
+      // Y = W col(X): into y for one image, else through the thread's block buffer.
       const bool one_image = b.n1 - b.n0 == 1;
       StridedMatrix<T> out{plane_at(y, s, s.out_channels, b.n0, k0, b.p0), plan.pixels, 1};
       if (!one_image) out = {thread_buffer<T>(1, plan.group_out * cols), cols, 1};
-      gemm<T>(plan.group_out, cols, plan.col_rows, T(1), weights, columns, T(0), out, epilogue, gemm_threads);
+      if (plan.packed_columns || plan.shifted_panels) {  // col(X) written as the B panels, then the GEMM on them
+        T* panels = thread_buffer<T>(0, packed_b_size<T>(plan.col_rows, cols));
+        const PackedB<T> columns = packed_b_layout<T>(plan.col_rows, cols, panels);
+        write_column_panels(s, plan, b, x, group, columns.nr, panels, gemm_threads);
+        if (packed_weights)
+          gemm_prepacked<T>(packed_a_layout<T>(plan.group_out, plan.col_rows, packed_w + group * group_panels_size),
+                            T(1), columns, T(0), out, epilogue, gemm_threads);
+        else
+          gemm_prepacked<T>(plan.group_out, T(1), weights, columns, T(0), out, epilogue, gemm_threads);
+      } else {
+        const StridedMatrix<const T> columns = block_columns(s, plan, b, x, group, gemm_threads);
+        gemm<T>(plan.group_out, cols, plan.col_rows, T(1), weights, columns, T(0), out, epilogue, gemm_threads);
+      }
       if (!one_image) scatter_block<T>(s, b, {out.data, cols, 1}, plan.group_out, y, s.out_channels, k0, gemm_threads);
     }
   });

@@ -28,6 +28,7 @@ struct ConvPackedWeights {
   const T* winograd = nullptr;   // conv2d_pack_winograd_weights of w
   const T* gemm = nullptr;       // conv2d_pack_gemm_weights of w
   int64_t gemm_panel_width = 0;  // the panel width `gemm` was packed with: used only while it is the GEMM's
+                                 // (nr for Y^T = col^T W^T, mr for col(X) as B panels)
 };
 
 // y = conv(x, w) + bias, then relu(y) (torch.relu: NaN and -0 kept) when `relu`. x (N, C, H, W), w (K,
@@ -41,19 +42,23 @@ void conv2d_forward(const Conv2dShape& shape, const T* x, const T* w, const T* b
 // (GEMMs over blocks of images), "im2col_row_blocks" (the inference plan: row blocks of single
 // images spread over the threads), "im2col_packed_panels" (those row blocks with stride-2 rows split
 // by im2col straight into the GEMM's packed panels, for few output channels: the stem),
-// "im2col_transposed" (small inference blocks with more output channels than pixels, computed as
-// Y^T = col^T W^T), "im2col_transposed_prepacked" (those on W^T packed beforehand: ConvPackedWeights::gemm),
-// or "" before the first call. For tests and benchmarks.
+// "im2col_shifted_panels" (float32 blocks whose col(X) rows are shifted input planes, written into
+// the GEMM's packed panels by masked loads), "im2col_transposed" (small inference blocks with more
+// output channels than pixels, computed as Y^T = col^T W^T), each of the last three with "_prepacked"
+// appended when it ran on ConvPackedWeights::gemm, or "" before the first call. For tests and
+// benchmarks.
 const char* last_conv2d_forward_path();
 // Sets what last_conv2d_forward_path() returns (the forwards of other element types record theirs).
 void record_conv2d_forward_path(const char* path);
 
 // The shape (groups, panels, C/groups * R * S, width) of the packed GEMM weights of a forward of this
-// shape: each group's W_g^T (CgRS x Kg) in the GEMM's B panels of the active kernel's `width` columns,
-// zero past Kg. A forward runs on them when it computes its blocks as Y^T = col^T W^T (inference
-// batches with more output channels than pixels per thread, at the thread count it runs with); all
-// zeros when a forward of this shape at the current thread count does not, or has no images (nothing
-// to pack).
+// shape: each group's W_g (Kg x CgRS) in panels of `width` output channels over its CgRS columns
+// (element (k, p) at [k / width][p][k % width], zero past Kg), which is both the GEMM's packed A of W_g
+// at panel height mr and its packed B of W_g^T at panel width nr. A forward runs on them when it
+// computes its blocks as Y^T = col^T W^T (inference batches with more output channels than pixels per
+// thread; width nr) or writes col(X) as the GEMM's packed panels (width mr), at the thread count it
+// runs with; all zeros when a forward of this shape at the current thread count does neither, or has
+// no images (nothing to pack).
 template <class T>
 std::array<int64_t, 4> conv2d_gemm_weights_shape(const Conv2dShape& shape);
 

@@ -96,38 +96,11 @@ class ShiftedColumnPanels final : public Bf16PanelWriter {
       : kernels_(dispatch(IsaFamily::conv_columns, IsaTables{generic::column_panel_kernels, avx2::column_panel_kernels,
                                                              avx512::column_panel_kernels})),
         transposed_(transposed) {
-    const int64_t per_image = (p1 - p0) * s.out_w, taps = s.kernel_h * s.kernel_w;
-    const int64_t words = per_image / 64 + 2;  // the bits, then at least 64 spare ones
-    int64_t* offsets = bf16_buffer<int64_t>(kRowOffsets, sp.col_rows);
-    int32_t* row_taps = bf16_buffer<int32_t>(kRowTaps, sp.col_rows);
-    uint64_t* tap_maps = bf16_buffer<uint64_t>(kTapMaps, taps * words);
-    std::fill(tap_maps, tap_maps + taps * words, uint64_t(0));
-    for (int64_t r = 0; r < s.kernel_h; ++r)
-      for (int64_t t = 0; t < s.kernel_w; ++t) {
-        const int64_t h_offset = r * s.dilation_h - s.pad_h, w_offset = t - s.pad_w;
-        uint64_t* map = tap_maps + (r * s.kernel_w + t) * words;
-        int64_t q_lo, q_hi;
-        valid_columns(s, w_offset, q_lo, q_hi);
-        for (int64_t p = p0; p < p1; ++p)
-          if (p + h_offset >= 0 && p + h_offset < s.in_h)
-            for (int64_t i = (p - p0) * s.out_w + q_lo; i < (p - p0) * s.out_w + q_hi; ++i)
-              map[i / 64] |= uint64_t(1) << (i % 64);
-        for (int64_t c = 0; c < sp.group_in; ++c) {
-          const int64_t row = (c * s.kernel_h + r) * s.kernel_w + t;
-          offsets[row] = c * sp.in_plane + (p0 + h_offset) * s.in_w + w_offset;
-          row_taps[row] = static_cast<int32_t>(r * s.kernel_w + t);
-        }
-      }
-    columns_ = {.x = lanes(x) + (n0 * s.in_channels + group * sp.group_in) * sp.in_plane,
-                .image_stride = s.in_channels * sp.in_plane,
-                .per_image = per_image,
-                .images = n1 - n0,
-                .k = sp.col_rows,
-                .row_offset = offsets,
-                .row_tap = row_taps,
-                .taps = static_cast<int>(taps),
-                .tap_valid = tap_maps,
-                .tap_words = words};
+    const int64_t taps = s.kernel_h * s.kernel_w, words = shifted_columns_words(s, p0, p1);
+    columns_ = shifted_columns(
+        s, sp.group_in, sp.in_plane, lanes(x) + (n0 * s.in_channels + group * sp.group_in) * sp.in_plane, n1 - n0, p0,
+        p1, bf16_buffer<int64_t>(kRowOffsets, sp.col_rows), bf16_buffer<int32_t>(kRowTaps, sp.col_rows),
+        bf16_buffer<uint64_t>(kTapMaps, taps * words));
   }
 
   void pack(int64_t j0, int64_t cols, int64_t k_padded, bf16* dst) const override {

@@ -3,6 +3,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "core/threading.h"
 #include "cpu/gemm/gemm.h"
@@ -40,6 +41,7 @@ struct Plan {
   int64_t row_blocks;           // with row_blocks_spread: blocks per image, of equal rows (+-1)
   bool transposed;              // forward blocks computed as Y^T = col^T W^T (see conv2d_forward)
   bool packed_columns;          // forward row blocks whose im2col writes the GEMM's packed B panels
+  bool shifted_panels;          // float32 forward blocks whose col(X) the column_panels kernels write as B panels
   int slots;
 };
 
@@ -98,6 +100,11 @@ Plan make_plan(const Conv2dShape& s, bool forward = false) {
   // The split-row im2col of a layer with few output channels (the 7x7/2 stem: 64) writes the GEMM's B
   // panels itself: the GEMM would otherwise copy each column panel again for only 64 rows of A.
   plan.packed_columns = plan.row_blocks_spread && plan.group_out <= kGemmRowBlock && splits_rows(s);
+  // Other float32 forward blocks whose col(X) rows are shifted input planes have them written into the
+  // GEMM's packed B panels by column_panels.h's masked loads: im2col's copy and fills per tap and output
+  // row took a fifth of an 8 x 8 layer's time at batch 1.
+  plan.shifted_panels = forward && std::is_same_v<T, float> && rows_are_shifted_planes(s) && !plan.direct &&
+                        !plan.transposed && !plan.packed_columns;
   return plan;
 }
 

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "core/scratch.h"
+#include "cpu/conv/column_panels.h"
 #include "cpu/conv/conv.h"
 #include "cpu/conv/taps.h"
 
@@ -39,7 +40,8 @@ inline bool splits_rows(const Conv2dShape& s) { return s.stride_w == 2 && s.dila
 
 // Per-thread scratch: the im2col block (0), the block of Y or dY when it has several images (1),
 // im2col_stride2's split input rows or a transposed block's bordered input rows (2), and the rows of
-// col(X)^T of a transposed block (3).
+// col(X)^T of a transposed block (3); as int64_t, int32_t and uint64_t (each type its own buffers),
+// slot 0 holds shifted_columns' tables.
 struct ConvScratch;
 template <class T>
 T* thread_buffer(int which, int64_t count) {
@@ -103,6 +105,49 @@ void im2col_shifted_planes(const Conv2dShape& s, const T* x, int64_t group_in, i
           }
       }
     }
+}
+
+// Words per tap of shifted_columns' validity bitmaps for output rows [p0, p1): the bits, then at
+// least 64 spare ones.
+inline int64_t shifted_columns_words(const Conv2dShape& s, int64_t p0, int64_t p1) {
+  return (p1 - p0) * s.out_w / 64 + 2;
+}
+
+// column_panels.h's ShiftedColumns of col(X) (rows_are_shifted_planes) for output rows [p0, p1) of
+// `images` images, a group of group_in channels (in_plane elements each) whose first plane is `x`:
+// its tables written into the caller's `offsets` and `row_taps` (group_in * R * S each) and
+// `tap_maps` (R * S * shifted_columns_words).
+inline ShiftedColumns shifted_columns(const Conv2dShape& s, int64_t group_in, int64_t in_plane, const void* x,
+                                      int64_t images, int64_t p0, int64_t p1, int64_t* offsets, int32_t* row_taps,
+                                      uint64_t* tap_maps) {
+  const int64_t taps = s.kernel_h * s.kernel_w, words = shifted_columns_words(s, p0, p1);
+  std::fill(tap_maps, tap_maps + taps * words, uint64_t(0));
+  for (int64_t r = 0; r < s.kernel_h; ++r)
+    for (int64_t t = 0; t < s.kernel_w; ++t) {
+      const int64_t h_offset = r * s.dilation_h - s.pad_h, w_offset = t - s.pad_w;
+      uint64_t* map = tap_maps + (r * s.kernel_w + t) * words;
+      int64_t q_lo, q_hi;
+      valid_columns(s, w_offset, q_lo, q_hi);
+      for (int64_t p = p0; p < p1; ++p)
+        if (p + h_offset >= 0 && p + h_offset < s.in_h)
+          for (int64_t i = (p - p0) * s.out_w + q_lo; i < (p - p0) * s.out_w + q_hi; ++i)
+            map[i / 64] |= uint64_t(1) << (i % 64);
+      for (int64_t c = 0; c < group_in; ++c) {
+        const int64_t row = (c * s.kernel_h + r) * s.kernel_w + t;
+        offsets[row] = c * in_plane + (p0 + h_offset) * s.in_w + w_offset;
+        row_taps[row] = static_cast<int32_t>(r * s.kernel_w + t);
+      }
+    }
+  return {.x = x,
+          .image_stride = s.in_channels * in_plane,
+          .per_image = (p1 - p0) * s.out_w,
+          .images = images,
+          .k = group_in * taps,
+          .row_offset = offsets,
+          .row_tap = row_taps,
+          .taps = static_cast<int>(taps),
+          .tap_valid = tap_maps,
+          .tap_words = words};
 }
 
 // even[j] = row[2j - pad], odd[j] = row[2j + 1 - pad] for j < half, zero outside the row's `width`.

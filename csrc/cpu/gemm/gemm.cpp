@@ -19,6 +19,7 @@
 #include "cpu/gemm/gemm.h"
 
 #include <stdexcept>
+#include <string>
 
 #include <algorithm>
 #include <atomic>
@@ -168,6 +169,14 @@ std::pair<TileKernel<T>, int> tile_for_rows(const GemmKernels<T>& kern, int64_t 
   return {kern.tile, kern.mr};
 }
 
+// Operands packed beforehand (gemm_prepacked): A's row panels over all of K (PackedA) and B's column
+// panels (PackedB); null where the driver packs the operand itself.
+template <class T>
+struct Prepacked {
+  const T* a = nullptr;
+  const T* b = nullptr;
+};
+
 // The serial blocked algorithm on the block C[m0:m1, n0:n1] (see the top of this file).
 // When the block's rows fit one mc block, every B panel is used by that block alone: a full panel
 // at most kMaxInPlaceDepth deep of a B whose rows are contiguous is then read where it lies (the
@@ -181,7 +190,8 @@ std::pair<TileKernel<T>, int> tile_for_rows(const GemmKernels<T>& kern, int64_t 
 // it stored into a fresh output (19% of a 64 -> 256 channel layer's time at batch 4).
 template <class T>
 void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
-                const T* prepacked_b) {
+                const Prepacked<T>& prepacked) {
+  const T* prepacked_b = prepacked.b;
   const int mr = kern.mr, nr = kern.nr;
   const int64_t rows = m1 - m0;
   const bool pack_b_per_panel = !prepacked_b && rows <= kern.mc;
@@ -190,7 +200,7 @@ void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int
   const int64_t mc_max = std::min<int64_t>(kern.mc, ceil_div(rows, mr) * mr);
   const int64_t nc_max = std::min<int64_t>(kern.nc, ceil_div(n1 - n0, nr) * nr);
 
-  T* a_pack = scratch<T>(kPackA, mc_max * kc_max);
+  T* a_pack = prepacked.a ? nullptr : scratch<T>(kPackA, mc_max * kc_max);
   T* b_pack = prepacked_b ? nullptr : scratch<T>(kPackB, (pack_b_per_panel ? nr : nc_max) * kc_max);
   T* edge_tile = scratch<T>(kTile, int64_t(mr) * nr);
 
@@ -212,8 +222,9 @@ void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int
       };
       for (int64_t ic = m0; ic < m1; ic += kern.mc) {
         const int64_t mc = std::min<int64_t>(kern.mc, m1 - ic);
-        pack_a(kern, mc, kc, P.a.data + ic * P.a.row_stride + pc * P.a.col_stride, P.a.row_stride, P.a.col_stride,
-               a_pack);
+        if (!prepacked.a)
+          pack_a(kern, mc, kc, P.a.data + ic * P.a.row_stride + pc * P.a.col_stride, P.a.row_stride, P.a.col_stride,
+                 a_pack);
         for (int64_t panel = 0; panel < col_panels; ++panel) {
           const int64_t jr = (descending ? col_panels - 1 - panel : panel) * nr;
           const int64_t ncols = std::min<int64_t>(nr, nc - jr);
@@ -245,7 +256,8 @@ void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int
                 for (int64_t line = 0; line < ncols; line += kLineElements<T>)
                   __builtin_prefetch(c_tile + row * P.c.row_stride + line, 1, 3);
             const TileEpilogue<T> ep = tile_epilogue(P.epilogue, i, j, last);
-            const T* a_panel = a_pack + ir * kc;
+            // Row panel (ic + ir) / mr from row pc when prepacked (ic and ir are multiples of mr).
+            const T* a_panel = prepacked.a ? prepacked.a + (ic + ir) / mr * P.k * mr + pc * mr : a_pack + ir * kc;
             const auto [kernel, kernel_rows] = tile_for_rows(kern, nrows);
             if (nrows == kernel_rows && ncols == nr && unit_c) {
               kernel(kc, a_panel, b_panel, ldb, c_tile, P.c.row_stride, P.alpha, beta, ep);
@@ -263,16 +275,15 @@ void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int
 // Splits C over `threads` threads as a grid of blocks, choosing the grid that minimises the
 // busiest thread's estimated cycles (multiply-adds at full SIMD width plus packing).
 template <class T>
-void gemm_parallel(const GemmKernels<T>& kern, const Problem<T>& P, int threads, const T* prepacked_b) {
+void gemm_parallel(const GemmKernels<T>& kern, const Problem<T>& P, int threads, const Prepacked<T>& prepacked = {}) {
   const int64_t row_panels = ceil_div(P.m, kern.mr), col_panels = ceil_div(P.n, kern.nr);
   threads = static_cast<int>(std::min<int64_t>(threads, row_panels * col_panels));
   if (threads <= 1) {
-    gemm_block(kern, P, 0, P.m, 0, P.n, prepacked_b);
+    gemm_block(kern, P, 0, P.m, 0, P.n, prepacked);
     return;
   }
-  run_on_grid(
-      P.m, P.n, choose_gemm_grid(P.m, P.n, P.k, kern.mr, kern.nr, threads),
-      [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) { gemm_block(kern, P, m0, m1, n0, n1, prepacked_b); });
+  run_on_grid(P.m, P.n, choose_gemm_grid(P.m, P.n, P.k, kern.mr, kern.nr, threads),
+              [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) { gemm_block(kern, P, m0, m1, n0, n1, prepacked); });
 }
 
 // The row x of a GEMV as a contiguous vector: in place, or gathered into `storage`.
@@ -405,7 +416,7 @@ void run_gemm(Problem<T> P, int threads) {
   if (P.m == 1 && gemv(kern, P, threads)) return;
   if (P.n == 1 && gemv(kern, transposed(P), threads)) return;
   last_path.store(narrow ? "transposed blocked" : "blocked", std::memory_order_relaxed);
-  gemm_parallel(kern, P, P.m * P.n * P.k < kMinParallelMacs ? 1 : threads, static_cast<const T*>(nullptr));
+  gemm_parallel(kern, P, P.m * P.n * P.k < kMinParallelMacs ? 1 : threads);
 }
 
 }  // namespace
@@ -476,7 +487,49 @@ void gemm_prepacked(int64_t m, T alpha, StridedMatrix<const T> a, const PackedB<
   if (P.k == 0) return gemm_empty_k(P);
   if (threads <= 0) threads = num_threads();
   if (P.m == 1) return gemv_prepacked(kern, P, b, threads);
-  gemm_parallel(kern, P, P.m * P.n * P.k < kMinParallelMacs ? 1 : threads, b.panels);
+  gemm_parallel(kern, P, P.m * P.n * P.k < kMinParallelMacs ? 1 : threads, {nullptr, b.panels});
+}
+
+template <class T>
+int packed_a_height() {
+  return active_kernels<T>().mr;
+}
+
+template <class T>
+int64_t packed_a_size(int64_t m, int64_t k) {
+  const int mr = active_kernels<T>().mr;
+  return ceil_div(m, mr) * mr * k;
+}
+
+template <class T>
+PackedA<T> pack_a_matrix(int64_t m, int64_t k, StridedMatrix<const T> a, T* panels) {
+  const GemmKernels<T>& kern = dispatched_kernels<T>();
+  pack_a(kern, m, k, a.data, a.row_stride, a.col_stride, panels);
+  return {m, k, kern.mr, kern.name, panels};
+}
+
+template <class T>
+PackedA<T> packed_a_layout(int64_t m, int64_t k, const T* panels) {
+  const GemmKernels<T>& kern = active_kernels<T>();
+  return {m, k, kern.mr, kern.name, panels};
+}
+
+template <class T>
+void gemm_prepacked(const PackedA<T>& a, T alpha, const PackedB<T>& b, T beta, StridedMatrix<T> c,
+                    const GemmEpilogue<T>& epilogue, int threads) {
+  const GemmKernels<T>& kern = dispatched_kernels<T>();
+  if (kern.name != a.kernel || kern.name != b.kernel)
+    throw std::runtime_error("gemm_prepacked: A or B was packed for another kernel ISA");
+  if (a.k != b.k)
+    throw std::invalid_argument("gemm_prepacked: A's depth " + std::to_string(a.k) + " differs from B's " +
+                                std::to_string(b.k));
+  // Rows up to mr of the panels are a strided A (element (i, p) at p * mr + i), which the GEMV reads.
+  const Problem<T> P{a.m, b.n, b.k, alpha, {a.panels, 1, a.mr}, {nullptr, 0, 0}, beta, c, epilogue};
+  if (P.m == 0 || P.n == 0) return;
+  if (P.k == 0) return gemm_empty_k(P);
+  if (threads <= 0) threads = num_threads();
+  if (P.m == 1) return gemv_prepacked(kern, P, b, threads);
+  gemm_parallel(kern, P, P.m * P.n * P.k < kMinParallelMacs ? 1 : threads, {a.panels, b.panels});
 }
 
 template <class T>
@@ -506,6 +559,18 @@ template void gemm_prepacked<float>(int64_t, float, StridedMatrix<const float>, 
                                     StridedMatrix<float>, const GemmEpilogue<float>&, int, PanelOrder);
 template void gemm_prepacked<double>(int64_t, double, StridedMatrix<const double>, const PackedB<double>&, double,
                                      StridedMatrix<double>, const GemmEpilogue<double>&, int, PanelOrder);
+template int packed_a_height<float>();
+template int packed_a_height<double>();
+template int64_t packed_a_size<float>(int64_t, int64_t);
+template int64_t packed_a_size<double>(int64_t, int64_t);
+template PackedA<float> pack_a_matrix<float>(int64_t, int64_t, StridedMatrix<const float>, float*);
+template PackedA<double> pack_a_matrix<double>(int64_t, int64_t, StridedMatrix<const double>, double*);
+template PackedA<float> packed_a_layout<float>(int64_t, int64_t, const float*);
+template PackedA<double> packed_a_layout<double>(int64_t, int64_t, const double*);
+template void gemm_prepacked<float>(const PackedA<float>&, float, const PackedB<float>&, float, StridedMatrix<float>,
+                                    const GemmEpilogue<float>&, int);
+template void gemm_prepacked<double>(const PackedA<double>&, double, const PackedB<double>&, double,
+                                     StridedMatrix<double>, const GemmEpilogue<double>&, int);
 template int packed_b_width<float>();
 template int packed_b_width<double>();
 template bool gemm_takes_dot_path<float>(int64_t, int64_t, int64_t);

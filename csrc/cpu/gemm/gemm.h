@@ -77,6 +77,31 @@ int packed_b_width();
 template <class T>
 PackedB<T> pack_b_groups(int64_t k, int64_t n, int groups, int64_t group_offset, StridedMatrix<const T> b, T* panels);
 
+// A (m x k) packed once into the micro-kernel's row panels, for many products with the same A (a
+// convolution's weights at inference): panel q holds rows q*mr .. q*mr+mr-1 over all k rows, element
+// (i, p) at panels[(i / mr) * k * mr + p * mr + i % mr], zero past m (the layout of A^T packed as B
+// panels of width mr). Valid for the kernel (ISA) that was active when it was packed.
+template <class T>
+struct PackedA {
+  int64_t m = 0, k = 0;
+  int mr = 0;
+  const char* kernel = nullptr;
+  const T* panels = nullptr;
+};
+
+// The panel height (mr) of the active ISA's packed A, and its size for an m x k A.
+template <class T>
+int packed_a_height();
+template <class T>
+int64_t packed_a_size(int64_t m, int64_t k);
+
+template <class T>
+PackedA<T> pack_a_matrix(int64_t m, int64_t k, StridedMatrix<const T> a, T* panels);
+
+// The PackedA of panels packed earlier with pack_a_matrix (or in that layout), kept by the caller.
+template <class T>
+PackedA<T> packed_a_layout(int64_t m, int64_t k, const T* panels);
+
 // The order in which gemm_prepacked walks B's panels (m > 1). A B slightly larger than a cache
 // that is multiplied again and again misses on every panel when walked the same way each time (the
 // least recently used panel is always the next one); alternating the order re-uses, first, the
@@ -89,6 +114,13 @@ enum class PanelOrder { ascending, descending };
 template <class T>
 void gemm_prepacked(int64_t m, T alpha, StridedMatrix<const T> a, const PackedB<T>& b, T beta, StridedMatrix<T> c,
                     const GemmEpilogue<T>& epilogue, int threads = 0, PanelOrder order = PanelOrder::ascending);
+
+// gemm_prepacked with A packed beforehand too: C (a.m x b.n) = epilogue(alpha * A @ B + beta * C). Throws
+// std::runtime_error if the active ISA changed since A or B was packed, std::invalid_argument if their
+// depths differ.
+template <class T>
+void gemm_prepacked(const PackedA<T>& a, T alpha, const PackedB<T>& b, T beta, StridedMatrix<T> c,
+                    const GemmEpilogue<T>& epilogue, int threads = 0);
 
 // True when gemm() of an m x n x k product whose A rows and B columns are both contiguous along K
 // runs the dot-product kernel on them in place (few rows, deep K: neither operand is packed). A

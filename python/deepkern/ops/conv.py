@@ -155,7 +155,9 @@ class ConvPlan:
     F(2x2, 3x3) and transform ``w`` per call, as do inputs with fewer tiles than the weights have
     values, whose transform is written straight into the GEMM's panels). Inputs whose forward runs
     as Y^T = col^T W^T (small batches of small images with many output channels) get ``w``'s transpose
-    packed in the GEMM's panels on their first call, kept per input shape (the last
+    packed as the GEMM's B panels on their first call, and inputs whose forward writes col(X) as the
+    GEMM's B panels (the stride-2 stem's row blocks; float32 layers of stride 1 whose output is as
+    wide as the input) get ``w`` packed as its A panels, kept per input shape (the last
     :attr:`MAX_INPUT_SHAPES`). The plan
     works on any device; only the CPU packs more than the copy.
 
