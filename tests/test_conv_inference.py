@@ -463,6 +463,28 @@ def test_winograd_phases_split_over_threads(case, threads, rng):
         _run(x, w, b, "winograd", f"{case} {dtype} threads={threads}", padding=padding)
 
 
+# (batch, C, H, W, K): Winograd blocks whose K x C weight pairs outnumber their tiles' values (C + K per
+# tile point), so the weights are transformed into the GEMMs' packed panels, and the transform and the
+# GEMMs split those panels over the threads alike: 3 panels of 32 (65 and 70 channels: the last one
+# partly or nearly empty) split unevenly, F(2x2) and F(4x4).
+PANEL_SPLIT_CASES = [(1, 64, 6, 6, 70), (1, 64, 8, 6, 65), (2, 66, 8, 8, 100), (1, 80, 12, 12, 96)]
+
+
+@pytest.mark.parametrize("case", PANEL_SPLIT_CASES, ids=str)
+def test_winograd_weights_in_panels_split_over_threads(case, threads, rng):
+    n, c, h, width, k = case
+    tile_count = lambda t: -(-h // t) * -(-width // t)  # noqa: E731
+    saving = {t: 9 * h * width / ((t + 2) ** 2 * tile_count(t)) for t in (2, 4)}  # multiplies saved
+    tile = 4 if saving[4] > saving[2] else 2
+    tiles = n * tile_count(tile)
+    assert k * c > (c + k) * tiles, case  # the weights outnumber the tiles' values
+    for dtype in DTYPES:
+        x, w, b = rand(rng, (n, c, h, width), dtype), rand(rng, (k, c, 3, 3), dtype), rand(rng, k, dtype)
+        _run(x, w, b, "winograd", f"{case} {dtype} threads={threads}", padding=1)
+        _run(x, w, None, "winograd", f"{case} {dtype} threads={threads} no bias", padding=1)
+        assert deepkern._C.last_winograd_tile() == tile, case
+
+
 def test_winograd_needs_enough_tiles_for_large_weights(rng):
     """Above 128 x 128 channel pairs, Winograd needs at most 2048 pairs per F(2x2) tile of the call
     (batch x tiles per image) or 128 tiles; below both im2col + GEMM runs. Small weights stay on

@@ -118,15 +118,19 @@ int64_t weights_plane(int64_t out_channels, int64_t in_channels, int width) {
   return (out_channels + width - 1) / width * width * in_channels;
 }
 
+// Transforms w into u (xi planes of weights_plane elements) on the threads. In panels (width > 1) each
+// thread transforms whole panels, part p of `threads` taking panels [Q p / threads, Q (p + 1) / threads)
+// of the Q = ceil(K / width): the block's GEMMs split the panels alike (forward_with_tile).
 template <class T>
 bool transform_weights(int tile, int64_t out_channels, int64_t in_channels, int width, const T* w, T* u) {
   const WinogradKernels<T>& kern = dispatched_kernels<T>();
   const int64_t plane = weights_plane(out_channels, in_channels, width);
   const int slots = plane < 4096 ? 1 : num_threads();
+  const int64_t unit = width == 1 ? 1 : int64_t(width) * in_channels, units = plane / std::max<int64_t>(unit, 1);
   std::atomic<bool> finite{true};
   run_on_threads(slots, [&](int part) {
-    if (!kern.transform_weights(tile, w, out_channels, in_channels, width, plane * part / slots,
-                                plane * (part + 1) / slots, u))
+    if (!kern.transform_weights(tile, w, out_channels, in_channels, width, units * part / slots * unit,
+                                units * (part + 1) / slots * unit, u))
       finite = false;
   });
   return finite;
@@ -156,8 +160,9 @@ bool forward_with_tile(const Conv2dShape& s, int tile, const T* x, const T* w, c
   std::atomic<bool> finite{true};  // cleared once an input block is found to hold Inf or NaN
   const int64_t blocks = (s.batch + t.images - 1) / t.images;
   // Each block's three phases (input transform, the GEMMs, output transform) run on `team` threads:
-  // the input channels, the xi planes, then the output channels split among them (a batch with
-  // fewer blocks than threads); or on the calling thread alone (blocks spread over the threads).
+  // the input channels, the xi planes (the output-channel panels for weights in panels), then the
+  // output channels split among them (a batch with fewer blocks than threads); or on the calling
+  // thread alone (blocks spread over the threads).
   auto run_block = [&](int64_t n0, int team) {
     if (!finite) return;
     const int64_t n1 = std::min(s.batch, n0 + t.images), tiles = (n1 - n0) * t.per_image;
@@ -176,18 +181,27 @@ bool forward_with_tile(const Conv2dShape& s, int tile, const T* x, const T* w, c
     split(C, [&](int64_t c0, int64_t c1) {
       kern.transform_input(s, t, x, n0, n1, c0, c1, v, by_channel, rows_buffer<T>(t));
     });
-    split(xis, [&](int64_t xi0, int64_t xi1) {
-      for (int64_t xi = xi0; xi < xi1; ++xi) {
-        if (width == 1) {
+    if (width == 1) {
+      split(xis, [&](int64_t xi0, int64_t xi1) {
+        for (int64_t xi = xi0; xi < xi1; ++xi)
           gemm<T>(K, tiles, C, T(1), {u + xi * K * C, C, 1}, {v + xi * tiles, xis * tiles, 1}, T(0),
                   {m + xi * tiles, xis * tiles, 1}, {}, 1);
-        } else {
+      });
+    } else {
+      // Split by output-channel panels as transform_weights split them: each thread reads back only
+      // the transformed weights it wrote. (Split by xi planes, each read the half of U the other wrote,
+      // and in windows of seconds the layer took twice its time: 256 channels at 14 x 14, batch 1, 2
+      // threads, 2.3 against 1.0 ms; likely the two cores then sharing no cache.)
+      split((K + width - 1) / width, [&](int64_t q0, int64_t q1) {
+        const int64_t k0 = q0 * width, cols = std::min(K, q1 * width) - k0;
+        if (cols <= 0) return;
+        for (int64_t xi = 0; xi < xis; ++xi) {
           const StridedMatrix<const T> v_t{v + xi * tiles, 1, xis * tiles};  // tiles x C
-          gemm_prepacked<T>(tiles, T(1), v_t, packed_b_layout<T>(C, K, u + xi * plane), T(0),
-                            {m + xi * tiles, 1, xis * tiles}, {}, 1);
+          gemm_prepacked<T>(tiles, T(1), v_t, packed_b_layout<T>(C, cols, u + xi * plane + q0 * width * C), T(0),
+                            {m + xi * tiles + k0 * xis * tiles, 1, xis * tiles}, {}, 1);
         }
-      }
-    });
+      });
+    }
     split(K, [&](int64_t k0, int64_t k1) {
       kern.transform_output(s, t, m, by_channel, bias, n0, n1, k0, k1, y, rows_buffer<T>(t));
     });

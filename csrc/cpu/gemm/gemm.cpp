@@ -118,7 +118,10 @@ TileEpilogue<T> tile_epilogue(const GemmEpilogue<T>& ep, int64_t i0, int64_t j0,
 template <class T>
 void copy_to_panel(const GemmKernels<T>& kern, int64_t width, int64_t depth, const T* x, int64_t ws, int64_t ds,
                    int panel, T* dst) {
-  if (ws == 1) {
+  if (ws == 1 && width <= 16) {  // a loop: a library call per row of a few elements cost more than the copy
+    for (int64_t d = 0; d < depth; ++d)
+      for (int64_t w = 0; w < width; ++w) dst[d * panel + w] = x[d * ds + w];
+  } else if (ws == 1) {
     for (int64_t d = 0; d < depth; ++d) std::memcpy(dst + d * panel, x + d * ds, sizeof(T) * width);
   } else if (ds == 1) {
     kern.transpose(width, depth, x, ws, panel, dst);
