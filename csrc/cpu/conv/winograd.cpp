@@ -118,15 +118,15 @@ int64_t weights_plane(int64_t out_channels, int64_t in_channels, int width) {
   return (out_channels + width - 1) / width * width * in_channels;
 }
 
-// Transforms w into u (xi planes of weights_plane elements) on the threads. In panels (width > 1) each
-// thread transforms whole panels, part p of `threads` taking panels [Q p / threads, Q (p + 1) / threads)
-// of the Q = ceil(K / width): the block's GEMMs split the panels alike (forward_with_tile).
+// Transforms w into u (xi planes of weights_plane elements) on the threads: part p of `threads` takes
+// the panels [Q p / threads, Q (p + 1) / threads) of the Q = ceil(K / width) (width 1: output channels),
+// as a block's threads split them (forward_with_tile).
 template <class T>
 bool transform_weights(int tile, int64_t out_channels, int64_t in_channels, int width, const T* w, T* u) {
   const WinogradKernels<T>& kern = dispatched_kernels<T>();
   const int64_t plane = weights_plane(out_channels, in_channels, width);
   const int slots = plane < 4096 ? 1 : num_threads();
-  const int64_t unit = width == 1 ? 1 : int64_t(width) * in_channels, units = plane / std::max<int64_t>(unit, 1);
+  const int64_t unit = std::max<int64_t>(int64_t(width) * in_channels, 1), units = plane / unit;
   std::atomic<bool> finite{true};
   run_on_threads(slots, [&](int part) {
     if (!kern.transform_weights(tile, w, out_channels, in_channels, width, units * part / slots * unit,
@@ -159,10 +159,8 @@ bool forward_with_tile(const Conv2dShape& s, int tile, const T* x, const T* w, c
   }
   std::atomic<bool> finite{true};  // cleared once an input block is found to hold Inf or NaN
   const int64_t blocks = (s.batch + t.images - 1) / t.images;
-  // Each block's three phases (input transform, the GEMMs, output transform) run on `team` threads:
-  // the input channels, the xi planes (the output-channel panels for weights in panels), then the
-  // output channels split among them (a batch with fewer blocks than threads); or on the calling
-  // thread alone (blocks spread over the threads).
+  // Each block runs on `team` threads, split by output channels (a batch with fewer blocks than
+  // threads), or on the calling thread alone (blocks spread over the threads).
   auto run_block = [&](int64_t n0, int team) {
     if (!finite) return;
     const int64_t n1 = std::min(s.batch, n0 + t.images), tiles = (n1 - n0) * t.per_image;
@@ -172,37 +170,31 @@ bool forward_with_tile(const Conv2dShape& s, int tile, const T* x, const T* w, c
       return;
     }
     // V and M keep a channel's xi planes together (written and read together by the transforms).
-    T* v = thread_buffer<T>(0, xis * C * tiles);
     T* m = thread_buffer<T>(1, xis * K * tiles);
     const WinogradLayout by_channel{xis * tiles, tiles};
-    auto split = [&](int64_t count, auto phase) {
-      run_on_threads(team, [&](int part) { phase(count * part / team, count * (part + 1) / team); });
-    };
-    split(C, [&](int64_t c0, int64_t c1) {
-      kern.transform_input(s, t, x, n0, n1, c0, c1, v, by_channel, rows_buffer<T>(t));
-    });
-    if (width == 1) {
-      split(xis, [&](int64_t xi0, int64_t xi1) {
-        for (int64_t xi = xi0; xi < xi1; ++xi)
-          gemm<T>(K, tiles, C, T(1), {u + xi * K * C, C, 1}, {v + xi * tiles, xis * tiles, 1}, T(0),
-                  {m + xi * tiles, xis * tiles, 1}, {}, 1);
-      });
-    } else {
-      // Split by output-channel panels as transform_weights split them: each thread reads back only
-      // the transformed weights it wrote. (Split by xi planes, each read the half of U the other wrote,
-      // and in windows of seconds the layer took twice its time: 256 channels at 14 x 14, batch 1, 2
-      // threads, 2.3 against 1.0 ms; likely the two cores then sharing no cache.)
-      split((K + width - 1) / width, [&](int64_t q0, int64_t q1) {
-        const int64_t k0 = q0 * width, cols = std::min(K, q1 * width) - k0;
-        if (cols <= 0) return;
-        for (int64_t xi = 0; xi < xis; ++xi) {
-          const StridedMatrix<const T> v_t{v + xi * tiles, 1, xis * tiles};  // tiles x C
-          gemm_prepacked<T>(tiles, T(1), v_t, packed_b_layout<T>(C, cols, u + xi * plane + q0 * width * C), T(0),
-                            {m + xi * tiles + k0 * xis * tiles, 1, xis * tiles}, {}, 1);
+    // Each thread transforms the whole input block into its own V, multiplies it by its share of the
+    // output channels' weights (whole panels; the share transform_weights gave it to transform) and
+    // transforms those output channels, in one region: no data crosses threads. (With the phases split
+    // by input channels, xi planes and output channels, each thread read half of what the other wrote,
+    // 4.7 MB of transformed weights per call at 256 channels, and in windows of seconds the layers took
+    // twice their time: 256 channels at 14 x 14, batch 1, 2 threads, 2.3 against 1.0 ms.)
+    const int64_t panels = (K + width - 1) / width;
+    run_on_threads(team, [&](int part) {
+      const int64_t k0 = panels * part / team * width, k1 = std::min(K, panels * (part + 1) / team * width);
+      if (k1 <= k0) return;
+      T* v = thread_buffer<T>(0, xis * C * tiles);
+      kern.transform_input(s, t, x, n0, n1, 0, C, v, by_channel, rows_buffer<T>(t));
+      for (int64_t xi = 0; xi < xis; ++xi) {
+        T* m_xi = m + xi * tiles + k0 * xis * tiles;  // rows k0 .. k1 of M_xi
+        if (width == 1) {
+          gemm<T>(k1 - k0, tiles, C, T(1), {u + xi * K * C + k0 * C, C, 1}, {v + xi * tiles, xis * tiles, 1}, T(0),
+                  {m_xi, xis * tiles, 1}, {}, 1);
+        } else {  // M_xi^T = V_xi^T U_xi^T
+          gemm_prepacked<T>(tiles, T(1), {v + xi * tiles, 1, xis * tiles},
+                            packed_b_layout<T>(C, k1 - k0, u + xi * plane + k0 * C), T(0), {m_xi, 1, xis * tiles}, {},
+                            1);
         }
-      });
-    }
-    split(K, [&](int64_t k0, int64_t k1) {
+      }
       kern.transform_output(s, t, m, by_channel, bias, n0, n1, k0, k1, y, rows_buffer<T>(t));
     });
   };
