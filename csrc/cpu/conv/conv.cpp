@@ -200,21 +200,17 @@ StridedMatrix<const T> block_rows(const Conv2dShape& s, const Plan& plan, const 
   return {col_t, plan.col_rows, 1};
 }
 
-// Columns j0 .. j1 of Y^T (cols x Kg, into y_t) = col^T W_g^T for one group of a transposed block
-// (col_t: its cols x CgRS matrix; w_g: the group's Kg x CgRS weights; j0 a multiple of the GEMM's panel
-// width), on one thread: on W_g^T packed beforehand when w_t_packed is given (ConvPackedWeights::gemm),
-// else on W_g in place.
+// Y^T (cols x Kg, into y_t) = col^T W_g^T for one group of a transposed block (col_t: its cols x CgRS
+// matrix; w_g: the group's Kg x CgRS weights): on W_g^T packed beforehand when w_t_packed is given
+// (ConvPackedWeights::gemm), else on W_g in place.
 template <class T>
 void transposed_product(const Plan& plan, StridedMatrix<const T> col_t, int64_t cols, const T* w_g, const T* w_t_packed,
-                        int64_t j0, int64_t j1, GemmEpilogue<T> epilogue, T* y_t) {
-  const StridedMatrix<T> out{y_t + j0, plan.group_out, 1};
-  if (epilogue.bias) epilogue.bias += j0;
+                        const GemmEpilogue<T>& epilogue, T* y_t, int threads) {
+  const StridedMatrix<T> out{y_t, plan.group_out, 1};
   if (w_t_packed)
-    return gemm_prepacked<T>(cols, T(1), col_t,
-                             packed_b_layout<T>(plan.col_rows, j1 - j0, w_t_packed + j0 * plan.col_rows), T(0), out,
-                             epilogue, 1);
-  gemm<T>(cols, j1 - j0, plan.col_rows, T(1), col_t, {w_g + j0 * plan.col_rows, 1, plan.col_rows}, T(0), out, epilogue,
-          1);
+    return gemm_prepacked<T>(cols, T(1), col_t, packed_b_layout<T>(plan.col_rows, plan.group_out, w_t_packed), T(0),
+                             out, epilogue, threads);
+  gemm<T>(cols, plan.group_out, plan.col_rows, T(1), col_t, {w_g, 1, plan.col_rows}, T(0), out, epilogue, threads);
 }
 
 // grad_bias[k] = sum of grad_y over images and pixels, channels spread over the threads.
@@ -329,27 +325,17 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
         if (bias) epilogue.bias_axis = BiasAxis::cols;
         T* y_t = thread_buffer<T>(1, cols * plan.group_out);
         const T* w_t_packed = packed_weights ? packed_w + group * group_panels_size : nullptr;
-        // The block's threads split the output channels (whole panels of W^T) and each builds all of
-        // col^T itself: with col^T built by both and the GEMM split over both, each read half of what
-        // the other wrote.
-        const int64_t nr = packed_b_width<T>(), panels = (plan.group_out + nr - 1) / nr;
-        const int team = static_cast<int>(std::min<int64_t>(gemm_threads, panels));
-        run_on_threads(team, [&](int part) {
-          const int64_t j0 = panels * part / team * nr, j1 = std::min(plan.group_out, panels * (part + 1) / team * nr);
-          if (j1 <= j0) return;
-          // col^T's rows where the GEMM reads them in place (its dot path) or packs them against W^T
-          // packed beforehand; else the im2col block, whose transpose the GEMM turns into Y = W col (no
-          // W^T to pack).
-          StridedMatrix<const T> col_t{};
-          if (w_t_packed || gemm_takes_dot_path<T>(cols, j1 - j0, plan.col_rows)) {
-            col_t = block_rows(s, plan, b, x, group, 1);
-          } else {
-            const StridedMatrix<const T> columns = block_columns(s, plan, b, x, group);
-            col_t = {columns.data, columns.col_stride, columns.row_stride};
-          }
-          transposed_product<T>(plan, col_t, cols, weights.data, w_t_packed, j0, j1, epilogue, y_t);
-          scatter_block<T>(s, b, {y_t + j0, 1, plan.group_out}, j1 - j0, y, s.out_channels, k0 + j0, 1);
-        });
+        // col^T's rows where the GEMM reads them in place (its dot path) or packs them against W^T packed
+        // beforehand; else the im2col block, whose transpose the GEMM turns into Y = W col (no W^T to pack).
+        StridedMatrix<const T> col_t{};
+        if (w_t_packed || gemm_takes_dot_path<T>(cols, plan.group_out, plan.col_rows)) {
+          col_t = block_rows(s, plan, b, x, group, gemm_threads);
+        } else {
+          const StridedMatrix<const T> columns = block_columns(s, plan, b, x, group, gemm_threads);
+          col_t = {columns.data, columns.col_stride, columns.row_stride};
+        }
+        transposed_product<T>(plan, col_t, cols, weights.data, w_t_packed, epilogue, y_t, gemm_threads);
+        scatter_block<T>(s, b, {y_t, 1, plan.group_out}, plan.group_out, y, s.out_channels, k0, gemm_threads);
         continue;
       }
       // Y = W col(X): into y for one image, else through the thread's block buffer.
