@@ -466,8 +466,15 @@ def test_winograd_phases_split_over_threads(case, threads, rng):
 # (batch, C, H, W, K): Winograd blocks whose K x C weight pairs outnumber their tiles' values (C + K per
 # tile point), so the weights are transformed into the GEMMs' packed panels, and the transform and the
 # GEMMs split those panels over the threads alike: 3 panels of 32 (65 and 70 channels: the last one
-# partly or nearly empty) split unevenly, F(2x2) and F(4x4).
-PANEL_SPLIT_CASES = [(1, 64, 6, 6, 70), (1, 64, 8, 6, 65), (2, 66, 8, 8, 100), (1, 80, 12, 12, 96)]
+# partly or nearly empty) split unevenly, F(2x2) and F(4x4); blocks run in one region per thread
+# (transformed input up to 1 MB), and in phases (256 channels at 14 x 14, batch 2: 1.2 MB).
+PANEL_SPLIT_CASES = [
+    (1, 64, 6, 6, 70),
+    (1, 64, 8, 6, 65),
+    (2, 66, 8, 8, 100),
+    (1, 80, 12, 12, 96),
+    (2, 256, 14, 14, 256),
+]
 
 
 @pytest.mark.parametrize("case", PANEL_SPLIT_CASES, ids=str)

@@ -37,6 +37,9 @@ constexpr int64_t kTargetTiles = 512;                  // GEMM columns per block
 constexpr int64_t kMinTiles = 128;                     // tiles of a call, below which im2col + GEMM wins
 constexpr int64_t kCachedWeightPairs = 128 * 128;      // ... unless the 16 K x C planes stay in L2
 constexpr int64_t kMaxPairsPerTile = 2048;             // ... or there are at most this many K x C pairs per tile
+// A block on several threads whose weights are in panels runs in one region, each thread transforming
+// the whole input block, while its transformed input (V) is at most this large (forward_with_tile).
+constexpr int64_t kFusedBlockBytes = int64_t(1) << 20;
 
 template <class T>
 const WinogradKernels<T>& dispatched_kernels() {
@@ -118,15 +121,15 @@ int64_t weights_plane(int64_t out_channels, int64_t in_channels, int width) {
   return (out_channels + width - 1) / width * width * in_channels;
 }
 
-// Transforms w into u (xi planes of weights_plane elements) on the threads: part p of `threads` takes
-// the panels [Q p / threads, Q (p + 1) / threads) of the Q = ceil(K / width) (width 1: output channels),
-// as a block's threads split them (forward_with_tile).
+// Transforms w into u (xi planes of weights_plane elements) on the threads. In panels (width > 1) part p
+// of `threads` takes the panels [Q p / threads, Q (p + 1) / threads) of the Q = ceil(K / width), as a
+// block's threads split them (forward_with_tile).
 template <class T>
 bool transform_weights(int tile, int64_t out_channels, int64_t in_channels, int width, const T* w, T* u) {
   const WinogradKernels<T>& kern = dispatched_kernels<T>();
   const int64_t plane = weights_plane(out_channels, in_channels, width);
   const int slots = plane < 4096 ? 1 : num_threads();
-  const int64_t unit = std::max<int64_t>(int64_t(width) * in_channels, 1), units = plane / unit;
+  const int64_t unit = width == 1 ? 1 : int64_t(width) * in_channels, units = plane / unit;
   std::atomic<bool> finite{true};
   run_on_threads(slots, [&](int part) {
     if (!kern.transform_weights(tile, w, out_channels, in_channels, width, units * part / slots * unit,
@@ -159,8 +162,8 @@ bool forward_with_tile(const Conv2dShape& s, int tile, const T* x, const T* w, c
   }
   std::atomic<bool> finite{true};  // cleared once an input block is found to hold Inf or NaN
   const int64_t blocks = (s.batch + t.images - 1) / t.images;
-  // Each block runs on `team` threads, split by output channels (a batch with fewer blocks than
-  // threads), or on the calling thread alone (blocks spread over the threads).
+  // Each block runs on `team` threads (a batch with fewer blocks than threads), or on the calling
+  // thread alone (blocks spread over the threads).
   auto run_block = [&](int64_t n0, int team) {
     if (!finite) return;
     const int64_t n1 = std::min(s.batch, n0 + t.images), tiles = (n1 - n0) * t.per_image;
@@ -172,29 +175,54 @@ bool forward_with_tile(const Conv2dShape& s, int tile, const T* x, const T* w, c
     // V and M keep a channel's xi planes together (written and read together by the transforms).
     T* m = thread_buffer<T>(1, xis * K * tiles);
     const WinogradLayout by_channel{xis * tiles, tiles};
-    // Each thread transforms the whole input block into its own V, multiplies it by its share of the
-    // output channels' weights (whole panels; the share transform_weights gave it to transform) and
-    // transforms those output channels, in one region: no data crosses threads. (With the phases split
-    // by input channels, xi planes and output channels, each thread read half of what the other wrote,
-    // 4.7 MB of transformed weights per call at 256 channels, and in windows of seconds the layers took
-    // twice their time: 256 channels at 14 x 14, batch 1, 2 threads, 2.3 against 1.0 ms.)
+    // Weights in panels (they outnumber the block's tile values) with a V that fits in L2: each thread
+    // transforms the whole input block into its own V, multiplies it by its share of the panels (those
+    // transform_weights gave it to transform) and transforms its output channels, in one region, so no
+    // data crosses threads. With the phases below each thread reads half of what the other wrote (4.7
+    // MB of transformed weights per call at 256 channels), and in windows of seconds such layers took
+    // twice their time: 256 channels at 14 x 14, batch 1, 2 threads, 2.3 against 1.0 ms. (Larger V's
+    // cost more transformed twice than they save: 256 channels at batch 4, 0.9x.)
     const int64_t panels = (K + width - 1) / width;
-    run_on_threads(team, [&](int part) {
-      const int64_t k0 = panels * part / team * width, k1 = std::min(K, panels * (part + 1) / team * width);
+    const auto own_share = [&](int part, int parts, T* v) {
+      const int64_t k0 = panels * part / parts * width, k1 = std::min(K, panels * (part + 1) / parts * width);
       if (k1 <= k0) return;
-      T* v = thread_buffer<T>(0, xis * C * tiles);
-      kern.transform_input(s, t, x, n0, n1, 0, C, v, by_channel, rows_buffer<T>(t));
-      for (int64_t xi = 0; xi < xis; ++xi) {
-        T* m_xi = m + xi * tiles + k0 * xis * tiles;  // rows k0 .. k1 of M_xi
-        if (width == 1) {
-          gemm<T>(k1 - k0, tiles, C, T(1), {u + xi * K * C + k0 * C, C, 1}, {v + xi * tiles, xis * tiles, 1}, T(0),
-                  {m_xi, xis * tiles, 1}, {}, 1);
-        } else {  // M_xi^T = V_xi^T U_xi^T
-          gemm_prepacked<T>(tiles, T(1), {v + xi * tiles, 1, xis * tiles},
-                            packed_b_layout<T>(C, k1 - k0, u + xi * plane + k0 * C), T(0), {m_xi, 1, xis * tiles}, {},
-                            1);
-        }
+      for (int64_t xi = 0; xi < xis; ++xi) {  // M_xi^T = V_xi^T U_xi^T, rows k0 .. k1 of M_xi
+        gemm_prepacked<T>(tiles, T(1), {v + xi * tiles, 1, xis * tiles},
+                          packed_b_layout<T>(C, k1 - k0, u + xi * plane + k0 * C), T(0),
+                          {m + xi * tiles + k0 * xis * tiles, 1, xis * tiles}, {}, 1);
       }
+    };
+    if (width > 1 && team > 1 && xis * C * tiles * int64_t(sizeof(T)) <= kFusedBlockBytes) {
+      run_on_threads(team, [&](int part) {
+        const int64_t k0 = panels * part / team * width, k1 = std::min(K, panels * (part + 1) / team * width);
+        if (k1 <= k0) return;
+        T* v = thread_buffer<T>(0, xis * C * tiles);
+        kern.transform_input(s, t, x, n0, n1, 0, C, v, by_channel, rows_buffer<T>(t));
+        own_share(part, team, v);
+        kern.transform_output(s, t, m, by_channel, bias, n0, n1, k0, k1, y, rows_buffer<T>(t));
+      });
+      return;
+    }
+    // Phases: the input channels, the xi planes (weights in panels: the panels, as transform_weights
+    // split them, so the weights at least are read back by the thread that wrote them), then the output
+    // channels split among the threads.
+    T* v = thread_buffer<T>(0, xis * C * tiles);
+    auto split = [&](int64_t count, auto phase) {
+      run_on_threads(team, [&](int part) { phase(count * part / team, count * (part + 1) / team); });
+    };
+    split(C, [&](int64_t c0, int64_t c1) {
+      kern.transform_input(s, t, x, n0, n1, c0, c1, v, by_channel, rows_buffer<T>(t));
+    });
+    if (width > 1) {
+      run_on_threads(team, [&](int part) { own_share(part, team, v); });
+    } else {
+      split(xis, [&](int64_t xi0, int64_t xi1) {
+        for (int64_t xi = xi0; xi < xi1; ++xi)
+          gemm<T>(K, tiles, C, T(1), {u + xi * K * C, C, 1}, {v + xi * tiles, xis * tiles, 1}, T(0),
+                  {m + xi * tiles, xis * tiles, 1}, {}, 1);
+      });
+    }
+    split(K, [&](int64_t k0, int64_t k1) {
       kern.transform_output(s, t, m, by_channel, bias, n0, n1, k0, k1, y, rows_buffer<T>(t));
     });
   };
