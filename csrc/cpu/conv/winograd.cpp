@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <utility>
 #include <vector>
 
 #include "core/scratch.h"
@@ -183,22 +184,22 @@ bool forward_with_tile(const Conv2dShape& s, int tile, const T* x, const T* w, c
     // twice their time: 256 channels at 14 x 14, batch 1, 2 threads, 2.3 against 1.0 ms. (Larger V's
     // cost more transformed twice than they save: 256 channels at batch 4, 0.9x.)
     const int64_t panels = (K + width - 1) / width;
-    const auto own_share = [&](int part, int parts, T* v) {
-      const int64_t k0 = panels * part / parts * width, k1 = std::min(K, panels * (part + 1) / parts * width);
-      if (k1 <= k0) return;
-      for (int64_t xi = 0; xi < xis; ++xi) {  // M_xi^T = V_xi^T U_xi^T, rows k0 .. k1 of M_xi
+    const auto channels_of = [&](int part, int parts) {  // the output channels of part `part`'s panels
+      return std::pair{panels * part / parts * width, std::min(K, panels * (part + 1) / parts * width)};
+    };
+    const auto multiply = [&](int64_t k0, int64_t k1, const T* v) {  // rows k0 .. k1 of each M_xi
+      for (int64_t xi = 0; xi < xis && k1 > k0; ++xi)                // M_xi^T = V_xi^T U_xi^T
         gemm_prepacked<T>(tiles, T(1), {v + xi * tiles, 1, xis * tiles},
                           packed_b_layout<T>(C, k1 - k0, u + xi * plane + k0 * C), T(0),
                           {m + xi * tiles + k0 * xis * tiles, 1, xis * tiles}, {}, 1);
-      }
     };
     if (width > 1 && team > 1 && xis * C * tiles * int64_t(sizeof(T)) <= kFusedBlockBytes) {
       run_on_threads(team, [&](int part) {
-        const int64_t k0 = panels * part / team * width, k1 = std::min(K, panels * (part + 1) / team * width);
+        const auto [k0, k1] = channels_of(part, team);
         if (k1 <= k0) return;
         T* v = thread_buffer<T>(0, xis * C * tiles);
         kern.transform_input(s, t, x, n0, n1, 0, C, v, by_channel, rows_buffer<T>(t));
-        own_share(part, team, v);
+        multiply(k0, k1, v);
         kern.transform_output(s, t, m, by_channel, bias, n0, n1, k0, k1, y, rows_buffer<T>(t));
       });
       return;
@@ -214,7 +215,10 @@ bool forward_with_tile(const Conv2dShape& s, int tile, const T* x, const T* w, c
       kern.transform_input(s, t, x, n0, n1, c0, c1, v, by_channel, rows_buffer<T>(t));
     });
     if (width > 1) {
-      run_on_threads(team, [&](int part) { own_share(part, team, v); });
+      run_on_threads(team, [&](int part) {
+        const auto [k0, k1] = channels_of(part, team);
+        multiply(k0, k1, v);
+      });
     } else {
       split(xis, [&](int64_t xi0, int64_t xi1) {
         for (int64_t xi = xi0; xi < xi1; ++xi)

@@ -480,17 +480,27 @@ PackedB<T> pack_b_matrix(int64_t k, int64_t n, StridedMatrix<const T> b, T* pane
   return pack_b_groups(k, n, 1, 0, b, panels);
 }
 
+namespace {
+
+// Both gemm_prepacked: P on B's packed panels and, when a_panels is not null, A's (PackedA).
+template <class T>
+void run_on_packed_b(const GemmKernels<T>& kern, const Problem<T>& P, const PackedB<T>& b, const T* a_panels,
+                     int threads) {
+  if (P.m == 0 || P.n == 0) return;
+  if (P.k == 0) return gemm_empty_k(P);
+  if (threads <= 0) threads = num_threads();
+  if (P.m == 1) return gemv_prepacked(kern, P, b, threads);
+  gemm_parallel(kern, P, P.m * P.n * P.k < kMinParallelMacs ? 1 : threads, {a_panels, b.panels});
+}
+
+}  // namespace
+
 template <class T>
 void gemm_prepacked(int64_t m, T alpha, StridedMatrix<const T> a, const PackedB<T>& b, T beta, StridedMatrix<T> c,
                     const GemmEpilogue<T>& epilogue, int threads, PanelOrder order) {
   const GemmKernels<T>& kern = dispatched_kernels<T>();
   if (kern.name != b.kernel) throw std::runtime_error("gemm_prepacked: B was packed for another kernel ISA");
-  const Problem<T> P{m, b.n, b.k, alpha, a, {nullptr, 0, 0}, beta, c, epilogue, order};
-  if (P.m == 0 || P.n == 0) return;
-  if (P.k == 0) return gemm_empty_k(P);
-  if (threads <= 0) threads = num_threads();
-  if (P.m == 1) return gemv_prepacked(kern, P, b, threads);
-  gemm_parallel(kern, P, P.m * P.n * P.k < kMinParallelMacs ? 1 : threads, {nullptr, b.panels});
+  run_on_packed_b<T>(kern, {m, b.n, b.k, alpha, a, {nullptr, 0, 0}, beta, c, epilogue, order}, b, nullptr, threads);
 }
 
 template <class T>
@@ -527,12 +537,8 @@ void gemm_prepacked(const PackedA<T>& a, T alpha, const PackedB<T>& b, T beta, S
     throw std::invalid_argument("gemm_prepacked: A's depth " + std::to_string(a.k) + " differs from B's " +
                                 std::to_string(b.k));
   // Rows up to mr of the panels are a strided A (element (i, p) at p * mr + i), which the GEMV reads.
-  const Problem<T> P{a.m, b.n, b.k, alpha, {a.panels, 1, a.mr}, {nullptr, 0, 0}, beta, c, epilogue};
-  if (P.m == 0 || P.n == 0) return;
-  if (P.k == 0) return gemm_empty_k(P);
-  if (threads <= 0) threads = num_threads();
-  if (P.m == 1) return gemv_prepacked(kern, P, b, threads);
-  gemm_parallel(kern, P, P.m * P.n * P.k < kMinParallelMacs ? 1 : threads, {a.panels, b.panels});
+  run_on_packed_b<T>(kern, {a.m, b.n, b.k, alpha, {a.panels, 1, a.mr}, {nullptr, 0, 0}, beta, c, epilogue}, b, a.panels,
+                     threads);
 }
 
 template <class T>
