@@ -682,6 +682,40 @@ def test_empty_output(device, kwargs, x_shape, w_shape):
         conv2d_backward(ones_on(device, (x_shape[0], w_shape[0], 1, 1)), x, w, **kwargs)
 
 
+@pytest.mark.parametrize(
+    "x_shape,w_shape",
+    [
+        ((1, 32, 8, 8), (0, 32, 3, 3)),  # no output channels
+        ((1, 64, 14, 14), (0, 64, 3, 3)),  # ... on a Winograd-shaped layer
+        ((2, 0, 8, 8), (5, 0, 3, 3)),  # no input channels: the output is the bias
+        ((1, 0, 14, 14), (64, 0, 3, 3)),
+        ((0, 0, 5, 5), (0, 0, 3, 3)),
+    ],
+    ids=str,
+)
+def test_zero_channels(x_shape, w_shape, threads, rng):
+    """Layers with no input or no output channels give the float64 reference's forward and gradients
+    (zeros, the bias, empty arrays), under every ISA, instead of failing."""
+    for dtype in (F32, F64):
+        x, w, b = rand(rng, x_shape, dtype), rand(rng, w_shape, dtype), rand(rng, w_shape[0], dtype)
+        ref = conv2d_ref(x, w, b, padding=1)
+        g = rand(rng, ref.shape, dtype)
+        refs = conv2d_backward_ref(g, x, w, padding=1)
+        for isa in SUPPORTED_ISAS:
+            with active_isa(isa):
+                what = f"x {x_shape} w {w_shape} {dtype} isa={isa} threads={threads}"
+                got = conv2d(x, w, b, padding=1)
+                assert got.shape == ref.shape, what
+                if ref.size:
+                    check(got, ref, dtype, what)
+                for name, grad, expected in zip(
+                    ("grad_x", "grad_w", "grad_b"), conv2d_backward(g, x, w, padding=1), refs
+                ):
+                    assert grad.shape == expected.shape, f"{what} {name}"
+                    if expected.size:
+                        check(grad, expected, dtype, f"{what} {name}")
+
+
 def test_wrong_ndim(device):
     w = ones_on(device, (4, 3, 3, 3))
     for shape in [(5, 5), (1, 1, 3, 5, 5), (3,)]:

@@ -66,7 +66,8 @@ void conv_call(const char* op, Named dtype_from, Named x, Named w, Named y, cons
 // The packed Winograd weights' shape (36, K, C) (the F(4x4, 3x3) transform of each (k, c) pair),
 // for a shape with winograd weights to pack.
 std::vector<int64_t> winograd_shape(const cpu::Conv2dShape& s) {
-  return {cpu::conv2d_winograd_weights_size(s) / (s.out_channels * s.in_channels), s.out_channels, s.in_channels};
+  const int64_t pairs = s.out_channels * s.in_channels;  // 0 for zero channels: no weights to transform
+  return {pairs ? cpu::conv2d_winograd_weights_size(s) / pairs : 0, s.out_channels, s.in_channels};
 }
 Extent winograd_extent(const cpu::Conv2dShape& s) {
   const std::vector<int64_t> shape = winograd_shape(s);

@@ -130,7 +130,7 @@ StridedMatrix<const T> block_columns(const Conv2dShape& s, const Plan& plan, con
   if (plan.direct) return {x + (b.n0 * s.in_channels + channel0) * plan.in_plane + b.p0 * s.out_w, plan.in_plane, 1};
   const int64_t cols = b.columns(s), per_image = (b.p1 - b.p0) * s.out_w, taps = s.kernel_h * s.kernel_w;
   T* col = thread_buffer<T>(0, plan.col_rows * cols);
-  const int team = static_cast<int>(std::min<int64_t>(threads, plan.group_in));
+  const int team = static_cast<int>(std::clamp<int64_t>(plan.group_in, 1, threads));  // 1 for no channels
   run_on_threads(team, [&](int part) {
     const int64_t c0 = plan.group_in * part / team, c1 = plan.group_in * (part + 1) / team;
     for (int64_t n = b.n0; n < b.n1; ++n)
