@@ -37,6 +37,17 @@ def supported_isas() -> list:
 SUPPORTED_ISAS = supported_isas()
 
 
+def tested_isas() -> list:
+    """The kernel ISAs that the tests looping over ISAs (the `isa` fixture, `for isa in TESTED_ISAS`)
+    run: every ISA this CPU supports, or only the one DEEPKERN_ISA forces, so that a run with it set
+    tests the suite at that level (a run without it covers every level)."""
+    forced = os.environ.get("DEEPKERN_ISA")
+    return [forced] if forced in SUPPORTED_ISAS else SUPPORTED_ISAS
+
+
+TESTED_ISAS = tested_isas()
+
+
 def usable_devices() -> list:
     """'cpu'; 'cuda' when deepkern has a CUDA backend and a GPU it can use; 'fake' (tests/fake_device.py,
     registered here) when the environment sets DEEPKERN_TEST_FAKE_DEVICE=1."""
@@ -79,9 +90,9 @@ def to_host(result):
     return result if result is None else deepkern.backends.to_device(result, "cpu")
 
 
-@pytest.fixture(params=SUPPORTED_ISAS)
+@pytest.fixture(params=TESTED_ISAS)
 def isa(request):
-    """Runs the test with each kernel ISA this CPU supports, restoring the active one after."""
+    """Runs the test with each kernel ISA of TESTED_ISAS, restoring the active one after."""
     previous = deepkern._C.active_isa()
     deepkern._C.set_active_isa(request.param)
     assert deepkern._C.active_isa() == request.param

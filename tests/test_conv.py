@@ -40,7 +40,7 @@ from checks import (
     shape_pattern,
     sprinkle_non_finite,
 )
-from conftest import SUPPORTED_ISAS, on_device, ones_on, to_host
+from conftest import TESTED_ISAS, on_device, ones_on, to_host
 from reference import conv2d_backward_ref, conv2d_out_size, conv2d_ref
 
 DTYPES = [F32, F64]
@@ -289,7 +289,7 @@ def test_conv2d_forward(device, cfg, dtype, rng):
     inputs = on_device(device, x, w, b)
     ref = conv2d_ref(x, w, b, **cfg.kwargs)
     floor = small_floors(cfg, x, w, b)
-    for isa in SUPPORTED_ISAS:
+    for isa in TESTED_ISAS:
         with active_isa(isa):
             poison_heap((ref.shape, dtype))
             got = conv2d(*inputs, **cfg.kwargs)
@@ -306,7 +306,7 @@ def test_conv2d_backward(device, cfg, dtype, rng):
     inputs = on_device(device, g, x, w)
     ref_gx, ref_gw, ref_gb = conv2d_backward_ref(g, x, w, **cfg.kwargs)
     fx, fw, fb = small_floors(cfg, x, w, None, g)
-    for isa in SUPPORTED_ISAS:
+    for isa in TESTED_ISAS:
         with active_isa(isa):
             gx, gw, gb = run_backward(*inputs, cfg.kwargs)
         what = f"conv2d_backward {cfg} {dtype} isa={isa}"
@@ -555,7 +555,7 @@ def test_conv2d_benchmark_layers(device, layer, threads, rng):
     # grad_w and grad_b sum over N*P*Q terms: up to 12544 here, past the 4096 the float32 tolerance is
     # stated for, so their bound grows with sqrt(terms / 4096) like a rounding error does.
     reduce_tol = TOL[F32] * max(1.0, math.sqrt(p * q / 4096))
-    for isa in SUPPORTED_ISAS:
+    for isa in TESTED_ISAS:
         with active_isa(isa):
             poison_heap((ref.shape, F32))
             out = conv2d(x, w, b, **cfg.kwargs)
@@ -701,7 +701,7 @@ def test_zero_channels(x_shape, w_shape, threads, rng):
         ref = conv2d_ref(x, w, b, padding=1)
         g = rand(rng, ref.shape, dtype)
         refs = conv2d_backward_ref(g, x, w, padding=1)
-        for isa in SUPPORTED_ISAS:
+        for isa in TESTED_ISAS:
             with active_isa(isa):
                 what = f"x {x_shape} w {w_shape} {dtype} isa={isa} threads={threads}"
                 got = conv2d(x, w, b, padding=1)

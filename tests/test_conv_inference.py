@@ -18,7 +18,7 @@ import pytest
 from deepkern import ops
 
 from checks import F32, F64, active_isa, check, poison_heap, raises_naming, rand, runs_transposed
-from conftest import SUPPORTED_ISAS
+from conftest import TESTED_ISAS
 from reference import conv2d_backward_ref, conv2d_ref
 
 DTYPES = [F32, F64]
@@ -51,7 +51,7 @@ def _run(x, w, b, expected_path, what, **options):
     (computed once) and the path each call took (_expected_path of ``expected_path``)."""
     expected_path = _expected_path(expected_path, x, w, options)
     ref = conv2d_ref(x, w, b, **options)
-    for isa in SUPPORTED_ISAS:
+    for isa in TESTED_ISAS:
         with active_isa(isa):
             poison_heap((ref.shape, x.dtype))
             got = ops.conv2d(x, w, b, **options)
@@ -129,7 +129,7 @@ def test_depthwise_3x3_planes(threads, rng):
             _run(wide[:, ::2, :, ::2], w, b, "depthwise", f"{what} strided view", padding=1, groups=6)
             g = rand(rng, (batch, 12, 13, 21), dtype)
             ref = conv2d_backward_ref(g, x, w, padding=1, groups=6)[0]
-            for isa in SUPPORTED_ISAS:
+            for isa in TESTED_ISAS:
                 with active_isa(isa):
                     grad_x, _, _ = ops.conv2d_backward(g, x, w, padding=1, groups=6, needs=(True, False, False))
                 check(grad_x, ref, dtype, f"{what} grad_x isa={isa}")
@@ -200,7 +200,7 @@ def test_shifted_panels_read_only_inside_the_planes(case, threads, rng):
         x = surrounded[32:-32].reshape(values.shape)
         x[...] = values
         ref = conv2d_ref(values, w, b, **options)
-        for isa in SUPPORTED_ISAS:
+        for isa in TESTED_ISAS:
             with active_isa(isa):
                 packed = deepkern._C.conv2d_pack_gemm_weights(w, x.shape, ref.shape, *kernel_options)
                 for gemm_weights in (None, packed):
@@ -277,7 +277,7 @@ def test_transposed_blocks_take_the_dot_path(case, threads, rng):
             x = rand(rng, (batch, *x_shape), dtype)
             for bias in (b, None):
                 ref = conv2d_ref(x, w, bias, **options)
-                for isa in SUPPORTED_ISAS:
+                for isa in TESTED_ISAS:
                     what = f"{case} batch {batch} {dtype} isa={isa} threads={threads}"
                     with active_isa(isa):
                         poison_heap((ref.shape, dtype))
@@ -333,7 +333,7 @@ def test_blocks_run_on_weights_packed_once(case, threads, rng):
             x = rand(rng, (batch, *x_shape), dtype)
             ref = conv2d_ref(x, w, b, **options)
             packs = {}
-            for isa in SUPPORTED_ISAS:
+            for isa in TESTED_ISAS:
                 with active_isa(isa):
                     plain = np.full(ref.shape, np.nan, dtype)
                     deepkern._C.conv2d_forward(x, w, b, plain, *kernel_options)
@@ -359,7 +359,7 @@ def test_blocks_run_on_weights_packed_once(case, threads, rng):
                     other = deepkern._C.conv2d_pack_gemm_weights(2 * w, x.shape, ref.shape, *kernel_options)
                     deepkern._C.conv2d_forward(x, w, b, y, *kernel_options, gemm_weights=other)
                     check(y, conv2d_ref(x, 2 * w, b, **options), dtype, what + " weights packed from 2 w")
-            for isa in SUPPORTED_ISAS:  # weights packed under each other ISA
+            for isa in TESTED_ISAS:  # weights packed under each other ISA
                 with active_isa(isa):
                     for packed_isa, packed in packs.items():
                         y = np.full(ref.shape, np.nan, dtype)
@@ -394,7 +394,7 @@ def test_forward_applies_relu_on_every_path(threads, rng):
             x, w, b = (rand(rng, shape, np.float32).astype(dtype) for shape in (x_shape, w_shape, w_shape[0]))
             b[1] = np.nan
             ref = conv2d_ref(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), **options)
-            for isa in SUPPORTED_ISAS:
+            for isa in TESTED_ISAS:
                 with active_isa(isa):
                     plain, fused = np.full(ref.shape, np.nan, dtype), np.full(ref.shape, -1, dtype)
                     deepkern._C.conv2d_forward(x, w, b, plain, *kernel_options)
@@ -533,7 +533,7 @@ def test_plan_packs_the_gemm_weights_per_input_shape(threads, rng):
         for shape in shapes:
             x = rand(rng, shape, dtype)
             ref = conv2d_ref(x, w, b, padding=1)
-            for isa in SUPPORTED_ISAS:
+            for isa in TESTED_ISAS:
                 with active_isa(isa):
                     poison_heap((ref.shape, dtype))
                     check(ops.conv2d(x, plan, b), ref, dtype, f"{shape} {dtype} isa={isa} threads={threads}")
@@ -576,7 +576,7 @@ def test_plan_matches_the_unpacked_call(case, threads, rng):
         for batch in (0, 1, 3, 5):
             x = rand(rng, (batch, *x_shape), dtype)
             ref = conv2d_ref(x, w, b, **options)
-            for isa in SUPPORTED_ISAS:
+            for isa in TESTED_ISAS:
                 what = f"plan {case} batch {batch} {dtype} isa={isa}"
                 with active_isa(isa):
                     poison_heap((ref.shape, dtype))

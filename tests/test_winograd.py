@@ -17,7 +17,7 @@ import pytest
 from deepkern import nn, no_grad, ops, tensor
 
 from checks import F32, F64, active_isa, check, check_non_finite, poison_heap, rand
-from conftest import SUPPORTED_ISAS
+from conftest import TESTED_ISAS
 from reference import conv2d_ref, rel_error
 
 DTYPES = [F32, F64]
@@ -33,7 +33,7 @@ def _forward(x, weights, b, tile, what, **options):
     outputs: checked against the float64 reference and the Winograd variant each call ran."""
     w = weights if isinstance(weights, np.ndarray) else weights.weight
     ref = conv2d_ref(x, w, b, **options)
-    for isa in SUPPORTED_ISAS:
+    for isa in TESTED_ISAS:
         with active_isa(isa):
             poison_heap((ref.shape, x.dtype))
             got = ops.conv2d(x, weights, b, **({} if isinstance(weights, ops.ConvPlan) else options))
@@ -127,7 +127,7 @@ def test_non_finite_operands_take_the_direct_sums(rng):
                     bad[at] = value
                     xs, ws = (bad, w) if name == "x" else (x, bad)
                     ref = conv2d_ref(xs, ws, None, padding=1)
-                    for isa in SUPPORTED_ISAS:
+                    for isa in TESTED_ISAS:
                         with active_isa(isa):
                             got = ops.conv2d(xs, ws, padding=1)
                             ran = _ran()
