@@ -76,36 +76,64 @@ template <const auto& Mat, class T, int R, int N>
   apply_transposed<Mat>(left, out);
 }
 
+// Positions of u whose taps transform_weights_of copies at a time.
+constexpr int64_t kTapChunk = 512;
+
+// Copies the taps of the positions [o0, o0 + count) of u's planes (panels `width` wide, `panel`
+// positions each) into taps[j][i], zeros past the last output channel. In panels (width > 1) with
+// o0 and count multiples of width, the positions are whole channels c of one panel: each of its
+// output channels' rows of w is then read as one contiguous run (w's rows are C * 9 apart, and a
+// position at a time visited the panel's rows in turn, a cache miss per position at 256 channels).
+template <class T>
+void gather_taps(const T* __restrict w, int64_t out_channels, int64_t in_channels, int width, int64_t panel, int64_t o0,
+                 int64_t count, T (*__restrict taps)[kTapChunk]) {
+  const int64_t first_k = o0 / panel * width, c0 = o0 % panel / width;
+  if (width > 1 && o0 % width == 0 && count % width == 0) {
+    const int64_t channels = count / width;
+    for (int lane = 0; lane < width; ++lane) {
+      const int64_t k = first_k + lane;
+      const T* row = w + (k * in_channels + c0) * 9;
+      for (int64_t c = 0; c < channels; ++c)
+#pragma GCC unroll 9
+        for (int j = 0; j < 9; ++j) taps[j][c * width + lane] = k < out_channels ? row[c * 9 + j] : T(0);
+    }
+    return;
+  }
+  // Position o holds the pair k = (o / panel) width + o % width, c = o % panel / width.
+  int64_t k0 = first_k, c = c0;
+  int lane = static_cast<int>(o0 % width);
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t k = k0 + lane;
+    for (int j = 0; j < 9; ++j) taps[j][i] = k < out_channels ? w[(k * in_channels + c) * 9 + j] : T(0);
+    if (++lane == width) {
+      lane = 0;
+      if (++c == in_channels) {
+        c = 0;
+        k0 += width;
+      }
+    }
+  }
+}
+
 // WinogradKernels::transform_weights for F(M x M, 3x3): vectorized across consecutive positions of
 // u's planes, each plane written as one unit-stride stream per xi.
 template <int M, class T>
 bool transform_weights_of(const T* __restrict w, int64_t out_channels, int64_t in_channels, int width, int64_t lo,
                           int64_t hi, T* __restrict u) {
   // The 9 taps of each (k, c) are 9 apart in w, a stride the compiler does not vectorize: copy
-  // a chunk of positions' taps into 9 unit-stride rows first (zeros past the last output channel),
-  // then transform across the chunk.
+  // a chunk of positions' taps into 9 unit-stride rows first, then transform across the chunk.
   using V = Variant<M>;
   constexpr int A = V::kAlpha;
-  constexpr int64_t kChunk = 256;
   const int64_t panel = in_channels * width, plane = (out_channels + width - 1) / width * panel;
-  T taps[9][kChunk];
+  T taps[9][kTapChunk];
   T probe = 0;
-  for (int64_t o0 = lo; o0 < hi; o0 += kChunk) {
-    const int64_t count = std::min(kChunk, hi - o0);
-    // Position o holds the pair k = (o / panel) width + o % width, c = o % panel / width.
-    int64_t first_k = o0 / panel * width, c = o0 % panel / width;
-    int lane = static_cast<int>(o0 % width);
-    for (int64_t i = 0; i < count; ++i) {
-      const int64_t k = first_k + lane;
-      for (int j = 0; j < 9; ++j) taps[j][i] = k < out_channels ? w[(k * in_channels + c) * 9 + j] : T(0);
-      if (++lane == width) {
-        lane = 0;
-        if (++c == in_channels) {
-          c = 0;
-          first_k += width;
-        }
-      }
-    }
+  // In panels, chunks of whole channels that end at the panel's end at the latest (gather_taps).
+  const bool panels = width > 1 && width <= kTapChunk;
+  const int64_t chunk = panels ? kTapChunk / width * width : kTapChunk;
+  for (int64_t o0 = lo, count = 0; o0 < hi; o0 += count) {
+    count = std::min(chunk, hi - o0);
+    if (panels) count = std::min(count, panel - o0 % panel);
+    gather_taps(w, out_channels, in_channels, width, panel, o0, count, taps);
     T* out = u + o0;
 #pragma omp simd reduction(+ : probe)
     for (int64_t i = 0; i < count; ++i) {
