@@ -644,11 +644,49 @@ X34 = dk.tensor(np.arange(12.0).reshape(3, 4))
         (lambda: dk.einsum("ijk->i", X34), ValueError, ["einsum", "operand 0", "2 dimensions", "ijk"]),
         (lambda: dk.einsum("i1->i", X34), ValueError, ["einsum", "letters"]),
         (lambda: dk.einsum(3, X34), TypeError, ["einsum", "equation", "int"]),
+        (lambda: dk.cat([X34, X34], 2), IndexError, ["cat", "dim 2", r"\[-2, 1\]"]),
+        (lambda: dk.cat([dk.tensor(1.0)]), ValueError, ["cat", "0-d"]),
+        (lambda: dk.stack([X34, X34], -4), IndexError, ["stack", "dim -4", r"\[-3, 2\]"]),
+        (lambda: X34.squeeze(-3), IndexError, ["squeeze", "dim -3"]),
+        (lambda: X34.squeeze((0, 2)), IndexError, ["squeeze", "dim 2"]),
+        (lambda: X34.unsqueeze(3), IndexError, ["unsqueeze", "dim 3", r"\[-3, 2\]"]),
+        (lambda: X34.flatten(0, 2), IndexError, ["flatten", "dim 2"]),
+        (lambda: X34.flatten(1, 0), ValueError, ["flatten", "start_dim 1", "end_dim 0"]),
+        (lambda: X34.permute(0, 2), IndexError, ["permute", "dim 2"]),
+        (lambda: X34.permute(0, -2), ValueError, ["permute", "permutation"]),
+        (lambda: X34.transpose(0, 2), IndexError, ["transpose", "dim 2"]),
+        (lambda: X34.transpose(0, 1.0), TypeError, ["transpose", "dim", "float"]),
     ],
 )
 def test_bad_arguments_raise_naming_them(call, exc, needles):
     with raises_naming(exc, *needles):
         call()
+
+
+def test_dims_in_range_match_torch(rng):
+    """Every dim in [-ndim, ndim) (unsqueeze and stack: [-ndim - 1, ndim]) gives torch's shape, 0-d
+    tensors taking -1 and 0; out-of-range dims raise (test_bad_arguments_raise_naming_them)."""
+    torch = pytest.importorskip("torch")
+    a = rng.standard_normal((2, 1, 3)).astype(np.float32)
+    x, t = dk.tensor(a), torch.from_numpy(a)
+    for d in range(-3, 3):
+        assert dk.cat([x, x], d).shape == tuple(torch.cat([t, t], d).shape)
+        assert x.squeeze(d).shape == tuple(t.squeeze(d).shape)
+        assert x.transpose(d, 0).shape == tuple(t.transpose(d, 0).shape)
+        assert x.flatten(d, -1).shape == tuple(t.flatten(d, -1).shape)
+    for d in range(-4, 4):
+        assert x.unsqueeze(d).shape == tuple(t.unsqueeze(d).shape)
+        assert dk.stack([x, x], d).shape == tuple(torch.stack([t, t], d).shape)
+    assert x.squeeze((0, 1)).shape == tuple(t.squeeze((0, 1)).shape)
+    assert x.permute(-1, 0, -2).shape == tuple(t.permute(-1, 0, -2).shape)
+    z, tz = dk.tensor(2.0), torch.tensor(2.0)
+    for d in (-1, 0):
+        assert z.squeeze(d).shape == tuple(tz.squeeze(d).shape)
+        assert z.unsqueeze(d).shape == tuple(tz.unsqueeze(d).shape)
+        assert z.flatten(d, d).shape == tuple(tz.flatten(d, d).shape)
+        assert z.transpose(d, 0).shape == tuple(tz.transpose(d, 0).shape)
+    with pytest.raises(IndexError, match="squeeze"):
+        z.squeeze(1)
 
 
 def test_einsum_diagonal_has_values_but_no_gradient():

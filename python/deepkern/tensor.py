@@ -1093,12 +1093,7 @@ class Tensor:
 
     def _dim(self, dim, what: str) -> int:
         """``dim`` as an axis in [0, ndim) (a 0-d tensor takes -1 and 0); IndexError naming ``what``."""
-        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
-            raise TypeError(f"{what}: dim must be an int, got {_kind_name(dim)}")
-        ndim = max(self.ndim, 1)
-        if not -ndim <= dim < ndim:
-            raise IndexError(f"{what}: dim {dim} is out of range for a tensor of {self.ndim} dimensions")
-        return int(dim) % ndim
+        return _wrap_dim(dim, self.ndim, what)
 
     # -- shape ---------------------------------------------------------------------------------
 
@@ -1109,20 +1104,25 @@ class Tensor:
     view = reshape
 
     def flatten(self, start_dim=0, end_dim=-1):
+        start, end = self._dim(start_dim, "flatten"), self._dim(end_dim, "flatten")
+        if start > end:
+            raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} (shape {self.shape})")
         if self.ndim == 0:
             return self.reshape(1)
-        start, end = start_dim % self.ndim, end_dim % self.ndim
         return self.reshape(self.shape[:start] + (-1,) + self.shape[end + 1 :])
 
     def permute(self, *dims):
         dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
-        if sorted(d % self.ndim for d in dims) != list(range(self.ndim)):
+        axes = tuple(self._dim(d, "permute") for d in dims) if self.ndim else tuple(dims)
+        if sorted(axes) != list(range(self.ndim)):
             raise ValueError(f"permute: dims {tuple(dims)} are not a permutation of {self.ndim} dimensions")
-        return F.Permute.apply(self, tuple(d % self.ndim for d in dims))
+        return F.Permute.apply(self, axes)
 
     def transpose(self, dim0, dim1):
+        dim0, dim1 = self._dim(dim0, "transpose"), self._dim(dim1, "transpose")
         dims = list(range(self.ndim))
-        dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
+        if self.ndim:
+            dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
         return F.Permute.apply(self, tuple(dims))
 
     @property
@@ -1135,13 +1135,13 @@ class Tensor:
     def squeeze(self, dim=None):
         if dim is None:
             return self.reshape(tuple(n for n in self.shape if n != 1))
-        dim %= max(self.ndim, 1)
-        if self.ndim == 0 or self.shape[dim] != 1:
+        axes = {self._dim(d, "squeeze") for d in (dim if isinstance(dim, (tuple, list)) else (dim,))}
+        if self.ndim == 0:
             return self
-        return self.reshape(self.shape[:dim] + self.shape[dim + 1 :])
+        return self.reshape(tuple(n for i, n in enumerate(self.shape) if n != 1 or i not in axes))
 
     def unsqueeze(self, dim):
-        dim = dim % (self.ndim + 1)
+        dim = _wrap_dim(dim, self.ndim + 1, "unsqueeze")
         return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
 
     def expand(self, *shape):
@@ -1646,16 +1646,31 @@ def cat(tensors, dim=0) -> Tensor:
     if not tensors:
         raise ValueError("cat: expected a non-empty list of tensors")
     ndim = np.ndim(_array_of(tensors[0]))
-    _check_join("cat", tensors, lambda s: s[: dim % ndim] + s[dim % ndim + 1 :])
-    return F.Cat.apply(*tensors, dim=dim % ndim)
+    if ndim == 0:
+        raise ValueError("cat: 0-d tensors cannot be concatenated (stack them)")
+    axis = _wrap_dim(dim, ndim, "cat")
+    _check_join("cat", tensors, lambda s: s[:axis] + s[axis + 1 :])
+    return F.Cat.apply(*tensors, dim=axis)
 
 
 def stack(tensors, dim=0) -> Tensor:
     tensors = list(tensors)
     if not tensors:
         raise ValueError("stack: expected a non-empty list of tensors")
+    axis = _wrap_dim(dim, np.ndim(_array_of(tensors[0])) + 1, "stack")
     _check_join("stack", tensors, lambda s: s)
-    return F.Stack.apply(*tensors, dim=dim % (np.ndim(_array_of(tensors[0])) + 1))
+    return F.Stack.apply(*tensors, dim=axis)
+
+
+def _wrap_dim(dim, ndim: int, what: str) -> int:
+    """``dim`` as an axis in [0, ndim) (ndim 0 takes -1 and 0, as PyTorch); TypeError for a non-int,
+    IndexError naming ``what`` out of range."""
+    if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, numbers.Integral):
+        raise TypeError(f"{what}: dim must be an int, got {_kind_name(dim)}")
+    size = max(ndim, 1)
+    if not -size <= dim < size:
+        raise IndexError(f"{what}: dim {dim} is out of range [{-size}, {size - 1}] ({ndim} dimensions)")
+    return int(dim) % size
 
 
 def _check_join(op, tensors, key):
