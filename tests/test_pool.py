@@ -264,6 +264,14 @@ def test_max_pool2d_backward_rejects_bad_indices(device, rng):
         wrong[1, 2, 0, 1] = bad
         with pytest.raises(ValueError, match=re.escape(f"index {bad}") + ".*outside"):
             max_pool2d_backward(g, x.shape, on_device(device, wrong))
+    wrong = idx.astype(np.uint64)
+    wrong[0, 0, 0, 0] = 2**64 - 1  # -1 once wrapped to int64: the gradient would be dropped
+    with pytest.raises(ValueError, match="indices holds 18446744073709551615, past the int64 range"):
+        max_pool2d_backward(g, x.shape, on_device(device, wrong))
+    np.testing.assert_array_equal(
+        to_host(max_pool2d_backward(g, x.shape, on_device(device, idx.astype(np.uint64)))),
+        to_host(max_pool2d_backward(g, x.shape, on_device(device, idx))),
+    )
     with pytest.raises(TypeError, match="indices"):
         max_pool2d_backward(g, x.shape, on_device(device, idx.astype(np.float64)))
     with pytest.raises(ValueError, match=r"indices must have grad_out's shape \(2, 3, 3, 3\)"):

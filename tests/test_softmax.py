@@ -223,6 +223,18 @@ def test_cross_entropy_refuses_a_target_out_of_range(device, bad):
         ops.cross_entropy_backward(on_device(device, np.ones(4, np.float32)), *on_device(device, x, t), stats)
 
 
+def test_cross_entropy_refuses_unsigned_targets_past_int64(device):
+    """uint64 targets are taken as int64: one past its range (2**64 - 100 would wrap to the default
+    ignore_index) is a ValueError, not an ignored row; smaller ones are ordinary class indices."""
+    x = np.zeros((2, 5), np.float32)
+    for bad in (2**64 - 100, 2**63):
+        t = np.array([1, bad], np.uint64)
+        with raises_naming(ValueError, "target", str(bad), "int64"):
+            ops.cross_entropy(*on_device(device, x, t))
+    loss, _ = ops.cross_entropy(*on_device(device, x, np.array([1, 4], np.uint64)))
+    np.testing.assert_allclose(to_host(loss), np.full(2, np.log(5)), rtol=1e-6)
+
+
 def test_bad_arguments_name_the_argument(rng):
     x = rng.standard_normal((3, 4))
     with raises_naming(ValueError, "softmax", "dim 2", r"\(3, 4\)"):

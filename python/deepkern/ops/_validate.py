@@ -148,6 +148,16 @@ def check_index(value: int, name: str, op: str) -> int:
     return value
 
 
+def check_int64_range(indices, name: str, op: str) -> None:
+    """A ValueError naming ``indices`` when they are unsigned 64-bit values past int64's range: the
+    kernels take int64, and converting them would wrap to negative numbers (a skipped index)."""
+    if indices.dtype != np.uint64 or not indices.size:
+        return
+    lowest = int(indices.view(np.int64).min())  # the int64 reduction, on any device
+    if lowest < 0:
+        raise ValueError(f"{op}: {name} holds {lowest + 2**64}, past the int64 range of indices")
+
+
 def check_scalar(value, name: str, op: str) -> float:
     """A real, finite-or-not Python/NumPy number as float; anything else is a TypeError."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):

@@ -22,7 +22,7 @@ import operator
 import numpy as np
 
 from ..backends import as_array, backend_of
-from ._validate import as_float_array, bfloat16_through_float32, check_index, check_output
+from ._validate import as_float_array, bfloat16_through_float32, check_index, check_int64_range, check_output
 
 __all__ = [
     "max_pool2d",
@@ -189,6 +189,7 @@ def max_pool2d_backward(grad_out, x_shape, indices, *, out=None):
     if ind.shape != g.shape:
         raise ValueError(f"{op}: indices must have grad_out's shape {g.shape}, got {ind.shape}")
     backend = backend_of(g, ind, out, op=op)
+    check_int64_range(ind, "indices", op)
     if ind.dtype != np.int64 or (isinstance(ind, np.ndarray) and not ind.flags.aligned):
         ind = ind.astype(np.int64)  # other integers, byte orders and unaligned data: converted once
     g, ind = backend.ascontiguousarray(g), backend.ascontiguousarray(ind)

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from ..backends import backend_of
-from ._validate import as_float_array, check_array_type, check_index, check_output, check_scalar
+from ._validate import as_float_array, check_array_type, check_index, check_int64_range, check_output, check_scalar
 from .activation import _run
 
 __all__ = [
@@ -92,6 +92,7 @@ def _classes(x, target, weight, ignore_index, label_smoothing, op: str):
         raise TypeError(f"{op}: target must hold class indices (an integer dtype), got dtype {target.dtype}")
     if target.shape != index_shape:
         raise ValueError(f"{op}: target must have shape {index_shape} for x of shape {x.shape}, got {target.shape}")
+    check_int64_range(target, "target", op)
     if isinstance(target, np.ndarray):  # aligned, native int64, C order
         target = np.require(target, np.int64, ["C_CONTIGUOUS", "ALIGNED"])
     else:
