@@ -208,6 +208,15 @@ def test_folded_weights_follow_in_place_updates_replacements_and_training():
     assert not np.allclose(bn.running_mean.numpy(), before)
     model.eval()
     check()  # refolded with the new running statistics
+    with no_grad():  # the functional form updates the running statistics in place too
+        nn.functional.batch_norm(
+            tensor(rng.standard_normal((4, 5)).astype(np.float32) * 10),
+            bn.running_mean,
+            bn.running_var,
+            training=True,
+            momentum=1.0,
+        )
+    check()
 
 
 def _packed(conv, name):

@@ -166,6 +166,49 @@ def test_update_of_a_recorded_view_goes_through_its_base(device, rng):
     gradcheck(through_view, x, w)
 
 
+def test_update_of_a_view_that_needs_the_views_old_value(device, rng):
+    # pow_ and mul_ on y[1] save the view's value, which the write into y then overwrites
+    def power(x, w):
+        y = x * 2
+        y[1].pow_(2)
+        v = y[2]
+        v.mul_(w)
+        return y
+
+    x = dk.tensor(rng.standard_normal((4, 3)), requires_grad=True, device=device)
+    w = dk.tensor(rng.standard_normal(3), requires_grad=True, device=device)
+    expected = 2 * host(x)
+    expected[1] **= 2
+    expected[2] *= host(w)
+    np.testing.assert_allclose(host(power(x, w)), expected, rtol=1e-14)
+    gradcheck(power, x, w)
+
+
+def test_update_of_a_view_of_a_tensor_outside_the_graph_records_it_on_the_base(device, rng):
+    # base needs no grad, its row is written with values that do: base joins the graph, as in PyTorch
+    def written(w, p, write):
+        base = dk.zeros(4, 3, dtype=dk.float64, device=device)
+        write(base, w)
+        return base * p
+
+    writes = [
+        lambda base, w: base[1].copy_(w * 3),
+        lambda base, w: base[:, 2].add_(w[:1].expand(4) * w[2]),
+        lambda base, w: base[2:][1].mul_(0).add_(w.exp()),  # a view of a view
+    ]
+    w = dk.tensor(rng.standard_normal(3), requires_grad=True, device=device)
+    p = dk.tensor(rng.standard_normal((4, 3)), requires_grad=True, device=device)
+    for write in writes:
+        assert written(w, p, write).requires_grad
+        gradcheck(lambda w, p, write=write: written(w, p, write), w, p)
+    w.grad = None
+    written(w, p, writes[0]).sum().backward()
+    np.testing.assert_allclose(host(w.grad), 3 * host(p)[1], rtol=1e-14)
+    base = dk.zeros(2, device=device)
+    base[0].fill_(1.0)  # nothing needs grad: written directly, not recorded
+    assert not base.requires_grad and host(base).tolist() == [1.0, 0.0]
+
+
 def test_update_that_overwrites_a_value_its_own_backward_needs(rng):
     # y *= w needs the old y for w's gradient: it is kept, as PyTorch keeps it
     def scale(x, w):

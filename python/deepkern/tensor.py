@@ -148,7 +148,17 @@ class Tensor:
     """An array of a device's backend (a NumPy array on the CPU) plus autograd state. Create with
     :func:`tensor`, :func:`from_numpy`, the factory functions, or as the result of operations."""
 
-    __slots__ = ("_array", "_node", "_output_index", "_requires_grad", "grad", "_hooks", "_post_hooks", "__weakref__")
+    __slots__ = (
+        "_array",
+        "_node",
+        "_output_index",
+        "_requires_grad",
+        "grad",
+        "_hooks",
+        "_post_hooks",
+        "_view_base",
+        "__weakref__",
+    )
     __array_priority__ = 1000  # ndarray <op> Tensor defers to Tensor's reflected operators
 
     def __init__(self, data, requires_grad: bool = False):
@@ -160,6 +170,7 @@ class Tensor:
         self.grad = None
         self._hooks = None  # a leaf's gradient hooks (see register_hook); a non-leaf's are on its node
         self._post_hooks = None  # a leaf's post-accumulate-grad hooks (see register_post_accumulate_grad_hook)
+        self._view_base = None
         self.requires_grad = requires_grad
 
     @classmethod
@@ -172,6 +183,7 @@ class Tensor:
         t.grad = None
         t._hooks = None
         t._post_hooks = None
+        t._view_base = None  # (base, key) of an unrecorded base[key] view (see __getitem__)
         return t
 
     # -- autograd state ------------------------------------------------------------------------
@@ -514,6 +526,8 @@ class Tensor:
         node = self._node
         if node is not None and node.view is not None:
             return self._inplace_on_view(what, function, args)
+        if node is None and self._view_base is not None:
+            return self._write_through_base(function, args, *self._view_base)
         result = function.apply(self, *args)  # its node keeps this tensor's history so far
         result._node.ctx._unshare_saved(autograd.buffer_of(self._array))
         self._store(what, result._array)
@@ -532,8 +546,16 @@ class Tensor:
             )
         if base.is_leaf:
             raise _leaf_in_place(what, "a view of a leaf tensor")
-        key = node.ctx.meta[2]
-        base[key] = function.apply(self, *args)
+        return self._write_through_base(function, args, base, node.ctx.meta[2])
+
+    def _write_through_base(self, function, args, base: "Tensor", key):
+        """This view ``base[key]`` set to ``function(self, *args)`` as ``base[key] = new``, so the base
+        records the change (also a base outside the graph, written with values that need grad), then
+        taken again from the new base."""
+        new = function.apply(self, *args)
+        if new._node is not None:  # what it saved of this view must survive the write into the base
+            new._node.ctx._unshare_saved(autograd.buffer_of(self._array))
+        base[key] = new
         self._take_history(F.Index.apply(base, key))
         return self
 
@@ -1258,7 +1280,14 @@ class Tensor:
         return F.Where.apply(keep, self, self.dtype.type(0))
 
     def __getitem__(self, key):
-        return F.Index.apply(self, _index_key(key))
+        key = _index_key(key)
+        view = F.Index.apply(self, key)
+        # A view taken outside the graph remembers its base, so that an in-place write of values that
+        # need grad into it is recorded on the base too (base[1].copy_(w * 3), as in PyTorch).
+        if view._node is None and view._array.base is not None and view._array.size:
+            if autograd.buffer_of(view._array) is autograd.buffer_of(self._array):
+                view._view_base = (self, key)
+        return view
 
     def __setitem__(self, key, value):
         key = _index_key(key)

@@ -459,7 +459,10 @@ class Index(Function):
     @staticmethod
     def forward(ctx, a, key):
         ctx.meta = (a.shape, a.dtype, key)
-        return as_array(a[key])
+        out = a[key]
+        if isinstance(out, np.generic):  # an integer for every axis: a 0-d view, as x[0].fill_(1) writes x
+            out = a[(*(key if isinstance(key, tuple) else (key,)), Ellipsis)]
+        return as_array(out)
 
     @staticmethod
     def backward(ctx, g):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import backends, ops
+from .. import autograd, backends, ops
 from .. import tensor_ops as _T
 from ..autograd import Function
 from ..ops._validate import is_floating_dtype
@@ -647,7 +647,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     running ones."""
     if not training and (running_mean is None or running_var is None):
         raise ValueError("batch_norm: running_mean and running_var are needed when not training")
-    return BatchNorm.apply(
+    out = BatchNorm.apply(
         input,
         weight,
         bias,
@@ -657,6 +657,10 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         momentum=momentum,
         eps=eps,
     )
+    for stats in (running_mean, running_var) if training else ():
+        if stats is not None:  # updated in place: what was computed from it (a folded Conv2d) is stale
+            autograd.bump_version(_array(stats))
+    return out
 
 
 class RowNorm(Function):

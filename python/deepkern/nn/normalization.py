@@ -102,8 +102,8 @@ class _BatchNorm(Module):
             factor,
             self.eps,
         )
-        if self.training and self.track_running_stats:  # the running statistics changed in place
-            self._bump_running_stats()
+        if self.training and self.track_running_stats:  # counted in place (F.batch_norm bumps the statistics)
+            autograd.bump_version(self.num_batches_tracked._array)
         return out
 
     def _bump_running_stats(self) -> None:
