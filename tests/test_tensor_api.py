@@ -689,6 +689,28 @@ def test_dims_in_range_match_torch(rng):
         z.squeeze(1)
 
 
+def test_gradients_at_a_zero_deviation_or_a_zero_exponent_are_zero_like_torch(rng):
+    """std's gradient where the slice is constant (sqrt'(0) times a zero deviation) and pow's where
+    the exponent is 0 (0 * 0^-1) are 0, as PyTorch defines them, not NaN; elsewhere they are the
+    usual derivatives."""
+    rows = np.stack([np.full(4, 3.0), rng.standard_normal(4)])
+    x = dk.tensor(rows, requires_grad=True)
+    x.std(dim=1).sum().backward()
+    dev = rows[1] - rows[1].mean()
+    np.testing.assert_allclose(x.grad.numpy()[1], dev / (3 * np.sqrt((dev**2).sum() / 3)), rtol=1e-12)
+    assert x.grad.numpy()[0].tolist() == [0.0] * 4
+    y = dk.tensor(np.full(5, -1.5), requires_grad=True)
+    y.std().backward()
+    assert y.grad.numpy().tolist() == [0.0] * 5
+    base = dk.tensor([0.0, 2.0, -3.0], requires_grad=True)
+    exponent = dk.tensor([0.0, 0.0, 2.0], requires_grad=True)
+    (base**exponent).sum().backward()
+    assert base.grad.numpy().tolist() == [0.0, 0.0, -6.0]
+    z = dk.tensor([0.0, 2.0], requires_grad=True)
+    (z**0).sum().backward()
+    assert z.grad.numpy().tolist() == [0.0, 0.0]
+
+
 def test_einsum_diagonal_has_values_but_no_gradient():
     x = dk.tensor(np.arange(9.0).reshape(3, 3), requires_grad=True)
     y = dk.einsum("ii->i", x)

@@ -985,8 +985,9 @@ class Tensor:
 
     @through_float32
     def std(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
-        """The square root of :meth:`var` (same arguments; bfloat16 rounded once, after it)."""
-        return self.var(dim, unbiased, keepdim, correction=correction).sqrt()
+        """The square root of :meth:`var` (same arguments; bfloat16 rounded once, after it); its gradient
+        is 0 where the deviation is 0 (a constant slice), as PyTorch's."""
+        return F.Sqrt.apply(self.var(dim, unbiased, keepdim, correction=correction), zero_at_zero=True)
 
     def norm(self, p="fro", dim=None, keepdim=False, dtype=None):
         """The vector ``p``-norm over ``dim`` (None: all elements): p a positive number, inf, or

@@ -134,8 +134,8 @@ class Pow(Function):
     def backward(ctx, g):
         a, b, out = ctx.saved_tensors
         ga = gb = None
-        if ctx.needs_input_grad[0]:
-            ga = unbroadcast(g * b * np.power(a, b - 1), np.shape(a))
+        if ctx.needs_input_grad[0]:  # 0 where the exponent is 0 (0 * 0^-1 would be NaN), as PyTorch
+            ga = unbroadcast(g * np.where(b == 0, 0, b * np.power(a, b - 1)), np.shape(a))
         if ctx.needs_input_grad[1]:
             log_a = np.where(a > 0, np.log(np.where(a > 0, a, 1)), 0)
             gb = unbroadcast(g * out * log_a, np.shape(b))
@@ -207,17 +207,22 @@ class Log(Function):
 
 
 class Sqrt(Function):
+    """The square root; with ``zero_at_zero`` its gradient at a zero result is 0 instead of inf or NaN
+    (a standard deviation's, as PyTorch's std)."""
+
     @staticmethod
     @_silent_floating_point
-    def forward(ctx, a):
+    def forward(ctx, a, zero_at_zero=False):
         out = np.sqrt(a)
         ctx.save_for_backward(out)
+        ctx.meta = zero_at_zero
         return out
 
     @staticmethod
     def backward(ctx, g):
         (out,) = ctx.saved_tensors
-        return g / (2 * out)
+        grad = g / (2 * out)
+        return np.where(out == 0, 0, grad) if ctx.meta else grad
 
 
 def _pointwise(name: str, f, derivative):
