@@ -185,14 +185,16 @@ class Optimizer:
             params, param_arrays, grad_arrays = [], [], []
             for p in group["params"]:
                 g = p.grad
-                if g is not None:
+                if g is not None:  # the kernels take C-contiguous arrays: others step on a copy
                     params.append(p)
-                    param_arrays.append(p._array)
-                    grad_arrays.append(g._array)
+                    param_arrays.append(p._array if p.is_contiguous() else p._backend().ascontiguousarray(p._array))
+                    grad_arrays.append(g._array if g.is_contiguous() else g._backend().ascontiguousarray(g._array))
             if params:
                 self._step_group(group, params, param_arrays, grad_arrays)
-                for a in param_arrays:  # written in place: graphs that saved them must not reuse them
-                    autograd.bump_version(a)
+                for p, a in zip(params, param_arrays):
+                    if a is not p._array:  # a strided parameter: the stepped copy written back
+                        p._array[...] = a
+                    autograd.bump_version(p._array)  # written in place: graphs that saved it must not reuse it
         return loss
 
     def _step_group(self, group: dict, params: list, param_arrays: list, grad_arrays: list) -> None:
