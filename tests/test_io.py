@@ -650,13 +650,33 @@ def test_check_state_dict_names_every_problem():
         io.check_state_dict(EXPECTED, loaded, where="classifier")
 
 
-def test_check_state_dict_not_strict_ignores_unexpected_keys_only():
+def test_check_state_dict_not_strict_ignores_missing_and_unexpected_keys_not_mismatches():
     loaded = {name: np.zeros(shape, dtype) for name, (shape, dtype) in EXPECTED.items()}
     io.check_state_dict(EXPECTED, dict(loaded, extra=np.zeros(1)), strict=False)
     del loaded["emb"]
-    with pytest.raises(ValueError, match="missing keys: emb") as info:
+    io.check_state_dict(EXPECTED, dict(loaded, extra=np.zeros(1)), strict=False)
+    loaded["fc.bias"] = np.zeros(5, np.float32)
+    with pytest.raises(ValueError, match=r"fc\.bias: expected shape \(4,\)") as info:
         io.check_state_dict(EXPECTED, dict(loaded, extra=np.zeros(1)), strict=False)
-    assert "extra" not in str(info.value)
+    assert "extra" not in str(info.value) and "emb" not in str(info.value)
+
+
+def test_load_state_dict_not_strict_like_torch():
+    """strict=False loads what the state dict has and returns the keys either side lacks, as a named
+    tuple; a shape mismatch still raises, before anything is written."""
+    model = deepkern.nn.Linear(3, 2)
+    weight = np.arange(6, dtype=np.float32).reshape(2, 3)
+    bias = model.bias.detach().numpy().copy()
+    result = model.load_state_dict({"weight": weight, "extra": np.zeros(1)}, strict=False)
+    assert result == (["bias"], ["extra"])
+    assert result.missing_keys == ["bias"] and result.unexpected_keys == ["extra"]
+    np.testing.assert_array_equal(model.weight.detach().numpy(), weight)
+    np.testing.assert_array_equal(model.bias.detach().numpy(), bias)
+    with pytest.raises(ValueError, match="missing keys: bias"):
+        model.load_state_dict({"weight": weight})
+    with pytest.raises(ValueError, match=r"weight: expected shape \(2, 3\)"):
+        model.load_state_dict({"weight": weight.T, "bias": bias + 1}, strict=False)
+    np.testing.assert_array_equal(model.bias.detach().numpy(), bias)
 
 
 def test_saved_checkpoint_that_does_not_fit_names_the_shapes(tmp_path):

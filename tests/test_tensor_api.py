@@ -980,6 +980,18 @@ def test_get_submodule_and_containers():
     assert model.blocks["b"](x) is x
 
 
+def test_a_shared_submodule_is_visited_once_but_saved_under_each_name():
+    """As PyTorch: modules(), named_modules() and parameters() give a module shared by two parents
+    once (remove_duplicate=False: under each name), state_dict() saves it under each name."""
+    shared = dk.nn.Linear(2, 2)
+    model = dk.nn.Sequential(shared, dk.nn.ReLU(), shared)
+    assert [name for name, _ in model.named_modules()] == ["", "0", "1"]
+    assert [name for name, _ in model.named_modules(remove_duplicate=False)] == ["", "0", "1", "2"]
+    assert [name for name, _ in model.named_modules(prefix="net")] == ["net", "net.0", "net.1"]
+    assert len(list(model.modules())) == 3 and len(list(model.parameters())) == 2
+    assert list(model.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+
+
 def test_replaced_parameters_and_modules_keep_their_place_like_torch():
     """Tying a decoder's weight to an embedding's (the language-model idiom) and replacing a submodule
     keep the state dict's order and count the shared parameter once, as PyTorch does."""

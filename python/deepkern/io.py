@@ -441,13 +441,13 @@ def check_state_dict(
 ) -> None:
     """Check that ``loaded`` (name -> array) fits ``expected`` (name -> (shape, dtype)).
 
-    Raises one ValueError, starting with ``where``, that lists the missing keys, the unexpected
-    keys (only when ``strict``) and every name whose shape differs or whose dtype cannot be cast
-    to the expected one under NumPy's ``casting`` rule ("no": the same dtype; "same_kind": e.g.
+    Raises one ValueError, starting with ``where``, that lists the missing and the unexpected keys
+    (only when ``strict``, as PyTorch's load_state_dict) and every name whose shape differs or whose
+    dtype cannot be cast to the expected one under NumPy's ``casting`` rule ("no": the same dtype; "same_kind": e.g.
     float64 into float32, as ``load_state_dict`` copies), with the expected and the found shape
     and dtype. Returns None when everything fits.
     """
-    missing = [name for name in expected if name not in loaded]
+    missing = [name for name in expected if name not in loaded] if strict else []
     unexpected = [name for name in loaded if name not in expected] if strict else []
     mismatched = []
     for name, (shape, dtype) in expected.items():

@@ -4,7 +4,7 @@ with PyTorch's names and semantics."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 
 import numpy as np
 
@@ -18,6 +18,10 @@ from ._inference import CACHES as INFERENCE_CACHES
 from ._inference import fusion_groups, run_sequence
 
 __all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "ParameterList", "Identity"]
+
+
+#: What load_state_dict returns: the model's names the state dict lacked, and its names the model lacks.
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
 class Parameter(Tensor):
@@ -133,11 +137,18 @@ class Module:
 
     # -- traversal -----------------------------------------------------------------------------
 
-    def named_modules(self, prefix: str = ""):
+    def named_modules(self, memo=None, prefix: str = "", remove_duplicate: bool = True):
+        """(dotted name, module) of this module and every submodule, depth first; a module reached
+        twice (shared by two parents) is given once unless ``remove_duplicate`` is False, as PyTorch."""
+        if remove_duplicate:
+            memo = set() if memo is None else memo
+            if id(self) in memo:
+                return
+            memo.add(id(self))
         yield prefix, self
         for name, child in self._modules.items():
             if child is not None:
-                yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+                yield from child.named_modules(memo, f"{prefix}.{name}" if prefix else name, remove_duplicate)
 
     def modules(self):
         return (m for _, m in self.named_modules())
@@ -150,7 +161,7 @@ class Module:
 
     def _named_members(self, store: str, prefix: str, recurse: bool):
         seen = set()
-        modules = self.named_modules(prefix) if recurse else [(prefix, self)]
+        modules = self.named_modules(prefix=prefix) if recurse else [(prefix, self)]
         for mod_prefix, module in modules:
             for name, value in getattr(module, store).items():
                 if value is None or id(value) in seen:
@@ -239,7 +250,7 @@ class Module:
     def state_dict(self, prefix: str = "") -> "OrderedDict[str, Tensor]":
         """Parameters and persistent buffers by dotted name, as detached tensors sharing memory."""
         out = OrderedDict()
-        for mod_prefix, module in self.named_modules(prefix.rstrip(".")):
+        for mod_prefix, module in self.named_modules(prefix=prefix.rstrip("."), remove_duplicate=False):
             dot = f"{mod_prefix}." if mod_prefix else ""
             for name, p in module._parameters.items():
                 if p is not None:
@@ -253,7 +264,8 @@ class Module:
         """Copies arrays (NumPy arrays or Tensors on any device, e.g. a PyTorch model's state dict
         converted with ``.numpy()``) into the parameters and buffers, on their devices. Every name,
         shape and dtype is checked (io.check_state_dict; a dtype of the same kind is cast, as
-        PyTorch does) before anything is written; returns (missing_keys, unexpected_keys)."""
+        PyTorch does) before anything is written; with ``strict=False`` missing and unexpected keys
+        are allowed. Returns ``(missing_keys, unexpected_keys)``, a named tuple as PyTorch's."""
         own = self.state_dict()
         given = {k: as_array(v._array if isinstance(v, Tensor) else v) for k, v in state_dict.items()}
         check_state_dict(
@@ -267,7 +279,7 @@ class Module:
             if k in given:
                 target._array[...] = to_device(given[k], target.device)
                 autograd.bump_version(target._array)
-        return [k for k in own if k not in given], [k for k in given if k not in own]
+        return IncompatibleKeys([k for k in own if k not in given], [k for k in given if k not in own])
 
     # -- calling -------------------------------------------------------------------------------
 
