@@ -711,6 +711,42 @@ def test_gradients_at_a_zero_deviation_or_a_zero_exponent_are_zero_like_torch(rn
     assert z.grad.numpy().tolist() == [0.0, 0.0]
 
 
+# (operation, expected dtype): PyTorch's promotion, where NumPy's would differ for most of them.
+PROMOTION_CASES = [
+    (lambda: dk.ones(2) / np.sqrt(4.0), "float32"),  # a NumPy float64 scalar is a number
+    (lambda: dk.tensor([1, 2]) * 0.5, "float32"),
+    (lambda: dk.tensor([1, 2]) / 2, "float32"),
+    (lambda: dk.tensor([1, 2]) / dk.tensor([2, 2]), "float32"),
+    (lambda: 2.0 ** dk.tensor([1, 2]), "float32"),
+    (lambda: dk.ones(2) * dk.tensor(2.0, dtype=dk.float64), "float32"),  # a 0-d tensor of the same category
+    (lambda: dk.tensor([1, 2], dtype=dk.int32) + dk.tensor(3), "int32"),
+    (lambda: dk.tensor([1, 2]) * dk.tensor(2.0, dtype=dk.float64), "float64"),  # of a higher category
+    (lambda: dk.tensor([True, False]) + 1, "int64"),
+    (lambda: dk.ones(2) + dk.ones(2, dtype=dk.float64), "float64"),
+    (lambda: dk.tensor(1.0) * dk.tensor(2.0, dtype=dk.float64), "float64"),
+    (lambda: dk.ones(2, dtype=dk.float16) * 2.5, "float16"),
+    (lambda: dk.tensor([1]) - 1j, "complex64"),
+    (lambda: dk.ones(1, dtype=dk.float64) * 1j, "complex128"),
+    (lambda: dk.ones(2, dtype=dk.bfloat16) * dk.tensor(2.0), "bfloat16"),
+]
+
+
+@pytest.mark.parametrize("index", range(len(PROMOTION_CASES)))
+def test_arithmetic_promotes_like_torch(index):
+    op, expected = PROMOTION_CASES[index]
+    assert str(op().dtype) == expected
+
+
+def test_promoted_operand_keeps_its_gradient_in_its_own_dtype(rng):
+    scale = dk.tensor(rng.standard_normal(), dtype=dk.float64, requires_grad=True)
+    x = dk.tensor(rng.standard_normal(3).astype(np.float32), requires_grad=True)
+    y = (x * scale).sum()
+    assert y.dtype == np.float32
+    y.backward()
+    assert scale.grad.dtype == np.float64 and x.grad.dtype == np.float32
+    np.testing.assert_allclose(scale.grad.item(), x.detach().numpy().sum(), rtol=1e-6)
+
+
 def test_einsum_diagonal_has_values_but_no_gradient():
     x = dk.tensor(np.arange(9.0).reshape(3, 3), requires_grad=True)
     y = dk.einsum("ii->i", x)

@@ -695,35 +695,36 @@ class Tensor:
 
     # -- arithmetic ----------------------------------------------------------------------------
 
+    # The operands of + - * / ** are promoted as PyTorch promotes them (_promoted), then NumPy computes.
     def __add__(self, other):
-        return F.Add.apply(self, other)
+        return F.Add.apply(*_promoted(self, other))
 
     def __radd__(self, other):
-        return F.Add.apply(other, self)
+        return F.Add.apply(*_promoted(other, self))
 
     def __sub__(self, other):
-        return F.Sub.apply(self, other)
+        return F.Sub.apply(*_promoted(self, other))
 
     def __rsub__(self, other):
-        return F.Sub.apply(other, self)
+        return F.Sub.apply(*_promoted(other, self))
 
     def __mul__(self, other):
-        return F.Mul.apply(self, other)
+        return F.Mul.apply(*_promoted(self, other))
 
     def __rmul__(self, other):
-        return F.Mul.apply(other, self)
+        return F.Mul.apply(*_promoted(other, self))
 
     def __truediv__(self, other):
-        return F.Div.apply(self, other)
+        return F.Div.apply(*_promoted(self, other, divide=True))
 
     def __rtruediv__(self, other):
-        return F.Div.apply(other, self)
+        return F.Div.apply(*_promoted(other, self, divide=True))
 
     def __pow__(self, other):
-        return F.Pow.apply(self, other)
+        return F.Pow.apply(*_promoted(self, other))
 
     def __rpow__(self, other):
-        return F.Pow.apply(other, self)
+        return F.Pow.apply(*_promoted(other, self))
 
     def __matmul__(self, other):
         return F.MatMul.apply(self, other)
@@ -1298,6 +1299,46 @@ class Tensor:
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
+
+
+def _category(dtype) -> int:
+    """PyTorch's type categories: 0 bool, 1 integer, 2 floating (bfloat16 too), 3 complex."""
+    kind = dtype.kind
+    return 0 if kind == "b" else 1 if kind in "iu" else 3 if kind == "c" else 2
+
+
+def _promoted(a, b, divide: bool = False):
+    """Operands ``a`` and ``b`` (one a Tensor) of an arithmetic operator, the Tensors cast to the dtype
+    PyTorch's promotion gives: numbers (Python or NumPy scalars) and 0-d tensors take the dimensioned
+    tensors' dtype unless they are of a higher category (bool < integer < floating < complex), where a
+    number gives float32 (complex64) and a 0-d tensor its own dtype; true division of integers gives
+    float32. (NumPy would give float64 for x / np.sqrt(d), int_tensor * 0.5 or x * a 0-d float64.)"""
+    a = a.item() if isinstance(a, np.generic) else a
+    b = b.item() if isinstance(b, np.generic) else b
+    if type(a) is Tensor and type(b) is Tensor and a.dtype == b.dtype and not divide:
+        return a, b  # the common cases: nothing to promote
+    if type(a) is Tensor and type(b) in (float, int) and a.dtype.kind == "f":
+        return a, b
+    if type(b) is Tensor and type(a) in (float, int) and b.dtype.kind == "f":
+        return a, b
+    dimensioned = [x.dtype for x in (a, b) if isinstance(x, Tensor) and x.ndim]
+    zero_dim = [x.dtype for x in (a, b) if isinstance(x, Tensor) and not x.ndim]
+    result = functools.reduce(np.promote_types, dimensioned) if dimensioned else None
+    if zero_dim:
+        own = functools.reduce(np.promote_types, zero_dim)
+        if result is None or _category(own) > _category(result):
+            result = own
+    for x in (a, b):
+        if isinstance(x, numbers.Number):
+            category = 0 if isinstance(x, bool) else 1 if isinstance(x, numbers.Integral) else 2
+            category = 3 if isinstance(x, complex) else category
+            if category > _category(result):
+                double = result == np.float64
+                result = np.dtype((None, np.int64, np.float32, np.complex128 if double else np.complex64)[category])
+    if divide and _category(result) < 2:
+        result = np.dtype(np.float32)
+    cast = lambda x: x.to(result) if isinstance(x, Tensor) and x.dtype != result else x  # noqa: E731
+    return cast(a), cast(b)
 
 
 def _floating_or_complex(dtype) -> bool:
