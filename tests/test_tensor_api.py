@@ -728,6 +728,12 @@ PROMOTION_CASES = [
     (lambda: dk.tensor([1]) - 1j, "complex64"),
     (lambda: dk.ones(1, dtype=dk.float64) * 1j, "complex128"),
     (lambda: dk.ones(2, dtype=dk.bfloat16) * dk.tensor(2.0), "bfloat16"),
+    (lambda: dk.where(dk.tensor([True, False]), dk.tensor([1, 2]), 0.5), "float32"),
+    (lambda: dk.where(dk.tensor([True, False]), 1.0, 0.0), "float32"),
+    (lambda: dk.where(dk.tensor([True, False]), 1, 0), "int64"),
+    (lambda: dk.where(dk.tensor([True]), dk.ones(1), dk.tensor(0.0, dtype=dk.float64)), "float32"),
+    (lambda: dk.tensor([1, 4]).clamp(max=2.5), "float32"),
+    (lambda: dk.tensor([1, 4]).clamp(max=2), "int64"),
 ]
 
 

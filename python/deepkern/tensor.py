@@ -838,6 +838,8 @@ class Tensor:
         tensors (broadcast), and tensor bounds that require grad get the gradient where they bind."""
         if min is None and max is None:
             raise RuntimeError("clamp: at least one of min and max must be given")
+        if _category(self.dtype) < 2 and any(isinstance(b, float) for b in (min, max)):
+            return self.to(float32).clamp(min, max)  # an integer tensor with a float bound: float32, as PyTorch
         if any(isinstance(b, Tensor) and b._requires_grad for b in (min, max)):
             low = self if min is None else F.Clamped.apply(self, min)
             return low if max is None else F.Clamped.apply(low, max, upper=True)
@@ -1759,4 +1761,8 @@ def where(condition, input=None, other=None):
         return condition.nonzero(as_tuple=True)
     if input is None or other is None:
         raise TypeError("where: give both input and other, or neither (where(condition) is nonzero(as_tuple=True))")
+    if not isinstance(input, Tensor) and not isinstance(other, Tensor) and isinstance(input, numbers.Number):
+        input = tensor(input)  # two numbers: PyTorch's default dtypes (float32, int64)
+    if isinstance(input, Tensor) or isinstance(other, Tensor):
+        input, other = _promoted(input, other)  # PyTorch's promotion, as the arithmetic operators'
     return F.Where.apply(as_array(_array_of(condition)).astype(bool, copy=False), input, other)
