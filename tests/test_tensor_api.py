@@ -201,6 +201,84 @@ CASES = {
         lambda x: ((x > -1).all(1), (x > 1).any(0, keepdims=True), (x > 0).all(), (x > 0).any()),
         (3, 4),
     ),
+    "log1p": (lambda m, x: m.log1p(x.abs()), lambda x: np.log1p(np.abs(x)), (3, 4)),
+    "expm1": (lambda m, x: m.expm1(x), np.expm1, (3, 4)),
+    "log2_log10": (
+        lambda m, x: (m.log2(x.abs() + 0.5), x.abs().add(0.5).log10()),
+        lambda x: (np.log2(np.abs(x) + 0.5), np.log10(np.abs(x) + 0.5)),
+        (3, 4),
+    ),
+    "reciprocal_rsqrt_square": (
+        lambda m, x: (m.reciprocal(x), m.rsqrt(x.abs() + 0.5), m.square(x)),
+        lambda x: (1 / x, 1 / np.sqrt(np.abs(x) + 0.5), x * x),
+        (3, 4),
+    ),
+    "rounding": (
+        lambda m, x: (m.floor(x * 3), m.ceil(x * 3), m.trunc(x * 3), m.round(x * 3), x.mul(3).round(decimals=1)),
+        lambda x: (np.floor(x * 3), np.ceil(x * 3), np.trunc(x * 3), np.round(x * 3), np.round(x * 3, 1)),
+        (3, 4),
+    ),
+    "frac_sign": (lambda m, x: (m.frac(x * 3), m.sign(x)), lambda x: (x * 3 - np.trunc(x * 3), np.sign(x)), (3, 4)),
+    "clamp_min_max": (
+        lambda m, x: (m.clamp_min(x, 0.1), x.clamp_max(-0.2)),
+        lambda x: (np.maximum(x, 0.1), np.minimum(x, -0.2)),
+        (3, 4),
+    ),
+    "remainder_fmod": (
+        lambda m, x: (m.remainder(x * 3, x.abs() + 0.5), x.mul(3) % -0.7, m.fmod(x * 3, x[0].abs() + 0.5)),
+        lambda x: (
+            np.remainder(x * 3, np.abs(x) + 0.5),
+            np.remainder(x * 3, -0.7),
+            np.fmod(x * 3, np.abs(x[0]) + 0.5),
+        ),
+        (3, 4),
+    ),
+    "amax_amin": (
+        lambda m, x: (m.amax(x, 1), x.amin((0, 2), keepdim=True), m.amax(x)),
+        lambda x: (x.max(1), x.min((0, 2), keepdims=True), x.max()),
+        (2, 3, 4),
+    ),
+    "amax_ties": (
+        lambda m, x: m.amax(x.clamp(max=0.3), 1),
+        lambda x: np.clip(x, None, 0.3).max(1),
+        (3, 6),
+    ),
+    "prod": (
+        lambda m, x: (m.prod(x, 1), x.prod(0, keepdim=True), x.prod()),
+        lambda x: (x.prod(1), x.prod(0, keepdims=True), x.prod()),
+        (3, 4),
+    ),
+    "prod_with_zeros": (
+        lambda m, x: m.prod(x.clamp(min=0), 1),
+        lambda x: np.clip(x, 0, None).prod(1),
+        (4, 3),
+    ),
+    "logsumexp": (
+        lambda m, x: (m.logsumexp(x * 30, 1), x.logsumexp((0, 1), keepdim=True)),
+        lambda x: (
+            np.log(np.exp(x * 30 - (x * 30).max(1, keepdims=True)).sum(1)) + (x * 30).max(1),
+            np.log(np.exp(x).sum((0, 1), keepdims=True)),
+        ),
+        (3, 4),
+    ),
+    "movedim_swapaxes_mT": (
+        lambda m, x: (m.movedim(x, 0, 2), x.movedim((0, 1), (2, 0)), m.swapaxes(x, 0, 2), x.mT),
+        lambda x: (np.moveaxis(x, 0, 2), np.moveaxis(x, (0, 1), (2, 0)), np.swapaxes(x, 0, 2), np.swapaxes(x, 1, 2)),
+        (2, 3, 4),
+    ),
+    "unflatten": (lambda m, x: m.unflatten(x, 1, (2, -1)), lambda x: x.reshape(3, 2, 2), (3, 4)),
+    "diagonal": (
+        lambda m, x: (m.diagonal(x), x.diagonal(1, 1, 2), x.diagonal(-1, 2, 1)),
+        lambda x: (np.diagonal(x), np.diagonal(x, 1, 1, 2), np.diagonal(x, -1, 2, 1)),
+        (3, 4, 5),
+    ),
+    "outer": (lambda m, x: m.outer(x[0], x[1]), lambda x: np.outer(x[0], x[1]), (2, 4)),
+    "tile": (lambda m, x: (m.tile(x, (2,)), x.tile(2, 1, 3)), lambda x: (np.tile(x, 2), np.tile(x, (2, 1, 3))), (3, 4)),
+    "repeat_interleave": (
+        lambda m, x: (m.repeat_interleave(x, 2, dim=1), x.repeat_interleave(x.new_tensor([1, 0, 3], dtype=m.long), 0)),
+        lambda x: (np.repeat(x, 2, axis=1), np.repeat(x, [1, 0, 3], axis=0)),
+        (3, 4),
+    ),
     "comparisons": (
         lambda m, x: (m.eq(x, x.flip(0)), x.ne(x[0]), m.lt(x, 0), x.le(x[1]), m.gt(x, x.flip(1)), x.ge(0.2)),
         lambda x: (x == x[::-1], x != x[0], x < 0, x <= x[1], x > x[:, ::-1], x >= 0.2),
@@ -753,6 +831,25 @@ def test_promoted_operand_keeps_its_gradient_in_its_own_dtype(rng):
     np.testing.assert_allclose(scale.grad.item(), x.detach().numpy().sum(), rtol=1e-6)
 
 
+def test_floor_division_and_remainders_like_torch(rng):
+    """// is floor(a / b) with gradient 0; % (remainder) takes the divisor's sign, fmod the
+    dividend's; integer division by zero is a ZeroDivisionError, float gives inf / NaN."""
+    a = dk.tensor([5, -5, 7, -7])
+    assert (a // 2).tolist() == [2, -3, 3, -4] and (a % 3).tolist() == [2, 1, 1, 2]
+    assert (a % -3).tolist() == [-1, -2, -2, -1] and a.fmod(3).tolist() == [2, -2, 1, -1]
+    assert (17 // a).tolist() == [3, -4, 2, -3] and (17 % a).tolist() == [2, -3, 3, -4]
+    for op in (lambda: a // 0, lambda: a % dk.tensor([1, 0, 1, 1]), lambda: a.fmod(0), lambda: 3 // a.clamp(0, 1)):
+        with raises_naming(ZeroDivisionError, "integer division by zero"):
+            op()
+    x = dk.tensor(rng.standard_normal(5) * 4, requires_grad=True)
+    y = x // 0.7
+    np.testing.assert_array_equal(y.detach().numpy(), np.floor_divide(x.detach().numpy(), 0.7))
+    y.sum().backward()
+    assert x.grad.numpy().tolist() == [0.0] * 5
+    floats = dk.tensor([5.0, -5.0]) // 0
+    assert floats.tolist() == [np.inf, -np.inf] and np.isnan((dk.tensor([1.0]) % 0).item())
+
+
 def test_einsum_diagonal_has_values_but_no_gradient():
     x = dk.tensor(np.arange(9.0).reshape(3, 3), requires_grad=True)
     y = dk.einsum("ii->i", x)
@@ -1022,6 +1119,37 @@ def test_get_submodule_and_containers():
     assert model.blocks["b"](x) is x
 
 
+@pytest.mark.parametrize("kind", ["Sequential", "ModuleList"])
+def test_module_sequences_take_the_list_operations_like_torch(kind):
+    """append, extend, insert (list.insert's positions), item assignment and deletion (ints, negative
+    ints, slices); an insertion or a deletion renumbers the children 0, 1, ... as PyTorch's do."""
+    make = (lambda mods: dk.nn.Sequential(*mods)) if kind == "Sequential" else dk.nn.ModuleList
+    a, b, c, d, e = (dk.nn.Linear(2, 2) for _ in range(5))
+    seq = make([a, b])
+    assert seq.extend([c]) is seq and list(seq) == [a, b, c]
+    seq.insert(1, d)
+    seq.insert(-1, e)  # before the last, as list.insert
+    assert list(seq) == [a, d, b, e, c] and list(seq._modules) == ["0", "1", "2", "3", "4"]
+    seq.insert(99, a)
+    assert list(seq)[-1] is a and len(seq) == 6
+    seq[-1] = b
+    seq[0] = c
+    assert list(seq) == [c, d, b, e, c, b]
+    del seq[1]
+    del seq[-2:]
+    assert list(seq) == [c, b, e] and list(seq._modules) == ["0", "1", "2"]
+    assert seq[-1] is e and list(seq[1:]) == [b, e] and type(seq[1:]) is type(seq)
+    assert len(list(seq.parameters())) == 6
+    with raises_naming(IndexError, "index 3", "3 modules"):
+        seq[3]
+    with raises_naming(IndexError, "index -4"):
+        seq[-4] = a
+    with raises_naming(TypeError, "index", "str"):
+        del seq["0"]
+    with raises_naming(TypeError, "Module", "int"):
+        seq.append(3)
+
+
 def test_a_shared_submodule_is_visited_once_but_saved_under_each_name():
     """As PyTorch: modules(), named_modules() and parameters() give a module shared by two parents
     once (remove_duplicate=False: under each name), state_dict() saves it under each name."""
@@ -1131,6 +1259,14 @@ NOT_ON_GPU = {
     **{n: "np.argsort" for n in CASES if n.startswith(("sort", "argsort", "topk"))},
     **{n: "np.cumsum" for n in CASES if n.startswith("cumsum")},
     **{n: "np.einsum" for n in CASES if n.startswith("einsum")},
+    "diagonal": "np.diagonal",
+    "log2_log10": "np.log2",
+    "rounding": "np.floor",
+    "frac_sign": "np.trunc",
+    "remainder_fmod": "np.remainder",
+    # the forward runs there; the gradient's exclusive products need np.cumprod
+    "prod": "np.cumprod",
+    "prod_with_zeros": "np.cumprod",
 }
 
 
@@ -1146,8 +1282,9 @@ def test_op_on_the_gpu_dispatch_matches_the_cpu(name, rng, monkeypatch):
     for device in ("cpu", "standin"):
         t = dk.tensor(x, requires_grad=name not in NOT_DIFFERENTIABLE, device=device)
         if device == "standin" and name in NOT_ON_GPU:
-            with raises_naming(NotImplementedError, NOT_ON_GPU[name]):
-                fn(dk, t)
+            with raises_naming(NotImplementedError, NOT_ON_GPU[name]):  # in the forward or the backward
+                outs = [o for o in _outputs(fn(dk, t)) if o.requires_grad]
+                sum(o.sum() for o in outs).backward()
             return
         outs = _outputs(fn(dk, t))
         values.append([to_host(o._array) for o in outs])

@@ -726,6 +726,24 @@ class Tensor:
     def __rpow__(self, other):
         return F.Pow.apply(*_promoted(other, self))
 
+    def __floordiv__(self, other):
+        return F.FloorDivide.apply(*_promoted(self, other))
+
+    def __rfloordiv__(self, other):
+        return F.FloorDivide.apply(*_promoted(other, self))
+
+    def __mod__(self, other):
+        return F.Remainder.apply(*_promoted(self, other))
+
+    def __rmod__(self, other):
+        return F.Remainder.apply(*_promoted(other, self))
+
+    def fmod(self, other):
+        """The remainder with the dividend's sign (C's fmod); ``%`` and remainder take the divisor's."""
+        return F.Remainder.apply(*_promoted(self, other), c_style=True)
+
+    floor_divide, remainder = __floordiv__, __mod__
+
     def __matmul__(self, other):
         return F.MatMul.apply(self, other)
 
@@ -833,6 +851,67 @@ class Tensor:
     def relu(self):
         return F.Relu.apply(self)
 
+    def _as_floating(self) -> "Tensor":
+        """This tensor, or its float32 copy when it holds integers or bools (PyTorch's float ops)."""
+        return self if _category(self.dtype) >= 2 else self.to(float32)
+
+    def log1p(self):
+        return F.Log1p.apply(self._as_floating())
+
+    def expm1(self):
+        return F.Expm1.apply(self._as_floating())
+
+    def log2(self):
+        return F.Log2.apply(self._as_floating())
+
+    def log10(self):
+        return F.Log10.apply(self._as_floating())
+
+    def reciprocal(self):
+        return 1.0 / self
+
+    def rsqrt(self):
+        return self._as_floating().sqrt().reciprocal()
+
+    def square(self):
+        return self * self
+
+    # Rounding keeps integer tensors as they are; the gradient of the float ones is 0.
+    def floor(self):
+        return self.clone() if _category(self.dtype) < 2 else F.Floor.apply(self)
+
+    def ceil(self):
+        return self.clone() if _category(self.dtype) < 2 else F.Ceil.apply(self)
+
+    def trunc(self):
+        return self.clone() if _category(self.dtype) < 2 else F.Trunc.apply(self)
+
+    def round(self, decimals=0):
+        """Rounds half to even (2.5 -> 2), at ``decimals`` places."""
+        return self.clone() if _category(self.dtype) < 2 else F.Round.apply(self, decimals=int(decimals))
+
+    def frac(self):
+        return self - self.trunc()
+
+    def sign(self):
+        """-1, 0 or 1 by sign (0 for NaN, as PyTorch); gradient 0."""
+        return F.Sign.apply(self)
+
+    def isnan(self):
+        return Tensor._wrap(as_array(np.isnan(self._array)))
+
+    def isinf(self):
+        return Tensor._wrap(as_array(np.isinf(self._array)))
+
+    def isfinite(self):
+        return Tensor._wrap(as_array(np.isfinite(self._array)))
+
+    def clamp_min(self, min):
+        return self.clamp(min=min)
+
+    def clamp_max(self, max):
+        return self.clamp(max=max)
+
     def clamp(self, min=None, max=None):
         """Elements limited to [min, max] (either may be None); the bounds may be numbers or
         tensors (broadcast), and tensor bounds that require grad get the gradient where they bind."""
@@ -906,6 +985,40 @@ class Tensor:
         if not _floating_or_complex(x.dtype):
             raise RuntimeError(f"mean: needs a floating-point tensor or dtype=, got dtype {x.dtype}")
         return F.Mean.apply(x, dim=dim, keepdim=keepdim)
+
+    def amax(self, dim=(), keepdim=False):
+        """The largest value over ``dim`` (an int or a tuple; () or None: all); the gradient is
+        shared evenly among the elements equal to it."""
+        return self._extremum("amax", dim, keepdim, minimum=False)
+
+    def amin(self, dim=(), keepdim=False):
+        """The smallest value over ``dim`` (see amax)."""
+        return self._extremum("amin", dim, keepdim, minimum=True)
+
+    def _extremum(self, what: str, dim, keepdim: bool, minimum: bool):
+        axes = F._axes(None if dim == () else dim, self.ndim)
+        if any(self.shape[ax] == 0 for ax in axes if self.ndim):
+            raise IndexError(f"{what}: a reduced dimension of the tensor of shape {self.shape} is empty")
+        if self.ndim == 0:
+            return self.clone()
+        return F.Extremum.apply(self, axes, keepdim=keepdim, minimum=minimum)
+
+    def prod(self, dim=None, keepdim=False, dtype=None):
+        """The product over ``dim`` (an int; None: every element); bool and integer tensors multiply
+        in int64, as PyTorch's."""
+        x = self if dtype is None else self.to(dtype)
+        if dtype is None and _category(x.dtype) < 2 and x.dtype != int64:
+            x = x.to(int64)
+        axis = None if dim is None or x.ndim == 0 else x._dim(dim, "prod")
+        return F.Prod.apply(x, axis=axis, keepdim=keepdim and axis is not None)
+
+    def logsumexp(self, dim, keepdim=False):
+        """log(sum(exp(x))) over ``dim`` (an int or a tuple), without overflow; -inf where every value
+        is -inf. Its gradient is the softmax over ``dim``."""
+        x = self._as_floating()
+        if x.ndim == 0:
+            return x.clone()
+        return F.LogSumExp.apply(x, F._axes(dim, x.ndim), keepdim=keepdim)
 
     def max(self, dim=None, keepdim=False):
         """The largest element, ``(values, indices)`` along ``dim``, or the elementwise maximum
@@ -1151,9 +1264,96 @@ class Tensor:
             dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
         return F.Permute.apply(self, tuple(dims))
 
+    swapaxes = swapdims = transpose
+
     @property
     def T(self):
         return F.Permute.apply(self, tuple(reversed(range(self.ndim))))
+
+    @property
+    def mT(self):
+        """The last two dimensions swapped (a batch of matrices transposed)."""
+        if self.ndim < 2:
+            raise RuntimeError(f"mT: needs a tensor of at least 2 dimensions, got shape {self.shape}")
+        return self.transpose(-2, -1)
+
+    def movedim(self, source, destination):
+        """Dimensions ``source`` (an int or a tuple) moved to positions ``destination``, the others
+        keeping their order."""
+        single = isinstance(source, numbers.Integral)
+        sources = (source,) if single else tuple(source)
+        targets = (destination,) if isinstance(destination, numbers.Integral) else tuple(destination)
+        if len(sources) != len(targets):
+            raise ValueError(f"movedim: source {source} and destination {destination} differ in length")
+        sources = tuple(self._dim(d, "movedim") for d in sources)
+        targets = tuple(self._dim(d, "movedim") for d in targets)
+        if len(set(sources)) != len(sources) or len(set(targets)) != len(targets):
+            raise ValueError(f"movedim: repeated dims in source {source} or destination {destination}")
+        rest = iter(d for d in range(self.ndim) if d not in sources)
+        moved = dict(zip(targets, sources))
+        return F.Permute.apply(self, tuple(moved[i] if i in moved else next(rest) for i in range(self.ndim)))
+
+    moveaxis = movedim
+
+    def unflatten(self, dim, sizes):
+        """Dimension ``dim`` split into ``sizes`` (one of them may be -1)."""
+        axis = self._dim(dim, "unflatten")
+        sizes = tuple(sizes)
+        inner = _resolve_shape((self.shape[axis],), sizes) if sizes else None
+        if inner is None:
+            raise ValueError(f"unflatten: sizes must not be empty (dim {dim} of shape {self.shape})")
+        return self.reshape(self.shape[:axis] + inner + self.shape[axis + 1 :])
+
+    def diagonal(self, offset=0, dim1=0, dim2=1):
+        """The diagonal at ``offset`` of each (dim1, dim2) plane, as the last dimension."""
+        d1, d2 = self._dim(dim1, "diagonal"), self._dim(dim2, "diagonal")
+        if self.ndim < 2 or d1 == d2:
+            raise ValueError(f"diagonal: dim1 {dim1} and dim2 {dim2} must be two dimensions of shape {self.shape}")
+        return F.Diagonal.apply(self, offset=int(offset), dim1=d1, dim2=d2)
+
+    def outer(self, vec2):
+        """The outer product of two 1-D tensors: (n, m)."""
+        if self.ndim != 1 or not isinstance(vec2, Tensor) or vec2.ndim != 1:
+            raise RuntimeError(f"outer: needs two 1-D tensors, got {_kind_name(self)} and {_kind_name(vec2)}")
+        return self.reshape(-1, 1) * vec2.reshape(1, -1)
+
+    def tile(self, *dims):
+        """repeat() with ``dims`` padded with leading 1s to the tensor's dimensions."""
+        dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
+        return self.repeat(*((1,) * (self.ndim - len(dims)) + tuple(dims)))
+
+    def repeat_interleave(self, repeats, dim=None):
+        """Each element (along ``dim``; None: of the flattened tensor) repeated ``repeats`` times in
+        place: an int, or a 1-D int tensor with a count per element."""
+        x = self.reshape(-1) if dim is None else self
+        axis = 0 if dim is None else x._dim(dim, "repeat_interleave")
+        size = x.shape[axis] if x.ndim else 1
+        counts = _array_of(repeats)
+        if not isinstance(counts, (numbers.Integral, np.ndarray)):
+            counts = backends.to_device(counts, CPU_DEVICE)  # the counts decide the shape: on the host
+        counts = np.asarray(counts)
+        if counts.dtype.kind not in "iu" or counts.ndim > 1 or (counts.ndim == 1 and counts.shape[0] != size):
+            raise ValueError(f"repeat_interleave: repeats must be an int or {size} ints, got {_kind_name(repeats)}")
+        if (counts < 0).any():
+            raise ValueError(f"repeat_interleave: repeats must be non-negative, got {counts.min()}")
+        index = np.repeat(np.arange(size, dtype=np.int64), counts)
+        return x.index_select(axis, Tensor._wrap(backends.to_device(index, x.device)))
+
+    @property
+    def itemsize(self) -> int:
+        return self.dtype.itemsize
+
+    def element_size(self) -> int:
+        return self.dtype.itemsize
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel() * self.dtype.itemsize
+
+    def stride(self, dim=None):
+        """The steps between elements along each dimension, in elements (or along ``dim``)."""
+        steps = tuple(int(b) // self.dtype.itemsize for b in self._array.strides)
+        return steps if dim is None else steps[self._dim(dim, "stride")]
 
     def t(self):
         return self.T
@@ -1288,7 +1488,7 @@ class Tensor:
         view = F.Index.apply(self, key)
         # A view taken outside the graph remembers its base, so that an in-place write of values that
         # need grad into it is recorded on the base too (base[1].copy_(w * 3), as in PyTorch).
-        if view._node is None and view._array.base is not None and view._array.size:
+        if view._node is None and getattr(view._array, "base", None) is not None and view._array.size:
             if autograd.buffer_of(view._array) is autograd.buffer_of(self._array):
                 view._view_base = (self, key)
         return view

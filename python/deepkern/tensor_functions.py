@@ -71,6 +71,40 @@ __all__ = [
     "le",
     "gt",
     "ge",
+    "amax",
+    "amin",
+    "prod",
+    "logsumexp",
+    "log1p",
+    "expm1",
+    "log2",
+    "log10",
+    "reciprocal",
+    "rsqrt",
+    "square",
+    "floor",
+    "ceil",
+    "trunc",
+    "round",
+    "frac",
+    "sign",
+    "isnan",
+    "isinf",
+    "isfinite",
+    "clamp_min",
+    "clamp_max",
+    "floor_divide",
+    "remainder",
+    "fmod",
+    "movedim",
+    "moveaxis",
+    "swapaxes",
+    "swapdims",
+    "unflatten",
+    "diagonal",
+    "outer",
+    "tile",
+    "repeat_interleave",
 ]
 
 
@@ -101,6 +135,16 @@ softmax, sort, split, sqrt, std, sum = map(_method_form, ["softmax", "sort", "sp
 tanh, topk, tril, triu, unbind, var = map(_method_form, ["tanh", "topk", "tril", "triu", "unbind", "var"])
 eq, ne, lt, le, gt, ge = map(_method_form, ["eq", "ne", "lt", "le", "gt", "ge"])
 argwhere, masked_select, nonzero = map(_method_form, ["argwhere", "masked_select", "nonzero"])
+amax, amin, prod, logsumexp = map(_method_form, ["amax", "amin", "prod", "logsumexp"])
+log1p, expm1, log2, log10 = map(_method_form, ["log1p", "expm1", "log2", "log10"])
+reciprocal, rsqrt, square, sign = map(_method_form, ["reciprocal", "rsqrt", "square", "sign"])
+floor, ceil, trunc, round, frac = map(_method_form, ["floor", "ceil", "trunc", "round", "frac"])
+isnan, isinf, isfinite = map(_method_form, ["isnan", "isinf", "isfinite"])
+clamp_min, clamp_max = map(_method_form, ["clamp_min", "clamp_max"])
+floor_divide, remainder, fmod = map(_method_form, ["floor_divide", "remainder", "fmod"])
+movedim, moveaxis, swapaxes, swapdims = map(_method_form, ["movedim", "moveaxis", "swapaxes", "swapdims"])
+unflatten, diagonal, outer, tile = map(_method_form, ["unflatten", "diagonal", "outer", "tile"])
+repeat_interleave = _method_form("repeat_interleave")
 
 
 def pow(input, exponent) -> Tensor:

@@ -10,6 +10,7 @@ the arrays they work on.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -226,8 +227,10 @@ class Sqrt(Function):
 
 
 def _pointwise(name: str, f, derivative):
-    """A Function computing ``f(a)`` elementwise whose backward is ``g * derivative(a)``."""
+    """A Function computing ``f(a)`` elementwise (NumPy's floating-point warnings off) whose backward
+    is ``g * derivative(a)``."""
 
+    @_silent_floating_point
     def forward(ctx, a):
         ctx.save_for_backward(a)
         return f(a)
@@ -242,6 +245,72 @@ def _pointwise(name: str, f, derivative):
 Abs = _pointwise("Abs", np.abs, np.sign)
 Sin = _pointwise("Sin", np.sin, np.cos)
 Cos = _pointwise("Cos", np.cos, lambda a: -np.sin(a))
+Log1p = _pointwise("Log1p", np.log1p, lambda a: 1 / (1 + a))
+Expm1 = _pointwise("Expm1", np.expm1, np.exp)
+Log2 = _pointwise("Log2", np.log2, lambda a: 1 / (a * math.log(2)))
+Log10 = _pointwise("Log10", np.log10, lambda a: 1 / (a * math.log(10)))
+# Piecewise constant: gradient 0, as PyTorch's (sign is 0 at NaN there, not NaN).
+Floor = _pointwise("Floor", np.floor, np.zeros_like)
+Ceil = _pointwise("Ceil", np.ceil, np.zeros_like)
+Trunc = _pointwise("Trunc", np.trunc, np.zeros_like)
+Sign = _pointwise("Sign", lambda a: np.where(np.isnan(a), 0, np.sign(a)), np.zeros_like)
+
+
+class Round(Function):
+    """Rounds half to even (NumPy's and PyTorch's rule) at ``decimals`` places; gradient 0."""
+
+    @staticmethod
+    def forward(ctx, a, decimals=0):
+        ctx.meta = a.shape
+        return np.round(a, decimals)
+
+    @staticmethod
+    def backward(ctx, g):
+        return np.zeros_like(g, shape=ctx.meta)
+
+
+def _check_integer_divisor(a, b, what: str) -> None:
+    """ZeroDivisionError for an integer division by zero (NumPy would give 0 silently), as PyTorch."""
+    if np.result_type(a, b).kind in "iub" and bool(np.any(b == 0)):
+        raise ZeroDivisionError(f"{what}: integer division by zero")
+
+
+class Remainder(Function):
+    """a - b * floor(a / b) (Python's and PyTorch's ``%``: the divisor's sign), or with ``c_style``
+    a - b * trunc(a / b) (C's fmod: the dividend's sign)."""
+
+    @staticmethod
+    @_silent_floating_point
+    def forward(ctx, a, b, c_style=False):
+        _check_integer_divisor(a, b, "fmod" if c_style else "remainder")
+        ctx.save_for_backward(a, b)
+        ctx.meta = c_style
+        return (np.fmod if c_style else np.remainder)(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        ga = unbroadcast(g, np.shape(a)) if ctx.needs_input_grad[0] else None
+        gb = None
+        if ctx.needs_input_grad[1]:
+            quotient = (np.trunc if ctx.meta else np.floor)(a / b)
+            gb = unbroadcast(-g * quotient, np.shape(b))
+        return ga, gb
+
+
+class FloorDivide(Function):
+    """floor(a / b), PyTorch's ``//``; piecewise constant, so its gradient is 0 (PyTorch refuses one)."""
+
+    @staticmethod
+    @_silent_floating_point
+    def forward(ctx, a, b):
+        _check_integer_divisor(a, b, "floor_divide")
+        ctx.meta = (np.shape(a), np.shape(b))
+        return np.floor_divide(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        return tuple(np.zeros_like(g, shape=shape) for shape in ctx.meta)
 
 
 class Tanh(Function):
@@ -358,6 +427,97 @@ def _expand_reduced(g, shape, axes, keepdim):
         for ax in axes:
             g = np.expand_dims(g, ax)
     return np.broadcast_to(g, shape)
+
+
+class _KeptDimsReduction(Function):
+    """A reduction over ``axes``, computed with kept dimensions by ``reduce(a, axes, **options)``, whose
+    gradient is the output's broadcast back, times ``weights(a, out, axes)``."""
+
+    @classmethod
+    def forward(cls, ctx, a, axes, keepdim=False, **options):
+        out = cls.reduce(a, axes, **options)
+        ctx.save_for_backward(a, out)
+        ctx.meta = (axes, keepdim)
+        return out if keepdim else np.squeeze(out, axis=axes)
+
+    @classmethod
+    def backward(cls, ctx, g):
+        a, out = ctx.saved_tensors
+        axes, keepdim = ctx.meta
+        return _expand_reduced(g, a.shape, axes, keepdim) * cls.weights(a, out, axes)
+
+
+class Extremum(_KeptDimsReduction):
+    """The maximum (``minimum``: the minimum) over ``axes``, PyTorch's amax / amin: the gradient is
+    shared evenly among the elements equal to it."""
+
+    @staticmethod
+    def reduce(a, axes, minimum=False):
+        return (np.amin if minimum else np.amax)(a, axis=axes, keepdims=True)
+
+    @staticmethod
+    def weights(a, out, axes):
+        hits = a == out
+        return (hits / np.sum(hits, axis=axes, keepdims=True)).astype(a.dtype, copy=False)
+
+
+class Prod(Function):
+    """The product along ``axis`` (None: of every element); the gradient of an element is the product
+    of the others (exclusive products from both sides: exact with zeros, no division)."""
+
+    @staticmethod
+    def forward(ctx, a, axis=None, keepdim=False):
+        ctx.save_for_backward(a)
+        ctx.meta = (axis, keepdim)
+        return as_array(np.prod(a, axis=axis, keepdims=keepdim))
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        axis, keepdim = ctx.meta
+        x = a.reshape(-1) if axis is None else np.moveaxis(a, axis, -1)
+        ones = np.ones_like(x[..., :1])
+        before = np.concatenate([ones, np.cumprod(x[..., :-1], axis=-1)], axis=-1)
+        after = np.flip(np.concatenate([ones, np.cumprod(np.flip(x[..., 1:], -1), axis=-1)], axis=-1), -1)
+        others = before * after
+        if axis is None:
+            return g * others.reshape(a.shape)
+        return (g if keepdim else np.expand_dims(g, axis)) * np.moveaxis(others, -1, axis)
+
+
+class LogSumExp(_KeptDimsReduction):
+    """log(sum(exp(a))) over ``axes``, shifted by the maximum (finite for large values; -inf when
+    every value is -inf); the gradient is exp(a - result), the softmax."""
+
+    @staticmethod
+    @_silent_floating_point
+    def reduce(a, axes):
+        top = np.amax(a, axis=axes, keepdims=True) if a.size else np.zeros_like(a, shape=(1,) * a.ndim)
+        top = np.where(np.isfinite(top), top, 0)
+        return np.log(np.sum(np.exp(a - top), axis=axes, keepdims=True)) + top
+
+    @staticmethod
+    def weights(a, out, axes):
+        return np.exp(a - out)
+
+
+class Diagonal(Function):
+    """The diagonal at ``offset`` of the (dim1, dim2) planes, as the last axis (NumPy's and PyTorch's
+    layout); the gradient is scattered back onto it."""
+
+    @staticmethod
+    def forward(ctx, a, offset=0, dim1=0, dim2=1):
+        ctx.meta = (a.shape, a.dtype, offset, dim1, dim2)
+        return np.diagonal(a, offset, dim1, dim2).copy()
+
+    @staticmethod
+    def backward(ctx, g):
+        shape, dtype, offset, dim1, dim2 = ctx.meta
+        grad = backend_of(g, op="DiagonalBackward").zeros(shape, dtype)
+        planes = np.moveaxis(grad, (dim1, dim2), (-2, -1))  # a view of grad
+        rows = np.arange(g.shape[-1]) + max(-offset, 0)
+        planes[..., rows, rows + offset] = g
+        return grad
 
 
 class Sum(Function):

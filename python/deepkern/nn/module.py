@@ -4,6 +4,7 @@ with PyTorch's names and semantics."""
 
 from __future__ import annotations
 
+import numbers
 from collections import OrderedDict, namedtuple
 
 import numpy as np
@@ -311,8 +312,67 @@ class Module:
         return head + (")" if not lines else "\n  " + "\n  ".join(lines) + "\n)")
 
 
-class Sequential(Module):
-    """Runs its modules in order; indexable and iterable."""
+class _ModuleSequence:
+    """The list operations of Sequential and ModuleList, as PyTorch's: positions count from the end
+    when negative, and an insertion or a deletion renumbers the children 0, 1, ..."""
+
+    def __getitem__(self, idx):
+        mods = list(self._modules.values())
+        return self._of(mods[idx]) if isinstance(idx, slice) else mods[self._position(idx, "index")]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module):
+        self.add_module(str(len(self._modules)), module)
+        return self
+
+    def extend(self, modules):
+        for module in modules:
+            self.append(module)
+        return self
+
+    def insert(self, index: int, module) -> None:
+        """``module`` placed before position ``index`` (as list.insert: clamped to the ends)."""
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+            raise TypeError(f"{type(self).__name__} insert: index must be an int, got {type(index).__name__}")
+        mods = list(self._modules.values())
+        mods.insert(int(index), module)
+        self._renumber(mods)
+
+    def __setitem__(self, idx, module) -> None:
+        self.add_module(list(self._modules)[self._position(idx, "item assignment")], module)
+
+    def __delitem__(self, idx) -> None:
+        mods = list(self._modules.values())
+        if isinstance(idx, slice):
+            del mods[idx]
+        else:
+            del mods[self._position(idx, "del")]
+        self._renumber(mods)
+
+    def _position(self, idx, what: str) -> int:
+        if isinstance(idx, bool) or not isinstance(idx, numbers.Integral):
+            raise TypeError(f"{type(self).__name__} {what}: index must be an int, got {type(idx).__name__}")
+        n = len(self._modules)
+        position = int(idx) + n if idx < 0 else int(idx)
+        if not 0 <= position < n:
+            raise IndexError(f"{type(self).__name__} {what}: index {idx} is out of range for {n} modules")
+        return position
+
+    def _renumber(self, modules) -> None:
+        for name in list(self._modules):
+            del self._modules[name]
+        for i, module in enumerate(modules):
+            self.add_module(str(i), module)
+
+
+class Sequential(_ModuleSequence, Module):
+    """Runs its modules in order; indexable and iterable, with the list operations of
+    _ModuleSequence."""
 
     def __init__(self, *modules):
         super().__init__()
@@ -322,6 +382,10 @@ class Sequential(Module):
         else:
             for i, m in enumerate(modules):
                 self.add_module(str(i), m)
+
+    @staticmethod
+    def _of(modules) -> "Sequential":
+        return Sequential(*modules)
 
     def forward(self, x):
         if is_grad_enabled():
@@ -339,42 +403,19 @@ class Sequential(Module):
             self.__dict__["_groups"] = cached
         return cached[1]
 
-    def __getitem__(self, idx):
-        mods = list(self._modules.values())
-        return Sequential(*mods[idx]) if isinstance(idx, slice) else mods[idx]
 
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module) -> "Sequential":
-        self.add_module(str(len(self._modules)), module)
-        return self
-
-
-class ModuleList(Module):
-    """A list of modules whose parameters the owner registers."""
+class ModuleList(_ModuleSequence, Module):
+    """A list of modules whose parameters the owner registers (the list operations of
+    _ModuleSequence)."""
 
     def __init__(self, modules=()):
         super().__init__()
         for m in modules:
             self.append(m)
 
-    def append(self, module) -> "ModuleList":
-        self.add_module(str(len(self._modules)), module)
-        return self
-
-    def __getitem__(self, idx):
-        mods = list(self._modules.values())
-        return ModuleList(mods[idx]) if isinstance(idx, slice) else mods[idx]
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
+    @staticmethod
+    def _of(modules) -> "ModuleList":
+        return ModuleList(modules)
 
 
 class ModuleDict(Module):
