@@ -25,6 +25,12 @@ __all__ = [
     "Softplus",
     "PReLU",
     "Hardtanh",
+    "ReLU6",
+    "Hardsigmoid",
+    "Hardswish",
+    "LogSigmoid",
+    "Softsign",
+    "Tanhshrink",
     "Mish",
     "Softmax",
     "LogSoftmax",
@@ -184,6 +190,60 @@ class Hardtanh(Module):
 
     def extra_repr(self) -> str:
         return f"min_val={self.min_val}, max_val={self.max_val}" + (", inplace=True" if self.inplace else "")
+
+
+class ReLU6(Hardtanh):
+    """``x`` clamped to [0, 6] (MobileNet's activation)."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__(0.0, 6.0, inplace)
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
+
+
+class _Elementwise(Module):
+    """An activation without settings: ``forward`` applies ``function`` (a name in nn.functional)."""
+
+    function = ""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, input):
+        _check_input(self, input)
+        return getattr(F, self.function)(input)
+
+
+class Hardsigmoid(_Elementwise):
+    """``relu6(x + 3) / 6``."""
+
+    function = "hardsigmoid"
+
+
+class Hardswish(_Elementwise):
+    """``x * relu6(x + 3) / 6`` (MobileNetV3)."""
+
+    function = "hardswish"
+
+
+class LogSigmoid(_Elementwise):
+    """``log(sigmoid(x))``."""
+
+    function = "logsigmoid"
+
+
+class Softsign(_Elementwise):
+    """``x / (1 + |x|)``."""
+
+    function = "softsign"
+
+
+class Tanhshrink(_Elementwise):
+    """``x - tanh(x)``."""
+
+    function = "tanhshrink"
 
 
 class PReLU(Module):

@@ -38,6 +38,12 @@ __all__ = [
     "softplus",
     "prelu",
     "hardtanh",
+    "relu6",
+    "hardsigmoid",
+    "hardswish",
+    "logsigmoid",
+    "softsign",
+    "tanhshrink",
     "mish",
     "tanh",
     "sigmoid",
@@ -492,6 +498,56 @@ def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
     if not min_val < max_val:
         raise ValueError(f"hardtanh: min_val must be less than max_val, got min_val={min_val}, max_val={max_val}")
     return Hardtanh.apply(input, min_val=float(min_val), max_val=float(max_val))
+
+
+def relu6(input, inplace=False):
+    """``input`` clamped to [0, 6] (MobileNet's activation): hardtanh(input, 0, 6)."""
+    return hardtanh(input, 0.0, 6.0)
+
+
+def hardsigmoid(input, inplace=False):
+    """``relu6(input + 3) / 6``: 0 below -3, 1 above 3, linear between (gradient 1/6 strictly inside)."""
+    return hardtanh(input + 3.0, 0.0, 6.0) / 6.0
+
+
+class Hardswish(Function):
+    """``x * relu6(x + 3) / 6`` (MobileNetV3); d/dx = 0 below -3, (2x + 3) / 6 up to 3, 1 above, as
+    PyTorch's at the breakpoints too."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return (x * np.clip(x + 3, 0, 6) / 6).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * np.where(x < -3, 0, np.where(x <= 3, (2 * x + 3) / 6, 1)).astype(x.dtype, copy=False)
+
+
+@through_float32
+def hardswish(input, inplace=False):
+    """Hardswish: ``input * relu6(input + 3) / 6``."""
+    _check_floating("hardswish", input)
+    return Hardswish.apply(input)
+
+
+def logsigmoid(input):
+    """``log(sigmoid(input))``, as min(input, 0) - log1p(exp(-|input|)): no overflow, exact far out."""
+    _check_floating("logsigmoid", input)
+    return input.clamp(max=0) - (-input.abs()).exp().log1p()
+
+
+def softsign(input):
+    """``input / (1 + |input|)``."""
+    _check_floating("softsign", input)
+    return input / (input.abs() + 1.0)
+
+
+def tanhshrink(input):
+    """``input - tanh(input)``."""
+    _check_floating("tanhshrink", input)
+    return input - input.tanh()
 
 
 class Mish(Function):
