@@ -149,3 +149,54 @@ def test_bad_arguments():
         init.calculate_gain("leaky_relu", "x")
     with pytest.warns(UserWarning, match="zero-element"):
         init.kaiming_normal_(dk.empty(0, 3))
+
+
+def test_trunc_normal_is_the_truncated_distribution():
+    """Every value in [a, b] (absolute bounds), and the mean and spread of N(mean, std^2) truncated
+    there: checked against the truncated normal's moments on 200k draws."""
+    from math import erf, exp, pi, sqrt
+
+    t = dk.empty(400, 500)
+    mean, std, a, b = 0.5, 2.0, -1.0, 3.0
+    assert init.trunc_normal_(t, mean, std, a, b) is t
+    v = t.detach().numpy().astype(np.float64)
+    assert v.min() >= a and v.max() <= b and t.dtype == np.float32
+    alpha, beta = (a - mean) / std, (b - mean) / std
+    pdf = [exp(-z * z / 2) / sqrt(2 * pi) for z in (alpha, beta)]
+    mass = 0.5 * (erf(beta / sqrt(2)) - erf(alpha / sqrt(2)))
+    want_mean = mean + std * (pdf[0] - pdf[1]) / mass
+    want_var = std**2 * (1 + (alpha * pdf[0] - beta * pdf[1]) / mass - ((pdf[0] - pdf[1]) / mass) ** 2)
+    assert abs(v.mean() - want_mean) < 5 * math.sqrt(want_var / v.size)
+    assert abs(v.var() / want_var - 1) < 0.02
+    with raises_naming(ValueError, "a must be less than b"):
+        init.trunc_normal_(t, a=1.0, b=1.0)
+
+
+@pytest.mark.parametrize("shape", [(6, 6), (3, 8), (8, 3), (4, 2, 3, 3)])
+def test_orthogonal_rows_or_columns_are_orthonormal_times_gain(shape):
+    t = init.orthogonal_(dk.empty(*shape, dtype=dk.float64), gain=1.5)
+    m = t.numpy().reshape(shape[0], -1) / 1.5
+    small = min(m.shape)
+    gram = m @ m.T if m.shape[0] == small else m.T @ m
+    np.testing.assert_allclose(gram, np.eye(small), atol=1e-12)
+    with raises_naming(ValueError, "orthogonal_", "2 dimensions"):
+        init.orthogonal_(dk.empty(4))
+
+
+def test_eye_and_dirac_are_identity_maps(rng):
+    np.testing.assert_array_equal(init.eye_(dk.empty(3, 5)).numpy(), np.eye(3, 5))
+    w = init.dirac_(dk.empty(6, 3, 3, 3), groups=2)
+    x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    y = dk.nn.functional.conv2d(dk.tensor(x), w, padding=1).numpy()
+    np.testing.assert_array_equal(y[:, :3], x)  # each group copies the input channels it can
+    np.testing.assert_array_equal(y[:, 3:], x)
+    with raises_naming(ValueError, "dirac_", "divisible by groups"):
+        init.dirac_(dk.empty(5, 3, 3, 3), groups=2)
+
+
+def test_deterministic_initialisers_equal_torchs():
+    torch = pytest.importorskip("torch")
+    for shape, groups in (((6, 3, 3, 3), 2), ((4, 4, 3), 1), ((3, 5, 2, 3, 3), 3)):
+        theirs = torch.nn.init.dirac_(torch.empty(*shape), groups=groups).numpy()
+        np.testing.assert_array_equal(init.dirac_(dk.empty(*shape), groups=groups).numpy(), theirs)
+    np.testing.assert_array_equal(init.eye_(dk.empty(4, 2)).numpy(), torch.nn.init.eye_(torch.empty(4, 2)).numpy())

@@ -24,6 +24,10 @@ __all__ = [
     "xavier_normal_",
     "kaiming_uniform_",
     "kaiming_normal_",
+    "trunc_normal_",
+    "orthogonal_",
+    "eye_",
+    "dirac_",
 ]
 
 _LINEAR_GAIN = (
@@ -147,3 +151,63 @@ def kaiming_normal_(tensor, a: float = 0, mode: str = "fan_in", nonlinearity: st
         warnings.warn("initializing a zero-element tensor is a no-op", stacklevel=2)
         return tensor
     return normal_(tensor, 0.0, _kaiming_std(tensor, a, mode, nonlinearity), generator)
+
+
+def trunc_normal_(tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0, generator=None):
+    """Values from N(mean, std^2) truncated to [a, b] (absolute bounds, as PyTorch's): draws outside
+    are drawn again, so the values have exactly that distribution."""
+    if not a < b:
+        raise ValueError(f"trunc_normal_: a must be less than b, got a={a}, b={b}")
+    if not std > 0:
+        raise ValueError(f"trunc_normal_: std must be positive, got {std}")
+    rng = generator or get_generator()
+    values = rng.normal(mean, std, tensor.shape)
+    outside = (values < a) | (values > b)
+    while outside.any():  # each pass keeps at least the in-range share of the rest
+        values[outside] = rng.normal(mean, std, int(outside.sum()))
+        outside = (values < a) | (values > b)
+    return _fill(tensor, values)
+
+
+def orthogonal_(tensor, gain: float = 1.0, generator=None):
+    """A (semi-)orthogonal matrix times ``gain``, the tensor seen as rows x (the rest flattened): the
+    Q of a QR decomposition of a Gaussian matrix with its signs fixed by R's diagonal (uniform over
+    the orthogonal matrices), as PyTorch's."""
+    if tensor.ndim < 2:
+        raise ValueError(f"orthogonal_: needs a tensor of at least 2 dimensions, got shape {tuple(tensor.shape)}")
+    rows = tensor.shape[0]
+    cols = int(np.prod(tensor.shape[1:]))
+    flat = (generator or get_generator()).normal(0.0, 1.0, (rows, cols))
+    if rows < cols:
+        flat = flat.T
+    q, r = np.linalg.qr(flat)
+    q *= np.sign(np.diag(r))
+    if rows < cols:
+        q = q.T
+    return _fill(tensor, (gain * q).reshape(tensor.shape))
+
+
+def eye_(tensor):
+    """The identity matrix (ones on the diagonal of a 2-D tensor, zeros elsewhere)."""
+    if tensor.ndim != 2:
+        raise ValueError(f"eye_: needs a 2-D tensor, got shape {tuple(tensor.shape)}")
+    return _fill(tensor, np.eye(*tensor.shape))
+
+
+def dirac_(tensor, groups: int = 1):
+    """The identity convolution: for a (K, C, ...) weight of 3 to 5 dimensions, a 1 at the kernel's
+    centre from each output channel to the input channel of the same index, within each of ``groups``
+    groups (K divisible by ``groups``); zeros elsewhere."""
+    if not 3 <= tensor.ndim <= 5:
+        raise ValueError(f"dirac_: needs a tensor of 3, 4 or 5 dimensions, got shape {tuple(tensor.shape)}")
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
+        raise ValueError(f"dirac_: groups must be a positive int, got {groups!r}")
+    if tensor.shape[0] % groups:
+        raise ValueError(f"dirac_: dimension 0 ({tensor.shape[0]}) must be divisible by groups ({groups})")
+    per_group = tensor.shape[0] // groups
+    values = np.zeros(tensor.shape)
+    centre = tuple(n // 2 for n in tensor.shape[2:])
+    for g in range(groups):
+        for d in range(min(per_group, tensor.shape[1])):
+            values[(g * per_group + d, d) + centre] = 1.0
+    return _fill(tensor, values)
