@@ -677,3 +677,75 @@ def test_bad_arguments_are_named():
     for exc, needles, call in cases:
         with raises_naming(exc, *needles):
             call()
+
+
+# (layer name, constructor arguments, input shape): PyTorch's padding layers, Upsample and Unflatten.
+RESAMPLE_LAYERS = [
+    ("ZeroPad2d", (1,), {}, (2, 3, 5, 6)),
+    ("ZeroPad2d", ((1, 2, 0, 3),), {}, (2, 3, 5, 6)),
+    ("ConstantPad2d", (2, 0.5), {}, (3, 5, 6)),
+    ("ConstantPad1d", ((1, 2), -1.0), {}, (2, 3, 7)),
+    ("ZeroPad1d", (2,), {}, (3, 7)),
+    ("ReflectionPad2d", ((1, 2, 2, 0),), {}, (2, 3, 5, 6)),
+    ("ReflectionPad1d", (2,), {}, (2, 3, 7)),
+    ("ReplicationPad2d", (2,), {}, (2, 3, 5, 6)),
+    ("ReplicationPad1d", ((0, 3),), {}, (2, 3, 7)),
+    ("Upsample", (), {"scale_factor": 2}, (2, 3, 5, 6)),
+    ("Upsample", (), {"size": (7, 9), "mode": "bilinear"}, (2, 3, 5, 6)),
+    ("Upsample", (), {"scale_factor": 1.5, "mode": "bilinear", "align_corners": True}, (2, 3, 5, 6)),
+    ("UpsamplingNearest2d", (), {"scale_factor": 2}, (2, 3, 5, 6)),
+    ("UpsamplingBilinear2d", (), {"size": (8, 8)}, (2, 3, 5, 6)),
+    ("Unflatten", (1, (3, -1)), {}, (2, 6, 5)),
+]
+
+
+@pytest.mark.parametrize("case", RESAMPLE_LAYERS, ids=lambda c: f"{c[0]}{c[1]}{c[2]}")
+def test_padding_upsample_and_unflatten_layers_match_torch(case, rng):
+    torch = pytest.importorskip("torch")
+    name, args, kwargs, shape = case
+    x = rng.standard_normal(shape)
+    ours, theirs = getattr(nn, name)(*args, **kwargs), getattr(torch.nn, name)(*args, **kwargs)
+    assert repr(ours) == repr(theirs)
+    a, t = dk.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    y, y_t = ours(a), theirs(t)
+    np.testing.assert_allclose(y.detach().numpy(), y_t.detach().numpy(), rtol=1e-13, atol=1e-13)
+    w = rng.standard_normal(y.shape)
+    (y * dk.tensor(w)).sum().backward()
+    (y_t * torch.tensor(w)).sum().backward()
+    np.testing.assert_allclose(a.grad.numpy(), t.grad.numpy(), rtol=1e-13, atol=1e-13)
+
+
+def test_constant_padding_layers_against_numpy(rng):
+    x = rng.standard_normal((2, 3, 4, 5))
+    np.testing.assert_array_equal(
+        nn.ConstantPad2d((1, 0, 2, 3), 7.0)(dk.tensor(x)).numpy(),
+        np.pad(x, ((0, 0), (0, 0), (2, 3), (1, 0)), constant_values=7.0),
+    )
+    np.testing.assert_array_equal(nn.ZeroPad1d(1)(dk.tensor(x)).numpy(), np.pad(x, [(0, 0)] * 3 + [(1, 1)]))
+    with raises_naming(ValueError, "ZeroPad2d", "padding", "4 ints"):
+        nn.ZeroPad2d((1, 2))
+
+
+@pytest.mark.parametrize("spatial", [1, 2])
+def test_channel_dropout_zeroes_whole_channels(spatial):
+    """Dropout1d/2d: each channel all zeros or all scaled by 1 / (1 - p), about p of them zero,
+    reproducible from manual_seed, the gradient through the same mask; the identity in eval mode."""
+    layer = (nn.Dropout1d if spatial == 1 else nn.Dropout2d)(p=0.3)
+    shape = (40, 50) + (3,) * spatial
+    dk.manual_seed(7)
+    x = dk.ones(*shape, requires_grad=True)
+    y = layer(x)
+    values = y.detach().numpy().reshape(40, 50, -1)
+    assert (values.min(axis=2) == values.max(axis=2)).all()
+    assert set(np.unique(values)) <= {0.0, np.float32(1 / 0.7)}
+    assert abs((values[:, :, 0] == 0).mean() - 0.3) < 0.05
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), y.detach().numpy())
+    dk.manual_seed(7)
+    np.testing.assert_array_equal(layer(dk.ones(*shape)).numpy(), y.detach().numpy())
+    unbatched = layer(dk.ones(*shape[1:])).numpy().reshape(50, -1)
+    assert (unbatched.min(axis=1) == unbatched.max(axis=1)).all()
+    layer.eval()
+    assert layer(x) is x
+    with raises_naming(ValueError, "dropout", f"{spatial + 1} or {spatial + 2} dimensions"):
+        layer.train()(dk.ones(2))

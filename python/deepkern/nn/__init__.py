@@ -5,6 +5,8 @@ from .activation import (
     ELU,
     GELU,
     Dropout,
+    Dropout1d,
+    Dropout2d,
     Hardsigmoid,
     Hardswish,
     Hardtanh,
@@ -51,6 +53,20 @@ from .loss import (
 )
 from .module import Identity, Module, ModuleDict, ModuleList, Parameter, ParameterList, Sequential
 from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
+from .resample import (
+    ConstantPad1d,
+    ConstantPad2d,
+    ReflectionPad1d,
+    ReflectionPad2d,
+    ReplicationPad1d,
+    ReplicationPad2d,
+    Unflatten,
+    Upsample,
+    UpsamplingBilinear2d,
+    UpsamplingNearest2d,
+    ZeroPad1d,
+    ZeroPad2d,
+)
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from .transformer import (
     MultiheadAttention,
@@ -84,6 +100,18 @@ __all__ = [
     "AvgPool2d",
     "AdaptiveAvgPool2d",
     "Flatten",
+    "Unflatten",
+    "ConstantPad1d",
+    "ConstantPad2d",
+    "ZeroPad1d",
+    "ZeroPad2d",
+    "ReflectionPad1d",
+    "ReflectionPad2d",
+    "ReplicationPad1d",
+    "ReplicationPad2d",
+    "Upsample",
+    "UpsamplingNearest2d",
+    "UpsamplingBilinear2d",
     "ReLU",
     "LeakyReLU",
     "Tanh",
@@ -104,6 +132,8 @@ __all__ = [
     "Softmax",
     "LogSoftmax",
     "Dropout",
+    "Dropout1d",
+    "Dropout2d",
     "BatchNorm1d",
     "BatchNorm2d",
     "LayerNorm",

@@ -35,6 +35,8 @@ __all__ = [
     "Softmax",
     "LogSoftmax",
     "Dropout",
+    "Dropout1d",
+    "Dropout2d",
 ]
 
 
@@ -311,3 +313,19 @@ class Dropout(Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}"
+
+
+class Dropout1d(Dropout):
+    """Zeroes whole channels of an (N, C, L) or (C, L) input with probability ``p`` in training."""
+
+    def forward(self, input):
+        _check_input(self, input)
+        return F.dropout1d(input, self.p, self.training)
+
+
+class Dropout2d(Dropout):
+    """Zeroes whole channels of an (N, C, H, W) or (C, H, W) input with probability ``p`` in training."""
+
+    def forward(self, input):
+        _check_input(self, input)
+        return F.dropout2d(input, self.p, self.training)

@@ -51,6 +51,8 @@ __all__ = [
     "softmax",
     "log_softmax",
     "dropout",
+    "dropout1d",
+    "dropout2d",
     "scaled_dot_product_attention",
     "batch_norm",
     "layer_norm",
@@ -672,6 +674,32 @@ def dropout(input, p=0.5, training=True, inplace=False):
     if not training or p == 0:
         return input if isinstance(input, Tensor) else Tensor._wrap(input)
     return Dropout.apply(input, p=float(p))
+
+
+def _channel_dropout(input, p, training, what: str, spatial: int):
+    """Zeroes whole channels (the dimensions before the last ``spatial`` ones) with probability ``p``,
+    scaling the rest by 1 / (1 - p): the mask is dropout of ones of shape (N, C, 1, ...), so it comes
+    from the same Philox stream as dropout's."""
+    if not training or p == 0:
+        return dropout(input, p, training)  # checks p, gives the input
+    x = input if isinstance(input, Tensor) else Tensor._wrap(backends.as_array(input))
+    if x.ndim not in (spatial + 1, spatial + 2):
+        raise ValueError(
+            f"{what}: expects an input of {spatial + 1} or {spatial + 2} dimensions ((C, ...) or (N, C, ...)), "
+            f"got shape {x.shape}"
+        )
+    mask = dropout(x.new_ones(x.shape[: x.ndim - spatial] + (1,) * spatial), p, True)
+    return x * mask
+
+
+def dropout1d(input, p=0.5, training=True, inplace=False):
+    """Zeroes each channel of an (N, C, L) or (C, L) input with probability ``p`` (see dropout)."""
+    return _channel_dropout(input, p, training, "dropout1d", 1)
+
+
+def dropout2d(input, p=0.5, training=True, inplace=False):
+    """Zeroes each channel of an (N, C, H, W) or (C, H, W) input with probability ``p`` (see dropout)."""
+    return _channel_dropout(input, p, training, "dropout2d", 2)
 
 
 class BatchNorm(Function):
