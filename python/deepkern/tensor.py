@@ -1280,8 +1280,7 @@ class Tensor:
     def movedim(self, source, destination):
         """Dimensions ``source`` (an int or a tuple) moved to positions ``destination``, the others
         keeping their order."""
-        single = isinstance(source, numbers.Integral)
-        sources = (source,) if single else tuple(source)
+        sources = (source,) if isinstance(source, numbers.Integral) else tuple(source)
         targets = (destination,) if isinstance(destination, numbers.Integral) else tuple(destination)
         if len(sources) != len(targets):
             raise ValueError(f"movedim: source {source} and destination {destination} differ in length")
@@ -1517,11 +1516,12 @@ def _promoted(a, b, divide: bool = False):
     float32. (NumPy would give float64 for x / np.sqrt(d), int_tensor * 0.5 or x * a 0-d float64.)"""
     a = a.item() if isinstance(a, np.generic) else a
     b = b.item() if isinstance(b, np.generic) else b
-    if type(a) is Tensor and type(b) is Tensor and a.dtype == b.dtype and not divide:
+    a_tensor, b_tensor = isinstance(a, Tensor), isinstance(b, Tensor)
+    if a_tensor and b_tensor and a.dtype == b.dtype and not divide:
         return a, b  # the common cases: nothing to promote
-    if type(a) is Tensor and type(b) in (float, int) and a.dtype.kind == "f":
-        return a, b
-    if type(b) is Tensor and type(a) in (float, int) and b.dtype.kind == "f":
+    if (a_tensor and type(b) in (float, int) and a.dtype.kind == "f") or (
+        b_tensor and type(a) in (float, int) and b.dtype.kind == "f"
+    ):
         return a, b
     dimensioned = [x.dtype for x in (a, b) if isinstance(x, Tensor) and x.ndim]
     zero_dim = [x.dtype for x in (a, b) if isinstance(x, Tensor) and not x.ndim]
