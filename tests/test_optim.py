@@ -489,6 +489,7 @@ BAD_ADAM = [
     (dict(betas=0.9), TypeError, ["betas"]),
     (dict(weight_decay=-0.1), ValueError, ["weight_decay"]),
     (dict(step=0), ValueError, ["step", ">= 1"]),
+    (dict(step=2**70), ValueError, ["step", str(2**70), "int64"]),
     (dict(step=1.5), TypeError, ["step", "int"]),
     (dict(amsgrad=True), ValueError, ["max_exp_avg_sq", "amsgrad"]),
     (dict(amsgrad=True, max_exp_avg_sq=_zeros(2)), ValueError, ["max_exp_avg_sq", r"\(2,\)"]),

@@ -91,8 +91,8 @@ def _per_tensor(value, n: int, name: str, op: str, kind: str) -> list:
                 raise TypeError(
                     f"{op}: {what} must be an int (the step count including this step), got {type(v).__name__}"
                 )
-            if v < 1:
-                raise ValueError(f"{op}: {what} = {v} must be >= 1 (the step count including this step)")
+            if not 1 <= v < 2**63:
+                raise ValueError(f"{op}: {what} = {v} must be >= 1 and fit int64 (the step count including this step)")
             return int(v)
     else:
 
