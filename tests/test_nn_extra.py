@@ -749,3 +749,24 @@ def test_channel_dropout_zeroes_whole_channels(spatial):
     assert layer(x) is x
     with raises_naming(ValueError, "dropout", f"{spatial + 1} or {spatial + 2} dimensions"):
         layer.train()(dk.ones(2))
+
+
+def test_activation_gradients_at_their_breakpoints_are_pytorchs():
+    """logsigmoid'(0) = sigmoid(0) = 0.5; hardswish' is 0 at -3 and 1 at 3 (PyTorch's one-sided
+    choices); hardsigmoid' is 0 at both ends."""
+    x = dk.tensor([0.0, -40.0, 40.0], dtype=dk.float64, requires_grad=True)
+    F.logsigmoid(x).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [0.5, 1.0, np.exp(-40.0)], rtol=1e-12)
+    x = dk.tensor([-3.0, 3.0, 0.0], requires_grad=True)
+    F.hardswish(x).sum().backward()
+    assert x.grad.numpy().tolist() == [0.0, 1.0, 0.5]
+    x = dk.tensor([-3.0, 3.0], requires_grad=True)
+    F.hardsigmoid(x).sum().backward()
+    assert x.grad.numpy().tolist() == [0.0, 0.0]
+
+
+def test_upsample_prints_its_settings_like_torch():
+    assert repr(nn.Upsample(scale_factor=(2, 2))) == "Upsample(scale_factor=(2.0, 2.0), mode='nearest')"
+    assert repr(nn.Upsample()) == "Upsample(size=None, mode='nearest')"
+    assert repr(nn.Upsample(size=3)) == "Upsample(size=3, mode='nearest')"
+    assert repr(nn.Upsample(scale_factor=2, mode="bilinear")) == "Upsample(scale_factor=2.0, mode='bilinear')"

@@ -1130,7 +1130,12 @@ def test_module_sequences_take_the_list_operations_like_torch(kind):
     seq.insert(1, d)
     seq.insert(-1, e)  # before the last, as list.insert
     assert list(seq) == [a, d, b, e, c] and list(seq._modules) == ["0", "1", "2", "3", "4"]
-    seq.insert(99, a)
+    if kind == "Sequential":  # PyTorch's Sequential refuses a position past either end
+        with raises_naming(IndexError, "insert", "index 99", "5 modules"):
+            seq.insert(99, a)
+        assert seq.insert(5, a) is seq
+    else:  # its ModuleList clamps, as list.insert
+        seq.insert(99, a)
     assert list(seq)[-1] is a and len(seq) == 6
     seq[-1] = b
     seq[0] = c
@@ -1150,6 +1155,66 @@ def test_module_sequences_take_the_list_operations_like_torch(kind):
         seq.append(3)
 
 
+def test_views_of_a_tensor_outside_the_graph_record_writes_through_any_view(rng):
+    """Reshaped, permuted and indexed views (and views of those) of a tensor that needs no grad,
+    written in place with values that do: the base records each write, as PyTorch's does."""
+    writes = [
+        lambda base, w: base.t()[0].copy_(w[:2]),
+        lambda base, w: base.view(-1).copy_(w),
+        lambda base, w: base.reshape(3, 2)[1].add_(w[:2] * 2),
+        lambda base, w: base.permute(1, 0)[:, 1].mul_(0).add_(w[:3]),
+        lambda base, w: base.unsqueeze(0)[0, 1].copy_(w[3:]),
+        lambda base, w: base.mT.add_(w.reshape(3, 2)),
+    ]
+    w = dk.tensor(rng.standard_normal(6), requires_grad=True)
+    p = dk.tensor(rng.standard_normal((2, 3)), requires_grad=True)
+
+    def written(w, p, write):
+        base = dk.zeros(2, 3, dtype=dk.float64)
+        write(base, w)
+        return base * p
+
+    for k, write in enumerate(writes):
+        assert written(w, p, write).requires_grad, k
+        gradcheck(lambda w, p, write=write: written(w, p, write), w, p)
+    a = dk.zeros(3, 3)
+    a.diagonal().add_(0.5)  # the diagonal is a view: the write reaches a
+    assert a.sum().item() == 1.5
+    d = dk.ones(2, 2).diagonal()
+    x = dk.tensor([1.0, 2.0, 3.0])
+    y = x[1:]
+    x //= 2
+    assert y.tolist() == [1.0, 1.0] and d.tolist() == [1.0, 1.0]
+    x = dk.tensor([5.0, 7.0])
+    y = x[:]
+    x %= 3
+    assert y.tolist() == [2.0, 1.0]
+
+
+def test_float_and_integer_tensors_promote_to_the_float_dtype_like_torch():
+    assert (dk.arange(3) * dk.ones(3)).dtype == np.float32
+    assert (dk.ones(3, dtype=dk.float16) + dk.arange(3, dtype=dk.int32)).dtype == np.float16
+    assert (dk.tensor([2**40 + 1]) * dk.tensor([1.0])).tolist() == [float(np.float32(2**40 + 1))]
+    assert dk.where(dk.tensor([True, False]), dk.arange(2), dk.ones(2)).dtype == np.float32
+    assert dk.maximum(dk.arange(2), dk.ones(2)).dtype == np.float32
+    for op in (dk.sqrt, dk.exp, dk.log, dk.sin, dk.cos, dk.tanh, dk.sigmoid):
+        assert op(dk.tensor([1, 2])).dtype == np.float32, op
+    a = dk.tensor([1.5, 2.5], requires_grad=True)
+    (2**a + a).sum().backward()
+    assert a.grad.dtype == np.float32
+    np.testing.assert_allclose(a.grad.numpy(), 2 ** np.array([1.5, 2.5]) * np.log(2) + 1, rtol=1e-6)
+    with raises_naming(TypeError, "subtraction", "bool"):
+        dk.tensor([True]) - 1
+    with raises_naming(TypeError, "subtraction", "bool"):
+        1 - dk.tensor([True])
+    assert dk.tensor([True, False]).sign().tolist() == [True, False]
+    assert dk.tensor([True, False]).square().dtype == np.int64
+    with raises_naming(ValueError, "squeeze", "twice"):
+        dk.ones(1, 2).squeeze((0, 0))
+    with raises_naming(IndexError, "prod", "dim 5"):
+        dk.tensor(3.0).prod(5)
+
+
 def test_a_shared_submodule_is_visited_once_but_saved_under_each_name():
     """As PyTorch: modules(), named_modules() and parameters() give a module shared by two parents
     once (remove_duplicate=False: under each name), state_dict() saves it under each name."""
@@ -1159,6 +1224,7 @@ def test_a_shared_submodule_is_visited_once_but_saved_under_each_name():
     assert [name for name, _ in model.named_modules(remove_duplicate=False)] == ["", "0", "1", "2"]
     assert [name for name, _ in model.named_modules(prefix="net")] == ["net", "net.0", "net.1"]
     assert len(list(model.modules())) == 3 and len(list(model.parameters())) == 2
+    assert [name for name, _ in model.named_children()] == ["0", "1"]
     assert list(model.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
 
 

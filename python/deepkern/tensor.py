@@ -549,22 +549,29 @@ class Tensor:
         return self._write_through_base(function, args, base, node.ctx.meta[2])
 
     def _write_through_base(self, function, args, base: "Tensor", key):
-        """This view ``base[key]`` set to ``function(self, *args)`` as ``base[key] = new``, so the base
-        records the change (also a base outside the graph, written with values that need grad), then
-        taken again from the new base."""
+        """This view of ``base`` (``base[key]``, or a reshaped or permuted whole: a _WholeView key) set
+        to ``function(self, *args)`` through the base (``base[key] = new``; ``base.copy_`` of ``new``
+        mapped back), so the base records the change, also a base outside the graph written with values
+        that need grad; then the view is taken again from the new base."""
         new = function.apply(self, *args)
         if new._node is not None:  # what it saved of this view must survive the write into the base
             new._node.ctx._unshare_saved(autograd.buffer_of(self._array))
-        base[key] = new
-        self._take_history(F.Index.apply(base, key))
-        return self
+        if not isinstance(key, _WholeView):
+            base[key] = new
+            return self._take_history(F.Index.apply(base, key))
+        if key.kind == "reshape":
+            base.copy_(new.reshape(base.shape))
+            return self._take_history(base.reshape(self.shape))
+        base.copy_(new.permute(tuple(int(d) for d in np.argsort(key.dims))))
+        return self._take_history(base.permute(key.dims))
 
-    def _take_history(self, result: "Tensor") -> None:
+    def _take_history(self, result: "Tensor") -> "Tensor":
         node = result._node
         self._node, self._output_index, self._requires_grad = node, result._output_index, True
         meta = list(node.output_meta)
         meta[result._output_index] = (self.shape, self.dtype)  # the value is stored in this tensor's dtype
         node.output_meta = tuple(meta)
+        return self
 
     def _store(self, what: str, result) -> None:
         """Writes ``result`` (an array of this tensor's shape, on its device) into this tensor."""
@@ -647,6 +654,12 @@ class Tensor:
     def __itruediv__(self, other):
         return self._inplace("/=", F.Div, self._operand(other, "/="))
 
+    def __ifloordiv__(self, other):
+        return self._inplace("//=", F.FloorDivide, self._operand(other, "//="))
+
+    def __imod__(self, other):
+        return self._inplace("%=", F.Remainder, self._operand(other, "%="))
+
     def pow_(self, exponent) -> "Tensor":
         return self._inplace("pow_", F.Pow, self._operand(exponent, "pow_"))
 
@@ -703,10 +716,10 @@ class Tensor:
         return F.Add.apply(*_promoted(other, self))
 
     def __sub__(self, other):
-        return F.Sub.apply(*_promoted(self, other))
+        return F.Sub.apply(*_promoted(*_subtractable(self, other)))
 
     def __rsub__(self, other):
-        return F.Sub.apply(*_promoted(other, self))
+        return F.Sub.apply(*_promoted(*_subtractable(other, self)))
 
     def __mul__(self, other):
         return F.Mul.apply(*_promoted(self, other))
@@ -831,22 +844,22 @@ class Tensor:
     # -- elementwise math ----------------------------------------------------------------------
 
     def exp(self):
-        return F.Exp.apply(self)
+        return F.Exp.apply(self._as_floating())
 
     def log(self):
-        return F.Log.apply(self)
+        return F.Log.apply(self._as_floating())
 
     def sqrt(self):
-        return F.Sqrt.apply(self)
+        return F.Sqrt.apply(self._as_floating())
 
     def abs(self):
         return F.Abs.apply(self)
 
     def tanh(self):
-        return F.Tanh.apply(self)
+        return F.Tanh.apply(self._as_floating())
 
     def sigmoid(self):
-        return F.Sigmoid.apply(self)
+        return F.Sigmoid.apply(self._as_floating())
 
     def relu(self):
         return F.Relu.apply(self)
@@ -874,7 +887,8 @@ class Tensor:
         return self._as_floating().sqrt().reciprocal()
 
     def square(self):
-        return self * self
+        x = self.to(int64) if self.dtype == bool_ else self
+        return x * x
 
     # Rounding keeps integer tensors as they are; the gradient of the float ones is 0.
     def floor(self):
@@ -895,7 +909,7 @@ class Tensor:
 
     def sign(self):
         """-1, 0 or 1 by sign (0 for NaN, as PyTorch); gradient 0."""
-        return F.Sign.apply(self)
+        return self.clone() if self.dtype == bool_ else F.Sign.apply(self)
 
     def isnan(self):
         return Tensor._wrap(as_array(np.isnan(self._array)))
@@ -925,16 +939,16 @@ class Tensor:
         return F.Clamp.apply(self, _bound(self, min, "clamp"), _bound(self, max, "clamp"))
 
     def sin(self):
-        return F.Sin.apply(self)
+        return F.Sin.apply(self._as_floating())
 
     def cos(self):
-        return F.Cos.apply(self)
+        return F.Cos.apply(self._as_floating())
 
     def maximum(self, other):
-        return F.Maximum.apply(self, other)
+        return F.Maximum.apply(*_promoted(self, other))
 
     def minimum(self, other):
-        return F.Maximum.apply(self, other, minimum=True)
+        return F.Maximum.apply(*_promoted(self, other), minimum=True)
 
     def softmax(self, dim, dtype=None):
         from .nn import functional
@@ -1009,7 +1023,8 @@ class Tensor:
         x = self if dtype is None else self.to(dtype)
         if dtype is None and _category(x.dtype) < 2 and x.dtype != int64:
             x = x.to(int64)
-        axis = None if dim is None or x.ndim == 0 else x._dim(dim, "prod")
+        axis = None if dim is None else x._dim(dim, "prod")
+        axis = None if x.ndim == 0 else axis
         return F.Prod.apply(x, axis=axis, keepdim=keepdim and axis is not None)
 
     def logsumexp(self, dim, keepdim=False):
@@ -1238,7 +1253,7 @@ class Tensor:
 
     def reshape(self, *shape):
         shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        return F.Reshape.apply(self, _resolve_shape(self.shape, shape))
+        return self._remember_base(F.Reshape.apply(self, _resolve_shape(self.shape, shape)), _WholeView("reshape"))
 
     view = reshape
 
@@ -1255,20 +1270,20 @@ class Tensor:
         axes = tuple(self._dim(d, "permute") for d in dims) if self.ndim else tuple(dims)
         if sorted(axes) != list(range(self.ndim)):
             raise ValueError(f"permute: dims {tuple(dims)} are not a permutation of {self.ndim} dimensions")
-        return F.Permute.apply(self, axes)
+        return self._permuted(axes)
 
     def transpose(self, dim0, dim1):
         dim0, dim1 = self._dim(dim0, "transpose"), self._dim(dim1, "transpose")
         dims = list(range(self.ndim))
         if self.ndim:
             dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
-        return F.Permute.apply(self, tuple(dims))
+        return self._permuted(tuple(dims))
 
     swapaxes = swapdims = transpose
 
     @property
     def T(self):
-        return F.Permute.apply(self, tuple(reversed(range(self.ndim))))
+        return self._permuted(tuple(reversed(range(self.ndim))))
 
     @property
     def mT(self):
@@ -1290,7 +1305,7 @@ class Tensor:
             raise ValueError(f"movedim: repeated dims in source {source} or destination {destination}")
         rest = iter(d for d in range(self.ndim) if d not in sources)
         moved = dict(zip(targets, sources))
-        return F.Permute.apply(self, tuple(moved[i] if i in moved else next(rest) for i in range(self.ndim)))
+        return self._permuted(tuple(moved[i] if i in moved else next(rest) for i in range(self.ndim)))
 
     moveaxis = movedim
 
@@ -1360,7 +1375,10 @@ class Tensor:
     def squeeze(self, dim=None):
         if dim is None:
             return self.reshape(tuple(n for n in self.shape if n != 1))
-        axes = {self._dim(d, "squeeze") for d in (dim if isinstance(dim, (tuple, list)) else (dim,))}
+        dims = [self._dim(d, "squeeze") for d in (dim if isinstance(dim, (tuple, list)) else (dim,))]
+        axes = set(dims)
+        if len(axes) != len(dims):
+            raise ValueError(f"squeeze: dim {dim} names a dimension twice")
         if self.ndim == 0:
             return self
         return self.reshape(tuple(n for i, n in enumerate(self.shape) if n != 1 or i not in axes))
@@ -1484,9 +1502,15 @@ class Tensor:
 
     def __getitem__(self, key):
         key = _index_key(key)
-        view = F.Index.apply(self, key)
-        # A view taken outside the graph remembers its base, so that an in-place write of values that
-        # need grad into it is recorded on the base too (base[1].copy_(w * 3), as in PyTorch).
+        return self._remember_base(F.Index.apply(self, key), key)
+
+    def _permuted(self, dims: tuple) -> "Tensor":
+        return self._remember_base(F.Permute.apply(self, dims), _WholeView("permute", dims))
+
+    def _remember_base(self, view: "Tensor", key) -> "Tensor":
+        """``view``, remembering this tensor as its base when it is a view of it taken outside the
+        graph (an index key, or a _WholeView): an in-place write of values that need grad into it is
+        then recorded on the base too (base[1].copy_(w * 3), base.t()[0].add_(w), as in PyTorch)."""
         if view._node is None and getattr(view._array, "base", None) is not None and view._array.size:
             if autograd.buffer_of(view._array) is autograd.buffer_of(self._array):
                 view._view_base = (self, key)
@@ -1502,10 +1526,37 @@ class Tensor:
         return (self[i] for i in range(len(self)))
 
 
+class _WholeView(namedtuple("_WholeView", ["kind", "dims"], defaults=[None])):
+    """How an unrecorded view covers all of its base (Tensor._view_base): "reshape", or "permute"
+    with its dims."""
+
+
 def _category(dtype) -> int:
     """PyTorch's type categories: 0 bool, 1 integer, 2 floating (bfloat16 too), 3 complex."""
     kind = dtype.kind
     return 0 if kind == "b" else 1 if kind in "iu" else 3 if kind == "c" else 2
+
+
+def _subtractable(a, b) -> tuple:
+    """``(a, b)``, or PyTorch's TypeError when either is a bool tensor (``-`` on masks is refused)."""
+    if any(isinstance(x, Tensor) and x.dtype == bool_ for x in (a, b)):
+        raise TypeError(
+            "subtraction with a bool tensor is not supported (as in PyTorch); to invert a mask use ~ or logical_not()"
+        )
+    return a, b
+
+
+def _promote_types(x, y) -> np.dtype:
+    """PyTorch's promote_types: NumPy's within a category; across categories the higher one's dtype
+    (an integer with float32 stays float32, where NumPy gives float64), complex widened to hold a
+    float64."""
+    cx, cy = _category(x), _category(y)
+    if cx == cy:
+        return np.promote_types(x, y)
+    high, low = (x, y) if cx > cy else (y, x)
+    if high.kind == "c" and low == np.float64:
+        return np.dtype(np.complex128)
+    return np.dtype(high)
 
 
 def _promoted(a, b, divide: bool = False):
@@ -1525,9 +1576,9 @@ def _promoted(a, b, divide: bool = False):
         return a, b
     dimensioned = [x.dtype for x in (a, b) if isinstance(x, Tensor) and x.ndim]
     zero_dim = [x.dtype for x in (a, b) if isinstance(x, Tensor) and not x.ndim]
-    result = functools.reduce(np.promote_types, dimensioned) if dimensioned else None
+    result = functools.reduce(_promote_types, dimensioned) if dimensioned else None
     if zero_dim:
-        own = functools.reduce(np.promote_types, zero_dim)
+        own = functools.reduce(_promote_types, zero_dim)
         if result is None or _category(own) > _category(result):
             result = own
     for x in (a, b):

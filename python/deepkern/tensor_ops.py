@@ -137,9 +137,9 @@ class Pow(Function):
         ga = gb = None
         if ctx.needs_input_grad[0]:  # 0 where the exponent is 0 (0 * 0^-1 would be NaN), as PyTorch
             ga = unbroadcast(g * np.where(b == 0, 0, b * np.power(a, b - 1)), np.shape(a))
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1]:  # in out's dtype: log(a) of a number base is a float64 NumPy scalar
             log_a = np.where(a > 0, np.log(np.where(a > 0, a, 1)), 0)
-            gb = unbroadcast(g * out * log_a, np.shape(b))
+            gb = unbroadcast((g * out * log_a).astype(out.dtype, copy=False), np.shape(b))
         return ga, gb
 
 
@@ -503,12 +503,15 @@ class LogSumExp(_KeptDimsReduction):
 
 class Diagonal(Function):
     """The diagonal at ``offset`` of the (dim1, dim2) planes, as the last axis (NumPy's and PyTorch's
-    layout); the gradient is scattered back onto it."""
+    layout), a view of the input; the gradient is scattered back onto it."""
 
     @staticmethod
     def forward(ctx, a, offset=0, dim1=0, dim2=1):
         ctx.meta = (a.shape, a.dtype, offset, dim1, dim2)
-        return np.diagonal(a, offset, dim1, dim2).copy()
+        out = np.diagonal(a, offset, dim1, dim2)  # a view (NumPy's read-only by default)
+        if getattr(a, "flags", None) is not None and a.flags.writeable:
+            out.flags.writeable = True  # writes reach a: x.diagonal().add_(eps), as PyTorch's
+        return out
 
     @staticmethod
     def backward(ctx, g):

@@ -513,8 +513,8 @@ def hardsigmoid(input, inplace=False):
 
 
 class Hardswish(Function):
-    """``x * relu6(x + 3) / 6`` (MobileNetV3); d/dx = 0 below -3, (2x + 3) / 6 up to 3, 1 above, as
-    PyTorch's at the breakpoints too."""
+    """``x * relu6(x + 3) / 6`` (MobileNetV3); d/dx = 0 up to -3, (2x + 3) / 6 strictly between, 1 from
+    3 on, as PyTorch's at the breakpoints too."""
 
     @staticmethod
     def forward(ctx, x):
@@ -524,7 +524,7 @@ class Hardswish(Function):
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
-        return g * np.where(x < -3, 0, np.where(x <= 3, (2 * x + 3) / 6, 1)).astype(x.dtype, copy=False)
+        return g * np.where(x <= -3, 0, np.where(x < 3, (2 * x + 3) / 6, 1)).astype(x.dtype, copy=False)
 
 
 @through_float32
@@ -534,10 +534,26 @@ def hardswish(input, inplace=False):
     return Hardswish.apply(input)
 
 
+class LogSigmoid(Function):
+    """``log(sigmoid(x))`` as min(x, 0) - log1p(exp(-|x|)) (no overflow, exact far out); d/dx =
+    sigmoid(-x)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return (np.minimum(x, 0) - np.log1p(np.exp(-np.abs(x)))).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * _stable_sigmoid(-x)
+
+
+@through_float32
 def logsigmoid(input):
-    """``log(sigmoid(input))``, as min(input, 0) - log1p(exp(-|input|)): no overflow, exact far out."""
+    """``log(sigmoid(input))``, exact for large negative inputs."""
     _check_floating("logsigmoid", input)
-    return input.clamp(max=0) - (-input.abs()).exp().log1p()
+    return LogSigmoid.apply(input)
 
 
 def softsign(input):

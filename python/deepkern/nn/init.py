@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import statistics
 import warnings
 
 import numpy as np
@@ -154,19 +155,31 @@ def kaiming_normal_(tensor, a: float = 0, mode: str = "fan_in", nonlinearity: st
 
 
 def trunc_normal_(tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0, generator=None):
-    """Values from N(mean, std^2) truncated to [a, b] (absolute bounds, as PyTorch's): draws outside
-    are drawn again, so the values have exactly that distribution."""
+    """Values from N(mean, std^2) truncated to [a, b] (absolute bounds, as PyTorch's). Where the
+    interval holds a fair share of the distribution, draws outside it are drawn again; far in a tail,
+    each value is the inverse normal CDF of a uniform draw between the bounds' CDFs (taken on the
+    lower tail, where they are precise)."""
     if not a < b:
         raise ValueError(f"trunc_normal_: a must be less than b, got a={a}, b={b}")
     if not std > 0:
         raise ValueError(f"trunc_normal_: std must be positive, got {std}")
     rng = generator or get_generator()
-    values = rng.normal(mean, std, tensor.shape)
-    outside = (values < a) | (values > b)
-    while outside.any():  # each pass keeps at least the in-range share of the rest
-        values[outside] = rng.normal(mean, std, int(outside.sum()))
+    lo, hi = (a - mean) / std, (b - mean) / std
+    normal = statistics.NormalDist()
+    if normal.cdf(hi) - normal.cdf(lo) > 0.25:
+        values = rng.normal(mean, std, tensor.shape)
         outside = (values < a) | (values > b)
-    return _fill(tensor, values)
+        while outside.any():  # each pass keeps more than a quarter of the rest
+            values[outside] = rng.normal(mean, std, int(outside.sum()))
+            outside = (values < a) | (values > b)
+        return _fill(tensor, values)
+    flip = lo > 0  # the upper tail mirrored onto the lower one
+    if flip:
+        lo, hi = -hi, -lo
+    u = rng.uniform(normal.cdf(lo), normal.cdf(hi), tensor.shape)
+    z = np.frompyfunc(lambda p: normal.inv_cdf(p) if 0 < p < 1 else lo, 1, 1)(u).astype(np.float64)
+    z = np.clip(-z if flip else z, (a - mean) / std, (b - mean) / std)
+    return _fill(tensor, mean + std * z)
 
 
 def orthogonal_(tensor, gain: float = 1.0, generator=None):

@@ -155,7 +155,12 @@ class Module:
         return (m for _, m in self.named_modules())
 
     def named_children(self):
-        return ((n, m) for n, m in self._modules.items() if m is not None)
+        """(name, module) of each direct submodule, a module held under two names given once."""
+        seen = set()
+        for name, module in self._modules.items():
+            if module is not None and id(module) not in seen:
+                seen.add(id(module))
+                yield name, module
 
     def children(self):
         return (m for _, m in self.named_children())
@@ -335,13 +340,21 @@ class _ModuleSequence:
             self.append(module)
         return self
 
-    def insert(self, index: int, module) -> None:
-        """``module`` placed before position ``index`` (as list.insert: clamped to the ends)."""
+    #: Whether insert refuses an index past either end (PyTorch's Sequential) or clamps it (list.insert,
+    #: PyTorch's ModuleList).
+    _insert_checks_range = False
+
+    def insert(self, index: int, module):
+        """``module`` placed before position ``index``; returns this container."""
         if isinstance(index, bool) or not isinstance(index, numbers.Integral):
             raise TypeError(f"{type(self).__name__} insert: index must be an int, got {type(index).__name__}")
+        n = len(self._modules)
+        if self._insert_checks_range and not -n <= index <= n:
+            raise IndexError(f"{type(self).__name__} insert: index {index} is out of range for {n} modules")
         mods = list(self._modules.values())
         mods.insert(int(index), module)
         self._renumber(mods)
+        return self
 
     def __setitem__(self, idx, module) -> None:
         self.add_module(list(self._modules)[self._position(idx, "item assignment")], module)
@@ -382,6 +395,8 @@ class Sequential(_ModuleSequence, Module):
         else:
             for i, m in enumerate(modules):
                 self.add_module(str(i), m)
+
+    _insert_checks_range = True
 
     @staticmethod
     def _of(modules) -> "Sequential":

@@ -104,6 +104,10 @@ class Upsample(Module):
         self, size=None, scale_factor=None, mode: str = "nearest", align_corners=None, recompute_scale_factor=None
     ):
         super().__init__()
+        if isinstance(scale_factor, (tuple, list)):
+            scale_factor = tuple(float(f) for f in scale_factor)
+        elif scale_factor is not None:
+            scale_factor = float(scale_factor)
         self.size, self.scale_factor, self.mode = size, scale_factor, mode
         self.align_corners, self.recompute_scale_factor = align_corners, recompute_scale_factor
 
@@ -113,8 +117,8 @@ class Upsample(Module):
         )
 
     def extra_repr(self) -> str:
-        what = f"size={self.size}" if self.size is not None else f"scale_factor={float(self.scale_factor)}"
-        return f"{what}, mode='{self.mode}'"
+        what = f"scale_factor={self.scale_factor!r}" if self.scale_factor is not None else f"size={self.size!r}"
+        return f"{what}, mode={self.mode!r}"
 
 
 class UpsamplingNearest2d(Upsample):
