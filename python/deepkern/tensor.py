@@ -1565,15 +1565,16 @@ def _promoted(a, b, divide: bool = False):
     tensors' dtype unless they are of a higher category (bool < integer < floating < complex), where a
     number gives float32 (complex64) and a 0-d tensor its own dtype; true division of integers gives
     float32. (NumPy would give float64 for x / np.sqrt(d), int_tensor * 0.5 or x * a 0-d float64.)"""
+    if isinstance(a, Tensor):  # the common cases first: nothing to promote
+        if isinstance(b, Tensor):
+            if not divide and a._array.dtype == b._array.dtype:
+                return a, b
+        elif (type(b) is float or type(b) is int) and a._array.dtype.kind == "f":
+            return a, b
+    elif (type(a) is float or type(a) is int) and isinstance(b, Tensor) and b._array.dtype.kind == "f":
+        return a, b
     a = a.item() if isinstance(a, np.generic) else a
     b = b.item() if isinstance(b, np.generic) else b
-    a_tensor, b_tensor = isinstance(a, Tensor), isinstance(b, Tensor)
-    if a_tensor and b_tensor and a.dtype == b.dtype and not divide:
-        return a, b  # the common cases: nothing to promote
-    if (a_tensor and type(b) in (float, int) and a.dtype.kind == "f") or (
-        b_tensor and type(a) in (float, int) and b.dtype.kind == "f"
-    ):
-        return a, b
     dimensioned = [x.dtype for x in (a, b) if isinstance(x, Tensor) and x.ndim]
     zero_dim = [x.dtype for x in (a, b) if isinstance(x, Tensor) and not x.ndim]
     result = functools.reduce(_promote_types, dimensioned) if dimensioned else None
