@@ -1253,7 +1253,7 @@ class Tensor:
 
     def reshape(self, *shape):
         shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        return self._remember_base(F.Reshape.apply(self, _resolve_shape(self.shape, shape)), _WholeView("reshape"))
+        return self._remember_base(F.Reshape.apply(self, _resolve_shape(self.shape, shape)), _RESHAPED)
 
     view = reshape
 
@@ -1511,8 +1511,9 @@ class Tensor:
         """``view``, remembering this tensor as its base when it is a view of it taken outside the
         graph (an index key, or a _WholeView): an in-place write of values that need grad into it is
         then recorded on the base too (base[1].copy_(w * 3), base.t()[0].add_(w), as in PyTorch)."""
-        if view._node is None and getattr(view._array, "base", None) is not None and view._array.size:
-            if autograd.buffer_of(view._array) is autograd.buffer_of(self._array):
+        arr = view._array
+        if view._node is None and getattr(arr, "base", None) is not None and arr.size:
+            if autograd.buffer_of(arr) is autograd.buffer_of(self._array):
                 view._view_base = (self, key)
         return view
 
@@ -1529,6 +1530,9 @@ class Tensor:
 class _WholeView(namedtuple("_WholeView", ["kind", "dims"], defaults=[None])):
     """How an unrecorded view covers all of its base (Tensor._view_base): "reshape", or "permute"
     with its dims."""
+
+
+_RESHAPED = _WholeView("reshape")
 
 
 def _category(dtype) -> int:
