@@ -1,30 +1,7 @@
 """Layers, losses and initialisers with PyTorch's names, defaults and semantics."""
 
-from . import functional, init, parallel, utils
-from .activation import (
-    ELU,
-    GELU,
-    Dropout,
-    Dropout1d,
-    Dropout2d,
-    Hardsigmoid,
-    Hardswish,
-    Hardtanh,
-    LeakyReLU,
-    LogSigmoid,
-    LogSoftmax,
-    Mish,
-    PReLU,
-    ReLU,
-    ReLU6,
-    Sigmoid,
-    SiLU,
-    Softmax,
-    Softplus,
-    Softsign,
-    Tanh,
-    Tanhshrink,
-)
+from . import activation, functional, init, parallel, resample, utils
+from .activation import *  # noqa: F403  (the activations and dropout layers: activation.__all__)
 from .conv import (
     AdaptiveAvgPool2d,
     AvgPool1d,
@@ -53,20 +30,7 @@ from .loss import (
 )
 from .module import Identity, Module, ModuleDict, ModuleList, Parameter, ParameterList, Sequential
 from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
-from .resample import (
-    ConstantPad1d,
-    ConstantPad2d,
-    ReflectionPad1d,
-    ReflectionPad2d,
-    ReplicationPad1d,
-    ReplicationPad2d,
-    Unflatten,
-    Upsample,
-    UpsamplingBilinear2d,
-    UpsamplingNearest2d,
-    ZeroPad1d,
-    ZeroPad2d,
-)
+from .resample import *  # noqa: F403  (padding, Upsample, Unflatten: resample.__all__)
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from .transformer import (
     MultiheadAttention,
@@ -100,40 +64,6 @@ __all__ = [
     "AvgPool2d",
     "AdaptiveAvgPool2d",
     "Flatten",
-    "Unflatten",
-    "ConstantPad1d",
-    "ConstantPad2d",
-    "ZeroPad1d",
-    "ZeroPad2d",
-    "ReflectionPad1d",
-    "ReflectionPad2d",
-    "ReplicationPad1d",
-    "ReplicationPad2d",
-    "Upsample",
-    "UpsamplingNearest2d",
-    "UpsamplingBilinear2d",
-    "ReLU",
-    "LeakyReLU",
-    "Tanh",
-    "Sigmoid",
-    "GELU",
-    "SiLU",
-    "ELU",
-    "Softplus",
-    "PReLU",
-    "Hardtanh",
-    "ReLU6",
-    "Hardsigmoid",
-    "Hardswish",
-    "LogSigmoid",
-    "Softsign",
-    "Tanhshrink",
-    "Mish",
-    "Softmax",
-    "LogSoftmax",
-    "Dropout",
-    "Dropout1d",
-    "Dropout2d",
     "BatchNorm1d",
     "BatchNorm2d",
     "LayerNorm",
@@ -164,3 +94,4 @@ __all__ = [
     "ContrastiveLoss",
     "CosineEmbeddingLoss",
 ]
+__all__ += activation.__all__ + resample.__all__

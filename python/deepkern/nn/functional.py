@@ -18,7 +18,7 @@ from ..autograd import Function
 from ..ops._validate import is_floating_dtype
 from ..ops.dropout import counters as _dropout_counters
 from ..random import philox_seed_offset
-from ..tensor import Tensor, through_float32
+from ..tensor import Tensor, _wrap_dim, through_float32
 
 __all__ = [
     "linear",
@@ -69,12 +69,6 @@ __all__ = [
 
 def _array(x):
     return x._array if isinstance(x, Tensor) else x
-
-
-def _dim(dim, ndim: int, op: str) -> int:
-    if not -max(ndim, 1) <= dim < max(ndim, 1):
-        raise IndexError(f"{op}: dim {dim} is out of range for a tensor of {ndim} dimensions")
-    return dim % max(ndim, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -616,7 +610,7 @@ def gelu(input, approximate="none"):
 def _softmax_dim(dim, ndim: int, op: str) -> int:
     if dim is None:  # PyTorch's legacy implicit choice
         dim = 0 if ndim in (0, 1, 3) else 1
-    return _dim(dim, ndim, op)
+    return _wrap_dim(dim, ndim, op)
 
 
 class Softmax(Function):
@@ -892,7 +886,7 @@ def normalize(input, p=2.0, dim=1, eps=1e-12):
     """``input / max(||input||_p, eps)`` with the norm along ``dim`` (torch.nn.functional.normalize)."""
     _check_floating("normalize", input)
     x = input if isinstance(input, Tensor) else Tensor._wrap(input)
-    dim = _dim(dim, x.ndim, "normalize")
+    dim = _wrap_dim(dim, x.ndim, "normalize")
     return x / VectorNorm.apply(x, p=_check_p("normalize", p), dim=dim).clamp(min=eps)
 
 
@@ -911,7 +905,7 @@ def cosine_similarity(x1, x2, dim=1, eps=1e-8):
             f"cosine_similarity: x1 of shape {a.shape} and x2 of shape {b.shape} do not broadcast"
         ) from None
     a, b = (t if t.shape == shape else t.expand(*shape) for t in (a, b))
-    dim = _dim(dim, len(shape), "cosine_similarity")
+    dim = _wrap_dim(dim, len(shape), "cosine_similarity")
     unit_a = a / VectorNorm.apply(a, p=2.0, dim=dim).clamp(min=eps)
     unit_b = b / VectorNorm.apply(b, p=2.0, dim=dim).clamp(min=eps)
     return (unit_a * unit_b).sum(dim)
