@@ -765,6 +765,21 @@ def test_activation_gradients_at_their_breakpoints_are_pytorchs():
     assert x.grad.numpy().tolist() == [0.0, 0.0]
 
 
+def test_new_activations_take_arrays_as_the_others_do():
+    x = np.array([-4.0, -0.5, 0.0, 2.0, 5.0])
+    for name, ref in (
+        ("relu6", np.clip(x, 0, 6)),
+        ("hardsigmoid", np.clip(x + 3, 0, 6) / 6),
+        ("hardswish", x * np.clip(x + 3, 0, 6) / 6),
+        ("logsigmoid", np.minimum(x, 0) - np.log1p(np.exp(-np.abs(x)))),
+        ("softsign", x / (1 + np.abs(x))),
+        ("tanhshrink", x - np.tanh(x)),
+    ):
+        out = getattr(F, name)(x)
+        assert isinstance(out, dk.Tensor), name
+        np.testing.assert_allclose(out.numpy(), ref, rtol=1e-14, atol=1e-15, err_msg=name)
+
+
 def test_upsample_prints_its_settings_like_torch():
     assert repr(nn.Upsample(scale_factor=(2, 2))) == "Upsample(scale_factor=(2.0, 2.0), mode='nearest')"
     assert repr(nn.Upsample()) == "Upsample(size=None, mode='nearest')"

@@ -18,7 +18,7 @@ from ..autograd import Function
 from ..ops._validate import is_floating_dtype
 from ..ops.dropout import counters as _dropout_counters
 from ..random import philox_seed_offset
-from ..tensor import Tensor, _wrap_dim, through_float32
+from ..tensor import Tensor, _wrap_dim, as_tensor, through_float32
 
 __all__ = [
     "linear",
@@ -553,13 +553,15 @@ def logsigmoid(input):
 def softsign(input):
     """``input / (1 + |input|)``."""
     _check_floating("softsign", input)
-    return input / (input.abs() + 1.0)
+    x = as_tensor(input)  # arrays too, as the other functions
+    return x / (x.abs() + 1.0)
 
 
 def tanhshrink(input):
     """``input - tanh(input)``."""
     _check_floating("tanhshrink", input)
-    return input - input.tanh()
+    x = as_tensor(input)
+    return x - x.tanh()
 
 
 class Mish(Function):
@@ -692,7 +694,7 @@ def _channel_dropout(input, p, training, what: str, spatial: int):
     from the same Philox stream as dropout's."""
     if not training or p == 0:
         return dropout(input, p, training)  # checks p, gives the input
-    x = input if isinstance(input, Tensor) else Tensor._wrap(backends.as_array(input))
+    x = as_tensor(input)
     if x.ndim not in (spatial + 1, spatial + 2):
         raise ValueError(
             f"{what}: expects an input of {spatial + 1} or {spatial + 2} dimensions ((C, ...) or (N, C, ...)), "
