@@ -679,6 +679,22 @@ def test_load_state_dict_not_strict_like_torch():
     np.testing.assert_array_equal(model.bias.detach().numpy(), bias)
 
 
+def test_load_state_dict_without_num_batches_tracked_keeps_the_count_like_torch():
+    """A checkpoint lacking BatchNorm's num_batches_tracked (older PyTorch versions wrote none) loads
+    strictly, in a nested model too: the other entries are copied, the count keeps its value and is
+    not reported missing; a missing running_mean still is."""
+    model = deepkern.nn.Sequential(deepkern.nn.Conv2d(1, 2, 1), deepkern.nn.BatchNorm2d(2))
+    model.train()(deepkern.randn(4, 1, 3, 3))
+    state = {k: v.numpy().copy() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    state["1.running_mean"] += 1.0
+    assert model.load_state_dict(state) == ([], [])
+    np.testing.assert_array_equal(model[1].running_mean.numpy(), state["1.running_mean"])
+    assert int(model[1].num_batches_tracked.item()) == 1
+    del state["1.running_mean"]
+    with pytest.raises(ValueError, match="missing keys: 1.running_mean"):
+        model.load_state_dict(state)
+
+
 def test_saved_checkpoint_that_does_not_fit_names_the_shapes(tmp_path):
     """A checkpoint from another model is rejected naming both shapes."""
     path = tmp_path / "other.safetensors"

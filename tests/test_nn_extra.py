@@ -8,6 +8,7 @@ arguments named in the errors."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import deepkern as dk
 import deepkern.nn.functional as F
@@ -743,12 +744,29 @@ def test_channel_dropout_zeroes_whole_channels(spatial):
     np.testing.assert_array_equal(x.grad.numpy(), y.detach().numpy())
     dk.manual_seed(7)
     np.testing.assert_array_equal(layer(dk.ones(*shape)).numpy(), y.detach().numpy())
-    unbatched = layer(dk.ones(*shape[1:])).numpy().reshape(50, -1)
-    assert (unbatched.min(axis=1) == unbatched.max(axis=1)).all()
+    if spatial == 1:
+        unbatched = layer(dk.ones(*shape[1:])).numpy().reshape(50, -1)
+        assert (unbatched.min(axis=1) == unbatched.max(axis=1)).all()
     layer.eval()
     assert layer(x) is x
     with raises_naming(ValueError, "dropout", f"{spatial + 1} or {spatial + 2} dimensions"):
         layer.train()(dk.ones(2))
+
+
+def test_dropout2d_takes_a_3d_input_as_n_c_l_with_pytorchs_warning():
+    """PyTorch's dropout2d reads a 3-D input as (N, C, L) (channel-wise 1-D dropout) and warns: each
+    (n, c) row is all zeros or all scaled, not each slice along the first dimension."""
+    dk.manual_seed(3)
+    with pytest.warns(UserWarning, match="dropout2d.*3-D input.*dropout1d"):
+        y = F.dropout2d(dk.ones(30, 40, 5), p=0.5)
+    values = y.numpy()
+    assert (values.min(axis=2) == values.max(axis=2)).all()
+    per_slice = values.reshape(30, -1)
+    assert ((per_slice.min(axis=1) == 0) & (per_slice.max(axis=1) > 0)).any()  # slices of dim 0 are mixed
+    assert abs((values[:, :, 0] == 0).mean() - 0.5) < 0.08
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert F.dropout2d(dk.ones(3, 4, 5), p=0.5, training=False).shape == (3, 4, 5)  # no warning in eval
 
 
 def test_activation_gradients_at_their_breakpoints_are_pytorchs():

@@ -10,6 +10,8 @@ compatibility and computes out of place (the returned value is the same).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .. import autograd, backends, ops
@@ -710,7 +712,16 @@ def dropout1d(input, p=0.5, training=True, inplace=False):
 
 
 def dropout2d(input, p=0.5, training=True, inplace=False):
-    """Zeroes each channel of an (N, C, H, W) or (C, H, W) input with probability ``p`` (see dropout)."""
+    """Zeroes each channel of an (N, C, H, W) input with probability ``p`` (see dropout). A 3-D input
+    is taken as (N, C, L), with a warning, as PyTorch does: channel-wise 1-D dropout."""
+    if training and p != 0 and getattr(input, "ndim", None) == 3:
+        warnings.warn(
+            "dropout2d: received a 3-D input and assuming channel-wise 1-D dropout is meant: the input is "
+            "taken as (N, C, L); use dropout1d for that, or add a batch dimension to a (C, H, W) input",
+            UserWarning,
+            stacklevel=2,
+        )
+        return _channel_dropout(input, p, training, "dropout2d", 1)
     return _channel_dropout(input, p, training, "dropout2d", 2)
 
 

@@ -45,6 +45,9 @@ class Module:
     #: The layer's inference path on arrays, ``_infer(x, bn, relu)`` (nn/_inference.py); None:
     #: the module has none and runs the ordinary way.
     _infer = None
+    #: Buffers a loaded state dict may lack (checkpoints written before they existed): load_state_dict
+    #: keeps their current values instead of reporting them missing, as PyTorch does.
+    _optional_state: tuple = ()
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -274,6 +277,11 @@ class Module:
         are allowed. Returns ``(missing_keys, unexpected_keys)``, a named tuple as PyTorch's."""
         own = self.state_dict()
         given = {k: as_array(v._array if isinstance(v, Tensor) else v) for k, v in state_dict.items()}
+        for mod_prefix, module in self.named_modules(remove_duplicate=False):
+            for name in module._optional_state:
+                key = f"{mod_prefix}.{name}" if mod_prefix else name
+                if key in own and key not in given:
+                    given[key] = own[key]._array
         check_state_dict(
             {k: (t.shape, t.dtype) for k, t in own.items()},
             given,

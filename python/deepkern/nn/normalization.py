@@ -22,6 +22,7 @@ __all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm"]
 
 class _BatchNorm(Module):
     _ndims: tuple = ()
+    _optional_state = ("num_batches_tracked",)  # absent from checkpoints of older PyTorch versions
 
     def __init__(
         self,
