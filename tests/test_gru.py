@@ -411,3 +411,21 @@ def test_module_bad_arguments():
     for cls in (deepkern.nn.LSTM, deepkern.nn.GRU):
         with raises_naming(NotImplementedError, cls.__name__, "proj_size"):
             cls(3, 4, proj_size=2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_relu_keeps_nan_like_torch(isa, dtype):
+    """relu(NaN) is NaN, as PyTorch's: a NaN input reaches every output of its sequence (layer and
+    cell) and no other; the backward passes the gradient where h is NaN (PyTorch's threshold backward):
+    with all weights equal, the NaN sequence's input gradient is the others' (PyTorch's here too)."""
+    x = np.ones((2, 3, 4), dtype)
+    x[0, 1, 2] = np.nan
+    h0, b = np.zeros((3, 5), dtype), np.zeros(5, dtype)
+    w_ih, w_hh = np.full((5, 4), 0.1, dtype), np.full((5, 5), 0.1, dtype)
+    y, h_t, cache = rnn(x, h0, w_ih, w_hh, b, b, nonlinearity="relu", return_cache=True)
+    assert np.isnan(y[:, 1]).all() and np.isnan(h_t[1]).all()
+    assert not np.isnan(y[:, [0, 2]]).any()
+    h1 = rnn_cell(x[0], h0, w_ih, w_hh, b, b, nonlinearity="relu")
+    assert np.isnan(h1[1]).all() and not np.isnan(h1[[0, 2]]).any()
+    grad_x = rnn_backward(np.ones_like(y), None, x, h0, w_ih, w_hh, cache)[0]
+    np.testing.assert_array_equal(grad_x[:, 1], grad_x[:, 0])  # through NaN h as through h > 0, as PyTorch

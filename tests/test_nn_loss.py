@@ -310,6 +310,44 @@ def test_cross_entropy_all_ignored_mean_is_nan_like_torch():
     assert L.cross_entropy(x, np.array([-100, -100]), reduction="sum").item() == 0.0
 
 
+@pytest.mark.parametrize("loss", [L.cross_entropy, L.nll_loss])
+def test_all_ignored_mean_has_zero_gradient_like_torch(loss):
+    """Every target ignored: the mean is NaN (0 / 0) but no sample has a gradient: zeros, not NaN."""
+    x = deepkern.tensor(np.log(np.full((3, 4, 2), 0.25)), requires_grad=True)
+    value = loss(x, np.full((3, 2), 2), ignore_index=2)
+    value.backward()
+    assert np.isnan(value.item())
+    np.testing.assert_array_equal(x.grad.numpy(), np.zeros((3, 4, 2)))
+
+
+@pytest.mark.parametrize("reduction, expected", [("mean", np.nan), ("sum", 0.0), ("none", np.zeros(2))])
+def test_losses_over_zero_classes_like_torch(reduction, expected):
+    """C = 0: probability targets and all-ignored class indices give empty sums per sample."""
+    x = deepkern.zeros((2, 0), requires_grad=True)
+    for loss in (
+        L.cross_entropy(x, np.zeros((2, 0)), reduction=reduction),
+        L.nll_loss(x, np.array([-100, -100]), reduction=reduction),
+    ):
+        np.testing.assert_array_equal(loss.detach().numpy(), expected)
+        loss.sum().backward()
+        assert x.grad.shape == (2, 0)
+
+
+def test_l1_gradient_is_zero_where_the_difference_is_nan_like_torch():
+    """A NaN target (a missing value masked out of the loss) must not turn the gradient into NaN."""
+    x = deepkern.tensor([1.0, 2.0, 3.0, -1.0], requires_grad=True)
+    L.l1_loss(x, np.array([0.0, np.nan, 1.0, 0.0]), reduction="none")[np.array([0, 2, 3])].mean().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.array([1, 0, 1, -1], np.float32) / np.float32(3))
+
+
+@pytest.mark.parametrize("what", ["input", "target"])
+def test_binary_cross_entropy_refuses_nan_like_torch(what):
+    values = {"input": np.array([0.5, 0.5]), "target": np.array([1.0, 0.0])}
+    values[what] = np.array([0.5, np.nan])
+    with raises_naming(ValueError, "binary_cross_entropy", what, "between 0 and 1", "nan"):
+        L.binary_cross_entropy(values["input"], values["target"])
+
+
 def test_modules_match_functional_forms(rng):
     x, t = rng.standard_normal((5, 4)), rng.integers(0, 4, 5)
     a, b = rng.standard_normal((2, 5, 4))

@@ -68,18 +68,19 @@ DK_VMATH_FN GruGrad<T> gru_unit_grad(T r, T z, T n, T hh_n, T h_prev, T d) {
   return {dn * hh_n * r * (T(1) - r), d * (h_prev - n) * z * (T(1) - z), dn * r, dn, d * z};
 }
 
-// The Elman RNN's h = tanh(v) or max(v, 0), and the gradient of v from h and d, that of h.
+// The Elman RNN's h = tanh(v) or max(v, 0), and the gradient of v from h and d, that of h. relu keeps
+// NaN (and -0) and passes the gradient where h is NaN, as PyTorch's relu and its threshold backward.
 template <bool kRelu, class T>
 DK_VMATH_FN T rnn_activation(T v) {
   if constexpr (kRelu)
-    return v > T(0) ? v : T(0);
+    return v < T(0) ? T(0) : v;
   else
     return tanh_of(v);
 }
 template <bool kRelu, class T>
 DK_VMATH_FN T rnn_activation_grad(T h, T d) {
   if constexpr (kRelu)
-    return h > T(0) ? d : T(0);
+    return h <= T(0) ? T(0) : d;
   else
     return d * (T(1) - h * h);
 }

@@ -128,7 +128,9 @@ def _pointwise_difference_grad(kind, diff, beta, scale):
     """d loss / d input of :func:`_pointwise_difference`, times ``scale``."""
     if kind == "mse":
         return (2 * scale) * diff
-    if kind == "l1" or (kind == "smooth_l1" and beta == 0):
+    if kind == "l1":  # sign(NaN) taken as 0, as PyTorch's l1 backward
+        return scale * np.where(np.isnan(diff), 0, np.sign(diff)).astype(diff.dtype, copy=False)
+    if kind == "smooth_l1" and beta == 0:
         return scale * np.sign(diff)
     if kind == "smooth_l1":
         return scale * np.clip(diff / beta, -1, 1)
@@ -277,8 +279,11 @@ class _SoftCrossEntropy(Function):
     def forward(ctx, x, t, weight, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         z = _class_last(x)
         classes, dtype = z.shape[-1], x.dtype
-        shifted = z - z.max(axis=-1, keepdims=True)
-        logp = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+        if classes:
+            shifted = z - z.max(axis=-1, keepdims=True)
+            logp = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+        else:  # no classes: every sample's loss is an empty sum, 0
+            logp = z
         eps = dtype.type(label_smoothing)
         q = _class_last(t).astype(dtype, copy=False)
         if label_smoothing:
@@ -313,7 +318,8 @@ class _NLLLoss(Function):
     def forward(ctx, x, t, weight, ignore_index=-100, reduction="mean"):
         z = _class_last(x)
         w, index = _index_weights(t, weight, ignore_index, x.dtype)
-        picked = np.take_along_axis(z, index[..., None], axis=-1)[..., 0]
+        # Without classes every target is ignored (any other is out of range): nothing is picked.
+        picked = np.take_along_axis(z, index[..., None], axis=-1)[..., 0] if z.shape[-1] else w * 0
         denom = w.sum()
         ctx.save_for_backward(w, index)
         ctx.meta = (x.shape, x.dtype, reduction, denom)
@@ -324,8 +330,12 @@ class _NLLLoss(Function):
         w, index = ctx.saved_tensors
         shape, dtype, reduction, denom = ctx.meta
         grad = backend_of(g, op="NLLLossBackward").zeros(shape, dtype)
+        if reduction == "mean" and denom == 0:  # every target ignored: no sample has a gradient
+            return grad, None, None
         values = -w * _grad_scale(g, reduction, denom)
-        np.put_along_axis(_class_last(grad), index[..., None], values[..., None], axis=-1)
+        by_class = _class_last(grad)
+        if by_class.shape[-1]:  # without classes there is nothing to put
+            np.put_along_axis(by_class, index[..., None], values[..., None], axis=-1)
         return grad, None, None
 
 
@@ -485,7 +495,7 @@ def _bce(name, input, target, weight, reduction):
     _float_input(name, "input", x)
     _same_shape(name, x, t)
     for what, a in (("input", x), ("target", t)):
-        outside = (a < 0) | (a > 1)
+        outside = ~((a >= 0) & (a <= 1))  # NaN too
         if outside.any():
             raise ValueError(f"{name}: all elements of {what} should be between 0 and 1, got {a[outside].flat[0]!r}")
     return _BCE.apply(input, target, reduction=reduction, **_broadcast_constants(name, x, weight=weight))
