@@ -10,6 +10,7 @@ import collections
 import math
 import time
 
+import deepkern
 import numpy as np
 import pytest
 from deepkern import data
@@ -161,6 +162,55 @@ def test_fast_path_matches_the_per_sample_collate(rng):
         np.testing.assert_array_equal(fx, sx)
         np.testing.assert_array_equal(fy, sy)
         assert fx.dtype == sx.dtype and fy.dtype == sy.dtype
+
+
+def test_shuffle_without_seed_follows_manual_seed():
+    """seed=None draws the loader's seed from deepkern's generator: manual_seed makes the orders repeat."""
+    orders = []
+    for _ in range(2):
+        deepkern.manual_seed(11)
+        loader = DataLoader(TensorDataset(np.arange(50)), batch_size=50, shuffle=True)
+        orders.append([ids_of(loader), ids_of(loader)])
+    np.testing.assert_array_equal(orders[0], orders[1])
+    assert not np.array_equal(orders[0][0], orders[0][1])
+
+
+class Offset(TensorDataset):
+    """A TensorDataset subclass whose __getitem__ changes the samples."""
+
+    def __getitem__(self, i):
+        return tuple(a * 100 for a in super().__getitem__(i))
+
+
+class Reversed(Subset):
+    def __getitem__(self, i):
+        return super().__getitem__(len(self) - 1 - i)
+
+
+def test_subclasses_of_tensor_dataset_and_subset_are_batched_through_their_getitem():
+    """The fast path (indexing the arrays at once) is only for the exact classes."""
+    ((batch,),) = DataLoader(Offset(np.arange(4)), batch_size=4)
+    np.testing.assert_array_equal(batch.numpy(), [0, 100, 200, 300])
+    ((batch,),) = DataLoader(Reversed(TensorDataset(np.arange(10)), [2, 3, 4]), batch_size=3)
+    np.testing.assert_array_equal(batch.numpy(), [4, 3, 2])
+    ((batch,),) = DataLoader(Subset(Offset(np.arange(10)), [5, 1]), batch_size=2)
+    np.testing.assert_array_equal(batch.numpy(), [500, 100])
+
+
+def test_default_collate_of_dicts_strings_and_unequal_samples():
+    """As PyTorch's: dicts batched per key (nested too), strings listed, samples of unequal length
+    refused (a field would be lost), arrays of strings or objects refused."""
+    batch = default_collate([{"x": np.full(2, i), "y": i, "meta": {"id": f"s{i}"}} for i in range(3)])
+    assert set(batch) == {"x", "y", "meta"}
+    np.testing.assert_array_equal(batch["x"].numpy(), [[0, 0], [1, 1], [2, 2]])
+    np.testing.assert_array_equal(batch["y"].numpy(), [0, 1, 2])
+    assert batch["meta"] == {"id": ["s0", "s1", "s2"]}
+    assert default_collate([np.str_("cat"), np.str_("dog")]) == ["cat", "dog"]
+    for samples in ([(1, 2), (3, 4, 5), (6, 7)], [(1, 2, 3), (4, 5)]):
+        with raises_naming(RuntimeError, "default_collate", "equal size", "[2, 3]"):
+            default_collate(samples)
+    with raises_naming(TypeError, "default_collate", "<U3"):
+        default_collate([np.array(["abc"]), np.array(["def"])])
 
 
 def test_default_collate_of_a_generic_dataset():

@@ -661,6 +661,16 @@ def test_check_state_dict_not_strict_ignores_missing_and_unexpected_keys_not_mis
     assert "extra" not in str(info.value) and "emb" not in str(info.value)
 
 
+def test_save_takes_tensors_that_require_grad(tmp_path):
+    """torch.save stores a parameter's values: so does save (the tensor is not changed or detached)."""
+    layer = deepkern.nn.Linear(3, 2)
+    deepkern.save({"w": layer.weight, "params": dict(layer.named_parameters())}, tmp_path / "p.safetensors")
+    loaded = deepkern.load(tmp_path / "p.safetensors")
+    np.testing.assert_array_equal(loaded["w"], layer.weight.detach().numpy())
+    np.testing.assert_array_equal(loaded["params"]["bias"], layer.bias.detach().numpy())
+    assert layer.weight.requires_grad
+
+
 def test_load_state_dict_not_strict_like_torch():
     """strict=False loads what the state dict has and returns the keys either side lacks, as a named
     tuple; a shape mismatch still raises, before anything is written."""

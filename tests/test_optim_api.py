@@ -277,6 +277,34 @@ def test_strided_parameters_and_gradients_step_like_contiguous_ones(name, cls_na
         assert owner[..., 0].sum() == 0  # nothing written beside it
 
 
+@pytest.mark.parametrize("name, cls_name, options, ref", CASES, ids=CASE_IDS)
+def test_bfloat16_parameters_step_on_float32_copies(name, cls_name, options, ref):
+    """A bfloat16 parameter (a model after Module.bfloat16()) steps as a float32 copy rounded back to
+    bfloat16 after every step, with float32 state: bit for bit a float32 run whose parameters and
+    gradients are rounded to bfloat16 at each step. A strided bfloat16 parameter steps the same."""
+    bf16 = deepkern.bfloat16
+    arrays = [a.astype(bf16) for a in start_params()]
+    params = [deepkern.nn.Parameter(a.copy()) for a in arrays[:-1]]
+    owner = np.zeros(arrays[-1].shape[::-1], bf16)
+    owner[...] = arrays[-1].T
+    params.append(deepkern.nn.Parameter(deepkern.from_numpy(owner).T))  # strided
+    wide = [deepkern.nn.Parameter(a.astype(np.float32)) for a in arrays]
+    opt, wide_opt = deepkern_maker(cls_name, options)(params), deepkern_maker(cls_name, options)(wide)
+    for _ in range(20):
+        for i, (p, w) in enumerate(zip(params, wide)):
+            g = grad_of(i, p.detach().numpy().astype(np.float32)).astype(bf16)
+            p.grad, w.grad = deepkern.from_numpy(g), deepkern.from_numpy(g.astype(np.float32))
+        opt.step()
+        wide_opt.step()
+        for w in wide:
+            w._array[...] = w._array.astype(bf16).astype(np.float32)
+    for i, (p, w) in enumerate(zip(params, wide)):
+        assert p.dtype == bf16
+        np.testing.assert_array_equal(p.detach().numpy().astype(np.float32), w._array, err_msg=f"{name}: parameter {i}")
+        assert all(v.dtype == np.float32 for v in opt.state[p].values() if isinstance(v, deepkern.Tensor))
+    np.testing.assert_array_equal(owner.T, params[-1].detach().numpy())
+
+
 def test_step_with_no_grads_does_nothing():
     params = deepkern_params(start_params())
     opt = optim.Adam(params)
@@ -503,6 +531,25 @@ def test_load_state_dict_copies_and_casts():
     assert isinstance(buf, deepkern.Tensor) and buf.dtype == np.float32
     assert not np.shares_memory(buf._array, sd["state"][0]["momentum_buffer"])
     assert fresh.param_groups[0]["lr"] == 0.1 and fresh.param_groups[0]["params"] is not sd["param_groups"][0]["params"]
+
+
+@pytest.mark.parametrize(
+    "cls_name, missing", [("Adam", "decoupled_weight_decay"), ("SGD", "maximize"), ("RMSprop", "maximize")]
+)
+def test_load_state_dict_fills_options_it_lacks_from_the_defaults(cls_name, missing):
+    """A state dict from before an option existed loads, and the option takes the optimizer's default
+    (PyTorch's behaviour): the next step runs as with a complete state dict."""
+    want, full_opt = run_deepkern(deepkern_maker(cls_name, dict(lr=0.1)), start_params(), steps=3)
+    state = full_opt.state_dict()
+    for group in state["param_groups"]:
+        del group[missing]
+    got, opt = run_deepkern(deepkern_maker(cls_name, dict(lr=0.1)), start_params(), steps=2)
+    opt.load_state_dict(copy.deepcopy(full_opt.state_dict()) | {"param_groups": state["param_groups"]})
+    assert opt.param_groups[0][missing] == opt.defaults[missing]
+    params = opt.param_groups[0]["params"]
+    set_grads(params)
+    opt.step()
+    assert all(p._array.dtype == np.float32 for p in params)
 
 
 def test_load_state_dict_rejects_mismatches_naming_sizes():

@@ -487,6 +487,7 @@ def _encode(node, keys: tuple, tensors: dict):
         kind = "list" if isinstance(node, list) else "tuple"
         return {kind: [_encode(value, keys + (i,), tensors) for i, value in enumerate(node)]}
     if not isinstance(node, (np.ndarray, np.generic)) and hasattr(node, "numpy"):
+        node = node.detach() if hasattr(node, "detach") else node  # a parameter: its values
         node = (node.cpu() if hasattr(node, "cpu") else node).numpy()  # a tensor, from any device
     if not isinstance(node, (np.ndarray, np.generic)):
         if isinstance(node, _JSON_SCALARS):

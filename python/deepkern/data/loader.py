@@ -6,9 +6,11 @@ from __future__ import annotations
 import numbers
 import operator
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 
+from ..random import get_generator
 from ..tensor import Tensor
 from .dataset import Subset, TensorDataset
 
@@ -16,12 +18,27 @@ __all__ = ["DataLoader", "default_collate"]
 
 
 def default_collate(samples: list):
-    """One batch from a list of samples: samples that are tuples (or lists) give a tuple of
-    batched fields; arrays, Tensors and Python numbers are stacked along a new first axis into a
-    Tensor; anything else (e.g. str) is returned as a list."""
+    """One batch from a list of samples, as PyTorch's: samples that are tuples (or lists) give a tuple
+    of batched fields (all samples of one length), dicts a dict of batched values per key; numeric
+    arrays, Tensors and Python numbers are stacked along a new first axis into a Tensor; strings and
+    other objects are returned as a list. Arrays of strings or objects are a TypeError."""
     first = samples[0]
+    if isinstance(first, (str, bytes)):
+        return list(samples)
+    if isinstance(first, Mapping):
+        return {key: default_collate([s[key] for s in samples]) for key in first}
     if isinstance(first, (tuple, list)):
+        if any(len(s) != len(first) for s in samples):
+            raise RuntimeError(
+                "default_collate: each element in list of batch should be of equal size, got lengths "
+                f"{sorted({len(s) for s in samples})}"
+            )
         return tuple(default_collate([s[i] for s in samples]) for i in range(len(first)))
+    if isinstance(first, (np.ndarray, np.generic)) and first.dtype.kind not in "biufc":
+        raise TypeError(
+            "default_collate: batch must contain tensors, numeric arrays, numbers, dicts or lists; "
+            f"found an array of dtype {first.dtype}"
+        )
     if isinstance(first, (np.ndarray, np.generic, numbers.Number, Tensor)):
         return Tensor(np.stack([np.asarray(s) for s in samples]))
     return list(samples)
@@ -33,11 +50,13 @@ class DataLoader:
     ``len(loader)`` batches per epoch; the last one is smaller unless ``drop_last``. With
     ``shuffle``, each epoch (each ``iter(loader)``) visits every sample once in a new random
     order, drawn from (``seed``, ``epoch``): the same ``seed`` gives the same sequence of orders
-    in every run (``seed=None`` draws a seed once, at construction). ``epoch`` counts the epochs
+    in every run (``seed=None`` draws a seed once, at construction, from deepkern's generator, so
+    :func:`deepkern.manual_seed` makes it reproducible, as in PyTorch). ``epoch`` counts the epochs
     started; set it to resume a run where it stopped.
 
     Batches are ``collate_fn(list of samples)``, by default :func:`default_collate` (Tensors,
-    as in PyTorch). A :class:`TensorDataset` (or a :class:`Subset` of one) with the default collate
+    as in PyTorch). A :class:`TensorDataset` (or a :class:`Subset` of one; not of a subclass, whose
+    ``__getitem__`` may differ) with the default collate
     is batched by indexing its whole arrays at once, with the same result and no per-sample loop.
 
     ``sampler`` (an iterable of indices with a length, e.g. :class:`DistributedSampler`) gives
@@ -79,7 +98,7 @@ class DataLoader:
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
-        self.seed = int(np.random.SeedSequence().entropy) if seed is None else seed
+        self.seed = int(get_generator().integers(2**63)) if seed is None else seed
         self.collate_fn = collate_fn
         self.pin_memory = bool(pin_memory)
         self.num_workers = int(num_workers)
@@ -112,9 +131,9 @@ class DataLoader:
         """The batch of the samples at ``indices``."""
         if self.collate_fn is None:
             base, base_indices = self.dataset, indices
-            while isinstance(base, Subset):
+            while type(base) is Subset:  # exact types: a subclass may change __getitem__
                 base, base_indices = base.dataset, base.indices[base_indices]
-            if isinstance(base, TensorDataset):
+            if type(base) is TensorDataset:
                 return tuple(Tensor(a[base_indices]) for a in base.arrays)
         collate = default_collate if self.collate_fn is None else self.collate_fn
         return collate([self.dataset[int(i)] for i in indices])

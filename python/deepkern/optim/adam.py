@@ -5,7 +5,7 @@ with one call of the fused kernel ``deepkern.ops.adam_step_multi``."""
 from __future__ import annotations
 
 from .. import ops
-from .optimizer import Optimizer, _adam_defaults
+from .optimizer import FLOAT_KERNELS, Optimizer, _adam_defaults
 
 __all__ = ["Adam", "AdamW"]
 
@@ -13,6 +13,8 @@ __all__ = ["Adam", "AdamW"]
 class Adam(Optimizer):
     """Adam (Kingma & Ba); with ``decoupled_weight_decay=True`` it is AdamW (weight decay
     applied to the parameter, ``p *= 1 - lr * weight_decay``, instead of added to the gradient)."""
+
+    _kernel_dtypes = FLOAT_KERNELS
 
     def __init__(
         self,

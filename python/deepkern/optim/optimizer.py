@@ -23,6 +23,9 @@ from ..tensor import Tensor
 
 __all__ = ["Optimizer"]
 
+#: Optimizer._kernel_dtypes of the optimizers stepped by float32 and float64 kernels.
+FLOAT_KERNELS = (np.dtype(np.float32), np.dtype(np.float64))
+
 
 def _check_nonnegative(value, what: str) -> None:
     """torch's constructor checks: ``Invalid <what>: <value>`` unless ``0 <= value``."""
@@ -30,9 +33,10 @@ def _check_nonnegative(value, what: str) -> None:
         raise ValueError(f"Invalid {what}: {value}")
 
 
-def _array_of_state(value, param: Tensor, where: str):
+def _array_of_state(value, param: Tensor, dtype, where: str):
     """A copy of a loaded state array (ndarray, deepkern Tensor, or an object with ``.numpy()``
-    such as a torch tensor) with ``param``'s shape, cast to its dtype like torch does, on its device."""
+    such as a torch tensor) with ``param``'s shape, cast to ``dtype`` (its state's) like torch does,
+    on its device."""
     if isinstance(value, Tensor):
         arr = value._array
     elif isinstance(value, np.ndarray):
@@ -43,7 +47,14 @@ def _array_of_state(value, param: Tensor, where: str):
         arr = as_array(value)
     if arr.shape != param.shape:
         raise ValueError(f"load_state_dict: {where} has shape {arr.shape} but its parameter has shape {param.shape}")
-    return to_device(arr, param.device).astype(param.dtype, order="C", copy=True)
+    return to_device(arr, param.device).astype(dtype, order="C", copy=True)
+
+
+def _step_array(t: Tensor, dtype):
+    """``t``'s array as a step's kernel takes it: itself, or a C-contiguous copy in ``dtype``."""
+    if t.dtype != dtype:
+        return t._array.astype(dtype, order="C")
+    return t._array if t.is_contiguous() else t._backend().ascontiguousarray(t._array)
 
 
 def _copy_state_value(value):
@@ -84,6 +95,11 @@ class Optimizer:
             ``defaults``).
         defaults: the optimizer's options and their default values.
     """
+
+    #: The parameter dtypes the subclass's step kernels take (None: any). Parameters of another
+    #: floating dtype (bfloat16, float16) step on float32 copies, rounded back once per step, and
+    #: keep float32 state.
+    _kernel_dtypes: tuple | None = None
 
     def __init__(self, params, defaults: dict):
         self.defaults = defaults
@@ -185,14 +201,15 @@ class Optimizer:
             params, param_arrays, grad_arrays = [], [], []
             for p in group["params"]:
                 g = p.grad
-                if g is not None:  # the kernels take C-contiguous arrays: others step on a copy
+                if g is not None:  # the kernels take C-contiguous arrays of their dtypes: others step on a copy
                     params.append(p)
-                    param_arrays.append(p._array if p.is_contiguous() else p._backend().ascontiguousarray(p._array))
-                    grad_arrays.append(g._array if g.is_contiguous() else g._backend().ascontiguousarray(g._array))
+                    dtype = self._state_dtype(p)
+                    param_arrays.append(_step_array(p, dtype))
+                    grad_arrays.append(_step_array(g, dtype if dtype != p.dtype else g.dtype))
             if params:
                 self._step_group(group, params, param_arrays, grad_arrays)
                 for p, a in zip(params, param_arrays):
-                    if a is not p._array:  # a strided parameter: the stepped copy written back
+                    if a is not p._array:  # a strided or narrow parameter: the stepped copy written back
                         p._array[...] = a
                     autograd.bump_version(p._array)  # written in place: graphs that saved it must not reuse it
         return loss
@@ -209,13 +226,18 @@ class Optimizer:
         for p in params:
             state[p]["step"] += 1.0
 
-    @staticmethod
-    def _state_array(state: dict, name: str, p: Tensor):
-        """The array of ``state[name]``, created as zeros of ``p``'s shape and dtype (C order) on its
-        device when missing: on the first step, or when an option that needs it was turned on later."""
+    def _state_dtype(self, p: Tensor):
+        """The dtype of ``p``'s state arrays and of the arrays its step runs on (see _kernel_dtypes)."""
+        if self._kernel_dtypes is None or p.dtype in self._kernel_dtypes:
+            return p.dtype
+        return np.dtype(np.float32)
+
+    def _state_array(self, state: dict, name: str, p: Tensor):
+        """The array of ``state[name]``, created as zeros of ``p``'s shape and state dtype (C order) on
+        its device when missing: on the first step, or when an option that needs it was turned on later."""
         t = state.get(name)
         if t is None:
-            t = state[name] = Tensor._wrap(p._backend().zeros(p.shape, p.dtype))
+            t = state[name] = Tensor._wrap(p._backend().zeros(p.shape, self._state_dtype(p)))
         return t._array
 
     @staticmethod
@@ -240,12 +262,12 @@ class Optimizer:
 
     def _loaded_state(self, name: str, value, param: Tensor, where: str):
         """One loaded state entry of ``param``: a scalar entry as a float, plain values as they are,
-        arrays as a copy of ``param``'s shape, dtype and device."""
+        arrays as a copy of ``param``'s shape and device, in its state dtype."""
         if name in self._scalar_state:
             return _scalar_of(value)
         if value is None or isinstance(value, (bool, int, float, str)):
             return value
-        return Tensor._wrap(_array_of_state(value, param, where))
+        return Tensor._wrap(_array_of_state(value, param, self._state_dtype(param), where))
 
     def state_dict(self) -> dict:
         """``{"state": {index: {name: value}}, "param_groups": [{..., "params": [index, ...]}]}``
@@ -267,7 +289,8 @@ class Optimizer:
     def load_state_dict(self, state_dict: dict) -> None:
         """Loads a state dict from :meth:`state_dict` (or torch's, arrays converted or not): the
         groups' options and a copy of every parameter's state, cast to the parameter's dtype.
-        The number of groups and each group's size must match this optimizer's."""
+        The number of groups and each group's size must match this optimizer's; options a group lacks
+        (a state dict from before they existed) take the optimizer's defaults, as in PyTorch."""
         groups = self.param_groups
         saved_groups = copy.deepcopy(state_dict["param_groups"])
         if len(groups) != len(saved_groups):
@@ -294,6 +317,8 @@ class Optimizer:
             }
         for g, s in zip(groups, saved_groups):
             s["params"] = g["params"]
+            for option, default in self.defaults.items():  # options newer than the state dict
+                s.setdefault(option, default)
             if "param_names" in g and "param_names" not in s:
                 s["param_names"] = g["param_names"]
         self.state = state

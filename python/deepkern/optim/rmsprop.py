@@ -5,7 +5,7 @@ param group with one call of the fused kernel ``deepkern.ops.rmsprop_step_multi`
 from __future__ import annotations
 
 from .. import ops
-from .optimizer import Optimizer, _check_nonnegative
+from .optimizer import FLOAT_KERNELS, Optimizer, _check_nonnegative
 
 __all__ = ["RMSprop"]
 
@@ -13,6 +13,8 @@ __all__ = ["RMSprop"]
 class RMSprop(Optimizer):
     """RMSprop (Hinton): divides the gradient by a running root mean square of its recent values;
     ``centered`` subtracts the running mean first; ``momentum`` > 0 adds a velocity buffer."""
+
+    _kernel_dtypes = FLOAT_KERNELS
 
     def __init__(
         self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False, *, maximize=False

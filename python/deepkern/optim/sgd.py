@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .. import ops
 from ..tensor import Tensor
-from .optimizer import Optimizer, _check_nonnegative
+from .optimizer import FLOAT_KERNELS, Optimizer, _check_nonnegative
 
 __all__ = ["SGD"]
 
@@ -14,6 +14,8 @@ __all__ = ["SGD"]
 class SGD(Optimizer):
     """Stochastic gradient descent, optionally with momentum (dampened or Nesterov), weight
     decay and ``maximize``."""
+
+    _kernel_dtypes = FLOAT_KERNELS
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *, maximize=False):
         _check_nonnegative(lr, "learning rate")
@@ -45,7 +47,7 @@ class SGD(Optimizer):
                 buf = state.get("momentum_buffer")
                 first.append(buf is None)
                 if buf is None:
-                    buf = Tensor._wrap(p._backend().empty(p.shape, p.dtype))
+                    buf = Tensor._wrap(p._backend().empty(p.shape, self._state_dtype(p)))
                     new.append((state, buf))
                 buffers.append(buf._array)
         for pa, ga, ba, fs in self._by_dtype(param_arrays, grad_arrays, buffers, first):
