@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from deepkern import ops
 
-from checks import F32, F64, active_isa, check, poison_heap, raises_naming, rand, runs_transposed
+from checks import F32, F64, active_isa, check, check_non_finite, poison_heap, raises_naming, rand, runs_transposed
 from conftest import TESTED_ISAS
 from reference import conv2d_backward_ref, conv2d_ref
 
@@ -39,9 +39,21 @@ def _shifted_planes(x, w, options):
     return stride == (1, 1) and dilation[1] == 1 and width == x.shape[3] and not plain_1x1
 
 
+def _direct(x, w, options):
+    """Whether the layer's float32 forward is the direct convolution (csrc/cpu/conv/direct.cpp): one
+    group, stride 1 or 2 and no dilation along the width, at most 4 input channels and 256 terms
+    (C * R * S) per output."""
+    stride, _, dilation, groups = _kernel_options(options)
+    channels, taps = w.shape[1], w.shape[1] * w.shape[2] * w.shape[3]
+    return x.dtype == F32 and groups == 1 and stride[1] in (1, 2) and dilation[1] == 1 and channels <= 4 and taps <= 256
+
+
 def _expected_path(path, x, w, options):
-    """``path``, except that float32 GEMM blocks ("im2col", "im2col_row_blocks") of a layer whose col(X)
-    rows are shifted input planes write them straight into the GEMM's panels ("im2col_shifted_panels")."""
+    """``path``, except that float32 layers with few input channels run the direct convolution, and
+    float32 GEMM blocks ("im2col", "im2col_row_blocks") of a layer whose col(X) rows are shifted input
+    planes write them straight into the GEMM's panels ("im2col_shifted_panels")."""
+    if _direct(x, w, options):
+        return "direct"
     shifted = x.dtype == F32 and _shifted_planes(x, w, options)
     return "im2col_shifted_panels" if shifted and path in ("im2col", "im2col_row_blocks") else path
 
@@ -173,15 +185,15 @@ def test_small_images_split_im2col_over_threads(case, threads, rng):
 # planes (stride 1, dilation 1 along the width, output as wide as the input), written into the GEMM's
 # panels by masked loads: kernels 3x3, 5x5, 1x3, 3x1 and 1x1 with padding, dilation along the height,
 # groups, images of 1 to 40 columns (a panel's 32 columns crossing images, or an image crossing
-# panels), and one image of several row blocks.
+# panels), and one image of several row blocks; 5 input channels or more (fewer: the direct convolution).
 SHIFTED_CASES = [
     ((32, 8, 8), (64, 32, 3, 3), dict(padding=1)),  # the digits CNN's second layer
-    ((3, 7, 5), (4, 3, 5, 5), dict(padding=2)),
-    ((4, 6, 1), (5, 4, 3, 1), dict(padding=(1, 0))),
-    ((2, 3, 40), (3, 2, 1, 3), dict(padding=(0, 1))),
-    ((4, 5, 6), (6, 4, 1, 1), dict(padding=(1, 0))),
+    ((5, 7, 5), (4, 5, 5, 5), dict(padding=2)),
+    ((5, 6, 1), (5, 5, 3, 1), dict(padding=(1, 0))),
+    ((5, 3, 40), (3, 5, 1, 3), dict(padding=(0, 1))),
+    ((5, 5, 6), (6, 5, 1, 1), dict(padding=(1, 0))),
     ((6, 11, 9), (8, 3, 3, 3), dict(padding=(2, 1), dilation=(2, 1), groups=2)),
-    ((3, 33, 33), (7, 3, 3, 3), dict(padding=1)),  # 1089 pixels: row blocks at batches up to 4
+    ((5, 33, 33), (7, 5, 3, 3), dict(padding=1)),  # 1089 pixels: row blocks at batches up to 4
 ]
 
 
@@ -210,6 +222,68 @@ def test_shifted_panels_read_only_inside_the_planes(case, threads, rng):
                         what = f"{case} batch {batch} isa={isa} threads={threads} {_path()} relu={relu}"
                         assert _path().startswith("im2col_shifted_panels"), what
                         check(y, np.maximum(ref, 0) if relu else ref, F32, what)
+
+
+# (x shape without the batch, w shape, options): float32 layers with at most 4 input channels, which the
+# direct convolution computes row tile by row tile: stride 1 and 2 along the width (2: rows split into
+# phases), stride and dilation along the height, kernels from 1x1 to 8x8 (256 terms per output, wider
+# than the image), padding 0 to 3 and uneven, output rows of 1 to 200 pixels (several row tiles, a
+# partial last vector), output channels that fill no whole tile (1, 5, 7, 13), and no input channel.
+DIRECT_CASES = [
+    ((3, 67, 61), (10, 3, 7, 7), dict(stride=2, padding=3)),  # the stem's geometry
+    ((1, 8, 8), (13, 1, 3, 3), dict(padding=1)),  # the digits CNN's first layer
+    ((4, 9, 200), (7, 4, 2, 3), dict(stride=(3, 1), padding=(0, 2), dilation=(2, 1))),
+    ((2, 5, 33), (5, 2, 5, 4), dict(stride=2, padding=(2, 1))),
+    ((3, 4, 1), (1, 3, 1, 1), dict()),
+    ((1, 30, 131), (6, 1, 7, 1), dict(stride=(1, 2), padding=(3, 0))),
+    ((4, 3, 3), (12, 4, 8, 8), dict(padding=3)),
+    ((0, 5, 6), (3, 0, 3, 3), dict(padding=1)),  # no input channel: the bias alone
+]
+
+
+@pytest.mark.parametrize("case", DIRECT_CASES, ids=str)
+def test_direct_convolution_reads_only_its_input(case, threads, rng):
+    """The direct convolution (bias and ReLU or not) matches the float64 reference under every ISA at
+    batches 0 to 3 and 9 (more blocks of rows than threads), on an input whose neighbouring memory holds
+    NaN (a tap reading outside the image would show), into NaN-prefilled outputs; nothing is packed for it."""
+    x_shape, w_shape, options = case
+    kernel_options = _kernel_options(options)
+    w, b = rand(rng, w_shape, F32), rand(rng, w_shape[0], F32)
+    for batch in (0, 1, 2, 3, 9):
+        values = rand(rng, (batch, *x_shape), F32)
+        surrounded = np.full(values.size + 64, np.nan, F32)
+        x = surrounded[32:-32].reshape(values.shape)
+        x[...] = values
+        for bias in (b, None):
+            ref = conv2d_ref(values, w, bias, **options)
+            for isa in TESTED_ISAS:
+                with active_isa(isa):
+                    assert deepkern._C.conv2d_pack_gemm_weights(w, x.shape, ref.shape, *kernel_options) is None
+                    for relu in (False, True):
+                        y = np.full(ref.shape, np.nan, F32)
+                        deepkern._C.conv2d_forward(x, w, bias, y, *kernel_options, None, None, relu)
+                        what = f"{case} batch {batch} bias {bias is not None} isa={isa} threads={threads} relu={relu}"
+                        check(y, np.maximum(ref, 0) if relu else ref, F32, what)
+                        assert _path() == ("direct" if ref.size else _path()), what
+
+
+def test_direct_convolution_non_finite_values_as_the_direct_sum(threads):
+    """Inf and NaN give what the direct sum gives (as PyTorch): an infinite weight times the zero padding
+    is NaN at the borders, a NaN input reaches the outputs that read it, and ReLU keeps NaN."""
+    x = np.ones((1, 3, 9, 40), F32)
+    x[0, 1, 4, 20] = np.nan
+    w = np.full((5, 3, 3, 3), 0.5, F32)
+    w[2, 0, 0, 0] = np.inf
+    with np.errstate(invalid="ignore"):
+        ref = conv2d_ref(x, w, None, padding=1)
+    for isa in TESTED_ISAS:
+        with active_isa(isa):
+            y = ops.conv2d(x, w, padding=1)
+            assert _path() == "direct"
+            check_non_finite(y, ref, F32, f"isa={isa} threads={threads}")
+            y = np.full(ref.shape, np.nan, F32)
+            deepkern._C.conv2d_forward(x, -w, None, y, *_kernel_options(dict(padding=1)), None, None, True)
+            check_non_finite(y, np.where(np.isnan(ref), np.nan, np.maximum(-ref, 0)), F32, f"relu isa={isa}")
 
 
 # (x shape without the batch, w shape, options): blocks with fewer pixels (at most 240) than each

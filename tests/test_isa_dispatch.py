@@ -85,6 +85,13 @@ def _conv_columns(rng, dtype):
     yield "conv2d float32", ops.conv2d(x32, w32, padding=1).astype(dtype), conv2d_ref(x32, w32, padding=1), TOL[F32]
 
 
+def _conv_direct(rng, dtype):
+    """A float32 convolution of few input channels (the direct convolution's row tiles, with a partial
+    last vector), widened to ``dtype``; bound: float32's."""
+    x, w, b = rand(rng, (2, 3, 9, 37), np.float32), rand(rng, (7, 3, 3, 3), np.float32), rand(rng, 7, np.float32)
+    yield "conv2d float32", ops.conv2d(x, w, b, padding=1).astype(dtype), conv2d_ref(x, w, b, padding=1), TOL[F32]
+
+
 def _cast(rng, dtype):
     """float32 to bfloat16 and back through ``_C.cast``; bound: bfloat16's rounding (at most half an ulp, 2**-8)."""
     x = rand(rng, 1037, np.float32)
@@ -288,6 +295,7 @@ FAMILY_OPS = {
     "conv_winograd": _conv_winograd,
     "conv_depthwise": _conv_depthwise,
     "conv_columns": _conv_columns,
+    "conv_direct": _conv_direct,
     "lstm": _lstm,
     "norm": _norm,
     "optim": _optim,

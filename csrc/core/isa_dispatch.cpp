@@ -8,9 +8,9 @@ namespace deepkern {
 namespace {
 
 constexpr int kFamilies = static_cast<int>(IsaFamily::count);
-constexpr const char* kNames[kFamilies] = {"gemm", "conv_winograd", "conv_depthwise", "lstm",    "optim",
-                                           "pool", "roofline",      "activation",     "softmax", "dropout",
-                                           "norm", "attention",     "gemm_bf16",      "cast",    "conv_columns"};
+constexpr const char* kNames[kFamilies] = {
+    "gemm",    "conv_winograd", "conv_depthwise", "lstm",      "optim",     "pool", "roofline",     "activation",
+    "softmax", "dropout",       "norm",           "attention", "gemm_bf16", "cast", "conv_columns", "conv_direct"};
 constexpr int kNotRun = 0;
 
 std::atomic<int> records[kFamilies] = {};  // zero: not run

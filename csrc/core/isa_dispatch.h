@@ -36,6 +36,7 @@ enum class IsaFamily : int {
   gemm_bf16,
   cast,
   conv_columns,
+  conv_direct,
   count
 };
 

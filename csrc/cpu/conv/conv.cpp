@@ -1,7 +1,8 @@
 // 2-D convolution: the entry points of conv.h. Depthwise layers go to direct loops
-// (depthwise.cpp), 3x3 stride-1 layers with enough channels to Winograd (F(4x4, 3x3) or F(2x2, 3x3)
-// forward, F(2x2, 3x3) backward; winograd.cpp) unless its operands hold Inf or NaN; everything
-// else runs here as GEMMs per image and group (the blocked GEMM of csrc/cpu/gemm does the work):
+// (depthwise.cpp), float32 forwards of layers with few input channels (the stem) to the direct
+// convolution (direct.cpp), 3x3 stride-1 layers with enough channels to Winograd (F(4x4, 3x3) or
+// F(2x2, 3x3) forward, F(2x2, 3x3) backward; winograd.cpp) unless its operands hold Inf or NaN;
+// everything else runs here as GEMMs per image and group (the blocked GEMM of csrc/cpu/gemm does the work):
 //
 //   forward      Y_g (Kg x PQ)    = W_g (Kg x CgRS) @ col(X_g) (CgRS x PQ)   + bias (per row)
 //   grad data    dX_g             = col2im(W_g^T (CgRS x Kg) @ dY_g (Kg x PQ))
@@ -36,6 +37,7 @@
 #include "core/threading.h"
 #include "cpu/activation/activation.h"
 #include "cpu/conv/depthwise.h"
+#include "cpu/conv/direct.h"
 #include "cpu/conv/conv_plan.h"
 #include "cpu/conv/im2col.h"
 #include "cpu/conv/taps.h"
@@ -254,6 +256,8 @@ bool conv2d_pack_winograd_weights(const Conv2dShape& s, const T* w, T* packed) {
 template <class T>
 int64_t gemm_weights_width(const Conv2dShape& s, const Plan& plan) {
   if (s.batch == 0 || is_depthwise(s) || winograd_applies(s)) return 0;
+  if constexpr (std::is_same_v<T, float>)
+    if (direct_applies(s)) return 0;
   if (plan.transposed) return packed_b_width<T>();
   if (plan.packed_columns || plan.shifted_panels) return packed_a_height<T>();
   return 0;
@@ -287,6 +291,12 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
                     const ConvPackedWeights<T>& packed, bool relu) {
   // The direct loops and Winograd's output transform add the bias; relu is then one pass over y
   // (in cache at inference batches). The GEMM paths apply it in their epilogue.
+  if constexpr (std::is_same_v<T, float>) {
+    if (!is_depthwise(s) && direct_applies(s)) {
+      last_forward_path = "direct";
+      return direct_forward(s, x, w, bias, y, relu);
+    }
+  }
   const char* path = nullptr;
   if (is_depthwise(s)) {
     depthwise_forward(s, x, w, bias, y);

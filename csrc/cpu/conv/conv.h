@@ -38,7 +38,8 @@ template <class T>
 void conv2d_forward(const Conv2dShape& shape, const T* x, const T* w, const T* bias, T* y,
                     const ConvPackedWeights<T>& packed = {}, bool relu = false);
 
-// The path the last conv2d_forward call of the process took: "depthwise", "winograd", "im2col"
+// The path the last conv2d_forward call of the process took: "depthwise", "winograd", "direct" (float32
+// layers with few input channels, direct.h), "im2col"
 // (GEMMs over blocks of images), "im2col_row_blocks" (the inference plan: row blocks of single
 // images spread over the threads), "im2col_packed_panels" (those row blocks with stride-2 rows split
 // by im2col straight into the GEMM's packed panels, for few output channels: the stem),
