@@ -752,6 +752,19 @@ def test_bad_stride_padding_dilation(device, name, value):
         conv2d_backward(ones_on(device, (1, 4, 6, 6)), x, w, **{name: value})
 
 
+@pytest.mark.parametrize("kernel", [(0, 3), (3, 0), (0, 0)], ids=str)
+def test_empty_kernel_is_refused(device, kernel):
+    """A kernel of 0 rows or columns is an error, as in PyTorch (it gave a bias-filled output larger
+    than the input)."""
+    x, w = ones_on(device, (1, 2, 5, 5)), ones_on(device, (3, 2, *kernel))
+    with raises_naming(ValueError, "conv2d", "kernel size", re.escape(str((3, 2, *kernel)))):
+        conv2d(x, w, dilation=3)
+    with raises_naming(ValueError, "conv2d", "kernel size"):
+        conv2d_backward(ones_on(device, (1, 3, 5, 5)), x, w)
+    with raises_naming(ValueError, "conv_transpose2d", "kernel size"):
+        deepkern.ops.conv_transpose2d(x, ones_on(device, (2, 3, *kernel)))
+
+
 def test_bad_padding_string_and_same_with_stride(device):
     x, w = ones_on(device, (1, 3, 8, 8)), ones_on(device, (4, 3, 3, 3))
     with raises_naming(ValueError, "conv2d", "padding", "full"):

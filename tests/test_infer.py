@@ -269,6 +269,33 @@ def test_packed_weights_follow_in_place_updates_and_replacements(layer, bn):
     check()
 
 
+@pytest.mark.parametrize("layer", PACKED_LAYERS, ids=lambda layer: layer[3])
+@pytest.mark.parametrize("bn", [False, True])
+def test_packed_weights_follow_writes_through_numpy_views(layer, bn):
+    """Writes through a NumPy view of a parameter or buffer (``detach().numpy()`` shares its memory and
+    bumps no version) are seen too: the packed weights are made again from the new values, whether the
+    view was taken before or after they were packed, and kept while the values stay as they are."""
+    c, k, (h, w), name, path = layer
+    rng = np.random.default_rng(6)
+    model = nn.Sequential(*([nn.Conv2d(c, k, 3, padding=1)] + ([nn.BatchNorm2d(k)] if bn else []))).eval()
+    _randomize_norms(model, rng)
+    conv = model[0]
+    x = rng.standard_normal((1, c, h, w)).astype(np.float32)
+    assert rel_error(_infer(model, x), _reference(model, x)) < TOL[np.float32]
+    weights = conv.weight.detach().numpy()  # taken after the first packing
+    weights *= -0.5
+    assert rel_error(_infer(model, x), _reference(model, x)) < TOL[np.float32]
+    packed = _packed(conv, name)
+    assert rel_error(_infer(model, x), _reference(model, x)) < TOL[np.float32]
+    assert _packed(conv, name) is packed  # unchanged values: kept
+    conv.bias.detach().numpy()[...] = 3.0
+    if bn:
+        model[1].running_mean.numpy()[...] += 1.0
+    weights[0] = 0.25  # through the view taken before the last packing
+    assert rel_error(_infer(model, x), _reference(model, x)) < TOL[np.float32]
+    assert deepkern._C.last_conv2d_forward_path() == path
+
+
 def test_hooks_fire_and_see_each_layer_alone():
     rng = np.random.default_rng(5)
     model = _cnn(rng)

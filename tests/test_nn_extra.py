@@ -514,6 +514,17 @@ def test_one_hot(shape, classes, rng):
     np.testing.assert_array_equal(out.numpy(), torch.nn.functional.one_hot(torch.tensor(idx), classes).numpy())
 
 
+def test_one_hot_refuses_impossible_class_counts():
+    """A class count whose result NumPy cannot hold (np.arange of 2**63 - 1 is empty: rows without a
+    one) is an error naming it, given or inferred from the largest index."""
+    with raises_naming(ValueError, "one_hot", "num_classes", str(2**63 - 1)):
+        F.one_hot(dk.tensor(np.array([0, 1, 2])), 2**63 - 1)
+    with raises_naming(ValueError, "one_hot", "num_classes", str(2**63 - 1)):
+        F.one_hot(dk.tensor(np.array([0, 2**63 - 2])))
+    with raises_naming(ValueError, "one_hot", "num_classes", "True"):
+        F.one_hot(dk.tensor(np.array([0])), True)
+
+
 def test_normalize_and_cosine_similarity_of_zero_vectors():
     """A zero vector's norm has gradient 0 (PyTorch's choice), so only the division by eps is
     left: finite gradients, 1 / eps for normalize as in PyTorch."""
@@ -531,6 +542,17 @@ def test_normalize_and_cosine_similarity_of_zero_vectors():
     xt = torch.tensor(x.detach().numpy(), requires_grad=True)
     torch.nn.functional.normalize(xt).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-12)
+
+
+def test_interpolate_refuses_impossible_and_non_integer_sizes():
+    """An output NumPy cannot hold is an error naming the size (it came back empty); sizes are ints."""
+    x = dk.tensor(np.ones((2, 4, 7, 6), np.float32))
+    for size in (2**63 - 1, 2**63, np.uint64(2**63 + 5), (2**62, 3)):
+        with raises_naming(ValueError, "interpolate", "output size", "too large"):
+            F.interpolate(x, size=size)
+    for size in (1.5, True, (2, 2.0)):
+        with raises_naming(TypeError, "interpolate", "size", "int"):
+            F.interpolate(x, size=size)
 
 
 def test_interpolate_zero_batch_and_integer_nearest():

@@ -18,7 +18,7 @@ from deepkern import nn, no_grad, ops, tensor
 
 from checks import F32, F64, active_isa, check, check_non_finite, poison_heap, rand
 from conftest import TESTED_ISAS
-from reference import conv2d_ref, rel_error
+from reference import conv2d_backward_ref, conv2d_ref, rel_error
 
 DTYPES = [F32, F64]
 
@@ -134,6 +134,34 @@ def test_non_finite_operands_take_the_direct_sums(rng):
                             assert ran[0].startswith("im2col"), f"{name}={value} F({tile}x{tile}) isa={isa}: ran {ran}"
                             check_non_finite(got, ref, dtype, f"{name}={value}")
             check(clean, conv2d_ref(x, w, None, padding=1), dtype, f"F({tile}x{tile}) {dtype} before the Inf")
+
+
+def test_operands_large_enough_to_overflow_the_transforms_take_the_direct_sums(rng):
+    """The transforms grow a sum of C products by up to 36100 C (F(4x4)'s B^T, A^T): a value beyond
+    sqrt(max / (36100 C)) (about 1e16 in float32, 3e150 in float64, at 64 channels) hands the call to
+    the direct sums, so a finite result stays finite (float32 inputs near 1e37 had given NaN); values
+    below that bound keep Winograd. Forward (both variants), data and weight gradients, x and w."""
+    for dtype, huge, large in ((F32, 3e37, 1e14), (F64, 1e152, 1e140)):
+        x, w = rand(rng, (2, 64, 12, 12), dtype), rand(rng, (64, 64, 3, 3), dtype)
+        g = rand(rng, (2, 64, 12, 12), dtype)
+        for name, value in (("x", huge), ("w", huge), ("x", large), ("w", large)):
+            xs, ws = x.copy(), w.copy()
+            (xs if name == "x" else ws)[0, 3, 2, 1] = value
+            expected = "winograd" if value == large else "im2col"
+            for crop, tile in ((12, 4), (6, 2)):
+                part = xs[..., :crop, :crop]
+                got = ops.conv2d(part, ws, padding=1)
+                assert _ran()[0].startswith(expected), f"{name}={value:g} {dtype} F({tile}x{tile}): ran {_ran()}"
+                assert np.isfinite(got).all(), f"{name}={value:g} {dtype} F({tile}x{tile})"
+                check(got, conv2d_ref(part, ws, None, padding=1), dtype, f"{name}={value:g} {dtype} F({tile}x{tile})")
+            grad_x, grad_w, _ = ops.conv2d_backward(g, xs, ws, padding=1)
+            ref_x, ref_w, _ = conv2d_backward_ref(g, xs, ws, padding=1)
+            check(grad_x, ref_x, dtype, f"grad_x {name}={value:g} {dtype}")
+            check(grad_w, ref_w, dtype, f"grad_w {name}={value:g} {dtype}")
+        w_huge = w.copy()
+        w_huge[1, 2, 0, 0] = huge
+        assert ops.ConvPlan(w_huge, padding=1).winograd_weights is None  # cannot be packed
+        assert ops.ConvPlan(w, padding=1).winograd_weights is not None
 
 
 def test_eval_mode_conv2d_caches_the_packed_weights_for_either_variant(rng):

@@ -55,6 +55,7 @@ _clock = 0  # in-place writes so far, in the whole process
 AUTOCAST = [0, None]
 _last_write: dict = {}  # id(buffer) -> the clock of its latest in-place write
 _versions: dict = {}  # id(buffer) -> its in-place writes so far; absent: never written
+_exposed: set = set()  # id(buffer) of buffers handed out as NumPy arrays: written without deepkern knowing
 
 
 def buffer_of(arr):
@@ -75,17 +76,36 @@ def written_since(arr, clock: int) -> bool:
     return _clock != clock and _last_write.get(id(buffer_of(arr)), -1) > clock
 
 
+def expose(arr) -> None:
+    """Records that ``arr``'s buffer was handed out as a NumPy array (``Tensor.numpy()``), through which
+    it may be written without a version bump: caches of values derived from it check its contents."""
+    key = id(buffer_of(arr))
+    if key not in _exposed:
+        _track(buffer_of(arr), key)
+        _exposed.add(key)
+
+
+def is_exposed(arr) -> bool:
+    """Whether ``arr``'s buffer was handed out by :func:`expose`."""
+    return bool(_exposed) and id(buffer_of(arr)) in _exposed
+
+
+def _track(owner, key) -> None:
+    """Makes the entries of buffer ``owner`` go with it, so a later array at the same address starts afresh."""
+    if key not in _versions and key not in _exposed:
+        try:
+            weakref.finalize(owner, _forget, key)
+        except TypeError:  # a buffer type without weak references: kept for the process's life
+            pass
+
+
 def bump_version(arr) -> None:
     """Records one in-place write to ``arr``'s buffer (call it for every write deepkern makes to a
     Tensor's existing memory: in-place operators, optimizer steps, loading into parameters)."""
     global _clock
     owner = buffer_of(arr)
     key = id(owner)
-    if key not in _versions:
-        try:  # the entries go with the buffer, so a later array at the same address starts afresh
-            weakref.finalize(owner, _forget, key)
-        except TypeError:  # a buffer type without weak references: kept for the process's life
-            pass
+    _track(owner, key)
     _clock += 1
     _last_write[key] = _clock
     _versions[key] = _versions.get(key, 0) + 1
@@ -94,6 +114,7 @@ def bump_version(arr) -> None:
 def _forget(key) -> None:
     _versions.pop(key, None)
     _last_write.pop(key, None)
+    _exposed.discard(key)
 
 
 def _describe(arr) -> str:

@@ -488,7 +488,8 @@ def _encode(node, keys: tuple, tensors: dict):
         return {kind: [_encode(value, keys + (i,), tensors) for i, value in enumerate(node)]}
     if not isinstance(node, (np.ndarray, np.generic)) and hasattr(node, "numpy"):
         node = node.detach() if hasattr(node, "detach") else node  # a parameter: its values
-        node = (node.cpu() if hasattr(node, "cpu") else node).numpy()  # a tensor, from any device
+        node = node.cpu() if hasattr(node, "cpu") else node  # a tensor, from any device
+        node = node._host_array() if hasattr(node, "_host_array") else node.numpy()  # read, not handed out
     if not isinstance(node, (np.ndarray, np.generic)):
         if isinstance(node, _JSON_SCALARS):
             return {"value": node}

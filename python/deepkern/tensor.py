@@ -341,10 +341,13 @@ class Tensor:
         for a tensor on another device than the CPU: ``.cpu().numpy()`` copies it)."""
         if self._requires_grad:
             raise RuntimeError("can't call numpy() on a tensor that requires grad; use tensor.detach().numpy()")
-        return self._host_array()
+        arr = self._host_array()
+        autograd.expose(arr)
+        return arr
 
     def _host_array(self) -> np.ndarray:
-        """The data, which must be in host memory, as the NumPy array it is."""
+        """The data, which must be in host memory, as the NumPy array it is (for reading it inside
+        deepkern: numpy() and __array__ also record it as handed out, see ``autograd.expose``)."""
         if type(self._array) is not _NDARRAY and self.device != CPU_DEVICE:
             raise TypeError(
                 f"can't convert a tensor on {self.device} to a NumPy array; use .cpu() to copy it to host memory first"
@@ -353,7 +356,10 @@ class Tensor:
 
     def __array__(self, dtype=None, copy=None):
         arr = self._host_array()
-        return arr if dtype is None else arr.astype(dtype)
+        if dtype is not None:
+            return arr.astype(dtype)
+        autograd.expose(arr)
+        return arr
 
     def item(self):
         if self._array.size != 1:

@@ -22,6 +22,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -122,6 +124,18 @@ int64_t weights_plane(int64_t out_channels, int64_t in_channels, int width) {
   return (out_channels + width - 1) / width * width * in_channels;
 }
 
+// The scale of the kernels' finiteness probes for operands of sums of `terms` products (input channels,
+// or tiles for the weight gradient): the transforms grow such a sum by at most 36100 terms (F(4x4, 3x3):
+// B^T . B by 10 x 10, G . G^T by 1, A^T . A by 19 x 19; F(2x2, 3x3) less), so an operand is taken while
+// each of its values is at most sqrt(max / (36100 terms)) in magnitude (about 1e16 in float32 at 64
+// channels): the probes multiply by max over that bound, which overflows for a larger value. Such a
+// call is computed another way (im2col + GEMM: direct sums, as PyTorch's), where float32 inputs near
+// 1e37 had given NaN for finite results.
+template <class T>
+T probe_scale(int64_t terms) {
+  return std::sqrt(std::numeric_limits<T>::max()) * std::sqrt(T(36100) * T(std::max<int64_t>(terms, 1)));
+}
+
 // Transforms w into u (xi planes of weights_plane elements) on the threads. In panels (width > 1) part p
 // of `threads` takes the panels [Q p / threads, Q (p + 1) / threads) of the Q = ceil(K / width), as a
 // block's threads split them (forward_with_tile).
@@ -134,7 +148,7 @@ bool transform_weights(int tile, int64_t out_channels, int64_t in_channels, int 
   std::atomic<bool> finite{true};
   run_on_threads(slots, [&](int part) {
     if (!kern.transform_weights(tile, w, out_channels, in_channels, width, units * part / slots * unit,
-                                units * (part + 1) / slots * unit, u))
+                                units * (part + 1) / slots * unit, probe_scale<T>(in_channels), u))
       finite = false;
   });
   return finite;
@@ -169,7 +183,7 @@ bool forward_with_tile(const Conv2dShape& s, int tile, const T* x, const T* w, c
     if (!finite) return;
     const int64_t n1 = std::min(s.batch, n0 + t.images), tiles = (n1 - n0) * t.per_image;
     const int64_t image = C * s.in_h * s.in_w;
-    if (!kern.all_finite(x + n0 * image, (n1 - n0) * image)) {
+    if (!kern.all_finite(x + n0 * image, (n1 - n0) * image, probe_scale<T>(C))) {
       finite = false;
       return;
     }
@@ -332,8 +346,9 @@ bool winograd_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x,
     T* dbar = thread_buffer<T>(1, 16 * K * tiles);
     T* rows = rows_buffer<T>(t);
     const int64_t image = C * s.in_h * s.in_w, grad_image = K * s.out_h * s.out_w;
-    if (!kern.all_finite(x + n0 * image, (n1 - n0) * image) ||
-        !kern.all_finite(grad_y + n0 * grad_image, (n1 - n0) * grad_image)) {
+    const T scale = probe_scale<T>(s.batch * t.per_image);
+    if (!kern.all_finite(x + n0 * image, (n1 - n0) * image, scale) ||
+        !kern.all_finite(grad_y + n0 * grad_image, (n1 - n0) * grad_image, scale)) {
       finite = false;
       return;
     }

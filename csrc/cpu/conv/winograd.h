@@ -31,13 +31,15 @@ int64_t winograd_weights_size(const Conv2dShape& s);
 
 // u (36 x K x C: u[xi][k][c]) = the F(4x4, 3x3) transformed weights G g G^T of w (K, C, 3, 3),
 // which winograd_forward takes instead of transforming w itself where it runs that variant (weights
-// packed once for inference). Returns false, u partly written, when w holds Inf or NaN.
+// packed once for inference). Returns false, u partly written, when w holds Inf or NaN (or a value
+// so large that the transforms could overflow: winograd.cpp's probe_scale).
 template <class T>
 bool winograd_transform_weights(int64_t out_channels, int64_t in_channels, const T* w, T* u);
 
 // The entry points below return false, leaving their output partly written, when an operand they
 // read (x or w; grad_y or w; grad_y or x) holds Inf or NaN: the transforms add and subtract them,
-// which can turn the direct sum's Inf into NaN, so the caller computes that call another way.
+// which can turn the direct sum's Inf into NaN, so the caller computes that call another way; and
+// so they do for values large enough (about 1e16 in float32) to overflow inside the transforms.
 
 // The contract of conv2d_forward (conv.h) for shapes where winograd_applies(), with the variant of
 // winograd_tile(). `transformed`, when not null, is winograd_transform_weights of w (finite; then w

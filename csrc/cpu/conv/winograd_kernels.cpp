@@ -119,7 +119,7 @@ void gather_taps(const T* __restrict w, int64_t out_channels, int64_t in_channel
 // u's planes, each plane written as one unit-stride stream per xi.
 template <int M, class T>
 bool transform_weights_of(const T* __restrict w, int64_t out_channels, int64_t in_channels, int width, int64_t lo,
-                          int64_t hi, T* __restrict u) {
+                          int64_t hi, T scale, T* __restrict u) {
   // The 9 taps of each (k, c) are 9 apart in w, a stride the compiler does not vectorize: copy
   // a chunk of positions' taps into 9 unit-stride rows first, then transform across the chunk.
   using V = Variant<M>;
@@ -140,7 +140,8 @@ bool transform_weights_of(const T* __restrict w, int64_t out_channels, int64_t i
       T g[3][3], res[A][A];
 #pragma GCC unroll 9
       for (int j = 0; j < 9; ++j) g[j / 3][j % 3] = taps[j][i];
-      probe += non_finite_probe<T>(g[0][0], g[0][1], g[0][2], g[1][0], g[1][1], g[1][2], g[2][0], g[2][1], g[2][2]);
+      probe += non_finite_probe<T>(g[0][0] * scale, g[0][1] * scale, g[0][2] * scale, g[1][0] * scale, g[1][1] * scale,
+                                   g[1][2] * scale, g[2][0] * scale, g[2][1] * scale, g[2][2] * scale);
       apply_both_sides<V::kG>(g, res);
 #pragma GCC unroll 36
       for (int xi = 0; xi < A * A; ++xi) out[xi * plane + i] = res[xi / A][xi % A];
@@ -151,9 +152,9 @@ bool transform_weights_of(const T* __restrict w, int64_t out_channels, int64_t i
 
 template <class T>
 bool transform_weights(int tile, const T* w, int64_t out_channels, int64_t in_channels, int width, int64_t lo,
-                       int64_t hi, T* u) {
-  return tile == 4 ? transform_weights_of<4>(w, out_channels, in_channels, width, lo, hi, u)
-                   : transform_weights_of<2>(w, out_channels, in_channels, width, lo, hi, u);
+                       int64_t hi, T scale, T* u) {
+  return tile == 4 ? transform_weights_of<4>(w, out_channels, in_channels, width, lo, hi, scale, u)
+                   : transform_weights_of<2>(w, out_channels, in_channels, width, lo, hi, scale, u);
 }
 
 // WinogradKernels::transform_input for F(M x M, 3x3), one (image, channel) plane at a time. Its
@@ -306,10 +307,10 @@ void transform_grad_output(const Conv2dShape& s, const WinogradTiling& t, const 
 // WinogradKernels::all_finite: one vectorized pass (the caller's block of x or dY, just before its
 // transform reads it from cache).
 template <class T>
-bool all_finite(const T* __restrict p, int64_t count) {
+bool all_finite(const T* __restrict p, int64_t count, T scale) {
   T probe = 0;
 #pragma omp simd reduction(+ : probe)
-  for (int64_t i = 0; i < count; ++i) probe += non_finite_probe<T>(p[i]);
+  for (int64_t i = 0; i < count; ++i) probe += non_finite_probe<T>(p[i] * scale);
   return probe == 0;
 }
 

@@ -27,17 +27,19 @@ struct WinogradLayout {
 // The transforms run across a row of tiles (or of weight pairs), so the compiler vectorizes them
 // along it. The kernels only compute: callers pass every buffer, each ISA's table is filled by
 // field name. The transforms add and subtract values, which can turn a direct sum's Inf into NaN:
-// the callers use their results only for finite operands (transform_weights and all_finite tell).
-// Both also report as non-finite the rare values so large that a sum of a few of them overflows.
+// the callers use their results only for finite operands (transform_weights and all_finite tell),
+// whose values times `scale` are finite too: the transforms grow sums of products up to a bound that
+// the caller's scale sets (winograd.cpp's probe_scale), and values beyond it could overflow there.
 template <class T>
 struct WinogradKernels {
   // U_xi[k][c] = (G g_kc G^T)[xi / alpha][xi % alpha] of F(tile x tile, 3x3) (alpha = tile + 2) for the
   // positions [lo, hi) of u's planes, in `width`-wide panels of output channels: element (xi, k, c) at
   // u[xi * plane + (k / width) * C * width + c * width + k % width], zero for the k past K in the last
   // panel (plane = ceil(K / width) * width * C). Width 1 is u[xi][k][c]; the GEMM's panel width makes
-  // each plane the GEMM's packed B of U_xi^T (C x K). Returns false when a weight read is Inf or NaN.
+  // each plane the GEMM's packed B of U_xi^T (C x K). Returns false when a weight read is Inf or NaN,
+  // or times `scale` is.
   bool (*transform_weights)(int tile, const T* w, int64_t out_channels, int64_t in_channels, int width, int64_t lo,
-                            int64_t hi, T* u);
+                            int64_t hi, T scale, T* u);
   // v[xi][c][tile] (laid out as l says) = (B^T d B)[xi] for the channels
   // [c0, c1) and the tiles of images [n0, n1); `rows` is a scratch of alpha tile (tiles_h + 1)
   // tiles_w + 2 tile (tiles_w + 1) + tile^2 per_image elements.
@@ -53,8 +55,8 @@ struct WinogradKernels {
                                 T* dbar, int64_t ld, T* rows);
   // F(2x2, 3x3) only: grad_w[k][c] = G^T dU_kc G for the (k, c) pairs [lo, hi), du[xi][k][c] (planes `plane` apart).
   void (*transform_weight_grad)(const T* du, int64_t plane, int64_t lo, int64_t hi, T* grad_w);
-  // True when none of the count values at p is Inf or NaN.
-  bool (*all_finite)(const T* p, int64_t count);
+  // True when none of the count values at p is Inf or NaN, nor times `scale` is.
+  bool (*all_finite)(const T* p, int64_t count, T scale);
 };
 
 DEEPKERN_DECLARE_ISA_TABLES(KernelsByType<WinogradKernels>, winograd_kernels)

@@ -64,7 +64,7 @@ def host_state(state: Mapping) -> State:
     out = OrderedDict()
     for name, value in state.items():
         if isinstance(value, Tensor):
-            value = value.detach().cpu().numpy()
+            value = value.detach().cpu()._host_array()  # copied below: not handed out
         out[name] = np.array(value, copy=True)
     return out
 

@@ -75,21 +75,34 @@ def _array(t):
 def kept(module, attr: str, key, arrays, build):
     """``build()``'s result, kept on ``module`` (as ``attr``) while ``key`` stays equal and none of
     ``arrays`` (None entries allowed) is written in place; the arrays are kept too, so that ids in
-    ``key`` stay theirs. Checking costs one clock read while nothing anywhere was written."""
+    ``key`` stay theirs. Checking costs one clock read while nothing anywhere was written. An array
+    handed out as a NumPy array (``Tensor.numpy()``: writes through it bump no version) is compared
+    with a copy taken when the result was built."""
     cache = module.__dict__.get(attr)
     if cache is not None and cache[0] == key:
-        if cache[1] == autograd._clock:
+        exposed = cache[5]
+        if cache[1] == autograd._clock and not exposed:
             return cache[3]
-        if cache[2] == _versions(arrays):
+        if cache[2] == _versions(arrays) and all(
+            copy is None or np.array_equal(copy, a) for copy, a in zip(exposed or (), arrays)
+        ):
             module.__dict__[attr] = (key, autograd._clock) + cache[2:]
             return cache[3]
     versions, value = _versions(arrays), build()
-    module.__dict__[attr] = (key, autograd._clock, versions, value, arrays)
+    exposed = [a.copy() if a is not None and autograd.is_exposed(a) else None for a in arrays]
+    module.__dict__[attr] = (
+        key,
+        autograd._clock,
+        versions,
+        value,
+        arrays,
+        exposed if any(e is not None for e in exposed) else None,
+    )
     return value
 
 
 def _versions(arrays) -> tuple:
-    return tuple(-1 if a is None else autograd.version_of(a) for a in arrays)
+    return tuple(-1 if a is None else (autograd.version_of(a), autograd.is_exposed(a)) for a in arrays)
 
 
 def conv_bn_arrays(conv, bn) -> tuple:

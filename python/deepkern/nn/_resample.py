@@ -192,6 +192,17 @@ def _linear_taps(n_in: int, n_out: int, scale, align_corners: bool, dtype):
     return [(i0, (t(1) - lam1).astype(dtype)), (i1, lam1)]
 
 
+#: An array's element count must stay below this (NumPy's limit; np.arange of more is empty).
+_MAX_ELEMENTS = 2**62
+
+
+def _size_of(value, size) -> int:
+    """One entry of interpolate's ``size``: an int (a bool or a float is refused, as by PyTorch)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"interpolate: size must be an int or a sequence of ints, got {size!r}")
+    return int(value)
+
+
 def _spatial(what: str, value, dims: int, x_shape) -> list:
     """``value`` (a number or a sequence of ``dims``) as a list of ``dims`` values."""
     values = list(value) if isinstance(value, (tuple, list)) else [value] * dims
@@ -240,7 +251,7 @@ def interpolate(
     if size is not None:
         if recompute_scale_factor:
             raise ValueError("interpolate: recompute_scale_factor is not meaningful with an explicit size")
-        out_sizes, scales = [int(v) for v in _spatial("size", size, dims, x.shape)], [None] * dims
+        out_sizes, scales = [_size_of(v, size) for v in _spatial("size", size, dims, x.shape)], [None] * dims
     else:
         scales = [float(v) for v in _spatial("scale_factor", scale_factor, dims, x.shape)]
         if any(not s > 0 for s in scales):
@@ -253,6 +264,8 @@ def interpolate(
             f"interpolate: input and output sizes should be greater than 0, got input of shape {x.shape} "
             f"and output size {tuple(out_sizes)}"
         )
+    if math.prod(x.shape[:2]) * math.prod(out_sizes) >= _MAX_ELEMENTS:
+        raise ValueError(f"interpolate: output size {tuple(out_sizes)} is too large for input of shape {x.shape}")
     plan = []
     for axis in reversed(range(2, x.ndim)):  # the last axis first, as PyTorch's weights nest
         n_in, n_out, scale = x.shape[axis], out_sizes[axis - 2], scales[axis - 2]

@@ -862,8 +862,12 @@ def one_hot(tensor, num_classes=-1):
         if idx.size == 0:
             raise ValueError("one_hot: can not infer the number of classes from an empty tensor; pass num_classes")
         num_classes = int(idx.max()) + 1
-    if not (isinstance(num_classes, (int, np.integer)) and num_classes >= 0):
+    if isinstance(num_classes, (bool, np.bool_)) or not (
+        isinstance(num_classes, (int, np.integer)) and num_classes >= 0
+    ):
         raise ValueError(f"one_hot: num_classes must be -1 or a non-negative integer, got {num_classes!r}")
+    if max(idx.size, 1) * int(num_classes) >= 2**62:  # NumPy's largest arrays (np.arange of more is empty)
+        raise ValueError(f"one_hot: num_classes={num_classes} is too large for {idx.size} indices")
     if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= num_classes):
         bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
         raise ValueError(f"one_hot: class value {bad} is outside [0, {num_classes}) (num_classes={num_classes})")

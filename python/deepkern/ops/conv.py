@@ -54,6 +54,8 @@ class _Geometry:
         self.unbatched = len(x_shape) == 3
         n, c, h, width = (1,) + x_shape if self.unbatched else x_shape
         k, c_per_group, r, s = w.shape
+        if r < 1 or s < 1:
+            raise ValueError(f"{op}: kernel size should be greater than zero, got w of shape {w.shape}")
         if c % groups or k % groups:
             raise ValueError(
                 f"{op}: groups={groups} must divide the input channels C={c} (x {x_shape}) and the "
@@ -311,6 +313,8 @@ def _transposed(op, x, w, stride, padding, output_padding, groups, dilation) -> 
         raise ValueError(f"{op}: x must have non-zero C, H and W, got shape {x.shape}")
     if w.ndim != 4:
         raise ValueError(f"{op}: w must be 4-D (C, K/groups, R, S), got shape {w.shape}")
+    if min(w.shape[2:]) < 1:
+        raise ValueError(f"{op}: kernel size should be greater than zero, got w of shape {w.shape}")
     _check_groups(groups, op)
     c = x.shape[-3]
     if w.shape[0] != c or c % groups:
