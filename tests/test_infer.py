@@ -281,10 +281,11 @@ def test_packed_weights_follow_writes_through_numpy_views(layer, bn):
     _randomize_norms(model, rng)
     conv = model[0]
     x = rng.standard_normal((1, c, h, w)).astype(np.float32)
-    assert rel_error(_infer(model, x), _reference(model, x)) < TOL[np.float32]
-    weights = conv.weight.detach().numpy()  # taken after the first packing
+    _infer(model, x)  # packs
+    weights = conv.weight.detach().numpy()  # taken after the packing, nothing else run in between
     weights *= -0.5
-    assert rel_error(_infer(model, x), _reference(model, x)) < TOL[np.float32]
+    got = _infer(model, x)
+    assert rel_error(got, _reference(model, x)) < TOL[np.float32]
     packed = _packed(conv, name)
     assert rel_error(_infer(model, x), _reference(model, x)) < TOL[np.float32]
     assert _packed(conv, name) is packed  # unchanged values: kept
@@ -294,6 +295,12 @@ def test_packed_weights_follow_writes_through_numpy_views(layer, bn):
     weights[0] = 0.25  # through the view taken before the last packing
     assert rel_error(_infer(model, x), _reference(model, x)) < TOL[np.float32]
     assert deepkern._C.last_conv2d_forward_path() == path
+    own = rng.standard_normal((k, c, 3, 3)).astype(np.float32)  # the caller's array, shared by from_numpy
+    conv.weight = nn.Parameter(deepkern.from_numpy(own))
+    _infer(model, x)
+    own *= -1.0
+    got = _infer(model, x)
+    assert rel_error(got, _reference(model, x)) < TOL[np.float32]
 
 
 def test_hooks_fire_and_see_each_layer_alone():

@@ -825,3 +825,31 @@ def test_upsample_prints_its_settings_like_torch():
     assert repr(nn.Upsample()) == "Upsample(size=None, mode='nearest')"
     assert repr(nn.Upsample(size=3)) == "Upsample(size=3, mode='nearest')"
     assert repr(nn.Upsample(scale_factor=2, mode="bilinear")) == "Upsample(scale_factor=2.0, mode='bilinear')"
+
+
+def test_embedding_of_a_0d_index_is_one_row_like_torch():
+    layer = nn.Embedding(5, 3)
+    row = layer(dk.tensor(2))
+    assert row.shape == (3,) and F.embedding(dk.tensor(4), layer.weight).shape == (3,)
+    np.testing.assert_array_equal(row.detach().numpy(), layer.weight.detach().numpy()[2])
+    row.sum().backward()
+    np.testing.assert_array_equal(layer.weight.grad.numpy().sum(axis=1), [0, 0, 3, 0, 0])
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (0, 3, 5), (0, 3, 4, 4)], ids=str)
+def test_batch_norm_of_an_empty_batch_like_torch(shape):
+    """An empty batch in training: an empty output, the running statistics unchanged (the batch count
+    still counts it, as PyTorch's), zero parameter gradients; a batch of one value per channel is refused."""
+    layer = (nn.BatchNorm2d if len(shape) == 4 else nn.BatchNorm1d)(3)
+    x = dk.zeros(*shape, requires_grad=True)
+    y = layer(x)
+    assert y.shape == shape
+    y.sum().backward()
+    assert x.grad.shape == shape
+    np.testing.assert_array_equal(layer.weight.grad.numpy(), [0, 0, 0])
+    np.testing.assert_array_equal(layer.running_mean.numpy(), [0, 0, 0])
+    np.testing.assert_array_equal(layer.running_var.numpy(), [1, 1, 1])
+    assert int(layer.num_batches_tracked.item()) == 1
+    assert nn.BatchNorm1d(3, track_running_stats=False).eval()(dk.zeros(0, 3)).shape == (0, 3)
+    with raises_naming(ValueError, "more than 1 value per channel"):
+        layer(dk.zeros(1, 3, *([1] * (len(shape) - 2))))

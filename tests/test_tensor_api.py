@@ -1425,3 +1425,144 @@ def test_masked_select_and_where_refuse_bad_arguments():
         dk.where(x > 0, x)
     with raises_naming(TypeError, "where", "condition"):
         dk.where(np.ones(3, bool))
+
+
+def test_flip_is_a_copy_like_torch():
+    """flip returns new memory: writing into it changes neither the input nor its gradient's route."""
+    x = dk.tensor([[1.0, 2.0], [3.0, 4.0]])
+    y = x.flip(0)
+    y[0, 0] = 100.0
+    np.testing.assert_array_equal(x.numpy(), [[1, 2], [3, 4]])
+    w = dk.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    b = w * 1
+    b.flip(0).mul_(10)
+    b.sum().backward()
+    np.testing.assert_array_equal(b.detach().numpy(), [1, 2, 3])
+    np.testing.assert_array_equal(w.grad.numpy(), [1, 1, 1])
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        (0, slice(None), [1, 2]),
+        ([0, 2], 1, slice(None), [3, 4]),
+        (Ellipsis, 1, [0, 2]),
+        (None, 1, slice(None), [0, 1]),
+        ([1, 2], slice(1, 3), 0),
+        (slice(None), 2, [[0, 1], [1, 0]]),
+        (1, [True, False, True, True], slice(None), 0),
+    ],
+    ids=str,
+)
+def test_integers_with_advanced_indices_select_first_like_torch(key):
+    """PyTorch applies integer indices first (selects), then the arrays: x[0, :, [1, 2]] of a (3, 4, 5, 6)
+    tensor is x[0][:, [1, 2]], (4, 2, 6), where NumPy broadcasts the 0 with the list: (2, 4, 6).
+    Reading, the gradient (repeated positions accumulate) and assignment, against PyTorch."""
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).standard_normal((3, 4, 5, 6))
+    if key == (0, slice(None), [1, 2]):
+        np.testing.assert_array_equal(dk.tensor(x)[key].numpy(), x[0][:, [1, 2]])
+    torch_key = tuple(torch.tensor(k) if isinstance(k, list) else k for k in key)
+    keyed = tuple(dk.tensor(np.asarray(k)) if isinstance(k, list) else k for k in key)
+    ref = torch.tensor(x, requires_grad=True)
+    t = dk.tensor(x, requires_grad=True)
+    want, out = ref[torch_key], t[keyed]
+    np.testing.assert_array_equal(out.detach().numpy(), want.detach().numpy())
+    weights = np.arange(out.numel(), dtype=np.float64).reshape(out.shape)
+    (want * torch.tensor(weights)).sum().backward()
+    (out * dk.tensor(weights)).sum().backward()
+    np.testing.assert_array_equal(t.grad.numpy(), ref.grad.numpy())
+    target, torch_target = dk.tensor(x.copy()), torch.tensor(x.copy())
+    target[keyed] = dk.tensor(-weights)
+    torch_target[torch_key] = torch.tensor(-weights)
+    np.testing.assert_array_equal(target.numpy(), torch_target.numpy())
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean", "amax", "amin", "var", "std", "norm"])
+def test_an_empty_dim_list_reduces_every_dimension_like_torch(reduction):
+    x = np.arange(6.0).reshape(2, 3)
+    want = {"norm": np.linalg.norm(x), "var": x.var(ddof=1), "std": x.std(ddof=1)}.get(reduction)
+    want = (
+        getattr(np, reduction.replace("a", "", 1) if reduction in ("amax", "amin") else reduction)(x)
+        if want is None
+        else want
+    )
+    for dim in ((), []):
+        got = getattr(dk.tensor(x), reduction)(dim=dim)
+        assert got.shape == () and got.item() == pytest.approx(want, rel=1e-12), (reduction, dim)
+
+
+def test_dim_0_and_minus_1_of_a_0d_tensor_like_torch():
+    x = dk.tensor(2.5)
+    for dim in (0, -1):
+        for name in ("sum", "mean", "amax", "norm", "all", "any"):
+            assert getattr(x, name)(dim=dim).shape == (), (name, dim)
+        assert x.max(dim).values.item() == 2.5 and x.argmax(dim).item() == 0
+    index = dk.tensor(0)
+    assert x.gather(0, index).item() == 2.5
+    assert x.scatter(0, index, dk.tensor(7.0)).item() == 7.0
+    assert x.scatter_add(0, index, dk.tensor(1.0)).item() == 3.5
+    assert x.index_select(0, dk.tensor([0])).shape == () and x.index_select(-1, dk.tensor([0])).item() == 2.5
+    with pytest.raises(IndexError):
+        x.sum(dim=1)
+
+
+def test_max_of_a_tensor_with_nan_shares_the_gradient_among_the_nans_like_torch():
+    for op in ("max", "min"):
+        x = dk.tensor([1.0, math.nan, 3.0, math.nan], requires_grad=True)
+        getattr(x, op)().backward()
+        np.testing.assert_array_equal(x.grad.numpy(), [0, 0.5, 0, 0.5])
+
+
+def test_norm_below_one_has_a_zero_gradient_at_zero_elements_like_torch():
+    x = dk.tensor([0.0, 1.0, 2.0], dtype=dk.float64, requires_grad=True)
+    x.norm(p=0.5).backward()
+    s = 1 + math.sqrt(2)  # sum of sqrt(|x|); the norm is s^2, d/dx_i = s / sqrt(x_i)
+    np.testing.assert_allclose(x.grad.numpy(), [0.0, s, s / math.sqrt(2)], rtol=1e-13)
+
+
+def test_einsum_gradient_sums_broadcast_size_one_dimensions():
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((1, 2, 3)), rng.standard_normal((5, 3, 4))
+    ta, tb = dk.tensor(a, requires_grad=True), dk.tensor(b, requires_grad=True)
+    dk.einsum("...ij,...jk", ta, tb).sum().backward()
+    np.testing.assert_allclose(ta.grad.numpy(), np.broadcast_to((b.sum(axis=2)).sum(axis=0), (2, 3))[None], rtol=1e-12)
+    np.testing.assert_allclose(tb.grad.numpy(), np.broadcast_to(a[0].sum(axis=0)[:, None], (5, 3, 4)), rtol=1e-12)
+    c = dk.tensor(np.ones((1, 3)), requires_grad=True)
+    dk.einsum("ij,ij->ij", c, dk.tensor(np.full((2, 3), 2.0))).sum().backward()
+    np.testing.assert_array_equal(c.grad.numpy(), [[4.0, 4.0, 4.0]])
+
+
+@pytest.mark.parametrize("method", ["fill_", "zero_", "copy_"])
+def test_overwriting_a_whole_non_leaf_gives_its_inputs_zero_gradients_like_torch(method):
+    x = dk.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 3
+    args = {"fill_": (5.0,), "zero_": (), "copy_": (dk.tensor([7.0, 8.0]),)}[method]
+    getattr(y, method)(*args)
+    (y * 2).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0.0, 0.0])
+
+
+def test_argmax_keepdim_without_dim_keeps_every_dimension_like_torch():
+    x = dk.tensor(np.array([[1.0, 5.0, 2.0], [0.0, 3.0, 9.0]]))
+    assert x.argmax(keepdim=True).shape == (1, 1) and x.argmax(keepdim=True).item() == 5
+    assert x.argmin(keepdim=True).shape == (1, 1) and x.argmin(keepdim=True).item() == 3
+    assert x.argmax().shape == ()
+
+
+def test_expand_refuses_minus_one_in_a_new_leading_dimension_like_torch():
+    x = dk.tensor([1.0, 2.0])
+    assert x.expand(3, -1).shape == (3, 2)
+    with raises_naming(RuntimeError, "expand", "-1", "new leading dimension"):
+        x.expand(-1, 2)
+
+
+def test_assigned_grad_must_have_the_tensors_shape_like_torch():
+    p = dk.nn.Parameter(dk.zeros(4, 5))
+    with raises_naming(RuntimeError, "grad", "different size", "(5,)", "(4, 5)"):
+        p.grad = dk.zeros(5)
+    with raises_naming(TypeError, "grad", "ndarray"):
+        p.grad = np.zeros((4, 5))
+    p.grad = dk.ones(4, 5)
+    p.grad = None
+    assert p.grad is None

@@ -79,10 +79,12 @@ def written_since(arr, clock: int) -> bool:
 def expose(arr) -> None:
     """Records that ``arr``'s buffer was handed out as a NumPy array (``Tensor.numpy()``), through which
     it may be written without a version bump: caches of values derived from it check its contents."""
+    global _clock
     key = id(buffer_of(arr))
     if key not in _exposed:
         _track(buffer_of(arr), key)
         _exposed.add(key)
+        _clock += 1  # caches built before check again (nn/_inference.py's kept)
 
 
 def is_exposed(arr) -> bool:

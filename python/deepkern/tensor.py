@@ -153,7 +153,7 @@ class Tensor:
         "_node",
         "_output_index",
         "_requires_grad",
-        "grad",
+        "_grad",
         "_hooks",
         "_post_hooks",
         "_view_base",
@@ -163,15 +163,33 @@ class Tensor:
 
     def __init__(self, data, requires_grad: bool = False):
         arr = data._array if isinstance(data, Tensor) else as_array(data)
+        if arr is data:  # the caller's own array, which it may write (from_numpy, as_tensor)
+            autograd.expose(arr)
         self._array = arr
         self._node = None
         self._output_index = 0
         self._requires_grad = False
-        self.grad = None
+        self._grad = None
         self._hooks = None  # a leaf's gradient hooks (see register_hook); a non-leaf's are on its node
         self._post_hooks = None  # a leaf's post-accumulate-grad hooks (see register_post_accumulate_grad_hook)
         self._view_base = None
         self.requires_grad = requires_grad
+
+    @property
+    def grad(self):
+        """The gradient backward accumulated into this tensor (None before any)."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(f"assigned grad must be a Tensor or None, got {type(value).__name__}")
+            if value.shape != self.shape:
+                raise RuntimeError(
+                    f"assigned grad has data of a different size: {value.shape}, the tensor's is {self.shape}"
+                )
+        self._grad = value
 
     @classmethod
     def _wrap(cls, arr, node=None, index=0):
@@ -180,7 +198,7 @@ class Tensor:
         t._node = node
         t._output_index = index
         t._requires_grad = node is not None
-        t.grad = None
+        t._grad = None
         t._hooks = None
         t._post_hooks = None
         t._view_base = None  # (base, key) of an unrecorded base[key] view (see __getitem__)
@@ -1016,7 +1034,7 @@ class Tensor:
         return self._extremum("amin", dim, keepdim, minimum=True)
 
     def _extremum(self, what: str, dim, keepdim: bool, minimum: bool):
-        axes = F._axes(None if dim == () else dim, self.ndim)
+        axes = F._axes(dim, self.ndim)
         if any(self.shape[ax] == 0 for ax in axes if self.ndim):
             raise IndexError(f"{what}: a reduced dimension of the tensor of shape {self.shape} is empty")
         if self.ndim == 0:
@@ -1046,26 +1064,38 @@ class Tensor:
         with a Tensor given in place of ``dim``."""
         if isinstance(dim, Tensor):
             return self.maximum(dim)
+        if dim is not None and self.ndim == 0:
+            return self._max_of_scalar(dim)
         out = F.Max.apply(self, dim=dim, keepdim=keepdim)
         return out if dim is None else MaxResult(*out)
+
+    def _max_of_scalar(self, dim) -> "MaxResult":
+        """max/min of a 0-d tensor along its dim 0 or -1 (PyTorch takes them): itself, at index 0."""
+        F._axes(dim, 0)  # IndexError for other dims
+        return MaxResult(self.clone(), Tensor._wrap(self._backend().zeros((), np.int64)))
 
     def min(self, dim=None, keepdim=False):
         if isinstance(dim, Tensor):
             return self.minimum(dim)
+        if dim is not None and self.ndim == 0:
+            return self._max_of_scalar(dim)
         out = F.Max.apply(self, dim=dim, keepdim=keepdim, minimum=True)
         return out if dim is None else MaxResult(*out)
 
     def argmax(self, dim=None, keepdim=False):
         """The index of the largest element along ``dim`` (None: of the flattened tensor)."""
-        return self._flat_arg(np.argmax) if dim is None else self.max(dim, keepdim).indices
+        return self._flat_arg(np.argmax, keepdim) if dim is None else self.max(dim, keepdim).indices
 
     def argmin(self, dim=None, keepdim=False):
         """The index of the smallest element along ``dim`` (None: of the flattened tensor)."""
-        return self._flat_arg(np.argmin) if dim is None else self.min(dim, keepdim).indices
+        return self._flat_arg(np.argmin, keepdim) if dim is None else self.min(dim, keepdim).indices
 
-    def _flat_arg(self, arg_reduction) -> "Tensor":
-        """``arg_reduction`` (np.argmax or np.argmin) of the flattened tensor, as a 0-d int64 tensor on its device."""
-        index = arg_reduction(self._array.reshape(-1), axis=0, keepdims=True).reshape(())
+    def _flat_arg(self, arg_reduction, keepdim=False) -> "Tensor":
+        """``arg_reduction`` (np.argmax or np.argmin) of the flattened tensor, as a 0-d int64 tensor on its
+        device (with ``keepdim``, of the tensor's number of dimensions, each 1, as PyTorch's)."""
+        index = arg_reduction(self._array.reshape(-1), axis=0, keepdims=True).reshape(
+            (1,) * self.ndim if keepdim else ()
+        )
         return Tensor._wrap(index.astype(np.int64, copy=False))
 
     def nonzero(self, *, as_tuple=False):
@@ -1184,15 +1214,22 @@ class Tensor:
         """``out[i][j] = self[i][index[i][j]]`` for dim 1 (likewise for any dim); ``index`` is an int64
         tensor of this tensor's number of dimensions, no larger than it except along ``dim``."""
         axis = self._dim(dim, "gather")
+        if self.ndim == 0 and isinstance(index, Tensor) and index.ndim == 0:  # as a 1-element vector
+            return self.reshape(1).gather(0, index.reshape(1)).reshape(())
         return F.Gather.apply(self, self._index(index, axis, "gather", self.shape), axis)
 
     def scatter(self, dim, index, src=None, value=None, reduce=None) -> "Tensor":
         """A copy with ``src``'s elements (or ``value``) written at ``index`` along ``dim``
         (``self[i][index[i][j]] = src[i][j]`` for dim 1); ``reduce='add'`` adds them instead."""
+        if self.ndim == 0 and isinstance(index, Tensor) and index.ndim == 0:  # as a 1-element vector
+            src = src.reshape(1) if isinstance(src, Tensor) else src
+            return self.reshape(1).scatter(dim, index.reshape(1), src, value, reduce).reshape(())
         return F.Scatter.apply(self, *self._scatter_args("scatter", dim, index, src, value, reduce))
 
     def scatter_add(self, dim, index, src) -> "Tensor":
         """A copy with ``src``'s elements added at ``index`` along ``dim`` (repeats accumulate)."""
+        if self.ndim == 0 and isinstance(index, Tensor) and index.ndim == 0:  # as a 1-element vector
+            return self.reshape(1).scatter_add(dim, index.reshape(1), src.reshape(1)).reshape(())
         return F.Scatter.apply(self, *self._scatter_args("scatter_add", dim, index, src, None, "add"))
 
     def _scatter_args(self, what: str, dim, index, src, value, reduce):
@@ -1244,8 +1281,10 @@ class Tensor:
         axis = self._dim(dim, "index_select")
         if not isinstance(index, Tensor) or index.dtype.kind not in "iu" or index.ndim > 1:
             raise RuntimeError(f"index_select: index must be a 1-D integer Tensor, got {_kind_name(index)}")
+        if self.ndim == 0:  # as a 1-element vector; PyTorch's result is 0-d
+            return self.reshape(1).index_select(0, index).reshape(())
         arr = _on_device_of(self, index, "index_select").reshape(-1)
-        size = self.shape[axis] if self.ndim else 1
+        size = self.shape[axis]
         if arr.size and not (int(arr.min()) >= 0 and int(arr.max()) < size):
             bad = int(arr.min()) if int(arr.min()) < 0 else int(arr.max())
             raise IndexError(f"index_select: index {bad} is out of bounds for dimension {axis} with size {size}")
@@ -1394,8 +1433,16 @@ class Tensor:
         return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
 
     def expand(self, *shape):
+        """The tensor broadcast to ``shape`` (a view); -1 keeps a dimension's size, and only an existing
+        one's: a new leading dimension must be given (RuntimeError, as PyTorch's)."""
         shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        shape = tuple(self.shape[i - (len(shape) - self.ndim)] if n == -1 else n for i, n in enumerate(shape))
+        new = len(shape) - self.ndim
+        if any(n == -1 for n in shape[: max(new, 0)]):
+            raise RuntimeError(
+                f"expand: the size -1 is not allowed in a new leading dimension, got {tuple(shape)} for a tensor "
+                f"of shape {self.shape}"
+            )
+        shape = tuple(self.shape[i - new] if n == -1 else n for i, n in enumerate(shape))
         return F.Expand.apply(self, shape)
 
     def expand_as(self, other):
@@ -1462,11 +1509,11 @@ class Tensor:
         return tuple(self.select(axis, i) for i in range(self.shape[axis]))
 
     def flip(self, *dims):
-        """The elements in reverse order along each of ``dims``."""
+        """A copy with the elements in reverse order along each of ``dims`` (not a view, as PyTorch's)."""
         axes = [self._dim(d, "flip") for d in _dims_args(dims)]
         if len(set(axes)) != len(axes):
             raise RuntimeError(f"flip: dims {tuple(dims)} name a dimension twice")
-        return self[tuple(slice(None, None, -1) if d in axes else slice(None) for d in range(self.ndim))]
+        return self[tuple(slice(None, None, -1) if d in axes else slice(None) for d in range(self.ndim))].clone()
 
     def roll(self, shifts, dims=None):
         """The elements shifted by ``shifts`` along ``dims`` (those pushed off the end come back at
@@ -1508,6 +1555,9 @@ class Tensor:
 
     def __getitem__(self, key):
         key = _index_key(key)
+        first, rest = _integers_first(key)
+        if first is not None:
+            return self[first][rest]
         return self._remember_base(F.Index.apply(self, key), key)
 
     def _permuted(self, dims: tuple) -> "Tensor":
@@ -1525,6 +1575,10 @@ class Tensor:
 
     def __setitem__(self, key, value):
         key = _index_key(key)
+        first, rest = _integers_first(key)
+        if first is not None:
+            self[first][rest] = value  # a view of this tensor: written through
+            return
         value = self._operand(value, "item assignment")
         direct = lambda: self._array.__setitem__(key, _array_of(value))  # noqa: E731
         self._inplace("item assignment", _SetItem, value, key, direct=direct)
@@ -1649,6 +1703,43 @@ def _index_key(key):
     return tuple(_array_of(k) for k in key) if isinstance(key, tuple) else _array_of(key)
 
 
+def _integers_first(key) -> tuple:
+    """A key mixing integers with advanced indices (arrays, lists, masks) as two keys, ``(first,
+    rest)``, to apply one after the other: PyTorch takes the integers first (selects), where NumPy
+    broadcasts them with the arrays, which puts the result's dimensions in another order when a slice
+    separates them (x[0, :, [1, 2]]: (3, 2) against NumPy's (2, 3)). ``(None, None)`` for other keys."""
+    if not isinstance(key, tuple):
+        return None, None
+    integer = [
+        isinstance(k, (int, np.integer))
+        and not isinstance(k, (bool, np.bool_))
+        or (getattr(k, "ndim", None) == 0 and getattr(k, "dtype", None) is not None and k.dtype.kind in "iu")
+        for k in key
+    ]
+    advanced = [not (i or k is None or k is Ellipsis or isinstance(k, slice)) for i, k in zip(integer, key)]
+    if not (any(integer) and any(advanced)):
+        return None, None
+    first, rest = [], []
+    for k, i, adv in zip(key, integer, advanced):
+        if i:
+            first.append(int(k))
+        elif k is Ellipsis:
+            first.append(k)
+            rest.append(k)
+        elif k is None:
+            rest.append(k)
+        else:  # a slice or an advanced index, kept for the second key
+            first.extend([slice(None)] * (_mask_dims(k) if adv else 1))
+            rest.append(k)
+    return tuple(first), tuple(rest)
+
+
+def _mask_dims(index) -> int:
+    """The dimensions an advanced index consumes: a boolean mask's own, else 1."""
+    dtype = np.asarray(index).dtype if isinstance(index, list) else getattr(index, "dtype", None)
+    return np.ndim(index) if dtype == np.bool_ else 1
+
+
 def _resolve_shape(old: tuple, new) -> tuple:
     """``new`` with a -1 filled in; a ValueError naming both shapes when the counts differ."""
     new = tuple(int(n) for n in new)
@@ -1709,7 +1800,9 @@ class _Overwrite(autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        return None, (F.unbroadcast(g, ctx.shape) if ctx.needs_input_grad[1] else None)
+        # The overwritten values have a zero gradient (PyTorch gives zeros, not None, upstream).
+        grad_a = np.zeros_like(g) if ctx.needs_input_grad[0] else None
+        return grad_a, (F.unbroadcast(g, ctx.shape) if ctx.needs_input_grad[1] else None)
 
 
 class _SetItem(autograd.Function):

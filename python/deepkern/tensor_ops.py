@@ -412,13 +412,15 @@ def _kernel_dtype(*arrays, bfloat16: bool = False) -> bool:
 
 
 def _axes(dim, ndim):
-    if dim is None:
+    """The axes a reduction over ``dim`` (None, an int or a sequence) takes, as PyTorch reads it: an
+    empty sequence means every dimension, and a 0-d tensor's dim 0 or -1 none."""
+    dims = () if dim is None else (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
+    if not dims:
         return tuple(range(ndim))
-    dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
     for d in dims:
-        if not -ndim <= d < max(ndim, 1):
+        if not -max(ndim, 1) <= d < max(ndim, 1):
             raise IndexError(f"dim {d} is out of range for a tensor of {ndim} dimensions")
-    return tuple(sorted(d % max(ndim, 1) for d in dims))
+    return tuple(sorted(d % ndim for d in dims)) if ndim else ()
 
 
 def _expand_reduced(g, shape, axes, keepdim):
@@ -577,7 +579,7 @@ class Max(Function):
     def backward(ctx, g, g_idx=None):
         if ctx.dim is None:
             a, out = ctx.saved_tensors
-            ties = a == out
+            ties = (a == out) | (np.isnan(a) & np.isnan(out))  # a NaN result: its NaNs share it, as PyTorch
             return ties * (g / ties.sum())
         (idx,) = ctx.saved_tensors
         grad = backend_of(g, op="MaxBackward").zeros(ctx.shape, g.dtype)
@@ -878,7 +880,8 @@ class Norm(Function):
             return sign * g
         safe = np.where(out == 0, 1, out)
         scale = np.where(out == 0, 0, g / np.power(safe, p - 1))
-        return sign * np.power(np.abs(a), p - 1) * scale
+        with np.errstate(divide="ignore", invalid="ignore"):  # p < 1: |0|^(p - 1) is inf; its gradient is 0
+            return np.where(a == 0, 0, sign * np.power(np.abs(a), p - 1) * scale).astype(a.dtype, copy=False)
 
 
 class Einsum(Function):
@@ -911,7 +914,11 @@ class Einsum(Function):
             present = set(output).union(*others)
             kept = "".join(c for c in term if c in present)
             spec = ",".join([output, *others]) + "->" + kept
-            partial = np.einsum(spec, g, *(o for i, o in enumerate(operands) if i != k))
+            partial = as_array(np.einsum(spec, g, *(o for i, o in enumerate(operands) if i != k)))
+            sizes = dict(zip(term, a.shape))
+            broadcast = tuple(i for i, c in enumerate(kept) if sizes[c] == 1 and partial.shape[i] != 1)
+            if broadcast:  # a letter of size 1 here that other operands broadcast: summed back
+                partial = partial.sum(axis=broadcast, keepdims=True)
             shape = tuple(n if c in present else 1 for c, n in zip(term, a.shape))
             grads.append(np.broadcast_to(np.reshape(as_array(partial), shape), a.shape).astype(a.dtype))
         return tuple(grads)

@@ -809,6 +809,7 @@ class Embedding(Function):
 
     @staticmethod
     def forward(ctx, weight, indices, padding_idx=None):
+        indices_given = indices  # its shape: ascontiguousarray makes a 0-d array 1-d
         backend = backends.backend_of(weight, indices, op="embedding")
         if indices.dtype != np.int64:
             indices = indices.astype(np.int64)
@@ -817,7 +818,7 @@ class Embedding(Function):
         ctx.meta = (weight.shape, padding_idx)
         out = backend.empty(indices.shape + (weight.shape[1],), weight.dtype)
         backend.embedding(backend.ascontiguousarray(weight), indices, out)
-        return out
+        return out.reshape(np.shape(indices_given) + (weight.shape[1],))
 
     @staticmethod
     def backward(ctx, g):

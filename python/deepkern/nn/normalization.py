@@ -81,7 +81,7 @@ class _BatchNorm(Module):
         check_float(self, input, None if self.weight is None else self.weight.dtype)
         if input.ndim not in self._ndims or input.shape[1] != self.num_features:
             bad_shape(self, input, self._expected_shape())
-        if self.training and input.shape[0] * int(np.prod(input.shape[2:])) <= 1:
+        if self.training and input.shape[0] * int(np.prod(input.shape[2:])) == 1:
             raise ValueError(
                 f"{describe(self)}: expected more than 1 value per channel when training, "
                 f"got input of shape {tuple(input.shape)}"

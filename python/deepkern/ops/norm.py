@@ -101,7 +101,7 @@ def batch_norm(
     if training:
         _check_updated(op, x, {"weight": weight, "bias": bias, "out": out}, running, (running_mean, running_var))
     momentum, eps = check_scalar(momentum, "momentum", op), check_scalar(eps, "eps", op)
-    if training and shape[0] * shape[2] <= 1:
+    if training and shape[0] * shape[2] == 1:
         raise ValueError(f"{op}: expected more than 1 value per channel when training, got input of shape {x.shape}")
     if not training and (running[0] is None or running[1] is None):
         raise ValueError(f"{op}: running_mean and running_var are needed when not training")
@@ -110,6 +110,8 @@ def batch_norm(
     x = backend.ascontiguousarray(x)
     inputs = {"x": x, "weight": weight, "bias": bias, "running_mean": running[0], "running_var": running[1]}
     written, result = _output(out, op, x, inputs, backend)
+    if x.size == 0:  # an empty batch: nothing to normalize and no statistics (the running ones kept, as PyTorch)
+        return result, backend.zeros((shape[1],), np.float64), backend.zeros((shape[1],), np.float64)
     # Running statistics updated in place: the kernel writes contiguous ones directly, others
     # through a contiguous copy written back.
     # Evaluation reads them: a read-only one goes to the kernel as a copy.
