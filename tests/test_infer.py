@@ -36,8 +36,9 @@ def _randomize_norms(model, rng) -> None:
 
 
 def arr(t):
-    """A parameter's or buffer's values (a copy), None for None."""
-    return None if t is None else t.detach().numpy().copy()
+    """A parameter's or buffer's values (a copy), None for None; read without handing the array out
+    (numpy() would: the layers' plans are then made again, to see writes through it)."""
+    return None if t is None else t.detach()._array.copy()
 
 
 def _reference(model, x) -> np.ndarray:
@@ -295,6 +296,10 @@ def test_packed_weights_follow_writes_through_numpy_views(layer, bn):
     weights[0] = 0.25  # through the view taken before the last packing
     assert rel_error(_infer(model, x), _reference(model, x)) < TOL[np.float32]
     assert deepkern._C.last_conv2d_forward_path() == path
+    assert conv.__dict__["_plan"][5] is not None  # a view is alive: the weights are compared with a copy
+    del weights
+    _infer(model, x)
+    assert conv.__dict__["_plan"][5] is None  # none is: made once more, then checked by versions alone
     own = rng.standard_normal((k, c, 3, 3)).astype(np.float32)  # the caller's array, shared by from_numpy
     conv.weight = nn.Parameter(deepkern.from_numpy(own))
     _infer(model, x)

@@ -55,7 +55,8 @@ _clock = 0  # in-place writes so far, in the whole process
 AUTOCAST = [0, None]
 _last_write: dict = {}  # id(buffer) -> the clock of its latest in-place write
 _versions: dict = {}  # id(buffer) -> its in-place writes so far; absent: never written
-_exposed: set = set()  # id(buffer) of buffers handed out as NumPy arrays: written without deepkern knowing
+_exposed: dict = {}  # id(buffer) -> the NumPy arrays it was handed out as (weak; None: for good), see expose
+_exposures: dict = {}  # id(buffer) -> how many times it was handed out
 
 
 def buffer_of(arr):
@@ -76,25 +77,45 @@ def written_since(arr, clock: int) -> bool:
     return _clock != clock and _last_write.get(id(buffer_of(arr)), -1) > clock
 
 
-def expose(arr) -> None:
-    """Records that ``arr``'s buffer was handed out as a NumPy array (``Tensor.numpy()``), through which
-    it may be written without a version bump: caches of values derived from it check its contents."""
+def expose(arr, handle=None) -> None:
+    """Records that ``arr``'s buffer was handed out as the NumPy array ``handle`` (a view of it that
+    ``Tensor.numpy()`` returns), through which it may be written without a version bump, for as long
+    as ``handle`` (or a view of it) lives; with no handle, for good (``from_numpy``: the caller keeps the
+    buffer's owner). Caches of values derived from an exposed buffer check its contents."""
     global _clock
-    key = id(buffer_of(arr))
+    owner = buffer_of(arr)
+    key = id(owner)
+    is_exposed(arr)  # drops the handles that died
+    _clock += 1  # caches built before check again (nn/_inference.py's kept)
     if key not in _exposed:
-        _track(buffer_of(arr), key)
-        _exposed.add(key)
-        _clock += 1  # caches built before check again (nn/_inference.py's kept)
+        _track(owner, key)
+        _exposed[key] = []
+    _exposed[key].append(None if handle is None else weakref.ref(handle))
+    _exposures[key] = _exposures.get(key, 0) + 1
+
+
+def exposures(arr) -> int:
+    """How many times ``arr``'s buffer was handed out (see :func:`expose`): a cache built before the
+    latest cannot know what was written through it since."""
+    return _exposures.get(id(buffer_of(arr)), 0) if _exposures else 0
 
 
 def is_exposed(arr) -> bool:
-    """Whether ``arr``'s buffer was handed out by :func:`expose`."""
-    return bool(_exposed) and id(buffer_of(arr)) in _exposed
+    """Whether ``arr``'s buffer is handed out (see :func:`expose`): a permanent record, or a handle alive."""
+    if not _exposed:
+        return False
+    handles = _exposed.get(id(buffer_of(arr)))
+    if not handles:
+        return False
+    live = [h for h in handles if h is None or h() is not None]
+    if len(live) != len(handles):
+        handles[:] = live
+    return bool(live)
 
 
 def _track(owner, key) -> None:
     """Makes the entries of buffer ``owner`` go with it, so a later array at the same address starts afresh."""
-    if key not in _versions and key not in _exposed:
+    if key not in _versions and key not in _exposures:
         try:
             weakref.finalize(owner, _forget, key)
         except TypeError:  # a buffer type without weak references: kept for the process's life
@@ -116,7 +137,8 @@ def bump_version(arr) -> None:
 def _forget(key) -> None:
     _versions.pop(key, None)
     _last_write.pop(key, None)
-    _exposed.discard(key)
+    _exposed.pop(key, None)
+    _exposures.pop(key, None)
 
 
 def _describe(arr) -> str:

@@ -163,8 +163,6 @@ class Tensor:
 
     def __init__(self, data, requires_grad: bool = False):
         arr = data._array if isinstance(data, Tensor) else as_array(data)
-        if arr is data:  # the caller's own array, which it may write (from_numpy, as_tensor)
-            autograd.expose(arr)
         self._array = arr
         self._node = None
         self._output_index = 0
@@ -359,9 +357,7 @@ class Tensor:
         for a tensor on another device than the CPU: ``.cpu().numpy()`` copies it)."""
         if self._requires_grad:
             raise RuntimeError("can't call numpy() on a tensor that requires grad; use tensor.detach().numpy()")
-        arr = self._host_array()
-        autograd.expose(arr)
-        return arr
+        return _handed_out(self._host_array())
 
     def _host_array(self) -> np.ndarray:
         """The data, which must be in host memory, as the NumPy array it is (for reading it inside
@@ -374,10 +370,7 @@ class Tensor:
 
     def __array__(self, dtype=None, copy=None):
         arr = self._host_array()
-        if dtype is not None:
-            return arr.astype(dtype)
-        autograd.expose(arr)
-        return arr
+        return arr.astype(dtype) if dtype is not None else _handed_out(arr)
 
     def item(self):
         if self._array.size != 1:
@@ -1703,6 +1696,13 @@ def _index_key(key):
     return tuple(_array_of(k) for k in key) if isinstance(key, tuple) else _array_of(key)
 
 
+def _handed_out(arr: np.ndarray) -> np.ndarray:
+    """A new NumPy view of a tensor's array for the caller, recorded (``autograd.expose``) while it lives."""
+    view = arr.view()
+    autograd.expose(arr, view)
+    return view
+
+
 def _integers_first(key) -> tuple:
     """A key mixing integers with advanced indices (arrays, lists, masks) as two keys, ``(first,
     rest)``, to apply one after the other: PyTorch takes the integers first (selects), where NumPy
@@ -1882,6 +1882,8 @@ def as_tensor(data, dtype=None) -> Tensor:
         return data.to(dtype) if dtype is not None else data
     if isinstance(data, (np.ndarray, np.generic)):
         arr = np.asarray(data)
+        if arr is data and (dtype is None or arr.dtype == dtype):
+            autograd.expose(arr)  # shared: the caller may write it later
     else:
         arr = as_array(data)
         arr = arr if arr is data else _default_dtype(arr)  # Python data: PyTorch's default dtypes
@@ -1892,6 +1894,7 @@ def from_numpy(arr: np.ndarray) -> Tensor:
     """A tensor sharing ``arr``'s memory."""
     if not isinstance(arr, np.ndarray):
         raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(arr).__name__}")
+    autograd.expose(arr)  # the caller may write arr later
     return Tensor(arr)
 
 

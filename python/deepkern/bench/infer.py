@@ -48,7 +48,7 @@ def _deepkern_model(name: str):
     widths = _WIDTHS[name]
     model = resnet18(nn) if widths is None else resnet18(nn, widths=widths)
     rng = np.random.default_rng(INFER_SEED)
-    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    state = {k: v._host_array().copy() for k, v in model.state_dict().items()}  # copies: no array handed out
     for prefix, module in model.named_modules():
         if isinstance(module, nn.BatchNorm2d):
             c = module.num_features
@@ -70,7 +70,7 @@ def _torch_model(torch, name: str, model):
         return twin.eval()
     widths = _WIDTHS[name]
     twin = resnet18(torch.nn) if widths is None else resnet18(torch.nn, widths=widths)
-    twin.load_state_dict({k: torch.from_numpy(np.array(v.numpy())) for k, v in model.state_dict().items()})
+    twin.load_state_dict({k: torch.from_numpy(v._host_array().copy()) for k, v in model.state_dict().items()})
     return twin.eval()
 
 

@@ -80,29 +80,27 @@ def kept(module, attr: str, key, arrays, build):
     with a copy taken when the result was built."""
     cache = module.__dict__.get(attr)
     if cache is not None and cache[0] == key:
-        exposed = cache[5]
-        if cache[1] == autograd._clock and not exposed:
+        copies = cache[5]
+        if cache[1] == autograd._clock and copies is None:
             return cache[3]
         if cache[2] == _versions(arrays) and all(
-            copy is None or np.array_equal(copy, a) for copy, a in zip(exposed or (), arrays)
+            copy is None or np.array_equal(copy, a) for copy, a in zip(copies or (), arrays)
         ):
             module.__dict__[attr] = (key, autograd._clock) + cache[2:]
             return cache[3]
     versions, value = _versions(arrays), build()
-    exposed = [a.copy() if a is not None and autograd.is_exposed(a) else None for a in arrays]
-    module.__dict__[attr] = (
-        key,
-        autograd._clock,
-        versions,
-        value,
-        arrays,
-        exposed if any(e is not None for e in exposed) else None,
-    )
+    copies = [a.copy() if a is not None and autograd.is_exposed(a) else None for a in arrays]
+    copies = copies if any(c is not None for c in copies) else None
+    module.__dict__[attr] = (key, autograd._clock, versions, value, arrays, copies)
     return value
 
 
 def _versions(arrays) -> tuple:
-    return tuple(-1 if a is None else (autograd.version_of(a), autograd.is_exposed(a)) for a in arrays)
+    """Per array: its in-place writes, the times it was handed out as a NumPy array (writes through
+    one since the result was built are unknown), and whether such a handle is alive now."""
+    return tuple(
+        -1 if a is None else (autograd.version_of(a), autograd.exposures(a), autograd.is_exposed(a)) for a in arrays
+    )
 
 
 def conv_bn_arrays(conv, bn) -> tuple:

@@ -31,8 +31,7 @@ class Parameter(Tensor):
     __slots__ = ()
 
     def __init__(self, data, requires_grad: bool = True):
-        arr = data._array if isinstance(data, Tensor) else as_array(data)
-        super().__init__(arr, requires_grad=requires_grad)
+        super().__init__(data if isinstance(data, Tensor) else as_array(data), requires_grad=requires_grad)
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
