@@ -128,8 +128,32 @@ CASES = {
         lambda x, y: -(y * np.log(x) + (1 - y) * np.log1p(-x)).sum(),
         lambda r, s: [bf16(r.uniform(0.05, 0.95, s)), bf16(r.uniform(0, 1, s))],
     ),
+    # Sums and what is built on them accumulate in float32 and round once, as PyTorch's CPU kernels.
+    "sum": (lambda F, x: x.sum(dim=1), lambda x: x.sum(1), lambda r, s: [normal(r, s)]),
+    "mean": (lambda F, x: x.mean(), lambda x: x.mean(), lambda r, s: [normal(r, s)]),
+    "cumsum": (lambda F, x: x.cumsum(1), lambda x: np.cumsum(x, 1), lambda r, s: [normal(r, s)]),
+    "norm": (lambda F, x: x.norm(dim=1), lambda x: _norm(x, 1)[:, 0], lambda r, s: [normal(r, s)]),
+    "logsumexp": (
+        lambda F, x: x.logsumexp(1),
+        lambda x: np.log(np.exp(x).sum(1)),
+        lambda r, s: [normal(r, s)],
+    ),
+    "sigmoid": (lambda F, x: x.sigmoid(), lambda x: 1 / (1 + np.exp(-x)), lambda r, s: [normal(r, s)]),
+    "softmax": (lambda F, x: F.softmax(x, dim=1), lambda x: np.exp(_log_softmax(x, 1)), lambda r, s: [normal(r, s)]),
+    "log_softmax": (lambda F, x: F.log_softmax(x, dim=1), lambda x: _log_softmax(x, 1), lambda r, s: [normal(r, s)]),
+    "layer_norm": (
+        lambda F, x: F.layer_norm(x, (x.shape[1],)),
+        lambda x: (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, keepdims=True) + 1e-5),
+        lambda r, s: [normal(r, s)],
+    ),
+    "clamp": (lambda F, x: x.clamp(-0.5, 0.8), lambda x: np.clip(x, -0.5, 0.8), lambda r, s: [normal(r, s)]),
+    "pairwise_distance": (
+        lambda F, a, b: F.pairwise_distance(a, b),
+        lambda a, b: np.sqrt(((a - b + 1e-6) ** 2).sum(1)),
+        lambda r, s: [normal(r, s), normal(r, s)],
+    ),
 }
-ELEMENTWISE = ("silu", "elu", "softplus", "hardtanh", "mish", "prelu", "normalize", "var")
+ELEMENTWISE = ("silu", "elu", "softplus", "hardtanh", "mish", "prelu", "normalize", "var", "sigmoid", "clamp")
 SHAPES = [(7, 5), (1, 1), (3, 33)]
 
 
@@ -349,3 +373,22 @@ def test_relu_keeps_nan_and_negative_zero_and_passes_nan_gradients():
     np.testing.assert_array_equal(
         x.grad.numpy().astype(np.float32), np.where(np.isnan(values) | (values > 0), 3.0, 0.0)
     )
+
+
+def test_long_bfloat16_sums_accumulate_in_float32_like_torch():
+    """4096 ones: a bfloat16 accumulator stops at 256 (256 + 1 rounds to 256); PyTorch sums in float32."""
+    ones = deepkern.ones(4096).to(BF16)
+    assert float(ones.sum()) == 4096 and float(ones.mean()) == 1 and float(ones.norm()) == 64
+    assert float(ones.cumsum(0)[-1]) == 4096 and float(ones.sum(dim=0)) == 4096
+    assert abs(float(ones.logsumexp(0)) - (1 + np.log(4096.0))) < 2 * U * (1 + np.log(4096.0))
+
+
+@pytest.mark.parametrize("loss", ["mse_loss", "l1_loss", "binary_cross_entropy_with_logits", "kl_div"])
+def test_a_bfloat16_input_with_a_float32_target_is_promoted_like_torch(loss):
+    """PyTorch promotes the pair to float32: the loss is the float32 loss of the bfloat16 values."""
+    rng = np.random.default_rng(4)
+    x, t = normal(rng, (50000,)), rng.uniform(0, 1, 50000).astype(np.float32)
+    options = {"reduction": "batchmean"} if loss == "kl_div" else {}
+    got = getattr(F, loss)(deepkern.tensor(x), deepkern.tensor(t), **options)
+    want = getattr(F, loss)(deepkern.tensor(x.astype(np.float32)), deepkern.tensor(t), **options)
+    assert got.dtype == np.float32 and float(got) == float(want)

@@ -57,6 +57,7 @@ _last_write: dict = {}  # id(buffer) -> the clock of its latest in-place write
 _versions: dict = {}  # id(buffer) -> its in-place writes so far; absent: never written
 _exposed: dict = {}  # id(buffer) -> the NumPy arrays it was handed out as (weak; None: for good), see expose
 _exposures: dict = {}  # id(buffer) -> how many times it was handed out
+_watched: set = set()  # id(buffer) of buffers that caches derived values from (see watch)
 
 
 def buffer_of(arr):
@@ -86,12 +87,22 @@ def expose(arr, handle=None) -> None:
     owner = buffer_of(arr)
     key = id(owner)
     is_exposed(arr)  # drops the handles that died
-    _clock += 1  # caches built before check again (nn/_inference.py's kept)
+    if key in _watched:
+        _clock += 1  # the caches built on it check again (nn/_inference.py's kept)
     if key not in _exposed:
         _track(owner, key)
         _exposed[key] = []
     _exposed[key].append(None if handle is None else weakref.ref(handle))
     _exposures[key] = _exposures.get(key, 0) + 1
+
+
+def watch(arr) -> None:
+    """Records that a cache derived values from ``arr``'s buffer: handing it out then advances the write
+    clock, so that the cache checks it (handing out other buffers, a model's outputs, does not)."""
+    owner = buffer_of(arr)
+    key = id(owner)
+    _track(owner, key)
+    _watched.add(key)
 
 
 def exposures(arr) -> int:
@@ -115,7 +126,7 @@ def is_exposed(arr) -> bool:
 
 def _track(owner, key) -> None:
     """Makes the entries of buffer ``owner`` go with it, so a later array at the same address starts afresh."""
-    if key not in _versions and key not in _exposures:
+    if key not in _versions and key not in _exposures and key not in _watched:
         try:
             weakref.finalize(owner, _forget, key)
         except TypeError:  # a buffer type without weak references: kept for the process's life
@@ -139,6 +150,7 @@ def _forget(key) -> None:
     _last_write.pop(key, None)
     _exposed.pop(key, None)
     _exposures.pop(key, None)
+    _watched.discard(key)
 
 
 def _describe(arr) -> str:

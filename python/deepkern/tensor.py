@@ -108,17 +108,29 @@ def through_float32(fn):
     kernels do: when every floating Tensor or array among its arguments is bfloat16, they are cast
     to float32 (exact), ``fn`` runs on them and its float32 Tensor result is rounded to bfloat16
     once. The casts are differentiable, so gradients are computed in float32 too and rounded once
-    to the inputs' dtype. Any other mix of dtypes goes to ``fn`` as it is."""
+    to the inputs' dtype. bfloat16 beside wider floats is widened the same way (the result keeps the
+    wider dtype, PyTorch's promotion); other mixes go to ``fn`` as they are."""
 
     @functools.wraps(fn)
     def op(*args, **kwargs):
         floats = [a for a in (*args, *kwargs.values()) if hasattr(a, "dtype") and is_floating_dtype(a.dtype)]
-        if not floats or not all(is_bfloat16(a.dtype) for a in floats):
+        narrow = [is_bfloat16(a.dtype) for a in floats]
+        if not any(narrow):
             return fn(*args, **kwargs)
         result = fn(*map(_widened, args), **{key: _widened(value) for key, value in kwargs.items()})
+        if not all(narrow):  # bfloat16 beside a wider float: PyTorch's promotion, no rounding back
+            return result
         return result.to(floats[0].dtype) if isinstance(result, Tensor) and result.dtype == float32 else result
 
     return op
+
+
+def _in_float32(x: "Tensor", op) -> "Tensor":
+    """``op(x)``, for a bfloat16 ``x`` computed on its float32 cast and rounded once (PyTorch's CPU
+    reductions and transcendentals accumulate in float32: a bfloat16 sum of 4096 ones is 4096, not 256)."""
+    if not is_bfloat16(x.dtype) or autograd.AUTOCAST[0]:  # autocast runs these in float32 itself
+        return op(x)
+    return op(x.float()).to(x.dtype)
 
 
 def _widened(x):
@@ -876,7 +888,7 @@ class Tensor:
         return F.Tanh.apply(self._as_floating())
 
     def sigmoid(self):
-        return F.Sigmoid.apply(self._as_floating())
+        return _in_float32(self._as_floating(), F.Sigmoid.apply)
 
     def relu(self):
         return F.Relu.apply(self)
@@ -1008,14 +1020,14 @@ class Tensor:
         x = self if dtype is None else self.to(dtype)
         if dtype is None and x.dtype.kind in "biu" and x.dtype != int64:
             x = x.to(int64)
-        return F.Sum.apply(x, dim=dim, keepdim=keepdim)
+        return _in_float32(x, lambda x: F.Sum.apply(x, dim=dim, keepdim=keepdim))
 
     def mean(self, dim=None, keepdim=False, dtype=None):
         """The mean over ``dim``; needs a floating-point tensor (or ``dtype``), as PyTorch's."""
         x = self if dtype is None else self.to(dtype)
         if not _floating_or_complex(x.dtype):
             raise RuntimeError(f"mean: needs a floating-point tensor or dtype=, got dtype {x.dtype}")
-        return F.Mean.apply(x, dim=dim, keepdim=keepdim)
+        return _in_float32(x, lambda x: F.Mean.apply(x, dim=dim, keepdim=keepdim))
 
     def amax(self, dim=(), keepdim=False):
         """The largest value over ``dim`` (an int or a tuple; () or None: all); the gradient is
@@ -1050,7 +1062,7 @@ class Tensor:
         x = self._as_floating()
         if x.ndim == 0:
             return x.clone()
-        return F.LogSumExp.apply(x, F._axes(dim, x.ndim), keepdim=keepdim)
+        return _in_float32(x, lambda x: F.LogSumExp.apply(x, F._axes(dim, x.ndim), keepdim=keepdim))
 
     def max(self, dim=None, keepdim=False):
         """The largest element, ``(values, indices)`` along ``dim``, or the elementwise maximum
@@ -1159,14 +1171,14 @@ class Tensor:
         x = self if dtype is None else self.to(dtype)
         if not is_floating_dtype(x.dtype):
             raise RuntimeError(f"norm: needs a floating-point tensor or dtype=, got dtype {x.dtype}")
-        return F.Norm.apply(x, float(p), F._axes(dim, x.ndim), keepdim)
+        return _in_float32(x, lambda x: F.Norm.apply(x, float(p), F._axes(dim, x.ndim), keepdim))
 
     def cumsum(self, dim, dtype=None):
         """The running sum along ``dim`` (bool and integer tensors sum in int64)."""
         x = self if dtype is None else self.to(dtype)
         if x.ndim == 0:
-            return F.Cumsum.apply(x.reshape(1), 0).reshape(())
-        return F.Cumsum.apply(x, self._dim(dim, "cumsum"))
+            return _in_float32(x, lambda x: F.Cumsum.apply(x.reshape(1), 0).reshape(()))
+        return _in_float32(x, lambda x: F.Cumsum.apply(x, self._dim(dim, "cumsum")))
 
     # -- sorting, gathering, scattering ----------------------------------------------------------
 

@@ -363,7 +363,7 @@ class Clamp(Function):
     def forward(ctx, a, low=None, high=None):
         ctx.save_for_backward(a)
         ctx.bounds = (low, high)
-        return np.clip(a, low, high)
+        return np.clip(a, low, high).astype(a.dtype, copy=False)  # NumPy widens bfloat16 given two bounds
 
     @staticmethod
     def backward(ctx, g):

@@ -88,6 +88,9 @@ def kept(module, attr: str, key, arrays, build):
         ):
             module.__dict__[attr] = (key, autograd._clock) + cache[2:]
             return cache[3]
+    for a in arrays:
+        if a is not None:
+            autograd.watch(a)
     versions, value = _versions(arrays), build()
     copies = [a.copy() if a is not None and autograd.is_exposed(a) else None for a in arrays]
     copies = copies if any(c is not None for c in copies) else None

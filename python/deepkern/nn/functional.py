@@ -17,7 +17,7 @@ import numpy as np
 from .. import autograd, backends, ops
 from .. import tensor_ops as _T
 from ..autograd import Function
-from ..ops._validate import is_floating_dtype
+from ..ops._validate import is_bfloat16, is_floating_dtype
 from ..ops.dropout import counters as _dropout_counters
 from ..random import philox_seed_offset
 from ..tensor import Tensor, _wrap_dim, as_tensor, through_float32
@@ -644,12 +644,16 @@ def _cast(input, dtype):
 def softmax(input, dim=None, dtype=None):
     """``exp(x) / sum(exp(x))`` along ``dim``, computed from ``x - max`` (no overflow)."""
     input = _cast(input, dtype)
+    if isinstance(input, Tensor) and is_bfloat16(input.dtype) and not autograd.AUTOCAST[0]:
+        return softmax(input.float(), dim).to(input.dtype)  # in float32, rounded once (as PyTorch)
     return Softmax.apply(input, dim=_softmax_dim(dim, np.ndim(_array(input)), "softmax"))
 
 
 def log_softmax(input, dim=None, dtype=None):
     """``x - logsumexp(x)`` along ``dim``, numerically stable."""
     input = _cast(input, dtype)
+    if isinstance(input, Tensor) and is_bfloat16(input.dtype) and not autograd.AUTOCAST[0]:
+        return log_softmax(input.float(), dim).to(input.dtype)  # in float32, rounded once (as PyTorch)
     return Softmax.apply(input, dim=_softmax_dim(dim, np.ndim(_array(input)), "log_softmax"), log=True)
 
 
@@ -790,15 +794,24 @@ class RowNorm(Function):
         return backward(g, x, size, weight, save_mean, save_rstd, needs=ctx.needs_input_grad[:3])
 
 
+def _in_bfloat16(*tensors) -> bool:
+    """Whether a bfloat16 Tensor is among ``tensors`` outside autocast (which runs norms in float32 itself)."""
+    return not autograd.AUTOCAST[0] and any(isinstance(t, Tensor) and is_bfloat16(t.dtype) for t in tensors)
+
+
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """PyTorch's ``F.layer_norm``: each row over the last ``len(normalized_shape)`` axes
     normalized by its mean and biased variance, then scaled by ``weight`` and shifted by ``bias``."""
+    if _in_bfloat16(input, weight, bias):  # in float32, rounded once (as PyTorch)
+        return through_float32(layer_norm)(input, normalized_shape, weight, bias, eps)
     return RowNorm.apply(input, weight, bias, op="layer_norm", size=normalized_shape, eps=eps)
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """PyTorch's ``F.group_norm`` over input ``(N, C, ...)``: ``num_groups`` groups of consecutive
     channels, each normalized per sample, then the per-channel ``weight`` and ``bias``."""
+    if _in_bfloat16(input, weight, bias):  # in float32, rounded once (as PyTorch)
+        return through_float32(group_norm)(input, num_groups, weight, bias, eps)
     return RowNorm.apply(input, weight, bias, op="group_norm", size=num_groups, eps=eps)
 
 

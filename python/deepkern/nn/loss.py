@@ -616,6 +616,7 @@ class _PairwiseDistance(Function):
         )
 
 
+@through_float32
 def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
     """The p-norm distance ||x1 - x2 + eps||_p over the last dimension
     (torch.nn.functional.pairwise_distance); the gradient is 0 where the distance is 0."""
