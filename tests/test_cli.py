@@ -30,12 +30,39 @@ def test_bench_quick_writes_json(tmp_path, capsys):
     assert peaks and all(p["fma_gflops"] > 0 and p["stream_gbps"] > 0 for p in peaks)
 
 
-@pytest.mark.parametrize("argv", [["bench", "--op", "no-such-op"], ["bench", "--threads", "0"], []])
-def test_bad_arguments_exit_2(argv, capsys):
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["bench", "--op", "no-such-op"], "--op"),
+        (["bench", "--threads", "0"], "--threads"),
+        (["bench", "--threads", "2000"], "up to 1024"),
+        (["bench", "--threads", "99999999999999999999"], "up to 1024"),
+        (["bench", "--op", "allreduce", "--device", "cuda"], "not with --op allreduce"),
+        (["bench", "--op", "allreduce", "--dtype", "bf16"], "not with --op allreduce"),
+        (["train", "sunspots-lstm", "--lr", "inf"], "--lr"),
+        (["train", "sunspots-lstm", "--seed", "-1"], "--seed"),
+        (["train", "sunspots-lstm", "--resume", ""], "--resume: an empty path"),
+        ([], ""),
+    ],
+)
+def test_bad_arguments_exit_2(argv, needle, capsys):
     with pytest.raises(SystemExit) as exit_info:
         code = cli.main(argv)
         raise SystemExit(code)
     assert exit_info.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_batch_size_without_a_full_batch_is_an_error_not_a_crash(capsys):
+    """drop_last recipes (char-lstm, digits-gan) with a batch larger than their training set: a message."""
+    assert cli.main(["train", "digits-gan", "--batch-size", "5000", "--epochs", "1", "--no-progress"]) == 1
+    assert "batch size 5000 is larger than the training set" in capsys.readouterr().err
+
+
+def test_output_folders_that_do_not_exist_are_made_before_the_work(tmp_path, capsys):
+    checkpoint = tmp_path / "new" / "deeper" / "run.safetensors"
+    assert cli.main(["train", "sunspots-lstm", "--epochs", "1", "--no-progress", "--checkpoint", str(checkpoint)]) == 0
+    assert checkpoint.is_file()
 
 
 @pytest.mark.parametrize(

@@ -661,6 +661,21 @@ def test_check_state_dict_not_strict_ignores_missing_and_unexpected_keys_not_mis
     assert "extra" not in str(info.value) and "emb" not in str(info.value)
 
 
+def test_save_through_a_symbolic_link_and_under_a_long_name(tmp_path):
+    """A link at the path stays a link (its target gets the new file); a name near the file system's
+    limit of 255 characters saves too (its temporary's name is cut)."""
+    target = tmp_path / "run1.safetensors"
+    deepkern.save({"w": np.zeros(2)}, target)
+    link = tmp_path / "latest.safetensors"
+    link.symlink_to(target.name)
+    deepkern.save({"w": np.ones(2)}, link)
+    assert link.is_symlink()
+    np.testing.assert_array_equal(deepkern.load(target)["w"], np.ones(2))
+    long = tmp_path / ("c" * 240 + ".safetensors")
+    deepkern.save({"w": np.full(2, 3.0)}, long)
+    np.testing.assert_array_equal(deepkern.load(long)["w"], np.full(2, 3.0))
+
+
 def test_save_takes_tensors_that_require_grad(tmp_path):
     """torch.save stores a parameter's values: so does save (the tensor is not changed or detached)."""
     layer = deepkern.nn.Linear(3, 2)

@@ -327,6 +327,27 @@ def test_cli_train_reports_bad_options(capsys):
     assert cli.main(["train", "digits-cnn", "--lr", "-1"]) == 2
 
 
+@pytest.mark.parametrize(
+    "options, needle",
+    [
+        (dict(epochs=0), "epochs"),
+        (dict(epochs=-5), "epochs"),
+        (dict(epochs="2"), "epochs"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(lr=float("inf")), "lr"),
+        (dict(lr=0), "lr"),
+        (dict(seed=-1), "seed"),
+        (dict(resume=""), "resume"),
+        (dict(federated=training.FederatedConfig(rounds=0)), "--rounds"),
+    ],
+    ids=str,
+)
+def test_the_python_api_checks_its_options_as_the_command_line_does(options, needle):
+    """train() refuses what `deepkern train` refuses (it trained nothing for epochs=0, or failed obscurely)."""
+    with pytest.raises(ValueError, match=needle):
+        run("digits-cnn", **options)
+
+
 def test_cli_train_runs_a_recipe(capsys, tmp_path):
     assert (
         cli.main(

@@ -26,6 +26,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
 def _float_where(text: str, what: str, ok) -> float:
     """``text`` as a float for which ``ok(value)`` holds; else an argparse error saying ``what``."""
     try:
@@ -38,7 +48,7 @@ def _float_where(text: str, what: str, ok) -> float:
 
 
 def _positive_float(text: str) -> float:
-    return _float_where(text, "a positive number", lambda v: v > 0)
+    return _float_where(text, "a finite positive number", lambda v: 0 < v < float("inf"))
 
 
 def _nonnegative_float(text: str) -> float:
@@ -49,11 +59,17 @@ def _fraction(text: str) -> float:
     return _float_where(text, "a number in (0, 1]", lambda v: 0 < v <= 1)
 
 
+#: The most threads ``deepkern bench --threads`` takes (the kernels' own limit is far above any machine).
+MAX_THREADS = 1024
+
+
 def _parse_threads(text: str) -> List[int]:
     """'1,2' -> [1, 2]: distinct positive thread counts, in the order given."""
     out = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         value = _positive_int(part)
+        if value > MAX_THREADS:
+            raise argparse.ArgumentTypeError(f"thread counts go up to {MAX_THREADS}, got {value}")
         if value not in out:
             out.append(value)
     if not out:
@@ -161,7 +177,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--lr", type=_positive_float, default=None, help=f"learning rate (default: the recipe's{kept})")
     train.add_argument(
-        "--seed", type=int, default=None, help=f"seed of the data order, initialisation and sampling (default: 0{kept})"
+        "--seed",
+        type=_nonnegative_int,
+        default=None,
+        help=f"seed of the data order, initialisation and sampling (default: 0{kept})",
     )
     train.add_argument(
         "--device",
@@ -263,7 +282,8 @@ def _default_threads() -> List[int]:
 
 def _check_output_paths(parser: argparse.ArgumentParser, paths: dict) -> None:
     """Fails at once (exit 2) for an output path that could not be written after the work: an
-    existing directory, or a file whose nearest existing folder is not a writable folder."""
+    existing directory, or a file whose nearest existing folder is not a writable folder; makes the
+    missing folders of the others."""
     for option, path in paths.items():
         if path is None:
             continue
@@ -275,6 +295,7 @@ def _check_output_paths(parser: argparse.ArgumentParser, paths: dict) -> None:
             folder = os.path.dirname(folder)
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
             parser.error(f"{option} {path}: cannot write in {folder}")
+        os.makedirs(os.path.dirname(full), exist_ok=True)  # the folders it names, made before the work
 
 
 def _suite_runs_on(suite, device: str, quick: bool) -> bool:
@@ -294,6 +315,10 @@ def _cmd_bench(args, parser: argparse.ArgumentParser) -> int:
     from . import bench
 
     if args.op == "allreduce":
+        fixed = {"--device": (args.device, "cpu"), "--dtype": (args.dtype, "float32")}
+        for option, (value, default) in fixed.items():
+            if value != default:
+                parser.error(f"{option} {value}: not with --op allreduce (it times float32 on the CPU)")
         return _cmd_bench_allreduce(args)
     if args.dtype == "bf16":
         bf16_suites = {"gemm": "gemm-bf16", "lstm": "lstm-bf16", "conv": "conv-bf16", "train": "train-bf16"}
@@ -464,6 +489,8 @@ def _cmd_train(args, parser: argparse.ArgumentParser) -> int:
 
     if args.nproc is not None:
         return _relaunch(args, parser)
+    if args.resume == "":
+        parser.error("--resume: an empty path (an unset variable?); give the checkpoint to continue")
 
     cfg = TrainConfig(
         recipe=args.recipe,

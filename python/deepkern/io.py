@@ -94,14 +94,15 @@ def save(obj: dict, path) -> None:
     onto ``path``, so ``path`` holds either the old file or the complete new one, never part of
     one; on any error the temporary file is removed and an existing ``path`` is left untouched.
     Temporaries that an earlier save of ``path`` left behind when its process was killed (each
-    names the process that wrote it) are removed first.
+    names the process that wrote it) are removed first. A symbolic link at ``path`` stays one: the
+    file it points to is replaced.
     Non-contiguous and non-native-byte-order arrays are stored as their values (C order).
     Raises TypeError naming the key path of a leaf that cannot be stored, ValueError naming the
     key path where containers nest deeper than :data:`MAX_DEPTH`.
     """
     if not isinstance(obj, dict):
         raise TypeError(f"save: obj must be a dict (e.g. a state dict), got {type(obj).__name__}")
-    path = os.fspath(path)
+    path = os.path.realpath(os.fspath(path))  # a symbolic link: its target is written, the link stays
     tensors: dict = {}
     tree = _encode(obj, (), tensors)
     metadata = {
@@ -378,8 +379,9 @@ def _check_header_checksum(path: str, metadata: dict, table: dict) -> None:
 
 
 def _temporary_prefix(name: str) -> str:
-    """Temporaries of a save of ``name`` are ``.<name>.<pid>.<random>.tmp`` beside it."""
-    return f".{name}."
+    """Temporaries of a save of ``name`` are ``.<name>.<pid>.<random>.tmp`` beside it, the name cut to
+    its first 200 characters (so that a name near the file system's 255 has a temporary too)."""
+    return f".{name[:200]}."
 
 
 def _remove_stale_temporaries(directory: str, name: str) -> None:

@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import numbers
 import os
 import sys
 import time
@@ -99,6 +100,16 @@ class TrainConfig:
 
 
 AMP_CHOICES = ("bf16",)
+
+
+def _full_batches(loader):
+    """``loader`` (drop_last), refused when the batch size leaves it no batch at all."""
+    if len(loader) == 0:
+        raise ValueError(
+            f"batch size {loader.batch_size} is larger than the training set ({len(loader.dataset)} samples): "
+            "no full batch to train on"
+        )
+    return loader
 
 
 class Recipe:
@@ -345,8 +356,8 @@ class CharLSTM(Recipe):
 
     def build(self):
         self.corpus = data.char_corpus(seq_len=self.seq_len)
-        self.loader = data.DataLoader(
-            self.corpus.train, self.cfg.batch_size, shuffle=True, drop_last=True, seed=self.cfg.seed
+        self.loader = _full_batches(
+            data.DataLoader(self.corpus.train, self.cfg.batch_size, shuffle=True, drop_last=True, seed=self.cfg.seed)
         )
         self.loaders = [self.loader]
         self.models["model"] = CharModel(self.corpus.vocab_size)
@@ -416,8 +427,10 @@ class DigitsGAN(Recipe):
             ]
         )
         self.images = images.reshape(len(images), 64) * 2 - 1  # [-1, 1], the generator's tanh range
-        self.loader = data.DataLoader(
-            data.TensorDataset(self.images), self.cfg.batch_size, shuffle=True, drop_last=True, seed=self.cfg.seed
+        self.loader = _full_batches(
+            data.DataLoader(
+                data.TensorDataset(self.images), self.cfg.batch_size, shuffle=True, drop_last=True, seed=self.cfg.seed
+            )
         )
         self.loaders = [self.loader]
         self.models["generator"] = nn.Sequential(
@@ -697,6 +710,22 @@ def _report(unit: str, index: int, total: int, metrics: dict, t0: float, out) ->
     return metrics
 
 
+def _check_numbers(cfg: TrainConfig) -> None:
+    """The numeric options as the command line checks them: positive integer epochs and batch size,
+    a finite positive learning rate, a seed >= 0, a non-empty resume path (ValueError naming the option)."""
+    for name, minimum in (("epochs", 1), ("batch_size", 1), ("seed", 0)):
+        value = getattr(cfg, name)
+        integer = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        if value is not None and not (integer and value >= minimum):
+            raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    if cfg.lr is not None and (
+        isinstance(cfg.lr, bool) or not isinstance(cfg.lr, numbers.Real) or not 0 < cfg.lr < math.inf
+    ):
+        raise ValueError(f"lr: expected a finite positive number, got {cfg.lr!r}")
+    if cfg.resume == "":
+        raise ValueError("resume: an empty path; give the checkpoint to continue")
+
+
 def train(cfg: TrainConfig, out=None) -> dict:
     """Runs ``cfg.recipe``, or resumes ``cfg.resume``; prints a line per epoch and a summary;
     returns ``{"history": [...], "summary": [...], "seconds": ..., "recipe": ..., "rank": ...}``
@@ -714,6 +743,7 @@ def train(cfg: TrainConfig, out=None) -> dict:
             f"--amp {cfg.amp}: mixed precision is {', '.join(AMP_CHOICES)} on a cpu or cuda device "
             f"(--device {cfg.device})"
         )
+    _check_numbers(cfg)
     if cfg.federated is not None:
         _check_federated(cfg)
     checkpoint, announce = _load_checkpoint(cfg) if cfg.resume else (None, "")
@@ -788,6 +818,11 @@ def _check_federated(cfg: TrainConfig) -> None:
     if not RECIPES[cfg.recipe].supports_federated:
         federated = ", ".join(name for name, cls in RECIPES.items() if cls.supports_federated)
         raise ValueError(f"--federated: recipe {cfg.recipe} has no federated form; recipes that have one: {federated}")
+    fed = cfg.federated
+    for name in ("clients", "rounds", "local_epochs"):
+        value = getattr(fed, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"--{name.replace('_', '-')}: expected a positive integer, got {value!r}")
     options = (("--resume", cfg.resume), ("--checkpoint", cfg.checkpoint), ("--epochs", cfg.epochs), ("--amp", cfg.amp))
     for option, value in options:
         if value is not None:
