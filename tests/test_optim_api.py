@@ -552,6 +552,18 @@ def test_load_state_dict_fills_options_it_lacks_from_the_defaults(cls_name, miss
     assert all(p._array.dtype == np.float32 for p in params)
 
 
+@pytest.mark.parametrize(
+    "source, target", [("SGD", "Adam"), ("Adam", "RMSprop"), ("RMSprop", "Adagrad"), ("NAdam", "SGD")]
+)
+def test_load_state_dict_refuses_another_optimizers_state(source, target):
+    """An SGD-momentum state dict loaded into Adam had its buffers kept beside fresh moments, silently."""
+    options = {"SGD": dict(lr=0.1, momentum=0.9), "RMSprop": dict(lr=0.01, momentum=0.5, centered=True)}
+    _, opt = run_deepkern(deepkern_maker(source, options.get(source, dict(lr=0.01))), start_params(), steps=2)
+    fresh = deepkern_maker(target, dict(lr=0.01))(deepkern_params(start_params()))
+    with raises_naming(ValueError, "load_state_dict", target, "another optimizer"):
+        fresh.load_state_dict(opt.state_dict())
+
+
 def test_load_state_dict_rejects_mismatches_naming_sizes():
     params = deepkern_params(start_params())
     opt = optim.Adam(two_groups(params))

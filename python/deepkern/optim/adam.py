@@ -15,6 +15,7 @@ class Adam(Optimizer):
     applied to the parameter, ``p *= 1 - lr * weight_decay``, instead of added to the gradient)."""
 
     _kernel_dtypes = FLOAT_KERNELS
+    _state_names = frozenset({"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"})
 
     def __init__(
         self,

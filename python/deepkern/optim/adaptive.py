@@ -66,6 +66,8 @@ class Adagrad(_ElementwiseOptimizer):
     ``clr = lr / (1 + (step - 1) lr_decay)``. As torch, the state (``step``, ``sum`` filled with
     ``initial_accumulator_value``) is created for every parameter at construction."""
 
+    _state_names = frozenset({"step", "sum"})
+
     def __init__(
         self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10, *, maximize=False
     ):
@@ -102,6 +104,8 @@ class NAdam(_ElementwiseOptimizer):
     """Adam with Nesterov momentum (Dozat), with torch's momentum schedule
     ``mu_t = beta1 (1 - 0.5 * 0.96^(t momentum_decay))`` and its running product ``mu_product``;
     ``decoupled_weight_decay=True`` is NAdamW."""
+
+    _state_names = frozenset({"step", "mu_product", "exp_avg", "exp_avg_sq"})
 
     _scalar_state = ("step", "mu_product")
 
@@ -149,6 +153,8 @@ class RAdam(_ElementwiseOptimizer):
     """Rectified Adam (Liu et al.): plain bias-corrected momentum while the variance's
     approximated length of SMA ``rho_t`` is at most 5, Adam's step times the rectification term
     after; ``decoupled_weight_decay=True`` is RAdamW."""
+
+    _state_names = frozenset({"step", "exp_avg", "exp_avg_sq"})
 
     def __init__(
         self,

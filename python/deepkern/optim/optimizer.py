@@ -100,6 +100,9 @@ class Optimizer:
     #: floating dtype (bfloat16, float16) step on float32 copies, rounded back once per step, and
     #: keep float32 state.
     _kernel_dtypes: tuple | None = None
+    #: The names of a parameter's state entries (None: not checked); a loaded state dict with others
+    #: is another optimizer's.
+    _state_names: frozenset | None = None
 
     def __init__(self, params, defaults: dict):
         self.defaults = defaults
@@ -305,6 +308,15 @@ class Optimizer:
                     f"optimizer's group: group {i} has {len(s['params'])} parameters in the state dict, "
                     f"{len(g['params'])} in the optimizer"
                 )
+        if self._state_names is not None:
+            for key, entry in state_dict["state"].items():
+                strange = sorted(set(entry) - self._state_names)
+                if strange:
+                    raise ValueError(
+                        f"load_state_dict: state[{key!r}] has {', '.join(map(repr, strange))}, which "
+                        f"{type(self).__name__} does not keep (its state: {', '.join(sorted(self._state_names))}): "
+                        "the state dict of another optimizer?"
+                    )
         id_map = {saved: p for s, g in zip(saved_groups, groups) for saved, p in zip(s["params"], g["params"])}
         state = defaultdict(dict)
         for key, entry in state_dict["state"].items():

@@ -15,6 +15,7 @@ class RMSprop(Optimizer):
     ``centered`` subtracts the running mean first; ``momentum`` > 0 adds a velocity buffer."""
 
     _kernel_dtypes = FLOAT_KERNELS
+    _state_names = frozenset({"step", "square_avg", "momentum_buffer", "grad_avg"})
 
     def __init__(
         self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False, *, maximize=False

@@ -16,6 +16,7 @@ class SGD(Optimizer):
     decay and ``maximize``."""
 
     _kernel_dtypes = FLOAT_KERNELS
+    _state_names = frozenset({"step", "momentum_buffer"})
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *, maximize=False):
         _check_nonnegative(lr, "learning rate")
