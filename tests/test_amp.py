@@ -718,3 +718,10 @@ def test_cli_amp_option(capsys):
 
     assert cli.main(["train", "digits-gan", "--amp", "fp16"]) == 2
     assert "--amp: invalid choice: 'fp16'" in capsys.readouterr().err
+
+
+def test_grad_scaler_scales_a_bfloat16_loss_in_float32_like_torch():
+    scaler = dk.amp.GradScaler(init_scale=3.0)
+    loss = dk.tensor(1.0078125).to(BF16)
+    scaled = scaler.scale(loss)
+    assert scaled.dtype == F32 and float(scaled) == 3.0234375  # bfloat16 would round it to 3.03125

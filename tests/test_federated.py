@@ -424,7 +424,7 @@ def test_federated_run_matches_the_library(small_digits):
         (["--federated", "--client-fraction", "0"], "--client-fraction: expected a number in (0, 1], got 0.0"),
         (["--federated", "--fedprox-mu", "-1"], "--fedprox-mu: expected a finite number >= 0, got -1.0"),
         (["--federated", "--clients", "0"], "--clients: expected a positive integer, got 0"),
-        (["--federated", "--dirichlet-alpha", "0"], "--dirichlet-alpha: expected a positive number, got 0.0"),
+        (["--federated", "--dirichlet-alpha", "0"], "--dirichlet-alpha: expected a finite positive number, got 0.0"),
         (["--federated", "--epochs", "3"], "--epochs 3: not with --federated"),
         (["--federated", "--resume", "x.safetensors"], "--resume x.safetensors: not with --federated"),
     ],

@@ -325,11 +325,12 @@ class GradScaler:
         self._growth_interval = int(new_interval)
 
     def scale(self, outputs):
-        """``outputs`` (a Tensor, or lists/tuples of them) times the scale."""
+        """``outputs`` (a Tensor, or lists/tuples of them) times the scale, in float32 at least (PyTorch's
+        scale is a float32 tensor: a bfloat16 loss is scaled in float32)."""
         if not self._enabled:
             return outputs
         if isinstance(outputs, Tensor):
-            return outputs * self._scale
+            return (outputs.float() if outputs.dtype.itemsize < 4 else outputs) * self._scale
         if isinstance(outputs, (list, tuple)):
             return type(outputs)(self.scale(o) for o in outputs)
         raise TypeError(
