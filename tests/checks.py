@@ -67,6 +67,16 @@ def runs_transposed(m: int, n: int, kernel_name: str) -> bool:
     return 8 * up(n, mr) * up(m, nr) <= 7 * up(m, mr) * up(n, nr)
 
 
+def winograd_tile(batch: int, out_h: int, out_w: int) -> int:
+    """The Winograd variant F(tile x tile, 3x3) (tile 2 or 4) conv2d's forward runs for ``batch`` images
+    of ``out_h`` x ``out_w`` outputs: the lower (tile + 2)^2 x max(tiles of the call, 32), F(2x2) on a tie."""
+
+    def cost(tile):
+        return (tile + 2) ** 2 * max(batch * -(-out_h // tile) * -(-out_w // tile), 32)
+
+    return 4 if cost(4) < cost(2) else 2
+
+
 def poison_heap(*shapes_dtypes):
     """Allocate and free NaN-filled blocks of the results' sizes, so a kernel's freshly allocated
     output is likely to start as NaN (for ops that take no ``out`` to pre-fill)."""

@@ -17,7 +17,18 @@ import numpy as np
 import pytest
 from deepkern import ops
 
-from checks import F32, F64, active_isa, check, check_non_finite, poison_heap, raises_naming, rand, runs_transposed
+from checks import (
+    F32,
+    F64,
+    active_isa,
+    check,
+    check_non_finite,
+    poison_heap,
+    raises_naming,
+    rand,
+    runs_transposed,
+    winograd_tile,
+)
 from conftest import TESTED_ISAS
 from reference import conv2d_backward_ref, conv2d_ref
 
@@ -338,8 +349,9 @@ DOT_PATH_CASES = [
 def test_transposed_blocks_take_the_dot_path(case, threads, rng):
     """A transposed block deep enough for the GEMM's dot path runs on it (the rows of col^T and the
     weights in place) under every ISA and matches the float64 reference, with a bias and without, on
-    NaN-prefilled outputs; batches up to 4 take the dot path while their block has at most 1/20 as many
-    pixels as rows, the blocked GEMM on the im2col block after (as C^T = W col where that pads less)."""
+    NaN-prefilled outputs; batches up to 4 take the dot path while their block has at most 32 pixels and
+    at most 1/20 as many pixels as rows, the blocked GEMM on the im2col block after (as C^T = W col
+    where that pads less)."""
     x_shape, w_shape, options = case
     conv_path = _transposed_or_not(case, threads)
     pixels = int(np.prod(ops.conv2d(np.zeros((1, *x_shape), F32), np.zeros(w_shape, F32), **options).shape[2:]))
@@ -361,7 +373,8 @@ def test_transposed_blocks_take_the_dot_path(case, threads, rng):
                             m, n = pixels * batch, w_shape[0] // options.get("groups", 1)
                             name = deepkern._C.gemm_kernel_name(double_precision=dtype == F64)
                             blocked = "transposed blocked" if runs_transposed(m, n, name) else "blocked"
-                            expected = "dot" if 20 * pixels * batch <= rows else blocked
+                            dot = pixels * batch <= 32 and 20 * pixels * batch <= rows  # the dot path's rule
+                            expected = "dot" if dot else blocked
                             assert deepkern._C.last_gemm_path() == expected, what
 
 
@@ -554,10 +567,8 @@ PANEL_SPLIT_CASES = [
 @pytest.mark.parametrize("case", PANEL_SPLIT_CASES, ids=str)
 def test_winograd_weights_in_panels_split_over_threads(case, threads, rng):
     n, c, h, width, k = case
-    tile_count = lambda t: -(-h // t) * -(-width // t)  # noqa: E731
-    saving = {t: 9 * h * width / ((t + 2) ** 2 * tile_count(t)) for t in (2, 4)}  # multiplies saved
-    tile = 4 if saving[4] > saving[2] else 2
-    tiles = n * tile_count(tile)
+    tile = winograd_tile(n, h, width)
+    tiles = n * -(-h // tile) * -(-width // tile)
     assert k * c > (c + k) * tiles, case  # the weights outnumber the tiles' values
     for dtype in DTYPES:
         x, w, b = rand(rng, (n, c, h, width), dtype), rand(rng, (k, c, 3, 3), dtype), rand(rng, k, dtype)

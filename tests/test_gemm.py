@@ -184,17 +184,18 @@ def test_matmul_long_k(device, isa, dtype, m, n, k, rng):
 # the dot-product path: A's rows and B's columns contiguous along K (x @ W.T), few rows, deep K
 
 # (m, n, k, path): n not a multiple of any tier's dot tile, K tails of every SIMD width; the dot path
-# takes up to 240 rows, K at least 20 per row, and A within 512 KB or A and B within 16 MB.
+# takes up to 32 rows, K at least 20 per row, and A within 512 KB or A and B within 16 MB.
 DOT_CASES = [
     (2, 7, 257, "dot"),
     (4, 6, 1024, "dot"),
     (5, 13, 333, "dot"),
     (9, 50, 999, "dot"),
     (17, 31, 4099, "dot"),
-    (49, 70, 4608, "dot"),  # A 900 KB (float32): past L2, but A and B fit half an L3
-    (240, 9, 4800, "dot"),
-    (64, 50, 1000, "blocked"),  # K under 20 per row
-    (241, 9, 4820, "blocked"),  # too many rows
+    (30, 70, 4608, "dot"),  # A 553 KB (float32): past L2, but A and B fit half an L3
+    (32, 9, 4800, "dot"),
+    (30, 50, 599, "blocked"),  # K under 20 per row
+    (33, 9, 4800, "blocked"),  # too many rows
+    (49, 70, 4608, "blocked"),
     (1, 9, 4800, "gemv"),
 ]
 

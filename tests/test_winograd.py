@@ -1,8 +1,9 @@
 """The two Winograd variants of the conv2d forward pass (csrc/cpu/conv/winograd.cpp).
 
-F(4x4, 3x3) (36 multiplies per 4x4 output tile and input channel) runs where it saves more
-multiplies than F(2x2, 3x3) (16 per 2x2 tile), counting the partial tiles at the edges; F(2x2)
-keeps the outputs with a dimension of 2 and the 6 x 6 ones. ``_C.last_winograd_tile`` names the
+F(4x4, 3x3) (36 multiplies per 4x4 output tile and input channel) runs where it costs less than
+F(2x2, 3x3) (16 per 2x2 tile), counting the partial tiles at the edges and at least 32 tiles' worth
+per transformed weight (``checks.winograd_tile``); F(2x2) keeps the outputs with a dimension of 2,
+the 6 x 6 ones and calls with few tiles. ``_C.last_winograd_tile`` names the
 variant a call ran. Each variant is compared with the float64 NumPy reference under every kernel
 ISA this CPU supports, at 1 and 2 threads, on odd sizes, paddings 0 to 2 and batches 0 to 5; with
 weights packed once (ops.ConvPlan, the eval-mode Conv2d cache, which hold the F(4x4) weights) and
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 from deepkern import nn, no_grad, ops, tensor
 
-from checks import F32, F64, active_isa, check, check_non_finite, poison_heap, rand
+from checks import F32, F64, active_isa, check, check_non_finite, poison_heap, rand, winograd_tile
 from conftest import TESTED_ISAS
 from reference import conv2d_backward_ref, conv2d_ref, rel_error
 
@@ -28,11 +29,13 @@ def _ran():
     return deepkern._C.last_conv2d_forward_path(), deepkern._C.last_winograd_tile()
 
 
-def _forward(x, weights, b, tile, what, **options):
+def _forward(x, weights, b, what, **options):
     """conv2d of x with ``weights`` (an array or a ConvPlan) under every ISA on NaN-prefilled
-    outputs: checked against the float64 reference and the Winograd variant each call ran."""
+    outputs: checked against the float64 reference and the Winograd variant each call ran (the
+    tile of ``winograd_tile``, which it returns)."""
     w = weights if isinstance(weights, np.ndarray) else weights.weight
     ref = conv2d_ref(x, w, b, **options)
+    tile = winograd_tile(*ref.shape[:1], *ref.shape[2:])
     for isa in TESTED_ISAS:
         with active_isa(isa):
             poison_heap((ref.shape, x.dtype))
@@ -42,9 +45,12 @@ def _forward(x, weights, b, tile, what, **options):
                 assert _ran() == ("winograd", tile), (
                     f"{what} isa={isa}: ran {_ran()}, expected winograd F({tile}x{tile})"
                 )
+    return tile
 
 
-# (C, H, W, K, padding, tile): odd sizes, paddings 0 to 2, partial edge tiles on either side.
+# (C, H, W, K, padding, tile): odd sizes, paddings 0 to 2, partial edge tiles on either side; tile is
+# the variant at batch 5 (enough tiles for F(4x4) wherever it does fewer multiplies); batch 1 runs
+# F(2x2) (F(4x4) would have fewer than 32 tiles).
 VARIANT_CASES = [
     (64, 9, 11, 64, 1, 4),  # 9 x 11 output: partial F(4x4) tiles on both axes
     (65, 12, 13, 70, 2, 4),
@@ -62,9 +68,11 @@ def test_each_variant_matches_float64(case, threads, rng):
     c, h, width, k, padding, tile = case
     for dtype in DTYPES:
         w, b = rand(rng, (k, c, 3, 3), dtype), rand(rng, k, dtype)
+        ran = set()
         for batch in (0, 1, 2, 5):
             x = rand(rng, (batch, c, h, width), dtype)
-            _forward(x, w, b, tile, f"{case} batch {batch} {dtype} threads={threads}", padding=padding)
+            ran.add(_forward(x, w, b, f"{case} batch {batch} {dtype} threads={threads}", padding=padding))
+        assert tile in ran, case
 
 
 @pytest.mark.parametrize("case", VARIANT_CASES[:1] + VARIANT_CASES[-3:], ids=str)
@@ -75,9 +83,11 @@ def test_each_variant_on_packed_weights(case, threads, rng):
         w, b = rand(rng, (k, c, 3, 3), dtype), rand(rng, k, dtype)
         plan = ops.ConvPlan(w, padding=padding)
         assert plan.winograd_weights.shape == (36, k, c) and plan.winograd_weights.dtype == dtype
-        for batch in (1, 3, 4):
+        ran = set()
+        for batch in (1, 3, 5):
             x = rand(rng, (batch, c, h, width), dtype)
-            _forward(x, plan, b, tile, f"plan {case} batch {batch} {dtype} threads={threads}", padding=padding)
+            ran.add(_forward(x, plan, b, f"plan {case} batch {batch} {dtype} threads={threads}", padding=padding))
+        assert tile in ran, case
 
 
 def _errors(rng, channels):
@@ -118,7 +128,7 @@ def test_non_finite_operands_take_the_direct_sums(rng):
     call to the direct sums (im2col), which give the reference's Inf and NaN."""
     for h, tile in ((12, 4), (6, 2)):
         for dtype in DTYPES:
-            x, w = rand(rng, (2, 64, h, h), dtype), rand(rng, (64, 64, 3, 3), dtype)
+            x, w = rand(rng, (4, 64, h, h), dtype), rand(rng, (64, 64, 3, 3), dtype)
             clean = ops.conv2d(x, w, padding=1)
             assert _ran() == ("winograd", tile)
             for name, array, at in (("x", x, (1, 3, 2, 4)), ("w", w, (5, 7, 1, 1))):
@@ -142,8 +152,8 @@ def test_operands_large_enough_to_overflow_the_transforms_take_the_direct_sums(r
     the direct sums, so a finite result stays finite (float32 inputs near 1e37 had given NaN); values
     below that bound keep Winograd. Forward (both variants), data and weight gradients, x and w."""
     for dtype, huge, large in ((F32, 3e37, 1e14), (F64, 1e152, 1e140)):
-        x, w = rand(rng, (2, 64, 12, 12), dtype), rand(rng, (64, 64, 3, 3), dtype)
-        g = rand(rng, (2, 64, 12, 12), dtype)
+        x, w = rand(rng, (4, 64, 12, 12), dtype), rand(rng, (64, 64, 3, 3), dtype)
+        g = rand(rng, (4, 64, 12, 12), dtype)
         for name, value in (("x", huge), ("w", huge), ("x", large), ("w", large)):
             xs, ws = x.copy(), w.copy()
             (xs if name == "x" else ws)[0, 3, 2, 1] = value

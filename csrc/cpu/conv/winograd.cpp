@@ -12,7 +12,8 @@
 // where direct convolution does 36 (2.25x fewer), F(4x4, 3x3) 36 where it does 144 (4x fewer) and
 // moves 2.25 transformed values per output pixel instead of 4, at the price of a larger rounding
 // error (its transforms multiply by up to 8 and 5; see docs/ARCHITECTURE.md). The forward pass takes
-// whichever saves more multiplies for the image size; the backward passes keep F(2x2, 3x3).
+// whichever costs less, its multiplies and its transformed weights counted (winograd_tile); the
+// backward passes keep F(2x2, 3x3).
 //
 // Blocks of whole images (enough tiles for wide GEMMs, V and M bounded by kMaxBlockBytes per
 // thread) are spread over threads with single-threaded GEMMs, like the im2col path in conv.cpp.
@@ -51,7 +52,8 @@ const WinogradKernels<T>& dispatched_kernels() {
       .of<T>();
 }
 
-constexpr int kPackedTile = 4;  // the variant whose weights winograd_transform_weights packs
+constexpr int kPackedTile = 4;        // the variant whose weights winograd_transform_weights packs
+constexpr int64_t kWeightReuse = 32;  // tiles a transformed weight must meet to repay its trip through memory
 
 int64_t points(int tile) { return (tile + 2) * (tile + 2); }  // alpha^2: GEMMs (xi planes) per call
 
@@ -263,7 +265,21 @@ bool winograd_geometry(const Conv2dShape& s) {
 
 bool winograd_channels(const Conv2dShape& s) { return s.in_channels >= 64 && s.out_channels >= 64; }
 
-int winograd_tile(const Conv2dShape& s) { return winograd_saving(s, 4) > winograd_saving(s, 2) ? 4 : 2; }
+// The variant of the lower cost per weight pair (k, c): each of its points(tile) transformed weights
+// meets every tile of the call (a multiply-add each), but goes through memory once per call, which
+// takes as long as kWeightReuse multiply-adds: fewer tiles than that cost as many. So F(4x4) where
+// the tiles are many (it does fewer multiplies), F(2x2) where F(4x4) would have fewer than
+// kWeightReuse tiles, whose 16 weights per pair instead of 36 then cost less (measured on AVX-512, 1
+// and 2 threads: 256 channels at 14 x 14, batch 1, 1.05-1.07 ms against 1.61-1.69 ms for F(4x4),
+// packed weights or not; 64 and 128 channels at 14 x 14, batch 1, 20-27% faster; 64 channels at 56
+// x 56, 128 at 28 x 28, batch 1 to 32, and 512 at 7 x 7, batch 8, F(4x4) 10-30% faster).
+int winograd_tile(const Conv2dShape& s) {
+  auto cost = [&](int tile) {
+    const int64_t tiles = s.batch * ((s.out_h + tile - 1) / tile) * ((s.out_w + tile - 1) / tile);
+    return points(tile) * std::max(tiles, kWeightReuse);
+  };
+  return cost(4) < cost(2) ? 4 : 2;
+}
 
 int64_t winograd_weights_size(const Conv2dShape& s) {
   return winograd_geometry(s) && winograd_channels(s) ? points(kPackedTile) * s.out_channels * s.in_channels : 0;

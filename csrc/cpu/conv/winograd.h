@@ -18,8 +18,10 @@ bool winograd_channels(const Conv2dShape& s);
 bool winograd_applies(const Conv2dShape& s);
 
 // The output tile (2 or 4) of the variant F(tile x tile, 3x3) winograd_forward runs for this shape:
-// the one that saves more multiplies, counting the partial tiles at the edges (4 unless the image
-// is so small that F(4x4)'s edge tiles waste more).
+// the one with the lower cost points x max(tiles, 32) per weight pair (points = (tile + 2)^2, tiles
+// of the call counting the partial ones at the edges; each transformed weight costs at least 32 tiles'
+// multiply-adds of memory traffic): F(4x4) unless the image is so small that its edge tiles waste
+// more, or the call has too few tiles to repay its 36 transformed weights per pair (ties: F(2x2)).
 int winograd_tile(const Conv2dShape& s);
 
 // The tile of the last successful winograd_forward call of the process (0 before the first).

@@ -54,11 +54,14 @@ constexpr int64_t kMaxInPlaceDepth = 256;
 template <class T>
 constexpr int64_t kLineElements = 64 / int64_t(sizeof(T));
 // The dot-product path (takes_dot_path), measured against the packed path (AVX-512, float, 1 and 2
-// threads): up to 240 rows (A's rows are re-read once per dot_nr columns of B), at least 20 times as
+// threads): up to 32 rows (A's rows are re-read once per dot_nr columns of B, at 55-70% of the FMA
+// peak, where the packed kernel runs at 85-90% once B is packed: packing B costs about as much as 35
+// rows of multiply-adds; 196 x 512 x 4608 ran 6.97 ms on the dot path, 4.44 ms packed, and 49 x 512 x
+// 4608 1.56 against 1.42 ms, while 16 x 1024 x 4096 ran 0.96 against 1.36 ms), at least 20 times as
 // deep as A has rows (each sum's reduction costs about as much as 20 steps of K), and A in L2 or A
 // and B together in half an L3 (B streaming past evicts A: 196 x 4096 x 4096 on 2 threads ran 0.64x
 // of the packed path).
-constexpr int64_t kMaxDotRows = 240;
+constexpr int64_t kMaxDotRows = 32;
 constexpr int64_t kDotDepthPerRow = 20;
 constexpr int64_t kDotCachedBytes = int64_t(512) << 10;
 constexpr int64_t kDotStreamedBytes = int64_t(16) << 20;
