@@ -43,4 +43,8 @@ T* thread_scratch(int slot, int64_t count) {
   return static_cast<T*>(buffers[slot].get(sizeof(T) * static_cast<size_t>(std::max<int64_t>(count, 1))));
 }
 
+// Elements of T in a 64-byte cache line (the step of kernels' software prefetches).
+template <class T>
+constexpr int64_t kCacheLineElements = 64 / int64_t(sizeof(T));
+
 }  // namespace deepkern

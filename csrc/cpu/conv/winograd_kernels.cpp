@@ -3,6 +3,7 @@
 // for this ISA. Only computes: buffers come from the callers in winograd.cpp.
 #include <algorithm>
 
+#include "core/scratch.h"
 #include "cpu/conv/winograd_kernels.h"
 
 namespace deepkern::cpu::DEEPKERN_ISA_NS {
@@ -90,9 +91,15 @@ void gather_taps(const T* __restrict w, int64_t out_channels, int64_t in_channel
   const int64_t first_k = o0 / panel * width, c0 = o0 % panel / width;
   if (width > 1 && o0 % width == 0 && count % width == 0) {
     const int64_t channels = count / width;
+    // The next chunk's run of each row is prefetched: `width` short runs at a time (32 rows of 8
+    // channels) are more streams than the hardware prefetcher follows, and weights read from memory
+    // made this gather half of a batch-1 layer (256 channels at 14 x 14: 2.4-2.7 -> 1.2-1.3 ms).
+    const bool next_in_row = c0 + 2 * channels <= in_channels;
     for (int lane = 0; lane < width; ++lane) {
       const int64_t k = first_k + lane;
       const T* row = w + (k * in_channels + c0) * 9;
+      if (next_in_row && k < out_channels)
+        for (int64_t p = channels * 9; p < 2 * channels * 9; p += kCacheLineElements<T>) __builtin_prefetch(row + p);
       for (int64_t c = 0; c < channels; ++c)
 #pragma GCC unroll 9
         for (int j = 0; j < 9; ++j) taps[j][c * width + lane] = k < out_channels ? row[c * 9 + j] : T(0);

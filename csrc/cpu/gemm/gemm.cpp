@@ -50,9 +50,6 @@ constexpr int64_t kMinParallelGemv = int64_t(1) << 16;
 // products of 16-240 rows 5-30% faster; 512-1024 rows (a row per page, rows 4 KB apart sharing
 // L1 sets) made them 10-45% slower.
 constexpr int64_t kMaxInPlaceDepth = 256;
-// Elements of T in a cache line (the prefetches of the next in-place panel, gemm_block).
-template <class T>
-constexpr int64_t kLineElements = 64 / int64_t(sizeof(T));
 // The dot-product path (takes_dot_path), measured against the packed path (AVX-512, float, 1 and 2
 // threads): up to 32 rows (A's rows are re-read once per dot_nr columns of B, at 55-70% of the FMA
 // peak, where the packed kernel runs at 85-90% once B is packed: packing B costs about as much as 35
@@ -251,7 +248,7 @@ void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int
             if (prefetch_next) {  // this row tile's share of the next panel's rows
               const int64_t share_begin = kc * ir / mc, share_end = kc * std::min(ir + mr, mc) / mc;
               for (int64_t p = share_begin; p < share_end; ++p)
-                for (int64_t line = 0; line < nr + kLineElements<T> - 1; line += kLineElements<T>)
+                for (int64_t line = 0; line < nr + kCacheLineElements<T> - 1; line += kCacheLineElements<T>)
                   __builtin_prefetch(b_block + next_jr + p * P.b.row_stride + std::min<int64_t>(line, nr - 1), 0, 2);
             }
             const int64_t nrows = std::min<int64_t>(mr, mc - ir);
@@ -259,7 +256,7 @@ void gemm_block(const GemmKernels<T>& kern, const Problem<T>& P, int64_t m0, int
             T* c_tile = P.c.data + i * P.c.row_stride + j * P.c.col_stride;
             if (unit_c && last)  // the next row tile's lines of C, for writing (see above)
               for (int64_t row = nrows; row < std::min<int64_t>(2 * mr, mc - ir); ++row)
-                for (int64_t line = 0; line < ncols; line += kLineElements<T>)
+                for (int64_t line = 0; line < ncols; line += kCacheLineElements<T>)
                   __builtin_prefetch(c_tile + row * P.c.row_stride + line, 1, 3);
             const TileEpilogue<T> ep = tile_epilogue(P.epilogue, i, j, last);
             // Row panel (ic + ir) / mr from row pc when prepacked (ic and ir are multiples of mr).
