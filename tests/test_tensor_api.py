@@ -884,16 +884,27 @@ def test_zero_size_and_zero_dim_inputs(device):
 
 
 def test_max_min_with_a_tensor_share_ties_like_torch():
+    """Elementwise max/min of two tensors: the winner takes the gradient, a tie halves it, and where
+    either operand is NaN both take all of it (PyTorch's rule); also broadcast against a column."""
     torch = pytest.importorskip("torch")
-    a, b = np.array([1.0, 2.0, 3.0]), np.array([1.0, 5.0, 0.0])
-    for fn in (lambda m, x, y: m.max(x, y), lambda m, x, y: m.minimum(x, y)):
-        grads = []
-        for m in (dk, torch):
-            x, y = m.tensor(a, requires_grad=True), m.tensor(b, requires_grad=True)
-            fn(m, x, y).sum().backward()
-            grads.append((x.grad.numpy(), y.grad.numpy()))
-        np.testing.assert_array_equal(grads[0][0], grads[1][0])
-        np.testing.assert_array_equal(grads[0][1], grads[1][1])
+    nan = np.nan
+    a, b = np.array([1.0, 2.0, 3.0, nan, 4.0, nan]), np.array([1.0, 5.0, 0.0, 2.0, nan, nan])
+    weights = np.arange(1.0, 7.0)
+    fns = (
+        lambda m, x, y: m.max(x, y),
+        lambda m, x, y: m.maximum(x, y),
+        lambda m, x, y: m.minimum(x, y),
+        lambda m, x, y: m.min(x, y),
+    )
+    for fn in fns:
+        for shape_a in ((6,), (6, 1)):
+            grads = []
+            for m in (dk, torch):
+                x, y = m.tensor(a.reshape(shape_a), requires_grad=True), m.tensor(b, requires_grad=True)
+                (fn(m, x, y) * m.tensor(weights)).sum().backward()
+                grads.append((x.grad.numpy(), y.grad.numpy()))
+            np.testing.assert_array_equal(grads[0][0], grads[1][0])
+            np.testing.assert_array_equal(grads[0][1], grads[1][1])
 
 
 def test_sum_dtypes_follow_torch():

@@ -699,8 +699,8 @@ class Where(Function):
 
 
 class Maximum(Function):
-    """Elementwise max (``minimum``: min) with broadcasting; a tie gives each operand half the
-    gradient, as PyTorch does."""
+    """Elementwise max (``minimum``: min) with broadcasting; as in PyTorch, a tie gives each operand
+    half the gradient, and where either is NaN (so is the result) both get all of it."""
 
     @staticmethod
     def forward(ctx, a, b, minimum=False):
@@ -711,10 +711,10 @@ class Maximum(Function):
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
-        wins = (a < b) if ctx.minimum else (a > b)
-        share = wins + 0.5 * (a == b)
-        ga = unbroadcast(g * share, _shape_of(a)) if ctx.needs_input_grad[0] else None
-        gb = unbroadcast(g * (1 - share), _shape_of(b)) if ctx.needs_input_grad[1] else None
+        a_loses, b_loses = ((a > b), (a < b)) if ctx.minimum else ((a < b), (a > b))
+        whole = 1 - 0.5 * (a == b)  # 1, or 0.5 on a tie; NaN compares false everywhere: 1 to both
+        ga = unbroadcast(g * (whole * ~a_loses), _shape_of(a)) if ctx.needs_input_grad[0] else None
+        gb = unbroadcast(g * (whole * ~b_loses), _shape_of(b)) if ctx.needs_input_grad[1] else None
         return ga, gb
 
 
