@@ -392,3 +392,47 @@ def test_a_bfloat16_input_with_a_float32_target_is_promoted_like_torch(loss):
     got = getattr(F, loss)(deepkern.tensor(x), deepkern.tensor(t), **options)
     want = getattr(F, loss)(deepkern.tensor(x.astype(np.float32)), deepkern.tensor(t), **options)
     assert got.dtype == np.float32 and float(got) == float(want)
+
+
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda: deepkern.nn.Conv2d(3, 5, 3, padding=1), (2, 3, 7, 6)),
+        (lambda: deepkern.nn.Conv2d(4, 6, 3, stride=2, groups=2, bias=False), (1, 4, 9, 9)),
+        (lambda: deepkern.nn.Conv1d(3, 4, 3), (2, 3, 11)),
+        (lambda: deepkern.nn.ConvTranspose2d(3, 4, 3, stride=2), (2, 3, 5, 5)),
+        (lambda: deepkern.nn.LayerNorm(6), (3, 4, 6)),
+        (lambda: deepkern.nn.GroupNorm(2, 4), (2, 4, 5, 3)),
+        (lambda: deepkern.nn.MaxPool2d(2), (2, 3, 6, 7)),
+        (lambda: deepkern.nn.AvgPool2d(3, stride=2, padding=1), (2, 3, 7, 7)),
+        (lambda: deepkern.nn.AdaptiveAvgPool2d(2), (2, 3, 5, 7)),
+    ],
+)
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_layer_modules_converted_to_bfloat16_run_in_bfloat16(make, shape, mode):
+    """A layer converted with .to(bfloat16) takes a bfloat16 input as its functions do (eval mode
+    under no_grad too, where convolutions otherwise run a plan of packed float weights): a bfloat16
+    output within a rounding of the float64 layer on the same values (the transposed convolution
+    adds its bias to its rounded sums: a rounding of the sum more), and bfloat16 gradients; a
+    float32 layer with parameters still refuses a bfloat16 input, naming both dtypes."""
+    module = make()
+    rng = np.random.default_rng(seed("layers", repr(module), mode))
+    x = bf16(normal(rng, shape))
+    ref_module = make().double()
+    ref_module.load_state_dict({k: v.double() for k, v in module.to(BF16).state_dict().items()})
+    getattr(module, mode)()
+    getattr(ref_module, mode)()
+    with deepkern.no_grad():
+        out = module(deepkern.tensor(x)).numpy()
+    ref = ref_module(deepkern.tensor(f64(x))).detach().numpy()
+    assert out.dtype == BF16 and out.shape == ref.shape
+    bound = U * np.abs(ref) + 1e-5 * np.abs(ref).max()
+    if isinstance(module, deepkern.nn.ConvTranspose2d):  # the sum rounded before the bias is added
+        bound += U * np.abs(ref - f64(module.bias.detach().numpy()).reshape(-1, 1, 1))
+    assert np.all(np.abs(f64(out) - ref) <= bound), repr(module)
+    xt = deepkern.tensor(x, requires_grad=True)
+    module(xt).float().sum().backward()
+    assert xt.grad.dtype == BF16 and all(p.grad.dtype == BF16 for p in module.parameters())
+    if list(module.parameters()):
+        with pytest.raises(TypeError, match="bfloat16.*float32"):
+            make()(deepkern.tensor(x))

@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import amp, backends
 from ..backends import CPU_DEVICE, Device
+from ..ops._validate import is_bfloat16
 from ..tensor import empty
 from . import init
 from .module import Parameter
@@ -59,11 +60,14 @@ def reset_weight_and_bias(module) -> None:
         init.uniform_(module.bias, -bound, bound)
 
 
-def check_float(module, x, dtype=None, also=()) -> None:
+def check_float(module, x, dtype=None, also=(), bfloat16=False) -> None:
     """``x`` is float32/float64 or one of the dtypes ``also`` (the layer's other kernels' dtypes),
-    and of ``dtype``, the layer's parameters', when given. Under autocast on ``x``'s device, ``x``
-    may also have the autocast's dtype and differ from the parameters' (its ops cast them)."""
+    or bfloat16 where ``bfloat16`` (the layer's functions take it), and of ``dtype``, the layer's
+    parameters', when given. Under autocast on ``x``'s device, ``x`` may also have the autocast's
+    dtype and differ from the parameters' (its ops cast them)."""
     got = x.dtype
+    if bfloat16 and is_bfloat16(got):
+        also = (*also, got)
     device_type = backends.device_of(x._array if hasattr(x, "_array") else x).type  # a Tensor or an array
     if amp.is_autocast_enabled(device_type):
         dtype, also = None, (*also, amp.get_autocast_dtype(device_type))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ops._validate import is_bfloat16
 from ..tensor import Tensor
 from . import functional as F
 from . import init
@@ -50,7 +49,7 @@ def _inplace_repr(inplace: bool) -> str:
 def _check_input(module, input) -> None:
     """An activation's input: float32, float64 or bfloat16 (which its function computes in float32
     and rounds once)."""
-    check_float(module, input, also=(input.dtype,) if is_bfloat16(input.dtype) else ())
+    check_float(module, input, bfloat16=True)
 
 
 class ReLU(Module):

@@ -45,7 +45,7 @@ _NCL = "(N, C, L) or (C, L)"
 def _pool(module, function, input, *args):
     """A pooling layer's forward: float input with the layer's ``dims`` spatial dimensions
     (batched or not), errors naming the layer."""
-    check_float(module, input)
+    check_float(module, input, bfloat16=True)
     one_d = getattr(module, "dims", 2) == 1
     check_ndim(module, input, (2, 3) if one_d else (3, 4), _NCL if one_d else _NCHW)
     return run_op(module, function, input, *args)
@@ -146,7 +146,7 @@ class _ConvNd(Module):
 
     def _checked(self, input) -> None:
         """The input is float of the layer's dtype, (N, in_channels, *spatial) or unbatched."""
-        check_float(self, input, self.weight.dtype)
+        check_float(self, input, self.weight.dtype, bfloat16=True)
         n, c = self.dims, self.in_channels
         if input.ndim not in (n + 1, n + 2) or input.shape[-n - 1] != c:
             spatial = "L" if n == 1 else "H, W"
@@ -171,6 +171,8 @@ class _ConvNd(Module):
         the folded and packed weights) is made once per input shape and weights (_conv_plan, kept
         until an array is replaced or written in place). None where the ordinary path must run
         (not 2-D, weights on another device or not contiguous)."""
+        if x.dtype not in (np.float32, np.float64):  # bfloat16: the ordinary path (no packed weights)
+            return None
         p = self._parameters
         bias = p["bias"]
         arrays = (p["weight"]._array, None if bias is None else bias._array) if bn is None else conv_bn_arrays(self, bn)

@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 
-from ..ops._validate import is_bfloat16
 from ..ops.gemm import _BIAS_COLS, _BIAS_NONE
 from ..tensor import Tensor, tensor
 from . import functional as F
@@ -57,8 +56,7 @@ class Linear(Module):
         return F.linear(input, self.weight, self.bias)
 
     def _checked(self, input) -> None:
-        bf16 = (input.dtype,) if is_bfloat16(input.dtype) else ()  # the bfloat16 GEMM's
-        check_float(self, input, self.weight.dtype, also=bf16)
+        check_float(self, input, self.weight.dtype, bfloat16=True)  # the bfloat16 GEMM's
         if input.ndim < 1 or input.shape[-1] != self.in_features:
             bad_shape(self, input, f"(..., {self.in_features})")
 

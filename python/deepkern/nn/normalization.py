@@ -177,7 +177,7 @@ class LayerNorm(_AffineNorm):
         self._add_parameters(self.normalized_shape, elementwise_affine, bias, factory)
 
     def forward(self, input):
-        check_float(self, input, None if self.weight is None else self.weight.dtype)
+        check_float(self, input, None if self.weight is None else self.weight.dtype, bfloat16=True)
         k = len(self.normalized_shape)
         if input.ndim < k or tuple(input.shape[input.ndim - k :]) != self.normalized_shape:
             bad_shape(self, input, f"(*, {', '.join(map(str, self.normalized_shape))})")
@@ -204,7 +204,7 @@ class GroupNorm(_AffineNorm):
         self._add_parameters((self.num_channels,), affine, True, factory)
 
     def forward(self, input):
-        check_float(self, input, None if self.weight is None else self.weight.dtype)
+        check_float(self, input, None if self.weight is None else self.weight.dtype, bfloat16=True)
         if input.ndim < 2 or input.shape[1] != self.num_channels:
             bad_shape(self, input, f"(N, {self.num_channels}, *)")
         return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
