@@ -403,6 +403,8 @@ def test_a_bfloat16_input_with_a_float32_target_is_promoted_like_torch(loss):
         (lambda: deepkern.nn.ConvTranspose2d(3, 4, 3, stride=2), (2, 3, 5, 5)),
         (lambda: deepkern.nn.LayerNorm(6), (3, 4, 6)),
         (lambda: deepkern.nn.GroupNorm(2, 4), (2, 4, 5, 3)),
+        (lambda: deepkern.nn.BatchNorm2d(3), (4, 3, 5, 5)),
+        (lambda: deepkern.nn.BatchNorm1d(4), (6, 4)),
         (lambda: deepkern.nn.MaxPool2d(2), (2, 3, 6, 7)),
         (lambda: deepkern.nn.AvgPool2d(3, stride=2, padding=1), (2, 3, 7, 7)),
         (lambda: deepkern.nn.AdaptiveAvgPool2d(2), (2, 3, 5, 7)),
@@ -414,12 +416,14 @@ def test_layer_modules_converted_to_bfloat16_run_in_bfloat16(make, shape, mode):
     under no_grad too, where convolutions otherwise run a plan of packed float weights): a bfloat16
     output within a rounding of the float64 layer on the same values (the transposed convolution
     adds its bias to its rounded sums: a rounding of the sum more), and bfloat16 gradients; a
-    float32 layer with parameters still refuses a bfloat16 input, naming both dtypes."""
+    float32 layer with parameters still refuses a bfloat16 input, naming both dtypes. Batch norm
+    runs in float32 and keeps its running statistics in bfloat16, updated in training."""
     module = make()
     rng = np.random.default_rng(seed("layers", repr(module), mode))
     x = bf16(normal(rng, shape))
     ref_module = make().double()
-    ref_module.load_state_dict({k: v.double() for k, v in module.to(BF16).state_dict().items()})
+    state = module.to(BF16).state_dict()
+    ref_module.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in state.items()})
     getattr(module, mode)()
     getattr(ref_module, mode)()
     with deepkern.no_grad():
@@ -430,6 +434,10 @@ def test_layer_modules_converted_to_bfloat16_run_in_bfloat16(make, shape, mode):
     if isinstance(module, deepkern.nn.ConvTranspose2d):  # the sum rounded before the bias is added
         bound += U * np.abs(ref - f64(module.bias.detach().numpy()).reshape(-1, 1, 1))
     assert np.all(np.abs(f64(out) - ref) <= bound), repr(module)
+    for name, kept in module.named_buffers():  # batch norm's running statistics: updated, in bfloat16
+        if kept.is_floating_point():
+            ref_kept = dict(ref_module.named_buffers())[name].numpy()
+            assert kept.dtype == BF16 and np.all(np.abs(f64(kept.numpy()) - ref_kept) <= U * np.abs(ref_kept)), name
     xt = deepkern.tensor(x, requires_grad=True)
     module(xt).float().sum().backward()
     assert xt.grad.dtype == BF16 and all(p.grad.dtype == BF16 for p in module.parameters())

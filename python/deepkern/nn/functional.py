@@ -758,6 +758,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     running ones."""
     if not training and (running_mean is None or running_var is None):
         raise ValueError("batch_norm: running_mean and running_var are needed when not training")
+    if _in_bfloat16(input) and is_bfloat16(input.dtype):  # in float32, rounded once (as PyTorch)
+        return _batch_norm_in_float32(input, running_mean, running_var, weight, bias, training, momentum, eps)
     out = BatchNorm.apply(
         input,
         weight,
@@ -792,6 +794,20 @@ class RowNorm(Function):
         op, size, save_mean, save_rstd = ctx.meta
         backward = getattr(ops, op + "_backward")
         return backward(g, x, size, weight, save_mean, save_rstd, needs=ctx.needs_input_grad[:3])
+
+
+def _batch_norm_in_float32(input, running_mean, running_var, weight, bias, training, momentum, eps):
+    """batch_norm of a bfloat16 input: its parameters (differentiably) and running statistics
+    widened to float32, the output rounded once; the updated statistics written back into their
+    own tensors (in their dtype)."""
+    widened = [None if t is None else t.float() for t in (weight, bias)]
+    stats = [None if s is None else s.detach().float() for s in (running_mean, running_var)]
+    out = batch_norm(input.float(), *stats, *widened, training=training, momentum=momentum, eps=eps)
+    with autograd.no_grad():
+        for kept, updated in zip((running_mean, running_var), stats) if training else ():
+            if kept is not None:
+                kept.copy_(updated)
+    return out.to(input.dtype)
 
 
 def _in_bfloat16(*tensors) -> bool:

@@ -78,7 +78,7 @@ class _BatchNorm(Module):
     def forward(self, input):
         if passes_through(self, input):  # the output of the convolution this layer was folded into
             return input
-        check_float(self, input, None if self.weight is None else self.weight.dtype)
+        check_float(self, input, None if self.weight is None else self.weight.dtype, bfloat16=True)
         if input.ndim not in self._ndims or input.shape[1] != self.num_features:
             bad_shape(self, input, self._expected_shape())
         if self.training and input.shape[0] * int(np.prod(input.shape[2:])) == 1:
