@@ -436,7 +436,7 @@ def test_layer_modules_converted_to_bfloat16_run_in_bfloat16(make, shape, mode):
     assert np.all(np.abs(f64(out) - ref) <= bound), repr(module)
     for name, kept in module.named_buffers():  # batch norm's running statistics: updated, in bfloat16
         if kept.is_floating_point():
-            ref_kept = dict(ref_module.named_buffers())[name].numpy()
+            ref_kept = ref_module.get_buffer(name).numpy()
             assert kept.dtype == BF16 and np.all(np.abs(f64(kept.numpy()) - ref_kept) <= U * np.abs(ref_kept)), name
     xt = deepkern.tensor(x, requires_grad=True)
     module(xt).float().sum().backward()

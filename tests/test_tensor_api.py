@@ -1109,6 +1109,20 @@ def test_get_submodule_and_containers():
         model.get_submodule("blocks.a.5")
     with raises_naming(AttributeError, "get_submodule", "not an nn.Module", "`plain`"):
         model.get_submodule("plain")
+    assert (
+        model.get_parameter("blocks.a.0.weight") is inner[0].weight
+        and model.get_parameter("scales.1") is (model.scales[1])
+    )
+    with raises_naming(AttributeError, "get_parameter", "Linear", "no attribute", "`scale`"):
+        model.get_parameter("blocks.a.0.scale")
+    net = dk.nn.Sequential(dk.nn.BatchNorm1d(2))
+    assert net.get_buffer("0.running_var") is net[0].running_var
+    with raises_naming(AttributeError, "get_parameter", "BatchNorm1d", "not a nn.Parameter", "`running_mean`"):
+        net.get_parameter("0.running_mean")
+    with raises_naming(AttributeError, "get_buffer", "BatchNorm1d", "not a buffer", "`weight`"):
+        net.get_buffer("0.weight")
+    with raises_naming(AttributeError, "get_submodule", "no attribute", "`1`"):
+        net.get_buffer("1.running_mean")
     names = [n for n, _ in model.named_parameters()]
     assert names == ["blocks.a.0.weight", "blocks.a.0.bias", "scales.0", "scales.1"]
     assert all(isinstance(p, dk.nn.Parameter) and p.requires_grad for p in model.scales)

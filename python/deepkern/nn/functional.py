@@ -758,7 +758,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     running ones."""
     if not training and (running_mean is None or running_var is None):
         raise ValueError("batch_norm: running_mean and running_var are needed when not training")
-    if _in_bfloat16(input) and is_bfloat16(input.dtype):  # in float32, rounded once (as PyTorch)
+    if _in_bfloat16(input):  # in float32, rounded once (as PyTorch)
         return _batch_norm_in_float32(input, running_mean, running_var, weight, bias, training, momentum, eps)
     out = BatchNorm.apply(
         input,

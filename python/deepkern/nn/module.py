@@ -128,6 +128,25 @@ class Module:
             module = child
         return module
 
+    def get_parameter(self, target: str):
+        """The parameter at the dotted path ``target`` ("block.0.weight"); AttributeError naming the
+        part that is missing or is not a parameter."""
+        return self._entry_at(target, "_parameters", "get_parameter", "nn.Parameter")
+
+    def get_buffer(self, target: str):
+        """The buffer at the dotted path ``target`` ("bn.running_mean"); AttributeError as
+        ``get_parameter``."""
+        return self._entry_at(target, "_buffers", "get_buffer", "buffer")
+
+    def _entry_at(self, target: str, store: str, method: str, kind: str):
+        path, _, name = target.rpartition(".")
+        module = self.get_submodule(path)
+        entry = getattr(module, store).get(name)
+        if entry is None:
+            what = f"is not a {kind}" if hasattr(module, name) else "has no attribute"
+            raise AttributeError(f"{method}({target!r}): {type(module).__name__} {what} `{name}`")
+        return entry
+
     def register_forward_pre_hook(self, hook):
         """Calls ``hook(module, args)`` before each forward; a value it returns (a tuple, or one
         value) replaces the positional arguments. Returns a handle whose ``remove()`` unregisters it."""
