@@ -1109,6 +1109,8 @@ def test_get_submodule_and_containers():
         model.get_submodule("blocks.a.5")
     with raises_naming(AttributeError, "get_submodule", "not an nn.Module", "`plain`"):
         model.get_submodule("plain")
+    with raises_naming(AttributeError, "get_submodule", "Linear", "not an nn.Module", "`weight`"):
+        model.get_submodule("blocks.a.0.weight")  # a parameter, not a missing attribute
     assert (
         model.get_parameter("blocks.a.0.weight") is inner[0].weight
         and model.get_parameter("scales.1") is (model.scales[1])

@@ -57,6 +57,11 @@ constexpr int64_t kWeightReuse = 32;  // tiles a transformed weight must meet to
 
 int64_t points(int tile) { return (tile + 2) * (tile + 2); }  // alpha^2: GEMMs (xi planes) per call
 
+// Output tiles of F(tile x tile) per image, counting the partial ones at the edges.
+int64_t image_tiles(const Conv2dShape& s, int tile) {
+  return ((s.out_h + tile - 1) / tile) * ((s.out_w + tile - 1) / tile);
+}
+
 // True when the weights' K x C pairs outnumber the values of `tiles` tiles (C + K per point).
 bool weights_outnumber(const Conv2dShape& s, int64_t tiles) {
   return s.out_channels * s.in_channels > (s.in_channels + s.out_channels) * tiles;
@@ -103,13 +108,13 @@ T* rows_buffer(const WinogradTiling& t) {
 // the edges: F(2x2) 2.25x for even outputs, 1.72x for 7 x 7; F(4x4) 4x for multiples of 4, 3.06x
 // for 7 x 7 and 14 x 14.
 double winograd_saving(const Conv2dShape& s, int tile) {
-  const double tiles = double((s.out_h + tile - 1) / tile) * double((s.out_w + tile - 1) / tile);
+  const double tiles = double(image_tiles(s, tile));
   return 9.0 * double(s.out_h) * double(s.out_w) / (double(points(tile)) * std::max(tiles, 1.0));
 }
 
 std::atomic<int> last_forward_tile{0};
 
-int64_t tiles_2x2(const Conv2dShape& s) { return s.batch * ((s.out_h + 1) / 2) * ((s.out_w + 1) / 2); }
+int64_t tiles_2x2(const Conv2dShape& s) { return s.batch * image_tiles(s, 2); }
 
 // True when the call has kMinTiles F(2x2) tiles, or its 16 K x C weight planes stay in L2.
 bool many_tiles(const Conv2dShape& s) {
@@ -274,10 +279,7 @@ bool winograd_channels(const Conv2dShape& s) { return s.in_channels >= 64 && s.o
 // packed weights or not; 64 and 128 channels at 14 x 14, batch 1, 20-27% faster; 64 channels at 56
 // x 56, 128 at 28 x 28, batch 1 to 32, and 512 at 7 x 7, batch 8, F(4x4) 10-30% faster).
 int winograd_tile(const Conv2dShape& s) {
-  auto cost = [&](int tile) {
-    const int64_t tiles = s.batch * ((s.out_h + tile - 1) / tile) * ((s.out_w + tile - 1) / tile);
-    return points(tile) * std::max(tiles, kWeightReuse);
-  };
+  auto cost = [&](int tile) { return points(tile) * std::max(s.batch * image_tiles(s, tile), kWeightReuse); };
   return cost(4) < cost(2) ? 4 : 2;
 }
 

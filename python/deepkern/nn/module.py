@@ -123,7 +123,7 @@ class Module:
         for part in target.split(".") if target else []:
             child = module._modules.get(part) if isinstance(module, Module) else None
             if child is None:
-                what = "is not an nn.Module" if part in module.__dict__ else "has no attribute"
+                what = "is not an nn.Module" if hasattr(module, part) else "has no attribute"
                 raise AttributeError(f"get_submodule({target!r}): {type(module).__name__} {what} `{part}`")
             module = child
         return module
