@@ -131,11 +131,33 @@ def test_matmul_sizes(device, isa, dtype, m, n, k, rng):
 @pytest.mark.parametrize("m,n,k", [(300, 3100, 600), (500, 70, 1100), (70, 2200, 300), (250, 3090, 1030)])
 def test_matmul_several_cache_blocks(device, isa, threads, dtype, m, n, k, rng):
     # Larger than mc (<= 240), kc (<= 1024) and nc (<= 3072 for float32, 2048 for float64) on every
-    # ISA, so every blocking loop runs more than once (with 1 thread; with 2 the threads split C).
+    # ISA, so every blocking loop runs more than once (with 1 thread; with 2 the threads split C; 300
+    # rows of K = 600 in float32 on AVX-512 are one row block, see test_matmul_one_row_block_past_mc).
     a, b = rand(rng, (m, k), dtype), rand(rng, (k, n), dtype)
     out = on_device(device, np.full((m, n), np.nan, dtype=dtype))
     matmul(*on_device(device, a, b), out=out)
     check(out, matmul_ref(a, b), dtype, f"matmul {isa} threads={threads} M={m} N={n} K={k}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("m,k", [(241, 64), (300, 300), (480, 64), (481, 64), (250, 1030)])
+def test_matmul_one_row_block_past_mc(device, isa, threads, dtype, m, k, rng):
+    # Up to twice mc rows (240 on AVX-512) make one row block when their A block holds no more than
+    # mc x kc elements: B's panels are then read in place (K <= 256) or packed one at a time; 481 rows,
+    # or 250 rows of K = 1030, take several row blocks. Bias and ReLU in the epilogue of the last K block.
+    n = 70
+    wide = rand(rng, (k, n + 9), dtype)
+    a, b, bias = rand(rng, (m, k), dtype), wide[:, 5 : 5 + n], rand(rng, (n,), dtype)
+    da, db, dbias = on_device(device, a, b, bias)
+    out = on_device(device, np.full((m, n), np.nan, dtype=dtype))
+    matmul(da, db, out=out)
+    check(out, matmul_ref(a, np.ascontiguousarray(b)), dtype, f"matmul {isa} threads={threads} M={m} N={n} K={k}")
+    check(
+        gemm(da, db, bias=dbias, relu=True),
+        gemm_ref(a, np.ascontiguousarray(b), bias=bias, relu=True),
+        dtype,
+        f"gemm bias relu {isa} threads={threads} M={m} N={n} K={k}",
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
