@@ -41,9 +41,6 @@ constexpr int64_t kTargetTiles = 512;                  // GEMM columns per block
 constexpr int64_t kMinTiles = 128;                     // tiles of a call, below which im2col + GEMM wins
 constexpr int64_t kCachedWeightPairs = 128 * 128;      // ... unless the 16 K x C planes stay in L2
 constexpr int64_t kMaxPairsPerTile = 2048;             // ... or there are at most this many K x C pairs per tile
-// A block on several threads whose weights are in panels runs in one region, each thread transforming
-// the whole input block, while its transformed input (V) is at most this large (forward_with_tile).
-constexpr int64_t kFusedBlockBytes = int64_t(1) << 20;
 
 template <class T>
 const WinogradKernels<T>& dispatched_kernels() {
@@ -197,13 +194,6 @@ bool forward_with_tile(const Conv2dShape& s, int tile, const T* x, const T* w, c
     // V and M keep a channel's xi planes together (written and read together by the transforms).
     T* m = thread_buffer<T>(1, xis * K * tiles);
     const WinogradLayout by_channel{xis * tiles, tiles};
-    // Weights in panels (they outnumber the block's tile values) with a V that fits in L2: each thread
-    // transforms the whole input block into its own V, multiplies it by its share of the panels (those
-    // transform_weights gave it to transform) and transforms its output channels, in one region, so no
-    // data crosses threads. With the phases below each thread reads half of what the other wrote (4.7
-    // MB of transformed weights per call at 256 channels), and in windows of seconds such layers took
-    // twice their time: 256 channels at 14 x 14, batch 1, 2 threads, 2.3 against 1.0 ms. (Larger V's
-    // cost more transformed twice than they save: 256 channels at batch 4, 0.9x.)
     const int64_t panels = (K + width - 1) / width;
     const auto channels_of = [&](int part, int parts) {  // the output channels of part `part`'s panels
       return std::pair{panels * part / parts * width, std::min(K, panels * (part + 1) / parts * width)};
@@ -214,20 +204,15 @@ bool forward_with_tile(const Conv2dShape& s, int tile, const T* x, const T* w, c
                           packed_b_layout<T>(C, k1 - k0, u + xi * plane + k0 * C), T(0),
                           {m + xi * tiles + k0 * xis * tiles, 1, xis * tiles}, {}, 1);
     };
-    if (width > 1 && team > 1 && xis * C * tiles * int64_t(sizeof(T)) <= kFusedBlockBytes) {
-      run_on_threads(team, [&](int part) {
-        const auto [k0, k1] = channels_of(part, team);
-        if (k1 <= k0) return;
-        T* v = thread_buffer<T>(0, xis * C * tiles);
-        kern.transform_input(s, t, x, n0, n1, 0, C, v, by_channel, rows_buffer<T>(t));
-        multiply(k0, k1, v);
-        kern.transform_output(s, t, m, by_channel, bias, n0, n1, k0, k1, y, rows_buffer<T>(t));
-      });
-      return;
-    }
-    // Phases: the input channels, the xi planes (weights in panels: the panels, as transform_weights
-    // split them, so the weights at least are read back by the thread that wrote them), then the output
-    // channels split among the threads.
+    // The threads transform the input channels into one V. Weights in panels (they outnumber the
+    // block's tile values): each thread multiplies V by its share of the panels (those transform_weights
+    // gave it to transform, so the weights are read back by the thread that wrote them) and transforms
+    // those output channels, so only V crosses threads. (Measured at 2 threads: every thread
+    // transforming the whole input itself, so that nothing crossed threads, took 10-11% longer at batch
+    // 1, 128 channels at 28 x 28 and 256 at 14 x 14; the output channels split apart from the panels,
+    // each thread reading M the other wrote, 2-3% longer at batch 2-8; weights read by the thread that
+    // did not transform them, up to twice as long in windows of contended memory.) Else the xi planes,
+    // then the output channels, split among the threads.
     T* v = thread_buffer<T>(0, xis * C * tiles);
     auto split = [&](int64_t count, auto phase) {
       run_on_threads(team, [&](int part) { phase(count * part / team, count * (part + 1) / team); });
@@ -239,14 +224,15 @@ bool forward_with_tile(const Conv2dShape& s, int tile, const T* x, const T* w, c
       run_on_threads(team, [&](int part) {
         const auto [k0, k1] = channels_of(part, team);
         multiply(k0, k1, v);
+        if (k1 > k0) kern.transform_output(s, t, m, by_channel, bias, n0, n1, k0, k1, y, rows_buffer<T>(t));
       });
-    } else {
-      split(xis, [&](int64_t xi0, int64_t xi1) {
-        for (int64_t xi = xi0; xi < xi1; ++xi)
-          gemm<T>(K, tiles, C, T(1), {u + xi * K * C, C, 1}, {v + xi * tiles, xis * tiles, 1}, T(0),
-                  {m + xi * tiles, xis * tiles, 1}, {}, 1);
-      });
+      return;
     }
+    split(xis, [&](int64_t xi0, int64_t xi1) {
+      for (int64_t xi = xi0; xi < xi1; ++xi)
+        gemm<T>(K, tiles, C, T(1), {u + xi * K * C, C, 1}, {v + xi * tiles, xis * tiles, 1}, T(0),
+                {m + xi * tiles, xis * tiles, 1}, {}, 1);
+    });
     split(K, [&](int64_t k0, int64_t k1) {
       kern.transform_output(s, t, m, by_channel, bias, n0, n1, k0, k1, y, rows_buffer<T>(t));
     });
