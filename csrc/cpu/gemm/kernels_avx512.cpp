@@ -74,7 +74,13 @@ inline void transpose16(__m512 r[16]) {
 // TransposeKernel for float in 16 x 16 blocks (masked loads and stores at the edges). Each block
 // of depth is finished across the whole width before the next, so every line of dst is written
 // whole while it is in L1 (the SSE 4 x 4 version wrote each line of a 32-wide B panel in eight
-// pieces far apart: a W_hh of 2048 x 512 packed at 1.4 elements/ns).
+// pieces far apart: a W_hh of 2048 x 512 packed at 1.4 elements/ns). Each of the block's rows is
+// prefetched kTransposeAhead elements ahead: up to 16 rows far apart, read a line at a time, are
+// more streams than the hardware prefetcher follows (Zen 5: a 512-channel 3x3 layer at 7 x 7, whose
+// 9.4 MB of weights are packed per call, 11-12% faster at batch 1, 5% at batch 4; the strided 1x1
+// downsample 8-12%; GEMMs 4096 x 64 x 576 6-18% and 196 x 512 x 4608 5%, the others tried within 1.5%).
+constexpr int64_t kTransposeAhead = 64;
+
 void transpose_f32(int64_t width, int64_t depth, const float* x, int64_t ws, int64_t ld, float* dst) {
   for (int64_t d0 = 0; d0 < depth; d0 += 16) {
     const int cols = static_cast<int>(std::min<int64_t>(16, depth - d0));
@@ -82,6 +88,8 @@ void transpose_f32(int64_t width, int64_t depth, const float* x, int64_t ws, int
     for (int64_t w0 = 0; w0 < width; w0 += 16) {
       const int rows = static_cast<int>(std::min<int64_t>(16, width - w0));
       __m512 r[16];
+      if (d0 + kTransposeAhead < depth)
+        for (int i = 0; i < rows; ++i) __builtin_prefetch(x + (w0 + i) * ws + d0 + kTransposeAhead);
       for (int i = 0; i < 16; ++i)
         r[i] = i < rows ? _mm512_maskz_loadu_ps(col_mask, x + (w0 + i) * ws + d0) : _mm512_setzero_ps();
       transpose16(r);
