@@ -383,6 +383,33 @@ def test_long_bfloat16_sums_accumulate_in_float32_like_torch():
     assert abs(float(ones.logsumexp(0)) - (1 + np.log(4096.0))) < 2 * U * (1 + np.log(4096.0))
 
 
+@pytest.mark.parametrize(
+    "equation, shapes",
+    [("ij,jk->ik", [(3, 700), (700, 5)]), ("bij,bkj->bik", [(2, 4, 300), (2, 3, 300)]), ("i,i->", [(4096,), (4096,)])],
+)
+def test_einsum_of_bfloat16_sums_in_float32_and_rounds_once(equation, shapes):
+    """NumPy's einsum refuses bfloat16; PyTorch's sums in float32: the result and both gradients are
+    the float64 einsums of the bfloat16 values rounded once (within u |ref| plus float32's sums),
+    where a bfloat16 accumulator would be off by far more over 300-4096 terms."""
+    rng = np.random.default_rng(7)
+    a, b = (bf16(rng.uniform(0.5, 1.5, shape)) for shape in shapes)  # positive terms: no cancellation
+    ta, tb = (deepkern.tensor(v).requires_grad_() for v in (a, b))
+    y = deepkern.einsum(equation, ta, tb)
+    g = bf16(rng.uniform(0.5, 1.5, y.shape))
+    y.backward(deepkern.tensor(g))
+    lhs, out = equation.split("->")
+    sa, sb = lhs.split(",")
+    want = {
+        "y": np.einsum(equation, f64(a), f64(b)),
+        "grad a": np.einsum(f"{out},{sb}->{sa}", f64(g), f64(b)),
+        "grad b": np.einsum(f"{out},{sa}->{sb}", f64(g), f64(a)),
+    }
+    for name, got in (("y", y.detach()), ("grad a", ta.grad), ("grad b", tb.grad)):
+        assert got.dtype == BF16, name
+        ref = want[name]
+        np.testing.assert_array_less(np.abs(f64(got.numpy()) - ref), U * np.abs(ref) + 1e-6 * np.abs(ref).max())
+
+
 @pytest.mark.parametrize("loss", ["mse_loss", "l1_loss", "binary_cross_entropy_with_logits", "kl_div"])
 def test_a_bfloat16_input_with_a_float32_target_is_promoted_like_torch(loss):
     """PyTorch promotes the pair to float32: the loss is the float32 loss of the bfloat16 values."""
