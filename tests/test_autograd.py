@@ -287,6 +287,32 @@ def test_detach_and_leaf_semantics(rng):
         y.requires_grad = False
 
 
+def test_detach_in_place_refuses_views_as_torch_does(rng):
+    x = t64("cpu", rng, 3, 4)
+    views = {
+        "index of a leaf": lambda: x[0:2],
+        "index outside the graph": lambda: x.detach()[1],
+        "reshape": lambda: x.reshape(12),
+        "index of a result": lambda: (x * 2)[:, 1],
+        "transpose outside the graph": lambda: x.detach().t(),
+    }
+    for name, make in views.items():
+        view = make()
+        before = (view.requires_grad, view.grad_fn)
+        with raises_naming(RuntimeError, "detach_", "view", "detach()"):
+            view.detach_()
+        assert (view.requires_grad, view.grad_fn) == before, name  # left as it was
+    y = x * 2
+    assert y.detach_() is y and not y.requires_grad and y.grad_fn is None
+    d = x.detach()
+    assert d.detach_() is d
+    # zero_grad(set_to_none=False) zeroes a gradient that is a view in place, as torch.optim does
+    p, flat = dk.zeros(3, requires_grad=True), dk.ones(6)
+    p.grad = flat[0:3]
+    dk.optim.SGD([p], lr=0.1).zero_grad(set_to_none=False)
+    assert flat.tolist() == [0, 0, 0, 1, 1, 1]
+
+
 def test_backward_twice_needs_retain_graph(rng):
     x = t64("cpu", rng, 3)
     y = (x * x).sum()

@@ -317,6 +317,13 @@ class Tensor:
         return Tensor._wrap(self._array)
 
     def detach_(self) -> "Tensor":
+        """Takes this tensor out of the graph in place. A view cannot be (RuntimeError, as in PyTorch):
+        it shares its base's data and history; ``detach()`` gives a detached view instead."""
+        if self._view_base is not None or (self._node is not None and self._node.view is not None):
+            raise RuntimeError(
+                f"detach_: this tensor of shape {self.shape} is a view of another tensor and can't be detached "
+                "in place; use detach() instead"
+            )
         self._node, self._requires_grad = None, False
         return self
 

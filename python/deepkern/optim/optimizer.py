@@ -188,8 +188,9 @@ class Optimizer:
                     continue
                 if set_to_none:
                     p.grad = None
-                else:
-                    p.grad.detach_()
+                else:  # as torch.optim: a gradient that is a view keeps its graph-free state
+                    if p.grad.grad_fn is not None:
+                        p.grad.detach_()
                     p.grad._array[...] = 0
 
     def step(self, closure=None):
