@@ -186,11 +186,7 @@ bool forward_with_tile(const Conv2dShape& s, int tile, const T* x, const T* w, c
   auto run_block = [&](int64_t n0, int team) {
     if (!finite) return;
     const int64_t n1 = std::min(s.batch, n0 + t.images), tiles = (n1 - n0) * t.per_image;
-    const int64_t image = C * s.in_h * s.in_w;
-    if (!kern.all_finite(x + n0 * image, (n1 - n0) * image, probe_scale<T>(C))) {
-      finite = false;
-      return;
-    }
+    const int64_t in_plane = s.in_h * s.in_w;
     // V and M keep a channel's xi planes together (written and read together by the transforms).
     T* m = thread_buffer<T>(1, xis * K * tiles);
     const WinogradLayout by_channel{xis * tiles, tiles};
@@ -217,9 +213,15 @@ bool forward_with_tile(const Conv2dShape& s, int tile, const T* x, const T* w, c
     auto split = [&](int64_t count, auto phase) {
       run_on_threads(team, [&](int part) { phase(count * part / team, count * (part + 1) / team); });
     };
+    // Each thread first checks its channels of the block for values the transforms cannot take (the
+    // calling thread checking the whole block alone, before the split: 64 channels at 56 x 56, batch
+    // 1, 2 threads, 2-4% slower; 1-3% at 28 x 28 and 14 x 14).
     split(C, [&](int64_t c0, int64_t c1) {
-      kern.transform_input(s, t, x, n0, n1, c0, c1, v, by_channel, rows_buffer<T>(t));
+      for (int64_t n = n0; n < n1 && finite; ++n)
+        if (!kern.all_finite(x + (n * C + c0) * in_plane, (c1 - c0) * in_plane, probe_scale<T>(C))) finite = false;
+      if (finite) kern.transform_input(s, t, x, n0, n1, c0, c1, v, by_channel, rows_buffer<T>(t));
     });
+    if (!finite) return;
     if (width > 1) {
       run_on_threads(team, [&](int part) {
         const auto [k0, k1] = channels_of(part, team);
