@@ -102,16 +102,16 @@ void direct_forward(const Conv2dShape& s, const float* x, const float* w, const 
       float* rows = thread_buffer<float>(0, s.in_channels * count * row_len);
       int64_t* offsets = thread_buffer<int64_t>(0, taps);
       lay_out_rows(s, x + n * s.in_channels * s.in_h * s.in_w, ih0, count, phase_len, rows);
+      // Each tap's offset from the block's first output row; output row p reads stride_h rows further each.
+      for (int64_t c = 0, t = 0; c < s.in_channels; ++c)
+        for (int64_t r = 0; r < s.kernel_h; ++r)
+          for (int64_t tap = 0; tap < s.kernel_w; ++tap, ++t)
+            offsets[t] = (c * count + r * s.dilation_h) * row_len + tap % s.stride_w * phase_len + tap / s.stride_w;
       for (int64_t p = p0; p < p1; ++p) {
-        const int64_t first_row = (p - p0) * s.stride_h;
-        for (int64_t c = 0, t = 0; c < s.in_channels; ++c)
-          for (int64_t r = 0; r < s.kernel_h; ++r)
-            for (int64_t tap = 0; tap < s.kernel_w; ++tap, ++t)
-              offsets[t] = (c * count + first_row + r * s.dilation_h) * row_len + tap % s.stride_w * phase_len +
-                           tap / s.stride_w;
+        const float* rows_p = rows + (p - p0) * s.stride_h * row_len;
         for (int64_t g = 0; g < channel_groups; ++g)
           for (int64_t q0 = 0; q0 < Q; q0 += tile)
-            kern.row_tile(taps, offsets, rows + q0, packed.data() + g * taps * G,
+            kern.row_tile(taps, offsets, rows_p + q0, packed.data() + g * taps * G,
                           bias ? padded_bias.data() + g * G : nullptr, static_cast<int>(std::min(G, K - g * G)),
                           std::min(tile, Q - q0), relu, y + ((n * K + g * G) * P + p) * Q + q0, P * Q);
       }
