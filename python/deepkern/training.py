@@ -24,9 +24,10 @@ number of ranks.
 
 A resume keeps what defines the run from the checkpoint (recipe, batch size, learning rate, seed:
 the model, the data and its order, the optimizer) and refuses a different value with
-:class:`ResumeError`; it may change the number of epochs (more than those done), the device and the
-output paths. Learning-rate schedules are a function of the total number of epochs: a resumed run
-uses, from the epoch reached on, the learning rates a run of the new total uses at those epochs.
+:class:`ResumeError`; it may change the number of epochs (more than those done), the device, the
+mixed precision (``amp`` is not kept: a resume without it runs in float32) and the output paths.
+Learning-rate schedules are a function of the total number of epochs: a resumed run uses, from the
+epoch reached on, the learning rates a run of the new total uses at those epochs.
 
 With ``TrainConfig.amp = "bf16"`` (``deepkern train ... --amp bf16``) the forward passes and the
 losses, in training and evaluation, run under :class:`deepkern.autocast` on the run's device:
