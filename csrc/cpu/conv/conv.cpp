@@ -205,10 +205,10 @@ StridedMatrix<const T> block_rows(const Conv2dShape& s, const Plan& plan, const 
 // Y^T (cols x Kg, into y_t) = col^T W_g^T for one group of a transposed block (col_t: its cols x CgRS
 // matrix; w_g: the group's Kg x CgRS weights; the epilogue's bias runs along Kg): on W_g^T packed
 // beforehand when w_t_packed is given (ConvPackedWeights::gemm), else on W_g in place. There, with
-// several threads, each takes a share of the depth CgRS into its own partial product, and the partials
-// are added with the epilogue: the GEMM's own split of the Kg columns had every thread pack all of
-// col^T (512 channels at 7x7, batch 4, 2 threads: 2.45 -> 2.34 ms, and 3.29 -> 2.75 ms in a window of
-// contended memory; batch 1 0.99 -> 0.93 ms).
+// several threads, each takes a share of the depth CgRS into its own partial product (the first with
+// the bias), the partials are added, then the ReLU: the GEMM's own split of the Kg columns had every
+// thread pack all of col^T (512 channels at 7x7, batch 4, 2 threads: 2.45 -> 2.34 ms, and 3.29 -> 2.75
+// ms in a window of contended memory; batch 1 0.99 -> 0.93 ms).
 template <class T>
 void transposed_product(const Plan& plan, StridedMatrix<const T> col_t, int64_t cols, const T* w_g, const T* w_t_packed,
                         const GemmEpilogue<T>& epilogue, T* y_t, int threads) {
@@ -221,28 +221,23 @@ void transposed_product(const Plan& plan, StridedMatrix<const T> col_t, int64_t 
     return gemm<T>(cols, width, depth, T(1), col_t, {w_g, 1, depth}, T(0), out, epilogue, threads);
   const int64_t size = cols * width;
   T* partials = thread_buffer<T>(2, (threads - 1) * size);  // parts 1 .. threads - 1 (part 0 writes y_t)
+  GemmEpilogue<T> bias_only = epilogue;  // the bias with part 0's product; the ReLU once the partials are in
+  bias_only.relu = false;
   run_on_threads(threads, [&](int part) {
     const int64_t p0 = depth * part / threads, p1 = depth * (part + 1) / threads;
     const StridedMatrix<const T> share{col_t.data + p0 * col_t.col_stride, col_t.row_stride, col_t.col_stride};
     T* into = part == 0 ? y_t : partials + (part - 1) * size;
-    gemm<T>(cols, width, p1 - p0, T(1), share, {w_g + p0, 1, depth}, T(0), {into, width, 1}, {}, 1);
+    gemm<T>(cols, width, p1 - p0, T(1), share, {w_g + p0, 1, depth}, T(0), {into, width, 1},
+            part == 0 ? bias_only : GemmEpilogue<T>{}, 1);
   });
-  run_on_threads(threads, [&](int part) {  // by rows of Y^T: the partials added, then bias and ReLU (NaN kept)
-    for (int64_t i = cols * part / threads; i < cols * (part + 1) / threads; ++i) {
-      T* row = y_t + i * width;
-      for (int q = 0; q + 1 < threads; ++q) {
-        const T* other = partials + q * size + i * width;
+  run_on_ranges(y_t, size, int64_t(1) << 14, [&](int64_t begin, int64_t end) {  // the partials added into y_t
+    for (int q = 0; q + 1 < threads; ++q) {
+      const T* other = partials + q * size;
 #pragma omp simd
-        for (int64_t j = 0; j < width; ++j) row[j] += other[j];
-      }
-      if (epilogue.bias)
-#pragma omp simd
-        for (int64_t j = 0; j < width; ++j) row[j] += epilogue.bias[j];
-      if (epilogue.relu)
-#pragma omp simd
-        for (int64_t j = 0; j < width; ++j) row[j] = row[j] < T(0) ? T(0) : row[j];
+      for (int64_t i = begin; i < end; ++i) y_t[i] += other[i];
     }
   });
+  if (epilogue.relu) relu(y_t, y_t, size);
 }
 
 // grad_bias[k] = sum of grad_y over images and pixels, channels spread over the threads.
