@@ -11,7 +11,7 @@ import builtins
 import string
 
 from . import tensor_ops as F
-from .tensor import Tensor, _kind_name
+from .tensor import Tensor, _kind_name, through_float32
 
 __all__ = [
     "abs",
@@ -177,12 +177,18 @@ def einsum(equation: str, *operands) -> Tensor:
     """Einstein summation, as ``torch.einsum``: ``einsum("ij,jk->ik", a, b)``; operands may also be
     given as one list; ``...`` stands for the broadcast leading dimensions; without ``->`` the output
     has the letters that appear once, in alphabetical order. Differentiable except for an operand
-    that repeats a letter (a diagonal)."""
+    that repeats a letter (a diagonal). bfloat16 operands are summed in float32 and the result
+    rounded once, as PyTorch does."""
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
     for i, t in enumerate(operands):
         _check_tensor("einsum", f"operands[{i}]", t)
-    return F.Einsum.apply(*operands, subscripts=_explicit_subscripts(equation, [t.ndim for t in operands]))
+    return _einsum(_explicit_subscripts(equation, [t.ndim for t in operands]), *operands)
+
+
+@through_float32
+def _einsum(subscripts: str, *operands) -> Tensor:
+    return F.Einsum.apply(*operands, subscripts=subscripts)
 
 
 def _explicit_subscripts(equation: str, ndims: list) -> str:

@@ -884,16 +884,6 @@ class Norm(Function):
             return np.where(a == 0, 0, sign * np.power(np.abs(a), p - 1) * scale).astype(a.dtype, copy=False)
 
 
-def _einsum(subscripts: str, *arrays) -> np.ndarray:
-    """``np.einsum``; operands holding bfloat16 (which NumPy's einsum refuses) are summed in float32, as
-    PyTorch's bfloat16 einsum accumulates, and the result rounded once to the operands' result dtype."""
-    if not any(is_bfloat16(a.dtype) for a in arrays):
-        return as_array(np.einsum(subscripts, *arrays))
-    result_dtype = np.result_type(*arrays)
-    wide = (a.astype(np.float32) if is_bfloat16(a.dtype) else a for a in arrays)
-    return as_array(np.einsum(subscripts, *wide)).astype(result_dtype)
-
-
 class Einsum(Function):
     """``np.einsum`` on explicit subscripts (``"ij,jk->ik"``: no ellipsis; see tensor.einsum, which
     writes them out). Each operand's gradient is the einsum of the output's gradient with the other
@@ -904,7 +894,7 @@ class Einsum(Function):
     def forward(ctx, *operands, subscripts):
         ctx.save_for_backward(*operands)
         ctx.subscripts = subscripts
-        return _einsum(subscripts, *operands)
+        return as_array(np.einsum(subscripts, *operands))
 
     @staticmethod
     def backward(ctx, g):
@@ -924,7 +914,7 @@ class Einsum(Function):
             present = set(output).union(*others)
             kept = "".join(c for c in term if c in present)
             spec = ",".join([output, *others]) + "->" + kept
-            partial = _einsum(spec, g, *(o for i, o in enumerate(operands) if i != k))
+            partial = as_array(np.einsum(spec, g, *(o for i, o in enumerate(operands) if i != k)))
             sizes = dict(zip(term, a.shape))
             broadcast = tuple(i for i, c in enumerate(kept) if sizes[c] == 1 and partial.shape[i] != 1)
             if broadcast:  # a letter of size 1 here that other operands broadcast: summed back
