@@ -213,6 +213,22 @@ def test_default_collate_of_dicts_strings_and_unequal_samples():
         default_collate([np.array(["abc"]), np.array(["def"])])
 
 
+def test_default_collate_of_tensors_keeps_their_graph():
+    """Samples that are Tensors stack differentiably, as in PyTorch: the batch requires grad and the
+    gradient reaches each sample."""
+    rng = np.random.default_rng(0)
+    samples = [deepkern.tensor(rng.standard_normal(3), requires_grad=True) for _ in range(4)]
+    batch = default_collate(samples)
+    assert batch.shape == (4, 3) and batch.requires_grad
+    (batch * deepkern.tensor(np.arange(12.0).reshape(4, 3))).sum().backward()
+    for i, s in enumerate(samples):
+        np.testing.assert_array_equal(s.grad.numpy(), np.arange(3.0) + 3 * i)
+    # Tuples of Tensors (a dataset's (input, target) pairs) too.
+    x, y = default_collate([(s, deepkern.tensor(i)) for i, s in enumerate(samples)])
+    assert x.requires_grad and not y.requires_grad
+    np.testing.assert_array_equal(y.numpy(), [0, 1, 2, 3])
+
+
 def test_default_collate_of_a_generic_dataset():
     ((x, sq, names),) = list(DataLoader(Squares(4), batch_size=4))
     assert x.shape == (4, 3) and x.dtype == np.float32

@@ -411,6 +411,15 @@ def test_bad_input_names_the_layer_and_shapes():
         LSTM(8, 0)
     with raises_naming(ValueError, "dropout"):
         LSTM(8, 4, num_layers=2, dropout=1.5)
+    with raises_naming(ValueError, "dropout"):
+        LSTM(8, 4, num_layers=2, dropout=True)
+
+
+def test_dropout_takes_any_real_number():
+    """A NumPy scalar probability is taken as PyTorch takes it (and kept as a Python float)."""
+    for value in (np.float32(0.25), np.float64(0.25), 0.25, 0, 1):
+        m = LSTM(8, 4, num_layers=2, dropout=value)
+        assert m.dropout == float(value) and type(m.dropout) is float
 
 
 # ----------------------------------------------------------------------------------------------

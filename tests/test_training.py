@@ -54,6 +54,19 @@ def test_curves_are_plotted(tmp_path):
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.parametrize("name", ["curves.pdf", "curves", "curves.xyz"])
+def test_a_plot_path_not_ending_in_png_is_refused_before_training(name, tmp_path, capsys):
+    """The plot is a PNG: another suffix (or none, which the plotting library would extend) fails at
+    once, before an epoch runs, naming the option."""
+    path = str(tmp_path / name)
+    with pytest.raises(ValueError, match=f"--plot {path}: the plot is written as PNG"):
+        run("sunspots-lstm", epochs=1, plot=path)
+    assert cli.main(["train", "sunspots-lstm", "--no-progress", "--epochs", "1", "--plot", path]) == 1
+    captured = capsys.readouterr()
+    assert "epoch" not in captured.out and f"--plot {path}: the plot is written as PNG" in captured.err
+    assert not list(tmp_path.iterdir())
+
+
 class Interrupt(Exception):
     pass
 
@@ -306,6 +319,39 @@ def test_resume_rejects_a_file_that_is_not_a_training_checkpoint(tmp_path):
     deepkern.save(state, path)
     with pytest.raises(ValueError, match=r"not a checkpoint of deepkern train \(missing config\.lr\)"):
         run("sunspots-lstm", epochs=2, resume=path)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda s: s.update(models={}), r"has no models\['model'\] \(it has \[\]\)"),
+        (lambda s: s["models"].update(model=[1, 2]), r"models\['model'\] does not load"),
+        (lambda s: s["optimizers"].update(model={}), r"optimizers\['model'\] does not load: KeyError"),
+        (lambda s: s.update(history=None), r"history is a NoneType, not a list"),
+        (lambda s: s.update(generator=[0]), r"generator is a list, not a dict"),
+        (lambda s: s.update(generator={"state": 1}), r"random generators' state does not load"),
+        (lambda s: s.update(epoch="abc"), r"epoch must be a whole number >= 0, got 'abc'"),
+        (lambda s: s.update(epoch=-5), r"epoch must be a whole number >= 0, got -5"),
+        (lambda s: s["config"].update(lr="abc"), r"config\.lr: expected a finite positive number, got 'abc'"),
+        (lambda s: s["config"].update(batch_size=0), r"config\.batch_size: expected an integer >= 1, got 0"),
+        (lambda s: s["config"].update(epochs=2.5), r"config\.epochs: expected an integer >= 1, got 2\.5"),
+        (lambda s: s.update(config=[1]), r"config is a list, not a dict"),
+    ],
+)
+def test_a_checkpoint_with_entries_of_another_form_is_one_clear_error(edit, message, tmp_path, capsys):
+    """A file that loads (valid safetensors) but whose entries are not what a training run writes
+    (edited by hand, another program's) is a ValueError naming the entry, and one line from the
+    command, before any epoch runs."""
+    path = checkpoint_of(tmp_path, epochs=1)
+    state = deepkern.load(path)
+    edit(state)
+    deepkern.save(state, path)
+    with pytest.raises(ValueError, match=message):
+        run("sunspots-lstm", epochs=3, resume=path)
+    assert cli.main(["train", "sunspots-lstm", "--no-progress", "--epochs", "3", "--resume", path]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"deepkern train: --resume {path}: ") and len(captured.err.splitlines()) == 1
+    assert "epoch   2" not in captured.out
 
 
 def test_a_checkpoint_that_does_not_fit_the_model_is_rejected(tmp_path):

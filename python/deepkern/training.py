@@ -52,6 +52,7 @@ import os
 import sys
 import time
 from io import StringIO
+from types import SimpleNamespace
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
@@ -592,11 +593,7 @@ def _load_checkpoint(cfg: TrainConfig) -> tuple:
     resume: what it keeps and what changed)."""
     path = cfg.resume
     state = io.load(path)
-    missing = [k for k in CHECKPOINT_KEYS if k not in state]
-    if not missing:
-        missing = [f"config.{k}" for k in KEPT_OPTIONS if k not in state["config"]]
-    if missing:
-        raise ValueError(f"--resume {path}: not a checkpoint of deepkern train (missing {', '.join(missing)})")
+    _check_checkpoint(state, path)
     if state["recipe"] != cfg.recipe:
         raise ResumeError(
             f"--resume {path}: the checkpoint is of recipe {state['recipe']!r}, not {cfg.recipe!r}; "
@@ -637,16 +634,63 @@ def _load_checkpoint(cfg: TrainConfig) -> tuple:
     return state, announce
 
 
-def _restore(recipe: Recipe, state: dict) -> tuple:
-    """Loads a checkpoint into the recipe's models, optimizers, random generator and data
-    loaders; returns (epochs done, history)."""
-    for k, model in recipe.models.items():
-        model.load_state_dict(state["models"][k])
-    for k, opt in recipe.optimizers.items():
-        opt.load_state_dict(state["optimizers"][k])
-    get_generator().bit_generator.state = state["generator"]
-    if "philox" in state:  # checkpoints written before dropout drew from Philox lack it
-        set_philox_state(tuple(int(v) for v in state["philox"]))
+#: The type of each entry of a checkpoint that :func:`train` writes, as a resume checks it.
+CHECKPOINT_TYPES = {
+    "recipe": str,
+    "models": dict,
+    "optimizers": dict,
+    "generator": dict,
+    "history": list,
+    "config": dict,
+}
+
+
+def _check_checkpoint(state: dict, path) -> None:
+    """Raises ValueError naming what a loaded ``state`` lacks of a checkpoint that :func:`train`
+    writes, or the first entry of another type or value (a file edited by hand, or another program's):
+    the keys, their types, a whole epoch count >= 0, and the config's options by the command line's
+    rules (:func:`_check_numbers`)."""
+
+    def refuse(what: str):
+        raise ValueError(f"--resume {path}: not a checkpoint of deepkern train ({what})")
+
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        refuse(f"missing {', '.join(missing)}")
+    for key, kind in CHECKPOINT_TYPES.items():
+        if not isinstance(state[key], kind):
+            refuse(f"{key} is a {type(state[key]).__name__}, not a {kind.__name__}")
+    epoch = state["epoch"]
+    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
+        refuse(f"epoch must be a whole number >= 0, got {epoch!r}")
+    saved = state["config"]
+    missing = [f"config.{k}" for k in KEPT_OPTIONS if k not in saved]
+    if missing:
+        refuse(f"missing {', '.join(missing)}")
+    try:
+        _check_numbers(SimpleNamespace(epochs=saved.get("epochs"), resume=None, **{k: saved[k] for k in KEPT_OPTIONS}))
+    except ValueError as err:
+        refuse(f"config.{err}")
+
+
+def _restore(recipe: Recipe, state: dict, path) -> tuple:
+    """Loads the checkpoint ``state`` (read from ``path``) into the recipe's models, optimizers, random
+    generator and data loaders; returns (epochs done, history). An entry the models or optimizers
+    cannot take is a ValueError naming it."""
+    for kind, targets in (("models", recipe.models), ("optimizers", recipe.optimizers)):
+        for k, target in targets.items():
+            if k not in state[kind]:
+                raise ValueError(f"--resume {path}: the checkpoint has no {kind}[{k!r}] (it has {sorted(state[kind])})")
+            try:
+                target.load_state_dict(state[kind][k])
+            except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+                raise ValueError(f"--resume {path}: {kind}[{k!r}] does not load: {type(err).__name__}: {err}") from None
+    try:
+        get_generator().bit_generator.state = state["generator"]
+        if "philox" in state:  # checkpoints written before dropout drew from Philox lack it
+            set_philox_state(tuple(int(v) for v in state["philox"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"--resume {path}: its random generators' state does not load: {err}") from None
     done = int(state["epoch"])
     for loader in recipe.loaders:
         loader.epoch = done
@@ -745,6 +789,8 @@ def train(cfg: TrainConfig, out=None) -> dict:
             f"(--device {cfg.device})"
         )
     _check_numbers(cfg)
+    if cfg.plot is not None and not str(cfg.plot).lower().endswith(".png"):
+        raise ValueError(f"--plot {cfg.plot}: the plot is written as PNG; give a path ending in .png")
     if cfg.federated is not None:
         _check_federated(cfg)
     checkpoint, announce = _load_checkpoint(cfg) if cfg.resume else (None, "")
@@ -767,7 +813,7 @@ def train(cfg: TrainConfig, out=None) -> dict:
         return _train_federated(recipe, out)
     done, history = 0, []
     if checkpoint is not None:
-        done, history = _restore(recipe, checkpoint)
+        done, history = _restore(recipe, checkpoint, cfg.resume)
         print(announce, file=out, flush=True)
     if world > 1:
         recipe.parallel = {

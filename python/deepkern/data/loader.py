@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..random import get_generator
-from ..tensor import Tensor
+from ..tensor import Tensor, stack
 from .dataset import Subset, TensorDataset
 
 __all__ = ["DataLoader", "default_collate"]
@@ -20,7 +20,8 @@ __all__ = ["DataLoader", "default_collate"]
 def default_collate(samples: list):
     """One batch from a list of samples, as PyTorch's: samples that are tuples (or lists) give a tuple
     of batched fields (all samples of one length), dicts a dict of batched values per key; numeric
-    arrays, Tensors and Python numbers are stacked along a new first axis into a Tensor; strings and
+    arrays, Tensors and Python numbers are stacked along a new first axis into a Tensor (Tensors by
+    :func:`deepkern.stack`, so the batch keeps their autograd graph and device); strings and
     other objects are returned as a list. Arrays of strings or objects are a TypeError."""
     first = samples[0]
     if isinstance(first, (str, bytes)):
@@ -39,7 +40,9 @@ def default_collate(samples: list):
             "default_collate: batch must contain tensors, numeric arrays, numbers, dicts or lists; "
             f"found an array of dtype {first.dtype}"
         )
-    if isinstance(first, (np.ndarray, np.generic, numbers.Number, Tensor)):
+    if isinstance(first, Tensor):  # the differentiable stack: a batch of Tensors keeps their graph and device
+        return stack(samples)
+    if isinstance(first, (np.ndarray, np.generic, numbers.Number)):
         return Tensor(np.stack([np.asarray(s) for s in samples]))
     return list(samples)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import warnings
 
 import numpy as np
@@ -166,7 +167,7 @@ class _RNNBase(Module):
         ):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"{kind}: {name} must be an int >= {low}, got {value!r}")
-        if not (isinstance(dropout, (int, float)) and 0 <= dropout <= 1) or isinstance(dropout, bool):
+        if not (isinstance(dropout, numbers.Real) and 0 <= dropout <= 1) or isinstance(dropout, bool):
             raise ValueError(f"{kind}: dropout must be a probability in [0, 1], got {dropout!r}")
         if dropout > 0 and num_layers == 1:
             warnings.warn(
