@@ -331,6 +331,51 @@ def test_hooks_fire_and_see_each_layer_alone():
     assert sorted(seen) == [0, 1, 2, 10]
 
 
+def test_subclasses_that_override_forward_run_their_own_forward():
+    """A subclass of a layer with an inference path that overrides ``forward`` (a weight-standardised
+    Conv2d, a scaled Linear, a shifted ReLU, a BatchNorm2d after a Conv2d, pooling, Flatten) runs its
+    own forward inside a Sequential under no_grad, in eval and training mode: the results equal those
+    with gradients recorded (which run every forward)."""
+    rng = np.random.default_rng(11)
+
+    class StdConv2d(nn.Conv2d):
+        def forward(self, x):
+            w = self.weight
+            mean = w.mean(dim=(1, 2, 3), keepdim=True)
+            return nn.functional.conv2d(x, w - mean, self.bias, self.stride, self.padding)
+
+    class ScaledLinear(nn.Linear):
+        def forward(self, x):
+            return super().forward(x) * 10.0
+
+    def shifted(base):
+        return type("Shifted" + base.__name__, (base,), {"forward": lambda self, x: base.forward(self, x) + 0.5})
+
+    model = nn.Sequential(
+        StdConv2d(2, 4, 3, padding=1),
+        shifted(nn.BatchNorm2d)(4),
+        shifted(nn.ReLU)(),
+        nn.Conv2d(4, 4, 3, padding=1),
+        shifted(nn.ReLU)(),
+        shifted(nn.MaxPool2d)(2),
+        shifted(nn.AdaptiveAvgPool2d)(2),
+        shifted(nn.Flatten)(),
+        ScaledLinear(16, 3),
+        shifted(nn.ReLU)(),
+    )
+    _randomize_norms(model, rng)
+    x = tensor(rng.standard_normal((2, 2, 6, 6)).astype(np.float32))
+    for training in (False, True):
+        model.train(training)
+        recorded = model(x).detach().numpy()
+        with no_grad():
+            np.testing.assert_allclose(model(x).numpy(), recorded, rtol=1e-5, atol=1e-6)
+        model[0].__class__ = nn.Conv2d  # the check can fail: the base's path gives other values
+        with no_grad():
+            assert not np.allclose(model(x).numpy(), recorded, rtol=1e-3)
+        model[0].__class__ = StdConv2d
+
+
 def test_no_grad_records_nothing_and_grad_mode_records_as_before():
     rng = np.random.default_rng(6)
     model = _cnn(rng)

@@ -141,7 +141,7 @@ def can_fold(conv, bn) -> bool:
     from .normalization import BatchNorm2d
 
     return (
-        isinstance(bn, BatchNorm2d)
+        type(bn) is BatchNorm2d  # a subclass may compute otherwise (its own forward)
         and bn.running_mean is not None
         and bn.num_features == conv.out_channels
         and all(
@@ -174,17 +174,26 @@ def fusion_groups(modules) -> list:
     return groups
 
 
+def inference_path(module):
+    """``module._infer`` (see :func:`run_sequence`), or None where ``module``'s class overrides
+    ``forward`` below the class that defined that path: a subclass's own forward (a weight-standardised
+    Conv2d, a scaled Linear) must run, not its base's path."""
+    cls = type(module)
+    owner = next(c for c in cls.__mro__ if "_infer" in c.__dict__)
+    return module._infer if cls.forward is owner.forward else None
+
+
 def run_sequence(groups, x):
     """``x`` through a Sequential's ``groups`` (from :func:`fusion_groups`) with nothing recorded.
     While the input is a host array, each group runs on arrays by its first member's ``_infer``
-    (a layer's inference path on arrays: ``_infer(x, bn, relu)`` gives the output array, or None
+    (:func:`inference_path`; a layer's inference path on arrays: ``_infer(x, bn, relu)`` gives the output array, or None
     where the ordinary path must run) and only the result is wrapped in a Tensor. A group that
     cannot (a member with hooks, a training batch norm, a layer without that path, another device,
     an input the path does not take) runs each member the ordinary way on a Tensor."""
     arr = host_array(x)
     for members, bn, relu in groups:
         if arr is not None:
-            step = members[0]._infer
+            step = inference_path(members[0])
             if step is not None and not hooked(members) and (bn is None or not bn.training):
                 y = step(arr, bn, relu)
                 if y is not None:
