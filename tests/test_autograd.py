@@ -323,6 +323,114 @@ def test_backward_twice_needs_retain_graph(rng):
         y.backward()
 
 
+def test_a_graph_that_saved_nothing_runs_backward_again():
+    """As in PyTorch: a second backward through nodes that kept no values (additions, sums) adds to
+    .grad again; a node that kept values still needs retain_graph."""
+    x = dk.tensor([1.0, 2.0], requires_grad=True)
+    y = (x + 1).sum()
+    y.backward()
+    y.backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [2, 2])
+    z = (x * x).sum()
+    z.backward()
+    with pytest.raises(RuntimeError, match="retain_graph"):
+        z.backward()
+
+
+def test_autograd_backward_takes_torchs_arguments(rng):
+    """deepkern.autograd.backward(tensors, grad_tensors, retain_graph) as torch.autograd.backward: one
+    tensor or several in one pass (a shared part of the graph is walked once), gradients as a list."""
+    x = t64("cpu", rng, 3)
+    shared = x * x
+    l1, l2 = (shared * 2).sum(), (shared * 3).sum()
+    dk.autograd.backward([l1, l2])
+    np.testing.assert_allclose(x.grad.numpy(), 10 * x.detach().numpy(), rtol=1e-12)
+    x.grad = None
+    y = x * 2
+    dk.autograd.backward([y], [dk.tensor([1.0, 2.0, 3.0], dtype=dk.float64)])
+    np.testing.assert_array_equal(x.grad.numpy(), [2, 4, 6])
+    dk.autograd.backward((x * 1).sum())
+    np.testing.assert_array_equal(x.grad.numpy(), [3, 5, 7])
+    with raises_naming(ValueError, "grad_tensors has 1 entries for 2 tensors"):
+        dk.autograd.backward([(x * 1).sum(), (x * 2).sum()], [None])
+    with raises_naming(RuntimeError, "element 0 of tensors does not require grad"):
+        dk.autograd.backward(dk.tensor([1.0]))
+
+
+def test_integer_and_bool_results_are_not_differentiable(rng):
+    """As in PyTorch, a cast to an integer or bool dtype (and any integer result) leaves the graph:
+    it does not require grad, and nothing flows back through it."""
+    x = dk.tensor([0.0, 2.0, -3.0], requires_grad=True)
+    for cast in (lambda t: t.long(), lambda t: t.int(), lambda t: t.bool(), lambda t: t.to(dk.int64), lambda t: t > 0):
+        assert not cast(x).requires_grad
+    (x * x.bool()).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0, 1, 1])
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        x.long().float().sum().backward()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, "bfloat16"])
+def test_gradients_reach_each_input_in_its_dtype(dtype):
+    """Backward functions that compute in a wider dtype (a max shared among ties, maximum, an infinity
+    norm, a join with a float64 tensor) hand every input its gradient in that input's own dtype, so a
+    float32 or bfloat16 model's backward and its optimizer step run, and accumulated .grad keeps its dtype."""
+    dtype = dk.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
+    rng = np.random.default_rng(0)
+    layer = dk.nn.Linear(4, 3).to(dtype)
+    x = dk.tensor(rng.standard_normal((2, 4)).astype(dtype))
+    other = dk.tensor(rng.standard_normal((2, 3)))  # float64
+    losses = [
+        lambda y: y.max(),
+        lambda y: y.min(),
+        lambda y: y.norm(p=float("inf")),
+        lambda y: dk.maximum(y, dk.zeros_like(y)).sum(),
+        lambda y: dk.cat([y, other], 0).sum(),
+        lambda y: dk.stack([y, other]).sum(),
+    ]
+    for loss in losses:
+        layer.zero_grad()
+        loss(layer(x)).backward()
+        loss(layer(x)).backward()  # accumulated
+        assert layer.weight.grad.dtype == dtype and layer.bias.grad.dtype == dtype
+        dk.optim.SGD(layer.parameters(), lr=0.1).step()
+
+
+def test_the_exponents_gradient_at_zero_and_negative_bases_is_pytorchs():
+    """d(x ** y)/dy = x ** y log(x), as PyTorch computes it: NaN for a negative base, 0 where x == 0 <= y,
+    -inf for x == 0 > y; the base's gradient is untouched by it."""
+    x = dk.tensor([-1.0, 0.0, 0.0, 0.0, 2.0], dtype=dk.float64, requires_grad=True)
+    y = dk.tensor([2.0, 0.0, 3.0, -1.0, 3.0], dtype=dk.float64, requires_grad=True)
+    (x**y).sum().backward()
+    np.testing.assert_array_equal(y.grad.numpy(), [np.nan, 0, 0, -np.inf, 8 * np.log(2.0)])
+    np.testing.assert_array_equal(x.grad.numpy(), [-2, 0, 0, -np.inf, 12])
+
+
+def test_joins_promote_as_pytorch():
+    """cat and stack of an integer tensor with a float32 one give float32 (NumPy would give float64)."""
+    i, f = dk.tensor([1, 2]), dk.tensor([0.5, 1.5])
+    for join in (dk.cat, dk.stack):
+        assert join([i, f]).dtype == np.float32 and join([f, i.int()]).dtype == np.float32
+        assert join([i, i.int()]).dtype == np.int64
+        assert join([f, f.double()]).dtype == np.float64
+
+
+def test_misuse_pytorch_refuses_is_refused(rng):
+    x = dk.tensor(np.zeros((4, 3), np.float32), requires_grad=True)
+    with raises_naming(RuntimeError, "assigned grad", "int64", "float32"):
+        x.grad = dk.tensor(np.zeros((4, 3), np.int64))
+    with raises_naming(RuntimeError, "t()", r"\(2, 3, 4\)"):
+        dk.zeros(2, 3, 4).t()
+    assert dk.zeros(3).t().shape == (3,) and dk.zeros(2, 3).t().shape == (3, 2)
+    transposed = dk.tensor(np.arange(12.0).reshape(3, 4)).t()
+    with raises_naming(RuntimeError, "view", r"\(12,\)", "reshape"):
+        transposed.view(12)
+    assert transposed.reshape(12).shape == (12,)
+    split = transposed.view(2, 2, 3)  # splits a dimension: a view even of a transposed tensor
+    np.testing.assert_array_equal(split.numpy(), np.arange(12.0).reshape(3, 4).T.reshape(2, 2, 3))
+    with raises_naming(TypeError, "where", "bool", "int64"):
+        dk.where(dk.tensor([1, 0]), dk.ones(2), dk.zeros(2))
+
+
 def test_backward_needs_a_gradient_for_non_scalars(rng):
     x = t64("cpu", rng, 3)
     y = x * 2

@@ -793,7 +793,8 @@ def test_failed_step_leaves_state_as_it_was():
     for cls_name, options in RESUME_CASES:
         opt = deepkern_maker(cls_name, options)(params)
         set_grads(params)
-        params[1].grad = deepkern.tensor(np.zeros(params[1].shape, np.float64))  # another dtype than its parameter's
+        # A gradient of another dtype than its parameter's (the .grad setter refuses one, so it goes in underneath).
+        params[1].grad._array = np.zeros(params[1].shape, np.float64)
         before = [p._array.copy() for p in params]
         with raises_naming(TypeError, "float64", "float32"):
             opt.step()

@@ -248,7 +248,7 @@ class Context:
     ``save_for_backward(*arrays)`` / ``saved_tensors``; ``needs_input_grad`` has one bool per
     positional argument of forward (True where that argument is a Tensor that requires grad);
     any other attribute may be set freely. ``mark_non_differentiable(*outputs)`` marks outputs
-    (e.g. argmax indices) that get no gradient.
+    (e.g. argmax indices) that get no gradient; integer and bool outputs never get one.
     """
 
     _KEPT = frozenset({"needs_input_grad", "_saved", "_saved_at", "_non_differentiable", "_released", "_function"})
@@ -294,11 +294,22 @@ class Context:
         self._non_differentiable = tuple(id(o) for o in outputs)
 
     def release(self):
+        """Frees what the backward read: the saved values and every attribute holding data. A later
+        backward through this node raises only where something was freed; a node that kept nothing
+        but numbers (an addition, a sum) runs again, as in PyTorch."""
+        freed = [name for name, value in vars(self).items() if name not in self._KEPT and not _is_plain(value)]
+        self._released = self._released or bool(self._saved) or bool(freed)
         self._saved = ()
-        self._released = True
-        for name in list(vars(self)):
-            if name not in self._KEPT:
-                delattr(self, name)
+        for name in freed:
+            delattr(self, name)
+
+
+def _is_plain(value) -> bool:
+    """Whether ``value`` is a number, string, dtype, None or a tuple/list of them: what a Function's
+    context keeps of its arguments (an axis, a shape) rather than data."""
+    if isinstance(value, (tuple, list)):
+        return all(_is_plain(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str, np.dtype, np.generic))
 
 
 class Node:
@@ -391,8 +402,11 @@ class Function:
                 view = _view_of(o, args, arrays)
                 break
         node = Node(cls, ctx, tuple(inputs), tuple((o.shape, o.dtype) for o in outs), view)
-        skip = ctx._non_differentiable
-        wrapped = tuple(Tensor._wrap(o) if id(o) in skip else Tensor._wrap(o, node, i) for i, o in enumerate(outs))
+        skip = ctx._non_differentiable  # and, as in PyTorch, every integer or bool output (a cast's, indices)
+        wrapped = tuple(
+            Tensor._wrap(o) if id(o) in skip or o.dtype.kind in "biu" else Tensor._wrap(o, node, i)
+            for i, o in enumerate(outs)
+        )
         return wrapped[0] if single else wrapped
 
 
@@ -519,18 +533,65 @@ def accumulate_grad(tensor, g) -> None:
         grad._array = arr + g
 
 
-def backward(root, gradient: np.ndarray, retain_graph: bool = False) -> None:
-    """Propagates ``gradient`` (d loss / d root) to every leaf Tensor that requires grad,
-    accumulating into their ``.grad``; each leaf's post-accumulate-grad hooks run once its
-    gradient is complete, and the callbacks queued during the pass (:func:`queue_callback`) at its end."""
+def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None) -> None:
+    """PyTorch's ``torch.autograd.backward``: propagates each of ``tensors`` (a Tensor or a sequence)
+    times its gradient in ``grad_tensors`` (None for a one-element tensor) to every leaf Tensor that
+    requires grad, in one pass, accumulating into their ``.grad``; each leaf's post-accumulate-grad hooks
+    run once its gradient is complete, and the callbacks queued during the pass (:func:`queue_callback`)
+    at its end. ``create_graph`` and ``inputs`` are not supported."""
+    if create_graph:
+        raise NotImplementedError(
+            "backward: create_graph=True is not supported (deepkern's gradients are not differentiable)"
+        )
+    if inputs is not None:
+        raise NotImplementedError("backward: inputs= is not supported; use deepkern.autograd.grad for chosen inputs")
+    roots = _roots("backward", tensors, grad_tensors, "tensors", "grad_tensors")
     outer = getattr(_state, "callbacks", None)
     _state.callbacks = callbacks = []
     try:
-        _engine([(root, gradient)], retain_graph, accumulate_grad, _run_post_hooks)
+        _engine(roots, bool(retain_graph), accumulate_grad, _run_post_hooks)
         while callbacks:  # a callback may queue another
             callbacks.pop(0)()
     finally:
         _state.callbacks = outer
+
+
+def _roots(op: str, outputs, gradients, noun: str, name: str) -> list:
+    """The backward pass's roots, pairs (Tensor, its gradient as an array on its device in its dtype),
+    of ``outputs`` (a Tensor or a sequence) and ``gradients`` (``name``: a list or tuple with one per
+    output, None in it or for all of them: ones for one-element outputs; anything else is the one
+    gradient of a single output). Errors name ``op`` and call the outputs ``noun``."""
+    from .tensor import _on_device_of as on_device_of
+
+    Tensor = _tensor_class()
+    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    if gradients is None:
+        gradients = [None] * len(outputs)
+    elif not isinstance(gradients, (list, tuple)):  # one gradient (a Tensor, an array)
+        gradients = [gradients]
+    gradients = list(gradients)
+    if len(gradients) != len(outputs):
+        raise ValueError(f"{op}: {name} has {len(gradients)} entries for {len(outputs)} {noun}")
+    roots = []
+    for i, (out, g) in enumerate(zip(outputs, gradients)):
+        if not isinstance(out, Tensor) or not out.requires_grad:
+            raise RuntimeError(
+                f"{op}: element {i} of {noun} does not require grad and does not have a grad_fn (no graph was recorded)"
+            )
+        backend = backend_of(out._array, op=op)
+        if g is None:
+            if out.numel() != 1:
+                raise RuntimeError(
+                    f"{op}: {name}[{i}] may be None only for a one-element tensor, got shape {out.shape}"
+                )
+            g = backend.full(out.shape, 1, out.dtype)
+        else:
+            g = on_device_of(out, g, op)
+            if g.shape != out.shape:
+                raise ValueError(f"{op}: {name}[{i}] has shape {g.shape} but {noun}[{i}] has shape {out.shape}")
+            g = g.astype(out.dtype, copy=False)
+        roots.append((out, g))
+    return roots
 
 
 def queue_callback(callback) -> None:
@@ -565,32 +626,11 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
             "grad: create_graph=True is not supported (deepkern's gradients are not differentiable)"
         )
     Tensor = _tensor_class()
-    single = isinstance(outputs, Tensor)
-    outputs = [outputs] if single else list(outputs)
     inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
-    if grad_outputs is None or isinstance(grad_outputs, Tensor):
-        grad_outputs = [grad_outputs] * len(outputs) if grad_outputs is None else [grad_outputs]
-    grad_outputs = list(grad_outputs)
-    if len(grad_outputs) != len(outputs):
-        raise ValueError(f"grad: grad_outputs has {len(grad_outputs)} entries for {len(outputs)} outputs")
     for i, t in enumerate(inputs):
         if not isinstance(t, Tensor) or not t.requires_grad:
             raise RuntimeError(f"grad: inputs[{i}] does not require grad (every input must be a Tensor that does)")
-    roots = []
-    for i, (out, g) in enumerate(zip(outputs, grad_outputs)):
-        if not isinstance(out, Tensor) or not out.requires_grad:
-            raise RuntimeError(f"grad: element {i} of outputs does not require grad and does not have a grad_fn")
-        if g is None:
-            if out.numel() != 1:
-                raise RuntimeError(
-                    f"grad: grad_outputs[{i}] may be None only for a one-element output, got shape {out.shape}"
-                )
-            g = backend_of(out._array, op="grad").full(out.shape, 1, out.dtype)
-        else:
-            g = as_array(g._array if isinstance(g, Tensor) else g)
-            if g.shape != out.shape:
-                raise ValueError(f"grad: grad_outputs[{i}] has shape {g.shape} but outputs[{i}] has shape {out.shape}")
-        roots.append((out, g))
+    roots = _roots("grad", outputs, grad_outputs, "outputs", "grad_outputs")
     leaves = {id(t): None for t in inputs if t._node is None}
     wanted = {(id(t._node), t._output_index): None for t in inputs if t._node is not None}
 
@@ -708,7 +748,9 @@ def _run_node(node, grads, retain_graph: bool, to_input, wanted) -> None:
             continue
         if not isinstance(g, _NDARRAY):
             g = as_array(g)
-        shape = inp[2] if type(inp) is tuple else inp.shape
+        shape, dtype = (inp[2], inp[0].output_meta[inp[1]][1]) if type(inp) is tuple else (inp.shape, inp.dtype)
         if g.shape != shape:
             raise RuntimeError(f"{node.name()} returned a gradient of shape {g.shape} for an input of {shape}")
+        if g.dtype != dtype:  # an input's gradient in its own dtype, as PyTorch's engine casts it
+            g = g.astype(dtype)
         to_input(inp, g)

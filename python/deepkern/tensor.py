@@ -199,6 +199,8 @@ class Tensor:
                 raise RuntimeError(
                     f"assigned grad has data of a different size: {value.shape}, the tensor's is {self.shape}"
                 )
+            if value.dtype != self.dtype:
+                raise RuntimeError(f"assigned grad has dtype {value.dtype}, the tensor's is {self.dtype}")
         self._grad = value
 
     @classmethod
@@ -245,21 +247,7 @@ class Tensor:
         """Accumulates d self / d leaf into the ``.grad`` of every leaf that requires grad.
         ``gradient`` (d loss / d self) may be omitted for a one-element tensor. ``create_graph=True``
         (differentiable gradients) is not supported."""
-        if create_graph:
-            raise NotImplementedError(
-                "backward: create_graph=True is not supported (deepkern's gradients are not differentiable)"
-            )
-        if not self._requires_grad:
-            raise RuntimeError("backward() on a tensor that does not require grad (no graph was recorded)")
-        if gradient is None:
-            if self._array.size != 1:
-                raise RuntimeError(f"backward() without a gradient needs a one-element tensor, got shape {self.shape}")
-            grad = self._backend().full(self.shape, 1, self.dtype)
-        else:
-            grad = _on_device_of(self, gradient, "backward").astype(self.dtype, copy=False)
-            if grad.shape != self.shape:
-                raise ValueError(f"backward: gradient has shape {grad.shape} but the tensor has shape {self.shape}")
-        autograd.backward(self, grad, retain_graph)
+        autograd.backward(self, [gradient], retain_graph, create_graph)
 
     def register_hook(self, hook):
         """Calls ``hook(grad)`` with this tensor's gradient (a Tensor) each time a backward computes
@@ -1312,7 +1300,20 @@ class Tensor:
         shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
         return self._remember_base(F.Reshape.apply(self, _resolve_shape(self.shape, shape)), _RESHAPED)
 
-    view = reshape
+    def view(self, *shape):
+        """``reshape`` that never copies: a RuntimeError, as in PyTorch, where the new shape cannot be a
+        view of this tensor's memory (dimensions it merges are not laid out one after the other)."""
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        shape = _resolve_shape(self.shape, shape)
+        if isinstance(self._array, np.ndarray):
+            try:
+                np.reshape(self._array, shape, copy=False)
+            except ValueError:
+                raise RuntimeError(
+                    f"view: shape {shape} is not compatible with the tensor's shape {self.shape} and strides "
+                    f"{self.stride()} (a dimension it merges spans two contiguous parts); use reshape(...) instead"
+                ) from None
+        return self.reshape(shape)
 
     def flatten(self, start_dim=0, end_dim=-1):
         start, end = self._dim(start_dim, "flatten"), self._dim(end_dim, "flatten")
@@ -1427,6 +1428,11 @@ class Tensor:
         return steps if dim is None else steps[self._dim(dim, "stride")]
 
     def t(self):
+        """The transpose of a tensor of at most 2 dimensions (itself for 0 and 1), as PyTorch."""
+        if self.ndim > 2:
+            raise RuntimeError(
+                f"t(): expects a tensor of at most 2 dimensions, got shape {self.shape}; use transpose()"
+            )
         return self.T
 
     def squeeze(self, dim=None):
@@ -2100,7 +2106,7 @@ def cat(tensors, dim=0) -> Tensor:
         raise ValueError("cat: 0-d tensors cannot be concatenated (stack them)")
     axis = _wrap_dim(dim, ndim, "cat")
     _check_join("cat", tensors, lambda s: s[:axis] + s[axis + 1 :])
-    return F.Cat.apply(*tensors, dim=axis)
+    return F.Cat.apply(*_in_common_dtype(tensors), dim=axis)
 
 
 def stack(tensors, dim=0) -> Tensor:
@@ -2109,7 +2115,17 @@ def stack(tensors, dim=0) -> Tensor:
         raise ValueError("stack: expected a non-empty list of tensors")
     axis = _wrap_dim(dim, np.ndim(_array_of(tensors[0])) + 1, "stack")
     _check_join("stack", tensors, lambda s: s)
-    return F.Stack.apply(*tensors, dim=axis)
+    return F.Stack.apply(*_in_common_dtype(tensors), dim=axis)
+
+
+def _in_common_dtype(tensors) -> list:
+    """``tensors`` (Tensors, or arrays) cast to the dtype PyTorch's promotion gives them together (an
+    integer tensor joined to a float32 one gives float32, where NumPy gives float64)."""
+    common = functools.reduce(_promote_types, (_array_of(t).dtype for t in tensors))
+    return [
+        t if _array_of(t).dtype == common else t.to(common) if isinstance(t, Tensor) else t.astype(common)
+        for t in tensors
+    ]
 
 
 def _wrap_dim(dim, ndim: int, what: str) -> int:
@@ -2142,4 +2158,7 @@ def where(condition, input=None, other=None):
         input = tensor(input)  # two numbers: PyTorch's default dtypes (float32, int64)
     if isinstance(input, Tensor) or isinstance(other, Tensor):
         input, other = _promoted(input, other)  # PyTorch's promotion, as the arithmetic operators'
-    return F.Where.apply(as_array(_array_of(condition)).astype(bool, copy=False), input, other)
+    mask = as_array(_array_of(condition))
+    if mask.dtype != bool_:
+        raise TypeError(f"where: condition must be a bool tensor, got dtype {mask.dtype}")
+    return F.Where.apply(mask, input, other)

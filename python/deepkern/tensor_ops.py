@@ -137,9 +137,10 @@ class Pow(Function):
         ga = gb = None
         if ctx.needs_input_grad[0]:  # 0 where the exponent is 0 (0 * 0^-1 would be NaN), as PyTorch
             ga = unbroadcast(g * np.where(b == 0, 0, b * np.power(a, b - 1)), np.shape(a))
-        if ctx.needs_input_grad[1]:  # in out's dtype: log(a) of a number base is a float64 NumPy scalar
-            log_a = np.where(a > 0, np.log(np.where(a > 0, a, 1)), 0)
-            gb = unbroadcast((g * out * log_a).astype(out.dtype, copy=False), np.shape(b))
+        if ctx.needs_input_grad[1]:  # out log(a), 0 where a == 0 <= b, NaN for a < 0 (as PyTorch); in out's
+            # dtype: log(a) of a number base is a float64 NumPy scalar
+            d_b = np.where((a == 0) & (b >= 0), 0, out * np.log(a))
+            gb = unbroadcast((g * d_b).astype(out.dtype, copy=False), np.shape(b))
         return ga, gb
 
 
