@@ -939,7 +939,8 @@ def cross_entropy_backward_ref(grad, x, target, weight=None, ignore_index=-100, 
     q = np.zeros(z.shape)
     if classes:
         np.put_along_axis(q, index[..., None], ((1 - eps) * w[index])[..., None], axis=-1)
-        q += eps / classes * w
+        if eps:  # without smoothing only the target's weight enters (0 times an infinite weight is no term)
+            q += eps / classes * w
     g = np.broadcast_to(_f64(grad).reshape(np.shape(grad) if np.size(grad) != 1 else ()), valid.shape)
     with np.errstate(invalid="ignore", over="ignore"):
         gz = (softmax_ref(z, -1) * q.sum(axis=-1, keepdims=True) - q) * g[..., None]

@@ -285,6 +285,55 @@ def test_keyword_arguments_are_widened_too():
         np.testing.assert_array_equal(f64(op(input=x).numpy()), f64(op(x).numpy()))
 
 
+def test_array_ops_take_bfloat16_arrays_by_keyword():
+    """The element-wise ops that widen bfloat16 to float32 (pooling, gelu, dropout) see arrays given by
+    keyword as those given by position: the same results, and the same refusal of mixed dtypes."""
+    from deepkern import ops
+
+    rng = np.random.default_rng(12)
+    bf16 = deepkern.bfloat16
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32).astype(bf16)
+    g = rng.standard_normal((2, 3, 6, 6)).astype(np.float32).astype(bf16)
+    for by_position, by_keyword in (
+        (lambda: ops.max_pool2d(x, 2), lambda: ops.max_pool2d(x=x, kernel_size=2)),
+        (lambda: ops.avg_pool2d(x, 3, 1, 1), lambda: ops.avg_pool2d(x=x, kernel_size=3, stride=1, padding=1)),
+        (lambda: ops.gelu(x), lambda: ops.gelu(x=x)),
+        (lambda: ops.gelu_backward(g, x), lambda: ops.gelu_backward(g, x=x)),
+        (lambda: ops.dropout(x, 0.5, seed=1, offset=0), lambda: ops.dropout(x=x, p=0.5, seed=1, offset=0)),
+    ):
+        expected, got = by_position(), by_keyword()
+        for e, r in zip(
+            expected if isinstance(expected, tuple) else (expected,), got if isinstance(got, tuple) else (got,)
+        ):
+            assert r.dtype == e.dtype
+            np.testing.assert_array_equal(f64(r), f64(e))
+    with raises_naming(TypeError, "bfloat16", "float32"):
+        ops.gelu_backward(g, x=x.astype(np.float32))
+
+
+def test_unaligned_bfloat16_arrays_are_taken_as_float32_ones_are():
+    """bfloat16 data at an odd address (np.frombuffer at an offset) is copied once, as float32 data is,
+    by the GEMM and convolution ops."""
+    from deepkern import ops
+
+    rng = np.random.default_rng(13)
+    bf16 = deepkern.bfloat16
+
+    def unaligned(a):
+        raw = np.empty(a.nbytes + 1, np.uint8)
+        raw[1:] = a.reshape(-1).view(np.uint8)
+        out = np.frombuffer(raw.data, dtype=a.dtype, offset=1).reshape(a.shape)
+        assert not out.flags.aligned
+        return out
+
+    a = rng.standard_normal((5, 7)).astype(np.float32).astype(bf16)
+    b = rng.standard_normal((7, 3)).astype(np.float32).astype(bf16)
+    np.testing.assert_array_equal(f64(ops.matmul(unaligned(a), unaligned(b))), f64(ops.matmul(a, b)))
+    x = rng.standard_normal((1, 2, 5, 5)).astype(np.float32).astype(bf16)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32).astype(bf16)
+    np.testing.assert_array_equal(f64(ops.conv2d(unaligned(x), unaligned(w))), f64(ops.conv2d(x, w)))
+
+
 def test_losses_under_autocast_stay_float32():
     """Autocast's float32 list wins over the bfloat16 rounding (PyTorch's autocast semantics)."""
     x, y = (deepkern.tensor(normal(np.random.default_rng(3), (4, 5))) for _ in range(2))

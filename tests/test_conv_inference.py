@@ -719,6 +719,39 @@ def test_plan_bad_arguments_raise_naming_them(rng):
         ops.ConvPlan(w, stride=0)
     with raises_naming(ValueError, "ConvPlan", "padding"):
         ops.ConvPlan(w, padding="full")
+    # The same option written as an int or a pair is the same option.
+    check(ops.conv2d(x, plan, padding=(1, 1)), conv2d_ref(x, w, None, padding=1), F32, "padding (1, 1)")
+    pair_plan = ops.ConvPlan(w, stride=(2, 2), padding=(1, 1))
+    check(ops.conv2d(x, pair_plan, stride=2, padding=1), conv2d_ref(x, w, None, 2, 1), F32, "stride 2")
+
+
+def test_threads_sharing_a_plan_get_every_result(rng):
+    """A plan shared by Python threads calling conv2d on more input shapes than it keeps (its cache
+    of packed weights changes under them): every result is right and the cache stays within bounds."""
+    import threading
+
+    w = rand(rng, (99, 40, 3, 3), F32)
+    plan = ops.ConvPlan(w, padding=1)
+    shapes = [(1, 40, h, h) for h in range(3, 11)]
+    inputs = {shape: rand(rng, shape, F32) for shape in shapes}
+    expected = {shape: conv2d_ref(x, w, None, padding=1) for shape, x in inputs.items()}
+    errors = []
+
+    def serve(offset):
+        try:
+            for i in range(40):
+                shape = shapes[(i + offset) % len(shapes)]
+                check(ops.conv2d(inputs[shape], plan), expected[shape], F32, f"shape {shape}")
+        except Exception as err:  # noqa: BLE001 - reported below, with the thread's error
+            errors.append(err)
+
+    workers = [threading.Thread(target=serve, args=(k,)) for k in range(4)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert not errors, errors[0]
+    assert len(plan._gemm_weights) <= ops.ConvPlan.MAX_INPUT_SHAPES
 
 
 def test_packed_weights_binding_checks_its_arguments(rng):

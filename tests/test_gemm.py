@@ -836,6 +836,9 @@ def test_out_errors_of_numpy_outputs():
     aliased = np.lib.stride_tricks.as_strided(np.empty(5), shape=(3, 5), strides=(0, 8), writeable=True)
     with pytest.raises(ValueError, match=_m("matmul: out has a zero stride")):
         matmul(a, b, out=aliased)
+    overlapping = np.lib.stride_tricks.as_strided(np.empty(9), shape=(3, 5), strides=(16, 8), writeable=True)
+    with pytest.raises(ValueError, match=_m("matmul: out (shape (3, 5), strides (16, 8)) has elements that share")):
+        matmul(a, b, out=overlapping)
 
 
 def test_out_overlap_errors(device):

@@ -117,6 +117,24 @@ def test_large_mean_offset_keeps_the_variance(dtype, rng):
     check(out, group_norm_ref(x4, 4)[0], dtype, "group_norm out", tol=tol)
 
 
+def test_float64_deviations_whose_squares_overflow_are_normalized(rng):
+    """float64 rows whose deviations square past the largest double (|x| > ~1e154) are normalized as
+    the same rows scaled down are (the variance overflowed to inf, so every output had been 0)."""
+    x = np.array([[1e300, -1e300, 0.0, 1.0], [3e200, 1e200, -2e200, 5.0]])
+    scaled = x / np.array([[1e300], [1e200]])
+    w, b = rng.standard_normal(4), rng.standard_normal(4)
+    out, _, rstd = ops.layer_norm(x, 4, w, b)
+    check(out, layer_norm_ref(scaled, (4,), w, b, eps=0.0)[0], np.float64, "layer_norm of huge values")
+    assert np.all(rstd > 0)
+    g = rng.standard_normal(x.shape)
+    grad_x = ops.layer_norm_backward(g, x, 4, w, *ops.layer_norm(x, 4, w, b)[1:])[0]
+    expected = layer_norm_backward_ref(g, scaled, (4,), w, eps=0.0)[0] / np.array([[1e300], [1e200]])
+    check(grad_x, expected, np.float64, "layer_norm_backward of huge values")
+    x3 = x.reshape(2, 2, 2)
+    out, _, _ = ops.group_norm(x3, 1)
+    check(out, group_norm_ref(scaled.reshape(2, 2, 2), 1, eps=0.0)[0], np.float64, "group_norm of huge values")
+
+
 def test_threads_give_the_reference_and_the_same_parameter_gradients(threads, rng):
     """Rows split over the threads; the weight and bias gradients from per-thread partials."""
     x = rng.standard_normal((515, 131)).astype(np.float32)
@@ -341,6 +359,21 @@ def test_torch_state_dicts_load_and_give_torchs_output(make, rng):
             ["save_rstd", r"\(3,\)"],
         ),
         (lambda x: ops.layer_norm_backward(x[:2], x, 5, None, None, None), ValueError, ["grad_out", r"\(2, 5\)"]),
+        (
+            lambda x: ops.layer_norm_backward(x, x, 5, None, np.zeros(3), np.ones(3), needs=(True,)),
+            ValueError,
+            ["layer_norm_backward", "needs", "three"],
+        ),
+        (
+            lambda x: ops.group_norm_backward(x, x, 1, None, np.zeros((3, 1)), np.ones((3, 1)), needs=None),
+            ValueError,
+            ["group_norm_backward", "needs", "None"],
+        ),
+        (
+            lambda x: ops.batch_norm_backward(x, x, None, np.zeros(5), np.ones(5), True, needs=(1, 1, 1, 1)),
+            ValueError,
+            ["batch_norm_backward", "needs"],
+        ),
         (lambda x: ops.group_norm(x, 2), ValueError, ["num_groups", "3", "2"]),
         (lambda x: ops.group_norm(x, 0), ValueError, ["num_groups", "0"]),
         (lambda x: ops.group_norm(x, 1.0), TypeError, ["num_groups", "float"]),

@@ -577,6 +577,7 @@ BAD = [
     ),
     (lambda on: max_pool2d(on(X4), True), TypeError, r"kernel_size must be an int"),
     (lambda on: avg_pool2d(on(X4), 2, divisor_override=0), ValueError, r"divisor_override must be nonzero"),
+    (lambda on: avg_pool2d(on(X4), 2, divisor_override=2.5), TypeError, r"divisor_override must be an int, got 2\.5"),
     (
         lambda on: max_pool2d(on(X4), 2, out=on(np.zeros((2, 3, 4, 5), np.float32))),
         ValueError,

@@ -203,6 +203,27 @@ def test_cross_entropy_special_logits(device, dtype):
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("special", [np.inf, np.nan])
+def test_cross_entropy_without_smoothing_reads_only_the_targets_weight(device, dtype, special):
+    """Without label smoothing the loss and its gradient involve only the target class's weight (as in
+    PyTorch): an infinite or NaN weight of another class changes neither (it had made the gradient NaN)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 5)).astype(dtype)
+    t = np.array([1, 2, 3, 4])
+    weight = rng.uniform(0.5, 2.0, 5).astype(dtype)
+    weight[0] = special  # class 0 is no sample's target
+    grad = rng.standard_normal(4).astype(dtype)
+    xd, td, wd = on_device(device, x, t, weight)
+    loss, stats = ops.cross_entropy(xd, td, wd)
+    result = ops.cross_entropy_backward(on_device(device, grad), xd, td, stats, wd)
+    want_loss, want_weight = cross_entropy_ref(x, t, weight)
+    want = cross_entropy_backward_ref(grad, x, t, weight)
+    assert np.isfinite(to_host(result)).all()
+    _check(loss, want_loss, "loss", dtype, scale=(1 + np.abs(want_loss)) * 2)
+    _check(result, want, "gradient", dtype, scale=_ce_backward_scale(grad, want_weight, None, 5, 0.0, 2))
+
+
 def test_cross_entropy_zero_classes_with_every_target_ignored(device):
     x = np.zeros((3, 0), np.float32)
     t = np.full(3, -100)

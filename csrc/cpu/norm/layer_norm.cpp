@@ -61,7 +61,9 @@ class NextRow {
   int64_t size_;
 };
 
-// The mean and 1 / sqrt(biased variance + eps) of `len` contiguous values (NaN for len == 0).
+// The mean and 1 / sqrt(biased variance + eps) of `len` contiguous values (NaN for len == 0). Float64
+// deviations beyond ~1e154 square past the largest double: such a row's deviations are scaled by the
+// largest of them first, so its rstd is the finite one, not 1 / inf = 0 (which made every output 0).
 template <class T>
 void moments(const NormKernels<T>& k, const T* x, int64_t len, double eps, double* mean, double* rstd) {
   if (len == 0) {
@@ -69,8 +71,20 @@ void moments(const NormKernels<T>& k, const T* x, int64_t len, double eps, doubl
     return;
   }
   const ChannelRows row{1, len, len};
-  *mean = k.sum(x, row) / static_cast<double>(len);
-  *rstd = 1 / std::sqrt(k.squared_deviations(x, row, *mean) / static_cast<double>(len) + eps);
+  const double n = static_cast<double>(len);
+  *mean = k.sum(x, row) / n;
+  const double squares = k.squared_deviations(x, row, *mean);
+  if (!std::isinf(squares) || !std::isfinite(*mean)) {
+    *rstd = 1 / std::sqrt(squares / n + eps);
+    return;
+  }
+  double largest = 0, scaled = 0;
+  for (int64_t i = 0; i < len; ++i) largest = std::max(largest, std::abs(static_cast<double>(x[i]) - *mean));
+  for (int64_t i = 0; i < len; ++i) {
+    const double d = (static_cast<double>(x[i]) - *mean) / largest;
+    scaled += d * d;
+  }
+  *rstd = 1 / (largest * std::sqrt(scaled / n + eps / largest / largest));
 }
 
 // Per-thread float64 partial sums of the weight and bias gradients (`width` columns each,

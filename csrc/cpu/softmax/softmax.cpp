@@ -140,9 +140,14 @@ void cross_entropy_backward(const T* grad, int64_t grad_count, const T* x, const
     }
     const T g = grad[grad_count == 1 ? 0 : i];
     const T* st = stats + 3 * i;
+    // total: the sum over classes of the target weights. The smoothing terms only where there is
+    // smoothing, as in the forward: without it only the target's weight enters (another class's
+    // infinite or NaN weight times 0 would make the row NaN).
+    const bool smoothing = eps != T(0);
     const T smooth = eps / T(classes);
-    const T total = (T(1) - eps) * st[2] + smooth * static_cast<T>(weight_sum);  // sum_c of the target weights
-    kernel(in[0], weight, o, classes, RowStats<T>{st[0], st[1]}, g * total, g * smooth);
+    const T total = (T(1) - eps) * st[2] + (smoothing ? smooth * static_cast<T>(weight_sum) : T(0));
+    kernel(in[0], smoothing ? weight : nullptr, o, classes, RowStats<T>{st[0], st[1]}, g * total,
+           smoothing ? g * smooth : T(0));
     o[t] -= g * ((T(1) - eps) * st[2]);
   });
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 
 import numpy as np
 
@@ -73,6 +74,18 @@ def as_float_array(x, name: str, op: str, *, bfloat16: bool = False):
     return arr.astype(_F32 if dtype.itemsize == 4 else _F64)
 
 
+def backward_needs(needs, op: str, names: str) -> tuple:
+    """A backward's ``needs`` (which of its three gradients, ``names``, to compute) as three bools; a
+    ValueError naming ``op`` for anything else."""
+    try:
+        flags = tuple(needs)
+    except TypeError:
+        flags = ()
+    if len(flags) != 3:
+        raise ValueError(f"{op}: needs must be three bools ({names}), got {needs!r}")
+    return tuple(bool(v) for v in flags)
+
+
 def check_output(out, name: str, op: str, shape: tuple, dtype: np.dtype, inputs: dict, backend):
     """``out`` must be a writeable, aligned array of ``backend`` of exactly ``shape`` and ``dtype``
     that overlaps none of ``inputs`` (name -> array) and none of its own elements."""
@@ -87,6 +100,8 @@ def check_output(out, name: str, op: str, shape: tuple, dtype: np.dtype, inputs:
         raise ValueError(f"{op}: {name} is not aligned to its item size ({out.itemsize} bytes)")
     if out.size and any(st == 0 and n > 1 for st, n in zip(out.strides, out.shape)):
         raise ValueError(f"{op}: {name} has a zero stride (elements that alias each other)")
+    if out.size and sum((n - 1) * abs(st) for n, st in zip(out.shape, out.strides)) + out.itemsize < out.nbytes:
+        raise ValueError(f"{op}: {name} (shape {out.shape}, strides {out.strides}) has elements that share memory")
     for other_name, other in inputs.items():
         if other is not None and overlaps(out, other):
             raise ValueError(f"{op}: {name} (shape {out.shape}) overlaps input {other_name} (shape {other.shape})")
@@ -165,20 +180,30 @@ def check_scalar(value, name: str, op: str) -> float:
     return float(value)
 
 
+def _is_floating_array(value) -> bool:
+    return hasattr(value, "dtype") and is_floating_dtype(value.dtype)
+
+
 def bfloat16_through_float32(fn=None, *, native=None):
     """``fn``, an element-wise op on float32/float64 arrays, taking bfloat16 arrays too: when every
-    floating array among its positional arguments is bfloat16, they are widened to float32 (exact),
+    floating array among its arguments is bfloat16, they are widened to float32 (exact),
     ``fn`` runs on them and its float32 results are rounded to bfloat16 once, which is how PyTorch's
-    CPU kernels compute bfloat16 element-wise ops. ``out=`` must then be a bfloat16 array of the
-    result's shape; other keyword arguments (e.g. a bool ``mask=``) go to ``fn`` as they are.
+    CPU kernels compute bfloat16 element-wise ops. Arrays given by keyword count as at their
+    positions. ``out=`` must then be a bfloat16 array of the result's shape; other keyword arguments
+    (e.g. a bool ``mask=``) go to ``fn`` as they are.
     ``native(*floating arrays)``, where given and true, hands ``fn`` the bfloat16 arrays themselves
     (its kernel takes them)."""
     if fn is None:
         return functools.partial(bfloat16_through_float32, native=native)
 
+    signature = inspect.signature(fn)
+
     @functools.wraps(fn)
     def op(*args, out=None, **kwargs):
-        floats = [a for a in args if hasattr(a, "dtype") and is_floating_dtype(a.dtype)]
+        if any(_is_floating_array(v) for v in kwargs.values()):  # arrays by keyword: bound to their positions
+            bound = signature.bind(*args, **kwargs)
+            args, kwargs = bound.args, bound.kwargs
+        floats = [a for a in args if _is_floating_array(a)]
         if not floats or not all(is_bfloat16(a.dtype) for a in floats) or (native is not None and native(*floats)):
             return fn(*args, out=out, **kwargs)
         bf16 = floats[0].dtype

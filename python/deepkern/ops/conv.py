@@ -14,10 +14,12 @@ convolution's arguments are all cast to bfloat16 before the op).
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from ..backends import backend_of
-from ._validate import check_index, is_bfloat16
+from ._validate import backward_needs, check_index, is_bfloat16
 from .gemm import _as_operand
 
 
@@ -106,13 +108,6 @@ class _Geometry:
         return shape[1:] if self.unbatched else shape
 
 
-def _needs(needs, op: str) -> tuple:
-    """The three flags (x, w, b) of a backward's ``needs`` as bools."""
-    if len(tuple(needs)) != 3:
-        raise ValueError(f"{op}: needs must be three bools (x, w, b), got {needs!r}")
-    return tuple(bool(v) for v in needs)
-
-
 def _check_grad_out(grad_out, expected: tuple, x, w, op: str) -> None:
     """grad_out has the forward output's shape ``expected`` and x's dtype."""
     if grad_out.shape != expected:
@@ -193,6 +188,7 @@ class ConvPlan:
         self.winograd_weights = None if pack is None else pack(self.weight, *geo.options())
         self._pack_gemm = getattr(backend, "conv2d_pack_gemm_weights", None)
         self._gemm_weights = {}  # input shape -> packed GEMM weights or None
+        self._lock = threading.Lock()  # guards _gemm_weights: threads may share a plan (the kernels release the GIL)
         self._valid = True
 
     @property
@@ -204,18 +200,20 @@ class ConvPlan:
         """Marks the plan stale (its weights changed): every later use raises RuntimeError."""
         self._valid = False
         self.weight = self.winograd_weights = None
-        self._gemm_weights.clear()
+        with self._lock:
+            self._gemm_weights.clear()
 
     def _kernel_weights(self, geo: "_Geometry") -> dict:
         """The packed weights for a call of this geometry, as the forward kernel's keyword arguments."""
         packed = {"winograd_weights": self.winograd_weights}
         if self._pack_gemm is not None:
             key = geo.x_shape
-            if key not in self._gemm_weights:
-                if len(self._gemm_weights) >= self.MAX_INPUT_SHAPES:
-                    del self._gemm_weights[next(iter(self._gemm_weights))]
-                self._gemm_weights[key] = self._pack_gemm(self.weight, key, geo.out_shape, *geo.options())
-            packed["gemm_weights"] = self._gemm_weights[key]
+            with self._lock:
+                if key not in self._gemm_weights:
+                    if len(self._gemm_weights) >= self.MAX_INPUT_SHAPES:
+                        del self._gemm_weights[next(iter(self._gemm_weights))]
+                    self._gemm_weights[key] = self._pack_gemm(self.weight, key, geo.out_shape, *geo.options())
+                packed["gemm_weights"] = self._gemm_weights[key]
         return {name: array for name, array in packed.items() if array is not None}
 
     def resolve(self, op: str, given: dict) -> dict:
@@ -224,9 +222,17 @@ class ConvPlan:
         if not self._valid:
             raise RuntimeError(f"{op}: this ConvPlan was invalidated (its weights changed); make a new one")
         for name, value in given.items():
-            if value != _CONV_DEFAULTS[name] and value != self.options[name]:
+            if _as_read(value) not in (_as_read(_CONV_DEFAULTS[name]), _as_read(self.options[name])):
                 raise ValueError(f"{op}: {name}={value!r} differs from the ConvPlan's {name}={self.options[name]!r}")
         return self.options
+
+
+def _as_read(option):
+    """A convolution option as the ops read it: an int of stride, padding or dilation as the pair it
+    stands for (so 2 and (2, 2) compare equal); anything else as it is."""
+    if isinstance(option, (tuple, list)):
+        return tuple(option)
+    return option if isinstance(option, str) else (option, option)
 
 
 def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
@@ -273,7 +279,7 @@ def conv2d_backward(grad_out, x, w, *, stride=1, padding=0, dilation=1, groups=1
     w = _as_operand(w, "w", "conv2d_backward")
     grad_out = _as_operand(grad_out, "grad_out", "conv2d_backward")
     geo = _Geometry("conv2d_backward", x.shape, x.dtype, w, stride, padding, dilation, groups)
-    need_x, need_w, need_b = _needs(needs, "conv2d_backward")
+    need_x, need_w, need_b = backward_needs(needs, "conv2d_backward", "x, w, b")
     _check_grad_out(grad_out, geo.unbatch_shape(geo.out_shape), x, w, "conv2d_backward")
     backend = backend_of(grad_out, x, w, op="conv2d_backward")
     contiguous = backend.ascontiguousarray
@@ -384,7 +390,7 @@ def conv_transpose2d_backward(
     x, w = _as_operand(x, "x", op), _as_operand(w, "w", op)
     grad_out = _as_operand(grad_out, "grad_out", op)
     geo = _transposed(op, x, w, stride, padding, output_padding, groups, dilation)
-    need_x, need_w, need_b = _needs(needs, op)
+    need_x, need_w, need_b = backward_needs(needs, op, "x, w, b")
     _check_grad_out(grad_out, geo.unbatch_shape(geo.x_shape), x, w, op)
     backend = backend_of(grad_out, x, w, op=op)
     contiguous = backend.ascontiguousarray

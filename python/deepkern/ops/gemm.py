@@ -23,11 +23,12 @@ _BFLOAT16 = "bfloat16"
 
 
 def _as_operand(x, name: str, op: str):
-    """``x`` as :func:`as_float_array` gives it, or a bfloat16 array (host or device) as it is."""
+    """``x`` as :func:`as_float_array` gives it, bfloat16 included (a host array aligned once, as
+    float32 ones are; a device array as it is)."""
     arr = as_array(x)
-    if getattr(arr, "dtype", None) is not None and arr.dtype.name == _BFLOAT16:
+    if getattr(arr, "dtype", None) is not None and arr.dtype.name == _BFLOAT16 and not isinstance(arr, np.ndarray):
         return arr
-    return as_float_array(arr, name, op)
+    return as_float_array(arr, name, op, bfloat16=True)
 
 
 def _rows(x, rows: int, backend):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends import backend_of
-from ._validate import as_float_array, check_output, check_scalar, overlaps
+from ._validate import as_float_array, backward_needs, check_output, check_scalar, overlaps
 
 __all__ = [
     "batch_norm",
@@ -152,7 +152,7 @@ def batch_norm_backward(grad_out, x, weight, save_mean, save_invstd, training, n
             raise ValueError(f"{op}: {name} must be the float64 ({shape[1]},) array batch_norm returned")
         backend_of(x, arr, op=op)
         saved.append(backend.ascontiguousarray(arr))
-    need_x, need_w, need_b = (bool(v) for v in needs)
+    need_x, need_w, need_b = backward_needs(needs, op, "x, weight, bias")
     g, x = backend.ascontiguousarray(g), backend.ascontiguousarray(x)
     grad_x = backend.empty(x.shape, x.dtype) if need_x else None
     grad_w = backend.empty((shape[1],), x.dtype) if need_w else None
@@ -223,8 +223,9 @@ def _grad_out(grad_out, x, op: str):
 
 
 def _run_backward(kernel, g, x, weight, saved, params_shape, needs, backend, *args):
-    """``(grad_x, grad_weight, grad_bias)`` from ``kernel`` (a backend entry), those not in ``needs`` None."""
-    need_x, need_w, need_b = (bool(v) for v in needs)
+    """``(grad_x, grad_weight, grad_bias)`` from ``kernel`` (a backend entry), those not in ``needs`` (three
+    bools, see :func:`backward_needs`) None."""
+    need_x, need_w, need_b = needs
     g, x = backend.ascontiguousarray(g), backend.ascontiguousarray(x)
     grad_x = backend.empty(x.shape, x.dtype) if need_x else None
     grad_w = backend.empty(params_shape, x.dtype) if need_w else None
@@ -271,6 +272,7 @@ def layer_norm_backward(grad_out, x, normalized_shape, weight, save_mean, save_r
     stats_shape = x.shape[: x.ndim - len(shape)]
     saved = _saved_stats((save_mean, save_rstd), op, x, stats_shape, backend, "layer_norm")
     rows_len = (int(np.prod(stats_shape, dtype=np.int64)), int(np.prod(shape, dtype=np.int64)))
+    needs = backward_needs(needs, op, "x, weight, bias")
     return _run_backward(backend.layer_norm_backward, g, x, weight, saved, shape, needs, backend, rows_len)
 
 
@@ -316,4 +318,5 @@ def group_norm_backward(grad_out, x, num_groups, weight, save_mean, save_rstd, n
     backend = backend_of(g, x, op=op)
     weight = _param(weight, "weight", op, x, (shape[1],), "x's channels")
     saved = _saved_stats((save_mean, save_rstd), op, x, (shape[0], groups), backend, "group_norm")
+    needs = backward_needs(needs, op, "x, weight, bias")
     return _run_backward(backend.group_norm_backward, g, x, weight, saved, (shape[1],), needs, backend, shape, groups)

@@ -38,13 +38,14 @@ __all__ = [
 # ---- argument checks ---------------------------------------------------------------------------
 
 
-def _int(value, name: str, op: str) -> int:
+def _int(value, name: str, op: str, kind: str = "an int or a pair of ints") -> int:
+    """``value`` as a Python int; a TypeError saying ``name`` must be ``kind`` for anything else."""
     if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+        raise TypeError(f"{op}: {name} must be {kind}, got {value!r}")
     try:
         return check_index(operator.index(value), name, op)
     except TypeError:
-        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}") from None
+        raise TypeError(f"{op}: {name} must be {kind}, got {value!r}") from None
 
 
 def _pair(value, name: str, op: str) -> tuple:
@@ -160,8 +161,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     """Max over each window (PyTorch's ``F.max_pool2d``); padding never wins.
 
     A window holding a NaN gives NaN. With ``return_indices`` returns ``(out, indices)``: int64,
-    the flat position ``h * W + w`` of each maximum in its (H, W) plane, as PyTorch (a window over
-    padding only, possible with dilation, gives -inf and index -1).
+    the flat position ``h * W + w`` of each maximum in its (H, W) plane, as PyTorch. A window over
+    padding only (possible with dilation) gives -inf and index -1, which the backward skips; PyTorch
+    gives an index outside the plane there.
     """
     op = "max_pool2d"
     x = _input(x, "x", op)
@@ -207,7 +209,7 @@ def max_pool2d_backward(grad_out, x_shape, indices, *, out=None):
 def _divisor(divisor_override, op: str) -> int:
     if divisor_override is None:
         return 0
-    d = _int(divisor_override, "divisor_override", op)
+    d = _int(divisor_override, "divisor_override", op, "an int")
     if d == 0:
         raise ValueError(f"{op}: divisor_override must be nonzero, got {d}")
     return d
