@@ -581,7 +581,7 @@ class Max(Function):
         if ctx.dim is None:
             a, out = ctx.saved_tensors
             ties = (a == out) | (np.isnan(a) & np.isnan(out))  # a NaN result: its NaNs share it, as PyTorch
-            return ties * (g / ties.sum())
+            return ties * (g / ties.sum().astype(g.dtype))  # in g's dtype (an int64 count would widen it)
         (idx,) = ctx.saved_tensors
         grad = backend_of(g, op="MaxBackward").zeros(ctx.shape, g.dtype)
         np.put_along_axis(grad, idx, g.reshape(idx.shape), ctx.dim)
@@ -713,7 +713,7 @@ class Maximum(Function):
     def backward(ctx, g):
         a, b = ctx.saved_tensors
         a_loses, b_loses = ((a > b), (a < b)) if ctx.minimum else ((a < b), (a > b))
-        whole = 1 - 0.5 * (a == b)  # 1, or 0.5 on a tie; NaN compares false everywhere: 1 to both
+        whole = (1 - 0.5 * (a == b)).astype(g.dtype)  # 1, or 0.5 on a tie; NaN compares false everywhere: 1 to both
         ga = unbroadcast(g * (whole * ~a_loses), _shape_of(a)) if ctx.needs_input_grad[0] else None
         gb = unbroadcast(g * (whole * ~b_loses), _shape_of(b)) if ctx.needs_input_grad[1] else None
         return ga, gb
@@ -876,7 +876,7 @@ class Norm(Function):
         sign = np.sign(a)
         if np.isinf(p):
             ties = np.abs(a) == out
-            return sign * ties * (g / ties.sum(axis=axes, keepdims=True))
+            return sign * ties * (g / ties.sum(axis=axes, keepdims=True).astype(g.dtype))
         if p == 1:
             return sign * g
         safe = np.where(out == 0, 1, out)
