@@ -562,6 +562,69 @@ def test_interpolate_zero_batch_and_integer_nearest():
     np.testing.assert_array_equal(F.interpolate(dk.tensor(x), scale_factor=2).numpy(), x.repeat(2, 2).repeat(2, 3))
 
 
+def test_nearest_interpolation_of_3d_and_5d_inputs_reads_floor_j_over_scale():
+    """Nearest output j reads input floor(j / scale_factor) (in float32), whatever size that gives; only
+    4-D inputs copy a kept size and repeat a doubled one (PyTorch's image kernel does)."""
+    x = np.arange(5.0)
+    for scale in (1.1, 1.3, 2.1, 2.0, 1.0, 0.6):
+        n_out = math.floor(5 * scale)
+        src = np.minimum(np.floor(np.arange(n_out, dtype=np.float32) * np.float32(1.0 / scale)), 4).astype(int)
+        got3 = F.interpolate(dk.tensor(x.reshape(1, 1, 5)), scale_factor=scale).numpy().ravel()
+        got5 = F.interpolate(dk.tensor(x.reshape(1, 1, 1, 1, 5)), scale_factor=(1, 1, scale)).numpy().ravel()
+        np.testing.assert_array_equal(got3, x[src], err_msg=f"3-D scale {scale}")
+        np.testing.assert_array_equal(got5, x[src], err_msg=f"5-D scale {scale}")
+    image = F.interpolate(dk.tensor(x.reshape(1, 1, 1, 5)), scale_factor=(1, 1.1)).numpy().ravel()
+    np.testing.assert_array_equal(image, x)  # 4-D: the kept size is copied
+
+
+def test_flatten_of_tensors_without_elements():
+    for shape, start, end, expected in (((0, 3, 4), 1, -1, (0, 12)), ((2, 3, 0), 0, 1, (6, 0)), ((0,), 0, -1, (0,))):
+        t = dk.zeros(*shape, requires_grad=True)
+        assert t.flatten(start, end).shape == expected
+        assert F.flatten(t, start, end).shape == expected
+        with dk.no_grad():
+            assert nn.Flatten(start, end)(t).shape == expected
+        assert nn.Flatten(start, end)(t).shape == expected
+
+
+def test_p_norm_gradients_at_zero_entries_for_p_below_1():
+    """For 0 < p < 1 the gradient of ||x||_p at an entry that is 0 is 0 (PyTorch's), not NaN."""
+    x = dk.tensor(np.array([[0.0, 1.0, -2.0]]), requires_grad=True)
+    F.normalize(x, p=0.5).sum().backward()
+    assert np.isfinite(x.grad.numpy()).all()
+    a = dk.tensor(np.array([[1.0, 2.0, 3.0]]), requires_grad=True)
+    b = dk.tensor(np.array([[1.0, 0.0, 1.0]]))
+    F.pairwise_distance(a, b, p=0.5, eps=0.0).sum().backward()
+    assert a.grad.numpy()[0, 0] == 0 and np.isfinite(a.grad.numpy()).all()
+
+
+def test_pairwise_distance_of_0d_inputs_is_0d():
+    a = dk.tensor(np.array(1.0), requires_grad=True)
+    d = F.pairwise_distance(a, dk.tensor(np.array(3.0)))
+    assert d.shape == () and abs(d.item() - 1.999999) < 1e-12
+    d.backward()
+    assert a.grad.item() == -1.0
+
+
+def test_functions_refuse_what_pytorch_refuses():
+    x4 = dk.zeros(2, 3, 4, 5)
+    with raises_naming(ValueError, "dropout1d", r"\(2, 3, 4, 5\)"):
+        F.dropout1d(x4, 0.5, training=False)
+    table = dk.zeros(6, 2)
+    for bad in (6, -7):
+        with raises_naming(ValueError, "embedding", f"padding_idx={bad}", "6"):
+            F.embedding(dk.tensor([0, 1]), table, padding_idx=bad)
+    assert F.embedding(dk.tensor([5]), table, padding_idx=-1).shape == (1, 2)
+    with raises_naming(ValueError, "prelu", r"\(2, 2\)"):
+        F.prelu(x4, dk.ones(2, 2))
+    probs = dk.tensor(np.full((2, 3), 1 / 3))
+    with raises_naming(ValueError, "cross_entropy", "ignore_index=1", "probability"):
+        F.cross_entropy(dk.zeros(2, 3, dtype=dk.float64), probs, ignore_index=1)
+    for fn in (F.leaky_relu, F.hardsigmoid):
+        with raises_naming(TypeError, "int64"):
+            fn(dk.tensor([1, -2]))
+
+
 # ---- modules ---------------------------------------------------------------------------------
 
 

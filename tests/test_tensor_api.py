@@ -1327,6 +1327,28 @@ def test_clip_grad_norm_without_gradients_and_with_a_nonfinite_norm():
     assert math.isnan(dk.nn.utils.clip_grad_norm_(p, 1.0).item())
 
 
+def test_clip_grad_norm_of_order_minus_inf_and_0_and_a_nan_norm_as_pytorch():
+    """-inf: the smallest magnitude; 0: PyTorch's count (gradients with a non-zero element); a NaN norm
+    scales every gradient to NaN; the norm comes back in the gradients' promoted dtype."""
+    p, q = dk.nn.Parameter(dk.zeros(3)), dk.nn.Parameter(dk.zeros(2, dtype=dk.float64))
+    cases = [  # (norm_type, max_norm, expected norm)
+        (-math.inf, 1.0, 0.25),
+        (0, 1.0, 2.0),
+        (0, 10.0, 2.0),
+    ]
+    p.grad, q.grad = dk.tensor([0.5, -3.0, 2.0]), dk.tensor([0.0, 0.0], dtype=dk.float64)
+    assert dk.nn.utils.clip_grad_norm_([p, q], 10.0, norm_type=0).item() == 1.0  # q's gradient is all zeros
+    for norm_type, max_norm, expected in cases:
+        p.grad, q.grad = dk.tensor([0.5, -3.0, 2.0]), dk.tensor([0.25, -0.75], dtype=dk.float64)
+        total = dk.nn.utils.clip_grad_norm_([p, q], max_norm, norm_type=norm_type)
+        assert total.dtype == dk.float64 and total.item() == expected
+        scale = min(1.0, max_norm / (expected + 1e-6))
+        np.testing.assert_allclose(p.grad.numpy(), np.array([0.5, -3.0, 2.0], np.float32) * np.float32(scale))
+    p.grad, q.grad = dk.tensor([1.0, np.nan, 2.0]), dk.tensor([5.0, 6.0], dtype=dk.float64)
+    assert math.isnan(dk.nn.utils.clip_grad_norm_([p, q], 1.0).item())
+    assert np.isnan(p.grad.numpy()).all() and np.isnan(q.grad.numpy()).all()
+
+
 def test_load_accepts_map_location(tmp_path, device):
     path = tmp_path / "ckpt.safetensors"
     dk.save({"w": np.arange(3.0), "meta": {"step": 2, "v": [np.ones(2)]}}, path)

@@ -1321,7 +1321,8 @@ class Tensor:
             raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} (shape {self.shape})")
         if self.ndim == 0:
             return self.reshape(1)
-        return self.reshape(self.shape[:start] + (-1,) + self.shape[end + 1 :])
+        merged = math.prod(self.shape[start : end + 1])  # not -1: a tensor of no elements has no -1 to solve
+        return self.reshape(self.shape[:start] + (merged,) + self.shape[end + 1 :])
 
     def permute(self, *dims):
         dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims

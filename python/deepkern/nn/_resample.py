@@ -160,13 +160,15 @@ def pad(input, pad, mode="constant", value=None):
 _LINEAR_MODES = {"linear": 3, "bilinear": 4, "trilinear": 5}
 
 
-def _nearest_taps(n_in: int, n_out: int, scale):
+def _nearest_taps(n_in: int, n_out: int, scale, image: bool):
     """PyTorch's nearest source index: floor(j * s) (in float32) with s = 1 / scale_factor when
-    given, else n_in / n_out; clamped to n_in - 1."""
+    given, else n_in / n_out; clamped to n_in - 1. For images (4-D input, ``image``) PyTorch's kernel
+    copies an axis whose size is kept and repeats each element of one doubled, whatever the scale
+    factor; its 3-D and 5-D kernels do not."""
     j = np.arange(n_out)
-    if n_out == n_in:
+    if image and n_out == n_in:
         return [(j, None)]
-    if n_out == 2 * n_in:
+    if image and n_out == 2 * n_in:
         return [(j >> 1, None)]
     s = np.float32(1.0 / scale) if scale else np.float32(n_in) / np.float32(n_out)
     return [(np.minimum(np.floor(j.astype(np.float32) * s).astype(np.int64), n_in - 1), None)]
@@ -270,7 +272,7 @@ def interpolate(
     for axis in reversed(range(2, x.ndim)):  # the last axis first, as PyTorch's weights nest
         n_in, n_out, scale = x.shape[axis], out_sizes[axis - 2], scales[axis - 2]
         if mode == "nearest":
-            taps = _nearest_taps(n_in, n_out, scale)
+            taps = _nearest_taps(n_in, n_out, scale, x.ndim == 4)
         else:
             taps = _linear_taps(n_in, n_out, scale, bool(align_corners), x.dtype)
         plan.append((axis, n_in, taps))

@@ -345,6 +345,7 @@ class LeakyRelu(Function):
 
 @through_float32
 def leaky_relu(input, negative_slope=0.01, inplace=False):
+    _check_floating("leaky_relu", input)
     return LeakyRelu.apply(input, negative_slope=negative_slope)
 
 
@@ -465,6 +466,8 @@ def prelu(input, weight):
     or one per channel (dimension 1 of an input of 2 or more dimensions)."""
     _check_floating("prelu", input)
     shape, wshape = np.shape(_array(input)), np.shape(_array(weight))
+    if len(wshape) > 1:
+        raise ValueError(f"prelu: weight must be 0-D or 1-D, got shape {wshape}")
     n = int(np.prod(wshape))
     if n != 1 and (len(shape) < 2 or n != shape[1]):
         channels = shape[1] if len(shape) >= 2 else 1
@@ -505,6 +508,7 @@ def relu6(input, inplace=False):
 
 def hardsigmoid(input, inplace=False):
     """``relu6(input + 3) / 6``: 0 below -3, 1 above 3, linear between (gradient 1/6 strictly inside)."""
+    _check_floating("hardsigmoid", input)
     return hardtanh(input + 3.0, 0.0, 6.0) / 6.0
 
 
@@ -698,14 +702,14 @@ def _channel_dropout(input, p, training, what: str, spatial: int):
     """Zeroes whole channels (the dimensions before the last ``spatial`` ones) with probability ``p``,
     scaling the rest by 1 / (1 - p): the mask is dropout of ones of shape (N, C, 1, ...), so it comes
     from the same Philox stream as dropout's."""
-    if not training or p == 0:
-        return dropout(input, p, training)  # checks p, gives the input
     x = as_tensor(input)
-    if x.ndim not in (spatial + 1, spatial + 2):
+    if x.ndim not in (spatial + 1, spatial + 2):  # in eval mode too, as PyTorch
         raise ValueError(
             f"{what}: expects an input of {spatial + 1} or {spatial + 2} dimensions ((C, ...) or (N, C, ...)), "
             f"got shape {x.shape}"
         )
+    if not training or p == 0:
+        return dropout(input, p, training)  # checks p, gives the input
     mask = dropout(x.new_ones(x.shape[: x.ndim - spatial] + (1,) * spatial), p, True)
     return x * mask
 
@@ -876,9 +880,17 @@ def embedding(input, weight, padding_idx=None):
     if isinstance(idx, np.ndarray) and idx.size and (idx.min() < 0 or idx.max() >= rows):
         bad = idx.min() if idx.min() < 0 else idx.max()
         raise IndexError(f"embedding: index {bad} is out of range for a weight of {rows} rows")
-    if padding_idx is not None and padding_idx < 0:
-        padding_idx += rows
-    return Embedding.apply(weight, idx, padding_idx=padding_idx)
+    return Embedding.apply(weight, idx, padding_idx=_padding_row(padding_idx, rows, "embedding"))
+
+
+def _padding_row(padding_idx, rows: int, op: str):
+    """``padding_idx`` (None, or in [-rows, rows): negative counts from the end) as a row of the table,
+    or a ValueError naming ``op``, as PyTorch's check."""
+    if padding_idx is None:
+        return None
+    if not -rows <= padding_idx < rows:
+        raise ValueError(f"{op}: padding_idx={padding_idx} must be within num_embeddings={rows}")
+    return int(padding_idx) % rows
 
 
 def one_hot(tensor, num_classes=-1):

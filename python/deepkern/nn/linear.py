@@ -124,13 +124,7 @@ class Embedding(Module):
         factory = factory_kwargs("Embedding", dtype, device)
         self.num_embeddings = int(num_embeddings)
         self.embedding_dim = int(embedding_dim)
-        if padding_idx is not None:
-            if not -self.num_embeddings <= padding_idx < self.num_embeddings:
-                raise ValueError(
-                    f"Embedding: padding_idx={padding_idx} must be within num_embeddings={self.num_embeddings}"
-                )
-            padding_idx %= self.num_embeddings
-        self.padding_idx = padding_idx
+        self.padding_idx = F._padding_row(padding_idx, self.num_embeddings, "Embedding")
         self.max_norm, self.norm_type = max_norm, norm_type
         self.scale_grad_by_freq, self.sparse = scale_grad_by_freq, sparse
         if _weight is None:
@@ -206,9 +200,8 @@ class Flatten(Module):
         """``x`` with dimensions start_dim to end_dim merged (a view of a contiguous array)."""
         ndim = max(x.ndim, 1)
         start, end = self.start_dim % ndim, self.end_dim % ndim
-        if start == 1 and end == ndim - 1:
-            return x.reshape(x.shape[0], -1)
-        return x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1 :])
+        merged = math.prod(x.shape[start : end + 1])  # not -1, which an array of no elements cannot solve
+        return x.reshape(x.shape[:start] + (merged,) + x.shape[end + 1 :])
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"

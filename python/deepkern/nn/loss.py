@@ -214,6 +214,8 @@ def _check_classes(name, x, t, weight, ignore_index, allow_probs):
     classes = x.shape[1] if x.ndim > 1 else x.shape[0]
     index_shape = x.shape[:1] + x.shape[2:] if x.ndim > 1 else ()
     probs = allow_probs and is_floating_dtype(t.dtype) and t.shape == x.shape
+    if probs and ignore_index != -100:
+        raise ValueError(f"{name}: ignore_index={ignore_index} is not supported for probability (floating) targets")
     if not probs:
         if t.shape != index_shape:
             expected = f"class indices of shape {index_shape}" + (
@@ -589,8 +591,8 @@ def p_norm_grad(a, norm, p: float, axis: int):
     elif p == np.inf:
         top = np.abs(a) == norm
         d = np.sign(a) * top / top.sum(axis=axis, keepdims=True)
-    else:
-        d = np.sign(a) * (np.abs(a) / safe) ** (p - 1)
+    else:  # 0 at a zero element (0 ** (p - 1) is inf for p < 1), as PyTorch
+        d = np.where(a == 0, 0, np.sign(a) * (np.abs(a) / safe) ** (p - 1))
     return np.where(norm == 0, 0, d).astype(a.dtype, copy=False)
 
 
@@ -600,10 +602,12 @@ class _PairwiseDistance(Function):
     @staticmethod
     def forward(ctx, x1, x2, p=2.0, eps=1e-6, keepdim=False):
         diff = x1 - x2 + x1.dtype.type(eps)
+        scalar = diff.ndim == 0  # 0-d inputs: one vector of one element, a 0-d result (keepdim too)
+        diff = diff.reshape(1) if scalar else diff
         norm = p_norm(diff, p, -1)
         ctx.save_for_backward(diff, norm)
-        ctx.meta = (p, keepdim, np.shape(x1), np.shape(x2))
-        return norm if keepdim else norm[..., 0]
+        ctx.meta = (p, keepdim and not scalar, np.shape(x1), np.shape(x2))
+        return norm if keepdim and not scalar else norm[..., 0]
 
     @staticmethod
     def backward(ctx, g):

@@ -19,9 +19,10 @@ __all__ = ["clip_grad_norm_", "clip_grad_value_", "fuse_modules", "rnn"]
 def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False) -> Tensor:
     """Scales the gradients of ``parameters`` in place so that their joint ``norm_type`` norm
     is at most ``max_norm``; returns the norm before clipping as a 0-d Tensor of the gradients'
-    dtype on their device, as PyTorch does (its rule: scale by ``max_norm / (norm + 1e-6)`` when
-    that is below 1). With ``error_if_nonfinite`` a NaN or infinite norm raises RuntimeError
-    and leaves the gradients alone."""
+    promoted dtype on their device, as PyTorch does (its rule: scale by ``max_norm / (norm + 1e-6)``
+    when that is below 1, or NaN, which a NaN norm gives every gradient). ``norm_type`` inf is the
+    largest magnitude, -inf the smallest, 0 PyTorch's count (of the gradients with a non-zero element).
+    With ``error_if_nonfinite`` a NaN or infinite norm raises RuntimeError and leaves the gradients alone."""
     with_grad = [p.grad for p in _as_list(parameters) if p.grad is not None]
     if not with_grad:
         return tensor(0.0)
@@ -30,8 +31,11 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0, error_i
     # Each gradient's part stays on its device; one conversion to a Python float at the end (one
     # wait for a GPU per call, not one per gradient).
     if math.isinf(norm_type):
-        parts = [np.abs(g).max() for g in grads if g.size]
-        total = float(functools.reduce(np.maximum, parts)) if parts else 0.0
+        extreme = np.maximum if norm_type > 0 else np.minimum
+        parts = [(np.abs(g).max() if norm_type > 0 else np.abs(g).min()) for g in grads if g.size]
+        total = float(functools.reduce(extreme, parts)) if parts else 0.0
+    elif norm_type == 0:
+        total = float(sum(bool(np.count_nonzero(g)) for g in grads))
     else:
         if norm_type == 2.0:  # the same sums without a power function: 15x faster
             parts = [np.square(g, dtype=np.float64).sum() for g in grads]
@@ -44,10 +48,11 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0, error_i
             "so they cannot be clipped (error_if_nonfinite=True)"
         )
     scale = float(max_norm) / (total + 1e-6)
-    if scale < 1:
+    if not scale >= 1:  # below 1, or NaN
         for g in grads:
             g *= g.dtype.type(scale)
-    return tensor(total, dtype=with_grad[0].dtype, device=with_grad[0].device)
+    dtype = functools.reduce(np.promote_types, (g.dtype for g in grads))
+    return tensor(total, dtype=dtype, device=with_grad[0].device)
 
 
 def clip_grad_value_(parameters, clip_value: float) -> None:
