@@ -1349,6 +1349,103 @@ def test_clip_grad_norm_of_order_minus_inf_and_0_and_a_nan_norm_as_pytorch():
     assert np.isnan(p.grad.numpy()).all() and np.isnan(q.grad.numpy()).all()
 
 
+def test_repeat_and_tile_always_copy():
+    """As PyTorch's, even where no element repeats (counts of 1, tiling a dimension of size 1): the
+    result is writeable and later writes to the source do not show through it."""
+    x = dk.tensor([[1.0, 2.0, 3.0]])
+    copies = [x.repeat(2, 1), x.repeat(1, 1), x.tile(1), x.reshape(3, 1).tile(1, 2), x.repeat(1, 1, 1)]
+    before = [c.numpy().copy() for c in copies]
+    x.add_(10)
+    for c, b in zip(copies, before):
+        np.testing.assert_array_equal(c.numpy(), b)
+        c.mul_(2)  # writeable
+    np.testing.assert_array_equal(x.numpy(), [[11, 12, 13]])
+
+
+def test_clamp_with_tensor_bounds_as_pytorch():
+    """Tensor bounds broadcast (also to a shape larger than the input), promote as PyTorch's operators
+    do, and get their gradient where they bind, out of place and in place."""
+    x = dk.tensor([0.0, 2.0, 5.0], dtype=dk.float64, requires_grad=True)
+    lo = dk.tensor([1.0, 1.0, 1.0], dtype=dk.float64, requires_grad=True)
+    hi = dk.tensor([[4.0, 4.0, 4.0], [6.0, 1.5, 6.0]], dtype=dk.float64, requires_grad=True)
+    out = x.clamp(lo, hi)
+    np.testing.assert_array_equal(out.detach().numpy(), [[1, 2, 4], [1, 1.5, 5]])
+    out.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0, 1, 1])  # between the bounds, in each row
+    np.testing.assert_array_equal(lo.grad.numpy(), [2, 0, 0])
+    np.testing.assert_array_equal(hi.grad.numpy(), [[0, 0, 1], [0, 1, 0]])
+    gradcheck(lambda a, b: a.clamp(min=b), x, lo)
+    # In place, on a non-leaf: the bound that binds gets its gradient.
+    lo.grad = None
+    y = x * 1
+    y.clamp_(min=lo)
+    y.sum().backward()
+    np.testing.assert_array_equal(lo.grad.numpy(), [1, 0, 0])
+    z = dk.zeros(3, dtype=dk.float64)
+    assert z.clamp_(min=lo).requires_grad
+    # Promotion.
+    ints = dk.tensor([1, 5, -3])
+    assert ints.clamp(dk.tensor([0.5, 0.5, 0.5])).dtype == dk.float32
+    np.testing.assert_array_equal(ints.clamp(dk.tensor([0.5, 0.5, 0.5])).numpy(), [1, 5, 0.5])
+    assert dk.ones(2).clamp(dk.zeros(2, dtype=dk.float64)).dtype == dk.float64
+    assert dk.tensor([True, False]).clamp(0, 0).dtype == dk.int64
+    assert ints.clamp(0.5).dtype == dk.float32
+    with raises_naming(RuntimeError, "clamp_", "float32", "int64"):
+        ints.clamp_(0.5, 2.5)
+    f = dk.tensor([0.25, 3.0])
+    f.clamp_(dk.zeros(2, dtype=dk.float64), 1)  # float64 results cast back to float32, as PyTorch
+    assert f.dtype == dk.float32 and f.tolist() == [0.25, 1.0]
+
+
+def test_python_number_protocols():
+    loss = dk.tensor(0.123456)
+    assert f"{loss:.3f}" == "0.123" and f"{loss}" == f"{loss.item()}" and "tensor" in f"{dk.ones(2)}"
+    with pytest.raises(TypeError):
+        f"{dk.ones(2):.3f}"
+    t = dk.tensor([-1.0, 2.0])
+    assert abs(t).tolist() == [1.0, 2.0] and (+t).tolist() == [-1.0, 2.0]
+    assert list(range(dk.tensor(3))) == [0, 1, 2] and [10, 20, 30][dk.tensor([1])] == 20
+    for bad in (dk.tensor(1.0), dk.tensor([1, 2])):
+        with raises_naming(TypeError, "integer tensors of a single element"):
+            [10, 20][bad]
+
+
+def test_copy_casts_across_kinds_as_pytorch():
+    i = dk.zeros(2, dtype=dk.int64)
+    i.copy_(dk.tensor([2.7, -3.3]))
+    assert i.tolist() == [2, -3]
+    b = dk.zeros(2, dtype=dk.bool)
+    b.copy_(dk.tensor([5, 0]))
+    assert b.tolist() == [True, False]
+
+
+def test_reductions_keep_an_integer_or_bool_dtype_they_are_given():
+    x = dk.tensor([[1, 2], [3, 4]], dtype=dk.int32)
+    assert x.sum().dtype == dk.int64 and x.cumsum(1).dtype == dk.int64 and x.prod(1).dtype == dk.int64
+    assert x.sum(dtype=dk.int32).dtype == dk.int32 and x.sum(dtype=dk.int32).item() == 10
+    assert x.prod(1, dtype=dk.int32).tolist() == [2, 12] and x.prod(1, dtype=dk.int32).dtype == dk.int32
+    assert x.cumsum(1, dtype=dk.int32).dtype == dk.int32 and x.cumsum(1, dtype=dk.int32).tolist() == [[1, 3], [3, 7]]
+    m = dk.tensor([True, False, True])
+    assert m.sum().item() == 2 and m.sum(dtype=dk.bool).dtype == dk.bool and m.sum(dtype=dk.bool).item() is True
+    assert dk.sum(x, 0, dtype=dk.int32).tolist() == [4, 6]
+
+
+def test_float16_running_sums_accumulate_in_float32():
+    assert dk.ones(3000, dtype=np.float16).cumsum(0)[-1].item() == 3000
+    assert dk.ones(3000, dtype=np.float16).sum().item() == 3000
+
+
+def test_integer_tensors_to_negative_integer_tensor_powers():
+    """As PyTorch: 1 stays 1, -1 alternates, every other base goes to 0; a negative number exponent is refused."""
+    base = dk.tensor([2, 1, -1, 3, 0, -2, -1])
+    power = dk.tensor([-1, -2, -1, 2, -1, -3, -2])
+    assert (base**power).tolist() == [0, 1, -1, 9, 0, 0, 1]
+    narrow = dk.tensor([2, 3], dtype=dk.int32) ** dk.tensor([-1, -1], dtype=np.int8)
+    assert narrow.dtype == dk.int32 and narrow.tolist() == [0, 0]
+    with pytest.raises(ValueError, match="negative integer powers"):
+        base**-1
+
+
 def test_load_accepts_map_location(tmp_path, device):
     path = tmp_path / "ckpt.safetensors"
     dk.save({"w": np.arange(3.0), "meta": {"step": 2, "v": [np.ones(2)]}}, path)

@@ -126,9 +126,10 @@ def through_float32(fn):
 
 
 def _in_float32(x: "Tensor", op) -> "Tensor":
-    """``op(x)``, for a bfloat16 ``x`` computed on its float32 cast and rounded once (PyTorch's CPU
-    reductions and transcendentals accumulate in float32: a bfloat16 sum of 4096 ones is 4096, not 256)."""
-    if not is_bfloat16(x.dtype) or autograd.AUTOCAST[0]:  # autocast runs these in float32 itself
+    """``op(x)``, for a bfloat16 or float16 ``x`` computed on its float32 cast and rounded once (PyTorch's
+    CPU reductions and transcendentals accumulate in float32: a bfloat16 sum of 4096 ones is 4096, not
+    256, a float16 running sum of 3000 ones 3000, not 2048)."""
+    if not (is_bfloat16(x.dtype) or x.dtype == np.float16) or autograd.AUTOCAST[0]:  # autocast: float32 itself
         return op(x)
     return op(x.float()).to(x.dtype)
 
@@ -638,7 +639,8 @@ class Tensor:
         return self._inplace("fill_", _Overwrite, value, direct=direct)
 
     def copy_(self, src) -> "Tensor":
-        """Writes ``src`` (broadcast; from any device) into this tensor's data."""
+        """Writes ``src`` (broadcast; from any device; cast to this tensor's dtype as PyTorch casts: floats to
+        integers by truncation, numbers to bool by != 0) into this tensor's data."""
         if isinstance(src, Tensor) and src.device != self.device:
             src = src.to(self.device)
         src = src if isinstance(src, Tensor) else Tensor._wrap(backends.to_device(as_array(src), self.device))
@@ -648,8 +650,6 @@ class Tensor:
             fits = False
         if not fits:
             raise ValueError(f"copy_: source of shape {src.shape} does not broadcast to {self.shape}")
-        if not np.can_cast(src.dtype, self.dtype, "same_kind"):
-            raise TypeError(f"copy_: can't copy a source of dtype {src.dtype} into a tensor of dtype {self.dtype}")
         return self._inplace("copy_", _Overwrite, src, direct=lambda: self._array.__setitem__(Ellipsis, src._array))
 
     def add_(self, other, alpha=1) -> "Tensor":
@@ -691,7 +691,8 @@ class Tensor:
         return self._inplace("**=", F.Pow, self._operand(exponent, "**="))
 
     def clamp_(self, min=None, max=None) -> "Tensor":
-        return self._inplace("clamp_", F.Clamp, _bound(self, min, "clamp_"), _bound(self, max, "clamp_"))
+        _, low, high = _clamp_bounds(self, min, max, "clamp_", in_place=True)
+        return self._inplace("clamp_", F.Clamp, low, high)
 
     clip_ = clamp_
 
@@ -865,6 +866,27 @@ class Tensor:
     def __int__(self):
         return int(self.item())
 
+    def __index__(self):
+        """A one-element integer tensor as an index (``range(t)``, ``xs[t]``), as PyTorch."""
+        if self.dtype.kind not in "iu" or self.numel() != 1:
+            raise TypeError(
+                f"only integer tensors of a single element can be converted to an index, got a {self.dtype} "
+                f"tensor of shape {self.shape}"
+            )
+        return int(self.item())
+
+    def __format__(self, spec: str) -> str:
+        """A 0-d tensor formats as its number (``f"{loss:.3f}"``); others as their repr."""
+        if self.ndim == 0:
+            return format(self.item(), spec)
+        return object.__format__(self, spec)
+
+    def __abs__(self):
+        return self.abs()
+
+    def __pos__(self):
+        return self
+
     # -- elementwise math ----------------------------------------------------------------------
 
     def exp(self):
@@ -951,16 +973,11 @@ class Tensor:
         return self.clamp(max=max)
 
     def clamp(self, min=None, max=None):
-        """Elements limited to [min, max] (either may be None); the bounds may be numbers or
-        tensors (broadcast), and tensor bounds that require grad get the gradient where they bind."""
-        if min is None and max is None:
-            raise RuntimeError("clamp: at least one of min and max must be given")
-        if _category(self.dtype) < 2 and any(isinstance(b, float) for b in (min, max)):
-            return self.to(float32).clamp(min, max)  # an integer tensor with a float bound: float32, as PyTorch
-        if any(isinstance(b, Tensor) and b._requires_grad for b in (min, max)):
-            low = self if min is None else F.Clamped.apply(self, min)
-            return low if max is None else F.Clamped.apply(low, max, upper=True)
-        return F.Clamp.apply(self, _bound(self, min, "clamp"), _bound(self, max, "clamp"))
+        """Elements limited to [min, max] (either may be None); the bounds may be numbers or tensors
+        (broadcast), the result in PyTorch's promoted dtype, and tensor bounds that require grad get
+        the gradient where they bind."""
+        dtype, low, high = _clamp_bounds(self, min, max, "clamp", in_place=False)
+        return F.Clamp.apply(self if self.dtype == dtype else self.to(dtype), low, high)
 
     def sin(self):
         return F.Sin.apply(self._as_floating())
@@ -1011,7 +1028,8 @@ class Tensor:
     # -- reductions ----------------------------------------------------------------------------
 
     def sum(self, dim=None, keepdim=False, dtype=None):
-        """The sum over ``dim`` (an int, a tuple, None: all); bool and integer tensors sum in int64."""
+        """The sum over ``dim`` (an int, a tuple, None: all); bool and integer tensors sum in int64 unless
+        ``dtype`` says."""
         x = self if dtype is None else self.to(dtype)
         if dtype is None and x.dtype.kind in "biu" and x.dtype != int64:
             x = x.to(int64)
@@ -1169,8 +1187,10 @@ class Tensor:
         return _in_float32(x, lambda x: F.Norm.apply(x, float(p), F._axes(dim, x.ndim), keepdim))
 
     def cumsum(self, dim, dtype=None):
-        """The running sum along ``dim`` (bool and integer tensors sum in int64)."""
+        """The running sum along ``dim`` (bool and integer tensors sum in int64 unless ``dtype`` says)."""
         x = self if dtype is None else self.to(dtype)
+        if dtype is None and x.dtype.kind in "biu" and x.dtype != int64:
+            x = x.to(int64)
         if x.ndim == 0:
             return _in_float32(x, lambda x: F.Cumsum.apply(x.reshape(1), 0).reshape(()))
         return _in_float32(x, lambda x: F.Cumsum.apply(x, self._dim(dim, "cumsum")))
@@ -1478,7 +1498,10 @@ class Tensor:
         shape = (1,) * (len(sizes) - self.ndim) + self.shape
         paired = self.reshape(sum(((1, n) for n in shape), ()))
         tiled = paired.expand(sum(((r, n) for r, n in zip(sizes, shape)), ()))
-        return tiled.reshape(tuple(r * n for r, n in zip(sizes, shape)))
+        out = tiled.reshape(tuple(r * n for r, n in zip(sizes, shape)))
+        # A copy, as PyTorch's: the reshape is still a (read-only) view of this tensor where no
+        # element repeats (counts of 1, or tiling a dimension of size 1).
+        return out.clone() if autograd.buffer_of(out._array) is autograd.buffer_of(self._array) else out
 
     def narrow(self, dim, start, length):
         """The ``length`` elements from ``start`` along ``dim`` (a view)."""
@@ -1658,14 +1681,22 @@ def _promoted(a, b, divide: bool = False):
         return a, b
     a = a.item() if isinstance(a, np.generic) else a
     b = b.item() if isinstance(b, np.generic) else b
-    dimensioned = [x.dtype for x in (a, b) if isinstance(x, Tensor) and x.ndim]
-    zero_dim = [x.dtype for x in (a, b) if isinstance(x, Tensor) and not x.ndim]
+    result = _result_type((a, b), divide)
+    cast = lambda x: x.to(result) if isinstance(x, Tensor) and x.dtype != result else x  # noqa: E731
+    return cast(a), cast(b)
+
+
+def _result_type(operands, divide: bool = False) -> np.dtype:
+    """The dtype PyTorch's promotion gives ``operands`` (Tensors and Python numbers, at least one
+    Tensor; see :func:`_promoted`)."""
+    dimensioned = [x.dtype for x in operands if isinstance(x, Tensor) and x.ndim]
+    zero_dim = [x.dtype for x in operands if isinstance(x, Tensor) and not x.ndim]
     result = functools.reduce(_promote_types, dimensioned) if dimensioned else None
     if zero_dim:
         own = functools.reduce(_promote_types, zero_dim)
         if result is None or _category(own) > _category(result):
             result = own
-    for x in (a, b):
+    for x in operands:
         if isinstance(x, numbers.Number):
             category = 0 if isinstance(x, bool) else 1 if isinstance(x, numbers.Integral) else 2
             category = 3 if isinstance(x, complex) else category
@@ -1674,8 +1705,7 @@ def _promoted(a, b, divide: bool = False):
                 result = np.dtype((None, np.int64, np.float32, np.complex128 if double else np.complex64)[category])
     if divide and _category(result) < 2:
         result = np.dtype(np.float32)
-    cast = lambda x: x.to(result) if isinstance(x, Tensor) and x.dtype != result else x  # noqa: E731
-    return cast(a), cast(b)
+    return result
 
 
 def _floating_or_complex(dtype) -> bool:
@@ -1705,11 +1735,35 @@ def _broadcast_shape(a: tuple, b: tuple, what: str, name: str) -> tuple:
         raise RuntimeError(f"{what}: {name} of shape {a} does not broadcast with shape {b}") from None
 
 
-def _bound(t: "Tensor", value, what: str):
-    """A clamp bound: None, a number, or a Tensor's array on ``t``'s device (bounds get no gradient)."""
-    if value is None or isinstance(value, (numbers.Number, np.generic)):
-        return value
-    return _on_device_of(t, value, what)
+def _clamp_bounds(t: "Tensor", low, high, what: str, in_place: bool) -> tuple:
+    """(dtype, low, high): clamp's result dtype, PyTorch's promotion of ``t`` and the bounds (in place:
+    ``t``'s own, which the promoted one must cast to, as PyTorch's check), and the bounds in it: None,
+    a number of that dtype, or a Tensor on ``t``'s device (differentiable)."""
+    if low is None and high is None:
+        raise RuntimeError(f"{what}: at least one of min and max must be given")
+
+    def operand(value):
+        if value is None or isinstance(value, Tensor):
+            return value
+        if isinstance(value, (numbers.Number, np.generic)):
+            return value.item() if isinstance(value, np.generic) else value
+        return Tensor._wrap(_on_device_of(t, value, what))
+
+    low, high = operand(low), operand(high)
+    dtype = _result_type([t] + [b for b in (low, high) if b is not None])
+    if in_place:
+        if not np.can_cast(dtype, t.dtype, "same_kind"):
+            raise RuntimeError(f"{what}: result type {dtype} can't be cast to the tensor's dtype {t.dtype}")
+        dtype = t.dtype
+
+    def cast(value):
+        if value is None:
+            return None
+        if isinstance(value, Tensor):
+            return value if value.dtype == dtype else value.to(dtype)
+        return dtype.type(value)
+
+    return dtype, cast(low), cast(high)
 
 
 def _no_extra(kwargs: dict, what: str) -> None:

@@ -123,11 +123,30 @@ class Div(Function):
         return ga, gb
 
 
+def _negative_integer_exponents(a, b) -> bool:
+    """Whether integer ``a`` meets an integer exponent tensor ``b`` holding a negative value (NumPy
+    refuses those; a negative Python number exponent stays refused, as in PyTorch)."""
+    kinds = "iu"
+    return (
+        getattr(a, "dtype", None) is not None
+        and a.dtype.kind in kinds
+        and getattr(b, "ndim", None) is not None
+        and b.dtype.kind in kinds
+        and b.size > 0
+        and bool((b < 0).any())
+    )
+
+
 class Pow(Function):
     @staticmethod
     @_silent_floating_point
     def forward(ctx, a, b):
-        out = np.power(a, b)
+        if _negative_integer_exponents(a, b):  # PyTorch's: 1 and -1 keep a magnitude of 1, the rest go to 0
+            b_kept = np.where(b < 0, 0, b)
+            unit = np.where(a == 1, 1, np.where(a == -1, np.where(b % 2 == 0, 1, -1), 0))
+            out = np.where(b < 0, unit, np.power(a, b_kept)).astype(np.result_type(a, b), copy=False)
+        else:
+            out = np.power(a, b)
         ctx.save_for_backward(a, b, out)
         return out
 
@@ -360,43 +379,28 @@ class Relu(Function):
 
 
 class Clamp(Function):
+    """``a`` limited to [low, high] (each None, a number, or an array broadcast with ``a``; all of
+    ``a``'s dtype), as PyTorch's clamp: the gradient goes to ``a`` where low <= a <= high, to ``low``
+    where a < low and to ``high`` where a > high (NaN in ``a``: to the bounds)."""
+
     @staticmethod
     def forward(ctx, a, low=None, high=None):
-        ctx.save_for_backward(a)
-        ctx.bounds = (low, high)
-        return np.clip(a, low, high).astype(a.dtype, copy=False)  # NumPy widens bfloat16 given two bounds
+        ctx.save_for_backward(a, low, high)
+        ctx.shapes = (_shape_of(a), _shape_of(low), _shape_of(high))
+        out = a if low is None else np.maximum(a, low)
+        out = out if high is None else np.minimum(out, high)
+        return out.astype(a.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
-        (a,) = ctx.saved_tensors
-        low, high = ctx.bounds
-        inside = backend_of(a, op="ClampBackward").full(a.shape, True, bool)
-        if low is not None:
-            inside &= a >= low
-        if high is not None:
-            inside &= a <= high
-        return g * inside, None, None
-
-
-class Clamped(Function):
-    """``a`` limited by the tensor ``bound`` from below (``upper``: from above), both differentiable
-    as PyTorch's clamp: the gradient goes to ``bound`` where it binds (strictly), else to ``a``."""
-
-    @staticmethod
-    def forward(ctx, a, bound, upper=False):
-        binds = (a > bound) if upper else (a < bound)
-        ctx.save_for_backward(binds)
-        ctx.shapes = (_shape_of(a), _shape_of(bound))
-        return np.where(binds, bound, a).astype(a.dtype, copy=False)
-
-    @staticmethod
-    def backward(ctx, g):
-        (binds,) = ctx.saved_tensors
-        sa, sb = ctx.shapes
-        return (
-            unbroadcast(np.where(binds, 0, g), sa) if ctx.needs_input_grad[0] else None,
-            unbroadcast(np.where(binds, g, 0), sb) if ctx.needs_input_grad[1] else None,
-        )
+        a, low, high = ctx.saved_tensors
+        sa, sl, sh = ctx.shapes
+        above = True if low is None else a >= low
+        below = True if high is None else a <= high
+        ga = unbroadcast(g * (above & below), sa) if ctx.needs_input_grad[0] else None
+        gl = unbroadcast(g * ~above, sl) if ctx.needs_input_grad[1] else None
+        gh = unbroadcast(g * ~below, sh) if ctx.needs_input_grad[2] else None
+        return ga, gl, gh
 
 
 # ---------------------------------------------------------------------------------------------
@@ -472,7 +476,7 @@ class Prod(Function):
     def forward(ctx, a, axis=None, keepdim=False):
         ctx.save_for_backward(a)
         ctx.meta = (axis, keepdim)
-        return as_array(np.prod(a, axis=axis, keepdims=keepdim))
+        return as_array(np.prod(a, axis=axis, keepdims=keepdim, dtype=_exact_dtype(a)))
 
     @staticmethod
     def backward(ctx, g):
@@ -526,11 +530,17 @@ class Diagonal(Function):
         return grad
 
 
+def _exact_dtype(a):
+    """The dtype NumPy must keep for a sum or product of integer or bool ``a`` (it would widen them to
+    int64; the Tensor methods widen where PyTorch does), None for floats (NumPy's own accumulation)."""
+    return a.dtype if a.dtype.kind in "biu" else None
+
+
 class Sum(Function):
     @staticmethod
     def forward(ctx, a, dim=None, keepdim=False):
         ctx.meta = (a.shape, _axes(dim, a.ndim), keepdim)
-        return as_array(np.sum(a, axis=ctx.meta[1], keepdims=keepdim))
+        return as_array(np.sum(a, axis=ctx.meta[1], keepdims=keepdim, dtype=_exact_dtype(a)))
 
     @staticmethod
     def backward(ctx, g):
@@ -725,13 +735,12 @@ def reversed_along(x, axis: int):
 
 
 class Cumsum(Function):
-    """Running sum along ``dim``; integer and bool inputs sum in int64, as PyTorch's."""
+    """Running sum along ``dim``, in ``a``'s dtype (the Tensor method widens integers to int64)."""
 
     @staticmethod
     def forward(ctx, a, dim):
         ctx.dim = dim
-        dtype = np.int64 if a.dtype.kind in "biu" else a.dtype
-        return np.cumsum(a, axis=dim, dtype=dtype)
+        return np.cumsum(a, axis=dim, dtype=a.dtype)
 
     @staticmethod
     def backward(ctx, g):
