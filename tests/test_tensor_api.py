@@ -1446,6 +1446,48 @@ def test_integer_tensors_to_negative_integer_tensor_powers():
         base**-1
 
 
+def test_creation_refuses_what_pytorch_refuses_and_takes_what_it_takes():
+    for data, exc in ((2**63, OverflowError), (None, TypeError), (["a"], TypeError), ([-(2**63) - 1], TypeError)):
+        with pytest.raises(exc, match="tensor"):
+            dk.tensor(data)
+    with raises_naming(ValueError, "tensor", "NaN", "int64"):
+        dk.tensor([np.nan], dtype=dk.int64)
+    with raises_naming(ValueError, "full", "int64", "nan"):
+        dk.full((2,), np.nan, dtype=dk.int64)
+    for make in (dk.rand, dk.randn):
+        with raises_naming(RuntimeError, "floating-point dtype", "int64"):
+            make(2, dtype=dk.int64)
+    assert dk.full((2,), dk.tensor(3)).dtype == dk.int64 and dk.full((2,), dk.tensor(True)).dtype == dk.bool
+    assert dk.full((2,), dk.tensor(2.5, dtype=dk.float64)).tolist() == [2.5, 2.5]
+    assert dk.arange(0, 5, 1.5, dtype=dk.int64).tolist() == [0, 1, 2, 3, 4]
+    assert dk.arange(0.5, 4.5, 1, dtype=dk.int64).tolist() == [0, 1, 2, 3]
+    with raises_naming(RuntimeError, "step must be nonzero"):
+        dk.arange(0, 3, 0.5, dtype=dk.int64)
+    assert dk.zeros(dk.tensor(2)).shape == (2,) and dk.ones(dk.tensor(2), 3).shape == (2, 3)
+
+
+def test_operators_refuse_what_pytorch_refuses():
+    f, i = dk.tensor([1.0, 2.0]), dk.tensor([1, 0])
+    with raises_naming(TypeError, "subtraction", "bool"):
+        f - True
+    with raises_naming(TypeError, "subtraction", "bool"):
+        True - i
+    with raises_naming(RuntimeError, "matmul", "float32", "float64"):
+        dk.ones(1, 2) @ dk.ones(2, 1, dtype=dk.float64)
+    assert (f - 1).tolist() == [0.0, 1.0]
+
+
+def test_cat_skips_the_legacy_empty_1d_tensor():
+    x = dk.ones(2, 3, requires_grad=True)
+    out = dk.cat([dk.tensor([]), x, dk.tensor([])])
+    assert out.shape == (2, 3)
+    out.sum().backward()
+    assert x.grad.tolist() == [[1.0] * 3] * 2
+    assert dk.cat([dk.tensor([]), dk.tensor([])]).shape == (0,)
+    with raises_naming(ValueError, "cat"):
+        dk.cat([x, dk.ones(2)])
+
+
 def test_load_accepts_map_location(tmp_path, device):
     path = tmp_path / "ckpt.safetensors"
     dk.save({"w": np.arange(3.0), "meta": {"step": 2, "v": [np.ones(2)]}}, path)

@@ -1644,8 +1644,9 @@ def _category(dtype) -> int:
 
 
 def _subtractable(a, b) -> tuple:
-    """``(a, b)``, or PyTorch's TypeError when either is a bool tensor (``-`` on masks is refused)."""
-    if any(isinstance(x, Tensor) and x.dtype == bool_ for x in (a, b)):
+    """``(a, b)``, or PyTorch's TypeError when either is a bool tensor or a Python bool (``-`` on masks
+    is refused)."""
+    if any((isinstance(x, Tensor) and x.dtype == bool_) or isinstance(x, (bool, np.bool_)) for x in (a, b)):
         raise TypeError(
             "subtraction with a bool tensor is not supported (as in PyTorch); to invert a mask use ~ or logical_not()"
         )
@@ -1950,10 +1951,31 @@ def tensor(data, dtype=None, requires_grad: bool = False, device=None) -> Tensor
     elif isinstance(data, (np.ndarray, np.generic)):
         arr = np.array(data, copy=True)
     else:  # Python data: PyTorch's default dtypes, or straight to ``dtype`` (no float32 rounding first)
-        arr = np.array(data) if dtype is not None else _default_dtype(np.array(data))
+        arr = _python_data(data)
+        arr = arr if dtype is not None else _default_dtype(arr)
     if dtype is not None:
-        arr = arr.astype(dtype, copy=False)
+        arr = _cast_data(arr, np.dtype(dtype), "tensor")
     return _created(arr, device, requires_grad)
+
+
+def _python_data(data) -> np.ndarray:
+    """Python numbers (nested lists of them) as an array; a TypeError for other objects (None, strings)
+    and an OverflowError for integers past int64, as PyTorch's."""
+    arr = np.array(data)
+    if arr.dtype.kind in "OUSV":
+        raise TypeError(
+            f"tensor: data must be numbers in int64 or float64 range (or nested sequences of them), got {data!r:.60}"
+        )
+    if arr.dtype == np.uint64 and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+        raise OverflowError(f"tensor: {int(arr.max())} is past the largest int64")
+    return arr
+
+
+def _cast_data(arr: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
+    """``arr`` in ``dtype``; a ValueError for NaN or infinity into an integer dtype (no value to give)."""
+    if dtype.kind in "iu" and arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
+        raise ValueError(f"{what}: cannot convert NaN or infinity to the integer dtype {dtype}")
+    return arr.astype(dtype, copy=False)
 
 
 def as_tensor(data, dtype=None) -> Tensor:
@@ -2001,6 +2023,7 @@ def _shape_args(shape, size=None, what="size"):
             raise TypeError(f"{what}: give the shape either positionally or as size=, not both")
         shape = (size,)
     shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
+    shape = tuple(n.__index__() if isinstance(n, Tensor) else n for n in shape)  # one-element integer tensors
     if any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0 for n in shape):
         raise ValueError(f"{what}: the shape must be non-negative ints, got {shape}")
     return tuple(int(n) for n in shape)
@@ -2035,8 +2058,13 @@ def _fill_dtype(fill_value):
 
 
 def full(size, fill_value, dtype=None, requires_grad=False, device=None) -> Tensor:
-    """``size`` filled with ``fill_value``; its dtype by default from the value (bool, int64, float32)."""
-    dtype = _fill_dtype(fill_value) if dtype is None else dtype
+    """``size`` filled with ``fill_value`` (a number, or a one-element Tensor); its dtype by default from
+    the value (bool, int64, float32)."""
+    if isinstance(fill_value, Tensor):
+        fill_value = fill_value.item()
+    dtype = _fill_dtype(fill_value) if dtype is None else np.dtype(dtype)
+    if dtype.kind in "iu" and isinstance(fill_value, numbers.Real) and not math.isfinite(fill_value):
+        raise ValueError(f"full: cannot fill the integer dtype {dtype} with {fill_value}")
     shape = _shape_args((size,), None, "full")
     return _created(backends.get(device or "cpu").full(shape, fill_value, dtype), device, requires_grad)
 
@@ -2093,9 +2121,12 @@ def _check_float(what: str, dtype) -> None:
 
 def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False) -> Tensor:
     """``start, start + step, ...`` up to ``end`` (excluded); ``arange(end)`` starts at 0. Int64 when
-    every argument is an int, else float32, unless ``dtype`` is given."""
+    every argument is an int, else float32, unless ``dtype`` is given (an integer one truncates the
+    arguments first, as PyTorch)."""
     if end is None:
         start, end = 0, start
+    if dtype is not None and np.dtype(dtype).kind in "iu":  # PyTorch casts the arguments to an integer dtype first
+        start, end, step = (int(v) for v in (start, end, step))
     if step == 0:
         raise RuntimeError("arange: step must be nonzero")
     if (end - start) * step < 0:
@@ -2125,13 +2156,22 @@ def randn(*shape, size=None, dtype=float32, requires_grad=False, generator=None,
     host memory and copied to ``device``."""
     rng = generator or get_generator()
     values = rng.standard_normal(_shape_args(shape, size, "randn"), dtype=np.float64)
-    return _created(values.astype(dtype or float32), device, requires_grad)
+    return _created(values.astype(_floating("randn", dtype)), device, requires_grad)
 
 
 def rand(*shape, size=None, dtype=float32, requires_grad=False, generator=None, device=None) -> Tensor:
     """Uniform values in [0, 1), drawn as :func:`randn`'s."""
     rng = generator or get_generator()
-    return _created(rng.random(_shape_args(shape, size, "rand")).astype(dtype or float32), device, requires_grad)
+    return _created(
+        rng.random(_shape_args(shape, size, "rand")).astype(_floating("rand", dtype)), device, requires_grad
+    )
+
+
+def _floating(what: str, dtype) -> np.dtype:
+    """The floating dtype of a random fill (float32 for None), checked by :func:`_check_float`."""
+    dtype = np.dtype(dtype or float32)
+    _check_float(what, dtype)
+    return dtype
 
 
 def randperm(n, generator=None, dtype=int64, device=None, requires_grad=False) -> Tensor:
@@ -2156,6 +2196,9 @@ def cat(tensors, dim=0) -> Tensor:
     tensors = list(tensors)
     if not tensors:
         raise ValueError("cat: expected a non-empty list of tensors")
+    # As PyTorch, empty 1-D tensors (the legacy ``tensor([])`` start of a running cat) join anything.
+    joined = [t for t in tensors if np.shape(_array_of(t)) != (0,)] or tensors[:1]
+    tensors = joined if len(joined) < len(tensors) else tensors
     ndim = np.ndim(_array_of(tensors[0]))
     if ndim == 0:
         raise ValueError("cat: 0-d tensors cannot be concatenated (stack them)")

@@ -178,6 +178,8 @@ class MatMul(Function):
 
     @staticmethod
     def forward(ctx, a, b):
+        if a.dtype != b.dtype:  # PyTorch's rule (the array op promotes as NumPy does)
+            raise RuntimeError(f"matmul: expected both operands to have the same dtype, got {a.dtype} and {b.dtype}")
         ctx.save_for_backward(a, b)
         return ops.matmul(a, b)
 
