@@ -1477,6 +1477,14 @@ def test_operators_refuse_what_pytorch_refuses():
     assert (f - 1).tolist() == [0.0, 1.0]
 
 
+def test_add_and_sub_take_alpha():
+    x = dk.tensor([1.0, 2.0], requires_grad=True)
+    y = dk.tensor([1.0, 1.0], requires_grad=True)
+    assert x.add(y, alpha=2).tolist() == [3.0, 4.0] and x.sub(y, alpha=3).tolist() == [-2.0, -1.0]
+    x.sub(y, alpha=3).sum().backward()
+    assert x.grad.tolist() == [1.0, 1.0] and y.grad.tolist() == [-3.0, -3.0]
+
+
 def test_cat_skips_the_legacy_empty_1d_tensor():
     x = dk.ones(2, 3, requires_grad=True)
     out = dk.cat([dk.tensor([]), x, dk.tensor([])])

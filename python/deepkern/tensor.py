@@ -791,7 +791,15 @@ class Tensor:
     def __neg__(self):
         return F.Neg.apply(self)
 
-    add, sub, mul, div, pow, matmul, neg = __add__, __sub__, __mul__, __truediv__, __pow__, __matmul__, __neg__
+    mul, div, pow, matmul, neg = __mul__, __truediv__, __pow__, __matmul__, __neg__
+
+    def add(self, other, alpha=1):
+        """``self + alpha * other``, as PyTorch's ``add``."""
+        return self + (other if alpha == 1 else other * alpha)
+
+    def sub(self, other, alpha=1):
+        """``self - alpha * other``, as PyTorch's ``sub``."""
+        return self - (other if alpha == 1 else other * alpha)
 
     # Comparisons give bool tensors outside the graph.
     def __eq__(self, other):
