@@ -178,9 +178,18 @@ def inference_path(module):
     """``module._infer`` (see :func:`run_sequence`), or None where ``module``'s class overrides
     ``forward`` below the class that defined that path: a subclass's own forward (a weight-standardised
     Conv2d, a scaled Linear) must run, not its base's path."""
-    cls = type(module)
-    owner = next(c for c in cls.__mro__ if "_infer" in c.__dict__)
-    return module._infer if cls.forward is owner.forward else None
+    return module._infer if _forward_is_the_paths(type(module)) else None
+
+
+_PATH_OWNERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # class -> the class defining its _infer
+
+
+def _forward_is_the_paths(cls) -> bool:
+    """Whether ``cls``'s forward is that of the class defining its ``_infer`` (found once per class)."""
+    owner = _PATH_OWNERS.get(cls)
+    if owner is None:
+        owner = _PATH_OWNERS[cls] = next(c for c in cls.__mro__ if "_infer" in c.__dict__)
+    return cls.forward is owner.forward
 
 
 def run_sequence(groups, x):
