@@ -1477,6 +1477,20 @@ def test_operators_refuse_what_pytorch_refuses():
     assert (f - 1).tolist() == [0.0, 1.0]
 
 
+def test_integer_and_bool_ops_pytorch_refuses_are_refused():
+    ints, mask = dk.tensor([1234, 1250]), dk.tensor([True, False])
+    assert ints.round().tolist() == [1234, 1250]
+    for call, needle in (
+        (lambda: ints.round(decimals=-2), "round"),
+        (lambda: ints.frac(), "frac"),
+        (lambda: mask.relu(), "relu"),
+        (lambda: mask.argmax(), "argmax"),
+        (lambda: mask.argmin(), "argmin"),
+    ):
+        with raises_naming(TypeError, needle):
+            call()
+
+
 def test_add_and_sub_take_alpha():
     x = dk.tensor([1.0, 2.0], requires_grad=True)
     y = dk.tensor([1.0, 1.0], requires_grad=True)

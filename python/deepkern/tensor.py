@@ -916,6 +916,8 @@ class Tensor:
         return _in_float32(self._as_floating(), F.Sigmoid.apply)
 
     def relu(self):
+        if self.dtype == bool_:
+            raise TypeError("relu: bool tensors are not supported (as in PyTorch)")
         return F.Relu.apply(self)
 
     def _as_floating(self) -> "Tensor":
@@ -955,10 +957,16 @@ class Tensor:
         return self.clone() if _category(self.dtype) < 2 else F.Trunc.apply(self)
 
     def round(self, decimals=0):
-        """Rounds half to even (2.5 -> 2), at ``decimals`` places."""
-        return self.clone() if _category(self.dtype) < 2 else F.Round.apply(self, decimals=int(decimals))
+        """Rounds half to even (2.5 -> 2), at ``decimals`` places (integers only at 0, as PyTorch)."""
+        if _category(self.dtype) < 2:
+            if decimals:
+                raise TypeError(f"round: decimals={decimals} needs a floating-point tensor, got dtype {self.dtype}")
+            return self.clone()
+        return F.Round.apply(self, decimals=int(decimals))
 
     def frac(self):
+        if _category(self.dtype) < 2:
+            raise TypeError(f"frac: needs a floating-point tensor, got dtype {self.dtype}")
         return self - self.trunc()
 
     def sign(self):
@@ -1110,10 +1118,14 @@ class Tensor:
 
     def argmax(self, dim=None, keepdim=False):
         """The index of the largest element along ``dim`` (None: of the flattened tensor)."""
+        if self.dtype == bool_:
+            raise TypeError("argmax: bool tensors are not supported (as in PyTorch)")
         return self._flat_arg(np.argmax, keepdim) if dim is None else self.max(dim, keepdim).indices
 
     def argmin(self, dim=None, keepdim=False):
         """The index of the smallest element along ``dim`` (None: of the flattened tensor)."""
+        if self.dtype == bool_:
+            raise TypeError("argmin: bool tensors are not supported (as in PyTorch)")
         return self._flat_arg(np.argmin, keepdim) if dim is None else self.min(dim, keepdim).indices
 
     def _flat_arg(self, arg_reduction, keepdim=False) -> "Tensor":
