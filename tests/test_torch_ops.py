@@ -480,6 +480,32 @@ def test_adam_optimizer_matches_torch(dtype, options):
         close(opt.state[a]["exp_avg_sq"], expected_opt.state[b]["exp_avg_sq"], dtype)
 
 
+def test_adam_optimizer_takes_a_group_of_two_dtypes_and_a_refused_step_counts_nothing():
+    """A group mixing float32 and float64 parameters steps as torch.optim.Adam's; a step the kernel
+    refuses (a non-contiguous parameter) leaves every state as it was, step counts included."""
+    ours = [torch.randn(3, requires_grad=True), torch.randn(2, dtype=torch.float64, requires_grad=True)]
+    theirs = leaves(*ours)
+    opt, expected_opt = dt.optim.Adam(ours, lr=0.1), torch.optim.Adam(theirs, lr=0.1, foreach=False)
+    for _ in range(3):
+        for a, b in zip(ours, theirs):
+            g = torch.randn(a.shape, dtype=a.dtype)
+            a.grad, b.grad = g.clone(), g.clone()
+        opt.step()
+        expected_opt.step()
+    for a, b in zip(ours, theirs):
+        close([a], [b], a.dtype)
+        assert opt.state[a]["step"].item() == 3
+    strided = torch.randn(4, 6)[:, ::2].requires_grad_()
+    plain = torch.randn(3, requires_grad=True)
+    refused = dt.optim.Adam([plain, strided], lr=0.1)
+    plain.grad, strided.grad = torch.ones(3), torch.ones(4, 3)
+    before = plain.detach().clone()
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            refused.step()
+    assert torch.equal(plain, before) and all(refused.state[p]["step"].item() == 0 for p in (plain, strided))
+
+
 def test_adam_optimizer_loads_torch_state_and_closure():
     model = torch.nn.Linear(4, 3).double()
     theirs = torch.nn.Linear(4, 3).double()

@@ -8,13 +8,16 @@ from ._ops import adam_
 
 __all__ = ["Adam"]
 
+_LISTS = ("params", "grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs", "step")
+
 
 class Adam(torch.optim.Optimizer):
     """``torch.optim.Adam`` (``decoupled_weight_decay=True``: ``AdamW``) whose step updates every
     parameter of a group in one call of :func:`deepkern.torch.adam_`. The state (``step``, a float
     tensor as torch.optim keeps it; ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq`` with amsgrad) and
     the state_dict have torch.optim.Adam's names, so either optimizer can load the other's state.
-    Parameters must be contiguous CPU float32/float64 tensors (they are updated in place)."""
+    Parameters must be contiguous CPU float32/float64 tensors (they are updated in place); a group may
+    mix the two (one kernel call per dtype). A step that raises changes nothing, the step counts included."""
 
     def __init__(
         self,
@@ -53,7 +56,7 @@ class Adam(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lists = {"params": [], "grads": [], "exp_avgs": [], "exp_avg_sqs": [], "max_exp_avg_sqs": [], "step": []}
+            by_dtype = {}  # one adam_ call per dtype of the group (the kernel takes one at a time)
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -66,22 +69,25 @@ class Adam(torch.optim.Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     if group["amsgrad"]:
                         state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
+                lists = by_dtype.setdefault(p.dtype, {k: [] for k in _LISTS})
                 lists["params"].append(p)
                 lists["grads"].append(p.grad)
                 lists["exp_avgs"].append(state["exp_avg"])
                 lists["exp_avg_sqs"].append(state["exp_avg_sq"])
                 if group["amsgrad"]:
                     lists["max_exp_avg_sqs"].append(state["max_exp_avg_sq"])
-                lists["step"].append(int(state["step"].item()))
-            adam_(
-                **lists,
-                lr=group["lr"],
-                betas=group["betas"],
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                amsgrad=group["amsgrad"],
-                maximize=group["maximize"],
-                decoupled_weight_decay=group["decoupled_weight_decay"],
-            )
+                lists["step"].append(int(state["step"].item()) + 1)
+            for lists in by_dtype.values():
+                adam_(
+                    **lists,
+                    lr=group["lr"],
+                    betas=group["betas"],
+                    eps=group["eps"],
+                    weight_decay=group["weight_decay"],
+                    amsgrad=group["amsgrad"],
+                    maximize=group["maximize"],
+                    decoupled_weight_decay=group["decoupled_weight_decay"],
+                )
+                for p in lists["params"]:  # counted once the step is taken (a refused step counts none)
+                    self.state[p]["step"] += 1
         return loss
