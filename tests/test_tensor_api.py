@@ -1242,6 +1242,108 @@ def test_float_and_integer_tensors_promote_to_the_float_dtype_like_torch():
         dk.tensor(3.0).prod(5)
 
 
+def test_train_and_eval_call_each_childs_own_train():
+    """A submodule's own train() (a batch norm kept frozen) runs when its parent switches mode."""
+
+    class FrozenNorm(dk.nn.BatchNorm2d):
+        def train(self, mode=True):
+            return super().train(False)
+
+    model = dk.nn.Sequential(dk.nn.Conv2d(1, 2, 3), dk.nn.Sequential(FrozenNorm(2)))
+    model.eval()
+    model.train()
+    assert model.training and model[0].training and model[1].training and not model[1][0].training
+    with raises_naming(ValueError, "train", "mode"):
+        model.train("yes")
+
+
+def test_registration_refuses_names_pytorch_refuses():
+    lin = dk.nn.Linear(2, 2)
+    with raises_naming(KeyError, "weight", "already exists"):
+        lin.register_buffer("weight", dk.zeros(2))
+    with raises_naming(KeyError, "training", "already exists"):
+        lin.add_module("training", dk.nn.ReLU())
+    with raises_naming(KeyError, "forward", "already exists"):
+        lin.register_parameter("forward", None)
+    for bad in ("a.b", ""):
+        with raises_naming(KeyError, "contain '.'"):
+            lin.register_buffer(bad, dk.zeros(1))
+    with raises_naming(TypeError, "string"):
+        dk.nn.ModuleDict({1: dk.nn.ReLU()})
+    with raises_naming(TypeError, "register_buffer", "Tensor or None", "int"):
+        lin.register_buffer("step", 3)
+    bn = dk.nn.BatchNorm1d(2)
+    with raises_naming(TypeError, "buffer", "running_mean"):
+        bn.running_mean = 5
+    lin.register_buffer("scale", dk.ones(2))
+    lin.register_buffer("scale", dk.zeros(2))  # the same kind again: replaced
+    assert lin.scale.tolist() == [0.0, 0.0] and list(lin.state_dict()) == ["weight", "bias", "scale"]
+
+
+def test_plain_attributes_may_come_before_super_init():
+    class Net(dk.nn.Module):
+        def __init__(self, hidden):
+            self.hidden = hidden
+            super().__init__()
+            self.fc = dk.nn.Linear(hidden, 1)
+
+    assert Net(4).hidden == 4
+
+    class Early(dk.nn.Module):
+        def __init__(self):
+            self.fc = dk.nn.Linear(1, 1)
+
+    with raises_naming(AttributeError, r"before super\(\)\.__init__\(\)"):
+        Early()
+
+
+def test_module_to_moves_gradients_and_takes_floating_dtypes_only():
+    lin = dk.nn.Linear(3, 2)
+    lin(dk.ones(1, 3)).sum().backward()
+    lin.double()
+    assert lin.weight.dtype == dk.float64 and lin.weight.grad.dtype == dk.float64
+    dk.optim.SGD(lin.parameters(), lr=0.1).step()
+    with raises_naming(TypeError, "floating-point", "int32"):
+        lin.to(dk.int32)
+    assert lin.weight.dtype == dk.float64
+
+
+def test_sequential_slices_keep_their_names():
+    from collections import OrderedDict
+
+    seq = dk.nn.Sequential(dk.nn.Linear(2, 2), dk.nn.ReLU(), dk.nn.Linear(2, 1))
+    assert list(seq[1:].state_dict()) == ["2.weight", "2.bias"]
+    named = dk.nn.Sequential(OrderedDict(fc1=dk.nn.Linear(2, 2), act=dk.nn.ReLU(), fc2=dk.nn.Linear(2, 1)))
+    assert list(named[1:]._modules) == ["act", "fc2"]
+    listed = dk.nn.ModuleList([dk.nn.ReLU(), dk.nn.Linear(2, 1)])
+    assert list(listed[1:].state_dict()) == ["0.weight", "0.bias"]  # a ModuleList slice renumbers, as torch
+
+
+def test_pickle_and_deepcopy_of_tensors_keep_data_not_graphs():
+    import copy
+    import pickle
+
+    w = dk.nn.Parameter(dk.ones(64))
+    out = w * 2
+    restored = pickle.loads(pickle.dumps(out))
+    assert restored.requires_grad and restored.is_leaf and restored.tolist() == [2.0] * 64
+    assert len(pickle.dumps(out)) < 2000  # the data, not the graph
+    w.grad = dk.ones(64)
+    w.register_hook(lambda g: g * 0)  # a lambda: pickling drops hooks rather than failing
+    again = pickle.loads(pickle.dumps(w))
+    assert type(again) is dk.nn.Parameter and again.grad is None and again.tolist() == [1.0] * 64
+    cloned = copy.deepcopy(w)
+    assert type(cloned) is dk.nn.Parameter and cloned.grad is None
+    (cloned * 3).sum().backward()
+    assert cloned.grad.tolist() == [3.0] * 64  # the hook stayed behind
+    with raises_naming(RuntimeError, "deepcopy", "leaves"):
+        copy.deepcopy(out)
+    model = dk.nn.Sequential(dk.nn.Linear(2, 2))
+    model[0].weight.grad = dk.ones(2, 2)
+    copied = copy.deepcopy(model)
+    assert copied[0].weight.grad is None and copied[0].weight is not model[0].weight
+
+
 def test_a_shared_submodule_is_visited_once_but_saved_under_each_name():
     """As PyTorch: modules(), named_modules() and parameters() give a module shared by two parents
     once (remove_duplicate=False: under each name), state_dict() saves it under each name."""

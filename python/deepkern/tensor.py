@@ -9,6 +9,7 @@ tensor that requires grad (``detach().numpy()``).
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import numbers
@@ -125,6 +126,11 @@ def through_float32(fn):
     return op
 
 
+def _unpickled_tensor(cls, array, requires_grad: bool) -> "Tensor":
+    """A tensor (or Parameter) unpickled from Tensor.__reduce_ex__'s parts."""
+    return cls(array, requires_grad=requires_grad)
+
+
 def _in_float32(x: "Tensor", op) -> "Tensor":
     """``op(x)``, for a bfloat16 or float16 ``x`` computed on its float32 cast and rounded once (PyTorch's
     CPU reductions and transcendentals accumulate in float32: a bfloat16 sum of 4096 ones is 4096, not
@@ -173,6 +179,23 @@ class Tensor:
         "__weakref__",
     )
     __array_priority__ = 1000  # ndarray <op> Tensor defers to Tensor's reflected operators
+
+    def __reduce_ex__(self, protocol):
+        """Pickled as its data and ``requires_grad``, as PyTorch's: it comes back a leaf, without the
+        graph that made it, its gradient or its hooks."""
+        return _unpickled_tensor, (type(self), self._array, self._requires_grad)
+
+    def __deepcopy__(self, memo):
+        """A copy of a leaf's data and ``requires_grad`` (not its gradient or hooks); a tensor with a
+        history is refused, as in PyTorch."""
+        if self._node is not None:
+            raise RuntimeError(
+                "deepcopy: only tensors created by the user (graph leaves) can be deep-copied; detach() "
+                "the tensor first"
+            )
+        copied = type(self)(copy.deepcopy(self._array, memo), requires_grad=self._requires_grad)
+        memo[id(self)] = copied
+        return copied
 
     def __init__(self, data, requires_grad: bool = False):
         arr = data._array if isinstance(data, Tensor) else as_array(data)

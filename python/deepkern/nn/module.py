@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import autograd
 from ..autograd import add_hook, is_grad_enabled
-from ..backends import as_array, to_device
+from ..backends import Device, as_array, to_device
 from ..io import check_state_dict
 from ..ops._validate import bfloat16_dtype, is_floating_dtype
 from ..tensor import Tensor
@@ -61,8 +61,14 @@ class Module:
 
     def __setattr__(self, name, value):
         d = self.__dict__
-        if "_parameters" not in d:
-            raise RuntimeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
+        if "_parameters" not in d:  # plain attributes may come first, as in PyTorch; registered ones may not
+            if isinstance(value, (Parameter, Module)):
+                raise AttributeError(
+                    f"{type(self).__name__}: cannot assign {type(value).__name__} {name!r} before "
+                    "super().__init__() is called"
+                )
+            object.__setattr__(self, name, value)
+            return
         params, buffers, modules = d["_parameters"], d["_buffers"], d["_modules"]
         if isinstance(value, (Parameter, Module)):
             # A replaced parameter or module keeps its place (state_dict order), as in PyTorch.
@@ -72,6 +78,10 @@ class Module:
                     store.pop(name, None)
             target[name] = value
         elif name in buffers:
+            if value is not None and not isinstance(value, Tensor):
+                raise TypeError(
+                    f"cannot assign {type(value).__name__} as buffer {name!r} (a Tensor or None is expected)"
+                )
             buffers[name] = value
         elif name in params or name in modules:
             if value is not None:
@@ -95,23 +105,38 @@ class Module:
                 return
         object.__delattr__(self, name)
 
+    def _check_new_name(self, what: str, name, store: str) -> None:
+        """PyTorch's rules for a name being registered in ``store``: after ``Module.__init__``, a
+        non-empty string without '.', and no other attribute of that name (a method, ``training``, a
+        plain attribute, an entry of another store)."""
+        if store not in self.__dict__:
+            raise AttributeError(f"{what}: call super().__init__() before registering {name!r}")
+        if not isinstance(name, str):
+            raise TypeError(f"{what}: the name must be a string, got {type(name).__name__}")
+        if not name or "." in name:
+            raise KeyError(f"{what}: the name can't be empty or contain '.', got {name!r}")
+        if hasattr(self, name) and name not in self.__dict__[store]:
+            raise KeyError(f"{what}: attribute {name!r} already exists")
+
     def register_parameter(self, name: str, param) -> None:
+        self._check_new_name("register_parameter", name, "_parameters")
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"register_parameter: {name!r} must be a Parameter or None, got {type(param).__name__}")
-        self.__dict__.pop(name, None)
         self._parameters[name] = param
 
     def register_buffer(self, name: str, tensor, persistent: bool = True) -> None:
         """A state tensor that is not a parameter (e.g. BatchNorm's running mean); saved in the
         state dict when ``persistent``."""
-        self.__dict__.pop(name, None)
+        self._check_new_name("register_buffer", name, "_buffers")
+        if tensor is not None and not isinstance(tensor, Tensor):
+            raise TypeError(f"register_buffer: {name!r} must be a Tensor or None, got {type(tensor).__name__}")
         self._buffers[name] = tensor
         (self._non_persistent.discard if persistent else self._non_persistent.add)(name)
 
     def add_module(self, name: str, module) -> None:
+        self._check_new_name("add_module", name, "_modules")
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"add_module: {name!r} must be a Module or None, got {type(module).__name__}")
-        self.__dict__.pop(name, None)
         self._modules[name] = module
 
     register_module = add_module
@@ -211,12 +236,16 @@ class Module:
     # -- modes and gradients -------------------------------------------------------------------
 
     def train(self, mode: bool = True) -> "Module":
-        """Sets training mode (``mode``) or evaluation mode on this module and its submodules; going
-        back to training drops their inference caches."""
-        for m in self.modules():
-            object.__setattr__(m, "training", bool(mode))
-            if mode:
-                m._drop_inference_caches()
+        """Sets training mode (``mode``) or evaluation mode on this module, then calls each child's
+        ``train(mode)`` (so a submodule's own ``train`` runs, as in PyTorch); going back to training
+        drops the inference caches."""
+        if not isinstance(mode, bool):
+            raise ValueError(f"train: mode must be a bool, got {mode!r}")
+        object.__setattr__(self, "training", mode)
+        if mode:
+            self._drop_inference_caches()
+        for child in self.children():
+            child.train(mode)
         return self
 
     def _drop_inference_caches(self) -> None:
@@ -250,13 +279,19 @@ class Module:
         return self
 
     def to(self, *args, **kwargs) -> "Module":
-        """Moves/casts every parameter and buffer in place (``to(device)``, ``to(dtype)``)."""
+        """Moves/casts every parameter (and its gradient) and every floating buffer in place
+        (``to(device)``, ``to(dtype)``: a floating-point dtype, as PyTorch's)."""
+        for dtype in [a for a in args if not isinstance(a, (str, Device))] + [kwargs.get("dtype")]:
+            if dtype is not None and not is_floating_dtype(np.dtype(dtype)):
+                raise TypeError(f"Module.to: only floating-point dtypes are accepted, got {np.dtype(dtype)}")
         with autograd.no_grad():
             for m in self.modules():
                 m._drop_inference_caches()  # they would keep the arrays before the move
                 for p in m._parameters.values():
                     if p is not None:
                         p._array = p.to(*args, **kwargs)._array
+                        if p.grad is not None:  # the gradient follows (an optimizer step reads both)
+                            p.grad._array = p.grad.to(*args, **kwargs)._array
                 for name, b in m._buffers.items():
                     if b is not None and is_floating_dtype(b.dtype):
                         m._buffers[name] = b.to(*args, **kwargs)
@@ -348,8 +383,9 @@ class _ModuleSequence:
     when negative, and an insertion or a deletion renumbers the children 0, 1, ..."""
 
     def __getitem__(self, idx):
-        mods = list(self._modules.values())
-        return self._of(mods[idx]) if isinstance(idx, slice) else mods[self._position(idx, "index")]
+        if isinstance(idx, slice):
+            return self._of(list(self._modules.items())[idx])
+        return list(self._modules.values())[self._position(idx, "index")]
 
     def __len__(self):
         return len(self._modules)
@@ -425,8 +461,9 @@ class Sequential(_ModuleSequence, Module):
     _insert_checks_range = True
 
     @staticmethod
-    def _of(modules) -> "Sequential":
-        return Sequential(*modules)
+    def _of(named) -> "Sequential":
+        """A slice: the (name, module) pairs under their names, as PyTorch's."""
+        return Sequential(OrderedDict(named))
 
     def forward(self, x):
         if is_grad_enabled():
@@ -455,8 +492,9 @@ class ModuleList(_ModuleSequence, Module):
             self.append(m)
 
     @staticmethod
-    def _of(modules) -> "ModuleList":
-        return ModuleList(modules)
+    def _of(named) -> "ModuleList":
+        """A slice: the modules of the (name, module) pairs, numbered from 0, as PyTorch's."""
+        return ModuleList(m for _, m in named)
 
 
 class ModuleDict(Module):
