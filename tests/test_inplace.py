@@ -296,15 +296,26 @@ def test_changing_a_saved_value_through_a_view_or_shared_memory_raises(rng):
         y.sum().backward()
 
 
-def test_optimizer_step_before_backward_raises(rng):
-    layer = dk.nn.Linear(3, 2)
-    loss = layer(dk.tensor(rng.standard_normal((4, 3)).astype(np.float32))).pow(2).sum()
-    layer.weight.grad = dk.zeros_like(layer.weight)
-    layer.bias.grad = dk.zeros_like(layer.bias)
-    opt = dk.optim.SGD(layer.parameters(), lr=0.1, momentum=0.0)
-    opt.step()
+def test_optimizer_step_before_backward_raises_where_a_weight_was_saved(rng):
+    """A weight the backward needs (the second layer's, for the first layer's output gradient) changed
+    by a step before the backward is the in-place error; the first layer's, whose input needs no
+    gradient, is not saved (as in PyTorch), so stepping it first leaves that backward working."""
+    first, second = dk.nn.Linear(3, 2), dk.nn.Linear(2, 2)
+    x = dk.tensor(rng.standard_normal((4, 3)).astype(np.float32))
+    loss = second(first(x)).pow(2).sum()
+    for p in second.parameters():
+        p.grad = dk.zeros_like(p)
+    dk.optim.SGD(second.parameters(), lr=0.1).step()
     with raises_naming(RuntimeError, "modified by an inplace operation"):
         loss.backward()
+    loss = first(x).pow(2).sum()
+    expected = 2 * (first(x).detach().numpy().T @ x.numpy())
+    for p in first.parameters():
+        p.grad = dk.zeros_like(p)
+    dk.optim.SGD(first.parameters(), lr=0.1).step()
+    first.zero_grad()
+    loss.backward()
+    np.testing.assert_allclose(first.weight.grad.numpy(), expected, rtol=1e-5)
 
 
 def test_updates_that_touch_nothing_saved_keep_backward_working(rng):
@@ -343,3 +354,83 @@ def test_in_place_matches_pytorch(rng):
         del lib
     for ours, theirs in zip(*grads):
         np.testing.assert_allclose(ours, theirs, rtol=1e-13)
+
+
+def test_index_arrays_changed_in_place_before_backward_are_the_inplace_error():
+    """The indices (integer or bool) of a read or a write are saved for its backward: changing them in
+    place before it is PyTorch's error, not a gradient sent to the new positions."""
+    x = dk.tensor(np.arange(6.0).reshape(3, 2), requires_grad=True)
+    idx = dk.tensor([0, 1])
+    y = x[idx]
+    idx.add_(1)
+    with raises_naming(RuntimeError, "modified by an inplace operation"):
+        y.sum().backward()
+    mask = dk.tensor([True, False, True])
+    z = x * 1
+    z[mask] = dk.tensor([5.0, 6.0], dtype=dk.float64)
+    mask.logical_not_() if hasattr(mask, "logical_not_") else mask.copy_(dk.tensor([False, True, False]))
+    with raises_naming(RuntimeError, "modified by an inplace operation"):
+        z.sum().backward()
+
+
+def test_writes_through_a_diagonal_are_recorded_on_its_base():
+    d = dk.tensor([1.0, 2.0, 3.0], dtype=dk.float64, requires_grad=True)
+    v = dk.tensor([1.0, 2.0, 3.0], dtype=dk.float64, requires_grad=True)
+    m = dk.zeros(3, 3, dtype=dk.float64)
+    m.diagonal().copy_(d * 2)
+    assert m.requires_grad
+    (m @ v).sum().backward()
+    assert d.grad.tolist() == [2.0, 4.0, 6.0] and v.grad.tolist() == [2.0, 4.0, 6.0]
+    w = dk.zeros(2, 4, dtype=dk.float64)
+    w.diagonal(1).add_(d[:2])  # an offset diagonal
+    w.sum().backward()
+    assert d.grad.tolist() == [3.0, 5.0, 6.0]
+
+
+def test_values_that_need_grad_written_into_integer_tensors_land_without_history():
+    w = dk.tensor([2.0, 3.0], requires_grad=True)
+    for write in (lambda t: t.__setitem__(0, w[0]), lambda t: t.copy_(w * 1), lambda t: t.fill_(w[1])):
+        t = dk.zeros(2, dtype=dk.int64)
+        write(t)
+        assert not t.requires_grad and t.dtype == dk.int64
+
+
+def test_an_operand_no_gradient_needs_is_not_saved():
+    """matmul saves an operand only for the other's gradient (as PyTorch), so changing the other
+    operand in place before the backward is no error."""
+    leaf = dk.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    h = leaf * 1
+    p = dk.tensor(np.ones((3, 2)))
+    out = (h @ p).sum()
+    h.mul_(2)  # h is not needed: p, which needs no gradient, would be its only reader
+    out.backward()
+    assert leaf.grad.tolist() == [[2.0, 2.0, 2.0]] * 2
+    x = dk.tensor(np.ones((2, 3)))
+    q = dk.tensor(np.ones((3, 2)), requires_grad=True)
+    z = x @ q
+    x.mul_(2)  # saved for q's gradient: the error
+    with raises_naming(RuntimeError, "modified by an inplace operation"):
+        z.sum().backward()
+
+
+def test_a_view_taken_before_its_base_gained_a_history_joins_it():
+    """As PyTorch regenerates a view's history: a view of a tensor outside the graph, taken before
+    values that need grad were written into the tensor, reads (and writes) as the part of it it is."""
+    w = dk.tensor([1.0, 2.0, 3.0], dtype=dk.float64, requires_grad=True)
+    out = dk.zeros(2, 3, dtype=dk.float64)
+    flat, column, transposed = out.view(-1), out[:, 1], out.t()
+    out[0] = w * 2
+    out[1] = w * 3
+    assert flat.requires_grad and column.requires_grad and transposed.requires_grad
+    ((flat * flat).sum() + out.sum() + column.sum() + transposed[0].sum()).backward()
+    np.testing.assert_allclose(w.grad.numpy(), 26 * np.array([1.0, 2.0, 3.0]) + 5 + np.array([5.0, 5.0, 0.0]))
+
+
+def test_a_view_taken_under_no_grad_of_a_leaf_that_needs_grad_is_not_written_with_grad_on():
+    w = dk.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    with dk.no_grad():
+        part = w[:2]
+        part.mul_(2)  # under no_grad: allowed, as an optimizer step
+    with raises_naming(RuntimeError, "no_grad", "leaf"):
+        part.mul_(5)
+    assert w.tolist() == [2.0, 4.0, 3.0, 4.0]

@@ -244,6 +244,8 @@ class Tensor:
 
     @property
     def requires_grad(self) -> bool:
+        if self._view_base is not None and self._node is None and self._view_base[0]._node is not None:
+            self._rejoin_base()  # a view whose base gained a history since it was taken
         return self._requires_grad
 
     @requires_grad.setter
@@ -556,6 +558,12 @@ class Tensor:
         """Whether an in-place ``what`` with ``args`` must be recorded; raises where PyTorch refuses."""
         if not autograd.is_grad_enabled():
             return False
+        if self._view_base is not None and self._node is None:
+            base = self._view_base[0]
+            if base._node is not None:
+                self._rejoin_base()  # a view whose base gained a history since: the write is the base's too
+            elif base._requires_grad:
+                raise _leaf_in_place(what, "a view taken under no_grad of a leaf tensor")
         if not (self._requires_grad or any(isinstance(a, Tensor) and a._requires_grad for a in args)):
             return False
         if self._requires_grad and self._node is None:
@@ -577,6 +585,9 @@ class Tensor:
         if node is None and self._view_base is not None:
             return self._write_through_base(function, args, *self._view_base)
         result = function.apply(self, *args)  # its node keeps this tensor's history so far
+        if result._node is None:  # an integer or bool tensor: the values land, no history (as PyTorch)
+            self._store(what, result._array)
+            return self
         result._node.ctx._unshare_saved(autograd.buffer_of(self._array))
         self._store(what, result._array)
         self._take_history(result)
@@ -610,11 +621,36 @@ class Tensor:
         if key.kind == "reshape":
             base.copy_(new.reshape(base.shape))
             return self._take_history(base.reshape(self.shape))
+        if key.kind == "diagonal":
+            offset, dim1, dim2 = key.dims
+            base.copy_(F.DiagonalScatter.apply(base, new, offset=offset, dim1=dim1, dim2=dim2))
+            return self._take_history(base.diagonal(offset, dim1, dim2))
         base.copy_(new.permute(tuple(int(d) for d in np.argsort(key.dims))))
         return self._take_history(base.permute(key.dims))
 
+    def _rejoin_base(self) -> None:
+        """This unrecorded view takes, when grad mode is on, the history its base (Tensor._view_base)
+        gained after the view was taken (values that need grad written into the base, or through
+        another view of it), as PyTorch regenerates a view's history: so it is read (and written)
+        as the part of the base it is, not as a constant."""
+        if not autograd.is_grad_enabled():
+            return
+        base, key = self._view_base
+        if isinstance(key, _WholeView):
+            if key.kind == "reshape":
+                view = base.reshape(self.shape)
+            elif key.kind == "diagonal":
+                view = base.diagonal(*key.dims)
+            else:
+                view = base.permute(key.dims)
+        else:
+            view = F.Index.apply(base, key)
+        self._take_history(view)
+
     def _take_history(self, result: "Tensor") -> "Tensor":
         node = result._node
+        if node is None:  # an integer or bool result: no history to take
+            return self
         self._node, self._output_index, self._requires_grad = node, result._output_index, True
         meta = list(node.output_meta)
         meta[result._output_index] = (self.shape, self.dtype)  # the value is stored in this tensor's dtype
@@ -1445,7 +1481,8 @@ class Tensor:
         d1, d2 = self._dim(dim1, "diagonal"), self._dim(dim2, "diagonal")
         if self.ndim < 2 or d1 == d2:
             raise ValueError(f"diagonal: dim1 {dim1} and dim2 {dim2} must be two dimensions of shape {self.shape}")
-        return F.Diagonal.apply(self, offset=int(offset), dim1=d1, dim2=d2)
+        view = F.Diagonal.apply(self, offset=int(offset), dim1=d1, dim2=d2)
+        return self._remember_base(view, _WholeView("diagonal", (int(offset), d1, d2)))
 
     def outer(self, vec2):
         """The outer product of two 1-D tensors: (n, m)."""
@@ -1673,8 +1710,8 @@ class Tensor:
 
 
 class _WholeView(namedtuple("_WholeView", ["kind", "dims"], defaults=[None])):
-    """How an unrecorded view covers all of its base (Tensor._view_base): "reshape", or "permute"
-    with its dims."""
+    """How an unrecorded view covers its base (Tensor._view_base): "reshape", "permute" with its
+    dims, or "diagonal" with (offset, dim1, dim2)."""
 
 
 _RESHAPED = _WholeView("reshape")
@@ -1935,12 +1972,14 @@ class _SetItem(autograd.Function):
     @staticmethod
     def forward(ctx, a, value, key):
         ctx.meta = (key, np.shape(value))
+        ctx.save_for_backward(*F.key_arrays(key))
         out = a.copy()
         out[key] = value
         return out
 
     @staticmethod
     def backward(ctx, g):
+        ctx.saved_tensors  # noqa: B018 - raises if an index array was changed in place since
         key, value_shape = ctx.meta
         grad_a = grad_value = None
         if ctx.needs_input_grad[0]:

@@ -180,21 +180,25 @@ class MatMul(Function):
     def forward(ctx, a, b):
         if a.dtype != b.dtype:  # PyTorch's rule (the array op promotes as NumPy does)
             raise RuntimeError(f"matmul: expected both operands to have the same dtype, got {a.dtype} and {b.dtype}")
-        ctx.save_for_backward(a, b)
+        # Each operand only where the other's gradient needs it (as PyTorch saves them): changing the
+        # other in place before the backward is then no error.
+        ctx.shapes = (np.shape(a), np.shape(b))
+        ctx.save_for_backward(a if ctx.needs_input_grad[1] else None, b if ctx.needs_input_grad[0] else None)
         return ops.matmul(a, b)
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
-        a2 = a[None, :] if a.ndim == 1 else a
-        b2 = b[:, None] if b.ndim == 1 else b
-        batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
-        g2 = g.reshape(batch + (a2.shape[-2], b2.shape[-1]))  # restores dims a 1-D operand dropped
+        sa, sb = ctx.shapes
+        sa2 = (1,) + sa if len(sa) == 1 else sa  # a 1-D operand as the matrix it stands for
+        sb2 = sb + (1,) if len(sb) == 1 else sb
+        batch = np.broadcast_shapes(sa2[:-2], sb2[:-2])
+        g2 = g.reshape(batch + (sa2[-2], sb2[-1]))  # restores dims a 1-D operand dropped
         ga = gb = None
         if ctx.needs_input_grad[0]:
-            ga = unbroadcast(ops.matmul(g2, np.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape)
+            ga = unbroadcast(ops.matmul(g2, np.swapaxes(b.reshape(sb2), -1, -2)), sa2).reshape(sa)
         if ctx.needs_input_grad[1]:
-            gb = unbroadcast(ops.matmul(np.swapaxes(a2, -1, -2), g2), b2.shape).reshape(b.shape)
+            gb = unbroadcast(ops.matmul(np.swapaxes(a.reshape(sa2), -1, -2), g2), sb2).reshape(sb)
         return ga, gb
 
 
@@ -526,10 +530,37 @@ class Diagonal(Function):
     def backward(ctx, g):
         shape, dtype, offset, dim1, dim2 = ctx.meta
         grad = backend_of(g, op="DiagonalBackward").zeros(shape, dtype)
-        planes = np.moveaxis(grad, (dim1, dim2), (-2, -1))  # a view of grad
-        rows = np.arange(g.shape[-1]) + max(-offset, 0)
-        planes[..., rows, rows + offset] = g
+        set_diagonal(grad, g, offset, dim1, dim2)
         return grad
+
+
+def set_diagonal(a, values, offset: int, dim1: int, dim2: int) -> None:
+    """Writes ``values`` (laid out as Diagonal gives it: the diagonal along the last axis) onto the
+    diagonal at ``offset`` of ``a``'s (dim1, dim2) planes, in place."""
+    planes = np.moveaxis(a, (dim1, dim2), (-2, -1))  # a view of a
+    rows = np.arange(values.shape[-1]) + max(-offset, 0)
+    planes[..., rows, rows + offset] = values
+
+
+class DiagonalScatter(Function):
+    """``a`` with its diagonal (Diagonal's) replaced by ``src`` (PyTorch's diagonal_scatter): the
+    gradient of the replaced elements goes to ``src``."""
+
+    @staticmethod
+    def forward(ctx, a, src, offset=0, dim1=0, dim2=1):
+        ctx.meta = (offset, dim1, dim2)
+        out = a.copy()
+        set_diagonal(out, src, offset, dim1, dim2)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        offset, dim1, dim2 = ctx.meta
+        diagonal = as_array(np.diagonal(g, offset, dim1, dim2)).copy()
+        grad_a = g.copy() if ctx.needs_input_grad[0] else None
+        if grad_a is not None:
+            set_diagonal(grad_a, np.zeros_like(diagonal), offset, dim1, dim2)
+        return grad_a, diagonal if ctx.needs_input_grad[1] else None
 
 
 def _exact_dtype(a):
@@ -638,10 +669,19 @@ class Expand(Function):
         return unbroadcast(g, ctx.shape)
 
 
+def key_arrays(key) -> tuple:
+    """The index arrays (integer or bool) in an indexing key, saved by the Functions that index, so
+    that changing them in place before the backward is the in-place error, not a gradient sent to
+    the new positions."""
+    parts = key if isinstance(key, tuple) else (key,)
+    return tuple(k for k in parts if getattr(k, "shape", None) is not None)
+
+
 class Index(Function):
     @staticmethod
     def forward(ctx, a, key):
         ctx.meta = (a.shape, a.dtype, key)
+        ctx.save_for_backward(*key_arrays(key))
         out = a[key]
         if isinstance(out, np.generic):  # an integer for every axis: a 0-d view, as x[0].fill_(1) writes x
             out = a[(*(key if isinstance(key, tuple) else (key,)), Ellipsis)]
@@ -649,6 +689,7 @@ class Index(Function):
 
     @staticmethod
     def backward(ctx, g):
+        ctx.saved_tensors  # noqa: B018 - raises if an index array was changed in place since
         shape, dtype, key = ctx.meta
         grad = backend_of(g, op="IndexBackward").zeros(shape, dtype)
         if _is_basic_index(key):

@@ -84,7 +84,9 @@ class Linear(Function):
     @staticmethod
     def forward(ctx, x, weight, bias=None, relu=False):
         out = ops.linear(x, weight, bias, relu=relu)
-        ctx.save_for_backward(x, weight, out if relu else None)
+        need_x, need_w = ctx.needs_input_grad[:2]  # x only for the weight's gradient, weight for x's
+        ctx.x_shape = np.shape(x)
+        ctx.save_for_backward(x if need_w else None, weight if need_x else None, out if relu else None)
         return out
 
     @staticmethod
@@ -94,7 +96,7 @@ class Linear(Function):
             g = g * (out > 0)
         g2 = g.reshape(-1, g.shape[-1])
         need_x, need_w, need_b = ctx.needs_input_grad
-        gx = ops.matmul(g2, weight).reshape(x.shape) if need_x else None
+        gx = ops.matmul(g2, weight).reshape(ctx.x_shape) if need_x else None
         gw = ops.gemm(g2, x.reshape(-1, x.shape[-1]), trans_a=True) if need_w else None
         gb = _column_sums(g2) if need_b else None
         return gx, gw, gb
