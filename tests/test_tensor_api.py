@@ -1344,6 +1344,42 @@ def test_pickle_and_deepcopy_of_tensors_keep_data_not_graphs():
     assert copied[0].weight.grad is None and copied[0].weight is not model[0].weight
 
 
+def test_load_state_dict_takes_what_pytorch_takes_and_refuses_the_rest():
+    torch = pytest.importorskip("torch")
+    tlin, lin = torch.nn.Linear(3, 2), dk.nn.Linear(3, 2)
+    assert lin.load_state_dict(dict(tlin.named_parameters())) == ([], [])  # tensors that require grad
+    np.testing.assert_array_equal(lin.weight.detach().numpy(), tlin.weight.detach().numpy())
+    bn = dk.nn.BatchNorm1d(2)
+    state = {k: v.float() for k, v in torch.nn.BatchNorm1d(2).state_dict().items()}  # a float count
+    bn.load_state_dict(state)
+    assert bn.num_batches_tracked.dtype == dk.int64
+    with raises_naming(TypeError, "weight", "list"):
+        lin.load_state_dict({"weight": [[0.0] * 3] * 2, "bias": np.zeros(2)})
+    with raises_naming(TypeError, "dict-like"):
+        lin.load_state_dict([("weight", np.zeros((2, 3)))])
+
+
+def test_module_traversal_and_container_operations_as_pytorch():
+    lin = dk.nn.Linear(2, 2)
+    tied = dk.nn.Sequential(lin, dk.nn.ReLU(), lin)
+    assert [n for n, _ in tied.named_parameters()] == ["0.weight", "0.bias"]
+    assert [n for n, _ in tied.named_parameters(remove_duplicate=False)] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    memo = {tied[1]}
+    assert [n for n, _ in tied.named_modules(memo=memo)] == ["", "0"]  # the memo holds modules
+    kept = tied.state_dict(keep_vars=True)
+    assert kept["0.weight"] is lin.weight and isinstance(kept["0.weight"], dk.nn.Parameter)
+    into = {}
+    assert tied.state_dict(destination=into, prefix="net.") is into and sorted(into)[0] == "net.0.bias"
+    assert tied.cpu() is tied
+    seq = dk.nn.Sequential(dk.nn.ReLU(), dk.nn.Tanh())
+    assert isinstance(seq.pop(0), dk.nn.ReLU) and list(seq._modules) == ["0"]
+    joined = seq + dk.nn.Sequential(dk.nn.ReLU())
+    assert isinstance(joined, dk.nn.Sequential) and list(joined._modules) == ["0", "1"]
+    lst = dk.nn.ModuleList([dk.nn.ReLU()])
+    lst += [dk.nn.Tanh()]
+    assert len(lst) == 2 and isinstance(lst.pop(), dk.nn.Tanh) and len(lst + lst) == 2
+
+
 def test_a_shared_submodule_is_visited_once_but_saved_under_each_name():
     """As PyTorch: modules(), named_modules() and parameters() give a module shared by two parents
     once (remove_duplicate=False: under each name), state_dict() saves it under each name."""

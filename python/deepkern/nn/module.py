@@ -37,6 +37,18 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
+def _loadable(key, value):
+    """A state dict's entry as an array: a Tensor's, an array as it is, a foreign tensor (PyTorch's,
+    also one that requires grad) detached and converted; anything else is a TypeError naming ``key``."""
+    if isinstance(value, Tensor):
+        return value._array
+    if hasattr(value, "detach") and callable(value.detach):
+        value = value.detach()
+    if isinstance(value, (list, tuple, str)) or not (hasattr(value, "__array__") or hasattr(value, "__dlpack__")):
+        raise TypeError(f"load_state_dict: {key!r} must be an array or tensor, got {type(value).__name__}")
+    return as_array(value)
+
+
 class Module:
     """Base class of layers and models: assign Parameters, buffers (``register_buffer``) and
     Modules as attributes; override ``forward``; call the module to run it."""
@@ -188,10 +200,10 @@ class Module:
         """(dotted name, module) of this module and every submodule, depth first; a module reached
         twice (shared by two parents) is given once unless ``remove_duplicate`` is False, as PyTorch."""
         if remove_duplicate:
-            memo = set() if memo is None else memo
-            if id(self) in memo:
+            memo = set() if memo is None else memo  # the modules themselves, as PyTorch's memo
+            if self in memo:
                 return
-            memo.add(id(self))
+            memo.add(self)
         yield prefix, self
         for name, child in self._modules.items():
             if child is not None:
@@ -211,24 +223,26 @@ class Module:
     def children(self):
         return (m for _, m in self.named_children())
 
-    def _named_members(self, store: str, prefix: str, recurse: bool):
+    def _named_members(self, store: str, prefix: str, recurse: bool, remove_duplicate: bool = True):
         seen = set()
-        modules = self.named_modules(prefix=prefix) if recurse else [(prefix, self)]
+        modules = self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate) if recurse else [(prefix, self)]
         for mod_prefix, module in modules:
             for name, value in getattr(module, store).items():
-                if value is None or id(value) in seen:
+                if value is None or (remove_duplicate and id(value) in seen):
                     continue
                 seen.add(id(value))
                 yield (f"{mod_prefix}.{name}" if mod_prefix else name), value
 
-    def named_parameters(self, prefix: str = "", recurse: bool = True):
-        return self._named_members("_parameters", prefix, recurse)
+    def named_parameters(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):
+        """(dotted name, parameter); a parameter held twice (tied weights) given once unless
+        ``remove_duplicate`` is False, as PyTorch."""
+        return self._named_members("_parameters", prefix, recurse, remove_duplicate)
 
     def parameters(self, recurse: bool = True):
         return (p for _, p in self.named_parameters(recurse=recurse))
 
-    def named_buffers(self, prefix: str = "", recurse: bool = True):
-        return self._named_members("_buffers", prefix, recurse)
+    def named_buffers(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):
+        return self._named_members("_buffers", prefix, recurse, remove_duplicate)
 
     def buffers(self, recurse: bool = True):
         return (b for _, b in self.named_buffers(recurse=recurse))
@@ -297,6 +311,10 @@ class Module:
                         m._buffers[name] = b.to(*args, **kwargs)
         return self
 
+    def cpu(self) -> "Module":
+        """The module's parameters and buffers moved to the CPU (in place), as ``to("cpu")``."""
+        return self.to("cpu")
+
     def float(self) -> "Module":
         return self.to(np.float32)
 
@@ -309,27 +327,31 @@ class Module:
 
     # -- state dicts ---------------------------------------------------------------------------
 
-    def state_dict(self, prefix: str = "") -> "OrderedDict[str, Tensor]":
-        """Parameters and persistent buffers by dotted name, as detached tensors sharing memory."""
-        out = OrderedDict()
+    def state_dict(self, *, destination=None, prefix: str = "", keep_vars: bool = False) -> "OrderedDict[str, Tensor]":
+        """Parameters and persistent buffers by dotted name, as detached tensors sharing memory (the
+        Parameters themselves with ``keep_vars``), added to ``destination`` when given, as PyTorch's."""
+        out = OrderedDict() if destination is None else destination
         for mod_prefix, module in self.named_modules(prefix=prefix.rstrip("."), remove_duplicate=False):
             dot = f"{mod_prefix}." if mod_prefix else ""
             for name, p in module._parameters.items():
                 if p is not None:
-                    out[dot + name] = p.detach()
+                    out[dot + name] = p if keep_vars else p.detach()
             for name, b in module._buffers.items():
                 if b is not None and name not in module._non_persistent:
-                    out[dot + name] = b.detach()
+                    out[dot + name] = b if keep_vars else b.detach()
         return out
 
     def load_state_dict(self, state_dict, strict: bool = True):
-        """Copies arrays (NumPy arrays or Tensors on any device, e.g. a PyTorch model's state dict
-        converted with ``.numpy()``) into the parameters and buffers, on their devices. Every name,
-        shape and dtype is checked (io.check_state_dict; a dtype of the same kind is cast, as
-        PyTorch does) before anything is written; with ``strict=False`` missing and unexpected keys
-        are allowed. Returns ``(missing_keys, unexpected_keys)``, a named tuple as PyTorch's."""
+        """Copies arrays (NumPy arrays, Tensors on any device, or a PyTorch model's tensors, which are
+        detached first; bfloat16 ones converted by the caller, e.g. through ``.float()``) into the
+        parameters and buffers, on their devices. Every name and shape is checked (io.check_state_dict;
+        values are cast to each entry's dtype, as PyTorch's copy_ casts them) before anything is written;
+        with ``strict=False`` missing and unexpected keys are allowed. Returns ``(missing_keys,
+        unexpected_keys)``, a named tuple as PyTorch's."""
+        if not hasattr(state_dict, "items") or not hasattr(state_dict, "keys"):
+            raise TypeError(f"load_state_dict: expected a dict-like state_dict, got {type(state_dict).__name__}")
+        given = {k: _loadable(k, v) for k, v in state_dict.items()}
         own = self.state_dict()
-        given = {k: as_array(v._array if isinstance(v, Tensor) else v) for k, v in state_dict.items()}
         for mod_prefix, module in self.named_modules(remove_duplicate=False):
             for name in module._optional_state:
                 key = f"{mod_prefix}.{name}" if mod_prefix else name
@@ -340,7 +362,7 @@ class Module:
             given,
             strict=strict,
             where=f"load_state_dict for {type(self).__name__}",
-            casting="same_kind",
+            casting="unsafe",
         )
         for k, target in own.items():
             if k in given:
@@ -401,6 +423,19 @@ class _ModuleSequence:
         for module in modules:
             self.append(module)
         return self
+
+    __iadd__ = extend
+
+    def __add__(self, other):
+        """A new container of this one's modules, then ``other``'s, numbered from 0."""
+        return self._of([(str(i), m) for i, m in enumerate([*self, *other])])
+
+    def pop(self, index: int = -1):
+        """Removes the module at ``index`` (the rest renumbered) and returns it."""
+        mods = list(self._modules.values())
+        module = mods.pop(self._position(index, "pop"))
+        self._renumber(mods)
+        return module
 
     #: Whether insert refuses an index past either end (PyTorch's Sequential) or clamps it (list.insert,
     #: PyTorch's ModuleList).
