@@ -23,8 +23,9 @@ def bfloat16_dtype() -> np.dtype:
 
 
 def is_bfloat16(dtype) -> bool:
-    """Whether ``dtype`` is bfloat16, without importing ml_dtypes (its NumPy dtype is named so)."""
-    return getattr(dtype, "name", None) == "bfloat16"
+    """Whether ``dtype`` is bfloat16, without importing ml_dtypes (its NumPy dtype is named so, of kind
+    'V'; the kind is read first: NumPy builds a dtype's name string on every read)."""
+    return getattr(dtype, "kind", None) == "V" and dtype.name == "bfloat16"
 
 
 def is_floating_dtype(dtype) -> bool:
@@ -62,11 +63,11 @@ def as_float_array(x, name: str, op: str, *, bfloat16: bool = False):
     """
     arr = x if isinstance(x, np.ndarray) else as_array(x)
     dtype = arr.dtype
-    if bfloat16 and isinstance(arr, np.ndarray) and is_bfloat16(dtype):
-        return arr if arr.flags.aligned else arr.copy()
-    if dtype == _F32 or dtype == _F64:
+    if dtype == _F32 or dtype == _F64:  # the common case first (dtype.name, which is_bfloat16 reads, is slow)
         if not isinstance(arr, np.ndarray) or arr.flags.aligned:  # strides are multiples of the item size
             return arr
+    elif bfloat16 and isinstance(arr, np.ndarray) and is_bfloat16(dtype):
+        return arr if arr.flags.aligned else arr.copy()
     elif dtype.kind != "f" or dtype.itemsize not in (4, 8):
         raise TypeError(f"{op}: {name} must be float32 or float64, got dtype {dtype}")
     # Non-native byte order or unaligned data: the same values, converted once (to NumPy's own

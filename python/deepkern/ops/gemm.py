@@ -26,7 +26,7 @@ def _as_operand(x, name: str, op: str):
     """``x`` as :func:`as_float_array` gives it, bfloat16 included (a host array aligned once, as
     float32 ones are; a device array as it is)."""
     arr = as_array(x)
-    if getattr(arr, "dtype", None) is not None and arr.dtype.name == _BFLOAT16 and not isinstance(arr, np.ndarray):
+    if not isinstance(arr, np.ndarray) and getattr(arr, "dtype", None) is not None and arr.dtype.name == _BFLOAT16:
         return arr
     return as_float_array(arr, name, op, bfloat16=True)
 
