@@ -297,6 +297,61 @@ def test_autocast_is_thread_local(rng):
     assert seen == {"before": F32, "own region": BF16}
 
 
+def _bfloat16_reductions():
+    """sum, mean, norm, logsumexp and softmax of bfloat16 ones outside autocast: float32 inside,
+    rounded once (a bfloat16 running sum of 4096 ones would stop at 256)."""
+    ones = dk.ones(4096, dtype=BF16)
+    return (
+        ones.sum().item(),
+        ones.mean().item(),
+        ones.norm().item(),
+        ones.logsumexp(0).item(),
+        F.softmax(ones, 0).dtype,
+        F.layer_norm(dk.ones(2, 8, dtype=BF16), (8,)).dtype,
+    )
+
+
+EXPECTED_BF16_REDUCTIONS = (4096.0, 1.0, 64.0, 9.3125, BF16, BF16)  # logsumexp: 1 + log(4096)
+
+
+def test_bfloat16_ops_outside_this_threads_autocast_compute_in_float32():
+    """Another thread's region, or a region with enabled=False here, leaves this thread's bfloat16
+    reductions, softmax and norms computing in float32 and returning bfloat16 (they had summed in
+    bfloat16, or raised, while any region was open anywhere)."""
+    assert _bfloat16_reductions() == EXPECTED_BF16_REDUCTIONS
+    inside, leave = threading.Event(), threading.Event()
+
+    def other():
+        with dk.autocast("cpu"):
+            inside.set()
+            leave.wait(10)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    assert inside.wait(10)
+    try:
+        assert _bfloat16_reductions() == EXPECTED_BF16_REDUCTIONS
+    finally:
+        leave.set()
+        thread.join(10)
+    with dk.autocast("cpu", enabled=False):
+        assert _bfloat16_reductions() == EXPECTED_BF16_REDUCTIONS
+    with dk.autocast("cpu"), dk.autocast("cpu", enabled=False):
+        assert _bfloat16_reductions() == EXPECTED_BF16_REDUCTIONS
+
+
+def test_logsumexp_and_prod_under_autocast_as_pytorch():
+    """logsumexp (on no list) keeps bfloat16 and computes in float32; prod (PyTorch's float32 list) is float32."""
+    ones = dk.ones(4096, dtype=BF16)
+    values = dk.tensor(np.linspace(1.0, 1.3, 30)).to(BF16)
+    with dk.autocast("cpu"):
+        lse = ones.logsumexp(0)
+        product = values.prod()
+    assert lse.dtype == BF16 and lse.item() == 9.3125  # 1 + log(4096) = 9.3178, rounded
+    exact = float(np.prod(values.float().numpy().astype(np.float64)))
+    assert product.dtype == F32 and abs(product.item() - exact) < 1e-5 * exact
+
+
 def test_decorator_form(rng):
     x, w = t(rng, 2, 3), t(rng, 4, 3)
 

@@ -67,6 +67,7 @@ _POLICY_LISTS = {
         "nn.loss._kl_div",
         "nn.loss._PairwiseDistance",  # and triplet margin loss through it
         "tensor_ops.Sum",
+        "tensor_ops.Prod",
         "tensor_ops.Mean",
         "tensor_ops.Cumsum",
         "tensor_ops.Norm",
@@ -219,6 +220,14 @@ def _cast(policy, args: tuple) -> tuple:
 
 
 autograd.AUTOCAST[1] = cast_arguments
+
+
+def _casts(function) -> bool:
+    """Whether this thread's autocast is on and (``function`` given) its policy names that Function."""
+    return bool(_state.dtypes) and (function is None or _policy_of(function) is not None)
+
+
+autograd.AUTOCAST[2] = _casts
 
 
 def _target(t: Tensor, policy: str, state):

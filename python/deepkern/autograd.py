@@ -51,8 +51,19 @@ _state = threading.local()
 
 _clock = 0  # in-place writes so far, in the whole process
 # Autocast's hook, set by deepkern.amp: [regions open in all threads, the function that casts an
-# op's arguments as the autocast policy says]; Function.apply looks no further while none is open.
-AUTOCAST = [0, None]
+# op's arguments as the autocast policy says, the function telling whether this thread's autocast
+# casts a Function's arguments]; Function.apply looks no further while none is open.
+AUTOCAST = [0, None, None]
+
+
+def autocast_casts(function=None) -> bool:
+    """Whether this thread's autocast is on and casts the arguments of ``function`` (a Function class
+    its policy names; None: any, i.e. whether it is on). The count of regions open anywhere is read
+    first, so nothing thread-local is read while none is. The ops that compute bfloat16 in float32
+    themselves leave that to autocast only where it casts them."""
+    return bool(AUTOCAST[0]) and AUTOCAST[2](function)
+
+
 _last_write: dict = {}  # id(buffer) -> the clock of its latest in-place write
 _versions: dict = {}  # id(buffer) -> its in-place writes so far; absent: never written
 _exposed: dict = {}  # id(buffer) -> the NumPy arrays it was handed out as (weak; None: for good), see expose

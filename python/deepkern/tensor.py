@@ -131,11 +131,12 @@ def _unpickled_tensor(cls, array, requires_grad: bool) -> "Tensor":
     return cls(array, requires_grad=requires_grad)
 
 
-def _in_float32(x: "Tensor", op) -> "Tensor":
+def _in_float32(x: "Tensor", op, function) -> "Tensor":
     """``op(x)``, for a bfloat16 or float16 ``x`` computed on its float32 cast and rounded once (PyTorch's
     CPU reductions and transcendentals accumulate in float32: a bfloat16 sum of 4096 ones is 4096, not
-    256, a float16 running sum of 3000 ones 3000, not 2048)."""
-    if not (is_bfloat16(x.dtype) or x.dtype == np.float16) or autograd.AUTOCAST[0]:  # autocast: float32 itself
+    256, a float16 running sum of 3000 ones 3000, not 2048); left to autocast where this thread's
+    casts ``function`` (op's Function), whose result then stays float32."""
+    if not (is_bfloat16(x.dtype) or x.dtype == np.float16) or autograd.autocast_casts(function):
         return op(x)
     return op(x.float()).to(x.dtype)
 
@@ -972,7 +973,7 @@ class Tensor:
         return F.Tanh.apply(self._as_floating())
 
     def sigmoid(self):
-        return _in_float32(self._as_floating(), F.Sigmoid.apply)
+        return _in_float32(self._as_floating(), F.Sigmoid.apply, F.Sigmoid)
 
     def relu(self):
         if self.dtype == bool_:
@@ -1108,14 +1109,14 @@ class Tensor:
         x = self if dtype is None else self.to(dtype)
         if dtype is None and x.dtype.kind in "biu" and x.dtype != int64:
             x = x.to(int64)
-        return _in_float32(x, lambda x: F.Sum.apply(x, dim=dim, keepdim=keepdim))
+        return _in_float32(x, lambda x: F.Sum.apply(x, dim=dim, keepdim=keepdim), F.Sum)
 
     def mean(self, dim=None, keepdim=False, dtype=None):
         """The mean over ``dim``; needs a floating-point tensor (or ``dtype``), as PyTorch's."""
         x = self if dtype is None else self.to(dtype)
         if not _floating_or_complex(x.dtype):
             raise RuntimeError(f"mean: needs a floating-point tensor or dtype=, got dtype {x.dtype}")
-        return _in_float32(x, lambda x: F.Mean.apply(x, dim=dim, keepdim=keepdim))
+        return _in_float32(x, lambda x: F.Mean.apply(x, dim=dim, keepdim=keepdim), F.Mean)
 
     def amax(self, dim=(), keepdim=False):
         """The largest value over ``dim`` (an int or a tuple; () or None: all); the gradient is
@@ -1150,7 +1151,7 @@ class Tensor:
         x = self._as_floating()
         if x.ndim == 0:
             return x.clone()
-        return _in_float32(x, lambda x: F.LogSumExp.apply(x, F._axes(dim, x.ndim), keepdim=keepdim))
+        return _in_float32(x, lambda x: F.LogSumExp.apply(x, F._axes(dim, x.ndim), keepdim=keepdim), F.LogSumExp)
 
     def max(self, dim=None, keepdim=False):
         """The largest element, ``(values, indices)`` along ``dim``, or the elementwise maximum
@@ -1263,7 +1264,7 @@ class Tensor:
         x = self if dtype is None else self.to(dtype)
         if not is_floating_dtype(x.dtype):
             raise RuntimeError(f"norm: needs a floating-point tensor or dtype=, got dtype {x.dtype}")
-        return _in_float32(x, lambda x: F.Norm.apply(x, float(p), F._axes(dim, x.ndim), keepdim))
+        return _in_float32(x, lambda x: F.Norm.apply(x, float(p), F._axes(dim, x.ndim), keepdim), F.Norm)
 
     def cumsum(self, dim, dtype=None):
         """The running sum along ``dim`` (bool and integer tensors sum in int64 unless ``dtype`` says)."""
@@ -1271,8 +1272,8 @@ class Tensor:
         if dtype is None and x.dtype.kind in "biu" and x.dtype != int64:
             x = x.to(int64)
         if x.ndim == 0:
-            return _in_float32(x, lambda x: F.Cumsum.apply(x.reshape(1), 0).reshape(()))
-        return _in_float32(x, lambda x: F.Cumsum.apply(x, self._dim(dim, "cumsum")))
+            return _in_float32(x, lambda x: F.Cumsum.apply(x.reshape(1), 0).reshape(()), F.Cumsum)
+        return _in_float32(x, lambda x: F.Cumsum.apply(x, self._dim(dim, "cumsum")), F.Cumsum)
 
     # -- sorting, gathering, scattering ----------------------------------------------------------
 

@@ -39,7 +39,7 @@ def host_array(x):
     """``x``'s array when an inference path can take it: nothing is recorded, no autocast region is
     open (its casts happen in the ops' ordinary path), ``x`` is a Tensor holding a non-empty
     C-contiguous NumPy array; else None."""
-    if type(x) is not Tensor or is_grad_enabled() or autograd.AUTOCAST[0]:
+    if type(x) is not Tensor or is_grad_enabled() or autograd.autocast_casts():
         return None
     a = x._array
     if type(a) is not np.ndarray or not a.flags.c_contiguous or a.size == 0:

@@ -650,7 +650,7 @@ def _cast(input, dtype):
 def softmax(input, dim=None, dtype=None):
     """``exp(x) / sum(exp(x))`` along ``dim``, computed from ``x - max`` (no overflow)."""
     input = _cast(input, dtype)
-    if isinstance(input, Tensor) and is_bfloat16(input.dtype) and not autograd.AUTOCAST[0]:
+    if isinstance(input, Tensor) and is_bfloat16(input.dtype) and not autograd.autocast_casts(Softmax):
         return softmax(input.float(), dim).to(input.dtype)  # in float32, rounded once (as PyTorch)
     return Softmax.apply(input, dim=_softmax_dim(dim, np.ndim(_array(input)), "softmax"))
 
@@ -658,7 +658,7 @@ def softmax(input, dim=None, dtype=None):
 def log_softmax(input, dim=None, dtype=None):
     """``x - logsumexp(x)`` along ``dim``, numerically stable."""
     input = _cast(input, dtype)
-    if isinstance(input, Tensor) and is_bfloat16(input.dtype) and not autograd.AUTOCAST[0]:
+    if isinstance(input, Tensor) and is_bfloat16(input.dtype) and not autograd.autocast_casts(Softmax):
         return log_softmax(input.float(), dim).to(input.dtype)  # in float32, rounded once (as PyTorch)
     return Softmax.apply(input, dim=_softmax_dim(dim, np.ndim(_array(input)), "log_softmax"), log=True)
 
@@ -818,7 +818,7 @@ def _batch_norm_in_float32(input, running_mean, running_var, weight, bias, train
 
 def _in_bfloat16(*tensors) -> bool:
     """Whether a bfloat16 Tensor is among ``tensors`` outside autocast (which runs norms in float32 itself)."""
-    return not autograd.AUTOCAST[0] and any(isinstance(t, Tensor) and is_bfloat16(t.dtype) for t in tensors)
+    return not autograd.autocast_casts() and any(isinstance(t, Tensor) and is_bfloat16(t.dtype) for t in tensors)
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
