@@ -1604,6 +1604,34 @@ def test_creation_refuses_what_pytorch_refuses_and_takes_what_it_takes():
     assert dk.zeros(dk.tensor(2)).shape == (2,) and dk.ones(dk.tensor(2), 3).shape == (2, 3)
 
 
+def test_creation_checks_values_devices_and_sizes():
+    with raises_naming(TypeError, "full", "fill_value", "NoneType"):
+        dk.full((2,), None)
+    with raises_naming(TypeError, "tensor", "None"):
+        dk.as_tensor(None)
+    with raises_naming(RuntimeError, "randperm", "2\\*\\*62"):
+        dk.randperm(2**63)
+    for make in (lambda: dk.zeros(2, device=0), lambda: dk.full((2,), 1.0, device=0), lambda: dk.ones(2, device=1)):
+        with pytest.raises((RuntimeError, ValueError)):  # 0 is a GPU index, as in PyTorch: never the CPU
+            make()
+    for index in ("abc", 2.5, -1, True):
+        with raises_naming(ValueError, "device", "index"):
+            dk.device("cpu", index)
+    assert dk.device("cuda", np.int64(1)).index == 1 and str(dk.device("cuda:2")) == "cuda:2"
+    for make, needle in (
+        (lambda: dk.nn.Linear(4, 2.5), "out_features"),
+        (lambda: dk.nn.Embedding(3.0, 2), "num_embeddings"),
+        (lambda: dk.nn.BatchNorm1d(2.5), "num_features"),
+    ):
+        with raises_naming(TypeError, needle, "int"):
+            make()
+    with raises_naming(ValueError, "in_features", "-1"):
+        dk.nn.Linear(-1, 2)
+    assert dk.nn.Linear(np.int64(4), 2).weight.shape == (2, 4)
+    with raises_naming(ValueError, "stratified_split", "test_fraction"):
+        dk.data.datasets.stratified_split(np.array([0, 1, 0, 1]), 2.5, 0)
+
+
 def test_operators_refuse_what_pytorch_refuses():
     f, i = dk.tensor([1.0, 2.0]), dk.tensor([1, 0])
     with raises_naming(TypeError, "subtraction", "bool"):

@@ -527,27 +527,52 @@ class Tensor:
 
     # -- new tensors of this one's dtype and device (PyTorch's new_* methods) --------------------
 
+    def _or_own_device(self, device):
+        """``device``, or this tensor's where it is None (the new_* methods' default)."""
+        return self.device if device is None else device
+
     def new_tensor(self, data, dtype=None, device=None, requires_grad=False) -> "Tensor":
-        return tensor(data, dtype=dtype or self.dtype, device=device or self.device, requires_grad=requires_grad)
+        return tensor(
+            data,
+            dtype=dtype or self.dtype,
+            device=self._or_own_device(device),
+            requires_grad=requires_grad,
+        )
 
     def new_zeros(self, *shape, size=None, dtype=None, device=None, requires_grad=False) -> "Tensor":
         return zeros(
-            *shape, size=size, dtype=dtype or self.dtype, device=device or self.device, requires_grad=requires_grad
+            *shape,
+            size=size,
+            dtype=dtype or self.dtype,
+            device=self._or_own_device(device),
+            requires_grad=requires_grad,
         )
 
     def new_ones(self, *shape, size=None, dtype=None, device=None, requires_grad=False) -> "Tensor":
         return ones(
-            *shape, size=size, dtype=dtype or self.dtype, device=device or self.device, requires_grad=requires_grad
+            *shape,
+            size=size,
+            dtype=dtype or self.dtype,
+            device=self._or_own_device(device),
+            requires_grad=requires_grad,
         )
 
     def new_empty(self, *shape, size=None, dtype=None, device=None, requires_grad=False) -> "Tensor":
         return empty(
-            *shape, size=size, dtype=dtype or self.dtype, device=device or self.device, requires_grad=requires_grad
+            *shape,
+            size=size,
+            dtype=dtype or self.dtype,
+            device=self._or_own_device(device),
+            requires_grad=requires_grad,
         )
 
     def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False) -> "Tensor":
         return full(
-            size, fill_value, dtype=dtype or self.dtype, device=device or self.device, requires_grad=requires_grad
+            size,
+            fill_value,
+            dtype=dtype or self.dtype,
+            device=self._or_own_device(device),
+            requires_grad=requires_grad,
         )
 
     # -- in-place operations ------------------------------------------------------------------
@@ -2030,7 +2055,7 @@ def tensor(data, dtype=None, requires_grad: bool = False, device=None) -> Tensor
     (default: the CPU, or the device of a Tensor given as ``data``)."""
     if isinstance(data, Tensor):
         arr = data._array.copy()
-        device = device or data.device
+        device = data.device if device is None else device
     elif isinstance(data, (np.ndarray, np.generic)):
         arr = np.array(data, copy=True)
     else:  # Python data: PyTorch's default dtypes, or straight to ``dtype`` (no float32 rounding first)
@@ -2070,7 +2095,7 @@ def as_tensor(data, dtype=None) -> Tensor:
         if arr is data and (dtype is None or arr.dtype == dtype):
             autograd.expose(arr)  # shared: the caller may write it later
     else:
-        arr = as_array(data)
+        arr = as_array(data) if hasattr(data, "__array__") or hasattr(data, "__dlpack__") else _python_data(data)
         arr = arr if arr is data else _default_dtype(arr)  # Python data: PyTorch's default dtypes
     return Tensor(arr if dtype is None else arr.astype(dtype, copy=False))
 
@@ -2112,25 +2137,30 @@ def _shape_args(shape, size=None, what="size"):
     return tuple(int(n) for n in shape)
 
 
+def _backend_for(device):
+    """The backend of ``device`` (None: the CPU; 0 is a GPU index, as in PyTorch, never the CPU)."""
+    return backends.get("cpu" if device is None else device)
+
+
 def _created(array, device, requires_grad: bool = False) -> Tensor:
     """A tensor of ``array`` (host data, or allocated by the backend of ``device``) on ``device``
     (a Device, a string or None: the CPU), copied there when it is elsewhere."""
-    return Tensor(backends.to_device(array, device or CPU_DEVICE), requires_grad)
+    return Tensor(backends.to_device(array, CPU_DEVICE if device is None else device), requires_grad)
 
 
 def zeros(*shape, size=None, dtype=float32, requires_grad=False, device=None) -> Tensor:
     shape = _shape_args(shape, size, "zeros")
-    return _created(backends.get(device or "cpu").zeros(shape, dtype or float32), device, requires_grad)
+    return _created(_backend_for(device).zeros(shape, dtype or float32), device, requires_grad)
 
 
 def ones(*shape, size=None, dtype=float32, requires_grad=False, device=None) -> Tensor:
     shape = _shape_args(shape, size, "ones")
-    return _created(backends.get(device or "cpu").full(shape, 1, dtype or float32), device, requires_grad)
+    return _created(_backend_for(device).full(shape, 1, dtype or float32), device, requires_grad)
 
 
 def empty(*shape, size=None, dtype=float32, requires_grad=False, device=None) -> Tensor:
     shape = _shape_args(shape, size, "empty")
-    return _created(backends.get(device or "cpu").empty(shape, dtype or float32), device, requires_grad)
+    return _created(_backend_for(device).empty(shape, dtype or float32), device, requires_grad)
 
 
 def _fill_dtype(fill_value):
@@ -2145,18 +2175,20 @@ def full(size, fill_value, dtype=None, requires_grad=False, device=None) -> Tens
     the value (bool, int64, float32)."""
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()
+    if not isinstance(fill_value, (numbers.Number, np.generic)):
+        raise TypeError(f"full: fill_value must be a number, got {type(fill_value).__name__}")
     dtype = _fill_dtype(fill_value) if dtype is None else np.dtype(dtype)
     if dtype.kind in "iu" and isinstance(fill_value, numbers.Real) and not math.isfinite(fill_value):
         raise ValueError(f"full: cannot fill the integer dtype {dtype} with {fill_value}")
     shape = _shape_args((size,), None, "full")
-    return _created(backends.get(device or "cpu").full(shape, fill_value, dtype), device, requires_grad)
+    return _created(_backend_for(device).full(shape, fill_value, dtype), device, requires_grad)
 
 
 def _like(t, dtype, device):
     """(shape, dtype, device) of a ``*_like`` factory: ``t``'s unless given."""
     if not isinstance(t, Tensor):
         raise TypeError(f"expected a Tensor as input, got {_kind_name(t)}")
-    return t.shape, dtype or t.dtype, device or t.device
+    return t.shape, dtype or t.dtype, t.device if device is None else device
 
 
 def zeros_like(t, dtype=None, requires_grad=False, device=None) -> Tensor:
@@ -2259,8 +2291,8 @@ def _floating(what: str, dtype) -> np.dtype:
 
 def randperm(n, generator=None, dtype=int64, device=None, requires_grad=False) -> Tensor:
     """A random permutation of ``0 .. n-1``."""
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
-        raise RuntimeError(f"randperm: n must be a non-negative int, got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 <= n < 2**62:
+        raise RuntimeError(f"randperm: n must be a non-negative int below 2**62, got {n!r}")
     rng = generator or get_generator()
     return _created(rng.permutation(int(n)).astype(dtype or int64), device, requires_grad)
 

@@ -10,6 +10,8 @@ and leaves its results there. A new device is one module defining a backend plus
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from . import cuda as _cuda_backend
@@ -49,8 +51,16 @@ class Device:
         if kind not in _KNOWN_DEVICE_TYPES and kind not in _BACKENDS:
             known = sorted(set(_KNOWN_DEVICE_TYPES) | set(_BACKENDS))
             raise ValueError(f"device must be one of {', '.join(known)} (with an optional ':N'), got {spec!r}")
+        if num:
+            if not num.isdigit():
+                raise ValueError(f"device: the index in {spec!r} must be a non-negative int")
+            index = int(num)
+        elif index is not None:
+            if isinstance(index, bool) or not isinstance(index, numbers.Integral) or index < 0:
+                raise ValueError(f"device: index must be a non-negative int or None, got {index!r}")
+            index = int(index)
         self.type = kind
-        self.index = int(num) if num else index
+        self.index = index
 
     def __eq__(self, other):
         try:

@@ -82,6 +82,10 @@ def _sklearn_digits() -> np.ndarray:
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int):
     """Sorted (train, test) indices: in each class, a seeded random ``round(test_fraction * count)``
     of its samples go to test, the rest to train."""
+    test_fraction = _check_fraction(test_fraction, "test_fraction", "stratified_split")
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"stratified_split: labels must be 1-D (one per sample), got shape {labels.shape}")
     rng = np.random.default_rng(seed)
     train, test = [], []
     for label in np.unique(labels):

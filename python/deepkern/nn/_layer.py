@@ -36,6 +36,16 @@ def factory_kwargs(module_name: str, dtype=None, device=None) -> dict:
     return {"dtype": dtype, "device": device}
 
 
+def size_argument(module_name: str, name: str, value, minimum: int = 0) -> int:
+    """A layer's size argument (features, channels, rows) as an int of at least ``minimum`` and below
+    2**62; a TypeError for a float, a bool or anything not an integer (PyTorch's), a ValueError else."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{module_name}: {name} must be an int, got {value!r}")
+    if not minimum <= value < 2**62:
+        raise ValueError(f"{module_name}: {name} must be an int >= {minimum}, got {value}")
+    return int(value)
+
+
 def empty_parameter(shape, dtype, device) -> Parameter:
     """An uninitialised Parameter on ``device`` (the layer's ``reset_parameters`` fills it)."""
     return Parameter(empty(shape, dtype=dtype, device=device))

@@ -20,6 +20,7 @@ from ._layer import (
     factory_kwargs,
     reset_weight_and_bias,
     run_op,
+    size_argument,
 )
 from .module import Module, Parameter
 
@@ -38,8 +39,8 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
         super().__init__()
         factory = factory_kwargs("Linear", dtype, device)
-        self.in_features = int(in_features)
-        self.out_features = int(out_features)
+        self.in_features = size_argument("Linear", "in_features", in_features)
+        self.out_features = size_argument("Linear", "out_features", out_features)
         add_weight_and_bias(self, (self.out_features, self.in_features), bias, **factory)
         self.reset_parameters()
 
@@ -122,8 +123,8 @@ class Embedding(Module):
             if value:
                 raise NotImplementedError(f"Embedding: {name} is not supported in this version")
         factory = factory_kwargs("Embedding", dtype, device)
-        self.num_embeddings = int(num_embeddings)
-        self.embedding_dim = int(embedding_dim)
+        self.num_embeddings = size_argument("Embedding", "num_embeddings", num_embeddings)
+        self.embedding_dim = size_argument("Embedding", "embedding_dim", embedding_dim)
         self.padding_idx = F._padding_row(padding_idx, self.num_embeddings, "Embedding")
         self.max_norm, self.norm_type = max_norm, norm_type
         self.scale_grad_by_freq, self.sparse = scale_grad_by_freq, sparse

@@ -14,7 +14,7 @@ from ..tensor import ones, zeros
 from . import functional as F
 from . import init
 from ._inference import passes_through
-from ._layer import bad_shape, check_float, describe, empty_parameter, factory_kwargs
+from ._layer import bad_shape, check_float, describe, empty_parameter, factory_kwargs, size_argument
 from .module import Module
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm"]
@@ -38,7 +38,8 @@ class _BatchNorm(Module):
     ):
         super().__init__()
         factory = factory_kwargs(type(self).__name__, dtype, device)
-        self.num_features, self.eps, self.momentum = int(num_features), eps, momentum
+        self.num_features = size_argument(type(self).__name__, "num_features", num_features)
+        self.eps, self.momentum = eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         if affine:
             self.weight = empty_parameter((self.num_features,), **factory)
