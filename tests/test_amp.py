@@ -352,6 +352,23 @@ def test_logsumexp_and_prod_under_autocast_as_pytorch():
     assert product.dtype == F32 and abs(product.item() - exact) < 1e-5 * exact
 
 
+def test_a_bfloat16_model_with_batch_norm_runs_under_autocast(rng):
+    """A model converted to bfloat16 keeps bfloat16 running statistics; under autocast its batch norm
+    runs in float32 (the policy's) on float32 copies of them and writes the updated values back."""
+    model = nn.Sequential(nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4)).to(BF16)
+    x = dk.tensor(rng.standard_normal((8, 4, 5, 5)).astype(np.float32)).to(BF16)
+    before = model[1].running_mean.float().numpy().copy()
+    with dk.autocast("cpu"):
+        y = model(x)
+    assert y.dtype == F32 and model[1].running_mean.dtype == BF16
+    assert not np.array_equal(model[1].running_mean.float().numpy(), before)
+    y.sum().backward()
+    assert model[0].weight.grad.dtype == BF16
+    model.eval()
+    with dk.autocast("cpu"):
+        assert model(x).dtype == F32
+
+
 def test_decorator_form(rng):
     x, w = t(rng, 2, 3), t(rng, 4, 3)
 

@@ -764,7 +764,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     running ones."""
     if not training and (running_mean is None or running_var is None):
         raise ValueError("batch_norm: running_mean and running_var are needed when not training")
-    if _in_bfloat16(input):  # in float32, rounded once (as PyTorch)
+    under_autocast = autograd.autocast_casts(BatchNorm)  # it runs batch norm in float32: its statistics too
+    bfloat16_stats = any(isinstance(s, Tensor) and is_bfloat16(s.dtype) for s in (running_mean, running_var))
+    if _in_bfloat16(input) or (under_autocast and bfloat16_stats):  # in float32 (rounded once outside autocast)
         return _batch_norm_in_float32(input, running_mean, running_var, weight, bias, training, momentum, eps)
     out = BatchNorm.apply(
         input,
@@ -803,9 +805,10 @@ class RowNorm(Function):
 
 
 def _batch_norm_in_float32(input, running_mean, running_var, weight, bias, training, momentum, eps):
-    """batch_norm of a bfloat16 input: its parameters (differentiably) and running statistics
-    widened to float32, the output rounded once; the updated statistics written back into their
-    own tensors (in their dtype)."""
+    """batch_norm of a bfloat16 input (or of bfloat16 statistics under autocast): its parameters
+    (differentiably) and running statistics widened to float32, the output rounded once (kept float32
+    under autocast, whose policy runs batch norm in float32); the updated statistics written back into
+    their own tensors (in their dtype)."""
     widened = [None if t is None else t.float() for t in (weight, bias)]
     stats = [None if s is None else s.detach().float() for s in (running_mean, running_var)]
     out = batch_norm(input.float(), *stats, *widened, training=training, momentum=momentum, eps=eps)
@@ -813,7 +816,7 @@ def _batch_norm_in_float32(input, running_mean, running_var, weight, bias, train
         for kept, updated in zip((running_mean, running_var), stats) if training else ():
             if kept is not None:
                 kept.copy_(updated)
-    return out.to(input.dtype)
+    return out if autograd.autocast_casts(BatchNorm) else out.to(input.dtype)
 
 
 def _in_bfloat16(*tensors) -> bool:
