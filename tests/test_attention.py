@@ -98,6 +98,17 @@ def test_broadcast_masks(rng, mask_shape, kind):
     _check_all(got, attention_backward_ref(grad, q, k, v, mask), F64, "masked")
 
 
+@pytest.mark.parametrize("kind", ["bool", "float"])
+def test_masks_given_as_tensors_or_lists(rng, kind):
+    """The array op takes a mask as a deepkern Tensor or nested lists too, with the same results."""
+    q, k, v = _qkv(rng, (2,), 3, 4, 5, 4, F64)
+    mask = rng.random((3, 4)) < 0.7 if kind == "bool" else rng.standard_normal((3, 4))
+    expected, _ = ops.scaled_dot_product_attention(q, k, v, mask)
+    for given in (deepkern.tensor(mask), mask.tolist()):
+        got, _ = ops.scaled_dot_product_attention(q, k, v, given)
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_a_fully_masked_row_gives_zeros_and_zero_gradients(rng):
     q, k, v = _qkv(rng, (2,), 4, 5, 3, 3, F32)
     mask = np.ones((4, 5), bool)

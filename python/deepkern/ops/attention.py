@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..backends import backend_of
+from ..backends import as_array, backend_of
 from ._validate import as_float_array, check_scalar
 from .dropout import _uint64, counters
 
@@ -93,8 +93,7 @@ def _heads_group(op, lq, lx, name, enable_gqa) -> int:
 
 def _mask_matrices(op, attn_mask, dtype, lead, n_q, s, backend):
     """The mask as (Nm, L or 1, S or 1) additive matrices of ``dtype`` and their index map."""
-    if not hasattr(attn_mask, "dtype") or not hasattr(attn_mask, "shape"):
-        attn_mask = np.asarray(attn_mask)
+    attn_mask = as_array(attn_mask)  # arrays of any backend, Tensors (their arrays) and host data
     if attn_mask.dtype == _BOOL:
         mask = np.where(attn_mask, dtype.type(0), dtype.type(-np.inf)).astype(dtype, copy=False)
     elif attn_mask.dtype.kind == "f":
