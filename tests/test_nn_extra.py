@@ -606,6 +606,24 @@ def test_pairwise_distance_of_0d_inputs_is_0d():
     assert a.grad.item() == -1.0
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: F.relu(2.5),
+        lambda: F.sigmoid(2.5),
+        lambda: F.softplus(2.5),
+        lambda: F.hardtanh([1.0, 2.0]),
+        lambda: F.mish([1.0, 2.0]),
+        lambda: F.dropout(None),
+        lambda: F.avg_pool2d(None, 2),
+        lambda: F.adaptive_avg_pool2d(None, 2),
+    ],
+)
+def test_a_number_list_or_none_as_the_input_is_a_type_error(call):
+    with raises_naming(TypeError, "input must be a Tensor"):
+        call()
+
+
 def test_functions_refuse_what_pytorch_refuses():
     x4 = dk.zeros(2, 3, 4, 5)
     with raises_naming(ValueError, "dropout1d", r"\(2, 3, 4, 5\)"):

@@ -392,6 +392,10 @@ class Function:
         if not on_cpu:  # the Tensors must share one device
             backend_of(*(a._array for a in args if isinstance(a, Tensor)), op=cls.__name__)
         if not (True in needs and is_grad_enabled()):  # nothing to record: the forward alone
+            if args and getattr(args[0], "shape", None) is None and not any(isinstance(a, Tensor) for a in args):
+                raise TypeError(  # a number, list or None where the op's input tensor belongs, as PyTorch's
+                    f"{cls.__name__}: the input must be a Tensor (or an array), got {type(args[0]).__name__}"
+                )
             out = cls.forward(Context((False,) * len(args)), *arrays, **kwargs)
             if isinstance(out, tuple):
                 return tuple([Tensor._wrap(o) for o in out])
