@@ -414,6 +414,14 @@ def test_joins_promote_as_pytorch():
         assert join([f, f.double()]).dtype == np.float64
 
 
+def test_data_of_a_tensor_that_requires_grad_stays_floating():
+    w = dk.tensor([1.5, 2.5], requires_grad=True)
+    with raises_naming(TypeError, "data", "int64"):
+        w.data = dk.tensor([1, 2])
+    w.data = dk.tensor([3.0, 4.0, 5.0])  # another shape, as PyTorch allows
+    assert w.tolist() == [3.0, 4.0, 5.0] and w.requires_grad
+
+
 def test_misuse_pytorch_refuses_is_refused(rng):
     x = dk.tensor(np.zeros((4, 3), np.float32), requires_grad=True)
     with raises_naming(RuntimeError, "assigned grad", "int64", "float32"):

@@ -350,7 +350,12 @@ class Tensor:
 
     @data.setter
     def data(self, value):
-        self._array = as_array(_array_of(value))
+        array = as_array(_array_of(value))
+        if self._requires_grad and not _floating_or_complex(array.dtype):
+            raise TypeError(
+                f"data: a tensor that requires grad holds floating-point data, got dtype {array.dtype} (as PyTorch)"
+            )
+        self._array = array
 
     @property
     def shape(self) -> tuple:
