@@ -381,8 +381,8 @@ class Function:
         on_cpu = True
         for a in args:
             if isinstance(a, Tensor):
-                if a._view_base is not None and a._node is None and a._view_base[0]._node is not None:
-                    a._rejoin_base()  # its base gained a history after this view was taken
+                if a._view_base is not None:
+                    a._rejoin_base()  # if its base gained a history after this view was taken
                 arrays.append(a._array)
                 needs.append(a._requires_grad)
                 on_cpu = on_cpu and type(a._array) is _NDARRAY

@@ -245,7 +245,7 @@ class Tensor:
 
     @property
     def requires_grad(self) -> bool:
-        if self._view_base is not None and self._node is None and self._view_base[0]._node is not None:
+        if self._view_base is not None:
             self._rejoin_base()  # a view whose base gained a history since it was taken
         return self._requires_grad
 
@@ -648,35 +648,22 @@ class Tensor:
             new._node.ctx._unshare_saved(autograd.buffer_of(self._array))
         if not isinstance(key, _WholeView):
             base[key] = new
-            return self._take_history(F.Index.apply(base, key))
-        if key.kind == "reshape":
+        elif key.kind == "reshape":
             base.copy_(new.reshape(base.shape))
-            return self._take_history(base.reshape(self.shape))
-        if key.kind == "diagonal":
+        elif key.kind == "diagonal":
             offset, dim1, dim2 = key.dims
             base.copy_(F.DiagonalScatter.apply(base, new, offset=offset, dim1=dim1, dim2=dim2))
-            return self._take_history(base.diagonal(offset, dim1, dim2))
-        base.copy_(new.permute(tuple(int(d) for d in np.argsort(key.dims))))
-        return self._take_history(base.permute(key.dims))
+        else:
+            base.copy_(new.permute(tuple(int(d) for d in np.argsort(key.dims))))
+        return self._take_history(_view_again(base, key, self.shape))
 
     def _rejoin_base(self) -> None:
-        """This unrecorded view takes, when grad mode is on, the history its base (Tensor._view_base)
-        gained after the view was taken (values that need grad written into the base, or through
-        another view of it), as PyTorch regenerates a view's history: so it is read (and written)
-        as the part of the base it is, not as a constant."""
-        if not autograd.is_grad_enabled():
-            return
-        base, key = self._view_base
-        if isinstance(key, _WholeView):
-            if key.kind == "reshape":
-                view = base.reshape(self.shape)
-            elif key.kind == "diagonal":
-                view = base.diagonal(*key.dims)
-            else:
-                view = base.permute(key.dims)
-        else:
-            view = F.Index.apply(base, key)
-        self._take_history(view)
+        """This view takes, when it is unrecorded, grad mode is on and its base (Tensor._view_base)
+        gained a history after the view was taken (values that need grad written into the base, or
+        through another view of it), that history, as PyTorch regenerates a view's: so it is read (and
+        written) as the part of the base it is, not as a constant."""
+        if self._node is None and self._view_base[0]._node is not None and autograd.is_grad_enabled():
+            self._take_history(_view_again(*self._view_base, self.shape))
 
     def _take_history(self, result: "Tensor") -> "Tensor":
         node = result._node
@@ -1738,6 +1725,18 @@ class Tensor:
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
+
+
+def _view_again(base: "Tensor", key, shape: tuple) -> "Tensor":
+    """The view ``key`` (Tensor._view_base's: an index key or a _WholeView) of ``base`` taken again,
+    with the base's history; ``shape`` is the view's (a reshape's target)."""
+    if not isinstance(key, _WholeView):
+        return F.Index.apply(base, key)
+    if key.kind == "reshape":
+        return base.reshape(shape)
+    if key.kind == "diagonal":
+        return base.diagonal(*key.dims)
+    return base.permute(key.dims)
 
 
 class _WholeView(namedtuple("_WholeView", ["kind", "dims"], defaults=[None])):
