@@ -75,6 +75,11 @@ def test_subset_and_random_split():
     assert len(sub) == 3 and sub[0][0] == 9 and sub[2][0] == 3
     with raises_naming(ValueError, "indices", r"\[0, 10\)", "10"):
         Subset(ds, [0, 10])
+    for not_integers in ([1.7, 2.9], np.array([1.0]), ["1"], [True]):  # never truncated to other samples
+        with raises_naming(TypeError, "Subset", "integers"):
+            Subset(ds, not_integers)
+    assert len(Subset(ds, [])) == 0 and len(Subset(ds, np.array([2], np.uint8))) == 1
+    np.testing.assert_array_equal(sub[[0, 2]][0], [9, 3])  # a list of positions, as PyTorch's
 
     parts = random_split(ds, [6, 3, 1], seed=5)
     assert [len(p) for p in parts] == [6, 3, 1]
@@ -85,6 +90,7 @@ def test_subset_and_random_split():
     assert not np.array_equal(random_split(ds, [6, 3, 1], seed=6)[0].indices, parts[0].indices)
 
     assert [len(p) for p in random_split(ds, [0.5, 0.25, 0.25])] == [6, 2, 2]  # 5, 2, 2 and one left over
+    assert [len(p) for p in random_split(ds, [np.float32(0.7), np.float32(0.3)])] == [7, 3]
     with raises_naming(ValueError, "lengths", "sum to len\\(dataset\\) = 10", r"\[6, 3\]"):
         random_split(ds, [6, 3])
     with raises_naming(ValueError, "fractional lengths", r"0\.5, 0\.6"):
@@ -234,6 +240,112 @@ def test_default_collate_of_a_generic_dataset():
     assert x.shape == (4, 3) and x.dtype == np.float32
     np.testing.assert_array_equal(sq, [0, 1, 4, 9])
     assert names == ["item0", "item1", "item2", "item3"]
+
+
+def test_default_collate_keeps_namedtuples_and_mapping_types():
+    """As PyTorch's: a namedtuple sample gives a namedtuple of batched fields, an OrderedDict an
+    OrderedDict (mapping types that cannot be made from a dict give a dict)."""
+    Pair = collections.namedtuple("Pair", "x y")
+    batch = default_collate([Pair(np.float32(2 * i), i) for i in range(3)])
+    assert type(batch) is Pair
+    np.testing.assert_array_equal(batch.x.numpy(), [0, 2, 4])
+    np.testing.assert_array_equal(batch.y.numpy(), [0, 1, 2])
+    ordered = default_collate([collections.OrderedDict(b=i, a=-i) for i in range(2)])
+    assert type(ordered) is collections.OrderedDict and list(ordered) == ["b", "a"]
+    counts = default_collate([collections.Counter(a=i) for i in range(2)])
+    np.testing.assert_array_equal(counts["a"].numpy(), [0, 1])
+
+    class Pairs(Dataset):
+        def __getitem__(self, i):
+            return Pair(np.full(2, i, np.float32), i)
+
+        def __len__(self):
+            return 3
+
+    (batch,) = DataLoader(Pairs(), batch_size=3)
+    assert type(batch) is Pair and batch.x.shape == (3, 2)
+
+
+def test_default_collate_promotes_and_range_checks_as_pytorch():
+    """Mixed dtypes promote as deepkern.stack (PyTorch's rules), not NumPy's: int32 and float32
+    arrays give float32; Python floats float64, Python ints int64 (an int past int64 is an error,
+    not a rounded float); big-endian arrays batch in the machine's order."""
+    assert default_collate([np.arange(2, dtype=np.int32), np.ones(2, np.float32)]).dtype == np.float32
+    assert default_collate([np.int64(1), np.float32(2.5)]).dtype == np.float32
+    assert default_collate([1, 2.5]).dtype == np.float32
+    assert default_collate([2.5, 1]).dtype == np.float64
+    assert default_collate([1, 2]).dtype == np.int64 and default_collate([True, False]).dtype == np.bool_
+    for big in ([2**63, 1], [1, 2**63 + 1], [2**64 + 5, 1]):
+        with pytest.raises(OverflowError):
+            default_collate(big)
+    swapped = np.arange(3, dtype=">f4")
+    batch = default_collate([swapped, swapped])
+    assert batch.dtype == np.float32 and batch.dtype.isnative
+    np.testing.assert_array_equal(batch.numpy(), [[0, 1, 2]] * 2)
+
+
+def test_fast_path_batches_as_default_collate_for_any_array():
+    """The TensorDataset shortcut gives what default_collate gives the same samples: big-endian
+    arrays in native order, bfloat16 as bfloat16, arrays of strings as lists."""
+    bf16 = np.arange(3, dtype=np.float32).astype(deepkern.bfloat16)
+    ds = TensorDataset(np.arange(3, dtype=">f4"), bf16, np.array(["a", "b", "c"]))
+    ((fx, fb, fs),) = DataLoader(ds, batch_size=3)
+    ((sx, sb, ss),) = DataLoader(ds, batch_size=3, collate_fn=default_collate)
+    for fast, slow in ((fx, sx), (fb, sb)):
+        assert fast.dtype == slow.dtype and fast.dtype.isnative
+        np.testing.assert_array_equal(fast.numpy().astype(np.float32), slow.numpy().astype(np.float32))
+    assert fb.dtype == deepkern.bfloat16 and fs == ss == ["a", "b", "c"]
+
+
+class ListSampler:
+    """A sampler whose len() may differ from what it yields (PyTorch reads only what it yields)."""
+
+    def __init__(self, items, length=None):
+        self.items, self.length = items, len(items) if length is None else length
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self):
+        return self.length
+
+
+def test_sampler_indices_reach_the_dataset_as_given():
+    """A sampler's indices are passed to ``dataset[index]`` unchanged: floats are refused by the
+    dataset (not truncated to other samples), keys of a mapping dataset work, and the batches hold
+    what the sampler yields, whatever its len() says."""
+    ds = TensorDataset(np.arange(10) * 10)
+    for floats in ([1.7, 2.9], [np.float64(3.5), 1.2]):
+        with pytest.raises(IndexError):
+            list(DataLoader(ds, batch_size=2, sampler=ListSampler(floats)))
+
+    class ByKey(Dataset):
+        table = {"a": 1.0, "b": 2.0, "c": 3.0}
+
+        def __getitem__(self, key):
+            return self.table[key]
+
+        def __len__(self):
+            return len(self.table)
+
+    batches = [b.numpy().tolist() for b in DataLoader(ByKey(), batch_size=2, sampler=ListSampler(["c", "a", "b"]))]
+    assert batches == [[3.0, 1.0], [2.0]]
+    six = ListSampler(list(range(6)), length=3)
+    assert [b[0].numpy().tolist() for b in DataLoader(ds, batch_size=2, sampler=six)] == [[0, 10], [20, 30], [40, 50]]
+    three = ListSampler([0, 1, 2], length=6)
+    assert [b[0].numpy().tolist() for b in DataLoader(ds, batch_size=2, sampler=three)] == [[0, 10], [20]]
+    assert [b[0].numpy().tolist() for b in DataLoader(ds, batch_size=2, sampler=three, drop_last=True)] == [[0, 10]]
+
+
+def test_negative_seeds_shuffle_reproducibly():
+    """A negative seed (PyTorch takes them) shuffles, the same way each run; deepkern.manual_seed(-1)
+    is manual_seed(2**64 - 1), as torch.manual_seed."""
+    ds = TensorDataset(np.arange(20))
+    orders = [ids_of(DataLoader(ds, batch_size=20, shuffle=True, seed=-1)) for _ in range(2)]
+    np.testing.assert_array_equal(orders[0], orders[1])
+    assert sorted(orders[0]) == list(range(20)) and not np.array_equal(orders[0], np.arange(20))
+    draws = [deepkern.manual_seed(seed).random(3) for seed in (-1, 2**64 - 1)]
+    np.testing.assert_array_equal(draws[0], draws[1])
 
 
 def test_custom_collate_fn():

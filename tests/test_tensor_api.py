@@ -1585,9 +1585,14 @@ def test_integer_tensors_to_negative_integer_tensor_powers():
 
 
 def test_creation_refuses_what_pytorch_refuses_and_takes_what_it_takes():
-    for data, exc in ((2**63, OverflowError), (None, TypeError), (["a"], TypeError), ([-(2**63) - 1], TypeError)):
+    # Ints past int64 are refused wherever they stand (NumPy would hold them as uint64, float64 beside
+    # smaller ones, or objects); floats of any size are floats.
+    past = (2**63, [-(2**63) - 1], [2**63, 1], [[1], [2**63 + 1]], [2**64 + 5, 1], [(1, -(2**63) - 1)])
+    for data, exc in [(p, OverflowError) for p in past] + [(None, TypeError), (["a"], TypeError)]:
         with pytest.raises(exc, match="tensor"):
             dk.tensor(data)
+    assert dk.tensor([2.0**70, 1]).tolist() == [np.float32(2.0**70), 1]
+    assert dk.tensor([2**63 - 1, -(2**63)]).tolist() == [2**63 - 1, -(2**63)]
     with raises_naming(ValueError, "tensor", "NaN", "int64"):
         dk.tensor([np.nan], dtype=dk.int64)
     with raises_naming(ValueError, "full", "int64", "nan"):

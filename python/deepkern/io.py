@@ -96,7 +96,9 @@ def save(obj: dict, path) -> None:
     Temporaries that an earlier save of ``path`` left behind when its process was killed (each
     names the process that wrote it) are removed first. A symbolic link at ``path`` stays one: the
     file it points to is replaced.
-    Non-contiguous and non-native-byte-order arrays are stored as their values (C order).
+    Non-contiguous and non-native-byte-order arrays are stored as their values (C order). Each
+    leaf is stored on its own: two leaves sharing memory (a tensor saved twice, a view beside its
+    base) load as independent arrays (safetensors has no aliasing; ``torch.save`` keeps it).
     Raises TypeError naming the key path of a leaf that cannot be stored, ValueError naming the
     key path where containers nest deeper than :data:`MAX_DEPTH`.
     """

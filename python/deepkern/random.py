@@ -25,9 +25,16 @@ def manual_seed(seed: int) -> np.random.Generator:
     global _generator
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"manual_seed: seed must be an int, got {type(seed).__name__}")
-    _generator = np.random.default_rng(int(seed))
+    _generator = keyed_generator(seed)
     _philox[:] = [int(seed) & _MASK64, 0]
     return _generator
+
+
+def keyed_generator(*keys: int) -> np.random.Generator:
+    """A generator whose stream is fixed by ``keys`` (a seed; a seed and an epoch, ...). A negative
+    key counts as 2**64 + key (PyTorch's reading of a negative seed: ``manual_seed(-1)`` is
+    ``manual_seed(2**64 - 1)``); NumPy's seeding takes non-negative integers only."""
+    return np.random.default_rng([int(k) if k >= 0 else int(k) & _MASK64 for k in keys])
 
 
 def seed() -> int:

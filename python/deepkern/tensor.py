@@ -2074,13 +2074,26 @@ def _python_data(data) -> np.ndarray:
     """Python numbers (nested lists of them) as an array; a TypeError for other objects (None, strings)
     and an OverflowError for integers past int64, as PyTorch's."""
     arr = np.array(data)
+    # NumPy holds ints past int64 as uint64, float64 (beside negative ones) or objects: look for them
+    # only then (a float64 array of magnitudes up to 2**63 cannot hold one).
+    if arr.dtype.kind in "uO" or (arr.dtype.kind == "f" and arr.size and not (np.abs(arr) < 2.0**63).all()):
+        past = _int_past_int64(data)
+        if past is not None:
+            raise OverflowError(f"tensor: {past} is past the int64 range")
     if arr.dtype.kind in "OUSV":
         raise TypeError(
             f"tensor: data must be numbers in int64 or float64 range (or nested sequences of them), got {data!r:.60}"
         )
-    if arr.dtype == np.uint64 and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
-        raise OverflowError(f"tensor: {int(arr.max())} is past the largest int64")
     return arr
+
+
+def _int_past_int64(data):
+    """The first Python int of nested lists and tuples ``data`` outside int64's range, or None."""
+    if isinstance(data, (list, tuple)):
+        return next((v for v in map(_int_past_int64, data) if v is not None), None)
+    if isinstance(data, int) and not isinstance(data, bool) and not -(2**63) <= data < 2**63:
+        return data
+    return None
 
 
 def _cast_data(arr: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:

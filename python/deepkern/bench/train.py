@@ -12,6 +12,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from ..random import keyed_generator
 from .libraries import installed_torch, torch_missing
 from .registry import BF16_CHECK_TOLERANCE, CHECK_TOLERANCE, Case, Suite, register_suite
 
@@ -118,7 +119,7 @@ def _train_arrays(recipe):
 
 def _epoch_order(loader, epoch: int) -> np.ndarray:
     """The sample order of the deepkern DataLoader's ``epoch`` (the same draw as ``iter(loader)``)."""
-    return np.random.default_rng([loader.seed, epoch]).permutation(len(loader.dataset))
+    return keyed_generator(loader.seed, epoch).permutation(len(loader.dataset))
 
 
 def _timed_samples(name: str, recipe) -> int:

@@ -51,18 +51,24 @@ class TensorDataset(Dataset):
 class Subset(Dataset):
     """The samples of ``dataset`` at ``indices`` (in that order): ``subset[i] = dataset[indices[i]]``.
 
-    Raises ValueError naming an index outside ``[0, len(dataset))``.
+    Raises TypeError for indices that are not integers, ValueError naming an index outside
+    ``[0, len(dataset))``. ``subset[list of positions]`` is ``dataset[list of their indices]``.
     """
 
     def __init__(self, dataset, indices):
         self.dataset = dataset
-        self.indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        given = np.asarray(indices).reshape(-1)
+        if given.size and (given.dtype.kind not in "iu" or not np.can_cast(given.dtype, np.int64)):
+            raise TypeError(f"Subset: indices must be integers, got an array of dtype {given.dtype}")
+        self.indices = given.astype(np.int64)
         n = len(dataset)
         bad = self.indices[(self.indices < 0) | (self.indices >= n)]
         if bad.size:
             raise ValueError(f"Subset: indices must lie in [0, {n}) (len(dataset) = {n}), got {int(bad[0])}")
 
     def __getitem__(self, index):
+        if isinstance(index, list):
+            return self.dataset[[int(self.indices[i]) for i in index]]
         return self.dataset[int(self.indices[index])]
 
     def __len__(self) -> int:
@@ -78,7 +84,7 @@ def random_split(dataset, lengths, seed: int = 0) -> list:
     """
     n = len(dataset)
     lengths = list(lengths)
-    if lengths and all(isinstance(x, float) for x in lengths):
+    if lengths and all(isinstance(x, (float, np.floating)) for x in lengths):
         if any(not 0 <= x <= 1 for x in lengths) or abs(sum(lengths) - 1) > 1e-6:
             raise ValueError(f"random_split: fractional lengths must lie in [0, 1] and sum to 1, got {lengths}")
         counts = [int(np.floor(f * n)) for f in lengths]

@@ -3,6 +3,7 @@ semantics, single process)."""
 
 from __future__ import annotations
 
+import itertools
 import numbers
 import operator
 import warnings
@@ -10,8 +11,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..random import get_generator
-from ..tensor import Tensor, stack
+from ..ops._validate import is_bfloat16
+from ..random import get_generator, keyed_generator
+from ..tensor import Tensor, float64, stack, tensor
 from .dataset import Subset, TensorDataset
 
 __all__ = ["DataLoader", "default_collate"]
@@ -19,32 +21,54 @@ __all__ = ["DataLoader", "default_collate"]
 
 def default_collate(samples: list):
     """One batch from a list of samples, as PyTorch's: samples that are tuples (or lists) give a tuple
-    of batched fields (all samples of one length), dicts a dict of batched values per key; numeric
-    arrays, Tensors and Python numbers are stacked along a new first axis into a Tensor (Tensors by
-    :func:`deepkern.stack`, so the batch keeps their autograd graph and device); strings and
-    other objects are returned as a list. Arrays of strings or objects are a TypeError."""
+    of batched fields (all samples of one length; namedtuples stay namedtuples), mappings a mapping of
+    the same type with the batched values per key; Tensors, numeric NumPy arrays and scalars and Python
+    numbers are stacked along a new first axis into a Tensor (by :func:`deepkern.stack`, so a batch of
+    Tensors keeps their autograd graph and device, and mixed dtypes promote as in PyTorch: int32 and
+    float32 arrays give float32; Python floats give float64, Python ints int64, beyond whose range
+    they are an OverflowError); strings and other objects are returned as a list. Arrays of strings
+    or objects are a TypeError."""
     first = samples[0]
     if isinstance(first, (str, bytes)):
         return list(samples)
     if isinstance(first, Mapping):
-        return {key: default_collate([s[key] for s in samples]) for key in first}
+        batched = {key: default_collate([s[key] for s in samples]) for key in first}
+        try:
+            return type(first)(batched)
+        except TypeError:  # a mapping type that cannot be made from a dict
+            return batched
     if isinstance(first, (tuple, list)):
         if any(len(s) != len(first) for s in samples):
             raise RuntimeError(
                 "default_collate: each element in list of batch should be of equal size, got lengths "
                 f"{sorted({len(s) for s in samples})}"
             )
-        return tuple(default_collate([s[i] for s in samples]) for i in range(len(first)))
-    if isinstance(first, (np.ndarray, np.generic)) and first.dtype.kind not in "biufc":
-        raise TypeError(
-            "default_collate: batch must contain tensors, numeric arrays, numbers, dicts or lists; "
-            f"found an array of dtype {first.dtype}"
-        )
+        fields = (default_collate([s[i] for s in samples]) for i in range(len(first)))
+        return type(first)(*fields) if hasattr(first, "_fields") else tuple(fields)
     if isinstance(first, Tensor):  # the differentiable stack: a batch of Tensors keeps their graph and device
         return stack(samples)
-    if isinstance(first, (np.ndarray, np.generic, numbers.Number)):
-        return Tensor(np.stack([np.asarray(s) for s in samples]))
+    if isinstance(first, (np.ndarray, np.generic)):
+        if not _batchable(first.dtype):
+            raise TypeError(
+                "default_collate: batch must contain tensors, numeric arrays, numbers, dicts or lists; "
+                f"found an array of dtype {first.dtype}"
+            )
+        return stack([Tensor(_native(np.asarray(s))) for s in samples])
+    if isinstance(first, float):
+        return tensor(samples, dtype=float64)
+    if isinstance(first, numbers.Number):
+        return tensor(samples)
     return list(samples)
+
+
+def _batchable(dtype: np.dtype) -> bool:
+    """Whether arrays of ``dtype`` batch into a Tensor (numbers and bool; bfloat16)."""
+    return dtype.kind in "biufc" or is_bfloat16(dtype)
+
+
+def _native(array: np.ndarray) -> np.ndarray:
+    """``array`` in the machine's byte order (a copy only where it is not)."""
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
 
 
 class DataLoader:
@@ -59,11 +83,13 @@ class DataLoader:
 
     Batches are ``collate_fn(list of samples)``, by default :func:`default_collate` (Tensors,
     as in PyTorch). A :class:`TensorDataset` (or a :class:`Subset` of one; not of a subclass, whose
-    ``__getitem__`` may differ) with the default collate
+    ``__getitem__`` may differ) of numeric arrays with the default collate and integer indices
     is batched by indexing its whole arrays at once, with the same result and no per-sample loop.
 
     ``sampler`` (an iterable of indices with a length, e.g. :class:`DistributedSampler`) gives
-    the order of the samples instead of ``shuffle``.
+    the order of the samples instead of ``shuffle``: each index it yields reaches
+    ``dataset[index]`` as it is (a key of a mapping dataset too), and an epoch's batches hold what
+    it yields (``len(loader)`` comes from ``len(sampler)``, as in PyTorch).
 
     ``num_workers`` is accepted for PyTorch compatibility (an int >= 0): the batches are always
     made in this process, in the same order and with the same values as PyTorch's workers give.
@@ -113,33 +139,36 @@ class DataLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
-        n = len(self.dataset)
         if self.sampler is not None:
-            order = np.fromiter(iter(self.sampler), np.int64)
+            indices = iter(self.sampler)
         elif self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(n)
+            indices = iter(keyed_generator(self.seed, self.epoch).permutation(len(self.dataset)).tolist())
         else:
-            order = np.arange(n)
+            indices = iter(range(len(self.dataset)))
         self.epoch += 1
         pin = self.pin_memory and _can_pin()
-        return (
-            _pinned(batch) if pin else batch
-            for batch in (
-                self._batch(order[start : start + self.batch_size])
-                for start in range(0, len(self) * self.batch_size, self.batch_size)
-            )
-        )
+        return (_pinned(batch) if pin else batch for batch in map(self._batch, self._batches_of(indices)))
 
-    def _batch(self, indices: np.ndarray):
-        """The batch of the samples at ``indices``."""
+    def _batches_of(self, indices):
+        """The lists of indices of the batches: ``batch_size`` at a time of what ``indices`` yields
+        (a sampler may yield more or fewer than its ``len``), the last one shorter unless ``drop_last``."""
+        while True:
+            batch = list(itertools.islice(indices, self.batch_size))
+            if not batch or (self.drop_last and len(batch) < self.batch_size):
+                return
+            yield batch
+
+    def _batch(self, indices: list):
+        """The batch of the samples at ``indices`` (as the sampler gave them: ``dataset[index]`` each)."""
         if self.collate_fn is None:
-            base, base_indices = self.dataset, indices
-            while type(base) is Subset:  # exact types: a subclass may change __getitem__
-                base, base_indices = base.dataset, base.indices[base_indices]
-            if type(base) is TensorDataset:
-                return tuple(Tensor(a[base_indices]) for a in base.arrays)
+            base, base_indices = self.dataset, np.asarray(indices)
+            if base_indices.dtype.kind in "iu":  # integers: whole arrays indexed at once
+                while type(base) is Subset:  # exact types: a subclass may change __getitem__
+                    base, base_indices = base.dataset, base.indices[base_indices]
+                if type(base) is TensorDataset and all(_batchable(a.dtype) for a in base.arrays):
+                    return tuple(Tensor(_native(a[base_indices])) for a in base.arrays)
         collate = default_collate if self.collate_fn is None else self.collate_fn
-        return collate([self.dataset[int(i)] for i in indices])
+        return collate([self.dataset[i] for i in indices])
 
 
 def _can_pin() -> bool:

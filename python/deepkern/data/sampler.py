@@ -9,6 +9,8 @@ import operator
 
 import numpy as np
 
+from ..random import keyed_generator
+
 __all__ = ["DistributedSampler"]
 
 
@@ -61,7 +63,7 @@ class DistributedSampler:
 
     def __iter__(self):
         n = len(self.dataset)
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n)
+        order = keyed_generator(self.seed, self.epoch).permutation(n) if self.shuffle else np.arange(n)
         if self.total_size > n:  # pad by repeating the order from its start
             order = np.resize(order, self.total_size) if n else order
         order = order[: self.total_size]
