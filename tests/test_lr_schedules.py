@@ -71,6 +71,19 @@ SCHEDULERS = [
         "Adam",
         dict(lr=0.01),
     ),
+    (
+        "sequential-nested",
+        lambda m, o: m.SequentialLR(
+            o,
+            [
+                m.SequentialLR(o, [m.LinearLR(o, start_factor=0.5, total_iters=2), m.ExponentialLR(o, 0.9)], [3]),
+                m.StepLR(o, step_size=2, gamma=0.5),
+            ],
+            milestones=[8],
+        ),
+        "SGD",
+        None,
+    ),
 ]
 IDS = [s[0] for s in SCHEDULERS]
 
@@ -108,10 +121,16 @@ def closed_form(name, t, base):
         if t < 6:
             return base * (0.1 + 0.9 * min(t, 4) / 4)
         return base * (1 + math.cos(math.pi * (t - 6) / 10)) / 2
+    if name == "sequential-nested":  # PyTorch's values: the inner switch lands on the exponential's first decay
+        if t < 8:
+            return base * (0.5 + 0.25 * t if t < 3 else 0.9 ** (t - 2))
+        return base * 0.5 ** ((t - 8) // 2)
     raise KeyError(name)
 
 
-@pytest.mark.parametrize("name", ["multistep", "exponential", "lambda", "linear", "linear-down", "warm-restarts"])
+@pytest.mark.parametrize(
+    "name", ["multistep", "exponential", "lambda", "linear", "linear-down", "warm-restarts", "sequential-nested"]
+)
 def test_scheduler_follows_closed_form(name):
     make, cls_name, options = next(s[1:] for s in SCHEDULERS if s[0] == name)
     (seq, _, _), _ = lr_sequences(make, cls_name, options)
@@ -317,3 +336,24 @@ def test_bad_arguments_raise_naming_them():
     sched = lr_scheduler.CosineAnnealingWarmRestarts(opt, 2)
     with raises_naming(ValueError, "non-negative epoch", "-1"):
         sched.step(-1)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda o: lr_scheduler.LambdaLR(o, halving),
+        lambda o: lr_scheduler.CosineAnnealingLR(o, T_max=4),
+        lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=3),
+    ],
+)
+def test_group_added_after_the_scheduler_is_refused(make):
+    """A param group added after a scheduler of base learning rates was made has none: stepping is
+    a ValueError (PyTorch's strict zip), not a group left unscheduled or stuck at 0."""
+    a, b = deepkern_params(start_params()[:2])
+    opt = optim.SGD([a], lr=0.1)
+    sched = make(opt)
+    opt.add_param_group({"params": [b], "lr": 0.5})
+    with raises_naming(ValueError, type(sched).__name__, "2 parameter groups", "1"):
+        for _ in range(6):
+            opt.step()
+            sched.step()

@@ -9,6 +9,7 @@ Trajectories: the parameters follow gradients from a fixed NumPy function of the
 from __future__ import annotations
 
 import copy
+import functools
 import math
 
 import deepkern
@@ -802,3 +803,71 @@ def test_failed_step_leaves_state_as_it_was():
         assert all("momentum_buffer" not in opt.state[p] for p in params if cls_name == "SGD")
         for p, b in zip(params, before):
             np.testing.assert_array_equal(p._array, b)
+
+
+# -- options and parameters PyTorch takes --------------------------------------------------------
+
+ALL_OPTIMIZERS = [
+    ("SGD", dict(momentum=0.9, weight_decay=0.1)),
+    ("Adam", dict(weight_decay=0.1)),
+    ("AdamW", dict()),
+    ("RMSprop", dict(momentum=0.5)),
+    ("Adagrad", dict(weight_decay=0.1)),
+    ("NAdam", dict(weight_decay=0.1, decoupled_weight_decay=True)),
+    ("RAdam", dict(weight_decay=0.1, decoupled_weight_decay=True)),
+]
+
+
+@pytest.mark.parametrize("cls_name, options", ALL_OPTIMIZERS, ids=[c[0] for c in ALL_OPTIMIZERS])
+def test_tensor_options_step_as_their_numbers(cls_name, options):
+    """``lr`` (and betas) given as 0-d Tensors, as PyTorch takes them, step exactly as the numbers:
+    the NumPy-rule optimizers had left the parameters unchanged, the fused ones raised at step()."""
+    cls = getattr(optim, cls_name)
+    scalar = functools.partial(deepkern.tensor, dtype=deepkern.float64)  # holds the number exactly
+    numbers = dict(options, lr=0.01)
+    tensors = dict(options, lr=scalar(0.01))
+    if cls_name in ("Adam", "NAdam"):
+        numbers["betas"], tensors["betas"] = (0.8, 0.99), (scalar(0.8), scalar(0.99))
+    want, _ = run_deepkern(lambda p: cls(p, **numbers), start_params(), steps=5)
+    got, _ = run_deepkern(lambda p: cls(p, **tensors), start_params(), steps=5)
+    for g, w, start in zip(got, want, start_params()):
+        np.testing.assert_array_equal(g, w)
+        assert not np.array_equal(g, start)
+
+
+@pytest.mark.parametrize("cls_name, options", ALL_OPTIMIZERS, ids=[c[0] for c in ALL_OPTIMIZERS])
+def test_gradient_sharing_the_parameters_memory_steps_as_a_copy(cls_name, options):
+    """``p.grad = p.detach()`` (the gradient is the parameter's own memory, which PyTorch steps) steps
+    on a copy of the gradient taken before the step, as a separate gradient of those values would."""
+    cls = getattr(optim, cls_name)
+    shared, copied = deepkern_params(start_params()[:2]), deepkern_params(start_params()[:2])
+    opt_shared, opt_copied = cls(shared, lr=0.1, **options), cls(copied, lr=0.1, **options)
+    for _ in range(3):
+        for p, q in zip(shared, copied):
+            p.grad, q.grad = p.detach(), q.detach().clone()
+        opt_shared.step()
+        opt_copied.step()
+    for p, q, start in zip(shared, copied, start_params()):
+        np.testing.assert_array_equal(p.detach().numpy(), q.detach().numpy())
+        assert not np.array_equal(p.detach().numpy(), start)
+
+
+def test_sgd_group_without_momentum_ignores_nesterov():
+    """PyTorch checks Nesterov's needs on the defaults only; a group with momentum 0 under Nesterov
+    defaults steps as plain SGD."""
+    a, b = deepkern_params(start_params()[:2])
+    opt = optim.SGD([{"params": [a]}, {"params": [b], "momentum": 0}], lr=0.1, momentum=0.9, nesterov=True)
+    b_start = b.detach().numpy().copy()
+    set_grads([a, b])
+    g = b.grad.numpy().copy()
+    opt.step()
+    np.testing.assert_array_equal(b.detach().numpy(), b_start - np.float32(0.1) * g)
+
+
+def test_complex_parameters_are_refused():
+    """The steps compute on real arrays: a complex parameter (its imaginary part had been dropped)
+    is a TypeError naming the dtype."""
+    p = deepkern.nn.Parameter(deepkern.tensor(np.array([1 + 2j, 3 - 1j], np.complex64)))
+    for cls in (optim.SGD, optim.Adam, optim.Adagrad):
+        with raises_naming(TypeError, "complex", "complex64"):
+            cls([p], lr=0.1)

@@ -466,3 +466,14 @@ def test_lbfgs_runs_on_every_device(line_search_fn, device):
         assert opt.state[xy]["d"].device == xy.device
         points.append(xy.detach().cpu().numpy())
     np.testing.assert_allclose(points[1], points[0], rtol=1e-12)
+
+
+def test_lbfgs_counts_take_numpy_ints_and_whole_floats():
+    """As PyTorch's: max_iter, max_eval and history_size may be NumPy ints or whole floats."""
+    for counts in (dict(max_iter=np.int64(5)), dict(history_size=np.int32(3)), dict(max_iter=5.0, max_eval=7.0)):
+        opt = optim.LBFGS(deepkern_params(start_params()[:1]), **counts)
+        group = opt.param_groups[0]
+        assert all(type(group[name]) is int for name in ("max_iter", "max_eval", "history_size"))
+    for bad in (float("inf"), float("nan"), 0.0, True):
+        with raises_naming(ValueError, "max_iter"):
+            optim.LBFGS(deepkern_params(start_params()[:1]), max_iter=bad)

@@ -8,6 +8,7 @@ Python floats."""
 from __future__ import annotations
 
 import functools
+import numbers
 
 import numpy as np
 
@@ -158,9 +159,15 @@ class LBFGS(Optimizer):
             max_eval = max_iter * 5 // 4
         if line_search_fn not in (None, "strong_wolfe"):
             raise ValueError(f"LBFGS: line_search_fn must be None or 'strong_wolfe', got {line_search_fn!r}")
-        for name, value in (("max_iter", max_iter), ("max_eval", max_eval), ("history_size", history_size)):
-            if not (isinstance(value, int) and value >= 1):
+        counts = {"max_iter": max_iter, "max_eval": max_eval, "history_size": history_size}
+        for name, value in counts.items():  # as PyTorch: NumPy ints and whole floats (5.0) count too
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not (value >= 1 and float(value).is_integer())
+            ):
                 raise ValueError(f"LBFGS: {name} must be a positive integer, got {value!r}")
+        max_iter, max_eval, history_size = (int(value) for value in counts.values())
         defaults = {
             "lr": lr,
             "max_iter": max_iter,

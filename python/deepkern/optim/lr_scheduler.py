@@ -132,7 +132,14 @@ class LRScheduler:
             self._get_lr_called_within_step = False
 
     def _set_lrs(self, values) -> None:
-        for group, lr in zip(self.optimizer.param_groups, values):
+        groups = self.optimizer.param_groups
+        values = list(values)
+        if len(values) != len(groups):  # as PyTorch's strict zips: a group added later has no schedule
+            raise ValueError(
+                f"{type(self).__name__}: the optimizer has {len(groups)} parameter groups but the scheduler "
+                f"schedules {len(values)} (a group added after the scheduler was made has no base learning rate)"
+            )
+        for group, lr in zip(groups, values):
             group["lr"] = lr
         self._last_lr = self._current_lrs()
 
@@ -564,7 +571,7 @@ class SequentialLR(LRScheduler):
         for group in optimizer.param_groups:  # undo the schedulers' own first steps
             group["lr"] = group["initial_lr"]
         for scheduler in self._schedulers:
-            scheduler.last_epoch -= 1
+            _undo_first_step(scheduler)
         first = self._schedulers[bisect.bisect_right(self._milestones, 0)]
         first._initial_step()
         self._last_lr = first.get_last_lr()
@@ -591,6 +598,16 @@ class SequentialLR(LRScheduler):
         self.__dict__.update(state)
         for scheduler, entry in zip(self._schedulers, saved):
             scheduler.load_state_dict(entry)
+
+
+def _undo_first_step(scheduler: LRScheduler) -> None:
+    """Takes back the first step a scheduler took when it was made; for a SequentialLR, that of
+    each scheduler it holds (its own count stays), as PyTorch's ``recursive_undo``."""
+    if isinstance(scheduler, SequentialLR):
+        for inner in scheduler._schedulers:
+            _undo_first_step(inner)
+    else:
+        scheduler.last_epoch -= 1
 
 
 class ReduceLROnPlateau(LRScheduler):

@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import autograd
 from ..backends import as_array, to_device
+from ..ops._validate import overlaps
 from ..tensor import Tensor
 
 __all__ = ["Optimizer"]
@@ -55,6 +56,20 @@ def _step_array(t: Tensor, dtype):
     if t.dtype != dtype:
         return t._array.astype(dtype, order="C")
     return t._array if t.is_contiguous() else t._backend().ascontiguousarray(t._array)
+
+
+def _plain_options(group: dict) -> dict:
+    """``group`` with its 0-d Tensor options (``lr=tensor(0.01)``, as PyTorch takes them; also
+    inside tuples such as betas) as Python floats, the numbers the steps compute with."""
+
+    def plain(value):
+        if isinstance(value, Tensor) and value.ndim == 0:
+            return float(value.item())
+        if isinstance(value, tuple):
+            return tuple(map(plain, value))
+        return value
+
+    return {name: value if name == "params" else plain(value) for name, value in group.items()}
 
 
 def _copy_state_value(value):
@@ -154,6 +169,8 @@ class Optimizer:
                 raise TypeError(f"optimizer can only optimize Tensors, but one of the params is {type(p).__name__}")
             if not p.is_leaf:
                 raise ValueError("can't optimize a non-leaf Tensor")
+            if p.dtype.kind == "c":
+                raise TypeError(f"optimizer: complex parameters are not supported, got one of dtype {p.dtype}")
         param_group["params"] = params
         if names:
             param_group["param_names"] = names
@@ -209,9 +226,12 @@ class Optimizer:
                     params.append(p)
                     dtype = self._state_dtype(p)
                     param_arrays.append(_step_array(p, dtype))
-                    grad_arrays.append(_step_array(g, dtype if dtype != p.dtype else g.dtype))
+                    grad = _step_array(g, dtype if dtype != p.dtype else g.dtype)
+                    # A gradient sharing the parameter's memory (p.grad = p.detach(), which PyTorch
+                    # steps) is copied first: the kernels write the parameter while reading it.
+                    grad_arrays.append(grad.copy() if overlaps(grad, param_arrays[-1]) else grad)
             if params:
-                self._step_group(group, params, param_arrays, grad_arrays)
+                self._step_group(_plain_options(group), params, param_arrays, grad_arrays)
                 for p, a in zip(params, param_arrays):
                     if a is not p._array:  # a strided or narrow parameter: the stepped copy written back
                         p._array[...] = a

@@ -60,7 +60,7 @@ class SGD(Optimizer):
                 momentum=momentum,
                 dampening=group["dampening"],
                 weight_decay=group["weight_decay"],
-                nesterov=group["nesterov"],
+                nesterov=group["nesterov"] and momentum != 0,  # PyTorch: no momentum, no Nesterov step
                 maximize=group["maximize"],
                 first_step=False if fs is None else fs,
             )
