@@ -24,6 +24,8 @@ from deepkern.nn.utils.rnn import (
     pack_sequence,
     pad_packed_sequence,
     pad_sequence,
+    unpack_sequence,
+    unpad_sequence,
 )
 
 from checks import F32, F64, check, gradcheck, raises_naming, rand
@@ -405,6 +407,41 @@ def test_pack_functions_match_torch(rng):
         got = pad_sequence([deepkern.tensor(s) for s in seqs], True, 1.5, side)
         want = torch.nn.utils.rnn.pad_sequence([torch.tensor(s) for s in seqs], True, 1.5, side)
         np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_unpad_and_unpack_give_the_sequences_back(batch_first, rng):
+    """unpad_sequence inverts pad_sequence and unpack_sequence pack_sequence (unsorted lengths, the
+    original order), as copies through which gradients flow to the padded batch."""
+    seqs = [rng.standard_normal((n, 3)) for n in (2, 5, 1, 4)]
+    padded = deepkern.tensor(pad_sequence([deepkern.tensor(s) for s in seqs], batch_first), requires_grad=True)
+    got = unpad_sequence(padded, [len(s) for s in seqs], batch_first)
+    for g, s in zip(got, seqs):
+        np.testing.assert_array_equal(g.detach().numpy(), s)
+    got[0].detach()[...] = 99.0  # a copy, not a view of the batch
+    assert np.abs(padded.detach().numpy()).max() < 99
+    sum(((g * (k + 1)).sum() for k, g in enumerate(got)), deepkern.tensor(0.0)).backward()
+    weights = pad_sequence([deepkern.tensor(np.full((len(s), 3), k + 1.0)) for k, s in enumerate(seqs)], batch_first)
+    np.testing.assert_array_equal(padded.grad.numpy(), weights.numpy())
+    packed = pack_sequence([deepkern.tensor(s) for s in seqs], enforce_sorted=False)
+    for g, s in zip(unpack_sequence(packed), seqs):
+        np.testing.assert_array_equal(g.numpy(), s)
+    with raises_naming(ValueError, "unpad_sequence", "lengths", "[2, 9]"):
+        unpad_sequence(padded, [2, 9], batch_first)
+
+
+def test_packed_sequence_moves_and_casts_like_a_tensor(rng):
+    """PackedSequence.to / double / float / cpu (PyTorch's methods): data converted, batch_sizes and
+    the indices kept as int64; the sequence itself when nothing changes."""
+    packed = pack_sequence([deepkern.tensor(rng.standard_normal((n, 2)).astype(F32)) for n in (1, 3)], False)
+    assert packed.to(deepkern.float32) is packed and packed.cpu() is packed and not packed.is_cuda
+    for converted, dtype in ((packed.double(), np.float64), (packed.to(dtype=deepkern.float64), np.float64)):
+        assert type(converted) is PackedSequence and converted.data.dtype == dtype
+        np.testing.assert_array_equal(converted.data.numpy(), packed.data.numpy())
+        for field in ("batch_sizes", "sorted_indices", "unsorted_indices"):
+            np.testing.assert_array_equal(getattr(converted, field).numpy(), getattr(packed, field).numpy())
+    assert packed.double().float().data.dtype == np.float32 and packed.long().data.dtype == np.int64
+    assert not packed.is_pinned()
 
 
 def test_bad_lengths_raise_naming_them(rng):

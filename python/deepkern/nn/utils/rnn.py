@@ -16,10 +16,19 @@ import numpy as np
 
 from ...autograd import Function
 from ...backends import backend_of
-from ...tensor import Tensor, tensor
+from ...ops._validate import bfloat16_dtype
+from ...tensor import Tensor, float32, float64, int32, int64, tensor
 from ...tensor_ops import Cat
 
-__all__ = ["PackedSequence", "pack_padded_sequence", "pack_sequence", "pad_packed_sequence", "pad_sequence"]
+__all__ = [
+    "PackedSequence",
+    "pack_padded_sequence",
+    "pack_sequence",
+    "pad_packed_sequence",
+    "pad_sequence",
+    "unpack_sequence",
+    "unpad_sequence",
+]
 
 
 class _Fields(NamedTuple):
@@ -41,6 +50,46 @@ class PackedSequence(_Fields):
         if unsorted_indices is None and sorted_indices is not None:
             unsorted_indices = tensor(np.argsort(_ints(sorted_indices), kind="stable"))
         return super().__new__(cls, data, batch_sizes, sorted_indices, unsorted_indices)
+
+    def to(self, *args, **kwargs) -> PackedSequence:
+        """``data.to(*args, **kwargs)``, the indices moved to its device (batch_sizes stays on the
+        host); this sequence itself when data does not change, as PyTorch's."""
+        data = self.data.to(*args, **kwargs)
+        if data is self.data:
+            return self
+        indices = (None if i is None else i.to(data.device) for i in (self.sorted_indices, self.unsorted_indices))
+        return type(self)(data, self.batch_sizes, *indices)
+
+    def cpu(self) -> PackedSequence:
+        return self.to("cpu")
+
+    def cuda(self, *args, **kwargs) -> PackedSequence:
+        return self.to(self.data.cuda(*args, **kwargs).device)
+
+    def double(self) -> PackedSequence:
+        return self.to(dtype=float64)
+
+    def float(self) -> PackedSequence:
+        return self.to(dtype=float32)
+
+    def bfloat16(self) -> PackedSequence:
+        return self.to(dtype=bfloat16_dtype())
+
+    def long(self) -> PackedSequence:
+        return self.to(dtype=int64)
+
+    def int(self) -> PackedSequence:
+        return self.to(dtype=int32)
+
+    def pin_memory(self) -> PackedSequence:
+        return type(self)(self.data.pin_memory(), self.batch_sizes, self.sorted_indices, self.unsorted_indices)
+
+    def is_pinned(self) -> bool:
+        return self.data.is_pinned()
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.data.device.type == "cuda"
 
 
 def _ints(value) -> np.ndarray:
@@ -227,3 +276,23 @@ def pack_sequence(sequences, enforce_sorted=True):
     seqs = [_as_tensor(s) for s in sequences]
     padded = pad_sequence(seqs)  # checks the sequences
     return pack_padded_sequence(padded, [s.shape[0] for s in seqs], enforce_sorted=enforce_sorted)
+
+
+def unpad_sequence(padded_sequences, lengths, batch_first=False) -> list:
+    """The sequences of a padded batch (the inverse of :func:`pad_sequence`): sequence i is the first
+    ``lengths[i]`` steps of column i, (T, B, *) or with ``batch_first`` (B, T, *); copies, differentiable."""
+    padded = _as_tensor(padded_sequences)
+    steps = _lengths("unpad_sequence", lengths)
+    columns = padded.shape[0] if batch_first else padded.shape[1] if padded.ndim > 1 else 0
+    if len(steps) != columns or (len(steps) and steps.max() > padded.shape[1 if batch_first else 0]):
+        raise ValueError(
+            f"unpad_sequence: lengths {steps.tolist()} do not fit a padded batch of shape {tuple(padded.shape)} "
+            f"(batch_first={batch_first})"
+        )
+    return [(padded[i, :n] if batch_first else padded[:n, i]).clone() for i, n in enumerate(steps.tolist())]
+
+
+def unpack_sequence(packed_sequences: PackedSequence) -> list:
+    """The sequences of a packed batch, in their original order (the inverse of :func:`pack_sequence`)."""
+    padded, lengths = pad_packed_sequence(packed_sequences, batch_first=True)
+    return unpad_sequence(padded, lengths, batch_first=True)
