@@ -121,6 +121,33 @@ def test_a_fully_masked_row_gives_zeros_and_zero_gradients(rng):
     assert np.isfinite(dk).all() and np.isfinite(dv).all()
 
 
+def test_rows_under_a_large_finite_mask_have_exact_gradients(rng):
+    """A row whose every key is under a large finite mask (-1e15, or float32's lowest, as padding
+    masks are often written) attends as its scores say; its lse (-1e15 + log l) cannot hold log l,
+    so the backward takes that row's max and sum again: the gradients (also of the keys and values
+    the other rows share) match the reference, where P = exp(S - lse) had been off by up to S times."""
+    q, k, v = _qkv(rng, (2,), 5, 7, 3, 4, F64)
+    mask = np.zeros((5, 7))
+    mask[1] = -1e15
+    mask[3, :4] = -1e15
+    mask[3, 4:] = -1e15 - 4.0  # on the scores' 0.125 grid there: distinct probabilities
+    out, lse = ops.scaled_dot_product_attention(q, k, v, mask)
+    check(out, attention_ref(q, k, v, mask), F64, "out", tol=TOL[F64])
+    grad = rand(rng, out.shape, F64)
+    got = ops.scaled_dot_product_attention_backward(grad, q, k, v, out, lse, mask)
+    _check_all(got, attention_backward_ref(grad, q, k, v, mask), F64, "backward")
+    # float32's lowest: every score of the row rounds to the mask itself, so the row attends
+    # uniformly, as with a zero query and no mask.
+    q, k, v = _qkv(rng, (2,), 5, 7, 3, 4, F32)
+    q[:, 2] = 0
+    mask = np.zeros((5, 7), F32)
+    mask[2] = np.finfo(F32).min
+    out, lse = ops.scaled_dot_product_attention(q, k, v, mask)
+    grad = rand(rng, out.shape, F32)
+    got = ops.scaled_dot_product_attention_backward(grad, q, k, v, out, lse, mask)
+    _check_all(got, attention_backward_ref(grad, q, k, v), F32, "backward, float32 lowest")
+
+
 def test_no_keys_gives_zeros(rng):
     q, k, v = _qkv(rng, (2,), 3, 0, 4, 5, F64)
     out, lse = ops.scaled_dot_product_attention(q, k, v)

@@ -9,7 +9,8 @@
 //
 // Backward: a thread takes whole problems (so dq, dk and dv are sums in one fixed order, whatever
 // the thread count): D = rowsum(dO * O), then for each key block and each query block that sees
-// it: P = exp(S - lse) recomputed, dV += (P Z)^T dO, dP = (dO V^T) Z, dS = P (dP - D),
+// it: P = exp(S - lse) recomputed (rows whose lse is too large to hold log l take their max and sum
+// again, see row_shifts), dV += (P Z)^T dO, dP = (dO V^T) Z, dS = P (dP - D),
 // dQ += scale dS K, dK += scale dS^T Q, with Z dropout's factors regenerated from Philox; when the
 // mask's gradient is asked, dS is also added into its matrix (summed over broadcast rows or keys).
 #include "cpu/attention/attention.h"
@@ -36,6 +37,9 @@ constexpr int64_t kBlockK = 256;
 constexpr int64_t kBackwardBlockK = 128;
 // Below this many multiply-adds per thread, fewer threads run (a thread start costs ~10 us).
 constexpr int64_t kMinMacsPerThread = int64_t(1) << 18;
+// |lse| beyond which its rounding (a 64th of float's epsilon relative) is no longer small beside
+// log l: the backward takes such a row's max and sum again (row_shifts).
+constexpr double kExactLse = 64;
 
 struct AttentionScratch;  // this family's thread_scratch tag
 enum Slot { kScores, kScoreGrads, kDropped, kRowStats, kSlots };
@@ -163,6 +167,32 @@ void add_mask_grad(const AttentionMaskGrad<T>& dm, int64_t i, int64_t j0, const 
   }
 }
 
+// The shifts of each row's probabilities P = exp((S - shift) - log_sum): lse and 0, or, where lse is
+// so large that it no longer holds log l (every key under a large finite mask: lse = -1e9 + log l
+// is -1e9 in float), the row's max m and log l computed again from its scores, as the forward did.
+// `scores`: kBlockK elements of scratch.
+template <class T>
+void row_shifts(const AttentionKernels<T>& kern, const Problem<T>& p, const T* lse, T* shift, T* log_sum, T* scores) {
+  const AttentionShape& sh = p.shape;
+  for (int64_t i = 0; i < sh.l; ++i) {
+    shift[i] = lse[i];
+    log_sum[i] = 0;
+    if (!(std::abs(lse[i]) > kExactLse) || std::isinf(lse[i])) continue;
+    T m = -std::numeric_limits<T>::infinity(), l = 0;
+    const int64_t key_end = p.options.causal ? std::min(sh.s, i + 1) : sh.s;
+    for (int64_t j0 = 0; j0 < key_end; j0 += kBlockK) {
+      const int64_t cols = std::min(kBlockK, key_end - j0);
+      product<T>(1, cols, sh.e, p.alpha(), rows_of(p.q() + i * sh.e, sh.e), transposed(p.k() + j0 * sh.e, sh.e), T(0),
+                 scores, kBlockK);
+      kern.online_softmax(scores, cols, p.valid(i, j0, cols), p.mask(i, j0), p.in.mask_col_stride, &m, &l, nullptr, 0);
+    }
+    if (l > 0) {
+      shift[i] = m;
+      log_sum[i] = std::log(l);
+    }
+  }
+}
+
 // One problem's backward: dq (L, E), dk (S, E), dv (S, Ev) written, and its mask gradient dm (one
 // matrix; dm.d null: not asked).
 template <class T>
@@ -176,7 +206,9 @@ void backward_problem(const AttentionKernels<T>& kern, const Problem<T>& p, cons
   T* probs = scratch<T>(kScores, kBlockQ * kBackwardBlockK);
   T* dscores = scratch<T>(kScoreGrads, kBlockQ * kBackwardBlockK);
   T* dropped = p.drops() ? scratch<T>(kDropped, kBlockQ * kBackwardBlockK) : probs;
-  T* d = scratch<T>(kRowStats, sh.l);
+  T* d = scratch<T>(kRowStats, 3 * sh.l);
+  T *shift = d + sh.l, *log_sum = shift + sh.l;
+  row_shifts(kern, p, lse, shift, log_sum, probs);
   for (int64_t i = 0; i < sh.l; ++i) {
     T sum = 0;
     for (int64_t c = 0; c < sh.ev; ++c) sum += grad[i * sh.ev + c] * o[i * sh.ev + c];
@@ -195,7 +227,7 @@ void backward_problem(const AttentionKernels<T>& kern, const Problem<T>& p, cons
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t i = i0 + r;
         kern.probabilities(probs + r * kBackwardBlockK, cols, p.valid(i, j0, cols), p.mask(i, j0), p.in.mask_col_stride,
-                           lse[i]);
+                           shift[i], log_sum[i]);
         if (p.drops()) {
           std::memcpy(dropped + r * kBackwardBlockK, probs + r * kBackwardBlockK, sizeof(T) * cols);
           p.drop(kern, dropped + r * kBackwardBlockK, i, j0, cols);

@@ -71,11 +71,12 @@ void online_softmax(T* __restrict s, int64_t cols, int64_t valid, const T* __res
 }
 
 template <class T>
-void probabilities(T* __restrict s, int64_t cols, int64_t valid, const T* __restrict mask, int64_t mask_stride, T lse) {
-  if (lse == T(-kInf)) valid = 0;  // a fully masked row: no probabilities, no gradient
+void probabilities(T* __restrict s, int64_t cols, int64_t valid, const T* __restrict mask, int64_t mask_stride, T shift,
+                   T log_sum) {
+  if (shift == T(-kInf)) valid = 0;  // a fully masked row: no probabilities, no gradient
   add_mask(s, valid, mask, mask_stride);
 #pragma omp simd
-  for (int64_t c = 0; c < valid; ++c) s[c] = exp_nonpositive(s[c] - lse);
+  for (int64_t c = 0; c < valid; ++c) s[c] = exp_nonpositive((s[c] - shift) - log_sum);
   std::fill(s + valid, s + cols, T(0));
 }
 

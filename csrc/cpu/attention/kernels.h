@@ -16,8 +16,9 @@ struct AttentionKernels {
   // sum_c s_c, *m = m', and the row's accumulated output o (ev elements) is multiplied by e^(*m - m').
   void (*online_softmax)(T* s, int64_t cols, int64_t valid, const T* mask, int64_t mask_stride, T* m, T* l, T* o,
                          int64_t ev);
-  // The backward's probabilities: s_c = exp(s_c + mask_c - lse), all 0 when lse = -inf.
-  void (*probabilities)(T* s, int64_t cols, int64_t valid, const T* mask, int64_t mask_stride, T lse);
+  // The backward's probabilities: s_c = exp((s_c + mask_c - shift) - log_sum), all 0 when shift = -inf
+  // (shift = lse and log_sum = 0, or the row's max and log of its sum where lse lost the latter).
+  void (*probabilities)(T* s, int64_t cols, int64_t valid, const T* mask, int64_t mask_stride, T shift, T log_sum);
   // The score gradient: dp_c = p_c (dp_c - d).
   void (*score_grad)(const T* p, T* dp, int64_t cols, T d);
   // Dropout: x_c *= (element first + c kept ? scale : 0), the Philox rule of philox.h.
