@@ -340,6 +340,102 @@ def find_unused_parameters(view: bool):
     assert err is not None and "b.weight" in err and "find_unused_parameters" in err, err
 
 
+def check_unused_parameters_with_no_sync():
+    for view in (False, True):
+        unused_parameters_with_no_sync(view)
+
+
+def unused_parameters_with_no_sync(view: bool):
+    """A parameter that got gradients only inside no_sync is used: the syncing backward averages
+    its accumulated gradient (it had been left local, a different value on every rank)."""
+    dk.manual_seed(0)
+    model = Branchy().double()
+    ddp = DDP(model, find_unused_parameters=True, gradient_as_bucket_view=view)
+    x = np.full((2, 3), RANK + 1.0)
+    with ddp.no_sync():
+        ddp(dk.from_numpy(x), True).sum().backward()  # b only here
+    ddp(dk.from_numpy(x), False).sum().backward()
+    mean = sum(2 * (r + 1.0) for r in range(WORLD)) / WORLD  # b.weight's gradient rows: sum over the batch of x
+    np.testing.assert_array_equal(model.b.weight.grad.numpy(), np.full((2, 3), mean))
+    np.testing.assert_array_equal(model.a.weight.grad.numpy(), np.full((2, 3), 2 * mean))
+
+
+class Hooked(nn.Module):
+    """Two linear layers; ``fail``: a hook on the hidden activation's gradient raises."""
+
+    def __init__(self):
+        super().__init__()
+        self.l1, self.l2, self.fail = nn.Linear(3, 4), nn.Linear(4, 1), False
+
+    def forward(self, x):
+        h = self.l1(x)
+        if self.fail:
+            h.register_hook(lambda g: (_ for _ in ()).throw(FloatingPointError("a check on h's gradient")))
+        return self.l2(h.tanh())
+
+
+def check_backward_that_raised_stops_the_wrapper():
+    """A backward that raises midway (after l2's buckets started) leaves the all-reduces unfinished:
+    the next forward is a RuntimeError (PyTorch's), where the gradients had silently stopped being
+    averaged; a new wrapper around the module averages again."""
+    dk.manual_seed(0)
+    model, ref = Hooked().double(), Hooked().double()
+    ref.load_state_dict(model.state_dict())
+    ddp = DDP(model, bucket_cap_mb=1e-5)  # a bucket per parameter
+    xs = [np.random.default_rng([3, r]).standard_normal((4, 3)) for r in range(WORLD)]
+    model.fail = True
+    try:
+        ddp(dk.from_numpy(xs[RANK])).sum().backward()
+    except FloatingPointError:
+        pass
+    model.fail = False
+    expect(RuntimeError, ["previous backward", "wrap the module again"], lambda: ddp(dk.from_numpy(xs[RANK])))
+    again = DDP(model)
+    for p in model.parameters():
+        p.grad = None
+    again(dk.from_numpy(xs[RANK])).sum().backward()
+    for r in range(WORLD):
+        (ref(dk.from_numpy(xs[r])).sum() / WORLD).backward()
+    for p, q in zip(model.parameters(), ref.parameters()):
+        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def check_buffers_broadcast_before_evaluation():
+    """As PyTorch's: a forward after a training forward copies rank 0's buffers first, also under
+    no_grad, so evaluation sees rank 0's running statistics on every rank."""
+    dk.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)).double()
+    ddp = DDP(model)
+    ddp(dk.from_numpy(np.random.default_rng([7, RANK]).standard_normal((5, 3)))).sum().backward()
+    ddp.eval()
+    with dk.no_grad():
+        out = ddp(dk.from_numpy(np.ones((1, 3)))).numpy()
+    gathered = [np.zeros_like(out) for _ in range(WORLD)]
+    dist.all_gather(gathered, out)
+    for r in range(WORLD):
+        np.testing.assert_array_equal(gathered[r], gathered[0])
+
+
+def check_bfloat16_model_trains():
+    """bfloat16 parameters and buffers (which MPI cannot name): broadcast from rank 0 at construction,
+    gradients averaged (summed in float32)."""
+    dk.manual_seed(RANK)  # different weights per rank: the wrapper makes them rank 0's
+    model = nn.Sequential(nn.Linear(4, 2), nn.BatchNorm1d(2)).to(dk.bfloat16)
+    model[1].running_mean._array[...] = RANK
+    ddp = DDP(model, find_unused_parameters=True)  # kept alive: its hooks hold it weakly
+    weights = ddp.module[0].weight.detach().numpy().astype(np.float32)
+    gathered = [np.zeros_like(weights) for _ in range(WORLD)]
+    dist.all_gather(gathered, weights)
+    assert all(np.array_equal(g, gathered[0]) for g in gathered)
+    assert np.all(model[1].running_mean.numpy().astype(np.float32) == 0)
+    x = np.full((2, 4), RANK + 1.0, np.float32)
+    model[0](dk.from_numpy(x).to(dk.bfloat16)).sum().backward()  # the batch norm unused
+    grad = model[0].weight.grad
+    assert grad.dtype == dk.bfloat16
+    mean = sum(2 * (r + 1.0) for r in range(WORLD)) / WORLD  # each row: the sum over the batch of x
+    np.testing.assert_array_equal(grad.numpy().astype(np.float32), np.full((2, 4), mean, np.float32))
+
+
 def check_gradient_as_bucket_view():
     """The gradients live in the buckets across zero_grad (both kinds), optimizer steps and a
     replaced .grad, and every step's averages match one process's gradients of the whole batch."""

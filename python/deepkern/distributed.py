@@ -1,13 +1,16 @@
 """deepkern.distributed: collectives across the processes of an MPI job, with PyTorch's names
 (``torch.distributed``) and behaviour.
 
-Launch the processes with MPI (``mpiexec -n 4 python train.py``, or ``deepkern train --nproc 4``)
-and call ``init_process_group(backend="mpi")``: the world (its size, each process's rank) is the
-MPI job's. The collectives work in place on NumPy arrays and CPU Tensors: ``all_reduce`` (with
-``ReduceOp.SUM``, ``AVG``, ``MAX``, ``MIN``, ``PRODUCT``), ``broadcast``, ``all_gather``,
-``reduce_scatter`` and ``reduce_scatter_tensor``. ``async_op=True`` starts the operation without
-waiting and returns a :class:`Work` whose ``wait()`` finishes it. A non-contiguous array is
-copied to a contiguous buffer and the result written back (at ``wait()`` for an asynchronous call).
+Launch the processes with MPI (``mpiexec -n 4 python -m mpi4py train.py``, or ``deepkern train
+--nproc 4``) and call ``init_process_group(backend="mpi")``: the world (its size, each process's rank)
+is the MPI job's. ``-m mpi4py`` makes an exception that one process does not catch abort the whole
+job; without it the other processes wait in their next collective for ever (MPI has no timeout: the
+``timeout`` arguments are accepted for PyTorch's signatures and change nothing). The collectives
+work in place on NumPy arrays and CPU Tensors: ``all_reduce`` (with ``ReduceOp.SUM``, ``AVG``,
+``MAX``, ``MIN``, ``PRODUCT``), ``broadcast``, ``all_gather``, ``reduce_scatter`` and
+``reduce_scatter_tensor``. ``async_op=True`` starts the operation without waiting and returns a
+:class:`Work` whose ``wait()`` finishes it. A non-contiguous array is copied to a contiguous
+buffer and the result written back (at ``wait()`` for an asynchronous call).
 Before each collective the processes compare their arguments' shapes and dtypes, so a mismatch is
 a ValueError on every rank instead of a wrong result or a hang.
 

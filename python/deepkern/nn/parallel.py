@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import autograd
 from .. import distributed as dist
+from ..ops._validate import is_bfloat16
 from .module import Module
 
 __all__ = ["DistributedDataParallel"]
@@ -37,6 +38,8 @@ class _Bucket:
         self.scaled = set()  # ids of the parameters whose view the engine wrote already divided
         self.kept = {}  # (as_view) id -> the gradient of a parameter this backward did not reach
         self.work = None  # the all-reduce in flight
+        # MPI has no bfloat16: such a bucket is summed in a float32 copy, rounded back at the end.
+        self.wire = self.buffer.astype(np.float32) if is_bfloat16(self.buffer.dtype) else self.buffer
         if as_view:
             for p, view in zip(params, self.views):
                 if p.grad is not None:
@@ -79,7 +82,9 @@ class _Bucket:
                     self.kept[id(p)] = view.copy()
                 np.divide(view, self.world, out=view)
         self.scaled.clear()
-        self.work = dist.iallreduce(self.buffer, dist.ReduceOp.SUM, async_op=not last)
+        if self.wire is not self.buffer:
+            np.copyto(self.wire, self.buffer)
+        self.work = dist.iallreduce(self.wire, dist.ReduceOp.SUM, async_op=not last)
 
     def finish(self, globally_used) -> None:
         """Waits for the all-reduce and leaves the average in each parameter's ``.grad``, except
@@ -90,6 +95,8 @@ class _Bucket:
         if self.work is not None:
             self.work.wait()
         self.work = None
+        if self.wire is not self.buffer:
+            np.copyto(self.buffer, self.wire, casting="unsafe")
         self.ready.clear()
         kept, self.kept = self.kept, {}
         for p, view in zip(self.params, self.views):
@@ -122,9 +129,14 @@ class DistributedDataParallel(Module):
 
     ``no_sync()``: inside it, backward only accumulates the local gradients (gradient accumulation);
     the first backward outside it all-reduces the accumulated sums. ``find_unused_parameters``: a
-    parameter that got no gradient in a backward counts as zero on that rank (without it, such a
-    parameter is an error naming it). ``broadcast_buffers``: each forward first copies rank 0's
-    buffers (e.g. BatchNorm's running statistics) to every rank.
+    parameter that got no gradient in a backward (nor in the ``no_sync`` backwards before it) counts
+    as zero on that rank (without it, such a parameter is an error naming it). ``broadcast_buffers``:
+    a forward first copies rank 0's buffers (e.g. BatchNorm's running statistics) to every rank, as
+    PyTorch's does: the first forward and each one after a forward that ran with gradients outside
+    ``no_sync`` (so an evaluation under ``no_grad`` after training sees rank 0's statistics).
+    A backward that raised before its end leaves the all-reduces unfinished (the ranks' may no
+    longer match): the next forward is a RuntimeError, as in PyTorch. bfloat16 parameters are
+    summed in float32.
 
     ``gradient_as_bucket_view=True`` makes the buckets the gradients' storage: each parameter's
     ``.grad`` is a view into its bucket's buffer, backward accumulates into it in place (and writes
@@ -196,6 +208,8 @@ class DistributedDataParallel(Module):
         self._buckets = _make_buckets(params, bucket_cap_mb * 2**20, self.gradient_as_bucket_view, world)
         self._bucket_of = {id(p): b for b in self._buckets for p in b.params}
         self._reached = set()  # ids of the parameters whose gradient arrived in this backward
+        self._accumulated = set()  # ids of those whose gradient arrived in no_sync backwards since the last sync
+        self._sync_buffers_next = True  # PyTorch's require_forward_param_sync
         self._next_bucket = 0  # buckets start in index order on every rank (MPI matches collectives by order)
         self._detached = False
         handles = [p.register_post_accumulate_grad_hook(_WrapperHook(self, "_on_grad_ready")) for _, p in named]
@@ -220,7 +234,7 @@ class DistributedDataParallel(Module):
                 )
         for _, t in named:
             buf = np.ascontiguousarray(t._array)
-            comm.Bcast(buf, root=0)
+            comm.Bcast(buf.view(np.uint8), root=0)  # bytes: any dtype (MPI has no bfloat16)
             if buf is not t._array:
                 np.copyto(t._array, buf)
             autograd.bump_version(t._array)
@@ -237,13 +251,14 @@ class DistributedDataParallel(Module):
                 "DistributedDataParallel: a newer DistributedDataParallel wraps this module's parameters; "
                 "this wrapper no longer all-reduces, use the newer one"
             )
-        if (
-            self.broadcast_buffers
-            and self._has_buffers
-            and self.require_backward_grad_sync
-            and autograd.is_grad_enabled()
-        ):
+        if self._reached or self._next_bucket:
+            raise RuntimeError(
+                "DistributedDataParallel: the previous backward raised before it finished all-reducing the "
+                "gradients, so the ranks' all-reduces may no longer match; wrap the module again to go on"
+            )
+        if self.broadcast_buffers and self._has_buffers and self._sync_buffers_next:
             self._sync_state(self.module.named_buffers(), "buffer", check=False)  # checked at construction
+        self._sync_buffers_next = autograd.is_grad_enabled() and self.require_backward_grad_sync
         return self.module(*inputs, **kwargs)
 
     @contextlib.contextmanager
@@ -263,6 +278,7 @@ class DistributedDataParallel(Module):
     def _on_grad_ready(self, param) -> None:
         """A parameter's gradient is complete: launch its bucket's all-reduce when the bucket is full."""
         if not self.require_backward_grad_sync:
+            self._accumulated.add(id(param))
             return
         if not self._reached:
             autograd.queue_callback(self._finish_backward)
@@ -285,6 +301,7 @@ class DistributedDataParallel(Module):
         """End of backward: launch the buckets left (with unused parameters), wait for every
         all-reduce, write the averages into ``.grad``."""
         reached, self._reached = self._reached, set()
+        accumulated, self._accumulated = self._accumulated, set()
         params = [p for b in self._buckets for p in b.params]
         missing = [self._names[id(p)] for p in params if id(p) not in reached]
         if missing and not self.find_unused_parameters:
@@ -304,7 +321,7 @@ class DistributedDataParallel(Module):
         self._next_bucket = 0
         used = {id(p): True for p in params}
         if self.find_unused_parameters:  # which parameters got a gradient on some rank
-            flags = np.array([id(p) in reached for p in params], np.uint8)
+            flags = np.array([id(p) in reached or id(p) in accumulated for p in params], np.uint8)
             MPI = dist._mpi()
             dist._comm().Allreduce(MPI.IN_PLACE, flags, MPI.MAX)
             used = {id(p): bool(f) for p, f in zip(params, flags)}
