@@ -257,6 +257,115 @@ def test_decorated_recursion_restores_each_level(mode, rng):
     assert dk.is_grad_enabled()
 
 
+def test_grad_modes_as_functions_bare_decorators_and_on_generators(rng):
+    """As PyTorch's: set_grad_enabled(False) called alone turns recording off; no_grad,
+    enable_grad and inference_mode decorate without parentheses too; a decorated generator runs its
+    body in the mode, step by step, the caller's mode back in between."""
+    x = t64("cpu", rng, 3)
+    dk.set_grad_enabled(False)
+    try:
+        assert not dk.is_grad_enabled() and not (x * 2).requires_grad
+    finally:
+        dk.set_grad_enabled(True)
+    assert dk.is_grad_enabled() and (x * 2).requires_grad
+
+    @dk.set_grad_enabled(False)  # a decorator: the call's own switch is taken back
+    def off(t):
+        return t * 2
+
+    assert dk.is_grad_enabled() and not off(x).requires_grad
+    for bare, records in ((dk.no_grad, False), (dk.inference_mode, False)):
+
+        @bare
+        def f(t):
+            return t * 2
+
+        assert f(x).requires_grad is records and dk.is_grad_enabled()
+    with dk.no_grad():
+
+        @dk.enable_grad
+        def g(t):
+            return t * 2
+
+        assert g(x).requires_grad and not dk.is_grad_enabled()
+
+    @dk.no_grad()
+    def steps(t):
+        for _ in range(2):
+            received = yield (t * 2).requires_grad, dk.is_grad_enabled()
+            assert received == "go"
+        return "done"
+
+    walk = steps(x)
+    assert next(walk) == (False, False) and dk.is_grad_enabled()  # between steps: the caller's mode
+    assert walk.send("go") == (False, False) and dk.is_grad_enabled()
+    with pytest.raises(StopIteration) as stop:
+        walk.send("go")
+    assert stop.value.value == "done"
+    assert list(dk.set_grad_enabled(False)(lambda: (yield dk.is_grad_enabled()))()) == [False]
+
+
+def test_retain_grad_follows_an_in_place_change(rng):
+    """retain_grad() then an in-place op: .grad is the gradient of the tensor's new value (PyTorch's),
+    not of the value it held when retain_grad was called."""
+    x = dk.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    y = x * 2
+    y.retain_grad()
+    y.mul_(3)
+    assert y.retains_grad
+    y.sum().backward()
+    np.testing.assert_array_equal(y.grad.numpy(), [1, 1, 1])
+    np.testing.assert_array_equal(x.grad.numpy(), [6, 6, 6])
+
+
+def test_autograd_grad_runs_only_the_part_of_the_graph_it_needs(rng):
+    """grad(z, [h]) for an intermediate h runs the nodes between z and h only, as PyTorch's: the part
+    before h is neither run (its hooks are not called) nor freed, so a later backward through it works
+    and sees in-place changes only where it reads them."""
+    x = t64("cpu", rng, 3)
+    called = []
+    x.register_hook(lambda g: called.append("x"))
+    h = x.exp()
+    h.register_hook(lambda g: called.append("h"))
+    w = dk.tensor(np.arange(3.0), requires_grad=True)
+    w.register_hook(lambda g: called.append("w"))
+    z = (h * h * w).sum()
+    (gh,) = dk.autograd.grad(z, [h])
+    np.testing.assert_allclose(gh.numpy(), 2 * np.exp(x.detach().numpy()) * np.arange(3.0))
+    assert called == ["h"]  # neither x's (before h) nor w's (not asked)
+    h.sum().backward()  # the part before h was not freed
+    np.testing.assert_allclose(x.grad.numpy(), np.exp(x.detach().numpy()))
+    with raises_naming(RuntimeError, "second time"):  # the part between z and h was
+        dk.autograd.grad(z, [h])
+
+
+def test_function_and_hook_results_are_checked():
+    """A Function's backward returning a gradient past its inputs, and a hook changing a gradient's
+    dtype, are errors (PyTorch's); trailing Nones past the inputs are fine."""
+
+    class Twice(dk.autograd.Function):
+        extra = None
+
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * 2, Twice.extra
+
+    x = dk.tensor([1.0, 2.0], requires_grad=True)
+    Twice.apply(x).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [2, 2])
+    Twice.extra = np.ones(2)
+    with raises_naming(RuntimeError, "incorrect number of gradients", "expected 1, got 2"):
+        Twice.apply(x).sum().backward()
+    y = x * 2
+    y.register_hook(lambda g: g.double())
+    with raises_naming(RuntimeError, "changed the type", "float32", "float64"):
+        y.sum().backward()
+
+
 def test_one_context_object_entered_twice(rng):
     block = dk.no_grad()
     with block:

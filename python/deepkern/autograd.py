@@ -21,6 +21,7 @@ view whose buffer changed after the view was recorded, raise instead of giving a
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 import weakref
 
@@ -183,9 +184,14 @@ class set_grad_enabled:
     def __init__(self, mode: bool):
         self.mode = bool(mode)
         self._previous = []
+        self._before = None  # the mode before this call set it (set_grad_enabled itself only)
+        if type(self) is set_grad_enabled:  # PyTorch's: the call sets the mode, so it works as a function too
+            self._before = is_grad_enabled()
+            _state.enabled = self.mode
 
     def __enter__(self):
-        self._previous.append(is_grad_enabled())
+        before, self._before = self._before, None
+        self._previous.append(is_grad_enabled() if before is None else before)
         _state.enabled = self.mode
 
     def __exit__(self, *exc):
@@ -193,7 +199,16 @@ class set_grad_enabled:
         return False
 
     def __call__(self, func):
+        if self._before is not None:  # a decorator: the mode the call set is taken back
+            _state.enabled, self._before = self._before, None
         mode = self.mode
+        if inspect.isgeneratorfunction(func):  # the mode holds in the generator's body, step by step
+
+            @functools.wraps(func)
+            def generate_with_grad_mode(*args, **kwargs):
+                return (yield from _stepped_in_mode(func(*args, **kwargs), mode))
+
+            return generate_with_grad_mode
 
         @functools.wraps(func)
         def with_grad_mode(*args, **kwargs):
@@ -203,21 +218,54 @@ class set_grad_enabled:
         return with_grad_mode
 
 
-class no_grad(set_grad_enabled):
+def _stepped_in_mode(generator, mode: bool):
+    """Runs ``generator``, each of its steps (and its close) in grad mode ``mode``, the caller's
+    mode restored in between (as PyTorch's decorated generators)."""
+    try:
+        with set_grad_enabled(mode):
+            response = generator.send(None)
+        while True:
+            try:
+                request = yield response
+            except GeneratorExit:
+                with set_grad_enabled(mode):
+                    generator.close()
+                raise
+            except BaseException as error:  # thrown in: the generator may handle it
+                with set_grad_enabled(mode):
+                    response = generator.throw(error)
+            else:
+                with set_grad_enabled(mode):
+                    response = generator.send(request)
+    except StopIteration as stop:
+        return stop.value
+
+
+class _Bare(set_grad_enabled):
+    """A mode whose class may also decorate a function without parentheses (``@deepkern.no_grad``,
+    as PyTorch's ``@torch.no_grad``): ``cls(func)`` is ``cls()(func)``."""
+
+    def __new__(cls, *args, **kwargs):
+        if len(args) == 1 and not kwargs and callable(args[0]) and not isinstance(args[0], bool):
+            return cls()(args[0])
+        return super().__new__(cls)
+
+
+class no_grad(_Bare):
     """``with deepkern.no_grad():`` (or ``@deepkern.no_grad()``) records no graph."""
 
     def __init__(self):
         super().__init__(False)
 
 
-class enable_grad(set_grad_enabled):
+class enable_grad(_Bare):
     """Turns recording back on inside a ``no_grad`` block."""
 
     def __init__(self):
         super().__init__(True)
 
 
-class inference_mode(set_grad_enabled):
+class inference_mode(_Bare):
     """``with deepkern.inference_mode():`` records no graph, as ``no_grad`` (``mode=False`` records)."""
 
     def __init__(self, mode: bool = True):
@@ -492,6 +540,8 @@ def run_hooks(hooks, g):
             if not isinstance(replaced, Tensor) or replaced.shape != g.shape:
                 what = f"shape {replaced.shape}" if isinstance(replaced, Tensor) else type(replaced).__name__
                 raise RuntimeError(f"hook {hook!r} returned {what}; expected a Tensor of shape {g.shape} or None")
+            if replaced.dtype != g.dtype:
+                raise RuntimeError(f"hook {hook!r} has changed the type of value (was {g.dtype} got {replaced.dtype})")
             g = replaced._array
     retained = hooks.get("retain")
     target = retained() if retained is not None else None
@@ -655,7 +705,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         if id(leaf) in leaves:
             leaves[id(leaf)] = g if leaves[id(leaf)] is None else leaves[id(leaf)] + g
 
-    _engine(roots, bool(retain_graph), to_leaf, wanted=wanted)
+    _engine(roots, bool(retain_graph), to_leaf, wanted=wanted, only_leaves=leaves)
     result = []
     for i, t in enumerate(inputs):
         g = leaves[id(t)] if t._node is None else wanted[(id(t._node), t._output_index)]
@@ -668,17 +718,21 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     return tuple(result)
 
 
-def _engine(roots, retain_graph: bool, to_leaf, leaf_done=None, wanted=None) -> None:
+def _engine(roots, retain_graph: bool, to_leaf, leaf_done=None, wanted=None, only_leaves=None) -> None:
     """Runs the backward pass from ``roots`` (pairs of a Tensor and its gradient array): each leaf
     that requires grad gets its gradient through ``to_leaf(leaf, g)`` (after its hooks, once, summed
     over its uses when it has hooks), and ``wanted`` (a dict keyed by (id(node), output index),
     optional) gets the gradients of those outputs. With ``leaf_done`` (optional), a leaf with
     post-accumulate-grad hooks gets its gradient (one ``to_leaf`` call) as soon as no node left to
-    run reads it, and then ``leaf_done(leaf)``."""
+    run reads it, and then ``leaf_done(leaf)``. With ``only_leaves`` (ids of leaves; autograd.grad's
+    inputs), only the nodes on a path to those leaves or to a ``wanted`` output run (the rest of the
+    graph is neither run nor freed, and other leaves' hooks are not called), as PyTorch's."""
     pending, nodes, held = {}, [], {}  # held: leaves whose gradient waits until it is complete
 
     def to_input(inp, g):
         if type(inp) is not tuple:  # a leaf
+            if only_leaves is not None and id(inp) not in only_leaves:
+                return
             if getattr(inp, "_hooks", None) or (leaf_done is not None and inp._post_hooks):
                 held[id(inp)] = (inp, g if id(inp) not in held else held[id(inp)][1] + g)
             else:
@@ -710,7 +764,7 @@ def _engine(roots, retain_graph: bool, to_leaf, leaf_done=None, wanted=None) -> 
     # them (a derivative at a pole, inf - inf when gradients meet) raise no NumPy warning, as in PyTorch.
     with no_grad(), np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if nodes:
-            _run_backward(nodes, pending, retain_graph, to_input, wanted, finish if leaf_done else None)
+            _run_backward(nodes, pending, retain_graph, to_input, wanted, finish if leaf_done else None, only_leaves)
         finish([leaf for leaf, _ in list(held.values())])
 
 
@@ -727,26 +781,49 @@ def _last_readers(order) -> list:
     return by_node
 
 
-def _run_backward(roots, pending: dict, retain_graph: bool, to_input, wanted, finish=None) -> None:
+def _run_backward(roots, pending: dict, retain_graph: bool, to_input, wanted, finish=None, only_leaves=None) -> None:
     order = _topological_order(roots)
     done_after = _last_readers(order) if finish is not None else None
+    leads = None if only_leaves is None else _leading(order, only_leaves, wanted)
     for step, node in enumerate(order):
         grads = pending.pop(id(node), None)
         if grads is not None:
-            _run_node(node, grads, retain_graph, to_input, wanted)
+            if leads is None or leads[id(node)]:
+                _run_node(node, grads, retain_graph, to_input, wanted)
+            elif wanted:
+                _output_grads(node, grads, wanted)
         if done_after is not None and done_after[step]:
             finish(done_after[step])
 
 
-def _run_node(node, grads, retain_graph: bool, to_input, wanted) -> None:
-    """Runs one node's backward on ``grads`` (one per output, None where none arrived) and passes
-    the gradients of its inputs on through ``to_input``."""
+def _leading(order, leaves, wanted) -> dict:
+    """For each node of ``order`` (a topological order), whether running its backward reaches one of
+    ``leaves`` (ids) or a ``wanted`` output (keys (id(node), index)) further down."""
+    leads = {}
+    for node in reversed(order):  # every node after those it reads from
+        leads[id(node)] = any(
+            (id(inp[0]), inp[1]) in wanted or leads[id(inp[0])] if type(inp) is tuple else id(inp) in leaves
+            for inp in node.inputs
+            if inp is not None
+        )
+    return leads
+
+
+def _output_grads(node, grads, wanted) -> list:
+    """``grads`` (one per output of ``node``) after the outputs' hooks; ``wanted`` gets those it asks for."""
     if node.hooks:
         grads = [g if g is None else run_hooks(node.hooks.get(i), g) for i, g in enumerate(grads)]
     if wanted:
         for i, g in enumerate(grads):
             if (id(node), i) in wanted:
                 wanted[(id(node), i)] = g
+    return grads
+
+
+def _run_node(node, grads, retain_graph: bool, to_input, wanted) -> None:
+    """Runs one node's backward on ``grads`` (one per output, None where none arrived) and passes
+    the gradients of its inputs on through ``to_input``."""
+    grads = _output_grads(node, grads, wanted)
     if any(g is None for g in grads):  # outputs that got no gradient: zeros, on the device of those that did
         backend = backend_of(*grads, op=node.name())
         grads = [backend.zeros(shape, dtype) if g is None else g for g, (shape, dtype) in zip(grads, node.output_meta)]
@@ -755,9 +832,15 @@ def _run_node(node, grads, retain_graph: bool, to_input, wanted) -> None:
     in_grads = node.function.backward(node.ctx, *grads)
     if not isinstance(in_grads, tuple):
         in_grads = (in_grads,)
-    # Trailing arguments that are not Tensors needing grad may be left out.
+    # Trailing arguments that are not Tensors needing grad may be left out; gradients past the inputs
+    # must be None (PyTorch's rule).
     if len(in_grads) < len(node.inputs) and any(i is not None for i in node.inputs[len(in_grads) :]):
         raise RuntimeError(f"{node.name()} returned {len(in_grads)} gradients for {len(node.inputs)} inputs")
+    if any(g is not None for g in in_grads[len(node.inputs) :]):
+        expected = len(node.inputs)
+        raise RuntimeError(
+            f"{node.name()} returned an incorrect number of gradients (expected {expected}, got {len(in_grads)})"
+        )
     if not retain_graph:
         node.ctx.release()
     for inp, g in zip(node.inputs, in_grads):

@@ -669,7 +669,11 @@ class Tensor:
         node = result._node
         if node is None:  # an integer or bool result: no history to take
             return self
+        old, old_index = self._node, self._output_index
         self._node, self._output_index, self._requires_grad = node, result._output_index, True
+        retained = old.hooks.get(old_index, {}).pop("retain", None) if old is not None and old.hooks else None
+        if retained is not None:  # retain_grad follows the tensor to its new value, as in PyTorch
+            self._grad_hooks()["retain"] = retained
         meta = list(node.output_meta)
         meta[result._output_index] = (self.shape, self.dtype)  # the value is stored in this tensor's dtype
         node.output_meta = tuple(meta)
