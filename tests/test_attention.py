@@ -148,6 +148,20 @@ def test_rows_under_a_large_finite_mask_have_exact_gradients(rng):
     _check_all(got, attention_backward_ref(grad, q, k, v), F32, "backward, float32 lowest")
 
 
+def test_a_nan_score_is_not_a_masked_row(rng):
+    """A NaN in a key (every query reads it) makes the outputs NaN, and the gradients too: the row's
+    sum is NaN, not 0, so lse is NaN and the backward's probabilities carry it (a NaN row had been
+    taken for one whose every key was masked, and its gradients set to 0)."""
+    for dtype in DTYPES:
+        q, k, v = _qkv(rng, (2,), 4, 6, 3, 5, dtype)
+        k[1, 5, 1] = np.nan
+        out, lse = ops.scaled_dot_product_attention(q, k, v)
+        assert np.all(np.isnan(out[1])) and np.all(np.isnan(lse[1])) and np.isfinite(out[0]).all()
+        grads = ops.scaled_dot_product_attention_backward(np.ones_like(out), q, k, v, out, lse)
+        for g in grads:
+            assert np.all(np.isnan(g[1])) and np.isfinite(g[0]).all()
+
+
 def test_no_keys_gives_zeros(rng):
     q, k, v = _qkv(rng, (2,), 3, 0, 4, 5, F64)
     out, lse = ops.scaled_dot_product_attention(q, k, v)

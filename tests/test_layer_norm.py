@@ -135,6 +135,19 @@ def test_float64_deviations_whose_squares_overflow_are_normalized(rng):
     check(out, group_norm_ref(scaled.reshape(2, 2, 2), 1, eps=0.0)[0], np.float64, "group_norm of huge values")
 
 
+def test_float64_rows_of_one_huge_value_normalize_to_zero(rng):
+    """A constant float64 row of a huge value (1e20, 3e38) normalizes to 0 (bias), as PyTorch's: sum /
+    n lands a rounding step off the value, and that step had been taken for the whole deviation
+    (every output +-1); the mean takes its correction."""
+    for value, length in ((1e20, 99), (1e20, 1000), (3e38, 768), (-7e30, 33)):
+        x = np.full((2, length), value)
+        out, mean, _ = ops.layer_norm(x, length)
+        np.testing.assert_array_equal(out, 0)
+        np.testing.assert_array_equal(mean, value)
+        out, _, _ = ops.group_norm(x.reshape(2, 1, length), 1)
+        np.testing.assert_array_equal(out, 0)
+
+
 def test_threads_give_the_reference_and_the_same_parameter_gradients(threads, rng):
     """Rows split over the threads; the weight and bias gradients from per-thread partials."""
     x = rng.standard_normal((515, 131)).astype(np.float32)

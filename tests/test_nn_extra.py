@@ -881,6 +881,9 @@ def test_activation_gradients_at_their_breakpoints_are_pytorchs():
     x = dk.tensor([-3.0, 3.0, 0.0], requires_grad=True)
     F.hardswish(x).sum().backward()
     assert x.grad.numpy().tolist() == [0.0, 1.0, 0.5]
+    x = dk.tensor([np.nan, 4.0], requires_grad=True)  # NaN keeps its NaN (no branch claims it)
+    F.hardswish(x).sum().backward()
+    assert np.isnan(x.grad.numpy()[0]) and x.grad.numpy()[1] == 1.0
     x = dk.tensor([-3.0, 3.0], requires_grad=True)
     F.hardsigmoid(x).sum().backward()
     assert x.grad.numpy().tolist() == [0.0, 0.0]

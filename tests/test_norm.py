@@ -151,6 +151,19 @@ def test_zero_batch_in_evaluation(device):
     np.testing.assert_array_equal(to_host(gb), 0)
 
 
+def test_evaluation_gradient_does_not_read_the_input(device, rng):
+    """In evaluation the input's gradient is grad * weight / sqrt(running_var + eps), whatever x is:
+    a NaN or inf input leaves it finite (it had been NaN from (x - mean) * 0), as PyTorch's."""
+    x = rng.standard_normal((4, 3, 5))
+    x[0, 1, 2], x[2, 0, 0] = np.nan, np.inf
+    g, w = rng.standard_normal(x.shape), rng.uniform(0.5, 2.0, 3)
+    rm, rv = rng.standard_normal(3), rng.uniform(0.5, 2.0, 3)
+    dx, dg, dw, drm, drv = on_device(device, x, g, w, rm, rv)
+    _, mean, invstd = ops.batch_norm(dx, dw, None, drm, drv)
+    gx = to_host(ops.batch_norm_backward(dg, dx, dw, mean, invstd, False)[0])
+    np.testing.assert_allclose(gx, g * (w / np.sqrt(rv + 1e-5))[None, :, None], rtol=1e-12)
+
+
 def test_backward_computes_only_what_is_needed(device, rng):
     x = on_device(device, rng.standard_normal((4, 3, 5)))
     _, m, s = ops.batch_norm(x, training=True)

@@ -146,7 +146,7 @@ void forward_block(const AttentionKernels<T>& kern, const Problem<T>& p, int64_t
                sh.ev);
   }
   for (int64_t r = 0; r < rows; ++r) {
-    const bool seen = l[r] > 0;  // false: every key masked out (or no keys)
+    const bool seen = l[r] != 0;  // false: every key masked out (or no keys); NaN l stays NaN (lse too)
     const T inv = seen ? T(1) / l[r] : T(0);
     for (int64_t c = 0; c < sh.ev; ++c) o[r * sh.ev + c] *= inv;
     lse[r] = seen ? m[r] + std::log(l[r]) : -std::numeric_limits<T>::infinity();
@@ -186,7 +186,7 @@ void row_shifts(const AttentionKernels<T>& kern, const Problem<T>& p, const T* l
                  scores, kBlockK);
       kern.online_softmax(scores, cols, p.valid(i, j0, cols), p.mask(i, j0), p.in.mask_col_stride, &m, &l, nullptr, 0);
     }
-    if (l > 0) {
+    if (l != 0) {
       shift[i] = m;
       log_sum[i] = std::log(l);
     }

@@ -99,11 +99,15 @@ void grad_sums(const T* g, const T* x, const ChannelRows& r, double mean, double
       sums);
 }
 
+// The gradient's term of x, (x - mean) b; none where b = 0 (evaluation: the gradient does not read
+// x, so an inf or NaN input leaves it finite, as PyTorch's).
+inline double centered_term(double x, double mean, double b) { return b == 0 ? 0.0 : (x - mean) * b; }
+
 template <class T>
 void grad_input(const T* g, const T* x, T* gx, const ChannelRows& r, double mean, double p, double a, double b,
                 double c) {
   map_channel(gx, r, [&](int64_t i) {
-    return (static_cast<double>(g[i]) * p - a - (static_cast<double>(x[i]) - mean) * b) * c;
+    return (static_cast<double>(g[i]) * p - a - centered_term(static_cast<double>(x[i]), mean, b)) * c;
   });
 }
 
@@ -297,7 +301,7 @@ template <class T>
 void column_grad_input(const T* g, const T* x, T* gx, int64_t rows, int64_t cols, int64_t stride, const double* mean,
                        const double* a, const double* b, const double* c) {
   column_map(gx, rows, cols, stride, [&](int64_t i, int64_t j) {
-    return (static_cast<double>(g[i]) - a[j] - (static_cast<double>(x[i]) - mean[j]) * b[j]) * c[j];
+    return (static_cast<double>(g[i]) - a[j] - centered_term(static_cast<double>(x[i]), mean[j], b[j])) * c[j];
   });
 }
 

@@ -64,6 +64,9 @@ class NextRow {
 // The mean and 1 / sqrt(biased variance + eps) of `len` contiguous values (NaN for len == 0). Float64
 // deviations beyond ~1e154 square past the largest double: such a row's deviations are scaled by the
 // largest of them first, so its rstd is the finite one, not 1 / inf = 0 (which made every output 0).
+// A spread below sqrt(epsilon) of the mean (a float64 row of one huge value: sum / n lands a step off
+// it, and that step was the whole deviation, normalizing the row to +-1) takes the mean's correction,
+// the mean deviation from it, and its squares again.
 template <class T>
 void moments(const NormKernels<T>& k, const T* x, int64_t len, double eps, double* mean, double* rstd) {
   if (len == 0) {
@@ -73,7 +76,14 @@ void moments(const NormKernels<T>& k, const T* x, int64_t len, double eps, doubl
   const ChannelRows row{1, len, len};
   const double n = static_cast<double>(len);
   *mean = k.sum(x, row) / n;
-  const double squares = k.squared_deviations(x, row, *mean);
+  double squares = k.squared_deviations(x, row, *mean);
+  const double narrow = std::sqrt(std::numeric_limits<double>::epsilon()) * std::abs(*mean);
+  if (squares <= n * narrow * narrow && narrow > 0 && std::isfinite(*mean)) {
+    double deviation = 0;
+    for (int64_t i = 0; i < len; ++i) deviation += static_cast<double>(x[i]) - *mean;
+    *mean += deviation / n;
+    squares = k.squared_deviations(x, row, *mean);
+  }
   if (!std::isinf(squares) || !std::isfinite(*mean)) {
     *rstd = 1 / std::sqrt(squares / n + eps);
     return;

@@ -123,7 +123,9 @@ __global__ void __launch_bounds__(kThreads)
     const double c = invstd * (weight ? static_cast<double>(weight[ch]) : 1.0);
     for (std::int64_t k = t; k < count; k += kThreads) {
       const std::int64_t i = channel_element(s, ch, k);
-      grad_x[i] = static_cast<T>((static_cast<double>(grad_out[i]) - a - (static_cast<double>(x[i]) - mean) * b) * c);
+      // Evaluation (b = 0) does not read x: an inf or NaN input leaves the gradient finite, as on the CPU.
+      const double centered = b == 0 ? 0.0 : (static_cast<double>(x[i]) - mean) * b;
+      grad_x[i] = static_cast<T>((static_cast<double>(grad_out[i]) - a - centered) * c);
     }
   }
 }

@@ -526,7 +526,8 @@ class Hardswish(Function):
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
-        return g * np.where(x <= -3, 0, np.where(x < 3, (2 * x + 3) / 6, 1)).astype(x.dtype, copy=False)
+        slope = np.where(x <= -3, 0, np.where(x < 3, (2 * x + 3) / 6, np.where(x >= 3, 1, x)))  # NaN stays NaN
+        return g * slope.astype(x.dtype, copy=False)
 
 
 @through_float32
