@@ -14,4 +14,5 @@ void bind_cuda_lstm(pybind11::module_& m);
 void bind_cuda_dropout(pybind11::module_& m);
 void bind_cuda_embedding(pybind11::module_& m);
 void bind_cuda_pool(pybind11::module_& m);
+void bind_cuda_attention(pybind11::module_& m);
 void bind_cuda_norm(pybind11::module_& m);

@@ -40,6 +40,7 @@ PYBIND11_MODULE(_cuda, m) {
   bind_cuda_dropout(m);
   bind_cuda_embedding(m);
   bind_cuda_pool(m);
+  bind_cuda_attention(m);
   bind_cuda_norm(m);
   bind_cuda_optim(m);
   bind_cuda_gemm(m);

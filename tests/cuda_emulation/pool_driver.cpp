@@ -18,17 +18,6 @@ deepkern::cpu::Pool2dShape shape_of(const std::int64_t* f) {
   return {f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12]};
 }
 
-// run(T{}) with T double or float.
-template <class Run>
-int typed(std::int64_t is_double, Run&& run) {
-  return dk_emu::guarded([&] {
-    if (is_double)
-      run(double{});
-    else
-      run(float{});
-  });
-}
-
 }  // namespace
 
 // op 0 max_pool2d (src x, dst out, indices or null), 1 avg_pool2d, 2 avg_pool2d_backward (src
@@ -36,7 +25,7 @@ int typed(std::int64_t is_double, Run&& run) {
 DK_EMULATION_EXPORT int dk_pool(std::int64_t op, std::int64_t is_double, const std::int64_t* shape, const void* src,
                                 void* dst, std::int64_t* indices, std::int64_t count_include_pad,
                                 std::int64_t divisor_override) {
-  return typed(is_double, [&](auto zero) {
+  return dk_emu::guarded_typed(is_double, [&](auto zero) {
     using T = decltype(zero);
     const auto s = shape_of(shape);
     const auto* in = static_cast<const T*>(src);
@@ -56,7 +45,7 @@ DK_EMULATION_EXPORT int dk_pool(std::int64_t op, std::int64_t is_double, const s
 // the caller: position, index, found), then the scatter, which does nothing when one was found.
 DK_EMULATION_EXPORT int dk_max_pool_backward(std::int64_t is_double, const std::int64_t* shape, const void* grad_out,
                                              const std::int64_t* indices, void* grad_x, std::int64_t* bad) {
-  return typed(is_double, [&](auto zero) {
+  return dk_emu::guarded_typed(is_double, [&](auto zero) {
     using T = decltype(zero);
     const auto s = shape_of(shape);
     auto* record = reinterpret_cast<dkc::PoolBadIndex*>(bad);

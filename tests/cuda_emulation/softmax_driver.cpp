@@ -11,22 +11,11 @@ namespace {
 
 namespace dkc = deepkern::cuda;
 
-// Calls run(T{}) with T the arrays' float type.
-template <class Run>
-int with_type(std::int64_t is_double, Run&& run) {
-  return dk_emu::guarded([&] {
-    if (is_double)
-      run(double{});
-    else
-      run(float{});
-  });
-}
-
 }  // namespace
 
 DK_EMULATION_EXPORT int dk_softmax(std::int64_t is_double, const void* x, void* out, std::int64_t outer,
                                    std::int64_t length, std::int64_t inner, std::int64_t log) {
-  return with_type(is_double, [&](auto zero) {
+  return dk_emu::guarded_typed(is_double, [&](auto zero) {
     using T = decltype(zero);
     dkc::launch_softmax(static_cast<const T*>(x), static_cast<T*>(out), {outer, length, inner}, log != 0, nullptr);
   });
@@ -35,7 +24,7 @@ DK_EMULATION_EXPORT int dk_softmax(std::int64_t is_double, const void* x, void* 
 DK_EMULATION_EXPORT int dk_softmax_backward(std::int64_t is_double, const void* grad, const void* y, void* out,
                                             std::int64_t outer, std::int64_t length, std::int64_t inner,
                                             std::int64_t log) {
-  return with_type(is_double, [&](auto zero) {
+  return dk_emu::guarded_typed(is_double, [&](auto zero) {
     using T = decltype(zero);
     dkc::launch_softmax_backward(static_cast<const T*>(grad), static_cast<const T*>(y), static_cast<T*>(out),
                                  {outer, length, inner}, log != 0, nullptr);
@@ -46,7 +35,7 @@ DK_EMULATION_EXPORT int dk_cross_entropy_forward(std::int64_t is_double, const v
                                                  const void* weight, void* loss, void* stats, std::int64_t batch,
                                                  std::int64_t classes, std::int64_t inner, std::int64_t ignore_index,
                                                  double label_smoothing, std::int64_t* bad) {
-  return with_type(is_double, [&](auto zero) {
+  return dk_emu::guarded_typed(is_double, [&](auto zero) {
     using T = decltype(zero);
     dkc::launch_cross_entropy_forward(static_cast<const T*>(x), target, static_cast<const T*>(weight),
                                       static_cast<T*>(loss), static_cast<T*>(stats), {batch, classes, inner},
@@ -59,7 +48,7 @@ DK_EMULATION_EXPORT int dk_cross_entropy_backward(std::int64_t is_double, const 
                                                   const void* stats, void* out, std::int64_t batch,
                                                   std::int64_t classes, std::int64_t inner, std::int64_t ignore_index,
                                                   double label_smoothing, std::int64_t* bad) {
-  return with_type(is_double, [&](auto zero) {
+  return dk_emu::guarded_typed(is_double, [&](auto zero) {
     using T = decltype(zero);
     dkc::launch_cross_entropy_backward(static_cast<const T*>(grad), grad_count, static_cast<const T*>(x), target,
                                        static_cast<const T*>(weight), static_cast<const T*>(stats),

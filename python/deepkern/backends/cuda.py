@@ -5,8 +5,9 @@ on an unusual system. Either way deepkern keeps working on the CPU and ``import_
 The backend is registered only where the module imports and a GPU is visible (:func:`usable`).
 It allocates, copies and casts; its kernel entries so far are the matrix multiply (``gemm``), the
 optimizer steps, the activations, convolution, pooling, batch, layer and group normalization,
-softmax and cross-entropy, dropout, embedding and the recurrent layers, LSTM, GRU and Elman RNN (the
-``deepkern._cuda`` functions taking the arguments of the ``deepkern._C`` function of the same name).
+softmax and cross-entropy, dropout, embedding, scaled dot-product attention and the recurrent
+layers, LSTM, GRU and Elman RNN (the ``deepkern._cuda`` functions taking the arguments of the
+``deepkern._C`` function of the same name).
 For any other kernel the seam's NotImplementedError names it.
 
 ``matmul.allow_tf32`` (PyTorch's ``torch.backends.cuda.matmul.allow_tf32``) lets float32 matrix
@@ -134,6 +135,8 @@ class CUDABackend(Backend):
         self.layer_norm_backward = _cuda.layer_norm_backward
         self.group_norm_forward = _cuda.group_norm_forward
         self.group_norm_backward = _cuda.group_norm_backward
+        self.attention_forward = _cuda.attention_forward
+        self.attention_backward = _cuda.attention_backward
 
     def empty(self, shape, dtype):
         return _cuda.empty(_shape(shape), np.dtype(dtype))

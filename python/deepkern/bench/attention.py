@@ -1,8 +1,8 @@
-"""The ``attention`` suite: float32 scaled dot-product attention (B, H, L, E) with S = L and Ev = E,
-causal and not, forward and forward + backward, beside PyTorch's CPU
-``torch.nn.functional.scaled_dot_product_attention`` at the same thread count; GFLOP/s of the
-products (forward 4 B H L S E, forward + backward 14 B H L S E counting the backward's recomputed
-scores; causal half of each)."""
+"""The ``attention`` and ``attention-cuda`` suites: float32 scaled dot-product attention (B, H, L, E)
+with S = L and Ev = E, causal and not, forward and forward + backward, beside PyTorch's
+``torch.nn.functional.scaled_dot_product_attention`` (on the CPU at the same thread count; on the
+GPU, timed with CUDA events); GFLOP/s of the products (forward 4 B H L S E, forward + backward 14 B
+H L S E counting the backward's recomputed scores; causal half of each)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import List
 
 import numpy as np
 
-from .libraries import installed_torch, torch_missing
+from .libraries import cuda_unavailable, installed_torch, torch_missing
 from .registry import Case, Suite, register_suite
 from .timing import rotation_copies
 
@@ -68,20 +68,22 @@ def _torch_fn(torch, op: str, causal: bool):
     return forward_backward
 
 
-def _attention_case(op: str, shape: tuple, causal: bool) -> Case:
+def _attention_case(op: str, shape: tuple, causal: bool, device: str = "cpu") -> Case:
     b, h, n_q, e = shape
 
     def make_inputs():
         rng = np.random.default_rng(0)
         one = tuple(rng.standard_normal((b, h, n_q, e), dtype=np.float32) for _ in range(4))
-        copies = rotation_copies(sum(a.nbytes for a in one))
+        copies = 1 if device == "cuda" else rotation_copies(sum(a.nbytes for a in one))
         return [one] + [tuple(a.copy() for a in one) for _ in range(copies - 1)]
 
     deepkern_fn = _deepkern_fn(op, causal)
 
     def check(inputs: tuple) -> float:
-        first = tuple(np.ascontiguousarray(a[:1, :1]) for a in inputs)
-        got = np.asarray(deepkern_fn(*first)[0, 0], np.float64)
+        from ..backends import to_device
+
+        first = tuple(to_device(np.ascontiguousarray(a[:1, :1]), device) for a in inputs)
+        got = np.asarray(to_device(deepkern_fn(*first), "cpu")[0, 0], np.float64)
         ref = _reference(op, *inputs, causal)
         return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
 
@@ -103,13 +105,14 @@ def _attention_case(op: str, shape: tuple, causal: bool) -> Case:
         impls=impls,
         check=check,
         label="float32 (B, H, L, E), S = L, Ev = E",
+        device=device,
     )
 
 
-def attention_cases(quick: bool = False) -> List[Case]:
+def attention_cases(quick: bool = False, device: str = "cpu") -> List[Case]:
     """Forward and forward + backward, full and causal, over the shapes; float32."""
     shapes = ATTENTION_SHAPES_QUICK if quick else ATTENTION_SHAPES
-    return [_attention_case(op, s, causal) for op in ATTENTION_OPS for causal in (False, True) for s in shapes]
+    return [_attention_case(op, s, causal, device) for op in ATTENTION_OPS for causal in (False, True) for s in shapes]
 
 
 register_suite(
@@ -120,6 +123,16 @@ register_suite(
         cases=attention_cases,
         summary_groups=tuple(f"{op} {m}" for op in ATTENTION_OPS for m in ("full", "causal")),
         unavailable=lambda: torch_missing("torch.nn.functional.scaled_dot_product_attention"),
+        in_all=False,
+    )
+)
+register_suite(
+    Suite(
+        name="attention-cuda",
+        description="the attention suite on the GPU (compiled kernels, timed with CUDA events) vs PyTorch",
+        cases=lambda quick=False: attention_cases(quick, device="cuda"),
+        summary_groups=tuple(f"{op} {m}" for op in ATTENTION_OPS for m in ("full", "causal")),
+        unavailable=cuda_unavailable,
         in_all=False,
     )
 )

@@ -162,7 +162,7 @@ def _plan(op, query, key, value, attn_mask, dropout_p, is_causal, scale, enable_
     q3 = backend.ascontiguousarray(_stacked(q))
     q_index = _index_map(lq, lead, 1)
     if lq != lead:  # a broadcast query: one copy per problem
-        q3 = backend.ascontiguousarray(q3[q_index])
+        q3 = q3[q_index] if isinstance(q3, np.ndarray) else np.stack([q3[i] for i in q_index.tolist()])
     k3, v3 = backend.ascontiguousarray(_stacked(k)), backend.ascontiguousarray(_stacked(v))
     return _Plan(
         backend, lead, n_q, s, q3, q_index, (q.shape, k.shape, v.shape), k3, _index_map(lk, lead, group_k), v3,
@@ -192,6 +192,11 @@ def _summed(full, index, count: int, shape: tuple, backend):
     (``index[n]``, in order of n), as an array of ``shape``."""
     if count == len(index) and np.array_equal(index, np.arange(count)):
         return full.reshape(shape)
+    if not isinstance(full, np.ndarray):  # a device array: matrix by matrix, in order of n
+        total = backend.zeros((count,) + full.shape[1:], full.dtype)
+        for n, matrix in enumerate(index.tolist()):
+            total[matrix] += full[n]
+        return total.reshape(shape)
     # Group the problems by matrix (a stable sort keeps each group in order of n) and sum each group
     # with one reduceat: np.add.at, element by element, is slower than the attention backward itself.
     order = np.argsort(index, kind="stable")

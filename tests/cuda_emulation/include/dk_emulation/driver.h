@@ -3,6 +3,7 @@
 // returning dk_emu::guarded([&] { ... }): 0 on success, 1 when the body threw, the message then
 // being what dk_emulation_last_error() returns (the Python side raises it as RuntimeError).
 #pragma once
+#include <cstdint>
 #include <exception>
 #include <string>
 
@@ -26,6 +27,17 @@ int guarded(Body&& body) {
     driver_error() = "an exception not derived from std::exception";
   }
   return 1;
+}
+
+// guarded(run(T{})) with T double when is_double, else float: the float type of a driver's arrays.
+template <typename Run>
+int guarded_typed(std::int64_t is_double, Run&& run) {
+  return guarded([&] {
+    if (is_double)
+      run(double{});
+    else
+      run(float{});
+  });
 }
 
 }  // namespace dk_emu
