@@ -180,6 +180,24 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     assert_same(deepkern.load(path), {"w": np.arange(4.0)})
 
 
+def test_an_interrupt_just_after_the_rename_stays_an_interrupt(tmp_path, monkeypatch):
+    """Ctrl-C landing after the new file took the checkpoint's name: the KeyboardInterrupt goes on
+    (it had become a FileNotFoundError from removing the renamed temporary), the new file is whole."""
+    path = tmp_path / "ckpt.safetensors"
+    real_replace = os.replace
+
+    def replaced_then_interrupted(src, dst):
+        real_replace(src, dst)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", replaced_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        deepkern.save({"w": np.arange(3.0)}, path)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["ckpt.safetensors"]
+    assert_same(deepkern.load(path), {"w": np.arange(3.0)})
+
+
 def test_save_removes_temporaries_of_killed_saves(tmp_path):
     """A save killed mid-write leaves its temporary; the next save of that path removes it, and
     keeps a temporary whose process still runs (a save in progress) and every other file."""

@@ -336,6 +336,16 @@ def test_resume_rejects_a_file_that_is_not_a_training_checkpoint(tmp_path):
         (lambda s: s["config"].update(batch_size=0), r"config\.batch_size: expected an integer >= 1, got 0"),
         (lambda s: s["config"].update(epochs=2.5), r"config\.epochs: expected an integer >= 1, got 2\.5"),
         (lambda s: s.update(config=[1]), r"config is a list, not a dict"),
+        (lambda s: s.update(history=["x", "y"]), r"history\[0\] must map metric names to numbers"),
+        (lambda s: s["history"][0].update(test_mse="abc"), r"history\[0\] must map metric names to numbers"),
+        (
+            lambda s: s["optimizers"]["model"]["param_groups"][0].update(betas="x"),
+            r"param_groups\[0\]\['betas'\] must be a tuple of 2 numbers",
+        ),
+        (
+            lambda s: s["optimizers"]["model"]["param_groups"][0].update(amsgrad=3.5),
+            r"param_groups\[0\]\['amsgrad'\] must be a flag",
+        ),
     ],
 )
 def test_a_checkpoint_with_entries_of_another_form_is_one_clear_error(edit, message, tmp_path, capsys):

@@ -76,14 +76,24 @@ def _parse_threads(text: str) -> List[int]:
     return out
 
 
+class _FullNamesParser(argparse.ArgumentParser):
+    """A subcommand's parser that takes options by their full names only."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from . import bench
 
     parser = argparse.ArgumentParser(
         prog="deepkern",
         description="deepkern: hand-written C++/CUDA deep-learning kernels.",
+        allow_abbrev=False,
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Options by their full names only (an abbreviated --nproc had reached the ranks it launched).
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_FullNamesParser)
     sub.required = True
 
     sub.add_parser(
@@ -139,8 +149,9 @@ def _build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="timed calls per library and case, over 3 interleaved rounds (default: "
-        "adaptive, ~0.2 s per library, at least 2 calls per round)",
+        help="timed calls per library and case, over 3 interleaved rounds, so N rounded up to a multiple "
+        "of 3 (1 with --quick, which times one round) (default: adaptive, ~0.2 s per library, at least 2 "
+        "calls per round)",
     )
     bench_parser.add_argument(
         "--json",
@@ -253,11 +264,12 @@ def _federated_config(args, parser: argparse.ArgumentParser):
     if not RECIPES[args.recipe].supports_federated:
         names = ", ".join(n for n, cls in RECIPES.items() if cls.supports_federated)
         parser.error(f"--federated: recipe {args.recipe} has no federated form; recipes that have one: {names}")
-    for option in ("--epochs", "--checkpoint", "--resume"):
+    for option in ("--epochs", "--checkpoint", "--resume", "--amp"):
         value = getattr(args, option[2:])
         if value is not None:
             parser.error(
-                f"{option} {value}: not with --federated (it trains --rounds x --local-epochs, no checkpoints)"
+                f"{option} {value}: not with --federated (it trains --rounds x --local-epochs in float32, "
+                "no checkpoints)"
             )
     return FederatedConfig(**{o[2:].replace("-", "_"): v for o, v in given.items() if v is not None})
 
@@ -279,22 +291,31 @@ def _default_threads() -> List[int]:
     return threads
 
 
-def _check_output_paths(parser: argparse.ArgumentParser, paths: dict) -> None:
-    """Fails at once (exit 2) for an output path that could not be written after the work: an
-    existing directory, or a file whose nearest existing folder is not a writable folder; makes the
-    missing folders of the others."""
-    for option, path in paths.items():
-        if path is None:
-            continue
+def _check_output_paths(parser: argparse.ArgumentParser, paths: dict, inputs: dict = ()) -> None:
+    """Fails at once (exit 2) for an output path that could not be written after the work: a
+    directory (existing, or named with a trailing slash), an existing file that is not writable, a
+    file whose nearest existing folder is not a writable folder, or one path given to two outputs or
+    to an output and an input of ``inputs`` (option -> (path, the outputs that must not write it));
+    a later write would replace the file. Then makes the missing folders of the outputs."""
+    named = [(option, path) for option, path in paths.items() if path is not None]
+    for option, path in named:
         full = os.path.abspath(path)
-        if os.path.isdir(full):
+        if os.path.isdir(full) or path.endswith(("/", os.sep)):
             parser.error(f"{option} {path}: is a directory; give a file path")
+        if os.path.exists(full) and not os.access(full, os.W_OK):
+            parser.error(f"{option} {path}: the file exists and is not writable")
         folder = os.path.dirname(full)
         while not os.path.exists(folder):
             folder = os.path.dirname(folder)
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
             parser.error(f"{option} {path}: cannot write in {folder}")
-        os.makedirs(os.path.dirname(full), exist_ok=True)  # the folders it names, made before the work
+    pairs = [(a, b) for i, a in enumerate(named) for b in named[i + 1 :]]
+    pairs += [(a, (option, path)) for option, (path, outputs) in dict(inputs).items() for a in named if a[0] in outputs]
+    for (option, path), (other, other_path) in pairs:
+        if other_path is not None and os.path.realpath(path) == os.path.realpath(other_path):
+            parser.error(f"{option} and {other} name the same file {path}; give each its own")
+    for _, path in named:  # the folders they name, made before the work
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
 
 
 def _suite_runs_on(suite, device: str, quick: bool) -> bool:
@@ -420,11 +441,18 @@ def _cmd_bench(args, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _in_mpi_job() -> bool:
+    """Whether this process is one rank of an MPI job of several."""
+    from . import distributed
+
+    return distributed.is_initialized() and distributed.get_world_size() > 1
+
+
 def _abort_job() -> None:
     """Ends every rank of the MPI job this process belongs to (they would wait for it forever)."""
     from . import distributed
 
-    if distributed.is_initialized() and distributed.get_world_size() > 1:
+    if _in_mpi_job():
         sys.stderr.flush()
         distributed._comm().Abort(1)
 
@@ -514,10 +542,11 @@ def _cmd_train(args, parser: argparse.ArgumentParser) -> int:
         _abort_job()
         return 1
     except Exception:
-        import traceback
+        if _in_mpi_job():  # Abort ends this rank before the interpreter would print the traceback
+            import traceback
 
-        traceback.print_exc()
-        _abort_job()
+            traceback.print_exc()
+            _abort_job()
         raise
     if result["rank"] == 0:
         print(f"trained {args.recipe} in {result['seconds']:.1f} s")
@@ -537,7 +566,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             _check_output_paths(args._parser, {"--json": args.json})
             return _cmd_bench(args, args._parser)
         if args.command == "train":
-            _check_output_paths(args._parser, {"--checkpoint": args.checkpoint, "--plot": args.plot})
+            _check_output_paths(
+                args._parser,
+                {"--checkpoint": args.checkpoint, "--plot": args.plot},
+                {"--resume": (args.resume, ("--plot",))},  # resuming into the same checkpoint is the usual case
+            )
             return _cmd_train(args, args._parser)
     except SystemExit as exc:  # argparse's errors (exit 2) and --help (exit 0)
         if exc.code is None:
@@ -546,5 +579,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of the output went away (deepkern info | head -1)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
     parser.print_help(sys.stderr)
     return 2

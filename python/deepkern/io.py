@@ -24,6 +24,7 @@ the data section exactly), so whatever a file holds, it either returns the saved
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -128,7 +129,8 @@ def save(obj: dict, path) -> None:
         os.chmod(tmp, _new_file_mode(path))
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        with contextlib.suppress(FileNotFoundError):  # an interrupt after the rename: nothing left to remove
+            os.unlink(tmp)
         raise
     _fsync_directory(directory)
 

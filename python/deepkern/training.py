@@ -105,8 +105,8 @@ AMP_CHOICES = ("bf16",)
 
 
 def _full_batches(loader):
-    """``loader`` (drop_last), refused when the batch size leaves it no batch at all."""
-    if len(loader) == 0:
+    """``loader``, refused when its batch size is larger than the training set (no full batch)."""
+    if loader.batch_size > len(loader.dataset):
         raise ValueError(
             f"batch size {loader.batch_size} is larger than the training set ({len(loader.dataset)} samples): "
             "no full batch to train on"
@@ -250,7 +250,9 @@ class DigitsCNN(Recipe):
     def build(self):
         self.train_set = data.digits(train=True, seed=self.cfg.seed)
         self.test_set = data.digits(train=False, seed=self.cfg.seed)
-        self.loader = data.DataLoader(self.train_set, self.cfg.batch_size, shuffle=True, seed=self.cfg.seed)
+        self.loader = _full_batches(
+            data.DataLoader(self.train_set, self.cfg.batch_size, shuffle=True, seed=self.cfg.seed)
+        )
         self.loaders = [self.loader]
         self.models["model"] = self.model()
         self.optimizers["model"] = optim.Adam(self.models["model"].parameters(), lr=self.cfg.lr)
@@ -302,7 +304,9 @@ class SunspotsLSTM(Recipe):
 
     def build(self):
         self.series = data.sunspots(window=20)
-        self.loader = data.DataLoader(self.series.train, self.cfg.batch_size, shuffle=True, seed=self.cfg.seed)
+        self.loader = _full_batches(
+            data.DataLoader(self.series.train, self.cfg.batch_size, shuffle=True, seed=self.cfg.seed)
+        )
         self.loaders = [self.loader]
         self.models["model"] = SunspotsModel()
         self.optimizers["model"] = optim.Adam(self.models["model"].parameters(), lr=self.cfg.lr)
@@ -663,6 +667,12 @@ def _check_checkpoint(state: dict, path) -> None:
     epoch = state["epoch"]
     if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
         refuse(f"epoch must be a whole number >= 0, got {epoch!r}")
+    for i, entry in enumerate(state["history"]):
+        numeric = isinstance(entry, dict) and all(
+            isinstance(k, str) and isinstance(v, numbers.Real) and not isinstance(v, bool) for k, v in entry.items()
+        )
+        if not numeric:
+            refuse(f"history[{i}] must map metric names to numbers, got {entry!r:.80}")
     saved = state["config"]
     missing = [f"config.{k}" for k in KEPT_OPTIONS if k not in saved]
     if missing:

@@ -12,6 +12,7 @@ can be written with ``deepkern.save``.
 from __future__ import annotations
 
 import copy
+import numbers
 import warnings
 from collections import defaultdict
 
@@ -56,6 +57,24 @@ def _step_array(t: Tensor, dtype):
     if t.dtype != dtype:
         return t._array.astype(dtype, order="C")
     return t._array if t.is_contiguous() else t._backend().ascontiguousarray(t._array)
+
+
+def _check_option_kind(value, default, where: str) -> None:
+    """A loaded group option of the kind of its default (a flag, a number, a tuple of numbers such as
+    betas, None or a string): ValueError naming it otherwise, before any step reads it."""
+
+    def kind(v):
+        if isinstance(v, (bool, np.bool_)):
+            return "a flag"
+        if isinstance(v, (numbers.Real, Tensor)):
+            return "a number"
+        if isinstance(v, (tuple, list)):
+            return f"a tuple of {len(v)} numbers" if all(kind(x) == "a number" for x in v) else "a tuple"
+        return "None or a string" if v is None or isinstance(v, str) else type(v).__name__
+
+    want = kind(default)
+    if default is not None and kind(value) != want:
+        raise ValueError(f"load_state_dict: {where} must be {want} like the optimizer's default, got {value!r}")
 
 
 def _plain_options(group: dict) -> dict:
@@ -348,10 +367,11 @@ class Optimizer:
             state[param] = {
                 name: self._loaded_state(name, value, param, f"state[{key}][{name!r}]") for name, value in entry.items()
             }
-        for g, s in zip(groups, saved_groups):
+        for i, (g, s) in enumerate(zip(groups, saved_groups)):
             s["params"] = g["params"]
             for option, default in self.defaults.items():  # options newer than the state dict
                 s.setdefault(option, default)
+                _check_option_kind(s[option], default, f"param_groups[{i}][{option!r}]")
             if "param_names" in g and "param_names" not in s:
                 s["param_names"] = g["param_names"]
         self.state = state
