@@ -88,6 +88,11 @@ def _plain_options(group: dict) -> dict:
             return tuple(map(plain, value))
         return value
 
+    def has_tensor(value):
+        return isinstance(value, Tensor) or (type(value) is tuple and any(isinstance(v, Tensor) for v in value))
+
+    if not any(map(has_tensor, group.values())):  # the usual group: as it is
+        return group
     return {name: value if name == "params" else plain(value) for name, value in group.items()}
 
 
@@ -248,7 +253,9 @@ class Optimizer:
                     grad = _step_array(g, dtype if dtype != p.dtype else g.dtype)
                     # A gradient sharing the parameter's memory (p.grad = p.detach(), which PyTorch
                     # steps) is copied first: the kernels write the parameter while reading it.
-                    grad_arrays.append(grad.copy() if overlaps(grad, param_arrays[-1]) else grad)
+                    param = param_arrays[-1]
+                    shared = grad is param or (getattr(grad, "base", None) is not None and overlaps(grad, param))
+                    grad_arrays.append(grad.copy() if shared else grad)
             if params:
                 self._step_group(_plain_options(group), params, param_arrays, grad_arrays)
                 for p, a in zip(params, param_arrays):
