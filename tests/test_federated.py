@@ -399,6 +399,14 @@ def test_cli_federated_run_prints_accuracy_per_round(small_digits, tmp_path, cap
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_federated_run_with_a_metric_not_finite_says_so(small_digits):
+    """As a centralized run: a learning rate that blows the model up ends with the warning."""
+    out = __import__("io").StringIO()
+    fed = training.FederatedConfig(clients=2, rounds=1, local_epochs=1)
+    training.train(training.TrainConfig("digits-cnn", lr=1e30, progress=False, federated=fed), out=out)
+    assert "warning: a metric is not finite" in out.getvalue()
+
+
 def test_federated_run_matches_the_library(small_digits):
     """The command's global model is deepkern.federated's FedAvg on the same split and seeds."""
     fed = training.FederatedConfig(clients=3, rounds=1, local_epochs=1)

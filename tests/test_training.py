@@ -306,6 +306,11 @@ def test_resume_rejects_another_recipes_checkpoint(tmp_path, capsys):
         run("digits-cnn", epochs=2, resume=path)
     assert cli.main(["train", "digits-cnn", "--no-progress", "--epochs", "2", "--resume", path]) == 2
     assert "the checkpoint is of recipe 'sunspots-lstm', not 'digits-cnn'" in capsys.readouterr().err
+    state = deepkern.load(path)
+    state["recipe"] = "resnet"  # a recipe deepkern train does not have: no command to suggest
+    deepkern.save(state, path)
+    with pytest.raises(training.ResumeError, match="deepkern train has no recipe 'resnet'"):
+        run("digits-cnn", epochs=2, resume=path)
 
 
 def test_resume_rejects_a_file_that_is_not_a_training_checkpoint(tmp_path):

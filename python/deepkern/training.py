@@ -599,9 +599,13 @@ def _load_checkpoint(cfg: TrainConfig) -> tuple:
     state = io.load(path)
     _check_checkpoint(state, path)
     if state["recipe"] != cfg.recipe:
-        raise ResumeError(
-            f"--resume {path}: the checkpoint is of recipe {state['recipe']!r}, not {cfg.recipe!r}; "
+        hint = (
             f"resume it with `deepkern train {state['recipe']} --resume {path}`"
+            if state["recipe"] in RECIPES
+            else f"deepkern train has no recipe {state['recipe']!r}"
+        )
+        raise ResumeError(
+            f"--resume {path}: the checkpoint is of recipe {state['recipe']!r}, not {cfg.recipe!r}; {hint}"
         )
     saved, done = state["config"], int(state["epoch"])
     for key in KEPT_OPTIONS:
@@ -860,9 +864,14 @@ def train(cfg: TrainConfig, out=None) -> dict:
     if cfg.plot and history:
         recipe.plot(history, cfg.plot)
         print(f"wrote {cfg.plot}", file=out)
+    _warn_if_not_finite(history, out)
+    return {"history": history, "summary": summary, "seconds": seconds, "recipe": recipe, "rank": rank}
+
+
+def _warn_if_not_finite(history, out) -> None:
+    """Says so when a metric of the run is NaN or infinite (a learning rate too large, ...)."""
     if not math.isfinite(sum(v for h in history for v in h.values())):
         print("warning: a metric is not finite", file=out)
-    return {"history": history, "summary": summary, "seconds": seconds, "recipe": recipe, "rank": rank}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -954,4 +963,5 @@ def _train_federated(recipe: Recipe, out) -> dict:
             history, recipe.plot_metrics, f"deepkern train {recipe.name} --federated ({algorithm})", cfg.plot, x="round"
         )
         print(f"wrote {cfg.plot}", file=out)
+    _warn_if_not_finite(history, out)
     return {"history": history, "summary": summary, "seconds": seconds, "recipe": recipe, "server": server, "rank": 0}
