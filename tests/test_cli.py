@@ -209,3 +209,14 @@ def test_info_into_a_closed_pipe_ends_quietly():
         f"{sys.executable} -m deepkern info | true", shell=True, capture_output=True, text=True, timeout=120
     )
     assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+
+
+def test_the_bfloat16_peak_is_shown_where_bf16_rows_use_it(monkeypatch):
+    """The bfloat16 GEMM's %peak is against the bfloat16 peak: the header line and the JSON name it."""
+    from deepkern.bench import peak, report
+
+    peaks = {1: peak.Peak(1, "avx512", 100.0, 40.0, 1 << 20), 2: peak.Peak(2, "avx512", 200.0, 50.0, 1 << 20)}
+    monkeypatch.setattr(peak, "_BF16_PEAKS", {2: 412.5})
+    lines = report.format_peaks(peaks).splitlines()
+    assert "bfloat16" not in lines[0] and lines[1].endswith(", bfloat16 412.5 GFLOP/s")
+    assert [p.get("bf16_gflops") for p in report.peaks_json(peaks)] == [None, 412.5]

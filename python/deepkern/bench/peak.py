@@ -67,6 +67,11 @@ def measure_peak(
 _BF16_PEAKS: Dict[int, float] = {}
 
 
+def measured_bf16_peaks() -> Dict[int, float]:
+    """The bfloat16 peaks :func:`measure_bf16_peak` measured so far, by thread count."""
+    return dict(_BF16_PEAKS)
+
+
 def measure_bf16_peak(threads: int, *, seconds: float = 0.2, runs: int = 3) -> float:
     """The bfloat16 GEMM's peak GFLOP/s at ``threads`` threads (best of ``runs``): chains of the
     instruction its active tier runs on (TDPBF16PS on AMX, VDPBF16PS on AVX512-BF16; the float32 FMA

@@ -8,7 +8,7 @@ import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .machine import NOISY_CORES
-from .peak import STREAM_DEFINITION, Peak
+from .peak import STREAM_DEFINITION, Peak, measured_bf16_peaks
 
 
 @dataclasses.dataclass
@@ -143,8 +143,8 @@ def format_table(rows: Sequence[Row]) -> str:
             "GB/s = bytes read + written / time; %stream = as % of the measured stream bandwidth "
             "(GPU lines, thr 0: of a device-to-device copy of the same bytes in the same run); "
             if by_bytes
-            else "%peak = deepkern GFLOP/s as % of the measured FMA peak; %roof = as % of min(FMA peak, intensity x "
-            "stream GB/s); "
+            else "%peak = deepkern GFLOP/s as % of the measured FMA peak (the bfloat16 GEMM's rows: of the measured "
+            "bfloat16 peak); %roof = as % of min(FMA peak, intensity x stream GB/s); "
         )
         + f"* = timed while other processes used > {NOISY_CORES} core (noisy)"
     )
@@ -155,10 +155,12 @@ def format_peaks(peaks: Dict[int, Peak]) -> str:
     """One line per thread count, then how the stream bandwidth is measured ("" without peaks)."""
     if not peaks:
         return ""
+    bf16 = measured_bf16_peaks()
     return (
         "\n".join(
             f"peak at {p.threads} thread(s): FMA {p.fma_gflops:.1f} GFLOP/s ({p.isa}), stream {p.stream_gbps:.1f} GB/s "
             f"(2 x {p.stream_bytes >> 20} MB)"
+            + (f", bfloat16 {bf16[p.threads]:.1f} GFLOP/s" if p.threads in bf16 else "")
             for _, p in sorted(peaks.items())
         )
         + f"\nstream = {STREAM_DEFINITION}"
@@ -166,8 +168,11 @@ def format_peaks(peaks: Dict[int, Peak]) -> str:
 
 
 def peaks_json(peaks: Dict[int, Peak]) -> List[dict]:
-    """The peaks as JSON-able dicts, by thread count."""
-    return [dataclasses.asdict(p) for _, p in sorted(peaks.items())]
+    """The peaks as JSON-able dicts, by thread count (with ``bf16_gflops`` where it was measured)."""
+    bf16 = measured_bf16_peaks()
+    return [
+        {**dataclasses.asdict(p), **({"bf16_gflops": bf16[t]} if t in bf16 else {})} for t, p in sorted(peaks.items())
+    ]
 
 
 def format_summary(summary: Sequence[dict]) -> str:
