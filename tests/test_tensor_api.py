@@ -1947,3 +1947,41 @@ def test_assigned_grad_must_have_the_tensors_shape_like_torch():
     p.grad = dk.ones(4, 5)
     p.grad = None
     assert p.grad is None
+
+
+def test_clamp_bound_gradients_follow_pytorchs_rule():
+    """x's gradient where low <= x <= high; low's where x < low < high; high's where x > high or high
+    < low (a low above high gives way to high, which sets the output); none where a NaN compares."""
+    x = dk.tensor([0.0, 5.0, 10.0, np.nan], dtype=dk.float64, requires_grad=True)
+    low = dk.tensor([2.0, 2.0, 2.0, 2.0], dtype=dk.float64, requires_grad=True)
+    high = dk.tensor([8.0, 8.0, 8.0, 8.0], dtype=dk.float64, requires_grad=True)
+    x.clamp(low, high).sum().backward()
+    assert x.grad.tolist() == [0, 1, 0, 0] and low.grad.tolist() == [1, 0, 0, 0] and high.grad.tolist() == [0, 0, 1, 0]
+    x, low, high = (dk.tensor(v, dtype=dk.float64, requires_grad=True) for v in ([1.0, 5.0, 9.0], [6.0] * 3, [4.0] * 3))
+    out = x.clamp(low, high)  # low > high: every output is high
+    assert out.tolist() == [4, 4, 4]
+    out.sum().backward()
+    assert x.grad.tolist() == [0, 0, 0] and low.grad.tolist() == [0, 0, 0] and high.grad.tolist() == [1, 1, 1]
+    x, low = dk.tensor([1.0, 3.0], requires_grad=True), dk.tensor([np.nan, 2.0], requires_grad=True)
+    x.clamp(low, None).sum().backward()
+    assert x.grad.tolist() == [0, 1] and low.grad.tolist() == [0, 0]
+
+
+def test_a_bool_scalar_in_an_index_consumes_no_dimension():
+    """x[True, 0, [1, 2]] reads x[0, [1, 2]] as in PyTorch (the True broadcasts with the list): the
+    bool takes no dimension of x (it had been counted as one, so the integer and the list indexed the
+    wrong dimensions)."""
+    values = np.arange(24.0).reshape(2, 3, 4)
+    x = dk.tensor(values)
+    np.testing.assert_array_equal(x[True, 0, [1, 2]].numpy(), values[0, [1, 2]])
+    np.testing.assert_array_equal(x[0, True, [1, 2], 0].numpy(), values[0, [1, 2], 0])
+    y = dk.zeros(2, 3, 4)
+    y[True, 0, [1, 2]] = -1.0
+    assert np.argwhere(y.numpy() == -1).tolist() == [[0, 1, i] for i in range(4)] + [[0, 2, i] for i in range(4)]
+
+
+def test_cat_promotes_over_empty_one_dimensional_tensors_too():
+    """An empty 1-D tensor joins any shape and still takes part in the promotion, as in PyTorch."""
+    got = dk.cat([dk.tensor([1, 1]), dk.tensor(np.zeros(0, np.float32))])
+    assert got.dtype == dk.float32 and got.tolist() == [1.0, 1.0]
+    assert dk.cat([dk.tensor(np.zeros(0)), dk.ones(2, 2)]).dtype == dk.float64

@@ -1930,7 +1930,9 @@ def _integers_first(key) -> tuple:
 
 
 def _mask_dims(index) -> int:
-    """The dimensions an advanced index consumes: a boolean mask's own, else 1."""
+    """The dimensions an advanced index consumes: a boolean mask's own (none for a bool scalar), else 1."""
+    if isinstance(index, bool):
+        return 0
     dtype = np.asarray(index).dtype if isinstance(index, list) else getattr(index, "dtype", None)
     return np.ndim(index) if dtype == np.bool_ else 1
 
@@ -2332,7 +2334,9 @@ def cat(tensors, dim=0) -> Tensor:
     tensors = list(tensors)
     if not tensors:
         raise ValueError("cat: expected a non-empty list of tensors")
-    # As PyTorch, empty 1-D tensors (the legacy ``tensor([])`` start of a running cat) join anything.
+    # As PyTorch, empty 1-D tensors (the legacy ``tensor([])`` start of a running cat) join anything;
+    # their dtypes still take part in the promotion.
+    everything = tensors
     joined = [t for t in tensors if np.shape(_array_of(t)) != (0,)] or tensors[:1]
     tensors = joined if len(joined) < len(tensors) else tensors
     ndim = np.ndim(_array_of(tensors[0]))
@@ -2340,7 +2344,7 @@ def cat(tensors, dim=0) -> Tensor:
         raise ValueError("cat: 0-d tensors cannot be concatenated (stack them)")
     axis = _wrap_dim(dim, ndim, "cat")
     _check_join("cat", tensors, lambda s: s[:axis] + s[axis + 1 :])
-    return F.Cat.apply(*_in_common_dtype(tensors), dim=axis)
+    return F.Cat.apply(*_in_common_dtype(tensors, everything), dim=axis)
 
 
 def stack(tensors, dim=0) -> Tensor:
@@ -2352,10 +2356,11 @@ def stack(tensors, dim=0) -> Tensor:
     return F.Stack.apply(*_in_common_dtype(tensors), dim=axis)
 
 
-def _in_common_dtype(tensors) -> list:
+def _in_common_dtype(tensors, promoted=None) -> list:
     """``tensors`` (Tensors, or arrays) cast to the dtype PyTorch's promotion gives them together (an
-    integer tensor joined to a float32 one gives float32, where NumPy gives float64)."""
-    common = functools.reduce(_promote_types, (_array_of(t).dtype for t in tensors))
+    integer tensor joined to a float32 one gives float32, where NumPy gives float64), or gives
+    ``promoted`` (default: ``tensors``) together."""
+    common = functools.reduce(_promote_types, (_array_of(t).dtype for t in (tensors if promoted is None else promoted)))
     return [
         t if _array_of(t).dtype == common else t.to(common) if isinstance(t, Tensor) else t.astype(common)
         for t in tensors

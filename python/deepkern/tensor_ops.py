@@ -401,11 +401,17 @@ class Clamp(Function):
     def backward(ctx, g):
         a, low, high = ctx.saved_tensors
         sa, sl, sh = ctx.shapes
+        # PyTorch's rule: x's gradient where low <= x <= high; low's where x < low < high (a low above
+        # high gives way to high, which then sets the output); high's where x > high or high < low.
+        # A NaN anywhere compares false: no gradient to any of them there.
         above = True if low is None else a >= low
         below = True if high is None else a <= high
         ga = unbroadcast(g * (above & below), sa) if ctx.needs_input_grad[0] else None
-        gl = unbroadcast(g * ~above, sl) if ctx.needs_input_grad[1] else None
-        gh = unbroadcast(g * ~below, sh) if ctx.needs_input_grad[2] else None
+        gl = gh = None
+        if ctx.needs_input_grad[1]:
+            gl = unbroadcast(g * ((a < low) & (True if high is None else low < high)), sl)
+        if ctx.needs_input_grad[2]:
+            gh = unbroadcast(g * ((a > high) | (False if low is None else high < low)), sh)
         return ga, gl, gh
 
 
