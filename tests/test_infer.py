@@ -630,3 +630,116 @@ def test_autocast_regions_take_the_ordinary_path_and_compute_in_bfloat16():
         plain = model(x).numpy()
     assert plain.dtype == np.float32
     assert rel_error(plain, _reference(model, x.numpy())) < TOL[np.float32]
+
+
+def _conv_bn_relu(rng):
+    deepkern.manual_seed(int(rng.integers(1 << 30)))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 25, 4)
+    )
+    _randomize_norms(model, rng)
+    return model.eval()
+
+
+def _recorded(model, x) -> np.ndarray:
+    """The model's output on the ordinary path (grad enabled: no fast path, no cached plan)."""
+    return model(tensor(x)).detach()._array.copy()
+
+
+@pytest.mark.parametrize("share", ["Parameter(ndarray)", "Tensor(ndarray)", ".data = ndarray", "as_tensor", "dlpack"])
+def test_weights_sharing_memory_with_outside_arrays_are_checked(share):
+    """A weight made from (or handed out as) memory the caller keeps: writes there after a fast-path
+    call are seen by the next one (the plans of weights shared that way had never been checked)."""
+    rng = np.random.default_rng(0)
+    model, x = _conv_bn_relu(rng), rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    conv = model[0]
+    outside = conv.weight.detach()._array.copy()
+    if share == "Parameter(ndarray)":
+        conv.weight = nn.Parameter(outside)
+    elif share == "Tensor(ndarray)":
+        conv.weight = nn.Parameter(deepkern.Tensor(outside))
+    elif share == ".data = ndarray":
+        conv.weight.data = outside
+    elif share == "as_tensor":
+        conv.weight = nn.Parameter(deepkern.as_tensor(outside))
+    else:  # the tensor's memory handed to another library, which writes it
+        outside = np.from_dlpack(conv.weight.detach())
+    with no_grad():
+        model(tensor(x))
+        outside[...] *= -1.5
+        got = model(tensor(x)).detach()._array.copy()
+    np.testing.assert_allclose(got, _recorded(model, x), rtol=1e-5, atol=1e-6)
+
+
+def test_views_derived_from_a_handed_out_array_are_checked():
+    """numpy().reshape(-1) writes the weight after the first handed-out array is gone: still seen."""
+    rng = np.random.default_rng(1)
+    model, x = _conv_bn_relu(rng), rng.standard_normal((1, 3, 5, 5)).astype(np.float32)
+    flat = model[0].weight.detach().numpy().reshape(-1)
+    with no_grad():
+        model(tensor(x))
+        flat[:50] = 3.0
+        got = model(tensor(x)).detach()._array.copy()
+    np.testing.assert_allclose(got, _recorded(model, x), rtol=1e-5, atol=1e-6)
+
+
+def test_a_forward_set_on_an_instance_runs_in_a_sequential():
+    """conv.forward = f (set on the layer, not its class) runs under no_grad too, as in PyTorch."""
+    rng = np.random.default_rng(2)
+    model, x = _conv_bn_relu(rng), rng.standard_normal((1, 3, 5, 5)).astype(np.float32)
+    for layer in (model[0], model[1], model[2], model[4]):
+        plain = type(layer).forward.__get__(layer)
+        layer.forward = lambda t, plain=plain: plain(t) * 2.0
+        with no_grad():
+            got = model(tensor(x)).detach()._array.copy()
+        np.testing.assert_allclose(got, _recorded(model, x), rtol=1e-5, atol=1e-6)
+        del layer.forward
+
+
+def test_batch_statistics_after_the_running_ones_are_removed():
+    """bn.running_mean = bn.running_var = None after a fast-path call: the next call uses the batch's
+    statistics (the fused group had been kept, and folding None crashed)."""
+    rng = np.random.default_rng(3)
+    model, x = _conv_bn_relu(rng), rng.standard_normal((4, 3, 5, 5)).astype(np.float32)
+    with no_grad():
+        model(tensor(x))
+        model[1].running_mean = model[1].running_var = None
+        got = model(tensor(x)).detach()._array.copy()
+    np.testing.assert_allclose(got, _recorded(model, x), rtol=1e-5, atol=1e-6)
+
+
+class _Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.relu = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.bn(self.conv(x)))
+
+
+@pytest.mark.parametrize("replaced", ["bn", "relu"])
+def test_replacing_a_fused_module_ends_the_fusion(replaced):
+    """After fuse_modules, model.bn (or model.relu) replaced: the new module runs, the old one is
+    neither folded in nor applied (it had been, with the new one on top)."""
+    rng = np.random.default_rng(4)
+    deepkern.manual_seed(4)
+    model = _Block()
+    _randomize_norms(model, rng)
+    fuse_modules(model.eval(), ["conv", "bn", "relu"])
+    x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    with no_grad():
+        model(tensor(x))
+    if replaced == "bn":
+        model.bn = nn.BatchNorm2d(8).eval()
+    else:
+        model.relu = nn.LeakyReLU(0.2)
+    with no_grad():
+        got = model(tensor(x)).detach()._array.copy()
+    np.testing.assert_allclose(got, _recorded(model, x), rtol=1e-5, atol=1e-6)
+
+
+def test_padding_mode_other_than_zeros_is_refused_when_set_later():
+    conv = nn.Conv2d(2, 3, 3)
+    with pytest.raises(NotImplementedError, match="padding_mode='reflect'"):
+        conv.padding_mode = "reflect"
+    assert conv.padding_mode == "zeros"

@@ -200,6 +200,8 @@ class Tensor:
 
     def __init__(self, data, requires_grad: bool = False):
         arr = data._array if isinstance(data, Tensor) else as_array(data)
+        if arr is data:  # the caller's array: it may write it later (caches then check the contents)
+            autograd.expose(arr)
         self._array = arr
         self._node = None
         self._output_index = 0
@@ -351,6 +353,8 @@ class Tensor:
     @data.setter
     def data(self, value):
         array = as_array(_array_of(value))
+        if array is value:  # the caller's array, shared: it may write it later
+            autograd.expose(array)
         if self._requires_grad and not _floating_or_complex(array.dtype):
             raise TypeError(
                 f"data: a tensor that requires grad holds floating-point data, got dtype {array.dtype} (as PyTorch)"
@@ -431,6 +435,7 @@ class Tensor:
         return f"tensor({body}{extra})"
 
     def __dlpack__(self, *args, **kwargs):
+        autograd.expose(self._array)  # the consumer shares the memory for good and may write it
         return self.detach()._array.__dlpack__(*args, **kwargs)
 
     def __dlpack_device__(self):
@@ -1891,11 +1896,25 @@ def _index_key(key):
     return tuple(_array_of(k) for k in key) if isinstance(key, tuple) else _array_of(key)
 
 
+class _HandedOut:
+    """The base of a view handed out: NumPy keeps a non-array base in the ``base`` of every view made
+    from that view, so the record lives as long as any of them (a view's own base otherwise skips to
+    the buffer's owner, and dropping the first view ended the record while ``numpy().reshape(-1)``
+    could still write the buffer)."""
+
+    __slots__ = ("__array_interface__", "array")
+
+    def __init__(self, arr: np.ndarray):
+        self.__array_interface__ = arr.__array_interface__
+        self.array = arr
+
+
 def _handed_out(arr: np.ndarray) -> np.ndarray:
-    """A new NumPy view of a tensor's array for the caller, recorded (``autograd.expose``) while it lives."""
-    view = arr.view()
-    autograd.expose(arr, view)
-    return view
+    """A new NumPy view of a tensor's array for the caller, recorded (``autograd.expose``) while it or
+    any view of it lives."""
+    handle = np.asarray(_HandedOut(arr))
+    autograd.expose(arr, handle)
+    return handle if handle.dtype == arr.dtype else handle.view(arr.dtype)  # bfloat16 travels as void
 
 
 def _integers_first(key) -> tuple:
@@ -2168,7 +2187,9 @@ def _backend_for(device):
 def _created(array, device, requires_grad: bool = False) -> Tensor:
     """A tensor of ``array`` (host data, or allocated by the backend of ``device``) on ``device``
     (a Device, a string or None: the CPU), copied there when it is elsewhere."""
-    return Tensor(backends.to_device(array, CPU_DEVICE if device is None else device), requires_grad)
+    created = Tensor._wrap(backends.to_device(array, CPU_DEVICE if device is None else device))
+    created.requires_grad = requires_grad
+    return created
 
 
 def zeros(*shape, size=None, dtype=float32, requires_grad=False, device=None) -> Tensor:

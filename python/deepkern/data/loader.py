@@ -53,7 +53,7 @@ def default_collate(samples: list):
                 "default_collate: batch must contain tensors, numeric arrays, numbers, dicts or lists; "
                 f"found an array of dtype {first.dtype}"
             )
-        return stack([Tensor(_native(np.asarray(s))) for s in samples])
+        return stack([Tensor._wrap(_native(np.asarray(s))) for s in samples])
     if isinstance(first, float):
         return tensor(samples, dtype=float64)
     if isinstance(first, numbers.Number):
@@ -166,7 +166,7 @@ class DataLoader:
                 while type(base) is Subset:  # exact types: a subclass may change __getitem__
                     base, base_indices = base.dataset, base.indices[base_indices]
                 if type(base) is TensorDataset and all(_batchable(a.dtype) for a in base.arrays):
-                    return tuple(Tensor(_native(a[base_indices])) for a in base.arrays)
+                    return tuple(Tensor._wrap(_native(a[base_indices])) for a in base.arrays)
         collate = default_collate if self.collate_fn is None else self.collate_fn
         return collate([self.dataset[i] for i in indices])
 

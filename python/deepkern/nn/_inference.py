@@ -61,9 +61,10 @@ def cached_plan(module, x, arrays, config, build):
 
 
 def hooked(modules) -> bool:
-    """Whether any of ``modules`` has forward hooks or pre-hooks (which must see each layer run)."""
+    """Whether any of ``modules`` has forward hooks or pre-hooks, or a ``forward`` of its own set on
+    the instance (each must see, or be, its layer's run)."""
     for m in modules:
-        if m._forward_hooks or m._forward_pre_hooks:
+        if m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__:
             return True
     return False
 
@@ -203,7 +204,9 @@ def run_sequence(groups, x):
     for members, bn, relu in groups:
         if arr is not None:
             step = inference_path(members[0])
-            if step is not None and not hooked(members) and (bn is None or not bn.training):
+            # The fold is decided again each call: the batch norm may have lost its running statistics.
+            foldable = bn is None or (not bn.training and can_fold(members[0], bn))
+            if step is not None and not hooked(members) and foldable:
                 y = step(arr, bn, relu)
                 if y is not None:
                     if y is not arr:  # x (None: not made yet) is the Tensor of arr
@@ -234,9 +237,12 @@ def infer(head, x):
     if fusion is None:
         y = head._infer(x)
         return None if y is None else Tensor._wrap(y)
-    bn, relu = fusion
+    bn, relu, places = fusion
+    if not all(getattr(parent(), name, None) is m for parent, name, m in places):
+        del head.__dict__[FUSION]  # a fused module was replaced in the model: the fusion is over
+        return None
     members = [m for m in (head, bn, relu) if m is not None]
-    if hooked(members) or (bn is not None and bn.training):
+    if hooked(members) or (bn is not None and (bn.training or not can_fold(head, bn))):
         return None
     y = head._infer(x, bn, relu is not None)
     if y is None:

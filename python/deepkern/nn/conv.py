@@ -68,6 +68,16 @@ class _ConvNd(Module):
     dims = 2  # spatial dimensions
     transposed = False
 
+    @property
+    def padding_mode(self) -> str:
+        return self.__dict__["_padding_mode"]
+
+    @padding_mode.setter
+    def padding_mode(self, mode) -> None:  # checked whenever set: a later assignment had been ignored
+        if mode != "zeros":
+            raise NotImplementedError(f"{type(self).__name__}: padding_mode={mode!r} is not supported, only 'zeros'")
+        self.__dict__["_padding_mode"] = mode
+
     def __init__(
         self,
         in_channels: int,
@@ -109,8 +119,6 @@ class _ConvNd(Module):
                 f"{name}: groups={groups} must be positive and divide in_channels={in_channels} "
                 f"and out_channels={out_channels}"
             )
-        if padding_mode != "zeros":
-            raise NotImplementedError(f"{name}: padding_mode={padding_mode!r} is not supported, only 'zeros'")
         self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
         self.kernel_size, self.stride, self.dilation = (_ntuple(v, n) for v in (kernel_size, stride, dilation))
         self.output_padding = _ntuple(output_padding, n)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import math
 import operator
+import weakref
 
 import numpy as np
 
@@ -110,7 +111,16 @@ def fuse_modules(model, modules_to_fuse):
                 f"fuse_modules: {names[1]} ({bn!r}) cannot be folded into {names[0]} ({layers[0]!r}): it needs "
                 "running statistics over the convolution's output channels, in its dtype and on the CPU"
             )
-        checked.append((layers[0], bn, layers[-1] if kinds[-1] is ReLU else None))
-    for head, bn, relu in checked:
-        head.__dict__[FUSION] = (bn, relu)
+        # Where the fused batch norm and ReLU sit in the model (parent, attribute name): replacing
+        # one there ends the fusion.
+        places = [(weakref.ref(_parent(model, n)), n.rpartition(".")[2], m) for n, m in zip(names[1:], layers[1:])]
+        checked.append((layers[0], bn, layers[-1] if kinds[-1] is ReLU else None, places))
+    for head, bn, relu, places in checked:
+        head.__dict__[FUSION] = (bn, relu, places)
     return model
+
+
+def _parent(model, name: str):
+    """The module holding the submodule ``name`` (dotted) of ``model``."""
+    parent = name.rpartition(".")[0]
+    return model.get_submodule(parent) if parent else model
