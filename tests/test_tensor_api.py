@@ -1985,3 +1985,15 @@ def test_cat_promotes_over_empty_one_dimensional_tensors_too():
     got = dk.cat([dk.tensor([1, 1]), dk.tensor(np.zeros(0, np.float32))])
     assert got.dtype == dk.float32 and got.tolist() == [1.0, 1.0]
     assert dk.cat([dk.tensor(np.zeros(0)), dk.ones(2, 2)]).dtype == dk.float64
+
+
+def test_in_place_scatter_on_zero_dimensional_tensors():
+    """As the out-of-place ops and PyTorch: a 0-d tensor and a 0-d index (an internal IndexError had
+    come out), with gradients through the written-back value."""
+    assert dk.tensor(1.0).scatter_add_(0, dk.tensor(0), dk.tensor(2.0)).item() == 3.0
+    assert dk.tensor(1.0).scatter_(0, dk.tensor(0), dk.tensor(2.0)).item() == 2.0
+    assert dk.tensor(1.0).scatter_(0, dk.tensor(0), value=5.0).item() == 5.0
+    src = dk.tensor(2.0, requires_grad=True)
+    x = dk.tensor(1.0, requires_grad=True) * 1.0
+    (x.scatter_add_(0, dk.tensor(0), src) * 3.0).backward()
+    assert src.grad.item() == 3.0

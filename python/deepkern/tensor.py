@@ -789,9 +789,13 @@ class Tensor:
         return self._inplace("masked_fill_", _MaskedFill, *self._mask_and_value(mask, value, "masked_fill_"))
 
     def scatter_(self, dim, index, src=None, value=None, reduce=None) -> "Tensor":
+        if self.ndim == 0 and isinstance(index, Tensor) and index.ndim == 0:  # the out-of-place op's way, written back
+            return self.copy_(self.scatter(dim, index, src, value, reduce))
         return self._inplace("scatter_", F.Scatter, *self._scatter_args("scatter_", dim, index, src, value, reduce))
 
     def scatter_add_(self, dim, index, src) -> "Tensor":
+        if self.ndim == 0 and isinstance(index, Tensor) and index.ndim == 0:  # as scatter_
+            return self.copy_(self.scatter_add(dim, index, src))
         return self._inplace(
             "scatter_add_", F.Scatter, *self._scatter_args("scatter_add_", dim, index, src, None, "add")
         )
