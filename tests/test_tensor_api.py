@@ -663,7 +663,11 @@ X34 = dk.tensor(np.arange(12.0).reshape(3, 4))
     [
         (lambda: X34.gather(1, dk.tensor([[0, 4]])), IndexError, ["gather", "index 4", "size 4"]),
         (lambda: X34.gather(1, dk.tensor([[0, -1]])), IndexError, ["gather", "index -1"]),
-        (lambda: X34.gather(1, dk.tensor([[0, 1]], dtype=dk.int)), RuntimeError, ["gather", "index", "int64", "int32"]),
+        (
+            lambda: X34.gather(1, dk.tensor(np.array([[0, 1]], np.int16))),
+            RuntimeError,
+            ["gather", "int64 or int32", "int16"],
+        ),
         (lambda: X34.gather(1, dk.tensor([0, 1])), RuntimeError, ["gather", "index", "1 dimensions", "2"]),
         (lambda: X34.gather(1, dk.zeros(4, 1, dtype=dk.long)), RuntimeError, ["gather", r"\(4, 1\)", r"\(3, 4\)"]),
         (lambda: X34.gather(2, dk.zeros(1, 1, dtype=dk.long)), IndexError, ["gather", "dim 2"]),
@@ -1997,3 +2001,15 @@ def test_in_place_scatter_on_zero_dimensional_tensors():
     x = dk.tensor(1.0, requires_grad=True) * 1.0
     (x.scatter_add_(0, dk.tensor(0), src) * 3.0).backward()
     assert src.grad.item() == 3.0
+
+
+def test_gather_and_scatter_take_int32_indices_as_pytorch():
+    x = dk.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    index = dk.tensor(np.array([[0], [2]], np.int32))
+    got = x.gather(1, index)
+    assert got.tolist() == [[0.0], [5.0]]
+    got.sum().backward()
+    assert x.grad.tolist() == [[1, 0, 0], [0, 0, 1]]
+    assert x.detach().scatter(1, index, 9.0).tolist() == [[9, 1, 2], [3, 4, 9]]
+    with pytest.raises(RuntimeError, match="int64 or int32"):
+        x.gather(1, dk.tensor(np.array([[0], [2]], np.int16)))

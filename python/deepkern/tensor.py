@@ -1385,11 +1385,12 @@ class Tensor:
         return index, (self.dtype.type(value) if src is None else src), axis, reduce == "add"
 
     def _index(self, index, axis: int, what: str, limit: tuple, src_shape=None):
-        """``index`` as an int64 array for gather/scatter along ``axis``: as many dimensions as this
-        tensor, each no larger than ``limit`` except along ``axis`` (and than ``src_shape`` along
-        it), its values in [0, size of ``axis``)."""
-        if not isinstance(index, Tensor) or index.dtype != int64:
-            raise RuntimeError(f"{what}: index must be an int64 Tensor, got {_kind_name(index)}")
+        """``index`` (int64 or int32, as PyTorch takes) as an int64 array for gather/scatter along
+        ``axis``: as many dimensions as this tensor, each no larger than ``limit`` except along ``axis``
+        (and than ``src_shape`` along it), its values in [0, size of ``axis``)."""
+        if not isinstance(index, Tensor) or index.dtype not in (int64, int32):
+            raise RuntimeError(f"{what}: index must be an int64 or int32 Tensor, got {_kind_name(index)}")
+        index = index.to(int64) if index.dtype != int64 else index
         if index.ndim != self.ndim:
             raise RuntimeError(f"{what}: index has {index.ndim} dimensions but the tensor has {self.ndim}")
         too_big = [d for d, (n, m) in enumerate(zip(index.shape, limit)) if n > m and d != axis]
