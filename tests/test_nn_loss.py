@@ -8,6 +8,7 @@ from __future__ import annotations
 import deepkern
 import numpy as np
 import pytest
+from deepkern.nn import functional as nnf
 from deepkern.nn import loss as L
 
 from checks import F32, F64, check, gradcheck, raises_naming, shape_pattern
@@ -434,3 +435,41 @@ def test_bad_input_names_the_loss_and_the_shapes_or_values():
         L.MSELoss(reduction="avg")
     with raises_naming(ValueError, "mse_loss", "reduction"):
         L.mse_loss(np.zeros(2), np.zeros(2), reduction="elementwise_mean")
+
+
+def test_float16_losses_sum_in_float32_and_class_indices_take_float16():
+    """A float16 'mean' loss of large terms is finite (its sum had overflowed float16 to inf); cross
+    entropy, softmax and log_softmax take float16 input (computed in float32, rounded once)."""
+    x = deepkern.tensor(np.full((64, 64), 40.0, np.float16))
+    y = deepkern.tensor(np.zeros((64, 64), np.float16))
+    assert nnf.mse_loss(x, y).item() == 1600.0 and nnf.l1_loss(x, y).item() == 40.0
+    logits = np.random.default_rng(0).standard_normal((5, 7)).astype(np.float16)
+    target = np.array([0, 3, 6, 2, 1])
+    got = nnf.cross_entropy(deepkern.tensor(logits), deepkern.tensor(target))
+    want = nnf.cross_entropy(deepkern.tensor(logits.astype(np.float32)), deepkern.tensor(target))
+    assert got.dtype == np.float16 and got.item() == np.float16(want.item())
+    assert nnf.log_softmax(deepkern.tensor(logits), dim=1).dtype == np.float16
+    np.testing.assert_allclose(
+        nnf.softmax(deepkern.tensor(logits), dim=1).numpy().astype(np.float32).sum(axis=1), 1.0, rtol=3e-3
+    )
+
+
+def test_weights_that_require_grad_are_refused_where_no_gradient_reaches_them():
+    """As PyTorch's "not differentiable": a learnable class weight would silently never train."""
+    x, w = deepkern.tensor(np.zeros((2, 3), np.float32)), deepkern.tensor(np.ones(3, np.float32), requires_grad=True)
+    for call, what in (
+        (lambda: nnf.cross_entropy(x, deepkern.tensor([0, 1]), weight=w), "weight"),
+        (lambda: nnf.nll_loss(x, deepkern.tensor([0, 1]), weight=w), "weight"),
+        (lambda: nnf.binary_cross_entropy_with_logits(x, x, pos_weight=w), "pos_weight"),
+    ):
+        with pytest.raises(RuntimeError, match=f"not differentiable with respect to {what}"):
+            call()
+    with deepkern.no_grad():  # nothing is recorded: nothing to refuse
+        nnf.cross_entropy(x, deepkern.tensor([0, 1]), weight=w)
+
+
+def test_triplet_margin_must_be_positive():
+    a = deepkern.tensor(np.ones((2, 3), np.float32))
+    for margin in (0.0, -1.0):
+        with pytest.raises(ValueError, match="margin must be greater than 0"):
+            nnf.triplet_margin_loss(a, a, a, margin=margin)

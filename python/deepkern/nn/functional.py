@@ -651,15 +651,23 @@ def _cast(input, dtype):
 def softmax(input, dim=None, dtype=None):
     """``exp(x) / sum(exp(x))`` along ``dim``, computed from ``x - max`` (no overflow)."""
     input = _cast(input, dtype)
-    if isinstance(input, Tensor) and is_bfloat16(input.dtype) and not autograd.autocast_casts(Softmax):
+    if _in_float32(input):
         return softmax(input.float(), dim).to(input.dtype)  # in float32, rounded once (as PyTorch)
     return Softmax.apply(input, dim=_softmax_dim(dim, np.ndim(_array(input)), "softmax"))
+
+
+def _in_float32(input) -> bool:
+    """Whether a softmax of ``input`` runs on its float32 copy: float16, or bfloat16 outside autocast
+    (the kernels take float32 and float64)."""
+    if not isinstance(input, Tensor):
+        return False
+    return input.dtype == np.float16 or (is_bfloat16(input.dtype) and not autograd.autocast_casts(Softmax))
 
 
 def log_softmax(input, dim=None, dtype=None):
     """``x - logsumexp(x)`` along ``dim``, numerically stable."""
     input = _cast(input, dtype)
-    if isinstance(input, Tensor) and is_bfloat16(input.dtype) and not autograd.autocast_casts(Softmax):
+    if _in_float32(input):
         return log_softmax(input.float(), dim).to(input.dtype)  # in float32, rounded once (as PyTorch)
     return Softmax.apply(input, dim=_softmax_dim(dim, np.ndim(_array(input)), "log_softmax"), log=True)
 

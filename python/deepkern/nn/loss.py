@@ -11,13 +11,14 @@ shapes or values, e.g. ``CrossEntropyLoss: target 12 is out of range for 10 clas
 
 from __future__ import annotations
 
+import numbers
 import warnings
 
 import numpy as np
 
 from .. import ops
 from ..amp import autocast_entry
-from ..autograd import Function
+from ..autograd import Function, is_grad_enabled
 from ..backends import as_array, backend_of
 from ..ops._validate import is_floating_dtype
 from ..tensor import Tensor, through_float32, where
@@ -80,11 +81,18 @@ def _same_shape(name, a, b, what_a="input", what_b="target"):
         raise ValueError(f"{name}: {what_a} has shape {a.shape} but {what_b} has shape {b.shape}; they must match")
 
 
+def _constant(name, what, value) -> None:
+    """A loss's ``weight`` (or ``pos_weight``) taken as a constant: one that requires grad (while
+    recording) is a RuntimeError, as PyTorch's "not differentiable" (it would silently never train)."""
+    if isinstance(value, Tensor) and value.requires_grad and is_grad_enabled():
+        raise RuntimeError(f"{name}: the loss is not differentiable with respect to {what}, which requires grad")
+
+
 def _reduce(loss, reduction, denom=None):
     """``loss`` (elementwise) reduced; 'mean' divides by ``denom`` (default: the element count)."""
     if reduction == "none":
         return loss
-    total = loss.sum()
+    total = loss.sum(dtype=np.float32 if loss.dtype == np.float16 else None)  # float16 sums overflow at 65504
     if reduction == "mean":
         with np.errstate(invalid="ignore", divide="ignore"):
             total = total / (loss.size if denom is None else denom)
@@ -234,6 +242,7 @@ def _check_classes(name, x, t, weight, ignore_index, allow_probs):
                     f"(ignore_index={ignore_index})"
                 )
     if weight is not None:
+        _constant(name, "weight", weight)
         weight = _arr(weight)
         if weight.shape != (classes,):
             raise ValueError(
@@ -367,8 +376,16 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
 
 
 def _cross_entropy(name, input, target, weight, ignore_index, reduction, label_smoothing):
-    if not (isinstance(label_smoothing, (int, float)) and 0.0 <= label_smoothing <= 1.0):
+    if not (
+        isinstance(label_smoothing, numbers.Real)
+        and not isinstance(label_smoothing, bool)
+        and 0 <= label_smoothing <= 1
+    ):
         raise ValueError(f"{name}: label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    if isinstance(input, Tensor) and input.dtype == np.float16:  # the kernels take float32: computed there
+        widened = [t.float() if isinstance(t, Tensor) and t.dtype == np.float16 else t for t in (target, weight)]
+        loss = _cross_entropy(name, input.float(), *widened[:1], widened[1], ignore_index, reduction, label_smoothing)
+        return loss.to(np.float16)  # rounded once, as PyTorch's float16 loss
     return _classification(
         _CrossEntropy, name, input, target, weight, ignore_index, reduction, label_smoothing=float(label_smoothing)
     )
@@ -439,6 +456,7 @@ def _broadcast_constants(name, x, **values):
     for what, value in values.items():
         if value is None:
             continue
+        _constant(name, what, value)
         value = _arr(value)
         try:
             if np.broadcast_shapes(value.shape, x.shape) != x.shape:
@@ -650,6 +668,8 @@ def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2.0, eps=1e-6,
 
 def _triplet(name, anchor, positive, negative, margin, p, eps, swap, reduction):
     _check_reduction(name, reduction)
+    if not margin > 0:  # as PyTorch: a margin of 0 or less would never separate the pairs
+        raise ValueError(f"{name}: margin must be greater than 0, got {margin}")
     _check_embeddings(
         name, [("anchor", _arr(anchor).shape), ("positive", _arr(positive).shape), ("negative", _arr(negative).shape)]
     )
