@@ -396,3 +396,47 @@ def test_bad_embedding_indices_and_constructor_arguments():
         nn.Linear(2, 2, dtype=np.int32)
     with pytest.raises(NotImplementedError, match="padding_mode='reflect'"):
         nn.Conv2d(3, 4, 3, padding_mode="reflect")
+
+
+def test_module_to_moves_every_buffer_and_casts_only_floating_ones():
+    """As PyTorch's: to(dtype)/double() leave integer, bool and complex parameters and buffers as
+    they are (they had been cast), to(device) moves them all (integer buffers had stayed)."""
+    m = dk.nn.BatchNorm1d(3)
+    m.register_buffer("flags", dk.tensor([True, False]))
+    m.steps = dk.nn.Parameter(dk.tensor([1, 2]), requires_grad=False)
+    m.double()
+    assert m.running_mean.dtype == np.float64 and m.num_batches_tracked.dtype == np.int64
+    assert m.flags.dtype == np.bool_ and m.steps.dtype == np.int64
+    m.to(dk.float32)
+    assert m.weight.dtype == np.float32 and m.steps.dtype == np.int64
+
+
+def test_module_details_pytorch_keeps():
+    """A Parameter takes user attributes; a parameter replaced by a plain tensor still computes
+    under no_grad; a buffer registered as None is got as None; ParameterList refuses a single
+    Tensor (it had split one into rows); state_dict's prefix is prepended as given; a class with its
+    own __call__ runs it inside a Sequential under no_grad."""
+    p = dk.nn.Parameter(dk.zeros(2))
+    p.no_weight_decay = True
+    assert p.no_weight_decay
+    lin = dk.nn.Linear(2, 2)
+    del lin.weight
+    lin.weight = dk.ones(2, 2)
+    x = dk.ones(1, 2)
+    with dk.no_grad():
+        assert lin(x).tolist() == (x @ dk.ones(2, 2).T + lin.bias).tolist()
+    m = dk.nn.Module()
+    m.register_buffer("empty", None)
+    assert m.get_buffer("empty") is None
+    with pytest.raises(TypeError, match="iterable of Parameters"):
+        dk.nn.ParameterList(dk.nn.Parameter(dk.ones(3, 2)))
+    assert list(dk.nn.Linear(1, 1).state_dict(prefix="enc_")) == ["enc_weight", "enc_bias"]
+
+    class Doubled(dk.nn.ReLU):
+        def __call__(self, x):
+            return super().__call__(x) * 2
+
+    model = dk.nn.Sequential(dk.nn.Linear(2, 2), Doubled())
+    with dk.no_grad():
+        fast = model(x).numpy()
+    np.testing.assert_allclose(fast, model(x).detach().numpy())

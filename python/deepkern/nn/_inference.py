@@ -61,10 +61,17 @@ def cached_plan(module, x, arrays, config, build):
 
 
 def hooked(modules) -> bool:
-    """Whether any of ``modules`` has forward hooks or pre-hooks, or a ``forward`` of its own set on
-    the instance (each must see, or be, its layer's run)."""
+    """Whether any of ``modules`` has forward hooks or pre-hooks, a ``forward`` of its own set on the
+    instance, or a class with its own ``__call__`` (each must see, or be, its layer's run)."""
+    from .module import Module
+
     for m in modules:
-        if m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__:
+        if (
+            m._forward_hooks
+            or m._forward_pre_hooks
+            or "forward" in m.__dict__
+            or type(m).__call__ is not Module.__call__
+        ):
             return True
     return False
 
@@ -107,14 +114,28 @@ def _versions(arrays) -> tuple:
     )
 
 
+def member(module, name: str):
+    """``module``'s parameter ``name``, read from its registry (no attribute lookup), or the plain
+    attribute a user put in its place (``del m.weight; m.weight = tensor``, as PyTorch allows)."""
+    params = module._parameters
+    return params[name] if name in params else getattr(module, name)
+
+
 def conv_bn_arrays(conv, bn) -> tuple:
     """The six arrays folding ``bn`` into ``conv`` reads (see :func:`folded`): the convolution's
     weight and bias, the batch norm's weight, bias, running mean and running variance (None
     entries for absent ones)."""
-    p, q, buffers = conv._parameters, bn._parameters, bn._buffers
+    buffers = bn._buffers
     return tuple(
         _array(t)
-        for t in (p["weight"], p["bias"], q["weight"], q["bias"], buffers["running_mean"], buffers["running_var"])
+        for t in (
+            member(conv, "weight"),
+            member(conv, "bias"),
+            member(bn, "weight"),
+            member(bn, "bias"),
+            buffers["running_mean"],
+            buffers["running_var"],
+        )
     )
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from ..ops.conv import _bias, _Geometry
 from ..ops.pool import _adaptive_size, _kernel_shape, _window
 from . import functional as F
-from ._inference import CPU, cached_plan, conv_bn_arrays, folded, host_array, infer, infer_alone, kept
+from ._inference import CPU, cached_plan, conv_bn_arrays, folded, host_array, infer, infer_alone, kept, member
 from ._layer import (
     add_weight_and_bias,
     bad_shape,
@@ -181,9 +181,9 @@ class _ConvNd(Module):
         (not 2-D, weights on another device or not contiguous)."""
         if x.dtype not in (np.float32, np.float64):  # bfloat16: the ordinary path (no packed weights)
             return None
-        p = self._parameters
-        bias = p["bias"]
-        arrays = (p["weight"]._array, None if bias is None else bias._array) if bn is None else conv_bn_arrays(self, bn)
+        bias = member(self, "bias")
+        weight = member(self, "weight")._array
+        arrays = (weight, None if bias is None else bias._array) if bn is None else conv_bn_arrays(self, bn)
         config = (x.shape, x.dtype, self.stride, self.padding, self.dilation, self.groups)
         key = config + (None if bn is None else (id(bn), bn.eps), *map(id, arrays))
         plan = kept(self, "_plan", key, arrays, lambda: self._conv_plan(x, arrays, bn))

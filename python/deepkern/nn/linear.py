@@ -11,7 +11,7 @@ from ..ops.gemm import _BIAS_COLS, _BIAS_NONE
 from ..tensor import Tensor, tensor
 from . import functional as F
 from . import init
-from ._inference import CPU, cached_plan, host_array, infer
+from ._inference import CPU, cached_plan, host_array, infer, member
 from ._layer import (
     add_weight_and_bias,
     bad_shape,
@@ -66,9 +66,8 @@ class Linear(Module):
         bias (and ReLU when ``relu``) in its epilogue, the arguments validated once per input shape.
         None where the ordinary path must run (bfloat16, weights on another device or not
         contiguous)."""
-        p = self._parameters
-        bias = p["bias"]
-        w, b = p["weight"]._array, None if bias is None else bias._array
+        bias = member(self, "bias")
+        w, b = member(self, "weight")._array, None if bias is None else bias._array
         plan = cached_plan(self, x, (w, b), (), lambda: self._gemm_plan(x, w, b))
         if plan is None:
             return None

@@ -25,10 +25,18 @@ __all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "Par
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
-class Parameter(Tensor):
-    """A Tensor that a Module registers as a learnable parameter (requires grad by default)."""
+def _moved(t: Tensor, args, kwargs) -> Tensor:
+    """``t`` after Module.to(*args, **kwargs): a floating tensor moved and cast; any other (integer,
+    bool, complex: counters, masks) only moved, as PyTorch's."""
+    if is_floating_dtype(t.dtype):
+        return t.to(*args, **kwargs)
+    device = kwargs.get("device", next((a for a in args if isinstance(a, (str, Device))), None))
+    return t if device is None else t.to(device)
 
-    __slots__ = ()
+
+class Parameter(Tensor):
+    """A Tensor that a Module registers as a learnable parameter (requires grad by default). It takes
+    attributes of the user's (``p.no_weight_decay = True``), as PyTorch's."""
 
     def __init__(self, data, requires_grad: bool = True):
         super().__init__(data if isinstance(data, Tensor) else as_array(data), requires_grad=requires_grad)
@@ -178,8 +186,9 @@ class Module:
     def _entry_at(self, target: str, store: str, method: str, kind: str):
         path, _, name = target.rpartition(".")
         module = self.get_submodule(path)
-        entry = getattr(module, store).get(name)
-        if entry is None:
+        entries = getattr(module, store)
+        entry = entries.get(name)
+        if entry is None and name not in entries:
             what = f"is not a {kind}" if hasattr(module, name) else "has no attribute"
             raise AttributeError(f"{method}({target!r}): {type(module).__name__} {what} `{name}`")
         return entry
@@ -303,12 +312,12 @@ class Module:
                 m._drop_inference_caches()  # they would keep the arrays before the move
                 for p in m._parameters.values():
                     if p is not None:
-                        p._array = p.to(*args, **kwargs)._array
+                        p._array = _moved(p, args, kwargs)._array
                         if p.grad is not None:  # the gradient follows (an optimizer step reads both)
-                            p.grad._array = p.grad.to(*args, **kwargs)._array
+                            p.grad._array = _moved(p.grad, args, kwargs)._array
                 for name, b in m._buffers.items():
-                    if b is not None and is_floating_dtype(b.dtype):
-                        m._buffers[name] = b.to(*args, **kwargs)
+                    if b is not None:
+                        m._buffers[name] = _moved(b, args, kwargs)
         return self
 
     def cpu(self) -> "Module":
@@ -331,8 +340,8 @@ class Module:
         """Parameters and persistent buffers by dotted name, as detached tensors sharing memory (the
         Parameters themselves with ``keep_vars``), added to ``destination`` when given, as PyTorch's."""
         out = OrderedDict() if destination is None else destination
-        for mod_prefix, module in self.named_modules(prefix=prefix.rstrip("."), remove_duplicate=False):
-            dot = f"{mod_prefix}." if mod_prefix else ""
+        for path, module in self.named_modules(remove_duplicate=False):
+            dot = prefix + (f"{path}." if path else "")  # the prefix as given, as PyTorch's ("enc_weight")
             for name, p in module._parameters.items():
                 if p is not None:
                     out[dot + name] = p if keep_vars else p.detach()
@@ -587,8 +596,8 @@ class ParameterList(Module):
 
     def __init__(self, values=None):
         super().__init__()
-        for v in values or ():
-            self.append(v)
+        if values is not None:
+            self.extend(values)
 
     @staticmethod
     def _parameter(value) -> Parameter:
@@ -603,6 +612,8 @@ class ParameterList(Module):
         return self
 
     def extend(self, values) -> "ParameterList":
+        if isinstance(values, Tensor):  # an iterable of Parameters is meant: a Tensor would split into rows
+            raise TypeError(f"ParameterList: expected an iterable of Parameters, got a {type(values).__name__}")
         for v in values:
             self.append(v)
         return self

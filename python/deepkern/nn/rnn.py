@@ -28,6 +28,7 @@ from ..backends import backend_of
 from ..random import get_generator
 from ..tensor import Tensor, tensor
 from ..tensor_ops import Cat, Stack
+from ._inference import member
 from ._layer import factory_kwargs
 from .functional import dropout
 from .module import Module, Parameter
@@ -208,8 +209,7 @@ class _RNNBase(Module):
         return f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size})"
 
     def _weights(self, index):
-        params = self._parameters
-        return tuple(None if n is None else params[n] for n in self._layer_names[index])
+        return tuple(None if n is None else member(self, n) for n in self._layer_names[index])
 
     def _layer(self, x, states, weights, reverse, batch_sizes):
         """One layer and direction: x (T, B, I) Tensor, the initial states (Tensors or None) ->
