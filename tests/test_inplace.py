@@ -90,6 +90,18 @@ def test_from_numpy_memory_sees_the_update():
     np.testing.assert_array_equal(arr, [[0, -1, 4], [6, 8, 10]])
 
 
+def test_an_array_handed_in_every_call_keeps_one_record():
+    # an input wrapped with from_numpy on each call (an inference loop) is recorded once, not once per call
+    from deepkern import autograd
+
+    arr = np.ones((2, 3))
+    for _ in range(50):
+        dk.from_numpy(arr)
+        dk.Tensor(arr)
+    assert autograd.is_exposed(arr)
+    assert len(autograd._exposed[id(arr)]) == 1
+
+
 # -- recorded in the graph -------------------------------------------------------------------------
 
 

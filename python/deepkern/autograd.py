@@ -104,7 +104,11 @@ def expose(arr, handle=None) -> None:
     if key not in _exposed:
         _track(owner, key)
         _exposed[key] = []
-    _exposed[key].append(None if handle is None else weakref.ref(handle))
+    handles = _exposed[key]
+    if handle is not None:
+        handles.append(weakref.ref(handle))
+    elif None not in handles:  # one permanent record (an input handed in again each call kept growing it)
+        handles.append(None)
     _exposures[key] = _exposures.get(key, 0) + 1
 
 

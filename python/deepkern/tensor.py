@@ -2152,7 +2152,7 @@ def from_numpy(arr: np.ndarray) -> Tensor:
     if not isinstance(arr, np.ndarray):
         raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(arr).__name__}")
     autograd.expose(arr)  # the caller may write arr later
-    return Tensor(arr)
+    return Tensor._wrap(arr)
 
 
 def from_dlpack(obj) -> Tensor:

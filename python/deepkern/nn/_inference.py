@@ -63,17 +63,18 @@ def cached_plan(module, x, arrays, config, build):
 def hooked(modules) -> bool:
     """Whether any of ``modules`` has forward hooks or pre-hooks, a ``forward`` of its own set on the
     instance, or a class with its own ``__call__`` (each must see, or be, its layer's run)."""
-    from .module import Module
+    global _module_call
+    if _module_call is None:
+        from .module import Module
 
+        _module_call = Module.__call__
     for m in modules:
-        if (
-            m._forward_hooks
-            or m._forward_pre_hooks
-            or "forward" in m.__dict__
-            or type(m).__call__ is not Module.__call__
-        ):
+        if m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__ or type(m).__call__ is not _module_call:
             return True
     return False
+
+
+_module_call = None  # Module.__call__, found on first use (module.py imports this file)
 
 
 def _array(t):
