@@ -947,7 +947,7 @@ class Einsum(Function):
     """``np.einsum`` on explicit subscripts (``"ij,jk->ik"``: no ellipsis; see tensor.einsum, which
     writes them out). Each operand's gradient is the einsum of the output's gradient with the other
     operands; a letter only that operand has (summed away) is broadcast back, and a letter it repeats
-    (a diagonal) is refused by the backward."""
+    (a diagonal, ``"ii"``) gets the gradient on that diagonal and zeros elsewhere."""
 
     @staticmethod
     def forward(ctx, *operands, subscripts):
@@ -965,19 +965,24 @@ class Einsum(Function):
             if not ctx.needs_input_grad[k]:
                 grads.append(None)
                 continue
-            if len(set(term)) != len(term):
-                raise NotImplementedError(
-                    f"einsum: the gradient of operand {k} ({term!r}, a repeated index) is not supported"
-                )
+            letters = "".join(dict.fromkeys(term))  # each letter once, in order
+            sizes = dict(zip(term, a.shape))
             others = [t for i, t in enumerate(terms) if i != k]
             present = set(output).union(*others)
-            kept = "".join(c for c in term if c in present)
+            kept = "".join(c for c in letters if c in present)
             spec = ",".join([output, *others]) + "->" + kept
             partial = as_array(np.einsum(spec, g, *(o for i, o in enumerate(operands) if i != k)))
-            sizes = dict(zip(term, a.shape))
             broadcast = tuple(i for i, c in enumerate(kept) if sizes[c] == 1 and partial.shape[i] != 1)
             if broadcast:  # a letter of size 1 here that other operands broadcast: summed back
                 partial = partial.sum(axis=broadcast, keepdims=True)
-            shape = tuple(n if c in present else 1 for c, n in zip(term, a.shape))
-            grads.append(np.broadcast_to(np.reshape(as_array(partial), shape), a.shape).astype(a.dtype))
+            shape = tuple(sizes[c] if c in present else 1 for c in letters)
+            partial = np.broadcast_to(np.reshape(as_array(partial), shape), tuple(sizes[c] for c in letters))
+            if letters == term:
+                grads.append(partial.astype(a.dtype))
+                continue
+            grad = np.zeros(a.shape, a.dtype)  # a repeated letter: the gradient lies on its diagonal
+            steps = [sum(grad.strides[i] for i, c in enumerate(term) if c == letter) for letter in letters]
+            diagonal = np.lib.stride_tricks.as_strided(grad, partial.shape, steps, writeable=True)
+            diagonal[...] = partial
+            grads.append(grad)
         return tuple(grads)
