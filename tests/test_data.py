@@ -67,6 +67,9 @@ def test_tensor_dataset_rejects_bad_input():
         TensorDataset(np.zeros(3), [1, 2, 3])
     with raises_naming(ValueError, "at least one"):
         TensorDataset()
+    with raises_naming(ValueError, r"arrays\[0\]", "requires grad", "detach"):
+        TensorDataset(deepkern.ones(3, 2, requires_grad=True))
+    np.testing.assert_array_equal(TensorDataset(deepkern.ones(3, 2, requires_grad=True).detach())[1][0], [1, 1])
 
 
 def test_subset_and_random_split():

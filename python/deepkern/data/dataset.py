@@ -103,5 +103,10 @@ def _as_array(x, name: str) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
     if hasattr(x, "numpy"):
+        if getattr(x, "requires_grad", False):
+            raise ValueError(
+                f"TensorDataset: {name} requires grad, but the samples are arrays, which carry no gradient; "
+                "pass it detached (x.detach())"
+            )
         return np.asarray(x.numpy())
     raise TypeError(f"TensorDataset: {name} must be a numpy.ndarray or have a .numpy() method, got {type(x).__name__}")
