@@ -10,8 +10,10 @@ from __future__ import annotations
 import builtins
 import string
 
+import numpy as np
+
 from . import tensor_ops as F
-from .tensor import Tensor, _kind_name, through_float32
+from .tensor import Tensor, _kind_name, cat, tensor, through_float32
 
 __all__ = [
     "abs",
@@ -105,6 +107,87 @@ __all__ = [
     "outer",
     "tile",
     "repeat_interleave",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "true_divide",
+    "neg",
+    "negative",
+    "transpose",
+    "reshape",
+    "squeeze",
+    "unsqueeze",
+    "permute",
+    "clone",
+    "t",
+    "numel",
+    "select",
+    "mm",
+    "mv",
+    "dot",
+    "addmm",
+    "tan",
+    "sinh",
+    "cosh",
+    "asin",
+    "acos",
+    "atan",
+    "arcsin",
+    "arccos",
+    "arctan",
+    "atan2",
+    "arctan2",
+    "erf",
+    "erfc",
+    "exp2",
+    "hypot",
+    "logaddexp",
+    "lerp",
+    "logit",
+    "xlogy",
+    "addcmul",
+    "addcdiv",
+    "nansum",
+    "nanmean",
+    "nan_to_num",
+    "isclose",
+    "allclose",
+    "equal",
+    "logical_and",
+    "logical_or",
+    "logical_xor",
+    "logical_not",
+    "bitwise_not",
+    "count_nonzero",
+    "diff",
+    "trace",
+    "diag",
+    "take_along_dim",
+    "tensor_split",
+    "ravel",
+    "rot90",
+    "fliplr",
+    "flipud",
+    "absolute",
+    "fix",
+    "cumprod",
+    "median",
+    "kthvalue",
+    "unique",
+    "concat",
+    "concatenate",
+    "broadcast_to",
+    "broadcast_tensors",
+    "meshgrid",
+    "hstack",
+    "vstack",
+    "column_stack",
+    "cdist",
+    "tril_indices",
+    "triu_indices",
+    "searchsorted",
+    "bucketize",
 ]
 
 
@@ -145,6 +228,147 @@ floor_divide, remainder, fmod = map(_method_form, ["floor_divide", "remainder", 
 movedim, moveaxis, swapaxes, swapdims = map(_method_form, ["movedim", "moveaxis", "swapaxes", "swapdims"])
 unflatten, diagonal, outer, tile = map(_method_form, ["unflatten", "diagonal", "outer", "tile"])
 repeat_interleave = _method_form("repeat_interleave")
+add, sub, mul, div, true_divide = map(_method_form, ["add", "sub", "mul", "div", "true_divide"])
+neg, negative, transpose, reshape, squeeze = map(_method_form, ["neg", "negative", "transpose", "reshape", "squeeze"])
+unsqueeze, permute, clone, t, numel = map(_method_form, ["unsqueeze", "permute", "clone", "t", "numel"])
+select, mm, mv, dot, addmm = map(_method_form, ["select", "mm", "mv", "dot", "addmm"])
+tan, sinh, cosh, asin, acos = map(_method_form, ["tan", "sinh", "cosh", "asin", "acos"])
+atan, arcsin, arccos, arctan, atan2 = map(_method_form, ["atan", "arcsin", "arccos", "arctan", "atan2"])
+arctan2, erf, erfc, exp2, hypot = map(_method_form, ["arctan2", "erf", "erfc", "exp2", "hypot"])
+logaddexp, lerp, logit, xlogy, addcmul = map(_method_form, ["logaddexp", "lerp", "logit", "xlogy", "addcmul"])
+addcdiv, nansum, nanmean, nan_to_num, isclose = map(
+    _method_form, ["addcdiv", "nansum", "nanmean", "nan_to_num", "isclose"]
+)
+allclose, equal, logical_and, logical_or, logical_xor = map(
+    _method_form, ["allclose", "equal", "logical_and", "logical_or", "logical_xor"]
+)
+logical_not, bitwise_not, count_nonzero, diff, trace = map(
+    _method_form, ["logical_not", "bitwise_not", "count_nonzero", "diff", "trace"]
+)
+diag, take_along_dim, tensor_split, ravel, rot90 = map(
+    _method_form, ["diag", "take_along_dim", "tensor_split", "ravel", "rot90"]
+)
+fliplr, flipud, absolute, fix, cumprod = map(_method_form, ["fliplr", "flipud", "absolute", "fix", "cumprod"])
+median, kthvalue, unique = map(_method_form, ["median", "kthvalue", "unique"])
+
+
+def concat(tensors, dim=0) -> Tensor:
+    """``deepkern.cat``'s other name."""
+    return cat(tensors, dim)
+
+
+concatenate = concat
+
+
+def broadcast_to(input, size) -> Tensor:
+    """``input.expand(size)``."""
+    _check_tensor("broadcast_to", "input", input)
+    return input.expand(size)
+
+
+def broadcast_tensors(*tensors) -> tuple:
+    """The tensors expanded to their common broadcast shape."""
+    for i, t in enumerate(tensors):
+        _check_tensor("broadcast_tensors", f"tensors[{i}]", t)
+    shape = np.broadcast_shapes(*(t.shape for t in tensors))
+    return tuple(t.expand(shape) for t in tensors)
+
+
+def meshgrid(*tensors, indexing="ij") -> tuple:
+    """Coordinate grids of 1-D tensors: with ``indexing="ij"`` output i varies along dimension i; with
+    ``"xy"`` the first two dimensions are swapped (NumPy's default)."""
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    if indexing not in ("ij", "xy"):
+        raise ValueError(f"meshgrid: indexing must be 'ij' or 'xy', got {indexing!r}")
+    for i, t in enumerate(tensors):
+        _check_tensor("meshgrid", f"tensors[{i}]", t)
+        if t.ndim > 1:
+            raise RuntimeError(f"meshgrid: expects 0-D or 1-D tensors, got shape {t.shape} at position {i}")
+    swap = indexing == "xy" and len(tensors) > 1
+    order = [1, 0, *range(2, len(tensors))] if swap else list(range(len(tensors)))
+    ordered = [tensors[i].reshape(-1) for i in order]
+    shape = tuple(t.shape[0] for t in ordered)
+    grids = [t.reshape([-1 if j == i else 1 for j in range(len(shape))]).expand(shape) for i, t in enumerate(ordered)]
+    return tuple(grids[order.index(i)] for i in range(len(tensors)))
+
+
+def hstack(tensors) -> Tensor:
+    """Joined along the second dimension (the first for 1-D tensors)."""
+    parts = [t.reshape(-1) if t.ndim == 0 else t for t in tensors]
+    return cat(parts, 0 if parts and parts[0].ndim == 1 else 1)
+
+
+def vstack(tensors) -> Tensor:
+    """Joined along the first dimension, 0-D and 1-D tensors as rows."""
+    return cat([t.reshape(1, -1) if t.ndim < 2 else t for t in tensors], 0)
+
+
+def column_stack(tensors) -> Tensor:
+    """Joined along the second dimension, 0-D and 1-D tensors as columns."""
+    return cat([t.reshape(-1, 1) if t.ndim < 2 else t for t in tensors], 1)
+
+
+def cdist(x1, x2, p=2.0) -> Tensor:
+    """The ``p``-norm distances between the rows of ``x1`` (..., P, M) and of ``x2`` (..., R, M): a
+    (..., P, R) tensor; the gradient at a zero distance is 0, as PyTorch's. (It forms the
+    (..., P, R, M) differences.)"""
+    _check_tensor("cdist", "x1", x1)
+    _check_tensor("cdist", "x2", x2)
+    if x1.ndim < 2 or x2.ndim < 2 or x1.shape[-1] != x2.shape[-1]:
+        raise RuntimeError(
+            f"cdist: x1 and x2 must be at least 2-D with the same last dimension, got {x1.shape} and {x2.shape}"
+        )
+    if p < 0:
+        raise RuntimeError(f"cdist: only supports non-negative p values, got {p}")
+    return (x1.unsqueeze(-2) - x2.unsqueeze(-3)).norm(p=p, dim=-1)
+
+
+def _index_pairs(which, row: int, col: int, offset: int, dtype, device) -> Tensor:
+    rows, cols = which(row, offset, col)
+    return tensor(np.stack([rows, cols]).astype(np.int64), dtype=dtype, device=device)
+
+
+def tril_indices(row: int, col: int, offset: int = 0, *, dtype=None, device=None) -> Tensor:
+    """The (2, N) row and column indices of the lower triangle of a ``row`` x ``col`` matrix."""
+    return _index_pairs(np.tril_indices, row, col, offset, dtype or np.int64, device)
+
+
+def triu_indices(row: int, col: int, offset: int = 0, *, dtype=None, device=None) -> Tensor:
+    """The (2, N) row and column indices of the upper triangle of a ``row`` x ``col`` matrix."""
+    return _index_pairs(np.triu_indices, row, col, offset, dtype or np.int64, device)
+
+
+def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=None, sorter=None) -> Tensor:
+    """Where ``input``'s values would go in ``sorted_sequence`` (the last dimension of each of its rows)
+    to keep it sorted: the first such place, or with ``right=True`` (``side="right"``) the last."""
+    _check_tensor("searchsorted", "sorted_sequence", sorted_sequence)
+    if side not in (None, "left", "right") or (side == "left" and right):
+        raise RuntimeError(f"searchsorted: side must be 'left' or 'right' (and agree with right), got {side!r}")
+    side = side or ("right" if right else "left")
+    seq = sorted_sequence._array
+    if sorter is not None:
+        seq = np.take_along_axis(seq, sorter._array, -1)
+    values = input._array if isinstance(input, Tensor) else np.asarray(input)
+    if seq.ndim <= 1:
+        found = np.searchsorted(seq, values, side=side)
+    else:
+        if values.shape[:-1] != seq.shape[:-1]:
+            raise RuntimeError(
+                f"searchsorted: the leading dimensions of sorted_sequence {seq.shape} and input {values.shape} differ"
+            )
+        rows, vals = seq.reshape(-1, seq.shape[-1]), values.reshape(-1, values.shape[-1])
+        found = np.stack([np.searchsorted(r, v, side=side) for r, v in zip(rows, vals)]).reshape(values.shape)
+    return tensor(np.asarray(found).astype(np.int32 if out_int32 else np.int64), device=sorted_sequence.device)
+
+
+def bucketize(input, boundaries, *, out_int32=False, right=False) -> Tensor:
+    """The bucket of each of ``input``'s values among the 1-D ``boundaries``: i with
+    boundaries[i - 1] < x <= boundaries[i] (``right=True``: boundaries[i - 1] <= x < boundaries[i])."""
+    _check_tensor("bucketize", "boundaries", boundaries)
+    if boundaries.ndim != 1:
+        raise RuntimeError(f"bucketize: boundaries must be 1-D, got shape {boundaries.shape}")
+    return searchsorted(boundaries, input, out_int32=out_int32, right=right)
 
 
 def pow(input, exponent) -> Tensor:

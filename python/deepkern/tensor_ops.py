@@ -280,6 +280,55 @@ Floor = _pointwise("Floor", np.floor, np.zeros_like)
 Ceil = _pointwise("Ceil", np.ceil, np.zeros_like)
 Trunc = _pointwise("Trunc", np.trunc, np.zeros_like)
 Sign = _pointwise("Sign", lambda a: np.where(np.isnan(a), 0, np.sign(a)), np.zeros_like)
+Tan = _pointwise("Tan", np.tan, lambda a: 1 / np.cos(a) ** 2)
+Sinh = _pointwise("Sinh", np.sinh, np.cosh)
+Cosh = _pointwise("Cosh", np.cosh, np.sinh)
+Asin = _pointwise("Asin", np.arcsin, lambda a: 1 / np.sqrt(1 - a * a))
+Acos = _pointwise("Acos", np.arccos, lambda a: -1 / np.sqrt(1 - a * a))
+Atan = _pointwise("Atan", np.arctan, lambda a: 1 / (1 + a * a))
+Exp2 = _pointwise("Exp2", np.exp2, lambda a: np.exp2(a) * math.log(2))
+
+
+def _erf_of(function):
+    """``function`` (math.erf or math.erfc) elementwise: computed in float64 (NumPy has no erf), the
+    result rounded once to the input's dtype."""
+    elementwise = np.vectorize(function, otypes=[np.float64])
+    return lambda a: as_array(elementwise(a)).astype(a.dtype, copy=False)
+
+
+def _erf_derivative(a):
+    return (2 / math.sqrt(math.pi)) * np.exp(-(a * a))
+
+
+Erf = _pointwise("Erf", _erf_of(math.erf), _erf_derivative)
+Erfc = _pointwise("Erfc", _erf_of(math.erfc), lambda a: -_erf_derivative(a))
+
+
+def _pointwise_pair(name: str, f, derivatives):
+    """A Function computing ``f(a, b)`` elementwise with broadcasting (NumPy's floating-point
+    warnings off) whose backward is ``g * da`` and ``g * db``, ``(da, db) = derivatives(a, b, out)``,
+    each summed over the axes its operand was broadcast along."""
+
+    @_silent_floating_point
+    def forward(ctx, a, b):
+        out = f(a, b)
+        ctx.save_for_backward(a, b, out)
+        return out
+
+    def backward(ctx, g):
+        a, b, out = ctx.saved_tensors
+        da, db = derivatives(a, b, out)
+        return tuple(
+            unbroadcast(g * d, _shape_of(x)) if needed else None
+            for d, x, needed in zip((da, db), (a, b), ctx.needs_input_grad)
+        )
+
+    return type(name, (Function,), {"forward": staticmethod(forward), "backward": staticmethod(backward)})
+
+
+Atan2 = _pointwise_pair("Atan2", np.arctan2, lambda a, b, out: (b / (a * a + b * b), -a / (a * a + b * b)))
+Hypot = _pointwise_pair("Hypot", np.hypot, lambda a, b, out: (a / out, b / out))
+LogAddExp = _pointwise_pair("LogAddExp", np.logaddexp, lambda a, b, out: (np.exp(a - out), np.exp(b - out)))
 
 
 class Round(Function):
@@ -828,6 +877,39 @@ def add_along_axis(target, index, values, dim: int) -> None:
         pick = (slice(None),) * dim + (slice(j, j + 1),)
         idx = index[pick]
         np.put_along_axis(target, idx, np.take_along_axis(target, idx, dim) + values[pick], dim)
+
+
+class Cumprod(Function):
+    """Running product along ``dim``. The gradient is exact where the input holds zeros: the suffix
+    sums of g * out divided by the input, and for a row with a zero, those sums before its first zero,
+    the products that skip that zero at it, and 0 after it."""
+
+    @staticmethod
+    @_silent_floating_point
+    def forward(ctx, a, dim):
+        out = np.cumprod(a, axis=dim)
+        ctx.save_for_backward(a, out)
+        ctx.dim = dim
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        a, out = ctx.saved_tensors
+        if a.size == 0:
+            return np.zeros_like(a)
+        rows = lambda x: np.moveaxis(x, ctx.dim, -1).reshape(-1, a.shape[ctx.dim])  # noqa: E731
+        suffix_sums = lambda x: np.flip(np.cumsum(np.flip(x, -1), -1), -1)  # noqa: E731
+        a2, g2, out2 = rows(a), rows(g), rows(out)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            grad = suffix_sums(g2 * out2) / a2
+        for r in np.flatnonzero((a2 == 0).any(axis=-1)):
+            z = int(np.argmax(a2[r] == 0))
+            grad[r, z + 1 :] = 0
+            grad[r, :z] = suffix_sums(g2[r, :z] * out2[r, :z]) / a2[r, :z]
+            before = out2[r, z - 1] if z else a2.dtype.type(1)
+            grad[r, z] = np.sum(g2[r, z:] * np.cumprod(np.concatenate(([before], a2[r, z + 1 :]))))
+        moved = np.moveaxis(a, ctx.dim, -1).shape
+        return np.moveaxis(grad.reshape(moved), -1, ctx.dim).astype(a.dtype, copy=False)
 
 
 class Gather(Function):

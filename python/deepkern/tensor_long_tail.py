@@ -1,0 +1,451 @@
+"""PyTorch's long tail of Tensor methods (``mm``, ``lerp``, ``nansum``, ``median``, ``relu_``, ...),
+written with the core methods of tensor.py, so their gradients come from those; the few that need
+their own forward and backward (``tan``, ``erf``, ``atan2``, ``cumprod``, ...) are Functions in
+tensor_ops.py. :class:`LongTailMethods` is a base class of :class:`deepkern.Tensor`.
+
+Names, arguments, defaults and errors are PyTorch's; results that are not differentiable (``isclose``,
+``unique``, ``count_nonzero``, indices) are tensors outside the graph, as there.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from . import tensor as _t
+from . import tensor_ops as F
+from .backends import as_array
+from .ops._validate import is_bfloat16
+
+
+class _ByMethod:
+    """The out-of-place method ``name`` as the function of an in-place write (Tensor._inplace)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def apply(self, tensor, *args):
+        return getattr(tensor, self.name)(*args)
+
+
+def _in_place(name: str):
+    """``name + "_"``: ``name``'s result written into the tensor (recorded like PyTorch's in-place ops)."""
+
+    def method(self, *args):
+        return self._inplace(name + "_", _ByMethod(name), *args)
+
+    method.__name__ = method.__qualname__ = name + "_"
+    method.__doc__ = f"In-place ``{name}``."
+    return method
+
+
+def _matrix_check(what: str, name: str, t, ndim: int) -> None:
+    if not isinstance(t, _t.Tensor):
+        raise TypeError(f"{what}: {name} must be a Tensor, got {_t._kind_name(t)}")
+    if t.ndim != ndim:
+        kind = {1: "a vector (1-D)", 2: "a matrix (2-D)"}[ndim]
+        raise RuntimeError(f"{what}: {name} must be {kind}, got shape {t.shape}")
+
+
+def _finfo(dtype):
+    if is_bfloat16(dtype):
+        import ml_dtypes
+
+        return ml_dtypes.finfo(dtype)
+    return np.finfo(dtype)
+
+
+class LongTailMethods:
+    """Tensor methods of PyTorch's long tail (see the module's docstring)."""
+
+    __slots__ = ()
+
+    # -- products ----------------------------------------------------------------------------------
+
+    def mm(self, mat2):
+        """The product of two matrices (2-D only, as ``torch.mm``)."""
+        _matrix_check("mm", "self", self, 2)
+        _matrix_check("mm", "mat2", mat2, 2)
+        if self.shape[1] != mat2.shape[0]:
+            raise RuntimeError(
+                f"mm: mat1 and mat2 shapes cannot be multiplied ({self.shape[0]}x{self.shape[1]} and "
+                f"{mat2.shape[0]}x{mat2.shape[1]})"
+            )
+        return self @ mat2
+
+    def bmm(self, mat2):
+        """Batched matrix product, as ``deepkern.bmm``."""
+        from .tensor_functions import bmm
+
+        return bmm(self, mat2)
+
+    def mv(self, vec):
+        """Matrix times vector (2-D and 1-D)."""
+        _matrix_check("mv", "self", self, 2)
+        _matrix_check("mv", "vec", vec, 1)
+        if self.shape[1] != vec.shape[0]:
+            raise RuntimeError(f"mv: size mismatch, got matrix {self.shape} and vector {vec.shape}")
+        return self @ vec
+
+    def dot(self, other):
+        """The dot product of two 1-D tensors of one length and dtype (a 0-d tensor)."""
+        _matrix_check("dot", "self", self, 1)
+        _matrix_check("dot", "other", other, 1)
+        if self.shape != other.shape:
+            raise RuntimeError(f"dot: inconsistent tensor size, got {self.shape} and {other.shape}")
+        if self.dtype != other.dtype:
+            raise RuntimeError(f"dot: expected both vectors to have the same dtype, got {self.dtype} and {other.dtype}")
+        return self @ other
+
+    def addmm(self, mat1, mat2, *, beta=1, alpha=1):
+        """``beta * self + alpha * (mat1 @ mat2)``; with ``beta=0`` this tensor's values are not read
+        (NaN in it does not propagate), as in PyTorch."""
+        product = mat1.mm(mat2)
+        if alpha != 1:
+            product = product * alpha
+        if beta == 0:
+            return product + _t.zeros(self.shape, dtype=product.dtype, device=product.device)
+        return (self if beta == 1 else self * beta) + product
+
+    def view_as(self, other):
+        return self.view(other.shape)
+
+    def reshape_as(self, other):
+        return self.reshape(other.shape)
+
+    def where(self, condition, other):
+        """``deepkern.where(condition, self, other)``."""
+        return _t.where(condition, self, other)
+
+    # -- elementwise -------------------------------------------------------------------------------
+
+    def tan(self):
+        return F.Tan.apply(self._as_floating())
+
+    def sinh(self):
+        return F.Sinh.apply(self._as_floating())
+
+    def cosh(self):
+        return F.Cosh.apply(self._as_floating())
+
+    def asin(self):
+        return F.Asin.apply(self._as_floating())
+
+    def acos(self):
+        return F.Acos.apply(self._as_floating())
+
+    def atan(self):
+        return F.Atan.apply(self._as_floating())
+
+    def erf(self):
+        """The error function (computed in float64 and rounded once)."""
+        return F.Erf.apply(self._as_floating())
+
+    def erfc(self):
+        """1 - erf, without its cancellation for large arguments."""
+        return F.Erfc.apply(self._as_floating())
+
+    def exp2(self):
+        return F.Exp2.apply(self._as_floating())
+
+    def atan2(self, other):
+        """The angle of (other, self): atan(self / other) in the quadrant of the pair."""
+        return F.Atan2.apply(*_t._promoted(self._as_floating(), other))
+
+    def hypot(self, other):
+        """sqrt(self^2 + other^2) without overflow or underflow in the squares."""
+        return F.Hypot.apply(*_t._promoted(self._as_floating(), other))
+
+    def logaddexp(self, other):
+        """log(exp(self) + exp(other)), without overflow."""
+        return F.LogAddExp.apply(*_t._promoted(self._as_floating(), other))
+
+    arcsin, arccos, arctan, arctan2 = asin, acos, atan, atan2
+
+    def lerp(self, end, weight):
+        """``self + weight * (end - self)``; for weights of 0.5 and above computed from ``end``
+        (``end - (end - self) * (1 - weight)``), as PyTorch, so that weight 1 gives ``end`` exactly."""
+        if isinstance(weight, _t.Tensor):
+            return _t.where(weight < 0.5, self + weight * (end - self), end - (end - self) * (1 - weight))
+        return self + weight * (end - self) if weight < 0.5 else end - (end - self) * (1 - weight)
+
+    def logit(self, eps=None):
+        """log(p / (1 - p)); with ``eps``, p clamped to [eps, 1 - eps] first (gradient 0 outside)."""
+        p = self._as_floating()
+        if eps is not None:
+            p = p.clamp(eps, 1 - eps)
+        return (p / (1 - p)).log()
+
+    def xlogy(self, other):
+        """``self * log(other)``, and 0 where ``self`` is 0 unless ``other`` is NaN."""
+        x, y = _t._promoted(self._as_floating(), other)
+        if not isinstance(y, _t.Tensor):
+            y = _t.tensor(y, dtype=x.dtype, device=x.device)
+        return x * _t.where((x == 0) & ~y.isnan(), 1.0, y).log()
+
+    def addcmul(self, tensor1, tensor2, *, value=1):
+        """``self + value * tensor1 * tensor2``."""
+        product = tensor1 * tensor2
+        return self + (product if value == 1 else value * product)
+
+    def addcdiv(self, tensor1, tensor2, *, value=1):
+        """``self + value * tensor1 / tensor2``."""
+        quotient = tensor1 / tensor2
+        return self + (quotient if value == 1 else value * quotient)
+
+    def addcmul_(self, tensor1, tensor2, *, value=1):
+        return self.add_(tensor1 * tensor2, alpha=value)
+
+    def addcdiv_(self, tensor1, tensor2, *, value=1):
+        return self.add_(tensor1 / tensor2, alpha=value)
+
+    def true_divide(self, other):
+        return self / other
+
+    def negative(self):
+        return -self
+
+    def absolute(self):
+        return self.abs()
+
+    def fix(self):
+        return self.trunc()
+
+    def ndimension(self) -> int:
+        return self.ndim
+
+    def nelement(self) -> int:
+        return self.numel()
+
+    # -- NaN-aware reductions and replacements -----------------------------------------------------
+
+    def nansum(self, dim=None, keepdim=False):
+        """The sum with NaN counted as zero (they get no gradient)."""
+        if self.dtype.kind not in "fV":
+            return self.sum(dim, keepdim)
+        return _t.where(self.isnan(), 0.0, self).sum(dim, keepdim)
+
+    def nanmean(self, dim=None, keepdim=False):
+        """The mean of the elements that are not NaN (NaN where all are)."""
+        if self.dtype.kind not in "fV":
+            raise RuntimeError(f"nanmean: needs a floating-point tensor, got dtype {self.dtype}")
+        count = (~self.isnan()).sum(dim, keepdim)
+        return self.nansum(dim, keepdim) / count.to(self.dtype)
+
+    def nan_to_num(self, nan=0.0, posinf=None, neginf=None):
+        """NaN, inf and -inf replaced by ``nan``, ``posinf`` and ``neginf`` (the dtype's largest and
+        lowest finite values by default); the replaced elements get no gradient."""
+        if self.dtype.kind not in "fV":
+            return self.clone()
+        info = _finfo(self.dtype)
+        high = float(info.max) if posinf is None else posinf
+        low = float(info.min) if neginf is None else neginf
+        a = self._array
+        replacement = np.where(np.isnan(a), nan, np.where(a > 0, high, low)).astype(a.dtype)
+        return _t.where(self.isfinite(), self, _t.Tensor._wrap(as_array(replacement)))
+
+    def nan_to_num_(self, nan=0.0, posinf=None, neginf=None):
+        return self._inplace("nan_to_num_", _ByMethod("nan_to_num"), nan, posinf, neginf)
+
+    # -- comparisons and logic (outside the graph) -------------------------------------------------
+
+    def isclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+        """|self - other| <= atol + rtol * |other| elementwise (a bool tensor)."""
+        return _t.Tensor._wrap(as_array(np.isclose(self._array, _t._array_of(other), rtol, atol, equal_nan)))
+
+    def allclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:
+        return bool(np.all(self.isclose(other, rtol, atol, equal_nan)._array))
+
+    def logical_and(self, other):
+        return _t.Tensor._wrap(as_array(np.logical_and(self._array, _t._array_of(other))))
+
+    def logical_or(self, other):
+        return _t.Tensor._wrap(as_array(np.logical_or(self._array, _t._array_of(other))))
+
+    def logical_xor(self, other):
+        return _t.Tensor._wrap(as_array(np.logical_xor(self._array, _t._array_of(other))))
+
+    def bitwise_not(self):
+        return ~self
+
+    def count_nonzero(self, dim=None):
+        """How many elements are not zero (over ``dim``, an int or tuple; all by default): int64."""
+        return (self != 0).sum(dim)
+
+    # -- shape and selection -----------------------------------------------------------------------
+
+    def ravel(self):
+        return self.reshape(-1)
+
+    def fliplr(self):
+        if self.ndim < 2:
+            raise RuntimeError(f"fliplr: needs a tensor of at least 2 dimensions, got shape {self.shape}")
+        return self.flip(1)
+
+    def flipud(self):
+        if self.ndim < 1:
+            raise RuntimeError("flipud: needs a tensor of at least 1 dimension, got a 0-d tensor")
+        return self.flip(0)
+
+    def rot90(self, k=1, dims=(0, 1)):
+        """Rotated by 90 degrees ``k`` times in the plane ``dims``, from the first axis towards the second."""
+        if len(dims) != 2 or self.ndim < 2:
+            raise RuntimeError(
+                f"rot90: needs 2 dims and a tensor of at least 2 dimensions, got {dims} and {self.shape}"
+            )
+        d0, d1 = (self._dim(d, "rot90") for d in dims)
+        if d0 == d1:
+            raise RuntimeError(f"rot90: the dims must differ, got {dims}")
+        turns = int(k) % 4
+        if turns == 1:
+            return self.flip(d1).transpose(d0, d1)
+        if turns == 2:
+            return self.flip(d0, d1)
+        if turns == 3:
+            return self.flip(d0).transpose(d0, d1)
+        return self.clone()
+
+    def tril_(self, diagonal=0):
+        return self.copy_(self.tril(diagonal))
+
+    def triu_(self, diagonal=0):
+        return self.copy_(self.triu(diagonal))
+
+    def trace(self):
+        """The sum of the main diagonal of a matrix."""
+        _matrix_check("trace", "self", self, 2)
+        return self.diagonal().sum()
+
+    def diag(self, diagonal=0):
+        """A vector's square matrix with it on diagonal ``diagonal`` (zeros elsewhere), or a matrix's
+        diagonal ``diagonal`` as a new vector."""
+        if self.ndim == 2:
+            return self.diagonal(diagonal).clone()
+        if self.ndim != 1:
+            raise RuntimeError(f"diag: needs a 1-D or 2-D tensor, got shape {self.shape}")
+        size = self.shape[0] + abs(int(diagonal))
+        base = _t.zeros((size, size), dtype=self.dtype, device=self.device)
+        return F.DiagonalScatter.apply(base, self, offset=int(diagonal), dim1=0, dim2=1)
+
+    def diff(self, n=1, dim=-1, prepend=None, append=None):
+        """The ``n``-th forward difference along ``dim`` (``prepend``/``append`` joined first)."""
+        if self.ndim == 0:
+            raise RuntimeError("diff: needs a tensor of at least 1 dimension, got a 0-d tensor")
+        axis = self._dim(dim, "diff")
+        parts = [t for t in (prepend, self, append) if t is not None]
+        x = _t.cat(parts, axis) if len(parts) > 1 else self
+        for _ in range(int(n)):
+            length = x.shape[axis]
+            if length == 0:
+                break
+            x = x.narrow(axis, 1, length - 1) - x.narrow(axis, 0, length - 1)
+        return x
+
+    def take_along_dim(self, indices, dim=None):
+        """Elements at ``indices`` along ``dim`` (gather, with the other dimensions broadcast); with no
+        ``dim``, of the flattened tensor."""
+        if dim is None:
+            return self.reshape(-1).gather(0, indices.reshape(-1))
+        axis = self._dim(dim, "take_along_dim")
+        if indices.ndim != self.ndim:
+            raise RuntimeError(
+                f"take_along_dim: input and indices must have the same number of dimensions, got shapes "
+                f"{self.shape} and {indices.shape}"
+            )
+        shape = list(
+            np.broadcast_shapes(*(tuple(1 if i == axis else n for i, n in enumerate(t.shape)) for t in (self, indices)))
+        )
+        source = self.expand(*(n if i != axis else self.shape[axis] for i, n in enumerate(shape)))
+        index = indices.expand(*(n if i != axis else indices.shape[axis] for i, n in enumerate(shape)))
+        return source.gather(axis, index)
+
+    def tensor_split(self, indices_or_sections, dim=0):
+        """Views along ``dim``: ``n`` nearly equal parts (the first ``size % n`` one longer) for an int,
+        or the parts between the given indices (clipped to the size) for a sequence."""
+        axis = self._dim(dim, "tensor_split")
+        size = self.shape[axis]
+        split = indices_or_sections
+        if isinstance(split, _t.Tensor):
+            split = split.item() if split.ndim == 0 else split.tolist()
+        if isinstance(split, numbers.Integral) and not isinstance(split, bool):
+            if split <= 0:
+                raise RuntimeError(f"tensor_split: number of sections must be larger than 0, got {split}")
+            cuts = [size // split * i + min(i, size % split) for i in range(1, split)]
+        else:
+            cuts = [int(i) for i in split]
+        bounds = [0] + [min(max(c, 0), size) for c in cuts] + [size]
+        return tuple(self.narrow(axis, a, max(b - a, 0)) for a, b in zip(bounds, bounds[1:]))
+
+    # -- order statistics --------------------------------------------------------------------------
+
+    def cumprod(self, dim, dtype=None):
+        """The running product along ``dim`` (bool and integer tensors in int64 unless ``dtype`` says);
+        its gradient is exact where the tensor holds zeros."""
+        x = self if dtype is None else self.to(dtype)
+        if dtype is None and x.dtype.kind in "biu" and x.dtype != _t.int64:
+            x = x.to(_t.int64)
+        if x.ndim == 0:
+            return x.reshape(1).cumprod(0).reshape(())
+        axis = self._dim(dim, "cumprod")
+        return _t._in_float32(x, lambda x: F.Cumprod.apply(x, axis), F.Cumprod)
+
+    def kthvalue(self, k, dim=-1, keepdim=False):
+        """``(values, indices)`` of the ``k``-th smallest element along ``dim`` (1-based; NaN largest)."""
+        size = self.shape[self._dim(dim, "kthvalue")] if self.ndim else 1
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= size:
+            raise RuntimeError(f"kthvalue: k ({k!r}) is out of range for dimension {dim} of size {size}")
+        return self._order_statistic(k - 1, dim, keepdim, nan_wins=False)
+
+    def median(self, dim=None, keepdim=False):
+        """The lower median (of an even count, the smaller middle element), NaN where a NaN is present,
+        as PyTorch: of all elements (a 0-d tensor) with no ``dim``, else ``(values, indices)``."""
+        if dim is None:
+            flat = self.reshape(-1)
+            if flat.numel() == 0:
+                return _t.full((), math.nan, dtype=self.dtype, device=self.device)
+            return flat._order_statistic((flat.numel() - 1) // 2, 0, False, nan_wins=True).values
+        size = self.shape[self._dim(dim, "median")] if self.ndim else 1
+        if size == 0:
+            raise IndexError(f"median: cannot compute the median of an empty dimension {dim}")
+        return self._order_statistic((size - 1) // 2, dim, keepdim, nan_wins=True)
+
+    def _order_statistic(self, position: int, dim, keepdim: bool, nan_wins: bool):
+        """The element at ``position`` of each sorted slice along ``dim`` and its index; ``nan_wins``:
+        a slice holding NaN gives its first NaN (median's rule)."""
+        if self.ndim == 0:
+            return _t.MaxResult(self.clone(), _t.zeros((), dtype=_t.int64, device=self.device))
+        axis = self._dim(dim, "order statistic")
+        ordered = self.sort(axis)
+        values, indices = ordered.values.select(axis, position), ordered.indices.select(axis, position)
+        if nan_wins and self.dtype.kind in "fV" and bool(np.any(np.isnan(self._array))):
+            nan = self.isnan()
+            first = _t.Tensor._wrap(as_array(np.argmax(nan._array, axis=axis)).astype(np.int64, copy=False))
+            has_nan = nan.any(axis)
+            values = _t.where(has_nan, self.gather(axis, first.unsqueeze(axis)).squeeze(axis), values)
+            indices = _t.where(has_nan, first, indices)
+        if keepdim:
+            values, indices = values.unsqueeze(axis), indices.unsqueeze(axis)
+        return _t.MaxResult(values, indices)
+
+    def unique(self, sorted=True, return_inverse=False, return_counts=False, dim=None):
+        """The distinct elements in ascending order (slices along ``dim`` when given), optionally with
+        each element's position among them (``inverse``, this tensor's shape) and their counts."""
+        axis = None if dim is None else self._dim(dim, "unique")
+        values, inverse, counts = np.unique(self._array, return_inverse=True, return_counts=True, axis=axis)
+        out = [_t.Tensor._wrap(as_array(values))]
+        if return_inverse:
+            shape = self.shape if axis is None else (self.shape[axis],)
+            out.append(_t.Tensor._wrap(as_array(inverse.reshape(shape).astype(np.int64, copy=False))))
+        if return_counts:
+            out.append(_t.Tensor._wrap(as_array(counts.astype(np.int64, copy=False))))
+        return out[0] if len(out) == 1 else tuple(out)
+
+    # -- in place ----------------------------------------------------------------------------------
+
+    neg_, abs_, sqrt_, log_ = map(_in_place, ["neg", "abs", "sqrt", "log"])
+    sigmoid_, tanh_, relu_, square_ = map(_in_place, ["sigmoid", "tanh", "relu", "square"])
+    floor_, ceil_, round_, trunc_ = map(_in_place, ["floor", "ceil", "round", "trunc"])
+    sin_, cos_, reciprocal_, rsqrt_ = map(_in_place, ["sin", "cos", "reciprocal", "rsqrt"])
+    clamp_min_, clamp_max_, lerp_ = map(_in_place, ["clamp_min", "clamp_max", "lerp"])
