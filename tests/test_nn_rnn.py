@@ -466,3 +466,36 @@ def test_learns_to_predict_a_sine_wave():
     first, last = np.mean(losses[:5]), np.mean(losses[-10:])
     assert last < 0.1 * first, (first, last)
     assert last < 0.5 * baseline, (baseline, last)
+
+
+@pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM", "RNNCell", "GRUCell", "LSTMCell"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_pre_activations_keep_their_relative_precision(kind, dtype):
+    """Gate sums near zero (tiny inputs, no bias): tanh(s) ~ s must keep its relative precision, where
+    2 sigmoid(2s) - 1 cancels (the float32 outputs had been 1e-2 off relative, tanh(1e-8) gave 0); the
+    outputs and the input weights' gradients against PyTorch's in float64."""
+    torch = _torch()
+    rng = np.random.default_rng(3)
+    scale = 1e-5 if dtype == np.float32 else 1e-11
+    cell = kind.endswith("Cell")
+    x = (rng.standard_normal((3, 8) if cell else (5, 3, 8)) * scale).astype(dtype)
+    torch.manual_seed(0)
+    ref_layer = getattr(torch.nn, kind)(8, 6, bias=False).double()
+    layer = getattr(deepkern.nn, kind)(8, 6, bias=False)
+    layer.load_state_dict({k: v.numpy() for k, v in ref_layer.state_dict().items()})
+    if dtype == np.float64:
+        layer = layer.double()
+    out = layer(deepkern.tensor(x))
+    ref = ref_layer(torch.tensor(x, dtype=torch.float64))
+    out, ref = (out, ref) if cell else (out[0], ref[0])
+    out = out[0] if isinstance(out, tuple) else out  # LSTMCell: (h, c)
+    ref = ref[0] if isinstance(ref, tuple) else ref
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    y = out.detach().numpy()
+    assert np.max(np.abs(y - ref.detach().numpy())) <= tol * np.max(np.abs(ref.detach().numpy()))
+    weights = rng.standard_normal(y.shape)
+    (out * deepkern.tensor(weights.astype(dtype))).sum().backward()
+    (ref * torch.tensor(weights)).sum().backward()
+    name = "weight_ih" if cell else "weight_ih_l0"
+    grad, ref_grad = getattr(layer, name).grad.numpy(), getattr(ref_layer, name).grad.numpy()
+    assert np.max(np.abs(grad - ref_grad)) <= 10 * tol * np.max(np.abs(ref_grad))
