@@ -163,6 +163,27 @@ def _against_torch(torch, ours, theirs, arrays, args, what):
         check(a.grad.numpy(), b.grad.numpy(), F64, f"{what} grad {i}", floor=1e-30)
 
 
+def test_one_element_tuples_serve_both_dimensions_like_torch(rng):
+    torch = pytest.importorskip("torch")
+    tf = torch.nn.functional
+    x, w = rng.standard_normal((1, 2, 7, 6)), rng.standard_normal((3, 2, 3, 3))
+    args = dict(stride=(2,), padding=(1,), dilation=(2,))
+    np.testing.assert_allclose(
+        F.conv2d(dk.tensor(x), dk.tensor(w), **args).numpy(),
+        tf.conv2d(torch.tensor(x), torch.tensor(w), **args).numpy(),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    wt = rng.standard_normal((2, 3, 3, 3))
+    args = dict(stride=(2,), padding=(1,), output_padding=(1,))
+    np.testing.assert_allclose(
+        F.conv_transpose2d(dk.tensor(x), dk.tensor(wt), **args).numpy(),
+        tf.conv_transpose2d(torch.tensor(x), torch.tensor(wt), **args).numpy(),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+
+
 def test_random_configurations_match_torch(rng):
     torch = pytest.importorskip("torch")
     tf = torch.nn.functional

@@ -24,12 +24,15 @@ from .gemm import _as_operand
 
 
 def _pair(value, name: str, op: str, minimum: int) -> tuple:
-    """An int or a pair of ints, each >= minimum, as a pair."""
+    """An int, a 1-tuple or a pair of ints, each >= minimum, as a pair (an int or 1-tuple serves both
+    dimensions, as in PyTorch)."""
     values = (value, value) if isinstance(value, (int, np.integer)) else value
     try:
         values = tuple(values)
     except TypeError:
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}") from None
+    if len(values) == 1:
+        values = values * 2
     if len(values) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
     if any(v < minimum for v in values):
