@@ -272,10 +272,58 @@ def test_bad_updates_raise_and_leave_the_tensor_unchanged(update, needles):
     np.testing.assert_array_equal(t.numpy(), [1, 2, 3])
 
 
-def test_update_of_a_reshaped_view_in_the_graph_is_refused(rng):
-    y = dk.tensor(rng.standard_normal((2, 3)), requires_grad=True) * 2
-    with raises_naming(RuntimeError, "Reshape", "view"):
-        y.reshape(6).__iadd__(1.0)
+@pytest.mark.parametrize(
+    "view",
+    [
+        lambda y: y.t(),
+        lambda y: y.permute(1, 0),
+        lambda y: y.reshape(-1),
+        lambda y: y.view(3, 4),
+        lambda y: y.diagonal(),
+        lambda y: y[1:].t(),
+        lambda y: y.unsqueeze(0).transpose(0, 2),
+    ],
+)
+def test_update_of_a_reshaped_or_permuted_view_in_the_graph_goes_through_its_base(view, rng):
+    """As PyTorch: the view's new values land in its base, and the gradients see the change."""
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((4, 3))
+
+    def run(lib):
+        leaf = lib.tensor(x.copy(), requires_grad=True)
+        y = leaf * 2
+        v = view(y)
+        v.mul_(3)
+        v.add_(v * 0.5)
+        out = (y * y).sum() + (v * v).sum()
+        out.backward()
+        return y.detach().numpy(), leaf.grad.numpy()
+
+    (y, grad), (ref_y, ref_grad) = run(dk), run(torch)
+    np.testing.assert_allclose(y, ref_y, rtol=1e-15)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-14)
+
+
+def test_update_of_a_batch_first_recurrent_output_matches_torch(rng):
+    torch = pytest.importorskip("torch")
+    ref = torch.nn.GRU(3, 5, batch_first=True).double()
+    gru = dk.nn.GRU(3, 5, batch_first=True).double()
+    gru.load_state_dict({k: v.numpy() for k, v in ref.state_dict().items()})
+    x = rng.standard_normal((2, 4, 3))
+    grads = []
+    for lib, layer in ((dk, gru), (torch, ref)):
+        xt = lib.tensor(x, requires_grad=True)
+        y, _ = layer(xt)
+        y.mul_(2).relu_()
+        y.sum().backward()
+        grads.append(xt.grad.numpy())
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-13)
+
+
+def test_update_of_an_expanded_view_in_the_graph_is_refused(rng):
+    y = dk.tensor(rng.standard_normal((1, 3)), requires_grad=True) * 2
+    with raises_naming(RuntimeError, "Expand", "view"):
+        y.expand(4, 3).__iadd__(1.0)
 
 
 # -- version counters ------------------------------------------------------------------------------

@@ -635,14 +635,22 @@ class Tensor(LongTailMethods):
         base's history records it too, and the view is taken again from the new base."""
         node = self._node
         base = node.view[0]
-        if node.function is not F.Index:
+        if node.function is F.Index:
+            key = node.ctx.meta[2]
+        elif node.function is F.Permute:
+            key = _WholeView("permute", tuple(node.ctx.dims))
+        elif node.function is F.Reshape:
+            key = _RESHAPED
+        elif node.function is F.Diagonal:
+            key = _WholeView("diagonal", tuple(node.ctx.meta[2:]))
+        else:
             raise RuntimeError(
                 f"{what}: in-place change of a {node.name()[: -len('Backward')]} view of a tensor in the autograd "
                 "graph is not supported; index the base tensor instead, or compute the change out of place"
             )
         if base.is_leaf:
             raise _leaf_in_place(what, "a view of a leaf tensor")
-        return self._write_through_base(function, args, base, node.ctx.meta[2])
+        return self._write_through_base(function, args, base, key)
 
     def _write_through_base(self, function, args, base: "Tensor", key):
         """This view of ``base`` (``base[key]``, or a reshaped or permuted whole: a _WholeView key) set
