@@ -559,3 +559,104 @@ def test_char_corpus_stride_and_bad_arguments():
         data.CharCorpus(text, seq_len=5, stride=0)
     with raises_naming(ValueError, "val_fraction", "0"):
         data.CharCorpus(text, seq_len=5, val_fraction=0)
+
+
+# -- samplers, batch samplers, streams and PyTorch's DataLoader arguments ----------------------------
+
+
+def test_sequential_and_batch_samplers_match_torch():
+    torch_data = pytest.importorskip("torch.utils.data")
+    ds = TensorDataset(np.arange(11.0))
+    for drop_last in (False, True):
+        mine = list(data.BatchSampler(data.SequentialSampler(ds), 4, drop_last))
+        ref = list(torch_data.BatchSampler(torch_data.SequentialSampler(range(11)), 4, drop_last))
+        assert mine == ref and len(data.BatchSampler(data.SequentialSampler(ds), 4, drop_last)) == len(ref)
+        loader = DataLoader(ds, batch_sampler=data.BatchSampler(data.SequentialSampler(ds), 4, drop_last))
+        assert [b[0].tolist() for b in loader] == [[float(i) for i in batch] for batch in ref]
+        assert len(loader) == len(ref)
+    with raises_naming(ValueError, "batch_sampler", "mutually exclusive"):
+        DataLoader(ds, batch_size=2, batch_sampler=[[0, 1]])
+
+
+def test_random_samplers_draw_permutations_and_weighted_draws(rng):
+    ds = TensorDataset(np.arange(10))
+    deepkern.manual_seed(5)
+    first = list(data.RandomSampler(ds))
+    deepkern.manual_seed(5)
+    assert list(data.RandomSampler(ds)) == first and sorted(first) == list(range(10))
+    sampler = data.RandomSampler(ds, generator=7)
+    epochs = [list(sampler), list(sampler)]
+    assert epochs[0] != epochs[1] and all(sorted(e) == list(range(10)) for e in epochs)
+    assert [list(data.RandomSampler(ds, generator=7)) for _ in range(2)] == [epochs[0]] * 2
+    longer = list(data.RandomSampler(ds, num_samples=25, generator=1))
+    assert len(longer) == 25 and sorted(longer[:20]) == sorted(list(range(10)) * 2)
+    drawn = list(data.RandomSampler(ds, replacement=True, num_samples=200, generator=2))
+    assert len(drawn) == 200 and set(drawn) <= set(range(10)) and len(set(drawn)) > 1
+    subset = list(data.SubsetRandomSampler([3, 8, 5], generator=4))
+    assert sorted(subset) == [3, 5, 8]
+    weights = np.array([0.0, 1.0, 3.0, 0.0, 6.0])
+    counts = np.bincount(list(data.WeightedRandomSampler(weights, 20000, generator=3)), minlength=5)
+    np.testing.assert_allclose(counts / 20000, weights / weights.sum(), atol=0.02)
+    assert counts[0] == counts[3] == 0
+    unique = list(data.WeightedRandomSampler(weights, 3, replacement=False, generator=3))
+    assert sorted(unique) == [1, 2, 4]
+    with raises_naming(RuntimeError, "without replacement", "3 non-zero"):
+        data.WeightedRandomSampler(weights, 4, replacement=False)
+    with raises_naming(ValueError, "weights", "non-negative"):
+        data.WeightedRandomSampler([1.0, -1.0], 2)
+    with raises_naming(ValueError, "num_samples"):
+        data.RandomSampler(ds, num_samples=0)
+
+
+def test_dataloader_takes_torchs_arguments_in_torchs_order():
+    ds = TensorDataset(np.arange(6.0))
+    sampler = [5, 0, 3, 1, 4, 2]
+    loader = DataLoader(ds, 4, False, sampler)  # torch's positions: dataset, batch_size, shuffle, sampler
+    assert [b[0].tolist() for b in loader] == [[5.0, 0.0, 3.0, 1.0], [4.0, 2.0]]
+    calls = []
+    loader = DataLoader(ds, batch_size=2, num_workers=2, worker_init_fn=calls.append, persistent_workers=True)
+    list(loader), list(loader)
+    assert calls == [0]
+    loader = DataLoader(ds, batch_size=2, num_workers=1, worker_init_fn=calls.append, prefetch_factor=2, timeout=5)
+    list(loader), list(loader)
+    assert calls == [0, 0, 0]
+    with raises_naming(ValueError, "persistent_workers", "num_workers"):
+        DataLoader(ds, persistent_workers=True)
+    orders = [[b[0].tolist() for b in DataLoader(ds, 3, shuffle=True, generator=11)] for _ in range(2)]
+    assert orders[0] == orders[1]
+
+
+def test_iterable_dataset_streams_in_batches():
+    class Stream(data.IterableDataset):
+        def __iter__(self):
+            return ((np.float64(i), i % 2) for i in range(7))
+
+    batches = list(DataLoader(Stream(), batch_size=3))
+    assert [b[0].tolist() for b in batches] == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0], [6.0]]
+    assert [b[1].tolist() for b in batches][0] == [0, 1, 0]
+    assert len(list(DataLoader(Stream(), batch_size=3, drop_last=True))) == 2
+    with pytest.raises(TypeError):
+        len(DataLoader(Stream(), batch_size=3))
+    with raises_naming(ValueError, "IterableDataset", "shuffle"):
+        DataLoader(Stream(), shuffle=True)
+
+
+def test_concat_dataset_matches_torch():
+    torch_data = pytest.importorskip("torch.utils.data")
+    parts = [TensorDataset(np.arange(3.0)), TensorDataset(np.arange(10.0, 12.0)), TensorDataset(np.arange(20.0, 24.0))]
+    mine = data.ConcatDataset(parts)
+    ref = torch_data.ConcatDataset(parts)
+    assert len(mine) == len(ref) == 9
+    for i in range(-9, 9):
+        assert mine[i] == ref[i]
+    with raises_naming(IndexError, "index 9", "9 samples"):
+        mine[9]
+    assert [b[0].tolist() for b in DataLoader(mine, batch_size=4)][1] == [11.0, 20.0, 21.0, 22.0]
+
+
+def test_random_split_takes_a_generator():
+    torch = pytest.importorskip("torch")
+    ds = TensorDataset(np.arange(10))
+    by_generator = random_split(ds, [0.3, 0.7], generator=torch.Generator().manual_seed(3))
+    by_seed = random_split(ds, [0.3, 0.7], seed=3)
+    assert [list(s.indices) for s in by_generator] == [list(s.indices) for s in by_seed]

@@ -8,17 +8,33 @@
   ``pip install "deepkern[train]"``.
 """
 
-from .dataset import Dataset, Subset, TensorDataset, random_split
+from .dataset import ConcatDataset, Dataset, IterableDataset, Subset, TensorDataset, random_split
 from .datasets import CharCorpus, Windows, char_corpus, digits, sliding_windows, stratified_split, sunspots
 from .loader import DataLoader, default_collate
-from .sampler import DistributedSampler
+from .sampler import (
+    BatchSampler,
+    DistributedSampler,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+    SubsetRandomSampler,
+    WeightedRandomSampler,
+)
 
 __all__ = [
     "Dataset",
+    "IterableDataset",
     "TensorDataset",
+    "ConcatDataset",
     "Subset",
     "random_split",
     "DataLoader",
+    "Sampler",
+    "SequentialSampler",
+    "RandomSampler",
+    "SubsetRandomSampler",
+    "WeightedRandomSampler",
+    "BatchSampler",
     "DistributedSampler",
     "default_collate",
     "digits",

@@ -1,14 +1,16 @@
-"""Datasets: the abstract :class:`Dataset`, :class:`TensorDataset` over whole arrays,
-:class:`Subset` and :func:`random_split` (``torch.utils.data`` semantics)."""
+"""Datasets: the abstract :class:`Dataset`, :class:`IterableDataset` (a stream of samples),
+:class:`TensorDataset` over whole arrays, :class:`ConcatDataset`, :class:`Subset` and
+:func:`random_split` (``torch.utils.data`` semantics)."""
 
 from __future__ import annotations
 
 import abc
+import bisect
 import operator
 
 import numpy as np
 
-__all__ = ["Dataset", "TensorDataset", "Subset", "random_split"]
+__all__ = ["Dataset", "IterableDataset", "TensorDataset", "ConcatDataset", "Subset", "random_split"]
 
 
 class Dataset(abc.ABC):
@@ -21,6 +23,14 @@ class Dataset(abc.ABC):
     @abc.abstractmethod
     def __len__(self) -> int:
         """The number of samples."""
+
+
+class IterableDataset:
+    """A stream of samples (``__iter__``): ``DataLoader`` batches them in the order they come (no
+    ``shuffle`` or ``sampler``); ``len(loader)`` needs the dataset's own ``__len__``."""
+
+    def __iter__(self):
+        raise NotImplementedError
 
 
 class TensorDataset(Dataset):
@@ -46,6 +56,33 @@ class TensorDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.arrays[0])
+
+
+class ConcatDataset(Dataset):
+    """The samples of ``datasets`` one after the other: ``len`` is the sum of their lengths, and a
+    negative index counts from the end, as in PyTorch."""
+
+    def __init__(self, datasets):
+        self.datasets = list(datasets)
+        if not self.datasets:
+            raise ValueError("ConcatDataset: datasets should not be an empty iterable")
+        for i, d in enumerate(self.datasets):
+            if isinstance(d, IterableDataset):
+                raise TypeError(f"ConcatDataset: datasets[{i}] is an IterableDataset, which has no indices")
+        self.cumulative_sizes = np.cumsum([len(d) for d in self.datasets]).tolist()
+
+    def __len__(self) -> int:
+        return self.cumulative_sizes[-1]
+
+    def __getitem__(self, index):
+        index = operator.index(index)
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"ConcatDataset: index {index} is out of range for {n} samples")
+        index %= n
+        which = bisect.bisect_right(self.cumulative_sizes, index)
+        start = self.cumulative_sizes[which - 1] if which else 0
+        return self.datasets[which][index - start]
 
 
 class Subset(Dataset):
@@ -75,13 +112,16 @@ class Subset(Dataset):
         return len(self.indices)
 
 
-def random_split(dataset, lengths, seed: int = 0) -> list:
+def random_split(dataset, lengths, generator=None, seed: int = 0) -> list:
     """Split ``dataset`` into disjoint random :class:`Subset` s of the given ``lengths``.
 
     ``lengths`` are ints summing to ``len(dataset)``, or fractions summing to 1 (each gets
     ``floor(f * len)`` samples; the rest go one each to the first subsets, as in PyTorch). The
-    same ``seed`` gives the same split. Raises ValueError naming the lengths and ``len(dataset)``.
+    same ``seed`` (or ``generator``: an int, or an object with ``initial_seed()`` such as a
+    ``torch.Generator``) gives the same split. Raises ValueError naming the lengths and ``len(dataset)``.
     """
+    if generator is not None:
+        seed = generator.initial_seed() if hasattr(generator, "initial_seed") else operator.index(generator)
     n = len(dataset)
     lengths = list(lengths)
     if lengths and all(isinstance(x, (float, np.floating)) for x in lengths):

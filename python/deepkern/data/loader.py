@@ -14,7 +14,7 @@ import numpy as np
 from ..ops._validate import is_bfloat16
 from ..random import get_generator, keyed_generator
 from ..tensor import Tensor, float64, stack, tensor
-from .dataset import Subset, TensorDataset
+from .dataset import IterableDataset, Subset, TensorDataset
 
 __all__ = ["DataLoader", "default_collate"]
 
@@ -91,8 +91,15 @@ class DataLoader:
     ``dataset[index]`` as it is (a key of a mapping dataset too), and an epoch's batches hold what
     it yields (``len(loader)`` comes from ``len(sampler)``, as in PyTorch).
 
-    ``num_workers`` is accepted for PyTorch compatibility (an int >= 0): the batches are always
-    made in this process, in the same order and with the same values as PyTorch's workers give.
+    ``batch_sampler`` (an iterable of lists of indices, with a length) gives whole batches instead
+    of ``batch_size``, ``shuffle``, ``sampler`` and ``drop_last``, as in PyTorch. ``generator`` (an
+    object with ``initial_seed()``, as a ``torch.Generator``, or an int) seeds the shuffle as ``seed``.
+
+    ``num_workers`` and the worker options (``timeout``, ``prefetch_factor``, ``persistent_workers``,
+    ``multiprocessing_context``, ``in_order``, ``pin_memory_device``) are accepted for PyTorch
+    compatibility: the batches are always made in this process, in the same order and with the same
+    values as PyTorch's workers give; with ``num_workers > 0``, ``worker_init_fn(0)`` runs at the start
+    of each epoch (once, with ``persistent_workers``), as for the one worker that makes them.
 
     ``pin_memory``: the batches' Tensors in host memory are copied into pinned memory
     (:meth:`Tensor.pin_memory`), so that ``batch.to("cuda", non_blocking=True)`` queues the copy
@@ -102,21 +109,53 @@ class DataLoader:
     def __init__(
         self,
         dataset,
-        batch_size: int = 1,
-        shuffle: bool = False,
-        drop_last: bool = False,
-        seed: int | None = None,
+        batch_size: int | None = 1,
+        shuffle: bool | None = None,
+        sampler=None,
+        batch_sampler=None,
+        num_workers: int = 0,
         collate_fn=None,
         pin_memory: bool = False,
-        num_workers: int = 0,
-        sampler=None,
+        drop_last: bool = False,
+        timeout: float = 0,
+        worker_init_fn=None,
+        multiprocessing_context=None,
+        generator=None,
+        *,
+        prefetch_factor: int | None = None,
+        persistent_workers: bool = False,
+        pin_memory_device: str = "",
+        in_order: bool = True,
+        seed: int | None = None,
     ):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        if batch_sampler is not None:
+            if batch_size != 1 or shuffle or sampler is not None or drop_last:
+                raise ValueError(
+                    "DataLoader: batch_sampler option is mutually exclusive with batch_size, shuffle, sampler, "
+                    "and drop_last"
+                )
+            batch_size = None
+        elif isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be an int >= 1, got {batch_size!r}")
         if isinstance(num_workers, bool) or not isinstance(num_workers, numbers.Integral) or num_workers < 0:
             raise ValueError(f"DataLoader: num_workers must be an int >= 0, got {num_workers!r}")
+        if not isinstance(timeout, numbers.Real) or timeout < 0:
+            raise ValueError(f"DataLoader: timeout option should be non-negative, got {timeout!r}")
+        if num_workers == 0 and (prefetch_factor is not None or persistent_workers):
+            raise ValueError("DataLoader: prefetch_factor and persistent_workers need num_workers > 0 (as in PyTorch)")
+        if worker_init_fn is not None and not callable(worker_init_fn):
+            raise TypeError(f"DataLoader: worker_init_fn must be callable or None, got {type(worker_init_fn).__name__}")
+        if generator is not None:
+            if seed is not None:
+                raise ValueError("DataLoader: give seed or generator, not both")
+            seed = generator.initial_seed() if hasattr(generator, "initial_seed") else generator
         if seed is not None:
             seed = operator.index(seed)
+        if isinstance(dataset, IterableDataset) and (shuffle or sampler is not None or batch_sampler is not None):
+            raise ValueError(
+                "DataLoader: an IterableDataset gives its samples in its own order: shuffle, sampler and "
+                "batch_sampler do not apply"
+            )
         if sampler is not None and shuffle:
             raise ValueError(
                 "DataLoader: sampler option is mutually exclusive with shuffle (the sampler sets the order)"
@@ -124,34 +163,57 @@ class DataLoader:
         if collate_fn is not None and not callable(collate_fn):
             raise TypeError(f"DataLoader: collate_fn must be callable or None, got {type(collate_fn).__name__}")
         self.dataset = dataset
-        self.batch_size = int(batch_size)
+        self.batch_size = None if batch_size is None else int(batch_size)
+        self.batch_sampler = batch_sampler
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
         self.seed = int(get_generator().integers(2**63)) if seed is None else seed
         self.collate_fn = collate_fn
         self.pin_memory = bool(pin_memory)
         self.num_workers = int(num_workers)
+        self.worker_init_fn = worker_init_fn
+        self.persistent_workers = bool(persistent_workers)
+        self._workers_started = False
+        self.timeout, self.prefetch_factor = timeout, prefetch_factor
         self.sampler = sampler
         self.epoch = 0
 
     def __len__(self) -> int:
+        if self.batch_sampler is not None:
+            return len(self.batch_sampler)
         n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
-        if self.sampler is not None:
-            indices = iter(self.sampler)
-        elif self.shuffle:
-            indices = iter(keyed_generator(self.seed, self.epoch).permutation(len(self.dataset)).tolist())
+        if self.num_workers and self.worker_init_fn is not None:
+            if not (self.persistent_workers and self._workers_started):
+                self.worker_init_fn(0)
+            self._workers_started = True
+        if isinstance(self.dataset, IterableDataset):
+            batches = self._stream_batches(iter(self.dataset))
+        elif self.batch_sampler is not None:
+            batches = map(self._batch, (list(batch) for batch in self.batch_sampler))
         else:
-            indices = iter(range(len(self.dataset)))
+            if self.sampler is not None:
+                indices = iter(self.sampler)
+            elif self.shuffle:
+                indices = iter(keyed_generator(self.seed, self.epoch).permutation(len(self.dataset)).tolist())
+            else:
+                indices = iter(range(len(self.dataset)))
+            batches = map(self._batch, self._batches_of(indices))
         self.epoch += 1
         pin = self.pin_memory and _can_pin()
-        return (_pinned(batch) if pin else batch for batch in map(self._batch, self._batches_of(indices)))
+        return (_pinned(batch) if pin else batch for batch in batches)
+
+    def _stream_batches(self, samples):
+        """The batches of an IterableDataset's stream: ``batch_size`` samples at a time, collated."""
+        collate = default_collate if self.collate_fn is None else self.collate_fn
+        return map(collate, self._batches_of(samples))
 
     def _batches_of(self, indices):
-        """The lists of indices of the batches: ``batch_size`` at a time of what ``indices`` yields
-        (a sampler may yield more or fewer than its ``len``), the last one shorter unless ``drop_last``."""
+        """Lists of ``batch_size`` consecutive items of what ``indices`` yields (a sampler's indices,
+        which may be more or fewer than its ``len``, or an IterableDataset's samples), the last one
+        shorter unless ``drop_last``."""
         while True:
             batch = list(itertools.islice(indices, self.batch_size))
             if not batch or (self.drop_last and len(batch) < self.batch_size):
