@@ -1,7 +1,7 @@
-"""``Adagrad``, ``NAdam`` and ``RAdam`` with ``torch.optim``'s options, defaults, checks, state
-names and update rules (the order of torch's single-tensor steps, so float32 results round as
-torch's do). Each step is a few NumPy operations per parameter on its backend's arrays, so these
-optimizers run on every device deepkern has."""
+"""``Adagrad``, ``NAdam``, ``RAdam``, ``Adadelta``, ``Adamax``, ``ASGD`` and ``Rprop`` with
+``torch.optim``'s options, defaults, checks, state names and update rules (the order of torch's
+single-tensor steps, so float32 results round as torch's do). Each step is a few NumPy operations
+per parameter on its backend's arrays, so these optimizers run on every device deepkern has."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 from ..tensor import Tensor
 from .optimizer import Optimizer, _adam_defaults, _check_nonnegative
 
-__all__ = ["Adagrad", "NAdam", "RAdam"]
+__all__ = ["Adagrad", "NAdam", "RAdam", "Adadelta", "Adamax", "ASGD", "Rprop"]
 
 
 class _ElementwiseOptimizer(Optimizer):
@@ -20,7 +20,7 @@ class _ElementwiseOptimizer(Optimizer):
 
     ``step`` counts the parameter's step, takes its gradient (negated with ``maximize``) and applies
     the weight decay (added to the gradient, or with ``decoupled_weight_decay`` the parameter shrunk
-    by ``1 - lr * weight_decay``), then calls :meth:`_update`."""
+    by ``1 - lr * weight_decay``; none for an optimizer without that option), then calls :meth:`_update`."""
 
     def _new_state(self, p: Tensor) -> dict:
         """A parameter's state before its first step."""
@@ -34,7 +34,7 @@ class _ElementwiseOptimizer(Optimizer):
         return Tensor._wrap(p._backend().full(p.shape, value, p.dtype))
 
     def _step_group(self, group, params, param_arrays, grad_arrays):
-        weight_decay = group["weight_decay"]
+        weight_decay = group.get("weight_decay", 0)
         for p, param, grad in zip(params, param_arrays, grad_arrays):
             state = self.state[p]
             if not state:
@@ -189,3 +189,160 @@ class RAdam(_ElementwiseOptimizer):
             param -= corrected * lr * adaptive * rect
         else:
             param -= corrected * lr
+
+
+def _lerp_(start, end, weight: float) -> None:
+    """``start`` moved towards ``end`` by ``weight``, in place, from the nearer end as torch's lerp
+    (``end`` exactly for ``weight`` 1; torch fuses the multiply-add, so a last bit may differ)."""
+    if weight < 0.5:
+        start += weight * (end - start)
+    else:
+        start[...] = end - (end - start) * (1 - weight)
+
+
+class Adadelta(_ElementwiseOptimizer):
+    """Adadelta (Zeiler): ``square_avg`` and ``acc_delta`` are running averages (factor ``rho``) of
+    the squared gradients and of the squared updates; the update is
+    ``delta = sqrt(acc_delta + eps) / sqrt(square_avg + eps) * grad``, applied as ``p -= lr * delta``.
+    The optimizer of PyTorch's MNIST example (``lr=1.0``, the default)."""
+
+    _state_names = frozenset({"step", "square_avg", "acc_delta"})
+
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, *, maximize=False):
+        _check_nonnegative(lr, "learning rate")
+        if not 0.0 <= rho <= 1.0:
+            raise ValueError(f"Invalid rho value: {rho}")
+        _check_nonnegative(eps, "epsilon value")
+        _check_nonnegative(weight_decay, "weight_decay value")
+        defaults = {"lr": lr, "rho": rho, "eps": eps, "weight_decay": weight_decay, "maximize": maximize}
+        super().__init__(params, defaults)
+
+    def _new_state(self, p):
+        return {"step": 0.0, "square_avg": self._filled(p, 0.0), "acc_delta": self._filled(p, 0.0)}
+
+    def _update(self, group, state, param, grad):
+        rho, eps = group["rho"], group["eps"]
+        square_avg, acc_delta = state["square_avg"]._array, state["acc_delta"]._array
+        square_avg *= rho
+        square_avg += (1 - rho) * grad * grad
+        std = np.sqrt(square_avg + eps)
+        delta = np.sqrt(acc_delta + eps)
+        delta /= std
+        delta *= grad
+        acc_delta *= rho
+        acc_delta += (1 - rho) * delta * delta
+        param += (-group["lr"]) * delta
+
+
+class Adamax(_ElementwiseOptimizer):
+    """Adamax (Kingma & Ba): Adam with the infinity norm, ``exp_inf = max(beta2 exp_inf,
+    |grad| + eps)``, and ``p -= lr / (1 - beta1^t) * exp_avg / exp_inf``."""
+
+    _state_names = frozenset({"step", "exp_avg", "exp_inf"})
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, *, maximize=False):
+        defaults = _adam_defaults(lr, betas, eps, weight_decay, maximize=maximize)
+        super().__init__(params, defaults)
+
+    def _new_state(self, p):
+        return {"step": 0.0, "exp_avg": self._filled(p, 0.0), "exp_inf": self._filled(p, 0.0)}
+
+    def _update(self, group, state, param, grad):
+        beta1, beta2 = group["betas"]
+        exp_avg, exp_inf = state["exp_avg"]._array, state["exp_inf"]._array
+        _lerp_(exp_avg, grad, 1 - beta1)
+        exp_inf *= beta2
+        np.maximum(exp_inf, np.abs(grad) + group["eps"], out=exp_inf)
+        clr = group["lr"] / (1 - beta1 ** state["step"])
+        param += (-clr) * exp_avg / exp_inf
+
+
+def _float32(value: float) -> float:
+    """``value`` rounded to float32, as torch keeps ASGD's ``eta`` and ``mu`` (0-d tensors of the
+    default dtype, float32)."""
+    return float(np.float32(value))
+
+
+class ASGD(_ElementwiseOptimizer):
+    """Averaged SGD (Polyak & Juditsky): ``p *= 1 - lambd eta``, ``p -= eta grad`` with the decaying
+    rate ``eta = lr / (1 + lambd lr t)^alpha``; ``ax`` is the running average of the iterates, taken
+    from step ``t0`` on (``mu = 1 / max(1, t - t0)``). As torch, ``eta`` and ``mu`` are kept rounded
+    to float32 (torch's 0-d float32 tensors; Python floats here) and ``eta`` starts at the first
+    step's ``lr``."""
+
+    _state_names = frozenset({"step", "eta", "mu", "ax"})
+
+    _scalar_state = ("step", "eta", "mu")
+
+    def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0, *, maximize=False):
+        _check_nonnegative(lr, "learning rate")
+        _check_nonnegative(weight_decay, "weight_decay value")
+        defaults = {
+            "lr": lr,
+            "lambd": lambd,
+            "alpha": alpha,
+            "t0": t0,
+            "weight_decay": weight_decay,
+            "maximize": maximize,
+        }
+        super().__init__(params, defaults)
+
+    def _step_group(self, group, params, param_arrays, grad_arrays):
+        for p in params:  # eta starts at the group's lr when the parameter first steps
+            if not self.state[p]:
+                self.state[p].update({"step": 0.0, "eta": _float32(group["lr"]), "mu": 1.0, "ax": self._filled(p, 0.0)})
+        super()._step_group(group, params, param_arrays, grad_arrays)
+
+    def _update(self, group, state, param, grad):
+        lr, lambd, eta = group["lr"], group["lambd"], state["eta"]
+        param *= 1 - lambd * eta
+        param += (-eta) * grad
+        ax = state["ax"]._array
+        if state["mu"] != 1:
+            ax += (param - ax) * state["mu"]
+        else:
+            ax[...] = param
+        step = state["step"]
+        state["eta"] = _float32(lr / ((1 + lambd * lr * step) ** group["alpha"]))
+        state["mu"] = _float32(1 / max(1, step - group["t0"]))
+
+
+class Rprop(_ElementwiseOptimizer):
+    """Resilient backpropagation (Riedmiller & Braun): each element's ``step_size`` (starting at
+    ``lr``) grows by ``etas[1]`` while its gradient keeps its sign and shrinks by ``etas[0]`` when
+    the sign flips (that step then skips the element and forgets its gradient), within
+    ``step_sizes``; ``p -= sign(grad) * step_size``."""
+
+    _state_names = frozenset({"step", "prev", "step_size"})
+
+    def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *, maximize=False):
+        _check_nonnegative(lr, "learning rate")
+        if len(etas) != 2:
+            raise ValueError(f"etas must be a pair (etaminus, etaplus), got {etas!r}")
+        if not 0.0 < etas[0] < 1.0 < etas[1]:
+            raise ValueError(f"Invalid eta values: {etas[0]}, {etas[1]}")
+        if len(step_sizes) != 2:
+            raise ValueError(f"step_sizes must be a pair (min, max), got {step_sizes!r}")
+        defaults = {"lr": lr, "etas": tuple(etas), "step_sizes": tuple(step_sizes), "maximize": maximize}
+        super().__init__(params, defaults)
+
+    def _step_group(self, group, params, param_arrays, grad_arrays):
+        for p in params:  # the step sizes start at the group's lr when the parameter first steps
+            if not self.state[p]:
+                self.state[p].update(
+                    {"step": 0.0, "prev": self._filled(p, 0.0), "step_size": self._filled(p, float(group["lr"]))}
+                )
+        super()._step_group(group, params, param_arrays, grad_arrays)
+
+    def _update(self, group, state, param, grad):
+        etaminus, etaplus = group["etas"]
+        step_size_min, step_size_max = group["step_sizes"]
+        prev, step_size = state["prev"]._array, state["step_size"]._array
+        sign = np.sign(grad * prev)
+        down = sign < 0
+        factor = np.where(sign > 0, etaplus, np.where(down, etaminus, 1)).astype(sign.dtype, copy=False)
+        step_size *= factor
+        np.clip(step_size, step_size_min, step_size_max, out=step_size)
+        grad = np.where(down, 0, grad).astype(grad.dtype, copy=False)
+        param += -np.sign(grad) * step_size
+        prev[...] = grad

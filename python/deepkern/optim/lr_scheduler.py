@@ -1,8 +1,9 @@
 """Learning-rate schedulers with ``torch.optim.lr_scheduler``'s semantics: ``StepLR``,
-``MultiStepLR``, ``ExponentialLR``, ``LambdaLR``, ``LinearLR``, ``CosineAnnealingLR``,
-``CosineAnnealingWarmRestarts``, ``OneCycleLR`` and ``SequentialLR`` on an ``LRScheduler`` base
-(``last_epoch``, ``base_lrs``, ``get_last_lr()``, ``step()``, ``state_dict()``/``load_state_dict()``),
-and ``ReduceLROnPlateau``, which steps on a metric.
+``MultiStepLR``, ``ExponentialLR``, ``LambdaLR``, ``MultiplicativeLR``, ``ConstantLR``, ``LinearLR``,
+``PolynomialLR``, ``CosineAnnealingLR``, ``CosineAnnealingWarmRestarts``, ``CyclicLR``, ``OneCycleLR``,
+``SequentialLR`` and ``ChainedScheduler`` on an ``LRScheduler`` base (``last_epoch``, ``base_lrs``,
+``get_last_lr()``, ``step()``, ``state_dict()``/``load_state_dict()``), and ``ReduceLROnPlateau``,
+which steps on a metric.
 
 Call ``scheduler.step()`` after ``optimizer.step()``. Each scheduler computes the same sequence
 of learning rates as torch's (the same formulas in the same order, in Python floats), and its
@@ -26,11 +27,16 @@ __all__ = [
     "MultiStepLR",
     "ExponentialLR",
     "LambdaLR",
+    "MultiplicativeLR",
+    "ConstantLR",
     "LinearLR",
+    "PolynomialLR",
     "CosineAnnealingLR",
     "CosineAnnealingWarmRestarts",
+    "CyclicLR",
     "OneCycleLR",
     "SequentialLR",
+    "ChainedScheduler",
     "ReduceLROnPlateau",
 ]
 
@@ -211,6 +217,137 @@ class CosineAnnealingLR(LRScheduler):
             self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(math.pi * self.last_epoch / self.T_max)) / 2
             for base_lr in self.base_lrs
         ]
+
+
+class CyclicLR(LRScheduler):
+    """The cyclical learning rate policy (Smith): each group's rate climbs from ``base_lr`` to
+    ``max_lr`` over ``step_size_up`` steps and falls back over ``step_size_down`` (default: as
+    many), the amplitude scaled by ``mode``'s function: 'triangular' (1), 'triangular2' (halved
+    every cycle), 'exp_range' (``gamma ** iteration``), or ``scale_fn`` of the cycle number or
+    of the iteration (``scale_mode``). With ``cycle_momentum`` the momentum (SGD, RMSprop) or
+    ``betas[0]`` (Adam-like optimizers) moves the opposite way between ``max_momentum`` and
+    ``base_momentum``. Step it after every batch. The state dict holds the ``__dict__`` of a
+    callable object ``scale_fn``; a function or lambda is not saved (pass the same one)."""
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        base_lr,
+        max_lr,
+        step_size_up: int = 2000,
+        step_size_down=None,
+        mode: str = "triangular",
+        gamma: float = 1.0,
+        scale_fn=None,
+        scale_mode: str = "cycle",
+        cycle_momentum: bool = True,
+        base_momentum=0.8,
+        max_momentum=0.9,
+        last_epoch: int = -1,
+    ):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(optimizer).__name__} is not an Optimizer")
+        self.optimizer = optimizer
+        base_lrs = _format_param("base_lr", optimizer, base_lr)
+        if last_epoch == -1:
+            for lr, group in zip(base_lrs, optimizer.param_groups):
+                group["lr"] = lr
+        self.max_lrs = _format_param("max_lr", optimizer, max_lr)
+        step_size_up = float(step_size_up)
+        step_size_down = float(step_size_down) if step_size_down is not None else step_size_up
+        self.total_size = step_size_up + step_size_down
+        self.step_ratio = step_size_up / self.total_size
+        if mode not in ("triangular", "triangular2", "exp_range") and scale_fn is None:
+            raise ValueError(
+                f"mode is invalid and scale_fn is None: mode={mode!r} (expected 'triangular', 'triangular2' "
+                "or 'exp_range', or a scale_fn)"
+            )
+        self.mode = mode
+        self.gamma = gamma
+        self._scale_fn_custom = scale_fn
+        self.scale_mode = scale_mode
+        self._init_scale_fn()
+        self.cycle_momentum = cycle_momentum
+        if cycle_momentum:
+            if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
+                raise ValueError("optimizer must support momentum or beta1 with `cycle_momentum` option enabled")
+            self.use_beta1 = "betas" in optimizer.defaults
+            self.base_momentums = _format_param("base_momentum", optimizer, base_momentum)
+            self.max_momentums = _format_param("max_momentum", optimizer, max_momentum)
+            if last_epoch == -1:
+                groups = optimizer.param_groups
+                for m_momentum, b_momentum, group in zip(self.max_momentums, self.base_momentums, groups):
+                    self._set_momentum(group, m_momentum)
+                    group["max_momentum"] = m_momentum
+                    group["base_momentum"] = b_momentum
+        # as torch: the first step's rates come from the groups' initial_lr, the later ones from base_lr
+        super().__init__(optimizer, last_epoch)
+        self.base_lrs = base_lrs
+
+    def _init_scale_fn(self) -> None:
+        """The built-in modes fix the scale mode: the cycle number for the triangles, the iteration
+        for 'exp_range'."""
+        if self._scale_fn_custom is None:
+            self.scale_mode = "iterations" if self.mode == "exp_range" else "cycle"
+
+    def scale_fn(self, x) -> float:
+        """The amplitude's scale at ``x`` (the cycle number or the iteration, see ``scale_mode``)."""
+        if self._scale_fn_custom is not None:
+            return self._scale_fn_custom(x)
+        if self.mode == "triangular":
+            return 1.0
+        if self.mode == "triangular2":
+            return 1 / (2.0 ** (x - 1))
+        return self.gamma**x
+
+    def _set_momentum(self, group: dict, value) -> None:
+        if self.use_beta1:
+            group["betas"] = (value, *group["betas"][1:])
+        else:
+            group["momentum"] = value
+
+    def get_lr(self) -> list:
+        """The learning rates at ``last_epoch``; also sets the momentum (or beta1) when cycling it."""
+        self._warn_if_called_outside_step()
+        cycle = math.floor(1 + self.last_epoch / self.total_size)
+        x = 1.0 + self.last_epoch / self.total_size - cycle
+        if x <= self.step_ratio:
+            scale_factor = x / self.step_ratio
+        else:
+            scale_factor = (x - 1) / (self.step_ratio - 1)
+        at = cycle if self.scale_mode == "cycle" else self.last_epoch
+        # scale_fn is called once per group and value, as torch does (a callable object may count)
+        lrs = [
+            base_lr + (max_lr - base_lr) * scale_factor * self.scale_fn(at)
+            for base_lr, max_lr in zip(self.base_lrs, self.max_lrs)
+        ]
+        if self.cycle_momentum:
+            momentums = [
+                max_momentum - (max_momentum - base_momentum) * scale_factor * self.scale_fn(at)
+                for base_momentum, max_momentum in zip(self.base_momentums, self.max_momentums)
+            ]
+            for group, momentum in zip(self.optimizer.param_groups, momentums):
+                self._set_momentum(group, momentum)
+        return lrs
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        fn = state.pop("_scale_fn_custom")
+        state["_scale_fn_custom"] = None if fn is None or isinstance(fn, types.FunctionType) else fn.__dict__.copy()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state = dict(state_dict)
+        saved = state.pop("_scale_fn_custom", None)
+        self.__dict__.update(state)
+        if saved is not None:
+            if self._scale_fn_custom is None:
+                raise ValueError(
+                    "load_state_dict: the state dict holds the attributes of a scale_fn object, but this CyclicLR "
+                    "has no scale_fn (make it with the same scale_fn)"
+                )
+            self._scale_fn_custom.__dict__.update(saved)
+        self._init_scale_fn()
 
 
 class OneCycleLR(LRScheduler):
@@ -401,21 +538,28 @@ class ExponentialLR(LRScheduler):
         return [base_lr * self.gamma**self.last_epoch for base_lr in self.base_lrs]
 
 
+def _lr_lambdas(optimizer: Optimizer, lr_lambda, not_callable: str) -> list:
+    """One function per parameter group: ``lr_lambda`` for each, or the list given (one per group);
+    TypeError ``not_callable`` (formatted with ``i`` and ``kind``) for one that is not callable."""
+    if isinstance(lr_lambda, (list, tuple)):
+        if len(lr_lambda) != len(optimizer.param_groups):
+            raise ValueError(f"Expected {len(optimizer.param_groups)} lr_lambdas, but got {len(lr_lambda)}")
+        functions = list(lr_lambda)
+    else:
+        functions = [lr_lambda] * len(optimizer.param_groups)
+    for i, fn in enumerate(functions):
+        if not callable(fn):
+            raise TypeError(not_callable.format(i=i, kind=type(fn).__name__))
+    return functions
+
+
 class LambdaLR(LRScheduler):
     """Each group's learning rate is its initial one times ``lr_lambda(epoch)`` (one function, or
     one per group). The state dict holds the ``__dict__`` of callable objects; functions and
     lambdas are not saved (pass the same ones to the scheduler that loads it)."""
 
     def __init__(self, optimizer: Optimizer, lr_lambda, last_epoch: int = -1):
-        if isinstance(lr_lambda, (list, tuple)):
-            if len(lr_lambda) != len(optimizer.param_groups):
-                raise ValueError(f"Expected {len(optimizer.param_groups)} lr_lambdas, but got {len(lr_lambda)}")
-            self.lr_lambdas = list(lr_lambda)
-        else:
-            self.lr_lambdas = [lr_lambda] * len(optimizer.param_groups)
-        for i, fn in enumerate(self.lr_lambdas):
-            if not callable(fn):
-                raise TypeError(f"lr_lambda[{i}] must be callable, got {type(fn).__name__}")
+        self.lr_lambdas = _lr_lambdas(optimizer, lr_lambda, "lr_lambda[{i}] must be callable, got {kind}")
         super().__init__(optimizer, last_epoch)
 
     def state_dict(self) -> dict:
@@ -436,6 +580,57 @@ class LambdaLR(LRScheduler):
     def get_lr(self) -> list:
         self._warn_if_called_outside_step()
         return [base_lr * fn(self.last_epoch) for fn, base_lr in zip(self.lr_lambdas, self.base_lrs)]
+
+
+class MultiplicativeLR(LRScheduler):
+    """Multiplies each group's learning rate by ``lr_lambda(epoch)`` at every step after the first
+    (one function, or one per group). The state dict holds the ``__dict__`` of callable objects, as
+    LambdaLR's; functions and lambdas are not saved."""
+
+    def __init__(self, optimizer: Optimizer, lr_lambda, last_epoch: int = -1):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(optimizer).__name__} is not an Optimizer")
+        self.lr_lambdas = _lr_lambdas(
+            optimizer, lr_lambda, "lr_lambda should be a function, but got {kind} (lr_lambda[{i}])"
+        )
+        super().__init__(optimizer, last_epoch)
+
+    state_dict = LambdaLR.state_dict
+    load_state_dict = LambdaLR.load_state_dict
+
+    def get_lr(self) -> list:
+        self._warn_if_called_outside_step()
+        if self._is_initial:
+            return self._current_lrs()
+        return [group["lr"] * fn(self.last_epoch) for fn, group in zip(self.lr_lambdas, self.optimizer.param_groups)]
+
+
+class ConstantLR(LRScheduler):
+    """Scales each group's learning rate by ``factor`` for the first ``total_iters`` epochs, then
+    takes the factor back (torch's chainable form: the current rate times ``factor`` at epoch 0 and
+    times ``1 / factor`` at ``total_iters``)."""
+
+    def __init__(self, optimizer: Optimizer, factor: float = 1.0 / 3, total_iters: int = 5, last_epoch: int = -1):
+        if factor > 1.0 or factor < 0:
+            raise ValueError(f"Constant multiplicative factor expected to be between 0 and 1, got factor={factor}")
+        self.factor = factor
+        self.total_iters = total_iters
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list:
+        self._warn_if_called_outside_step()
+        groups = self.optimizer.param_groups
+        if self.last_epoch == 0:
+            return [group["lr"] * self.factor for group in groups]
+        if self.last_epoch != self.total_iters:
+            return self._current_lrs()
+        return [group["lr"] * (1.0 / self.factor) for group in groups]
+
+    def _get_closed_form_lr(self) -> list:
+        return [
+            base_lr * (self.factor + (self.last_epoch >= self.total_iters) * (1 - self.factor))
+            for base_lr in self.base_lrs
+        ]
 
 
 class LinearLR(LRScheduler):
@@ -479,6 +674,32 @@ class LinearLR(LRScheduler):
         change = self.end_factor - self.start_factor
         return [
             base_lr * (self.start_factor + change * min(self.total_iters, self.last_epoch) / self.total_iters)
+            for base_lr in self.base_lrs
+        ]
+
+
+class PolynomialLR(LRScheduler):
+    """Decays each group's learning rate as ``initial_lr * (1 - epoch / total_iters) ** power``
+    over ``total_iters`` epochs (torch's recursive form, each step the ratio of consecutive
+    values), then keeps it (0 at and after ``total_iters``)."""
+
+    def __init__(self, optimizer: Optimizer, total_iters: int = 5, power: float = 1.0, last_epoch: int = -1):
+        self.total_iters = total_iters
+        self.power = power
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list:
+        self._warn_if_called_outside_step()
+        if self._is_initial or self.last_epoch > self.total_iters:
+            return self._current_lrs()
+        decay_factor = (
+            (1.0 - self.last_epoch / self.total_iters) / (1.0 - (self.last_epoch - 1) / self.total_iters)
+        ) ** self.power
+        return [group["lr"] * decay_factor for group in self.optimizer.param_groups]
+
+    def _get_closed_form_lr(self) -> list:
+        return [
+            base_lr * (1.0 - min(self.total_iters, self.last_epoch) / self.total_iters) ** self.power
             for base_lr in self.base_lrs
         ]
 
@@ -537,27 +758,31 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         self._set_lrs(values)
 
 
-class SequentialLR(LRScheduler):
+class _SchedulerOfSchedulers(LRScheduler):
+    """A scheduler that runs others (``self._schedulers``): its state dict holds theirs."""
+
+    def state_dict(self) -> dict:
+        """The attributes, with each scheduler's own state dict in ``_schedulers``."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}
+        state["_schedulers"] = [s.state_dict() for s in self._schedulers]
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state = dict(state_dict)
+        saved = state.pop("_schedulers")
+        self.__dict__.update(state)
+        for scheduler, entry in zip(self._schedulers, saved):
+            scheduler.load_state_dict(entry)
+
+
+class SequentialLR(_SchedulerOfSchedulers):
     """Runs ``schedulers`` one after the other, switching at each epoch of ``milestones`` (one
     fewer than the schedulers); the scheduler switched to starts from its first epoch."""
 
     def __init__(self, optimizer: Optimizer, schedulers: list, milestones: list, last_epoch: int = -1):
         if len(schedulers) < 1:
             raise ValueError("SequentialLR expects at least one scheduler, but got no scheduler.")
-        for i, scheduler in enumerate(schedulers):
-            if not hasattr(scheduler, "optimizer"):
-                raise TypeError(f"SequentialLR at index {i} should have `optimizer` as its attribute.")
-            if isinstance(scheduler, ReduceLROnPlateau):
-                raise ValueError(
-                    "SequentialLR does not support `ReduceLROnPlateau` scheduler as it requires additional "
-                    f"kwargs to be specified when calling `step`, but got one at index {i} in the given "
-                    "schedulers sequence."
-                )
-            if scheduler.optimizer is not optimizer:
-                raise ValueError(
-                    "SequentialLR expects all schedulers to belong to the same optimizer, but got scheduler "
-                    f"{type(scheduler).__name__} at index {i} with another optimizer."
-                )
+        _check_schedulers("SequentialLR", optimizer, schedulers)
         if len(milestones) != len(schedulers) - 1:
             raise ValueError(
                 "Sequential Schedulers expects number of schedulers provided to be one more than the number "
@@ -586,27 +811,62 @@ class SequentialLR(LRScheduler):
             scheduler.step()
         self._last_lr = scheduler.get_last_lr()
 
-    def state_dict(self) -> dict:
-        """The attributes, with each scheduler's own state dict in ``_schedulers``."""
-        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}
-        state["_schedulers"] = [s.state_dict() for s in self._schedulers]
-        return state
 
-    def load_state_dict(self, state_dict: dict) -> None:
-        state = dict(state_dict)
-        saved = state.pop("_schedulers")
-        self.__dict__.update(state)
-        for scheduler, entry in zip(self._schedulers, saved):
-            scheduler.load_state_dict(entry)
+def _check_schedulers(owner: str, optimizer: Optimizer, schedulers) -> None:
+    """The schedulers a SequentialLR or ChainedScheduler (``owner``) runs: each has an optimizer,
+    that one, and steps without a metric (not a ReduceLROnPlateau)."""
+    for i, scheduler in enumerate(schedulers):
+        if not hasattr(scheduler, "optimizer"):
+            raise TypeError(f"{owner} at index {i} should have `optimizer` as its attribute.")
+        if isinstance(scheduler, ReduceLROnPlateau):
+            raise ValueError(
+                f"{owner} does not support `ReduceLROnPlateau` scheduler as it requires additional "
+                f"kwargs to be specified when calling `step`, but got one at index {i} in the given "
+                "schedulers sequence."
+            )
+        if scheduler.optimizer is not optimizer:
+            raise ValueError(
+                f"{owner} expects all schedulers to belong to the same optimizer, but got scheduler "
+                f"{type(scheduler).__name__} at index {i} with another optimizer."
+            )
+
+
+class ChainedScheduler(_SchedulerOfSchedulers):
+    """Steps every scheduler of ``schedulers`` (chainable ones, each scaling the rates the previous
+    left) in turn at each :meth:`step`; ``optimizer`` defaults to the first scheduler's. It takes no
+    step when made: the schedulers took their first ones. Inside a SequentialLR it can only be the
+    first scheduler (at a milestone a scheduler restarts from its closed form, which a chain has
+    not: NotImplementedError, as in PyTorch)."""
+
+    def __init__(self, schedulers, optimizer: Optimizer | None = None):
+        if len(schedulers) < 1:
+            raise ValueError("ChainedScheduler expects at least one scheduler to be chained, but got no scheduler.")
+        optimizer = optimizer or schedulers[0].optimizer
+        _check_schedulers("ChainedScheduler", optimizer, schedulers)
+        self._schedulers = list(schedulers)
+        self.optimizer = optimizer
+        self._last_lr = [group["lr"] for group in self._schedulers[-1].optimizer.param_groups]
+
+    def step(self) -> None:
+        for scheduler in self._schedulers:
+            scheduler.step()
+        self._last_lr = [group["lr"] for group in self._schedulers[-1].optimizer.param_groups]
+
+    def get_lr(self) -> list:
+        raise NotImplementedError(
+            "ChainedScheduler has no learning rates of its own (its schedulers step in turn), so it cannot "
+            "restart at a SequentialLR milestone; put it first in the SequentialLR"
+        )
 
 
 def _undo_first_step(scheduler: LRScheduler) -> None:
-    """Takes back the first step a scheduler took when it was made; for a SequentialLR, that of
-    each scheduler it holds (its own count stays), as PyTorch's ``recursive_undo``."""
-    if isinstance(scheduler, SequentialLR):
+    """Takes back the first step a scheduler took when it was made; for a SequentialLR or a
+    ChainedScheduler, that of each scheduler it holds (its own count stays), as PyTorch's
+    ``recursive_undo``."""
+    if hasattr(scheduler, "_schedulers"):
         for inner in scheduler._schedulers:
             _undo_first_step(inner)
-    else:
+    elif hasattr(scheduler, "last_epoch"):
         scheduler.last_epoch -= 1
 
 
