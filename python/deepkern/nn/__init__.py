@@ -3,7 +3,10 @@
 from . import activation, functional, init, parallel, resample, utils
 from .activation import *  # noqa: F403  (the activations and dropout layers: activation.__all__)
 from .conv import (
+    AdaptiveAvgPool1d,
     AdaptiveAvgPool2d,
+    AdaptiveMaxPool1d,
+    AdaptiveMaxPool2d,
     AvgPool1d,
     AvgPool2d,
     Conv1d,
@@ -12,6 +15,8 @@ from .conv import (
     ConvTranspose2d,
     MaxPool1d,
     MaxPool2d,
+    PixelShuffle,
+    PixelUnshuffle,
 )
 from .linear import Embedding, Flatten, Linear
 from .loss import (
@@ -28,8 +33,18 @@ from .loss import (
     SmoothL1Loss,
     TripletMarginLoss,
 )
-from .module import Identity, Module, ModuleDict, ModuleList, Parameter, ParameterList, Sequential
-from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
+from .module import Identity, Module, ModuleDict, ModuleList, Parameter, ParameterDict, ParameterList, Sequential
+from .normalization import (
+    BatchNorm1d,
+    BatchNorm2d,
+    CosineSimilarity,
+    GroupNorm,
+    InstanceNorm1d,
+    InstanceNorm2d,
+    LayerNorm,
+    PairwiseDistance,
+    RMSNorm,
+)
 from .resample import *  # noqa: F403  (padding, Upsample, Unflatten: resample.__all__)
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from .transformer import (
@@ -46,6 +61,7 @@ __all__ = [
     "ModuleList",
     "ModuleDict",
     "ParameterList",
+    "ParameterDict",
     "Identity",
     "Parameter",
     "Sequential",
@@ -62,12 +78,22 @@ __all__ = [
     "MaxPool2d",
     "AvgPool1d",
     "AvgPool2d",
+    "AdaptiveAvgPool1d",
     "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool1d",
+    "AdaptiveMaxPool2d",
+    "PixelShuffle",
+    "PixelUnshuffle",
     "Flatten",
     "BatchNorm1d",
     "BatchNorm2d",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
     "LayerNorm",
     "GroupNorm",
+    "RMSNorm",
+    "CosineSimilarity",
+    "PairwiseDistance",
     "Embedding",
     "GRU",
     "GRUCell",

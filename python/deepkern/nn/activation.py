@@ -33,6 +33,13 @@ __all__ = [
     "Mish",
     "Softmax",
     "LogSoftmax",
+    "Softmin",
+    "SELU",
+    "CELU",
+    "GLU",
+    "Softshrink",
+    "Hardshrink",
+    "Threshold",
     "Dropout",
     "Dropout1d",
     "Dropout2d",
@@ -287,6 +294,104 @@ class LogSoftmax(Softmax):
     def forward(self, input):
         _check_input(self, input)
         return run_op(self, F.log_softmax, input, self.dim)
+
+
+class Softmin(Module):
+    """``softmax(-input)`` along ``dim``."""
+
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = dim
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+    def forward(self, input):
+        _check_input(self, input)
+        return run_op(self, F.softmin, input, self.dim, _stacklevel=5)
+
+
+class SELU(_Elementwise):
+    """``scale * (max(0, x) + min(0, alpha * (exp(x) - 1)))`` with PyTorch's constants."""
+
+    function = "selu"
+
+    def extra_repr(self) -> str:
+        return _inplace_repr(self.inplace)
+
+
+class CELU(Module):
+    """``max(0, x) + min(0, alpha * (exp(x / alpha) - 1))``."""
+
+    def __init__(self, alpha: float = 1.0, inplace: bool = False):
+        super().__init__()
+        self.alpha, self.inplace = alpha, inplace
+
+    def forward(self, input):
+        _check_input(self, input)
+        return run_op(self, F.celu, input, self.alpha)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}" + (", inplace=True" if self.inplace else "")
+
+
+class GLU(Module):
+    """``a * sigmoid(b)``, ``a`` and ``b`` the halves of the input along ``dim``."""
+
+    def __init__(self, dim: int = -1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input):
+        _check_input(self, input)
+        return run_op(self, F.glu, input, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class _Shrink(Module):
+    """A shrinkage by ``lambd``: ``forward`` applies ``function`` (a name in nn.functional)."""
+
+    function = ""
+
+    def __init__(self, lambd: float = 0.5):
+        super().__init__()
+        self.lambd = lambd
+
+    def forward(self, input):
+        _check_input(self, input)
+        return run_op(self, getattr(F, self.function), input, self.lambd)
+
+    def extra_repr(self) -> str:
+        return str(self.lambd)
+
+
+class Softshrink(_Shrink):
+    """``x - lambd`` above ``lambd``, ``x + lambd`` below ``-lambd``, 0 between (``lambd`` >= 0,
+    checked on the input, as PyTorch)."""
+
+    function = "softshrink"
+
+
+class Hardshrink(_Shrink):
+    """``x`` where ``|x| > lambd``, 0 elsewhere."""
+
+    function = "hardshrink"
+
+
+class Threshold(Module):
+    """``x`` where ``x > threshold``, ``value`` elsewhere."""
+
+    def __init__(self, threshold: float, value: float, inplace: bool = False):
+        super().__init__()
+        self.threshold, self.value, self.inplace = threshold, value, inplace
+
+    def forward(self, input):
+        return run_op(self, F.threshold, input, self.threshold, self.value)
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold}, value={self.value}" + (", inplace=True" if self.inplace else "")
 
 
 class Dropout(Module):

@@ -1,7 +1,9 @@
 """Convolution and pooling layers on NCHW (or CHW) input and their 1-D forms on NCL (or CL)
 input: ``Conv1d``, ``Conv2d``, ``ConvTranspose1d``, ``ConvTranspose2d``, ``MaxPool1d``,
-``MaxPool2d``, ``AvgPool1d``, ``AvgPool2d``, ``AdaptiveAvgPool2d`` (PyTorch's signatures,
-defaults, parameter names, weight shapes, initialisation and reprs)."""
+``MaxPool2d``, ``AvgPool1d``, ``AvgPool2d``, ``AdaptiveAvgPool1d``, ``AdaptiveAvgPool2d``,
+``AdaptiveMaxPool1d``, ``AdaptiveMaxPool2d`` (PyTorch's signatures, defaults, parameter names,
+weight shapes, initialisation and reprs); ``PixelShuffle`` and ``PixelUnshuffle``, the
+channel-to-space rearrangements of sub-pixel convolution."""
 
 from __future__ import annotations
 
@@ -33,7 +35,12 @@ __all__ = [
     "MaxPool2d",
     "AvgPool1d",
     "AvgPool2d",
+    "AdaptiveAvgPool1d",
     "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool1d",
+    "AdaptiveMaxPool2d",
+    "PixelShuffle",
+    "PixelUnshuffle",
 ]
 
 _NCHW = "(N, C, H, W) or (C, H, W)"
@@ -504,3 +511,79 @@ class AdaptiveAvgPool2d(Module):
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"
+
+
+class _AdaptivePoolNd(Module):
+    """An adaptive pooling layer: its ``output_size``, shown as PyTorch shows it."""
+
+    dims = 2
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
+
+
+class AdaptiveAvgPool1d(_AdaptivePoolNd):
+    """Mean over PyTorch's adaptive windows of ``(N, C, L)`` or ``(C, L)`` input giving
+    ``output_size`` (an int or a 1-tuple)."""
+
+    dims = 1
+
+    def forward(self, input):
+        return _pool(self, F.adaptive_avg_pool1d, input, self.output_size)
+
+
+class _AdaptiveMaxPoolNd(_AdaptivePoolNd):
+    """Max over PyTorch's adaptive windows; ``return_indices=True`` also returns the flat positions
+    in each plane (``h * W + w``; along L for AdaptiveMaxPool1d)."""
+
+    def __init__(self, output_size, return_indices: bool = False):
+        super().__init__(output_size)
+        self.return_indices = return_indices
+
+    def forward(self, input):
+        function = F.adaptive_max_pool1d if self.dims == 1 else F.adaptive_max_pool2d
+        return _pool(self, function, input, self.output_size, self.return_indices)
+
+
+class AdaptiveMaxPool2d(_AdaptiveMaxPoolNd):
+    """Max over PyTorch's adaptive windows of ``(N, C, H, W)`` or ``(C, H, W)`` input giving
+    ``output_size`` (an int or a pair; None keeps that input size)."""
+
+
+class AdaptiveMaxPool1d(_AdaptiveMaxPoolNd):
+    """Max over PyTorch's adaptive windows of ``(N, C, L)`` or ``(C, L)`` input giving
+    ``output_size`` (an int or a 1-tuple)."""
+
+    dims = 1
+
+
+class PixelShuffle(Module):
+    """``(*, C * r**2, H, W)`` to ``(*, C, H * r, W * r)``, r = ``upscale_factor`` (F.pixel_shuffle)."""
+
+    def __init__(self, upscale_factor: int):
+        super().__init__()
+        self.upscale_factor = upscale_factor
+
+    def forward(self, input):
+        return run_op(self, F.pixel_shuffle, input, self.upscale_factor)
+
+    def extra_repr(self) -> str:
+        return f"upscale_factor={self.upscale_factor}"
+
+
+class PixelUnshuffle(Module):
+    """``(*, C, H * r, W * r)`` to ``(*, C * r**2, H, W)``, r = ``downscale_factor`` (F.pixel_unshuffle)."""
+
+    def __init__(self, downscale_factor: int):
+        super().__init__()
+        self.downscale_factor = downscale_factor
+
+    def forward(self, input):
+        return run_op(self, F.pixel_unshuffle, input, self.downscale_factor)
+
+    def extra_repr(self) -> str:
+        return f"downscale_factor={self.downscale_factor}"

@@ -17,6 +17,7 @@ import numpy as np
 from .. import autograd, backends, ops
 from .. import tensor_ops as _T
 from ..autograd import Function
+from ..ops import pool as _pool_ops
 from ..ops._validate import is_bfloat16, is_floating_dtype
 from ..ops.dropout import counters as _dropout_counters
 from ..random import philox_seed_offset
@@ -33,6 +34,9 @@ __all__ = [
     "avg_pool1d",
     "avg_pool2d",
     "adaptive_avg_pool2d",
+    "adaptive_avg_pool1d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
     "relu",
     "leaky_relu",
     "silu",
@@ -52,6 +56,13 @@ __all__ = [
     "gelu",
     "softmax",
     "log_softmax",
+    "softmin",
+    "selu",
+    "celu",
+    "glu",
+    "softshrink",
+    "hardshrink",
+    "threshold",
     "dropout",
     "dropout1d",
     "dropout2d",
@@ -59,8 +70,12 @@ __all__ = [
     "batch_norm",
     "layer_norm",
     "group_norm",
+    "instance_norm",
+    "rms_norm",
     "embedding",
     "flatten",
+    "pixel_shuffle",
+    "pixel_unshuffle",
     "one_hot",
     "pad",
     "interpolate",
@@ -311,6 +326,120 @@ class AdaptiveAvgPool2d(Function):
 def adaptive_avg_pool2d(input, output_size):
     """Mean over PyTorch's adaptive windows giving ``output_size`` (int or pair; None keeps)."""
     return AdaptiveAvgPool2d.apply(input, output_size)
+
+
+def _adaptive_windows(size: int, out: int):
+    """PyTorch's adaptive windows along one axis: window ``i`` of ``out`` spans
+    ``floor(i * size / out)`` to ``ceil((i + 1) * size / out)``; as an (out, k) index array, k the
+    widest window, the narrower ones padded by repeating their last index (which changes no max and,
+    the repeats coming after it, no first or last position)."""
+    start = np.arange(out) * size // out
+    stop = -(-(np.arange(out) + 1) * size // out)
+    k = int((stop - start).max()) if out else 1
+    return np.minimum(start[:, None] + np.arange(k), stop[:, None] - 1)
+
+
+class AdaptiveMaxPool2d(Function):
+    """Max over PyTorch's adaptive windows and its position (flat, H*W) per output element; the
+    position is the first largest element in row-major order, or the last NaN where the window has
+    one (so the output is NaN), as PyTorch's CPU kernel picks. The backward adds each output's
+    gradient at its position (overlapping windows accumulate)."""
+
+    @staticmethod
+    def forward(ctx, x, output_size=(1, 1), return_indices=False):
+        (oh, ow), (h, w) = output_size, x.shape[-2:]
+        rows, cols = _adaptive_windows(h, oh), _adaptive_windows(w, ow)
+        lead = x.shape[:-2]
+        # (..., oh, ow, kh, kw): every window, gathered
+        windows = x[..., rows[:, None, :, None], cols[None, :, None, :]]
+        windows = windows.reshape(lead + (oh, ow, rows.shape[1] * cols.shape[1]))
+        compared = windows.astype(np.float32) if is_bfloat16(x.dtype) else windows  # bfloat16: exactly
+        nan = np.isnan(compared)
+        last_nan = nan.shape[-1] - 1 - np.argmax(nan[..., ::-1], axis=-1)
+        k = np.where(nan.any(axis=-1), last_nan, np.argmax(compared, axis=-1)) if windows.size else last_nan
+        out = np.take_along_axis(windows, k[..., None], axis=-1)[..., 0]
+        kw = cols.shape[1]
+        indices = rows[np.arange(oh)[:, None], k // kw] * w + cols[np.arange(ow), k % kw]
+        indices = indices.astype(np.int64, copy=False)
+        ctx.x_shape = x.shape
+        ctx.save_for_backward(indices)
+        if not return_indices:
+            return out
+        ctx.mark_non_differentiable(indices)
+        return out, indices
+
+    @staticmethod
+    def backward(ctx, g, g_indices=None):
+        (indices,) = ctx.saved_tensors
+        return _scatter_add_planes(g, indices, ctx.x_shape), None
+
+
+def _scatter_add_planes(g, indices, x_shape):
+    """An array of ``x_shape`` (..., H, W), zero but for ``g`` (..., h, w) added at the flat H*W
+    positions ``indices`` of each plane (repeats summed, in float64 then rounded once)."""
+    planes, hw = int(np.prod(x_shape[:-2])), x_shape[-2] * x_shape[-1]
+    flat = (np.arange(planes)[:, None] * hw + indices.reshape(planes, g.shape[-2] * g.shape[-1])).reshape(-1)
+    summed = np.bincount(flat, weights=g.reshape(-1).astype(np.float64), minlength=planes * hw)
+    return summed.astype(g.dtype).reshape(x_shape)
+
+
+def _adaptive_output_size(output_size, shape, op: str, dims: int) -> tuple:
+    """``output_size`` of an adaptive 1-D (``dims`` 1: an int or a 1-tuple) or 2-D pooling (an int
+    or a pair whose None entries keep the input's size) as an (H, W) pair for the 2-D op."""
+    if dims == 2:
+        return _pool_ops._adaptive_size(output_size, shape, op)
+    if isinstance(output_size, (tuple, list)):
+        if len(output_size) != 1:
+            raise ValueError(f"{op}: output_size must be an int or a 1-tuple, got {tuple(output_size)!r}")
+        output_size = output_size[0]
+    if output_size is None:
+        raise TypeError(f"{op}: output_size must be an int or a 1-tuple of ints, got None")
+    return (1, _pool_ops._adaptive_size(output_size, shape, op)[1])
+
+
+def _adaptive_input(input, op: str, dims: int):
+    """``input`` as a Tensor of ``dims`` spatial dimensions, batched or not, with non-zero sizes
+    but for the batch: a TypeError or ValueError naming ``op`` otherwise."""
+    x = input if isinstance(input, Tensor) else Tensor._wrap(backends.as_array(input))
+    _check_floating(op, x)
+    ndims, expected = ((2, 3), _NCL) if dims == 1 else ((3, 4), "3-D (C, H, W) or 4-D (N, C, H, W)")
+    if x.ndim not in ndims:
+        raise ValueError(f"{op}: input must be {expected}, got shape {tuple(x.shape)}")
+    if 0 in x.shape[x.ndim - dims - 1 :]:
+        raise ValueError(
+            f"{op}: input must have non-zero sizes but for the batch dimension, got shape {tuple(x.shape)}"
+        )
+    return x
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False):
+    """Max over PyTorch's adaptive windows giving ``output_size`` (an int or a pair; None keeps the
+    input's size) of input ``(N, C, H, W)`` or ``(C, H, W)``: output row ``i`` of ``H_out`` takes
+    input rows ``floor(i * H / H_out)`` to ``ceil((i + 1) * H / H_out)``, and columns likewise.
+    With ``return_indices`` also the int64 flat (H*W) positions: the first largest element of each
+    window, or its last NaN (a NaN output), as PyTorch's."""
+    op = "adaptive_max_pool2d"
+    x = _adaptive_input(input, op, 2)
+    size = _adaptive_output_size(output_size, x.shape, op, 2)
+    return AdaptiveMaxPool2d.apply(x, output_size=size, return_indices=return_indices)
+
+
+def adaptive_max_pool1d(input, output_size, return_indices=False):
+    """Max over PyTorch's adaptive windows giving ``output_size`` (an int or a 1-tuple) of input
+    ``(N, C, L)`` or ``(C, L)``; with ``return_indices`` also the int64 positions along L (see
+    adaptive_max_pool2d)."""
+    op = "adaptive_max_pool1d"
+    x = _adaptive_input(input, op, 1).unsqueeze(-2)
+    return _as_1d(op, adaptive_max_pool2d, x, _adaptive_output_size(output_size, x.shape, op, 1), return_indices)
+
+
+def adaptive_avg_pool1d(input, output_size):
+    """Mean over PyTorch's adaptive windows giving ``output_size`` (an int or a 1-tuple) of input
+    ``(N, C, L)`` or ``(C, L)``: output ``i`` of ``L_out`` averages inputs ``floor(i * L / L_out)``
+    to ``ceil((i + 1) * L / L_out)``."""
+    op = "adaptive_avg_pool1d"
+    x = _adaptive_input(input, op, 1).unsqueeze(-2)
+    return _as_1d(op, adaptive_avg_pool2d, x, _adaptive_output_size(output_size, x.shape, op, 1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -672,6 +801,155 @@ def log_softmax(input, dim=None, dtype=None):
     return Softmax.apply(input, dim=_softmax_dim(dim, np.ndim(_array(input)), "log_softmax"), log=True)
 
 
+def softmin(input, dim=None, _stacklevel=3, dtype=None):
+    """``softmax(-input)`` along ``dim`` (no dim: PyTorch's legacy implicit choice, with its
+    deprecation warning); ``dtype`` casts the input first."""
+    if dim is None:
+        warnings.warn(
+            "Implicit dimension choice for softmin has been deprecated. Change the call to include dim=X "
+            "as an argument.",
+            UserWarning,
+            stacklevel=_stacklevel - 1,  # PyTorch counts the frame of its dimension helper
+        )
+    x = _cast(input, dtype)
+    x = x if isinstance(x, Tensor) else Tensor._wrap(backends.as_array(x))
+    return softmax(-x, _softmax_dim(dim, x.ndim, "softmin"))
+
+
+class ScaledElu(Function):
+    """PyTorch's ``elu`` with ``scale`` and ``input_scale``: ``scale * x`` where x > 0, else
+    ``scale * alpha * (exp(input_scale * x) - 1)``; d/dx = scale, or scale * alpha * input_scale *
+    exp(input_scale * x) where x <= 0 (so a NaN input gets ``scale``, as PyTorch's)."""
+
+    @staticmethod
+    def forward(ctx, x, alpha=1.0, scale=1.0, input_scale=1.0):
+        nonpositive = x <= 0
+        z = np.where(nonpositive, x, x.dtype.type(0)) * input_scale  # no overflow where x > 0; -0 stays -0
+        e = np.exp(z)
+        ctx.save_for_backward(nonpositive, e)
+        ctx.meta = (alpha, scale, input_scale)
+        out = np.where(nonpositive, (scale * alpha) * np.expm1(z), x * scale)
+        return out.astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        nonpositive, e = ctx.saved_tensors
+        alpha, scale, input_scale = ctx.meta
+        return np.where(nonpositive, g * ((scale * alpha * input_scale) * e), g * scale).astype(g.dtype, copy=False)
+
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+@through_float32
+def selu(input, inplace=False):
+    """SELU: ``scale * (max(0, x) + min(0, alpha * (exp(x) - 1)))`` with PyTorch's constants
+    alpha = 1.6732632423543772848170429916717 and scale = 1.0507009873554804934193349852946."""
+    _check_floating("selu", input)
+    return ScaledElu.apply(input, alpha=_SELU_ALPHA, scale=_SELU_SCALE)
+
+
+@through_float32
+def celu(input, alpha=1.0, inplace=False):
+    """CELU: ``max(0, x) + min(0, alpha * (exp(x / alpha) - 1))`` (alpha must be non-zero)."""
+    _check_floating("celu", input)
+    _check_number("celu", "alpha", alpha)
+    if alpha == 0:
+        raise ValueError("celu: alpha must be non-zero (it divides the input), got 0")
+    return ScaledElu.apply(input, alpha=float(alpha), input_scale=1.0 / float(alpha))
+
+
+def _check_number(op: str, name: str, value) -> None:
+    """TypeError naming ``name`` unless ``value`` is a real number (bool excluded)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{op}: {name} must be a number, got {type(value).__name__}")
+
+
+@through_float32
+def glu(input, dim=-1):
+    """The gated linear unit: ``a * sigmoid(b)`` for ``a, b`` the two halves of ``input`` along
+    ``dim`` (whose size must be even)."""
+    _check_floating("glu", input)
+    x = input if isinstance(input, Tensor) else Tensor._wrap(backends.as_array(input))
+    if x.ndim == 0:
+        raise ValueError("glu: input must have at least one dimension (0-d tensors cannot be halved)")
+    dim = _wrap_dim(dim, x.ndim, "glu")
+    if x.shape[dim] % 2:
+        raise ValueError(
+            f"glu: the halved dimension must have an even size, but dimension {dim} of input of shape "
+            f"{tuple(x.shape)} has size {x.shape[dim]}"
+        )
+    half = x.shape[dim] // 2
+    return x.narrow(dim, 0, half) * sigmoid(x.narrow(dim, half, half))
+
+
+class Shrink(Function):
+    """``softshrink`` (``soft``: x - lambd above lambd, x + lambd below -lambd) or ``hardshrink``
+    (x itself there), 0 in [-lambd, lambd]; NaN stays NaN. The gradient passes outside the
+    closed interval (a NaN input's too), as PyTorch's."""
+
+    @staticmethod
+    def forward(ctx, x, lambd=0.5, soft=True):
+        inside = (x >= -lambd) & (x <= lambd)
+        ctx.save_for_backward(inside)
+        if not soft:
+            return np.where(inside, x.dtype.type(0), x)
+        return np.where(inside, x.dtype.type(0), np.where(x > lambd, x - lambd, x + lambd)).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        (inside,) = ctx.saved_tensors
+        return np.where(inside, g.dtype.type(0), g)
+
+
+@through_float32
+def softshrink(input, lambd=0.5):
+    """``input - lambd`` above ``lambd``, ``input + lambd`` below ``-lambd``, 0 between (``lambd``
+    must be >= 0)."""
+    _check_floating("softshrink", input)
+    _check_number("softshrink", "lambd", lambd)
+    if not lambd >= 0:
+        raise ValueError(f"softshrink: lambd must be >= 0, got {lambd}")
+    return Shrink.apply(input, lambd=float(lambd), soft=True)
+
+
+@through_float32
+def hardshrink(input, lambd=0.5):
+    """``input`` where ``|input| > lambd``, 0 elsewhere."""
+    _check_floating("hardshrink", input)
+    _check_number("hardshrink", "lambd", lambd)
+    return Shrink.apply(input, lambd=float(lambd), soft=False)
+
+
+class Threshold(Function):
+    """``x`` where x > threshold, else ``value`` (NaN stays NaN); the gradient passes where
+    x > threshold (and at NaN), as PyTorch's ``threshold_backward``."""
+
+    @staticmethod
+    def forward(ctx, x, threshold=0.0, value=0.0):
+        below = x <= threshold
+        ctx.save_for_backward(below)
+        return np.where(below, np.asarray(value).astype(x.dtype), x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (below,) = ctx.saved_tensors
+        return np.where(below, g.dtype.type(0), g)
+
+
+@through_float32
+def threshold(input, threshold, value, inplace=False):
+    """``input`` where ``input > threshold``, ``value`` elsewhere (integer tensors too, as PyTorch;
+    ``value`` is then cast to their dtype)."""
+    _check_number("threshold", "threshold", threshold)
+    _check_number("threshold", "value", value)
+    x = input if isinstance(input, Tensor) else Tensor._wrap(backends.as_array(input))
+    if x.dtype == np.bool_:
+        raise TypeError("threshold: input must be a numeric tensor, got dtype bool")
+    return Threshold.apply(x, threshold=threshold, value=value)
+
+
 # ---------------------------------------------------------------------------------------------
 # Dropout, batch normalisation, embedding, flatten
 # ---------------------------------------------------------------------------------------------
@@ -849,6 +1127,113 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     return RowNorm.apply(input, weight, bias, op="group_norm", size=num_groups, eps=eps)
 
 
+def _tensor_argument(value):
+    """``value`` (a Tensor, an array or array-like data) as a Tensor."""
+    return value if isinstance(value, Tensor) else Tensor._wrap(backends.as_array(value))
+
+
+def _check_channels(op: str, name: str, value, channels: int, shape) -> None:
+    """ValueError naming ``name`` unless ``value`` (None passes) holds one element per channel."""
+    if value is not None and tuple(np.shape(_array(value))) != (channels,):
+        raise ValueError(
+            f"{op}: {name} must have shape ({channels},), one per channel (dimension 1) of input of shape "
+            f"{tuple(shape)}, got shape {tuple(np.shape(_array(value)))}"
+        )
+
+
+def instance_norm(
+    input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True, momentum=0.1, eps=1e-5
+):
+    """PyTorch's ``F.instance_norm`` over input ``(N, C, *)``: each channel of each sample normalised
+    by its own mean and biased variance (``use_input_stats``; the running statistics, updated in
+    place by ``momentum`` with the mean over the batch of the unbiased variances, when given) or by
+    ``running_mean``/``running_var``, then the per-channel ``weight`` and ``bias``. It is batch_norm
+    of the input seen as (1, N*C, *), as PyTorch computes it."""
+    op = "instance_norm"
+    x = _tensor_argument(input)
+    _check_floating(op, x)
+    if x.ndim < 2:
+        raise ValueError(f"{op}: input must have at least 2 dimensions (N, C, *), got shape {tuple(x.shape)}")
+    if use_input_stats and int(np.prod(x.shape[2:])) == 1:
+        raise ValueError(f"{op}: expected more than 1 spatial element when training, got input of shape {x.shape}")
+    if not use_input_stats and (running_mean is None or running_var is None):
+        raise ValueError(f"{op}: running_mean and running_var are needed when use_input_stats is False")
+    _check_number(op, "momentum", momentum)
+    n, c = x.shape[:2]
+    for name, value in (
+        ("weight", weight),
+        ("bias", bias),
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+    ):
+        _check_channels(op, name, value, c, x.shape)
+    # every (sample, channel) pair a channel of one batch; the parameters and statistics repeated per sample
+    stats = [None if s is None else Tensor._wrap(np.tile(_array(s), n)) for s in (running_mean, running_var)]
+    weight, bias = (None if p is None else _tensor_argument(p).repeat(n) for p in (weight, bias))
+    out = batch_norm(
+        x.reshape((1, n * c) + tuple(x.shape[2:])), *stats, weight, bias, use_input_stats, momentum, eps
+    ).reshape(x.shape)
+    if use_input_stats:
+        for kept, updated in zip((running_mean, running_var), stats):
+            if kept is not None:  # the mean over the samples; NaN for an empty batch, as PyTorch
+                _array(kept)[...] = updated._array.reshape(n, c).mean(axis=0) if n else np.nan
+                autograd.bump_version(_array(kept))
+    return out
+
+
+def rms_norm(input, normalized_shape, weight=None, eps=None):
+    """PyTorch's ``F.rms_norm``: ``input / sqrt(mean(input**2) + eps) * weight`` with the mean over
+    the last ``len(normalized_shape)`` dimensions (which must equal ``normalized_shape``); ``eps``
+    None is the machine epsilon of the input's dtype (float32's for bfloat16, computed in float32)."""
+    op = "rms_norm"
+    x = _tensor_argument(input)
+    _check_floating(op, x)
+    shape = _normalized_shape(op, normalized_shape)
+    k = len(shape)
+    if x.ndim < k or tuple(x.shape[x.ndim - k :]) != shape:
+        raise ValueError(
+            f"{op}: normalized_shape={shape} must equal the last dimensions of input, got input of shape "
+            f"{tuple(x.shape)}"
+        )
+    if weight is not None:
+        weight = _tensor_argument(weight)
+        if tuple(weight.shape) != shape:
+            raise ValueError(f"{op}: weight must have normalized_shape {shape}, got shape {tuple(weight.shape)}")
+        if weight.dtype != x.dtype:
+            warnings.warn(
+                f"rms_norm: mismatch dtype between input and weight: input dtype = {x.dtype}, weight dtype = "
+                f"{weight.dtype}; the result's dtype is their promoted type",
+                UserWarning,
+                stacklevel=2,
+            )
+    if eps is not None:
+        _check_number(op, "eps", eps)
+    narrow = is_bfloat16(x.dtype) or x.dtype == np.float16
+    wide = x.float() if narrow else x  # PyTorch's opmath: float32 for the narrow dtypes
+    if eps is None:
+        eps = float(np.finfo(wide.dtype).eps)
+    dims = tuple(range(x.ndim - k, x.ndim))
+    out = wide * (wide.square().mean(dims, keepdim=True) + eps).rsqrt()
+    out = out.to(x.dtype) if narrow else out
+    return out if weight is None else out * weight
+
+
+def _normalized_shape(op: str, normalized_shape) -> tuple:
+    """``normalized_shape`` (an int or a non-empty sequence of ints) as a tuple of non-negative ints."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else normalized_shape
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise TypeError(
+            f"{op}: normalized_shape must be an int or a sequence of ints, got {normalized_shape!r}"
+        ) from None
+    if any(isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) for n in shape):
+        raise TypeError(f"{op}: normalized_shape must be an int or a sequence of ints, got {normalized_shape!r}")
+    if not shape or any(n < 0 for n in shape):
+        raise ValueError(f"{op}: normalized_shape must hold at least one size, none negative, got {normalized_shape!r}")
+    return tuple(int(n) for n in shape)
+
+
 class Embedding(Function):
     """Rows of a 2-D weight table by integer indices, through the backend's ``embedding`` kernel
     (a gather on the GPU); the backward scatters the gradient rows into the weight's gradient
@@ -982,6 +1367,53 @@ def cosine_similarity(x1, x2, dim=1, eps=1e-8):
     unit_a = a / VectorNorm.apply(a, p=2.0, dim=dim).clamp(min=eps)
     unit_b = b / VectorNorm.apply(b, p=2.0, dim=dim).clamp(min=eps)
     return (unit_a * unit_b).sum(dim)
+
+
+def _factor(op: str, name: str, value) -> int:
+    """A pixel (un)shuffle's factor: a positive int (TypeError for anything not an int)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{op}: {name} must be positive, got {value}")
+    return int(value)
+
+
+def pixel_shuffle(input, upscale_factor):
+    """Rearranges ``(*, C * r**2, H, W)`` into ``(*, C, H * r, W * r)``, r = ``upscale_factor``:
+    ``out[..., c, h * r + i, w * r + j] = input[..., c * r**2 + i * r + j, h, w]``."""
+    op = "pixel_shuffle"
+    r = _factor(op, "upscale_factor", upscale_factor)
+    x = _tensor_argument(input)
+    if x.ndim < 3:
+        raise ValueError(f"{op}: input must have at least 3 dimensions (*, C, H, W), got shape {tuple(x.shape)}")
+    *batch, c, h, w = x.shape
+    if c % (r * r):
+        raise ValueError(
+            f"{op}: the channel dimension (-3) of input must be divisible by upscale_factor**2 = {r * r}, got "
+            f"input of shape {tuple(x.shape)}"
+        )
+    b = len(batch)
+    y = x.reshape(*batch, c // (r * r), r, r, h, w).permute(*range(b), b, b + 3, b + 1, b + 4, b + 2)
+    return y.reshape(*batch, c // (r * r), h * r, w * r)
+
+
+def pixel_unshuffle(input, downscale_factor):
+    """The inverse of pixel_shuffle: ``(*, C, H * r, W * r)`` into ``(*, C * r**2, H, W)``,
+    r = ``downscale_factor`` (which must divide H and W)."""
+    op = "pixel_unshuffle"
+    r = _factor(op, "downscale_factor", downscale_factor)
+    x = _tensor_argument(input)
+    if x.ndim < 3:
+        raise ValueError(f"{op}: input must have at least 3 dimensions (*, C, H, W), got shape {tuple(x.shape)}")
+    *batch, c, h, w = x.shape
+    if h % r or w % r:
+        raise ValueError(
+            f"{op}: the height and width (dimensions -2 and -1) of input must be divisible by "
+            f"downscale_factor={r}, got input of shape {tuple(x.shape)}"
+        )
+    b = len(batch)
+    y = x.reshape(*batch, c, h // r, r, w // r, r).permute(*range(b), b, b + 2, b + 4, b + 1, b + 3)
+    return y.reshape(*batch, c * r * r, h // r, w // r)
 
 
 def flatten(input, start_dim=0, end_dim=-1):

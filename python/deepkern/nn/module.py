@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numbers
 from collections import OrderedDict, namedtuple
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -631,6 +632,158 @@ class ParameterList(Module):
 
     def __iter__(self):
         return iter(self._parameters.values())
+
+
+class ParameterDict(Module):
+    """A dict of Parameters (in insertion order) whose owner registers them, as PyTorch's: string
+    keys; a Tensor given is made a Parameter, other values (numbers, None, objects) are kept as
+    plain entries; ``update`` with a plain dict adds its items in sorted key order (an OrderedDict,
+    a ParameterDict or pairs keep theirs)."""
+
+    def __init__(self, parameters=None):
+        super().__init__()
+        self._keys = {}
+        if parameters is not None:
+            self.update(parameters)
+
+    @staticmethod
+    def _key(key) -> str:
+        if not isinstance(key, str):
+            raise TypeError(f"ParameterDict: keys must be strings, got {type(key).__name__} {key!r}")
+        return key
+
+    def __getitem__(self, key: str):
+        if self._key(key) not in self._keys:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __setitem__(self, key: str, value) -> None:
+        self._key(key)
+        if isinstance(value, Tensor) and not isinstance(value, Parameter):
+            value = Parameter(value)
+        if isinstance(value, Parameter):
+            self.__dict__.pop(key, None)  # a plain entry it replaces
+            self.register_parameter(key, value)  # PyTorch's name checks: no '.', no method's name
+        else:
+            setattr(self, key, value)
+        self._keys[key] = None
+
+    def __delitem__(self, key: str) -> None:
+        if self._key(key) not in self._keys:
+            raise KeyError(key)
+        del self._keys[key]
+        delattr(self, key)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __reversed__(self):
+        return reversed(self._keys)
+
+    def __contains__(self, key) -> bool:
+        return key in self._keys
+
+    def keys(self):
+        return self._keys.keys()
+
+    def items(self):
+        return ((k, self[k]) for k in self._keys)
+
+    def values(self):
+        return (self[k] for k in self._keys)
+
+    def get(self, key: str, default=None):
+        return self[key] if key in self else default
+
+    def setdefault(self, key: str, default=None):
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def pop(self, key: str):
+        value = self[key]
+        del self[key]
+        return value
+
+    def popitem(self) -> tuple:
+        if not self._keys:
+            raise KeyError("popitem(): ParameterDict is empty")
+        key = next(reversed(self._keys))
+        return key, self.pop(key)
+
+    def clear(self) -> None:
+        for key in list(self._keys):
+            del self[key]
+
+    def copy(self) -> "ParameterDict":
+        return ParameterDict(OrderedDict((k, self[k]) for k in self._keys))
+
+    def fromkeys(self, keys, default=None) -> "ParameterDict":
+        return ParameterDict((k, default) for k in keys)
+
+    def update(self, parameters) -> None:
+        """Adds (or replaces) the entries of a mapping or of an iterable of (key, value) pairs."""
+        if not isinstance(parameters, Iterable):
+            raise TypeError(
+                f"ParameterDict.update: parameters must be a mapping or an iterable of (key, value) pairs, "
+                f"got {type(parameters).__name__}"
+            )
+        if isinstance(parameters, (OrderedDict, ParameterDict)):
+            pairs = list(parameters.items())
+        elif isinstance(parameters, Mapping):
+            pairs = sorted(parameters.items())  # PyTorch's order for a plain dict
+        else:
+            pairs = []
+            for j, entry in enumerate(parameters):
+                if not isinstance(entry, Iterable) or isinstance(entry, (str, Tensor)):
+                    raise TypeError(
+                        f"ParameterDict.update: element #{j} of parameters must be a (key, value) pair, "
+                        f"got {type(entry).__name__}"
+                    )
+                entry = tuple(entry)
+                if len(entry) != 2:
+                    raise ValueError(
+                        f"ParameterDict.update: element #{j} of parameters has length {len(entry)}; 2 is required"
+                    )
+                pairs.append(entry)
+        for key, value in pairs:
+            self[key] = value
+
+    def __or__(self, other) -> "ParameterDict":
+        merged = self.copy()
+        merged.update(other)
+        return merged
+
+    def __ror__(self, other) -> "ParameterDict":
+        merged = ParameterDict(other)
+        merged.update(self)
+        return merged
+
+    def __ior__(self, other) -> "ParameterDict":
+        self.update(other)
+        return self
+
+    def __call__(self, *args, **kwargs):
+        raise RuntimeError("ParameterDict should not be called.")
+
+    def extra_repr(self) -> str:
+        lines = []
+        for key, value in self.items():
+            if isinstance(value, Tensor):
+                size = "x".join(str(n) for n in value.shape)
+                device = "" if value.device.type == "cpu" else f" ({value.device})"
+                kind = "Parameter" if isinstance(value, Parameter) else "Tensor"
+                lines.append(f"  ({key}): {kind} containing: [{value.type()} of size {size}{device}]")
+            else:
+                lines.append(f"  ({key}): Object of type: {type(value).__name__}")
+        return "\n".join(lines)
+
+    def __repr__(self):  # the lines of extra_repr indented once more, as PyTorch's Module.__repr__ does
+        lines = self.extra_repr().split("\n") if self._keys else []
+        return f"{type(self).__name__}(" + ("".join("\n  " + line for line in lines) + "\n" if lines else "") + ")"
 
 
 class Identity(Module):

@@ -2,10 +2,15 @@
 (weight, bias), buffers (running_mean, running_var, num_batches_tracked) and update rules:
 biased variance to normalise, unbiased for the running variance, ``momentum=None`` for a
 cumulative average over the batches seen. ``bias=False`` (keyword) keeps the scale without the
-shift, as in torch 2.13. ``LayerNorm`` and ``GroupNorm`` with PyTorch's parameters (weight
-initialised to ones, bias to zeros), so state dicts carry over."""
+shift, as in torch 2.13. ``InstanceNorm1d`` and ``InstanceNorm2d`` with the same parameters and
+buffers (off by default: ``affine=False``, ``track_running_stats=False``). ``LayerNorm``,
+``GroupNorm`` and ``RMSNorm`` with PyTorch's parameters (weight initialised to ones, bias to
+zeros), so state dicts carry over. ``CosineSimilarity`` and ``PairwiseDistance``, the layer forms
+of the normalised product and the p-norm distance."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -14,10 +19,20 @@ from ..tensor import ones, zeros
 from . import functional as F
 from . import init
 from ._inference import passes_through
-from ._layer import bad_shape, check_float, describe, empty_parameter, factory_kwargs, size_argument
+from ._layer import bad_shape, check_float, describe, empty_parameter, factory_kwargs, run_op, size_argument
 from .module import Module
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm"]
+__all__ = [
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "LayerNorm",
+    "GroupNorm",
+    "RMSNorm",
+    "CosineSimilarity",
+    "PairwiseDistance",
+]
 
 
 class _BatchNorm(Module):
@@ -138,6 +153,74 @@ class BatchNorm2d(_BatchNorm):
         return f"(N, {self.num_features}, H, W)"
 
 
+class _InstanceNorm(_BatchNorm):
+    """Per sample and channel statistics (F.instance_norm); input batched, ``(N, C, *)``, or not,
+    ``(C, *)``. The running statistics (``track_running_stats``) are updated in training and used
+    in eval mode; ``num_batches_tracked`` is kept for the state dict but not counted, as PyTorch.
+    ``momentum=None`` is taken as 0 (the running statistics stay), as PyTorch does."""
+
+    _ndims: tuple = ()
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum=0.1,
+        affine: bool = False,
+        track_running_stats: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        bias: bool = True,
+    ):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
+
+    def forward(self, input):
+        check_float(self, input, None if self.weight is None else self.weight.dtype, bfloat16=True)
+        unbatched, batched = self._ndims
+        if input.ndim not in self._ndims:
+            raise ValueError(f"{describe(self)}: expected {unbatched}D or {batched}D input (got {input.ndim}D input)")
+        feature_dim = input.ndim - unbatched
+        if input.shape[feature_dim] != self.num_features:
+            if self.affine:
+                raise ValueError(
+                    f"{describe(self)}: expected input's size at dim={feature_dim} to match num_features "
+                    f"({self.num_features}), but got: {input.shape[feature_dim]} (input of shape {tuple(input.shape)})"
+                )
+            warnings.warn(
+                f"{describe(self)}: input's size at dim={feature_dim} does not match num_features. You can "
+                "silence this warning by not passing in num_features, which is not used because affine=False",
+                UserWarning,
+                stacklevel=2,
+            )
+        x = input.unsqueeze(0) if input.ndim == unbatched else input
+        out = run_op(
+            self,
+            F.instance_norm,
+            x,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            self.training or not self.track_running_stats,
+            0.0 if self.momentum is None else self.momentum,
+            self.eps,
+        )
+        return out.squeeze(0) if input.ndim == unbatched else out
+
+
+class InstanceNorm1d(_InstanceNorm):
+    """Over input ``(N, C, L)`` or ``(C, L)``."""
+
+    _ndims = (2, 3)
+
+
+class InstanceNorm2d(_InstanceNorm):
+    """Over input ``(N, C, H, W)`` or ``(C, H, W)``."""
+
+    _ndims = (3, 4)
+
+
 class _AffineNorm(Module):
     """A layer with an optional ``weight`` (initialised to ones) and ``bias`` (zeros)."""
 
@@ -212,3 +295,59 @@ class GroupNorm(_AffineNorm):
 
     def extra_repr(self) -> str:
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+
+class RMSNorm(Module):
+    """Root mean square normalisation over the last ``len(normalized_shape)`` axes of the input,
+    which must equal ``normalized_shape``: ``x / sqrt(mean(x**2) + eps) * weight``; ``eps`` None is
+    the machine epsilon of the input's dtype; ``elementwise_affine`` adds the weight (ones)."""
+
+    def __init__(self, normalized_shape, eps=None, elementwise_affine: bool = True, device=None, dtype=None):
+        super().__init__()
+        name = type(self).__name__
+        factory = factory_kwargs(name, dtype, device)
+        self.normalized_shape = F._normalized_shape(name, normalized_shape)
+        if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating))):
+            raise TypeError(f"{name}: eps must be a number or None, got {type(eps).__name__}")
+        self.eps, self.elementwise_affine = eps, elementwise_affine
+        if elementwise_affine:  # a weight only (no bias, as PyTorch's)
+            self.weight = empty_parameter(self.normalized_shape, **factory)
+        else:
+            self.register_parameter("weight", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.weight is not None:
+            init.ones_(self.weight)
+
+    def forward(self, input):
+        check_float(self, input, bfloat16=True)
+        k = len(self.normalized_shape)
+        if input.ndim < k or tuple(input.shape[input.ndim - k :]) != self.normalized_shape:
+            bad_shape(self, input, f"(*, {', '.join(map(str, self.normalized_shape))})")
+        return run_op(self, F.rms_norm, input, self.normalized_shape, self.weight, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class CosineSimilarity(Module):
+    """The cosine similarity of two inputs along ``dim`` (F.cosine_similarity)."""
+
+    def __init__(self, dim: int = 1, eps: float = 1e-8):
+        super().__init__()
+        self.dim, self.eps = dim, eps
+
+    def forward(self, x1, x2):
+        return run_op(self, F.cosine_similarity, x1, x2, self.dim, self.eps)
+
+
+class PairwiseDistance(Module):
+    """The p-norm distance ``||x1 - x2 + eps||_p`` over the last dimension (F.pairwise_distance)."""
+
+    def __init__(self, p: float = 2.0, eps: float = 1e-6, keepdim: bool = False):
+        super().__init__()
+        self.norm, self.eps, self.keepdim = p, eps, keepdim
+
+    def forward(self, x1, x2):
+        return run_op(self, F.pairwise_distance, x1, x2, self.norm, self.eps, self.keepdim)

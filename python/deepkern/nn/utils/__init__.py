@@ -1,6 +1,7 @@
-"""``torch.nn.utils``: gradient clipping by norm and by value; ``rnn``, the variable-length batches
-of the recurrent layers (PackedSequence and the pad/pack functions); ``fuse_modules``, the
-inference fusion of layers called from a model's own ``forward``."""
+"""``torch.nn.utils``: gradient clipping by norm and by value; ``parameters_to_vector`` and
+``vector_to_parameters``; ``rnn``, the variable-length batches of the recurrent layers
+(PackedSequence and the pad/pack functions); ``fuse_modules``, the inference fusion of layers
+called from a model's own ``forward``."""
 
 from __future__ import annotations
 
@@ -13,8 +14,16 @@ import numpy as np
 
 from ...tensor import Tensor, tensor
 from . import rnn
+from .convert_parameters import parameters_to_vector, vector_to_parameters
 
-__all__ = ["clip_grad_norm_", "clip_grad_value_", "fuse_modules", "rnn"]
+__all__ = [
+    "clip_grad_norm_",
+    "clip_grad_value_",
+    "fuse_modules",
+    "parameters_to_vector",
+    "rnn",
+    "vector_to_parameters",
+]
 
 
 def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False) -> Tensor:
