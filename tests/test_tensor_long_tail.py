@@ -121,6 +121,27 @@ CASES = {
         lambda r: [r.standard_normal((3, 4)), r.standard_normal((5, 4))],
         lambda m, a, b: m.cdist(a, b, p=1.0),
     ),
+    "index_add": (
+        lambda r: [r.standard_normal((3, 5)), r.standard_normal((3, 4))],
+        lambda m, a, b: a.index_add(1, m.tensor([4, 0, 4, 2]), b, alpha=-1.5),
+    ),
+    "index_copy": (
+        lambda r: [r.standard_normal((4, 3)), r.standard_normal((2, 3))],
+        lambda m, a, b: m.index_copy(a, 0, m.tensor([3, 1]), b),
+    ),
+    "index_fill": (lambda r: [r.standard_normal((3, 5))], lambda m, a: a.index_fill(1, m.tensor([1, 3, 1]), -2.0)),
+    "cross": (lambda r: [r.standard_normal((4, 3)), r.standard_normal((4, 3))], lambda m, a, b: m.cross(a, b, dim=1)),
+    "cummax": (lambda r: [r.standard_normal((3, 6))], lambda m, a: m.cummax(a, 1).values),
+    "cummin": (lambda r: [r.standard_normal((5, 2))], lambda m, a: a.cummin(0).values),
+    "logcumsumexp": (lambda r: [r.standard_normal((3, 6)) * 40], lambda m, a: m.logcumsumexp(a, 1)),
+    "sinc": (lambda r: [np.append(r.standard_normal(5), 0.0)], lambda m, a: m.sinc(a)),
+    "copysign": (
+        lambda r: [r.standard_normal((3, 4)), np.append(r.standard_normal(3), -0.0)],
+        lambda m, a, b: a.copysign(b),
+    ),
+    "float_power": (lambda r: [_positive(r, (3, 4)), r.standard_normal((3, 4))], lambda m, a, b: m.float_power(a, b)),
+    "diag_embed": (lambda r: [r.standard_normal((2, 3))], lambda m, a: m.diag_embed(a, -1, 0, 2)),
+    "sum_to_size": (lambda r: [r.standard_normal((2, 3, 4))], lambda m, a: a.sum_to_size(3, 1)),
     "meshgrid": (
         lambda r: [r.standard_normal(3), r.standard_normal(4), r.standard_normal(2)],
         lambda m, a, b, c: m.stack([g * (i + 1) for i, g in enumerate(m.meshgrid(a, b, c, indexing="xy"))]),
@@ -338,3 +359,52 @@ def test_errors_name_the_function_and_shapes():
         dk.meshgrid(dk.ones(2), indexing="yx")
     with raises_naming(IndexError, "median", "empty"):
         dk.ones(2, 0).median(1)
+
+
+def test_counting_and_random_draws(rng):
+    values = rng.integers(0, 7, 40)
+    weights = rng.standard_normal(40)
+    np.testing.assert_array_equal(
+        dk.bincount(dk.tensor(values), minlength=9).numpy(), torch.bincount(torch.tensor(values), minlength=9).numpy()
+    )
+    np.testing.assert_allclose(
+        dk.tensor(values).bincount(dk.tensor(weights)).numpy(),
+        torch.tensor(values).bincount(torch.tensor(weights)).numpy(),
+        rtol=1e-14,
+    )
+    ties = np.array([[1.0, 3.0, 3.0, 2.0, 5.0, 5.0], [np.nan, 1.0, np.nan, 4.0, 0.0, 9.0]])
+    for op in ("cummax", "cummin"):
+        got, ref = getattr(dk.tensor(ties), op)(1), getattr(torch.tensor(ties), op)(1)
+        np.testing.assert_array_equal(got.values.numpy(), ref.values.numpy())
+        np.testing.assert_array_equal(got.indices.numpy(), ref.indices.numpy())
+    dk.manual_seed(3)
+    draws = dk.full((20000,), 0.3, dtype=dk.float64).bernoulli()
+    assert set(np.unique(draws.numpy())) <= {0.0, 1.0} and abs(draws.numpy().mean() - 0.3) < 0.02
+    filled = dk.zeros(20000).bernoulli_(dk.full((20000,), 0.8))
+    assert abs(filled.numpy().mean() - 0.8) < 0.02 and filled.dtype == np.float32
+    np.testing.assert_array_equal(dk.tensor([-1.0, 0.0, 2.0]).heaviside(dk.tensor(0.5)).numpy(), [0.0, 0.5, 1.0])
+    assert dk.signbit(dk.tensor([-0.0, 0.0, -2.0])).tolist() == [True, False, True]
+    with raises_naming(RuntimeError, "bincount", "non-negative"):
+        dk.tensor([1, -1]).bincount()
+    with raises_naming(IndexError, "index_add", "out of range"):
+        dk.zeros(3).index_add(0, dk.tensor([3]), dk.ones(1))
+    with raises_naming(RuntimeError, "index_copy", "source must have shape"):
+        dk.zeros(3, 2).index_copy(0, dk.tensor([0, 1]), dk.ones(2, 3))
+    with raises_naming(RuntimeError, "cross", "size 3"):
+        dk.ones(2, 4).cross(dk.ones(2, 4))
+
+
+def test_indexed_updates_in_place_record_the_change(rng):
+    x, src = rng.standard_normal((3, 4)), rng.standard_normal((3, 2))
+
+    def run(lib):
+        leaf, source = lib.tensor(x, requires_grad=True), lib.tensor(src, requires_grad=True)
+        y = leaf * 1.0
+        y.index_add_(1, lib.tensor([3, 0]), source, alpha=2.0)
+        y.index_fill_(0, lib.tensor([1]), 0.5)
+        y.index_copy_(1, lib.tensor([2, 1]), source * 3)
+        (y * y).sum().backward()
+        return y.detach().numpy(), leaf.grad.numpy(), source.grad.numpy()
+
+    for got, ref in zip(run(dk), run(torch)):
+        np.testing.assert_allclose(got, ref, rtol=1e-14)

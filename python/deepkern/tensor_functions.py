@@ -188,6 +188,21 @@ __all__ = [
     "triu_indices",
     "searchsorted",
     "bucketize",
+    "index_add",
+    "index_copy",
+    "index_fill",
+    "float_power",
+    "copysign",
+    "signbit",
+    "heaviside",
+    "sinc",
+    "cross",
+    "cummax",
+    "cummin",
+    "logcumsumexp",
+    "diag_embed",
+    "bincount",
+    "bernoulli",
 ]
 
 
@@ -250,6 +265,12 @@ diag, take_along_dim, tensor_split, ravel, rot90 = map(
 )
 fliplr, flipud, absolute, fix, cumprod = map(_method_form, ["fliplr", "flipud", "absolute", "fix", "cumprod"])
 median, kthvalue, unique = map(_method_form, ["median", "kthvalue", "unique"])
+index_add, index_copy, index_fill = map(_method_form, ["index_add", "index_copy", "index_fill"])
+float_power, copysign, signbit, heaviside = map(_method_form, ["float_power", "copysign", "signbit", "heaviside"])
+sinc, cross, cummax, cummin = map(_method_form, ["sinc", "cross", "cummax", "cummin"])
+logcumsumexp, diag_embed, bincount, bernoulli = map(
+    _method_form, ["logcumsumexp", "diag_embed", "bincount", "bernoulli"]
+)
 
 
 def concat(tensors, dim=0) -> Tensor:

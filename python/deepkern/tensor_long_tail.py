@@ -18,6 +18,7 @@ from . import tensor as _t
 from . import tensor_ops as F
 from .backends import as_array
 from .ops._validate import is_bfloat16
+from .random import get_generator
 
 
 class _ByMethod:
@@ -441,6 +442,183 @@ class LongTailMethods:
         if return_counts:
             out.append(_t.Tensor._wrap(as_array(counts.astype(np.int64, copy=False))))
         return out[0] if len(out) == 1 else tuple(out)
+
+    # -- indexed updates ---------------------------------------------------------------------------
+
+    def _index_along(self, what: str, dim, index, source=None):
+        """(axis, index expanded to ``source``'s shape (or this tensor's with its length along the axis)
+        for scatter_add / where), checked as PyTorch checks index_add/index_copy/index_fill."""
+        axis = self._dim(dim, what)
+        if not isinstance(index, _t.Tensor) or index.dtype.kind not in "iu" or index.ndim > 1:
+            raise RuntimeError(f"{what}: index must be a 0-D or 1-D integer Tensor, got {_t._kind_name(index)}")
+        index = index.reshape(-1)
+        if self.ndim and index.numel() and not bool(np.all((index._array >= 0) & (index._array < self.shape[axis]))):
+            raise IndexError(f"{what}: index out of range for dimension {dim} of size {self.shape[axis]}")
+        target = list(self.shape) if source is None else list(source.shape)
+        if source is not None:
+            expected = list(self.shape)
+            expected[axis] = index.numel()
+            if self.ndim and target != expected:
+                raise RuntimeError(
+                    f"{what}: source must have shape {tuple(expected)} (index's length along dim {dim}), "
+                    f"got {tuple(target)}"
+                )
+        else:
+            target[axis] = index.numel()
+        shape = [-1 if i == axis else 1 for i in range(self.ndim)]
+        return axis, index.reshape(shape).expand(*target)
+
+    def index_add(self, dim, index, source, *, alpha=1):
+        """A copy with ``alpha * source``'s slices added to the slices ``index`` along ``dim``
+        (repeated indices accumulate)."""
+        if self.ndim == 0:
+            return self.reshape(1).index_add(0, index, source.reshape(1), alpha=alpha).reshape(())
+        axis, spread = self._index_along("index_add", dim, index, source)
+        return self.scatter_add(axis, spread, source if alpha == 1 else source * alpha)
+
+    def index_copy(self, dim, index, source):
+        """A copy with the slices ``index`` along ``dim`` replaced by ``source``'s slices."""
+        if self.ndim == 0:
+            return self.reshape(1).index_copy(0, index, source.reshape(1)).reshape(())
+        axis, spread = self._index_along("index_copy", dim, index, source)
+        return self.index_fill(axis, index, 0).scatter_add(axis, spread, source)
+
+    def index_fill(self, dim, index, value):
+        """A copy with the slices ``index`` along ``dim`` set to ``value``."""
+        if self.ndim == 0:
+            return self.reshape(1).index_fill(0, index, value).reshape(())
+        axis, _ = self._index_along("index_fill", dim, index)
+        chosen = np.zeros(self.shape[axis], dtype=bool)
+        chosen[index._array.reshape(-1)] = True
+        mask = _t.Tensor._wrap(as_array(chosen.reshape([-1 if i == axis else 1 for i in range(self.ndim)])))
+        return self.masked_fill(mask.expand(*self.shape), value)
+
+    def index_add_(self, dim, index, source, *, alpha=1):
+        return self._inplace("index_add_", _ByMethod("index_add"), dim, index, source if alpha == 1 else source * alpha)
+
+    def index_copy_(self, dim, index, source):
+        return self._inplace("index_copy_", _ByMethod("index_copy"), dim, index, source)
+
+    def index_fill_(self, dim, index, value):
+        return self._inplace("index_fill_", _ByMethod("index_fill"), dim, index, value)
+
+    # -- more elementwise and running ops ------------------------------------------------------------
+
+    def float_power(self, exponent):
+        """``self ** exponent`` computed in float64 (a float64 result, as PyTorch)."""
+        exponent = exponent.double() if isinstance(exponent, _t.Tensor) else float(exponent)
+        return self.double() ** exponent
+
+    def copysign(self, other):
+        """|self| with the sign of ``other`` (-0 counts as negative); gradient only to ``self``."""
+        negative = np.signbit(_t._array_of(other))
+        sign = _t.Tensor._wrap(as_array(np.where(negative, -1.0, 1.0)))
+        x = self._as_floating()
+        return x.abs() * sign.to(x.dtype)
+
+    def signbit(self):
+        return _t.Tensor._wrap(as_array(np.signbit(self._array)))
+
+    def heaviside(self, values):
+        """0 below zero, 1 above, ``values`` at zero (not differentiable)."""
+        return _t.Tensor._wrap(as_array(np.heaviside(self._array, _t._array_of(values)).astype(self.dtype)))
+
+    def sinc(self):
+        """sin(pi x) / (pi x), 1 at 0 (gradient 0 there)."""
+        x = self._as_floating()
+        zero = x == 0
+        safe = _t.where(zero, 1.0, x) * math.pi
+        return _t.where(zero, 1.0, safe.sin() / safe)
+
+    def cross(self, other, dim=None):
+        """The cross product of 3-vectors along ``dim`` (by default the first dimension of size 3)."""
+        if dim is None:
+            dim = next((i for i, n in enumerate(self.shape) if n == 3), None)
+            if dim is None:
+                raise RuntimeError(f"cross: no dimension of size 3 in input of shape {self.shape}")
+        axis = self._dim(dim, "cross")
+        if self.shape[axis] != 3 or other.shape[self._dim(dim, "cross") - self.ndim + other.ndim] != 3:
+            raise RuntimeError(f"cross: dimension {dim} must have size 3, got shapes {self.shape} and {other.shape}")
+        a = [self.select(axis, i) for i in range(3)]
+        b = [other.select(axis - self.ndim + other.ndim, i) for i in range(3)]
+        parts = [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
+        return _t.stack(parts, axis)
+
+    def cummax(self, dim):
+        """``(values, indices)``: the running maximum along ``dim`` and where it was reached (the latest
+        index on ties; NaN, once seen, stays, at the index of the latest NaN)."""
+        return self._running_extreme(dim, np.maximum, "cummax")
+
+    def cummin(self, dim):
+        """``(values, indices)``: the running minimum along ``dim`` (see cummax)."""
+        return self._running_extreme(dim, np.minimum, "cummin")
+
+    def _running_extreme(self, dim, ufunc, what: str):
+        if self.ndim == 0:
+            return _t.MaxResult(self.clone(), _t.zeros((), dtype=_t.int64, device=self.device))
+        axis = self._dim(dim, what)
+        a = self._array
+        running = ufunc.accumulate(a, axis=axis)
+        reached = (a == running) | (np.isnan(a) if a.dtype.kind == "f" else False)
+        positions = np.arange(a.shape[axis]).reshape([-1 if i == axis else 1 for i in range(a.ndim)])
+        indices = np.maximum.accumulate(np.where(reached, positions, 0), axis=axis) if a.size else running
+        indices = _t.Tensor._wrap(as_array(indices.astype(np.int64, copy=False)))
+        return _t.MaxResult(self.gather(axis, indices), indices)
+
+    def logcumsumexp(self, dim):
+        """log of the running sum of exp along ``dim``, without overflow."""
+        x = self._as_floating()
+        if x.ndim == 0:
+            return x.clone()
+        return F.LogCumSumExp.apply(x, self._dim(dim, "logcumsumexp"))
+
+    def diag_embed(self, offset=0, dim1=-2, dim2=-1):
+        """Matrices (in dims ``dim1``, ``dim2`` of the result) with the last dimension on diagonal ``offset``."""
+        size = self.shape[-1] + abs(int(offset)) if self.ndim else 1
+        base = _t.zeros((*self.shape[:-1], size, size), dtype=self.dtype, device=self.device)
+        out = F.DiagonalScatter.apply(base, self, offset=int(offset), dim1=base.ndim - 2, dim2=base.ndim - 1)
+        d1, d2 = (_t._wrap_dim(d, out.ndim, "diag_embed") for d in (dim1, dim2))
+        if d1 == d2:
+            raise RuntimeError(f"diag_embed: dim1 and dim2 must differ, got {dim1} and {dim2}")
+        return out.movedim((out.ndim - 2, out.ndim - 1), (d1, d2))
+
+    def sum_to_size(self, *size):
+        """The sums over the dimensions along which ``size`` broadcasts to this tensor's shape."""
+        size = tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list)) else tuple(size)
+        if np.broadcast_shapes(size, self.shape) != self.shape:
+            raise RuntimeError(f"sum_to_size: size {size} is not expandable to the tensor's shape {self.shape}")
+        lead = self.ndim - len(size)
+        out = self.sum(tuple(range(lead))) if lead else self
+        keep = tuple(i for i, n in enumerate(size) if n == 1 and out.shape[i] != 1)
+        return out.sum(keep, keepdim=True) if keep else out
+
+    def bincount(self, weights=None, minlength=0):
+        """How many times each value 0 .. max occurs in this 1-D tensor of non-negative integers (the
+        sums of ``weights`` at them, when given); at least ``minlength`` entries."""
+        if self.ndim != 1 or self.dtype.kind not in "iu":
+            raise RuntimeError(f"bincount: needs a 1-D integer tensor, got shape {self.shape} and dtype {self.dtype}")
+        if self.numel() and int(self._array.min()) < 0:
+            raise RuntimeError("bincount: the input must hold non-negative values")
+        w = None if weights is None else _t._array_of(weights)
+        counts = np.bincount(self._array, weights=w, minlength=int(minlength))
+        return _t.Tensor._wrap(as_array(counts.astype(np.int64 if w is None else counts.dtype, copy=False)))
+
+    def bernoulli(self, p=None, *, generator=None):
+        """0 or 1 in each element, 1 with probability ``p`` (by default this tensor's values)."""
+        probability = self._array if p is None else _t._array_of(p)
+        draws = (generator or get_generator()).random(self.shape) < probability
+        return _t.Tensor._wrap(as_array(draws.astype(self.dtype if self.dtype.kind in "fV" else np.float32)))
+
+    def bernoulli_(self, p=0.5, *, generator=None):
+        """Fills the tensor with 0 or 1, 1 with probability ``p`` (a number or a tensor)."""
+        probability = _t._array_of(p)
+        return self._fill_random("bernoulli_", lambda rng: (rng.random(self.shape) < probability) * 1.0, generator)
+
+    def is_complex(self) -> bool:
+        return self.dtype.kind == "c"
+
+    def half(self):
+        return self.to(np.float16)
 
     # -- in place ----------------------------------------------------------------------------------
 

@@ -879,6 +879,32 @@ def add_along_axis(target, index, values, dim: int) -> None:
         np.put_along_axis(target, idx, np.take_along_axis(target, idx, dim) + values[pick], dim)
 
 
+class LogCumSumExp(Function):
+    """log(cumsum(exp(a))) along ``dim`` (NumPy's logaddexp.accumulate). The gradient of a_i is the sum
+    over j >= i of g_j exp(a_i - out_j), taken as exp(a_i + R) with R the reversed running logsumexp of
+    log|g_j| - out_j, for the positive and the negative g apart (so nothing overflows)."""
+
+    @staticmethod
+    @_silent_floating_point
+    def forward(ctx, a, dim):
+        out = np.logaddexp.accumulate(a, axis=dim)
+        ctx.save_for_backward(a, out)
+        ctx.dim = dim
+        return out
+
+    @staticmethod
+    @_silent_floating_point
+    def backward(ctx, g):
+        a, out = ctx.saved_tensors
+
+        def suffix_logsumexp(x):
+            return reversed_along(np.logaddexp.accumulate(reversed_along(x, ctx.dim), axis=ctx.dim), ctx.dim)
+
+        positive = suffix_logsumexp(np.log(np.maximum(g, 0)) - out)
+        negative = suffix_logsumexp(np.log(np.maximum(-g, 0)) - out)
+        return (np.exp(a + positive) - np.exp(a + negative)).astype(a.dtype, copy=False)
+
+
 class Cumprod(Function):
     """Running product along ``dim``. The gradient is exact where the input holds zeros: the suffix
     sums of g * out divided by the input, and for a row with a zero, those sums before its first zero,
