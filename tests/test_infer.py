@@ -738,8 +738,22 @@ def test_replacing_a_fused_module_ends_the_fusion(replaced):
     np.testing.assert_allclose(got, _recorded(model, x), rtol=1e-5, atol=1e-6)
 
 
-def test_padding_mode_other_than_zeros_is_refused_when_set_later():
-    conv = nn.Conv2d(2, 3, 3)
-    with pytest.raises(NotImplementedError, match="padding_mode='reflect'"):
-        conv.padding_mode = "reflect"
-    assert conv.padding_mode == "zeros"
+def test_padding_mode_set_later_is_what_inference_computes(rng):
+    """The inference paths (the layer alone, and fused with a batch norm in a Sequential) pad in the
+    layer's padding mode, also one set after the first call had cached a plan."""
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU()).eval()
+    model[1].running_mean = tensor(rng.standard_normal(3).astype(np.float32))
+    x = rng.standard_normal((2, 2, 6, 5)).astype(np.float32)
+    with no_grad():
+        model(tensor(x))
+        model[0].padding_mode = "reflect"
+        got = model(tensor(x)).detach()._array.copy()
+        alone = model[0](tensor(x)).detach()._array.copy()
+    np.testing.assert_allclose(got, _recorded(model, x), rtol=1e-5, atol=1e-6)
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
+    model[0].padding_mode = "zeros"
+    model[0].padding = (0, 0)
+    with no_grad():
+        np.testing.assert_allclose(alone, model[0](tensor(padded)).detach()._array, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="padding_mode"):
+        model[0].padding_mode = "mirror"

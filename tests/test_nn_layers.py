@@ -394,8 +394,31 @@ def test_bad_embedding_indices_and_constructor_arguments():
         nn.GELU(approximate="fast")
     with raises_naming(TypeError, "Linear", "int32"):
         nn.Linear(2, 2, dtype=np.int32)
-    with pytest.raises(NotImplementedError, match="padding_mode='reflect'"):
-        nn.Conv2d(3, 4, 3, padding_mode="reflect")
+    with raises_naming(ValueError, "Conv2d", "padding_mode", "'mirror'"):
+        nn.Conv2d(3, 4, 3, padding_mode="mirror")
+    with raises_naming(ValueError, "ConvTranspose2d", "padding_mode", "'reflect'"):
+        nn.ConvTranspose2d(3, 4, 3, padding_mode="reflect")
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+@pytest.mark.parametrize("layer, padding", [("Conv2d", (1, 2)), ("Conv2d", "same"), ("Conv1d", 2), ("Conv2d", 0)])
+def test_padding_modes_match_torch(mode, layer, padding, rng):
+    torch = pytest.importorskip("torch")
+    kernel = 3 if layer == "Conv1d" else (3, 4)
+    ref = getattr(torch.nn, layer)(2, 3, kernel, padding=padding, padding_mode=mode, dilation=1).double()
+    ours = getattr(nn, layer)(2, 3, kernel, padding=padding, padding_mode=mode).double()
+    ours.load_state_dict({k: v.numpy() for k, v in ref.state_dict().items()})
+    assert repr(ours) == repr(ref)
+    shape = (2, 2, 7) if layer == "Conv1d" else (2, 2, 6, 7)
+    x = rng.standard_normal(shape)
+    xt, xd = torch.tensor(x, requires_grad=True), dk.tensor(x, requires_grad=True)
+    out_t, out = ref(xt), ours(xd)
+    np.testing.assert_allclose(out.detach().numpy(), out_t.detach().numpy(), rtol=1e-12, atol=1e-12)
+    g = rng.standard_normal(tuple(out_t.shape))
+    out_t.backward(torch.tensor(g))
+    out.backward(dk.tensor(g))
+    np.testing.assert_allclose(xd.grad.numpy(), xt.grad.numpy(), rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(ours.weight.grad.numpy(), ref.weight.grad.numpy(), rtol=1e-11, atol=1e-12)
 
 
 def test_module_to_moves_every_buffer_and_casts_only_floating_ones():

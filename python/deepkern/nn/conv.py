@@ -70,7 +70,8 @@ class _ConvNd(Module):
     ``(out_channels, in_channels / groups, *kernel_size)`` (transposed:
     ``(in_channels, out_channels / groups, *kernel_size)``), PyTorch's initialisation
     (kaiming_uniform_(a=sqrt(5)); bias U(-1/sqrt(fan_in), 1/sqrt(fan_in))), input checks and repr.
-    Only ``padding_mode='zeros'`` is supported."""
+    ``padding_mode`` 'reflect', 'replicate' or 'circular' (convolutions only, as in PyTorch) pads the
+    input with ``F.pad`` in that mode, then convolves without padding."""
 
     dims = 2  # spatial dimensions
     transposed = False
@@ -81,9 +82,21 @@ class _ConvNd(Module):
 
     @padding_mode.setter
     def padding_mode(self, mode) -> None:  # checked whenever set: a later assignment had been ignored
-        if mode != "zeros":
-            raise NotImplementedError(f"{type(self).__name__}: padding_mode={mode!r} is not supported, only 'zeros'")
+        allowed = ("zeros",) if self.transposed else ("zeros", "reflect", "replicate", "circular")
+        if mode not in allowed:
+            raise ValueError(f"{type(self).__name__}: padding_mode must be one of {allowed}, got {mode!r}")
         self.__dict__["_padding_mode"] = mode
+
+    def _mode_padding(self) -> list:
+        """The input's padding for F.pad (last dimension first, each side) in a non-zeros padding mode."""
+        if self.padding == "valid":
+            return [0, 0] * self.dims
+        if self.padding == "same":
+            sides = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
+            pairs = [(total // 2, total - total // 2) for total in sides]
+        else:
+            pairs = [(p, p) for p in self.padding]
+        return [side for pair in reversed(pairs) for side in pair]
 
     def __init__(
         self,
@@ -175,9 +188,10 @@ class _ConvNd(Module):
                 return y
         self._checked(input)
         function = F.conv1d if self.dims == 1 else F.conv2d
-        return run_op(
-            self, function, input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
-        )
+        padding = self.padding
+        if self.padding_mode != "zeros":
+            input, padding = F.pad(input, self._mode_padding(), mode=self.padding_mode), 0
+        return run_op(self, function, input, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
 
     def _infer(self, x, bn=None, relu=False):
         """Inference on ``x`` (an array from _inference.host_array) as an array: the 2-D convolution
@@ -186,8 +200,8 @@ class _ConvNd(Module):
         the folded and packed weights) is made once per input shape and weights (_conv_plan, kept
         until an array is replaced or written in place). None where the ordinary path must run
         (not 2-D, weights on another device or not contiguous)."""
-        if x.dtype not in (np.float32, np.float64):  # bfloat16: the ordinary path (no packed weights)
-            return None
+        if x.dtype not in (np.float32, np.float64) or self.padding_mode != "zeros":  # bfloat16, padding modes:
+            return None  # the ordinary path
         bias = member(self, "bias")
         weight = member(self, "weight")._array
         arrays = (weight, None if bias is None else bias._array) if bn is None else conv_bn_arrays(self, bn)
@@ -234,6 +248,8 @@ class _ConvNd(Module):
             s += f", groups={self.groups}"
         if self.bias is None:
             s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
         return s
 
 
