@@ -655,3 +655,75 @@ def test_division_log_and_sqrt_at_the_edges_give_inf_and_nan_without_warnings():
     np.testing.assert_array_equal(outs[2].detach().numpy(), [np.inf, -1.0, 0.5])
     np.testing.assert_array_equal(outs[3].detach().numpy(), [np.inf, -1.0, 0.5])
     assert np.isnan(x.grad.numpy()[:2]).any() and np.isfinite(x.grad.numpy()[2])
+
+
+# -- PyTorch's autograd debugging tools ---------------------------------------------------------------
+
+
+class _WrongSquare(dk.Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return a * a
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        return g * a  # should be 2 a
+
+
+def test_gradcheck_accepts_right_gradients_and_names_a_wrong_one(rng):
+    from deepkern import autograd
+
+    x = dk.tensor(rng.standard_normal((3, 2)), requires_grad=True)
+    w = dk.tensor(rng.standard_normal((2, 4)), requires_grad=True)
+    assert autograd.gradcheck(lambda a, b: (a @ b).tanh(), (x, w))
+    assert autograd.gradcheck(lambda a: (a.exp(), a.sum()), x)
+    with raises_naming(autograd.GradcheckError, "Jacobian mismatch", "output 0", "input 0"):
+        autograd.gradcheck(_WrongSquare.apply, (x,))
+    assert autograd.gradcheck(_WrongSquare.apply, (x,), raise_exception=False) is False
+    np.testing.assert_array_equal(x.grad is None, True)  # gradcheck leaves .grad alone
+    with pytest.warns(UserWarning, match="float64"):
+        autograd.gradcheck(lambda a: a * 2, dk.tensor([1.0, 2.0], requires_grad=True), eps=1e-2, atol=1e-2)
+
+
+def test_variable_is_a_detached_leaf_sharing_memory_as_in_torch():
+    from deepkern.autograd import Variable
+
+    a = dk.ones(2)
+    v = Variable(a, requires_grad=True)
+    assert v is not a and v.requires_grad and v.is_leaf and not a.requires_grad
+    v.detach()[0] = 5.0
+    assert a.tolist() == [5.0, 1.0]
+    b = dk.ones(2, requires_grad=True) * 2
+    assert Variable(b).grad_fn is None and not Variable(b).requires_grad
+    assert Variable([1.0, 2.0], requires_grad=True).requires_grad
+
+
+def test_detect_anomaly_names_the_function_that_returned_nan():
+    from deepkern import autograd
+
+    x = dk.tensor([0.0], requires_grad=True)
+    (x.sqrt() * 0).sum().backward()  # off: NaN gradients pass silently, as in PyTorch
+    assert np.isnan(x.grad.item())
+    x.grad = None
+    with autograd.detect_anomaly():
+        assert autograd.is_anomaly_enabled()
+        with raises_naming(RuntimeError, "Function 'SqrtBackward' returned nan values in its 0th output"):
+            (x.sqrt() * 0).sum().backward()
+    assert not autograd.is_anomaly_enabled()
+    autograd.set_detect_anomaly(True)
+    try:
+        with pytest.raises(RuntimeError, match="nan values"):
+            (x.sqrt() * 0).sum().backward()
+    finally:
+        autograd.set_detect_anomaly(False)
+    with autograd.set_detect_anomaly(True, check_nan=False):
+        (x.sqrt() * 0).sum().backward()
+
+    @autograd.detect_anomaly()
+    def step():
+        (x.sqrt() * 0).sum().backward()
+
+    with pytest.raises(RuntimeError, match="SqrtBackward"):
+        step()

@@ -39,6 +39,12 @@ __all__ = [
     "set_grad_enabled",
     "grad",
     "RemovableHandle",
+    "Variable",
+    "gradcheck",
+    "GradcheckError",
+    "detect_anomaly",
+    "set_detect_anomaly",
+    "is_anomaly_enabled",
 ]
 
 _state = threading.local()
@@ -845,6 +851,10 @@ def _run_node(node, grads, retain_graph: bool, to_input, wanted) -> None:
         raise RuntimeError(
             f"{node.name()} returned an incorrect number of gradients (expected {expected}, got {len(in_grads)})"
         )
+    if _ANOMALY[1]:
+        for i, g in enumerate(in_grads):
+            if g is not None and bool(np.isnan(g).any()):
+                raise RuntimeError(f"Function '{node.name()}' returned nan values in its {i}th output.")
     if not retain_graph:
         node.ctx.release()
     for inp, g in zip(node.inputs, in_grads):
@@ -858,3 +868,136 @@ def _run_node(node, grads, retain_graph: bool, to_input, wanted) -> None:
         if g.dtype != dtype:  # an input's gradient in its own dtype, as PyTorch's engine casts it
             g = g.astype(dtype)
         to_input(inp, g)
+
+
+# -- debugging and checking tools ----------------------------------------------------------------
+
+_ANOMALY = [False, False]  # anomaly detection on; with it, NaN gradients raise (check_nan)
+
+
+def is_anomaly_enabled() -> bool:
+    return _ANOMALY[0]
+
+
+class set_detect_anomaly:
+    """Anomaly detection on or off (for the process, as PyTorch's), as a call or a context manager:
+    while on (with ``check_nan``), a backward function that returns a gradient holding NaN raises
+    a RuntimeError naming it. (PyTorch also prints the forward call that made the node; deepkern does
+    not record forward tracebacks.)"""
+
+    def __init__(self, mode: bool, check_nan: bool = True):
+        self.previous = tuple(_ANOMALY)
+        _ANOMALY[:] = [bool(mode), bool(mode) and bool(check_nan)]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _ANOMALY[:] = list(self.previous)
+
+
+class detect_anomaly(set_detect_anomaly):
+    """``set_detect_anomaly(True)`` inside a ``with`` block (or a decorated function) only."""
+
+    def __init__(self, check_nan: bool = True):
+        self.check_nan = check_nan
+
+    def __enter__(self):
+        super().__init__(True, self.check_nan)
+        return self
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapped(*args, **kwargs):
+            with detect_anomaly(self.check_nan):
+                return fn(*args, **kwargs)
+
+        return wrapped
+
+
+def Variable(data, requires_grad: bool = False, volatile: bool = False):  # noqa: N802 (PyTorch's name)
+    """PyTorch's legacy wrapper: a tensor is its own Variable. ``Variable(t)`` is a new leaf sharing
+    ``t``'s memory (``t.detach()``) that requires grad when asked; other data becomes a tensor."""
+    Tensor = _tensor_class()
+    if not isinstance(data, Tensor):
+        from .tensor import tensor
+
+        return tensor(data, requires_grad=requires_grad)
+    return data.detach().requires_grad_(requires_grad)
+
+
+class GradcheckError(RuntimeError):
+    """A gradcheck mismatch (PyTorch's torch.autograd.GradcheckError)."""
+
+
+def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, **options) -> bool:
+    """Whether the gradients autograd computes for ``func(*inputs)`` match central differences: for
+    each input that requires grad and each output, every element of the Jacobian, within
+    ``atol + rtol * |numerical|``. Inputs should be float64 (a warning otherwise, as PyTorch).
+    A mismatch raises GradcheckError naming the output, the input and the largest difference
+    (or returns False with ``raise_exception=False``). PyTorch's other options are accepted; only the
+    backward-mode check they default to is made."""
+    import warnings
+
+    Tensor = _tensor_class()
+    inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+    checked = [i for i, t in enumerate(inputs) if isinstance(t, Tensor) and t.requires_grad]
+    if not checked:
+        raise ValueError("gradcheck: expected at least one input tensor to require gradient")
+    if any(inputs[i].dtype != np.float64 for i in checked):
+        warnings.warn(
+            "gradcheck: an input that requires grad is not float64; the check is likely to fail",
+            UserWarning,
+            stacklevel=2,
+        )
+
+    def outputs():
+        out = func(*inputs)
+        return [out] if isinstance(out, Tensor) else [o for o in out if isinstance(o, Tensor)]
+
+    def failed(message: str) -> bool:
+        if raise_exception:
+            raise GradcheckError(message)
+        return False
+
+    for k, out in enumerate(outputs()):
+        if not out.requires_grad:
+            continue
+        flat = out.reshape(-1)
+        analytic = {i: np.zeros((flat.shape[0], inputs[i].numel())) for i in checked}
+        for row in range(flat.shape[0]):
+            seed = np.zeros(flat.shape[0], dtype=out.dtype)
+            seed[row] = 1
+            grads = grad(
+                flat,
+                [inputs[i] for i in checked],
+                grad_outputs=Tensor._wrap(seed),
+                retain_graph=True,
+                allow_unused=True,
+            )
+            for i, g in zip(checked, grads):
+                if g is not None:
+                    analytic[i][row] = g.numpy().reshape(-1)
+        for i in checked:
+            values = inputs[i].detach().numpy().reshape(-1)  # the input's own memory: perturbed in place
+            numerical = np.zeros_like(analytic[i])
+            for j in range(values.size):
+                original = values[j]
+                estimates = []
+                for step in (eps, -eps):
+                    values[j] = original + step
+                    with no_grad():
+                        estimates.append(outputs()[k].numpy().astype(np.float64).reshape(-1))
+                values[j] = original
+                numerical[:, j] = (estimates[0] - estimates[1]) / (2 * eps)
+            difference = np.abs(analytic[i] - numerical)
+            if np.any(difference > atol + rtol * np.abs(numerical)) or np.any(
+                np.isnan(difference) != np.isnan(numerical)
+            ):
+                worst = np.unravel_index(np.nanargmax(difference), difference.shape) if difference.size else (0, 0)
+                return failed(
+                    f"gradcheck: Jacobian mismatch for output {k} with respect to input {i}: at (output element "
+                    f"{worst[0]}, input element {worst[1]}) numerical {numerical[worst]:.6g}, analytical "
+                    f"{analytic[i][worst]:.6g} (atol {atol}, rtol {rtol})"
+                )
+    return True
