@@ -463,3 +463,62 @@ def test_module_details_pytorch_keeps():
     with dk.no_grad():
         fast = model(x).numpy()
     np.testing.assert_allclose(fast, model(x).detach().numpy())
+
+
+@pytest.mark.parametrize("input_requires_grad", [True, False])
+def test_full_backward_hooks_see_and_replace_gradients_as_torch(input_requires_grad, rng):
+    """register_full_backward_hook: called with the gradients of the module's inputs (None for an input
+    that does not require grad) and outputs, a returned tuple replacing grad_input;
+    register_full_backward_pre_hook: called with the output gradients, a returned tuple replacing them."""
+    torch = pytest.importorskip("torch")
+
+    def build(lib):
+        return lib.nn.Sequential(lib.nn.Linear(4, 5), lib.nn.Tanh(), lib.nn.Linear(5, 3))
+
+    ref = build(torch).double()
+    ours = build(dk).double()
+    ours.load_state_dict({k: v.numpy() for k, v in ref.state_dict().items()})
+    x = rng.standard_normal((2, 4))
+
+    def run(lib, model):
+        seen = []
+
+        def record(name):
+            def hook(module, grad_input, grad_output):
+                seen.append((name, [None if g is None else g.detach().numpy().copy() for g in grad_input]))
+                seen.append((name, [g.detach().numpy().copy() for g in grad_output]))
+                return (grad_input[0] * 2,) if name == "tanh" else None
+
+            return hook
+
+        handles = [
+            model[1].register_full_backward_hook(record("tanh")),
+            model[0].register_full_backward_hook(record("lin")),
+        ]
+        handles.append(model[2].register_full_backward_pre_hook(lambda module, grad_output: (grad_output[0] * -1,)))
+        xt = lib.tensor(x, requires_grad=input_requires_grad)
+        model(xt).sum().backward()
+        for h in handles:
+            h.remove()
+        model(xt).sum().backward()  # removed: no more calls
+        return seen, model[0].weight.grad.numpy(), None if xt.grad is None else xt.grad.numpy()
+
+    (seen, weight_grad, x_grad), (ref_seen, ref_weight_grad, ref_x_grad) = run(dk, ours), run(torch, ref)
+    assert [name for name, _ in seen] == [name for name, _ in ref_seen] == ["tanh", "tanh", "lin", "lin"]
+    for (_, grads), (_, ref_grads) in zip(seen, ref_seen):
+        assert [g is None for g in grads] == [g is None for g in ref_grads]
+        for g, r in zip(grads, ref_grads):
+            if r is not None:
+                np.testing.assert_allclose(g, r, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(weight_grad, ref_weight_grad, rtol=1e-13)
+    if input_requires_grad:
+        np.testing.assert_allclose(x_grad, ref_x_grad, rtol=1e-13)
+
+
+def test_module_cuda_half_and_share_memory():
+    model = nn.Linear(2, 3)
+    assert model.share_memory() is model
+    assert model.half().weight.dtype == np.float16
+    if not dk.cuda.is_available():
+        with pytest.raises(RuntimeError, match="cuda"):
+            model.cuda()

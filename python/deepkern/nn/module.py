@@ -76,6 +76,8 @@ class Module:
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "_forward_hooks", OrderedDict())
         object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
+        object.__setattr__(self, "_backward_hooks", OrderedDict())
+        object.__setattr__(self, "_backward_pre_hooks", OrderedDict())
         object.__setattr__(self, "training", True)
 
     # -- registration --------------------------------------------------------------------------
@@ -204,6 +206,17 @@ class Module:
         output. Returns a handle whose ``remove()`` unregisters it."""
         return add_hook(self._forward_hooks, hook)
 
+    def register_full_backward_hook(self, hook):
+        """Calls ``hook(module, grad_input, grad_output)`` when the gradients of the module's positional
+        tensor inputs have been computed (``grad_input``: one per positional argument, None where it is
+        not a tensor that requires grad); a tuple it returns replaces ``grad_input``. Returns a handle."""
+        return add_hook(self._backward_hooks, hook)
+
+    def register_full_backward_pre_hook(self, hook):
+        """Calls ``hook(module, grad_output)`` when the gradients of the module's outputs have been
+        computed, before the module's own backward; a tuple it returns replaces ``grad_output``."""
+        return add_hook(self._backward_pre_hooks, hook)
+
     # -- traversal -----------------------------------------------------------------------------
 
     def named_modules(self, memo=None, prefix: str = "", remove_duplicate: bool = True):
@@ -325,6 +338,19 @@ class Module:
         """The module's parameters and buffers moved to the CPU (in place), as ``to("cpu")``."""
         return self.to("cpu")
 
+    def cuda(self, device=None) -> "Module":
+        """The module's parameters and buffers moved to the GPU (``device``: its index, or a device),
+        as ``to("cuda")``; without a usable GPU a RuntimeError saying so."""
+        target = "cuda" if device is None else f"cuda:{device}" if isinstance(device, numbers.Integral) else device
+        return self.to(target)
+
+    def half(self) -> "Module":
+        return self.to(np.float16)
+
+    def share_memory(self) -> "Module":
+        """Returns the module (its arrays live in this process; there is nothing to move to shared memory)."""
+        return self
+
     def float(self) -> "Module":
         return self.to(np.float32)
 
@@ -387,19 +413,24 @@ class Module:
 
     def __call__(self, *args, **kwargs):
         """``forward(*args, **kwargs)`` between the forward pre-hooks and hooks (none registered:
-        forward alone, with no other work per call)."""
-        if not (self._forward_pre_hooks or self._forward_hooks):
+        forward alone, with no other work per call); with backward hooks, the tensor inputs and
+        outputs pass through identities whose backward calls them (_BackwardHooks)."""
+        if not (self._forward_pre_hooks or self._forward_hooks or self._backward_hooks or self._backward_pre_hooks):
             return self.forward(*args, **kwargs)
         for hook in list(self._forward_pre_hooks.values()):
             replaced = hook(self, args)
             if replaced is not None:
                 args = replaced if isinstance(replaced, tuple) else (replaced,)
+        backward = None
+        if (self._backward_hooks or self._backward_pre_hooks) and autograd.is_grad_enabled():
+            backward = _BackwardHooks(self)
+            args = backward.wrap_inputs(args)
         output = self.forward(*args, **kwargs)
         for hook in list(self._forward_hooks.values()):
             replaced = hook(self, args, output)
             if replaced is not None:
                 output = replaced
-        return output
+        return output if backward is None else backward.wrap_outputs(output)
 
     def extra_repr(self) -> str:
         return ""
@@ -408,6 +439,93 @@ class Module:
         lines = [f"({name}): " + repr(child).replace("\n", "\n  ") for name, child in self.named_children()]
         head = f"{type(self).__name__}({self.extra_repr()}"
         return head + (")" if not lines else "\n  " + "\n  ".join(lines) + "\n)")
+
+
+class _Identity(autograd.Function):
+    """Its arguments unchanged; its backward hands the gradients to ``on_backward`` (which may replace
+    them): where _BackwardHooks sees a module's output and input gradients."""
+
+    @staticmethod
+    def forward(ctx, *arrays, on_backward):
+        ctx.on_backward = on_backward
+        return arrays[0] if len(arrays) == 1 else tuple(arrays)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        replaced = ctx.on_backward(grads)
+        return tuple(grads if replaced is None else replaced)
+
+
+class _BackwardHooks:
+    """One call's backward hooks (PyTorch's BackwardHook): the module's tensor inputs and outputs pass
+    through identities; the outputs' backward runs the backward pre-hooks on the output gradients and
+    keeps them, the inputs' backward runs the backward hooks with both (with no input that requires
+    grad, the outputs' backward runs them, grad_input all None)."""
+
+    def __init__(self, module):
+        self.module = module
+        self.grad_outputs = None
+        self.positions = []  # the positional arguments that are tensors requiring grad
+        self.count = 0
+
+    def wrap_inputs(self, args):
+        from ..tensor import Tensor
+
+        self.count = len(args)
+        self.positions = [i for i, a in enumerate(args) if isinstance(a, Tensor) and a.requires_grad]
+        if not self.positions:
+            return args
+        wrapped = _Identity.apply(*(args[i] for i in self.positions), on_backward=self._inputs_backward)
+        wrapped = wrapped if isinstance(wrapped, tuple) else (wrapped,)
+        args = list(args)
+        for i, t in zip(self.positions, wrapped):
+            args[i] = t
+        return tuple(args)
+
+    def wrap_outputs(self, output):
+        from ..tensor import Tensor
+
+        single = isinstance(output, Tensor)
+        outputs = (output,) if single else tuple(output) if isinstance(output, (tuple, list)) else ()
+        chosen = [i for i, o in enumerate(outputs) if isinstance(o, Tensor) and o.requires_grad]
+        if not chosen:
+            return output
+        wrapped = _Identity.apply(*(outputs[i] for i in chosen), on_backward=self._outputs_backward)
+        wrapped = wrapped if isinstance(wrapped, tuple) else (wrapped,)
+        outputs = list(outputs)
+        for i, t in zip(chosen, wrapped):
+            outputs[i] = t
+        return outputs[0] if single else type(output)(outputs)
+
+    def _outputs_backward(self, grads):
+        from ..tensor import Tensor
+
+        grads = tuple(Tensor._wrap(g) for g in grads)
+        for hook in list(self.module._backward_pre_hooks.values()):
+            replaced = hook(self.module, grads)
+            if replaced is not None:
+                grads = tuple(replaced)
+        self.grad_outputs = grads
+        if not self.positions:  # no input gradient will come: the hooks run now
+            self._run_hooks((None,) * self.count)
+        return tuple(g._array for g in grads)
+
+    def _inputs_backward(self, grads):
+        from ..tensor import Tensor
+
+        grad_input = [None] * self.count
+        for i, g in zip(self.positions, grads):
+            grad_input[i] = Tensor._wrap(g)
+        replaced = self._run_hooks(tuple(grad_input))
+        return None if replaced is None else tuple(replaced[i]._array for i in self.positions)
+
+    def _run_hooks(self, grad_input):
+        changed = None
+        for hook in list(self.module._backward_hooks.values()):
+            replaced = hook(self.module, grad_input, self.grad_outputs)
+            if replaced is not None:
+                grad_input = changed = tuple(replaced)
+        return changed
 
 
 class _ModuleSequence:
