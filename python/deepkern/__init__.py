@@ -13,7 +13,8 @@ from .amp import autocast
 from .autograd import Function, enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from .backends.cpu import isa_label as _isa_label
 from .io import load, save
-from .random import manual_seed
+from .ops._validate import is_floating_dtype
+from .random import Generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state
 from .tensor import (
     Device,
     Tensor,
@@ -55,6 +56,8 @@ from .tensor_functions import __all__ as _FUNCTIONS
 float, double, half = float32, float64, np.dtype(np.float16)
 long, int, bool = int64, int32, bool_
 float16 = half
+int8, int16, uint8 = np.dtype(np.int8), np.dtype(np.int16), np.dtype(np.uint8)
+short = int16
 
 __version__ = _C.__version__
 __all__ = [
@@ -80,6 +83,23 @@ __all__ = [
     "is_grad_enabled",
     "set_grad_enabled",
     "manual_seed",
+    "seed",
+    "initial_seed",
+    "get_rng_state",
+    "set_rng_state",
+    "Generator",
+    "compile",
+    "is_tensor",
+    "is_floating_point",
+    "finfo",
+    "iinfo",
+    "use_deterministic_algorithms",
+    "are_deterministic_algorithms_enabled",
+    "logspace",
+    "int8",
+    "int16",
+    "uint8",
+    "short",
     "Tensor",
     "Device",
     "device",
@@ -137,6 +157,58 @@ def __getattr__(name: str):
 
         return bfloat16_dtype()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def compile(model=None, **options):  # noqa: A001 (PyTorch's name)
+    """PyTorch's ``torch.compile``: deepkern runs its kernels eagerly, so ``model`` (a module or a
+    function) comes back as it is; the options are accepted. Without ``model``, a decorator."""
+    return (lambda fn: fn) if model is None else model
+
+
+def is_tensor(obj) -> builtins.bool:
+    return isinstance(obj, Tensor)
+
+
+def is_floating_point(input) -> builtins.bool:
+    return isinstance(input, Tensor) and is_floating_dtype(input.dtype)
+
+
+def finfo(dtype=None):
+    """The limits of a floating-point dtype (default float32): ``eps``, ``max``, ``min``, ``tiny``, ...
+    (NumPy's finfo; ml_dtypes' for bfloat16)."""
+    from .ops._validate import is_bfloat16
+
+    dtype = np.dtype(float32 if dtype is None else dtype)
+    if is_bfloat16(dtype):
+        import ml_dtypes
+
+        return ml_dtypes.finfo(dtype)
+    return np.finfo(dtype)
+
+
+def iinfo(dtype):
+    """The limits of an integer dtype (NumPy's iinfo)."""
+    return np.iinfo(np.dtype(dtype))
+
+
+_DETERMINISTIC = [False]
+
+
+def use_deterministic_algorithms(mode: builtins.bool, *, warn_only: builtins.bool = False) -> None:
+    """Recorded for ``are_deterministic_algorithms_enabled``: deepkern's kernels give the same result for
+    the same inputs and thread count in any case (their reductions have a fixed order)."""
+    _DETERMINISTIC[0] = builtins.bool(mode)
+
+
+def are_deterministic_algorithms_enabled() -> builtins.bool:
+    return _DETERMINISTIC[0]
+
+
+def logspace(start, end, steps, base=10.0, *, dtype=None, device=None, requires_grad=False):
+    """``base ** linspace(start, end, steps)``, as PyTorch's."""
+    exponents = linspace(start, end, steps, dtype=float64)
+    values = np.power(builtins.float(base), exponents.numpy())
+    return tensor(values, dtype=float32 if dtype is None else dtype, device=device, requires_grad=requires_grad)
 
 
 def get_num_threads() -> int:

@@ -1,0 +1,84 @@
+"""The top-level names PyTorch scripts call: RNG state and generators, dtype limits, compile,
+deterministic-algorithms switch, logspace, is_tensor."""
+
+from __future__ import annotations
+
+import deepkern as dk
+import numpy as np
+import pytest
+
+from checks import raises_naming
+
+
+def test_rng_state_round_trips_every_stream():
+    dk.manual_seed(11)
+    assert dk.initial_seed() == 11
+    state = dk.get_rng_state()
+    assert state.dtype == np.uint8 and state.ndim == 1
+    first = (dk.randn(4).tolist(), dk.rand(2).tolist(), dk.nn.functional.dropout(dk.ones(64), 0.5).tolist())
+    dk.randn(7)  # move on
+    dk.set_rng_state(state)
+    again = (dk.randn(4).tolist(), dk.rand(2).tolist(), dk.nn.functional.dropout(dk.ones(64), 0.5).tolist())
+    assert first == again and dk.initial_seed() == 11
+    with raises_naming(ValueError, "set_rng_state", "uint8"):
+        dk.set_rng_state(dk.tensor([1.0, 2.0]))
+    with raises_naming(ValueError, "set_rng_state"):
+        dk.set_rng_state(dk.tensor(np.frombuffer(b"not a state", dtype=np.uint8).copy()))
+    fresh = dk.seed()
+    assert dk.initial_seed() == fresh
+
+
+def test_generator_is_its_own_seeded_stream():
+    g = dk.Generator().manual_seed(5)
+    assert g.initial_seed() == 5
+    a = dk.randn(3, generator=g).tolist()
+    assert a == dk.randn(3, generator=dk.Generator().manual_seed(5)).tolist()
+    assert dk.randn(3, generator=g).tolist() != a  # the stream moved on
+    state = g.get_state()
+    b = dk.rand(2, generator=g).tolist()
+    assert dk.rand(2, generator=g.set_state(state)).tolist() == b
+    x = dk.zeros(1000)
+    x.uniform_(-1, 1, generator=dk.Generator().manual_seed(1))
+    y = dk.zeros(1000).uniform_(-1, 1, generator=dk.Generator().manual_seed(1))
+    assert x.tolist() == y.tolist() and -1 <= x.min().item() and x.max().item() < 1
+    loaders = [
+        dk.data.DataLoader(dk.data.TensorDataset(np.arange(9)), 4, True, generator=dk.Generator().manual_seed(2))
+    ]
+    assert [b[0].tolist() for b in loaders[0]] == [
+        b[0].tolist()
+        for b in dk.data.DataLoader(
+            dk.data.TensorDataset(np.arange(9)), 4, True, generator=dk.Generator().manual_seed(2)
+        )
+    ]
+    with raises_naming(TypeError, "manual_seed", "int"):
+        dk.Generator().manual_seed(1.5)
+
+
+def test_limits_and_small_helpers_match_torch():
+    torch = pytest.importorskip("torch")
+    for dtype, ref in ((dk.float32, torch.float32), (dk.float64, torch.float64), (dk.bfloat16, torch.bfloat16)):
+        assert float(dk.finfo(dtype).eps) == torch.finfo(ref).eps
+        assert float(dk.finfo(dtype).max) == torch.finfo(ref).max
+        assert float(dk.finfo(dtype).tiny) == torch.finfo(ref).tiny
+    assert float(dk.finfo().eps) == torch.finfo().eps
+    for dtype, ref in ((dk.int64, torch.int64), (dk.uint8, torch.uint8), (dk.int8, torch.int8)):
+        assert dk.iinfo(dtype).max == torch.iinfo(ref).max and dk.iinfo(dtype).min == torch.iinfo(ref).min
+    np.testing.assert_allclose(dk.logspace(-2, 3, 7).numpy(), torch.logspace(-2, 3, 7).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        dk.logspace(0, 1, 5, base=2.0, dtype=dk.float64).numpy(), torch.logspace(0, 1, 5, base=2.0, dtype=torch.float64)
+    )
+    assert dk.is_tensor(dk.ones(1)) and not dk.is_tensor(np.ones(1))
+    assert dk.is_floating_point(dk.ones(1)) and not dk.is_floating_point(dk.tensor([1]))
+    model = dk.nn.Linear(2, 2)
+    assert dk.compile(model, mode="max-autotune") is model
+
+    @dk.compile(fullgraph=True)
+    def double(x):
+        return x * 2
+
+    assert double(dk.ones(2)).tolist() == [2.0, 2.0]
+    dk.use_deterministic_algorithms(True)
+    assert dk.are_deterministic_algorithms_enabled()
+    dk.use_deterministic_algorithms(False)
+    assert not dk.are_deterministic_algorithms_enabled()
+    assert dk.zeros(2, dtype=dk.uint8).dtype == np.uint8 and dk.short == np.int16
