@@ -18,6 +18,7 @@ from .conv import (
     PixelShuffle,
     PixelUnshuffle,
 )
+from .fold import Fold, MaxUnpool2d, Unfold
 from .linear import Embedding, Flatten, Linear
 from .loss import (
     BCELoss,
@@ -84,6 +85,9 @@ __all__ = [
     "AdaptiveMaxPool2d",
     "PixelShuffle",
     "PixelUnshuffle",
+    "Unfold",
+    "Fold",
+    "MaxUnpool2d",
     "Flatten",
     "BatchNorm1d",
     "BatchNorm2d",

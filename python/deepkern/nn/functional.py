@@ -76,6 +76,9 @@ __all__ = [
     "flatten",
     "pixel_shuffle",
     "pixel_unshuffle",
+    "unfold",
+    "fold",
+    "max_unpool2d",
     "one_hot",
     "pad",
     "interpolate",
@@ -1424,6 +1427,7 @@ def flatten(input, start_dim=0, end_dim=-1):
 
 # The losses' functional forms live beside their modules (loss.py).
 from ._attention import scaled_dot_product_attention  # noqa: E402
+from ._fold import fold, max_unpool2d, unfold  # noqa: E402
 from ._resample import interpolate, pad  # noqa: E402
 from .loss import (  # noqa: E402
     binary_cross_entropy,

@@ -1,7 +1,8 @@
 """``torch.nn.utils``: gradient clipping by norm and by value; ``parameters_to_vector`` and
-``vector_to_parameters``; ``rnn``, the variable-length batches of the recurrent layers
-(PackedSequence and the pad/pack functions); ``fuse_modules``, the inference fusion of layers
-called from a model's own ``forward``."""
+``vector_to_parameters``; ``spectral_norm`` and ``weight_norm`` (the hook-based
+reparametrizations, undone by ``remove_spectral_norm`` and ``remove_weight_norm``); ``rnn``, the
+variable-length batches of the recurrent layers (PackedSequence and the pad/pack functions);
+``fuse_modules``, the inference fusion of layers called from a model's own ``forward``."""
 
 from __future__ import annotations
 
@@ -15,14 +16,20 @@ import numpy as np
 from ...tensor import Tensor, tensor
 from . import rnn
 from .convert_parameters import parameters_to_vector, vector_to_parameters
+from .spectral_norm import remove_spectral_norm, spectral_norm
+from .weight_norm import remove_weight_norm, weight_norm
 
 __all__ = [
     "clip_grad_norm_",
     "clip_grad_value_",
     "fuse_modules",
     "parameters_to_vector",
+    "remove_spectral_norm",
+    "remove_weight_norm",
     "rnn",
+    "spectral_norm",
     "vector_to_parameters",
+    "weight_norm",
 ]
 
 

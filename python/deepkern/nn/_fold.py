@@ -1,0 +1,337 @@
+"""``unfold`` / ``fold`` (``torch.nn.functional``'s im2col and col2im) and ``max_unpool2d``, each
+one differentiable Function on arrays, with PyTorch's arguments, shapes, checks and numerics.
+
+* ``unfold(input, kernel_size, dilation=1, padding=0, stride=1)``: input ``(N, C, H, W)`` or
+  ``(C, H, W)`` gives ``(N, C * kh * kw, L)`` or ``(C * kh * kw, L)``, each column one sliding
+  block (row ``c * kh * kw + i * kw + j``, column ``bh * blocks_w + bw``), zeros where a block
+  reaches the padding. A NumPy array is read through one strided view (no copy of the input but
+  the padded one); other arrays by one slice copy per kernel offset (i, j).
+* ``fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1)``: the adjoint: the
+  blocks summed back into ``(N, C, H, W)`` (overlaps add), one strided slice addition per kernel
+  offset, in PyTorch's order (so float32 sums are PyTorch's).
+* ``max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None)``: the
+  values of ``input`` put at the flat (H * W) positions ``indices`` of max_pool2d's
+  ``return_indices=True`` in a zero output; its gradient gathers from those positions.
+
+The two first are each other's gradient. Bad arguments raise TypeError (a type) or ValueError (a
+value) naming the function and the argument; an out-of-range unpooling index is a RuntimeError."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .. import backends
+from ..autograd import Function
+from ..ops._validate import is_floating_dtype
+from ..tensor import Tensor
+
+__all__ = ["unfold", "fold", "max_unpool2d"]
+
+
+# ---------------------------------------------------------------------------------------------
+# arguments
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_int(value) -> bool:
+    """An int, a NumPy integer or a bool (PyTorch's int lists take one as 0 or 1)."""
+    return isinstance(value, (numbers.Integral, np.integer, np.bool_))
+
+
+def _pair(value, name: str, op: str) -> tuple:
+    """An int or a pair of ints as a pair of ints (PyTorch's ``_pair`` and int-list argument)."""
+    if _is_int(value):
+        return (int(value), int(value))
+    if isinstance(value, (tuple, list)) or (hasattr(value, "__len__") and not isinstance(value, (str, Tensor))):
+        items = tuple(value)
+        if not all(_is_int(v) for v in items):
+            raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+        if len(items) != 2:
+            raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {len(items)} values: {value!r}")
+        return (int(items[0]), int(items[1]))
+    raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {type(value).__name__} {value!r}")
+
+
+def _window(op: str, kernel_size, dilation, padding, stride) -> tuple:
+    """The four pairs, checked as PyTorch's im2col/col2im check them."""
+    k = _pair(kernel_size, "kernel_size", op)
+    d = _pair(dilation, "dilation", op)
+    p = _pair(padding, "padding", op)
+    s = _pair(stride, "stride", op)
+    if min(k) <= 0:
+        raise ValueError(f"{op}: kernel_size should be greater than zero, but got kernel_size={k}")
+    if min(d) <= 0:
+        raise ValueError(f"{op}: dilation should be greater than zero, but got dilation={d}")
+    if min(p) < 0:
+        raise ValueError(f"{op}: padding should be non-negative, but got padding={p}")
+    if min(s) <= 0:
+        raise ValueError(f"{op}: stride should be greater than zero, but got stride={s}")
+    return k, d, p, s
+
+
+def _blocks(size: tuple, k: tuple, d: tuple, p: tuple, s: tuple) -> tuple:
+    """The number of sliding blocks along the height and the width (floor division, as PyTorch's
+    div_rtn: negative when the padded size is below the dilated kernel)."""
+    return tuple((size[a] + 2 * p[a] - (d[a] * (k[a] - 1) + 1)) // s[a] + 1 for a in (0, 1))
+
+
+def _tensor(value, name: str, op: str) -> Tensor:
+    t = value if isinstance(value, Tensor) else Tensor._wrap(backends.as_array(value))
+    if not is_floating_dtype(t.dtype):
+        raise TypeError(f"{op}: {name} must be a floating-point tensor, got dtype {t.dtype}")
+    return t
+
+
+# ---------------------------------------------------------------------------------------------
+# im2col / col2im on arrays
+# ---------------------------------------------------------------------------------------------
+
+
+def _offset_slices(i: int, j: int, blocks: tuple, d: tuple, s: tuple) -> tuple:
+    """The strided slices of the padded image that kernel offset (i, j) reads in every block."""
+    top, left = i * d[0], j * d[1]
+    return (
+        slice(None),
+        slice(None),
+        slice(top, top + s[0] * (blocks[0] - 1) + 1, s[0]),
+        slice(left, left + s[1] * (blocks[1] - 1) + 1, s[1]),
+    )
+
+
+def im2col(x, k: tuple, d: tuple, p: tuple, s: tuple, strided: bool = True):
+    """``x`` ``(N, C, H, W)`` as its blocks ``(N, C * kh * kw, L)`` (see the module docstring); the
+    caller has checked that there is at least one block each way. ``strided``: read a NumPy array
+    through one strided view (else one slice copy per kernel offset, as for other arrays)."""
+    n, c, h, w = x.shape
+    blocks = _blocks((h, w), k, d, p, s)
+    backend = backends.backend_of(x, op="unfold")
+    if p[0] or p[1]:
+        padded = backend.zeros((n, c, h + 2 * p[0], w + 2 * p[1]), x.dtype)
+        padded[:, :, p[0] : p[0] + h, p[1] : p[1] + w] = x
+    else:
+        padded = x
+    shape = (n, c, k[0], k[1], blocks[0], blocks[1])
+    if strided and type(padded) is np.ndarray:
+        sn, sc, sh, sw = padded.strides
+        view = np.lib.stride_tricks.as_strided(
+            padded, shape, (sn, sc, d[0] * sh, d[1] * sw, s[0] * sh, s[1] * sw), writeable=False
+        )
+        return np.ascontiguousarray(view).reshape(n, c * k[0] * k[1], blocks[0] * blocks[1])
+    out = backend.empty(shape, x.dtype)
+    for i in range(k[0]):
+        for j in range(k[1]):
+            out[:, :, i, j] = padded[_offset_slices(i, j, blocks, d, s)]
+    return out.reshape(n, c * k[0] * k[1], blocks[0] * blocks[1])
+
+
+def col2im(cols, size: tuple, k: tuple, d: tuple, p: tuple, s: tuple):
+    """The blocks ``cols`` ``(N, C * kh * kw, L)`` summed into an image ``(N, C, H, W)``, ``size``
+    = (H, W); the caller has checked that L is the number of blocks."""
+    n = cols.shape[0]
+    c = cols.shape[1] // (k[0] * k[1])
+    h, w = size
+    blocks = _blocks(size, k, d, p, s)
+    backend = backends.backend_of(cols, op="fold")
+    out = backend.zeros((n, c, h + 2 * p[0], w + 2 * p[1]), cols.dtype)
+    cols = cols.reshape(n, c, k[0], k[1], blocks[0], blocks[1])
+    # One addition per kernel offset, in PyTorch's order; within one offset the blocks' positions
+    # are distinct, so a slice addition sums every overlap.
+    for i in range(k[0]):
+        for j in range(k[1]):
+            out[_offset_slices(i, j, blocks, d, s)] += cols[:, :, i, j]
+    if p[0] or p[1]:
+        out = backend.ascontiguousarray(out[:, :, p[0] : p[0] + h, p[1] : p[1] + w])
+    return out
+
+
+class Im2Col(Function):
+    """``unfold`` of a 4-D array; the gradient is ``col2im``."""
+
+    @staticmethod
+    def forward(ctx, x, window):
+        ctx.size = x.shape[2:]
+        ctx.window = window
+        return im2col(x, *window)
+
+    @staticmethod
+    def backward(ctx, g):
+        return col2im(g, ctx.size, *ctx.window)
+
+
+class Col2Im(Function):
+    """``fold`` of a 3-D array; the gradient is ``im2col``."""
+
+    @staticmethod
+    def forward(ctx, x, size, window):
+        ctx.window = window
+        return col2im(x, size, *window)
+
+    @staticmethod
+    def backward(ctx, g):
+        return im2col(g, *ctx.window)
+
+
+# ---------------------------------------------------------------------------------------------
+# unfold / fold
+# ---------------------------------------------------------------------------------------------
+
+
+def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
+    """The sliding blocks of ``input`` ``(N, C, H, W)`` or ``(C, H, W)`` as columns: ``(N, C *
+    kh * kw, L)`` or ``(C * kh * kw, L)`` (torch.nn.functional.unfold, im2col)."""
+    op = "unfold"
+    x = _tensor(input, "input", op)
+    k, d, p, s = _window(op, kernel_size, dilation, padding, stride)
+    if x.ndim not in (3, 4) or 0 in x.shape[-3:]:
+        raise ValueError(
+            f"{op}: expected input to be 3-D (C, H, W) or 4-D (N, C, H, W) (with possibly 0 batch size) "
+            f"and non-zero dimensions but the batch, got shape {tuple(x.shape)}"
+        )
+    size = x.shape[-2:]
+    blocks = _blocks(size, k, d, p, s)
+    if min(blocks) < 1:
+        raise ValueError(
+            f"{op}: given input with spatial size {tuple(size)}, kernel_size={k}, dilation={d}, padding={p}, "
+            f"calculated shape of the array of sliding blocks as {blocks}, but its components must be at least one"
+        )
+    batched = x.ndim == 4
+    out = Im2Col.apply(x if batched else x.unsqueeze(0), (k, d, p, s))
+    return out if batched else out.squeeze(0)
+
+
+def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
+    """The columns ``input`` ``(N, C * kh * kw, L)`` or ``(C * kh * kw, L)`` of unfold summed back
+    into ``(N, C, H, W)`` or ``(C, H, W)``, ``output_size`` = (H, W), overlapping blocks adding up
+    (torch.nn.functional.fold, col2im)."""
+    op = "fold"
+    x = _tensor(input, "input", op)
+    size = _pair(output_size, "output_size", op)
+    k, d, p, s = _window(op, kernel_size, dilation, padding, stride)
+    if x.ndim not in (2, 3) or 0 in x.shape[-2:]:
+        raise ValueError(
+            f"{op}: expected input to be 2-D (C * kh * kw, L) or 3-D (N, C * kh * kw, L) (with possibly 0 batch "
+            f"size) and non-zero dimensions but the batch, got shape {tuple(x.shape)}"
+        )
+    planes, length = x.shape[-2:]
+    if planes % (k[0] * k[1]):
+        raise ValueError(
+            f"{op}: expected the size of input's dimension {x.ndim - 2} to be divisible by the product of "
+            f"kernel_size, but got input.size({x.ndim - 2})={planes} and kernel_size={k}"
+        )
+    blocks = _blocks(size, k, d, p, s)
+    where = f"given output_size={size}, kernel_size={k}, dilation={d}, padding={p}, stride={s}"
+    if length != blocks[0] * blocks[1]:
+        raise ValueError(
+            f"{op}: {where}, expected the size of input's last dimension to match the calculated number of "
+            f"sliding blocks {blocks[0]} * {blocks[1]} = {blocks[0] * blocks[1]}, but got input.size(-1)={length}"
+        )
+    if min(blocks) < 1:
+        raise ValueError(
+            f"{op}: {where}, calculated shape of the array of sliding blocks as {blocks}, which is too small "
+            "(non-positive)"
+        )
+    if min(size) < 1:
+        raise ValueError(f"{op}: expected output_size to be positive, but got output_size={size}")
+    batched = x.ndim == 3
+    out = Col2Im.apply(x if batched else x.unsqueeze(0), size, (k, d, p, s))
+    return out if batched else out.squeeze(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# max_unpool2d
+# ---------------------------------------------------------------------------------------------
+
+
+class MaxUnpool2d(Function):
+    """``x`` ``(P, L)`` (planes, values) put at ``indices`` ``(P, L)`` of zero planes of ``area``
+    elements; the gradient gathers from those positions. Arrays of another device go through host
+    memory."""
+
+    @staticmethod
+    def forward(ctx, x, indices, area):
+        ctx.save_for_backward(indices)
+        host_x, host_indices = _host(x), _host(indices)
+        out = np.zeros((x.shape[0], area), x.dtype)
+        out[np.arange(x.shape[0])[:, None], host_indices] = host_x
+        return out if host_x is x else backends.to_device(out, backends.device_of(x))
+
+    @staticmethod
+    def backward(ctx, g):
+        (indices,) = ctx.saved_tensors
+        host_g = _host(g)
+        gathered = np.take_along_axis(host_g, _host(indices), axis=1)
+        return gathered if host_g is g else backends.to_device(gathered, backends.device_of(g))
+
+
+def _host(a) -> np.ndarray:
+    """``a`` in host memory (itself when it is a NumPy array)."""
+    return a if type(a) is np.ndarray else backends.backend_of(a, op="max_unpool2d").to_cpu(a)
+
+
+def _unpool_output_size(op: str, shape: tuple, k: tuple, s: tuple, p: tuple, output_size) -> tuple:
+    """PyTorch's ``_unpool_output_size``: the default ``(H - 1) * stride + kernel - 2 * padding``,
+    or ``output_size`` (2 values, or 4 with the batch and channels first) within a stride of it."""
+    default = tuple((shape[-2 + a] - 1) * s[a] + k[a] - 2 * p[a] for a in (0, 1))
+    if output_size is None:
+        return default
+    if _is_int(output_size) or not hasattr(output_size, "__len__"):
+        raise TypeError(f"{op}: output_size must be a sequence of 2 or 4 ints, got {output_size!r}")
+    size = tuple(output_size)
+    if len(size) == 4:
+        size = size[2:]
+    if len(size) != 2:
+        raise ValueError(
+            f"{op}: output_size should be a sequence containing 2 or 4 elements, but it has a length of {len(size)}"
+        )
+    if not all(_is_int(v) for v in size):
+        raise TypeError(f"{op}: output_size must be a sequence of ints, got {output_size!r}")
+    size = tuple(int(v) for v in size)
+    for a in (0, 1):
+        low, high = default[a] - s[a], default[a] + s[a]
+        if not low < size[a] < high:
+            raise ValueError(f"{op}: invalid output_size {size} (dim {a} must be between {low} and {high})")
+    return size
+
+
+def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """The partial inverse of max_pool2d: ``input`` ``(N, C, H, W)`` or ``(C, H, W)`` put at the
+    flat positions ``indices`` (max_pool2d's ``return_indices=True``, int64, ``input``'s shape) of
+    zero planes ``output_size`` (default ``(H - 1) * stride - 2 * padding + kernel_size``)
+    (torch.nn.functional.max_unpool2d)."""
+    op = "max_unpool2d"
+    x = _tensor(input, "input", op)
+    k = _pair(kernel_size, "kernel_size", op)
+    s = k if stride is None else _pair(stride, "stride", op)
+    p = _pair(padding, "padding", op)
+    idx = indices if isinstance(indices, Tensor) else Tensor._wrap(backends.as_array(indices))
+    if idx.dtype != np.int64:
+        raise TypeError(f"{op}: elements in indices should be type int64 but got: {idx.dtype}")
+    if x.ndim not in (3, 4):
+        raise ValueError(f"{op}: input should be a 3-D or 4-D tensor, but got a tensor with {x.ndim} dimensions")
+    if tuple(idx.shape) != tuple(x.shape):
+        raise ValueError(
+            f"{op}: expected the shape of indices to be the same as that of the input tensor {tuple(x.shape)} "
+            f"but got indices of shape {tuple(idx.shape)}"
+        )
+    for a in range(1, x.ndim):
+        if x.shape[a] == 0:
+            raise ValueError(
+                f"{op}: expected input to have non-zero size for non-batch dimensions, but got {tuple(x.shape)} "
+                f"with dimension {a} being empty"
+            )
+    size = _unpool_output_size(op, tuple(x.shape), k, s, p, output_size)
+    area = size[0] * size[1]
+    flat = idx._array.reshape(-1, x.shape[-2] * x.shape[-1])
+    if flat.size:
+        host = _host(flat)
+        low, high = int(host.min()), int(host.max())
+        if low < 0 or high >= area:
+            bad = low if low < 0 else high
+            raise RuntimeError(
+                f"{op}: found an invalid max index: {bad} (output volumes are of size {size[0]}x{size[1]})"
+            )
+    planes = x.reshape(-1, x.shape[-2] * x.shape[-1])
+    out = MaxUnpool2d.apply(planes, flat, area)
+    return out.reshape(*x.shape[:-2], *size)
