@@ -82,3 +82,52 @@ def test_limits_and_small_helpers_match_torch():
     dk.use_deterministic_algorithms(False)
     assert not dk.are_deterministic_algorithms_enabled()
     assert dk.zeros(2, dtype=dk.uint8).dtype == np.uint8 and dk.short == np.int16
+
+
+@pytest.fixture
+def default_float64():
+    dk.set_default_dtype(dk.float64)
+    yield
+    dk.set_default_dtype(dk.float32)
+
+
+CONSTRUCTS = {
+    "python floats": lambda m: m.tensor([1.5, 2.0]),
+    "zeros": lambda m: m.zeros(2),
+    "ones": lambda m: m.ones(2, 3),
+    "empty": lambda m: m.empty(1),
+    "randn": lambda m: m.randn(2),
+    "rand": lambda m: m.rand(2),
+    "eye": lambda m: m.eye(2),
+    "full of a float": lambda m: m.full((2,), 1.5),
+    "arange of floats": lambda m: m.arange(0.0, 1.0, 0.25),
+    "linspace": lambda m: m.linspace(0, 1, 3),
+    "integer division": lambda m: m.tensor([1, 2]) / 2,
+    "integer times a float": lambda m: m.tensor([1, 2]) * 0.5,
+    "exp of integers": lambda m: m.tensor([1, 2]).exp(),
+    "Linear weight": lambda m: m.nn.Linear(2, 3).weight,
+    "Conv2d bias": lambda m: m.nn.Conv2d(1, 2, 3).bias,
+    "LSTM weight": lambda m: m.nn.LSTM(2, 3).weight_hh_l0,
+    "float32 stays": lambda m: m.tensor([1.0], dtype=m.float32) * 2.0,
+    "integers stay": lambda m: m.tensor([1, 2]) + 1,
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONSTRUCTS))
+def test_default_dtype_float64_gives_torchs_dtypes(name, default_float64):
+    torch = pytest.importorskip("torch")
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        expected = str(CONSTRUCTS[name](torch).dtype).replace("torch.", "")
+    finally:
+        torch.set_default_dtype(previous)
+    assert dk.get_default_dtype() == np.float64
+    assert str(CONSTRUCTS[name](dk).dtype) == expected
+
+
+def test_default_dtype_is_float32_or_float64():
+    assert dk.get_default_dtype() == np.float32
+    with raises_naming(TypeError, "set_default_dtype", "int64"):
+        dk.set_default_dtype(dk.int64)
+    assert dk.get_default_dtype() == np.float32

@@ -32,6 +32,7 @@ from .tensor import (
     from_numpy,
     full,
     full_like,
+    get_default_dtype,
     int32,
     int64,
     linspace,
@@ -43,6 +44,7 @@ from .tensor import (
     randn,
     randn_like,
     randperm,
+    set_default_dtype,
     stack,
     tensor,
     where,
@@ -96,6 +98,8 @@ __all__ = [
     "use_deterministic_algorithms",
     "are_deterministic_algorithms_enabled",
     "logspace",
+    "set_default_dtype",
+    "get_default_dtype",
     "int8",
     "int16",
     "uint8",
@@ -208,7 +212,9 @@ def logspace(start, end, steps, base=10.0, *, dtype=None, device=None, requires_
     """``base ** linspace(start, end, steps)``, as PyTorch's."""
     exponents = linspace(start, end, steps, dtype=float64)
     values = np.power(builtins.float(base), exponents.numpy())
-    return tensor(values, dtype=float32 if dtype is None else dtype, device=device, requires_grad=requires_grad)
+    return tensor(
+        values, dtype=get_default_dtype() if dtype is None else dtype, device=device, requires_grad=requires_grad
+    )
 
 
 def get_num_threads() -> int:

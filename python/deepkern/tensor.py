@@ -54,6 +54,8 @@ __all__ = [
     "stack",
     "where",
     "float32",
+    "set_default_dtype",
+    "get_default_dtype",
     "bfloat16",  # noqa: F822  (the module's __getattr__)
     "float64",
     "int64",
@@ -96,10 +98,27 @@ device = Device
 _NDARRAY = np.ndarray
 
 
+_DEFAULT_FLOAT = [float32]  # the dtype of floating tensors made without one (set_default_dtype)
+
+
+def set_default_dtype(d) -> None:
+    """The floating dtype (float32, the default, or float64) of tensors made from Python floats, of
+    the factories' floating results, of the layers' parameters and of integer results of float ops,
+    as PyTorch's ``torch.set_default_dtype``."""
+    dtype = np.dtype(d)
+    if dtype not in (float32, float64):
+        raise TypeError(f"set_default_dtype: only float32 and float64 are supported, got {dtype}")
+    _DEFAULT_FLOAT[0] = dtype
+
+
+def get_default_dtype() -> np.dtype:
+    return _DEFAULT_FLOAT[0]
+
+
 def _default_dtype(arr: np.ndarray) -> np.ndarray:
-    """PyTorch's defaults for data given as Python values: float32 and int64."""
+    """PyTorch's defaults for data given as Python values: the default float dtype and int64."""
     if arr.dtype == np.float64:
-        return arr.astype(np.float32)
+        return arr if _DEFAULT_FLOAT[0] == float64 else arr.astype(np.float32)
     if arr.dtype.kind in "iu" and arr.dtype != np.int64:
         return arr.astype(np.int64)
     return arr
@@ -428,7 +447,7 @@ class Tensor(LongTailMethods):
         host = self._backend().to_cpu(self._array)
         body = np.array2string(host, separator=", ", prefix="tensor(")
         extra = "" if self.device == CPU_DEVICE else f", device='{self.device}'"
-        extra += f", dtype={self.dtype}" if self.dtype not in (float32, int64) else ""
+        extra += f", dtype={self.dtype}" if self.dtype not in (_DEFAULT_FLOAT[0], int64) else ""
         if self._node is not None:
             extra += f", grad_fn={self._node!r}"
         elif self._requires_grad:
@@ -1020,8 +1039,9 @@ class Tensor(LongTailMethods):
         return F.Relu.apply(self)
 
     def _as_floating(self) -> "Tensor":
-        """This tensor, or its float32 copy when it holds integers or bools (PyTorch's float ops)."""
-        return self if _category(self.dtype) >= 2 else self.to(float32)
+        """This tensor, or its copy in the default float dtype when it holds integers or bools
+        (PyTorch's float ops)."""
+        return self if _category(self.dtype) >= 2 else self.to(_DEFAULT_FLOAT[0])
 
     def log1p(self):
         return F.Log1p.apply(self._as_floating())
@@ -1835,10 +1855,12 @@ def _result_type(operands, divide: bool = False) -> np.dtype:
             category = 0 if isinstance(x, bool) else 1 if isinstance(x, numbers.Integral) else 2
             category = 3 if isinstance(x, complex) else category
             if category > _category(result):
-                double = result == np.float64
-                result = np.dtype((None, np.int64, np.float32, np.complex128 if double else np.complex64)[category])
+                double = result == np.float64 or (_category(result) < 2 and _DEFAULT_FLOAT[0] == float64)
+                result = np.dtype(
+                    (None, np.int64, _DEFAULT_FLOAT[0], np.complex128 if double else np.complex64)[category]
+                )
     if divide and _category(result) < 2:
-        result = np.dtype(np.float32)
+        result = _DEFAULT_FLOAT[0]
     return result
 
 
@@ -2206,26 +2228,26 @@ def _created(array, device, requires_grad: bool = False) -> Tensor:
     return created
 
 
-def zeros(*shape, size=None, dtype=float32, requires_grad=False, device=None) -> Tensor:
+def zeros(*shape, size=None, dtype=None, requires_grad=False, device=None) -> Tensor:
     shape = _shape_args(shape, size, "zeros")
-    return _created(_backend_for(device).zeros(shape, dtype or float32), device, requires_grad)
+    return _created(_backend_for(device).zeros(shape, dtype or _DEFAULT_FLOAT[0]), device, requires_grad)
 
 
-def ones(*shape, size=None, dtype=float32, requires_grad=False, device=None) -> Tensor:
+def ones(*shape, size=None, dtype=None, requires_grad=False, device=None) -> Tensor:
     shape = _shape_args(shape, size, "ones")
-    return _created(_backend_for(device).full(shape, 1, dtype or float32), device, requires_grad)
+    return _created(_backend_for(device).full(shape, 1, dtype or _DEFAULT_FLOAT[0]), device, requires_grad)
 
 
-def empty(*shape, size=None, dtype=float32, requires_grad=False, device=None) -> Tensor:
+def empty(*shape, size=None, dtype=None, requires_grad=False, device=None) -> Tensor:
     shape = _shape_args(shape, size, "empty")
-    return _created(_backend_for(device).empty(shape, dtype or float32), device, requires_grad)
+    return _created(_backend_for(device).empty(shape, dtype or _DEFAULT_FLOAT[0]), device, requires_grad)
 
 
 def _fill_dtype(fill_value):
     """PyTorch's dtype for a tensor filled with ``fill_value``: bool, int64 or float32."""
     if isinstance(fill_value, (bool, np.bool_)):
         return bool_
-    return int64 if isinstance(fill_value, numbers.Integral) else float32
+    return int64 if isinstance(fill_value, numbers.Integral) else _DEFAULT_FLOAT[0]
 
 
 def full(size, fill_value, dtype=None, requires_grad=False, device=None) -> Tensor:
@@ -2313,18 +2335,18 @@ def linspace(start, end, steps, dtype=None, device=None, requires_grad=False) ->
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
         raise RuntimeError(f"linspace: steps must be a non-negative int, got {steps!r}")
     arr = np.linspace(start, end, int(steps))
-    return _created(arr.astype(float32 if dtype is None else dtype), device, requires_grad)
+    return _created(arr.astype(_DEFAULT_FLOAT[0] if dtype is None else dtype), device, requires_grad)
 
 
-def eye(n, m=None, dtype=float32, device=None, requires_grad=False) -> Tensor:
+def eye(n, m=None, dtype=None, device=None, requires_grad=False) -> Tensor:
     """An ``n`` x ``m`` (default: square) matrix with ones on the diagonal."""
     for name, value in (("n", n), ("m", n if m is None else m)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
             raise RuntimeError(f"eye: {name} must be a non-negative int, got {value!r}")
-    return _created(np.eye(n, m, dtype=dtype or float32), device, requires_grad)
+    return _created(np.eye(n, m, dtype=dtype or _DEFAULT_FLOAT[0]), device, requires_grad)
 
 
-def randn(*shape, size=None, dtype=float32, requires_grad=False, generator=None, device=None) -> Tensor:
+def randn(*shape, size=None, dtype=None, requires_grad=False, generator=None, device=None) -> Tensor:
     """Standard normal values from ``generator`` (default: the one ``manual_seed`` seeds), drawn in
     host memory and copied to ``device``."""
     rng = generator or get_generator()
@@ -2332,7 +2354,7 @@ def randn(*shape, size=None, dtype=float32, requires_grad=False, generator=None,
     return _created(values.astype(_floating("randn", dtype)), device, requires_grad)
 
 
-def rand(*shape, size=None, dtype=float32, requires_grad=False, generator=None, device=None) -> Tensor:
+def rand(*shape, size=None, dtype=None, requires_grad=False, generator=None, device=None) -> Tensor:
     """Uniform values in [0, 1), drawn as :func:`randn`'s."""
     rng = generator or get_generator()
     return _created(
@@ -2341,8 +2363,8 @@ def rand(*shape, size=None, dtype=float32, requires_grad=False, generator=None, 
 
 
 def _floating(what: str, dtype) -> np.dtype:
-    """The floating dtype of a random fill (float32 for None), checked by :func:`_check_float`."""
-    dtype = np.dtype(dtype or float32)
+    """The floating dtype of a random fill (the default float dtype for None), checked by :func:`_check_float`."""
+    dtype = np.dtype(dtype or _DEFAULT_FLOAT[0])
     _check_float(what, dtype)
     return dtype
 

@@ -10,7 +10,7 @@ import numpy as np
 from .. import amp, backends
 from ..backends import CPU_DEVICE, Device
 from ..ops._validate import is_bfloat16
-from ..tensor import empty
+from ..tensor import empty, get_default_dtype
 from . import init
 from .module import Parameter
 
@@ -23,14 +23,14 @@ def describe(module) -> str:
 
 
 def factory_kwargs(module_name: str, dtype=None, device=None) -> dict:
-    """The parameters' ``dtype`` (float32 by default) and ``device`` (the CPU by default) from a
-    layer's arguments, checked: a device deepkern has no backend for is a RuntimeError."""
+    """The parameters' ``dtype`` (the default float dtype: float32 unless set) and ``device`` (the CPU
+    by default) from a layer's arguments, checked: a device deepkern has no backend for is a RuntimeError."""
     try:
         device = CPU_DEVICE if device is None else Device(device)
         backends.get(device)
     except (ValueError, RuntimeError) as err:
         raise type(err)(f"{module_name}: {err}") from None
-    dtype = np.dtype(np.float32 if dtype is None else dtype)
+    dtype = get_default_dtype() if dtype is None else np.dtype(dtype)
     if dtype not in _FLOATS:
         raise TypeError(f"{module_name}: dtype must be float32 or float64, got {dtype}")
     return {"dtype": dtype, "device": device}
