@@ -499,3 +499,17 @@ def test_small_pre_activations_keep_their_relative_precision(kind, dtype):
     name = "weight_ih" if cell else "weight_ih_l0"
     grad, ref_grad = getattr(layer, name).grad.numpy(), getattr(ref_layer, name).grad.numpy()
     assert np.max(np.abs(grad - ref_grad)) <= 10 * tol * np.max(np.abs(ref_grad))
+
+
+@pytest.mark.parametrize("kind, kwargs", [("LSTM", dict(num_layers=2, bidirectional=True)), ("GRU", dict(bias=False))])
+def test_all_weights_lists_the_parameters_as_torch(kind, kwargs):
+    torch = _torch()
+    ours, ref = getattr(deepkern.nn, kind)(3, 4, **kwargs), getattr(torch.nn, kind)(3, 4, **kwargs)
+    assert [[tuple(w.shape) for w in layer] for layer in ours.all_weights] == [
+        [tuple(w.shape) for w in layer] for layer in ref.all_weights
+    ]
+    names = {id(p): n for n, p in ours.named_parameters()}
+    ref_names = {id(p): n for n, p in ref.named_parameters()}
+    assert [[names[id(w)] for w in layer] for layer in ours.all_weights] == [
+        [ref_names[id(w)] for w in layer] for layer in ref.all_weights
+    ]

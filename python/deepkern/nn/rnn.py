@@ -205,6 +205,12 @@ class _RNNBase(Module):
     def flatten_parameters(self):
         """A no-op kept for code written for PyTorch (the kernels take each weight as it is)."""
 
+    @property
+    def all_weights(self) -> list:
+        """The parameters per layer and direction, ``[weight_ih, weight_hh, bias_ih, bias_hh]`` (no
+        biases with ``bias=False``), as PyTorch's."""
+        return [[member(self, n) for n in names if n is not None] for names in self._layer_names]
+
     def _name(self):
         return f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size})"
 
