@@ -673,11 +673,11 @@ def test_modules_compute_their_functions_and_print_like_pytorch(rng):
         (nn.BCELoss(), F.binary_cross_entropy(p, y)),
         (
             nn.BCELoss(weight=np.full(3, 2.0, F32), reduction="sum"),
-            F.binary_cross_entropy(p, y, np.full(3, 2.0), "sum"),
+            F.binary_cross_entropy(p, y, np.full(3, 2.0), reduction="sum"),
         ),
         (nn.SmoothL1Loss(beta=0.3), F.smooth_l1_loss(x, y, beta=0.3)),
         (nn.HuberLoss(reduction="none", delta=0.2), F.huber_loss(x, y, "none", 0.2)),
-        (nn.KLDivLoss(reduction="batchmean", log_target=True), F.kl_div(x, y, "batchmean", log_target=True)),
+        (nn.KLDivLoss(reduction="batchmean", log_target=True), F.kl_div(x, y, reduction="batchmean", log_target=True)),
     ]
     for module, want in losses:
         np.testing.assert_array_equal(module(p if isinstance(module, nn.BCELoss) else x, y).numpy(), want.numpy())

@@ -66,6 +66,9 @@ _POLICY_LISTS = {
         "nn.loss._bce",
         "nn.loss._kl_div",
         "nn.loss._PairwiseDistance",  # and triplet margin loss through it
+        "nn.loss._soft_margin",
+        "nn.loss._multi_margin",
+        "nn.loss._multilabel_margin",
         "tensor_ops.Sum",
         "tensor_ops.Prod",
         "tensor_ops.Mean",

@@ -4,6 +4,12 @@ and the loss Modules, with PyTorch's names, defaults and semantics.
 ``reduction`` is 'mean' (default), 'sum' or 'none' everywhere. The pointwise and classification
 losses are single fused Functions (e.g. cross entropy is log-softmax + NLL in one forward and
 one backward); the metric-learning losses are composed from ``pairwise_distance`` and tensor ops.
+The margin losses with PyTorch kernels (soft margin, multi margin, multi-label margin) are
+Functions; the ones PyTorch composes (margin ranking, hinge embedding, multi-label soft margin,
+Poisson and Gaussian NLL, triplet margin with distance, mse/l1/huber ``weight``) are composed the
+same way from tensor ops, so their values and gradients (every argument PyTorch differentiates)
+match. Signatures are PyTorch's, with the deprecated ``size_average`` and ``reduce`` mapped to a
+reduction as ``torch.nn._reduction.legacy_get_string`` does (and its UserWarning).
 
 Bad input raises ValueError (shapes, values) or TypeError (dtypes) naming the loss and the
 shapes or values, e.g. ``CrossEntropyLoss: target 12 is out of range for 10 classes``.
@@ -39,6 +45,15 @@ __all__ = [
     "triplet_margin_loss",
     "contrastive_loss",
     "cosine_embedding_loss",
+    "margin_ranking_loss",
+    "hinge_embedding_loss",
+    "soft_margin_loss",
+    "multilabel_soft_margin_loss",
+    "multi_margin_loss",
+    "multilabel_margin_loss",
+    "poisson_nll_loss",
+    "gaussian_nll_loss",
+    "triplet_margin_with_distance_loss",
     "MSELoss",
     "L1Loss",
     "CrossEntropyLoss",
@@ -51,6 +66,15 @@ __all__ = [
     "TripletMarginLoss",
     "ContrastiveLoss",
     "CosineEmbeddingLoss",
+    "MarginRankingLoss",
+    "HingeEmbeddingLoss",
+    "SoftMarginLoss",
+    "MultiLabelSoftMarginLoss",
+    "MultiMarginLoss",
+    "MultiLabelMarginLoss",
+    "PoissonNLLLoss",
+    "GaussianNLLLoss",
+    "TripletMarginWithDistanceLoss",
 ]
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -108,7 +132,53 @@ def _grad_scale(g, reduction, denom):
 
 
 def _reduce_tensor(loss, reduction):
-    return loss if reduction == "none" else loss.mean() if reduction == "mean" else loss.sum()
+    if reduction == "none":
+        return loss
+    if reduction == "mean" and loss.numel() == 0:  # NaN, as PyTorch's mean of nothing (no warning)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return loss.mean()
+    return loss.mean() if reduction == "mean" else loss.sum()
+
+
+def _legacy_reduction(name, size_average, reduce, reduction, stacklevel=3):
+    """``reduction``, or, when the deprecated ``size_average`` or ``reduce`` is given, the reduction
+    they mean (torch.nn._reduction.legacy_get_string: 'mean' when both are true or None, 'sum' when
+    only ``reduce`` is, else 'none') with PyTorch's UserWarning."""
+    if size_average is None and reduce is None:
+        return reduction
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    ret = "mean" if size_average and reduce else "sum" if reduce else "none"
+    warnings.warn(
+        f"size_average and reduce args will be deprecated, please use reduction='{ret}' instead.",
+        UserWarning,
+        stacklevel=stacklevel,
+    )
+    return ret
+
+
+def _as_tensor(x):
+    """``x`` as a Tensor (arrays and numbers wrapped; Tensors as they are)."""
+    return x if isinstance(x, Tensor) else Tensor._wrap(as_array(x))
+
+
+def _weighted(name, loss, weight, reduction, mean_by_weight):
+    """PyTorch's optional per-element ``weight`` of mse/l1/huber loss: ``loss`` (elementwise, a
+    Tensor) times ``weight`` (differentiable, of input's shape), reduced; 'mean' divides by the
+    summed weights (``mean_by_weight``, mse and l1) or by the element count (huber)."""
+    weighted = loss * _as_tensor(weight)
+    if reduction == "mean" and mean_by_weight:
+        return weighted.sum() / _as_tensor(weight).sum()
+    return _reduce_tensor(weighted, reduction)
+
+
+def _check_weight_shape(name, x, weight):
+    if weight is not None and tuple(_arr(weight).shape) != tuple(x.shape):
+        raise ValueError(
+            f"{name}: weight has shape {tuple(_arr(weight).shape)} but input has shape {tuple(x.shape)}; "
+            "weights and input must have the same size"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,26 +247,42 @@ def _difference(name, input, target, reduction, kind, beta=1.0):
     return _DifferenceLoss.apply(input, target, reduction=reduction, kind=kind, beta=float(beta))
 
 
-def mse_loss(input, target, reduction="mean"):
-    """Mean squared error: (input - target)^2, reduced. Shapes must match."""
-    return _difference("mse_loss", input, target, reduction, "mse")
+def _weighted_difference(name, input, target, reduction, kind, beta, weight):
+    if weight is None:
+        return _difference(name, input, target, reduction, kind, beta)
+    _check_reduction(name, reduction)
+    _check_weight_shape(name, _arr(input), weight)
+    loss = _difference(name, input, target, "none", kind, beta)
+    return _weighted(name, loss, weight, reduction, kind != "huber")
 
 
-def l1_loss(input, target, reduction="mean"):
-    """Mean absolute error: |input - target|, reduced (gradient sign(input - target), 0 at 0)."""
-    return _difference("l1_loss", input, target, reduction, "l1")
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    """Mean squared error: (input - target)^2, reduced. Shapes must match. ``weight`` (optional,
+    input's shape, differentiable) multiplies each element; 'mean' then divides by its sum."""
+    reduction = _legacy_reduction("mse_loss", size_average, reduce, reduction)
+    return _weighted_difference("mse_loss", input, target, reduction, "mse", 1.0, weight)
 
 
-def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
+def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    """Mean absolute error: |input - target|, reduced (gradient sign(input - target), 0 at 0).
+    ``weight`` as :func:`mse_loss`'s."""
+    reduction = _legacy_reduction("l1_loss", size_average, reduce, reduction)
+    return _weighted_difference("l1_loss", input, target, reduction, "l1", 1.0, weight)
+
+
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
     """0.5 d^2 / beta where |d| < beta, |d| - beta / 2 elsewhere, d = input - target, reduced
     (torch.nn.functional.smooth_l1_loss; beta 0 is the L1 loss)."""
+    reduction = _legacy_reduction("smooth_l1_loss", size_average, reduce, reduction)
     return _difference("smooth_l1_loss", input, target, reduction, "smooth_l1", beta)
 
 
-def huber_loss(input, target, reduction="mean", delta=1.0):
+def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """0.5 d^2 where |d| < delta, delta (|d| - delta / 2) elsewhere, d = input - target, reduced
-    (torch.nn.functional.huber_loss; delta times smooth_l1_loss with beta = delta)."""
-    return _difference("huber_loss", input, target, reduction, "huber", delta)
+    (torch.nn.functional.huber_loss; delta times smooth_l1_loss with beta = delta). ``weight``
+    (optional, input's shape) multiplies each element; 'mean' stays the mean over the elements
+    (as PyTorch)."""
+    return _weighted_difference("huber_loss", input, target, reduction, "huber", delta, weight)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,7 +449,16 @@ def _classification(function, name, input, target, weight, ignore_index, reducti
     return function.apply(input, target, weight, ignore_index=ignore_index, reduction=reduction, **extra)
 
 
-def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+def cross_entropy(
+    input,
+    target,
+    weight=None,
+    size_average=None,
+    ignore_index=-100,
+    reduce=None,
+    reduction="mean",
+    label_smoothing=0.0,
+):
     """Cross entropy between softmax(input) over dim 1 and ``target`` (torch.nn.functional.cross_entropy).
 
     ``input`` (N, C), (N, C, d1, ...) or (C,) logits; ``target`` class indices (N,), (N, d1, ...)
@@ -372,6 +467,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     target with the uniform distribution. 'mean' divides by the summed weights of the
     non-ignored targets (class indices) or by the number of samples (probabilities).
     """
+    reduction = _legacy_reduction("cross_entropy", size_average, reduce, reduction)
     return _cross_entropy("cross_entropy", input, target, weight, ignore_index, reduction, label_smoothing)
 
 
@@ -391,9 +487,10 @@ def _cross_entropy(name, input, target, weight, ignore_index, reduction, label_s
     )
 
 
-def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
     """Negative log-likelihood of class-index targets given log-probabilities ``input``
     (N, C, d1, ...) or (C,) (torch.nn.functional.nll_loss)."""
+    reduction = _legacy_reduction("nll_loss", size_average, reduce, reduction)
     return _classification(_NLLLoss, "nll_loss", input, target, weight, ignore_index, reduction)
 
 
@@ -430,11 +527,14 @@ class _BCEWithLogits(Function):
         return grad_x, grad_y, None, None
 
 
-def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
+def binary_cross_entropy_with_logits(
+    input, target, weight=None, size_average=None, reduce=None, reduction="mean", pos_weight=None
+):
     """Binary cross entropy of sigmoid(input) against ``target`` in [0, 1], computed stably from
     the logits (torch.nn.functional.binary_cross_entropy_with_logits):
     -weight * [pos_weight * y log sigmoid(x) + (1 - y) log(1 - sigmoid(x))]. ``weight`` broadcasts
     against input; ``pos_weight`` against the last (class) dimension. Both are constants."""
+    reduction = _legacy_reduction("binary_cross_entropy_with_logits", size_average, reduce, reduction)
     return _bce_with_logits("binary_cross_entropy_with_logits", input, target, weight, reduction, pos_weight)
 
 
@@ -500,10 +600,11 @@ class _BCE(Function):
         return grad_x, grad_y, None
 
 
-def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
     """Binary cross entropy of probabilities ``input`` in [0, 1] against ``target`` in [0, 1]
     (torch.nn.functional.binary_cross_entropy): -weight [y log(x) + (1 - y) log(1 - x)], each log
     clamped at -100. ``weight`` (a constant) broadcasts against input."""
+    reduction = _legacy_reduction("binary_cross_entropy", size_average, reduce, reduction)
     return _bce("binary_cross_entropy", input, target, weight, reduction)
 
 
@@ -556,23 +657,26 @@ class _KLDiv(Function):
         return grad_x, grad_t
 
 
-def kl_div(input, target, reduction="mean", log_target=False):
+def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
     """Kullback-Leibler divergence of ``target`` from ``input`` (log-probabilities), pointwise
     target (log target - input) (torch.nn.functional.kl_div). ``reduction`` 'batchmean' divides
     the sum by the batch size (dimension 0) and gives the divergence itself; 'mean' divides by the
-    element count."""
-    return _kl_div("kl_div", input, target, reduction, log_target)
+    element count. The deprecated ``size_average`` and ``reduce`` give the reduction (no warning
+    about 'mean' then, as PyTorch)."""
+    legacy = size_average is not None or reduce is not None
+    reduction = _legacy_reduction("kl_div", size_average, reduce, reduction)
+    return _kl_div("kl_div", input, target, reduction, log_target, warn_mean=not legacy)
 
 
 @autocast_entry
 @through_float32
-def _kl_div(name, input, target, reduction, log_target):
+def _kl_div(name, input, target, reduction, log_target, warn_mean=True):
     if reduction not in _REDUCTIONS + ("batchmean",):
         raise ValueError(f"{name}: reduction must be 'mean', 'batchmean', 'sum' or 'none', got {reduction!r}")
     x, t = _arr(input), _arr(target)
     _float_input(name, "input", x)
     _same_shape(name, x, t)
-    if reduction == "mean":
+    if reduction == "mean" and warn_mean:
         warnings.warn(
             f"{name}: reduction 'mean' divides the total loss by both the batch size and the support size; "
             "'batchmean' divides only by the batch size, which is the KL divergence's definition",
@@ -659,10 +763,22 @@ def _check_embeddings(name, shapes, labels=None):
             raise ValueError(f"{name}: {what} has shape {shape}, expected {first[:-1]} for inputs of shape {first}")
 
 
-def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2.0, eps=1e-6, swap=False, reduction="mean"):
+def triplet_margin_loss(
+    anchor,
+    positive,
+    negative,
+    margin=1.0,
+    p=2,
+    eps=1e-6,
+    swap=False,
+    size_average=None,
+    reduce=None,
+    reduction="mean",
+):
     """max(d(a, p) - d(a, n) + margin, 0) with d = pairwise_distance(., ., p, eps)
     (torch.nn.functional.triplet_margin_loss); ``swap`` uses min(d(a, n), d(p, n)) as the
     negative distance. Inputs (N, D) or (D,), all of one shape."""
+    reduction = _legacy_reduction("triplet_margin_loss", size_average, reduce, reduction)
     return _triplet("triplet_margin_loss", anchor, positive, negative, margin, p, eps, swap, reduction)
 
 
@@ -712,11 +828,12 @@ def _contrastive(name, x1, x2, target, margin, eps, reduction):
     return _reduce_tensor(d * d * y + push * push * (1 - y), reduction)
 
 
-def cosine_embedding_loss(x1, x2, target, margin=0.0, reduction="mean"):
-    """1 - cos(x1, x2) where target is 1, max(0, cos(x1, x2) - margin) where it is -1
-    (torch.nn.functional.cosine_embedding_loss; cos uses |x|^2 + 1e-12 as PyTorch does).
+def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, reduce=None, reduction="mean"):
+    """1 - cos(input1, input2) where target is 1, max(0, cos(input1, input2) - margin) where it is
+    -1 (torch.nn.functional.cosine_embedding_loss; cos uses |x|^2 + 1e-12 as PyTorch does).
     Inputs (N, D) or (D,), target (N,) or () of 1 and -1."""
-    return _cosine_embedding("cosine_embedding_loss", x1, x2, target, margin, reduction)
+    reduction = _legacy_reduction("cosine_embedding_loss", size_average, reduce, reduction)
+    return _cosine_embedding("cosine_embedding_loss", input1, input2, target, margin, reduction)
 
 
 def _cosine_embedding(name, x1, x2, target, margin, reduction):
@@ -730,6 +847,422 @@ def _cosine_embedding(name, x1, x2, target, margin, reduction):
 
 
 # ---------------------------------------------------------------------------------------------
+# Margin and ranking losses
+# ---------------------------------------------------------------------------------------------
+
+
+def _floating_tensor(name, what, x):
+    """``x`` as a Tensor, TypeError naming ``what`` unless floating-point."""
+    x = _as_tensor(x)
+    _float_input(name, what, x)
+    return x
+
+
+def _broadcast_shape(name, shapes):
+    try:
+        return np.broadcast_shapes(*(s for _, s in shapes))
+    except ValueError:
+        listed = ", ".join(f"{what} {tuple(s)}" for what, s in shapes)
+        raise ValueError(f"{name}: shapes do not broadcast: {listed}") from None
+
+
+def margin_ranking_loss(input1, input2, target, margin=0, size_average=None, reduce=None, reduction="mean"):
+    """max(0, -target (input1 - input2) + margin), reduced (torch.nn.functional.margin_ranking_loss):
+    ``target`` 1 where input1 should rank higher, -1 where input2 should. The three must have
+    the same number of dimensions (they broadcast); every argument is differentiable."""
+    reduction = _legacy_reduction("margin_ranking_loss", size_average, reduce, reduction)
+    return _margin_ranking("margin_ranking_loss", input1, input2, target, margin, reduction)
+
+
+def _margin_ranking(name, input1, input2, target, margin, reduction):
+    _check_reduction(name, reduction)
+    a, b = _floating_tensor(name, "input1", input1), _floating_tensor(name, "input2", input2)
+    t = _as_tensor(target)
+    if not a.ndim == b.ndim == t.ndim:
+        raise ValueError(
+            f"{name}: input1, input2 and target must have the same number of dimensions, got shapes "
+            f"input1 {tuple(a.shape)}, input2 {tuple(b.shape)}, target {tuple(t.shape)}"
+        )
+    _broadcast_shape(name, [("input1", a.shape), ("input2", b.shape), ("target", t.shape)])
+    return _reduce_tensor((-t * (a - b) + margin).clamp_min(0), reduction)
+
+
+def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=None, reduction="mean"):
+    """input where target is 1, max(0, margin - input) where it is -1 (torch.nn.functional.
+    hinge_embedding_loss; an element whose target is neither gets both terms), reduced. Input and
+    target broadcast; the target is not differentiable."""
+    reduction = _legacy_reduction("hinge_embedding_loss", size_average, reduce, reduction)
+    return _hinge_embedding("hinge_embedding_loss", input, target, margin, reduction)
+
+
+def _hinge_embedding(name, input, target, margin, reduction):
+    _check_reduction(name, reduction)
+    x = _floating_tensor(name, "input", input)
+    t = _arr(target)
+    _broadcast_shape(name, [("input", x.shape), ("target", t.shape)])
+    zeros = Tensor._wrap(np.zeros(x.shape, x.dtype))
+    loss = where(t != 1, (margin - x).clamp_min(0), zeros) + where(t != -1, x, zeros)
+    return _reduce_tensor(loss, reduction)
+
+
+class _SoftMargin(Function):
+    """log1p(exp(-target input)) elementwise (PyTorch's formula: inf where exp overflows), reduced;
+    d/d input = -target z / (1 + z) with z = exp(-target input)."""
+
+    @staticmethod
+    def forward(ctx, x, t, reduction="mean"):
+        t = np.broadcast_to(t.astype(x.dtype, copy=False), x.shape)
+        with np.errstate(over="ignore"):
+            z = np.exp(-x * t)
+        ctx.save_for_backward(t, z)
+        ctx.meta = (reduction, x.size)
+        return _reduce(np.log1p(z).astype(x.dtype, copy=False), reduction)
+
+    @staticmethod
+    def backward(ctx, g):
+        t, z = ctx.saved_tensors
+        reduction, size = ctx.meta
+        norm = z.dtype.type(1.0 / max(size, 1) if reduction == "mean" else 1.0)  # (no gradient when empty)
+        with np.errstate(invalid="ignore", over="ignore"):
+            grad = (t * z * -norm) / (z + 1) * g
+        return grad.astype(z.dtype, copy=False), None
+
+
+def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+    """log(1 + exp(-target * input)), reduced (torch.nn.functional.soft_margin_loss; the two-class
+    logistic loss for targets 1 and -1). ``target`` broadcasts to input's shape; it is a constant."""
+    reduction = _legacy_reduction("soft_margin_loss", size_average, reduce, reduction)
+    return _soft_margin("soft_margin_loss", input, target, reduction)
+
+
+@through_float32
+@autocast_entry
+def _soft_margin(name, input, target, reduction):
+    _check_reduction(name, reduction)
+    x, t = _arr(input), _arr(target)
+    _float_input(name, "input", x)
+    _constant(name, "target", target)
+    if _broadcast_shape(name, [("input", x.shape), ("target", t.shape)]) != x.shape:
+        raise ValueError(f"{name}: target of shape {t.shape} does not broadcast to input shape {x.shape}")
+    return _SoftMargin.apply(input, t, reduction=reduction)
+
+
+def multilabel_soft_margin_loss(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
+    """-(y log sigmoid(x) + (1 - y) log sigmoid(-x)), times ``weight`` (per class, broadcast),
+    averaged over the classes (the last dimension), reduced over the samples
+    (torch.nn.functional.multilabel_soft_margin_loss). Input, target and weight are differentiable."""
+    reduction = _legacy_reduction("multilabel_soft_margin_loss", size_average, reduce, reduction)
+    return _multilabel_soft_margin("multilabel_soft_margin_loss", input, target, weight, reduction)
+
+
+def _multilabel_soft_margin(name, input, target, weight, reduction):
+    from .functional import logsigmoid  # functional imports this module
+
+    _check_reduction(name, reduction)
+    x = _floating_tensor(name, "input", input)
+    if x.ndim == 0:
+        raise ValueError(f"{name}: input must have a class dimension (C,) or (N, C), got shape {tuple(x.shape)}")
+    y = _as_tensor(target)
+    shapes = [("input", x.shape), ("target", y.shape)] + ([] if weight is None else [("weight", _arr(weight).shape)])
+    _broadcast_shape(name, shapes)
+    loss = -(y * logsigmoid(x) + (1 - y) * logsigmoid(-x))
+    if weight is not None:
+        loss = loss * _as_tensor(weight)
+    classes = x.shape[-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        loss = loss.sum(x.ndim - 1) / classes
+    return _reduce_tensor(loss, reduction)
+
+
+def _check_margin_input(name, x):
+    """(frames, classes) of a multi-margin input: (N, C) with C > 0, (C,) with C > 0, or ()."""
+    if not ((x.ndim == 2 and x.shape[1] != 0) or (x.ndim == 1 and x.shape[0] != 0) or x.ndim == 0):
+        raise ValueError(f"{name}: expected input of shape (N, C) or (C,) with C > 0, or (), got {tuple(x.shape)}")
+    if x.ndim <= 1:
+        return 1, (1 if x.ndim == 0 else x.shape[0])
+    return x.shape[0], x.shape[1]
+
+
+def _integer_target(name, t):
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"{name}: target must hold class indices (an integer dtype), got dtype {t.dtype}")
+
+
+class _MultiMargin(Function):
+    """sum over d != y of w[y] max(0, margin - x[y] + x[d])^p / C per frame (PyTorch's multi-class
+    hinge loss; the gradient is 0 where the hinge is exactly 0)."""
+
+    @staticmethod
+    def forward(ctx, x, t, weight=None, p=1, margin=1.0, reduction="mean", frames=1, classes=1, rows_out=False):
+        x2 = x.reshape(frames, classes)
+        t = t.reshape(frames).astype(np.intp)
+        dtype = x.dtype
+        xt = np.take_along_axis(x2, t[:, None], axis=1)
+        z = (dtype.type(margin) - xt) + x2
+        active = (z > 0) & (np.arange(classes) != t[:, None])
+        h = np.where(active, z if p == 1 else z * z, 0).astype(dtype, copy=False)
+        if weight is not None:
+            h = h * weight[t][:, None]
+        rows = h.sum(axis=1) / dtype.type(classes)
+        ctx.save_for_backward(z, active, t)
+        ctx.meta = (x.shape, weight, p, reduction, frames, classes)
+        if reduction == "none":
+            return rows if rows_out else rows.reshape(())
+        return _reduce(rows, reduction)
+
+    @staticmethod
+    def backward(ctx, g):
+        z, active, t = ctx.saved_tensors
+        shape, weight, p, reduction, frames, classes = ctx.meta
+        dtype = z.dtype
+        step = dtype.type(1.0 / max(frames * classes, 1) if reduction == "mean" else 1.0 / classes)
+        h = np.where(active, step if p == 1 else 2 * step * z, 0).astype(dtype, copy=False)
+        if weight is not None:
+            h = h * weight[t][:, None]
+        np.put_along_axis(h, t[:, None], -h.sum(axis=1, keepdims=True), axis=1)
+        g = np.asarray(g, dtype)
+        h = h * (g.reshape(frames, 1) if g.ndim and reduction == "none" else g)
+        return h.reshape(shape), None, None
+
+
+def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=None, reduce=None, reduction="mean"):
+    """The multi-class hinge loss (torch.nn.functional.multi_margin_loss): per sample
+    sum_{d != y} w[y] max(0, margin - x[y] + x[d])^p / C, ``p`` 1 or 2. ``input`` (N, C), (C,) or
+    (); ``target`` class indices (N,) or (); ``weight`` (C,) a constant. 'none' gives (N,)
+    (a 0-d loss for a 0-d target)."""
+    reduction = _legacy_reduction("multi_margin_loss", size_average, reduce, reduction)
+    return _multi_margin("multi_margin_loss", input, target, p, margin, weight, reduction)
+
+
+@through_float32
+@autocast_entry
+def _multi_margin(name, input, target, p, margin, weight, reduction):
+    _check_reduction(name, reduction)
+    if p != 1 and p != 2:
+        raise ValueError(f"{name}: only p == 1 and p == 2 are supported, got p={p!r}")
+    x, t = _arr(input), _arr(target)
+    _float_input(name, "input", x)
+    frames, classes = _check_margin_input(name, x)
+    _integer_target(name, t)
+    if t.ndim > 1 or t.size != frames:
+        raise ValueError(
+            f"{name}: target must have shape ({frames},) (one class index per sample) for input of "
+            f"shape {tuple(x.shape)}, got {tuple(t.shape)}"
+        )
+    if weight is not None:
+        _constant(name, "weight", weight)
+        weight = _arr(weight)
+        if weight.ndim != 1:
+            raise ValueError(f"{name}: weight must be one-dimensional, got shape {tuple(weight.shape)}")
+        if weight.shape[0] != classes:
+            raise ValueError(f"{name}: weight must have {classes} elements (one per class), got {weight.shape[0]}")
+        weight = weight.astype(x.dtype, copy=False)
+    if t.size:
+        bad = (t < 0) | (t >= classes)
+        if bad.any():
+            raise ValueError(f"{name}: target {int(t[bad].flat[0])} is out of range for {classes} classes")
+    return _MultiMargin.apply(
+        input,
+        t,
+        weight,
+        p=int(p),
+        margin=float(margin),
+        reduction=reduction,
+        frames=frames,
+        classes=classes,
+        rows_out=t.ndim > 0,
+    )
+
+
+class _MultiLabelMargin(Function):
+    """sum over the target classes j (the leading entries of a target row, up to the first -1) and
+    the non-target classes d of max(0, 1 - x[j] + x[d]), divided by C (PyTorch's multi-label hinge)."""
+
+    @staticmethod
+    def forward(ctx, x, t, reduction="mean", frames=1, classes=1, rows_out=False):
+        dtype = x.dtype
+        x2 = x.reshape(frames, classes)
+        t = t.reshape(frames, classes).astype(np.intp)
+        valid = np.cumprod(t >= 0, axis=1).astype(bool)  # the targets before the first -1
+        index = np.where(valid, t, 0)
+        is_target = np.zeros((frames, classes), bool)
+        rows_of = np.broadcast_to(np.arange(frames)[:, None], t.shape)
+        is_target[rows_of[valid], index[valid]] = True
+        xt = np.take_along_axis(x2, index, axis=1)
+        z = (1 - xt)[:, :, None] + x2[:, None, :]  # (frame, target slot, class)
+        active = valid[:, :, None] & ~is_target[:, None, :] & (z > 0)
+        rows = np.where(active, z, 0).sum(axis=(1, 2)).astype(dtype, copy=False) / dtype.type(classes)
+        ctx.save_for_backward(active, index)
+        ctx.meta = (x.shape, dtype, reduction, frames, classes)
+        if reduction == "none":
+            return rows if rows_out else rows.reshape(())
+        return _reduce(rows, reduction)
+
+    @staticmethod
+    def backward(ctx, g):
+        active, index = ctx.saved_tensors
+        shape, dtype, reduction, frames, classes = ctx.meta
+        step = dtype.type(1.0 / max(frames * classes, 1) if reduction == "mean" else 1.0 / classes)
+        counts = active.astype(dtype)
+        grad = counts.sum(axis=1) * step  # + step per (target, class) pair on the class
+        per_slot = -counts.sum(axis=2) * step  # - step per pair on the target
+        np.add.at(grad, (np.broadcast_to(np.arange(frames)[:, None], index.shape), index), per_slot)
+        g = np.asarray(g, dtype)
+        grad = grad * (g.reshape(frames, 1) if g.ndim and reduction == "none" else g)
+        return grad.reshape(shape), None
+
+
+def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+    """The multi-label hinge loss (torch.nn.functional.multilabel_margin_loss): per sample
+    sum_{j, d} max(0, 1 - x[y_j] + x[d]) / C over the target classes y_j (a target row's leading
+    class indices, ended by the first -1) and the classes d not among them. ``input`` (N, C), (C,)
+    or (); ``target`` integers of input's shape. 'none' gives (N,) (a 0-d loss for 1-d input)."""
+    reduction = _legacy_reduction("multilabel_margin_loss", size_average, reduce, reduction)
+    return _multilabel_margin("multilabel_margin_loss", input, target, reduction)
+
+
+@through_float32
+@autocast_entry
+def _multilabel_margin(name, input, target, reduction):
+    _check_reduction(name, reduction)
+    x, t = _arr(input), _arr(target)
+    _float_input(name, "input", x)
+    frames, classes = _check_margin_input(name, x)
+    _integer_target(name, t)
+    ok = t.ndim <= 1 and t.size == classes if x.ndim <= 1 else t.shape == (frames, classes)
+    if not ok:
+        expected = f"({classes},)" if x.ndim <= 1 else f"({frames}, {classes})"
+        raise ValueError(
+            f"{name}: target must have shape {expected} for input of shape {tuple(x.shape)}, got {t.shape}"
+        )
+    if t.size:
+        bad = (t < -1) | (t >= classes)
+        if bad.any():
+            raise ValueError(
+                f"{name}: target {int(t[bad].flat[0])} is out of range for {classes} classes (-1 ends a row's targets)"
+            )
+    return _MultiLabelMargin.apply(input, t, reduction=reduction, frames=frames, classes=classes, rows_out=t.ndim > 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Likelihood losses
+# ---------------------------------------------------------------------------------------------
+
+
+def poisson_nll_loss(
+    input, target, log_input=True, full=False, size_average=None, eps=1e-8, reduce=None, reduction="mean"
+):
+    """Negative log-likelihood of ``target`` under Poisson(rate) (torch.nn.functional.poisson_nll_loss):
+    exp(input) - target input when ``log_input`` (input is the log rate), else
+    input - target log(input + eps); ``full`` adds Stirling's term target log target - target +
+    log(2 pi target) / 2 where target > 1. Input and target broadcast and are differentiable."""
+    reduction = _legacy_reduction("poisson_nll_loss", size_average, reduce, reduction)
+    return _poisson_nll("poisson_nll_loss", input, target, log_input, full, eps, reduction)
+
+
+def _poisson_nll(name, input, target, log_input, full, eps, reduction):
+    _check_reduction(name, reduction)
+    x = _floating_tensor(name, "input", input)
+    t = _as_tensor(target)
+    _broadcast_shape(name, [("input", x.shape), ("target", t.shape)])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        loss = x.exp() - t * x if log_input else x - t * (x + eps).log()
+        if full:
+            stirling = t * t.log() - t + 0.5 * (2 * np.pi * t).log()
+            loss = loss + stirling.masked_fill(t <= 1, 0)
+    return _reduce_tensor(loss, reduction)
+
+
+class _ClampedNoGrad(Function):
+    """max(x, eps) whose gradient passes unchanged (PyTorch clamps gaussian_nll_loss's var in place
+    under no_grad)."""
+
+    @staticmethod
+    def forward(ctx, x, eps=0.0):
+        return np.maximum(x, x.dtype.type(eps))
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"):
+    """Negative log-likelihood of ``target`` under Normal(input, var) (torch.nn.functional.
+    gaussian_nll_loss): (log max(var, eps) + (input - target)^2 / max(var, eps)) / 2, plus
+    log(2 pi) / 2 when ``full``. ``var`` is a number, input's shape, input's shape without the last
+    dimension, or input's shape with one dimension of size 1; its entries must be >= 0. The clamp
+    at ``eps`` passes var's gradient unchanged (as PyTorch)."""
+    return _gaussian_nll("gaussian_nll_loss", input, target, var, full, eps, reduction)
+
+
+def _gaussian_nll(name, input, target, var, full, eps, reduction):
+    x = _floating_tensor(name, "input", input)
+    if isinstance(var, numbers.Real) and not isinstance(var, bool):
+        if var < 0:
+            raise ValueError(f"{name}: var has negative entry/entries, got {var}")
+        var = Tensor._wrap(np.full(x.shape, var, x.dtype))
+    else:
+        var = _as_tensor(var)
+        if (_arr(var) < 0).any():
+            raise ValueError(f"{name}: var has negative entry/entries")
+    if var.shape != x.shape:
+        if x.shape[:-1] == var.shape:  # one variance per sample (homoscedastic)
+            var = var.unsqueeze(-1)
+        elif not (
+            x.ndim == var.ndim and sum(v for i, v in zip(x.shape, var.shape) if i != v) == 1
+        ):  # else: one dimension of size 1, broadcast
+            raise ValueError(
+                f"{name}: var of shape {tuple(var.shape)} is of incorrect size for input of shape "
+                f"{tuple(x.shape)} (expected input's shape, it without the last dimension, or one "
+                "dimension of size 1)"
+            )
+    _check_reduction(name, reduction)
+    t = _as_tensor(target)
+    _broadcast_shape(name, [("input", x.shape), ("target", t.shape), ("var", var.shape)])
+    var = _ClampedNoGrad.apply(var, eps=float(eps))
+    loss = 0.5 * (var.log() + (x - t) ** 2 / var)
+    if full:
+        loss = loss + 0.5 * np.log(2 * np.pi)
+    return _reduce_tensor(loss, reduction)
+
+
+def triplet_margin_with_distance_loss(
+    anchor, positive, negative, *, distance_function=None, margin=1.0, swap=False, reduction="mean"
+):
+    """max(d(a, p) - d(a, n) + margin, 0) for any distance ``d`` (a callable of two Tensors; default
+    :func:`pairwise_distance`) (torch.nn.functional.triplet_margin_with_distance_loss); ``swap``
+    uses min(d(a, n), d(p, n)) as the negative distance. The inputs must have one number of
+    dimensions; ``margin`` must be > 0."""
+    return _triplet_with_distance(
+        "triplet_margin_with_distance_loss", anchor, positive, negative, distance_function, margin, swap, reduction
+    )
+
+
+def _triplet_with_distance(name, anchor, positive, negative, distance_function, margin, swap, reduction):
+    _check_reduction(name, reduction)
+    if not margin > 0:
+        raise ValueError(f"{name}: margin must be greater than 0, got {margin}")
+    a, p, n = (_as_tensor(v) for v in (anchor, positive, negative))
+    if not a.ndim == p.ndim == n.ndim:
+        raise ValueError(
+            f"{name}: anchor, positive and negative must have the same number of dimensions, got "
+            f"anchor {a.ndim}D, positive {p.ndim}D and negative {n.ndim}D inputs"
+        )
+    distance = pairwise_distance if distance_function is None else distance_function
+    if not callable(distance):
+        raise TypeError(f"{name}: distance_function must be callable, got {type(distance).__name__}")
+    d_pos, d_neg = distance(a, p), distance(a, n)
+    if swap:
+        d_neg = _minimum(d_neg, distance(p, n))
+    return _reduce_tensor((margin + d_pos - d_neg).clamp_min(0), reduction)
+
+
+def _minimum(a, b):
+    """Elementwise minimum of two Tensors (ties share the gradient, as torch.minimum)."""
+    return _as_tensor(a).minimum(_as_tensor(b))
+
+
+# ---------------------------------------------------------------------------------------------
 # Modules
 # ---------------------------------------------------------------------------------------------
 
@@ -737,8 +1270,11 @@ def _cosine_embedding(name, x1, x2, target, margin, reduction):
 
 
 class _Loss(Module):
-    def __init__(self, reduction="mean"):
+    """A loss Module: ``reduction`` (or, deprecated, what ``size_average`` and ``reduce`` mean)."""
+
+    def __init__(self, size_average=None, reduce=None, reduction="mean"):
         super().__init__()
+        reduction = _legacy_reduction(type(self).__name__, size_average, reduce, reduction, stacklevel=4)
         _check_reduction(type(self).__name__, reduction)
         self.reduction = reduction
 
@@ -753,12 +1289,18 @@ def _as_buffer(value):
 class MSELoss(_Loss):
     """Mean squared error (torch.nn.MSELoss)."""
 
+    def __init__(self, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
+
     def forward(self, input, target):
         return _difference("MSELoss", input, target, self.reduction, "mse")
 
 
 class L1Loss(_Loss):
     """Mean absolute error (torch.nn.L1Loss)."""
+
+    def __init__(self, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
 
     def forward(self, input, target):
         return _difference("L1Loss", input, target, self.reduction, "l1")
@@ -767,8 +1309,10 @@ class L1Loss(_Loss):
 class CrossEntropyLoss(_Loss):
     """See :func:`cross_entropy`; ``weight`` is a buffer (in the state dict when given)."""
 
-    def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
-        super().__init__(reduction)
+    def __init__(
+        self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean", label_smoothing=0.0
+    ):
+        super().__init__(size_average, reduce, reduction)
         self.register_buffer("weight", _as_buffer(weight))
         self.ignore_index, self.label_smoothing = int(ignore_index), float(label_smoothing)
 
@@ -781,8 +1325,8 @@ class CrossEntropyLoss(_Loss):
 class NLLLoss(_Loss):
     """See :func:`nll_loss`."""
 
-    def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
-        super().__init__(reduction)
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
         self.register_buffer("weight", _as_buffer(weight))
         self.ignore_index = int(ignore_index)
 
@@ -793,8 +1337,8 @@ class NLLLoss(_Loss):
 class BCEWithLogitsLoss(_Loss):
     """See :func:`binary_cross_entropy_with_logits`; ``weight`` and ``pos_weight`` are buffers."""
 
-    def __init__(self, weight=None, reduction="mean", pos_weight=None):
-        super().__init__(reduction)
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean", pos_weight=None):
+        super().__init__(size_average, reduce, reduction)
         self.register_buffer("weight", _as_buffer(weight))
         self.register_buffer("pos_weight", _as_buffer(pos_weight))
 
@@ -805,8 +1349,10 @@ class BCEWithLogitsLoss(_Loss):
 class TripletMarginLoss(_Loss):
     """See :func:`triplet_margin_loss`."""
 
-    def __init__(self, margin=1.0, p=2.0, eps=1e-6, swap=False, reduction="mean"):
-        super().__init__(reduction)
+    def __init__(self, margin=1.0, p=2.0, eps=1e-6, swap=False, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
+        if not margin > 0:
+            raise ValueError(f"TripletMarginLoss: margin must be greater than 0, got {margin}")
         self.margin, self.p, self.eps, self.swap = float(margin), float(p), float(eps), bool(swap)
 
     def forward(self, anchor, positive, negative):
@@ -816,10 +1362,11 @@ class TripletMarginLoss(_Loss):
 
 
 class ContrastiveLoss(_Loss):
-    """See :func:`contrastive_loss`: y d^2 + (1 - y) max(0, margin - d)^2 on pairs (y = 1: similar)."""
+    """See :func:`contrastive_loss`: y d^2 + (1 - y) max(0, margin - d)^2 on pairs (y = 1: similar).
+    (No PyTorch counterpart: no deprecated arguments.)"""
 
     def __init__(self, margin=1.0, eps=1e-6, reduction="mean"):
-        super().__init__(reduction)
+        super().__init__(reduction=reduction)
         self.margin, self.eps = float(margin), float(eps)
 
     def forward(self, x1, x2, target):
@@ -829,19 +1376,19 @@ class ContrastiveLoss(_Loss):
 class CosineEmbeddingLoss(_Loss):
     """See :func:`cosine_embedding_loss`."""
 
-    def __init__(self, margin=0.0, reduction="mean"):
-        super().__init__(reduction)
+    def __init__(self, margin=0.0, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
         self.margin = float(margin)
 
-    def forward(self, x1, x2, target):
-        return _cosine_embedding("CosineEmbeddingLoss", x1, x2, target, self.margin, self.reduction)
+    def forward(self, input1, input2, target):
+        return _cosine_embedding("CosineEmbeddingLoss", input1, input2, target, self.margin, self.reduction)
 
 
 class BCELoss(_Loss):
     """See :func:`binary_cross_entropy`; ``weight`` is a buffer."""
 
-    def __init__(self, weight=None, reduction="mean"):
-        super().__init__(reduction)
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
         self.register_buffer("weight", _as_buffer(weight))
 
     def forward(self, input, target):
@@ -851,8 +1398,8 @@ class BCELoss(_Loss):
 class SmoothL1Loss(_Loss):
     """See :func:`smooth_l1_loss`."""
 
-    def __init__(self, reduction="mean", beta=1.0):
-        super().__init__(reduction)
+    def __init__(self, size_average=None, reduce=None, reduction="mean", beta=1.0):
+        super().__init__(size_average, reduce, reduction)
         self.beta = float(beta)
 
     def forward(self, input, target):
@@ -863,7 +1410,9 @@ class HuberLoss(_Loss):
     """See :func:`huber_loss`."""
 
     def __init__(self, reduction="mean", delta=1.0):
-        super().__init__(reduction)
+        if not isinstance(delta, (float, int)):
+            raise TypeError(f"HuberLoss: delta must be a float or int, got {type(delta).__name__}")
+        super().__init__(reduction=reduction)
         self.delta = float(delta)
 
     def forward(self, input, target):
@@ -873,11 +1422,134 @@ class HuberLoss(_Loss):
 class KLDivLoss(Module):
     """See :func:`kl_div`; ``reduction`` may also be 'batchmean'."""
 
-    def __init__(self, reduction="mean", log_target=False):
+    def __init__(self, size_average=None, reduce=None, reduction="mean", log_target=False):
         super().__init__()
+        self._legacy = size_average is not None or reduce is not None
+        reduction = _legacy_reduction("KLDivLoss", size_average, reduce, reduction)
         if reduction not in _REDUCTIONS + ("batchmean",):
             raise ValueError(f"KLDivLoss: reduction must be 'mean', 'batchmean', 'sum' or 'none', got {reduction!r}")
         self.reduction, self.log_target = reduction, bool(log_target)
 
     def forward(self, input, target):
-        return _kl_div("KLDivLoss", input, target, self.reduction, self.log_target)
+        return _kl_div("KLDivLoss", input, target, self.reduction, self.log_target, warn_mean=not self._legacy)
+
+
+class MarginRankingLoss(_Loss):
+    """See :func:`margin_ranking_loss`."""
+
+    def __init__(self, margin=0.0, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
+        self.margin = float(margin)
+
+    def forward(self, input1, input2, target):
+        return _margin_ranking("MarginRankingLoss", input1, input2, target, self.margin, self.reduction)
+
+
+class HingeEmbeddingLoss(_Loss):
+    """See :func:`hinge_embedding_loss`."""
+
+    def __init__(self, margin=1.0, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
+        self.margin = float(margin)
+
+    def forward(self, input, target):
+        return _hinge_embedding("HingeEmbeddingLoss", input, target, self.margin, self.reduction)
+
+
+class SoftMarginLoss(_Loss):
+    """See :func:`soft_margin_loss`."""
+
+    def __init__(self, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
+
+    def forward(self, input, target):
+        return _soft_margin("SoftMarginLoss", input, target, self.reduction)
+
+
+class MultiLabelSoftMarginLoss(_Loss):
+    """See :func:`multilabel_soft_margin_loss`; ``weight`` is a buffer."""
+
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
+        self.register_buffer("weight", _as_buffer(weight))
+
+    def forward(self, input, target):
+        return _multilabel_soft_margin("MultiLabelSoftMarginLoss", input, target, self.weight, self.reduction)
+
+
+class MultiMarginLoss(_Loss):
+    """See :func:`multi_margin_loss`; ``weight`` is a buffer."""
+
+    def __init__(self, p=1, margin=1.0, weight=None, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
+        if p != 1 and p != 2:
+            raise ValueError(f"MultiMarginLoss: only p == 1 and p == 2 are supported, got p={p!r}")
+        if weight is not None and np.ndim(_arr(weight)) != 1:
+            raise ValueError(
+                f"MultiMarginLoss: weight must be None or one-dimensional, got shape {tuple(_arr(weight).shape)}"
+            )
+        self.register_buffer("weight", _as_buffer(weight))
+        self.p, self.margin = int(p), float(margin)
+
+    def forward(self, input, target):
+        return _multi_margin("MultiMarginLoss", input, target, self.p, self.margin, self.weight, self.reduction)
+
+
+class MultiLabelMarginLoss(_Loss):
+    """See :func:`multilabel_margin_loss`."""
+
+    def __init__(self, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
+
+    def forward(self, input, target):
+        return _multilabel_margin("MultiLabelMarginLoss", input, target, self.reduction)
+
+
+class PoissonNLLLoss(_Loss):
+    """See :func:`poisson_nll_loss`."""
+
+    def __init__(self, log_input=True, full=False, size_average=None, eps=1e-8, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
+        self.log_input, self.full, self.eps = bool(log_input), bool(full), float(eps)
+
+    def forward(self, log_input, target):
+        return _poisson_nll("PoissonNLLLoss", log_input, target, self.log_input, self.full, self.eps, self.reduction)
+
+
+class GaussianNLLLoss(_Loss):
+    """See :func:`gaussian_nll_loss`."""
+
+    def __init__(self, *, full=False, eps=1e-6, reduction="mean"):
+        super().__init__(reduction=reduction)
+        self.full, self.eps = bool(full), float(eps)
+
+    def forward(self, input, target, var):
+        return _gaussian_nll("GaussianNLLLoss", input, target, var, self.full, self.eps, self.reduction)
+
+
+class TripletMarginWithDistanceLoss(_Loss):
+    """See :func:`triplet_margin_with_distance_loss`; ``distance_function`` defaults to a
+    :class:`~deepkern.nn.PairwiseDistance` (a submodule, as PyTorch)."""
+
+    def __init__(self, *, distance_function=None, margin=1.0, swap=False, reduction="mean"):
+        super().__init__(reduction=reduction)
+        if not margin > 0:
+            raise ValueError(f"TripletMarginWithDistanceLoss: margin must be greater than 0, got {margin}")
+        if distance_function is None:
+            from .normalization import PairwiseDistance  # normalization imports functional, which imports this
+
+            distance_function = PairwiseDistance()
+        self.distance_function = distance_function
+        self.margin, self.swap = float(margin), bool(swap)
+
+    def forward(self, anchor, positive, negative):
+        return _triplet_with_distance(
+            "TripletMarginWithDistanceLoss",
+            anchor,
+            positive,
+            negative,
+            self.distance_function,
+            self.margin,
+            self.swap,
+            self.reduction,
+        )
