@@ -8,12 +8,14 @@ They live in their own module because several of their names (``max``, ``min``, 
 from __future__ import annotations
 
 import builtins
+import itertools
+import numbers
 import string
 
 import numpy as np
 
 from . import tensor_ops as F
-from .tensor import Tensor, _kind_name, cat, tensor, through_float32
+from .tensor import Tensor, _in_common_dtype, _kind_name, cat, stack, tensor, through_float32, zeros
 
 __all__ = [
     "abs",
@@ -203,6 +205,33 @@ __all__ = [
     "diag_embed",
     "bincount",
     "bernoulli",
+    "quantile",
+    "nanquantile",
+    "nanmedian",
+    "mode",
+    "aminmax",
+    "std_mean",
+    "var_mean",
+    "scatter_reduce",
+    "masked_scatter",
+    "index_put",
+    "index_put_",
+    "put",
+    "take",
+    "histc",
+    "msort",
+    "renorm",
+    "vander",
+    "cartesian_prod",
+    "combinations",
+    "block_diag",
+    "kron",
+    "tensordot",
+    "inner",
+    "trapezoid",
+    "trapz",
+    "cov",
+    "corrcoef",
 ]
 
 
@@ -271,6 +300,196 @@ sinc, cross, cummax, cummin = map(_method_form, ["sinc", "cross", "cummax", "cum
 logcumsumexp, diag_embed, bincount, bernoulli = map(
     _method_form, ["logcumsumexp", "diag_embed", "bincount", "bernoulli"]
 )
+quantile, nanquantile, nanmedian, mode, aminmax = map(
+    _method_form, ["quantile", "nanquantile", "nanmedian", "mode", "aminmax"]
+)
+scatter_reduce, masked_scatter, index_put, index_put_ = map(
+    _method_form, ["scatter_reduce", "masked_scatter", "index_put", "index_put_"]
+)
+put, take, histc, msort, renorm = map(_method_form, ["put", "take", "histc", "msort", "renorm"])
+kron, inner, cov, corrcoef = map(_method_form, ["kron", "inner", "cov", "corrcoef"])
+
+
+def _floating_input(what: str, input) -> None:
+    _check_tensor(what, "input", input)
+    if input.dtype.kind not in "fVc":
+        raise RuntimeError(f"{what} only support floating point and complex dtypes, got {input.dtype}")
+
+
+def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None) -> tuple:
+    """``(input.var(...), input.mean(...))`` over the same ``dim`` (``var``'s arguments: ``unbiased``
+    or ``correction``, 1 by default)."""
+    _floating_input("var_mean", input)
+    if isinstance(dim, bool):  # the var_mean(input, unbiased) form
+        dim, unbiased = None, dim
+    return input.var(dim, unbiased, keepdim, correction=correction), input.mean(dim, keepdim)
+
+
+def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None) -> tuple:
+    """``(input.std(...), input.mean(...))`` over the same ``dim`` (see :func:`var_mean`)."""
+    _floating_input("std_mean", input)
+    if isinstance(dim, bool):
+        dim, unbiased = None, dim
+    return input.std(dim, unbiased, keepdim, correction=correction), input.mean(dim, keepdim)
+
+
+def vander(x, N=None, increasing=False) -> Tensor:
+    """The Vandermonde matrix of the 1-D ``x``: columns x^(N-1), ..., x^1, x^0 (``increasing``: the
+    other way round), ``N`` defaulting to len(x); integer and bool ``x`` give int64, as PyTorch's.
+    Built from a running product, so the gradient is exact at 0."""
+    _check_tensor("vander", "x", x)
+    if x.ndim != 1:
+        raise RuntimeError("x must be a one-dimensional tensor.")
+    n = x.shape[0] if N is None else N
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"vander(): argument 'N' must be an int, got {_kind_name(N)}")
+    if n < 0:
+        raise RuntimeError("N must be non-negative.")
+    if x.dtype.kind in "biu" and x.dtype != np.int64:
+        x = x.to(np.int64)
+    columns = [] if n == 0 else [zeros((x.shape[0], 1), dtype=x.dtype, device=x.device) + 1]
+    if n > 1:
+        columns.append(x.unsqueeze(1).expand(x.shape[0], n - 1).cumprod(1))
+    out = cat(columns, 1) if columns else zeros((x.shape[0], 0), dtype=x.dtype, device=x.device)
+    return out if increasing else out.flip(1)
+
+
+def cartesian_prod(*tensors) -> Tensor:
+    """The Cartesian product of 1-D tensors of one dtype: a (prod of lengths, k) tensor, rows in
+    lexicographic order (one tensor: itself)."""
+    for i, t in enumerate(tensors):
+        _check_tensor("cartesian_prod", f"tensors[{i}]", t)
+        if t.ndim != 1:
+            raise RuntimeError(f"Expect a 1D vector, but got shape {list(t.shape)}")
+    if len(tensors) == 1:
+        return tensors[0]
+    if len({t.dtype for t in tensors}) > 1:
+        raise RuntimeError("meshgrid expects all tensors to have the same dtype")
+    return stack([g.reshape(-1) for g in meshgrid(*tensors, indexing="ij")], 1)
+
+
+def combinations(input, r=2, with_replacement=False) -> Tensor:
+    """The length-``r`` combinations of the 1-D ``input``'s elements (with replacement if asked), as
+    rows of an (N, r) tensor in lexicographic order of their positions (``r=0``: an empty 1-D tensor)."""
+    _check_tensor("combinations", "input", input)
+    if input.ndim != 1:
+        raise RuntimeError(f"Expect a 1D vector, but got shape {list(input.shape)}")
+    if isinstance(r, bool) or not isinstance(r, numbers.Integral):
+        raise TypeError(f"combinations(): argument 'r' must be an int, got {_kind_name(r)}")
+    if r < 0:
+        raise RuntimeError(f"Expect a non-negative number, but got {r}")
+    if r == 0:
+        return zeros(0, dtype=input.dtype, device=input.device)
+    choose = itertools.combinations_with_replacement if with_replacement else itertools.combinations
+    rows = np.array(list(choose(range(input.shape[0]), r)), dtype=np.int64).reshape(-1, r)
+    return stack([input.index_select(0, tensor(rows[:, j], device=input.device)) for j in range(r)], 1)
+
+
+def block_diag(*tensors) -> Tensor:
+    """The tensors (0-D as 1x1, 1-D as one row, 2-D) as the blocks of a block-diagonal matrix, zeros
+    elsewhere, in their promoted dtype."""
+    if not tensors:
+        return zeros((1, 0))
+    blocks = []
+    for i, t in enumerate(tensors):
+        _check_tensor("block_diag", f"tensors[{i}]", t)
+        if t.ndim > 2:
+            raise RuntimeError(
+                f"torch.block_diag: Input tensors must have 2 or fewer dimensions. Input {i} has {t.ndim} dimensions"
+            )
+        blocks.append(t.reshape(1, -1) if t.ndim < 2 else t)
+    blocks = _in_common_dtype(blocks)
+    width = builtins.sum(b.shape[1] for b in blocks)
+    rows, left = [], 0
+    for b in blocks:
+        r, c = b.shape
+        parts = [zeros((r, left), dtype=b.dtype, device=b.device), b]
+        parts.append(zeros((r, width - left - c), dtype=b.dtype, device=b.device))
+        rows.append(cat(parts, 1))
+        left += c
+    return cat(rows, 0)
+
+
+def _tensordot_dims(dims, a, b) -> tuple:
+    if isinstance(dims, Tensor):
+        dims = dims.item() if dims.ndim == 0 else dims.tolist()
+    if isinstance(dims, numbers.Integral) and not isinstance(dims, bool):
+        if dims < 0:
+            raise RuntimeError(f"tensordot expects dims >= 0, but got dims={dims}")
+        if dims > builtins.min(a.ndim, b.ndim):
+            raise RuntimeError(f"tensordot expects dims < ndim_a or ndim_b, but got dims={dims}")
+        return list(range(a.ndim - dims, a.ndim)), list(range(dims))
+    if isinstance(dims, (list, tuple)) and len(dims) == 2:
+        first, second = ([d] if isinstance(d, numbers.Integral) else list(d) for d in dims)
+        return first, second
+    raise RuntimeError(f"tensordot expects dims to be an int or a pair of lists of dimensions, got {dims!r}")
+
+
+def tensordot(a, b, dims=2) -> Tensor:
+    """The sums of products of ``a`` and ``b`` over the dimensions ``dims`` (an int n: a's last n with
+    b's first n; or two lists), the free dimensions of ``a`` then of ``b`` left; a dimension of size 1
+    against a larger one is summed first, as PyTorch's."""
+    _check_tensor("tensordot", "a", a)
+    _check_tensor("tensordot", "b", b)
+    dims_a, dims_b = _tensordot_dims(dims, a, b)
+    if len(dims_a) != len(dims_b):
+        raise RuntimeError("both dimension lists should have same length")
+    if a.dtype != b.dtype:
+        raise RuntimeError(f"both inputs should have same dtype, got {a.dtype} and {b.dtype}")
+    dims_a = [a._dim(d, "tensordot") for d in dims_a]
+    dims_b = [b._dim(d, "tensordot") for d in dims_b]
+    for da, db in zip(dims_a, dims_b):
+        sa, sb = a.shape[da], b.shape[db]
+        if sb == 1 and sa != 1:
+            a = a.sum(da, keepdim=True)
+        elif sa == 1 and sb != 1:
+            b = b.sum(db, keepdim=True)
+        elif sa != sb:
+            raise RuntimeError(
+                f"contracted dimensions need to match, but first has size {sa} in dim {da} and second has size "
+                f"{sb} in dim {db}"
+            )
+    free_a = [d for d in range(a.ndim) if d not in dims_a]
+    free_b = [d for d in range(b.ndim) if d not in dims_b]
+    size = int(np.prod([a.shape[d] for d in dims_a]))
+    rows = int(np.prod([a.shape[d] for d in free_a]))
+    cols = int(np.prod([b.shape[d] for d in free_b]))
+    left = a.permute(*free_a, *dims_a).reshape(rows, size)
+    right = b.permute(*dims_b, *free_b).reshape(size, cols)
+    return left.mm(right).reshape(*(a.shape[d] for d in free_a), *(b.shape[d] for d in free_b))
+
+
+def trapezoid(y, x=None, *, dx=None, dim=-1) -> Tensor:
+    """The trapezoidal rule along ``dim``: with sample points ``x`` (1-D along ``dim``, or broadcast
+    with ``y``) or a constant spacing ``dx`` (1 by default); 0 for no samples, as PyTorch's."""
+    _check_tensor("trapezoid", "y", y)
+    if x is not None and dx is not None:
+        raise TypeError("trapezoid(): give the sample points x or the spacing dx, not both")
+    axis = y._dim(dim, "trapezoid")
+    if y.dtype == np.bool_ or (isinstance(x, Tensor) and x.dtype == np.bool_):
+        raise RuntimeError("trapezoid: received a bool input for `y` or `x`, but bool is not supported")
+    if y.ndim and y.shape[axis] == 0:
+        return zeros(y.shape[:axis] + y.shape[axis + 1 :], dtype=y.dtype, device=y.device)
+    if x is None:
+        spacing = 1 if dx is None else dx
+        if isinstance(spacing, (bool, complex)) or not isinstance(spacing, numbers.Real):
+            raise RuntimeError("trapezoid: Currently, we only support dx as a real number.")
+        ends = y.select(axis, 0) + y.select(axis, -1)
+        return (y.sum(axis) - ends * 0.5) * float(spacing)
+    _check_tensor("trapezoid", "x", x)
+    if x.ndim == 1:
+        if x.shape[0] != y.shape[axis]:
+            raise RuntimeError("trapezoid: There must be one `x` value for each sample point")
+        x = x.reshape([-1 if d == axis else 1 for d in range(y.ndim)])
+    elif x.ndim < y.ndim:
+        x = x.reshape((1,) * (y.ndim - x.ndim) + x.shape)
+    n = x.shape[axis]
+    spacing = x.narrow(axis, 1, n - 1) - x.narrow(axis, 0, n - 1)
+    m = y.shape[axis]
+    return (spacing * (y.narrow(axis, 0, m - 1) + y.narrow(axis, 1, m - 1))).sum(axis) / 2.0
+
+
+trapz = trapezoid
 
 
 def concat(tensors, dim=0) -> Tensor:

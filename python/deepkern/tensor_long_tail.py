@@ -11,24 +11,41 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
+from collections import namedtuple
 
 import numpy as np
 
 from . import tensor as _t
 from . import tensor_ops as F
-from .backends import as_array
+from .backends import as_array, to_device
 from .ops._validate import is_bfloat16
 from .random import get_generator
 
 
 class _ByMethod:
-    """The out-of-place method ``name`` as the function of an in-place write (Tensor._inplace)."""
+    """The out-of-place method ``name`` as the function of an in-place write (Tensor._inplace), with
+    keyword arguments ``options``."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, **options):
         self.name = name
+        self.options = options
 
     def apply(self, tensor, *args):
-        return getattr(tensor, self.name)(*args)
+        return getattr(tensor, self.name)(*args, **self.options)
+
+
+#: ``aminmax``'s result, as PyTorch's torch.return_types.aminmax.
+AminmaxResult = namedtuple("aminmax", ["min", "max"])
+
+_INTERPOLATIONS = ("linear", "lower", "higher", "midpoint", "nearest")
+_SCATTER_REDUCTIONS = ("sum", "prod", "mean", "amax", "amin")
+#: The largest integer each floating dtype holds exactly (random_'s default upper bound), by itemsize.
+_FLOAT_DIGITS = {2: 11, 4: 24, 8: 53}
+
+
+def _dtype_name(dtype) -> str:
+    return str(np.dtype(dtype)) if not is_bfloat16(dtype) else "bfloat16"
 
 
 def _in_place(name: str):
@@ -627,3 +644,577 @@ class LongTailMethods:
     floor_, ceil_, round_, trunc_ = map(_in_place, ["floor", "ceil", "round", "trunc"])
     sin_, cos_, reciprocal_, rsqrt_ = map(_in_place, ["sin", "cos", "reciprocal", "rsqrt"])
     clamp_min_, clamp_max_, lerp_ = map(_in_place, ["clamp_min", "clamp_max", "lerp"])
+
+    # -- quantiles, medians, modes -------------------------------------------------------------------
+
+    def quantile(self, q, dim=None, keepdim=False, *, interpolation="linear"):
+        """The ``q``-th quantiles (a number, or a 0-D or 1-D tensor of this tensor's dtype, each in
+        [0, 1]) along ``dim`` (None: of all elements), between the sorted elements as
+        ``interpolation`` says (linear, lower, higher, midpoint, nearest; nearest rounds half to even).
+        A 1-D ``q`` puts its dimension first. A slice holding NaN gives NaN, as PyTorch's. The gradient
+        goes to the one or two elements each quantile is taken from."""
+        return self._quantile("quantile", q, dim, keepdim, interpolation, ignore_nan=False)
+
+    def nanquantile(self, q, dim=None, keepdim=False, *, interpolation="linear"):
+        """:meth:`quantile` of the elements that are not NaN (NaN where all are)."""
+        return self._quantile("nanquantile", q, dim, keepdim, interpolation, ignore_nan=True)
+
+    def _quantile(self, what: str, q, dim, keepdim: bool, interpolation, ignore_nan: bool):
+        if self.dtype not in (np.float32, np.float64):
+            raise RuntimeError(f"{what}() input tensor must be either float or double dtype, got {self.dtype}")
+        if isinstance(q, _t.Tensor):
+            if q.ndim > 1:
+                raise RuntimeError(f"{what}() q must be a scalar or 1D tensor, got shape {q.shape}")
+            if q.dtype != self.dtype:
+                raise RuntimeError(
+                    f"{what}() q tensor must be same dtype as the input tensor, got {q.dtype} and {self.dtype}"
+                )
+            qs, one_q = np.asarray(q._host_array(), dtype=self.dtype).reshape(-1), q.ndim == 0
+            if not bool(np.all((qs >= 0) & (qs <= 1))):
+                raise RuntimeError(f"{what}() q values must be in the range [0, 1]")
+        elif isinstance(q, numbers.Real) and not isinstance(q, bool):
+            if not 0 <= q <= 1:
+                raise RuntimeError(f"{what}() q must be in the range [0, 1] but got {q}")
+            qs, one_q = np.array([q], dtype=self.dtype), True
+        else:
+            raise TypeError(f"{what}(): argument 'q' must be a number or a Tensor, got {_t._kind_name(q)}")
+        if self.numel() == 0:
+            raise RuntimeError(f"{what}() input tensor must be non-empty")
+        if interpolation not in _INTERPOLATIONS:
+            raise RuntimeError(
+                f"{what}() interpolation must be one of linear, lower, higher, midpoint or nearest, "
+                f"but got {interpolation}"
+            )
+        if dim is None:
+            x, axis = self.reshape(-1), 0
+        else:
+            axis = self._dim(dim, what)
+            x = self if self.ndim else self.reshape(1)
+        ordered = x.sort(axis).values.movedim(axis, -1)  # NaN last
+        arr = ordered._array
+        last = arr.shape[-1] - 1
+        nan = np.isnan(arr)
+        if ignore_nan:  # PyTorch's ranks: q (count - 1), at least 0 (an all-NaN slice takes its first, a NaN)
+            ranks = qs * (np.sum(~nan, axis=-1, keepdims=True) - 1).astype(self.dtype)
+            ranks = np.where(ranks < 0, 0, ranks).astype(self.dtype)
+        else:  # a slice with NaN takes its last element, a NaN
+            ranks = np.where(np.any(nan, axis=-1, keepdims=True), last, qs * self.dtype.type(last)).astype(self.dtype)
+        if interpolation == "lower":
+            ranks = np.floor(ranks)
+        elif interpolation == "higher":
+            ranks = np.ceil(ranks)
+        elif interpolation == "nearest":
+            ranks = np.round(ranks)  # half to even, as PyTorch
+        below = np.floor(ranks).astype(np.int64)
+        pick = lambda r: ordered.gather(-1, _t.Tensor._wrap(as_array(r)))  # noqa: E731
+        result = pick(below)
+        if interpolation in ("linear", "midpoint"):
+            above = np.ceil(ranks).astype(np.int64)
+            if interpolation == "linear":
+                weights = ranks - below
+            else:
+                weights = np.ceil(ranks - np.floor(ranks)) * 0.5
+            weights = _t.Tensor._wrap(as_array(weights.astype(self.dtype, copy=False)))
+            result = result.lerp(pick(above), weights)
+        result = result.movedim(-1, 0)  # the quantiles first
+        if one_q:
+            result = result.select(0, 0)
+        if keepdim:
+            lead = () if one_q else (len(qs),)
+            if dim is None:
+                result = result.reshape(*lead, *((1,) * self.ndim))
+            elif self.ndim:
+                result = result.unsqueeze(axis + len(lead))
+        return result
+
+    def nanmedian(self, dim=None, keepdim=False):
+        """The lower median of the elements that are not NaN (NaN where all are): of all elements (a
+        0-d tensor) with no ``dim``, else ``(values, indices)`` along ``dim``."""
+        if dim is None:
+            flat = self.reshape(-1)
+            if flat.numel() == 0:
+                return _t.full((), math.nan, dtype=self.dtype, device=self.device)
+            return flat.nanmedian(0).values
+        axis = self._dim(dim, "nanmedian")
+        if self.ndim == 0:
+            return _t.MaxResult(self.clone(), _t.zeros((), dtype=_t.int64, device=self.device))
+        if self.shape[axis] == 0:
+            raise IndexError(f"nanmedian(): Expected reduction dim {dim} to have non-zero size.")
+        order = self.argsort(axis)._array  # stable, NaN last
+        a = self._array
+        count = np.sum(~np.isnan(a), axis=axis, keepdims=True) if a.dtype.kind == "f" else a.shape[axis]
+        position = np.maximum((np.asarray(count) - 1) // 2, 0)
+        position = np.broadcast_to(position, order.shape[:axis] + (1,) + order.shape[axis + 1 :])
+        indices = _t.Tensor._wrap(as_array(np.take_along_axis(order, position, axis)))
+        values = self.gather(axis, indices)
+        if not keepdim:
+            values, indices = values.squeeze(axis), indices.squeeze(axis)
+        return _t.MaxResult(values, indices)
+
+    def mode(self, dim=-1, keepdim=False):
+        """``(values, indices)``: the most frequent value along ``dim`` (the smallest of those that tie)
+        and the last index it occurs at, as PyTorch's; NaN counts as a value of its own each time. The
+        gradient goes to that index."""
+        if self.ndim == 0:
+            self._dim(dim, "mode")
+            return _t.MaxResult(self.clone(), _t.zeros((), dtype=_t.int64, device=self.device))
+        axis = self._dim(dim, "mode")
+        if self.shape[axis] == 0:
+            raise IndexError(f"mode(): Expected reduction dim {dim} to have non-zero size.")
+        a = np.moveaxis(self._host_array(), axis, -1)
+        rows = a.reshape(-1, a.shape[-1])
+        order = np.argsort(rows, axis=-1, kind="stable")
+        ordered = np.take_along_axis(rows, order, -1)
+        starts = np.ones(ordered.shape, dtype=bool)
+        starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]  # NaN != NaN: each NaN its own run
+        run_ids = np.cumsum(starts, axis=-1) - 1
+        best = np.empty(len(rows), dtype=np.int64)
+        for r in range(len(rows)):
+            lengths = np.bincount(run_ids[r])
+            run = int(np.argmax(lengths))  # the first (smallest) of the longest runs
+            best[r] = order[r, np.flatnonzero(run_ids[r] == run)[-1]]
+        indices = _t.Tensor._wrap(to_device(best.reshape(a.shape[:-1] + (1,)), self.device)).movedim(-1, axis)
+        indices = _t.Tensor._wrap(indices._array.copy())
+        values = self.gather(axis, indices)
+        if not keepdim:
+            values, indices = values.squeeze(axis), indices.squeeze(axis)
+        return _t.MaxResult(values, indices)
+
+    def aminmax(self, *, dim=None, keepdim=False):
+        """``(min, max)`` over ``dim`` (None: all elements), as amin and amax (the gradient shared
+        evenly among the elements equal to each)."""
+        if dim is None:
+            if self.numel() == 0:
+                raise RuntimeError(
+                    "aminmax(): cannot compute aminmax over an empty dimension as the operation has no identity."
+                )
+            if self.ndim == 0:
+                return AminmaxResult(self.clone(), self.clone())
+            return AminmaxResult(self.amin((), keepdim), self.amax((), keepdim))
+        axis = self._dim(dim, "aminmax")
+        if self.ndim == 0:
+            return AminmaxResult(self.clone(), self.clone())
+        if self.shape[axis] == 0:
+            raise IndexError(f"aminmax: Expected reduction dim {dim} to have non-zero size.")
+        return AminmaxResult(self.amin(axis, keepdim), self.amax(axis, keepdim))
+
+    def msort(self):
+        """The tensor sorted along its first dimension (values only)."""
+        return self.sort(0).values
+
+    # -- reducing scatters and indexed writes ------------------------------------------------------
+
+    def scatter_reduce(self, dim, index, src, reduce, *, include_self=True):
+        """A copy with ``src``'s elements reduced in at ``index`` along ``dim`` (``self[i][index[i][j]]
+        op= src[i][j]`` for dim 1) by ``reduce``: sum, prod, mean, amax or amin; with
+        ``include_self=False`` the positions written take only ``src``'s values. Differentiable as
+        PyTorch's (see tensor_ops.ScatterReduce)."""
+        what = "scatter_reduce"
+        if reduce not in _SCATTER_REDUCTIONS:
+            raise RuntimeError(f"reduce argument must be either sum, prod, mean, amax or amin, got {reduce}")
+        if not isinstance(src, _t.Tensor):
+            raise TypeError(f"{what}(): argument 'src' must be a Tensor, got {_t._kind_name(src)}")
+        if self.ndim == 0 and isinstance(index, _t.Tensor) and index.ndim == 0:
+            return (
+                self.reshape(1)
+                .scatter_reduce(dim, index.reshape(1), src.reshape(1), reduce, include_self=include_self)
+                .reshape(())
+            )
+        axis = self._dim(dim, what)
+        if src.dtype != self.dtype:
+            raise RuntimeError(
+                f"{what}(): Expected self.dtype to be equal to src.dtype, got {self.dtype} and {src.dtype}"
+            )
+        if src.ndim != self.ndim:
+            raise RuntimeError(f"{what}(): src has {src.ndim} dimensions, the tensor {self.ndim}")
+        limit = tuple(min(n, m) for n, m in zip(self.shape, src.shape))
+        idx = self._index(index, axis, what, limit, src.shape)
+        return F.ScatterReduce.apply(self, idx, src, axis, reduce, include_self)
+
+    def scatter_reduce_(self, dim, index, src, reduce, *, include_self=True):
+        if (
+            self.ndim == 0 and isinstance(index, _t.Tensor) and index.ndim == 0
+        ):  # the out-of-place op's value, written back
+            return self.copy_(self.scatter_reduce(dim, index, src, reduce, include_self=include_self))
+        return self._inplace(
+            "scatter_reduce_", _ByMethod("scatter_reduce", include_self=include_self), dim, index, src, reduce
+        )
+
+    def masked_scatter(self, mask, source):
+        """A copy with ``source``'s first elements (row-major) written, in order, where the bool
+        ``mask`` (broadcast with this tensor) is True; differentiable in both."""
+        what = "masked_scatter"
+        if not isinstance(mask, _t.Tensor) or mask.dtype != np.bool_:
+            got = mask.dtype if isinstance(mask, _t.Tensor) else _t._kind_name(mask)
+            raise RuntimeError(f"masked_scatter_ only supports boolean masks, but got mask with dtype {got}")
+        if not isinstance(source, _t.Tensor):
+            raise TypeError(f"{what}(): argument 'source' must be a Tensor, got {_t._kind_name(source)}")
+        if source.dtype != self.dtype:
+            raise RuntimeError(
+                f"{what}: expected self and source to have same dtypes but got {self.dtype} and {source.dtype}"
+            )
+        shape = _t._broadcast_shape(mask.shape, self.shape, what, "mask")
+        chosen = mask.expand(shape)
+        positions = np.flatnonzero(chosen._host_array())
+        if positions.size > source.numel():
+            raise RuntimeError(
+                f"{what}: Number of elements of source < number of ones in mask ({source.numel()} < {positions.size})"
+            )
+        values = source.reshape(-1)[: positions.size]
+        base = _t.zeros(int(np.prod(shape)), dtype=self.dtype, device=self.device)
+        where = _t.Tensor._wrap(to_device(positions.astype(np.int64), self.device))
+        filled = base.scatter(0, where, values).reshape(shape)
+        return _t.where(chosen, filled, self)
+
+    def masked_scatter_(self, mask, source):
+        if isinstance(mask, _t.Tensor) and np.broadcast_shapes(mask.shape, self.shape) != self.shape:
+            raise RuntimeError(f"masked_scatter_: mask of shape {mask.shape} does not broadcast to {self.shape}")
+        return self._inplace("masked_scatter_", _ByMethod("masked_scatter"), mask, source)
+
+    def _index_put_key(self, what: str, indices) -> tuple:
+        """``indices`` (a tuple or list of index tensors: integer, or bool masks) as a NumPy key of
+        integer arrays, checked as PyTorch checks them."""
+        if isinstance(indices, _t.Tensor) or not isinstance(indices, (tuple, list)):
+            raise TypeError(f"{what}(): argument 'indices' must be tuple of Tensors, not {_t._kind_name(indices)}")
+        key, d = [], 0
+        for n, i in enumerate(indices):
+            if not isinstance(i, _t.Tensor):
+                raise TypeError(
+                    f"{what}(): expected Tensor as element {n} in argument 'indices', got {_t._kind_name(i)}"
+                )
+            arr = i._array
+            if arr.dtype == np.bool_ or arr.dtype == np.uint8:
+                span = self.shape[d : d + arr.ndim]
+                if tuple(span) != tuple(arr.shape):
+                    raise IndexError(
+                        f"The shape of the mask {list(arr.shape)} at index {d} does not match the shape of the "
+                        f"indexed tensor {list(span)} at index {d}"
+                    )
+                key.extend(np.nonzero(arr.astype(bool)))
+                d += arr.ndim
+                continue
+            if arr.dtype.kind not in "iu":
+                raise IndexError("tensors used as indices must be long, int, byte or bool tensors")
+            if d >= self.ndim:
+                d += 1
+                continue
+            size = self.shape[d]
+            if arr.size and not (int(arr.min()) >= -size and int(arr.max()) < size):
+                bad = int(arr.min()) if int(arr.min()) < -size else int(arr.max())
+                raise IndexError(f"index {bad} is out of bounds for dimension {d} with size {size}")
+            key.append(arr.astype(np.int64, copy=False))
+            d += 1
+        if d > self.ndim:
+            raise IndexError(f"too many indices for tensor of dimension {self.ndim} (got {d})")
+        return tuple(key)
+
+    def index_put(self, indices, values, accumulate=False):
+        """A copy with ``values`` (broadcast) written at ``self[indices]`` (``indices``: a tuple of index
+        tensors), or added there with ``accumulate=True`` (repeated indices summing); differentiable in
+        both as PyTorch's."""
+        key = self._index_put_key("index_put", indices)
+        if not isinstance(values, _t.Tensor):
+            raise TypeError(f"index_put(): argument 'values' must be a Tensor, got {_t._kind_name(values)}")
+        if values.dtype != self.dtype:
+            raise RuntimeError(
+                "Index put requires the source and destination dtypes match, got "
+                f"{self.dtype} for the destination and {values.dtype} for the source."
+            )
+        target = np.empty(self.shape, dtype=np.bool_)[key].shape
+        try:
+            fits = np.broadcast_shapes(values.shape, target) == target
+        except ValueError:
+            fits = False
+        if not fits:
+            raise RuntimeError(
+                f"shape mismatch: value tensor of shape {list(values.shape)} cannot be broadcast to indexing "
+                f"result of shape {list(target)}"
+            )
+        return F.IndexPut.apply(self, values, key=key, accumulate=bool(accumulate))
+
+    def index_put_(self, indices, values, accumulate=False):
+        return self._inplace("index_put_", _ByMethod("index_put", accumulate=accumulate), indices, values)
+
+    def _flat_index(self, what: str, index):
+        if not isinstance(index, _t.Tensor) or index.dtype != np.int64:
+            got = index.dtype if isinstance(index, _t.Tensor) else _t._kind_name(index)
+            raise RuntimeError(f"{what}(): Expected a long tensor for index, but got {got}")
+        n = self.numel()
+        arr = index._array
+        if arr.size and not (int(arr.min()) >= -n and int(arr.max()) < n):
+            bad = int(arr.min()) if int(arr.min()) < -n else int(arr.max())
+            raise IndexError(f"out of range: tried to access index {bad} on a tensor of {n} elements.")
+        return index
+
+    def take(self, index):
+        """The elements at ``index`` (int64, negative counting from the end) of the flattened tensor, in
+        ``index``'s shape."""
+        index = self._flat_index("take", index)
+        return self.reshape(-1)[index]
+
+    def put(self, index, source, accumulate=False):
+        """A copy with ``source``'s elements written (or added, ``accumulate=True``) at ``index`` of the
+        flattened tensor."""
+        index = self._flat_index("put_", index)
+        if not isinstance(source, _t.Tensor):
+            raise TypeError(f"put(): argument 'source' must be a Tensor, got {_t._kind_name(source)}")
+        if source.numel() != index.numel():
+            raise IndexError(
+                "put_(): Expected source and index to have the same number of elements, but got "
+                f"source.numel() = {source.numel()}, index.numel() = {index.numel()}"
+            )
+        if source.dtype != self.dtype:
+            raise RuntimeError(
+                "put_(): self and source expected to have the same dtype, but got "
+                f"self.dtype = {self.dtype} and source.dtype = {source.dtype}"
+            )
+        # written through the n-d positions (no reshape view of a flat result: put_ writes its value in place)
+        flat = np.asarray(index._host_array()).reshape(-1) % max(self.numel(), 1)
+        key = tuple(to_device(k, self.device) for k in np.unravel_index(flat, self.shape)) if self.ndim else ()
+        return F.IndexPut.apply(
+            self, source.reshape(-1) if self.ndim else source.reshape(()), key=key, accumulate=bool(accumulate)
+        )
+
+    def put_(self, index, source, accumulate=False):
+        return self._inplace("put_", _ByMethod("put", accumulate=accumulate), index, source)
+
+    # -- histograms, norms, products -----------------------------------------------------------------
+
+    def histc(self, bins=100, min=0, max=0):
+        """The counts of the elements in ``bins`` equal bins over [min, max] (the data's range when they
+        are equal; the last bin holds max), outside the graph, in this tensor's dtype."""
+        if self.dtype.kind not in "fV":
+            raise NotImplementedError(f'"histogram_cpu" not implemented for {self.dtype}')
+        if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins <= 0:
+            raise RuntimeError(f"torch.histogram(): bins must be > 0, but got {bins} for dimension 0")
+        a = self._host_array().reshape(-1)
+        lo, hi = float(min), float(max)
+        if lo == hi and a.size:
+            lo, hi = float(a.min()), float(a.max())
+        if lo == hi:
+            lo, hi = lo - 1, hi + 1
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise RuntimeError(f"torch.histc: range of [{lo}, {hi}] is not finite")
+        if not lo < hi:
+            raise RuntimeError("torch.histc: max must be larger than min")
+        low, high = self.dtype.type(lo), self.dtype.type(hi)
+        inside = a[(a >= low) & (a <= high)]
+        position = ((inside - low) * bins / (high - low)).astype(np.int64)  # PyTorch's linear interpolation
+        counts = np.bincount(np.minimum(position, bins - 1), minlength=bins)
+        return _t.Tensor._wrap(to_device(counts.astype(self.dtype), self.device))
+
+    def renorm(self, p, dim, maxnorm):
+        """Each slice along ``dim`` whose ``p``-norm exceeds ``maxnorm`` scaled to norm ``maxnorm`` (by
+        maxnorm / (norm + 1e-7), as PyTorch); differentiable through the norm."""
+        if not p > 0:
+            raise RuntimeError("renorm: non-positive-norm not supported")
+        if not maxnorm >= 0:
+            raise RuntimeError(f"renorm: expected maxnorm to be >= 0 but got {maxnorm}")
+        if self.ndim < 2:
+            raise RuntimeError(f"renorm: input needs at least 2 dimensions, got {self.ndim} dimensions")
+        axis = self._dim(dim, "renorm")
+        others = tuple(d for d in range(self.ndim) if d != axis)
+        norm = self.norm(p, others, keepdim=True)
+        factor = _t.where(norm > maxnorm, maxnorm / (norm + 1e-7), 1.0)
+        return self * factor.to(self.dtype)
+
+    def renorm_(self, p, dim, maxnorm):
+        return self._inplace("renorm_", _ByMethod("_renorm_of_a_copy"), p, dim, maxnorm)
+
+    def _renorm_of_a_copy(self, p, dim, maxnorm):
+        """renorm of a clone: the norm's saved input must outlive renorm_'s write into this tensor."""
+        return self.clone().renorm(p, dim, maxnorm)
+
+    def kron(self, other):
+        """The Kronecker product (any numbers of dimensions, the fewer padded with leading ones)."""
+        if not isinstance(other, _t.Tensor):
+            raise TypeError(f"kron(): argument 'other' must be a Tensor, got {_t._kind_name(other)}")
+        ndim = max(self.ndim, other.ndim)
+        a_shape = (1,) * (ndim - self.ndim) + self.shape
+        b_shape = (1,) * (ndim - other.ndim) + other.shape
+        a = self.reshape([n for size in a_shape for n in (size, 1)])
+        b = other.reshape([n for size in b_shape for n in (1, size)])
+        return (a * b).reshape([m * n for m, n in zip(a_shape, b_shape)])
+
+    def inner(self, other):
+        """The sums of products over the last dimension of both (a product if either is 0-d)."""
+        if not isinstance(other, _t.Tensor):
+            raise TypeError(f"inner(): argument 'other' must be a Tensor, got {_t._kind_name(other)}")
+        if self.ndim == 0 or other.ndim == 0:
+            return self * other
+        if self.shape[-1] != other.shape[-1]:
+            raise RuntimeError(
+                "inner() the last dimension must match on both input tensors but got shapes "
+                f"{list(self.shape)} and {list(other.shape)}"
+            )
+        from .tensor_functions import tensordot
+
+        return tensordot(self, other, ([-1], [-1]))
+
+    def cov(self, *, correction=1, fweights=None, aweights=None):
+        """The covariance matrix of the variables (rows; a 1-D tensor is one variable) over the
+        observations (columns), with integer frequency weights ``fweights`` and floating observation
+        weights ``aweights``, as PyTorch's (and NumPy's) cov."""
+        if self.ndim > 2:
+            raise RuntimeError(
+                f"cov(): expected input to have two or fewer dimensions but got an input with {self.ndim} dimensions"
+            )
+        if self.dtype == np.bool_:
+            raise RuntimeError("cov(): bool dtype is not supported for input")
+        x = self.reshape(1, -1) if self.ndim < 2 else self
+        observations = x.shape[1]
+        w = None
+        for name, weights, integral in (("fweights", fweights, True), ("aweights", aweights, False)):
+            if weights is None:
+                continue
+            if not isinstance(weights, _t.Tensor):
+                raise TypeError(f"cov(): argument '{name}' must be a Tensor, got {_t._kind_name(weights)}")
+            if weights.ndim > 1:
+                raise RuntimeError(
+                    f"cov(): expected {name} to have one or fewer dimensions but got {name} with "
+                    f"{weights.ndim} dimensions"
+                )
+            if integral and weights.dtype.kind not in "iu":
+                raise RuntimeError(
+                    f"cov(): expected {name} to have integral dtype but got {name} with {weights.dtype} dtype"
+                )
+            if not integral and weights.dtype.kind not in "fV":
+                raise RuntimeError(
+                    f"cov(): expected {name} to have floating point dtype but got {name} with {weights.dtype} dtype"
+                )
+            if weights.numel() != observations:
+                raise RuntimeError(
+                    f"cov(): expected {name} to have the same numel as there are observations in the input but "
+                    f"got {weights.numel()} != {observations}"
+                )
+            if observations and bool(np.any(weights._host_array() < 0)):
+                raise RuntimeError(f"cov(): {name} cannot be negative")
+            w = weights if w is None else w * weights
+        if w is None:
+            w_sum = observations
+            average = x.sum(1) / observations
+            norm_factor = observations - correction
+        else:
+            w_sum = w.sum()
+            if not bool(w_sum._host_array() != 0):
+                raise RuntimeError("cov(): weights sum to zero, can't be normalized")
+            average = (x * w).sum(1) / w_sum
+            if correction != 0 and aweights is not None:
+                norm_factor = w_sum - correction * (w * aweights).sum() / w_sum
+            else:
+                norm_factor = w_sum - correction
+        if bool(np.asarray(_t._array_of(norm_factor) <= 0)):
+            warnings.warn(
+                "cov(): degrees of freedom is <= 0. Correction should be strictly less than the number of "
+                "observations.",
+                UserWarning,
+                stacklevel=2,
+            )
+            norm_factor = norm_factor * 0
+        centered = x - average.unsqueeze(1)
+        c = centered.mm((centered if w is None else centered * w).t())
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = c / norm_factor
+        return out.squeeze()
+
+    def corrcoef(self):
+        """The Pearson correlation coefficients of the variables (rows), clipped to [-1, 1]."""
+        if self.ndim > 2:
+            raise RuntimeError(
+                f"corrcoef(): expected input to have two or fewer dimensions but got an input with {self.ndim} "
+                "dimensions"
+            )
+        c = self.cov()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if c.ndim == 0:
+                return c / c
+            stddev = c.diagonal().sqrt()
+            c = c / stddev.reshape(-1, 1)
+            c = c / stddev.reshape(1, -1)
+        return c.clamp(-1, 1)
+
+    # -- random fills --------------------------------------------------------------------------------
+
+    def _fill_drawn(self, what: str, draw, generator) -> "_t.Tensor":
+        """Overwrites the tensor (of any real dtype) with ``draw(rng)`` cast to its dtype."""
+        if self.dtype.kind in "fV":
+            return self._fill_random(what, draw, generator)
+        values = to_device(np.asarray(draw(generator or get_generator())).astype(self.dtype), self.device)
+        return self._inplace(what, _t._Overwrite, values, direct=lambda: self._array.__setitem__(Ellipsis, values))
+
+    def random_(self, *args, generator=None, **kwargs):
+        """Fills the tensor with integers drawn uniformly from [from, to - 1]: ``random_(to)``,
+        ``random_(from, to)``; without ``to``, up to the largest integer the dtype holds exactly
+        (2^24 for float32, 2^53 for float64, the maximum of an integer dtype), inclusive."""
+        low, high = 0, None
+        if len(args) > 2:
+            raise TypeError(f"random_() takes at most 2 positional arguments (from, to), got {len(args)}")
+        if len(args) == 2:
+            low, high = args
+        elif len(args) == 1:
+            if "to" in kwargs:
+                low = args[0]
+            else:
+                high = args[0]
+        low = kwargs.pop("from", low)
+        high = kwargs.pop("to", high)
+        _t._no_extra(kwargs, "random_")
+        for name, value in (("from", low), ("to", high)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise TypeError(f"random_(): argument '{name}' must be an int, got {_t._kind_name(value)}")
+        dtype = self.dtype
+        if dtype == np.bool_:
+            top = 1
+        elif dtype.kind in "iu":
+            top = int(np.iinfo(dtype).max)
+        else:
+            top = 2 ** (8 if is_bfloat16(dtype) else _FLOAT_DIGITS[dtype.itemsize])
+        if high is None:
+            if not low <= top:
+                raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={top}")
+            inclusive_high = top
+        else:
+            if not low < high:
+                raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
+            inclusive_high = int(high) - 1
+        if dtype.kind in "iub":
+            bottom = 0 if dtype.kind in "ub" else int(np.iinfo(dtype).min)
+            if low < bottom:
+                raise RuntimeError(f"random_: from is out of bounds for {_dtype_name(dtype)}")
+            if inclusive_high > top:
+                raise RuntimeError(f"random_: to - 1 is out of bounds for {_dtype_name(dtype)}")
+        shape = self.shape
+        return self._fill_drawn(
+            "random_",
+            lambda rng: rng.integers(int(low), inclusive_high, size=shape, endpoint=True, dtype=np.int64),
+            generator,
+        )
+
+    def exponential_(self, lambd=1.0, *, generator=None):
+        """Fills the tensor with draws of the exponential distribution of rate ``lambd``."""
+        if not lambd > 0:
+            raise RuntimeError(f"exponential_ expects lambda > 0.0, but found lambda={lambd}")
+        shape = self.shape
+        return self._fill_random("exponential_", lambda rng: rng.exponential(1.0 / lambd, shape), generator)
+
+    def geometric_(self, p, *, generator=None):
+        """Fills the tensor with draws of the geometric distribution: the number of Bernoulli(p) trials
+        up to the first success (1, 2, ...); integer tensors too."""
+        if not 0 < p < 1:
+            raise RuntimeError(f"geometric_ expects p to be in (0, 1), but got p={p}")
+        shape = self.shape
+        return self._fill_drawn("geometric_", lambda rng: rng.geometric(p, shape), generator)
+
+    def cauchy_(self, median=0.0, sigma=1.0, *, generator=None):
+        """Fills the tensor with draws of the Cauchy distribution at ``median`` with scale ``sigma``."""
+        if not sigma > 0:
+            raise RuntimeError(f"cauchy_ expects sigma > 0.0, but found sigma={sigma}")
+        shape = self.shape
+        return self._fill_random("cauchy_", lambda rng: median + sigma * rng.standard_cauchy(shape), generator)
+
+    def log_normal_(self, mean=1.0, std=2.0, *, generator=None):
+        """Fills the tensor with exp of draws of N(mean, std^2)."""
+        if not std > 0:
+            raise RuntimeError(f"log_normal_ expects std > 0.0, but found std={std}")
+        shape = self.shape
+        return self._fill_random("log_normal_", lambda rng: rng.lognormal(mean, std, shape), generator)

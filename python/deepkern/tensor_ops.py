@@ -1094,3 +1094,146 @@ class Einsum(Function):
             diagonal[...] = partial
             grads.append(grad)
         return tuple(grads)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reducing scatters and indexed writes
+# ---------------------------------------------------------------------------------------------
+
+_SCATTER_UFUNCS = {"sum": np.add, "mean": np.add, "prod": np.multiply, "amax": np.maximum, "amin": np.minimum}
+
+
+def _scatter_identity(reduce: str, dtype):
+    """The value a position starts from when ``include_self=False`` (PyTorch's: 0, 1, the lowest or
+    the highest value of the dtype)."""
+    if reduce in ("sum", "mean"):
+        return 0
+    if reduce == "prod":
+        return 1
+    if dtype.kind == "f":
+        return -np.inf if reduce == "amax" else np.inf
+    if dtype.kind == "b":
+        return reduce != "amax"
+    info = np.iinfo(dtype)
+    return info.min if reduce == "amax" else info.max
+
+
+def scatter_reduced(a, index, values, dim: int, reduce: str, include_self: bool):
+    """``a`` with ``values`` (of ``index``'s shape) reduced into it at ``index`` along ``dim``
+    (PyTorch's scatter_reduce; mean of integers rounds down, as there)."""
+    out = a.copy()
+    target = out[block(index.shape, dim)]  # a view: written through into out
+    key = along_axis_key(index, dim)
+    if not include_self:
+        target[key] = _scatter_identity(reduce, a.dtype)
+    _SCATTER_UFUNCS[reduce].at(target, key, values)
+    if reduce == "mean":
+        count = scatter_count(a.shape, index, dim, include_self, a.dtype)
+        out = np.floor_divide(out, count) if a.dtype.kind in "iub" else (out / count).astype(a.dtype, copy=False)
+    return out
+
+
+def scatter_count(shape, index, dim: int, include_self: bool, dtype):
+    """How many values each position of a ``shape`` tensor averages under scatter_reduce's mean (1 where none)."""
+    count = np.full(shape, 1 if include_self else 0, dtype=dtype)
+    np.add.at(count[block(index.shape, dim)], along_axis_key(index, dim), 1)
+    count[count == 0] = 1
+    return count
+
+
+class ScatterReduce(Function):
+    """``a`` with ``src``'s elements (its leading ``index.shape`` block) reduced in at ``index`` along
+    ``dim`` by ``reduce`` (sum, prod, mean, amax, amin), ``a``'s values included unless
+    ``include_self`` is False. The gradients are PyTorch's (scatter_reduce_backward): prod's are exact
+    where one zero meets a position; amax/amin share the gradient evenly among the elements equal to
+    the result; the positions written with ``include_self=False`` give ``a`` none."""
+
+    @staticmethod
+    @_silent_floating_point
+    def forward(ctx, a, index, src, dim, reduce, include_self=True):
+        values = src[block(index.shape)]
+        out = scatter_reduced(a, index, values, dim, reduce, include_self)
+        ctx.save_for_backward(a, index, values, out)
+        ctx.meta = (src.shape, dim, reduce, include_self)
+        return out
+
+    @staticmethod
+    @_silent_floating_point
+    def backward(ctx, g):
+        a, index, values, out = ctx.saved_tensors
+        src_shape, dim, reduce, include_self = ctx.meta
+
+        def gather(x):
+            return np.take_along_axis(x[block(index.shape, dim)], index, dim)
+
+        def scatter_add(base, v):
+            base = base.copy()
+            np.add.at(base[block(index.shape, dim)], along_axis_key(index, dim), v)
+            return base
+
+        if reduce == "sum":
+            grad_self, grad_src = g, gather(g)
+        elif reduce == "prod":
+            masked_self = np.where(a == 0, 1, a).astype(a.dtype, copy=False)
+            grad_self = g * scatter_reduced(masked_self, index, values, dim, reduce, include_self) / masked_self
+            src_zero = values == 0
+            zeros_there = gather(scatter_add(np.zeros_like(a), src_zero.astype(a.dtype)))
+            single_zero = src_zero & (zeros_there == 1)
+            masked_src = np.where(single_zero, 1, values).astype(values.dtype, copy=False)
+            masked_src_result = scatter_reduced(a, index, masked_src, dim, reduce, include_self)
+            grad_src = np.where(
+                single_zero, gather(g * masked_src_result), gather(g * out) / np.where(src_zero, 1, values)
+            )
+        elif reduce == "mean":
+            count = scatter_count(a.shape, index, dim, include_self, g.dtype)
+            grad_self = g / count
+            grad_src = gather(grad_self)
+        else:  # amax, amin
+            value = gather(out)
+            self_is_result = (a == out).astype(g.dtype)
+            src_is_result = (values == value).astype(g.dtype)
+            distributed = g / scatter_add(self_is_result, src_is_result)
+            grad_self = self_is_result * distributed
+            grad_src = src_is_result * gather(distributed)
+        if not include_self:
+            grad_self = np.array(grad_self, copy=True)
+            np.put_along_axis(grad_self[block(index.shape, dim)], index, 0, dim)
+        full_src = np.zeros(src_shape, g.dtype)
+        full_src[block(index.shape)] = grad_src
+        return (
+            grad_self.astype(g.dtype, copy=False) if ctx.needs_input_grad[0] else None,
+            None,
+            full_src if ctx.needs_input_grad[2] else None,
+        )
+
+
+class IndexPut(Function):
+    """``a`` with ``values`` (broadcast) written at the advanced-indexing ``key`` (a tuple of integer
+    arrays and slices), or added there with ``accumulate`` (repeated indices summing). The gradients are
+    PyTorch's: ``values`` gets the output's gradient at ``key`` (every repeat of an index, also where
+    only one write lands); ``a`` gets it except at the written places (everywhere with ``accumulate``)."""
+
+    @staticmethod
+    def forward(ctx, a, values, key, accumulate=False):
+        ctx.meta = (key, accumulate, _shape_of(values))
+        ctx.save_for_backward(*key_arrays(key))
+        out = a.copy()
+        if accumulate:
+            np.add.at(out, key, values)
+        else:
+            out[key] = values
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        ctx.saved_tensors  # noqa: B018 - raises if an index array was changed in place since
+        key, accumulate, values_shape = ctx.meta
+        grad_a = grad_values = None
+        if ctx.needs_input_grad[0]:
+            grad_a = g
+            if not accumulate:
+                grad_a = g.copy()
+                grad_a[key] = 0
+        if ctx.needs_input_grad[1]:
+            grad_values = unbroadcast(np.asarray(g[key]), tuple(values_shape))
+        return grad_a, grad_values
