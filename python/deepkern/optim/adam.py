@@ -5,7 +5,7 @@ with one call of the fused kernel ``deepkern.ops.adam_step_multi``."""
 from __future__ import annotations
 
 from .. import ops
-from .optimizer import FLOAT_KERNELS, Optimizer, _adam_defaults
+from .optimizer import FLOAT_KERNELS, Optimizer, _adam_defaults, _implementation_options
 
 __all__ = ["Adam", "AdamW"]
 
@@ -26,9 +26,16 @@ class Adam(Optimizer):
         weight_decay=0,
         amsgrad=False,
         *,
+        foreach=None,
         maximize=False,
+        capturable=False,
+        differentiable=False,
+        fused=None,
         decoupled_weight_decay=False,
     ):
+        options = _implementation_options(
+            type(self).__name__, foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused
+        )
         defaults = _adam_defaults(
             lr,
             betas,
@@ -36,6 +43,7 @@ class Adam(Optimizer):
             weight_decay,
             amsgrad=amsgrad,
             maximize=maximize,
+            **options,
             decoupled_weight_decay=decoupled_weight_decay,
         )
         super().__init__(params, defaults)
@@ -73,9 +81,34 @@ class AdamW(Adam):
     """AdamW (Loshchilov & Hutter): Adam with decoupled weight decay (default 1e-2)."""
 
     def __init__(
-        self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *, maximize=False
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=1e-2,
+        amsgrad=False,
+        *,
+        maximize=False,
+        foreach=None,
+        capturable=False,
+        differentiable=False,
+        fused=None,
     ):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize, decoupled_weight_decay=True)
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            foreach=foreach,
+            maximize=maximize,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+            decoupled_weight_decay=True,
+        )
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)

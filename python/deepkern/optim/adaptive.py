@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from ..tensor import Tensor
-from .optimizer import Optimizer, _adam_defaults, _check_nonnegative
+from .optimizer import Optimizer, _adam_defaults, _check_nonnegative, _implementation_options
 
 __all__ = ["Adagrad", "NAdam", "RAdam", "Adadelta", "Adamax", "ASGD", "Rprop"]
 
@@ -69,7 +69,18 @@ class Adagrad(_ElementwiseOptimizer):
     _state_names = frozenset({"step", "sum"})
 
     def __init__(
-        self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10, *, maximize=False
+        self,
+        params,
+        lr=1e-2,
+        lr_decay=0,
+        weight_decay=0,
+        initial_accumulator_value=0,
+        eps=1e-10,
+        foreach=None,
+        *,
+        maximize=False,
+        differentiable=False,
+        fused=None,
     ):
         _check_nonnegative(lr, "learning rate")
         _check_nonnegative(lr_decay, "lr_decay value")
@@ -83,6 +94,7 @@ class Adagrad(_ElementwiseOptimizer):
             "weight_decay": weight_decay,
             "initial_accumulator_value": initial_accumulator_value,
             "maximize": maximize,
+            **_implementation_options("Adagrad", foreach=foreach, differentiable=differentiable, fused=fused),
         }
         super().__init__(params, defaults)
         for group in self.param_groups:
@@ -119,7 +131,10 @@ class NAdam(_ElementwiseOptimizer):
         momentum_decay=4e-3,
         decoupled_weight_decay=False,
         *,
+        foreach=None,
         maximize=False,
+        capturable=False,
+        differentiable=False,
     ):
         _check_nonnegative(momentum_decay, "momentum_decay value")
         defaults = _adam_defaults(
@@ -130,6 +145,7 @@ class NAdam(_ElementwiseOptimizer):
             momentum_decay=momentum_decay,
             decoupled_weight_decay=decoupled_weight_decay,
             maximize=maximize,
+            **_implementation_options("NAdam", foreach=foreach, capturable=capturable, differentiable=differentiable),
         )
         super().__init__(params, defaults)
 
@@ -165,10 +181,19 @@ class RAdam(_ElementwiseOptimizer):
         weight_decay=0,
         decoupled_weight_decay=False,
         *,
+        foreach=None,
         maximize=False,
+        capturable=False,
+        differentiable=False,
     ):
         defaults = _adam_defaults(
-            lr, betas, eps, weight_decay, decoupled_weight_decay=decoupled_weight_decay, maximize=maximize
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            maximize=maximize,
+            **_implementation_options("RAdam", foreach=foreach, capturable=capturable, differentiable=differentiable),
         )
         super().__init__(params, defaults)
 
@@ -208,13 +233,34 @@ class Adadelta(_ElementwiseOptimizer):
 
     _state_names = frozenset({"step", "square_avg", "acc_delta"})
 
-    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, *, maximize=False):
+    def __init__(
+        self,
+        params,
+        lr=1.0,
+        rho=0.9,
+        eps=1e-6,
+        weight_decay=0,
+        foreach=None,
+        *,
+        capturable=False,
+        maximize=False,
+        differentiable=False,
+    ):
         _check_nonnegative(lr, "learning rate")
         if not 0.0 <= rho <= 1.0:
             raise ValueError(f"Invalid rho value: {rho}")
         _check_nonnegative(eps, "epsilon value")
         _check_nonnegative(weight_decay, "weight_decay value")
-        defaults = {"lr": lr, "rho": rho, "eps": eps, "weight_decay": weight_decay, "maximize": maximize}
+        defaults = {
+            "lr": lr,
+            "rho": rho,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "maximize": maximize,
+            **_implementation_options(
+                "Adadelta", foreach=foreach, capturable=capturable, differentiable=differentiable
+            ),
+        }
         super().__init__(params, defaults)
 
     def _new_state(self, p):
@@ -240,8 +286,23 @@ class Adamax(_ElementwiseOptimizer):
 
     _state_names = frozenset({"step", "exp_avg", "exp_inf"})
 
-    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, *, maximize=False):
-        defaults = _adam_defaults(lr, betas, eps, weight_decay, maximize=maximize)
+    def __init__(
+        self,
+        params,
+        lr=2e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0,
+        foreach=None,
+        *,
+        maximize=False,
+        differentiable=False,
+        capturable=False,
+    ):
+        options = _implementation_options(
+            "Adamax", foreach=foreach, differentiable=differentiable, capturable=capturable
+        )
+        defaults = _adam_defaults(lr, betas, eps, weight_decay, maximize=maximize, **options)
         super().__init__(params, defaults)
 
     def _new_state(self, p):
@@ -274,7 +335,19 @@ class ASGD(_ElementwiseOptimizer):
 
     _scalar_state = ("step", "eta", "mu")
 
-    def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0, *, maximize=False):
+    def __init__(
+        self,
+        params,
+        lr=1e-2,
+        lambd=1e-4,
+        alpha=0.75,
+        t0=1e6,
+        weight_decay=0,
+        foreach=None,
+        maximize=False,
+        differentiable=False,
+        capturable=False,
+    ):
         _check_nonnegative(lr, "learning rate")
         _check_nonnegative(weight_decay, "weight_decay value")
         defaults = {
@@ -284,6 +357,7 @@ class ASGD(_ElementwiseOptimizer):
             "t0": t0,
             "weight_decay": weight_decay,
             "maximize": maximize,
+            **_implementation_options("ASGD", foreach=foreach, differentiable=differentiable, capturable=capturable),
         }
         super().__init__(params, defaults)
 
@@ -315,7 +389,18 @@ class Rprop(_ElementwiseOptimizer):
 
     _state_names = frozenset({"step", "prev", "step_size"})
 
-    def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *, maximize=False):
+    def __init__(
+        self,
+        params,
+        lr=1e-2,
+        etas=(0.5, 1.2),
+        step_sizes=(1e-6, 50),
+        *,
+        capturable=False,
+        foreach=None,
+        maximize=False,
+        differentiable=False,
+    ):
         _check_nonnegative(lr, "learning rate")
         if len(etas) != 2:
             raise ValueError(f"etas must be a pair (etaminus, etaplus), got {etas!r}")
@@ -323,7 +408,13 @@ class Rprop(_ElementwiseOptimizer):
             raise ValueError(f"Invalid eta values: {etas[0]}, {etas[1]}")
         if len(step_sizes) != 2:
             raise ValueError(f"step_sizes must be a pair (min, max), got {step_sizes!r}")
-        defaults = {"lr": lr, "etas": tuple(etas), "step_sizes": tuple(step_sizes), "maximize": maximize}
+        defaults = {
+            "lr": lr,
+            "etas": tuple(etas),
+            "step_sizes": tuple(step_sizes),
+            "maximize": maximize,
+            **_implementation_options("Rprop", capturable=capturable, foreach=foreach, differentiable=differentiable),
+        }
         super().__init__(params, defaults)
 
     def _step_group(self, group, params, param_arrays, grad_arrays):

@@ -35,6 +35,38 @@ def _check_nonnegative(value, what: str) -> None:
         raise ValueError(f"Invalid {what}: {value}")
 
 
+#: torch.optim's options that choose how a step runs rather than what it computes.
+IMPLEMENTATION_OPTIONS = ("foreach", "fused", "capturable", "differentiable")
+
+
+def _implementation_options(what: str, **options) -> dict:
+    """The implementation options ``what`` (an optimizer's name) takes from torch's signature
+    (some of ``foreach``, ``fused``, ``capturable``, ``differentiable``), checked, for its defaults:
+    torch keeps them in its defaults and param groups, so state dicts keep their keys.
+
+    ``foreach``, ``fused`` and ``capturable`` choose how torch runs a step (per-tensor or
+    multi-tensor loops, a fused kernel, CUDA-graph capture) and leave its results as they are;
+    deepkern's steps are the same whatever they say (its fused steps where it has them), so they are
+    accepted and otherwise ignored, with torch's check that ``fused`` and ``foreach`` are not both
+    True. ``differentiable=True`` (a step recorded by autograd, so that gradients flow through the
+    update) cannot be honoured: deepkern's steps write the parameters in place outside autograd."""
+    unknown = set(options) - set(IMPLEMENTATION_OPTIONS)
+    if unknown:  # a programming error in an optimizer of this package
+        raise TypeError(f"{what}: unknown implementation options {sorted(unknown)}")
+    _refuse_differentiable(what, options.get("differentiable", False))
+    if options.get("fused") and options.get("foreach"):
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+    return options
+
+
+def _refuse_differentiable(what: str, differentiable) -> None:
+    if differentiable:
+        raise NotImplementedError(
+            f"{what}: differentiable=True is not supported: deepkern's optimizer steps update the parameters "
+            "in place outside autograd, so no gradient can flow through a step; use differentiable=False"
+        )
+
+
 def _array_of_state(value, param: Tensor, dtype, where: str):
     """A copy of a loaded state array (ndarray, deepkern Tensor, or an object with ``.numpy()``
     such as a torch tensor) with ``param``'s shape, cast to ``dtype`` (its state's) like torch does,
@@ -195,6 +227,7 @@ class Optimizer:
                 raise ValueError("can't optimize a non-leaf Tensor")
             if p.dtype.kind == "c":
                 raise TypeError(f"optimizer: complex parameters are not supported, got one of dtype {p.dtype}")
+        _refuse_differentiable(f"{type(self).__name__} param group", param_group.get("differentiable", False))
         param_group["params"] = params
         if names:
             param_group["param_names"] = names
@@ -379,6 +412,7 @@ class Optimizer:
             for option, default in self.defaults.items():  # options newer than the state dict
                 s.setdefault(option, default)
                 _check_option_kind(s[option], default, f"param_groups[{i}][{option!r}]")
+            _refuse_differentiable(f"load_state_dict: param_groups[{i}]", s.get("differentiable", False))
             if "param_names" in g and "param_names" not in s:
                 s["param_names"] = g["param_names"]
         self.state = state

@@ -5,7 +5,7 @@ param group with one call of the fused kernel ``deepkern.ops.rmsprop_step_multi`
 from __future__ import annotations
 
 from .. import ops
-from .optimizer import FLOAT_KERNELS, Optimizer, _check_nonnegative
+from .optimizer import FLOAT_KERNELS, Optimizer, _check_nonnegative, _implementation_options
 
 __all__ = ["RMSprop"]
 
@@ -18,7 +18,18 @@ class RMSprop(Optimizer):
     _state_names = frozenset({"step", "square_avg", "momentum_buffer", "grad_avg"})
 
     def __init__(
-        self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False, *, maximize=False
+        self,
+        params,
+        lr=1e-2,
+        alpha=0.99,
+        eps=1e-8,
+        weight_decay=0,
+        momentum=0,
+        centered=False,
+        capturable=False,
+        foreach=None,
+        maximize=False,
+        differentiable=False,
     ):
         _check_nonnegative(lr, "learning rate")
         _check_nonnegative(eps, "epsilon value")
@@ -33,6 +44,7 @@ class RMSprop(Optimizer):
             "centered": centered,
             "weight_decay": weight_decay,
             "maximize": maximize,
+            **_implementation_options("RMSprop", capturable=capturable, foreach=foreach, differentiable=differentiable),
         }
         super().__init__(params, defaults)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .. import ops
 from ..tensor import Tensor
-from .optimizer import FLOAT_KERNELS, Optimizer, _check_nonnegative
+from .optimizer import FLOAT_KERNELS, Optimizer, _check_nonnegative, _implementation_options
 
 __all__ = ["SGD"]
 
@@ -18,7 +18,20 @@ class SGD(Optimizer):
     _kernel_dtypes = FLOAT_KERNELS
     _state_names = frozenset({"step", "momentum_buffer"})
 
-    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *, maximize=False):
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        momentum=0,
+        dampening=0,
+        weight_decay=0,
+        nesterov=False,
+        *,
+        maximize=False,
+        foreach=None,
+        differentiable=False,
+        fused=None,
+    ):
         _check_nonnegative(lr, "learning rate")
         _check_nonnegative(momentum, "momentum value")
         _check_nonnegative(weight_decay, "weight_decay value")
@@ -31,6 +44,7 @@ class SGD(Optimizer):
             "weight_decay": weight_decay,
             "nesterov": nesterov,
             "maximize": maximize,
+            **_implementation_options("SGD", foreach=foreach, differentiable=differentiable, fused=fused),
         }
         super().__init__(params, defaults)
 
