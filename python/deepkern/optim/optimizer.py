@@ -123,7 +123,13 @@ def _plain_options(group: dict) -> dict:
     def has_tensor(value):
         return isinstance(value, Tensor) or (type(value) is tuple and any(isinstance(v, Tensor) for v in value))
 
-    if not any(map(has_tensor, group.values())):  # the usual group: as it is
+    for value in group.values():  # the usual group (numbers, flags, tuples of numbers): as it is
+        kind = type(value)
+        if kind is float or kind is bool or kind is int or value is None or kind is str:
+            continue
+        if has_tensor(value):
+            break
+    else:
         return group
     return {name: value if name == "params" else plain(value) for name, value in group.items()}
 
