@@ -355,3 +355,49 @@ def test_results_keep_float32(rng):
         assert out.dtype == F32
         out.sum().backward()
         assert x.grad.dtype == F32
+
+
+_RESIZES = [
+    dict(size=(11, 4)),
+    dict(size=(3, 9)),
+    dict(scale_factor=1.7),
+    dict(scale_factor=0.45),
+    dict(scale_factor=2.0),
+    dict(scale_factor=(2.5, 0.7)),
+    dict(scale_factor=1.3, recompute_scale_factor=True),
+]
+
+
+@pytest.mark.parametrize(
+    "mode, align_corners", [("bicubic", None), ("bicubic", True), ("nearest-exact", None), ("area", None)]
+)
+@pytest.mark.parametrize("resize", range(len(_RESIZES)))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_interpolate_bicubic_nearest_exact_and_area_match_torch(mode, align_corners, resize, dtype, rng):
+    """Values and input gradients as PyTorch's (bicubic: A = -0.75, the neighbours clamped at the
+    borders, the source position not clamped at 0; area: adaptive average pooling)."""
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((2, 3, 5, 7)).astype(dtype)
+    kwargs = dict(mode=mode, align_corners=align_corners, **_RESIZES[resize])
+    xt, xd = torch.tensor(x, requires_grad=True), dk.tensor(x, requires_grad=True)
+    ref, out = torch.nn.functional.interpolate(xt, **kwargs), F.interpolate(xd, **kwargs)
+    g = rng.standard_normal(tuple(ref.shape)).astype(dtype)
+    ref.backward(torch.tensor(g))
+    out.backward(dk.tensor(g))
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out.detach().numpy(), ref.detach().numpy(), **tol)
+    np.testing.assert_allclose(xd.grad.numpy(), xt.grad.numpy(), **tol)
+
+
+def test_interpolate_new_modes_by_finite_differences_and_their_errors(rng):
+    x = dk.tensor(rng.standard_normal((1, 2, 4, 3)), requires_grad=True)
+    gradcheck(lambda t: F.interpolate(t, size=(6, 5), mode="bicubic"), x)
+    gradcheck(lambda t: F.interpolate(t, scale_factor=0.6, mode="area"), x)
+    with raises_naming(ValueError, "interpolate", "align_corners"):
+        F.interpolate(x, scale_factor=2.0, mode="nearest-exact", align_corners=True)
+    with raises_naming(ValueError, "interpolate", "'bicubic'", "4-D"):
+        F.interpolate(dk.ones(1, 1, 4), scale_factor=2.0, mode="bicubic")
+    with raises_naming(ValueError, "interpolate", "'area'", "3-D or 4-D"):
+        F.interpolate(dk.ones(1, 1, 2, 2, 2), scale_factor=2.0, mode="area")
+    with raises_naming(ValueError, "interpolate", "'bicubic'"):
+        F.interpolate(x, scale_factor=2.0, mode="cubic")

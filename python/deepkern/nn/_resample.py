@@ -1,6 +1,6 @@
 """``pad`` and ``interpolate`` (``torch.nn.functional``'s): each output element of the
-reflect/replicate/circular pads and of the nearest/linear resizes is a weighted sum of at most two
-input elements along each spatial axis, so both are one Function, :class:`AxisResample`, that maps
+reflect/replicate/circular pads and of the nearest/linear/cubic resizes is a weighted sum of at most
+four input elements along each spatial axis, so both are one Function, :class:`AxisResample`, that maps
 one axis at a time by index arrays (gathers forward, scatter-adds backward). The constant pad is
 a copy into a filled array (:class:`ConstantPad`). The index arrays are computed in host memory
 with PyTorch's formulas (in the input's floating type, as its kernels do) and moved to the
@@ -157,7 +157,8 @@ def pad(input, pad, mode="constant", value=None):
 # interpolate
 # ---------------------------------------------------------------------------------------------
 
-_LINEAR_MODES = {"linear": 3, "bilinear": 4, "trilinear": 5}
+_LINEAR_MODES = {"linear": 3, "bilinear": 4, "bicubic": 4, "trilinear": 5}
+_NEAREST_MODES = ("nearest", "nearest-exact")
 
 
 def _nearest_taps(n_in: int, n_out: int, scale, image: bool):
@@ -172,6 +173,42 @@ def _nearest_taps(n_in: int, n_out: int, scale, image: bool):
         return [(j >> 1, None)]
     s = np.float32(1.0 / scale) if scale else np.float32(n_in) / np.float32(n_out)
     return [(np.minimum(np.floor(j.astype(np.float32) * s).astype(np.int64), n_in - 1), None)]
+
+
+def _nearest_exact_taps(n_in: int, n_out: int, scale):
+    """PyTorch's nearest-exact source index: floor((j + 0.5) * s) (in float32), s as for nearest,
+    clamped to n_in - 1: the input pixel whose centre is nearest the output pixel's."""
+    j = np.arange(n_out)
+    s = np.float32(1.0 / scale) if scale else np.float32(n_in) / np.float32(n_out)
+    return [(np.minimum(np.floor((j.astype(np.float32) + np.float32(0.5)) * s).astype(np.int64), n_in - 1), None)]
+
+
+def _cubic_taps(n_in: int, n_out: int, scale, align_corners: bool, dtype):
+    """PyTorch's bicubic source position, computed in ``dtype`` as the linear one but not clamped at
+    0, and its four neighbours i0 - 1 .. i0 + 2 (clamped to the axis) weighted by the cubic
+    convolution kernel with A = -0.75 at their distances."""
+    t = np.dtype(dtype).type
+    j = np.arange(n_out)
+    if n_out == n_in and not align_corners:
+        return [(j, None)]
+    if align_corners:
+        s = t(n_in - 1) / t(n_out - 1) if n_out > 1 else t(0)
+        src = s * j.astype(dtype)
+    else:
+        s = t(1.0 / scale) if scale else t(n_in) / t(n_out)
+        src = s * (j.astype(dtype) + t(0.5)) - t(0.5)
+    i0 = np.floor(src).astype(np.int64)
+    frac = (src - i0.astype(dtype)).astype(dtype)
+    a = t(-0.75)
+
+    def near(d):  # the kernel for distances in [0, 1]
+        return ((a + t(2)) * d - (a + t(3))) * d * d + t(1)
+
+    def far(d):  # for distances in [1, 2]
+        return ((a * d - t(5) * a) * d + t(8) * a) * d - t(4) * a
+
+    weights = (far(frac + t(1)), near(frac), near(t(1) - frac), far(t(2) - frac))
+    return [(np.clip(i0 + k, 0, n_in - 1), w.astype(dtype)) for k, w in zip((-1, 0, 1, 2), weights)]
 
 
 def _linear_taps(n_in: int, n_out: int, scale, align_corners: bool, dtype):
@@ -228,19 +265,26 @@ def interpolate(
     """Resizes the spatial dimensions (all after the first two) of ``input``
     (torch.nn.functional.interpolate) to ``size`` or by ``scale_factor`` (output size
     floor(in * scale_factor); the source positions use the scale factor itself unless
-    ``recompute_scale_factor``). ``mode``: 'nearest' (3-D to 5-D input), 'linear' (3-D),
-    'bilinear' (4-D) or 'trilinear' (5-D), with ``align_corners`` (default False) mapping the
-    corner pixels' centres onto each other."""
+    ``recompute_scale_factor``). ``mode``: 'nearest' or 'nearest-exact' (3-D to 5-D input; the
+    latter takes the source pixel whose centre is nearest), 'linear' (3-D), 'bilinear' (4-D),
+    'bicubic' (4-D; PyTorch's cubic convolution, A = -0.75, the neighbours clamped at the borders) or
+    'trilinear' (5-D), with ``align_corners`` (default False) mapping the corner pixels' centres onto
+    each other; 'area' (3-D, 4-D) is adaptive average pooling to the output size."""
     x = _array(input)
-    if mode != "nearest" and mode not in _LINEAR_MODES:
-        raise ValueError(f"interpolate: mode must be 'nearest', 'linear', 'bilinear' or 'trilinear', got {mode!r}")
+    if mode not in _NEAREST_MODES and mode not in _LINEAR_MODES and mode != "area":
+        raise ValueError(
+            "interpolate: mode must be 'nearest', 'nearest-exact', 'linear', 'bilinear', 'bicubic', 'trilinear' "
+            f"or 'area', got {mode!r}"
+        )
     if antialias:
         raise ValueError("interpolate: antialias=True is not supported")
-    if mode == "nearest" and align_corners is not None:
+    if (mode in _NEAREST_MODES or mode == "area") and align_corners is not None:
         raise ValueError(
             "interpolate: align_corners option can only be set with the interpolating modes: linear | bilinear | "
-            "trilinear"
+            "bicubic | trilinear"
         )
+    if mode == "area" and x.ndim not in (3, 4):
+        raise ValueError(f"interpolate: mode 'area' needs 3-D or 4-D input, got shape {x.shape}")
     wanted = _LINEAR_MODES.get(mode)
     if (wanted is None and x.ndim not in (3, 4, 5)) or (wanted is not None and x.ndim != wanted):
         expected = "3-D, 4-D or 5-D" if wanted is None else f"{wanted}-D"
@@ -268,11 +312,19 @@ def interpolate(
         )
     if math.prod(x.shape[:2]) * math.prod(out_sizes) >= _MAX_ELEMENTS:
         raise ValueError(f"interpolate: output size {tuple(out_sizes)} is too large for input of shape {x.shape}")
+    if mode == "area":
+        from .functional import adaptive_avg_pool1d, adaptive_avg_pool2d
+
+        return (adaptive_avg_pool1d if dims == 1 else adaptive_avg_pool2d)(input, tuple(out_sizes))
     plan = []
     for axis in reversed(range(2, x.ndim)):  # the last axis first, as PyTorch's weights nest
         n_in, n_out, scale = x.shape[axis], out_sizes[axis - 2], scales[axis - 2]
         if mode == "nearest":
             taps = _nearest_taps(n_in, n_out, scale, x.ndim == 4)
+        elif mode == "nearest-exact":
+            taps = _nearest_exact_taps(n_in, n_out, scale)
+        elif mode == "bicubic":
+            taps = _cubic_taps(n_in, n_out, scale, bool(align_corners), x.dtype)
         else:
             taps = _linear_taps(n_in, n_out, scale, bool(align_corners), x.dtype)
         plan.append((axis, n_in, taps))
