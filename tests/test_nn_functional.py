@@ -401,3 +401,58 @@ def test_interpolate_new_modes_by_finite_differences_and_their_errors(rng):
         F.interpolate(dk.ones(1, 1, 2, 2, 2), scale_factor=2.0, mode="area")
     with raises_naming(ValueError, "interpolate", "'bicubic'"):
         F.interpolate(x, scale_factor=2.0, mode="cubic")
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_grid_sample_matches_torch(mode, padding_mode, align_corners, dtype, rng):
+    """Values and the gradients of the input and (bilinear) of the grid, as PyTorch's, with grid points
+    inside, on and outside the input's borders."""
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((2, 3, 5, 6)).astype(dtype)
+    grid = (rng.standard_normal((2, 4, 7, 2)) * 1.3).astype(dtype)
+    grid[0, 0, :3] = [[-1.0, -1.0], [1.0, 1.0], [0.0, 1.0]]  # corners and an edge
+    args = (mode, padding_mode, align_corners)
+    xt, gt = torch.tensor(x, requires_grad=True), torch.tensor(grid, requires_grad=True)
+    xd, gd = dk.tensor(x, requires_grad=True), dk.tensor(grid, requires_grad=True)
+    ref, out = torch.nn.functional.grid_sample(xt, gt, *args), F.grid_sample(xd, gd, *args)
+    weights = rng.standard_normal(tuple(ref.shape)).astype(dtype)
+    ref.backward(torch.tensor(weights))
+    out.backward(dk.tensor(weights))
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(out.detach().numpy(), ref.detach().numpy(), **tol)
+    np.testing.assert_allclose(xd.grad.numpy(), xt.grad.numpy(), **tol)
+    if mode == "nearest":  # the grid gets no gradient (PyTorch's is all zeros)
+        assert gd.grad is None and not gt.grad.numpy().any()
+    else:
+        np.testing.assert_allclose(gd.grad.numpy(), gt.grad.numpy(), **tol)
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_affine_grid_matches_torch_and_feeds_grid_sample(align_corners, rng):
+    torch = pytest.importorskip("torch")
+    theta = rng.standard_normal((2, 2, 3))
+    tt, td = torch.tensor(theta, requires_grad=True), dk.tensor(theta, requires_grad=True)
+    x = rng.standard_normal((2, 3, 4, 5))
+    ref = torch.nn.functional.grid_sample(
+        torch.tensor(x), torch.nn.functional.affine_grid(tt, (2, 3, 6, 7), align_corners), align_corners=align_corners
+    )
+    out = F.grid_sample(dk.tensor(x), F.affine_grid(td, (2, 3, 6, 7), align_corners), align_corners=align_corners)
+    weights = rng.standard_normal(tuple(ref.shape))
+    ref.backward(torch.tensor(weights))
+    out.backward(dk.tensor(weights))
+    np.testing.assert_allclose(out.detach().numpy(), ref.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(td.grad.numpy(), tt.grad.numpy(), rtol=1e-11, atol=1e-12)
+    identity = dk.tensor(np.tile(np.eye(2, 3), (2, 1, 1)))
+    same = F.grid_sample(
+        dk.tensor(x), F.affine_grid(identity, (2, 3, 4, 5), align_corners), align_corners=align_corners
+    )
+    np.testing.assert_allclose(same.numpy(), x, rtol=1e-12, atol=1e-12)
+    with pytest.warns(UserWarning, match="align_corners=False"):
+        F.affine_grid(identity, (2, 3, 4, 5))
+    with raises_naming(ValueError, "grid_sample", "padding_mode"):
+        F.grid_sample(dk.tensor(x), dk.zeros(2, 1, 1, 2, dtype=dk.float64), padding_mode="wrap", align_corners=False)
+    with raises_naming(ValueError, "affine_grid", "theta", "(2, 2, 3)"):
+        F.affine_grid(dk.zeros(2, 3, 3, dtype=dk.float64), (2, 3, 4, 5), False)

@@ -79,6 +79,8 @@ __all__ = [
     "unfold",
     "fold",
     "max_unpool2d",
+    "affine_grid",
+    "grid_sample",
     "one_hot",
     "pad",
     "interpolate",
@@ -1428,6 +1430,7 @@ def flatten(input, start_dim=0, end_dim=-1):
 # The losses' functional forms live beside their modules (loss.py).
 from ._attention import scaled_dot_product_attention  # noqa: E402
 from ._fold import fold, max_unpool2d, unfold  # noqa: E402
+from ._grid import affine_grid, grid_sample  # noqa: E402
 from ._resample import interpolate, pad  # noqa: E402
 from .loss import (  # noqa: E402
     binary_cross_entropy,
