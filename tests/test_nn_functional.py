@@ -456,3 +456,65 @@ def test_affine_grid_matches_torch_and_feeds_grid_sample(align_corners, rng):
         F.grid_sample(dk.tensor(x), dk.zeros(2, 1, 1, 2, dtype=dk.float64), padding_mode="wrap", align_corners=False)
     with raises_naming(ValueError, "affine_grid", "theta", "(2, 2, 3)"):
         F.affine_grid(dk.zeros(2, 3, 3, dtype=dk.float64), (2, 3, 4, 5), False)
+
+
+_BAGS = [
+    (np.array([[1, 2, 4], [2, 2, 2], [0, 6, 3]]), None, False),
+    (np.array([1, 2, 4, 5, 2, 6, 0]), np.array([0, 2, 2, 5]), False),  # an empty bag
+    (np.array([1, 2, 4, 5, 2, 6, 0]), np.array([0, 3, 7]), True),
+    (np.array([2, 2, 2]), np.array([0, 1]), False),
+]
+
+
+@pytest.mark.parametrize("mode, weighted", [("sum", False), ("sum", True), ("mean", False), ("max", False)])
+@pytest.mark.parametrize("padding_idx", [None, 2])
+@pytest.mark.parametrize("bags", range(len(_BAGS)))
+def test_embedding_bag_matches_torch(mode, weighted, padding_idx, bags, rng):
+    """Sums, means and maxima of bags (2-D input, offsets with an empty bag, include_last_offset,
+    a bag of padding only), per-sample weights (sum), and the weight's and the per-sample weights'
+    gradients, as PyTorch's."""
+    torch = pytest.importorskip("torch")
+    indices, offsets, last = _BAGS[bags]
+    weight = rng.standard_normal((7, 4))
+    psw = rng.standard_normal(indices.shape) if weighted else None
+    outs = []
+    for lib, fn in ((torch, torch.nn.functional.embedding_bag), (dk, F.embedding_bag)):
+        w = lib.tensor(weight, requires_grad=True)
+        p = None if psw is None else lib.tensor(psw, requires_grad=True)
+        out = fn(
+            lib.tensor(indices),
+            w,
+            None if offsets is None else lib.tensor(offsets),
+            mode=mode,
+            per_sample_weights=p,
+            include_last_offset=last,
+            padding_idx=padding_idx,
+        )
+        (out * lib.tensor(np.arange(out.numel()).reshape(tuple(out.shape)) - 3.0)).sum().backward()
+        outs.append([out.detach().numpy(), w.grad.numpy()] + ([] if p is None else [p.grad.numpy()]))
+    for got, ref in zip(outs[1], outs[0]):
+        np.testing.assert_allclose(got, ref, rtol=1e-13, atol=1e-15)
+
+
+def test_embedding_bag_module_loads_torch_and_checks_arguments(rng):
+    torch = pytest.importorskip("torch")
+    ref = torch.nn.EmbeddingBag(6, 3, mode="max", padding_idx=0).double()
+    ours = dk.nn.EmbeddingBag(6, 3, mode="max", padding_idx=0).double()
+    ours.load_state_dict({k: v.numpy() for k, v in ref.state_dict().items()})
+    assert repr(ours) == repr(ref) and repr(dk.nn.EmbeddingBag(6, 3)) == repr(torch.nn.EmbeddingBag(6, 3))
+    assert not dk.nn.EmbeddingBag(6, 3, padding_idx=1).weight.detach().numpy()[1].any()
+    idx, off = np.array([1, 0, 5, 3]), np.array([0, 1])
+    np.testing.assert_array_equal(
+        ours(dk.tensor(idx), dk.tensor(off)).detach().numpy(),
+        ref(torch.tensor(idx), torch.tensor(off)).detach().numpy(),
+    )
+    with raises_naming(ValueError, "embedding_bag", "offsets", "None"):
+        ours(dk.tensor(idx))
+    with raises_naming(ValueError, "embedding_bag", "offsets must start at 0"):
+        ours(dk.tensor(idx), dk.tensor([1, 2]))
+    with raises_naming(IndexError, "embedding_bag", "out of range"):
+        ours(dk.tensor([6]), dk.tensor([0]))
+    with raises_naming(NotImplementedError, "per_sample_weights", "sum"):
+        ours(dk.tensor(idx), dk.tensor(off), dk.tensor(np.ones(4)))
+    with raises_naming(ValueError, "EmbeddingBag", "mode"):
+        dk.nn.EmbeddingBag(6, 3, mode="min")

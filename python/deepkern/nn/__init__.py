@@ -19,7 +19,7 @@ from .conv import (
     PixelUnshuffle,
 )
 from .fold import Fold, MaxUnpool2d, Unfold
-from .linear import Embedding, Flatten, Linear
+from .linear import Embedding, EmbeddingBag, Flatten, Linear
 from .loss import (
     BCELoss,
     BCEWithLogitsLoss,
@@ -108,6 +108,7 @@ __all__ = [
     "CosineSimilarity",
     "PairwiseDistance",
     "Embedding",
+    "EmbeddingBag",
     "GRU",
     "GRUCell",
     "LSTM",

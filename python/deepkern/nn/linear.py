@@ -24,7 +24,7 @@ from ._layer import (
 )
 from .module import Module, Parameter
 
-__all__ = ["Linear", "Embedding", "Flatten"]
+__all__ = ["Linear", "Embedding", "EmbeddingBag", "Flatten"]
 
 #: The GEMM kernel's batch offsets of a single problem.
 _ONE = np.zeros(1, dtype=np.int64)
@@ -165,6 +165,78 @@ class Embedding(Module):
 
     def extra_repr(self) -> str:
         s = f"{self.num_embeddings}, {self.embedding_dim}"
+        if self.padding_idx is not None:
+            s += f", padding_idx={self.padding_idx}"
+        return s
+
+
+class EmbeddingBag(Module):
+    """Sums, means or maxima (``mode``) of the embedding rows of bags of indices (F.embedding_bag):
+    ``forward(input, offsets=None, per_sample_weights=None)``; ``weight`` as Embedding's."""
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        max_norm=None,
+        norm_type: float = 2.0,
+        scale_grad_by_freq: bool = False,
+        mode: str = "mean",
+        sparse: bool = False,
+        _weight=None,
+        include_last_offset: bool = False,
+        padding_idx=None,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        if mode not in ("sum", "mean", "max"):
+            raise ValueError(f"EmbeddingBag: mode must be 'sum', 'mean' or 'max', got {mode!r}")
+        for name, value in (
+            ("max_norm", max_norm is not None),
+            ("scale_grad_by_freq", scale_grad_by_freq),
+            ("sparse", sparse),
+        ):
+            if value:
+                raise NotImplementedError(f"EmbeddingBag: {name} is not supported in this version")
+        factory = factory_kwargs("EmbeddingBag", dtype, device)
+        self.num_embeddings = size_argument("EmbeddingBag", "num_embeddings", num_embeddings)
+        self.embedding_dim = size_argument("EmbeddingBag", "embedding_dim", embedding_dim)
+        self.padding_idx = F._padding_row(padding_idx, self.num_embeddings, "EmbeddingBag")
+        self.max_norm, self.norm_type, self.scale_grad_by_freq, self.sparse = (
+            max_norm,
+            norm_type,
+            scale_grad_by_freq,
+            sparse,
+        )
+        self.mode, self.include_last_offset = mode, bool(include_last_offset)
+        if _weight is None:
+            self.weight = empty_parameter((self.num_embeddings, self.embedding_dim), **factory)
+            self.reset_parameters()
+        else:
+            weight = tensor(_weight, dtype=factory["dtype"], device=factory["device"])
+            if weight.shape != (self.num_embeddings, self.embedding_dim):
+                raise ValueError(
+                    f"EmbeddingBag: _weight has shape {weight.shape}, "
+                    f"expected {(self.num_embeddings, self.embedding_dim)}"
+                )
+            self.weight = Parameter(weight)
+
+    reset_parameters = Embedding.reset_parameters
+
+    def forward(self, input, offsets=None, per_sample_weights=None):
+        return F.embedding_bag(
+            input,
+            self.weight,
+            offsets,
+            mode=self.mode,
+            per_sample_weights=per_sample_weights,
+            include_last_offset=self.include_last_offset,
+            padding_idx=self.padding_idx,
+        )
+
+    def extra_repr(self) -> str:
+        s = f"{self.num_embeddings}, {self.embedding_dim}, mode={self.mode!r}"
         if self.padding_idx is not None:
             s += f", padding_idx={self.padding_idx}"
         return s
