@@ -518,3 +518,89 @@ def test_embedding_bag_module_loads_torch_and_checks_arguments(rng):
         ours(dk.tensor(idx), dk.tensor(off), dk.tensor(np.ones(4)))
     with raises_naming(ValueError, "EmbeddingBag", "mode"):
         dk.nn.EmbeddingBag(6, 3, mode="min")
+
+
+_COMPOSED = {
+    "local_response_norm": (lambda r: [r.standard_normal((2, 5, 4, 3))], lambda m, x: m.local_response_norm(x, 3)),
+    "local_response_norm_3d": (
+        lambda r: [r.standard_normal((2, 6, 7))],
+        lambda m, x: m.local_response_norm(x, 4, 2e-2, 0.6, 2.0),
+    ),
+    "bilinear": (
+        lambda r: [
+            r.standard_normal((3, 4)),
+            r.standard_normal((3, 5)),
+            r.standard_normal((2, 4, 5)),
+            r.standard_normal(2),
+        ],
+        lambda m, a, b, w, c: m.bilinear(a, b, w, c),
+    ),
+    "lp_pool2d": (lambda r: [np.abs(r.standard_normal((2, 3, 5, 4))) + 0.1], lambda m, x: m.lp_pool2d(x, 2, 2)),
+    "lp_pool2d_p3": (
+        lambda r: [np.abs(r.standard_normal((2, 3, 5, 4))) + 0.1],
+        lambda m, x: m.lp_pool2d(x, 3, (2, 1), 1, True),
+    ),
+    "lp_pool1d": (lambda r: [np.abs(r.standard_normal((2, 3, 7))) + 0.1], lambda m, x: m.lp_pool1d(x, 1.5, 3, 2)),
+    "pdist": (lambda r: [r.standard_normal((5, 3))], lambda m, x: m.pdist(x)),
+    "pdist_p1": (lambda r: [r.standard_normal((5, 3))], lambda m, x: m.pdist(x, 1.0)),
+    "channel_shuffle": (lambda r: [r.standard_normal((2, 6, 3))], lambda m, x: m.channel_shuffle(x, 3)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_COMPOSED))
+def test_composed_functions_match_torch(name, rng):
+    torch = pytest.importorskip("torch")
+    arrays = _COMPOSED[name][0](rng)
+    grads = []
+    for lib, module in ((torch, torch.nn.functional), (dk, F)):
+        tensors = [lib.tensor(a, requires_grad=True) for a in arrays]
+        out = _COMPOSED[name][1](module, *tensors)
+        out.backward(lib.tensor(np.linspace(-1, 1, out.numel()).reshape(tuple(out.shape))))
+        grads.append([out.detach().numpy()] + [t.grad.numpy() for t in tensors])
+    for got, ref in zip(grads[1], grads[0]):
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-13)
+    tensors = [dk.tensor(a, requires_grad=True) for a in arrays]
+    gradcheck(lambda *ts: _COMPOSED[name][1](F, *ts), *tensors)
+
+
+@pytest.mark.parametrize(
+    "layer, args, shape",
+    [
+        ("LocalResponseNorm", (3,), (2, 5, 4, 3)),
+        ("Bilinear", (4, 5, 2), None),
+        ("LPPool2d", (2, 3), (2, 3, 6, 5)),
+        ("LPPool1d", (2, 3, 2), (2, 3, 7)),
+        ("Softmax2d", (), (2, 3, 4, 5)),
+        ("ChannelShuffle", (2,), (2, 4, 3, 3)),
+    ],
+)
+def test_composed_layers_match_torch(layer, args, shape, rng):
+    torch = pytest.importorskip("torch")
+    ref = getattr(torch.nn, layer)(*args).double()
+    ours = getattr(dk.nn, layer)(*args).double()
+    ours.load_state_dict({k: v.numpy() for k, v in ref.state_dict().items()})
+    assert repr(ours) == repr(ref)
+    inputs = (
+        [rng.standard_normal((3, 4)), rng.standard_normal((3, 5))]
+        if shape is None
+        else [np.abs(rng.standard_normal(shape))]
+    )
+    out = ours(*(dk.tensor(a) for a in inputs))
+    np.testing.assert_allclose(
+        out.detach().numpy(), ref(*(torch.tensor(a) for a in inputs)).detach().numpy(), rtol=1e-12, atol=1e-13
+    )
+
+
+def test_gumbel_softmax_samples_and_straight_through_gradient(rng):
+    dk.manual_seed(0)
+    logits = dk.tensor(rng.standard_normal((20000, 3)), requires_grad=True)
+    soft = F.gumbel_softmax(logits, tau=0.5)
+    np.testing.assert_allclose(soft.detach().numpy().sum(axis=1), 1.0, rtol=1e-12)
+    hard = F.gumbel_softmax(logits, tau=0.5, hard=True)
+    values = hard.detach().numpy()
+    assert set(np.unique(values)) == {0.0, 1.0} and np.all(values.sum(axis=1) == 1)
+    probs = np.exp(logits.detach().numpy())
+    probs /= probs.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(values.mean(axis=0), probs.mean(axis=0), atol=0.015)  # argmax of Gumbel draws
+    hard.sum().backward()  # the straight-through gradient: that of the soft sample, summing to 0 per row
+    np.testing.assert_allclose(logits.grad.numpy().sum(axis=1), 0.0, atol=1e-12)

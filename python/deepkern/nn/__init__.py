@@ -9,17 +9,20 @@ from .conv import (
     AdaptiveMaxPool2d,
     AvgPool1d,
     AvgPool2d,
+    ChannelShuffle,
     Conv1d,
     Conv2d,
     ConvTranspose1d,
     ConvTranspose2d,
+    LPPool1d,
+    LPPool2d,
     MaxPool1d,
     MaxPool2d,
     PixelShuffle,
     PixelUnshuffle,
 )
 from .fold import Fold, MaxUnpool2d, Unfold
-from .linear import Embedding, EmbeddingBag, Flatten, Linear
+from .linear import Bilinear, Embedding, EmbeddingBag, Flatten, Linear
 from .loss import (
     BCELoss,
     BCEWithLogitsLoss,
@@ -52,6 +55,7 @@ from .normalization import (
     InstanceNorm1d,
     InstanceNorm2d,
     LayerNorm,
+    LocalResponseNorm,
     PairwiseDistance,
     RMSNorm,
 )
@@ -109,6 +113,11 @@ __all__ = [
     "PairwiseDistance",
     "Embedding",
     "EmbeddingBag",
+    "Bilinear",
+    "LPPool1d",
+    "LPPool2d",
+    "ChannelShuffle",
+    "LocalResponseNorm",
     "GRU",
     "GRUCell",
     "LSTM",

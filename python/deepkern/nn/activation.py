@@ -14,6 +14,7 @@ from ._layer import check_float, empty_parameter, factory_kwargs, run_op
 from .module import Module
 
 __all__ = [
+    "Softmax2d",
     "ReLU",
     "LeakyReLU",
     "Tanh",
@@ -433,3 +434,12 @@ class Dropout2d(Dropout):
     def forward(self, input):
         _check_input(self, input)
         return F.dropout2d(input, self.p, self.training)
+
+
+class Softmax2d(Module):
+    """Softmax over the channels of (N, C, H, W) or (C, H, W) input (dimension -3)."""
+
+    def forward(self, input):
+        if input.ndim not in (3, 4):
+            raise ValueError(f"Softmax2d: expected 3-D or 4-D input, got shape {tuple(input.shape)}")
+        return F.softmax(input, -3)

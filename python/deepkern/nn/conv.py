@@ -27,6 +27,9 @@ from ._layer import (
 from .module import Module
 
 __all__ = [
+    "LPPool1d",
+    "LPPool2d",
+    "ChannelShuffle",
     "Conv1d",
     "Conv2d",
     "ConvTranspose1d",
@@ -603,3 +606,43 @@ class PixelUnshuffle(Module):
 
     def extra_repr(self) -> str:
         return f"downscale_factor={self.downscale_factor}"
+
+
+class _LPPoolNd(Module):
+    def __init__(self, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False):
+        super().__init__()
+        self.norm_type, self.kernel_size, self.stride, self.ceil_mode = norm_type, kernel_size, stride, ceil_mode
+
+    def extra_repr(self) -> str:
+        return (
+            f"norm_type={self.norm_type}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"ceil_mode={self.ceil_mode}"
+        )
+
+
+class LPPool1d(_LPPoolNd):
+    """The ``norm_type``-norm over each window along one dimension (F.lp_pool1d)."""
+
+    def forward(self, input):
+        return run_op(self, F.lp_pool1d, input, self.norm_type, self.kernel_size, self.stride, self.ceil_mode)
+
+
+class LPPool2d(_LPPoolNd):
+    """The ``norm_type``-norm over each window (F.lp_pool2d)."""
+
+    def forward(self, input):
+        return run_op(self, F.lp_pool2d, input, self.norm_type, self.kernel_size, self.stride, self.ceil_mode)
+
+
+class ChannelShuffle(Module):
+    """The channels of ``groups`` groups interleaved (F.channel_shuffle; ShuffleNet's)."""
+
+    def __init__(self, groups: int):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, input):
+        return run_op(self, F.channel_shuffle, input, self.groups)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"

@@ -1485,3 +1485,93 @@ __all__ += [
     "gaussian_nll_loss",
     "triplet_margin_with_distance_loss",
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Compositions of the ops above, as PyTorch writes them
+# ---------------------------------------------------------------------------------------------
+
+
+def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
+    """AlexNet's local response normalization: ``input / (k + alpha * mean of the squares over the
+    ``size`` neighbouring channels (zero past the edges)) ** beta``, as PyTorch's."""
+    x = input if isinstance(input, Tensor) else as_tensor(input)
+    if x.ndim < 3:
+        raise ValueError(f"local_response_norm: expected 3-D or higher input, got shape {x.shape}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"local_response_norm: size must be an int >= 1, got {size!r}")
+    if x.numel() == 0:
+        return x
+    channels = x.shape[1]
+    squares = x * x
+    widths = [0, 0] * (x.ndim - 2) + [size // 2, (size - 1) // 2]
+    padded = pad(squares, widths)
+    window = sum(padded.narrow(1, o, channels) for o in range(size)) / size
+    return x / (window * alpha + k) ** beta
+
+
+def bilinear(input1, input2, weight, bias=None):
+    """``y[..., o] = input1[..., i] weight[o, i, j] input2[..., j] (+ bias[o])``."""
+    from ..tensor_functions import einsum
+
+    out = einsum("...i,oij,...j->...o", input1, weight, input2)
+    return out if bias is None else out + bias
+
+
+def _lp_pool(pooled, norm_type, window: int):
+    return (pooled.sign() * pooled.abs().relu() * window) ** (1.0 / norm_type)
+
+
+def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """The ``norm_type``-norm over each window: (sum of x^p) ^ (1/p), as PyTorch's (from the
+    windows' average of x^p)."""
+    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, (int, np.integer)) else tuple(kernel_size)
+    pooled = avg_pool2d(input**norm_type, kernel_size, stride, 0, ceil_mode)
+    return _lp_pool(pooled, norm_type, kh * kw)
+
+
+def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """As :func:`lp_pool2d` along one dimension."""
+    pooled = avg_pool1d(input**norm_type, kernel_size, stride, 0, ceil_mode)
+    window = kernel_size[0] if isinstance(kernel_size, (tuple, list)) else kernel_size
+    return _lp_pool(pooled, norm_type, int(window))
+
+
+def gumbel_softmax(logits, tau=1.0, hard=False, eps=1e-10, dim=-1):
+    """Samples of the Gumbel-softmax distribution: softmax((logits + g) / tau) with g Gumbel noise
+    from deepkern's generator; with ``hard`` the one-hot of each sample's largest entry, whose
+    gradient is the soft sample's (the straight-through estimator), as PyTorch's."""
+    noise = -logits.detach().new_zeros(logits.shape).exponential_().log()
+    soft = softmax((logits + noise) / tau, dim)
+    if not hard:
+        return soft
+    index = soft.max(dim, keepdim=True)[1]
+    one_hot_sample = soft.detach().new_zeros(soft.shape).scatter_(dim, index, 1.0)
+    return one_hot_sample - soft.detach() + soft
+
+
+def pdist(input, p=2.0):
+    """The ``p``-norm distances between the rows of the (N, M) ``input``, pair (i, j) for i < j in
+    row-major order: N (N - 1) / 2 values."""
+    if input.ndim != 2:
+        raise ValueError(f"pdist: input must be 2-D, got shape {input.shape}")
+    n = input.shape[0]
+    rows, cols = np.triu_indices(n, 1)
+    first = input.index_select(0, Tensor._wrap(backends.as_array(rows.astype(np.int64))))
+    second = input.index_select(0, Tensor._wrap(backends.as_array(cols.astype(np.int64))))
+    return (first - second).norm(p=p, dim=1)
+
+
+def channel_shuffle(input, groups):
+    """The channels (dimension 1) of ``groups`` groups interleaved: channel g * (C / groups) + i goes
+    to i * groups + g."""
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"channel_shuffle: groups must be an int >= 1, got {groups!r}")
+    if input.ndim < 3 or input.shape[1] % groups:
+        raise ValueError(f"channel_shuffle: input must be (N, C, *), C divisible by groups={groups}, got {input.shape}")
+    n, c = input.shape[:2]
+    rest = tuple(input.shape[2:])
+    return input.reshape(n, groups, c // groups, *rest).transpose(1, 2).reshape(n, c, *rest)
+
+
+__all__ += ["local_response_norm", "bilinear", "lp_pool1d", "lp_pool2d", "gumbel_softmax", "pdist", "channel_shuffle"]

@@ -24,7 +24,7 @@ from ._layer import (
 )
 from .module import Module, Parameter
 
-__all__ = ["Linear", "Embedding", "EmbeddingBag", "Flatten"]
+__all__ = ["Linear", "Bilinear", "Embedding", "EmbeddingBag", "Flatten"]
 
 #: The GEMM kernel's batch offsets of a single problem.
 _ONE = np.zeros(1, dtype=np.int64)
@@ -277,3 +277,38 @@ class Flatten(Module):
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Bilinear(Module):
+    """``y = x1^T A x2 + b`` per output feature (F.bilinear): weight ``(out_features, in1_features,
+    in2_features)`` and bias initialised U(-1/sqrt(in1_features), 1/sqrt(in1_features)), as PyTorch's."""
+
+    def __init__(
+        self, in1_features: int, in2_features: int, out_features: int, bias: bool = True, device=None, dtype=None
+    ):
+        super().__init__()
+        factory = factory_kwargs("Bilinear", dtype, device)
+        self.in1_features = size_argument("Bilinear", "in1_features", in1_features)
+        self.in2_features = size_argument("Bilinear", "in2_features", in2_features)
+        self.out_features = size_argument("Bilinear", "out_features", out_features)
+        self.weight = empty_parameter((self.out_features, self.in1_features, self.in2_features), **factory)
+        self.bias = empty_parameter((self.out_features,), **factory) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = 1 / math.sqrt(self.in1_features) if self.in1_features else 0.0
+        init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, input1, input2):
+        for name, x, n in (("input1", input1, self.in1_features), ("input2", input2, self.in2_features)):
+            if x.ndim < 1 or x.shape[-1] != n:
+                bad_shape(self, x, f"(..., {n}) for {name}")
+        return F.bilinear(input1, input2, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in1_features={self.in1_features}, in2_features={self.in2_features}, "
+            f"out_features={self.out_features}, bias={self.bias is not None}"
+        )

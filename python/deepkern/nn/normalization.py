@@ -23,6 +23,7 @@ from ._layer import bad_shape, check_float, describe, empty_parameter, factory_k
 from .module import Module
 
 __all__ = [
+    "LocalResponseNorm",
     "BatchNorm1d",
     "BatchNorm2d",
     "InstanceNorm1d",
@@ -351,3 +352,17 @@ class PairwiseDistance(Module):
 
     def forward(self, x1, x2):
         return run_op(self, F.pairwise_distance, x1, x2, self.norm, self.eps, self.keepdim)
+
+
+class LocalResponseNorm(Module):
+    """AlexNet's local response normalization over ``size`` neighbouring channels (F.local_response_norm)."""
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, input):
+        return run_op(self, F.local_response_norm, input, self.size, self.alpha, self.beta, self.k)
+
+    def extra_repr(self) -> str:
+        return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
