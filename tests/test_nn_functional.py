@@ -604,3 +604,62 @@ def test_gumbel_softmax_samples_and_straight_through_gradient(rng):
     np.testing.assert_allclose(values.mean(axis=0), probs.mean(axis=0), atol=0.015)  # argmax of Gumbel draws
     hard.sum().backward()  # the straight-through gradient: that of the soft sample, summing to 0 per row
     np.testing.assert_allclose(logits.grad.numpy().sum(axis=1), 0.0, atol=1e-12)
+
+
+def test_rrelu_slopes_and_eval_as_torch(rng):
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((3, 4, 5))
+    np.testing.assert_array_equal(F.rrelu(dk.tensor(x)).numpy(), torch.nn.functional.rrelu(torch.tensor(x)).numpy())
+    dk.manual_seed(4)
+    xd = dk.tensor(x, requires_grad=True)
+    y = F.rrelu(xd, 0.1, 0.3, training=True)
+    y.sum().backward()
+    negative = x < 0
+    slopes = y.detach().numpy()[negative] / x[negative]
+    assert slopes.min() >= 0.1 and slopes.max() <= 0.3 and slopes.std() > 0.03  # one draw per element
+    np.testing.assert_allclose(xd.grad.numpy()[negative], slopes, rtol=1e-12)
+    assert np.all(xd.grad.numpy()[~negative] == 1) and np.all(y.detach().numpy()[~negative] == x[~negative])
+    dk.manual_seed(4)
+    np.testing.assert_array_equal(F.rrelu(dk.tensor(x), 0.1, 0.3, training=True).numpy(), y.detach().numpy())
+    layer = dk.nn.RReLU().eval()
+    assert repr(layer) == repr(torch.nn.RReLU())
+    np.testing.assert_array_equal(layer(dk.tensor(x)).numpy(), torch.nn.RReLU().eval()(torch.tensor(x)).numpy())
+
+
+@pytest.mark.parametrize("feature", [False, True])
+def test_alpha_dropout_values_and_moments_as_torch(feature, rng):
+    torch = pytest.importorskip("torch")
+    ours = F.feature_alpha_dropout if feature else F.alpha_dropout
+    ref = torch.nn.functional.feature_alpha_dropout if feature else torch.nn.functional.alpha_dropout
+    zeros = np.zeros((50, 40, 3))
+    got, want = ours(dk.tensor(zeros), 0.3, True).numpy(), ref(torch.tensor(zeros), 0.3, True).numpy()
+    np.testing.assert_allclose(np.unique(got), np.unique(want), rtol=1e-15)  # a kept and a dropped value
+    if feature:  # one draw per (sample, channel)
+        assert np.all(got == got[..., :1])
+    z = rng.standard_normal((400, 1000)) if not feature else rng.standard_normal((400, 1000, 1))
+    out = ours(dk.tensor(z), 0.2, True).numpy()
+    assert abs(out.mean()) < 0.01 and abs(out.var() - 1) < 0.02  # SELU's fixed point kept
+    x = dk.tensor(rng.standard_normal((4, 3, 2)))
+    assert ours(x, 0.5, False) is x and not ours(x, 1.0, True).numpy().any()
+    with raises_naming(ValueError, "alpha_dropout", "between 0 and 1"):
+        ours(x, 1.5, True)
+    layer = (dk.nn.FeatureAlphaDropout if feature else dk.nn.AlphaDropout)(0.2)
+    assert layer.eval()(x) is x
+
+
+def test_batch_norm_3d_and_upsample_as_torch(rng):
+    torch = pytest.importorskip("torch")
+    ours, ref = dk.nn.BatchNorm3d(3).double(), torch.nn.BatchNorm3d(3).double()
+    assert repr(ours) == repr(ref)
+    x = rng.standard_normal((2, 3, 4, 2, 3))
+    for _ in range(2):
+        np.testing.assert_allclose(
+            ours(dk.tensor(x)).detach().numpy(), ref(torch.tensor(x)).detach().numpy(), rtol=1e-12, atol=1e-13
+        )
+    for key, value in ref.state_dict().items():
+        np.testing.assert_allclose(ours.state_dict()[key].numpy(), value.numpy(), rtol=1e-12)
+    with raises_naming(ValueError, "BatchNorm3d", "(N, 3, D, H, W)"):
+        ours(dk.ones(2, 3, 4, dtype=dk.float64))
+    with pytest.warns(UserWarning, match="upsample is deprecated"):
+        up = F.upsample(dk.tensor(x[0]), scale_factor=2.0)
+    np.testing.assert_array_equal(up.numpy(), F.interpolate(dk.tensor(x[0]), scale_factor=2.0).numpy())

@@ -50,6 +50,7 @@ from .module import Identity, Module, ModuleDict, ModuleList, Parameter, Paramet
 from .normalization import (
     BatchNorm1d,
     BatchNorm2d,
+    BatchNorm3d,
     CosineSimilarity,
     GroupNorm,
     InstanceNorm1d,
@@ -104,6 +105,7 @@ __all__ = [
     "Flatten",
     "BatchNorm1d",
     "BatchNorm2d",
+    "BatchNorm3d",
     "InstanceNorm1d",
     "InstanceNorm2d",
     "LayerNorm",

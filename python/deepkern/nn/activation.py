@@ -14,6 +14,9 @@ from ._layer import check_float, empty_parameter, factory_kwargs, run_op
 from .module import Module
 
 __all__ = [
+    "RReLU",
+    "AlphaDropout",
+    "FeatureAlphaDropout",
     "Softmax2d",
     "ReLU",
     "LeakyReLU",
@@ -443,3 +446,39 @@ class Softmax2d(Module):
         if input.ndim not in (3, 4):
             raise ValueError(f"Softmax2d: expected 3-D or 4-D input, got shape {tuple(input.shape)}")
         return F.softmax(input, -3)
+
+
+class RReLU(Module):
+    """Randomized leaky ReLU (F.rrelu): random negative slopes U(lower, upper) in training, their
+    mean in eval mode."""
+
+    def __init__(self, lower: float = 1.0 / 8, upper: float = 1.0 / 3, inplace: bool = False):
+        super().__init__()
+        self.lower, self.upper, self.inplace = lower, upper, inplace
+
+    def forward(self, input):
+        _check_input(self, input)
+        return F.rrelu(input, self.lower, self.upper, self.training)
+
+    def extra_repr(self) -> str:
+        return f"lower={self.lower}, upper={self.upper}"
+
+
+class AlphaDropout(Dropout):
+    """Dropout for SELU networks (F.alpha_dropout): keeps the inputs' mean and variance."""
+
+    def forward(self, input):
+        _check_input(self, input)
+        return F.alpha_dropout(input, self.p, self.training)
+
+    _infer = None
+
+
+class FeatureAlphaDropout(Dropout):
+    """Alpha dropout of whole channels (F.feature_alpha_dropout)."""
+
+    def forward(self, input):
+        _check_input(self, input)
+        return F.feature_alpha_dropout(input, self.p, self.training)
+
+    _infer = None

@@ -1574,4 +1574,54 @@ def channel_shuffle(input, groups):
     return input.reshape(n, groups, c // groups, *rest).transpose(1, 2).reshape(n, c, *rest)
 
 
+def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False):
+    """Randomized leaky ReLU: negative inputs times a slope drawn U(lower, upper) per element in
+    training (from deepkern's generator), times (lower + upper) / 2 otherwise."""
+    _check_floating("rrelu", input)
+    if not lower <= upper:
+        raise ValueError(f"rrelu: lower must not exceed upper, got lower={lower}, upper={upper}")
+    if not training:
+        return leaky_relu(input, (lower + upper) / 2)
+    slopes = input.detach().new_zeros(input.shape).uniform_(lower, upper)
+    return as_tensor(_T.Where.apply(input._array >= 0, input, input * slopes))
+
+
+_SELU_NEGATIVE_SATURATION = 1.7580993408473766  # SELU's scale times alpha: where alpha dropout sends dropped units
+
+
+def _alpha_dropout(input, p, training, mask_shape, what: str):
+    if not 0 <= p <= 1:
+        raise ValueError(f"{what}: dropout probability has to be between 0 and 1, but got {p}")
+    if p == 0 or not training:
+        return input
+    if p == 1:
+        return input * 0.0
+    alpha = _SELU_NEGATIVE_SATURATION
+    a = 1.0 / np.sqrt((alpha * alpha * p + 1) * (1 - p))
+    keep = input.detach().new_zeros(mask_shape).bernoulli_(1 - p)
+    return input * (keep * a) + (keep - 1) * (alpha * a) + alpha * a * p
+
+
+def alpha_dropout(input, p=0.5, training=False, inplace=False):
+    """SELU networks' dropout: dropped units set to SELU's negative saturation, then an affine map
+    that keeps the mean and variance (PyTorch's formula); the identity unless ``training``."""
+    return _alpha_dropout(input, p, training, input.shape, "alpha_dropout")
+
+
+def feature_alpha_dropout(input, p=0.5, training=False, inplace=False):
+    """:func:`alpha_dropout` of whole channels: one draw per (sample, channel) of (N, C, *) input."""
+    if input.ndim < 2:
+        raise ValueError(f"feature_alpha_dropout: input must be (N, C, *), got shape {input.shape}")
+    return _alpha_dropout(input, p, training, input.shape[:2] + (1,) * (input.ndim - 2), "feature_alpha_dropout")
+
+
+def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
+    """Deprecated in PyTorch in favour of :func:`interpolate`, which it calls."""
+    warnings.warn(
+        "nn.functional.upsample is deprecated. Use nn.functional.interpolate instead.", UserWarning, stacklevel=2
+    )
+    return interpolate(input, size, scale_factor, mode, align_corners)
+
+
 __all__ += ["local_response_norm", "bilinear", "lp_pool1d", "lp_pool2d", "gumbel_softmax", "pdist", "channel_shuffle"]
+__all__ += ["rrelu", "alpha_dropout", "feature_alpha_dropout", "upsample"]

@@ -23,6 +23,7 @@ from ._layer import bad_shape, check_float, describe, empty_parameter, factory_k
 from .module import Module
 
 __all__ = [
+    "BatchNorm3d",
     "LocalResponseNorm",
     "BatchNorm1d",
     "BatchNorm2d",
@@ -152,6 +153,15 @@ class BatchNorm2d(_BatchNorm):
 
     def _expected_shape(self) -> str:
         return f"(N, {self.num_features}, H, W)"
+
+
+class BatchNorm3d(_BatchNorm):
+    """Over input ``(N, C, D, H, W)``."""
+
+    _ndims = (5,)
+
+    def _expected_shape(self) -> str:
+        return f"(N, {self.num_features}, D, H, W)"
 
 
 class _InstanceNorm(_BatchNorm):
