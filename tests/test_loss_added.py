@@ -13,6 +13,7 @@ import warnings
 import deepkern
 import numpy as np
 import pytest
+from deepkern.nn import functional as F
 from deepkern.nn import loss as L
 
 from checks import F32, F64, check, gradcheck, raises_naming
@@ -693,3 +694,60 @@ def test_a_string_in_size_averages_place_means_what_it_means_in_torch():
     with pytest.warns(UserWarning):
         ref = torch.nn.functional.binary_cross_entropy(torch.tensor(p), torch.tensor(y), None, "sum")
     np.testing.assert_allclose(got.numpy(), ref.numpy(), rtol=1e-15)
+
+
+# -- CTC -----------------------------------------------------------------------------------------
+
+_CTC_TARGETS = np.array([[1, 2, 2, 3], [4, 4, 5, 5], [5, 1, 3, 3], [2, 1, 1, 1]])
+_CTC_LENGTHS = [
+    ([4, 2, 2, 1], [12, 10, 7, 3]),  # repeated labels, shorter inputs
+    ([4, 0, 3, 1], [12, 12, 5, 1]),  # an empty target
+    ([4, 4, 4, 4], [3, 12, 12, 12]),  # an input too short for its target: an infinite loss
+]
+
+
+@pytest.mark.parametrize("lengths", range(len(_CTC_LENGTHS)))
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("zero_infinity", [False, True])
+@pytest.mark.parametrize("concatenated", [False, True])
+def test_ctc_loss_matches_torch(lengths, reduction, zero_infinity, concatenated, rng):
+    torch = pytest.importorskip("torch")
+    target_lengths, input_lengths = _CTC_LENGTHS[lengths]
+    logits = rng.standard_normal((12, 4, 6))
+    lp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    targets = _CTC_TARGETS
+    if concatenated:
+        targets = np.concatenate([row[:n] for row, n in zip(_CTC_TARGETS, target_lengths)])
+    results = []
+    for lib, fn in ((torch, torch.nn.functional.ctc_loss), (deepkern, F.ctc_loss)):
+        x = lib.tensor(lp, requires_grad=True)
+        out = fn(
+            x, lib.tensor(targets), lib.tensor(input_lengths), lib.tensor(target_lengths), 0, reduction, zero_infinity
+        )
+        (out * lib.tensor(np.linspace(0.5, 1.5, out.numel()).reshape(tuple(out.shape)))).sum().backward()
+        results.append((out.detach().numpy(), x.grad.numpy()))
+    (value, grad), (ref_value, ref_grad) = results[1], results[0]
+    np.testing.assert_allclose(value, ref_value, rtol=1e-12, atol=1e-12)  # inf where PyTorch's is
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-10, atol=1e-12)  # NaN where PyTorch's is
+
+
+def test_ctc_loss_through_log_softmax_by_finite_differences_and_module(rng):
+    torch = pytest.importorskip("torch")
+    logits = deepkern.tensor(rng.standard_normal((6, 2, 4)), requires_grad=True)
+    targets, lengths = deepkern.tensor([[1, 3, 3], [2, 1, 0]]), deepkern.tensor([3, 2])
+    inputs = deepkern.tensor([6, 5])
+    gradcheck(lambda z: F.ctc_loss(F.log_softmax(z, 2), targets, inputs, lengths, reduction="sum"), logits)
+    module, ref = deepkern.nn.CTCLoss(blank=5, zero_infinity=True), torch.nn.CTCLoss(blank=5, zero_infinity=True)
+    assert repr(module) == repr(ref)
+    lp = np.log(np.full((5, 6), 1 / 6))  # unbatched (T, C)
+    np.testing.assert_allclose(
+        module(deepkern.tensor(lp), deepkern.tensor([1, 2]), deepkern.tensor(5), deepkern.tensor(2)).numpy(),
+        ref(torch.tensor(lp), torch.tensor([1, 2]), torch.tensor(5), torch.tensor(2)).numpy(),
+        rtol=1e-12,
+    )
+    with raises_naming(ValueError, "ctc_loss", "blank"):
+        F.ctc_loss(deepkern.tensor(lp[:, None]), deepkern.tensor([[0, 1]]), [5], [2])
+    with raises_naming(ValueError, "ctc_loss", "input_lengths", "at most T"):
+        F.ctc_loss(deepkern.tensor(lp[:, None]), deepkern.tensor([[2, 1]]), [6], [2])
+    with raises_naming(ValueError, "ctc_loss", r"sum\(target_lengths\)"):
+        F.ctc_loss(deepkern.tensor(lp[:, None]), deepkern.tensor([2, 1, 3]), [5], [2])

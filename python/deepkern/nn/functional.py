@@ -81,6 +81,7 @@ __all__ = [
     "max_unpool2d",
     "affine_grid",
     "embedding_bag",
+    "ctc_loss",
     "grid_sample",
     "one_hot",
     "pad",
@@ -1430,6 +1431,7 @@ def flatten(input, start_dim=0, end_dim=-1):
 
 # The losses' functional forms live beside their modules (loss.py).
 from ._attention import scaled_dot_product_attention  # noqa: E402
+from ._ctc import ctc_loss  # noqa: E402
 from ._embedding_bag import embedding_bag  # noqa: E402
 from ._fold import fold, max_unpool2d, unfold  # noqa: E402
 from ._grid import affine_grid, grid_sample  # noqa: E402

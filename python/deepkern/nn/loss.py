@@ -32,6 +32,7 @@ from ..tensor_ops import unbroadcast
 from .module import Module
 
 __all__ = [
+    "CTCLoss",
     "mse_loss",
     "l1_loss",
     "cross_entropy",
@@ -1552,4 +1553,20 @@ class TripletMarginWithDistanceLoss(_Loss):
             self.margin,
             self.swap,
             self.reduction,
+        )
+
+
+class CTCLoss(_Loss):
+    """The connectionist temporal classification loss (torch.nn.CTCLoss; F.ctc_loss):
+    ``forward(log_probs, targets, input_lengths, target_lengths)``."""
+
+    def __init__(self, blank: int = 0, reduction: str = "mean", zero_infinity: bool = False):
+        super().__init__(reduction=reduction)
+        self.blank, self.zero_infinity = blank, zero_infinity
+
+    def forward(self, log_probs, targets, input_lengths, target_lengths):
+        from ._ctc import ctc_loss
+
+        return ctc_loss(
+            log_probs, targets, input_lengths, target_lengths, self.blank, self.reduction, self.zero_infinity
         )
