@@ -183,20 +183,24 @@ def _nearest_exact_taps(n_in: int, n_out: int, scale):
     return [(np.minimum(np.floor((j.astype(np.float32) + np.float32(0.5)) * s).astype(np.int64), n_in - 1), None)]
 
 
-def _cubic_taps(n_in: int, n_out: int, scale, align_corners: bool, dtype):
-    """PyTorch's bicubic source position, computed in ``dtype`` as the linear one but not clamped at
-    0, and its four neighbours i0 - 1 .. i0 + 2 (clamped to the axis) weighted by the cubic
-    convolution kernel with A = -0.75 at their distances."""
+def _source_positions(n_in: int, n_out: int, scale, align_corners: bool, dtype):
+    """PyTorch's source position of each output position, computed in ``dtype``: ``j * (n_in - 1) /
+    (n_out - 1)`` with ``align_corners``, else ``(j + 0.5) / scale_factor - 0.5`` (n_in / n_out without
+    a scale factor); the linear modes clamp it at 0, the cubic one does not."""
     t = np.dtype(dtype).type
-    j = np.arange(n_out)
-    if n_out == n_in and not align_corners:
-        return [(j, None)]
+    j = np.arange(n_out).astype(dtype)
     if align_corners:
-        s = t(n_in - 1) / t(n_out - 1) if n_out > 1 else t(0)
-        src = s * j.astype(dtype)
-    else:
-        s = t(1.0 / scale) if scale else t(n_in) / t(n_out)
-        src = s * (j.astype(dtype) + t(0.5)) - t(0.5)
+        return (t(n_in - 1) / t(n_out - 1) if n_out > 1 else t(0)) * j
+    return (t(1.0 / scale) if scale else t(n_in) / t(n_out)) * (j + t(0.5)) - t(0.5)
+
+
+def _cubic_taps(n_in: int, n_out: int, scale, align_corners: bool, dtype):
+    """The four neighbours i0 - 1 .. i0 + 2 (clamped to the axis) of each source position (not
+    clamped at 0), weighted by PyTorch's cubic convolution kernel (A = -0.75) at their distances."""
+    t = np.dtype(dtype).type
+    if n_out == n_in and not align_corners:
+        return [(np.arange(n_out), None)]
+    src = _source_positions(n_in, n_out, scale, align_corners, dtype)
     i0 = np.floor(src).astype(np.int64)
     frac = (src - i0.astype(dtype)).astype(dtype)
     a = t(-0.75)
@@ -212,19 +216,13 @@ def _cubic_taps(n_in: int, n_out: int, scale, align_corners: bool, dtype):
 
 
 def _linear_taps(n_in: int, n_out: int, scale, align_corners: bool, dtype):
-    """PyTorch's linear source position, computed in ``dtype``: ``j * (n_in - 1) / (n_out - 1)``
-    with ``align_corners``, else ``(j + 0.5) / scale_factor - 0.5`` (n_in / n_out without a scale
-    factor) clamped at 0; the two neighbours and their weights."""
+    """The two neighbours of each source position (clamped at 0) and their linear weights."""
     t = np.dtype(dtype).type
-    j = np.arange(n_out)
     if n_out == n_in:
-        return [(j, None)]
-    if align_corners:
-        s = t(n_in - 1) / t(n_out - 1) if n_out > 1 else t(0)
-        src = s * j.astype(dtype)
-    else:
-        s = t(1.0 / scale) if scale else t(n_in) / t(n_out)
-        src = np.maximum(s * (j.astype(dtype) + t(0.5)) - t(0.5), t(0))
+        return [(np.arange(n_out), None)]
+    src = _source_positions(n_in, n_out, scale, align_corners, dtype)
+    if not align_corners:
+        src = np.maximum(src, t(0))
     i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
     lam1 = np.clip(src - i0.astype(dtype), t(0), t(1)).astype(dtype)
     i1 = i0 + (i0 < n_in - 1)

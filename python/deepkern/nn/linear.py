@@ -94,6 +94,51 @@ class Linear(Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+def _embedding_table(
+    module,
+    rows,
+    dim,
+    padding_idx,
+    max_norm,
+    norm_type,
+    scale_grad_by_freq,
+    sparse,
+    weight,
+    requires_grad,
+    device,
+    dtype,
+) -> None:
+    """Embedding's and EmbeddingBag's shared arguments checked and set, and their ``weight``: N(0, 1)
+    with the ``padding_idx`` row zero, or the given ``weight`` (rows x dim)."""
+    name = type(module).__name__
+    for option, value in (
+        ("max_norm", max_norm is not None),
+        ("scale_grad_by_freq", scale_grad_by_freq),
+        ("sparse", sparse),
+    ):
+        if value:
+            raise NotImplementedError(f"{name}: {option} is not supported in this version")
+    factory = factory_kwargs(name, dtype, device)
+    module.num_embeddings = size_argument(name, "num_embeddings", rows)
+    module.embedding_dim = size_argument(name, "embedding_dim", dim)
+    module.padding_idx = F._padding_row(padding_idx, module.num_embeddings, name)
+    module.max_norm, module.norm_type, module.scale_grad_by_freq, module.sparse = (
+        max_norm,
+        norm_type,
+        scale_grad_by_freq,
+        sparse,
+    )
+    shape = (module.num_embeddings, module.embedding_dim)
+    if weight is None:
+        module.weight = empty_parameter(shape, **factory)
+        module.reset_parameters()
+        return
+    given = tensor(weight, dtype=factory["dtype"], device=factory["device"])
+    if given.shape != shape:
+        raise ValueError(f"{name}: _weight has shape {given.shape}, expected {shape}")
+    module.weight = Parameter(given, requires_grad=requires_grad)
+
+
 class Embedding(Module):
     """A lookup table: integer indices of any shape give rows of ``weight``
     ``(num_embeddings, embedding_dim)``, initialised N(0, 1) with the ``padding_idx`` row zero
@@ -114,29 +159,20 @@ class Embedding(Module):
         dtype=None,
     ):
         super().__init__()
-        for name, value in (
-            ("max_norm", max_norm is not None),
-            ("scale_grad_by_freq", scale_grad_by_freq),
-            ("sparse", sparse),
-        ):
-            if value:
-                raise NotImplementedError(f"Embedding: {name} is not supported in this version")
-        factory = factory_kwargs("Embedding", dtype, device)
-        self.num_embeddings = size_argument("Embedding", "num_embeddings", num_embeddings)
-        self.embedding_dim = size_argument("Embedding", "embedding_dim", embedding_dim)
-        self.padding_idx = F._padding_row(padding_idx, self.num_embeddings, "Embedding")
-        self.max_norm, self.norm_type = max_norm, norm_type
-        self.scale_grad_by_freq, self.sparse = scale_grad_by_freq, sparse
-        if _weight is None:
-            self.weight = empty_parameter((self.num_embeddings, self.embedding_dim), **factory)
-            self.reset_parameters()
-        else:
-            weight = tensor(_weight, dtype=factory["dtype"], device=factory["device"])
-            if weight.shape != (self.num_embeddings, self.embedding_dim):
-                raise ValueError(
-                    f"Embedding: _weight has shape {weight.shape}, expected {(self.num_embeddings, self.embedding_dim)}"
-                )
-            self.weight = Parameter(weight, requires_grad=not _freeze)
+        _embedding_table(
+            self,
+            num_embeddings,
+            embedding_dim,
+            padding_idx,
+            max_norm,
+            norm_type,
+            scale_grad_by_freq,
+            sparse,
+            _weight,
+            not _freeze,
+            device,
+            dtype,
+        )
 
     def reset_parameters(self) -> None:
         init.normal_(self.weight)
@@ -192,35 +228,21 @@ class EmbeddingBag(Module):
         super().__init__()
         if mode not in ("sum", "mean", "max"):
             raise ValueError(f"EmbeddingBag: mode must be 'sum', 'mean' or 'max', got {mode!r}")
-        for name, value in (
-            ("max_norm", max_norm is not None),
-            ("scale_grad_by_freq", scale_grad_by_freq),
-            ("sparse", sparse),
-        ):
-            if value:
-                raise NotImplementedError(f"EmbeddingBag: {name} is not supported in this version")
-        factory = factory_kwargs("EmbeddingBag", dtype, device)
-        self.num_embeddings = size_argument("EmbeddingBag", "num_embeddings", num_embeddings)
-        self.embedding_dim = size_argument("EmbeddingBag", "embedding_dim", embedding_dim)
-        self.padding_idx = F._padding_row(padding_idx, self.num_embeddings, "EmbeddingBag")
-        self.max_norm, self.norm_type, self.scale_grad_by_freq, self.sparse = (
+        self.mode, self.include_last_offset = mode, bool(include_last_offset)
+        _embedding_table(
+            self,
+            num_embeddings,
+            embedding_dim,
+            padding_idx,
             max_norm,
             norm_type,
             scale_grad_by_freq,
             sparse,
+            _weight,
+            True,
+            device,
+            dtype,
         )
-        self.mode, self.include_last_offset = mode, bool(include_last_offset)
-        if _weight is None:
-            self.weight = empty_parameter((self.num_embeddings, self.embedding_dim), **factory)
-            self.reset_parameters()
-        else:
-            weight = tensor(_weight, dtype=factory["dtype"], device=factory["device"])
-            if weight.shape != (self.num_embeddings, self.embedding_dim):
-                raise ValueError(
-                    f"EmbeddingBag: _weight has shape {weight.shape}, "
-                    f"expected {(self.num_embeddings, self.embedding_dim)}"
-                )
-            self.weight = Parameter(weight)
 
     reset_parameters = Embedding.reset_parameters
 
