@@ -541,6 +541,8 @@ _COMPOSED = {
         lambda m, x: m.lp_pool2d(x, 3, (2, 1), 1, True),
     ),
     "lp_pool1d": (lambda r: [np.abs(r.standard_normal((2, 3, 7))) + 0.1], lambda m, x: m.lp_pool1d(x, 1.5, 3, 2)),
+    "lp_pool1d_inf": (lambda r: [r.standard_normal((2, 3, 7))], lambda m, x: m.lp_pool1d(x, float("inf"), 3, 2, True)),
+    "lp_pool2d_minus_inf": (lambda r: [r.standard_normal((2, 3, 5, 4))], lambda m, x: m.lp_pool2d(x, -float("inf"), 2)),
     "pdist": (lambda r: [r.standard_normal((5, 3))], lambda m, x: m.pdist(x)),
     "pdist_p1": (lambda r: [r.standard_normal((5, 3))], lambda m, x: m.pdist(x, 1.0)),
     "channel_shuffle": (lambda r: [r.standard_normal((2, 6, 3))], lambda m, x: m.channel_shuffle(x, 3)),
@@ -663,3 +665,20 @@ def test_batch_norm_3d_and_upsample_as_torch(rng):
     with pytest.warns(UserWarning, match="upsample is deprecated"):
         up = F.upsample(dk.tensor(x[0]), scale_factor=2.0)
     np.testing.assert_array_equal(up.numpy(), F.interpolate(dk.tensor(x[0]), scale_factor=2.0).numpy())
+
+
+def test_lp_pool_of_a_zero_window_has_a_zero_gradient_as_torch():
+    """(sum x^p)^(1/p) at an all-zero window (after a ReLU): PyTorch's gradient there is 0, not the NaN
+    of inf * 0 (sign's gradient is zeros, not g * 0)."""
+    torch = pytest.importorskip("torch")
+    x = np.array([[[[0.0, 0.0, 1.0, 2.0], [0.0, 0.0, 3.0, 4.0]]]])
+    grads = []
+    for lib, module in ((torch, torch.nn.functional), (dk, F)):
+        t = lib.tensor(x, requires_grad=True)
+        for p in (2, 3):
+            module.lp_pool2d(t, p, 2).sum().backward()
+        grads.append(t.grad.numpy())
+    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-12)
+    t = dk.tensor([0.0, -1.5, np.nan], requires_grad=True)
+    (t.sign() * dk.tensor([np.inf, 1.0, 1.0]) + t.floor() + t.ceil() + t.trunc()).sum().backward()
+    assert t.grad.tolist() == [0.0, 0.0, 0.0]

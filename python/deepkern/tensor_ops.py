@@ -275,11 +275,27 @@ Log1p = _pointwise("Log1p", np.log1p, lambda a: 1 / (1 + a))
 Expm1 = _pointwise("Expm1", np.expm1, np.exp)
 Log2 = _pointwise("Log2", np.log2, lambda a: 1 / (a * math.log(2)))
 Log10 = _pointwise("Log10", np.log10, lambda a: 1 / (a * math.log(10)))
+
+
+def _piecewise_constant(name: str, f):
+    """A Function computing ``f(a)`` whose gradient is zeros, as PyTorch's: not ``g * 0``, which an
+    infinite or NaN incoming gradient would make NaN."""
+
+    def forward(ctx, a):
+        ctx.meta = (a.shape, a.dtype)
+        return f(a)
+
+    def backward(ctx, g):
+        return np.zeros_like(g, shape=ctx.meta[0])
+
+    return type(name, (Function,), {"forward": staticmethod(forward), "backward": staticmethod(backward)})
+
+
 # Piecewise constant: gradient 0, as PyTorch's (sign is 0 at NaN there, not NaN).
-Floor = _pointwise("Floor", np.floor, np.zeros_like)
-Ceil = _pointwise("Ceil", np.ceil, np.zeros_like)
-Trunc = _pointwise("Trunc", np.trunc, np.zeros_like)
-Sign = _pointwise("Sign", lambda a: np.where(np.isnan(a), 0, np.sign(a)), np.zeros_like)
+Floor = _piecewise_constant("Floor", np.floor)
+Ceil = _piecewise_constant("Ceil", np.ceil)
+Trunc = _piecewise_constant("Trunc", np.trunc)
+Sign = _piecewise_constant("Sign", lambda a: np.where(np.isnan(a), 0, np.sign(a)))
 Tan = _pointwise("Tan", np.tan, lambda a: 1 / np.cos(a) ** 2)
 Sinh = _pointwise("Sinh", np.sinh, np.cosh)
 Cosh = _pointwise("Cosh", np.cosh, np.sinh)

@@ -1527,6 +1527,9 @@ def _lp_pool(pooled, norm_type, window: int):
 def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
     """The ``norm_type``-norm over each window: (sum of x^p) ^ (1/p), as PyTorch's (from the
     windows' average of x^p)."""
+    if np.isinf(norm_type):  # the largest (or, at -inf, the smallest) magnitude in each window
+        sign = 1 if norm_type > 0 else -1
+        return sign * max_pool2d(sign * input.abs(), kernel_size, stride, 0, 1, ceil_mode)
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, (int, np.integer)) else tuple(kernel_size)
     pooled = avg_pool2d(input**norm_type, kernel_size, stride, 0, ceil_mode)
     return _lp_pool(pooled, norm_type, kh * kw)
@@ -1534,6 +1537,9 @@ def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
 
 def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
     """As :func:`lp_pool2d` along one dimension."""
+    if np.isinf(norm_type):
+        sign = 1 if norm_type > 0 else -1
+        return sign * max_pool1d(sign * input.abs(), kernel_size, stride, 0, 1, ceil_mode)
     pooled = avg_pool1d(input**norm_type, kernel_size, stride, 0, ceil_mode)
     window = kernel_size[0] if isinstance(kernel_size, (tuple, list)) else kernel_size
     return _lp_pool(pooled, norm_type, int(window))
