@@ -463,6 +463,7 @@ _BAGS = [
     (np.array([1, 2, 4, 5, 2, 6, 0]), np.array([0, 2, 2, 5]), False),  # an empty bag
     (np.array([1, 2, 4, 5, 2, 6, 0]), np.array([0, 3, 7]), True),
     (np.array([2, 2, 2]), np.array([0, 1]), False),
+    (np.array([1, 2, 4, 5, 2, 6, 0]), np.array([0, 2, 3, 4]), True),  # the last bag runs past the last offset
 ]
 
 

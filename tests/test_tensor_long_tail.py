@@ -408,3 +408,39 @@ def test_indexed_updates_in_place_record_the_change(rng):
 
     for got, ref in zip(run(dk), run(torch)):
         np.testing.assert_allclose(got, ref, rtol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "name, arrays, call",
+    [
+        ("median ties", [[1.0, 2.0, 2.0, 3.0]], lambda m, a: m.median(a)),
+        ("nanmedian ties", [[1.0, 2.0, np.nan, 2.0, 5.0]], lambda m, a: m.nanmedian(a)),
+        ("cdist inf ties", [[[2.0, 3.0]], [[0.0, 1.0]]], lambda m, a, b: m.cdist(a, b, p=float("inf"))),
+        ("atan2 at the origin", [[0.0, 1.0], [0.0, 2.0]], lambda m, a, b: m.atan2(a, b)),
+        ("logaddexp of infinities", [[np.inf, 1.0], [-np.inf, np.inf]], lambda m, a, b: m.logaddexp(a, b)),
+    ],
+)
+def test_gradients_at_ties_and_special_points_follow_torch(name, arrays, call):
+    """Where the rule is PyTorch's choice: a no-dim median's gradient shared by its ties, cdist's inf
+    norm giving each tied coordinate the whole gradient, atan2's gradient 0 at (0, 0), logaddexp's
+    finite at infinite operands."""
+    results = []
+    for lib in (torch, dk):
+        tensors = [lib.tensor(np.array(a), requires_grad=True) for a in arrays]
+        out = call(lib, *tensors)
+        out.sum().backward()
+        results.append([out.detach().numpy()] + [t.grad.numpy() for t in tensors])
+    for got, ref in zip(results[1], results[0]):
+        np.testing.assert_allclose(got, ref, rtol=1e-14, err_msg=name)
+
+
+def test_nan_and_bool_rules_of_unique_diff_and_cdist_p0():
+    values = [1.0, np.nan, np.nan, 2.0]
+    np.testing.assert_array_equal(dk.unique(dk.tensor(values)).numpy(), torch.unique(torch.tensor(values)).numpy())
+    flags = [True, False, False, True]
+    assert dk.diff(dk.tensor(flags)).tolist() == torch.diff(torch.tensor(flags)).tolist()
+    a, b = [[2.0, 3.0], [1.0, 1.0]], [[0.0, 3.0]]
+    np.testing.assert_array_equal(
+        dk.cdist(dk.tensor(a), dk.tensor(b), p=0.0).numpy(),
+        torch.cdist(torch.tensor(a), torch.tensor(b), p=0.0).numpy(),
+    )

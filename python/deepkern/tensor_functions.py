@@ -561,7 +561,15 @@ def cdist(x1, x2, p=2.0) -> Tensor:
         )
     if p < 0:
         raise RuntimeError(f"cdist: only supports non-negative p values, got {p}")
-    return (x1.unsqueeze(-2) - x2.unsqueeze(-3)).norm(p=p, dim=-1)
+    differences = x1.unsqueeze(-2) - x2.unsqueeze(-3)
+    if p == 0:  # how many coordinates differ (no gradient)
+        return (differences.detach() != 0).sum(-1).to(differences.dtype)
+    if p == float("inf"):  # the largest |difference|, its gradient whole to every coordinate that ties for it
+        magnitude = differences.abs()
+        largest = magnitude.detach().amax(-1, keepdim=True)
+        ties = magnitude.detach() == largest
+        return (magnitude * ties).sum(-1) - (ties.sum(-1) - 1).to(magnitude.dtype) * largest.squeeze(-1)
+    return differences.norm(p=p, dim=-1)
 
 
 def _index_pairs(which, row: int, col: int, offset: int, dtype, device) -> Tensor:

@@ -75,6 +75,15 @@ def _finfo(dtype):
     return np.finfo(dtype)
 
 
+def _shared_among_ties(flat, value):
+    """``value`` (an element of the 1-D ``flat``) with its gradient shared evenly by the elements equal
+    to it, as PyTorch's median without a dim does (a NaN median keeps its own)."""
+    if bool(np.isnan(value.detach()._array)):
+        return value
+    ties = flat.detach() == value.detach()
+    return _t.where(ties, flat, 0.0).sum() / ties.sum().to(flat.dtype)
+
+
 class LongTailMethods:
     """Tensor methods of PyTorch's long tail (see the module's docstring)."""
 
@@ -358,7 +367,8 @@ class LongTailMethods:
             length = x.shape[axis]
             if length == 0:
                 break
-            x = x.narrow(axis, 1, length - 1) - x.narrow(axis, 0, length - 1)
+            later, earlier = x.narrow(axis, 1, length - 1), x.narrow(axis, 0, length - 1)
+            x = later ^ earlier if x.dtype == _t.bool_ else later - earlier
         return x
 
     def take_along_dim(self, indices, dim=None):
@@ -423,7 +433,8 @@ class LongTailMethods:
             flat = self.reshape(-1)
             if flat.numel() == 0:
                 return _t.full((), math.nan, dtype=self.dtype, device=self.device)
-            return flat._order_statistic((flat.numel() - 1) // 2, 0, False, nan_wins=True).values
+            value = flat._order_statistic((flat.numel() - 1) // 2, 0, False, nan_wins=True).values
+            return _shared_among_ties(flat, value)
         size = self.shape[self._dim(dim, "median")] if self.ndim else 1
         if size == 0:
             raise IndexError(f"median: cannot compute the median of an empty dimension {dim}")
@@ -451,7 +462,9 @@ class LongTailMethods:
         """The distinct elements in ascending order (slices along ``dim`` when given), optionally with
         each element's position among them (``inverse``, this tensor's shape) and their counts."""
         axis = None if dim is None else self._dim(dim, "unique")
-        values, inverse, counts = np.unique(self._array, return_inverse=True, return_counts=True, axis=axis)
+        values, inverse, counts = np.unique(
+            self._array, return_inverse=True, return_counts=True, axis=axis, equal_nan=False
+        )
         out = [_t.Tensor._wrap(as_array(values))]
         if return_inverse:
             shape = self.shape if axis is None else (self.shape[axis],)
@@ -734,7 +747,7 @@ class LongTailMethods:
             flat = self.reshape(-1)
             if flat.numel() == 0:
                 return _t.full((), math.nan, dtype=self.dtype, device=self.device)
-            return flat.nanmedian(0).values
+            return _shared_among_ties(flat, flat.nanmedian(0).values)
         axis = self._dim(dim, "nanmedian")
         if self.ndim == 0:
             return _t.MaxResult(self.clone(), _t.zeros((), dtype=_t.int64, device=self.device))

@@ -342,9 +342,18 @@ def _pointwise_pair(name: str, f, derivatives):
     return type(name, (Function,), {"forward": staticmethod(forward), "backward": staticmethod(backward)})
 
 
-Atan2 = _pointwise_pair("Atan2", np.arctan2, lambda a, b, out: (b / (a * a + b * b), -a / (a * a + b * b)))
+def _atan2_derivatives(a, b, out):
+    squares = a * a + b * b
+    scale = np.where(squares == 0, 0, 1 / np.where(squares == 0, 1, squares))  # 0 at (0, 0), as PyTorch
+    return b * scale, -a * scale
+
+
+Atan2 = _pointwise_pair("Atan2", np.arctan2, _atan2_derivatives)
 Hypot = _pointwise_pair("Hypot", np.hypot, lambda a, b, out: (a / out, b / out))
-LogAddExp = _pointwise_pair("LogAddExp", np.logaddexp, lambda a, b, out: (np.exp(a - out), np.exp(b - out)))
+# PyTorch's form 1 / (1 + e^(b - a)): finite where an operand is infinite (e^(a - out) is inf - inf there)
+LogAddExp = _pointwise_pair(
+    "LogAddExp", np.logaddexp, lambda a, b, out: (1 / (1 + np.exp(b - a)), 1 / (1 + np.exp(a - b)))
+)
 
 
 class Round(Function):

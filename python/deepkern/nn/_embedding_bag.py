@@ -63,7 +63,9 @@ def _bags(input: Tensor, offsets, include_last_offset: bool):
     if include_last_offset:
         if starts.size == 0:
             raise ValueError("embedding_bag: include_last_offset needs at least one offset")
-        return input._array, starts[:-1], starts[1:]
+        if starts.size == 1:  # no bag
+            return input._array[:0], starts[:0], starts[:0]
+        return input._array, starts[:-1], np.append(starts[1:-1], n)  # the last bag runs to the end, as PyTorch
     return input._array, starts, np.append(starts[1:], n)
 
 
