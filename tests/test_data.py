@@ -660,3 +660,27 @@ def test_random_split_takes_a_generator():
     by_generator = random_split(ds, [0.3, 0.7], generator=torch.Generator().manual_seed(3))
     by_seed = random_split(ds, [0.3, 0.7], seed=3)
     assert [list(s.indices) for s in by_generator] == [list(s.indices) for s in by_seed]
+
+
+def test_batch_size_none_yields_converted_samples_as_torch():
+    torch_data = pytest.importorskip("torch.utils.data")
+    ds = TensorDataset(np.arange(4.0))
+    ours, ref = list(DataLoader(ds, batch_size=None)), list(torch_data.DataLoader(ds, batch_size=None))
+    assert len(DataLoader(ds, batch_size=None)) == 4
+    assert [[t.item() for t in s] for s in ours] == [[t.item() for t in s] for s in ref]
+    assert all(isinstance(s, list) and isinstance(s[0], deepkern.Tensor) for s in ours)
+    arrays = [np.array([1, 2]), np.array([3, 4])]
+    assert [t.tolist() for t in DataLoader(arrays, batch_size=None)] == [[1, 2], [3, 4]]
+
+    class Stream(data.IterableDataset):
+        def __iter__(self):
+            return iter([np.ones(2), 3.0])
+
+    streamed = list(DataLoader(Stream() + Stream(), batch_size=None))
+    assert len(streamed) == 4 and streamed[1] == 3.0 and isinstance(streamed[0], deepkern.Tensor)
+    with raises_naming(ValueError, "batch_size=None", "drop_last"):
+        DataLoader(ds, batch_size=None, drop_last=True)
+    joined = ds + TensorDataset(np.arange(10.0, 12.0))
+    assert isinstance(joined, data.ConcatDataset) and len(joined) == 6 and joined[5][0] == 11.0
+    with raises_naming(TypeError, "ChainDataset", "IterableDataset"):
+        data.ChainDataset([ds])

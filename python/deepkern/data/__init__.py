@@ -8,9 +8,9 @@
   ``pip install "deepkern[train]"``.
 """
 
-from .dataset import ConcatDataset, Dataset, IterableDataset, Subset, TensorDataset, random_split
+from .dataset import ChainDataset, ConcatDataset, Dataset, IterableDataset, Subset, TensorDataset, random_split
 from .datasets import CharCorpus, Windows, char_corpus, digits, sliding_windows, stratified_split, sunspots
-from .loader import DataLoader, default_collate
+from .loader import DataLoader, default_collate, default_convert
 from .sampler import (
     BatchSampler,
     DistributedSampler,
@@ -24,6 +24,7 @@ from .sampler import (
 __all__ = [
     "Dataset",
     "IterableDataset",
+    "ChainDataset",
     "TensorDataset",
     "ConcatDataset",
     "Subset",
@@ -37,6 +38,7 @@ __all__ = [
     "BatchSampler",
     "DistributedSampler",
     "default_collate",
+    "default_convert",
     "digits",
     "stratified_split",
     "sunspots",

@@ -10,11 +10,15 @@ import operator
 
 import numpy as np
 
-__all__ = ["Dataset", "IterableDataset", "TensorDataset", "ConcatDataset", "Subset", "random_split"]
+__all__ = ["Dataset", "IterableDataset", "ChainDataset", "TensorDataset", "ConcatDataset", "Subset", "random_split"]
 
 
 class Dataset(abc.ABC):
-    """A sized collection of samples: ``dataset[i]`` for ``0 <= i < len(dataset)``."""
+    """A sized collection of samples: ``dataset[i]`` for ``0 <= i < len(dataset)``; ``a + b`` is their
+    :class:`ConcatDataset`."""
+
+    def __add__(self, other):
+        return ConcatDataset([self, other])
 
     @abc.abstractmethod
     def __getitem__(self, index):
@@ -27,10 +31,31 @@ class Dataset(abc.ABC):
 
 class IterableDataset:
     """A stream of samples (``__iter__``): ``DataLoader`` batches them in the order they come (no
-    ``shuffle`` or ``sampler``); ``len(loader)`` needs the dataset's own ``__len__``."""
+    ``shuffle`` or ``sampler``); ``len(loader)`` needs the dataset's own ``__len__``; ``a + b`` is
+    their :class:`ChainDataset`."""
 
     def __iter__(self):
         raise NotImplementedError
+
+    def __add__(self, other):
+        return ChainDataset([self, other])
+
+
+class ChainDataset(IterableDataset):
+    """The streams of ``datasets`` one after the other."""
+
+    def __init__(self, datasets):
+        self.datasets = list(datasets)
+        for i, d in enumerate(self.datasets):
+            if not isinstance(d, IterableDataset):
+                raise TypeError(f"ChainDataset: datasets[{i}] is not an IterableDataset, got {type(d).__name__}")
+
+    def __iter__(self):
+        for d in self.datasets:
+            yield from d
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self.datasets)
 
 
 class TensorDataset(Dataset):

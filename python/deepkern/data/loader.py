@@ -19,6 +19,27 @@ from .dataset import IterableDataset, Subset, TensorDataset
 __all__ = ["DataLoader", "default_collate"]
 
 
+def default_convert(data):
+    """One sample as DataLoader gives it without automatic batching (``batch_size=None``), as PyTorch's:
+    numeric NumPy arrays and scalars become Tensors, mappings and sequences are converted item by item
+    (a tuple becomes a list, a namedtuple stays one), anything else (Python numbers, strings) is kept."""
+    if isinstance(data, Tensor):
+        return data
+    if isinstance(data, (np.ndarray, np.generic)):
+        return Tensor._wrap(_native(np.asarray(data))) if _batchable(data.dtype) else data
+    if isinstance(data, Mapping):
+        converted = {key: default_convert(value) for key, value in data.items()}
+        try:
+            return type(data)(converted)
+        except TypeError:
+            return converted
+    if isinstance(data, tuple) and hasattr(data, "_fields"):
+        return type(data)(*(default_convert(d) for d in data))
+    if isinstance(data, (tuple, list)):
+        return [default_convert(d) for d in data]
+    return data
+
+
 def default_collate(samples: list):
     """One batch from a list of samples, as PyTorch's: samples that are tuples (or lists) give a tuple
     of batched fields (all samples of one length; namedtuples stay namedtuples), mappings a mapping of
@@ -135,8 +156,13 @@ class DataLoader:
                     "and drop_last"
                 )
             batch_size = None
+        elif batch_size is None:
+            if drop_last:
+                raise ValueError(
+                    "DataLoader: batch_size=None option disables auto-batching and is mutually exclusive with drop_last"
+                )
         elif isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-            raise ValueError(f"DataLoader: batch_size must be an int >= 1, got {batch_size!r}")
+            raise ValueError(f"DataLoader: batch_size must be an int >= 1 or None, got {batch_size!r}")
         if isinstance(num_workers, bool) or not isinstance(num_workers, numbers.Integral) or num_workers < 0:
             raise ValueError(f"DataLoader: num_workers must be an int >= 0, got {num_workers!r}")
         if not isinstance(timeout, numbers.Real) or timeout < 0:
@@ -182,6 +208,8 @@ class DataLoader:
         if self.batch_sampler is not None:
             return len(self.batch_sampler)
         n = len(self.dataset) if self.sampler is None else len(self.sampler)
+        if self.batch_size is None:  # one sample per item
+            return n
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
@@ -189,7 +217,17 @@ class DataLoader:
             if not (self.persistent_workers and self._workers_started):
                 self.worker_init_fn(0)
             self._workers_started = True
-        if isinstance(self.dataset, IterableDataset):
+        if self.batch_size is None and self.batch_sampler is None:  # no automatic batching: one sample at a time
+            convert = default_convert if self.collate_fn is None else self.collate_fn
+            if isinstance(self.dataset, IterableDataset):
+                samples = iter(self.dataset)
+            else:
+                indices = self.sampler if self.sampler is not None else range(len(self.dataset))
+                if self.shuffle and self.sampler is None:
+                    indices = keyed_generator(self.seed, self.epoch).permutation(len(self.dataset)).tolist()
+                samples = (self.dataset[i] for i in indices)
+            batches = map(convert, samples)
+        elif isinstance(self.dataset, IterableDataset):
             batches = self._stream_batches(iter(self.dataset))
         elif self.batch_sampler is not None:
             batches = map(self._batch, (list(batch) for batch in self.batch_sampler))
