@@ -222,7 +222,7 @@ def test_folded_weights_follow_in_place_updates_replacements_and_training():
 
 def _packed(conv, name):
     """The weights packed as ``name`` in the convolution's kept plan (None: none made)."""
-    winograd, gemm = conv.__dict__["_plan"][3][4]
+    winograd, gemm = conv.__dict__["_plan"][3].packed
     return {"winograd_weights": winograd, "gemm_weights": gemm}[name]
 
 
@@ -757,3 +757,164 @@ def test_padding_mode_set_later_is_what_inference_computes(rng):
         np.testing.assert_allclose(alone, model[0](tensor(padded)).detach()._array, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="padding_mode"):
         model[0].padding_mode = "mirror"
+
+
+def _program(model):
+    """The program a Sequential keeps for its latest input (None: none)."""
+    return model.__dict__["_groups"][2]
+
+
+def _replace_weight(model, rng):
+    model[3].weight = nn.Parameter(tensor(rng.standard_normal((6, 5, 3, 3)).astype(np.float32)))
+
+
+def _replace_data(model, rng):
+    model[10].weight.data = rng.standard_normal(model[10].weight.shape).astype(np.float32)
+
+
+def _replace_running_var(model, rng):
+    model[1].running_var = tensor(rng.uniform(0.1, 3.0, 5).astype(np.float32))
+
+
+def _register_no_bias(model, rng):
+    model[3].register_parameter("bias", None)
+
+
+def _write_in_place(model, rng):
+    with no_grad():
+        model[0].weight.mul_(-0.5)
+        model[6].running_mean.add_(1.0)
+        model[12].bias.sub_(2.0)
+
+
+def _set_eps(model, rng):
+    model[6].eps = 0.75
+
+
+def _set_dilation(model, rng):
+    model[0].dilation, model[0].padding = (2, 2), (2, 2)
+
+
+def _replace_child(model, rng):
+    model[4] = nn.Dropout(0.1).eval()  # no ReLU there any more
+
+
+def _load_state(model, rng):
+    _randomize_norms(model, rng)
+
+
+def _step_optimizer(model, rng):
+    model.train()
+    optim.SGD(model.parameters(), lr=0.1).zero_grad()
+    loss = model(tensor(rng.standard_normal((2, 3, 7, 9)).astype(np.float32))).sum()
+    loss.backward()
+    optim.SGD(model.parameters(), lr=0.1).step()
+    model.eval()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        _replace_weight,
+        _replace_data,
+        _replace_running_var,
+        _register_no_bias,
+        _write_in_place,
+        _set_eps,
+        _set_dilation,
+        _replace_child,
+        _load_state,
+        _step_optimizer,
+    ],
+    ids=lambda f: f.__name__.strip("_"),
+)
+def test_a_sequentials_program_follows_every_change_of_its_layers(change):
+    """After its first call on an input a Sequential runs the kept steps alone (its program): every
+    change of a layer (a parameter, buffer or child replaced, a value written in place, a setting set,
+    a state loaded, an optimizer step) is in the next result, which is then kept again."""
+    rng = np.random.default_rng(31)
+    model = _cnn(rng)
+    x = rng.standard_normal((2, 3, 7, 9)).astype(np.float32)
+    for _ in range(2):
+        assert rel_error(_infer(model, x), _reference(model, x)) < TOL[np.float32]
+    assert _program(model) is not None
+    before = _infer(model, x)
+    change(model, rng)
+    ref = _reference(model, x)
+    assert rel_error(before, ref) > 1e-3  # the change matters
+    for _ in range(2):
+        assert rel_error(_infer(model, x), ref) < TOL[np.float32]
+    assert _program(model) is not None
+
+
+def test_a_sequentials_program_follows_hooks_modes_and_shapes():
+    """Hooks added to a layer after the program was made fire (and stop when removed); training mode
+    uses the batch's statistics; an input of another shape or dtype gets its own program."""
+    rng = np.random.default_rng(32)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()).eval()
+    _randomize_norms(model, rng)
+    x = rng.standard_normal((2, 3, 5, 6)).astype(np.float32)
+    ref = _reference(model, x)
+    for _ in range(2):
+        assert rel_error(_infer(model, x), ref) < TOL[np.float32]
+    seen = []
+    handle = model[1].register_forward_hook(lambda m, args, out: seen.append(out.shape))
+    assert rel_error(_infer(model, x), ref) < TOL[np.float32]
+    assert seen == [(2, 4, 5, 6)]
+    handle.remove()
+    for _ in range(2):
+        assert rel_error(_infer(model, x), ref) < TOL[np.float32]
+    assert len(seen) == 1 and _program(model) is not None
+    model.train()
+    conv = conv2d_ref(x, arr(model[0].weight), arr(model[0].bias), padding=1)
+    mean, var = conv.mean(axis=(0, 2, 3)), conv.var(axis=(0, 2, 3))
+    batch = batch_norm_ref(conv, mean, var, arr(model[1].weight), arr(model[1].bias), eps=model[1].eps)[0]
+    assert rel_error(_infer(model, x), np.maximum(batch, 0)) < 1e-5
+    model.eval()
+    ref = _reference(model, x)  # the running statistics moved in training mode
+    for shape in [(1, 3, 4, 4), (3, 3, 4, 7), (2, 3, 5, 6)]:  # other shapes, the first again
+        y = rng.standard_normal(shape).astype(np.float32)
+        for _ in range(2):
+            got = _infer(model, y)
+            assert got.shape == (shape[0], 4) + shape[2:]
+            assert rel_error(got, _reference(model, y)) < TOL[np.float32]
+    assert rel_error(_infer(model, x), ref) < TOL[np.float32]
+    model.double()
+    for _ in range(2):
+        assert rel_error(_infer(model, x.astype(np.float64)), ref) < TOL[np.float64]
+
+
+def test_models_pickle_and_copy_after_inference_without_their_caches():
+    """A model that ran inference (plans, packed weights, a program, fused layers) pickles and deep-copies
+    as its parameters and settings; the copy computes the same."""
+    import copy
+    import pickle
+
+    rng = np.random.default_rng(33)
+    model = _cnn(rng)
+    x = rng.standard_normal((1, 3, 7, 9)).astype(np.float32)
+    tiny = resnet18(nn, num_classes=3, widths=(4, 6, 6, 8)).eval()
+    fuse_modules(tiny, resnet18_fusion_groups(tiny))
+    images = rng.standard_normal((1, 3, 16, 16)).astype(np.float32)
+    for m, inp in ((model, x), (tiny, images)):
+        expected = _infer(m, inp)
+        twins = [copy.deepcopy(m)] + ([pickle.loads(pickle.dumps(m))] if m is model else [])  # tiny's class is local
+        for twin in twins:
+            assert "_plan" not in twin.modules().__next__().__dict__
+            np.testing.assert_allclose(_infer(twin, inp), expected, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(_infer(twin, inp), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_sequentials_program_follows_a_model_moved_back_and_forth():
+    """model.double().float() gives the layers new arrays of the old values: writes through a NumPy
+    view of a new one (which bump no version) are in the next result."""
+    rng = np.random.default_rng(34)
+    model = _cnn(rng)
+    x = rng.standard_normal((1, 3, 7, 9)).astype(np.float32)
+    for _ in range(2):
+        _infer(model, x)
+    model.double().float()
+    weights = model[3].weight.detach().numpy()
+    weights *= -2.0
+    for _ in range(2):
+        assert rel_error(_infer(model, x), _reference(model, x)) < TOL[np.float32]

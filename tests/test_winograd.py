@@ -185,5 +185,5 @@ def test_eval_mode_conv2d_caches_the_packed_weights_for_either_variant(rng):
             got = conv(tensor(x)).numpy()
         assert _ran() == ("winograd", tile)
         check(got, conv2d_ref(x, w, b, padding=1), F32, f"eval Conv2d {h} x {width}")
-        packed = conv.__dict__["_plan"][3][4][0]  # the kept plan's packed (Winograd, GEMM) weights
+        packed = conv.__dict__["_plan"][3].packed[0]  # the kept plan's packed (Winograd, GEMM) weights
         assert packed is not None and packed.shape == (36, 64, 64)

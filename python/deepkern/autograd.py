@@ -57,6 +57,11 @@ _state = threading.local()
 # clock has not moved (the usual case between a forward and its backward).
 
 _clock = 0  # in-place writes so far, in the whole process
+# Changes to modules so far, in the whole process: an attribute set or deleted, a parameter, buffer,
+# submodule or hook added, a mode switched, a tensor's array replaced (``data =``, ``to``). (A removed
+# hook needs none: no program is made while a layer has hooks.)
+# Sequential's inference programs (nn/_inference.py) are kept while it and the write clock stand still.
+module_changes = 0
 # Autocast's hook, set by deepkern.amp: [regions open in all threads, the function that casts an
 # op's arguments as the autocast policy says, the function telling whether this thread's autocast
 # casts a Function's arguments]; Function.apply looks no further while none is open.
@@ -153,6 +158,12 @@ def _track(owner, key) -> None:
             weakref.finalize(owner, _forget, key)
         except TypeError:  # a buffer type without weak references: kept for the process's life
             pass
+
+
+def note_module_change() -> None:
+    """Records a change to a module or to the array a tensor holds (see ``module_changes``)."""
+    global module_changes
+    module_changes += 1
 
 
 def bump_version(arr) -> None:
@@ -308,6 +319,7 @@ def add_hook(hooks: dict, hook) -> RemovableHandle:
         raise TypeError(f"hook must be callable, got {type(hook).__name__}")
     handle = RemovableHandle(hooks)
     hooks[handle.id] = hook
+    note_module_change()
     return handle
 
 

@@ -380,6 +380,7 @@ class Tensor(LongTailMethods):
                 f"data: a tensor that requires grad holds floating-point data, got dtype {array.dtype} (as PyTorch)"
             )
         self._array = array
+        autograd.note_module_change()
 
     @property
     def shape(self) -> tuple:

@@ -4,7 +4,12 @@
   CPU backend's entry with the arguments its op validated on the first call with that input shape,
   dtype and weight arrays (a one-entry plan kept on the module): no per-call validation, no autograd
   Function, no copies. Anything else (another device, other layouts, an empty input, a changed
-  shape) takes the layer's ordinary path, which validates and raises as always.
+  shape) takes the layer's ordinary path, which validates and raises as always. A layer's path is
+  its ``_infer_step(x, bn, relu)``: the step, a function of arrays shaped and typed as ``x`` (the
+  plan's kernel call), or None where the ordinary path must run.
+* Programs. A ``Sequential`` whose every group ran as a step keeps the steps as its program for
+  that input shape and dtype, and later calls run the steps alone, while the write clock and the
+  module clock (``autograd.module_changes``: attributes, hooks, modes, arrays replaced) stand still.
 * Fusion (eval mode). ``Conv2d`` followed by ``BatchNorm2d`` runs as one convolution whose weight
   and bias have the batch norm folded in (cached on the convolution; refolded when any of the six
   arrays is replaced or written in place, see ``autograd.bump_version``), a following ``ReLU`` runs
@@ -33,6 +38,9 @@ FUSION = "_fusion"
 #: The attribute of a BatchNorm2d or ReLU fused into a layer: a weak reference to that layer's
 #: latest fused output, which it passes through unchanged (it already holds their effect).
 FUSED_OUTPUT = "_fused_output"
+#: Every attribute of a module that the inference paths keep (not pickled or copied with it): the
+#: caches, fusions, and a Sequential's groups and program.
+STATE = CACHES + (FUSION, FUSED_OUTPUT, "_groups")
 
 
 def host_array(x):
@@ -51,13 +59,14 @@ def cached_plan(module, x, arrays, config, build):
     """The module's plan for input array ``x`` with its weight arrays ``arrays`` and settings
     ``config`` (a tuple: stride, padding, ...): the kept one when it was made for x's shape and
     dtype, these very arrays and equal settings, else ``build()`` (which validates as the layer's
-    op does and raises its errors; None: no plan, take the ordinary path), kept."""
+    op does and raises its errors; None: no plan, take the ordinary path), kept. The record has
+    :func:`kept`'s layout; the plan reads the arrays themselves, so writes to them need no check."""
     key = (x.shape, x.dtype, config, *map(id, arrays))
-    plan = module.__dict__.get("_plan")
-    if plan is None or plan[0] != key:
-        plan = (key, arrays, build())  # the arrays are kept so that their ids stay theirs
-        module.__dict__["_plan"] = plan
-    return plan[2]
+    record = module.__dict__.get("_plan")
+    if record is None or record[0] != key:
+        record = (key, None, None, build(), arrays, None)  # the arrays are kept so that their ids stay theirs
+        module.__dict__["_plan"] = record
+    return record[3]
 
 
 def hooked(modules) -> bool:
@@ -105,6 +114,13 @@ def kept(module, attr: str, key, arrays, build):
     copies = copies if any(c is not None for c in copies) else None
     module.__dict__[attr] = (key, autograd._clock, versions, value, arrays, copies)
     return value
+
+
+def checks_contents(module) -> bool:
+    """Whether ``module``'s plan (:func:`kept`, :func:`cached_plan`) was derived from an array handed
+    out as a NumPy array, whose contents each call compares: its step must not be kept beyond the call."""
+    record = module.__dict__.get("_plan")
+    return record is not None and record[5] is not None
 
 
 def _versions(arrays) -> tuple:
@@ -206,56 +222,93 @@ def fusion_groups(modules) -> list:
 
 
 def inference_path(module):
-    """``module._infer`` (see :func:`run_sequence`), or None where ``module``'s class overrides
+    """``module._infer_step`` (see :func:`run_sequence`), or None where ``module``'s class overrides
     ``forward`` below the class that defined that path: a subclass's own forward (a weight-standardised
     Conv2d, a scaled Linear) must run, not its base's path."""
-    return module._infer if _forward_is_the_paths(type(module)) else None
+    return module._infer_step if _forward_is_the_paths(type(module)) else None
 
 
-# class -> the class defining its _infer. A plain dict (a weak one cost a fifth of a microsecond per
-# layer and call on the batch-1 path); it keeps the layer classes seen alive, a few at most.
+# class -> the class defining its _infer_step. A plain dict (a weak one cost a fifth of a microsecond
+# per layer and call on the batch-1 path); it keeps the layer classes seen alive, a few at most.
 _PATH_OWNERS: dict = {}
 
 
 def _forward_is_the_paths(cls) -> bool:
-    """Whether ``cls``'s forward is that of the class defining its ``_infer`` (found once per class)."""
+    """Whether ``cls``'s forward is that of the class defining its ``_infer_step`` (found once per class)."""
     owner = _PATH_OWNERS.get(cls)
     if owner is None:
-        owner = _PATH_OWNERS[cls] = next(c for c in cls.__mro__ if "_infer" in c.__dict__)
+        owner = _PATH_OWNERS[cls] = next(c for c in cls.__mro__ if "_infer_step" in c.__dict__)
     return cls.forward is owner.forward
 
 
-def run_sequence(groups, x):
-    """``x`` through a Sequential's ``groups`` (from :func:`fusion_groups`) with nothing recorded.
-    While the input is a host array, each group runs on arrays by its first member's ``_infer``
-    (:func:`inference_path`; a layer's inference path on arrays: ``_infer(x, bn, relu)`` gives the output array, or None
-    where the ordinary path must run) and only the result is wrapped in a Tensor. A group that
-    cannot (a member with hooks, a training batch norm, a layer without that path, another device,
-    an input the path does not take) runs each member the ordinary way on a Tensor."""
+def identity(x):
+    """The step of a layer that is the identity at inference (Dropout in eval mode)."""
+    return x
+
+
+def run_step(module, x, bn=None, relu=False):
+    """``module``'s inference step for the array ``x`` (``_infer_step``) run on ``x``: the output array,
+    or None where the ordinary path must run."""
+    step = module._infer_step(x, bn, relu)
+    return None if step is None else step(x)
+
+
+def run_sequence(cache, x):
+    """``x`` through a Sequential's children with nothing recorded; ``cache`` is the Sequential's
+    ``[children, groups (from :func:`fusion_groups`), program]``.
+    While the input is a host array, each group runs on arrays by its first member's step
+    (:func:`inference_path`: ``_infer_step(x, bn, relu)`` gives the step, or None where the ordinary
+    path must run) and only the result is wrapped in a Tensor. A group that cannot (a member with
+    hooks, a training batch norm, a layer without that path, another device, an input the path does
+    not take) runs each member the ordinary way on a Tensor. When every group ran as a step, the steps
+    are kept as the program for that input (``(key, steps)``; see the module's docstring), which later
+    calls run without looking at the layers."""
     arr = host_array(x)
+    if arr is None:
+        return _run_groups(cache[1], x, None, None)[0]
+    program = cache[2]
+    key = (arr.shape, arr.dtype, autograd._clock, autograd.module_changes)
+    if program is not None and program[0] == key:
+        y = arr
+        for step in program[1]:
+            y = step(y)
+        return x if y is arr else Tensor._wrap(y)
+    y, steps = _run_groups(cache[1], x, arr, [])
+    cache[2] = None if steps is None else (key, steps)
+    return y
+
+
+def _run_groups(groups, x, arr, steps):
+    """:func:`run_sequence` group by group, from ``x`` and its host array ``arr`` (None: none): the
+    output and ``steps`` (a list, or None: not wanted) with the steps run appended, or None when a
+    group ran another way or its step may not be kept (:func:`checks_contents`)."""
     for members, bn, relu in groups:
         if arr is not None:
-            step = inference_path(members[0])
+            path = inference_path(members[0])
             foldable = bn is None or (not bn.training and still_foldable(members[0], bn))
-            if step is not None and not hooked(members) and foldable:
-                y = step(arr, bn, relu)
-                if y is not None:
+            if path is not None and not hooked(members) and foldable:
+                step = path(arr, bn, relu)
+                if step is not None:
+                    if steps is not None:
+                        steps = None if checks_contents(members[0]) else steps + [step]
+                    y = step(arr)
                     if y is not arr:  # x (None: not made yet) is the Tensor of arr
                         x, arr = None, y
                     continue
             if x is None:
                 x = Tensor._wrap(arr)
+        steps = None
         for m in members:
             x = m(x)
         arr = host_array(x)
-    return Tensor._wrap(arr) if x is None else x
+    return (Tensor._wrap(arr) if x is None else x), steps
 
 
 def infer_alone(module, input):
-    """``module._infer`` on ``input`` (a layer called alone, not fused) as a Tensor: None where the
+    """``module``'s inference step on ``input`` (a layer called alone, not fused) as a Tensor: None where the
     inference path does not take it (see :func:`host_array`) and the ordinary path must run."""
     x = host_array(input)
-    y = None if x is None else module._infer(x)
+    y = None if x is None else run_step(module, x)
     return None if y is None else Tensor._wrap(y)
 
 
@@ -266,7 +319,7 @@ def infer(head, x):
     (:func:`passes_through`). None where the ordinary path must run."""
     fusion = head.__dict__.get(FUSION)
     if fusion is None:
-        y = head._infer(x)
+        y = run_step(head, x)
         return None if y is None else Tensor._wrap(y)
     bn, relu, places = fusion
     if not all(getattr(parent(), name, None) is m for parent, name, m in places):
@@ -275,7 +328,7 @@ def infer(head, x):
     members = [m for m in (head, bn, relu) if m is not None]
     if hooked(members) or (bn is not None and (bn.training or not still_foldable(head, bn))):
         return None
-    y = head._infer(x, bn, relu is not None)
+    y = run_step(head, x, bn, relu is not None)
     if y is None:
         return None
     y = Tensor._wrap(y)

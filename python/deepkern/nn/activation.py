@@ -9,7 +9,7 @@ import numpy as np
 from ..tensor import Tensor
 from . import functional as F
 from . import init
-from ._inference import CPU, infer_alone, passes_through
+from ._inference import CPU, identity, infer_alone, passes_through
 from ._layer import check_float, empty_parameter, factory_kwargs, run_op
 from .module import Module
 
@@ -63,6 +63,13 @@ def _check_input(module, input) -> None:
     check_float(module, input, bfloat16=True)
 
 
+def _relu_step(x):
+    """ReLU's inference step (see _inference.py): the kernel into a new array."""
+    y = np.empty_like(x)
+    CPU.relu(x, y)
+    return y
+
+
 class ReLU(Module):
     def __init__(self, inplace: bool = False):
         super().__init__()
@@ -77,14 +84,10 @@ class ReLU(Module):
         _check_input(self, input)
         return F.relu(input)
 
-    def _infer(self, x, bn=None, relu=False):
-        """Inference on the array ``x`` (from _inference.host_array): the kernel alone, into a new
-        array; None for a dtype it lacks (the ordinary path)."""
-        if x.dtype not in _KERNEL_DTYPES:
-            return None
-        y = np.empty_like(x)
-        CPU.relu(x, y)
-        return y
+    def _infer_step(self, x, bn=None, relu=False):
+        """The inference step for arrays typed as ``x`` (from _inference.host_array): the kernel
+        alone, into a new array; None for a dtype it lacks (the ordinary path)."""
+        return _relu_step if x.dtype in _KERNEL_DTYPES else None
 
     def extra_repr(self) -> str:
         return _inplace_repr(self.inplace)
@@ -414,10 +417,10 @@ class Dropout(Module):
             return input
         return F.dropout(input, self.p, self.training)
 
-    def _infer(self, x, bn=None, relu=False):
-        """Inference on the array ``x`` (from _inference.host_array): ``x`` itself in eval mode for
-        a float input; None otherwise (training draws its mask on the ordinary path)."""
-        return x if not self.training and x.dtype in _KERNEL_DTYPES else None
+    def _infer_step(self, x, bn=None, relu=False):
+        """The inference step for arrays typed as ``x`` (from _inference.host_array): the identity in
+        eval mode for a float input; None otherwise (training draws its mask on the ordinary path)."""
+        return identity if not self.training and x.dtype in _KERNEL_DTYPES else None
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}"
@@ -471,7 +474,7 @@ class AlphaDropout(Dropout):
         _check_input(self, input)
         return F.alpha_dropout(input, self.p, self.training)
 
-    _infer = None
+    _infer_step = None
 
 
 class FeatureAlphaDropout(Dropout):
@@ -481,4 +484,4 @@ class FeatureAlphaDropout(Dropout):
         _check_input(self, input)
         return F.feature_alpha_dropout(input, self.p, self.training)
 
-    _infer = None
+    _infer_step = None

@@ -52,6 +52,18 @@ _NCHW = "(N, C, H, W) or (C, H, W)"
 _NCL = "(N, C, L) or (C, L)"
 
 
+def _kernel_step(kernel, shape, dtype, *args):
+    """A pooling layer's inference step (see _inference.py): ``kernel(x, y, *args)`` into a new
+    array ``y`` of ``shape`` and ``dtype``."""
+
+    def step(x):
+        y = np.empty(shape, dtype)
+        kernel(x, y, *args)
+        return y
+
+    return step
+
+
 def _pool(module, function, input, *args):
     """A pooling layer's forward: float input with the layer's ``dims`` spatial dimensions
     (batched or not), errors naming the layer."""
@@ -196,33 +208,28 @@ class _ConvNd(Module):
             input, padding = F.pad(input, self._mode_padding(), mode=self.padding_mode), 0
         return run_op(self, function, input, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
 
-    def _infer(self, x, bn=None, relu=False):
-        """Inference on ``x`` (an array from _inference.host_array) as an array: the 2-D convolution
-        on the kernel with ``bn`` (an eval-mode BatchNorm2d) folded in and, when ``relu``, the ReLU
-        applied by the convolution kernel on its output. Everything but the call (the checks,
-        the folded and packed weights) is made once per input shape and weights (_conv_plan, kept
-        until an array is replaced or written in place). None where the ordinary path must run
-        (not 2-D, weights on another device or not contiguous)."""
+    def _infer_step(self, x, bn=None, relu=False):
+        """The inference step for arrays shaped and typed as ``x`` (from _inference.host_array): the
+        2-D convolution on the kernel with ``bn`` (an eval-mode BatchNorm2d) folded in and, when
+        ``relu``, the ReLU applied by the convolution kernel on its output. Everything but the call
+        (the checks, the folded and packed weights) is made once per input shape and weights
+        (_conv_step, kept until an array is replaced or written in place). None where the ordinary
+        path must run (not 2-D, weights on another device or not contiguous)."""
         if x.dtype not in (np.float32, np.float64) or self.padding_mode != "zeros":  # bfloat16, padding modes:
             return None  # the ordinary path
         bias = member(self, "bias")
         weight = member(self, "weight")._array
         arrays = (weight, None if bias is None else bias._array) if bn is None else conv_bn_arrays(self, bn)
-        config = (x.shape, x.dtype, self.stride, self.padding, self.dilation, self.groups)
+        config = (x.shape, x.dtype, self.stride, self.padding, self.dilation, self.groups, relu)
         key = config + (None if bn is None else (id(bn), bn.eps), *map(id, arrays))
-        plan = kept(self, "_plan", key, arrays, lambda: self._conv_plan(x, arrays, bn))
-        if plan is None:
-            return None
-        shape, w, b, options, packed = plan
-        y = np.empty(shape, x.dtype)
-        CPU.conv2d_forward(x, w, b, y, *options, *packed, relu)  # positional: keywords cost ~0.6 us a call
-        return y
+        return kept(self, "_plan", key, arrays, lambda: self._conv_step(x, arrays, bn, relu))
 
-    def _conv_plan(self, x, arrays, bn):
-        """(output shape, weight, bias, kernel options, the weights packed for this input shape (Winograd,
-        GEMM panels; each None where there are none) of the convolution of ``x`` by ``arrays`` (weight and bias, or
-        _inference.conv_bn_arrays with ``bn`` to fold), validated as ``ops.conv2d`` does (errors
-        name the layer); None unless x is 4-D and the weights are contiguous NumPy arrays."""
+    def _conv_step(self, x, arrays, bn, relu):
+        """The step (see _infer_step) convolving arrays shaped and typed as ``x`` by ``arrays``
+        (weight and bias, or _inference.conv_bn_arrays with ``bn`` to fold), validated as
+        ``ops.conv2d`` does (errors name the layer), with the weights packed for that input shape
+        (Winograd, GEMM panels; each None where there are none); None unless x is 4-D and the
+        weights are contiguous NumPy arrays."""
         self._checked(x)
         w, b = arrays[:2] if bn is None else folded(arrays, bn.eps)
         if x.ndim != 4 or any(type(a) is not np.ndarray or not a.flags.c_contiguous for a in (w, b) if a is not None):
@@ -231,12 +238,18 @@ class _ConvNd(Module):
             self, _Geometry, "conv2d", x.shape, x.dtype, w, self.stride, self.padding, self.dilation, self.groups
         )
         run_op(self, _bias, b, w.shape[0], x.dtype, "conv2d")
-        options = geo.options()
-        packed = (
-            CPU.conv2d_pack_winograd_weights(w, *options),
-            CPU.conv2d_pack_gemm_weights(w, x.shape, geo.out_shape, *options),
-        )
-        return geo.out_shape, w, b, options, packed
+        shape, dtype, options = geo.out_shape, x.dtype, geo.options()
+        winograd = CPU.conv2d_pack_winograd_weights(w, *options)
+        panels = CPU.conv2d_pack_gemm_weights(w, x.shape, shape, *options)
+        kernel = CPU.conv2d_forward
+
+        def step(x):
+            y = np.empty(shape, dtype)
+            kernel(x, w, b, y, *options, winograd, panels, relu)  # positional: keywords cost ~0.6 us a call
+            return y
+
+        step.packed = (winograd, panels)  # the packed weights it convolves with (None: not packed)
+        return step
 
     def extra_repr(self) -> str:
         n = self.dims
@@ -397,29 +410,25 @@ class _MaxPoolNd(Module):
             self.return_indices,
         )
 
-    def _infer(self, x, bn=None, relu=False):
-        """Inference on the array ``x`` (from _inference.host_array): the 2-D pooling kernel, the
-        arguments validated once per input shape; None where the ordinary path must run (1-D,
-        ``return_indices``, a dtype the kernel lacks)."""
+    def _infer_step(self, x, bn=None, relu=False):
+        """The inference step for arrays shaped and typed as ``x`` (from _inference.host_array): the
+        2-D pooling kernel, the arguments validated once per input shape; None where the ordinary
+        path must run (1-D, ``return_indices``, a dtype the kernel lacks)."""
         if self.dims != 2 or self.return_indices:
             return None
         config = (self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
-        plan = cached_plan(self, x, (), config, lambda: self._pool_plan(x))
-        if plan is None:
-            return None
-        y = np.empty(plan[0], x.dtype)
-        CPU.max_pool2d(x, y, None, plan[1])
-        return y
+        return cached_plan(self, x, (), config, lambda: self._pool_step(x))
 
-    def _pool_plan(self, x):
-        """(output shape, the kernel's shape tuple) for input ``x``, validated as ``ops.max_pool2d``
-        does (errors name the layer); None for a dtype the kernel lacks."""
+    def _pool_step(self, x):
+        """The step pooling arrays shaped and typed as ``x``, validated as ``ops.max_pool2d`` does
+        (errors name the layer); None for a dtype the kernel lacks."""
         _pool(self, lambda *args: None, x)  # the layer's own checks
         if x.dtype not in (np.float32, np.float64):
             return None
         window = (self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
         kernel, stride, padding, dilation, out_hw = run_op(self, _window, "max_pool2d", x.shape, *window)
-        return x.shape[:-2] + out_hw, _kernel_shape(x.shape, out_hw, kernel, stride, padding, dilation)
+        shape = _kernel_shape(x.shape, out_hw, kernel, stride, padding, dilation)
+        return _kernel_step(CPU.max_pool2d, x.shape[:-2] + out_hw, x.dtype, None, shape)
 
     def extra_repr(self) -> str:
         return (
@@ -507,26 +516,21 @@ class AdaptiveAvgPool2d(Module):
             return y
         return _pool(self, F.adaptive_avg_pool2d, input, self.output_size)
 
-    def _infer(self, x, bn=None, relu=False):
-        """Inference on the array ``x`` (from _inference.host_array): the pooling kernel, the
-        arguments validated once per input shape; None where the ordinary path must run (a dtype
-        the kernel lacks, an empty output)."""
-        plan = cached_plan(self, x, (), (self.output_size,), lambda: self._pool_plan(x))
-        if plan is None:
-            return None
-        y = np.empty(plan[0], x.dtype)
-        CPU.adaptive_avg_pool2d(x, y, plan[1])
-        return y
+    def _infer_step(self, x, bn=None, relu=False):
+        """The inference step for arrays shaped and typed as ``x`` (from _inference.host_array): the
+        pooling kernel, the arguments validated once per input shape; None where the ordinary path
+        must run (a dtype the kernel lacks, an empty output)."""
+        return cached_plan(self, x, (), (self.output_size,), lambda: self._pool_step(x))
 
-    def _pool_plan(self, x):
-        """(output shape, the kernel's shape tuple) for input ``x``, validated as
+    def _pool_step(self, x):
+        """The step pooling arrays shaped and typed as ``x``, validated as
         ``ops.adaptive_avg_pool2d`` does (errors name the layer); None for a dtype the kernel lacks
         or an empty output."""
         _pool(self, lambda *args: None, x)  # the layer's own checks
         out_hw = run_op(self, _adaptive_size, self.output_size, x.shape, "adaptive_avg_pool2d")
         if x.dtype not in (np.float32, np.float64) or 0 in out_hw:
             return None
-        return x.shape[:-2] + out_hw, _kernel_shape(x.shape, out_hw)
+        return _kernel_step(CPU.adaptive_avg_pool2d, x.shape[:-2] + out_hw, x.dtype, _kernel_shape(x.shape, out_hw))
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"

@@ -61,34 +61,37 @@ class Linear(Module):
         if input.ndim < 1 or input.shape[-1] != self.in_features:
             bad_shape(self, input, f"(..., {self.in_features})")
 
-    def _infer(self, x, bn=None, relu=False):
-        """Inference on ``x`` (an array from _inference.host_array) as an array: one GEMM with the
-        bias (and ReLU when ``relu``) in its epilogue, the arguments validated once per input shape.
-        None where the ordinary path must run (bfloat16, weights on another device or not
-        contiguous)."""
+    def _infer_step(self, x, bn=None, relu=False):
+        """The inference step for arrays shaped and typed as ``x`` (from _inference.host_array): one
+        GEMM with the bias (and ReLU when ``relu``) in its epilogue, the arguments validated once per
+        input shape. None where the ordinary path must run (bfloat16, weights on another device or
+        not contiguous)."""
         bias = member(self, "bias")
         w, b = member(self, "weight")._array, None if bias is None else bias._array
-        plan = cached_plan(self, x, (w, b), (), lambda: self._gemm_plan(x, w, b))
-        if plan is None:
-            return None
-        rows, shape, wt, bias_axis = plan
-        k = self.in_features
-        y = np.empty((rows, self.out_features), x.dtype)
-        flat = x.ndim == 2
-        CPU.gemm(x if flat else x.reshape(rows, k), wt, y, _ONE, _ONE, _ONE, k, 1.0, 0.0, b, bias_axis, relu)
-        return y if flat else y.reshape(shape)
+        return cached_plan(self, x, (w, b), (relu,), lambda: self._gemm_step(x, w, b, relu))
 
-    def _gemm_plan(self, x, w, b):
-        """(rows, output shape, ``w.T``, the GEMM's bias axis) of ``x @ w.T + b``, validated as the
-        layer does; None unless x, w and b are float32/float64 contiguous NumPy arrays of one dtype."""
+    def _gemm_step(self, x, w, b, relu):
+        """The step computing ``x @ w.T + b`` (ReLU'd when ``relu``) for arrays shaped and typed as
+        ``x``, validated as the layer does; None unless x, w and b are float32/float64 contiguous
+        NumPy arrays of one dtype."""
         self._checked(x)
         arrays = [a for a in (w, b) if a is not None]
         if x.dtype not in (np.float32, np.float64) or any(
             type(a) is not np.ndarray or not a.flags.c_contiguous or a.dtype != x.dtype for a in arrays
         ):
             return None
+        k, wt, dtype, kernel = self.in_features, w.T, x.dtype, CPU.gemm
         bias_axis = _BIAS_NONE if b is None else _BIAS_COLS
-        return math.prod(x.shape[:-1]), x.shape[:-1] + (self.out_features,), w.T, bias_axis
+        rows, n, out_shape = math.prod(x.shape[:-1]), self.out_features, x.shape[:-1] + (self.out_features,)
+        flat = x.ndim == 2
+
+        def step(x):
+            y = np.empty(out_shape, dtype)
+            x2, y2 = (x, y) if flat else (x.reshape(rows, k), y.reshape(rows, n))
+            kernel(x2, wt, y2, _ONE, _ONE, _ONE, k, 1.0, 0.0, b, bias_axis, relu)
+            return y
+
+        return step
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -281,14 +284,15 @@ class Flatten(Module):
             return Tensor._wrap(self._view(x))
         return F.flatten(input, self.start_dim, self.end_dim)
 
-    def _infer(self, x, bn=None, relu=False):
-        """Inference on the array ``x`` (from _inference.host_array): the flattened view, or None
-        for a shape the layer refuses (the ordinary path raises)."""
+    def _infer_step(self, x, bn=None, relu=False):
+        """The inference step for arrays shaped as ``x`` (from _inference.host_array): the flattened
+        view; None for a shape the layer refuses (the ordinary path raises)."""
         ndim = x.ndim
         start, end = self.start_dim, self.end_dim
         if not (-ndim <= start < ndim and -ndim <= end < ndim) or start % ndim > end % ndim:
             return None
-        return self._view(x)
+        shape = self._view(x).shape
+        return lambda x: x.reshape(shape)
 
     def _view(self, x):
         """``x`` with dimensions start_dim to end_dim merged (a view of a contiguous array)."""

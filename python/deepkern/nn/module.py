@@ -17,6 +17,7 @@ from ..io import check_state_dict
 from ..ops._validate import bfloat16_dtype, is_floating_dtype
 from ..tensor import Tensor
 from ._inference import CACHES as INFERENCE_CACHES
+from ._inference import STATE as INFERENCE_STATE
 from ._inference import fusion_groups, run_sequence
 
 __all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "ParameterList", "Identity"]
@@ -62,9 +63,9 @@ class Module:
     """Base class of layers and models: assign Parameters, buffers (``register_buffer``) and
     Modules as attributes; override ``forward``; call the module to run it."""
 
-    #: The layer's inference path on arrays, ``_infer(x, bn, relu)`` (nn/_inference.py); None:
+    #: The layer's inference path on arrays, ``_infer_step(x, bn, relu)`` (nn/_inference.py); None:
     #: the module has none and runs the ordinary way.
-    _infer = None
+    _infer_step = None
     #: Buffers a loaded state dict may lack (checkpoints written before they existed): load_state_dict
     #: keeps their current values instead of reporting them missing, as PyTorch does.
     _optional_state: tuple = ()
@@ -92,6 +93,7 @@ class Module:
                 )
             object.__setattr__(self, name, value)
             return
+        autograd.note_module_change()
         params, buffers, modules = d["_parameters"], d["_buffers"], d["_modules"]
         if isinstance(value, (Parameter, Module)):
             # A replaced parameter or module keeps its place (state_dict order), as in PyTorch.
@@ -122,6 +124,7 @@ class Module:
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __delattr__(self, name):
+        autograd.note_module_change()
         for store in (self._parameters, self._buffers, self._modules):
             if name in store:
                 del store[name]
@@ -145,6 +148,7 @@ class Module:
         self._check_new_name("register_parameter", name, "_parameters")
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"register_parameter: {name!r} must be a Parameter or None, got {type(param).__name__}")
+        autograd.note_module_change()
         self._parameters[name] = param
 
     def register_buffer(self, name: str, tensor, persistent: bool = True) -> None:
@@ -153,6 +157,7 @@ class Module:
         self._check_new_name("register_buffer", name, "_buffers")
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(f"register_buffer: {name!r} must be a Tensor or None, got {type(tensor).__name__}")
+        autograd.note_module_change()
         self._buffers[name] = tensor
         (self._non_persistent.discard if persistent else self._non_persistent.add)(name)
 
@@ -160,6 +165,7 @@ class Module:
         self._check_new_name("add_module", name, "_modules")
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"add_module: {name!r} must be a Module or None, got {type(module).__name__}")
+        autograd.note_module_change()
         self._modules[name] = module
 
     register_module = add_module
@@ -278,12 +284,23 @@ class Module:
         drops the inference caches."""
         if not isinstance(mode, bool):
             raise ValueError(f"train: mode must be a bool, got {mode!r}")
-        object.__setattr__(self, "training", mode)
+        if self.training is not mode:
+            autograd.note_module_change()
+            object.__setattr__(self, "training", mode)
         if mode:
             self._drop_inference_caches()
         for child in self.children():
             child.train(mode)
         return self
+
+    def __getstate__(self) -> dict:
+        """The module's attributes for pickle and deepcopy, less its inference caches and fusions
+        (nn/_inference.py; remade on use): kernel steps, packed weights and references to other
+        modules' outputs are no state."""
+        state = self.__dict__.copy()
+        for name in INFERENCE_STATE:
+            state.pop(name, None)
+        return state
 
     def _drop_inference_caches(self) -> None:
         """Forgets this module's kernel plan and folded weights (nn/_inference.py), and the arrays
@@ -321,6 +338,7 @@ class Module:
         for dtype in [a for a in args if not isinstance(a, (str, Device))] + [kwargs.get("dtype")]:
             if dtype is not None and not is_floating_dtype(np.dtype(dtype)):
                 raise TypeError(f"Module.to: only floating-point dtypes are accepted, got {np.dtype(dtype)}")
+        autograd.note_module_change()
         with autograd.no_grad():
             for m in self.modules():
                 m._drop_inference_caches()  # they would keep the arrays before the move
@@ -633,16 +651,18 @@ class Sequential(_ModuleSequence, Module):
             for m in self._modules.values():
                 x = m(x)
             return x
-        return run_sequence(self._fusion_groups(), x)
+        return run_sequence(self._inference_cache(), x)
 
-    def _fusion_groups(self) -> list:
-        """The children as _inference.fusion_groups groups them, kept until the children change."""
+    def _inference_cache(self) -> list:
+        """``[children, groups, program]`` for _inference.run_sequence: the children as
+        _inference.fusion_groups groups them and the program run_sequence keeps (None: none yet), kept
+        until the children change."""
         children = tuple(self._modules.values())
-        cached = self.__dict__.get("_groups")
-        if cached is None or cached[0] != children:
-            cached = (children, fusion_groups(children))
-            self.__dict__["_groups"] = cached
-        return cached[1]
+        cache = self.__dict__.get("_groups")
+        if cache is None or cache[0] != children:
+            cache = [children, fusion_groups(children), None]
+            self.__dict__["_groups"] = cache
+        return cache
 
 
 class ModuleList(_ModuleSequence, Module):
