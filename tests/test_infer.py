@@ -884,6 +884,17 @@ def test_a_sequentials_program_follows_hooks_modes_and_shapes():
         assert rel_error(_infer(model, x.astype(np.float64)), ref) < TOL[np.float64]
 
 
+class _ConvBnRelu(nn.Module):
+    """A model with its own forward (picklable: defined at module level), fused by fuse_modules."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.relu = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.bn(self.conv(x)))
+
+
 def test_models_pickle_and_copy_after_inference_without_their_caches():
     """A model that ran inference (plans, packed weights, a program, fused layers) pickles and deep-copies
     as its parameters and settings; the copy computes the same."""
@@ -896,9 +907,12 @@ def test_models_pickle_and_copy_after_inference_without_their_caches():
     tiny = resnet18(nn, num_classes=3, widths=(4, 6, 6, 8)).eval()
     fuse_modules(tiny, resnet18_fusion_groups(tiny))
     images = rng.standard_normal((1, 3, 16, 16)).astype(np.float32)
-    for m, inp in ((model, x), (tiny, images)):
+    fused = _ConvBnRelu().eval()
+    _randomize_norms(fused, rng)
+    fuse_modules(fused, [["conv", "bn", "relu"]])
+    for m, inp in ((model, x), (tiny, images), (fused, images)):
         expected = _infer(m, inp)
-        twins = [copy.deepcopy(m)] + ([pickle.loads(pickle.dumps(m))] if m is model else [])  # tiny's class is local
+        twins = [copy.deepcopy(m)] + ([pickle.loads(pickle.dumps(m))] if m is not tiny else [])  # tiny's class is local
         for twin in twins:
             assert "_plan" not in twin.modules().__next__().__dict__
             np.testing.assert_allclose(_infer(twin, inp), expected, rtol=1e-5, atol=1e-6)
