@@ -1,5 +1,5 @@
 """Convolution and pooling layers on NCHW (or CHW) input and their 1-D forms on NCL (or CL)
-input: ``Conv1d``, ``Conv2d``, ``ConvTranspose1d``, ``ConvTranspose2d``, ``MaxPool1d``,
+input: ``Conv1d``, ``Conv2d``, ``Conv3d`` (on NCDHW input), ``ConvTranspose1d``, ``ConvTranspose2d``, ``MaxPool1d``,
 ``MaxPool2d``, ``AvgPool1d``, ``AvgPool2d``, ``AdaptiveAvgPool1d``, ``AdaptiveAvgPool2d``,
 ``AdaptiveMaxPool1d``, ``AdaptiveMaxPool2d`` (PyTorch's signatures, defaults, parameter names,
 weight shapes, initialisation and reprs); ``PixelShuffle`` and ``PixelUnshuffle``, the
@@ -32,6 +32,7 @@ __all__ = [
     "ChannelShuffle",
     "Conv1d",
     "Conv2d",
+    "Conv3d",
     "ConvTranspose1d",
     "ConvTranspose2d",
     "MaxPool1d",
@@ -192,7 +193,7 @@ class _ConvNd(Module):
         check_float(self, input, self.weight.dtype, bfloat16=True)
         n, c = self.dims, self.in_channels
         if input.ndim not in (n + 1, n + 2) or input.shape[-n - 1] != c:
-            spatial = "L" if n == 1 else "H, W"
+            spatial = ("L", "H, W", "D, H, W")[n - 1]
             bad_shape(self, input, f"(N, {c}, {spatial}) or ({c}, {spatial})")
 
     def forward(self, input):
@@ -202,7 +203,7 @@ class _ConvNd(Module):
             if y is not None:
                 return y
         self._checked(input)
-        function = F.conv1d if self.dims == 1 else F.conv2d
+        function = (F.conv1d, F.conv2d, F.conv3d)[self.dims - 1]
         padding = self.padding
         if self.padding_mode != "zeros":
             input, padding = F.pad(input, self._mode_padding(), mode=self.padding_mode), 0
@@ -281,6 +282,14 @@ class Conv2d(_ConvNd):
     ``(out_channels, in_channels / groups, kH, kW)``."""
 
     dims = 2
+
+
+class Conv3d(_ConvNd):
+    """3-D convolution of ``(N, in_channels, D, H, W)`` input with weight
+    ``(out_channels, in_channels / groups, kD, kH, kW)`` (``F.conv3d``: the depth taps run as channels
+    of one 2-D convolution)."""
+
+    dims = 3
 
 
 class _ConvTransposeNd(_ConvNd):

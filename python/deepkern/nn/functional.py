@@ -27,6 +27,7 @@ __all__ = [
     "linear",
     "conv1d",
     "conv2d",
+    "conv3d",
     "conv_transpose1d",
     "conv_transpose2d",
     "max_pool1d",
@@ -1431,6 +1432,7 @@ def flatten(input, start_dim=0, end_dim=-1):
 
 # The losses' functional forms live beside their modules (loss.py).
 from ._attention import scaled_dot_product_attention  # noqa: E402
+from ._conv3d import conv3d  # noqa: E402
 from ._ctc import ctc_loss  # noqa: E402
 from ._embedding_bag import embedding_bag  # noqa: E402
 from ._fold import fold, max_unpool2d, unfold  # noqa: E402
