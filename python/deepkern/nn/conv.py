@@ -1,9 +1,10 @@
-"""Convolution and pooling layers on NCHW (or CHW) input and their 1-D forms on NCL (or CL)
-input: ``Conv1d``, ``Conv2d``, ``Conv3d`` (on NCDHW input), ``ConvTranspose1d``, ``ConvTranspose2d``, ``MaxPool1d``,
-``MaxPool2d``, ``AvgPool1d``, ``AvgPool2d``, ``AdaptiveAvgPool1d``, ``AdaptiveAvgPool2d``,
-``AdaptiveMaxPool1d``, ``AdaptiveMaxPool2d`` (PyTorch's signatures, defaults, parameter names,
-weight shapes, initialisation and reprs); ``PixelShuffle`` and ``PixelUnshuffle``, the
-channel-to-space rearrangements of sub-pixel convolution."""
+"""Convolution and pooling layers on NCHW (or CHW) input, their 1-D forms on NCL (or CL) input and
+their 3-D forms on NCDHW (or CDHW) input: ``Conv1d``, ``Conv2d``, ``Conv3d``, ``ConvTranspose1d``,
+``ConvTranspose2d``, ``MaxPool1d``, ``MaxPool2d``, ``MaxPool3d``, ``AvgPool1d``, ``AvgPool2d``,
+``AvgPool3d``, ``AdaptiveAvgPool1d``, ``AdaptiveAvgPool2d``, ``AdaptiveAvgPool3d``,
+``AdaptiveMaxPool1d``, ``AdaptiveMaxPool2d``, ``AdaptiveMaxPool3d`` (PyTorch's signatures,
+defaults, parameter names, weight shapes, initialisation and reprs); ``PixelShuffle`` and
+``PixelUnshuffle``, the channel-to-space rearrangements of sub-pixel convolution."""
 
 from __future__ import annotations
 
@@ -37,6 +38,10 @@ __all__ = [
     "ConvTranspose2d",
     "MaxPool1d",
     "MaxPool2d",
+    "MaxPool3d",
+    "AvgPool3d",
+    "AdaptiveAvgPool3d",
+    "AdaptiveMaxPool3d",
     "AvgPool1d",
     "AvgPool2d",
     "AdaptiveAvgPool1d",
@@ -51,6 +56,7 @@ _NCHW = "(N, C, H, W) or (C, H, W)"
 
 
 _NCL = "(N, C, L) or (C, L)"
+_NCDHW = "(N, C, D, H, W) or (C, D, H, W)"
 
 
 def _kernel_step(kernel, shape, dtype, *args):
@@ -69,8 +75,8 @@ def _pool(module, function, input, *args):
     """A pooling layer's forward: float input with the layer's ``dims`` spatial dimensions
     (batched or not), errors naming the layer."""
     check_float(module, input, bfloat16=True)
-    one_d = getattr(module, "dims", 2) == 1
-    check_ndim(module, input, (2, 3) if one_d else (3, 4), _NCL if one_d else _NCHW)
+    dims = getattr(module, "dims", 2)
+    check_ndim(module, input, (dims + 1, dims + 2), (_NCL, _NCHW, _NCDHW)[dims - 1])
     return run_op(module, function, input, *args)
 
 
@@ -409,7 +415,7 @@ class _MaxPoolNd(Module):
             return y
         return _pool(
             self,
-            F.max_pool1d if self.dims == 1 else F.max_pool2d,
+            (F.max_pool1d, F.max_pool2d, F.max_pool3d)[self.dims - 1],
             input,
             self.kernel_size,
             self.stride,
@@ -456,6 +462,13 @@ class MaxPool2d(_MaxPoolNd):
     """Max over each window of ``(N, C, H, W)`` or ``(C, H, W)`` input."""
 
 
+class MaxPool3d(_MaxPoolNd):
+    """Max over each window of ``(N, C, D, H, W)`` or ``(C, D, H, W)`` input (F.max_pool3d: the 2-D
+    kernel per depth plane, then the max along depth); ``return_indices`` gives flat D*H*W positions."""
+
+    dims = 3
+
+
 class AvgPool1d(Module):
     """Mean over each window of ``(N, C, L)`` or ``(C, L)`` input (``count_include_pad`` as in
     PyTorch, whose AvgPool1d has no ``divisor_override``)."""
@@ -480,6 +493,8 @@ class AvgPool1d(Module):
 class AvgPool2d(Module):
     """Mean over each window (``count_include_pad``, ``divisor_override`` as in PyTorch)."""
 
+    function = staticmethod(F.avg_pool2d)
+
     def __init__(
         self,
         kernel_size,
@@ -498,7 +513,7 @@ class AvgPool2d(Module):
     def forward(self, input):
         return _pool(
             self,
-            F.avg_pool2d,
+            self.function,
             input,
             self.kernel_size,
             self.stride,
@@ -510,6 +525,14 @@ class AvgPool2d(Module):
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AvgPool3d(AvgPool2d):
+    """Mean over each window of ``(N, C, D, H, W)`` or ``(C, D, H, W)`` input (F.avg_pool3d: the 2-D
+    kernel per depth plane, then the mean along depth; PyTorch's divisors)."""
+
+    dims = 3
+    function = staticmethod(F.avg_pool3d)
 
 
 class AdaptiveAvgPool2d(Module):
@@ -577,7 +600,7 @@ class _AdaptiveMaxPoolNd(_AdaptivePoolNd):
         self.return_indices = return_indices
 
     def forward(self, input):
-        function = F.adaptive_max_pool1d if self.dims == 1 else F.adaptive_max_pool2d
+        function = (F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d)[self.dims - 1]
         return _pool(self, function, input, self.output_size, self.return_indices)
 
 
@@ -591,6 +614,23 @@ class AdaptiveMaxPool1d(_AdaptiveMaxPoolNd):
     ``output_size`` (an int or a 1-tuple)."""
 
     dims = 1
+
+
+class AdaptiveMaxPool3d(_AdaptiveMaxPoolNd):
+    """Max over PyTorch's adaptive windows of ``(N, C, D, H, W)`` or ``(C, D, H, W)`` input giving
+    ``output_size`` (an int or a triple; None keeps that input size)."""
+
+    dims = 3
+
+
+class AdaptiveAvgPool3d(_AdaptivePoolNd):
+    """Mean over PyTorch's adaptive windows of ``(N, C, D, H, W)`` or ``(C, D, H, W)`` input giving
+    ``output_size`` (an int or a triple; None keeps that input size)."""
+
+    dims = 3
+
+    def forward(self, input):
+        return _pool(self, F.adaptive_avg_pool3d, input, self.output_size)
 
 
 class PixelShuffle(Module):

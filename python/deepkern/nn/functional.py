@@ -32,12 +32,16 @@ __all__ = [
     "conv_transpose2d",
     "max_pool1d",
     "max_pool2d",
+    "max_pool3d",
     "avg_pool1d",
     "avg_pool2d",
+    "avg_pool3d",
     "adaptive_avg_pool2d",
     "adaptive_avg_pool1d",
+    "adaptive_avg_pool3d",
     "adaptive_max_pool1d",
     "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
     "relu",
     "leaky_relu",
     "silu",
@@ -1437,6 +1441,7 @@ from ._ctc import ctc_loss  # noqa: E402
 from ._embedding_bag import embedding_bag  # noqa: E402
 from ._fold import fold, max_unpool2d, unfold  # noqa: E402
 from ._grid import affine_grid, grid_sample  # noqa: E402
+from ._pool3d import adaptive_avg_pool3d, adaptive_max_pool3d, avg_pool3d, max_pool3d  # noqa: E402
 from ._resample import interpolate, pad  # noqa: E402
 from .loss import (  # noqa: E402
     binary_cross_entropy,
