@@ -408,8 +408,8 @@ def test_module_bad_arguments():
     with raises_naming(ValueError, "GRUCell", "h", r"\(2, 5\)"):
         deepkern.nn.GRUCell(3, 4)(deepkern.tensor(np.zeros((2, 3), F32)), deepkern.tensor(np.zeros((2, 5), F32)))
     assert "nonlinearity='relu'" in repr(deepkern.nn.RNN(3, 4, nonlinearity="relu"))
-    for cls in (deepkern.nn.LSTM, deepkern.nn.GRU):
-        with raises_naming(NotImplementedError, cls.__name__, "proj_size"):
+    for cls in (deepkern.nn.GRU, deepkern.nn.RNN):  # an LSTM-only argument, as in PyTorch
+        with raises_naming(ValueError, cls.__name__, "proj_size", "only supported for LSTM"):
             cls(3, 4, proj_size=2)
 
 

@@ -27,6 +27,7 @@ from ..autograd import Function
 from ..backends import backend_of
 from ..random import get_generator
 from ..tensor import Tensor, tensor
+from ..tensor import zeros as tensor_zeros
 from ..tensor_ops import Cat, Stack
 from ._inference import member
 from ._layer import factory_kwargs
@@ -159,8 +160,6 @@ class _RNNBase(Module):
     ):
         super().__init__()
         kind = type(self).__name__
-        if proj_size:
-            raise NotImplementedError(f"{kind}: proj_size is not supported by deepkern's recurrent kernels")
         for name, value, low in (
             ("input_size", input_size, 1),
             ("hidden_size", hidden_size, 1),
@@ -168,6 +167,17 @@ class _RNNBase(Module):
         ):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"{kind}: {name} must be an int >= {low}, got {value!r}")
+        if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)) or proj_size < 0:
+            raise ValueError(
+                f"{kind}: proj_size should be a positive integer or zero to disable projections, got {proj_size!r}"
+            )
+        if proj_size and self._states != LSTM._states:
+            raise ValueError(f"{kind}: proj_size argument is only supported for LSTM, not RNN or GRU")
+        if proj_size >= hidden_size:
+            raise ValueError(
+                f"{kind}: proj_size has to be smaller than hidden_size, got proj_size={proj_size} and "
+                f"hidden_size={hidden_size}"
+            )
         if not (isinstance(dropout, numbers.Real) and 0 <= dropout <= 1) or isinstance(dropout, bool):
             raise ValueError(f"{kind}: dropout must be a probability in [0, 1], got {dropout!r}")
         if dropout > 0 and num_layers == 1:
@@ -176,31 +186,43 @@ class _RNNBase(Module):
             )
         self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
         self.bias, self.batch_first, self.dropout = bool(bias), bool(batch_first), float(dropout)
-        self.bidirectional, self.proj_size = bool(bidirectional), 0
+        self.bidirectional, self.proj_size = bool(bidirectional), int(proj_size)
         dirs = 2 if bidirectional else 1
         factory = factory_kwargs(kind, dtype, device)
         bound = 1.0 / math.sqrt(hidden_size)
-        rows = self._gates * self.hidden_size
+        rows, out = self._gates * self.hidden_size, self._output_size
         names = []
         for layer in range(self.num_layers):
-            layer_in = self.input_size if layer == 0 else dirs * self.hidden_size
+            layer_in = self.input_size if layer == 0 else dirs * out
             for d in range(dirs):
                 sfx = f"_l{layer}" + ("_reverse" if d else "")
                 group = [f"weight_ih{sfx}", f"weight_hh{sfx}"] + ([f"bias_ih{sfx}", f"bias_hh{sfx}"] if bias else [])
-                shapes = [(rows, layer_in), (rows, self.hidden_size), (rows,), (rows,)]
+                shapes = [(rows, layer_in), (rows, out)] + [(rows,), (rows,)] * bias
+                if self.proj_size:
+                    group.append(f"weight_hr{sfx}")
+                    shapes.append((self.proj_size, self.hidden_size))
                 for name, shape in zip(group, shapes):
                     self.register_parameter(name, _uniform_parameter(shape, bound, **factory))
-                names.append(tuple(group) + (None, None) * (not bias))
-        self._layer_names = names  # per layer-direction: (w_ih, w_hh, b_ih, b_hh) parameter names
+                biases = tuple(group[2:4]) if bias else (None, None)
+                names.append(tuple(group[:2]) + biases + ((group[-1],) if self.proj_size else ()))
+        # per layer-direction: (w_ih, w_hh, b_ih, b_hh) parameter names, and w_hr's with a projection
+        self._layer_names = names
+
+    @property
+    def _output_size(self) -> int:
+        """The size of the hidden state h (and of each direction's output): proj_size, or hidden_size."""
+        return self.proj_size or self.hidden_size
 
     def extra_repr(self):
         s = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size:
+            s += f", proj_size={self.proj_size}"
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
-        for flag, default in (("bias", True), ("batch_first", False), ("bidirectional", False)):
+        for flag, default in (("bias", True), ("batch_first", False), ("dropout", 0), ("bidirectional", False)):
             if getattr(self, flag) != default:
                 s += f", {flag}={getattr(self, flag)}"
-        return s + (f", dropout={self.dropout}" if self.dropout else "")
+        return s
 
     def flatten_parameters(self):
         """A no-op kept for code written for PyTorch (the kernels take each weight as it is)."""
@@ -249,8 +271,9 @@ class _RNNBase(Module):
         if hx is None:
             return
         ld = self.num_layers * (2 if self.bidirectional else 1)
-        want = (ld, self.hidden_size) if batch is None else (ld, batch, self.hidden_size)
         for name, state in zip(self._states, hx):
+            size = self.hidden_size if name == "c_0" else self._output_size
+            want = (ld, size) if batch is None else (ld, batch, size)
             if tuple(np.shape(state)) != want:
                 raise ValueError(
                     f"{self._name()}: {name} has shape {tuple(np.shape(state))}, expected {want} "
@@ -352,14 +375,48 @@ class LSTM(_RNNBase):
     ``weight_hh_l{k}`` (4H, H), ``bias_ih_l{k}``, ``bias_hh_l{k}`` (4H,), with the suffix
     ``_reverse`` for the backward direction; all initialised U(-1/sqrt(H), 1/sqrt(H)) from
     deepkern's generator. ``dropout`` applies to the outputs of every layer but the last, in
-    training mode only.
+    training mode only. ``proj_size`` P > 0 (PyTorch's projection): h is ``(o * tanh(c)) @
+    weight_hr_l{k}^T`` with ``weight_hr_l{k}`` (P, H), so h_0/h_n and each direction's output have P
+    features and ``weight_hh_l{k}`` is (4H, P); such a layer runs as Tensor ops step by step (the
+    fused kernels have no projection).
     """
 
     _gates = 4
     _states = ("h_0", "c_0")
 
     def _layer(self, x, states, weights, reverse, batch_sizes):
+        if self.proj_size:
+            return _projected_lstm_layer(x, *states, *weights, reverse, batch_sizes)
         return _LSTMLayer.apply(x, *states, *weights, reverse=reverse, batch_sizes=batch_sizes)
+
+
+def _projected_lstm_layer(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, batch_sizes):
+    """One LSTM layer and direction with a projection (``proj_size`` P): each step's hidden state is
+    ``(o * tanh(c)) @ w_hr.T`` (B, P), which the next step's recurrent product reads. Composed of
+    Tensor ops step by step (their gradients; the fused kernels have no projection): x (T, B, I),
+    h (B, P), c (B, H) or None (zeros) -> (y (T, B, P), h_T, c_T). With ``batch_sizes`` step t
+    advances its first rows only, the others keep their states (y is zero there), as the kernels do."""
+    steps, batch = x.shape[:2]
+    hidden, size = w_hr.shape[1], w_hr.shape[0]
+    zeros = functools.partial(tensor_zeros, dtype=x.dtype, device=x.device)
+    h = zeros((batch, size)) if h is None else h
+    c = zeros((batch, hidden)) if c is None else c
+    projected = x @ w_ih.t()
+    if b_ih is not None:
+        projected = projected + (b_ih + b_hh)
+    rows = [batch] * steps if batch_sizes is None else [int(b) for b in batch_sizes]
+    outputs = [None] * steps
+    for t in reversed(range(steps)) if reverse else range(steps):
+        b = rows[t]
+        i, f, g, o = (projected[t, :b] + h[:b] @ w_hh.t()).chunk(4, dim=1)
+        c_next = f.sigmoid() * c[:b] + i.sigmoid() * g.tanh()
+        h_next = (o.sigmoid() * c_next.tanh()) @ w_hr.t()
+        if b < batch:
+            outputs[t] = Cat.apply(h_next, zeros((batch - b, size)), dim=0)
+            h, c = Cat.apply(h_next, h[b:], dim=0), Cat.apply(c_next, c[b:], dim=0)
+        else:
+            outputs[t], h, c = h_next, h_next, c_next
+    return Stack.apply(*outputs, dim=0), h, c
 
 
 class GRU(_RNNBase):
