@@ -418,12 +418,18 @@ def test_indexed_updates_in_place_record_the_change(rng):
         ("cdist inf ties", [[[2.0, 3.0]], [[0.0, 1.0]]], lambda m, a, b: m.cdist(a, b, p=float("inf"))),
         ("atan2 at the origin", [[0.0, 1.0], [0.0, 2.0]], lambda m, a, b: m.atan2(a, b)),
         ("logaddexp of infinities", [[np.inf, 1.0], [-np.inf, np.inf]], lambda m, a, b: m.logaddexp(a, b)),
+        ("nanmean of an all-NaN slice", [[[np.nan, np.nan], [1.0, np.nan]]], lambda m, a: m.nanmean(a, 1)),
+        ("nansum's NaN", [[[np.nan, 5.0], [1.0, np.nan]]], lambda m, a: m.nansum(a, 0)),
+        ("var with no degree of freedom", [[[1.0, 1.0], [3.0, 4.0]]], lambda m, a: a.var(1, correction=2)),
+        ("std with no degree of freedom", [[[1.0, 1.0], [3.0, 4.0]]], lambda m, a: a.std(1, correction=2)),
     ],
 )
 def test_gradients_at_ties_and_special_points_follow_torch(name, arrays, call):
     """Where the rule is PyTorch's choice: a no-dim median's gradient shared by its ties, cdist's inf
     norm giving each tied coordinate the whole gradient, atan2's gradient 0 at (0, 0), logaddexp's
-    finite at infinite operands."""
+    finite at infinite operands, nanmean's NaN over an all-NaN slice (nansum passes g * not-NaN),
+    var's 2 (x - mean) g / 0 = +-inf (or NaN at the mean) when the correction leaves no degree of
+    freedom."""
     results = []
     for lib in (torch, dk):
         tensors = [lib.tensor(np.array(a), requires_grad=True) for a in arrays]
@@ -431,7 +437,7 @@ def test_gradients_at_ties_and_special_points_follow_torch(name, arrays, call):
         out.sum().backward()
         results.append([out.detach().numpy()] + [t.grad.numpy() for t in tensors])
     for got, ref in zip(results[1], results[0]):
-        np.testing.assert_allclose(got, ref, rtol=1e-14, err_msg=name)
+        np.testing.assert_allclose(got, ref, rtol=1e-14, err_msg=name)  # NaN where PyTorch's is NaN
 
 
 def test_nan_and_bool_rules_of_unique_diff_and_cdist_p0():

@@ -252,7 +252,7 @@ class LongTailMethods:
         """The sum with NaN counted as zero (they get no gradient)."""
         if self.dtype.kind not in "fV":
             return self.sum(dim, keepdim)
-        return _t.where(self.isnan(), 0.0, self).sum(dim, keepdim)
+        return F.ZeroNaN.apply(self).sum(dim, keepdim)
 
     def nanmean(self, dim=None, keepdim=False):
         """The mean of the elements that are not NaN (NaN where all are)."""

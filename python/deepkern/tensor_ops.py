@@ -827,6 +827,23 @@ class Where(Function):
         )
 
 
+class ZeroNaN(Function):
+    """``x`` with NaN replaced by 0 (``nansum``'s terms); the gradient is ``g * (x is not NaN)``, as
+    PyTorch's nansum passes it: 0 at a NaN input, NaN there when ``g`` is not finite (nanmean of an
+    all-NaN slice)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        kept = ~np.isnan(x)
+        ctx.save_for_backward(kept)
+        return np.where(kept, x, 0)
+
+    @staticmethod
+    def backward(ctx, g):
+        (kept,) = ctx.saved_tensors
+        return g * kept
+
+
 # ---------------------------------------------------------------------------------------------
 # More elementwise math, scans, gathers and scatters, norms, einsum
 # ---------------------------------------------------------------------------------------------
