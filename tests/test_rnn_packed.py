@@ -454,8 +454,12 @@ def test_bad_lengths_raise_naming_them(rng):
         pack_padded_sequence(x, [4, 1])
     with raises_naming(ValueError, "pack_padded_sequence", r"lengths\[0\] = 5", "4 steps"):
         pack_padded_sequence(x, [5, 2, 1])
-    with raises_naming(TypeError, "pack_padded_sequence", "lengths", "float"):
-        pack_padded_sequence(x, [4.0, 2.0, 1.0])
+    with raises_naming(ValueError, "pack_padded_sequence", "whole numbers", r"lengths\[1\] = 2.5"):
+        pack_padded_sequence(x, [4.0, 2.5, 1.0])  # PyTorch would truncate it
+    with raises_naming(TypeError, "pack_padded_sequence", "lengths", "integers"):
+        pack_padded_sequence(x, ["4", "2", "1"])
+    whole = pack_padded_sequence(x, deepkern.tensor([4.0, 2.0, 1.0]))  # a float mask's sums, as PyTorch takes
+    np.testing.assert_array_equal(whole.batch_sizes.numpy(), pack_padded_sequence(x, [4, 2, 1]).batch_sizes.numpy())
     with raises_naming(ValueError, "pack_padded_sequence", "lengths", "1-D"):
         pack_padded_sequence(x, [[4, 2, 1]])
     packed = pack_padded_sequence(x, [4, 2, 1])

@@ -159,13 +159,20 @@ def _to_packed(padded: Tensor, batch_sizes: np.ndarray) -> Tensor:
 
 
 def _lengths(op: str, lengths) -> np.ndarray:
-    """``lengths`` (a 1-D CPU integer Tensor, array or list) as an int64 host array."""
+    """``lengths`` (a 1-D CPU Tensor, array or list of whole numbers: PyTorch takes floats such as a
+    float mask's sums, 3.0) as an int64 host array; a fractional length is refused (PyTorch would
+    truncate it)."""
     if isinstance(lengths, Tensor) and lengths.device.type != "cpu":
         raise ValueError(
             f"{op}: lengths must be a 1-D CPU int64 tensor or a list of ints, got a tensor on {lengths.device}"
         )
     raw = lengths._array if isinstance(lengths, Tensor) else np.asarray(lengths)
-    if raw.dtype.kind not in "iu" and raw.size:
+    if raw.dtype.kind == "f" or raw.dtype.name == "bfloat16":
+        wrong = ~np.isfinite(raw) | (raw != np.round(raw))
+        if wrong.any():
+            bad = int(np.argmax(wrong))
+            raise ValueError(f"{op}: lengths must be whole numbers, got lengths[{bad}] = {raw[bad]}")
+    elif raw.dtype.kind not in "iu" and raw.size:
         raise TypeError(f"{op}: lengths must hold integers, got dtype {raw.dtype}")
     if raw.ndim != 1:
         raise ValueError(f"{op}: lengths must be 1-D, got shape {raw.shape}")
