@@ -249,7 +249,8 @@ def identity(x):
 def run_step(module, x, bn=None, relu=False):
     """``module``'s inference step for the array ``x`` (``_infer_step``) run on ``x``: the output array,
     or None where the ordinary path must run."""
-    step = module._infer_step(x, bn, relu)
+    path = module._infer_step  # None: the layer has none (a parametrized layer's class sets it so)
+    step = None if path is None else path(x, bn, relu)
     return None if step is None else step(x)
 
 

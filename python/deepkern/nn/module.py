@@ -454,9 +454,18 @@ class Module:
         return ""
 
     def __repr__(self):
-        lines = [f"({name}): " + repr(child).replace("\n", "\n  ") for name, child in self.named_children()]
-        head = f"{type(self).__name__}({self.extra_repr()}"
-        return head + (")" if not lines else "\n  " + "\n  ".join(lines) + "\n)")
+        """PyTorch's layout: ``Name(extra)`` alone, else the extra_repr's lines and one line per child
+        (a child held under two names shown twice, a None child as None), indented."""
+        extra = self.extra_repr()
+        extra_lines = extra.split("\n") if extra else []
+        child_lines = [f"({name}): " + repr(child).replace("\n", "\n  ") for name, child in self._modules.items()]
+        lines = extra_lines + child_lines
+        body = ""
+        if len(extra_lines) == 1 and not child_lines:
+            body = extra_lines[0]
+        elif lines:
+            body = "\n  " + "\n  ".join(lines) + "\n"
+        return f"{type(self).__name__}({body})"
 
 
 class _Identity(autograd.Function):

@@ -2,7 +2,9 @@
 ``vector_to_parameters``; ``spectral_norm`` and ``weight_norm`` (the hook-based
 reparametrizations, undone by ``remove_spectral_norm`` and ``remove_weight_norm``); ``rnn``, the
 variable-length batches of the recurrent layers (PackedSequence and the pad/pack functions);
-``fuse_modules``, the inference fusion of layers called from a model's own ``forward``."""
+``fuse_modules``, the inference fusion of layers called from a model's own ``forward``;
+``parametrize`` and ``parametrizations`` (a tensor computed from others: weight_norm and
+spectral_norm in their current PyTorch form)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import weakref
 import numpy as np
 
 from ...tensor import Tensor, tensor
-from . import rnn
+from . import parametrizations, parametrize, rnn
 from .convert_parameters import parameters_to_vector, vector_to_parameters
 from .spectral_norm import remove_spectral_norm, spectral_norm
 from .weight_norm import remove_weight_norm, weight_norm
@@ -24,6 +26,8 @@ __all__ = [
     "clip_grad_value_",
     "fuse_modules",
     "parameters_to_vector",
+    "parametrizations",
+    "parametrize",
     "remove_spectral_norm",
     "remove_weight_norm",
     "rnn",

@@ -26,6 +26,13 @@ def _normalize(x: Tensor, eps: float) -> Tensor:
     return x / x.norm().clamp(min=eps)
 
 
+def weight_as_matrix(weight: Tensor, dim: int) -> Tensor:
+    """``weight`` as a matrix: dimension ``dim`` first (its rows), the others flattened."""
+    if dim != 0:
+        weight = weight.permute(dim, *[d for d in range(weight.ndim) if d != dim])
+    return weight.reshape(weight.shape[0], -1)
+
+
 class SpectralNorm:
     """The forward pre-hook (and its state) that spectral_norm registers; PyTorch's class, with the
     same attributes (``name``, ``dim``, ``n_power_iterations``, ``eps``)."""
@@ -46,12 +53,7 @@ class SpectralNorm:
         self.eps = float(eps)
 
     def reshape_weight_to_matrix(self, weight: Tensor) -> Tensor:
-        """``weight`` as a matrix: dimension ``dim`` first (its rows), the others flattened."""
-        weight_mat = weight
-        if self.dim != 0:
-            weight_mat = weight_mat.permute(self.dim, *[d for d in range(weight_mat.ndim) if d != self.dim])
-        height = weight_mat.shape[0]
-        return weight_mat.reshape(height, -1)
+        return weight_as_matrix(weight, self.dim)
 
     def compute_weight(self, module: Module, do_power_iteration: bool) -> Tensor:
         """``weight_orig / sigma``, after the power iterations (which update the buffers ``u`` and
