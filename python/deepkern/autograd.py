@@ -8,7 +8,10 @@ passed Tensors (and everything else unchanged) and returns an array or a tuple o
 (array or None) per positional argument of ``forward``. Arrays in, arrays out: the heavy
 Functions call the deepkern kernels directly, and the graph bookkeeping stays in this file.
 
-Gradients are not themselves differentiable (no ``create_graph``); ``no_grad()`` and
+With ``create_graph=True`` the gradients are themselves differentiable (a gradient penalty, a
+Hessian-vector product): that pass runs each node's ``backward_graph(ctx, io, *grads)`` on Tensors
+(:class:`GraphIO` hands it its operands as Tensors of the graph), recording the gradients' own
+graph; a Function without one raises NotImplementedError naming it. ``no_grad()`` and
 ``inference_mode()`` record nothing. ``grad(outputs, inputs)`` returns gradients without touching
 ``.grad``; hooks registered with ``Tensor.register_hook`` see (and may replace) a tensor's gradient.
 
@@ -431,7 +434,11 @@ class Node:
 
 class Function:
     """Subclass with static ``forward(ctx, *args, **kwargs)`` and ``backward(ctx, *grads)``;
-    call ``YourFunction.apply(*args, **kwargs)``."""
+    call ``YourFunction.apply(*args, **kwargs)``. ``backward_graph(ctx, io, *grads)`` (optional; grads
+    and results are Tensors, ``io`` a :class:`GraphIO`) is the backward as differentiable Tensor ops,
+    for create_graph=True."""
+
+    backward_graph = None
 
     @staticmethod
     def forward(ctx, *args, **kwargs):  # pragma: no cover - interface
@@ -627,14 +634,18 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     times its gradient in ``grad_tensors`` (None for a one-element tensor) to every leaf Tensor that
     requires grad, in one pass, accumulating into their ``.grad``; each leaf's post-accumulate-grad hooks
     run once its gradient is complete, and the callbacks queued during the pass (:func:`queue_callback`)
-    at its end. ``create_graph`` and ``inputs`` are not supported."""
-    if create_graph:
-        raise NotImplementedError(
-            "backward: create_graph=True is not supported (deepkern's gradients are not differentiable)"
-        )
+    at its end. With ``create_graph`` the leaves' gradients are Tensors with their own graph
+    (see the module docstring). ``inputs`` is not supported."""
     if inputs is not None:
         raise NotImplementedError("backward: inputs= is not supported; use deepkern.autograd.grad for chosen inputs")
     roots = _roots("backward", tensors, grad_tensors, "tensors", "grad_tensors")
+    if create_graph:
+        reached = {}
+        _graph_engine(roots, lambda leaf, g: (_accumulate_graph(leaf, g), reached.setdefault(id(leaf), leaf)))
+        for leaf in reached.values():
+            if leaf._post_hooks:
+                _run_post_hooks(leaf)
+        return
     outer = getattr(_state, "callbacks", None)
     _state.callbacks = callbacks = []
     try:
@@ -643,6 +654,102 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
             callbacks.pop(0)()
     finally:
         _state.callbacks = outer
+
+
+class GraphIO:
+    """A node's operands for its Function's ``backward_graph`` (create_graph=True), as Tensors that
+    are part of the graph, so that gradients computed from them are differentiable with respect to
+    everything they depend on."""
+
+    def __init__(self, node) -> None:
+        self.node = node
+
+    def input(self, i: int, value):
+        """Forward argument ``i`` holding ``value`` (the array the forward saved, or the number passed):
+        the leaf Tensor itself, a Tensor on the graph edge it came through, or a constant (a number
+        stays a number) where it needs no gradient."""
+        edge = self.node.inputs[i] if i < len(self.node.inputs) else None
+        if edge is None:
+            return _tensor_class()._wrap(value) if isinstance(value, _NDARRAY) else value
+        if type(edge) is not tuple:
+            return edge
+        return _tensor_class()._wrap(value, edge[0], edge[1])
+
+    def output(self, i: int, value):
+        """This node's output ``i`` (the array the forward saved) as a Tensor of the graph."""
+        return _tensor_class()._wrap(value, self.node, i)
+
+
+def _graph_engine(roots, to_leaf, wanted=None, only_leaves=None) -> None:
+    """The backward pass of create_graph=True on Tensors: as :func:`_engine` (``roots``, ``to_leaf``,
+    ``wanted``, ``only_leaves``), with each gradient a Tensor recorded as it is computed (by the nodes'
+    ``backward_graph``) and nothing freed. Gradient hooks are not run there (NotImplementedError)."""
+    Tensor = _tensor_class()
+    pending, nodes = {}, []
+
+    def to_input(inp, g):
+        if type(inp) is not tuple:
+            if only_leaves is not None and id(inp) not in only_leaves:
+                return
+            if inp._hooks:
+                raise NotImplementedError("create_graph=True: gradient hooks on a leaf are not supported")
+            to_leaf(inp, g)
+            return
+        source, index, _ = inp
+        slots = pending.setdefault(id(source), [None] * len(source.output_meta))
+        slots[index] = g if slots[index] is None else slots[index] + g
+
+    for root, gradient in roots:
+        node = root._node
+        if node is None:
+            to_input(root, Tensor._wrap(gradient))
+            continue
+        node.check_view_current()
+        nodes.append(node)
+        to_input((node, root._output_index, root.shape), Tensor._wrap(gradient))
+    order = _topological_order(nodes) if nodes else []
+    leads = None if only_leaves is None else _leading(order, only_leaves, wanted)
+    with enable_grad(), np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for node in order:
+            grads = pending.pop(id(node), None)
+            if grads is None:
+                continue
+            if node.hooks:
+                raise NotImplementedError("create_graph=True: gradient hooks on a non-leaf tensor are not supported")
+            if wanted:
+                for i, g in enumerate(grads):
+                    if (id(node), i) in wanted:
+                        wanted[(id(node), i)] = g
+            if leads is not None and not leads[id(node)]:
+                continue
+            if node.function.backward_graph is None:
+                raise NotImplementedError(
+                    f"create_graph=True: the gradient of {node.function.__name__} is not differentiable in "
+                    "deepkern (differentiable: arithmetic, pow, exp, log, sqrt, tanh, sigmoid, relu, leaky_relu, "
+                    "sum, mean, norm, where, reshape, permute, expand, matmul, linear and conv2d)"
+                )
+            if node.ctx._released:
+                _ = node.ctx.saved_tensors  # raises: this part of the graph was already freed
+            if any(g is None for g in grads):  # outputs that got no gradient: zeros on the others' device
+                backend = backend_of(*(g._array for g in grads if g is not None), op=node.name())
+                grads = [
+                    Tensor._wrap(backend.zeros(shape, dtype)) if g is None else g
+                    for g, (shape, dtype) in zip(grads, node.output_meta)
+                ]
+            in_grads = node.function.backward_graph(node.ctx, GraphIO(node), *grads)
+            if not isinstance(in_grads, tuple):
+                in_grads = (in_grads,)
+            for inp, g in zip(node.inputs, in_grads):
+                if inp is None or g is None:
+                    continue
+                dtype = inp[0].output_meta[inp[1]][1] if type(inp) is tuple else inp.dtype
+                to_input(inp, g if g.dtype == dtype else g.to(dtype))
+
+
+def _accumulate_graph(leaf, g) -> None:
+    """create_graph=True: ``leaf.grad`` becomes ``g`` (a Tensor with its graph), or the sum with the
+    one it had, as PyTorch's (not written in place)."""
+    leaf.grad = g if leaf.grad is None else leaf.grad + g
 
 
 def _roots(op: str, outputs, gradients, noun: str, name: str) -> list:
@@ -708,12 +815,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     """d sum(grad_outputs * outputs) / d input for each of ``inputs`` (Tensors that require grad), as a
     tuple, without changing any ``.grad``. ``grad_outputs`` may be None for one-element outputs;
     ``retain_graph`` defaults to False; an input the outputs do not depend on is an error unless
-    ``allow_unused`` (then its gradient is None). ``create_graph=True`` (gradients that are themselves
-    differentiable) is not supported."""
-    if create_graph:
-        raise NotImplementedError(
-            "grad: create_graph=True is not supported (deepkern's gradients are not differentiable)"
-        )
+    ``allow_unused`` (then its gradient is None). With ``create_graph`` the gradients are Tensors with
+    their own graph, differentiable in turn (see the module docstring)."""
     Tensor = _tensor_class()
     inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
     for i, t in enumerate(inputs):
@@ -727,7 +830,10 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         if id(leaf) in leaves:
             leaves[id(leaf)] = g if leaves[id(leaf)] is None else leaves[id(leaf)] + g
 
-    _engine(roots, bool(retain_graph), to_leaf, wanted=wanted, only_leaves=leaves)
+    if create_graph:
+        _graph_engine(roots, to_leaf, wanted=wanted, only_leaves=leaves)
+    else:
+        _engine(roots, bool(retain_graph), to_leaf, wanted=wanted, only_leaves=leaves)
     result = []
     for i, t in enumerate(inputs):
         g = leaves[id(t)] if t._node is None else wanted[(id(t._node), t._output_index)]
@@ -736,7 +842,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
                 f"grad: inputs[{i}] (shape {t.shape}) appears not to have been used in the graph; "
                 "pass allow_unused=True to get None for it"
             )
-        result.append(None if g is None else Tensor._wrap(g))
+        result.append(g if g is None or isinstance(g, Tensor) else Tensor._wrap(g))
     return tuple(result)
 
 

@@ -35,6 +35,16 @@ def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
     return grad.sum(axis=axes, keepdims=True).reshape(shape) if axes else grad.reshape(shape)
 
 
+def unbroadcast_tensor(grad, shape):
+    """:func:`unbroadcast` of a Tensor (create_graph=True's backward, see autograd.GraphIO)."""
+    shape = tuple(shape)
+    if tuple(grad.shape) == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    axes = tuple(range(extra)) + tuple(extra + i for i, n in enumerate(shape) if n == 1 and grad.shape[extra + i] != 1)
+    return grad.sum(axes, keepdim=True).reshape(shape) if axes else grad.reshape(shape)
+
+
 # ---------------------------------------------------------------------------------------------
 # Arithmetic (either operand may be a Python/NumPy scalar)
 # ---------------------------------------------------------------------------------------------
@@ -54,6 +64,14 @@ class Add(Function):
             unbroadcast(g, sb) if ctx.needs_input_grad[1] else None,
         )
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        sa, sb = ctx.shapes
+        return (
+            unbroadcast_tensor(g, sa) if ctx.needs_input_grad[0] else None,
+            unbroadcast_tensor(g, sb) if ctx.needs_input_grad[1] else None,
+        )
+
 
 class Sub(Function):
     @staticmethod
@@ -67,6 +85,14 @@ class Sub(Function):
         return (
             unbroadcast(g, sa) if ctx.needs_input_grad[0] else None,
             unbroadcast(-g, sb) if ctx.needs_input_grad[1] else None,
+        )
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        sa, sb = ctx.shapes
+        return (
+            unbroadcast_tensor(g, sa) if ctx.needs_input_grad[0] else None,
+            unbroadcast_tensor(-g, sb) if ctx.needs_input_grad[1] else None,
         )
 
 
@@ -88,6 +114,15 @@ class Mul(Function):
         return (
             unbroadcast(g * b, sa) if ctx.needs_input_grad[0] else None,
             unbroadcast(g * a, sb) if ctx.needs_input_grad[1] else None,
+        )
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        a, b = ctx.saved_tensors
+        sa, sb = ctx.shapes
+        return (
+            unbroadcast_tensor(g * io.input(1, b), sa) if ctx.needs_input_grad[0] else None,
+            unbroadcast_tensor(g * io.input(0, a), sb) if ctx.needs_input_grad[1] else None,
         )
 
 
@@ -120,6 +155,15 @@ class Div(Function):
         sa, sb = ctx.shapes
         ga = unbroadcast(g / b, sa) if ctx.needs_input_grad[0] else None
         gb = unbroadcast(-g * a / (b * b), sb) if ctx.needs_input_grad[1] else None
+        return ga, gb
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        a, b = ctx.saved_tensors
+        sa, sb = ctx.shapes
+        divisor = io.input(1, b)
+        ga = unbroadcast_tensor(g / divisor, sa) if ctx.needs_input_grad[0] else None
+        gb = unbroadcast_tensor(-g * io.input(0, a) / (divisor * divisor), sb) if ctx.needs_input_grad[1] else None
         return ga, gb
 
 
@@ -162,6 +206,16 @@ class Pow(Function):
             gb = unbroadcast((g * d_b).astype(out.dtype, copy=False), np.shape(b))
         return ga, gb
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        a, b, _ = ctx.saved_tensors
+        if ctx.needs_input_grad[1]:
+            raise NotImplementedError("create_graph=True: the gradient of a power with respect to its exponent")
+        exponent = b if np.ndim(b) else float(b)
+        base = io.input(0, a)
+        slope = Where.apply(np.asarray(b) == 0, 0.0, base ** (exponent - 1) * exponent)
+        return unbroadcast_tensor(g * slope, np.shape(a)), None
+
 
 class Neg(Function):
     @staticmethod
@@ -170,6 +224,10 @@ class Neg(Function):
 
     @staticmethod
     def backward(ctx, g):
+        return -g
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
         return -g
 
 
@@ -201,6 +259,20 @@ class MatMul(Function):
             gb = unbroadcast(ops.matmul(np.swapaxes(a.reshape(sa2), -1, -2), g2), sb2).reshape(sb)
         return ga, gb
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        a, b = ctx.saved_tensors
+        sa, sb = ctx.shapes
+        sa2 = (1,) + sa if len(sa) == 1 else sa
+        sb2 = sb + (1,) if len(sb) == 1 else sb
+        g2 = g.reshape(np.broadcast_shapes(sa2[:-2], sb2[:-2]) + (sa2[-2], sb2[-1]))
+        ga = gb = None
+        if ctx.needs_input_grad[0]:
+            ga = unbroadcast_tensor(g2 @ io.input(1, b).reshape(sb2).transpose(-1, -2), sa2).reshape(sa)
+        if ctx.needs_input_grad[1]:
+            gb = unbroadcast_tensor(io.input(0, a).reshape(sa2).transpose(-1, -2) @ g2, sb2).reshape(sb)
+        return ga, gb
+
 
 # ---------------------------------------------------------------------------------------------
 # Elementwise math
@@ -219,6 +291,11 @@ class Exp(Function):
         (out,) = ctx.saved_tensors
         return g * out
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        (out,) = ctx.saved_tensors
+        return g * io.output(0, out)
+
 
 class Log(Function):
     @staticmethod
@@ -231,6 +308,11 @@ class Log(Function):
     def backward(ctx, g):
         (a,) = ctx.saved_tensors
         return g / a
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        (a,) = ctx.saved_tensors
+        return g / io.input(0, a)
 
 
 class Sqrt(Function):
@@ -250,6 +332,12 @@ class Sqrt(Function):
         (out,) = ctx.saved_tensors
         grad = g / (2 * out)
         return np.where(out == 0, 0, grad) if ctx.meta else grad
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        (out,) = ctx.saved_tensors
+        grad = g / (io.output(0, out) * 2)
+        return Where.apply(out == 0, 0.0, grad) if ctx.meta else grad
 
 
 def _pointwise(name: str, f, derivative):
@@ -425,6 +513,12 @@ class Tanh(Function):
         (out,) = ctx.saved_tensors
         return g * (1 - out * out)
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        (out,) = ctx.saved_tensors
+        y = io.output(0, out)
+        return g * (1 - y * y)
+
 
 class Sigmoid(Function):
     @staticmethod
@@ -439,6 +533,12 @@ class Sigmoid(Function):
     def backward(ctx, g):
         (out,) = ctx.saved_tensors
         return g * out * (1 - out)
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        (out,) = ctx.saved_tensors
+        y = io.output(0, out)
+        return g * y * (1 - y)
 
 
 class Relu(Function):
@@ -456,6 +556,11 @@ class Relu(Function):
         (out,) = ctx.saved_tensors
         # PyTorch's threshold_backward on the result: g where out > 0 or NaN, else 0
         return ops.relu_backward(g, out) if _kernel_dtype(g, out, bfloat16=True) else g * (out > 0)
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        (out,) = ctx.saved_tensors
+        return g * ((out > 0) | np.isnan(out)).astype(g.dtype)  # a constant mask: its own derivative is 0
 
 
 class Clamp(Function):
@@ -512,6 +617,13 @@ def _axes(dim, ndim):
         if not -max(ndim, 1) <= d < max(ndim, 1):
             raise IndexError(f"dim {d} is out of range for a tensor of {ndim} dimensions")
     return tuple(sorted(d % ndim for d in dims)) if ndim else ()
+
+
+def _expand_reduced_tensor(g, shape, axes, keepdim):
+    """:func:`_expand_reduced` of a Tensor (create_graph=True's backward)."""
+    if not keepdim:
+        g = g.reshape(tuple(1 if i in axes else n for i, n in enumerate(shape)))
+    return g.expand(*shape) if shape else g
 
 
 def _expand_reduced(g, shape, axes, keepdim):
@@ -660,6 +772,11 @@ class Sum(Function):
         shape, axes, keepdim = ctx.meta
         return _expand_reduced(g, shape, axes, keepdim).copy()
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        shape, axes, keepdim = ctx.meta
+        return _expand_reduced_tensor(g, shape, axes, keepdim)
+
 
 class Mean(Function):
     @staticmethod
@@ -673,6 +790,11 @@ class Mean(Function):
     def backward(ctx, g):
         shape, axes, keepdim = ctx.meta
         return _expand_reduced(g / ctx.count, shape, axes, keepdim).copy()
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        shape, axes, keepdim = ctx.meta
+        return _expand_reduced_tensor(g / ctx.count, shape, axes, keepdim)
 
 
 class Max(Function):
@@ -726,6 +848,10 @@ class Reshape(Function):
     def backward(ctx, g):
         return np.reshape(g, ctx.shape)
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        return g.reshape(ctx.shape)
+
 
 class Permute(Function):
     @staticmethod
@@ -737,6 +863,10 @@ class Permute(Function):
     def backward(ctx, g):
         return np.transpose(g, np.argsort(ctx.dims))
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        return g.permute(*np.argsort(ctx.dims).tolist())
+
 
 class Expand(Function):
     @staticmethod
@@ -747,6 +877,10 @@ class Expand(Function):
     @staticmethod
     def backward(ctx, g):
         return unbroadcast(g, ctx.shape)
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        return unbroadcast_tensor(g, ctx.shape)
 
 
 def key_arrays(key) -> tuple:
@@ -824,6 +958,16 @@ class Where(Function):
             None,
             unbroadcast(np.where(cond, g, 0), sa) if ctx.needs_input_grad[1] else None,
             unbroadcast(np.where(cond, 0, g), sb) if ctx.needs_input_grad[2] else None,
+        )
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        (cond,) = ctx.saved_tensors
+        sa, sb = ctx.shapes
+        return (
+            None,
+            unbroadcast_tensor(Where.apply(cond, g, 0.0), sa) if ctx.needs_input_grad[1] else None,
+            unbroadcast_tensor(Where.apply(cond, 0.0, g), sb) if ctx.needs_input_grad[2] else None,
         )
 
 
@@ -1091,6 +1235,18 @@ class Norm(Function):
         scale = np.where(out == 0, 0, g / np.power(safe, p - 1))
         with np.errstate(divide="ignore", invalid="ignore"):  # p < 1: |0|^(p - 1) is inf; its gradient is 0
             return np.where(a == 0, 0, sign * np.power(np.abs(a), p - 1) * scale).astype(a.dtype, copy=False)
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        a, out = ctx.saved_tensors
+        p, axes, keepdim = ctx.meta
+        if p not in (1, 2):
+            raise NotImplementedError(f"create_graph=True: the gradient of a {p}-norm (1 and 2 are differentiable)")
+        g = g if keepdim else g.reshape(out.shape)
+        if p == 1:
+            return g * np.sign(a).astype(g.dtype)
+        norm = io.output(0, out if keepdim else np.squeeze(out, axis=axes)).reshape(out.shape)
+        return Where.apply(out == 0, 0.0, io.input(0, a) * (g / norm))  # 0 at a zero norm, as backward
 
 
 class Einsum(Function):

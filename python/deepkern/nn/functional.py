@@ -17,6 +17,7 @@ import numpy as np
 from .. import autograd, backends, ops
 from .. import tensor_ops as _T
 from ..autograd import Function
+from ..ops import conv as _conv_ops
 from ..ops import pool as _pool_ops
 from ..ops._validate import is_bfloat16, is_floating_dtype
 from ..ops.dropout import counters as _dropout_counters
@@ -128,6 +129,18 @@ class Linear(Function):
         gb = _column_sums(g2) if need_b else None
         return gx, gw, gb
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        x, weight, out = ctx.saved_tensors
+        if out is not None:  # through the fused ReLU (a constant mask)
+            g = g * (out > 0).astype(g.dtype)
+        g2 = g.reshape(-1, g.shape[-1])
+        need_x, need_w, need_b = ctx.needs_input_grad
+        gx = (g2 @ io.input(1, weight)).reshape(ctx.x_shape) if need_x else None
+        gw = g2.t() @ io.input(0, x).reshape(-1, x.shape[-1]) if need_w else None
+        gb = g2.sum(0) if need_b else None
+        return gx, gw, gb
+
 
 def _column_sums(g):
     """``g.sum(axis=0)``; bfloat16 summed in float32 and rounded once, as PyTorch does (a bfloat16
@@ -159,9 +172,46 @@ class Conv2d(Function):
         x, weight = ctx.saved_tensors
         return getattr(ops, cls.op + "_backward")(g, x, weight, needs=ctx.needs_input_grad, **ctx.options)
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        """The gradients as differentiable ops on the zero-padded input: x's by the transposed
+        convolution of g, cropped to x; w's by convolving the input's channels with g's (stride and
+        dilation trade places), one group at a time, cropped to the kernel; b's by summing g."""
+        x, weight = ctx.saved_tensors
+        geo = _conv_ops._Geometry("conv2d", x.shape, x.dtype, weight, **ctx.options)
+        need_x, need_w, need_b = ctx.needs_input_grad
+        xt, wt = io.input(0, x), io.input(1, weight)
+        if geo.unbatched:
+            xt, g = xt.unsqueeze(0), g.unsqueeze(0)
+        (h, width), (r, s) = xt.shape[-2:], wt.shape[-2:]
+        spans = [d * (k - 1) for d, k in zip(geo.dilation, (r, s))]
+        begins = geo.padding  # 'same' may pad one more at the end
+        ends = [t - b for t, b in zip(spans, begins)] if ctx.options.get("padding") == "same" else list(begins)
+        padded = [n + b + e for n, b, e in zip((h, width), begins, ends)]
+        gx = gw = gb = None
+        if need_x:
+            # rows past the last window get no gradient: output_padding reaches the padded size
+            extra = [n - ((o - 1) * st + t + 1) for n, o, st, t in zip(padded, g.shape[-2:], geo.stride, spans)]
+            full = conv_transpose2d(g, wt, None, geo.stride, 0, tuple(extra), geo.groups, geo.dilation)
+            gx = full[:, :, begins[0] : begins[0] + h, begins[1] : begins[1] + width]
+            gx = gx.squeeze(0) if geo.unbatched else gx
+        if need_w:
+            xp = pad(xt, [begins[1], ends[1], begins[0], ends[0]]) if padded != [h, width] else xt
+            c_group, k_group = xp.shape[1] // geo.groups, g.shape[1] // geo.groups
+            parts = []
+            for group in range(geo.groups):
+                xs = xp[:, group * c_group : (group + 1) * c_group].transpose(0, 1)
+                gs = g[:, group * k_group : (group + 1) * k_group].transpose(0, 1)
+                parts.append(conv2d(xs, gs, None, geo.dilation, 0, geo.stride)[:, :, :r, :s].transpose(0, 1))
+            gw = parts[0] if len(parts) == 1 else _T.Cat.apply(*parts, dim=0)
+        if need_b:
+            gb = g.sum((0, 2, 3))
+        return gx, gw, gb
+
 
 class ConvTranspose2d(Conv2d):
     op = "conv_transpose2d"
+    backward_graph = None  # its double backward is not written
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -484,6 +534,11 @@ class LeakyRelu(Function):
     def backward(ctx, g):
         (positive,) = ctx.saved_tensors
         return np.where(positive, g, g * ctx.slope)
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        (positive,) = ctx.saved_tensors
+        return g * np.where(positive, 1.0, ctx.slope).astype(g.dtype)  # a constant: its own derivative is 0
 
 
 @through_float32

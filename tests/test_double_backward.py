@@ -1,0 +1,138 @@
+"""create_graph=True: gradients that are themselves differentiable (gradient penalties, Hessian-vector
+products). Each differentiable backward is checked by finite differences of the first-order gradient
+it returns (which the rest of the suite checks), a quadratic form against its exact Hessian, the
+errors for what is not differentiable, and, where PyTorch is installed, a WGAN-GP step against
+PyTorch's."""
+
+from __future__ import annotations
+
+import deepkern as dk
+import numpy as np
+import pytest
+from deepkern.nn import functional as F
+
+from checks import gradcheck
+
+
+def _t(rng, *shape, positive=False):
+    a = rng.standard_normal(shape)
+    return dk.tensor(np.abs(a) + 0.5 if positive else a, requires_grad=True)
+
+
+# name -> (function of the tensors, their shapes, whether they must be positive)
+CASES = {
+    "add/sub broadcast": (lambda a, b: (a + b) * (a - b) * a, [(3, 4), (4,)], False),
+    "mul/div broadcast": (lambda a, b: a * b / (b * b + 1) + a / b, [(3, 1), (1, 4)], True),
+    "pow": (lambda a: a**3 + a**0.5 + a**-2 + a**0, [(5,)], True),
+    "exp/log/sqrt": (lambda a: a.exp() * a.log() + (a * a).sqrt() * a, [(2, 3)], True),
+    "tanh/sigmoid": (lambda a, b: (a * b).tanh() * (a - b).sigmoid(), [(3, 4), (3, 4)], False),
+    "relu/leaky_relu": (lambda a, b: F.relu(a * b) * a + F.leaky_relu(a * b, 0.3) * b, [(4, 5), (4, 5)], False),
+    "sum/mean": (lambda a: a.sum(1, keepdim=True) * a.mean(0) * a + a.mean() * a.sum(), [(3, 4)], False),
+    "reshape/permute/expand": (
+        lambda a: a.reshape(2, 6).permute(1, 0).reshape(3, 4) * a.sum(0, keepdim=True).expand(3, 4) * a,
+        [(3, 4)],
+        False,
+    ),
+    "matmul": (lambda a, b, v: (a @ b).tanh() @ v * (b @ v).sum(), [(3, 4), (4, 5), (5,)], False),
+    "batched matmul": (lambda a, b: (a @ b) * (a @ b), [(2, 3, 4), (4, 2)], False),
+    "linear": (
+        lambda x, w, b: F.linear(x, w, b).tanh() * F.linear(x, w, None, relu=True),
+        [(2, 3, 4), (5, 4), (5,)],
+        False,
+    ),
+    "norm": (lambda a: a.norm(2, dim=1) * a.norm(1, dim=0, keepdim=True).sum() + a.norm(), [(3, 4)], False),
+    "where": (lambda a, b: dk.where(a > 0, a * b, b * b), [(3, 4), (3, 4)], False),
+    "conv2d": (
+        lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1).tanh() * F.conv2d(x, w, None, stride=2, padding=1),
+        [(2, 3, 5, 6), (4, 3, 3, 2), (4,)],
+        False,
+    ),
+    "conv2d groups same": (
+        lambda x, w: F.conv2d(x, w, None, padding="same", groups=2, dilation=(2, 1)) ** 2,
+        [(1, 4, 5, 5), (2, 2, 2, 3)],
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_gradients_with_create_graph_are_differentiable(name):
+    """For y = f(inputs): g = d sum(r * y) / d inputs (create_graph=True) is a function of the inputs;
+    its own gradient (through the recorded graph) matches its finite differences."""
+    f, shapes, positive = CASES[name]
+    rng = np.random.default_rng(len(name))
+    inputs = [_t(rng, *shape, positive=positive) for shape in shapes]
+    weight = dk.tensor(rng.standard_normal(f(*inputs).shape))
+
+    def first_order(*tensors):
+        # recorded (create_graph) when gradcheck differentiates it; the ordinary first-order pass when
+        # gradcheck evaluates it under no_grad for its finite differences
+        recorded = dk.is_grad_enabled()
+        with dk.enable_grad():
+            grads = dk.autograd.grad((f(*tensors) * weight).sum(), tensors, create_graph=recorded)
+        assert all(g.requires_grad == recorded for g in grads)
+        return grads
+
+    gradcheck(first_order, *inputs, tol=1e-5)
+
+
+def test_a_hessian_vector_product_is_exact_for_a_quadratic_form():
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((5, 5))
+    v = rng.standard_normal(5)
+    x = dk.tensor(rng.standard_normal(5), requires_grad=True)
+    matrix = dk.tensor(a)
+    (g,) = dk.autograd.grad(x @ (matrix @ x), x, create_graph=True)
+    np.testing.assert_allclose(g.detach().numpy(), (a + a.T) @ x.detach().numpy(), rtol=1e-12)
+    (hv,) = dk.autograd.grad(g @ dk.tensor(v), x)
+    np.testing.assert_allclose(hv.numpy(), (a + a.T) @ v, rtol=1e-12)
+
+
+def test_backward_with_create_graph_leaves_differentiable_grads():
+    rng = np.random.default_rng(2)
+    x = dk.tensor(rng.standard_normal(4), requires_grad=True)
+    (x**3).sum().backward(create_graph=True)
+    assert x.grad.requires_grad  # 3 x^2, with its graph
+    np.testing.assert_allclose(x.grad.detach().numpy(), 3 * x.detach().numpy() ** 2, rtol=1e-14)
+    first = x.grad
+    x.grad = None
+    first.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), 6 * x.detach().numpy(), rtol=1e-14)
+
+
+def test_what_is_not_differentiable_twice_says_so():
+    x = dk.tensor(np.ones((1, 1, 4, 4)), requires_grad=True)
+    with pytest.raises(NotImplementedError, match="create_graph=True: the gradient of MaxPool2d is not differentiable"):
+        dk.autograd.grad(F.max_pool2d(x, 2).sum(), x, create_graph=True)
+    y = x * 2
+    y.register_hook(lambda g: g)
+    with pytest.raises(NotImplementedError, match="gradient hooks"):
+        dk.autograd.grad(y.sum(), x, create_graph=True)
+    first = dk.autograd.grad((x * x).sum(), x)[0]  # without create_graph: a plain array's tensor
+    assert not first.requires_grad
+
+
+def test_a_wgan_gp_step_matches_pytorch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    conv_w, conv_b = rng.standard_normal((4, 2, 3, 3)) * 0.3, rng.standard_normal(4) * 0.1
+    lin_w, lin_b = rng.standard_normal((1, 4 * 3 * 3)) * 0.3, rng.standard_normal(1) * 0.1
+    real, fake = rng.standard_normal((5, 2, 6, 6)), rng.standard_normal((5, 2, 6, 6))
+    eps = rng.uniform(size=(5, 1, 1, 1))
+
+    def step(lib, functional):
+        params = [lib.tensor(a, requires_grad=True) for a in (conv_w, conv_b, lin_w, lin_b)]
+
+        def critic(x):
+            h = functional.leaky_relu(functional.conv2d(x, params[0], params[1], stride=2, padding=1), 0.2)
+            return functional.linear(h.reshape(h.shape[0], -1), params[2], params[3])
+
+        mixed = (lib.tensor(eps) * lib.tensor(real) + (1 - lib.tensor(eps)) * lib.tensor(fake)).requires_grad_(True)
+        (g,) = lib.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
+        penalty = ((g.reshape(5, -1).norm(2, dim=1) - 1) ** 2).mean()
+        loss = critic(lib.tensor(fake)).mean() - critic(lib.tensor(real)).mean() + 10 * penalty
+        loss.backward()
+        return [loss.detach().numpy()] + [p.grad.numpy() for p in params]
+
+    for ours, theirs in zip(step(dk, F), step(torch, torch.nn.functional)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
