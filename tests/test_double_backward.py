@@ -42,6 +42,23 @@ CASES = {
     ),
     "norm": (lambda a: a.norm(2, dim=1) * a.norm(1, dim=0, keepdim=True).sum() + a.norm(), [(3, 4)], False),
     "where": (lambda a, b: dk.where(a > 0, a * b, b * b), [(3, 4), (3, 4)], False),
+    "indexing": (lambda a: a[1:, ::2] * a[[0, 0], 1:3] + a[..., None][0, 1], [(3, 4)], False),
+    "cat/stack": (
+        lambda a, b: dk.cat([a * b, b], 1) * dk.stack([a, a * a], 1).sum(1, keepdim=False).repeat(1, 2),
+        [(2, 3), (2, 3)],
+        False,
+    ),
+    "softmax/log_softmax": (lambda a: F.softmax(a, 1) * F.log_softmax(a * a, 0), [(3, 4)], False),
+    "silu/elu": (lambda a: F.silu(a) * F.elu(a, 0.7) * a, [(3, 4)], False),
+    "dropout": (lambda a: (dk.manual_seed(7), F.dropout(a * a, 0.4))[1] * a, [(4, 5)], False),
+    "pooling": (
+        lambda x: (
+            F.max_pool2d(x * x, 2, 1, ceil_mode=True)
+            * F.avg_pool2d(x, 2, 1, padding=1, count_include_pad=False)[..., 1:-1, 1:-1]
+        ),
+        [(2, 2, 5, 4)],
+        False,
+    ),
     "conv2d": (
         lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1).tanh() * F.conv2d(x, w, None, stride=2, padding=1),
         [(2, 3, 5, 6), (4, 3, 3, 2), (4,)],
@@ -102,8 +119,8 @@ def test_backward_with_create_graph_leaves_differentiable_grads():
 
 def test_what_is_not_differentiable_twice_says_so():
     x = dk.tensor(np.ones((1, 1, 4, 4)), requires_grad=True)
-    with pytest.raises(NotImplementedError, match="create_graph=True: the gradient of MaxPool2d is not differentiable"):
-        dk.autograd.grad(F.max_pool2d(x, 2).sum(), x, create_graph=True)
+    with pytest.raises(NotImplementedError, match="create_graph=True: the gradient of Cumsum is not differentiable"):
+        dk.autograd.grad(x.cumsum(2).sum(), x, create_graph=True)
     y = x * 2
     y.register_hook(lambda g: g)
     with pytest.raises(NotImplementedError, match="gradient hooks"):

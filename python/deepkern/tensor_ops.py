@@ -905,12 +905,44 @@ class Index(Function):
     def backward(ctx, g):
         ctx.saved_tensors  # noqa: B018 - raises if an index array was changed in place since
         shape, dtype, key = ctx.meta
-        grad = backend_of(g, op="IndexBackward").zeros(shape, dtype)
-        if _is_basic_index(key):
-            grad[key] = g
-        else:
-            np.add.at(grad, key, g)  # repeated integer-array indices accumulate
-        return grad
+        return _index_backward(g, shape, dtype, key)
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        ctx.saved_tensors  # noqa: B018 - raises if an index array was changed in place since
+        shape, dtype, key = ctx.meta
+        return LinearBackward.apply(g, lambda a: _index_backward(a, shape, dtype, key), lambda a: as_array(a[key]))
+
+
+def _index_backward(g, shape, dtype, key):
+    """Index's backward: ``g`` put at ``key`` of zeros of ``shape`` (added up where an integer array
+    repeats an index)."""
+    grad = backend_of(g, op="IndexBackward").zeros(shape, dtype)
+    if _is_basic_index(key):
+        grad[key] = g
+    else:
+        np.add.at(grad, key, g)  # repeated integer-array indices accumulate
+    return grad
+
+
+class LinearBackward(Function):
+    """A linear map's backward as a Function of the incoming gradient, for create_graph=True:
+    ``backward_of(g)``; its own backward is ``forward_of`` (the transpose of the transposed map), and
+    its create_graph backward the same Function with the two swapped."""
+
+    @staticmethod
+    def forward(ctx, g, backward_of, forward_of):
+        ctx.maps = (backward_of, forward_of)
+        return backward_of(g)
+
+    @staticmethod
+    def backward(ctx, gg):
+        return ctx.maps[1](gg)
+
+    @staticmethod
+    def backward_graph(ctx, io, gg):
+        backward_of, forward_of = ctx.maps
+        return LinearBackward.apply(gg, forward_of, backward_of)
 
 
 def _is_basic_index(key) -> bool:
@@ -931,6 +963,12 @@ class Cat(Function):
         cuts = np.cumsum(ctx.sizes)[:-1]
         return tuple(np.split(g, cuts, axis=ctx.dim))
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        ends = np.cumsum(ctx.sizes).tolist()
+        head = (slice(None),) * (ctx.dim % g.ndim)
+        return tuple(g[head + (slice(end - size, end),)] for end, size in zip(ends, ctx.sizes))
+
 
 class Stack(Function):
     @staticmethod
@@ -941,6 +979,11 @@ class Stack(Function):
     @staticmethod
     def backward(ctx, g):
         return tuple(np.moveaxis(g, ctx.dim, 0))
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        head = (slice(None),) * (ctx.dim % g.ndim)
+        return tuple(g[head + (i,)] for i in range(g.shape[ctx.dim]))
 
 
 class Where(Function):

@@ -313,6 +313,18 @@ class MaxPool2d(Function):
         (indices,) = ctx.saved_tensors
         return ops.max_pool2d_backward(g, ctx.x_shape, indices)
 
+    @staticmethod
+    def backward_graph(ctx, io, g, g_indices=None):
+        (indices,) = ctx.saved_tensors
+        x_shape = ctx.x_shape
+        planes = int(np.prod(x_shape[:-2]))
+
+        def gather(a):  # the transposed scatter: each window's value from the position it took
+            flat = a.reshape(planes, x_shape[-2] * x_shape[-1])
+            return np.take_along_axis(flat, indices.reshape(planes, -1), axis=1).reshape(indices.shape)
+
+        return _T.LinearBackward.apply(g, lambda a: ops.max_pool2d_backward(a, x_shape, indices), gather)
+
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """Max over each window; with ``return_indices`` also the int64 flat (H*W) positions."""
@@ -337,6 +349,13 @@ class AvgPool2d(Function):
     @staticmethod
     def backward(ctx, g):
         return ops.avg_pool2d_backward(g, ctx.x_shape, **ctx.window)
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        x_shape, window = ctx.x_shape, ctx.window
+        return _T.LinearBackward.apply(
+            g, lambda a: ops.avg_pool2d_backward(a, x_shape, **window), lambda a: ops.avg_pool2d(a, **window)
+        )
 
 
 def avg_pool2d(
@@ -574,6 +593,13 @@ class Silu(Function):
         x, s = ctx.saved_tensors
         return g * (s * (1 + x * (1 - s)))
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        x, _ = ctx.saved_tensors
+        xt = io.input(0, x)
+        st = xt.sigmoid()
+        return g * (st * (1 + xt * (1 - st)))
+
 
 @through_float32
 def silu(input, inplace=False):
@@ -597,6 +623,13 @@ class Elu(Function):
     def backward(ctx, g):
         positive, negative_part = ctx.saved_tensors
         return np.where(positive, g, g * (negative_part + ctx.alpha))
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        positive, negative_part = ctx.saved_tensors
+        # the output where x <= 0 (the rest is masked out): alpha (e^x - 1), whose derivative is out + alpha
+        out = io.output(0, np.where(positive, 0, negative_part).astype(negative_part.dtype, copy=False))
+        return g * _T.Where.apply(positive, 1.0, out + ctx.alpha)
 
 
 @through_float32
@@ -837,6 +870,15 @@ class Softmax(Function):
         dim, log = ctx.meta
         return (ops.log_softmax_backward if log else ops.softmax_backward)(g, out, dim)
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        (out,) = ctx.saved_tensors
+        dim, log = ctx.meta
+        y = io.output(0, out)
+        if log:
+            return g - y.exp() * g.sum(dim, keepdim=True)
+        return y * (g - (g * y).sum(dim, keepdim=True))
+
 
 def _cast(input, dtype):
     if dtype is None:
@@ -1039,6 +1081,13 @@ class Dropout(Function):
     def backward(ctx, g):
         (mask,) = ctx.saved_tensors
         return ops.dropout_backward(g, mask, ctx.p)
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        (mask,) = ctx.saved_tensors
+        return g * ops.dropout_backward(
+            backends.backend_of(mask, op="DropoutBackward").full(mask.shape, 1, g.dtype), mask, ctx.p
+        )
 
 
 def dropout(input, p=0.5, training=True, inplace=False):
