@@ -600,9 +600,12 @@ def test_winograd_error_against_float64(rng):
     x, w = rand(rng, (1, 128, 24, 24), F32), rand(rng, (128, 128, 3, 3), F32)
     ref = conv2d_ref(x, w, None, padding=1)
     errors = {}
-    for name, weights in (("packed", ops.ConvPlan(w, padding=1)), ("unpacked", w)):
+    for name, weights, path in (
+        ("packed", ops.ConvPlan(w, padding=1), "winograd_prepacked"),
+        ("unpacked", w, "winograd"),
+    ):
         got = ops.conv2d(x, weights, padding=1)
-        assert _path() == "winograd" and deepkern._C.last_winograd_tile() == 4
+        assert _path() == path and deepkern._C.last_winograd_tile() == 4
         errors[name] = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
     assert max(errors.values()) < 4.5e-7 * np.sqrt(128), errors
 
@@ -625,21 +628,21 @@ def test_plan_packs_the_gemm_weights_per_input_shape(threads, rng):
                 with active_isa(isa):
                     poison_heap((ref.shape, dtype))
                     check(ops.conv2d(x, plan, b), ref, dtype, f"{shape} {dtype} isa={isa} threads={threads}")
-                    width = plan._gemm_weights[shape].shape[3]
+                    width = plan._by_input[shape]["gemm_weights"].shape[3]
                     assert _path() == (
                         "im2col_transposed_prepacked" if width == _panel_sizes(dtype)[1] else "im2col_transposed"
                     )
-        assert len(plan._gemm_weights) == ops.ConvPlan.MAX_INPUT_SHAPES
-        assert list(plan._gemm_weights) == [(1, 40, 3, 9), (1, 40, 4, 4), (1, 40, 5, 5), (1, 40, 7, 7)]
+        assert len(plan._by_input) == ops.ConvPlan.MAX_INPUT_SHAPES
+        assert list(plan._by_input) == [(1, 40, 3, 9), (1, 40, 4, 4), (1, 40, 5, 5), (1, 40, 7, 7)]
         x = rand(rng, (5, 40, 7, 7), dtype)  # 245 pixels: not transposed; float32 packs W as the GEMM's A
         check(ops.conv2d(x, plan, b), conv2d_ref(x, w, b, padding=1), dtype, "batch 5")
         if dtype == F32:
-            packed = plan._gemm_weights[x.shape]
+            packed = plan._by_input[x.shape]["gemm_weights"]
             assert _path() == "im2col_shifted_panels_prepacked" and packed.shape[3] == _panel_sizes(dtype)[0]
         else:
-            assert _path() == "im2col" and plan._gemm_weights[x.shape] is None
+            assert _path() == "im2col" and "gemm_weights" not in plan._by_input[x.shape]
         plan.invalidate()
-        assert not plan._gemm_weights
+        assert not plan._by_input
 
 
 PLAN_CASES = [  # (x shape without the batch, w shape, options, winograd weights packed?)
@@ -751,7 +754,7 @@ def test_threads_sharing_a_plan_get_every_result(rng):
     for t in workers:
         t.join()
     assert not errors, errors[0]
-    assert len(plan._gemm_weights) <= ops.ConvPlan.MAX_INPUT_SHAPES
+    assert len(plan._by_input) <= ops.ConvPlan.MAX_INPUT_SHAPES
 
 
 def test_packed_weights_binding_checks_its_arguments(rng):
@@ -776,6 +779,50 @@ def test_packed_weights_binding_checks_its_arguments(rng):
         C.conv2d_pack_winograd_weights(w[0], *opts)
     with raises_naming(ValueError, "conv2d_pack_winograd_weights", "groups"):
         C.conv2d_pack_winograd_weights(w, (1, 1), (1, 1), (1, 1), 0)
+
+
+@pytest.mark.parametrize("shape", [(1, 64, 8, 8), (1, 128, 14, 14), (2, 64, 12, 13), (16, 64, 8, 8)], ids=str)
+def test_winograd_weights_packed_for_an_input_run_as_they_are(shape, threads, rng):
+    """conv2d_pack_winograd_weights with x_shape and y_shape packs in the layout that forward reads
+    (F(2x2) or F(4x4); the GEMM's panels where the weights outnumber the tiles' values): the forward on
+    them runs "winograd_prepacked" and gives bit for bit the output of the forward that transforms w
+    itself; weights packed for another input (another layout) are not used, the result the same."""
+    C = deepkern._C
+    n, c, h, width = shape
+    opts = ((1, 1), (1, 1), (1, 1), 1)
+    w, b = rand(rng, (c, c, 3, 3), F32), rand(rng, c, F32)
+    x = rand(rng, shape, F32)
+    packed = C.conv2d_pack_winograd_weights(w, *opts, shape, shape)
+    assert packed is not None and packed.shape[0] in (16, 36) and packed.shape[2] % c == 0
+    plain, prepacked = (np.full(shape, np.nan, F32) for _ in range(2))
+    C.conv2d_forward(x, w, b, plain, *opts)
+    assert C.last_conv2d_forward_path() == "winograd"
+    C.conv2d_forward(x, w, b, prepacked, *opts, winograd_weights=packed)
+    assert C.last_conv2d_forward_path() == "winograd_prepacked"
+    np.testing.assert_array_equal(prepacked, plain)
+    check(plain, conv2d_ref(x, w, b, padding=1), F32, f"winograd {shape}")
+    other_shape = (64 // n, c, h, width)  # another batch: another layout (or the same, then used)
+    other = rand(rng, other_shape, F32)
+    got, ref = np.empty(other_shape, F32), np.empty(other_shape, F32)
+    C.conv2d_forward(other, w, b, got, *opts, winograd_weights=packed)
+    C.conv2d_forward(other, w, b, ref, *opts)
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_winograd_weights_of_another_layout_or_shape_are_refused(rng):
+    C = deepkern._C
+    opts = ((1, 1), (1, 1), (1, 1), 1)
+    w = rand(rng, (64, 64, 3, 3), F32)
+    x, y = rand(rng, (1, 64, 8, 8), F32), np.empty((1, 64, 8, 8), F32)
+    with raises_naming(ValueError, "winograd_weights", r"\(25, 64, 64\)", r"\(36, 64, 64\)", "packed for this input"):
+        C.conv2d_forward(x, w, None, y, *opts, winograd_weights=np.zeros((25, 64, 64), F32))
+    with raises_naming(ValueError, "winograd_weights", r"\(16, 3, 1344\)"):
+        C.conv2d_forward(x, w, None, y, *opts, winograd_weights=np.zeros((16, 3, 21 * 64), F32))
+    with raises_naming(ValueError, "conv2d_pack_winograd_weights", "x_shape and y_shape"):
+        C.conv2d_pack_winograd_weights(w, *opts, (1, 64, 8, 8))
+    with raises_naming(ValueError, "conv2d_pack_winograd_weights", "x_shape", "4 entries"):
+        C.conv2d_pack_winograd_weights(w, *opts, (1, 64, 8), (1, 64, 8, 8))
+    assert C.conv2d_pack_winograd_weights(w, (2, 2), (1, 1), (1, 1), 1, (1, 64, 8, 8), (1, 64, 4, 4)) is None
 
 
 def test_empty_batch_on_a_winograd_layer(rng):

@@ -231,7 +231,7 @@ def _packed(conv, name):
 # panels (99 output channels outnumber 49 pixels on 1 and 2 threads), and one whose col(X) is written
 # as the GEMM's B panels against W packed as its A (the digits CNN's second layer).
 PACKED_LAYERS = [
-    (64, 64, (12, 10), "winograd_weights", "winograd"),
+    (64, 64, (12, 10), "winograd_weights", "winograd_prepacked"),
     (40, 99, (7, 7), "gemm_weights", "im2col_transposed_prepacked"),
     (32, 64, (8, 8), "gemm_weights", "im2col_shifted_panels_prepacked"),
 ]

@@ -29,10 +29,10 @@ def _ran():
     return deepkern._C.last_conv2d_forward_path(), deepkern._C.last_winograd_tile()
 
 
-def _forward(x, weights, b, what, **options):
+def _forward(x, weights, b, what, paths=None, **options):
     """conv2d of x with ``weights`` (an array or a ConvPlan) under every ISA on NaN-prefilled
     outputs: checked against the float64 reference and the Winograd variant each call ran (the
-    tile of ``winograd_tile``, which it returns)."""
+    tile of ``winograd_tile``, which it returns); ``paths`` (a set) collects the paths the calls ran."""
     w = weights if isinstance(weights, np.ndarray) else weights.weight
     ref = conv2d_ref(x, w, b, **options)
     tile = winograd_tile(*ref.shape[:1], *ref.shape[2:])
@@ -42,9 +42,11 @@ def _forward(x, weights, b, what, **options):
             got = ops.conv2d(x, weights, b, **({} if isinstance(weights, ops.ConvPlan) else options))
             check(got, ref, x.dtype, f"{what} isa={isa}")
             if ref.size:
-                assert _ran() == ("winograd", tile), (
-                    f"{what} isa={isa}: ran {_ran()}, expected winograd F({tile}x{tile})"
-                )
+                path = _ran()[0]
+                assert path == "winograd" or (path == "winograd_prepacked" and isinstance(weights, ops.ConvPlan))
+                assert _ran()[1] == tile, f"{what} isa={isa}: ran {_ran()}, expected winograd F({tile}x{tile})"
+                if paths is not None:
+                    paths.add(path)
     return tile
 
 
@@ -77,17 +79,21 @@ def test_each_variant_matches_float64(case, threads, rng):
 
 @pytest.mark.parametrize("case", VARIANT_CASES[:1] + VARIANT_CASES[-3:], ids=str)
 def test_each_variant_on_packed_weights(case, threads, rng):
-    """A ConvPlan packs the F(4x4) weights once; a shape that runs F(2x2) transforms w itself."""
+    """A ConvPlan packs the F(4x4) weights once (width 1, no input shape known), and in the layout of
+    each input whose forward reads another (F(2x2), the GEMM's panels) on its first call: the calls run
+    on packed weights, matching float64."""
     c, h, width, k, padding, tile = case
     for dtype in DTYPES:
         w, b = rand(rng, (k, c, 3, 3), dtype), rand(rng, k, dtype)
         plan = ops.ConvPlan(w, padding=padding)
         assert plan.winograd_weights.shape == (36, k, c) and plan.winograd_weights.dtype == dtype
-        ran = set()
-        for batch in (1, 3, 5):
+        ran, paths = set(), set()
+        for batch in (1, 3, 5, 16):
             x = rand(rng, (batch, c, h, width), dtype)
-            ran.add(_forward(x, plan, b, f"plan {case} batch {batch} {dtype} threads={threads}", padding=padding))
+            what = f"plan {case} batch {batch} {dtype} threads={threads}"
+            ran.add(_forward(x, plan, b, what, paths, padding=padding))
         assert tile in ran, case
+        assert "winograd_prepacked" in paths, (case, paths)  # packed per input where not the shared layout
 
 
 def _errors(rng, channels):
@@ -175,15 +181,15 @@ def test_operands_large_enough_to_overflow_the_transforms_take_the_direct_sums(r
 
 
 def test_eval_mode_conv2d_caches_the_packed_weights_for_either_variant(rng):
-    """An eval-mode Conv2d packs its F(4x4) weights once; a 6 x 6 input then runs F(2x2) from the
-    weights themselves and a 12 x 13 one F(4x4) from the packed ones, both matching float64."""
+    """An eval-mode Conv2d packs its weights once per input shape in the layout that forward reads
+    (F(4x4) or F(2x2), in the GEMM's panels at these few tiles) and runs on them, matching float64."""
     conv = nn.Conv2d(64, 64, 3, padding=1).eval()
     w, b = conv.weight.detach().numpy(), conv.bias.detach().numpy()
     for h, width, tile in ((12, 13, 4), (6, 6, 2), (12, 13, 4)):
         x = rand(rng, (2, 64, h, width), F32)
         with no_grad():
             got = conv(tensor(x)).numpy()
-        assert _ran() == ("winograd", tile)
+        assert _ran() == ("winograd_prepacked", tile)
         check(got, conv2d_ref(x, w, b, padding=1), F32, f"eval Conv2d {h} x {width}")
         packed = conv.__dict__["_plan"][3].packed[0]  # the kept plan's packed (Winograd, GEMM) weights
-        assert packed is not None and packed.shape == (36, 64, 64)
+        assert packed is not None and packed.shape[0] == (tile + 2) ** 2 and packed.shape[2] % 64 == 0

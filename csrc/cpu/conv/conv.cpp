@@ -272,8 +272,17 @@ void record_conv2d_forward_path(const char* path) { last_forward_path = path; }
 int64_t conv2d_winograd_weights_size(const Conv2dShape& s) { return winograd_weights_size(s); }
 
 template <class T>
-bool conv2d_pack_winograd_weights(const Conv2dShape& s, const T* w, T* packed) {
-  return winograd_transform_weights(s.out_channels, s.in_channels, w, packed);
+WinogradWeightsLayout conv2d_winograd_layout(const Conv2dShape& s) {
+  return winograd_forward_layout<T>(s);
+}
+
+std::array<int64_t, 3> conv2d_winograd_weights_shape(const Conv2dShape& s, WinogradWeightsLayout layout) {
+  return winograd_weights_shape(s, layout);
+}
+
+template <class T>
+bool conv2d_pack_winograd_weights(const Conv2dShape& s, WinogradWeightsLayout layout, const T* w, T* packed) {
+  return winograd_transform_weights(s.out_channels, s.in_channels, layout, w, packed);
 }
 
 // The panel width of the packed GEMM weights a forward of this shape runs on: the GEMM's B width for
@@ -326,8 +335,11 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
   if (is_depthwise(s)) {
     depthwise_forward(s, x, w, bias, y);
     path = "depthwise";
-  } else if (winograd_applies(s) && winograd_forward(s, x, w, bias, y, packed.winograd)) {
-    path = "winograd";
+  } else if (winograd_applies(s) && winograd_forward(s, x, w, bias, y, packed.winograd, packed.winograd_layout)) {
+    const WinogradWeightsLayout runs = winograd_forward_layout<T>(s);  // the layout winograd_forward read
+    const bool prepacked =
+        packed.winograd && packed.winograd_layout.tile == runs.tile && packed.winograd_layout.width == runs.width;
+    path = prepacked ? "winograd_prepacked" : "winograd";
   }
   if (path) {
     last_forward_path = path;
@@ -470,8 +482,10 @@ template std::array<int64_t, 4> conv2d_gemm_weights_shape<float>(const Conv2dSha
 template std::array<int64_t, 4> conv2d_gemm_weights_shape<double>(const Conv2dShape&);
 template void conv2d_pack_gemm_weights<float>(const Conv2dShape&, const float*, float*);
 template void conv2d_pack_gemm_weights<double>(const Conv2dShape&, const double*, double*);
-template bool conv2d_pack_winograd_weights<float>(const Conv2dShape&, const float*, float*);
-template bool conv2d_pack_winograd_weights<double>(const Conv2dShape&, const double*, double*);
+template WinogradWeightsLayout conv2d_winograd_layout<float>(const Conv2dShape&);
+template WinogradWeightsLayout conv2d_winograd_layout<double>(const Conv2dShape&);
+template bool conv2d_pack_winograd_weights<float>(const Conv2dShape&, WinogradWeightsLayout, const float*, float*);
+template bool conv2d_pack_winograd_weights<double>(const Conv2dShape&, WinogradWeightsLayout, const double*, double*);
 template void conv2d_backward_data<float>(const Conv2dShape&, const float*, const float*, float*);
 template void conv2d_backward_data<double>(const Conv2dShape&, const double*, const double*, double*);
 template void conv2d_backward_weight<float>(const Conv2dShape&, const float*, const float*, float*, float*);

@@ -21,14 +21,23 @@ struct Conv2dShape {
 // over every tap of the zero-padded input, padding included (0 * Inf is NaN), the data gradient over
 // the (output, tap) pairs that read each input element.
 
+// How Winograd's transformed weights are laid out: F(tile x tile, 3x3)'s (tile + 2)^2 planes, each
+// in panels of `width` output channels over the input channels (element (k, c) at
+// [k / width][c][k % width], zero past K; width 1: plane[k][c]). tile 0: none.
+struct WinogradWeightsLayout {
+  int tile = 0;
+  int width = 0;
+};
+
 // Weights packed once for inference (a model in eval mode packs each layer once, not per call) for
 // conv2d_forward; each part is optional and used only where its path runs.
 template <class T>
 struct ConvPackedWeights {
-  const T* winograd = nullptr;   // conv2d_pack_winograd_weights of w
-  const T* gemm = nullptr;       // conv2d_pack_gemm_weights of w
-  int64_t gemm_panel_width = 0;  // the panel width `gemm` was packed with: used only while it is the GEMM's
-                                 // (nr for Y^T = col^T W^T, mr for col(X) as B panels)
+  const T* winograd = nullptr;              // conv2d_pack_winograd_weights of w
+  WinogradWeightsLayout winograd_layout{};  // ... in this layout: used only while it is the forward's
+  const T* gemm = nullptr;                  // conv2d_pack_gemm_weights of w
+  int64_t gemm_panel_width = 0;             // the panel width `gemm` was packed with: used only while it is the GEMM's
+                                            // (nr for Y^T = col^T W^T, mr for col(X) as B panels)
 };
 
 // y = conv(x, w) + bias, then relu(y) (torch.relu: NaN and -0 kept) when `relu`. x (N, C, H, W), w (K,
@@ -38,9 +47,9 @@ template <class T>
 void conv2d_forward(const Conv2dShape& shape, const T* x, const T* w, const T* bias, T* y,
                     const ConvPackedWeights<T>& packed = {}, bool relu = false);
 
-// The path the last conv2d_forward call of the process took: "depthwise", "winograd", "direct" (float32
-// layers with few input channels, direct.h), "im2col"
-// (GEMMs over blocks of images), "im2col_row_blocks" (the inference plan: row blocks of single
+// The path the last conv2d_forward call of the process took: "depthwise", "winograd" ("winograd_prepacked"
+// when it ran on ConvPackedWeights::winograd), "direct" (float32 layers with few input channels,
+// direct.h), "im2col" (GEMMs over blocks of images), "im2col_row_blocks" (the inference plan: row blocks of single
 // images spread over the threads), "im2col_packed_panels" (those row blocks with stride-2 rows split
 // by im2col straight into the GEMM's packed panels, for few output channels: the stem),
 // "im2col_shifted_panels" (float32 blocks whose col(X) rows are shifted input planes, written into
@@ -72,10 +81,21 @@ void conv2d_pack_gemm_weights(const Conv2dShape& shape, const T* w, T* packed);
 // path (then there is nothing to pack).
 int64_t conv2d_winograd_weights_size(const Conv2dShape& shape);
 
-// Packs w (K, C, 3, 3) for conv2d_forward's winograd_weights (conv2d_winograd_weights_size
-// elements). Returns false when w holds Inf or NaN: such weights cannot be packed.
+// The layout a forward of this shape (batch and image sizes read; at the current thread count) reads
+// Winograd weights in: F(2x2) or F(4x4), in the panels of the GEMM's B where the weights outnumber
+// the tiles' values (batch 1), else width 1; tile 0 where it runs no Winograd.
 template <class T>
-bool conv2d_pack_winograd_weights(const Conv2dShape& shape, const T* w, T* packed);
+WinogradWeightsLayout conv2d_winograd_layout(const Conv2dShape& shape);
+
+// The shape (points, panels, width * C) of Winograd weights in `layout` ((36, K, C) for F(4x4) at
+// width 1); all zero for tile 0.
+std::array<int64_t, 3> conv2d_winograd_weights_shape(const Conv2dShape& shape, WinogradWeightsLayout layout);
+
+// Packs w (K, C, 3, 3) for conv2d_forward's winograd_weights in `layout`
+// (conv2d_winograd_weights_shape elements). Returns false when w holds Inf or NaN: such weights
+// cannot be packed.
+template <class T>
+bool conv2d_pack_winograd_weights(const Conv2dShape& shape, WinogradWeightsLayout layout, const T* w, T* packed);
 
 // grad_x (N, C, H, W) = the gradient of sum(grad_y * conv(x, w)) with respect to x. Written, never read.
 template <class T>

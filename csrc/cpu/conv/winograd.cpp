@@ -49,7 +49,7 @@ const WinogradKernels<T>& dispatched_kernels() {
       .of<T>();
 }
 
-constexpr int kPackedTile = 4;        // the variant whose weights winograd_transform_weights packs
+constexpr int kPackedTile = 4;        // the variant weights packed without an input shape are in (width 1)
 constexpr int64_t kWeightReuse = 32;  // tiles a transformed weight must meet to repay its trip through memory
 
 int64_t points(int tile) { return (tile + 2) * (tile + 2); }  // alpha^2: GEMMs (xi planes) per call
@@ -158,22 +158,26 @@ bool transform_weights(int tile, int64_t out_channels, int64_t in_channels, int 
   return finite;
 }
 
-// winograd_forward with F(tile x tile, 3x3); `transformed` (may be null) holds that variant's weights.
+// Whether blocks of this tiling multiply weights that outnumber their tiles' values (see forward_with_tile).
+bool weights_dominate(const Conv2dShape& s, const WinogradTiling& t) {
+  return weights_outnumber(s, t.images * t.per_image);
+}
+
+// winograd_forward with F(tile x tile, 3x3); `transformed` (may be null) holds w transformed in `layout`.
 template <class T>
 bool forward_with_tile(const Conv2dShape& s, int tile, const T* x, const T* w, const T* bias, T* y,
-                       const T* transformed) {
+                       const T* transformed, WinogradWeightsLayout layout) {
   const int64_t K = s.out_channels, C = s.in_channels, xis = points(tile);
   const WinogradKernels<T>& kern = dispatched_kernels<T>();
   const WinogradTiling t = make_tiling<T>(s, tile);
-  // Weights that outnumber a block's tile values (few tiles: batch 1, small images) are transformed
-  // straight into the GEMMs' packed B panels of each U_xi^T, and the GEMMs compute M_xi^T = V_xi^T U_xi^T:
-  // packing U_xi as A instead, a transposing copy of all 16 or 36 planes per block, took as long as
-  // the GEMMs at batch 1. Other blocks pack the (small) U_xi as A and read V_xi's rows in place.
-  // (Weights packed beforehand, u[xi][k][c], serve only the latter: the former transform w again.)
-  const bool weights_dominate = weights_outnumber(s, t.images * t.per_image);
-  const int width = weights_dominate ? packed_b_width<T>() : 1;
+  // Weights that outnumber a block's tile values (few tiles: batch 1, small images) are in the GEMMs'
+  // packed B panels of each U_xi^T, and the GEMMs compute M_xi^T = V_xi^T U_xi^T: packing U_xi as A
+  // instead, a transposing copy of all 16 or 36 planes per block, took as long as the GEMMs at batch
+  // 1. Other blocks pack the (small) U_xi as A and read V_xi's rows in place. Weights transformed
+  // beforehand in this layout are read as they are; else w is transformed here.
+  const int width = weights_dominate(s, t) ? packed_b_width<T>() : 1;  // winograd_forward_layout's
   const int64_t plane = weights_plane(K, C, width);
-  const T* u = weights_dominate ? nullptr : transformed;
+  const T* u = layout.tile == tile && layout.width == width ? transformed : nullptr;
   if (!u) {
     T* fresh = thread_buffer<T>(3, xis * plane);
     if (!transform_weights(tile, K, C, width, w, fresh)) return false;
@@ -301,14 +305,29 @@ bool winograd_applies_to_weight_grad(const Conv2dShape& s) {
 }
 
 template <class T>
-bool winograd_transform_weights(int64_t out_channels, int64_t in_channels, const T* w, T* u) {
-  return transform_weights(kPackedTile, out_channels, in_channels, 1, w, u);
+WinogradWeightsLayout winograd_forward_layout(const Conv2dShape& s) {
+  if (!winograd_applies(s)) return {};
+  const int tile = winograd_tile(s);
+  return {tile, weights_dominate(s, make_tiling<T>(s, tile)) ? packed_b_width<T>() : 1};
+}
+
+std::array<int64_t, 3> winograd_weights_shape(const Conv2dShape& s, WinogradWeightsLayout layout) {
+  if (layout.tile == 0) return {0, 0, 0};
+  const int64_t width = layout.width;
+  return {points(layout.tile), (s.out_channels + width - 1) / width, width * s.in_channels};
 }
 
 template <class T>
-bool winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y, const T* transformed) {
+bool winograd_transform_weights(int64_t out_channels, int64_t in_channels, WinogradWeightsLayout layout, const T* w,
+                                T* u) {
+  return transform_weights(layout.tile, out_channels, in_channels, layout.width, w, u);
+}
+
+template <class T>
+bool winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y, const T* transformed,
+                      WinogradWeightsLayout layout) {
   const int tile = winograd_tile(s);
-  if (!forward_with_tile(s, tile, x, w, bias, y, tile == kPackedTile ? transformed : nullptr)) return false;
+  if (!forward_with_tile(s, tile, x, w, bias, y, transformed, layout)) return false;
   last_forward_tile = tile;
   return true;
 }
@@ -330,7 +349,7 @@ bool winograd_backward_data(const Conv2dShape& s, const T* grad_y, const T* w, T
   t.out_w = s.in_w;
   t.pad_h = 2 - s.pad_h;
   t.pad_w = 2 - s.pad_w;
-  return forward_with_tile<T>(t, 2, grad_y, flipped.data(), nullptr, grad_x, nullptr);
+  return forward_with_tile<T>(t, 2, grad_y, flipped.data(), nullptr, grad_x, nullptr, {});
 }
 
 template <class T>
@@ -384,12 +403,14 @@ bool winograd_backward_weight(const Conv2dShape& s, const T* grad_y, const T* x,
   return true;
 }
 
-template bool winograd_transform_weights<float>(int64_t, int64_t, const float*, float*);
-template bool winograd_transform_weights<double>(int64_t, int64_t, const double*, double*);
+template WinogradWeightsLayout winograd_forward_layout<float>(const Conv2dShape&);
+template WinogradWeightsLayout winograd_forward_layout<double>(const Conv2dShape&);
+template bool winograd_transform_weights<float>(int64_t, int64_t, WinogradWeightsLayout, const float*, float*);
+template bool winograd_transform_weights<double>(int64_t, int64_t, WinogradWeightsLayout, const double*, double*);
 template bool winograd_forward<float>(const Conv2dShape&, const float*, const float*, const float*, float*,
-                                      const float*);
+                                      const float*, WinogradWeightsLayout);
 template bool winograd_forward<double>(const Conv2dShape&, const double*, const double*, const double*, double*,
-                                       const double*);
+                                       const double*, WinogradWeightsLayout);
 template bool winograd_backward_data<float>(const Conv2dShape&, const float*, const float*, float*);
 template bool winograd_backward_data<double>(const Conv2dShape&, const double*, const double*, double*);
 template bool winograd_backward_weight<float>(const Conv2dShape&, const float*, const float*, float*);

@@ -31,12 +31,21 @@ int winograd_last_forward_tile();
 // (batch and image sizes are not read), 0 when no input size takes the Winograd path.
 int64_t winograd_weights_size(const Conv2dShape& s);
 
-// u (36 x K x C: u[xi][k][c]) = the F(4x4, 3x3) transformed weights G g G^T of w (K, C, 3, 3),
-// which winograd_forward takes instead of transforming w itself where it runs that variant (weights
-// packed once for inference). Returns false, u partly written, when w holds Inf or NaN (or a value
-// so large that the transforms could overflow: winograd.cpp's probe_scale).
+// The layout of the transformed weights winograd_forward of this shape (batch and image sizes read,
+// at the current thread count) multiplies by (conv2d_winograd_layout); tile 0 where it does not apply.
 template <class T>
-bool winograd_transform_weights(int64_t out_channels, int64_t in_channels, const T* w, T* u);
+WinogradWeightsLayout winograd_forward_layout(const Conv2dShape& s);
+
+// The shape (points, panels, width * C) of transformed weights in `layout`; zeros for tile 0.
+std::array<int64_t, 3> winograd_weights_shape(const Conv2dShape& s, WinogradWeightsLayout layout);
+
+// u = the transformed weights G g G^T of w (K, C, 3, 3) in `layout`, which winograd_forward takes
+// instead of transforming w itself where it runs that layout (weights packed once for inference).
+// Returns false, u partly written, when w holds Inf or NaN (or a value so large that the transforms
+// could overflow: winograd.cpp's probe_scale).
+template <class T>
+bool winograd_transform_weights(int64_t out_channels, int64_t in_channels, WinogradWeightsLayout layout, const T* w,
+                                T* u);
 
 // The entry points below return false, leaving their output partly written, when an operand they
 // read (x or w; grad_y or w; grad_y or x) holds Inf or NaN: the transforms add and subtract them,
@@ -44,11 +53,11 @@ bool winograd_transform_weights(int64_t out_channels, int64_t in_channels, const
 // so they do for values large enough (about 1e16 in float32) to overflow inside the transforms.
 
 // The contract of conv2d_forward (conv.h) for shapes where winograd_applies(), with the variant of
-// winograd_tile(). `transformed`, when not null, is winograd_transform_weights of w (finite; then w
-// itself is not read where the variant is F(4x4, 3x3)).
+// winograd_tile(). `transformed`, when not null, is winograd_transform_weights of w in `layout`
+// (finite; then w itself is not read where that is the forward's layout, winograd_forward_layout).
 template <class T>
-bool winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y,
-                      const T* transformed = nullptr);
+bool winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y, const T* transformed = nullptr,
+                      WinogradWeightsLayout layout = {});
 
 // The contract of conv2d_backward_data for shapes where winograd_applies(), with F(2x2, 3x3): the data gradient
 // of a 3x3 stride-1 convolution is itself one (of dY with the flipped, transposed weights and

@@ -246,7 +246,7 @@ class _ConvNd(Module):
         )
         run_op(self, _bias, b, w.shape[0], x.dtype, "conv2d")
         shape, dtype, options = geo.out_shape, x.dtype, geo.options()
-        winograd = CPU.conv2d_pack_winograd_weights(w, *options)
+        winograd = CPU.conv2d_pack_winograd_weights(w, *options, x.shape, shape)
         panels = CPU.conv2d_pack_gemm_weights(w, x.shape, shape, *options)
         kernel = CPU.conv2d_forward
 

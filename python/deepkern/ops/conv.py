@@ -151,9 +151,9 @@ class ConvPlan:
     kernels would take the Winograd path for some input (3x3, stride 1, no dilation, one group,
     padding <= 2, >= 64 channels in and out, finite weights), its transformed weights, so that calls
     skip the weight transform: ``winograd_weights``, the (36, K, C) F(4x4, 3x3) transform (the
-    variant outputs larger than 6 x 6 run; those with a side of 2 and the 5 x 5 to 6 x 6 ones run
-    F(2x2, 3x3) and transform ``w`` per call, as do inputs with fewer tiles than the weights have
-    values, whose transform is written straight into the GEMM's panels). Inputs whose forward runs
+    variant outputs larger than 6 x 6 run). Inputs whose forward reads the transformed weights in
+    another layout (F(2x2, 3x3): a side of 2, 5 x 5 to 6 x 6; fewer tiles than the weights have values,
+    in the GEMM's panels) get them packed in that layout on their first call. Inputs whose forward runs
     as Y^T = col^T W^T (small batches of small images with many output channels) get ``w``'s transpose
     packed as the GEMM's B panels on their first call, and inputs whose forward writes col(X) as the
     GEMM's B panels (the stride-2 stem's row blocks; float32 layers of stride 1 whose output is as
@@ -187,10 +187,12 @@ class ConvPlan:
         backend = backend_of(w, op=op)
         self.options = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
         self.weight = w.copy()  # C-contiguous
-        pack = getattr(backend, "conv2d_pack_winograd_weights", None)
-        self.winograd_weights = None if pack is None else pack(self.weight, *geo.options())
+        self._pack_winograd = getattr(backend, "conv2d_pack_winograd_weights", None)
+        self.winograd_weights = (
+            None if self._pack_winograd is None else self._pack_winograd(self.weight, *geo.options())
+        )
         self._pack_gemm = getattr(backend, "conv2d_pack_gemm_weights", None)
-        self._gemm_weights = {}  # input shape -> packed GEMM weights or None
+        self._by_input = {}  # input shape -> {kernel argument: packed weights} of that input
         self._lock = threading.Lock()  # guards _gemm_weights: threads may share a plan (the kernels release the GIL)
         self._valid = True
 
@@ -204,20 +206,29 @@ class ConvPlan:
         self._valid = False
         self.weight = self.winograd_weights = None
         with self._lock:
-            self._gemm_weights.clear()
+            self._by_input.clear()
 
     def _kernel_weights(self, geo: "_Geometry") -> dict:
-        """The packed weights for a call of this geometry, as the forward kernel's keyword arguments."""
-        packed = {"winograd_weights": self.winograd_weights}
-        if self._pack_gemm is not None:
-            key = geo.x_shape
-            with self._lock:
-                if key not in self._gemm_weights:
-                    if len(self._gemm_weights) >= self.MAX_INPUT_SHAPES:
-                        del self._gemm_weights[next(iter(self._gemm_weights))]
-                    self._gemm_weights[key] = self._pack_gemm(self.weight, key, geo.out_shape, *geo.options())
-                packed["gemm_weights"] = self._gemm_weights[key]
-        return {name: array for name, array in packed.items() if array is not None}
+        """The packed weights for a call of this geometry, as the forward kernel's keyword arguments:
+        the GEMM's, and the Winograd weights in the layout of this input (the shared (36, K, C) ones
+        where that is it), packed on the input shape's first call."""
+        if self._pack_gemm is None:  # a backend that packs nothing per input
+            return {} if self.winograd_weights is None else {"winograd_weights": self.winograd_weights}
+        key = geo.x_shape
+        with self._lock:
+            if key not in self._by_input:
+                if len(self._by_input) >= self.MAX_INPUT_SHAPES:
+                    del self._by_input[next(iter(self._by_input))]
+                winograd = self.winograd_weights
+                if winograd is not None:
+                    for_input = self._pack_winograd(self.weight, *geo.options(), key, geo.out_shape)
+                    winograd = winograd if for_input is None or for_input.shape == winograd.shape else for_input
+                packed = {
+                    "winograd_weights": winograd,
+                    "gemm_weights": self._pack_gemm(self.weight, key, geo.out_shape, *geo.options()),
+                }
+                self._by_input[key] = {name: array for name, array in packed.items() if array is not None}
+            return self._by_input[key]
 
     def resolve(self, op: str, given: dict) -> dict:
         """The options of a call with this plan: ``given`` (the call's options) must be left at their
