@@ -59,6 +59,9 @@ CASES = {
         [(2, 2, 5, 4)],
         False,
     ),
+    "var/std": (lambda a: a.var(1) * a.std(0, keepdim=True).sum() + a.var(correction=0), [(3, 4)], False),
+    "layer_norm": (lambda x, w, b: F.layer_norm(x * x, (3, 4), w, b) * x, [(2, 3, 4), (3, 4), (3, 4)], False),
+    "group_norm": (lambda x, w, b: F.group_norm(x.tanh(), 2, w, b) * x, [(2, 4, 3), (4,), (4,)], False),
     "conv2d": (
         lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1).tanh() * F.conv2d(x, w, None, stride=2, padding=1),
         [(2, 3, 5, 6), (4, 3, 3, 2), (4,)],

@@ -1304,11 +1304,7 @@ class Tensor(LongTailMethods):
             raise RuntimeError(f"var: needs a floating-point tensor, got dtype {self.dtype}")
         axes = F._axes(dim, self.ndim)
         count = math.prod(self.shape[ax] for ax in axes)
-        # the mean's own gradient term is analytically 0; without it the gradient is PyTorch's
-        # 2 (x - mean) g / (N - correction), also where that divisor is 0 (inf, not inf - inf)
-        centered = self - self.mean(axes, keepdim=True).detach()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return (centered * centered).sum(axes, keepdim) / max(count - correction, 0)
+        return F.Var.apply(self, axes=axes, keepdim=keepdim, divisor=max(count - correction, 0))
 
     @through_float32
     def std(self, dim=None, unbiased=None, keepdim=False, *, correction=None):

@@ -797,6 +797,38 @@ class Mean(Function):
         return _expand_reduced_tensor(g / ctx.count, shape, axes, keepdim)
 
 
+class Var(Function):
+    """``sum((a - mean)^2) / divisor`` over ``axes`` (``divisor`` = N - correction; 0 gives inf or
+    NaN, as PyTorch). The gradient is PyTorch's ``2 (a - mean) g / divisor`` (the mean's own term is
+    analytically 0; computing it would turn a zero divisor's inf into inf - inf); the create_graph
+    one keeps the mean's dependence on ``a``, so second derivatives are right."""
+
+    @staticmethod
+    @_silent_floating_point
+    def forward(ctx, a, axes, keepdim, divisor):
+        centered = a - np.mean(a, axis=axes, keepdims=True)
+        ctx.save_for_backward(a)
+        ctx.meta = (axes, keepdim, divisor)
+        return as_array(np.sum(centered * centered, axis=axes, keepdims=keepdim) / divisor).astype(a.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        axes, keepdim, divisor = ctx.meta
+        g = g if keepdim else np.expand_dims(g, axes)
+        return ((a - np.mean(a, axis=axes, keepdims=True)) * (g * (2.0 / divisor) if divisor else g * np.inf)).astype(
+            a.dtype, copy=False
+        )
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        (a,) = ctx.saved_tensors
+        axes, keepdim, divisor = ctx.meta
+        x = io.input(0, a)
+        g = g if keepdim else g.reshape(tuple(1 if i in axes else n for i, n in enumerate(a.shape)))
+        return (x - x.mean(axes, keepdim=True)) * g * (2.0 / divisor if divisor else np.inf)
+
+
 class Max(Function):
     """``max()`` over everything (the gradient shared evenly among ties, as PyTorch does) or
     ``max(dim)`` returning (values, indices) with the gradient going to the index taken."""

@@ -1196,15 +1196,46 @@ class RowNorm(Function):
     def forward(ctx, x, weight=None, bias=None, op="layer_norm", size=None, eps=1e-5):
         out, save_mean, save_rstd = getattr(ops, op)(x, size, weight, bias, eps)
         ctx.save_for_backward(x, weight)
-        ctx.meta = (op, size, save_mean, save_rstd)
+        ctx.meta = (op, size, save_mean, save_rstd, eps)
         return out
 
     @staticmethod
     def backward(ctx, g):
         x, weight = ctx.saved_tensors
-        op, size, save_mean, save_rstd = ctx.meta
+        op, size, save_mean, save_rstd, _ = ctx.meta
         backward = getattr(ops, op + "_backward")
         return backward(g, x, size, weight, save_mean, save_rstd, needs=ctx.needs_input_grad[:3])
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        """The three gradients as Tensor ops, the statistics recomputed from x (their dependence on
+        x is part of the gradients' graph): with x^ = (x - mean) r over each normalized row,
+        dx = r (dy - mean(dy) - x^ mean(dy x^)) for dy = g * weight; dweight = sum(g x^), dbias = sum(g)
+        over the other dimensions."""
+        x, weight = ctx.saved_tensors
+        op, size, _, _, eps = ctx.meta
+        xt = io.input(0, x)
+        if op == "layer_norm":  # rows: everything before the normalized dimensions
+            normalized = 1 if isinstance(size, (int, np.integer)) else len(size)
+            rows = (int(np.prod(x.shape[: x.ndim - normalized])), -1)
+            param_shape = bias_shape = tuple(x.shape[x.ndim - normalized :])
+            reduced = tuple(range(x.ndim - normalized))
+        else:  # group_norm: rows are the size groups of channels of each sample
+            rows = (x.shape[0] * size, -1)
+            param_shape, bias_shape = (x.shape[1],) + (1,) * (x.ndim - 2), (x.shape[1],)
+            reduced = (0,) + tuple(range(2, x.ndim))
+        flat = xt.reshape(*rows)
+        centered = flat - flat.mean(1, keepdim=True)
+        rstd = ((centered * centered).mean(1, keepdim=True) + eps).rsqrt()
+        normed = centered * rstd
+        scale = None if weight is None else io.input(1, weight).reshape(param_shape)
+        dy = (g if scale is None else g * scale).reshape(*rows)
+        dx = rstd * (dy - dy.mean(1, keepdim=True) - normed * (dy * normed).mean(1, keepdim=True))
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        normed = normed.reshape(x.shape)
+        dw = (g * normed).sum(reduced).reshape(bias_shape) if need_w else None
+        db = g.sum(reduced).reshape(bias_shape) if need_b else None
+        return (dx.reshape(x.shape) if need_x else None), dw, db
 
 
 def _batch_norm_in_float32(input, running_mean, running_var, weight, bias, training, momentum, eps):
