@@ -62,6 +62,34 @@ CASES = {
     "var/std": (lambda a: a.var(1) * a.std(0, keepdim=True).sum() + a.var(correction=0), [(3, 4)], False),
     "layer_norm": (lambda x, w, b: F.layer_norm(x * x, (3, 4), w, b) * x, [(2, 3, 4), (3, 4), (3, 4)], False),
     "group_norm": (lambda x, w, b: F.group_norm(x.tanh(), 2, w, b) * x, [(2, 4, 3), (4,), (4,)], False),
+    "batch_norm training": (
+        lambda x, w, b: F.batch_norm(x * x, None, None, w, b, training=True) * x,
+        [(3, 2, 2, 3), (2,), (2,)],
+        False,
+    ),
+    "batch_norm eval": (
+        lambda x, w, b: (
+            F.batch_norm(x * x, dk.tensor(np.array([0.3, -0.2])), dk.tensor(np.array([1.5, 0.7])), w, b) * x
+        ),
+        [(3, 2, 4), (2,), (2,)],
+        False,
+    ),
+    "logsumexp": (lambda a: a.logsumexp(1) * a.sum(1) + a.logsumexp((0, 1), keepdim=True), [(3, 4)], False),
+    "cross_entropy": (
+        lambda a: (
+            F.cross_entropy(a * a, dk.tensor([1, 0, 3]), label_smoothing=0.2) * a
+            + F.cross_entropy(a, dk.tensor([2, -100, 1]), dk.tensor(np.array([0.5, 2.0, 1.0, 1.5])), reduction="none")[
+                :, None
+            ]
+        ),
+        [(3, 4)],
+        False,
+    ),
+    "cross_entropy 2-d": (
+        lambda a: F.cross_entropy(a.tanh(), dk.tensor([[1, 0], [2, 2]]), reduction="sum") * a,
+        [(2, 3, 2)],
+        False,
+    ),
     "conv2d": (
         lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1).tanh() * F.conv2d(x, w, None, stride=2, padding=1),
         [(2, 3, 5, 6), (4, 3, 3, 2), (4,)],
@@ -156,3 +184,39 @@ def test_a_wgan_gp_step_matches_pytorch():
 
     for ours, theirs in zip(step(dk, F), step(torch, torch.nn.functional)):
         np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
+
+
+def test_a_maml_meta_gradient_matches_pytorch():
+    """A second-order MAML step (an inner SGD step taken with create_graph, the outer loss through the
+    adapted weights) on conv, batch norm in training mode, relu, max pool and cross entropy."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    arrays = (
+        rng.standard_normal((4, 2, 3, 3)) * 0.3,
+        rng.standard_normal(4) * 0.1,
+        rng.uniform(0.5, 1.5, 4),
+        rng.standard_normal(4) * 0.1,
+        rng.standard_normal((36, 3)) * 0.2,
+    )
+    support, query = rng.standard_normal((5, 2, 6, 6)), rng.standard_normal((5, 2, 6, 6))
+    support_y, query_y = rng.integers(0, 3, 5), rng.integers(0, 3, 5)
+
+    def meta_step(lib, functional):
+        params = [lib.tensor(a, requires_grad=True) for a in arrays]
+
+        def net(x, p):
+            h = functional.conv2d(x, p[0], p[1], padding=1)
+            h = functional.max_pool2d(
+                functional.relu(functional.batch_norm(h, None, None, p[2], p[3], training=True)), 2
+            )
+            return h.reshape(h.shape[0], -1) @ p[4]
+
+        inner = functional.cross_entropy(net(lib.tensor(support), params), lib.tensor(support_y), label_smoothing=0.1)
+        grads = lib.autograd.grad(inner, params, create_graph=True)
+        adapted = [p - 0.1 * g for p, g in zip(params, grads)]
+        outer = functional.cross_entropy(net(lib.tensor(query), adapted), lib.tensor(query_y))
+        outer.backward()
+        return [outer.detach().numpy()] + [p.grad.numpy() for p in params]
+
+    for ours, theirs in zip(meta_step(dk, F), meta_step(torch, torch.nn.functional)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-13)

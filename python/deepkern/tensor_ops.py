@@ -705,6 +705,15 @@ class LogSumExp(_KeptDimsReduction):
     def weights(a, out, axes):
         return np.exp(a - out)
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        a, out = ctx.saved_tensors
+        axes, keepdim = ctx.meta
+        x = io.input(0, a)
+        # exp(a - result) with the result recomputed as a Tensor op (its dependence on a counts)
+        result = x.logsumexp(axes, keepdim=True)
+        return _expand_reduced_tensor(g, a.shape, axes, keepdim) * (x - result).exp()
+
 
 class Diagonal(Function):
     """The diagonal at ``offset`` of the (dim1, dim2) planes, as the last axis (NumPy's and PyTorch's

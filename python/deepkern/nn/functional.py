@@ -1151,14 +1151,42 @@ class BatchNorm(Function):
             x, weight, bias, running_mean, running_var, training=training, momentum=momentum, eps=eps
         )
         ctx.save_for_backward(x, weight)
-        ctx.meta = (save_mean, save_invstd, training)
+        ctx.meta = (save_mean, save_invstd, training, eps)
         return out
 
     @staticmethod
     def backward(ctx, g):
         x, weight = ctx.saved_tensors
-        save_mean, save_invstd, training = ctx.meta
+        save_mean, save_invstd, training, _ = ctx.meta
         return ops.batch_norm_backward(g, x, weight, save_mean, save_invstd, training, needs=ctx.needs_input_grad[:3])
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        """The gradients as Tensor ops: in training the batch statistics recomputed from x (their
+        dependence on x is part of the gradients' graph), dx = r (dy - mean(dy) - x^ mean(dy x^)) per
+        channel for dy = g * weight; in eval mode the running statistics are constants, dx = dy r."""
+        x, weight = ctx.saved_tensors
+        save_mean, save_invstd, training, eps = ctx.meta
+        xt = io.input(0, x)
+        shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        reduced = (0,) + tuple(range(2, x.ndim))
+        scale = None if weight is None else io.input(1, weight).reshape(shape)
+        dy = g if scale is None else g * scale
+        if training:
+            centered = xt - xt.mean(reduced, keepdim=True)
+            rstd = ((centered * centered).mean(reduced, keepdim=True) + eps).rsqrt()
+            normed = centered * rstd
+            dx = rstd * (dy - dy.mean(reduced, keepdim=True) - normed * (dy * normed).mean(reduced, keepdim=True))
+        else:
+            rstd = save_invstd.reshape(shape).astype(x.dtype)
+            normed = (xt - save_mean.reshape(shape).astype(x.dtype)) * rstd
+            dx = dy * rstd
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        return (
+            dx if need_x else None,
+            (g * normed).sum(reduced) if need_w else None,
+            g.sum(reduced) if need_b else None,
+        )
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):

@@ -368,6 +368,29 @@ class _CrossEntropy(Function):
         scale = as_array(_grad_scale(g, reduction, denom)).astype(x.dtype, copy=False)
         return ops.cross_entropy_backward(scale, x, t, stats, weight, **options), None, None
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        """d loss_i / d x_i = softmax(x_i) sum(q_i) - q_i with q_i the sample's weighted, smoothed target
+        (q_ic = (1 - eps) w_t [c = t] + eps w_c / C; zero for an ignored sample), the softmax as Tensor
+        ops so that the gradient is differentiable in x."""
+        from .functional import softmax
+
+        x, _ = ctx.saved_tensors
+        t, weight, options, reduction, denom = ctx.meta
+        classes, eps = x.shape[1 if x.ndim > 1 else 0], options["label_smoothing"]
+        sample_weight, index = _index_weights(t, weight, options["ignore_index"], x.dtype)
+        q = (1 - eps) * sample_weight[..., None] * (np.arange(classes) == index[..., None])  # class axis last
+        if eps:
+            class_weight = np.ones(classes, x.dtype) if weight is None else weight
+            q = q + (eps / classes) * (t != options["ignore_index"])[..., None] * class_weight
+        q = _class_back(q.astype(x.dtype, copy=False), x.ndim)
+        axis = 1 if x.ndim > 1 else 0
+        scale = g if reduction != "mean" else g / denom
+        if reduction == "none":
+            scale = scale.unsqueeze(axis)
+        probs = softmax(io.input(0, x), axis)
+        return (probs * q.sum(axis=axis, keepdims=True) - q) * scale, None, None
+
 
 class _SoftCrossEntropy(Function):
     """Cross entropy of probability targets: loss_i = -sum_c q_ic log softmax(x_i)_c with q the
