@@ -50,6 +50,7 @@ CASES = {
     ),
     "softmax/log_softmax": (lambda a: F.softmax(a, 1) * F.log_softmax(a * a, 0), [(3, 4)], False),
     "silu/elu": (lambda a: F.silu(a) * F.elu(a, 0.7) * a, [(3, 4)], False),
+    "gelu": (lambda a: F.gelu(a) * F.gelu(a * a, approximate="tanh") * a, [(3, 4)], False),
     "dropout": (lambda a: (dk.manual_seed(7), F.dropout(a * a, 0.4))[1] * a, [(4, 5)], False),
     "pooling": (
         lambda x: (

@@ -726,7 +726,7 @@ def _graph_engine(roots, to_leaf, wanted=None, only_leaves=None) -> None:
                 raise NotImplementedError(
                     f"create_graph=True: the gradient of {node.function.__name__} is not differentiable in "
                     "deepkern (differentiable: arithmetic, pow, exp, log, sqrt, tanh, sigmoid, relu, leaky_relu, "
-                    "silu, elu, softmax, log_softmax, logsumexp, cross_entropy, dropout, sum, mean, var, std, "
+                    "silu, elu, gelu, softmax, log_softmax, logsumexp, cross_entropy, dropout, sum, mean, var, std, "
                     "norm, layer_norm, "
                     "group_norm, batch_norm, where, indexing, cat, stack, reshape, permute, expand, matmul, linear, "
                     "conv2d, "

@@ -839,6 +839,22 @@ class Gelu(Function):
         (x,) = ctx.saved_tensors
         return ops.gelu_backward(g, x, approximate=ctx.approximate)
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        """The derivative as Tensor ops: Phi(x) + x phi(x), or the tanh form's
+        0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 c x^2), t = tanh(k (x + c x^3))."""
+        (x,) = ctx.saved_tensors
+        xt = io.input(0, x)
+        if ctx.approximate == "tanh":
+            k, c = float(np.sqrt(2 / np.pi)), 0.044715
+            t = (k * (xt + c * xt * xt * xt)).tanh()
+            slope = 0.5 * (1 + t) + 0.5 * xt * (1 - t * t) * k * (1 + 3 * c * xt * xt)
+        else:
+            slope = 0.5 * (1 + (xt * float(1 / np.sqrt(2))).erf()) + xt * (-0.5 * xt * xt).exp() * float(
+                1 / np.sqrt(2 * np.pi)
+            )
+        return g * slope
+
 
 def gelu(input, approximate="none"):
     """GELU, exact (erf) by default; ``approximate='tanh'`` for the tanh form."""
