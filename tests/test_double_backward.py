@@ -96,6 +96,16 @@ CASES = {
         [(2, 3, 5, 6), (4, 3, 3, 2), (4,)],
         False,
     ),
+    "conv_transpose2d": (
+        lambda x, w, b: F.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1, groups=2).tanh() ** 2,
+        [(2, 4, 3, 2), (4, 2, 3, 2), (4,)],
+        False,
+    ),
+    "conv_transpose2d dilated": (
+        lambda x, w: F.conv_transpose2d(x, w, None, dilation=2, padding=1, output_padding=1) * 2,
+        [(3, 2, 3), (3, 2, 2, 2)],
+        False,
+    ),
     "conv2d groups same": (
         lambda x, w: F.conv2d(x, w, None, padding="same", groups=2, dilation=(2, 1)) ** 2,
         [(1, 4, 5, 5), (2, 2, 2, 3)],

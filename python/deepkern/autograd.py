@@ -729,7 +729,7 @@ def _graph_engine(roots, to_leaf, wanted=None, only_leaves=None) -> None:
                     "silu, elu, gelu, softmax, log_softmax, logsumexp, cross_entropy, dropout, sum, mean, var, std, "
                     "norm, layer_norm, "
                     "group_norm, batch_norm, where, indexing, cat, stack, reshape, permute, expand, matmul, linear, "
-                    "conv2d, "
+                    "conv2d, conv_transpose2d, "
                     "max_pool2d and avg_pool2d)"
                 )
             if node.ctx._released:

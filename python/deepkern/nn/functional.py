@@ -197,21 +197,59 @@ class Conv2d(Function):
             gx = gx.squeeze(0) if geo.unbatched else gx
         if need_w:
             xp = pad(xt, [begins[1], ends[1], begins[0], ends[0]]) if padded != [h, width] else xt
-            c_group, k_group = xp.shape[1] // geo.groups, g.shape[1] // geo.groups
-            parts = []
-            for group in range(geo.groups):
-                xs = xp[:, group * c_group : (group + 1) * c_group].transpose(0, 1)
-                gs = g[:, group * k_group : (group + 1) * k_group].transpose(0, 1)
-                parts.append(conv2d(xs, gs, None, geo.dilation, 0, geo.stride)[:, :, :r, :s].transpose(0, 1))
-            gw = parts[0] if len(parts) == 1 else _T.Cat.apply(*parts, dim=0)
+            gw = _conv2d_weight_grad(xp, g, (r, s), geo)
         if need_b:
             gb = g.sum((0, 2, 3))
         return gx, gw, gb
 
 
+def _conv2d_weight_grad(padded_input, grad_out, kernel, geo):
+    """The weight gradient of a convolution (geometry ``geo``) of the zero-padded input
+    ``padded_input`` whose output's gradient is ``grad_out``, as differentiable ops: each group's
+    input channels convolved with its output channels' gradients (stride and dilation trading
+    places), cropped to ``kernel``."""
+    c_group, k_group = padded_input.shape[1] // geo.groups, grad_out.shape[1] // geo.groups
+    parts = []
+    for group in range(geo.groups):
+        xs = padded_input[:, group * c_group : (group + 1) * c_group].transpose(0, 1)
+        gs = grad_out[:, group * k_group : (group + 1) * k_group].transpose(0, 1)
+        parts.append(conv2d(xs, gs, None, geo.dilation, 0, geo.stride)[:, :, : kernel[0], : kernel[1]].transpose(0, 1))
+    return parts[0] if len(parts) == 1 else _T.Cat.apply(*parts, dim=0)
+
+
 class ConvTranspose2d(Conv2d):
     op = "conv_transpose2d"
-    backward_graph = None  # its double backward is not written
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        """The transposed convolution is the data gradient of a convolution (``ops.conv._transposed``)
+        taking g's shape to x's: x's gradient is that convolution of g (cropped to x), w's its weight
+        gradient with x as the output's gradient, b's the sum of g."""
+        x, weight = ctx.saved_tensors
+        geo = _conv_ops._transposed("conv_transpose2d", x, weight, **_transposed_options(ctx.options))
+        need_x, need_w, need_b = ctx.needs_input_grad
+        xt, wt = io.input(0, x), io.input(1, weight)
+        if geo.unbatched:
+            xt, g = xt.unsqueeze(0), g.unsqueeze(0)
+        (h, width), (r, s) = xt.shape[-2:], wt.shape[-2:]
+        gx = gw = gb = None
+        if need_x:
+            gx = conv2d(g, wt, None, geo.stride, geo.padding, geo.dilation, geo.groups)[:, :, :h, :width]
+            gx = gx.squeeze(0) if geo.unbatched else gx
+        if need_w:
+            # the convolution's input is g padded by `padding`; x, fitted to its output, is the output's gradient
+            fitted = pad(xt, [0, geo.out_shape[3] - width, 0, geo.out_shape[2] - h])
+            padded = pad(g, [geo.padding[1], geo.padding[1], geo.padding[0], geo.padding[0]])
+            gw = _conv2d_weight_grad(padded, fitted, (r, s), geo)
+        if need_b:
+            gb = g.sum((0, 2, 3))
+        return gx, gw, gb
+
+
+def _transposed_options(options: dict) -> dict:
+    """A transposed convolution's keyword options with PyTorch's defaults filled in."""
+    defaults = {"stride": 1, "padding": 0, "output_padding": 0, "groups": 1, "dilation": 1}
+    return {**defaults, **options}
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
