@@ -91,6 +91,11 @@ CASES = {
         [(2, 3, 2)],
         False,
     ),
+    "adaptive_avg_pool2d": (
+        lambda x: F.adaptive_avg_pool2d(x * x, (2, 3)).sum((2, 3), keepdim=True) * x,
+        [(2, 2, 5, 4)],
+        False,
+    ),
     "conv2d": (
         lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1).tanh() * F.conv2d(x, w, None, stride=2, padding=1),
         [(2, 3, 5, 6), (4, 3, 3, 2), (4,)],

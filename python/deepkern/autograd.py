@@ -730,7 +730,7 @@ def _graph_engine(roots, to_leaf, wanted=None, only_leaves=None) -> None:
                     "norm, layer_norm, "
                     "group_norm, batch_norm, where, indexing, cat, stack, reshape, permute, expand, matmul, linear, "
                     "conv2d, conv_transpose2d, "
-                    "max_pool2d and avg_pool2d)"
+                    "max_pool2d, avg_pool2d and adaptive_avg_pool2d)"
                 )
             if node.ctx._released:
                 _ = node.ctx.saved_tensors  # raises: this part of the graph was already freed

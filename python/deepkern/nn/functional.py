@@ -441,6 +441,15 @@ class AdaptiveAvgPool2d(Function):
     def backward(ctx, g):
         return ops.adaptive_avg_pool2d_backward(g, ctx.x_shape), None
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        x_shape, output_size = ctx.x_shape, tuple(g.shape[-2:])
+        return _T.LinearBackward.apply(
+            g,
+            lambda a: ops.adaptive_avg_pool2d_backward(a, x_shape),
+            lambda a: ops.adaptive_avg_pool2d(a, output_size),
+        ), None
+
 
 def adaptive_avg_pool2d(input, output_size):
     """Mean over PyTorch's adaptive windows giving ``output_size`` (int or pair; None keeps)."""
