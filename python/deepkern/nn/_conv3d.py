@@ -12,20 +12,11 @@ import numpy as np
 
 from .. import backends
 from ..tensor import Tensor
+from ._pool3d import _triple
 
 __all__ = ["conv3d"]
 
 _NCDHW = "(N, C, D, H, W) or (C, D, H, W)"
-
-
-def _triple(value, name: str) -> tuple:
-    """An int or a 1- or 3-sequence of ints as a 3-tuple; ValueError naming ``name`` otherwise."""
-    values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
-    if len(values) == 1:
-        values *= 3
-    if len(values) != 3 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
-        raise ValueError(f"conv3d: {name} must be an int or a tuple of 3 ints, got {value!r}")
-    return tuple(int(v) for v in values)
 
 
 def _padding_pairs(padding, kernel, stride, dilation) -> list:
@@ -39,7 +30,7 @@ def _padding_pairs(padding, kernel, stride, dilation) -> list:
             raise ValueError("conv3d: padding='same' is not supported for strided convolutions")
         totals = [d * (k - 1) for d, k in zip(dilation, kernel)]
         return [(t // 2, t - t // 2) for t in totals]
-    pads = _triple(padding, "padding")
+    pads = _triple(padding, "padding", "conv3d")
     if any(p < 0 for p in pads):
         raise ValueError(f"conv3d: padding must be non-negative, got {padding!r}")
     return [(p, p) for p in pads]
@@ -60,7 +51,7 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     unbatched = x.ndim == 4
     if unbatched:
         x = x.unsqueeze(0)
-    stride, dilation = _triple(stride, "stride"), _triple(dilation, "dilation")
+    stride, dilation = _triple(stride, "stride", "conv3d"), _triple(dilation, "dilation", "conv3d")
     if any(v < 1 for v in stride + dilation):
         raise ValueError(f"conv3d: stride and dilation must be positive, got {stride} and {dilation}")
     if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:

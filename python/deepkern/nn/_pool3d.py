@@ -39,6 +39,7 @@ def _input(input, op: str):
 
 
 def _triple(value, name: str, op: str) -> tuple:
+    """An int or a 1- or 3-sequence of ints as a 3-tuple; ValueError naming ``op`` and ``name`` otherwise."""
     values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
     if len(values) == 1:
         values *= 3
@@ -126,7 +127,7 @@ def adaptive_max_pool3d(input, output_size, return_indices=False):
     """Max over PyTorch's adaptive windows giving ``output_size`` (an int or a triple; None keeps
     that size) of input ``(N, C, D, H, W)`` or ``(C, D, H, W)``: output plane ``i`` of ``D_out``
     takes input planes ``floor(i * D / D_out)`` to ``ceil((i + 1) * D / D_out)``, rows and columns
-    likewise; ``return_indices`` as max_pool3d's."""
+    likewise (functional._adaptive_windows); ``return_indices`` as max_pool3d's."""
     op = "adaptive_max_pool3d"
     x, unbatched = _input(input, op)
     size = _adaptive_size(output_size, x.shape, op)
@@ -136,11 +137,8 @@ def adaptive_max_pool3d(input, output_size, return_indices=False):
     n, c, d = x.shape[:3]
     planes = planes.reshape(n, c, d, *planes.shape[-2:])
     plane_index = plane_index.reshape(planes.shape)
-    starts, ends = _adaptive_bounds(d, size[0])
-    width = int((ends - starts).max())
-    index = starts[:, None] + np.arange(width)[None, :]
-    index = np.where(index < ends[:, None], index, d)  # past a run's end: the -inf plane behind
-    out = _max_over_runs(planes, plane_index, index, 0, 1, x.shape, return_indices)
+    index = F._adaptive_windows(d, size[0])  # narrower runs repeat their last plane: no other max
+    out = _max_over_runs(planes, plane_index, index, 0, 0, x.shape, return_indices)
     return _unbatch(out, unbatched)
 
 
@@ -190,10 +188,9 @@ def adaptive_avg_pool3d(input, output_size):
     planes = F.adaptive_avg_pool2d(_planes(x), size[1:])
     n, c, d = x.shape[:3]
     planes = planes.reshape(n, c, d, *planes.shape[-2:])
-    starts, ends = _adaptive_bounds(d, size[0])
     weights = np.zeros((d, size[0]))
-    for i, (start, end) in enumerate(zip(starts, ends)):
-        weights[start:end, i] = 1.0 / (end - start)
+    weights[F._adaptive_windows(d, size[0]), np.arange(size[0])[:, None]] = 1.0  # each run's planes
+    weights = weights / weights.sum(axis=0)
     weights = Tensor._wrap(backends.to_device(weights.astype(x.dtype), x.device))
     out = (planes.permute(0, 1, 3, 4, 2) @ weights).permute(0, 1, 4, 2, 3).contiguous()
     return _unbatch(out, unbatched)
@@ -208,12 +205,6 @@ def _adaptive_size(output_size, shape, op: str) -> tuple:
     if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in sizes):
         raise ValueError(f"{op}: output_size must be positive ints (or None), got {output_size!r}")
     return tuple(int(v) for v in sizes)
-
-
-def _adaptive_bounds(size: int, out: int):
-    """PyTorch's adaptive windows along one dimension: starts floor(i * size / out), ends ceil((i + 1) * size / out)."""
-    i = np.arange(out)
-    return (i * size) // out, -((-(i + 1) * size) // out)
 
 
 def _unbatch(out, unbatched):

@@ -185,8 +185,7 @@ class Conv2d(Function):
             xt, g = xt.unsqueeze(0), g.unsqueeze(0)
         (h, width), (r, s) = xt.shape[-2:], wt.shape[-2:]
         spans = [d * (k - 1) for d, k in zip(geo.dilation, (r, s))]
-        begins = geo.padding  # 'same' may pad one more at the end
-        ends = [t - b for t, b in zip(spans, begins)] if ctx.options.get("padding") == "same" else list(begins)
+        begins, ends = geo.padding, geo.padding_end  # 'same' may pad one more at the end
         padded = [n + b + e for n, b, e in zip((h, width), begins, ends)]
         gx = gw = gb = None
         if need_x:

@@ -86,7 +86,7 @@ class _Geometry:
                 raise ValueError(f"{op}: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
         else:
             pad_begin = pad_end = _pair(padding, "padding", op, 0)
-        self.padding = pad_begin
+        self.padding, self.padding_end = pad_begin, pad_end  # they differ only for 'same' with an even span
         out_h = (h + pad_begin[0] + pad_end[0] - spans[0] - 1) // self.stride[0] + 1
         out_w = (width + pad_begin[1] + pad_end[1] - spans[1] - 1) // self.stride[1] + 1
         if out_h < 1 or out_w < 1:
