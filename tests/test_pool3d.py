@@ -159,6 +159,23 @@ def test_adaptive_pool3d_matches_the_reference(size):
         np.testing.assert_array_equal(nn.AdaptiveMaxPool3d(size)(dk.tensor(x)).numpy(), best)
 
 
+def test_pool3d_keeps_nan_and_inf_in_their_windows():
+    """A NaN or an Inf reaches the outputs whose windows hold it, and no other."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((1, 2, 5, 4, 4))
+    x[0, 0, 1, 1, 1], x[0, 1, 3, 2, 2], x[0, 1, 0, 0, 0] = np.nan, np.inf, -np.inf
+    for size in [(3, 2, 2), 1, (5, 4, 4)]:
+        mean, best, _ = adaptive_pool3d_ref(x, size)
+        np.testing.assert_allclose(F.adaptive_avg_pool3d(dk.tensor(x), size).numpy(), mean, rtol=1e-14)
+        np.testing.assert_array_equal(F.adaptive_max_pool3d(dk.tensor(x), size).numpy(), best)
+    for args in [(2, 1, 1, False, True), (3, 2, 1, True, False)]:
+        np.testing.assert_allclose(F.avg_pool3d(dk.tensor(x), *args).numpy(), avg_pool3d_ref(x, *args), rtol=1e-14)
+    got = F.max_pool3d(dk.tensor(x), 2, 1).numpy()
+    has_nan = avg_pool3d_ref(np.isnan(x).astype(float), 2, 1) > 0  # a window holding a NaN: NaN, as PyTorch
+    np.testing.assert_array_equal(np.isnan(got), has_nan)
+    np.testing.assert_array_equal(got[~has_nan], max_pool3d_ref(x, 2, 1)[0][~has_nan])
+
+
 @pytest.mark.parametrize(
     "pool",
     [

@@ -188,12 +188,15 @@ def adaptive_avg_pool3d(input, output_size):
     planes = F.adaptive_avg_pool2d(_planes(x), size[1:])
     n, c, d = x.shape[:3]
     planes = planes.reshape(n, c, d, *planes.shape[-2:])
-    weights = np.zeros((d, size[0]))
-    weights[F._adaptive_windows(d, size[0]), np.arange(size[0])[:, None]] = 1.0  # each run's planes
-    weights = weights / weights.sum(axis=0)
-    weights = Tensor._wrap(backends.to_device(weights.astype(x.dtype), x.device))
-    out = (planes.permute(0, 1, 3, 4, 2) @ weights).permute(0, 1, 4, 2, 3).contiguous()
-    return _unbatch(out, unbatched)
+    # each run's planes, summed and divided by their count: a run's repeated last index (a narrower
+    # window) reads the zero plane behind (a weighted sum over all planes would carry a NaN or an
+    # Inf of one window into the others, as 0 * NaN)
+    index = F._adaptive_windows(d, size[0])
+    repeated = np.zeros(index.shape, bool)
+    repeated[:, 1:] = index[:, 1:] == index[:, :-1]
+    sums = F.pad(planes, [0, 0, 0, 0, 0, 1])[:, :, np.where(repeated, d, index)].sum(dim=3)
+    counts = backends.to_device((~repeated).sum(axis=1).astype(x.dtype), x.device).reshape(1, 1, -1, 1, 1)
+    return _unbatch(sums / Tensor._wrap(counts), unbatched)
 
 
 def _adaptive_size(output_size, shape, op: str) -> tuple:
