@@ -232,6 +232,51 @@ __all__ = [
     "trapz",
     "cov",
     "corrcoef",
+    "multiply",
+    "divide",
+    "subtract",
+    "greater",
+    "greater_equal",
+    "less",
+    "less_equal",
+    "not_equal",
+    "positive",
+    "sgn",
+    "acosh",
+    "asinh",
+    "atanh",
+    "arccosh",
+    "arcsinh",
+    "arctanh",
+    "deg2rad",
+    "rad2deg",
+    "logaddexp2",
+    "fmax",
+    "fmin",
+    "isneginf",
+    "isposinf",
+    "isreal",
+    "is_signed",
+    "is_nonzero",
+    "is_same_size",
+    "get_device",
+    "ldexp",
+    "frexp",
+    "nextafter",
+    "lgamma",
+    "digamma",
+    "polygamma",
+    "mvlgamma",
+    "erfinv",
+    "i0",
+    "bitwise_and",
+    "bitwise_or",
+    "bitwise_xor",
+    "bitwise_left_shift",
+    "bitwise_right_shift",
+    "gcd",
+    "lcm",
+    "multinomial",
 ]
 
 
@@ -308,6 +353,23 @@ scatter_reduce, masked_scatter, index_put, index_put_ = map(
 )
 put, take, histc, msort, renorm = map(_method_form, ["put", "take", "histc", "msort", "renorm"])
 kron, inner, cov, corrcoef = map(_method_form, ["kron", "inner", "cov", "corrcoef"])
+multiply, divide, subtract, greater = map(_method_form, ["multiply", "divide", "subtract", "greater"])
+greater_equal, less, less_equal, not_equal = map(_method_form, ["greater_equal", "less", "less_equal", "not_equal"])
+positive, sgn, acosh, asinh, atanh = map(_method_form, ["positive", "sgn", "acosh", "asinh", "atanh"])
+arccosh, arcsinh, arctanh, deg2rad, rad2deg = map(_method_form, ["arccosh", "arcsinh", "arctanh", "deg2rad", "rad2deg"])
+logaddexp2, fmax, fmin, isneginf, isposinf = map(_method_form, ["logaddexp2", "fmax", "fmin", "isneginf", "isposinf"])
+isreal, is_signed, is_nonzero, is_same_size = map(_method_form, ["isreal", "is_signed", "is_nonzero", "is_same_size"])
+get_device, ldexp, frexp, nextafter = map(_method_form, ["get_device", "ldexp", "frexp", "nextafter"])
+lgamma, digamma, mvlgamma, erfinv, i0 = map(_method_form, ["lgamma", "digamma", "mvlgamma", "erfinv", "i0"])
+bitwise_and, bitwise_or, bitwise_xor = map(_method_form, ["bitwise_and", "bitwise_or", "bitwise_xor"])
+bitwise_left_shift, bitwise_right_shift = map(_method_form, ["bitwise_left_shift", "bitwise_right_shift"])
+gcd, lcm, multinomial = map(_method_form, ["gcd", "lcm", "multinomial"])
+
+
+def polygamma(n, input) -> Tensor:
+    """``input.polygamma(n)``: the ``n``-th derivative of digamma (``n`` first, as ``torch.polygamma``)."""
+    _check_tensor("polygamma", "input", input)
+    return input.polygamma(n)
 
 
 def _floating_input(what: str, input) -> None:

@@ -35,8 +35,18 @@ class _ByMethod:
         return getattr(tensor, self.name)(*args, **self.options)
 
 
+class _ByMethodOfCopy(_ByMethod):
+    """:class:`_ByMethod` on a clone of a tensor that requires grad: for methods made of several Functions
+    whose inner ones save the tensor's values, which the in-place write would change under them."""
+
+    def apply(self, tensor, *args):
+        return super().apply(tensor.clone() if tensor.requires_grad else tensor, *args)
+
+
 #: ``aminmax``'s result, as PyTorch's torch.return_types.aminmax.
 AminmaxResult = namedtuple("aminmax", ["min", "max"])
+#: ``frexp``'s result, as PyTorch's torch.return_types.frexp.
+FrexpResult = namedtuple("frexp", ["mantissa", "exponent"])
 
 _INTERPOLATIONS = ("linear", "lower", "higher", "midpoint", "nearest")
 _SCATTER_REDUCTIONS = ("sum", "prod", "mean", "amax", "amin")
@@ -48,15 +58,70 @@ def _dtype_name(dtype) -> str:
     return str(np.dtype(dtype)) if not is_bfloat16(dtype) else "bfloat16"
 
 
-def _in_place(name: str):
-    """``name + "_"``: ``name``'s result written into the tensor (recorded like PyTorch's in-place ops)."""
+def _in_place(name: str, of_copy: bool = False):
+    """``name + "_"``: ``name``'s result written into the tensor (recorded like PyTorch's in-place ops);
+    ``of_copy``: computed from a clone (see _ByMethodOfCopy)."""
 
-    def method(self, *args):
-        return self._inplace(name + "_", _ByMethod(name), *args)
+    def method(self, *args, **kwargs):
+        return self._inplace(name + "_", (_ByMethodOfCopy if of_copy else _ByMethod)(name, **kwargs), *args)
 
     method.__name__ = method.__qualname__ = name + "_"
     method.__doc__ = f"In-place ``{name}``."
     return method
+
+
+def _compared_in_place(name: str):
+    """``name + "_"``: the comparison ``name`` written into the tensor as 1 or 0 in its own dtype; as in
+    PyTorch, the change is recorded with a zero gradient."""
+
+    def method(self, other):
+        result = getattr(self, name)(other)
+        if result.shape != self.shape:
+            raise RuntimeError(
+                f"{name}_: output with shape {self.shape} doesn't match the broadcast shape {result.shape}"
+            )
+        return self._inplace(name + "_", _t._Overwrite, result)
+
+    method.__name__ = method.__qualname__ = name + "_"
+    method.__doc__ = f"In-place ``{name}``: 1 where it holds, else 0, in the tensor's dtype."
+    return method
+
+
+def _alias(name: str, target: str):
+    """The method ``name``: PyTorch's other name of Tensor's ``target``."""
+
+    def method(self, *args, **kwargs):
+        return getattr(self, target)(*args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"``{target}``."
+    return method
+
+
+#: PyTorch's other names of methods that tensor.py defines (set on LongTailMethods after it).
+_ALIASES = {
+    "multiply": "mul",
+    "multiply_": "mul_",
+    "subtract": "sub",
+    "subtract_": "sub_",
+    "true_divide_": "div_",
+    "greater": "gt",
+    "greater_equal": "ge",
+    "less": "lt",
+    "less_equal": "le",
+    "not_equal": "ne",
+    "sgn": "sign",
+}
+
+
+def _tensor_argument(what: str, name: str, value) -> None:
+    if not isinstance(value, _t.Tensor):
+        raise TypeError(f"{what}(): argument '{name}' must be a Tensor, got {_t._kind_name(value)}")
+
+
+def _not_implemented(what: str, kernel: str, dtype) -> NotImplementedError:
+    """PyTorch's refusal of an op for a dtype it has no kernel of (``"lshift_cpu" not implemented for ...``)."""
+    return NotImplementedError(f"{what}: \"{kernel}_cpu\" not implemented for '{_dtype_name(dtype)}'")
 
 
 def _matrix_check(what: str, name: str, t, ndim: int) -> None:
@@ -1231,3 +1296,309 @@ class LongTailMethods:
             raise RuntimeError(f"log_normal_ expects std > 0.0, but found std={std}")
         shape = self.shape
         return self._fill_random("log_normal_", lambda rng: rng.lognormal(mean, std, shape), generator)
+
+    # -- PyTorch's other names, predicates and casts ---------------------------------------------------
+
+    def divide(self, other, *, rounding_mode=None):
+        """``self / other``; with ``rounding_mode`` "trunc" or "floor" the quotient rounded toward zero
+        or down, in the operands' promoted dtype (integers exactly), with a zero gradient."""
+        if rounding_mode is None:
+            return self / other
+        if rounding_mode == "floor":
+            return self // other
+        if rounding_mode != "trunc":
+            raise RuntimeError(
+                f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but found {rounding_mode!r}"
+            )
+        x, y = _t._promoted(self, other)
+        if x.dtype.kind in "fV":
+            return (x / y).trunc()
+        a, b = x._array, _t._array_of(y)
+        F._check_integer_divisor(a, b, "divide")
+        quotient = a // b
+        return _t.Tensor._wrap(as_array(quotient + ((a % b != 0) & ((a < 0) != (b < 0)))))
+
+    def positive(self):
+        """The tensor itself (refused for bool tensors, as PyTorch's unary ``+``)."""
+        if self.dtype == np.bool_:
+            raise RuntimeError("positive: The `+` operator, on a bool tensor is not supported.")
+        return self
+
+    def isposinf(self):
+        return self._infinite(negative=False)
+
+    def isneginf(self):
+        return self._infinite(negative=True)
+
+    def _infinite(self, negative: bool):
+        """Where the tensor holds -inf (``negative``) or +inf: nowhere for integer and bool tensors."""
+        if self.dtype.kind not in "fV":
+            return _t.zeros(self.shape, dtype=_t.bool_, device=self.device)
+        return self.isinf() & (self.signbit() if negative else ~self.signbit())
+
+    def isreal(self):
+        """True where the imaginary part is 0: everywhere for a real dtype."""
+        if self.dtype.kind == "c":
+            return _t.Tensor._wrap(as_array(np.imag(self._array) == 0))
+        return _t.ones(self.shape, dtype=_t.bool_, device=self.device)
+
+    def is_signed(self) -> bool:
+        """Whether the dtype holds negative values (not bool or uint8)."""
+        return self.dtype.kind not in "bu"
+
+    def is_nonzero(self) -> bool:
+        """The value of a one-element tensor as a bool (PyTorch's errors for no or several elements)."""
+        if self.numel() != 1:
+            count = "no values" if self.numel() == 0 else "more than one value"
+            raise RuntimeError(f"is_nonzero: Boolean value of Tensor with {count} is ambiguous")
+        return bool(self.item())
+
+    def is_same_size(self, other) -> bool:
+        _tensor_argument("is_same_size", "other", other)
+        return self.shape == other.shape
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def is_cpu(self) -> bool:
+        return self.device.type == "cpu"
+
+    def get_device(self) -> int:
+        """The GPU's index, or -1 on the CPU."""
+        return -1 if self.device.type == "cpu" else self.device.index or 0
+
+    def byte(self):
+        return self.to(np.uint8)
+
+    def char(self):
+        return self.to(np.int8)
+
+    def short(self):
+        return self.to(np.int16)
+
+    # -- inverse hyperbolic, angles, logaddexp2, fmax/fmin, float decomposition ---------------------------
+
+    def acosh(self):
+        return F.Acosh.apply(self._as_floating())
+
+    def asinh(self):
+        return F.Asinh.apply(self._as_floating())
+
+    def atanh(self):
+        return F.Atanh.apply(self._as_floating())
+
+    arccosh, arcsinh, arctanh = acosh, asinh, atanh
+
+    def deg2rad(self):
+        return self._as_floating() * (math.pi / 180)
+
+    def rad2deg(self):
+        return self._as_floating() * (180 / math.pi)
+
+    def _floating_pair(self, what: str, other) -> tuple:
+        """This tensor and the Tensor ``other`` promoted together, which must give a floating dtype."""
+        _tensor_argument(what, "other", other)
+        x, y = _t._promoted(self, other)
+        if x.dtype.kind not in "fV":
+            raise _not_implemented(what, what, x.dtype)
+        return x, y
+
+    def logaddexp2(self, other):
+        """log2(2^self + 2^other), without overflow."""
+        return F.LogAddExp2.apply(*self._floating_pair("logaddexp2", other))
+
+    def nextafter(self, other):
+        """The next representable value after each element towards ``other``'s (the gradient: the
+        output's to self, none to other, as PyTorch)."""
+        return F.NextAfter.apply(*self._floating_pair("nextafter", other))
+
+    def fmax(self, other):
+        """The elementwise maximum in which a number beats NaN (NaN only where both are)."""
+        _tensor_argument("fmax", "other", other)
+        return F.FMax.apply(*_t._promoted(self, other))
+
+    def fmin(self, other):
+        """The elementwise minimum in which a number beats NaN (NaN only where both are)."""
+        _tensor_argument("fmin", "other", other)
+        return F.FMax.apply(*_t._promoted(self, other), minimum=True)
+
+    def ldexp(self, other):
+        """``self * 2^other`` (``2^other`` of an integer ``other`` in the default float dtype, as PyTorch)."""
+        _tensor_argument("ldexp", "other", other)
+        return self * (2.0**other)
+
+    def frexp(self):
+        """``(mantissa, exponent)``: self = mantissa * 2^exponent with |mantissa| in [0.5, 1), exponent int32."""
+        if self.dtype.kind not in "fV":
+            raise RuntimeError(f"frexp: torch.frexp() only supports floating-point dtypes, got {self.dtype}")
+        return FrexpResult(*F.Frexp.apply(self))
+
+    # -- special functions (computed in float64 and rounded once; see tensor_ops) -------------------------
+
+    def lgamma(self):
+        """log |Gamma(x)| (inf at 0 and the negative integers); its gradient is digamma."""
+        return F.Lgamma.apply(self._as_floating())
+
+    def digamma(self):
+        """The logarithmic derivative of Gamma (-inf at +0, NaN at the negative integers)."""
+        return F.Digamma.apply(self._as_floating())
+
+    def polygamma(self, n):
+        """The ``n``-th derivative of digamma (``n`` >= 0)."""
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+            raise TypeError(f"polygamma(): argument 'n' must be int, got {_t._kind_name(n)}")
+        if n < 0:
+            raise RuntimeError(f"polygamma(n, x) does not support negative n, got n={n}")
+        return F.Polygamma.apply(self._as_floating(), int(n))
+
+    def mvlgamma(self, p):
+        """The multivariate log-gamma of dimension ``p``: sum over i < p of lgamma(x - i / 2), plus
+        p (p - 1) / 4 log(pi)."""
+        if isinstance(p, bool) or not isinstance(p, numbers.Integral):
+            raise TypeError(f"mvlgamma(): argument 'p' must be int, got {_t._kind_name(p)}")
+        if p < 1:
+            raise RuntimeError(f"mvlgamma: p has to be greater than or equal to 1, got p={p}")
+        x = self._as_floating()
+        offsets = _t.tensor((np.arange(p) - (p - 1)) / 2, dtype=x.dtype, device=x.device)
+        return (x.unsqueeze(-1) + offsets).lgamma().sum(-1) + p * (p - 1) / 4 * math.log(math.pi)
+
+    def erfinv(self):
+        """The inverse error function on [-1, 1] (+-inf at +-1, NaN beyond)."""
+        return F.Erfinv.apply(self._as_floating())
+
+    def i0(self):
+        """The modified Bessel function of the first kind of order 0; its gradient is I1."""
+        return F.I0.apply(self._as_floating())
+
+    # -- integer ops ---------------------------------------------------------------------------------
+
+    def _integer_op(self, what: str, kernel: str, other, ufunc, bool_ok: bool = True):
+        """``ufunc`` of this tensor and ``other`` (a Tensor or a number) in their promoted dtype, which
+        must be an integer one (or bool, with ``bool_ok``); NumPy's shifts are PyTorch's (a shift by a
+        negative count or past the width gives 0, or -1 for a negative value shifted right)."""
+        x, y = _t._promoted(self, other)
+        if x.dtype.kind not in ("biu" if bool_ok else "iu"):
+            raise _not_implemented(what, kernel, x.dtype)
+        b = y._array if isinstance(y, _t.Tensor) else np.asarray(y).astype(x.dtype)[()]  # wrapped as PyTorch's
+        return _t.Tensor._wrap(as_array(ufunc(x._array, b)))
+
+    def bitwise_and(self, other):
+        return self._integer_op("bitwise_and", "bitwise_and", other, np.bitwise_and)
+
+    def bitwise_or(self, other):
+        return self._integer_op("bitwise_or", "bitwise_or", other, np.bitwise_or)
+
+    def bitwise_xor(self, other):
+        return self._integer_op("bitwise_xor", "bitwise_xor", other, np.bitwise_xor)
+
+    def bitwise_left_shift(self, other):
+        return self._integer_op("bitwise_left_shift", "lshift", other, np.left_shift, bool_ok=False)
+
+    def bitwise_right_shift(self, other):
+        return self._integer_op("bitwise_right_shift", "rshift", other, np.right_shift, bool_ok=False)
+
+    def gcd(self, other):
+        """The greatest common divisor (non-negative; gcd(0, 0) = 0)."""
+        _tensor_argument("gcd", "other", other)
+        return self._integer_op("gcd", "gcd", other, np.gcd, bool_ok=False)
+
+    def lcm(self, other):
+        """The least common multiple (non-negative; 0 where either is 0)."""
+        _tensor_argument("lcm", "other", other)
+        return self._integer_op("lcm", "lcm", other, np.lcm, bool_ok=False)
+
+    # -- sampling ------------------------------------------------------------------------------------
+
+    def multinomial(self, num_samples, replacement=False, *, generator=None):
+        """``num_samples`` category indices (int64) drawn for this 1-D tensor, or each row of this 2-D
+        one, of non-negative weights (their sum need not be 1): independently with ``replacement``, else
+        all distinct (by the exponential race: the largest weight / Exp(1) first, so weight-0 categories
+        come only once the others are used up, as PyTorch's). From ``generator`` or deepkern's."""
+        what = "multinomial"
+        if self.dtype.kind not in "fV":
+            raise RuntimeError(f"{what} only supports floating-point dtypes for input, got: {self.dtype}")
+        if self.ndim not in (1, 2):
+            raise RuntimeError(f"{what}: prob_dist must be 1 or 2 dim, got shape {self.shape}")
+        if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral):
+            raise TypeError(f"{what}(): argument 'num_samples' must be int, got {_t._kind_name(num_samples)}")
+        if num_samples <= 0:
+            raise RuntimeError(f"{what}: cannot sample n_sample <= 0 samples, got num_samples={num_samples}")
+        categories = self.shape[-1]
+        if not replacement and num_samples > categories:
+            raise RuntimeError(
+                f"{what}: cannot sample n_sample > prob_dist.size(-1) samples without replacement, got "
+                f"num_samples={num_samples} and {categories} categories"
+            )
+        weights = np.asarray(self._host_array(), dtype=np.float64).reshape(-1, categories)
+        if not np.all(np.isfinite(weights) & (weights >= 0)):
+            raise RuntimeError(f"{what}: probability tensor contains either `inf`, `nan` or element < 0")
+        if np.any(weights.sum(1) <= 0):
+            raise RuntimeError(f"{what}: invalid multinomial distribution (sum of probabilities <= 0)")
+        rng = generator or get_generator()
+        if replacement:
+            cdf = np.cumsum(weights, 1)
+            draws = rng.random((len(weights), num_samples)) * cdf[:, -1:]
+            last = categories - 1 - np.argmax(weights[:, ::-1] > 0, 1)  # a draw rounded up to the total: the last
+            picks = np.empty(draws.shape, dtype=np.int64)
+            for row, (c, d) in enumerate(zip(cdf, draws)):
+                picks[row] = np.minimum(np.searchsorted(c, d, side="right"), last[row])
+        else:
+            keys = weights / rng.exponential(size=weights.shape)
+            picks = np.argsort(-keys, axis=1, kind="stable")[:, :num_samples]
+        picks = picks.astype(np.int64, copy=False).reshape(self.shape[:-1] + (num_samples,))
+        return _t.Tensor._wrap(to_device(picks, self.device))
+
+    # -- in place, second batch ------------------------------------------------------------------------
+
+    acos_, asin_, atan_, atan2_, cosh_, sinh_ = map(_in_place, ["acos", "asin", "atan", "atan2", "cosh", "sinh"])
+    arccos_, arcsin_, arctan_, arctan2_ = acos_, asin_, atan_, atan2_
+    tan_, erf_, erfc_, exp2_, expm1_ = map(_in_place, ["tan", "erf", "erfc", "exp2", "expm1"])
+    log10_, log1p_, log2_, sinc_, sign_ = map(_in_place, ["log10", "log1p", "log2", "sinc", "sign"])
+    fix_, frac_, heaviside_, hypot_, xlogy_ = map(_in_place, ["fix", "frac", "heaviside", "hypot", "xlogy"])
+    remainder_, fmod_, floor_divide_ = map(_in_place, ["remainder", "fmod", "floor_divide"])
+    ldexp_, nextafter_ = map(_in_place, ["ldexp", "nextafter"])
+    logit_, copysign_, divide_ = (_in_place(name, of_copy=True) for name in ["logit", "copysign", "divide"])
+    acosh_, asinh_, atanh_, deg2rad_, rad2deg_ = map(_in_place, ["acosh", "asinh", "atanh", "deg2rad", "rad2deg"])
+    arccosh_, arcsinh_, arctanh_, sgn_, negative_, absolute_ = acosh_, asinh_, atanh_, sign_, neg_, abs_
+    lgamma_, digamma_, polygamma_ = map(_in_place, ["lgamma", "digamma", "polygamma"])
+    mvlgamma_, erfinv_, i0_ = map(_in_place, ["mvlgamma", "erfinv", "i0"])
+    logical_and_, logical_or_, logical_xor_, logical_not_ = map(
+        _in_place, ["logical_and", "logical_or", "logical_xor", "logical_not"]
+    )
+    bitwise_and_, bitwise_or_, bitwise_xor_, bitwise_not_ = map(
+        _in_place, ["bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not"]
+    )
+    bitwise_left_shift_, bitwise_right_shift_, gcd_, lcm_ = map(
+        _in_place, ["bitwise_left_shift", "bitwise_right_shift", "gcd", "lcm"]
+    )
+    eq_, ne_, lt_, le_, gt_, ge_ = map(_compared_in_place, ["eq", "ne", "lt", "le", "gt", "ge"])
+    greater_, greater_equal_, less_, less_equal_, not_equal_ = gt_, ge_, lt_, le_, ne_
+
+    def float_power_(self, exponent):
+        """In-place ``float_power``: only a float64 tensor holds its float64 result (as PyTorch)."""
+        if self.dtype != np.float64:
+            raise RuntimeError(
+                f"float_power_: the base given to float_power_ has dtype {_dtype_name(self.dtype)} but the "
+                "operation's result requires dtype float64"
+            )
+        return self._inplace("float_power_", _ByMethod("float_power"), exponent)
+
+    def cumsum_(self, dim, dtype=None):
+        return self._running_in_place("cumsum", dim, dtype)
+
+    def cumprod_(self, dim, dtype=None):
+        return self._running_in_place("cumprod", dim, dtype)
+
+    def _running_in_place(self, name: str, dim, dtype):
+        if dtype is not None and np.dtype(dtype) != self.dtype:
+            raise RuntimeError(
+                f"{name}_: Bad in-place call: input tensor dtype {_dtype_name(self.dtype)} and output tensor "
+                f"dtype {_dtype_name(dtype)} should match"
+            )
+        return self._inplace(name + "_", _ByMethod(name, dtype=self.dtype), dim)  # wrapped in it, as PyTorch
+
+
+for _name, _target in _ALIASES.items():
+    setattr(LongTailMethods, _name, _alias(_name, _target))
