@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from . import _C, amp, autograd, backends, cuda, data, distributed, io, nn, ops, optim, utils  # noqa: E402  (data batches are Tensors)
+from . import _C, amp, autograd, backends, cuda, data, distributed, io, linalg, nn, ops, optim, utils  # noqa: E402  (data batches are Tensors)
 from .amp import autocast
 from .autograd import Function, enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from .backends.cpu import isa_label as _isa_label
@@ -53,6 +53,8 @@ from .tensor import (
 )
 from .tensor_functions import *  # noqa: F403  (the function forms: deepkern.exp, deepkern.max, ...)
 from .tensor_functions import __all__ as _FUNCTIONS
+from .tensor_linalg import *  # noqa: F403  (the function forms: deepkern.det, deepkern.svd, ...)
+from .tensor_linalg import __all__ as _LINALG_FUNCTIONS
 
 # PyTorch's dtype names (they shadow the builtins in this module's namespace, as in torch).
 float, double, half = float32, float64, np.dtype(np.float16)
@@ -149,7 +151,9 @@ __all__ = [
     "eye",
     "randperm",
     "optim",
+    "linalg",
     *_FUNCTIONS,
+    *_LINALG_FUNCTIONS,
 ]
 
 

@@ -23,6 +23,7 @@ from . import tensor_ops as F
 from .backends import CPU_DEVICE, Device, as_array
 from .ops._validate import astype, bfloat16_dtype, is_bfloat16, is_floating_dtype
 from .random import get_generator
+from .tensor_linalg import LinalgMethods
 from .tensor_long_tail import LongTailMethods
 
 __all__ = [
@@ -184,7 +185,7 @@ def _on_device_of(t: "Tensor", value, op: str):
     return arr
 
 
-class Tensor(LongTailMethods):
+class Tensor(LongTailMethods, LinalgMethods):
     """An array of a device's backend (a NumPy array on the CPU) plus autograd state. Create with
     :func:`tensor`, :func:`from_numpy`, the factory functions, or as the result of operations."""
 
