@@ -1,5 +1,6 @@
-"""``unfold`` / ``fold`` (``torch.nn.functional``'s im2col and col2im) and ``max_unpool2d``, each
-one differentiable Function on arrays, with PyTorch's arguments, shapes, checks and numerics.
+"""``unfold`` / ``fold`` (``torch.nn.functional``'s im2col and col2im) and ``max_unpool1d``,
+``max_unpool2d``, ``max_unpool3d``, each one differentiable Function on arrays, with PyTorch's
+arguments, shapes, checks and numerics.
 
 * ``unfold(input, kernel_size, dilation=1, padding=0, stride=1)``: input ``(N, C, H, W)`` or
   ``(C, H, W)`` gives ``(N, C * kh * kw, L)`` or ``(C * kh * kw, L)``, each column one sliding
@@ -12,6 +13,7 @@ one differentiable Function on arrays, with PyTorch's arguments, shapes, checks 
 * ``max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None)``: the
   values of ``input`` put at the flat (H * W) positions ``indices`` of max_pool2d's
   ``return_indices=True`` in a zero output; its gradient gathers from those positions.
+  ``max_unpool1d`` and ``max_unpool3d`` likewise with positions along L and in D * H * W.
 
 The two first are each other's gradient. Bad arguments raise TypeError (a type) or ValueError (a
 value) naming the function and the argument; an out-of-range unpooling index is a RuntimeError."""
@@ -27,7 +29,7 @@ from ..autograd import Function
 from ..ops._validate import is_floating_dtype
 from ..tensor import Tensor
 
-__all__ = ["unfold", "fold", "max_unpool2d"]
+__all__ = ["unfold", "fold", "max_unpool1d", "max_unpool2d", "max_unpool3d"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -40,26 +42,28 @@ def _is_int(value) -> bool:
     return isinstance(value, (numbers.Integral, np.integer, np.bool_))
 
 
-def _pair(value, name: str, op: str) -> tuple:
-    """An int or a pair of ints as a pair of ints (PyTorch's ``_pair`` and int-list argument)."""
+def _ints(value, n: int, name: str, op: str) -> tuple:
+    """An int or a sequence of ``n`` ints as an ``n``-tuple of ints (PyTorch's ``_single``, ``_pair``,
+    ``_triple`` and int-list arguments)."""
+    what = "an int or a pair of ints" if n == 2 else f"an int or a tuple of {n} ints"
     if _is_int(value):
-        return (int(value), int(value))
+        return (int(value),) * n
     if isinstance(value, (tuple, list)) or (hasattr(value, "__len__") and not isinstance(value, (str, Tensor))):
         items = tuple(value)
         if not all(_is_int(v) for v in items):
-            raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-        if len(items) != 2:
-            raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {len(items)} values: {value!r}")
-        return (int(items[0]), int(items[1]))
-    raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {type(value).__name__} {value!r}")
+            raise TypeError(f"{op}: {name} must be {what}, got {value!r}")
+        if len(items) != n:
+            raise ValueError(f"{op}: {name} must be {what}, got {len(items)} values: {value!r}")
+        return tuple(int(v) for v in items)
+    raise TypeError(f"{op}: {name} must be {what}, got {type(value).__name__} {value!r}")
 
 
 def _window(op: str, kernel_size, dilation, padding, stride) -> tuple:
     """The four pairs, checked as PyTorch's im2col/col2im check them."""
-    k = _pair(kernel_size, "kernel_size", op)
-    d = _pair(dilation, "dilation", op)
-    p = _pair(padding, "padding", op)
-    s = _pair(stride, "stride", op)
+    k = _ints(kernel_size, 2, "kernel_size", op)
+    d = _ints(dilation, 2, "dilation", op)
+    p = _ints(padding, 2, "padding", op)
+    s = _ints(stride, 2, "stride", op)
     if min(k) <= 0:
         raise ValueError(f"{op}: kernel_size should be greater than zero, but got kernel_size={k}")
     if min(d) <= 0:
@@ -207,7 +211,7 @@ def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
     (torch.nn.functional.fold, col2im)."""
     op = "fold"
     x = _tensor(input, "input", op)
-    size = _pair(output_size, "output_size", op)
+    size = _ints(output_size, 2, "output_size", op)
     k, d, p, s = _window(op, kernel_size, dilation, padding, stride)
     if x.ndim not in (2, 3) or 0 in x.shape[-2:]:
         raise ValueError(
@@ -240,11 +244,11 @@ def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
 
 
 # ---------------------------------------------------------------------------------------------
-# max_unpool2d
+# max_unpool1d, max_unpool2d, max_unpool3d
 # ---------------------------------------------------------------------------------------------
 
 
-class MaxUnpool2d(Function):
+class MaxUnpool(Function):
     """``x`` ``(P, L)`` (planes, values) put at ``indices`` ``(P, L)`` of zero planes of ``area``
     elements; the gradient gathers from those positions. Arrays of another device go through host
     memory."""
@@ -267,32 +271,87 @@ class MaxUnpool2d(Function):
 
 def _host(a) -> np.ndarray:
     """``a`` in host memory (itself when it is a NumPy array)."""
-    return a if type(a) is np.ndarray else backends.backend_of(a, op="max_unpool2d").to_cpu(a)
+    return a if type(a) is np.ndarray else backends.backend_of(a, op="max_unpool").to_cpu(a)
 
 
 def _unpool_output_size(op: str, shape: tuple, k: tuple, s: tuple, p: tuple, output_size) -> tuple:
-    """PyTorch's ``_unpool_output_size``: the default ``(H - 1) * stride + kernel - 2 * padding``,
-    or ``output_size`` (2 values, or 4 with the batch and channels first) within a stride of it."""
-    default = tuple((shape[-2 + a] - 1) * s[a] + k[a] - 2 * p[a] for a in (0, 1))
+    """PyTorch's ``_unpool_output_size``: the default ``(size - 1) * stride + kernel - 2 * padding`` per
+    spatial dimension, or ``output_size`` (those sizes, or with the batch and channels first) within a
+    stride of it."""
+    n = len(k)
+    default = tuple((shape[a - n] - 1) * s[a] + k[a] - 2 * p[a] for a in range(n))
     if output_size is None:
         return default
     if _is_int(output_size) or not hasattr(output_size, "__len__"):
-        raise TypeError(f"{op}: output_size must be a sequence of 2 or 4 ints, got {output_size!r}")
+        raise TypeError(f"{op}: output_size must be a sequence of {n} or {n + 2} ints, got {output_size!r}")
     size = tuple(output_size)
-    if len(size) == 4:
+    if len(size) == n + 2:
         size = size[2:]
-    if len(size) != 2:
+    if len(size) != n:
         raise ValueError(
-            f"{op}: output_size should be a sequence containing 2 or 4 elements, but it has a length of {len(size)}"
+            f"{op}: output_size should be a sequence containing {n} or {n + 2} elements, but it has a length of "
+            f"{len(size)}"
         )
     if not all(_is_int(v) for v in size):
         raise TypeError(f"{op}: output_size must be a sequence of ints, got {output_size!r}")
     size = tuple(int(v) for v in size)
-    for a in (0, 1):
+    for a in range(n):
         low, high = default[a] - s[a], default[a] + s[a]
         if not low < size[a] < high:
             raise ValueError(f"{op}: invalid output_size {size} (dim {a} must be between {low} and {high})")
     return size
+
+
+def _max_unpool(op: str, dims: int, input, indices, kernel_size, stride, padding, output_size):
+    """The values of ``input`` ``(N, C, *spatial)`` or ``(C, *spatial)`` (``dims`` spatial dimensions)
+    put at the flat positions ``indices`` of zero outputs of ``output_size`` (by default the one
+    max pooling with these arguments takes back to the input's size)."""
+    x = _tensor(input, "input", op)
+    k = _ints(kernel_size, dims, "kernel_size", op)
+    s = k if stride is None else _ints(stride, dims, "stride", op)
+    p = _ints(padding, dims, "padding", op)
+    if min(k + s) < 1:
+        raise ValueError(f"{op}: kernel_size and stride must be positive, got kernel_size={k} and stride={s}")
+    idx = indices if isinstance(indices, Tensor) else Tensor._wrap(backends.as_array(indices))
+    if idx.dtype != np.int64:
+        raise TypeError(f"{op}: elements in indices should be type int64 but got: {idx.dtype}")
+    if x.ndim not in (dims + 1, dims + 2):
+        raise ValueError(
+            f"{op}: input should be a {dims + 1}-D or {dims + 2}-D tensor, but got a tensor with {x.ndim} dimensions"
+        )
+    if tuple(idx.shape) != tuple(x.shape):
+        raise ValueError(
+            f"{op}: expected the shape of indices to be the same as that of the input tensor {tuple(x.shape)} "
+            f"but got indices of shape {tuple(idx.shape)}"
+        )
+    for a in range(x.ndim - dims - 1, x.ndim):
+        if x.shape[a] == 0:
+            raise ValueError(
+                f"{op}: expected input to have non-zero size for non-batch dimensions, but got {tuple(x.shape)} "
+                f"with dimension {a} being empty"
+            )
+    size = _unpool_output_size(op, tuple(x.shape), k, s, p, output_size)
+    if min(size) < 0:
+        raise ValueError(f"{op}: output_size must contain non-negative spatial dimensions, got {size}")
+    area, length = int(np.prod(size)), int(np.prod(x.shape[-dims:]))
+    flat = idx._array.reshape(-1, length)
+    if flat.size:
+        host = _host(flat)
+        low, high = int(host.min()), int(host.max())
+        if low < 0 or high >= area:
+            raise RuntimeError(
+                f"{op}: found an invalid max index: {low if low < 0 else high} (output volumes are of size "
+                f"{'x'.join(map(str, size))})"
+            )
+    out = MaxUnpool.apply(x.reshape(-1, length), flat, area)
+    return out.reshape(*x.shape[:-dims], *size)
+
+
+def max_unpool1d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """The partial inverse of max_pool1d: ``input`` ``(N, C, L)`` or ``(C, L)`` put at the positions
+    ``indices`` (max_pool1d's ``return_indices=True``) of zero rows of ``output_size`` (default
+    ``(L - 1) * stride - 2 * padding + kernel_size``) (torch.nn.functional.max_unpool1d)."""
+    return _max_unpool("max_unpool1d", 1, input, indices, kernel_size, stride, padding, output_size)
 
 
 def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
@@ -300,38 +359,11 @@ def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_siz
     flat positions ``indices`` (max_pool2d's ``return_indices=True``, int64, ``input``'s shape) of
     zero planes ``output_size`` (default ``(H - 1) * stride - 2 * padding + kernel_size``)
     (torch.nn.functional.max_unpool2d)."""
-    op = "max_unpool2d"
-    x = _tensor(input, "input", op)
-    k = _pair(kernel_size, "kernel_size", op)
-    s = k if stride is None else _pair(stride, "stride", op)
-    p = _pair(padding, "padding", op)
-    idx = indices if isinstance(indices, Tensor) else Tensor._wrap(backends.as_array(indices))
-    if idx.dtype != np.int64:
-        raise TypeError(f"{op}: elements in indices should be type int64 but got: {idx.dtype}")
-    if x.ndim not in (3, 4):
-        raise ValueError(f"{op}: input should be a 3-D or 4-D tensor, but got a tensor with {x.ndim} dimensions")
-    if tuple(idx.shape) != tuple(x.shape):
-        raise ValueError(
-            f"{op}: expected the shape of indices to be the same as that of the input tensor {tuple(x.shape)} "
-            f"but got indices of shape {tuple(idx.shape)}"
-        )
-    for a in range(1, x.ndim):
-        if x.shape[a] == 0:
-            raise ValueError(
-                f"{op}: expected input to have non-zero size for non-batch dimensions, but got {tuple(x.shape)} "
-                f"with dimension {a} being empty"
-            )
-    size = _unpool_output_size(op, tuple(x.shape), k, s, p, output_size)
-    area = size[0] * size[1]
-    flat = idx._array.reshape(-1, x.shape[-2] * x.shape[-1])
-    if flat.size:
-        host = _host(flat)
-        low, high = int(host.min()), int(host.max())
-        if low < 0 or high >= area:
-            bad = low if low < 0 else high
-            raise RuntimeError(
-                f"{op}: found an invalid max index: {bad} (output volumes are of size {size[0]}x{size[1]})"
-            )
-    planes = x.reshape(-1, x.shape[-2] * x.shape[-1])
-    out = MaxUnpool2d.apply(planes, flat, area)
-    return out.reshape(*x.shape[:-2], *size)
+    return _max_unpool("max_unpool2d", 2, input, indices, kernel_size, stride, padding, output_size)
+
+
+def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """The partial inverse of max_pool3d: ``input`` ``(N, C, D, H, W)`` or ``(C, D, H, W)`` put at the
+    flat (D * H * W) positions ``indices`` (max_pool3d's ``return_indices=True``) of zero volumes of
+    ``output_size`` (torch.nn.functional.max_unpool3d)."""
+    return _max_unpool("max_unpool3d", 3, input, indices, kernel_size, stride, padding, output_size)

@@ -101,12 +101,14 @@ class ConstantPad(Function):
 
 
 def _pad_index(mode: str, n: int, lo: int, hi: int) -> np.ndarray:
-    """The input position of each output position along an axis of ``n`` padded by (lo, hi)."""
+    """The input position of each output position along an axis of ``n`` padded by (lo, hi) (a
+    negative amount crops)."""
     j = np.arange(-lo, n + hi)
     if mode == "replicate":
         return np.clip(j, 0, n - 1)
-    if mode == "circular":
-        return j % n
+    if mode == "circular":  # the crops first, then the padding wraps around what is left, as PyTorch's
+        kept = n + min(lo, 0) + min(hi, 0)
+        return max(-lo, 0) + np.arange(-max(lo, 0), kept + max(hi, 0)) % max(kept, 1)
     j = np.abs(j)  # reflect: about the first and the last element
     return np.where(j > n - 1, 2 * (n - 1) - j, j)
 
@@ -116,7 +118,8 @@ def pad(input, pad, mode="constant", value=None):
     then (top, bottom) for the one before, and so on. ``mode`` 'constant' (fills with ``value``,
     default 0; any number of dimensions; negative amounts crop), or 'reflect' (mirrors without
     repeating the edge), 'replicate' (repeats the edge) or 'circular' (wraps around) for the last
-    1, 2 or 3 dimensions of an input with one or two more (batch and channel)."""
+    1, 2 or 3 dimensions of an input with one or two more (batch and channel); negative amounts crop
+    in every mode, as PyTorch's (circular: the crops first)."""
     x = _array(input)
     if not (isinstance(pad, (tuple, list)) and all(isinstance(v, numbers.Integral) for v in pad)):
         raise TypeError(f"pad: pad must be a tuple of ints, got {pad!r}")
@@ -144,10 +147,17 @@ def pad(input, pad, mode="constant", value=None):
     for d, (lo, hi) in enumerate(pairs):
         axis = x.ndim - 1 - d
         n = x.shape[axis]
-        largest = {"reflect": n - 1, "replicate": math.inf if n else -1, "circular": n}[mode]
-        if min(lo, hi) < 0 or max(lo, hi) > largest:
+        # the largest padding: reflect's must be below the size, circular's at most what the crops leave
+        largest = {"reflect": n - 1, "replicate": math.inf, "circular": n + min(lo, 0) + min(hi, 0)}[mode]
+        if max(lo, hi) > largest:
             raise ValueError(
-                f"pad: {mode} padding ({lo}, {hi}) of dimension {axis} (size {n}) must be within [0, {largest}]"
+                f"pad: {mode} padding ({lo}, {hi}) of dimension {axis} (size {n}) must be at most {largest}"
+                + (" (it would wrap around more than once)" if mode == "circular" else "")
+            )
+        if n + lo + hi < 0 or n == 0:
+            raise ValueError(
+                f"pad: {mode} padding ({lo}, {hi}) of dimension {axis} (size {n}) gives an output of size "
+                f"{n + lo + hi}; the input is too small"
             )
         plan.append((axis, n, [(_pad_index(mode, n, lo, hi), None)]))
     return _resample(input, plan)

@@ -47,6 +47,7 @@ __all__ = [
     "Dropout",
     "Dropout1d",
     "Dropout2d",
+    "Dropout3d",
 ]
 
 
@@ -440,6 +441,14 @@ class Dropout2d(Dropout):
     def forward(self, input):
         _check_input(self, input)
         return F.dropout2d(input, self.p, self.training)
+
+
+class Dropout3d(Dropout):
+    """Zeroes whole channels of an (N, C, D, H, W) or (C, D, H, W) input with probability ``p`` in training."""
+
+    def forward(self, input):
+        _check_input(self, input)
+        return F.dropout3d(input, self.p, self.training)
 
 
 class Softmax2d(Module):

@@ -1,10 +1,12 @@
 """Convolution and pooling layers on NCHW (or CHW) input, their 1-D forms on NCL (or CL) input and
 their 3-D forms on NCDHW (or CDHW) input: ``Conv1d``, ``Conv2d``, ``Conv3d``, ``ConvTranspose1d``,
-``ConvTranspose2d``, ``MaxPool1d``, ``MaxPool2d``, ``MaxPool3d``, ``AvgPool1d``, ``AvgPool2d``,
-``AvgPool3d``, ``AdaptiveAvgPool1d``, ``AdaptiveAvgPool2d``, ``AdaptiveAvgPool3d``,
-``AdaptiveMaxPool1d``, ``AdaptiveMaxPool2d``, ``AdaptiveMaxPool3d`` (PyTorch's signatures,
-defaults, parameter names, weight shapes, initialisation and reprs); ``PixelShuffle`` and
-``PixelUnshuffle``, the channel-to-space rearrangements of sub-pixel convolution."""
+``ConvTranspose2d``, ``ConvTranspose3d``, ``MaxPool1d``, ``MaxPool2d``, ``MaxPool3d``,
+``FractionalMaxPool2d``, ``FractionalMaxPool3d``, ``AvgPool1d``, ``AvgPool2d``, ``AvgPool3d``,
+``AdaptiveAvgPool1d``, ``AdaptiveAvgPool2d``, ``AdaptiveAvgPool3d``, ``AdaptiveMaxPool1d``,
+``AdaptiveMaxPool2d``, ``AdaptiveMaxPool3d``, ``LPPool1d``, ``LPPool2d``, ``LPPool3d`` (PyTorch's
+signatures, defaults, parameter names, weight shapes, initialisation and reprs); ``PixelShuffle``
+and ``PixelUnshuffle``, the channel-to-space rearrangements of sub-pixel convolution, and
+``ChannelShuffle``."""
 
 from __future__ import annotations
 
@@ -30,15 +32,19 @@ from .module import Module
 __all__ = [
     "LPPool1d",
     "LPPool2d",
+    "LPPool3d",
     "ChannelShuffle",
     "Conv1d",
     "Conv2d",
     "Conv3d",
     "ConvTranspose1d",
     "ConvTranspose2d",
+    "ConvTranspose3d",
     "MaxPool1d",
     "MaxPool2d",
     "MaxPool3d",
+    "FractionalMaxPool2d",
+    "FractionalMaxPool3d",
     "AvgPool3d",
     "AdaptiveAvgPool3d",
     "AdaptiveMaxPool3d",
@@ -364,7 +370,7 @@ class _ConvTransposeNd(_ConvNd):
 
     def forward(self, input, output_size=None):
         self._checked(input)
-        function = F.conv_transpose1d if self.dims == 1 else F.conv_transpose2d
+        function = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[self.dims - 1]
         output_padding = self._output_padding(input, output_size)
         return run_op(
             self,
@@ -392,6 +398,13 @@ class ConvTranspose2d(_ConvTransposeNd):
     ``(in_channels, out_channels / groups, kH, kW)``."""
 
     dims = 2
+
+
+class ConvTranspose3d(_ConvTransposeNd):
+    """3-D transposed convolution of ``(N, in_channels, D, H, W)`` input with weight
+    ``(in_channels, out_channels / groups, kD, kH, kW)`` (F.conv_transpose3d)."""
+
+    dims = 3
 
 
 class _MaxPoolNd(Module):
@@ -465,6 +478,54 @@ class MaxPool2d(_MaxPoolNd):
 class MaxPool3d(_MaxPoolNd):
     """Max over each window of ``(N, C, D, H, W)`` or ``(C, D, H, W)`` input (F.max_pool3d: the 2-D
     kernel per depth plane, then the max along depth); ``return_indices`` gives flat D*H*W positions."""
+
+    dims = 3
+
+
+class _FractionalMaxPoolNd(Module):
+    """Fractional max pooling (F.fractional_max_pool2d or 3d, by ``dims``) to ``output_size`` or
+    ``output_ratio`` (in (0, 1)) of the input's size; ``_random_samples`` (a buffer, None: drawn at each
+    call) fixes the windows, ``return_indices`` also returns the flat positions taken."""
+
+    dims = 2
+
+    def __init__(
+        self, kernel_size, output_size=None, output_ratio=None, return_indices: bool = False, _random_samples=None
+    ):
+        super().__init__()
+        name, n = type(self).__name__, self.dims
+        self.kernel_size = _ntuple(kernel_size, n)
+        self.return_indices = return_indices
+        self.register_buffer("_random_samples", _random_samples)
+        self.output_size = None if output_size is None else _ntuple(output_size, n)
+        self.output_ratio = None if output_ratio is None else _ntuple(output_ratio, n)
+        if output_size is None and output_ratio is None:
+            raise ValueError(f"{name} requires specifying either an output size, or a pooling ratio")
+        if output_size is not None and output_ratio is not None:
+            raise ValueError(f"{name}: only one of output_size and output_ratio may be specified")
+        if self.output_ratio is not None and not all(0 < r < 1 for r in self.output_ratio):
+            raise ValueError(f"{name}: output_ratio must be between 0 and 1 (got {output_ratio})")
+
+    def forward(self, input):
+        function = F.fractional_max_pool2d if self.dims == 2 else F.fractional_max_pool3d
+        return run_op(
+            self,
+            function,
+            input,
+            self.kernel_size,
+            self.output_size,
+            self.output_ratio,
+            self.return_indices,
+            _random_samples=self._random_samples,
+        )
+
+
+class FractionalMaxPool2d(_FractionalMaxPoolNd):
+    """Fractional max pooling of ``(N, C, H, W)`` or ``(C, H, W)`` input (F.fractional_max_pool2d)."""
+
+
+class FractionalMaxPool3d(_FractionalMaxPoolNd):
+    """Fractional max pooling of ``(N, C, D, H, W)`` or ``(C, D, H, W)`` input (F.fractional_max_pool3d)."""
 
     dims = 3
 
@@ -662,9 +723,16 @@ class PixelUnshuffle(Module):
 
 
 class _LPPoolNd(Module):
+    """The ``norm_type``-norm over each window (``function``: F.lp_pool1d, 2d or 3d)."""
+
+    function = staticmethod(F.lp_pool2d)
+
     def __init__(self, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False):
         super().__init__()
         self.norm_type, self.kernel_size, self.stride, self.ceil_mode = norm_type, kernel_size, stride, ceil_mode
+
+    def forward(self, input):
+        return run_op(self, self.function, input, self.norm_type, self.kernel_size, self.stride, self.ceil_mode)
 
     def extra_repr(self) -> str:
         return (
@@ -676,15 +744,17 @@ class _LPPoolNd(Module):
 class LPPool1d(_LPPoolNd):
     """The ``norm_type``-norm over each window along one dimension (F.lp_pool1d)."""
 
-    def forward(self, input):
-        return run_op(self, F.lp_pool1d, input, self.norm_type, self.kernel_size, self.stride, self.ceil_mode)
+    function = staticmethod(F.lp_pool1d)
 
 
 class LPPool2d(_LPPoolNd):
     """The ``norm_type``-norm over each window (F.lp_pool2d)."""
 
-    def forward(self, input):
-        return run_op(self, F.lp_pool2d, input, self.norm_type, self.kernel_size, self.stride, self.ceil_mode)
+
+class LPPool3d(_LPPoolNd):
+    """The ``norm_type``-norm over each window of ``(N, C, D, H, W)`` or ``(C, D, H, W)`` input (F.lp_pool3d)."""
+
+    function = staticmethod(F.lp_pool3d)
 
 
 class ChannelShuffle(Module):

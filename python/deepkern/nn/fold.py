@@ -1,12 +1,12 @@
-"""The layers ``Unfold`` and ``Fold`` (im2col and col2im) and ``MaxUnpool2d``, PyTorch's, over the
-functions of nn/_fold.py."""
+"""The layers ``Unfold`` and ``Fold`` (im2col and col2im) and ``MaxUnpool1d``, ``MaxUnpool2d``,
+``MaxUnpool3d``, PyTorch's, over the functions of nn/_fold.py."""
 
 from __future__ import annotations
 
-from ._fold import _pair, fold, max_unpool2d, unfold
+from ._fold import _ints, fold, max_unpool1d, max_unpool2d, max_unpool3d, unfold
 from .module import Module
 
-__all__ = ["Unfold", "Fold", "MaxUnpool2d"]
+__all__ = ["Unfold", "Fold", "MaxUnpool1d", "MaxUnpool2d", "MaxUnpool3d"]
 
 
 class Unfold(Module):
@@ -49,19 +49,41 @@ class Fold(Module):
         )
 
 
-class MaxUnpool2d(Module):
-    """The partial inverse of MaxPool2d (see ``max_unpool2d``): ``forward(input, indices,
-    output_size=None)``; kernel_size, stride (default: kernel_size) and padding kept as pairs."""
+class _MaxUnpoolNd(Module):
+    """The partial inverse of max pooling over ``dims`` spatial dimensions (``function``:
+    ``max_unpool1d``, ``2d`` or ``3d``): ``forward(input, indices, output_size=None)``; kernel_size,
+    stride (default: kernel_size) and padding kept as tuples, as PyTorch's."""
+
+    dims = 2
+    function = staticmethod(max_unpool2d)
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        op = "MaxUnpool2d"
-        self.kernel_size = _pair(kernel_size, "kernel_size", op)
-        self.stride = _pair(kernel_size if stride is None else stride, "stride", op)
-        self.padding = _pair(padding, "padding", op)
+        op, n = type(self).__name__, self.dims
+        self.kernel_size = _ints(kernel_size, n, "kernel_size", op)
+        self.stride = _ints(kernel_size if stride is None else stride, n, "stride", op)
+        self.padding = _ints(padding, n, "padding", op)
 
     def forward(self, input, indices, output_size=None):
-        return max_unpool2d(input, indices, self.kernel_size, self.stride, self.padding, output_size)
+        return self.function(input, indices, self.kernel_size, self.stride, self.padding, output_size)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class MaxUnpool1d(_MaxUnpoolNd):
+    """The partial inverse of MaxPool1d (see ``max_unpool1d``)."""
+
+    dims = 1
+    function = staticmethod(max_unpool1d)
+
+
+class MaxUnpool2d(_MaxUnpoolNd):
+    """The partial inverse of MaxPool2d (see ``max_unpool2d``)."""
+
+
+class MaxUnpool3d(_MaxUnpoolNd):
+    """The partial inverse of MaxPool3d (see ``max_unpool3d``)."""
+
+    dims = 3
+    function = staticmethod(max_unpool3d)

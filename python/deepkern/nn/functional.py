@@ -5,11 +5,13 @@ Each op is one Function (forward plus backward on NumPy arrays, see autograd.py)
 call the deepkern kernels: ``linear`` the GEMM with bias (and optionally ReLU) fused in its
 epilogue, ``conv2d`` the convolution and its backward, the pooling ops theirs. Arguments may be
 Tensors or NumPy arrays; results are Tensors. ``inplace=True`` is accepted for PyTorch
-compatibility and computes out of place (the returned value is the same).
+compatibility and computes out of place (the returned value is the same); the in-place forms
+(``relu_``, ``elu_``, ...) write into their input Tensor, recorded as PyTorch records them.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -31,6 +33,7 @@ __all__ = [
     "conv3d",
     "conv_transpose1d",
     "conv_transpose2d",
+    "conv_transpose3d",
     "max_pool1d",
     "max_pool2d",
     "max_pool3d",
@@ -72,6 +75,7 @@ __all__ = [
     "dropout",
     "dropout1d",
     "dropout2d",
+    "dropout3d",
     "scaled_dot_product_attention",
     "batch_norm",
     "layer_norm",
@@ -84,7 +88,9 @@ __all__ = [
     "pixel_unshuffle",
     "unfold",
     "fold",
+    "max_unpool1d",
     "max_unpool2d",
+    "max_unpool3d",
     "affine_grid",
     "embedding_bag",
     "ctc_loss",
@@ -480,10 +486,7 @@ class AdaptiveMaxPool2d(Function):
         # (..., oh, ow, kh, kw): every window, gathered
         windows = x[..., rows[:, None, :, None], cols[None, :, None, :]]
         windows = windows.reshape(lead + (oh, ow, rows.shape[1] * cols.shape[1]))
-        compared = windows.astype(np.float32) if is_bfloat16(x.dtype) else windows  # bfloat16: exactly
-        nan = np.isnan(compared)
-        last_nan = nan.shape[-1] - 1 - np.argmax(nan[..., ::-1], axis=-1)
-        k = np.where(nan.any(axis=-1), last_nan, np.argmax(compared, axis=-1)) if windows.size else last_nan
+        k = _first_max(windows)
         out = np.take_along_axis(windows, k[..., None], axis=-1)[..., 0]
         kw = cols.shape[1]
         indices = rows[np.arange(oh)[:, None], k // kw] * w + cols[np.arange(ow), k % kw]
@@ -501,11 +504,22 @@ class AdaptiveMaxPool2d(Function):
         return _scatter_add_planes(g, indices, ctx.x_shape), None
 
 
-def _scatter_add_planes(g, indices, x_shape):
+def _first_max(windows):
+    """Per window (the last axis of ``windows``): the position of its first largest element, or of its
+    last NaN where it has one, as PyTorch's CPU kernels pick (bfloat16 compared exactly, in float32)."""
+    compared = windows.astype(np.float32) if is_bfloat16(windows.dtype) else windows
+    nan = np.isnan(compared)
+    last_nan = nan.shape[-1] - 1 - np.argmax(nan[..., ::-1], axis=-1)
+    return np.where(nan.any(axis=-1), last_nan, np.argmax(compared, axis=-1)) if windows.size else last_nan
+
+
+def _scatter_add_planes(g, indices, x_shape, spatial: int = 2):
     """An array of ``x_shape`` (..., H, W), zero but for ``g`` (..., h, w) added at the flat H*W
-    positions ``indices`` of each plane (repeats summed, in float64 then rounded once)."""
-    planes, hw = int(np.prod(x_shape[:-2])), x_shape[-2] * x_shape[-1]
-    flat = (np.arange(planes)[:, None] * hw + indices.reshape(planes, g.shape[-2] * g.shape[-1])).reshape(-1)
+    positions ``indices`` of each plane (repeats summed, in float64 then rounded once); with
+    ``spatial`` 3, planes of D*H*W likewise."""
+    planes, hw = int(np.prod(x_shape[:-spatial])), int(np.prod(x_shape[-spatial:]))
+    per_plane = int(np.prod(g.shape[-spatial:]))
+    flat = (np.arange(planes)[:, None] * hw + indices.reshape(planes, per_plane)).reshape(-1)
     summed = np.bincount(flat, weights=g.reshape(-1).astype(np.float64), minlength=planes * hw)
     return summed.astype(g.dtype).reshape(x_shape)
 
@@ -1200,6 +1214,23 @@ def dropout2d(input, p=0.5, training=True, inplace=False):
     return _channel_dropout(input, p, training, "dropout2d", 2)
 
 
+def dropout3d(input, p=0.5, training=True, inplace=False):
+    """Zeroes each channel of an (N, C, D, H, W) or (C, D, H, W) input with probability ``p`` (see
+    dropout). Other inputs are deprecated, as in PyTorch: with a warning, dimension 0 is taken as the
+    channels."""
+    ndim = np.ndim(_array(input))
+    if ndim not in (4, 5):
+        warnings.warn(
+            f"dropout3d: received a {ndim}-D input, which is deprecated (PyTorch will make it an error); dropout3d "
+            "drops channels of inputs with 3 spatial dimensions, a channel dimension and an optional batch dimension "
+            "(4-D or 5-D); use dropout for others",
+            UserWarning,
+            stacklevel=2,
+        )
+        return _channel_dropout(input, p, training, "dropout3d", ndim - 1)
+    return _channel_dropout(input, p, training, "dropout3d", 3)
+
+
 class BatchNorm(Function):
     """Normalises over every axis but the channel axis (1) with the fused kernels of
     ``deepkern.ops.batch_norm``. In training the batch's statistics are used (biased variance) and
@@ -1661,10 +1692,16 @@ def flatten(input, start_dim=0, end_dim=-1):
 
 # The losses' functional forms live beside their modules (loss.py).
 from ._attention import scaled_dot_product_attention  # noqa: E402
-from ._conv3d import conv3d  # noqa: E402
+from ._conv3d import conv3d, conv_transpose3d  # noqa: E402
 from ._ctc import ctc_loss  # noqa: E402
 from ._embedding_bag import embedding_bag  # noqa: E402
-from ._fold import fold, max_unpool2d, unfold  # noqa: E402
+from ._fold import fold, max_unpool1d, max_unpool2d, max_unpool3d, unfold  # noqa: E402
+from ._fractional import (  # noqa: E402
+    fractional_max_pool2d,
+    fractional_max_pool2d_with_indices,
+    fractional_max_pool3d,
+    fractional_max_pool3d_with_indices,
+)
 from ._grid import affine_grid, grid_sample  # noqa: E402
 from ._pool3d import adaptive_avg_pool3d, adaptive_max_pool3d, avg_pool3d, max_pool3d  # noqa: E402
 from ._resample import interpolate, pad  # noqa: E402
@@ -1752,29 +1789,32 @@ def bilinear(input1, input2, weight, bias=None):
     return out if bias is None else out + bias
 
 
-def _lp_pool(pooled, norm_type, window: int):
-    return (pooled.sign() * pooled.abs().relu() * window) ** (1.0 / norm_type)
-
-
-def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
-    """The ``norm_type``-norm over each window: (sum of x^p) ^ (1/p), as PyTorch's (from the
-    windows' average of x^p)."""
-    if np.isinf(norm_type):  # the largest (or, at -inf, the smallest) magnitude in each window
+def _lp_pool(input, norm_type, kernel_size, stride, ceil_mode, dims: int):
+    """The ``norm_type``-norm over each window of ``dims`` spatial dimensions: (sum of x^p) ^ (1/p),
+    from the windows' average of x^p, as PyTorch's; at +-inf the largest (smallest) magnitude."""
+    max_pool, avg_pool = ((max_pool1d, avg_pool1d), (max_pool2d, avg_pool2d), (max_pool3d, avg_pool3d))[dims - 1]
+    if np.isinf(norm_type):
         sign = 1 if norm_type > 0 else -1
-        return sign * max_pool2d(sign * input.abs(), kernel_size, stride, 0, 1, ceil_mode)
-    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, (int, np.integer)) else tuple(kernel_size)
-    pooled = avg_pool2d(input**norm_type, kernel_size, stride, 0, ceil_mode)
-    return _lp_pool(pooled, norm_type, kh * kw)
+        return sign * max_pool(sign * input.abs(), kernel_size, stride, 0, 1, ceil_mode)
+    pooled = avg_pool(input**norm_type, kernel_size, stride, 0, ceil_mode)
+    sizes = tuple(kernel_size) if isinstance(kernel_size, (tuple, list)) else (kernel_size,)
+    window = math.prod(sizes) if len(sizes) == dims else sizes[0] ** dims
+    return (pooled.sign() * pooled.abs().relu() * int(window)) ** (1.0 / norm_type)
 
 
 def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
-    """As :func:`lp_pool2d` along one dimension."""
-    if np.isinf(norm_type):
-        sign = 1 if norm_type > 0 else -1
-        return sign * max_pool1d(sign * input.abs(), kernel_size, stride, 0, 1, ceil_mode)
-    pooled = avg_pool1d(input**norm_type, kernel_size, stride, 0, ceil_mode)
-    window = kernel_size[0] if isinstance(kernel_size, (tuple, list)) else kernel_size
-    return _lp_pool(pooled, norm_type, int(window))
+    """The ``norm_type``-norm over each window along the last dimension of ``(N, C, L)`` or ``(C, L)``."""
+    return _lp_pool(input, norm_type, kernel_size, stride, ceil_mode, 1)
+
+
+def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """The ``norm_type``-norm over each window of ``(N, C, H, W)`` or ``(C, H, W)``: (sum of x^p) ^ (1/p)."""
+    return _lp_pool(input, norm_type, kernel_size, stride, ceil_mode, 2)
+
+
+def lp_pool3d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """The ``norm_type``-norm over each window of ``(N, C, D, H, W)`` or ``(C, D, H, W)``."""
+    return _lp_pool(input, norm_type, kernel_size, stride, ceil_mode, 3)
 
 
 def gumbel_softmax(logits, tau=1.0, hard=False, eps=1e-10, dim=-1):
@@ -1863,5 +1903,116 @@ def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=
     return interpolate(input, size, scale_factor, mode, align_corners)
 
 
-__all__ += ["local_response_norm", "bilinear", "lp_pool1d", "lp_pool2d", "gumbel_softmax", "pdist", "channel_shuffle"]
+def max_pool1d_with_indices(
+    input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False
+):
+    """max_pool1d's output and indices, whatever ``return_indices`` says (PyTorch's)."""
+    return max_pool1d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
+
+
+def max_pool2d_with_indices(
+    input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False
+):
+    """max_pool2d's output and indices, whatever ``return_indices`` says (PyTorch's)."""
+    return max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
+
+
+def max_pool3d_with_indices(
+    input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False
+):
+    """max_pool3d's output and indices, whatever ``return_indices`` says (PyTorch's)."""
+    return max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
+
+
+def adaptive_max_pool1d_with_indices(input, output_size, return_indices=False):
+    """adaptive_max_pool1d's output and indices, whatever ``return_indices`` says (PyTorch's)."""
+    return adaptive_max_pool1d(input, output_size, True)
+
+
+def adaptive_max_pool2d_with_indices(input, output_size, return_indices=False):
+    """adaptive_max_pool2d's output and indices, whatever ``return_indices`` says (PyTorch's)."""
+    return adaptive_max_pool2d(input, output_size, True)
+
+
+def adaptive_max_pool3d_with_indices(input, output_size, return_indices=False):
+    """adaptive_max_pool3d's output and indices, whatever ``return_indices`` says (PyTorch's)."""
+    return adaptive_max_pool3d(input, output_size, True)
+
+
+class _Applied:
+    """An nn.functional function as what Tensor._inplace writes into the tensor."""
+
+    def __init__(self, function):
+        self.function = function
+
+    def apply(self, tensor, *args):
+        return self.function(tensor, *args)
+
+
+def _written_back(what: str, function, input, *args):
+    """``function(input, *args)`` written into ``input``, recorded as PyTorch records an in-place op
+    (refused on a leaf that requires grad; a saved value changed before backward is an error)."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{what}: input must be a Tensor, got {type(input).__name__}")
+    return input._inplace(what, _Applied(function), *args)
+
+
+def relu_(input):
+    """In-place :func:`relu`."""
+    return _written_back("relu_", relu, input)
+
+
+def elu_(input, alpha=1.0):
+    """In-place :func:`elu`."""
+    return _written_back("elu_", elu, input, alpha)
+
+
+def leaky_relu_(input, negative_slope=0.01):
+    """In-place :func:`leaky_relu`."""
+    return _written_back("leaky_relu_", leaky_relu, input, negative_slope)
+
+
+def hardtanh_(input, min_val=-1.0, max_val=1.0):
+    """In-place :func:`hardtanh`."""
+    return _written_back("hardtanh_", hardtanh, input, min_val, max_val)
+
+
+def selu_(input):
+    """In-place :func:`selu`."""
+    return _written_back("selu_", selu, input)
+
+
+def celu_(input, alpha=1.0):
+    """In-place :func:`celu`."""
+    return _written_back("celu_", celu, input, alpha)
+
+
+def rrelu_(input, lower=1.0 / 8, upper=1.0 / 3, training=False):
+    """In-place :func:`rrelu`."""
+    return _written_back("rrelu_", rrelu, input, lower, upper, training)
+
+
+_threshold = threshold  # threshold_'s argument of that name hides the function
+
+
+def threshold_(input, threshold, value):
+    """In-place :func:`threshold`."""
+    return _written_back("threshold_", _threshold, input, threshold, value)
+
+
+__all__ += [
+    "local_response_norm",
+    "bilinear",
+    "lp_pool1d",
+    "lp_pool2d",
+    "lp_pool3d",
+    "gumbel_softmax",
+    "pdist",
+    "channel_shuffle",
+]
 __all__ += ["rrelu", "alpha_dropout", "feature_alpha_dropout", "upsample"]
+__all__ += ["max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices"]
+__all__ += ["adaptive_max_pool1d_with_indices", "adaptive_max_pool2d_with_indices", "adaptive_max_pool3d_with_indices"]
+__all__ += ["fractional_max_pool2d", "fractional_max_pool3d"]
+__all__ += ["fractional_max_pool2d_with_indices", "fractional_max_pool3d_with_indices"]
+__all__ += ["relu_", "elu_", "leaky_relu_", "hardtanh_", "selu_", "celu_", "rrelu_", "threshold_"]

@@ -1,4 +1,5 @@
 """``Module`` (parameters, buffers, children, state dicts, train/eval, forward hooks), ``Parameter``,
+``Buffer``, the lazy modules' placeholders ``UninitializedParameter`` and ``UninitializedBuffer``,
 the containers ``Sequential``, ``ModuleList``, ``ModuleDict`` and ``ParameterList``, and ``Identity``,
 with PyTorch's names and semantics."""
 
@@ -15,12 +16,23 @@ from ..autograd import add_hook, is_grad_enabled
 from ..backends import Device, as_array, to_device
 from ..io import check_state_dict
 from ..ops._validate import bfloat16_dtype, is_floating_dtype
-from ..tensor import Tensor
+from ..tensor import Tensor, empty
 from ._inference import CACHES as INFERENCE_CACHES
 from ._inference import STATE as INFERENCE_STATE
 from ._inference import fusion_groups, run_sequence
 
-__all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "ParameterList", "Identity"]
+__all__ = [
+    "Parameter",
+    "Buffer",
+    "UninitializedParameter",
+    "UninitializedBuffer",
+    "Module",
+    "Sequential",
+    "ModuleList",
+    "ModuleDict",
+    "ParameterList",
+    "Identity",
+]
 
 
 #: What load_state_dict returns: the model's names the state dict lacked, and its names the model lacks.
@@ -45,6 +57,86 @@ class Parameter(Tensor):
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
+
+
+class Buffer(Tensor):
+    """A Tensor that a Module registers as a buffer when assigned as an attribute (``self.x =
+    nn.Buffer(t)``), ``persistent`` (saved in the state dict) or not, as PyTorch's; it shares ``data``'s
+    memory and keeps its ``requires_grad``."""
+
+    def __init__(self, data=None, *, persistent: bool = True):
+        data = empty(0) if data is None else data
+        if not isinstance(data, Tensor):
+            raise TypeError(f"Buffer: data must be a Tensor, got {type(data).__name__}")
+        super().__init__(data, requires_grad=data.requires_grad)
+        self.persistent = persistent
+
+
+class UninitializedTensorMixin:
+    """A parameter or buffer of a lazy module before its shape is known: it holds no values (its
+    ``shape`` is an error), follows the module's ``to()`` (dtype, device), and ``materialize(shape)``
+    makes it the regular kind (``cls_to_become``) in place, as PyTorch's."""
+
+    cls_to_become: type  # the class it becomes
+
+    def materialize(self, shape, device=None, dtype=None) -> None:
+        """Empty values of ``shape`` on ``device`` with ``dtype`` (by default the placeholder's), then
+        the class becomes ``cls_to_become``."""
+        self.data = empty(tuple(shape), dtype=dtype or self.dtype, device=device or self.device)
+        self.__class__ = self.cls_to_become
+
+    @property
+    def shape(self):
+        raise RuntimeError(
+            "Can't access the shape of an uninitialized parameter or buffer. This error usually happens in "
+            "`load_state_dict` when trying to load an uninitialized parameter into an initialized one. Call "
+            "`forward` to initialize the parameters before accessing their attributes."
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+    def to(self, *args, **kwargs):
+        """A placeholder with the dtype and device ``Tensor.to`` gives (itself when they are its own)."""
+        moved = self.detach().to(*args, **kwargs)
+        return self if moved._array is self._array else self._remade(moved.device, moved.dtype)
+
+    def _remade(self, device, dtype):
+        """A placeholder of this class on ``device`` with ``dtype`` and this one's attributes (``persistent``)."""
+        made = type(self)(self.requires_grad, device, dtype)
+        made.__dict__.update(self.__dict__)
+        return made
+
+    def __deepcopy__(self, memo):
+        memo[id(self)] = copied = self._remade(self.device, self.dtype)
+        return copied
+
+    def __reduce_ex__(self, protocol):
+        return type(self), (self.requires_grad, self.device, self.dtype), dict(self.__dict__)
+
+
+class UninitializedParameter(UninitializedTensorMixin, Parameter):
+    """A lazy module's parameter before its first forward (see UninitializedTensorMixin)."""
+
+    cls_to_become = Parameter
+
+    def __init__(self, requires_grad: bool = True, device=None, dtype=None):
+        super().__init__(empty(0, dtype=dtype, device=device), requires_grad)
+
+
+class UninitializedBuffer(UninitializedTensorMixin, Buffer):
+    """A lazy module's buffer before its first forward (see UninitializedTensorMixin); it becomes a
+    Buffer."""
+
+    cls_to_become = Buffer
+
+    def __init__(self, requires_grad: bool = False, device=None, dtype=None, persistent: bool = True):
+        super().__init__(empty(0, dtype=dtype, device=device, requires_grad=requires_grad), persistent=persistent)
+
+
+def is_lazy(value) -> bool:
+    """Whether ``value`` is an UninitializedParameter or UninitializedBuffer."""
+    return isinstance(value, UninitializedTensorMixin)
 
 
 def _loadable(key, value):
@@ -102,6 +194,8 @@ class Module:
                 if store is not target:
                     store.pop(name, None)
             target[name] = value
+        elif isinstance(value, Buffer):
+            self.register_buffer(name, value, value.persistent)
         elif name in buffers:
             if value is not None and not isinstance(value, Tensor):
                 raise TypeError(
@@ -389,10 +483,10 @@ class Module:
             dot = prefix + (f"{path}." if path else "")  # the prefix as given, as PyTorch's ("enc_weight")
             for name, p in module._parameters.items():
                 if p is not None:
-                    out[dot + name] = p if keep_vars else p.detach()
+                    out[dot + name] = p if keep_vars or is_lazy(p) else p.detach()
             for name, b in module._buffers.items():
                 if b is not None and name not in module._non_persistent:
-                    out[dot + name] = b if keep_vars else b.detach()
+                    out[dot + name] = b if keep_vars or is_lazy(b) else b.detach()
         return out
 
     def load_state_dict(self, state_dict, strict: bool = True):
@@ -400,19 +494,23 @@ class Module:
         detached first; bfloat16 ones converted by the caller, e.g. through ``.float()``) into the
         parameters and buffers, on their devices. Every name and shape is checked (io.check_state_dict;
         values are cast to each entry's dtype, as PyTorch's copy_ casts them) before anything is written;
-        with ``strict=False`` missing and unexpected keys are allowed. Returns ``(missing_keys,
-        unexpected_keys)``, a named tuple as PyTorch's."""
+        with ``strict=False`` missing and unexpected keys are allowed. An uninitialized parameter or buffer
+        (a lazy module's) is materialized with the shape of its entry, as PyTorch's lazy modules do.
+        Returns ``(missing_keys, unexpected_keys)``, a named tuple as PyTorch's."""
         if not hasattr(state_dict, "items") or not hasattr(state_dict, "keys"):
             raise TypeError(f"load_state_dict: expected a dict-like state_dict, got {type(state_dict).__name__}")
-        given = {k: _loadable(k, v) for k, v in state_dict.items()}
         own = self.state_dict()
+        # an uninitialized entry (a lazy module's) given uninitialized has nothing to load, as in PyTorch
+        unknown = {k for k, t in own.items() if is_lazy(t) and is_lazy(state_dict.get(k))}
+        own = OrderedDict((k, t) for k, t in own.items() if k not in unknown)
+        given = {k: _loadable(k, v) for k, v in state_dict.items() if k not in unknown}
         for mod_prefix, module in self.named_modules(remove_duplicate=False):
             for name in module._optional_state:
                 key = f"{mod_prefix}.{name}" if mod_prefix else name
                 if key in own and key not in given:
                     given[key] = own[key]._array
-        check_state_dict(
-            {k: (t.shape, t.dtype) for k, t in own.items()},
+        check_state_dict(  # an uninitialized entry takes the given shape
+            {k: (given[k].shape if is_lazy(t) and k in given else t._array.shape, t.dtype) for k, t in own.items()},
             given,
             strict=strict,
             where=f"load_state_dict for {type(self).__name__}",
@@ -420,6 +518,8 @@ class Module:
         )
         for k, target in own.items():
             if k in given:
+                if is_lazy(target):
+                    target.materialize(given[k].shape)
                 target._array[...] = to_device(given[k], target.device)
                 autograd.bump_version(target._array)
         return IncompatibleKeys([k for k in own if k not in given], [k for k in given if k not in own])
@@ -663,13 +763,15 @@ class Sequential(_ModuleSequence, Module):
         return run_sequence(self._inference_cache(), x)
 
     def _inference_cache(self) -> list:
-        """``[children, groups, program]`` for _inference.run_sequence: the children as
+        """``[children, groups, program, classes]`` for _inference.run_sequence: the children as
         _inference.fusion_groups groups them and the program run_sequence keeps (None: none yet), kept
-        until the children change."""
+        until the children change; while a child is a lazy module (nn/lazy.py), whose class changes at
+        its first call, also until the children's ``classes`` change (else None)."""
         children = tuple(self._modules.values())
         cache = self.__dict__.get("_groups")
-        if cache is None or cache[0] != children:
-            cache = [children, fusion_groups(children), None]
+        if cache is None or cache[0] != children or (cache[3] is not None and cache[3] != tuple(map(type, children))):
+            lazy = any(getattr(m, "cls_to_become", None) is not None for m in children)
+            cache = [children, fusion_groups(children), None, tuple(map(type, children)) if lazy else None]
             self.__dict__["_groups"] = cache
         return cache
 

@@ -1,12 +1,12 @@
-"""Normalisation layers. ``BatchNorm1d`` and ``BatchNorm2d`` with PyTorch's parameters
-(weight, bias), buffers (running_mean, running_var, num_batches_tracked) and update rules:
-biased variance to normalise, unbiased for the running variance, ``momentum=None`` for a
+"""Normalisation layers. ``BatchNorm1d``, ``BatchNorm2d`` and ``BatchNorm3d`` with PyTorch's
+parameters (weight, bias), buffers (running_mean, running_var, num_batches_tracked) and update
+rules: biased variance to normalise, unbiased for the running variance, ``momentum=None`` for a
 cumulative average over the batches seen. ``bias=False`` (keyword) keeps the scale without the
-shift, as in torch 2.13. ``InstanceNorm1d`` and ``InstanceNorm2d`` with the same parameters and
-buffers (off by default: ``affine=False``, ``track_running_stats=False``). ``LayerNorm``,
-``GroupNorm`` and ``RMSNorm`` with PyTorch's parameters (weight initialised to ones, bias to
-zeros), so state dicts carry over. ``CosineSimilarity`` and ``PairwiseDistance``, the layer forms
-of the normalised product and the p-norm distance."""
+shift, as in torch 2.13. ``InstanceNorm1d``, ``InstanceNorm2d`` and ``InstanceNorm3d`` with the
+same parameters and buffers (off by default: ``affine=False``, ``track_running_stats=False``).
+``LayerNorm``, ``GroupNorm`` and ``RMSNorm`` with PyTorch's parameters (weight initialised to ones,
+bias to zeros), so state dicts carry over. ``CosineSimilarity`` and ``PairwiseDistance``, the layer
+forms of the normalised product and the p-norm distance."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ __all__ = [
     "BatchNorm2d",
     "InstanceNorm1d",
     "InstanceNorm2d",
+    "InstanceNorm3d",
     "LayerNorm",
     "GroupNorm",
     "RMSNorm",
@@ -92,6 +93,10 @@ class _BatchNorm(Module):
 
     def _expected_shape(self) -> str:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def _feature_dim(self, input) -> int:
+        """The dimension of ``input`` holding the features (channels)."""
+        return 1
 
     def forward(self, input):
         if passes_through(self, input):  # the output of the convolution this layer was folded into
@@ -186,12 +191,15 @@ class _InstanceNorm(_BatchNorm):
     ):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
 
+    def _feature_dim(self, input) -> int:
+        return input.ndim - self._ndims[0]  # 0 unbatched, 1 batched
+
     def forward(self, input):
         check_float(self, input, None if self.weight is None else self.weight.dtype, bfloat16=True)
         unbatched, batched = self._ndims
         if input.ndim not in self._ndims:
             raise ValueError(f"{describe(self)}: expected {unbatched}D or {batched}D input (got {input.ndim}D input)")
-        feature_dim = input.ndim - unbatched
+        feature_dim = self._feature_dim(input)
         if input.shape[feature_dim] != self.num_features:
             if self.affine:
                 raise ValueError(
@@ -230,6 +238,12 @@ class InstanceNorm2d(_InstanceNorm):
     """Over input ``(N, C, H, W)`` or ``(C, H, W)``."""
 
     _ndims = (3, 4)
+
+
+class InstanceNorm3d(_InstanceNorm):
+    """Over input ``(N, C, D, H, W)`` or ``(C, D, H, W)``."""
+
+    _ndims = (4, 5)
 
 
 class _AffineNorm(Module):

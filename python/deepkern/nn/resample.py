@@ -1,23 +1,31 @@
-"""Layers over nn.functional's ``pad`` and ``interpolate`` (PyTorch's padding layers and Upsample),
-and ``Unflatten``: each forward is one call of its function with the settings kept."""
+"""Layers over nn.functional's ``pad`` and ``interpolate`` (PyTorch's padding layers of 1 to 3
+dimensions in the constant, zero, reflection, replication and circular modes, and Upsample), and
+``Unflatten``: each forward is one call of its function with the settings kept."""
 
 from __future__ import annotations
 
 import numbers
 
 from . import functional as F
-from ._layer import describe
+from ._layer import describe, run_op
 from .module import Module
 
 __all__ = [
     "ConstantPad1d",
     "ConstantPad2d",
+    "ConstantPad3d",
     "ZeroPad1d",
     "ZeroPad2d",
+    "ZeroPad3d",
     "ReflectionPad1d",
     "ReflectionPad2d",
+    "ReflectionPad3d",
     "ReplicationPad1d",
     "ReplicationPad2d",
+    "ReplicationPad3d",
+    "CircularPad1d",
+    "CircularPad2d",
+    "CircularPad3d",
     "Upsample",
     "UpsamplingNearest2d",
     "UpsamplingBilinear2d",
@@ -27,7 +35,7 @@ __all__ = [
 
 class _Pad(Module):
     """Pads the last ``dims`` dimensions by ``padding`` (an int for every side, or F.pad's tuple:
-    (left, right[, top, bottom]))."""
+    (left, right[, top, bottom[, front, back]])) in F.pad's ``mode``."""
 
     dims, mode = 1, "constant"
 
@@ -38,10 +46,10 @@ class _Pad(Module):
         padding = tuple(padding)
         if len(padding) != 2 * self.dims or not all(isinstance(p, numbers.Integral) for p in padding):
             raise ValueError(f"{type(self).__name__}: padding must be an int or {2 * self.dims} ints, got {padding}")
-        self.padding, self.value = padding, float(value)
+        self.padding, self.value = padding, value
 
     def forward(self, input):
-        return F.pad(input, self.padding, self.mode, self.value if self.mode == "constant" else None)
+        return run_op(self, F.pad, input, self.padding, self.mode, self.value if self.mode == "constant" else None)
 
     def extra_repr(self) -> str:
         if self.mode == "constant" and not type(self).__name__.startswith("Zero"):
@@ -73,6 +81,19 @@ class ZeroPad2d(ConstantPad2d):
         super().__init__(padding, 0.0)
 
 
+class ConstantPad3d(_Pad):
+    """Pads the last three dimensions with ``value``."""
+
+    dims = 3
+
+
+class ZeroPad3d(ConstantPad3d):
+    """Pads the last three dimensions with zeros."""
+
+    def __init__(self, padding):
+        super().__init__(padding, 0.0)
+
+
 class ReflectionPad1d(_Pad):
     """Pads the last dimension with its mirror image (the edge not repeated)."""
 
@@ -95,6 +116,36 @@ class ReplicationPad2d(ReplicationPad1d):
     """Pads the last two dimensions by repeating their edges."""
 
     dims = 2
+
+
+class ReflectionPad3d(ReflectionPad1d):
+    """Pads the last three dimensions with their mirror image."""
+
+    dims = 3
+
+
+class ReplicationPad3d(ReplicationPad1d):
+    """Pads the last three dimensions by repeating their edges."""
+
+    dims = 3
+
+
+class CircularPad1d(_Pad):
+    """Pads the last dimension with its other end (wrapping around)."""
+
+    mode = "circular"
+
+
+class CircularPad2d(CircularPad1d):
+    """Pads the last two dimensions with their other ends."""
+
+    dims = 2
+
+
+class CircularPad3d(CircularPad1d):
+    """Pads the last three dimensions with their other ends."""
+
+    dims = 3
 
 
 class Upsample(Module):

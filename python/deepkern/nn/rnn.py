@@ -1,6 +1,6 @@
 """Recurrent layers: ``LSTM``, ``GRU`` and ``RNN`` (num_layers, bidirectional, batch_first,
-dropout) and ``LSTMCell``, ``GRUCell``, ``RNNCell``, with PyTorch's parameter names, shapes,
-initialisation, forward signatures and return values.
+dropout; subclasses of ``RNNBase``) and ``LSTMCell``, ``GRUCell``, ``RNNCell`` (of ``RNNCellBase``),
+with PyTorch's parameter names, shapes, initialisation, forward signatures and return values.
 
 The heavy work is one autograd Function per layer and direction, whose forward is
 ``ops.lstm(..., return_cache=True)`` (``ops.gru``, ``ops.rnn``) and whose backward is
@@ -35,7 +35,7 @@ from .functional import dropout
 from .module import Module, Parameter
 from .utils.rnn import PackedSequence, _ints, _to_packed, _to_padded
 
-__all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNCell"]
+__all__ = ["RNNBase", "RNNCellBase", "GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNCell"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,16 +137,18 @@ def _uniform_parameter(shape, bound, dtype, device):
     return Parameter(tensor(get_generator().uniform(-bound, bound, shape).astype(dtype), device=device))
 
 
-class _RNNBase(Module):
-    """The multi-layer recurrent module of a cell kind (LSTM, GRU, RNN): parameters, checks, and the
-    layer/direction/dropout composition. A subclass names ``_gates`` (gate blocks of H rows in each
-    weight), ``_states`` (the state names of hx: ("h_0", "c_0") or ("h_0",)) and ``_layer``."""
+#: RNNBase's modes: (gate blocks of H rows in each weight, the state names of hx).
+_MODES = {"LSTM": (4, ("h_0", "c_0")), "GRU": (3, ("h_0",)), "RNN_TANH": (1, ("h_0",)), "RNN_RELU": (1, ("h_0",))}
 
-    _gates = 4
-    _states = ("h_0",)
+
+class RNNBase(Module):
+    """The multi-layer recurrent module of a ``mode`` ('LSTM', 'GRU', 'RNN_TANH' or 'RNN_RELU'), the
+    base class of LSTM, GRU and RNN as in PyTorch: parameters, checks, and the
+    layer/direction/dropout composition. A subclass gives ``_layer``."""
 
     def __init__(
         self,
+        mode,
         input_size,
         hidden_size,
         num_layers=1,
@@ -160,6 +162,10 @@ class _RNNBase(Module):
     ):
         super().__init__()
         kind = type(self).__name__
+        if mode not in _MODES:
+            raise ValueError(f"{kind}: unrecognized RNN mode {mode!r}; expected one of {tuple(_MODES)}")
+        self.mode = mode
+        gates, self._states = _MODES[mode]
         for name, value, low in (
             ("input_size", input_size, 1),
             ("hidden_size", hidden_size, 1),
@@ -171,7 +177,7 @@ class _RNNBase(Module):
             raise ValueError(
                 f"{kind}: proj_size should be a positive integer or zero to disable projections, got {proj_size!r}"
             )
-        if proj_size and self._states != LSTM._states:
+        if proj_size and mode != "LSTM":
             raise ValueError(f"{kind}: proj_size argument is only supported for LSTM, not RNN or GRU")
         if proj_size >= hidden_size:
             raise ValueError(
@@ -190,7 +196,7 @@ class _RNNBase(Module):
         dirs = 2 if bidirectional else 1
         factory = factory_kwargs(kind, dtype, device)
         bound = 1.0 / math.sqrt(hidden_size)
-        rows, out = self._gates * self.hidden_size, self._output_size
+        rows, out = gates * self.hidden_size, self._output_size
         names = []
         for layer in range(self.num_layers):
             layer_in = self.input_size if layer == 0 else dirs * out
@@ -361,7 +367,7 @@ class _RNNBase(Module):
         return x, [Stack.apply(*final, dim=0) for final in finals]
 
 
-class LSTM(_RNNBase):
+class LSTM(RNNBase):
     """A multi-layer LSTM (torch.nn.LSTM).
 
     ``forward(input, hx=None)`` with ``input`` (T, B, input_size) — (B, T, input_size) when
@@ -381,8 +387,8 @@ class LSTM(_RNNBase):
     fused kernels have no projection).
     """
 
-    _gates = 4
-    _states = ("h_0", "c_0")
+    def __init__(self, *args, **kwargs):
+        super().__init__("LSTM", *args, **kwargs)
 
     def _layer(self, x, states, weights, reverse, batch_sizes):
         if self.proj_size:
@@ -419,7 +425,7 @@ def _projected_lstm_layer(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, batch_
     return Stack.apply(*outputs, dim=0), h, c
 
 
-class GRU(_RNNBase):
+class GRU(RNNBase):
     """A multi-layer GRU (torch.nn.GRU): r = sigmoid(W_ir x + b_ir + W_hr h + b_hr), z likewise,
     n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h' = (1 - z) * n + z * h.
 
@@ -427,7 +433,8 @@ class GRU(_RNNBase):
     hidden_size); returns ``(output, h_n)``. Parameters as LSTM's with 3H rows (gates r, z, n).
     """
 
-    _gates = 3
+    def __init__(self, *args, **kwargs):
+        super().__init__("GRU", *args, **kwargs)
 
     def _layer(self, x, states, weights, reverse, batch_sizes):
         return _Layer.apply(x, *states, *weights, mode="gru", reverse=reverse, batch_sizes=batch_sizes)
@@ -439,16 +446,14 @@ def _nonlinearity(kind, value):
     return value
 
 
-class RNN(_RNNBase):
+class RNN(RNNBase):
     """A multi-layer Elman RNN (torch.nn.RNN): h' = tanh (or relu, with ``nonlinearity="relu"``)
     of W_ih x + b_ih + W_hh h + b_hh. ``forward`` and parameters as :class:`GRU`'s, with H rows."""
-
-    _gates = 1
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", *args, **kwargs):
         """torch.nn.RNN's signature: after nonlinearity, those of the base class from bias on."""
         checked = _nonlinearity("RNN", nonlinearity)
-        super().__init__(input_size, hidden_size, num_layers, *args, **kwargs)
+        super().__init__("RNN_" + checked.upper(), input_size, hidden_size, num_layers, *args, **kwargs)
         self.nonlinearity = checked
 
     def extra_repr(self):
@@ -459,18 +464,18 @@ class RNN(_RNNBase):
         return _Layer.apply(x, *states, *weights, mode=mode, reverse=reverse, batch_sizes=batch_sizes)
 
 
-class _CellBase(Module):
-    """One step of a recurrent cell: ``forward(input, hx=None)`` with ``input`` (B, input_size) or
-    unbatched (input_size,) and hx its states, each (B, hidden_size) (zeros when omitted).
-    Parameters ``weight_ih`` (gates * H, I), ``weight_hh`` (gates * H, H), ``bias_ih``,
-    ``bias_hh`` (gates * H,), initialised U(-1/sqrt(H), 1/sqrt(H)). As in PyTorch, B, input_size
-    and hidden_size may be 0 (empty results; the gradients of the parameters are then zeros). A
-    subclass names ``_gates``, ``_states`` (("h", "c") or ("h",)) and ``_step``."""
+class RNNCellBase(Module):
+    """The base class of the recurrent cells, as in PyTorch: one step of a cell of ``num_chunks``
+    gates, ``forward(input, hx=None)`` with ``input`` (B, input_size) or unbatched (input_size,) and
+    hx its states, each (B, hidden_size) (zeros when omitted). Parameters ``weight_ih``
+    (num_chunks * H, I), ``weight_hh`` (num_chunks * H, H), ``bias_ih``, ``bias_hh`` (num_chunks * H,),
+    initialised U(-1/sqrt(H), 1/sqrt(H)). As in PyTorch, B, input_size and hidden_size may be 0
+    (empty results; the gradients of the parameters are then zeros). A subclass names ``_states``
+    (("h", "c") or ("h",)) and ``_step``."""
 
-    _gates = 4
     _states = ("h",)
 
-    def __init__(self, input_size, hidden_size, bias=True, dtype=None, device=None):
+    def __init__(self, input_size, hidden_size, bias, num_chunks, dtype=None, device=None):
         super().__init__()
         kind = type(self).__name__
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
@@ -479,7 +484,7 @@ class _CellBase(Module):
         self.input_size, self.hidden_size, self.bias = int(input_size), int(hidden_size), bool(bias)
         factory = factory_kwargs(kind, dtype, device)
         bound = 1.0 / math.sqrt(hidden_size) if hidden_size else 0.0
-        rows = self._gates * self.hidden_size
+        rows = num_chunks * self.hidden_size
         self.weight_ih = _uniform_parameter((rows, self.input_size), bound, **factory)
         self.weight_hh = _uniform_parameter((rows, self.hidden_size), bound, **factory)
         if bias:
@@ -541,36 +546,37 @@ class _CellBase(Module):
         return self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
 
 
-class LSTMCell(_CellBase):
+class LSTMCell(RNNCellBase):
     """One LSTM step (torch.nn.LSTMCell): ``hx = (h, c)``; returns ``(h', c')``. Parameters of 4H
     rows (gates i, f, g, o); see the base class."""
 
-    _gates = 4
     _states = ("h", "c")
+
+    def __init__(self, input_size, hidden_size, bias=True, dtype=None, device=None):
+        super().__init__(input_size, hidden_size, bias, 4, dtype, device)
 
     def _step(self, x, states):
         return _LSTMCellStep.apply(x, *states, *self._weights())
 
 
-class GRUCell(_CellBase):
+class GRUCell(RNNCellBase):
     """One GRU step (torch.nn.GRUCell): ``hx`` the tensor h; returns h'. Parameters of 3H rows
     (gates r, z, n); see the base class."""
 
-    _gates = 3
+    def __init__(self, input_size, hidden_size, bias=True, dtype=None, device=None):
+        super().__init__(input_size, hidden_size, bias, 3, dtype, device)
 
     def _step(self, x, states):
         return _Layer.apply(x.unsqueeze(0), *states, *self._weights(), mode="gru")[1:]
 
 
-class RNNCell(_CellBase):
+class RNNCell(RNNCellBase):
     """One Elman RNN step (torch.nn.RNNCell), tanh or relu: ``hx`` the tensor h; returns h'.
     Parameters of H rows; see the base class."""
 
-    _gates = 1
-
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", dtype=None, device=None):
         checked = _nonlinearity("RNNCell", nonlinearity)
-        super().__init__(input_size, hidden_size, bias, dtype, device)
+        super().__init__(input_size, hidden_size, bias, 1, dtype, device)
         self.nonlinearity = checked
 
     def extra_repr(self):
