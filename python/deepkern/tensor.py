@@ -2109,6 +2109,10 @@ class _Clone(autograd.Function):
     def backward(ctx, g):
         return g
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        return g
+
 
 # ---------------------------------------------------------------------------------------------
 # Creation

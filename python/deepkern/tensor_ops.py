@@ -45,6 +45,28 @@ def unbroadcast_tensor(grad, shape):
     return grad.sum(axes, keepdim=True).reshape(shape) if axes else grad.reshape(shape)
 
 
+class MaskedGradient(Function):
+    """``g * factor`` (``factor`` a constant array: a piecewise-linear op's local slope, 0/1 masks, tie
+    shares) recorded as a function of ``source`` too, with a zero gradient there: the create_graph=True
+    gradient of relu, clamp, abs, max, ... depends on its input as PyTorch's does (differentiating it
+    again gives zeros, not an error for a gradient outside the graph)."""
+
+    @staticmethod
+    def forward(ctx, g, source, factor):
+        ctx.meta = (factor, _shape_of(source))
+        return g * factor
+
+    @staticmethod
+    def backward(ctx, gg):
+        factor, source_shape = ctx.meta
+        return gg * factor, np.zeros_like(gg, shape=source_shape)
+
+    @staticmethod
+    def backward_graph(ctx, io, gg):
+        factor, source_shape = ctx.meta
+        return gg * factor, None
+
+
 # ---------------------------------------------------------------------------------------------
 # Arithmetic (either operand may be a Python/NumPy scalar)
 # ---------------------------------------------------------------------------------------------
@@ -340,9 +362,10 @@ class Sqrt(Function):
         return Where.apply(out == 0, 0.0, grad) if ctx.meta else grad
 
 
-def _pointwise(name: str, f, derivative):
+def _pointwise(name: str, f, derivative, graph_derivative=None):
     """A Function computing ``f(a)`` elementwise (NumPy's floating-point warnings off) whose backward
-    is ``g * derivative(a)``."""
+    is ``g * derivative(a)``; with ``graph_derivative`` (the derivative as Tensor ops of the input
+    Tensor) also the create_graph=True backward."""
 
     @_silent_floating_point
     def forward(ctx, a):
@@ -353,16 +376,24 @@ def _pointwise(name: str, f, derivative):
         (a,) = ctx.saved_tensors
         return g * derivative(a)
 
-    return type(name, (Function,), {"forward": staticmethod(forward), "backward": staticmethod(backward)})
+    methods = {"forward": staticmethod(forward), "backward": staticmethod(backward)}
+    if graph_derivative is not None:
+
+        def backward_graph(ctx, io, g):
+            (a,) = ctx.saved_tensors
+            return g * graph_derivative(io.input(0, a))
+
+        methods["backward_graph"] = staticmethod(backward_graph)
+    return type(name, (Function,), methods)
 
 
-Abs = _pointwise("Abs", np.abs, np.sign)
-Sin = _pointwise("Sin", np.sin, np.cos)
-Cos = _pointwise("Cos", np.cos, lambda a: -np.sin(a))
-Log1p = _pointwise("Log1p", np.log1p, lambda a: 1 / (1 + a))
-Expm1 = _pointwise("Expm1", np.expm1, np.exp)
-Log2 = _pointwise("Log2", np.log2, lambda a: 1 / (a * math.log(2)))
-Log10 = _pointwise("Log10", np.log10, lambda a: 1 / (a * math.log(10)))
+Abs = _pointwise("Abs", np.abs, np.sign, lambda x: x.sign())
+Sin = _pointwise("Sin", np.sin, np.cos, lambda x: x.cos())
+Cos = _pointwise("Cos", np.cos, lambda a: -np.sin(a), lambda x: -x.sin())
+Log1p = _pointwise("Log1p", np.log1p, lambda a: 1 / (1 + a), lambda x: 1 / (1 + x))
+Expm1 = _pointwise("Expm1", np.expm1, np.exp, lambda x: x.exp())
+Log2 = _pointwise("Log2", np.log2, lambda a: 1 / (a * math.log(2)), lambda x: 1 / (x * math.log(2)))
+Log10 = _pointwise("Log10", np.log10, lambda a: 1 / (a * math.log(10)), lambda x: 1 / (x * math.log(10)))
 
 
 def _piecewise_constant(name: str, f):
@@ -376,7 +407,18 @@ def _piecewise_constant(name: str, f):
     def backward(ctx, g):
         return np.zeros_like(g, shape=ctx.meta[0])
 
-    return type(name, (Function,), {"forward": staticmethod(forward), "backward": staticmethod(backward)})
+    def backward_graph(ctx, io, g):
+        return g.new_zeros(ctx.meta[0])
+
+    return type(
+        name,
+        (Function,),
+        {
+            "forward": staticmethod(forward),
+            "backward": staticmethod(backward),
+            "backward_graph": staticmethod(backward_graph),
+        },
+    )
 
 
 # Piecewise constant: gradient 0, as PyTorch's (sign is 0 at NaN there, not NaN).
@@ -384,13 +426,13 @@ Floor = _piecewise_constant("Floor", np.floor)
 Ceil = _piecewise_constant("Ceil", np.ceil)
 Trunc = _piecewise_constant("Trunc", np.trunc)
 Sign = _piecewise_constant("Sign", lambda a: np.where(np.isnan(a), 0, np.sign(a)))
-Tan = _pointwise("Tan", np.tan, lambda a: 1 / np.cos(a) ** 2)
-Sinh = _pointwise("Sinh", np.sinh, np.cosh)
-Cosh = _pointwise("Cosh", np.cosh, np.sinh)
-Asin = _pointwise("Asin", np.arcsin, lambda a: 1 / np.sqrt(1 - a * a))
-Acos = _pointwise("Acos", np.arccos, lambda a: -1 / np.sqrt(1 - a * a))
-Atan = _pointwise("Atan", np.arctan, lambda a: 1 / (1 + a * a))
-Exp2 = _pointwise("Exp2", np.exp2, lambda a: np.exp2(a) * math.log(2))
+Tan = _pointwise("Tan", np.tan, lambda a: 1 / np.cos(a) ** 2, lambda x: 1 / x.cos() ** 2)
+Sinh = _pointwise("Sinh", np.sinh, np.cosh, lambda x: x.cosh())
+Cosh = _pointwise("Cosh", np.cosh, np.sinh, lambda x: x.sinh())
+Asin = _pointwise("Asin", np.arcsin, lambda a: 1 / np.sqrt(1 - a * a), lambda x: 1 / (1 - x * x).sqrt())
+Acos = _pointwise("Acos", np.arccos, lambda a: -1 / np.sqrt(1 - a * a), lambda x: -1 / (1 - x * x).sqrt())
+Atan = _pointwise("Atan", np.arctan, lambda a: 1 / (1 + a * a), lambda x: 1 / (1 + x * x))
+Exp2 = _pointwise("Exp2", np.exp2, lambda a: np.exp2(a) * math.log(2), lambda x: x.exp2() * math.log(2))
 
 
 def _erf_of(function):
@@ -404,8 +446,12 @@ def _erf_derivative(a):
     return (2 / math.sqrt(math.pi)) * np.exp(-(a * a))
 
 
-Erf = _pointwise("Erf", _erf_of(math.erf), _erf_derivative)
-Erfc = _pointwise("Erfc", _erf_of(math.erfc), lambda a: -_erf_derivative(a))
+def _erf_derivative_graph(x):
+    return (-(x * x)).exp() * (2 / math.sqrt(math.pi))
+
+
+Erf = _pointwise("Erf", _erf_of(math.erf), _erf_derivative, _erf_derivative_graph)
+Erfc = _pointwise("Erfc", _erf_of(math.erfc), lambda a: -_erf_derivative(a), lambda x: -_erf_derivative_graph(x))
 
 
 def _pointwise_pair(name: str, f, derivatives):
@@ -560,7 +606,7 @@ class Relu(Function):
     @staticmethod
     def backward_graph(ctx, io, g):
         (out,) = ctx.saved_tensors
-        return g * ((out > 0) | np.isnan(out)).astype(g.dtype)  # a constant mask: its own derivative is 0
+        return MaskedGradient.apply(g, io.output(0, out), ((out > 0) | np.isnan(out)).astype(g.dtype))
 
 
 class Clamp(Function):
@@ -591,6 +637,19 @@ class Clamp(Function):
             gl = unbroadcast(g * ((a < low) & (True if high is None else low < high)), sl)
         if ctx.needs_input_grad[2]:
             gh = unbroadcast(g * ((a > high) | (False if low is None else high < low)), sh)
+        return ga, gl, gh
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        a, low, high = ctx.saved_tensors
+        sa, sl, sh = ctx.shapes
+        above = True if low is None else a >= low
+        below = True if high is None else a <= high
+        to_low = (a < low) & (True if high is None else low < high) if low is not None else None
+        to_high = (a > high) | (False if low is None else high < low) if high is not None else None
+        ga = unbroadcast_tensor(g * (above & below), sa)  # constant masks, as PyTorch's (their derivative is 0)
+        gl = None if to_low is None else unbroadcast_tensor(g * to_low, sl)
+        gh = None if to_high is None else unbroadcast_tensor(g * to_high, sh)
         return ga, gl, gh
 
 
@@ -650,6 +709,12 @@ class _KeptDimsReduction(Function):
         a, out = ctx.saved_tensors
         axes, keepdim = ctx.meta
         return _expand_reduced(g, a.shape, axes, keepdim) * cls.weights(a, out, axes)
+
+    @classmethod
+    def backward_graph(cls, ctx, io, g):
+        a, out = ctx.saved_tensors
+        axes, keepdim = ctx.meta
+        return _expand_reduced_tensor(g, a.shape, axes, keepdim) * cls.weights(a, out, axes)  # constant weights
 
 
 class Extremum(_KeptDimsReduction):
@@ -872,6 +937,17 @@ class Max(Function):
         grad = backend_of(g, op="MaxBackward").zeros(ctx.shape, g.dtype)
         np.put_along_axis(grad, idx, g.reshape(idx.shape), ctx.dim)
         return grad
+
+    @staticmethod
+    def backward_graph(ctx, io, g, g_idx=None):
+        if ctx.dim is None:
+            a, out = ctx.saved_tensors
+            ties = (a == out) | (np.isnan(a) & np.isnan(out))
+            return g * (ties / ties.sum().astype(g.dtype))
+        (idx,) = ctx.saved_tensors
+        taken = np.zeros(ctx.shape, g.dtype)
+        np.put_along_axis(taken, idx, 1, ctx.dim)
+        return taken * g.reshape(idx.shape)  # the taken positions: a constant mask, g broadcast along dim
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1096,6 +1172,15 @@ class Maximum(Function):
         gb = unbroadcast(g * (whole * ~b_loses), _shape_of(b)) if ctx.needs_input_grad[1] else None
         return ga, gb
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        a, b = ctx.saved_tensors
+        a_loses, b_loses = ((a > b), (a < b)) if ctx.minimum else ((a < b), (a > b))
+        whole = (1 - 0.5 * (a == b)).astype(g.dtype)
+        ga = unbroadcast_tensor(g * (whole * ~a_loses), _shape_of(a))  # constant masks, as PyTorch's
+        gb = unbroadcast_tensor(g * (whole * ~b_loses), _shape_of(b))
+        return ga, gb
+
 
 def reversed_along(x, axis: int):
     """``x`` in reverse order along ``axis`` (a view: a negative-step slice, which every backend has)."""
@@ -1114,6 +1199,10 @@ class Cumsum(Function):
     def backward(ctx, g):
         # d out_j / d a_i = 1 for j >= i: the running sum of g from the end
         return reversed_along(np.cumsum(reversed_along(g, ctx.dim), axis=ctx.dim), ctx.dim)
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        return g.flip(ctx.dim).cumsum(ctx.dim).flip(ctx.dim)
 
 
 def along_axis_key(index, dim: int) -> tuple:
@@ -1526,9 +1615,9 @@ class IndexPut(Function):
 # lgamma, digamma, polygamma, erfinv and i0 (tensor_long_tail.py's second batch)
 # ---------------------------------------------------------------------------------------------
 
-Acosh = _pointwise("Acosh", np.arccosh, lambda a: 1 / np.sqrt(a * a - 1))
-Asinh = _pointwise("Asinh", np.arcsinh, lambda a: 1 / np.sqrt(a * a + 1))
-Atanh = _pointwise("Atanh", np.arctanh, lambda a: 1 / (1 - a * a))
+Acosh = _pointwise("Acosh", np.arccosh, lambda a: 1 / np.sqrt(a * a - 1), lambda x: 1 / (x * x - 1).sqrt())
+Asinh = _pointwise("Asinh", np.arcsinh, lambda a: 1 / np.sqrt(a * a + 1), lambda x: 1 / (x * x + 1).sqrt())
+Atanh = _pointwise("Atanh", np.arctanh, lambda a: 1 / (1 - a * a), lambda x: 1 / (1 - x * x))
 LogAddExp2 = _pointwise_pair(
     "LogAddExp2", np.logaddexp2, lambda a, b, out: (1 / (1 + np.exp2(b - a)), 1 / (1 + np.exp2(a - b)))
 )

@@ -617,7 +617,7 @@ class LeakyRelu(Function):
     @staticmethod
     def backward_graph(ctx, io, g):
         (positive,) = ctx.saved_tensors
-        return g * np.where(positive, 1.0, ctx.slope).astype(g.dtype)  # a constant: its own derivative is 0
+        return _T.MaskedGradient.apply(g, io.placeholder(0, g), np.where(positive, 1.0, ctx.slope).astype(g.dtype))
 
 
 @through_float32
@@ -707,14 +707,20 @@ class Softplus(Function):
     def forward(ctx, x, beta=1.0, threshold=20.0):
         z = x * beta
         linear = z > threshold
-        ctx.save_for_backward(z, linear)
+        ctx.save_for_backward(x, linear)
+        ctx.beta = beta
         soft = np.log1p(np.exp(np.minimum(z, threshold))) / beta
         return np.where(linear, x, soft).astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
-        z, linear = ctx.saved_tensors
-        return np.where(linear, g, g * _stable_sigmoid(z))
+        x, linear = ctx.saved_tensors
+        return np.where(linear, g, g * _stable_sigmoid(x * ctx.beta))
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        x, linear = ctx.saved_tensors
+        return _T.Where.apply(linear, g, g * (io.input(0, x) * ctx.beta).sigmoid())
 
 
 @through_float32
@@ -781,6 +787,11 @@ class Hardtanh(Function):
     def backward(ctx, g):
         (inside,) = ctx.saved_tensors
         return g * inside
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        (inside,) = ctx.saved_tensors
+        return _T.MaskedGradient.apply(g, io.placeholder(0, g), inside)
 
 
 @through_float32

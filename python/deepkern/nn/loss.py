@@ -221,16 +221,32 @@ class _DifferenceLoss(Function):
 
     @staticmethod
     def forward(ctx, input, target, reduction="mean", kind="mse", beta=1.0):
-        diff = input - target.astype(input.dtype, copy=False)
-        ctx.save_for_backward(diff)
+        target = target.astype(input.dtype, copy=False)
+        ctx.save_for_backward(input, target)
         ctx.meta = (reduction, kind, beta)
-        return _reduce(_pointwise_difference(kind, diff, beta), reduction)
+        return _reduce(_pointwise_difference(kind, input - target, beta), reduction)
 
     @staticmethod
     def backward(ctx, g):
-        (diff,) = ctx.saved_tensors
+        input, target = ctx.saved_tensors
         reduction, kind, beta = ctx.meta
-        grad = _pointwise_difference_grad(kind, diff, beta, _grad_scale(g, reduction, diff.size))
+        grad = _pointwise_difference_grad(kind, input - target, beta, _grad_scale(g, reduction, input.size))
+        return grad, (-grad if ctx.needs_input_grad[1] else None)
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        input, target = ctx.saved_tensors
+        reduction, kind, beta = ctx.meta
+        diff = io.input(0, input) - io.input(1, target)
+        scale = _grad_scale(g, reduction, input.size)
+        if kind == "mse":
+            grad = diff * (scale * 2)
+        elif kind == "l1" or beta == 0:  # (smooth_l1 with beta 0 is the L1 loss)
+            grad = diff.sign() * scale
+        elif kind == "smooth_l1":
+            grad = (diff / beta).clamp(-1, 1) * scale
+        else:  # huber
+            grad = diff.clamp(-beta, beta) * scale
         return grad, (-grad if ctx.needs_input_grad[1] else None)
 
 
