@@ -20,7 +20,11 @@ class _ElementwiseOptimizer(Optimizer):
 
     ``step`` counts the parameter's step, takes its gradient (negated with ``maximize``) and applies
     the weight decay (added to the gradient, or with ``decoupled_weight_decay`` the parameter shrunk
-    by ``1 - lr * weight_decay``; none for an optimizer without that option), then calls :meth:`_update`."""
+    by ``1 - lr * weight_decay``; none for an optimizer without that option, or one whose :meth:`_update`
+    applies it, ``_update_decays``), then calls :meth:`_update`."""
+
+    #: Whether :meth:`_update` applies the weight decay itself (Adafactor's rule reads the weights before).
+    _update_decays = False
 
     def _new_state(self, p: Tensor) -> dict:
         """A parameter's state before its first step."""
@@ -34,7 +38,7 @@ class _ElementwiseOptimizer(Optimizer):
         return Tensor._wrap(p._backend().full(p.shape, value, p.dtype))
 
     def _step_group(self, group, params, param_arrays, grad_arrays):
-        weight_decay = group.get("weight_decay", 0)
+        weight_decay = 0 if self._update_decays else group.get("weight_decay", 0)
         for p, param, grad in zip(params, param_arrays, grad_arrays):
             state = self.state[p]
             if not state:

@@ -67,10 +67,10 @@ def _refuse_differentiable(what: str, differentiable) -> None:
         )
 
 
-def _array_of_state(value, param: Tensor, dtype, where: str):
+def _array_of_state(value, param: Tensor, shape: tuple, dtype, where: str):
     """A copy of a loaded state array (ndarray, deepkern Tensor, or an object with ``.numpy()``
-    such as a torch tensor) with ``param``'s shape, cast to ``dtype`` (its state's) like torch does,
-    on its device."""
+    such as a torch tensor) of ``shape`` (its entry's), cast to ``dtype`` (its state's) like torch does,
+    on ``param``'s device."""
     if isinstance(value, Tensor):
         arr = value._array
     elif isinstance(value, np.ndarray):
@@ -79,8 +79,8 @@ def _array_of_state(value, param: Tensor, dtype, where: str):
         arr = np.asarray(value.detach().numpy() if hasattr(value, "detach") else value.numpy())
     else:
         arr = as_array(value)
-    if arr.shape != param.shape:
-        raise ValueError(f"load_state_dict: {where} has shape {arr.shape} but its parameter has shape {param.shape}")
+    if arr.shape != tuple(shape):
+        raise ValueError(f"load_state_dict: {where} has shape {arr.shape} but its parameter's state has shape {shape}")
     return to_device(arr, param.device).astype(dtype, order="C", copy=True)
 
 
@@ -100,8 +100,9 @@ def _check_option_kind(value, default, where: str) -> None:
             return "a flag"
         if isinstance(v, (numbers.Real, Tensor)):
             return "a number"
-        if isinstance(v, (tuple, list)):
-            return f"a tuple of {len(v)} numbers" if all(kind(x) == "a number" for x in v) else "a tuple"
+        if isinstance(v, (tuple, list)):  # None among numbers: an unset one (Adafactor's eps)
+            all_numbers = all(x is None or kind(x) == "a number" for x in v)
+            return f"a tuple of {len(v)} numbers" if all_numbers else "a tuple"
         return "None or a string" if v is None or isinstance(v, str) else type(v).__name__
 
     want = kind(default)
@@ -321,12 +322,17 @@ class Optimizer:
             return p.dtype
         return np.dtype(np.float32)
 
+    def _state_shape(self, name: str, p: Tensor) -> tuple:
+        """The shape of ``p``'s state array ``name``: ``p``'s (Adafactor's factors are smaller)."""
+        return p.shape
+
     def _state_array(self, state: dict, name: str, p: Tensor):
-        """The array of ``state[name]``, created as zeros of ``p``'s shape and state dtype (C order) on
-        its device when missing: on the first step, or when an option that needs it was turned on later."""
+        """The array of ``state[name]``, created as zeros of its shape (_state_shape) and ``p``'s state dtype
+        (C order) on its device when missing: on the first step, or when an option that needs it was turned
+        on later."""
         t = state.get(name)
         if t is None:
-            t = state[name] = Tensor._wrap(p._backend().zeros(p.shape, self._state_dtype(p)))
+            t = state[name] = Tensor._wrap(p._backend().zeros(self._state_shape(name, p), self._state_dtype(p)))
         return t._array
 
     @staticmethod
@@ -356,7 +362,9 @@ class Optimizer:
             return _scalar_of(value)
         if value is None or isinstance(value, (bool, int, float, str)):
             return value
-        return Tensor._wrap(_array_of_state(value, param, self._state_dtype(param), where))
+        return Tensor._wrap(
+            _array_of_state(value, param, self._state_shape(name, param), self._state_dtype(param), where)
+        )
 
     def state_dict(self) -> dict:
         """``{"state": {index: {name: value}}, "param_groups": [{..., "params": [index, ...]}]}``
