@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from . import _C, amp, autograd, backends, cuda, data, distributed, io, linalg, nn, ops, optim, utils  # noqa: E402  (data batches are Tensors)
+from . import _C, amp, autograd, backends, cuda, data, distributed, distributions, io, linalg, nn, ops, optim, utils  # noqa: E402  (data batches are Tensors)
 from .amp import autocast
 from .autograd import Function, enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from .backends.cpu import isa_label as _isa_label
@@ -152,6 +152,7 @@ __all__ = [
     "randperm",
     "optim",
     "linalg",
+    "distributions",
     *_FUNCTIONS,
     *_LINALG_FUNCTIONS,
 ]
