@@ -261,7 +261,7 @@ class Tensor(LongTailMethods, LinalgMethods):
         t._grad = None
         t._hooks = None
         t._post_hooks = None
-        t._view_base = None  # (base, key) of an unrecorded base[key] view (see __getitem__)
+        t._view_base = None  # (base, key, base's array) of an unrecorded base[key] view (see _remember_base)
         return t
 
     # -- autograd state ------------------------------------------------------------------------
@@ -641,7 +641,7 @@ class Tensor(LongTailMethods, LinalgMethods):
         if node is not None and node.view is not None:
             return self._inplace_on_view(what, function, args)
         if node is None and self._view_base is not None:
-            return self._write_through_base(function, args, *self._view_base)
+            return self._write_through_base(function, args, *self._current_view_base())
         result = function.apply(self, *args)  # its node keeps this tensor's history so far
         if result._node is None:  # an integer or bool tensor: the values land, no history (as PyTorch)
             self._store(what, result._array)
@@ -664,6 +664,8 @@ class Tensor(LongTailMethods, LinalgMethods):
             key = _RESHAPED
         elif node.function is F.Diagonal:
             key = _WholeView("diagonal", tuple(node.ctx.meta[2:]))
+        elif node.function is F.AsStrided:
+            key = _WholeView("strided", node.ctx.meta[1])
         else:
             raise RuntimeError(
                 f"{what}: in-place change of a {node.name()[: -len('Backward')]} view of a tensor in the autograd "
@@ -688,6 +690,8 @@ class Tensor(LongTailMethods, LinalgMethods):
         elif key.kind == "diagonal":
             offset, dim1, dim2 = key.dims
             base.copy_(F.DiagonalScatter.apply(base, new, offset=offset, dim1=dim1, dim2=dim2))
+        elif key.kind == "strided":
+            base[base._strided_elements(*key.dims)] = new
         else:
             base.copy_(new.permute(tuple(int(d) for d in np.argsort(key.dims))))
         return self._take_history(_view_again(base, key, self.shape))
@@ -698,7 +702,21 @@ class Tensor(LongTailMethods, LinalgMethods):
         through another view of it), that history, as PyTorch regenerates a view's: so it is read (and
         written) as the part of the base it is, not as a constant."""
         if self._node is None and self._view_base[0]._node is not None and autograd.is_grad_enabled():
-            self._take_history(_view_again(*self._view_base, self.shape))
+            self._take_history(_view_again(*self._current_view_base(), self.shape))
+
+    def _current_view_base(self) -> tuple:
+        """``(base, key)`` of this unrecorded view (Tensor._view_base), while the base still has the memory
+        and layout the key was taken on; RuntimeError once an in-place shape change (t_, transpose_,
+        squeeze_, unsqueeze_, as_strided_, resize_) or ``data =`` gave the base another: the key would
+        then pick other elements."""
+        base, key, array = self._view_base
+        if base._array is not array:
+            raise RuntimeError(
+                f"a view of shape {self.shape} was taken before its base's shape or memory changed in place (t_, "
+                "transpose_, squeeze_, unsqueeze_, as_strided_, resize_ or data =), so it can't follow the base "
+                "into the autograd graph; take the view again after the change"
+            )
+        return base, key
 
     def _take_history(self, result: "Tensor") -> "Tensor":
         node = result._node
@@ -730,8 +748,8 @@ class Tensor(LongTailMethods, LinalgMethods):
         flags = getattr(self._array, "flags", None)
         if flags is not None and not flags.writeable:
             raise RuntimeError(
-                f"{what}: the tensor's memory is read-only (an expand()ed view, or a read-only array given to "
-                "from_numpy); clone() it first"
+                f"{what}: the tensor's memory is read-only (an expand()ed view, a view whose elements overlap, or "
+                "a read-only array given to from_numpy); clone() it first"
             )
         write()
         autograd.bump_version(self._array)
@@ -1753,7 +1771,7 @@ class Tensor(LongTailMethods, LinalgMethods):
         arr = view._array
         if view._node is None and getattr(arr, "base", None) is not None and arr.size:
             if autograd.buffer_of(arr) is autograd.buffer_of(self._array):
-                view._view_base = (self, key)
+                view._view_base = (self, key, self._array)
         return view
 
     def __setitem__(self, key, value):
@@ -1779,12 +1797,14 @@ def _view_again(base: "Tensor", key, shape: tuple) -> "Tensor":
         return base.reshape(shape)
     if key.kind == "diagonal":
         return base.diagonal(*key.dims)
+    if key.kind == "strided":
+        return base.as_strided(*key.dims)
     return base.permute(key.dims)
 
 
 class _WholeView(namedtuple("_WholeView", ["kind", "dims"], defaults=[None])):
     """How an unrecorded view covers its base (Tensor._view_base): "reshape", "permute" with its
-    dims, or "diagonal" with (offset, dim1, dim2)."""
+    dims, "diagonal" with (offset, dim1, dim2), or "strided" with (size, stride, storage offset)."""
 
 
 _RESHAPED = _WholeView("reshape")

@@ -9,13 +9,26 @@ from __future__ import annotations
 
 import builtins
 import itertools
+import math
 import numbers
 import string
 
 import numpy as np
 
 from . import tensor_ops as F
-from .tensor import Tensor, _in_common_dtype, _kind_name, cat, stack, tensor, through_float32, zeros
+from .tensor import (
+    Tensor,
+    _in_common_dtype,
+    _kind_name,
+    cat,
+    empty,
+    get_default_dtype,
+    stack,
+    tensor,
+    through_float32,
+    zeros,
+)
+from .tensor_long_tail import HistogramddResult, _checked_geometry
 
 __all__ = [
     "abs",
@@ -277,6 +290,37 @@ __all__ = [
     "gcd",
     "lcm",
     "multinomial",
+    "split_with_sizes",
+    "unsafe_split",
+    "unsafe_chunk",
+    "unsafe_split_with_sizes",
+    "hsplit",
+    "vsplit",
+    "dsplit",
+    "narrow_copy",
+    "unique_consecutive",
+    "as_strided",
+    "as_strided_",
+    "empty_strided",
+    "nonzero_static",
+    "resize_as_",
+    "select_scatter",
+    "slice_scatter",
+    "diagonal_scatter",
+    "index_reduce",
+    "histogram",
+    "histogramdd",
+    "adjoint",
+    "conj",
+    "conj_physical",
+    "conj_physical_",
+    "resolve_conj",
+    "resolve_neg",
+    "is_conj",
+    "is_neg",
+    "real",
+    "imag",
+    "is_inference",
 ]
 
 
@@ -364,6 +408,69 @@ lgamma, digamma, mvlgamma, erfinv, i0 = map(_method_form, ["lgamma", "digamma", 
 bitwise_and, bitwise_or, bitwise_xor = map(_method_form, ["bitwise_and", "bitwise_or", "bitwise_xor"])
 bitwise_left_shift, bitwise_right_shift = map(_method_form, ["bitwise_left_shift", "bitwise_right_shift"])
 gcd, lcm, multinomial = map(_method_form, ["gcd", "lcm", "multinomial"])
+split_with_sizes, unsafe_split, unsafe_chunk, unsafe_split_with_sizes = map(
+    _method_form, ["split_with_sizes", "unsafe_split", "unsafe_chunk", "unsafe_split_with_sizes"]
+)
+hsplit, vsplit, dsplit, narrow_copy = map(_method_form, ["hsplit", "vsplit", "dsplit", "narrow_copy"])
+unique_consecutive, as_strided, as_strided_, nonzero_static = map(
+    _method_form, ["unique_consecutive", "as_strided", "as_strided_", "nonzero_static"]
+)
+resize_as_, select_scatter, slice_scatter, diagonal_scatter = map(
+    _method_form, ["resize_as_", "select_scatter", "slice_scatter", "diagonal_scatter"]
+)
+index_reduce, histogram, adjoint, conj, conj_physical = map(
+    _method_form, ["index_reduce", "histogram", "adjoint", "conj", "conj_physical"]
+)
+conj_physical_, resolve_conj, resolve_neg, is_conj, is_neg = map(
+    _method_form, ["conj_physical_", "resolve_conj", "resolve_neg", "is_conj", "is_neg"]
+)
+is_inference = _method_form("is_inference")
+
+
+def real(input) -> Tensor:
+    """``input.real``: a real tensor itself."""
+    _check_tensor("real", "input", input)
+    return input.real
+
+
+def imag(input) -> Tensor:
+    """``input.imag`` (refused for a real tensor, as PyTorch)."""
+    _check_tensor("imag", "input", input)
+    return input.imag
+
+
+def empty_strided(size, stride, *, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """An uninitialized tensor of ``size`` laid out with ``stride`` (in elements) in new memory just large enough
+    for it (host memory only; read-only where its elements overlap, as as_strided's views)."""
+    dtype = np.dtype(dtype or get_default_dtype())
+    size, stride = _checked_geometry("empty_strided", size, stride, 0, math.inf, dtype.itemsize)
+    memory = empty(
+        0 if 0 in size else 1 + builtins.sum((n - 1) * s for n, s in zip(size, stride)), dtype=dtype, device=device
+    )
+    out = F.AsStrided.apply(memory, storage=memory._storage("empty_strided"), size=size, stride=stride, offset=0)
+    out.requires_grad = requires_grad
+    return out
+
+
+def histogramdd(input, bins, *, range=None, weight=None, density=False) -> tuple:
+    """``(hist, bin_edges)``: the histogram of the rows of ``input`` (its last dimension's D coordinates) with
+    ``bins`` (an int, one int per coordinate, or one 1-D edges tensor per coordinate), over ``range`` (2 D
+    floats: each coordinate's min and max; by default the data's), of the counts or the sums of ``weight``
+    (``input``'s shape without the last dimension), as density with ``density``; see Tensor.histogram."""
+    _check_tensor("histogramdd", "input", input)
+    if input.ndim < 2:
+        raise RuntimeError(
+            f"torch.histogramdd: input tensor should have at least 2 dimensions, got shape {input.shape}"
+        )
+    dims = input.shape[-1]
+    bins = [bins] * dims if isinstance(bins, numbers.Integral) and not isinstance(bins, bool) else list(bins)
+    if len(bins) != dims:
+        raise RuntimeError(
+            f"histogramdd: The size of bins must be equal to the innermost dimension of the input, got {len(bins)} "
+            f"bins for {dims} dimensions."
+        )
+    hist, edges = input._histogramdd("histogramdd", bins, range, weight, density)
+    return HistogramddResult(hist, tuple(edges))
 
 
 def polygamma(n, input) -> Tensor:

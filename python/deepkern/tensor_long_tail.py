@@ -16,6 +16,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from . import autograd
 from . import tensor as _t
 from . import tensor_ops as F
 from .backends import as_array, to_device
@@ -47,9 +48,19 @@ class _ByMethodOfCopy(_ByMethod):
 AminmaxResult = namedtuple("aminmax", ["min", "max"])
 #: ``frexp``'s result, as PyTorch's torch.return_types.frexp.
 FrexpResult = namedtuple("frexp", ["mantissa", "exponent"])
+#: ``histogram``'s result, as PyTorch's torch.return_types.histogram.
+HistogramResult = namedtuple("histogram", ["hist", "bin_edges"])
+#: ``histogramdd``'s result (``bin_edges`` a tuple, one tensor per dimension), as PyTorch's.
+HistogramddResult = namedtuple("histogramdd", ["hist", "bin_edges"])
 
 _INTERPOLATIONS = ("linear", "lower", "higher", "midpoint", "nearest")
 _SCATTER_REDUCTIONS = ("sum", "prod", "mean", "amax", "amin")
+_INDEX_REDUCTIONS = ("prod", "mean", "amax", "amin")
+#: PyTorch's refusal of a write through a view that holds one memory address several times.
+_OVERLAP = (
+    "unsupported operation: more than one element of the written-to tensor refers to a single memory location. "
+    "Please clone() before performing the operation."
+)
 #: The largest integer each floating dtype holds exactly (random_'s default upper bound), by itemsize.
 _FLOAT_DIGITS = {2: 11, 4: 24, 8: 53}
 
@@ -98,7 +109,7 @@ def _alias(name: str, target: str):
     return method
 
 
-#: PyTorch's other names of methods that tensor.py defines (set on LongTailMethods after it).
+#: PyTorch's other names of Tensor's methods (set on LongTailMethods after it).
 _ALIASES = {
     "multiply": "mul",
     "multiply_": "mul_",
@@ -111,6 +122,9 @@ _ALIASES = {
     "less_equal": "le",
     "not_equal": "ne",
     "sgn": "sign",
+    "unsafe_split": "split",
+    "unsafe_chunk": "chunk",
+    "unsafe_split_with_sizes": "split_with_sizes",
 }
 
 
@@ -138,6 +152,150 @@ def _finfo(dtype):
 
         return ml_dtypes.finfo(dtype)
     return np.finfo(dtype)
+
+
+def _host(t) -> np.ndarray:
+    """A tensor's values as a host array (a copy when it is on another device), outside the graph."""
+    return np.asarray(t.detach().cpu()._array)
+
+
+def _number(x: float) -> str:
+    """A float as PyTorch's messages print it (1, 2.5, inf, nan)."""
+    return f"{x:g}"
+
+
+def _checked_geometry(what: str, size, stride, offset: int, storage_size: int, itemsize: int) -> tuple:
+    """``(size, stride)`` as tuples of ints, checked as PyTorch checks a strided view of a storage of
+    ``storage_size`` elements (a view of no elements may start anywhere)."""
+    size, stride = tuple(int(n) for n in size), tuple(int(s) for s in stride)
+    if len(size) != len(stride):
+        raise RuntimeError(
+            f"{what}: mismatch in length of strides and shape, got sizes {list(size)} and strides {list(stride)}"
+        )
+    if any(n < 0 for n in size):
+        raise RuntimeError(
+            f"{what}: Storage size calculation overflowed with sizes={list(size)} and strides={list(stride)}"
+        )
+    if any(s < 0 for s in stride):
+        raise RuntimeError(f"{what}: Negative strides are not supported at the moment, got strides: {list(stride)}")
+    if offset < 0:
+        raise RuntimeError(f"{what}: Tensor: invalid storage offset {offset}")
+    needed = 0 if 0 in size else offset + 1 + sum((n - 1) * s for n, s in zip(size, stride))
+    if needed > storage_size:
+        raise RuntimeError(
+            f"{what}: setStorage: sizes {list(size)}, strides {list(stride)}, storage offset {offset}, and itemsize "
+            f"{itemsize} requiring a storage size of {needed * itemsize} are out of bounds for storage of size "
+            f"{storage_size * itemsize}"
+        )
+    return size, stride
+
+
+def _nested(sizes: tuple, strides: tuple, order) -> bool:
+    """Whether the dimensions, from the innermost in ``order``, are laid out one inside the next (size-1 ones
+    anywhere): PyTorch's contiguity test of a memory format."""
+    expected = 1
+    for d in order:
+        if sizes[d] != 1:
+            if strides[d] != expected:
+                return False
+            expected *= sizes[d]
+    return True
+
+
+def _dim_order(sizes: tuple, strides: tuple) -> tuple:
+    """``(order, ambiguous)``: PyTorch's dim order of a layout (its compute_elementwise_output_logical_to_physical_perm
+    for one tensor: contiguous and channels-last layouts first, else an insertion sort by stride, a size-1 or
+    zero-stride dimension left where it is), and whether a neighbouring pair could swap."""
+    ndim = len(sizes)
+    if ndim < 2:
+        return tuple(range(ndim)), False
+    contiguous = math.prod(sizes) < 2 or _nested(sizes, strides, reversed(range(ndim)))
+    channels_last = ndim == 4 and _nested(sizes, strides, (1, 3, 2, 0))
+    if contiguous != channels_last:
+        return (tuple(range(ndim)) if contiguous else (0, *range(2, ndim), 1)), False
+
+    def at_least(a, b):
+        return b == 0 or (a != 0 and a >= b)
+
+    def order(a, b):  # 1: a goes inside b; -1: a stays outside; 0: either
+        if strides[a] == 0 or strides[b] == 0:
+            return 0
+        if strides[a] == strides[b]:
+            return 0 if at_least(sizes[b], sizes[a]) else 1
+        return -1 if strides[b] >= strides[a] else 1
+
+    perm = list(reversed(range(ndim)))
+    for i in range(1, ndim):
+        moving = i
+        for j in reversed(range(i)):
+            swap = order(perm[j], perm[moving])
+            if swap > 0:
+                perm[j], perm[moving] = perm[moving], perm[j]
+                moving = j
+            elif swap < 0:
+                break
+    ambiguous = any(order(perm[i], perm[i + 1]) != -1 for i in range(ndim - 1))
+    return tuple(reversed(perm)), ambiguous
+
+
+def _torch_linspace(low: float, high: float, steps: int, dtype) -> np.ndarray:
+    """PyTorch's linspace in ``dtype``'s arithmetic (the first half from ``low``, the rest from ``high``): the
+    bin edges histogram computes."""
+    low, high = dtype.type(low), dtype.type(high)
+    step = (high - low) / dtype.type(steps - 1)
+    i = np.arange(steps)
+    return np.where(i < steps // 2, low + step * i.astype(dtype), high - step * (steps - 1 - i).astype(dtype))
+
+
+def _bin_edges(what: str, d: int, bins, column: np.ndarray, range_, dtype) -> np.ndarray:
+    """The edges of coordinate ``d`` of histogramdd: a 1-D tensor ``bins`` of ``dtype``, or ``bins`` (an int) equal
+    bins over ``range_``'s pair for it or else the ``column``'s min and max (0 and 1 for no values; widened by 0.5
+    either side when equal), checked as PyTorch checks them."""
+    if isinstance(bins, _t.Tensor):
+        if bins.ndim != 1:
+            raise RuntimeError(
+                f"torch.histogramdd: bins tensor should have one dimension, but got {bins.ndim} dimensions in the "
+                f"bins tensor for dimension {d}"
+            )
+        if bins.dtype != dtype:
+            raise RuntimeError(
+                "torch.histogramdd: input tensor and bins tensors should have the same dtype, but got input with "
+                f"dtype {dtype} and bins for dimension {d} with dtype {bins.dtype}"
+            )
+    count = bins.numel() - 1 if isinstance(bins, _t.Tensor) else bins
+    if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count <= 0:
+        raise RuntimeError(f"torch.{what}(): bins must be > 0, but got {count} for dimension {d}")
+    if isinstance(bins, _t.Tensor):
+        return _host(bins)
+    if range_ is not None:
+        low, high = float(range_[2 * d]), float(range_[2 * d + 1])
+    else:
+        low, high = (float(column.min()), float(column.max())) if column.size else (0.0, 1.0)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise RuntimeError(f"torch.histogramdd: dimension {d}'s range [{_number(low)}, {_number(high)}] is not finite")
+    if low > high:
+        raise RuntimeError(
+            f"torch.histogramdd: min should not exceed max, but got min {_number(low)} max {_number(high)} for "
+            f"dimension {d}"
+        )
+    if low == high:
+        low, high = low - 0.5, high + 0.5
+    return _torch_linspace(low, high, int(count) + 1, dtype)
+
+
+def _bin_positions(x: np.ndarray, edges: np.ndarray, linear: bool) -> tuple:
+    """``(kept, bin)`` of each value of ``x`` among ``edges``, as PyTorch's histogramdd places them: values outside
+    [first, last] (and NaN) are not kept; a value goes to the bin it starts, the last bin also taking its right
+    edge. ``linear`` (evenly spaced edges): PyTorch's guess by interpolation, searched one bin either side."""
+    count = edges.size
+    kept = (x >= edges[0]) & (x <= edges[-1])
+    after = np.searchsorted(edges, x, side="right")
+    if linear:
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            guess = (x - edges[0]) * x.dtype.type(count - 1) / (edges[-1] - edges[0])
+        guess = np.where(kept, guess, 0).astype(np.int64)
+        after = np.clip(after, np.maximum(guess - 1, 0), np.minimum(guess + 2, count))
+    return kept, np.clip(after - 1, 0, count - 2)
 
 
 def _shared_among_ties(flat, value):
@@ -580,6 +738,11 @@ class LongTailMethods:
 
     def index_fill(self, dim, index, value):
         """A copy with the slices ``index`` along ``dim`` set to ``value``."""
+        if isinstance(value, _t.Tensor) and value.ndim != 0:
+            raise RuntimeError(
+                "index_fill_ only supports a 0-dimensional value tensor, but got tensor with "
+                f"{value.ndim} dimension(s)."
+            )
         if self.ndim == 0:
             return self.reshape(1).index_fill(0, index, value).reshape(())
         axis, _ = self._index_along("index_fill", dim, index)
@@ -1598,6 +1761,653 @@ class LongTailMethods:
                 f"dtype {_dtype_name(dtype)} should match"
             )
         return self._inplace(name + "_", _ByMethod(name, dtype=self.dtype), dim)  # wrapped in it, as PyTorch
+
+    # -- memory: storage, strided views, in-place shape changes ----------------------------------------
+
+    def _storage(self, what: str) -> np.ndarray:
+        """The memory this tensor views (PyTorch's storage: the whole array it is a view of), as a 1-D array in
+        memory order; NotImplementedError naming ``what`` for memory deepkern cannot address that way (not host
+        memory, or a view of another dtype or of a non-contiguous array)."""
+        arr = self._array
+        root = autograd.buffer_of(arr)
+        if (
+            type(arr) is not np.ndarray
+            or root.dtype != arr.dtype
+            or not (root.flags.c_contiguous or root.flags.f_contiguous)
+        ):
+            raise NotImplementedError(
+                f"{what}: needs a tensor in host memory that views one contiguous array of its dtype (this one is "
+                f"on {self.device})"
+            )
+        return np.ndarray((root.size,), root.dtype, buffer=root)
+
+    def storage_offset(self) -> int:
+        """Where the first element lies in the tensor's storage, in elements (host memory only)."""
+        return F.memory_geometry(self._array, self._storage("storage_offset"))[2]
+
+    def data_ptr(self) -> int:
+        """The address of the first element."""
+        arr = self._array
+        return int(arr.__array_interface__["data"][0]) if isinstance(arr, np.ndarray) else int(arr.data_ptr)
+
+    def is_set_to(self, tensor) -> bool:
+        """Whether ``tensor`` views the same memory from the same element with the same shape and strides."""
+        _tensor_argument("is_set_to", "tensor", tensor)
+        return (
+            autograd.buffer_of(self._array) is autograd.buffer_of(tensor._array)
+            and self.data_ptr() == tensor.data_ptr()
+            and self.shape == tensor.shape
+            and self.stride() == tensor.stride()
+        )
+
+    def is_shared(self) -> bool:
+        """False: deepkern's tensors live in the memory of their process (see share_memory_)."""
+        return False
+
+    def share_memory_(self):
+        """The tensor itself: deepkern does not move tensors to shared memory (its multiprocessing pickles the data)."""
+        return self
+
+    def is_inference(self) -> bool:
+        """False: deepkern's inference_mode only stops recording, it makes no inference tensors."""
+        return False
+
+    def dim_order(self, *, ambiguity_check=False) -> tuple:
+        """The dimensions from the outermost in memory to the innermost (``x.permute(order)`` is laid out row-major),
+        PyTorch's choice where size-1 dimensions or equal strides allow several; with ``ambiguity_check=True``,
+        RuntimeError there instead. (deepkern has no memory formats: the check takes only a bool.)"""
+        if not isinstance(ambiguity_check, bool):
+            raise TypeError("dim_order: the ambiguity_check argument must be a bool (deepkern has no memory formats)")
+        sizes, strides = self.shape, self.stride()
+        if ambiguity_check and (1 in sizes or any(a == b for a, b in zip(strides, strides[1:]))):
+            raise RuntimeError(
+                "The tensor does not have unique dim order, or cannot map to exact one of the given memory formats."
+            )
+        order, ambiguous = _dim_order(sizes, strides)
+        if ambiguity_check and ambiguous:
+            raise RuntimeError("The tensor does not have unique dim order.")
+        return order
+
+    def as_strided(self, size, stride, storage_offset=None):
+        """The view of this tensor's storage (the memory it views, see storage_offset) with ``size``, ``stride``
+        and ``storage_offset`` (in elements; by default the tensor's own), host memory only. Its elements are
+        read-only where they overlap (PyTorch writes them in an unspecified order); the gradient of each goes
+        to the tensor's element at its address (none to the storage outside the tensor)."""
+        return self._strided_view("as_strided", size, stride, storage_offset)
+
+    def _strided_view(self, what: str, size, stride, storage_offset):
+        """as_strided, its checks and errors naming ``what``."""
+        storage = self._storage(what)
+        offset = F.memory_geometry(self._array, storage)[2] if storage_offset is None else int(storage_offset)
+        size, stride = _checked_geometry(what, size, stride, offset, storage.size, self.dtype.itemsize)
+        view = F.AsStrided.apply(self, storage=storage, size=size, stride=stride, offset=offset)
+        return self._remember_base(view, _t._WholeView("strided", (size, stride, offset)))
+
+    def _strided_elements(self, size, stride, offset) -> tuple:
+        """The key (integer arrays, in the view's shape) of this tensor's elements at the addresses of the strided
+        view ``(size, stride, offset)`` of its storage: how a write through such a view reaches the tensor."""
+        own = F.strided_positions(*F.memory_geometry(self._array, self._storage("as_strided"))).reshape(-1)
+        if F.overlapping(size, stride, offset):
+            raise RuntimeError(_OVERLAP)
+        wanted = F.strided_positions(size, stride, offset)
+        order = np.argsort(own, kind="stable")
+        found = np.minimum(np.searchsorted(own[order], wanted), max(own.size - 1, 0))
+        if wanted.size and (own.size == 0 or not np.array_equal(own[order][found], wanted)):
+            raise RuntimeError(
+                f"a write through a strided view (sizes {list(size)}, strides {list(stride)}, storage offset {offset}) "
+                f"that reaches memory outside the tensor of shape {self.shape} it was taken from is not supported "
+                "while recording; write that tensor's base instead"
+            )
+        return np.unravel_index(order[found], self.shape) if self.ndim else ()
+
+    def unfold(self, dimension, size, step):
+        """Every slice of ``size`` elements along ``dimension`` that starts at a multiple of ``step``, along a new
+        last dimension: a view (as_strided's, so host memory only; read-only where the slices overlap, step <
+        size). The gradient of an element is the sum over the slices holding it."""
+        axis = self._dim(dimension, "unfold")
+        length = self.shape[axis] if self.ndim else 1
+        if size < 0:
+            raise RuntimeError(f"unfold: size is {size} but must be >= 0")
+        if size > length:
+            raise RuntimeError(f"unfold: maximum size for tensor at dimension {axis} is {length} but size is {size}")
+        if step <= 0:
+            raise RuntimeError(f"unfold: step is {step} but must be > 0")
+        if self.ndim == 0:
+            return self._strided_view("unfold", (size,), (1,), None)
+        strides = self.stride()
+        shape = self.shape[:axis] + ((length - size) // step + 1,) + self.shape[axis + 1 :] + (size,)
+        stride = strides[:axis] + (strides[axis] * step,) + strides[axis + 1 :] + (strides[axis],)
+        return self._strided_view("unfold", shape, stride, None)
+
+    def _change_view_in_place(self, what: str, method: str, *args):
+        """This tensor made its own view ``method(*args)`` (transposed, squeezed, ...) in place, as PyTorch's ``what``:
+        refused on a leaf that requires grad, or on a view of one, while recording; counted as an in-place write
+        (a value saved for a backward then raises there, as in PyTorch); the history continues through the view,
+        and a view stays a view of its base (as its as_strided view; host memory only)."""
+        self._recording_inplace(what, ())
+        node = self._node
+        base = node.view[0] if node is not None and node.view is not None else None
+        if base is not None and base.is_leaf and autograd.is_grad_enabled():
+            raise _t._leaf_in_place(what, "a view of a leaf tensor")
+        if base is None and self._view_base is None:
+            changed = getattr(self, method)(*args)
+            self._array = changed._array
+            autograd.bump_version(self._array)
+            if changed._node is not None:
+                changed._node.view = None  # the tensor's own memory, not a view of another tensor
+                self._take_history(changed)
+            return self
+        with autograd.no_grad():
+            changed = getattr(self, method)(*args)
+        geometry = F.memory_geometry(changed._array, self._storage(what))
+        self._array = changed._array
+        autograd.bump_version(self._array)
+        if base is not None:
+            with autograd.enable_grad():
+                self._take_history(base.as_strided(*geometry))
+        else:
+            base, _, base_array = self._view_base
+            self._view_base = (base, _t._WholeView("strided", geometry), base_array)
+        return self
+
+    def squeeze_(self, dim=None):
+        return self._change_view_in_place("squeeze_", "squeeze", dim)
+
+    def unsqueeze_(self, dim):
+        return self._change_view_in_place("unsqueeze_", "unsqueeze", dim)
+
+    def transpose_(self, dim0, dim1):
+        return self._change_view_in_place("transpose_", "transpose", dim0, dim1)
+
+    swapaxes_ = swapdims_ = transpose_
+
+    def t_(self):
+        if self.ndim > 2:
+            raise RuntimeError(f"t_(): expects a tensor with <= 2 dimensions, but self is {self.ndim}D")
+        return self._change_view_in_place("t_", "t")
+
+    def as_strided_(self, size, stride, storage_offset=None):
+        return self._change_view_in_place("as_strided_", "as_strided", size, stride, storage_offset)
+
+    def resize_(self, *sizes):
+        """This tensor given the shape ``sizes`` in place, as PyTorch's: the elements of its storage from its first
+        one, in memory order (the same shape: unchanged). Growing past the storage moves the tensor to new memory
+        holding the old storage, then zeros (PyTorch leaves them uninitialized and grows the storage itself, so
+        tensors sharing it see the move; here they keep the old memory). Refused for a tensor that requires grad,
+        and growing memory shared with NumPy, as PyTorch refuses."""
+        if self.requires_grad:
+            raise RuntimeError("resize_: cannot resize variables that require grad")
+        shape = _t._dims_args(sizes)
+        for n in shape:
+            if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+                raise TypeError(f"resize_(): argument 'size' must be tuple of ints, but found {type(n).__name__}")
+            if n < 0:
+                raise RuntimeError(f"resize_: Trying to create tensor with negative dimension {n}: {list(shape)}")
+        shape = tuple(int(n) for n in shape)
+        if shape == self.shape:
+            return self
+        storage = self._storage("resize_")
+        offset, count = F.memory_geometry(self._array, storage)[2], math.prod(shape)
+        if offset + count > storage.size:
+            if autograd.is_exposed(storage):
+                raise RuntimeError("resize_: Trying to resize storage that is not resizable (NumPy shares its memory)")
+            grown = np.zeros(offset + count, self.dtype)
+            grown[: storage.size] = storage
+            storage = grown
+        self._array = storage[offset : offset + count].reshape(shape)
+        autograd.bump_version(self._array)
+        if self._view_base is not None:
+            base, _, base_array = self._view_base
+            shared = count and autograd.buffer_of(self._array) is autograd.buffer_of(base._array)
+            geometry = F.memory_geometry(self._array, storage)
+            self._view_base = (base, _t._WholeView("strided", geometry), base_array) if shared else None
+        return self
+
+    def resize_as_(self, the_template):
+        _tensor_argument("resize_as_", "the_template", the_template)
+        return self.resize_(the_template.shape)
+
+    def new_empty_strided(self, size, stride, *, dtype=None, device=None, requires_grad=False):
+        """``deepkern.empty_strided`` with this tensor's dtype and device by default."""
+        from .tensor_functions import empty_strided
+
+        return empty_strided(
+            size, stride, dtype=dtype or self.dtype, device=self._or_own_device(device), requires_grad=requires_grad
+        )
+
+    def new(self, *args, device=None):
+        """PyTorch's legacy constructor: with sizes (ints, or one tuple: deepkern's shapes are tuples), an
+        uninitialized tensor of them; with data (a list or an array), a tensor of it; with nothing, an empty one;
+        in this tensor's dtype, on its device (or ``device``). A tensor of that dtype and device gives a view of
+        it (an alias, as PyTorch's)."""
+        device = self._or_own_device(device)
+        if not args:
+            return _t.empty(0, dtype=self.dtype, device=device)
+        if len(args) == 1 and not isinstance(args[0], (tuple, numbers.Integral)):
+            data = args[0]
+            if isinstance(data, _t.Tensor):
+                if data.dtype != self.dtype or data.device != device:
+                    raise TypeError(
+                        f"new(): expected a tensor of dtype {self.dtype} on {device}, got {data.dtype} on {data.device}"
+                    )
+                return data.view(data.shape)
+            if isinstance(data, (numbers.Number, str)):
+                raise TypeError(f"new(): data must be a sequence (got {type(data).__name__})")
+            return _t.tensor(data, dtype=self.dtype, device=device)
+        return _t.empty(*args, dtype=self.dtype, device=device)
+
+    def nonzero_static(self, *, size, fill_value=-1):
+        """The first ``size`` rows of ``nonzero()`` (int64), padded with rows of ``fill_value`` to ``size`` rows."""
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral):
+            raise TypeError(f"nonzero_static(): argument 'size' must be int, not {type(size).__name__}")
+        if size < 0:
+            raise RuntimeError(f"nonzero_static: 'size' must be an non-negative integer, got {size}")
+        found = np.argwhere(_host(self))[:size]
+        out = np.full((size, self.ndim), fill_value, dtype=np.int64)
+        out[: len(found)] = found
+        return _t.Tensor._wrap(to_device(out, self.device))
+
+    # -- splits ---------------------------------------------------------------------------------------
+
+    def split_with_sizes(self, split_sizes, dim=0):
+        """Views along ``dim`` of the given sizes, which must be non-negative and add up to the dimension's size."""
+        if not isinstance(split_sizes, (list, tuple)) or not all(
+            isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in split_sizes
+        ):
+            raise TypeError(
+                f"split_with_sizes(): argument 'split_sizes' must be tuple of ints, not {_t._kind_name(split_sizes)}"
+            )
+        axis = self._dim(dim, "split_with_sizes")
+        sizes, size = [int(n) for n in split_sizes], self.shape[axis]
+        if any(n < 0 for n in sizes):
+            raise RuntimeError(
+                f"split_with_sizes expects split_sizes have only non-negative entries, but got split_sizes={sizes}"
+            )
+        if sum(sizes) != size:
+            raise RuntimeError(
+                f"split_with_sizes expects split_sizes to sum exactly to {size} (input tensor's size at dimension "
+                f"{axis}), but got split_sizes={sizes}"
+            )
+        return self.split(sizes, axis)
+
+    def _split_along(self, what: str, least: int, axis: int, indices_or_sections):
+        """hsplit/vsplit/dsplit: tensor_split along ``axis`` into equal parts (an int, which must divide the
+        size) or at the given indices, for a tensor of at least ``least`` dimensions."""
+        if self.ndim < least:
+            raise RuntimeError(
+                f"torch.{what} requires a tensor with at least {least} dimension, but got a tensor with {self.ndim} "
+                "dimensions!"
+            )
+        split = indices_or_sections
+        if isinstance(split, numbers.Integral) and not isinstance(split, bool):
+            size = self.shape[axis]
+            if split == 0 or size % split:
+                raise RuntimeError(
+                    f"torch.{what} attempted to split along dimension {axis}, but the size of the dimension {size} "
+                    f"is not divisible by the split_size {split}!"
+                )
+        elif isinstance(split, _t.Tensor) or not isinstance(split, (list, tuple)):
+            raise TypeError(
+                f"{what}(): argument 'indices_or_sections' must be int or tuple of ints, not {_t._kind_name(split)}"
+            )
+        return self.tensor_split(split, axis)
+
+    def hsplit(self, indices_or_sections):
+        return self._split_along("hsplit", 1, 0 if self.ndim == 1 else 1, indices_or_sections)
+
+    def vsplit(self, indices_or_sections):
+        return self._split_along("vsplit", 2, 0, indices_or_sections)
+
+    def dsplit(self, indices_or_sections):
+        return self._split_along("dsplit", 3, 2, indices_or_sections)
+
+    def narrow_copy(self, dim, start, length):
+        """A copy of ``narrow(dim, start, length)`` (``start`` may count from the end)."""
+        if self.ndim == 0:
+            raise RuntimeError("narrow_copy(): narrow() cannot be applied to a 0-dim tensor.")
+        axis = self._dim(dim, "narrow_copy")
+        size, start, length = self.shape[axis], int(start), int(length)
+        if not -size <= start <= size:
+            raise IndexError(
+                f"narrow_copy(): start out of range (expected to be in range of [{-size}, {size}], but got {start})"
+            )
+        start = start + size if start < 0 else start
+        if length < 0 or start + length > size:
+            raise RuntimeError(f"narrow_copy(): start ({start}) + length ({length}) exceeds dimension size ({size}).")
+        return self.narrow(axis, start, length).clone()
+
+    def unique_consecutive(self, return_inverse=False, return_counts=False, dim=None):
+        """Each run of equal consecutive elements (slices along ``dim`` when given) kept once, optionally with the
+        run of each element (``inverse``) and the runs' lengths (``counts``), outside the graph, as PyTorch's
+        (NaN, unequal to itself, is a run of its own)."""
+        a = _host(self)
+        if dim is None:
+            rows = a.reshape(-1, 1)
+        else:
+            if self.ndim == 0:
+                raise IndexError(f"unique_consecutive: Dimension specified as {dim} but tensor has no dimensions")
+            axis = self._dim(dim, "unique_consecutive")
+            if a.size == 0 and a.shape[axis] != 0:
+                raise RuntimeError(
+                    "unique_consecutive: There are 0 sized dimensions, and they aren't selected, so unique cannot "
+                    "be applied"
+                )
+            rows = np.moveaxis(a, axis, 0).reshape(a.shape[axis], a.size // max(a.shape[axis], 1))
+        starts = np.ones(len(rows), dtype=bool)
+        starts[1:] = np.any(rows[1:] != rows[:-1], axis=1)
+        first = np.flatnonzero(starts)
+        values = a.reshape(-1)[first] if dim is None else np.take(a, first, axis)
+        inverse = (np.cumsum(starts) - 1).reshape(self.shape if dim is None else -1)
+        out = [values]
+        if return_inverse:
+            out.append(inverse.astype(np.int64, copy=False))
+        if return_counts:
+            out.append(np.diff(np.append(first, len(rows))).astype(np.int64, copy=False))
+        out = [_t.Tensor._wrap(to_device(o, self.device)) for o in out]
+        return out[0] if len(out) == 1 else tuple(out)
+
+    # -- scatters into views, index_reduce ------------------------------------------------------------
+
+    def _scattered(self, what: str, src, key):
+        """A copy with ``src`` (cast to this tensor's dtype; of exactly the slice's shape) written at ``key``; the
+        gradient of the slice goes to ``src``."""
+        _tensor_argument(what, "src", src)
+        part = np.broadcast_to(np.empty((), dtype=bool), self.shape)[key].shape
+        if src.shape != part:
+            raise RuntimeError(
+                f"{what}: expected src to have a size equal to the slice of self. src size = {list(src.shape)}, "
+                f"slice size = {list(part)}"
+            )
+        return _t._SetItem.apply(self, src.to(self.dtype), key)
+
+    def select_scatter(self, src, dim, index):
+        """A copy with ``src`` as the slice ``select(dim, index)``."""
+        if self.ndim == 0:
+            raise IndexError("select_scatter: select() cannot be applied to a 0-dim tensor.")
+        axis = self._dim(dim, "select_scatter")
+        size = self.shape[axis]
+        if not -size <= index < size:
+            raise IndexError(
+                f"select_scatter: select(): index {index} out of range for tensor of size {list(self.shape)} at "
+                f"dimension {axis}"
+            )
+        return self._scattered("select_scatter", src, (slice(None),) * axis + (int(index) % size,))
+
+    def slice_scatter(self, src, dim=0, start=None, end=None, step=1):
+        """A copy with ``src`` as the slice ``start:end:step`` along ``dim``."""
+        if self.ndim == 0:
+            raise IndexError("slice_scatter: slice() cannot be applied to a 0-dim tensor.")
+        axis = self._dim(dim, "slice_scatter")
+        if step <= 0:
+            raise RuntimeError(f"slice_scatter: slice step must be positive, got {step}")
+        return self._scattered("slice_scatter", src, (slice(None),) * axis + (slice(start, end, step),))
+
+    def diagonal_scatter(self, src, offset=0, dim1=0, dim2=1):
+        """A copy with ``src`` as ``diagonal(offset, dim1, dim2)``."""
+        _tensor_argument("diagonal_scatter", "src", src)
+        d1, d2 = self._dim(dim1, "diagonal_scatter"), self._dim(dim2, "diagonal_scatter")
+        if d1 == d2:
+            raise RuntimeError(f"diagonal_scatter: diagonal dimensions cannot be identical {dim1}, {dim2}")
+        part = self.detach().diagonal(offset, d1, d2).shape
+        if src.shape != part:
+            raise RuntimeError(
+                "diagonal_scatter: expected src to have a size equal to the slice of self. src size = "
+                f"{list(src.shape)}, slice size = {list(part)}"
+            )
+        return F.DiagonalScatter.apply(self, src.to(self.dtype), offset=int(offset), dim1=d1, dim2=d2)
+
+    def index_reduce(self, dim, index, source, reduce, *, include_self=True):
+        """A copy with ``source``'s slices reduced into the slices ``index`` along ``dim`` by ``reduce`` (prod, mean,
+        amax or amin; integer means round down); with ``include_self=False`` the slices written take only
+        ``source``'s values. Differentiable as PyTorch's (scatter_reduce's rules)."""
+        what = "index_reduce"
+        if reduce not in _INDEX_REDUCTIONS:
+            raise RuntimeError(f"{what}(): Expected reduce to be one of prod, mean, amax or amin but got {reduce}.")
+        _tensor_argument(what, "source", source)
+        _tensor_argument(what, "index", index)
+        if self.dtype == np.bool_:
+            raise NotImplementedError(f"{what}: \"index_func_\" not implemented for 'Bool'")
+        axis = self._dim(dim, what)
+        if index.dtype not in (np.int32, np.int64):
+            raise RuntimeError(f"{what}_(): Expected dtype int32/int64 for index but got: {index.dtype}")
+        if index.ndim > 1:
+            raise IndexError(
+                f"{what}_(): Index is supposed to be a vector, but got dim: {index.ndim} with type: {index.dtype} "
+                f"and size: {list(index.shape)}"
+            )
+        if source.dtype != self.dtype:
+            raise RuntimeError(
+                f"{what}_(): self ({self.dtype}) and source ({source.dtype}) must have the same scalar type"
+            )
+        if source.ndim != self.ndim or any(
+            n != m for i, (n, m) in enumerate(zip(self.shape, source.shape)) if i != axis
+        ):
+            raise RuntimeError(
+                f"{what}: source tensor shape must match self tensor shape, excluding the specified dimension. Got "
+                f"self.shape = {list(self.shape)} source.shape = {list(source.shape)}"
+            )
+        count = source.shape[axis] if source.ndim else 1
+        if index.numel() != count:
+            raise RuntimeError(
+                f"{what}_(): Number of indices ({index.numel()}) should be equal to source.size(dim): ({count}), "
+                f"for dim: {dim}"
+            )
+        positions = _host(index).reshape(-1)
+        if positions.size and not bool(np.all((positions >= 0) & (positions < (self.shape[axis] if self.ndim else 1)))):
+            raise IndexError(f"{what}: index out of range in self (dimension {axis}, indices {positions.tolist()})")
+        if self.ndim == 0:
+            flat = self.reshape(1).index_reduce(
+                0, index.reshape(1), source.reshape(1), reduce, include_self=include_self
+            )
+            return flat.reshape(())
+        spread = index.to(_t.int64).reshape([-1 if i == axis else 1 for i in range(self.ndim)]).expand(*source.shape)
+        return self.scatter_reduce(axis, spread, source, reduce, include_self=include_self)
+
+    def index_reduce_(self, dim, index, source, reduce, *, include_self=True):
+        return self._inplace(
+            "index_reduce_", _ByMethodOfCopy("index_reduce", include_self=include_self), dim, index, source, reduce
+        )
+
+    # -- histograms -----------------------------------------------------------------------------------
+
+    def histogram(self, bins=100, *, range=None, weight=None, density=False):
+        """``(hist, bin_edges)`` of all elements: ``bins`` equal bins over ``range`` (by default the elements' min
+        and max, widened by 0.5 either side when equal) or the bins between the edges of a 1-D tensor ``bins``;
+        the counts, or the sums of ``weight`` (this tensor's shape), divided by the total and the bin widths with
+        ``density``. Outside the graph, in this tensor's dtype (float32 or float64), as PyTorch's."""
+        if isinstance(bins, _t.Tensor):
+            if range is not None:
+                raise TypeError("histogram(): range is taken only with an int bins, not with a Tensor of bin edges")
+        elif isinstance(bins, bool) or not isinstance(bins, numbers.Integral):
+            raise TypeError(f"histogram(): argument 'bins' must be int or Tensor, not {_t._kind_name(bins)}")
+        if isinstance(weight, _t.Tensor) and weight.numel() == self.numel():
+            weight = weight.reshape(-1)
+        hist, edges = self.reshape(-1, 1)._histogramdd("histogram", [bins], range, weight, density)
+        return HistogramResult(hist, edges[0])
+
+    def _histogramdd(self, what: str, bins: list, range_, weight, density: bool) -> tuple:
+        """``(hist, edges)`` of the rows of this (N, D) tensor: PyTorch's histogramdd with ``bins`` (one int or 1-D
+        edges tensor per column), its placing of values on edges and its errors."""
+        dtype, dims = self.dtype, self.shape[-1]
+        if dtype not in (np.float32, np.float64):
+            raise NotImplementedError(f"{what}: \"histogramdd\" not implemented for '{_dtype_name(dtype)}'")
+        if range_ is not None and len(range_) != 2 * dims:
+            raise RuntimeError(
+                f"torch.histogramdd: for a {dims}-dimensional histogram range should have {2 * dims} elements, but got "
+                f"{len(range_)}"
+            )
+        weights = None
+        if weight is not None:
+            _tensor_argument(what, "weight", weight)
+            if weight.shape != self.shape[:-1]:
+                raise RuntimeError(
+                    "torch.histogramdd: if weight tensor is provided it should have the same shape as the input tensor "
+                    f"excluding its innermost dimension, but got input with shape {list(self.shape)} and weight with "
+                    f"shape {list(weight.shape)}"
+                )
+            if weight.dtype != dtype:
+                raise RuntimeError(
+                    "torch.histogramdd: if weight tensor is provided, input tensor and weight tensor should have the "
+                    f"same dtype, but got input({dtype}), and weight({weight.dtype})"
+                )
+            weights = _host(weight).reshape(-1)
+        samples = _host(self).reshape(-1, dims)
+        edges, kept, flat = [], np.ones(len(samples), dtype=bool), np.zeros(len(samples), dtype=np.int64)
+        for d, b in enumerate(bins):
+            column = samples[:, d]
+            e = _bin_edges(what, d, b, column, range_, dtype)
+            inside, position = _bin_positions(column, e, linear=not isinstance(b, _t.Tensor))
+            kept &= inside
+            flat = flat * (e.size - 1) + position
+            edges.append(e)
+        shape = tuple(e.size - 1 for e in edges)
+        counts = np.bincount(flat[kept], weights=None if weights is None else weights[kept], minlength=math.prod(shape))
+        hist = counts.reshape(shape).astype(dtype)
+        if density:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                hist = hist / dtype.type(hist.sum())
+                for d, e in enumerate(edges):
+                    hist = hist / np.diff(e).reshape([-1 if i == d else 1 for i in range(dims)])
+        device = self.device
+        return (
+            _t.Tensor._wrap(to_device(hist.astype(dtype, copy=False), device)),
+            [_t.Tensor._wrap(to_device(e, device)) for e in edges],
+        )
+
+    # -- diagonal fill, Python callables --------------------------------------------------------------
+
+    def fill_diagonal_(self, fill_value, wrap=False):
+        """Sets the main diagonal (all indices equal) to ``fill_value`` in place; with ``wrap``, a matrix taller than
+        wide restarts its diagonal after every ``columns + 1`` rows, as NumPy's fill_diagonal (and PyTorch's for
+        row-major tensors). The filled elements get no gradient."""
+        if isinstance(fill_value, _t.Tensor) and fill_value.ndim == 0 and not fill_value.requires_grad:
+            fill_value = fill_value.item()
+        if isinstance(fill_value, bool) or not isinstance(fill_value, numbers.Number):
+            raise TypeError(f"fill_diagonal_(): argument 'fill_value' must be Number, not {_t._kind_name(fill_value)}")
+        if self.ndim < 2:
+            raise RuntimeError(f"fill_diagonal_: dimensions must larger than 1, got shape {self.shape}")
+        if self.ndim > 2 and len(set(self.shape)) != 1:
+            raise RuntimeError(
+                f"fill_diagonal_: all dimensions of input must be of equal length, got shape {self.shape}"
+            )
+        mask = np.zeros(self.shape, dtype=bool)
+        if wrap and self.ndim == 2:
+            rows, columns = self.shape
+            mask.reshape(-1)[: rows * columns : columns + 1] = True
+        else:
+            mask[(np.arange(min(self.shape)),) * self.ndim] = True
+        mask = _t.Tensor._wrap(to_device(mask, self.device))
+        return self._inplace("fill_diagonal_", _ByMethod("masked_fill"), mask, fill_value)
+
+    def _map_python(self, what: str, function, others: tuple):
+        """Each element set to ``function`` of it (and of ``others``' elements there) as Python numbers, the result
+        converted to this tensor's dtype, in place (counted as an in-place write); host memory only, not while a
+        tensor requires grad, as PyTorch's apply_ and map_."""
+        if self.requires_grad or any(o.requires_grad for o in others):
+            raise RuntimeError(
+                f"Can't call {what}() on Variable that requires grad. Use var.detach().{what}() instead."
+            )
+        if not isinstance(self._array, np.ndarray):
+            raise RuntimeError(f"{what}: only implemented on CPU tensors, this one is on {self.device}")
+        if not callable(function):
+            raise TypeError(f"{what}(): '{type(function).__name__}' object is not callable")
+        columns = [t.reshape(-1).tolist() for t in (self, *others)]
+        results = [function(*values) for values in zip(*columns)]
+        for r in results:
+            if isinstance(r, str) or not isinstance(r, (numbers.Real, np.bool_)):
+                raise TypeError(f"{what}(): must be real number, not {type(r).__name__}")
+        values = np.array([self.dtype.type(r) for r in results], dtype=self.dtype).reshape(self.shape)
+        self._write(what, lambda: self._array.__setitem__(Ellipsis, values))
+        return self
+
+    def apply_(self, callable):
+        """``callable`` of each element (a Python number) written in its place (see _map_python)."""
+        return self._map_python("apply_", callable, ())
+
+    def map_(self, tensor, callable):
+        """``callable(self_element, tensor_element)`` written into each element, ``tensor`` (of this tensor's dtype)
+        broadcast to this tensor's shape (see _map_python)."""
+        if not isinstance(tensor, _t.Tensor):
+            raise TypeError(f"map_(): argument 'other' (position 1) must be Tensor, not {type(tensor).__name__}")
+        if tensor.dtype != self.dtype:
+            raise TypeError(f"map_: expected {self.type()} for 'other' (got {tensor.type()})")
+        if _t._broadcast_shape(tensor.shape, self.shape, "map_", "other") != self.shape:
+            raise RuntimeError(
+                f"map_: other of shape {tensor.shape} does not broadcast to the tensor's shape {self.shape}"
+            )
+        return self._map_python("map_", callable, (tensor.expand(self.shape),))
+
+    # -- conjugates and transposes (real tensors: identities) -------------------------------------------
+
+    def conj(self):
+        """The complex conjugate (a copy: deepkern has no lazy conjugate views); a real tensor itself."""
+        return F.Conj.apply(self) if self.is_complex() else self
+
+    conj_physical = conj
+
+    def conj_physical_(self):
+        if not self.is_complex():
+            self._recording_inplace("conj_physical_", ())  # refused on a leaf that requires grad, as PyTorch
+            return self
+        return self._inplace("conj_physical_", _ByMethod("conj"))
+
+    def resolve_conj(self):
+        """The tensor itself (deepkern's conjugates are never lazy)."""
+        return self
+
+    def resolve_neg(self):
+        """The tensor itself (deepkern has no lazy negation)."""
+        return self
+
+    def is_conj(self) -> bool:
+        return False
+
+    def is_neg(self) -> bool:
+        return False
+
+    @property
+    def real(self):
+        """A real tensor itself (the real part of a complex one is not supported)."""
+        if self.is_complex():
+            raise NotImplementedError("real: views of the real part of complex tensors are not supported by deepkern")
+        return self
+
+    @property
+    def imag(self):
+        if self.is_complex():
+            raise NotImplementedError(
+                "imag: views of the imaginary part of complex tensors are not supported by deepkern"
+            )
+        raise RuntimeError("imag is not implemented for tensors with non-complex dtypes.")
+
+    @property
+    def H(self):
+        """The conjugate transpose of a matrix (2-D; a 0-d tensor's conj(), with PyTorch's deprecation warning)."""
+        if self.ndim == 0:
+            warnings.warn("Tensor.H is deprecated on 0-D tensors. Consider using x.conj().", UserWarning, stacklevel=2)
+            return self.conj()
+        if self.ndim != 2:
+            hint = " For batches of matrices, consider using tensor.mH" if self.ndim > 2 else ""
+            raise RuntimeError(f"tensor.H is only supported on matrices (2-D tensors). Got {self.ndim}-D tensor.{hint}")
+        return self.transpose(0, 1).conj()
+
+    @property
+    def mH(self):
+        """The conjugate transpose of a matrix or a batch of them (the last two dimensions)."""
+        return self._adjoint("Tensor.mH is", "tensor.mH")
+
+    def adjoint(self):
+        return self._adjoint("adjoint() is", "tensor.adjoint()")
+
+    def _adjoint(self, deprecated: str, name: str):
+        if self.ndim == 0:
+            warnings.warn(
+                f"{deprecated} deprecated on 0-D tensors. Consider using x.conj().", UserWarning, stacklevel=3
+            )
+            return self.conj()
+        if self.ndim == 1:
+            raise RuntimeError(f"{name} is only supported on matrices or batches of matrices. Got 1-D tensor.")
+        return self.transpose(-2, -1).conj()
 
 
 for _name, _target in _ALIASES.items():

@@ -1960,3 +1960,74 @@ class Polygamma(Function):
     def backward(ctx, g):
         (a,) = ctx.saved_tensors
         return g * _in_float64(_polygamma)(a, ctx.n + 1), None
+
+
+# ---------------------------------------------------------------------------------------------
+# Strided views of a tensor's memory: as_strided and unfold (tensor_long_tail.py's third batch)
+# ---------------------------------------------------------------------------------------------
+
+
+def strided_positions(size: tuple, stride: tuple, offset: int) -> np.ndarray:
+    """The memory position (in elements) of each element of the strided view ``(size, stride, offset)``,
+    as an int64 array of ``size``."""
+    positions = np.full(size, offset, dtype=np.int64)
+    for axis, (n, step) in enumerate(zip(size, stride)):
+        positions += (np.arange(n, dtype=np.int64) * step).reshape((-1,) + (1,) * (len(size) - axis - 1))
+    return positions
+
+
+def overlapping(size: tuple, stride: tuple, offset: int) -> bool:
+    """Whether the strided view ``(size, stride, offset)`` holds some memory address twice: at once where each
+    dimension, by stride, steps past the reach of the finer ones; else by counting the addresses."""
+    if 0 in size:
+        return False
+    reach = 0
+    for step, n in sorted((s, n) for n, s in zip(size, stride) if n > 1):
+        if step <= reach:
+            return bool(np.bincount(strided_positions(size, stride, offset).reshape(-1)).max() > 1)
+        reach += (n - 1) * step
+    return False
+
+
+def memory_geometry(a, storage) -> tuple:
+    """``(size, stride, offset)`` of the host array ``a`` in ``storage`` (the 1-D memory it views), in elements."""
+    start = a.__array_interface__["data"][0] - storage.__array_interface__["data"][0]
+    return a.shape, tuple(s // a.itemsize for s in a.strides), start // a.itemsize
+
+
+class AsStrided(Function):
+    """The view of ``storage`` (the 1-D memory ``a`` views: PyTorch's storage) with ``size``, ``stride`` and
+    ``offset`` (in elements), read-only where its elements overlap (an in-place write would land several
+    values on one address). The gradient of each element goes to ``a``'s element at its address, summed
+    over the view's repeats and split evenly among ``a``'s own, as PyTorch's as_strided_backward."""
+
+    @staticmethod
+    def forward(ctx, a, *, storage, size, stride, offset):
+        # a view of no elements may start anywhere (PyTorch checks no bounds then)
+        start = min(offset, storage.size) * a.itemsize
+        out = np.ndarray(size, a.dtype, buffer=storage, offset=start, strides=tuple(s * a.itemsize for s in stride))
+        if overlapping(size, stride, offset):
+            out.flags.writeable = False
+        ctx.meta = (memory_geometry(a, storage), (size, stride, offset), storage.size)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        own, view, length = ctx.meta
+        per_address = np.zeros(length, g.dtype)
+        np.add.at(per_address, strided_positions(*view).reshape(-1), g.reshape(-1))
+        positions = strided_positions(*own)
+        shares = np.bincount(positions.reshape(-1), minlength=length)[positions]
+        return (per_address[positions] / shares).astype(g.dtype, copy=False)
+
+
+class Conj(Function):
+    """The complex conjugate (a copy); the gradient is the conjugate of the output's."""
+
+    @staticmethod
+    def forward(ctx, a):
+        return np.conj(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return np.conj(g)
