@@ -4,11 +4,30 @@ from __future__ import annotations
 
 import builtins
 import os
+import sys
 import warnings
 
 import numpy as np
 
-from . import _C, amp, autograd, backends, cuda, data, distributed, distributions, io, linalg, nn, ops, optim, utils  # noqa: E402  (data batches are Tensors)
+from . import (  # noqa: E402  (data batches are Tensors)
+    _C,
+    amp,
+    autograd,
+    autograd_functional,
+    backends,
+    cuda,
+    data,
+    distributed,
+    distributions,
+    io,
+    linalg,
+    nn,
+    ops,
+    optim,
+    special,
+    testing,
+    utils,
+)
 from .amp import autocast
 from .autograd import Function, enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from .backends.cpu import isa_label as _isa_label
@@ -55,6 +74,10 @@ from .tensor_functions import *  # noqa: F403  (the function forms: deepkern.exp
 from .tensor_functions import __all__ as _FUNCTIONS
 from .tensor_linalg import *  # noqa: F403  (the function forms: deepkern.det, deepkern.svd, ...)
 from .tensor_linalg import __all__ as _LINALG_FUNCTIONS
+
+# torch.autograd.functional's place: deepkern.autograd is a module, so its submodule is registered by hand.
+autograd.functional = autograd_functional
+sys.modules[__name__ + ".autograd.functional"] = autograd_functional
 
 # PyTorch's dtype names (they shadow the builtins in this module's namespace, as in torch).
 float, double, half = float32, float64, np.dtype(np.float16)
@@ -153,6 +176,8 @@ __all__ = [
     "optim",
     "linalg",
     "distributions",
+    "special",
+    "testing",
     *_FUNCTIONS,
     *_LINALG_FUNCTIONS,
 ]
