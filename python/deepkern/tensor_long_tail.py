@@ -429,11 +429,11 @@ class LongTailMethods:
         return (p / (1 - p)).log()
 
     def xlogy(self, other):
-        """``self * log(other)``, and 0 where ``self`` is 0 unless ``other`` is NaN."""
-        x, y = _t._promoted(self._as_floating(), other)
-        if not isinstance(y, _t.Tensor):
-            y = _t.tensor(y, dtype=x.dtype, device=x.device)
-        return x * _t.where((x == 0) & ~y.isnan(), 1.0, y).log()
+        """``self * log(other)``, and 0 where ``self`` is 0 unless ``other`` is NaN, with PyTorch's gradients
+        (deepkern.special.xlogy)."""
+        from .special import xlogy
+
+        return xlogy(self, other)
 
     def addcmul(self, tensor1, tensor2, *, value=1):
         """``self + value * tensor1 * tensor2``."""

@@ -11,6 +11,7 @@ import numpy as np
 from .. import autograd
 from ..nn import functional as F
 from ..random import get_generator
+from ..special import xlogy
 from ..tensor import as_tensor, full, full_like, ones_like, stack, tensor, where
 from . import _special, constraints
 from .composite import TransformedDistribution
@@ -27,7 +28,6 @@ from .utils import (
     standard_normal,
     standard_uniform,
     with_gradient_of,
-    xlogy,
 )
 
 __all__ = [

@@ -10,6 +10,7 @@ import numpy as np
 from .. import autograd
 from ..nn import functional as F
 from ..random import get_generator
+from ..special import xlogy
 from ..tensor import arange, eye, full, int64, tensor, where
 from . import constraints
 from .distribution import Distribution, ElementwiseDistribution, ExponentialFamily
@@ -24,7 +25,6 @@ from .utils import (
     logits_to_probs,
     probs_to_logits,
     standard_uniform,
-    xlogy,
 )
 
 __all__ = [

@@ -9,13 +9,14 @@ import math
 import warnings
 
 from ..nn import functional as F
+from ..special import xlogy
 from ..tensor import full_like, where
 from .composite import Independent, TransformedDistribution
 from .continuous import Beta, Cauchy, Dirichlet, Exponential, Gamma, Gumbel, HalfNormal, Laplace, Normal, Uniform
 from .discrete import Bernoulli, Binomial, Categorical, Geometric, OneHotCategorical, Poisson
 from .distribution import Distribution, ExponentialFamily, bregman_kl
 from .multivariate import MultivariateNormal, batch_mahalanobis, batch_trace_xxt, solve_tril
-from .utils import broadcast_shapes, euler_constant, sum_rightmost, xlogy
+from .utils import broadcast_shapes, euler_constant, sum_rightmost
 
 __all__ = ["register_kl", "kl_divergence"]
 

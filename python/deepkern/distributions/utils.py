@@ -9,7 +9,6 @@ import numbers
 import numpy as np
 
 from .. import autograd
-from ..autograd import Function
 from ..backends import to_device
 from ..random import get_generator
 from ..tensor import Tensor, get_default_dtype, rand, randn, tensor
@@ -117,42 +116,6 @@ def drawn(method: str, like, *params, **options):
     """``getattr(generator, method)(*params, **options)`` (a NumPy sampler of deepkern's generator:
     ``standard_gamma``, ``poisson``, ...) as a Tensor of ``like``'s dtype and device."""
     return host_tensor(getattr(get_generator(), method)(*params, **options), like.dtype, like.device)
-
-
-class _XLogY(Function):
-    """``x * log(y)``, 0 where ``x`` is 0 (unless ``y`` is NaN), of two arrays of one shape, with PyTorch's
-    gradients: ``xlogy(x != 0, y)`` to ``x`` and ``x / y`` to ``y`` (NaN where both are 0)."""
-
-    @staticmethod
-    def forward(ctx, x, y):
-        ctx.save_for_backward(x, y)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where((x == 0) & ~np.isnan(y), 0, x * np.log(y)).astype(x.dtype, copy=False)
-
-    @staticmethod
-    def backward(ctx, g):
-        x, y = ctx.saved_tensors
-        with np.errstate(divide="ignore", invalid="ignore"):
-            grad_x = g * np.where((x == 0) & ~np.isnan(y), 0, np.log(y)) if ctx.needs_input_grad[0] else None
-            grad_y = g * x / y if ctx.needs_input_grad[1] else None
-        return grad_x, grad_y
-
-    @staticmethod
-    def backward_graph(ctx, io, g):
-        x_array, y_array = ctx.saved_tensors
-        x, y = io.input(0, x_array), io.input(1, y_array)
-        return (
-            g * _XLogY.apply((x != 0).to(x.dtype), y) if ctx.needs_input_grad[0] else None,
-            g * x / y if ctx.needs_input_grad[1] else None,
-        )
-
-
-def xlogy(x, y):
-    """``x * log(y)`` (0 where ``x`` is 0) of broadcast tensors or numbers, differentiated as PyTorch's
-    xlogy (Tensor.xlogy gives ``y`` a zero gradient where ``x`` and ``y`` are both 0, PyTorch NaN)."""
-    x, y = broadcast_all(x, y)
-    dtype = np.result_type(x.dtype, y.dtype)
-    return _XLogY.apply(x.to(dtype), y.to(dtype))
 
 
 def with_gradient_of(value, surrogate):
