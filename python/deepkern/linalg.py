@@ -193,12 +193,13 @@ def _failing_minor(m) -> int:
     (the last one, should rounding in another order hide it)."""
     n = len(m)
     factor = np.zeros_like(m)
-    for k in range(n):
-        pivot = m[k, k] - factor[k, :k] @ factor[k, :k]
-        if not pivot > 0:
-            return k + 1
-        factor[k, k] = np.sqrt(pivot)
-        factor[k + 1 :, k] = (m[k + 1 :, k] - factor[k + 1 :, :k] @ factor[k, :k]) / factor[k, k]
+    with np.errstate(invalid="ignore", over="ignore"):  # an infinite pivot: inf / inf, and NaN from then on
+        for k in range(n):
+            pivot = m[k, k] - factor[k, :k] @ factor[k, :k]
+            if not pivot > 0:
+                return k + 1
+            factor[k, k] = np.sqrt(pivot)
+            factor[k + 1 :, k] = (m[k + 1 :, k] - factor[k + 1 :, :k] @ factor[k, :k]) / factor[k, k]
     return n
 
 

@@ -837,6 +837,7 @@ def _exact_dtype(a):
 
 class Sum(Function):
     @staticmethod
+    @_silent_floating_point  # inf + -inf is NaN, without NumPy's warning (as PyTorch)
     def forward(ctx, a, dim=None, keepdim=False):
         ctx.meta = (a.shape, _axes(dim, a.ndim), keepdim)
         return as_array(np.sum(a, axis=ctx.meta[1], keepdims=keepdim, dtype=_exact_dtype(a)))
