@@ -112,6 +112,37 @@ CONSTRUCTS = {
     "integers stay": lambda m: m.tensor([1, 2]) + 1,
 }
 
+# Sequences holding NumPy scalars: each keeps its dtype, Python numbers take the defaults.
+NUMPY_SCALAR_DATA = [
+    [np.float64(1.5)],
+    [1.0, np.float64(2.0)],
+    [[np.float64(1.0)], [2.0]],
+    (np.float32(1.5), 2.0),
+    [np.int32(3)],
+    [np.int32(1), 2],
+    [np.int64(2), 1.5],
+    [True, np.int8(3)],
+    [np.float16(1.0), np.int64(7)],
+    [np.bool_(True)],
+]
+
+
+@pytest.mark.parametrize("default", ["float32", "float64"])
+@pytest.mark.parametrize("data", NUMPY_SCALAR_DATA, ids=repr)
+def test_numpy_scalars_in_sequences_keep_their_dtype_as_torch(data, default):
+    torch = pytest.importorskip("torch")
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, default))
+    dk.set_default_dtype(getattr(dk, default))
+    try:
+        expected = str(torch.tensor(data).dtype).replace("torch.", "")
+        assert str(dk.tensor(data).dtype) == expected
+        assert str(dk.as_tensor(data).dtype) == expected
+        np.testing.assert_array_equal(dk.tensor(data).numpy(), torch.tensor(data).numpy())
+    finally:
+        torch.set_default_dtype(previous)
+        dk.set_default_dtype(dk.float32)
+
 
 @pytest.mark.parametrize("name", sorted(CONSTRUCTS))
 def test_default_dtype_float64_gives_torchs_dtypes(name, default_float64):

@@ -116,13 +116,42 @@ def get_default_dtype() -> np.dtype:
     return _DEFAULT_FLOAT[0]
 
 
-def _default_dtype(arr: np.ndarray) -> np.ndarray:
-    """PyTorch's defaults for data given as Python values: the default float dtype and int64."""
+def _default_dtype(arr: np.ndarray, data=None) -> np.ndarray:
+    """PyTorch's defaults for data given as Python values: the default float dtype and int64; NumPy
+    scalars inside sequences ``data`` keep their dtype (:func:`_numpy_scalars_dtype`)."""
+    if isinstance(data, (list, tuple)):
+        inferred = _numpy_scalars_dtype(data)
+        if inferred is not None:
+            return arr.astype(inferred, copy=False)
     if arr.dtype == np.float64:
         return arr if _DEFAULT_FLOAT[0] == float64 else arr.astype(np.float32)
     if arr.dtype.kind in "iu" and arr.dtype != np.int64:
         return arr.astype(np.int64)
     return arr
+
+
+def _numpy_scalars_dtype(data):
+    """PyTorch's dtype for nested sequences ``data`` that hold NumPy scalars, or None when they hold
+    none: each NumPy scalar counts with its dtype, a Python float as the default float dtype, an int as
+    int64 and a bool as bool; the widest floating dtype if any, else the widest other one."""
+    dtypes, numpy_scalars, stack = [], False, [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, np.generic):
+            dtypes.append(item.dtype)
+            numpy_scalars = True
+        elif isinstance(item, bool):
+            dtypes.append(np.dtype(np.bool_))
+        elif isinstance(item, numbers.Integral):
+            dtypes.append(np.dtype(np.int64))
+        elif isinstance(item, numbers.Real):
+            dtypes.append(np.dtype(_DEFAULT_FLOAT[0]))
+    if not numpy_scalars:
+        return None
+    floats = [d for d in dtypes if d.kind == "f"]
+    return np.result_type(*floats) if floats else np.result_type(*dtypes)
 
 
 def through_float32(fn):
@@ -2149,7 +2178,7 @@ def tensor(data, dtype=None, requires_grad: bool = False, device=None) -> Tensor
         arr = np.array(data, copy=True)
     else:  # Python data: PyTorch's default dtypes, or straight to ``dtype`` (no float32 rounding first)
         arr = _python_data(data)
-        arr = arr if dtype is not None else _default_dtype(arr)
+        arr = arr if dtype is not None else _default_dtype(arr, data)
     if dtype is not None:
         arr = _cast_data(arr, np.dtype(dtype), "tensor")
     return _created(arr, device, requires_grad)
@@ -2161,7 +2190,7 @@ def _python_data(data) -> np.ndarray:
     arr = np.array(data)
     # NumPy holds ints past int64 as uint64, float64 (beside negative ones) or objects: look for them
     # only then (a float64 array of magnitudes up to 2**63 cannot hold one).
-    if arr.dtype.kind in "uO" or (arr.dtype.kind == "f" and arr.size and not (np.abs(arr) < 2.0**63).all()):
+    if arr.dtype.kind in "uO" or (arr.dtype == np.float64 and arr.size and not (np.abs(arr) < 2.0**63).all()):
         past = _int_past_int64(data)
         if past is not None:
             raise OverflowError(f"tensor: {past} is past the int64 range")
@@ -2198,7 +2227,7 @@ def as_tensor(data, dtype=None) -> Tensor:
             autograd.expose(arr)  # shared: the caller may write it later
     else:
         arr = as_array(data) if hasattr(data, "__array__") or hasattr(data, "__dlpack__") else _python_data(data)
-        arr = arr if arr is data else _default_dtype(arr)  # Python data: PyTorch's default dtypes
+        arr = arr if arr is data else _default_dtype(arr, data)  # Python data: PyTorch's default dtypes
     return Tensor(arr if dtype is None else arr.astype(dtype, copy=False))
 
 
