@@ -20,6 +20,7 @@ import pytest
 from deepkern import backends, optim
 from deepkern.optim import muon as dk_muon
 from deepkern.optim import swa_utils
+from test_optim_added import assert_close, plain_state
 
 from checks import raises_naming
 from fake_device import FakeArray, FakeBackend
@@ -59,23 +60,6 @@ def follow(lib, cls_name, options, arrays, grads, groups=None, skip=(), lr_chang
             p.grad = None if i in skip else lib.tensor(g.copy())
         opt.step()
     return [np.array(p.detach().numpy()) for p in params], opt
-
-
-def assert_close(got, want, rtol, atol, what=""):
-    for i, (g, w) in enumerate(zip(got, want)):
-        g, w = np.asarray(g), np.asarray(w)
-        assert g.dtype == w.dtype and g.shape == w.shape, (what, i, g.dtype, w.dtype, g.shape, w.shape)
-        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol, err_msg=f"{what}: {i}")
-
-
-def plain_state(state_dict):
-    """A state dict's per-parameter state, arrays and scalars (deepkern's or torch's) as NumPy."""
-
-    def plain(v):
-        v = v.detach() if hasattr(v, "detach") else v
-        return np.asarray(v.numpy() if hasattr(v, "numpy") else v)
-
-    return {k: {name: plain(v) for name, v in entry.items()} for k, entry in state_dict["state"].items()}
 
 
 def assert_state_matches(opt, topt, rtol, atol, what):

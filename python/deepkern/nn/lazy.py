@@ -151,40 +151,20 @@ class _LazyConvMixin(LazyModuleMixin):
         return self._shapes(weight=weight + self.kernel_size, bias=(k,))
 
 
-class LazyConv1d(_LazyConvMixin, Conv1d):
-    """A Conv1d whose ``in_channels`` is inferred from the first input."""
-
-    cls_to_become = Conv1d
-
-
-class LazyConv2d(_LazyConvMixin, Conv2d):
-    """A Conv2d whose ``in_channels`` is inferred from the first input."""
-
-    cls_to_become = Conv2d
+def _lazy_form(mixin, regular):
+    """The lazy form of layer class ``regular``: ``mixin``'s size (``_lazy_size``) inferred from the first
+    input, after which the module becomes ``regular``; named and picklable as a class of this module."""
+    name = "Lazy" + regular.__name__
+    doc = f"A {regular.__name__} whose ``{mixin._lazy_size}`` is inferred from the first input."
+    return type(
+        name, (mixin, regular), {"cls_to_become": regular, "__doc__": doc, "__module__": __name__, "__qualname__": name}
+    )
 
 
-class LazyConv3d(_LazyConvMixin, Conv3d):
-    """A Conv3d whose ``in_channels`` is inferred from the first input."""
-
-    cls_to_become = Conv3d
-
-
-class LazyConvTranspose1d(_LazyConvMixin, ConvTranspose1d):
-    """A ConvTranspose1d whose ``in_channels`` is inferred from the first input."""
-
-    cls_to_become = ConvTranspose1d
-
-
-class LazyConvTranspose2d(_LazyConvMixin, ConvTranspose2d):
-    """A ConvTranspose2d whose ``in_channels`` is inferred from the first input."""
-
-    cls_to_become = ConvTranspose2d
-
-
-class LazyConvTranspose3d(_LazyConvMixin, ConvTranspose3d):
-    """A ConvTranspose3d whose ``in_channels`` is inferred from the first input."""
-
-    cls_to_become = ConvTranspose3d
+LazyConv1d, LazyConv2d, LazyConv3d, LazyConvTranspose1d, LazyConvTranspose2d, LazyConvTranspose3d = (
+    _lazy_form(_LazyConvMixin, layer)
+    for layer in (Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d)
+)
 
 
 class _LazyNormMixin(LazyModuleMixin):
@@ -218,37 +198,7 @@ class _LazyNormMixin(LazyModuleMixin):
         return self._shapes(weight=c, bias=c, running_mean=c, running_var=c)
 
 
-class LazyBatchNorm1d(_LazyNormMixin, BatchNorm1d):
-    """A BatchNorm1d whose ``num_features`` is inferred from the first input."""
-
-    cls_to_become = BatchNorm1d
-
-
-class LazyBatchNorm2d(_LazyNormMixin, BatchNorm2d):
-    """A BatchNorm2d whose ``num_features`` is inferred from the first input."""
-
-    cls_to_become = BatchNorm2d
-
-
-class LazyBatchNorm3d(_LazyNormMixin, BatchNorm3d):
-    """A BatchNorm3d whose ``num_features`` is inferred from the first input."""
-
-    cls_to_become = BatchNorm3d
-
-
-class LazyInstanceNorm1d(_LazyNormMixin, InstanceNorm1d):
-    """An InstanceNorm1d whose ``num_features`` is inferred from the first input."""
-
-    cls_to_become = InstanceNorm1d
-
-
-class LazyInstanceNorm2d(_LazyNormMixin, InstanceNorm2d):
-    """An InstanceNorm2d whose ``num_features`` is inferred from the first input."""
-
-    cls_to_become = InstanceNorm2d
-
-
-class LazyInstanceNorm3d(_LazyNormMixin, InstanceNorm3d):
-    """An InstanceNorm3d whose ``num_features`` is inferred from the first input."""
-
-    cls_to_become = InstanceNorm3d
+LazyBatchNorm1d, LazyBatchNorm2d, LazyBatchNorm3d, LazyInstanceNorm1d, LazyInstanceNorm2d, LazyInstanceNorm3d = (
+    _lazy_form(_LazyNormMixin, layer)
+    for layer in (BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d)
+)
