@@ -860,11 +860,11 @@ def test_in_place_products_match_torch_and_are_recorded(name):
 def test_deprecated_forms_warn_as_torch():
     a = dk.eye(3)
     for call, name in [
-        (lambda: a.cholesky(), "torch.cholesky"),
-        (lambda: dk.cholesky(a, upper=True), "torch.cholesky"),
-        (lambda: a.qr(), "torch.qr"),
-        (lambda: dk.qr(a, some=False), "torch.qr"),
-        (lambda: dk.chain_matmul(a, a), "torch.chain_matmul"),
+        (lambda: a.cholesky(), "deepkern.cholesky"),
+        (lambda: dk.cholesky(a, upper=True), "deepkern.cholesky"),
+        (lambda: a.qr(), "deepkern.qr"),
+        (lambda: dk.qr(a, some=False), "deepkern.qr"),
+        (lambda: dk.chain_matmul(a, a), "deepkern.chain_matmul"),
     ]:
         with pytest.warns(UserWarning, match=name):
             call()

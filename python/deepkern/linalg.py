@@ -402,8 +402,7 @@ class Solve(Function):
             full = np.broadcast_to(a, np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + a.shape[-2:])
             index, _ = _first_failing(full, _inverse_fails)
             raise LinAlgError(
-                f"torch.linalg.solve: {_batch_prefix(full, index)}The solver failed because the input matrix is "
-                "singular."
+                f"linalg.solve: {_batch_prefix(full, index)}The solver failed because the input matrix is singular."
             ) from None
         ctx.shapes = (a.shape, b.shape)
         ctx.save_for_backward(a, x)
@@ -814,14 +813,14 @@ def _check_driver(what: str, driver) -> None:
 def svd(A, full_matrices=True, *, driver=None):
     """(U, S, Vh) with A = U diag(S) Vh: S descending; U m x m and Vh n x n with ``full_matrices``, else
     m x k and k x n (k = min(m, n))."""
-    _check_driver("torch.linalg.svd", driver)
+    _check_driver("linalg.svd", driver)
     _check_lapack("linalg.svd", A, square=False)
     return SVDResult(*Svd.apply(A, bool(full_matrices)))
 
 
 def svdvals(A, *, driver=None):
     """The singular values (descending) of each matrix of ``A``; gradient U diag(G) Vh."""
-    _check_driver("torch.linalg.svdvals", driver)
+    _check_driver("linalg.svdvals", driver)
     _check_lapack("linalg.svd", A, square=False)
     return Svd.apply(A, False)[1]
 
@@ -879,7 +878,7 @@ def lstsq(A, B, rcond=None, *, driver=None):
     values up to ``rcond`` (default eps * max(m, n)) times the largest count as zero. The solution is
     pinv(A) B, so its gradient is PyTorch's (through pinv); for 'gels' on a rank-deficient ``A`` it is also
     the minimum-norm solution, where LAPACK's gels would give an arbitrary one."""
-    what = "torch.linalg.lstsq"
+    what = "linalg.lstsq"
     _check_lapack(what, A, square=False)
     _check_tensor(what, "B", B)
     if B.dtype != A.dtype:

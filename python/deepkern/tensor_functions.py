@@ -459,9 +459,7 @@ def histogramdd(input, bins, *, range=None, weight=None, density=False) -> tuple
     (``input``'s shape without the last dimension), as density with ``density``; see Tensor.histogram."""
     _check_tensor("histogramdd", "input", input)
     if input.ndim < 2:
-        raise RuntimeError(
-            f"torch.histogramdd: input tensor should have at least 2 dimensions, got shape {input.shape}"
-        )
+        raise RuntimeError(f"histogramdd: input tensor should have at least 2 dimensions, got shape {input.shape}")
     dims = input.shape[-1]
     bins = [bins] * dims if isinstance(bins, numbers.Integral) and not isinstance(bins, bool) else list(bins)
     if len(bins) != dims:

@@ -49,9 +49,9 @@ SvdResult = namedtuple("svd", ["U", "S", "V"])
 
 
 def _deprecated(name: str, replacement: str) -> None:
-    """PyTorch's UserWarning for its deprecated ``torch.<name>``, pointing at the caller of the method."""
+    """The UserWarning of a form PyTorch deprecated, for ``deepkern.<name>``, pointing at its caller."""
     warnings.warn(
-        f"torch.{name} is deprecated and will be removed in a future PyTorch release: use {replacement} instead",
+        f"deepkern.{name} is deprecated, as in PyTorch: use {replacement} instead",
         UserWarning,
         stacklevel=3,
     )
@@ -138,12 +138,12 @@ class LinalgMethods:
 
     def cholesky(self, upper=False):
         """Deprecated, as torch.cholesky: ``deepkern.linalg.cholesky``."""
-        _deprecated("cholesky", "torch.linalg.cholesky(A) (and .mH of it for upper=True)")
+        _deprecated("cholesky", "deepkern.linalg.cholesky(A) (and .mH of it for upper=True)")
         return _linalg.cholesky(self, upper=upper)
 
     def qr(self, some=True):
         """Deprecated, as torch.qr: ``deepkern.linalg.qr`` in mode 'reduced' (``some``) or 'complete'."""
-        _deprecated("qr", "torch.linalg.qr(A, 'reduced' if some else 'complete')")
+        _deprecated("qr", "deepkern.linalg.qr(A, 'reduced' if some else 'complete')")
         return _linalg.qr(self, "reduced" if some else "complete")
 
     def svd(self, some=True, compute_uv=True):
@@ -297,7 +297,7 @@ addmv, addr, addbmm, baddbmm, vdot, ger, dist, diagflat = map(
 def chain_matmul(*matrices):
     """Deprecated, as torch.chain_matmul: the product of the 2-D ``matrices`` (``linalg.multi_dot``; one
     matrix: a copy of it)."""
-    _deprecated("chain_matmul", "torch.linalg.multi_dot, which takes a list of two or more tensors")
+    _deprecated("chain_matmul", "deepkern.linalg.multi_dot, which takes a list of two or more tensors")
     if not matrices:
         raise RuntimeError("chain_matmul(): Expected one or more matrices")
     for i, m in enumerate(matrices):

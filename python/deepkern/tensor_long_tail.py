@@ -254,17 +254,17 @@ def _bin_edges(what: str, d: int, bins, column: np.ndarray, range_, dtype) -> np
     if isinstance(bins, _t.Tensor):
         if bins.ndim != 1:
             raise RuntimeError(
-                f"torch.histogramdd: bins tensor should have one dimension, but got {bins.ndim} dimensions in the "
+                f"histogramdd: bins tensor should have one dimension, but got {bins.ndim} dimensions in the "
                 f"bins tensor for dimension {d}"
             )
         if bins.dtype != dtype:
             raise RuntimeError(
-                "torch.histogramdd: input tensor and bins tensors should have the same dtype, but got input with "
+                "histogramdd: input tensor and bins tensors should have the same dtype, but got input with "
                 f"dtype {dtype} and bins for dimension {d} with dtype {bins.dtype}"
             )
     count = bins.numel() - 1 if isinstance(bins, _t.Tensor) else bins
     if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count <= 0:
-        raise RuntimeError(f"torch.{what}(): bins must be > 0, but got {count} for dimension {d}")
+        raise RuntimeError(f"{what}(): bins must be > 0, but got {count} for dimension {d}")
     if isinstance(bins, _t.Tensor):
         return _host(bins)
     if range_ is not None:
@@ -272,11 +272,10 @@ def _bin_edges(what: str, d: int, bins, column: np.ndarray, range_, dtype) -> np
     else:
         low, high = (float(column.min()), float(column.max())) if column.size else (0.0, 1.0)
     if not (math.isfinite(low) and math.isfinite(high)):
-        raise RuntimeError(f"torch.histogramdd: dimension {d}'s range [{_number(low)}, {_number(high)}] is not finite")
+        raise RuntimeError(f"histogramdd: dimension {d}'s range [{_number(low)}, {_number(high)}] is not finite")
     if low > high:
         raise RuntimeError(
-            f"torch.histogramdd: min should not exceed max, but got min {_number(low)} max {_number(high)} for "
-            f"dimension {d}"
+            f"histogramdd: min should not exceed max, but got min {_number(low)} max {_number(high)} for dimension {d}"
         )
     if low == high:
         low, high = low - 0.5, high + 0.5
@@ -1227,7 +1226,7 @@ class LongTailMethods:
         if self.dtype.kind not in "fV":
             raise NotImplementedError(f'"histogram_cpu" not implemented for {self.dtype}')
         if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins <= 0:
-            raise RuntimeError(f"torch.histogram(): bins must be > 0, but got {bins} for dimension 0")
+            raise RuntimeError(f"histogram(): bins must be > 0, but got {bins} for dimension 0")
         a = self._host_array().reshape(-1)
         lo, hi = float(min), float(max)
         if lo == hi and a.size:
@@ -1235,9 +1234,9 @@ class LongTailMethods:
         if lo == hi:
             lo, hi = lo - 1, hi + 1
         if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise RuntimeError(f"torch.histc: range of [{lo}, {hi}] is not finite")
+            raise RuntimeError(f"histc: range of [{lo}, {hi}] is not finite")
         if not lo < hi:
-            raise RuntimeError("torch.histc: max must be larger than min")
+            raise RuntimeError("histc: max must be larger than min")
         low, high = self.dtype.type(lo), self.dtype.type(hi)
         inside = a[(a >= low) & (a <= high)]
         position = ((inside - low) * bins / (high - low)).astype(np.int64)  # PyTorch's linear interpolation
@@ -2035,7 +2034,7 @@ class LongTailMethods:
         size) or at the given indices, for a tensor of at least ``least`` dimensions."""
         if self.ndim < least:
             raise RuntimeError(
-                f"torch.{what} requires a tensor with at least {least} dimension, but got a tensor with {self.ndim} "
+                f"{what} requires a tensor with at least {least} dimension, but got a tensor with {self.ndim} "
                 "dimensions!"
             )
         split = indices_or_sections
@@ -2043,7 +2042,7 @@ class LongTailMethods:
             size = self.shape[axis]
             if split == 0 or size % split:
                 raise RuntimeError(
-                    f"torch.{what} attempted to split along dimension {axis}, but the size of the dimension {size} "
+                    f"{what} attempted to split along dimension {axis}, but the size of the dimension {size} "
                     f"is not divisible by the split_size {split}!"
                 )
         elif isinstance(split, _t.Tensor) or not isinstance(split, (list, tuple)):
@@ -2233,7 +2232,7 @@ class LongTailMethods:
             raise NotImplementedError(f"{what}: \"histogramdd\" not implemented for '{_dtype_name(dtype)}'")
         if range_ is not None and len(range_) != 2 * dims:
             raise RuntimeError(
-                f"torch.histogramdd: for a {dims}-dimensional histogram range should have {2 * dims} elements, but got "
+                f"histogramdd: for a {dims}-dimensional histogram range should have {2 * dims} elements, but got "
                 f"{len(range_)}"
             )
         weights = None
@@ -2241,13 +2240,13 @@ class LongTailMethods:
             _tensor_argument(what, "weight", weight)
             if weight.shape != self.shape[:-1]:
                 raise RuntimeError(
-                    "torch.histogramdd: if weight tensor is provided it should have the same shape as the input tensor "
+                    "histogramdd: if weight tensor is provided it should have the same shape as the input tensor "
                     f"excluding its innermost dimension, but got input with shape {list(self.shape)} and weight with "
                     f"shape {list(weight.shape)}"
                 )
             if weight.dtype != dtype:
                 raise RuntimeError(
-                    "torch.histogramdd: if weight tensor is provided, input tensor and weight tensor should have the "
+                    "histogramdd: if weight tensor is provided, input tensor and weight tensor should have the "
                     f"same dtype, but got input({dtype}), and weight({weight.dtype})"
                 )
             weights = _host(weight).reshape(-1)
