@@ -113,6 +113,21 @@ inline int64_t shifted_columns_words(const Conv2dShape& s, int64_t p0, int64_t p
   return (p1 - p0) * s.out_w / 64 + 2;
 }
 
+// Sets bits [lo, hi) of the bitmap `map` (bit i: bit i % 64 of word i / 64), a word at a time.
+inline void set_bits(uint64_t* map, int64_t lo, int64_t hi) {
+  auto ones_from = [](int64_t bit) { return ~uint64_t(0) << (bit % 64); };  // bits bit % 64 .. 63 of a word
+  if (lo >= hi) return;
+  const int64_t first = lo / 64, last = (hi - 1) / 64;
+  const uint64_t last_mask = ~uint64_t(0) >> (63 - (hi - 1) % 64);  // bits 0 .. (hi - 1) % 64
+  if (first == last) {
+    map[first] |= ones_from(lo) & last_mask;
+    return;
+  }
+  map[first] |= ones_from(lo);
+  for (int64_t w = first + 1; w < last; ++w) map[w] = ~uint64_t(0);
+  map[last] |= last_mask;
+}
+
 // column_panels.h's ShiftedColumns of col(X) (rows_are_shifted_planes) for output rows [p0, p1) of
 // `images` images, a group of group_in channels (in_plane elements each) whose first plane is `x`:
 // its tables written into the caller's `offsets` and `row_taps` (group_in * R * S each) and
@@ -130,8 +145,7 @@ inline ShiftedColumns shifted_columns(const Conv2dShape& s, int64_t group_in, in
       valid_columns(s, w_offset, q_lo, q_hi);
       for (int64_t p = p0; p < p1; ++p)
         if (p + h_offset >= 0 && p + h_offset < s.in_h)
-          for (int64_t i = (p - p0) * s.out_w + q_lo; i < (p - p0) * s.out_w + q_hi; ++i)
-            map[i / 64] |= uint64_t(1) << (i % 64);
+          set_bits(map, (p - p0) * s.out_w + q_lo, (p - p0) * s.out_w + q_hi);
       for (int64_t c = 0; c < group_in; ++c) {
         const int64_t row = (c * s.kernel_h + r) * s.kernel_w + t;
         offsets[row] = c * in_plane + (p0 + h_offset) * s.in_w + w_offset;

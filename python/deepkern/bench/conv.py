@@ -288,6 +288,7 @@ def conv_bf16_cases(quick: bool = False) -> List[Case]:
             case = _conv_case(layer, batch, conv_pass, groups[conv_pass], f"{conv_pass} bf16")
             case.op = "conv-bf16"
             case.tolerance = BF16_CHECK_TOLERANCE
+            case.metric = "bf16_flops"
             case.nbytes /= 2
             case.make_inputs = lambda layer=layer, p=conv_pass: [
                 tuple(a.astype(ml_dtypes.bfloat16).view(np.uint16) for a in s)

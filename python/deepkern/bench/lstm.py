@@ -423,6 +423,7 @@ def lstm_bf16_cases(quick: bool = False) -> List[Case]:
             bf16.impls = _bf16_lstm_impls(shape, lstm_pass)
             bf16.check = lambda inputs, shape=shape, p=lstm_pass: lstm_bf16_check(shape, p, inputs)
             bf16.tolerance = BF16_CHECK_TOLERANCE
+            bf16.metric = "bf16_flops"
             bf16.op = twin.op = "lstm-bf16"
             bf16.layout, twin.layout = f"{lstm_pass} bf16", f"{lstm_pass} f32"
             cases += [bf16, twin]

@@ -143,7 +143,7 @@ def format_table(rows: Sequence[Row]) -> str:
             "GB/s = bytes read + written / time; %stream = as % of the measured stream bandwidth "
             "(GPU lines, thr 0: of a device-to-device copy of the same bytes in the same run); "
             if by_bytes
-            else "%peak = deepkern GFLOP/s as % of the measured FMA peak (the bfloat16 GEMM's rows: of the measured "
+            else "%peak = deepkern GFLOP/s as % of the measured FMA peak (bfloat16 rows: of the measured "
             "bfloat16 peak); %roof = as % of min(FMA peak, intensity x stream GB/s); "
         )
         + f"* = timed while other processes used > {NOISY_CORES} core (noisy)"
