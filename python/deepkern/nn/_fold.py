@@ -28,6 +28,7 @@ from .. import backends
 from ..autograd import Function
 from ..ops._validate import is_floating_dtype
 from ..tensor import Tensor
+from ..tensor_ops import LinearBackward
 
 __all__ = ["unfold", "fold", "max_unpool1d", "max_unpool2d", "max_unpool3d"]
 
@@ -163,18 +164,34 @@ class Im2Col(Function):
     def backward(ctx, g):
         return col2im(g, ctx.size, *ctx.window)
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        return _fold_pair(g, ctx.size, ctx.window, transposed=False)
+
 
 class Col2Im(Function):
     """``fold`` of a 3-D array; the gradient is ``im2col``."""
 
     @staticmethod
     def forward(ctx, x, size, window):
+        ctx.size = size
         ctx.window = window
         return col2im(x, size, *window)
 
     @staticmethod
     def backward(ctx, g):
         return im2col(g, *ctx.window)
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        return _fold_pair(g, ctx.size, ctx.window, transposed=True)
+
+
+def _fold_pair(g, size: tuple, window: tuple, transposed: bool):
+    """The create_graph gradient of Im2Col (col2im of ``g``) or, ``transposed``, of Col2Im (im2col of
+    ``g``): each map's transpose is the other."""
+    maps = (lambda a: col2im(a, size, *window), lambda a: im2col(a, *window))
+    return LinearBackward.apply(g, *(maps[::-1] if transposed else maps))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,9 +281,27 @@ class MaxUnpool(Function):
     @staticmethod
     def backward(ctx, g):
         (indices,) = ctx.saved_tensors
-        host_g = _host(g)
-        gathered = np.take_along_axis(host_g, _host(indices), axis=1)
-        return gathered if host_g is g else backends.to_device(gathered, backends.device_of(g))
+        return _unpool_gather(g, indices)
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        (indices,) = ctx.saved_tensors
+        area = g.shape[1]
+
+        def scatter(a):  # the gather's transpose: a repeated index sums its values
+            host_a = _host(a)
+            out = np.zeros((a.shape[0], area), a.dtype)
+            np.add.at(out, (np.arange(a.shape[0])[:, None], _host(indices)), host_a)
+            return out if host_a is a else backends.to_device(out, backends.device_of(a))
+
+        return LinearBackward.apply(g, lambda a: _unpool_gather(a, indices), scatter)
+
+
+def _unpool_gather(g, indices):
+    """MaxUnpool's gradient: each plane of ``g`` read at ``indices``."""
+    host_g = _host(g)
+    gathered = np.take_along_axis(host_g, _host(indices), axis=1)
+    return gathered if host_g is g else backends.to_device(gathered, backends.device_of(g))
 
 
 def _host(a) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 from .. import backends
 from ..autograd import Function
 from ..tensor import Tensor
+from ..tensor_ops import LinearBackward
 
 __all__ = ["pad", "interpolate"]
 
@@ -32,26 +33,41 @@ class AxisResample(Function):
     @staticmethod
     def forward(ctx, x, plan):
         ctx.plan = plan
-        for axis, _, taps in plan:
-            out = None
-            for index, weight in taps:
-                part = np.take_along_axis(x, _along(index, axis, x.ndim), axis=axis)
-                if weight is not None:
-                    part = part * _along(weight, axis, x.ndim)
-                out = part if out is None else out + part
-            x = out
-        return x
+        return _gather(x, plan)
 
     @staticmethod
     def backward(ctx, g):
-        for axis, size, taps in reversed(ctx.plan):
-            shape = g.shape[:axis] + (size,) + g.shape[axis + 1 :]
-            grad = backends.backend_of(g, op="AxisResampleBackward").zeros(shape, g.dtype)
-            key = (slice(None),) * axis
-            for index, weight in taps:
-                np.add.at(grad, key + (index,), g if weight is None else g * _along(weight, axis, g.ndim))
-            g = grad
-        return g
+        return _scatter(g, ctx.plan)
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        plan = ctx.plan
+        return LinearBackward.apply(g, lambda a: _scatter(a, plan), lambda a: _gather(a, plan))
+
+
+def _gather(x, plan):
+    """AxisResample's map: the weighted gathers of ``plan`` along its axes, in order."""
+    for axis, _, taps in plan:
+        out = None
+        for index, weight in taps:
+            part = np.take_along_axis(x, _along(index, axis, x.ndim), axis=axis)
+            if weight is not None:
+                part = part * _along(weight, axis, x.ndim)
+            out = part if out is None else out + part
+        x = out
+    return x
+
+
+def _scatter(g, plan):
+    """The transpose of :func:`_gather`: the weighted scatter-adds, the axes in reverse order."""
+    for axis, size, taps in reversed(plan):
+        shape = g.shape[:axis] + (size,) + g.shape[axis + 1 :]
+        grad = backends.backend_of(g, op="AxisResampleBackward").zeros(shape, g.dtype)
+        key = (slice(None),) * axis
+        for index, weight in taps:
+            np.add.at(grad, key + (index,), g if weight is None else g * _along(weight, axis, g.ndim))
+        g = grad
+    return g
 
 
 def _along(values, axis: int, ndim: int):
@@ -87,17 +103,31 @@ class ConstantPad(Function):
         shape = tuple(n + lo + hi for n, (lo, hi) in zip(x.shape, widths))
         src = tuple(slice(max(-lo, 0), n - max(-hi, 0)) for n, (lo, hi) in zip(x.shape, widths))
         dst = tuple(slice(max(lo, 0), m - max(hi, 0)) for m, (lo, hi) in zip(shape, widths))
-        out = backends.backend_of(x, op="pad").full(shape, value, x.dtype)
-        out[dst] = x[src]
         ctx.meta = (x.shape, src, dst)
-        return out
+        return _place(x, shape, src, dst, value, "pad")
 
     @staticmethod
     def backward(ctx, g):
         shape, src, dst = ctx.meta
-        grad = backends.backend_of(g, op="ConstantPadBackward").zeros(shape, g.dtype)
-        grad[src] = g[dst]
-        return grad
+        return _place(g, shape, dst, src, None, "ConstantPadBackward")
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        shape, src, dst = ctx.meta
+        out_shape = tuple(g.shape)
+        return LinearBackward.apply(
+            g,
+            lambda a: _place(a, shape, dst, src, None, "ConstantPadBackward"),
+            lambda a: _place(a, out_shape, src, dst, None, "pad"),  # the crop's transpose pads with zeros
+        )
+
+
+def _place(a, shape, src, dst, value, op: str):
+    """An array of ``shape`` filled with ``value`` (None: zeros) holding ``a[src]`` at ``dst``."""
+    backend = backends.backend_of(a, op=op)
+    out = backend.zeros(shape, a.dtype) if value is None else backend.full(shape, value, a.dtype)
+    out[dst] = a[src]
+    return out
 
 
 def _pad_index(mode: str, n: int, lo: int, hi: int) -> np.ndarray:
