@@ -11,6 +11,7 @@ compatibility and computes out of place (the returned value is the same); the in
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -105,6 +106,13 @@ __all__ = [
 
 def _array(x):
     return x._array if isinstance(x, Tensor) else x
+
+
+def _recorded_on_input(io, grad):
+    """``grad`` (forward argument 0's gradient, a Tensor) recorded as a function of that argument too,
+    with a zero derivative there: a gradient that depends on the input only through constant masks or
+    positions is recorded on it anyway by PyTorch (differentiating it again gives zeros, not an error)."""
+    return _T.MaskedGradient.apply(grad, io.placeholder(0, grad), 1.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,13 +368,15 @@ class MaxPool2d(Function):
     def backward_graph(ctx, io, g, g_indices=None):
         (indices,) = ctx.saved_tensors
         x_shape = ctx.x_shape
-        planes = int(np.prod(x_shape[:-2]))
+        return _max_pool_grad_graph(io, g, indices, x_shape, lambda a: ops.max_pool2d_backward(a, x_shape, indices))
 
-        def gather(a):  # the transposed scatter: each window's value from the position it took
-            flat = a.reshape(planes, x_shape[-2] * x_shape[-1])
-            return np.take_along_axis(flat, indices.reshape(planes, -1), axis=1).reshape(indices.shape)
 
-        return _T.LinearBackward.apply(g, lambda a: ops.max_pool2d_backward(a, x_shape, indices), gather)
+def _max_pool_grad_graph(io, g, indices, x_shape, scatter, spatial: int = 2):
+    """create_graph=True's gradient of a max pooling whose backward ``scatter`` adds g at the flat
+    (H*W, or D*H*W with ``spatial`` 3) positions ``indices`` of the planes of ``x_shape``: a linear map
+    of g, whose transpose gathers from those positions, recorded on the input as PyTorch's."""
+    gather = functools.partial(_gather_planes, indices=indices, x_shape=x_shape, spatial=spatial)
+    return _recorded_on_input(io, _T.LinearBackward.apply(g, scatter, gather))
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
@@ -503,6 +513,12 @@ class AdaptiveMaxPool2d(Function):
         (indices,) = ctx.saved_tensors
         return _scatter_add_planes(g, indices, ctx.x_shape), None
 
+    @staticmethod
+    def backward_graph(ctx, io, g, g_indices=None):
+        (indices,) = ctx.saved_tensors
+        x_shape = ctx.x_shape
+        return _max_pool_grad_graph(io, g, indices, x_shape, lambda a: _scatter_add_planes(a, indices, x_shape)), None
+
 
 def _first_max(windows):
     """Per window (the last axis of ``windows``): the position of its first largest element, or of its
@@ -522,6 +538,14 @@ def _scatter_add_planes(g, indices, x_shape, spatial: int = 2):
     flat = (np.arange(planes)[:, None] * hw + indices.reshape(planes, per_plane)).reshape(-1)
     summed = np.bincount(flat, weights=g.reshape(-1).astype(np.float64), minlength=planes * hw)
     return summed.astype(g.dtype).reshape(x_shape)
+
+
+def _gather_planes(a, indices, x_shape, spatial: int = 2):
+    """The transpose of :func:`_scatter_add_planes`: from each (H, W) plane of ``a`` (of ``x_shape``)
+    the values at its flat positions ``indices`` (..., h, w); with ``spatial`` 3, planes of D*H*W."""
+    planes, per_plane = int(np.prod(x_shape[:-spatial])), int(np.prod(indices.shape[-spatial:]))
+    flat = a.reshape(planes, int(np.prod(x_shape[-spatial:])))
+    return np.take_along_axis(flat, indices.reshape(planes, per_plane), axis=1).reshape(indices.shape)
 
 
 def _adaptive_output_size(output_size, shape, op: str, dims: int) -> tuple:
@@ -687,9 +711,10 @@ class Elu(Function):
     @staticmethod
     def backward_graph(ctx, io, g):
         positive, negative_part = ctx.saved_tensors
-        # the output where x <= 0 (the rest is masked out): alpha (e^x - 1), whose derivative is out + alpha
-        out = io.output(0, np.where(positive, 0, negative_part).astype(negative_part.dtype, copy=False))
-        return g * _T.Where.apply(positive, 1.0, out + ctx.alpha)
+        negative = np.abs(negative_part) > 0  # x < 0; at x = 0 (and NaN) the slope is a constant, as PyTorch's
+        # the output where x < 0 (the rest is masked out): alpha (e^x - 1), whose derivative is out + alpha
+        out = io.output(0, np.where(negative, negative_part, 0).astype(negative_part.dtype, copy=False))
+        return g * _T.Where.apply(negative, out + ctx.alpha, np.where(positive, 1, negative_part + ctx.alpha))
 
 
 @through_float32
@@ -753,6 +778,22 @@ class Prelu(Function):
         if need_w:
             gw = np.where(positive, 0, g * x)
             gw = gw.sum(axis=tuple(a for a in range(x.ndim) if a != 1)) if w.ndim else gw.sum()
+            gw = gw.reshape(ctx.weight_shape)
+        return gx, gw
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        """As backward, on Tensors; x's gradient, which depends on x only through the constant mask, is
+        recorded on x, as PyTorch's."""
+        x, w, positive = ctx.saved_tensors
+        need_x, need_w = ctx.needs_input_grad
+        gx = gw = None
+        if need_x:
+            weight = io.input(1, w.reshape(ctx.weight_shape)).reshape(w.shape)
+            gx = _recorded_on_input(io, _T.Where.apply(positive, g, g * weight))
+        if need_w:
+            gw = _T.Where.apply(positive, 0.0, g * io.input(0, x))
+            gw = gw.sum(tuple(a for a in range(x.ndim) if a != 1)) if w.ndim else gw.sum()
             gw = gw.reshape(ctx.weight_shape)
         return gx, gw
 
@@ -826,8 +867,21 @@ class Hardswish(Function):
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
+        return g * Hardswish.slope(x)
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        """The slope strictly between -3 and 3 as Tensor ops of x (the second derivative 1/3 there, 0
+        elsewhere, at NaN too, as PyTorch's)."""
+        (x,) = ctx.saved_tensors
+        inside = (x > -3) & (x < 3)
+        return g * _T.Where.apply(inside, (2 * io.input(0, x) + 3) / 6, Hardswish.slope(x))
+
+    @staticmethod
+    def slope(x):
+        """d/dx of hardswish at ``x`` (an array)."""
         slope = np.where(x <= -3, 0, np.where(x < 3, (2 * x + 3) / 6, np.where(x >= 3, 1, x)))  # NaN stays NaN
-        return g * slope.astype(x.dtype, copy=False)
+        return slope.astype(x.dtype, copy=False)
 
 
 @through_float32
@@ -850,6 +904,11 @@ class LogSigmoid(Function):
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
         return g * _stable_sigmoid(-x)
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        (x,) = ctx.saved_tensors
+        return g * (-io.input(0, x)).sigmoid()
 
 
 @through_float32
@@ -886,6 +945,15 @@ class Mish(Function):
     def backward(ctx, g):
         x, t = ctx.saved_tensors
         return g * (t + x * _stable_sigmoid(x) * (1 - t * t))
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        """The derivative as Tensor ops, t = tanh(softplus(x)) (softplus's linear region above 20, as
+        PyTorch's)."""
+        x, _ = ctx.saved_tensors
+        xt = io.input(0, x)
+        t = Softplus.apply(xt).tanh()
+        return g * (t + xt * xt.sigmoid() * (1 - t * t))
 
 
 @through_float32
@@ -1033,6 +1101,20 @@ class ScaledElu(Function):
         alpha, scale, input_scale = ctx.meta
         return np.where(nonpositive, g * ((scale * alpha * input_scale) * e), g * scale).astype(g.dtype, copy=False)
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        """The slope scale * alpha * input_scale * e where x < 0 as a function of x (x itself is not
+        saved): the output moves there by scale * alpha times e's change, so e is the saved value plus
+        this node's output (its value taken as 0) over scale * alpha. At x = 0 (told by e = 1, so also
+        where input_scale * x is too small to move e off 1) and above, the slope is backward's
+        constant, as in PyTorch's double backward."""
+        nonpositive, e = ctx.saved_tensors
+        alpha, scale, input_scale = ctx.meta
+        coefficient = scale * alpha * input_scale
+        negative = nonpositive & (e != 1)
+        moving = io.output(0, np.zeros_like(e)) / (scale * alpha) + e
+        return g * _T.Where.apply(negative, moving * coefficient, np.where(nonpositive, coefficient * e, scale))
+
 
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
@@ -1098,6 +1180,17 @@ class Shrink(Function):
         (inside,) = ctx.saved_tensors
         return np.where(inside, g.dtype.type(0), g)
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        (inside,) = ctx.saved_tensors
+        return _blocked_where(io, g, inside)
+
+
+def _blocked_where(io, g, blocked):
+    """create_graph=True's ``g`` set to 0 where ``blocked`` (a constant mask; 0 even where g is inf or
+    NaN, as backward), recorded on the input as PyTorch's."""
+    return _recorded_on_input(io, _T.Where.apply(blocked, 0.0, g))
+
 
 @through_float32
 def softshrink(input, lambd=0.5):
@@ -1132,6 +1225,11 @@ class Threshold(Function):
     def backward(ctx, g):
         (below,) = ctx.saved_tensors
         return np.where(below, g.dtype.type(0), g)
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        (below,) = ctx.saved_tensors
+        return _blocked_where(io, g, below)
 
 
 @through_float32
@@ -1534,13 +1632,31 @@ class Embedding(Function):
     @staticmethod
     def backward(ctx, g):
         (indices,) = ctx.saved_tensors
+        return _embedding_grad(g, indices, *ctx.meta), None
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        """The weight's gradient is linear in g; the transpose takes each index's row (0 for padding_idx's)."""
+        (indices,) = ctx.saved_tensors
         shape, padding_idx = ctx.meta
-        backend = backends.backend_of(g, op="EmbeddingBackward")
-        grad = backend.empty(shape, g.dtype)
-        backend.embedding_backward(
-            backend.ascontiguousarray(g), indices, grad, -1 if padding_idx is None else padding_idx
-        )
-        return grad, None
+        g_shape = tuple(g.shape)
+
+        def rows(a):
+            out = a[indices]
+            if padding_idx is not None:
+                out[indices == padding_idx] = 0
+            return out.reshape(g_shape)
+
+        return _T.LinearBackward.apply(g, lambda a: _embedding_grad(a, indices, shape, padding_idx), rows), None
+
+
+def _embedding_grad(g, indices, shape, padding_idx):
+    """The weight gradient of an embedding (weight ``shape``) of ``indices`` whose output has gradient
+    ``g``: its rows summed per index, the ``padding_idx`` row zero."""
+    backend = backends.backend_of(g, op="EmbeddingBackward")
+    grad = backend.empty(shape, g.dtype)
+    backend.embedding_backward(backend.ascontiguousarray(g), indices, grad, -1 if padding_idx is None else padding_idx)
+    return grad
 
 
 def embedding(input, weight, padding_idx=None):
@@ -1610,6 +1726,31 @@ class VectorNorm(Function):
         x, norm = ctx.saved_tensors
         p, dim = ctx.meta
         return p_norm_grad(x, norm, p, dim) * g
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        x, norm = ctx.saved_tensors
+        p, dim = ctx.meta
+        return _p_norm_grad_graph(io.input(0, x), x, io.output(0, norm), norm, p, dim) * g
+
+
+def _p_norm_grad_graph(xt, x, normt, norm, p: float, dim: int):
+    """loss.p_norm_grad as Tensor ops of ``xt`` (holding ``x``) and ``normt`` (its norm, holding
+    ``norm``), differentiable with finite derivatives: the divisions and powers the masks drop are fed
+    ones (a zero norm, a zero element)."""
+    if p == 1:
+        d = xt.sign()
+    elif p == np.inf:  # shared by the elements of largest magnitude: constant but for the sign
+        top = np.abs(x) == norm
+        d = xt.sign() * (top / top.sum(axis=dim, keepdims=True)).astype(x.dtype)
+    else:
+        safe = _T.Where.apply(norm == 0, 1.0, normt)
+        if p == 2:
+            d = xt / safe
+        else:  # 0 at a zero element (0 ** (p - 1) is inf for p < 1)
+            zero = x == 0
+            d = _T.Where.apply(zero, 0.0, xt.sign() * _T.Where.apply(zero, 1.0, xt.abs() / safe) ** (p - 1))
+    return _T.Where.apply(norm == 0, 0.0, d)
 
 
 def _check_p(op: str, p) -> float:
