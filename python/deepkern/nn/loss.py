@@ -28,7 +28,7 @@ from ..autograd import Function, is_grad_enabled
 from ..backends import as_array, backend_of
 from ..ops._validate import is_floating_dtype
 from ..tensor import Tensor, through_float32, where
-from ..tensor_ops import unbroadcast
+from ..tensor_ops import LinearBackward, MaskedGradient, Where, unbroadcast, unbroadcast_tensor
 from .module import Module
 
 __all__ = [
@@ -132,6 +132,13 @@ def _grad_scale(g, reduction, denom):
     return g
 
 
+def _graph_scale(g, reduction, denom):
+    """:func:`_grad_scale` of a Tensor ``g`` (create_graph=True); with nothing to average by (``denom``
+    0: no elements, or every target ignored) ``g * 0``, which leaves the gradient 0 and its own
+    gradient w.r.t. ``g`` 0 (as PyTorch's for no elements) where g / 0 would make them NaN."""
+    return g * 0 if reduction == "mean" and not denom else _grad_scale(g, reduction, denom)
+
+
 def _reduce_tensor(loss, reduction):
     if reduction == "none":
         return loss
@@ -140,6 +147,34 @@ def _reduce_tensor(loss, reduction):
             warnings.simplefilter("ignore", RuntimeWarning)
             return loss.mean()
     return loss.mean() if reduction == "mean" else loss.sum()
+
+
+class _PassGradient(Function):
+    """A Function whose gradient is the incoming gradient unchanged (its forward is the subclass's)."""
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        return g
+
+
+class _Change(_PassGradient):
+    """Zeros of ``x``'s shape whose derivative w.r.t. ``x`` is 1: the change of a forward argument
+    (``x`` its ``io.placeholder``) for the backward_graph of a Function that saved values computed
+    from that argument, not the argument itself: f(x) + change, or f(x + change) where f is
+    shift-invariant, is a graph Tensor of the argument with f's value and exact derivatives."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return np.zeros_like(x)
+
+
+def _change(io, i, like):
+    """The change of forward argument ``i`` (of ``like``'s shape and dtype), see :class:`_Change`."""
+    return _Change.apply(io.placeholder(i, like))
 
 
 def _legacy_reduction(name, size_average, reduce, reduction, stacklevel=3):
@@ -238,7 +273,7 @@ class _DifferenceLoss(Function):
         input, target = ctx.saved_tensors
         reduction, kind, beta = ctx.meta
         diff = io.input(0, input) - io.input(1, target)
-        scale = _grad_scale(g, reduction, input.size)
+        scale = _graph_scale(g, reduction, input.size)
         if kind == "mse":
             grad = diff * (scale * 2)
         elif kind == "l1" or beta == 0:  # (smooth_l1 with beta 0 is the L1 loss)
@@ -401,7 +436,7 @@ class _CrossEntropy(Function):
             q = q + (eps / classes) * (t != options["ignore_index"])[..., None] * class_weight
         q = _class_back(q.astype(x.dtype, copy=False), x.ndim)
         axis = 1 if x.ndim > 1 else 0
-        scale = g if reduction != "mean" else g / denom
+        scale = _graph_scale(g, reduction, denom)
         if reduction == "none":
             scale = scale.unsqueeze(axis)
         probs = softmax(io.input(0, x), axis)
@@ -447,33 +482,81 @@ class _SoftCrossEntropy(Function):
             grad_t = _class_back(dq if weight is None else dq * weight, ndim)
         return grad_x, grad_t, None
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        """backward's gradients as Tensor ops. x and the target were not saved: with their changes dx and
+        dt (see :class:`_Change`), log_softmax(x + dx) = log_softmax(logp + dx) and the smoothed,
+        weighted target is q + dt (1 - eps) weight."""
+        from .functional import log_softmax
+
+        logp, q = ctx.saved_tensors
+        ndim, reduction, denom, eps, weight = ctx.meta
+        axis = 1 if ndim > 1 else 0
+        logp, q = _class_back(logp, ndim), _class_back(q, ndim)  # (the class axis where x has it)
+        weight = None if weight is None else _class_back(np.broadcast_to(weight, _class_last(logp).shape), ndim)
+        scale = _graph_scale(g, reduction, denom)
+        if reduction == "none":
+            scale = scale.unsqueeze(axis)
+        logp_t = log_softmax(_change(io, 0, logp) + logp, axis) if ctx.needs_input_grad[0] else Tensor._wrap(logp)
+        grad_x = grad_t = None
+        if ctx.needs_input_grad[0]:
+            q_t = Tensor._wrap(q)
+            if ctx.needs_input_grad[1]:
+                q_t = _change(io, 1, q) * ((1 - eps) if weight is None else (1 - eps) * weight) + q
+            grad_x = (logp_t.exp() * q_t.sum(axis, keepdim=True) - q_t) * scale
+        if ctx.needs_input_grad[1]:
+            grad_t = -(1 - eps) * logp_t * scale
+            grad_t = grad_t if weight is None else grad_t * weight
+        return grad_x, grad_t, None
+
 
 class _NLLLoss(Function):
     """-w[target] * input[target] over the class axis (input holds log-probabilities)."""
 
     @staticmethod
     def forward(ctx, x, t, weight, ignore_index=-100, reduction="mean"):
-        z = _class_last(x)
         w, index = _index_weights(t, weight, ignore_index, x.dtype)
-        # Without classes every target is ignored (any other is out of range): nothing is picked.
-        picked = np.take_along_axis(z, index[..., None], axis=-1)[..., 0] if z.shape[-1] else w * 0
         denom = w.sum()
         ctx.save_for_backward(w, index)
         ctx.meta = (x.shape, x.dtype, reduction, denom)
-        return _reduce(-(w * picked), reduction, denom)
+        return _nll_pick(x, w, index, reduction, denom)
 
     @staticmethod
     def backward(ctx, g):
         w, index = ctx.saved_tensors
-        shape, dtype, reduction, denom = ctx.meta
-        grad = backend_of(g, op="NLLLossBackward").zeros(shape, dtype)
-        if reduction == "mean" and denom == 0:  # every target ignored: no sample has a gradient
-            return grad, None, None
-        values = -w * _grad_scale(g, reduction, denom)
-        by_class = _class_last(grad)
-        if by_class.shape[-1]:  # without classes there is nothing to put
-            np.put_along_axis(by_class, index[..., None], values[..., None], axis=-1)
-        return grad, None, None
+        return _nll_put(g, w, index, *ctx.meta), None, None
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        """The backward is linear in g (its transpose the forward, as PyTorch's double backward), and
+        recorded as a function of the input too, with a zero derivative there, as PyTorch's."""
+        w, index = ctx.saved_tensors
+        meta = ctx.meta
+        reduction, denom = meta[2:]
+        grad = LinearBackward.apply(
+            g, lambda a: _nll_put(a, w, index, *meta), lambda a: _nll_pick(a, w, index, reduction, denom)
+        )
+        return MaskedGradient.apply(grad, io.placeholder(0, grad), 1), None, None
+
+
+def _nll_pick(x, w, index, reduction, denom):
+    """The NLL loss of log-probabilities ``x``: -w x[index] over the class axis, reduced."""
+    z = _class_last(x)
+    # Without classes every target is ignored (any other is out of range): nothing is picked.
+    picked = np.take_along_axis(z, index[..., None], axis=-1)[..., 0] if z.shape[-1] else w * 0
+    return _reduce(-(w * picked), reduction, denom)
+
+
+def _nll_put(g, w, index, shape, dtype, reduction, denom):
+    """:func:`_nll_pick`'s gradient: -w g (scaled) at each sample's class, zeros elsewhere."""
+    grad = backend_of(g, op="NLLLossBackward").zeros(shape, dtype)
+    if reduction == "mean" and denom == 0:  # every target ignored: no sample has a gradient
+        return grad
+    values = -w * _grad_scale(g, reduction, denom)
+    by_class = _class_last(grad)
+    if by_class.shape[-1]:  # without classes there is nothing to put
+        np.put_along_axis(by_class, index[..., None], values[..., None], axis=-1)
+    return grad
 
 
 @autocast_entry
@@ -566,6 +649,24 @@ class _BCEWithLogits(Function):
             grad_y = unbroadcast(np.broadcast_to(dy * scale, x.shape), y.shape)
         return grad_x, grad_y, None, None
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        from .functional import logsigmoid  # functional imports this module
+
+        x, y, _ = ctx.saved_tensors
+        weight, pos_weight, reduction, _ = ctx.meta
+        scale = _graph_scale(g, reduction, x.size)
+        if weight is not None:
+            scale = scale * weight
+        xt, yt = io.input(0, x), io.input(1, y)
+        grad_x = grad_y = None
+        if ctx.needs_input_grad[0]:
+            lw = 1 if pos_weight is None else 1 + (pos_weight - 1) * yt
+            grad_x = ((1 - yt) - lw * (-xt).sigmoid()) * scale
+        if ctx.needs_input_grad[1]:
+            grad_y = (-xt if pos_weight is None else -(pos_weight - 1) * logsigmoid(xt) - xt) * scale
+        return grad_x, grad_y, None, None
+
 
 def binary_cross_entropy_with_logits(
     input, target, weight=None, size_average=None, reduce=None, reduction="mean", pos_weight=None
@@ -639,6 +740,21 @@ class _BCE(Function):
             grad_y = np.broadcast_to(scale * (log_1mx - log_x), x.shape)
         return grad_x, grad_y, None
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        x, y, _, _ = ctx.saved_tensors
+        weight, reduction = ctx.meta
+        scale = _graph_scale(g, reduction, x.size)
+        if weight is not None:
+            scale = scale * weight
+        xt = io.input(0, x)
+        grad_x = grad_y = None
+        if ctx.needs_input_grad[0]:
+            grad_x = scale * (xt - io.input(1, y)) / ((1 - xt) * xt).clamp_min(1e-12)
+        if ctx.needs_input_grad[1]:
+            grad_y = scale * ((-xt).log1p().clamp_min(-100) - xt.log().clamp_min(-100))
+        return grad_x, grad_y, None
+
 
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
     """Binary cross entropy of probabilities ``input`` in [0, 1] against ``target`` in [0, 1]
@@ -694,6 +810,24 @@ class _KLDiv(Function):
             else:
                 with np.errstate(divide="ignore", invalid="ignore"):
                     grad_t = np.where(t > 0, np.log(t) + 1 - x, 0) * scale
+        return grad_x, grad_t
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        x, t = ctx.saved_tensors
+        reduction, log_target, denom = ctx.meta
+        scale = _graph_scale(g, reduction, denom)
+        tt = io.input(1, t)
+        p = tt.exp() if log_target else tt
+        grad_x = -p * scale if ctx.needs_input_grad[0] else None
+        grad_t = None
+        if ctx.needs_input_grad[1]:
+            if log_target:
+                grad_t = p * (tt - io.input(0, x) + 1) * scale
+            else:  # (the log of 1 where t <= 0, whose gradient is 0 there: no 0 * inf)
+                positive = t > 0
+                log_t = Where.apply(positive, tt, 1.0).log()
+                grad_t = Where.apply(positive, log_t + 1 - io.input(0, x), 0.0) * scale
         return grad_x, grad_t
 
 
@@ -779,6 +913,36 @@ class _PairwiseDistance(Function):
         return (
             unbroadcast(d, shape1) if ctx.needs_input_grad[0] else None,
             unbroadcast(-d, shape2) if ctx.needs_input_grad[1] else None,
+        )
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        """:func:`p_norm_grad` as Tensor ops of the output and of diff = x1 - x2 + eps: the saved diff
+        plus the change of x1, minus that of x2 (see :class:`_Change`)."""
+        diff, norm = ctx.saved_tensors
+        p, keepdim, shape1, shape2 = ctx.meta
+        zero = np.zeros((), diff.dtype)
+        diff_t = Tensor._wrap(diff)
+        if ctx.needs_input_grad[0]:
+            diff_t = diff_t + _change(io, 0, np.broadcast_to(zero, shape1))
+        if ctx.needs_input_grad[1]:
+            diff_t = diff_t - _change(io, 1, np.broadcast_to(zero, shape2))
+        at_zero = norm == 0
+        norm_t = io.output(0, norm if keepdim else norm[..., 0])
+        safe = Where.apply(at_zero, 1.0, norm_t if keepdim else norm_t.unsqueeze(-1))
+        if p == 2:
+            d = diff_t / safe
+        elif p == 1:
+            d = diff_t.sign()
+        elif p == np.inf:  # a constant share of the elements of largest magnitude (sign: derivative 0)
+            top = np.abs(diff) == norm
+            d = diff_t.sign() * (top / top.sum(axis=-1, keepdims=True)).astype(diff.dtype)
+        else:
+            d = Where.apply(diff == 0, 0.0, diff_t.sign() * (diff_t.abs() / safe) ** (p - 1))
+        d = Where.apply(at_zero, 0.0, d) * (g if keepdim else g.unsqueeze(-1))
+        return (
+            unbroadcast_tensor(d, shape1) if ctx.needs_input_grad[0] else None,
+            unbroadcast_tensor(-d, shape2) if ctx.needs_input_grad[1] else None,
         )
 
 
@@ -966,6 +1130,16 @@ class _SoftMargin(Function):
         with np.errstate(invalid="ignore", over="ignore"):
             grad = (t * z * -norm) / (z + 1) * g
         return grad.astype(z.dtype, copy=False), None
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        """backward's formula on z = exp(-t (x + dx)) = exp(-t dx) z, dx the change of x (see
+        :class:`_Change`; x was not saved)."""
+        t, z = ctx.saved_tensors
+        reduction, size = ctx.meta
+        norm = z.dtype.type(1.0 / max(size, 1) if reduction == "mean" else 1.0)
+        z_t = (_change(io, 0, z) * -t).exp() * z
+        return (t * z_t * -norm) / (z_t + 1) * g, None
 
 
 def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
@@ -1209,21 +1383,17 @@ def _poisson_nll(name, input, target, log_input, full, eps, reduction):
         loss = x.exp() - t * x if log_input else x - t * (x + eps).log()
         if full:
             stirling = t * t.log() - t + 0.5 * (2 * np.pi * t).log()
-            loss = loss + stirling.masked_fill(t <= 1, 0)
+            loss = loss + where(t <= 1, 0.0, stirling)
     return _reduce_tensor(loss, reduction)
 
 
-class _ClampedNoGrad(Function):
+class _ClampedNoGrad(_PassGradient):
     """max(x, eps) whose gradient passes unchanged (PyTorch clamps gaussian_nll_loss's var in place
     under no_grad)."""
 
     @staticmethod
     def forward(ctx, x, eps=0.0):
         return np.maximum(x, x.dtype.type(eps))
-
-    @staticmethod
-    def backward(ctx, g):
-        return g
 
 
 def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"):
