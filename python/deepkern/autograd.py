@@ -680,9 +680,9 @@ class GraphIO:
         return _tensor_class()._wrap(value, self.node, i)
 
     def placeholder(self, i: int, like):
-        """Forward argument ``i`` as a Tensor of the graph whose value the forward did not save: zeros of
-        ``like``'s shape and dtype (no memory) stand for it, for a gradient that depends on the input
-        only through constants the forward saved (see tensor_ops.MaskedGradient)."""
+        """Forward argument ``i`` as a Tensor of the graph whose value the forward did not save, for a
+        Function that does not read it (tensor_ops.MaskedGradient, loss._Change): the leaf itself, or
+        zeros of ``like``'s shape and dtype (no memory) on the graph edge it came through."""
         return self.input(i, np.broadcast_to(np.zeros((), like.dtype), like.shape))
 
 
@@ -731,13 +731,8 @@ def _graph_engine(roots, to_leaf, wanted=None, only_leaves=None) -> None:
             if node.function.backward_graph is None:
                 raise NotImplementedError(
                     f"create_graph=True: the gradient of {node.function.__name__} is not differentiable in "
-                    "deepkern (differentiable: arithmetic, pow, exp, log, sqrt, the trigonometric and hyperbolic "
-                    "functions and their inverses, log1p, expm1, log2, log10, exp2, erf, erfc, abs, sign, clamp, "
-                    "tanh, sigmoid, relu, leaky_relu, hardtanh, softplus, silu, elu, gelu, softmax, log_softmax, "
-                    "logsumexp, cross_entropy, mse/l1/smooth_l1/huber losses, dropout, sum, mean, var, std, norm, "
-                    "max, min, amax, amin, maximum, minimum, cumsum, layer_norm, group_norm, batch_norm, where, "
-                    "indexing, cat, stack, reshape, permute, expand, clone, matmul, linear, conv2d, "
-                    "conv_transpose2d, max_pool2d, avg_pool2d and adaptive_avg_pool2d)"
+                    f"deepkern (only its first-order gradient is: leave create_graph off for graphs through "
+                    f"{node.function.__name__})"
                 )
             if node.ctx._released:
                 _ = node.ctx.saved_tensors  # raises: this part of the graph was already freed

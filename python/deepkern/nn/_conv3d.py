@@ -18,6 +18,7 @@ import numpy as np
 from .. import backends
 from ..autograd import Function
 from ..tensor import Tensor
+from ..tensor_ops import LinearBackward
 from ._pool3d import _triple
 
 __all__ = ["conv3d", "conv_transpose3d"]
@@ -121,15 +122,31 @@ class DepthScatter(Function):
     @staticmethod
     def forward(ctx, y, stride, dilation, padding, out_depth):
         ctx.meta = (y.shape, stride, dilation, padding, out_depth)
-        n, k, _, taps, h, w = y.shape
+        return DepthScatter._scatter(y, *ctx.meta)
+
+    @staticmethod
+    def backward(ctx, g):
+        return DepthScatter._gather(g, *ctx.meta)
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        meta = ctx.meta
+        return LinearBackward.apply(
+            g, lambda a: DepthScatter._gather(a, *meta), lambda a: DepthScatter._scatter(a, *meta)
+        )
+
+    @staticmethod
+    def _scatter(y, shape, stride, dilation, padding, out_depth):
+        """The forward: each tap's planes of ``y`` (of ``shape``) added into the output planes they land on."""
+        n, k, depth, taps, h, w = shape
         out = backends.backend_of(y, op="conv_transpose3d").zeros((n, k, out_depth, h, w), y.dtype)
-        for t, planes, depths in DepthScatter._runs(*ctx.meta[1:], y.shape[2], taps):
+        for t, planes, depths in DepthScatter._runs(stride, dilation, padding, out_depth, depth, taps):
             out[:, :, depths] += y[:, :, planes, t]
         return out
 
     @staticmethod
-    def backward(ctx, g):
-        shape, stride, dilation, padding, out_depth = ctx.meta
+    def _gather(g, shape, stride, dilation, padding, out_depth):
+        """The transpose of :meth:`_scatter`: each tap's planes taken back from the output planes."""
         grad = backends.backend_of(g, op="DepthScatterBackward").zeros(shape, g.dtype)
         for t, planes, depths in DepthScatter._runs(stride, dilation, padding, out_depth, shape[2], shape[3]):
             grad[:, :, planes, t] = g[:, :, depths]

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..tensor import Tensor, tensor, zeros
+from ..tensor_ops import LinearBackward
 
 __all__ = ["embedding_bag"]
 
@@ -32,10 +33,31 @@ class BagMax(Function):
     @staticmethod
     def backward(ctx, g):
         shape, argmax = ctx.meta
-        grad = np.zeros(shape, g.dtype)
-        chosen = argmax >= 0
-        np.add.at(grad, (argmax[chosen], np.nonzero(chosen)[1]), g[chosen])
-        return grad, None, None
+        return _to_rows(g, shape, argmax), None, None
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        shape, argmax = ctx.meta
+        return (
+            LinearBackward.apply(g, lambda a: _to_rows(a, shape, argmax), lambda a: _from_rows(a, argmax)),
+            None,
+            None,
+        )
+
+
+def _to_rows(g, shape, argmax):
+    """BagMax's gradient: each bag's gradient added at the rows its max came from (none for an empty bag)."""
+    grad = np.zeros(shape, g.dtype)
+    chosen = argmax >= 0
+    np.add.at(grad, (argmax[chosen], np.nonzero(chosen)[1]), g[chosen])
+    return grad
+
+
+def _from_rows(a, argmax):
+    """The transpose of :func:`_to_rows`: each bag's values read at its max's rows (0 for an empty bag)."""
+    if a.shape[0] == 0:  # no rows: every bag is empty
+        return np.zeros(argmax.shape, a.dtype)
+    return np.where(argmax >= 0, np.take_along_axis(a, np.maximum(argmax, 0), axis=0), 0).astype(a.dtype)
 
 
 def _bags(input: Tensor, offsets, include_last_offset: bool):

@@ -9,6 +9,7 @@ largest element is taken (its last NaN, where it holds one); the gradient goes b
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -57,6 +58,15 @@ class FractionalMaxPool(Function):
 
         (indices,) = ctx.saved_tensors
         return _scatter_add_planes(g, indices, ctx.x_shape, len(ctx.x_shape) - 2)
+
+    @staticmethod
+    def backward_graph(ctx, io, g, g_indices=None):
+        from .functional import _max_pool_grad_graph, _scatter_add_planes
+
+        (indices,) = ctx.saved_tensors
+        x_shape, spatial = ctx.x_shape, len(ctx.x_shape) - 2
+        scatter = functools.partial(_scatter_add_planes, indices=indices, x_shape=x_shape, spatial=spatial)
+        return _max_pool_grad_graph(io, g, indices, x_shape, scatter, spatial)
 
 
 def _starts(samples, size: int, out: int, pool: int, dtype) -> np.ndarray:

@@ -18,7 +18,7 @@ from ...autograd import Function
 from ...backends import backend_of
 from ...ops._validate import bfloat16_dtype
 from ...tensor import Tensor, float32, float64, int32, int64, tensor
-from ...tensor_ops import Cat
+from ...tensor_ops import Cat, LinearBackward
 
 __all__ = [
     "PackedSequence",
@@ -106,15 +106,18 @@ class _Take(Function):
 
     @staticmethod
     def forward(ctx, a, index):
-        ctx.meta = (a.shape, a.dtype, index)
+        ctx.meta = (a.shape[0], index)
         return a[index]
 
     @staticmethod
     def backward(ctx, g):
-        shape, dtype, index = ctx.meta
-        grad = backend_of(g, op="PackedSequence").zeros(shape, dtype)
-        grad[index] = g
-        return grad, None
+        rows, index = ctx.meta
+        return _put_rows(g, index, rows, 0), None
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        rows, index = ctx.meta
+        return LinearBackward.apply(g, lambda a: _put_rows(a, index, rows, 0), lambda a: a[index]), None
 
 
 class _Place(Function):
@@ -124,13 +127,24 @@ class _Place(Function):
     @staticmethod
     def forward(ctx, a, index, rows, value):
         ctx.index = index
-        out = backend_of(a, op="PackedSequence").full((rows,) + a.shape[1:], value, a.dtype)
-        out[index] = a
-        return out
+        return _put_rows(a, index, rows, value)
 
     @staticmethod
     def backward(ctx, g):
         return g[ctx.index], None, None, None
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        index, rows = ctx.index, g.shape[0]
+        return LinearBackward.apply(g, lambda a: a[index], lambda a: _put_rows(a, index, rows, 0)), None, None, None
+
+
+def _put_rows(a, index, rows: int, value):
+    """A new array of ``rows`` rows filled with ``value`` holding ``a``'s rows at rows ``index``: _Take's
+    backward and _Place's forward (with value 0, each one's transpose is the other's row gather)."""
+    out = backend_of(a, op="PackedSequence").full((rows,) + a.shape[1:], value, a.dtype)
+    out[index] = a
+    return out
 
 
 def _padded_rows(batch_sizes: np.ndarray, columns: np.ndarray, steps: int, batch_first: bool) -> np.ndarray:
