@@ -23,12 +23,12 @@ import warnings
 import numpy as np
 
 from .. import amp, ops
-from ..autograd import Function
+from ..autograd import Function, grad, written_since
 from ..backends import backend_of
 from ..random import get_generator
 from ..tensor import Tensor, tensor
 from ..tensor import zeros as tensor_zeros
-from ..tensor_ops import Cat, Stack
+from ..tensor_ops import Cat, Reshape, Stack
 from ._inference import member
 from ._layer import factory_kwargs
 from .functional import dropout
@@ -56,12 +56,17 @@ class _LSTMLayer(Function):
         x = backend_of(x, op="LSTM").ascontiguousarray(x)
         y, h_t, c_t, cache = ops.lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, return_cache=True, **packed)
         ctx.save_for_backward(x, h0, c0, w_ih, w_hh, cache)
+        ctx.biases, ctx.layer = (b_ih, b_hh), ("lstm", reverse, batch_sizes)
         return y, h_t, c_t
 
     @staticmethod
     def backward(ctx, grad_y, grad_h, grad_c):
         x, h0, c0, w_ih, w_hh, cache = ctx.saved_tensors
         return ops.lstm_backward(grad_y, grad_h, grad_c, x, h0, c0, w_ih, w_hh, cache, reverse=cache.reverse)
+
+    @staticmethod
+    def backward_graph(ctx, io, *grads):
+        return _recomputed_gradient(ctx, io, grads)
 
 
 class _Layer(Function):
@@ -77,6 +82,7 @@ class _Layer(Function):
         x = backend_of(x, op=mode.upper()).ascontiguousarray(x)
         y, h_t, cache = run(x, h0, w_ih, w_hh, b_ih, b_hh, return_cache=True)
         ctx.save_for_backward(x, h0, w_ih, w_hh, cache)
+        ctx.biases, ctx.layer = (b_ih, b_hh), (mode, reverse, batch_sizes)
         return y, h_t
 
     @staticmethod
@@ -84,6 +90,10 @@ class _Layer(Function):
         x, h0, w_ih, w_hh, cache = ctx.saved_tensors
         run = ops.gru_backward if isinstance(cache, ops.GRUCache) else ops.rnn_backward
         return run(grad_y, grad_h, x, h0, w_ih, w_hh, cache, reverse=cache.reverse)
+
+    @staticmethod
+    def backward_graph(ctx, io, *grads):
+        return _recomputed_gradient(ctx, io, grads)
 
 
 class _LSTMCellStep(Function):
@@ -96,6 +106,7 @@ class _LSTMCellStep(Function):
             return ops.lstm(x[None], h, c, w_ih, w_hh, b_ih, b_hh)[1:]
         _, h_next, c_next, cache = ops.lstm(x[None], h, c, w_ih, w_hh, b_ih, b_hh, return_cache=True)
         ctx.save_for_backward(x, h, c, w_ih, w_hh, cache)
+        ctx.biases, ctx.layer = (b_ih, b_hh), ("lstm", False, None)
         return h_next, c_next
 
     @staticmethod
@@ -103,6 +114,40 @@ class _LSTMCellStep(Function):
         x, h, c, w_ih, w_hh, cache = ctx.saved_tensors
         gx, *rest = ops.lstm_backward(None, grad_h, grad_c, x[None], h, c, w_ih, w_hh, cache)
         return (gx[0], *rest)
+
+    @staticmethod
+    def backward_graph(ctx, io, grad_h, grad_c):
+        return _recomputed_gradient(ctx, io, (grad_h, grad_c), step=True)
+
+
+def _recomputed_gradient(ctx, io, grads, step=False):
+    """backward_graph of the layer Functions above (create_graph=True): the node's forward recomputed
+    as Tensor ops (:func:`_tensor_layer`, from its operands as Tensors of the graph) and differentiated
+    with create_graph, so its gradients are differentiable in turn. ``step``: _LSTMCellStep's (x (B, I),
+    outputs h', c'). Each input that needs a gradient enters through an identity (a reshape to its own
+    shape), so that this inner pass stops there instead of running on into the graph before the node."""
+    mode, reverse, batch_sizes = ctx.layer
+    operands = ctx.saved_tensors[:-1] + ctx.biases  # the forward's positional arguments (no cache)
+    for b in ctx.biases:
+        if b is not None and written_since(b, ctx._saved_at):
+            raise RuntimeError(
+                f"create_graph=True: a bias of {ctx._function} (shape {tuple(b.shape)}) was modified by an inplace "
+                "operation after the forward; its differentiable gradient would use the new values"
+            )
+    needed = [i for i, need in enumerate(ctx.needs_input_grad) if need]
+    inputs = [io.input(i, value) for i, value in enumerate(operands)]
+    for i in needed:
+        inputs[i] = Reshape.apply(inputs[i], tuple(inputs[i].shape))
+    x, states, weights = inputs[0], inputs[1:-4], inputs[-4:]
+    outputs = _tensor_layer(mode, x.unsqueeze(0) if step else x, states, *weights, None, reverse, batch_sizes)
+    # sum(g * output) as the root, not grad_outputs: those enter autograd.grad as constants, and the
+    # gradients must be differentiable with respect to the incoming ones too
+    total = sum((o * g).sum() for o, g in zip(outputs[1:] if step else outputs, grads) if o.requires_grad)
+    found = grad(total, [inputs[i] for i in needed], create_graph=True, allow_unused=True)
+    result = [None] * len(operands)
+    for i, g in zip(needed, found):
+        result[i] = g
+    return tuple(result)
 
 
 class _Unbind(Function):
@@ -115,6 +160,10 @@ class _Unbind(Function):
     @staticmethod
     def backward(ctx, *grads):
         return np.stack(grads)
+
+    @staticmethod
+    def backward_graph(ctx, io, *grads):
+        return Stack.apply(*grads, dim=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,37 +441,54 @@ class LSTM(RNNBase):
 
     def _layer(self, x, states, weights, reverse, batch_sizes):
         if self.proj_size:
-            return _projected_lstm_layer(x, *states, *weights, reverse, batch_sizes)
+            return _tensor_layer("lstm", x, states, *weights, reverse, batch_sizes)
         return _LSTMLayer.apply(x, *states, *weights, reverse=reverse, batch_sizes=batch_sizes)
 
 
-def _projected_lstm_layer(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, batch_sizes):
-    """One LSTM layer and direction with a projection (``proj_size`` P): each step's hidden state is
-    ``(o * tanh(c)) @ w_hr.T`` (B, P), which the next step's recurrent product reads. Composed of
-    Tensor ops step by step (their gradients; the fused kernels have no projection): x (T, B, I),
-    h (B, P), c (B, H) or None (zeros) -> (y (T, B, P), h_T, c_T). With ``batch_sizes`` step t
-    advances its first rows only, the others keep their states (y is zero there), as the kernels do."""
+def _tensor_layer(mode, x, states, w_ih, w_hh, b_ih, b_hh, w_hr=None, reverse=False, batch_sizes=None):
+    """One layer and direction of ``mode`` ("lstm", "gru", "rnn_tanh" or "rnn_relu") composed of Tensor
+    ops step by step (their gradients), with PyTorch's formulas, gate order and bias placement: x (T, B,
+    I), the initial states (h (B, P or H) and, for the LSTM, c (B, H); None: zeros) -> (y (T, B, P or H),
+    *the final states). Runs the LSTM with a projection (``w_hr`` (P, H), which the fused kernels do not
+    have: each step's hidden state is ``(o * tanh(c)) @ w_hr.T``, which the next step's recurrent product
+    reads), and recomputes the kernels' layers for their create_graph gradients. With ``batch_sizes``
+    step t advances its first rows only, the others keep their states (y is zero there), as the kernels do."""
     steps, batch = x.shape[:2]
-    hidden, size = w_hr.shape[1], w_hr.shape[0]
+    gates = {"lstm": 4, "gru": 3}.get(mode, 1)
+    hidden = w_hh.shape[0] // gates
+    size = hidden if w_hr is None else w_hr.shape[0]
     zeros = functools.partial(tensor_zeros, dtype=x.dtype, device=x.device)
-    h = zeros((batch, size)) if h is None else h
-    c = zeros((batch, hidden)) if c is None else c
+    states = tuple(zeros((batch, size if k == 0 else hidden)) if s is None else s for k, s in enumerate(states))
     projected = x @ w_ih.t()
-    if b_ih is not None:
-        projected = projected + (b_ih + b_hh)
+    if b_ih is not None:  # (both biases or neither) the GRU's b_hh enters each step: r scales its b_hn
+        projected = projected + (b_ih if mode == "gru" else b_ih + b_hh)
     rows = [batch] * steps if batch_sizes is None else [int(b) for b in batch_sizes]
     outputs = [None] * steps
     for t in reversed(range(steps)) if reverse else range(steps):
         b = rows[t]
-        i, f, g, o = (projected[t, :b] + h[:b] @ w_hh.t()).chunk(4, dim=1)
-        c_next = f.sigmoid() * c[:b] + i.sigmoid() * g.tanh()
-        h_next = (o.sigmoid() * c_next.tanh()) @ w_hr.t()
-        if b < batch:
-            outputs[t] = Cat.apply(h_next, zeros((batch - b, size)), dim=0)
-            h, c = Cat.apply(h_next, h[b:], dim=0), Cat.apply(c_next, c[b:], dim=0)
+        h = states[0] if b == batch else states[0][:b]
+        recurrent = h @ w_hh.t()
+        if mode == "gru" and b_hh is not None:
+            recurrent = recurrent + b_hh
+        inputs = projected[t] if b == batch else projected[t, :b]
+        if mode == "lstm":
+            i, f, g, o = (inputs + recurrent).chunk(4, dim=1)
+            c = f.sigmoid() * (states[1] if b == batch else states[1][:b]) + i.sigmoid() * g.tanh()
+            h = o.sigmoid() * c.tanh()
+            new = (h if w_hr is None else h @ w_hr.t(), c)
+        elif mode == "gru":
+            (x_r, x_z, x_n), (h_r, h_z, h_n) = inputs.chunk(3, dim=1), recurrent.chunk(3, dim=1)
+            r, z = (x_r + h_r).sigmoid(), (x_z + h_z).sigmoid()
+            n = (x_n + r * h_n).tanh()
+            new = ((1 - z) * n + z * h,)
         else:
-            outputs[t], h, c = h_next, h_next, c_next
-    return Stack.apply(*outputs, dim=0), h, c
+            new = ((inputs + recurrent).tanh() if mode == "rnn_tanh" else (inputs + recurrent).relu(),)
+        if b < batch:
+            outputs[t] = Cat.apply(new[0], zeros((batch - b, size)), dim=0)
+            states = tuple(Cat.apply(n, s[b:], dim=0) for n, s in zip(new, states))
+        else:
+            outputs[t], states = new[0], new
+    return (Stack.apply(*outputs, dim=0), *states)
 
 
 class GRU(RNNBase):
