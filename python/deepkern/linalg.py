@@ -6,10 +6,9 @@ The factorizations run NumPy's LAPACK on CPU tensors of float32 or float64, in t
 float64, rounded once); tensors on another device raise NotImplementedError naming the function and the
 device. What is made of products and elementwise ops (matrix_power, multi_dot, vecdot, vector_norm, the
 'fro', 1 and inf matrix norms) is built from Tensor ops: it runs on any device and is differentiable
-through them, as lstsq is through pinv. The factorizations are Functions whose backward
-is PyTorch's formula, batched; that backward is not itself
-recorded (create_graph=True through them raises NotImplementedError naming the Function), but for inv,
-solve and matrix_exp, whose gradients are themselves differentiable.
+through them, as lstsq is through pinv. The factorizations are Functions whose backward is PyTorch's
+formula, batched, and differentiable in turn (create_graph=True): for all but inv, solve and matrix_exp it
+is written once with Tensor ops, which the first-order backward runs unrecorded on the saved arrays.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ import numpy as np
 
 from . import tensor as _t
 from . import tensor_ops as F
-from .autograd import Function
+from .autograd import Function, no_grad
 from .ops._validate import is_bfloat16, is_floating_dtype
 
 __all__ = [
@@ -231,29 +230,6 @@ def _svd(a, **options):
     return np.linalg.svd(a, **options)
 
 
-def _products_but_one(s):
-    """Along the last axis, the product of all of ``s`` but the element at each place (no division)."""
-    ones = np.ones_like(s[..., :1])
-    before = np.cumprod(np.concatenate([ones, s[..., :-1]], -1), -1)
-    after = np.flip(np.cumprod(np.concatenate([ones, np.flip(s[..., 1:], -1)], -1), -1), -1)
-    return before * after
-
-
-def _cofactors(a, det):
-    """The cofactor matrices det(A) A^-T of the batch ``a`` (determinants ``det``): through the inverse, and
-    through the SVD where |det| < 100 eps, which stays exact for singular matrices (PyTorch's split: the
-    adjugate of A = U S V^T is det(U) det(V) V adj(S) U^T, adj(S) the products of all singular values but one)."""
-    flat, dets = _flat(a), det.reshape(-1)
-    out = np.empty_like(flat)
-    near = np.abs(dets) < 100 * np.finfo(a.dtype).eps
-    out[~near] = dets[~near, None, None] * _mT(np.linalg.inv(flat[~near]))
-    if near.any():
-        u, s, vh = _svd(flat[near])
-        scale = np.linalg.det(u) * np.linalg.det(vh)
-        out[near] = (u * (scale[:, None] * _products_but_one(s))[:, None, :]) @ vh
-    return out.reshape(a.shape)
-
-
 def _expm(a):
     """exp of each matrix of ``a``: scaling and squaring with the degree-13 Padé approximant (Higham 2005),
     in float64, rounded to ``a``'s dtype."""
@@ -328,6 +304,61 @@ def _cutoff(s, atol, rtol):
 # -- Functions -------------------------------------------------------------------------------------
 
 
+class _SavedArrays:
+    """``backward_graph``'s ``io`` for the first-order backward: the saved arrays as Tensors outside any graph."""
+
+    @staticmethod
+    def input(i, value):
+        return _t.Tensor._wrap(value)
+
+    output = input
+
+
+class _OneFormula(Function):
+    """A Function whose first-order backward is its ``backward_graph`` (Tensor ops) run unrecorded on the
+    saved arrays and the gradients: one formula for both passes."""
+
+    @classmethod
+    def backward(cls, ctx, *grads):
+        with no_grad():
+            out = cls.backward_graph(ctx, _SavedArrays, *map(_t.Tensor._wrap, grads))
+        return tuple(None if g is None else g._array for g in (out if isinstance(out, tuple) else (out,)))
+
+
+def _flows(g) -> bool:
+    """Whether the output gradient ``g`` (a Tensor) carries anything: nonzero, or part of a graph (an output
+    that got none has zeros that are not, as PyTorch's undefined gradient)."""
+    return g.requires_grad or bool(g._array.any())
+
+
+def _split(mask, when, otherwise, *args):
+    """``when`` of the Tensors ``args`` (which lead with ``mask``'s dimensions) where ``mask`` holds,
+    ``otherwise`` of them elsewhere, each run on its own batch elements only (PyTorch's masked_fmap)."""
+    if not mask.any() or mask.all():
+        return (when if mask.any() else otherwise)(*args)
+    rows = np.flatnonzero(mask), np.flatnonzero(~mask)
+    flat = [x.reshape((mask.size,) + tuple(x.shape[mask.ndim :])) for x in args]
+    out = _t.cat([f(*(x[r] for x in flat)) for f, r in zip((when, otherwise), rows)])
+    out = out[np.argsort(np.concatenate(rows))]
+    return out.reshape(mask.shape + tuple(out.shape[1:]))
+
+
+def _svd_cofactors(a):
+    """The cofactor matrices det(A) A^-T of the batch of Tensors ``a`` through the SVD, exact at singular
+    matrices: A = U S V^T has cofactors det(U) det(V) U adj(S) V^T, adj(S) the products of all singular
+    values but one (PyTorch's form)."""
+    u, s, vh = Svd.apply(a, False)
+    others = _t.where(np.eye(s.shape[-1], dtype=bool), 1.0, s.unsqueeze(-2)).prod(-1)
+    return (u * ((Det.apply(u) * Det.apply(vh)).unsqueeze(-1) * others).unsqueeze(-2)) @ vh
+
+
+def _cofactors(a, det):
+    """det(A) A^-T of the batch of Tensors ``a`` (determinants ``det``): through the inverse, and through the
+    SVD where |det| < 100 eps (PyTorch's split)."""
+    near = np.abs(det._array) < 100 * np.finfo(det.dtype).eps
+    return _split(near, lambda a, det: _svd_cofactors(a), lambda a, det: det[..., None, None] * Inv.apply(a).mT, a, det)
+
+
 class Inv(Function):
     """The inverse; its gradient is -A^-T G A^-T."""
 
@@ -352,7 +383,7 @@ class Inv(Function):
         return -(inverse_t @ g @ inverse_t)
 
 
-class Det(Function):
+class Det(_OneFormula):
     """The determinant; its gradient is G times the cofactors (exact also at singular matrices)."""
 
     @staticmethod
@@ -363,12 +394,12 @@ class Det(Function):
         return det
 
     @staticmethod
-    def backward(ctx, g):
+    def backward_graph(ctx, io, g):
         a, det = ctx.saved_tensors
-        return g[..., None, None] * _cofactors(a, det)
+        return g[..., None, None] * _cofactors(io.input(0, a), io.output(0, det))
 
 
-class Slogdet(Function):
+class Slogdet(_OneFormula):
     """(sign, log|det|); the sign has no gradient, log|det| has G A^-T (inf/NaN at a singular matrix)."""
 
     @staticmethod
@@ -380,15 +411,10 @@ class Slogdet(Function):
         return sign, logabsdet
 
     @staticmethod
-    def backward(ctx, _, g):
-        a, sign = ctx.saved_tensors
-        flat, singular = _flat(a), sign.reshape(-1) == 0
-        inverse_t = np.empty_like(flat)
-        inverse_t[~singular] = _mT(np.linalg.inv(flat[~singular]))
-        if singular.any():  # the cofactors over a zero determinant
-            zeros = np.linalg.det(flat[singular])
-            inverse_t[singular] = _cofactors(flat[singular], zeros) / zeros[:, None, None]
-        return g[..., None, None] * inverse_t.reshape(a.shape)
+    def backward_graph(ctx, io, _, g):
+        a, sign = ctx.saved_tensors  # the cofactors over a zero determinant where singular
+        inverse_t = _split(sign == 0, lambda a: _svd_cofactors(a) / 0.0, lambda a: Inv.apply(a).mT, io.input(0, a))
+        return g[..., None, None] * inverse_t
 
 
 class Solve(Function):
@@ -424,7 +450,7 @@ class Solve(Function):
         return F.unbroadcast_tensor(grad_a, shape_a), F.unbroadcast_tensor(grad_b, shape_b)
 
 
-class Cholesky(Function):
+class Cholesky(_OneFormula):
     """The lower Cholesky factor L of A = L L^T (``upper``: U = L^T); gradient L^-T Phi(L^T G) L^-1 with Phi
     the lower triangle, symmetrized with half the diagonal (PyTorch's cholesky_backward)."""
 
@@ -446,15 +472,19 @@ class Cholesky(Function):
         return np.ascontiguousarray(_mT(low)) if upper else low
 
     @staticmethod
-    def backward(ctx, g):
+    def backward_graph(ctx, io, g):
         (low,) = ctx.saved_tensors
-        phi = np.tril(_mT(low) @ (_mT(g) if ctx.upper else g))
-        phi = (phi + _mT(np.tril(phi, -1))) * 0.5
-        left = np.linalg.solve(_mT(low), phi)  # L^-T Phi
-        return _mT(np.linalg.solve(_mT(low), _mT(left))), None  # (L^-T Phi) L^-1
+        if ctx.upper:
+            low, g = io.output(0, _mT(low)).mT, g.mT
+        else:
+            low = io.output(0, low)
+        phi = (low.mT @ g).tril()
+        phi = (phi + phi.tril(-1).mT) * 0.5
+        left = Solve.apply(low.mT, phi)  # L^-T Phi
+        return Solve.apply(low.mT, left.mT).mT, None  # (L^-T Phi) L^-1
 
 
-class Qr(Function):
+class Qr(_OneFormula):
     """Q and R of A = Q R ('reduced', 'complete' or 'r', where Q is empty); PyTorch's linalg_qr_backward."""
 
     @staticmethod
@@ -468,7 +498,7 @@ class Qr(Function):
         return q, r
 
     @staticmethod
-    def backward(ctx, gq, gr):
+    def backward_graph(ctx, io, gq, gr):
         q, r = ctx.saved_tensors
         if ctx.mode == "r":
             raise RuntimeError(
@@ -478,19 +508,17 @@ class Qr(Function):
         m, n = q.shape[-2], r.shape[-1]
         if ctx.mode == "complete" and m > n:
             raise RuntimeError("The QR decomposition is not differentiable when mode='complete' and nrows > ncols.")
-        grad = gr @ _mT(r) - _mT(q) @ gq
+        q, r = io.output(0, q), io.output(1, r)
+        grad = gr @ r.mT - q.mT @ gq
         if m >= n:
-            upper = np.triu(grad)
-            sym = upper + _mT(upper)
-            sym[..., range(n), range(n)] *= 0.5
-            grad = q @ sym + gq
-            return _mT(np.linalg.solve(r, _mT(grad))), None  # grad R^-T
-        grad = q @ np.tril(_mT(grad) - grad)
-        grad = _mT(np.linalg.solve(r[..., :m], _mT(grad)))  # grad R1^-T
-        return np.concatenate([grad, np.zeros(grad.shape[:-1] + (n - m,), grad.dtype)], -1) + q @ gr, None
+            upper = grad.triu()
+            grad = q @ (upper + upper.triu(1).mT) + gq
+            return Solve.apply(r, grad.mT).mT, None  # grad R^-T
+        grad = Solve.apply(r[..., :m], (q @ (grad.mT - grad).tril()).mT).mT  # grad R1^-T
+        return _t.cat([grad, _t.zeros(grad.shape[:-1] + (n - m,), dtype=grad.dtype)], -1) + q @ gr, None
 
 
-class Eigh(Function):
+class Eigh(_OneFormula):
     """Eigenvalues (ascending) and orthonormal eigenvectors of symmetric matrices, read from the ``uplo``
     triangle; PyTorch's linalg_eig_backward for Hermitian input (NaN/inf where eigenvalues repeat and the
     eigenvectors get a gradient)."""
@@ -502,21 +530,19 @@ class Eigh(Function):
         return w, v
 
     @staticmethod
-    def backward(ctx, gw, gv):
+    def backward_graph(ctx, io, gw, gv):
         w, v = ctx.saved_tensors
-        if not gv.any():  # eigenvalues only (eigvalsh): V diag(gw) V^T, finite for repeated eigenvalues
-            return (v * gw[..., None, :]) @ _mT(v), None
-        n = w.shape[-1]
-        inner = _mT(v) @ gv
-        inner = (inner - _mT(inner)) * 0.5
-        gaps = w[..., None, :] - w[..., :, None]
-        gaps[..., range(n), range(n)] = 1
-        inner = inner / gaps
-        inner[..., range(n), range(n)] = gw
-        return v @ inner @ _mT(v), None
+        w, v = io.output(0, w), io.output(1, v)
+        if not _flows(gv):  # eigenvalues only (eigvalsh): V diag(gw) V^T, finite for repeated eigenvalues
+            return (v * gw.unsqueeze(-2)) @ v.mT, None
+        diagonal = np.eye(w.shape[-1], dtype=bool)
+        inner = v.mT @ gv
+        gaps = _t.where(diagonal, 1.0, w.unsqueeze(-2) - w.unsqueeze(-1))
+        inner = _t.where(diagonal, gw.diag_embed(), (inner - inner.mT) * 0.5 / gaps)
+        return v @ inner @ v.mT, None
 
 
-class Svd(Function):
+class Svd(_OneFormula):
     """U, S, Vh of A = U diag(S) Vh (``full_matrices``: U and Vh square); PyTorch's svd_backward, which reads
     the first min(m, n) columns of U and rows of Vh only."""
 
@@ -527,50 +553,52 @@ class Svd(Function):
         return u, s, vh
 
     @staticmethod
-    def backward(ctx, gu, gs, gvh):
+    def backward_graph(ctx, io, gu, gs, gvh):
         u, s, vh = ctx.saved_tensors
         k = s.shape[-1]
-        u, vh, gu, gvh = u[..., :k], vh[..., :k, :], gu[..., :k], gvh[..., :k, :]
+        u, s, vh = io.output(0, u)[..., :k], io.output(1, s), io.output(2, vh)[..., :k, :]
+        gu, gvh = gu[..., :k], gvh[..., :k, :]
         m, n = u.shape[-2], vh.shape[-1]
-        with_u, with_v = bool(gu.any()), bool(gvh.any())
+        with_u, with_v = _flows(gu), _flows(gvh)
         if not (with_u or with_v):  # singular values only (svdvals): U diag(gs) Vh
-            return (u * gs[..., None, :]) @ vh, None
+            return (u * gs.unsqueeze(-2)) @ vh, None
         squares = s * s
-        gaps = squares[..., None, :] - squares[..., :, None]
-        gaps[..., range(k), range(k)] = 1
-        skew_u = _mT(u) @ gu - _mT(gu) @ u
-        skew_v = vh @ _mT(gvh) - gvh @ _mT(vh)
+        gaps = _t.where(np.eye(k, dtype=bool), 1.0, squares.unsqueeze(-2) - squares.unsqueeze(-1))
+        if with_u:
+            skew_u = u.mT @ gu - gu.mT @ u
+        if with_v:
+            skew_v = vh @ gvh.mT - gvh @ vh.mT
         if with_u and with_v:
-            inner = (skew_u * s[..., None, :] + s[..., :, None] * skew_v) / gaps
+            inner = (skew_u * s.unsqueeze(-2) + s.unsqueeze(-1) * skew_v) / gaps
         elif with_u:
-            inner = skew_u / gaps * s[..., None, :]
+            inner = skew_u / gaps * s.unsqueeze(-2)
         else:
-            inner = s[..., :, None] * (skew_v / gaps)
-        inner[..., range(k), range(k)] += gs
+            inner = s.unsqueeze(-1) * (skew_v / gaps)
+        inner = inner + gs.diag_embed()
         if m > n and with_u:
-            scaled = gu / s[..., None, :]
-            return (u @ inner + scaled - u @ (_mT(u) @ scaled)) @ vh, None
+            scaled = gu / s.unsqueeze(-2)
+            return (u @ inner + scaled - u @ (u.mT @ scaled)) @ vh, None
         if m < n and with_v:
-            scaled = gvh / s[..., :, None]
-            return u @ (inner @ vh + scaled - (scaled @ _mT(vh)) @ vh), None
+            scaled = gvh / s.unsqueeze(-1)
+            return u @ (inner @ vh + scaled - (scaled @ vh.mT) @ vh), None
         return u @ inner @ vh, None
 
 
 def _pinv_backward(g, p, a):
-    """The gradient of pinv at ``a`` (pinv ``p``) for the output's gradient ``g`` (PyTorch's pinv_backward,
-    exact where the rank does not change)."""
+    """The gradient of pinv at ``a`` (pinv ``p``) for the output's gradient ``g``, Tensors (PyTorch's
+    pinv_backward, exact where the rank does not change)."""
     m, n = a.shape[-2:]
-    p_t, g_t = _mT(p), _mT(g)
+    p_t, g_t = p.mT, g.mT
     if m <= n:
         k = g_t @ p
         k_p = k @ p_t
-        return -_mT(p @ k) + k_p - (a @ p) @ k_p + (p_t @ p) @ (g_t - k @ a)
+        return -(p @ k).mT + k_p - (a @ p) @ k_p + (p_t @ p) @ (g_t - k @ a)
     k = p @ g_t
     p_k = p_t @ k
-    return -_mT(k @ p) + (g_t - a @ k) @ p @ p_t + p_k - p_k @ p @ a
+    return -(k @ p).mT + (g_t - a @ k) @ p @ p_t + p_k - p_k @ p @ a
 
 
-class Pinv(Function):
+class Pinv(_OneFormula):
     """The pseudo-inverse: singular values (eigenvalue magnitudes with ``hermitian``) above max(atol, rtol *
     the largest) inverted, the others dropped; PyTorch's pinv_backward."""
 
@@ -589,9 +617,9 @@ class Pinv(Function):
         return p
 
     @staticmethod
-    def backward(ctx, g):
+    def backward_graph(ctx, io, g):
         a, p = ctx.saved_tensors
-        return _pinv_backward(g, p, a), None, None, None
+        return _pinv_backward(g, io.output(0, p), io.input(0, a)), None, None, None
 
 
 class MatrixExp(Function):
