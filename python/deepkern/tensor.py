@@ -2075,6 +2075,10 @@ class _Cast(autograd.Function):
     def backward(ctx, g):
         return astype(g, ctx.dtype) if ctx.needs_input_grad[0] else None, None
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        return g.to(ctx.dtype) if ctx.needs_input_grad[0] else None, None
+
 
 class _ToDevice(autograd.Function):
     """A copy on another device; the gradient is copied back."""
@@ -2105,6 +2109,11 @@ class _Overwrite(autograd.Function):
         grad_a = np.zeros_like(g) if ctx.needs_input_grad[0] else None
         return grad_a, (F.unbroadcast(g, ctx.shape) if ctx.needs_input_grad[1] else None)
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        grad_a = g.new_zeros(g.shape) if ctx.needs_input_grad[0] else None
+        return grad_a, (F.unbroadcast_tensor(g, ctx.shape) if ctx.needs_input_grad[1] else None)
+
 
 class _SetItem(autograd.Function):
     """``a`` with ``a[key] = value``: the gradient of the overwritten elements goes to ``value``."""
@@ -2132,6 +2141,20 @@ class _SetItem(autograd.Function):
             grad_value = F.unbroadcast(selected, value_shape)
         return grad_a, grad_value, None
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        ctx.saved_tensors  # noqa: B018 - raises if an index array was changed in place since
+        key, value_shape = ctx.meta
+        grad_a = grad_value = None
+        if ctx.needs_input_grad[0]:  # g with the overwritten elements zeroed: a _SetItem of 0
+            grad_a = _SetItem.apply(g, g.dtype.type(0), key)
+        if ctx.needs_input_grad[1]:
+            selected = F.Index.apply(g, key)
+            if len(value_shape) > selected.ndim:
+                selected = selected.reshape((1,) * (len(value_shape) - selected.ndim) + tuple(selected.shape))
+            grad_value = F.unbroadcast_tensor(selected, value_shape)
+        return grad_a, grad_value, None
+
 
 class _MaskedFill(autograd.Function):
     """``a`` with ``value`` (a number, or a 0-d array that gets the masked gradient) where ``mask``."""
@@ -2146,6 +2169,12 @@ class _MaskedFill(autograd.Function):
         (mask,) = ctx.saved_tensors
         grad_a = np.where(mask, 0, g) if ctx.needs_input_grad[0] else None
         grad_value = as_array(np.where(mask, g, 0).sum()) if ctx.needs_input_grad[2] else None
+        return grad_a, None, grad_value
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        (mask,) = ctx.saved_tensors  # the value gets g where mask (summed to its 0-d shape), a the rest
+        grad_value, grad_a = F.split_where(mask, g, ((), g.shape), (ctx.needs_input_grad[2], ctx.needs_input_grad[0]))
         return grad_a, None, grad_value
 
 

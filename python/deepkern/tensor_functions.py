@@ -815,8 +815,8 @@ def bmm(input, mat2) -> Tensor:
 def einsum(equation: str, *operands) -> Tensor:
     """Einstein summation, as ``torch.einsum``: ``einsum("ij,jk->ik", a, b)``; operands may also be
     given as one list; ``...`` stands for the broadcast leading dimensions; without ``->`` the output
-    has the letters that appear once, in alphabetical order. Differentiable except for an operand
-    that repeats a letter (a diagonal). bfloat16 operands are summed in float32 and the result
+    has the letters that appear once, in alphabetical order; an operand may repeat a letter (its
+    diagonal). Differentiable, twice too (create_graph=True). bfloat16 operands are summed in float32 and the result
     rounded once, as PyTorch does."""
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])

@@ -454,10 +454,12 @@ Erf = _pointwise("Erf", _erf_of(math.erf), _erf_derivative, _erf_derivative_grap
 Erfc = _pointwise("Erfc", _erf_of(math.erfc), lambda a: -_erf_derivative(a), lambda x: -_erf_derivative_graph(x))
 
 
-def _pointwise_pair(name: str, f, derivatives):
+def _pointwise_pair(name: str, f, derivatives, graph_derivatives=None):
     """A Function computing ``f(a, b)`` elementwise with broadcasting (NumPy's floating-point
     warnings off) whose backward is ``g * da`` and ``g * db``, ``(da, db) = derivatives(a, b, out)``,
-    each summed over the axes its operand was broadcast along."""
+    each summed over the axes its operand was broadcast along; with ``graph_derivatives`` (the same
+    as Tensor ops of the operands and the output, each a Tensor or a number) also the create_graph=True
+    backward."""
 
     @_silent_floating_point
     def forward(ctx, a, b):
@@ -473,7 +475,19 @@ def _pointwise_pair(name: str, f, derivatives):
             for d, x, needed in zip((da, db), (a, b), ctx.needs_input_grad)
         )
 
-    return type(name, (Function,), {"forward": staticmethod(forward), "backward": staticmethod(backward)})
+    methods = {"forward": staticmethod(forward), "backward": staticmethod(backward)}
+    if graph_derivatives is not None:
+
+        def backward_graph(ctx, io, g):
+            a, b, out = ctx.saved_tensors
+            derivatives = graph_derivatives(io.input(0, a), io.input(1, b), io.output(0, out))
+            return tuple(
+                unbroadcast_tensor(g * d, _shape_of(x)) if needed else None
+                for d, x, needed in zip(derivatives, (a, b), ctx.needs_input_grad)
+            )
+
+        methods["backward_graph"] = staticmethod(backward_graph)
+    return type(name, (Function,), methods)
 
 
 def _atan2_derivatives(a, b, out):
@@ -482,11 +496,20 @@ def _atan2_derivatives(a, b, out):
     return b * scale, -a * scale
 
 
-Atan2 = _pointwise_pair("Atan2", np.arctan2, _atan2_derivatives)
-Hypot = _pointwise_pair("Hypot", np.hypot, lambda a, b, out: (a / out, b / out))
+def _atan2_graph_derivatives(x, y, out):
+    squares = x * x + y * y
+    scale = Where.apply(squares == 0, 0.0, 1 / squares)  # 0 at (0, 0), differentiated there NaN: PyTorch's
+    return y * scale, -x * scale
+
+
+Atan2 = _pointwise_pair("Atan2", np.arctan2, _atan2_derivatives, _atan2_graph_derivatives)
+Hypot = _pointwise_pair("Hypot", np.hypot, lambda a, b, out: (a / out, b / out), lambda x, y, out: (x / out, y / out))
 # PyTorch's form 1 / (1 + e^(b - a)): finite where an operand is infinite (e^(a - out) is inf - inf there)
 LogAddExp = _pointwise_pair(
-    "LogAddExp", np.logaddexp, lambda a, b, out: (1 / (1 + np.exp(b - a)), 1 / (1 + np.exp(a - b)))
+    "LogAddExp",
+    np.logaddexp,
+    lambda a, b, out: (1 / (1 + np.exp(b - a)), 1 / (1 + np.exp(a - b))),
+    lambda x, y, out: (1 / (1 + (y - x).exp()), 1 / (1 + (x - y).exp())),
 )
 
 
@@ -501,6 +524,10 @@ class Round(Function):
     @staticmethod
     def backward(ctx, g):
         return np.zeros_like(g, shape=ctx.meta)
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        return g.new_zeros(ctx.meta)
 
 
 def _check_integer_divisor(a, b, what: str) -> None:
@@ -531,6 +558,17 @@ class Remainder(Function):
             gb = unbroadcast(-g * quotient, np.shape(b))
         return ga, gb
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        a, b = ctx.saved_tensors
+        ga = unbroadcast_tensor(g, np.shape(a)) if ctx.needs_input_grad[0] else None
+        gb = None
+        if ctx.needs_input_grad[1]:  # the rounded quotient: a function of a and b with zero derivative, as PyTorch's
+            quotient = (np.trunc if ctx.meta else np.floor)(a / b)
+            gb = MaskedGradient.apply(MaskedGradient.apply(-g, io.input(0, a), quotient), io.input(1, b), 1.0)
+            gb = unbroadcast_tensor(gb, np.shape(b))
+        return ga, gb
+
 
 class FloorDivide(Function):
     """floor(a / b), PyTorch's ``//``; piecewise constant, so its gradient is 0 (PyTorch refuses one)."""
@@ -545,6 +583,10 @@ class FloorDivide(Function):
     @staticmethod
     def backward(ctx, g):
         return tuple(np.zeros_like(g, shape=shape) for shape in ctx.meta)
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        return tuple(g.new_zeros(shape) for shape in ctx.meta)
 
 
 class Tanh(Function):
@@ -754,6 +796,28 @@ class Prod(Function):
             return g * others.reshape(a.shape)
         return (g if keepdim else np.expand_dims(g, axis)) * np.moveaxis(others, -1, axis)
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        (a,) = ctx.saved_tensors
+        axis, keepdim = ctx.meta
+        g = g if axis is None or keepdim else g.unsqueeze(axis)
+        if a.size == 0:
+            return g.expand(*a.shape)
+        x = io.input(0, a)
+        if axis is None:
+            return g * _others_products(x.reshape(-1)).reshape(a.shape)
+        return g * _others_products(x.movedim(axis, -1)).movedim(-1, axis)
+
+
+def _others_products(x):
+    """For each element of the Tensor ``x`` (not empty), the product of the others along its last axis, as
+    Prod's backward takes it: exclusive running products from both ends (Cumprod: exact with zeros)."""
+    last = x.ndim - 1
+    ones = np.ones(x.shape[:-1] + (1,), x.dtype)
+    before = Cumprod.apply(Cat.apply(ones, x[..., :-1], dim=last), last)
+    after = Cumprod.apply(Cat.apply(ones, reversed_along(x, last)[..., :-1], dim=last), last)
+    return before * reversed_along(after, last)
+
 
 class LogSumExp(_KeptDimsReduction):
     """log(sum(exp(a))) over ``axes``, shifted by the maximum (finite for large values; -inf when
@@ -795,9 +859,28 @@ class Diagonal(Function):
     @staticmethod
     def backward(ctx, g):
         shape, dtype, offset, dim1, dim2 = ctx.meta
-        grad = backend_of(g, op="DiagonalBackward").zeros(shape, dtype)
-        set_diagonal(grad, g, offset, dim1, dim2)
-        return grad
+        return onto_diagonal(g, shape, dtype, offset, dim1, dim2)
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        shape, dtype, offset, dim1, dim2 = ctx.meta
+        return LinearBackward.apply(
+            g,
+            lambda g: onto_diagonal(g, shape, dtype, offset, dim1, dim2),
+            lambda a: diagonal_of(a, offset, dim1, dim2),
+        )
+
+
+def onto_diagonal(values, shape, dtype, offset: int, dim1: int, dim2: int):
+    """Zeros of ``shape`` with ``values`` on their diagonal (Diagonal's gradient, see set_diagonal)."""
+    grad = backend_of(values, op="DiagonalBackward").zeros(shape, dtype)
+    set_diagonal(grad, values, offset, dim1, dim2)
+    return grad
+
+
+def diagonal_of(a, offset: int, dim1: int, dim2: int):
+    """A copy of ``a``'s diagonal, laid out as Diagonal gives it."""
+    return as_array(np.diagonal(a, offset, dim1, dim2)).copy()
 
 
 def set_diagonal(a, values, offset: int, dim1: int, dim2: int) -> None:
@@ -822,11 +905,27 @@ class DiagonalScatter(Function):
     @staticmethod
     def backward(ctx, g):
         offset, dim1, dim2 = ctx.meta
-        diagonal = as_array(np.diagonal(g, offset, dim1, dim2)).copy()
+        diagonal = diagonal_of(g, offset, dim1, dim2)
         grad_a = g.copy() if ctx.needs_input_grad[0] else None
         if grad_a is not None:
             set_diagonal(grad_a, np.zeros_like(diagonal), offset, dim1, dim2)
         return grad_a, diagonal if ctx.needs_input_grad[1] else None
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        offset, dim1, dim2 = ctx.meta
+        shape, dtype = tuple(g.shape), g.dtype
+        grad_a = grad_src = None
+        if ctx.needs_input_grad[0]:  # g with its diagonal zeroed: a DiagonalScatter of zeros
+            zeros = np.zeros_like(g._array, shape=np.diagonal(g._array, offset, dim1, dim2).shape)
+            grad_a = DiagonalScatter.apply(g, zeros, offset=offset, dim1=dim1, dim2=dim2)
+        if ctx.needs_input_grad[1]:
+            grad_src = LinearBackward.apply(
+                g,
+                lambda g: diagonal_of(g, offset, dim1, dim2),
+                lambda d: onto_diagonal(d, shape, dtype, offset, dim1, dim2),
+            )
+        return grad_a, grad_src
 
 
 def _exact_dtype(a):
@@ -1124,12 +1223,17 @@ class Where(Function):
     @staticmethod
     def backward_graph(ctx, io, g):
         (cond,) = ctx.saved_tensors
-        sa, sb = ctx.shapes
-        return (
-            None,
-            unbroadcast_tensor(Where.apply(cond, g, 0.0), sa) if ctx.needs_input_grad[1] else None,
-            unbroadcast_tensor(Where.apply(cond, 0.0, g), sb) if ctx.needs_input_grad[2] else None,
-        )
+        return (None, *split_where(cond, g, ctx.shapes, ctx.needs_input_grad[1:]))
+
+
+def split_where(cond, g, shapes, needs) -> tuple:
+    """The Tensor ``g`` where ``cond`` and where not, summed back to ``shapes[0]`` and ``shapes[1]`` (None
+    where ``needs`` says no): the gradients of the two operands of a where."""
+    sa, sb = shapes
+    return (
+        unbroadcast_tensor(Where.apply(cond, g, 0.0), sa) if needs[0] else None,
+        unbroadcast_tensor(Where.apply(cond, 0.0, g), sb) if needs[1] else None,
+    )
 
 
 class ZeroNaN(Function):
@@ -1145,6 +1249,11 @@ class ZeroNaN(Function):
 
     @staticmethod
     def backward(ctx, g):
+        (kept,) = ctx.saved_tensors
+        return g * kept
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
         (kept,) = ctx.saved_tensors
         return g * kept
 
@@ -1264,6 +1373,21 @@ class LogCumSumExp(Function):
         negative = suffix_logsumexp(np.log(np.maximum(-g, 0)) - out)
         return (np.exp(a + positive) - np.exp(a + negative)).astype(a.dtype, copy=False)
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        a, out = ctx.saved_tensors
+        dim = ctx.dim
+        x, y = io.input(0, a), io.output(0, out)
+        # PyTorch's form: log|g| where g has the sign, else the lowest finite value (not -inf: -inf - -inf
+        # would make the second derivative NaN); exp(a + that) is 0 as backward's
+        log_g, lowest = g.abs().log(), np.finfo(a.dtype).min
+
+        def part(sign):
+            log_part = Where.apply(sign, log_g, lowest) - y
+            return (x + reversed_along(LogCumSumExp.apply(reversed_along(log_part, dim), dim), dim)).exp()
+
+        return part(g._array > 0) - part(g._array < 0)
+
 
 class Cumprod(Function):
     """Running product along ``dim``. The gradient is exact where the input holds zeros: the suffix
@@ -1297,6 +1421,22 @@ class Cumprod(Function):
         moved = np.moveaxis(a, ctx.dim, -1).shape
         return np.moveaxis(grad.reshape(moved), -1, ctx.dim).astype(a.dtype, copy=False)
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        a, out = ctx.saved_tensors
+        dim = ctx.dim
+        if a.size == 0:
+            return g
+        x = io.input(0, a)
+        if not (a == 0).any():  # the suffix sums of g * out over the input, as PyTorch's
+            return reversed_along(Cumsum.apply(reversed_along(g * io.output(0, out), dim), dim), dim) / x
+        # With zeros, PyTorch's O(n^2) form: grad_k = sum over j >= k of g_j prod(x_i, i <= j, i != k), the
+        # products the running products of x with x_k replaced by 1 (row k of a square along dim).
+        n = a.shape[dim]
+        rows = Where.apply(np.eye(n, dtype=bool), 1.0, x.movedim(dim, -1).unsqueeze(-2))
+        terms = Cumprod.apply(rows, rows.ndim - 1) * g.movedim(dim, -1).unsqueeze(-2)
+        return Where.apply(np.triu(np.ones((n, n), dtype=bool)), terms, 0.0).sum(-1).movedim(-1, dim)
+
 
 class Gather(Function):
     """``out[i][j][k] = a[i][index[i][j][k]][k]`` (dim 1; likewise for the others). The gradient is
@@ -1307,19 +1447,37 @@ class Gather(Function):
     def forward(ctx, a, index, dim, unique=False):
         ctx.meta = (a.shape, a.dtype, dim, unique)
         ctx.save_for_backward(index)
-        return np.take_along_axis(a[block(index.shape, dim)], index, dim)
+        return gathered(a, index, dim)
 
     @staticmethod
     def backward(ctx, g):
         (index,) = ctx.saved_tensors
+        return ungathered(g, index, *ctx.meta), None
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        (index,) = ctx.saved_tensors
         shape, dtype, dim, unique = ctx.meta
-        grad = backend_of(g, op="GatherBackward").zeros(shape, dtype)
-        target = grad[block(index.shape, dim)]  # a view: written through into grad
-        if unique:
-            np.put_along_axis(target, index, g, dim)
-        else:
-            add_along_axis(target, index, g, dim)
-        return grad, None
+        return LinearBackward.apply(
+            g, lambda g: ungathered(g, index, shape, dtype, dim, unique), lambda a: gathered(a, index, dim)
+        ), None
+
+
+def gathered(a, index, dim: int):
+    """Gather's forward: ``a``'s elements at ``index`` along ``dim``."""
+    return np.take_along_axis(a[block(index.shape, dim)], index, dim)
+
+
+def ungathered(g, index, shape, dtype, dim: int, unique: bool = False):
+    """Gather's backward (the transpose of :func:`gathered`): zeros of ``shape`` with ``g`` added at ``index``
+    along ``dim`` (written with one put_along_axis where ``unique``: no index repeats)."""
+    grad = backend_of(g, op="GatherBackward").zeros(shape, dtype)
+    target = grad[block(index.shape, dim)]  # a view: written through into grad
+    if unique:
+        np.put_along_axis(target, index, g, dim)
+    else:
+        add_along_axis(target, index, g, dim)
+    return grad
 
 
 class IndexSelect(Function):
@@ -1329,17 +1487,34 @@ class IndexSelect(Function):
     def forward(ctx, a, index, dim):
         ctx.meta = (a.shape, a.dtype, dim)
         ctx.save_for_backward(index)
-        shape = [1] * a.ndim
-        shape[dim] = index.shape[0]
-        return np.take_along_axis(a, index.reshape(shape), dim)  # index broadcast over the other axes
+        return _index_selected(a, index, dim)
 
     @staticmethod
     def backward(ctx, g):
         (index,) = ctx.saved_tensors
+        return _index_unselected(g, index, *ctx.meta), None
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        (index,) = ctx.saved_tensors
         shape, dtype, dim = ctx.meta
-        grad = backend_of(g, op="IndexSelectBackward").zeros(shape, dtype)
-        np.add.at(grad, (slice(None),) * dim + (index,), g)
-        return grad, None
+        return LinearBackward.apply(
+            g, lambda g: _index_unselected(g, index, shape, dtype, dim), lambda a: _index_selected(a, index, dim)
+        ), None
+
+
+def _index_selected(a, index, dim: int):
+    """IndexSelect's forward: the slices ``index`` of ``a`` along ``dim``."""
+    shape = [1] * a.ndim
+    shape[dim] = index.shape[0]
+    return np.take_along_axis(a, index.reshape(shape), dim)  # index broadcast over the other axes
+
+
+def _index_unselected(g, index, shape, dtype, dim: int):
+    """IndexSelect's backward: zeros of ``shape`` with the slices of ``g`` added at ``index`` along ``dim``."""
+    grad = backend_of(g, op="IndexSelectBackward").zeros(shape, dtype)
+    np.add.at(grad, (slice(None),) * dim + (index,), g)
+    return grad
 
 
 class Scatter(Function):
@@ -1373,6 +1548,32 @@ class Scatter(Function):
             grad_src = backend_of(g, op="ScatterBackward").zeros(src_shape, g.dtype)
             grad_src[block(index.shape)] = np.take_along_axis(g[block(index.shape, dim)], index, dim)
         return grad_a, None, grad_src
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        (index,) = ctx.saved_tensors
+        src_shape, dim, add = ctx.meta
+        grad_a = grad_src = None
+        if ctx.needs_input_grad[0]:  # without add, g with the overwritten elements zeroed: a Scatter of 0
+            grad_a = g if add else Scatter.apply(g, index, g.dtype.type(0), dim)
+        if ctx.needs_input_grad[2]:
+            grad_src = padded(Gather.apply(g, index, dim), src_shape)
+        return grad_a, None, grad_src
+
+
+def padded_array(a, shape):
+    """``a`` as the leading block of zeros of ``shape`` (an array)."""
+    out = backend_of(a, op="padded").zeros(shape, a.dtype)
+    out[block(a.shape)] = a
+    return out
+
+
+def padded(t, shape):
+    """The Tensor ``t`` as the leading block of zeros of ``shape`` (differentiable: the gradient is its block)."""
+    if tuple(t.shape) == tuple(shape):
+        return t
+    size = tuple(t.shape)
+    return LinearBackward.apply(t, lambda a: padded_array(a, shape), lambda a: a[block(size)].copy())
 
 
 class Norm(Function):
@@ -1438,34 +1639,91 @@ class Einsum(Function):
     @staticmethod
     def backward(ctx, g):
         operands = ctx.saved_tensors
-        inputs, output = ctx.subscripts.split("->")
-        terms = inputs.split(",")
         grads = []
-        for k, (term, a) in enumerate(zip(terms, operands)):
+        for k, a in enumerate(operands):
             if not ctx.needs_input_grad[k]:
                 grads.append(None)
                 continue
-            letters = "".join(dict.fromkeys(term))  # each letter once, in order
-            sizes = dict(zip(term, a.shape))
-            others = [t for i, t in enumerate(terms) if i != k]
-            present = set(output).union(*others)
-            kept = "".join(c for c in letters if c in present)
-            spec = ",".join([output, *others]) + "->" + kept
+            spec, term, letters, sizes, shape = _einsum_gradient_plan(ctx.subscripts, k, a.shape)
             partial = as_array(np.einsum(spec, g, *(o for i, o in enumerate(operands) if i != k)))
-            broadcast = tuple(i for i, c in enumerate(kept) if sizes[c] == 1 and partial.shape[i] != 1)
+            broadcast = _einsum_broadcast(partial.shape, spec, sizes)
             if broadcast:  # a letter of size 1 here that other operands broadcast: summed back
                 partial = partial.sum(axis=broadcast, keepdims=True)
-            shape = tuple(sizes[c] if c in present else 1 for c in letters)
             partial = np.broadcast_to(np.reshape(as_array(partial), shape), tuple(sizes[c] for c in letters))
             if letters == term:
                 grads.append(partial.astype(a.dtype))
-                continue
-            grad = np.zeros(a.shape, a.dtype)  # a repeated letter: the gradient lies on its diagonal
-            steps = [sum(grad.strides[i] for i, c in enumerate(term) if c == letter) for letter in letters]
-            diagonal = np.lib.stride_tricks.as_strided(grad, partial.shape, steps, writeable=True)
-            diagonal[...] = partial
-            grads.append(grad)
+            else:  # a repeated letter: the gradient lies on its diagonal
+                grads.append(_onto_repeated(partial, a.shape, a.dtype, term, letters))
         return tuple(grads)
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        operands = ctx.saved_tensors
+        tensors = [io.input(i, a) for i, a in enumerate(operands)]
+        grads = []
+        for k, a in enumerate(operands):
+            if not ctx.needs_input_grad[k]:
+                grads.append(None)
+                continue
+            spec, term, letters, sizes, shape = _einsum_gradient_plan(ctx.subscripts, k, a.shape)
+            partial = Einsum.apply(g, *(t for i, t in enumerate(tensors) if i != k), subscripts=spec)
+            broadcast = _einsum_broadcast(partial.shape, spec, sizes)
+            if broadcast:
+                partial = partial.sum(broadcast, keepdim=True)
+            partial = partial.reshape(shape).expand(*(sizes[c] for c in letters))
+            if letters != term:
+                partial = LinearBackward.apply(
+                    partial,
+                    functools.partial(_onto_repeated, shape=a.shape, dtype=a.dtype, term=term, letters=letters),
+                    functools.partial(_repeated_of, term=term, letters=letters),
+                )
+            grads.append(partial)
+        return tuple(grads)
+
+
+def _einsum_gradient_plan(subscripts: str, k: int, shape: tuple) -> tuple:
+    """How Einsum's operand ``k`` (of ``shape``) gets its gradient: ``(spec, term, letters, sizes, kept
+    shape)``: the einsum ``spec`` of the output's gradient with the other operands giving the gradient over
+    the operand's ``letters`` (each once, in order; ``term`` its subscripts) that appear elsewhere, each
+    letter's size, and the shape that the result takes with a 1 for each letter summed away."""
+    inputs, output = subscripts.split("->")
+    terms = inputs.split(",")
+    term = terms[k]
+    letters = "".join(dict.fromkeys(term))  # each letter once, in order
+    sizes = dict(zip(term, shape))
+    others = [t for i, t in enumerate(terms) if i != k]
+    present = set(output).union(*others)
+    kept = "".join(c for c in letters if c in present)
+    spec = ",".join([output, *others]) + "->" + kept
+    return spec, term, letters, sizes, tuple(sizes[c] if c in present else 1 for c in letters)
+
+
+def _einsum_broadcast(shape: tuple, spec: str, sizes: dict) -> tuple:
+    """The axes of an operand's gradient (of ``shape``, computed by ``spec``) along which the operand has size
+    1 and other operands broadcast it: they are summed back."""
+    kept = spec.split("->")[1]
+    return tuple(i for i, c in enumerate(kept) if sizes[c] == 1 and shape[i] != 1)
+
+
+def _repeated_view(a, term: str, letters: str, shape: tuple):
+    """The elements of ``a`` (subscripts ``term``) whose repeated letters have equal indices, as an array over
+    ``letters`` of ``shape`` (a view of ``a``)."""
+    steps = [sum(a.strides[i] for i, c in enumerate(term) if c == letter) for letter in letters]
+    return np.lib.stride_tricks.as_strided(a, shape, steps, writeable=a.flags.writeable)
+
+
+def _onto_repeated(partial, shape, dtype, term: str, letters: str):
+    """Zeros of ``shape`` (subscripts ``term``, a letter repeated) with ``partial`` (over ``letters``) on the
+    diagonal of the repeated letters: Einsum's gradient of an operand such as ``"ii"``."""
+    grad = np.zeros(shape, dtype)
+    _repeated_view(grad, term, letters, partial.shape)[...] = partial
+    return grad
+
+
+def _repeated_of(a, term: str, letters: str):
+    """The transpose of :func:`_onto_repeated`: a copy of the diagonal of ``a``'s repeated letters."""
+    shape = tuple(a.shape[term.index(c)] for c in letters)
+    return _repeated_view(a, term, letters, shape).copy()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1578,6 +1836,74 @@ class ScatterReduce(Function):
             full_src if ctx.needs_input_grad[2] else None,
         )
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        a, index, values, out = ctx.saved_tensors
+        src_shape, dim, reduce, include_self = ctx.meta
+        x = io.input(0, a)
+        src = np.zeros_like(values, shape=src_shape)  # src as saved: its block (all that the forward read)
+        src[block(index.shape)] = values
+        src = io.input(2, src)
+
+        def gather(t):
+            return Gather.apply(t, index, dim)
+
+        def counts(base, v):  # a constant: base with v added at index
+            return ungathered(v, index, base.shape, base.dtype, dim) + base
+
+        if reduce == "sum":
+            grad_self, grad_src = g, gather(g)
+        elif reduce == "prod":  # as backward, with the reductions recomputed as Tensor ops (PyTorch's)
+            masked_self = Where.apply(a == 0, 1.0, x)
+            grad_self = g * ScatterReduce.apply(masked_self, index, src, dim, reduce, include_self) / masked_self
+            src_zero = values == 0
+            zeros_there = gathered(counts(np.zeros_like(a), src_zero.astype(a.dtype)), index, dim)
+            single_zero = src_zero & (zeros_there == 1)
+            masked_src = Where.apply(padded_array(single_zero, src_shape), 1.0, src)
+            masked_src_result = ScatterReduce.apply(x, index, masked_src, dim, reduce, include_self)
+            divisor = Where.apply(src_zero, 1.0, Index.apply(src, block(index.shape)))
+            grad_src = Where.apply(single_zero, gather(g * masked_src_result), gather(g * io.output(0, out)) / divisor)
+            if ctx.needs_input_grad[2] and (zeros_there > 1).any():
+                grad_src = RefusedGradient.apply(
+                    grad_src,
+                    "create_graph=True: the gradient of scatter_reduce(reduce='prod') with respect to src where "
+                    "two or more zeros of src meet at one position (PyTorch refuses it too)",
+                )
+        elif reduce == "mean":
+            grad_self = g / scatter_count(a.shape, index, dim, include_self, g.dtype)
+            grad_src = gather(grad_self)
+        else:  # amax, amin: constant shares, as PyTorch's
+            self_is_result = (a == out).astype(g.dtype)
+            src_is_result = (values == gathered(out, index, dim)).astype(g.dtype)
+            distributed = g / counts(self_is_result, src_is_result)
+            grad_self = distributed * self_is_result
+            grad_src = gather(distributed) * src_is_result
+        if not include_self:
+            grad_self = Scatter.apply(grad_self, index, g.dtype.type(0), dim)
+        return (
+            grad_self if ctx.needs_input_grad[0] else None,
+            None,
+            padded(grad_src, src_shape) if ctx.needs_input_grad[2] else None,
+        )
+
+
+class RefusedGradient(Function):
+    """``g`` unchanged, whose own gradient raises NotImplementedError(``message``): a create_graph=True
+    gradient that is right but whose derivative is not (PyTorch's DelayedError)."""
+
+    @staticmethod
+    def forward(ctx, g, message):
+        ctx.message = message
+        return g.copy()
+
+    @staticmethod
+    def backward(ctx, gg):
+        raise NotImplementedError(ctx.message)
+
+    @staticmethod
+    def backward_graph(ctx, io, gg):
+        raise NotImplementedError(ctx.message)
+
 
 class IndexPut(Function):
     """``a`` with ``values`` (broadcast) written at the advanced-indexing ``key`` (a tuple of integer
@@ -1610,6 +1936,17 @@ class IndexPut(Function):
             grad_values = unbroadcast(np.asarray(g[key]), tuple(values_shape))
         return grad_a, grad_values
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        ctx.saved_tensors  # noqa: B018 - raises if an index array was changed in place since
+        key, accumulate, values_shape = ctx.meta
+        grad_a = grad_values = None
+        if ctx.needs_input_grad[0]:  # without accumulate, g with the written elements zeroed: an IndexPut of 0
+            grad_a = g if accumulate else IndexPut.apply(g, g.dtype.type(0), key)
+        if ctx.needs_input_grad[1]:
+            grad_values = unbroadcast_tensor(Index.apply(g, key), tuple(values_shape))
+        return grad_a, grad_values
+
 
 # ---------------------------------------------------------------------------------------------
 # Inverse hyperbolic functions, logaddexp2, fmax/fmin, nextafter, frexp, and the special functions
@@ -1620,10 +1957,18 @@ Acosh = _pointwise("Acosh", np.arccosh, lambda a: 1 / np.sqrt(a * a - 1), lambda
 Asinh = _pointwise("Asinh", np.arcsinh, lambda a: 1 / np.sqrt(a * a + 1), lambda x: 1 / (x * x + 1).sqrt())
 Atanh = _pointwise("Atanh", np.arctanh, lambda a: 1 / (1 - a * a), lambda x: 1 / (1 - x * x))
 LogAddExp2 = _pointwise_pair(
-    "LogAddExp2", np.logaddexp2, lambda a, b, out: (1 / (1 + np.exp2(b - a)), 1 / (1 + np.exp2(a - b)))
+    "LogAddExp2",
+    np.logaddexp2,
+    lambda a, b, out: (1 / (1 + np.exp2(b - a)), 1 / (1 + np.exp2(a - b))),
+    lambda x, y, out: (1 / (1 + (y - x).exp2()), 1 / (1 + (x - y).exp2())),
 )
 # PyTorch's gradients: the output's to ``a`` (a step to the next float is piecewise constant), zero to ``b``
-NextAfter = _pointwise_pair("NextAfter", np.nextafter, lambda a, b, out: (np.ones_like(out), np.zeros_like(out)))
+NextAfter = _pointwise_pair(
+    "NextAfter",
+    np.nextafter,
+    lambda a, b, out: (np.ones_like(out), np.zeros_like(out)),
+    lambda x, y, out: (1.0, 0.0),
+)
 
 
 class FMax(Function):
@@ -1645,6 +1990,12 @@ class FMax(Function):
         gb = unbroadcast(np.where(to_a, 0, g), _shape_of(b)) if ctx.needs_input_grad[1] else None
         return ga, gb
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        a, b = ctx.saved_tensors
+        to_a = ((a <= b) if ctx.minimum else (a >= b)) | np.isnan(b)  # a constant mask, as PyTorch's
+        return split_where(to_a, g, (_shape_of(a), _shape_of(b)), ctx.needs_input_grad)
+
 
 class Frexp(Function):
     """``(mantissa, exponent)`` with ``a = mantissa * 2^exponent``, |mantissa| in [0.5, 1) (0, inf and
@@ -1660,6 +2011,12 @@ class Frexp(Function):
     def backward(ctx, g, g_exponent=None):
         (exponent,) = ctx.saved_tensors
         return np.ldexp(g, -exponent)
+
+    @staticmethod
+    def backward_graph(ctx, io, g, g_exponent=None):
+        (exponent,) = ctx.saved_tensors
+        scale = lambda g: np.ldexp(g, -exponent)  # noqa: E731 - a diagonal linear map: its own transpose
+        return LinearBackward.apply(g, scale, scale)
 
 
 def _in_float64(kernel):
@@ -1935,15 +2292,33 @@ def _bessel_i(x, small, large, odd: bool):
     return np.where(x < 0, -out, out) if odd else out
 
 
-Lgamma = _pointwise("Lgamma", _in_float64(_lgamma), _in_float64(_digamma))
-Digamma = _pointwise("Digamma", _in_float64(_digamma), _in_float64(lambda x: _polygamma(x, 1)))
+def _i1_of(x):
+    """I1 of the Tensor ``x`` (deepkern.special's, imported on first use: it imports this module)."""
+    from .special import I1
+
+    return I1.apply(x)
+
+
+def _erfinv_derivative_graph(y):
+    """erfinv's derivative as Tensor ops of ``y`` = erfinv(x)."""
+    return (y * y).exp() * (math.sqrt(math.pi) / 2)
+
+
+Lgamma = _pointwise("Lgamma", _in_float64(_lgamma), _in_float64(_digamma), lambda x: Digamma.apply(x))
+Digamma = _pointwise(
+    "Digamma", _in_float64(_digamma), _in_float64(lambda x: _polygamma(x, 1)), lambda x: Polygamma.apply(x, 1)
+)
 Erfinv = _pointwise(
-    "Erfinv", _in_float64(_erfinv), lambda a: (math.sqrt(math.pi) / 2) * np.exp(np.square(_in_float64(_erfinv)(a)))
+    "Erfinv",
+    _in_float64(_erfinv),
+    lambda a: (math.sqrt(math.pi) / 2) * np.exp(np.square(_in_float64(_erfinv)(a))),
+    lambda x: _erfinv_derivative_graph(Erfinv.apply(x)),
 )
 I0 = _pointwise(
     "I0",
     _in_float64(lambda x: _bessel_i(x, _I0_SMALL, _I0_LARGE, odd=False)),
     _in_float64(lambda x: _bessel_i(x, _I1_SMALL, _I1_LARGE, odd=True)),
+    _i1_of,
 )
 
 
@@ -1961,6 +2336,11 @@ class Polygamma(Function):
     def backward(ctx, g):
         (a,) = ctx.saved_tensors
         return g * _in_float64(_polygamma)(a, ctx.n + 1), None
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        (a,) = ctx.saved_tensors
+        return g * Polygamma.apply(io.input(0, a), ctx.n + 1), None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -2014,12 +2394,36 @@ class AsStrided(Function):
 
     @staticmethod
     def backward(ctx, g):
-        own, view, length = ctx.meta
-        per_address = np.zeros(length, g.dtype)
-        np.add.at(per_address, strided_positions(*view).reshape(-1), g.reshape(-1))
-        positions = strided_positions(*own)
-        shares = np.bincount(positions.reshape(-1), minlength=length)[positions]
-        return (per_address[positions] / shares).astype(g.dtype, copy=False)
+        return _strided_gradient(g, *ctx.meta)
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        meta = ctx.meta
+        return LinearBackward.apply(g, lambda g: _strided_gradient(g, *meta), lambda h: _strided_transposed(h, *meta))
+
+
+def _shares(own: tuple, length: int):
+    """The positions of the strided view ``own`` and, at each, how many of its elements share that address."""
+    positions = strided_positions(*own)
+    return positions, np.bincount(positions.reshape(-1), minlength=length)[positions]
+
+
+def _strided_gradient(g, own, view, length):
+    """AsStrided's backward: each element of ``g`` (of the strided ``view``) to the elements of ``own`` (the
+    input's view) at its address, summed over the view's repeats and split evenly among the input's."""
+    per_address = np.zeros(length, g.dtype)
+    np.add.at(per_address, strided_positions(*view).reshape(-1), g.reshape(-1))
+    positions, shares = _shares(own, length)
+    return (per_address[positions] / shares).astype(g.dtype, copy=False)
+
+
+def _strided_transposed(h, own, view, length):
+    """The transpose of :func:`_strided_gradient`: ``h`` (the input's shape) split among the input's repeats
+    of each address, summed there and read at the view's addresses."""
+    positions, shares = _shares(own, length)
+    per_address = np.zeros(length, h.dtype)
+    np.add.at(per_address, positions.reshape(-1), (h / shares).reshape(-1))
+    return per_address[strided_positions(*view)].astype(h.dtype, copy=False)
 
 
 class Conj(Function):
