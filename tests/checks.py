@@ -97,6 +97,22 @@ def shape_pattern(shape):
     return re.escape(str(tuple(shape)))
 
 
+def create_graph_gradients(objective):
+    """The gradients of the scalar ``objective(*tensors)`` w.r.t. the tensors, as a function for
+    :func:`gradcheck`: recorded (create_graph=True, so that gradcheck's backward differentiates them)
+    where grad mode is on; the plain first-order pass where gradcheck evaluates them under no_grad for
+    its finite differences."""
+
+    def gradients(*tensors):
+        recorded = deepkern.is_grad_enabled()
+        with deepkern.enable_grad():
+            found = deepkern.autograd.grad(objective(*tensors), tensors, create_graph=recorded)
+        assert all(g.requires_grad == recorded for g in found)
+        return found
+
+    return gradients
+
+
 def gradcheck(fn, *inputs, eps=1e-6, tol=1e-6, rng=None):
     """Finite-difference check of autograd: for float64 Tensors ``inputs`` (those that require
     grad are checked; on any device), compares d sum(w * fn(*inputs)) / d input from ``backward``

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from deepkern.nn import functional as F
 
-from checks import gradcheck
+from checks import create_graph_gradients, gradcheck
 
 
 def _t(rng, *shape, positive=False):
@@ -173,16 +173,7 @@ def test_gradients_with_create_graph_are_differentiable(name):
     inputs = [_t(rng, *shape, positive=positive) for shape in shapes]
     weight = dk.tensor(rng.standard_normal(f(*inputs).shape))
 
-    def first_order(*tensors):
-        # recorded (create_graph) when gradcheck differentiates it; the ordinary first-order pass when
-        # gradcheck evaluates it under no_grad for its finite differences
-        recorded = dk.is_grad_enabled()
-        with dk.enable_grad():
-            grads = dk.autograd.grad((f(*tensors) * weight).sum(), tensors, create_graph=recorded)
-        assert all(g.requires_grad == recorded for g in grads)
-        return grads
-
-    gradcheck(first_order, *inputs, tol=1e-5)
+    gradcheck(create_graph_gradients(lambda *tensors: (f(*tensors) * weight).sum()), *inputs, tol=1e-5)
 
 
 def test_a_hessian_vector_product_is_exact_for_a_quadratic_form():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from deepkern.nn import functional as F
 
-from checks import gradcheck
+from checks import create_graph_gradients, gradcheck
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -312,12 +312,7 @@ def test_create_graph_gradient_is_differentiable(name, reduction):
     loss = lambda *args: f(dk, F, args[-1], *args[:-1])  # noqa: E731
     weight = dk.tensor(np.random.default_rng(1).standard_normal(_run(loss, reduction, inputs).shape))
 
-    def first_order(*tensors):
-        recorded = dk.is_grad_enabled()  # (gradcheck's finite differences run under no_grad)
-        with dk.enable_grad():
-            grads = dk.autograd.grad((_run(loss, reduction, tensors) * weight).sum(), tensors, create_graph=recorded)
-        assert all(g.requires_grad == recorded for g in grads)
-        return grads
+    first_order = create_graph_gradients(lambda *tensors: (_run(loss, reduction, tensors) * weight).sum())
 
     with dk.no_grad():
         plain = first_order(*inputs)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from deepkern import nn
 
-from checks import gradcheck
+from checks import create_graph_gradients, gradcheck
 
 # name -> (deepkern/torch class name, constructor keywords)
 LAYERS = {
@@ -204,20 +204,6 @@ def test_cell_double_backward_matches_pytorch(mode, config):
     _compare_with_torch(torch, ours, theirs, arrays, rng)
 
 
-def _first_order(model, objective):
-    """The gradients of ``objective(*tensors)`` w.r.t. the tensors, recorded (create_graph) when
-    gradcheck differentiates them; the plain first-order pass when it evaluates them under no_grad."""
-
-    def grads(*tensors):
-        recorded = dk.is_grad_enabled()
-        with dk.enable_grad():
-            found = dk.autograd.grad(objective(*tensors), tensors, create_graph=recorded)
-        assert all(g.requires_grad == recorded for g in found)
-        return found
-
-    return grads
-
-
 # name -> (module constructor, input shape, the states' shapes)
 GRADCHECK_CASES = {
     "lstm, two layers, bidirectional": (lambda: nn.LSTM(2, 2, num_layers=2, bidirectional=True), (3, 2, 2), 2),
@@ -256,7 +242,7 @@ def test_recurrent_gradients_with_create_graph_are_differentiable(name):
         outs = _call(model, tensors[0], list(tensors[1:count]))
         return sum(((o.sin() * o) * w).sum() for o, w in zip(outs, weights))
 
-    gradcheck(_first_order(model, objective), *tensors, tol=1e-5)
+    gradcheck(create_graph_gradients(objective), *tensors, tol=1e-5)
 
 
 def test_a_bias_changed_in_place_after_the_forward_is_an_error_with_create_graph():

@@ -11,7 +11,7 @@ import deepkern as dk
 import numpy as np
 import pytest
 
-from checks import gradcheck
+from checks import create_graph_gradients, gradcheck
 
 
 def _nn(lib):
@@ -411,13 +411,7 @@ def test_gradients_with_create_graph_are_differentiable(name):
     inputs = [dk.tensor(a.copy(), requires_grad=True) for a in arrays]
     weight = dk.tensor(np.random.default_rng(len(name)).standard_normal(f(dk, *inputs).shape))
 
-    def first_order(*tensors):
-        recorded = dk.is_grad_enabled()
-        with dk.enable_grad():
-            grads = dk.autograd.grad((f(dk, *tensors) * weight).sum(), tensors, create_graph=recorded)
-        return grads
-
-    gradcheck(first_order, *inputs, tol=1e-5)
+    gradcheck(create_graph_gradients(lambda *tensors: (f(dk, *tensors) * weight).sum()), *inputs, tol=1e-5)
 
 
 @pytest.mark.parametrize("name", list(CASES) + list(FD_ONLY) + list(TORCH_ONLY))

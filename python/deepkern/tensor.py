@@ -2178,10 +2178,8 @@ class _MaskedFill(autograd.Function):
         return grad_a, None, grad_value
 
 
-class _Clone(autograd.Function):
-    @staticmethod
-    def forward(ctx, a):
-        return a.copy()
+class PassGradient(autograd.Function):
+    """A Function whose gradient is the incoming gradient unchanged (its forward is the subclass's)."""
 
     @staticmethod
     def backward(ctx, g):
@@ -2190,6 +2188,12 @@ class _Clone(autograd.Function):
     @staticmethod
     def backward_graph(ctx, io, g):
         return g
+
+
+class _Clone(PassGradient):
+    @staticmethod
+    def forward(ctx, a):
+        return a.copy()
 
 
 # ---------------------------------------------------------------------------------------------

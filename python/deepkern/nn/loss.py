@@ -27,7 +27,7 @@ from ..amp import autocast_entry
 from ..autograd import Function, is_grad_enabled
 from ..backends import as_array, backend_of
 from ..ops._validate import is_floating_dtype
-from ..tensor import Tensor, through_float32, where
+from ..tensor import PassGradient, Tensor, through_float32, where
 from ..tensor_ops import LinearBackward, MaskedGradient, Where, unbroadcast, unbroadcast_tensor
 from .module import Module
 
@@ -149,19 +149,7 @@ def _reduce_tensor(loss, reduction):
     return loss.mean() if reduction == "mean" else loss.sum()
 
 
-class _PassGradient(Function):
-    """A Function whose gradient is the incoming gradient unchanged (its forward is the subclass's)."""
-
-    @staticmethod
-    def backward(ctx, g):
-        return g
-
-    @staticmethod
-    def backward_graph(ctx, io, g):
-        return g
-
-
-class _Change(_PassGradient):
+class _Change(PassGradient):
     """Zeros of ``x``'s shape whose derivative w.r.t. ``x`` is 1: the change of a forward argument
     (``x`` its ``io.placeholder``) for the backward_graph of a Function that saved values computed
     from that argument, not the argument itself: f(x) + change, or f(x + change) where f is
@@ -1387,7 +1375,7 @@ def _poisson_nll(name, input, target, log_input, full, eps, reduction):
     return _reduce_tensor(loss, reduction)
 
 
-class _ClampedNoGrad(_PassGradient):
+class _ClampedNoGrad(PassGradient):
     """max(x, eps) whose gradient passes unchanged (PyTorch clamps gaussian_nll_loss's var in place
     under no_grad)."""
 
