@@ -156,6 +156,18 @@ def test_gradient_of_a_device_copy_comes_back_to_the_host(rng):
     np.testing.assert_array_equal(x.grad.numpy(), np.ones(4))
 
 
+def test_the_gradient_of_a_device_copy_is_differentiable_twice(rng):
+    """create_graph=True through x.cuda(): the gradient's copy back is itself a device copy in the graph."""
+    x0 = random_array(rng, (4,), "float64")
+    x = dk.tensor(x0, requires_grad=True)
+    w = dk.tensor(random_array(rng, (4,), "float64"), requires_grad=True)
+    (g,) = dk.autograd.grad((x.cuda() * w.cuda()).sum(), x, create_graph=True)
+    assert g.device == dk.device("cpu") and g.requires_grad
+    np.testing.assert_array_equal(g.detach().numpy(), w.detach().numpy())
+    ((g * g).sum()).backward()
+    np.testing.assert_array_equal(w.grad.numpy(), 2 * w.detach().numpy())
+
+
 def test_kernels_the_backend_lacks_name_the_op_and_device():
     cuda = backends.get("cuda")
     for op in ("gemm", "conv2d_forward", "adam_step"):

@@ -308,3 +308,22 @@ def test_a_piecewise_linear_gradient_is_recorded_as_pytorch(f):
     np.testing.assert_array_equal(results[0][1], results[1][1])
     if results[1][0]:
         np.testing.assert_array_equal(results[0][2], results[1][2])
+
+
+def test_grad_outputs_that_require_grad_stay_in_the_graph():
+    """With create_graph=True the result depends on grad_outputs too (PyTorch's "double-backward trick":
+    u^T J from the gradient of v^T J with respect to v): checked against J itself, computed in float64."""
+    rng = np.random.default_rng(3)
+    x0, v0, u0 = rng.standard_normal(4), rng.standard_normal(4), rng.standard_normal(4)
+    x, v = dk.tensor(x0, requires_grad=True), dk.tensor(v0, requires_grad=True)
+    y = (x * x).sin() * x.sum()
+    (vjp,) = dk.autograd.grad(y, x, v, create_graph=True)
+    (jvp,) = dk.autograd.grad(vjp, v, dk.tensor(u0))
+    jacobian = np.diag(2 * x0 * np.cos(x0 * x0)) * x0.sum() + np.sin(x0 * x0)[:, None]  # dy_i / dx_j
+    np.testing.assert_allclose(vjp.detach().numpy(), v0 @ jacobian, rtol=1e-12)
+    np.testing.assert_allclose(jvp.numpy(), jacobian @ u0, rtol=1e-12)
+    v.grad = None
+    y = (x * x).sin() * x.sum()
+    y.backward(v, create_graph=True)
+    (x.grad * dk.tensor(u0)).sum().backward()
+    np.testing.assert_allclose(v.grad.numpy(), jacobian @ u0, rtol=1e-12)

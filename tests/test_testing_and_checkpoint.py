@@ -16,6 +16,8 @@ from deepkern import nn
 from deepkern import testing as dt
 from deepkern.utils import checkpoint as ck
 
+from checks import create_graph_gradients, gradcheck
+
 
 def normalized(message: str) -> str:
     """torch's message as deepkern words it: torch.Size([2, 3]) -> (2, 3), torch.float32 -> float32."""
@@ -365,7 +367,7 @@ def test_tuple_outputs_non_tensor_arguments_and_frozen_inputs(use_reentrant, rng
 def test_non_reentrant_takes_keywords_and_autograd_grad(rng):
     """use_reentrant=False: keyword arguments reach the function; autograd.grad works (with respect to the
     input and to parameters); a non-leaf tensor read through a closure gets its gradient through its
-    history; a create_graph=True backward through it is refused."""
+    history."""
     a = rng.standard_normal((2, 3))
     w = dk.tensor(rng.standard_normal((3, 3)), requires_grad=True)
     base = dk.tensor(rng.standard_normal(3), requires_grad=True)
@@ -383,9 +385,39 @@ def test_non_reentrant_takes_keywords_and_autograd_grad(rng):
     plain = gradients(lambda x: block(x, scale=1.5))
     for ours, expected in zip(checkpointed, plain):
         np.testing.assert_array_equal(ours, expected)
+
+
+def test_non_reentrant_gradients_are_differentiable_with_create_graph(rng):
+    """create_graph=True through use_reentrant=False: a gradient penalty's gradients (with respect to the
+    input, a parameter that both the function and the graph before it read, a non-leaf read through a
+    closure and its leaf) equal those of the plain call, dropout drawing the same mask in the
+    recomputation; and they match their finite differences."""
+    a = rng.standard_normal((2, 3))
+    w = dk.tensor(rng.standard_normal((3, 3)), requires_grad=True)
+    base = dk.tensor(rng.standard_normal(3), requires_grad=True)
+
+    def block(x, *, scale):
+        return dk.nn.functional.dropout((x @ w).tanh() + base * 2, 0.3) * scale
+
+    def penalty_gradients(run):
+        dk.manual_seed(5)
+        x = dk.tensor(a, requires_grad=True)
+        out = run((x @ w).sin())  # w also before the checkpoint: its paths there count once
+        g_x, g_w = dk.autograd.grad((out**3).sum(), [x, w], create_graph=True)
+        penalty = (g_x * g_x).sum() + g_x.sum() + (g_w * g_w.cos()).sum()
+        return [t.numpy() for t in (g_x.detach(), g_w.detach(), *dk.autograd.grad(penalty, [x, w, base]))]
+
+    checkpointed = penalty_gradients(lambda x: ck.checkpoint(block, x, use_reentrant=False, scale=1.5))
+    plain = penalty_gradients(lambda x: block(x, scale=1.5))
+    for ours, expected in zip(checkpointed, plain):
+        np.testing.assert_allclose(ours, expected, rtol=1e-12, atol=1e-14)
+
+    def objective(x, w_):
+        dk.manual_seed(5)
+        return (ck.checkpoint(lambda t: (t @ w_).tanh() * t.cos(), x, use_reentrant=False) ** 2).sum()
+
     x = dk.tensor(a, requires_grad=True)
-    with pytest.raises(NotImplementedError, match="create_graph=True"):
-        dk.autograd.grad(ck.checkpoint(block, x, use_reentrant=False, scale=1.5).sum(), x, create_graph=True)
+    gradcheck(create_graph_gradients(objective), x, dk.tensor(w.detach().numpy(), requires_grad=True), tol=1e-5)
 
 
 def test_recomputation_that_differs_raises():

@@ -638,7 +638,7 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     (see the module docstring). ``inputs`` is not supported."""
     if inputs is not None:
         raise NotImplementedError("backward: inputs= is not supported; use deepkern.autograd.grad for chosen inputs")
-    roots = _roots("backward", tensors, grad_tensors, "tensors", "grad_tensors")
+    roots = _roots("backward", tensors, grad_tensors, "tensors", "grad_tensors", graph=create_graph)
     if create_graph:
         reached = {}
         _graph_engine(roots, lambda leaf, g: (_accumulate_graph(leaf, g), reached.setdefault(id(leaf), leaf)))
@@ -706,13 +706,14 @@ def _graph_engine(roots, to_leaf, wanted=None, only_leaves=None) -> None:
         slots[index] = g if slots[index] is None else slots[index] + g
 
     for root, gradient in roots:
+        gradient = gradient if isinstance(gradient, Tensor) else Tensor._wrap(gradient)
         node = root._node
         if node is None:
-            to_input(root, Tensor._wrap(gradient))
+            to_input(root, gradient)
             continue
         node.check_view_current()
         nodes.append(node)
-        to_input((node, root._output_index, root.shape), Tensor._wrap(gradient))
+        to_input((node, root._output_index, root.shape), gradient)
     order = _topological_order(nodes) if nodes else []
     leads = None if only_leaves is None else _leading(order, only_leaves, wanted)
     with enable_grad(), np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -758,11 +759,13 @@ def _accumulate_graph(leaf, g) -> None:
     leaf.grad = g if leaf.grad is None else leaf.grad + g
 
 
-def _roots(op: str, outputs, gradients, noun: str, name: str) -> list:
+def _roots(op: str, outputs, gradients, noun: str, name: str, graph: bool = False) -> list:
     """The backward pass's roots, pairs (Tensor, its gradient as an array on its device in its dtype),
     of ``outputs`` (a Tensor or a sequence) and ``gradients`` (``name``: a list or tuple with one per
     output, None in it or for all of them: ones for one-element outputs; anything else is the one
-    gradient of a single output). Errors name ``op`` and call the outputs ``noun``."""
+    gradient of a single output). ``graph`` (create_graph=True): a gradient given as a Tensor that
+    requires grad stays that Tensor (cast to the output's dtype), so the results are differentiable with
+    respect to it, as PyTorch's. Errors name ``op`` and call the outputs ``noun``."""
     from .tensor import _on_device_of as on_device_of
 
     Tensor = _tensor_class()
@@ -788,10 +791,13 @@ def _roots(op: str, outputs, gradients, noun: str, name: str) -> list:
                 )
             g = backend.full(out.shape, 1, out.dtype)
         else:
+            recorded = g if graph and isinstance(g, Tensor) and g.requires_grad else None
             g = on_device_of(out, g, op)
             if g.shape != out.shape:
                 raise ValueError(f"{op}: {name}[{i}] has shape {g.shape} but {noun}[{i}] has shape {out.shape}")
             g = g.astype(out.dtype, copy=False)
+            if recorded is not None:
+                g = recorded if recorded.dtype == out.dtype else recorded.to(out.dtype)
         roots.append((out, g))
     return roots
 
@@ -828,7 +834,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     for i, t in enumerate(inputs):
         if not isinstance(t, Tensor) or not t.requires_grad:
             raise RuntimeError(f"grad: inputs[{i}] does not require grad (every input must be a Tensor that does)")
-    roots = _roots("grad", outputs, grad_outputs, "outputs", "grad_outputs")
+    roots = _roots("grad", outputs, grad_outputs, "outputs", "grad_outputs", graph=create_graph)
     leaves = {id(t): None for t in inputs if t._node is None}
     wanted = {(id(t._node), t._output_index): None for t in inputs if t._node is not None}
 

@@ -2092,6 +2092,10 @@ class _ToDevice(autograd.Function):
     def backward(ctx, g):
         return backends.to_device(g, ctx.source), None
 
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        return _ToDevice.apply(g, ctx.source), None
+
 
 class _Overwrite(autograd.Function):
     """``a``'s memory filled with ``src`` (broadcast, cast to ``a``'s dtype): fill_, zero_ and copy_."""

@@ -140,10 +140,10 @@ def _recomputed_gradient(ctx, io, grads, step=False):
         inputs[i] = Reshape.apply(inputs[i], tuple(inputs[i].shape))
     x, states, weights = inputs[0], inputs[1:-4], inputs[-4:]
     outputs = _tensor_layer(mode, x.unsqueeze(0) if step else x, states, *weights, None, reverse, batch_sizes)
-    # sum(g * output) as the root, not grad_outputs: those enter autograd.grad as constants, and the
-    # gradients must be differentiable with respect to the incoming ones too
-    total = sum((o * g).sum() for o, g in zip(outputs[1:] if step else outputs, grads) if o.requires_grad)
-    found = grad(total, [inputs[i] for i in needed], create_graph=True, allow_unused=True)
+    pairs = [(o, g) for o, g in zip(outputs[1:] if step else outputs, grads) if o.requires_grad]
+    found = grad(
+        [o for o, _ in pairs], [inputs[i] for i in needed], [g for _, g in pairs], create_graph=True, allow_unused=True
+    )
     result = [None] * len(operands)
     for i, g in zip(needed, found):
         result[i] = g

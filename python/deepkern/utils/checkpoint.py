@@ -15,7 +15,8 @@ parameters, and ``deepkern.autograd.grad`` through it raises, as in PyTorch.
 on detached arguments to find the leaves (parameters) the outputs depend on and drops that graph when it
 returns; the recorded Function takes those leaves as inputs. A non-leaf tensor that the function reads
 through a closure (not an argument) is differentiated through its own history inside the checkpoint's
-backward. Unlike PyTorch's, it has no create_graph=True (double) backward (NotImplementedError).
+backward. With create_graph=True its backward recomputes the function on the arguments as they are in the
+graph and differentiates that, so gradient penalties and Hessian-vector products run through it.
 """
 
 from __future__ import annotations
@@ -194,10 +195,55 @@ class _NonReentrant(Function):
 
     @staticmethod
     def backward_graph(ctx, io, *grads):
-        raise NotImplementedError(
-            "checkpoint: create_graph=True (a double backward through a checkpointed function) is not supported "
-            "in deepkern; call the function without checkpoint where its gradient must be differentiable"
-        )
+        """The function recomputed on the arguments as Tensors of the graph (each through a _Boundary)
+        and differentiated with create_graph, the incoming gradients as graph Tensors."""
+        run = ctx.run
+        count = len(run.tensor_positions)
+        needs = ctx.needs_input_grad[1:]
+        arguments = [_Boundary.apply(io.input(1 + i, a)) for i, a in enumerate(ctx.saved_tensors[:count])]
+        args = list(run.args)
+        for position, tensor in zip(run.tensor_positions, arguments):
+            args[position] = tensor
+        outputs = []
+        _flatten(run.recompute(args), outputs)
+        _check_recomputed(run, outputs)
+        inputs = arguments + run.leaves  # the leaves: the recomputation reads them itself
+        wanted = [i for i, n in enumerate(needs) if n and inputs[i].requires_grad]
+        pairs = [(o, g) for o, g in zip(outputs, grads) if o.requires_grad]
+        result = [None] * len(inputs)
+        if pairs and wanted:
+            found = autograd.grad(
+                [o for o, _ in pairs],
+                [inputs[i] for i in wanted],
+                [g for _, g in pairs],
+                create_graph=True,
+                allow_unused=True,
+            )
+            for i, g in zip(wanted, found):
+                result[i] = g
+        for t in arguments:
+            t._node.ctx.closed = False
+        return (None,) + tuple(result)
+
+
+class _Boundary(Function):
+    """An identity at a checkpoint's argument in its create_graph recomputation: the inner pass of the
+    backward_graph that made it stops here (the argument's gradient is taken here, and a leaf that the
+    function also reads is reached only through the recomputation, not again through the graph before
+    the checkpoint); once that backward_graph has returned, every pass goes through it."""
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.closed = True
+        return a.reshape(a.shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+    @staticmethod
+    def backward_graph(ctx, io, g):
+        return None if ctx.closed else g
 
 
 def _check_recomputed(run, outputs) -> None:
