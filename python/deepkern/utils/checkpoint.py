@@ -168,62 +168,51 @@ class _NonReentrant(Function):
 
     @staticmethod
     def backward(ctx, *grads):
-        run = ctx.run
-        count = len(run.tensor_positions)
-        arguments = [Tensor._wrap(a).requires_grad_(n) for a, n in zip(ctx.saved_tensors, ctx.needs_input_grad[1:])]
-        args = list(run.args)
-        for position, tensor in zip(run.tensor_positions, arguments):
-            args[position] = tensor
-        outputs = []
-        _flatten(run.recompute(args), outputs)
-        _check_recomputed(run, outputs)
-        inputs = arguments[:count] + run.leaves
-        pairs = [(o, g) for o, g in zip(outputs, grads) if o.requires_grad]
-        wanted = [i for i, t in enumerate(inputs) if t.requires_grad]
-        result = [None] * len(inputs)
-        if pairs and wanted:
-            found = autograd.grad(
-                [o for o, _ in pairs],
-                [inputs[i] for i in wanted],
-                [g for _, g in pairs],
-                retain_graph=True,  # a closure's non-leaf tensor: its history is the caller's, kept
-                allow_unused=True,
-            )
-            for i, g in zip(wanted, found):
-                result[i] = None if g is None else g._array
-        return (None,) + tuple(result)
+        count = len(ctx.run.tensor_positions)
+        arrays, needs = ctx.saved_tensors[:count], ctx.needs_input_grad[1 : 1 + count]
+        arguments = [Tensor._wrap(a).requires_grad_(n) for a, n in zip(arrays, needs)]
+        return _recomputed_gradients(ctx, arguments, grads, graph=False)
 
     @staticmethod
     def backward_graph(ctx, io, *grads):
         """The function recomputed on the arguments as Tensors of the graph (each through a _Boundary)
         and differentiated with create_graph, the incoming gradients as graph Tensors."""
-        run = ctx.run
-        count = len(run.tensor_positions)
-        needs = ctx.needs_input_grad[1:]
+        count = len(ctx.run.tensor_positions)
         arguments = [_Boundary.apply(io.input(1 + i, a)) for i, a in enumerate(ctx.saved_tensors[:count])]
-        args = list(run.args)
-        for position, tensor in zip(run.tensor_positions, arguments):
-            args[position] = tensor
-        outputs = []
-        _flatten(run.recompute(args), outputs)
-        _check_recomputed(run, outputs)
-        inputs = arguments + run.leaves  # the leaves: the recomputation reads them itself
-        wanted = [i for i, n in enumerate(needs) if n and inputs[i].requires_grad]
-        pairs = [(o, g) for o, g in zip(outputs, grads) if o.requires_grad]
-        result = [None] * len(inputs)
-        if pairs and wanted:
-            found = autograd.grad(
-                [o for o, _ in pairs],
-                [inputs[i] for i in wanted],
-                [g for _, g in pairs],
-                create_graph=True,
-                allow_unused=True,
-            )
-            for i, g in zip(wanted, found):
-                result[i] = g
-        for t in arguments:
-            t._node.ctx.closed = False
-        return (None,) + tuple(result)
+        try:
+            return _recomputed_gradients(ctx, arguments, grads, graph=True)
+        finally:
+            for t in arguments:
+                t._node.ctx.closed = False
+
+
+def _recomputed_gradients(ctx, arguments, grads, graph: bool) -> tuple:
+    """_NonReentrant's gradients: the function recomputed on ``arguments`` (its tensor arguments as the
+    recomputation takes them), its outputs' gradients ``grads`` taken back to the arguments and to the
+    leaves it reads; arrays, or Tensors of the graph where ``graph`` (create_graph=True)."""
+    run = ctx.run
+    args = list(run.args)
+    for position, tensor in zip(run.tensor_positions, arguments):
+        args[position] = tensor
+    outputs = []
+    _flatten(run.recompute(args), outputs)
+    _check_recomputed(run, outputs)
+    inputs = list(arguments) + run.leaves  # the leaves: the recomputation reads them itself
+    wanted = [i for i, (t, n) in enumerate(zip(inputs, ctx.needs_input_grad[1:])) if n and t.requires_grad]
+    pairs = [(o, g) for o, g in zip(outputs, grads) if o.requires_grad]
+    result = [None] * len(inputs)
+    if pairs and wanted:
+        found = autograd.grad(
+            [o for o, _ in pairs],
+            [inputs[i] for i in wanted],
+            [g for _, g in pairs],
+            retain_graph=True,  # a closure's non-leaf tensor: its history is the caller's, kept
+            create_graph=graph,
+            allow_unused=True,
+        )
+        for i, g in zip(wanted, found):
+            result[i] = g if graph or g is None else g._array
+    return (None,) + tuple(result)
 
 
 class _Boundary(Function):
