@@ -1,18 +1,14 @@
-"""Special functions of the distributions, in float64 NumPy on host arrays: the regularized lower
-incomplete gamma function (Gamma's cdf) and the implicit reparameterization gradients of Gamma and
-Dirichlet samples, ported step for step from PyTorch's ``standard_gamma_grad_one`` and
-``dirichlet_grad_one`` (aten/src/ATen/native/Distributions.h) so that rsample's gradients equal PyTorch's.
-"""
+"""Special functions of the distributions, in float64 NumPy on host arrays: the implicit
+reparameterization gradients of Gamma and Dirichlet samples, ported step for step from PyTorch's
+``standard_gamma_grad_one`` and ``dirichlet_grad_one`` (aten/src/ATen/native/Distributions.h) so that
+rsample's gradients equal PyTorch's."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..autograd import Function
-from ..backends import device_of, to_device
 from ..tensor import from_numpy
 
-_MACHEP = 2.0**-53
 # float32 literals of the C++ code (``0.8f``), as double
 _F32 = {v: float(np.float32(v)) for v in (0.8, 0.9, 1.1)}
 
@@ -24,98 +20,6 @@ def digamma(x):
 
 def lgamma(x):
     return from_numpy(np.ascontiguousarray(x, dtype=np.float64)).lgamma().numpy()
-
-
-def _until_converged(step, state, active, max_iterations=100000):
-    """Runs ``step(state, active) -> (state, still_active)`` on the elements still ``active`` until none is."""
-    for _ in range(max_iterations):
-        if not active.any():
-            break
-        state, active = step(state, active)
-    return state
-
-
-def _igam_series(a, x):
-    """P(a, x) by its power series (x <= 1 or x <= a), as Cephes' igam."""
-    log_prefactor = a * np.log(x) - x - lgamma(a)
-
-    def step(state, active):
-        r, c, total = state
-        r = np.where(active, r + 1, r)
-        c = np.where(active, c * x / r, c)
-        total = np.where(active, total + c, total)
-        return (r, c, total), active & (c / total > _MACHEP)
-
-    _, _, total = _until_converged(step, (a.copy(), np.ones_like(a), np.ones_like(a)), np.ones(a.shape, bool))
-    return total * np.exp(log_prefactor) / a
-
-
-def _igamc_fraction(a, x):
-    """Q(a, x) = 1 - P(a, x) by its continued fraction (x > 1 and x > a), as Cephes' igamc."""
-    big, biginv = 4.503599627370496e15, 2.22044604925031308085e-16
-    log_prefactor = a * np.log(x) - x - lgamma(a)
-    y = 1 - a
-    z = x + y + 1
-    state = (y, z, np.zeros_like(a), np.ones_like(a), x.copy(), x + 1, z * x, (x + 1) / (z * x))
-
-    def step(state, active):
-        y, z, c, pkm2, qkm2, pkm1, qkm1, ans = state
-        c, y, z = c + 1, y + 1, z + 2
-        yc = y * c
-        pk = pkm1 * z - pkm2 * yc
-        qk = qkm1 * z - qkm2 * yc
-        nonzero = qk != 0
-        r = np.where(nonzero, pk / np.where(nonzero, qk, 1), ans)
-        change = np.where(nonzero, np.abs((ans - r) / r), 1.0)
-        ans = np.where(active, r, ans)
-        rescale = np.where(np.abs(pk) > big, biginv, 1.0)
-        new = (y, z, c, pkm1 * rescale, qkm1 * rescale, pk * rescale, qk * rescale, ans)
-        return tuple(np.where(active, n, o) for n, o in zip(new, state)), active & (change > _MACHEP)
-
-    ans = _until_converged(step, state, np.ones(a.shape, bool))[-1]
-    return ans * np.exp(log_prefactor)
-
-
-def gammainc_array(a, x):
-    """The regularized lower incomplete gamma function P(a, x) of float64 arrays (broadcast)."""
-    a, x = np.broadcast_arrays(np.asarray(a, np.float64), np.asarray(x, np.float64))
-    out = np.full(a.shape, np.nan)
-    with np.errstate(all="ignore"):
-        out[(x == 0) & (a > 0)] = 0.0
-        out[(x == np.inf) & (a > 0)] = 1.0
-        finite = (x > 0) & (x < np.inf) & (a > 0)
-        by_fraction = finite & (x > 1) & (x > a)
-        by_series = finite & ~by_fraction
-        out[by_series] = _igam_series(a[by_series], x[by_series])
-        out[by_fraction] = 1 - _igamc_fraction(a[by_fraction], x[by_fraction])
-    return out
-
-
-class GammaInc(Function):
-    """P(a, x) of two tensors of one shape, computed in float64; differentiable in ``x`` only (as
-    PyTorch's igamma, whose derivative in ``a`` is not implemented)."""
-
-    @staticmethod
-    def forward(ctx, a, x):
-        a_host, x_host = (np.asarray(to_device(v, "cpu"), np.float64) for v in (a, x))
-        ctx.save_for_backward(a, x)
-        return to_device(gammainc_array(a_host, x_host).astype(x.dtype), device_of(x))
-
-    @staticmethod
-    def backward(ctx, g):
-        a, x = ctx.saved_tensors
-        if ctx.needs_input_grad[0]:
-            raise NotImplementedError("the derivative for 'igamma: input' is not implemented.")
-        a_host, x_host = (np.asarray(to_device(v, "cpu"), np.float64) for v in (a, x))
-        with np.errstate(all="ignore"):
-            density = np.exp((a_host - 1) * np.log(x_host) - x_host - lgamma(a_host))
-        return None, g * to_device(density.astype(x.dtype), device_of(x))
-
-
-def gammainc(a, x):
-    """P(a, x) of broadcast tensors (torch.special.gammainc)."""
-    shape = np.broadcast_shapes(a.shape, x.shape)
-    return GammaInc.apply(a.expand(shape), x.expand(shape))
 
 
 def standard_gamma_grad(alpha, x):

@@ -11,7 +11,7 @@ import numpy as np
 from .. import autograd
 from ..nn import functional as F
 from ..random import get_generator
-from ..special import xlogy
+from ..special import gammainc, xlogy
 from ..tensor import as_tensor, full, full_like, ones_like, stack, tensor, where
 from . import _special, constraints
 from .composite import TransformedDistribution
@@ -369,7 +369,7 @@ class Gamma(ElementwiseDistribution, ExponentialFamily):
     def cdf(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        return _special.gammainc(self.concentration, self.rate * value)
+        return gammainc(self.concentration, self.rate * value)
 
     def entropy(self):
         return (
