@@ -206,12 +206,35 @@ def test_what_is_not_differentiable_twice_says_so():
     with pytest.raises(NotImplementedError, match="the gradient of _MultiMargin is not differentiable"):
         # (PyTorch has no double backward through multi_margin_loss either)
         dk.autograd.grad(F.multi_margin_loss(x.reshape(1, 16), target), x, create_graph=True)
-    y = x * 2
-    y.register_hook(lambda g: g)
-    with pytest.raises(NotImplementedError, match="gradient hooks"):
-        dk.autograd.grad(y.sum(), x, create_graph=True)
     first = dk.autograd.grad((x * x).sum(), x)[0]  # without create_graph: a plain array's tensor
     assert not first.requires_grad
+
+
+def test_gradient_hooks_see_and_replace_the_create_graph_gradients():
+    """register_hook on a non-leaf and on a leaf (seeing its gradient summed over its two uses, once per
+    pass) and retain_grad, under create_graph=True: the hooks get the gradients as Tensors of the graph,
+    their replacements are differentiated again, as PyTorch's."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    x0, w0 = rng.standard_normal((3, 4)), rng.standard_normal(4)
+    results = []
+    for lib in (dk, torch):
+        x, w = lib.tensor(x0, requires_grad=True), lib.tensor(w0, requires_grad=True)
+        seen = []
+        h = (x * w).tanh()
+        h.register_hook(lambda g: g * g.sin() + 1)  # a graph function of the incoming gradient
+        h.retain_grad()
+        w.register_hook(lambda g, seen=seen: seen.append(g.requires_grad) or g * 2)
+        y = (h * h).sum() + (w * w).sum()
+        gx, gw = lib.autograd.grad(y, (x, w), create_graph=True)
+        retained = h.grad  # retain_grad keeps the recorded gradient (PyTorch: in grad() too)
+        assert retained.requires_grad
+        penalty = (gx * gx).sum() + (gw * gw.cos()).sum()
+        second = lib.autograd.grad(penalty, (x, w))
+        assert seen == [True, False]  # the leaf's hook in both passes, with the first's graph Tensor
+        results.append([t.detach().numpy() for t in (gx, gw, *second, retained)])
+    for ours, theirs in zip(*results):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12)
 
 
 def test_a_wgan_gp_step_matches_pytorch():

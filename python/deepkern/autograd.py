@@ -556,26 +556,28 @@ def _topological_order(roots) -> list:
 
 
 def run_hooks(hooks, g):
-    """``g`` (a gradient array) after each hook of ``hooks`` (a dict of callables taking and maybe
-    returning a Tensor, see Tensor.register_hook), then given to the retained-grad tensor, if any."""
+    """``g`` (a gradient array, or a Tensor of the graph in a create_graph pass) after each hook of
+    ``hooks`` (a dict of callables taking and maybe returning a Tensor, see Tensor.register_hook), then
+    given to the retained-grad tensor, if any."""
     if not hooks:
         return g
     Tensor = _tensor_class()
+    graph = isinstance(g, Tensor)
     for key, hook in list(hooks.items()):
         if key == "retain":
             continue
-        replaced = hook(Tensor._wrap(g))
+        replaced = hook(g if graph else Tensor._wrap(g))
         if replaced is not None:
             if not isinstance(replaced, Tensor) or replaced.shape != g.shape:
                 what = f"shape {replaced.shape}" if isinstance(replaced, Tensor) else type(replaced).__name__
                 raise RuntimeError(f"hook {hook!r} returned {what}; expected a Tensor of shape {g.shape} or None")
             if replaced.dtype != g.dtype:
                 raise RuntimeError(f"hook {hook!r} has changed the type of value (was {g.dtype} got {replaced.dtype})")
-            g = replaced._array
+            g = replaced if graph else replaced._array
     retained = hooks.get("retain")
     target = retained() if retained is not None else None
     if target is not None:
-        accumulate_grad(target, g)
+        (_accumulate_graph if graph else accumulate_grad)(target, g)
     return g
 
 
@@ -604,7 +606,8 @@ def set_grad_home(leaf, array, scale: float = 1.0) -> None:
 def accumulate_grad(tensor, g) -> None:
     """Adds the gradient array ``g`` to ``tensor.grad`` as PyTorch's AccumulateGrad does: in place
     when ``.grad`` exists (writeable, and ``g`` changes neither its shape nor its dtype), so views of
-    the gradient keep seeing it; else a new array (written into the tensor's gradient home, see
+    the gradient keep seeing it, unless a create_graph pass recorded it (then a new Tensor, as the sum
+    would otherwise change values its graph holds); else a new array (written into the tensor's gradient home, see
     :func:`set_grad_home`, when it has one)."""
     Tensor = _tensor_class()
     grad = tensor.grad
@@ -621,6 +624,9 @@ def accumulate_grad(tensor, g) -> None:
             tensor.grad = Tensor._wrap(g.astype(tensor.dtype))
         return
     arr = grad._array
+    if grad.requires_grad:  # recorded by a create_graph pass: a new Tensor, its graph left as it was
+        tensor.grad = Tensor._wrap(arr + g)
+        return
     writeable = getattr(getattr(arr, "flags", None), "writeable", True)
     if writeable and tuple(arr.shape) == tuple(g.shape) and np.result_type(arr.dtype, g.dtype) == arr.dtype:
         np.add(arr, g, out=arr)
@@ -689,17 +695,21 @@ class GraphIO:
 def _graph_engine(roots, to_leaf, wanted=None, only_leaves=None) -> None:
     """The backward pass of create_graph=True on Tensors: as :func:`_engine` (``roots``, ``to_leaf``,
     ``wanted``, ``only_leaves``), with each gradient a Tensor recorded as it is computed (by the nodes'
-    ``backward_graph``) and nothing freed. Gradient hooks are not run there (NotImplementedError)."""
+    ``backward_graph``) and nothing freed; gradient hooks see (and may replace) those Tensors, a leaf's
+    once with its summed gradient."""
     Tensor = _tensor_class()
     pending, nodes = {}, []
+
+    held = {}  # leaves with hooks: their gradient summed over their uses, for the hooks to see once
 
     def to_input(inp, g):
         if type(inp) is not tuple:
             if only_leaves is not None and id(inp) not in only_leaves:
                 return
             if inp._hooks:
-                raise NotImplementedError("create_graph=True: gradient hooks on a leaf are not supported")
-            to_leaf(inp, g)
+                held[id(inp)] = (inp, g if id(inp) not in held else held[id(inp)][1] + g)
+            else:
+                to_leaf(inp, g)
             return
         source, index, _ = inp
         slots = pending.setdefault(id(source), [None] * len(source.output_meta))
@@ -722,7 +732,7 @@ def _graph_engine(roots, to_leaf, wanted=None, only_leaves=None) -> None:
             if grads is None:
                 continue
             if node.hooks:
-                raise NotImplementedError("create_graph=True: gradient hooks on a non-leaf tensor are not supported")
+                grads = [g if g is None else run_hooks(node.hooks.get(i), g) for i, g in enumerate(grads)]
             if wanted:
                 for i, g in enumerate(grads):
                     if (id(node), i) in wanted:
@@ -751,6 +761,8 @@ def _graph_engine(roots, to_leaf, wanted=None, only_leaves=None) -> None:
                     continue
                 dtype = inp[0].output_meta[inp[1]][1] if type(inp) is tuple else inp.dtype
                 to_input(inp, g if g.dtype == dtype else g.to(dtype))
+        for leaf, g in held.values():
+            to_leaf(leaf, run_hooks(leaf._hooks, g))
 
 
 def _accumulate_graph(leaf, g) -> None:
