@@ -350,3 +350,33 @@ def test_grad_outputs_that_require_grad_stay_in_the_graph():
     y.backward(v, create_graph=True)
     (x.grad * dk.tensor(u0)).sum().backward()
     np.testing.assert_allclose(v.grad.numpy(), jacobian @ u0, rtol=1e-12)
+
+
+def test_module_backward_hooks_run_in_a_create_graph_pass():
+    """A module's full backward hook and backward pre-hook under create_graph=True see the gradients as
+    Tensors of the graph and their replacements are differentiated again, as PyTorch's."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(6)
+    x0, w0, b0 = rng.standard_normal((3, 4)), rng.standard_normal((5, 4)), rng.standard_normal(5)
+    results = []
+    for lib in (dk, torch):
+        linear = lib.nn.Linear(4, 5).double()
+        with lib.no_grad():
+            linear.weight.copy_(lib.tensor(w0))
+            linear.bias.copy_(lib.tensor(b0))
+        seen = []
+        linear.register_full_backward_pre_hook(lambda module, grad_output: (grad_output[0].sin(),))
+        linear.register_full_backward_hook(
+            lambda module, grad_input, grad_output, seen=seen: (
+                seen.append((grad_input[0].requires_grad, grad_output[0].requires_grad)),
+                (grad_input[0] * 2,),
+            )[1]
+        )
+        x = lib.tensor(x0, requires_grad=True)
+        y = linear(x.tanh()).tanh()
+        (g,) = lib.autograd.grad((y * y).sum(), x, create_graph=True)
+        second = lib.autograd.grad((g * g).sum(), [x, linear.weight])
+        assert seen == [(True, True), (False, False)]
+        results.append([t.detach().numpy() for t in (g, *second)])
+    for ours, theirs in zip(*results):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12)

@@ -582,6 +582,10 @@ class _Identity(autograd.Function):
         replaced = ctx.on_backward(grads)
         return tuple(grads if replaced is None else replaced)
 
+    @staticmethod
+    def backward_graph(ctx, io, *grads):  # (the gradients are Tensors of the graph: the hooks see them)
+        return _Identity.backward(ctx, *grads)
+
 
 class _BackwardHooks:
     """One call's backward hooks (PyTorch's BackwardHook): the module's tensor inputs and outputs pass
@@ -624,10 +628,11 @@ class _BackwardHooks:
             outputs[i] = t
         return outputs[0] if single else type(output)(outputs)
 
-    def _outputs_backward(self, grads):
-        from ..tensor import Tensor
+    # The gradients come as arrays, or as Tensors of the graph in a create_graph pass (and go back so).
 
-        grads = tuple(Tensor._wrap(g) for g in grads)
+    def _outputs_backward(self, grads):
+        graph = _graph_pass(grads)
+        grads = tuple(g if graph else _tensor(g) for g in grads)
         for hook in list(self.module._backward_pre_hooks.values()):
             replaced = hook(self.module, grads)
             if replaced is not None:
@@ -635,16 +640,15 @@ class _BackwardHooks:
         self.grad_outputs = grads
         if not self.positions:  # no input gradient will come: the hooks run now
             self._run_hooks((None,) * self.count)
-        return tuple(g._array for g in grads)
+        return tuple(g if graph else g._array for g in grads)
 
     def _inputs_backward(self, grads):
-        from ..tensor import Tensor
-
+        graph = _graph_pass(grads)
         grad_input = [None] * self.count
         for i, g in zip(self.positions, grads):
-            grad_input[i] = Tensor._wrap(g)
+            grad_input[i] = g if graph else _tensor(g)
         replaced = self._run_hooks(tuple(grad_input))
-        return None if replaced is None else tuple(replaced[i]._array for i in self.positions)
+        return None if replaced is None else tuple(replaced[i] if graph else replaced[i]._array for i in self.positions)
 
     def _run_hooks(self, grad_input):
         changed = None
@@ -653,6 +657,19 @@ class _BackwardHooks:
             if replaced is not None:
                 grad_input = changed = tuple(replaced)
         return changed
+
+
+def _graph_pass(grads) -> bool:
+    """Whether ``grads`` are the Tensors of a create_graph pass (else arrays)."""
+    from ..tensor import Tensor
+
+    return any(isinstance(g, Tensor) for g in grads)
+
+
+def _tensor(array):
+    from ..tensor import Tensor
+
+    return Tensor._wrap(array)
 
 
 class _ModuleSequence:
