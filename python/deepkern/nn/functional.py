@@ -668,18 +668,12 @@ def _check_floating(op: str, input) -> None:
         raise TypeError(f"{op}: input must be a floating-point tensor, got dtype {dtype}")
 
 
-def _stable_sigmoid(x):
-    """1 / (1 + exp(-x)) with exp of a non-positive argument only (no overflow)."""
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
-
-
 class Silu(Function):
     """``x * sigmoid(x)``; d/dx = s (1 + x (1 - s))."""
 
     @staticmethod
     def forward(ctx, x):
-        s = _stable_sigmoid(x)
+        s = _T.stable_sigmoid(x)
         ctx.save_for_backward(x, s)
         return x * s
 
@@ -751,7 +745,7 @@ class Softplus(Function):
     @staticmethod
     def backward(ctx, g):
         x, linear = ctx.saved_tensors
-        return np.where(linear, g, g * _stable_sigmoid(x * ctx.beta))
+        return np.where(linear, g, g * _T.stable_sigmoid(x * ctx.beta))
 
     @staticmethod
     def backward_graph(ctx, io, g):
@@ -914,7 +908,7 @@ class LogSigmoid(Function):
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
-        return g * _stable_sigmoid(-x)
+        return g * _T.stable_sigmoid(-x)
 
     @staticmethod
     def backward_graph(ctx, io, g):
@@ -955,7 +949,7 @@ class Mish(Function):
     @staticmethod
     def backward(ctx, g):
         x, t = ctx.saved_tensors
-        return g * (t + x * _stable_sigmoid(x) * (1 - t * t))
+        return g * (t + x * _T.stable_sigmoid(x) * (1 - t * t))
 
     @staticmethod
     def backward_graph(ctx, io, g):
