@@ -1215,12 +1215,49 @@ class Stack(Function):
         return tuple(g[head + (i,)] for i in range(g.shape[ctx.dim]))
 
 
+_SAME_SIZE_INTS = {2: np.int16, 4: np.int32, 8: np.int64}
+#: Below this many elements select() leaves the choice to np.where (its setup costs more than it saves).
+_SELECT_MIN_SIZE = 4096
+
+
+def select(cond, a, b):
+    """np.where(cond, a, b). For host floating arrays of one dtype and cond's shape (or Python numbers), with
+    bit masks rather than np.where's branch per element, which mispredicts on an irregular mask (8x slower
+    at a million float32 values): b ^ ((a ^ b) & -cond) on the values' bits, exact for every value."""
+    if not (
+        type(cond) is np.ndarray
+        and cond.dtype == np.bool_
+        and cond.size >= _SELECT_MIN_SIZE
+        and (type(a) is np.ndarray or type(b) is np.ndarray)
+    ):
+        return np.where(cond, a, b)
+    dtype = a.dtype if type(a) is np.ndarray else b.dtype
+
+    def operand(v):  # an array of dtype and cond's shape, a Python number (NumPy's weak scalar), or None
+        if type(v) is np.ndarray:
+            return v if v.dtype == dtype and v.shape == cond.shape else None
+        return np.broadcast_to(np.asarray(v, dtype), cond.shape) if type(v) in (int, float) else None
+
+    chosen = operand(a), operand(b)
+    if dtype.kind != "f" or dtype.itemsize not in _SAME_SIZE_INTS or chosen[0] is None or chosen[1] is None:
+        return np.where(cond, a, b)
+    a, b = chosen
+    ints = _SAME_SIZE_INTS[dtype.itemsize]
+    mask = cond.astype(ints)
+    np.negative(mask, out=mask)  # all ones where cond
+    a_bits, b_bits = a.view(ints), b.view(ints)
+    out = np.bitwise_xor(a_bits, b_bits)
+    out &= mask
+    out ^= b_bits
+    return out.view(dtype)
+
+
 class Where(Function):
     @staticmethod
     def forward(ctx, cond, a, b):
         ctx.save_for_backward(cond)
         ctx.shapes = (_shape_of(a), _shape_of(b))
-        return np.where(cond, a, b)
+        return select(cond, a, b)
 
     @staticmethod
     def backward(ctx, g):
@@ -1228,8 +1265,8 @@ class Where(Function):
         sa, sb = ctx.shapes
         return (
             None,
-            unbroadcast(np.where(cond, g, 0), sa) if ctx.needs_input_grad[1] else None,
-            unbroadcast(np.where(cond, 0, g), sb) if ctx.needs_input_grad[2] else None,
+            unbroadcast(select(cond, g, 0), sa) if ctx.needs_input_grad[1] else None,
+            unbroadcast(select(cond, 0, g), sb) if ctx.needs_input_grad[2] else None,
         )
 
     @staticmethod

@@ -706,12 +706,12 @@ class Elu(Function):
         negative_part = alpha * np.expm1(np.minimum(x, 0))
         ctx.save_for_backward(positive, negative_part)
         ctx.alpha = alpha
-        return np.where(positive, x, negative_part).astype(x.dtype, copy=False)
+        return _T.select(positive, x, negative_part).astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
         positive, negative_part = ctx.saved_tensors
-        return np.where(positive, g, g * (negative_part + ctx.alpha))
+        return _T.select(positive, g, g * (negative_part + ctx.alpha))
 
     @staticmethod
     def backward_graph(ctx, io, g):
@@ -740,12 +740,12 @@ class Softplus(Function):
         ctx.save_for_backward(x, linear)
         ctx.beta = beta
         soft = np.log1p(np.exp(np.minimum(z, threshold))) / beta
-        return np.where(linear, x, soft).astype(x.dtype, copy=False)
+        return _T.select(linear, x, soft).astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
         x, linear = ctx.saved_tensors
-        return np.where(linear, g, g * _T.stable_sigmoid(x * ctx.beta))
+        return _T.select(linear, g, g * _T.stable_sigmoid(x * ctx.beta))
 
     @staticmethod
     def backward_graph(ctx, io, g):
@@ -1093,18 +1093,18 @@ class ScaledElu(Function):
     @staticmethod
     def forward(ctx, x, alpha=1.0, scale=1.0, input_scale=1.0):
         nonpositive = x <= 0
-        z = np.where(nonpositive, x, x.dtype.type(0)) * input_scale  # no overflow where x > 0; -0 stays -0
+        z = _T.select(nonpositive, x, x.dtype.type(0)) * input_scale  # no overflow where x > 0; -0 stays -0
         e = np.exp(z)
         ctx.save_for_backward(nonpositive, e)
         ctx.meta = (alpha, scale, input_scale)
-        out = np.where(nonpositive, (scale * alpha) * np.expm1(z), x * scale)
+        out = _T.select(nonpositive, (scale * alpha) * np.expm1(z), x * scale)
         return out.astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
         nonpositive, e = ctx.saved_tensors
         alpha, scale, input_scale = ctx.meta
-        return np.where(nonpositive, g * ((scale * alpha * input_scale) * e), g * scale).astype(g.dtype, copy=False)
+        return _T.select(nonpositive, g * ((scale * alpha * input_scale) * e), g * scale).astype(g.dtype, copy=False)
 
     @staticmethod
     def backward_graph(ctx, io, g):
