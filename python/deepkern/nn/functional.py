@@ -881,7 +881,8 @@ class Hardswish(Function):
     @staticmethod
     def slope(x):
         """d/dx of hardswish at ``x`` (an array)."""
-        slope = np.where(x <= -3, 0, np.where(x < 3, (2 * x + 3) / 6, np.where(x >= 3, 1, x)))  # NaN stays NaN
+        inner = _T.select(x < 3, (2 * x + 3) / 6, _T.select(x >= 3, 1, x))  # NaN stays NaN
+        slope = _T.select(x <= -3, 0, inner)
         return slope.astype(x.dtype, copy=False)
 
 
